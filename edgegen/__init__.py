@@ -1,0 +1,23 @@
+"""edgegen: generative models from PyTorch training code to fast engines on edge devices.
+
+Importing edgegen is light: the runtime (numpy, onnxruntime) loads on the first `load()`.
+"""
+
+from __future__ import annotations
+
+from .errors import (BackendError, CheckpointError, ConfigError, DataError, EdgegenError, HashMismatchError,
+                     InputError, ManifestError, OutputExistsError, PackageError, UnknownFamilyError, ValidationError)
+
+__version__ = "0.1.0"
+
+
+def load(path, backend: str = "auto", threads: int | None = None, cache_dir=None):
+    """Load the model package at `path` and return its family's pipeline (see edgegen.runtimes.load)."""
+    from .runtimes import load as _load
+
+    return _load(path, backend=backend, threads=threads, cache_dir=cache_dir)
+
+
+__all__ = ["load", "__version__", "EdgegenError", "PackageError", "ManifestError", "HashMismatchError",
+           "CheckpointError", "InputError", "BackendError", "UnknownFamilyError", "DataError", "ConfigError",
+           "ValidationError", "OutputExistsError"]

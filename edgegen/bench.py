@@ -1,0 +1,157 @@
+"""`edgegen bench`: latency of every graph of a package, optionally beside PyTorch eager in
+the same run. The runtime half needs no torch; --vs-torch imports it."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .errors import CheckpointError, ConfigError
+from .metrics import percentiles_ms
+from .package import TensorSpec, atomic_write_text
+from .progress import Progress
+
+ROUNDS = 10  # the engines take turns in this many blocks, so drift in machine load hits both alike
+
+
+def machine_info() -> dict:
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    import onnxruntime
+
+    return {"cpu": cpu, "cores": os.cpu_count(), "arch": platform.machine(), "os": platform.platform(),
+            "python": platform.python_version(), "numpy": np.__version__, "onnxruntime": onnxruntime.__version__,
+            "host": platform.node()}
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (Linux reports kB, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1 << 20 if sys.platform == "darwin" else 1 << 10), 1)
+
+
+def bench_feeds(inputs: tuple[TensorSpec, ...], batch: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Inputs for timing from the manifest alone: uniform [0, 1) floats, zero integers;
+    every dynamic dim named 'batch' set to `batch`, other dynamic dims to 1."""
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for spec in inputs:
+        shape = tuple(batch if d == "batch" else (1 if isinstance(d, str) else d) for d in spec.shape)
+        if spec.dtype.startswith("float"):
+            feeds[spec.name] = rng.random(shape, dtype=np.float32).astype(spec.dtype)
+        else:
+            feeds[spec.name] = np.zeros(shape, dtype=spec.dtype)
+    return feeds
+
+
+def interleaved_timings(engines: dict[str, Callable[[], object]], iters: int, warmup: int) -> dict[str, np.ndarray]:
+    """Warm each engine up, then time `iters` calls of each, taking turns in ROUNDS blocks."""
+    for fn in engines.values():
+        for _ in range(warmup):
+            fn()
+    times = {name: [] for name in engines}
+    per_round = max(1, iters // ROUNDS)
+    with Progress(iters * len(engines), "bench") as bar:
+        done = 0
+        while done < iters:
+            block = min(per_round, iters - done)
+            for name, fn in engines.items():
+                for _ in range(block):
+                    start = time.perf_counter()
+                    fn()
+                    times[name].append(time.perf_counter() - start)
+                bar.update(block)
+            done += block
+    return {name: np.array(t) for name, t in times.items()}
+
+
+def torch_runners(checkpoint: str | os.PathLike, pipe, feeds: dict[str, dict[str, np.ndarray]], threads: int):
+    """PyTorch eager runners for the package's graphs, from the checkpoint it was exported from."""
+    import torch
+
+    from .export.spec import export_spec
+    from .models.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(checkpoint)
+    expected = pipe.package.manifest.provenance.get("source_checkpoint", {}).get("weights_sha256")
+    if expected and expected != ckpt.weights_sha256:
+        raise CheckpointError(f"checkpoint {str(checkpoint)!r}: expected the weights package {str(pipe.package.path)!r} "
+                              f"was exported from (sha256 {expected[:12]}...), found {ckpt.weights_sha256[:12]}...")
+    torch.set_num_threads(threads)
+    runners = {}
+    for graph in export_spec(ckpt.family).graphs:
+        module = graph.submodule(ckpt.model).eval()
+        tensors = [torch.from_numpy(feeds[graph.part][s.name]) for s in pipe.sessions[graph.part].inputs]
+
+        def run(module=module, tensors=tensors):
+            with torch.inference_mode():
+                return module(*tensors)
+
+        runners[graph.part] = run
+    return runners, torch.__version__
+
+
+def bench_package(path: str | os.PathLike, batch: int = 8, iters: int = 200, warmup: int = 20, backend: str = "auto",
+                  threads: int | None = None, vs_torch: str | os.PathLike | None = None) -> dict:
+    """Time every graph of the package; with vs_torch, PyTorch eager on the same inputs, interleaved."""
+    from .runtimes import load
+
+    if batch < 1 or iters < 1 or warmup < 0:
+        raise ConfigError(f"bench: expected batch >= 1, iters >= 1, warmup >= 0, found {batch}, {iters}, {warmup}")
+    threads = threads or os.cpu_count()
+    pipe = load(path, backend=backend, threads=threads)
+    feeds = {part: bench_feeds(s.inputs, batch) for part, s in pipe.sessions.items()}
+    engines = {(part, f"edgegen {pipe.backend}"): (lambda s=s, f=feeds[part]: s.run(f)) for part, s in pipe.sessions.items()}
+    for fn in engines.values():
+        fn()
+    runtime_rss = peak_rss_mb()
+    versions = {}
+    if vs_torch is not None:
+        runners, versions["torch"] = torch_runners(vs_torch, pipe, feeds, threads)
+        engines.update({(part, "torch eager"): fn for part, fn in runners.items()})
+    timings = interleaved_timings(engines, iters, warmup)
+    results = []
+    for (part, engine), seconds in timings.items():
+        stats = percentiles_ms(seconds)
+        results.append({"graph": part, "engine": engine, **{k: round(v, 4) for k, v in stats.items()},
+                        "throughput_per_s": round(batch * 1e3 / stats["mean_ms"], 1)})
+    ratios = {}
+    for part in pipe.sessions:
+        ours, ref = timings.get((part, f"edgegen {pipe.backend}")), timings.get((part, "torch eager"))
+        if ref is not None:
+            ratios[part] = round(float(np.median(ref) / np.median(ours)), 3)
+    return {
+        "package": str(Path(path)), "family": pipe.family, "backend": pipe.backend, "precision": "fp32",
+        "threads": threads, "batch": batch, "iters": iters, "warmup": warmup,
+        "peak_rss_mb": {"runtime": runtime_rss, "process": peak_rss_mb()},
+        "machine": {**machine_info(), **versions},
+        "results": results,
+        "speedup_vs_torch_p50": ratios,
+    }
+
+
+def format_table(report: dict) -> str:
+    head = "| graph | engine | p50 ms | p90 ms | p99 ms | mean ms | min ms | samples/s | vs torch |"
+    lines = [head, "|" + "---|" * 9]
+    for r in report["results"]:
+        ratio = report["speedup_vs_torch_p50"].get(r["graph"]) if not r["engine"].startswith("torch") else None
+        lines.append(f"| {r['graph']} | {r['engine']} | {r['p50_ms']:.3f} | {r['p90_ms']:.3f} | {r['p99_ms']:.3f} | "
+                     f"{r['mean_ms']:.3f} | {r['min_ms']:.3f} | {r['throughput_per_s']:.0f} | "
+                     f"{f'{ratio:.2f}x' if ratio else ''} |")
+    return "\n".join(lines)
+
+
+def write_report(report: dict, path: str | os.PathLike) -> None:
+    atomic_write_text(path, json.dumps(report, indent=2) + "\n")

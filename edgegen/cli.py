@@ -1,0 +1,189 @@
+"""The `edgegen` command. Errors a user can cause print one line and exit 2; --debug shows
+the traceback. The training and export commands import torch only when they run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+
+from . import __version__
+from .errors import EdgegenError
+
+EXIT_USER_ERROR = 2
+
+
+def _cmd_train(args) -> None:
+    from .models.train import train
+
+    options = {"latent_dim": args.latent_dim} if args.latent_dim else {}
+    out = train(args.family, args.out, data=args.data, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                seed=args.seed, image_size=args.image_size, channels=args.channels, overwrite=args.force, **options)
+    print(f"wrote checkpoint {out}")
+
+
+def _cmd_export(args) -> None:
+    from .export import export_checkpoint
+
+    out = export_checkpoint(args.checkpoint, args.out, data=args.data, opset=args.opset, name=args.name,
+                            overwrite=args.force)
+    print(f"wrote package {out}")
+    _print_info(out)
+
+
+def _cmd_generate(args) -> None:
+    from .images import save_grid
+    from .runtimes import load
+
+    pipe = load(args.package, backend=args.backend, threads=args.threads)
+    images = pipe.sample(args.n, seed=args.seed)
+    save_grid(images, args.out, nrow=args.nrow, scale=args.scale)
+    print(f"wrote {args.out} ({len(images)} samples from {pipe.family} package, seed {args.seed}, backend {pipe.backend})")
+
+
+def _cmd_bench(args) -> None:
+    from .bench import bench_package, format_table, write_report
+
+    report = bench_package(args.package, batch=args.batch, iters=args.iters, warmup=args.warmup,
+                           backend=args.backend, threads=args.threads, vs_torch=args.vs_torch)
+    print(f"{report['package']}: {report['family']}, backend {report['backend']}, precision {report['precision']}, "
+          f"batch {report['batch']}, threads {report['threads']}, {report['iters']} iters; "
+          f"peak RSS {report['peak_rss_mb']['runtime']} MB (runtime), {report['peak_rss_mb']['process']} MB (process)")
+    print(format_table(report))
+    if args.json:
+        write_report(report, args.json)
+        print(f"wrote {args.json}")
+
+
+def _print_info(path) -> None:
+    from .package import Package
+
+    package = Package(path)
+    m = package.manifest
+    print(f"package   {package.path}")
+    print(f"family    {m.family}   name {m.name!r}   format {m.format}")
+    print(f"config    {json.dumps(m.config)}")
+    for part, g in m.graphs.items():
+        size = package.graph_path(part).stat().st_size
+        ins = ", ".join(f"{t.name}: {t.describe()}" for t in g.inputs)
+        outs = ", ".join(f"{t.name}: {t.describe()}" for t in g.outputs)
+        check = g.extra.get("validation", {})
+        gate = (f"gate {'passed' if check.get('passed') else 'FAILED'} at batches {check.get('batches')}, "
+                f"max abs diff {check.get('max_abs', float('nan')):.2g}") if check else "no gate record"
+        print(f"graph     {part}: {g.file} ({size / 1024:.0f} KiB, sha256 {g.sha256[:12]}..., opset {g.extra.get('opset')})")
+        print(f"            in  {ins}\n            out {outs}\n            {gate}")
+    print(f"variants  {', '.join(m.variants) or 'none (fp32 only)'}")
+    p = m.provenance
+    print(f"made by   edgegen {p.get('edgegen')}, torch {p.get('torch')}, onnx {p.get('onnx')}, opset {p.get('opset')}, "
+          f"{p.get('created')}")
+
+
+def _cmd_info(args) -> None:
+    _print_info(args.package)
+
+
+def _cmd_doctor(args) -> None:
+    from .doctor import format_report, report
+
+    info = report()
+    print(json.dumps(info, indent=2) if args.json else format_report(info))
+
+
+def _cmd_demo(args) -> None:
+    from .demo import run_demo
+
+    index = run_demo(args.out, train_models=args.train, overwrite=args.force, iters=args.iters)
+    print(f"wrote {index}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgegen", description="Generative models from PyTorch to fast edge engines.")
+    parser.add_argument("--version", action="version", version=f"edgegen {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def runtime_options(p):
+        p.add_argument("--backend", default="auto", help="auto, ort-cpu, ort-cuda or ort-tensorrt (default: auto)")
+        p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: one per core)")
+
+    p = sub.add_parser("train", help="train a model and write a checkpoint")
+    p.add_argument("family", help="vae or gan")
+    p.add_argument("--data", default="digits", help="digits, natural, or a folder of images (default: digits)")
+    p.add_argument("--out", required=True, help="checkpoint directory to write")
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the family's)")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--image-size", type=int, default=32)
+    p.add_argument("--channels", type=int, choices=(1, 3), default=None, help="1 grey, 3 RGB (default: the data's own)")
+    p.add_argument("--latent-dim", type=int, default=None)
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("export", help="export a checkpoint to a validated model package")
+    p.add_argument("checkpoint")
+    p.add_argument("--out", required=True, help="package directory to write")
+    p.add_argument("--data", default=None, help="data for the validation gate (default: the training data)")
+    p.add_argument("--opset", type=int, default=23)
+    p.add_argument("--name", default=None)
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("generate", help="sample from a package and write a PNG grid")
+    p.add_argument("package")
+    p.add_argument("--n", type=int, default=16)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="PNG file to write")
+    p.add_argument("--nrow", type=int, default=None, help="images per row (default: square grid)")
+    p.add_argument("--scale", type=int, default=2, help="pixel upscaling of the grid (default: 2)")
+    runtime_options(p)
+    p.set_defaults(func=_cmd_generate)
+
+    p = sub.add_parser("bench", help="measure latency of a package's graphs")
+    p.add_argument("package")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--iters", type=int, default=200)
+    p.add_argument("--warmup", type=int, default=20)
+    p.add_argument("--json", default=None, help="write the report as JSON here")
+    p.add_argument("--vs-torch", default=None, metavar="CHECKPOINT",
+                   help="also run PyTorch eager from this checkpoint, interleaved, and report the ratio")
+    runtime_options(p)
+    p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser("info", help="show a package's manifest")
+    p.add_argument("package")
+    p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser("doctor", help="which backends and versions this machine has")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_doctor)
+
+    p = sub.add_parser("demo", help="train/export/generate/bench every family and write demo/index.md")
+    p.add_argument("--out", default="demo")
+    p.add_argument("--train", action="store_true", help="train from scratch instead of using the shipped weights")
+    p.add_argument("--iters", type=int, default=200, help="benchmark iterations per engine")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    p.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except EdgegenError as exc:
+        if args.debug:
+            traceback.print_exc()
+        message = str(exc).replace("\n", "\n  ")
+        print(f"edgegen: error: {message}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("edgegen: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

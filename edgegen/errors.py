@@ -1,0 +1,49 @@
+"""Errors a user can cause. Each message names the thing, what was expected and what was found."""
+
+
+class EdgegenError(Exception):
+    """Base class of every error edgegen raises for something the user can fix."""
+
+
+class PackageError(EdgegenError):
+    """A model package is missing, unreadable or inconsistent with its manifest."""
+
+
+class ManifestError(PackageError):
+    """edgegen.json is not valid JSON or does not follow the package schema."""
+
+
+class HashMismatchError(PackageError):
+    """A graph file's sha256 differs from the one recorded in the manifest."""
+
+
+class CheckpointError(EdgegenError):
+    """A training checkpoint is missing, unreadable or does not rebuild its module."""
+
+
+class InputError(EdgegenError):
+    """An input given to a session or a pipeline has the wrong name, dtype or shape."""
+
+
+class BackendError(EdgegenError):
+    """The requested backend is unknown or not available on this machine."""
+
+
+class UnknownFamilyError(EdgegenError):
+    """A family name that edgegen does not know."""
+
+
+class DataError(EdgegenError):
+    """A dataset name or folder that cannot be loaded."""
+
+
+class ConfigError(EdgegenError):
+    """A model or command setting outside what is supported."""
+
+
+class ValidationError(EdgegenError):
+    """An exported graph does not reproduce PyTorch; the package is not written."""
+
+
+class OutputExistsError(EdgegenError):
+    """The output path exists and overwriting it was not asked for."""

@@ -1,0 +1,107 @@
+"""torch -> ONNX per family, the validation gate, and the package writer."""
+
+from __future__ import annotations
+
+import datetime
+import platform
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime
+import torch
+
+from .. import __version__
+from ..errors import ValidationError
+from ..models.checkpoint import load_checkpoint
+from ..models.data import load_images
+from ..package import GraphEntry, Manifest, Package, sha256_file, staged_directory, write_manifest
+from ..runtimes.ort import OrtSession
+from .onnx_export import DEFAULT_OPSET, export_module, value_spec
+from .spec import EXPORT_SPECS, ExportSpec, GraphSpec, export_spec
+from .validate import Comparison, compare, gate_graph
+
+EXPORT_BATCH = 2            # traced at 2 ...
+GATE_BATCHES = (1, 3)       # ... checked at sizes it was not traced at
+
+
+def export_checkpoint(checkpoint: str | Path, out: str | Path, data: str | None = None, opset: int = DEFAULT_OPSET,
+                      name: str | None = None, overwrite: bool = False, seed: int = 0) -> Path:
+    """Export every graph of a checkpoint, gate each against PyTorch, and write the package.
+
+    data: the dataset the gate draws realistic inputs from (default: the one it was trained on).
+    Raises ValidationError, and leaves nothing at `out`, when a graph does not reproduce PyTorch.
+    """
+    ckpt = load_checkpoint(checkpoint)
+    spec = export_spec(ckpt.family)
+    images = None
+    if spec.needs_data:
+        source = data or ckpt.data.get("source", "digits")
+        images = load_images(source, image_size=ckpt.config.image_size, channels=ckpt.config.image_channels)
+    with staged_directory(out, overwrite=overwrite) as stage:
+        graphs, failures = {}, []
+        for graph in spec.graphs:
+            entry, results = _export_graph(graph, ckpt, images, stage, opset, seed)
+            graphs[graph.part] = entry
+            failures += [f"graph {graph.part!r} {r.line()} (tolerance atol {graph.atol:g}, rtol {graph.rtol:g})"
+                         for r in results if not r.passed]
+        if failures:
+            raise ValidationError(f"export of {str(checkpoint)!r} does not reproduce PyTorch; package not written:\n  "
+                                  + "\n  ".join(failures))
+        manifest = Manifest(
+            family=ckpt.family,
+            name=name or Path(checkpoint).resolve().name,
+            config=spec.runtime_config(ckpt),
+            graphs=graphs,
+            provenance=_provenance(ckpt, opset),
+        )
+        write_manifest(stage, manifest)
+        Package(stage)  # read back what we wrote, through the runtime's own checks
+    return Path(out)
+
+
+def _export_graph(graph: GraphSpec, ckpt, images, stage: Path, opset: int, seed: int) -> tuple[GraphEntry, list[Comparison]]:
+    rng = np.random.default_rng(seed)
+    module = graph.submodule(ckpt.model).eval()
+    inputs = graph.inputs(ckpt.config)
+    example = graph.realistic_inputs(ckpt, EXPORT_BATCH, rng, images)
+    model = export_module(module, graph.part, inputs, graph.outputs, example, opset)
+    file = f"{graph.part}.onnx"
+    onnx.save(model, str(stage / file))
+    outputs = tuple(value_spec(v) for v in model.graph.output)
+    session = OrtSession(graph.part, stage / file, inputs, outputs, backend="ort-cpu")
+    results = gate_graph(graph.part, module, session,
+                         lambda batch: graph.realistic_inputs(ckpt, batch, rng, images), GATE_BATCHES,
+                         graph.atol, graph.rtol)
+    validation = {
+        "batches": list(GATE_BATCHES),
+        "atol": graph.atol,
+        "rtol": graph.rtol,
+        "max_abs": max(r.max_abs for r in results),
+        "max_rel": max(r.max_rel for r in results),
+        "passed": all(r.passed for r in results),
+    }
+    entry = GraphEntry(file, sha256_file(stage / file), inputs, outputs,
+                       extra={"opset": opset, "validation": validation})
+    return entry, results
+
+
+def _provenance(ckpt, opset: int) -> dict:
+    import onnxscript
+
+    return {
+        "edgegen": __version__,
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "onnxscript": onnxscript.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "opset": opset,
+        "python": platform.python_version(),
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "source_checkpoint": {"path": str(ckpt.path.resolve()), "weights_sha256": ckpt.weights_sha256},
+        "training": ckpt.training,
+    }
+
+
+__all__ = ["export_checkpoint", "export_module", "EXPORT_SPECS", "ExportSpec", "GraphSpec", "compare", "gate_graph",
+           "DEFAULT_OPSET"]

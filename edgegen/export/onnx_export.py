@@ -1,0 +1,67 @@
+"""torch.nn.Module -> checked ONNX ModelProto, with named dynamic axes."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+
+import numpy as np
+import onnx
+import torch
+
+from ..errors import ValidationError
+from ..package import TensorSpec
+
+DEFAULT_OPSET = 23
+_ONNX_DTYPES = {
+    onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16", onnx.TensorProto.INT64: "int64",
+    onnx.TensorProto.INT32: "int32", onnx.TensorProto.INT8: "int8", onnx.TensorProto.UINT8: "uint8",
+    onnx.TensorProto.BOOL: "bool",
+}
+
+
+def value_spec(value: onnx.ValueInfoProto) -> TensorSpec:
+    tensor = value.type.tensor_type
+    dims = tuple(d.dim_param if d.HasField("dim_param") else int(d.dim_value) for d in tensor.shape.dim)
+    return TensorSpec(value.name, _ONNX_DTYPES.get(tensor.elem_type, str(tensor.elem_type)), dims)
+
+
+def export_module(module: torch.nn.Module, part: str, inputs: tuple[TensorSpec, ...], outputs: tuple[str, ...],
+                  example: dict[str, np.ndarray], opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
+    """Export with the dynamo exporter, every string dim dynamic, then run onnx's full checker
+    and confirm the graph's signature is the one asked for."""
+    dims = {d: torch.export.Dim(d) for spec in inputs for d in spec.shape if isinstance(d, str)}
+    dynamic_shapes = {spec.name: {i: dims[d] for i, d in enumerate(spec.shape) if isinstance(d, str)} for spec in inputs}
+    args = tuple(torch.from_numpy(example[spec.name]) for spec in inputs)
+    module = module.eval()
+    with _quiet():
+        program = torch.onnx.export(module, args, dynamo=True, opset_version=opset, verbose=False,
+                                    input_names=[s.name for s in inputs], output_names=list(outputs),
+                                    dynamic_shapes=dynamic_shapes)
+    model = program.model_proto
+    onnx.checker.check_model(model, full_check=True)
+    found_inputs = tuple(value_spec(v) for v in model.graph.input)
+    if found_inputs != tuple(inputs):
+        raise ValidationError(f"graph {part!r}: expected inputs {[s.describe() for s in inputs]}, "
+                              f"the exporter produced {[s.describe() for s in found_inputs]}")
+    found_outputs = [v.name for v in model.graph.output]
+    if found_outputs != list(outputs):
+        raise ValidationError(f"graph {part!r}: expected outputs {list(outputs)}, the exporter produced {found_outputs}")
+    return model
+
+
+@contextlib.contextmanager
+def _quiet():
+    """The exporter narrates each stage on stdout and warns about optional packages; keep
+    the user's terminal for edgegen's own messages (errors still raise)."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)

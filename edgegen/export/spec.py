@@ -1,0 +1,99 @@
+"""Declarative export specs: per family, which graphs, their inputs, realistic inputs for
+the validation gate, tolerances, and the config the runtime needs. No per-model scripts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..errors import UnknownFamilyError
+from ..models.checkpoint import Checkpoint
+from ..models.data import ImageData
+from ..package import TensorSpec
+
+# realistic_inputs(checkpoint, batch, rng, data) -> feeds for the graph, as numpy arrays.
+InputMaker = Callable[[Checkpoint, int, np.random.Generator, "ImageData | None"], dict[str, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    part: str                                            # the graph's name in the package
+    submodule: Callable[[torch.nn.Module], torch.nn.Module]
+    inputs: Callable[[object], tuple[TensorSpec, ...]]   # from the family's Config; "batch" is dynamic
+    outputs: tuple[str, ...]
+    realistic_inputs: InputMaker
+    atol: float = 1e-4
+    rtol: float = 1e-3
+
+
+@dataclass(frozen=True)
+class ExportSpec:
+    family: str
+    graphs: tuple[GraphSpec, ...]
+    runtime_config: Callable[[Checkpoint], dict]
+    needs_data: bool = True   # whether the gate's realistic inputs come from the training data
+
+
+def _image_shape(config) -> list[int]:
+    return [config.image_channels, config.image_size, config.image_size]
+
+
+def _held_out_images(data: ImageData | None, batch: int, rng: np.random.Generator) -> np.ndarray:
+    return data.test[rng.choice(len(data.test), size=batch, replace=len(data.test) < batch)]
+
+
+def _vae_encoder_inputs(ckpt, batch, rng, data):
+    return {"image": _held_out_images(data, batch, rng)}
+
+
+def _vae_decoder_inputs(ckpt, batch, rng, data):
+    # Half posterior means of held-out images, half prior samples: both regions the decoder serves.
+    with torch.no_grad():
+        mu, _ = ckpt.model.encoder(torch.from_numpy(_held_out_images(data, batch, rng)))
+    prior = rng.standard_normal(mu.shape).astype(np.float32)
+    take_prior = np.arange(batch) % 2 == 1
+    return {"z": np.where(take_prior[:, None], prior, mu.numpy()).astype(np.float32)}
+
+
+def _latent_inputs(ckpt, batch, rng, data):
+    return {"z": rng.standard_normal((batch, ckpt.config.latent_dim)).astype(np.float32)}
+
+
+def _image_config(ckpt: Checkpoint) -> dict:
+    return {"image_shape": _image_shape(ckpt.config), "latent_dim": ckpt.config.latent_dim, "data": ckpt.data}
+
+
+VAE = ExportSpec(
+    family="vae",
+    graphs=(
+        GraphSpec("encoder", lambda m: m.encoder,
+                  lambda c: (TensorSpec("image", "float32", ("batch", *_image_shape(c))),),
+                  ("mu", "logvar"), _vae_encoder_inputs),
+        GraphSpec("decoder", lambda m: m.decoder,
+                  lambda c: (TensorSpec("z", "float32", ("batch", c.latent_dim)),),
+                  ("image",), _vae_decoder_inputs),
+    ),
+    runtime_config=_image_config,
+)
+
+GAN = ExportSpec(
+    family="gan",
+    graphs=(
+        GraphSpec("generator", lambda m: m.generator,
+                  lambda c: (TensorSpec("z", "float32", ("batch", c.latent_dim)),),
+                  ("image",), _latent_inputs),
+    ),
+    runtime_config=lambda ckpt: {**_image_config(ckpt), "output_range": [-1.0, 1.0]},
+    needs_data=False,
+)
+
+EXPORT_SPECS = {s.family: s for s in (VAE, GAN)}
+
+
+def export_spec(family: str) -> ExportSpec:
+    if family not in EXPORT_SPECS:
+        raise UnknownFamilyError(f"family {family!r}: expected one with an export spec ({', '.join(EXPORT_SPECS)}), found none")
+    return EXPORT_SPECS[family]

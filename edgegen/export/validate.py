@@ -1,0 +1,54 @@
+"""The validation gate: an exported graph must reproduce PyTorch, or nothing is written."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..runtimes.session import Session
+
+
+@dataclass
+class Comparison:
+    output: str
+    batch: int
+    max_abs: float
+    max_rel: float
+    finite: bool
+    passed: bool
+
+    def line(self) -> str:
+        verdict = "ok" if self.passed else ("NaN/Inf" if not self.finite else "MISMATCH")
+        return f"{self.output} @ batch {self.batch}: max abs {self.max_abs:.3g}, max rel {self.max_rel:.3g} [{verdict}]"
+
+
+def compare(output: str, batch: int, ours: np.ndarray, reference: np.ndarray, atol: float, rtol: float) -> Comparison:
+    """allclose-style: every element within atol + rtol * |reference|; NaN or Inf anywhere fails."""
+    finite = bool(np.isfinite(ours).all() and np.isfinite(reference).all())
+    if ours.shape != reference.shape:
+        return Comparison(output, batch, float("inf"), float("inf"), finite, False)
+    diff = np.abs(ours.astype(np.float64) - reference.astype(np.float64))
+    scale = np.abs(reference.astype(np.float64))
+    max_abs = float(diff.max()) if diff.size else 0.0
+    max_rel = float((diff / np.maximum(scale, 1e-12)).max()) if diff.size else 0.0
+    passed = finite and bool((diff <= atol + rtol * scale).all())
+    return Comparison(output, batch, max_abs, max_rel, finite, passed)
+
+
+def gate_graph(part: str, module: torch.nn.Module, session: Session, make_inputs, batches: tuple[int, ...],
+               atol: float, rtol: float) -> list[Comparison]:
+    """Run the graph in ONNX Runtime (through the same session class users get) and the
+    module in PyTorch on the same realistic inputs at each batch size; compare every output."""
+    results = []
+    for batch in batches:
+        feeds = make_inputs(batch)
+        with torch.inference_mode():
+            reference = module(*(torch.from_numpy(feeds[s.name]) for s in session.inputs))
+        if isinstance(reference, torch.Tensor):
+            reference = (reference,)
+        ours = session.run(feeds)
+        for spec, ref in zip(session.outputs, reference):
+            results.append(compare(spec.name, batch, ours[spec.name], ref.numpy(), atol, rtol))
+    return results

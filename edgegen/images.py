@@ -1,0 +1,37 @@
+"""Image grids as PNG: numpy and pillow only, so the runtime can write them."""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+
+import numpy as np
+from PIL import Image
+
+from .errors import InputError
+from .package import atomic_write_bytes
+
+
+def grid(images: np.ndarray, nrow: int | None = None, pad: int = 2, scale: int = 1) -> np.ndarray:
+    """Tile [n, C, H, W] images in [0, 1] into one uint8 HxWxC (or HxW) picture."""
+    if images.ndim != 4 or images.shape[1] not in (1, 3):
+        raise InputError(f"images: expected [n, 1 or 3, H, W], found shape {list(images.shape)}")
+    n, c, h, w = images.shape
+    nrow = nrow or math.ceil(math.sqrt(n))
+    rows = math.ceil(n / nrow)
+    canvas = np.ones((c, rows * (h + pad) + pad, nrow * (w + pad) + pad), dtype=np.float32)
+    for i, image in enumerate(images):
+        top, left = pad + (i // nrow) * (h + pad), pad + (i % nrow) * (w + pad)
+        canvas[:, top:top + h, left:left + w] = image
+    pixels = (np.clip(canvas, 0, 1) * 255 + 0.5).astype(np.uint8)
+    if scale > 1:
+        pixels = pixels.repeat(scale, axis=1).repeat(scale, axis=2)
+    return pixels[0] if c == 1 else pixels.transpose(1, 2, 0)
+
+
+def save_grid(images: np.ndarray, path: str | os.PathLike, nrow: int | None = None, scale: int = 2) -> None:
+    """Write the grid as a PNG, atomically; the same images give the same bytes."""
+    buffer = io.BytesIO()
+    Image.fromarray(grid(images, nrow=nrow, scale=scale)).save(buffer, format="PNG")
+    atomic_write_bytes(path, buffer.getvalue())

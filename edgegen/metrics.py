@@ -1,0 +1,33 @@
+"""Small numpy measures used by the runtime, the demo and the benchmarks."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def roc_auc(negatives: np.ndarray, positives: np.ndarray) -> float:
+    """Area under the ROC curve for scores where positives should score higher:
+    the probability that a random positive outranks a random negative (ties count half)."""
+    neg = np.asarray(negatives, dtype=np.float64).ravel()
+    pos = np.asarray(positives, dtype=np.float64).ravel()
+    scores = np.concatenate([neg, pos])
+    order = scores.argsort(kind="mergesort")
+    ranks = np.empty(len(scores), dtype=np.float64)
+    ranks[order] = np.arange(1, len(scores) + 1)
+    # Average the ranks of tied scores.
+    _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
+    sums = np.bincount(inverse, weights=ranks)
+    ranks = (sums / counts)[inverse]
+    pos_ranks = ranks[len(neg):].sum()
+    return float((pos_ranks - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
+def percentiles_ms(seconds: np.ndarray) -> dict[str, float]:
+    ms = np.asarray(seconds, dtype=np.float64) * 1e3
+    return {
+        "min_ms": float(ms.min()),
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p90_ms": float(np.percentile(ms, 90)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "mean_ms": float(ms.mean()),
+    }

@@ -1,0 +1,100 @@
+"""Checkpoints: weights in safetensors, the architecture in config.json. Never pickled code."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .. import __version__
+from ..errors import CheckpointError, ConfigError
+from ..package import atomic_write_text, sha256_file, staged_directory
+from . import family_module
+
+CHECKPOINT_FORMAT = "edgegen.checkpoint/1"
+WEIGHTS = "weights.safetensors"
+CONFIG = "config.json"
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    family: str
+    config: Any  # the family's Config dataclass
+    model: torch.nn.Module
+    data: dict
+    training: dict
+    weights_sha256: str
+
+
+def make_config(family: str, values: dict) -> Any:
+    """The family's Config from plain values; unknown keys and bad values are ConfigErrors."""
+    config_class = family_module(family).Config
+    known = {f.name for f in dataclasses.fields(config_class)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"{family} config: expected keys among {sorted(known)}, found unknown {unknown}")
+    try:
+        config = config_class(**values)
+    except TypeError as exc:
+        raise ConfigError(f"{family} config: {exc}") from None
+    problems = config.validate()
+    if problems:
+        raise ConfigError(f"{family} config: " + "; ".join(problems))
+    return config
+
+
+def save_checkpoint(out: str | Path, family: str, config: Any, model: torch.nn.Module, data: dict, training: dict,
+                    overwrite: bool = False) -> Path:
+    with staged_directory(out, overwrite=overwrite) as stage:
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(stage / WEIGHTS))
+        meta = {
+            "format": CHECKPOINT_FORMAT,
+            "family": family,
+            "config": dataclasses.asdict(config),
+            "data": data,
+            "training": training,
+            "versions": {"edgegen": __version__, "torch": torch.__version__, "python": platform.python_version()},
+        }
+        atomic_write_text(stage / CONFIG, json.dumps(meta, indent=2) + "\n")
+    return Path(out)
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    path = Path(path)
+    meta_path, weights_path = path / CONFIG, path / WEIGHTS
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint {str(path)!r}: expected a directory with {CONFIG} and {WEIGHTS}, found "
+                              f"{'a file' if path.exists() else 'nothing at that path'}")
+    for needed in (meta_path, weights_path):
+        if not needed.is_file():
+            raise CheckpointError(f"checkpoint {str(path)!r}: expected {needed.name} in it, found none")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{meta_path}: expected valid JSON, found a parse error: {exc}") from None
+    if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise CheckpointError(f"{meta_path}: expected format {CHECKPOINT_FORMAT!r}, found {found!r}")
+    family = meta.get("family")
+    config = make_config(family, meta.get("config", {}))
+    model = family_module(family).build(config)
+    try:
+        state = load_file(str(weights_path))
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{weights_path}: expected a safetensors file, found: {exc}") from None
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{weights_path}: expected weights of the {family} model described by {CONFIG}, found: "
+                              f"{str(exc).splitlines()[0]}") from None
+    model.eval()
+    return Checkpoint(path, family, config, model, meta.get("data", {}), meta.get("training", {}),
+                      sha256_file(weights_path))

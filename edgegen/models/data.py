@@ -1,0 +1,154 @@
+"""Image datasets that need no network: scikit-learn's digits, crops of the photographs
+that scikit-learn and scikit-image ship in their wheels, and a folder of the user's images.
+
+Every loader returns float32 arrays [N, C, H, W] in [0, 1], split into train and test.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..errors import DataError
+
+BUILTIN_IMAGE_DATA = ("digits", "natural")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+# Photographs inside the scikit-image wheel (no download); grey ones are repeated to RGB.
+_SKIMAGE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "coins", "brick", "grass", "gravel",
+                   "hubble_deep_field", "immunohistochemistry")
+
+
+@dataclass
+class ImageData:
+    name: str
+    train: np.ndarray
+    test: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.train.shape[1:])
+
+    def describe(self) -> dict:
+        c, h, w = self.shape
+        return {"source": self.name, "channels": c, "image_size": h, "train": len(self.train), "test": len(self.test)}
+
+
+def load_images(source: str, image_size: int = 32, channels: int | None = None, seed: int = 0) -> ImageData:
+    """Load a built-in dataset by name or the images in a folder.
+
+    channels: 1 (grey) or 3 (RGB); None keeps the source's own (digits 1, photographs 3).
+    """
+    if channels not in (None, 1, 3):
+        raise DataError(f"channels: expected 1 or 3, found {channels!r}")
+    if not isinstance(image_size, int) or image_size < 8:
+        raise DataError(f"image_size: expected an integer of at least 8, found {image_size!r}")
+    if source == "digits":
+        train, test = _digits(image_size)
+    elif source == "natural":
+        train, test = _natural_crops(image_size, seed)
+    elif Path(source).is_dir():
+        train, test = _folder(Path(source), image_size, seed)
+    else:
+        raise DataError(f"data {source!r}: expected one of {', '.join(BUILTIN_IMAGE_DATA)} or a folder of images, "
+                        f"found {'a file' if Path(source).exists() else 'no such folder'}")
+    return ImageData(source, _to_channels(train, channels), _to_channels(test, channels))
+
+
+def _to_channels(images: np.ndarray, channels: int | None) -> np.ndarray:
+    have = images.shape[1]
+    if channels is None or channels == have:
+        return images
+    if channels == 1:  # ITU-R 601 luma, as PIL's "L" conversion
+        weights = np.array([0.299, 0.587, 0.114], dtype=np.float32).reshape(1, 3, 1, 1)
+        return (images * weights).sum(axis=1, keepdims=True).astype(np.float32)
+    return np.repeat(images, 3, axis=1)
+
+
+def _resize(array: np.ndarray, size: int) -> np.ndarray:
+    """One image HxW or HxWxC in [0, 1] -> C x size x size, bicubic, clipped to [0, 1]."""
+    if array.ndim == 2:
+        array = array[:, :, None]
+    planes = [np.asarray(Image.fromarray(array[:, :, c].astype(np.float32), mode="F").resize((size, size), Image.BICUBIC))
+              for c in range(array.shape[2])]
+    return np.clip(np.stack(planes), 0.0, 1.0)
+
+
+def _split(images: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    order = np.random.default_rng(seed).permutation(len(images))
+    n_test = max(1, int(round(len(images) * test_fraction)))
+    return images[order[n_test:]], images[order[:n_test]]
+
+
+def _digits(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The 1,797 8x8 handwritten digits that scikit-learn ships, upsampled to size x size."""
+    x_train, _, x_test, _ = digit_labels(size)
+    return x_train, x_test
+
+
+def digit_labels(size: int = 32) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Digits with their labels, in the split load_images('digits') uses: x_train, y_train, x_test, y_test.
+
+    The split is fixed, the same for every family, so "held-out digits" always means the same images.
+    """
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = np.stack([_resize(img / 16.0, size) for img in digits.images]).astype(np.float32)
+    order = np.random.default_rng(1234).permutation(len(images))
+    n_test = int(round(len(images) * 0.15))
+    test, train = order[:n_test], order[n_test:]
+    return images[train], digits.target[train], images[test], digits.target[test]
+
+
+def _photographs() -> list[np.ndarray]:
+    from sklearn.datasets import load_sample_images
+    import skimage.data
+
+    photos = [np.asarray(img) for img in load_sample_images().images]
+    photos += [np.asarray(getattr(skimage.data, name)()) for name in _SKIMAGE_PHOTOS]
+    return [np.repeat(p[:, :, None], 3, axis=2) if p.ndim == 2 else p[:, :, :3] for p in photos]
+
+
+def _natural_crops(size: int, seed: int, n_train: int = 4000, n_test: int = 500) -> tuple[np.ndarray, np.ndarray]:
+    """Random square crops (side 1x to 4x the output size) of the shipped photographs, resized."""
+    photos = [p.astype(np.float32) / 255.0 for p in _photographs()]
+
+    def crops(n: int, rng: np.random.Generator) -> np.ndarray:
+        out = np.empty((n, 3, size, size), dtype=np.float32)
+        for i in range(n):
+            photo = photos[rng.integers(len(photos))]
+            side = int(rng.integers(size, min(4 * size, *photo.shape[:2]) + 1))
+            top = rng.integers(photo.shape[0] - side + 1)
+            left = rng.integers(photo.shape[1] - side + 1)
+            out[i] = _resize(photo[top:top + side, left:left + side], size)
+        return out
+
+    return crops(n_train, np.random.default_rng(seed)), crops(n_test, np.random.default_rng(seed + 1_000_003))
+
+
+def _folder(folder: Path, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every image under `folder`, centre-cropped to a square and resized, as RGB."""
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise DataError(f"data folder {str(folder)!r}: expected image files ({', '.join(IMAGE_SUFFIXES)}), found none")
+    images = []
+    for path in files:
+        try:
+            with Image.open(path) as img:
+                rgb = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+        except OSError as exc:
+            raise DataError(f"image {str(path)!r}: expected a readable image, found: {exc}") from None
+        side = min(rgb.shape[:2])
+        top, left = (rgb.shape[0] - side) // 2, (rgb.shape[1] - side) // 2
+        images.append(_resize(rgb[top:top + side, left:left + side], size))
+    if len(images) < 2:
+        raise DataError(f"data folder {str(folder)!r}: expected at least 2 images (one held out), found {len(images)}")
+    return _split(np.stack(images).astype(np.float32), 0.1, seed)
+
+
+def noise_images(n: int, shape: tuple[int, int, int], seed: int = 0) -> np.ndarray:
+    """Uniform noise images: the out-of-distribution baseline for anomaly scores."""
+    return np.random.default_rng(seed).random((n, *shape), dtype=np.float32)

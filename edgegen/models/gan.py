@@ -1,0 +1,100 @@
+"""A DCGAN-style GAN whose generator upsamples by nearest-neighbour resize + conv."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .vae import upsample_block
+
+FAMILY = "gan"
+DATA_RANGE = (-1.0, 1.0)
+DEFAULT_STEPS = 2500
+DEFAULT_BATCH = 64
+DEFAULT_LR = 2e-4
+
+
+@dataclass
+class Config:
+    image_channels: int = 1
+    image_size: int = 32
+    latent_dim: int = 64
+    width: int = 32
+
+    def validate(self) -> list[str]:
+        problems = []
+        if self.image_size % 8:
+            problems.append(f"image_size expected a multiple of 8 (three x2 stages), found {self.image_size}")
+        if self.latent_dim < 1 or self.width < 1:
+            problems.append(f"latent_dim and width expected positive, found {self.latent_dim} and {self.width}")
+        return problems
+
+
+class Generator(nn.Module):
+    def __init__(self, c: Config):
+        super().__init__()
+        w, base = c.width, c.image_size // 8
+        self.fc = nn.Linear(c.latent_dim, 4 * w * base * base)
+        self.net = nn.Sequential(
+            nn.Unflatten(1, (4 * w, base, base)), nn.BatchNorm2d(4 * w), nn.ReLU(),
+            upsample_block(4 * w, 2 * w), upsample_block(2 * w, w),
+            nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(w, c.image_channels, 3, padding=1), nn.Tanh(),
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(self.fc(z))
+
+
+class Discriminator(nn.Module):
+    def __init__(self, c: Config):
+        super().__init__()
+        w = c.width
+        self.net = nn.Sequential(
+            nn.Conv2d(c.image_channels, w, 4, 2, 1), nn.LeakyReLU(0.2),
+            nn.Conv2d(w, 2 * w, 4, 2, 1), nn.BatchNorm2d(2 * w), nn.LeakyReLU(0.2),
+            nn.Conv2d(2 * w, 4 * w, 4, 2, 1), nn.BatchNorm2d(4 * w), nn.LeakyReLU(0.2),
+            nn.Flatten(), nn.Linear(4 * w * (c.image_size // 8) ** 2, 1),
+        )
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.net(image).squeeze(1)
+
+
+class GAN(nn.Module):
+    def __init__(self, c: Config):
+        super().__init__()
+        self.config = c
+        self.generator = Generator(c)
+        self.discriminator = Discriminator(c)
+
+
+def build(config: Config) -> GAN:
+    return GAN(config)
+
+
+class Trainer:
+    """Non-saturating GAN loss, Adam(0.5, 0.999) as in DCGAN."""
+
+    def __init__(self, model: GAN, lr: float):
+        self.model = model
+        betas = (0.5, 0.999)
+        self.opt_g = torch.optim.Adam(model.generator.parameters(), lr=lr, betas=betas)
+        self.opt_d = torch.optim.Adam(model.discriminator.parameters(), lr=lr, betas=betas)
+
+    def step(self, images: torch.Tensor) -> dict[str, float]:
+        g, d = self.model.generator, self.model.discriminator
+        z = torch.randn(images.shape[0], self.model.config.latent_dim)
+        fake = g(z)
+        real_logits, fake_logits = d(images), d(fake.detach())
+        loss_d = F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
+        self.opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        self.opt_d.step()
+        loss_g = F.softplus(-d(fake)).mean()
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.opt_g.step()
+        return {"loss_d": loss_d.item(), "loss_g": loss_g.item()}

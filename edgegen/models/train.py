@@ -1,0 +1,70 @@
+"""The training loop shared by every family: data, batches, progress, checkpoint."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError
+from ..progress import Progress
+from . import family_module
+from .checkpoint import make_config, save_checkpoint
+from .data import load_images
+
+
+def train(family: str, out: str | Path, data: str = "digits", steps: int | None = None, batch_size: int | None = None,
+          lr: float | None = None, seed: int = 0, image_size: int = 32, channels: int | None = None,
+          overwrite: bool = False, progress: bool | None = None, **model_options) -> Path:
+    """Train a family's model on a built-in dataset or an image folder and write a checkpoint."""
+    module = family_module(family)
+    steps = module.DEFAULT_STEPS if steps is None else steps
+    batch_size = module.DEFAULT_BATCH if batch_size is None else batch_size
+    lr = module.DEFAULT_LR if lr is None else lr
+    if steps < 1 or batch_size < 1 or lr <= 0:
+        raise ConfigError(f"training: expected positive steps, batch size and learning rate, found {steps}, {batch_size}, {lr}")
+    if Path(out).exists() and not overwrite:
+        # Fail before minutes of training, not after.
+        from ..errors import OutputExistsError
+        raise OutputExistsError(f"output {str(out)!r}: expected a path that does not exist yet, found one (pass --force to replace it)")
+
+    images = load_images(data, image_size=image_size, channels=channels, seed=seed)
+    c, h, _ = images.shape
+    config = make_config(family, {"image_channels": c, "image_size": h, **model_options})
+    torch.manual_seed(seed)
+    model = module.build(config)
+    model.train()
+    trainer = module.Trainer(model, lr)
+
+    low, high = module.DATA_RANGE
+    train_set = torch.from_numpy(images.train * (high - low) + low)
+    batches = _batch_indices(len(train_set), batch_size, steps, seed)
+    start = time.perf_counter()
+    averages: dict[str, float] = {}
+    with Progress(steps, f"train {family}", enabled=progress) as bar:
+        for index in batches:
+            losses = trainer.step(train_set[index])
+            # Exponential moving averages: a readable trend rather than per-batch noise.
+            averages = {k: v if k not in averages else 0.95 * averages[k] + 0.05 * v for k, v in losses.items()}
+            bar.update(1, " ".join(f"{k}={v:.3f}" for k, v in averages.items()))
+    model.eval()
+    training = {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
+                "seconds": round(time.perf_counter() - start, 1), "final_losses": averages}
+    data_info = {**images.describe(), "seed": seed}
+    return save_checkpoint(out, family, config, model, data_info, training, overwrite=overwrite)
+
+
+def _batch_indices(n: int, batch_size: int, steps: int, seed: int):
+    """Shuffled epochs of indices, cut into `steps` batches (the last partial batch of an epoch is dropped)."""
+    rng = np.random.default_rng(seed)
+    batch_size = min(batch_size, n)
+    produced = 0
+    while produced < steps:
+        order = rng.permutation(n)
+        for i in range(0, n - batch_size + 1, batch_size):
+            if produced == steps:
+                return
+            yield torch.from_numpy(order[i:i + batch_size])
+            produced += 1

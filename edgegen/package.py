@@ -1,0 +1,268 @@
+"""The model package: the contract between export and runtime.
+
+A package is a directory with ``edgegen.json`` at its root (the manifest) and the ONNX
+graphs it names. The runtime trusts nothing in it: the format version, every field's type,
+every path (it must stay inside the package), every graph file's sha256 are checked here.
+
+This module is runtime code: it must never import torch or onnx.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from .errors import HashMismatchError, ManifestError, OutputExistsError, PackageError
+
+FORMAT = "edgegen.package/1"
+MANIFEST_NAME = "edgegen.json"
+# numpy dtype names that a graph input or output may carry.
+DTYPES = ("float32", "float16", "int64", "int32", "int8", "uint8", "bool")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One graph input or output: its name, numpy dtype name and shape.
+
+    A dim is an int (static) or a string naming a dynamic axis ("batch"); the same string
+    in two inputs of one graph means the two dims must be equal.
+    """
+
+    name: str
+    dtype: str
+    shape: tuple[int | str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
+
+    def describe(self) -> str:
+        return f"{self.dtype}[{', '.join(str(d) for d in self.shape)}]"
+
+
+@dataclass(frozen=True)
+class GraphEntry:
+    """One ONNX graph of the package: file (relative to the package), hash and signature."""
+
+    file: str
+    sha256: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "sha256": self.sha256,
+            "inputs": [t.to_json() for t in self.inputs],
+            "outputs": [t.to_json() for t in self.outputs],
+            **self.extra,
+        }
+
+
+@dataclass
+class Manifest:
+    family: str
+    name: str
+    config: dict[str, Any]
+    graphs: dict[str, GraphEntry]
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    format: str = FORMAT
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": self.format,
+            "family": self.family,
+            "name": self.name,
+            "config": self.config,
+            "graphs": {part: g.to_json() for part, g in self.graphs.items()},
+            "variants": self.variants,
+            "provenance": self.provenance,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any, where: str) -> "Manifest":
+        """Validate a parsed edgegen.json; `where` names the file in error messages."""
+        if not isinstance(data, dict):
+            raise ManifestError(f"{where}: expected a JSON object at the top level, found {type(data).__name__}")
+        fmt = data.get("format")
+        if fmt != FORMAT:
+            raise ManifestError(f"{where}: expected format {FORMAT!r}, found {fmt!r}")
+        family = _field(data, "family", str, where)
+        name = _field(data, "name", str, where)
+        config = _field(data, "config", dict, where)
+        graphs_json = _field(data, "graphs", dict, where)
+        if not graphs_json:
+            raise ManifestError(f"{where}: expected at least one graph in 'graphs', found none")
+        graphs = {part: _graph_entry(g, f"{where}: graphs.{part}") for part, g in graphs_json.items()}
+        variants = data.get("variants", {})
+        if not isinstance(variants, dict):
+            raise ManifestError(f"{where}: expected 'variants' to be an object, found {type(variants).__name__}")
+        provenance = data.get("provenance", {})
+        if not isinstance(provenance, dict):
+            raise ManifestError(f"{where}: expected 'provenance' to be an object, found {type(provenance).__name__}")
+        return cls(family, name, config, graphs, variants, provenance, fmt)
+
+
+def _field(obj: dict, key: str, kind: type, where: str) -> Any:
+    if key not in obj:
+        raise ManifestError(f"{where}: missing required field {key!r}")
+    value = obj[key]
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        raise ManifestError(f"{where}: expected {key!r} to be {kind.__name__}, found {type(value).__name__} {value!r:.60}")
+    return value
+
+
+def _tensor_spec(obj: Any, where: str) -> TensorSpec:
+    if not isinstance(obj, dict):
+        raise ManifestError(f"{where}: expected an object with name, dtype and shape, found {obj!r:.60}")
+    name = _field(obj, "name", str, where)
+    dtype = _field(obj, "dtype", str, where)
+    if dtype not in DTYPES:
+        raise ManifestError(f"{where}: expected dtype of {name!r} to be one of {', '.join(DTYPES)}, found {dtype!r}")
+    shape = _field(obj, "shape", list, where)
+    for dim in shape:
+        ok = isinstance(dim, str) and dim or isinstance(dim, int) and not isinstance(dim, bool) and dim >= 0
+        if not ok:
+            raise ManifestError(f"{where}: expected dims of {name!r} to be non-negative ints or axis names, found {dim!r}")
+    return TensorSpec(name, dtype, tuple(shape))
+
+
+def _graph_entry(obj: Any, where: str) -> GraphEntry:
+    if not isinstance(obj, dict):
+        raise ManifestError(f"{where}: expected an object, found {type(obj).__name__}")
+    file = _field(obj, "file", str, where)
+    sha = _field(obj, "sha256", str, where)
+    if not _SHA256.match(sha):
+        raise ManifestError(f"{where}: expected sha256 to be 64 lowercase hex digits, found {sha!r:.80}")
+    inputs = tuple(_tensor_spec(t, f"{where}.inputs") for t in _field(obj, "inputs", list, where))
+    outputs = tuple(_tensor_spec(t, f"{where}.outputs") for t in _field(obj, "outputs", list, where))
+    if not inputs or not outputs:
+        raise ManifestError(f"{where}: expected at least one input and one output")
+    extra = {k: v for k, v in obj.items() if k not in ("file", "sha256", "inputs", "outputs")}
+    return GraphEntry(file, sha, inputs, outputs, extra)
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class Package:
+    """A package read from disk and checked: the manifest is valid, every file is inside
+    the package and has the recorded hash."""
+
+    def __init__(self, path: str | os.PathLike, verify_hashes: bool = True):
+        self.path = Path(path)
+        if not self.path.exists():
+            raise PackageError(f"package {str(self.path)!r}: expected a package directory, found nothing at that path")
+        if not self.path.is_dir():
+            raise PackageError(f"package {str(self.path)!r}: expected a directory with {MANIFEST_NAME}, found a file")
+        manifest_path = self.path / MANIFEST_NAME
+        if not manifest_path.is_file():
+            raise PackageError(f"package {str(self.path)!r}: expected {MANIFEST_NAME} in it, found none (is this a package made by 'edgegen export'?)")
+        try:
+            data = json.loads(manifest_path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ManifestError(f"{manifest_path}: expected valid JSON, found a parse error: {exc}") from None
+        self.manifest = Manifest.from_json(data, str(manifest_path))
+        for part, entry in self.manifest.graphs.items():
+            path = self.resolve(entry.file, f"graphs.{part}.file")
+            if not path.is_file():
+                raise PackageError(f"package {str(self.path)!r}: graph {part!r} expected at {entry.file!r}, found no such file")
+            if verify_hashes:
+                found = sha256_file(path)
+                if found != entry.sha256:
+                    raise HashMismatchError(
+                        f"package {str(self.path)!r}: graph {part!r} file {entry.file!r} expected sha256 {entry.sha256[:16]}..., "
+                        f"found {found[:16]}... (the file was changed after export)"
+                    )
+
+    @property
+    def family(self) -> str:
+        return self.manifest.family
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.manifest.config
+
+    @property
+    def graphs(self) -> dict[str, GraphEntry]:
+        return self.manifest.graphs
+
+    def resolve(self, relative: str, what: str) -> Path:
+        """The absolute path of a file named in the manifest, refusing any that leaves the package."""
+        root = self.path.resolve()
+        if os.path.isabs(relative):
+            raise ManifestError(f"package {str(self.path)!r}: {what} expected a path relative to the package, found absolute {relative!r}")
+        target = (root / relative).resolve()
+        if target != root and root not in target.parents:
+            raise ManifestError(f"package {str(self.path)!r}: {what} expected a path inside the package, found {relative!r} which leaves it")
+        return target
+
+    def graph_path(self, part: str) -> Path:
+        return self.resolve(self.manifest.graphs[part].file, f"graphs.{part}.file")
+
+
+def write_manifest(directory: str | os.PathLike, manifest: Manifest) -> None:
+    atomic_write_text(Path(directory) / MANIFEST_NAME, json.dumps(manifest.to_json(), indent=2) + "\n")
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write to a temporary name beside `path`, then rename over it: a reader never sees
+    half a file and a failed write leaves the old one in place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+@contextlib.contextmanager
+def staged_directory(out: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Yield an empty staging directory beside `out`; on success it replaces `out`.
+
+    On any exception the staging directory is removed and `out`, if it existed, is left
+    untouched. With overwrite=False an existing `out` is refused before any work starts.
+    """
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise OutputExistsError(f"output {str(out)!r}: expected a path that does not exist yet, found one (pass --force to replace it)")
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(f"output {str(out)!r}: expected a directory to replace, found a file")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    try:
+        yield stage
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    old = None
+    if out.exists():
+        old = out.parent / f".{out.name}.{os.getpid()}.old"
+        os.replace(out, old)
+    os.replace(stage, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

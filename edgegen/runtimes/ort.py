@@ -1,0 +1,126 @@
+"""ONNX Runtime sessions: the CPU, CUDA and TensorRT execution providers.
+
+Runtime code: never imports torch or onnx.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import onnxruntime as ort
+
+from ..errors import BackendError, PackageError
+from ..package import TensorSpec
+from .backends import ORT_BACKENDS
+from .session import Session
+
+# ONNX Runtime's element type strings, mapped to the numpy names the manifest uses.
+_ORT_DTYPES = {
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(int64)": "int64",
+    "tensor(int32)": "int32",
+    "tensor(int8)": "int8",
+    "tensor(uint8)": "uint8",
+    "tensor(bool)": "bool",
+}
+
+
+def session_options(threads: int | None) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    if threads is not None:
+        if threads < 1:
+            raise BackendError(f"threads: expected a positive number of intra-op threads, found {threads}")
+        options.intra_op_num_threads = threads
+    # One graph runs at a time in a pipeline: inter-op parallelism only adds thread pools.
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return options
+
+
+def provider_list(backend: str, cache_dir: Path | None, device_id: int = 0) -> list:
+    """The providers, with their options, for one of the ONNX Runtime backends.
+
+    CUDA and TensorRT keep the CPU provider behind them for any node they cannot take.
+    """
+    cuda = ("CUDAExecutionProvider", {
+        "device_id": device_id,
+        "arena_extend_strategy": "kSameAsRequested",
+        "cudnn_conv_algo_search": "EXHAUSTIVE",
+        "do_copy_in_default_stream": True,
+    })
+    if backend == "ort-cpu":
+        return ["CPUExecutionProvider"]
+    if backend == "ort-cuda":
+        return [cuda, "CPUExecutionProvider"]
+    if backend == "ort-tensorrt":
+        trt_options = {"device_id": device_id, "trt_max_workspace_size": 2 << 30}
+        if cache_dir is not None:
+            # Engines and timing caches live in the package's cache folder so that a
+            # second load on the same device skips the engine build.
+            engines = cache_dir / "ort-tensorrt"
+            engines.mkdir(parents=True, exist_ok=True)
+            trt_options.update({
+                "trt_engine_cache_enable": True,
+                "trt_engine_cache_path": str(engines),
+                "trt_timing_cache_enable": True,
+                "trt_timing_cache_path": str(engines),
+            })
+        return [("TensorrtExecutionProvider", trt_options), cuda, "CPUExecutionProvider"]
+    raise BackendError(f"backend {backend!r}: expected one of {', '.join(ORT_BACKENDS)}")
+
+
+class OrtSession(Session):
+    """One graph in an ONNX Runtime InferenceSession."""
+
+    def __init__(self, graph_name: str, path: Path, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...],
+                 backend: str = "ort-cpu", threads: int | None = None, cache_dir: Path | None = None):
+        super().__init__(graph_name, inputs, outputs)
+        self.backend = backend
+        self.path = Path(path)
+        self.threads = threads if threads is not None else os.cpu_count()
+        try:
+            self._session = ort.InferenceSession(str(path), sess_options=session_options(threads),
+                                                 providers=provider_list(backend, cache_dir))
+        except (ort.capi.onnxruntime_pybind11_state.Fail, ort.capi.onnxruntime_pybind11_state.InvalidGraph,
+                ort.capi.onnxruntime_pybind11_state.InvalidProtobuf, ort.capi.onnxruntime_pybind11_state.NoSuchFile) as exc:
+            raise PackageError(f"graph {graph_name!r} at {str(path)!r}: expected a loadable ONNX model, found: {exc}") from None
+        wanted = ORT_BACKENDS[backend]
+        if wanted not in self._session.get_providers():
+            raise BackendError(f"backend {backend!r}: ONNX Runtime fell back to {self._session.get_providers()} for graph {graph_name!r} (check the CUDA / TensorRT libraries)")
+        self._check_signature()
+        self._output_names = [o.name for o in outputs]
+
+    def _check_signature(self) -> None:
+        """The graph file must have exactly the inputs and outputs the manifest promises."""
+        for kind, declared, actual in (("input", self.inputs, self._session.get_inputs()),
+                                       ("output", self.outputs, self._session.get_outputs())):
+            found = {a.name: a for a in actual}
+            if sorted(found) != sorted(d.name for d in declared):
+                raise PackageError(f"graph {self.graph_name!r}: manifest {kind}s {sorted(d.name for d in declared)} differ from the graph file's {sorted(found)}")
+            for spec in declared:
+                node = found[spec.name]
+                dtype = _ORT_DTYPES.get(node.type, node.type)
+                static = [d if isinstance(d, int) else "?" for d in node.shape]
+                promised = [d if isinstance(d, int) else "?" for d in spec.shape]
+                if dtype != spec.dtype or static != promised:
+                    raise PackageError(
+                        f"graph {self.graph_name!r} {kind} {spec.name!r}: manifest says {spec.describe()}, "
+                        f"graph file has {dtype}{list(node.shape)}"
+                    )
+
+    @property
+    def providers(self) -> list[str]:
+        return self._session.get_providers()
+
+    @property
+    def inference_session(self) -> ort.InferenceSession:
+        return self._session
+
+    def _run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return dict(zip(self._output_names, self._session.run(self._output_names, feeds)))

@@ -1,0 +1,9 @@
+"""One pipeline class per family, found by the manifest's `family`."""
+
+from .base import Pipeline
+from .gan import GANPipeline
+from .vae import VAEPipeline
+
+PIPELINES: dict[str, type[Pipeline]] = {p.family: p for p in (VAEPipeline, GANPipeline)}
+
+__all__ = ["PIPELINES", "Pipeline", "GANPipeline", "VAEPipeline"]

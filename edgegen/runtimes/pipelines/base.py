@@ -1,0 +1,67 @@
+"""What every pipeline shares: the package, one session per graph, input coercion."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ...errors import InputError
+from ...package import Package
+from ..session import Session
+
+
+class Pipeline:
+    """Holds the sessions of one package and owns the generation loop of its family."""
+
+    family: str = ""
+
+    def __init__(self, package: Package, sessions: dict[str, Session]):
+        self.package = package
+        self.sessions = sessions
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.package.config
+
+    @property
+    def backend(self) -> str:
+        return next(iter(self.sessions.values())).backend
+
+    def run(self, part: str, **feeds: np.ndarray) -> dict[str, np.ndarray]:
+        return self.sessions[part].run(feeds)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.package.manifest.name!r} family={self.family} backend={self.backend} graphs={list(self.sessions)}>"
+
+
+def as_float_array(value: Any, what: str, shape: tuple[int | None, ...]) -> np.ndarray:
+    """Coerce a user's array to float32 with the given shape (None = any size).
+
+    Any real floating dtype is accepted and cast; integers are refused because they
+    almost always mean 0..255 pixels where the model wants [0, 1].
+    """
+    try:
+        array = np.asarray(value)
+    except Exception:  # noqa: BLE001 - anything numpy cannot take is the user's input error
+        raise InputError(f"{what}: expected an array, found {type(value).__name__}") from None
+    if array.dtype.kind != "f":
+        hint = " (divide uint8 pixels by 255)" if array.dtype.kind in "ui" else ""
+        raise InputError(f"{what}: expected a floating-point array, found dtype {array.dtype}{hint}")
+    expected = "[" + ", ".join("n" if d is None else str(d) for d in shape) + "]"
+    if array.ndim != len(shape) or any(d is not None and d != s for d, s in zip(shape, array.shape)):
+        raise InputError(f"{what}: expected shape {expected}, found {list(array.shape)}")
+    if array.shape[0] == 0:
+        raise InputError(f"{what}: expected at least one item, found an empty batch")
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
+def check_count(n: Any, what: str = "n") -> int:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise InputError(f"{what}: expected a positive integer, found {n!r}")
+    return int(n)
+
+
+def standard_normal(n: int, dim: int, seed: int | None) -> np.ndarray:
+    """Latent noise; the same seed gives the same array on every machine."""
+    return np.random.default_rng(seed).standard_normal((n, dim), dtype=np.float32)

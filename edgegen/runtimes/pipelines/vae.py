@@ -1,0 +1,48 @@
+"""The VAE pipeline: encode, decode, sample, reconstruct, anomaly score."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .base import Pipeline, as_float_array, check_count, standard_normal
+
+
+class VAEPipeline(Pipeline):
+    family = "vae"
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.config["image_shape"])
+
+    @property
+    def latent_dim(self) -> int:
+        return int(self.config["latent_dim"])
+
+    def encode(self, x) -> tuple[np.ndarray, np.ndarray]:
+        """Images [n, C, H, W] in [0, 1] -> (mu, logvar), each [n, latent_dim]."""
+        x = as_float_array(x, "images", (None, *self.image_shape))
+        out = self.sessions["encoder"].run({"image": x})
+        return out["mu"], out["logvar"]
+
+    def decode(self, z) -> np.ndarray:
+        """Latents [n, latent_dim] -> images [n, C, H, W] in [0, 1]."""
+        z = as_float_array(z, "latents", (None, self.latent_dim))
+        return self.sessions["decoder"].run({"z": z})["image"]
+
+    def sample(self, n: int, seed: int | None = None) -> np.ndarray:
+        return self.decode(standard_normal(check_count(n), self.latent_dim, seed))
+
+    def reconstruct(self, x) -> np.ndarray:
+        mu, _ = self.encode(x)
+        return self.decode(mu)
+
+    def anomaly_score(self, x) -> np.ndarray:
+        """Negative evidence lower bound per image, in nats, at the posterior mean:
+        Bernoulli reconstruction error plus the KL term. Higher means less like the
+        training data."""
+        x = as_float_array(x, "images", (None, *self.image_shape))
+        mu, logvar = self.encode(x)
+        recon = np.clip(self.decode(mu), 1e-6, 1 - 1e-6)
+        bce = -(x * np.log(recon) + (1 - x) * np.log1p(-recon)).reshape(len(x), -1).sum(axis=1)
+        kl = -0.5 * (1 + logvar - mu**2 - np.exp(logvar)).sum(axis=1)
+        return (bce + kl).astype(np.float32)

@@ -1,0 +1,29 @@
+import shutil
+from pathlib import Path
+
+import pytest
+
+from edgegen.export import export_checkpoint
+from edgegen.models.train import train
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """Tiny checkpoints (a few steps) and their exported packages, shared by the tests."""
+    root = tmp_path_factory.mktemp("trained")
+    out = {}
+    for family in ("vae", "gan"):
+        ckpt = train(family, root / "ckpt" / family, data="digits", steps=15, batch_size=32, progress=False)
+        pkg = export_checkpoint(ckpt, root / "pkg" / family)
+        out[family] = (ckpt, pkg)
+    return out
+
+
+@pytest.fixture
+def package_copy(trained, tmp_path):
+    """A private copy of a package that a test may damage."""
+    def copy(family: str) -> Path:
+        dest = tmp_path / f"pkg-{family}"
+        shutil.copytree(trained[family][1], dest)
+        return dest
+    return copy

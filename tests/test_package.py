@@ -1,0 +1,148 @@
+import json
+import os
+
+import pytest
+
+import edgegen
+from edgegen.errors import HashMismatchError, ManifestError, OutputExistsError, PackageError, UnknownFamilyError
+from edgegen.package import FORMAT, Package, atomic_write_bytes, staged_directory
+
+
+def edit_manifest(pkg, change):
+    path = pkg / "edgegen.json"
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+def test_package_reads_back_with_its_graphs(trained):
+    package = Package(trained["vae"][1])
+    assert package.manifest.format == FORMAT
+    assert package.family == "vae"
+    assert set(package.graphs) == {"encoder", "decoder"}
+    enc = package.graphs["encoder"]
+    assert [t.name for t in enc.inputs] == ["image"]
+    assert enc.inputs[0].shape == ("batch", 1, 32, 32)
+    assert [t.name for t in enc.outputs] == ["mu", "logvar"]
+    assert enc.extra["validation"]["passed"] is True
+    prov = package.manifest.provenance
+    assert prov["opset"] == 23 and len(prov["source_checkpoint"]["weights_sha256"]) == 64
+
+
+def test_missing_package_path(tmp_path):
+    with pytest.raises(PackageError, match="found nothing at that path"):
+        edgegen.load(tmp_path / "nope")
+
+
+def test_directory_without_manifest(tmp_path):
+    with pytest.raises(PackageError, match="expected edgegen.json"):
+        edgegen.load(tmp_path)
+
+
+def test_manifest_that_is_not_json(package_copy):
+    pkg = package_copy("gan")
+    (pkg / "edgegen.json").write_text("{not json")
+    with pytest.raises(ManifestError, match="expected valid JSON"):
+        edgegen.load(pkg)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d.update(format="edgegen.package/9"), "expected format 'edgegen.package/1', found 'edgegen.package/9'"),
+    (lambda d: d.pop("family"), "missing required field 'family'"),
+    (lambda d: d.update(graphs={}), "expected at least one graph"),
+    (lambda d: d.update(config=[1, 2]), "expected 'config' to be dict, found list"),
+    (lambda d: d["graphs"]["generator"].update(sha256="abc"), "expected sha256 to be 64 lowercase hex digits"),
+    (lambda d: d["graphs"]["generator"]["inputs"][0].update(dtype="float99"), "found 'float99'"),
+    (lambda d: d["graphs"]["generator"]["inputs"][0].update(shape=["batch", -3]), "found -3"),
+    (lambda d: d["graphs"]["generator"].update(file="../../etc/passwd"), "which leaves it"),
+    (lambda d: d["graphs"]["generator"].update(file="/etc/passwd"), "found absolute"),
+])
+def test_hand_edited_manifest_is_refused(package_copy, change, message):
+    pkg = package_copy("gan")
+    edit_manifest(pkg, change)
+    with pytest.raises(ManifestError) as info:
+        edgegen.load(pkg)
+    assert message in str(info.value)
+    assert "edgegen.json" in str(info.value) or "package" in str(info.value)
+
+
+def test_symlink_leaving_the_package_is_refused(package_copy, tmp_path):
+    pkg = package_copy("gan")
+    outside = tmp_path / "outside.onnx"
+    os.replace(pkg / "generator.onnx", outside)
+    os.symlink(outside, pkg / "generator.onnx")
+    with pytest.raises(ManifestError, match="leaves it"):
+        edgegen.load(pkg)
+
+
+def test_missing_graph_file(package_copy):
+    pkg = package_copy("vae")
+    (pkg / "decoder.onnx").unlink()
+    with pytest.raises(PackageError, match="graph 'decoder' expected at 'decoder.onnx', found no such file"):
+        edgegen.load(pkg)
+
+
+def test_changed_graph_file_fails_its_hash(package_copy):
+    pkg = package_copy("vae")
+    with open(pkg / "decoder.onnx", "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(HashMismatchError, match="graph 'decoder' file 'decoder.onnx' expected sha256"):
+        edgegen.load(pkg)
+
+
+def test_manifest_signature_must_match_the_graph_file(package_copy):
+    pkg = package_copy("gan")
+    edit_manifest(pkg, lambda d: d["graphs"]["generator"]["inputs"][0].update(name="latent"))
+    with pytest.raises(PackageError, match=r"manifest inputs \['latent'\] differ from the graph file's \['z'\]"):
+        edgegen.load(pkg)
+    pkg = package_copy("vae")
+    edit_manifest(pkg, lambda d: d["graphs"]["decoder"]["inputs"][0].update(shape=["batch", 99]))
+    with pytest.raises(PackageError, match=r"manifest says float32\[batch, 99\]"):
+        edgegen.load(pkg)
+
+
+def test_unknown_family(package_copy):
+    pkg = package_copy("gan")
+    edit_manifest(pkg, lambda d: d.update(family="hypernet"))
+    with pytest.raises(UnknownFamilyError, match="found 'hypernet'"):
+        edgegen.load(pkg)
+
+
+def test_staged_directory_leaves_nothing_on_failure(tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError):
+        with staged_directory(out) as stage:
+            (stage / "half").write_text("x")
+            raise RuntimeError("boom")
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_staged_directory_keeps_the_old_output_when_replacing_fails(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "precious").write_text("keep me")
+    with pytest.raises(OutputExistsError, match="pass --force"):
+        with staged_directory(out):
+            pass
+    with pytest.raises(RuntimeError):
+        with staged_directory(out, overwrite=True):
+            raise RuntimeError("boom")
+    assert (out / "precious").read_text() == "keep me"
+    with staged_directory(out, overwrite=True) as stage:
+        (stage / "new").write_text("n")
+    assert [p.name for p in out.iterdir()] == ["new"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_atomic_write_replaces_whole_files(tmp_path):
+    target = tmp_path / "a" / "file.bin"
+    atomic_write_bytes(target, b"one")
+    atomic_write_bytes(target, b"two")
+    assert target.read_bytes() == b"two"
+    assert [p.name for p in target.parent.iterdir()] == ["file.bin"]
+
+
+def test_package_without_hash_check_still_validates_schema(trained):
+    package = Package(trained["gan"][1], verify_hashes=False)
+    assert package.graph_path("generator").name == "generator.onnx"

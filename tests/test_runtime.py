@@ -1,0 +1,144 @@
+import numpy as np
+import pytest
+import torch
+
+import edgegen
+from edgegen.errors import BackendError, InputError
+from edgegen.models.checkpoint import load_checkpoint
+from edgegen.models.data import load_images
+from edgegen.runtimes import available_backends, resolve_backend
+
+
+@pytest.fixture(scope="module")
+def vae(trained):
+    return edgegen.load(trained["vae"][1], backend="ort-cpu", threads=1)
+
+
+@pytest.fixture(scope="module")
+def gan(trained):
+    return edgegen.load(trained["gan"][1], backend="ort-cpu")
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_images("digits").test[:5]
+
+
+def test_vae_api_matches_pytorch(trained, vae, digits):
+    model = load_checkpoint(trained["vae"][0]).model
+    mu, logvar = vae.encode(digits)
+    with torch.inference_mode():
+        ref_mu, ref_logvar = model.encoder(torch.from_numpy(digits))
+        ref_image = model.decoder(ref_mu)
+    np.testing.assert_allclose(mu, ref_mu.numpy(), atol=1e-4, rtol=1e-3)
+    np.testing.assert_allclose(logvar, ref_logvar.numpy(), atol=1e-4, rtol=1e-3)
+    recon = vae.reconstruct(digits)
+    np.testing.assert_allclose(recon, ref_image.numpy(), atol=1e-4)
+    assert recon.shape == digits.shape and recon.dtype == np.float32
+
+
+def test_vae_sample_and_scores(vae, digits):
+    samples = vae.sample(4, seed=3)
+    assert samples.shape == (4, 1, 32, 32) and samples.dtype == np.float32
+    assert samples.min() >= 0 and samples.max() <= 1
+    np.testing.assert_array_equal(samples, vae.sample(4, seed=3))
+    assert not np.array_equal(samples, vae.sample(4, seed=4))
+    scores = vae.anomaly_score(digits)
+    assert scores.shape == (5,) and np.isfinite(scores).all()
+    # float64 input is accepted and gives the same scores
+    np.testing.assert_allclose(vae.anomaly_score(digits.astype(np.float64)), scores, rtol=1e-6)
+
+
+def test_gan_generate_matches_pytorch(trained, gan):
+    model = load_checkpoint(trained["gan"][0]).model
+    z = np.random.default_rng(0).standard_normal((5, 64)).astype(np.float32)
+    with torch.inference_mode():
+        ref = (model.generator(torch.from_numpy(z)).numpy() + 1) / 2
+    images = gan.generate(z)
+    np.testing.assert_allclose(images, ref, atol=1e-4)
+    assert images.min() >= 0 and images.max() <= 1
+    np.testing.assert_array_equal(gan.sample(3, seed=0), gan.sample(3, seed=0))
+
+
+@pytest.mark.parametrize("bad, message", [
+    (np.zeros((2, 1, 28, 28), np.float32), r"expected shape \[n, 1, 32, 32\], found \[2, 1, 28, 28\]"),
+    (np.zeros((1, 32, 32), np.float32), r"expected shape \[n, 1, 32, 32\], found \[1, 32, 32\]"),
+    (np.zeros((2, 1, 32, 32), np.uint8), "divide uint8 pixels by 255"),
+    (np.zeros((0, 1, 32, 32), np.float32), "empty batch"),
+    ("an image", "expected a floating-point array"),
+])
+def test_pipeline_input_errors(vae, bad, message):
+    with pytest.raises(InputError, match=message):
+        vae.encode(bad)
+
+
+def test_pipeline_count_errors(gan):
+    for n in (0, -1, 2.5, True):
+        with pytest.raises(InputError, match="expected a positive integer"):
+            gan.sample(n)
+    with pytest.raises(InputError, match=r"expected shape \[n, 64\], found \[2, 63\]"):
+        gan.generate(np.zeros((2, 63), np.float32))
+
+
+def test_session_checks_feeds_before_running(gan):
+    session = gan.sessions["generator"]
+    good = np.zeros((2, 64), np.float32)
+    assert session.run({"z": good})["image"].shape == (2, 1, 32, 32)
+    with pytest.raises(InputError, match=r"expected inputs \['z'\], found \['latent'\]"):
+        session.run({"latent": good})
+    with pytest.raises(InputError, match="expected dtype float32, found float64"):
+        session.run({"z": good.astype(np.float64)})
+    with pytest.raises(InputError, match=r"rank 2\), found shape \[64\]"):
+        session.run({"z": good[0]})
+    with pytest.raises(InputError, match=r"expected float32\[batch, 64\], found shape \[2, 65\]"):
+        session.run({"z": np.zeros((2, 65), np.float32)})
+    with pytest.raises(InputError, match="expected a numpy array"):
+        session.run({"z": [[0.0] * 64]})
+
+
+def test_named_dynamic_dims_must_agree():
+    from edgegen.package import TensorSpec
+    from edgegen.runtimes.session import check_feeds
+
+    specs = (TensorSpec("a", "float32", ("batch", 2)), TensorSpec("b", "int64", ("batch",)))
+    check_feeds("g", specs, {"a": np.zeros((3, 2), np.float32), "b": np.zeros(3, np.int64)})
+    with pytest.raises(InputError, match="expected dim 'batch' = 3 as in input 'a', found 4"):
+        check_feeds("g", specs, {"a": np.zeros((3, 2), np.float32), "b": np.zeros(4, np.int64)})
+
+
+def test_backend_choice(trained):
+    assert resolve_backend("auto") == available_backends()[0]
+    assert "ort-cpu" in available_backends()
+    with pytest.raises(BackendError, match="expected one of auto, tensorrt, ort-tensorrt, ort-cuda, ort-cpu, found an unknown name"):
+        edgegen.load(trained["gan"][1], backend="cuda")
+    with pytest.raises(BackendError, match="native TensorRT engines are not supported"):
+        edgegen.load(trained["gan"][1], backend="tensorrt")
+    with pytest.raises(BackendError, match="threads: expected a positive number"):
+        edgegen.load(trained["gan"][1], backend="ort-cpu", threads=0)
+
+
+@pytest.mark.skipif("CUDAExecutionProvider" in __import__("onnxruntime").get_available_providers(),
+                    reason="this machine has the CUDA provider")
+def test_gpu_backends_are_refused_where_absent(trained):
+    for backend in ("ort-cuda", "ort-tensorrt"):
+        with pytest.raises(BackendError, match=f"backend '{backend}': expected ONNX Runtime's"):
+            edgegen.load(trained["gan"][1], backend=backend)
+
+
+def test_threads_are_applied(trained):
+    pipe = edgegen.load(trained["gan"][1], backend="ort-cpu", threads=1)
+    session = pipe.sessions["generator"]
+    assert session.threads == 1
+    assert session.inference_session.get_session_options().intra_op_num_threads == 1
+    assert session.providers == ["CPUExecutionProvider"]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["ort-cuda", "ort-tensorrt"])
+def test_gpu_backend_matches_cpu(trained, tmp_path, backend):
+    if backend not in available_backends():
+        pytest.skip(f"{backend} is not available here (needs onnxruntime-gpu{' and TensorRT' if 'tensorrt' in backend else ''} and an NVIDIA GPU)")
+    cpu = edgegen.load(trained["gan"][1], backend="ort-cpu")
+    gpu = edgegen.load(trained["gan"][1], backend=backend, cache_dir=tmp_path)
+    z = np.random.default_rng(0).standard_normal((4, 64)).astype(np.float32)
+    np.testing.assert_allclose(gpu.generate(z), cpu.generate(z), atol=1e-3)
