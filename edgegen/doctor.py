@@ -11,7 +11,10 @@ from . import __version__
 
 
 def _version(module: str) -> str | None:
-    if importlib.util.find_spec(module) is None:
+    try:
+        if importlib.util.find_spec(module) is None:
+            return None
+    except ModuleNotFoundError:  # the parent package of a dotted name is missing
         return None
     try:
         return getattr(importlib.import_module(module), "__version__", "installed")

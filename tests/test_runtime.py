@@ -53,7 +53,7 @@ def test_gan_generate_matches_pytorch(trained, gan):
     model = load_checkpoint(trained["gan"][0]).model
     z = np.random.default_rng(0).standard_normal((5, 64)).astype(np.float32)
     with torch.inference_mode():
-        ref = (model.generator(torch.from_numpy(z)).numpy() + 1) / 2
+        ref = (model.generator_ema(torch.from_numpy(z)).numpy() + 1) / 2
     images = gan.generate(z)
     np.testing.assert_allclose(images, ref, atol=1e-4)
     assert images.min() >= 0 and images.max() <= 1

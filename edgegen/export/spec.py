@@ -82,7 +82,7 @@ VAE = ExportSpec(
 GAN = ExportSpec(
     family="gan",
     graphs=(
-        GraphSpec("generator", lambda m: m.generator,
+        GraphSpec("generator", lambda m: m.generator_ema,
                   lambda c: (TensorSpec("z", "float32", ("batch", c.latent_dim)),),
                   ("image",), _latent_inputs),
     ),

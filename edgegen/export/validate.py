@@ -29,10 +29,11 @@ def compare(output: str, batch: int, ours: np.ndarray, reference: np.ndarray, at
     finite = bool(np.isfinite(ours).all() and np.isfinite(reference).all())
     if ours.shape != reference.shape:
         return Comparison(output, batch, float("inf"), float("inf"), finite, False)
-    diff = np.abs(ours.astype(np.float64) - reference.astype(np.float64))
-    scale = np.abs(reference.astype(np.float64))
-    max_abs = float(diff.max()) if diff.size else 0.0
-    max_rel = float((diff / np.maximum(scale, 1e-12)).max()) if diff.size else 0.0
+    with np.errstate(invalid="ignore", over="ignore"):  # NaN/Inf are reported through `finite`
+        diff = np.abs(ours.astype(np.float64) - reference.astype(np.float64))
+        scale = np.abs(reference.astype(np.float64))
+        max_abs = float(diff.max()) if diff.size else 0.0
+        max_rel = float((diff / np.maximum(scale, 1e-12)).max()) if diff.size else 0.0
     passed = finite and bool((diff <= atol + rtol * scale).all())
     return Comparison(output, batch, max_abs, max_rel, finite, passed)
 

@@ -1,0 +1,102 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from edgegen.cli import main
+
+
+def run_cli(capsys, *args):
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_train_export_generate_info_through_the_command(tmp_path, capsys):
+    ckpt, pkg = tmp_path / "ckpt", tmp_path / "pkg"
+    code, out, _ = run_cli(capsys, "train", "gan", "--data", "digits", "--out", ckpt, "--steps", "3", "--batch-size", "16")
+    assert code == 0 and "wrote checkpoint" in out
+    code, out, _ = run_cli(capsys, "export", ckpt, "--out", pkg)
+    assert code == 0 and "gate passed at batches [1, 3]" in out
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    assert run_cli(capsys, "generate", pkg, "--n", "16", "--seed", "0", "--out", a)[0] == 0
+    assert run_cli(capsys, "generate", pkg, "--n", "16", "--seed", "0", "--out", b)[0] == 0
+    assert a.read_bytes() == b.read_bytes()  # same seed, same picture
+    run_cli(capsys, "generate", pkg, "--n", "16", "--seed", "1", "--out", b)
+    assert a.read_bytes() != b.read_bytes()
+    code, out, _ = run_cli(capsys, "info", pkg)
+    assert code == 0 and "family    gan" in out and "generator: generator.onnx" in out
+
+
+def test_bench_writes_the_report(trained, tmp_path, capsys):
+    ckpt, pkg = trained["vae"]
+    report_path = tmp_path / "bench.json"
+    code, out, _ = run_cli(capsys, "bench", pkg, "--batch", "8", "--iters", "20", "--warmup", "2",
+                           "--json", report_path, "--vs-torch", ckpt, "--threads", "1")
+    assert code == 0
+    assert "| decoder | edgegen ort-cpu |" in out and "| decoder | torch eager |" in out
+    report = json.loads(report_path.read_text())
+    assert report["batch"] == 8 and report["threads"] == 1 and report["precision"] == "fp32"
+    assert report["backend"] == "ort-cpu" and report["machine"]["cores"] >= 1 and "torch" in report["machine"]
+    assert report["peak_rss_mb"]["runtime"] > 0
+    rows = {(r["graph"], r["engine"]): r for r in report["results"]}
+    assert set(rows) == {("encoder", "edgegen ort-cpu"), ("decoder", "edgegen ort-cpu"),
+                         ("encoder", "torch eager"), ("decoder", "torch eager")}
+    for row in rows.values():
+        assert row["min_ms"] <= row["p50_ms"] <= row["p90_ms"] <= row["p99_ms"]
+        assert row["throughput_per_s"] > 0
+    assert set(report["speedup_vs_torch_p50"]) == {"encoder", "decoder"}
+
+
+def test_bench_refuses_a_checkpoint_the_package_was_not_made_from(trained, capsys):
+    code, _, err = run_cli(capsys, "bench", trained["vae"][1], "--iters", "1", "--vs-torch", trained["gan"][0])
+    assert code == 2 and "expected the weights package" in err
+
+
+def test_doctor(capsys):
+    code, out, _ = run_cli(capsys, "doctor")
+    assert code == 0 and "CPUExecutionProvider" in out and "auto picks" in out and "TensorRT" in out
+    code, out, _ = run_cli(capsys, "doctor", "--json")
+    assert "ort-cpu" in json.loads(out)["backends"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["info", "/no/such/pkg"], "package '/no/such/pkg': expected a package directory, found nothing at that path"),
+    (["generate", "/no/such/pkg", "--out", "x.png"], "found nothing at that path"),
+    (["export", "/no/such/ckpt", "--out", "pkg"], "checkpoint '/no/such/ckpt': expected a directory"),
+    (["train", "flowgan", "--out", "x"], "family 'flowgan': expected one of vae, gan"),
+    (["train", "vae", "--data", "nowhere", "--out", "x"], "data 'nowhere': expected one of digits, natural"),
+])
+def test_user_errors_are_one_line_without_traceback(args, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(capsys, *args)
+    assert code == 2
+    assert err.startswith("edgegen: error: ") and message in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_bad_backend_and_hash_mismatch_from_the_command(package_copy, capsys, tmp_path):
+    pkg = package_copy("gan")
+    code, _, err = run_cli(capsys, "generate", pkg, "--backend", "gpu", "--out", tmp_path / "x.png")
+    assert code == 2 and "backend 'gpu': expected one of" in err
+    with open(pkg / "generator.onnx", "ab") as f:
+        f.write(b"!")
+    code, _, err = run_cli(capsys, "generate", pkg, "--out", tmp_path / "x.png")
+    assert code == 2 and "expected sha256" in err
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_debug_shows_the_traceback(capsys):
+    code, _, err = run_cli(capsys, "--debug", "info", "/no/such/pkg")
+    assert code == 2 and "Traceback" in err and "edgegen: error:" in err
+
+
+def test_console_script_is_installed():
+    result = subprocess.run([sys.executable, "-m", "edgegen.cli", "--version"], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.startswith("edgegen ")
+    from pathlib import Path
+
+    exe = Path(sys.executable).parent / "edgegen"  # pip puts console scripts beside the interpreter
+    assert exe.is_file(), "the edgegen console script is not installed"
+    assert subprocess.run([str(exe), "--help"], capture_output=True, text=True).returncode == 0

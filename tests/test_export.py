@@ -1,0 +1,125 @@
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+import edgegen
+from edgegen.errors import CheckpointError, ConfigError, OutputExistsError, ValidationError
+from edgegen.export import compare, export_checkpoint
+from edgegen.models.checkpoint import CONFIG, WEIGHTS, load_checkpoint, save_checkpoint
+from edgegen.package import Package
+
+
+@pytest.mark.parametrize("family, parts", [("vae", {"encoder", "decoder"}), ("gan", {"generator"})])
+def test_exported_graphs_are_checked_onnx_with_dynamic_batch(trained, family, parts):
+    package = Package(trained[family][1])
+    assert set(package.graphs) == parts
+    for part in parts:
+        model = onnx.load(str(package.graph_path(part)))
+        onnx.checker.check_model(model, full_check=True)
+        assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+        assert package.graphs[part].extra["validation"]["batches"] == [1, 3]
+        assert package.graphs[part].extra["validation"]["max_abs"] < 1e-4
+    assert package.config["data"]["source"] == "digits"
+
+
+@pytest.mark.parametrize("batch", [1, 7, 16])
+def test_runtime_reproduces_pytorch_at_other_batch_sizes(trained, batch):
+    model = load_checkpoint(trained["gan"][0]).model
+    pipe = edgegen.load(trained["gan"][1])
+    z = np.random.default_rng(batch).standard_normal((batch, 64)).astype(np.float32)
+    with torch.inference_mode():
+        ref = model.generator_ema(torch.from_numpy(z)).numpy()
+    np.testing.assert_allclose(pipe.sessions["generator"].run({"z": z})["image"], ref, atol=1e-5)
+
+
+def test_export_refuses_existing_output_and_keeps_it(trained, tmp_path):
+    out = tmp_path / "pkg"
+    out.mkdir()
+    (out / "mine.txt").write_text("keep")
+    with pytest.raises(OutputExistsError):
+        export_checkpoint(trained["gan"][0], out)
+    assert (out / "mine.txt").read_text() == "keep"
+    export_checkpoint(trained["gan"][0], out, overwrite=True)
+    assert (out / "edgegen.json").is_file() and not (out / "mine.txt").exists()
+
+
+def test_gate_refuses_a_graph_with_nan_and_writes_nothing(trained, tmp_path):
+    ckpt = load_checkpoint(trained["vae"][0])
+    with torch.no_grad():
+        ckpt.model.decoder.fc.weight[0, 0] = float("nan")
+    broken = save_checkpoint(tmp_path / "broken", "vae", ckpt.config, ckpt.model, ckpt.data, ckpt.training)
+    out = tmp_path / "pkg"
+    with pytest.raises(ValidationError) as info:
+        export_checkpoint(broken, out)
+    message = str(info.value)
+    assert "package not written" in message
+    assert "graph 'decoder' image @ batch 1" in message and "NaN/Inf" in message
+    assert "graph 'encoder'" not in message  # the encoder is fine and is not blamed
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken"]
+
+
+def test_gate_reports_numbers_when_tolerance_is_missed(trained, tmp_path, monkeypatch):
+    """A graph that differs from PyTorch by more than the tolerance is refused with its numbers."""
+    from edgegen.export import spec as spec_module
+
+    strict = spec_module.GraphSpec(*[getattr(spec_module.GAN.graphs[0], f) for f in
+                                     ("part", "submodule", "inputs", "outputs", "realistic_inputs")], atol=0.0, rtol=0.0)
+    monkeypatch.setitem(spec_module.EXPORT_SPECS, "gan", spec_module.ExportSpec("gan", (strict,), spec_module.GAN.runtime_config, False))
+    with pytest.raises(ValidationError, match=r"graph 'generator' image @ batch 1: max abs [0-9.e-]+, max rel [0-9.e-]+ \[MISMATCH\]"):
+        export_checkpoint(trained["gan"][0], tmp_path / "pkg")
+    assert not (tmp_path / "pkg").exists()
+
+
+def test_compare_numbers():
+    ref = np.array([1.0, 2.0, -4.0], np.float32)
+    ok = compare("y", 2, ref + 1e-6, ref, atol=1e-5, rtol=0)
+    assert ok.passed and ok.max_abs == pytest.approx(1e-6, rel=0.1)
+    bad = compare("y", 2, ref * 1.01, ref, atol=1e-5, rtol=1e-3)
+    assert not bad.passed and bad.max_rel == pytest.approx(0.01, rel=1e-3) and bad.max_abs == pytest.approx(0.04, rel=1e-3)
+    nan = compare("y", 2, np.array([np.nan, 2, -4], np.float32), ref, atol=1, rtol=1)
+    assert not nan.passed and not nan.finite and "NaN/Inf" in nan.line()
+    inf_ref = compare("y", 2, ref, np.array([np.inf, 2, -4], np.float32), atol=1, rtol=1)
+    assert not inf_ref.passed
+
+
+def test_checkpoint_is_safetensors_and_json_without_pickle(trained):
+    ckpt_dir = trained["vae"][0]
+    assert sorted(p.name for p in ckpt_dir.iterdir()) == [CONFIG, WEIGHTS]
+    meta = json.loads((ckpt_dir / CONFIG).read_text())
+    assert meta["format"] == "edgegen.checkpoint/1" and meta["family"] == "vae"
+    assert meta["config"]["latent_dim"] == 16 and meta["data"]["source"] == "digits"
+    assert meta["training"]["steps"] == 15
+    # safetensors: an 8-byte header length, a JSON header of tensor offsets, then raw tensor bytes
+    raw = (ckpt_dir / WEIGHTS).read_bytes()
+    header_len = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + header_len])
+    end = max(t["data_offsets"][1] for k, t in header.items() if k != "__metadata__")
+    assert len(raw) == 8 + header_len + end
+
+
+def test_checkpoint_errors(trained, tmp_path):
+    with pytest.raises(CheckpointError, match="found nothing at that path"):
+        load_checkpoint(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="expected config.json in it"):
+        load_checkpoint(tmp_path / "empty")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / CONFIG).write_text((trained["vae"][0] / CONFIG).read_text())
+    (bad / WEIGHTS).write_bytes((trained["gan"][0] / WEIGHTS).read_bytes())
+    with pytest.raises(CheckpointError, match="expected weights of the vae model"):
+        load_checkpoint(bad)
+    meta = json.loads((trained["vae"][0] / CONFIG).read_text())
+    meta["config"]["depth"] = 3
+    (bad / CONFIG).write_text(json.dumps(meta))
+    with pytest.raises(ConfigError, match=r"found unknown \['depth'\]"):
+        load_checkpoint(bad)
+    (bad / WEIGHTS).write_bytes(b"not safetensors")
+    meta["config"].pop("depth")
+    (bad / CONFIG).write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="expected a safetensors file"):
+        load_checkpoint(bad)
