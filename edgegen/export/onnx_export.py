@@ -41,7 +41,10 @@ def export_module(module: torch.nn.Module, part: str, inputs: tuple[TensorSpec, 
                                     input_names=[s.name for s in inputs], output_names=list(outputs),
                                     dynamic_shapes=dynamic_shapes)
     model = program.model_proto
-    onnx.checker.check_model(model, full_check=True)
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        raise ValidationError(f"graph {part!r}: expected a valid ONNX model, onnx.checker found: {exc}") from None
     found_inputs = tuple(value_spec(v) for v in model.graph.input)
     if found_inputs != tuple(inputs):
         raise ValidationError(f"graph {part!r}: expected inputs {[s.describe() for s in inputs]}, "

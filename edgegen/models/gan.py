@@ -25,6 +25,7 @@ class Config:
     latent_dim: int = 64
     width: int = 32
     ema_decay: float = 0.999
+    r1_gamma: float = 1.0
 
     def validate(self) -> list[str]:
         problems = []
@@ -51,13 +52,16 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
+    """No normalization layers: with the R1 penalty (as in StyleGAN2) this trained clearer
+    digits here than DCGAN's BatchNorm discriminator, which overpowered the generator."""
+
     def __init__(self, c: Config):
         super().__init__()
         w = c.width
         self.net = nn.Sequential(
             nn.Conv2d(c.image_channels, w, 4, 2, 1), nn.LeakyReLU(0.2),
-            nn.Conv2d(w, 2 * w, 4, 2, 1), nn.BatchNorm2d(2 * w), nn.LeakyReLU(0.2),
-            nn.Conv2d(2 * w, 4 * w, 4, 2, 1), nn.BatchNorm2d(4 * w), nn.LeakyReLU(0.2),
+            nn.Conv2d(w, 2 * w, 4, 2, 1), nn.LeakyReLU(0.2),
+            nn.Conv2d(2 * w, 4 * w, 4, 2, 1), nn.LeakyReLU(0.2),
             nn.Flatten(), nn.Linear(4 * w * (c.image_size // 8) ** 2, 1),
         )
 
@@ -82,7 +86,8 @@ def build(config: Config) -> GAN:
 
 
 class Trainer:
-    """Non-saturating GAN loss, Adam(0.5, 0.999) as in DCGAN."""
+    """Non-saturating GAN loss with the R1 gradient penalty on real images (Mescheder et
+    al., 2018), Adam(0.5, 0.999) as in DCGAN, and an EMA of the generator."""
 
     def __init__(self, model: GAN, lr: float):
         self.model = model
@@ -95,8 +100,13 @@ class Trainer:
         g, d = self.model.generator, self.model.discriminator
         z = torch.randn(images.shape[0], self.model.config.latent_dim)
         fake = g(z)
-        real_logits, fake_logits = d(images), d(fake.detach())
+        real = images.detach().requires_grad_(True)
+        real_logits, fake_logits = d(real), d(fake.detach())
         loss_d = F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
+        gamma = self.model.config.r1_gamma
+        if gamma > 0:
+            (grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
+            loss_d = loss_d + gamma / 2 * grad.pow(2).sum(dim=(1, 2, 3)).mean()
         self.opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         self.opt_d.step()

@@ -1,0 +1,393 @@
+"""Diffusion samplers in numpy, step for step the same as diffusers' schedulers of the same name.
+
+A sampler is built from plain values (`make_sampler`) and drives a model function
+`model_fn(x, t) -> prediction`, where `t` holds one timestep per batch item; so the samplers
+are testable without a network and the same on every backend.
+
+    sampler = make_sampler("dpmpp-2m", beta_schedule="linear", prediction_type="epsilon")
+    sampler.timesteps(20)                      # the timesteps the loop will visit
+    x0 = sampler.sample(model_fn, x_T, 20)     # x_T: standard normal noise
+
+| name      | diffusers class                          | default spacing | random? |
+|-----------|------------------------------------------|-----------------|---------|
+| ddpm      | DDPMScheduler (ancestral)                | leading         | yes     |
+| ddim      | DDIMScheduler                            | leading         | eta > 0 |
+| dpmpp-2m  | DPMSolverMultistepScheduler (2nd order)  | linspace        | no      |
+| euler     | EulerDiscreteScheduler                   | linspace        | no      |
+| euler-a   | EulerAncestralDiscreteScheduler          | linspace        | yes     |
+
+Runtime code: numpy only.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+
+from ..errors import ConfigError
+
+ModelFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+# callback(step_index, timestep, x) is called after every step, for progress or previews.
+Callback = Callable[[int, float, np.ndarray], None]
+# after_step(step_index, x) -> x may change the sample between steps (inpainting does).
+AfterStep = Callable[[int, np.ndarray], np.ndarray]
+
+BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")
+
+
+def make_betas(beta_schedule: str, num_train_timesteps: int, beta_start: float, beta_end: float) -> np.ndarray:
+    """The training noise schedule, as diffusers builds it."""
+    if beta_schedule == "linear":
+        return np.linspace(beta_start, beta_end, num_train_timesteps, dtype=np.float64)
+    if beta_schedule == "scaled_linear":  # the latent-diffusion schedule
+        return np.linspace(beta_start**0.5, beta_end**0.5, num_train_timesteps, dtype=np.float64) ** 2
+    if beta_schedule == "squaredcos_cap_v2":  # GLIDE's cosine schedule, betas capped at 0.999
+
+        def alpha_bar(t: float) -> float:
+            return math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
+
+        n = num_train_timesteps
+        return np.array([min(1 - alpha_bar((i + 1) / n) / alpha_bar(i / n), 0.999) for i in range(n)])
+    raise ConfigError(f"beta_schedule: expected one of {', '.join(BETA_SCHEDULES)}, found {beta_schedule!r}")
+
+
+class Sampler:
+    """What every sampler shares: the schedule, the options, the loop."""
+
+    name = ""
+    default_spacing = "leading"
+    options: dict = {}          # the sampler's own options and their defaults
+    stochastic = False
+
+    def __init__(self, num_train_timesteps: int = 1000, beta_schedule: str = "linear", beta_start: float = 0.0001,
+                 beta_end: float = 0.02, prediction_type: str = "epsilon", timestep_spacing: str | None = None,
+                 steps_offset: int = 0, **options):
+        if prediction_type not in PREDICTION_TYPES:
+            raise ConfigError(f"prediction_type: expected one of {', '.join(PREDICTION_TYPES)}, found {prediction_type!r}")
+        spacing = timestep_spacing or self.default_spacing
+        if spacing not in TIMESTEP_SPACINGS:
+            raise ConfigError(f"timestep_spacing: expected one of {', '.join(TIMESTEP_SPACINGS)}, found {spacing!r}")
+        unknown = sorted(set(options) - set(self.options))
+        if unknown:
+            raise ConfigError(f"sampler {self.name!r}: expected options among {sorted(self.options) or 'none'}, found {unknown}")
+        if not isinstance(num_train_timesteps, int) or num_train_timesteps < 2:
+            raise ConfigError(f"num_train_timesteps: expected an integer >= 2, found {num_train_timesteps!r}")
+        self.num_train_timesteps = num_train_timesteps
+        self.beta_schedule = beta_schedule
+        self.prediction_type = prediction_type
+        self.timestep_spacing = spacing
+        self.steps_offset = steps_offset
+        self.config = {**self.options, **options}
+        # float32, as diffusers keeps them (torch.cumprod of float32 accumulates in float64):
+        # with the cosine schedule the last alphas_cumprod is ~1e-9 and its rounding moves
+        # the first sigma (~1e4) enough to show in the result.
+        self.betas = make_betas(beta_schedule, num_train_timesteps, beta_start, beta_end).astype(np.float32)
+        alphas = (np.float32(1.0) - self.betas).astype(np.float64)
+        self.alphas_cumprod32 = np.cumprod(alphas).astype(np.float32)
+        self.alphas_cumprod = self.alphas_cumprod32.astype(np.float64)
+
+    def _ve_sigmas(self) -> np.ndarray:
+        """sqrt((1 - alpha_bar) / alpha_bar) per training timestep, in float32 as diffusers."""
+        a = self.alphas_cumprod32
+        return ((np.float32(1.0) - a) / a) ** np.float32(0.5)
+
+    # -- the schedule a run visits ------------------------------------------------------------
+
+    def _check_steps(self, steps: int) -> None:
+        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 1 <= steps <= self.num_train_timesteps:
+            raise ConfigError(f"steps: expected an integer from 1 to {self.num_train_timesteps}, found {steps!r}")
+
+    def timesteps(self, steps: int) -> np.ndarray:
+        """The timesteps the loop visits, highest first (DDIM/DDPM spacing rules)."""
+        self._check_steps(steps)
+        T = self.num_train_timesteps
+        if self.timestep_spacing == "linspace":
+            return np.linspace(0, T - 1, steps).round()[::-1].astype(np.int64)
+        if self.timestep_spacing == "leading":
+            return (np.arange(0, steps) * (T // steps)).round()[::-1].astype(np.int64) + self.steps_offset
+        return np.round(np.arange(T, 0, -T / steps)).astype(np.int64) - 1
+
+    def init_noise_sigma(self, steps: int) -> float:
+        """How much x_T (standard normal) is scaled before the first step."""
+        return 1.0
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def sample(self, model_fn: ModelFn, x_T: np.ndarray, steps: int, rng: np.random.Generator | None = None,
+               callback: Callback | None = None, start: int = 0, after_step: AfterStep | None = None) -> np.ndarray:
+        """Run the loop from step `start` (0: pure noise; img2img starts later, from `noised()`).
+
+        x_T: at start 0, standard normal noise, which is scaled by `init_noise_sigma`;
+        at a later start, the output of `noised(x0, noise, steps, start)`.
+        """
+        if self.stochastic and rng is None:
+            raise ConfigError(f"sampler {self.name!r} draws noise at every step: expected an rng (np.random.Generator), found None")
+        timesteps = self.timesteps(steps)
+        if not 0 <= start < len(timesteps):
+            raise ConfigError(f"start: expected a step index from 0 to {len(timesteps) - 1}, found {start}")
+        state = self._begin(steps, timesteps)
+        x = np.asarray(x_T, dtype=np.float32)
+        if start == 0:
+            x = x * np.float32(self.init_noise_sigma(steps))  # float32, as diffusers' tensor
+        batch = np.empty(len(x), dtype=np.float32)
+        for i in range(start, len(timesteps)):
+            t = timesteps[i]
+            batch.fill(t)
+            prediction = model_fn(self.scale_model_input(x, state, i), batch.copy())
+            x = self._step(state, i, t, x, np.asarray(prediction, dtype=np.float32), rng).astype(np.float32)
+            if after_step is not None:
+                x = after_step(i, x)
+            if callback is not None:
+                callback(i, float(t), x)
+        return x
+
+    def scale_model_input(self, x: np.ndarray, state: dict, i: int) -> np.ndarray:
+        return x
+
+    def _begin(self, steps: int, timesteps: np.ndarray) -> dict:
+        return {"timesteps": timesteps}
+
+    def _step(self, state: dict, i: int, t, x: np.ndarray, prediction: np.ndarray, rng) -> np.ndarray:
+        raise NotImplementedError
+
+    def noised(self, x0: np.ndarray, noise: np.ndarray, steps: int, index: int) -> np.ndarray:
+        """x0 noised to the level of step `index` of a `steps`-step run, in this sampler's
+        own parameterization: what `sample(..., start=index)` expects (img2img, inpainting)."""
+        t = int(self.timesteps(steps)[index])
+        a = self.alphas_cumprod[t]
+        return (np.sqrt(a) * x0 + np.sqrt(1 - a) * noise).astype(np.float32)
+
+    # -- shared algebra ------------------------------------------------------------------------
+
+    def _x0_and_eps(self, x: np.ndarray, prediction: np.ndarray, alpha_prod: float) -> tuple[np.ndarray, np.ndarray]:
+        """The predicted clean sample and noise at a VP noise level alpha_prod (= alphas_cumprod[t])."""
+        a, b = np.sqrt(alpha_prod), np.sqrt(1 - alpha_prod)
+        if self.prediction_type == "epsilon":
+            return (x - b * prediction) / a, prediction
+        if self.prediction_type == "sample":
+            return prediction, (x - a * prediction) / b
+        return a * x - b * prediction, a * prediction + b * x  # v_prediction
+
+    def describe(self) -> dict:
+        return {"name": self.name, "num_train_timesteps": self.num_train_timesteps, "beta_schedule": self.beta_schedule,
+                "prediction_type": self.prediction_type, "timestep_spacing": self.timestep_spacing, **self.config}
+
+
+class DDPMSampler(Sampler):
+    """Ancestral sampling (Ho et al., 2020): DDPMScheduler with variance_type fixed_small or fixed_large."""
+
+    name = "ddpm"
+    default_spacing = "leading"
+    options = {"clip_sample": True, "clip_sample_range": 1.0, "variance_type": "fixed_small"}
+    stochastic = True
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        if self.config["variance_type"] not in ("fixed_small", "fixed_large"):
+            raise ConfigError(f"variance_type: expected fixed_small or fixed_large, found {self.config['variance_type']!r}")
+
+    def _step(self, state, i, t, x, prediction, rng):
+        timesteps = state["timesteps"]
+        prev_t = timesteps[i + 1] if i + 1 < len(timesteps) else -1
+        a_t = self.alphas_cumprod[t]
+        a_prev = self.alphas_cumprod[prev_t] if prev_t >= 0 else 1.0
+        beta_t = 1 - a_t / a_prev
+        x0, _ = self._x0_and_eps(x, prediction, a_t)
+        if self.config["clip_sample"]:
+            x0 = np.clip(x0, -self.config["clip_sample_range"], self.config["clip_sample_range"])
+        mean = (np.sqrt(a_prev) * beta_t / (1 - a_t)) * x0 + (np.sqrt(1 - beta_t) * (1 - a_prev) / (1 - a_t)) * x
+        if t == 0:
+            return mean
+        if self.config["variance_type"] == "fixed_small":
+            variance = max((1 - a_prev) / (1 - a_t) * beta_t, 1e-20)
+        else:
+            variance = beta_t
+        return mean + np.sqrt(variance) * rng.standard_normal(x.shape, dtype=np.float32)
+
+
+class DDIMSampler(Sampler):
+    """DDIM (Song et al., 2021): deterministic at eta=0, DDPM-like noise at eta=1."""
+
+    name = "ddim"
+    default_spacing = "leading"
+    options = {"eta": 0.0, "clip_sample": True, "clip_sample_range": 1.0, "set_alpha_to_one": True}
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.stochastic = self.config["eta"] > 0
+
+    def _step(self, state, i, t, x, prediction, rng):
+        # As diffusers: the previous timestep is one stride back, whatever the spacing.
+        prev_t = t - self.num_train_timesteps // len(state["timesteps"])
+        a_t = self.alphas_cumprod[t]
+        final = 1.0 if self.config["set_alpha_to_one"] else self.alphas_cumprod[0]
+        a_prev = self.alphas_cumprod[prev_t] if prev_t >= 0 else final
+        x0, eps = self._x0_and_eps(x, prediction, a_t)
+        if self.config["clip_sample"]:
+            x0 = np.clip(x0, -self.config["clip_sample_range"], self.config["clip_sample_range"])
+        variance = (1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)
+        std = self.config["eta"] * np.sqrt(variance)
+        out = np.sqrt(a_prev) * x0 + np.sqrt(1 - a_prev - std**2) * eps
+        if self.config["eta"] > 0:
+            out = out + std * rng.standard_normal(x.shape, dtype=np.float32)
+        return out
+
+
+class DPMSolverPP2MSampler(Sampler):
+    """DPM-Solver++(2M) (Lu et al., 2022): multistep, second order, data prediction.
+
+    As DPMSolverMultistepScheduler(algorithm_type="dpmsolver++", solver_order=2).
+    """
+
+    name = "dpmpp-2m"
+    default_spacing = "linspace"
+    options = {"solver_type": "midpoint", "lower_order_final": True, "euler_at_final": False, "final_sigmas_type": "zero"}
+
+    def timesteps(self, steps: int) -> np.ndarray:
+        self._check_steps(steps)
+        T = self.num_train_timesteps
+        if self.timestep_spacing == "linspace":
+            return np.linspace(0, T - 1, steps + 1).round()[::-1][:-1].astype(np.int64)
+        if self.timestep_spacing == "leading":
+            ratio = T // (steps + 1)
+            return (np.arange(0, steps + 1) * ratio).round()[::-1][:-1].astype(np.int64) + self.steps_offset
+        return np.arange(T, 0, -T / steps).round().astype(np.int64) - 1
+
+    def _begin(self, steps, timesteps):
+        ve_sigmas = self._ve_sigmas()
+        sigmas = np.interp(timesteps, np.arange(len(ve_sigmas)), ve_sigmas)
+        last = ve_sigmas[0] if self.config["final_sigmas_type"] == "sigma_min" else 0.0
+        # float32 scalars, in diffusers' order of operations: with the cosine schedule the
+        # first sigma is ~1e4 and float32 rounding there is visible in the result, so
+        # matching diffusers means rounding where it rounds.
+        sigmas = np.concatenate([sigmas, [last]]).astype(np.float32)
+        one = np.float32(1.0)
+        alphas = one / (sigmas**2 + one) ** np.float32(0.5)
+        with np.errstate(divide="ignore"):  # sigma 0 at the end: lambda = +inf, exp(-h) = 0, exact
+            lambdas = np.log(alphas) - np.log(sigmas * alphas)
+        return {"timesteps": timesteps, "alphas": alphas, "sigmas": sigmas * alphas, "lambdas": lambdas,
+                "previous": None}
+
+    def _x0(self, x: np.ndarray, prediction: np.ndarray, alpha: np.float32, sigma: np.float32) -> np.ndarray:
+        if self.prediction_type == "epsilon":
+            return (x - sigma * prediction) / alpha
+        if self.prediction_type == "sample":
+            return prediction
+        return alpha * x - sigma * prediction  # v_prediction
+
+    def _step(self, state, i, t, x, prediction, rng):
+        n = len(state["timesteps"])
+        x0 = self._x0(x, prediction, state["alphas"][i], state["sigmas"][i])
+        cfg = self.config
+        short = cfg["lower_order_final"] and n < 15
+        # diffusers' lower_order_second only concerns third order: a second-order solver
+        # drops to first order at the first step and (by default) the last.
+        first_order = (state["previous"] is None
+                       or (i == n - 1 and (cfg["euler_at_final"] or short or cfg["final_sigmas_type"] == "zero")))
+        alpha_t, sigma_t, sigma_s = state["alphas"][i + 1], state["sigmas"][i + 1], state["sigmas"][i]
+        h = state["lambdas"][i + 1] - state["lambdas"][i]
+        one = np.float32(1.0)
+        coef = alpha_t * (np.exp(-h) - one)
+        if first_order:
+            out = (sigma_t / sigma_s) * x - coef * x0
+        else:
+            h_prev = state["lambdas"][i] - state["lambdas"][i - 1]
+            d1 = (one / (h_prev / h)) * (x0 - state["previous"])
+            if cfg["solver_type"] == "midpoint":
+                out = (sigma_t / sigma_s) * x - coef * x0 - np.float32(0.5) * coef * d1
+            else:  # heun
+                out = (sigma_t / sigma_s) * x - coef * x0 + (alpha_t * ((np.exp(-h) - one) / h + one)) * d1
+        state["previous"] = x0
+        return out
+
+
+class EulerSampler(Sampler):
+    """Euler's method on the probability-flow ODE in sigma space (Karras et al., 2022),
+    as EulerDiscreteScheduler; its timesteps are fractional with linspace spacing."""
+
+    name = "euler"
+    default_spacing = "linspace"
+    options = {}
+
+    def timesteps(self, steps: int) -> np.ndarray:
+        self._check_steps(steps)
+        T = self.num_train_timesteps
+        if self.timestep_spacing == "linspace":
+            return np.linspace(0, T - 1, steps, dtype=np.float32)[::-1].copy()
+        if self.timestep_spacing == "leading":
+            return (np.arange(0, steps) * (T // steps)).round()[::-1].astype(np.float32) + self.steps_offset
+        return np.arange(T, 0, -T / steps).round().astype(np.float32) - 1
+
+    def _sigmas(self, timesteps: np.ndarray) -> np.ndarray:
+        ve_sigmas = self._ve_sigmas()
+        # float32 as diffusers keeps them (see DPMSolverPP2MSampler._begin)
+        return np.concatenate([np.interp(timesteps, np.arange(len(ve_sigmas)), ve_sigmas), [0.0]]).astype(np.float32)
+
+    def init_noise_sigma(self, steps: int) -> float:
+        top = float(self._sigmas(self.timesteps(steps)).max())
+        return top if self.timestep_spacing in ("linspace", "trailing") else math.sqrt(top**2 + 1)
+
+    def _begin(self, steps, timesteps):
+        return {"timesteps": timesteps, "sigmas": self._sigmas(timesteps)}
+
+    def scale_model_input(self, x, state, i):
+        sigma = state["sigmas"][i]
+        return x / (sigma**2 + np.float32(1.0)) ** np.float32(0.5)
+
+    def _x0(self, x, prediction, sigma):
+        # float32 scalars in diffusers' order of operations (see DPMSolverPP2MSampler._begin)
+        if self.prediction_type == "epsilon":
+            return x - sigma * prediction
+        if self.prediction_type == "sample":
+            return prediction
+        one = np.float32(1.0)
+        return prediction * (-sigma / (sigma**2 + one) ** np.float32(0.5)) + (x / (sigma**2 + one))
+
+    def _step(self, state, i, t, x, prediction, rng):
+        sigma, sigma_next = state["sigmas"][i], state["sigmas"][i + 1]
+        derivative = (x - self._x0(x, prediction, sigma)) / sigma
+        return x + derivative * (sigma_next - sigma)
+
+    def noised(self, x0, noise, steps, index):
+        sigma = self._sigmas(self.timesteps(steps))[index]
+        return (x0 + sigma * noise).astype(np.float32)
+
+
+class EulerAncestralSampler(EulerSampler):
+    """Euler steps to sigma_down plus fresh noise up to sigma_next, as EulerAncestralDiscreteScheduler."""
+
+    name = "euler-a"
+    stochastic = True
+
+    def init_noise_sigma(self, steps: int) -> float:
+        top = float(self._sigmas(self.timesteps(steps)).max())
+        # EulerAncestralDiscreteScheduler adds 1 in quadrature for every spacing but linspace / trailing.
+        return top if self.timestep_spacing in ("linspace", "trailing") else math.sqrt(top**2 + 1)
+
+    def _step(self, state, i, t, x, prediction, rng):
+        sigma, sigma_next = state["sigmas"][i], state["sigmas"][i + 1]
+        sigma_up = np.sqrt(sigma_next**2 * (sigma**2 - sigma_next**2) / sigma**2)
+        sigma_down = np.sqrt(sigma_next**2 - sigma_up**2)
+        derivative = (x - self._x0(x, prediction, sigma)) / sigma
+        out = x + derivative * (sigma_down - sigma)
+        return out + sigma_up * rng.standard_normal(x.shape, dtype=np.float32)
+
+
+SAMPLERS: dict[str, type[Sampler]] = {s.name: s for s in
+                                      (DDPMSampler, DDIMSampler, DPMSolverPP2MSampler, EulerSampler, EulerAncestralSampler)}
+
+
+def make_sampler(name: str, num_train_timesteps: int = 1000, beta_schedule: str = "linear", beta_start: float = 0.0001,
+                 beta_end: float = 0.02, prediction_type: str = "epsilon", timestep_spacing: str | None = None,
+                 **options) -> Sampler:
+    """A sampler by name ('ddpm', 'ddim', 'dpmpp-2m', 'euler', 'euler-a') from plain values.
+
+    timestep_spacing None takes the diffusers default of that scheduler."""
+    if name not in SAMPLERS:
+        raise ConfigError(f"sampler {name!r}: expected one of {', '.join(SAMPLERS)}, found an unknown name")
+    return SAMPLERS[name](num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule, beta_start=beta_start,
+                          beta_end=beta_end, prediction_type=prediction_type, timestep_spacing=timestep_spacing, **options)
