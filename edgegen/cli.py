@@ -32,12 +32,34 @@ def _cmd_export(args) -> None:
     _print_info(out)
 
 
+# generate's options that only some families take, by the keyword their sample() uses
+FAMILY_OPTIONS = {"diffusion": {"steps": "steps", "sampler": "sampler", "guidance": "guidance_scale",
+                                "label": "labels", "eta": "eta"}}
+
+
 def _cmd_generate(args) -> None:
+    from .errors import ConfigError
     from .images import save_grid
+    from .progress import Progress
     from .runtimes import load
 
     pipe = load(args.package, backend=args.backend, threads=args.threads)
-    images = pipe.sample(args.n, seed=args.seed)
+    accepted = FAMILY_OPTIONS.get(pipe.family, {})
+    options = {}
+    for flag, keyword in {k: v for opts in FAMILY_OPTIONS.values() for k, v in opts.items()}.items():
+        value = getattr(args, flag)
+        if value is None:
+            continue
+        if flag not in accepted:
+            raise ConfigError(f"--{flag}: expected an option of {pipe.family} packages "
+                              f"({', '.join('--' + f for f in accepted) or 'none'}), found --{flag}")
+        options[keyword] = value
+    if "steps" in accepted:
+        steps = options.get("steps", 20)
+        with Progress(steps, "sampling") as bar:
+            images = pipe.sample(args.n, seed=args.seed, callback=lambda i, t, x: bar.update(1), **options)
+    else:
+        images = pipe.sample(args.n, seed=args.seed, **options)
     save_grid(images, args.out, nrow=args.nrow, scale=args.scale)
     print(f"wrote {args.out} ({len(images)} samples from {pipe.family} package, seed {args.seed}, backend {pipe.backend})")
 
@@ -108,14 +130,14 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: one per core)")
 
     p = sub.add_parser("train", help="train a model and write a checkpoint")
-    p.add_argument("family", help="vae or gan")
+    p.add_argument("family", help="vae, gan or diffusion")
     p.add_argument("--data", default="digits", help="digits, natural, or a folder of images (default: digits)")
     p.add_argument("--out", required=True, help="checkpoint directory to write")
     p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the family's)")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--image-size", type=int, default=32)
+    p.add_argument("--image-size", type=int, default=None, help="default: the family's (32; diffusion 8)")
     p.add_argument("--channels", type=int, choices=(1, 3), default=None, help="1 grey, 3 RGB (default: the data's own)")
     p.add_argument("--latent-dim", type=int, default=None)
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
@@ -136,7 +158,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="PNG file to write")
     p.add_argument("--nrow", type=int, default=None, help="images per row (default: square grid)")
-    p.add_argument("--scale", type=int, default=2, help="pixel upscaling of the grid (default: 2)")
+    p.add_argument("--scale", type=int, default=None, help="pixel upscaling of the grid (default: to ~64 px a picture)")
+    diffusion = p.add_argument_group("diffusion packages")
+    diffusion.add_argument("--steps", type=int, default=None, help="sampling steps (default 20)")
+    diffusion.add_argument("--sampler", default=None, help="ddpm, ddim, dpmpp-2m, euler, euler-a (default dpmpp-2m)")
+    diffusion.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default 3)")
+    diffusion.add_argument("--label", type=int, default=None, help="class to generate (default: unconditional)")
+    diffusion.add_argument("--eta", type=float, default=None, help="DDIM's eta (default 0)")
     runtime_options(p)
     p.set_defaults(func=_cmd_generate)
 

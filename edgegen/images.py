@@ -30,8 +30,10 @@ def grid(images: np.ndarray, nrow: int | None = None, pad: int = 2, scale: int =
     return pixels[0] if c == 1 else pixels.transpose(1, 2, 0)
 
 
-def save_grid(images: np.ndarray, path: str | os.PathLike, nrow: int | None = None, scale: int = 2) -> None:
-    """Write the grid as a PNG, atomically; the same images give the same bytes."""
+def save_grid(images: np.ndarray, path: str | os.PathLike, nrow: int | None = None, scale: int | None = None) -> None:
+    """Write the grid as a PNG, atomically; the same images give the same bytes.
+    scale: pixel repetition; default enlarges each picture to about 64 pixels."""
+    scale = scale or max(1, round(64 / images.shape[-1]))
     buffer = io.BytesIO()
     Image.fromarray(grid(images, nrow=nrow, scale=scale)).save(buffer, format="PNG")
     atomic_write_bytes(path, buffer.getvalue())

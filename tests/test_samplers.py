@@ -143,7 +143,7 @@ def test_starting_part_way_matches_diffusers_img2img(name):
         scheduler.set_begin_index(start)
     model_fn = make_model(sampler.alphas_cumprod, "epsilon")
     ref = diffusers_loop(scheduler, model_fn, ref_noised, scheduler.timesteps[start:])
-    assert_same_sample(sampler.sample(model_fn, noised, steps, start=start), ref)
+    assert_same_sample(sampler.denoise(model_fn, noised, steps, start=start), ref)
 
 
 def test_callback_and_after_step_see_every_step():

@@ -90,7 +90,40 @@ GAN = ExportSpec(
     needs_data=False,
 )
 
-EXPORT_SPECS = {s.family: s for s in (VAE, GAN)}
+def _denoiser_inputs(ckpt, batch, rng, data):
+    """Held-out images noised to timesteps across the whole schedule (the ends included),
+    with real labels and the "no label" index mixed in."""
+    c = ckpt.config
+    x0 = _held_out_images(data, batch, rng) * 2 - 1
+    t = rng.integers(0, c.num_train_timesteps, size=batch)
+    t[: min(batch, 2)] = [c.num_train_timesteps - 1, 0][: min(batch, 2)]
+    a = ckpt.model.alphas_cumprod.numpy()[t][:, None, None, None]
+    noisy = np.sqrt(a) * x0 + np.sqrt(1 - a) * rng.standard_normal(x0.shape)
+    labels = rng.integers(0, c.num_classes + 1, size=batch) if c.num_classes else np.zeros(batch, np.int64)
+    return {"sample": noisy.astype(np.float32), "timestep": t.astype(np.float32), "class_labels": labels.astype(np.int64)}
+
+
+def _diffusion_config(ckpt: Checkpoint) -> dict:
+    c = ckpt.config
+    return {"image_shape": _image_shape(c), "num_classes": c.num_classes, "null_label": c.null_label,
+            "num_train_timesteps": c.num_train_timesteps, "beta_schedule": c.beta_schedule,
+            "beta_start": c.beta_start, "beta_end": c.beta_end, "prediction_type": c.prediction_type,
+            "data": ckpt.data}
+
+
+DIFFUSION = ExportSpec(
+    family="diffusion",
+    graphs=(
+        GraphSpec("unet", lambda m: m.unet_ema,
+                  lambda c: (TensorSpec("sample", "float32", ("batch", *_image_shape(c))),
+                             TensorSpec("timestep", "float32", ("batch",)),
+                             TensorSpec("class_labels", "int64", ("batch",))),
+                  ("prediction",), _denoiser_inputs),
+    ),
+    runtime_config=_diffusion_config,
+)
+
+EXPORT_SPECS = {s.family: s for s in (VAE, GAN, DIFFUSION)}
 
 
 def export_spec(family: str) -> ExportSpec:

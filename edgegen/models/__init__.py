@@ -5,9 +5,9 @@ from __future__ import annotations
 from types import ModuleType
 
 from ..errors import UnknownFamilyError
-from . import gan, vae
+from . import diffusion, gan, vae
 
-FAMILIES: dict[str, ModuleType] = {m.FAMILY: m for m in (vae, gan)}
+FAMILIES: dict[str, ModuleType] = {m.FAMILY: m for m in (vae, gan, diffusion)}
 
 
 def family_module(family: str) -> ModuleType:

@@ -26,6 +26,9 @@ class ImageData:
     name: str
     train: np.ndarray
     test: np.ndarray
+    train_labels: np.ndarray | None = None   # int64 class ids where the data has classes
+    test_labels: np.ndarray | None = None
+    num_classes: int = 0
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -33,7 +36,8 @@ class ImageData:
 
     def describe(self) -> dict:
         c, h, w = self.shape
-        return {"source": self.name, "channels": c, "image_size": h, "train": len(self.train), "test": len(self.test)}
+        return {"source": self.name, "channels": c, "image_size": h, "train": len(self.train), "test": len(self.test),
+                "num_classes": self.num_classes}
 
 
 def load_images(source: str, image_size: int = 32, channels: int | None = None, seed: int = 0) -> ImageData:
@@ -46,8 +50,10 @@ def load_images(source: str, image_size: int = 32, channels: int | None = None, 
     if not isinstance(image_size, int) or image_size < 8:
         raise DataError(f"image_size: expected an integer of at least 8, found {image_size!r}")
     if source == "digits":
-        train, test = _digits(image_size)
-    elif source == "natural":
+        x_train, y_train, x_test, y_test = digit_labels(image_size)
+        return ImageData(source, _to_channels(x_train, channels), _to_channels(x_test, channels),
+                         y_train.astype(np.int64), y_test.astype(np.int64), 10)
+    if source == "natural":
         train, test = _natural_crops(image_size, seed)
     elif Path(source).is_dir():
         train, test = _folder(Path(source), image_size, seed)
@@ -80,12 +86,6 @@ def _split(images: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndar
     order = np.random.default_rng(seed).permutation(len(images))
     n_test = max(1, int(round(len(images) * test_fraction)))
     return images[order[n_test:]], images[order[:n_test]]
-
-
-def _digits(size: int) -> tuple[np.ndarray, np.ndarray]:
-    """The 1,797 8x8 handwritten digits that scikit-learn ships, upsampled to size x size."""
-    x_train, _, x_test, _ = digit_labels(size)
-    return x_train, x_test
 
 
 def digit_labels(size: int = 32) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

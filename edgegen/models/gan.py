@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .ema import EMA
 from .vae import upsample_block
 
 FAMILY = "gan"
@@ -94,9 +95,9 @@ class Trainer:
         betas = (0.5, 0.999)
         self.opt_g = torch.optim.Adam(model.generator.parameters(), lr=lr, betas=betas)
         self.opt_d = torch.optim.Adam(model.discriminator.parameters(), lr=lr, betas=betas)
-        self.updates = 0
+        self.ema = EMA(model.generator, model.generator_ema, model.config.ema_decay)
 
-    def step(self, images: torch.Tensor) -> dict[str, float]:
+    def step(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, float]:
         g, d = self.model.generator, self.model.discriminator
         z = torch.randn(images.shape[0], self.model.config.latent_dim)
         fake = g(z)
@@ -114,17 +115,5 @@ class Trainer:
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         self.opt_g.step()
-        self._update_ema()
+        self.ema.update()
         return {"loss_d": loss_d.item(), "loss_g": loss_g.item()}
-
-    @torch.no_grad()
-    def _update_ema(self) -> None:
-        # Warm-up as in TensorFlow's ExponentialMovingAverage(num_updates): a short run
-        # still exports a trained generator, not the initial weights.
-        self.updates += 1
-        decay = min(self.model.config.ema_decay, (1 + self.updates) / (10 + self.updates))
-        for ema, live in zip(self.model.generator_ema.parameters(), self.model.generator.parameters()):
-            ema.lerp_(live, 1.0 - decay)
-        # BatchNorm running statistics are copied, not averaged: they already are averages.
-        for ema, live in zip(self.model.generator_ema.buffers(), self.model.generator.buffers()):
-            ema.copy_(live)

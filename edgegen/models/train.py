@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..errors import ConfigError
+from ..errors import ConfigError, OutputExistsError
 from ..progress import Progress
 from . import family_module
 from .checkpoint import make_config, save_checkpoint
@@ -16,7 +17,7 @@ from .data import load_images
 
 
 def train(family: str, out: str | Path, data: str = "digits", steps: int | None = None, batch_size: int | None = None,
-          lr: float | None = None, seed: int = 0, image_size: int = 32, channels: int | None = None,
+          lr: float | None = None, seed: int = 0, image_size: int | None = None, channels: int | None = None,
           overwrite: bool = False, progress: bool | None = None, **model_options) -> Path:
     """Train a family's model on a built-in dataset or an image folder and write a checkpoint."""
     module = family_module(family)
@@ -27,12 +28,15 @@ def train(family: str, out: str | Path, data: str = "digits", steps: int | None 
         raise ConfigError(f"training: expected positive steps, batch size and learning rate, found {steps}, {batch_size}, {lr}")
     if Path(out).exists() and not overwrite:
         # Fail before minutes of training, not after.
-        from ..errors import OutputExistsError
         raise OutputExistsError(f"output {str(out)!r}: expected a path that does not exist yet, found one (pass --force to replace it)")
 
+    image_size = image_size or getattr(module, "DEFAULT_IMAGE_SIZE", 32)
     images = load_images(data, image_size=image_size, channels=channels, seed=seed)
     c, h, _ = images.shape
-    config = make_config(family, {"image_channels": c, "image_size": h, **model_options})
+    from_data = {"image_channels": c, "image_size": h}
+    if "num_classes" in {f.name for f in dataclasses.fields(module.Config)}:
+        from_data["num_classes"] = images.num_classes  # 0 (unconditional) for data without classes
+    config = make_config(family, {**from_data, **model_options})
     torch.manual_seed(seed)
     model = module.build(config)
     model.train()
@@ -40,12 +44,13 @@ def train(family: str, out: str | Path, data: str = "digits", steps: int | None 
 
     low, high = module.DATA_RANGE
     train_set = torch.from_numpy(images.train * (high - low) + low)
+    train_labels = torch.from_numpy(images.train_labels) if images.train_labels is not None else None
     batches = _batch_indices(len(train_set), batch_size, steps, seed)
     start = time.perf_counter()
     averages: dict[str, float] = {}
     with Progress(steps, f"train {family}", enabled=progress) as bar:
         for index in batches:
-            losses = trainer.step(train_set[index])
+            losses = trainer.step(train_set[index], train_labels[index] if train_labels is not None else None)
             # Exponential moving averages: a readable trend rather than per-batch noise.
             averages = {k: v if k not in averages else 0.95 * averages[k] + 0.05 * v for k, v in losses.items()}
             bar.update(1, " ".join(f"{k}={v:.3f}" for k, v in averages.items()))

@@ -105,7 +105,7 @@ class Trainer:
         self.model = model
         self.optimizer = torch.optim.Adam(model.parameters(), lr=lr)
 
-    def step(self, images: torch.Tensor) -> dict[str, float]:
+    def step(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, float]:
         terms = loss_terms(self.model, images)
         self.optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()

@@ -7,6 +7,7 @@ are testable without a network and the same on every backend.
     sampler = make_sampler("dpmpp-2m", beta_schedule="linear", prediction_type="epsilon")
     sampler.timesteps(20)                      # the timesteps the loop will visit
     x0 = sampler.sample(model_fn, x_T, 20)     # x_T: standard normal noise
+    x0 = sampler.denoise(model_fn, sampler.noised(image, noise, 20, 8), 20, start=8)   # img2img
 
 | name      | diffusers class                          | default spacing | random? |
 |-----------|------------------------------------------|-----------------|---------|
@@ -97,13 +98,13 @@ class Sampler:
 
     # -- the schedule a run visits ------------------------------------------------------------
 
-    def _check_steps(self, steps: int) -> None:
+    def check_steps(self, steps: int) -> None:
         if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 1 <= steps <= self.num_train_timesteps:
             raise ConfigError(f"steps: expected an integer from 1 to {self.num_train_timesteps}, found {steps!r}")
 
     def timesteps(self, steps: int) -> np.ndarray:
         """The timesteps the loop visits, highest first (DDIM/DDPM spacing rules)."""
-        self._check_steps(steps)
+        self.check_steps(steps)
         T = self.num_train_timesteps
         if self.timestep_spacing == "linspace":
             return np.linspace(0, T - 1, steps).round()[::-1].astype(np.int64)
@@ -118,27 +119,30 @@ class Sampler:
     # -- the loop ------------------------------------------------------------------------------
 
     def sample(self, model_fn: ModelFn, x_T: np.ndarray, steps: int, rng: np.random.Generator | None = None,
-               callback: Callback | None = None, start: int = 0, after_step: AfterStep | None = None) -> np.ndarray:
-        """Run the loop from step `start` (0: pure noise; img2img starts later, from `noised()`).
+               callback: Callback | None = None, after_step: AfterStep | None = None) -> np.ndarray:
+        """Generate from standard normal noise x_T (scaled here by `init_noise_sigma`)."""
+        self.check_steps(steps)
+        x = np.asarray(x_T, dtype=np.float32) * np.float32(self.init_noise_sigma(steps))  # float32, as diffusers
+        return self.denoise(model_fn, x, steps, 0, rng, callback, after_step)
 
-        x_T: at start 0, standard normal noise, which is scaled by `init_noise_sigma`;
-        at a later start, the output of `noised(x0, noise, steps, start)`.
-        """
+    def denoise(self, model_fn: ModelFn, x: np.ndarray, steps: int, start: int = 0,
+                rng: np.random.Generator | None = None, callback: Callback | None = None,
+                after_step: AfterStep | None = None) -> np.ndarray:
+        """Run steps `start`..end of a `steps`-step schedule from x, already at step `start`'s
+        noise level (from `sample`, or from `noised()` for img2img and inpainting)."""
         if self.stochastic and rng is None:
             raise ConfigError(f"sampler {self.name!r} draws noise at every step: expected an rng (np.random.Generator), found None")
         timesteps = self.timesteps(steps)
         if not 0 <= start < len(timesteps):
             raise ConfigError(f"start: expected a step index from 0 to {len(timesteps) - 1}, found {start}")
         state = self._begin(steps, timesteps)
-        x = np.asarray(x_T, dtype=np.float32)
-        if start == 0:
-            x = x * np.float32(self.init_noise_sigma(steps))  # float32, as diffusers' tensor
+        x = np.asarray(x, dtype=np.float32)
         batch = np.empty(len(x), dtype=np.float32)
         for i in range(start, len(timesteps)):
             t = timesteps[i]
             batch.fill(t)
             prediction = model_fn(self.scale_model_input(x, state, i), batch.copy())
-            x = self._step(state, i, t, x, np.asarray(prediction, dtype=np.float32), rng).astype(np.float32)
+            x = self._step(state, i, t, x, np.asarray(prediction, dtype=np.float32), rng).astype(np.float32, copy=False)
             if after_step is not None:
                 x = after_step(i, x)
             if callback is not None:
@@ -156,7 +160,7 @@ class Sampler:
 
     def noised(self, x0: np.ndarray, noise: np.ndarray, steps: int, index: int) -> np.ndarray:
         """x0 noised to the level of step `index` of a `steps`-step run, in this sampler's
-        own parameterization: what `sample(..., start=index)` expects (img2img, inpainting)."""
+        own parameterization: what `denoise(..., start=index)` expects (img2img, inpainting)."""
         t = int(self.timesteps(steps)[index])
         a = self.alphas_cumprod[t]
         return (np.sqrt(a) * x0 + np.sqrt(1 - a) * noise).astype(np.float32)
@@ -248,7 +252,7 @@ class DPMSolverPP2MSampler(Sampler):
     options = {"solver_type": "midpoint", "lower_order_final": True, "euler_at_final": False, "final_sigmas_type": "zero"}
 
     def timesteps(self, steps: int) -> np.ndarray:
-        self._check_steps(steps)
+        self.check_steps(steps)
         T = self.num_train_timesteps
         if self.timestep_spacing == "linspace":
             return np.linspace(0, T - 1, steps + 1).round()[::-1][:-1].astype(np.int64)
@@ -314,7 +318,7 @@ class EulerSampler(Sampler):
     options = {}
 
     def timesteps(self, steps: int) -> np.ndarray:
-        self._check_steps(steps)
+        self.check_steps(steps)
         T = self.num_train_timesteps
         if self.timestep_spacing == "linspace":
             return np.linspace(0, T - 1, steps, dtype=np.float32)[::-1].copy()

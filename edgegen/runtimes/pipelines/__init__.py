@@ -1,9 +1,10 @@
 """One pipeline class per family, found by the manifest's `family`."""
 
 from .base import Pipeline
+from .diffusion import DiffusionPipeline
 from .gan import GANPipeline
 from .vae import VAEPipeline
 
-PIPELINES: dict[str, type[Pipeline]] = {p.family: p for p in (VAEPipeline, GANPipeline)}
+PIPELINES: dict[str, type[Pipeline]] = {p.family: p for p in (VAEPipeline, GANPipeline, DiffusionPipeline)}
 
-__all__ = ["PIPELINES", "Pipeline", "GANPipeline", "VAEPipeline"]
+__all__ = ["PIPELINES", "Pipeline", "DiffusionPipeline", "GANPipeline", "VAEPipeline"]

@@ -1,0 +1,161 @@
+"""The diffusion pipeline: the sampling loop over the exported denoiser, classifier-free
+guidance as one batch of 2n, img2img and inpainting. numpy only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ...errors import ConfigError, InputError
+from ..samplers import Callback, Sampler, make_sampler
+from .base import Pipeline, as_float_array, check_count
+
+
+class DiffusionPipeline(Pipeline):
+    family = "diffusion"
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.config["image_shape"])
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.config["num_classes"])
+
+    def make_sampler(self, name: str = "dpmpp-2m", eta: float = 0.0, **options) -> Sampler:
+        """A sampler configured with the package's training noise schedule."""
+        if eta:
+            if name != "ddim":
+                raise ConfigError(f"eta: only the ddim sampler takes eta, found eta={eta} with sampler {name!r}")
+            options["eta"] = eta
+        c = self.config
+        return make_sampler(name, num_train_timesteps=int(c["num_train_timesteps"]), beta_schedule=c["beta_schedule"],
+                            beta_start=float(c["beta_start"]), beta_end=float(c["beta_end"]),
+                            prediction_type=c["prediction_type"], **options)
+
+    # -- the denoiser, with guidance ----------------------------------------------------------
+
+    def _labels(self, labels: Any, n: int) -> np.ndarray | None:
+        """None (unconditional), one class id for all, or one per image -> int64 [n]."""
+        if labels is None:
+            return None
+        if self.num_classes == 0:
+            raise InputError("labels: this package's model is unconditional (trained without classes), found labels")
+        array = np.asarray(labels)
+        if array.dtype.kind not in "iu":
+            raise InputError(f"labels: expected integer class ids, found dtype {array.dtype}")
+        array = np.full(n, int(array), np.int64) if array.ndim == 0 else array.astype(np.int64)
+        if array.shape != (n,):
+            raise InputError(f"labels: expected one class id or {n} of them, found shape {list(array.shape)}")
+        if array.min() < 0 or array.max() >= self.num_classes:
+            raise InputError(f"labels: expected class ids from 0 to {self.num_classes - 1}, found {array.min()}..{array.max()}")
+        return array
+
+    def denoiser(self, labels: np.ndarray | None, guidance_scale: float):
+        """model_fn(x, t) for the samplers. With labels and guidance_scale != 1, the
+        conditional and unconditional branches run as one batch of 2n through the engine."""
+        session = self.sessions["unet"]
+        null = int(self.config["null_label"])
+
+        def unconditional(n: int) -> np.ndarray:
+            return np.full(n, null, np.int64)
+
+        if labels is None or guidance_scale == 1.0:
+            fixed = labels if labels is not None else None
+
+            def model_fn(x, t):
+                y = fixed if fixed is not None else unconditional(len(x))
+                return session.run({"sample": x, "timestep": t, "class_labels": y})["prediction"]
+
+            return model_fn
+
+        both_labels = np.concatenate([labels, unconditional(len(labels))])
+        scale = np.float32(guidance_scale)
+
+        def guided(x, t):
+            out = session.run({"sample": np.concatenate([x, x]), "timestep": np.concatenate([t, t]),
+                               "class_labels": both_labels})["prediction"]
+            cond, uncond = np.split(out, 2)
+            return uncond + scale * (cond - uncond)
+
+        return guided
+
+    # -- the public API -------------------------------------------------------------------------
+
+    def sample(self, n: int, steps: int = 20, sampler: str = "dpmpp-2m", guidance_scale: float = 3.0, labels=None,
+               seed: int | None = 0, eta: float = 0.0, callback: Callback | None = None) -> np.ndarray:
+        """n images [n, C, H, W] in [0, 1]. labels: None (unconditional), a class id, or n ids;
+        guidance_scale applies when labels are given (1.0 turns guidance off)."""
+        n = check_count(n)
+        rng = np.random.default_rng(seed)
+        run = self.make_sampler(sampler, eta)
+        model_fn = self.denoiser(self._labels(labels, n), guidance_scale)
+        x_T = rng.standard_normal((n, *self.image_shape), dtype=np.float32)
+        return _to_unit(run.sample(model_fn, x_T, steps, rng=rng, callback=callback))
+
+    def img2img(self, image, strength: float = 0.6, steps: int = 20, sampler: str = "dpmpp-2m",
+                guidance_scale: float = 3.0, labels=None, seed: int | None = 0, eta: float = 0.0,
+                callback: Callback | None = None) -> np.ndarray:
+        """Noise `image` ([n, C, H, W] in [0, 1]) part of the way (strength 0: unchanged,
+        1: all the way) and denoise it back, as diffusers' img2img pipelines do."""
+        x0 = self._images(image) * 2 - 1
+        if not 0.0 <= strength <= 1.0:
+            raise InputError(f"strength: expected a number from 0 to 1, found {strength}")
+        run = self.make_sampler(sampler, eta)
+        run.check_steps(steps)
+        start = steps - min(int(steps * strength), steps)
+        if start >= steps:
+            return _to_unit(x0)
+        rng = np.random.default_rng(seed)
+        noise = rng.standard_normal(x0.shape, dtype=np.float32)
+        model_fn = self.denoiser(self._labels(labels, len(x0)), guidance_scale)
+        return _to_unit(run.denoise(model_fn, run.noised(x0, noise, steps, start), steps, start, rng, callback))
+
+    def inpaint(self, image, mask, steps: int = 20, sampler: str = "dpmpp-2m", guidance_scale: float = 3.0,
+                labels=None, seed: int | None = 0, eta: float = 0.0, callback: Callback | None = None) -> np.ndarray:
+        """Generate the pixels where mask is 1 and keep the others: after every step the
+        known pixels are replaced by the image noised to the next step's level, and at the
+        end by the image itself."""
+        x0 = self._images(image) * 2 - 1
+        keep = 1.0 - self._mask(mask, x0.shape)
+        n = len(x0)
+        rng = np.random.default_rng(seed)
+        run = self.make_sampler(sampler, eta)
+        run.check_steps(steps)
+
+        def paste_known(i: int, x: np.ndarray) -> np.ndarray:
+            if i + 1 == steps:
+                known = x0
+            else:
+                known = run.noised(x0, rng.standard_normal(x0.shape, dtype=np.float32), steps, i + 1)
+            return (keep * known + (1 - keep) * x).astype(np.float32)
+
+        model_fn = self.denoiser(self._labels(labels, n), guidance_scale)
+        x_T = rng.standard_normal(x0.shape, dtype=np.float32)
+        return _to_unit(run.sample(model_fn, x_T, steps, rng=rng, callback=callback, after_step=paste_known))
+
+    def _images(self, image) -> np.ndarray:
+        x = as_float_array(image, "images", (None, *self.image_shape))
+        if x.min() < 0 or x.max() > 1:
+            raise InputError(f"images: expected values in [0, 1], found {x.min():.3g}..{x.max():.3g}")
+        return x
+
+    def _mask(self, mask, shape) -> np.ndarray:
+        """A mask [n or 1, 1 or C, H, W] (or [H, W]) of 0/1, broadcast to the images."""
+        m = np.asarray(mask, dtype=np.float32)
+        if m.ndim == 2:
+            m = m[None, None]
+        try:
+            m = np.broadcast_to(m, shape)
+        except ValueError:
+            raise InputError(f"mask: expected a shape that broadcasts to {list(shape)} ([H, W] or [n, 1, H, W]), "
+                             f"found {list(np.shape(mask))}") from None
+        if not np.isin(m, (0.0, 1.0)).all():
+            raise InputError("mask: expected 0 (keep) and 1 (generate) only, found other values")
+        return m
+
+
+def _to_unit(x: np.ndarray) -> np.ndarray:
+    """Model space [-1, 1] -> images in [0, 1]."""
+    return np.clip((x + 1) * 0.5, 0.0, 1.0).astype(np.float32)
