@@ -12,7 +12,7 @@ def trained(tmp_path_factory):
     """Tiny checkpoints (a few steps) and their exported packages, shared by the tests."""
     root = tmp_path_factory.mktemp("trained")
     out = {}
-    for family in ("vae", "gan"):
+    for family in ("vae", "gan", "diffusion"):
         ckpt = train(family, root / "ckpt" / family, data="digits", steps=15, batch_size=32, progress=False)
         pkg = export_checkpoint(ckpt, root / "pkg" / family)
         out[family] = (ckpt, pkg)

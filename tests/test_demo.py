@@ -4,7 +4,7 @@ from edgegen.demo import PRETRAINED, run_demo
 
 
 def test_shipped_weights_are_safetensors_checkpoints():
-    for name in ("vae-digits", "gan-digits"):
+    for name in ("vae-digits", "gan-digits", "diffusion-digits"):
         assert sorted(p.name for p in (PRETRAINED / name).iterdir()) == ["config.json", "weights.safetensors"]
 
 
@@ -12,9 +12,10 @@ def test_demo_with_shipped_weights(tmp_path):
     index = run_demo(tmp_path / "demo", iters=5)
     demo = index.parent
     text = index.read_text()
-    for picture in ("vae_samples.png", "gan_samples.png", "vae_reconstructions.png"):
+    for picture in ("vae_samples.png", "gan_samples.png", "vae_reconstructions.png", "diffusion_samples.png"):
         assert (demo / picture).stat().st_size > 0 and f"({picture})" in text
     assert "| decoder | edgegen ort-cpu |" in text and "| generator | torch eager |" in text
+    assert "| unet | edgegen ort-cpu |" in text
     results = json.loads((demo / "results.json").read_text())
     aucs = results["families"]["vae"]["anomaly_auc"]
     # the shipped VAE meets the README's anomaly figures

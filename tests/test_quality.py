@@ -1,10 +1,13 @@
 """Models trained with edgegen's own code do what a user trains them for."""
 
+import numpy as np
 import pytest
 
 import edgegen
+from edgegen.demo import PRETRAINED
 from edgegen.export import export_checkpoint
 from edgegen.metrics import roc_auc
+from edgegen.models.classifier import train_digit_judge
 from edgegen.models.data import load_images, noise_images
 from edgegen.models.train import train
 
@@ -30,3 +33,24 @@ def test_roc_auc():
     assert roc_auc([3, 4], [0, 1, 2]) == 0.0
     assert roc_auc([1, 1], [1, 1]) == 0.5
     assert roc_auc([0, 2], [1, 3]) == pytest.approx(0.75)
+
+
+def test_frechet_distance():
+    from edgegen.metrics import frechet_distance
+
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((4000, 3))
+    assert frechet_distance(a, rng.standard_normal((4000, 3))) < 0.02
+    # shifted mean: |mu|^2 = 4; scaled covariance 2I: 3 * (1 + 4 - 2 * 2) = 3
+    assert frechet_distance(a, rng.standard_normal((4000, 3)) + [2, 0, 0]) == pytest.approx(4, abs=0.15)
+    assert frechet_distance(a, 2 * rng.standard_normal((4000, 3))) == pytest.approx(3, abs=0.2)
+
+
+def test_shipped_diffusion_model_draws_the_requested_digits(tmp_path):
+    """The shipped weights, through the runtime: a digit classifier agrees with the label asked for."""
+    pipe = edgegen.load(export_checkpoint(PRETRAINED / "diffusion-digits", tmp_path / "pkg"))
+    labels = np.arange(200) % 10
+    images = pipe.sample(len(labels), steps=20, sampler="dpmpp-2m", guidance_scale=3.0, labels=labels, seed=0)
+    judge = train_digit_judge(8, steps=600)
+    assert judge.test_accuracy > 0.9
+    assert (judge.predict(images) == labels).mean() >= 0.9

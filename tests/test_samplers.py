@@ -105,6 +105,7 @@ class RecordingRng:
     ("ddpm", "DDPMScheduler", {"variance_type": "fixed_large"}, "scheduling_ddpm"),
     ("ddim", "DDIMScheduler", {"eta": 1.0}, "scheduling_ddim"),
     ("ddim", "DDIMScheduler", {"eta": 0.3}, "scheduling_ddim"),
+    ("ddim", "DDIMScheduler", {"eta": 0.3, "use_clipped_model_output": True}, "scheduling_ddim"),
     ("euler-a", "EulerAncestralDiscreteScheduler", {}, "scheduling_euler_ancestral_discrete"),
 ])
 @pytest.mark.parametrize("prediction", ["epsilon", "v_prediction"])
@@ -115,12 +116,15 @@ def test_stochastic_samplers_equal_diffusers_given_the_same_noise(name, cls, opt
     ours = sampler.sample(model_fn, X_T, 20, rng=rng)
     replay = [torch.from_numpy(d) for d in rng.draws]
     monkeypatch.setattr(f"diffusers.schedulers.{module}.randn_tensor", lambda *a, **k: replay.pop(0))
-    scheduler = getattr(diffusers, cls)(prediction_type=prediction, **{k: v for k, v in options.items() if k != "eta"})
+    step_arguments = ("eta", "use_clipped_model_output")  # diffusers takes these per step, not in the config
+    scheduler = getattr(diffusers, cls)(prediction_type=prediction,
+                                        **{k: v for k, v in options.items() if k not in step_arguments})
+    step_kwargs = {k: v for k, v in options.items() if k in step_arguments}
     scheduler.set_timesteps(20)
     x = torch.from_numpy(X_T) * scheduler.init_noise_sigma
     for t in scheduler.timesteps:
         out = model_fn(scheduler.scale_model_input(x, t).numpy(), np.full(len(X_T), float(t), np.float32))
-        x = scheduler.step(torch.from_numpy(out), t, x, **({"eta": options["eta"]} if "eta" in options else {})).prev_sample
+        x = scheduler.step(torch.from_numpy(out), t, x, **step_kwargs).prev_sample
     assert not replay, "diffusers drew a different number of noise tensors"
     assert_same_sample(ours, x.numpy())
     np.testing.assert_array_equal(sampler.timesteps(20), scheduler.timesteps.numpy())

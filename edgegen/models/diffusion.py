@@ -38,7 +38,7 @@ class Config:
     num_classes: int = 10            # 0 trains an unconditional model
     label_dropout: float = 0.1       # share of labels replaced by the "no label" index
     num_train_timesteps: int = 1000
-    beta_schedule: str = "squaredcos_cap_v2"
+    beta_schedule: str = "linear"   # DDPM's; the capped cosine leaves alpha_T ~ 1e-9, whose x0 estimates blow up in unclipped samplers
     beta_start: float = 0.0001
     beta_end: float = 0.02
     prediction_type: str = "epsilon"

@@ -218,7 +218,8 @@ class DDIMSampler(Sampler):
 
     name = "ddim"
     default_spacing = "leading"
-    options = {"eta": 0.0, "clip_sample": True, "clip_sample_range": 1.0, "set_alpha_to_one": True}
+    options = {"eta": 0.0, "clip_sample": True, "clip_sample_range": 1.0, "set_alpha_to_one": True,
+               "use_clipped_model_output": False}
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -233,6 +234,9 @@ class DDIMSampler(Sampler):
         x0, eps = self._x0_and_eps(x, prediction, a_t)
         if self.config["clip_sample"]:
             x0 = np.clip(x0, -self.config["clip_sample_range"], self.config["clip_sample_range"])
+            if self.config["use_clipped_model_output"]:
+                # keep the noise estimate consistent with the clipped x0 (diffusers' step argument)
+                eps = (x - np.sqrt(a_t) * x0) / np.sqrt(1 - a_t)
         variance = (1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)
         std = self.config["eta"] * np.sqrt(variance)
         out = np.sqrt(a_prev) * x0 + np.sqrt(1 - a_prev - std**2) * eps

@@ -28,9 +28,6 @@ class Pipeline:
     def backend(self) -> str:
         return next(iter(self.sessions.values())).backend
 
-    def run(self, part: str, **feeds: np.ndarray) -> dict[str, np.ndarray]:
-        return self.sessions[part].run(feeds)
-
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.package.manifest.name!r} family={self.family} backend={self.backend} graphs={list(self.sessions)}>"
 

@@ -29,6 +29,11 @@ class DiffusionPipeline(Pipeline):
             if name != "ddim":
                 raise ConfigError(f"eta: only the ddim sampler takes eta, found eta={eta} with sampler {name!r}")
             options["eta"] = eta
+        if name == "ddim":
+            # With x0 clipped (diffusers' default) and guidance, an unclipped noise estimate
+            # drifts away from x0 step after step: measured here, DDIM at 50 steps and
+            # guidance 3 fell to 16% label accuracy; with the consistent estimate, 100%.
+            options.setdefault("use_clipped_model_output", True)
         c = self.config
         return make_sampler(name, num_train_timesteps=int(c["num_train_timesteps"]), beta_schedule=c["beta_schedule"],
                             beta_start=float(c["beta_start"]), beta_end=float(c["beta_end"]),

@@ -1,0 +1,121 @@
+import numpy as np
+import pytest
+import torch
+
+import edgegen
+from edgegen.cli import main
+from edgegen.errors import ConfigError, InputError
+from edgegen.models.checkpoint import load_checkpoint
+from edgegen.models.data import load_images
+from edgegen.package import Package
+
+
+@pytest.fixture(scope="module")
+def pipe(trained):
+    return edgegen.load(trained["diffusion"][1], backend="ort-cpu")
+
+
+def test_package_records_the_schedule_and_the_gate(trained):
+    package = Package(trained["diffusion"][1])
+    unet = package.graphs["unet"]
+    assert [(t.name, t.dtype, t.shape) for t in unet.inputs] == [
+        ("sample", "float32", ("batch", 1, 8, 8)), ("timestep", "float32", ("batch",)),
+        ("class_labels", "int64", ("batch",))]
+    assert unet.extra["validation"]["passed"] and unet.extra["validation"]["batches"] == [1, 3]
+    config = package.config
+    assert config["num_classes"] == 10 and config["null_label"] == 10
+    assert config["beta_schedule"] == "linear" and config["prediction_type"] == "epsilon"
+
+
+def test_runtime_sampling_matches_a_pytorch_loop(trained, pipe):
+    """The same sampler driven by the PyTorch module gives the same images as the package."""
+    model = load_checkpoint(trained["diffusion"][0]).model.unet_ema
+    labels = np.array([1, 7, 3])
+
+    def torch_fn(x, t):
+        both = np.concatenate([labels, np.full(3, 10)])
+        with torch.inference_mode():
+            out = model(torch.from_numpy(np.concatenate([x, x])), torch.from_numpy(np.concatenate([t, t])),
+                        torch.from_numpy(both)).numpy()
+        cond, uncond = np.split(out, 2)
+        return uncond + np.float32(3.0) * (cond - uncond)
+
+    ours = pipe.sample(3, steps=10, sampler="ddim", guidance_scale=3.0, labels=labels, seed=4)
+    rng = np.random.default_rng(4)
+    x_T = rng.standard_normal((3, 1, 8, 8), dtype=np.float32)
+    ref = pipe.make_sampler("ddim").sample(torch_fn, x_T, 10)
+    np.testing.assert_allclose(ours, np.clip((ref + 1) / 2, 0, 1), atol=1e-4)
+
+
+def test_guidance_is_one_batch_of_2n(pipe, monkeypatch):
+    session = pipe.sessions["unet"]
+    calls = []
+    original = session.run
+    monkeypatch.setattr(session, "run", lambda feeds: calls.append(feeds["class_labels"].copy()) or original(feeds))
+    pipe.sample(4, steps=5, guidance_scale=3.0, labels=[0, 1, 2, 3])
+    assert len(calls) == 5
+    assert all(list(c) == [0, 1, 2, 3, 10, 10, 10, 10] for c in calls)
+    calls.clear()
+    pipe.sample(4, steps=5, guidance_scale=1.0, labels=2)
+    assert all(list(c) == [2, 2, 2, 2] for c in calls)
+    calls.clear()
+    pipe.sample(2, steps=5)  # no labels: the unconditional branch alone
+    assert all(list(c) == [10, 10] for c in calls)
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpmpp-2m", "euler", "euler-a"])
+def test_every_sampler_runs_and_is_reproducible(pipe, sampler):
+    a = pipe.sample(2, steps=6, sampler=sampler, labels=5, seed=11)
+    assert a.shape == (2, 1, 8, 8) and a.dtype == np.float32 and 0 <= a.min() and a.max() <= 1
+    np.testing.assert_array_equal(a, pipe.sample(2, steps=6, sampler=sampler, labels=5, seed=11))
+
+
+def test_ddim_eta_and_callback(pipe):
+    seen = []
+    pipe.sample(1, steps=4, sampler="ddim", eta=1.0, seed=0, callback=lambda i, t, x: seen.append(i))
+    assert seen == [0, 1, 2, 3]
+    with pytest.raises(ConfigError, match="only the ddim sampler takes eta"):
+        pipe.sample(1, steps=4, sampler="euler", eta=0.5)
+
+
+def test_inpaint_keeps_the_known_pixels(pipe):
+    digits = load_images("digits", image_size=8).test[:3]
+    mask = np.zeros((8, 8), np.float32)
+    mask[4:, :] = 1  # generate the bottom half
+    out = pipe.inpaint(digits, mask, steps=8, labels=[0, 1, 2], seed=1)
+    np.testing.assert_allclose(out[:, :, :4], digits[:, :, :4], atol=1e-6)
+    assert np.abs(out[:, :, 4:] - digits[:, :, 4:]).max() > 1e-3
+
+
+def test_img2img_strength(pipe):
+    digits = load_images("digits", image_size=8).test[:2]
+    np.testing.assert_allclose(pipe.img2img(digits, strength=0.0), digits, atol=1e-6)
+    light = pipe.img2img(digits, strength=0.2, steps=10, seed=0)
+    heavy = pipe.img2img(digits, strength=1.0, steps=10, seed=0)
+    assert np.abs(light - digits).mean() < np.abs(heavy - digits).mean()
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda p: p.sample(2, labels=10), InputError, "expected class ids from 0 to 9"),
+    (lambda p: p.sample(2, labels=[1, 2, 3]), InputError, "expected one class id or 2 of them"),
+    (lambda p: p.sample(2, labels=1.5), InputError, "expected integer class ids"),
+    (lambda p: p.sample(2, sampler="plms"), ConfigError, "sampler 'plms'"),
+    (lambda p: p.sample(2, steps=0), ConfigError, "steps: expected an integer from 1 to 1000"),
+    (lambda p: p.img2img(np.zeros((1, 1, 8, 8), np.float32) + 2), InputError, r"expected values in \[0, 1\]"),
+    (lambda p: p.img2img(np.zeros((1, 1, 8, 8), np.float32), strength=1.5), InputError, "strength"),
+    (lambda p: p.inpaint(np.zeros((1, 1, 8, 8), np.float32), np.zeros((5, 5))), InputError, "mask: expected a shape"),
+    (lambda p: p.inpaint(np.zeros((1, 1, 8, 8), np.float32), np.full((8, 8), 0.5)), InputError, "0 \\(keep\\) and 1"),
+])
+def test_diffusion_input_errors(pipe, call, error, message):
+    with pytest.raises(error, match=message):
+        call(pipe)
+
+
+def test_generate_command(trained, tmp_path, capsys):
+    out = tmp_path / "grid.png"
+    code = main(["generate", str(trained["diffusion"][1]), "--n", "4", "--steps", "5", "--sampler", "euler",
+                 "--guidance", "2", "--label", "7", "--seed", "0", "--out", str(out)])
+    assert code == 0 and out.stat().st_size > 0
+    code = main(["generate", str(trained["gan"][1]), "--n", "4", "--steps", "5", "--out", str(tmp_path / "g.png")])
+    err = capsys.readouterr().err
+    assert code == 2 and "--steps: expected an option of gan packages (none)" in err
