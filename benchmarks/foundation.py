@@ -26,8 +26,7 @@ import onnxruntime as ort
 from edgegen.bench import bench_package, format_table, interleaved_timings, machine_info
 from edgegen.demo import PRETRAINED
 from edgegen.export import export_checkpoint
-from edgegen.metrics import roc_auc
-from edgegen.models.data import load_images, noise_images
+from edgegen.evaluation import anomaly_aucs
 from edgegen.models.train import train
 from edgegen.package import atomic_write_text
 from edgegen.runtimes import load
@@ -58,16 +57,6 @@ def overhead(pkg: Path, iters: int) -> list[dict]:
     return rows
 
 
-def anomaly(pkg: Path) -> dict:
-    pipe = load(pkg, backend="ort-cpu")
-    digits = load_images("digits").test
-    scores = {"digits": pipe.anomaly_score(digits),
-              "noise": pipe.anomaly_score(noise_images(len(digits), digits.shape[1:], seed=1)),
-              "natural": pipe.anomaly_score(load_images("natural", channels=1).test)}
-    return {"digits_vs_noise": round(roc_auc(scores["digits"], scores["noise"]), 4),
-            "digits_vs_natural_crops": round(roc_auc(scores["digits"], scores["natural"]), 4)}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train", action="store_true", help="train the checkpoints here instead of the shipped ones")
@@ -91,7 +80,7 @@ def main() -> None:
             tables.append(f"### {family.upper()}, batch 8, {result['threads']} threads\n\n{format_table(result)}\n")
             report["overhead"] += overhead(pkg, iters=max(args.iters * 10, 1000))
             if family == "vae":
-                report["anomaly_auc"] = anomaly(pkg)
+                report["anomaly_auc"] = anomaly_aucs(load(pkg, backend="ort-cpu"))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     report["seconds"] = round(time.perf_counter() - started, 1)

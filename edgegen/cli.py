@@ -55,7 +55,11 @@ def _cmd_generate(args) -> None:
                               f"({', '.join('--' + f for f in accepted) or 'none'}), found --{flag}")
         options[keyword] = value
     if "steps" in accepted:
-        steps = options.get("steps", 20)
+        from .runtimes.pipelines.diffusion import DEFAULT_STEPS
+
+        steps = options.get("steps", DEFAULT_STEPS)
+        # check the sampler settings before the progress bar starts, so errors come alone
+        pipe.make_sampler(options.get("sampler", "dpmpp-2m"), options.get("eta", 0.0)).check_steps(steps)
         with Progress(steps, "sampling") as bar:
             images = pipe.sample(args.n, seed=args.seed, callback=lambda i, t, x: bar.update(1), **options)
     else:
@@ -204,8 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     except EdgegenError as exc:
         if args.debug:
             traceback.print_exc()
-        message = str(exc).replace("\n", "\n  ")
-        print(f"edgegen: error: {message}", file=sys.stderr)
+        print(f"edgegen: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("edgegen: interrupted", file=sys.stderr)

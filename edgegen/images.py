@@ -18,6 +18,8 @@ def grid(images: np.ndarray, nrow: int | None = None, pad: int = 2, scale: int =
     if images.ndim != 4 or images.shape[1] not in (1, 3):
         raise InputError(f"images: expected [n, 1 or 3, H, W], found shape {list(images.shape)}")
     n, c, h, w = images.shape
+    if nrow is not None and (not isinstance(nrow, int) or nrow < 1):
+        raise InputError(f"nrow: expected a positive number of images per row, found {nrow!r}")
     nrow = nrow or math.ceil(math.sqrt(n))
     rows = math.ceil(n / nrow)
     canvas = np.ones((c, rows * (h + pad) + pad, nrow * (w + pad) + pad), dtype=np.float32)
@@ -33,6 +35,10 @@ def grid(images: np.ndarray, nrow: int | None = None, pad: int = 2, scale: int =
 def save_grid(images: np.ndarray, path: str | os.PathLike, nrow: int | None = None, scale: int | None = None) -> None:
     """Write the grid as a PNG, atomically; the same images give the same bytes.
     scale: pixel repetition; default enlarges each picture to about 64 pixels."""
+    if os.path.isdir(path):
+        raise InputError(f"output {str(path)!r}: expected a PNG file path, found a directory")
+    if scale is not None and (not isinstance(scale, int) or scale < 1):
+        raise InputError(f"scale: expected a positive integer, found {scale!r}")
     scale = scale or max(1, round(64 / images.shape[-1]))
     buffer = io.BytesIO()
     Image.fromarray(grid(images, nrow=nrow, scale=scale)).save(buffer, format="PNG")

@@ -240,6 +240,12 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def refuse_existing(out: str | os.PathLike, overwrite: bool) -> None:
+    """Raise OutputExistsError if `out` exists and replacing it was not asked for."""
+    if os.path.exists(out) and not overwrite:
+        raise OutputExistsError(f"output {str(out)!r}: expected a path that does not exist yet, found one (pass --force to replace it)")
+
+
 @contextlib.contextmanager
 def staged_directory(out: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
     """Yield an empty staging directory beside `out`; on success it replaces `out`.
@@ -248,8 +254,7 @@ def staged_directory(out: str | os.PathLike, overwrite: bool = False) -> Iterato
     untouched. With overwrite=False an existing `out` is refused before any work starts.
     """
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise OutputExistsError(f"output {str(out)!r}: expected a path that does not exist yet, found one (pass --force to replace it)")
+    refuse_existing(out, overwrite)
     if out.exists() and not out.is_dir():
         raise OutputExistsError(f"output {str(out)!r}: expected a directory to replace, found a file")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -42,9 +42,10 @@ class Progress:
                           f"{elapsed:5.1f}s eta {eta:5.1f}s {self.info}\x1b[K{end}")
         self.stream.flush()
 
-    def close(self) -> None:
-        self._draw(end="\n") if self.enabled else None
-        if not self.enabled and self.stream is not None and self.label:
+    def close(self, failed: bool = False) -> None:
+        if self.enabled:
+            self._draw(end="\n")
+        elif not failed and self.label:
             elapsed = time.perf_counter() - self._start
             self.stream.write(f"{self.label}: {self.count}/{self.total} in {elapsed:.1f}s {self.info}\n")
             self.stream.flush()
@@ -52,5 +53,6 @@ class Progress:
     def __enter__(self) -> "Progress":
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, exc, tb) -> None:
+        # On an error the error is the message: no summary line for work that did not finish.
+        self.close(failed=exc_type is not None)

@@ -44,9 +44,11 @@ def test_data_errors(tmp_path):
         load_images(str(tmp_path))
     with pytest.raises(DataError, match="channels: expected 1 or 3, found 2"):
         load_images("digits", channels=2)
+    with pytest.raises(DataError, match="expected at most 128 for the natural crops"):
+        load_images("natural", image_size=512)
 
 
-def test_training_errors_come_before_any_work(tmp_path):
+def test_training_errors(tmp_path):
     with pytest.raises(UnknownFamilyError, match="family 'vqvae': expected one of vae, gan"):
         train("vqvae", tmp_path / "x")
     with pytest.raises(ConfigError, match="image_size expected a multiple of 8"):

@@ -111,6 +111,25 @@ def test_diffusion_input_errors(pipe, call, error, message):
         call(pipe)
 
 
+def test_unconditional_model_on_natural_crops(tmp_path):
+    """Data without classes trains an unconditional model; its package refuses labels."""
+    from edgegen.export import export_checkpoint
+    from edgegen.models.train import train
+
+    ckpt = train("diffusion", tmp_path / "ckpt", data="natural", channels=1, steps=3, batch_size=8, progress=False)
+    pipe = edgegen.load(export_checkpoint(ckpt, tmp_path / "pkg"))
+    assert pipe.num_classes == 0 and pipe.config["null_label"] == 0
+    assert pipe.sample(2, steps=3).shape == (2, 1, 8, 8)
+    with pytest.raises(InputError, match="this package's model is unconditional"):
+        pipe.sample(2, steps=3, labels=1)
+
+
+def test_seed_errors(pipe):
+    for seed in (-1, 1.5, "7"):
+        with pytest.raises(InputError, match="seed: expected a non-negative integer or None"):
+            pipe.sample(1, steps=2, seed=seed)
+
+
 def test_generate_command(trained, tmp_path, capsys):
     out = tmp_path / "grid.png"
     code = main(["generate", str(trained["diffusion"][1]), "--n", "4", "--steps", "5", "--sampler", "euler",
@@ -119,3 +138,8 @@ def test_generate_command(trained, tmp_path, capsys):
     code = main(["generate", str(trained["gan"][1]), "--n", "4", "--steps", "5", "--out", str(tmp_path / "g.png")])
     err = capsys.readouterr().err
     assert code == 2 and "--steps: expected an option of gan packages (none)" in err
+    for bad, message in ((["--steps", "0"], "steps: expected an integer from 1 to 1000"),
+                         (["--sampler", "plms"], "sampler 'plms'"), (["--seed", "-3"], "seed: expected")):
+        code = main(["generate", str(trained["diffusion"][1]), "--out", str(tmp_path / "x.png"), *bad])
+        err = capsys.readouterr().err
+        assert code == 2 and message in err and err.count("\n") == 1, err

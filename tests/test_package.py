@@ -143,6 +143,11 @@ def test_atomic_write_replaces_whole_files(tmp_path):
     assert [p.name for p in target.parent.iterdir()] == ["file.bin"]
 
 
-def test_package_without_hash_check_still_validates_schema(trained):
-    package = Package(trained["gan"][1], verify_hashes=False)
-    assert package.graph_path("generator").name == "generator.onnx"
+def test_package_without_hash_check_still_validates_schema(package_copy):
+    pkg = package_copy("gan")
+    with open(pkg / "generator.onnx", "ab") as f:
+        f.write(b"\0")
+    assert Package(pkg, verify_hashes=False).graph_path("generator").name == "generator.onnx"
+    edit_manifest(pkg, lambda d: d.update(format="edgegen.package/0"))
+    with pytest.raises(ManifestError, match="expected format"):
+        Package(pkg, verify_hashes=False)

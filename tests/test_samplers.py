@@ -63,7 +63,7 @@ X_T = np.random.default_rng(1).standard_normal((3, 4)).astype(np.float32)
 
 
 @pytest.mark.parametrize("name", DETERMINISTIC)
-@pytest.mark.parametrize("schedule, prediction, spacing", itertools.product(SCHEDULES, PREDICTIONS, SPACINGS))
+@pytest.mark.parametrize("schedule, prediction, spacing", list(itertools.product(SCHEDULES, PREDICTIONS, SPACINGS)))
 def test_deterministic_samplers_equal_diffusers(name, schedule, prediction, spacing):
     kwargs = {**schedule_kwargs(schedule), "prediction_type": prediction, "timestep_spacing": spacing}
     for steps in (10, 20, 25):
@@ -103,6 +103,9 @@ class RecordingRng:
 @pytest.mark.parametrize("name, cls, options, module", [
     ("ddpm", "DDPMScheduler", {}, "scheduling_ddpm"),
     ("ddpm", "DDPMScheduler", {"variance_type": "fixed_large"}, "scheduling_ddpm"),
+    ("ddpm", "DDPMScheduler", {"timestep_spacing": "trailing", "beta_schedule": "squaredcos_cap_v2"}, "scheduling_ddpm"),
+    ("ddpm", "DDPMScheduler", {"timestep_spacing": "linspace", "beta_schedule": "scaled_linear"}, "scheduling_ddpm"),
+    ("euler-a", "EulerAncestralDiscreteScheduler", {"timestep_spacing": "leading"}, "scheduling_euler_ancestral_discrete"),
     ("ddim", "DDIMScheduler", {"eta": 1.0}, "scheduling_ddim"),
     ("ddim", "DDIMScheduler", {"eta": 0.3}, "scheduling_ddim"),
     ("ddim", "DDIMScheduler", {"eta": 0.3, "use_clipped_model_output": True}, "scheduling_ddim"),
@@ -154,10 +157,13 @@ def test_callback_and_after_step_see_every_step():
     sampler = make_sampler("ddim")
     seen = []
     model_fn = make_model(sampler.alphas_cumprod, "epsilon")
-    sampler.sample(model_fn, X_T, 5, callback=lambda i, t, x: seen.append((i, t)),
-                   after_step=lambda i, x: x * 1.0)
+    sampler.sample(model_fn, X_T, 5, callback=lambda i, t, x: seen.append((i, t)))
     assert [i for i, _ in seen] == [0, 1, 2, 3, 4]
     assert [t for _, t in seen] == [float(t) for t in sampler.timesteps(5)]
+    # what after_step returns is the sample the next step starts from
+    pinned = sampler.sample(model_fn, X_T, 5, after_step=lambda i, x: np.full_like(x, 0.25) if i == 3 else x)
+    expected = sampler.denoise(model_fn, np.full_like(X_T, 0.25), 5, start=4)
+    np.testing.assert_array_equal(pinned, expected)
 
 
 @pytest.mark.parametrize("call, message", [

@@ -37,7 +37,9 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, data: str | None 
     images = None
     if spec.needs_data:
         source = data or ckpt.data.get("source", "digits")
-        images = load_images(source, image_size=ckpt.config.image_size, channels=ckpt.config.image_channels)
+        # the training seed: a folder's held-out split depends on it
+        images = load_images(source, image_size=ckpt.config.image_size, channels=ckpt.config.image_channels,
+                             seed=ckpt.data.get("seed", 0))
     with staged_directory(out, overwrite=overwrite) as stage:
         graphs, failures = {}, []
         for graph in spec.graphs:
@@ -46,8 +48,8 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, data: str | None 
             failures += [f"graph {graph.part!r} {r.line()} (tolerance atol {graph.atol:g}, rtol {graph.rtol:g})"
                          for r in results if not r.passed]
         if failures:
-            raise ValidationError(f"export of {str(checkpoint)!r} does not reproduce PyTorch; package not written:\n  "
-                                  + "\n  ".join(failures))
+            raise ValidationError(f"export of {str(checkpoint)!r} does not reproduce PyTorch, package not written: "
+                                  + "; ".join(failures))
         manifest = Manifest(
             family=ckpt.family,
             name=name or Path(checkpoint).resolve().name,

@@ -90,16 +90,22 @@ GAN = ExportSpec(
     needs_data=False,
 )
 
+# Fractions of the schedule the gate visits: both ends, and fractional timesteps (Euler's).
+GATE_TIMESTEPS = (1.0, 0.0, 0.5, 0.25, 0.7513, 0.0421, 0.9, 0.333)
+
+
 def _denoiser_inputs(ckpt, batch, rng, data):
-    """Held-out images noised to timesteps across the whole schedule (the ends included),
-    with real labels and the "no label" index mixed in."""
+    """Held-out images noised to several timesteps across the schedule (a different run of
+    GATE_TIMESTEPS at each call), with real labels and the "no label" index mixed in."""
     c = ckpt.config
     x0 = _held_out_images(data, batch, rng) * 2 - 1
-    t = rng.integers(0, c.num_train_timesteps, size=batch)
-    t[: min(batch, 2)] = [c.num_train_timesteps - 1, 0][: min(batch, 2)]
-    a = ckpt.model.alphas_cumprod.numpy()[t][:, None, None, None]
+    first = int(rng.integers(len(GATE_TIMESTEPS)))
+    fractions = np.array([GATE_TIMESTEPS[(first + i) % len(GATE_TIMESTEPS)] for i in range(batch)])
+    t = fractions * (c.num_train_timesteps - 1)
+    alphas = ckpt.model.alphas_cumprod.numpy().astype(np.float64)
+    a = np.interp(t, np.arange(len(alphas)), alphas)[:, None, None, None]
     noisy = np.sqrt(a) * x0 + np.sqrt(1 - a) * rng.standard_normal(x0.shape)
-    labels = rng.integers(0, c.num_classes + 1, size=batch) if c.num_classes else np.zeros(batch, np.int64)
+    labels = rng.integers(0, c.num_classes + 1, size=batch)
     return {"sample": noisy.astype(np.float32), "timestep": t.astype(np.float32), "class_labels": labels.astype(np.int64)}
 
 

@@ -41,10 +41,15 @@ def make_config(family: str, values: dict) -> Any:
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(f"{family} config: expected keys among {sorted(known)}, found unknown {unknown}")
-    try:
-        config = config_class(**values)
-    except TypeError as exc:
-        raise ConfigError(f"{family} config: {exc}") from None
+    config = config_class(**values)
+    for f in dataclasses.fields(config_class):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        value = getattr(config, f.name)
+        # ints are fine where floats are expected; bools are not numbers here
+        ok = isinstance(value, type(default)) or isinstance(default, float) and isinstance(value, int)
+        if not ok or isinstance(value, bool) != isinstance(default, bool):
+            raise ConfigError(f"{family} config: expected {f.name} to be {type(default).__name__}, "
+                              f"found {type(value).__name__} {value!r}")
     problems = config.validate()
     if problems:
         raise ConfigError(f"{family} config: " + "; ".join(problems))

@@ -16,7 +16,9 @@ FEATURES = 32
 
 
 class DigitNet(nn.Module):
-    def __init__(self, size: int):
+    """Two convolutions, pooled to 4x4 whatever the input size, then the feature layer."""
+
+    def __init__(self):
         super().__init__()
         self.conv = nn.Sequential(nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(),
                                   nn.AdaptiveAvgPool2d(4), nn.Flatten())
@@ -38,7 +40,7 @@ class DigitJudge:
     def _run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         logits, feats = [], []
         for i in range(0, len(images), 512):
-            lg, ft = self.net(torch.from_numpy(np.ascontiguousarray(images[i:i + 512], dtype=np.float32)))
+            lg, ft = self.net(torch.from_numpy(np.array(images[i:i + 512], dtype=np.float32)))
             logits.append(lg.numpy())
             feats.append(ft.numpy())
         return np.concatenate(logits), np.concatenate(feats)
@@ -54,9 +56,9 @@ def train_digit_judge(size: int = 8, steps: int = 1500, seed: int = 0) -> DigitJ
     """Train on the digits' train split (with small shifts as augmentation); report accuracy on the held-out split."""
     torch.manual_seed(seed)
     x_train, y_train, x_test, y_test = digit_labels(size)
-    net = DigitNet(size)
+    net = DigitNet()
     opt = torch.optim.Adam(net.parameters(), lr=2e-3)
-    x, y = torch.from_numpy(x_train), torch.from_numpy(y_train).long()
+    x, y = torch.tensor(x_train), torch.tensor(y_train).long()
     rng = np.random.default_rng(seed)
     net.train()
     for _ in range(steps):

@@ -6,6 +6,7 @@ Every loader returns float32 arrays [N, C, H, W] in [0, 1], split into train and
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from PIL import Image
 from ..errors import DataError
 
 BUILTIN_IMAGE_DATA = ("digits", "natural")
+NATURAL_MAX_SIZE = 128
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 # Photographs inside the scikit-image wheel (no download); grey ones are repeated to RGB.
 _SKIMAGE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "coins", "brick", "grass", "gravel",
@@ -51,9 +53,12 @@ def load_images(source: str, image_size: int = 32, channels: int | None = None, 
         raise DataError(f"image_size: expected an integer of at least 8, found {image_size!r}")
     if source == "digits":
         x_train, y_train, x_test, y_test = digit_labels(image_size)
-        return ImageData(source, _to_channels(x_train, channels), _to_channels(x_test, channels),
+        return ImageData(source, _to_channels(x_train.copy(), channels), _to_channels(x_test.copy(), channels),
                          y_train.astype(np.int64), y_test.astype(np.int64), 10)
     if source == "natural":
+        if image_size > NATURAL_MAX_SIZE:
+            raise DataError(f"image_size: expected at most {NATURAL_MAX_SIZE} for the natural crops (the smallest shipped "
+                            f"photograph is 300 pixels high), found {image_size}")
         train, test = _natural_crops(image_size, seed)
     elif Path(source).is_dir():
         train, test = _folder(Path(source), image_size, seed)
@@ -88,10 +93,12 @@ def _split(images: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndar
     return images[order[n_test:]], images[order[:n_test]]
 
 
+@functools.lru_cache(maxsize=4)
 def digit_labels(size: int = 32) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Digits with their labels, in the split load_images('digits') uses: x_train, y_train, x_test, y_test.
 
     The split is fixed, the same for every family, so "held-out digits" always means the same images.
+    Cached, so the arrays are read-only: copy before changing them.
     """
     from sklearn.datasets import load_digits
 
@@ -100,7 +107,10 @@ def digit_labels(size: int = 32) -> tuple[np.ndarray, np.ndarray, np.ndarray, np
     order = np.random.default_rng(1234).permutation(len(images))
     n_test = int(round(len(images) * 0.15))
     test, train = order[:n_test], order[n_test:]
-    return images[train], digits.target[train], images[test], digits.target[test]
+    arrays = (images[train], digits.target[train], images[test], digits.target[test])
+    for array in arrays:
+        array.setflags(write=False)
+    return arrays
 
 
 def _photographs() -> list[np.ndarray]:

@@ -114,7 +114,9 @@ class UNet(nn.Module):
         self.config = c
         emb_dim = 4 * c.width
         self.time_mlp = nn.Sequential(nn.Linear(c.width, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
-        self.label_emb = nn.Embedding(c.num_classes + 1, emb_dim) if c.num_classes > 0 else None
+        # num_classes + 1 rows, the last one "no label"; an unconditional model (0 classes) keeps
+        # its single row so that every exported denoiser has the same three inputs.
+        self.label_emb = nn.Embedding(c.num_classes + 1, emb_dim)
         self.conv_in = nn.Conv2d(c.image_channels, c.width, 3, padding=1)
         widths = [c.width * m for m in c.channel_mults]
         last = len(widths) - 1
@@ -146,9 +148,7 @@ class UNet(nn.Module):
         self.conv_out = nn.Conv2d(ch, c.image_channels, 3, padding=1)
 
     def forward(self, sample: torch.Tensor, timestep: torch.Tensor, class_labels: torch.Tensor) -> torch.Tensor:
-        emb = self.time_mlp(timestep_embedding(timestep, self.config.width))
-        if self.label_emb is not None:
-            emb = emb + self.label_emb(class_labels)
+        emb = self.time_mlp(timestep_embedding(timestep, self.config.width)) + self.label_emb(class_labels)
         h = self.conv_in(sample)
         skips = [h]
         for block, attn, down in zip(self.down, self.down_attn, self.downsample):

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import ConfigError, OutputExistsError
+from ..errors import ConfigError
+from ..package import refuse_existing
 from ..progress import Progress
 from . import family_module
 from .checkpoint import make_config, save_checkpoint
@@ -26,9 +27,7 @@ def train(family: str, out: str | Path, data: str = "digits", steps: int | None 
     lr = module.DEFAULT_LR if lr is None else lr
     if steps < 1 or batch_size < 1 or lr <= 0:
         raise ConfigError(f"training: expected positive steps, batch size and learning rate, found {steps}, {batch_size}, {lr}")
-    if Path(out).exists() and not overwrite:
-        # Fail before minutes of training, not after.
-        raise OutputExistsError(f"output {str(out)!r}: expected a path that does not exist yet, found one (pass --force to replace it)")
+    refuse_existing(out, overwrite)  # before minutes of training, not after
 
     image_size = image_size or getattr(module, "DEFAULT_IMAGE_SIZE", 32)
     images = load_images(data, image_size=image_size, channels=channels, seed=seed)

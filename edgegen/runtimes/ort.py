@@ -64,7 +64,11 @@ def provider_list(backend: str, cache_dir: Path | None, device_id: int = 0) -> l
             # Engines and timing caches live in the package's cache folder so that a
             # second load on the same device skips the engine build.
             engines = cache_dir / "ort-tensorrt"
-            engines.mkdir(parents=True, exist_ok=True)
+            try:
+                engines.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise BackendError(f"cache_dir {str(cache_dir)!r}: expected a writable folder for TensorRT engines, "
+                                   f"found: {exc.strerror} (pass cache_dir= elsewhere)") from None
             trt_options.update({
                 "trt_engine_cache_enable": True,
                 "trt_engine_cache_path": str(engines),
@@ -84,11 +88,10 @@ class OrtSession(Session):
         self.backend = backend
         self.path = Path(path)
         self.threads = threads if threads is not None else os.cpu_count()
+        options, providers = session_options(threads), provider_list(backend, cache_dir)
         try:
-            self._session = ort.InferenceSession(str(path), sess_options=session_options(threads),
-                                                 providers=provider_list(backend, cache_dir))
-        except (ort.capi.onnxruntime_pybind11_state.Fail, ort.capi.onnxruntime_pybind11_state.InvalidGraph,
-                ort.capi.onnxruntime_pybind11_state.InvalidProtobuf, ort.capi.onnxruntime_pybind11_state.NoSuchFile) as exc:
+            self._session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        except Exception as exc:  # noqa: BLE001 - ONNX Runtime raises its own exception types for a bad model
             raise PackageError(f"graph {graph_name!r} at {str(path)!r}: expected a loadable ONNX model, found: {exc}") from None
         wanted = ORT_BACKENDS[backend]
         if wanted not in self._session.get_providers():

@@ -322,13 +322,10 @@ class EulerSampler(Sampler):
     options = {}
 
     def timesteps(self, steps: int) -> np.ndarray:
-        self.check_steps(steps)
-        T = self.num_train_timesteps
-        if self.timestep_spacing == "linspace":
-            return np.linspace(0, T - 1, steps, dtype=np.float32)[::-1].copy()
-        if self.timestep_spacing == "leading":
-            return (np.arange(0, steps) * (T // steps)).round()[::-1].astype(np.float32) + self.steps_offset
-        return np.arange(T, 0, -T / steps).round().astype(np.float32) - 1
+        if self.timestep_spacing == "linspace":  # not rounded: fractional timesteps, as diffusers
+            self.check_steps(steps)
+            return np.linspace(0, self.num_train_timesteps - 1, steps, dtype=np.float32)[::-1].copy()
+        return super().timesteps(steps).astype(np.float32)
 
     def _sigmas(self, timesteps: np.ndarray) -> np.ndarray:
         ve_sigmas = self._ve_sigmas()
@@ -370,11 +367,6 @@ class EulerAncestralSampler(EulerSampler):
 
     name = "euler-a"
     stochastic = True
-
-    def init_noise_sigma(self, steps: int) -> float:
-        top = float(self._sigmas(self.timesteps(steps)).max())
-        # EulerAncestralDiscreteScheduler adds 1 in quadrature for every spacing but linspace / trailing.
-        return top if self.timestep_spacing in ("linspace", "trailing") else math.sqrt(top**2 + 1)
 
     def _step(self, state, i, t, x, prediction, rng):
         sigma, sigma_next = state["sigmas"][i], state["sigmas"][i + 1]

@@ -25,6 +25,14 @@ class Pipeline:
         return self.package.config
 
     @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.config["image_shape"])
+
+    @property
+    def latent_dim(self) -> int:
+        return int(self.config["latent_dim"])
+
+    @property
     def backend(self) -> str:
         return next(iter(self.sessions.values())).backend
 
@@ -59,6 +67,24 @@ def check_count(n: Any, what: str = "n") -> int:
     return int(n)
 
 
-def standard_normal(n: int, dim: int, seed: int | None) -> np.ndarray:
+def make_rng(seed: Any) -> np.random.Generator:
+    """numpy's PCG64 generator: the same seed gives the same numbers on every machine."""
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
+        raise InputError(f"seed: expected a non-negative integer or None, found {seed!r}")
+    return np.random.default_rng(seed)
+
+
+def check_number(value: Any, what: str, low: float | None = None, high: float | None = None) -> float:
+    """A real number within [low, high], or InputError."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not np.isfinite(value):
+        raise InputError(f"{what}: expected a number, found {value!r}")
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f"from {low:g} to {high:g}" if low is not None and high is not None else (
+            f"at least {low:g}" if low is not None else f"at most {high:g}")
+        raise InputError(f"{what}: expected a number {bounds}, found {value!r}")
+    return float(value)
+
+
+def standard_normal(n: int, dim: int, seed: Any) -> np.ndarray:
     """Latent noise; the same seed gives the same array on every machine."""
-    return np.random.default_rng(seed).standard_normal((n, dim), dtype=np.float32)
+    return make_rng(seed).standard_normal((n, dim), dtype=np.float32)

@@ -9,15 +9,13 @@ import numpy as np
 
 from ...errors import ConfigError, InputError
 from ..samplers import Callback, Sampler, make_sampler
-from .base import Pipeline, as_float_array, check_count
+from .base import Pipeline, as_float_array, check_count, check_number, make_rng
+
+DEFAULT_STEPS = 20
 
 
 class DiffusionPipeline(Pipeline):
     family = "diffusion"
-
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        return tuple(self.config["image_shape"])
 
     @property
     def num_classes(self) -> int:
@@ -25,6 +23,7 @@ class DiffusionPipeline(Pipeline):
 
     def make_sampler(self, name: str = "dpmpp-2m", eta: float = 0.0, **options) -> Sampler:
         """A sampler configured with the package's training noise schedule."""
+        eta = check_number(eta, "eta", 0.0)
         if eta:
             if name != "ddim":
                 raise ConfigError(f"eta: only the ddim sampler takes eta, found eta={eta} with sampler {name!r}")
@@ -66,11 +65,11 @@ class DiffusionPipeline(Pipeline):
         def unconditional(n: int) -> np.ndarray:
             return np.full(n, null, np.int64)
 
+        guidance_scale = check_number(guidance_scale, "guidance_scale")
         if labels is None or guidance_scale == 1.0:
-            fixed = labels if labels is not None else None
 
             def model_fn(x, t):
-                y = fixed if fixed is not None else unconditional(len(x))
+                y = labels if labels is not None else unconditional(len(x))
                 return session.run({"sample": x, "timestep": t, "class_labels": y})["prediction"]
 
             return model_fn
@@ -88,36 +87,35 @@ class DiffusionPipeline(Pipeline):
 
     # -- the public API -------------------------------------------------------------------------
 
-    def sample(self, n: int, steps: int = 20, sampler: str = "dpmpp-2m", guidance_scale: float = 3.0, labels=None,
+    def sample(self, n: int, steps: int = DEFAULT_STEPS, sampler: str = "dpmpp-2m", guidance_scale: float = 3.0, labels=None,
                seed: int | None = 0, eta: float = 0.0, callback: Callback | None = None) -> np.ndarray:
         """n images [n, C, H, W] in [0, 1]. labels: None (unconditional), a class id, or n ids;
         guidance_scale applies when labels are given (1.0 turns guidance off)."""
         n = check_count(n)
-        rng = np.random.default_rng(seed)
+        rng = make_rng(seed)
         run = self.make_sampler(sampler, eta)
         model_fn = self.denoiser(self._labels(labels, n), guidance_scale)
         x_T = rng.standard_normal((n, *self.image_shape), dtype=np.float32)
         return _to_unit(run.sample(model_fn, x_T, steps, rng=rng, callback=callback))
 
-    def img2img(self, image, strength: float = 0.6, steps: int = 20, sampler: str = "dpmpp-2m",
+    def img2img(self, image, strength: float = 0.6, steps: int = DEFAULT_STEPS, sampler: str = "dpmpp-2m",
                 guidance_scale: float = 3.0, labels=None, seed: int | None = 0, eta: float = 0.0,
                 callback: Callback | None = None) -> np.ndarray:
         """Noise `image` ([n, C, H, W] in [0, 1]) part of the way (strength 0: unchanged,
         1: all the way) and denoise it back, as diffusers' img2img pipelines do."""
         x0 = self._images(image) * 2 - 1
-        if not 0.0 <= strength <= 1.0:
-            raise InputError(f"strength: expected a number from 0 to 1, found {strength}")
+        strength = check_number(strength, "strength", 0.0, 1.0)
+        rng = make_rng(seed)
         run = self.make_sampler(sampler, eta)
         run.check_steps(steps)
         start = steps - min(int(steps * strength), steps)
         if start >= steps:
             return _to_unit(x0)
-        rng = np.random.default_rng(seed)
         noise = rng.standard_normal(x0.shape, dtype=np.float32)
         model_fn = self.denoiser(self._labels(labels, len(x0)), guidance_scale)
         return _to_unit(run.denoise(model_fn, run.noised(x0, noise, steps, start), steps, start, rng, callback))
 
-    def inpaint(self, image, mask, steps: int = 20, sampler: str = "dpmpp-2m", guidance_scale: float = 3.0,
+    def inpaint(self, image, mask, steps: int = DEFAULT_STEPS, sampler: str = "dpmpp-2m", guidance_scale: float = 3.0,
                 labels=None, seed: int | None = 0, eta: float = 0.0, callback: Callback | None = None) -> np.ndarray:
         """Generate the pixels where mask is 1 and keep the others: after every step the
         known pixels are replaced by the image noised to the next step's level, and at the
@@ -125,7 +123,7 @@ class DiffusionPipeline(Pipeline):
         x0 = self._images(image) * 2 - 1
         keep = 1.0 - self._mask(mask, x0.shape)
         n = len(x0)
-        rng = np.random.default_rng(seed)
+        rng = make_rng(seed)
         run = self.make_sampler(sampler, eta)
         run.check_steps(steps)
 
@@ -148,7 +146,10 @@ class DiffusionPipeline(Pipeline):
 
     def _mask(self, mask, shape) -> np.ndarray:
         """A mask [n or 1, 1 or C, H, W] (or [H, W]) of 0/1, broadcast to the images."""
-        m = np.asarray(mask, dtype=np.float32)
+        try:
+            m = np.asarray(mask, dtype=np.float32)
+        except (TypeError, ValueError):
+            raise InputError(f"mask: expected an array of 0 and 1, found {type(mask).__name__}") from None
         if m.ndim == 2:
             m = m[None, None]
         try:

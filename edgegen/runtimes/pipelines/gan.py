@@ -10,10 +10,6 @@ from .base import Pipeline, as_float_array, check_count, standard_normal
 class GANPipeline(Pipeline):
     family = "gan"
 
-    @property
-    def latent_dim(self) -> int:
-        return int(self.config["latent_dim"])
-
     def generate(self, z) -> np.ndarray:
         """Latents [n, latent_dim] -> images [n, C, H, W] in [0, 1]."""
         z = as_float_array(z, "latents", (None, self.latent_dim))

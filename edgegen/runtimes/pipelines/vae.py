@@ -10,14 +10,6 @@ from .base import Pipeline, as_float_array, check_count, standard_normal
 class VAEPipeline(Pipeline):
     family = "vae"
 
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        return tuple(self.config["image_shape"])
-
-    @property
-    def latent_dim(self) -> int:
-        return int(self.config["latent_dim"])
-
     def encode(self, x) -> tuple[np.ndarray, np.ndarray]:
         """Images [n, C, H, W] in [0, 1] -> (mu, logvar), each [n, latent_dim]."""
         x = as_float_array(x, "images", (None, *self.image_shape))
