@@ -31,8 +31,9 @@ def test_runtime_reproduces_pytorch_at_other_batch_sizes(trained, batch):
     pipe = edgegen.load(trained["gan"][1])
     z = np.random.default_rng(batch).standard_normal((batch, 64)).astype(np.float32)
     with torch.inference_mode():
-        ref = model.generator_ema(torch.from_numpy(z)).numpy()
+        ref = (model.generator_ema(torch.from_numpy(z)).numpy() + 1) / 2
     np.testing.assert_allclose(pipe.sessions["generator"].run({"z": z})["image"], ref, atol=1e-5)
+    assert ref.min() >= 0 and ref.max() <= 1
 
 
 def test_export_refuses_existing_output_and_keeps_it(trained, tmp_path):

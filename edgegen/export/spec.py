@@ -12,6 +12,7 @@ import torch
 from ..errors import UnknownFamilyError
 from ..models.checkpoint import Checkpoint
 from ..models.data import ImageData
+from ..models.gan import ImageGenerator
 from ..package import TensorSpec
 
 # realistic_inputs(checkpoint, batch, rng, data) -> feeds for the graph, as numpy arrays.
@@ -82,11 +83,11 @@ VAE = ExportSpec(
 GAN = ExportSpec(
     family="gan",
     graphs=(
-        GraphSpec("generator", lambda m: m.generator_ema,
+        GraphSpec("generator", lambda m: ImageGenerator(m.generator_ema),
                   lambda c: (TensorSpec("z", "float32", ("batch", c.latent_dim)),),
                   ("image",), _latent_inputs),
     ),
-    runtime_config=lambda ckpt: {**_image_config(ckpt), "output_range": [-1.0, 1.0]},
+    runtime_config=_image_config,
     needs_data=False,
 )
 

@@ -52,6 +52,18 @@ class Generator(nn.Module):
         return self.net(self.fc(z))
 
 
+class ImageGenerator(nn.Module):
+    """The generator as exported: tanh's [-1, 1] mapped to images in [0, 1] inside the
+    graph, so the runtime hands the engine's output to the user as it is."""
+
+    def __init__(self, generator: Generator):
+        super().__init__()
+        self.generator = generator
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.generator(z) * 0.5 + 0.5
+
+
 class Discriminator(nn.Module):
     """No normalization layers: with the R1 penalty (as in StyleGAN2) this trained clearer
     digits here than DCGAN's BatchNorm discriminator, which overpowered the generator."""
