@@ -152,6 +152,14 @@ def _graph_entry(obj: Any, where: str) -> GraphEntry:
     return GraphEntry(file, sha, inputs, outputs, extra)
 
 
+def read_json(path: Path, error: type[Exception]) -> Any:
+    """Parse a JSON file, raising `error` (an EdgegenError) that names the file on bad input."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise error(f"{path}: expected valid JSON, found a parse error: {exc}") from None
+
+
 def sha256_file(path: str | os.PathLike) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -173,11 +181,7 @@ class Package:
         manifest_path = self.path / MANIFEST_NAME
         if not manifest_path.is_file():
             raise PackageError(f"package {str(self.path)!r}: expected {MANIFEST_NAME} in it, found none (is this a package made by 'edgegen export'?)")
-        try:
-            data = json.loads(manifest_path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ManifestError(f"{manifest_path}: expected valid JSON, found a parse error: {exc}") from None
-        self.manifest = Manifest.from_json(data, str(manifest_path))
+        self.manifest = Manifest.from_json(read_json(manifest_path, ManifestError), str(manifest_path))
         for part, entry in self.manifest.graphs.items():
             path = self.resolve(entry.file, f"graphs.{part}.file")
             if not path.is_file():

@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 
 from .. import __version__
 from ..errors import CheckpointError, ConfigError
-from ..package import atomic_write_text, sha256_file, staged_directory
+from ..package import atomic_write_text, read_json, sha256_file, staged_directory
 from . import family_module
 
 CHECKPOINT_FORMAT = "edgegen.checkpoint/1"
@@ -81,10 +81,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     for needed in (meta_path, weights_path):
         if not needed.is_file():
             raise CheckpointError(f"checkpoint {str(path)!r}: expected {needed.name} in it, found none")
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{meta_path}: expected valid JSON, found a parse error: {exc}") from None
+    meta = read_json(meta_path, CheckpointError)
     if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
         found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
         raise CheckpointError(f"{meta_path}: expected format {CHECKPOINT_FORMAT!r}, found {found!r}")

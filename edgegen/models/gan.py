@@ -10,7 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .ema import EMA
-from .vae import upsample_block
+from .vae import image_model_problems, upsample_block
 
 FAMILY = "gan"
 DATA_RANGE = (-1.0, 1.0)
@@ -29,12 +29,7 @@ class Config:
     r1_gamma: float = 1.0
 
     def validate(self) -> list[str]:
-        problems = []
-        if self.image_size % 8:
-            problems.append(f"image_size expected a multiple of 8 (three x2 stages), found {self.image_size}")
-        if self.latent_dim < 1 or self.width < 1:
-            problems.append(f"latent_dim and width expected positive, found {self.latent_dim} and {self.width}")
-        return problems
+        return image_model_problems(self)
 
 
 class Generator(nn.Module):

@@ -24,12 +24,17 @@ class Config:
     kl_weight: float = 1.0
 
     def validate(self) -> list[str]:
-        problems = []
-        if self.image_size % 8:
-            problems.append(f"image_size expected a multiple of 8 (three stride-2 stages), found {self.image_size}")
-        if self.latent_dim < 1 or self.width < 1:
-            problems.append(f"latent_dim and width expected positive, found {self.latent_dim} and {self.width}")
-        return problems
+        return image_model_problems(self)
+
+
+def image_model_problems(c) -> list[str]:
+    """What the VAE and GAN configs share: three x2 stages and positive sizes."""
+    problems = []
+    if c.image_size % 8:
+        problems.append(f"image_size expected a multiple of 8 (three x2 stages), found {c.image_size}")
+    if c.latent_dim < 1 or c.width < 1:
+        problems.append(f"latent_dim and width expected positive, found {c.latent_dim} and {c.width}")
+    return problems
 
 
 class Encoder(nn.Module):
