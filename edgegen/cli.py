@@ -34,7 +34,8 @@ def _cmd_export(args) -> None:
 
 # generate's options that only some families take, by the keyword their sample() uses
 FAMILY_OPTIONS = {"diffusion": {"steps": "steps", "sampler": "sampler", "guidance": "guidance_scale",
-                                "label": "labels", "eta": "eta"}}
+                                "label": "labels", "eta": "eta"},
+                  "flow": {"temperature": "temperature"}}
 
 
 def _cmd_generate(args) -> None:
@@ -64,6 +65,12 @@ def _cmd_generate(args) -> None:
             images = pipe.sample(args.n, seed=args.seed, callback=lambda i, t, x: bar.update(1), **options)
     else:
         images = pipe.sample(args.n, seed=args.seed, **options)
+    if pipe.family == "flow" and not pipe.is_image:
+        from .plots import save_density_plot
+
+        save_density_plot(pipe, images, args.out)
+        print(f"wrote {args.out} ({len(images)} samples over the learned log density, seed {args.seed})")
+        return
     save_grid(images, args.out, nrow=args.nrow, scale=args.scale)
     print(f"wrote {args.out} ({len(images)} samples from {pipe.family} package, seed {args.seed}, backend {pipe.backend})")
 
@@ -134,8 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: one per core)")
 
     p = sub.add_parser("train", help="train a model and write a checkpoint")
-    p.add_argument("family", help="vae, gan or diffusion")
-    p.add_argument("--data", default="digits", help="digits, natural, or a folder of images (default: digits)")
+    p.add_argument("family", help="vae, gan, diffusion or flow")
+    p.add_argument("--data", default="digits",
+                   help="digits, natural, a folder of images; for flow also moons, circles, blobs (default: digits)")
     p.add_argument("--out", required=True, help="checkpoint directory to write")
     p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the family's)")
     p.add_argument("--batch-size", type=int, default=None)
@@ -169,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     diffusion.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default 3)")
     diffusion.add_argument("--label", type=int, default=None, help="class to generate (default: unconditional)")
     diffusion.add_argument("--eta", type=float, default=None, help="DDIM's eta (default 0)")
+    p.add_argument("--temperature", type=float, default=None, help="flow packages: latent temperature (default 1)")
     runtime_options(p)
     p.set_defaults(func=_cmd_generate)
 

@@ -23,6 +23,8 @@ DEMO_MODELS = (
     ("vae", "vae-digits", "edgegen train vae --data digits --out edgegen/pretrained/vae-digits"),
     ("gan", "gan-digits", "edgegen train gan --data digits --out edgegen/pretrained/gan-digits"),
     ("diffusion", "diffusion-digits", "edgegen train diffusion --data digits --out edgegen/pretrained/diffusion-digits"),
+    ("flow", "flow-moons", "edgegen train flow --data moons --out edgegen/pretrained/flow-moons"),
+    ("flow", "flow-digits", "edgegen train flow --data digits --out edgegen/pretrained/flow-digits"),
 )
 BENCH_BATCH = 8
 
@@ -38,67 +40,89 @@ def run_demo(out: str | Path, train_models: bool = False, overwrite: bool = Fals
     with staged_directory(out, overwrite=overwrite) as stage:
         sections, summary = [], {"machine": machine_info(), "families": {}}
         for family, shipped, command in DEMO_MODELS:
-            ckpt = stage / "ckpt" / family
+            data = shipped.split("-", 1)[1]
+            ckpt = stage / "ckpt" / shipped
             if train_models:
-                train(family, ckpt, data="digits")
-                origin = f"trained here: `edgegen train {family} --data digits`"
+                train(family, ckpt, data=data)
+                origin = f"trained here: `edgegen train {family} --data {data}`"
             else:
                 shutil.copytree(PRETRAINED / shipped, ckpt)
                 origin = f"shipped weights, made by `{command}`"
-            pkg = stage / "pkg" / family
+            pkg = stage / "pkg" / shipped
             export_checkpoint(ckpt, pkg)
             pipe = load(pkg, backend="ort-cpu")
-            extra = SHOWCASES[family](pipe, stage)
+            extra = SHOWCASES[family](pipe, stage, shipped)
             report = bench_package(pkg, batch=BENCH_BATCH, iters=iters, vs_torch=ckpt)
-            report["package"] = f"pkg/{family}"  # relative to the demo folder, not the staging name
-            summary["families"][family] = {"origin": origin, "bench": report, **extra}
-            sections.append(_section(family, origin, report, extra))
+            report["package"] = f"pkg/{shipped}"  # relative to the demo folder, not the staging name
+            summary["families"][shipped] = {"origin": origin, "bench": report, **extra}
+            sections.append(_section(shipped, origin, report, extra))
         summary["seconds"] = round(time.perf_counter() - started, 1)
         atomic_write_text(stage / "results.json", json.dumps(summary, indent=2) + "\n")
         atomic_write_text(stage / "index.md", _index(sections, summary))
     return out / "index.md"
 
 
-def _samples(pipe, stage: Path) -> dict:
-    save_grid(pipe.sample(64, seed=0), stage / f"{pipe.family}_samples.png", nrow=8)
+def _samples(pipe, stage: Path, name: str) -> dict:
+    save_grid(pipe.sample(64, seed=0), stage / f"{name}_samples.png", nrow=8)
     return {}
 
 
-def _diffusion_showcase(pipe, stage: Path) -> dict:
+def _diffusion_showcase(pipe, stage: Path, name: str) -> dict:
     """Each column one class, 0 to 9: DPM-Solver++ 20 steps, guidance 3."""
     labels = np.tile(np.arange(10), 8)
     images = pipe.sample(len(labels), steps=20, sampler="dpmpp-2m", guidance_scale=3.0, labels=labels, seed=0)
-    save_grid(images, stage / "diffusion_samples.png", nrow=10)
+    save_grid(images, stage / f"{name}_samples.png", nrow=10)
     return {"sampling": {"sampler": "dpmpp-2m", "steps": 20, "guidance_scale": 3.0}}
 
 
-def _vae_showcase(pipe, stage: Path) -> dict:
+def _flow_showcase(pipe, stage: Path, name: str) -> dict:
+    """Points: samples over the learned log density. Images: samples at temperature 0.7,
+    bits per dimension of held-out digits and anomaly-score separation."""
+    from .evaluation import anomaly_aucs
+    from .models.data import load_images
+    from .plots import save_density_plot
+
+    if not pipe.is_image:
+        save_density_plot(pipe, pipe.sample(2000, seed=0), stage / f"{name}_samples.png")
+        return {}
+    save_grid(pipe.sample(64, seed=0, temperature=0.7), stage / f"{name}_samples.png", nrow=8)
+    digits = load_images("digits", image_size=pipe.image_shape[-1]).test
+    return {"bits_per_dim_held_out": round(float(pipe.bits_per_dim(digits).mean()), 4), "anomaly_auc": anomaly_aucs(pipe)}
+
+
+def _vae_showcase(pipe, stage: Path, name: str) -> dict:
     """Samples, reconstructions of held-out digits, and anomaly-score separation from noise and photos."""
     from .evaluation import anomaly_aucs
     from .models.data import load_images
 
-    _samples(pipe, stage)
+    _samples(pipe, stage, name)
     originals = load_images("digits").test[:32]
     pairs = np.stack([originals, pipe.reconstruct(originals)], axis=1).reshape(-1, *originals.shape[1:])
-    save_grid(pairs, stage / "vae_reconstructions.png", nrow=16)
+    save_grid(pairs, stage / f"{name}_reconstructions.png", nrow=16)
     return {"anomaly_auc": anomaly_aucs(pipe)}
 
 
-SHOWCASES = {"vae": _vae_showcase, "gan": _samples, "diffusion": _diffusion_showcase}
+SHOWCASES = {"vae": _vae_showcase, "gan": _samples, "diffusion": _diffusion_showcase, "flow": _flow_showcase}
 
 
-def _section(family: str, origin: str, report: dict, extra: dict) -> str:
-    lines = [f"## {family.upper()}", "", f"Checkpoint: {origin}.", "", f"![{family} samples]({family}_samples.png)", ""]
+def _section(name: str, origin: str, report: dict, extra: dict) -> str:
+    family = report["family"]
+    lines = [f"## {name}", "", f"Checkpoint: {origin}.", "", f"![{name} samples]({name}_samples.png)", ""]
+    if family == "flow":
+        lines += ["Samples over the learned log density." if "anomaly_auc" not in extra else
+                  f"Samples at temperature 0.7. Held-out digits: {extra['bits_per_dim_held_out']:.3f} bits per "
+                  "dimension; anomaly score ROC AUC " + ", ".join(f"{k.replace('_', ' ')} {v:.3f}"
+                                                                 for k, v in extra["anomaly_auc"].items()), ""]
     if family == "diffusion":
         lines += ["Columns are the classes 0 to 9 (DPM-Solver++, 20 steps, guidance 3). `edgegen bench` times one "
                   "denoiser call; a 20-step guided sample makes 20 calls at twice the batch.", ""]
     if family == "vae":
         lines += ["Held-out digits (odd columns) and their reconstructions (even columns):", "",
-                  "![reconstructions](vae_reconstructions.png)", "",
+                  "![reconstructions](vae-digits_reconstructions.png)", "",
                   "Anomaly score ROC AUC (held-out digits should score lowest): "
                   + ", ".join(f"{k.replace('_', ' ')} {v:.3f}" for k, v in extra["anomaly_auc"].items()), ""]
     lines += [f"Latency at batch {report['batch']}, {report['threads']} threads, {report['iters']} iterations each, "
-              f"interleaved (`edgegen bench pkg/{family} --batch {report['batch']} --vs-torch ckpt/{family}`):", "",
+              f"interleaved (`edgegen bench pkg/{name} --batch {report['batch']} --vs-torch ckpt/{name}`):", "",
               format_table(report), ""]
     return "\n".join(lines)
 

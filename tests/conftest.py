@@ -16,6 +16,9 @@ def trained(tmp_path_factory):
         ckpt = train(family, root / "ckpt" / family, data="digits", steps=15, batch_size=32, progress=False)
         pkg = export_checkpoint(ckpt, root / "pkg" / family)
         out[family] = (ckpt, pkg)
+    for name, data, steps in (("flow2d", "moons", 300), ("flow", "digits", 30)):
+        ckpt = train("flow", root / "ckpt" / name, data=data, steps=steps, progress=False)
+        out[name] = (ckpt, export_checkpoint(ckpt, root / "pkg" / name))
     return out
 
 

@@ -14,7 +14,6 @@ import torch
 from .. import __version__
 from ..errors import ValidationError
 from ..models.checkpoint import load_checkpoint
-from ..models.data import load_images
 from ..package import GraphEntry, Manifest, Package, sha256_file, staged_directory, write_manifest
 from ..runtimes.ort import OrtSession
 from .onnx_export import DEFAULT_OPSET, export_module, value_spec
@@ -36,10 +35,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, data: str | None 
     spec = export_spec(ckpt.family)
     images = None
     if spec.needs_data:
-        source = data or ckpt.data.get("source", "digits")
-        # the training seed: a folder's held-out split depends on it
-        images = load_images(source, image_size=ckpt.config.image_size, channels=ckpt.config.image_channels,
-                             seed=ckpt.data.get("seed", 0))
+        images = spec.load_data(ckpt, data or ckpt.data.get("source", "digits"))
     with staged_directory(out, overwrite=overwrite) as stage:
         graphs, failures = {}, []
         for graph in spec.graphs:

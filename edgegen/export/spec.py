@@ -11,7 +11,8 @@ import torch
 
 from ..errors import UnknownFamilyError
 from ..models.checkpoint import Checkpoint
-from ..models.data import ImageData
+from ..models import flow
+from ..models.data import ImageData, load_images
 from ..models.gan import ImageGenerator
 from ..package import TensorSpec
 
@@ -30,12 +31,20 @@ class GraphSpec:
     rtol: float = 1e-3
 
 
+def _training_images(ckpt: Checkpoint, source: str) -> ImageData:
+    # the training seed: a folder's held-out split depends on it
+    return load_images(source, image_size=ckpt.config.image_size, channels=ckpt.config.image_channels,
+                       seed=ckpt.data.get("seed", 0))
+
+
 @dataclass(frozen=True)
 class ExportSpec:
     family: str
     graphs: tuple[GraphSpec, ...]
     runtime_config: Callable[[Checkpoint], dict]
     needs_data: bool = True   # whether the gate's realistic inputs come from the training data
+    # (checkpoint, data source) -> the data the gate draws from
+    load_data: Callable[[Checkpoint, str], ImageData] = _training_images
 
 
 def _image_shape(config) -> list[int]:
@@ -130,7 +139,53 @@ DIFFUSION = ExportSpec(
     runtime_config=_diffusion_config,
 )
 
-EXPORT_SPECS = {s.family: s for s in (VAE, GAN, DIFFUSION)}
+def _flow_data(ckpt: Checkpoint, source: str) -> ImageData:
+    data, _ = flow.prepare_data(source, ckpt.config.image_size, ckpt.config.image_channels, ckpt.data.get("seed", 0))
+    return data
+
+
+def _flow_input_spec(c) -> tuple[TensorSpec, ...]:
+    shape = (c.dim,) if c.kind == "realnvp" else tuple(_image_shape(c))
+    return (TensorSpec("x", "float32", ("batch", *shape)),)
+
+
+def _flow_x(ckpt, batch, rng, data):
+    x = data.test[rng.choice(len(data.test), size=batch, replace=len(data.test) < batch)]
+    if ckpt.config.kind == "glow":  # dequantized pixels, as in training
+        x = (np.round(x * (flow.DEQUANT_LEVELS - 1)) + rng.random(x.shape)) / flow.DEQUANT_LEVELS
+    return {"x": x.astype(np.float32)}
+
+
+def _flow_z(ckpt, batch, rng, data):
+    # half the latents of held-out data, half prior samples at temperature 0.8
+    with torch.no_grad():
+        z, _ = ckpt.model.net(torch.from_numpy(_flow_x(ckpt, batch, rng, data)["x"]))
+    prior = 0.8 * rng.standard_normal(z.shape)
+    take_prior = (np.arange(batch) % 2 == 1)[:, None]
+    return {"z": np.where(take_prior, prior, z.numpy()).astype(np.float32)}
+
+
+def _flow_config(ckpt: Checkpoint) -> dict:
+    c = ckpt.config
+    shape = [c.dim] if c.kind == "realnvp" else _image_shape(c)
+    images = {"image_shape": shape} if c.kind == "glow" else {}
+    return {"kind": c.kind, "data_shape": shape, **images, "event_dim": c.event_dim,
+            "dequant_levels": flow.DEQUANT_LEVELS, "data": ckpt.data}
+
+
+FLOW = ExportSpec(
+    family="flow",
+    graphs=(
+        GraphSpec("forward", lambda m: flow.FlowForward(m.freeze()), _flow_input_spec, ("z", "logdet"), _flow_x,
+                  atol=1e-4, rtol=1e-4),
+        GraphSpec("inverse", lambda m: flow.FlowInverse(m.freeze()),
+                  lambda c: (TensorSpec("z", "float32", ("batch", c.event_dim)),), ("x",), _flow_z, atol=1e-4, rtol=1e-3),
+    ),
+    runtime_config=_flow_config,
+    load_data=_flow_data,
+)
+
+EXPORT_SPECS = {s.family: s for s in (VAE, GAN, DIFFUSION, FLOW)}
 
 
 def export_spec(family: str) -> ExportSpec:

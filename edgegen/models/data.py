@@ -37,8 +37,8 @@ class ImageData:
         return tuple(self.train.shape[1:])
 
     def describe(self) -> dict:
-        c, h, w = self.shape
-        return {"source": self.name, "channels": c, "image_size": h, "train": len(self.train), "test": len(self.test),
+        shape = {"channels": self.shape[0], "image_size": self.shape[1]} if len(self.shape) == 3 else {"dim": self.shape[0]}
+        return {"source": self.name, **shape, "train": len(self.train), "test": len(self.test),
                 "num_classes": self.num_classes}
 
 

@@ -193,7 +193,7 @@ def training_target(c: Config, x0: torch.Tensor, noise: torch.Tensor, a: torch.T
 class Trainer:
     """Simple DDPM loss (MSE on the prediction target) at uniform random timesteps."""
 
-    def __init__(self, model: Diffusion, lr: float):
+    def __init__(self, model: Diffusion, lr: float, total_steps: int = 1):
         self.model = model
         self.optimizer = torch.optim.AdamW(model.unet.parameters(), lr=lr, weight_decay=0.0)
         self.ema = EMA(model.unet, model.unet_ema, model.config.ema_decay)

@@ -97,7 +97,7 @@ class Trainer:
     """Non-saturating GAN loss with the R1 gradient penalty on real images (Mescheder et
     al., 2018), Adam(0.5, 0.999) as in DCGAN, and an EMA of the generator."""
 
-    def __init__(self, model: GAN, lr: float):
+    def __init__(self, model: GAN, lr: float, total_steps: int = 1):
         self.model = model
         betas = (0.5, 0.999)
         self.opt_g = torch.optim.Adam(model.generator.parameters(), lr=lr, betas=betas)

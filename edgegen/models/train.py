@@ -30,16 +30,19 @@ def train(family: str, out: str | Path, data: str = "digits", steps: int | None 
     refuse_existing(out, overwrite)  # before minutes of training, not after
 
     image_size = image_size or getattr(module, "DEFAULT_IMAGE_SIZE", 32)
-    images = load_images(data, image_size=image_size, channels=channels, seed=seed)
-    c, h, _ = images.shape
-    from_data = {"image_channels": c, "image_size": h}
+    if hasattr(module, "prepare_data"):  # families whose data is not only images (flows: points too)
+        images, from_data = module.prepare_data(data, image_size, channels, seed)
+    else:
+        images = load_images(data, image_size=image_size, channels=channels, seed=seed)
+        c, h, _ = images.shape
+        from_data = {"image_channels": c, "image_size": h}
     if "num_classes" in {f.name for f in dataclasses.fields(module.Config)}:
         from_data["num_classes"] = images.num_classes  # 0 (unconditional) for data without classes
     config = make_config(family, {**from_data, **model_options})
     torch.manual_seed(seed)
     model = module.build(config)
     model.train()
-    trainer = module.Trainer(model, lr)
+    trainer = module.Trainer(model, lr, total_steps=steps)
 
     low, high = module.DATA_RANGE
     train_set = torch.from_numpy(images.train * (high - low) + low)

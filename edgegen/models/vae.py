@@ -106,7 +106,7 @@ def loss_terms(model: VAE, images: torch.Tensor) -> dict[str, torch.Tensor]:
 
 
 class Trainer:
-    def __init__(self, model: VAE, lr: float):
+    def __init__(self, model: VAE, lr: float, total_steps: int = 1):
         self.model = model
         self.optimizer = torch.optim.Adam(model.parameters(), lr=lr)
 

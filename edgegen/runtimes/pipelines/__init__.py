@@ -2,9 +2,10 @@
 
 from .base import Pipeline
 from .diffusion import DiffusionPipeline
+from .flow import FlowPipeline
 from .gan import GANPipeline
 from .vae import VAEPipeline
 
-PIPELINES: dict[str, type[Pipeline]] = {p.family: p for p in (VAEPipeline, GANPipeline, DiffusionPipeline)}
+PIPELINES: dict[str, type[Pipeline]] = {p.family: p for p in (VAEPipeline, GANPipeline, DiffusionPipeline, FlowPipeline)}
 
-__all__ = ["PIPELINES", "Pipeline", "DiffusionPipeline", "GANPipeline", "VAEPipeline"]
+__all__ = ["PIPELINES", "Pipeline", "DiffusionPipeline", "FlowPipeline", "GANPipeline", "VAEPipeline"]

@@ -1,0 +1,39 @@
+"""Plots that need matplotlib (an optional dependency: `pip install matplotlib`)."""
+
+from __future__ import annotations
+
+import io
+import os
+
+import numpy as np
+
+from .errors import BackendError
+from .package import atomic_write_bytes
+
+
+def save_density_plot(pipe, samples: np.ndarray, path: str | os.PathLike, grid: int = 200) -> None:
+    """A 2-D flow's samples scattered over its log-density heat map (the forward graph on a grid)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise BackendError("plots: expected matplotlib for 2-D density plots, found it not installed "
+                           "(pip install matplotlib)") from None
+    low, high = np.percentile(samples, 0.5, axis=0), np.percentile(samples, 99.5, axis=0)
+    pad = 0.25 * (high - low)
+    xs = np.linspace(low[0] - pad[0], high[0] + pad[0], grid, dtype=np.float32)
+    ys = np.linspace(low[1] - pad[1], high[1] + pad[1], grid, dtype=np.float32)
+    mesh = np.stack(np.meshgrid(xs, ys), axis=-1).reshape(-1, 2)
+    log_density = pipe.log_prob(mesh).reshape(grid, grid)
+    fig, ax = plt.subplots(figsize=(6, 5), dpi=100)
+    image = ax.imshow(np.clip(log_density, log_density.max() - 12, None), origin="lower", cmap="viridis",
+                      extent=(xs[0], xs[-1], ys[0], ys[-1]), aspect="auto")
+    ax.scatter(samples[:, 0], samples[:, 1], s=2, c="white", alpha=0.5, linewidths=0)
+    fig.colorbar(image, ax=ax, label="log density (nats)")
+    ax.set_title(f"{pipe.package.manifest.name}: {len(samples)} samples over the learned density")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", bbox_inches="tight")
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())

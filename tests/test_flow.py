@@ -1,0 +1,106 @@
+import numpy as np
+import pytest
+import torch
+
+import edgegen
+from edgegen.cli import main
+from edgegen.errors import InputError
+from edgegen.models.checkpoint import load_checkpoint
+from edgegen.models.data import load_images
+from edgegen.models.flow import make_points, standard_normal_log_prob
+
+
+@pytest.fixture(scope="module")
+def flow2d(trained):
+    return edgegen.load(trained["flow2d"][1], backend="ort-cpu")
+
+
+@pytest.fixture(scope="module")
+def glow(trained):
+    return edgegen.load(trained["flow"][1], backend="ort-cpu")
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_images("digits", image_size=8).test[:6]
+
+
+def test_round_trips_through_onnx(flow2d, glow, digits):
+    x = make_points("moons", 64, seed=9)
+    assert np.abs(flow2d.decode(flow2d.encode(x)) - x).max() < 1e-4
+    z = np.random.default_rng(0).standard_normal((64, 2)).astype(np.float32)
+    assert np.abs(flow2d.encode(flow2d.decode(z)) - z).max() < 1e-4
+    assert np.abs(glow.decode(glow.encode(digits)) - digits).max() < 1e-3
+    z = 0.7 * np.random.default_rng(1).standard_normal((6, 64)).astype(np.float32)
+    assert np.abs(glow.encode(glow.decode(z)) - z).max() < 1e-3
+
+
+def test_2d_logdet_equals_finite_difference_jacobian_of_the_exported_graph(flow2d):
+    x = make_points("moons", 8, seed=3).astype(np.float64)
+    logdet = flow2d.sessions["forward"].run({"x": x.astype(np.float32)})["logdet"]
+    h = 1e-3  # central differences: O(h^2) error, float32 noise ~1e-7 / h
+    for i in range(len(x)):
+        jac = np.zeros((2, 2))
+        for j in range(2):
+            step = np.zeros(2)
+            step[j] = h
+            plus = flow2d.encode((x[i] + step)[None].astype(np.float32))[0].astype(np.float64)
+            minus = flow2d.encode((x[i] - step)[None].astype(np.float32))[0].astype(np.float64)
+            jac[:, j] = (plus - minus) / (2 * h)
+        expected = np.log(abs(np.linalg.det(jac)))
+        assert logdet[i] == pytest.approx(expected, rel=0.01, abs=0.01)
+
+
+def test_image_logdet_equals_pytorch_autograd_jacobian(trained, glow, digits):
+    model = load_checkpoint(trained["flow"][0]).model.freeze()
+    x = torch.from_numpy(np.clip(digits[:2], 0.02, 0.98))
+    logdet = glow.sessions["forward"].run({"x": x.numpy()})["logdet"]
+    for i in range(2):
+        jac = torch.autograd.functional.jacobian(lambda v: model.net(v[None])[0][0], x[i].double().float())
+        expected = torch.linalg.slogdet(jac.reshape(64, 64).double())[1].item()
+        assert logdet[i] == pytest.approx(expected, rel=1e-3)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_log_prob_matches_pytorch(trained, flow2d, glow, digits, batch):
+    for name, pipe, x in (("flow2d", flow2d, make_points("circles", batch, 2)), ("flow", glow, digits[:batch])):
+        model = load_checkpoint(trained[name][0]).model.freeze()
+        with torch.inference_mode():
+            z, logdet = model.net(torch.from_numpy(x))
+            ref = (standard_normal_log_prob(z) + logdet).numpy()
+        np.testing.assert_allclose(pipe.log_prob(x), ref, rtol=1e-4)
+
+
+def test_sampling_interpolation_and_scores(flow2d, glow, digits):
+    points = flow2d.sample(500, seed=0)
+    assert points.shape == (500, 2)
+    np.testing.assert_array_equal(points, flow2d.sample(500, seed=0))
+    cold = flow2d.sample(500, seed=0, temperature=0.0)
+    assert np.allclose(cold, cold[0])  # every zero latent decodes to the same point
+    images = glow.sample(4, seed=1, temperature=0.7)
+    assert images.shape == (4, 1, 8, 8) and images.min() >= 0 and images.max() <= 1
+    path = glow.interpolate(digits[:2], digits[2:4], steps=5)
+    assert path.shape == (2, 5, 1, 8, 8)
+    np.testing.assert_allclose(path[:, 0], digits[:2], atol=1e-3)
+    bpd = glow.bits_per_dim(digits)
+    assert bpd.shape == (6,) and np.isfinite(bpd).all() and (bpd > 0).all()
+    np.testing.assert_array_equal(glow.anomaly_score(digits), bpd)
+    assert (flow2d.anomaly_score(make_points("moons", 10, 5)) < flow2d.anomaly_score(np.full((10, 2), 5.0, np.float32))).all()
+
+
+def test_flow_input_errors(flow2d, glow):
+    with pytest.raises(InputError, match=r"points: expected shape \[n, 2\], found \[3, 3\]"):
+        flow2d.log_prob(np.zeros((3, 3), np.float32))
+    with pytest.raises(InputError, match="temperature: expected a number at least 0"):
+        glow.sample(2, temperature=-1)
+    with pytest.raises(InputError, match="x2: expected as many examples as x1"):
+        glow.interpolate(np.zeros((2, 1, 8, 8), np.float32), np.zeros((3, 1, 8, 8), np.float32))
+
+
+def test_generate_density_plot_and_image_grid(trained, tmp_path):
+    out = tmp_path / "density.png"
+    assert main(["generate", str(trained["flow2d"][1]), "--n", "500", "--out", str(out)]) == 0
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    grid = tmp_path / "grid.png"
+    assert main(["generate", str(trained["flow"][1]), "--n", "9", "--temperature", "0.7", "--out", str(grid)]) == 0
+    assert grid.stat().st_size > 0
