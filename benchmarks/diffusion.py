@@ -16,7 +16,6 @@ accuracy is reported beside the table.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import tempfile
 import time
@@ -24,12 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from edgegen.bench import machine_info
+from edgegen.bench import machine_info, write_results
 from edgegen.export import export_checkpoint
 from edgegen.metrics import frechet_distance
 from edgegen.models.classifier import train_digit_judge
 from edgegen.models.data import digit_labels
-from edgegen.package import atomic_write_text
 from edgegen.runtimes import load
 
 CONFIGS = (("ddpm", 1000), ("ddim", 10), ("ddim", 20), ("ddim", 50), ("dpmpp-2m", 10), ("dpmpp-2m", 20), ("euler", 20))
@@ -120,10 +118,7 @@ def main() -> None:
                      f"{s['dpmpp20_label_accuracy']:.3f}." for g, s in summary.items()]
     lines += [f"Pipeline overhead (time outside the denoiser, 20 steps, batch 8 with guidance): "
               f"{overhead['median_share_outside_denoiser'] * 100:.1f}% (median of {overhead['repeats']}).", ""]
-    out = Path(args.out)
-    atomic_write_text(out / "diffusion.json", json.dumps(report, indent=2) + "\n")
-    atomic_write_text(out / "diffusion.md", "\n".join(lines))
-    print("\n".join(lines))
+    write_results(args.out, "diffusion", report, "\n".join(lines))
 
 
 if __name__ == "__main__":

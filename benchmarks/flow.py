@@ -27,14 +27,13 @@ from pathlib import Path
 import numpy as np
 from sklearn.mixture import GaussianMixture
 
-from edgegen.bench import machine_info
+from edgegen.bench import machine_info, write_results
 from edgegen.demo import PRETRAINED
 from edgegen.evaluation import anomaly_aucs
 from edgegen.export import export_checkpoint
 from edgegen.models.data import load_images
 from edgegen.models.flow import DEQUANT_LEVELS, TEST_POINTS, TRAIN_POINTS, make_points
 from edgegen.models.train import train
-from edgegen.package import atomic_write_text
 from edgegen.runtimes import load
 
 
@@ -127,10 +126,7 @@ def main() -> None:
     auc = report["anomaly_auc"]
     lines += ["", f"Digits flow anomaly score ROC AUC: digits vs noise {auc['digits_vs_noise']:.3f}, "
               f"digits vs natural crops {auc['digits_vs_natural_crops']:.3f}.", ""]
-    out = Path(args.out)
-    atomic_write_text(out / "flow.json", json.dumps(report, indent=2) + "\n")
-    atomic_write_text(out / "flow.md", "\n".join(lines))
-    print("\n".join(lines))
+    write_results(args.out, "flow", report, "\n".join(lines))
 
 
 if __name__ == "__main__":

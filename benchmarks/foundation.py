@@ -14,7 +14,6 @@ Writes foundation.json and foundation.md into --out. Uses the shipped weights un
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import tempfile
 import time
@@ -23,12 +22,11 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from edgegen.bench import bench_package, format_table, interleaved_timings, machine_info
+from edgegen.bench import bench_package, format_table, interleaved_timings, machine_info, write_results
 from edgegen.demo import PRETRAINED
 from edgegen.export import export_checkpoint
 from edgegen.evaluation import anomaly_aucs
 from edgegen.models.train import train
-from edgegen.package import atomic_write_text
 from edgegen.runtimes import load
 from edgegen.runtimes.ort import session_options
 
@@ -94,10 +92,7 @@ def main() -> None:
         "### Runtime overhead over a bare InferenceSession.run, batch 1, 1 thread", "", *over, "",
         f"### VAE anomaly score ROC AUC: digits vs noise {auc['digits_vs_noise']:.3f}, "
         f"digits vs natural crops {auc['digits_vs_natural_crops']:.3f}", ""])
-    out = Path(args.out)
-    atomic_write_text(out / "foundation.json", json.dumps(report, indent=2) + "\n")
-    atomic_write_text(out / "foundation.md", markdown)
-    print(markdown)
+    write_results(args.out, "foundation", report, markdown)
 
 
 if __name__ == "__main__":

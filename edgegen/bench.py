@@ -155,3 +155,10 @@ def format_table(report: dict) -> str:
 
 def write_report(report: dict, path: str | os.PathLike) -> None:
     atomic_write_text(path, json.dumps(report, indent=2) + "\n")
+
+
+def write_results(folder: str | os.PathLike, name: str, report: dict, markdown: str) -> None:
+    """A benchmark script's output: NAME.json and NAME.md in `folder`, and the Markdown on stdout."""
+    write_report(report, Path(folder) / f"{name}.json")
+    atomic_write_text(Path(folder) / f"{name}.md", markdown)
+    print(markdown)
