@@ -27,6 +27,7 @@ class Config:
     width: int = 32
     ema_decay: float = 0.999
     r1_gamma: float = 1.0
+    r1_interval: int = 4      # lazy regularization (StyleGAN2): the penalty every 4th step, 4x as strong
 
     def validate(self) -> list[str]:
         return image_model_problems(self)
@@ -103,18 +104,22 @@ class Trainer:
         self.opt_g = torch.optim.Adam(model.generator.parameters(), lr=lr, betas=betas)
         self.opt_d = torch.optim.Adam(model.discriminator.parameters(), lr=lr, betas=betas)
         self.ema = EMA(model.generator, model.generator_ema, model.config.ema_decay)
+        self.steps = 0
 
     def step(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, float]:
         g, d = self.model.generator, self.model.discriminator
         z = torch.randn(images.shape[0], self.model.config.latent_dim)
         fake = g(z)
-        real = images.detach().requires_grad_(True)
+        c = self.model.config
+        regularize = c.r1_gamma > 0 and self.steps % max(c.r1_interval, 1) == 0
+        self.steps += 1
+        real = images.detach().requires_grad_(regularize)
         real_logits, fake_logits = d(real), d(fake.detach())
         loss_d = F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
-        gamma = self.model.config.r1_gamma
-        if gamma > 0:
+        if regularize:
             (grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
-            loss_d = loss_d + gamma / 2 * grad.pow(2).sum(dim=(1, 2, 3)).mean()
+            penalty = grad.pow(2).sum(dim=(1, 2, 3)).mean()
+            loss_d = loss_d + c.r1_gamma / 2 * max(c.r1_interval, 1) * penalty
         self.opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         self.opt_d.step()

@@ -47,9 +47,8 @@ def as_float_array(value: Any, what: str, shape: tuple[int | None, ...]) -> np.n
     almost always mean 0..255 pixels where the model wants [0, 1].
     """
     if (type(value) is np.ndarray and value.dtype == np.float32 and value.flags.c_contiguous
-            and value.ndim == len(shape) and value.shape[0] > 0
-            and all(d is None or d == s for d, s in zip(shape, value.shape))):
-        return value  # the common case, without copies
+            and value.shape[1:] == shape[1:] and value.ndim == len(shape) and value.shape[0] > 0):
+        return value  # the common case (any batch, exact item shape), without copies
     try:
         array = np.asarray(value)
     except Exception:  # noqa: BLE001 - anything numpy cannot take is the user's input error
