@@ -29,6 +29,10 @@ BLOCK_AND_LOAD = textwrap.dedent("""
         digits = ddpm.sample(2, steps=4, sampler=sampler, labels=[3, 4], seed=0)
     ddpm.inpaint(digits, [[0] * 8] * 4 + [[1] * 8] * 4, steps=4, labels=3)
     ddpm.img2img(digits, strength=0.5, steps=4)
+    glow = edgegen.load(sys.argv[4], backend="ort-cpu")
+    flow_images = glow.sample(3, seed=0, temperature=0.7)
+    assert glow.bits_per_dim(flow_images).shape == (3,)
+    assert glow.interpolate(flow_images[:1], flow_images[1:2], steps=3).shape == (1, 3, 1, 8, 8)
     blocked = [m for m in sys.modules if m.split(".")[0] in ("torch", "onnx", "onnxscript")]
     assert not blocked, blocked
     print("ok")
@@ -37,7 +41,7 @@ BLOCK_AND_LOAD = textwrap.dedent("""
 
 def test_runtime_imports_and_runs_where_torch_cannot_be_imported(trained, tmp_path):
     result = subprocess.run([sys.executable, "-c", BLOCK_AND_LOAD, str(trained["vae"][1]), str(tmp_path / "g.png"),
-                             str(trained["diffusion"][1])],
+                             str(trained["diffusion"][1]), str(trained["flow"][1])],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
