@@ -9,7 +9,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..errors import UnknownFamilyError
+from ..errors import DataError, UnknownFamilyError
 from ..models.checkpoint import Checkpoint
 from ..models import flow
 from ..models.data import ImageData, load_images
@@ -140,6 +140,10 @@ DIFFUSION = ExportSpec(
 )
 
 def _flow_data(ckpt: Checkpoint, source: str) -> ImageData:
+    points = ckpt.config.kind == "realnvp"
+    if (source in flow.POINT_DATA) != points:
+        raise DataError(f"data {source!r}: expected {'2-D points (' + ', '.join(flow.POINT_DATA) + ')' if points else 'images'} "
+                        f"for this {ckpt.config.kind} checkpoint, found {'points' if source in flow.POINT_DATA else 'images'}")
     data, _ = flow.prepare_data(source, ckpt.config.image_size, ckpt.config.image_channels, ckpt.data.get("seed", 0))
     return data
 
@@ -152,7 +156,8 @@ def _flow_input_spec(c) -> tuple[TensorSpec, ...]:
 def _flow_x(ckpt, batch, rng, data):
     x = data.test[rng.choice(len(data.test), size=batch, replace=len(data.test) < batch)]
     if ckpt.config.kind == "glow":  # dequantized pixels, as in training
-        x = (np.round(x * (flow.DEQUANT_LEVELS - 1)) + rng.random(x.shape)) / flow.DEQUANT_LEVELS
+        levels = ckpt.config.dequant_levels
+        x = (np.round(x * (levels - 1)) + rng.random(x.shape)) / levels
     return {"x": x.astype(np.float32)}
 
 
@@ -170,7 +175,7 @@ def _flow_config(ckpt: Checkpoint) -> dict:
     shape = [c.dim] if c.kind == "realnvp" else _image_shape(c)
     images = {"image_shape": shape} if c.kind == "glow" else {}
     return {"kind": c.kind, "data_shape": shape, **images, "event_dim": c.event_dim,
-            "dequant_levels": flow.DEQUANT_LEVELS, "data": ckpt.data}
+            "dequant_levels": c.dequant_levels, "data": ckpt.data}
 
 
 FLOW = ExportSpec(

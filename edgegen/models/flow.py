@@ -27,6 +27,7 @@ DEFAULT_IMAGE_SIZE = 8
 POINT_DATA = ("moons", "circles", "blobs")
 TRAIN_POINTS, TEST_POINTS = 20000, 2000   # synthetic, so plenty: a flow this size overfits 4,000
 DEQUANT_LEVELS = 17       # the digits' grey levels 0..16: uniform dequantization over 1/17 bins
+IMAGE_LEVELS = 256        # 8-bit photographs and user images
 LOGIT_ALPHA = 0.05        # pixels are squeezed into [alpha, 1 - alpha] before the logit
 
 
@@ -40,6 +41,7 @@ class Config:
     hidden: int = 64                  # width of the coupling networks
     levels: int = 2                   # glow: multi-scale levels
     steps_per_level: int = 4          # glow: flow steps per level
+    dequant_levels: int = DEQUANT_LEVELS   # glow: grey levels of the data (17 for the digits, 256 for 8-bit images)
     data_mean: list = field(default_factory=list)   # realnvp: standardization of the points
     data_std: list = field(default_factory=list)
 
@@ -359,10 +361,10 @@ def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
     return -0.5 * (z**2).sum(dim=1) - 0.5 * z.shape[1] * math.log(2 * math.pi)
 
 
-def dequantize(images: torch.Tensor) -> torch.Tensor:
-    """Digits' 17 grey levels spread uniformly within their bins (Theis et al., 2016)."""
-    levels = torch.round(images * (DEQUANT_LEVELS - 1))
-    return (levels + torch.rand_like(images)) / DEQUANT_LEVELS
+def dequantize(images: torch.Tensor, levels: int) -> torch.Tensor:
+    """Grey level k of `levels` spread uniformly over [k, k + 1) / levels (Theis et al., 2016)."""
+    k = torch.round(images * (levels - 1))
+    return (k + torch.rand_like(images)) / levels
 
 
 class Trainer:
@@ -377,7 +379,8 @@ class Trainer:
 
     def step(self, data: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, float]:
         net = self.model.net
-        x = data if self.model.config.kind == "realnvp" else dequantize(data)
+        c = self.model.config
+        x = data if c.kind == "realnvp" else dequantize(data, c.dequant_levels)
         if not self.initialized and isinstance(net, Glow):
             net.initialize(x)
         self.initialized = True
@@ -415,4 +418,5 @@ def prepare_data(source: str, image_size: int, channels: int | None, seed: int):
         return ImageData(source, train, test), config
     images = load_images(source, image_size=image_size, channels=channels, seed=seed)
     c, h, _ = images.shape
-    return images, {"kind": "glow", "image_channels": c, "image_size": h}
+    levels = DEQUANT_LEVELS if source == "digits" else IMAGE_LEVELS
+    return images, {"kind": "glow", "image_channels": c, "image_size": h, "dequant_levels": levels}

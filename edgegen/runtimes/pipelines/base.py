@@ -26,6 +26,9 @@ class Pipeline:
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
+        if "image_shape" not in self.config:
+            raise InputError(f"package {self.package.manifest.name!r}: expected an image model, found a "
+                             f"{self.family} package without image_shape")
         return tuple(self.config["image_shape"])
 
     @property

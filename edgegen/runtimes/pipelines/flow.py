@@ -53,9 +53,13 @@ class FlowPipeline(Pipeline):
 
     def bits_per_dim(self, x) -> np.ndarray:
         """Images: -log2 P(pixels) / D, with each pixel's bin of the training quantization
-        (dequant_levels grey levels) evaluated at its centre."""
+        (dequant_levels grey levels; training maps level k to [k, k + 1) / levels) evaluated
+        at its centre. Clean k / (levels - 1) pixels and dequantized ones land in the same bin."""
+        if not self.is_image:
+            raise InputError("bits_per_dim: expected an image flow package, found a 2-D point flow (use log_prob)")
         levels = int(self.config["dequant_levels"])
-        centres = (np.round(np.clip(self._data(x), 0, 1) * (levels - 1)) + 0.5) / levels
+        bins = np.minimum(np.floor(np.clip(self._data(x), 0, 1) * levels), levels - 1)
+        centres = (bins + 0.5) / levels
         dims = int(self.config["event_dim"])
         nats = -self.log_prob(centres.astype(np.float32)).astype(np.float64) + dims * math.log(levels)
         return (nats / (dims * math.log(2))).astype(np.float32)
