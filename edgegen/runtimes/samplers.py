@@ -167,9 +167,8 @@ class Sampler:
 
     # -- shared algebra ------------------------------------------------------------------------
 
-    def _x0_and_eps(self, x: np.ndarray, prediction: np.ndarray, alpha_prod: float) -> tuple[np.ndarray, np.ndarray]:
-        """The predicted clean sample and noise at a VP noise level alpha_prod (= alphas_cumprod[t])."""
-        a, b = np.sqrt(alpha_prod), np.sqrt(1 - alpha_prod)
+    def _x0_and_eps(self, x: np.ndarray, prediction: np.ndarray, a, b) -> tuple[np.ndarray, np.ndarray]:
+        """The predicted clean sample and noise where x = a * x0 + b * eps (VP: a^2 + b^2 = 1)."""
         if self.prediction_type == "epsilon":
             return (x - b * prediction) / a, prediction
         if self.prediction_type == "sample":
@@ -200,7 +199,7 @@ class DDPMSampler(Sampler):
         a_t = self.alphas_cumprod[t]
         a_prev = self.alphas_cumprod[prev_t] if prev_t >= 0 else 1.0
         beta_t = 1 - a_t / a_prev
-        x0, _ = self._x0_and_eps(x, prediction, a_t)
+        x0, _ = self._x0_and_eps(x, prediction, np.sqrt(a_t), np.sqrt(1 - a_t))
         if self.config["clip_sample"]:
             x0 = np.clip(x0, -self.config["clip_sample_range"], self.config["clip_sample_range"])
         mean = (np.sqrt(a_prev) * beta_t / (1 - a_t)) * x0 + (np.sqrt(1 - beta_t) * (1 - a_prev) / (1 - a_t)) * x
@@ -231,7 +230,7 @@ class DDIMSampler(Sampler):
         a_t = self.alphas_cumprod[t]
         final = 1.0 if self.config["set_alpha_to_one"] else self.alphas_cumprod[0]
         a_prev = self.alphas_cumprod[prev_t] if prev_t >= 0 else final
-        x0, eps = self._x0_and_eps(x, prediction, a_t)
+        x0, eps = self._x0_and_eps(x, prediction, np.sqrt(a_t), np.sqrt(1 - a_t))
         if self.config["clip_sample"]:
             x0 = np.clip(x0, -self.config["clip_sample_range"], self.config["clip_sample_range"])
             if self.config["use_clipped_model_output"]:
@@ -280,16 +279,9 @@ class DPMSolverPP2MSampler(Sampler):
         return {"timesteps": timesteps, "alphas": alphas, "sigmas": sigmas * alphas, "lambdas": lambdas,
                 "previous": None}
 
-    def _x0(self, x: np.ndarray, prediction: np.ndarray, alpha: np.float32, sigma: np.float32) -> np.ndarray:
-        if self.prediction_type == "epsilon":
-            return (x - sigma * prediction) / alpha
-        if self.prediction_type == "sample":
-            return prediction
-        return alpha * x - sigma * prediction  # v_prediction
-
     def _step(self, state, i, t, x, prediction, rng):
         n = len(state["timesteps"])
-        x0 = self._x0(x, prediction, state["alphas"][i], state["sigmas"][i])
+        x0 = self._x0_and_eps(x, prediction, state["alphas"][i], state["sigmas"][i])[0]
         cfg = self.config
         short = cfg["lower_order_final"] and n < 15
         # diffusers' lower_order_second only concerns third order: a second-order solver
