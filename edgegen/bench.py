@@ -112,6 +112,8 @@ def bench_package(path: str | os.PathLike, batch: int = 8, iters: int = 200, war
         raise ConfigError(f"bench: expected batch >= 1, iters >= 1, warmup >= 0, found {batch}, {iters}, {warmup}")
     threads = threads or os.cpu_count()
     pipe = load(path, backend=backend, threads=threads)
+    if pipe.family in TOKEN_FAMILIES:
+        return bench_generation(pipe, path, batch, iters, warmup, threads, vs_torch)
     feeds = {part: bench_feeds(s.inputs, batch) for part, s in pipe.sessions.items()}
     engines = {(part, f"edgegen {pipe.backend}"): (lambda s=s, f=feeds[part]: s.run(f)) for part, s in pipe.sessions.items()}
     for fn in engines.values():
@@ -142,8 +144,84 @@ def bench_package(path: str | os.PathLike, batch: int = 8, iters: int = 200, war
     }
 
 
+TOKEN_FAMILIES = ("gpt",)
+PROMPT_TOKENS, NEW_TOKENS = 32, 128   # the reference generation a token package is timed on
+
+
+def bench_generation(pipe, path, batch: int, iters: int, warmup: int, threads: int, vs_torch=None) -> dict:
+    """Token packages: whole greedy generations (PROMPT_TOKENS in, NEW_TOKENS out) rather than
+    single graph calls; tokens/s per engine, and time to first token and per output token
+    from a streamed batch-1 run. --vs-torch adds the checkpoint's own KV-cache loop in PyTorch."""
+    calls = max(1, iters // 10)  # a generation is NEW_TOKENS graph calls
+    prompts = np.random.default_rng(0).integers(0, pipe.vocab_size, (batch, PROMPT_TOKENS)).tolist()
+    engines = {("generate", f"edgegen {pipe.backend}"): lambda: pipe.generate(prompts, max_new_tokens=NEW_TOKENS,
+                                                                               do_sample=False)}
+    engines[("generate", f"edgegen {pipe.backend}")]()
+    runtime_rss = peak_rss_mb()
+    versions = {}
+    if vs_torch is not None:
+        engines[("generate", "torch eager")], versions["torch"] = torch_generation(vs_torch, pipe, prompts, threads)
+    timings = interleaved_timings(engines, calls, max(1, warmup // 10))
+    results = []
+    for (part, engine), seconds in timings.items():
+        stats = percentiles_ms(seconds)
+        results.append({"graph": part, "engine": engine, **{k: round(v, 4) for k, v in stats.items()},
+                        "throughput_per_s": round(batch * NEW_TOKENS * 1e3 / stats["p50_ms"], 1)})
+    ratios = {}
+    if vs_torch is not None:
+        ours, ref = timings[("generate", f"edgegen {pipe.backend}")], timings[("generate", "torch eager")]
+        ratios["generate"] = round(float(np.median(ref) / np.median(ours)), 3)
+    return {
+        "package": str(Path(path)), "family": pipe.family, "backend": pipe.backend, "precision": "fp32",
+        "threads": threads, "batch": batch, "iters": calls, "warmup": max(1, warmup // 10),
+        "generation": {"prompt_tokens": PROMPT_TOKENS, "new_tokens": NEW_TOKENS, "greedy": True,
+                       "throughput": "generated tokens per second (batch x new tokens / p50)",
+                       **streamed_latency(pipe, prompts[0])},
+        "peak_rss_mb": {"runtime": runtime_rss, "process": peak_rss_mb()},
+        "machine": {**machine_info(), **versions},
+        "results": results,
+        "speedup_vs_torch_p50": ratios,
+    }
+
+
+def streamed_latency(pipe, prompt: list[int], runs: int = 5) -> dict:
+    """Time to first token and time per output token (p50, p90) of streamed batch-1 generations."""
+    first, gaps = [], []
+    for _ in range(runs):
+        stamps, start = [], time.perf_counter()
+        for _token in pipe.stream(prompt, max_new_tokens=NEW_TOKENS, do_sample=False):
+            stamps.append(time.perf_counter() - start)
+        first.append(stamps[0])
+        gaps.extend(np.diff(stamps))
+    ms = lambda values, q: round(float(np.percentile(values, q)) * 1e3, 4)  # noqa: E731
+    return {"ttft_ms_p50": ms(first, 50), "ttft_ms_p90": ms(first, 90), "tpot_ms_p50": ms(gaps, 50),
+            "tpot_ms_p90": ms(gaps, 90)}
+
+
+def torch_generation(checkpoint, pipe, prompts: list[list[int]], threads: int):
+    """The checkpoint's model generating greedily in PyTorch eager with its own KV cache."""
+    import torch
+
+    from .models.checkpoint import load_checkpoint
+
+    model = load_checkpoint(checkpoint).model
+    torch.set_num_threads(threads)
+    ids0 = torch.tensor(prompts)
+    b, t = ids0.shape
+
+    def run():
+        with torch.inference_mode():
+            ids, positions, past = ids0, torch.arange(t).expand(b, t), model.empty_past(b)
+            for i in range(NEW_TOKENS):
+                out = model(ids, positions, torch.ones(b, t + i, dtype=torch.int64), *past)
+                ids, past = out[0][:, -1:].argmax(-1), out[1:]
+                positions = torch.full((b, 1), t + i)
+    return run, torch.__version__
+
+
 def format_table(report: dict) -> str:
-    head = "| graph | engine | p50 ms | p90 ms | p99 ms | mean ms | min ms | samples/s | vs torch |"
+    unit = "tokens/s" if "generation" in report else "samples/s"
+    head = f"| graph | engine | p50 ms | p90 ms | p99 ms | mean ms | min ms | {unit} | vs torch |"
     lines = [head, "|" + "---|" * 9]
     for r in report["results"]:
         ratio = report["speedup_vs_torch_p50"].get(r["graph"]) if not r["engine"].startswith("torch") else None

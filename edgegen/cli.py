@@ -24,10 +24,15 @@ def _cmd_train(args) -> None:
 
 
 def _cmd_export(args) -> None:
-    from .export import export_checkpoint
+    options = dict(data=args.data, opset=args.opset, name=args.name, overwrite=args.force)
+    if args.from_transformers:
+        from .export.hf_gpt2 import export_transformers
 
-    out = export_checkpoint(args.checkpoint, args.out, data=args.data, opset=args.opset, name=args.name,
-                            overwrite=args.force)
+        out = export_transformers(args.checkpoint, args.from_transformers, args.out, **options)
+    else:
+        from .export import export_checkpoint
+
+        out = export_checkpoint(args.checkpoint, args.out, **options)
     print(f"wrote package {out}")
     _print_info(out)
 
@@ -45,6 +50,10 @@ def _cmd_generate(args) -> None:
     from .runtimes import load
 
     pipe = load(args.package, backend=args.backend, threads=args.threads)
+    if pipe.family == "gpt":
+        return _generate_text(pipe, args)
+    if args.out is None:
+        raise ConfigError(f"--out: expected the PNG file to write for a {pipe.family} package, found none")
     accepted = FAMILY_OPTIONS.get(pipe.family, {})
     options = {}
     for flag, keyword in {k: v for opts in FAMILY_OPTIONS.values() for k, v in opts.items()}.items():
@@ -75,6 +84,28 @@ def _cmd_generate(args) -> None:
     print(f"wrote {args.out} ({len(images)} samples from {pipe.family} package, seed {args.seed}, backend {pipe.backend})")
 
 
+def _generate_text(pipe, args) -> None:
+    """Token packages: stream the continuation of --prompt to the terminal (and to --out)."""
+    from .errors import ConfigError
+
+    if args.prompt is None:
+        raise ConfigError("--prompt: expected the text to continue for a gpt package, found none")
+    options = dict(max_new_tokens=args.max_new_tokens, temperature=1.0 if args.temperature is None else args.temperature,
+                   top_k=args.top_k, top_p=args.top_p, repetition_penalty=args.repetition_penalty,
+                   do_sample=not args.greedy, seed=args.seed, stop=args.stop)
+    pieces = [args.prompt]
+    print(args.prompt, end="", flush=True)
+    for piece in pipe.stream(args.prompt, **options):
+        pieces.append(piece)
+        print(piece, end="", flush=True)
+    print()
+    if args.out:
+        from .package import atomic_write_text
+
+        atomic_write_text(args.out, "".join(pieces))
+        print(f"wrote {args.out}", file=sys.stderr)
+
+
 def _cmd_bench(args) -> None:
     from .bench import bench_package, format_table, write_report
 
@@ -83,6 +114,11 @@ def _cmd_bench(args) -> None:
     print(f"{report['package']}: {report['family']}, backend {report['backend']}, precision {report['precision']}, "
           f"batch {report['batch']}, threads {report['threads']}, {report['iters']} iters; "
           f"peak RSS {report['peak_rss_mb']['runtime']} MB (runtime), {report['peak_rss_mb']['process']} MB (process)")
+    if "generation" in report:
+        g = report["generation"]
+        print(f"greedy generation: {g['prompt_tokens']}-token prompts, {g['new_tokens']} new tokens; streamed at batch 1: "
+              f"time to first token p50 {g['ttft_ms_p50']:.2f} ms (p90 {g['ttft_ms_p90']:.2f}), per output token "
+              f"p50 {g['tpot_ms_p50']:.3f} ms (p90 {g['tpot_ms_p90']:.3f})")
     print(format_table(report))
     if args.json:
         write_report(report, args.json)
@@ -141,9 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: one per core)")
 
     p = sub.add_parser("train", help="train a model and write a checkpoint")
-    p.add_argument("family", help="vae, gan, diffusion or flow")
-    p.add_argument("--data", default="digits",
-                   help="digits, natural, a folder of images; for flow also moons, circles, blobs (default: digits)")
+    p.add_argument("family", help="vae, gan, diffusion, flow or gpt")
+    p.add_argument("--data", default=None,
+                   help="digits, natural, a folder of images; for flow also moons, circles, blobs; for gpt stdlib "
+                        "(the Python standard library's source) or a UTF-8 text file (default: digits; gpt: stdlib)")
     p.add_argument("--out", required=True, help="checkpoint directory to write")
     p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the family's)")
     p.add_argument("--batch-size", type=int, default=None)
@@ -156,7 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("export", help="export a checkpoint to a validated model package")
-    p.add_argument("checkpoint")
+    p.add_argument("checkpoint", help="checkpoint directory (or, with --from-transformers, the architecture: gpt2)")
+    p.add_argument("--from-transformers", default=None, metavar="DIR",
+                   help="import a Hugging Face save_pretrained directory (GPT-2) instead of an edgegen checkpoint")
     p.add_argument("--out", required=True, help="package directory to write")
     p.add_argument("--data", default=None, help="data for the validation gate (default: the training data)")
     p.add_argument("--opset", type=int, default=23)
@@ -164,11 +203,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=_cmd_export)
 
-    p = sub.add_parser("generate", help="sample from a package and write a PNG grid")
+    p = sub.add_parser("generate", help="sample from a package and write a PNG grid (or stream text)")
     p.add_argument("package")
     p.add_argument("--n", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="PNG file to write")
+    p.add_argument("--out", default=None, help="PNG file to write (gpt packages: optional text file)")
     p.add_argument("--nrow", type=int, default=None, help="images per row (default: square grid)")
     p.add_argument("--scale", type=int, default=None, help="pixel upscaling of the grid (default: to ~64 px a picture)")
     diffusion = p.add_argument_group("diffusion packages")
@@ -177,14 +216,23 @@ def build_parser() -> argparse.ArgumentParser:
     diffusion.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default 3)")
     diffusion.add_argument("--label", type=int, default=None, help="class to generate (default: unconditional)")
     diffusion.add_argument("--eta", type=float, default=None, help="DDIM's eta (default 0)")
-    p.add_argument("--temperature", type=float, default=None, help="flow packages: latent temperature (default 1)")
+    p.add_argument("--temperature", type=float, default=None,
+                   help="flow packages: latent temperature; gpt packages: softmax temperature (default 1)")
+    text = p.add_argument_group("gpt packages (the continuation streams to the terminal)")
+    text.add_argument("--prompt", default=None, help="text to continue")
+    text.add_argument("--max-new-tokens", type=int, default=200)
+    text.add_argument("--top-k", type=int, default=None)
+    text.add_argument("--top-p", type=float, default=None)
+    text.add_argument("--repetition-penalty", type=float, default=1.0)
+    text.add_argument("--greedy", action="store_true", help="always take the most likely token")
+    text.add_argument("--stop", action="append", default=None, help="stop at this text (repeatable)")
     runtime_options(p)
     p.set_defaults(func=_cmd_generate)
 
     p = sub.add_parser("bench", help="measure latency of a package's graphs")
     p.add_argument("package")
     p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--iters", type=int, default=200)
+    p.add_argument("--iters", type=int, default=200, help="graph calls per engine (token packages: a tenth as many whole generations)")
     p.add_argument("--warmup", type=int, default=20)
     p.add_argument("--json", default=None, help="write the report as JSON here")
     p.add_argument("--vs-torch", default=None, metavar="CHECKPOINT",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import platform
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ import torch
 
 from .. import __version__
 from ..errors import ValidationError
-from ..models.checkpoint import load_checkpoint
+from ..models.checkpoint import Checkpoint, load_checkpoint
 from ..package import GraphEntry, Manifest, Package, sha256_file, staged_directory, write_manifest
 from ..runtimes.ort import OrtSession
 from .onnx_export import DEFAULT_OPSET, export_module, value_spec
@@ -31,7 +32,13 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, data: str | None 
     data: the dataset the gate draws realistic inputs from (default: the one it was trained on).
     Raises ValidationError, and leaves nothing at `out`, when a graph does not reproduce PyTorch.
     """
-    ckpt = load_checkpoint(checkpoint)
+    return export_model(load_checkpoint(checkpoint), out, data, opset, name, overwrite, seed)
+
+
+def export_model(ckpt: Checkpoint, out: str | Path, data: str | None = None, opset: int = DEFAULT_OPSET,
+                 name: str | None = None, overwrite: bool = False, seed: int = 0) -> Path:
+    """export_checkpoint for a checkpoint already in memory (an imported model, for one)."""
+    checkpoint = ckpt.path
     spec = export_spec(ckpt.family)
     images = None
     if spec.needs_data:
@@ -46,6 +53,8 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, data: str | None 
         if failures:
             raise ValidationError(f"export of {str(checkpoint)!r} does not reproduce PyTorch, package not written: "
                                   + "; ".join(failures))
+        for file_name, source in ckpt.files.items():  # what the runtime needs beside the graphs
+            shutil.copyfile(source, stage / file_name)
         manifest = Manifest(
             family=ckpt.family,
             name=name or Path(checkpoint).resolve().name,
@@ -63,7 +72,7 @@ def _export_graph(graph: GraphSpec, ckpt, images, stage: Path, opset: int, seed:
     module = graph.submodule(ckpt.model).eval()
     inputs = graph.inputs(ckpt.config)
     example = graph.realistic_inputs(ckpt, EXPORT_BATCH, rng, images)
-    model = export_module(module, graph.part, inputs, graph.outputs, example, opset)
+    model = export_module(module, graph.part, inputs, graph.output_names(ckpt.config), example, opset)
     file = f"{graph.part}.onnx"
     onnx.save(model, str(stage / file))
     outputs = tuple(value_spec(v) for v in model.graph.output)
@@ -101,5 +110,5 @@ def _provenance(ckpt, opset: int) -> dict:
     }
 
 
-__all__ = ["export_checkpoint", "export_module", "EXPORT_SPECS", "ExportSpec", "GraphSpec", "compare", "gate_graph",
+__all__ = ["export_checkpoint", "export_model", "export_module", "EXPORT_SPECS", "ExportSpec", "GraphSpec", "compare", "gate_graph",
            "DEFAULT_OPSET"]

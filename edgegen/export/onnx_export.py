@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import io
 import logging
 import warnings
@@ -33,9 +34,10 @@ def export_module(module: torch.nn.Module, part: str, inputs: tuple[TensorSpec, 
     """Export with the dynamo exporter, every string dim dynamic, then run onnx's full checker
     and confirm the graph's signature is the one asked for."""
     dims = {d: torch.export.Dim(d) for spec in inputs for d in spec.shape if isinstance(d, str)}
-    dynamic_shapes = {spec.name: {i: dims[d] for i, d in enumerate(spec.shape) if isinstance(d, str)} for spec in inputs}
+    per_input = [{i: dims[d] for i, d in enumerate(spec.shape) if isinstance(d, str)} for spec in inputs]
     args = tuple(torch.from_numpy(example[spec.name]) for spec in inputs)
     module = module.eval()
+    dynamic_shapes = _by_signature(module, per_input)
     with _quiet():
         program = torch.onnx.export(module, args, dynamo=True, opset_version=opset, verbose=False,
                                     input_names=[s.name for s in inputs], output_names=list(outputs),
@@ -53,6 +55,16 @@ def export_module(module: torch.nn.Module, part: str, inputs: tuple[TensorSpec, 
     if found_outputs != list(outputs):
         raise ValidationError(f"graph {part!r}: expected outputs {list(outputs)}, the exporter produced {found_outputs}")
     return model
+
+
+def _by_signature(module: torch.nn.Module, per_input: list[dict]) -> tuple:
+    """torch.export matches dynamic shapes to forward's parameters: the inputs that land in
+    a *args parameter (a KV cache's past tensors) go in as one nested tuple."""
+    params = list(inspect.signature(module.forward).parameters.values())
+    for i, param in enumerate(params):
+        if param.kind is inspect.Parameter.VAR_POSITIONAL:
+            return (*per_input[:i], tuple(per_input[i:]))
+    return tuple(per_input)
 
 
 @contextlib.contextmanager

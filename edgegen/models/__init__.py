@@ -5,9 +5,9 @@ from __future__ import annotations
 from types import ModuleType
 
 from ..errors import UnknownFamilyError
-from . import diffusion, flow, gan, vae
+from . import diffusion, flow, gan, gpt, vae
 
-FAMILIES: dict[str, ModuleType] = {m.FAMILY: m for m in (vae, gan, diffusion, flow)}
+FAMILIES: dict[str, ModuleType] = {m.FAMILY: m for m in (vae, gan, diffusion, flow, gpt)}
 
 
 def family_module(family: str) -> ModuleType:

@@ -32,6 +32,7 @@ class Checkpoint:
     data: dict
     training: dict
     weights_sha256: str
+    files: dict = dataclasses.field(default_factory=dict)  # name -> path: files the package carries (a tokenizer)
 
 
 def make_config(family: str, values: dict) -> Any:

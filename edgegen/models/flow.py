@@ -407,7 +407,7 @@ def make_points(name: str, n: int, seed: int) -> np.ndarray:
     return x.astype(np.float32)
 
 
-def prepare_data(source: str, image_size: int, channels: int | None, seed: int):
+def prepare_data(source: str, image_size: int, channels: int | None, seed: int, options: dict | None = None):
     """The training data and the config it implies: points for RealNVP, images for Glow."""
     from .data import ImageData, load_images
 

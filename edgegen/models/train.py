@@ -17,11 +17,15 @@ from .checkpoint import make_config, save_checkpoint
 from .data import load_images
 
 
-def train(family: str, out: str | Path, data: str = "digits", steps: int | None = None, batch_size: int | None = None,
+def train(family: str, out: str | Path, data: str | None = None, steps: int | None = None, batch_size: int | None = None,
           lr: float | None = None, seed: int = 0, image_size: int | None = None, channels: int | None = None,
           overwrite: bool = False, progress: bool | None = None, **model_options) -> Path:
-    """Train a family's model on a built-in dataset or an image folder and write a checkpoint."""
+    """Train a family's model on a built-in dataset or the user's data and write a checkpoint.
+
+    data: default the family's DEFAULT_DATA (digits for the image families, stdlib for gpt).
+    """
     module = family_module(family)
+    data = data or getattr(module, "DEFAULT_DATA", "digits")
     steps = module.DEFAULT_STEPS if steps is None else steps
     batch_size = module.DEFAULT_BATCH if batch_size is None else batch_size
     lr = module.DEFAULT_LR if lr is None else lr
@@ -30,8 +34,8 @@ def train(family: str, out: str | Path, data: str = "digits", steps: int | None 
     refuse_existing(out, overwrite)  # before minutes of training, not after
 
     image_size = image_size or getattr(module, "DEFAULT_IMAGE_SIZE", 32)
-    if hasattr(module, "prepare_data"):  # families whose data is not only images (flows: points too)
-        images, from_data = module.prepare_data(data, image_size, channels, seed)
+    if hasattr(module, "prepare_data"):  # families whose data is not only images (flows: points; gpt: text)
+        images, from_data = module.prepare_data(data, image_size, channels, seed, model_options)
     else:
         images = load_images(data, image_size=image_size, channels=channels, seed=seed)
         c, h, _ = images.shape
@@ -44,8 +48,10 @@ def train(family: str, out: str | Path, data: str = "digits", steps: int | None 
     model.train()
     trainer = module.Trainer(model, lr, total_steps=steps)
 
-    low, high = module.DATA_RANGE
-    train_set = torch.from_numpy(images.train * (high - low) + low)
+    train_set = torch.from_numpy(images.train)
+    if module.DATA_RANGE is not None:  # images in [0, 1] -> the model's range; token ids stay as they are
+        low, high = module.DATA_RANGE
+        train_set = train_set * (high - low) + low
     train_labels = torch.from_numpy(images.train_labels) if images.train_labels is not None else None
     batches = _batch_indices(len(train_set), batch_size, steps, seed)
     start = time.perf_counter()

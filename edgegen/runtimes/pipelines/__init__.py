@@ -4,8 +4,9 @@ from .base import Pipeline
 from .diffusion import DiffusionPipeline
 from .flow import FlowPipeline
 from .gan import GANPipeline
+from .gpt import GPTPipeline
 from .vae import VAEPipeline
 
-PIPELINES: dict[str, type[Pipeline]] = {p.family: p for p in (VAEPipeline, GANPipeline, DiffusionPipeline, FlowPipeline)}
+PIPELINES: dict[str, type[Pipeline]] = {p.family: p for p in (VAEPipeline, GANPipeline, DiffusionPipeline, FlowPipeline, GPTPipeline)}
 
-__all__ = ["PIPELINES", "Pipeline", "DiffusionPipeline", "FlowPipeline", "GANPipeline", "VAEPipeline"]
+__all__ = ["PIPELINES", "Pipeline", "DiffusionPipeline", "FlowPipeline", "GANPipeline", "GPTPipeline", "VAEPipeline"]

@@ -1,0 +1,169 @@
+"""Import a Hugging Face GPT-2 checkpoint directory (the `save_pretrained` layout) into
+edgegen's GPT module, so it goes through the same export, gate and runtime as our own.
+
+Reads config.json and the safetensors weights directly (transformers is not needed to
+import); when transformers is installed the converted model is also checked against
+GPT2LMHeadModel's logits before anything is exported.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+from ..errors import CheckpointError, ValidationError
+from ..models.checkpoint import Checkpoint, make_config
+from ..models.gpt import build
+from ..package import read_json, sha256_file
+from .validate import compare
+
+ARCHITECTURES = ("gpt2",)
+_TANH_GELUS = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
+# GPT-2 name (after "transformer.") -> ours; Conv1D weights are stored [in, out], transposed here
+_NAMES = {"attn.c_attn": "attn.qkv", "attn.c_proj": "attn.proj", "mlp.c_fc": "fc", "mlp.c_proj": "fc_out",
+          "ln_1": "ln_1", "ln_2": "ln_2"}
+_CONV1D = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
+
+
+def read_gpt2_config(folder: Path) -> dict:
+    path = folder / "config.json"
+    if not path.is_file():
+        raise CheckpointError(f"transformers checkpoint {str(folder)!r}: expected config.json in it, found none")
+    hf = read_json(path, CheckpointError)
+    if not isinstance(hf, dict) or hf.get("model_type") != "gpt2":
+        found = hf.get("model_type") if isinstance(hf, dict) else type(hf).__name__
+        raise CheckpointError(f"{path}: expected model_type 'gpt2', found {found!r}")
+    act = hf.get("activation_function", "gelu_new")
+    n_embd = hf.get("n_embd", 768)
+    unsupported = []
+    if act not in _TANH_GELUS + ("gelu",):
+        unsupported.append(f"activation_function {act!r} (expected one of {_TANH_GELUS + ('gelu',)})")
+    if hf.get("n_inner") not in (None, 4 * n_embd):
+        unsupported.append(f"n_inner {hf['n_inner']} (expected 4 * n_embd = {4 * n_embd})")
+    if not hf.get("scale_attn_weights", True) or hf.get("scale_attn_by_inverse_layer_idx", False):
+        unsupported.append("attention scaling other than 1/sqrt(head_dim)")
+    if not hf.get("tie_word_embeddings", True):
+        unsupported.append("untied output embeddings")
+    if unsupported:
+        raise CheckpointError(f"{path}: expected a standard GPT-2, found " + "; ".join(unsupported))
+    return hf
+
+
+def _load_weights(folder: Path) -> tuple[dict[str, torch.Tensor], str]:
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        files = sorted(set(read_json(index, CheckpointError).get("weight_map", {}).values()))
+    elif (folder / "model.safetensors").is_file():
+        files = ["model.safetensors"]
+    else:
+        pickled = [p.name for p in folder.glob("*.bin")]
+        raise CheckpointError(f"transformers checkpoint {str(folder)!r}: expected model.safetensors, found "
+                              + (f"{pickled} (pickled weights are not loaded; re-save with safe_serialization=True)"
+                                 if pickled else "no weights"))
+    state = {}
+    for name in files:
+        try:
+            state.update(load_file(str(folder / name)))
+        except (SafetensorError, OSError) as exc:
+            raise CheckpointError(f"{folder / name}: expected a safetensors file, found: {exc}") from None
+    return state, sha256_file(folder / files[0])
+
+
+def convert_state(hf_state: dict[str, torch.Tensor], n_layer: int) -> dict[str, torch.Tensor]:
+    """GPT-2's tensors under our names; buffers (attn.bias masks) dropped, tied lm_head checked."""
+    state = {k.removeprefix("transformer."): v for k, v in hf_state.items()}
+    ours = {"wte.weight": state.pop("wte.weight"), "wpe.weight": state.pop("wpe.weight"),
+            "ln_f.weight": state.pop("ln_f.weight"), "ln_f.bias": state.pop("ln_f.bias")}
+    head = state.pop("lm_head.weight", None)
+    if head is not None and not torch.equal(head, ours["wte.weight"]):
+        raise CheckpointError("lm_head.weight: expected the token embedding (tied weights), found a different matrix")
+    for i in range(n_layer):
+        for theirs, mine in _NAMES.items():
+            for kind in ("weight", "bias"):
+                tensor = state.pop(f"h.{i}.{theirs}.{kind}")
+                ours[f"blocks.{i}.{mine}.{kind}"] = tensor.t().contiguous() if kind == "weight" and theirs in _CONV1D else tensor
+    leftover = [k for k in state if not k.endswith((".attn.bias", ".attn.masked_bias"))]
+    if leftover:
+        raise CheckpointError(f"GPT-2 weights: expected only the standard tensors, found unknown {leftover[:5]}")
+    return ours
+
+
+def _tokenizer_file(folder: Path, scratch: Path) -> Path | None:
+    """tokenizer.json as saved by a fast tokenizer, or one built from vocab.json + merges.txt."""
+    if (folder / "tokenizer.json").is_file():
+        return folder / "tokenizer.json"
+    if (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+        tokenizer = Tokenizer(models.BPE.from_file(str(folder / "vocab.json"), str(folder / "merges.txt")))
+        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tokenizer.decoder = decoders.ByteLevel()
+        tokenizer.save(str(scratch / "tokenizer.json"))
+        return scratch / "tokenizer.json"
+    return None
+
+
+def check_against_transformers(folder: Path, model, vocab_size: int) -> str:
+    """Our converted module's logits against GPT2LMHeadModel's on the same ids."""
+    try:
+        from transformers import GPT2LMHeadModel
+    except ImportError:
+        return "skipped: transformers is not installed"
+    reference = GPT2LMHeadModel.from_pretrained(str(folder)).eval()
+    ids = torch.from_numpy(np.random.default_rng(0).integers(0, vocab_size, (2, 24)))
+    with torch.inference_mode():
+        theirs = reference(ids).logits.numpy()
+        ours = model(ids, torch.arange(24).expand(2, 24), torch.ones_like(ids), *model.empty_past(2))[0].numpy()
+    result = compare("logits", 2, ours, theirs, atol=1e-4, rtol=1e-3)
+    if not result.passed:
+        raise ValidationError(f"GPT-2 import of {str(folder)!r} does not reproduce transformers: {result.line()}")
+    return f"matches transformers GPT2LMHeadModel (max abs diff {result.max_abs:.2g})"
+
+
+def import_gpt2(folder: str | Path, scratch: Path) -> Checkpoint:
+    """A Checkpoint of our GPT holding the GPT-2 weights; a built tokenizer goes to `scratch`."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CheckpointError(f"transformers checkpoint {str(folder)!r}: expected a save_pretrained directory, found "
+                              f"{'a file' if folder.exists() else 'nothing at that path'}")
+    hf = read_gpt2_config(folder)
+    n_layer = hf.get("n_layer", 12)
+    config = make_config("gpt", {
+        "vocab_size": hf.get("vocab_size", 50257), "block_size": hf.get("n_positions", 1024), "n_layer": n_layer,
+        "n_head": hf.get("n_head", 12), "n_embd": hf.get("n_embd", 768),
+        "gelu": "none" if hf.get("activation_function", "gelu_new") == "gelu" else "tanh",
+        "layer_norm_eps": float(hf.get("layer_norm_epsilon", 1e-5)), "train_context": min(128, hf.get("n_positions", 1024)),
+    })
+    hf_state, weights_sha = _load_weights(folder)
+    model = build(config)
+    try:
+        model.load_state_dict(convert_state(hf_state, n_layer), strict=True)
+    except (KeyError, RuntimeError) as exc:
+        raise CheckpointError(f"GPT-2 weights in {str(folder)!r}: expected the tensors config.json describes, found: "
+                              f"{str(exc).splitlines()[0]}") from None
+    model.eval()
+    tokenizer = _tokenizer_file(folder, scratch)
+    data = {"source": "transformers", "model_type": "gpt2", "tokenizer": "bpe" if tokenizer else "none",
+            "eos_token_id": hf.get("eos_token_id"), "pad_token_id": hf.get("pad_token_id"),
+            "transformers_check": check_against_transformers(folder, model, config.vocab_size)}
+    files = {"tokenizer.json": tokenizer} if tokenizer else {}
+    return Checkpoint(folder, "gpt", config, model, data, {}, weights_sha, files)
+
+
+def export_transformers(architecture: str, folder: str | Path, out: str | Path, **options) -> Path:
+    """`edgegen export gpt2 --from-transformers DIR`: import, then the usual export and gate."""
+    from . import export_model
+
+    if architecture not in ARCHITECTURES:
+        raise CheckpointError(f"architecture {architecture!r}: expected one of {', '.join(ARCHITECTURES)} "
+                              f"(the ones edgegen imports from transformers), found another")
+    with tempfile.TemporaryDirectory(prefix="edgegen-import-") as scratch:
+        return export_model(import_gpt2(folder, Path(scratch)), out, **options)
+
+
+__all__ = ["import_gpt2", "export_transformers", "convert_state", "read_gpt2_config"]

@@ -1,0 +1,328 @@
+"""Token generation for GPT packages: the runtime owns the loop and its KV cache.
+
+The decoder graph takes `past_key_values.{i}.key|value` [batch, heads, past, head_dim] and
+returns `present.{i}.key|value` (the past grown by this call's tokens). The loop allocates
+two flat buffers per cache tensor once for the run, sized from the prompt and
+`max_new_tokens`, and binds them to the graph by address (ONNX Runtime IO binding): each
+call reads the past from one buffer and writes the present straight into the other, so no
+cache tensor is copied or allocated per token and the per-token Python work is constant.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import numpy as np
+
+from ...errors import InputError
+from ..ort import OrtBinding, OrtSession
+from ..token_sampling import Sampling, next_tokens
+from ..tokenizer import check_token_ids, load_tokenizer
+from .base import Pipeline, check_count, make_rng
+
+DEFAULT_MAX_NEW_TOKENS = 64
+DEFAULT_CACHE_BUDGET_MB = 1024
+
+
+class CacheBudgetError(InputError):
+    """The KV cache a request needs is larger than the memory budget the user set."""
+
+
+@dataclass
+class _Request:
+    """A batch of prompts, as the loop runs it."""
+    prompts: list[list[int]]
+    max_new_tokens: int
+    sampling: Sampling
+    rng: np.random.Generator
+    stop_ids: frozenset[int]
+    stop_strings: tuple[str, ...]
+    use_cache: bool
+
+
+class GPTPipeline(Pipeline):
+    family = "gpt"
+
+    def __init__(self, package, sessions):
+        super().__init__(package, sessions)
+        c = self.config
+        self.decoder = sessions["decoder"]
+        self.n_layer, self.n_head, self.head_dim = int(c["n_layer"]), int(c["n_head"]), int(c["head_dim"])
+        self.vocab_size, self.context = int(c["vocab_size"]), int(c["block_size"])
+        self.eos_token_id = c.get("eos_token_id")
+        self.pad_token_id = int(c.get("pad_token_id") or self.eos_token_id or 0)
+        self.tokenizer = load_tokenizer(package)
+        self._cache_names = [(f"past_key_values.{i}.{kv}", f"present.{i}.{kv}")
+                             for i in range(self.n_layer) for kv in ("key", "value")]
+
+    # ---- the user's API -------------------------------------------------------------------
+
+    def generate(self, prompt, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, temperature: float = 1.0,
+                 top_k: int | None = None, top_p: float | None = None, repetition_penalty: float = 1.0,
+                 do_sample: bool = True, seed: int | None = None, stop=None, use_cache: bool = True,
+                 cache_budget_mb: float = DEFAULT_CACHE_BUDGET_MB):
+        """Continue one prompt or a batch of prompts.
+
+        prompt: a string (returns the new text), a list of token ids (returns the new ids),
+        or a list of either (a batch, left-padded; returns a list).
+        stop: a string, a token id, or a list of them; generation of a row ends at the first.
+        A stop string is cut from the returned text; token ids stop after the token. The
+        package's end-of-text token always stops.
+        use_cache=False re-runs the whole sequence for every token (for checks and benchmarks).
+        """
+        batch, as_text, is_batch = self._prompts(prompt)
+        request = self._request(batch, max_new_tokens, temperature, top_k, top_p, repetition_penalty, do_sample,
+                                seed, stop, use_cache)
+        rows = [[] for _ in batch]
+        texts = [_TextRow(self.tokenizer, request) for _ in batch] if as_text else None
+        for tokens, alive in self._loop(request, cache_budget_mb):
+            for r in np.flatnonzero(alive):
+                rows[r].append(int(tokens[r]))
+                if texts is not None and texts[r].add(int(tokens[r])):
+                    alive[r] = False  # a stop string completed: this row is done
+        out = [t.finish() for t in texts] if as_text else rows
+        return out if is_batch else out[0]
+
+    def stream(self, prompt, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, temperature: float = 1.0,
+               top_k: int | None = None, top_p: float | None = None, repetition_penalty: float = 1.0,
+               do_sample: bool = True, seed: int | None = None, stop=None,
+               cache_budget_mb: float = DEFAULT_CACHE_BUDGET_MB) -> Iterator:
+        """Like generate() for one prompt, yielding as tokens come: text pieces for a string
+        prompt (whole characters; text that might begin a stop string is held back until it
+        is clear), token ids for a list of ids. The pieces join to what generate() returns."""
+        batch, as_text, is_batch = self._prompts(prompt)
+        if is_batch:
+            raise InputError(f"prompt: stream() takes one prompt, found a batch of {len(batch)} (use generate())")
+        request = self._request(batch, max_new_tokens, temperature, top_k, top_p, repetition_penalty, do_sample,
+                                seed, stop, True)
+        text = _TextRow(self.tokenizer, request) if as_text else None
+        for tokens, alive in self._loop(request, cache_budget_mb):
+            token = int(tokens[0])
+            if text is None:
+                yield token
+                continue
+            stopped = text.add(token)
+            piece = text.take_settled()
+            if piece:
+                yield piece
+            if stopped:
+                alive[0] = False
+                return
+        if text is not None:
+            text.finish()
+            piece = text.take_settled()
+            if piece:
+                yield piece
+
+    def cache_bytes(self, batch: int, total_tokens: int) -> int:
+        """Memory of the KV cache buffers for a run: two buffers (past and present) per tensor."""
+        return 2 * 2 * self.n_layer * batch * self.n_head * total_tokens * self.head_dim * 4
+
+    # ---- checking what the user asked ------------------------------------------------------
+
+    def _prompts(self, prompt) -> tuple[list[list[int]], bool, bool]:
+        """(token ids per row, whether the caller gave text, whether the caller gave a batch)."""
+        if isinstance(prompt, str):
+            return [self._encode(prompt, "prompt")], True, False
+        if isinstance(prompt, (list, tuple)) and prompt:
+            if all(isinstance(p, str) for p in prompt):
+                return [self._encode(p, f"prompt[{i}]") for i, p in enumerate(prompt)], True, True
+            if all(isinstance(p, (list, tuple)) for p in prompt):
+                return [check_token_ids(p, self.vocab_size, f"prompt[{i}]") for i, p in enumerate(prompt)], False, True
+            if not any(isinstance(p, (str, list, tuple)) for p in prompt):
+                return [check_token_ids(prompt, self.vocab_size, "prompt")], False, False
+        raise InputError(f"prompt: expected a string, a list of token ids, or a non-empty list of either, found {prompt!r:.80}")
+
+    def _encode(self, text: str, what: str) -> list[int]:
+        if self.tokenizer is None:
+            raise InputError(f"{what}: this package has no tokenizer (it was imported without tokenizer files), "
+                             f"expected token ids, found text")
+        ids = self.tokenizer.encode(text)
+        if not ids:
+            raise InputError(f"{what}: expected at least one token of text, found an empty string")
+        return ids
+
+    def _request(self, batch, max_new_tokens, temperature, top_k, top_p, repetition_penalty, do_sample, seed, stop,
+                 use_cache) -> _Request:
+        max_new_tokens = check_count(max_new_tokens, "max_new_tokens")
+        longest = max(len(p) for p in batch)
+        if longest + max_new_tokens > self.context:
+            raise InputError(f"prompt ({longest} tokens) + max_new_tokens ({max_new_tokens}): expected at most the "
+                             f"model's context of {self.context} tokens, found {longest + max_new_tokens}")
+        sampling = Sampling.checked(do_sample, temperature, top_k, top_p, repetition_penalty)
+        if not isinstance(use_cache, bool):
+            raise InputError(f"use_cache: expected True or False, found {use_cache!r}")
+        items = _stop_items(stop)
+        stop_ids = {int(t) for t in items if not isinstance(t, str)}
+        if stop_ids:
+            check_token_ids(sorted(stop_ids), self.vocab_size, "stop")
+        if self.eos_token_id is not None:
+            stop_ids.add(int(self.eos_token_id))
+        stop_strings = tuple(t for t in items if isinstance(t, str))
+        return _Request(batch, max_new_tokens, sampling, make_rng(seed), frozenset(stop_ids), stop_strings, use_cache)
+
+    # ---- the loop --------------------------------------------------------------------------
+
+    def _loop(self, request: _Request, cache_budget_mb: float) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield (tokens [batch], alive [batch]) per new token. A caller may clear alive[r]
+        to end row r (a stop string); the loop ends when every row has ended."""
+        b = len(request.prompts)
+        lengths = np.array([len(p) for p in request.prompts])
+        prompt_len, total_max = int(lengths.max()), int(lengths.max()) + request.max_new_tokens
+        needed = self.cache_bytes(b, total_max)
+        if needed > cache_budget_mb * 2**20:
+            raise CacheBudgetError(f"KV cache for batch {b} x {total_max} tokens: expected at most the budget of "
+                                   f"{cache_budget_mb:g} MB, found {needed / 2**20:.1f} MB needed "
+                                   f"(lower max_new_tokens or the batch, or raise cache_budget_mb)")
+        pad = prompt_len - lengths                     # left padding per row
+        ids = np.full((b, prompt_len), self.pad_token_id, np.int64)
+        for r, p in enumerate(request.prompts):
+            ids[r, pad[r]:] = p
+        mask_full = (np.arange(total_max)[None, :] >= pad[:, None]).astype(np.int64)
+        positions = np.maximum(np.cumsum(mask_full[:, :prompt_len], axis=1) - 1, 0)
+        seen = None
+        if request.sampling.repetition_penalty != 1.0:
+            seen = np.zeros((b, self.vocab_size), bool)
+            for r, p in enumerate(request.prompts):
+                seen[r, p] = True
+        alive = np.ones(b, bool)
+        is_stop = np.zeros(max(self.vocab_size, *request.stop_ids, 0) + 1, bool)
+        is_stop[list(request.stop_ids)] = True
+        steps = (self._cached_steps if request.use_cache else self._uncached_steps)(ids, positions, mask_full,
+                                                                                     request.max_new_tokens)
+        logits = next(steps)
+        for i in range(request.max_new_tokens):
+            tokens = next_tokens(logits, seen, request.sampling, request.rng)
+            if seen is not None:
+                seen[np.arange(b), tokens] = True
+            yield tokens, alive
+            alive &= ~is_stop[tokens]
+            if not alive.any() or i == request.max_new_tokens - 1:
+                return
+            logits = steps.send(tokens)
+
+    def _cached_steps(self, ids, positions, mask_full, max_new_tokens) -> Iterator[np.ndarray]:
+        """Prefill, then one token per call: yields logits [batch, vocab] and is sent the
+        tokens chosen from them. The per-token work is a fixed number of bindings by address."""
+        b, prompt_len = ids.shape
+        h, d = self.n_head, self.head_dim
+        total_max = prompt_len + max_new_tokens
+        buffers = [[np.empty(b * h * total_max * d, np.float32) for _ in self._cache_names] for _ in range(2)]
+        addresses = [[buffer.ctypes.data for buffer in side] for side in buffers]
+        binding = self._binding()
+        bind_input, bind_output, f32 = binding.bind_input, binding.bind_output, np.dtype(np.float32)
+        uniform = bool(mask_full.all())  # no padding: every mask is a prefix of one buffer of ones
+        ones = np.ones(b * total_max, np.int64)
+        ones_address = ones.ctypes.data
+        logits_prefill = np.empty((b, prompt_len, self.vocab_size), np.float32)
+        logits_step = np.empty((b, 1, self.vocab_size), np.float32)
+        token = np.empty((b, 1), np.int64)
+        position = positions[:, -1:] + 1
+        ids, positions = np.ascontiguousarray(ids), np.ascontiguousarray(positions)
+        binding.input("input_ids", ids)
+        binding.input("position_ids", positions)
+        binding.output("logits", logits_prefill)
+
+        past = 0
+        for i in range(max_new_tokens):
+            total = past + (prompt_len if i == 0 else 1)
+            if uniform:
+                bind_input("attention_mask", ones.dtype, [b, total], ones_address)
+            else:
+                mask = np.ascontiguousarray(mask_full[:, :total])  # padded rows: O(batch x total) int copy
+                binding.input("attention_mask", mask)
+            past_shape, present_shape = [b, h, past, d], [b, h, total, d]
+            for (past_name, present_name), src, dst in zip(self._cache_names, addresses[i % 2], addresses[(i + 1) % 2]):
+                bind_input(past_name, f32, past_shape, src)
+                bind_output(present_name, f32, present_shape, dst)
+            binding.run()
+            chosen = yield (logits_prefill[:, -1] if i == 0 else logits_step[:, 0])
+            token[:, 0] = chosen
+            if i == 0:
+                binding.input("input_ids", token)
+                binding.input("position_ids", position)
+                binding.output("logits", logits_step)
+            else:
+                position += 1
+            past = total
+
+    def _uncached_steps(self, ids, positions, mask_full, max_new_tokens) -> Iterator[np.ndarray]:
+        """The reference loop: the whole sequence through the graph for every token, empty past."""
+        b = ids.shape[0]
+        empty = np.zeros((b, self.n_head, 0, self.head_dim), np.float32)
+        past = {name: empty for name, _ in self._cache_names}
+        sequence, pos = ids, positions
+        for _ in range(max_new_tokens):
+            total = sequence.shape[1]
+            out = self.decoder.run({"input_ids": sequence, "position_ids": pos,
+                                    "attention_mask": np.ascontiguousarray(mask_full[:, :total]), **past})
+            chosen = yield out["logits"][:, -1]
+            sequence = np.concatenate([sequence, np.asarray(chosen, np.int64)[:, None]], axis=1)
+            pos = np.concatenate([pos, pos[:, -1:] + 1], axis=1)
+
+    def _binding(self) -> OrtBinding:
+        if not isinstance(self.decoder, OrtSession):
+            raise InputError(f"backend {self.backend!r}: the KV-cache loop needs an ONNX Runtime session")
+        return OrtBinding(self.decoder)
+
+
+def _stop_items(stop) -> list:
+    if stop is None:
+        return []
+    items = stop if isinstance(stop, (list, tuple)) else [stop]
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, (str, int, np.integer)) or (isinstance(item, str) and not item):
+            raise InputError(f"stop: expected non-empty strings or token ids, found {item!r}")
+    return list(items)
+
+
+class _TextRow:
+    """One row's text as tokens arrive: incremental decoding, stop strings, and the part that
+    is safe to show (nothing that could still turn out to be the start of a stop string)."""
+
+    def __init__(self, tokenizer, request: _Request):
+        self._decoder = tokenizer.stream_decoder()
+        self._stops, self._stop_ids = request.stop_strings, request.stop_ids
+        self._hold = max((len(s) for s in self._stops), default=1) - 1
+        self._text = []          # settled pieces, already given out by take_settled or kept for finish
+        self._pending = ""       # decoded text not yet settled
+        self._given = 0
+        self.stopped = False
+
+    def add(self, token: int) -> bool:
+        """Add a token's text; True when a stop string has completed (the text is cut there)."""
+        if self.stopped:
+            return True
+        if token in self._stop_ids:  # end of text: its own text (e.g. "<|endoftext|>") is not shown
+            self._pending += self._decoder.flush()
+            self.stopped = True
+            self._settle(len(self._pending))
+            return True
+        self._pending += self._decoder.step(token)
+        for stop in self._stops:
+            at = self._pending.find(stop)
+            if at >= 0:
+                self._pending = self._pending[:at]
+                self.stopped = True
+        if self.stopped:
+            self._settle(len(self._pending))
+            return True
+        self._settle(max(0, len(self._pending) - self._hold))
+        return False
+
+    def _settle(self, n: int) -> None:
+        if n:
+            self._text.append(self._pending[:n])
+            self._pending = self._pending[n:]
+
+    def take_settled(self) -> str:
+        piece = "".join(self._text[self._given:])
+        self._given = len(self._text)
+        return piece
+
+    def finish(self) -> str:
+        if not self.stopped:
+            self._pending += self._decoder.flush()
+            self._settle(len(self._pending))
+        return "".join(self._text)

@@ -1,0 +1,116 @@
+"""Tokenizers for token-model packages: UTF-8 bytes (edgegen's own GPT) or a Hugging Face
+`tokenizer.json` (imported GPT-2), each with a streaming decoder that turns one token at a
+time into text without re-decoding what came before.
+
+Runtime code: no torch; the `tokenizers` library (a small Rust wheel) only for BPE packages.
+"""
+
+from __future__ import annotations
+
+import codecs
+from typing import Protocol
+
+from ..errors import HashMismatchError, InputError, PackageError
+from ..package import Package, sha256_file
+
+
+class StreamDecoder(Protocol):
+    def step(self, token: int) -> str: ...        # text completed by this token ("" while a character is split)
+    def flush(self) -> str: ...                   # what is left at the end
+
+
+class ByteTokenizer:
+    """Token ids 0..255 are the UTF-8 bytes of the text."""
+
+    kind = "bytes"
+    vocab_size = 256
+
+    def encode(self, text: str) -> list[int]:
+        return list(text.encode("utf-8"))
+
+    def decode(self, ids: list[int]) -> str:
+        return bytes(ids).decode("utf-8", errors="replace")
+
+    def stream_decoder(self) -> StreamDecoder:
+        return _ByteStream()
+
+
+class _ByteStream:
+    def __init__(self):
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def step(self, token: int) -> str:
+        return self._decoder.decode(bytes((token,)))
+
+    def flush(self) -> str:
+        return self._decoder.decode(b"", final=True)
+
+
+class BPETokenizer:
+    """A Hugging Face tokenizer.json (byte-level BPE for GPT-2), through the tokenizers library."""
+
+    kind = "bpe"
+
+    def __init__(self, path):
+        try:
+            from tokenizers import Tokenizer
+        except ImportError:
+            raise PackageError(f"tokenizer {str(path)!r}: expected the tokenizers library to read it, found it missing "
+                               "(pip install tokenizers)") from None
+        try:
+            self._tokenizer = Tokenizer.from_file(str(path))
+        except Exception as exc:  # noqa: BLE001 - the Rust side raises its own exception type
+            raise PackageError(f"tokenizer {str(path)!r}: expected a tokenizers JSON file, found: {exc}") from None
+        self.vocab_size = self._tokenizer.get_vocab_size(with_added_tokens=True)
+
+    def encode(self, text: str) -> list[int]:
+        return self._tokenizer.encode(text, add_special_tokens=False).ids
+
+    def decode(self, ids: list[int]) -> str:
+        return self._tokenizer.decode(ids, skip_special_tokens=False)
+
+    def stream_decoder(self) -> StreamDecoder:
+        return _BPEStream(self._tokenizer)
+
+
+class _BPEStream:
+    def __init__(self, tokenizer):
+        from tokenizers.decoders import DecodeStream
+
+        self._tokenizer = tokenizer
+        self._stream = DecodeStream(skip_special_tokens=False)
+
+    def step(self, token: int) -> str:
+        return self._stream.step(self._tokenizer, token) or ""
+
+    def flush(self) -> str:
+        return ""  # DecodeStream emits every complete piece as it comes
+
+
+def load_tokenizer(package: Package) -> ByteTokenizer | BPETokenizer | None:
+    """The package's tokenizer; None for a model imported without one (token ids only)."""
+    spec = package.config.get("tokenizer", {"kind": "bytes"})
+    kind = spec.get("kind") if isinstance(spec, dict) else None
+    if kind == "bytes":
+        return ByteTokenizer()
+    if kind == "none":
+        return None
+    if kind == "bpe":
+        path = package.resolve(str(spec.get("file", "")), "config.tokenizer.file")
+        if not path.is_file():
+            raise PackageError(f"package {str(package.path)!r}: tokenizer expected at {spec.get('file')!r}, found no such file")
+        if sha256_file(path) != spec.get("sha256"):
+            raise HashMismatchError(f"package {str(package.path)!r}: tokenizer {spec.get('file')!r} expected sha256 "
+                                    f"{str(spec.get('sha256'))[:16]}..., found another (the file was changed after export)")
+        return BPETokenizer(path)
+    raise PackageError(f"package {str(package.path)!r}: expected config.tokenizer.kind 'bytes', 'bpe' or 'none', found {kind!r}")
+
+
+def check_token_ids(ids, vocab_size: int, what: str) -> list[int]:
+    """A prompt given as token ids: a non-empty list of ints within the vocabulary."""
+    if not isinstance(ids, (list, tuple)) or not ids:
+        raise InputError(f"{what}: expected a non-empty list of token ids, found {ids!r}")
+    for token in ids:
+        if isinstance(token, bool) or not hasattr(token, "__index__") or not 0 <= int(token) < vocab_size:
+            raise InputError(f"{what}: expected token ids in [0, {vocab_size}), found {token!r}")
+    return [int(t) for t in ids]

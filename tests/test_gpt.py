@@ -1,0 +1,271 @@
+"""The GPT family: training on the standard library's source, the decoder graph's KV-cache
+contract, the runtime's generation loop against PyTorch and transformers, sampling options."""
+
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+import edgegen
+from edgegen.cli import main
+from edgegen.errors import CheckpointError, ConfigError, DataError, InputError
+from edgegen.export import export_checkpoint
+from edgegen.export.hf_gpt2 import import_gpt2
+from edgegen.models.checkpoint import load_checkpoint, save_checkpoint
+from edgegen.models.text import load_text, stdlib_files
+from edgegen.models.train import train
+from edgegen.package import Package
+from edgegen.runtimes.pipelines.gpt import CacheBudgetError
+from edgegen.runtimes.token_sampling import Sampling, next_tokens
+
+NEW_TOKENS = 120
+TINY = dict(n_layer=2, n_embd=64, n_head=4, block_size=256, train_context=64)
+
+
+@pytest.fixture(scope="module")
+def gpt(tmp_path_factory):
+    """A small byte-level GPT trained briefly on the stdlib, exported at opset 23 and 18."""
+    root = tmp_path_factory.mktemp("gpt")
+    trained = load_checkpoint(train("gpt", root / "trained", steps=150, batch_size=16, progress=False, **TINY))
+    # A briefly trained byte model barely uses its position embeddings; make them matter,
+    # so that a loop that feeds the wrong positions cannot pass the comparisons below.
+    torch.manual_seed(0)
+    with torch.no_grad():
+        trained.model.wpe.weight.add_(torch.randn_like(trained.model.wpe.weight) * 0.5)
+    ckpt = save_checkpoint(root / "ckpt", "gpt", trained.config, trained.model, trained.data, trained.training)
+    return {"ckpt": ckpt, "model": load_checkpoint(ckpt).model,
+            "pkg": export_checkpoint(ckpt, root / "pkg23"), "pkg18": export_checkpoint(ckpt, root / "pkg18", opset=18)}
+
+
+def test_stdlib_corpus_is_read_at_run_time_and_split_by_file():
+    files = stdlib_files()
+    assert len(files) > 100 and not any("test" in f.parts[-2:-1] for f in files)
+    data = load_text("stdlib", context=32)
+    assert data.train.shape[1] == 33 and data.train.dtype == np.int64
+    assert data.train.max() < 256 and data.test_tokens > 10_000
+    assert not np.array_equal(data.train[:5], data.test[:5])
+
+
+def test_user_text_file_trains_and_bad_data_is_refused(tmp_path):
+    text = tmp_path / "poem.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog. " * 400, encoding="utf-8")
+    ckpt = train("gpt", tmp_path / "ckpt", data=str(text), steps=3, batch_size=4, progress=False, **TINY)
+    assert load_checkpoint(ckpt).data["source"] == str(text)
+    bad = tmp_path / "latin1.txt"
+    bad.write_bytes(b"caf\xe9 " * 2000)
+    with pytest.raises(DataError, match="UTF-8"):
+        train("gpt", tmp_path / "x", data=str(bad), steps=1, progress=False, **TINY)
+    with pytest.raises(DataError, match="stdlib"):
+        train("gpt", tmp_path / "y", data=str(tmp_path / "missing.txt"), steps=1, progress=False, **TINY)
+    with pytest.raises(ConfigError, match="n_embd"):
+        train("gpt", tmp_path / "z", steps=1, progress=False, **{**TINY, "n_embd": 66})
+
+
+def test_decoder_graph_has_the_kv_cache_contract_and_fused_attention(gpt):
+    package = Package(gpt["pkg"])
+    entry = package.graphs["decoder"]
+    names = [t.name for t in entry.inputs]
+    assert names[:3] == ["input_ids", "position_ids", "attention_mask"]
+    assert names[3:] == [f"past_key_values.{i}.{kv}" for i in range(2) for kv in ("key", "value")]
+    assert entry.inputs[3].shape == ("batch", 4, "past_sequence_length", 16)
+    assert [t.name for t in entry.outputs] == ["logits"] + [f"present.{i}.{kv}" for i in range(2) for kv in ("key", "value")]
+    assert entry.extra["validation"]["passed"]
+    ops23 = {n.op_type for n in onnx.load(str(package.graph_path("decoder"))).graph.node}
+    ops18 = {n.op_type for n in onnx.load(str(Package(gpt["pkg18"]).graph_path("decoder"))).graph.node}
+    assert "Attention" in ops23
+    assert "Attention" not in ops18 and {"MatMul", "Softmax"} <= ops18
+
+
+def test_greedy_generation_equals_pytorch_greedy_loop(gpt):
+    pipe = edgegen.load(gpt["pkg"], backend="ort-cpu")
+    prompt = list(b"def __init__(self")
+    ours = pipe.generate(prompt, max_new_tokens=NEW_TOKENS, do_sample=False)
+    assert ours == gpt["model"].greedy(prompt, NEW_TOKENS)
+    assert len(ours) == NEW_TOKENS
+
+
+def test_batch_of_three_prompts_of_different_lengths_left_padded(gpt):
+    pipe = edgegen.load(gpt["pkg"], backend="ort-cpu")
+    prompts = [list(b"im"), list(b"    return self._"), list(b"class Foo(object):\n    def")]
+    ours = pipe.generate(prompts, max_new_tokens=NEW_TOKENS, do_sample=False)
+    for prompt, row in zip(prompts, ours):
+        assert row == gpt["model"].greedy(prompt, NEW_TOKENS)
+    # the same through the loop without a cache, and through the opset-18 graph
+    assert pipe.generate(prompts, max_new_tokens=40, do_sample=False, use_cache=False) == [r[:40] for r in ours]
+    pipe18 = edgegen.load(gpt["pkg18"], backend="ort-cpu")
+    assert pipe18.generate(prompts, max_new_tokens=NEW_TOKENS, do_sample=False) == ours
+
+
+def test_text_in_text_out_and_stream_pieces_join_to_generate(gpt):
+    pipe = edgegen.load(gpt["pkg"], backend="ort-cpu")
+    text = pipe.generate("import ", max_new_tokens=60, seed=3, temperature=0.8)
+    assert isinstance(text, str)
+    assert "".join(pipe.stream("import ", max_new_tokens=60, seed=3, temperature=0.8)) == text
+    ids = pipe.generate(list(b"import "), max_new_tokens=60, seed=3, temperature=0.8)
+    assert bytes(ids).decode("utf-8", errors="replace") == text
+    assert list(pipe.stream(list(b"import "), max_new_tokens=60, seed=3, temperature=0.8)) == ids
+    batch = pipe.generate(["import ", "def "], max_new_tokens=10, seed=0)
+    assert isinstance(batch, list) and len(batch) == 2 and all(isinstance(t, str) for t in batch)
+
+
+def test_seeds_and_sampling_options(gpt):
+    pipe = edgegen.load(gpt["pkg"], backend="ort-cpu")
+    prompt = list(b"for i in ")
+    a = pipe.generate(prompt, max_new_tokens=50, seed=1)
+    assert a == pipe.generate(prompt, max_new_tokens=50, seed=1)
+    assert a != pipe.generate(prompt, max_new_tokens=50, seed=2)
+    greedy = pipe.generate(prompt, max_new_tokens=50, do_sample=False)
+    assert pipe.generate(prompt, max_new_tokens=50, top_k=1, seed=5) == greedy
+    assert pipe.generate(prompt, max_new_tokens=50, top_p=1e-6, seed=5) == greedy
+    repeats = pipe.generate(prompt, max_new_tokens=50, do_sample=False, repetition_penalty=3.0)
+    assert len(set(repeats)) > len(set(greedy))
+
+
+def test_stop_strings_and_stop_ids(gpt):
+    pipe = edgegen.load(gpt["pkg"], backend="ort-cpu")
+    full = pipe.generate("def ", max_new_tokens=80, do_sample=False)
+    stop = full[10:13]
+    cut = pipe.generate("def ", max_new_tokens=80, do_sample=False, stop=stop)
+    assert cut == full[:full.index(stop)]
+    assert "".join(pipe.stream("def ", max_new_tokens=80, do_sample=False, stop=stop)) == cut
+    ids = pipe.generate(list(b"def "), max_new_tokens=80, do_sample=False)
+    stopped = pipe.generate(list(b"def "), max_new_tokens=80, do_sample=False, stop=ids[5])
+    assert stopped == ids[:ids.index(ids[5]) + 1]
+
+
+def test_user_errors_name_the_problem(gpt):
+    pipe = edgegen.load(gpt["pkg"], backend="ort-cpu")
+    with pytest.raises(InputError, match="context of 256"):
+        pipe.generate("x" * 200, max_new_tokens=100)
+    with pytest.raises(CacheBudgetError, match="budget"):
+        pipe.generate("x", max_new_tokens=200, cache_budget_mb=0.01)
+    with pytest.raises(InputError, match="token ids in"):
+        pipe.generate([1, 2, 999])
+    with pytest.raises(InputError, match="empty string"):
+        pipe.generate("")
+    with pytest.raises(InputError, match="top_p"):
+        pipe.generate("x", top_p=1.5)
+    with pytest.raises(InputError, match="temperature"):
+        pipe.generate("x", temperature=0)
+    with pytest.raises(InputError, match="one prompt"):
+        list(pipe.stream(["a", "b"]))
+    with pytest.raises(InputError, match="max_new_tokens"):
+        pipe.generate("x", max_new_tokens=0)
+
+
+def test_kv_cache_is_allocated_once_per_run_and_sized_from_the_request(gpt, monkeypatch):
+    pipe = edgegen.load(gpt["pkg"], backend="ort-cpu")
+    allocations = []
+    real_empty = np.empty
+
+    def counting_empty(shape, *args, **kwargs):
+        allocations.append(shape)
+        return real_empty(shape, *args, **kwargs)
+
+    monkeypatch.setattr("edgegen.runtimes.pipelines.gpt.np.empty", counting_empty)
+    pipe.generate(list(b"abc"), max_new_tokens=50, do_sample=False)
+    cache = [s for s in allocations if s == 1 * 4 * (3 + 50) * 16]
+    assert len(cache) == 2 * 2 * 2  # two buffers (past, present) for each of 2 layers' keys and values
+    assert pipe.cache_bytes(1, 53) == sum(cache) * 4
+
+
+def test_sampling_matches_transformers_logits_processors():
+    transformers = pytest.importorskip("transformers")
+    rng = np.random.default_rng(0)
+    logits = (rng.standard_normal((4, 300)) * 3).astype(np.float32)
+    seen = rng.random((4, 300)) < 0.1
+    from transformers.generation.logits_process import (RepetitionPenaltyLogitsProcessor, TopKLogitsWarper,
+                                                         TopPLogitsWarper)
+    from edgegen.runtimes.token_sampling import _keep_top_k, _keep_top_p, penalize_repeats
+
+    ids = torch.from_numpy(np.stack([np.flatnonzero(r)[:20] for r in seen]))
+    mask = np.zeros_like(seen)
+    np.put_along_axis(mask, ids.numpy(), True, 1)
+    theirs = RepetitionPenaltyLogitsProcessor(1.3)(ids, torch.from_numpy(logits.copy())).numpy()
+    np.testing.assert_allclose(penalize_repeats(logits, mask, 1.3), theirs, rtol=1e-6)
+    for k in (1, 7, 300):
+        theirs = TopKLogitsWarper(k)(ids, torch.from_numpy(logits.copy())).numpy()
+        assert np.array_equal(np.isinf(_keep_top_k(logits, k)), np.isinf(theirs))
+    for p in (0.05, 0.5, 0.9, 0.999):
+        theirs = TopPLogitsWarper(p)(ids, torch.from_numpy(logits.copy())).numpy()
+        assert np.array_equal(np.isinf(_keep_top_p(logits, p)), np.isinf(theirs)), p
+    # sampling draws from the kept tokens only, in proportion to their probability
+    draws = np.concatenate([next_tokens(np.repeat(logits[:1], 500, 0), None, Sampling(top_k=3), np.random.default_rng(s))
+                            for s in range(4)])
+    top3 = set(np.argsort(-logits[0])[:3])
+    assert set(draws) <= top3 and len(set(draws)) == 3
+
+
+def _tiny_gpt2(folder, n_positions=256):
+    """A random GPT-2 and a byte-level BPE tokenizer trained here on stdlib text."""
+    transformers = pytest.importorskip("transformers")
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    corpus = [p.read_text(encoding="utf-8", errors="ignore") for p in stdlib_files()[:40]]
+    tokenizer.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=512, special_tokens=["<|endoftext|>"],
+                                                              initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|endoftext|>",
+                                                pad_token="<|endoftext|>")
+    config = transformers.GPT2Config(vocab_size=512, n_positions=n_positions, n_embd=64, n_layer=2, n_head=4,
+                                     bos_token_id=0, eos_token_id=0, initializer_range=0.2)
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(config).eval()
+    model.save_pretrained(folder)
+    fast.save_pretrained(folder)
+    return model, fast
+
+
+def _until_eos(ids, eos=0):
+    ids = list(ids)
+    return ids[:ids.index(eos) + 1] if eos in ids else ids
+
+
+def test_imported_gpt2_greedy_equals_transformers_generate(tmp_path):
+    model, tokenizer = _tiny_gpt2(tmp_path / "hf")
+    assert main(["export", "gpt2", "--from-transformers", str(tmp_path / "hf"), "--out", str(tmp_path / "pkg")]) == 0
+    pipe = edgegen.load(tmp_path / "pkg", backend="ort-cpu")
+    assert pipe.config["tokenizer"]["kind"] == "bpe" and pipe.config["eos_token_id"] == 0
+    assert "matches transformers" in pipe.config["data"]["transformers_check"]
+    prompts = ["def main(", "    for key, value in self.items():\n        ", "import"]
+    encoded = [tokenizer.encode(p) for p in prompts]
+    ours = pipe.generate(encoded, max_new_tokens=NEW_TOKENS, do_sample=False)
+    for prompt, row in zip(encoded, ours):        # batch 1 each, and the batch of 3 (left-padded)
+        single = model.generate(torch.tensor([prompt]), max_new_tokens=NEW_TOKENS, do_sample=False, pad_token_id=0)
+        assert row == _until_eos(single[0, len(prompt):].tolist())
+        assert pipe.generate(prompt, max_new_tokens=NEW_TOKENS, do_sample=False) == row
+    tokenizer.padding_side = "left"
+    batch = tokenizer(prompts, return_tensors="pt", padding=True)
+    theirs = model.generate(**batch, max_new_tokens=NEW_TOKENS, do_sample=False, pad_token_id=0)
+    width = batch["input_ids"].shape[1]
+    assert ours == [_until_eos(r[width:].tolist()) for r in theirs]
+    text = pipe.generate(prompts[0], max_new_tokens=30, do_sample=False)
+    assert text == tokenizer.decode(_until_eos(ours[0])[:30], skip_special_tokens=True)
+
+
+def test_gpt2_import_refuses_what_it_cannot_convert(tmp_path):
+    pytest.importorskip("transformers")
+    with pytest.raises(CheckpointError, match="config.json"):
+        import_gpt2(tmp_path, tmp_path)
+    (tmp_path / "config.json").write_text('{"model_type": "llama"}')
+    with pytest.raises(CheckpointError, match="model_type 'gpt2'"):
+        import_gpt2(tmp_path, tmp_path)
+    (tmp_path / "config.json").write_text('{"model_type": "gpt2", "activation_function": "relu"}')
+    with pytest.raises(CheckpointError, match="activation_function"):
+        import_gpt2(tmp_path, tmp_path)
+    assert main(["export", "llama", "--from-transformers", str(tmp_path), "--out", str(tmp_path / "p")]) == 2
+
+
+def test_generate_command_streams_text(gpt, capsys, tmp_path):
+    out = tmp_path / "continuation.txt"
+    assert main(["generate", str(gpt["pkg"]), "--prompt", "def ", "--max-new-tokens", "30", "--seed", "0",
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("def ") and out.read_text() == printed.rstrip("\n")
+    assert main(["generate", str(gpt["pkg"]), "--max-new-tokens", "3"]) == 2
+    assert "--prompt" in capsys.readouterr().err
