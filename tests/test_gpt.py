@@ -3,6 +3,8 @@ contract, the runtime's generation loop against PyTorch and transformers, sampli
 
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -12,7 +14,7 @@ import torch
 import edgegen
 from edgegen.cli import main
 from edgegen.errors import CheckpointError, ConfigError, DataError, InputError
-from edgegen.export import export_checkpoint
+from edgegen.export import export_checkpoint, export_model
 from edgegen.export.hf_gpt2 import import_gpt2
 from edgegen.models.checkpoint import load_checkpoint, save_checkpoint
 from edgegen.models.text import load_text, stdlib_files
@@ -269,3 +271,38 @@ def test_generate_command_streams_text(gpt, capsys, tmp_path):
     assert printed.startswith("def ") and out.read_text() == printed.rstrip("\n")
     assert main(["generate", str(gpt["pkg"]), "--max-new-tokens", "3"]) == 2
     assert "--prompt" in capsys.readouterr().err
+
+
+def test_text_generation_runs_where_torch_cannot_be_imported(gpt):
+    script = (
+        "import importlib.abc, sys\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('torch', 'onnx', 'onnxscript', 'safetensors', 'transformers'):\n"
+        "            raise ImportError(name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import edgegen\n"
+        "pipe = edgegen.load(sys.argv[1], backend='ort-cpu')\n"
+        "text = pipe.generate('def ', max_new_tokens=20, seed=0)\n"
+        "assert isinstance(text, str) and ''.join(pipe.stream('def ', max_new_tokens=20, seed=0)) == text\n"
+        "print('ok')\n")
+    result = subprocess.run([sys.executable, "-c", script, str(gpt["pkg"])], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+def test_gpt2_without_tokenizer_files_takes_token_ids_and_pickles_are_refused(tmp_path):
+    model, _ = _tiny_gpt2(tmp_path / "hf")
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt"):
+        (tmp_path / "hf" / name).unlink(missing_ok=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        ckpt = import_gpt2(tmp_path / "hf", Path(scratch))
+        assert ckpt.data["tokenizer"] == "none" and not ckpt.files
+        export_model(ckpt, tmp_path / "pkg")
+    pipe = edgegen.load(tmp_path / "pkg", backend="ort-cpu")
+    assert len(pipe.generate([5, 6, 7], max_new_tokens=5, seed=0)) <= 5
+    with pytest.raises(InputError, match="no tokenizer"):
+        pipe.generate("text")
+    (tmp_path / "hf" / "model.safetensors").rename(tmp_path / "hf" / "pytorch_model.bin")
+    with pytest.raises(CheckpointError, match="pickled weights are not loaded"):
+        import_gpt2(tmp_path / "hf", tmp_path)
