@@ -40,7 +40,8 @@ def _cmd_export(args) -> None:
 # generate's options that only some families take, by the keyword their sample() uses
 FAMILY_OPTIONS = {"diffusion": {"steps": "steps", "sampler": "sampler", "guidance": "guidance_scale",
                                 "label": "labels", "eta": "eta"},
-                  "flow": {"temperature": "temperature"}}
+                  "flow": {"temperature": "temperature"},
+                  "pixelcnn": {"label": "labels", "temperature": "temperature"}}
 
 
 def _cmd_generate(args) -> None:
@@ -52,6 +53,8 @@ def _cmd_generate(args) -> None:
     pipe = load(args.package, backend=args.backend, threads=args.threads)
     if pipe.family == "gpt":
         return _generate_text(pipe, args)
+    if pipe.family == "wavenet":
+        return _generate_audio(pipe, args)
     if args.out is None:
         raise ConfigError(f"--out: expected the PNG file to write for a {pipe.family} package, found none")
     accepted = FAMILY_OPTIONS.get(pipe.family, {})
@@ -104,6 +107,23 @@ def _generate_text(pipe, args) -> None:
 
         atomic_write_text(args.out, "".join(pieces))
         print(f"wrote {args.out}", file=sys.stderr)
+
+
+def _generate_audio(pipe, args) -> None:
+    """WaveNet packages: --seconds of audio, sample by sample, to a WAV file."""
+    from .errors import ConfigError
+    from .runtimes.audio import write_wav
+
+    if args.out is None or not str(args.out).lower().endswith(".wav"):
+        raise ConfigError(f"--out: expected a .wav file to write for a wavenet package, found {args.out!r}")
+    if args.seconds is None or not args.seconds > 0:
+        raise ConfigError(f"--seconds: expected a positive duration for a wavenet package, found {args.seconds!r}")
+    samples = max(1, round(args.seconds * pipe.sample_rate))
+    audio = pipe.generate(samples, seed=args.seed, label=args.label,
+                          temperature=1.0 if args.temperature is None else args.temperature)
+    write_wav(args.out, audio, pipe.sample_rate)
+    print(f"wrote {args.out} ({samples} samples, {samples / pipe.sample_rate:.2f} s at {pipe.sample_rate} Hz, "
+          f"label {args.label}, seed {args.seed})")
 
 
 def _cmd_bench(args) -> None:
@@ -177,10 +197,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: one per core)")
 
     p = sub.add_parser("train", help="train a model and write a checkpoint")
-    p.add_argument("family", help="vae, gan, diffusion, flow or gpt")
+    p.add_argument("family", help="vae, gan, diffusion, flow, gpt, pixelcnn or wavenet")
     p.add_argument("--data", default=None,
                    help="digits, natural, a folder of images; for flow also moons, circles, blobs; for gpt stdlib "
-                        "(the Python standard library's source) or a UTF-8 text file (default: digits; gpt: stdlib)")
+                        "(the Python standard library's source) or a UTF-8 text file; for wavenet tones (synthesized) "
+                        "or a folder of WAV files (default: digits; gpt: stdlib; wavenet: tones)")
     p.add_argument("--out", required=True, help="checkpoint directory to write")
     p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the family's)")
     p.add_argument("--batch-size", type=int, default=None)
@@ -214,10 +235,12 @@ def build_parser() -> argparse.ArgumentParser:
     diffusion.add_argument("--steps", type=int, default=None, help="sampling steps (default 20)")
     diffusion.add_argument("--sampler", default=None, help="ddpm, ddim, dpmpp-2m, euler, euler-a (default dpmpp-2m)")
     diffusion.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default 3)")
-    diffusion.add_argument("--label", type=int, default=None, help="class to generate (default: unconditional)")
+    diffusion.add_argument("--label", type=int, default=None,
+                           help="class to generate (diffusion, pixelcnn, wavenet; default: unconditional)")
     diffusion.add_argument("--eta", type=float, default=None, help="DDIM's eta (default 0)")
     p.add_argument("--temperature", type=float, default=None,
                    help="flow packages: latent temperature; gpt packages: softmax temperature (default 1)")
+    p.add_argument("--seconds", type=float, default=None, help="wavenet packages: length of the audio to generate")
     text = p.add_argument_group("gpt packages (the continuation streams to the terminal)")
     text.add_argument("--prompt", default=None, help="text to continue")
     text.add_argument("--max-new-tokens", type=int, default=200)

@@ -26,6 +26,8 @@ DEMO_MODELS = (
     ("flow", "flow-moons", "edgegen train flow --data moons --out edgegen/pretrained/flow-moons"),
     ("flow", "flow-digits", "edgegen train flow --data digits --out edgegen/pretrained/flow-digits"),
     ("gpt", "gpt-stdlib", "edgegen train gpt --data stdlib --out edgegen/pretrained/gpt-stdlib"),
+    ("pixelcnn", "pixelcnn-digits", "edgegen train pixelcnn --data digits --out edgegen/pretrained/pixelcnn-digits"),
+    ("wavenet", "wavenet-tones", "edgegen train wavenet --data tones --out edgegen/pretrained/wavenet-tones"),
 )
 TEXT_PROMPTS = ("def ", "import ", "class ")
 BENCH_BATCH = 8
@@ -104,6 +106,29 @@ def _vae_showcase(pipe, stage: Path, name: str) -> dict:
     return {"anomaly_auc": anomaly_aucs(pipe)}
 
 
+def _pixelcnn_showcase(pipe, stage: Path, name: str) -> dict:
+    """Each column one class, 0 to 9, sampled pixel by pixel (the fast loop)."""
+    labels = np.tile(np.arange(10), 8)
+    save_grid(pipe.sample(len(labels), seed=0, labels=labels), stage / f"{name}_samples.png", nrow=10)
+    return {}
+
+
+def _wavenet_showcase(pipe, stage: Path, name: str) -> dict:
+    """One second of each class as a WAV file, and their spectrograms in one picture."""
+    from .models.wavenet import TONE_KINDS
+    from .plots import save_spectrograms
+    from .runtimes.audio import write_wav
+
+    kinds = TONE_KINDS if pipe.num_classes == len(TONE_KINDS) else ("unconditional",)
+    clips = {}
+    for label, kind in enumerate(kinds):
+        audio = pipe.generate(pipe.sample_rate, seed=0, label=label if pipe.num_classes else None)
+        write_wav(stage / f"{name}_{kind}.wav", audio, pipe.sample_rate)
+        clips[kind] = audio
+    save_spectrograms(clips, pipe.sample_rate, stage / f"{name}_samples.png")
+    return {"wav_files": [f"{name}_{kind}.wav" for kind in kinds]}
+
+
 def _text_showcase(pipe, stage: Path, name: str) -> dict:
     """Continuations of a few prompts (temperature 0.8, top-k 40, seed 0), and the held-out
     text's loss is what the checkpoint reports."""
@@ -114,7 +139,7 @@ def _text_showcase(pipe, stage: Path, name: str) -> dict:
 
 
 SHOWCASES = {"vae": _vae_showcase, "gan": _samples, "diffusion": _diffusion_showcase, "flow": _flow_showcase,
-             "gpt": _text_showcase}
+             "gpt": _text_showcase, "pixelcnn": _pixelcnn_showcase, "wavenet": _wavenet_showcase}
 
 
 def _section(name: str, origin: str, report: dict, extra: dict) -> str:
@@ -138,6 +163,11 @@ def _section(name: str, origin: str, report: dict, extra: dict) -> str:
     if family == "diffusion":
         lines += ["Columns are the classes 0 to 9 (DPM-Solver++, 20 steps, guidance 3). `edgegen bench` times one "
                   "denoiser call; a 20-step guided sample makes 20 calls at twice the batch.", ""]
+    if family == "pixelcnn":
+        lines += ["Columns are the classes 0 to 9, each image sampled pixel by pixel in raster order.", ""]
+    if family == "wavenet":
+        lines += ["Spectrograms of one second generated for each class, sample by sample (fast generation): "
+                  + ", ".join(f"[{f}]({f})" for f in extra["wav_files"]) + ".", ""]
     if family == "vae":
         lines += ["Held-out digits (odd columns) and their reconstructions (even columns):", "",
                   "![reconstructions](vae-digits_reconstructions.png)", "",

@@ -11,16 +11,20 @@ from .errors import BackendError
 from .package import atomic_write_bytes
 
 
-def save_density_plot(pipe, samples: np.ndarray, path: str | os.PathLike, grid: int = 200) -> None:
-    """A 2-D flow's samples scattered over its log-density heat map (the forward graph on a grid)."""
+def _pyplot():
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise BackendError("plots: expected matplotlib for 2-D density plots, found it not installed "
-                           "(pip install matplotlib)") from None
+        raise BackendError("plots: expected matplotlib, found it not installed (pip install matplotlib)") from None
+    return plt
+
+
+def save_density_plot(pipe, samples: np.ndarray, path: str | os.PathLike, grid: int = 200) -> None:
+    """A 2-D flow's samples scattered over its log-density heat map (the forward graph on a grid)."""
+    plt = _pyplot()
     low, high = np.percentile(samples, 0.5, axis=0), np.percentile(samples, 99.5, axis=0)
     pad = 0.25 * (high - low)
     xs = np.linspace(low[0] - pad[0], high[0] + pad[0], grid, dtype=np.float32)
@@ -35,5 +39,21 @@ def save_density_plot(pipe, samples: np.ndarray, path: str | os.PathLike, grid: 
     ax.set_title(f"{pipe.package.manifest.name}: {len(samples)} samples over the learned density")
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", bbox_inches="tight")
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def save_spectrograms(clips: dict, sample_rate: int, path: str | os.PathLike) -> None:
+    """One spectrogram per clip, side by side, titled by its name."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(clips), figsize=(3 * len(clips), 2.6), squeeze=False)
+    for ax, (name, audio) in zip(axes[0], clips.items()):
+        ax.specgram(audio, NFFT=256, Fs=sample_rate, noverlap=192, cmap="magma")
+        ax.set_title(name)
+        ax.set_xlabel("s")
+    axes[0][0].set_ylabel("Hz")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=80)
     plt.close(fig)
     atomic_write_bytes(path, buffer.getvalue())

@@ -11,7 +11,7 @@ import torch
 
 from ..errors import DataError, UnknownFamilyError
 from ..models.checkpoint import Checkpoint
-from ..models import flow
+from ..models import flow, pixelcnn, wavenet
 from ..models.data import ImageData, load_images
 from ..models.gan import ImageGenerator
 from ..package import TensorSpec
@@ -267,7 +267,121 @@ GPT = ExportSpec(
     load_data=_gpt_data,
 )
 
-EXPORT_SPECS = {s.family: s for s in (VAE, GAN, DIFFUSION, FLOW, GPT)}
+def _labels(ckpt, batch, rng):
+    """Real class ids and the "no label" index, mixed."""
+    return rng.integers(0, ckpt.config.num_classes + 1, size=batch).astype(np.int64)
+
+
+def _quantized_images(ckpt, batch, rng, data):
+    levels = ckpt.config.levels
+    return (np.round(_held_out_images(data, batch, rng) * (levels - 1)) / (levels - 1)).astype(np.float32)
+
+
+def _pixelcnn_network_inputs(ckpt, batch, rng, data):
+    return {"image": _quantized_images(ckpt, batch, rng, data), "labels": _labels(ckpt, batch, rng)}
+
+
+def _pixelcnn_links_inputs(ckpt, batch, rng, data):
+    rows = int(rng.integers(2, ckpt.config.image_size + 1))  # the first rows, as the sampler crops them
+    return {"image": np.ascontiguousarray(_quantized_images(ckpt, batch, rng, data)[:, :, :rows]),
+            "labels": _labels(ckpt, batch, rng)}
+
+
+def _pixelcnn_row_inputs(ckpt, batch, rng, data):
+    image, labels = _quantized_images(ckpt, batch, rng, data), _labels(ckpt, batch, rng)
+    r = int(rng.integers(0, ckpt.config.image_size))
+    with torch.inference_mode():
+        links = ckpt.model.links(torch.from_numpy(image), torch.from_numpy(labels))[:, :, :, r:r + 1]
+    return {"row": np.ascontiguousarray(image[:, :, r:r + 1]), "links": np.ascontiguousarray(links.numpy()),
+            "labels": labels}
+
+
+def _pixelcnn_config(ckpt: Checkpoint) -> dict:
+    c = ckpt.config
+    return {"image_shape": _image_shape(c), "levels": c.levels, "num_classes": c.num_classes,
+            "null_label": c.null_label, "layers": c.layers, "width": c.width, "data": ckpt.data}
+
+
+def _pixelcnn_image(c, rows="rows"):
+    return TensorSpec("image", "float32", ("batch", 1, rows, c.image_size))
+
+
+PIXELCNN = ExportSpec(
+    family="pixelcnn",
+    graphs=(
+        GraphSpec("network", lambda m: m,
+                  lambda c: (_pixelcnn_image(c, c.image_size), TensorSpec("labels", "int64", ("batch",))),
+                  ("logits",), _pixelcnn_network_inputs),
+        GraphSpec("links", lambda m: pixelcnn.Links(m),
+                  lambda c: (_pixelcnn_image(c), TensorSpec("labels", "int64", ("batch",))),
+                  ("links",), _pixelcnn_links_inputs),
+        GraphSpec("row", lambda m: pixelcnn.RowStep(m),
+                  lambda c: (TensorSpec("row", "float32", ("batch", 1, 1, c.image_size)),
+                             TensorSpec("links", "float32", ("batch", c.layers, 2 * c.width, 1, c.image_size)),
+                             TensorSpec("labels", "int64", ("batch",))),
+                  ("logits",), _pixelcnn_row_inputs),
+    ),
+    runtime_config=_pixelcnn_config,
+)
+
+
+def _wavenet_data(ckpt: Checkpoint, source: str):
+    c = ckpt.config
+    options = {"sample_rate": c.sample_rate, "train_samples": c.train_samples, "quantization": c.quantization}
+    data, _ = wavenet.prepare_data(source, 0, None, ckpt.data.get("seed", 0), options)
+    return data
+
+
+def _held_out_codes(data, batch, rng, length):
+    rows = data.test[rng.choice(len(data.test), size=batch, replace=len(data.test) < batch)]
+    start = int(rng.integers(0, rows.shape[1] - length + 1))
+    return np.ascontiguousarray(rows[:, start:start + length])
+
+
+def _wavenet_network_inputs(ckpt, batch, rng, data):
+    length = int(rng.integers(200, min(800, data.test.shape[1]) + 1))
+    return {"codes": _held_out_codes(data, batch, rng, length), "labels": _labels(ckpt, batch, rng)}
+
+
+def _wavenet_step_inputs(ckpt, batch, rng, data):
+    """The queues after PyTorch has stepped through a held-out prefix, and the next code."""
+    t = int(rng.integers(20, min(600, data.test.shape[1] - 1)))
+    codes, labels = _held_out_codes(data, batch, rng, t + 1), _labels(ckpt, batch, rng)
+    model = ckpt.model
+    with torch.inference_mode():
+        queues, labels_t = model.empty_queues(batch), torch.from_numpy(labels)
+        for i in range(t):
+            queues = model.step(torch.from_numpy(codes[:, i]), labels_t, *queues)[1:]
+    return {"code": np.ascontiguousarray(codes[:, t]), "labels": labels,
+            **{f"state.{i}": q.numpy() for i, q in enumerate(queues)}}
+
+
+def _wavenet_step_specs(c) -> tuple[TensorSpec, ...]:
+    return (TensorSpec("code", "int64", ("batch",)), TensorSpec("labels", "int64", ("batch",)),
+            *(TensorSpec(f"state.{i}", "float32", ("batch", c.residual_channels, n)) for i, n in enumerate(c.queue_lengths)))
+
+
+def _wavenet_config(ckpt: Checkpoint) -> dict:
+    c = ckpt.config
+    return {"sample_rate": c.sample_rate, "quantization": c.quantization, "num_classes": c.num_classes,
+            "null_label": c.null_label, "residual_channels": c.residual_channels, "queue_lengths": c.queue_lengths,
+            "receptive_field": c.receptive_field, "data": ckpt.data}
+
+
+WAVENET = ExportSpec(
+    family="wavenet",
+    graphs=(
+        GraphSpec("network", lambda m: m,
+                  lambda c: (TensorSpec("codes", "int64", ("batch", "samples")), TensorSpec("labels", "int64", ("batch",))),
+                  ("logits",), _wavenet_network_inputs),
+        GraphSpec("step", lambda m: wavenet.Step(m), _wavenet_step_specs,
+                  lambda c: ("logits", *(f"next_state.{i}" for i in range(len(c.queue_lengths)))), _wavenet_step_inputs),
+    ),
+    runtime_config=_wavenet_config,
+    load_data=_wavenet_data,
+)
+
+EXPORT_SPECS = {s.family: s for s in (VAE, GAN, DIFFUSION, FLOW, GPT, PIXELCNN, WAVENET)}
 
 
 def export_spec(family: str) -> ExportSpec:

@@ -5,8 +5,12 @@ from .diffusion import DiffusionPipeline
 from .flow import FlowPipeline
 from .gan import GANPipeline
 from .gpt import GPTPipeline
+from .pixelcnn import PixelCNNPipeline
 from .vae import VAEPipeline
+from .wavenet import WaveNetPipeline
 
-PIPELINES: dict[str, type[Pipeline]] = {p.family: p for p in (VAEPipeline, GANPipeline, DiffusionPipeline, FlowPipeline, GPTPipeline)}
+PIPELINES: dict[str, type[Pipeline]] = {p.family: p for p in (
+    VAEPipeline, GANPipeline, DiffusionPipeline, FlowPipeline, GPTPipeline, PixelCNNPipeline, WaveNetPipeline)}
 
-__all__ = ["PIPELINES", "Pipeline", "DiffusionPipeline", "FlowPipeline", "GANPipeline", "GPTPipeline", "VAEPipeline"]
+__all__ = ["PIPELINES", "Pipeline", "DiffusionPipeline", "FlowPipeline", "GANPipeline", "GPTPipeline",
+           "PixelCNNPipeline", "WaveNetPipeline", "VAEPipeline"]

@@ -1,0 +1,162 @@
+"""The PixelCNN / WaveNet issue's numbers, in one run, from the shipped checkpoints (exported
+here through the gate):
+
+- PixelCNN: sampling 16 digits (8x8, 4 grey levels) with the naive loop (the whole network
+  per pixel) and the fast loop (vertical stack once per row, horizontal stack per pixel on
+  one row), alternating; both must give identical images for the seed. Class-conditional
+  samples judged by the digit classifier; log_prob of held-out digits against uniform noise.
+- WaveNet: fast generation (the step graph with its queues) at 1k, 4k and 16k samples, the
+  naive loop (the full-sequence graph over everything so far, per sample) at 1k, 2k and 4k
+  (16k would take about an hour: its quadratic cost is fitted and shown as an estimate);
+  identical codes both ways; how tonal the output is (share of spectral energy near its
+  three strongest peaks, against the training clips and white noise); log_prob of held-out
+  clips against noise.
+
+    python benchmarks/autoregressive.py [--out benchmarks/results]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edgegen.bench import machine_info, write_results
+from edgegen.demo import PRETRAINED
+from edgegen.export import export_checkpoint
+from edgegen.metrics import roc_auc
+from edgegen.models.classifier import train_digit_judge
+from edgegen.models.data import load_images
+from edgegen.models.wavenet import TONE_KINDS, synth_clip
+from edgegen.runtimes import load
+
+THREADS = 2
+
+
+def timed(fn, rounds: int) -> tuple[float, object]:
+    seconds, result = [], None
+    for _ in range(rounds):
+        start = time.perf_counter()
+        result = fn()
+        seconds.append(time.perf_counter() - start)
+    return float(np.median(seconds)), result
+
+
+def pixelcnn_numbers(pkg: Path) -> dict:
+    pipe = load(pkg, backend="ort-cpu", threads=THREADS)
+    labels = np.arange(16) % 10
+    times = {"naive": [], "fast": []}
+    images = {}
+    for _ in range(3):  # alternate, so machine load hits both alike
+        for mode in ("naive", "fast"):
+            start = time.perf_counter()
+            images[mode] = pipe.sample(16, seed=0, labels=labels, fast=mode == "fast")
+            times[mode].append(time.perf_counter() - start)
+    p50 = {k: float(np.median(v)) for k, v in times.items()}
+    judge = train_digit_judge(8)
+    many_labels = np.arange(500) % 10
+    samples = pipe.sample(500, seed=1, labels=many_labels)
+    digits = load_images("digits", image_size=8).test
+    noise = np.random.default_rng(0).random(digits.shape).astype(np.float32)
+    return {"batch": 16, "seconds_p50": p50, "speedup": p50["naive"] / p50["fast"],
+            "identical": bool(np.array_equal(images["naive"], images["fast"])),
+            "label_accuracy_500": float((judge.predict(samples) == many_labels).mean()),
+            "classifier_held_out_accuracy": judge.test_accuracy,
+            "nats_per_image_held_out": float(-pipe.log_prob(digits).mean()),
+            "auc_digits_vs_noise": roc_auc(-pipe.log_prob(digits), -pipe.log_prob(noise))}
+
+
+def tonality(audio: np.ndarray) -> float:
+    """Share of the spectrum's energy within 2 bins of its three strongest peaks (Hann window)."""
+    power = np.abs(np.fft.rfft(audio * np.hanning(len(audio)))) ** 2
+    near = np.zeros(len(power), bool)
+    masked = power.copy()
+    for _ in range(3):
+        peak = int(masked.argmax())
+        near[max(0, peak - 2):peak + 3] = True
+        masked[max(0, peak - 2):peak + 3] = 0
+    return float(power[near].sum() / power.sum())
+
+
+def wavenet_numbers(pkg: Path) -> dict:
+    pipe = load(pkg, backend="ort-cpu", threads=THREADS)
+    fast = {}
+    for n in (1024, 4096, 16384):
+        seconds, _ = timed(lambda: pipe.generate_codes(n, seed=0, label=0), 3 if n < 16384 else 1)
+        fast[n] = {"seconds": seconds, "samples_per_s": n / seconds}
+    naive, identical = {}, True
+    for n in (1024, 2048, 4096):
+        seconds, codes = timed(lambda: pipe.generate_codes(n, seed=0, label=0, fast=False), 1)
+        naive[n] = {"seconds": seconds, "samples_per_s": n / seconds}
+        identical &= bool(np.array_equal(codes, pipe.generate_codes(n, seed=0, label=0)))
+    # naive cost ~ a * n^2 (+ b * n): least squares on the three lengths, for the 16k estimate
+    ns = np.array(list(naive), float)
+    a, b = np.linalg.lstsq(np.stack([ns**2, ns], 1), np.array([v["seconds"] for v in naive.values()]), rcond=None)[0]
+    estimate_16k = a * 16384**2 + b * 16384
+    rng = np.random.default_rng(7)
+    generated = {kind: [tonality(pipe.generate(8000, seed=s, label=i)[1000:]) for s in range(3)]
+                 for i, kind in enumerate(TONE_KINDS)}
+    real = [tonality(synth_clip(kind, rng, pipe.sample_rate)[1000:]) for kind in TONE_KINDS for _ in range(3)]
+    white = [tonality(rng.uniform(-0.5, 0.5, 7000)) for _ in range(12)]
+    clips = np.stack([synth_clip(kind, rng, pipe.sample_rate)[:2000] for kind in TONE_KINDS for _ in range(10)])
+    noise = rng.uniform(-0.5, 0.5, clips.shape).astype(np.float32)
+    return {"fast": fast, "naive": naive, "identical_codes": identical,
+            "speedup_4096": naive[4096]["seconds"] / fast[4096]["seconds"],
+            "naive_16384_estimated_seconds": float(estimate_16k),
+            "tonality": {"generated_by_class": {k: float(np.mean(v)) for k, v in generated.items()},
+                         "generated_mean": float(np.mean([np.mean(v) for v in generated.values()])),
+                         "training_clips": float(np.mean(real)), "white_noise": float(np.mean(white))},
+            "nats_per_sample_held_out": float(-pipe.log_prob(clips).mean()),
+            "auc_tones_vs_noise": roc_auc(-pipe.log_prob(clips), -pipe.log_prob(noise))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    args = parser.parse_args()
+    scratch = Path(tempfile.mkdtemp(prefix="edgegen-ar-bench-"))
+    pc = pixelcnn_numbers(export_checkpoint(PRETRAINED / "pixelcnn-digits", scratch / "pixelcnn"))
+    wn = wavenet_numbers(export_checkpoint(PRETRAINED / "wavenet-tones", scratch / "wavenet"))
+    report = {"benchmark": "autoregressive", "threads": THREADS, "pixelcnn": pc, "wavenet": wn, "machine": machine_info()}
+    t = wn["tonality"]
+    lines = [
+        f"PixelCNN, 16 digits (8x8, 4 levels), {THREADS} threads, 3 alternating runs each:", "",
+        "| loop | seconds p50 | speedup | identical images |", "|---|---|---|---|",
+        f"| naive (whole network per pixel) | {pc['seconds_p50']['naive']:.3f} | 1.00x | |",
+        f"| fast (vertical stack per row, horizontal per pixel) | {pc['seconds_p50']['fast']:.3f} | "
+        f"**{pc['speedup']:.2f}x** | {'yes' if pc['identical'] else 'NO'} |", "",
+        f"Class-conditional samples judged by the digit classifier (held-out accuracy "
+        f"{pc['classifier_held_out_accuracy']:.3f}): {100 * pc['label_accuracy_500']:.1f}% of 500 show the requested "
+        f"digit. Held-out digits {pc['nats_per_image_held_out']:.2f} nats/image; log_prob ROC AUC digits vs noise "
+        f"{pc['auc_digits_vs_noise']:.3f}.", "",
+        f"WaveNet (8 kHz, receptive field {load(scratch / 'wavenet').config['receptive_field']} samples), batch 1, "
+        f"{THREADS} threads:", "",
+        "| samples | fast: seconds | fast: samples/s | naive: seconds | naive: samples/s | speedup |",
+        "|---|---|---|---|---|---|"]
+    for n in (1024, 2048, 4096, 16384):
+        f, s = wn["fast"].get(n), wn["naive"].get(n)
+        cells = [str(n)]
+        cells += [f"{f['seconds']:.2f}", f"{f['samples_per_s']:.0f}"] if f else ["", ""]
+        if s:
+            cells += [f"{s['seconds']:.2f}", f"{s['samples_per_s']:.0f}"]
+        elif n == 16384:
+            estimate = wn["naive_16384_estimated_seconds"]
+            cells += [f"~{estimate:.0f} (quadratic fit, not run)", f"~{n / estimate:.0f}"]
+        else:
+            cells += ["", ""]
+        cells.append(f"**{s['seconds'] / f['seconds']:.1f}x**" if f and s else "")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", f"Identical codes fast vs naive at 1k, 2k, 4k: {'yes' if wn['identical_codes'] else 'NO'}. "
+              f"Tonality (spectral energy near the 3 strongest peaks): generated {t['generated_mean']:.3f} "
+              f"({', '.join(f'{k} {v:.3f}' for k, v in t['generated_by_class'].items())}), training clips "
+              f"{t['training_clips']:.3f}, white noise {t['white_noise']:.3f}. Held-out clips "
+              f"{wn['nats_per_sample_held_out']:.3f} nats/sample; log_prob ROC AUC tones vs noise "
+              f"{wn['auc_tones_vs_noise']:.3f}.", ""]
+    write_results(args.out, "autoregressive", report, "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

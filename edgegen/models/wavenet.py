@@ -1,0 +1,272 @@
+"""WaveNet (van den Oord et al., 2016): dilated causal convolutions with gated activations,
+residual and skip connections, a 256-way softmax over mu-law codes, optional global
+conditioning on a class id.
+
+Two views of the same weights: the full-sequence network (codes [B, T] -> logits [B, Q, T],
+the logits at t predicting the code at t + 1) and the single step of "Fast Wavenet
+Generation" (Paine et al., 2016), which takes one code and, for each causal convolution,
+the queue of its past inputs it still needs (the last `dilation` of them), and returns the
+next code's logits and the queues moved on by one. Zero queues are the full network's zero
+padding, so the two agree at every position.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+FAMILY = "wavenet"
+DATA_RANGE = None            # mu-law codes, used as they are
+DEFAULT_STEPS = 2000
+DEFAULT_BATCH = 16
+DEFAULT_LR = 2e-3
+DEFAULT_DATA = "tones"
+LABEL_DROPOUT = 0.1
+TONE_KINDS = ("tone", "chord", "chirp", "mixture")
+CLIP_SECONDS = 1.0
+
+
+@dataclass
+class Config:
+    sample_rate: int = 8000
+    quantization: int = 256
+    residual_channels: int = 32
+    skip_channels: int = 64
+    dilation_cycles: int = 2
+    layers_per_cycle: int = 8      # dilations 1, 2, ..., 128, then again
+    num_classes: int = 0
+    train_samples: int = 1024      # window length in training
+
+    def validate(self) -> list[str]:
+        problems = []
+        for name in ("sample_rate", "residual_channels", "skip_channels", "dilation_cycles", "layers_per_cycle",
+                     "train_samples"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} expected positive, found {getattr(self, name)}")
+        if not 2 <= self.quantization <= 65536:
+            problems.append(f"quantization expected 2 to 65536 codes, found {self.quantization}")
+        if self.num_classes < 0:
+            problems.append(f"num_classes expected 0 or more, found {self.num_classes}")
+        return problems
+
+    @property
+    def dilations(self) -> list[int]:
+        return [2 ** i for i in range(self.layers_per_cycle)] * self.dilation_cycles
+
+    @property
+    def queue_lengths(self) -> list[int]:
+        """The state of the step graph: the input convolution's (1), then each layer's dilation."""
+        return [1, *self.dilations]
+
+    @property
+    def receptive_field(self) -> int:
+        return sum(self.queue_lengths) + 1
+
+    @property
+    def null_label(self) -> int:
+        return self.num_classes
+
+
+class ResidualLayer(nn.Module):
+    def __init__(self, c: Config, dilation: int):
+        super().__init__()
+        r = c.residual_channels
+        self.dilation = dilation
+        self.conv = nn.Conv1d(r, 2 * r, 2, dilation=dilation)
+        self.cond = nn.Embedding(c.num_classes + 1, 2 * r)
+        self.res = nn.Conv1d(r, r, 1)
+        self.skip = nn.Conv1d(r, c.skip_channels, 1)
+
+    def gated(self, pre, labels):
+        a, b = (pre + self.cond(labels)[:, :, None]).chunk(2, dim=1)
+        g = torch.tanh(a) * torch.sigmoid(b)
+        return self.res(g), self.skip(g)
+
+    def forward(self, x, labels):
+        res, skip = self.gated(self.conv(F.pad(x, (self.dilation, 0))), labels)
+        return x + res, skip
+
+    def step(self, x, queue, labels):
+        """x [B, R, 1], queue [B, R, dilation] (oldest first) -> (x', skip [B, S, 1], next queue)."""
+        pair = torch.cat([queue[:, :, :1], x], dim=2)          # the input `dilation` steps ago, and now
+        pre = F.conv1d(pair, self.conv.weight, self.conv.bias)
+        res, skip = self.gated(pre, labels)
+        return x + res, skip, torch.cat([queue[:, :, 1:], x], dim=2)
+
+
+class WaveNet(nn.Module):
+    def __init__(self, c: Config):
+        super().__init__()
+        self.config = c
+        r = c.residual_channels
+        self.embed = nn.Embedding(c.quantization, r)
+        self.causal = nn.Conv1d(r, r, 2)
+        self.layers = nn.ModuleList(ResidualLayer(c, d) for d in c.dilations)
+        self.head = nn.Sequential(nn.ReLU(), nn.Conv1d(c.skip_channels, c.skip_channels, 1), nn.ReLU(),
+                                  nn.Conv1d(c.skip_channels, c.quantization, 1))
+
+    def forward(self, codes, labels):
+        """codes [B, T] -> logits [B, Q, T]; position t predicts code t + 1."""
+        x = self.causal(F.pad(self.embed(codes).transpose(1, 2), (1, 0)))
+        skips = 0
+        for layer in self.layers:
+            x, skip = layer(x, labels)
+            skips = skips + skip
+        return self.head(skips)
+
+    def step(self, code, labels, *queues):
+        """code [B] -> (logits [B, Q], next queues), one queue per causal convolution."""
+        e = self.embed(code)[:, :, None]
+        x = F.conv1d(torch.cat([queues[0], e], dim=2), self.causal.weight, self.causal.bias)
+        next_queues = [torch.cat([queues[0][:, :, 1:], e], dim=2)]
+        skips = 0
+        for layer, queue in zip(self.layers, queues[1:]):
+            x, skip, queue = layer.step(x, queue, labels)
+            skips = skips + skip
+            next_queues.append(queue)
+        return (self.head(skips)[:, :, 0], *next_queues)
+
+    def empty_queues(self, batch: int) -> list[torch.Tensor]:
+        r = self.config.residual_channels
+        return [torch.zeros(batch, r, n) for n in self.config.queue_lengths]
+
+    def loss(self, codes, labels):
+        logits = self(codes[:, :-1], labels)
+        return F.cross_entropy(logits, codes[:, 1:])
+
+
+class Step(nn.Module):
+    """The single-step graph."""
+
+    def __init__(self, model: WaveNet):
+        super().__init__()
+        self.model = model
+
+    def forward(self, code, labels, *queues):
+        return self.model.step(code, labels, *queues)
+
+
+def build(config: Config) -> WaveNet:
+    return WaveNet(config)
+
+
+class Trainer:
+    def __init__(self, model: WaveNet, lr: float, total_steps: int):
+        self.model = model
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps)))
+
+    def step(self, codes: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, float]:
+        c = self.model.config
+        if labels is None or c.num_classes == 0:
+            labels = torch.full((len(codes),), c.null_label, dtype=torch.long)
+        else:
+            labels = torch.where(torch.rand(len(labels)) < LABEL_DROPOUT, torch.full_like(labels, c.null_label), labels)
+        loss = self.model.loss(codes, labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.optimizer.step()
+        self.scheduler.step()
+        return {"nats_per_sample": loss.item()}
+
+
+# ---- data -----------------------------------------------------------------------------------
+
+def synth_clip(kind: str, rng: np.random.Generator, sample_rate: int, seconds: float = CLIP_SECONDS) -> np.ndarray:
+    """One clip of a kind: a sine tone, a major triad, a linear chirp, or a tone over a chirp."""
+    t = np.arange(int(sample_rate * seconds)) / sample_rate
+    amplitude = rng.uniform(0.3, 0.7)
+    if kind == "tone":
+        wave = np.sin(2 * np.pi * rng.uniform(200, 1000) * t + rng.uniform(0, 2 * np.pi))
+    elif kind == "chord":
+        root = rng.uniform(150, 500)
+        wave = sum(np.sin(2 * np.pi * root * ratio * t + rng.uniform(0, 2 * np.pi)) for ratio in (1, 1.25, 1.5)) / 3
+    elif kind == "chirp":
+        f0, f1 = rng.uniform(150, 1200, size=2)
+        wave = np.sin(2 * np.pi * (f0 * t + (f1 - f0) * t**2 / (2 * seconds)))
+    elif kind == "mixture":
+        f0, f1, tone = rng.uniform(150, 1200, size=3)
+        wave = 0.5 * np.sin(2 * np.pi * (f0 * t + (f1 - f0) * t**2 / (2 * seconds))) + 0.5 * np.sin(2 * np.pi * tone * t)
+    else:
+        raise ValueError(kind)
+    return (amplitude * wave).astype(np.float32)
+
+
+def tone_clips(n_per_kind: int, seed: int, sample_rate: int) -> tuple[list[np.ndarray], np.ndarray]:
+    rng = np.random.default_rng(seed)
+    clips, labels = [], []
+    for _ in range(n_per_kind):
+        for label, kind in enumerate(TONE_KINDS):
+            clips.append(synth_clip(kind, rng, sample_rate))
+            labels.append(label)
+    return clips, np.array(labels, np.int64)
+
+
+def load_audio(source: str, sample_rate: int, seed: int):
+    """(train clips, train labels, test clips, test labels, number of classes)."""
+    from ..errors import DataError
+    from ..runtimes.audio import read_wav, wav_files
+
+    if source == "tones":
+        train, train_labels = tone_clips(100, seed, sample_rate)
+        test, test_labels = tone_clips(25, seed + 1, sample_rate)
+        return train, train_labels, test, test_labels, len(TONE_KINDS)
+    folder = Path(source)
+    files = wav_files(folder) if folder.is_dir() else []
+    if not files:
+        raise DataError(f"data {source!r}: expected 'tones' or a folder of WAV files, found "
+                        f"{'no .wav files in it' if folder.is_dir() else 'nothing at that path'}")
+    clips = [read_wav(p, sample_rate) for p in files]
+    order = np.random.default_rng(seed).permutation(len(clips))
+    held = max(1, len(clips) // 10) if len(clips) > 1 else 0
+    test = [clips[i] for i in order[:held]] or clips[:1]
+    train = [clips[i] for i in order[held:]]
+    return train, None, test, None, 0
+
+
+def prepare_data(source: str, image_size: int, channels: int | None, seed: int, options: dict | None = None):
+    """Mu-law windows of train_samples + 1 codes, half a window apart, with their clip's class."""
+    from ..errors import DataError
+    from ..runtimes.audio import mu_law_encode
+    from .text import windows
+
+    options = options or {}
+    rate = options.get("sample_rate", Config.sample_rate)
+    length = options.get("train_samples", Config.train_samples)
+    q = options.get("quantization", Config.quantization)
+    train, train_labels, test, test_labels, classes = load_audio(source, rate, seed)
+
+    def cut(clips, labels):
+        parts = [windows(mu_law_encode(c, q), length) for c in clips if len(c) > length + 1]
+        if not parts:
+            raise DataError(f"data {source!r}: expected clips longer than {length + 1} samples at {rate} Hz, found none")
+        cut_labels = None if labels is None else np.concatenate([np.full(len(p), l) for p, l in zip(parts, labels)])
+        return np.concatenate(parts), cut_labels
+
+    x_train, y_train = cut(train, train_labels)
+    x_test, y_test = cut(test, test_labels)
+    return AudioData(source, x_train, x_test, y_train, y_test, classes, rate), {"sample_rate": rate}
+
+
+@dataclass
+class AudioData:
+    name: str
+    train: np.ndarray            # int64 codes [N, train_samples + 1]
+    test: np.ndarray
+    train_labels: np.ndarray | None
+    test_labels: np.ndarray | None
+    num_classes: int
+    sample_rate: int
+
+    def describe(self) -> dict:
+        return {"source": self.name, "sample_rate": self.sample_rate, "windows": len(self.train),
+                "test_windows": len(self.test), "num_classes": self.num_classes,
+                "classes": list(TONE_KINDS) if self.name == "tones" else []}

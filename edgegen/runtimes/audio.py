@@ -1,0 +1,61 @@
+"""Audio helpers the runtime and the trainer share: mu-law companding and WAV files (16-bit
+PCM through the standard library's `wave`). numpy only."""
+
+from __future__ import annotations
+
+import io
+import os
+import wave
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError
+from ..package import atomic_write_bytes
+
+
+def mu_law_encode(audio: np.ndarray, channels: int = 256) -> np.ndarray:
+    """[-1, 1] floats -> int64 codes 0..channels-1 (WaveNet's companding, then uniform bins)."""
+    mu = channels - 1
+    x = np.clip(audio, -1.0, 1.0)
+    y = np.sign(x) * np.log1p(mu * np.abs(x)) / np.log1p(mu)
+    return np.clip(np.floor((y + 1) / 2 * mu + 0.5), 0, mu).astype(np.int64)
+
+
+def mu_law_decode(codes: np.ndarray, channels: int = 256) -> np.ndarray:
+    """int codes -> float32 audio in [-1, 1]."""
+    mu = channels - 1
+    y = 2 * np.asarray(codes, dtype=np.float64) / mu - 1
+    return (np.sign(y) * np.expm1(np.abs(y) * np.log1p(mu)) / mu).astype(np.float32)
+
+
+def write_wav(path: str | os.PathLike, audio: np.ndarray, sample_rate: int) -> None:
+    """Mono 16-bit PCM, written atomically."""
+    pcm = (np.clip(np.asarray(audio, dtype=np.float64), -1, 1) * 32767).round().astype("<i2")
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(int(sample_rate))
+        w.writeframes(pcm.tobytes())
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def read_wav(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
+    """A 16-bit PCM WAV as float32 mono in [-1, 1], channels averaged, linearly resampled."""
+    try:
+        with wave.open(str(path), "rb") as w:
+            width, channels, rate, frames = w.getsampwidth(), w.getnchannels(), w.getframerate(), w.readframes(w.getnframes())
+    except (wave.Error, EOFError) as exc:
+        raise DataError(f"{path}: expected a PCM WAV file, found: {exc}") from None
+    if width != 2:
+        raise DataError(f"{path}: expected 16-bit PCM samples, found {8 * width}-bit")
+    audio = np.frombuffer(frames, "<i2").astype(np.float32).reshape(-1, channels).mean(axis=1) / 32768
+    if rate != sample_rate and len(audio) > 1:
+        times = np.arange(int(len(audio) * sample_rate / rate)) / sample_rate
+        audio = np.interp(times, np.arange(len(audio)) / rate, audio).astype(np.float32)
+    return audio
+
+
+def wav_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() == ".wav")

@@ -1,0 +1,79 @@
+"""PixelCNN packages: sampling, exact likelihood and completion, pixel by pixel in raster order.
+
+The naive loop runs the whole network once per pixel. The fast loop uses the network's two
+stacks as exported: once per row the vertical stack on the rows so far (what the row below
+will see from above does not change while the row is generated), then once per pixel only
+the horizontal stack on that one row. Both visit the same pixels in the same order and draw
+the same random numbers, so a seed gives the same images either way.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ...errors import InputError
+from .autoregressive import class_labels, draw, log_softmax, sampler
+from .base import Pipeline, as_float_array, check_count, make_rng
+
+
+class PixelCNNPipeline(Pipeline):
+    family = "pixelcnn"
+
+    def __init__(self, package, sessions):
+        super().__init__(package, sessions)
+        c = self.config
+        self.levels, self.num_classes, self.null_label = int(c["levels"]), int(c["num_classes"]), int(c["null_label"])
+
+    def sample(self, n: int, seed=None, labels=None, temperature: float = 1.0, fast: bool = True) -> np.ndarray:
+        """n images [n, 1, H, W] in [0, 1] (multiples of 1 / (levels - 1))."""
+        n = check_count(n)
+        _, h, w = self.image_shape
+        return self._fill(np.zeros((n, 1, h, w), np.float32), np.ones((n, h, w), bool), labels, seed, temperature, fast)
+
+    def complete(self, image, mask, seed=None, labels=None, temperature: float = 1.0, fast: bool = True) -> np.ndarray:
+        """Fill the pixels where mask is 1 (not yet generated), in raster order, keeping the rest
+        (quantized to the model's levels). mask: [H, W] for every image, or [n, H, W]."""
+        images = self.quantized(as_float_array(image, "image", (None, *self.image_shape)))
+        todo = np.asarray(mask)
+        if todo.shape not in (self.image_shape[1:], (len(images), *self.image_shape[1:])):
+            raise InputError(f"mask: expected shape {list(self.image_shape[1:])} or {[len(images), *self.image_shape[1:]]}, "
+                             f"found {list(todo.shape)}")
+        todo = np.broadcast_to(todo > 0.5, (len(images), *self.image_shape[1:]))
+        return self._fill(images.copy(), todo, labels, seed, temperature, fast)
+
+    def log_prob(self, images, labels=None) -> np.ndarray:
+        """Exact log-likelihood in nats per image (images quantized to the model's levels), one pass."""
+        x = self.quantized(as_float_array(images, "images", (None, *self.image_shape)))
+        y = class_labels(labels, len(x), self.num_classes, self.null_label)
+        logp = log_softmax(self.sessions["network"].run({"image": x, "labels": y})["logits"])
+        codes = np.round(x * (self.levels - 1)).astype(np.int64)
+        return np.take_along_axis(logp, codes, axis=1).sum(axis=(1, 2, 3))
+
+    def quantized(self, images: np.ndarray) -> np.ndarray:
+        return (np.round(np.clip(images, 0, 1) * (self.levels - 1)) / (self.levels - 1)).astype(np.float32)
+
+    def _fill(self, x, todo, labels, seed, temperature, fast) -> np.ndarray:
+        if not isinstance(fast, bool):
+            raise InputError(f"fast: expected True or False, found {fast!r}")
+        y = class_labels(labels, len(x), self.num_classes, self.null_label)
+        sampling, rng = sampler(temperature), make_rng(seed)
+        network, links_graph, row_graph = self.sessions["network"], self.sessions["links"], self.sessions["row"]
+        h, w = x.shape[2:]
+        for r in range(h):
+            if not todo[:, r].any():
+                continue
+            if fast:  # the rows so far (at least two: the graph's traced minimum), this row's links
+                rows = np.ascontiguousarray(x[:, :, :max(r + 1, 2)])
+                links = links_graph.run({"image": rows, "labels": y})["links"]
+                links = np.ascontiguousarray(links[:, :, :, r:r + 1])
+            for c in range(w):
+                if not todo[:, r, c].any():
+                    continue
+                if fast:
+                    logits = row_graph.run({"row": np.ascontiguousarray(x[:, :, r:r + 1]), "links": links,
+                                            "labels": y})["logits"][:, :, 0, c]
+                else:
+                    logits = network.run({"image": x, "labels": y})["logits"][:, :, r, c]
+                codes = draw(logits, sampling, rng)
+                x[:, 0, r, c] = np.where(todo[:, r, c], codes / (self.levels - 1), x[:, 0, r, c])
+        return x

@@ -1,0 +1,178 @@
+"""PixelCNN and WaveNet: causality, the split/step graphs against the full network, fast
+generation identical to the naive loop and to PyTorch, likelihoods, the CLI."""
+
+import wave
+
+import numpy as np
+import pytest
+import torch
+
+import edgegen
+from edgegen.cli import main
+from edgegen.demo import PRETRAINED
+from edgegen.errors import ConfigError, InputError
+from edgegen.metrics import roc_auc
+from edgegen.export import export_checkpoint
+from edgegen.models.checkpoint import load_checkpoint
+from edgegen.models.data import load_images
+from edgegen.models.train import train
+from edgegen.models.wavenet import synth_clip
+from edgegen.runtimes.audio import mu_law_decode, mu_law_encode, read_wav, write_wav
+from edgegen.runtimes.pipelines.autoregressive import draw, sampler
+
+WAVENET_TINY = dict(residual_channels=8, skip_channels=16, layers_per_cycle=5, dilation_cycles=2, train_samples=256)
+
+
+@pytest.fixture(scope="module")
+def pixelcnn(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pixelcnn")
+    ckpt = train("pixelcnn", root / "ckpt", steps=150, batch_size=64, progress=False, width=24)
+    return {"ckpt": ckpt, "model": load_checkpoint(ckpt).model, "pkg": export_checkpoint(ckpt, root / "pkg")}
+
+
+@pytest.fixture(scope="module")
+def wavenet(tmp_path_factory):
+    root = tmp_path_factory.mktemp("wavenet")
+    ckpt = train("wavenet", root / "ckpt", steps=60, batch_size=8, progress=False, **WAVENET_TINY)
+    return {"ckpt": ckpt, "model": load_checkpoint(ckpt).model, "pkg": export_checkpoint(ckpt, root / "pkg")}
+
+
+# ---- PixelCNN ------------------------------------------------------------------------------
+
+def test_pixelcnn_is_causal_in_raster_order_without_a_blind_spot(pixelcnn):
+    model = pixelcnn["model"]
+    x = torch.rand(1, 1, 8, 8, requires_grad=True)
+    for r, c in [(0, 0), (0, 5), (3, 0), (4, 4), (7, 7)]:
+        x.grad = None
+        model(x, torch.tensor([3]))[0, :, r, c].sum().backward()
+        seen = (x.grad[0, 0].abs() > 0).flatten()
+        i = r * 8 + c
+        assert not seen[i:].any(), f"pixel {(r, c)} sees itself or a later pixel"
+        assert seen[:i].all(), f"pixel {(r, c)} has a blind spot"
+
+
+def test_pixelcnn_package_has_the_network_and_its_two_stacks(pixelcnn):
+    pipe = edgegen.load(pixelcnn["pkg"], backend="ort-cpu")
+    assert sorted(pipe.sessions) == ["links", "network", "row"]
+    assert all(e.extra["validation"]["passed"] for e in pipe.package.graphs.values())
+    assert pipe.package.graphs["network"].inputs[0].shape == ("batch", 1, 8, 8)
+
+
+def _torch_sample(model, n, labels, seed, levels):
+    """PyTorch's own naive loop, drawing with the runtime's sampler and random numbers."""
+    rng, sampling = np.random.default_rng(seed), sampler(1.0)
+    x = torch.zeros(n, 1, 8, 8)
+    with torch.inference_mode():
+        for r in range(8):
+            for c in range(8):
+                logits = model(x, torch.from_numpy(labels))[:, :, r, c].numpy()
+                x[:, 0, r, c] = torch.from_numpy(draw(logits, sampling, rng) / (levels - 1)).float()
+    return x.numpy()
+
+
+def test_pixelcnn_fast_sampling_equals_naive_and_pytorch(pixelcnn):
+    pipe = edgegen.load(pixelcnn["pkg"], backend="ort-cpu")
+    labels = np.array([0, 3, 7, 9, 1, 2])
+    fast = pipe.sample(6, seed=11, labels=labels)
+    assert np.array_equal(fast, pipe.sample(6, seed=11, labels=labels, fast=False))
+    assert np.array_equal(fast, _torch_sample(pixelcnn["model"], 6, labels, 11, pipe.levels))
+    assert fast.shape == (6, 1, 8, 8) and set(np.unique(fast * 3).round()) <= {0, 1, 2, 3}
+    assert not np.array_equal(fast, pipe.sample(6, seed=12, labels=labels))
+    unconditional = pipe.sample(3, seed=0)   # the "no label" index
+    assert unconditional.shape == (3, 1, 8, 8)
+
+
+def test_pixelcnn_log_prob_is_exact_and_separates_digits_from_noise(pixelcnn):
+    pipe = edgegen.load(pixelcnn["pkg"], backend="ort-cpu")
+    digits = load_images("digits", image_size=8).test[:200]
+    ours = pipe.log_prob(digits)
+    x = torch.from_numpy(pipe.quantized(digits))
+    with torch.inference_mode():
+        logits = pixelcnn["model"](x, torch.full((len(x),), 10))
+    reference = -torch.nn.functional.cross_entropy(logits, torch.round(x * 3).long()[:, 0], reduction="none").sum((1, 2))
+    np.testing.assert_allclose(ours, reference.numpy(), rtol=1e-4)
+    noise = np.random.default_rng(0).random((200, 1, 8, 8)).astype(np.float32)
+    assert roc_auc(-ours, -pipe.log_prob(noise)) >= 0.95
+
+
+def test_pixelcnn_complete_keeps_known_pixels_and_fills_the_rest(pixelcnn):
+    pipe = edgegen.load(pixelcnn["pkg"], backend="ort-cpu")
+    digits = pipe.quantized(load_images("digits", image_size=8).test[:4])
+    mask = np.zeros((8, 8))
+    mask[4:] = 1
+    done = pipe.complete(digits, mask, seed=0, labels=[0, 1, 2, 3])
+    assert np.array_equal(done[:, :, :4], digits[:, :, :4])
+    assert np.array_equal(done, pipe.complete(digits, mask, seed=0, labels=[0, 1, 2, 3], fast=False))
+    with pytest.raises(InputError, match="mask"):
+        pipe.complete(digits, np.zeros((7, 8)))
+    with pytest.raises(InputError, match="class ids in"):
+        pipe.sample(2, labels=[3, 10])
+
+
+# ---- WaveNet -------------------------------------------------------------------------------
+
+def test_mu_law_round_trip_and_wav_files(tmp_path):
+    audio = np.linspace(-1, 1, 1001).astype(np.float32)
+    codes = mu_law_encode(audio)
+    assert codes.min() == 0 and codes.max() == 255 and mu_law_encode(np.zeros(1))[0] == 128
+    assert np.abs(mu_law_decode(codes) - audio).max() < 0.04
+    write_wav(tmp_path / "a.wav", audio, 8000)
+    np.testing.assert_allclose(read_wav(tmp_path / "a.wav", 8000), audio, atol=1e-4)
+    assert len(read_wav(tmp_path / "a.wav", 16000)) == 2002   # resampled
+
+
+def test_step_graph_equals_full_sequence_graph_at_every_position(wavenet):
+    pipe = edgegen.load(wavenet["pkg"], backend="ort-cpu")
+    codes = mu_law_encode(synth_clip("chord", np.random.default_rng(0), 8000)[:300])[None]
+    labels = np.array([1])
+    full = pipe.sessions["network"].run({"codes": codes, "labels": labels})["logits"][0]
+    queues = {f"state.{i}": np.zeros((1, pipe.channels, n), np.float32) for i, n in enumerate(pipe.queue_lengths)}
+    for t in range(codes.shape[1]):
+        out = pipe.sessions["step"].run({"code": codes[:, t], "labels": labels, **queues})
+        np.testing.assert_allclose(out["logits"][0], full[:, t], atol=1e-4, rtol=1e-4)
+        queues = {f"state.{i}": out[f"next_state.{i}"] for i in range(len(pipe.queue_lengths))}
+
+
+def test_fast_generation_equals_naive_and_pytorch_for_2000_samples(wavenet):
+    pipe = edgegen.load(wavenet["pkg"], backend="ort-cpu")
+    fast = pipe.generate_codes(2000, seed=5, label=2)
+    assert np.array_equal(fast, pipe.generate_codes(2000, seed=5, label=2, fast=False))
+    model, rng, sampling = wavenet["model"], np.random.default_rng(5), sampler(1.0)
+    with torch.inference_mode():
+        queues, code, theirs = model.empty_queues(1), torch.tensor([128]), []
+        for _ in range(2000):
+            out = model.step(code, torch.tensor([2]), *queues)
+            queues = out[1:]
+            theirs.append(int(draw(out[0].numpy(), sampling, rng)[0]))
+            code = torch.tensor(theirs[-1:])
+    assert fast.tolist() == theirs
+    audio = pipe.generate(400, seed=5, label=2)
+    assert audio.dtype == np.float32 and audio.shape == (400,) and np.abs(audio).max() <= 1
+    assert np.array_equal(audio, mu_law_decode(fast[:400]))
+
+
+def test_shipped_wavenet_log_prob_separates_tones_from_noise(tmp_path):
+    pipe = edgegen.load(export_checkpoint(PRETRAINED / "wavenet-tones", tmp_path / "pkg"), backend="ort-cpu")
+    rng = np.random.default_rng(1)
+    tones = np.stack([synth_clip(kind, rng, 8000)[:800] for kind in ("tone", "chord", "chirp", "mixture") * 5])
+    noise = rng.uniform(-0.5, 0.5, tones.shape).astype(np.float32)
+    ours = pipe.log_prob(tones)
+    assert ours.shape == (20,) and isinstance(pipe.log_prob(tones[0]), float)
+    assert roc_auc(-ours, -pipe.log_prob(noise)) >= 0.95
+
+
+def test_wavenet_cli_writes_a_wav_and_trains_on_a_wav_folder(wavenet, tmp_path):
+    out = tmp_path / "tone.wav"
+    assert main(["generate", str(wavenet["pkg"]), "--seconds", "0.05", "--label", "1", "--out", str(out)]) == 0
+    with wave.open(str(out)) as w:
+        assert (w.getframerate(), w.getnframes(), w.getsampwidth()) == (8000, 400, 2)
+    assert main(["generate", str(wavenet["pkg"]), "--seconds", "0.05", "--out", str(tmp_path / "x.png")]) == 2
+    assert main(["generate", str(wavenet["pkg"]), "--seconds", "0.05", "--label", "9", "--out", str(out)]) == 2
+    folder = tmp_path / "wavs"
+    folder.mkdir()
+    for i in range(3):
+        write_wav(folder / f"{i}.wav", synth_clip("tone", np.random.default_rng(i), 16000, 0.5), 16000)
+    ckpt = train("wavenet", tmp_path / "ckpt", data=str(folder), steps=2, batch_size=2, progress=False, **WAVENET_TINY)
+    assert load_checkpoint(ckpt).config.num_classes == 0
+    with pytest.raises(edgegen.EdgegenError, match="WAV"):
+        train("wavenet", tmp_path / "c2", data=str(tmp_path / "empty"), steps=1, progress=False)
