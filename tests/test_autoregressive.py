@@ -176,3 +176,27 @@ def test_wavenet_cli_writes_a_wav_and_trains_on_a_wav_folder(wavenet, tmp_path):
     assert load_checkpoint(ckpt).config.num_classes == 0
     with pytest.raises(edgegen.EdgegenError, match="WAV"):
         train("wavenet", tmp_path / "c2", data=str(tmp_path / "empty"), steps=1, progress=False)
+
+
+def test_pixelcnn_and_wavenet_run_where_torch_cannot_be_imported(pixelcnn, wavenet, tmp_path):
+    import subprocess
+    import sys
+
+    script = (
+        "import importlib.abc, sys\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('torch', 'onnx', 'onnxscript', 'safetensors', 'matplotlib'):\n"
+        "            raise ImportError(name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import edgegen\n"
+        "from edgegen.runtimes.audio import write_wav\n"
+        "digits = edgegen.load(sys.argv[1], backend='ort-cpu').sample(2, seed=0, labels=[1, 2])\n"
+        "assert digits.shape == (2, 1, 8, 8)\n"
+        "audio = edgegen.load(sys.argv[2], backend='ort-cpu').generate(100, seed=0, label=1)\n"
+        "write_wav(sys.argv[3], audio, 8000)\n"
+        "print('ok')\n")
+    result = subprocess.run([sys.executable, "-c", script, str(pixelcnn["pkg"]), str(wavenet["pkg"]),
+                             str(tmp_path / "a.wav")], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"

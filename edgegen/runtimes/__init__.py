@@ -17,13 +17,14 @@ from .session import Session, check_feeds
 
 
 def open_sessions(package: Package, backend: str = "auto", threads: int | None = None,
-                  cache_dir: str | os.PathLike | None = None) -> dict[str, Session]:
-    """One session per graph of the package, all on the same backend."""
+                  cache_dir: str | os.PathLike | None = None, spin: bool = True) -> dict[str, Session]:
+    """One session per graph of the package, all on the same backend (spin: see session_options)."""
     concrete = resolve_backend(backend)
     cache = Path(cache_dir) if cache_dir is not None else package.path / ".edgegen-cache"
     return {
         part: OrtSession(part, package.graph_path(part), entry.inputs, entry.outputs,
-                         backend=concrete, threads=threads, cache_dir=cache if concrete == "ort-tensorrt" else None)
+                         backend=concrete, threads=threads, cache_dir=cache if concrete == "ort-tensorrt" else None,
+                         spin=spin)
         for part, entry in package.graphs.items()
     }
 
@@ -42,7 +43,8 @@ def load(path: str | os.PathLike, backend: str = "auto", threads: int | None = N
         raise UnknownFamilyError(
             f"package {str(package.path)!r}: expected family to be one of {', '.join(sorted(PIPELINES))}, found {package.family!r}"
         )
-    return pipeline_class(package, open_sessions(package, backend, threads, cache_dir))
+    spin = not pipeline_class.alternates_graphs
+    return pipeline_class(package, open_sessions(package, backend, threads, cache_dir, spin))
 
 
 __all__ = ["load", "open_sessions", "available_backends", "resolve_backend", "Session", "OrtSession", "check_feeds",

@@ -30,7 +30,10 @@ _ORT_DTYPES = {
 }
 
 
-def session_options(threads: int | None) -> ort.SessionOptions:
+def session_options(threads: int | None, spin: bool = True) -> ort.SessionOptions:
+    """spin=False: the intra-op threads sleep as soon as a run ends instead of spinning for
+    the next one, for pipelines that alternate between graphs (each session has its own
+    pool, and an idle pool that spins takes the cores from the one that is running)."""
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -41,6 +44,8 @@ def session_options(threads: int | None) -> ort.SessionOptions:
     # One graph runs at a time in a pipeline: inter-op parallelism only adds thread pools.
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
+    if not spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
 
 
@@ -84,12 +89,13 @@ class OrtSession(Session):
     """One graph in an ONNX Runtime InferenceSession."""
 
     def __init__(self, graph_name: str, path: Path, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...],
-                 backend: str = "ort-cpu", threads: int | None = None, cache_dir: Path | None = None):
+                 backend: str = "ort-cpu", threads: int | None = None, cache_dir: Path | None = None,
+                 spin: bool = True):
         super().__init__(graph_name, inputs, outputs)
         self.backend = backend
         self.path = Path(path)
         self.threads = threads if threads is not None else os.cpu_count()
-        options, providers = session_options(threads), provider_list(backend, cache_dir)
+        options, providers = session_options(threads, spin), provider_list(backend, cache_dir)
         try:
             self._session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
         except Exception as exc:  # noqa: BLE001 - ONNX Runtime raises its own exception types for a bad model

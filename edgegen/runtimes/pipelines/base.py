@@ -15,6 +15,7 @@ class Pipeline:
     """Holds the sessions of one package and owns the generation loop of its family."""
 
     family: str = ""
+    alternates_graphs: bool = False   # its loop runs two graphs in turn: their thread pools must not spin
 
     def __init__(self, package: Package, sessions: dict[str, Session]):
         self.package = package

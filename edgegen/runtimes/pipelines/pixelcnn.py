@@ -18,6 +18,7 @@ from .base import Pipeline, as_float_array, check_count, make_rng
 
 class PixelCNNPipeline(Pipeline):
     family = "pixelcnn"
+    alternates_graphs = True   # links, then row, then row...
 
     def __init__(self, package, sessions):
         super().__init__(package, sessions)
