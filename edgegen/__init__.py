@@ -11,11 +11,11 @@ from .errors import (BackendError, CheckpointError, ConfigError, DataError, Edge
 __version__ = "0.1.0"
 
 
-def load(path, backend: str = "auto", threads: int | None = None, cache_dir=None):
+def load(path, backend: str = "auto", threads: int | None = None, cache_dir=None, precision: str = "fp32"):
     """Load the model package at `path` and return its family's pipeline (see edgegen.runtimes.load)."""
     from .runtimes import load as _load
 
-    return _load(path, backend=backend, threads=threads, cache_dir=cache_dir)
+    return _load(path, backend=backend, threads=threads, cache_dir=cache_dir, precision=precision)
 
 
 __all__ = ["load", "__version__", "EdgegenError", "PackageError", "ManifestError", "HashMismatchError",

@@ -104,14 +104,14 @@ def torch_runners(checkpoint: str | os.PathLike, pipe, feeds: dict[str, dict[str
 
 
 def bench_package(path: str | os.PathLike, batch: int = 8, iters: int = 200, warmup: int = 20, backend: str = "auto",
-                  threads: int | None = None, vs_torch: str | os.PathLike | None = None) -> dict:
+                  threads: int | None = None, vs_torch: str | os.PathLike | None = None, precision: str = "fp32") -> dict:
     """Time every graph of the package; with vs_torch, PyTorch eager on the same inputs, interleaved."""
     from .runtimes import load
 
     if batch < 1 or iters < 1 or warmup < 0:
         raise ConfigError(f"bench: expected batch >= 1, iters >= 1, warmup >= 0, found {batch}, {iters}, {warmup}")
     threads = threads or os.cpu_count()
-    pipe = load(path, backend=backend, threads=threads)
+    pipe = load(path, backend=backend, threads=threads, precision=precision)
     if pipe.family in TOKEN_FAMILIES:
         return bench_generation(pipe, path, batch, iters, warmup, threads, vs_torch)
     feeds = {part: bench_feeds(s.inputs, batch) for part, s in pipe.sessions.items()}
@@ -135,7 +135,7 @@ def bench_package(path: str | os.PathLike, batch: int = 8, iters: int = 200, war
         if ref is not None:
             ratios[part] = round(float(np.median(ref) / np.median(ours)), 3)
     return {
-        "package": str(Path(path)), "family": pipe.family, "backend": pipe.backend, "precision": "fp32",
+        "package": str(Path(path)), "family": pipe.family, "backend": pipe.backend, "precision": pipe.precision,
         "threads": threads, "batch": batch, "iters": iters, "warmup": warmup,
         "peak_rss_mb": {"runtime": runtime_rss, "process": peak_rss_mb()},
         "machine": {**machine_info(), **versions},
@@ -172,7 +172,7 @@ def bench_generation(pipe, path, batch: int, iters: int, warmup: int, threads: i
         ours, ref = timings[("generate", f"edgegen {pipe.backend}")], timings[("generate", "torch eager")]
         ratios["generate"] = round(float(np.median(ref) / np.median(ours)), 3)
     return {
-        "package": str(Path(path)), "family": pipe.family, "backend": pipe.backend, "precision": "fp32",
+        "package": str(Path(path)), "family": pipe.family, "backend": pipe.backend, "precision": pipe.precision,
         "threads": threads, "batch": batch, "iters": calls, "warmup": max(1, warmup // 10),
         "generation": {"prompt_tokens": PROMPT_TOKENS, "new_tokens": NEW_TOKENS, "greedy": True,
                        "throughput": "generated tokens per second (batch x new tokens / p50)",

@@ -130,7 +130,7 @@ def _cmd_bench(args) -> None:
     from .bench import bench_package, format_table, write_report
 
     report = bench_package(args.package, batch=args.batch, iters=args.iters, warmup=args.warmup,
-                           backend=args.backend, threads=args.threads, vs_torch=args.vs_torch)
+                           backend=args.backend, threads=args.threads, vs_torch=args.vs_torch, precision=args.precision)
     print(f"{report['package']}: {report['family']}, backend {report['backend']}, precision {report['precision']}, "
           f"batch {report['batch']}, threads {report['threads']}, {report['iters']} iters; "
           f"peak RSS {report['peak_rss_mb']['runtime']} MB (runtime), {report['peak_rss_mb']['process']} MB (process)")
@@ -162,10 +162,25 @@ def _print_info(path) -> None:
                 f"max abs diff {check.get('max_abs', float('nan')):.2g}") if check else "no gate record"
         print(f"graph     {part}: {g.file} ({size / 1024:.0f} KiB, sha256 {g.sha256[:12]}..., opset {g.extra.get('opset')})")
         print(f"            in  {ins}\n            out {outs}\n            {gate}")
-    print(f"variants  {', '.join(m.variants) or 'none (fp32 only)'}")
+    if not m.variants:
+        print("variants  none (fp32 only; 'edgegen optimize' adds int8 / fp16)")
+    for precision, parts in m.variants.items():
+        for part, record in parts.items():
+            gate = record.get("gate", {})
+            verdict = (f"{record['file']} (gate {gate.get('line')}" + (f", {record['speedup_ort_cpu']:.2f}x fp32's speed on ort-cpu" if "speedup_ort_cpu" in record else "")
+                       + ")") if "file" in record else f"not written: {record.get('refused')}"
+            print(f"variant   {precision} {part}: {verdict}")
     p = m.provenance
     print(f"made by   edgegen {p.get('edgegen')}, torch {p.get('torch')}, onnx {p.get('onnx')}, opset {p.get('opset')}, "
           f"{p.get('created')}")
+
+
+def _cmd_optimize(args) -> None:
+    from .optimize import optimize_package
+
+    optimize_package(args.package, args.precision, calibration=args.calibration, target=args.target,
+                     checkpoint=args.checkpoint)
+    _print_info(args.package)
 
 
 def _cmd_info(args) -> None:
@@ -258,10 +273,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iters", type=int, default=200, help="graph calls per engine (token packages: a tenth as many whole generations)")
     p.add_argument("--warmup", type=int, default=20)
     p.add_argument("--json", default=None, help="write the report as JSON here")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "int8", "fp16"),
+                   help="run the package's int8 / fp16 variants where it has them")
     p.add_argument("--vs-torch", default=None, metavar="CHECKPOINT",
                    help="also run PyTorch eager from this checkpoint, interleaved, and report the ratio")
     runtime_options(p)
     p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser("optimize", help="add int8 or fp16 variants of a package's graphs, each behind a quality gate")
+    p.add_argument("package")
+    p.add_argument("--precision", required=True, choices=("int8", "fp16"))
+    p.add_argument("--calibration", type=int, default=64, help="int8: inputs to calibrate activation ranges on (default 64)")
+    p.add_argument("--target", default="ort-cpu", choices=("ort-cpu", "tensorrt"),
+                   help="ort-cpu keeps an int8 variant only where it is faster here; tensorrt keeps every one that passes its gate")
+    p.add_argument("--checkpoint", default=None,
+                   help="the checkpoint the package was exported from (default: the path its manifest records)")
+    p.set_defaults(func=_cmd_optimize)
 
     p = sub.add_parser("info", help="show a package's manifest")
     p.add_argument("package")

@@ -193,6 +193,27 @@ class Package:
                         f"package {str(self.path)!r}: graph {part!r} file {entry.file!r} expected sha256 {entry.sha256[:16]}..., "
                         f"found {found[:16]}... (the file was changed after export)"
                     )
+        for precision in self.manifest.variants:
+            for part, record in self.variant_files(precision).items():
+                self._check_variant(precision, part, record, verify_hashes)
+
+    def variant_files(self, precision: str) -> dict[str, dict]:
+        """{part: record} of the variants of `precision` that were written (refusals have no file)."""
+        parts = self.manifest.variants.get(precision, {})
+        if not isinstance(parts, dict):
+            raise ManifestError(f"package {str(self.path)!r}: expected variants.{precision} to be an object, found {parts!r:.60}")
+        return {part: r for part, r in parts.items() if isinstance(r, dict) and "file" in r}
+
+    def _check_variant(self, precision: str, part: str, record: dict, verify_hashes: bool) -> None:
+        where = f"variants.{precision}.{part}"
+        if part not in self.manifest.graphs:
+            raise ManifestError(f"package {str(self.path)!r}: {where} expected to name a graph of the package, found {part!r}")
+        path = self.resolve(str(record["file"]), f"{where}.file")
+        if not path.is_file():
+            raise PackageError(f"package {str(self.path)!r}: {where} expected at {record['file']!r}, found no such file")
+        if verify_hashes and sha256_file(path) != record.get("sha256"):
+            raise HashMismatchError(f"package {str(self.path)!r}: {precision} variant of graph {part!r} ({record['file']!r}) "
+                                    f"expected sha256 {str(record.get('sha256'))[:16]}..., found another (changed after optimize)")
 
     @property
     def family(self) -> str:
@@ -216,7 +237,11 @@ class Package:
             raise ManifestError(f"package {str(self.path)!r}: {what} expected a path inside the package, found {relative!r} which leaves it")
         return target
 
-    def graph_path(self, part: str) -> Path:
+    def graph_path(self, part: str, precision: str = "fp32") -> Path:
+        """The graph file of `part`; for another precision its variant where one was written, else fp32's."""
+        record = self.variant_files(precision).get(part) if precision != "fp32" else None
+        if record is not None:
+            return self.resolve(record["file"], f"variants.{precision}.{part}.file")
         return self.resolve(self.manifest.graphs[part].file, f"graphs.{part}.file")
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..errors import UnknownFamilyError
+from ..errors import BackendError, UnknownFamilyError
 from ..package import Package
 from .backends import available_backends, resolve_backend
 from .ort import OrtSession
@@ -16,13 +16,27 @@ from .pipelines import PIPELINES, Pipeline
 from .session import Session, check_feeds
 
 
+PRECISIONS = ("fp32", "int8", "fp16")
+
+
 def open_sessions(package: Package, backend: str = "auto", threads: int | None = None,
-                  cache_dir: str | os.PathLike | None = None, spin: bool = True) -> dict[str, Session]:
-    """One session per graph of the package, all on the same backend (spin: see session_options)."""
+                  cache_dir: str | os.PathLike | None = None, spin: bool = True,
+                  precision: str = "fp32") -> dict[str, Session]:
+    """One session per graph of the package, all on the same backend (spin: see session_options).
+
+    precision: "int8" or "fp16" runs each graph's variant where `edgegen optimize` wrote one
+    (the others stay fp32); asking for a precision the package has no variant of is an error.
+    """
+    if precision not in PRECISIONS:
+        raise BackendError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    if precision != "fp32" and not package.variant_files(precision):
+        refused = package.manifest.variants.get(precision)
+        raise BackendError(f"package {str(package.path)!r}: expected {precision} variants (made by 'edgegen optimize "
+                           f"--precision {precision}'), found " + ("none that passed their gate" if refused else "none"))
     concrete = resolve_backend(backend)
     cache = Path(cache_dir) if cache_dir is not None else package.path / ".edgegen-cache"
     return {
-        part: OrtSession(part, package.graph_path(part), entry.inputs, entry.outputs,
+        part: OrtSession(part, package.graph_path(part, precision), entry.inputs, entry.outputs,
                          backend=concrete, threads=threads, cache_dir=cache if concrete == "ort-tensorrt" else None,
                          spin=spin)
         for part, entry in package.graphs.items()
@@ -30,12 +44,13 @@ def open_sessions(package: Package, backend: str = "auto", threads: int | None =
 
 
 def load(path: str | os.PathLike, backend: str = "auto", threads: int | None = None,
-         cache_dir: str | os.PathLike | None = None) -> Pipeline:
+         cache_dir: str | os.PathLike | None = None, precision: str = "fp32") -> Pipeline:
     """Read and check the package at `path` and return its family's pipeline.
 
     backend: "auto" (the fastest present), "ort-cpu", "ort-cuda" or "ort-tensorrt".
     threads: ONNX Runtime intra-op threads (default: one per core).
     cache_dir: where TensorRT engines are cached (default: inside the package).
+    precision: "fp32", or "int8" / "fp16" for the variants `edgegen optimize` added.
     """
     package = Package(path)
     pipeline_class = PIPELINES.get(package.family)
@@ -44,7 +59,9 @@ def load(path: str | os.PathLike, backend: str = "auto", threads: int | None = N
             f"package {str(package.path)!r}: expected family to be one of {', '.join(sorted(PIPELINES))}, found {package.family!r}"
         )
     spin = not pipeline_class.alternates_graphs
-    return pipeline_class(package, open_sessions(package, backend, threads, cache_dir, spin))
+    pipe = pipeline_class(package, open_sessions(package, backend, threads, cache_dir, spin, precision))
+    pipe.precision = precision
+    return pipe
 
 
 __all__ = ["load", "open_sessions", "available_backends", "resolve_backend", "Session", "OrtSession", "check_feeds",

@@ -16,6 +16,7 @@ class Pipeline:
 
     family: str = ""
     alternates_graphs: bool = False   # its loop runs two graphs in turn: their thread pools must not spin
+    precision: str = "fp32"           # or the variant precision load() was asked for
 
     def __init__(self, package: Package, sessions: dict[str, Session]):
         self.package = package

@@ -1,0 +1,50 @@
+"""The optimization issue's table: every family's graphs, fp32 against their int8 and fp16
+variants on ONNX Runtime CPU (batch 8, 2 threads), with each variant's gate figure, and the
+variants the gate (or the speed rule) refused and why. From the shipped checkpoints.
+
+    python benchmarks/optimize.py [--out benchmarks/results]
+
+Each variant is made with `--target tensorrt` (so a variant that passes its gate is written
+even where it is slower on this CPU) and timed against fp32 side by side by edgegen's optimize.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+from edgegen.bench import machine_info, write_results
+from edgegen.demo import DEMO_MODELS, PRETRAINED
+from edgegen.export import export_checkpoint
+from edgegen.optimize import optimize_package
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    args = parser.parse_args()
+    scratch = Path(tempfile.mkdtemp(prefix="edgegen-optimize-bench-"))
+    rows, report = [], {"benchmark": "optimize", "batch": 8, "machine": machine_info(), "packages": {}}
+    for family, name, _ in DEMO_MODELS:
+        pkg = export_checkpoint(PRETRAINED / name, scratch / name)
+        report["packages"][name] = {}
+        for precision in ("int8", "fp16"):
+            records = optimize_package(pkg, precision, target="tensorrt", progress=lambda line: None)
+            report["packages"][name][precision] = records
+            for part, r in records.items():
+                gate = r.get("gate", {"line": "not run"})
+                extra = f", cosine {gate['cosine']:.4f}" if "cosine" in gate else ""
+                speed = f"{r['speedup_ort_cpu']:.2f}x" if "speedup_ort_cpu" in r else ""
+                verdict = "written" if "file" in r else f"refused: {r['refused']}"
+                rows.append(f"| {name} | {part} | {precision} | {speed} | {gate['line']}{extra} | {verdict} |")
+                print(rows[-1], flush=True)
+    lines = ["Variants against fp32 on ONNX Runtime CPU, batch 8, p50 latency ratio (above 1 = faster), "
+             "with the gate's figure on held-out inputs (PSNR for images, audio and other float outputs; "
+             "top-1 agreement and logit cosine for GPT):", "",
+             "| package | graph | precision | speed vs fp32 | gate | result |", "|---|---|---|---|---|---|", *rows, ""]
+    write_results(args.out, "optimize", report, "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

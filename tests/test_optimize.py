@@ -1,0 +1,99 @@
+"""int8 / fp16 variants: what the quantized file holds, the gate, the manifest, the runtime."""
+
+import json
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+import edgegen
+from edgegen.cli import main
+from edgegen.errors import BackendError, CheckpointError, ConfigError, HashMismatchError
+from edgegen.optimize import optimize_package, psnr
+
+
+def _quiet(line):
+    pass
+
+
+def test_int8_variant_is_symmetric_qdq_with_first_and_last_layers_in_float(package_copy):
+    pkg = package_copy("gan")
+    records = optimize_package(pkg, "int8", calibration=32, target="tensorrt", progress=_quiet)
+    record = records["generator"]
+    assert record["file"] == "generator.int8.onnx" and record["gate"]["passed"]
+    assert record["calibration"] == {"source": "digits", "inputs": 32}
+    model = onnx.load(str(pkg / record["file"]))
+    ops = [n.op_type for n in model.graph.node]
+    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+    initializers = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    zero_points = [initializers[n.input[2]] for n in model.graph.node
+                   if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2]
+    # activations and weights int8, biases int32 (as TensorRT and ONNX Runtime expect), every zero point 0
+    assert zero_points and all((z == 0).all() and z.dtype in (np.int8, np.int32) for z in zero_points)
+    assert any(z.dtype == np.int8 for z in zero_points)
+    produced_by = {o: n for n in model.graph.node for o in n.output}
+    weighted = [n for n in model.graph.node if n.op_type in ("Conv", "Gemm", "MatMul")]
+    quantized_weight = [produced_by.get(n.input[1]) is not None and produced_by[n.input[1]].op_type == "DequantizeLinear"
+                        for n in weighted]
+    assert not quantized_weight[0] and not quantized_weight[-1] and any(quantized_weight[1:-1])
+
+
+def test_load_with_precision_runs_the_variant_and_stays_close_to_fp32(package_copy):
+    pkg = package_copy("gan")
+    optimize_package(pkg, "int8", calibration=32, target="tensorrt", progress=_quiet)
+    fp32, int8 = edgegen.load(pkg, backend="ort-cpu"), edgegen.load(pkg, backend="ort-cpu", precision="int8")
+    assert int8.precision == "int8" and int8.sessions["generator"].path.name == "generator.int8.onnx"
+    assert psnr(fp32.sample(16, seed=3).astype(np.float64), int8.sample(16, seed=3).astype(np.float64)) >= 30
+    with pytest.raises(BackendError, match="fp16 variants"):
+        edgegen.load(pkg, backend="ort-cpu", precision="fp16")
+
+
+def test_a_variant_below_its_gate_is_not_written_and_the_refusal_is_recorded(package_copy):
+    pkg = package_copy("vae")
+    records = optimize_package(pkg, "int8", calibration=16, target="tensorrt", min_psnr=500, progress=_quiet)
+    assert all("file" not in r and "missed by" in r["refused"] for r in records.values())
+    assert not list(pkg.glob("*.int8.onnx"))
+    manifest = json.loads((pkg / "edgegen.json").read_text())
+    assert set(manifest["variants"]["int8"]) == {"encoder", "decoder"}
+    with pytest.raises(BackendError, match="none that passed"):
+        edgegen.load(pkg, precision="int8")
+
+
+def test_fp16_variant_keeps_float32_inputs_and_normalization(package_copy):
+    pkg = package_copy("vae")
+    records = optimize_package(pkg, "fp16", target="tensorrt", progress=_quiet)
+    assert all(r["gate"]["passed"] for r in records.values())
+    model = onnx.load(str(pkg / records["decoder"]["file"]))
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer)
+    pipe = edgegen.load(pkg, backend="ort-cpu", precision="fp16")
+    assert pipe.sample(2, seed=0).dtype == np.float32
+
+
+def test_a_changed_variant_file_is_refused(package_copy):
+    pkg = package_copy("gan")
+    optimize_package(pkg, "int8", calibration=16, target="tensorrt", progress=_quiet)
+    with open(pkg / "generator.int8.onnx", "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(HashMismatchError, match="int8 variant"):
+        edgegen.load(pkg, precision="int8")
+
+
+def test_optimize_errors_and_cli(package_copy, trained, tmp_path, capsys):
+    pkg = package_copy("gan")
+    with pytest.raises(ConfigError, match="precision"):
+        optimize_package(pkg, "int4")
+    with pytest.raises(ConfigError, match="calibration"):
+        optimize_package(pkg, "int8", calibration=3)
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(trained["gan"][0], moved)
+    with pytest.raises(CheckpointError, match="--checkpoint|weights"):
+        optimize_package(pkg, "int8", checkpoint=trained["vae"][0], progress=_quiet)
+    assert main(["optimize", str(pkg), "--precision", "int8", "--target", "tensorrt", "--checkpoint", str(moved),
+                 "--calibration", "16"]) == 0
+    assert "variant   int8 generator: generator.int8.onnx (gate PSNR dB" in capsys.readouterr().out
+    assert main(["bench", str(pkg), "--precision", "int8", "--iters", "5", "--warmup", "1", "--backend", "ort-cpu"]) == 0
+    assert "precision int8" in capsys.readouterr().out
