@@ -48,7 +48,8 @@ class Stamps(BaseStreamer):
     def __init__(self): self.times = []
     def put(self, value): self.times.append(time.perf_counter())
     def end(self): pass
-print(json.dumps({"ready": True, "optimum_onnx": __import__("importlib.metadata").metadata.version("optimum-onnx")}), flush=True)
+from importlib.metadata import version
+print(json.dumps({"ready": True, "optimum_onnx": version("optimum-onnx"), "transformers": version("transformers")}), flush=True)
 for line in sys.stdin:
     ids = torch.tensor([json.loads(line)])
     stamps = Stamps()
@@ -77,7 +78,8 @@ class Optimum:
         self.process = subprocess.Popen([python, "-c", OPTIMUM_WORKER, str(folder), str(THREADS), str(NEW)],
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                         env={**os.environ, "OMP_NUM_THREADS": str(THREADS)})
-        self.version = json.loads(self.process.stdout.readline())["optimum_onnx"]
+        ready = json.loads(self.process.stdout.readline())
+        self.version, self.transformers_version = ready["optimum_onnx"], ready["transformers"]
 
     def __call__(self, prompt: list[int]) -> dict:
         self.process.stdin.write(json.dumps(prompt) + "\n")
@@ -191,9 +193,13 @@ def main() -> None:
     for r in results.values():
         r["vs_optimum"] = r["tokens_per_s"] / base
     recompute = cache_versus_recompute(pipe, prompt, rounds=2)
-    report = {"benchmark": "gpt", "reference_model": REFERENCE, "prompt_tokens": PROMPT, "new_tokens": NEW,
+    import onnx
+
+    decoder_nodes = len(onnx.load(str(scratch / "pkg" / "decoder.onnx")).graph.node)
+    report = {"benchmark": "gpt", "reference_model": REFERENCE, "decoder_nodes": decoder_nodes, "prompt_tokens": PROMPT, "new_tokens": NEW,
               "threads": THREADS, "rounds": args.rounds, "results": results, "kv_cache_vs_recompute": recompute,
               "versions": {"transformers": transformers.__version__, "optimum_onnx": optimum.version,
+                           "transformers_in_optimum_env": optimum.transformers_version,
                            "onnxruntime": __import__("onnxruntime").__version__, "torch": torch.__version__},
               "machine": machine_info()}
     lines = [f"GPT-2 reference (vocab 512, 4 layers, 256 wide, 4 heads), prompt {PROMPT}, {NEW} new tokens, greedy, "
@@ -204,6 +210,8 @@ def main() -> None:
         lines.append(f"| {name} | {r['tokens_per_s']:.0f} | {r['vs_optimum']:.2f}x | {r['ttft_ms_p50']:.2f} | "
                      f"{r['ttft_ms_p90']:.2f} | {r['tpot_ms_p50']:.3f} | {r['tpot_ms_p90']:.3f} | "
                      f"{'yes' if r['same_tokens_as_transformers'] else 'NO'} |")
+    lines += ["", f"edgegen's decoder graph: {decoder_nodes} nodes (opset 23). Versions: transformers "
+              f"{transformers.__version__} here, {optimum.transformers_version} with optimum-onnx {optimum.version}."]
     lines += ["", f"KV cache vs re-running the sequence per token, {PROMPT} + {recompute['new_tokens']} = 512 tokens: "
               f"{recompute['tokens_per_s']['kv_cache']:.0f} vs {recompute['tokens_per_s']['recompute']:.0f} tokens/s, "
               f"**{recompute['speedup']:.1f}x** (same tokens: {'yes' if recompute['same_tokens'] else 'NO'})", ""]

@@ -95,7 +95,7 @@ def _generate_text(pipe, args) -> None:
         raise ConfigError("--prompt: expected the text to continue for a gpt package, found none")
     options = dict(max_new_tokens=args.max_new_tokens, temperature=1.0 if args.temperature is None else args.temperature,
                    top_k=args.top_k, top_p=args.top_p, repetition_penalty=args.repetition_penalty,
-                   do_sample=not args.greedy, seed=args.seed, stop=args.stop)
+                   do_sample=not args.greedy, seed=args.seed, stop=args.stop, cache_budget_mb=args.cache_budget_mb)
     pieces = [args.prompt]
     print(args.prompt, end="", flush=True)
     for piece in pipe.stream(args.prompt, **options):
@@ -264,6 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
     text.add_argument("--repetition-penalty", type=float, default=1.0)
     text.add_argument("--greedy", action="store_true", help="always take the most likely token")
     text.add_argument("--stop", action="append", default=None, help="stop at this text (repeatable)")
+    text.add_argument("--cache-budget-mb", type=float, default=1024,
+                      help="refuse a run whose KV cache (and prompt logits) would need more memory (default 1024)")
     runtime_options(p)
     p.set_defaults(func=_cmd_generate)
 

@@ -58,13 +58,17 @@ def test_pixelcnn_package_has_the_network_and_its_two_stacks(pixelcnn):
     assert pipe.package.graphs["network"].inputs[0].shape == ("batch", 1, 8, 8)
 
 
-def _torch_sample(model, n, labels, seed, levels):
-    """PyTorch's own naive loop, drawing with the runtime's sampler and random numbers."""
+def _torch_sample(model, n, labels, seed, levels, start=None, todo=None):
+    """PyTorch's own naive loop, drawing with the runtime's sampler and random numbers;
+    with start and todo [8, 8], only the todo pixels are drawn (completion)."""
     rng, sampling = np.random.default_rng(seed), sampler(1.0)
-    x = torch.zeros(n, 1, 8, 8)
+    x = torch.zeros(n, 1, 8, 8) if start is None else torch.from_numpy(start.copy())
+    todo = np.ones((8, 8), bool) if todo is None else todo
     with torch.inference_mode():
         for r in range(8):
             for c in range(8):
+                if not todo[r, c]:
+                    continue
                 logits = model(x, torch.from_numpy(labels))[:, :, r, c].numpy()
                 x[:, 0, r, c] = torch.from_numpy(draw(logits, sampling, rng) / (levels - 1)).float()
     return x.numpy()
@@ -100,9 +104,12 @@ def test_pixelcnn_complete_keeps_known_pixels_and_fills_the_rest(pixelcnn):
     digits = pipe.quantized(load_images("digits", image_size=8).test[:4])
     mask = np.zeros((8, 8))
     mask[4:] = 1
-    done = pipe.complete(digits, mask, seed=0, labels=[0, 1, 2, 3])
+    labels = np.array([0, 1, 2, 3])
+    done = pipe.complete(digits, mask, seed=0, labels=labels)
     assert np.array_equal(done[:, :, :4], digits[:, :, :4])
-    assert np.array_equal(done, pipe.complete(digits, mask, seed=0, labels=[0, 1, 2, 3], fast=False))
+    assert np.array_equal(done, pipe.complete(digits, mask, seed=0, labels=labels, fast=False))
+    assert np.array_equal(done, _torch_sample(pixelcnn["model"], 4, labels, 0, pipe.levels, digits, mask > 0))
+    assert not np.array_equal(done[:, :, 4:], pipe.complete(digits, mask, seed=1, labels=labels)[:, :, 4:])
     with pytest.raises(InputError, match="mask"):
         pipe.complete(digits, np.zeros((7, 8)))
     with pytest.raises(InputError, match="class ids in"):
@@ -158,6 +165,14 @@ def test_shipped_wavenet_log_prob_separates_tones_from_noise(tmp_path):
     noise = rng.uniform(-0.5, 0.5, tones.shape).astype(np.float32)
     ours = pipe.log_prob(tones)
     assert ours.shape == (20,) and isinstance(pipe.log_prob(tones[0]), float)
+    each = pipe.log_prob(tones[:2], label=[1, 2], per_sample=True)
+    codes = torch.from_numpy(mu_law_encode(tones[:2]))
+    model = load_checkpoint(PRETRAINED / "wavenet-tones").model
+    with torch.inference_mode():
+        logits = model(codes[:, :-1], torch.tensor([1, 2]))
+    reference = -torch.nn.functional.cross_entropy(logits, codes[:, 1:], reduction="none").numpy()
+    np.testing.assert_allclose(each, reference, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(pipe.log_prob(tones[:2], label=[1, 2]), reference.mean(axis=1), rtol=1e-5)
     assert roc_auc(-ours, -pipe.log_prob(noise)) >= 0.95
 
 

@@ -15,9 +15,9 @@ import edgegen
 from edgegen.cli import main
 from edgegen.errors import CheckpointError, ConfigError, DataError, InputError
 from edgegen.export import export_checkpoint, export_model
-from edgegen.export.hf_gpt2 import import_gpt2
+from edgegen.export.hf_gpt2 import export_transformers, import_gpt2
 from edgegen.models.checkpoint import load_checkpoint, save_checkpoint
-from edgegen.models.text import load_text, stdlib_files
+from edgegen.models.text import HELD_OUT_EVERY, load_text, read_corpus, stdlib_files
 from edgegen.models.train import train
 from edgegen.package import Package
 from edgegen.runtimes.pipelines.gpt import CacheBudgetError
@@ -43,12 +43,19 @@ def gpt(tmp_path_factory):
 
 
 def test_stdlib_corpus_is_read_at_run_time_and_split_by_file():
+    import sysconfig
+
     files = stdlib_files()
-    assert len(files) > 100 and not any("test" in f.parts[-2:-1] for f in files)
+    assert len(files) > 100 and all(str(f).startswith(sysconfig.get_paths()["stdlib"]) for f in files)
+    assert not any({"test", "tests", "idlelib"} & set(f.parts) for f in files)
+    train_bytes, test_bytes = read_corpus("stdlib")
+    held_out = files[HELD_OUT_EVERY - 1].read_bytes()   # every 20th file is held out, whole
+    trained_on = files[0].read_bytes()
+    assert held_out in test_bytes and held_out not in train_bytes
+    assert trained_on in train_bytes and trained_on not in test_bytes
     data = load_text("stdlib", context=32)
     assert data.train.shape[1] == 33 and data.train.dtype == np.int64
-    assert data.train.max() < 256 and data.test_tokens > 10_000
-    assert not np.array_equal(data.train[:5], data.test[:5])
+    assert data.train.max() < 256 and data.test_tokens == len(test_bytes)
 
 
 def test_user_text_file_trains_and_bad_data_is_refused(tmp_path):
@@ -237,6 +244,7 @@ def test_imported_gpt2_greedy_equals_transformers_generate(tmp_path):
     prompts = ["def main(", "    for key, value in self.items():\n        ", "import"]
     encoded = [tokenizer.encode(p) for p in prompts]
     ours = pipe.generate(encoded, max_new_tokens=NEW_TOKENS, do_sample=False)
+    assert [len(row) for row in ours] == [NEW_TOKENS] * 3   # no early end of text: 120 tokens compared per row
     for prompt, row in zip(encoded, ours):        # batch 1 each, and the batch of 3 (left-padded)
         single = model.generate(torch.tensor([prompt]), max_new_tokens=NEW_TOKENS, do_sample=False, pad_token_id=0)
         assert row == _until_eos(single[0, len(prompt):].tolist())
@@ -248,6 +256,26 @@ def test_imported_gpt2_greedy_equals_transformers_generate(tmp_path):
     assert ours == [_until_eos(r[width:].tolist()) for r in theirs]
     text = pipe.generate(prompts[0], max_new_tokens=30, do_sample=False)
     assert text == tokenizer.decode(_until_eos(ours[0])[:30], skip_special_tokens=True)
+
+
+def test_gpt2_with_an_end_token_outside_its_vocabulary_pads_batches(tmp_path):
+    """GPT2Config's default eos (50256) is outside a 512-token vocabulary: padding must not use it."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.GPT2Config(vocab_size=512, n_positions=128, n_embd=32, n_layer=1, n_head=2)
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(config).eval()
+    model.save_pretrained(tmp_path / "hf")
+    export_transformers("gpt2", tmp_path / "hf", tmp_path / "pkg")
+    pipe = edgegen.load(tmp_path / "pkg", backend="ort-cpu")
+    prompts = [[1, 2, 3], [4, 5, 6, 7, 8, 9]]
+    ours = pipe.generate(prompts, max_new_tokens=20, do_sample=False)
+    for prompt, row in zip(prompts, ours):
+        theirs = model.generate(torch.tensor([prompt]), max_new_tokens=20, do_sample=False, pad_token_id=0)
+        assert row == theirs[0, len(prompt):].tolist()
+    with pytest.raises(InputError, match="text"):
+        pipe.generate([1, 2, 3], stop="\n")
+    with pytest.raises(InputError, match="cache_budget_mb"):
+        pipe.generate([1, 2, 3], cache_budget_mb="lots")
 
 
 def test_gpt2_import_refuses_what_it_cannot_convert(tmp_path):

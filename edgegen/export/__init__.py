@@ -13,15 +13,16 @@ import onnxruntime
 import torch
 
 from .. import __version__
-from ..errors import ValidationError
+from ..errors import ConfigError, ValidationError
 from ..models.checkpoint import Checkpoint, load_checkpoint
 from ..package import GraphEntry, Manifest, Package, sha256_file, staged_directory, write_manifest
 from ..runtimes.ort import OrtSession
 from .onnx_export import DEFAULT_OPSET, export_module, value_spec
-from .spec import EXPORT_SPECS, ExportSpec, GraphSpec, export_spec
+from .spec import EXPORT_SPECS, TRACE_BATCH, ExportSpec, GraphSpec, export_spec
 from .validate import Comparison, compare, gate_graph
 
-EXPORT_BATCH = 2            # traced at 2 ...
+MIN_OPSET = 18
+EXPORT_BATCH = TRACE_BATCH  # traced at 2 ...
 GATE_BATCHES = (1, 3)       # ... checked at sizes it was not traced at
 
 
@@ -39,6 +40,9 @@ def export_model(ckpt: Checkpoint, out: str | Path, data: str | None = None, ops
                  name: str | None = None, overwrite: bool = False, seed: int = 0) -> Path:
     """export_checkpoint for a checkpoint already in memory (an imported model, for one)."""
     checkpoint = ckpt.path
+    if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= DEFAULT_OPSET:
+        raise ConfigError(f"opset: expected {MIN_OPSET} to {DEFAULT_OPSET} ({MIN_OPSET} for TensorRT 10.3 on JetPack 6; "
+                          f"the exporter breaks below it), found {opset!r}")
     spec = export_spec(ckpt.family)
     images = None
     if spec.needs_data:

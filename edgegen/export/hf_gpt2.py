@@ -8,6 +8,7 @@ GPT2LMHeadModel's logits before anything is exported.
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 from pathlib import Path
 
@@ -57,7 +58,11 @@ def read_gpt2_config(folder: Path) -> dict:
 def _load_weights(folder: Path) -> tuple[dict[str, torch.Tensor], str]:
     index = folder / "model.safetensors.index.json"
     if index.is_file():
-        files = sorted(set(read_json(index, CheckpointError).get("weight_map", {}).values()))
+        weight_map = read_json(index, CheckpointError)
+        weight_map = weight_map.get("weight_map") if isinstance(weight_map, dict) else None
+        if not isinstance(weight_map, dict) or not weight_map:
+            raise CheckpointError(f"{index}: expected a 'weight_map' naming the safetensors shards, found none")
+        files = sorted(set(weight_map.values()))
     elif (folder / "model.safetensors").is_file():
         files = ["model.safetensors"]
     else:
@@ -65,13 +70,15 @@ def _load_weights(folder: Path) -> tuple[dict[str, torch.Tensor], str]:
         raise CheckpointError(f"transformers checkpoint {str(folder)!r}: expected model.safetensors, found "
                               + (f"{pickled} (pickled weights are not loaded; re-save with safe_serialization=True)"
                                  if pickled else "no weights"))
-    state = {}
+    state, digest = {}, hashlib.sha256()
     for name in files:
         try:
             state.update(load_file(str(folder / name)))
         except (SafetensorError, OSError) as exc:
             raise CheckpointError(f"{folder / name}: expected a safetensors file, found: {exc}") from None
-    return state, sha256_file(folder / files[0])
+        digest.update(sha256_file(folder / name).encode())
+    # one file: its own sha256; shards: the sha256 of their hashes in name order
+    return state, sha256_file(folder / files[0]) if len(files) == 1 else digest.hexdigest()
 
 
 def convert_state(hf_state: dict[str, torch.Tensor], n_layer: int) -> dict[str, torch.Tensor]:
@@ -114,7 +121,8 @@ def check_against_transformers(folder: Path, model, vocab_size: int) -> str:
         from transformers import GPT2LMHeadModel
     except ImportError:
         return "skipped: transformers is not installed"
-    reference = GPT2LMHeadModel.from_pretrained(str(folder)).eval()
+    # in float32 whatever the checkpoint's dtype: our module holds the weights in float32 too
+    reference = GPT2LMHeadModel.from_pretrained(str(folder)).float().eval()
     ids = torch.from_numpy(np.random.default_rng(0).integers(0, vocab_size, (2, 24)))
     with torch.inference_mode():
         theirs = reference(ids).logits.numpy()

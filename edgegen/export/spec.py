@@ -16,6 +16,8 @@ from ..models.data import ImageData, load_images
 from ..models.gan import ImageGenerator
 from ..package import TensorSpec
 
+TRACE_BATCH = 2   # the batch the exporter traces at (any dim of size 1 would be specialised)
+
 # realistic_inputs(checkpoint, batch, rng, data) -> feeds for the graph, as numpy arrays.
 InputMaker = Callable[[Checkpoint, int, np.random.Generator, "ImageData | None"], dict[str, np.ndarray]]
 
@@ -226,14 +228,15 @@ def _gpt_outputs(n_layer: int) -> tuple[str, ...]:
 
 def _decoder_inputs(ckpt, batch, rng, data):
     """Held-out text through the decoder's two kinds of call. At batch 1 the prompt call
-    (empty past); at other batches a call of 1-3 new tokens after a past that PyTorch
-    computed from a prompt whose odd rows are left-padded."""
+    (empty past); at other batches a call of one new token (2-3 at the traced batch, so that
+    the sequence dim stays dynamic) after a past that PyTorch computed from a prompt whose
+    odd rows are left-padded."""
     from ..models.gpt import GPT
 
     model: GPT = ckpt.model
     prompt_call = batch == 1
     past_len = 0 if prompt_call else int(rng.integers(4, 24))
-    new = int(rng.integers(3, 9)) if prompt_call else int(rng.integers(1, 4))
+    new = int(rng.integers(3, 9)) if prompt_call else (int(rng.integers(2, 4)) if batch == TRACE_BATCH else 1)
     total = past_len + new
     ids = data.test[rng.choice(len(data.test), size=batch)][:, :total]
     mask = np.ones((batch, total), np.int64)

@@ -8,6 +8,8 @@ Runtime code: no torch; the `tokenizers` library (a small Rust wheel) only for B
 from __future__ import annotations
 
 import codecs
+
+import numpy as np
 from typing import Protocol
 
 from ..errors import HashMismatchError, InputError, PackageError
@@ -79,12 +81,16 @@ class _BPEStream:
 
         self._tokenizer = tokenizer
         self._stream = DecodeStream(skip_special_tokens=False)
+        self._held: list[int] = []   # tokens of a character not complete yet
 
     def step(self, token: int) -> str:
-        return self._stream.step(self._tokenizer, token) or ""
+        piece = self._stream.step(self._tokenizer, token)
+        self._held = [] if piece is not None else self._held + [token]
+        return piece or ""
 
     def flush(self) -> str:
-        return ""  # DecodeStream emits every complete piece as it comes
+        """A character left incomplete at the end decodes as U+FFFD, as decode() gives it."""
+        return self._tokenizer.decode(self._held, skip_special_tokens=False) if self._held else ""
 
 
 def load_tokenizer(package: Package) -> ByteTokenizer | BPETokenizer | None:
@@ -108,9 +114,11 @@ def load_tokenizer(package: Package) -> ByteTokenizer | BPETokenizer | None:
 
 def check_token_ids(ids, vocab_size: int, what: str) -> list[int]:
     """A prompt given as token ids: a non-empty list of ints within the vocabulary."""
+    if isinstance(ids, np.ndarray) and ids.ndim == 1:
+        ids = ids.tolist()
     if not isinstance(ids, (list, tuple)) or not ids:
         raise InputError(f"{what}: expected a non-empty list of token ids, found {ids!r}")
     for token in ids:
-        if isinstance(token, bool) or not hasattr(token, "__index__") or not 0 <= int(token) < vocab_size:
+        if isinstance(token, bool) or not isinstance(token, (int, np.integer)) or not 0 <= int(token) < vocab_size:
             raise InputError(f"{what}: expected token ids in [0, {vocab_size}), found {token!r}")
     return [int(t) for t in ids]

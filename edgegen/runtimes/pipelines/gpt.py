@@ -19,7 +19,7 @@ from ...errors import InputError
 from ..ort import OrtBinding, OrtSession
 from ..token_sampling import Sampling, next_tokens
 from ..tokenizer import check_token_ids, load_tokenizer
-from .base import Pipeline, check_count, make_rng
+from .base import Pipeline, check_count, check_number, make_rng
 
 DEFAULT_MAX_NEW_TOKENS = 64
 DEFAULT_CACHE_BUDGET_MB = 1024
@@ -51,7 +51,10 @@ class GPTPipeline(Pipeline):
         self.n_layer, self.n_head, self.head_dim = int(c["n_layer"]), int(c["n_head"]), int(c["head_dim"])
         self.vocab_size, self.context = int(c["vocab_size"]), int(c["block_size"])
         self.eos_token_id = c.get("eos_token_id")
-        self.pad_token_id = int(c.get("pad_token_id") or self.eos_token_id or 0)
+        # Left padding needs an id the embedding has (GPT-2 configs often name an eos/pad
+        # outside a small vocabulary); its value never matters, the mask hides it.
+        self.pad_token_id = next((int(t) for t in (c.get("pad_token_id"), self.eos_token_id)
+                                  if isinstance(t, int) and 0 <= t < self.vocab_size), 0)
         self.tokenizer = load_tokenizer(package)
         self._cache_names = [(f"past_key_values.{i}.{kv}", f"present.{i}.{kv}")
                              for i in range(self.n_layer) for kv in ("key", "value")]
@@ -74,6 +77,7 @@ class GPTPipeline(Pipeline):
         batch, as_text, is_batch = self._prompts(prompt)
         request = self._request(batch, max_new_tokens, temperature, top_k, top_p, repetition_penalty, do_sample,
                                 seed, stop, use_cache)
+        _check_stop_strings(request, as_text)
         rows = [[] for _ in batch]
         texts = [_TextRow(self.tokenizer, request) for _ in batch] if as_text else None
         for tokens, alive in self._loop(request, cache_budget_mb):
@@ -96,6 +100,7 @@ class GPTPipeline(Pipeline):
             raise InputError(f"prompt: stream() takes one prompt, found a batch of {len(batch)} (use generate())")
         request = self._request(batch, max_new_tokens, temperature, top_k, top_p, repetition_penalty, do_sample,
                                 seed, stop, True)
+        _check_stop_strings(request, as_text)
         text = _TextRow(self.tokenizer, request) if as_text else None
         for tokens, alive in self._loop(request, cache_budget_mb):
             token = int(tokens[0])
@@ -119,18 +124,24 @@ class GPTPipeline(Pipeline):
         """Memory of the KV cache buffers for a run: two buffers (past and present) per tensor."""
         return 2 * 2 * self.n_layer * batch * self.n_head * total_tokens * self.head_dim * 4
 
+    def logits_bytes(self, batch: int, prompt_tokens: int) -> int:
+        """The prompt call's logits (the graph returns them for every prompt position)."""
+        return batch * (prompt_tokens + 1) * self.vocab_size * 4
+
     # ---- checking what the user asked ------------------------------------------------------
 
     def _prompts(self, prompt) -> tuple[list[list[int]], bool, bool]:
         """(token ids per row, whether the caller gave text, whether the caller gave a batch)."""
+        if isinstance(prompt, np.ndarray):
+            prompt = prompt.tolist()
         if isinstance(prompt, str):
             return [self._encode(prompt, "prompt")], True, False
         if isinstance(prompt, (list, tuple)) and prompt:
             if all(isinstance(p, str) for p in prompt):
                 return [self._encode(p, f"prompt[{i}]") for i, p in enumerate(prompt)], True, True
-            if all(isinstance(p, (list, tuple)) for p in prompt):
+            if all(isinstance(p, (list, tuple, np.ndarray)) for p in prompt):
                 return [check_token_ids(p, self.vocab_size, f"prompt[{i}]") for i, p in enumerate(prompt)], False, True
-            if not any(isinstance(p, (str, list, tuple)) for p in prompt):
+            if not any(isinstance(p, (str, list, tuple, np.ndarray)) for p in prompt):
                 return [check_token_ids(prompt, self.vocab_size, "prompt")], False, False
         raise InputError(f"prompt: expected a string, a list of token ids, or a non-empty list of either, found {prompt!r:.80}")
 
@@ -141,7 +152,7 @@ class GPTPipeline(Pipeline):
         ids = self.tokenizer.encode(text)
         if not ids:
             raise InputError(f"{what}: expected at least one token of text, found an empty string")
-        return ids
+        return check_token_ids(ids, self.vocab_size, f"{what} (as tokens)")  # a tokenizer may know more tokens
 
     def _request(self, batch, max_new_tokens, temperature, top_k, top_p, repetition_penalty, do_sample, seed, stop,
                  use_cache) -> _Request:
@@ -170,11 +181,12 @@ class GPTPipeline(Pipeline):
         b = len(request.prompts)
         lengths = np.array([len(p) for p in request.prompts])
         prompt_len, total_max = int(lengths.max()), int(lengths.max()) + request.max_new_tokens
-        needed = self.cache_bytes(b, total_max)
-        if needed > cache_budget_mb * 2**20:
-            raise CacheBudgetError(f"KV cache for batch {b} x {total_max} tokens: expected at most the budget of "
-                                   f"{cache_budget_mb:g} MB, found {needed / 2**20:.1f} MB needed "
-                                   f"(lower max_new_tokens or the batch, or raise cache_budget_mb)")
+        budget = check_number(cache_budget_mb, "cache_budget_mb", low=0.0)
+        needed = self.cache_bytes(b, total_max) + self.logits_bytes(b, prompt_len)
+        if needed > budget * 2**20:
+            raise CacheBudgetError(f"KV cache and prompt logits for batch {b} x {total_max} tokens: expected at most "
+                                   f"the budget of {budget:g} MB, found {needed / 2**20:.1f} MB needed "
+                                   f"(lower max_new_tokens, the prompt or the batch, or raise cache_budget_mb)")
         pad = prompt_len - lengths                     # left padding per row
         ids = np.full((b, prompt_len), self.pad_token_id, np.int64)
         for r, p in enumerate(request.prompts):
@@ -265,6 +277,12 @@ class GPTPipeline(Pipeline):
         if not isinstance(self.decoder, OrtSession):
             raise InputError(f"backend {self.backend!r}: the KV-cache loop needs an ONNX Runtime session")
         return OrtBinding(self.decoder)
+
+
+def _check_stop_strings(request: _Request, as_text: bool) -> None:
+    if request.stop_strings and not as_text:
+        raise InputError(f"stop: expected token ids for a prompt of token ids, found text {list(request.stop_strings)} "
+                         "(give the prompt as text to stop at text)")
 
 
 def _stop_items(stop) -> list:

@@ -44,8 +44,10 @@ class WaveNetPipeline(Pipeline):
         loop = self._fast if fast else self._naive
         return loop(num_samples, labels, sampler(temperature), make_rng(seed))
 
-    def log_prob(self, waveform, label=None) -> np.ndarray | float:
-        """Mean log-likelihood in nats per sample of a waveform [T] (a float) or a batch [n, T]."""
+    def log_prob(self, waveform, label=None, per_sample: bool = False) -> np.ndarray | float:
+        """Mean log-likelihood in nats per sample of a waveform [T] (a float) or a batch [n, T];
+        per_sample=True: each sample's own log-likelihood given the ones before it ([T - 1] or
+        [n, T - 1]; the first sample is the context)."""
         audio = np.asarray(waveform)
         single = audio.ndim == 1
         audio = as_float_array(audio[None] if single else audio, "waveform", (None, None))
@@ -54,8 +56,10 @@ class WaveNetPipeline(Pipeline):
         codes = mu_law_encode(audio, self.quantization)
         labels = class_labels(label, len(codes), self.num_classes, self.null_label, "label")
         logits = self.sessions["network"].run({"codes": np.ascontiguousarray(codes[:, :-1]), "labels": labels})["logits"]
-        logp = np.take_along_axis(log_softmax(logits), codes[:, None, 1:], axis=1)[:, 0].mean(axis=1)
-        return float(logp[0]) if single else logp
+        each = np.take_along_axis(log_softmax(logits), codes[:, None, 1:], axis=1)[:, 0]
+        if per_sample:
+            return each[0] if single else each
+        return float(each[0].mean()) if single else each.mean(axis=1)
 
     def _naive(self, num_samples, labels, sampling, rng) -> np.ndarray:
         network = self.sessions["network"]
