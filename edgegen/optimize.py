@@ -37,6 +37,11 @@ MIN_SPEEDUP = 1.05        # "where it pays" on ort-cpu
 FP32_KEPT = ["LayerNormalization", "Softmax", "BatchNormalization", "GroupNormalization", "InstanceNormalization",
              "Attention", "ReduceMean", "Pow", "Sqrt", "Exp", "Log"]
 INT8_OPS = ["Conv", "MatMul", "Gemm", "Resize", "Relu"]
+# ONNX Runtime 1.32's Q/DQ propagation, run on these opset-23 graphs, writes QuantizeLinear
+# nodes whose int8 output type and uint8 zero point disagree (the session then fails to
+# load); without it the variants load and, measured here, run faster. The manifest records
+# it with the variant, and the runtime opens the variant the same way.
+INT8_DISABLED_OPTIMIZERS = ("QDQPropagationTransformer",)
 _WEIGHTED = ("Conv", "MatMul", "Gemm", "ConvTranspose")
 
 
@@ -112,7 +117,8 @@ def _variant(package, part, precision, target, calibration_feeds, gate_feeds, mi
                 _quantize_int8(package.graph_path(part), out, calibration_feeds, model)
             else:
                 onnx.save(_to_fp16(model), str(out))
-            variant = OrtSession(part, out, entry.inputs, entry.outputs, threads=None)
+            disabled = INT8_DISABLED_OPTIMIZERS if precision == "int8" else ()
+            variant = OrtSession(part, out, entry.inputs, entry.outputs, threads=None, disabled_optimizers=disabled)
         except Exception as exc:  # noqa: BLE001 - a converter failure refuses this graph, not the package
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             return {"refused": f"the {precision} conversion failed: {first_line[:300]}", "target": target}
@@ -129,7 +135,8 @@ def _variant(package, part, precision, target, calibration_feeds, gate_feeds, mi
                                          f"speed at batch {BATCH} (below {MIN_SPEEDUP}x; --target tensorrt keeps it)"}
         file = f"{part}.{precision}.onnx"
         atomic_write_bytes(package.path / file, out.read_bytes())
-        return {**record, "file": file, "sha256": sha256_file(package.path / file)}
+        return {**record, "file": file, "sha256": sha256_file(package.path / file),
+                **({"disabled_optimizers": list(disabled)} if disabled else {})}
 
 
 def _quantize_int8(source: Path, out: Path, feeds: list[dict], model: onnx.ModelProto) -> None:

@@ -334,3 +334,17 @@ def test_gpt2_without_tokenizer_files_takes_token_ids_and_pickles_are_refused(tm
     (tmp_path / "hf" / "model.safetensors").rename(tmp_path / "hf" / "pytorch_model.bin")
     with pytest.raises(CheckpointError, match="pickled weights are not loaded"):
         import_gpt2(tmp_path / "hf", tmp_path)
+
+
+def test_int8_and_fp16_decoders_pass_the_token_gate_and_generate(gpt, tmp_path):
+    import shutil
+
+    from edgegen.optimize import optimize_package
+
+    pkg = tmp_path / "pkg"
+    shutil.copytree(gpt["pkg"], pkg)
+    for precision in ("int8", "fp16"):
+        record = optimize_package(pkg, precision, calibration=16, target="tensorrt", progress=lambda line: None)["decoder"]
+        assert record["gate"]["metric"] == "top-1 agreement" and record["gate"]["passed"], record
+        pipe = edgegen.load(pkg, backend="ort-cpu", precision=precision)
+        assert len(pipe.generate(list(b"def "), max_new_tokens=20, do_sample=False)) == 20

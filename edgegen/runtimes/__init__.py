@@ -38,7 +38,8 @@ def open_sessions(package: Package, backend: str = "auto", threads: int | None =
     return {
         part: OrtSession(part, package.graph_path(part, precision), entry.inputs, entry.outputs,
                          backend=concrete, threads=threads, cache_dir=cache if concrete == "ort-tensorrt" else None,
-                         spin=spin)
+                         spin=spin, disabled_optimizers=tuple(
+                             package.variant_files(precision).get(part, {}).get("disabled_optimizers", ())))
         for part, entry in package.graphs.items()
     }
 

@@ -90,14 +90,15 @@ class OrtSession(Session):
 
     def __init__(self, graph_name: str, path: Path, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...],
                  backend: str = "ort-cpu", threads: int | None = None, cache_dir: Path | None = None,
-                 spin: bool = True):
+                 spin: bool = True, disabled_optimizers: tuple[str, ...] = ()):
         super().__init__(graph_name, inputs, outputs)
         self.backend = backend
         self.path = Path(path)
         self.threads = threads if threads is not None else os.cpu_count()
         options, providers = session_options(threads, spin), provider_list(backend, cache_dir)
         try:
-            self._session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+            self._session = ort.InferenceSession(str(path), sess_options=options, providers=providers,
+                                                 disabled_optimizers=list(disabled_optimizers) or None)
         except Exception as exc:  # noqa: BLE001 - ONNX Runtime raises its own exception types for a bad model
             raise PackageError(f"graph {graph_name!r} at {str(path)!r}: expected a loadable ONNX model, found: {exc}") from None
         wanted = ORT_BACKENDS[backend]
