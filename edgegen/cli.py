@@ -183,6 +183,14 @@ def _cmd_optimize(args) -> None:
     _print_info(args.package)
 
 
+def _cmd_check(args) -> int:
+    from .check import check_package, format_checks
+
+    checks = check_package(args.package, tensorrt=args.tensorrt, profiles=args.profile)
+    print(format_checks(checks, args.tensorrt))
+    return 0 if all(c.ok for c in checks) else 1   # 1: something will not parse
+
+
 def _cmd_info(args) -> None:
     _print_info(args.package)
 
@@ -292,6 +300,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the checkpoint the package was exported from (default: the path its manifest records)")
     p.set_defaults(func=_cmd_optimize)
 
+    p = sub.add_parser("check", help="without a GPU: what TensorRT's ONNX parser will refuse in a package")
+    p.add_argument("package")
+    p.add_argument("--target", default="tensorrt", choices=("tensorrt",))
+    p.add_argument("--tensorrt", default="10.15", help="TensorRT version whose parser table to use: 10.15 or 10.3 (JetPack 6)")
+    p.add_argument("--profile", action="append", default=None, metavar="NAME=MIN:OPT:MAX",
+                   help="an optimization profile for a dynamic dim (repeatable), e.g. batch=1:4:8")
+    p.set_defaults(func=_cmd_check)
+
     p = sub.add_parser("info", help="show a package's manifest")
     p.add_argument("package")
     p.set_defaults(func=_cmd_info)
@@ -313,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        args.func(args)
+        code = args.func(args)
     except EdgegenError as exc:
         if args.debug:
             traceback.print_exc()
@@ -322,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("edgegen: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

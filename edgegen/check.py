@@ -1,0 +1,124 @@
+"""`edgegen check pkg --target tensorrt`: without a GPU, what TensorRT's ONNX parser will
+refuse or take only with restrictions in each graph of a package (and its variants), from
+the parser's operator support matrix kept in edgegen/data/tensorrt_onnx_ops.json, and which
+dynamic dims have no optimization profile yet."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ConfigError
+from .package import Package
+
+TABLE = Path(__file__).parent / "data" / "tensorrt_onnx_ops.json"
+DEFAULT_TENSORRT = "10.15"
+
+
+@dataclass
+class GraphCheck:
+    part: str
+    file: str
+    opset: int
+    nodes: int
+    unsupported: dict[str, int] = field(default_factory=dict)    # op -> node count
+    restricted: dict[str, str] = field(default_factory=dict)     # op -> restriction
+    problems: list[str] = field(default_factory=list)            # opset, custom domains
+    unprofiled_dims: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.unsupported and not self.problems
+
+
+def support_table(version: str) -> dict:
+    """{"opset": [lo, hi], "supported": set, "unsupported": set, "restricted": {op: text}} for a TensorRT version."""
+    versions = json.loads(TABLE.read_text(encoding="utf-8"))["versions"]
+    if version not in versions:
+        raise ConfigError(f"TensorRT version {version!r}: expected one of {', '.join(sorted(versions))} "
+                          f"(the support tables edgegen keeps), found another")
+    entry = versions[version]
+    base = versions[entry["based_on"]] if "based_on" in entry else entry
+    extra = set(entry.get("unsupported_extra", ()))
+    return {"opset": entry["opset"], "supported": set(base["supported"]) - extra,
+            "unsupported": set(base["unsupported"]) | extra,
+            "restricted": {k: v for k, v in base["restricted"].items() if k not in extra}}
+
+
+def parse_profiles(specs: list[str] | None) -> dict[str, tuple[int, int, int]]:
+    """["batch=1:4:8", ...] -> {"batch": (1, 4, 8)}."""
+    profiles = {}
+    for spec in specs or []:
+        name, _, values = spec.partition("=")
+        try:
+            low, opt, high = (int(v) for v in values.split(":"))
+        except ValueError:
+            raise ConfigError(f"--profile {spec!r}: expected NAME=MIN:OPT:MAX with integers, found another form") from None
+        if not 0 < low <= opt <= high:
+            raise ConfigError(f"--profile {spec!r}: expected 0 < MIN <= OPT <= MAX, found {low}, {opt}, {high}")
+        profiles[name] = (low, opt, high)
+    return profiles
+
+
+def check_package(path: str | os.PathLike, tensorrt: str = DEFAULT_TENSORRT, profiles: list[str] | None = None) -> list[GraphCheck]:
+    import onnx
+
+    table, given = support_table(tensorrt), parse_profiles(profiles)
+    package = Package(path)
+    files = [(part, package.graph_path(part)) for part in package.graphs]
+    files += [(f"{part} ({precision})", package.resolve(r["file"], "variant"))
+              for precision in package.manifest.variants for part, r in package.variant_files(precision).items()]
+    checks = []
+    for part, file in files:
+        model = onnx.load(str(file), load_external_data=False)
+        opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+        result = GraphCheck(part, file.name, opset, len(model.graph.node))
+        low, high = table["opset"]
+        if not low <= opset <= high:
+            result.problems.append(f"opset {opset}: TensorRT {tensorrt} parses opsets {low} to {high}")
+        ops = Counter((n.domain, n.op_type) for n in model.graph.node)
+        for (domain, op), count in sorted(ops.items()):
+            if domain not in ("", "ai.onnx"):
+                result.problems.append(f"{count} {domain}.{op} node(s): a custom domain TensorRT has no parser for")
+            elif op in table["unsupported"] or op not in table["supported"]:
+                result.unsupported[op] = count
+            elif op in table["restricted"]:
+                result.restricted[op] = table["restricted"][op]
+        result.problems += _restriction_violations(model)
+        entry = package.graphs[part.split(" ")[0]]
+        dims = sorted({d for spec in entry.inputs for d in spec.shape if isinstance(d, str)})
+        result.unprofiled_dims = [d for d in dims if d not in given]
+        checks.append(result)
+    return checks
+
+
+def _restriction_violations(model) -> list[str]:
+    """The restrictions edgegen can verify from the file itself."""
+    from onnx import numpy_helper
+
+    constants = {i.name: i for i in model.graph.initializer}
+    problems = []
+    for node in model.graph.node:
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear") and len(node.input) > 2 and node.input[2] in constants:
+            if numpy_helper.to_array(constants[node.input[2]]).any():
+                problems.append(f"{node.op_type} {node.name!r}: zero point is not 0 (TensorRT takes symmetric int8 only)")
+        if node.op_type == "Attention" and any(name for name in node.input[4:]):
+            problems.append(f"Attention {node.name!r}: uses past_key / past_value / nonpad_kv_seqlen inputs, "
+                            "which TensorRT's parser refuses")
+    return problems
+
+
+def format_checks(checks: list[GraphCheck], tensorrt: str) -> str:
+    lines = []
+    for c in checks:
+        verdict = "parses" if c.ok else "will NOT parse"
+        lines.append(f"{c.part}: {c.file}, opset {c.opset}, {c.nodes} nodes: {verdict} with TensorRT {tensorrt}")
+        lines += [f"  problem      {p}" for p in c.problems]
+        lines += [f"  unsupported  {op} x{n}" for op, n in c.unsupported.items()]
+        lines += [f"  restricted   {op}: {text}" for op, text in c.restricted.items()]
+        if c.unprofiled_dims:
+            lines.append(f"  no profile   {', '.join(c.unprofiled_dims)} (give --profile NAME=MIN:OPT:MAX)")
+    return "\n".join(lines)
