@@ -191,6 +191,13 @@ def _cmd_check(args) -> int:
     return 0 if all(c.ok for c in checks) else 1   # 1: something will not parse
 
 
+def _cmd_build(args) -> None:
+    from .runtimes.engines import build_package
+
+    engines = build_package(args.package, precision=args.precision, profiles=args.profile, cache_dir=args.cache_dir)
+    print(f"{len(engines)} engine(s) ready in {next(iter(engines.values())).parent}")
+
+
 def _cmd_info(args) -> None:
     _print_info(args.package)
 
@@ -307,6 +314,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", action="append", default=None, metavar="NAME=MIN:OPT:MAX",
                    help="an optimization profile for a dynamic dim (repeatable), e.g. batch=1:4:8")
     p.set_defaults(func=_cmd_check)
+
+    p = sub.add_parser("build", help="build (or find in the cache) TensorRT engines for a package on this GPU")
+    p.add_argument("package")
+    p.add_argument("--backend", default="tensorrt", choices=("tensorrt",))
+    p.add_argument("--precision", default="fp32", choices=("fp32", "int8", "fp16"))
+    p.add_argument("--profile", action="append", default=None, metavar="NAME=MIN:OPT:MAX",
+                   help="optimization profile of a dynamic dim (default: batch 1:1:16, others 1:1:their limit)")
+    p.add_argument("--cache-dir", default=None, help="engine cache folder (default: PACKAGE/.edgegen-cache/tensorrt)")
+    p.set_defaults(func=_cmd_build)
 
     p = sub.add_parser("info", help="show a package's manifest")
     p.add_argument("package")

@@ -1,0 +1,209 @@
+"""TensorRT engines: built on the device, cached beside the package, never moved.
+
+The cache key is everything an engine depends on (DESIGN.md): the graph file's sha256, the
+TensorRT version, the GPU's name and compute capability, the precision and the shape
+profile. An engine is stored with a sidecar JSON holding its key and its own sha256; on load
+a sidecar whose key differs (another TensorRT, another GPU, another profile or graph) or an
+engine whose bytes no longer match (edited by hand, truncated) is reported and rebuilt,
+never deserialized. Writes are atomic.
+
+Runtime code: numpy only here; the `tensorrt` package is imported by build_engine alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ..errors import BackendError, ConfigError
+from ..package import TensorSpec, atomic_write_bytes, atomic_write_text
+
+DEFAULT_BATCH_PROFILE = (1, 1, 16)
+DEFAULT_WORKSPACE_BYTES = 2 << 30
+
+
+@dataclass(frozen=True)
+class EngineKey:
+    graph_sha256: str
+    tensorrt: str
+    gpu: str
+    compute_capability: str
+    precision: str
+    profile: tuple                   # ((input name, min shape, opt shape, max shape), ...)
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "profile": [[n, list(a), list(b), list(c)] for n, a, b, c in self.profile]}
+
+    def differences(self, other: dict) -> list[str]:
+        mine = self.to_json()
+        return [f"{k} {other.get(k)!r} (now {mine[k]!r})" for k in mine if other.get(k) != mine[k]]
+
+
+def derive_profile(inputs: tuple[TensorSpec, ...], limits: dict[str, int],
+                   overrides: dict[str, tuple[int, int, int]] | None = None) -> tuple:
+    """Min/opt/max shapes for each input from the manifest's dims: static dims as they are;
+    dynamic ones from `overrides`, else `batch` 1/1/16 and other dims 1 (0 for a past
+    cache)/1/their limit (the model's context, the image height, ...)."""
+    overrides = overrides or {}
+    profile = []
+    for spec in inputs:
+        shapes = ([], [], [])
+        for dim in spec.shape:
+            if isinstance(dim, int):
+                values = (dim, dim, dim)
+            elif dim in overrides:
+                values = overrides[dim]
+            elif dim == "batch":
+                values = DEFAULT_BATCH_PROFILE
+            elif dim in limits:
+                values = (0 if dim.startswith("past") else 1, 1, int(limits[dim]))
+            else:
+                raise ConfigError(f"input {spec.name!r}: dynamic dim {dim!r} has no profile; expected "
+                                  f"--profile {dim}=MIN:OPT:MAX")
+            for shape, v in zip(shapes, values):
+                shape.append(int(v))
+        profile.append((spec.name, tuple(shapes[0]), tuple(shapes[1]), tuple(shapes[2])))
+    return tuple(profile)
+
+
+def dim_limits(config: dict) -> dict[str, int]:
+    """The largest value each family's dynamic dims can take, from the manifest's config."""
+    limits = {}
+    if "block_size" in config:
+        limits.update(dict.fromkeys(("sequence", "past_sequence_length", "total_sequence_length"), int(config["block_size"])))
+    if "image_shape" in config:
+        limits["rows"] = int(config["image_shape"][-2])
+    if "sample_rate" in config:
+        limits["samples"] = int(config["sample_rate"])   # one second through the full-sequence graph
+    return limits
+
+
+class EngineCache:
+    """One engine per (graph, precision) in `folder`, with its key beside it."""
+
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = Path(folder)
+        self.rejected: list[str] = []   # why cached engines were not used, for the user
+
+    def engine_path(self, part: str, precision: str) -> Path:
+        return self._paths(part, precision)[0]
+
+    def _paths(self, part: str, precision: str) -> tuple[Path, Path]:
+        return self.folder / f"{part}.{precision}.engine", self.folder / f"{part}.{precision}.json"
+
+    def lookup(self, part: str, key: EngineKey) -> bytes | None:
+        """The cached engine for this key, or None (with the reason in `rejected`) if there is
+        none, it was built for another key, or its bytes changed."""
+        engine, sidecar = self._paths(part, key.precision)
+        if not engine.is_file() or not sidecar.is_file():
+            return None
+        try:
+            meta = json.loads(sidecar.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            self.rejected.append(f"{sidecar.name}: unreadable record, rebuilding")
+            return None
+        differences = key.differences(meta.get("key", {}))
+        if differences:
+            self.rejected.append(f"{engine.name}: built for another setup ({'; '.join(differences)}), rebuilding")
+            return None
+        data = engine.read_bytes()
+        if hashlib.sha256(data).hexdigest() != meta.get("engine_sha256"):
+            self.rejected.append(f"{engine.name}: its bytes changed after it was built (edited or truncated), rebuilding")
+            return None
+        return data
+
+    def store(self, part: str, key: EngineKey, data: bytes) -> Path:
+        engine, sidecar = self._paths(part, key.precision)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise BackendError(f"engine cache {str(self.folder)!r}: expected a writable folder, found: {exc.strerror}") from None
+        atomic_write_bytes(engine, data)
+        atomic_write_text(sidecar, json.dumps({"key": key.to_json(), "engine_sha256": hashlib.sha256(data).hexdigest(),
+                                               "bytes": len(data)}, indent=2) + "\n")
+        return engine
+
+
+def build_engine(onnx_path: Path, profile: tuple, workspace_bytes: int = DEFAULT_WORKSPACE_BYTES,
+                 timing_cache: Path | None = None) -> bytes:
+    """A serialized engine from an ONNX file with TensorRT's Python API: a strongly typed
+    network (the precision is in the graph: fp32, fp16 casts or int8 Q/DQ), one optimization
+    profile, a workspace limit, and a persisted timing cache. Works with TensorRT 10 and 11."""
+    try:
+        import tensorrt as trt
+    except ImportError:
+        raise BackendError("backend 'tensorrt': expected the tensorrt Python package (pip install tensorrt, or "
+                           "JetPack's system package in a --system-site-packages venv), found it missing") from None
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise BackendError(f"graph {onnx_path.name!r}: TensorRT's ONNX parser refused it: {errors} "
+                           f"(edgegen check shows what it cannot take)")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_bytes))
+    optimization = builder.create_optimization_profile()
+    for name, low, opt, high in profile:
+        optimization.set_shape(name, low, opt, high)
+    config.add_optimization_profile(optimization)
+    cache_bytes = timing_cache.read_bytes() if timing_cache is not None and timing_cache.is_file() else b""
+    cache = config.create_timing_cache(cache_bytes)
+    config.set_timing_cache(cache, ignore_mismatch=False)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise BackendError(f"graph {onnx_path.name!r}: TensorRT could not build an engine (see its log above)")
+    if timing_cache is not None:
+        atomic_write_bytes(timing_cache, bytes(config.get_timing_cache().serialize()))
+    return bytes(serialized)
+
+
+def device_identity() -> tuple[str, str, str]:
+    """(TensorRT version, GPU name, compute capability) of this machine, through TensorRT and cuda-python."""
+    try:
+        import tensorrt as trt
+        from cuda.bindings import runtime as cudart
+    except ImportError:
+        raise BackendError("backend 'tensorrt': expected the tensorrt and cuda-python packages "
+                           "(pip install edgegen[tensorrt]), found them missing") from None
+    err, props = cudart.cudaGetDeviceProperties(0)
+    if int(err) != 0:
+        raise BackendError(f"backend 'tensorrt': expected a CUDA device, found none (cudaGetDeviceProperties: {err})")
+    name = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
+    return trt.__version__, name.strip("\x00 "), f"{props.major}.{props.minor}"
+
+
+def build_package(path: str | os.PathLike, precision: str = "fp32", profiles: list[str] | None = None,
+                  cache_dir: str | os.PathLike | None = None, workspace_bytes: int = DEFAULT_WORKSPACE_BYTES,
+                  report=print) -> dict[str, Path]:
+    """`edgegen build pkg --backend tensorrt`: an engine per graph, from the cache when its key
+    matches, else built here and cached. Returns {part: engine path}."""
+    from ..check import parse_profiles
+    from ..package import Package, sha256_file
+
+    package = Package(path)
+    trt_version, gpu, capability = device_identity()
+    cache = EngineCache(Path(cache_dir) if cache_dir else package.path / ".edgegen-cache" / "tensorrt")
+    overrides, limits = parse_profiles(profiles), dim_limits(package.config)
+    engines = {}
+    for part, entry in package.graphs.items():
+        graph = package.graph_path(part, precision)
+        profile = derive_profile(entry.inputs, limits, overrides)
+        key = EngineKey(sha256_file(graph), trt_version, gpu, capability, precision, profile)
+        data = cache.lookup(part, key)
+        for reason in cache.rejected:
+            report(f"{part}: {reason}")
+        cache.rejected.clear()
+        if data is None:
+            report(f"{part}: building a TensorRT {trt_version} engine for {gpu} (sm {capability}), {precision}")
+            data = build_engine(graph, profile, workspace_bytes, cache.folder / "timing.cache")
+            cache.store(part, key, data)
+        else:
+            report(f"{part}: cached engine matches ({gpu}, TensorRT {trt_version}, {precision})")
+        engines[part] = cache.engine_path(part, precision)
+    return engines
