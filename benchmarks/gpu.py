@@ -1,0 +1,106 @@
+"""GPU figures for every shipped model, in one run, into one JSON file: each graph at batch 8
+on ONNX Runtime's CUDA and TensorRT execution providers (where onnxruntime-gpu and TensorRT
+are installed) beside PyTorch CUDA eager on the same inputs, interleaved; and what could not
+run and why. Run through benchmarks/gpu_check.sh, which runs the `gpu` tests first.
+
+    python benchmarks/gpu.py --out gpu_check.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edgegen.bench import machine_info
+from edgegen.demo import DEMO_MODELS, PRETRAINED
+from edgegen.export import export_checkpoint
+from edgegen.export.spec import export_spec
+from edgegen.metrics import percentiles_ms
+from edgegen.models.checkpoint import load_checkpoint
+from edgegen.package import atomic_write_text
+from edgegen.runtimes import available_backends, load
+
+BATCH, ITERS = 8, 100
+
+
+def torch_cuda_runner(module, feeds, names):
+    import torch
+
+    tensors = [torch.from_numpy(feeds[n]).cuda() for n in names]
+    module = module.cuda().eval()
+
+    def run():
+        with torch.inference_mode():
+            module(*tensors)
+        torch.cuda.synchronize()
+    return run
+
+
+def time_engines(engines: dict, iters: int = ITERS) -> dict:
+    for fn in engines.values():
+        for _ in range(10):
+            fn()
+    times = {k: [] for k in engines}
+    for _ in range(10):
+        for k, fn in engines.items():
+            for _ in range(iters // 10):
+                start = time.perf_counter()
+                fn()
+                times[k].append(time.perf_counter() - start)
+    return {k: {key: round(v, 4) for key, v in percentiles_ms(np.array(t)).items()} for k, t in times.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="gpu_check.json")
+    args = parser.parse_args()
+    import torch
+
+    report = {"machine": machine_info(), "batch": BATCH, "torch": torch.__version__,
+              "cuda_available": torch.cuda.is_available(), "backends": available_backends(), "packages": {},
+              "unmeasured": []}
+    if torch.cuda.is_available():
+        report["gpu"] = torch.cuda.get_device_name(0)
+    else:
+        report["unmeasured"].append("PyTorch CUDA eager: torch.cuda.is_available() is False")
+    gpu_backends = [b for b in ("ort-cuda", "ort-tensorrt") if b in report["backends"]]
+    for backend in ("ort-cuda", "ort-tensorrt"):
+        if backend not in gpu_backends:
+            report["unmeasured"].append(f"{backend}: not available (needs onnxruntime-gpu"
+                                        f"{' and TensorRT' if backend == 'ort-tensorrt' else ''})")
+    report["unmeasured"].append("native tensorrt backend: engines are built by `edgegen build`, but running them "
+                                "through edgegen.load(backend='tensorrt') is not implemented yet")
+    scratch = Path(tempfile.mkdtemp(prefix="edgegen-gpu-"))
+    for family, name, _ in DEMO_MODELS:
+        if family == "gpt":
+            continue  # token packages are timed as generations; the graph-level table is for the others
+        pkg = export_checkpoint(PRETRAINED / name, scratch / name)
+        ckpt = load_checkpoint(PRETRAINED / name)
+        spec = export_spec(family)
+        data = spec.load_data(ckpt, ckpt.data.get("source", "digits")) if spec.needs_data else None
+        rng = np.random.default_rng(0)
+        entry = {}
+        for graph in spec.graphs:
+            feeds = graph.realistic_inputs(ckpt, BATCH, rng, data)
+            engines = {}
+            for backend in ["ort-cpu", *gpu_backends]:
+                session = load(pkg, backend=backend).sessions[graph.part]
+                engines[backend] = lambda s=session: s.run(feeds)
+            if torch.cuda.is_available():
+                names = [s.name for s in graph.inputs(ckpt.config)]
+                engines["torch cuda eager"] = torch_cuda_runner(graph.submodule(load_checkpoint(PRETRAINED / name).model),
+                                                                feeds, names)
+            entry[graph.part] = time_engines(engines)
+            print(name, graph.part, {k: v["p50_ms"] for k, v in entry[graph.part].items()}, flush=True)
+        report["packages"][name] = entry
+    atomic_write_text(args.out, json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
