@@ -76,3 +76,9 @@ def test_engine_build_then_cache_hit_on_a_gpu(package_copy):
     first["generator"].write_bytes(first["generator"].read_bytes()[:-1] + b"\0")
     build_package(pkg, report=lines.append)
     assert any("bytes changed" in line for line in lines) and "building" in lines[-1]
+    # the engines against ONNX Runtime fp32 through the same pipeline
+    import edgegen
+
+    trt_pipe, ort_pipe = edgegen.load(pkg, backend="tensorrt"), edgegen.load(pkg, backend="ort-cpu")
+    z = np.random.default_rng(0).standard_normal((4, trt_pipe.latent_dim)).astype(np.float32)
+    np.testing.assert_allclose(trt_pipe.generate(z), ort_pipe.generate(z), atol=2e-3)

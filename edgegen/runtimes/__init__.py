@@ -35,6 +35,10 @@ def open_sessions(package: Package, backend: str = "auto", threads: int | None =
                            f"--precision {precision}'), found " + ("none that passed their gate" if refused else "none"))
     concrete = resolve_backend(backend)
     cache = Path(cache_dir) if cache_dir is not None else package.path / ".edgegen-cache"
+    if concrete == "tensorrt":
+        from .engines import open_tensorrt_sessions
+
+        return open_tensorrt_sessions(package, precision, cache_dir=cache / "tensorrt")
     return {
         part: OrtSession(part, package.graph_path(part, precision), entry.inputs, entry.outputs,
                          backend=concrete, threads=threads, cache_dir=cache if concrete == "ort-tensorrt" else None,
@@ -48,7 +52,8 @@ def load(path: str | os.PathLike, backend: str = "auto", threads: int | None = N
          cache_dir: str | os.PathLike | None = None, precision: str = "fp32") -> Pipeline:
     """Read and check the package at `path` and return its family's pipeline.
 
-    backend: "auto" (the fastest present), "ort-cpu", "ort-cuda" or "ort-tensorrt".
+    backend: "auto" (the fastest present), "ort-cpu", "ort-cuda", "ort-tensorrt", or "tensorrt"
+    (engines built and cached by edgegen, run through TensorRT's API; not yet measured on a GPU).
     threads: ONNX Runtime intra-op threads (default: one per core).
     cache_dir: where TensorRT engines are cached (default: inside the package).
     precision: "fp32", or "int8" / "fp16" for the variants `edgegen optimize` added.

@@ -15,8 +15,8 @@ ORT_BACKENDS = {
     "ort-cuda": "CUDAExecutionProvider",
     "ort-cpu": "CPUExecutionProvider",
 }
-# The native TensorRT backend (engines run through the tensorrt API) is named so that
-# asking for it gives a clear answer rather than "unknown backend".
+# The native TensorRT backend: engines built by edgegen and run through TensorRT's own API
+# (cuda-python for memory). Never picked by "auto" until it has been measured on a GPU.
 NATIVE_BACKENDS = ("tensorrt",)
 KNOWN_BACKENDS = ("auto", *NATIVE_BACKENDS, *ORT_BACKENDS)
 
@@ -53,10 +53,12 @@ def resolve_backend(backend: str) -> str:
     if backend not in KNOWN_BACKENDS:
         raise BackendError(f"backend {backend!r}: expected one of {', '.join(KNOWN_BACKENDS)}, found an unknown name")
     if backend in NATIVE_BACKENDS:
-        raise BackendError(
-            f"backend {backend!r}: native TensorRT engines are not supported by this version of edgegen; "
-            f"expected one of {', '.join(ORT_BACKENDS)} (ort-tensorrt runs TensorRT through ONNX Runtime)"
-        )
+        missing = [m for m in ("tensorrt", "cuda") if importlib.util.find_spec(m) is None]
+        if missing:
+            raise BackendError(f"backend {backend!r}: expected the tensorrt and cuda-python packages and an NVIDIA "
+                               f"GPU, found {' and '.join(missing)} missing (pip install edgegen[tensorrt]; "
+                               f"on Jetson use JetPack's TensorRT)")
+        return backend
     available = available_backends()
     if backend == "auto":
         return available[0]

@@ -7,7 +7,8 @@ a sidecar whose key differs (another TensorRT, another GPU, another profile or g
 engine whose bytes no longer match (edited by hand, truncated) is reported and rebuilt,
 never deserialized. Writes are atomic.
 
-Runtime code: numpy only here; the `tensorrt` package is imported by build_engine alone.
+Runtime code: numpy here; `tensorrt` and cuda-python are imported only where engines are
+built or run.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+import numpy as np
 
 from ..errors import BackendError, ConfigError
 from ..package import TensorSpec, atomic_write_bytes, atomic_write_text
@@ -207,3 +210,84 @@ def build_package(path: str | os.PathLike, precision: str = "fp32", profiles: li
             report(f"{part}: cached engine matches ({gpu}, TensorRT {trt_version}, {precision})")
         engines[part] = cache.engine_path(part, precision)
     return engines
+
+
+def _cuda(result):
+    """cuda-python calls return (error, value...): raise on an error, return the value(s)."""
+    err, *values = result
+    if int(err) != 0:
+        raise BackendError(f"backend 'tensorrt': a CUDA call failed with {err}")
+    return values[0] if len(values) == 1 else (values or None)
+
+
+class TensorRTSession:
+    """One engine, run with execute_async_v3: device buffers for the profile's largest shapes
+    allocated once and reused, input shapes set per call, copies and the run on one stream."""
+
+    backend = "tensorrt"
+
+    def __init__(self, graph_name: str, engine_bytes: bytes, inputs: tuple[TensorSpec, ...],
+                 outputs: tuple[TensorSpec, ...], profile: tuple):
+        import tensorrt as trt
+        from cuda.bindings import runtime as cudart
+
+        from .session import FeedChecker
+
+        self.graph_name, self.inputs, self.outputs = graph_name, inputs, outputs
+        self._accepts, self._cudart = FeedChecker(inputs), cudart
+        self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        self._engine = self._runtime.deserialize_cuda_engine(engine_bytes)
+        if self._engine is None:
+            raise BackendError(f"graph {graph_name!r}: TensorRT could not deserialize its engine (another TensorRT "
+                               "or GPU? rebuild it with edgegen build)")
+        self._context = self._engine.create_execution_context()
+        self._stream = _cuda(cudart.cudaStreamCreate())
+        self._dtypes = {n: np.dtype(trt.nptype(self._engine.get_tensor_dtype(n)))
+                        for n in [s.name for s in inputs + outputs]}
+        for name, _low, _opt, high in profile:          # largest shapes -> largest outputs
+            self._context.set_input_shape(name, high)
+        sizes = {name: int(np.prod(high)) for name, _l, _o, high in profile}
+        sizes.update({s.name: int(np.prod(tuple(self._context.get_tensor_shape(s.name)))) for s in outputs})
+        self._buffers = {name: _cuda(cudart.cudaMalloc(max(1, n) * self._dtypes[name].itemsize))
+                         for name, n in sizes.items()}
+        for name, pointer in self._buffers.items():
+            self._context.set_tensor_address(name, int(pointer))
+
+    def run(self, feeds) -> dict[str, np.ndarray]:
+        from .session import check_feeds
+
+        if not self._accepts(feeds):
+            check_feeds(self.graph_name, self.inputs, feeds)
+        cudart, stream = self._cudart, self._stream
+        for spec in self.inputs:
+            array = np.ascontiguousarray(feeds[spec.name], dtype=self._dtypes[spec.name])
+            self._context.set_input_shape(spec.name, array.shape)
+            _cuda(cudart.cudaMemcpyAsync(self._buffers[spec.name], array.ctypes.data, array.nbytes,
+                                         cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, stream))
+        if not self._context.execute_async_v3(stream):
+            raise BackendError(f"graph {self.graph_name!r}: TensorRT's execute_async_v3 failed")
+        results = {}
+        for spec in self.outputs:
+            out = np.empty(tuple(self._context.get_tensor_shape(spec.name)), self._dtypes[spec.name])
+            _cuda(cudart.cudaMemcpyAsync(out.ctypes.data, self._buffers[spec.name], out.nbytes,
+                                         cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost, stream))
+            results[spec.name] = out
+        _cuda(cudart.cudaStreamSynchronize(stream))
+        return results
+
+    def __del__(self):
+        cudart = getattr(self, "_cudart", None)
+        for pointer in getattr(self, "_buffers", {}).values():
+            cudart.cudaFree(pointer)
+
+
+def open_tensorrt_sessions(package, precision: str = "fp32", profiles: list[str] | None = None,
+                           cache_dir=None, report=lambda line: None) -> dict[str, TensorRTSession]:
+    """edgegen.load(backend="tensorrt"): each graph's engine from the cache (built on a miss)."""
+    from ..check import parse_profiles
+
+    engines = build_package(package.path, precision, profiles, cache_dir, report=report)
+    overrides, limits = parse_profiles(profiles), dim_limits(package.config)
+    return {part: TensorRTSession(part, engines[part].read_bytes(), entry.inputs, entry.outputs,
+                                  derive_profile(entry.inputs, limits, overrides))
+            for part, entry in package.graphs.items()}
