@@ -290,8 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iters", type=int, default=200, help="graph calls per engine (token packages: a tenth as many whole generations)")
     p.add_argument("--warmup", type=int, default=20)
     p.add_argument("--json", default=None, help="write the report as JSON here")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "int8", "fp16"),
-                   help="run the package's int8 / fp16 variants where it has them")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "int8", "fp16", "fused"),
+                   help="run the package's int8 / fp16 / fused variants where it has them")
     p.add_argument("--vs-torch", default=None, metavar="CHECKPOINT",
                    help="also run PyTorch eager from this checkpoint, interleaved, and report the ratio")
     runtime_options(p)
@@ -299,7 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("optimize", help="add int8 or fp16 variants of a package's graphs, each behind a quality gate")
     p.add_argument("package")
-    p.add_argument("--precision", required=True, choices=("int8", "fp16"))
+    p.add_argument("--precision", required=True, choices=("int8", "fp16", "fused"),
+                   help="fused: fp32 after ONNX Runtime's transformer fusions (gpt packages, ort-cpu only)")
     p.add_argument("--calibration", type=int, default=64, help="int8: inputs to calibrate activation ranges on (default 64)")
     p.add_argument("--target", default="ort-cpu", choices=("ort-cpu", "tensorrt"),
                    help="ort-cpu keeps an int8 variant only where it is faster here; tensorrt keeps every one that passes its gate")

@@ -28,9 +28,9 @@ import onnx
 from .errors import CheckpointError, ConfigError
 from .package import Package, atomic_write_bytes, sha256_file, write_manifest
 
-PRECISIONS = ("int8", "fp16")
+PRECISIONS = ("int8", "fp16", "fused")   # fused: fp32 after ONNX Runtime's transformer fusions
 TARGETS = ("ort-cpu", "tensorrt")
-MIN_PSNR_DB = {"int8": 30.0, "fp16": 40.0}
+MIN_PSNR_DB = {"int8": 30.0, "fp16": 40.0, "fused": 60.0}
 MIN_TOP1, MIN_COSINE = 0.95, 0.995
 GATE_BATCHES, BATCH = 4, 8
 MIN_SPEEDUP = 1.05        # "where it pays" on ort-cpu
@@ -69,6 +69,9 @@ def optimize_package(path: str | os.PathLike, precision: str, calibration: int =
         raise ConfigError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
     if target not in TARGETS:
         raise ConfigError(f"target {target!r}: expected one of {', '.join(TARGETS)}")
+    if precision == "fused" and target != "ort-cpu":
+        raise ConfigError("precision 'fused': expected target ort-cpu (the fusions are ONNX Runtime's own contrib "
+                          f"ops, which TensorRT does not read), found {target!r}")
     if isinstance(calibration, bool) or not isinstance(calibration, int) or calibration < BATCH:
         raise ConfigError(f"calibration: expected at least {BATCH} inputs, found {calibration!r}")
     package = Package(path)
@@ -115,6 +118,8 @@ def _variant(package, part, precision, target, calibration_feeds, gate_feeds, mi
         try:
             if precision == "int8":
                 _quantize_int8(package.graph_path(part), out, calibration_feeds, model)
+            elif precision == "fused":
+                _fuse(package, part, out)
             else:
                 onnx.save(_to_fp16(model), str(out))
             disabled = INT8_DISABLED_OPTIMIZERS if precision == "int8" else ()
@@ -154,6 +159,19 @@ def _quantize_int8(source: Path, out: Path, feeds: list[dict], model: onnx.Model
                     per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                     nodes_to_exclude=[weighted[0], weighted[-1]] if len(weighted) > 2 else weighted,
                     extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
+
+
+def _fuse(package: Package, part: str, out: Path) -> None:
+    """ONNX Runtime's transformer optimizer (GELU, LayerNorm, attention fusions where it finds
+    its patterns); for token models, where it knows the heads and width."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    c = package.config
+    if "n_head" not in c:
+        raise ConfigError(f"precision 'fused': expected a token model (gpt), found a {package.family} package")
+    fused = optimize_model(str(package.graph_path(part)), model_type="gpt2", num_heads=int(c["n_head"]),
+                           hidden_size=int(c["n_embd"]), opt_level=0)
+    fused.save_model_to_file(str(out))
 
 
 def _to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:

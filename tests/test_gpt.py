@@ -348,3 +348,23 @@ def test_int8_and_fp16_decoders_pass_the_token_gate_and_generate(gpt, tmp_path):
         assert record["gate"]["metric"] == "top-1 agreement" and record["gate"]["passed"], record
         pipe = edgegen.load(pkg, backend="ort-cpu", precision=precision)
         assert len(pipe.generate(list(b"def "), max_new_tokens=20, do_sample=False)) == 20
+
+
+def test_fused_variant_of_an_opset_18_decoder_is_exact_and_refused_for_tensorrt(gpt, tmp_path):
+    import shutil
+
+    from edgegen.optimize import optimize_package
+
+    pkg = tmp_path / "pkg18"
+    shutil.copytree(gpt["pkg18"], pkg)
+    with pytest.raises(ConfigError, match="TensorRT does not read"):
+        optimize_package(pkg, "fused", target="tensorrt")
+    record = optimize_package(pkg, "fused", progress=lambda line: None)["decoder"]
+    assert record["gate"]["value"] == 1.0 and record["gate"]["cosine"] > 0.99999
+    if "file" in record:   # written only where it was faster here
+        fused = onnx.load(str(pkg / record["file"]))
+        assert "FastGelu" in {n.op_type for n in fused.graph.node}
+        pipe = edgegen.load(pkg, backend="ort-cpu", precision="fused")
+        assert pipe.generate(list(b"def "), max_new_tokens=30, do_sample=False) == gpt["model"].greedy(list(b"def "), 30)
+    else:
+        assert "does not pay" in record["refused"]

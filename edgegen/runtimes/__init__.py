@@ -16,7 +16,7 @@ from .pipelines import PIPELINES, Pipeline
 from .session import Session, check_feeds
 
 
-PRECISIONS = ("fp32", "int8", "fp16")
+PRECISIONS = ("fp32", "int8", "fp16", "fused")
 
 
 def open_sessions(package: Package, backend: str = "auto", threads: int | None = None,
