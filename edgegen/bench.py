@@ -124,11 +124,7 @@ def bench_package(path: str | os.PathLike, batch: int = 8, iters: int = 200, war
         runners, versions["torch"] = torch_runners(vs_torch, pipe, feeds, threads)
         engines.update({(part, "torch eager"): fn for part, fn in runners.items()})
     timings = interleaved_timings(engines, iters, warmup)
-    results = []
-    for (part, engine), seconds in timings.items():
-        stats = percentiles_ms(seconds)
-        results.append({"graph": part, "engine": engine, **{k: round(v, 4) for k, v in stats.items()},
-                        "throughput_per_s": round(batch * 1e3 / stats["mean_ms"], 1)})
+    results = _results(timings, lambda stats: batch * 1e3 / stats["mean_ms"])
     ratios = {}
     for part in pipe.sessions:
         ours, ref = timings.get((part, f"edgegen {pipe.backend}")), timings.get((part, "torch eager"))
@@ -142,6 +138,16 @@ def bench_package(path: str | os.PathLike, batch: int = 8, iters: int = 200, war
         "results": results,
         "speedup_vs_torch_p50": ratios,
     }
+
+
+def _results(timings: dict, throughput: Callable[[dict], float]) -> list[dict]:
+    """One row per (graph, engine): latency percentiles in ms and throughput per second."""
+    rows = []
+    for (part, engine), seconds in timings.items():
+        stats = percentiles_ms(seconds)
+        rows.append({"graph": part, "engine": engine, **{k: round(v, 4) for k, v in stats.items()},
+                     "throughput_per_s": round(throughput(stats), 1)})
+    return rows
 
 
 TOKEN_FAMILIES = ("gpt",)
@@ -163,11 +169,7 @@ def bench_generation(pipe, path, batch: int, iters: int, warmup: int, threads: i
     if vs_torch is not None:
         engines[("generate", "torch eager")], versions["torch"] = torch_generation(vs_torch, pipe, prompts, threads)
     timings = interleaved_timings(engines, calls, max(1, warmup // 10))
-    results = []
-    for (part, engine), seconds in timings.items():
-        stats = percentiles_ms(seconds)
-        results.append({"graph": part, "engine": engine, **{k: round(v, 4) for k, v in stats.items()},
-                        "throughput_per_s": round(generated * 1e3 / stats["p50_ms"], 1)})
+    results = _results(timings, lambda stats: generated * 1e3 / stats["p50_ms"])
     ratios = {}
     if vs_torch is not None:
         ours, ref = timings[("generate", f"edgegen {pipe.backend}")], timings[("generate", "torch eager")]

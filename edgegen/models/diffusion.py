@@ -17,6 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..runtimes.samplers import BETA_SCHEDULES, PREDICTION_TYPES, make_betas
+from .common import training_labels
 from .ema import EMA
 
 FAMILY = "diffusion"
@@ -205,11 +206,7 @@ class Trainer:
         a = self.model.alphas_cumprod[t][:, None, None, None]
         noise = torch.randn_like(images)
         noisy = a.sqrt() * images + (1 - a).sqrt() * noise
-        if labels is None or c.num_classes == 0:
-            labels = torch.full((n,), c.null_label, dtype=torch.long)
-        else:
-            drop = torch.rand(n) < c.label_dropout
-            labels = torch.where(drop, torch.full_like(labels, c.null_label), labels)
+        labels = training_labels(labels, n, c.num_classes, c.null_label, c.label_dropout)
         prediction = self.model.unet(noisy, t.float(), labels)
         loss = F.mse_loss(prediction, training_target(c, images, noise, a))
         self.optimizer.zero_grad(set_to_none=True)

@@ -12,12 +12,13 @@ the whole image. forward(x) = horizontal(x, links(x)) exactly.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from .common import adam_with_cosine, training_labels
 
 
 FAMILY = "pixelcnn"
@@ -160,20 +161,15 @@ def build(config: Config) -> PixelCNN:
 
 
 class Trainer:
-    """Adam, cosine decay, labels dropped to "no label" 10% of the time, EMA weights for export."""
+    """Adam with cosine decay; labels dropped to "no label" 10% of the time."""
 
     def __init__(self, model: PixelCNN, lr: float, total_steps: int):
         self.model = model
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps)))
+        self.optimizer, self.scheduler = adam_with_cosine(model.parameters(), lr, total_steps)
 
     def step(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, float]:
         c = self.model.config
-        if labels is None or c.num_classes == 0:
-            labels = torch.full((len(images),), c.null_label, dtype=torch.long)
-        else:
-            labels = torch.where(torch.rand(len(labels)) < LABEL_DROPOUT, torch.full_like(labels, c.null_label), labels)
+        labels = training_labels(labels, len(images), c.num_classes, c.null_label, LABEL_DROPOUT)
         loss = self.model.loss(images, labels)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

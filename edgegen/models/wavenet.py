@@ -12,7 +12,6 @@ padding, so the two agree at every position.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +19,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from .common import adam_with_cosine, training_labels
 
 FAMILY = "wavenet"
 DATA_RANGE = None            # mu-law codes, used as they are
@@ -157,18 +158,15 @@ def build(config: Config) -> WaveNet:
 
 
 class Trainer:
+    """Adam with cosine decay, clipped gradients; labels dropped to "no label" 10% of the time."""
+
     def __init__(self, model: WaveNet, lr: float, total_steps: int):
         self.model = model
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps)))
+        self.optimizer, self.scheduler = adam_with_cosine(model.parameters(), lr, total_steps)
 
     def step(self, codes: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, float]:
         c = self.model.config
-        if labels is None or c.num_classes == 0:
-            labels = torch.full((len(codes),), c.null_label, dtype=torch.long)
-        else:
-            labels = torch.where(torch.rand(len(labels)) < LABEL_DROPOUT, torch.full_like(labels, c.null_label), labels)
+        labels = training_labels(labels, len(codes), c.num_classes, c.null_label, LABEL_DROPOUT)
         loss = self.model.loss(codes, labels)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

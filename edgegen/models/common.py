@@ -1,0 +1,25 @@
+"""What several families' trainers share."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def training_labels(labels: torch.Tensor | None, n: int, num_classes: int, null_label: int,
+                    dropout: float) -> torch.Tensor:
+    """Class labels for a batch, each replaced by the "no label" index with probability
+    `dropout` (so one model learns the conditional and the unconditional distribution);
+    all "no label" for data without classes."""
+    if labels is None or num_classes == 0:
+        return torch.full((n,), null_label, dtype=torch.long)
+    return torch.where(torch.rand(n) < dropout, torch.full_like(labels, null_label), labels)
+
+
+def adam_with_cosine(parameters, lr: float, total_steps: int, floor: float = 0.05):
+    """Adam, and a schedule decaying the rate by a cosine from lr to floor * lr over the run."""
+    optimizer = torch.optim.Adam(parameters, lr=lr)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps)))
+    return optimizer, schedule
