@@ -41,7 +41,8 @@ def _cmd_export(args) -> None:
 FAMILY_OPTIONS = {"diffusion": {"steps": "steps", "sampler": "sampler", "guidance": "guidance_scale",
                                 "label": "labels", "eta": "eta"},
                   "flow": {"temperature": "temperature"},
-                  "pixelcnn": {"label": "labels", "temperature": "temperature"}}
+                  "pixelcnn": {"label": "labels", "temperature": "temperature"},
+                  "cgan": {"label": "labels", "truncation": "truncation"}}
 
 
 def _cmd_generate(args) -> None:
@@ -227,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: one per core)")
 
     p = sub.add_parser("train", help="train a model and write a checkpoint")
-    p.add_argument("family", help="vae, gan, diffusion, flow, gpt, pixelcnn or wavenet")
+    p.add_argument("family", help="vae, gan, cgan, diffusion, flow, gpt, pixelcnn or wavenet")
     p.add_argument("--data", default=None,
                    help="digits, natural, a folder of images; for flow also moons, circles, blobs; for gpt stdlib "
                         "(the Python standard library's source) or a UTF-8 text file; for wavenet tones (synthesized) "
@@ -266,11 +267,14 @@ def build_parser() -> argparse.ArgumentParser:
     diffusion.add_argument("--sampler", default=None, help="ddpm, ddim, dpmpp-2m, euler, euler-a (default dpmpp-2m)")
     diffusion.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default 3)")
     diffusion.add_argument("--label", type=int, default=None,
-                           help="class to generate (diffusion, pixelcnn, wavenet; default: unconditional)")
+                           help="class to generate (diffusion, pixelcnn, wavenet, cgan; default: unconditional, "
+                                "for cgan random classes)")
     diffusion.add_argument("--eta", type=float, default=None, help="DDIM's eta (default 0)")
     p.add_argument("--temperature", type=float, default=None,
                    help="flow packages: latent temperature; gpt packages: softmax temperature (default 1)")
     p.add_argument("--seconds", type=float, default=None, help="wavenet packages: length of the audio to generate")
+    p.add_argument("--truncation", type=float, default=None,
+                   help="cgan packages: redraw latent values beyond this magnitude (e.g. 0.5; default none)")
     text = p.add_argument_group("gpt packages (the continuation streams to the terminal)")
     text.add_argument("--prompt", default=None, help="text to continue")
     text.add_argument("--max-new-tokens", type=int, default=200)

@@ -22,6 +22,7 @@ PRETRAINED = Path(__file__).parent / "pretrained"
 DEMO_MODELS = (
     ("vae", "vae-digits", "edgegen train vae --data digits --out edgegen/pretrained/vae-digits"),
     ("gan", "gan-digits", "edgegen train gan --data digits --out edgegen/pretrained/gan-digits"),
+    ("cgan", "cgan-digits", "edgegen train cgan --data digits --out edgegen/pretrained/cgan-digits"),
     ("diffusion", "diffusion-digits", "edgegen train diffusion --data digits --out edgegen/pretrained/diffusion-digits"),
     ("flow", "flow-moons", "edgegen train flow --data moons --out edgegen/pretrained/flow-moons"),
     ("flow", "flow-digits", "edgegen train flow --data digits --out edgegen/pretrained/flow-digits"),
@@ -106,6 +107,13 @@ def _vae_showcase(pipe, stage: Path, name: str) -> dict:
     return {"anomaly_auc": anomaly_aucs(pipe)}
 
 
+def _cgan_showcase(pipe, stage: Path, name: str) -> dict:
+    """Each column one class, 0 to 9 (no truncation)."""
+    labels = np.tile(np.arange(10), 8)
+    save_grid(pipe.sample(len(labels), labels=labels, seed=0), stage / f"{name}_samples.png", nrow=10)
+    return {}
+
+
 def _pixelcnn_showcase(pipe, stage: Path, name: str) -> dict:
     """Each column one class, 0 to 9, sampled pixel by pixel (the fast loop)."""
     labels = np.tile(np.arange(10), 8)
@@ -139,7 +147,8 @@ def _text_showcase(pipe, stage: Path, name: str) -> dict:
 
 
 SHOWCASES = {"vae": _vae_showcase, "gan": _samples, "diffusion": _diffusion_showcase, "flow": _flow_showcase,
-             "gpt": _text_showcase, "pixelcnn": _pixelcnn_showcase, "wavenet": _wavenet_showcase}
+             "gpt": _text_showcase, "pixelcnn": _pixelcnn_showcase, "wavenet": _wavenet_showcase,
+             "cgan": _cgan_showcase}
 
 
 def _section(name: str, origin: str, report: dict, extra: dict) -> str:
@@ -165,6 +174,8 @@ def _section(name: str, origin: str, report: dict, extra: dict) -> str:
                   "denoiser call; a 20-step guided sample makes 20 calls at twice the batch.", ""]
     if family == "pixelcnn":
         lines += ["Columns are the classes 0 to 9, each image sampled pixel by pixel in raster order.", ""]
+    if family == "cgan":
+        lines += ["Columns are the classes 0 to 9 (the generator takes the class; no truncation).", ""]
     if family == "wavenet":
         lines += ["Spectrograms of one second generated for each class, sample by sample (fast generation): "
                   + ", ".join(f"[{f}]({f})" for f in extra["wav_files"]) + ".", ""]

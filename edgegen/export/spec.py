@@ -11,7 +11,7 @@ import torch
 
 from ..errors import DataError, UnknownFamilyError
 from ..models.checkpoint import Checkpoint
-from ..models import flow, pixelcnn, wavenet
+from ..models import cgan, flow, pixelcnn, wavenet
 from ..models.data import ImageData, load_images
 from ..models.gan import ImageGenerator
 from ..package import TensorSpec
@@ -102,6 +102,26 @@ GAN = ExportSpec(
                   ("image",), _latent_inputs),
     ),
     runtime_config=_image_config,
+    needs_data=False,
+)
+
+def _conditional_latent_inputs(ckpt, batch, rng, data):
+    return {"z": rng.standard_normal((batch, ckpt.config.latent_dim)).astype(np.float32),
+            "labels": rng.integers(0, ckpt.config.num_classes, size=batch).astype(np.int64)}
+
+
+def _cgan_config(ckpt: Checkpoint) -> dict:
+    return {**_image_config(ckpt), "num_classes": ckpt.config.num_classes}
+
+
+CGAN = ExportSpec(
+    family="cgan",
+    graphs=(
+        GraphSpec("generator", lambda m: cgan.ImageGenerator(m.generator_ema),
+                  lambda c: (TensorSpec("z", "float32", ("batch", c.latent_dim)), TensorSpec("labels", "int64", ("batch",))),
+                  ("image",), _conditional_latent_inputs),
+    ),
+    runtime_config=_cgan_config,
     needs_data=False,
 )
 
@@ -384,7 +404,7 @@ WAVENET = ExportSpec(
     load_data=_wavenet_data,
 )
 
-EXPORT_SPECS = {s.family: s for s in (VAE, GAN, DIFFUSION, FLOW, GPT, PIXELCNN, WAVENET)}
+EXPORT_SPECS = {s.family: s for s in (VAE, GAN, CGAN, DIFFUSION, FLOW, GPT, PIXELCNN, WAVENET)}
 
 
 def export_spec(family: str) -> ExportSpec:

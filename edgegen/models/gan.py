@@ -107,14 +107,19 @@ class Trainer:
         self.steps = 0
 
     def step(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, float]:
-        g, d = self.model.generator, self.model.discriminator
-        z = torch.randn(images.shape[0], self.model.config.latent_dim)
-        fake = g(z)
+        d = self.model.discriminator
+        return self._adversarial_step(images, self.model.generator, d, d)
+
+    def _adversarial_step(self, images, generate, score_real, score_fake) -> dict[str, float]:
+        """One discriminator and one generator update. generate(z) -> fake images;
+        score_real / score_fake(images) -> logits (conditional GANs close over the labels)."""
         c = self.model.config
+        z = torch.randn(images.shape[0], c.latent_dim)
+        fake = generate(z)
         regularize = c.r1_gamma > 0 and self.steps % max(c.r1_interval, 1) == 0
         self.steps += 1
         real = images.detach().requires_grad_(regularize)
-        real_logits, fake_logits = d(real), d(fake.detach())
+        real_logits, fake_logits = score_real(real), score_fake(fake.detach())
         loss_d = F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
         if regularize:
             (grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
@@ -123,7 +128,7 @@ class Trainer:
         self.opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         self.opt_d.step()
-        loss_g = F.softplus(-d(fake)).mean()
+        loss_g = F.softplus(-score_fake(fake)).mean()
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         self.opt_g.step()

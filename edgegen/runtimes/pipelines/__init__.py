@@ -3,14 +3,14 @@
 from .base import Pipeline
 from .diffusion import DiffusionPipeline
 from .flow import FlowPipeline
-from .gan import GANPipeline
+from .gan import ConditionalGANPipeline, GANPipeline
 from .gpt import GPTPipeline
 from .pixelcnn import PixelCNNPipeline
 from .vae import VAEPipeline
 from .wavenet import WaveNetPipeline
 
 PIPELINES: dict[str, type[Pipeline]] = {p.family: p for p in (
-    VAEPipeline, GANPipeline, DiffusionPipeline, FlowPipeline, GPTPipeline, PixelCNNPipeline, WaveNetPipeline)}
+    VAEPipeline, GANPipeline, ConditionalGANPipeline, DiffusionPipeline, FlowPipeline, GPTPipeline, PixelCNNPipeline, WaveNetPipeline)}
 
-__all__ = ["PIPELINES", "Pipeline", "DiffusionPipeline", "FlowPipeline", "GANPipeline", "GPTPipeline",
+__all__ = ["PIPELINES", "Pipeline", "ConditionalGANPipeline", "DiffusionPipeline", "FlowPipeline", "GANPipeline", "GPTPipeline",
            "PixelCNNPipeline", "WaveNetPipeline", "VAEPipeline"]

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Pipeline, as_float_array, check_count, standard_normal
+from ...errors import InputError
+from .autoregressive import class_labels
+from .base import Pipeline, as_float_array, check_count, check_number, make_rng, standard_normal
 
 
 class GANPipeline(Pipeline):
@@ -17,3 +19,44 @@ class GANPipeline(Pipeline):
 
     def sample(self, n: int, seed: int | None = None) -> np.ndarray:
         return self.generate(standard_normal(check_count(n), self.latent_dim, seed))
+
+
+class ConditionalGANPipeline(Pipeline):
+    """Class-conditional GAN packages: images of the classes asked for, with the truncation trick."""
+
+    family = "cgan"
+
+    def generate(self, z, labels) -> np.ndarray:
+        """Latents [n, latent_dim] and class ids (one, or n) -> images [n, C, H, W] in [0, 1]."""
+        z = as_float_array(z, "latents", (None, self.latent_dim))
+        y = class_labels(labels, len(z), self.num_classes, self.num_classes, "labels")
+        return self.sessions["generator"].run({"z": z, "labels": y})["image"]
+
+    def sample(self, n: int, labels=None, truncation: float | None = None, seed: int | None = None) -> np.ndarray:
+        """n images of the given classes (None: classes drawn at random with the seed).
+        truncation: redraw each latent value whose magnitude exceeds it (BigGAN's truncation
+        trick; e.g. 0.5: less variety, cleaner images); None keeps N(0, I) as trained."""
+        n = check_count(n)
+        if truncation is not None and check_number(truncation, "truncation", low=0.0) == 0:
+            raise InputError("truncation: expected a number above 0 (the largest latent magnitude kept), found 0")
+        rng = make_rng(seed)
+        if labels is None:
+            labels = rng.integers(0, self.num_classes, size=n)
+        z = rng.standard_normal((n, self.latent_dim), dtype=np.float32)
+        if truncation is not None:
+            z = truncated_normal(z, float(truncation), rng)
+        return self.generate(z, labels)
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.config["num_classes"])
+
+
+def truncated_normal(z: np.ndarray, limit: float, rng: np.random.Generator) -> np.ndarray:
+    """Redraw every value of z outside [-limit, limit] until none is (expected few rounds)."""
+    z = z.copy()
+    outside = np.abs(z) > limit
+    while outside.any():
+        z[outside] = rng.standard_normal(int(outside.sum()), dtype=np.float32)
+        outside = np.abs(z) > limit
+    return z
