@@ -21,6 +21,7 @@ PRETRAINED = Path(__file__).parent / "pretrained"
 # (family, shipped checkpoint, how it was made)
 DEMO_MODELS = (
     ("vae", "vae-digits", "edgegen train vae --data digits --out edgegen/pretrained/vae-digits"),
+    ("vaegan", "vaegan-digits", "edgegen train vaegan --data digits --out edgegen/pretrained/vaegan-digits"),
     ("gan", "gan-digits", "edgegen train gan --data digits --out edgegen/pretrained/gan-digits"),
     ("cgan", "cgan-digits", "edgegen train cgan --data digits --out edgegen/pretrained/cgan-digits"),
     ("diffusion", "diffusion-digits", "edgegen train diffusion --data digits --out edgegen/pretrained/diffusion-digits"),
@@ -146,7 +147,8 @@ def _text_showcase(pipe, stage: Path, name: str) -> dict:
     return {"text_samples": samples, "sampling": {"temperature": 0.8, "top_k": 40, "max_new_tokens": 200}}
 
 
-SHOWCASES = {"vae": _vae_showcase, "gan": _samples, "diffusion": _diffusion_showcase, "flow": _flow_showcase,
+SHOWCASES = {"vae": _vae_showcase, "vaegan": _vae_showcase, "gan": _samples, "diffusion": _diffusion_showcase,
+             "flow": _flow_showcase,
              "gpt": _text_showcase, "pixelcnn": _pixelcnn_showcase, "wavenet": _wavenet_showcase,
              "cgan": _cgan_showcase}
 
@@ -179,9 +181,9 @@ def _section(name: str, origin: str, report: dict, extra: dict) -> str:
     if family == "wavenet":
         lines += ["Spectrograms of one second generated for each class, sample by sample (fast generation): "
                   + ", ".join(f"[{f}]({f})" for f in extra["wav_files"]) + ".", ""]
-    if family == "vae":
+    if family in ("vae", "vaegan"):
         lines += ["Held-out digits (odd columns) and their reconstructions (even columns):", "",
-                  "![reconstructions](vae-digits_reconstructions.png)", "",
+                  f"![reconstructions]({name}_reconstructions.png)", "",
                   "Anomaly score ROC AUC (held-out digits should score lowest): "
                   + ", ".join(f"{k.replace('_', ' ')} {v:.3f}" for k, v in extra["anomaly_auc"].items()), ""]
     lines += [f"Latency at batch {report['batch']}, {report['threads']} threads, {report['iters']} iterations each, "

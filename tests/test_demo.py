@@ -13,7 +13,7 @@ def test_demo_with_shipped_weights(tmp_path):
     demo = index.parent
     text = index.read_text()
     pictures = [f"{name}_samples.png" for family, name, _ in DEMO_MODELS if family != "gpt"]
-    pictures.append("vae-digits_reconstructions.png")
+    pictures += ["vae-digits_reconstructions.png", "vaegan-digits_reconstructions.png"]
     for picture in pictures:
         assert (demo / picture).read_bytes()[:4] == b"\x89PNG" and f"({picture})" in text
     assert "| decoder | edgegen ort-cpu |" in text and "| generator | torch eager |" in text
@@ -23,7 +23,7 @@ def test_demo_with_shipped_weights(tmp_path):
     assert samples.startswith("def ") and "```python\nimport " in text
     results = json.loads((demo / "results.json").read_text())
     # the shipped models meet the README's anomaly figures
-    for name in ("vae-digits", "flow-digits"):
+    for name in ("vae-digits", "vaegan-digits", "flow-digits"):
         aucs = results["families"][name]["anomaly_auc"]
         assert aucs["digits_vs_noise"] >= 0.95 and aucs["digits_vs_natural_crops"] >= 0.95
     assert (demo / "pkg" / "gan-digits" / "edgegen.json").is_file()

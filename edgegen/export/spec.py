@@ -94,6 +94,9 @@ VAE = ExportSpec(
     runtime_config=_image_config,
 )
 
+# Served like the VAE: the same graphs, the same realistic inputs.
+VAEGAN = ExportSpec(family="vaegan", graphs=VAE.graphs, runtime_config=_image_config)
+
 GAN = ExportSpec(
     family="gan",
     graphs=(
@@ -404,7 +407,7 @@ WAVENET = ExportSpec(
     load_data=_wavenet_data,
 )
 
-EXPORT_SPECS = {s.family: s for s in (VAE, GAN, CGAN, DIFFUSION, FLOW, GPT, PIXELCNN, WAVENET)}
+EXPORT_SPECS = {s.family: s for s in (VAE, VAEGAN, GAN, CGAN, DIFFUSION, FLOW, GPT, PIXELCNN, WAVENET)}
 
 
 def export_spec(family: str) -> ExportSpec:

@@ -38,3 +38,9 @@ class VAEPipeline(Pipeline):
         bce = -(x * np.log(recon) + (1 - x) * np.log1p(-recon)).reshape(len(x), -1).sum(axis=1)
         kl = -0.5 * (1 + logvar - mu**2 - np.exp(logvar)).sum(axis=1)
         return (bce + kl).astype(np.float32)
+
+
+class VAEGANPipeline(VAEPipeline):
+    """A VAE whose decoder was also trained adversarially: the same API."""
+
+    family = "vaegan"

@@ -1,4 +1,5 @@
-"""The class-conditional GAN: conditioning, the truncation trick, and the shipped model's labels."""
+"""The hybrids so far: the class-conditional GAN (conditioning, truncation, the shipped
+model's labels) and the VAE-GAN (served like a VAE)."""
 
 import numpy as np
 import pytest
@@ -56,3 +57,13 @@ def test_shipped_cgan_draws_the_requested_digit(tmp_path):
     images = pipe.sample(500, labels=labels, seed=0).reshape(500, 1, 8, 4, 8, 4).mean(axis=(3, 5))
     accuracy = (judge.predict(images) == labels).mean()
     assert accuracy >= 0.9, accuracy
+
+
+def test_vaegan_is_served_like_a_vae(tmp_path):
+    ckpt = train("vaegan", tmp_path / "ckpt", steps=5, batch_size=16, progress=False, width=16)
+    pipe = edgegen.load(export_checkpoint(ckpt, tmp_path / "pkg"), backend="ort-cpu")
+    assert pipe.family == "vaegan" and sorted(pipe.sessions) == ["decoder", "encoder"]
+    images = pipe.sample(3, seed=0)
+    mu, logvar = pipe.encode(images)
+    assert pipe.reconstruct(images).shape == images.shape and pipe.anomaly_score(images).shape == (3,)
+    assert all(e.extra["validation"]["passed"] for e in pipe.package.graphs.values())
