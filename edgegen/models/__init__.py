@@ -7,7 +7,7 @@ from types import ModuleType
 from ..errors import UnknownFamilyError
 from . import cgan, diffusion, flow, gan, gpt, pixelcnn, vae, vaegan, wavenet
 
-FAMILIES: dict[str, ModuleType] = {m.FAMILY: m for m in (vae, vaegan, gan, cgan, diffusion, flow, gpt, pixelcnn, wavenet)}
+FAMILIES: dict[str, ModuleType] = {m.FAMILY: m for m in (vae, gan, vaegan, cgan, diffusion, flow, gpt, pixelcnn, wavenet)}
 
 
 def family_module(family: str) -> ModuleType:

@@ -21,19 +21,12 @@ DEFAULT_LR = 1e-3
 
 
 @dataclass
-class Config:
-    image_channels: int = 1
-    image_size: int = 32
-    latent_dim: int = 16
-    width: int = 32
-    kl_weight: float = 1.0
-    adversarial_weight: float = 20.0     # relative to the per-image reconstruction sum (~100 nats)
+class Config(vae.Config):
+    """The VAE's settings, and the adversarial ones."""
+    adversarial_weight: float = 20.0     # relative to the per-image reconstruction sum (~300 nats)
     feature_weight: float = 10.0
     r1_gamma: float = 1.0
     r1_interval: int = 4
-
-    def validate(self) -> list[str]:
-        return vae.image_model_problems(self)
 
 
 class Discriminator(nn.Module):
