@@ -35,6 +35,8 @@ def test_conditional_generator_graph_and_sampling(cgan):
         pipe.sample(2, labels=[1, 10])
     with pytest.raises(InputError, match="truncation"):
         pipe.sample(2, labels=1, truncation=0)
+    with pytest.raises(InputError, match="found None"):
+        pipe.generate(z, None)
 
 
 def test_truncation_redraws_values_beyond_the_limit():

@@ -13,7 +13,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import gan
-from .vae import image_model_problems
 
 FAMILY = "cgan"
 DATA_RANGE = (-1.0, 1.0)
@@ -23,18 +22,12 @@ DEFAULT_LR = 2e-4
 
 
 @dataclass
-class Config:
-    image_channels: int = 1
-    image_size: int = 32
-    latent_dim: int = 64
-    width: int = 32
+class Config(gan.Config):
+    """The GAN's settings, and the number of classes."""
     num_classes: int = 10
-    ema_decay: float = 0.999
-    r1_gamma: float = 1.0
-    r1_interval: int = 4
 
     def validate(self) -> list[str]:
-        problems = image_model_problems(self)
+        problems = super().validate()
         if self.num_classes < 1:
             problems.append(f"num_classes expected at least 1 (a class-conditional GAN needs labelled data such as "
                             f"digits), found {self.num_classes}")
@@ -92,8 +85,7 @@ class Discriminator(nn.Module):
     def __init__(self, c: Config):
         super().__init__()
         w = c.width
-        self.features = nn.Sequential(*list(gan.Discriminator(gan.Config(c.image_channels, c.image_size,
-                                                                          width=w)).net)[:-1])
+        self.features = nn.Sequential(*list(gan.Discriminator(c).net)[:-1])
         flat = 4 * w * (c.image_size // 8) ** 2
         self.score = nn.Linear(flat, 1)
         self.embed = nn.Embedding(c.num_classes, flat)

@@ -75,6 +75,20 @@ def check_count(n: Any, what: str = "n") -> int:
     return int(n)
 
 
+def class_labels(labels, n: int, num_classes: int, null_label: int, what: str = "labels") -> np.ndarray:
+    """None -> the "no label" index; one id or n ids -> int64 [n], each in [0, num_classes)."""
+    if labels is None:
+        return np.full(n, null_label, np.int64)
+    if num_classes == 0:
+        raise InputError(f"{what}: expected None for this unconditional model, found {labels!r}")
+    array = np.asarray(labels)
+    if array.dtype.kind not in "iu" or array.ndim > 1 or (array.ndim == 1 and len(array) != n):
+        raise InputError(f"{what}: expected None, one class id or {n} class ids, found {labels!r:.60}")
+    if ((array < 0) | (array >= num_classes)).any():
+        raise InputError(f"{what}: expected class ids in [0, {num_classes}), found {array.tolist()}")
+    return np.broadcast_to(array, (n,)).astype(np.int64)
+
+
 def make_rng(seed: Any) -> np.random.Generator:
     """numpy's PCG64 generator: the same seed gives the same numbers on every machine."""
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):

@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import InputError
-from .autoregressive import class_labels
-from .base import Pipeline, as_float_array, check_count, check_number, make_rng, standard_normal
+from .base import Pipeline, as_float_array, check_count, check_number, class_labels, make_rng, standard_normal
 
 
 class GANPipeline(Pipeline):
@@ -29,6 +28,8 @@ class ConditionalGANPipeline(Pipeline):
     def generate(self, z, labels) -> np.ndarray:
         """Latents [n, latent_dim] and class ids (one, or n) -> images [n, C, H, W] in [0, 1]."""
         z = as_float_array(z, "latents", (None, self.latent_dim))
+        if labels is None:  # this generator has no "no label" class to fall back on
+            raise InputError(f"labels: expected one class id or {len(z)} class ids, found None")
         y = class_labels(labels, len(z), self.num_classes, self.num_classes, "labels")
         return self.sessions["generator"].run({"z": z, "labels": y})["image"]
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import InputError
-from .autoregressive import class_labels, draw, log_softmax, sampler
-from .base import Pipeline, as_float_array, check_count, make_rng
+from .autoregressive import draw, log_softmax, sampler
+from .base import Pipeline, as_float_array, check_count, class_labels, make_rng
 
 
 class PixelCNNPipeline(Pipeline):

@@ -15,8 +15,8 @@ import numpy as np
 from ...errors import InputError
 from ..audio import mu_law_decode, mu_law_encode
 from ..ort import OrtBinding, OrtSession
-from .autoregressive import class_labels, draw, log_softmax, sampler
-from .base import Pipeline, as_float_array, check_count, make_rng
+from .autoregressive import draw, log_softmax, sampler
+from .base import Pipeline, as_float_array, check_count, class_labels, make_rng
 
 
 class WaveNetPipeline(Pipeline):
