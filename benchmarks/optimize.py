@@ -2,7 +2,7 @@
 variants on ONNX Runtime CPU (batch 8, 2 threads), with each variant's gate figure, and the
 variants the gate (or the speed rule) refused and why. From the shipped checkpoints.
 
-    python benchmarks/optimize.py [--out benchmarks/results]
+    python benchmarks/optimize.py [--only stylegan-digits ...] [--out benchmarks/results]
 
 Each variant is made with `--target tensorrt` (so a variant that passes its gate is written
 even where it is slower on this CPU) and timed against fp32 side by side by edgegen's optimize.
@@ -25,10 +25,14 @@ from edgegen.optimize import optimize_package
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    parser.add_argument("--only", nargs="+", default=None, choices=[name for _, name, _ in DEMO_MODELS],
+                        help="these shipped models only (results written as optimize_<names>)")
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="edgegen-optimize-bench-"))
     rows, report = [], {"benchmark": "optimize", "batch": 8, "machine": machine_info(), "packages": {}}
     for family, name, _ in DEMO_MODELS:
+        if args.only and name not in args.only:
+            continue
         pkg = export_checkpoint(PRETRAINED / name, scratch / name)
         report["packages"][name] = {}
         for precision in ("int8", "fp16"):
@@ -53,7 +57,7 @@ def main() -> None:
              "with the gate's figure on held-out inputs (PSNR for images, audio and other float outputs; "
              "top-1 agreement and logit cosine for GPT):", "",
              "| package | graph | precision | speed vs fp32 | gate | result |", "|---|---|---|---|---|---|", *rows, ""]
-    write_results(args.out, "optimize", report, "\n".join(lines))
+    write_results(args.out, "optimize" + ("_" + "_".join(args.only) if args.only else ""), report, "\n".join(lines))
 
 
 if __name__ == "__main__":

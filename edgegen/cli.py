@@ -18,6 +18,8 @@ def _cmd_train(args) -> None:
     from .models.train import train
 
     options = {"latent_dim": args.latent_dim} if args.latent_dim else {}
+    if args.base:
+        options["base"] = args.base
     out = train(args.family, args.out, data=args.data, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                 seed=args.seed, image_size=args.image_size, channels=args.channels, overwrite=args.force, **options)
     print(f"wrote checkpoint {out}")
@@ -38,11 +40,14 @@ def _cmd_export(args) -> None:
 
 
 # generate's options that only some families take, by the keyword their sample() uses
-FAMILY_OPTIONS = {"diffusion": {"steps": "steps", "sampler": "sampler", "guidance": "guidance_scale",
-                                "label": "labels", "eta": "eta"},
+_SAMPLING = {"steps": "steps", "sampler": "sampler", "guidance": "guidance_scale", "label": "labels", "eta": "eta"}
+FAMILY_OPTIONS = {"diffusion": _SAMPLING,
+                  "ldm": _SAMPLING,
+                  "controlnet": {**_SAMPLING, "control": "control", "conditioning_scale": "conditioning_scale"},
                   "flow": {"temperature": "temperature"},
                   "pixelcnn": {"label": "labels", "temperature": "temperature"},
-                  "cgan": {"label": "labels", "truncation": "truncation"}}
+                  "cgan": {"label": "labels", "truncation": "truncation"},
+                  "stylegan": {"truncation": "truncation_psi", "noise_mode": "noise_mode"}}
 
 
 def _cmd_generate(args) -> None:
@@ -60,14 +65,18 @@ def _cmd_generate(args) -> None:
         raise ConfigError(f"--out: expected the PNG file to write for a {pipe.family} package, found none")
     accepted = FAMILY_OPTIONS.get(pipe.family, {})
     options = {}
-    for flag, keyword in {k: v for opts in FAMILY_OPTIONS.values() for k, v in opts.items()}.items():
+    for flag in dict.fromkeys(k for opts in FAMILY_OPTIONS.values() for k in opts):
         value = getattr(args, flag)
         if value is None:
             continue
         if flag not in accepted:
-            raise ConfigError(f"--{flag}: expected an option of {pipe.family} packages "
-                              f"({', '.join('--' + f for f in accepted) or 'none'}), found --{flag}")
-        options[keyword] = value
+            raise ConfigError(f"--{flag.replace('_', '-')}: expected an option of {pipe.family} packages "
+                              f"({', '.join('--' + f.replace('_', '-') for f in accepted) or 'none'}), found it")
+        options[accepted[flag]] = value
+    if "control" in options:  # a picture whose coarse version the samples follow
+        from .images import load_image
+
+        options["control"] = pipe.hint(load_image(options["control"], pipe.image_shape))
     if "steps" in accepted:
         from .runtimes.pipelines.diffusion import DEFAULT_STEPS
 
@@ -228,7 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: one per core)")
 
     p = sub.add_parser("train", help="train a model and write a checkpoint")
-    p.add_argument("family", help="vae, gan, cgan, diffusion, flow, gpt, pixelcnn or wavenet")
+    p.add_argument("family", help="vae, gan, vaegan, cgan, stylegan, diffusion, controlnet, ldm, flow, gpt, pixelcnn "
+                                  "or wavenet")
     p.add_argument("--data", default=None,
                    help="digits, natural, a folder of images; for flow also moons, circles, blobs; for gpt stdlib "
                         "(the Python standard library's source) or a UTF-8 text file; for wavenet tones (synthesized) "
@@ -241,6 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, default=None, help="default: the family's (32; diffusion 8)")
     p.add_argument("--channels", type=int, choices=(1, 3), default=None, help="1 grey, 3 RGB (default: the data's own)")
     p.add_argument("--latent-dim", type=int, default=None)
+    p.add_argument("--base", default=None, metavar="CHECKPOINT",
+                   help="controlnet: the diffusion checkpoint to control (default: the shipped diffusion-digits)")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=_cmd_train)
 
@@ -262,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="PNG file to write (gpt packages: optional text file)")
     p.add_argument("--nrow", type=int, default=None, help="images per row (default: square grid)")
     p.add_argument("--scale", type=int, default=None, help="pixel upscaling of the grid (default: to ~64 px a picture)")
-    diffusion = p.add_argument_group("diffusion packages")
+    diffusion = p.add_argument_group("diffusion, ldm and controlnet packages")
     diffusion.add_argument("--steps", type=int, default=None, help="sampling steps (default 20)")
     diffusion.add_argument("--sampler", default=None, help="ddpm, ddim, dpmpp-2m, euler, euler-a (default dpmpp-2m)")
     diffusion.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default 3)")
@@ -274,7 +286,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="flow packages: latent temperature; gpt packages: softmax temperature (default 1)")
     p.add_argument("--seconds", type=float, default=None, help="wavenet packages: length of the audio to generate")
     p.add_argument("--truncation", type=float, default=None,
-                   help="cgan packages: redraw latent values beyond this magnitude (e.g. 0.5; default none)")
+                   help="cgan packages: redraw latent values beyond this magnitude (e.g. 0.5; default none); "
+                        "stylegan packages: truncation psi toward the average w (e.g. 0.7; default 1)")
+    p.add_argument("--noise-mode", default=None, choices=("const", "random", "none"),
+                   help="stylegan packages: the synthesis noise (default const)")
+    p.add_argument("--control", default=None, metavar="IMAGE",
+                   help="controlnet packages (required): a picture whose coarse version the samples follow")
+    p.add_argument("--conditioning-scale", type=float, default=None,
+                   help="controlnet packages: strength of the control (default 1; 0 = the base model)")
     text = p.add_argument_group("gpt packages (the continuation streams to the terminal)")
     text.add_argument("--prompt", default=None, help="text to continue")
     text.add_argument("--max-new-tokens", type=int, default=200)

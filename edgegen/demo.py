@@ -24,7 +24,11 @@ DEMO_MODELS = (
     ("vaegan", "vaegan-digits", "edgegen train vaegan --data digits --out edgegen/pretrained/vaegan-digits"),
     ("gan", "gan-digits", "edgegen train gan --data digits --out edgegen/pretrained/gan-digits"),
     ("cgan", "cgan-digits", "edgegen train cgan --data digits --out edgegen/pretrained/cgan-digits"),
+    ("stylegan", "stylegan-digits", "edgegen train stylegan --data digits --out edgegen/pretrained/stylegan-digits"),
     ("diffusion", "diffusion-digits", "edgegen train diffusion --data digits --out edgegen/pretrained/diffusion-digits"),
+    ("controlnet", "controlnet-digits", "edgegen train controlnet --data digits --base edgegen/pretrained/diffusion-digits "
+                                        "--out edgegen/pretrained/controlnet-digits"),
+    ("ldm", "ldm-digits", "edgegen train ldm --data digits --out edgegen/pretrained/ldm-digits"),
     ("flow", "flow-moons", "edgegen train flow --data moons --out edgegen/pretrained/flow-moons"),
     ("flow", "flow-digits", "edgegen train flow --data digits --out edgegen/pretrained/flow-digits"),
     ("gpt", "gpt-stdlib", "edgegen train gpt --data stdlib --out edgegen/pretrained/gpt-stdlib"),
@@ -49,7 +53,9 @@ def run_demo(out: str | Path, train_models: bool = False, overwrite: bool = Fals
             data = shipped.split("-", 1)[1]
             ckpt = stage / "ckpt" / shipped
             if train_models:
-                train(family, ckpt, data=data)
+                # a ControlNet controls the diffusion model trained just before it
+                base = {"base": str(stage / "ckpt" / "diffusion-digits")} if family == "controlnet" else {}
+                train(family, ckpt, data=data, **base)
                 origin = f"trained here: `edgegen train {family} --data {data}`"
             else:
                 shutil.copytree(PRETRAINED / shipped, ckpt)
@@ -71,6 +77,30 @@ def run_demo(out: str | Path, train_models: bool = False, overwrite: bool = Fals
 def _samples(pipe, stage: Path, name: str) -> dict:
     save_grid(pipe.sample(64, seed=0), stage / f"{name}_samples.png", nrow=8)
     return {}
+
+
+def _stylegan_showcase(pipe, stage: Path, name: str) -> dict:
+    """Samples at truncation psi 0.7, and a style-mixing grid: in each row the coarse styles
+    (layers 0-3) of one seed, the fine ones of the column's seed."""
+    save_grid(pipe.sample(64, seed=0, truncation_psi=0.7), stage / f"{name}_samples.png", nrow=8)
+    coarse, fine = list(range(8)), [100 + i for i in range(8)]
+    rows = [pipe.mix([a], fine, crossover_layer=4, truncation_psi=0.7) for a in coarse]
+    save_grid(np.concatenate(rows), stage / f"{name}_mixing.png", nrow=8)
+    return {"sampling": {"truncation_psi": 0.7, "noise_mode": "const", "mixing_crossover_layer": 4}}
+
+
+def _controlnet_showcase(pipe, stage: Path, name: str) -> dict:
+    """Held-out digits, their coarse hints, and samples that follow the hints with no class
+    label (conditioning scale 1), then the same seeds at scale 0 (the base model, unconditional)."""
+    from .models.data import load_images
+
+    digits = load_images("digits", image_size=pipe.image_shape[-1]).test[:10]
+    hints = pipe.hint(digits)
+    options = {"steps": 20, "sampler": "dpmpp-2m", "seed": 0}
+    rows = [digits, hints, pipe.sample(10, control=hints, conditioning_scale=1.0, **options),
+            pipe.sample(10, control=hints, conditioning_scale=0.0, **options)]
+    save_grid(np.concatenate(rows), stage / f"{name}_samples.png", nrow=10)
+    return {"sampling": {**options, "conditioning_scales": [1.0, 0.0]}}
 
 
 def _diffusion_showcase(pipe, stage: Path, name: str) -> dict:
@@ -148,6 +178,7 @@ def _text_showcase(pipe, stage: Path, name: str) -> dict:
 
 
 SHOWCASES = {"vae": _vae_showcase, "vaegan": _vae_showcase, "gan": _samples, "diffusion": _diffusion_showcase,
+             "ldm": _diffusion_showcase, "controlnet": _controlnet_showcase, "stylegan": _stylegan_showcase,
              "flow": _flow_showcase,
              "gpt": _text_showcase, "pixelcnn": _pixelcnn_showcase, "wavenet": _wavenet_showcase,
              "cgan": _cgan_showcase}
@@ -171,9 +202,19 @@ def _section(name: str, origin: str, report: dict, extra: dict) -> str:
                   f"Samples at temperature 0.7. Held-out digits: {extra['bits_per_dim_held_out']:.3f} bits per "
                   "dimension; anomaly score ROC AUC " + ", ".join(f"{k.replace('_', ' ')} {v:.3f}"
                                                                  for k, v in extra["anomaly_auc"].items()), ""]
-    if family == "diffusion":
+    if family in ("diffusion", "ldm"):
         lines += ["Columns are the classes 0 to 9 (DPM-Solver++, 20 steps, guidance 3). `edgegen bench` times one "
-                  "denoiser call; a 20-step guided sample makes 20 calls at twice the batch.", ""]
+                  "denoiser call; a 20-step guided sample makes 20 calls at twice the batch."
+                  + (" Latent diffusion: the UNet denoises 4x8x8 latents, the decoder makes the 32x32 images."
+                     if family == "ldm" else ""), ""]
+    if family == "controlnet":
+        lines += ["Rows: held-out digits, their coarse hints (2x2 averages), samples that follow the hints "
+                  "(conditioning scale 1, no class label, DPM-Solver++ 20 steps), and the same seeds at scale 0 "
+                  "(exactly the base diffusion model, unconditional).", ""]
+    if family == "stylegan":
+        lines += ["Samples at truncation psi 0.7 (const noise). Style mixing: each row keeps one seed's coarse "
+                  "styles (layers 0-3), each column gives its seed's fine styles (layers 4-7):", "",
+                  f"![style mixing]({name}_mixing.png)", ""]
     if family == "pixelcnn":
         lines += ["Columns are the classes 0 to 9, each image sampled pixel by pixel in raster order.", ""]
     if family == "cgan":

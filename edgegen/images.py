@@ -43,3 +43,15 @@ def save_grid(images: np.ndarray, path: str | os.PathLike, nrow: int | None = No
     buffer = io.BytesIO()
     Image.fromarray(grid(images, nrow=nrow, scale=scale)).save(buffer, format="PNG")
     atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_image(path: str | os.PathLike, shape: tuple[int, int, int]) -> np.ndarray:
+    """An image file as [1, C, H, W] in [0, 1], resized (area average) to the model's shape."""
+    channels, height, width = shape
+    try:
+        with Image.open(path) as image:
+            image = image.convert("L" if channels == 1 else "RGB").resize((width, height), Image.Resampling.BOX)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"image {str(path)!r}: expected a picture pillow can read, found: {exc}") from None
+    pixels = np.asarray(image, dtype=np.float32) / 255.0
+    return (pixels[None, None] if channels == 1 else pixels.transpose(2, 0, 1)[None]).copy()

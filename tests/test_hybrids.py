@@ -1,5 +1,7 @@
-"""The hybrids so far: the class-conditional GAN (conditioning, truncation, the shipped
-model's labels) and the VAE-GAN (served like a VAE)."""
+"""The hybrids: the class-conditional GAN (conditioning, truncation, the shipped model's
+labels), the VAE-GAN (served like a VAE), StyleGAN (mapping + synthesis, truncation, mixing,
+interpolation, noise modes), ControlNet (the fused graph; scale 0 is the base model) and
+latent diffusion (three graphs)."""
 
 import numpy as np
 import pytest
@@ -7,6 +9,7 @@ import pytest
 import edgegen
 from edgegen.demo import PRETRAINED
 from edgegen.errors import ConfigError, InputError
+from edgegen.models.data import load_images
 from edgegen.export import export_checkpoint
 from edgegen.models.classifier import train_digit_judge
 from edgegen.models.train import train
@@ -69,3 +72,145 @@ def test_vaegan_is_served_like_a_vae(tmp_path):
     mu, logvar = pipe.encode(images)
     assert pipe.reconstruct(images).shape == images.shape and pipe.anomaly_score(images).shape == (3,)
     assert all(e.extra["validation"]["passed"] for e in pipe.package.graphs.values())
+
+
+# -- StyleGAN ------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def stylegan(tmp_path_factory):
+    root = tmp_path_factory.mktemp("stylegan")
+    ckpt = train("stylegan", root / "ckpt", steps=6, batch_size=16, progress=False, width=8, w_dim=16)
+    return export_checkpoint(ckpt, root / "pkg")
+
+
+def test_stylegan_graphs_and_what_users_do_with_them(stylegan):
+    pipe = edgegen.load(stylegan, backend="ort-cpu")
+    graphs = pipe.package.graphs
+    assert sorted(graphs) == ["mapping", "synthesis"] and all(g.extra["validation"]["passed"] for g in graphs.values())
+    assert [t.name for t in graphs["synthesis"].inputs] == ["ws"] + [f"noise.{i}" for i in range(7)]
+    assert pipe.num_ws == 8 and len(pipe.w_avg) == 16
+    one = pipe.sample(3, seed=4)
+    assert one.shape == (3, 1, 32, 32) and np.array_equal(one, pipe.sample(3, seed=4))      # const noise: repeatable
+    # truncation 0: every latent becomes the stored average w, so every image is the same
+    average = pipe.sample(3, seed=4, truncation_psi=0.0)
+    assert np.allclose(average, average[:1], atol=1e-6)
+    # mixing: crossover past the last layer is seed a's image, crossover 0 is seed b's
+    a, b = pipe.sample(1, seed=11), pipe.sample(1, seed=12)
+    assert np.allclose(pipe.mix([11], [12], pipe.num_ws), a, atol=1e-6)
+    assert np.allclose(pipe.mix([11], [12], 0), b, atol=1e-6)
+    mixed = pipe.mix([11, 13], [12], 4)
+    assert mixed.shape == (2, 1, 32, 32) and not np.allclose(mixed[0], a) and not np.allclose(mixed[0], b)
+    line = pipe.interpolate(11, 12, steps=5)
+    assert line.shape == (5, 1, 32, 32) and np.allclose(line[0], a[0], atol=1e-6) and np.allclose(line[-1], b[0], atol=1e-6)
+    # noise modes: random noise changes with its seed, none differs from const
+    assert not np.array_equal(pipe.synthesize(pipe.map(np.ones((1, 64), np.float32)), "random", seed=1),
+                              pipe.synthesize(pipe.map(np.ones((1, 64), np.float32)), "random", seed=2))
+    assert not np.array_equal(pipe.sample(2, seed=4, noise_mode="none"), pipe.sample(2, seed=4))
+    with pytest.raises(InputError, match="noise_mode"):
+        pipe.sample(1, noise_mode="fresh")
+    with pytest.raises(InputError, match="crossover_layer: expected an integer from 0 to 8"):
+        pipe.mix([1], [2], 9)
+    with pytest.raises(InputError, match="same number of seeds"):
+        pipe.mix([1, 2], [3, 4, 5], 2)
+    with pytest.raises(InputError, match=r"ws: expected shape \[n, 8, 16\]"):
+        pipe.synthesize(np.zeros((2, 3, 16), np.float32))
+
+
+def test_modulated_convolution_is_stylegan2s_weight_modulation():
+    """Our form (scale the activations, shared conv, scale the outputs) against the paper's
+    (modulate and demodulate the weights per sample, grouped convolution)."""
+    import torch
+    import torch.nn.functional as F
+
+    from edgegen.models.stylegan import ModulatedConv
+
+    torch.manual_seed(0)
+    conv = ModulatedConv(6, 5, 7, 3)
+    x, w = torch.randn(3, 6, 8, 8), torch.randn(3, 7)
+    styles = conv.affine(w)
+    weight = conv.weight[None] * styles[:, None, :, None, None]                     # [n, out, in, k, k]
+    weight = weight * torch.rsqrt(weight.square().sum(dim=(2, 3, 4), keepdim=True) + 1e-8)
+    reference = F.conv2d(x.reshape(1, -1, 8, 8), weight.reshape(-1, 6, 3, 3), padding=1, groups=3).reshape(3, 5, 8, 8)
+    assert torch.allclose(conv(x, w), reference, atol=1e-5)
+
+
+# -- ControlNet and latent diffusion ---------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_diffusion(tmp_path_factory):
+    root = tmp_path_factory.mktemp("base")
+    ckpt = train("diffusion", root / "ckpt", steps=4, batch_size=16, progress=False, width=8)
+    return ckpt, export_checkpoint(ckpt, root / "pkg")
+
+
+@pytest.fixture(scope="module")
+def controlnet(tiny_diffusion, tmp_path_factory):
+    root = tmp_path_factory.mktemp("controlnet")
+    ckpt = train("controlnet", root / "ckpt", steps=6, batch_size=16, progress=False, base=str(tiny_diffusion[0]))
+    return export_checkpoint(ckpt, root / "pkg")
+
+
+def test_controlnet_fused_graph_and_scale_zero_is_the_base_model(controlnet, tiny_diffusion):
+    pipe = edgegen.load(controlnet, backend="ort-cpu")
+    base = edgegen.load(tiny_diffusion[1], backend="ort-cpu")
+    unet = pipe.package.graphs["unet"]
+    assert list(pipe.sessions) == ["unet"] and unet.extra["validation"]["passed"]
+    assert [t.name for t in unet.inputs] == ["sample", "timestep", "class_labels", "control", "conditioning_scale"]
+    digits = load_images("digits", image_size=8).test[:4]
+    hints = pipe.hint(digits)
+    assert hints.shape == digits.shape and np.allclose(hints[:, :, 0, 0], digits[:, :, :2, :2].mean(axis=(2, 3)))
+    off = pipe.sample(4, control=hints, conditioning_scale=0.0, steps=6, labels=3, seed=2)
+    assert np.allclose(off, base.sample(4, steps=6, labels=3, seed=2), atol=1e-5)
+    on = pipe.sample(4, control=hints, conditioning_scale=1.0, steps=6, labels=3, seed=2)
+    assert not np.allclose(on, off, atol=1e-4)
+    per_image = pipe.sample(2, control=hints[:1], conditioning_scale=[0.0, 1.0], steps=6, seed=2)
+    assert per_image.shape == (2, 1, 8, 8)
+    assert pipe.img2img(digits, control=hints, strength=0.5, steps=6).shape == digits.shape
+    with pytest.raises(InputError, match="control: expected hint images"):
+        pipe.sample(2)
+    with pytest.raises(InputError, match="control: expected 1 or 2 hint images"):
+        pipe.sample(2, control=hints[:3])
+    with pytest.raises(InputError, match="conditioning_scale: expected one number or 2"):
+        pipe.sample(2, control=hints[:1], conditioning_scale=[1.0, 1.0, 1.0])
+
+
+def test_controlnet_refuses_a_base_that_is_not_a_diffusion_checkpoint(tmp_path):
+    ckpt = train("gan", tmp_path / "gan", steps=1, batch_size=8, progress=False, width=8)
+    with pytest.raises(ConfigError, match="expected a diffusion checkpoint, found a gan one"):
+        train("controlnet", tmp_path / "c", steps=1, progress=False, base=str(ckpt))
+
+
+def test_latent_diffusion_three_graphs(tmp_path):
+    ckpt = train("ldm", tmp_path / "ckpt", steps=10, batch_size=16, progress=False, width=8, autoencoder_width=8)
+    pipe = edgegen.load(export_checkpoint(ckpt, tmp_path / "pkg"), backend="ort-cpu")
+    assert sorted(pipe.sessions) == ["decoder", "encoder", "unet"]
+    assert all(g.extra["validation"]["passed"] for g in pipe.package.graphs.values())
+    assert pipe.space_shape == (4, 8, 8) and pipe.config["scale_factor"] > 0
+    images = pipe.sample(3, steps=5, labels=[1, 2, 3], seed=0)
+    assert images.shape == (3, 1, 32, 32) and np.array_equal(images, pipe.sample(3, steps=5, labels=[1, 2, 3], seed=0))
+    digits = load_images("digits").test[:2]
+    assert pipe.encode(digits).shape == (2, 4, 8, 8) and pipe.decode(pipe.encode(digits)).shape == digits.shape
+    assert np.array_equal(pipe.img2img(digits, strength=0.0, steps=5), digits)
+    mask = np.zeros((32, 32), np.float32)
+    mask[:, 16:] = 1
+    painted = pipe.inpaint(digits, mask, steps=5, seed=0)
+    assert np.array_equal(painted[..., :16], digits[..., :16]) and not np.array_equal(painted, digits)
+
+
+def test_generate_command_for_stylegan_and_controlnet(stylegan, controlnet, tmp_path, capsys):
+    from PIL import Image
+
+    from edgegen.cli import main
+
+    out = tmp_path / "s.png"
+    assert main(["generate", str(stylegan), "--n", "4", "--truncation", "0.7", "--noise-mode", "random",
+                 "--out", str(out)]) == 0 and out.stat().st_size > 0
+    sketch = tmp_path / "sketch.png"
+    Image.fromarray((load_images("digits", image_size=8).test[0, 0] * 255).astype(np.uint8)).resize((40, 40)).save(sketch)
+    assert main(["generate", str(controlnet), "--n", "2", "--steps", "3", "--control", str(sketch),
+                 "--conditioning-scale", "0.5", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["generate", str(controlnet), "--n", "2", "--steps", "3", "--out", str(out)]) == 2
+    assert "control: expected hint images" in capsys.readouterr().err
+    assert main(["generate", str(stylegan), "--n", "2", "--control", str(sketch), "--out", str(out)]) == 2
+    assert "--control: expected an option of stylegan packages (--truncation, --noise-mode)" in capsys.readouterr().err

@@ -11,7 +11,7 @@ import torch
 
 from ..errors import DataError, UnknownFamilyError
 from ..models.checkpoint import Checkpoint
-from ..models import cgan, flow, pixelcnn, wavenet
+from ..models import cgan, flow, ldm, pixelcnn, stylegan, wavenet
 from ..models.data import ImageData, load_images
 from ..models.gan import ImageGenerator
 from ..package import TensorSpec
@@ -128,6 +128,50 @@ CGAN = ExportSpec(
     needs_data=False,
 )
 
+def _stylegan_synthesis_inputs(ckpt, batch, rng, data):
+    """What the runtime feeds: styles from the mapping of random latents, each row either one
+    latent's, mixed from two at a random crossover, or truncated toward the average w; and
+    random noise."""
+    c = ckpt.config
+    with torch.no_grad():
+        mapping = ckpt.model.generator_ema.mapping
+        w = mapping(torch.from_numpy(rng.standard_normal((2 * batch, c.latent_dim)).astype(np.float32))).numpy()
+    ws = np.repeat(w[:batch, None], c.num_ws, axis=1)
+    average = ckpt.model.average_w(2000).numpy()
+    for i in range(batch):
+        kind = i % 3
+        if kind == 1:
+            ws[i, int(rng.integers(1, c.num_ws)):] = w[batch + i]
+        elif kind == 2:
+            ws[i] = average + 0.6 * (ws[i] - average)
+    noise = {f"noise.{i}": rng.standard_normal((batch, 1, r, r)).astype(np.float32) for i, r in enumerate(c.noise_shapes)}
+    return {"ws": ws.astype(np.float32), **noise}
+
+
+def _stylegan_synthesis_specs(c) -> tuple[TensorSpec, ...]:
+    return (TensorSpec("ws", "float32", ("batch", c.num_ws, c.w_dim)),
+            *(TensorSpec(f"noise.{i}", "float32", ("batch", 1, r, r)) for i, r in enumerate(c.noise_shapes)))
+
+
+def _stylegan_config(ckpt: Checkpoint) -> dict:
+    c = ckpt.config
+    return {"image_shape": _image_shape(c), "latent_dim": c.latent_dim, "w_dim": c.w_dim, "num_ws": c.num_ws,
+            "noise_shapes": c.noise_shapes, "noise_seed": c.noise_seed,
+            "w_avg": [round(float(v), 7) for v in ckpt.model.average_w()], "data": ckpt.data}
+
+
+STYLEGAN = ExportSpec(
+    family="stylegan",
+    graphs=(
+        GraphSpec("mapping", lambda m: m.generator_ema.mapping,
+                  lambda c: (TensorSpec("z", "float32", ("batch", c.latent_dim)),), ("w",), _latent_inputs),
+        GraphSpec("synthesis", lambda m: stylegan.ImageSynthesis(m.generator_ema.synthesis), _stylegan_synthesis_specs,
+                  ("image",), _stylegan_synthesis_inputs),
+    ),
+    runtime_config=_stylegan_config,
+    needs_data=False,
+)
+
 # Fractions of the schedule the gate visits: both ends, and fractional timesteps (Euler's).
 GATE_TIMESTEPS = (1.0, 0.0, 0.5, 0.25, 0.7513, 0.0421, 0.9, 0.333)
 
@@ -135,8 +179,11 @@ GATE_TIMESTEPS = (1.0, 0.0, 0.5, 0.25, 0.7513, 0.0421, 0.9, 0.333)
 def _denoiser_inputs(ckpt, batch, rng, data):
     """Held-out images noised to several timesteps across the schedule (a different run of
     GATE_TIMESTEPS at each call), with real labels and the "no label" index mixed in."""
-    c = ckpt.config
-    x0 = _held_out_images(data, batch, rng) * 2 - 1
+    return _noised(ckpt, _held_out_images(data, batch, rng) * 2 - 1, rng)
+
+
+def _noised(ckpt, x0: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    c, batch = ckpt.config, len(x0)
     first = int(rng.integers(len(GATE_TIMESTEPS)))
     fractions = np.array([GATE_TIMESTEPS[(first + i) % len(GATE_TIMESTEPS)] for i in range(batch)])
     t = fractions * (c.num_train_timesteps - 1)
@@ -165,6 +212,68 @@ DIFFUSION = ExportSpec(
                   ("prediction",), _denoiser_inputs),
     ),
     runtime_config=_diffusion_config,
+)
+
+def _controlled_denoiser_inputs(ckpt, batch, rng, data):
+    """The denoiser's inputs, each image's hint made from its clean version, and
+    conditioning scales from 0 (off) to beyond 1."""
+    from ..runtimes.pipelines.controlnet import coarse_hint
+
+    images = _held_out_images(data, batch, rng)
+    scales = rng.choice([0.0, 0.5, 1.0, 1.5], size=batch).astype(np.float32)
+    return {**_noised(ckpt, images * 2 - 1, rng), "control": coarse_hint(images, ckpt.config.hint_factor),
+            "conditioning_scale": scales}
+
+
+CONTROLNET = ExportSpec(
+    family="controlnet",
+    graphs=(
+        GraphSpec("unet", lambda m: m.exported(),
+                  lambda c: (*DIFFUSION.graphs[0].inputs(c), TensorSpec("control", "float32", ("batch", *_image_shape(c))),
+                             TensorSpec("conditioning_scale", "float32", ("batch",))),
+                  ("prediction",), _controlled_denoiser_inputs),
+    ),
+    runtime_config=lambda ckpt: {**_diffusion_config(ckpt), "hint_factor": ckpt.config.hint_factor,
+                                 "base_checkpoint": ckpt.config.base_checkpoint},
+)
+
+def _encoded(ckpt, batch, rng, data) -> np.ndarray:
+    """Scaled latents of held-out images, as the encoder graph makes them."""
+    with torch.no_grad():
+        return ldm.ImageEncoder(ckpt.model.autoencoder)(torch.from_numpy(_held_out_images(data, batch, rng))).numpy()
+
+
+def _ldm_decoder_inputs(ckpt, batch, rng, data):
+    """Latents of held-out images, every other one moved by unit noise (a sampler's output is
+    near the data's latents, not on them)."""
+    latent = _encoded(ckpt, batch, rng, data)
+    moved = (np.arange(batch) % 2 == 1)[:, None, None, None]
+    return {"latent": np.where(moved, latent + rng.standard_normal(latent.shape), latent).astype(np.float32)}
+
+
+def _ldm_config(ckpt: Checkpoint) -> dict:
+    c = ckpt.config
+    return {**_diffusion_config(ckpt), "latent_shape": [c.latent_channels, c.latent_size, c.latent_size],
+            "scale_factor": float(ckpt.model.autoencoder.scale_factor)}
+
+
+def _latent_shape(c) -> tuple:
+    return ("batch", c.latent_channels, c.latent_size, c.latent_size)
+
+
+LDM = ExportSpec(
+    family="ldm",
+    graphs=(
+        GraphSpec("encoder", lambda m: ldm.ImageEncoder(m.autoencoder),
+                  lambda c: (TensorSpec("image", "float32", ("batch", *_image_shape(c))),), ("latent",),
+                  _vae_encoder_inputs),
+        GraphSpec("unet", lambda m: m.unet_ema,
+                  lambda c: (TensorSpec("sample", "float32", _latent_shape(c)), *DIFFUSION.graphs[0].inputs(c)[1:]),
+                  ("prediction",), lambda ckpt, batch, rng, data: _noised(ckpt, _encoded(ckpt, batch, rng, data), rng)),
+        GraphSpec("decoder", lambda m: ldm.ImageDecoder(m.autoencoder),
+                  lambda c: (TensorSpec("latent", "float32", _latent_shape(c)),), ("image",), _ldm_decoder_inputs),
+    ),
+    runtime_config=_ldm_config,
 )
 
 def _flow_data(ckpt: Checkpoint, source: str) -> ImageData:
@@ -407,7 +516,7 @@ WAVENET = ExportSpec(
     load_data=_wavenet_data,
 )
 
-EXPORT_SPECS = {s.family: s for s in (VAE, VAEGAN, GAN, CGAN, DIFFUSION, FLOW, GPT, PIXELCNN, WAVENET)}
+EXPORT_SPECS = {s.family: s for s in (VAE, VAEGAN, GAN, CGAN, STYLEGAN, DIFFUSION, CONTROLNET, LDM, FLOW, GPT, PIXELCNN, WAVENET)}
 
 
 def export_spec(family: str) -> ExportSpec:

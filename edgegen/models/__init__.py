@@ -5,9 +5,9 @@ from __future__ import annotations
 from types import ModuleType
 
 from ..errors import UnknownFamilyError
-from . import cgan, diffusion, flow, gan, gpt, pixelcnn, vae, vaegan, wavenet
+from . import cgan, controlnet, diffusion, flow, gan, gpt, ldm, pixelcnn, stylegan, vae, vaegan, wavenet
 
-FAMILIES: dict[str, ModuleType] = {m.FAMILY: m for m in (vae, gan, vaegan, cgan, diffusion, flow, gpt, pixelcnn, wavenet)}
+FAMILIES: dict[str, ModuleType] = {m.FAMILY: m for m in (vae, gan, vaegan, cgan, stylegan, diffusion, controlnet, ldm, flow, gpt, pixelcnn, wavenet)}
 
 
 def family_module(family: str) -> ModuleType:

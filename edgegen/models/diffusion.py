@@ -148,22 +148,43 @@ class UNet(nn.Module):
         self.norm_out = nn.GroupNorm(c.groups, ch)
         self.conv_out = nn.Conv2d(ch, c.image_channels, 3, padding=1)
 
-    def forward(self, sample: torch.Tensor, timestep: torch.Tensor, class_labels: torch.Tensor) -> torch.Tensor:
-        emb = self.time_mlp(timestep_embedding(timestep, self.config.width)) + self.label_emb(class_labels)
-        h = self.conv_in(sample)
-        skips = [h]
-        for block, attn, down in zip(self.down, self.down_attn, self.downsample):
-            h = attn(block(h, emb))
-            skips.append(h)
-            if not isinstance(down, nn.Identity):
-                h = down(h)
-                skips.append(h)
-        h = self.mid2(self.mid_attn(self.mid1(h, emb)), emb)
+    def forward(self, sample: torch.Tensor, timestep: torch.Tensor, class_labels: torch.Tensor,
+                skip_residuals: list[torch.Tensor] | None = None, mid_residual: torch.Tensor | None = None) -> torch.Tensor:
+        """The prediction; a ControlNet's residuals, when given, are added to the skips and
+        to the middle block's output (as diffusers' down/mid_block_additional_residual)."""
+        emb = embed(self, timestep, class_labels)
+        h, skips = encode(self, sample, emb)
+        if skip_residuals is not None:
+            skips = [s + r for s, r in zip(skips, skip_residuals)]
+            h = h + mid_residual
         for blocks, attn, up in zip(self.up, self.up_attn, self.upsample):
             for block in blocks:
                 h = block(torch.cat([h, skips.pop()], dim=1), emb)
             h = up(attn(h))
         return self.conv_out(F.silu(self.norm_out(h)))
+
+
+# The UNet's first half, shared with the ControlNet (which holds a trainable copy of exactly
+# these modules: time_mlp, label_emb, conv_in, down, down_attn, downsample, mid1, mid_attn, mid2).
+ENCODER_MODULES = ("time_mlp", "label_emb", "conv_in", "down", "down_attn", "downsample", "mid1", "mid_attn", "mid2")
+
+
+def embed(m: nn.Module, timestep: torch.Tensor, class_labels: torch.Tensor) -> torch.Tensor:
+    return m.time_mlp(timestep_embedding(timestep, m.config.width)) + m.label_emb(class_labels)
+
+
+def encode(m: nn.Module, sample: torch.Tensor, emb: torch.Tensor, hint: torch.Tensor | None = None):
+    """conv_in (plus a ControlNet's encoded hint), the down levels and the middle block ->
+    (the middle block's output, the skips in the order the up path pops them last-first)."""
+    h = m.conv_in(sample) if hint is None else m.conv_in(sample) + hint
+    skips = [h]
+    for block, attn, down in zip(m.down, m.down_attn, m.downsample):
+        h = attn(block(h, emb))
+        skips.append(h)
+        if not isinstance(down, nn.Identity):
+            h = down(h)
+            skips.append(h)
+    return m.mid2(m.mid_attn(m.mid1(h, emb)), emb), skips
 
 
 class Diffusion(nn.Module):
@@ -174,8 +195,13 @@ class Diffusion(nn.Module):
         self.config = c
         self.unet = UNet(c)
         self.unet_ema = copy.deepcopy(self.unet).requires_grad_(False)
-        betas = make_betas(c.beta_schedule, c.num_train_timesteps, c.beta_start, c.beta_end)
-        self.register_buffer("alphas_cumprod", torch.from_numpy(np.cumprod(1.0 - betas)).float(), persistent=False)
+        self.register_buffer("alphas_cumprod", alphas_cumprod(c), persistent=False)
+
+
+def alphas_cumprod(c: Config) -> torch.Tensor:
+    """The training noise schedule's cumulative signal shares, one per timestep."""
+    betas = make_betas(c.beta_schedule, c.num_train_timesteps, c.beta_start, c.beta_end)
+    return torch.from_numpy(np.cumprod(1.0 - betas)).float()
 
 
 def build(config: Config) -> Diffusion:
@@ -192,26 +218,39 @@ def training_target(c: Config, x0: torch.Tensor, noise: torch.Tensor, a: torch.T
 
 
 class Trainer:
-    """Simple DDPM loss (MSE on the prediction target) at uniform random timesteps."""
+    """Simple DDPM loss (MSE on the prediction target) at uniform random timesteps. The
+    ControlNet and latent diffusion trainers reuse it with another trained module, another
+    label dropout, or another space (predict / space below)."""
 
-    def __init__(self, model: Diffusion, lr: float, total_steps: int = 1):
+    def __init__(self, model: nn.Module, lr: float, total_steps: int = 1, trained: nn.Module | None = None,
+                 ema_target: nn.Module | None = None):
         self.model = model
-        self.optimizer = torch.optim.AdamW(model.unet.parameters(), lr=lr, weight_decay=0.0)
-        self.ema = EMA(model.unet, model.unet_ema, model.config.ema_decay)
+        self.trained = model.unet if trained is None else trained
+        self.optimizer = torch.optim.AdamW(self.trained.parameters(), lr=lr, weight_decay=0.0)
+        self.ema = EMA(self.trained, model.unet_ema if ema_target is None else ema_target, model.config.ema_decay)
+        self.label_dropout = model.config.label_dropout
+
+    def space(self, images: torch.Tensor) -> torch.Tensor:
+        """What the denoiser learns to denoise: the images themselves."""
+        return images
+
+    def predict(self, noisy: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        return self.model.unet(noisy, t, labels)
 
     def step(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, float]:
         c = self.model.config
-        n = images.shape[0]
+        x0 = self.space(images)
+        n = x0.shape[0]
         t = torch.randint(0, c.num_train_timesteps, (n,))
         a = self.model.alphas_cumprod[t][:, None, None, None]
-        noise = torch.randn_like(images)
-        noisy = a.sqrt() * images + (1 - a).sqrt() * noise
-        labels = training_labels(labels, n, c.num_classes, c.null_label, c.label_dropout)
-        prediction = self.model.unet(noisy, t.float(), labels)
-        loss = F.mse_loss(prediction, training_target(c, images, noise, a))
+        noise = torch.randn_like(x0)
+        noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        labels = training_labels(labels, n, c.num_classes, c.null_label, self.label_dropout)
+        prediction = self.predict(noisy, t.float(), labels, images)
+        loss = F.mse_loss(prediction, training_target(c, x0, noise, a))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.unet.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(self.trained.parameters(), 1.0)
         self.optimizer.step()
         self.ema.update()
         return {"loss": loss.item()}

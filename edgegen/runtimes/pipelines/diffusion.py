@@ -57,9 +57,12 @@ class DiffusionPipeline(Pipeline):
             raise InputError(f"labels: expected class ids from 0 to {self.num_classes - 1}, found {array.min()}..{array.max()}")
         return array
 
-    def denoiser(self, labels: np.ndarray | None, guidance_scale: float):
+    def denoiser(self, labels: np.ndarray | None, guidance_scale: float, feeds: dict[str, np.ndarray] | None = None):
         """model_fn(x, t) for the samplers. With labels and guidance_scale != 1, the
-        conditional and unconditional branches run as one batch of 2n through the engine."""
+        conditional and unconditional branches run as one batch of 2n through the engine.
+        feeds: the graph's other per-image inputs (a ControlNet's control and scale), the
+        same for both branches."""
+        feeds = feeds or {}
         session = self.sessions["unet"]
         null = int(self.config["null_label"])
 
@@ -71,20 +74,39 @@ class DiffusionPipeline(Pipeline):
 
             def model_fn(x, t):
                 y = labels if labels is not None else unconditional(len(x))
-                return session.run({"sample": x, "timestep": t, "class_labels": y})["prediction"]
+                return session.run({"sample": x, "timestep": t, "class_labels": y, **feeds})["prediction"]
 
             return model_fn
 
         both_labels = np.concatenate([labels, unconditional(len(labels))])
+        both_feeds = {name: np.concatenate([value, value]) for name, value in feeds.items()}
         scale = np.float32(guidance_scale)
 
         def guided(x, t):
             out = session.run({"sample": np.concatenate([x, x]), "timestep": np.concatenate([t, t]),
-                               "class_labels": both_labels})["prediction"]
+                               "class_labels": both_labels, **both_feeds})["prediction"]
             cond, uncond = np.split(out, 2)
             return uncond + scale * (cond - uncond)
 
         return guided
+
+    # -- the space the denoiser works in: pixels here, a latent diffusion package's latents --
+
+    @property
+    def space_shape(self) -> tuple[int, ...]:
+        return self.image_shape
+
+    def to_space(self, images: np.ndarray) -> np.ndarray:
+        """Images in [0, 1] -> the denoiser's space ([-1, 1] pixels)."""
+        return images * 2 - 1
+
+    def to_images(self, x: np.ndarray) -> np.ndarray:
+        """The denoiser's space -> images in [0, 1]."""
+        return _to_unit(x)
+
+    def space_mask(self, mask: np.ndarray) -> np.ndarray:
+        """An inpainting mask over the images -> one over the denoiser's space."""
+        return mask
 
     # -- the public API -------------------------------------------------------------------------
 
@@ -92,37 +114,51 @@ class DiffusionPipeline(Pipeline):
                seed: int | None = 0, eta: float = 0.0, callback: Callback | None = None) -> np.ndarray:
         """n images [n, C, H, W] in [0, 1]. labels: None (unconditional), a class id, or n ids;
         guidance_scale applies when labels are given (1.0 turns guidance off)."""
-        n = check_count(n)
-        rng = make_rng(seed)
-        run = self.make_sampler(sampler, eta)
-        model_fn = self.denoiser(self._labels(labels, n), guidance_scale)
-        x_T = rng.standard_normal((n, *self.image_shape), dtype=np.float32)
-        return _to_unit(run.sample(model_fn, x_T, steps, rng=rng, callback=callback))
+        return self._sample(check_count(n), steps, sampler, guidance_scale, labels, seed, eta, callback)
 
     def img2img(self, image, strength: float = 0.6, steps: int = DEFAULT_STEPS, sampler: str = "dpmpp-2m",
                 guidance_scale: float = 3.0, labels=None, seed: int | None = 0, eta: float = 0.0,
                 callback: Callback | None = None) -> np.ndarray:
         """Noise `image` ([n, C, H, W] in [0, 1]) part of the way (strength 0: unchanged,
         1: all the way) and denoise it back, as diffusers' img2img pipelines do."""
-        x0 = self._images(image) * 2 - 1
+        return self._img2img(image, strength, steps, sampler, guidance_scale, labels, seed, eta, callback)
+
+    def inpaint(self, image, mask, steps: int = DEFAULT_STEPS, sampler: str = "dpmpp-2m", guidance_scale: float = 3.0,
+                labels=None, seed: int | None = 0, eta: float = 0.0, callback: Callback | None = None) -> np.ndarray:
+        """Generate the pixels where mask is 1 and keep the others: after every step the
+        known part is replaced by the image noised to the next step's level, and at the end
+        by the image itself."""
+        return self._inpaint(image, mask, steps, sampler, guidance_scale, labels, seed, eta, callback)
+
+    # -- the loops, with the graph's other inputs (feeds) for the families that have them --------
+
+    def _sample(self, n, steps, sampler, guidance_scale, labels, seed, eta, callback, feeds=None) -> np.ndarray:
+        rng = make_rng(seed)
+        run = self.make_sampler(sampler, eta)
+        model_fn = self.denoiser(self._labels(labels, n), guidance_scale, feeds)
+        x_T = rng.standard_normal((n, *self.space_shape), dtype=np.float32)
+        return self.to_images(run.sample(model_fn, x_T, steps, rng=rng, callback=callback))
+
+    def _img2img(self, image, strength, steps, sampler, guidance_scale, labels, seed, eta, callback,
+                 feeds=None) -> np.ndarray:
+        images = self._images(image)
         strength = check_number(strength, "strength", 0.0, 1.0)
         rng = make_rng(seed)
         run = self.make_sampler(sampler, eta)
         run.check_steps(steps)
         start = steps - min(int(steps * strength), steps)
         if start >= steps:
-            return _to_unit(x0)
+            return images.copy()
+        x0 = self.to_space(images)
         noise = rng.standard_normal(x0.shape, dtype=np.float32)
-        model_fn = self.denoiser(self._labels(labels, len(x0)), guidance_scale)
-        return _to_unit(run.denoise(model_fn, run.noised(x0, noise, steps, start), steps, start, rng, callback))
+        model_fn = self.denoiser(self._labels(labels, len(x0)), guidance_scale, feeds)
+        return self.to_images(run.denoise(model_fn, run.noised(x0, noise, steps, start), steps, start, rng, callback))
 
-    def inpaint(self, image, mask, steps: int = DEFAULT_STEPS, sampler: str = "dpmpp-2m", guidance_scale: float = 3.0,
-                labels=None, seed: int | None = 0, eta: float = 0.0, callback: Callback | None = None) -> np.ndarray:
-        """Generate the pixels where mask is 1 and keep the others: after every step the
-        known pixels are replaced by the image noised to the next step's level, and at the
-        end by the image itself."""
-        x0 = self._images(image) * 2 - 1
-        keep = 1.0 - self._mask(mask, x0.shape)
+    def _inpaint(self, image, mask, steps, sampler, guidance_scale, labels, seed, eta, callback, feeds=None) -> np.ndarray:
+        images = self._images(image)
+        pixel_mask = self._mask(mask, images.shape)
+        x0 = self.to_space(images)
+        keep = 1.0 - self.space_mask(pixel_mask)
         n = len(x0)
         rng = make_rng(seed)
         run = self.make_sampler(sampler, eta)
@@ -135,9 +171,11 @@ class DiffusionPipeline(Pipeline):
                 known = run.noised(x0, rng.standard_normal(x0.shape, dtype=np.float32), steps, i + 1)
             return (keep * known + (1 - keep) * x).astype(np.float32)
 
-        model_fn = self.denoiser(self._labels(labels, n), guidance_scale)
+        model_fn = self.denoiser(self._labels(labels, n), guidance_scale, feeds)
         x_T = rng.standard_normal(x0.shape, dtype=np.float32)
-        return _to_unit(run.sample(model_fn, x_T, steps, rng=rng, callback=callback, after_step=paste_known))
+        generated = self.to_images(run.sample(model_fn, x_T, steps, rng=rng, callback=callback, after_step=paste_known))
+        # the known pixels exactly as given (in pixel space this changes nothing; a decoder's are near, not equal)
+        return ((1 - pixel_mask) * images + pixel_mask * generated).astype(np.float32)
 
     def _images(self, image) -> np.ndarray:
         x = as_float_array(image, "images", (None, *self.image_shape))

@@ -1,0 +1,71 @@
+"""The ControlNet pipeline: the diffusion pipeline over the fused UNet + ControlNet graph,
+with the hint images and the conditioning scale as the graph's two extra inputs. numpy only."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ...errors import InputError
+from ..samplers import Callback
+from .base import as_float_array, check_count, check_number
+from .diffusion import DEFAULT_STEPS, DiffusionPipeline
+
+
+def coarse_hint(images: np.ndarray, factor: int) -> np.ndarray:
+    """The control this family is trained with: images [n, C, H, W] in [0, 1] averaged over
+    factor x factor cells and upsampled back (what is left: where the strokes are, roughly)."""
+    n, c, h, w = images.shape
+    cells = images.reshape(n, c, h // factor, factor, w // factor, factor).mean(axis=(3, 5))
+    return np.ascontiguousarray(cells.repeat(factor, axis=2).repeat(factor, axis=3), dtype=np.float32)
+
+
+class ControlNetPipeline(DiffusionPipeline):
+    family = "controlnet"
+
+    def hint(self, images) -> np.ndarray:
+        """The control image for each image [n, C, H, W] in [0, 1], as the model was trained to follow."""
+        return coarse_hint(self._images(images), int(self.config["hint_factor"]))
+
+    def control_feeds(self, control, n: int, conditioning_scale) -> dict[str, np.ndarray]:
+        """The graph's control and conditioning_scale inputs for n images: one control image
+        [C, H, W] or [1, C, H, W] for all, or n of them; one scale for all, or n."""
+        control = as_float_array(control, "control", (None, *self.image_shape)) if np.ndim(control) == 4 else \
+            as_float_array(control, "control", self.image_shape)[None]
+        if len(control) not in (1, n):
+            raise InputError(f"control: expected 1 or {n} hint images, found {len(control)}")
+        if control.min() < 0 or control.max() > 1:
+            raise InputError(f"control: expected values in [0, 1], found {control.min():.3g}..{control.max():.3g}")
+        scale = np.asarray(conditioning_scale, dtype=np.float64)
+        if scale.ndim > 1 or scale.size not in (1, n):
+            raise InputError(f"conditioning_scale: expected one number or {n}, found shape {list(scale.shape)}")
+        for value in scale.ravel():
+            check_number(float(value), "conditioning_scale")
+        return {"control": np.ascontiguousarray(np.broadcast_to(control, (n, *self.image_shape))),
+                "conditioning_scale": np.broadcast_to(scale, (n,)).astype(np.float32)}
+
+    def sample(self, n: int, control=None, conditioning_scale=1.0, steps: int = DEFAULT_STEPS, sampler: str = "dpmpp-2m",
+               guidance_scale: float = 3.0, labels=None, seed: int | None = 0, eta: float = 0.0,
+               callback: Callback | None = None) -> np.ndarray:
+        """n images following the hint images `control` (see hint()); conditioning_scale 0
+        gives the base diffusion model's images for the same seed, 1 the trained control."""
+        n = check_count(n)
+        feeds = self.control_feeds(self._required(control), n, conditioning_scale)
+        return self._sample(n, steps, sampler, guidance_scale, labels, seed, eta, callback, feeds)
+
+    def img2img(self, image, control=None, conditioning_scale=1.0, strength: float = 0.6, steps: int = DEFAULT_STEPS,
+                sampler: str = "dpmpp-2m", guidance_scale: float = 3.0, labels=None, seed: int | None = 0, eta: float = 0.0,
+                callback: Callback | None = None) -> np.ndarray:
+        feeds = self.control_feeds(self._required(control), len(self._images(image)), conditioning_scale)
+        return self._img2img(image, strength, steps, sampler, guidance_scale, labels, seed, eta, callback, feeds)
+
+    def inpaint(self, image, mask, control=None, conditioning_scale=1.0, steps: int = DEFAULT_STEPS,
+                sampler: str = "dpmpp-2m", guidance_scale: float = 3.0, labels=None, seed: int | None = 0, eta: float = 0.0,
+                callback: Callback | None = None) -> np.ndarray:
+        feeds = self.control_feeds(self._required(control), len(self._images(image)), conditioning_scale)
+        return self._inpaint(image, mask, steps, sampler, guidance_scale, labels, seed, eta, callback, feeds)
+
+    @staticmethod
+    def _required(control):
+        if control is None:
+            raise InputError("control: expected hint images [n, C, H, W] in [0, 1] (pipe.hint(images) makes them), found None")
+        return control

@@ -1,0 +1,111 @@
+"""The StyleGAN pipeline: the mapping graph (z -> w) and the synthesis graph (one w per layer
+and noise -> image), with what StyleGAN's users do between the two: truncation toward the
+average w, style mixing, interpolation in w space, and the noise modes. numpy only."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from ...errors import InputError
+from .base import Pipeline, as_float_array, check_count, check_number, make_rng, standard_normal
+
+NOISE_MODES = ("const", "random", "none")
+
+
+class StyleGANPipeline(Pipeline):
+    family = "stylegan"
+
+    @property
+    def num_ws(self) -> int:
+        return int(self.config["num_ws"])
+
+    @property
+    def w_dim(self) -> int:
+        return int(self.config["w_dim"])
+
+    @property
+    def w_avg(self) -> np.ndarray:
+        return np.asarray(self.config["w_avg"], np.float32)
+
+    # -- the two graphs ---------------------------------------------------------------------
+
+    def map(self, z, truncation_psi: float = 1.0) -> np.ndarray:
+        """Latents [n, latent_dim] -> w [n, w_dim], pulled toward the average w by
+        truncation_psi (1: as mapped; 0: the average image; 0.5-0.7: StyleGAN's usual)."""
+        z = as_float_array(z, "latents", (None, self.latent_dim))
+        w = self.sessions["mapping"].run({"z": z})["w"]
+        psi = check_number(truncation_psi, "truncation_psi")
+        return w if psi == 1.0 else (self.w_avg + np.float32(psi) * (w - self.w_avg)).astype(np.float32)
+
+    def synthesize(self, ws, noise_mode: str = "const", seed: int | None = None) -> np.ndarray:
+        """Styles -> images [n, C, H, W] in [0, 1]. ws: [n, w_dim] (the same w for every
+        layer) or [n, num_ws, w_dim] (one per layer). noise_mode: "const" (the package's
+        fixed noise, the same image every call), "random" (fresh noise from `seed`: fine
+        detail varies) or "none"."""
+        ws = np.asarray(ws) if not isinstance(ws, np.ndarray) else ws
+        if getattr(ws, "ndim", 0) == 2:
+            ws = np.repeat(as_float_array(ws, "ws", (None, self.w_dim))[:, None], self.num_ws, axis=1)
+        ws = as_float_array(ws, "ws", (None, self.num_ws, self.w_dim))
+        return self.sessions["synthesis"].run({"ws": ws, **self.noise(len(ws), noise_mode, seed)})["image"]
+
+    def noise(self, n: int, mode: str = "const", seed: int | None = None) -> dict[str, np.ndarray]:
+        """The synthesis graph's noise inputs for a batch of n."""
+        if mode not in NOISE_MODES:
+            raise InputError(f"noise_mode: expected one of {', '.join(NOISE_MODES)}, found {mode!r}")
+        shapes = [int(r) for r in self.config["noise_shapes"]]
+        if mode == "random":
+            make_rng(seed)  # the same checks as every seed
+            # a stream of its own: noise drawn from `seed` itself would repeat the latent's values
+            rng = np.random.default_rng(None if seed is None else [int(seed), 1])
+            return {f"noise.{i}": rng.standard_normal((n, 1, r, r), dtype=np.float32) for i, r in enumerate(shapes)}
+        if mode == "none":
+            return {f"noise.{i}": np.zeros((n, 1, r, r), np.float32) for i, r in enumerate(shapes)}
+        fixed = np.random.default_rng(int(self.config["noise_seed"]))
+        return {f"noise.{i}": np.repeat(fixed.standard_normal((1, 1, r, r), dtype=np.float32), n, axis=0)
+                for i, r in enumerate(shapes)}
+
+    # -- what users of StyleGAN do --------------------------------------------------------------
+
+    def sample(self, n: int, seed: int | None = None, truncation_psi: float = 1.0, noise_mode: str = "const") -> np.ndarray:
+        """n images from latents drawn with `seed` (sample(1, seed=s) is seed s's image in mix and interpolate)."""
+        z = standard_normal(check_count(n), self.latent_dim, seed)
+        return self.synthesize(self.map(z, truncation_psi), noise_mode, seed)
+
+    def mix(self, seeds_a: Sequence[int], seeds_b: Sequence[int], crossover_layer: int, truncation_psi: float = 1.0,
+            noise_mode: str = "const") -> np.ndarray:
+        """Style mixing: image i takes the styles of layers before crossover_layer from seed
+        seeds_a[i] (coarse: pose, shape) and the rest from seeds_b[i] (fine: stroke, texture).
+        One seed on either side pairs with every seed on the other."""
+        a, b = self._seeds(seeds_a, "seeds_a"), self._seeds(seeds_b, "seeds_b")
+        if len(a) != len(b) and 1 not in (len(a), len(b)):
+            raise InputError(f"seeds_a, seeds_b: expected the same number of seeds or one on a side, found {len(a)} and {len(b)}")
+        if isinstance(crossover_layer, bool) or not isinstance(crossover_layer, (int, np.integer)) \
+                or not 0 <= crossover_layer <= self.num_ws:
+            raise InputError(f"crossover_layer: expected an integer from 0 to {self.num_ws} (this model's style "
+                             f"inputs), found {crossover_layer!r}")
+        n = max(len(a), len(b))
+        wa = np.broadcast_to(self.map(self._latents(a), truncation_psi), (n, self.w_dim))
+        wb = np.broadcast_to(self.map(self._latents(b), truncation_psi), (n, self.w_dim))
+        ws = np.concatenate([np.repeat(wa[:, None], crossover_layer, axis=1),
+                             np.repeat(wb[:, None], self.num_ws - crossover_layer, axis=1)], axis=1)
+        return self.synthesize(ws, noise_mode, int(a[0]))
+
+    def interpolate(self, seed_a: int, seed_b: int, steps: int = 8, truncation_psi: float = 1.0,
+                    noise_mode: str = "const") -> np.ndarray:
+        """`steps` images along the straight line in w space from seed_a's image to seed_b's (both ends included)."""
+        steps = check_count(steps, "steps")
+        w = self.map(self._latents(self._seeds([seed_a, seed_b], "seed_a, seed_b")), truncation_psi)
+        t = np.linspace(0.0, 1.0, steps, dtype=np.float32)[:, None]
+        return self.synthesize(((1 - t) * w[0] + t * w[1]).astype(np.float32), noise_mode, int(seed_a))
+
+    def _seeds(self, seeds, what: str) -> np.ndarray:
+        array = np.atleast_1d(np.asarray(seeds))
+        if array.ndim != 1 or len(array) == 0 or array.dtype.kind not in "iu" or (array < 0).any():
+            raise InputError(f"{what}: expected non-negative integer seeds, found {seeds!r:.60}")
+        return array
+
+    def _latents(self, seeds: np.ndarray) -> np.ndarray:
+        """One latent per seed: seed s's is what sample(1, seed=s) draws."""
+        return np.concatenate([standard_normal(1, self.latent_dim, int(s)) for s in seeds])
