@@ -5,7 +5,6 @@ family (non-saturating loss, lazy R1, EMA generator); the runtime adds the trunc
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import torch
@@ -95,17 +94,8 @@ class Discriminator(nn.Module):
         return self.score(h).squeeze(1) + (self.embed(labels) * h).sum(dim=1)
 
 
-class CGAN(nn.Module):
-    def __init__(self, c: Config):
-        super().__init__()
-        self.config = c
-        self.generator = Generator(c)
-        self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)
-        self.discriminator = Discriminator(c)
-
-
-def build(config: Config) -> CGAN:
-    return CGAN(config)
+def build(config: Config) -> gan.GAN:
+    return gan.GAN(config, Generator, Discriminator)
 
 
 class Trainer(gan.Trainer):

@@ -82,12 +82,14 @@ class GAN(nn.Module):
     """The generator being trained, its exponential moving average (what is exported: EMA
     weights give visibly cleaner samples than the last step's), and the discriminator."""
 
-    def __init__(self, c: Config):
+    def __init__(self, c: Config, generator: type[nn.Module] | None = None, discriminator: type[nn.Module] | None = None):
+        """generator / discriminator: the classes to build (the GAN family's by default; the
+        class-conditional GAN and StyleGAN bring their own)."""
         super().__init__()
         self.config = c
-        self.generator = Generator(c)
+        self.generator = (generator or Generator)(c)
         self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)
-        self.discriminator = Discriminator(c)
+        self.discriminator = (discriminator or Discriminator)(c)
 
 
 def build(config: Config) -> GAN:

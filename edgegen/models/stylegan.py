@@ -14,7 +14,6 @@ ONNX, this form keeps the batch dynamic. Path-length regularization is not used.
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass
 
@@ -233,13 +232,9 @@ class Discriminator(nn.Module):
         return self.score(h).squeeze(1)
 
 
-class StyleGAN(nn.Module):
+class StyleGAN(gan.GAN):
     def __init__(self, c: Config):
-        super().__init__()
-        self.config = c
-        self.generator = Generator(c)
-        self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)
-        self.discriminator = Discriminator(c)
+        super().__init__(c, Generator, Discriminator)
 
     @torch.no_grad()
     def average_w(self, samples: int = 10_000) -> torch.Tensor:
