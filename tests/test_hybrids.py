@@ -243,6 +243,8 @@ def test_shipped_controlnet_follows_its_hints(tmp_path, judge):
     base = pipe.sample(100, control=hints, conditioning_scale=0.0, steps=10, seed=0)
     l1 = lambda x: np.abs(coarse_hint(x, 2) - hints).mean()
     assert l1(followed) < 0.25 * l1(base)
+    plain = edgegen.load(export_checkpoint(PRETRAINED / "diffusion-digits", tmp_path / "base"), backend="ort-cpu")
+    assert np.allclose(base, plain.sample(100, steps=10, seed=0), atol=1e-5)   # scale 0: the shipped base model
     assert (judge.predict(followed) == labels[:100]).mean() >= 0.8
 
 
