@@ -15,10 +15,14 @@ EXIT_USER_ERROR = 2
 
 
 def _cmd_train(args) -> None:
+    from .errors import ConfigError
     from .models.train import train
 
     options = {"latent_dim": args.latent_dim} if args.latent_dim else {}
     if args.base:
+        if args.family != "controlnet":
+            raise ConfigError(f"--base: expected only with controlnet (the diffusion checkpoint it controls), "
+                              f"found it with {args.family}")
         options["base"] = args.base
     out = train(args.family, args.out, data=args.data, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                 seed=args.seed, image_size=args.image_size, channels=args.channels, overwrite=args.force, **options)
@@ -73,6 +77,8 @@ def _cmd_generate(args) -> None:
             raise ConfigError(f"--{flag.replace('_', '-')}: expected an option of {pipe.family} packages "
                               f"({', '.join('--' + f.replace('_', '-') for f in accepted) or 'none'}), found it")
         options[accepted[flag]] = value
+    if pipe.family == "controlnet" and "control" not in options:
+        raise ConfigError("--control: expected a picture for the samples of a controlnet package to follow, found none")
     if "control" in options:  # a picture whose coarse version the samples follow
         from .images import load_image
 

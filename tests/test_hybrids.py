@@ -3,6 +3,8 @@ labels), the VAE-GAN (served like a VAE), StyleGAN (mapping + synthesis, truncat
 interpolation, noise modes), ControlNet (the fused graph; scale 0 is the base model) and
 latent diffusion (three graphs)."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -11,6 +13,7 @@ from edgegen.demo import PRETRAINED
 from edgegen.errors import ConfigError, InputError
 from edgegen.models.data import load_images
 from edgegen.export import export_checkpoint
+from edgegen.models.checkpoint import load_checkpoint
 from edgegen.models.classifier import train_digit_judge
 from edgegen.models.train import train
 from edgegen.runtimes.pipelines.gan import truncated_normal
@@ -178,14 +181,46 @@ def test_controlnet_fused_graph_and_scale_zero_is_the_base_model(controlnet, tin
         pipe.sample(2)
     with pytest.raises(InputError, match="control: expected 1 or 2 hint images"):
         pipe.sample(2, control=hints[:3])
-    with pytest.raises(InputError, match="conditioning_scale: expected one number or 2"):
-        pipe.sample(2, control=hints[:1], conditioning_scale=[1.0, 1.0, 1.0])
+    for bad in ([1.0, 1.0, 1.0], [[1.0], [1.0, 2.0]]):
+        with pytest.raises(InputError, match="conditioning_scale: expected one number or 2"):
+            pipe.sample(2, control=hints[:1], conditioning_scale=bad)
+    for bad in (True, None, "1"):
+        with pytest.raises(InputError, match="conditioning_scale: expected a number"):
+            pipe.sample(2, control=hints[:1], conditioning_scale=bad)
+
+
+def test_controlnet_starts_as_exactly_its_base(tiny_diffusion):
+    """Zero-initialized: before any step, the fused model at scale 1 is the base UNet."""
+    import torch
+
+    from edgegen.models import controlnet
+    from edgegen.models.checkpoint import make_config
+
+    base_ckpt = load_checkpoint(tiny_diffusion[0])
+    values = {**dataclasses.asdict(base_ckpt.config), "base_checkpoint": str(tiny_diffusion[0])}
+    model = controlnet.build(make_config("controlnet", values))
+    controlnet.Trainer(model, lr=1e-3)   # loads the base into the frozen UNet and the trainable copy
+    rng = torch.Generator().manual_seed(0)
+    sample, control = torch.randn(3, 1, 8, 8, generator=rng), torch.rand(3, 1, 8, 8, generator=rng)
+    t, labels = torch.tensor([10.0, 500.0, 990.0]), torch.tensor([0, 5, 10])
+    with torch.no_grad():
+        fused = model.exported()(sample, t, labels, control, torch.ones(3))
+        assert torch.equal(fused, base_ckpt.model.unet_ema(sample, t, labels))
+        skips, mid = model.controlnet(sample, t, labels, control)
+        assert all(not s.any() for s in skips) and not mid.any()
 
 
 def test_controlnet_refuses_a_base_that_is_not_a_diffusion_checkpoint(tmp_path):
     ckpt = train("gan", tmp_path / "gan", steps=1, batch_size=8, progress=False, width=8)
     with pytest.raises(ConfigError, match="expected a diffusion checkpoint, found a gan one"):
         train("controlnet", tmp_path / "c", steps=1, progress=False, base=str(ckpt))
+
+
+def test_controlnet_refuses_what_would_not_fit_its_base(tiny_diffusion, tmp_path):
+    with pytest.raises(ConfigError, match="expected data with the base model's 10 classes, found 0"):
+        train("controlnet", tmp_path / "c", data="natural", steps=1, progress=False, base=str(tiny_diffusion[0]))
+    with pytest.raises(ConfigError, match=r"the base checkpoint fixes the architecture\), found \['width'\]"):
+        train("controlnet", tmp_path / "c", steps=1, progress=False, base=str(tiny_diffusion[0]), width=16)
 
 
 def test_latent_diffusion_three_graphs(tmp_path):
@@ -199,6 +234,9 @@ def test_latent_diffusion_three_graphs(tmp_path):
     digits = load_images("digits").test[:2]
     assert pipe.encode(digits).shape == (2, 4, 8, 8) and pipe.decode(pipe.encode(digits)).shape == digits.shape
     assert np.array_equal(pipe.img2img(digits, strength=0.0, steps=5), digits)
+    edge = np.zeros((1, 1, 32, 32), np.float32)
+    edge[..., 15:17] = 1   # pixel columns 15 and 16 touch latent columns 3 and 4
+    assert np.array_equal(np.flatnonzero(pipe.space_mask(edge)[0, 0, 0]), [3, 4]) and pipe.space_mask(edge).shape == (1, 4, 8, 8)
     mask = np.zeros((32, 32), np.float32)
     mask[:, 16:] = 1
     painted = pipe.inpaint(digits, mask, steps=5, seed=0)
@@ -219,7 +257,7 @@ def test_generate_command_for_stylegan_and_controlnet(stylegan, controlnet, tmp_
                  "--conditioning-scale", "0.5", "--out", str(out)]) == 0
     capsys.readouterr()
     assert main(["generate", str(controlnet), "--n", "2", "--steps", "3", "--out", str(out)]) == 2
-    assert "control: expected hint images" in capsys.readouterr().err
+    assert "--control: expected a picture" in capsys.readouterr().err
     assert main(["generate", str(stylegan), "--n", "2", "--control", str(sketch), "--out", str(out)]) == 2
     assert "--control: expected an option of stylegan packages (--truncation, --noise-mode)" in capsys.readouterr().err
 

@@ -4,6 +4,7 @@ the validation gate, tolerances, and the config the runtime needs. No per-model 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -233,8 +234,9 @@ CONTROLNET = ExportSpec(
                              TensorSpec("conditioning_scale", "float32", ("batch",))),
                   ("prediction",), _controlled_denoiser_inputs),
     ),
+    # the base by name: the manifest travels to devices, the training machine's paths do not matter there
     runtime_config=lambda ckpt: {**_diffusion_config(ckpt), "hint_factor": ckpt.config.hint_factor,
-                                 "base_checkpoint": ckpt.config.base_checkpoint},
+                                 "base": Path(ckpt.config.base_checkpoint).name},
 )
 
 def _encoded(ckpt, batch, rng, data) -> np.ndarray:

@@ -29,6 +29,7 @@ DEFAULT_STEPS = 3000
 DEFAULT_BATCH = 64
 DEFAULT_LR = 5e-4
 DEFAULT_IMAGE_SIZE = None   # the base model's
+CONTROL_OPTIONS = {"hint_factor", "control_label_dropout", "ema_decay"}   # what a ControlNet may set itself
 DEFAULT_BASE = Path(__file__).resolve().parents[1] / "pretrained" / "diffusion-digits"
 
 
@@ -125,7 +126,14 @@ def prepare_data(data, image_size, channels, seed, options):
     if image_size not in (None, c.image_size) or channels not in (None, c.image_channels):
         raise ConfigError(f"--image-size/--channels: expected the base model's {c.image_size} / {c.image_channels}, "
                           f"found {image_size} / {channels}")
+    shaping = sorted(set(options) - CONTROL_OPTIONS)
+    if shaping:
+        raise ConfigError(f"controlnet options: expected only {sorted(CONTROL_OPTIONS)} (the base checkpoint fixes the "
+                          f"architecture), found {shaping}")
     images = load_images(data, image_size=c.image_size, channels=c.image_channels, seed=seed)
+    if images.num_classes != c.num_classes:   # the class embedding is the base's, frozen
+        raise ConfigError(f"--data {data!r}: expected data with the base model's {c.num_classes} classes, "
+                          f"found {images.num_classes}")
     return images, {**dataclasses.asdict(c), "base_checkpoint": str(base.resolve())}
 
 

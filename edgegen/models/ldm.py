@@ -50,7 +50,9 @@ class Config(diffusion.Config):
     def validate(self) -> list[str]:
         if self.image_size % DOWNSAMPLING:
             return [f"image_size expected a multiple of {DOWNSAMPLING} (the autoencoder's downsampling), found {self.image_size}"]
-        problems = self.unet_config().validate()
+        # the UNet's rules apply at the latent size: say so, since the user gave the image size
+        problems = [f"in latent space (image_size {self.image_size} / {DOWNSAMPLING} = {self.latent_size}): {p}"
+                    for p in self.unet_config().validate()]
         if self.latent_channels < 1 or self.autoencoder_width < 1:
             problems.append(f"latent_channels and autoencoder_width expected positive, found "
                             f"{self.latent_channels} and {self.autoencoder_width}")

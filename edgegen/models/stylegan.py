@@ -47,6 +47,8 @@ class Config(gan.Config):
             problems.append(f"image_size expected a power of two from 8 up (4x4 constant, x2 blocks), found {self.image_size}")
         if self.w_dim < 1 or self.mapping_layers < 1:
             problems.append(f"w_dim and mapping_layers expected positive, found {self.w_dim} and {self.mapping_layers}")
+        if self.noise_seed < 0:
+            problems.append(f"noise_seed expected a non-negative integer, found {self.noise_seed}")
         if not 0 <= self.style_mixing <= 1:
             problems.append(f"style_mixing expected a probability in [0, 1], found {self.style_mixing}")
         return problems

@@ -29,17 +29,24 @@ class ControlNetPipeline(DiffusionPipeline):
     def control_feeds(self, control, n: int, conditioning_scale) -> dict[str, np.ndarray]:
         """The graph's control and conditioning_scale inputs for n images: one control image
         [C, H, W] or [1, C, H, W] for all, or n of them; one scale for all, or n."""
-        control = as_float_array(control, "control", (None, *self.image_shape)) if np.ndim(control) == 4 else \
+        try:
+            rank = np.ndim(control)
+        except ValueError:   # a ragged nested list
+            raise InputError(f"control: expected hint images [n, C, H, W], found {type(control).__name__} of ragged shape") from None
+        control = as_float_array(control, "control", (None, *self.image_shape)) if rank == 4 else \
             as_float_array(control, "control", self.image_shape)[None]
         if len(control) not in (1, n):
             raise InputError(f"control: expected 1 or {n} hint images, found {len(control)}")
         if control.min() < 0 or control.max() > 1:
             raise InputError(f"control: expected values in [0, 1], found {control.min():.3g}..{control.max():.3g}")
-        scale = np.asarray(conditioning_scale, dtype=np.float64)
-        if scale.ndim > 1 or scale.size not in (1, n):
-            raise InputError(f"conditioning_scale: expected one number or {n}, found shape {list(scale.shape)}")
-        for value in scale.ravel():
-            check_number(float(value), "conditioning_scale")
+        try:
+            rank = np.ndim(conditioning_scale)
+        except ValueError:   # a ragged nested list
+            rank = 2
+        if rank > 1 or (rank == 1 and len(conditioning_scale) not in (1, n)):
+            raise InputError(f"conditioning_scale: expected one number or {n}, found {conditioning_scale!r:.60}")
+        values = [conditioning_scale] if rank == 0 else list(conditioning_scale)
+        scale = np.array([check_number(v, "conditioning_scale") for v in values], dtype=np.float64)
         return {"control": np.ascontiguousarray(np.broadcast_to(control, (n, *self.image_shape))),
                 "conditioning_scale": np.broadcast_to(scale, (n,)).astype(np.float32)}
 

@@ -44,8 +44,11 @@ class StyleGANPipeline(Pipeline):
         layer) or [n, num_ws, w_dim] (one per layer). noise_mode: "const" (the package's
         fixed noise, the same image every call), "random" (fresh noise from `seed`: fine
         detail varies) or "none"."""
-        ws = np.asarray(ws) if not isinstance(ws, np.ndarray) else ws
-        if getattr(ws, "ndim", 0) == 2:
+        try:
+            rank = np.ndim(ws)
+        except ValueError:   # a ragged nested list
+            raise InputError(f"ws: expected [n, w_dim] or [n, {self.num_ws}, w_dim], found a ragged {type(ws).__name__}") from None
+        if rank == 2:
             ws = np.repeat(as_float_array(ws, "ws", (None, self.w_dim))[:, None], self.num_ws, axis=1)
         ws = as_float_array(ws, "ws", (None, self.num_ws, self.w_dim))
         return self.sessions["synthesis"].run({"ws": ws, **self.noise(len(ws), noise_mode, seed)})["image"]
@@ -101,7 +104,10 @@ class StyleGANPipeline(Pipeline):
         return self.synthesize(((1 - t) * w[0] + t * w[1]).astype(np.float32), noise_mode, int(seed_a))
 
     def _seeds(self, seeds, what: str) -> np.ndarray:
-        array = np.atleast_1d(np.asarray(seeds))
+        try:
+            array = np.atleast_1d(np.asarray(seeds))
+        except ValueError:
+            array = np.zeros((1, 1))   # ragged: refused below
         if array.ndim != 1 or len(array) == 0 or array.dtype.kind not in "iu" or (array < 0).any():
             raise InputError(f"{what}: expected non-negative integer seeds, found {seeds!r:.60}")
         return array
