@@ -161,6 +161,15 @@ def _cmd_bench(args) -> None:
         print(f"wrote {args.json}")
 
 
+def _abridged(value, longest: int = 8):
+    """The config for a terminal: long lists of numbers (StyleGAN's average w) shortened."""
+    if isinstance(value, dict):
+        return {k: _abridged(v, longest) for k, v in value.items()}
+    if isinstance(value, list) and len(value) > longest:
+        return [*value[:3], f"... {len(value)} values"]
+    return value
+
+
 def _print_info(path) -> None:
     from .package import Package
 
@@ -168,7 +177,7 @@ def _print_info(path) -> None:
     m = package.manifest
     print(f"package   {package.path}")
     print(f"family    {m.family}   name {m.name!r}   format {m.format}")
-    print(f"config    {json.dumps(m.config)}")
+    print(f"config    {json.dumps(_abridged(m.config))}")
     for part, g in m.graphs.items():
         size = package.graph_path(part).stat().st_size
         ins = ", ".join(f"{t.name}: {t.describe()}" for t in g.inputs)
