@@ -260,6 +260,9 @@ def test_generate_command_for_stylegan_and_controlnet(stylegan, controlnet, tmp_
     assert "--control: expected a picture" in capsys.readouterr().err
     assert main(["generate", str(stylegan), "--n", "2", "--control", str(sketch), "--out", str(out)]) == 2
     assert "--control: expected an option of stylegan packages (--truncation, --noise-mode)" in capsys.readouterr().err
+    assert main(["info", str(stylegan)]) == 0
+    info = capsys.readouterr().out
+    assert '"w_avg": [' in info and '"... 16 values"]' in info   # the average w, abridged
 
 
 def test_shipped_stylegan_draws_every_digit(tmp_path, judge):
