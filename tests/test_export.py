@@ -124,3 +124,20 @@ def test_checkpoint_errors(trained, tmp_path):
     (bad / CONFIG).write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match="expected a safetensors file"):
         load_checkpoint(bad)
+
+
+def test_gan_checkpoints_from_before_output_layer_load_as_resize(tmp_path):
+    """A GAN checkpoint written before the sub-pixel output layer existed has no
+    output_layer in its config: it loads with the resize + conv layer it was trained with."""
+    import json
+
+    from edgegen.models.checkpoint import load_checkpoint
+    from edgegen.models.train import train
+
+    ckpt = train("gan", tmp_path / "old", steps=1, batch_size=8, progress=False, width=8, output_layer="resize")
+    meta = json.loads((ckpt / "config.json").read_text())
+    del meta["config"]["output_layer"]
+    (ckpt / "config.json").write_text(json.dumps(meta))
+    assert load_checkpoint(ckpt).config.output_layer == "resize"
+    new = train("gan", tmp_path / "new", steps=1, batch_size=8, progress=False, width=8)
+    assert load_checkpoint(new).config.output_layer == "subpixel"

@@ -21,7 +21,7 @@ DEFAULT_LR = 2e-4
 
 
 @dataclass
-class Config(gan.Config):
+class Config(gan.AdversarialConfig):
     """The GAN's settings, and the number of classes."""
     num_classes: int = 10
 

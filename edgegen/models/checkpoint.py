@@ -87,7 +87,9 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
         raise CheckpointError(f"{meta_path}: expected format {CHECKPOINT_FORMAT!r}, found {found!r}")
     family = meta.get("family")
-    config = make_config(family, meta.get("config", {}))
+    stored = meta.get("config", {})
+    # keys a family added after this checkpoint was written take the values its model had then
+    config = make_config(family, {**getattr(family_module(family), "LEGACY_DEFAULTS", {}), **stored})
     model = family_module(family).build(config)
     try:
         state = load_file(str(weights_path))

@@ -20,7 +20,8 @@ DEFAULT_LR = 2e-4
 
 
 @dataclass
-class Config:
+class AdversarialConfig:
+    """What every GAN-trained family shares (the cGAN's and StyleGAN's configs extend it)."""
     image_channels: int = 1
     image_size: int = 32
     latent_dim: int = 64
@@ -33,15 +34,40 @@ class Config:
         return image_model_problems(self)
 
 
+OUTPUT_LAYERS = ("subpixel", "resize")
+# Checkpoints written before output_layer existed: their generators end in resize + conv.
+LEGACY_DEFAULTS = {"output_layer": "resize"}
+
+
+@dataclass
+class Config(AdversarialConfig):
+    """DCGAN's size (ngf = ndf = 64: 256-128-64 channels) and a sub-pixel output layer: the
+    int8 variant pays from this size on (measured: README, int8 section)."""
+    width: int = 64
+    # subpixel: a conv to 4x the channels at half size, then depth-to-space (Shi et al., 2016);
+    # resize: nearest resize, then a conv with one output channel per colour at full size,
+    # which ONNX Runtime's CPU kernels run slowly (they vectorize over output channels).
+    output_layer: str = "subpixel"
+
+    def validate(self) -> list[str]:
+        problems = super().validate()
+        if self.output_layer not in OUTPUT_LAYERS:
+            problems.append(f"output_layer expected one of {', '.join(OUTPUT_LAYERS)}, found {self.output_layer!r}")
+        return problems
+
+
 class Generator(nn.Module):
     def __init__(self, c: Config):
         super().__init__()
         w, base = c.width, c.image_size // 8
         self.fc = nn.Linear(c.latent_dim, 4 * w * base * base)
+        if c.output_layer == "subpixel":
+            output = [nn.Conv2d(w, 4 * c.image_channels, 3, padding=1), nn.PixelShuffle(2)]
+        else:
+            output = [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(w, c.image_channels, 3, padding=1)]
         self.net = nn.Sequential(
             nn.Unflatten(1, (4 * w, base, base)), nn.BatchNorm2d(4 * w), nn.ReLU(),
-            upsample_block(4 * w, 2 * w), upsample_block(2 * w, w),
-            nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(w, c.image_channels, 3, padding=1), nn.Tanh(),
+            upsample_block(4 * w, 2 * w), upsample_block(2 * w, w), *output, nn.Tanh(),
         )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:

@@ -32,7 +32,7 @@ LRELU_GAIN = math.sqrt(2)   # keeps activations' scale through leaky ReLU, as St
 
 
 @dataclass
-class Config(gan.Config):
+class Config(gan.AdversarialConfig):
     """The GAN's settings (latent_dim is z's size), and the style network's."""
     w_dim: int = 64
     mapping_layers: int = 4
