@@ -51,7 +51,7 @@ def gradient_energy(images: np.ndarray) -> float:
 
 def vae_against_vaegan(judge, scratch: Path) -> dict:
     digits = load_images("digits", image_size=32).test
-    real = judge.features(shrink(digits))
+    real = judge.features(digits)
     models = {}
     for name in ("vae-digits", "vaegan-digits"):
         pkg = export_checkpoint(PRETRAINED / name, scratch / name)
@@ -59,20 +59,13 @@ def vae_against_vaegan(judge, scratch: Path) -> dict:
         samples, recon = pipe.sample(1000, seed=0), pipe.reconstruct(digits)
         clipped = np.clip(recon, 1e-6, 1 - 1e-6)
         bce = -(digits * np.log(clipped) + (1 - digits) * np.log1p(-clipped)).reshape(len(digits), -1).sum(1).mean()
-        small = shrink(samples)
+        small = samples
         bench = bench_package(pkg, batch=8, iters=200, backend="ort-cpu", threads=2, vs_torch=PRETRAINED / name)
         models[name] = {"sample_gradient_energy": gradient_energy(samples),
                         "reconstruction_gradient_energy": gradient_energy(recon),
                         "sample_frechet_distance": frechet_distance(real, judge.features(small)),
                         "reconstruction_bce": float(bce), "decoder_vs_torch": bench["speedup_vs_torch_p50"]["decoder"]}
     return {"real_gradient_energy": gradient_energy(digits), "models": models}
-
-
-def shrink(images: np.ndarray) -> np.ndarray:
-    """32x32 samples averaged back to the digits' own 8x8, where the classifier was trained."""
-    n, _, size, _ = images.shape
-    f = size // 8
-    return images.reshape(n, 1, 8, f, 8, f).mean(axis=(3, 5))
 
 
 def class_spread(judge, images: np.ndarray) -> dict:
@@ -88,11 +81,11 @@ def stylegan_figures(judge, real, scratch: Path) -> dict:
     pipe = load(pkg, backend="ort-cpu")
     rows = []
     for psi in (1.0, 0.7, 0.5):
-        images = shrink(pipe.sample(1000, seed=0, truncation_psi=psi))
+        images = pipe.sample(1000, seed=0, truncation_psi=psi)
         rows.append({"model": f"stylegan psi {psi}", "frechet_distance": frechet_distance(real, judge.features(images)),
                      **class_spread(judge, images)})
     gan = load(export_checkpoint(PRETRAINED / "gan-digits", scratch / "gan"), backend="ort-cpu")
-    images = shrink(gan.sample(1000, seed=0))
+    images = gan.sample(1000, seed=0)
     rows.append({"model": "gan (DCGAN-style, same digits)", "frechet_distance": frechet_distance(real, judge.features(images)),
                  **class_spread(judge, images)})
     latency = bench_package(pkg, batch=8, iters=200, backend="ort-cpu", threads=2, vs_torch=PRETRAINED / "stylegan-digits")
@@ -131,7 +124,7 @@ def ldm_figures(judge, real, scratch: Path, steps: int = 20) -> dict:
     pkg = export_checkpoint(PRETRAINED / "ldm-digits", scratch / "ldm")
     pipe = load(pkg, backend="ort-cpu")
     labels = np.arange(500) % 10
-    images = shrink(pipe.sample(len(labels), labels=labels, steps=steps, seed=0))
+    images = pipe.sample(len(labels), labels=labels, steps=steps, seed=0)
     quality = {"label_accuracy": float((judge.predict(images) == labels).mean()),
                "frechet_distance": frechet_distance(real, judge.features(images))}
     # Pixel-space diffusion at the same 32x32 and the same UNet settings; its weights come from
@@ -156,7 +149,7 @@ def cgan_figures(judge, real, scratch: Path) -> dict:
     labels = np.arange(1000) % 10
     rows = []
     for t in TRUNCATIONS:
-        images = shrink(pipe.sample(len(labels), labels=labels, truncation=t, seed=0))
+        images = pipe.sample(len(labels), labels=labels, truncation=t, seed=0)
         rows.append({"truncation": t, "label_accuracy": float((judge.predict(images) == labels).mean()),
                      "frechet_distance": frechet_distance(real, judge.features(images))})
     latency = bench_package(pkg, batch=8, iters=200, backend="ort-cpu", threads=2, vs_torch=PRETRAINED / "cgan-digits")

@@ -13,6 +13,12 @@ from .errors import InputError
 from .package import atomic_write_bytes
 
 
+def average_pool(images: np.ndarray, factor: int) -> np.ndarray:
+    """[n, C, H, W] averaged over factor x factor cells -> [n, C, H / factor, W / factor]."""
+    n, c, h, w = images.shape
+    return images.reshape(n, c, h // factor, factor, w // factor, factor).mean(axis=(3, 5))
+
+
 def grid(images: np.ndarray, nrow: int | None = None, pad: int = 2, scale: int = 1) -> np.ndarray:
     """Tile [n, C, H, W] images in [0, 1] into one uint8 HxWxC (or HxW) picture."""
     if images.ndim != 4 or images.shape[1] not in (1, 3):

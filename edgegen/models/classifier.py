@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..images import average_pool
 from .data import digit_labels
 
 FEATURES = 32
@@ -36,8 +37,19 @@ class DigitJudge:
     size: int
     test_accuracy: float
 
+    def at_own_size(self, images: np.ndarray) -> np.ndarray:
+        """Images [n, 1, k*size, k*size] averaged over k x k cells down to the size the judge
+        was trained at (32x32 samples of 8x8 digits are read as 8x8)."""
+        n, c, h, w = images.shape
+        if h == self.size and w == self.size:
+            return images
+        if h % self.size or w % self.size:
+            raise ValueError(f"images: expected sides that are multiples of {self.size}, found {h}x{w}")
+        return average_pool(images, h // self.size)
+
     @torch.no_grad()
     def _run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        images = self.at_own_size(np.asarray(images))
         logits, feats = [], []
         for i in range(0, len(images), 512):
             lg, ft = self.net(torch.from_numpy(np.array(images[i:i + 512], dtype=np.float32)))

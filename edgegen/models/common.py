@@ -23,3 +23,29 @@ def adam_with_cosine(parameters, lr: float, total_steps: int, floor: float = 0.0
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps)))
     return optimizer, schedule
+
+
+class LikelihoodTrainer:
+    """Maximum likelihood for the autoregressive families: model.loss(x, labels) minimised
+    with Adam and a cosine schedule, labels dropped to "no label" at label_dropout (for
+    classifier-free use), gradients clipped where clip is set. Subclasses name the metric."""
+
+    metric = "loss"
+    label_dropout = 0.1
+    clip: float | None = None
+
+    def __init__(self, model, lr: float, total_steps: int):
+        self.model = model
+        self.optimizer, self.scheduler = adam_with_cosine(model.parameters(), lr, total_steps)
+
+    def step(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, float]:
+        c = self.model.config
+        labels = training_labels(labels, len(x), c.num_classes, c.null_label, self.label_dropout)
+        loss = self.model.loss(x, labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        return {self.metric: loss.item()}

@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .common import adam_with_cosine, training_labels
+from .common import LikelihoodTrainer
 
 
 FAMILY = "pixelcnn"
@@ -160,19 +160,8 @@ def build(config: Config) -> PixelCNN:
     return PixelCNN(config)
 
 
-class Trainer:
+class Trainer(LikelihoodTrainer):
     """Adam with cosine decay; labels dropped to "no label" 10% of the time."""
 
-    def __init__(self, model: PixelCNN, lr: float, total_steps: int):
-        self.model = model
-        self.optimizer, self.scheduler = adam_with_cosine(model.parameters(), lr, total_steps)
-
-    def step(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, float]:
-        c = self.model.config
-        labels = training_labels(labels, len(images), c.num_classes, c.null_label, LABEL_DROPOUT)
-        loss = self.model.loss(images, labels)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        self.scheduler.step()
-        return {"nats_per_pixel": loss.item()}
+    metric = "nats_per_pixel"
+    label_dropout = LABEL_DROPOUT

@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .common import adam_with_cosine, training_labels
+from .common import LikelihoodTrainer
 
 FAMILY = "wavenet"
 DATA_RANGE = None            # mu-law codes, used as they are
@@ -157,23 +157,12 @@ def build(config: Config) -> WaveNet:
     return WaveNet(config)
 
 
-class Trainer:
+class Trainer(LikelihoodTrainer):
     """Adam with cosine decay, clipped gradients; labels dropped to "no label" 10% of the time."""
 
-    def __init__(self, model: WaveNet, lr: float, total_steps: int):
-        self.model = model
-        self.optimizer, self.scheduler = adam_with_cosine(model.parameters(), lr, total_steps)
-
-    def step(self, codes: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, float]:
-        c = self.model.config
-        labels = training_labels(labels, len(codes), c.num_classes, c.null_label, LABEL_DROPOUT)
-        loss = self.model.loss(codes, labels)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
-        self.optimizer.step()
-        self.scheduler.step()
-        return {"nats_per_sample": loss.item()}
+    metric = "nats_per_sample"
+    label_dropout = LABEL_DROPOUT
+    clip = 1.0
 
 
 # ---- data -----------------------------------------------------------------------------------

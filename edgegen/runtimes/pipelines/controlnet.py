@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import InputError
+from ...images import average_pool
 from ..samplers import Callback
 from .base import as_float_array, check_count, check_number
 from .diffusion import DEFAULT_STEPS, DiffusionPipeline
@@ -14,8 +15,7 @@ from .diffusion import DEFAULT_STEPS, DiffusionPipeline
 def coarse_hint(images: np.ndarray, factor: int) -> np.ndarray:
     """The control this family is trained with: images [n, C, H, W] in [0, 1] averaged over
     factor x factor cells and upsampled back (what is left: where the strokes are, roughly)."""
-    n, c, h, w = images.shape
-    cells = images.reshape(n, c, h // factor, factor, w // factor, factor).mean(axis=(3, 5))
+    cells = average_pool(images, factor)
     return np.ascontiguousarray(cells.repeat(factor, axis=2).repeat(factor, axis=3), dtype=np.float32)
 
 
