@@ -32,7 +32,7 @@ from edgegen.models.data import load_images
 from edgegen.models.wavenet import TONE_KINDS, synth_clip
 from edgegen.package import Package
 from edgegen.runtimes import load, open_sessions
-from edgegen.runtimes.pipelines import PixelCNNPipeline
+from edgegen.runtimes.pipelines.pixelcnn import PixelCNNPipeline
 
 THREADS = 2
 
@@ -52,7 +52,7 @@ def pixelcnn_numbers(pkg: Path) -> dict:
     # (the pipeline turns spinning off because its fast loop alternates two graphs):
     # give it that advantage.
     package = Package(pkg)
-    spinning = PixelCNNPipeline(package, open_sessions(package, "ort-cpu", THREADS, spin=True))
+    spinning = PixelCNNPipeline(package, open_sessions(package, "ort-cpu", THREADS, spin=True), pipe.config)
     labels = np.arange(16) % 10
     times = {"naive": [], "fast": []}
     images = {}
@@ -104,15 +104,15 @@ def wavenet_numbers(pkg: Path) -> dict:
     pipe = load(pkg, backend="ort-cpu", threads=THREADS)
     fast = {}
     for n in (1024, 4096, 16384):
-        seconds, _ = timed(lambda: pipe.generate_codes(n, seed=0, label=0), 3 if n < 16384 else 1)
+        seconds, _ = timed(lambda: pipe.generate_codes(n, seed=0, labels=0), 3 if n < 16384 else 1)
         fast[n] = {"seconds": seconds, "samples_per_s": n / seconds}
     naive, identical = {}, True
     for n in (1024, 2048, 4096, 16384):
-        seconds, codes = timed(lambda: pipe.generate_codes(n, seed=0, label=0, fast=False), 1)
+        seconds, codes = timed(lambda: pipe.generate_codes(n, seed=0, labels=0, fast=False), 1)
         naive[n] = {"seconds": seconds, "samples_per_s": n / seconds}
-        identical &= bool(np.array_equal(codes, pipe.generate_codes(n, seed=0, label=0)))
+        identical &= bool(np.array_equal(codes, pipe.generate_codes(n, seed=0, labels=0)))
     rng = np.random.default_rng(7)
-    generated = {kind: [pipe.generate(8000, seed=s, label=i)[1000:] for s in range(3)] for i, kind in enumerate(TONE_KINDS)}
+    generated = {kind: [pipe.generate(8000, seed=s, labels=i)[1000:] for s in range(3)] for i, kind in enumerate(TONE_KINDS)}
     real = [synth_clip(kind, rng, pipe.sample_rate)[1000:] for kind in TONE_KINDS for _ in range(3)]
     white = [rng.uniform(-0.5, 0.5, 7000) for _ in range(12)]
     tonal = {"generated_by_class": {k: {"peak_share": float(np.mean([peak_share(a) for a in v])),
@@ -149,7 +149,7 @@ def main() -> None:
         f"{pc['classifier_held_out_accuracy']:.3f}): {100 * pc['label_accuracy_500']:.1f}% of 500 show the requested "
         f"digit. Held-out digits {pc['nats_per_image_held_out']:.2f} nats/image; log_prob ROC AUC digits vs noise "
         f"{pc['auc_digits_vs_noise']:.3f}.", "",
-        f"WaveNet (8 kHz, receptive field {load(scratch / 'wavenet').config['receptive_field']} samples), batch 1, "
+        f"WaveNet (8 kHz, receptive field {load(scratch / 'wavenet').config.receptive_field} samples), batch 1, "
         f"{THREADS} threads:", "",
         "| samples | fast: seconds | fast: samples/s | naive: seconds | naive: samples/s | speedup |",
         "|---|---|---|---|---|---|"]

@@ -17,9 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from edgegen.bench import machine_info
-from edgegen.demo import DEMO_MODELS, PRETRAINED
-from edgegen.export import export_checkpoint
-from edgegen.export.spec import export_spec
+from edgegen.demo import PRETRAINED, demo_models
+from edgegen.export import export_checkpoint, export_spec
 from edgegen.metrics import percentiles_ms
 from edgegen.models.checkpoint import load_checkpoint
 from edgegen.package import atomic_write_text
@@ -76,7 +75,8 @@ def main() -> None:
     report["unmeasured"].append("native tensorrt backend: engines are built by `edgegen build`, but running them "
                                 "through edgegen.load(backend='tensorrt') is not implemented yet")
     scratch = Path(tempfile.mkdtemp(prefix="edgegen-gpu-"))
-    for family, name, _ in DEMO_MODELS:
+    for family, model in demo_models():
+        family, name = family.name, model.name
         if family == "gpt":
             continue  # token packages are timed as generations; the graph-level table is for the others
         pkg = export_checkpoint(PRETRAINED / name, scratch / name)

@@ -81,7 +81,7 @@ def stylegan_figures(judge, real, scratch: Path) -> dict:
     pipe = load(pkg, backend="ort-cpu")
     rows = []
     for psi in (1.0, 0.7, 0.5):
-        images = pipe.sample(1000, seed=0, truncation_psi=psi)
+        images = pipe.sample(1000, seed=0, truncation=psi)
         rows.append({"model": f"stylegan psi {psi}", "frechet_distance": frechet_distance(real, judge.features(images)),
                      **class_spread(judge, images)})
     gan = load(export_checkpoint(PRETRAINED / "gan-digits", scratch / "gan"), backend="ort-cpu")
@@ -104,7 +104,7 @@ def controlnet_figures(judge, scratch: Path, steps: int = 20) -> dict:
     for scale in (1.0, 0.5, 0.0):
         samples = pipe.sample(len(digits), control=hints, conditioning_scale=scale, steps=steps, seed=0)
         rows.append({"conditioning_scale": scale,
-                     "hint_l1": float(np.abs(coarse_hint(samples, pipe.config["hint_factor"]) - hints).mean()),
+                     "hint_l1": float(np.abs(coarse_hint(samples, pipe.config.hint_factor) - hints).mean()),
                      "hint_label_accuracy": float((judge.predict(samples) == labels).mean())})
     latency = bench_package(pkg, batch=8, iters=200, backend="ort-cpu", threads=2, vs_torch=PRETRAINED / "controlnet-digits")
     # what the control costs per step: the fused graph against the base UNet alone, interleaved

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from edgegen.bench import machine_info, write_results
-from edgegen.demo import DEMO_MODELS, PRETRAINED
+from edgegen.demo import PRETRAINED, demo_models
 from edgegen.export import export_checkpoint
 from edgegen.optimize import optimize_package, speedup
 
@@ -25,12 +25,13 @@ from edgegen.optimize import optimize_package, speedup
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
-    parser.add_argument("--only", nargs="+", default=None, choices=[name for _, name, _ in DEMO_MODELS],
+    parser.add_argument("--only", nargs="+", default=None, choices=[model.name for _, model in demo_models()],
                         help="these shipped models only (results written as optimize_<names>)")
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="edgegen-optimize-bench-"))
     rows, report = [], {"benchmark": "optimize", "batch": 8, "machine": machine_info(), "packages": {}}
-    for family, name, _ in DEMO_MODELS:
+    for family, model in demo_models():
+        family, name = family.name, model.name
         if args.only and name not in args.only:
             continue
         pkg = export_checkpoint(PRETRAINED / name, scratch / name)

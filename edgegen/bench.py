@@ -15,6 +15,7 @@ from typing import Callable
 import numpy as np
 
 from .errors import CheckpointError, ConfigError
+from .families import get as get_family
 from .metrics import percentiles_ms
 from .package import TensorSpec, atomic_write_text
 from .progress import Progress
@@ -81,7 +82,7 @@ def torch_runners(checkpoint: str | os.PathLike, pipe, feeds: dict[str, dict[str
     """PyTorch eager runners for the package's graphs, from the checkpoint it was exported from."""
     import torch
 
-    from .export.spec import export_spec
+    from .export import export_spec
     from .models.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(checkpoint)
@@ -112,7 +113,7 @@ def bench_package(path: str | os.PathLike, batch: int = 8, iters: int = 200, war
         raise ConfigError(f"bench: expected batch >= 1, iters >= 1, warmup >= 0, found {batch}, {iters}, {warmup}")
     threads = threads or os.cpu_count()
     pipe = load(path, backend=backend, threads=threads, precision=precision)
-    if pipe.family in TOKEN_FAMILIES:
+    if get_family(pipe.family).bench == "tokens":
         return bench_generation(pipe, path, batch, iters, warmup, threads, vs_torch)
     feeds = {part: bench_feeds(s.inputs, batch) for part, s in pipe.sessions.items()}
     engines = {(part, f"edgegen {pipe.backend}"): (lambda s=s, f=feeds[part]: s.run(f)) for part, s in pipe.sessions.items()}
@@ -150,7 +151,6 @@ def _results(timings: dict, throughput: Callable[[dict], float]) -> list[dict]:
     return rows
 
 
-TOKEN_FAMILIES = ("gpt",)
 PROMPT_TOKENS, NEW_TOKENS = 32, 128   # the reference generation a token package is timed on
 
 

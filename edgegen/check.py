@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .errors import ConfigError
 from .package import Package
+from .runtimes.engines import parse_profiles
 
 TABLE = Path(__file__).parent / "data" / "tensorrt_onnx_ops.json"
 DEFAULT_TENSORRT = "10.15"
@@ -46,21 +47,6 @@ def support_table(version: str) -> dict:
     return {"opset": entry["opset"], "supported": set(base["supported"]) - extra,
             "unsupported": set(base["unsupported"]) | extra,
             "restricted": {k: v for k, v in base["restricted"].items() if k not in extra}}
-
-
-def parse_profiles(specs: list[str] | None) -> dict[str, tuple[int, int, int]]:
-    """["batch=1:4:8", ...] -> {"batch": (1, 4, 8)}."""
-    profiles = {}
-    for spec in specs or []:
-        name, _, values = spec.partition("=")
-        try:
-            low, opt, high = (int(v) for v in values.split(":"))
-        except ValueError:
-            raise ConfigError(f"--profile {spec!r}: expected NAME=MIN:OPT:MAX with integers, found another form") from None
-        if not 0 < low <= opt <= high:
-            raise ConfigError(f"--profile {spec!r}: expected 0 < MIN <= OPT <= MAX, found {low}, {opt}, {high}")
-        profiles[name] = (low, opt, high)
-    return profiles
 
 
 def check_package(path: str | os.PathLike, tensorrt: str = DEFAULT_TENSORRT, profiles: list[str] | None = None) -> list[GraphCheck]:

@@ -9,21 +9,18 @@ import sys
 import traceback
 
 from . import __version__
-from .errors import EdgegenError
+from .errors import ConfigError, EdgegenError
 
 EXIT_USER_ERROR = 2
 
 
 def _cmd_train(args) -> None:
-    from .errors import ConfigError
+    from .families import get as get_family
     from .models.train import train
 
+    family = get_family(args.family)
     options = {"latent_dim": args.latent_dim} if args.latent_dim else {}
-    if args.base:
-        if args.family != "controlnet":
-            raise ConfigError(f"--base: expected only with controlnet (the diffusion checkpoint it controls), "
-                              f"found it with {args.family}")
-        options["base"] = args.base
+    options.update(_family_options(family, family.train_options, _TRAIN_OPTIONS, args, "train"))
     out = train(args.family, args.out, data=args.data, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                 seed=args.seed, image_size=args.image_size, channels=args.channels, overwrite=args.force, **options)
     print(f"wrote checkpoint {out}")
@@ -43,103 +40,49 @@ def _cmd_export(args) -> None:
     _print_info(out)
 
 
-# generate's options that only some families take, by the keyword their sample() uses
-_SAMPLING = {"steps": "steps", "sampler": "sampler", "guidance": "guidance_scale", "label": "labels", "eta": "eta"}
-FAMILY_OPTIONS = {"diffusion": _SAMPLING,
-                  "ldm": _SAMPLING,
-                  "controlnet": {**_SAMPLING, "control": "control", "conditioning_scale": "conditioning_scale"},
-                  "flow": {"temperature": "temperature"},
-                  "pixelcnn": {"label": "labels", "temperature": "temperature"},
-                  "cgan": {"label": "labels", "truncation": "truncation"},
-                  "stylegan": {"truncation": "truncation_psi", "noise_mode": "noise_mode"}}
+def _family_options(family, declared, every: dict, args, command: str) -> dict:
+    """{keyword: value} of the family's options for `command`: the ones given, and the defaults
+    of the rest; an option of another family given here is refused, not ignored."""
+    mine = {option.dest for option in declared}
+    for dest, option in every.items():
+        if dest not in mine and getattr(args, dest, None) is not None:
+            accepted = ", ".join(o.flag for o in declared) or "none"
+            raise ConfigError(f"{option.flag}: expected an option of {family.name} packages ({accepted}), found it")
+    values = {}
+    for option in declared:
+        value = getattr(args, option.dest, None)
+        value = option.default if value is None else value
+        if value is not None:
+            values[option.keyword] = value
+    return values
 
 
 def _cmd_generate(args) -> None:
-    from .errors import ConfigError
-    from .images import save_grid
-    from .progress import Progress
+    from .families import GenerateRequest, get as get_family
     from .runtimes import load
 
     pipe = load(args.package, backend=args.backend, threads=args.threads)
-    if pipe.family == "gpt":
-        return _generate_text(pipe, args)
-    if pipe.family == "wavenet":
-        return _generate_audio(pipe, args)
-    if args.out is None:
-        raise ConfigError(f"--out: expected the PNG file to write for a {pipe.family} package, found none")
-    accepted = FAMILY_OPTIONS.get(pipe.family, {})
-    options = {}
-    for flag in dict.fromkeys(k for opts in FAMILY_OPTIONS.values() for k in opts):
-        value = getattr(args, flag)
-        if value is None:
-            continue
-        if flag not in accepted:
-            raise ConfigError(f"--{flag.replace('_', '-')}: expected an option of {pipe.family} packages "
-                              f"({', '.join('--' + f.replace('_', '-') for f in accepted) or 'none'}), found it")
-        options[accepted[flag]] = value
-    if pipe.family == "controlnet" and "control" not in options:
-        raise ConfigError("--control: expected a picture for the samples of a controlnet package to follow, found none")
-    if "control" in options:  # a picture whose coarse version the samples follow
-        from .images import load_image
+    family = get_family(pipe.family)
+    options = _family_options(family, family.options, _GENERATE_OPTIONS, args, "generate")
 
-        options["control"] = pipe.hint(load_image(options["control"], pipe.image_shape))
-    if "steps" in accepted:
-        from .runtimes.pipelines.diffusion import DEFAULT_STEPS
+    def require_out() -> None:
+        if args.out is None:
+            raise ConfigError(f"--out: expected the PNG file to write for a {pipe.family} package, found none")
 
-        steps = options.get("steps", DEFAULT_STEPS)
-        # check the sampler settings before the progress bar starts, so errors come alone
-        pipe.make_sampler(options.get("sampler", "dpmpp-2m"), options.get("eta", 0.0)).check_steps(steps)
-        with Progress(steps, "sampling") as bar:
-            images = pipe.sample(args.n, seed=args.seed, callback=lambda i, t, x: bar.update(1), **options)
+    def write_images(images) -> str:
+        from .images import save_grid
+
+        require_out()
+        save_grid(images, args.out, nrow=args.nrow, scale=args.scale)
+        return f"wrote {args.out} ({len(images)} samples from {pipe.family} package, seed {args.seed}, backend {pipe.backend})"
+
+    if family.generate is None:
+        require_out()   # before the sampling, not after
+        line = write_images(pipe(args.n, seed=args.seed, **options))
     else:
-        images = pipe.sample(args.n, seed=args.seed, **options)
-    if pipe.family == "flow" and not pipe.is_image:
-        from .plots import save_density_plot
-
-        save_density_plot(pipe, images, args.out)
-        print(f"wrote {args.out} ({len(images)} samples over the learned log density, seed {args.seed})")
-        return
-    save_grid(images, args.out, nrow=args.nrow, scale=args.scale)
-    print(f"wrote {args.out} ({len(images)} samples from {pipe.family} package, seed {args.seed}, backend {pipe.backend})")
-
-
-def _generate_text(pipe, args) -> None:
-    """Token packages: stream the continuation of --prompt to the terminal (and to --out)."""
-    from .errors import ConfigError
-
-    if args.prompt is None:
-        raise ConfigError("--prompt: expected the text to continue for a gpt package, found none")
-    options = dict(max_new_tokens=args.max_new_tokens, temperature=1.0 if args.temperature is None else args.temperature,
-                   top_k=args.top_k, top_p=args.top_p, repetition_penalty=args.repetition_penalty,
-                   do_sample=not args.greedy, seed=args.seed, stop=args.stop, cache_budget_mb=args.cache_budget_mb)
-    pieces = [args.prompt]
-    print(args.prompt, end="", flush=True)
-    for piece in pipe.stream(args.prompt, **options):
-        pieces.append(piece)
-        print(piece, end="", flush=True)
-    print()
-    if args.out:
-        from .package import atomic_write_text
-
-        atomic_write_text(args.out, "".join(pieces))
-        print(f"wrote {args.out}", file=sys.stderr)
-
-
-def _generate_audio(pipe, args) -> None:
-    """WaveNet packages: --seconds of audio, sample by sample, to a WAV file."""
-    from .errors import ConfigError
-    from .runtimes.audio import write_wav
-
-    if args.out is None or not str(args.out).lower().endswith(".wav"):
-        raise ConfigError(f"--out: expected a .wav file to write for a wavenet package, found {args.out!r}")
-    if args.seconds is None or not args.seconds > 0:
-        raise ConfigError(f"--seconds: expected a positive duration for a wavenet package, found {args.seconds!r}")
-    samples = max(1, round(args.seconds * pipe.sample_rate))
-    audio = pipe.generate(samples, seed=args.seed, label=args.label,
-                          temperature=1.0 if args.temperature is None else args.temperature)
-    write_wav(args.out, audio, pipe.sample_rate)
-    print(f"wrote {args.out} ({samples} samples, {samples / pipe.sample_rate:.2f} s at {pipe.sample_rate} Hz, "
-          f"label {args.label}, seed {args.seed})")
+        line = family.generate(pipe, GenerateRequest(args.n, args.seed, args.out, options, write_images))
+    if line:
+        print(line)
 
 
 def _cmd_bench(args) -> None:
@@ -241,7 +184,36 @@ def _cmd_demo(args) -> None:
     print(f"wrote {index}")
 
 
+# every family option the parser knows, by argparse dest: filled by build_parser from the registry
+_GENERATE_OPTIONS: dict = {}
+_TRAIN_OPTIONS: dict = {}
+
+
+def _add_family_options(parser, command: str, declared: dict, every: dict) -> None:
+    """One flag per option name across the registered families, its help naming the families
+    that take it; defaults stay None here so that a flag given to a family without it is found."""
+    users: dict = {}
+    for family, options in declared.items():
+        for option in options:
+            users.setdefault(option.dest, []).append((family, option))
+    group = parser.add_argument_group(f"family options (each family's own; {command} refuses the others')")
+    for dest, taken in users.items():
+        first = taken[0][1]
+        every[dest] = first
+        helps: dict[str, list[str]] = {}   # one help text, the families that share it
+        for family, option in taken:
+            text = option.help + (f" (default {option.default})" if option.default is not None else "")
+            helps.setdefault(text, []).append(family)
+        kwargs = {k: v for k, v in first.kwargs.items()}
+        if kwargs.get("action") == "store_true":
+            kwargs["default"] = None
+        group.add_argument(first.flag, dest=dest, help="; ".join(f"{', '.join(names)}: {text}"
+                                                                for text, names in helps.items()), **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from .families import families
+
     parser = argparse.ArgumentParser(prog="edgegen", description="Generative models from PyTorch to fast edge engines.")
     parser.add_argument("--version", action="version", version=f"edgegen {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
@@ -251,9 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--backend", default="auto", help="auto, ort-cpu, ort-cuda or ort-tensorrt (default: auto)")
         p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: one per core)")
 
-    p = sub.add_parser("train", help="train a model and write a checkpoint")
-    p.add_argument("family", help="vae, gan, vaegan, cgan, stylegan, diffusion, controlnet, ldm, flow, gpt, pixelcnn "
-                                  "or wavenet")
+    registered = families()
+    p = sub.add_parser("train", help="train a model and write a checkpoint",
+                       epilog="families: " + "; ".join(f"{f.name}: {f.summary}" for f in registered if f.model))
+    p.add_argument("family", help=", ".join(f.name for f in registered if f.model))
     p.add_argument("--data", default=None,
                    help="digits, natural, a folder of images; for flow also moons, circles, blobs; for gpt stdlib "
                         "(the Python standard library's source) or a UTF-8 text file; for wavenet tones (synthesized) "
@@ -266,8 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, default=None, help="default: the family's (32; diffusion 8)")
     p.add_argument("--channels", type=int, choices=(1, 3), default=None, help="1 grey, 3 RGB (default: the data's own)")
     p.add_argument("--latent-dim", type=int, default=None)
-    p.add_argument("--base", default=None, metavar="CHECKPOINT",
-                   help="controlnet: the diffusion checkpoint to control (default: the shipped diffusion-digits)")
+    _add_family_options(p, "train", {f.name: f.train_options for f in registered}, _TRAIN_OPTIONS)
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=_cmd_train)
 
@@ -289,36 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="PNG file to write (gpt packages: optional text file)")
     p.add_argument("--nrow", type=int, default=None, help="images per row (default: square grid)")
     p.add_argument("--scale", type=int, default=None, help="pixel upscaling of the grid (default: to ~64 px a picture)")
-    diffusion = p.add_argument_group("diffusion, ldm and controlnet packages")
-    diffusion.add_argument("--steps", type=int, default=None, help="sampling steps (default 20)")
-    diffusion.add_argument("--sampler", default=None, help="ddpm, ddim, dpmpp-2m, euler, euler-a (default dpmpp-2m)")
-    diffusion.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default 3)")
-    diffusion.add_argument("--label", type=int, default=None,
-                           help="class to generate (diffusion, pixelcnn, wavenet, cgan; default: unconditional, "
-                                "for cgan random classes)")
-    diffusion.add_argument("--eta", type=float, default=None, help="DDIM's eta (default 0)")
-    p.add_argument("--temperature", type=float, default=None,
-                   help="flow packages: latent temperature; gpt packages: softmax temperature (default 1)")
-    p.add_argument("--seconds", type=float, default=None, help="wavenet packages: length of the audio to generate")
-    p.add_argument("--truncation", type=float, default=None,
-                   help="cgan packages: redraw latent values beyond this magnitude (e.g. 0.5; default none); "
-                        "stylegan packages: truncation psi toward the average w (e.g. 0.7; default 1)")
-    p.add_argument("--noise-mode", default=None, choices=("const", "random", "none"),
-                   help="stylegan packages: the synthesis noise (default const)")
-    p.add_argument("--control", default=None, metavar="IMAGE",
-                   help="controlnet packages (required): a picture whose coarse version the samples follow")
-    p.add_argument("--conditioning-scale", type=float, default=None,
-                   help="controlnet packages: strength of the control (default 1; 0 = the base model)")
-    text = p.add_argument_group("gpt packages (the continuation streams to the terminal)")
-    text.add_argument("--prompt", default=None, help="text to continue")
-    text.add_argument("--max-new-tokens", type=int, default=200)
-    text.add_argument("--top-k", type=int, default=None)
-    text.add_argument("--top-p", type=float, default=None)
-    text.add_argument("--repetition-penalty", type=float, default=1.0)
-    text.add_argument("--greedy", action="store_true", help="always take the most likely token")
-    text.add_argument("--stop", action="append", default=None, help="stop at this text (repeatable)")
-    text.add_argument("--cache-budget-mb", type=float, default=1024,
-                      help="refuse a run whose KV cache (and prompt logits) would need more memory (default 1024)")
+    _add_family_options(p, "generate", {f.name: f.options for f in registered}, _GENERATE_OPTIONS)
     runtime_options(p)
     p.set_defaults(func=_cmd_generate)
 

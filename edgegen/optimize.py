@@ -26,6 +26,7 @@ import numpy as np
 import onnx
 
 from .errors import CheckpointError, ConfigError
+from .families import families, get as get_family, package_config
 from .package import Package, atomic_write_bytes, sha256_file, write_manifest
 
 PRECISIONS = ("int8", "fp16", "fused")   # fused: fp32 after ONNX Runtime's transformer fusions
@@ -63,7 +64,7 @@ def optimize_package(path: str | os.PathLike, precision: str, calibration: int =
                      progress=print) -> dict:
     """Add a `precision` variant of each graph of the package that passes its gate; returns
     {part: record} as written into the manifest's `variants`."""
-    from .export.spec import export_spec
+    from .export import export_spec
 
     if precision not in PRECISIONS:
         raise ConfigError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
@@ -163,14 +164,14 @@ def _quantize_int8(source: Path, out: Path, feeds: list[dict], model: onnx.Model
 
 def _fuse(package: Package, part: str, out: Path) -> None:
     """ONNX Runtime's transformer optimizer (GELU, LayerNorm, attention fusions where it finds
-    its patterns); for token models, where it knows the heads and width."""
+    its patterns); for families that declare their transformer's heads and width."""
     from onnxruntime.transformers.optimizer import optimize_model
 
-    c = package.config
-    if "n_head" not in c:
-        raise ConfigError(f"precision 'fused': expected a token model (gpt), found a {package.family} package")
-    fused = optimize_model(str(package.graph_path(part)), model_type="gpt2", num_heads=int(c["n_head"]),
-                           hidden_size=int(c["n_embd"]), opt_level=0)
+    family, config = package_config(package)
+    if family.fusion is None:
+        fusable = ", ".join(f.name for f in families() if f.fusion) or "none"
+        raise ConfigError(f"precision 'fused': expected a transformer family ({fusable}), found a {package.family} package")
+    fused = optimize_model(str(package.graph_path(part)), opt_level=0, **family.fusion(config))
     fused.save_model_to_file(str(out))
 
 
@@ -185,7 +186,7 @@ def gate_variant(family: str, precision: str, fp32, variant, feeds: list[dict], 
     reference = [fp32.run(f) for f in feeds]
     ours = [variant.run(f) for f in feeds]
     names = [o.name for o in fp32.outputs]
-    if "logits" in names and family in ("gpt",):
+    if "logits" in names and get_family(family).gate == "logits":
         ref = np.concatenate([r["logits"].reshape(-1, r["logits"].shape[-1]) for r in reference])
         got = np.concatenate([o["logits"].reshape(-1, o["logits"].shape[-1]) for o in ours])
         top1 = float((ref.argmax(-1) == got.argmax(-1)).mean())

@@ -142,8 +142,8 @@ def test_step_graph_equals_full_sequence_graph_at_every_position(wavenet):
 
 def test_fast_generation_equals_naive_and_pytorch_for_2000_samples(wavenet):
     pipe = edgegen.load(wavenet["pkg"], backend="ort-cpu")
-    fast = pipe.generate_codes(2000, seed=5, label=2)
-    assert np.array_equal(fast, pipe.generate_codes(2000, seed=5, label=2, fast=False))
+    fast = pipe.generate_codes(2000, seed=5, labels=2)
+    assert np.array_equal(fast, pipe.generate_codes(2000, seed=5, labels=2, fast=False))
     model, rng, sampling = wavenet["model"], np.random.default_rng(5), sampler(1.0)
     with torch.inference_mode():
         queues, code, theirs = model.empty_queues(1), torch.tensor([128]), []
@@ -153,7 +153,7 @@ def test_fast_generation_equals_naive_and_pytorch_for_2000_samples(wavenet):
             theirs.append(int(draw(out[0].numpy(), sampling, rng)[0]))
             code = torch.tensor(theirs[-1:])
     assert fast.tolist() == theirs
-    audio = pipe.generate(400, seed=5, label=2)
+    audio = pipe.generate(400, seed=5, labels=2)
     assert audio.dtype == np.float32 and audio.shape == (400,) and np.abs(audio).max() <= 1
     assert np.array_equal(audio, mu_law_decode(fast[:400]))
 
@@ -165,14 +165,14 @@ def test_shipped_wavenet_log_prob_separates_tones_from_noise(tmp_path):
     noise = rng.uniform(-0.5, 0.5, tones.shape).astype(np.float32)
     ours = pipe.log_prob(tones)
     assert ours.shape == (20,) and isinstance(pipe.log_prob(tones[0]), float)
-    each = pipe.log_prob(tones[:2], label=[1, 2], per_sample=True)
+    each = pipe.log_prob(tones[:2], labels=[1, 2], per_sample=True)
     codes = torch.from_numpy(mu_law_encode(tones[:2]))
     model = load_checkpoint(PRETRAINED / "wavenet-tones").model
     with torch.inference_mode():
         logits = model(codes[:, :-1], torch.tensor([1, 2]))
     reference = -torch.nn.functional.cross_entropy(logits, codes[:, 1:], reduction="none").numpy()
     np.testing.assert_allclose(each, reference, rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(pipe.log_prob(tones[:2], label=[1, 2]), reference.mean(axis=1), rtol=1e-5)
+    np.testing.assert_allclose(pipe.log_prob(tones[:2], labels=[1, 2]), reference.mean(axis=1), rtol=1e-5)
     assert roc_auc(-ours, -pipe.log_prob(noise)) >= 0.95
 
 
@@ -208,7 +208,7 @@ def test_pixelcnn_and_wavenet_run_where_torch_cannot_be_imported(pixelcnn, waven
         "from edgegen.runtimes.audio import write_wav\n"
         "digits = edgegen.load(sys.argv[1], backend='ort-cpu').sample(2, seed=0, labels=[1, 2])\n"
         "assert digits.shape == (2, 1, 8, 8)\n"
-        "audio = edgegen.load(sys.argv[2], backend='ort-cpu').generate(100, seed=0, label=1)\n"
+        "audio = edgegen.load(sys.argv[2], backend='ort-cpu').generate(100, seed=0, labels=1)\n"
         "write_wav(sys.argv[3], audio, 8000)\n"
         "print('ok')\n")
     result = subprocess.run([sys.executable, "-c", script, str(pixelcnn["pkg"]), str(wavenet["pkg"]),

@@ -1,18 +1,18 @@
 import json
 
-from edgegen.demo import DEMO_MODELS, PRETRAINED, run_demo
+from edgegen.demo import PRETRAINED, demo_models, run_demo
 
 
 def test_shipped_weights_are_safetensors_checkpoints():
-    for _, name, _ in DEMO_MODELS:
-        assert sorted(p.name for p in (PRETRAINED / name).iterdir()) == ["config.json", "weights.safetensors"]
+    for _, model in demo_models():
+        assert sorted(p.name for p in (PRETRAINED / model.name).iterdir()) == ["config.json", "weights.safetensors"]
 
 
 def test_demo_with_shipped_weights(tmp_path):
     index = run_demo(tmp_path / "demo", iters=5)
     demo = index.parent
     text = index.read_text()
-    pictures = [f"{name}_samples.png" for family, name, _ in DEMO_MODELS if family != "gpt"]
+    pictures = [f"{model.name}_samples.png" for family, model in demo_models() if family.name != "gpt"]
     pictures += ["vae-digits_reconstructions.png", "vaegan-digits_reconstructions.png"]
     for picture in pictures:
         assert (demo / picture).read_bytes()[:4] == b"\x89PNG" and f"({picture})" in text

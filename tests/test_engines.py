@@ -9,6 +9,7 @@ import pytest
 from edgegen.cli import main
 from edgegen.errors import ConfigError
 from edgegen.package import Package, TensorSpec
+from edgegen.families import get as get_family
 from edgegen.runtimes.engines import EngineCache, EngineKey, derive_profile, dim_limits
 
 PROFILE = (("z", (1, 64), (1, 64), (16, 64)),)
@@ -40,13 +41,14 @@ def test_a_cached_engine_is_used_only_for_the_same_key_and_bytes(tmp_path):
 
 def test_profiles_come_from_the_manifest_dims(trained):
     package = Package(trained["gan"][1])
-    (profile,) = derive_profile(package.graphs["generator"].inputs, dim_limits(package.config))
+    (profile,) = derive_profile(package.graphs["generator"].inputs, dim_limits(package))
     assert profile == ("z", (1, 64), (1, 64), (16, 64))
     (profile,) = derive_profile(package.graphs["generator"].inputs, {}, {"batch": (2, 4, 8)})
     assert profile[1:] == ((2, 64), (4, 64), (8, 64))
     cache = TensorSpec("past_key_values.0.key", "float32", ("batch", 4, "past_sequence_length", 16))
     ids = TensorSpec("input_ids", "int64", ("batch", "sequence"))
-    limits = dim_limits({"block_size": 256})
+    gpt = get_family("gpt")   # a token family declares its sequence dims' limits from its config
+    limits = gpt.limits(gpt.config(vocab_size=256, block_size=256, n_layer=1, n_head=4, head_dim=16, n_embd=64))
     assert derive_profile((cache, ids), limits) == (
         ("past_key_values.0.key", (1, 4, 0, 16), (1, 4, 1, 16), (16, 4, 256, 16)),
         ("input_ids", (1, 1), (1, 1), (16, 256)))
@@ -82,3 +84,23 @@ def test_engine_build_then_cache_hit_on_a_gpu(package_copy):
     trt_pipe, ort_pipe = edgegen.load(pkg, backend="tensorrt"), edgegen.load(pkg, backend="ort-cpu")
     z = np.random.default_rng(0).standard_normal((4, trt_pipe.latent_dim)).astype(np.float32)
     np.testing.assert_allclose(trt_pipe.generate(z), ort_pipe.generate(z), atol=2e-3)
+
+
+def test_the_session_base_refuses_shapes_outside_the_engine_profile():
+    """Every backend's session checks feeds the same way; an engine's session also checks its
+    profile before any copy to the device (guidance doubles a diffusion batch past it)."""
+    from edgegen.errors import InputError
+    from edgegen.runtimes.session import Session
+
+    class Echo(Session):
+        def _run(self, feeds):
+            return feeds
+
+    specs = (TensorSpec("sample", "float32", ("batch", 1, 8, 8)),)
+    session = Echo("unet", specs, specs, profile=(("sample", (1, 1, 8, 8), (1, 1, 8, 8), (16, 1, 8, 8)),))
+    assert session.run({"sample": np.zeros((16, 1, 8, 8), np.float32)})["sample"].shape[0] == 16
+    with pytest.raises(InputError, match=r"'sample': expected dim 'batch' within the engine's profile 1 to 16, "
+                                         r"found 32 \(build the engine with --profile batch=MIN:OPT:MAX covering 32\)"):
+        session.run({"sample": np.zeros((32, 1, 8, 8), np.float32)})
+    with pytest.raises(InputError, match="expected dtype float32"):   # the ordinary feed check comes first
+        session.run({"sample": np.zeros((32, 1, 8, 8), np.float64)})

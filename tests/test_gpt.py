@@ -239,8 +239,8 @@ def test_imported_gpt2_greedy_equals_transformers_generate(tmp_path):
     model, tokenizer = _tiny_gpt2(tmp_path / "hf")
     assert main(["export", "gpt2", "--from-transformers", str(tmp_path / "hf"), "--out", str(tmp_path / "pkg")]) == 0
     pipe = edgegen.load(tmp_path / "pkg", backend="ort-cpu")
-    assert pipe.config["tokenizer"]["kind"] == "bpe" and pipe.config["eos_token_id"] == 0
-    assert "matches transformers" in pipe.config["data"]["transformers_check"]
+    assert pipe.config.tokenizer["kind"] == "bpe" and pipe.config.eos_token_id == 0
+    assert "matches transformers" in pipe.config.data["transformers_check"]
     prompts = ["def main(", "    for key, value in self.items():\n        ", "import"]
     encoded = [tokenizer.encode(p) for p in prompts]
     ours = pipe.generate(encoded, max_new_tokens=NEW_TOKENS, do_sample=False)

@@ -99,7 +99,7 @@ def test_stylegan_graphs_and_what_users_do_with_them(stylegan):
     one = pipe.sample(3, seed=4)
     assert one.shape == (3, 1, 32, 32) and np.array_equal(one, pipe.sample(3, seed=4))      # const noise: repeatable
     # truncation 0: every latent becomes the stored average w, so every image is the same
-    average = pipe.sample(3, seed=4, truncation_psi=0.0)
+    average = pipe.sample(3, seed=4, truncation=0.0)
     assert np.allclose(average, average[:1], atol=1e-6)
     # mixing: crossover past the last layer is seed a's image, crossover 0 is seed b's
     a, b = pipe.sample(1, seed=11), pipe.sample(1, seed=12)
@@ -228,7 +228,7 @@ def test_latent_diffusion_three_graphs(tmp_path):
     pipe = edgegen.load(export_checkpoint(ckpt, tmp_path / "pkg"), backend="ort-cpu")
     assert sorted(pipe.sessions) == ["decoder", "encoder", "unet"]
     assert all(g.extra["validation"]["passed"] for g in pipe.package.graphs.values())
-    assert pipe.space_shape == (4, 8, 8) and pipe.config["scale_factor"] > 0
+    assert pipe.space_shape == (4, 8, 8) and pipe.config.scale_factor > 0
     images = pipe.sample(3, steps=5, labels=[1, 2, 3], seed=0)
     assert images.shape == (3, 1, 32, 32) and np.array_equal(images, pipe.sample(3, steps=5, labels=[1, 2, 3], seed=0))
     digits = load_images("digits").test[:2]

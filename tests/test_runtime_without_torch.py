@@ -11,7 +11,10 @@ BLOCK_AND_LOAD = textwrap.dedent("""
                 raise ImportError(f"blocked for this test: {name}")
 
     sys.meta_path.insert(0, Block())
-    import edgegen, edgegen.package, edgegen.runtimes, edgegen.images, edgegen.bench
+    import edgegen, edgegen.package, edgegen.runtimes, edgegen.images, edgegen.bench, edgegen.families
+    import edgegen.runtimes.engines
+    registered = edgegen.families.families()   # every family's declaration, pipeline and CLI hooks
+    assert len(registered) >= 12, [f.name for f in registered]
     try:
         import torch
     except ImportError:
@@ -66,19 +69,31 @@ def imported_modules(tree):
                 yield node.args[0].value
 
 
-def test_runtime_sources_never_import_torch_or_onnx():
-    """The hard rule from DESIGN.md, checked on the source too (lazy imports included)."""
-    import ast
+def runtime_sources():
+    """The runtime side (docs/architecture.md): the package, the runtimes, the registry, and
+    each family's declaration, pipeline and CLI hooks."""
     import pathlib
 
     import edgegen
 
     root = pathlib.Path(edgegen.__file__).parent
+    families = root / "families"
+    runtime_parts = ("__init__.py", "pipeline.py", "cli.py")
+    return [root / "package.py", root / "errors.py", *(root / "runtimes").rglob("*.py"), families / "__init__.py",
+            *(p for p in families.glob("*/*.py") if p.name in runtime_parts)]
+
+
+def test_runtime_sources_never_import_torch_or_onnx():
+    """The hard rule from docs/architecture.md, checked on the source too (lazy imports included)."""
+    import ast
+
     offenders = []
-    for path in [root / "package.py", *(root / "runtimes").rglob("*.py")]:
+    sources = runtime_sources()
+    assert any(p.parent.name == "gan" and p.name == "__init__.py" for p in sources)
+    for path in sources:
         for module in imported_modules(ast.parse(path.read_text())):
             if module.split(".")[0] in FORBIDDEN:
-                offenders.append(f"{path.name}: {module}")
+                offenders.append(f"{path.parent.name}/{path.name}: {module}")
     assert offenders == []
     probe = ast.parse("import numpy, torch\nimportlib.import_module('onnx.checker')\n__import__('torch')")
     assert [m for m in imported_modules(probe) if m.split(".")[0] in FORBIDDEN] == ["torch", "onnx.checker", "torch"]

@@ -18,7 +18,8 @@ from ..models.checkpoint import Checkpoint, load_checkpoint
 from ..package import GraphEntry, Manifest, Package, sha256_file, staged_directory, write_manifest
 from ..runtimes.ort import OrtSession
 from .onnx_export import DEFAULT_OPSET, export_module, value_spec
-from .spec import EXPORT_SPECS, TRACE_BATCH, ExportSpec, GraphSpec, export_spec
+from ..families import RuntimeConfig, get as get_family
+from .spec import TRACE_BATCH, ExportSpec, GraphSpec
 from .validate import Comparison, compare, gate_graph
 
 MIN_OPSET = 18
@@ -43,7 +44,8 @@ def export_model(ckpt: Checkpoint, out: str | Path, data: str | None = None, ops
     if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= DEFAULT_OPSET:
         raise ConfigError(f"opset: expected {MIN_OPSET} to {DEFAULT_OPSET} ({MIN_OPSET} for TensorRT 10.3 on JetPack 6; "
                           f"the exporter breaks below it), found {opset!r}")
-    spec = export_spec(ckpt.family)
+    family = get_family(ckpt.family)
+    spec = family.export_spec()
     images = None
     if spec.needs_data:
         images = spec.load_data(ckpt, data or ckpt.data.get("source", "digits"))
@@ -62,13 +64,29 @@ def export_model(ckpt: Checkpoint, out: str | Path, data: str | None = None, ops
         manifest = Manifest(
             family=ckpt.family,
             name=name or Path(checkpoint).resolve().name,
-            config=spec.runtime_config(ckpt),
+            config=_runtime_config(family, spec, ckpt).to_json(),
             graphs=graphs,
             provenance=_provenance(ckpt, opset),
         )
         write_manifest(stage, manifest)
         Package(stage)  # read back what we wrote, through the runtime's own checks
     return Path(out)
+
+
+def export_spec(family: str) -> ExportSpec:
+    """The export spec of a registered family."""
+    return get_family(family).export_spec()
+
+
+def _runtime_config(family, spec: ExportSpec, ckpt) -> RuntimeConfig:
+    """The family's typed runtime config for this checkpoint, checked as the runtime will check it."""
+    config = spec.runtime_config(ckpt)
+    if not isinstance(config, RuntimeConfig):
+        config = family.runtime_config(config, f"export of {str(ckpt.path)!r}: runtime config")
+    problems = config.problems()
+    if problems:
+        raise ValidationError(f"export of {str(ckpt.path)!r}: runtime config " + "; ".join(problems))
+    return config
 
 
 def _export_graph(graph: GraphSpec, ckpt, images, stage: Path, opset: int, seed: int) -> tuple[GraphEntry, list[Comparison]]:
@@ -114,5 +132,5 @@ def _provenance(ckpt, opset: int) -> dict:
     }
 
 
-__all__ = ["export_checkpoint", "export_model", "export_module", "EXPORT_SPECS", "ExportSpec", "GraphSpec", "compare", "gate_graph",
+__all__ = ["export_checkpoint", "export_model", "export_module", "export_spec", "ExportSpec", "GraphSpec", "compare", "gate_graph",
            "DEFAULT_OPSET"]

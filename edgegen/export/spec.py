@@ -10,7 +10,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..errors import DataError, UnknownFamilyError
+from ..errors import DataError
 from ..models.checkpoint import Checkpoint
 from ..models import cgan, flow, ldm, pixelcnn, stylegan, wavenet
 from ..models.data import ImageData, load_images
@@ -518,10 +518,3 @@ WAVENET = ExportSpec(
     load_data=_wavenet_data,
 )
 
-EXPORT_SPECS = {s.family: s for s in (VAE, VAEGAN, GAN, CGAN, STYLEGAN, DIFFUSION, CONTROLNET, LDM, FLOW, GPT, PIXELCNN, WAVENET)}
-
-
-def export_spec(family: str) -> ExportSpec:
-    if family not in EXPORT_SPECS:
-        raise UnknownFamilyError(f"family {family!r}: expected one with an export spec ({', '.join(EXPORT_SPECS)}), found none")
-    return EXPORT_SPECS[family]

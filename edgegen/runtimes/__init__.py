@@ -8,11 +8,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..errors import BackendError, UnknownFamilyError
+from ..errors import BackendError
+from ..families import package_config
 from ..package import Package
 from .backends import available_backends, resolve_backend
 from .ort import OrtSession
-from .pipelines import PIPELINES, Pipeline
+from .pipelines import Pipeline
 from .session import Session, check_feeds
 
 
@@ -59,16 +60,12 @@ def load(path: str | os.PathLike, backend: str = "auto", threads: int | None = N
     precision: "fp32", or "int8" / "fp16" for the variants `edgegen optimize` added.
     """
     package = Package(path)
-    pipeline_class = PIPELINES.get(package.family)
-    if pipeline_class is None:
-        raise UnknownFamilyError(
-            f"package {str(package.path)!r}: expected family to be one of {', '.join(sorted(PIPELINES))}, found {package.family!r}"
-        )
-    spin = not pipeline_class.alternates_graphs
-    pipe = pipeline_class(package, open_sessions(package, backend, threads, cache_dir, spin, precision))
+    family, config = package_config(package)   # the family's typed config: a bad value fails here, named
+    spin = not family.pipeline.alternates_graphs
+    pipe = family.pipeline(package, open_sessions(package, backend, threads, cache_dir, spin, precision), config)
     pipe.precision = precision
     return pipe
 
 
 __all__ = ["load", "open_sessions", "available_backends", "resolve_backend", "Session", "OrtSession", "check_feeds",
-           "Pipeline", "PIPELINES"]
+           "Pipeline"]

@@ -21,8 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import BackendError, ConfigError
+from ..errors import BackendError, ConfigError, InputError
+from ..families import package_config
 from ..package import TensorSpec, atomic_write_bytes, atomic_write_text
+from .session import Session
 
 DEFAULT_BATCH_PROFILE = (1, 1, 16)
 DEFAULT_WORKSPACE_BYTES = 2 << 30
@@ -72,16 +74,26 @@ def derive_profile(inputs: tuple[TensorSpec, ...], limits: dict[str, int],
     return tuple(profile)
 
 
-def dim_limits(config: dict) -> dict[str, int]:
-    """The largest value each family's dynamic dims can take, from the manifest's config."""
-    limits = {}
-    if "block_size" in config:
-        limits.update(dict.fromkeys(("sequence", "past_sequence_length", "total_sequence_length"), int(config["block_size"])))
-    if "image_shape" in config:
-        limits["rows"] = int(config["image_shape"][-2])
-    if "sample_rate" in config:
-        limits["samples"] = int(config["sample_rate"])   # one second through the full-sequence graph
-    return limits
+def dim_limits(package) -> dict[str, int]:
+    """The largest value each dynamic dim of the package's graphs can take, as its family declares
+    them from the (checked) manifest config."""
+    family, config = package_config(package)
+    return family.limits(config)
+
+
+def parse_profiles(specs: list[str] | None) -> dict[str, tuple[int, int, int]]:
+    """["batch=1:4:8", ...] -> {"batch": (1, 4, 8)}."""
+    profiles = {}
+    for spec in specs or []:
+        name, _, values = spec.partition("=")
+        try:
+            low, opt, high = (int(v) for v in values.split(":"))
+        except ValueError:
+            raise ConfigError(f"--profile {spec!r}: expected NAME=MIN:OPT:MAX with integers, found another form") from None
+        if not 0 < low <= opt <= high:
+            raise ConfigError(f"--profile {spec!r}: expected 0 < MIN <= OPT <= MAX, found {low}, {opt}, {high}")
+        profiles[name] = (low, opt, high)
+    return profiles
 
 
 class EngineCache:
@@ -186,13 +198,12 @@ def build_package(path: str | os.PathLike, precision: str = "fp32", profiles: li
                   report=print) -> dict[str, Path]:
     """`edgegen build pkg --backend tensorrt`: an engine per graph, from the cache when its key
     matches, else built here and cached. Returns {part: engine path}."""
-    from ..check import parse_profiles
     from ..package import Package, sha256_file
 
     package = Package(path)
     trt_version, gpu, capability = device_identity()
     cache = EngineCache(Path(cache_dir) if cache_dir else package.path / ".edgegen-cache" / "tensorrt")
-    overrides, limits = parse_profiles(profiles), dim_limits(package.config)
+    overrides, limits = parse_profiles(profiles), dim_limits(package)
     engines = {}
     for part, entry in package.graphs.items():
         graph = package.graph_path(part, precision)
@@ -220,9 +231,11 @@ def _cuda(result):
     return values[0] if len(values) == 1 else (values or None)
 
 
-class TensorRTSession:
+class TensorRTSession(Session):
     """One engine, run with execute_async_v3: device buffers for the profile's largest shapes
-    allocated once and reused, input shapes set per call, copies and the run on one stream."""
+    allocated once and reused, input shapes set per call, copies and the run on one stream.
+    The Session base checks each feed, and its shapes against the engine's profile, before
+    anything is copied to the device."""
 
     backend = "tensorrt"
 
@@ -231,10 +244,8 @@ class TensorRTSession:
         import tensorrt as trt
         from cuda.bindings import runtime as cudart
 
-        from .session import FeedChecker
-
-        self.graph_name, self.inputs, self.outputs = graph_name, inputs, outputs
-        self._accepts, self._cudart = FeedChecker(inputs), cudart
+        super().__init__(graph_name, inputs, outputs, profile)
+        self._cudart = cudart
         self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         self._engine = self._runtime.deserialize_cuda_engine(engine_bytes)
         if self._engine is None:
@@ -248,20 +259,18 @@ class TensorRTSession:
             self._context.set_input_shape(name, high)
         sizes = {name: int(np.prod(high)) for name, _l, _o, high in profile}
         sizes.update({s.name: int(np.prod(tuple(self._context.get_tensor_shape(s.name)))) for s in outputs})
-        self._buffers = {name: _cuda(cudart.cudaMalloc(max(1, n) * self._dtypes[name].itemsize))
-                         for name, n in sizes.items()}
+        self._capacity = {name: max(1, n) * self._dtypes[name].itemsize for name, n in sizes.items()}
+        self._buffers = {name: _cuda(cudart.cudaMalloc(size)) for name, size in self._capacity.items()}
         for name, pointer in self._buffers.items():
             self._context.set_tensor_address(name, int(pointer))
 
-    def run(self, feeds) -> dict[str, np.ndarray]:
-        from .session import check_feeds
-
-        if not self._accepts(feeds):
-            check_feeds(self.graph_name, self.inputs, feeds)
+    def _run(self, feeds) -> dict[str, np.ndarray]:
         cudart, stream = self._cudart, self._stream
         for spec in self.inputs:
             array = np.ascontiguousarray(feeds[spec.name], dtype=self._dtypes[spec.name])
-            self._context.set_input_shape(spec.name, array.shape)
+            if array.nbytes > self._capacity[spec.name] or not self._context.set_input_shape(spec.name, array.shape):
+                raise InputError(f"graph {self.graph_name!r} input {spec.name!r}: TensorRT refused shape "
+                                 f"{list(array.shape)} for this engine (outside its optimization profile)")
             _cuda(cudart.cudaMemcpyAsync(self._buffers[spec.name], array.ctypes.data, array.nbytes,
                                          cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, stream))
         if not self._context.execute_async_v3(stream):
@@ -284,10 +293,8 @@ class TensorRTSession:
 def open_tensorrt_sessions(package, precision: str = "fp32", profiles: list[str] | None = None,
                            cache_dir=None, report=lambda line: None) -> dict[str, TensorRTSession]:
     """edgegen.load(backend="tensorrt"): each graph's engine from the cache (built on a miss)."""
-    from ..check import parse_profiles
-
     engines = build_package(package.path, precision, profiles, cache_dir, report=report)
-    overrides, limits = parse_profiles(profiles), dim_limits(package.config)
+    overrides, limits = parse_profiles(profiles), dim_limits(package)
     return {part: TensorRTSession(part, engines[part].read_bytes(), entry.inputs, entry.outputs,
                                   derive_profile(entry.inputs, limits, overrides))
             for part, entry in package.graphs.items()}

@@ -11,20 +11,42 @@ from ..package import TensorSpec
 
 
 class Session:
-    """Runs one graph. Subclasses implement `_run`; `run` checks the feeds first."""
+    """Runs one graph. Subclasses implement `_run`; `run` checks the feeds first, the same way
+    for every backend (as Polygraphy's runners check a feed before `infer_impl`).
+
+    profile: for engines built for a range of shapes (TensorRT), ((input, min shape, opt
+    shape, max shape), ...): a feed outside it is refused before anything is copied to the
+    device, naming the dim and the range."""
 
     backend: str = ""
 
-    def __init__(self, graph_name: str, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...]):
+    def __init__(self, graph_name: str, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...],
+                 profile: tuple | None = None):
         self.graph_name = graph_name
         self.inputs = inputs
         self.outputs = outputs
         self._accepts = FeedChecker(inputs)
+        self.profile = profile
+        self._ranges = [(name, low, high) for name, low, _opt, high in profile] if profile else []
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         if not self._accepts(feeds):
             check_feeds(self.graph_name, self.inputs, feeds)  # raises InputError saying what is wrong
+        if self._ranges:
+            self._check_profile(feeds)
         return self._run(feeds)
+
+    def _check_profile(self, feeds: Mapping[str, np.ndarray]) -> None:
+        dims = {s.name: s.shape for s in self.inputs}
+        for name, low, high in self._ranges:
+            shape = feeds[name].shape
+            for axis, (size, lo, hi) in enumerate(zip(shape, low, high)):
+                if not lo <= size <= hi:
+                    dim = dims[name][axis]
+                    label = f"dim {dim!r}" if isinstance(dim, str) else f"axis {axis}"
+                    fix = f" (build the engine with --profile {dim}=MIN:OPT:MAX covering {size})" if isinstance(dim, str) else ""
+                    raise InputError(f"graph {self.graph_name!r} input {name!r}: expected {label} within the engine's "
+                                     f"profile {lo} to {hi}, found {size}{fix}")
 
     def _run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         raise NotImplementedError

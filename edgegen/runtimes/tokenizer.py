@@ -93,9 +93,9 @@ class _BPEStream:
         return self._tokenizer.decode(self._held, skip_special_tokens=False) if self._held else ""
 
 
-def load_tokenizer(package: Package) -> ByteTokenizer | BPETokenizer | None:
-    """The package's tokenizer; None for a model imported without one (token ids only)."""
-    spec = package.config.get("tokenizer", {"kind": "bytes"})
+def load_tokenizer(package: Package, spec: dict) -> ByteTokenizer | BPETokenizer | None:
+    """The package's tokenizer as its config's `tokenizer` names it; None for a model imported
+    without one (token ids only)."""
     kind = spec.get("kind") if isinstance(spec, dict) else None
     if kind == "bytes":
         return ByteTokenizer()

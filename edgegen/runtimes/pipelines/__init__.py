@@ -1,20 +1,7 @@
-"""One pipeline class per family, found by the manifest's `family`."""
+"""The runtime half of each family: numpy loops over sessions. The families' own pipelines
+register through edgegen.families; this package holds what they share (base.py) and, until
+each family moves into its folder, their modules."""
 
 from .base import Pipeline
-from .controlnet import ControlNetPipeline
-from .diffusion import DiffusionPipeline
-from .flow import FlowPipeline
-from .gan import ConditionalGANPipeline, GANPipeline
-from .gpt import GPTPipeline
-from .ldm import LatentDiffusionPipeline
-from .pixelcnn import PixelCNNPipeline
-from .stylegan import StyleGANPipeline
-from .vae import VAEGANPipeline, VAEPipeline
-from .wavenet import WaveNetPipeline
 
-PIPELINES: dict[str, type[Pipeline]] = {p.family: p for p in (
-    VAEPipeline, GANPipeline, ConditionalGANPipeline, DiffusionPipeline, FlowPipeline, GPTPipeline, PixelCNNPipeline, WaveNetPipeline,
-    VAEGANPipeline, StyleGANPipeline, ControlNetPipeline, LatentDiffusionPipeline)}
-
-__all__ = ["PIPELINES", "Pipeline", "ConditionalGANPipeline", "ControlNetPipeline", "DiffusionPipeline", "FlowPipeline", "GANPipeline", "GPTPipeline", "LatentDiffusionPipeline",
-           "PixelCNNPipeline", "StyleGANPipeline", "WaveNetPipeline", "VAEPipeline", "VAEGANPipeline"]
+__all__ = ["Pipeline"]

@@ -2,40 +2,67 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from ...errors import InputError
+from ...families import RuntimeConfig, positive
 from ...package import Package
 from ..session import Session
 
 
+@dataclass
+class ImageConfig(RuntimeConfig):
+    """What every image family's runtime config holds."""
+    image_shape: list[int]               # [channels, height, width]
+    data: dict = field(default_factory=dict)   # what the model was trained on (provenance, not used to run)
+
+    def problems(self) -> list[str]:
+        if len(self.image_shape) != 3:
+            return [f"image_shape expected [channels, height, width], found {self.image_shape!r}"]
+        return positive(self, "image_shape")
+
+
+@dataclass
+class LatentImageConfig(ImageConfig):
+    """Image families that sample from a latent vector (VAE, GAN)."""
+    latent_dim: int = 0
+
+    def problems(self) -> list[str]:
+        return super().problems() + positive(self, "latent_dim")
+
+
 class Pipeline:
-    """Holds the sessions of one package and owns the generation loop of its family."""
+    """Holds the sessions of one package and owns the generation loop of its family.
+
+    Each pipeline's main job (sampling images, continuing a prompt, generating audio) is
+    its `__call__`; `config` is the family's typed runtime config, checked at load time."""
 
     family: str = ""
     alternates_graphs: bool = False   # its loop runs two graphs in turn: their thread pools must not spin
     precision: str = "fp32"           # or the variant precision load() was asked for
 
-    def __init__(self, package: Package, sessions: dict[str, Session]):
+    def __init__(self, package: Package, sessions: dict[str, Session], config: RuntimeConfig):
         self.package = package
         self.sessions = sessions
+        self.config = config
 
-    @property
-    def config(self) -> dict[str, Any]:
-        return self.package.config
+    def __call__(self, *args, **kwargs):
+        return self.sample(*args, **kwargs)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
-        if "image_shape" not in self.config:
+        shape = getattr(self.config, "image_shape", None)
+        if shape is None:
             raise InputError(f"package {self.package.manifest.name!r}: expected an image model, found a "
                              f"{self.family} package without image_shape")
-        return tuple(self.config["image_shape"])
+        return tuple(shape)
 
     @property
     def latent_dim(self) -> int:
-        return int(self.config["latent_dim"])
+        return self.config.latent_dim
 
     @property
     def backend(self) -> str:

@@ -3,13 +3,29 @@ with the hint images and the conditioning scale as the graph's two extra inputs.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from ...errors import InputError
+from ...families import positive
 from ...images import average_pool
 from ..samplers import Callback
 from .base import as_float_array, check_count, check_number
-from .diffusion import DEFAULT_STEPS, DiffusionPipeline
+from .diffusion import DEFAULT_STEPS, DiffusionConfig, DiffusionPipeline
+
+
+@dataclass
+class ControlNetConfig(DiffusionConfig):
+    """The base diffusion model's config, the hint's coarseness and the base's name."""
+    hint_factor: int = 2
+    base: str = ""
+
+    def problems(self) -> list[str]:
+        problems = super().problems() + positive(self, "hint_factor")
+        if not problems and self.image_shape[-1] % self.hint_factor:
+            problems.append(f"hint_factor expected to divide the image size {self.image_shape[-1]}, found {self.hint_factor}")
+        return problems
 
 
 def coarse_hint(images: np.ndarray, factor: int) -> np.ndarray:
@@ -24,7 +40,7 @@ class ControlNetPipeline(DiffusionPipeline):
 
     def hint(self, images) -> np.ndarray:
         """The control image for each image [n, C, H, W] in [0, 1], as the model was trained to follow."""
-        return coarse_hint(self._images(images), int(self.config["hint_factor"]))
+        return coarse_hint(self._images(images), self.config.hint_factor)
 
     def control_feeds(self, control, n: int, conditioning_scale) -> dict[str, np.ndarray]:
         """The graph's control and conditioning_scale inputs for n images: one control image
@@ -51,7 +67,7 @@ class ControlNetPipeline(DiffusionPipeline):
                 "conditioning_scale": np.broadcast_to(scale, (n,)).astype(np.float32)}
 
     def sample(self, n: int, control=None, conditioning_scale=1.0, steps: int = DEFAULT_STEPS, sampler: str = "dpmpp-2m",
-               guidance_scale: float = 3.0, labels=None, seed: int | None = 0, eta: float = 0.0,
+               guidance_scale: float = 3.0, labels=None, seed: int | None = None, eta: float = 0.0,
                callback: Callback | None = None) -> np.ndarray:
         """n images following the hint images `control` (see hint()); conditioning_scale 0
         gives the base diffusion model's images for the same seed, 1 the trained control."""
@@ -60,13 +76,13 @@ class ControlNetPipeline(DiffusionPipeline):
         return self._sample(n, steps, sampler, guidance_scale, labels, seed, eta, callback, feeds)
 
     def img2img(self, image, control=None, conditioning_scale=1.0, strength: float = 0.6, steps: int = DEFAULT_STEPS,
-                sampler: str = "dpmpp-2m", guidance_scale: float = 3.0, labels=None, seed: int | None = 0, eta: float = 0.0,
+                sampler: str = "dpmpp-2m", guidance_scale: float = 3.0, labels=None, seed: int | None = None, eta: float = 0.0,
                 callback: Callback | None = None) -> np.ndarray:
         feeds = self.control_feeds(self._required(control), len(self._images(image)), conditioning_scale)
         return self._img2img(image, strength, steps, sampler, guidance_scale, labels, seed, eta, callback, feeds)
 
     def inpaint(self, image, mask, control=None, conditioning_scale=1.0, steps: int = DEFAULT_STEPS,
-                sampler: str = "dpmpp-2m", guidance_scale: float = 3.0, labels=None, seed: int | None = 0, eta: float = 0.0,
+                sampler: str = "dpmpp-2m", guidance_scale: float = 3.0, labels=None, seed: int | None = None, eta: float = 0.0,
                 callback: Callback | None = None) -> np.ndarray:
         feeds = self.control_feeds(self._required(control), len(self._images(image)), conditioning_scale)
         return self._inpaint(image, mask, steps, sampler, guidance_scale, labels, seed, eta, callback, feeds)

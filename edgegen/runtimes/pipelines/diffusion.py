@@ -9,9 +9,38 @@ import numpy as np
 
 from ...errors import ConfigError, InputError
 from ..samplers import Callback, Sampler, make_sampler
-from .base import Pipeline, as_float_array, check_count, check_number, make_rng
+from dataclasses import dataclass
+
+from ...families import positive
+from .base import ImageConfig, Pipeline, as_float_array, check_count, check_number, make_rng
 
 DEFAULT_STEPS = 20
+BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+
+
+@dataclass
+class DiffusionConfig(ImageConfig):
+    """The denoiser's training noise schedule and its classes (0: unconditional)."""
+    num_classes: int = 0
+    null_label: int = 0                  # the "no label" index classifier-free guidance feeds
+    num_train_timesteps: int = 1000
+    beta_schedule: str = "linear"
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+    prediction_type: str = "epsilon"
+
+    def problems(self) -> list[str]:
+        problems = super().problems() + positive(self, "num_train_timesteps")
+        if self.num_classes < 0 or not 0 <= self.null_label <= self.num_classes:
+            problems.append(f"null_label expected 0 to num_classes ({self.num_classes}), found {self.null_label}")
+        if self.beta_schedule not in BETA_SCHEDULES:
+            problems.append(f"beta_schedule expected one of {', '.join(BETA_SCHEDULES)}, found {self.beta_schedule!r}")
+        if self.prediction_type not in PREDICTION_TYPES:
+            problems.append(f"prediction_type expected one of {', '.join(PREDICTION_TYPES)}, found {self.prediction_type!r}")
+        if not 0 < self.beta_start < self.beta_end < 1:
+            problems.append(f"beta_start and beta_end expected 0 < start < end < 1, found {self.beta_start}, {self.beta_end}")
+        return problems
 
 
 class DiffusionPipeline(Pipeline):
@@ -19,7 +48,7 @@ class DiffusionPipeline(Pipeline):
 
     @property
     def num_classes(self) -> int:
-        return int(self.config["num_classes"])
+        return self.config.num_classes
 
     def make_sampler(self, name: str = "dpmpp-2m", eta: float = 0.0, **options) -> Sampler:
         """A sampler configured with the package's training noise schedule."""
@@ -35,9 +64,8 @@ class DiffusionPipeline(Pipeline):
             # estimate, 100%.
             options.setdefault("use_clipped_model_output", True)
         c = self.config
-        return make_sampler(name, num_train_timesteps=int(c["num_train_timesteps"]), beta_schedule=c["beta_schedule"],
-                            beta_start=float(c["beta_start"]), beta_end=float(c["beta_end"]),
-                            prediction_type=c["prediction_type"], **options)
+        return make_sampler(name, num_train_timesteps=c.num_train_timesteps, beta_schedule=c.beta_schedule,
+                            beta_start=c.beta_start, beta_end=c.beta_end, prediction_type=c.prediction_type, **options)
 
     # -- the denoiser, with guidance ----------------------------------------------------------
 
@@ -64,7 +92,7 @@ class DiffusionPipeline(Pipeline):
         same for both branches."""
         feeds = feeds or {}
         session = self.sessions["unet"]
-        null = int(self.config["null_label"])
+        null = self.config.null_label
 
         def unconditional(n: int) -> np.ndarray:
             return np.full(n, null, np.int64)
@@ -111,20 +139,20 @@ class DiffusionPipeline(Pipeline):
     # -- the public API -------------------------------------------------------------------------
 
     def sample(self, n: int, steps: int = DEFAULT_STEPS, sampler: str = "dpmpp-2m", guidance_scale: float = 3.0, labels=None,
-               seed: int | None = 0, eta: float = 0.0, callback: Callback | None = None) -> np.ndarray:
+               seed: int | None = None, eta: float = 0.0, callback: Callback | None = None) -> np.ndarray:
         """n images [n, C, H, W] in [0, 1]. labels: None (unconditional), a class id, or n ids;
         guidance_scale applies when labels are given (1.0 turns guidance off)."""
         return self._sample(check_count(n), steps, sampler, guidance_scale, labels, seed, eta, callback)
 
     def img2img(self, image, strength: float = 0.6, steps: int = DEFAULT_STEPS, sampler: str = "dpmpp-2m",
-                guidance_scale: float = 3.0, labels=None, seed: int | None = 0, eta: float = 0.0,
+                guidance_scale: float = 3.0, labels=None, seed: int | None = None, eta: float = 0.0,
                 callback: Callback | None = None) -> np.ndarray:
         """Noise `image` ([n, C, H, W] in [0, 1]) part of the way (strength 0: unchanged,
         1: all the way) and denoise it back, as diffusers' img2img pipelines do."""
         return self._img2img(image, strength, steps, sampler, guidance_scale, labels, seed, eta, callback)
 
     def inpaint(self, image, mask, steps: int = DEFAULT_STEPS, sampler: str = "dpmpp-2m", guidance_scale: float = 3.0,
-                labels=None, seed: int | None = 0, eta: float = 0.0, callback: Callback | None = None) -> np.ndarray:
+                labels=None, seed: int | None = None, eta: float = 0.0, callback: Callback | None = None) -> np.ndarray:
         """Generate the pixels where mask is 1 and keep the others: after every step the
         known part is replaced by the image noised to the next step's level, and at the end
         by the image itself."""

@@ -8,7 +8,33 @@ import math
 import numpy as np
 
 from ...errors import InputError
+from dataclasses import dataclass, field
+
+from ...families import RuntimeConfig, positive
 from .base import Pipeline, as_float_array, check_count, check_number, make_rng
+
+KINDS = ("realnvp", "glow")
+
+
+@dataclass
+class FlowConfig(RuntimeConfig):
+    """realnvp (2-D points) or glow (images): the data's shape and the latent's size."""
+    kind: str
+    data_shape: list[int]
+    event_dim: int
+    dequant_levels: int = 256
+    image_shape: list[int] | None = None   # glow only
+    data: dict = field(default_factory=dict)
+
+    def problems(self) -> list[str]:
+        if self.kind not in KINDS:
+            return [f"kind expected one of {', '.join(KINDS)}, found {self.kind!r}"]
+        problems = positive(self, "data_shape", "event_dim", "dequant_levels")
+        if self.kind == "glow" and self.image_shape != self.data_shape:
+            problems.append(f"image_shape expected to equal data_shape for glow, found {self.image_shape!r}")
+        if not problems and self.event_dim != math.prod(self.data_shape):
+            problems.append(f"event_dim expected {math.prod(self.data_shape)} (the data's size), found {self.event_dim}")
+        return problems
 
 
 class FlowPipeline(Pipeline):
@@ -16,11 +42,11 @@ class FlowPipeline(Pipeline):
 
     @property
     def data_shape(self) -> tuple[int, ...]:
-        return tuple(self.config["data_shape"])
+        return tuple(self.config.data_shape)
 
     @property
     def is_image(self) -> bool:
-        return self.config["kind"] == "glow"
+        return self.config.kind == "glow"
 
     def _data(self, x) -> np.ndarray:
         return as_float_array(x, "images" if self.is_image else "points", (None, *self.data_shape))
@@ -32,13 +58,13 @@ class FlowPipeline(Pipeline):
     def decode(self, z) -> np.ndarray:
         """Latents [n, D] -> data: the exact inverse of encode (image values may fall a little
         outside [0, 1]: the logit preprocessing spans slightly more; `sample` clips)."""
-        z = as_float_array(z, "latents", (None, int(self.config["event_dim"])))
+        z = as_float_array(z, "latents", (None, self.config.event_dim))
         return self.sessions["inverse"].run({"z": z})["x"]
 
-    def sample(self, n: int, seed: int | None = 0, temperature: float = 1.0) -> np.ndarray:
+    def sample(self, n: int, seed: int | None = None, temperature: float = 1.0) -> np.ndarray:
         """n draws from the model; temperature scales the latent noise (below 1: typical samples)."""
         temperature = check_number(temperature, "temperature", 0.0)
-        z = make_rng(seed).standard_normal((check_count(n), int(self.config["event_dim"])), dtype=np.float32)
+        z = make_rng(seed).standard_normal((check_count(n), self.config.event_dim), dtype=np.float32)
         x = self.decode(z * np.float32(temperature))
         return np.clip(x, 0.0, 1.0) if self.is_image else x
 
@@ -57,10 +83,10 @@ class FlowPipeline(Pipeline):
         at its centre. Clean k / (levels - 1) pixels and dequantized ones land in the same bin."""
         if not self.is_image:
             raise InputError("bits_per_dim: expected an image flow package, found a 2-D point flow (use log_prob)")
-        levels = int(self.config["dequant_levels"])
+        levels = self.config.dequant_levels
         bins = np.minimum(np.floor(np.clip(self._data(x), 0, 1) * levels), levels - 1)
         centres = (bins + 0.5) / levels
-        dims = int(self.config["event_dim"])
+        dims = self.config.event_dim
         nats = -self.log_prob(centres.astype(np.float32)).astype(np.float64) + dims * math.log(levels)
         return (nats / (dims * math.log(2))).astype(np.float32)
 

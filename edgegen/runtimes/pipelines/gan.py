@@ -5,7 +5,24 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import InputError
-from .base import Pipeline, as_float_array, check_count, check_number, class_labels, make_rng, standard_normal
+from dataclasses import dataclass
+
+from ...families import positive
+from .base import (LatentImageConfig, Pipeline, as_float_array, check_count, check_number, class_labels, make_rng,
+                   standard_normal)
+
+
+@dataclass
+class GANConfig(LatentImageConfig):
+    """The GAN's runtime config: the image shape and the latent size."""
+
+
+@dataclass
+class ConditionalGANConfig(LatentImageConfig):
+    num_classes: int = 0
+
+    def problems(self) -> list[str]:
+        return super().problems() + positive(self, "num_classes")
 
 
 class GANPipeline(Pipeline):
@@ -50,7 +67,7 @@ class ConditionalGANPipeline(Pipeline):
 
     @property
     def num_classes(self) -> int:
-        return int(self.config["num_classes"])
+        return self.config.num_classes
 
 
 def truncated_normal(z: np.ndarray, limit: float, rng: np.random.Generator) -> np.ndarray:

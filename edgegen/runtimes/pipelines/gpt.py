@@ -10,7 +10,7 @@ cache tensor is copied or allocated per token and the per-token Python work is c
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 import numpy as np
@@ -19,10 +19,32 @@ from ...errors import InputError
 from ..ort import OrtBinding, OrtSession
 from ..token_sampling import Sampling, next_tokens
 from ..tokenizer import check_token_ids, load_tokenizer
+from ...families import RuntimeConfig, positive
 from .base import Pipeline, check_count, check_number, make_rng
 
 DEFAULT_MAX_NEW_TOKENS = 64
 DEFAULT_CACHE_BUDGET_MB = 1024
+
+
+@dataclass
+class GPTConfig(RuntimeConfig):
+    """The decoder's sizes (they shape the KV cache), its context and its tokenizer."""
+    vocab_size: int
+    block_size: int
+    n_layer: int
+    n_head: int
+    head_dim: int
+    n_embd: int
+    tokenizer: dict = field(default_factory=lambda: {"kind": "bytes"})
+    eos_token_id: int | None = None
+    pad_token_id: int | None = None
+    data: dict = field(default_factory=dict)
+
+    def problems(self) -> list[str]:
+        problems = positive(self, "vocab_size", "block_size", "n_layer", "n_head", "head_dim", "n_embd")
+        if self.tokenizer.get("kind") not in ("bytes", "bpe", "none"):
+            problems.append(f"tokenizer.kind expected bytes, bpe or none, found {self.tokenizer.get('kind')!r}")
+        return problems
 
 
 class CacheBudgetError(InputError):
@@ -44,18 +66,21 @@ class _Request:
 class GPTPipeline(Pipeline):
     family = "gpt"
 
-    def __init__(self, package, sessions):
-        super().__init__(package, sessions)
-        c = self.config
+    def __call__(self, *args, **kwargs):
+        return self.generate(*args, **kwargs)
+
+    def __init__(self, package, sessions, config):
+        super().__init__(package, sessions, config)
+        c = config
         self.decoder = sessions["decoder"]
-        self.n_layer, self.n_head, self.head_dim = int(c["n_layer"]), int(c["n_head"]), int(c["head_dim"])
-        self.vocab_size, self.context = int(c["vocab_size"]), int(c["block_size"])
-        self.eos_token_id = c.get("eos_token_id")
+        self.n_layer, self.n_head, self.head_dim = c.n_layer, c.n_head, c.head_dim
+        self.vocab_size, self.context = c.vocab_size, c.block_size
+        self.eos_token_id = c.eos_token_id
         # Left padding needs an id the embedding has (GPT-2 configs often name an eos/pad
         # outside a small vocabulary); its value never matters, the mask hides it.
-        self.pad_token_id = next((int(t) for t in (c.get("pad_token_id"), self.eos_token_id)
-                                  if isinstance(t, int) and 0 <= t < self.vocab_size), 0)
-        self.tokenizer = load_tokenizer(package)
+        self.pad_token_id = next((t for t in (c.pad_token_id, self.eos_token_id)
+                                  if t is not None and 0 <= t < self.vocab_size), 0)
+        self.tokenizer = load_tokenizer(package, c.tokenizer)
         self._cache_names = [(f"past_key_values.{i}.{kv}", f"present.{i}.{kv}")
                              for i in range(self.n_layer) for kv in ("key", "value")]
 

@@ -6,8 +6,27 @@ from __future__ import annotations
 
 import numpy as np
 
+from dataclasses import dataclass, field
+
+from ...families import positive
 from .base import as_float_array
-from .diffusion import DiffusionPipeline
+from .diffusion import DiffusionConfig, DiffusionPipeline
+
+
+@dataclass
+class LatentDiffusionConfig(DiffusionConfig):
+    """The diffusion config, over the autoencoder's latent space."""
+    latent_shape: list[int] = field(default_factory=list)   # [channels, height, width] the UNet denoises
+    scale_factor: float = 1.0            # baked into the encoder and decoder graphs; kept for reference
+
+    def problems(self) -> list[str]:
+        problems = super().problems()
+        if len(self.latent_shape) != 3:
+            return problems + [f"latent_shape expected [channels, height, width], found {self.latent_shape!r}"]
+        problems += positive(self, "latent_shape")
+        if not problems and any(s % l for s, l in zip(self.image_shape[1:], self.latent_shape[1:])):
+            problems.append(f"latent_shape expected to divide image_shape {self.image_shape}, found {self.latent_shape}")
+        return problems
 
 
 class LatentDiffusionPipeline(DiffusionPipeline):
@@ -15,7 +34,7 @@ class LatentDiffusionPipeline(DiffusionPipeline):
 
     @property
     def space_shape(self) -> tuple[int, ...]:
-        return tuple(self.config["latent_shape"])
+        return tuple(self.config.latent_shape)
 
     def to_space(self, images: np.ndarray) -> np.ndarray:
         """Images in [0, 1] -> scaled latents (the encoder's posterior mean)."""

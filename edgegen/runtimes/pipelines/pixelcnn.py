@@ -9,21 +9,41 @@ the same random numbers, so a seed gives the same images either way.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from ...errors import InputError
 from .autoregressive import draw, log_softmax, sampler
-from .base import Pipeline, as_float_array, check_count, class_labels, make_rng
+from ...families import positive
+from .base import ImageConfig, Pipeline, as_float_array, check_count, class_labels, make_rng
+
+
+@dataclass
+class PixelCNNConfig(ImageConfig):
+    """Grey levels per pixel, classes (0: unconditional) and the stacks' sizes (the row graph's links input)."""
+    levels: int = 2
+    num_classes: int = 0
+    null_label: int = 0
+    layers: int = 1
+    width: int = 1
+
+    def problems(self) -> list[str]:
+        problems = super().problems() + positive(self, "layers", "width")
+        if self.levels < 2:
+            problems.append(f"levels expected at least 2, found {self.levels}")
+        if self.num_classes < 0 or not 0 <= self.null_label <= self.num_classes:
+            problems.append(f"null_label expected 0 to num_classes ({self.num_classes}), found {self.null_label}")
+        return problems
 
 
 class PixelCNNPipeline(Pipeline):
     family = "pixelcnn"
     alternates_graphs = True   # links, then row, then row...
 
-    def __init__(self, package, sessions):
-        super().__init__(package, sessions)
-        c = self.config
-        self.levels, self.num_classes, self.null_label = int(c["levels"]), int(c["num_classes"]), int(c["null_label"])
+    def __init__(self, package, sessions, config):
+        super().__init__(package, sessions, config)
+        self.levels, self.num_classes, self.null_label = config.levels, config.num_classes, config.null_label
 
     def sample(self, n: int, seed=None, labels=None, temperature: float = 1.0, fast: bool = True) -> np.ndarray:
         """n images [n, 1, H, W] in [0, 1] (multiples of 1 / (levels - 1))."""

@@ -9,9 +9,28 @@ from typing import Sequence
 import numpy as np
 
 from ...errors import InputError
-from .base import Pipeline, as_float_array, check_count, check_number, make_rng, standard_normal
+from dataclasses import dataclass, field
+
+from ...families import positive
+from .base import LatentImageConfig, Pipeline, as_float_array, check_count, check_number, make_rng, standard_normal
 
 NOISE_MODES = ("const", "random", "none")
+
+
+@dataclass
+class StyleGANConfig(LatentImageConfig):
+    """The mapping's and synthesis' sizes, the average w (truncation's centre) and the const noise."""
+    w_dim: int = 0
+    num_ws: int = 0
+    noise_shapes: list[int] = field(default_factory=list)   # the resolution of each noise input
+    noise_seed: int = 0
+    w_avg: list[float] = field(default_factory=list)
+
+    def problems(self) -> list[str]:
+        problems = super().problems() + positive(self, "w_dim", "num_ws", "noise_shapes")
+        if not problems and len(self.w_avg) != self.w_dim:
+            problems.append(f"w_avg expected {self.w_dim} values (w_dim), found {len(self.w_avg)}")
+        return problems
 
 
 class StyleGANPipeline(Pipeline):
@@ -19,24 +38,24 @@ class StyleGANPipeline(Pipeline):
 
     @property
     def num_ws(self) -> int:
-        return int(self.config["num_ws"])
+        return self.config.num_ws
 
     @property
     def w_dim(self) -> int:
-        return int(self.config["w_dim"])
+        return self.config.w_dim
 
     @property
     def w_avg(self) -> np.ndarray:
-        return np.asarray(self.config["w_avg"], np.float32)
+        return np.asarray(self.config.w_avg, np.float32)
 
     # -- the two graphs ---------------------------------------------------------------------
 
-    def map(self, z, truncation_psi: float = 1.0) -> np.ndarray:
+    def map(self, z, truncation: float = 1.0) -> np.ndarray:
         """Latents [n, latent_dim] -> w [n, w_dim], pulled toward the average w by
-        truncation_psi (1: as mapped; 0: the average image; 0.5-0.7: StyleGAN's usual)."""
+        truncation, StyleGAN's psi (1: as mapped; 0: the average image; 0.5-0.7: StyleGAN's usual)."""
         z = as_float_array(z, "latents", (None, self.latent_dim))
         w = self.sessions["mapping"].run({"z": z})["w"]
-        psi = check_number(truncation_psi, "truncation_psi")
+        psi = check_number(truncation, "truncation")
         return w if psi == 1.0 else (self.w_avg + np.float32(psi) * (w - self.w_avg)).astype(np.float32)
 
     def synthesize(self, ws, noise_mode: str = "const", seed: int | None = None) -> np.ndarray:
@@ -57,7 +76,7 @@ class StyleGANPipeline(Pipeline):
         """The synthesis graph's noise inputs for a batch of n."""
         if mode not in NOISE_MODES:
             raise InputError(f"noise_mode: expected one of {', '.join(NOISE_MODES)}, found {mode!r}")
-        shapes = [int(r) for r in self.config["noise_shapes"]]
+        shapes = list(self.config.noise_shapes)
         if mode == "random":
             make_rng(seed)  # the same checks as every seed
             # a stream of its own: noise drawn from `seed` itself would repeat the latent's values
@@ -65,18 +84,18 @@ class StyleGANPipeline(Pipeline):
             return {f"noise.{i}": rng.standard_normal((n, 1, r, r), dtype=np.float32) for i, r in enumerate(shapes)}
         if mode == "none":
             return {f"noise.{i}": np.zeros((n, 1, r, r), np.float32) for i, r in enumerate(shapes)}
-        fixed = np.random.default_rng(int(self.config["noise_seed"]))
+        fixed = np.random.default_rng(self.config.noise_seed)
         return {f"noise.{i}": np.repeat(fixed.standard_normal((1, 1, r, r), dtype=np.float32), n, axis=0)
                 for i, r in enumerate(shapes)}
 
     # -- what users of StyleGAN do --------------------------------------------------------------
 
-    def sample(self, n: int, seed: int | None = None, truncation_psi: float = 1.0, noise_mode: str = "const") -> np.ndarray:
+    def sample(self, n: int, seed: int | None = None, truncation: float = 1.0, noise_mode: str = "const") -> np.ndarray:
         """n images from latents drawn with `seed` (sample(1, seed=s) is seed s's image in mix and interpolate)."""
         z = standard_normal(check_count(n), self.latent_dim, seed)
-        return self.synthesize(self.map(z, truncation_psi), noise_mode, seed)
+        return self.synthesize(self.map(z, truncation), noise_mode, seed)
 
-    def mix(self, seeds_a: Sequence[int], seeds_b: Sequence[int], crossover_layer: int, truncation_psi: float = 1.0,
+    def mix(self, seeds_a: Sequence[int], seeds_b: Sequence[int], crossover_layer: int, truncation: float = 1.0,
             noise_mode: str = "const") -> np.ndarray:
         """Style mixing: image i takes the styles of layers before crossover_layer from seed
         seeds_a[i] (coarse: pose, shape) and the rest from seeds_b[i] (fine: stroke, texture).
@@ -89,17 +108,17 @@ class StyleGANPipeline(Pipeline):
             raise InputError(f"crossover_layer: expected an integer from 0 to {self.num_ws} (this model's style "
                              f"inputs), found {crossover_layer!r}")
         n = max(len(a), len(b))
-        wa = np.broadcast_to(self.map(self._latents(a), truncation_psi), (n, self.w_dim))
-        wb = np.broadcast_to(self.map(self._latents(b), truncation_psi), (n, self.w_dim))
+        wa = np.broadcast_to(self.map(self._latents(a), truncation), (n, self.w_dim))
+        wb = np.broadcast_to(self.map(self._latents(b), truncation), (n, self.w_dim))
         ws = np.concatenate([np.repeat(wa[:, None], crossover_layer, axis=1),
                              np.repeat(wb[:, None], self.num_ws - crossover_layer, axis=1)], axis=1)
         return self.synthesize(ws, noise_mode, int(a[0]))
 
-    def interpolate(self, seed_a: int, seed_b: int, steps: int = 8, truncation_psi: float = 1.0,
+    def interpolate(self, seed_a: int, seed_b: int, steps: int = 8, truncation: float = 1.0,
                     noise_mode: str = "const") -> np.ndarray:
         """`steps` images along the straight line in w space from seed_a's image to seed_b's (both ends included)."""
         steps = check_count(steps, "steps")
-        w = self.map(self._latents(self._seeds([seed_a, seed_b], "seed_a, seed_b")), truncation_psi)
+        w = self.map(self._latents(self._seeds([seed_a, seed_b], "seed_a, seed_b")), truncation)
         t = np.linspace(0.0, 1.0, steps, dtype=np.float32)[:, None]
         return self.synthesize(((1 - t) * w[0] + t * w[1]).astype(np.float32), noise_mode, int(seed_a))
 

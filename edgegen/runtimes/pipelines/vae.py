@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Pipeline, as_float_array, check_count, standard_normal
+from dataclasses import dataclass
+
+from .base import LatentImageConfig, Pipeline, as_float_array, check_count, standard_normal
+
+
+@dataclass
+class VAEConfig(LatentImageConfig):
+    """The VAE's (and the VAE-GAN's) runtime config: the image shape and the latent size."""
 
 
 class VAEPipeline(Pipeline):

@@ -10,41 +10,67 @@ over everything generated so far for every sample (quadratic; kept to check and 
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 
 from ...errors import InputError
 from ..audio import mu_law_decode, mu_law_encode
 from ..ort import OrtBinding, OrtSession
 from .autoregressive import draw, log_softmax, sampler
+from ...families import RuntimeConfig, positive
 from .base import Pipeline, as_float_array, check_count, class_labels, make_rng
+
+
+@dataclass
+class WaveNetConfig(RuntimeConfig):
+    """The audio's rate and mu-law channels, the classes, and the step graph's queues."""
+    sample_rate: int
+    quantization: int
+    residual_channels: int
+    queue_lengths: list[int]
+    receptive_field: int
+    num_classes: int = 0
+    null_label: int = 0
+    data: dict = field(default_factory=dict)
+
+    def problems(self) -> list[str]:
+        problems = positive(self, "sample_rate", "residual_channels", "queue_lengths", "receptive_field")
+        if self.quantization < 2:
+            problems.append(f"quantization expected at least 2 mu-law channels, found {self.quantization}")
+        if self.num_classes < 0 or not 0 <= self.null_label <= self.num_classes:
+            problems.append(f"null_label expected 0 to num_classes ({self.num_classes}), found {self.null_label}")
+        return problems
 
 
 class WaveNetPipeline(Pipeline):
     family = "wavenet"
 
-    def __init__(self, package, sessions):
-        super().__init__(package, sessions)
-        c = self.config
-        self.sample_rate, self.quantization = int(c["sample_rate"]), int(c["quantization"])
-        self.num_classes, self.null_label = int(c["num_classes"]), int(c["null_label"])
-        self.queue_lengths, self.channels = [int(n) for n in c["queue_lengths"]], int(c["residual_channels"])
+    def __call__(self, *args, **kwargs):
+        return self.generate(*args, **kwargs)
+
+    def __init__(self, package, sessions, config):
+        super().__init__(package, sessions, config)
+        self.sample_rate, self.quantization = config.sample_rate, config.quantization
+        self.num_classes, self.null_label = config.num_classes, config.null_label
+        self.queue_lengths, self.channels = list(config.queue_lengths), config.residual_channels
         self.silence = int(mu_law_encode(np.zeros(1), self.quantization)[0])
 
-    def generate(self, num_samples: int, seed=None, label=None, temperature: float = 1.0, fast: bool = True) -> np.ndarray:
+    def generate(self, num_samples: int, seed=None, labels=None, temperature: float = 1.0, fast: bool = True) -> np.ndarray:
         """float32 waveform [num_samples] in [-1, 1] at the package's sample_rate."""
-        return mu_law_decode(self.generate_codes(num_samples, seed, label, temperature, fast), self.quantization)
+        return mu_law_decode(self.generate_codes(num_samples, seed, labels, temperature, fast), self.quantization)
 
-    def generate_codes(self, num_samples: int, seed=None, label=None, temperature: float = 1.0,
+    def generate_codes(self, num_samples: int, seed=None, labels=None, temperature: float = 1.0,
                        fast: bool = True) -> np.ndarray:
         """The mu-law codes [num_samples] that generate() decodes."""
         num_samples = check_count(num_samples, "num_samples")
         if not isinstance(fast, bool):
             raise InputError(f"fast: expected True or False, found {fast!r}")
-        labels = class_labels(label, 1, self.num_classes, self.null_label, "label")
+        labels = class_labels(labels, 1, self.num_classes, self.null_label, "labels")
         loop = self._fast if fast else self._naive
         return loop(num_samples, labels, sampler(temperature), make_rng(seed))
 
-    def log_prob(self, waveform, label=None, per_sample: bool = False) -> np.ndarray | float:
+    def log_prob(self, waveform, labels=None, per_sample: bool = False) -> np.ndarray | float:
         """Mean log-likelihood in nats per sample of a waveform [T] (a float) or a batch [n, T];
         per_sample=True: each sample's own log-likelihood given the ones before it ([T - 1] or
         [n, T - 1]; the first sample is the context)."""
@@ -54,7 +80,7 @@ class WaveNetPipeline(Pipeline):
         if audio.shape[1] < 2:
             raise InputError(f"waveform: expected at least 2 samples, found {audio.shape[1]}")
         codes = mu_law_encode(audio, self.quantization)
-        labels = class_labels(label, len(codes), self.num_classes, self.null_label, "label")
+        labels = class_labels(labels, len(codes), self.num_classes, self.null_label, "labels")
         logits = self.sessions["network"].run({"codes": np.ascontiguousarray(codes[:, :-1]), "labels": labels})["logits"]
         each = np.take_along_axis(log_softmax(logits), codes[:, None, 1:], axis=1)[:, 0]
         if per_sample:

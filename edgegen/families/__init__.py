@@ -1,0 +1,277 @@
+"""The family registry: every model family edgegen serves, built in or brought by a user's package.
+
+A family is one folder (docs/architecture.md): its torch side (model, trainer, export spec)
+and its runtime side (pipeline, typed runtime config) in separate modules, and one
+`Family` declaration in its `__init__.py` that registers everything else about it: its
+`edgegen generate` options, demo models and showcase, bench mode, variant gate and the
+limits of its dynamic dims. The shared modules (CLI, demo, bench, optimize, engines, check)
+iterate this registry and name no family.
+
+Built-in families are the sub-packages of this package. Another Python package registers
+its own through the entry-point group ``edgegen.families`` (each entry point names a
+`Family` object), or by calling `register()` before use. docs/adding-a-family.md walks
+through one.
+
+Runtime code: nothing here imports torch or onnx. The torch side of a family is named by
+module path and imported only when training or export asks for it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import pkgutil
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ..errors import ManifestError, UnknownFamilyError
+
+ENTRY_POINT_GROUP = "edgegen.families"
+
+
+# -- the typed runtime config ----------------------------------------------------------------
+
+@dataclass
+class RuntimeConfig:
+    """Base of each family's runtime config: the settings its pipeline needs, written into the
+    manifest by the export and checked field by field when a package is loaded.
+
+    Subclasses declare typed fields (int, float, str, bool, list[int], list[float], dict,
+    `X | None`) and may add `problems()` for values no type can rule out."""
+
+    @classmethod
+    def from_manifest(cls, values: Any, where: str) -> "RuntimeConfig":
+        """The config from a manifest's `config` object; a missing key, a wrong type or an
+        impossible value is a ManifestError that names the field."""
+        if not isinstance(values, dict):
+            raise ManifestError(f"{where}: expected an object, found {type(values).__name__}")
+        hints = typing.get_type_hints(cls)
+        kwargs = {}
+        for f in dataclasses.fields(cls):
+            if f.name not in values:
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                    raise ManifestError(f"{where}: missing required field {f.name!r} of a {cls.__name__}")
+                continue
+            kwargs[f.name] = _typed(values[f.name], hints[f.name], f"{where}.{f.name}")
+        config = cls(**kwargs)
+        problems = config.problems()
+        if problems:
+            raise ManifestError(f"{where}: " + "; ".join(problems))
+        return config
+
+    def problems(self) -> list[str]:
+        """Values that have the right type but are impossible ("image_shape expected 3 positive dims, ...")."""
+        return []
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _typed(value: Any, kind: Any, where: str) -> Any:
+    """`value` checked against the annotation `kind` (JSON's types: lists for tuples, ints for floats)."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _typed(value, inner[0], where)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ManifestError(f"{where}: expected a list, found {type(value).__name__} {value!r:.60}")
+        return [_typed(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)] if args else value
+    if origin is dict or kind is dict:
+        if not isinstance(value, dict):
+            raise ManifestError(f"{where}: expected an object, found {type(value).__name__} {value!r:.60}")
+        return value
+    if kind is Any:
+        return value
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise ManifestError(f"{where}: expected {kind.__name__}, found {type(value).__name__} {value!r:.60}")
+    return value
+
+
+def positive(config: RuntimeConfig, *names: str) -> list[str]:
+    """Problems for the named int fields (or list fields, item by item) that are not positive."""
+    problems = []
+    for name in names:
+        value = getattr(config, name)
+        items = value if isinstance(value, list) else [value]
+        if not items or any(v is None or v <= 0 for v in items):
+            problems.append(f"{name} expected positive, found {value!r}")
+    return problems
+
+
+# -- the declaration ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Option:
+    """One option a family's command takes: `--flag` on the command line, `keyword` in its
+    pipeline's Python call. `kwargs` go to argparse (type, choices, metavar, action)."""
+
+    flag: str
+    keyword: str
+    help: str
+    kwargs: dict = field(default_factory=dict)
+    default: Any = None       # applied when the flag is not given (and shown in the help)
+
+    @property
+    def dest(self) -> str:
+        return self.flag.lstrip("-").replace("-", "_")
+
+
+@dataclass(frozen=True)
+class DemoModel:
+    """A shipped checkpoint the demo runs: its name in edgegen/pretrained and how it was trained."""
+
+    name: str
+    data: str
+    checkpoints: dict = field(default_factory=dict)   # train keyword -> the demo model it builds on (a ControlNet's base)
+
+    def command(self, family: str) -> str:
+        extra = "".join(f" --{k.replace('_', '-')} edgegen/pretrained/{v}" for k, v in self.checkpoints.items())
+        return f"edgegen train {family} --data {self.data}{extra} --out edgegen/pretrained/{self.name}"
+
+
+@dataclass
+class GenerateRequest:
+    """What `edgegen generate` hands a family's generate hook."""
+
+    n: int
+    seed: int
+    out: str | None
+    options: dict                          # keyword -> value: the family's options given, and their defaults
+    write_images: Callable[[Any], str]     # images [n, C, H, W] -> a PNG grid at `out`; returns the line to print
+
+
+BENCH_MODES = ("graphs", "tokens")   # graphs: one call of each graph; tokens: whole generations
+GATE_KINDS = ("psnr", "logits")      # how a variant's outputs are compared with fp32's
+
+
+@dataclass(frozen=True)
+class Family:
+    """Everything edgegen needs to know about one family, beside its code."""
+
+    name: str
+    summary: str                         # one line: what the model is
+    pipeline: type                       # the runtime Pipeline subclass (numpy over sessions)
+    config: type[RuntimeConfig]          # what the export writes into the manifest and the pipeline reads
+    model: str | None = None             # module path of the torch side: Config, build, Trainer, DEFAULT_*
+    export: str | None = None            # module path of the export spec (its SPEC)
+    options: tuple[Option, ...] = ()     # `edgegen generate` options, beyond --n, --seed, --out
+    train_options: tuple[Option, ...] = ()   # `edgegen train` options beyond the common ones
+    generate: Callable | None = None     # the CLI's generate (pipe, request); None: a PNG grid of pipe(n, ...)
+    demo: tuple[DemoModel, ...] = ()
+    showcase: str | None = None          # "module:function" (pipe, folder, name) -> (results dict, Markdown lines)
+    bench: str = "graphs"
+    gate: str = "psnr"
+    dim_limits: Callable[[Any], dict[str, int]] | None = None   # runtime config -> largest value of each dynamic dim
+    fusion: Callable[[Any], dict] | None = None   # runtime config -> ONNX Runtime transformer-optimizer settings
+    order: int = 1000                    # where it stands in listings (built-ins first)
+
+    def __post_init__(self):
+        if self.bench not in BENCH_MODES:
+            raise ValueError(f"family {self.name!r}: bench expected one of {BENCH_MODES}, found {self.bench!r}")
+        if self.gate not in GATE_KINDS:
+            raise ValueError(f"family {self.name!r}: gate expected one of {GATE_KINDS}, found {self.gate!r}")
+        if not issubclass(self.config, RuntimeConfig):
+            raise TypeError(f"family {self.name!r}: config expected a RuntimeConfig subclass, found {self.config!r}")
+
+    def model_module(self) -> types.ModuleType:
+        """The torch side: Config, build(config), Trainer, DEFAULT_STEPS/BATCH/LR, DATA_RANGE."""
+        if self.model is None:
+            raise UnknownFamilyError(f"family {self.name!r}: expected one that edgegen trains, found one without a "
+                                     "training side (export a module of your own with edgegen.export.export_module)")
+        return importlib.import_module(self.model)
+
+    def export_spec(self):
+        """The family's ExportSpec: `export` names a module (its SPEC) or "module:NAME"."""
+        if self.export is None:
+            raise UnknownFamilyError(f"family {self.name!r}: expected one with an export spec, found none")
+        return _resolve(self.export, "SPEC")
+
+    def runtime_config(self, values: Any, where: str) -> RuntimeConfig:
+        return self.config.from_manifest(values, where)
+
+    def limits(self, config: RuntimeConfig) -> dict[str, int]:
+        return dict(self.dim_limits(config)) if self.dim_limits else {}
+
+    def showcase_function(self) -> Callable | None:
+        return None if self.showcase is None else _resolve(self.showcase, "showcase")
+
+
+def _resolve(reference: str, default_name: str) -> Any:
+    """"package.module:name" (or "package.module", meaning its `default_name`) -> the object."""
+    module, _, name = reference.partition(":")
+    return getattr(importlib.import_module(module), name or default_name)
+
+
+# -- the registry ------------------------------------------------------------------------------
+
+_REGISTRY: dict[str, Family] = {}
+_DISCOVERED = False
+
+
+def register(family: Family) -> Family:
+    """Add a family (a user's package calls this, or names its Family in an entry point).
+    Registering the same object again is harmless; another family under a taken name is refused."""
+    existing = _REGISTRY.get(family.name)
+    if existing is not None and existing is not family:
+        raise UnknownFamilyError(f"family {family.name!r}: expected a new name, found one already registered "
+                                 f"(by {existing.pipeline.__module__})")
+    _REGISTRY[family.name] = family
+    return family
+
+
+def _discover() -> None:
+    """Import the built-in family folders, then the entry points of installed packages, once."""
+    global _DISCOVERED
+    if _DISCOVERED:
+        return
+    _DISCOVERED = True
+    for info in pkgutil.iter_modules(__path__):
+        if info.ispkg:
+            importlib.import_module(f"{__name__}.{info.name}")
+    from importlib.metadata import entry_points
+
+    for point in entry_points(group=ENTRY_POINT_GROUP):
+        family = point.load()
+        if not isinstance(family, Family):
+            raise UnknownFamilyError(f"entry point {point.name!r} ({point.value}) in group {ENTRY_POINT_GROUP!r}: "
+                                     f"expected an edgegen.families.Family, found {type(family).__name__}")
+        register(family)
+
+
+def families() -> list[Family]:
+    """Every registered family, built-ins first in their own order."""
+    _discover()
+    return sorted(_REGISTRY.values(), key=lambda f: (f.order, f.name))
+
+
+def package_config(package) -> tuple[Family, RuntimeConfig]:
+    """The family of a loaded Package and its manifest config, checked against the family's dataclass."""
+    _discover()
+    family = _REGISTRY.get(package.family)
+    if family is None:
+        raise UnknownFamilyError(f"package {str(package.path)!r}: expected family to be one of {', '.join(names())}, "
+                                 f"found {package.family!r} (is the package that registers it installed?)")
+    return family, family.runtime_config(package.config, f"package {str(package.path)!r}: edgegen.json config")
+
+
+def names() -> list[str]:
+    return [f.name for f in families()]
+
+
+def get(name: str) -> Family:
+    _discover()
+    if name not in _REGISTRY:
+        raise UnknownFamilyError(f"family {name!r}: expected one of {', '.join(names())}, found an unknown name "
+                                 "(a family of your own registers through the 'edgegen.families' entry point)")
+    return _REGISTRY[name]
+
+
+__all__ = ["Family", "Option", "GenerateRequest", "DemoModel", "RuntimeConfig", "register", "families", "names", "get", "package_config", "positive",
+           "ENTRY_POINT_GROUP"]

@@ -1,0 +1,19 @@
+"""The class-conditional GAN family: images of the classes asked for, with the truncation trick."""
+
+from .. import DemoModel, Family, Option, register
+from ...runtimes.pipelines.gan import ConditionalGANConfig, ConditionalGANPipeline
+
+FAMILY = register(Family(
+    name="cgan",
+    summary="class-conditional GAN (conditional batch norm, projection discriminator)",
+    pipeline=ConditionalGANPipeline,
+    config=ConditionalGANConfig,
+    model="edgegen.models.cgan",
+    export="edgegen.export.spec:CGAN",
+    options=(Option("--label", "labels", "class to generate (default: random classes)", {"type": int}),
+             Option("--truncation", "truncation", "redraw latent values beyond this magnitude (e.g. 0.5; "
+                    "default: none)", {"type": float})),
+    demo=(DemoModel("cgan-digits", "digits"),),
+    showcase="edgegen.families.cgan.demo",
+    order=40,
+))

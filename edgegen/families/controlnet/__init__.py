@@ -1,0 +1,21 @@
+"""The ControlNet family: a trainable copy of a diffusion UNet's encoder, steered by a hint image."""
+
+from .. import DemoModel, Family, Option, register
+from ...runtimes.pipelines.controlnet import ControlNetConfig, ControlNetPipeline
+from .cli import OPTIONS, generate
+
+FAMILY = register(Family(
+    name="controlnet",
+    summary="ControlNet over a diffusion model: samples that follow a coarse hint image",
+    pipeline=ControlNetPipeline,
+    config=ControlNetConfig,
+    model="edgegen.models.controlnet",
+    export="edgegen.export.spec:CONTROLNET",
+    options=OPTIONS,
+    train_options=(Option("--base", "base", "the diffusion checkpoint to control (default: the shipped "
+                          "diffusion-digits)", {"metavar": "CHECKPOINT"}),),
+    generate=generate,
+    demo=(DemoModel("controlnet-digits", "digits", checkpoints={"base": "diffusion-digits"}),),
+    showcase="edgegen.families.controlnet.demo",
+    order=70,
+))

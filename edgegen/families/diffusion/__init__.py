@@ -1,0 +1,19 @@
+"""The diffusion family: a class-conditional UNet denoiser with edgegen's numpy samplers."""
+
+from .. import DemoModel, Family, register
+from ...runtimes.pipelines.diffusion import DiffusionConfig, DiffusionPipeline
+from .cli import SAMPLING_OPTIONS, generate
+
+FAMILY = register(Family(
+    name="diffusion",
+    summary="class-conditional DDPM UNet: 5 samplers, guidance, img2img, inpainting",
+    pipeline=DiffusionPipeline,
+    config=DiffusionConfig,
+    model="edgegen.models.diffusion",
+    export="edgegen.export.spec:DIFFUSION",
+    options=SAMPLING_OPTIONS,
+    generate=generate,
+    demo=(DemoModel("diffusion-digits", "digits"),),
+    showcase="edgegen.families.diffusion.demo",
+    order=60,
+))

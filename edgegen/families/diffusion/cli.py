@@ -1,0 +1,26 @@
+"""`edgegen generate` for diffusion packages (and the hybrids built on them): progress per step."""
+
+from __future__ import annotations
+
+from ...families import GenerateRequest, Option
+from ...runtimes.pipelines.diffusion import DEFAULT_STEPS
+
+DEFAULT_SAMPLER = "dpmpp-2m"
+SAMPLING_OPTIONS = (
+    Option("--steps", "steps", "sampling steps", {"type": int}, DEFAULT_STEPS),
+    Option("--sampler", "sampler", "ddpm, ddim, dpmpp-2m, euler or euler-a", {}, DEFAULT_SAMPLER),
+    Option("--guidance", "guidance_scale", "classifier-free guidance scale", {"type": float}, 3.0),
+    Option("--label", "labels", "class to generate (default: unconditional)", {"type": int}),
+    Option("--eta", "eta", "DDIM's eta (0 = deterministic)", {"type": float}, 0.0),
+)
+
+
+def generate(pipe, request: GenerateRequest) -> str:
+    from ...progress import Progress
+
+    options = request.options
+    # check the sampler settings before the progress bar starts, so errors come alone
+    pipe.make_sampler(options["sampler"], options["eta"]).check_steps(options["steps"])
+    with Progress(options["steps"], "sampling") as bar:
+        images = pipe(request.n, seed=request.seed, callback=lambda i, t, x: bar.update(1), **options)
+    return request.write_images(images)

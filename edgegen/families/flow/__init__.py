@@ -1,0 +1,20 @@
+"""The normalizing-flow family: RealNVP on 2-D points, Glow on images; exact densities."""
+
+from .. import DemoModel, Family, Option, register
+from ...runtimes.pipelines.flow import FlowConfig, FlowPipeline
+from .cli import generate
+
+FAMILY = register(Family(
+    name="flow",
+    summary="normalizing flows (RealNVP for points, Glow for images): exact log-likelihood, sampling",
+    pipeline=FlowPipeline,
+    config=FlowConfig,
+    model="edgegen.models.flow",
+    export="edgegen.export.spec:FLOW",
+    options=(Option("--temperature", "temperature", "latent temperature (below 1: typical samples)",
+                    {"type": float}, 1.0),),
+    generate=generate,
+    demo=(DemoModel("flow-moons", "moons"), DemoModel("flow-digits", "digits")),
+    showcase="edgegen.families.flow.demo",
+    order=90,
+))

@@ -1,0 +1,15 @@
+"""`edgegen generate` for flow packages: 2-D models draw their samples over the learned density."""
+
+from __future__ import annotations
+
+from ...families import GenerateRequest
+
+
+def generate(pipe, request: GenerateRequest) -> str:
+    samples = pipe(request.n, seed=request.seed, **request.options)
+    if pipe.is_image:
+        return request.write_images(samples)
+    from ...plots import save_density_plot
+
+    save_density_plot(pipe, samples, request.out)
+    return f"wrote {request.out} ({len(samples)} samples over the learned log density, seed {request.seed})"

@@ -1,0 +1,28 @@
+"""The GPT family: a decoder-only transformer with a runtime-owned KV-cache loop (GPT-2 imports too)."""
+
+from .. import DemoModel, Family, register
+from ...runtimes.pipelines.gpt import GPTConfig, GPTPipeline
+from .cli import OPTIONS, generate
+
+
+def _limits(config: GPTConfig) -> dict[str, int]:
+    return dict.fromkeys(("sequence", "past_sequence_length", "total_sequence_length"), config.block_size)
+
+
+FAMILY = register(Family(
+    name="gpt",
+    summary="GPT-2-style decoder-only transformer: KV cache, streaming, top-k/top-p",
+    pipeline=GPTPipeline,
+    config=GPTConfig,
+    model="edgegen.models.gpt",
+    export="edgegen.export.spec:GPT",
+    options=OPTIONS,
+    generate=generate,
+    demo=(DemoModel("gpt-stdlib", "stdlib"),),
+    showcase="edgegen.families.gpt.demo",
+    bench="tokens",
+    gate="logits",
+    dim_limits=_limits,
+    fusion=lambda c: {"model_type": "gpt2", "num_heads": c.n_head, "hidden_size": c.n_embd},
+    order=100,
+))

@@ -1,0 +1,43 @@
+"""`edgegen generate` for token packages: the continuation of --prompt streams to the terminal."""
+
+from __future__ import annotations
+
+import sys
+
+from ...errors import ConfigError
+from ...families import GenerateRequest, Option
+
+OPTIONS = (
+    Option("--prompt", "prompt", "(required) text to continue"),
+    Option("--max-new-tokens", "max_new_tokens", "tokens to generate at most", {"type": int}, 200),
+    Option("--temperature", "temperature", "softmax temperature", {"type": float}, 1.0),
+    Option("--top-k", "top_k", "sample from the k most likely tokens", {"type": int}),
+    Option("--top-p", "top_p", "sample from the most likely tokens that make up this probability", {"type": float}),
+    Option("--repetition-penalty", "repetition_penalty", "divide the logits of tokens already seen by this",
+           {"type": float}, 1.0),
+    Option("--greedy", "greedy", "always take the most likely token", {"action": "store_true"}),
+    Option("--stop", "stop", "stop at this text (repeatable)", {"action": "append"}),
+    Option("--cache-budget-mb", "cache_budget_mb",
+           "refuse a run whose KV cache (and prompt logits) would need more memory", {"type": float}, 1024.0),
+)
+
+
+def generate(pipe, request: GenerateRequest) -> str:
+    options = dict(request.options)
+    prompt = options.pop("prompt", None)
+    if prompt is None:
+        raise ConfigError("--prompt: expected the text to continue for a gpt package, found none")
+    options["do_sample"] = not options.pop("greedy", False)
+    pieces = [prompt]
+    print(prompt, end="", flush=True)
+    for piece in pipe.stream(prompt, seed=request.seed, **options):
+        pieces.append(piece)
+        print(piece, end="", flush=True)
+    print()
+    if not request.out:
+        return ""
+    from ...package import atomic_write_text
+
+    atomic_write_text(request.out, "".join(pieces))
+    print(f"wrote {request.out}", file=sys.stderr)
+    return ""

@@ -1,0 +1,28 @@
+"""`edgegen generate` for WaveNet packages: --seconds of audio, sample by sample, to a WAV file."""
+
+from __future__ import annotations
+
+from ...errors import ConfigError
+from ...families import GenerateRequest, Option
+
+OPTIONS = (
+    Option("--seconds", "seconds", "(required) length of the audio to generate", {"type": float}),
+    Option("--label", "labels", "class to generate (default: unconditional)", {"type": int}),
+    Option("--temperature", "temperature", "softmax temperature", {"type": float}, 1.0),
+)
+
+
+def generate(pipe, request: GenerateRequest) -> str:
+    from ...runtimes.audio import write_wav
+
+    out, seconds = request.out, request.options.get("seconds")
+    if out is None or not str(out).lower().endswith(".wav"):
+        raise ConfigError(f"--out: expected a .wav file to write for a wavenet package, found {out!r}")
+    if seconds is None or not seconds > 0:
+        raise ConfigError(f"--seconds: expected a positive duration for a wavenet package, found {seconds!r}")
+    samples = max(1, round(seconds * pipe.sample_rate))
+    label = request.options.get("labels")
+    audio = pipe(samples, seed=request.seed, labels=label, temperature=request.options["temperature"])
+    write_wav(out, audio, pipe.sample_rate)
+    return (f"wrote {out} ({samples} samples, {samples / pipe.sample_rate:.2f} s at {pipe.sample_rate} Hz, "
+            f"label {label}, seed {request.seed})")
