@@ -18,7 +18,7 @@ from edgegen.models.data import load_images
 from edgegen.models.train import train
 from edgegen.models.wavenet import synth_clip
 from edgegen.runtimes.audio import mu_law_decode, mu_law_encode, read_wav, write_wav
-from edgegen.runtimes.pipelines.autoregressive import draw, sampler
+from edgegen.runtimes.autoregressive import draw, sampler
 
 WAVENET_TINY = dict(residual_channels=8, skip_channels=16, layers_per_cycle=5, dilation_cycles=2, train_samples=256)
 

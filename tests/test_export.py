@@ -66,10 +66,11 @@ def test_gate_refuses_a_graph_with_nan_and_writes_nothing(trained, tmp_path):
 def test_gate_reports_numbers_when_tolerance_is_missed(trained, tmp_path, monkeypatch):
     """A graph that differs from PyTorch by more than the tolerance is refused with its numbers."""
     from edgegen.export import spec as spec_module
+    from edgegen.families.gan import export as gan_export
 
-    strict = spec_module.GraphSpec(*[getattr(spec_module.GAN.graphs[0], f) for f in
+    strict = spec_module.GraphSpec(*[getattr(gan_export.SPEC.graphs[0], f) for f in
                                      ("part", "submodule", "inputs", "outputs", "realistic_inputs")], atol=0.0, rtol=0.0)
-    monkeypatch.setattr(spec_module, "GAN", spec_module.ExportSpec("gan", (strict,), spec_module.GAN.runtime_config, False))
+    monkeypatch.setattr(gan_export, "SPEC", spec_module.ExportSpec("gan", (strict,), gan_export.SPEC.runtime_config, False))
     with pytest.raises(ValidationError, match=r"graph 'generator' image @ batch 1: max abs [0-9.e-]+, max rel [0-9.e-]+ \[MISMATCH\]"):
         export_checkpoint(trained["gan"][0], tmp_path / "pkg")
     assert not (tmp_path / "pkg").exists()

@@ -16,7 +16,7 @@ from edgegen.export import export_checkpoint
 from edgegen.models.checkpoint import load_checkpoint
 from edgegen.models.classifier import train_digit_judge
 from edgegen.models.train import train
-from edgegen.runtimes.pipelines.gan import truncated_normal
+from edgegen.families.cgan.pipeline import truncated_normal
 
 
 @pytest.fixture(scope="module")

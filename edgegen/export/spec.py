@@ -12,9 +12,8 @@ import torch
 
 from ..errors import DataError
 from ..models.checkpoint import Checkpoint
-from ..models import cgan, flow, ldm, pixelcnn, stylegan, wavenet
+from ..models import flow, ldm, pixelcnn, stylegan, wavenet
 from ..models.data import ImageData, load_images
-from ..models.gan import ImageGenerator
 from ..package import TensorSpec
 
 TRACE_BATCH = 2   # the batch the exporter traces at (any dim of size 1 would be specialised)
@@ -37,7 +36,7 @@ class GraphSpec:
         return self.outputs(config) if callable(self.outputs) else self.outputs
 
 
-def _training_images(ckpt: Checkpoint, source: str) -> ImageData:
+def training_images(ckpt: Checkpoint, source: str) -> ImageData:
     # the training seed: a folder's held-out split depends on it
     return load_images(source, image_size=ckpt.config.image_size, channels=ckpt.config.image_channels,
                        seed=ckpt.data.get("seed", 0))
@@ -50,84 +49,29 @@ class ExportSpec:
     runtime_config: Callable[[Checkpoint], dict]
     needs_data: bool = True   # whether the gate's realistic inputs come from the training data
     # (checkpoint, data source) -> the data the gate draws from
-    load_data: Callable[[Checkpoint, str], ImageData] = _training_images
+    load_data: Callable[[Checkpoint, str], ImageData] = training_images
 
 
-def _image_shape(config) -> list[int]:
+def image_shape(config) -> list[int]:
     return [config.image_channels, config.image_size, config.image_size]
 
 
-def _held_out_images(data: ImageData | None, batch: int, rng: np.random.Generator) -> np.ndarray:
+def held_out_images(data: ImageData | None, batch: int, rng: np.random.Generator) -> np.ndarray:
     return data.test[rng.choice(len(data.test), size=batch, replace=len(data.test) < batch)]
 
 
-def _vae_encoder_inputs(ckpt, batch, rng, data):
-    return {"image": _held_out_images(data, batch, rng)}
+def held_out_image_inputs(ckpt, batch, rng, data):
+    return {"image": held_out_images(data, batch, rng)}
 
 
-def _vae_decoder_inputs(ckpt, batch, rng, data):
-    # Half posterior means of held-out images, half prior samples: both regions the decoder serves.
-    with torch.no_grad():
-        mu, _ = ckpt.model.encoder(torch.from_numpy(_held_out_images(data, batch, rng)))
-    prior = rng.standard_normal(mu.shape).astype(np.float32)
-    take_prior = np.arange(batch) % 2 == 1
-    return {"z": np.where(take_prior[:, None], prior, mu.numpy()).astype(np.float32)}
-
-
-def _latent_inputs(ckpt, batch, rng, data):
+def latent_inputs(ckpt, batch, rng, data):
     return {"z": rng.standard_normal((batch, ckpt.config.latent_dim)).astype(np.float32)}
 
 
-def _image_config(ckpt: Checkpoint) -> dict:
-    return {"image_shape": _image_shape(ckpt.config), "latent_dim": ckpt.config.latent_dim, "data": ckpt.data}
+def latent_image_config(config_class, ckpt: Checkpoint, **more):
+    """The runtime config of an image family that samples from a latent vector."""
+    return config_class(image_shape=image_shape(ckpt.config), latent_dim=ckpt.config.latent_dim, data=ckpt.data, **more)
 
-
-VAE = ExportSpec(
-    family="vae",
-    graphs=(
-        GraphSpec("encoder", lambda m: m.encoder,
-                  lambda c: (TensorSpec("image", "float32", ("batch", *_image_shape(c))),),
-                  ("mu", "logvar"), _vae_encoder_inputs),
-        GraphSpec("decoder", lambda m: m.decoder,
-                  lambda c: (TensorSpec("z", "float32", ("batch", c.latent_dim)),),
-                  ("image",), _vae_decoder_inputs),
-    ),
-    runtime_config=_image_config,
-)
-
-# Served like the VAE: the same graphs, the same realistic inputs.
-VAEGAN = ExportSpec(family="vaegan", graphs=VAE.graphs, runtime_config=_image_config)
-
-GAN = ExportSpec(
-    family="gan",
-    graphs=(
-        GraphSpec("generator", lambda m: ImageGenerator(m.generator_ema),
-                  lambda c: (TensorSpec("z", "float32", ("batch", c.latent_dim)),),
-                  ("image",), _latent_inputs),
-    ),
-    runtime_config=_image_config,
-    needs_data=False,
-)
-
-def _conditional_latent_inputs(ckpt, batch, rng, data):
-    return {"z": rng.standard_normal((batch, ckpt.config.latent_dim)).astype(np.float32),
-            "labels": rng.integers(0, ckpt.config.num_classes, size=batch).astype(np.int64)}
-
-
-def _cgan_config(ckpt: Checkpoint) -> dict:
-    return {**_image_config(ckpt), "num_classes": ckpt.config.num_classes}
-
-
-CGAN = ExportSpec(
-    family="cgan",
-    graphs=(
-        GraphSpec("generator", lambda m: cgan.ImageGenerator(m.generator_ema),
-                  lambda c: (TensorSpec("z", "float32", ("batch", c.latent_dim)), TensorSpec("labels", "int64", ("batch",))),
-                  ("image",), _conditional_latent_inputs),
-    ),
-    runtime_config=_cgan_config,
-    needs_data=False,
-)
 
 def _stylegan_synthesis_inputs(ckpt, batch, rng, data):
     """What the runtime feeds: styles from the mapping of random latents, each row either one
@@ -156,7 +100,7 @@ def _stylegan_synthesis_specs(c) -> tuple[TensorSpec, ...]:
 
 def _stylegan_config(ckpt: Checkpoint) -> dict:
     c = ckpt.config
-    return {"image_shape": _image_shape(c), "latent_dim": c.latent_dim, "w_dim": c.w_dim, "num_ws": c.num_ws,
+    return {"image_shape": image_shape(c), "latent_dim": c.latent_dim, "w_dim": c.w_dim, "num_ws": c.num_ws,
             "noise_shapes": c.noise_shapes, "noise_seed": c.noise_seed,
             "w_avg": [round(float(v), 7) for v in ckpt.model.average_w()], "data": ckpt.data}
 
@@ -165,7 +109,7 @@ STYLEGAN = ExportSpec(
     family="stylegan",
     graphs=(
         GraphSpec("mapping", lambda m: m.generator_ema.mapping,
-                  lambda c: (TensorSpec("z", "float32", ("batch", c.latent_dim)),), ("w",), _latent_inputs),
+                  lambda c: (TensorSpec("z", "float32", ("batch", c.latent_dim)),), ("w",), latent_inputs),
         GraphSpec("synthesis", lambda m: stylegan.ImageSynthesis(m.generator_ema.synthesis), _stylegan_synthesis_specs,
                   ("image",), _stylegan_synthesis_inputs),
     ),
@@ -180,7 +124,7 @@ GATE_TIMESTEPS = (1.0, 0.0, 0.5, 0.25, 0.7513, 0.0421, 0.9, 0.333)
 def _denoiser_inputs(ckpt, batch, rng, data):
     """Held-out images noised to several timesteps across the schedule (a different run of
     GATE_TIMESTEPS at each call), with real labels and the "no label" index mixed in."""
-    return _noised(ckpt, _held_out_images(data, batch, rng) * 2 - 1, rng)
+    return _noised(ckpt, held_out_images(data, batch, rng) * 2 - 1, rng)
 
 
 def _noised(ckpt, x0: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -197,7 +141,7 @@ def _noised(ckpt, x0: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndar
 
 def _diffusion_config(ckpt: Checkpoint) -> dict:
     c = ckpt.config
-    return {"image_shape": _image_shape(c), "num_classes": c.num_classes, "null_label": c.null_label,
+    return {"image_shape": image_shape(c), "num_classes": c.num_classes, "null_label": c.null_label,
             "num_train_timesteps": c.num_train_timesteps, "beta_schedule": c.beta_schedule,
             "beta_start": c.beta_start, "beta_end": c.beta_end, "prediction_type": c.prediction_type,
             "data": ckpt.data}
@@ -207,7 +151,7 @@ DIFFUSION = ExportSpec(
     family="diffusion",
     graphs=(
         GraphSpec("unet", lambda m: m.unet_ema,
-                  lambda c: (TensorSpec("sample", "float32", ("batch", *_image_shape(c))),
+                  lambda c: (TensorSpec("sample", "float32", ("batch", *image_shape(c))),
                              TensorSpec("timestep", "float32", ("batch",)),
                              TensorSpec("class_labels", "int64", ("batch",))),
                   ("prediction",), _denoiser_inputs),
@@ -220,7 +164,7 @@ def _controlled_denoiser_inputs(ckpt, batch, rng, data):
     conditioning scales from 0 (off) to beyond 1."""
     from ..runtimes.pipelines.controlnet import coarse_hint
 
-    images = _held_out_images(data, batch, rng)
+    images = held_out_images(data, batch, rng)
     scales = rng.choice([0.0, 0.5, 1.0, 1.5], size=batch).astype(np.float32)
     return {**_noised(ckpt, images * 2 - 1, rng), "control": coarse_hint(images, ckpt.config.hint_factor),
             "conditioning_scale": scales}
@@ -230,7 +174,7 @@ CONTROLNET = ExportSpec(
     family="controlnet",
     graphs=(
         GraphSpec("unet", lambda m: m.exported(),
-                  lambda c: (*DIFFUSION.graphs[0].inputs(c), TensorSpec("control", "float32", ("batch", *_image_shape(c))),
+                  lambda c: (*DIFFUSION.graphs[0].inputs(c), TensorSpec("control", "float32", ("batch", *image_shape(c))),
                              TensorSpec("conditioning_scale", "float32", ("batch",))),
                   ("prediction",), _controlled_denoiser_inputs),
     ),
@@ -242,7 +186,7 @@ CONTROLNET = ExportSpec(
 def _encoded(ckpt, batch, rng, data) -> np.ndarray:
     """Scaled latents of held-out images, as the encoder graph makes them."""
     with torch.no_grad():
-        return ldm.ImageEncoder(ckpt.model.autoencoder)(torch.from_numpy(_held_out_images(data, batch, rng))).numpy()
+        return ldm.ImageEncoder(ckpt.model.autoencoder)(torch.from_numpy(held_out_images(data, batch, rng))).numpy()
 
 
 def _ldm_decoder_inputs(ckpt, batch, rng, data):
@@ -267,8 +211,8 @@ LDM = ExportSpec(
     family="ldm",
     graphs=(
         GraphSpec("encoder", lambda m: ldm.ImageEncoder(m.autoencoder),
-                  lambda c: (TensorSpec("image", "float32", ("batch", *_image_shape(c))),), ("latent",),
-                  _vae_encoder_inputs),
+                  lambda c: (TensorSpec("image", "float32", ("batch", *image_shape(c))),), ("latent",),
+                  held_out_image_inputs),
         GraphSpec("unet", lambda m: m.unet_ema,
                   lambda c: (TensorSpec("sample", "float32", _latent_shape(c)), *DIFFUSION.graphs[0].inputs(c)[1:]),
                   ("prediction",), lambda ckpt, batch, rng, data: _noised(ckpt, _encoded(ckpt, batch, rng, data), rng)),
@@ -288,7 +232,7 @@ def _flow_data(ckpt: Checkpoint, source: str) -> ImageData:
 
 
 def _flow_input_spec(c) -> tuple[TensorSpec, ...]:
-    shape = (c.dim,) if c.kind == "realnvp" else tuple(_image_shape(c))
+    shape = (c.dim,) if c.kind == "realnvp" else tuple(image_shape(c))
     return (TensorSpec("x", "float32", ("batch", *shape)),)
 
 
@@ -311,7 +255,7 @@ def _flow_z(ckpt, batch, rng, data):
 
 def _flow_config(ckpt: Checkpoint) -> dict:
     c = ckpt.config
-    shape = [c.dim] if c.kind == "realnvp" else _image_shape(c)
+    shape = [c.dim] if c.kind == "realnvp" else image_shape(c)
     images = {"image_shape": shape} if c.kind == "glow" else {}
     return {"kind": c.kind, "data_shape": shape, **images, "event_dim": c.event_dim,
             "dequant_levels": c.dequant_levels, "data": ckpt.data}
@@ -404,28 +348,28 @@ GPT = ExportSpec(
     load_data=_gpt_data,
 )
 
-def _labels(ckpt, batch, rng):
+def mixed_labels(ckpt, batch, rng):
     """Real class ids and the "no label" index, mixed."""
     return rng.integers(0, ckpt.config.num_classes + 1, size=batch).astype(np.int64)
 
 
 def _quantized_images(ckpt, batch, rng, data):
     levels = ckpt.config.levels
-    return (np.round(_held_out_images(data, batch, rng) * (levels - 1)) / (levels - 1)).astype(np.float32)
+    return (np.round(held_out_images(data, batch, rng) * (levels - 1)) / (levels - 1)).astype(np.float32)
 
 
 def _pixelcnn_network_inputs(ckpt, batch, rng, data):
-    return {"image": _quantized_images(ckpt, batch, rng, data), "labels": _labels(ckpt, batch, rng)}
+    return {"image": _quantized_images(ckpt, batch, rng, data), "labels": mixed_labels(ckpt, batch, rng)}
 
 
 def _pixelcnn_links_inputs(ckpt, batch, rng, data):
     rows = int(rng.integers(2, ckpt.config.image_size + 1))  # the first rows, as the sampler crops them
     return {"image": np.ascontiguousarray(_quantized_images(ckpt, batch, rng, data)[:, :, :rows]),
-            "labels": _labels(ckpt, batch, rng)}
+            "labels": mixed_labels(ckpt, batch, rng)}
 
 
 def _pixelcnn_row_inputs(ckpt, batch, rng, data):
-    image, labels = _quantized_images(ckpt, batch, rng, data), _labels(ckpt, batch, rng)
+    image, labels = _quantized_images(ckpt, batch, rng, data), mixed_labels(ckpt, batch, rng)
     r = int(rng.integers(0, ckpt.config.image_size))
     with torch.inference_mode():
         links = ckpt.model.links(torch.from_numpy(image), torch.from_numpy(labels))[:, :, :, r:r + 1]
@@ -435,7 +379,7 @@ def _pixelcnn_row_inputs(ckpt, batch, rng, data):
 
 def _pixelcnn_config(ckpt: Checkpoint) -> dict:
     c = ckpt.config
-    return {"image_shape": _image_shape(c), "levels": c.levels, "num_classes": c.num_classes,
+    return {"image_shape": image_shape(c), "levels": c.levels, "num_classes": c.num_classes,
             "null_label": c.null_label, "layers": c.layers, "width": c.width, "data": ckpt.data}
 
 
@@ -477,13 +421,13 @@ def _held_out_codes(data, batch, rng, length):
 
 def _wavenet_network_inputs(ckpt, batch, rng, data):
     length = int(rng.integers(200, min(800, data.test.shape[1]) + 1))
-    return {"codes": _held_out_codes(data, batch, rng, length), "labels": _labels(ckpt, batch, rng)}
+    return {"codes": _held_out_codes(data, batch, rng, length), "labels": mixed_labels(ckpt, batch, rng)}
 
 
 def _wavenet_step_inputs(ckpt, batch, rng, data):
     """The queues after PyTorch has stepped through a held-out prefix, and the next code."""
     t = int(rng.integers(20, min(600, data.test.shape[1] - 1)))
-    codes, labels = _held_out_codes(data, batch, rng, t + 1), _labels(ckpt, batch, rng)
+    codes, labels = _held_out_codes(data, batch, rng, t + 1), mixed_labels(ckpt, batch, rng)
     model = ckpt.model
     with torch.inference_mode():
         queues, labels_t = model.empty_queues(batch), torch.from_numpy(labels)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputError
-from .pipelines.base import check_number
+from .pipeline import check_number
 
 # top-p looks at the most likely tokens first and sorts the whole vocabulary only when
 # these do not already hold the requested mass (a full sort of 50k logits costs ~3 ms).

@@ -1,15 +1,15 @@
 """The class-conditional GAN family: images of the classes asked for, with the truncation trick."""
 
 from .. import DemoModel, Family, Option, register
-from ...runtimes.pipelines.gan import ConditionalGANConfig, ConditionalGANPipeline
+from .pipeline import ConditionalGANConfig, ConditionalGANPipeline
 
 FAMILY = register(Family(
     name="cgan",
     summary="class-conditional GAN (conditional batch norm, projection discriminator)",
     pipeline=ConditionalGANPipeline,
     config=ConditionalGANConfig,
-    model="edgegen.models.cgan",
-    export="edgegen.export.spec:CGAN",
+    model="edgegen.families.cgan.model",
+    export="edgegen.families.cgan.export",
     options=(Option("--label", "labels", "class to generate (default: random classes)", {"type": int}),
              Option("--truncation", "truncation", "redraw latent values beyond this magnitude (e.g. 0.5; "
                     "default: none)", {"type": float})),

@@ -1,15 +1,15 @@
 """The GAN family: a DCGAN-sized generator, latent vectors in, images out."""
 
 from .. import DemoModel, Family, register
-from ...runtimes.pipelines.gan import GANConfig, GANPipeline
+from .pipeline import GANConfig, GANPipeline
 
 FAMILY = register(Family(
     name="gan",
     summary="DCGAN-sized GAN: latent vectors in, images out",
     pipeline=GANPipeline,
     config=GANConfig,
-    model="edgegen.models.gan",
-    export="edgegen.export.spec:GAN",
+    model="edgegen.families.gan.model",
+    export="edgegen.families.gan.export",
     demo=(DemoModel("gan-digits", "digits"),),
     showcase="edgegen.families.gan.demo",
     order=15,

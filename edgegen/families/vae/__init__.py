@@ -1,15 +1,15 @@
 """The VAE family: a convolutional variational autoencoder (sampling, reconstruction, anomaly score)."""
 
 from .. import DemoModel, Family, register
-from ...runtimes.pipelines.vae import VAEConfig, VAEPipeline
+from .pipeline import VAEConfig, VAEPipeline
 
 FAMILY = register(Family(
     name="vae",
     summary="convolutional variational autoencoder: samples, reconstructions, anomaly scores",
     pipeline=VAEPipeline,
     config=VAEConfig,
-    model="edgegen.models.vae",
-    export="edgegen.export.spec:VAE",
+    model="edgegen.families.vae.model",
+    export="edgegen.families.vae.export",
     demo=(DemoModel("vae-digits", "digits"),),
     showcase="edgegen.families.vae.demo",
     order=10,

@@ -2,6 +2,6 @@
 register through edgegen.families; this package holds what they share (base.py) and, until
 each family moves into its folder, their modules."""
 
-from .base import Pipeline
+from ..pipeline import Pipeline
 
 __all__ = ["Pipeline"]

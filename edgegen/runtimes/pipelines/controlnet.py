@@ -11,7 +11,7 @@ from ...errors import InputError
 from ...families import positive
 from ...images import average_pool
 from ..samplers import Callback
-from .base import as_float_array, check_count, check_number
+from ..pipeline import as_float_array, check_count, check_number
 from .diffusion import DEFAULT_STEPS, DiffusionConfig, DiffusionPipeline
 
 

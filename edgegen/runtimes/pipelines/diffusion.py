@@ -12,7 +12,7 @@ from ..samplers import Callback, Sampler, make_sampler
 from dataclasses import dataclass
 
 from ...families import positive
-from .base import ImageConfig, Pipeline, as_float_array, check_count, check_number, make_rng
+from ..pipeline import ImageConfig, Pipeline, as_float_array, check_count, check_number, make_rng
 
 DEFAULT_STEPS = 20
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")

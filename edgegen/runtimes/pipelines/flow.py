@@ -11,7 +11,7 @@ from ...errors import InputError
 from dataclasses import dataclass, field
 
 from ...families import RuntimeConfig, positive
-from .base import Pipeline, as_float_array, check_count, check_number, make_rng
+from ..pipeline import Pipeline, as_float_array, check_count, check_number, make_rng
 
 KINDS = ("realnvp", "glow")
 

@@ -20,7 +20,7 @@ from ..ort import OrtBinding, OrtSession
 from ..token_sampling import Sampling, next_tokens
 from ..tokenizer import check_token_ids, load_tokenizer
 from ...families import RuntimeConfig, positive
-from .base import Pipeline, check_count, check_number, make_rng
+from ..pipeline import Pipeline, check_count, check_number, make_rng
 
 DEFAULT_MAX_NEW_TOKENS = 64
 DEFAULT_CACHE_BUDGET_MB = 1024

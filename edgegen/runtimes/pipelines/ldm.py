@@ -9,7 +9,7 @@ import numpy as np
 from dataclasses import dataclass, field
 
 from ...families import positive
-from .base import as_float_array
+from ..pipeline import as_float_array
 from .diffusion import DiffusionConfig, DiffusionPipeline
 
 

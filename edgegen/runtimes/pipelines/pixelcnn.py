@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...errors import InputError
-from .autoregressive import draw, log_softmax, sampler
+from ..autoregressive import draw, log_softmax, sampler
 from ...families import positive
-from .base import ImageConfig, Pipeline, as_float_array, check_count, class_labels, make_rng
+from ..pipeline import ImageConfig, Pipeline, as_float_array, check_count, class_labels, make_rng
 
 
 @dataclass

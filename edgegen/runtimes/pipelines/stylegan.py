@@ -12,7 +12,7 @@ from ...errors import InputError
 from dataclasses import dataclass, field
 
 from ...families import positive
-from .base import LatentImageConfig, Pipeline, as_float_array, check_count, check_number, make_rng, standard_normal
+from ..pipeline import LatentImageConfig, Pipeline, as_float_array, check_count, check_number, make_rng, standard_normal
 
 NOISE_MODES = ("const", "random", "none")
 

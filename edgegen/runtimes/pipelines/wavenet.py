@@ -17,9 +17,9 @@ import numpy as np
 from ...errors import InputError
 from ..audio import mu_law_decode, mu_law_encode
 from ..ort import OrtBinding, OrtSession
-from .autoregressive import draw, log_softmax, sampler
+from ..autoregressive import draw, log_softmax, sampler
 from ...families import RuntimeConfig, positive
-from .base import Pipeline, as_float_array, check_count, class_labels, make_rng
+from ..pipeline import Pipeline, as_float_array, check_count, class_labels, make_rng
 
 
 @dataclass

@@ -6,7 +6,7 @@ import numpy as np
 
 from dataclasses import dataclass
 
-from .base import LatentImageConfig, Pipeline, as_float_array, check_count, standard_normal
+from ...runtimes.pipeline import LatentImageConfig, Pipeline, as_float_array, check_count, standard_normal
 
 
 @dataclass
@@ -45,9 +45,3 @@ class VAEPipeline(Pipeline):
         bce = -(x * np.log(recon) + (1 - x) * np.log1p(-recon)).reshape(len(x), -1).sum(axis=1)
         kl = -0.5 * (1 + logvar - mu**2 - np.exp(logvar)).sum(axis=1)
         return (bce + kl).astype(np.float32)
-
-
-class VAEGANPipeline(VAEPipeline):
-    """A VAE whose decoder was also trained adversarially: the same API."""
-
-    family = "vaegan"

@@ -1,20 +1,15 @@
-"""The GAN pipeline: latent vectors in, images out."""
+"""The class-conditional GAN pipeline: images of the classes asked for, with the truncation trick."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
 from ...errors import InputError
-from dataclasses import dataclass
-
-from ...families import positive
-from .base import (LatentImageConfig, Pipeline, as_float_array, check_count, check_number, class_labels, make_rng,
-                   standard_normal)
-
-
-@dataclass
-class GANConfig(LatentImageConfig):
-    """The GAN's runtime config: the image shape and the latent size."""
+from ...runtimes.pipeline import (LatentImageConfig, Pipeline, as_float_array, check_count, check_number, class_labels,
+                                  make_rng)
+from .. import positive
 
 
 @dataclass
@@ -24,17 +19,6 @@ class ConditionalGANConfig(LatentImageConfig):
     def problems(self) -> list[str]:
         return super().problems() + positive(self, "num_classes")
 
-
-class GANPipeline(Pipeline):
-    family = "gan"
-
-    def generate(self, z) -> np.ndarray:
-        """Latents [n, latent_dim] -> images [n, C, H, W] in [0, 1]."""
-        z = as_float_array(z, "latents", (None, self.latent_dim))
-        return self.sessions["generator"].run({"z": z})["image"]  # the graph maps tanh to [0, 1]
-
-    def sample(self, n: int, seed: int | None = None) -> np.ndarray:
-        return self.generate(standard_normal(check_count(n), self.latent_dim, seed))
 
 
 class ConditionalGANPipeline(Pipeline):

@@ -9,8 +9,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .ema import EMA
-from .vae import image_model_problems, upsample_block
+from ...models.ema import EMA
+from ..vae.model import image_model_problems, upsample_block
 
 FAMILY = "gan"
 DATA_RANGE = (-1.0, 1.0)

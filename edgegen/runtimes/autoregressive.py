@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..token_sampling import Sampling, next_tokens
+from .token_sampling import Sampling, next_tokens
 
 
 def sampler(temperature) -> Sampling:

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import gan
+from ..gan import model as gan
 
 FAMILY = "cgan"
 DATA_RANGE = (-1.0, 1.0)

@@ -11,7 +11,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import gan, vae
+from ..gan import model as gan
+from ..vae import model as vae
 
 FAMILY = "vaegan"
 DATA_RANGE = (0.0, 1.0)

@@ -7,10 +7,10 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import InputError
-from ...families import RuntimeConfig, positive
-from ...package import Package
-from ..session import Session
+from ..errors import InputError
+from ..families import RuntimeConfig, positive
+from ..package import Package
+from .session import Session
 
 
 @dataclass
