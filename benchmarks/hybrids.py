@@ -93,7 +93,7 @@ def stylegan_figures(judge, real, scratch: Path) -> dict:
 
 
 def controlnet_figures(judge, scratch: Path, steps: int = 20) -> dict:
-    from edgegen.runtimes.pipelines.controlnet import coarse_hint
+    from edgegen.families.controlnet.pipeline import coarse_hint
 
     pkg = export_checkpoint(PRETRAINED / "controlnet-digits", scratch / "controlnet")
     pipe = load(pkg, backend="ort-cpu")

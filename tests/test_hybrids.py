@@ -129,7 +129,7 @@ def test_modulated_convolution_is_stylegan2s_weight_modulation():
     import torch
     import torch.nn.functional as F
 
-    from edgegen.models.stylegan import ModulatedConv
+    from edgegen.families.stylegan.model import ModulatedConv
 
     torch.manual_seed(0)
     conv = ModulatedConv(6, 5, 7, 3)
@@ -193,7 +193,7 @@ def test_controlnet_starts_as_exactly_its_base(tiny_diffusion):
     """Zero-initialized: before any step, the fused model at scale 1 is the base UNet."""
     import torch
 
-    from edgegen.models import controlnet
+    from edgegen.families.controlnet import model as controlnet
     from edgegen.models.checkpoint import make_config
 
     base_ckpt = load_checkpoint(tiny_diffusion[0])
@@ -275,7 +275,7 @@ def test_shipped_stylegan_draws_every_digit(tmp_path, judge):
 
 def test_shipped_controlnet_follows_its_hints(tmp_path, judge):
     from edgegen.models.data import digit_labels
-    from edgegen.runtimes.pipelines.controlnet import coarse_hint
+    from edgegen.families.controlnet.pipeline import coarse_hint
 
     pipe = edgegen.load(export_checkpoint(PRETRAINED / "controlnet-digits", tmp_path / "pkg"), backend="ort-cpu")
     _, _, digits, labels = digit_labels(8)

@@ -1,7 +1,7 @@
 """The ControlNet family: a trainable copy of a diffusion UNet's encoder, steered by a hint image."""
 
 from .. import DemoModel, Family, Option, register
-from ...runtimes.pipelines.controlnet import ControlNetConfig, ControlNetPipeline
+from .pipeline import ControlNetConfig, ControlNetPipeline
 from .cli import OPTIONS, generate
 
 FAMILY = register(Family(
@@ -9,8 +9,8 @@ FAMILY = register(Family(
     summary="ControlNet over a diffusion model: samples that follow a coarse hint image",
     pipeline=ControlNetPipeline,
     config=ControlNetConfig,
-    model="edgegen.models.controlnet",
-    export="edgegen.export.spec:CONTROLNET",
+    model="edgegen.families.controlnet.model",
+    export="edgegen.families.controlnet.export",
     options=OPTIONS,
     train_options=(Option("--base", "base", "the diffusion checkpoint to control (default: the shipped "
                           "diffusion-digits)", {"metavar": "CHECKPOINT"}),),

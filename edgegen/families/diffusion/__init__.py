@@ -1,7 +1,7 @@
 """The diffusion family: a class-conditional UNet denoiser with edgegen's numpy samplers."""
 
 from .. import DemoModel, Family, register
-from ...runtimes.pipelines.diffusion import DiffusionConfig, DiffusionPipeline
+from .pipeline import DiffusionConfig, DiffusionPipeline
 from .cli import SAMPLING_OPTIONS, generate
 
 FAMILY = register(Family(
@@ -9,8 +9,8 @@ FAMILY = register(Family(
     summary="class-conditional DDPM UNet: 5 samplers, guidance, img2img, inpainting",
     pipeline=DiffusionPipeline,
     config=DiffusionConfig,
-    model="edgegen.models.diffusion",
-    export="edgegen.export.spec:DIFFUSION",
+    model="edgegen.families.diffusion.model",
+    export="edgegen.families.diffusion.export",
     options=SAMPLING_OPTIONS,
     generate=generate,
     demo=(DemoModel("diffusion-digits", "digits"),),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ...families import GenerateRequest, Option
-from ...runtimes.pipelines.diffusion import DEFAULT_STEPS
+from .pipeline import DEFAULT_STEPS
 
 DEFAULT_SAMPLER = "dpmpp-2m"
 SAMPLING_OPTIONS = (

@@ -1,7 +1,7 @@
 """The latent diffusion family: the diffusion UNet over a KL autoencoder's latents."""
 
 from .. import DemoModel, Family, register
-from ...runtimes.pipelines.ldm import LatentDiffusionConfig, LatentDiffusionPipeline
+from .pipeline import LatentDiffusionConfig, LatentDiffusionPipeline
 from ..diffusion.cli import SAMPLING_OPTIONS, generate
 
 FAMILY = register(Family(
@@ -9,8 +9,8 @@ FAMILY = register(Family(
     summary="latent diffusion: encoder, UNet on latents, decoder",
     pipeline=LatentDiffusionPipeline,
     config=LatentDiffusionConfig,
-    model="edgegen.models.ldm",
-    export="edgegen.export.spec:LDM",
+    model="edgegen.families.ldm.model",
+    export="edgegen.families.ldm.export",
     options=SAMPLING_OPTIONS,
     generate=generate,
     demo=(DemoModel("ldm-digits", "digits"),),

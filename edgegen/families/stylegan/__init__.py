@@ -1,15 +1,15 @@
 """The StyleGAN family: mapping (z -> w) and synthesis (one w per layer and noise -> image) graphs."""
 
 from .. import DemoModel, Family, Option, register
-from ...runtimes.pipelines.stylegan import NOISE_MODES, StyleGANConfig, StyleGANPipeline
+from .pipeline import NOISE_MODES, StyleGANConfig, StyleGANPipeline
 
 FAMILY = register(Family(
     name="stylegan",
     summary="StyleGAN2-style generator: truncation, style mixing, interpolation, noise modes",
     pipeline=StyleGANPipeline,
     config=StyleGANConfig,
-    model="edgegen.models.stylegan",
-    export="edgegen.export.spec:STYLEGAN",
+    model="edgegen.families.stylegan.model",
+    export="edgegen.families.stylegan.export",
     options=(Option("--truncation", "truncation", "truncation psi toward the average w (e.g. 0.7)", {"type": float}, 1.0),
              Option("--noise-mode", "noise_mode", "the synthesis noise", {"choices": NOISE_MODES}, "const")),
     demo=(DemoModel("stylegan-digits", "digits"),),

@@ -8,15 +8,13 @@ from typing import Any
 import numpy as np
 
 from ...errors import ConfigError, InputError
-from ..samplers import Callback, Sampler, make_sampler
+from ...runtimes.samplers import BETA_SCHEDULES, PREDICTION_TYPES, Callback, Sampler, make_sampler
 from dataclasses import dataclass
 
-from ...families import positive
-from ..pipeline import ImageConfig, Pipeline, as_float_array, check_count, check_number, make_rng
+from .. import positive
+from ...runtimes.pipeline import ImageConfig, Pipeline, as_float_array, check_count, check_number, make_rng
 
 DEFAULT_STEPS = 20
-BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
-PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 
 
 @dataclass

@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..families.gan import model as gan
+from ..gan import model as gan
 
 FAMILY = "stylegan"
 DATA_RANGE = (-1.0, 1.0)

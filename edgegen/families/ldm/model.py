@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import diffusion
+from ..diffusion import model as diffusion
 
 FAMILY = "ldm"
 DATA_RANGE = (-1.0, 1.0)

@@ -11,8 +11,8 @@ import numpy as np
 from ...errors import InputError
 from dataclasses import dataclass, field
 
-from ...families import positive
-from ..pipeline import LatentImageConfig, Pipeline, as_float_array, check_count, check_number, make_rng, standard_normal
+from .. import positive
+from ...runtimes.pipeline import LatentImageConfig, Pipeline, as_float_array, check_count, check_number, make_rng, standard_normal
 
 NOISE_MODES = ("const", "random", "none")
 

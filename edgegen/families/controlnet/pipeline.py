@@ -8,11 +8,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...errors import InputError
-from ...families import positive
+from .. import positive
 from ...images import average_pool
-from ..samplers import Callback
-from ..pipeline import as_float_array, check_count, check_number
-from .diffusion import DEFAULT_STEPS, DiffusionConfig, DiffusionPipeline
+from ...runtimes.samplers import Callback
+from ...runtimes.pipeline import as_float_array, check_count, check_number
+from ..diffusion.pipeline import DEFAULT_STEPS, DiffusionConfig, DiffusionPipeline
 
 
 @dataclass

@@ -16,9 +16,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..runtimes.samplers import BETA_SCHEDULES, PREDICTION_TYPES, make_betas
-from .common import training_labels
-from .ema import EMA
+from ...runtimes.samplers import BETA_SCHEDULES, PREDICTION_TYPES, make_betas
+from ...models.common import training_labels
+from ...models.ema import EMA
 
 FAMILY = "diffusion"
 DATA_RANGE = (-1.0, 1.0)

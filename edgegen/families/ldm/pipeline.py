@@ -8,9 +8,9 @@ import numpy as np
 
 from dataclasses import dataclass, field
 
-from ...families import positive
-from ..pipeline import as_float_array
-from .diffusion import DiffusionConfig, DiffusionPipeline
+from .. import positive
+from ...runtimes.pipeline import as_float_array
+from ..diffusion.pipeline import DiffusionConfig, DiffusionPipeline
 
 
 @dataclass
