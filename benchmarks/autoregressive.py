@@ -27,12 +27,12 @@ from edgegen.bench import machine_info, write_results
 from edgegen.demo import PRETRAINED
 from edgegen.export import export_checkpoint
 from edgegen.metrics import roc_auc
-from edgegen.models.classifier import train_digit_judge
-from edgegen.models.data import load_images
-from edgegen.models.wavenet import TONE_KINDS, synth_clip
+from edgegen.training.classifier import train_digit_judge
+from edgegen.training.data import load_images
+from edgegen.families.wavenet.model import TONE_KINDS, synth_clip
 from edgegen.package import Package
 from edgegen.runtimes import load, open_sessions
-from edgegen.runtimes.pipelines.pixelcnn import PixelCNNPipeline
+from edgegen.families.pixelcnn.pipeline import PixelCNNPipeline
 
 THREADS = 2
 

@@ -26,8 +26,8 @@ import numpy as np
 from edgegen.bench import machine_info, write_results
 from edgegen.export import export_checkpoint
 from edgegen.metrics import frechet_distance
-from edgegen.models.classifier import train_digit_judge
-from edgegen.models.data import digit_labels
+from edgegen.training.classifier import train_digit_judge
+from edgegen.training.data import digit_labels
 from edgegen.runtimes import load
 
 CONFIGS = (("ddpm", 1000), ("ddim", 10), ("ddim", 20), ("ddim", 50), ("dpmpp-2m", 10), ("dpmpp-2m", 20), ("euler", 20))

@@ -31,9 +31,9 @@ from edgegen.bench import machine_info, write_results
 from edgegen.demo import PRETRAINED
 from edgegen.evaluation import anomaly_aucs
 from edgegen.export import export_checkpoint
-from edgegen.models.data import load_images
-from edgegen.models.flow import DEQUANT_LEVELS, TEST_POINTS, TRAIN_POINTS, make_points
-from edgegen.models.train import train
+from edgegen.training.data import load_images
+from edgegen.families.flow.model import DEQUANT_LEVELS, TEST_POINTS, TRAIN_POINTS, make_points
+from edgegen.training.train import train
 from edgegen.runtimes import load
 
 

@@ -26,7 +26,7 @@ from edgegen.bench import bench_package, format_table, interleaved_timings, mach
 from edgegen.demo import PRETRAINED
 from edgegen.export import export_checkpoint
 from edgegen.evaluation import anomaly_aucs
-from edgegen.models.train import train
+from edgegen.training.train import train
 from edgegen.runtimes import load
 from edgegen.runtimes.ort import session_options
 

@@ -165,7 +165,7 @@ def main() -> None:
 
     import edgegen
     from edgegen.bench import machine_info, write_results
-    from edgegen.export.hf_gpt2 import export_transformers
+    from edgegen.families.gpt.hf_import import export_transformers
 
     torch.set_num_threads(THREADS)
     scratch = Path(tempfile.mkdtemp(prefix="edgegen-gpt-bench-"))

@@ -20,7 +20,7 @@ from edgegen.bench import machine_info
 from edgegen.demo import PRETRAINED, demo_models
 from edgegen.export import export_checkpoint, export_spec
 from edgegen.metrics import percentiles_ms
-from edgegen.models.checkpoint import load_checkpoint
+from edgegen.training.checkpoint import load_checkpoint
 from edgegen.package import atomic_write_text
 from edgegen.runtimes import available_backends, load
 

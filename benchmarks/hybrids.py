@@ -36,8 +36,8 @@ from edgegen.bench import bench_feeds, bench_package, format_table, interleaved_
 from edgegen.demo import PRETRAINED
 from edgegen.export import export_checkpoint
 from edgegen.metrics import frechet_distance
-from edgegen.models.classifier import train_digit_judge
-from edgegen.models.data import digit_labels, load_images
+from edgegen.training.classifier import train_digit_judge
+from edgegen.training.data import digit_labels, load_images
 from edgegen.runtimes import load
 
 TRUNCATIONS = (None, 2.0, 1.0, 0.5)
@@ -119,7 +119,7 @@ def controlnet_figures(judge, scratch: Path, steps: int = 20) -> dict:
 
 
 def ldm_figures(judge, real, scratch: Path, steps: int = 20) -> dict:
-    from edgegen.models.train import train
+    from edgegen.training.train import train
 
     pkg = export_checkpoint(PRETRAINED / "ldm-digits", scratch / "ldm")
     pipe = load(pkg, backend="ort-cpu")

@@ -83,7 +83,7 @@ def torch_runners(checkpoint: str | os.PathLike, pipe, feeds: dict[str, dict[str
     import torch
 
     from .export import export_spec
-    from .models.checkpoint import load_checkpoint
+    from .training.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(checkpoint)
     expected = pipe.package.manifest.provenance.get("source_checkpoint", {}).get("weights_sha256")
@@ -206,7 +206,7 @@ def torch_generation(checkpoint, pipe, prompts: list[list[int]], threads: int):
     """The checkpoint's model generating greedily in PyTorch eager with its own KV cache."""
     import torch
 
-    from .models.checkpoint import load_checkpoint
+    from .training.checkpoint import load_checkpoint
 
     model = load_checkpoint(checkpoint).model
     torch.set_num_threads(threads)

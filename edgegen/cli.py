@@ -16,7 +16,7 @@ EXIT_USER_ERROR = 2
 
 def _cmd_train(args) -> None:
     from .families import get as get_family
-    from .models.train import train
+    from .training.train import train
 
     family = get_family(args.family)
     options = {"latent_dim": args.latent_dim} if args.latent_dim else {}
@@ -29,9 +29,9 @@ def _cmd_train(args) -> None:
 def _cmd_export(args) -> None:
     options = dict(data=args.data, opset=args.opset, name=args.name, overwrite=args.force)
     if args.from_transformers:
-        from .export.hf_gpt2 import export_transformers
+        from .families import transformers_importer
 
-        out = export_transformers(args.checkpoint, args.from_transformers, args.out, **options)
+        out = transformers_importer(args.checkpoint)(args.checkpoint, args.from_transformers, args.out, **options)
     else:
         from .export import export_checkpoint
 

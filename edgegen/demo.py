@@ -28,7 +28,7 @@ def demo_models() -> list[tuple]:
 def run_demo(out: str | Path, train_models: bool = False, overwrite: bool = False, iters: int = 200) -> Path:
     """Write the demo into `out` (atomically: a failed demo leaves no half-written folder)."""
     from .export import export_checkpoint
-    from .models.train import train
+    from .training.train import train
     from .runtimes import load
 
     out = Path(out)

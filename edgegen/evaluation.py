@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .metrics import roc_auc
-from .models.data import load_images, noise_images
+from .training.data import load_images, noise_images
 
 
 def anomaly_aucs(pipe) -> dict[str, float]:

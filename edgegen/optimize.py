@@ -94,7 +94,7 @@ def optimize_package(path: str | os.PathLike, precision: str, calibration: int =
 
 
 def _source_checkpoint(package: Package, given):
-    from .models.checkpoint import load_checkpoint
+    from .training.checkpoint import load_checkpoint
 
     source = given or package.manifest.provenance.get("source_checkpoint", {}).get("path")
     if not source or not Path(source).is_dir():

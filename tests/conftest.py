@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from edgegen.export import export_checkpoint
-from edgegen.models.train import train
+from edgegen.training.train import train
 
 
 @pytest.fixture(scope="session")

@@ -13,10 +13,10 @@ from edgegen.demo import PRETRAINED
 from edgegen.errors import ConfigError, InputError
 from edgegen.metrics import roc_auc
 from edgegen.export import export_checkpoint
-from edgegen.models.checkpoint import load_checkpoint
-from edgegen.models.data import load_images
-from edgegen.models.train import train
-from edgegen.models.wavenet import synth_clip
+from edgegen.training.checkpoint import load_checkpoint
+from edgegen.training.data import load_images
+from edgegen.training.train import train
+from edgegen.families.wavenet.model import synth_clip
 from edgegen.runtimes.audio import mu_law_decode, mu_law_encode, read_wav, write_wav
 from edgegen.runtimes.autoregressive import draw, sampler
 

@@ -3,8 +3,8 @@ import pytest
 from PIL import Image
 
 from edgegen.errors import ConfigError, DataError, OutputExistsError, UnknownFamilyError
-from edgegen.models.data import digit_labels, load_images
-from edgegen.models.train import train
+from edgegen.training.data import digit_labels, load_images
+from edgegen.training.train import train
 
 
 def test_digits_are_upsampled_and_split():
@@ -62,7 +62,7 @@ def test_training_errors(tmp_path):
 
 def test_training_on_rgb_natural_crops(tmp_path):
     ckpt = train("vae", tmp_path / "ckpt", data="natural", steps=2, batch_size=8, progress=False)
-    from edgegen.models.checkpoint import load_checkpoint
+    from edgegen.training.checkpoint import load_checkpoint
 
     loaded = load_checkpoint(ckpt)
     assert loaded.config.image_channels == 3 and loaded.data["source"] == "natural"

@@ -5,8 +5,8 @@ import torch
 import edgegen
 from edgegen.cli import main
 from edgegen.errors import ConfigError, InputError
-from edgegen.models.checkpoint import load_checkpoint
-from edgegen.models.data import load_images
+from edgegen.training.checkpoint import load_checkpoint
+from edgegen.training.data import load_images
 from edgegen.package import Package
 
 
@@ -114,7 +114,7 @@ def test_diffusion_input_errors(pipe, call, error, message):
 def test_unconditional_model_on_natural_crops(tmp_path):
     """Data without classes trains an unconditional model; its package refuses labels."""
     from edgegen.export import export_checkpoint
-    from edgegen.models.train import train
+    from edgegen.training.train import train
 
     ckpt = train("diffusion", tmp_path / "ckpt", data="natural", channels=1, steps=3, batch_size=8, progress=False)
     pipe = edgegen.load(export_checkpoint(ckpt, tmp_path / "pkg"))

@@ -8,7 +8,7 @@ import torch
 import edgegen
 from edgegen.errors import CheckpointError, ConfigError, OutputExistsError, ValidationError
 from edgegen.export import compare, export_checkpoint
-from edgegen.models.checkpoint import CONFIG, WEIGHTS, load_checkpoint, save_checkpoint
+from edgegen.training.checkpoint import CONFIG, WEIGHTS, load_checkpoint, save_checkpoint
 from edgegen.package import Package
 
 
@@ -132,8 +132,8 @@ def test_gan_checkpoints_from_before_output_layer_load_as_resize(tmp_path):
     output_layer in its config: it loads with the resize + conv layer it was trained with."""
     import json
 
-    from edgegen.models.checkpoint import load_checkpoint
-    from edgegen.models.train import train
+    from edgegen.training.checkpoint import load_checkpoint
+    from edgegen.training.train import train
 
     ckpt = train("gan", tmp_path / "old", steps=1, batch_size=8, progress=False, width=8, output_layer="resize")
     meta = json.loads((ckpt / "config.json").read_text())

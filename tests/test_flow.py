@@ -5,9 +5,9 @@ import torch
 import edgegen
 from edgegen.cli import main
 from edgegen.errors import InputError
-from edgegen.models.checkpoint import load_checkpoint
-from edgegen.models.data import load_images
-from edgegen.models.flow import make_points, standard_normal_log_prob
+from edgegen.training.checkpoint import load_checkpoint
+from edgegen.training.data import load_images
+from edgegen.families.flow.model import make_points, standard_normal_log_prob
 
 
 @pytest.fixture(scope="module")

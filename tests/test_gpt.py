@@ -15,12 +15,12 @@ import edgegen
 from edgegen.cli import main
 from edgegen.errors import CheckpointError, ConfigError, DataError, InputError
 from edgegen.export import export_checkpoint, export_model
-from edgegen.export.hf_gpt2 import export_transformers, import_gpt2
-from edgegen.models.checkpoint import load_checkpoint, save_checkpoint
-from edgegen.models.text import HELD_OUT_EVERY, load_text, read_corpus, stdlib_files
-from edgegen.models.train import train
+from edgegen.families.gpt.hf_import import export_transformers, import_gpt2
+from edgegen.training.checkpoint import load_checkpoint, save_checkpoint
+from edgegen.training.text import HELD_OUT_EVERY, load_text, read_corpus, stdlib_files
+from edgegen.training.train import train
 from edgegen.package import Package
-from edgegen.runtimes.pipelines.gpt import CacheBudgetError
+from edgegen.families.gpt.pipeline import CacheBudgetError
 from edgegen.runtimes.token_sampling import Sampling, next_tokens
 
 NEW_TOKENS = 120
@@ -174,7 +174,7 @@ def test_kv_cache_is_allocated_once_per_run_and_sized_from_the_request(gpt, monk
         allocations.append(shape)
         return real_empty(shape, *args, **kwargs)
 
-    monkeypatch.setattr("edgegen.runtimes.pipelines.gpt.np.empty", counting_empty)
+    monkeypatch.setattr("edgegen.families.gpt.pipeline.np.empty", counting_empty)
     pipe.generate(list(b"abc"), max_new_tokens=50, do_sample=False)
     cache = [s for s in allocations if s == 1 * 4 * (3 + 50) * 16]
     assert len(cache) == 2 * 2 * 2  # two buffers (past, present) for each of 2 layers' keys and values

@@ -11,11 +11,11 @@ import pytest
 import edgegen
 from edgegen.demo import PRETRAINED
 from edgegen.errors import ConfigError, InputError
-from edgegen.models.data import load_images
+from edgegen.training.data import load_images
 from edgegen.export import export_checkpoint
-from edgegen.models.checkpoint import load_checkpoint
-from edgegen.models.classifier import train_digit_judge
-from edgegen.models.train import train
+from edgegen.training.checkpoint import load_checkpoint
+from edgegen.training.classifier import train_digit_judge
+from edgegen.training.train import train
 from edgegen.families.cgan.pipeline import truncated_normal
 
 
@@ -194,7 +194,7 @@ def test_controlnet_starts_as_exactly_its_base(tiny_diffusion):
     import torch
 
     from edgegen.families.controlnet import model as controlnet
-    from edgegen.models.checkpoint import make_config
+    from edgegen.training.checkpoint import make_config
 
     base_ckpt = load_checkpoint(tiny_diffusion[0])
     values = {**dataclasses.asdict(base_ckpt.config), "base_checkpoint": str(tiny_diffusion[0])}
@@ -274,7 +274,7 @@ def test_shipped_stylegan_draws_every_digit(tmp_path, judge):
 
 
 def test_shipped_controlnet_follows_its_hints(tmp_path, judge):
-    from edgegen.models.data import digit_labels
+    from edgegen.training.data import digit_labels
     from edgegen.families.controlnet.pipeline import coarse_hint
 
     pipe = edgegen.load(export_checkpoint(PRETRAINED / "controlnet-digits", tmp_path / "pkg"), backend="ort-cpu")

@@ -8,8 +8,8 @@ from edgegen.demo import PRETRAINED
 from edgegen.export import export_checkpoint
 from edgegen.evaluation import anomaly_aucs
 from edgegen.metrics import roc_auc
-from edgegen.models.classifier import train_digit_judge
-from edgegen.models.train import train
+from edgegen.training.classifier import train_digit_judge
+from edgegen.training.train import train
 
 
 def test_small_vae_anomaly_score_separates_digits_from_noise_and_photos(tmp_path):

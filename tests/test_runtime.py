@@ -4,8 +4,8 @@ import torch
 
 import edgegen
 from edgegen.errors import BackendError, InputError
-from edgegen.models.checkpoint import load_checkpoint
-from edgegen.models.data import load_images
+from edgegen.training.checkpoint import load_checkpoint
+from edgegen.training.data import load_images
 from edgegen.runtimes import available_backends, resolve_backend
 
 

@@ -14,7 +14,7 @@ import torch
 
 from .. import __version__
 from ..errors import ConfigError, ValidationError
-from ..models.checkpoint import Checkpoint, load_checkpoint
+from ..training.checkpoint import Checkpoint, load_checkpoint
 from ..package import GraphEntry, Manifest, Package, sha256_file, staged_directory, write_manifest
 from ..runtimes.ort import OrtSession
 from .onnx_export import DEFAULT_OPSET, export_module, value_spec

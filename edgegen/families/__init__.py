@@ -26,7 +26,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..errors import ManifestError, UnknownFamilyError
+from ..errors import CheckpointError, ManifestError, UnknownFamilyError
 
 ENTRY_POINT_GROUP = "edgegen.families"
 
@@ -170,6 +170,9 @@ class Family:
     gate: str = "psnr"
     dim_limits: Callable[[Any], dict[str, int]] | None = None   # runtime config -> largest value of each dynamic dim
     fusion: Callable[[Any], dict] | None = None   # runtime config -> ONNX Runtime transformer-optimizer settings
+    # transformers architectures this family imports (`edgegen export ARCH --from-transformers DIR`):
+    # architecture -> "module:function" (architecture, folder, out, **export options) -> package path
+    importers: dict = field(default_factory=dict)
     order: int = 1000                    # where it stands in listings (built-ins first)
 
     def __post_init__(self):
@@ -259,6 +262,16 @@ def package_config(package) -> tuple[Family, RuntimeConfig]:
         raise UnknownFamilyError(f"package {str(package.path)!r}: expected family to be one of {', '.join(names())}, "
                                  f"found {package.family!r} (is the package that registers it installed?)")
     return family, family.runtime_config(package.config, f"package {str(package.path)!r}: edgegen.json config")
+
+
+def transformers_importer(architecture: str) -> Callable:
+    """The function that imports a transformers save_pretrained folder of `architecture`."""
+    for family in families():
+        if architecture in family.importers:
+            return _resolve(family.importers[architecture], "")
+    known = [a for f in families() for a in f.importers]
+    raise CheckpointError(f"architecture {architecture!r}: expected one of {', '.join(known) or 'none'} (the ones "
+                          "edgegen imports from transformers), found another")
 
 
 def names() -> list[str]:

@@ -13,7 +13,7 @@ from ..families import package_config
 from ..package import Package
 from .backends import available_backends, resolve_backend
 from .ort import OrtSession
-from .pipelines import Pipeline
+from .pipeline import Pipeline
 from .session import Session, check_feeds
 
 

@@ -10,7 +10,7 @@ from ...images import save_grid
 def showcase(pipe, folder, name: str) -> tuple[dict, list[str]]:
     """Held-out digits, their coarse hints, and samples that follow the hints with no class
     label (conditioning scale 1), then the same seeds at scale 0 (the base model, unconditional)."""
-    from ...models.data import load_images
+    from ...training.data import load_images
 
     digits = load_images("digits", image_size=pipe.image_shape[-1]).test[:10]
     hints = pipe.hint(digits)

@@ -115,8 +115,8 @@ def build(config: Config) -> ControlNetModel:
 def prepare_data(data, image_size, channels, seed, options):
     """The base diffusion checkpoint decides the model's shape: its config becomes this
     one's, at its image size and channels."""
-    from ...models.checkpoint import load_checkpoint
-    from ...models.data import load_images
+    from ...training.checkpoint import load_checkpoint
+    from ...training.data import load_images
 
     base = Path(options.pop("base", None) or DEFAULT_BASE)
     ckpt = load_checkpoint(base)
@@ -141,7 +141,7 @@ class Trainer(diffusion.Trainer):
     """The diffusion family's DDPM loss through the frozen UNet, gradients into the ControlNet only."""
 
     def __init__(self, model: ControlNetModel, lr: float, total_steps: int = 1):
-        from ...models.checkpoint import load_checkpoint
+        from ...training.checkpoint import load_checkpoint
 
         base = load_checkpoint(model.config.base_checkpoint).model.unet_ema.state_dict()
         model.unet.load_state_dict(base)

@@ -17,8 +17,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ...runtimes.samplers import BETA_SCHEDULES, PREDICTION_TYPES, make_betas
-from ...models.common import training_labels
-from ...models.ema import EMA
+from ...training.common import training_labels
+from ...training.ema import EMA
 
 FAMILY = "diffusion"
 DATA_RANGE = (-1.0, 1.0)

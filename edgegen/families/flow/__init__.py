@@ -1,7 +1,7 @@
 """The normalizing-flow family: RealNVP on 2-D points, Glow on images; exact densities."""
 
 from .. import DemoModel, Family, Option, register
-from ...runtimes.pipelines.flow import FlowConfig, FlowPipeline
+from .pipeline import FlowConfig, FlowPipeline
 from .cli import generate
 
 FAMILY = register(Family(
@@ -9,8 +9,8 @@ FAMILY = register(Family(
     summary="normalizing flows (RealNVP for points, Glow for images): exact log-likelihood, sampling",
     pipeline=FlowPipeline,
     config=FlowConfig,
-    model="edgegen.models.flow",
-    export="edgegen.export.spec:FLOW",
+    model="edgegen.families.flow.model",
+    export="edgegen.families.flow.export",
     options=(Option("--temperature", "temperature", "latent temperature (below 1: typical samples)",
                     {"type": float}, 1.0),),
     generate=generate,

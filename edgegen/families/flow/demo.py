@@ -9,7 +9,7 @@ def showcase(pipe, folder, name: str) -> tuple[dict, list[str]]:
     """Points: samples over the learned log density. Images: samples at temperature 0.7,
     bits per dimension of held-out digits and anomaly-score separation."""
     from ...evaluation import anomaly_aucs
-    from ...models.data import load_images
+    from ...training.data import load_images
     from ...plots import save_density_plot
 
     picture = [f"![{name} samples]({name}_samples.png)", ""]

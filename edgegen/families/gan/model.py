@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ...models.ema import EMA
+from ...training.ema import EMA
 from ..vae.model import image_model_problems, upsample_block
 
 FAMILY = "gan"

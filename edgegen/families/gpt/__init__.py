@@ -1,7 +1,7 @@
 """The GPT family: a decoder-only transformer with a runtime-owned KV-cache loop (GPT-2 imports too)."""
 
 from .. import DemoModel, Family, register
-from ...runtimes.pipelines.gpt import GPTConfig, GPTPipeline
+from .pipeline import GPTConfig, GPTPipeline
 from .cli import OPTIONS, generate
 
 
@@ -14,8 +14,8 @@ FAMILY = register(Family(
     summary="GPT-2-style decoder-only transformer: KV cache, streaming, top-k/top-p",
     pipeline=GPTPipeline,
     config=GPTConfig,
-    model="edgegen.models.gpt",
-    export="edgegen.export.spec:GPT",
+    model="edgegen.families.gpt.model",
+    export="edgegen.families.gpt.export",
     options=OPTIONS,
     generate=generate,
     demo=(DemoModel("gpt-stdlib", "stdlib"),),
@@ -23,6 +23,7 @@ FAMILY = register(Family(
     bench="tokens",
     gate="logits",
     dim_limits=_limits,
+    importers={"gpt2": "edgegen.families.gpt.hf_import:export_transformers"},
     fusion=lambda c: {"model_type": "gpt2", "num_heads": c.n_head, "hidden_size": c.n_embd},
     order=100,
 ))

@@ -1,15 +1,15 @@
 """The PixelCNN family: a gated PixelCNN sampled pixel by pixel with a cached row loop."""
 
 from .. import DemoModel, Family, Option, register
-from ...runtimes.pipelines.pixelcnn import PixelCNNConfig, PixelCNNPipeline
+from .pipeline import PixelCNNConfig, PixelCNNPipeline
 
 FAMILY = register(Family(
     name="pixelcnn",
     summary="gated PixelCNN: exact likelihood, completion, fast row-cached sampling",
     pipeline=PixelCNNPipeline,
     config=PixelCNNConfig,
-    model="edgegen.models.pixelcnn",
-    export="edgegen.export.spec:PIXELCNN",
+    model="edgegen.families.pixelcnn.model",
+    export="edgegen.families.pixelcnn.export",
     options=(Option("--label", "labels", "class to generate (default: unconditional)", {"type": int}),
              Option("--temperature", "temperature", "softmax temperature", {"type": float}, 1.0)),
     demo=(DemoModel("pixelcnn-digits", "digits"),),

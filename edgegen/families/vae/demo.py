@@ -10,7 +10,7 @@ from ...images import save_grid
 def showcase(pipe, folder, name: str) -> tuple[dict, list[str]]:
     """Samples, reconstructions of held-out digits, and anomaly-score separation from noise and photos."""
     from ...evaluation import anomaly_aucs
-    from ...models.data import load_images
+    from ...training.data import load_images
 
     save_grid(pipe.sample(64, seed=0), folder / f"{name}_samples.png", nrow=8)
     originals = load_images("digits").test[:32]

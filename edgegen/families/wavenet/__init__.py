@@ -1,7 +1,7 @@
 """The WaveNet family: dilated causal convolutions, fast generation with per-layer queues."""
 
 from .. import DemoModel, Family, register
-from ...runtimes.pipelines.wavenet import WaveNetConfig, WaveNetPipeline
+from .pipeline import WaveNetConfig, WaveNetPipeline
 from .cli import OPTIONS, generate
 
 FAMILY = register(Family(
@@ -9,8 +9,8 @@ FAMILY = register(Family(
     summary="WaveNet on mu-law audio: fast generation with per-layer queues, log-likelihood",
     pipeline=WaveNetPipeline,
     config=WaveNetConfig,
-    model="edgegen.models.wavenet",
-    export="edgegen.export.spec:WAVENET",
+    model="edgegen.families.wavenet.model",
+    export="edgegen.families.wavenet.export",
     options=OPTIONS,
     generate=generate,
     demo=(DemoModel("wavenet-tones", "tones"),),

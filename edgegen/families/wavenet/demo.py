@@ -5,7 +5,7 @@ from __future__ import annotations
 
 def showcase(pipe, folder, name: str) -> tuple[dict, list[str]]:
     """One second of each class as a WAV file, and their spectrograms in one picture."""
-    from ...models.wavenet import TONE_KINDS
+    from .model import TONE_KINDS
     from ...plots import save_spectrograms
     from ...runtimes.audio import write_wav
 

@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .common import LikelihoodTrainer
+from ...training.common import LikelihoodTrainer
 
 FAMILY = "wavenet"
 DATA_RANGE = None            # mu-law codes, used as they are
@@ -199,8 +199,8 @@ def tone_clips(n_per_kind: int, seed: int, sample_rate: int) -> tuple[list[np.nd
 
 def load_audio(source: str, sample_rate: int, seed: int):
     """(train clips, train labels, test clips, test labels, number of classes)."""
-    from ..errors import DataError
-    from ..runtimes.audio import read_wav, wav_files
+    from ...errors import DataError
+    from ...runtimes.audio import read_wav, wav_files
 
     if source == "tones":
         train, train_labels = tone_clips(100, seed, sample_rate)
@@ -221,9 +221,9 @@ def load_audio(source: str, sample_rate: int, seed: int):
 
 def prepare_data(source: str, image_size: int, channels: int | None, seed: int, options: dict | None = None):
     """Mu-law windows of train_samples + 1 codes, half a window apart, with their clip's class."""
-    from ..errors import DataError
-    from ..runtimes.audio import mu_law_encode
-    from .text import windows
+    from ...errors import DataError
+    from ...runtimes.audio import mu_law_encode
+    from ...training.text import windows
 
     options = options or {}
     rate = options.get("sample_rate", Config.sample_rate)

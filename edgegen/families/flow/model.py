@@ -409,7 +409,7 @@ def make_points(name: str, n: int, seed: int) -> np.ndarray:
 
 def prepare_data(source: str, image_size: int, channels: int | None, seed: int, options: dict | None = None):
     """The training data and the config it implies: points for RealNVP, images for Glow."""
-    from .data import ImageData, load_images
+    from ...training.data import ImageData, load_images
 
     if source in POINT_DATA:
         train, test = make_points(source, TRAIN_POINTS, seed), make_points(source, TEST_POINTS, seed + 1)

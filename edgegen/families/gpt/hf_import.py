@@ -17,11 +17,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from ..errors import CheckpointError, ValidationError
-from ..models.checkpoint import Checkpoint, make_config
-from ..models.gpt import build
-from ..package import read_json, sha256_file
-from .validate import compare
+from ...errors import CheckpointError, ValidationError
+from ...training.checkpoint import Checkpoint, make_config
+from .model import build
+from ...package import read_json, sha256_file
+from ...export.validate import compare
 
 ARCHITECTURES = ("gpt2",)
 _TANH_GELUS = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
@@ -165,7 +165,7 @@ def import_gpt2(folder: str | Path, scratch: Path) -> Checkpoint:
 
 def export_transformers(architecture: str, folder: str | Path, out: str | Path, **options) -> Path:
     """`edgegen export gpt2 --from-transformers DIR`: import, then the usual export and gate."""
-    from . import export_model
+    from ...export import export_model
 
     if architecture not in ARCHITECTURES:
         raise CheckpointError(f"architecture {architecture!r}: expected one of {', '.join(ARCHITECTURES)} "

@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ...errors import InputError
-from ..audio import mu_law_decode, mu_law_encode
-from ..ort import OrtBinding, OrtSession
-from ..autoregressive import draw, log_softmax, sampler
-from ...families import RuntimeConfig, positive
-from ..pipeline import Pipeline, as_float_array, check_count, class_labels, make_rng
+from ...runtimes.audio import mu_law_decode, mu_law_encode
+from ...runtimes.ort import OrtBinding, OrtSession
+from ...runtimes.autoregressive import draw, log_softmax, sampler
+from .. import RuntimeConfig, positive
+from ...runtimes.pipeline import Pipeline, as_float_array, check_count, class_labels, make_rng
 
 
 @dataclass

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...errors import InputError
-from ..autoregressive import draw, log_softmax, sampler
-from ...families import positive
-from ..pipeline import ImageConfig, Pipeline, as_float_array, check_count, class_labels, make_rng
+from ...runtimes.autoregressive import draw, log_softmax, sampler
+from .. import positive
+from ...runtimes.pipeline import ImageConfig, Pipeline, as_float_array, check_count, class_labels, make_rng
 
 
 @dataclass

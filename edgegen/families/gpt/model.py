@@ -4,7 +4,7 @@ positions, causal attention through F.scaled_dot_product_attention, tied token e
 One forward serves training, the prompt (prefill) and each new token: it takes the past keys
 and values of every layer ([batch, heads, past, head_dim], empty on the first call) and
 returns the logits and the grown cache, which is the contract of the exported decoder graph.
-The same module holds an imported Hugging Face GPT-2 (see edgegen.export.hf_gpt2).
+The same module holds an imported Hugging Face GPT-2 (see edgegen.families.gpt.hf_import).
 """
 
 from __future__ import annotations
@@ -168,7 +168,7 @@ class GPT(nn.Module):
 
 def prepare_data(source: str, image_size: int, channels: int | None, seed: int, options: dict | None = None):
     """Byte-level windows of the corpus, and the config they imply (a byte vocabulary)."""
-    from .text import load_text
+    from ...training.text import load_text
 
     context = (options or {}).get("train_context", Config.train_context)
     return load_text(source, context), {"vocab_size": 256}

@@ -11,16 +11,16 @@ cache tensor is copied or allocated per token and the per-token Python work is c
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Iterator
 
 import numpy as np
 
 from ...errors import InputError
-from ..ort import OrtBinding, OrtSession
-from ..token_sampling import Sampling, next_tokens
-from ..tokenizer import check_token_ids, load_tokenizer
-from ...families import RuntimeConfig, positive
-from ..pipeline import Pipeline, check_count, check_number, make_rng
+from ...runtimes.ort import OrtBinding, OrtSession
+from ...runtimes.token_sampling import Sampling, next_tokens
+from ...runtimes.tokenizer import check_token_ids, load_tokenizer
+from .. import RuntimeConfig, positive
+from ...runtimes.pipeline import Pipeline, check_count, check_number, make_rng
 
 DEFAULT_MAX_NEW_TOKENS = 64
 DEFAULT_CACHE_BUDGET_MB = 1024

@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .common import LikelihoodTrainer
+from ...training.common import LikelihoodTrainer
 
 
 FAMILY = "pixelcnn"

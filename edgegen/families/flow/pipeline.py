@@ -10,8 +10,8 @@ import numpy as np
 from ...errors import InputError
 from dataclasses import dataclass, field
 
-from ...families import RuntimeConfig, positive
-from ..pipeline import Pipeline, as_float_array, check_count, check_number, make_rng
+from .. import RuntimeConfig, positive
+from ...runtimes.pipeline import Pipeline, as_float_array, check_count, check_number, make_rng
 
 KINDS = ("realnvp", "glow")
 

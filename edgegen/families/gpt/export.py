@@ -1,0 +1,83 @@
+"""The GPT decoder's export: one graph for the prompt and every new token, with the KV cache as
+inputs and outputs, gated on held-out text through both kinds of call."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ...export.spec import TRACE_BATCH, ExportSpec, GraphSpec
+from ...training.checkpoint import Checkpoint
+from ...training.data import ImageData
+from ...package import TensorSpec, sha256_file
+from .pipeline import GPTConfig
+
+def _gpt_data(ckpt: Checkpoint, source: str):
+    """Held-out text as token windows: the corpus the model was trained on, or for an
+    imported model the standard library's source through the model's own tokenizer."""
+    from ...training.text import load_text, read_corpus, windows
+
+    context = min(64, ckpt.config.block_size - 1)
+    if ckpt.data.get("tokenizer", "bytes") == "bytes":
+        return load_text(source, context)
+    if "tokenizer.json" not in ckpt.files:  # an imported model without a tokenizer: token ids are all there is
+        ids = np.random.default_rng(0).integers(0, ckpt.config.vocab_size, 20 * (context + 1))
+        return ImageData("random token ids", windows(ids, context), windows(ids, context))
+    from tokenizers import Tokenizer
+
+    _, held_out = read_corpus("stdlib")
+    ids = np.array(Tokenizer.from_file(str(ckpt.files["tokenizer.json"])).encode(held_out[:200_000].decode()).ids)
+    ids = ids[ids < ckpt.config.vocab_size]  # a tokenizer may know more tokens than the model embeds
+    return ImageData("stdlib", windows(ids, context), windows(ids, context))
+
+
+def gpt_graph_inputs(c) -> tuple[TensorSpec, ...]:
+    cache = ("batch", c.n_head, "past_sequence_length", c.head_dim)
+    return (TensorSpec("input_ids", "int64", ("batch", "sequence")),
+            TensorSpec("position_ids", "int64", ("batch", "sequence")),
+            TensorSpec("attention_mask", "int64", ("batch", "total_sequence_length")),
+            *(TensorSpec(f"past_key_values.{i}.{kv}", "float32", cache) for i in range(c.n_layer) for kv in ("key", "value")))
+
+
+def _gpt_outputs(n_layer: int) -> tuple[str, ...]:
+    return ("logits", *(f"present.{i}.{kv}" for i in range(n_layer) for kv in ("key", "value")))
+
+
+def _decoder_inputs(ckpt, batch, rng, data):
+    """Held-out text through the decoder's two kinds of call. At batch 1 the prompt call
+    (empty past); at other batches a call of one new token (2-3 at the traced batch, so that
+    the sequence dim stays dynamic) after a past that PyTorch computed from a prompt whose
+    odd rows are left-padded."""
+    model = ckpt.model
+    prompt_call = batch == 1
+    past_len = 0 if prompt_call else int(rng.integers(4, 24))
+    new = int(rng.integers(3, 9)) if prompt_call else (int(rng.integers(2, 4)) if batch == TRACE_BATCH else 1)
+    total = past_len + new
+    ids = data.test[rng.choice(len(data.test), size=batch)][:, :total]
+    mask = np.ones((batch, total), np.int64)
+    if past_len:
+        mask[1::2, :int(rng.integers(1, past_len))] = 0
+    positions = np.maximum(np.cumsum(mask, axis=1) - 1, 0)
+    feeds = {"input_ids": ids[:, past_len:], "position_ids": positions[:, past_len:], "attention_mask": mask}
+    with torch.inference_mode():
+        past = model(*(torch.from_numpy(a[:, :past_len]) for a in (ids, positions, mask)), *model.empty_past(batch))[1:]
+    names = [s.name for s in gpt_graph_inputs(ckpt.config)[3:]]
+    return {**{k: np.ascontiguousarray(v) for k, v in feeds.items()}, **{n: p.numpy() for n, p in zip(names, past)}}
+
+
+def _gpt_config(ckpt: Checkpoint) -> GPTConfig:
+    c = ckpt.config
+    tokenizer = {"kind": ckpt.data.get("tokenizer", "bytes")}
+    if "tokenizer.json" in ckpt.files:
+        tokenizer = {"kind": "bpe", "file": "tokenizer.json", "sha256": sha256_file(ckpt.files["tokenizer.json"])}
+    return GPTConfig(vocab_size=c.vocab_size, block_size=c.block_size, n_layer=c.n_layer, n_head=c.n_head,
+                     head_dim=c.head_dim, n_embd=c.n_embd, tokenizer=tokenizer,
+                     eos_token_id=ckpt.data.get("eos_token_id"), pad_token_id=ckpt.data.get("pad_token_id"), data=ckpt.data)
+
+
+SPEC = ExportSpec(
+    family="gpt",
+    graphs=(GraphSpec("decoder", lambda m: m, gpt_graph_inputs, lambda c: _gpt_outputs(c.n_layer), _decoder_inputs),),
+    runtime_config=_gpt_config,
+    load_data=_gpt_data,
+)
