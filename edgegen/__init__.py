@@ -18,6 +18,14 @@ def load(path, backend: str = "auto", threads: int | None = None, cache_dir=None
     return _load(path, backend=backend, threads=threads, cache_dir=cache_dir, precision=precision)
 
 
-__all__ = ["load", "__version__", "EdgegenError", "PackageError", "ManifestError", "HashMismatchError",
+def export_pytorch(module, inputs, out, **options):
+    """Export a user's own torch.nn.Module through the validation gate into a package of the
+    generic family (see edgegen.families.generic.export.export_pytorch; needs the export extra)."""
+    from .families.generic.export import export_pytorch as export
+
+    return export(module, inputs, out, **options)
+
+
+__all__ = ["load", "export_pytorch", "__version__", "EdgegenError", "PackageError", "ManifestError", "HashMismatchError",
            "CheckpointError", "InputError", "BackendError", "UnknownFamilyError", "DataError", "ConfigError",
            "ValidationError", "OutputExistsError"]

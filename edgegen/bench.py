@@ -14,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import CheckpointError, ConfigError
+from .errors import ConfigError
 from .families import get as get_family
 from .metrics import percentiles_ms
 from .package import TensorSpec, atomic_write_text
@@ -43,13 +43,15 @@ def peak_rss_mb() -> float:
     return round(peak / (1 << 20 if sys.platform == "darwin" else 1 << 10), 1)
 
 
-def bench_feeds(inputs: tuple[TensorSpec, ...], batch: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Inputs for timing from the manifest alone: uniform [0, 1) floats, zero integers;
-    every dynamic dim named 'batch' set to `batch`, other dynamic dims to 1."""
+def bench_feeds(inputs: tuple[TensorSpec, ...], batch: int, seed: int = 0,
+                shapes: dict[str, int] | None = None) -> dict[str, np.ndarray]:
+    """Inputs for timing from the manifest alone: uniform [0, 1) floats, zero integers; every
+    dynamic dim named 'batch' set to `batch`, the others to `shapes` (as trtexec's --shapes), else 1."""
     rng = np.random.default_rng(seed)
+    sizes = {**(shapes or {}), "batch": batch}
     feeds = {}
     for spec in inputs:
-        shape = tuple(batch if d == "batch" else (1 if isinstance(d, str) else d) for d in spec.shape)
+        shape = tuple(sizes.get(d, 1) if isinstance(d, str) else d for d in spec.shape)
         if spec.dtype.startswith("float"):
             feeds[spec.name] = rng.random(shape, dtype=np.float32).astype(spec.dtype)
         else:
@@ -78,35 +80,41 @@ def interleaved_timings(engines: dict[str, Callable[[], object]], iters: int, wa
     return {name: np.array(t) for name, t in times.items()}
 
 
+def eager_modules(reference: str | os.PathLike, pipe) -> dict:
+    """{graph: torch module} of the package's graphs: from the checkpoint it was exported from,
+    or for a family without checkpoints from the reference its declaration knows how to load."""
+    from .export import export_spec
+    from .training.checkpoint import load_source_checkpoint
+
+    loader = get_family(pipe.family).eager_modules_function()
+    if loader is not None:
+        return loader(reference, pipe.package)
+    ckpt = load_source_checkpoint(pipe.package, reference)
+    return {graph.part: graph.submodule(ckpt.model).eval() for graph in export_spec(ckpt.family).graphs}
+
+
 def torch_runners(checkpoint: str | os.PathLike, pipe, feeds: dict[str, dict[str, np.ndarray]], threads: int):
-    """PyTorch eager runners for the package's graphs, from the checkpoint it was exported from."""
+    """PyTorch eager runners for the package's graphs (see eager_modules)."""
     import torch
 
-    from .export import export_spec
-    from .training.checkpoint import load_checkpoint
-
-    ckpt = load_checkpoint(checkpoint)
-    expected = pipe.package.manifest.provenance.get("source_checkpoint", {}).get("weights_sha256")
-    if expected and expected != ckpt.weights_sha256:
-        raise CheckpointError(f"checkpoint {str(checkpoint)!r}: expected the weights package {str(pipe.package.path)!r} "
-                              f"was exported from (sha256 {expected[:12]}...), found {ckpt.weights_sha256[:12]}...")
     torch.set_num_threads(threads)
     runners = {}
-    for graph in export_spec(ckpt.family).graphs:
-        module = graph.submodule(ckpt.model).eval()
-        tensors = [torch.from_numpy(feeds[graph.part][s.name]) for s in pipe.sessions[graph.part].inputs]
+    for part, module in eager_modules(checkpoint, pipe).items():
+        tensors = [torch.from_numpy(feeds[part][s.name]) for s in pipe.sessions[part].inputs]
 
         def run(module=module, tensors=tensors):
             with torch.inference_mode():
                 return module(*tensors)
 
-        runners[graph.part] = run
+        runners[part] = run
     return runners, torch.__version__
 
 
 def bench_package(path: str | os.PathLike, batch: int = 8, iters: int = 200, warmup: int = 20, backend: str = "auto",
-                  threads: int | None = None, vs_torch: str | os.PathLike | None = None, precision: str = "fp32") -> dict:
-    """Time every graph of the package; with vs_torch, PyTorch eager on the same inputs, interleaved."""
+                  threads: int | None = None, vs_torch: str | os.PathLike | None = None, precision: str = "fp32",
+                  shapes: dict[str, int] | None = None) -> dict:
+    """Time every graph of the package; with vs_torch, PyTorch eager on the same inputs, interleaved.
+    shapes: the size of each dynamic dim other than the batch (default: the family's, else 1)."""
     from .runtimes import load
 
     if batch < 1 or iters < 1 or warmup < 0:
@@ -115,7 +123,14 @@ def bench_package(path: str | os.PathLike, batch: int = 8, iters: int = 200, war
     pipe = load(path, backend=backend, threads=threads, precision=precision)
     if get_family(pipe.family).bench == "tokens":
         return bench_generation(pipe, path, batch, iters, warmup, threads, vs_torch)
-    feeds = {part: bench_feeds(s.inputs, batch) for part, s in pipe.sessions.items()}
+    family = get_family(pipe.family)
+    shapes = {**(family.bench_dims(pipe.config) if family.bench_dims else {}), **(shapes or {})}
+    shapes.pop("batch", None)   # --batch sets it
+    unknown = sorted(set(shapes) - {d for s in pipe.sessions.values() for spec in s.inputs for d in spec.shape
+                                    if isinstance(d, str)})
+    if unknown:
+        raise ConfigError(f"--shapes: expected dynamic dims of the package's graphs, found {unknown}")
+    feeds = {part: bench_feeds(s.inputs, batch, shapes=shapes) for part, s in pipe.sessions.items()}
     engines = {(part, f"edgegen {pipe.backend}"): (lambda s=s, f=feeds[part]: s.run(f)) for part, s in pipe.sessions.items()}
     for fn in engines.values():
         fn()
@@ -133,7 +148,7 @@ def bench_package(path: str | os.PathLike, batch: int = 8, iters: int = 200, war
             ratios[part] = round(float(np.median(ref) / np.median(ours)), 3)
     return {
         "package": str(Path(path)), "family": pipe.family, "backend": pipe.backend, "precision": pipe.precision,
-        "threads": threads, "batch": batch, "iters": iters, "warmup": warmup,
+        "threads": threads, "batch": batch, "shapes": shapes, "iters": iters, "warmup": warmup,
         "peak_rss_mb": {"runtime": runtime_rss, "process": peak_rss_mb()},
         "machine": {**machine_info(), **versions},
         "results": results,

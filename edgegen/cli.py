@@ -28,7 +28,12 @@ def _cmd_train(args) -> None:
 
 def _cmd_export(args) -> None:
     options = dict(data=args.data, opset=args.opset, name=args.name, overwrite=args.force)
-    if args.from_transformers:
+    if args.module:
+        out = _export_module(args)
+    elif args.checkpoint is None:
+        raise ConfigError("export: expected a checkpoint directory, --from-transformers DIR or --module FILE.py:FACTORY, "
+                          "found none")
+    elif args.from_transformers:
         from .families import transformers_importer
 
         out = transformers_importer(args.checkpoint)(args.checkpoint, args.from_transformers, args.out, **options)
@@ -38,6 +43,22 @@ def _cmd_export(args) -> None:
         out = export_checkpoint(args.checkpoint, args.out, **options)
     print(f"wrote package {out}")
     _print_info(out)
+
+
+def _export_module(args):
+    """`edgegen export --module model.py:factory --inputs example.npz ...`: a user's own module."""
+    from .families.generic.export import export_pytorch, load_factory, parse_dynamic
+    from .runtimes.feeds import parse_dim_sizes, read_feeds
+
+    if args.inputs is None:
+        raise ConfigError("--inputs: expected an .npz of example inputs to trace --module with, found none")
+    if args.from_transformers or args.checkpoint or args.data:
+        raise ConfigError("--module: expected alone (no checkpoint, --from-transformers or --data), found them together")
+    example = read_feeds(args.inputs)[0]
+    return export_pytorch(load_factory(args.module), example, args.out, dynamic=parse_dynamic(args.dynamic),
+                          output_names=args.output_name, held_out=args.held_out,
+                          dim_limits=parse_dim_sizes(args.limit, "--limit"), name=args.name, opset=args.opset,
+                          atol=args.atol, rtol=args.rtol, overwrite=args.force, source=args.module)
 
 
 def _family_options(family, declared, every: dict, args, command: str) -> dict:
@@ -88,10 +109,14 @@ def _cmd_generate(args) -> None:
 def _cmd_bench(args) -> None:
     from .bench import bench_package, format_table, write_report
 
+    from .runtimes.feeds import parse_dim_sizes
+
     report = bench_package(args.package, batch=args.batch, iters=args.iters, warmup=args.warmup,
-                           backend=args.backend, threads=args.threads, vs_torch=args.vs_torch, precision=args.precision)
+                           backend=args.backend, threads=args.threads, vs_torch=args.vs_torch, precision=args.precision,
+                           shapes=parse_dim_sizes(args.shapes, "--shapes"))
     print(f"{report['package']}: {report['family']}, backend {report['backend']}, precision {report['precision']}, "
-          f"batch {report['batch']}, threads {report['threads']}, {report['iters']} iters; "
+          f"batch {report['batch']}" + "".join(f", {d} {n}" for d, n in report.get("shapes", {}).items())
+          + f", threads {report['threads']}, {report['iters']} iters; "
           f"peak RSS {report['peak_rss_mb']['runtime']} MB (runtime), {report['peak_rss_mb']['process']} MB (process)")
     if "generation" in report:
         g = report["generation"]
@@ -147,7 +172,7 @@ def _cmd_optimize(args) -> None:
     from .optimize import optimize_package
 
     optimize_package(args.package, args.precision, calibration=args.calibration, target=args.target,
-                     checkpoint=args.checkpoint)
+                     checkpoint=args.checkpoint, inputs=args.inputs)
     _print_info(args.package)
 
 
@@ -180,7 +205,7 @@ def _cmd_doctor(args) -> None:
 def _cmd_demo(args) -> None:
     from .demo import run_demo
 
-    index = run_demo(args.out, train_models=args.train, overwrite=args.force, iters=args.iters)
+    index = run_demo(args.out, train_models=args.train, overwrite=args.force, iters=args.iters, only=args.only)
     print(f"wrote {index}")
 
 
@@ -213,6 +238,8 @@ def _add_family_options(parser, command: str, declared: dict, every: dict) -> No
 
 def build_parser() -> argparse.ArgumentParser:
     from .families import families
+    from .package import PRECISIONS, VARIANT_PRECISIONS
+    from .runtimes.engines import ENGINE_PRECISIONS
 
     parser = argparse.ArgumentParser(prog="edgegen", description="Generative models from PyTorch to fast edge engines.")
     parser.add_argument("--version", action="version", version=f"edgegen {__version__}")
@@ -244,7 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("export", help="export a checkpoint to a validated model package")
-    p.add_argument("checkpoint", help="checkpoint directory (or, with --from-transformers, the architecture: gpt2)")
+    p.add_argument("checkpoint", nargs="?", default=None,
+                   help="checkpoint directory (or, with --from-transformers, the architecture: gpt2)")
     p.add_argument("--from-transformers", default=None, metavar="DIR",
                    help="import a Hugging Face save_pretrained directory (GPT-2) instead of an edgegen checkpoint")
     p.add_argument("--out", required=True, help="package directory to write")
@@ -252,6 +280,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--opset", type=int, default=23)
     p.add_argument("--name", default=None)
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    own = p.add_argument_group("your own PyTorch module (docs/bring-your-own-model.md)")
+    own.add_argument("--module", default=None, metavar="FILE.py:FACTORY",
+                     help="a function (or module path package.mod:FACTORY) that returns the torch.nn.Module to export")
+    own.add_argument("--inputs", default=None, metavar="NPZ", help="example inputs, one array per input name, in "
+                     "forward's order (the trace's sizes)")
+    own.add_argument("--dynamic", action="append", default=None, metavar="INPUT:AXIS=NAME",
+                     help="a dynamic dim (repeatable), e.g. image:0=batch image:2=height (default: axis 0 of every "
+                          "input is batch)")
+    own.add_argument("--output-name", action="append", default=None, help="output names in order (repeatable; "
+                     "default output, or output.0, output.1, ...)")
+    own.add_argument("--held-out", default=None, metavar="NPZ", help="inputs to gate on and record for optimize "
+                     "(default: drawn like the example's values, at sizes the trace did not see)")
+    own.add_argument("--limit", action="append", default=None, metavar="NAME=SIZE",
+                     help="the largest value of a dynamic dim, for TensorRT profiles (default: batch 16, others 4x "
+                          "their traced size)")
+    own.add_argument("--atol", type=float, default=1e-4, help="the gate's absolute tolerance (default 1e-4)")
+    own.add_argument("--rtol", type=float, default=1e-3, help="the gate's relative tolerance (default 1e-3)")
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("generate", help="sample from a package and write a PNG grid (or stream text)")
@@ -271,22 +316,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iters", type=int, default=200, help="graph calls per engine (token packages: a tenth as many whole generations)")
     p.add_argument("--warmup", type=int, default=20)
     p.add_argument("--json", default=None, help="write the report as JSON here")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "int8", "fp16", "fused"),
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS,
                    help="run the package's int8 / fp16 / fused variants where it has them")
     p.add_argument("--vs-torch", default=None, metavar="CHECKPOINT",
-                   help="also run PyTorch eager from this checkpoint, interleaved, and report the ratio")
+                   help="also run PyTorch eager from this checkpoint (a generic package: its FILE.py:FACTORY), "
+                        "interleaved, and report the ratio")
+    p.add_argument("--shapes", action="append", default=None, metavar="NAME=SIZE[,NAME=SIZE]",
+                   help="the size of each dynamic dim other than the batch, as trtexec's --shapes (default: the "
+                        "traced sizes of a generic package, else 1)")
     runtime_options(p)
     p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("optimize", help="add int8 or fp16 variants of a package's graphs, each behind a quality gate")
     p.add_argument("package")
-    p.add_argument("--precision", required=True, choices=("int8", "fp16", "fused"),
+    p.add_argument("--precision", required=True, choices=VARIANT_PRECISIONS,
                    help="fused: fp32 after ONNX Runtime's transformer fusions (gpt packages, ort-cpu only)")
     p.add_argument("--calibration", type=int, default=64, help="int8: inputs to calibrate activation ranges on (default 64)")
     p.add_argument("--target", default="ort-cpu", choices=("ort-cpu", "tensorrt"),
                    help="ort-cpu keeps an int8 variant only where it is faster here; tensorrt keeps every one that passes its gate")
     p.add_argument("--checkpoint", default=None,
                    help="the checkpoint the package was exported from (default: the path its manifest records)")
+    p.add_argument("--inputs", default=None, metavar="NPZ",
+                   help="feeds to calibrate (first half) and gate (second half) on, instead of the checkpoint's data "
+                        "(a generic package: default the held-out inputs recorded at export)")
     p.set_defaults(func=_cmd_optimize)
 
     p = sub.add_parser("check", help="without a GPU: what TensorRT's ONNX parser will refuse in a package")
@@ -300,7 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("build", help="build (or find in the cache) TensorRT engines for a package on this GPU")
     p.add_argument("package")
     p.add_argument("--backend", default="tensorrt", choices=("tensorrt",))
-    p.add_argument("--precision", default="fp32", choices=("fp32", "int8", "fp16"))
+    p.add_argument("--precision", default="fp32", choices=ENGINE_PRECISIONS)
     p.add_argument("--profile", action="append", default=None, metavar="NAME=MIN:OPT:MAX",
                    help="optimization profile of a dynamic dim (default: batch 1:1:16, others 1:1:their limit)")
     p.add_argument("--cache-dir", default=None, help="engine cache folder (default: PACKAGE/.edgegen-cache/tensorrt)")
@@ -318,6 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="demo")
     p.add_argument("--train", action="store_true", help="train from scratch instead of using the shipped weights")
     p.add_argument("--iters", type=int, default=200, help="benchmark iterations per engine")
+    p.add_argument("--only", nargs="+", default=None, metavar="FAMILY", help="only these families' models")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=_cmd_demo)
     return parser

@@ -12,30 +12,39 @@ import time
 from pathlib import Path
 
 from .bench import bench_package, format_table, machine_info
+from .errors import CheckpointError, ConfigError
+from .families import PRETRAINED
 from .package import atomic_write_text, staged_directory
 
-PRETRAINED = Path(__file__).parent / "pretrained"
 BENCH_BATCH = 8
 
 
-def demo_models() -> list[tuple]:
-    """(family, demo model) for every registered family's shipped checkpoints, in registry order."""
-    from .families import families
+def demo_models(only: list[str] | None = None) -> list[tuple]:
+    """(family, demo model) for every registered family's shipped checkpoints, in registry order
+    (only: those of these families)."""
+    from .families import families, get
 
-    return [(family, model) for family in families() for model in family.demo]
+    if only:
+        for name in only:
+            get(name)   # an unknown name is an error, not an empty demo
+    return [(family, model) for family in families() for model in family.demo if not only or family.name in only]
 
 
-def run_demo(out: str | Path, train_models: bool = False, overwrite: bool = False, iters: int = 200) -> Path:
+def run_demo(out: str | Path, train_models: bool = False, overwrite: bool = False, iters: int = 200,
+             only: list[str] | None = None) -> Path:
     """Write the demo into `out` (atomically: a failed demo leaves no half-written folder)."""
     from .export import export_checkpoint
     from .training.train import train
     from .runtimes import load
 
+    models = demo_models(only)
+    if not models:
+        raise ConfigError(f"demo: expected families with demo models, found none among {only}")
     out = Path(out)
     started = time.perf_counter()
     with staged_directory(out, overwrite=overwrite) as stage:
         sections, summary = [], {"machine": machine_info(), "families": {}}
-        for family, model in demo_models():
+        for family, model in models:
             ckpt = stage / "ckpt" / model.name
             if train_models:
                 # a model that builds on another (a ControlNet's base) takes the one trained before it
@@ -43,7 +52,11 @@ def run_demo(out: str | Path, train_models: bool = False, overwrite: bool = Fals
                 train(family.name, ckpt, data=model.data, **built_on)
                 origin = f"trained here: `edgegen train {family.name} --data {model.data}`"
             else:
-                shutil.copytree(PRETRAINED / model.name, ckpt)
+                shipped = Path(model.folder or PRETRAINED) / model.name
+                if not shipped.is_dir():
+                    raise CheckpointError(f"demo model {model.name!r}: expected its shipped checkpoint at {str(shipped)!r}, "
+                                          "found none (edgegen demo --train trains it here)")
+                shutil.copytree(shipped, ckpt)
                 origin = f"shipped weights, made by `{model.command(family.name)}`"
             pkg = stage / "pkg" / model.name
             export_checkpoint(ckpt, pkg)

@@ -25,11 +25,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from .errors import CheckpointError, ConfigError
+from .errors import ConfigError
 from .families import families, get as get_family, package_config
-from .package import Package, atomic_write_bytes, sha256_file, write_manifest
+from .package import VARIANT_PRECISIONS, Package, atomic_write_bytes, sha256_file, write_manifest
 
-PRECISIONS = ("int8", "fp16", "fused")   # fused: fp32 after ONNX Runtime's transformer fusions
 TARGETS = ("ort-cpu", "tensorrt")
 MIN_PSNR_DB = {"int8": 30.0, "fp16": 40.0, "fused": 60.0}
 MIN_TOP1, MIN_COSINE = 0.95, 0.995
@@ -61,13 +60,17 @@ class GateResult:
 
 def optimize_package(path: str | os.PathLike, precision: str, calibration: int = 64, target: str = "ort-cpu",
                      checkpoint: str | os.PathLike | None = None, seed: int = 0, min_psnr: float | None = None,
-                     progress=print) -> dict:
+                     progress=print, inputs: str | os.PathLike | None = None) -> dict:
     """Add a `precision` variant of each graph of the package that passes its gate; returns
-    {part: record} as written into the manifest's `variants`."""
-    from .export import export_spec
+    {part: record} as written into the manifest's `variants`.
 
-    if precision not in PRECISIONS:
-        raise ConfigError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    The calibration and gate inputs come from the family's export spec over the checkpoint's
+    data; for a family without a training side (a user's own module) from `inputs` (an .npz
+    of feeds) or from the held-out inputs the export recorded: the first half of the feeds
+    calibrates, the second half, never seen by the calibration, gates."""
+
+    if precision not in VARIANT_PRECISIONS:
+        raise ConfigError(f"precision {precision!r}: expected one of {', '.join(VARIANT_PRECISIONS)}")
     if target not in TARGETS:
         raise ConfigError(f"target {target!r}: expected one of {', '.join(TARGETS)}")
     if precision == "fused" and target != "ort-cpu":
@@ -76,36 +79,60 @@ def optimize_package(path: str | os.PathLike, precision: str, calibration: int =
     if isinstance(calibration, bool) or not isinstance(calibration, int) or calibration < BATCH:
         raise ConfigError(f"calibration: expected at least {BATCH} inputs, found {calibration!r}")
     package = Package(path)
-    ckpt = _source_checkpoint(package, checkpoint)
-    spec = export_spec(package.family)
-    data = spec.load_data(ckpt, ckpt.data.get("source", "digits")) if spec.needs_data else None
+    family, config = package_config(package)
+    feeds = _given_feeds(package, family, config, inputs) if inputs is not None or family.model is None \
+        else _spec_feeds(package, checkpoint, calibration, seed)
     records = {}
-    for graph in spec.graphs:
-        rng = np.random.default_rng(seed)
-        make = lambda n: [graph.realistic_inputs(ckpt, BATCH, rng, data) for _ in range(n)]  # noqa: E731
-        calibration_feeds, gate_feeds = make(calibration // BATCH), make(GATE_BATCHES)
-        records[graph.part] = _variant(package, graph.part, precision, target, calibration_feeds, gate_feeds,
-                                       min_psnr, ckpt.data.get("source"))
-        r = records[graph.part]
-        progress(f"{graph.part}: {precision} " + (f"written ({r['gate']['line']}, {r['speedup_ort_cpu']:.2f}x fp32's speed on ort-cpu)"
-                                                   if "file" in r else f"not written: {r['refused']}"))
+    for part, (calibration_feeds, gate_feeds, source) in feeds.items():
+        records[part] = _variant(package, part, precision, target, calibration_feeds, gate_feeds, min_psnr, source)
+        r = records[part]
+        progress(f"{part}: {precision} " + (f"written ({r['gate']['line']}, {r['speedup_ort_cpu']:.2f}x fp32's speed on ort-cpu)"
+                                             if "file" in r else f"not written: {r['refused']}"))
     _record(package, precision, records)
     return records
 
 
-def _source_checkpoint(package: Package, given):
-    from .training.checkpoint import load_checkpoint
+def _spec_feeds(package: Package, checkpoint, calibration: int, seed: int) -> dict:
+    """{part: (calibration feeds, gate feeds, data source)} made by the family's export spec from
+    the checkpoint's own data."""
+    from .export import export_spec
+    from .training.checkpoint import load_source_checkpoint
 
-    source = given or package.manifest.provenance.get("source_checkpoint", {}).get("path")
-    if not source or not Path(source).is_dir():
-        raise CheckpointError(f"package {str(package.path)!r}: expected the checkpoint it was exported from (for "
-                              f"calibration data and held-out inputs), found {source!r}; pass --checkpoint")
-    ckpt = load_checkpoint(source)
-    expected = package.manifest.provenance.get("source_checkpoint", {}).get("weights_sha256")
-    if expected and expected != ckpt.weights_sha256:
-        raise CheckpointError(f"checkpoint {str(source)!r}: expected the weights the package was exported from "
-                              f"(sha256 {expected[:12]}...), found {ckpt.weights_sha256[:12]}...")
-    return ckpt
+    ckpt = load_source_checkpoint(package, checkpoint)
+    spec = export_spec(package.family)
+    data = spec.load_data(ckpt, ckpt.data.get("source", "digits")) if spec.needs_data else None
+    feeds = {}
+    for graph in spec.graphs:
+        rng = np.random.default_rng(seed)
+        make = lambda n: [graph.realistic_inputs(ckpt, BATCH, rng, data) for _ in range(n)]  # noqa: E731
+        feeds[graph.part] = (make(calibration // BATCH), make(GATE_BATCHES), ckpt.data.get("source"))
+    return feeds
+
+
+def _given_feeds(package: Package, family, config, inputs) -> dict:
+    """{part: (calibration feeds, gate feeds, source)} from an .npz of feeds or the recorded ones."""
+    from .runtimes.feeds import read_feeds
+
+    if inputs is not None:
+        feeds, source = read_feeds(inputs), str(inputs)
+    elif family.recorded_inputs is not None:
+        feeds, source = family.recorded_inputs(package, config), "held-out inputs recorded at export"
+    else:
+        raise ConfigError(f"package {str(package.path)!r}: expected --inputs (an .npz of feeds) for a {family.name} "
+                          "package, which has no checkpoint to draw inputs from, found none")
+    if len(feeds) < 2:
+        raise ConfigError(f"inputs ({source}): expected at least 2 feeds (half calibrate, half gate), found {len(feeds)}")
+    half = len(feeds) // 2
+    out = {}
+    for part, entry in package.graphs.items():
+        names = [s.name for s in entry.inputs]
+        missing = sorted({n for feed in feeds for n in names if n not in feed})
+        if missing:
+            raise ConfigError(f"inputs ({source}): expected graph {part!r}'s inputs {names} in every feed, "
+                              f"found {missing} missing")
+        picked = [{n: feed[n] for n in names} for feed in feeds]
+        out[part] = (picked[:half], picked[half:], source)
+    return out
 
 
 def _variant(package, part, precision, target, calibration_feeds, gate_feeds, min_psnr, source) -> dict:
@@ -240,4 +267,4 @@ def _record(package: Package, precision: str, records: dict) -> None:
     Package(package.path)  # read back through the runtime's checks
 
 
-__all__ = ["optimize_package", "gate_variant", "psnr", "PRECISIONS", "TARGETS"]
+__all__ = ["optimize_package", "gate_variant", "psnr", "TARGETS"]

@@ -66,7 +66,8 @@ def export_model(ckpt: Checkpoint, out: str | Path, data: str | None = None, ops
             name=name or Path(checkpoint).resolve().name,
             config=_runtime_config(family, spec, ckpt).to_json(),
             graphs=graphs,
-            provenance=_provenance(ckpt, opset),
+            provenance=provenance(opset, {"path": str(ckpt.path.resolve()), "weights_sha256": ckpt.weights_sha256},
+                                  training=ckpt.training),
         )
         write_manifest(stage, manifest)
         Package(stage)  # read back what we wrote, through the runtime's own checks
@@ -115,9 +116,12 @@ def _export_graph(graph: GraphSpec, ckpt, images, stage: Path, opset: int, seed:
     return entry, results
 
 
-def _provenance(ckpt, opset: int) -> dict:
+def provenance(opset: int, source: dict, training: dict | None = None) -> dict:
+    """What made a package: the versions, the time, and its source (a checkpoint's path and weights
+    hash, or a user's module and its weights hash)."""
     import onnxscript
 
+    key = "source_checkpoint" if "path" in source else "source_module"
     return {
         "edgegen": __version__,
         "torch": torch.__version__,
@@ -127,10 +131,10 @@ def _provenance(ckpt, opset: int) -> dict:
         "opset": opset,
         "python": platform.python_version(),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "source_checkpoint": {"path": str(ckpt.path.resolve()), "weights_sha256": ckpt.weights_sha256},
-        "training": ckpt.training,
+        key: source,
+        "training": training or {},
     }
 
 
-__all__ = ["export_checkpoint", "export_model", "export_module", "export_spec", "ExportSpec", "GraphSpec", "compare", "gate_graph",
+__all__ = ["export_checkpoint", "export_model", "provenance", "export_module", "export_spec", "ExportSpec", "GraphSpec", "compare", "gate_graph",
            "DEFAULT_OPSET"]

@@ -13,7 +13,7 @@ from ..runtimes.session import Session
 @dataclass
 class Comparison:
     output: str
-    batch: int
+    batch: int | str          # the batch size, or for a user's module the feed's sizes ("batch=1, height=48")
     max_abs: float
     max_rel: float
     finite: bool
@@ -21,7 +21,8 @@ class Comparison:
 
     def line(self) -> str:
         verdict = "ok" if self.passed else ("NaN/Inf" if not self.finite else "MISMATCH")
-        return f"{self.output} @ batch {self.batch}: max abs {self.max_abs:.3g}, max rel {self.max_rel:.3g} [{verdict}]"
+        where = f"batch {self.batch}" if isinstance(self.batch, int) else self.batch
+        return f"{self.output} @ {where}: max abs {self.max_abs:.3g}, max rel {self.max_rel:.3g} [{verdict}]"
 
 
 def compare(output: str, batch: int, ours: np.ndarray, reference: np.ndarray, atol: float, rtol: float) -> Comparison:
@@ -42,14 +43,27 @@ def gate_graph(part: str, module: torch.nn.Module, session: Session, make_inputs
                atol: float, rtol: float) -> list[Comparison]:
     """Run the graph in ONNX Runtime (through the same session class users get) and the
     module in PyTorch on the same realistic inputs at each batch size; compare every output."""
+    return [r for batch in batches for r in _compare_feed(module, session, make_inputs(batch), batch, atol, rtol)]
+
+
+def gate_feeds(module: torch.nn.Module, session: Session, feeds: list[dict], atol: float, rtol: float) -> list[Comparison]:
+    """The gate over given feeds (a user's module: inputs at sizes the trace did not see), each
+    labelled by its dynamic dims' sizes."""
     results = []
-    for batch in batches:
-        feeds = make_inputs(batch)
-        with torch.inference_mode():
-            reference = module(*(torch.from_numpy(feeds[s.name]) for s in session.inputs))
-        if isinstance(reference, torch.Tensor):
-            reference = (reference,)
-        ours = session.run(feeds)
-        for spec, ref in zip(session.outputs, reference):
-            results.append(compare(spec.name, batch, ours[spec.name], ref.numpy(), atol, rtol))
+    for feed in feeds:
+        sizes = {}
+        for spec in session.inputs:
+            sizes.update({d: n for d, n in zip(spec.shape, feed[spec.name].shape) if isinstance(d, str)})
+        label = ", ".join(f"{d}={n}" for d, n in sizes.items()) or "static shapes"
+        results += _compare_feed(module, session, feed, label, atol, rtol)
     return results
+
+
+def _compare_feed(module, session, feeds, label, atol, rtol) -> list[Comparison]:
+    with torch.inference_mode():
+        reference = module(*(torch.from_numpy(feeds[s.name]) for s in session.inputs))
+    if isinstance(reference, torch.Tensor):
+        reference = (reference,)
+    ours = session.run(feeds)
+    return [compare(spec.name, label, ours[spec.name], ref.numpy(), atol, rtol)
+            for spec, ref in zip(session.outputs, reference)]

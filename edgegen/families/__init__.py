@@ -24,11 +24,13 @@ import pkgutil
 import types
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
-from ..errors import CheckpointError, ManifestError, UnknownFamilyError
+from ..errors import CheckpointError, ConfigError, ManifestError, UnknownFamilyError
 
 ENTRY_POINT_GROUP = "edgegen.families"
+PRETRAINED = Path(__file__).resolve().parent.parent / "pretrained"   # the built-in families' shipped checkpoints
 
 
 # -- the typed runtime config ----------------------------------------------------------------
@@ -130,6 +132,7 @@ class DemoModel:
     name: str
     data: str
     checkpoints: dict = field(default_factory=dict)   # train keyword -> the demo model it builds on (a ControlNet's base)
+    folder: str | None = None    # where its shipped checkpoint lies (default: edgegen/pretrained)
 
     def command(self, family: str) -> str:
         extra = "".join(f" --{k.replace('_', '-')} edgegen/pretrained/{v}" for k, v in self.checkpoints.items())
@@ -173,6 +176,17 @@ class Family:
     # transformers architectures this family imports (`edgegen export ARCH --from-transformers DIR`):
     # architecture -> "module:function" (architecture, folder, out, **export options) -> package path
     importers: dict = field(default_factory=dict)
+    # runtime config -> {dynamic dim: size} bench uses where --shapes does not set a dim (default 1)
+    bench_dims: Callable[[Any], dict[str, int]] | None = None
+    # (package, runtime config) -> feeds recorded in the package: what optimize calibrates and gates
+    # on for a family without a training side
+    recorded_inputs: Callable[[Any, Any], list] | None = None
+    # "module:function" (reference, package) -> {graph: torch module}: what `bench --vs-torch REF` runs
+    # for a family without checkpoints (default: the export spec's modules of a checkpoint)
+    eager_modules: str | None = None
+    # a tiny run for the contract test (tests/test_families.py): {"train": train() options, "generate":
+    # `edgegen generate` arguments ("{hint}" is an image file), "out": the file generate writes}
+    smoke: dict = field(default_factory=lambda: {"train": {"steps": 2}})
     order: int = 1000                    # where it stands in listings (built-ins first)
 
     def __post_init__(self):
@@ -202,6 +216,9 @@ class Family:
     def limits(self, config: RuntimeConfig) -> dict[str, int]:
         return dict(self.dim_limits(config)) if self.dim_limits else {}
 
+    def eager_modules_function(self) -> Callable | None:
+        return None if self.eager_modules is None else _resolve(self.eager_modules, "")
+
     def showcase_function(self) -> Callable | None:
         return None if self.showcase is None else _resolve(self.showcase, "showcase")
 
@@ -223,8 +240,8 @@ def register(family: Family) -> Family:
     Registering the same object again is harmless; another family under a taken name is refused."""
     existing = _REGISTRY.get(family.name)
     if existing is not None and existing is not family:
-        raise UnknownFamilyError(f"family {family.name!r}: expected a new name, found one already registered "
-                                 f"(by {existing.pipeline.__module__})")
+        raise ConfigError(f"family {family.name!r}: expected a new name, found one already registered "
+                          f"(by {existing.pipeline.__module__})")
     _REGISTRY[family.name] = family
     return family
 

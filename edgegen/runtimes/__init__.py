@@ -10,14 +10,13 @@ from pathlib import Path
 
 from ..errors import BackendError
 from ..families import package_config
-from ..package import Package
+from ..package import PRECISIONS, Package
 from .backends import available_backends, resolve_backend
 from .ort import OrtSession
 from .pipeline import Pipeline
 from .session import Session, check_feeds
 
 
-PRECISIONS = ("fp32", "int8", "fp16", "fused")
 
 
 def open_sessions(package: Package, backend: str = "auto", threads: int | None = None,

@@ -1,6 +1,6 @@
 """TensorRT engines: built on the device, cached beside the package, never moved.
 
-The cache key is everything an engine depends on (DESIGN.md): the graph file's sha256, the
+The cache key is everything an engine depends on (docs/architecture.md): the graph file's sha256, the
 TensorRT version, the GPU's name and compute capability, the precision and the shape
 profile. An engine is stored with a sidecar JSON holding its key and its own sha256; on load
 a sidecar whose key differs (another TensorRT, another GPU, another profile or graph) or an
@@ -26,6 +26,7 @@ from ..families import package_config
 from ..package import TensorSpec, atomic_write_bytes, atomic_write_text
 from .session import Session
 
+ENGINE_PRECISIONS = ("fp32", "int8", "fp16")   # the fused variant holds ONNX Runtime's own ops
 DEFAULT_BATCH_PROFILE = (1, 1, 16)
 DEFAULT_WORKSPACE_BYTES = 2 << 30
 

@@ -73,6 +73,22 @@ def save_checkpoint(out: str | Path, family: str, config: Any, model: torch.nn.M
     return Path(out)
 
 
+def load_source_checkpoint(package, given: str | Path | None = None) -> Checkpoint:
+    """The checkpoint a package was exported from (`given`, else the path its manifest records),
+    refused unless its weights are the ones the package was exported from."""
+    recorded = package.manifest.provenance.get("source_checkpoint", {})
+    source = given or recorded.get("path")
+    if not source or not Path(source).is_dir():
+        raise CheckpointError(f"package {str(package.path)!r}: expected the checkpoint it was exported from, found "
+                              f"{str(source) if source else None!r}; pass it (--checkpoint, --vs-torch)")
+    ckpt = load_checkpoint(source)
+    expected = recorded.get("weights_sha256")
+    if expected and expected != ckpt.weights_sha256:
+        raise CheckpointError(f"checkpoint {str(source)!r}: expected the weights package {str(package.path)!r} was "
+                              f"exported from (sha256 {expected[:12]}...), found {ckpt.weights_sha256[:12]}...")
+    return ckpt
+
+
 def load_checkpoint(path: str | Path) -> Checkpoint:
     path = Path(path)
     meta_path, weights_path = path / CONFIG, path / WEIGHTS

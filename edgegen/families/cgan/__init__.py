@@ -15,5 +15,6 @@ FAMILY = register(Family(
                     "default: none)", {"type": float})),
     demo=(DemoModel("cgan-digits", "digits"),),
     showcase="edgegen.families.cgan.demo",
+    smoke={"train": {"steps": 2, "batch_size": 8, "image_size": 16, "width": 8}},
     order=40,
 ))

@@ -17,5 +17,6 @@ FAMILY = register(Family(
     generate=generate,
     demo=(DemoModel("controlnet-digits", "digits", checkpoints={"base": "diffusion-digits"}),),
     showcase="edgegen.families.controlnet.demo",
+    smoke={"train": {"steps": 2, "batch_size": 8}, "generate": ["--steps", "2", "--control", "{hint}"]},
     order=70,
 ))

@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 
 from ...errors import ConfigError
+from .. import PRETRAINED
 from .pipeline import coarse_hint
 from ..diffusion import model as diffusion
 
@@ -30,7 +31,7 @@ DEFAULT_BATCH = 64
 DEFAULT_LR = 5e-4
 DEFAULT_IMAGE_SIZE = None   # the base model's
 CONTROL_OPTIONS = {"hint_factor", "control_label_dropout", "ema_decay"}   # what a ControlNet may set itself
-DEFAULT_BASE = Path(__file__).resolve().parents[1] / "pretrained" / "diffusion-digits"
+DEFAULT_BASE = PRETRAINED / "diffusion-digits"
 
 
 @dataclass

@@ -15,5 +15,6 @@ FAMILY = register(Family(
     generate=generate,
     demo=(DemoModel("diffusion-digits", "digits"),),
     showcase="edgegen.families.diffusion.demo",
+    smoke={"train": {"steps": 2, "batch_size": 8, "width": 8}, "generate": ["--steps", "2"]},
     order=60,
 ))

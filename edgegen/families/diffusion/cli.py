@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from ...families import GenerateRequest, Option
-from .pipeline import DEFAULT_STEPS
-
-DEFAULT_SAMPLER = "dpmpp-2m"
+from .pipeline import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS
 SAMPLING_OPTIONS = (
     Option("--steps", "steps", "sampling steps", {"type": int}, DEFAULT_STEPS),
     Option("--sampler", "sampler", "ddpm, ddim, dpmpp-2m, euler or euler-a", {}, DEFAULT_SAMPLER),
-    Option("--guidance", "guidance_scale", "classifier-free guidance scale", {"type": float}, 3.0),
+    Option("--guidance", "guidance_scale", "classifier-free guidance scale", {"type": float}, DEFAULT_GUIDANCE),
     Option("--label", "labels", "class to generate (default: unconditional)", {"type": int}),
     Option("--eta", "eta", "DDIM's eta (0 = deterministic)", {"type": float}, 0.0),
 )

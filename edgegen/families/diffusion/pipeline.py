@@ -15,6 +15,8 @@ from .. import positive
 from ...runtimes.pipeline import ImageConfig, Pipeline, as_float_array, check_count, check_number, make_rng
 
 DEFAULT_STEPS = 20
+DEFAULT_SAMPLER = "dpmpp-2m"
+DEFAULT_GUIDANCE = 3.0
 
 
 @dataclass
@@ -48,7 +50,7 @@ class DiffusionPipeline(Pipeline):
     def num_classes(self) -> int:
         return self.config.num_classes
 
-    def make_sampler(self, name: str = "dpmpp-2m", eta: float = 0.0, **options) -> Sampler:
+    def make_sampler(self, name: str = DEFAULT_SAMPLER, eta: float = 0.0, **options) -> Sampler:
         """A sampler configured with the package's training noise schedule."""
         eta = check_number(eta, "eta", 0.0)
         if eta:
@@ -136,20 +138,20 @@ class DiffusionPipeline(Pipeline):
 
     # -- the public API -------------------------------------------------------------------------
 
-    def sample(self, n: int, steps: int = DEFAULT_STEPS, sampler: str = "dpmpp-2m", guidance_scale: float = 3.0, labels=None,
+    def sample(self, n: int, steps: int = DEFAULT_STEPS, sampler: str = DEFAULT_SAMPLER, guidance_scale: float = DEFAULT_GUIDANCE, labels=None,
                seed: int | None = None, eta: float = 0.0, callback: Callback | None = None) -> np.ndarray:
         """n images [n, C, H, W] in [0, 1]. labels: None (unconditional), a class id, or n ids;
         guidance_scale applies when labels are given (1.0 turns guidance off)."""
         return self._sample(check_count(n), steps, sampler, guidance_scale, labels, seed, eta, callback)
 
-    def img2img(self, image, strength: float = 0.6, steps: int = DEFAULT_STEPS, sampler: str = "dpmpp-2m",
-                guidance_scale: float = 3.0, labels=None, seed: int | None = None, eta: float = 0.0,
+    def img2img(self, image, strength: float = 0.6, steps: int = DEFAULT_STEPS, sampler: str = DEFAULT_SAMPLER,
+                guidance_scale: float = DEFAULT_GUIDANCE, labels=None, seed: int | None = None, eta: float = 0.0,
                 callback: Callback | None = None) -> np.ndarray:
         """Noise `image` ([n, C, H, W] in [0, 1]) part of the way (strength 0: unchanged,
         1: all the way) and denoise it back, as diffusers' img2img pipelines do."""
         return self._img2img(image, strength, steps, sampler, guidance_scale, labels, seed, eta, callback)
 
-    def inpaint(self, image, mask, steps: int = DEFAULT_STEPS, sampler: str = "dpmpp-2m", guidance_scale: float = 3.0,
+    def inpaint(self, image, mask, steps: int = DEFAULT_STEPS, sampler: str = DEFAULT_SAMPLER, guidance_scale: float = DEFAULT_GUIDANCE,
                 labels=None, seed: int | None = None, eta: float = 0.0, callback: Callback | None = None) -> np.ndarray:
         """Generate the pixels where mask is 1 and keep the others: after every step the
         known part is replaced by the image noised to the next step's level, and at the end

@@ -16,5 +16,6 @@ FAMILY = register(Family(
     generate=generate,
     demo=(DemoModel("flow-moons", "moons"), DemoModel("flow-digits", "digits")),
     showcase="edgegen.families.flow.demo",
+    smoke={"train": {"steps": 2, "batch_size": 8, "hidden": 8}},
     order=90,
 ))

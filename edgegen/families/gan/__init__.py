@@ -12,5 +12,6 @@ FAMILY = register(Family(
     export="edgegen.families.gan.export",
     demo=(DemoModel("gan-digits", "digits"),),
     showcase="edgegen.families.gan.demo",
+    smoke={"train": {"steps": 2, "batch_size": 8, "image_size": 16, "width": 8}},
     order=15,
 ))

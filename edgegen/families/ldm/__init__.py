@@ -15,5 +15,7 @@ FAMILY = register(Family(
     generate=generate,
     demo=(DemoModel("ldm-digits", "digits"),),
     showcase="edgegen.families.diffusion.demo",
+    smoke={"train": {"steps": 3, "batch_size": 8, "image_size": 16, "width": 8, "autoencoder_width": 8},
+           "generate": ["--steps", "2"]},
     order=80,
 ))

@@ -15,5 +15,6 @@ FAMILY = register(Family(
     demo=(DemoModel("pixelcnn-digits", "digits"),),
     showcase="edgegen.families.pixelcnn.demo",
     dim_limits=lambda c: {"rows": c.image_shape[-2]},
+    smoke={"train": {"steps": 2, "batch_size": 8, "width": 8, "layers": 2}},
     order=110,
 ))

@@ -14,5 +14,6 @@ FAMILY = register(Family(
              Option("--noise-mode", "noise_mode", "the synthesis noise", {"choices": NOISE_MODES}, "const")),
     demo=(DemoModel("stylegan-digits", "digits"),),
     showcase="edgegen.families.stylegan.demo",
+    smoke={"train": {"steps": 2, "batch_size": 8, "image_size": 16, "width": 8, "w_dim": 16, "latent_dim": 16}},
     order=50,
 ))

@@ -5,7 +5,7 @@ resolutions. Trained like the GAN family (non-saturating loss, lazy R1, EMA gene
 style-mixing regularization.
 
 Two departures from the paper, both for the edge: upsampling is a nearest-neighbour resize
-followed by the layer's convolution (int8-friendly in ONNX Runtime, see DESIGN.md) instead of
+followed by the layer's convolution (int8-friendly in ONNX Runtime, see docs/architecture.md) instead of
 a transposed convolution with an FIR filter, and the modulation is applied to the activations
 (x * style, a shared convolution, then * demodulation coefficients), the paper's own
 non-fused form: a grouped convolution would need the batch size as a static attribute in

@@ -12,5 +12,6 @@ FAMILY = register(Family(
     export="edgegen.families.vae.export",
     demo=(DemoModel("vae-digits", "digits"),),
     showcase="edgegen.families.vae.demo",
+    smoke={"train": {"steps": 2, "batch_size": 8, "image_size": 16, "width": 8}},
     order=10,
 ))

@@ -13,5 +13,6 @@ FAMILY = register(Family(
     export="edgegen.families.vaegan.export",
     demo=(DemoModel("vaegan-digits", "digits"),),
     showcase="edgegen.families.vae.demo",
+    smoke={"train": {"steps": 2, "batch_size": 8, "image_size": 16, "width": 8}},
     order=20,
 ))

@@ -1,0 +1,26 @@
+"""The generic family: a user's own PyTorch module, exported as one validated graph.
+
+No training side: `edgegen.export_pytorch(module, inputs, out, dynamic=...)` or
+`edgegen export --module model.py:factory --inputs example.npz` writes its packages
+(docs/bring-your-own-model.md). The runtime runs named arrays in, named arrays out; bench,
+optimize (on the held-out inputs recorded at export, or the user's), check and build take
+it like any other family."""
+
+from .. import Family, Option, register
+from .cli import generate
+from .pipeline import GenericConfig, GenericPipeline, recorded_inputs
+
+FAMILY = register(Family(
+    name="generic",
+    summary="your own PyTorch module: named arrays in, named arrays out (export with --module)",
+    pipeline=GenericPipeline,
+    config=GenericConfig,
+    options=(Option("--inputs", "inputs", "an .npz of the graph's named inputs (default: the first feed "
+                    "recorded at export); --out names the .npz of outputs", {"metavar": "NPZ"}),),
+    generate=generate,
+    dim_limits=lambda c: dict(c.dim_limits),
+    bench_dims=lambda c: dict(c.example_dims),
+    recorded_inputs=recorded_inputs,
+    eager_modules="edgegen.families.generic.export:eager_modules",
+    order=900,
+))

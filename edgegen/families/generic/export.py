@@ -1,0 +1,257 @@
+"""A user's own PyTorch module -> a validated package of the generic family.
+
+`export_pytorch(module, inputs, out, dynamic=...)` traces the module at the example inputs,
+then gates the graph against PyTorch on inputs at sizes the trace did not see (drawn like the
+example's values, plus the user's held-out inputs), refuses NaN/Inf, and writes the package
+with those inputs recorded for `edgegen optimize`. The CLI form is
+`edgegen export --module model.py:factory --inputs example.npz --dynamic image:0=batch`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import os
+import sys
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import onnx
+import torch
+
+from ...errors import CheckpointError, ConfigError, ValidationError
+from ...export import provenance
+from ...export.onnx_export import DEFAULT_OPSET, export_module, value_spec
+from ...export.validate import gate_feeds
+from ...package import DTYPES, GraphEntry, Manifest, Package, TensorSpec, sha256_file, staged_directory, write_manifest
+from ...runtimes.feeds import read_feeds, write_feeds
+from ...runtimes.ort import OrtSession
+from . import FAMILY
+from .pipeline import GenericConfig
+
+GRAPH = "model"
+HELD_OUT_FILE = "held_out.npz"
+DEFAULT_LIMIT_FACTOR = 4      # a non-batch dynamic dim may grow to this many times its traced size by default
+SYNTHESIZED_FEEDS = 8
+
+
+def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str | os.PathLike, *,
+                   dynamic: Mapping[str, Mapping[int, str]] | None = None, output_names: list[str] | None = None,
+                   held_out: list[Mapping[str, Any]] | str | os.PathLike | None = None,
+                   dim_limits: Mapping[str, int] | None = None, name: str | None = None, opset: int = DEFAULT_OPSET,
+                   atol: float = 1e-4, rtol: float = 1e-3, overwrite: bool = False, seed: int = 0,
+                   source: str = "") -> Path:
+    """Export `module` (called as module(*inputs.values())) to a package at `out`.
+
+    inputs: example arrays (numpy or torch), by input name, in forward's order.
+    dynamic: {input name: {axis: dim name}}; the same name on two inputs means the dims are
+        equal. Default: axis 0 of every input is "batch". {} exports every shape static.
+    held_out: inputs to gate on and to record for optimize (a list of feeds, or an .npz as
+        `edgegen.runtimes.feeds` reads it); default: drawn like the example's values.
+    dim_limits: the largest value of each dynamic dim (TensorRT profiles); default batch 16,
+        other dims DEFAULT_LIMIT_FACTOR x their traced size.
+    Raises ValidationError, and writes nothing, when the graph does not reproduce PyTorch.
+    """
+    if not isinstance(module, torch.nn.Module):
+        raise ConfigError(f"module: expected a torch.nn.Module, found {type(module).__name__}")
+    example = {str(k): _numpy(v, f"inputs[{k!r}]") for k, v in dict(inputs).items()}
+    if not example:
+        raise ConfigError("inputs: expected at least one named example input, found none")
+    dynamic = {k: {0: "batch"} for k, v in example.items() if v.ndim} if dynamic is None else dict(dynamic)
+    specs = _input_specs(example, dynamic)
+    traced = _traced_sizes(specs, example)
+    limits = {d: (16 if d == "batch" else DEFAULT_LIMIT_FACTOR * s) for d, s in traced.items()}
+    limits.update({str(k): int(v) for k, v in (dim_limits or {}).items()})
+    module = module.eval()
+    outputs = tuple(output_names) if output_names else _output_names(module, example, specs)
+    clashes = sorted(set(outputs) & set(example))
+    if clashes or len(set(outputs)) != len(outputs):
+        raise ConfigError(f"output_names: expected names unlike each other and the inputs' (ONNX names each value "
+                          f"once), found {list(outputs)} with inputs {list(example)}")
+    rng = np.random.default_rng(seed)
+    recorded = _held_out(held_out) if held_out is not None else _synthesized(specs, example, traced, limits, rng)
+    checked = recorded + (_synthesized(specs, example, traced, limits, rng) if held_out is not None else [])
+    config = GenericConfig(graph=GRAPH, dim_limits=limits, example_dims=traced, source=source or type(module).__name__)
+    problems = config.problems()
+    if problems:
+        raise ConfigError("dim_limits: " + "; ".join(problems))
+    with staged_directory(out, overwrite=overwrite) as stage:
+        model = export_module(module, GRAPH, specs, outputs, example, opset)
+        onnx.save(model, str(stage / f"{GRAPH}.onnx"))
+        graph_outputs = tuple(value_spec(v) for v in model.graph.output)
+        session = OrtSession(GRAPH, stage / f"{GRAPH}.onnx", specs, graph_outputs, backend="ort-cpu")
+        results = gate_feeds(module, session, checked, atol, rtol)
+        failures = [f"graph {GRAPH!r} {r.line()} (tolerance atol {atol:g}, rtol {rtol:g})" for r in results if not r.passed]
+        if failures:
+            raise ValidationError(f"export of {config.source!r} does not reproduce PyTorch, package not written: "
+                                  + "; ".join(failures))
+        write_feeds(stage / HELD_OUT_FILE, recorded)
+        config.held_out = {"file": HELD_OUT_FILE, "sha256": sha256_file(stage / HELD_OUT_FILE), "feeds": len(recorded)}
+        validation = {"feeds": [r.batch for r in results], "atol": atol, "rtol": rtol, "passed": True,
+                      "max_abs": max(r.max_abs for r in results), "max_rel": max(r.max_rel for r in results)}
+        entry = GraphEntry(f"{GRAPH}.onnx", sha256_file(stage / f"{GRAPH}.onnx"), specs, graph_outputs,
+                           extra={"opset": opset, "validation": validation})
+        manifest = Manifest(family=FAMILY.name, name=name or Path(out).name, config=config.to_json(),
+                            graphs={GRAPH: entry},
+                            provenance=provenance(opset, {"module": config.source, "weights_sha256": weights_sha256(module)}))
+        write_manifest(stage, manifest)
+        Package(stage)
+    return Path(out)
+
+
+def _numpy(value: Any, what: str) -> np.ndarray:
+    array = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+    if array.dtype == np.float64:   # PyTorch modules compute in float32; numpy's default would trace float64
+        array = array.astype(np.float32)
+    if array.dtype.name not in DTYPES:
+        raise ConfigError(f"{what}: expected one of the dtypes {', '.join(DTYPES)}, found {array.dtype}")
+    return np.ascontiguousarray(array)
+
+
+def _input_specs(example: dict[str, np.ndarray], dynamic: dict) -> tuple[TensorSpec, ...]:
+    unknown = sorted(set(dynamic) - set(example))
+    if unknown:
+        raise ConfigError(f"dynamic: expected input names among {sorted(example)}, found {unknown}")
+    specs = []
+    for name, array in example.items():
+        axes = {int(a): str(d) for a, d in dict(dynamic.get(name, {})).items()}
+        bad = [a for a in axes if not 0 <= a < array.ndim]
+        if bad:
+            raise ConfigError(f"dynamic[{name!r}]: expected axes 0 to {array.ndim - 1}, found {bad}")
+        specs.append(TensorSpec(name, array.dtype.name, tuple(axes.get(i, int(n)) for i, n in enumerate(array.shape))))
+    return tuple(specs)
+
+
+def _traced_sizes(specs, example) -> dict[str, int]:
+    """Each dynamic dim's size in the example; a dim named on two inputs must agree."""
+    sizes: dict[str, int] = {}
+    for spec in specs:
+        for axis, dim in enumerate(spec.shape):
+            if isinstance(dim, str):
+                size = int(example[spec.name].shape[axis])
+                if sizes.setdefault(dim, size) != size:
+                    raise ConfigError(f"dynamic dim {dim!r}: expected the same size on every input, found {sizes[dim]} "
+                                      f"and {size} (input {spec.name!r})")
+                if size < 2:
+                    # the exporter specialises a dim of size 1: it would not stay dynamic
+                    raise ConfigError(f"inputs[{spec.name!r}]: expected dynamic dim {dim!r} to be at least 2 in the "
+                                      f"example, found {size}")
+    return sizes
+
+
+def _output_names(module, example, specs) -> tuple[str, ...]:
+    with torch.inference_mode():
+        result = module(*(torch.from_numpy(example[s.name]) for s in specs))
+    count = 1 if isinstance(result, torch.Tensor) else len(result)
+    return ("output",) if count == 1 else tuple(f"output.{i}" for i in range(count))
+
+
+def _fresh_sizes(dim: str, traced: int, limit: int) -> list[int]:
+    """Two sizes the trace did not see: a batch of 1 and one more; other dims a step up and a step
+    down, the step the largest power of two dividing the traced size, at most half of it (a
+    strided model needs sizes its strides divide)."""
+    if dim == "batch":
+        sizes = [1, traced + 1]
+    else:
+        step = min(traced & -traced, max(1, traced // 2))
+        sizes = [traced + step, traced - step]
+    return [min(s, limit) for s in sizes]
+
+
+def _synthesized(specs, example, traced, limits, rng) -> list[dict[str, np.ndarray]]:
+    """Feeds at the fresh sizes (and the traced one), each value drawn like the example's:
+    floats from a normal with its mean and spread, kept within its range; integers within its range."""
+    settings = [{d: _fresh_sizes(d, s, limits[d])[k] for d, s in traced.items()} for k in (0, 1)] + [dict(traced)]
+    feeds = []
+    for i in range(SYNTHESIZED_FEEDS):
+        sizes = settings[i % len(settings)]
+        feed = {}
+        for spec in specs:
+            shape = tuple(sizes[d] if isinstance(d, str) else d for d in spec.shape)
+            feed[spec.name] = _draw_like(example[spec.name], shape, rng)
+        feeds.append(feed)
+    return feeds
+
+
+def _draw_like(array: np.ndarray, shape: tuple, rng: np.random.Generator) -> np.ndarray:
+    if array.dtype == np.bool_:
+        return rng.random(shape) < array.mean()
+    low, high = (array.min(), array.max()) if array.size else (0, 1)
+    if array.dtype.kind in "iu":
+        return rng.integers(int(low), int(high) + 1, size=shape).astype(array.dtype)
+    spread = float(array.std()) or 1.0
+    drawn = rng.normal(float(array.mean()), spread, size=shape)
+    return np.clip(drawn, low, high).astype(array.dtype) if high > low else drawn.astype(array.dtype)
+
+
+def _held_out(held_out) -> list[dict[str, np.ndarray]]:
+    feeds = read_feeds(held_out) if isinstance(held_out, (str, os.PathLike)) else list(held_out)
+    if not feeds:
+        raise ConfigError("held_out: expected at least one feed of inputs, found none")
+    return [{str(k): _numpy(v, f"held_out[{i}][{k!r}]") for k, v in dict(feed).items()} for i, feed in enumerate(feeds)]
+
+
+def load_factory(reference: str) -> torch.nn.Module:
+    """`path/to/model.py:make_model` or `package.module:make_model` -> the module the factory returns."""
+    location, _, attribute = reference.rpartition(":")
+    if not location or not attribute:
+        raise ConfigError(f"--module {reference!r}: expected FILE.py:FACTORY or package.module:FACTORY")
+    if location.endswith(".py"):
+        path = Path(location)
+        if not path.is_file():
+            raise ConfigError(f"--module {reference!r}: expected a Python file at {location!r}, found nothing there")
+        spec = importlib.util.spec_from_file_location(f"edgegen_user_module_{path.stem}", path)
+        code = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = code
+        spec.loader.exec_module(code)
+    else:
+        try:
+            code = importlib.import_module(location)
+        except ImportError as exc:
+            raise ConfigError(f"--module {reference!r}: expected an importable module {location!r}, found: {exc}") from None
+    factory = getattr(code, attribute, None)
+    if not callable(factory):
+        raise ConfigError(f"--module {reference!r}: expected a callable {attribute!r} in {location!r}, found "
+                          f"{type(factory).__name__ if factory is not None else 'nothing'}")
+    module = factory()
+    if not isinstance(module, torch.nn.Module):
+        raise CheckpointError(f"--module {reference!r}: expected the factory to return a torch.nn.Module, found "
+                              f"{type(module).__name__}")
+    return module
+
+
+def parse_dynamic(specs: list[str] | None) -> dict[str, dict[int, str]] | None:
+    """["image:0=batch", "image:2=height"] -> {"image": {0: "batch", 2: "height"}}; None: the default."""
+    if specs is None:
+        return None
+    dynamic: dict[str, dict[int, str]] = {}
+    for spec in specs:
+        where, _, dim = spec.partition("=")
+        name, _, axis = where.rpartition(":")
+        if not name or not axis.isdigit() or not dim:
+            raise ConfigError(f"--dynamic {spec!r}: expected INPUT:AXIS=NAME, e.g. image:0=batch")
+        dynamic.setdefault(name, {})[int(axis)] = dim
+    return dynamic
+
+
+def weights_sha256(module: torch.nn.Module) -> str:
+    """A hash of the module's parameters and buffers, in state_dict order."""
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def eager_modules(reference: str, package) -> dict[str, torch.nn.Module]:
+    """`edgegen bench PKG --vs-torch FILE.py:FACTORY`: the module the package was exported from,
+    refused when its weights are not the exported ones."""
+    module = load_factory(str(reference)).eval()
+    expected = package.manifest.provenance.get("source_module", {}).get("weights_sha256")
+    found = weights_sha256(module)
+    if expected and expected != found:
+        raise CheckpointError(f"--vs-torch {str(reference)!r}: expected the weights package {str(package.path)!r} was "
+                              f"exported from (sha256 {expected[:12]}...), found {found[:12]}...")
+    return {GRAPH: module}

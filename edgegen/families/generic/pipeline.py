@@ -1,0 +1,102 @@
+"""A user's own PyTorch module, exported by `edgegen.export_pytorch` (or `edgegen export --module`):
+named numpy arrays in, named numpy arrays out, through the same checked session as every family.
+
+The package records inputs held out from the export's trace (the user's, or drawn like the
+example's) so that `edgegen optimize` can calibrate and gate variants without the module."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ...errors import HashMismatchError, InputError, PackageError
+from ...families import RuntimeConfig
+from ...package import TensorSpec, sha256_file
+from ...runtimes.feeds import read_feeds
+from ...runtimes.pipeline import Pipeline
+
+
+@dataclass
+class GenericConfig(RuntimeConfig):
+    """The one graph's name, the largest value of each dynamic dim, the sizes it was traced at,
+    and the held-out inputs recorded beside it."""
+    graph: str = "model"
+    dim_limits: dict = field(default_factory=dict)      # dynamic dim -> its largest value (TensorRT profiles)
+    example_dims: dict = field(default_factory=dict)    # dynamic dim -> the size it was traced at (bench's default)
+    held_out: dict | None = None                        # {"file": "held_out.npz", "sha256": ..., "feeds": n}
+    source: str = ""                                    # where the module came from, for the reader
+
+    def problems(self) -> list[str]:
+        problems = []
+        for what, dims in (("dim_limits", self.dim_limits), ("example_dims", self.example_dims)):
+            bad = {k: v for k, v in dims.items() if isinstance(v, bool) or not isinstance(v, int) or v < 1}
+            if bad:
+                problems.append(f"{what} expected positive integer sizes, found {bad}")
+        over = {d: (v, self.dim_limits[d]) for d, v in self.example_dims.items() if d in self.dim_limits
+                and isinstance(v, int) and isinstance(self.dim_limits[d], int) and v > self.dim_limits[d]}
+        if over:
+            problems.append(f"example_dims expected within dim_limits, found (size, limit) {over}")
+        if self.held_out is not None and not {"file", "sha256"} <= set(self.held_out):
+            problems.append(f"held_out expected file and sha256, found keys {sorted(self.held_out)}")
+        return problems
+
+
+class GenericPipeline(Pipeline):
+    """`pipe(name=array, ...)` or `pipe({name: array})` -> {output name: array}."""
+
+    family = "generic"
+
+    def __init__(self, package, sessions, config: GenericConfig):
+        super().__init__(package, sessions, config)
+        if config.graph not in sessions:
+            raise PackageError(f"package {str(package.path)!r}: config.graph expected one of {sorted(sessions)}, "
+                               f"found {config.graph!r}")
+        self.session = sessions[config.graph]
+
+    @property
+    def inputs(self) -> tuple[TensorSpec, ...]:
+        return self.session.inputs
+
+    @property
+    def outputs(self) -> tuple[TensorSpec, ...]:
+        return self.session.outputs
+
+    def __call__(self, feeds: dict | None = None, **named) -> dict[str, np.ndarray]:
+        given = {**(feeds or {}), **named}
+        return self.session.run({spec.name: _as_array(given.get(spec.name), spec) for spec in self.inputs}
+                                if set(given) == {s.name for s in self.inputs} else given)
+
+    run = __call__
+
+    def held_out_inputs(self) -> list[dict[str, np.ndarray]]:
+        """The inputs recorded at export (held out from the trace), as a list of feeds."""
+        return recorded_inputs(self.package, self.config)
+
+
+def _as_array(value: Any, spec: TensorSpec) -> np.ndarray:
+    """A user's value as the graph's dtype when that keeps its kind (lists, float64 -> float32);
+    an integer array for a float input, or the reverse, is refused rather than cast."""
+    array = np.asarray(value)
+    expected = np.dtype(spec.dtype)
+    if array.dtype == expected:
+        return np.ascontiguousarray(array)
+    if array.dtype.kind != expected.kind and not (array.dtype.kind in "iu" and expected.kind in "iu"):
+        raise InputError(f"input {spec.name!r}: expected {spec.describe()}, found dtype {array.dtype}")
+    return np.ascontiguousarray(array, dtype=expected)
+
+
+def recorded_inputs(package, config: GenericConfig) -> list[dict[str, np.ndarray]]:
+    """The held-out feeds the export recorded, checked against their hash."""
+    if config.held_out is None:
+        raise PackageError(f"package {str(package.path)!r}: expected inputs recorded at export (config.held_out), "
+                           "found none; pass an .npz of inputs instead")
+    path = package.resolve(str(config.held_out["file"]), "config.held_out.file")
+    if not path.is_file():
+        raise PackageError(f"package {str(package.path)!r}: held-out inputs expected at {config.held_out['file']!r}, "
+                           "found no such file")
+    if sha256_file(path) != config.held_out["sha256"]:
+        raise HashMismatchError(f"package {str(package.path)!r}: held-out inputs {config.held_out['file']!r} expected "
+                                f"sha256 {str(config.held_out['sha256'])[:16]}..., found another (changed after export)")
+    return read_feeds(path)

@@ -1,0 +1,62 @@
+"""Feeds in .npz files: what a user hands `edgegen export --module`, `optimize --inputs` and
+`generate --inputs`, and what a generic package records. numpy only.
+
+One feed: one array per input name (`image`, `mask`). Several feeds (inputs of different
+sizes): keys `0/image`, `0/mask`, `1/image`, ... The two forms are not mixed in one file."""
+
+from __future__ import annotations
+
+import io
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+from ..package import atomic_write_bytes
+
+
+def read_feeds(path: str | os.PathLike) -> list[dict[str, np.ndarray]]:
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+    except FileNotFoundError:
+        raise InputError(f"inputs {str(path)!r}: expected an .npz file, found nothing at that path") from None
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise InputError(f"inputs {str(path)!r}: expected an .npz of named arrays (numpy.savez), found: {exc}") from None
+    if not arrays:
+        raise InputError(f"inputs {str(path)!r}: expected at least one array, found none")
+    numbered = [key for key in arrays if "/" in key]
+    if not numbered:
+        return [arrays]
+    if len(numbered) != len(arrays):
+        raise InputError(f"inputs {str(path)!r}: expected keys all of the form N/name or none, found {sorted(arrays)}")
+    feeds: dict[int, dict[str, np.ndarray]] = {}
+    for key, array in arrays.items():
+        index, _, name = key.partition("/")
+        if not index.isdigit() or not name:
+            raise InputError(f"inputs {str(path)!r}: expected keys N/name with N a number, found {key!r}")
+        feeds.setdefault(int(index), {})[name] = array
+    return [feeds[i] for i in sorted(feeds)]
+
+
+def write_feeds(path: str | os.PathLike, feeds: list[dict[str, np.ndarray]]) -> None:
+    """Several feeds as N/name keys (one feed as plain names), written atomically."""
+    arrays = feeds[0] if len(feeds) == 1 else {f"{i}/{name}": a for i, feed in enumerate(feeds) for name, a in feed.items()}
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def parse_dim_sizes(specs: list[str] | None, flag: str) -> dict[str, int]:
+    """["height=512", "width=384"] or ["height=512,width=384"] -> {"height": 512, "width": 384}."""
+    sizes = {}
+    for spec in specs or []:
+        for item in spec.split(","):
+            name, _, value = item.partition("=")
+            if not name or not value.isdigit() or int(value) < 1:
+                raise InputError(f"{flag} {item!r}: expected NAME=SIZE with a positive integer size")
+            sizes[name] = int(value)
+    return sizes

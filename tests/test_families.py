@@ -1,0 +1,120 @@
+"""The family contract, for every registered family (the built-ins and a family registered from
+outside edgegen, tests/own_family): a tiny config through a few training steps, the export
+gate, a load in a process where torch cannot be imported, and generation through the CLI.
+And the registry, the shipped checkpoints and the demo agree."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgegen import families
+from edgegen.errors import ConfigError, UnknownFamilyError
+from edgegen.demo import PRETRAINED, demo_models
+from edgegen.export import export_checkpoint
+from edgegen.images import save_grid
+from edgegen.training.train import train
+
+OWN_FAMILY = Path(__file__).parent / "own_family"   # a separate package, found through its entry point
+sys.path.insert(0, str(OWN_FAMILY))
+import edgegen_pca  # noqa: E402
+
+TRAINABLE = [f for f in families.families() if f.model is not None] + [edgegen_pca.FAMILY]
+
+
+@pytest.fixture
+def registered(monkeypatch):
+    """The outside family in this process's registry for one test (fresh processes find it by its
+    entry point); other tests see the built-ins only."""
+    families.families()
+    monkeypatch.setitem(families._REGISTRY, edgegen_pca.FAMILY.name, edgegen_pca.FAMILY)
+
+GENERATE_WITHOUT_TORCH = textwrap.dedent("""
+    import importlib.abc, sys
+
+    class Block(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("torch", "onnx", "onnxscript", "safetensors"):
+                raise ImportError(f"blocked for this test: {name}")
+
+    sys.meta_path.insert(0, Block())
+    from edgegen.cli import main
+    code = main(["generate", *sys.argv[1:]])
+    blocked = [m for m in sys.modules if m.split(".")[0] in ("torch", "onnx")]
+    assert not blocked, blocked
+    sys.exit(code)
+""")
+
+
+def test_the_registry_holds_the_built_ins_and_the_outside_family(registered):
+    names = families.names()
+    assert names[:2] == ["vae", "gan"] and {"stylegan", "gpt", "wavenet", "generic", "pca"} <= set(names)
+    with pytest.raises(UnknownFamilyError, match="family .hypernet.: expected one of vae, gan"):
+        families.get("hypernet")
+    with pytest.raises(ConfigError, match="expected a new name"):
+        families.register(families.Family("gan", "another gan", edgegen_pca.PCAPipeline, edgegen_pca.PCAConfig))
+
+
+@pytest.mark.parametrize("family", TRAINABLE, ids=lambda f: f.name)
+def test_family_contract(family, tmp_path, registered):
+    smoke = {"train": {"steps": 2}, "generate": [], "out": "samples.png", **family.smoke}
+    ckpt = train(family.name, tmp_path / "ckpt", progress=False, **smoke["train"])
+    pkg = export_checkpoint(ckpt, tmp_path / "pkg")
+    manifest = json.loads((pkg / "edgegen.json").read_text())
+    assert manifest["family"] == family.name
+    assert all(g["validation"]["passed"] for g in manifest["graphs"].values())
+    config = family.runtime_config(manifest["config"], "the exported manifest")
+    assert isinstance(config, family.config)
+    hint = tmp_path / "hint.png"
+    save_grid(np.random.default_rng(0).random((1, 1, 8, 8), dtype=np.float32), hint, scale=1)
+    args = [str(pkg), "--n", "2", "--out", str(tmp_path / smoke["out"]),
+            *(a.format(hint=hint) for a in smoke["generate"])]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(OWN_FAMILY), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run([sys.executable, "-c", GENERATE_WITHOUT_TORCH, *args], capture_output=True, text=True,
+                            timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / smoke["out"]).stat().st_size > 0
+
+
+def test_registry_shipped_checkpoints_and_demo_agree():
+    shipped = {p.name for p in PRETRAINED.iterdir() if p.is_dir()}
+    in_demo = {}
+    for family, model in demo_models():
+        if family.pipeline.__module__.startswith("edgegen."):   # the built-ins ship their checkpoints here
+            in_demo[model.name] = family.name
+            for keyword, base in model.checkpoints.items():
+                assert base in shipped, (model.name, keyword, base)
+    assert set(in_demo) == shipped
+    for name, family in in_demo.items():
+        assert json.loads((PRETRAINED / name / "config.json").read_text())["family"] == family
+    built_in = [f for f in TRAINABLE if f.pipeline.__module__.startswith("edgegen.")]
+    assert all(f.demo and f.showcase for f in built_in)
+
+
+def test_an_outside_family_through_the_command_line_with_no_edit_to_edgegen(tmp_path):
+    """train, export, generate (its own option), bench, optimize, check and the demo, in fresh
+    processes that find the family only through its package's entry point."""
+    env = {**os.environ, "PYTHONPATH": str(OWN_FAMILY)}
+
+    def edgegen(*args):
+        return subprocess.run([sys.executable, "-m", "edgegen.cli", *map(str, args)], capture_output=True, text=True,
+                              env=env, timeout=600, cwd=tmp_path)
+
+    for args in (("train", "pca", "--data", "digits", "--steps", "40", "--out", "ckpt"),
+                 ("export", "ckpt", "--out", "pkg"),
+                 ("generate", "pkg", "--n", "4", "--spread", "0.5", "--out", "s.png"),
+                 ("bench", "pkg", "--iters", "5", "--warmup", "1", "--vs-torch", "ckpt"),
+                 ("optimize", "pkg", "--precision", "fp16", "--target", "tensorrt"),
+                 ("check", "pkg", "--profile", "batch=1:4:16"),
+                 ("demo", "--only", "pca", "--train", "--iters", "3", "--out", "demo")):
+        result = edgegen(*args)
+        assert result.returncode == 0, (args, result.stderr[-2000:])
+    assert (tmp_path / "s.png").stat().st_size > 0
+    assert "| decoder | torch eager |" in (tmp_path / "demo" / "index.md").read_text()
+    refused = edgegen("generate", "pkg", "--steps", "3", "--out", "t.png")
+    assert refused.returncode == 2 and "--steps: expected an option of pca packages (--spread), found it" in refused.stderr

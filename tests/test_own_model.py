@@ -1,0 +1,173 @@
+"""A user's own PyTorch module, none of the built-in families, through export -> runtime ->
+bench -> optimize -> check, by the Python API and by the command line (docs/bring-your-own-model.md)."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+import edgegen
+from edgegen.cli import main
+from edgegen.errors import ConfigError, InputError, ManifestError, ValidationError
+from edgegen import export_pytorch
+from edgegen.runtimes.feeds import read_feeds
+
+MODEL_PY = textwrap.dedent('''
+    import torch
+    import torch.nn as nn
+
+
+    class Sharpen(nn.Module):
+        """A fully convolutional image-to-image net with a mask input: none of edgegen's families."""
+
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(nn.Conv2d(2, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1),
+                                      nn.ReLU(), nn.Conv2d(16, 1, 3, padding=1))
+
+        def forward(self, image, mask):
+            residual = self.body(torch.cat([image, mask], dim=1))
+            return torch.sigmoid(image + residual * mask), residual.abs().mean(dim=(1, 2, 3))
+
+
+    def make_model():
+        torch.manual_seed(0)
+        return Sharpen()
+''')
+
+
+@pytest.fixture(scope="module")
+def user_model(tmp_path_factory):
+    root = tmp_path_factory.mktemp("own")
+    (root / "model.py").write_text(MODEL_PY)
+    rng = np.random.default_rng(0)
+    example = {"image": rng.random((2, 1, 32, 48), dtype=np.float32),
+               "mask": (rng.random((2, 1, 32, 48)) > 0.5).astype(np.float32)}
+    np.savez(root / "example.npz", **example)
+    namespace = {}
+    exec(MODEL_PY, namespace)
+    return root, namespace["make_model"], example
+
+
+DYNAMIC = {"image": {0: "batch", 2: "height", 3: "width"}, "mask": {0: "batch", 2: "height", 3: "width"}}
+
+
+def test_export_gates_at_sizes_it_did_not_trace_and_runs_without_torch(user_model, tmp_path):
+    root, make_model, example = user_model
+    pkg = export_pytorch(make_model(), example, tmp_path / "pkg", dynamic=DYNAMIC, output_names=["sharpened", "change"])
+    manifest = json.loads((pkg / "edgegen.json").read_text())
+    assert manifest["family"] == "generic"
+    graph = manifest["graphs"]["model"]
+    assert graph["inputs"][0]["shape"] == ["batch", 1, "height", "width"]
+    fed = graph["validation"]["feeds"]
+    assert graph["validation"]["passed"] and "batch=1, height=48, width=64" in fed and "batch=3, height=16, width=32" in fed
+    assert manifest["config"]["dim_limits"] == {"batch": 16, "height": 128, "width": 192}
+    assert manifest["config"]["example_dims"] == {"batch": 2, "height": 32, "width": 48}
+    recorded = read_feeds(pkg / "held_out.npz")
+    assert len(recorded) == 8 and {f["image"].shape[2] for f in recorded} == {16, 32, 48}
+    pipe = edgegen.load(pkg, backend="ort-cpu")
+    image = np.random.default_rng(1).random((3, 1, 40, 24), dtype=np.float32)
+    mask = np.ones_like(image)
+    out = pipe(image=image, mask=mask)
+    with torch.no_grad():
+        ref_image, ref_change = make_model()(torch.from_numpy(image), torch.from_numpy(mask))
+    np.testing.assert_allclose(out["sharpened"], ref_image.numpy(), atol=1e-5)
+    np.testing.assert_allclose(out["change"], ref_change.numpy(), atol=1e-5)
+    assert pipe({"image": image.astype(np.float64), "mask": mask})["sharpened"].shape == (3, 1, 40, 24)  # float64 cast
+    with pytest.raises(InputError, match="expected float32"):
+        pipe(image=image.astype(np.int64), mask=mask)
+    with pytest.raises(InputError, match="expected inputs"):
+        pipe(image=image)
+    script = textwrap.dedent("""
+        import importlib.abc, sys
+        class Block(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in ("torch", "onnx", "onnxscript"):
+                    raise ImportError(name)
+        sys.meta_path.insert(0, Block())
+        import edgegen
+        pipe = edgegen.load(sys.argv[1], backend="ort-cpu")
+        feed = pipe.held_out_inputs()[0]
+        print(sorted(pipe(feed)))
+    """)
+    result = subprocess.run([sys.executable, "-c", script, str(pkg)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "['change', 'sharpened']"
+
+
+def test_a_module_that_gives_nan_is_refused_and_nothing_is_written(tmp_path):
+    class Log(torch.nn.Module):
+        def forward(self, x):
+            return torch.log(x) * 2
+
+    example = {"x": np.linspace(-1, 1, 12, dtype=np.float32).reshape(2, 6)}
+    with pytest.raises(ValidationError, match=r"output @ batch=\d+.*NaN/Inf"):
+        export_pytorch(Log(), example, tmp_path / "pkg")
+    assert not (tmp_path / "pkg").exists() and not list(tmp_path.iterdir())
+
+
+def test_export_refuses_bad_arguments_with_their_names(user_model, tmp_path):
+    _, make_model, example = user_model
+    with pytest.raises(ConfigError, match=r"dynamic: expected input names among \['image', 'mask'\], found \['img'\]"):
+        export_pytorch(make_model(), example, tmp_path / "a", dynamic={"img": {0: "batch"}})
+    with pytest.raises(ConfigError, match=r"dynamic\['image'\]: expected axes 0 to 3, found \[7\]"):
+        export_pytorch(make_model(), example, tmp_path / "b", dynamic={"image": {7: "batch"}})
+    with pytest.raises(ConfigError, match="expected the same size on every input"):
+        export_pytorch(make_model(), example, tmp_path / "c", dynamic={"image": {2: "side"}, "mask": {3: "side"}})
+    with pytest.raises(ConfigError, match=r"output_names: expected names unlike each other and the inputs'"):
+        export_pytorch(make_model(), example, tmp_path / "e", output_names=["image", "change"])
+    with pytest.raises(ConfigError, match="module: expected a torch.nn.Module"):
+        export_pytorch(lambda x: x, example, tmp_path / "d")
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_bad_config_value_is_a_manifest_error_at_load_time(user_model, tmp_path):
+    _, make_model, example = user_model
+    pkg = export_pytorch(make_model(), example, tmp_path / "pkg", dynamic=DYNAMIC)
+    manifest = json.loads((pkg / "edgegen.json").read_text())
+    manifest["config"]["dim_limits"] = {"height": "tall"}
+    (pkg / "edgegen.json").write_text(json.dumps(manifest))
+    with pytest.raises(ManifestError, match=r"config: dim_limits expected positive integer sizes, found \{'height': 'tall'\}"):
+        edgegen.load(pkg)
+
+
+def test_the_command_line_takes_a_module_through_export_generate_bench_optimize_check(user_model, tmp_path, capsys,
+                                                                                       monkeypatch):
+    root, _, _ = user_model
+    monkeypatch.chdir(root)
+    pkg = tmp_path / "pkg"
+    dims = [f"--dynamic={name}:{axis}={dim}" for name in ("image", "mask") for axis, dim in ((0, "batch"), (2, "height"), (3, "width"))]
+    assert main(["export", "--module", "model.py:make_model", "--inputs", "example.npz", *dims,
+                 "--output-name", "sharpened", "--output-name", "change", "--limit", "height=256,width=256",
+                 "--out", str(pkg)]) == 0
+    out = capsys.readouterr().out
+    assert "family    generic" in out and "gate passed" in out
+    assert main(["generate", str(pkg), "--out", str(tmp_path / "y.npz")]) == 0
+    assert read_feeds(tmp_path / "y.npz")[0]["sharpened"].shape == (1, 1, 48, 64)
+    assert main(["generate", str(pkg), "--inputs", "example.npz", "--out", str(tmp_path / "z.npz")]) == 0
+    assert read_feeds(tmp_path / "z.npz")[0]["change"].shape == (2,)
+    assert main(["generate", str(pkg), "--steps", "3", "--out", str(tmp_path / "w.npz")]) == 2
+    assert "--steps: expected an option of generic packages (--inputs), found it" in capsys.readouterr().err
+    assert main(["bench", str(pkg), "--batch", "2", "--shapes", "height=24,width=40", "--iters", "5", "--warmup", "1",
+                 "--vs-torch", "model.py:make_model", "--json", str(tmp_path / "bench.json")]) == 0
+    report = json.loads((tmp_path / "bench.json").read_text())
+    assert report["batch"] == 2 and report["shapes"] == {"height": 24, "width": 40}
+    assert {r["engine"] for r in report["results"]} == {"edgegen ort-cpu", "torch eager"}
+    assert main(["bench", str(pkg), "--shapes", "depth=3", "--iters", "2"]) == 2
+    assert "--shapes: expected dynamic dims of the package's graphs, found ['depth']" in capsys.readouterr().err
+    assert main(["optimize", str(pkg), "--precision", "int8", "--target", "tensorrt"]) == 0
+    out = capsys.readouterr().out
+    assert "model: int8 written (PSNR dB" in out or "model: int8 not written" in out
+    manifest = json.loads((pkg / "edgegen.json").read_text())
+    assert manifest["variants"]["int8"]["model"]["calibration"]["source"] == "held-out inputs recorded at export"
+    assert main(["check", str(pkg), "--profile", "batch=1:2:8", "--profile", "height=16:32:256",
+                 "--profile", "width=16:48:256"]) in (0, 1)
+    assert "model: model.onnx" in capsys.readouterr().out
+    assert main(["export", "--module", "model.py:nothing_here", "--inputs", "example.npz", "--out", str(tmp_path / "x")]) == 2
+    assert "expected a callable 'nothing_here'" in capsys.readouterr().err
+    assert main(["export", "--module", "model.py:make_model", "--out", str(tmp_path / "x")]) == 2
+    assert "--inputs: expected an .npz of example inputs" in capsys.readouterr().err
