@@ -54,7 +54,10 @@ def _export_module(args):
         raise ConfigError("--inputs: expected an .npz of example inputs to trace --module with, found none")
     if args.from_transformers or args.checkpoint or args.data:
         raise ConfigError("--module: expected alone (no checkpoint, --from-transformers or --data), found them together")
-    example = read_feeds(args.inputs)[0]
+    example, *more = read_feeds(args.inputs)
+    if more:
+        raise ConfigError(f"--inputs {args.inputs!r}: expected one example feed (held-out feeds go in --held-out), "
+                          f"found {1 + len(more)}")
     return export_pytorch(load_factory(args.module), example, args.out, dynamic=parse_dynamic(args.dynamic),
                           output_names=args.output_name, held_out=args.held_out,
                           dim_limits=parse_dim_sizes(args.limit, "--limit"), name=args.name, opset=args.opset,
@@ -151,7 +154,8 @@ def _print_info(path) -> None:
         ins = ", ".join(f"{t.name}: {t.describe()}" for t in g.inputs)
         outs = ", ".join(f"{t.name}: {t.describe()}" for t in g.outputs)
         check = g.extra.get("validation", {})
-        gate = (f"gate {'passed' if check.get('passed') else 'FAILED'} at batches {check.get('batches')}, "
+        at = f"batches {check['batches']}" if "batches" in check else f"{len(check.get('feeds', []))} feeds of fresh sizes"
+        gate = (f"gate {'passed' if check.get('passed') else 'FAILED'} at {at}, "
                 f"max abs diff {check.get('max_abs', float('nan')):.2g}") if check else "no gate record"
         print(f"graph     {part}: {g.file} ({size / 1024:.0f} KiB, sha256 {g.sha256[:12]}..., opset {g.extra.get('opset')})")
         print(f"            in  {ins}\n            out {outs}\n            {gate}")

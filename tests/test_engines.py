@@ -48,10 +48,13 @@ def test_profiles_come_from_the_manifest_dims(trained):
     cache = TensorSpec("past_key_values.0.key", "float32", ("batch", 4, "past_sequence_length", 16))
     ids = TensorSpec("input_ids", "int64", ("batch", "sequence"))
     gpt = get_family("gpt")   # a token family declares its sequence dims' limits from its config
-    limits = gpt.limits(gpt.config(vocab_size=256, block_size=256, n_layer=1, n_head=4, head_dim=16, n_embd=64))
+    limits = gpt.limits(gpt.config(vocab_size=256, block_size=256, n_layer=1, n_head=4, head_dim=16, n_embd=64,
+                                   tokenizer={"kind": "bytes"}))
     assert derive_profile((cache, ids), limits) == (
         ("past_key_values.0.key", (1, 4, 0, 16), (1, 4, 1, 16), (16, 4, 256, 16)),
         ("input_ids", (1, 1), (1, 1), (16, 256)))
+    # a family (or a user's export) that declares the batch's limit gets it in the profile
+    assert derive_profile((ids,), {"batch": 64, "sequence": 8})[0][3] == (64, 8)
     with pytest.raises(ConfigError, match="--profile frames"):
         derive_profile((TensorSpec("x", "float32", ("batch", "frames")),), {})
 

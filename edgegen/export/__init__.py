@@ -82,12 +82,9 @@ def export_spec(family: str) -> ExportSpec:
 def _runtime_config(family, spec: ExportSpec, ckpt) -> RuntimeConfig:
     """The family's typed runtime config for this checkpoint, checked as the runtime will check it."""
     config = spec.runtime_config(ckpt)
-    if not isinstance(config, RuntimeConfig):
-        config = family.runtime_config(config, f"export of {str(ckpt.path)!r}: runtime config")
-    problems = config.problems()
-    if problems:
-        raise ValidationError(f"export of {str(ckpt.path)!r}: runtime config " + "; ".join(problems))
-    return config
+    values = config.to_json() if isinstance(config, RuntimeConfig) else config
+    # read back as the runtime will read it: what the package says is what loads
+    return family.runtime_config(values, f"export of {str(ckpt.path)!r}: runtime config")
 
 
 def _export_graph(graph: GraphSpec, ckpt, images, stage: Path, opset: int, seed: int) -> tuple[GraphEntry, list[Comparison]]:

@@ -77,8 +77,13 @@ def _typed(value: Any, kind: Any, where: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        inner = [a for a in args if a is not type(None)]
-        return _typed(value, inner[0], where)
+        errors = []
+        for member in (a for a in args if a is not type(None)):
+            try:
+                return _typed(value, member, where)
+            except ManifestError as exc:
+                errors.append(str(exc))
+        raise ManifestError(errors[0] if len(errors) == 1 else f"{where}: expected one of {kind}, found {value!r:.60}")
     if origin is list:
         if not isinstance(value, list):
             raise ManifestError(f"{where}: expected a list, found {type(value).__name__} {value!r:.60}")
@@ -89,6 +94,9 @@ def _typed(value: Any, kind: Any, where: str) -> Any:
         return value
     if kind is Any:
         return value
+    if not isinstance(kind, type):
+        raise TypeError(f"{where}: a RuntimeConfig field annotated {kind!r}; use int, float, str, bool, list[...], "
+                        "dict or X | None")
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
@@ -191,17 +199,18 @@ class Family:
 
     def __post_init__(self):
         if self.bench not in BENCH_MODES:
-            raise ValueError(f"family {self.name!r}: bench expected one of {BENCH_MODES}, found {self.bench!r}")
+            raise ConfigError(f"family {self.name!r}: bench expected one of {BENCH_MODES}, found {self.bench!r}")
         if self.gate not in GATE_KINDS:
-            raise ValueError(f"family {self.name!r}: gate expected one of {GATE_KINDS}, found {self.gate!r}")
-        if not issubclass(self.config, RuntimeConfig):
-            raise TypeError(f"family {self.name!r}: config expected a RuntimeConfig subclass, found {self.config!r}")
+            raise ConfigError(f"family {self.name!r}: gate expected one of {GATE_KINDS}, found {self.gate!r}")
+        if not (isinstance(self.config, type) and issubclass(self.config, RuntimeConfig)):
+            raise ConfigError(f"family {self.name!r}: config expected a RuntimeConfig subclass, found {self.config!r}")
 
     def model_module(self) -> types.ModuleType:
         """The torch side: Config, build(config), Trainer, DEFAULT_STEPS/BATCH/LR, DATA_RANGE."""
         if self.model is None:
             raise UnknownFamilyError(f"family {self.name!r}: expected one that edgegen trains, found one without a "
-                                     "training side (export a module of your own with edgegen.export.export_module)")
+                                     "training side (export a module of your own with edgegen.export_pytorch or "
+                                     "edgegen export --module)")
         return importlib.import_module(self.model)
 
     def export_spec(self):
@@ -232,6 +241,7 @@ def _resolve(reference: str, default_name: str) -> Any:
 # -- the registry ------------------------------------------------------------------------------
 
 _REGISTRY: dict[str, Family] = {}
+_BROKEN: dict[str, str] = {}   # entry point name -> why it did not load (said when that family is asked for)
 _DISCOVERED = False
 
 
@@ -258,11 +268,20 @@ def _discover() -> None:
     from importlib.metadata import entry_points
 
     for point in entry_points(group=ENTRY_POINT_GROUP):
-        family = point.load()
+        # a broken package of someone else's must not take the built-ins down with it: its
+        # failure is reported when its family is asked for
+        try:
+            family = point.load()
+        except Exception as exc:  # noqa: BLE001 - any import error of a third-party package
+            _BROKEN[point.name] = f"{type(exc).__name__}: {exc}"
+            continue
         if not isinstance(family, Family):
-            raise UnknownFamilyError(f"entry point {point.name!r} ({point.value}) in group {ENTRY_POINT_GROUP!r}: "
-                                     f"expected an edgegen.families.Family, found {type(family).__name__}")
-        register(family)
+            _BROKEN[point.name] = f"expected an edgegen.families.Family, found {type(family).__name__}"
+            continue
+        try:
+            register(family)
+        except ConfigError as exc:
+            _BROKEN[point.name] = str(exc)
 
 
 def families() -> list[Family]:
@@ -275,6 +294,8 @@ def package_config(package) -> tuple[Family, RuntimeConfig]:
     """The family of a loaded Package and its manifest config, checked against the family's dataclass."""
     _discover()
     family = _REGISTRY.get(package.family)
+    if family is None and package.family in _BROKEN:
+        get(package.family)   # says why its package did not load
     if family is None:
         raise UnknownFamilyError(f"package {str(package.path)!r}: expected family to be one of {', '.join(names())}, "
                                  f"found {package.family!r} (is the package that registers it installed?)")
@@ -297,6 +318,9 @@ def names() -> list[str]:
 
 def get(name: str) -> Family:
     _discover()
+    if name in _BROKEN and name not in _REGISTRY:
+        raise UnknownFamilyError(f"family {name!r}: its package's entry point ({ENTRY_POINT_GROUP}) failed to load: "
+                                 f"{_BROKEN[name]}")
     if name not in _REGISTRY:
         raise UnknownFamilyError(f"family {name!r}: expected one of {', '.join(names())}, found an unknown name "
                                  "(a family of your own registers through the 'edgegen.families' entry point)")

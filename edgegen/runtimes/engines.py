@@ -63,7 +63,8 @@ def derive_profile(inputs: tuple[TensorSpec, ...], limits: dict[str, int],
             elif dim in overrides:
                 values = overrides[dim]
             elif dim == "batch":
-                values = DEFAULT_BATCH_PROFILE
+                low, opt, _ = DEFAULT_BATCH_PROFILE
+                values = (low, opt, int(limits.get(dim, DEFAULT_BATCH_PROFILE[2])))
             elif dim in limits:
                 values = (0 if dim.startswith("past") else 1, 1, int(limits[dim]))
             else:

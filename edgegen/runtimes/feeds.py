@@ -21,6 +21,9 @@ def read_feeds(path: str | os.PathLike) -> list[dict[str, np.ndarray]]:
     path = Path(path)
     try:
         with np.load(path, allow_pickle=False) as data:
+            if not isinstance(data, np.lib.npyio.NpzFile):
+                raise InputError(f"inputs {str(path)!r}: expected an .npz of named arrays (numpy.savez), found one "
+                                 "bare array (.npy)")
             arrays = {key: data[key] for key in data.files}
     except FileNotFoundError:
         raise InputError(f"inputs {str(path)!r}: expected an .npz file, found nothing at that path") from None
@@ -44,6 +47,8 @@ def read_feeds(path: str | os.PathLike) -> list[dict[str, np.ndarray]]:
 
 def write_feeds(path: str | os.PathLike, feeds: list[dict[str, np.ndarray]]) -> None:
     """Several feeds as N/name keys (one feed as plain names), written atomically."""
+    if not feeds:
+        raise InputError(f"{str(path)!r}: expected at least one feed to write, found none")
     arrays = feeds[0] if len(feeds) == 1 else {f"{i}/{name}": a for i, feed in enumerate(feeds) for name, a in feed.items()}
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)

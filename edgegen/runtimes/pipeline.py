@@ -13,7 +13,7 @@ from ..package import Package
 from .session import Session
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ImageConfig(RuntimeConfig):
     """What every image family's runtime config holds."""
     image_shape: list[int]               # [channels, height, width]
@@ -25,10 +25,10 @@ class ImageConfig(RuntimeConfig):
         return positive(self, "image_shape")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class LatentImageConfig(ImageConfig):
     """Image families that sample from a latent vector (VAE, GAN)."""
-    latent_dim: int = 0
+    latent_dim: int
 
     def problems(self) -> list[str]:
         return super().problems() + positive(self, "latent_dim")

@@ -12,9 +12,9 @@ from ...runtimes.pipeline import (LatentImageConfig, Pipeline, as_float_array, c
 from .. import positive
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ConditionalGANConfig(LatentImageConfig):
-    num_classes: int = 0
+    num_classes: int
 
     def problems(self) -> list[str]:
         return super().problems() + positive(self, "num_classes")

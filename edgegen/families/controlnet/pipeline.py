@@ -15,11 +15,11 @@ from ...runtimes.pipeline import as_float_array, check_count, check_number
 from ..diffusion.pipeline import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS, DiffusionConfig, DiffusionPipeline
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ControlNetConfig(DiffusionConfig):
     """The base diffusion model's config, the hint's coarseness and the base's name."""
-    hint_factor: int = 2
-    base: str = ""
+    hint_factor: int
+    base: str
 
     def problems(self) -> list[str]:
         problems = super().problems() + positive(self, "hint_factor")

@@ -19,16 +19,16 @@ DEFAULT_SAMPLER = "dpmpp-2m"
 DEFAULT_GUIDANCE = 3.0
 
 
-@dataclass
+@dataclass(kw_only=True)
 class DiffusionConfig(ImageConfig):
     """The denoiser's training noise schedule and its classes (0: unconditional)."""
-    num_classes: int = 0
-    null_label: int = 0                  # the "no label" index classifier-free guidance feeds
-    num_train_timesteps: int = 1000
-    beta_schedule: str = "linear"
-    beta_start: float = 1e-4
-    beta_end: float = 0.02
-    prediction_type: str = "epsilon"
+    num_classes: int
+    null_label: int                  # the "no label" index classifier-free guidance feeds
+    num_train_timesteps: int
+    beta_schedule: str
+    beta_start: float
+    beta_end: float
+    prediction_type: str
 
     def problems(self) -> list[str]:
         problems = super().problems() + positive(self, "num_train_timesteps")

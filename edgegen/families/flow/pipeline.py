@@ -16,13 +16,13 @@ from ...runtimes.pipeline import Pipeline, as_float_array, check_count, check_nu
 KINDS = ("realnvp", "glow")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class FlowConfig(RuntimeConfig):
     """realnvp (2-D points) or glow (images): the data's shape and the latent's size."""
     kind: str
     data_shape: list[int]
     event_dim: int
-    dequant_levels: int = 256
+    dequant_levels: int
     image_shape: list[int] | None = None   # glow only
     data: dict = field(default_factory=dict)
 

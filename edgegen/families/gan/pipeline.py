@@ -9,7 +9,7 @@ import numpy as np
 from ...runtimes.pipeline import LatentImageConfig, Pipeline, as_float_array, check_count, standard_normal
 
 
-@dataclass
+@dataclass(kw_only=True)
 class GANConfig(LatentImageConfig):
     """The GAN's runtime config: the image shape and the latent size."""
 

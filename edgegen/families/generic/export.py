@@ -21,12 +21,13 @@ import numpy as np
 import onnx
 import torch
 
-from ...errors import CheckpointError, ConfigError, ValidationError
+from ...errors import CheckpointError, ConfigError, EdgegenError, ValidationError
 from ...export import provenance
 from ...export.onnx_export import DEFAULT_OPSET, export_module, value_spec
 from ...export.validate import gate_feeds
 from ...package import DTYPES, GraphEntry, Manifest, Package, TensorSpec, sha256_file, staged_directory, write_manifest
 from ...runtimes.feeds import read_feeds, write_feeds
+from ...runtimes.engines import DEFAULT_BATCH_PROFILE
 from ...runtimes.ort import OrtSession
 from . import FAMILY
 from .pipeline import GenericConfig
@@ -62,7 +63,7 @@ def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str 
     dynamic = {k: {0: "batch"} for k, v in example.items() if v.ndim} if dynamic is None else dict(dynamic)
     specs = _input_specs(example, dynamic)
     traced = _traced_sizes(specs, example)
-    limits = {d: (16 if d == "batch" else DEFAULT_LIMIT_FACTOR * s) for d, s in traced.items()}
+    limits = {d: (DEFAULT_BATCH_PROFILE[2] if d == "batch" else DEFAULT_LIMIT_FACTOR * s) for d, s in traced.items()}
     limits.update({str(k): int(v) for k, v in (dim_limits or {}).items()})
     module = module.eval()
     outputs = tuple(output_names) if output_names else _output_names(module, example, specs)
@@ -71,7 +72,7 @@ def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str 
         raise ConfigError(f"output_names: expected names unlike each other and the inputs' (ONNX names each value "
                           f"once), found {list(outputs)} with inputs {list(example)}")
     rng = np.random.default_rng(seed)
-    recorded = _held_out(held_out) if held_out is not None else _synthesized(specs, example, traced, limits, rng)
+    recorded = _held_out(held_out, specs) if held_out is not None else _synthesized(specs, example, traced, limits, rng)
     checked = recorded + (_synthesized(specs, example, traced, limits, rng) if held_out is not None else [])
     config = GenericConfig(graph=GRAPH, dim_limits=limits, example_dims=traced, source=source or type(module).__name__)
     problems = config.problems()
@@ -82,7 +83,15 @@ def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str 
         onnx.save(model, str(stage / f"{GRAPH}.onnx"))
         graph_outputs = tuple(value_spec(v) for v in model.graph.output)
         session = OrtSession(GRAPH, stage / f"{GRAPH}.onnx", specs, graph_outputs, backend="ort-cpu")
-        results = gate_feeds(module, session, checked, atol, rtol)
+        try:
+            results = gate_feeds(module, session, checked, atol, rtol)
+        except EdgegenError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the user's module failing on a fresh size is the gate's finding
+            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            raise ValidationError(f"export of {config.source!r}: the module or its graph failed on inputs at sizes "
+                                  f"the trace did not see ({type(exc).__name__}: {first}); give dim_limits or "
+                                  "held_out inputs of sizes it takes") from None
         failures = [f"graph {GRAPH!r} {r.line()} (tolerance atol {atol:g}, rtol {rtol:g})" for r in results if not r.passed]
         if failures:
             raise ValidationError(f"export of {config.source!r} does not reproduce PyTorch, package not written: "
@@ -144,6 +153,10 @@ def _traced_sizes(specs, example) -> dict[str, int]:
 def _output_names(module, example, specs) -> tuple[str, ...]:
     with torch.inference_mode():
         result = module(*(torch.from_numpy(example[s.name]) for s in specs))
+    if not isinstance(result, torch.Tensor) and not (isinstance(result, (tuple, list)) and result
+                                                     and all(isinstance(r, torch.Tensor) for r in result)):
+        raise ConfigError(f"module: expected forward to return a tensor or a tuple of tensors, found "
+                          f"{type(result).__name__}")
     count = 1 if isinstance(result, torch.Tensor) else len(result)
     return ("output",) if count == 1 else tuple(f"output.{i}" for i in range(count))
 
@@ -186,11 +199,24 @@ def _draw_like(array: np.ndarray, shape: tuple, rng: np.random.Generator) -> np.
     return np.clip(drawn, low, high).astype(array.dtype) if high > low else drawn.astype(array.dtype)
 
 
-def _held_out(held_out) -> list[dict[str, np.ndarray]]:
+def _held_out(held_out, specs) -> list[dict[str, np.ndarray]]:
     feeds = read_feeds(held_out) if isinstance(held_out, (str, os.PathLike)) else list(held_out)
     if not feeds:
         raise ConfigError("held_out: expected at least one feed of inputs, found none")
-    return [{str(k): _numpy(v, f"held_out[{i}][{k!r}]") for k, v in dict(feed).items()} for i, feed in enumerate(feeds)]
+    names = sorted(s.name for s in specs)
+    checked = []
+    for i, feed in enumerate(feeds):
+        feed = {str(k): _numpy(v, f"held_out[{i}][{k!r}]") for k, v in dict(feed).items()}
+        if sorted(feed) != names:
+            raise ConfigError(f"held_out[{i}]: expected the inputs {names}, found {sorted(feed)}")
+        for spec in specs:
+            array, shape = feed[spec.name], spec.shape
+            if array.dtype.name != spec.dtype or array.ndim != len(shape) or any(
+                    isinstance(d, int) and d != n for d, n in zip(shape, array.shape)):
+                raise ConfigError(f"held_out[{i}][{spec.name!r}]: expected {spec.describe()}, found "
+                                  f"{array.dtype.name}{list(array.shape)}")
+        checked.append(feed)
+    return checked
 
 
 def load_factory(reference: str) -> torch.nn.Module:
@@ -199,9 +225,11 @@ def load_factory(reference: str) -> torch.nn.Module:
     if not location or not attribute:
         raise ConfigError(f"--module {reference!r}: expected FILE.py:FACTORY or package.module:FACTORY")
     if location.endswith(".py"):
-        path = Path(location)
+        path = Path(location).resolve()
         if not path.is_file():
             raise ConfigError(f"--module {reference!r}: expected a Python file at {location!r}, found nothing there")
+        if str(path.parent) not in sys.path:   # the file's own imports of its neighbours
+            sys.path.insert(0, str(path.parent))
         spec = importlib.util.spec_from_file_location(f"edgegen_user_module_{path.stem}", path)
         code = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = code
@@ -217,7 +245,7 @@ def load_factory(reference: str) -> torch.nn.Module:
                           f"{type(factory).__name__ if factory is not None else 'nothing'}")
     module = factory()
     if not isinstance(module, torch.nn.Module):
-        raise CheckpointError(f"--module {reference!r}: expected the factory to return a torch.nn.Module, found "
+        raise ConfigError(f"--module {reference!r}: expected the factory to return a torch.nn.Module, found "
                               f"{type(module).__name__}")
     return module
 
@@ -241,7 +269,8 @@ def weights_sha256(module: torch.nn.Module) -> str:
     digest = hashlib.sha256()
     for name, tensor in module.state_dict().items():
         digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")   # any dtype, bf16 too
     return digest.hexdigest()
 
 

@@ -6,7 +6,7 @@ example's) so that `edgegen optimize` can calibrate and gate variants without th
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -18,13 +18,13 @@ from ...runtimes.feeds import read_feeds
 from ...runtimes.pipeline import Pipeline
 
 
-@dataclass
+@dataclass(kw_only=True)
 class GenericConfig(RuntimeConfig):
     """The one graph's name, the largest value of each dynamic dim, the sizes it was traced at,
     and the held-out inputs recorded beside it."""
-    graph: str = "model"
-    dim_limits: dict = field(default_factory=dict)      # dynamic dim -> its largest value (TensorRT profiles)
-    example_dims: dict = field(default_factory=dict)    # dynamic dim -> the size it was traced at (bench's default)
+    graph: str
+    dim_limits: dict      # dynamic dim -> its largest value (TensorRT profiles)
+    example_dims: dict    # dynamic dim -> the size it was traced at (bench's default)
     held_out: dict | None = None                        # {"file": "held_out.npz", "sha256": ..., "feeds": n}
     source: str = ""                                    # where the module came from, for the reader
 
@@ -63,7 +63,12 @@ class GenericPipeline(Pipeline):
     def outputs(self) -> tuple[TensorSpec, ...]:
         return self.session.outputs
 
-    def __call__(self, feeds: dict | None = None, **named) -> dict[str, np.ndarray]:
+    def __call__(self, feeds: dict | Any = None, **named) -> dict[str, np.ndarray]:
+        if feeds is not None and not isinstance(feeds, dict):   # one array, for a graph of one input
+            if len(self.inputs) != 1:
+                raise InputError(f"inputs: expected a dict of {[s.name for s in self.inputs]} (or names as keywords), "
+                                 f"found one {type(feeds).__name__}")
+            feeds = {self.inputs[0].name: feeds}
         given = {**(feeds or {}), **named}
         return self.session.run({spec.name: _as_array(given.get(spec.name), spec) for spec in self.inputs}
                                 if set(given) == {s.name for s in self.inputs} else given)

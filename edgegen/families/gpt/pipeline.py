@@ -26,7 +26,7 @@ DEFAULT_MAX_NEW_TOKENS = 64
 DEFAULT_CACHE_BUDGET_MB = 1024
 
 
-@dataclass
+@dataclass(kw_only=True)
 class GPTConfig(RuntimeConfig):
     """The decoder's sizes (they shape the KV cache), its context and its tokenizer."""
     vocab_size: int
@@ -35,7 +35,7 @@ class GPTConfig(RuntimeConfig):
     n_head: int
     head_dim: int
     n_embd: int
-    tokenizer: dict = field(default_factory=lambda: {"kind": "bytes"})
+    tokenizer: dict
     eos_token_id: int | None = None
     pad_token_id: int | None = None
     data: dict = field(default_factory=dict)

@@ -6,18 +6,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .. import positive
 from ...runtimes.pipeline import as_float_array
 from ..diffusion.pipeline import DiffusionConfig, DiffusionPipeline
 
 
-@dataclass
+@dataclass(kw_only=True)
 class LatentDiffusionConfig(DiffusionConfig):
     """The diffusion config, over the autoencoder's latent space."""
-    latent_shape: list[int] = field(default_factory=list)   # [channels, height, width] the UNet denoises
-    scale_factor: float = 1.0            # baked into the encoder and decoder graphs; kept for reference
+    latent_shape: list[int]   # [channels, height, width] the UNet denoises
+    scale_factor: float            # baked into the encoder and decoder graphs; kept for reference
 
     def problems(self) -> list[str]:
         problems = super().problems()

@@ -19,14 +19,14 @@ from .. import positive
 from ...runtimes.pipeline import ImageConfig, Pipeline, as_float_array, check_count, class_labels, make_rng
 
 
-@dataclass
+@dataclass(kw_only=True)
 class PixelCNNConfig(ImageConfig):
     """Grey levels per pixel, classes (0: unconditional) and the stacks' sizes (the row graph's links input)."""
-    levels: int = 2
-    num_classes: int = 0
-    null_label: int = 0
-    layers: int = 1
-    width: int = 1
+    levels: int
+    num_classes: int
+    null_label: int
+    layers: int
+    width: int
 
     def problems(self) -> list[str]:
         problems = super().problems() + positive(self, "layers", "width")

@@ -9,7 +9,7 @@ from typing import Sequence
 import numpy as np
 
 from ...errors import InputError
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .. import positive
 from ...runtimes.pipeline import LatentImageConfig, Pipeline, as_float_array, check_count, check_number, make_rng, standard_normal
@@ -17,14 +17,14 @@ from ...runtimes.pipeline import LatentImageConfig, Pipeline, as_float_array, ch
 NOISE_MODES = ("const", "random", "none")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class StyleGANConfig(LatentImageConfig):
     """The mapping's and synthesis' sizes, the average w (truncation's centre) and the const noise."""
-    w_dim: int = 0
-    num_ws: int = 0
-    noise_shapes: list[int] = field(default_factory=list)   # the resolution of each noise input
-    noise_seed: int = 0
-    w_avg: list[float] = field(default_factory=list)
+    w_dim: int
+    num_ws: int
+    noise_shapes: list[int]   # the resolution of each noise input
+    noise_seed: int
+    w_avg: list[float]
 
     def problems(self) -> list[str]:
         problems = super().problems() + positive(self, "w_dim", "num_ws", "noise_shapes")

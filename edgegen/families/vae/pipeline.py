@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from ...runtimes.pipeline import LatentImageConfig, Pipeline, as_float_array, check_count, standard_normal
 
 
-@dataclass
+@dataclass(kw_only=True)
 class VAEConfig(LatentImageConfig):
     """The VAE's (and the VAE-GAN's) runtime config: the image shape and the latent size."""
 

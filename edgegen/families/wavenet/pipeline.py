@@ -22,7 +22,7 @@ from .. import RuntimeConfig, positive
 from ...runtimes.pipeline import Pipeline, as_float_array, check_count, class_labels, make_rng
 
 
-@dataclass
+@dataclass(kw_only=True)
 class WaveNetConfig(RuntimeConfig):
     """The audio's rate and mu-law channels, the classes, and the step graph's queues."""
     sample_rate: int
@@ -30,8 +30,8 @@ class WaveNetConfig(RuntimeConfig):
     residual_channels: int
     queue_lengths: list[int]
     receptive_field: int
-    num_classes: int = 0
-    null_label: int = 0
+    num_classes: int
+    null_label: int
     data: dict = field(default_factory=dict)
 
     def problems(self) -> list[str]:
