@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgegen.bench import bench_feeds, bench_package, format_table, interleaved_timings, machine_info, write_results
 from edgegen import export_pytorch
+from edgegen.bench import bench_feeds, bench_package, format_table, interleaved_timings, machine_info, write_results
 from edgegen.optimize import optimize_package, psnr
 from edgegen.runtimes import load
 from edgegen.training.data import load_images

@@ -5,8 +5,20 @@ Importing edgegen is light: the runtime (numpy, onnxruntime) loads on the first 
 
 from __future__ import annotations
 
-from .errors import (BackendError, CheckpointError, ConfigError, DataError, EdgegenError, HashMismatchError,
-                     InputError, ManifestError, OutputExistsError, PackageError, UnknownFamilyError, ValidationError)
+from .errors import (
+    BackendError,
+    CheckpointError,
+    ConfigError,
+    DataError,
+    EdgegenError,
+    HashMismatchError,
+    InputError,
+    ManifestError,
+    OutputExistsError,
+    PackageError,
+    UnknownFamilyError,
+    ValidationError,
+)
 
 __version__ = "0.1.0"
 

@@ -218,24 +218,16 @@ def streamed_latency(pipe, prompt: list[int], runs: int = 5) -> dict:
 
 
 def torch_generation(checkpoint, pipe, prompts: list[list[int]], threads: int):
-    """The checkpoint's model generating greedily in PyTorch eager with its own KV cache."""
+    """The checkpoint's model generating greedily in PyTorch eager: a token family's model has
+    `greedy_cached(prompts, new_tokens)`, its own KV-cache loop."""
     import torch
 
-    from .training.checkpoint import load_checkpoint
+    from .training.checkpoint import load_source_checkpoint
 
-    model = load_checkpoint(checkpoint).model
+    model = load_source_checkpoint(pipe.package, checkpoint).model
     torch.set_num_threads(threads)
-    ids0 = torch.tensor(prompts)
-    b, t = ids0.shape
-
-    def run():
-        with torch.inference_mode():
-            ids, positions, past = ids0, torch.arange(t).expand(b, t), model.empty_past(b)
-            for i in range(NEW_TOKENS):
-                out = model(ids, positions, torch.ones(b, t + i, dtype=torch.int64), *past)
-                ids, past = out[0][:, -1:].argmax(-1), out[1:]
-                positions = torch.full((b, 1), t + i)
-    return run, torch.__version__
+    ids = torch.tensor(prompts)
+    return (lambda: model.greedy_cached(ids, NEW_TOKENS)), torch.__version__
 
 
 def format_table(report: dict) -> str:

@@ -82,7 +82,8 @@ def _family_options(family, declared, every: dict, args, command: str) -> dict:
 
 
 def _cmd_generate(args) -> None:
-    from .families import GenerateRequest, get as get_family
+    from .families import GenerateRequest
+    from .families import get as get_family
     from .runtimes import load
 
     pipe = load(args.package, backend=args.backend, threads=args.threads)
@@ -111,7 +112,6 @@ def _cmd_generate(args) -> None:
 
 def _cmd_bench(args) -> None:
     from .bench import bench_package, format_table, write_report
-
     from .runtimes.feeds import parse_dim_sizes
 
     report = bench_package(args.package, batch=args.batch, iters=args.iters, warmup=args.warmup,
@@ -256,18 +256,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     registered = families()
     p = sub.add_parser("train", help="train a model and write a checkpoint",
-                       epilog="families: " + "; ".join(f"{f.name}: {f.summary}" for f in registered if f.model))
+                       epilog="families: " + "; ".join(f"{f.name}: {f.summary} (--data {f.data})" for f in registered
+                                                       if f.model))
     p.add_argument("family", help=", ".join(f.name for f in registered if f.model))
     p.add_argument("--data", default=None,
-                   help="digits, natural, a folder of images; for flow also moons, circles, blobs; for gpt stdlib "
-                        "(the Python standard library's source) or a UTF-8 text file; for wavenet tones (synthesized) "
-                        "or a folder of WAV files (default: digits; gpt: stdlib; wavenet: tones)")
+                   help="the data to train on (default: the family's own; each family's choices are listed below)")
     p.add_argument("--out", required=True, help="checkpoint directory to write")
     p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the family's)")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--image-size", type=int, default=None, help="default: the family's (32; diffusion 8)")
+    p.add_argument("--image-size", type=int, default=None, help="default: the family's")
     p.add_argument("--channels", type=int, choices=(1, 3), default=None, help="1 grey, 3 RGB (default: the data's own)")
     p.add_argument("--latent-dim", type=int, default=None)
     _add_family_options(p, "train", {f.name: f.train_options for f in registered}, _TRAIN_OPTIONS)
@@ -276,9 +275,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="export a checkpoint to a validated model package")
     p.add_argument("checkpoint", nargs="?", default=None,
-                   help="checkpoint directory (or, with --from-transformers, the architecture: gpt2)")
+                   help="checkpoint directory (or, with --from-transformers, the architecture: "
+                        f"{', '.join(a for f in registered for a in f.importers)})")
     p.add_argument("--from-transformers", default=None, metavar="DIR",
-                   help="import a Hugging Face save_pretrained directory (GPT-2) instead of an edgegen checkpoint")
+                   help="import a Hugging Face save_pretrained directory instead of an edgegen checkpoint")
     p.add_argument("--out", required=True, help="package directory to write")
     p.add_argument("--data", default=None, help="data for the validation gate (default: the training data)")
     p.add_argument("--opset", type=int, default=23)
@@ -307,7 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("package")
     p.add_argument("--n", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None, help="PNG file to write (gpt packages: optional text file)")
+    p.add_argument("--out", default=None, help="the file to write: a PNG grid of images (families that make text, "
+                                                   "audio or arrays say what they write below)")
     p.add_argument("--nrow", type=int, default=None, help="images per row (default: square grid)")
     p.add_argument("--scale", type=int, default=None, help="pixel upscaling of the grid (default: to ~64 px a picture)")
     _add_family_options(p, "generate", {f.name: f.options for f in registered}, _GENERATE_OPTIONS)
@@ -334,7 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("optimize", help="add int8 or fp16 variants of a package's graphs, each behind a quality gate")
     p.add_argument("package")
     p.add_argument("--precision", required=True, choices=VARIANT_PRECISIONS,
-                   help="fused: fp32 after ONNX Runtime's transformer fusions (gpt packages, ort-cpu only)")
+                   help="fused: fp32 after ONNX Runtime's transformer fusions (the transformer families: "
+                        f"{', '.join(f.name for f in registered if f.fusion)}; ort-cpu only)")
     p.add_argument("--calibration", type=int, default=64, help="int8: inputs to calibrate activation ranges on (default 64)")
     p.add_argument("--target", default="ort-cpu", choices=("ort-cpu", "tensorrt"),
                    help="ort-cpu keeps an int8 variant only where it is faster here; tensorrt keeps every one that passes its gate")

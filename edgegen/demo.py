@@ -34,8 +34,8 @@ def run_demo(out: str | Path, train_models: bool = False, overwrite: bool = Fals
              only: list[str] | None = None) -> Path:
     """Write the demo into `out` (atomically: a failed demo leaves no half-written folder)."""
     from .export import export_checkpoint
-    from .training.train import train
     from .runtimes import load
+    from .training.train import train
 
     models = demo_models(only)
     if not models:

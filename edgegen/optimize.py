@@ -26,7 +26,8 @@ import numpy as np
 import onnx
 
 from .errors import ConfigError
-from .families import families, get as get_family, package_config
+from .families import families, package_config
+from .families import get as get_family
 from .package import VARIANT_PRECISIONS, Package, atomic_write_bytes, sha256_file, write_manifest
 
 TARGETS = ("ort-cpu", "tensorrt")

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from edgegen import families
-from edgegen.errors import ConfigError, UnknownFamilyError
 from edgegen.demo import PRETRAINED, demo_models
+from edgegen.errors import ConfigError, UnknownFamilyError
 from edgegen.export import export_checkpoint
 from edgegen.images import save_grid
 from edgegen.training.train import train

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 import edgegen
+from edgegen import export_pytorch
 from edgegen.cli import main
 from edgegen.errors import ConfigError, InputError, ManifestError, ValidationError
-from edgegen import export_pytorch
 from edgegen.runtimes.feeds import read_feeds
 
 MODEL_PY = textwrap.dedent('''

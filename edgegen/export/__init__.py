@@ -14,11 +14,12 @@ import torch
 
 from .. import __version__
 from ..errors import ConfigError, ValidationError
-from ..training.checkpoint import Checkpoint, load_checkpoint
+from ..families import RuntimeConfig
+from ..families import get as get_family
 from ..package import GraphEntry, Manifest, Package, sha256_file, staged_directory, write_manifest
 from ..runtimes.ort import OrtSession
+from ..training.checkpoint import Checkpoint, load_checkpoint
 from .onnx_export import DEFAULT_OPSET, export_module, value_spec
-from ..families import RuntimeConfig, get as get_family
 from .spec import TRACE_BATCH, ExportSpec, GraphSpec
 from .validate import Comparison, compare, gate_graph
 

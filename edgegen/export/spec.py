@@ -9,10 +9,9 @@ from typing import Callable
 import numpy as np
 import torch
 
-
+from ..package import TensorSpec
 from ..training.checkpoint import Checkpoint
 from ..training.data import ImageData, load_images
-from ..package import TensorSpec
 
 TRACE_BATCH = 2   # the batch the exporter traces at (any dim of size 1 would be specialised)
 

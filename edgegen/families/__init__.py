@@ -158,7 +158,9 @@ class GenerateRequest:
     write_images: Callable[[Any], str]     # images [n, C, H, W] -> a PNG grid at `out`; returns the line to print
 
 
-BENCH_MODES = ("graphs", "tokens")   # graphs: one call of each graph; tokens: whole generations
+# graphs: one call of each graph; tokens: whole greedy generations (the pipeline's generate and stream,
+# and for --vs-torch the model's greedy_cached(prompts, new_tokens))
+BENCH_MODES = ("graphs", "tokens")
 GATE_KINDS = ("psnr", "logits")      # how a variant's outputs are compared with fp32's
 
 
@@ -170,6 +172,7 @@ class Family:
     summary: str                         # one line: what the model is
     pipeline: type                       # the runtime Pipeline subclass (numpy over sessions)
     config: type[RuntimeConfig]          # what the export writes into the manifest and the pipeline reads
+    data: str = "digits (default), natural, or a folder of your images"   # what `edgegen train --data` takes
     model: str | None = None             # module path of the torch side: Config, build, Trainer, DEFAULT_*
     export: str | None = None            # module path of the export spec (its SPEC)
     options: tuple[Option, ...] = ()     # `edgegen generate` options, beyond --n, --seed, --out

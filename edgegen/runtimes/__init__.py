@@ -17,8 +17,6 @@ from .pipeline import Pipeline
 from .session import Session, check_feeds
 
 
-
-
 def open_sessions(package: Package, backend: str = "auto", threads: int | None = None,
                   cache_dir: str | os.PathLike | None = None, spin: bool = True,
                   precision: str = "fp32") -> dict[str, Session]:

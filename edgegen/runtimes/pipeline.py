@@ -34,6 +34,13 @@ class LatentImageConfig(ImageConfig):
         return super().problems() + positive(self, "latent_dim")
 
 
+def class_problems(config) -> list[str]:
+    """A conditional family's classes: 0 (unconditional) or more, and the "no label" index among 0..num_classes."""
+    if config.num_classes < 0 or not 0 <= config.null_label <= config.num_classes:
+        return [f"null_label expected 0 to num_classes ({config.num_classes}), found {config.null_label}"]
+    return []
+
+
 class Pipeline:
     """Holds the sessions of one package and owns the generation loop of its family.
 

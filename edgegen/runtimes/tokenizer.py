@@ -8,9 +8,9 @@ Runtime code: no torch; the `tokenizers` library (a small Rust wheel) only for B
 from __future__ import annotations
 
 import codecs
+from typing import Protocol
 
 import numpy as np
-from typing import Protocol
 
 from ..errors import HashMismatchError, InputError, PackageError
 from ..package import Package, sha256_file

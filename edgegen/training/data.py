@@ -114,8 +114,8 @@ def digit_labels(size: int = 32) -> tuple[np.ndarray, np.ndarray, np.ndarray, np
 
 
 def _photographs() -> list[np.ndarray]:
-    from sklearn.datasets import load_sample_images
     import skimage.data
+    from sklearn.datasets import load_sample_images
 
     photos = [np.asarray(img) for img in load_sample_images().images]
     photos += [np.asarray(getattr(skimage.data, name)()) for name in _SKIMAGE_PHOTOS]

@@ -7,8 +7,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...errors import InputError
-from ...runtimes.pipeline import (LatentImageConfig, Pipeline, as_float_array, check_count, check_number, class_labels,
-                                  make_rng)
+from ...runtimes.pipeline import (
+    LatentImageConfig,
+    Pipeline,
+    as_float_array,
+    check_count,
+    check_number,
+    class_labels,
+    make_rng,
+)
 from .. import positive
 
 

@@ -1,8 +1,8 @@
 """The ControlNet family: a trainable copy of a diffusion UNet's encoder, steered by a hint image."""
 
 from .. import DemoModel, Family, Option, register
-from .pipeline import ControlNetConfig, ControlNetPipeline
 from .cli import OPTIONS, generate
+from .pipeline import ControlNetConfig, ControlNetPipeline
 
 FAMILY = register(Family(
     name="controlnet",

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from ...errors import ConfigError
 from ...families import GenerateRequest, Option
-from ..diffusion.cli import SAMPLING_OPTIONS, generate as generate_diffusion
+from ..diffusion.cli import SAMPLING_OPTIONS
+from ..diffusion.cli import generate as generate_diffusion
 
 OPTIONS = (*SAMPLING_OPTIONS,
            Option("--control", "control", "(required) a picture whose coarse version the samples follow",

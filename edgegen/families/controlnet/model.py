@@ -21,8 +21,8 @@ import torch.nn as nn
 
 from ...errors import ConfigError
 from .. import PRETRAINED
-from .pipeline import coarse_hint
 from ..diffusion import model as diffusion
+from .pipeline import coarse_hint
 
 FAMILY = "controlnet"
 DATA_RANGE = (-1.0, 1.0)

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...errors import InputError
-from .. import positive
 from ...images import average_pool
-from ...runtimes.samplers import Callback
 from ...runtimes.pipeline import as_float_array, check_count, check_number
+from ...runtimes.samplers import Callback
+from .. import positive
 from ..diffusion.pipeline import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS, DiffusionConfig, DiffusionPipeline
 
 

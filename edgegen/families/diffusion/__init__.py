@@ -1,8 +1,8 @@
 """The diffusion family: a class-conditional UNet denoiser with edgegen's numpy samplers."""
 
 from .. import DemoModel, Family, register
-from .pipeline import DiffusionConfig, DiffusionPipeline
 from .cli import SAMPLING_OPTIONS, generate
+from .pipeline import DiffusionConfig, DiffusionPipeline
 
 FAMILY = register(Family(
     name="diffusion",

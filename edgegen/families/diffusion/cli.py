@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ...families import GenerateRequest, Option
 from .pipeline import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS
+
 SAMPLING_OPTIONS = (
     Option("--steps", "steps", "sampling steps", {"type": int}, DEFAULT_STEPS),
     Option("--sampler", "sampler", "ddpm, ddim, dpmpp-2m, euler or euler-a", {}, DEFAULT_SAMPLER),

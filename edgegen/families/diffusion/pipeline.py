@@ -3,16 +3,23 @@ guidance as one batch of 2n, img2img and inpainting. numpy only."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ...errors import ConfigError, InputError
+from ...runtimes.pipeline import (
+    ImageConfig,
+    Pipeline,
+    as_float_array,
+    check_count,
+    check_number,
+    class_problems,
+    make_rng,
+)
 from ...runtimes.samplers import BETA_SCHEDULES, PREDICTION_TYPES, Callback, Sampler, make_sampler
-from dataclasses import dataclass
-
 from .. import positive
-from ...runtimes.pipeline import ImageConfig, Pipeline, as_float_array, check_count, check_number, make_rng
 
 DEFAULT_STEPS = 20
 DEFAULT_SAMPLER = "dpmpp-2m"
@@ -32,8 +39,7 @@ class DiffusionConfig(ImageConfig):
 
     def problems(self) -> list[str]:
         problems = super().problems() + positive(self, "num_train_timesteps")
-        if self.num_classes < 0 or not 0 <= self.null_label <= self.num_classes:
-            problems.append(f"null_label expected 0 to num_classes ({self.num_classes}), found {self.null_label}")
+        problems += class_problems(self)
         if self.beta_schedule not in BETA_SCHEDULES:
             problems.append(f"beta_schedule expected one of {', '.join(BETA_SCHEDULES)}, found {self.beta_schedule!r}")
         if self.prediction_type not in PREDICTION_TYPES:

@@ -1,14 +1,15 @@
 """The normalizing-flow family: RealNVP on 2-D points, Glow on images; exact densities."""
 
 from .. import DemoModel, Family, Option, register
-from .pipeline import FlowConfig, FlowPipeline
 from .cli import generate
+from .pipeline import FlowConfig, FlowPipeline
 
 FAMILY = register(Family(
     name="flow",
     summary="normalizing flows (RealNVP for points, Glow for images): exact log-likelihood, sampling",
     pipeline=FlowPipeline,
     config=FlowConfig,
+    data="digits (default), natural, a folder of images; moons, circles, blobs (2-D points: RealNVP)",
     model="edgegen.families.flow.model",
     export="edgegen.families.flow.export",
     options=(Option("--temperature", "temperature", "latent temperature (below 1: typical samples)",

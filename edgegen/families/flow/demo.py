@@ -9,8 +9,8 @@ def showcase(pipe, folder, name: str) -> tuple[dict, list[str]]:
     """Points: samples over the learned log density. Images: samples at temperature 0.7,
     bits per dimension of held-out digits and anomaly-score separation."""
     from ...evaluation import anomaly_aucs
-    from ...training.data import load_images
     from ...plots import save_density_plot
+    from ...training.data import load_images
 
     picture = [f"![{name} samples]({name}_samples.png)", ""]
     if not pipe.is_image:

@@ -8,11 +8,12 @@ import torch
 
 from ...errors import DataError
 from ...export.spec import ExportSpec, GraphSpec, image_shape
+from ...package import TensorSpec
 from ...training.checkpoint import Checkpoint
 from ...training.data import ImageData
-from ...package import TensorSpec
 from . import model as flow
 from .pipeline import FlowConfig
+
 
 def _flow_data(ckpt: Checkpoint, source: str) -> ImageData:
     points = ckpt.config.kind == "realnvp"

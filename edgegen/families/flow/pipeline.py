@@ -4,14 +4,13 @@ log-determinant) and inverse (z -> x) graphs. numpy only."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from ...errors import InputError
-from dataclasses import dataclass, field
-
-from .. import RuntimeConfig, positive
 from ...runtimes.pipeline import Pipeline, as_float_array, check_count, check_number, make_rng
+from .. import RuntimeConfig, positive
 
 KINDS = ("realnvp", "glow")
 

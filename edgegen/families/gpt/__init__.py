@@ -1,8 +1,8 @@
 """The GPT family: a decoder-only transformer with a runtime-owned KV-cache loop (GPT-2 imports too)."""
 
 from .. import DemoModel, Family, register
-from .pipeline import GPTConfig, GPTPipeline
 from .cli import OPTIONS, generate
+from .pipeline import GPTConfig, GPTPipeline
 
 
 def _limits(config: GPTConfig) -> dict[str, int]:
@@ -14,6 +14,7 @@ FAMILY = register(Family(
     summary="GPT-2-style decoder-only transformer: KV cache, streaming, top-k/top-p",
     pipeline=GPTPipeline,
     config=GPTConfig,
+    data="stdlib (default: the Python standard library's source) or a UTF-8 text file",
     model="edgegen.families.gpt.model",
     export="edgegen.families.gpt.export",
     options=OPTIONS,

@@ -7,10 +7,11 @@ import numpy as np
 import torch
 
 from ...export.spec import TRACE_BATCH, ExportSpec, GraphSpec
+from ...package import TensorSpec, sha256_file
 from ...training.checkpoint import Checkpoint
 from ...training.data import ImageData
-from ...package import TensorSpec, sha256_file
 from .pipeline import GPTConfig
+
 
 def _gpt_data(ckpt: Checkpoint, source: str):
     """Held-out text as token windows: the corpus the model was trained on, or for an

@@ -18,10 +18,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from ...errors import CheckpointError, ValidationError
+from ...export.validate import compare
+from ...package import read_json, sha256_file
 from ...training.checkpoint import Checkpoint, make_config
 from .model import build
-from ...package import read_json, sha256_file
-from ...export.validate import compare
 
 ARCHITECTURES = ("gpt2",)
 _TANH_GELUS = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")

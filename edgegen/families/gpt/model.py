@@ -133,6 +133,19 @@ class GPT(nn.Module):
         c = self.config
         return [torch.zeros(batch, c.n_head, 0, c.head_dim) for _ in range(2 * c.n_layer)]
 
+    @torch.inference_mode()
+    def greedy_cached(self, prompts: torch.Tensor, new_tokens: int) -> torch.Tensor:
+        """Greedy continuation of equal-length prompts [b, t] with this module's own KV cache: the
+        PyTorch eager loop `edgegen bench --vs-torch` times a token package against."""
+        b, t = prompts.shape
+        ids, positions, past, made = prompts, torch.arange(t).expand(b, t), self.empty_past(b), []
+        for i in range(new_tokens):
+            out = self(ids, positions, torch.ones(b, t + i, dtype=torch.int64), *past)
+            ids, past = out[0][:, -1:].argmax(-1), out[1:]
+            positions = torch.full((b, 1), t + i)
+            made.append(ids)
+        return torch.cat(made, dim=1)
+
     def forward(self, input_ids, position_ids, attention_mask, *past):
         """past: past_key_values.0.key, .0.value, .1.key, ... -> (logits, present.0.key, ...)."""
         b, t = input_ids.shape

@@ -17,10 +17,10 @@ import numpy as np
 
 from ...errors import InputError
 from ...runtimes.ort import OrtBinding, OrtSession
+from ...runtimes.pipeline import Pipeline, check_count, check_number, make_rng
 from ...runtimes.token_sampling import Sampling, next_tokens
 from ...runtimes.tokenizer import check_token_ids, load_tokenizer
 from .. import RuntimeConfig, positive
-from ...runtimes.pipeline import Pipeline, check_count, check_number, make_rng
 
 DEFAULT_MAX_NEW_TOKENS = 64
 DEFAULT_CACHE_BUDGET_MB = 1024

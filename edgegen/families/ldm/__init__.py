@@ -1,8 +1,8 @@
 """The latent diffusion family: the diffusion UNet over a KL autoencoder's latents."""
 
 from .. import DemoModel, Family, register
-from .pipeline import LatentDiffusionConfig, LatentDiffusionPipeline
 from ..diffusion.cli import SAMPLING_OPTIONS, generate
+from .pipeline import LatentDiffusionConfig, LatentDiffusionPipeline
 
 FAMILY = register(Family(
     name="ldm",

@@ -4,12 +4,12 @@ it. numpy only."""
 
 from __future__ import annotations
 
-import numpy as np
-
 from dataclasses import dataclass
 
-from .. import positive
+import numpy as np
+
 from ...runtimes.pipeline import as_float_array
+from .. import positive
 from ..diffusion.pipeline import DiffusionConfig, DiffusionPipeline
 
 

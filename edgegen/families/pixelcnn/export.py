@@ -7,10 +7,11 @@ import numpy as np
 import torch
 
 from ...export.spec import ExportSpec, GraphSpec, held_out_images, image_shape, mixed_labels
-from ...training.checkpoint import Checkpoint
 from ...package import TensorSpec
+from ...training.checkpoint import Checkpoint
 from . import model as pixelcnn
 from .pipeline import PixelCNNConfig
+
 
 def _quantized_images(ckpt, batch, rng, data):
     levels = ckpt.config.levels

@@ -20,7 +20,6 @@ import torch.nn.functional as F
 
 from ...training.common import LikelihoodTrainer
 
-
 FAMILY = "pixelcnn"
 DATA_RANGE = (0.0, 1.0)
 DEFAULT_STEPS = 3000

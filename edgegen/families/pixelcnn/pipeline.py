@@ -15,8 +15,16 @@ import numpy as np
 
 from ...errors import InputError
 from ...runtimes.autoregressive import draw, log_softmax, sampler
+from ...runtimes.pipeline import (
+    ImageConfig,
+    Pipeline,
+    as_float_array,
+    check_count,
+    class_labels,
+    class_problems,
+    make_rng,
+)
 from .. import positive
-from ...runtimes.pipeline import ImageConfig, Pipeline, as_float_array, check_count, class_labels, make_rng
 
 
 @dataclass(kw_only=True)
@@ -32,8 +40,7 @@ class PixelCNNConfig(ImageConfig):
         problems = super().problems() + positive(self, "layers", "width")
         if self.levels < 2:
             problems.append(f"levels expected at least 2, found {self.levels}")
-        if self.num_classes < 0 or not 0 <= self.null_label <= self.num_classes:
-            problems.append(f"null_label expected 0 to num_classes ({self.num_classes}), found {self.null_label}")
+        problems += class_problems(self)
         return problems
 
 

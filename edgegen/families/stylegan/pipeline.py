@@ -4,15 +4,22 @@ average w, style mixing, interpolation in w space, and the noise modes. numpy on
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
 from ...errors import InputError
-from dataclasses import dataclass
-
+from ...runtimes.pipeline import (
+    LatentImageConfig,
+    Pipeline,
+    as_float_array,
+    check_count,
+    check_number,
+    make_rng,
+    standard_normal,
+)
 from .. import positive
-from ...runtimes.pipeline import LatentImageConfig, Pipeline, as_float_array, check_count, check_number, make_rng, standard_normal
 
 NOISE_MODES = ("const", "random", "none")
 

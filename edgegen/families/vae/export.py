@@ -6,7 +6,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ...export.spec import ExportSpec, GraphSpec, held_out_image_inputs, held_out_images, image_shape, latent_image_config
+from ...export.spec import (
+    ExportSpec,
+    GraphSpec,
+    held_out_image_inputs,
+    held_out_images,
+    image_shape,
+    latent_image_config,
+)
 from ...package import TensorSpec
 from .pipeline import VAEConfig
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from dataclasses import dataclass
+
+import numpy as np
 
 from ...runtimes.pipeline import LatentImageConfig, Pipeline, as_float_array, check_count, standard_normal
 

@@ -1,14 +1,15 @@
 """The WaveNet family: dilated causal convolutions, fast generation with per-layer queues."""
 
 from .. import DemoModel, Family, register
-from .pipeline import WaveNetConfig, WaveNetPipeline
 from .cli import OPTIONS, generate
+from .pipeline import WaveNetConfig, WaveNetPipeline
 
 FAMILY = register(Family(
     name="wavenet",
     summary="WaveNet on mu-law audio: fast generation with per-layer queues, log-likelihood",
     pipeline=WaveNetPipeline,
     config=WaveNetConfig,
+    data="tones (default: synthesized) or a folder of WAV files",
     model="edgegen.families.wavenet.model",
     export="edgegen.families.wavenet.export",
     options=OPTIONS,

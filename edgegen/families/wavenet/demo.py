@@ -5,9 +5,9 @@ from __future__ import annotations
 
 def showcase(pipe, folder, name: str) -> tuple[dict, list[str]]:
     """One second of each class as a WAV file, and their spectrograms in one picture."""
-    from .model import TONE_KINDS
     from ...plots import save_spectrograms
     from ...runtimes.audio import write_wav
+    from .model import TONE_KINDS
 
     kinds = TONE_KINDS if pipe.num_classes == len(TONE_KINDS) else ("unconditional",)
     clips = {}

@@ -7,10 +7,11 @@ import numpy as np
 import torch
 
 from ...export.spec import ExportSpec, GraphSpec, mixed_labels
-from ...training.checkpoint import Checkpoint
 from ...package import TensorSpec
+from ...training.checkpoint import Checkpoint
 from . import model as wavenet
 from .pipeline import WaveNetConfig
+
 
 def _wavenet_data(ckpt: Checkpoint, source: str):
     c = ckpt.config

@@ -16,10 +16,10 @@ import numpy as np
 
 from ...errors import InputError
 from ...runtimes.audio import mu_law_decode, mu_law_encode
-from ...runtimes.ort import OrtBinding, OrtSession
 from ...runtimes.autoregressive import draw, log_softmax, sampler
+from ...runtimes.ort import OrtBinding, OrtSession
+from ...runtimes.pipeline import Pipeline, as_float_array, check_count, class_labels, class_problems, make_rng
 from .. import RuntimeConfig, positive
-from ...runtimes.pipeline import Pipeline, as_float_array, check_count, class_labels, make_rng
 
 
 @dataclass(kw_only=True)
@@ -38,8 +38,7 @@ class WaveNetConfig(RuntimeConfig):
         problems = positive(self, "sample_rate", "residual_channels", "queue_lengths", "receptive_field")
         if self.quantization < 2:
             problems.append(f"quantization expected at least 2 mu-law channels, found {self.quantization}")
-        if self.num_classes < 0 or not 0 <= self.null_label <= self.num_classes:
-            problems.append(f"null_label expected 0 to num_classes ({self.num_classes}), found {self.null_label}")
+        problems += class_problems(self)
         return problems
 
 

@@ -1,6 +1,5 @@
 """The demo's showcase: samples and reconstructions."""
 
-import numpy as np
 
 from edgegen.images import save_grid
 

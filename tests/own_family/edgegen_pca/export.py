@@ -1,6 +1,5 @@
 """The export spec: two graphs, their realistic inputs for the gate, and the runtime config."""
 
-import numpy as np
 import torch
 
 from edgegen.export.spec import ExportSpec, GraphSpec, held_out_image_inputs, image_shape, latent_image_config
