@@ -236,6 +236,9 @@ def _add_family_options(parser, command: str, declared: dict, every: dict) -> No
         kwargs = {k: v for k, v in first.kwargs.items()}
         if kwargs.get("action") == "store_true":
             kwargs["default"] = None
+        if any(first.flag in action.option_strings for action in parser._actions):
+            raise ConfigError(f"family {taken[0][0]!r}: option {first.flag} expected a name of its own, found one that "
+                              f"edgegen {command} already has")
         group.add_argument(first.flag, dest=dest, help="; ".join(f"{', '.join(names)}: {text}"
                                                                 for text, names in helps.items()), **kwargs)
 
@@ -383,7 +386,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    try:
+        parser = build_parser()
+    except EdgegenError as exc:   # a registered family whose declaration does not fit the command line
+        print(f"edgegen: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
     args = parser.parse_args(argv)
     try:
         code = args.func(args)

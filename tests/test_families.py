@@ -118,3 +118,33 @@ def test_an_outside_family_through_the_command_line_with_no_edit_to_edgegen(tmp_
     assert "| decoder | torch eager |" in (tmp_path / "demo" / "index.md").read_text()
     refused = edgegen("generate", "pkg", "--steps", "3", "--out", "t.png")
     assert refused.returncode == 2 and "--steps: expected an option of pca packages (--spread), found it" in refused.stderr
+
+
+def test_a_broken_outside_package_is_reported_for_its_own_family_only(monkeypatch):
+    """A third-party entry point that fails to import does not take the built-ins down; asking for
+    its family says why it did not load."""
+    import importlib.metadata
+
+    point = importlib.metadata.EntryPoint("brokenfam", "edgegen_no_such_package:FAMILY", families.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group=None: [point] if group else [])
+    families.families()   # the built-ins, registered once per process
+    monkeypatch.setattr(families, "_REGISTRY", dict(families._REGISTRY))
+    monkeypatch.setattr(families, "_BROKEN", {})
+    monkeypatch.setattr(families, "_DISCOVERED", False)
+    assert "gan" in families.names() and "brokenfam" not in families.names()
+    with pytest.raises(UnknownFamilyError, match=r"family 'brokenfam': its package's entry point .* failed to load: "
+                                                 r"ModuleNotFoundError"):
+        families.get("brokenfam")
+
+
+def test_a_family_option_that_clashes_with_the_commands_own_is_refused(registered, capsys):
+    from edgegen.cli import main
+
+    clashing = families.Family("clash", "a family with a --seed option", edgegen_pca.PCAPipeline, edgegen_pca.PCAConfig,
+                               options=(families.Option("--seed", "seed", "its own seed"),))
+    families._REGISTRY["clash"] = clashing
+    try:
+        assert main(["doctor"]) == 2
+    finally:
+        del families._REGISTRY["clash"]
+    assert "family 'clash': option --seed expected a name of its own" in capsys.readouterr().err

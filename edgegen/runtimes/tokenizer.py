@@ -93,6 +93,9 @@ class _BPEStream:
         return self._tokenizer.decode(self._held, skip_special_tokens=False) if self._held else ""
 
 
+TOKENIZER_KINDS = ("bytes", "bpe", "none")   # none: an imported model without one (token ids only)
+
+
 def load_tokenizer(package: Package, spec: dict) -> ByteTokenizer | BPETokenizer | None:
     """The package's tokenizer as its config's `tokenizer` names it; None for a model imported
     without one (token ids only)."""
@@ -109,7 +112,8 @@ def load_tokenizer(package: Package, spec: dict) -> ByteTokenizer | BPETokenizer
             raise HashMismatchError(f"package {str(package.path)!r}: tokenizer {spec.get('file')!r} expected sha256 "
                                     f"{str(spec.get('sha256'))[:16]}..., found another (the file was changed after export)")
         return BPETokenizer(path)
-    raise PackageError(f"package {str(package.path)!r}: expected config.tokenizer.kind 'bytes', 'bpe' or 'none', found {kind!r}")
+    raise PackageError(f"package {str(package.path)!r}: expected config.tokenizer.kind one of {', '.join(TOKENIZER_KINDS)}, "
+                       f"found {kind!r}")
 
 
 def check_token_ids(ids, vocab_size: int, what: str) -> list[int]:

@@ -19,7 +19,7 @@ from ...errors import InputError
 from ...runtimes.ort import OrtBinding, OrtSession
 from ...runtimes.pipeline import Pipeline, check_count, check_number, make_rng
 from ...runtimes.token_sampling import Sampling, next_tokens
-from ...runtimes.tokenizer import check_token_ids, load_tokenizer
+from ...runtimes.tokenizer import TOKENIZER_KINDS, check_token_ids, load_tokenizer
 from .. import RuntimeConfig, positive
 
 DEFAULT_MAX_NEW_TOKENS = 64
@@ -42,8 +42,8 @@ class GPTConfig(RuntimeConfig):
 
     def problems(self) -> list[str]:
         problems = positive(self, "vocab_size", "block_size", "n_layer", "n_head", "head_dim", "n_embd")
-        if self.tokenizer.get("kind") not in ("bytes", "bpe", "none"):
-            problems.append(f"tokenizer.kind expected bytes, bpe or none, found {self.tokenizer.get('kind')!r}")
+        if self.tokenizer.get("kind") not in TOKENIZER_KINDS:
+            problems.append(f"tokenizer.kind expected one of {', '.join(TOKENIZER_KINDS)}, found {self.tokenizer.get('kind')!r}")
         return problems
 
 
