@@ -21,6 +21,10 @@ from edgegen.images import save_grid
 from edgegen.training.train import train
 
 OWN_FAMILY = Path(__file__).parent / "own_family"   # a separate package, found through its entry point
+# The registry scans entry points once per process: scan now, before the outside package is on
+# this process's path, so that only the tests that ask for it see it (fresh processes find it
+# through its entry point).
+families.families()
 sys.path.insert(0, str(OWN_FAMILY))
 import edgegen_pca  # noqa: E402
 
