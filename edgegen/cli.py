@@ -20,7 +20,7 @@ def _cmd_train(args) -> None:
 
     family = get_family(args.family)
     options = {"latent_dim": args.latent_dim} if args.latent_dim else {}
-    options.update(_family_options(family, family.train_options, _TRAIN_OPTIONS, args, "train"))
+    options.update(_family_options(family, family.train_options, args, "train"))
     out = train(args.family, args.out, data=args.data, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                 seed=args.seed, image_size=args.image_size, channels=args.channels, overwrite=args.force, **options)
     print(f"wrote checkpoint {out}")
@@ -64,11 +64,11 @@ def _export_module(args):
                           atol=args.atol, rtol=args.rtol, overwrite=args.force, source=args.module)
 
 
-def _family_options(family, declared, every: dict, args, command: str) -> dict:
+def _family_options(family, declared, args, command: str) -> dict:
     """{keyword: value} of the family's options for `command`: the ones given, and the defaults
     of the rest; an option of another family given here is refused, not ignored."""
     mine = {option.dest for option in declared}
-    for dest, option in every.items():
+    for dest, option in args.family_options.items():   # every family's, as the parser was built
         if dest not in mine and getattr(args, dest, None) is not None:
             accepted = ", ".join(o.flag for o in declared) or "none"
             raise ConfigError(f"{option.flag}: expected an option of {family.name} packages ({accepted}), found it")
@@ -88,7 +88,7 @@ def _cmd_generate(args) -> None:
 
     pipe = load(args.package, backend=args.backend, threads=args.threads)
     family = get_family(pipe.family)
-    options = _family_options(family, family.options, _GENERATE_OPTIONS, args, "generate")
+    options = _family_options(family, family.options, args, "generate")
 
     def require_out() -> None:
         if args.out is None:
@@ -213,12 +213,7 @@ def _cmd_demo(args) -> None:
     print(f"wrote {index}")
 
 
-# every family option the parser knows, by argparse dest: filled by build_parser from the registry
-_GENERATE_OPTIONS: dict = {}
-_TRAIN_OPTIONS: dict = {}
-
-
-def _add_family_options(parser, command: str, declared: dict, every: dict) -> None:
+def _add_family_options(parser, command: str, declared: dict) -> None:
     """One flag per option name across the registered families, its help naming the families
     that take it; defaults stay None here so that a flag given to a family without it is found."""
     users: dict = {}
@@ -228,7 +223,6 @@ def _add_family_options(parser, command: str, declared: dict, every: dict) -> No
     group = parser.add_argument_group(f"family options (each family's own; {command} refuses the others')")
     for dest, taken in users.items():
         first = taken[0][1]
-        every[dest] = first
         helps: dict[str, list[str]] = {}   # one help text, the families that share it
         for family, option in taken:
             text = option.help + (f" (default {option.default})" if option.default is not None else "")
@@ -241,6 +235,8 @@ def _add_family_options(parser, command: str, declared: dict, every: dict) -> No
                               f"edgegen {command} already has")
         group.add_argument(first.flag, dest=dest, help="; ".join(f"{', '.join(names)}: {text}"
                                                                 for text, names in helps.items()), **kwargs)
+    # the command's handler refuses an option of another family than the package's: it needs them all
+    parser.set_defaults(family_options={dest: taken[0][1] for dest, taken in users.items()})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -272,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, default=None, help="default: the family's")
     p.add_argument("--channels", type=int, choices=(1, 3), default=None, help="1 grey, 3 RGB (default: the data's own)")
     p.add_argument("--latent-dim", type=int, default=None)
-    _add_family_options(p, "train", {f.name: f.train_options for f in registered}, _TRAIN_OPTIONS)
+    _add_family_options(p, "train", {f.name: f.train_options for f in registered})
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=_cmd_train)
 
@@ -314,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "audio or arrays say what they write below)")
     p.add_argument("--nrow", type=int, default=None, help="images per row (default: square grid)")
     p.add_argument("--scale", type=int, default=None, help="pixel upscaling of the grid (default: to ~64 px a picture)")
-    _add_family_options(p, "generate", {f.name: f.options for f in registered}, _GENERATE_OPTIONS)
+    _add_family_options(p, "generate", {f.name: f.options for f in registered})
     runtime_options(p)
     p.set_defaults(func=_cmd_generate)
 
