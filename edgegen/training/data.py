@@ -113,34 +113,51 @@ def digit_labels(size: int = 32) -> tuple[np.ndarray, np.ndarray, np.ndarray, np
     return arrays
 
 
-def _photographs() -> list[np.ndarray]:
+def photographs(names: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+    """The shipped photographs as uint8 RGB arrays [H, W, 3] by name (grey ones repeated to RGB):
+    scikit-learn's china and flower, then scikit-image's; `names` picks some of them."""
     import skimage.data
     from sklearn.datasets import load_sample_images
 
-    photos = [np.asarray(img) for img in load_sample_images().images]
-    photos += [np.asarray(getattr(skimage.data, name)()) for name in _SKIMAGE_PHOTOS]
-    return [np.repeat(p[:, :, None], 3, axis=2) if p.ndim == 2 else p[:, :, :3] for p in photos]
+    sample = load_sample_images()
+    photos = {Path(f).stem: np.asarray(img) for f, img in zip(sample.filenames, sample.images)}
+    photos.update({name: np.asarray(getattr(skimage.data, name)()) for name in _SKIMAGE_PHOTOS})
+    if names is not None:
+        unknown = sorted(set(names) - set(photos))
+        if unknown:
+            raise DataError(f"photographs {unknown}: expected names among {sorted(photos)}, found unknown ones")
+        photos = {name: photos[name] for name in names}
+    return {k: np.repeat(p[:, :, None], 3, axis=2) if p.ndim == 2 else p[:, :, :3] for k, p in photos.items()}
+
+
+def random_crops(photos: list[np.ndarray], size: int, n: int, rng: np.random.Generator,
+                 max_zoom: float = 4.0) -> np.ndarray:
+    """n random square crops [n, C, size, size] in [0, 1] of uint8 or [0, 1] photographs: each
+    crop's side drawn between 1x and max_zoom x `size`, resized to `size` (bicubic)."""
+    out = np.empty((n, photos[0].shape[2], size, size), dtype=np.float32)
+    for i in range(n):
+        photo = photos[rng.integers(len(photos))]
+        if min(photo.shape[:2]) < size:
+            raise DataError(f"photograph of {photo.shape[1]}x{photo.shape[0]} pixels: expected at least {size} on each "
+                            "side for crops of that size, found a smaller one")
+        side = int(rng.integers(size, min(int(max_zoom * size), *photo.shape[:2]) + 1))
+        top = rng.integers(photo.shape[0] - side + 1)
+        left = rng.integers(photo.shape[1] - side + 1)
+        crop = photo[top:top + side, left:left + side]
+        crop = crop.astype(np.float32) / 255.0 if crop.dtype == np.uint8 else crop
+        out[i] = _resize(crop, size)
+    return out
 
 
 def _natural_crops(size: int, seed: int, n_train: int = 4000, n_test: int = 500) -> tuple[np.ndarray, np.ndarray]:
     """Random square crops (side 1x to 4x the output size) of the shipped photographs, resized."""
-    photos = [p.astype(np.float32) / 255.0 for p in _photographs()]
-
-    def crops(n: int, rng: np.random.Generator) -> np.ndarray:
-        out = np.empty((n, 3, size, size), dtype=np.float32)
-        for i in range(n):
-            photo = photos[rng.integers(len(photos))]
-            side = int(rng.integers(size, min(4 * size, *photo.shape[:2]) + 1))
-            top = rng.integers(photo.shape[0] - side + 1)
-            left = rng.integers(photo.shape[1] - side + 1)
-            out[i] = _resize(photo[top:top + side, left:left + side], size)
-        return out
-
-    return crops(n_train, np.random.default_rng(seed)), crops(n_test, np.random.default_rng(seed + 1_000_003))
+    photos = list(photographs().values())
+    return (random_crops(photos, size, n_train, np.random.default_rng(seed)),
+            random_crops(photos, size, n_test, np.random.default_rng(seed + 1_000_003)))
 
 
-def _folder(folder: Path, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Every image under `folder`, centre-cropped to a square and resized, as RGB."""
+def folder_images(folder: Path) -> list[tuple[Path, np.ndarray]]:
+    """Every image under `folder` as uint8 RGB [H, W, 3], with its path."""
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not files:
         raise DataError(f"data folder {str(folder)!r}: expected image files ({', '.join(IMAGE_SUFFIXES)}), found none")
@@ -148,12 +165,19 @@ def _folder(folder: Path, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]
     for path in files:
         try:
             with Image.open(path) as img:
-                rgb = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+                images.append((path, np.asarray(img.convert("RGB"))))
         except OSError as exc:
             raise DataError(f"image {str(path)!r}: expected a readable image, found: {exc}") from None
+    return images
+
+
+def _folder(folder: Path, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every image under `folder`, centre-cropped to a square and resized, as RGB."""
+    images = []
+    for _path, rgb in folder_images(folder):
         side = min(rgb.shape[:2])
         top, left = (rgb.shape[0] - side) // 2, (rgb.shape[1] - side) // 2
-        images.append(_resize(rgb[top:top + side, left:left + side], size))
+        images.append(_resize(rgb[top:top + side, left:left + side].astype(np.float32) / 255.0, size))
     if len(images) < 2:
         raise DataError(f"data folder {str(folder)!r}: expected at least 2 images (one held out), found {len(images)}")
     return _split(np.stack(images).astype(np.float32), 0.1, seed)
