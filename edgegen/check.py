@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .errors import ConfigError
 from .package import Package
-from .runtimes.engines import parse_profiles
+from .runtimes.engines import package_profiles
 
 TABLE = Path(__file__).parent / "data" / "tensorrt_onnx_ops.json"
 DEFAULT_TENSORRT = "10.15"
@@ -29,6 +29,7 @@ class GraphCheck:
     restricted: dict[str, str] = field(default_factory=dict)     # op -> restriction
     problems: list[str] = field(default_factory=list)            # opset, custom domains
     unprofiled_dims: list[str] = field(default_factory=list)
+    profile: tuple = ()      # ((input, min shape, opt shape, max shape), ...): what edgegen build would build
 
     @property
     def ok(self) -> bool:
@@ -52,8 +53,9 @@ def support_table(version: str) -> dict:
 def check_package(path: str | os.PathLike, tensorrt: str = DEFAULT_TENSORRT, profiles: list[str] | None = None) -> list[GraphCheck]:
     import onnx
 
-    table, given = support_table(tensorrt), parse_profiles(profiles)
+    table = support_table(tensorrt)
     package = Package(path)
+    derived = package_profiles(package, profiles, strict=False)
     files = [(part, package.graph_path(part)) for part in package.graphs]
     files += [(f"{part} ({precision})", package.resolve(r["file"], "variant"))
               for precision in package.manifest.variants for part, r in package.variant_files(precision).items()]
@@ -74,9 +76,12 @@ def check_package(path: str | os.PathLike, tensorrt: str = DEFAULT_TENSORRT, pro
             elif op in table["restricted"]:
                 result.restricted[op] = table["restricted"][op]
         result.problems += _restriction_violations(model)
-        entry = package.graphs[part.split(" ")[0]]
-        dims = sorted({d for spec in entry.inputs for d in spec.shape if isinstance(d, str)})
-        result.unprofiled_dims = [d for d in dims if d not in given]
+        profile = derived[part.split(" ")[0]]
+        if isinstance(profile, str):   # a dynamic dim neither the family's limits nor --profile cover
+            entry = package.graphs[part.split(" ")[0]]
+            result.unprofiled_dims = sorted({d for spec in entry.inputs for d in spec.shape if isinstance(d, str)})
+        else:
+            result.profile = profile
         checks.append(result)
     return checks
 
@@ -107,4 +112,7 @@ def format_checks(checks: list[GraphCheck], tensorrt: str) -> str:
         lines += [f"  restricted   {op}: {text}" for op, text in c.restricted.items()]
         if c.unprofiled_dims:
             lines.append(f"  no profile   {', '.join(c.unprofiled_dims)} (give --profile NAME=MIN:OPT:MAX)")
+        for name, low, opt, high in c.profile:
+            if low != high:
+                lines.append(f"  profile      {name}: min {list(low)}, opt {list(opt)}, max {list(high)}")
     return "\n".join(lines)

@@ -7,10 +7,11 @@ import onnx
 import pytest
 from onnx import helper
 
-from edgegen.check import check_package, parse_profiles, support_table
+from edgegen.check import check_package, support_table
 from edgegen.cli import main
 from edgegen.errors import ConfigError
 from edgegen.optimize import optimize_package
+from edgegen.runtimes.engines import parse_profiles
 
 
 def test_tables_know_what_jetpack_6_lacks():
@@ -30,7 +31,8 @@ def test_check_reports_ops_opsets_quantization_and_unprofiled_dims(package_copy,
     assert all(c.ok and not c.unprofiled_dims for c in checks)
     assert "Resize" in checks[0].restricted and "QuantizeLinear" in checks[1].restricted
     old = check_package(pkg, "10.3")
-    assert not old[0].ok and "opset 23" in old[0].problems[0] and old[0].unprofiled_dims == ["batch"]
+    assert not old[0].ok and "opset 23" in old[0].problems[0] and not old[0].unprofiled_dims
+    assert old[0].profile == (("z", (1, 64), (1, 64), (16, 64)),)   # what build derives: batch 1:1:16
     assert main(["check", str(pkg), "--tensorrt", "10.3"]) == 1
     assert main(["check", str(pkg), "--profile", "batch=1:8:16"]) == 0
     assert "parses with TensorRT 10.15" in capsys.readouterr().out

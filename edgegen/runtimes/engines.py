@@ -49,11 +49,12 @@ class EngineKey:
 
 
 def derive_profile(inputs: tuple[TensorSpec, ...], limits: dict[str, int],
-                   overrides: dict[str, tuple[int, int, int]] | None = None) -> tuple:
+                   overrides: dict[str, tuple[int, int, int]] | None = None,
+                   typical: dict[str, int] | None = None) -> tuple:
     """Min/opt/max shapes for each input from the manifest's dims: static dims as they are;
     dynamic ones from `overrides`, else `batch` 1/1/16 and other dims 1 (0 for a past
-    cache)/1/their limit (the model's context, the image height, ...)."""
-    overrides = overrides or {}
+    cache)/their typical size (default 1)/their limit (the model's context, the image height, ...)."""
+    overrides, typical = overrides or {}, typical or {}
     profile = []
     for spec in inputs:
         shapes = ([], [], [])
@@ -66,7 +67,8 @@ def derive_profile(inputs: tuple[TensorSpec, ...], limits: dict[str, int],
                 low, opt, _ = DEFAULT_BATCH_PROFILE
                 values = (low, opt, int(limits.get(dim, DEFAULT_BATCH_PROFILE[2])))
             elif dim in limits:
-                values = (0 if dim.startswith("past") else 1, 1, int(limits[dim]))
+                values = (0 if dim.startswith("past") else 1, min(int(typical.get(dim, 1)), int(limits[dim])),
+                          int(limits[dim]))
             else:
                 raise ConfigError(f"input {spec.name!r}: dynamic dim {dim!r} has no profile; expected "
                                   f"--profile {dim}=MIN:OPT:MAX")
@@ -81,6 +83,25 @@ def dim_limits(package) -> dict[str, int]:
     them from the (checked) manifest config."""
     family, config = package_config(package)
     return family.limits(config)
+
+
+def package_profiles(package, profiles: list[str] | None = None, strict: bool = True) -> dict[str, tuple | str]:
+    """{graph: its optimization profile}: the --profile overrides, else derived from the family's
+    declared limits, with the sizes bench uses as the sizes to tune for. What build builds, the
+    TensorRT sessions bind and check shows. strict=False: a graph with a dim no limit or override
+    covers maps to the reason instead of raising."""
+    family, config = package_config(package)
+    limits, overrides = family.limits(config), parse_profiles(profiles)
+    typical = family.bench_dims(config) if family.bench_dims else {}
+    result = {}
+    for part, entry in package.graphs.items():
+        try:
+            result[part] = derive_profile(entry.inputs, limits, overrides, typical)
+        except ConfigError as exc:
+            if strict:
+                raise
+            result[part] = str(exc)
+    return result
 
 
 def parse_profiles(specs: list[str] | None) -> dict[str, tuple[int, int, int]]:
@@ -205,11 +226,9 @@ def build_package(path: str | os.PathLike, precision: str = "fp32", profiles: li
     package = Package(path)
     trt_version, gpu, capability = device_identity()
     cache = EngineCache(Path(cache_dir) if cache_dir else package.path / ".edgegen-cache" / "tensorrt")
-    overrides, limits = parse_profiles(profiles), dim_limits(package)
     engines = {}
-    for part, entry in package.graphs.items():
+    for part, profile in package_profiles(package, profiles).items():
         graph = package.graph_path(part, precision)
-        profile = derive_profile(entry.inputs, limits, overrides)
         key = EngineKey(sha256_file(graph), trt_version, gpu, capability, precision, profile)
         data = cache.lookup(part, key)
         for reason in cache.rejected:
@@ -296,7 +315,6 @@ def open_tensorrt_sessions(package, precision: str = "fp32", profiles: list[str]
                            cache_dir=None, report=lambda line: None) -> dict[str, TensorRTSession]:
     """edgegen.load(backend="tensorrt"): each graph's engine from the cache (built on a miss)."""
     engines = build_package(package.path, precision, profiles, cache_dir, report=report)
-    overrides, limits = parse_profiles(profiles), dim_limits(package)
-    return {part: TensorRTSession(part, engines[part].read_bytes(), entry.inputs, entry.outputs,
-                                  derive_profile(entry.inputs, limits, overrides))
+    profile = package_profiles(package, profiles)
+    return {part: TensorRTSession(part, engines[part].read_bytes(), entry.inputs, entry.outputs, profile[part])
             for part, entry in package.graphs.items()}
