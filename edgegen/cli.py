@@ -378,6 +378,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", nargs="+", default=None, metavar="FAMILY", help="only these families' models")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=_cmd_demo)
+
+    for family in registered:   # commands a family brings for its use case (edgegen upscale)
+        for add in family.command_adders():
+            add(sub, runtime_options)
     return parser
 
 

@@ -61,3 +61,43 @@ def load_image(path: str | os.PathLike, shape: tuple[int, int, int]) -> np.ndarr
         raise InputError(f"image {str(path)!r}: expected a picture pillow can read, found: {exc}") from None
     pixels = np.asarray(image, dtype=np.float32) / 255.0
     return (pixels[None, None] if channels == 1 else pixels.transpose(2, 0, 1)[None]).copy()
+
+
+PICTURE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
+JPEG_QUALITY = 95
+
+
+def read_picture(path: str | os.PathLike) -> Image.Image:
+    """An image file (PNG, JPEG or anything else Pillow reads), loaded into memory."""
+    if os.path.isdir(path):
+        raise InputError(f"image {str(path)!r}: expected a picture file, found a directory")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image
+    except (OSError, ValueError) as exc:
+        raise InputError(f"image {str(path)!r}: expected a picture Pillow can read, found: {exc}") from None
+
+
+def picture_format(path: str | os.PathLike, mode: str) -> str:
+    """The format a picture of Pillow `mode` is written in at `path` (by its extension), or
+    InputError: a directory, an unknown extension, or an alpha channel for JPEG. Commands call
+    it before their work, so a bad --out is refused before minutes of it."""
+    if os.path.isdir(path):
+        raise InputError(f"output {str(path)!r}: expected a picture file path, found a directory")
+    suffix = os.path.splitext(str(path))[1].lower()
+    if suffix not in PICTURE_FORMATS:
+        raise InputError(f"output {str(path)!r}: expected an extension among {', '.join(PICTURE_FORMATS)}, "
+                         f"found {suffix or 'none'}")
+    if PICTURE_FORMATS[suffix] == "JPEG" and mode not in ("L", "RGB"):
+        raise InputError(f"output {str(path)!r}: JPEG holds grey or RGB pictures, found mode {mode} "
+                         "(one with an alpha channel): write a .png")
+    return PICTURE_FORMATS[suffix]
+
+
+def write_picture(image: Image.Image, path: str | os.PathLike) -> None:
+    """Write a Pillow image atomically, in the format its extension names (PNG or JPEG)."""
+    kind = picture_format(path, image.mode)
+    buffer = io.BytesIO()
+    image.save(buffer, format=kind, **({"quality": JPEG_QUALITY} if kind == "JPEG" else {}))
+    atomic_write_bytes(path, buffer.getvalue())

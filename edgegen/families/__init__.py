@@ -198,6 +198,9 @@ class Family:
     # a tiny run for the contract test (tests/test_families.py): {"train": train() options, "generate":
     # `edgegen generate` arguments ("{hint}" is an image file), "out": the file generate writes}
     smoke: dict = field(default_factory=lambda: {"train": {"steps": 2}})
+    # commands of its own beside edgegen's ("edgegen upscale"): "module:function" (subparsers,
+    # runtime_options) that adds each one's parser with its handler as `func`
+    commands: tuple[str, ...] = ()
     order: int = 1000                    # where it stands in listings (built-ins first)
 
     def __post_init__(self):
@@ -233,6 +236,9 @@ class Family:
 
     def showcase_function(self) -> Callable | None:
         return None if self.showcase is None else _resolve(self.showcase, "showcase")
+
+    def command_adders(self) -> list[Callable]:
+        return [_resolve(reference, "add_commands") for reference in self.commands]
 
 
 def _resolve(reference: str, default_name: str) -> Any:

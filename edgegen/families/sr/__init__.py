@@ -1,0 +1,27 @@
+"""The super-resolution family: a compact GAN upscaler (x2, x3, x4) for images of any size, tiled."""
+
+from .. import DemoModel, Family, Option, register
+from .cli import OPTIONS, generate
+from .pipeline import SRConfig, SRPipeline
+
+FAMILY = register(Family(
+    name="sr",
+    summary="super-resolution GAN (Real-ESRGAN-style compact generator): any image size, tiled, x2/x3/x4",
+    pipeline=SRPipeline,
+    config=SRConfig,
+    data="natural (default: the shipped photographs, two held out) or a folder of your photographs",
+    model="edgegen.families.sr.model",
+    export="edgegen.families.sr.export",
+    options=OPTIONS,
+    train_options=(Option("--scale", "scale", "upscale factor: 2, 3 or 4", {"type": int, "choices": (2, 3, 4)}),),
+    generate=generate,
+    demo=(DemoModel("sr-photos-x4", "natural"),),
+    showcase="edgegen.families.sr.demo",
+    # TensorRT profiles: tiles up to max_tile on a side, batches up to 16
+    dim_limits=lambda c: {"batch": 16, "height": c.max_tile, "width": c.max_tile},
+    bench_dims=lambda c: {"height": 64, "width": 64},
+    smoke={"train": {"steps": 2, "batch_size": 2, "image_size": 32, "width": 8, "body_convs": 1},
+           "generate": ["--image", "{hint}"], "out": "upscaled.png"},
+    commands=("edgegen.families.sr.cli",),
+    order=55,
+))

@@ -1,0 +1,211 @@
+"""The super-resolution pipeline: an image of any size in, `scale` times larger out, tiled.
+
+The image is cut into overlapping tiles, which run through the graph in batches; each output
+pixel is taken from the tiles that saw its whole receptive field (`receptive_radius`
+low-resolution pixels of context on every side), blended linearly across the rest of the
+overlap. With an overlap of at least twice the radius (the default) the tiled result equals
+the untiled one to float precision, so no seam can show; with less, the blend hides it. The
+graph's memory is bounded by the tile size; the result is the only image-sized buffer.
+
+Grey images go through the model as RGB and come back as luma; an alpha channel is upscaled
+plainly (bicubic). uint8 arrays come back as uint8, floats in [0, 1] as float32, and Pillow
+images as Pillow images of the same mode.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ...errors import InputError
+from ...families import RuntimeConfig, positive
+from ...progress import Progress
+from ...runtimes.pipeline import Pipeline
+from .degrade import bicubic
+
+GRAPH, INPUT, OUTPUT = "upscaler", "image", "upscaled"
+LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)   # ITU-R 601, as Pillow's "L" conversion
+MAX_OUTPUT_MEGAPIXELS = 256.0    # a request beyond this is refused (pass max_megapixels to go further)
+
+
+@dataclass(kw_only=True)
+class SRConfig(RuntimeConfig):
+    """The upscale factor, the model's context radius, and the tiling defaults."""
+    scale: int
+    receptive_radius: int       # low-resolution pixels of context each output pixel sees on each side
+    tile: int = 128             # default tile side, in input pixels
+    overlap: int = 16           # default overlap between neighbouring tiles, in input pixels
+    tile_batch: int = 4         # tiles per graph call
+    max_tile: int = 512         # the largest tile side (TensorRT's profile is built up to it)
+    data: dict = field(default_factory=dict)
+
+    def problems(self) -> list[str]:
+        problems = positive(self, "scale", "tile", "tile_batch", "max_tile")
+        if self.receptive_radius < 0 or not 0 <= self.overlap < self.tile <= self.max_tile:
+            problems.append(f"tiling expected 0 <= overlap < tile <= max_tile and receptive_radius >= 0, found overlap "
+                            f"{self.overlap}, tile {self.tile}, max_tile {self.max_tile}, radius {self.receptive_radius}")
+        return problems
+
+
+def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Where the tiles along one axis start: every `tile - overlap` pixels, the last one flush
+    with the end (so it overlaps its neighbour by at least `overlap`)."""
+    if length <= tile:
+        return [0]
+    return [*range(0, length - tile, tile - overlap), length - tile]
+
+
+def blend_weights(length: int, starts: list[int], tile: int, overlap: int, radius: int) -> list[np.ndarray]:
+    """One weight vector per tile along an axis, summing to 1 at every pixel. A pixel nearer than
+    `margin` to a tile's inner edge (one inside the image) gets no weight from that tile, since
+    part of its context was cut off there; the weight then ramps up to 1 across the rest of the
+    overlap. Every pixel has at least `overlap // 2` of context in some tile, so the margin is
+    the radius where the overlap allows it, else half the overlap."""
+    size = min(tile, length)
+    margin = min(radius, overlap // 2)
+    ramp = max(overlap - 2 * margin, 0)
+    position = np.arange(size)
+    raw = []
+    for start in starts:
+        to_left = position if start > 0 else np.full(size, np.inf)
+        to_right = size - 1 - position if start + size < length else np.full(size, np.inf)
+        distance = np.minimum(to_left, to_right)
+        raw.append(np.clip((distance - margin + 1) / (ramp + 1), 0.0, 1.0))
+    total = np.zeros(length)
+    for start, weights in zip(starts, raw):
+        total[start:start + size] += weights
+    return [(weights / total[start:start + size]).astype(np.float32) for start, weights in zip(starts, raw)]
+
+
+class SRPipeline(Pipeline):
+    family = "sr"
+
+    def __call__(self, image, **kwargs):
+        return self.upscale(image, **kwargs)
+
+    @property
+    def scale(self) -> int:
+        return self.config.scale
+
+    def upscale(self, image, tile: int | None = None, overlap: int | None = None, batch: int | None = None,
+                max_megapixels: float = MAX_OUTPUT_MEGAPIXELS, progress: bool | None = False):
+        """`image` upscaled `scale` times: a Pillow image (L, LA, RGB, RGBA, P or 1), or an array
+        [H, W] (grey), [H, W, 1|3|4], uint8 or float in [0, 1]. The result has the input's form.
+
+        tile / overlap: in input pixels (default the package's); batch: tiles per graph call."""
+        if _is_pil(image):
+            return self._upscale_pil(image, tile, overlap, batch, max_megapixels, progress)
+        pixels, was_uint8 = _as_pixels(image)
+        self._check_size(pixels.shape[:2], max_megapixels)
+        out = self._upscale_planes(pixels.transpose(2, 0, 1), tile, overlap, batch, progress).transpose(1, 2, 0)
+        out = out[:, :, 0] if np.ndim(image) == 2 else out
+        return (np.clip(out, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8) if was_uint8 else out
+
+    def upscale_rgb(self, image: np.ndarray, tile: int | None = None, overlap: int | None = None,
+                    batch: int | None = None, progress: bool | None = False) -> np.ndarray:
+        """[3, H, W] float32 in [0, 1] -> [3, scale H, scale W]: the tiled graph calls."""
+        c = self.config
+        tile = c.tile if tile is None else _count(tile, "tile", c.max_tile)
+        overlap = c.overlap if overlap is None else _count(overlap, "overlap", None, low=0)
+        batch = c.tile_batch if batch is None else _count(batch, "batch", None)
+        if overlap >= tile:
+            raise InputError(f"overlap: expected fewer pixels than the tile's {tile}, found {overlap}")
+        _, height, width = image.shape
+        rows, cols = tile_starts(height, tile, overlap), tile_starts(width, tile, overlap)
+        row_weights = blend_weights(height, rows, tile, overlap, c.receptive_radius)
+        col_weights = blend_weights(width, cols, tile, overlap, c.receptive_radius)
+        th, tw, s = min(tile, height), min(tile, width), c.scale
+        out = np.zeros((3, height * s, width * s), dtype=np.float32)
+        tiles = [(i, j) for i in range(len(rows)) for j in range(len(cols))]
+        session = self.sessions[GRAPH]
+        # progress False: silent (the Python default); None: a bar on a terminal, one line in a log
+        with Progress(len(tiles), "" if progress is False else "upscale", enabled=progress) as bar:
+            for first in range(0, len(tiles), batch):
+                chunk = tiles[first:first + batch]
+                feed = np.stack([image[:, rows[i]:rows[i] + th, cols[j]:cols[j] + tw] for i, j in chunk])
+                result = session.run({INPUT: np.ascontiguousarray(feed)})[OUTPUT]
+                for (i, j), upscaled in zip(chunk, result):
+                    weight = np.outer(row_weights[i].repeat(s), col_weights[j].repeat(s))
+                    y, x = rows[i] * s, cols[j] * s
+                    out[:, y:y + th * s, x:x + tw * s] += upscaled * weight
+                bar.update(len(chunk))
+        return out
+
+    def _upscale_planes(self, planes: np.ndarray, tile, overlap, batch, progress) -> np.ndarray:
+        """[1|3|4, H, W] -> the same planes upscaled: colour through the model, alpha bicubic."""
+        colour, alpha = (planes[:3], planes[3:]) if len(planes) in (3, 4) else (planes, planes[1:1])
+        rgb = np.repeat(colour, 3, axis=0) if len(colour) == 1 else colour
+        out = self.upscale_rgb(np.ascontiguousarray(rgb), tile, overlap, batch, progress)
+        if len(colour) == 1:
+            out = np.tensordot(LUMA, out, axes=1)[None]
+        return np.concatenate([out, bicubic(alpha, self.scale)]) if len(alpha) else out
+
+    def _upscale_pil(self, image, tile, overlap, batch, max_megapixels, progress):
+        from PIL import Image
+
+        mode = output_mode(image)
+        converted = image if image.mode == mode else image.convert(mode)
+        pixels = np.asarray(converted)
+        pixels = pixels[:, :, None] if pixels.ndim == 2 else pixels
+        self._check_size(pixels.shape[:2], max_megapixels)
+        planes = pixels.transpose(2, 0, 1).astype(np.float32) / 255.0
+        if converted.mode == "LA":   # grey + alpha: the grey plane through the model, the alpha beside it
+            grey = self._upscale_planes(planes[:1], tile, overlap, batch, progress)
+            out = np.concatenate([grey, bicubic(planes[1:], self.scale)])
+        else:
+            out = self._upscale_planes(planes, tile, overlap, batch, progress)
+        out = (np.clip(out, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8).transpose(1, 2, 0)
+        return Image.fromarray(out[:, :, 0] if out.shape[2] == 1 else out, mode=converted.mode)
+
+    def _check_size(self, size: tuple[int, int], max_megapixels: float) -> None:
+        megapixels = size[0] * size[1] * self.scale ** 2 / 1e6
+        if megapixels > max_megapixels:
+            raise InputError(f"image of {size[1]}x{size[0]} pixels: expected an output of at most {max_megapixels:g} "
+                             f"megapixels at x{self.scale}, found {megapixels:.0f} (pass max_megapixels to allow it)")
+
+
+def output_mode(image) -> str:
+    """The Pillow mode a picture is upscaled in, and returned in: L, LA, RGB or RGBA (a palette
+    picture becomes RGB, or RGBA if it has transparency; a 1-bit one L)."""
+    if image.mode in ("L", "LA", "RGB", "RGBA"):
+        return image.mode
+    if image.mode in ("P", "PA"):
+        return "RGBA" if "transparency" in image.info or image.mode == "PA" else "RGB"
+    if image.mode == "1":
+        return "L"
+    raise InputError(f"image: expected a Pillow image of mode L, LA, RGB, RGBA, P or 1, found mode {image.mode!r} "
+                     "(convert it to RGB first)")
+
+
+def _is_pil(image: Any) -> bool:
+    return type(image).__module__.startswith("PIL.")
+
+
+def _as_pixels(image: Any) -> tuple[np.ndarray, bool]:
+    """An array [H, W] or [H, W, 1|3|4] -> float32 [H, W, C] in [0, 1], and whether it was uint8."""
+    try:
+        array = np.asarray(image)
+    except Exception:  # noqa: BLE001 - anything numpy cannot take is the user's input error
+        raise InputError(f"image: expected an array or a Pillow image, found {type(image).__name__}") from None
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.ndim != 3 or array.shape[2] not in (1, 3, 4) or 0 in array.shape:
+        raise InputError(f"image: expected [height, width] or [height, width, 1|3|4] pixels, found shape "
+                         f"{list(np.shape(image))}")
+    if array.dtype == np.uint8:
+        return array.astype(np.float32) / 255.0, True
+    if array.dtype.kind != "f":
+        raise InputError(f"image: expected uint8 pixels or floats in [0, 1], found dtype {array.dtype}")
+    if not np.isfinite(array).all() or array.min() < 0.0 or array.max() > 1.0:
+        found = "NaN or Inf" if not np.isfinite(array).all() else f"values from {array.min():g} to {array.max():g}"
+        raise InputError(f"image: expected float pixels in [0, 1], found {found}")
+    return array.astype(np.float32), False
+
+
+def _count(value: Any, what: str, high: int | None, low: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low or (high and value > high):
+        bound = f"from {low} to {high}" if high else f"at least {low}"
+        raise InputError(f"{what}: expected an integer {bound}, found {value!r}")
+    return int(value)
