@@ -189,6 +189,8 @@ def _as_pixels(image: Any) -> tuple[np.ndarray, bool]:
         array = np.asarray(image)
     except Exception:  # noqa: BLE001 - anything numpy cannot take is the user's input error
         raise InputError(f"image: expected an array or a Pillow image, found {type(image).__name__}") from None
+    if array.dtype.kind not in "uif":
+        raise InputError(f"image: expected an array of pixels or a Pillow image, found {type(image).__name__}")
     if array.ndim == 2:
         array = array[:, :, None]
     if array.ndim != 3 or array.shape[2] not in (1, 3, 4) or 0 in array.shape:

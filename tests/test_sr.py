@@ -1,0 +1,150 @@
+"""Super-resolution: tiling that leaves no seam, every picture form in and out, the command line,
+profiles over height and width, and the shipped x4 model against bicubic upscaling."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import edgegen
+from edgegen.check import check_package
+from edgegen.cli import main
+from edgegen.errors import InputError
+from edgegen.export import export_checkpoint
+from edgegen.families.sr.degrade import bicubic, degrade
+from edgegen.families.sr.pipeline import LUMA, blend_weights, tile_starts
+from edgegen.runtimes.engines import package_profiles
+from edgegen.training.train import train
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory):
+    """A tiny x4 model (radius 4: two body convs), a few steps through both training phases."""
+    root = tmp_path_factory.mktemp("sr")
+    ckpt = train("sr", root / "ckpt", steps=4, batch_size=4, image_size=32, width=8, body_convs=2, progress=False)
+    return export_checkpoint(ckpt, root / "pkg")
+
+
+@pytest.mark.parametrize("length, tile, overlap, radius", [(100, 32, 8, 4), (33, 32, 8, 4), (250, 128, 16, 8),
+                                                           (61, 20, 6, 4), (20, 32, 8, 4), (97, 16, 1, 3)])
+def test_blend_weights_sum_to_one_and_skip_each_tiles_cut_context(length, tile, overlap, radius):
+    starts = tile_starts(length, tile, overlap)
+    assert starts[0] == 0 and starts[-1] + min(tile, length) == length
+    weights = blend_weights(length, starts, tile, overlap, radius)
+    total = np.zeros(length)
+    margin = min(radius, overlap // 2)
+    for start, w in zip(starts, weights):
+        total[start:start + len(w)] += w
+        inner_left = start > 0
+        inner_right = start + len(w) < length
+        if inner_left:
+            assert not w[:margin].any()
+        if inner_right:
+            assert not w[len(w) - margin:].any()
+    np.testing.assert_allclose(total, 1.0, atol=1e-6)
+
+
+def test_tiled_output_equals_untiled_where_the_overlap_covers_the_receptive_field(package):
+    pipe = edgegen.load(package)
+    assert pipe.config.receptive_radius == 4 and pipe.config.overlap == 8
+    image = np.random.default_rng(0).random((45, 67, 3), dtype=np.float32)
+    whole = pipe.upscale(image, tile=512)
+    assert whole.shape == (180, 268, 3) and whole.dtype == np.float32
+    for tile, batch in ((16, 1), (20, 3), (33, 8)):
+        tiled = pipe.upscale(image, tile=tile, batch=batch)   # overlap 8 = twice the radius: exact
+        assert np.abs(tiled - whole).max() < 1e-5
+    blended = pipe.upscale(image, tile=16, overlap=2)         # too little context: blended, close, not exact
+    assert 0 < np.abs(blended - whole).max() < 0.5 and np.isfinite(blended).all()
+
+
+def test_every_picture_form_comes_back_in_its_own_form(package):
+    pipe = edgegen.load(package)
+    rng = np.random.default_rng(1)
+    rgba = (rng.random((9, 13, 4)) * 255).astype(np.uint8)
+    out = pipe.upscale(rgba)
+    assert out.shape == (36, 52, 4) and out.dtype == np.uint8
+    alpha = (bicubic(rgba[None, :, :, 3].astype(np.float32) / 255, 4)[0] * 255 + 0.5).astype(np.uint8)
+    np.testing.assert_array_equal(out[:, :, 3], alpha)                      # alpha: plain bicubic
+    np.testing.assert_array_equal(out[:, :, :3], pipe.upscale(rgba[:, :, :3]))
+    grey = rgba[:, :, 0]
+    from_rgb = pipe.upscale(np.repeat(grey[:, :, None], 3, axis=2).astype(np.float32) / 255)
+    expected = (np.clip(from_rgb @ LUMA, 0, 1) * 255 + 0.5).astype(np.uint8)
+    np.testing.assert_array_equal(pipe.upscale(grey), expected)              # grey: luma of the RGB result
+    for mode, back in (("L", "L"), ("LA", "LA"), ("RGB", "RGB"), ("RGBA", "RGBA"), ("P", "RGB"), ("1", "L")):
+        result = pipe(Image.fromarray(rgba).convert(mode))
+        assert (result.mode, result.size) == (back, (52, 36))
+    assert pipe(rgba.astype(np.float32) / 255).dtype == np.float32
+
+
+@pytest.mark.parametrize("bad, message", [
+    (np.zeros((8, 8), np.int16), "expected uint8 pixels or floats in"),
+    (np.full((8, 8, 3), np.nan, np.float32), "found NaN or Inf"),
+    (np.full((8, 8, 3), 2.0, np.float32), "found values from 2 to 2"),
+    (np.zeros((8, 8, 5), np.uint8), r"expected \[height, width\] or \[height, width, 1\|3\|4\]"),
+    (np.zeros((0, 8, 3), np.uint8), "found shape"),
+    (Image.new("I;16", (8, 8)), "found mode 'I;16'"),
+    ("not a picture", "expected an array of pixels or a Pillow image, found str"),
+])
+def test_bad_pictures_are_refused_with_what_was_found(package, bad, message):
+    with pytest.raises(InputError, match=message):
+        edgegen.load(package).upscale(bad)
+
+
+def test_bad_tiling_and_huge_outputs_are_refused(package):
+    pipe = edgegen.load(package)
+    image = np.zeros((8, 8, 3), np.uint8)
+    with pytest.raises(InputError, match="tile: expected an integer from 1 to 512, found 513"):
+        pipe.upscale(image, tile=513)
+    with pytest.raises(InputError, match="overlap: expected fewer pixels than the tile's 16, found 16"):
+        pipe.upscale(image, tile=16, overlap=16)
+    with pytest.raises(InputError, match="expected an output of at most 0.001 megapixels at x4, found 0"):
+        pipe.upscale(image, max_megapixels=0.001)
+
+
+def test_the_graph_takes_any_height_and_width_and_was_gated_at_unseen_ones(package):
+    manifest = json.loads((package / "edgegen.json").read_text())
+    graph = manifest["graphs"]["upscaler"]
+    assert graph["inputs"][0]["shape"] == ["batch", 3, "height", "width"] and graph["validation"]["passed"]
+    pipe = edgegen.load(package)
+    out = pipe.sessions["upscaler"].run({"image": np.random.default_rng(0).random((2, 3, 7, 11), np.float32)})
+    assert out["upscaled"].shape == (2, 3, 28, 44)
+
+
+def test_tensorrt_profile_spans_height_and_width_from_the_declared_limits(package, capsys):
+    (profile,) = package_profiles(edgegen.load(package).package).values()
+    assert profile == (("image", (1, 3, 1, 1), (1, 3, 64, 64), (16, 3, 512, 512)),)
+    (check,) = check_package(package)
+    assert check.ok and check.profile == profile and not check.unprofiled_dims
+    assert main(["check", str(package)]) == 0
+    assert "profile      image: min [1, 3, 1, 1], opt [1, 3, 64, 64], max [16, 3, 512, 512]" in capsys.readouterr().out
+
+
+def test_upscale_command_reads_and_writes_png_and_jpeg(package, tmp_path, capsys):
+    rng = np.random.default_rng(2)
+    Image.fromarray((rng.random((10, 14, 3)) * 255).astype(np.uint8)).save(tmp_path / "in.jpg", quality=90)
+    Image.fromarray((rng.random((10, 14, 4)) * 255).astype(np.uint8)).save(tmp_path / "in.png")
+    assert main(["upscale", str(tmp_path / "in.jpg"), "--package", str(package), "--out", str(tmp_path / "o.jpg"),
+                 "--tile", "12", "--tile-batch", "2"]) == 0
+    with Image.open(tmp_path / "o.jpg") as written:
+        assert (written.format, written.mode, written.size) == ("JPEG", "RGB", (56, 40))
+    assert main(["upscale", str(tmp_path / "in.png"), "--package", str(package), "--out", str(tmp_path / "o.png")]) == 0
+    with Image.open(tmp_path / "o.png") as written:
+        assert (written.format, written.mode, written.size) == ("PNG", "RGBA", (56, 40))
+    assert main(["generate", str(package), "--image", str(tmp_path / "in.png"), "--out", str(tmp_path / "g.png")]) == 0
+    assert (tmp_path / "g.png").read_bytes() == (tmp_path / "o.png").read_bytes()
+    capsys.readouterr()
+    for args, message in (
+            (["--out", str(tmp_path / "a.jpg")], "JPEG holds grey or RGB pictures, found mode RGBA"),
+            (["--out", str(tmp_path / "a.gif")], "expected an extension among .png, .jpg, .jpeg, found .gif"),
+            (["--out", str(tmp_path / "a.png"), "--scale", "2"], "--scale 2: expected the package's own factor")):
+        assert main(["upscale", str(tmp_path / "in.png"), "--package", str(package), *args]) == 2
+        assert message in capsys.readouterr().err
+        assert not (tmp_path / args[1]).exists()
+
+
+def test_degradations_are_deterministic_and_shrink_by_the_scale():
+    image = np.random.default_rng(0).random((3, 40, 24), dtype=np.float32)
+    low = degrade(image, 4, np.random.default_rng(5))
+    assert low.shape == (3, 10, 6) and low.dtype == np.float32 and 0 <= low.min() and low.max() <= 1
+    np.testing.assert_array_equal(low, degrade(image, 4, np.random.default_rng(5)))
