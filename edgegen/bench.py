@@ -132,8 +132,7 @@ def bench_package(path: str | os.PathLike, batch: int = 8, iters: int = 200, war
         raise ConfigError(f"--shapes: expected dynamic dims of the package's graphs, found {unknown}")
     feeds = {part: bench_feeds(s.inputs, batch, shapes=shapes) for part, s in pipe.sessions.items()}
     engines = {(part, f"edgegen {pipe.backend}"): (lambda s=s, f=feeds[part]: s.run(f)) for part, s in pipe.sessions.items()}
-    for fn in engines.values():
-        fn()
+    pixels = {part: output_pixels(fn()) for (part, _), fn in engines.items()}
     runtime_rss = peak_rss_mb()
     versions = {}
     if vs_torch is not None:
@@ -141,6 +140,9 @@ def bench_package(path: str | os.PathLike, batch: int = 8, iters: int = 200, war
         engines.update({(part, "torch eager"): fn for part, fn in runners.items()})
     timings = interleaved_timings(engines, iters, warmup)
     results = _results(timings, lambda stats: batch * 1e3 / stats["mean_ms"])
+    for row in results:   # image outputs: megapixels made per second, the figure that compares tile sizes
+        if pixels[row["graph"]]:
+            row["megapixels_per_s"] = round(pixels[row["graph"]] / 1e3 / row["mean_ms"], 3)
     ratios = {}
     for part in pipe.sessions:
         ours, ref = timings.get((part, f"edgegen {pipe.backend}")), timings.get((part, "torch eager"))
@@ -154,6 +156,14 @@ def bench_package(path: str | os.PathLike, batch: int = 8, iters: int = 200, war
         "results": results,
         "speedup_vs_torch_p50": ratios,
     }
+
+
+def output_pixels(outputs: dict) -> int:
+    """Pixels in one call's image output ([N, 1|3|4, H, W] floats), 0 for a graph without one."""
+    for array in outputs.values():
+        if array.ndim == 4 and array.shape[1] in (1, 3, 4) and array.dtype.kind == "f":
+            return int(array.shape[0] * array.shape[2] * array.shape[3])
+    return 0
 
 
 def _results(timings: dict, throughput: Callable[[dict], float]) -> list[dict]:
@@ -232,12 +242,14 @@ def torch_generation(checkpoint, pipe, prompts: list[list[int]], threads: int):
 
 def format_table(report: dict) -> str:
     unit = "tokens/s" if "generation" in report else "samples/s"
-    head = f"| graph | engine | p50 ms | p90 ms | p99 ms | mean ms | min ms | {unit} | vs torch |"
-    lines = [head, "|" + "---|" * 9]
+    megapixels = any("megapixels_per_s" in r for r in report["results"])
+    head = f"| graph | engine | p50 ms | p90 ms | p99 ms | mean ms | min ms | {unit} |" + (" MP/s |" if megapixels else "")
+    lines = [head + " vs torch |", "|" + "---|" * (10 if megapixels else 9)]
     for r in report["results"]:
         ratio = report["speedup_vs_torch_p50"].get(r["graph"]) if not r["engine"].startswith("torch") else None
+        mp = f" {r.get('megapixels_per_s', 0):.2f} |" if megapixels else ""
         lines.append(f"| {r['graph']} | {r['engine']} | {r['p50_ms']:.3f} | {r['p90_ms']:.3f} | {r['p99_ms']:.3f} | "
-                     f"{r['mean_ms']:.3f} | {r['min_ms']:.3f} | {r['throughput_per_s']:.0f} | "
+                     f"{r['mean_ms']:.3f} | {r['min_ms']:.3f} | {r['throughput_per_s']:.0f} |{mp} "
                      f"{f'{ratio:.2f}x' if ratio else ''} |")
     return "\n".join(lines)
 

@@ -111,12 +111,23 @@ def _cmd_generate(args) -> None:
 
 
 def _cmd_bench(args) -> None:
-    from .bench import bench_package, format_table, write_report
-    from .runtimes.feeds import parse_dim_sizes
+    from .bench import write_report
+    from .runtimes.feeds import parse_dim_sizes, parse_sweep
+
+    shapes = parse_dim_sizes(args.shapes, "--shapes")
+    sweep = parse_sweep(args.sweep) or [{}]
+    reports = [_bench_one(args, {**shapes, **sizes}) for sizes in sweep]
+    if args.json:
+        write_report(reports[0] if len(reports) == 1 else {"sweep": reports}, args.json)
+        print(f"wrote {args.json}")
+
+
+def _bench_one(args, shapes: dict) -> dict:
+    from .bench import bench_package, format_table
 
     report = bench_package(args.package, batch=args.batch, iters=args.iters, warmup=args.warmup,
                            backend=args.backend, threads=args.threads, vs_torch=args.vs_torch, precision=args.precision,
-                           shapes=parse_dim_sizes(args.shapes, "--shapes"))
+                           shapes=shapes)
     print(f"{report['package']}: {report['family']}, backend {report['backend']}, precision {report['precision']}, "
           f"batch {report['batch']}" + "".join(f", {d} {n}" for d, n in report.get("shapes", {}).items())
           + f", threads {report['threads']}, {report['iters']} iters; "
@@ -127,9 +138,7 @@ def _cmd_bench(args) -> None:
               f"time to first token p50 {g['ttft_ms_p50']:.2f} ms (p90 {g['ttft_ms_p90']:.2f}), per output token "
               f"p50 {g['tpot_ms_p50']:.3f} ms (p90 {g['tpot_ms_p90']:.3f})")
     print(format_table(report))
-    if args.json:
-        write_report(report, args.json)
-        print(f"wrote {args.json}")
+    return report
 
 
 def _abridged(value, longest: int = 8):
@@ -328,6 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shapes", action="append", default=None, metavar="NAME=SIZE[,NAME=SIZE]",
                    help="the size of each dynamic dim other than the batch, as trtexec's --shapes (default: the "
                         "traced sizes of a generic package, else 1)")
+    p.add_argument("--sweep", default=None, metavar="DIM[,DIM]=SIZE[,SIZE...]",
+                   help="time each size in turn, the named dims set together, e.g. height,width=64,128,256 "
+                        "(tile sizes of a super-resolution package); one table per size")
     runtime_options(p)
     p.set_defaults(func=_cmd_bench)
 

@@ -65,3 +65,17 @@ def parse_dim_sizes(specs: list[str] | None, flag: str) -> dict[str, int]:
                 raise InputError(f"{flag} {item!r}: expected NAME=SIZE with a positive integer size")
             sizes[name] = int(value)
     return sizes
+
+
+def parse_sweep(spec: str | None, flag: str = "--sweep") -> list[dict[str, int]]:
+    """"height,width=64,128,256" -> [{"height": 64, "width": 64}, {"height": 128, ...}, ...]: the
+    named dims set together to each size in turn (square tiles of each side)."""
+    if spec is None:
+        return []
+    dims, _, values = spec.partition("=")
+    names = [d for d in dims.split(",") if d]
+    sizes = values.split(",")
+    if not names or not all(v.isdigit() and int(v) > 0 for v in sizes):
+        raise InputError(f"{flag} {spec!r}: expected DIM[,DIM]=SIZE[,SIZE...] with positive integer sizes, "
+                         "e.g. height,width=64,128,256")
+    return [{name: int(v) for name in names} for v in sizes]
