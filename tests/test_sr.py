@@ -148,3 +148,25 @@ def test_degradations_are_deterministic_and_shrink_by_the_scale():
     low = degrade(image, 4, np.random.default_rng(5))
     assert low.shape == (3, 10, 6) and low.dtype == np.float32 and 0 <= low.min() and low.max() <= 1
     np.testing.assert_array_equal(low, degrade(image, 4, np.random.default_rng(5)))
+
+
+def test_the_shipped_x4_model_beats_bicubic_on_held_out_photographs_and_its_int8_variant_passes(tmp_path, monkeypatch):
+    """`edgegen upscale` without --package exports the shipped model once into the user's cache;
+    through the runtime it restores held-out photographs better than bicubic upscaling."""
+    from edgegen.families.sr.cli import shipped_package
+    from edgegen.families.sr.evaluation import quality
+    from edgegen.optimize import optimize_package
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    Image.fromarray((np.random.default_rng(3).random((12, 20, 3)) * 255).astype(np.uint8)).save(tmp_path / "in.png")
+    assert main(["upscale", str(tmp_path / "in.png"), "--out", str(tmp_path / "out.png")]) == 0
+    (package,) = (tmp_path / "cache" / "edgegen" / "packages").iterdir()
+    assert package.name.startswith("sr-photos-x4-") and shipped_package(4) == package   # exported once, reused
+    with Image.open(tmp_path / "out.png") as written:
+        assert written.size == (80, 48)
+    scores = quality(edgegen.load(package), count=8)
+    assert scores["edgegen_psnr"] > scores["bicubic_psnr"] and scores["edgegen_ssim"] > scores["bicubic_ssim"]
+    (record,) = optimize_package(package, "int8", target="tensorrt", progress=lambda line: None).values()
+    assert record["gate"]["passed"] and "file" in record
+    with pytest.raises(Exception, match="--scale 2: expected a scale with a shipped model"):
+        shipped_package(2)
