@@ -25,6 +25,7 @@ import torch
 from PIL import Image
 
 from edgegen.bench import bench_feeds, interleaved_timings, machine_info, peak_rss_mb, write_results
+from edgegen.check import check_package
 from edgegen.export import export_checkpoint
 from edgegen.families import PRETRAINED
 from edgegen.families.sr.data import photo_split
@@ -118,6 +119,10 @@ def main() -> None:
         if "file" not in records["upscaler"]:   # refused where it does not pay: measure it anyway
             records = optimize_package(pkg, "int8", target="tensorrt", progress=print)
             report["int8_tensorrt_target"] = records["upscaler"]
+        report["fp16_tensorrt_target"] = optimize_package(pkg, "fp16", target="tensorrt", progress=print)["upscaler"]
+        report["check_tensorrt_10.15"] = [{"graph": c.part, "parses": c.ok,
+                                           "profile": [list(map(list, shapes[1:])) for shapes in c.profile]}
+                                          for c in check_package(pkg)]
         pipes = {"fp32": fp32}
         if "file" in records["upscaler"]:
             pipes["int8"] = load(pkg, backend="ort-cpu", precision="int8")
@@ -148,6 +153,12 @@ def markdown(r: dict) -> str:
               f"Gate: {i8['gate']['line']} (PSNR against fp32 on held-out degraded crops). "
               + (f"Written, {i8['speedup_ort_cpu']:.2f}x fp32's speed on ONNX Runtime CPU." if "file" in i8
                  else f"Not written for ort-cpu: {i8['refused']}."), "",
+              f"fp16 (`--target tensorrt`): gate {r['fp16_tensorrt_target']['gate']['line']}, "
+              f"{r['fp16_tensorrt_target'].get('speedup_ort_cpu', float('nan')):.2f}x fp32's speed on ONNX Runtime CPU "
+              "(fp16 is for GPUs).", "",
+              "`edgegen check` (TensorRT 10.15): " + "; ".join(
+                  f"{c['graph']} {'parses' if c['parses'] else 'does NOT parse'}" for c in r["check_tensorrt_10.15"])
+              + f", profile {r['check_tensorrt_10.15'][0]['profile']} (min, opt, max of the image input).", "",
               "## Tile sizes: one graph call, batch 1 (output megapixels per second, p50)", "",
               "| tile | engine | p50 ms | MP/s |", "|---|---|---|---|"]
     lines += [f"| {row['tile']} | {row['engine']} | {row['p50_ms']:.1f} | {row['megapixels_per_s']:.2f} |"
