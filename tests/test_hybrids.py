@@ -53,6 +53,19 @@ def test_truncation_redraws_values_beyond_the_limit():
     assert np.abs(t).max() <= 0.5 and np.array_equal(t[kept], z[kept])
 
 
+def test_tiny_truncations_end_and_keep_the_truncated_normals_shape():
+    """A limit of 1e-9 redrawn from the normal never ends; below 0.5 the values come from the
+    uniform, thinned by the normal's density: the truncated normal's variance, a^2 (1/3 - a^2/30 ...)."""
+    rng = np.random.default_rng(0)
+    for limit in (1e-9, 0.1, 0.3):
+        t = truncated_normal(rng.standard_normal((400, 64)).astype(np.float32), limit, rng)
+        assert np.abs(t).max() <= limit
+    t = truncated_normal(rng.standard_normal((2000, 64)).astype(np.float32), 0.45, rng)
+    variance = np.mean(np.linspace(-0.45, 0.45, 100001) ** 2 * np.exp(-0.5 * np.linspace(-0.45, 0.45, 100001) ** 2)) \
+        / np.mean(np.exp(-0.5 * np.linspace(-0.45, 0.45, 100001) ** 2))
+    assert abs(t.var() - variance) < 0.002 and abs(t.mean()) < 0.002
+
+
 def test_unlabelled_data_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="num_classes expected at least 1"):
         train("cgan", tmp_path / "c", data="natural", steps=1, progress=False)
