@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import traceback
 
@@ -414,7 +415,29 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("edgegen: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader went away (edgegen info | head): say so once, and keep Python's exit
+        # flush from raising again on the closed pipe
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        print("edgegen: error: standard output: expected a reader, found the pipe closed", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except (OSError, MemoryError, UnicodeError) as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"edgegen: error: {_system_error(exc)}", file=sys.stderr)
+        return EXIT_USER_ERROR
     return code if isinstance(code, int) else 0
+
+
+def _system_error(exc: BaseException) -> str:
+    """One line for what the system refused: a read-only file, a directory where a file was
+    expected, a full disk, memory, text the terminal cannot encode."""
+    if isinstance(exc, MemoryError):
+        return "out of memory: expected a smaller request (fewer samples, a smaller size), found it too large for this machine"
+    if isinstance(exc, UnicodeError):
+        return f"text: expected characters this terminal's encoding can carry, found {exc.reason} ({exc.__class__.__name__})"
+    where = f"{exc.filename!r}: " if getattr(exc, "filename", None) else ""
+    return f"{where}{exc.strerror or exc} ({exc.__class__.__name__})"
 
 
 if __name__ == "__main__":

@@ -45,5 +45,10 @@ class ValidationError(EdgegenError):
     """An exported graph does not reproduce PyTorch; the package is not written."""
 
 
+class NonFiniteError(EdgegenError):
+    """A computation produced NaN or Inf from the values it was given (a guidance scale too large,
+    a schedule that underflows); nothing is written."""
+
+
 class OutputExistsError(EdgegenError):
     """The output path exists and overwriting it was not asked for."""

@@ -9,8 +9,11 @@ import os
 import numpy as np
 from PIL import Image
 
-from .errors import InputError
+from .errors import InputError, NonFiniteError
 from .package import atomic_write_bytes
+
+
+MAX_GRID_PIXELS = 100 * 10**6   # a sample grid larger than this is a mistake (--scale 100000), not a picture
 
 
 def average_pool(images: np.ndarray, factor: int) -> np.ndarray:
@@ -24,6 +27,9 @@ def grid(images: np.ndarray, nrow: int | None = None, pad: int = 2, scale: int =
     if images.ndim != 4 or images.shape[1] not in (1, 3):
         raise InputError(f"images: expected [n, 1 or 3, H, W], found shape {list(images.shape)}")
     n, c, h, w = images.shape
+    if not np.isfinite(images).all():   # a NaN picture is an error, not a black PNG with exit status 0
+        raise NonFiniteError(f"images: expected finite pixels, found NaN or Inf in {int((~np.isfinite(images)).any(axis=(1, 2, 3)).sum())} "
+                             f"of {n} images")
     if nrow is not None and (not isinstance(nrow, int) or nrow < 1):
         raise InputError(f"nrow: expected a positive number of images per row, found {nrow!r}")
     nrow = nrow or math.ceil(math.sqrt(n))
@@ -46,6 +52,10 @@ def save_grid(images: np.ndarray, path: str | os.PathLike, nrow: int | None = No
     if scale is not None and (not isinstance(scale, int) or scale < 1):
         raise InputError(f"scale: expected a positive integer, found {scale!r}")
     scale = scale or max(1, round(64 / images.shape[-1]))
+    pixels = images.shape[0] * images.shape[-2] * images.shape[-1] * scale * scale
+    if pixels > MAX_GRID_PIXELS:
+        raise InputError(f"scale {scale}: expected a grid of at most {MAX_GRID_PIXELS // 10**6} megapixels, found "
+                         f"{pixels / 1e6:.0f} (fewer images or a smaller --scale)")
     buffer = io.BytesIO()
     Image.fromarray(grid(images, nrow=nrow, scale=scale)).save(buffer, format="PNG")
     atomic_write_bytes(path, buffer.getvalue())

@@ -10,7 +10,7 @@ import torch
 import edgegen
 from edgegen.cli import main
 from edgegen.demo import PRETRAINED
-from edgegen.errors import ConfigError, InputError
+from edgegen.errors import ConfigError, InputError, NonFiniteError
 from edgegen.metrics import roc_auc
 from edgegen.export import export_checkpoint
 from edgegen.training.checkpoint import load_checkpoint
@@ -126,6 +126,9 @@ def test_mu_law_round_trip_and_wav_files(tmp_path):
     write_wav(tmp_path / "a.wav", audio, 8000)
     np.testing.assert_allclose(read_wav(tmp_path / "a.wav", 8000), audio, atol=1e-4)
     assert len(read_wav(tmp_path / "a.wav", 16000)) == 2002   # resampled
+    with pytest.raises(NonFiniteError, match="expected finite samples, found NaN or Inf"):
+        write_wav(tmp_path / "b.wav", np.array([0.0, np.nan], np.float32), 8000)
+    assert not (tmp_path / "b.wav").exists()
 
 
 def test_step_graph_equals_full_sequence_graph_at_every_position(wavenet):

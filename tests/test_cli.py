@@ -100,3 +100,41 @@ def test_console_script_is_installed():
     exe = Path(sys.executable).parent / "edgegen"  # pip puts console scripts beside the interpreter
     assert exe.is_file(), "the edgegen console script is not installed"
     assert subprocess.run([str(exe), "--help"], capture_output=True, text=True).returncode == 0
+
+
+def test_what_the_system_refuses_is_one_line_too(package_copy, capsys, tmp_path, monkeypatch):
+    """An output under a file, a closed pipe (edgegen info | head), memory, text the terminal
+    cannot encode: one line and exit status 2, never a traceback."""
+    import os
+
+    pkg = package_copy("gan")
+    (tmp_path / "file").write_text("")
+    code, _, err = run_cli(capsys, "generate", pkg, "--out", tmp_path / "file" / "x.png")
+    assert code == 2 and err.startswith("edgegen: error: ") and "File exists (FileExistsError)" in err and err.count("\n") == 1
+
+    read_end, write_end = os.pipe()
+
+    class ClosedPipe:
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self):
+            pass
+
+        def fileno(self):
+            return write_end
+
+    monkeypatch.setattr("sys.stdout", ClosedPipe())
+    code = main(["info", str(pkg)])
+    monkeypatch.undo()
+    os.close(read_end)
+    os.close(write_end)
+    assert code == 2 and "standard output: expected a reader, found the pipe closed" in capsys.readouterr().err
+
+    for error in (MemoryError(), UnicodeEncodeError("utf-8", "\udcff", 0, 1, "surrogates not allowed")):
+        def fail(args, error=error):
+            raise error
+        monkeypatch.setattr("edgegen.cli._print_info", lambda path, error=error: fail(None))
+        code, _, err = run_cli(capsys, "info", pkg)
+        assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+        assert ("out of memory" if isinstance(error, MemoryError) else "surrogates not allowed") in err

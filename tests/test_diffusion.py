@@ -105,6 +105,11 @@ def test_img2img_strength(pipe):
     (lambda p: p.img2img(np.zeros((1, 1, 8, 8), np.float32), strength=1.5), InputError, "strength"),
     (lambda p: p.inpaint(np.zeros((1, 1, 8, 8), np.float32), np.zeros((5, 5))), InputError, "mask: expected a shape"),
     (lambda p: p.inpaint(np.zeros((1, 1, 8, 8), np.float32), np.full((8, 8), 0.5)), InputError, "0 \\(keep\\) and 1"),
+    # values that made NaN pictures with exit status 0
+    (lambda p: p.sample(2, labels=1, guidance_scale=1e30), InputError, "guidance_scale: expected a number from -100 to 100"),
+    (lambda p: p.sample(2, sampler="ddim", eta=1.5), InputError, "eta: expected a number from 0 to 1, found 1.5"),
+    (lambda p: p.img2img(np.full((1, 1, 8, 8), np.nan, np.float32)), InputError, "images: expected finite numbers, found 64 NaN"),
+    (lambda p: p.inpaint(np.full((1, 1, 8, 8), np.inf, np.float32), np.ones((8, 8))), InputError, "found 64 NaN or Inf"),
 ])
 def test_diffusion_input_errors(pipe, call, error, message):
     with pytest.raises(error, match=message):
@@ -143,3 +148,33 @@ def test_generate_command(trained, tmp_path, capsys):
         code = main(["generate", str(trained["diffusion"][1]), "--out", str(tmp_path / "x.png"), *bad])
         err = capsys.readouterr().err
         assert code == 2 and message in err and err.count("\n") == 1, err
+
+
+def test_a_manifest_schedule_that_underflows_is_refused_at_load(trained, tmp_path):
+    """beta_end 0.9 over 1000 steps: the cumulative alpha reaches 0 and every sample was NaN."""
+    import json
+    import shutil
+
+    from edgegen.errors import ManifestError
+
+    pkg = tmp_path / "pkg"
+    shutil.copytree(trained["diffusion"][1], pkg)
+    manifest = json.loads((pkg / "edgegen.json").read_text())
+    manifest["config"]["beta_end"] = 0.9
+    (pkg / "edgegen.json").write_text(json.dumps(manifest))
+    with pytest.raises(ManifestError, match="expected the cumulative alpha to stay above 1e-12, found 0"):
+        edgegen.load(pkg)
+
+
+def test_a_sample_that_turns_non_finite_is_refused_not_written(pipe, monkeypatch, tmp_path):
+    from edgegen.errors import NonFiniteError
+    from edgegen.images import save_grid
+
+    real = pipe.sessions["unet"].run
+    monkeypatch.setattr(pipe.sessions["unet"], "run", lambda feeds: {"prediction": real(feeds)["prediction"] * np.inf})
+    with pytest.raises(NonFiniteError, match="sample: expected finite values, found NaN or Inf in the result "
+                                             "\\(sampler 'dpmpp-2m', guidance_scale 3\\)"):
+        pipe.sample(2, labels=1)
+    with pytest.raises(NonFiniteError, match="found NaN or Inf in 1 of 2 images"):
+        save_grid(np.stack([np.zeros((1, 8, 8)), np.full((1, 8, 8), np.nan)]).astype(np.float32), tmp_path / "x.png")
+    assert not (tmp_path / "x.png").exists()

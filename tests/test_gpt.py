@@ -159,6 +159,11 @@ def test_user_errors_name_the_problem(gpt):
         pipe.generate("x", top_p=1.5)
     with pytest.raises(InputError, match="temperature"):
         pipe.generate("x", temperature=0)
+    # values that overflow the logits to inf, which turned greedy text into NUL bytes
+    with pytest.raises(InputError, match=r"temperature: expected at least 0.0001 when sampling, found 1e-40"):
+        pipe.generate("x", temperature=1e-40)
+    with pytest.raises(InputError, match=r"repetition_penalty: expected a number from 0.0001 to 10000, found 1e-40"):
+        pipe.generate("x", do_sample=False, repetition_penalty=1e-40)
     with pytest.raises(InputError, match="one prompt"):
         list(pipe.stream(["a", "b"]))
     with pytest.raises(InputError, match="max_new_tokens"):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataError, NonFiniteError
 from ..package import atomic_write_bytes
 
 
@@ -30,7 +30,9 @@ def mu_law_decode(codes: np.ndarray, channels: int = 256) -> np.ndarray:
 
 
 def write_wav(path: str | os.PathLike, audio: np.ndarray, sample_rate: int) -> None:
-    """Mono 16-bit PCM, written atomically."""
+    """Mono 16-bit PCM, written atomically; NaN or Inf samples are refused, not written as noise."""
+    if not np.isfinite(audio).all():
+        raise NonFiniteError(f"audio for {str(path)!r}: expected finite samples, found NaN or Inf")
     pcm = (np.clip(np.asarray(audio, dtype=np.float64), -1, 1) * 32767).round().astype("<i2")
     buffer = io.BytesIO()
     with wave.open(buffer, "wb") as w:

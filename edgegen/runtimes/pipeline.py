@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, NonFiniteError
 from ..families import RuntimeConfig, positive
 from ..package import Package
 from .session import Session
@@ -87,7 +87,7 @@ def as_float_array(value: Any, what: str, shape: tuple[int | None, ...]) -> np.n
     """
     if (type(value) is np.ndarray and value.dtype == np.float32 and value.flags.c_contiguous
             and value.shape[1:] == shape[1:] and value.ndim == len(shape) and value.shape[0] > 0):
-        return value  # the common case (any batch, exact item shape), without copies
+        return check_finite(value, what)  # the common case (any batch, exact item shape), without copies
     try:
         array = np.asarray(value)
     except Exception:  # noqa: BLE001 - anything numpy cannot take is the user's input error
@@ -100,12 +100,34 @@ def as_float_array(value: Any, what: str, shape: tuple[int | None, ...]) -> np.n
         raise InputError(f"{what}: expected shape {expected}, found {list(array.shape)}")
     if array.shape[0] == 0:
         raise InputError(f"{what}: expected at least one item, found an empty batch")
-    return np.ascontiguousarray(array, dtype=np.float32)
+    return check_finite(np.ascontiguousarray(array, dtype=np.float32), what)
 
 
-def check_count(n: Any, what: str = "n") -> int:
+def check_finite(array: np.ndarray, what: str) -> np.ndarray:
+    """`array` itself, or InputError if any value is NaN or Inf (a range check lets NaN through)."""
+    if not np.isfinite(array).all():
+        bad = int(np.size(array) - np.isfinite(array).sum())
+        raise InputError(f"{what}: expected finite numbers, found {bad} NaN or Inf value(s)")
+    return array
+
+
+def finite_result(array: np.ndarray, what: str, cause: str) -> np.ndarray:
+    """A pipeline's result, or NonFiniteError naming what the settings made (never a NaN picture)."""
+    if not np.isfinite(array).all():
+        raise NonFiniteError(f"{what}: expected finite values, found NaN or Inf in the result ({cause})")
+    return array
+
+
+MAX_COUNT = 100_000   # samples per call: beyond this a request allocates without bound (call in batches)
+
+
+def check_count(n: Any, what: str = "n", limit: int | None = None) -> int:
+    """A positive integer up to `limit` (default MAX_COUNT), or InputError."""
+    limit = MAX_COUNT if limit is None else limit
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise InputError(f"{what}: expected a positive integer, found {n!r}")
+    if n > limit:
+        raise InputError(f"{what}: expected at most {limit} per call (call in batches), found {n}")
     return int(n)
 
 

@@ -56,6 +56,27 @@ def make_betas(beta_schedule: str, num_train_timesteps: int, beta_start: float, 
     raise ConfigError(f"beta_schedule: expected one of {', '.join(BETA_SCHEDULES)}, found {beta_schedule!r}")
 
 
+MIN_ALPHA_BAR = 1e-12   # the cosine schedule ends near 1e-9; below this the samplers' 1/sqrt(alpha_bar) overflow
+
+
+def schedule_problems(beta_schedule: str, num_train_timesteps: int, beta_start: float, beta_end: float) -> list[str]:
+    """Why a training noise schedule cannot be sampled: betas outside (0, 1), or a cumulative
+    alpha that underflows float32 (its 1 / sqrt turns the sample to Inf and NaN)."""
+    if beta_schedule not in BETA_SCHEDULES or not isinstance(num_train_timesteps, int) or num_train_timesteps < 2:
+        return []   # named by the checks of those fields
+    betas = make_betas(beta_schedule, num_train_timesteps, beta_start, beta_end).astype(np.float32)
+    if not (np.isfinite(betas).all() and (betas > 0).all() and (betas < 1).all()):
+        return [f"{beta_schedule} beta schedule from {beta_start} to {beta_end}: expected every beta in (0, 1), "
+                f"found {float(betas.min()):.3g} to {float(betas.max()):.3g}"]
+    alpha_bar = np.cumprod((np.float32(1.0) - betas).astype(np.float64)).astype(np.float32)
+    if alpha_bar[-1] < MIN_ALPHA_BAR:
+        step = int(np.argmax(alpha_bar < MIN_ALPHA_BAR))
+        return [f"{beta_schedule} beta schedule from {beta_start} to {beta_end} over {num_train_timesteps} steps: "
+                f"expected the cumulative alpha to stay above {MIN_ALPHA_BAR:g}, found {float(alpha_bar[-1]):.3g} "
+                f"(below from timestep {step}; a smaller beta_end or fewer steps)"]
+    return []
+
+
 class Sampler:
     """What every sampler shares: the schedule, the options, the loop."""
 
@@ -77,6 +98,9 @@ class Sampler:
             raise ConfigError(f"sampler {self.name!r}: expected options among {sorted(self.options) or 'none'}, found {unknown}")
         if not isinstance(num_train_timesteps, int) or num_train_timesteps < 2:
             raise ConfigError(f"num_train_timesteps: expected an integer >= 2, found {num_train_timesteps!r}")
+        problems = schedule_problems(beta_schedule, num_train_timesteps, beta_start, beta_end)
+        if problems:
+            raise ConfigError(problems[0])
         self.num_train_timesteps = num_train_timesteps
         self.beta_schedule = beta_schedule
         self.prediction_type = prediction_type

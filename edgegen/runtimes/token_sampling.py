@@ -18,6 +18,11 @@ from .pipeline import check_number
 _NUCLEUS_CANDIDATES = 256
 
 
+# temperature and repetition penalty stay within [1 / LIMIT, LIMIT]: logits (tens at most) divided
+# or multiplied by more overflow float32 to inf, and the draw (or greedy argmax) turns to garbage
+LIMIT = 1e4
+
+
 @dataclass(frozen=True)
 class Sampling:
     do_sample: bool = True
@@ -30,18 +35,17 @@ class Sampling:
     def checked(cls, do_sample, temperature, top_k, top_p, repetition_penalty) -> "Sampling":
         if not isinstance(do_sample, bool):
             raise InputError(f"do_sample: expected True or False, found {do_sample!r}")
-        temperature = check_number(temperature, "temperature", low=0.0)
-        if do_sample and temperature == 0:
-            raise InputError("temperature: expected a number above 0 when sampling, found 0 (use do_sample=False for greedy)")
+        temperature = check_number(temperature, "temperature", low=0.0, high=LIMIT)
+        if do_sample and temperature < 1 / LIMIT:
+            raise InputError(f"temperature: expected at least {1 / LIMIT:g} when sampling, found {temperature!r} "
+                             "(use do_sample=False for greedy)")
         if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1):
             raise InputError(f"top_k: expected a positive integer or None, found {top_k!r}")
         if top_p is not None:
             top_p = check_number(top_p, "top_p", low=0.0, high=1.0)
             if top_p == 0:
                 raise InputError("top_p: expected a number above 0 (the kept probability mass), found 0")
-        penalty = check_number(repetition_penalty, "repetition_penalty", low=0.0)
-        if penalty == 0:
-            raise InputError("repetition_penalty: expected a number above 0 (1 = off), found 0")
+        penalty = check_number(repetition_penalty, "repetition_penalty", low=1 / LIMIT, high=LIMIT)
         return cls(do_sample, temperature, None if top_k is None else int(top_k), top_p, penalty)
 
 

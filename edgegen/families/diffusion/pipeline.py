@@ -16,14 +16,16 @@ from ...runtimes.pipeline import (
     check_count,
     check_number,
     class_problems,
+    finite_result,
     make_rng,
 )
-from ...runtimes.samplers import BETA_SCHEDULES, PREDICTION_TYPES, Callback, Sampler, make_sampler
+from ...runtimes.samplers import BETA_SCHEDULES, PREDICTION_TYPES, Callback, Sampler, make_sampler, schedule_problems
 from .. import positive
 
 DEFAULT_STEPS = 20
 DEFAULT_SAMPLER = "dpmpp-2m"
 DEFAULT_GUIDANCE = 3.0
+MAX_GUIDANCE = 100.0    # |guidance_scale| beyond this only amplifies the model's noise (7.5 is a large one)
 
 
 @dataclass(kw_only=True)
@@ -46,6 +48,8 @@ class DiffusionConfig(ImageConfig):
             problems.append(f"prediction_type expected one of {', '.join(PREDICTION_TYPES)}, found {self.prediction_type!r}")
         if not 0 < self.beta_start < self.beta_end < 1:
             problems.append(f"beta_start and beta_end expected 0 < start < end < 1, found {self.beta_start}, {self.beta_end}")
+        else:
+            problems += schedule_problems(self.beta_schedule, self.num_train_timesteps, self.beta_start, self.beta_end)
         return problems
 
 
@@ -58,7 +62,7 @@ class DiffusionPipeline(Pipeline):
 
     def make_sampler(self, name: str = DEFAULT_SAMPLER, eta: float = 0.0, **options) -> Sampler:
         """A sampler configured with the package's training noise schedule."""
-        eta = check_number(eta, "eta", 0.0)
+        eta = check_number(eta, "eta", 0.0, 1.0)   # 1: DDPM's variance; above it the noise outgrows the signal
         if eta:
             if name != "ddim":
                 raise ConfigError(f"eta: only the ddim sampler takes eta, found eta={eta} with sampler {name!r}")
@@ -103,7 +107,7 @@ class DiffusionPipeline(Pipeline):
         def unconditional(n: int) -> np.ndarray:
             return np.full(n, null, np.int64)
 
-        guidance_scale = check_number(guidance_scale, "guidance_scale")
+        guidance_scale = check_number(guidance_scale, "guidance_scale", -MAX_GUIDANCE, MAX_GUIDANCE)
         if labels is None or guidance_scale == 1.0:
 
             def model_fn(x, t):
@@ -171,7 +175,7 @@ class DiffusionPipeline(Pipeline):
         run = self.make_sampler(sampler, eta)
         model_fn = self.denoiser(self._labels(labels, n), guidance_scale, feeds)
         x_T = rng.standard_normal((n, *self.space_shape), dtype=np.float32)
-        return self.to_images(run.sample(model_fn, x_T, steps, rng=rng, callback=callback))
+        return self._finished(run.sample(model_fn, x_T, steps, rng=rng, callback=callback), guidance_scale, sampler)
 
     def _img2img(self, image, strength, steps, sampler, guidance_scale, labels, seed, eta, callback,
                  feeds=None) -> np.ndarray:
@@ -186,7 +190,8 @@ class DiffusionPipeline(Pipeline):
         x0 = self.to_space(images)
         noise = rng.standard_normal(x0.shape, dtype=np.float32)
         model_fn = self.denoiser(self._labels(labels, len(x0)), guidance_scale, feeds)
-        return self.to_images(run.denoise(model_fn, run.noised(x0, noise, steps, start), steps, start, rng, callback))
+        return self._finished(run.denoise(model_fn, run.noised(x0, noise, steps, start), steps, start, rng, callback),
+                              guidance_scale, sampler)
 
     def _inpaint(self, image, mask, steps, sampler, guidance_scale, labels, seed, eta, callback, feeds=None) -> np.ndarray:
         images = self._images(image)
@@ -207,9 +212,15 @@ class DiffusionPipeline(Pipeline):
 
         model_fn = self.denoiser(self._labels(labels, n), guidance_scale, feeds)
         x_T = rng.standard_normal(x0.shape, dtype=np.float32)
-        generated = self.to_images(run.sample(model_fn, x_T, steps, rng=rng, callback=callback, after_step=paste_known))
+        generated = self._finished(run.sample(model_fn, x_T, steps, rng=rng, callback=callback, after_step=paste_known),
+                                   guidance_scale, sampler)
         # the known pixels exactly as given (in pixel space this changes nothing; a decoder's are near, not equal)
         return ((1 - pixel_mask) * images + pixel_mask * generated).astype(np.float32)
+
+    def _finished(self, x: np.ndarray, guidance_scale: float, sampler: str) -> np.ndarray:
+        """The sampled space -> images, refused if the loop produced NaN or Inf."""
+        cause = f"sampler {sampler!r}, guidance_scale {guidance_scale:g}"
+        return finite_result(self.to_images(finite_result(x, "sample", cause)), "images", cause)
 
     def _images(self, image) -> np.ndarray:
         x = as_float_array(image, "images", (None, *self.image_shape))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 from ...errors import ConfigError
@@ -28,6 +29,8 @@ def generate(pipe, request: GenerateRequest) -> str:
     if prompt is None:
         raise ConfigError("--prompt: expected the text to continue for a gpt package, found none")
     options["do_sample"] = not options.pop("greedy", False)
+    if request.out and os.path.isdir(request.out):   # before the text streams, not after
+        raise ConfigError(f"--out {request.out!r}: expected a file to write the text to, found a directory")
     pieces = [prompt]
     print(prompt, end="", flush=True)
     for piece in pipe.stream(prompt, seed=request.seed, **options):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ...errors import ConfigError
 from ...families import GenerateRequest, Option
+from .pipeline import MAX_SECONDS
 
 OPTIONS = (
     Option("--seconds", "seconds", "(required) length of the audio to generate", {"type": float}),
@@ -18,8 +19,9 @@ def generate(pipe, request: GenerateRequest) -> str:
     out, seconds = request.out, request.options.get("seconds")
     if out is None or not str(out).lower().endswith(".wav"):
         raise ConfigError(f"--out: expected a .wav file to write for a wavenet package, found {out!r}")
-    if seconds is None or not seconds > 0:
-        raise ConfigError(f"--seconds: expected a positive duration for a wavenet package, found {seconds!r}")
+    if seconds is None or not 0 < seconds <= MAX_SECONDS:
+        raise ConfigError(f"--seconds: expected a duration above 0 and at most {MAX_SECONDS} for a wavenet package, "
+                          f"found {seconds!r}")
     samples = max(1, round(seconds * pipe.sample_rate))
     label = request.options.get("labels")
     audio = pipe(samples, seed=request.seed, labels=label, temperature=request.options["temperature"])

@@ -15,11 +15,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ...errors import InputError
+from ...progress import Progress
 from ...runtimes.audio import mu_law_decode, mu_law_encode
 from ...runtimes.autoregressive import draw, log_softmax, sampler
 from ...runtimes.ort import OrtBinding, OrtSession
 from ...runtimes.pipeline import Pipeline, as_float_array, check_count, class_labels, class_problems, make_rng
 from .. import RuntimeConfig, positive
+
+MAX_SECONDS = 600   # of audio per call: about ten minutes of sample-by-sample work here (~7,800 samples/s at 8 kHz)
 
 
 @dataclass(kw_only=True)
@@ -62,7 +65,7 @@ class WaveNetPipeline(Pipeline):
     def generate_codes(self, num_samples: int, seed=None, labels=None, temperature: float = 1.0,
                        fast: bool = True) -> np.ndarray:
         """The mu-law codes [num_samples] that generate() decodes."""
-        num_samples = check_count(num_samples, "num_samples")
+        num_samples = check_count(num_samples, "num_samples", MAX_SECONDS * self.sample_rate)
         if not isinstance(fast, bool):
             raise InputError(f"fast: expected True or False, found {fast!r}")
         labels = class_labels(labels, 1, self.num_classes, self.null_label, "labels")
@@ -112,7 +115,12 @@ class WaveNetPipeline(Pipeline):
                 binding.output(f"next_state.{i}", dst)
             bindings.append(binding)
         out = np.empty(num_samples, np.int64)
-        for t in range(num_samples):
-            bindings[t % 2].run()
-            out[t] = code[0] = draw(logits, sampling, rng)[0]
+        # long audio is minutes of work: a bar on a terminal (every 1000 samples, to cost nothing)
+        with Progress(num_samples, "" if num_samples < self.sample_rate else "generate", enabled=None) as bar:
+            for t in range(num_samples):
+                bindings[t % 2].run()
+                out[t] = code[0] = draw(logits, sampling, rng)[0]
+                if t % 1000 == 999:
+                    bar.update(1000)
+            bar.update(num_samples % 1000)
         return out

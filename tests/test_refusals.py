@@ -1,0 +1,22 @@
+"""Requests that would allocate without bound or run for days are refused up front, in one line."""
+
+import numpy as np
+import pytest
+
+from edgegen.errors import InputError
+from edgegen.images import save_grid
+from edgegen.runtimes.pipeline import MAX_COUNT, check_count
+
+
+def test_counts_are_capped_per_call():
+    assert check_count(MAX_COUNT) == MAX_COUNT
+    with pytest.raises(InputError, match=r"n: expected at most 100000 per call \(call in batches\), found 1000000000"):
+        check_count(10**9)
+    with pytest.raises(InputError, match="num_samples: expected at most 4800000"):
+        check_count(10**9, "num_samples", 600 * 8000)
+
+
+def test_a_grid_scaled_beyond_any_picture_is_refused_before_it_is_drawn(tmp_path):
+    with pytest.raises(InputError, match=r"scale 100000: expected a grid of at most 100 megapixels, found 640000 "):
+        save_grid(np.zeros((1, 1, 8, 8), np.float32), tmp_path / "x.png", scale=100000)
+    assert not (tmp_path / "x.png").exists()
