@@ -102,6 +102,15 @@ def test_bad_tiling_and_huge_outputs_are_refused(package):
         pipe.upscale(image, max_megapixels=0.001)
 
 
+@pytest.mark.parametrize("low", [8, 16, 24])
+def test_trace_and_gate_sizes_differ_and_none_is_square(low):
+    from edgegen.families.sr.export import gate_size
+
+    sizes = [gate_size(batch, low) for batch in (1, 2, 3)]
+    assert len(set(sizes)) == 3 and all(h != w and 0 < h <= low and 0 < w <= low for h, w in sizes)
+    assert any(h % 2 for h, _ in sizes) and gate_size(8, low) is None
+
+
 def test_the_graph_takes_any_height_and_width_and_was_gated_at_unseen_ones(package):
     manifest = json.loads((package / "edgegen.json").read_text())
     graph = manifest["graphs"]["upscaler"]

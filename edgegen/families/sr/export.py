@@ -14,20 +14,22 @@ from .data import held_out_crops
 from .model import Upscaler, degraded_batch
 from .pipeline import GRAPH, INPUT, OUTPUT, SRConfig
 
-# input height x width per batch size: the trace (batch 2) and the gate (1, 3) see different
-# sizes, none square, so the graph cannot specialise on any of them
-GATE_SIZES = {1: (15, 21), 2: (16, 20), 3: (19, 23)}
+def gate_size(batch: int, low: int) -> tuple[int, int] | None:
+    """Input height x width for the trace (batch 2) and the gate (batches 1 and 3), within the
+    held-out crops' low-resolution side `low` (at least 8): all different, none square, odd ones
+    among them, so the graph cannot specialise on any; None (whole crops) for other batches."""
+    return {1: (low - 3, low - 1), 2: (low, low - 2), 3: (low - 1, low - 4)}.get(batch)
 
 
 def held_out_low_resolution(ckpt, batch, rng, data):
-    """Degraded held-out crops, cut to GATE_SIZES for the gate's batches, whole otherwise
-    (optimize's calibration and gate)."""
+    """Degraded held-out crops, cut to gate_size for the trace's and the gate's batches, whole
+    otherwise (optimize's calibration and gate)."""
     c = ckpt.config
     images = data.test[rng.choice(len(data.test), size=batch, replace=len(data.test) < batch)]
     low = degraded_batch(images, c, rng)
-    if batch in GATE_SIZES:
-        height, width = GATE_SIZES[batch]
-        low = low[:, :, :height, :width]
+    size = gate_size(batch, low.shape[-1])
+    if size is not None:
+        low = low[:, :, :size[0], :size[1]]
     return {INPUT: np.ascontiguousarray(low)}
 
 
