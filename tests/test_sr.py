@@ -162,7 +162,7 @@ def test_degradations_are_deterministic_and_shrink_by_the_scale():
 def test_the_shipped_x4_model_beats_bicubic_on_held_out_photographs_and_its_int8_variant_passes(tmp_path, monkeypatch):
     """`edgegen upscale` without --package exports the shipped model once into the user's cache;
     through the runtime it restores held-out photographs better than bicubic upscaling."""
-    from edgegen.families.sr.cli import shipped_package
+    from edgegen.families.sr.commands import shipped_package
     from edgegen.families.sr.evaluation import quality
     from edgegen.optimize import optimize_package
 

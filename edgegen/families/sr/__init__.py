@@ -22,6 +22,6 @@ FAMILY = register(Family(
     bench_dims=lambda c: {"height": 64, "width": 64},
     smoke={"train": {"steps": 2, "batch_size": 2, "image_size": 32, "width": 8, "body_convs": 1},
            "generate": ["--image", "{hint}"], "out": "upscaled.png"},
-    commands=("edgegen.families.sr.cli",),
+    commands=("edgegen.families.sr.commands",),
     order=55,
 ))

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
-from pathlib import Path
 
 from ...errors import ConfigError
 from ...families import GenerateRequest, Option
@@ -41,62 +39,3 @@ def upscale_file(pipe, image: str | os.PathLike, out: str | os.PathLike, progres
     write_picture(upscaled, out)
     return (f"wrote {out} ({upscaled.width}x{upscaled.height} {upscaled.mode}, x{pipe.scale} of {picture.width}x"
             f"{picture.height} by {pipe.package.manifest.name!r}, backend {pipe.backend}, {pipe.precision})")
-
-
-def shipped_package(scale: int, cache: str | os.PathLike | None = None) -> Path:
-    """The package of the shipped x`scale` model: exported once from its checkpoint into the
-    user's cache (keyed by the weights' hash, so new weights export anew), then reused."""
-    from ...families import PRETRAINED, get
-
-    names = [m.name for m in get("sr").demo]
-    name = next((n for n in names if n.endswith(f"-x{scale}")), None)
-    if name is None:
-        raise ConfigError(f"--scale {scale}: expected a scale with a shipped model ({', '.join(names)}), found none; "
-                          f"train one (edgegen train sr --scale {scale}) and pass its exported package with --package")
-    checkpoint = PRETRAINED / name
-    digest = hashlib.sha256((checkpoint / "weights.safetensors").read_bytes()).hexdigest()[:16]
-    root = Path(cache) if cache else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgegen"
-    package = root / "packages" / f"{name}-{digest}"
-    if (package / "edgegen.json").is_file():
-        return package
-    try:
-        from ...export import export_checkpoint
-    except ImportError as exc:
-        raise ConfigError(f"the shipped {name} model: exporting it needs the export extra (pip install "
-                          f"'edgegen[export]'), found {exc.name} missing; or pass an exported package with --package") from None
-    package.parent.mkdir(parents=True, exist_ok=True)
-    return export_checkpoint(checkpoint, package, overwrite=True)
-
-
-def add_commands(sub, runtime_options) -> None:
-    """`edgegen upscale IMAGE --out OUT [--package PKG | --scale 4] [--tile --overlap --tile-batch]`."""
-    from ...package import PRECISIONS
-
-    p = sub.add_parser("upscale", help="upscale a picture with a super-resolution package (default: the shipped x4 model)")
-    p.add_argument("image", help="the picture to upscale (PNG, JPEG, or anything Pillow reads)")
-    p.add_argument("--out", required=True, help="the picture to write; its extension picks the format (.png, .jpg)")
-    p.add_argument("--package", default=None, help="a super-resolution package (default: the shipped model for "
-                                                    "--scale, exported once into ~/.cache/edgegen)")
-    p.add_argument("--scale", type=int, default=None, help="the upscale factor; picks the shipped model when no "
-                                                          "--package is given (default 4)")
-    for option in OPTIONS[1:]:
-        p.add_argument(option.flag, dest=option.keyword, help=option.help, **option.kwargs)
-    p.add_argument("--precision", default="fp32", choices=PRECISIONS,
-                   help="run the package's int8 or fp16 variant (made by edgegen optimize) (default fp32)")
-    runtime_options(p)
-    p.set_defaults(func=_cmd_upscale)
-
-
-def _cmd_upscale(args) -> None:
-    from ...runtimes import load
-
-    package = args.package or shipped_package(args.scale or 4)
-    pipe = load(package, backend=args.backend, threads=args.threads, precision=args.precision)
-    if pipe.family != "sr":
-        raise ConfigError(f"--package {str(package)!r}: expected a super-resolution (sr) package, found a "
-                          f"{pipe.family} package")
-    if args.scale is not None and args.scale != pipe.scale:
-        raise ConfigError(f"--scale {args.scale}: expected the package's own factor, found x{pipe.scale} in "
-                          f"{str(package)!r}")
-    print(upscale_file(pipe, args.image, args.out, progress=None, tile=args.tile, overlap=args.overlap,
-                       batch=args.batch))
