@@ -5,7 +5,7 @@ pixel is taken from the tiles that saw its whole receptive field (`receptive_rad
 low-resolution pixels of context on every side), blended linearly across the rest of the
 overlap. With an overlap of at least twice the radius (the default) the tiled result equals
 the untiled one to float precision, so no seam can show; with less, the blend hides it. The
-graph's memory is bounded by the tile size; the result is the only image-sized buffer.
+graph's memory is bounded by the tile size; numpy's image-sized buffers (input, result, conversions) are not.
 
 Grey images go through the model as RGB and come back as luma; an alpha channel is upscaled
 plainly (bicubic). uint8 arrays come back as uint8, floats in [0, 1] as float32, and Pillow
