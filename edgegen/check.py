@@ -77,9 +77,8 @@ def check_package(path: str | os.PathLike, tensorrt: str = DEFAULT_TENSORRT, pro
                 result.restricted[op] = table["restricted"][op]
         result.problems += _restriction_violations(model)
         profile = derived[part.split(" ")[0]]
-        if isinstance(profile, str):   # a dynamic dim neither the family's limits nor --profile cover
-            entry = package.graphs[part.split(" ")[0]]
-            result.unprofiled_dims = sorted({d for spec in entry.inputs for d in spec.shape if isinstance(d, str)})
+        if isinstance(profile, list):   # dynamic dims neither the family's limits nor --profile cover
+            result.unprofiled_dims = profile
         else:
             result.profile = profile
         checks.append(result)

@@ -85,11 +85,11 @@ def dim_limits(package) -> dict[str, int]:
     return family.limits(config)
 
 
-def package_profiles(package, profiles: list[str] | None = None, strict: bool = True) -> dict[str, tuple | str]:
+def package_profiles(package, profiles: list[str] | None = None, strict: bool = True) -> dict[str, tuple | list]:
     """{graph: its optimization profile}: the --profile overrides, else derived from the family's
     declared limits, with the sizes bench uses as the sizes to tune for. What build builds, the
-    TensorRT sessions bind and check shows. strict=False: a graph with a dim no limit or override
-    covers maps to the reason instead of raising."""
+    TensorRT sessions bind and check shows. strict=False: a graph with dims no limit or override
+    covers maps to the list of those dims instead of raising."""
     family, config = package_config(package)
     limits, overrides = family.limits(config), parse_profiles(profiles)
     typical = family.bench_dims(config) if family.bench_dims else {}
@@ -97,10 +97,11 @@ def package_profiles(package, profiles: list[str] | None = None, strict: bool = 
     for part, entry in package.graphs.items():
         try:
             result[part] = derive_profile(entry.inputs, limits, overrides, typical)
-        except ConfigError as exc:
+        except ConfigError:
             if strict:
                 raise
-            result[part] = str(exc)
+            result[part] = sorted({d for spec in entry.inputs for d in spec.shape if isinstance(d, str)
+                                   and d != "batch" and d not in limits and d not in overrides})
     return result
 
 

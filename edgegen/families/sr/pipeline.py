@@ -23,7 +23,7 @@ from ...errors import InputError
 from ...families import RuntimeConfig, positive
 from ...progress import Progress
 from ...runtimes.pipeline import Pipeline
-from .degrade import bicubic
+from .degrade import bicubic, to_uint8
 
 GRAPH, INPUT, OUTPUT = "upscaler", "image", "upscaled"
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)   # ITU-R 601, as Pillow's "L" conversion
@@ -99,9 +99,9 @@ class SRPipeline(Pipeline):
             return self._upscale_pil(image, tile, overlap, batch, max_megapixels, progress)
         pixels, was_uint8 = _as_pixels(image)
         self._check_size(pixels.shape[:2], max_megapixels)
-        out = self._upscale_planes(pixels.transpose(2, 0, 1), tile, overlap, batch, progress).transpose(1, 2, 0)
-        out = out[:, :, 0] if np.ndim(image) == 2 else out
-        return (np.clip(out, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8) if was_uint8 else out
+        planes = self._upscale_planes(pixels.transpose(2, 0, 1), tile, overlap, batch, progress)
+        out = to_uint8(planes) if was_uint8 else planes.transpose(1, 2, 0)
+        return out[:, :, 0] if np.ndim(image) == 2 else out
 
     def upscale_rgb(self, image: np.ndarray, tile: int | None = None, overlap: int | None = None,
                     batch: int | None = None, progress: bool | None = False) -> np.ndarray:
@@ -154,7 +154,7 @@ class SRPipeline(Pipeline):
             out = np.concatenate([grey, bicubic(planes[1:], self.scale)])
         else:
             out = self._upscale_planes(planes, tile, overlap, batch, progress)
-        out = (np.clip(out, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8).transpose(1, 2, 0)
+        out = to_uint8(out)
         return Image.fromarray(out[:, :, 0] if out.shape[2] == 1 else out, mode=converted.mode)
 
     def _check_size(self, size: tuple[int, int], max_megapixels: float) -> None:
