@@ -393,8 +393,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_demo)
 
     for family in registered:   # commands a family brings for its use case (edgegen upscale)
-        for add in family.command_adders():
-            add(sub, runtime_options)
+        for reference in family.commands:
+            try:
+                family.command_adder(reference)(sub, runtime_options)
+            except Exception as exc:  # noqa: BLE001 - one family's broken commands must not take edgegen down
+                print(f"edgegen: warning: family {family.name!r}: expected its commands {reference!r} to load, found "
+                      f"{type(exc).__name__}: {exc} (the rest of edgegen works without them)", file=sys.stderr)
     return parser
 
 

@@ -7,7 +7,7 @@ import math
 import os
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from .errors import InputError, NonFiniteError
 from .package import atomic_write_bytes
@@ -78,13 +78,19 @@ JPEG_QUALITY = 95
 
 
 def read_picture(path: str | os.PathLike) -> Image.Image:
-    """An image file (PNG, JPEG or anything else Pillow reads), loaded into memory."""
+    """An image file (PNG, JPEG or anything else Pillow reads), loaded into memory and turned
+    upright: a camera stores a portrait photograph sideways with an EXIF tag saying so, and
+    viewers turn it, so the picture a user sees is the one processed."""
     if os.path.isdir(path):
         raise InputError(f"image {str(path)!r}: expected a picture file, found a directory")
     try:
         with Image.open(path) as image:
             image.load()
+            ImageOps.exif_transpose(image, in_place=True)
             return image
+    except Image.DecompressionBombError as exc:
+        raise InputError(f"image {str(path)!r}: expected a picture Pillow agrees to decode (at most "
+                         f"{2 * Image.MAX_IMAGE_PIXELS} pixels, its guard against decompression bombs), found: {exc}") from None
     except (OSError, ValueError) as exc:
         raise InputError(f"image {str(path)!r}: expected a picture Pillow can read, found: {exc}") from None
 

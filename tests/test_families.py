@@ -152,3 +152,36 @@ def test_a_family_option_that_clashes_with_the_commands_own_is_refused(registere
     finally:
         del families._REGISTRY["clash"]
     assert "family 'clash': option --seed expected a name of its own" in capsys.readouterr().err
+
+
+def test_a_familys_broken_commands_are_named_and_the_rest_of_the_command_line_works(registered, capsys):
+    from edgegen.cli import main
+
+    broken = families.Family("brokencmd", "a family whose commands module is missing", edgegen_pca.PCAPipeline,
+                             edgegen_pca.PCAConfig, commands=("edgegen_no_such_module:add_commands",))
+    families._REGISTRY["brokencmd"] = broken
+    try:
+        assert main(["doctor", "--json"]) == 0
+    finally:
+        del families._REGISTRY["brokencmd"]
+    err = capsys.readouterr().err
+    assert "family 'brokencmd': expected its commands 'edgegen_no_such_module:add_commands' to load, found " \
+           "ModuleNotFoundError" in err
+
+
+def test_check_reads_a_package_whose_family_is_not_installed_here(registered, tmp_path, monkeypatch):
+    """check needs only the graphs: a plugin family's package is checked on a machine without
+    the plugin, its profile from --profile alone."""
+    from edgegen.check import check_package
+    from edgegen.package import Package
+    from edgegen.runtimes.engines import package_profiles
+
+    ckpt = train(edgegen_pca.FAMILY.name, tmp_path / "ckpt", progress=False, steps=2)
+    pkg = export_checkpoint(ckpt, tmp_path / "pkg")
+    monkeypatch.delitem(families._REGISTRY, edgegen_pca.FAMILY.name)
+    with pytest.raises(UnknownFamilyError, match="is the package that registers it installed"):
+        package_profiles(Package(pkg))
+    checks = check_package(pkg, profiles=["batch=1:2:8"])
+    assert checks and all(c.ok for c in checks)
+    batches = {(low[0], opt[0], high[0]) for c in checks for _, low, opt, high in c.profile}
+    assert batches == {(1, 2, 8)}

@@ -10,7 +10,7 @@ from PIL import Image
 import edgegen
 from edgegen.check import check_package
 from edgegen.cli import main
-from edgegen.errors import InputError
+from edgegen.errors import ConfigError, InputError
 from edgegen.export import export_checkpoint
 from edgegen.families.sr.degrade import bicubic, degrade
 from edgegen.families.sr.pipeline import LUMA, blend_weights, tile_starts
@@ -72,19 +72,48 @@ def test_every_picture_form_comes_back_in_its_own_form(package):
     expected = (np.clip(from_rgb @ LUMA, 0, 1) * 255 + 0.5).astype(np.uint8)
     np.testing.assert_array_equal(pipe.upscale(grey), expected)              # grey: luma of the RGB result
     for mode, back in (("L", "L"), ("LA", "LA"), ("RGB", "RGB"), ("RGBA", "RGBA"), ("P", "RGB"), ("1", "L")):
-        result = pipe(Image.fromarray(rgba).convert(mode))
+        result = pipe(Image.fromarray(rgba if "A" in mode else rgba[:, :, :3]).convert(mode))
         assert (result.mode, result.size) == (back, (52, 36))
     assert pipe(rgba.astype(np.float32) / 255).dtype == np.float32
+    wide = rgba.astype(np.uint16) * 257                                      # 16-bit: the same picture, finer steps
+    assert pipe(wide).dtype == np.uint16
+    assert np.abs(pipe(wide) / 257 - out).max() <= 0.51   # the same result, rounded to finer steps
+
+
+def test_transparency_colour_modes_and_16_bit_grey_are_kept(package):
+    """A tRNS colour in a grey or RGB PNG, a palette's transparent entry: alpha is kept, not
+    dropped. CMYK comes back as RGB; 16-bit grey (16-bit PNGs) stays 16-bit."""
+    pipe = edgegen.load(package)
+    rgb = Image.fromarray((np.random.default_rng(4).random((9, 13, 3)) * 255).astype(np.uint8))
+    keyed = rgb.copy()
+    keyed.info["transparency"] = rgb.getpixel((0, 0))
+    grey = rgb.convert("L")
+    grey.info["transparency"] = grey.getpixel((0, 0))
+    palette = rgb.convert("P")
+    palette.info["transparency"] = palette.getpixel((0, 0))
+    for picture, mode in ((keyed, "RGBA"), (grey, "LA"), (palette, "RGBA"), (rgb.convert("P"), "RGB"),
+                          (rgb.convert("CMYK"), "RGB")):
+        result = pipe(picture)
+        assert (result.mode, result.size) == (mode, (52, 36))
+        if mode.endswith("A"):    # the transparent pixel's corner stays transparent
+            assert result.getpixel((0, 0))[-1] < 128 and np.asarray(result)[..., -1].max() == 255
+    sixteen = Image.fromarray(np.asarray(grey, np.uint16) * 257)
+    assert sixteen.mode == "I;16"
+    result = pipe(sixteen)
+    assert (result.mode, result.size) == ("I;16", (52, 36))
+    eight_bit = pipe(Image.fromarray(np.asarray(grey)))
+    assert np.abs(np.asarray(result) / 257 - np.asarray(eight_bit)).max() <= 0.51
 
 
 @pytest.mark.parametrize("bad, message", [
-    (np.zeros((8, 8), np.int16), "expected uint8 pixels or floats in"),
+    (np.zeros((8, 8), np.int16), "expected uint8 or uint16 pixels or floats in"),
+    (np.zeros((8, 8), bool), "found ndarray of dtype bool"),
     (np.full((8, 8, 3), np.nan, np.float32), "found NaN or Inf"),
     (np.full((8, 8, 3), 2.0, np.float32), "found values from 2 to 2"),
     (np.zeros((8, 8, 5), np.uint8), r"expected \[height, width\] or \[height, width, 1\|3\|4\]"),
     (np.zeros((0, 8, 3), np.uint8), "found shape"),
-    (Image.new("I;16", (8, 8)), "found mode 'I;16'"),
-    ("not a picture", "expected an array of pixels or a Pillow image, found str"),
+    (Image.new("F", (8, 8)), "found mode 'F', whose pixel range is not fixed"),
+    ("not a picture", r"expected an array of pixels \(uint8, uint16 or float\) or a Pillow image, found str"),
 ])
 def test_bad_pictures_are_refused_with_what_was_found(package, bad, message):
     with pytest.raises(InputError, match=message):
@@ -98,8 +127,13 @@ def test_bad_tiling_and_huge_outputs_are_refused(package):
         pipe.upscale(image, tile=513)
     with pytest.raises(InputError, match="overlap: expected fewer pixels than the tile's 16, found 16"):
         pipe.upscale(image, tile=16, overlap=16)
-    with pytest.raises(InputError, match="expected an output of at most 0.001 megapixels at x4, found 0"):
+    with pytest.raises(InputError, match=r"expected an output of at most 0.001 megapixels at x4, found 0.00102 "
+                                         r"\(raise --max-megapixels"):
         pipe.upscale(image, max_megapixels=0.001)
+    with pytest.raises(InputError, match="batch: expected an integer from 1 to 16, found 17"):
+        pipe.upscale(image, batch=17)
+    with pytest.raises(InputError, match="max_megapixels: expected a positive number, found -1"):
+        pipe.upscale(image, max_megapixels=-1)
 
 
 @pytest.mark.parametrize("low", [8, 16, 24])
@@ -122,11 +156,11 @@ def test_the_graph_takes_any_height_and_width_and_was_gated_at_unseen_ones(packa
 
 def test_tensorrt_profile_spans_height_and_width_from_the_declared_limits(package, capsys):
     (profile,) = package_profiles(edgegen.load(package).package).values()
-    assert profile == (("image", (1, 3, 1, 1), (1, 3, 64, 64), (16, 3, 512, 512)),)
+    assert profile == (("image", (1, 3, 1, 1), (4, 3, 128, 128), (16, 3, 512, 512)),)
     (check,) = check_package(package)
     assert check.ok and check.profile == profile and not check.unprofiled_dims
     assert main(["check", str(package)]) == 0
-    assert "profile      image: min [1, 3, 1, 1], opt [1, 3, 64, 64], max [16, 3, 512, 512]" in capsys.readouterr().out
+    assert "profile      image: min [1, 3, 1, 1], opt [4, 3, 128, 128], max [16, 3, 512, 512]" in capsys.readouterr().out
 
 
 def test_upscale_command_reads_and_writes_png_and_jpeg(package, tmp_path, capsys):
@@ -152,6 +186,44 @@ def test_upscale_command_reads_and_writes_png_and_jpeg(package, tmp_path, capsys
         assert not (tmp_path / args[1]).exists()
 
 
+def test_upscale_keeps_what_the_user_has_and_turns_photographs_upright(package, tmp_path, capsys, monkeypatch):
+    """An existing --out is replaced only with --force, and never the input itself; a sideways
+    camera photograph (EXIF orientation) is upscaled as viewers show it; a picture too large for
+    Pillow, or for --max-megapixels, is refused in one line."""
+    photo = Image.fromarray((np.random.default_rng(5).random((10, 14, 3)) * 255).astype(np.uint8))
+    exif = photo.getexif()
+    exif[0x0112] = 6    # "rotate 90 degrees clockwise to view"
+    photo.save(tmp_path / "in.jpg", exif=exif)
+    upscale = ["upscale", str(tmp_path / "in.jpg"), "--package", str(package)]
+    out = tmp_path / "out.png"
+    out.write_bytes(b"the user's own")
+    assert main([*upscale, "--out", str(out)]) == 2
+    assert "expected a new file, found one already there (--force replaces it)" in capsys.readouterr().err
+    assert out.read_bytes() == b"the user's own"
+    assert main([*upscale, "--out", str(out), "--force"]) == 0
+    with Image.open(out) as written:
+        assert written.size == (40, 56)      # upright: 10 wide, 14 high, times 4
+    before = (tmp_path / "in.jpg").read_bytes()
+    assert main([*upscale, "--out", str(tmp_path / "in.jpg"), "--force"]) == 2
+    assert "expected a file other than the picture being upscaled, found the input itself" in capsys.readouterr().err
+    assert (tmp_path / "in.jpg").read_bytes() == before
+    assert main([*upscale, "--out", str(tmp_path / "big.png"), "--max-megapixels", "0.001"]) == 2
+    assert "expected an output of at most 0.001 megapixels at x4, found 0.00224" in capsys.readouterr().err
+    assert main([*upscale, "--out", str(tmp_path / "big.png"), "--tile-batch", "17"]) == 2
+    assert "batch: expected an integer from 1 to 16, found 17" in capsys.readouterr().err
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 30)    # 140 pixels is then twice over Pillow's guard
+    assert main([*upscale, "--out", str(tmp_path / "big.png")]) == 2
+    assert "expected a picture Pillow agrees to decode (at most 60 pixels" in capsys.readouterr().err
+    assert not (tmp_path / "big.png").exists()
+
+
+def test_training_at_x3_picks_a_crop_the_scale_divides():
+    from edgegen.families.sr.model import prepare_data
+
+    data, shape = prepare_data("natural", None, None, 0, {"scale": 3})
+    assert shape["image_size"] == 48 and data.train.shape[1:] == (3, 48, 48)
+
+
 def test_degradations_are_deterministic_and_shrink_by_the_scale():
     image = np.random.default_rng(0).random((3, 40, 24), dtype=np.float32)
     low = degrade(image, 4, np.random.default_rng(5))
@@ -168,6 +240,8 @@ def test_the_shipped_x4_model_beats_bicubic_on_held_out_photographs_and_its_int8
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     Image.fromarray((np.random.default_rng(3).random((12, 20, 3)) * 255).astype(np.uint8)).save(tmp_path / "in.png")
+    assert main(["upscale", str(tmp_path / "in.png"), "--out", str(tmp_path / "out.gif")]) == 2
+    assert not (tmp_path / "cache").exists()     # a bad --out is refused before the shipped model is exported
     assert main(["upscale", str(tmp_path / "in.png"), "--out", str(tmp_path / "out.png")]) == 0
     (package,) = (tmp_path / "cache" / "edgegen" / "packages").iterdir()
     assert package.name.startswith("sr-photos-x4-") and shipped_package(4) == package   # exported once, reused
@@ -177,5 +251,5 @@ def test_the_shipped_x4_model_beats_bicubic_on_held_out_photographs_and_its_int8
     assert scores["edgegen_psnr"] > scores["bicubic_psnr"] and scores["edgegen_ssim"] > scores["bicubic_ssim"]
     (record,) = optimize_package(package, "int8", target="tensorrt", progress=lambda line: None).values()
     assert record["gate"]["passed"] and "file" in record
-    with pytest.raises(Exception, match="--scale 2: expected a scale with a shipped model"):
+    with pytest.raises(ConfigError, match="--scale 2: expected a scale with a shipped model"):
         shipped_package(2)

@@ -237,8 +237,9 @@ class Family:
     def showcase_function(self) -> Callable | None:
         return None if self.showcase is None else _resolve(self.showcase, "showcase")
 
-    def command_adders(self) -> list[Callable]:
-        return [_resolve(reference, "add_commands") for reference in self.commands]
+    def command_adder(self, reference: str) -> Callable:
+        """One entry of `commands` -> its add_commands(subparsers, runtime_options)."""
+        return _resolve(reference, "add_commands")
 
 
 def _resolve(reference: str, default_name: str) -> Any:

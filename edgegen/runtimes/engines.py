@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import BackendError, ConfigError, InputError
+from ..errors import BackendError, ConfigError, InputError, UnknownFamilyError
 from ..families import package_config
 from ..package import TensorSpec, atomic_write_bytes, atomic_write_text
 from .session import Session
@@ -52,8 +52,9 @@ def derive_profile(inputs: tuple[TensorSpec, ...], limits: dict[str, int],
                    overrides: dict[str, tuple[int, int, int]] | None = None,
                    typical: dict[str, int] | None = None) -> tuple:
     """Min/opt/max shapes for each input from the manifest's dims: static dims as they are;
-    dynamic ones from `overrides`, else `batch` 1/1/16 and other dims 1 (0 for a past
-    cache)/their typical size (default 1)/their limit (the model's context, the image height, ...)."""
+    dynamic ones from `overrides`, else `batch` 1/its typical size (default 1)/16 and other dims 1
+    (0 for a past cache)/their typical size (default 1)/their limit (the model's context, the
+    image height, ...). TensorRT tunes its kernels for the typical (opt) shapes."""
     overrides, typical = overrides or {}, typical or {}
     profile = []
     for spec in inputs:
@@ -64,8 +65,9 @@ def derive_profile(inputs: tuple[TensorSpec, ...], limits: dict[str, int],
             elif dim in overrides:
                 values = overrides[dim]
             elif dim == "batch":
-                low, opt, _ = DEFAULT_BATCH_PROFILE
-                values = (low, opt, int(limits.get(dim, DEFAULT_BATCH_PROFILE[2])))
+                low, opt, high = DEFAULT_BATCH_PROFILE
+                high = int(limits.get(dim, high))
+                values = (low, min(int(typical.get(dim, opt)), high), high)
             elif dim in limits:
                 values = (0 if dim.startswith("past") else 1, min(int(typical.get(dim, 1)), int(limits[dim])),
                           int(limits[dim]))
@@ -88,11 +90,18 @@ def dim_limits(package) -> dict[str, int]:
 def package_profiles(package, profiles: list[str] | None = None, strict: bool = True) -> dict[str, tuple | list]:
     """{graph: its optimization profile}: the --profile overrides, else derived from the family's
     declared limits, with the sizes bench uses as the sizes to tune for. What build builds, the
-    TensorRT sessions bind and check shows. strict=False: a graph with dims no limit or override
-    covers maps to the list of those dims instead of raising."""
-    family, config = package_config(package)
-    limits, overrides = family.limits(config), parse_profiles(profiles)
-    typical = family.bench_dims(config) if family.bench_dims else {}
+    TensorRT sessions bind and check shows. strict=False (check): a graph with dims no limit or
+    override covers maps to the list of those dims instead of raising, and a package whose family
+    is not installed here (a plugin's) gets the overrides alone."""
+    overrides = parse_profiles(profiles)
+    try:
+        family, config = package_config(package)
+    except UnknownFamilyError:
+        if strict:
+            raise
+        limits, typical = {}, {}
+    else:
+        limits, typical = family.limits(config), (family.bench_dims(config) if family.bench_dims else {})
     result = {}
     for part, entry in package.graphs.items():
         try:

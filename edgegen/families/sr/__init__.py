@@ -2,7 +2,7 @@
 
 from .. import DemoModel, Family, Option, register
 from .cli import OPTIONS, generate
-from .pipeline import SRConfig, SRPipeline
+from .pipeline import MAX_TILE_BATCH, SRConfig, SRPipeline
 
 FAMILY = register(Family(
     name="sr",
@@ -18,8 +18,8 @@ FAMILY = register(Family(
     demo=(DemoModel("sr-photos-x4", "natural"),),
     showcase="edgegen.families.sr.demo",
     # TensorRT profiles: tiles up to max_tile on a side, batches up to 16
-    dim_limits=lambda c: {"batch": 16, "height": c.max_tile, "width": c.max_tile},
-    bench_dims=lambda c: {"height": 64, "width": 64},
+    dim_limits=lambda c: {"batch": MAX_TILE_BATCH, "height": c.max_tile, "width": c.max_tile},
+    bench_dims=lambda c: {"batch": c.tile_batch, "height": c.tile, "width": c.tile},   # the runtime's default call
     smoke={"train": {"steps": 2, "batch_size": 2, "image_size": 32, "width": 8, "body_convs": 1},
            "generate": ["--image", "{hint}"], "out": "upscaled.png"},
     commands=("edgegen.families.sr.commands",),

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
-from ...errors import ConfigError
+from ...errors import ConfigError, InputError
 from ...families import GenerateRequest, Option
 from .pipeline import output_mode
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
 
 OPTIONS = (
     Option("--image", "image", "the picture to upscale (PNG, JPEG, ...); --out names the picture written, "
@@ -14,27 +18,46 @@ OPTIONS = (
     Option("--tile", "tile", "tile side in input pixels (default: the package's, 128)", {"type": int}),
     Option("--overlap", "overlap", "overlap of neighbouring tiles in input pixels (default: the package's, twice "
            "the model's receptive radius)", {"type": int}),
-    Option("--tile-batch", "batch", "tiles per graph call (default: the package's, 4)", {"type": int}),
+    Option("--tile-batch", "batch", "tiles per graph call, at most 16 (default: the package's, 4)", {"type": int}),
+    Option("--max-megapixels", "max_megapixels", "the largest output allowed, in megapixels (default 256): a larger "
+           "one is refused before any work", {"type": float}),
 )
 
 
 def generate(pipe, request: GenerateRequest) -> str:
-    """`edgegen generate PKG --image in.png --out out.png`: the same as `edgegen upscale`."""
+    """`edgegen generate PKG --image in.png --out out.png`: the same as `edgegen upscale`, but an
+    existing --out is replaced, as generate replaces every family's output."""
     options = dict(request.options)
     image = options.pop("image", None)
     if image is None:
         raise ConfigError("--image: expected the picture to upscale with a super-resolution package, found none")
     if request.out is None:
         raise ConfigError("--out: expected the picture file to write (.png or .jpg), found none")
-    return upscale_file(pipe, image, request.out, **options)
+    return upscale_picture(pipe, read_for_upscale(image, request.out, replace=True), request.out, **options)
 
 
-def upscale_file(pipe, image: str | os.PathLike, out: str | os.PathLike, progress: bool | None = None, **options) -> str:
-    """Read a picture, upscale it, write it (atomically, the format by extension); the line to print."""
-    from ...images import picture_format, read_picture, write_picture
+def read_for_upscale(image: str | os.PathLike, out: str | os.PathLike, replace: bool) -> Image:
+    """The picture to upscale, read, once --out is known to be writable as asked: its format
+    fits the picture (no alpha in a JPEG), it is not the input itself, and it is new unless
+    `replace`. Called before any work, so a bad --out is refused before minutes of it."""
+    from ...images import picture_format, read_picture
 
     picture = read_picture(image)
-    picture_format(out, output_mode(picture))   # a bad --out is refused before the work, not after
+    picture_format(out, output_mode(picture))
+    if os.path.exists(out):
+        if os.path.exists(image) and os.path.samefile(image, out):
+            raise InputError(f"output {str(out)!r}: expected a file other than the picture being upscaled, found "
+                             "the input itself (write the upscale beside it)")
+        if not replace:
+            raise InputError(f"output {str(out)!r}: expected a new file, found one already there (--force replaces it)")
+    return picture
+
+
+def upscale_picture(pipe, picture: Image, out: str | os.PathLike, progress: bool | None = None, **options) -> str:
+    """Upscale a picture read by read_for_upscale and write it (atomically, the format by
+    extension); the line to print."""
+    from ...images import write_picture
+
     upscaled = pipe.upscale(picture, progress=progress, **options)
     write_picture(upscaled, out)
     return (f"wrote {out} ({upscaled.width}x{upscaled.height} {upscaled.mode}, x{pipe.scale} of {picture.width}x"

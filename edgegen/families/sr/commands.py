@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from ...errors import ConfigError
-from .cli import OPTIONS, upscale_file
+from .cli import OPTIONS, read_for_upscale, upscale_picture
 
 
 def shipped_package(scale: int, cache: str | os.PathLike | None = None) -> Path:
@@ -39,7 +39,8 @@ def shipped_package(scale: int, cache: str | os.PathLike | None = None) -> Path:
 
 
 def add_commands(sub, runtime_options) -> None:
-    """`edgegen upscale IMAGE --out OUT [--package PKG | --scale 4] [--tile --overlap --tile-batch]`."""
+    """`edgegen upscale IMAGE --out OUT [--package PKG | --scale 4] [--tile --overlap --tile-batch
+    --max-megapixels] [--force]`."""
     from ...package import PRECISIONS
 
     p = sub.add_parser("upscale", help="upscale a picture with a super-resolution package (default: the shipped x4 model)")
@@ -51,6 +52,7 @@ def add_commands(sub, runtime_options) -> None:
                                                           "--package is given (default 4)")
     for option in OPTIONS[1:]:
         p.add_argument(option.flag, dest=option.keyword, help=option.help, **option.kwargs)
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
     p.add_argument("--precision", default="fp32", choices=PRECISIONS,
                    help="run the package's int8 or fp16 variant (made by edgegen optimize) (default fp32)")
     runtime_options(p)
@@ -60,6 +62,7 @@ def add_commands(sub, runtime_options) -> None:
 def _cmd_upscale(args) -> None:
     from ...runtimes import load
 
+    picture = read_for_upscale(args.image, args.out, replace=args.force)   # before any export or model load
     package = args.package or shipped_package(args.scale or 4)
     pipe = load(package, backend=args.backend, threads=args.threads, precision=args.precision)
     if pipe.family != "sr":
@@ -68,5 +71,6 @@ def _cmd_upscale(args) -> None:
     if args.scale is not None and args.scale != pipe.scale:
         raise ConfigError(f"--scale {args.scale}: expected the package's own factor, found x{pipe.scale} in "
                           f"{str(package)!r}")
-    print(upscale_file(pipe, args.image, args.out, progress=None, tile=args.tile, overlap=args.overlap,
-                       batch=args.batch))
+    given = {option.keyword: getattr(args, option.keyword) for option in OPTIONS[1:]}
+    print(upscale_picture(pipe, picture, args.out, progress=None,
+                          **{keyword: value for keyword, value in given.items() if value is not None}))

@@ -36,20 +36,22 @@ class Degradation:
         return problems
 
 
-def to_uint8(image: np.ndarray) -> np.ndarray:
-    """[C, H, W] in [0, 1] -> [H, W, C] uint8 (rounded)."""
-    return (np.clip(image, 0.0, 1.0).transpose(1, 2, 0) * 255.0 + 0.5).astype(np.uint8)
+def to_integers(image: np.ndarray, dtype=np.uint8) -> np.ndarray:
+    """[C, H, W] in [0, 1] -> [H, W, C] of an unsigned integer dtype (uint8: 0..255, uint16:
+    0..65535), rounded."""
+    top = float(np.iinfo(dtype).max)
+    return (np.clip(image, 0.0, 1.0).transpose(1, 2, 0) * top + 0.5).astype(dtype)
 
 
-def from_uint8(pixels: np.ndarray) -> np.ndarray:
-    """[H, W, C] uint8 -> [C, H, W] float32 in [0, 1]."""
-    return pixels.transpose(2, 0, 1).astype(np.float32) / 255.0
+def from_integers(pixels: np.ndarray) -> np.ndarray:
+    """[H, W, C] of an unsigned integer dtype -> [C, H, W] float32 in [0, 1]."""
+    return pixels.transpose(2, 0, 1).astype(np.float32) / float(np.iinfo(pixels.dtype).max)
 
 
 def degrade(image: np.ndarray, scale: int, rng: np.random.Generator, strengths: Degradation = Degradation()) -> np.ndarray:
     """A high-resolution RGB image [3, H, W] in [0, 1] -> its degraded low-resolution version
     [3, H // scale, W // scale]: blur, downscale, noise, JPEG."""
-    pil = Image.fromarray(to_uint8(image))
+    pil = Image.fromarray(to_integers(image))
     sigma = rng.uniform(0.0, strengths.blur_max)
     if sigma > 0.1:
         pil = pil.filter(ImageFilter.GaussianBlur(radius=float(sigma)))
@@ -63,10 +65,10 @@ def degrade(image: np.ndarray, scale: int, rng: np.random.Generator, strengths: 
 def jpeg(image: np.ndarray, quality: int) -> np.ndarray:
     """[C, H, W] in [0, 1] through a JPEG encode and decode at `quality` (Pillow's encoder)."""
     buffer = io.BytesIO()
-    Image.fromarray(to_uint8(image)).save(buffer, format="JPEG", quality=quality)
+    Image.fromarray(to_integers(image)).save(buffer, format="JPEG", quality=quality)
     buffer.seek(0)
     with Image.open(buffer) as decoded:
-        return from_uint8(np.asarray(decoded.convert("RGB")))
+        return from_integers(np.asarray(decoded.convert("RGB")))
 
 
 def bicubic(image: np.ndarray, scale: int) -> np.ndarray:

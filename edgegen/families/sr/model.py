@@ -28,7 +28,8 @@ from .degrade import Degradation, bicubic, degrade, jpeg
 FAMILY = "sr"
 DATA_RANGE = None              # images stay in [0, 1]
 DEFAULT_DATA = "natural"
-DEFAULT_IMAGE_SIZE = 64        # the high-resolution training crop (16 pixels at x4)
+DEFAULT_IMAGE_SIZE = None      # the high-resolution training crop: LOW_RES_CROP times the scale
+LOW_RES_CROP = 16              # input pixels per training crop side (64 at x4, 48 at x3)
 DEFAULT_STEPS = 4000
 DEFAULT_BATCH = 16
 DEFAULT_LR = 7e-4
@@ -39,7 +40,7 @@ TRAIN_CROPS = 3000
 @dataclass
 class Config:
     image_channels: int = 3
-    image_size: int = DEFAULT_IMAGE_SIZE
+    image_size: int = 4 * LOW_RES_CROP
     scale: int = 4
     width: int = 32
     body_convs: int = 6
@@ -179,6 +180,7 @@ def prepare_data(source: str, image_size: int, channels: int | None, seed: int, 
 
     if channels not in (None, 3):
         raise DataError(f"channels: expected 3 for super-resolution (it upscales grey images as RGB), found {channels}")
+    image_size = image_size or LOW_RES_CROP * (options or {}).get("scale", Config.scale)
     train, _ = photo_split(source, seed)
     data = ImageData(source, random_crops(train, image_size, TRAIN_CROPS, np.random.default_rng(seed), MAX_ZOOM),
                      held_out_crops(source, image_size, seed))
@@ -207,9 +209,9 @@ def _one_degradation(image: np.ndarray, kind: int, c: Config, rng: np.random.Gen
 def _blurred(image: np.ndarray, sigma: float) -> np.ndarray:
     from PIL import Image, ImageFilter
 
-    from .degrade import from_uint8, to_uint8
+    from .degrade import from_integers, to_integers
 
-    return from_uint8(np.asarray(Image.fromarray(to_uint8(image)).filter(ImageFilter.GaussianBlur(radius=sigma))))
+    return from_integers(np.asarray(Image.fromarray(to_integers(image)).filter(ImageFilter.GaussianBlur(radius=sigma))))
 
 
 class Trainer:

@@ -8,8 +8,9 @@ the untiled one to float precision, so no seam can show; with less, the blend hi
 graph's memory is bounded by the tile size; numpy's image-sized buffers (input, result, conversions) are not.
 
 Grey images go through the model as RGB and come back as luma; an alpha channel is upscaled
-plainly (bicubic). uint8 arrays come back as uint8, floats in [0, 1] as float32, and Pillow
-images as Pillow images of the same mode.
+plainly (bicubic). uint8 and uint16 arrays come back in their dtype, floats in [0, 1] as float32,
+and Pillow images as Pillow images of the same mode (palette, CMYK and other colour modes as RGB,
+with alpha where the picture has transparency; 16-bit grey stays 16-bit).
 """
 
 from __future__ import annotations
@@ -23,11 +24,14 @@ from ...errors import InputError
 from ...families import RuntimeConfig, positive
 from ...progress import Progress
 from ...runtimes.pipeline import Pipeline
-from .degrade import bicubic, to_uint8
+from .degrade import bicubic, from_integers, to_integers
 
 GRAPH, INPUT, OUTPUT = "upscaler", "image", "upscaled"
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)   # ITU-R 601, as Pillow's "L" conversion
 MAX_OUTPUT_MEGAPIXELS = 256.0    # a request beyond this is refused (pass max_megapixels to go further)
+MAX_TILE_BATCH = 16              # tiles per graph call: TensorRT's profile is built up to it
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B")      # 16-bit grey (16-bit PNGs): upscaled as I;16
+COLOUR_MODES = ("CMYK", "YCbCr", "LAB", "HSV")       # converted to RGB, as Pillow converts them
 
 
 @dataclass(kw_only=True)
@@ -37,12 +41,14 @@ class SRConfig(RuntimeConfig):
     receptive_radius: int       # low-resolution pixels of context each output pixel sees on each side
     tile: int = 128             # default tile side, in input pixels
     overlap: int = 16           # default overlap between neighbouring tiles, in input pixels
-    tile_batch: int = 4         # tiles per graph call
+    tile_batch: int = 4         # tiles per graph call (at most MAX_TILE_BATCH)
     max_tile: int = 512         # the largest tile side (TensorRT's profile is built up to it)
     data: dict = field(default_factory=dict)
 
     def problems(self) -> list[str]:
         problems = positive(self, "scale", "tile", "tile_batch", "max_tile")
+        if self.tile_batch > MAX_TILE_BATCH:
+            problems.append(f"tile_batch expected at most {MAX_TILE_BATCH}, found {self.tile_batch}")
         if self.receptive_radius < 0 or not 0 <= self.overlap < self.tile <= self.max_tile:
             problems.append(f"tiling expected 0 <= overlap < tile <= max_tile and receptive_radius >= 0, found overlap "
                             f"{self.overlap}, tile {self.tile}, max_tile {self.max_tile}, radius {self.receptive_radius}")
@@ -92,15 +98,16 @@ class SRPipeline(Pipeline):
     def upscale(self, image, tile: int | None = None, overlap: int | None = None, batch: int | None = None,
                 max_megapixels: float = MAX_OUTPUT_MEGAPIXELS, progress: bool | None = False):
         """`image` upscaled `scale` times: a Pillow image (L, LA, RGB, RGBA, P or 1), or an array
-        [H, W] (grey), [H, W, 1|3|4], uint8 or float in [0, 1]. The result has the input's form.
+        [H, W] (grey), [H, W, 1|3|4], uint8, uint16 or float in [0, 1]. The result has the input's form.
 
-        tile / overlap: in input pixels (default the package's); batch: tiles per graph call."""
+        tile / overlap: in input pixels (default the package's); batch: tiles per graph call;
+        max_megapixels: the largest output allowed (a mistaken size fails fast, not out of memory)."""
         if _is_pil(image):
             return self._upscale_pil(image, tile, overlap, batch, max_megapixels, progress)
-        pixels, was_uint8 = _as_pixels(image)
+        pixels, dtype = _as_pixels(image)
         self._check_size(pixels.shape[:2], max_megapixels)
         planes = self._upscale_planes(pixels.transpose(2, 0, 1), tile, overlap, batch, progress)
-        out = to_uint8(planes) if was_uint8 else planes.transpose(1, 2, 0)
+        out = to_integers(planes, dtype) if dtype != np.float32 else planes.transpose(1, 2, 0)
         return out[:, :, 0] if np.ndim(image) == 2 else out
 
     def upscale_rgb(self, image: np.ndarray, tile: int | None = None, overlap: int | None = None,
@@ -109,7 +116,7 @@ class SRPipeline(Pipeline):
         c = self.config
         tile = c.tile if tile is None else _count(tile, "tile", c.max_tile)
         overlap = c.overlap if overlap is None else _count(overlap, "overlap", None, low=0)
-        batch = c.tile_batch if batch is None else _count(batch, "batch", None)
+        batch = c.tile_batch if batch is None else _count(batch, "batch", MAX_TILE_BATCH)
         if overlap >= tile:
             raise InputError(f"overlap: expected fewer pixels than the tile's {tile}, found {overlap}")
         _, height, width = image.shape
@@ -144,24 +151,28 @@ class SRPipeline(Pipeline):
         from PIL import Image
 
         mode = output_mode(image)
-        converted = image if image.mode == mode else image.convert(mode)
+        self._check_size((image.height, image.width), max_megapixels)   # before a large conversion
+        converted = image if image.mode == mode or mode == "I;16" else image.convert(mode)
         pixels = np.asarray(converted)
         pixels = pixels[:, :, None] if pixels.ndim == 2 else pixels
-        self._check_size(pixels.shape[:2], max_megapixels)
-        planes = pixels.transpose(2, 0, 1).astype(np.float32) / 255.0
-        if converted.mode == "LA":   # grey + alpha: the grey plane through the model, the alpha beside it
+        dtype = np.uint16 if mode == "I;16" else np.uint8
+        planes = from_integers(pixels.astype(dtype))
+        if mode == "LA":   # grey + alpha: the grey plane through the model, the alpha beside it
             grey = self._upscale_planes(planes[:1], tile, overlap, batch, progress)
             out = np.concatenate([grey, bicubic(planes[1:], self.scale)])
         else:
             out = self._upscale_planes(planes, tile, overlap, batch, progress)
-        out = to_uint8(out)
-        return Image.fromarray(out[:, :, 0] if out.shape[2] == 1 else out, mode=converted.mode)
+        out = to_integers(out, dtype)
+        return Image.fromarray(out[:, :, 0] if out.shape[2] == 1 else out)   # the mode follows: L, LA, RGB, RGBA, I;16
 
     def _check_size(self, size: tuple[int, int], max_megapixels: float) -> None:
+        if isinstance(max_megapixels, bool) or not isinstance(max_megapixels, (int, float)) or not max_megapixels > 0:
+            raise InputError(f"max_megapixels: expected a positive number, found {max_megapixels!r}")
         megapixels = size[0] * size[1] * self.scale ** 2 / 1e6
         if megapixels > max_megapixels:
-            raise InputError(f"image of {size[1]}x{size[0]} pixels: expected an output of at most {max_megapixels:g} "
-                             f"megapixels at x{self.scale}, found {megapixels:.0f} (pass max_megapixels to allow it)")
+            raise InputError(f"image of {size[1]}x{size[0]} pixels: expected an output of at most {max_megapixels:.3g} "
+                             f"megapixels at x{self.scale}, found {megapixels:.3g} (raise --max-megapixels, or "
+                             "max_megapixels in Python, to allow it)")
 
 
 def _paste(out: np.ndarray, tile: np.ndarray, top: int, left: int, row_weight: np.ndarray, col_weight: np.ndarray) -> None:
@@ -179,43 +190,50 @@ def _paste(out: np.ndarray, tile: np.ndarray, top: int, left: int, row_weight: n
 
 
 def output_mode(image) -> str:
-    """The Pillow mode a picture is upscaled in, and returned in: L, LA, RGB or RGBA (a palette
-    picture becomes RGB, or RGBA if it has transparency; a 1-bit one L)."""
-    if image.mode in ("L", "LA", "RGB", "RGBA"):
+    """The Pillow mode a picture is upscaled in, and returned in: L, LA, RGB, RGBA or I;16.
+    Grey and colour pictures gain alpha where they carry transparency (a PNG's tRNS chunk, a
+    palette's transparent entries), a 1-bit picture becomes grey, CMYK and the other colour
+    modes RGB, and 16-bit grey stays 16-bit."""
+    transparent = image.has_transparency_data
+    if image.mode in ("L", "1"):
+        return "LA" if transparent else "L"
+    if image.mode in ("RGB", "P", "PA", *COLOUR_MODES):
+        return "RGBA" if transparent else "RGB"
+    if image.mode in ("LA", "RGBA"):
         return image.mode
-    if image.mode in ("P", "PA"):
-        return "RGBA" if "transparency" in image.info or image.mode == "PA" else "RGB"
-    if image.mode == "1":
-        return "L"
-    raise InputError(f"image: expected a Pillow image of mode L, LA, RGB, RGBA, P or 1, found mode {image.mode!r} "
-                     "(convert it to RGB first)")
+    if image.mode in SIXTEEN_BIT_MODES:
+        return "I;16"
+    raise InputError(f"image: expected a Pillow image of mode L, LA, RGB, RGBA, P, 1, I;16 or CMYK, found mode "
+                     f"{image.mode!r}, whose pixel range is not fixed (convert it to RGB or L first)")
 
 
 def _is_pil(image: Any) -> bool:
     return type(image).__module__.startswith("PIL.")
 
 
-def _as_pixels(image: Any) -> tuple[np.ndarray, bool]:
-    """An array [H, W] or [H, W, 1|3|4] -> float32 [H, W, C] in [0, 1], and whether it was uint8."""
+def _as_pixels(image: Any) -> tuple[np.ndarray, type]:
+    """An array [H, W] or [H, W, 1|3|4] -> float32 [H, W, C] in [0, 1], and the dtype to return
+    (uint8, uint16 or float32)."""
     try:
         array = np.asarray(image)
     except Exception:  # noqa: BLE001 - anything numpy cannot take is the user's input error
         raise InputError(f"image: expected an array or a Pillow image, found {type(image).__name__}") from None
     if array.dtype.kind not in "uif":
-        raise InputError(f"image: expected an array of pixels or a Pillow image, found {type(image).__name__}")
+        raise InputError(f"image: expected an array of pixels (uint8, uint16 or float) or a Pillow image, found "
+                         f"{type(image).__name__} of dtype {array.dtype}")
     if array.ndim == 2:
         array = array[:, :, None]
     if array.ndim != 3 or array.shape[2] not in (1, 3, 4) or 0 in array.shape:
         raise InputError(f"image: expected [height, width] or [height, width, 1|3|4] pixels, found shape "
                          f"{list(np.shape(image))}")
-    if array.dtype == np.uint8:
-        return array.astype(np.float32) / 255.0, True
+    if array.dtype in (np.uint8, np.uint16):
+        return from_integers(array).transpose(1, 2, 0), array.dtype.type
     if array.dtype.kind != "f":
-        raise InputError(f"image: expected uint8 pixels or floats in [0, 1], found dtype {array.dtype}")
+        raise InputError(f"image: expected uint8 or uint16 pixels or floats in [0, 1], found dtype {array.dtype}")
     if not np.isfinite(array).all() or array.min() < 0.0 or array.max() > 1.0:
         found = "NaN or Inf" if not np.isfinite(array).all() else f"values from {array.min():g} to {array.max():g}"
         raise InputError(f"image: expected float pixels in [0, 1], found {found}")
-    return array.astype(np.float32), False
+    return array.astype(np.float32), np.float32
 
 
 def _count(value: Any, what: str, high: int | None, low: int = 1) -> int:
