@@ -4,8 +4,12 @@ The image is cut into overlapping tiles, which run through the graph in batches;
 pixel is taken from the tiles that saw its whole receptive field (`receptive_radius`
 low-resolution pixels of context on every side), blended linearly across the rest of the
 overlap. With an overlap of at least twice the radius (the default) the tiled result equals
-the untiled one to float precision, so no seam can show; with less, the blend hides it. The
-graph's memory is bounded by the tile size; numpy's image-sized buffers (input, result, conversions) are not.
+the untiled one to float precision, so no seam can show; with less, the blend hides it.
+
+Memory: the graph's is bounded by the tile size. The pipeline holds the input (as float32), the
+result (in its own dtype, written band by band) and one tile row's band of float output (tile x
+scale rows of the output's width); no float copy of the whole result is made, except of an alpha
+channel, which is upscaled whole.
 
 Grey images go through the model as RGB and come back as luma; an alpha channel is upscaled
 plainly (bicubic). uint8 and uint16 arrays come back in their dtype, floats in [0, 1] as float32,
@@ -97,8 +101,9 @@ class SRPipeline(Pipeline):
 
     def upscale(self, image, tile: int | None = None, overlap: int | None = None, batch: int | None = None,
                 max_megapixels: float = MAX_OUTPUT_MEGAPIXELS, progress: bool | None = False):
-        """`image` upscaled `scale` times: a Pillow image (L, LA, RGB, RGBA, P or 1), or an array
-        [H, W] (grey), [H, W, 1|3|4], uint8, uint16 or float in [0, 1]. The result has the input's form.
+        """`image` upscaled `scale` times: a Pillow image (L, LA, RGB, RGBA, P, 1, I;16, CMYK), or
+        an array [H, W] (grey), [H, W, 1|2|3|4], uint8, uint16 or float in [0, 1]. The result has the
+        input's form, its values in the input's range.
 
         tile / overlap: in input pixels (default the package's); batch: tiles per graph call;
         max_megapixels: the largest output allowed (a mistaken size fails fast, not out of memory)."""
@@ -106,13 +111,28 @@ class SRPipeline(Pipeline):
             return self._upscale_pil(image, tile, overlap, batch, max_megapixels, progress)
         pixels, dtype = _as_pixels(image)
         self._check_size(pixels.shape[:2], max_megapixels)
-        planes = self._upscale_planes(pixels.transpose(2, 0, 1), tile, overlap, batch, progress)
-        out = to_integers(planes, dtype) if dtype != np.float32 else planes.transpose(1, 2, 0)
+        out = self._upscale_planes(pixels.transpose(2, 0, 1), dtype, tile, overlap, batch, progress)
         return out[:, :, 0] if np.ndim(image) == 2 else out
 
     def upscale_rgb(self, image: np.ndarray, tile: int | None = None, overlap: int | None = None,
                     batch: int | None = None, progress: bool | None = False) -> np.ndarray:
-        """[3, H, W] float32 in [0, 1] -> [3, scale H, scale W]: the tiled graph calls."""
+        """[3, H, W] float32 in [0, 1] -> [3, scale H, scale W] float32, as the graph gives it
+        (unclipped): the tiled graph calls, for evaluation."""
+        _, height, width = image.shape
+        out = np.empty((3, height * self.scale, width * self.scale), np.float32)
+
+        def keep(rows: np.ndarray, top: int) -> None:
+            out[:, top:top + rows.shape[1]] = rows
+
+        self._tiled(image, keep, tile, overlap, batch, progress)
+        return out
+
+    def _tiled(self, image: np.ndarray, finish, tile, overlap, batch, progress) -> None:
+        """Run [3, H, W] float32 through the graph tile by tile, handing each band of finished
+        output rows ([3, n, scale W] float32, and the output row it starts at) to `finish`, top
+        to bottom. Only one tile row's output is held at a time: the band that tile row covers,
+        with the part the row above already added where they overlap. So the working memory
+        grows with the tile and the image's width, not its height."""
         c = self.config
         tile = c.tile if tile is None else _count(tile, "tile", c.max_tile)
         overlap = c.overlap if overlap is None else _count(overlap, "overlap", None, low=0)
@@ -124,7 +144,8 @@ class SRPipeline(Pipeline):
         row_weights = blend_weights(height, rows, tile, overlap, c.receptive_radius)
         col_weights = blend_weights(width, cols, tile, overlap, c.receptive_radius)
         th, tw, s = min(tile, height), min(tile, width), c.scale
-        out = np.zeros((3, height * s, width * s), dtype=np.float32)
+        band = np.zeros((3, th * s, width * s), dtype=np.float32)
+        band_top, band_row = 0, 0      # the output row band[:, 0] stands for; the tile row it holds
         tiles = [(i, j) for i in range(len(rows)) for j in range(len(cols))]
         session = self.sessions[GRAPH]
         # progress False: silent (the Python default); None: a bar on a terminal, one line in a log
@@ -134,18 +155,30 @@ class SRPipeline(Pipeline):
                 feed = np.stack([image[:, rows[i]:rows[i] + th, cols[j]:cols[j] + tw] for i, j in chunk])
                 result = session.run({INPUT: np.ascontiguousarray(feed)})[OUTPUT]
                 for (i, j), upscaled in zip(chunk, result):
-                    _paste(out, upscaled, rows[i] * s, cols[j] * s, row_weights[i].repeat(s), col_weights[j].repeat(s))
+                    if i != band_row:   # a new tile row: the output rows above its top are finished
+                        band_top, band_row = _slide(band, band_top, rows[i] * s, finish), i
+                    _paste(band, upscaled, rows[i] * s - band_top, cols[j] * s, row_weights[i].repeat(s),
+                           col_weights[j].repeat(s))
                 bar.update(len(chunk))
-        return out
+        finish(band[:, :height * s - band_top], band_top)
 
-    def _upscale_planes(self, planes: np.ndarray, tile, overlap, batch, progress) -> np.ndarray:
-        """[1|3|4, H, W] -> the same planes upscaled: colour through the model, alpha bicubic."""
-        colour, alpha = (planes[:3], planes[3:]) if len(planes) in (3, 4) else (planes, planes[1:1])
+    def _upscale_planes(self, planes: np.ndarray, dtype, tile, overlap, batch, progress) -> np.ndarray:
+        """[1|2|3|4, H, W] float32 in [0, 1] -> [scale H, scale W, same planes] of `dtype`: colour
+        through the model (grey as RGB, its luma taken back), alpha upscaled bicubic. The result is
+        written band by band into the one output array, in its own dtype."""
+        colour, alpha = (planes[:1], planes[1:]) if len(planes) <= 2 else (planes[:3], planes[3:])
+        _, height, width = planes.shape
+        out = np.empty((height * self.scale, width * self.scale, len(planes)), dtype)
+
+        def finish(rows: np.ndarray, top: int) -> None:
+            values = np.tensordot(LUMA, rows, axes=1)[None] if len(colour) == 1 else rows
+            out[top:top + rows.shape[1], :, :len(colour)] = _in_range(values, dtype)
+
         rgb = np.repeat(colour, 3, axis=0) if len(colour) == 1 else colour
-        out = self.upscale_rgb(np.ascontiguousarray(rgb), tile, overlap, batch, progress)
-        if len(colour) == 1:
-            out = np.tensordot(LUMA, out, axes=1)[None]
-        return np.concatenate([out, bicubic(alpha, self.scale)]) if len(alpha) else out
+        self._tiled(np.ascontiguousarray(rgb), finish, tile, overlap, batch, progress)
+        if len(alpha):
+            out[:, :, len(colour):] = _in_range(bicubic(alpha, self.scale), dtype)
+        return out
 
     def _upscale_pil(self, image, tile, overlap, batch, max_megapixels, progress):
         from PIL import Image
@@ -156,13 +189,7 @@ class SRPipeline(Pipeline):
         pixels = np.asarray(converted)
         pixels = pixels[:, :, None] if pixels.ndim == 2 else pixels
         dtype = np.uint16 if mode == "I;16" else np.uint8
-        planes = from_integers(pixels.astype(dtype))
-        if mode == "LA":   # grey + alpha: the grey plane through the model, the alpha beside it
-            grey = self._upscale_planes(planes[:1], tile, overlap, batch, progress)
-            out = np.concatenate([grey, bicubic(planes[1:], self.scale)])
-        else:
-            out = self._upscale_planes(planes, tile, overlap, batch, progress)
-        out = to_integers(out, dtype)
+        out = self._upscale_planes(from_integers(pixels.astype(dtype, copy=False)), dtype, tile, overlap, batch, progress)
         return Image.fromarray(out[:, :, 0] if out.shape[2] == 1 else out)   # the mode follows: L, LA, RGB, RGBA, I;16
 
     def _check_size(self, size: tuple[int, int], max_megapixels: float) -> None:
@@ -189,6 +216,24 @@ def _paste(out: np.ndarray, tile: np.ndarray, top: int, left: int, row_weight: n
         target += part * np.outer(row_weight[r0:r1], col_weight[c0:c1])
 
 
+def _slide(band: np.ndarray, band_top: int, new_top: int, finish) -> int:
+    """Hand the band's rows above output row `new_top` to `finish`, move the rest to the band's
+    top and clear what is left below; the band now starts at `new_top`."""
+    done = new_top - band_top
+    finish(band[:, :done], band_top)
+    band[:, :-done] = band[:, done:]      # numpy copies overlapping ranges as if through a buffer
+    band[:, band.shape[1] - done:] = 0.0
+    return new_top
+
+
+def _in_range(values: np.ndarray, dtype) -> np.ndarray:
+    """[C, H, W] float in [0, 1] (the graph's output may step outside) -> [H, W, C] of `dtype`:
+    rounded to uint8 / uint16, or clipped float32."""
+    if dtype == np.float32:
+        return np.clip(values, 0.0, 1.0).transpose(1, 2, 0)
+    return to_integers(values, dtype)
+
+
 def output_mode(image) -> str:
     """The Pillow mode a picture is upscaled in, and returned in: L, LA, RGB, RGBA or I;16.
     Grey and colour pictures gain alpha where they carry transparency (a PNG's tRNS chunk, a
@@ -212,7 +257,7 @@ def _is_pil(image: Any) -> bool:
 
 
 def _as_pixels(image: Any) -> tuple[np.ndarray, type]:
-    """An array [H, W] or [H, W, 1|3|4] -> float32 [H, W, C] in [0, 1], and the dtype to return
+    """An array [H, W] or [H, W, 1|2|3|4] -> float32 [H, W, C] in [0, 1], and the dtype to return
     (uint8, uint16 or float32)."""
     try:
         array = np.asarray(image)
@@ -223,8 +268,8 @@ def _as_pixels(image: Any) -> tuple[np.ndarray, type]:
                          f"{type(image).__name__} of dtype {array.dtype}")
     if array.ndim == 2:
         array = array[:, :, None]
-    if array.ndim != 3 or array.shape[2] not in (1, 3, 4) or 0 in array.shape:
-        raise InputError(f"image: expected [height, width] or [height, width, 1|3|4] pixels, found shape "
+    if array.ndim != 3 or array.shape[2] not in (1, 2, 3, 4) or 0 in array.shape:
+        raise InputError(f"image: expected [height, width] or [height, width, 1|2|3|4] pixels, found shape "
                          f"{list(np.shape(image))}")
     if array.dtype in (np.uint8, np.uint16):
         return from_integers(array).transpose(1, 2, 0), array.dtype.type
