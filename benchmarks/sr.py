@@ -10,14 +10,16 @@ x4 model (edgegen/pretrained/sr-photos-x4):
 5. A 1024x768 photograph upscaled to 4096x3072 through the tiled runtime, fp32 against int8,
    interleaved, beside PyTorch eager on the whole image.
 
-    python benchmarks/sr.py [--iters 30] [--out benchmarks/results]
+Every side-by-side timing lets the machine settle between engines (bench.SETTLE_S): a thread
+pool left spinning by the engine before takes the cores from the one being timed.
+
+    python benchmarks/sr.py [--iters 60] [--out benchmarks/results]
 """
 
 from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -90,12 +92,7 @@ def large_image(pipes: dict, module, rounds: int = 3) -> dict:
 
     engines = {f"edgegen {p}, tile {pipe.config.tile}": (lambda pipe=pipe: pipe.upscale(image)) for p, pipe in pipes.items()}
     engines["torch eager fp32, whole image"] = eager
-    times = {name: [] for name in engines}
-    for _ in range(rounds):
-        for name, fn in engines.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
+    times = interleaved_timings(engines, rounds, 1, rounds=rounds)
     out_mp = LARGE[0] * LARGE[1] * 16 / 1e6
     return {name: {"seconds_p50": round(float(np.median(t)), 3), "megapixels_per_s": round(out_mp / float(np.median(t)), 3)}
             for name, t in times.items()}
@@ -103,7 +100,7 @@ def large_image(pipes: dict, module, rounds: int = 3) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--iters", type=int, default=30)
+    parser.add_argument("--iters", type=int, default=60)
     parser.add_argument("--checkpoint", default=str(MODEL), help="default: the shipped x4 model")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     args = parser.parse_args()
@@ -151,7 +148,8 @@ def markdown(r: dict) -> str:
     i8 = r["int8_ort_cpu"]
     lines += ["", "## int8 (`edgegen optimize --precision int8`)", "",
               f"Gate: {i8['gate']['line']} (PSNR against fp32 on held-out degraded crops). "
-              + (f"Written, {i8['speedup_ort_cpu']:.2f}x fp32's speed on ONNX Runtime CPU." if "file" in i8
+              + (f"Written, {i8['speedup_ort_cpu']:.2f}x fp32's speed on ONNX Runtime CPU at {i8['speed_measured_at']}."
+                 if "file" in i8
                  else f"Not written for ort-cpu: {i8['refused']}."), "",
               f"fp16 (`--target tensorrt`): gate {r['fp16_tensorrt_target']['gate']['line']}, "
               f"{r['fp16_tensorrt_target'].get('speedup_ort_cpu', float('nan')):.2f}x fp32's speed on ONNX Runtime CPU "

@@ -11,14 +11,14 @@ A variant is compared with the fp32 graph on held-out inputs the calibration nev
 PSNR for images, audio and other float outputs; top-1 agreement and cosine similarity for
 token logits. Below the threshold it is not written, and the manifest records why. For the
 ort-cpu target a variant is also kept only where it pays: at least 5% faster than fp32 here
-at batch 8 (measured side by side); for the tensorrt target every variant that passes.
+at batch 8, or at the family's typical call where it declares one (measured side by side); for
+the tensorrt target every variant that passes.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -163,10 +163,12 @@ def _variant(package, part, precision, target, calibration_feeds, gate_feeds, mi
                   else None, "target": target}
         if not gate.passed:
             return {**record, "refused": f"gate {gate.line()} (missed by {abs(gate.threshold - gate.value):.3g})"}
-        record["speedup_ort_cpu"] = round(speedup(fp32, variant, gate_feeds[0]), 3)
+        feeds, call = _speed_feeds(package, entry, gate_feeds[0])
+        record["speedup_ort_cpu"] = round(speedup(fp32, variant, feeds), 3)
+        record["speed_measured_at"] = call
         if target == "ort-cpu" and record["speedup_ort_cpu"] < MIN_SPEEDUP:
             return {**record, "refused": f"does not pay on ort-cpu: {record['speedup_ort_cpu']:.2f}x the fp32 graph's "
-                                         f"speed at batch {BATCH} (below {MIN_SPEEDUP}x; --target tensorrt keeps it)"}
+                                         f"speed at {call} (below {MIN_SPEEDUP}x; --target tensorrt keeps it)"}
         file = f"{part}.{precision}.onnx"
         atomic_write_bytes(package.path / file, out.read_bytes())
         return {**record, "file": file, "sha256": sha256_file(package.path / file),
@@ -241,19 +243,30 @@ def psnr(reference: np.ndarray, test: np.ndarray) -> float:
     return float("inf") if mse == 0 else 10 * np.log10(peak**2 / mse)
 
 
+def _speed_feeds(package, entry, gate_feed: dict) -> tuple[dict, str]:
+    """The call a variant's speed is judged at, and its description: the family's typical call
+    where it declares sizes beyond the batch (a super-resolution package's default tiles: the
+    gate's small crops would judge int8 on overhead, not on the work), else a gate feed (batch 8)."""
+    from .bench import bench_feeds
+
+    family, config = package_config(package)
+    typical = family.bench_dims(config) if family.bench_dims else {}
+    names = {d for spec in entry.inputs for d in spec.shape if isinstance(d, str)}
+    sizes = {d: n for d, n in typical.items() if d in names and d != "batch"}
+    if not sizes:
+        return gate_feed, f"batch {BATCH}"
+    batch = int(typical.get("batch", BATCH))
+    return (bench_feeds(entry.inputs, batch, shapes=sizes),
+            f"batch {batch}" + "".join(f", {d} {n}" for d, n in sizes.items()))
+
+
 def speedup(fp32, variant, feeds: dict, rounds: int = 5, per_round: int = 20) -> float:
-    """fp32 p50 latency over the variant's, taking turns."""
-    times = {0: [], 1: []}
-    for session in (fp32, variant):
-        for _ in range(5):
-            session.run(feeds)
-    for _ in range(rounds):
-        for key, session in ((0, fp32), (1, variant)):
-            for _ in range(per_round):
-                start = time.perf_counter()
-                session.run(feeds)
-                times[key].append(time.perf_counter() - start)
-    return float(np.median(times[0]) / np.median(times[1]))
+    """fp32 p50 latency over the variant's, taking turns (bench's interleaved timing)."""
+    from .bench import interleaved_timings
+
+    times = interleaved_timings({"fp32": lambda: fp32.run(feeds), "variant": lambda: variant.run(feeds)},
+                                rounds * per_round, 5, rounds=rounds, progress=False)
+    return float(np.median(times["fp32"]) / np.median(times["variant"]))
 
 
 def _record(package: Package, precision: str, records: dict) -> None:
