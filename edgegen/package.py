@@ -253,19 +253,58 @@ def write_manifest(directory: str | os.PathLike, manifest: Manifest) -> None:
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write to a temporary name beside `path`, then rename over it: a reader never sees
-    half a file and a failed write leaves the old one in place."""
+    """Write to a temporary name beside `path`, flush it to disk, then rename over it: a reader
+    never sees half a file, a failed write leaves the old one in place, and after a crash the
+    name holds the old bytes or the new, never an empty file. The file gets the mode the umask
+    gives a new file (or keeps the one it had), as other tools' files do."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        mode = path.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        mode = creation_mode(directory=False)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    fsync_directory(path.parent)
+
+
+def creation_mode(directory: bool) -> int:
+    """The mode open() or mkdir() gives a new file (0666) or directory (0777) under the process's
+    umask. mkstemp and mkdtemp make theirs private (0600, 0700), which a service user other
+    than the writer could not read, so edgegen sets this mode on what they made."""
+    return (0o777 if directory else 0o666) & ~_umask()
+
+
+def _umask() -> int:
+    # Linux reports it in /proc; elsewhere os.umask reads it only by setting it (briefly)
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def fsync_directory(directory: str | os.PathLike) -> None:
+    """Flush a directory's entries (a rename into it) to disk, where the system allows it."""
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -292,6 +331,7 @@ def staged_directory(out: str | os.PathLike, overwrite: bool = False) -> Iterato
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     try:
+        os.chmod(stage, creation_mode(directory=True))
         yield stage
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
