@@ -169,3 +169,24 @@ def test_a_bad_config_value_is_found_at_load_time_with_the_field_named(package_c
     edit_manifest(pkg, lambda d: change(d["config"]))
     with pytest.raises(ManifestError, match=message):
         edgegen.load(pkg)
+
+
+@pytest.mark.parametrize("umask, file_mode, dir_mode", [(0o022, 0o644, 0o755), (0o077, 0o600, 0o700),
+                                                         (0o002, 0o664, 0o775)])
+def test_written_files_and_directories_follow_the_umask(tmp_path, umask, file_mode, dir_mode):
+    """Other tools' files are readable by a service user when the umask says so: edgegen's too
+    (its temporary names start private, as mkstemp makes them). A file it replaces keeps its mode."""
+    old = os.umask(umask)
+    try:
+        atomic_write_bytes(tmp_path / "grid.png", b"png")
+        with staged_directory(tmp_path / "pkg") as stage:
+            (stage / "edgegen.json").write_text("{}")
+        os.chmod(tmp_path / "grid.png", 0o640)
+        atomic_write_bytes(tmp_path / "grid.png", b"png again")
+        atomic_write_bytes(tmp_path / "fresh.wav", b"wav")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "pkg").stat().st_mode & 0o777 == dir_mode
+    assert (tmp_path / "pkg" / "edgegen.json").stat().st_mode & 0o777 == file_mode
+    assert (tmp_path / "fresh.wav").stat().st_mode & 0o777 == file_mode
+    assert (tmp_path / "grid.png").stat().st_mode & 0o777 == 0o640 and (tmp_path / "grid.png").read_bytes() == b"png again"

@@ -243,6 +243,12 @@ def test_upscale_keeps_what_the_user_has_and_turns_photographs_upright(package, 
     assert not (tmp_path / "big.png").exists()
 
 
+def test_an_x2_model_trains_exports_and_upscales(tmp_path):
+    ckpt = train("sr", tmp_path / "ckpt", steps=2, batch_size=2, width=8, body_convs=1, scale=2, progress=False)
+    pipe = edgegen.load(export_checkpoint(ckpt, tmp_path / "pkg"))
+    assert pipe.scale == 2 and pipe(np.zeros((10, 14, 3), np.uint8)).shape == (20, 28, 3)
+
+
 def test_training_at_x3_picks_a_crop_the_scale_divides():
     from edgegen.families.sr.model import prepare_data
 
