@@ -21,7 +21,7 @@ from edgegen.demo import PRETRAINED, demo_models
 from edgegen.export import export_checkpoint, export_spec
 from edgegen.metrics import percentiles_ms
 from edgegen.training.checkpoint import load_checkpoint
-from edgegen.package import atomic_write_text
+from edgegen.storage import atomic_write_text
 from edgegen.runtimes import available_backends, load
 
 BATCH, ITERS = 8, 100

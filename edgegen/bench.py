@@ -17,7 +17,8 @@ import numpy as np
 from .errors import ConfigError
 from .families import get as get_family
 from .metrics import percentiles_ms
-from .package import TensorSpec, atomic_write_text
+from .package import TensorSpec
+from .storage import atomic_write_text
 from .progress import Progress
 
 ROUNDS = 10  # the engines take turns in this many blocks, so drift in machine load hits both alike

@@ -14,7 +14,7 @@ from pathlib import Path
 from .bench import bench_package, format_table, machine_info
 from .errors import CheckpointError, ConfigError
 from .families import PRETRAINED
-from .package import atomic_write_text, staged_directory
+from .storage import atomic_write_text, staged_directory
 
 BENCH_BATCH = 8
 

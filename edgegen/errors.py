@@ -52,3 +52,7 @@ class NonFiniteError(EdgegenError):
 
 class OutputExistsError(EdgegenError):
     """The output path exists and overwriting it was not asked for."""
+
+
+class PackageBusyError(EdgegenError):
+    """Another edgegen command is writing the same package or checkpoint."""

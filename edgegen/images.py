@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from .errors import InputError, NonFiniteError
-from .package import atomic_write_bytes
+from .storage import atomic_write_bytes
 
 
 MAX_GRID_PIXELS = 100 * 10**6   # a sample grid larger than this is a mistake (--scale 100000), not a picture

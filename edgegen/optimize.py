@@ -17,7 +17,10 @@ the tensorrt target every variant that passes.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +31,8 @@ import onnx
 from .errors import ConfigError
 from .families import families, package_config
 from .families import get as get_family
-from .package import VARIANT_PRECISIONS, Package, atomic_write_bytes, sha256_file, write_manifest
+from .package import VARIANT_PRECISIONS, Package, write_manifest
+from .storage import atomic_write_bytes, clean_temporaries, fault_point, writer_lock
 
 TARGETS = ("ort-cpu", "tensorrt")
 MIN_PSNR_DB = {"int8": 30.0, "fp16": 40.0, "fused": 60.0}
@@ -79,17 +83,20 @@ def optimize_package(path: str | os.PathLike, precision: str, calibration: int =
                           f"ops, which TensorRT does not read), found {target!r}")
     if isinstance(calibration, bool) or not isinstance(calibration, int) or calibration < BATCH:
         raise ConfigError(f"calibration: expected at least {BATCH} inputs, found {calibration!r}")
-    package = Package(path)
-    family, config = package_config(package)
-    feeds = _given_feeds(package, family, config, inputs) if inputs is not None or family.model is None \
-        else _spec_feeds(package, checkpoint, calibration, seed)
-    records = {}
-    for part, (calibration_feeds, gate_feeds, source) in feeds.items():
-        records[part] = _variant(package, part, precision, target, calibration_feeds, gate_feeds, min_psnr, source)
-        r = records[part]
-        progress(f"{part}: {precision} " + (f"written ({r['gate']['line']}, {r['speedup_ort_cpu']:.2f}x fp32's speed on ort-cpu)"
-                                             if "file" in r else f"not written: {r['refused']}"))
-    _record(package, precision, records)
+    Package(path)   # a missing or broken package is refused before waiting for its lock
+    with writer_lock(path, f"optimize --precision {precision}"):
+        package = Package(path)   # as the last writer left it
+        _clean(package)
+        family, config = package_config(package)
+        feeds = _given_feeds(package, family, config, inputs) if inputs is not None or family.model is None \
+            else _spec_feeds(package, checkpoint, calibration, seed)
+        records = {}
+        for part, (calibration_feeds, gate_feeds, source) in feeds.items():
+            records[part] = _variant(package, part, precision, target, calibration_feeds, gate_feeds, min_psnr, source)
+            r = records[part]
+            progress(f"{part}: {precision} " + (f"written ({r['gate']['line']}, {r['speedup_ort_cpu']:.2f}x fp32's speed on ort-cpu)"
+                                                 if "file" in r else f"not written: {r['refused']}"))
+        _record(package, precision, records)
     return records
 
 
@@ -146,7 +153,11 @@ def _variant(package, part, precision, target, calibration_feeds, gate_feeds, mi
         fp32 = OrtSession(part, package.graph_path(part), entry.inputs, entry.outputs, threads=None)
         try:
             if precision == "int8":
-                _quantize_int8(package.graph_path(part), out, calibration_feeds, model)
+                # from a copy: the quantizer writes NAME-inferred.onnx beside its input, which a
+                # kill would leave in the package
+                fp32_copy = Path(scratch) / f"{part}.fp32.onnx"
+                shutil.copyfile(package.graph_path(part), fp32_copy)
+                _quantize_int8(fp32_copy, out, calibration_feeds, model)
             elif precision == "fused":
                 _fuse(package, part, out)
             else:
@@ -169,9 +180,12 @@ def _variant(package, part, precision, target, calibration_feeds, gate_feeds, mi
         if target == "ort-cpu" and record["speedup_ort_cpu"] < MIN_SPEEDUP:
             return {**record, "refused": f"does not pay on ort-cpu: {record['speedup_ort_cpu']:.2f}x the fp32 graph's "
                                          f"speed at {call} (below {MIN_SPEEDUP}x; --target tensorrt keeps it)"}
-        file = f"{part}.{precision}.onnx"
-        atomic_write_bytes(package.path / file, out.read_bytes())
-        return {**record, "file": file, "sha256": sha256_file(package.path / file),
+        data = out.read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
+        # a new name for new bytes: the manifest still names the old file until it is switched
+        file = f"{part}.{precision}.{digest[:12]}.onnx"
+        atomic_write_bytes(package.path / file, data)
+        return {**record, "file": file, "sha256": digest,
                 **({"disabled_optimizers": list(disabled)} if disabled else {})}
 
 
@@ -270,15 +284,29 @@ def speedup(fp32, variant, feeds: dict, rounds: int = 5, per_round: int = 20) ->
 
 
 def _record(package: Package, precision: str, records: dict) -> None:
-    """Rewrite the manifest (atomically) with this precision's variants and refusals."""
+    """Switch the manifest (one atomic rename) to this precision's new variants and refusals,
+    read it back, then remove the variant files it no longer names: a kill before the switch
+    leaves the old manifest and its files, after it the new ones (and leftovers for _clean)."""
     manifest = package.manifest
-    old = manifest.variants.get(precision, {})
-    for part, record in old.items():  # a variant this run did not write again is removed
-        if "file" in record and "file" not in records.get(part, {}):
-            (package.path / record["file"]).unlink(missing_ok=True)
     manifest.variants[precision] = records
     write_manifest(package.path, manifest)
-    Package(package.path)  # read back through the runtime's checks
+    _clean(Package(package.path))   # read back through the runtime's checks
+
+
+VARIANT_FILE = re.compile(r"^.+\.(int8|fp16|fused)(\.[0-9a-f]{12})?\.onnx$")
+
+
+def _clean(package: Package) -> None:
+    """Remove what killed runs left in a package: temporary files of atomic writes, and variant
+    files (named as optimize names them) that the manifest does not name. Under the writer lock."""
+    named = {Path(r["file"]).name for precision in package.manifest.variants
+             for r in package.variant_files(precision).values()}
+    named |= {Path(g.file).name for g in package.graphs.values()}
+    clean_temporaries(package.path)
+    for entry in package.path.iterdir():
+        if VARIANT_FILE.match(entry.name) and entry.name not in named and entry.is_file():
+            entry.unlink(missing_ok=True)
+            fault_point(f"removed unnamed variant {entry.name}")
 
 
 __all__ = ["optimize_package", "gate_variant", "psnr", "TARGETS"]

@@ -9,18 +9,16 @@ This module is runtime code: it must never import torch or onnx.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-from .errors import HashMismatchError, ManifestError, OutputExistsError, PackageError
+from .errors import HashMismatchError, ManifestError, PackageError
+from .storage import atomic_write_text
 
 FORMAT = "edgegen.package/1"
 MANIFEST_NAME = "edgegen.json"
@@ -250,96 +248,3 @@ class Package:
 
 def write_manifest(directory: str | os.PathLike, manifest: Manifest) -> None:
     atomic_write_text(Path(directory) / MANIFEST_NAME, json.dumps(manifest.to_json(), indent=2) + "\n")
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write to a temporary name beside `path`, flush it to disk, then rename over it: a reader
-    never sees half a file, a failed write leaves the old one in place, and after a crash the
-    name holds the old bytes or the new, never an empty file. The file gets the mode the umask
-    gives a new file (or keeps the one it had), as other tools' files do."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        mode = path.stat().st_mode & 0o7777
-    except FileNotFoundError:
-        mode = creation_mode(directory=False)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    fsync_directory(path.parent)
-
-
-def creation_mode(directory: bool) -> int:
-    """The mode open() or mkdir() gives a new file (0666) or directory (0777) under the process's
-    umask. mkstemp and mkdtemp make theirs private (0600, 0700), which a service user other
-    than the writer could not read, so edgegen sets this mode on what they made."""
-    return (0o777 if directory else 0o666) & ~_umask()
-
-
-def _umask() -> int:
-    # Linux reports it in /proc; elsewhere os.umask reads it only by setting it (briefly)
-    with contextlib.suppress(OSError, ValueError):
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def fsync_directory(directory: str | os.PathLike) -> None:
-    """Flush a directory's entries (a rename into it) to disk, where the system allows it."""
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def refuse_existing(out: str | os.PathLike, overwrite: bool) -> None:
-    """Raise OutputExistsError if `out` exists and replacing it was not asked for."""
-    if os.path.exists(out) and not overwrite:
-        raise OutputExistsError(f"output {str(out)!r}: expected a path that does not exist yet, found one (pass --force to replace it)")
-
-
-@contextlib.contextmanager
-def staged_directory(out: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
-    """Yield an empty staging directory beside `out`; on success it replaces `out`.
-
-    On any exception the staging directory is removed and `out`, if it existed, is left
-    untouched. With overwrite=False an existing `out` is refused before any work starts.
-    """
-    out = Path(out)
-    refuse_existing(out, overwrite)
-    if out.exists() and not out.is_dir():
-        raise OutputExistsError(f"output {str(out)!r}: expected a directory to replace, found a file")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
-    try:
-        os.chmod(stage, creation_mode(directory=True))
-        yield stage
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
-    old = None
-    if out.exists():
-        old = out.parent / f".{out.name}.{os.getpid()}.old"
-        os.replace(out, old)
-    os.replace(stage, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

@@ -8,7 +8,7 @@ import os
 import numpy as np
 
 from .errors import BackendError
-from .package import atomic_write_bytes
+from .storage import atomic_write_bytes
 
 
 def _pyplot():

@@ -21,7 +21,8 @@ def _key(**changes):
     return EngineKey(**{**fields, **changes})
 
 
-def test_a_cached_engine_is_used_only_for_the_same_key_and_bytes(tmp_path):
+def test_a_cached_engine_is_used_only_for_the_same_key_and_bytes(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user-cache"))
     cache = EngineCache(tmp_path / "cache")
     assert cache.lookup("generator", _key()) is None and not cache.rejected   # nothing yet
     cache.store("generator", _key(), b"engine bytes")
@@ -37,6 +38,30 @@ def test_a_cached_engine_is_used_only_for_the_same_key_and_bytes(tmp_path):
     assert cache.lookup("generator", _key()) is None and "unreadable" in cache.rejected[-1]
     cache.store("generator", _key(precision="int8"), b"int8 engine")         # precisions sit side by side
     assert (tmp_path / "cache" / "generator.int8.engine").read_bytes() == b"int8 engine"
+
+
+def test_only_engines_this_users_edgegen_built_are_trusted(tmp_path, monkeypatch):
+    """An engine and a record that matches it, dropped into a package (or built by another
+    user, with another engine key), are rebuilt, never handed to TensorRT's deserializer."""
+    import hashlib
+    import json
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "mine"))
+    cache = EngineCache(tmp_path / "pkg-cache")
+    planted = b"an engine from elsewhere"
+    (tmp_path / "pkg-cache").mkdir()
+    (tmp_path / "pkg-cache" / "generator.fp32.engine").write_bytes(planted)
+    (tmp_path / "pkg-cache" / "generator.fp32.json").write_text(json.dumps(
+        {"key": _key().to_json(), "engine_sha256": hashlib.sha256(planted).hexdigest(), "bytes": len(planted)}))
+    assert cache.lookup("generator", _key()) is None and "not built by this user's edgegen" in cache.rejected[-1]
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "someone-else"))
+    cache.store("generator", _key(), planted)                 # signed with another user's key
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "mine"))
+    assert cache.lookup("generator", _key()) is None and "not built by this user's edgegen" in cache.rejected[-1]
+    cache.store("generator", _key(), b"built here")
+    assert cache.lookup("generator", _key()) == b"built here"
+    key_file = tmp_path / "mine" / "edgegen" / "engine.key"
+    assert len(key_file.read_bytes()) == 32 and key_file.stat().st_mode & 0o777 == 0o600
 
 
 def test_profiles_come_from_the_manifest_dims(trained):

@@ -5,7 +5,8 @@ import pytest
 
 import edgegen
 from edgegen.errors import HashMismatchError, ManifestError, OutputExistsError, PackageError, UnknownFamilyError
-from edgegen.package import FORMAT, Package, atomic_write_bytes, staged_directory
+from edgegen.package import FORMAT, Package
+from edgegen.storage import atomic_write_bytes, staged_directory
 
 
 def edit_manifest(pkg, change):

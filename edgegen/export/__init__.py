@@ -16,7 +16,8 @@ from .. import __version__
 from ..errors import ConfigError, ValidationError
 from ..families import RuntimeConfig
 from ..families import get as get_family
-from ..package import GraphEntry, Manifest, Package, sha256_file, staged_directory, write_manifest
+from ..package import GraphEntry, Manifest, Package, sha256_file, write_manifest
+from ..storage import staged_directory
 from ..runtimes.ort import OrtSession
 from ..training.checkpoint import Checkpoint, load_checkpoint
 from .onnx_export import DEFAULT_OPSET, export_module, value_spec

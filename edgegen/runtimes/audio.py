@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError, NonFiniteError
-from ..package import atomic_write_bytes
+from ..storage import atomic_write_bytes
 
 
 def mu_law_encode(audio: np.ndarray, channels: int = 256) -> np.ndarray:

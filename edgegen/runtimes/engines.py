@@ -2,10 +2,14 @@
 
 The cache key is everything an engine depends on (docs/architecture.md): the graph file's sha256, the
 TensorRT version, the GPU's name and compute capability, the precision and the shape
-profile. An engine is stored with a sidecar JSON holding its key and its own sha256; on load
-a sidecar whose key differs (another TensorRT, another GPU, another profile or graph) or an
-engine whose bytes no longer match (edited by hand, truncated) is reported and rebuilt,
-never deserialized. Writes are atomic.
+profile. An engine is stored with a sidecar JSON holding its key, its own sha256 and a signature of both
+(HMAC-SHA256 with a key kept in the user's cache, outside any package: ~/.cache/edgegen/engine.key).
+An engine is code for the GPU, so only what this user's edgegen built is trusted: on load a
+record without a valid signature (an engine and record dropped into a package, copied from
+another machine), a key that differs (another TensorRT, another GPU, another profile or graph)
+or bytes that no longer match (edited by hand, truncated) is reported and rebuilt, never
+deserialized; and the bytes that were checked are the bytes deserialized (the file is not read
+a second time). Writes are atomic.
 
 Runtime code: numpy here; `tensorrt` and cuda-python are imported only where engines are
 built or run.
@@ -14,16 +18,20 @@ built or run.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import os
+import secrets
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ..errors import BackendError, ConfigError, InputError, UnknownFamilyError
 from ..families import package_config
-from ..package import TensorSpec, atomic_write_bytes, atomic_write_text
+from ..package import TensorSpec
+from ..storage import atomic_write_bytes, atomic_write_text, user_cache_dir
 from .session import Session
 
 ENGINE_PRECISIONS = ("fp32", "int8", "fp16")   # the fused variant holds ONNX Runtime's own ops
@@ -144,7 +152,8 @@ class EngineCache:
 
     def lookup(self, part: str, key: EngineKey) -> bytes | None:
         """The cached engine for this key, or None (with the reason in `rejected`) if there is
-        none, it was built for another key, or its bytes changed."""
+        none, this user's edgegen did not sign its record, it was built for another key, or its
+        bytes changed."""
         engine, sidecar = self._paths(part, key.precision)
         if not engine.is_file() or not sidecar.is_file():
             return None
@@ -152,6 +161,10 @@ class EngineCache:
             meta = json.loads(sidecar.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             self.rejected.append(f"{sidecar.name}: unreadable record, rebuilding")
+            return None
+        if not hmac.compare_digest(str(meta.get("signature", "")), _signature(meta.get("key"), meta.get("engine_sha256"))):
+            self.rejected.append(f"{engine.name}: not built by this user's edgegen (its record is not signed with "
+                                 f"the engine key in {str(user_cache_dir())!r}), rebuilding")
             return None
         differences = key.differences(meta.get("key", {}))
         if differences:
@@ -169,10 +182,39 @@ class EngineCache:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise BackendError(f"engine cache {str(self.folder)!r}: expected a writable folder, found: {exc.strerror}") from None
+        digest = hashlib.sha256(data).hexdigest()
         atomic_write_bytes(engine, data)
-        atomic_write_text(sidecar, json.dumps({"key": key.to_json(), "engine_sha256": hashlib.sha256(data).hexdigest(),
-                                               "bytes": len(data)}, indent=2) + "\n")
+        atomic_write_text(sidecar, json.dumps({"key": key.to_json(), "engine_sha256": digest, "bytes": len(data),
+                                               "signature": _signature(key.to_json(), digest)}, indent=2) + "\n")
         return engine
+
+
+ENGINE_KEY_NAME = "engine.key"
+
+
+def _signature(key: Any, engine_sha256: Any) -> str:
+    """HMAC-SHA256 of an engine record's key and hash, with this user's engine key."""
+    message = json.dumps({"key": key, "engine_sha256": engine_sha256}, sort_keys=True).encode()
+    return hmac.new(_engine_key(), message, hashlib.sha256).hexdigest()
+
+
+def _engine_key() -> bytes:
+    """32 random bytes in the user's cache, made once (readable by the user alone): what signs
+    the engine records this user's edgegen writes. A package carries no key, so a record in
+    it signs nothing unless this user's edgegen wrote it."""
+    path = user_cache_dir() / ENGINE_KEY_NAME
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:   # another process made it first
+        return path.read_bytes()
+    with os.fdopen(fd, "wb") as f:
+        f.write(secrets.token_bytes(32))
+    return path.read_bytes()
 
 
 def build_engine(onnx_path: Path, profile: tuple, workspace_bytes: int = DEFAULT_WORKSPACE_BYTES,
@@ -231,6 +273,15 @@ def build_package(path: str | os.PathLike, precision: str = "fp32", profiles: li
                   report=print) -> dict[str, Path]:
     """`edgegen build pkg --backend tensorrt`: an engine per graph, from the cache when its key
     matches, else built here and cached. Returns {part: engine path}."""
+    return {part: path for part, (path, _) in
+            cached_engines(path, precision, profiles, cache_dir, workspace_bytes, report).items()}
+
+
+def cached_engines(path: str | os.PathLike, precision: str = "fp32", profiles: list[str] | None = None,
+                   cache_dir: str | os.PathLike | None = None, workspace_bytes: int = DEFAULT_WORKSPACE_BYTES,
+                   report=print) -> dict[str, tuple[Path, bytes]]:
+    """{part: (engine path, its bytes as checked or built)}: build_package's work; the runtime
+    deserializes these bytes, not the file read again."""
     from ..package import Package, sha256_file
 
     package = Package(path)
@@ -250,7 +301,7 @@ def build_package(path: str | os.PathLike, precision: str = "fp32", profiles: li
             cache.store(part, key, data)
         else:
             report(f"{part}: cached engine matches ({gpu}, TensorRT {trt_version}, {precision})")
-        engines[part] = cache.engine_path(part, precision)
+        engines[part] = (cache.engine_path(part, precision), data)
     return engines
 
 
@@ -324,7 +375,7 @@ class TensorRTSession(Session):
 def open_tensorrt_sessions(package, precision: str = "fp32", profiles: list[str] | None = None,
                            cache_dir=None, report=lambda line: None) -> dict[str, TensorRTSession]:
     """edgegen.load(backend="tensorrt"): each graph's engine from the cache (built on a miss)."""
-    engines = build_package(package.path, precision, profiles, cache_dir, report=report)
+    engines = cached_engines(package.path, precision, profiles, cache_dir, report=report)
     profile = package_profiles(package, profiles)
-    return {part: TensorRTSession(part, engines[part].read_bytes(), entry.inputs, entry.outputs, profile[part])
+    return {part: TensorRTSession(part, engines[part][1], entry.inputs, entry.outputs, profile[part])
             for part, entry in package.graphs.items()}

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..package import atomic_write_bytes
+from ..storage import atomic_write_bytes
 
 
 def read_feeds(path: str | os.PathLike) -> list[dict[str, np.ndarray]]:

@@ -15,7 +15,8 @@ from safetensors.torch import load_file, save_file
 
 from .. import __version__
 from ..errors import CheckpointError, ConfigError
-from ..package import atomic_write_text, read_json, sha256_file, staged_directory
+from ..package import read_json, sha256_file
+from ..storage import atomic_write_text, staged_directory
 from . import family_module
 
 CHECKPOINT_FORMAT = "edgegen.checkpoint/1"

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
-from ..package import refuse_existing
+from ..storage import refuse_existing
 from ..progress import Progress
 from . import family_module
 from .checkpoint import make_config, save_checkpoint

@@ -25,7 +25,8 @@ from ...errors import CheckpointError, ConfigError, EdgegenError, ValidationErro
 from ...export import provenance
 from ...export.onnx_export import DEFAULT_OPSET, export_module, value_spec
 from ...export.validate import gate_feeds
-from ...package import DTYPES, GraphEntry, Manifest, Package, TensorSpec, sha256_file, staged_directory, write_manifest
+from ...package import DTYPES, GraphEntry, Manifest, Package, TensorSpec, sha256_file, write_manifest
+from ...storage import staged_directory
 from ...runtimes.engines import DEFAULT_BATCH_PROFILE
 from ...runtimes.feeds import read_feeds, write_feeds
 from ...runtimes.ort import OrtSession

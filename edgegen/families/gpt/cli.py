@@ -39,7 +39,7 @@ def generate(pipe, request: GenerateRequest) -> str:
     print()
     if not request.out:
         return ""
-    from ...package import atomic_write_text
+    from ...storage import atomic_write_text
 
     atomic_write_text(request.out, "".join(pieces))
     print(f"wrote {request.out}", file=sys.stderr)

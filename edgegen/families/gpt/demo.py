@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ...package import atomic_write_text
+from ...storage import atomic_write_text
 
 TEXT_PROMPTS = ("def ", "import ", "class ")
 

@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 from ...errors import ConfigError
+from ...storage import user_cache_dir
 from .cli import OPTIONS, read_for_upscale, upscale_picture
 
 
@@ -25,7 +26,7 @@ def shipped_package(scale: int, cache: str | os.PathLike | None = None) -> Path:
                           f"train one (edgegen train sr --scale {scale}) and pass its exported package with --package")
     checkpoint = PRETRAINED / name
     digest = hashlib.sha256((checkpoint / "weights.safetensors").read_bytes()).hexdigest()[:16]
-    root = Path(cache) if cache else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgegen"
+    root = Path(cache) if cache else user_cache_dir()
     package = root / "packages" / f"{name}-{digest}"
     if (package / "edgegen.json").is_file():
         return package

@@ -1,0 +1,286 @@
+"""How edgegen writes to disk, so that nothing a user has is lost.
+
+- Files are written whole under a temporary name, flushed, then renamed over the target
+  (`atomic_write_bytes`): a reader, or a crash, sees the old bytes or the new.
+- A directory output (a package, a checkpoint) is built in a staging directory beside it and
+  switched in with one rename (`staged_directory`); an existing one is swapped out atomically
+  where the system can (Linux's renameat2 RENAME_EXCHANGE).
+- A command that writes a package or a checkpoint holds its writer lock (`writer_lock`): a
+  second writer waits for the first, then sees what it wrote; it never interleaves with it.
+- What a killed run leaves behind (staging directories, temporary files) has names only
+  edgegen uses, and the next writer of the same output removes them (`clean_leftovers`).
+- Files get the mode the umask gives new files, as other tools' files do.
+
+Crash safety is tested by killing writers at each `fault_point` in turn (tests/test_crash_safety.py,
+benchmarks/crash_safety.py). This module is runtime code: it must never import torch or onnx.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import re
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterator
+
+from .errors import OutputExistsError, PackageBusyError
+
+LOCK_POLL_S = 0.2
+
+
+# -- fault points: where a crash-safety test kills a writer --------------------------------------
+
+_faults_reached = 0
+
+
+def fault_point(name: str) -> None:
+    """A place in a write where a kill must leave the output as it was before or as it is after.
+    With EDGEGEN_FAULT_LOG set, each point reached is appended to that file (to count them);
+    with EDGEGEN_FAULT_AT=N, the process kills itself (SIGKILL) at the N-th point reached."""
+    log, at = os.environ.get("EDGEGEN_FAULT_LOG"), os.environ.get("EDGEGEN_FAULT_AT")
+    if log is None and at is None:
+        return
+    global _faults_reached
+    _faults_reached += 1
+    if log:
+        with open(log, "a", encoding="utf-8") as f:
+            f.write(f"{_faults_reached} {name}\n")
+    if at is not None and _faults_reached == int(at):
+        _kill_self()
+
+
+def _kill_self() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+# -- whole files ----------------------------------------------------------------------------------
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write to a temporary name beside `path`, flush it to disk, then rename over it: a reader
+    never sees half a file, a failed write leaves the old one in place, and after a crash the
+    name holds the old bytes or the new, never an empty file. The file gets the mode the umask
+    gives a new file (or keeps the one it had), as other tools' files do."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        mode = path.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        mode = creation_mode(directory=False)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        fault_point(f"written {path.name} under a temporary name")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    fsync_directory(path.parent)
+    fault_point(f"renamed {path.name} into place")
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def creation_mode(directory: bool) -> int:
+    """The mode open() or mkdir() gives a new file (0666) or directory (0777) under the process's
+    umask. mkstemp and mkdtemp make theirs private (0600, 0700), which a service user other
+    than the writer could not read, so edgegen sets this mode on what they made."""
+    return (0o777 if directory else 0o666) & ~_umask()
+
+
+def _umask() -> int:
+    # Linux reports it in /proc; elsewhere os.umask reads it only by setting it (briefly)
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def fsync_directory(directory: str | os.PathLike) -> None:
+    """Flush a directory's entries (a rename into it) to disk, where the system allows it."""
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+# -- directory outputs ----------------------------------------------------------------------------
+
+def refuse_existing(out: str | os.PathLike, overwrite: bool) -> None:
+    """Raise OutputExistsError if `out` exists and replacing it was not asked for."""
+    if os.path.exists(out) and not overwrite:
+        raise OutputExistsError(f"output {str(out)!r}: expected a path that does not exist yet, found one (pass --force to replace it)")
+
+
+@contextlib.contextmanager
+def staged_directory(out: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Yield an empty staging directory beside `out`; on success it replaces `out`.
+
+    The whole of it holds `out`'s writer lock, so a second writer waits and then sees the
+    first one's output (and is refused without overwrite). On any exception the staging
+    directory is removed and `out`, if it existed, is left untouched; a kill at any instant
+    leaves `out` as it was or complete, and the staging directory for the next writer to clean.
+    """
+    out = Path(out)
+    refuse_existing(out, overwrite)   # before taking the lock: fails fast without waiting
+    with writer_lock(out, "writing it"):
+        refuse_existing(out, overwrite)   # again: a writer that held the lock may have made it
+        if out.exists() and not out.is_dir():
+            raise OutputExistsError(f"output {str(out)!r}: expected a directory to replace, found a file")
+        clean_leftovers(out)
+        stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+        try:
+            os.chmod(stage, creation_mode(directory=True))
+            fault_point(f"staging {out.name}")
+            yield stage
+            fsync_directory(stage)
+            fault_point(f"staged {out.name} complete")
+            _switch_in(stage, out)
+        except BaseException:
+            shutil.rmtree(stage, ignore_errors=True)
+            raise
+        shutil.rmtree(stage, ignore_errors=True)   # after a swap: the old output
+
+
+def _switch_in(stage: Path, out: Path) -> None:
+    """Put `stage` at `out`. A new output: one rename. An existing one: swapped with the stage
+    in one step where the system can (the stage then holds the old output), else moved aside
+    first, which leaves a window where `out` is missing and the old output sits beside it."""
+    if not out.exists():
+        os.replace(stage, out)
+    elif not _exchange(stage, out):
+        old = out.parent / f".{out.name}.{os.getpid()}.old"
+        os.replace(out, old)
+        fault_point(f"moved the old {out.name} aside")
+        os.replace(stage, out)
+        shutil.rmtree(old, ignore_errors=True)
+    fsync_directory(out.parent)
+    fault_point(f"switched {out.name} in")
+
+
+_RENAME_EXCHANGE, _AT_FDCWD = 2, -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    done = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0
+    return done
+
+
+def clean_leftovers(out: Path) -> list[Path]:
+    """Remove what killed writers of `out` left beside it: staging directories
+    (.NAME.*.partial) and outputs moved aside (.NAME.*.old). Only a holder of `out`'s writer lock
+    calls this, so none of them belongs to a live writer. Returns what was removed."""
+    pattern = re.compile(rf"^\.{re.escape(out.name)}\..+\.(partial|old)$")
+    removed = []
+    with contextlib.suppress(FileNotFoundError):
+        for entry in out.parent.iterdir():
+            if pattern.match(entry.name) and entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+                removed.append(entry)
+    return removed
+
+
+def clean_temporaries(directory: Path) -> list[Path]:
+    """Remove the temporary files of killed atomic writes in `directory` (.NAME.*.tmp); for a
+    holder of the directory's writer lock."""
+    removed = []
+    with contextlib.suppress(FileNotFoundError):
+        for entry in directory.iterdir():
+            if entry.name.startswith(".") and entry.name.endswith(".tmp") and entry.is_file():
+                entry.unlink(missing_ok=True)
+                removed.append(entry)
+    return removed
+
+
+# -- the user's cache ------------------------------------------------------------------------------
+
+def user_cache_dir() -> Path:
+    """edgegen's folder in the user's cache: $XDG_CACHE_HOME/edgegen, else ~/.cache/edgegen."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgegen"
+
+
+# -- writer locks ---------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def writer_lock(target: str | os.PathLike, doing: str, wait: bool = True) -> Iterator[None]:
+    """Hold the writer lock of `target` (a package or checkpoint directory, existing or not):
+    an flock on .NAME.lock beside it, which the system releases if the holder dies, so a killed
+    writer never leaves it held. A second writer waits (saying once who holds it), or with
+    wait=False is refused with PackageBusyError. The holder removes the lock file when done."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    path = target.parent / f".{target.name}.lock"
+    said = False
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, creation_mode(directory=False))
+        if _try_lock(fd):
+            if _same_file(fd, path):   # not a lock file its last holder removed as we opened it
+                break
+            os.close(fd)
+            continue
+        holder = _read_holder(fd)
+        os.close(fd)
+        if not wait:
+            raise PackageBusyError(f"{str(target)!r}: expected no other edgegen command writing it, found {holder}")
+        if not said:
+            print(f"edgegen: waiting for {holder} to finish writing {str(target)!r}", file=sys.stderr)
+            said = True
+        time.sleep(LOCK_POLL_S)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} ({' '.join(sys.argv[:3]) or 'python'}: {doing})".encode())
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        os.close(fd)   # releases the lock
+
+
+def _try_lock(fd: int) -> bool:
+    import fcntl   # POSIX: Linux, macOS, the Jetson's L4T
+
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        return os.fstat(fd).st_ino == os.stat(path).st_ino
+    except FileNotFoundError:
+        return False
+
+
+def _read_holder(fd: int) -> str:
+    with contextlib.suppress(OSError):
+        text = os.pread(fd, 300, 0).decode("utf-8", "replace").strip()
+        if text:
+            return text
+    return "another edgegen command"

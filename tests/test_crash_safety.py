@@ -1,0 +1,193 @@
+"""Crash safety, tested as databases test it: a writer is stopped at each of its fault points in
+turn, the same way each time, and what is on disk at that instant must satisfy the invariant:
+the package loads, as it was before or as it is after; the next writer cleans what was left.
+
+The kill is simulated in-process (a copy of the disk state is taken at the fault point, then
+the writer is unwound), so the loop fits the suite's time; benchmarks/crash_safety.py does the
+same with real SIGKILLs in fresh processes. Plus the locks: writers of one package that run at
+once both land, in turn."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+
+import pytest
+
+import edgegen
+from edgegen import storage
+from edgegen.errors import OutputExistsError, PackageBusyError
+from edgegen.export import export_checkpoint
+from edgegen.optimize import optimize_package
+from edgegen.package import Package
+
+
+class Killed(BaseException):
+    """The simulated kill: not an Exception, so no handler that a real kill would skip catches it
+    (the `except BaseException` cleanups run, but on the live files, after the copy was taken)."""
+
+
+def _quiet(line):
+    pass
+
+
+def kill_at_each_point(monkeypatch, tmp_path, work, run) -> list[tuple[int, str, object]]:
+    """Run `run()` once per fault point it reaches, stopped there; returns (point, its name,
+    the directory holding a copy of `work` as the kill left it) for each."""
+    log = tmp_path / "points.log"
+    monkeypatch.setenv("EDGEGEN_FAULT_LOG", str(log))
+    monkeypatch.setattr(storage, "_faults_reached", 0)
+    pristine = tmp_path / "pristine"
+    shutil.copytree(work, pristine, symlinks=True)
+    run()    # once through, counting its points
+    points = log.read_text().splitlines()
+    assert len(points) >= 4, points
+    stopped = []
+    for number, line in enumerate(points, start=1):
+        shutil.rmtree(work)
+        shutil.copytree(pristine, work, symlinks=True)
+        snapshot = tmp_path / f"killed-at-{number}"
+
+        def kill(snapshot=snapshot):
+            shutil.copytree(work, snapshot, symlinks=True)
+            raise Killed
+
+        monkeypatch.setattr(storage, "_kill_self", kill)
+        monkeypatch.setattr(storage, "_faults_reached", 0)
+        monkeypatch.setenv("EDGEGEN_FAULT_AT", str(number))
+        with pytest.raises(Killed):
+            run()
+        stopped.append((number, line.split(" ", 1)[1], snapshot))
+    monkeypatch.delenv("EDGEGEN_FAULT_AT")
+    monkeypatch.delenv("EDGEGEN_FAULT_LOG")
+    return stopped
+
+
+def leftovers(directory) -> list[str]:
+    return sorted(p.name for p in directory.iterdir()
+                  if p.name.endswith((".partial", ".old", ".tmp", ".lock", "-inferred.onnx")))
+
+
+def variant_files(pkg) -> dict:
+    manifest = json.loads((pkg / "edgegen.json").read_text())
+    return {p: {part: r.get("file") for part, r in parts.items()} for p, parts in manifest.get("variants", {}).items()}
+
+
+def test_a_killed_optimize_leaves_the_package_as_before_or_after_and_the_next_run_cleans_up(
+        package_copy, tmp_path, monkeypatch):
+    """Re-running optimize on a package that has variants, killed at every point: the package
+    loads (every hash checks out), its variants are the old ones or the new ones, and the next
+    run leaves no temporary file, no unnamed variant and no lock behind."""
+    work = tmp_path / "work"
+    pkg = package_copy("gan")
+    work.mkdir()
+    shutil.move(pkg, work / "pkg")
+    pkg = work / "pkg"
+    optimize_package(pkg, "int8", calibration=16, target="tensorrt", progress=_quiet)
+    before = variant_files(pkg)
+
+    def rerun(package=pkg):   # another seed calibrates differently: new bytes, a new file
+        optimize_package(package, "int8", calibration=16, target="tensorrt", seed=1, progress=_quiet)
+
+    shutil.copytree(pkg, tmp_path / "reference")
+    rerun(tmp_path / "reference")
+    after = variant_files(tmp_path / "reference")
+    assert after != before
+    stopped = kill_at_each_point(monkeypatch, tmp_path, work, rerun)
+    outcomes = []
+    for number, name, snapshot in stopped:
+        Package(snapshot / "pkg")    # loads: every file it names is there, with its hash
+        found = variant_files(snapshot / "pkg")
+        assert found in (before, after), (number, name, found)
+        outcomes.append("after" if found == after else "before")
+        edgegen.load(snapshot / "pkg", precision="int8").sample(2, seed=0)
+        rerun(snapshot / "pkg")
+        assert leftovers(snapshot / "pkg") == [] and leftovers(snapshot) == [], (number, name)
+        named = {r for parts in variant_files(snapshot / "pkg").values() for r in parts.values()}
+        assert {p.name for p in (snapshot / "pkg").glob("*.int8.*")} == named, (number, name)
+    assert "before" in outcomes and "after" in outcomes
+    assert len(stopped) >= 5
+
+
+def test_a_killed_export_leaves_the_old_package_or_the_new_one(trained, tmp_path, monkeypatch):
+    """export --force over an existing package, killed at every point: the output is the old
+    package or the new one, whole, never missing; the next export cleans the staging leftovers."""
+    work = tmp_path / "work"
+    ckpt = trained["gan"][0]
+    export_checkpoint(ckpt, work / "pkg", name="old")
+
+    def export_again():
+        export_checkpoint(ckpt, work / "pkg", name="new", overwrite=True)
+
+    stopped = kill_at_each_point(monkeypatch, tmp_path, work, export_again)
+    seen = set()
+    for number, name, snapshot in stopped:
+        seen.add(Package(snapshot / "pkg").manifest.name)     # whole: loads with every hash
+        export_checkpoint(ckpt, snapshot / "pkg", name="new", overwrite=True)
+        assert leftovers(snapshot) == [], (number, name, leftovers(snapshot))
+    assert seen == {"old", "new"}       # killed before the switch: old; after it: new
+
+
+def test_two_optimizes_of_one_package_at_once_both_land(package_copy):
+    """int8 and fp16 at the same time: the second waits for the first's lock, then reads the
+    manifest the first wrote, so both variants end up in it and no file is orphaned."""
+    pkg = package_copy("gan")
+    errors = []
+
+    def optimize(precision):
+        try:
+            optimize_package(pkg, precision, calibration=16, target="tensorrt", progress=_quiet)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=optimize, args=(p,)) for p in ("int8", "fp16")]
+    with storage.writer_lock(pkg, "holding it while both start"):
+        for t in threads:
+            t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not errors
+    files = variant_files(pkg)
+    assert set(files) == {"int8", "fp16"} and all(files[p]["generator"] for p in files)
+    assert {p.name for p in pkg.glob("generator.*.*.onnx")} == {files["int8"]["generator"], files["fp16"]["generator"]}
+
+
+def test_a_second_writer_of_a_new_output_is_refused_once_the_first_made_it(trained, tmp_path):
+    ckpt = trained["gan"][0]
+    with storage.writer_lock(tmp_path / "pkg", "a first export"):
+        with pytest.raises(PackageBusyError, match="expected no other edgegen command writing it, found pid "
+                                                   rf"{os.getpid()} .*a first export"):
+            with storage.writer_lock(tmp_path / "pkg", "a second export", wait=False):
+                pass
+        export_done = threading.Event()
+        results = []
+
+        def second():
+            try:
+                export_checkpoint(ckpt, tmp_path / "pkg", name="second")
+            except OutputExistsError as exc:
+                results.append(exc)
+            export_done.set()
+
+        thread = threading.Thread(target=second)
+        thread.start()
+        assert not export_done.wait(1.0)         # waiting for the lock
+        shutil.copytree(trained["gan"][1], tmp_path / "pkg")   # what the first writer made
+    thread.join(timeout=120)
+    assert len(results) == 1 and "pass --force to replace it" in str(results[0])
+    assert Package(tmp_path / "pkg").manifest.name != "second"
+    assert leftovers(tmp_path) == []
+
+
+def test_a_writer_killed_by_sigkill_releases_its_lock(tmp_path):
+    """The lock is the system's (flock): a SIGKILLed holder never leaves it held."""
+    code = ("import os, signal, sys; from edgegen.storage import writer_lock\n"
+            f"with writer_lock({str(tmp_path / 'pkg')!r}, 'dying'):\n"
+            "    os.kill(os.getpid(), signal.SIGKILL)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)
+    assert result.returncode == -9 and (tmp_path / ".pkg.lock").exists()
+    with storage.writer_lock(tmp_path / "pkg", "next", wait=False):
+        pass
+    assert leftovers(tmp_path) == []
