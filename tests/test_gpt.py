@@ -1,6 +1,7 @@
 """The GPT family: training on the standard library's source, the decoder graph's KV-cache
 contract, the runtime's generation loop against PyTorch and transformers, sampling options."""
 
+import re
 import subprocess
 import sys
 import tempfile
@@ -373,3 +374,27 @@ def test_fused_variant_of_an_opset_18_decoder_is_exact_and_refused_for_tensorrt(
         assert pipe.generate(list(b"def "), max_new_tokens=30, do_sample=False) == gpt["model"].greedy(list(b"def "), 30)
     else:
         assert "does not pay" in record["refused"]
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(vocab_size=300), "vocab_size 300: expected logits of graph 'decoder' to have 300 at axis -1, found 256"),
+    (dict(n_layer=3), "n_layer 3: expected the decoder to take that many key caches, found"),
+    (dict(n_head=7), "n_head 7: expected past_key_values.0.key of graph 'decoder' to have 7 at axis 1"),
+    (dict(eos_token_id=10**9), "eos_token_id expected an id below vocab_size 256, found 1000000000"),
+    (dict(pad_token_id=-1), "pad_token_id expected an id below vocab_size 256, found -1"),
+])
+def test_a_manifest_that_disagrees_with_its_graph_is_refused_at_load_with_the_field_named(gpt, tmp_path, change, message):
+    """A hand-edited manifest (or a package put together by hand) whose config does not match the
+    decoder graph fails at load time, not with garbage text or a gigabyte allocation per call."""
+    import json
+    import shutil
+
+    from edgegen.errors import ManifestError
+
+    pkg = tmp_path / "pkg"
+    shutil.copytree(gpt["pkg"], pkg)
+    manifest = json.loads((pkg / "edgegen.json").read_text())
+    manifest["config"].update(change)
+    (pkg / "edgegen.json").write_text(json.dumps(manifest))
+    with pytest.raises(ManifestError, match=re.escape(message)):
+        edgegen.load(pkg)

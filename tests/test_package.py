@@ -172,6 +172,16 @@ def test_a_bad_config_value_is_found_at_load_time_with_the_field_named(package_c
         edgegen.load(pkg)
 
 
+def test_a_latent_size_that_disagrees_with_the_graphs_is_refused_at_load(package_copy):
+    from edgegen.errors import ManifestError
+
+    pkg = package_copy("vae")
+    edit_manifest(pkg, lambda d: d["config"].update(latent_dim=5))
+    with pytest.raises(ManifestError, match="disagrees with its graphs: latent_dim 5: expected z of graph 'decoder' "
+                                            "to have 5 at axis 1, found 16"):
+        edgegen.load(pkg)
+
+
 @pytest.mark.parametrize("umask, file_mode, dir_mode", [(0o022, 0o644, 0o755), (0o077, 0o600, 0o700),
                                                          (0o002, 0o664, 0o775)])
 def test_written_files_and_directories_follow_the_umask(tmp_path, umask, file_mode, dir_mode):

@@ -67,6 +67,12 @@ class RuntimeConfig:
         """Values that have the right type but are impossible ("image_shape expected 3 positive dims, ...")."""
         return []
 
+    def graph_problems(self, graphs: dict) -> list[str]:
+        """Values that disagree with the package's graphs ({part: GraphEntry}): a vocabulary the
+        logits do not have, a layer count the cache inputs do not match. Found at load time,
+        not as a wrong result or a huge allocation on the first call."""
+        return []
+
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -309,7 +315,27 @@ def package_config(package) -> tuple[Family, RuntimeConfig]:
     if family is None:
         raise UnknownFamilyError(f"package {str(package.path)!r}: expected family to be one of {', '.join(names())}, "
                                  f"found {package.family!r} (is the package that registers it installed?)")
-    return family, family.runtime_config(package.config, f"package {str(package.path)!r}: edgegen.json config")
+    where = f"package {str(package.path)!r}: edgegen.json config"
+    config = family.runtime_config(package.config, where)
+    problems = config.graph_problems(package.graphs)
+    if problems:
+        raise ManifestError(f"{where} disagrees with its graphs: " + "; ".join(problems))
+    return family, config
+
+
+def dim_problems(graphs: dict, expected: list[tuple[str, str, int, str, int]]) -> list[str]:
+    """[(graph, tensor, axis, config field, its value)] -> where a tensor's static dim differs from
+    the config field it must equal. A dynamic dim, or a tensor the graph lacks, says nothing here
+    (the graph's own input checks catch those)."""
+    problems = []
+    for part, tensor, axis, name, value in expected:
+        entry = graphs.get(part)
+        specs = {t.name: t for t in (*entry.inputs, *entry.outputs)} if entry else {}
+        shape = specs[tensor].shape if tensor in specs else ()
+        if -len(shape) <= axis < len(shape) and isinstance(shape[axis], int) and shape[axis] != value:
+            problems.append(f"{name} {value}: expected {tensor} of graph {part!r} to have {value} at axis {axis}, "
+                            f"found {shape[axis]}")
+    return problems
 
 
 def transformers_importer(architecture: str) -> Callable:
@@ -337,5 +363,5 @@ def get(name: str) -> Family:
     return _REGISTRY[name]
 
 
-__all__ = ["Family", "Option", "GenerateRequest", "DemoModel", "RuntimeConfig", "register", "families", "names", "get", "package_config", "positive",
+__all__ = ["Family", "Option", "GenerateRequest", "DemoModel", "RuntimeConfig", "register", "families", "names", "get", "package_config", "positive", "dim_problems",
            "ENTRY_POINT_GROUP"]

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError, NonFiniteError
-from ..families import RuntimeConfig, positive
+from ..families import RuntimeConfig, dim_problems, positive
 from ..package import Package
 from .session import Session
 
@@ -24,6 +24,11 @@ class ImageConfig(RuntimeConfig):
             return [f"image_shape expected [channels, height, width], found {self.image_shape!r}"]
         return positive(self, "image_shape")
 
+    def graph_problems(self, graphs: dict) -> list[str]:
+        """Every graph's `image` tensor is [batch, *image_shape]."""
+        return dim_problems(graphs, [(part, "image", axis + 1, "image_shape", size)
+                                     for part in graphs for axis, size in enumerate(self.image_shape)])
+
 
 @dataclass(kw_only=True)
 class LatentImageConfig(ImageConfig):
@@ -32,6 +37,11 @@ class LatentImageConfig(ImageConfig):
 
     def problems(self) -> list[str]:
         return super().problems() + positive(self, "latent_dim")
+
+    def graph_problems(self, graphs: dict) -> list[str]:
+        """And every graph's latent `z` is [batch, latent_dim]."""
+        return super().graph_problems(graphs) + dim_problems(graphs, [(part, "z", 1, "latent_dim", self.latent_dim)
+                                                                      for part in graphs])
 
 
 def class_problems(config) -> list[str]:

@@ -20,7 +20,7 @@ from ...runtimes.ort import OrtBinding, OrtSession
 from ...runtimes.pipeline import Pipeline, check_count, check_number, make_rng
 from ...runtimes.token_sampling import Sampling, next_tokens
 from ...runtimes.tokenizer import TOKENIZER_KINDS, check_token_ids, load_tokenizer
-from .. import RuntimeConfig, positive
+from .. import RuntimeConfig, dim_problems, positive
 
 DEFAULT_MAX_NEW_TOKENS = 64
 DEFAULT_CACHE_BUDGET_MB = 1024
@@ -44,7 +44,25 @@ class GPTConfig(RuntimeConfig):
         problems = positive(self, "vocab_size", "block_size", "n_layer", "n_head", "head_dim", "n_embd")
         if self.tokenizer.get("kind") not in TOKENIZER_KINDS:
             problems.append(f"tokenizer.kind expected one of {', '.join(TOKENIZER_KINDS)}, found {self.tokenizer.get('kind')!r}")
+        for name in ("eos_token_id", "pad_token_id"):   # an id beyond the vocabulary: garbage, or a huge pad
+            value = getattr(self, name)
+            if value is not None and not 0 <= value < self.vocab_size:
+                problems.append(f"{name} expected an id below vocab_size {self.vocab_size}, found {value}")
         return problems
+
+    def graph_problems(self, graphs: dict) -> list[str]:
+        """The decoder's logits have vocab_size entries, and it has n_layer key/value cache
+        inputs of [batch, n_head, past, head_dim]."""
+        decoder = graphs.get("decoder")
+        if decoder is None:
+            return [f"graphs expected a 'decoder', found {sorted(graphs)}"]
+        layers = sum(1 for t in decoder.inputs if t.name.startswith("past_key_values.") and t.name.endswith(".key"))
+        if layers != self.n_layer:
+            return [f"n_layer {self.n_layer}: expected the decoder to take that many key caches, found {layers}"]
+        return dim_problems(graphs, [("decoder", "logits", -1, "vocab_size", self.vocab_size)]
+                            + [("decoder", f"past_key_values.{i}.{kv}", axis, name, value)
+                               for i in range(self.n_layer) for kv in ("key", "value")
+                               for axis, name, value in ((1, "n_head", self.n_head), (3, "head_dim", self.head_dim))])
 
 
 class CacheBudgetError(InputError):

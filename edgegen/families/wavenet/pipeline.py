@@ -20,7 +20,7 @@ from ...runtimes.audio import mu_law_decode, mu_law_encode
 from ...runtimes.autoregressive import draw, log_softmax, sampler
 from ...runtimes.ort import OrtBinding, OrtSession
 from ...runtimes.pipeline import Pipeline, as_float_array, check_count, class_labels, class_problems, make_rng
-from .. import RuntimeConfig, positive
+from .. import RuntimeConfig, dim_problems, positive
 
 MAX_SECONDS = 600   # of audio per call: about ten minutes of sample-by-sample work here (~7,800 samples/s at 8 kHz)
 
@@ -43,6 +43,18 @@ class WaveNetConfig(RuntimeConfig):
             problems.append(f"quantization expected at least 2 mu-law channels, found {self.quantization}")
         problems += class_problems(self)
         return problems
+
+    def graph_problems(self, graphs: dict) -> list[str]:
+        """The logits have `quantization` channels; the step graph has a queue per
+        queue_lengths entry, each that long."""
+        step = graphs.get("step")
+        states = sum(1 for t in step.inputs if t.name.startswith("state.")) if step else len(self.queue_lengths)
+        if states != len(self.queue_lengths):
+            return [f"queue_lengths {self.queue_lengths}: expected the step graph to take {len(self.queue_lengths)} "
+                    f"queues, found {states}"]
+        return dim_problems(graphs, [("network", "logits", 1, "quantization", self.quantization),
+                                     ("step", "logits", 1, "quantization", self.quantization)]
+                            + [("step", f"state.{i}", 2, f"queue_lengths[{i}]", n) for i, n in enumerate(self.queue_lengths)])
 
 
 class WaveNetPipeline(Pipeline):
