@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import HashMismatchError, ManifestError, PackageError
+from .external_data import external_data_files
 from .storage import atomic_write_text
 
 FORMAT = "edgegen.package/1"
@@ -194,6 +195,7 @@ class Package:
                         f"package {str(self.path)!r}: graph {part!r} file {entry.file!r} expected sha256 {entry.sha256[:16]}..., "
                         f"found {found[:16]}... (the file was changed after export)"
                     )
+                self._check_external_data(path, entry.extra.get("external_data"), f"graph {part!r}")
         for precision in self.manifest.variants:
             for part, record in self.variant_files(precision).items():
                 self._check_variant(precision, part, record, verify_hashes)
@@ -215,6 +217,24 @@ class Package:
         if verify_hashes and sha256_file(path) != record.get("sha256"):
             raise HashMismatchError(f"package {str(self.path)!r}: {precision} variant of graph {part!r} ({record['file']!r}) "
                                     f"expected sha256 {str(record.get('sha256'))[:16]}..., found another (changed after optimize)")
+        if verify_hashes:
+            self._check_external_data(path, record.get("external_data"), f"{precision} variant of graph {part!r}")
+
+    def _check_external_data(self, graph: Path, recorded: Any, what: str) -> None:
+        """Every external-data file the graph reads (ONNX Runtime loads them with it) is inside
+        the package and has the sha256 its manifest record gives (`external_data`: {location:
+        sha256}, written by external_data_record); an unrecorded one is refused."""
+        recorded = recorded if isinstance(recorded, dict) else {}
+        for location in external_data_files(graph):
+            relative = os.path.relpath(os.path.join(graph.parent, location), self.path.resolve())
+            path = self.resolve(relative, f"{what} external data")   # refused if it leaves the package
+            if location not in recorded:
+                raise HashMismatchError(f"package {str(self.path)!r}: {what} reads external data {location!r}, expected "
+                                        "its sha256 in the manifest, found none (added after export?)")
+            if not path.is_file() or sha256_file(path) != recorded[location]:
+                raise HashMismatchError(f"package {str(self.path)!r}: {what}'s external data {location!r} expected sha256 "
+                                        f"{str(recorded[location])[:16]}..., found "
+                                        + ("no such file" if not path.is_file() else "another (changed after export)"))
 
     @property
     def family(self) -> str:
@@ -244,6 +264,13 @@ class Package:
         if record is not None:
             return self.resolve(record["file"], f"variants.{precision}.{part}.file")
         return self.resolve(self.manifest.graphs[part].file, f"graphs.{part}.file")
+
+
+def external_data_record(graph: str | os.PathLike) -> dict[str, str]:
+    """{location: sha256} of the external-data files a graph reads: what a writer puts in the
+    graph's (or variant's) manifest record as `external_data`, for Package to check."""
+    graph = Path(graph)
+    return {location: sha256_file(graph.parent / location) for location in external_data_files(graph)}
 
 
 def write_manifest(directory: str | os.PathLike, manifest: Manifest) -> None:

@@ -1,3 +1,4 @@
+import hashlib
 import json
 import os
 
@@ -201,3 +202,37 @@ def test_written_files_and_directories_follow_the_umask(tmp_path, umask, file_mo
     assert (tmp_path / "pkg" / "edgegen.json").stat().st_mode & 0o777 == file_mode
     assert (tmp_path / "fresh.wav").stat().st_mode & 0o777 == file_mode
     assert (tmp_path / "grid.png").stat().st_mode & 0o777 == 0o640 and (tmp_path / "grid.png").read_bytes() == b"png again"
+
+
+def test_external_data_files_are_found_without_onnx_and_must_be_hashed(package_copy):
+    """A graph whose weights sit in a file beside it: that file is read by ONNX Runtime, so the
+    package refuses it unless the manifest hashes it, and refuses it changed."""
+    import onnx
+    from onnx.external_data_helper import _get_all_tensors, uses_external_data
+
+    from edgegen.external_data import external_data_files
+    from edgegen.package import external_data_record
+
+    pkg = package_copy("gan")
+    graph = pkg / "generator.onnx"
+    model = onnx.load(str(graph))
+    onnx.save_model(model, str(graph), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="generator.weights", size_threshold=1024)
+    expected = {t.external_data[0].value for t in _get_all_tensors(onnx.load(str(graph), load_external_data=False))
+                if uses_external_data(t)}
+    assert external_data_files(graph) == sorted(expected) == ["generator.weights"]
+    manifest = json.loads((pkg / "edgegen.json").read_text())
+    manifest["graphs"]["generator"]["sha256"] = hashlib.sha256(graph.read_bytes()).hexdigest()
+    (pkg / "edgegen.json").write_text(json.dumps(manifest))
+    with pytest.raises(HashMismatchError, match="reads external data 'generator.weights', expected its sha256 in the "
+                                                "manifest, found none"):
+        Package(pkg)
+    manifest["graphs"]["generator"]["external_data"] = external_data_record(graph)
+    (pkg / "edgegen.json").write_text(json.dumps(manifest))
+    edgegen.load(pkg).sample(2, seed=0)
+    with open(pkg / "generator.weights", "r+b") as f:
+        f.seek(100)
+        f.write(b"\x7f")
+    with pytest.raises(HashMismatchError, match="external data 'generator.weights' expected sha256 .*changed after export"):
+        Package(pkg)
+    assert external_data_files(package_copy("vae") / "decoder.onnx") == []
