@@ -143,3 +143,35 @@ def test_gpu_backend_matches_cpu(trained, tmp_path, backend):
     gpu = edgegen.load(trained["gan"][1], backend=backend, cache_dir=tmp_path)
     z = np.random.default_rng(0).standard_normal((4, 64)).astype(np.float32)
     np.testing.assert_allclose(gpu.generate(z), cpu.generate(z), atol=1e-3)
+
+
+def test_threads_sharing_one_pipeline_get_what_a_single_thread_gets(trained):
+    """Eight threads, five calls each, on one loaded pipeline (a service's usual shape): every
+    result equals the one the same call gives alone, bit for bit."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pipe = edgegen.load(trained["diffusion"][1], backend="ort-cpu")
+    calls = [(seed, 1 + seed % 3) for seed in range(40)]
+    alone = {call: pipe.sample(call[1], steps=4, seed=call[0]) for call in calls}
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        together = list(pool.map(lambda call: pipe.sample(call[1], steps=4, seed=call[0]), calls))
+    assert all(np.array_equal(alone[call], result) for call, result in zip(calls, together))
+
+
+def test_loading_and_running_a_package_writes_nothing_into_it(trained, tmp_path):
+    """A package can sit on a read-only volume or belong to another user: the runtime only
+    reads it (checked here by its files and their times, since this suite may run as root,
+    whom no file mode stops)."""
+    import os
+    import shutil
+
+    pkg = shutil.copytree(trained["vae"][1], tmp_path / "pkg")
+    before = {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in pkg.rglob("*")}
+    os.chmod(pkg, 0o555)
+    try:
+        pipe = edgegen.load(pkg, backend="ort-cpu")
+        pipe.sample(4, seed=0)
+        pipe.anomaly_score(pipe.sample(2, seed=1))
+    finally:
+        os.chmod(pkg, 0o755)
+    assert {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in pkg.rglob("*")} == before
