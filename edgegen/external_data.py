@@ -16,7 +16,7 @@ import os
 from .errors import PackageError
 
 # field numbers of onnx.proto3
-MODEL_GRAPH = 7
+MODEL_GRAPH, MODEL_FUNCTIONS, FUNCTION_NODE = 7, 25, 7
 GRAPH_NODE, GRAPH_INITIALIZER, GRAPH_SPARSE_INITIALIZER = 1, 5, 15
 NODE_ATTRIBUTE = 5
 ATTRIBUTE_T, ATTRIBUTE_G, ATTRIBUTE_TENSORS, ATTRIBUTE_GRAPHS, ATTRIBUTE_SPARSE_TENSOR, ATTRIBUTE_SPARSE_TENSORS = 5, 6, 10, 11, 22, 23
@@ -38,24 +38,29 @@ def external_data_files(path: str | os.PathLike) -> list[str]:
                 for number, value in _fields(data, 0, len(data)):
                     if number == MODEL_GRAPH and isinstance(value, tuple):
                         _graph(data, *value, locations)
+                    elif number == MODEL_FUNCTIONS and isinstance(value, tuple):   # their nodes' constants
+                        _graph(data, *value, locations, node_field=FUNCTION_NODE)
                 return sorted(locations)
-            except (IndexError, ValueError, UnicodeDecodeError) as exc:
+            except (IndexError, KeyError, TypeError, ValueError, UnicodeDecodeError, RecursionError) as exc:
                 raise PackageError(f"graph {str(path)!r}: expected an ONNX protobuf, found bytes that do not parse "
                                    f"({exc})") from None
 
 
-def _graph(data, start: int, end: int, locations: set[str]) -> None:
+def _graph(data, start: int, end: int, locations: set[str], node_field: int = GRAPH_NODE) -> None:
+    """A GraphProto (or a FunctionProto, whose nodes are field 7 and which has no initializers)."""
     for number, value in _fields(data, start, end):
         if not isinstance(value, tuple):
             continue
-        if number == GRAPH_INITIALIZER:
-            _tensor(data, *value, locations)
-        elif number == GRAPH_SPARSE_INITIALIZER:
-            _sparse(data, *value, locations)
-        elif number == GRAPH_NODE:
+        if number == node_field:
             for field, span in _fields(data, *value):
                 if field == NODE_ATTRIBUTE and isinstance(span, tuple):
                     _attribute(data, *span, locations)
+        elif node_field != GRAPH_NODE:
+            continue
+        elif number == GRAPH_INITIALIZER:
+            _tensor(data, *value, locations)
+        elif number == GRAPH_SPARSE_INITIALIZER:
+            _sparse(data, *value, locations)
 
 
 def _attribute(data, start: int, end: int, locations: set[str]) -> None:

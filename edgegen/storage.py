@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import os
 import re
 import shutil
@@ -180,26 +181,39 @@ _RENAME_EXCHANGE, _AT_FDCWD = 2, -100
 
 
 def _exchange(a: Path, b: Path) -> bool:
-    """Swap two paths atomically (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    """Swap two paths atomically (Linux renameat2 RENAME_EXCHANGE); False where the system or the
+    file system does not support it; OSError for any other failure (a real one, not to fall
+    back from)."""
     if not sys.platform.startswith("linux"):
         return False
     try:
         renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
     except (OSError, AttributeError):
         return False
-    done = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0
-    return done
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    error = ctypes.get_errno()
+    if error in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(error, os.strerror(error), str(b))
 
 
 def clean_leftovers(out: Path) -> list[Path]:
-    """Remove what killed writers of `out` left beside it: staging directories
-    (.NAME.*.partial) and outputs moved aside (.NAME.*.old). Only a holder of `out`'s writer lock
-    calls this, so none of them belongs to a live writer. Returns what was removed."""
-    pattern = re.compile(rf"^\.{re.escape(out.name)}\..+\.(partial|old)$")
+    """Remove what killed writers of `out` left beside it: its staging directories
+    (.NAME.XXXXXXXX.partial, mkdtemp's names) and old outputs moved aside (.NAME.PID.old). An old
+    output moved aside by a writer killed before it switched the new one in (the fallback where
+    the system cannot exchange two paths) is the only copy: it is put back, not removed. Only a
+    holder of `out`'s writer lock calls this, so none belongs to a live writer."""
+    name = re.escape(out.name)
+    staging, moved = re.compile(rf"^\.{name}\.[a-z0-9_]{{8}}\.partial$"), re.compile(rf"^\.{name}\.\d+\.old$")
     removed = []
     with contextlib.suppress(FileNotFoundError):
-        for entry in out.parent.iterdir():
-            if pattern.match(entry.name) and entry.is_dir() and not entry.is_symlink():
+        for entry in sorted(out.parent.iterdir()):
+            if not entry.is_dir() or entry.is_symlink():
+                continue
+            if moved.match(entry.name) and not out.exists():
+                os.replace(entry, out)      # the old output, restored
+            elif staging.match(entry.name) or moved.match(entry.name):
                 shutil.rmtree(entry, ignore_errors=True)
                 removed.append(entry)
     return removed
@@ -232,7 +246,7 @@ def writer_lock(target: str | os.PathLike, doing: str, wait: bool = True) -> Ite
     an flock on .NAME.lock beside it, which the system releases if the holder dies, so a killed
     writer never leaves it held. A second writer waits (saying once who holds it), or with
     wait=False is refused with PackageBusyError. The holder removes the lock file when done."""
-    target = Path(target)
+    target = Path(target).resolve()    # one lock however the path is spelled (a symlink, ".")
     target.parent.mkdir(parents=True, exist_ok=True)
     path = target.parent / f".{target.name}.lock"
     said = False

@@ -191,3 +191,29 @@ def test_a_writer_killed_by_sigkill_releases_its_lock(tmp_path):
     with storage.writer_lock(tmp_path / "pkg", "next", wait=False):
         pass
     assert leftovers(tmp_path) == []
+
+
+def test_cleaning_touches_only_this_outputs_leftovers_and_restores_a_moved_aside_output(tmp_path):
+    """Another output whose name starts the same (ckpt and ckpt.best) keeps its staging folder;
+    an old output moved aside by a writer killed before the switch (where the system cannot
+    exchange two paths) is put back, since it is the only copy."""
+    for name in (".ckpt.k3j4h2l1.partial", ".ckpt.best.k3j4h2l1.partial", ".ckpt.v2.123.old", ".pkg.4242.old"):
+        (tmp_path / name).mkdir()
+    (tmp_path / ".pkg.4242.old" / "edgegen.json").write_text("{}")
+    removed = storage.clean_leftovers(tmp_path / "ckpt")
+    assert [p.name for p in removed] == [".ckpt.k3j4h2l1.partial"]
+    assert (tmp_path / ".ckpt.best.k3j4h2l1.partial").is_dir() and (tmp_path / ".ckpt.v2.123.old").is_dir()
+    storage.clean_leftovers(tmp_path / "pkg")
+    assert (tmp_path / "pkg" / "edgegen.json").is_file() and not (tmp_path / ".pkg.4242.old").exists()
+
+
+def test_one_lock_however_the_path_is_spelled(tmp_path, monkeypatch):
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "pkg")
+    monkeypatch.chdir(tmp_path / "pkg")
+    with storage.writer_lock(tmp_path / "pkg", "first"):
+        for spelling in (".", tmp_path / "link", tmp_path / "sub" / ".." / "pkg"):
+            with pytest.raises(PackageBusyError):
+                with storage.writer_lock(spelling, "second", wait=False):
+                    pass
+    assert leftovers(tmp_path) == [] and leftovers(tmp_path / "pkg") == []

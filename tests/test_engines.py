@@ -62,6 +62,10 @@ def test_only_engines_this_users_edgegen_built_are_trusted(tmp_path, monkeypatch
     assert cache.lookup("generator", _key()) == b"built here"
     key_file = tmp_path / "mine" / "edgegen" / "engine.key"
     assert len(key_file.read_bytes()) == 32 and key_file.stat().st_mode & 0o777 == 0o600
+    key_file.write_bytes(b"")              # a key cut short (a crash as it was made): never used as b""
+    assert cache.lookup("generator", _key()) is None and len(key_file.read_bytes()) == 32
+    (tmp_path / "pkg-cache" / "generator.fp32.json").write_text("[]")   # a record of another shape: rebuilt
+    assert cache.lookup("generator", _key()) is None and "unreadable record" in cache.rejected[-1]
 
 
 def test_profiles_come_from_the_manifest_dims(trained):

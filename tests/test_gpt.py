@@ -382,6 +382,7 @@ def test_fused_variant_of_an_opset_18_decoder_is_exact_and_refused_for_tensorrt(
     (dict(n_head=7), "n_head 7: expected past_key_values.0.key of graph 'decoder' to have 7 at axis 1"),
     (dict(eos_token_id=10**9), "eos_token_id expected an id below vocab_size 256, found 1000000000"),
     (dict(pad_token_id=-1), "pad_token_id expected an id below vocab_size 256, found -1"),
+    (dict(block_size=4096), "block_size 4096: expected the decoder to take position 4095, found it refused"),
 ])
 def test_a_manifest_that_disagrees_with_its_graph_is_refused_at_load_with_the_field_named(gpt, tmp_path, change, message):
     """A hand-edited manifest (or a package put together by hand) whose config does not match the

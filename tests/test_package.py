@@ -236,3 +236,31 @@ def test_external_data_files_are_found_without_onnx_and_must_be_hashed(package_c
     with pytest.raises(HashMismatchError, match="external data 'generator.weights' expected sha256 .*changed after export"):
         Package(pkg)
     assert external_data_files(package_copy("vae") / "decoder.onnx") == []
+
+
+def test_external_data_of_a_model_function_is_found(tmp_path):
+    """A constant inside a model-local function, kept in an external file: ONNX Runtime reads it,
+    so it is among the files the package must hash."""
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+    from onnx.external_data_helper import set_external_data
+
+    from edgegen.external_data import external_data_files
+
+    weight = numpy_helper.from_array(np.full((256,), 7.0, np.float32), "w")
+    (tmp_path / "w.bin").write_bytes(weight.raw_data)
+    set_external_data(weight, location="w.bin")
+    weight.ClearField("raw_data")
+    weight.data_location = onnx.TensorProto.EXTERNAL
+    function = helper.make_function("local", "AddW", ["x"], ["y"],
+                                    [helper.make_node("Constant", [], ["c"], value=weight),
+                                     helper.make_node("Add", ["x", "c"], ["y"])],
+                                    [helper.make_opsetid("", 18)])
+    graph = helper.make_graph([helper.make_node("AddW", ["x"], ["y"], domain="local")], "g",
+                              [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [256])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [256])])
+    model = helper.make_model(graph, functions=[function],
+                              opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("local", 1)])
+    (tmp_path / "m.onnx").write_bytes(model.SerializeToString())
+    assert external_data_files(tmp_path / "m.onnx") == ["w.bin"]

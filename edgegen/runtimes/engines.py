@@ -17,11 +17,13 @@ built or run.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
 import os
 import secrets
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -160,9 +162,12 @@ class EngineCache:
         try:
             meta = json.loads(sidecar.read_text(encoding="utf-8"))
         except (OSError, ValueError):
+            meta = None
+        if not isinstance(meta, dict) or not isinstance(meta.get("key"), dict):
             self.rejected.append(f"{sidecar.name}: unreadable record, rebuilding")
             return None
-        if not hmac.compare_digest(str(meta.get("signature", "")), _signature(meta.get("key"), meta.get("engine_sha256"))):
+        signature = str(meta.get("signature", "")).encode("utf-8", "replace")
+        if not hmac.compare_digest(signature, _signature(meta["key"], meta.get("engine_sha256")).encode()):
             self.rejected.append(f"{engine.name}: not built by this user's edgegen (its record is not signed with "
                                  f"the engine key in {str(user_cache_dir())!r}), rebuilding")
             return None
@@ -198,23 +203,39 @@ def _signature(key: Any, engine_sha256: Any) -> str:
     return hmac.new(_engine_key(), message, hashlib.sha256).hexdigest()
 
 
+ENGINE_KEY_BYTES = 32
+
+
 def _engine_key() -> bytes:
     """32 random bytes in the user's cache, made once (readable by the user alone): what signs
     the engine records this user's edgegen writes. A package carries no key, so a record in
-    it signs nothing unless this user's edgegen wrote it."""
+    it signs nothing unless this user's edgegen wrote it. The key is written whole under a
+    temporary name and linked into place, so no process ever reads a partial (or empty) one;
+    a key of another length (damaged) is replaced, which only makes engines rebuild."""
     path = user_cache_dir() / ENGINE_KEY_NAME
     try:
+        damaged = path.is_file()
+        if damaged and len(key := path.read_bytes()) == ENGINE_KEY_BYTES:
+            return key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{ENGINE_KEY_NAME}.", suffix=".tmp", dir=path.parent)   # mode 0600
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(secrets.token_bytes(ENGINE_KEY_BYTES))
+                f.flush()
+                os.fsync(f.fileno())
+            if damaged:                  # there, but not 32 bytes: replace it
+                os.replace(tmp, path)
+            else:
+                with contextlib.suppress(FileExistsError):   # another process linked its key first
+                    os.link(tmp, path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
         return path.read_bytes()
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:   # another process made it first
-        return path.read_bytes()
-    with os.fdopen(fd, "wb") as f:
-        f.write(secrets.token_bytes(32))
-    return path.read_bytes()
+    except OSError as exc:
+        raise BackendError(f"engine key {str(path)!r}: expected a readable, writable file in the user's cache "
+                           f"(it signs the engines this user builds), found: {exc.strerror or exc}") from None
 
 
 def build_engine(onnx_path: Path, profile: tuple, workspace_bytes: int = DEFAULT_WORKSPACE_BYTES,
@@ -251,6 +272,14 @@ def build_engine(onnx_path: Path, profile: tuple, workspace_bytes: int = DEFAULT
     if timing_cache is not None:
         atomic_write_bytes(timing_cache, bytes(config.get_timing_cache().serialize()))
     return bytes(serialized)
+
+
+def timing_cache_path(trt_version: str, gpu: str, capability: str) -> Path:
+    """TensorRT's timing cache for this TensorRT and GPU: in the user's cache, beside the engine
+    key, not in a package (TensorRT deserializes it, so it is trusted like an engine: only what
+    this user's builds wrote)."""
+    device = "".join(c if c.isalnum() or c in ".-" else "_" for c in f"{trt_version}-{gpu}-sm{capability}")
+    return user_cache_dir() / "tensorrt" / f"timing-{device}.cache"
 
 
 def device_identity() -> tuple[str, str, str]:
@@ -297,7 +326,7 @@ def cached_engines(path: str | os.PathLike, precision: str = "fp32", profiles: l
         cache.rejected.clear()
         if data is None:
             report(f"{part}: building a TensorRT {trt_version} engine for {gpu} (sm {capability}), {precision}")
-            data = build_engine(graph, profile, workspace_bytes, cache.folder / "timing.cache")
+            data = build_engine(graph, profile, workspace_bytes, timing_cache_path(trt_version, gpu, capability))
             cache.store(part, key, data)
         else:
             report(f"{part}: cached engine matches ({gpu}, TensorRT {trt_version}, {precision})")

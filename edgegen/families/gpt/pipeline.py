@@ -15,7 +15,7 @@ from typing import Iterator
 
 import numpy as np
 
-from ...errors import InputError
+from ...errors import InputError, ManifestError
 from ...runtimes.ort import OrtBinding, OrtSession
 from ...runtimes.pipeline import Pipeline, check_count, check_number, make_rng
 from ...runtimes.token_sampling import Sampling, next_tokens
@@ -101,6 +101,22 @@ class GPTPipeline(Pipeline):
         self.tokenizer = load_tokenizer(package, c.tokenizer)
         self._cache_names = [(f"past_key_values.{i}.{kv}", f"present.{i}.{kv}")
                              for i in range(self.n_layer) for kv in ("key", "value")]
+        self._check_context()
+
+    def _check_context(self) -> None:
+        """block_size is the longest sequence the pipeline lets a request reach, so the decoder's
+        position table must reach it. The graph's dims are dynamic and say nothing of the
+        table's size, so one one-token call at the last position asks it, at load time (a
+        shorter table makes ONNX Runtime refuse the index), not halfway through a long request."""
+        empty = np.zeros((1, self.n_head, 0, self.head_dim), np.float32)
+        feeds = {"input_ids": np.zeros((1, 1), np.int64), "position_ids": np.full((1, 1), self.context - 1, np.int64),
+                 "attention_mask": np.ones((1, 1), np.int64), **{name: empty for name, _ in self._cache_names}}
+        try:
+            self.decoder.run(feeds)
+        except Exception as exc:  # noqa: BLE001 - ONNX Runtime's own error types: the manifest is what is wrong
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise ManifestError(f"package {str(self.package.path)!r}: block_size {self.context}: expected the decoder "
+                                f"to take position {self.context - 1}, found it refused ({first})") from None
 
     # ---- the user's API -------------------------------------------------------------------
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from ...errors import ConfigError, InputError
+from ...errors import ConfigError, InputError, OutputExistsError
 from ...families import GenerateRequest, Option
 from .pipeline import output_mode
 
@@ -49,7 +49,8 @@ def read_for_upscale(image: str | os.PathLike, out: str | os.PathLike, replace: 
             raise InputError(f"output {str(out)!r}: expected a file other than the picture being upscaled, found "
                              "the input itself (write the upscale beside it)")
         if not replace:
-            raise InputError(f"output {str(out)!r}: expected a new file, found one already there (--force replaces it)")
+            raise OutputExistsError(f"output {str(out)!r}: expected a new file, found one already there (--force "
+                                    "replaces it)")
     return picture
 
 

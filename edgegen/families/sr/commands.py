@@ -9,7 +9,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from ...errors import ConfigError
+from ...errors import ConfigError, OutputExistsError
 from ...storage import user_cache_dir
 from .cli import OPTIONS, read_for_upscale, upscale_picture
 
@@ -36,7 +36,12 @@ def shipped_package(scale: int, cache: str | os.PathLike | None = None) -> Path:
         raise ConfigError(f"the shipped {name} model: exporting it needs the export extra (pip install "
                           f"'edgegen[export]'), found {exc.name} missing; or pass an exported package with --package") from None
     package.parent.mkdir(parents=True, exist_ok=True)
-    return export_checkpoint(checkpoint, package, overwrite=True)
+    try:
+        return export_checkpoint(checkpoint, package)
+    except OutputExistsError:   # another upscale exported it while this one waited for the lock
+        if (package / "edgegen.json").is_file():
+            return package
+        raise
 
 
 def add_commands(sub, runtime_options) -> None:
