@@ -1,3 +1,4 @@
+import os
 import shutil
 from pathlib import Path
 
@@ -5,6 +6,10 @@ import pytest
 
 from edgegen.export import export_checkpoint
 from edgegen.training.train import train
+
+# Tests assert behaviour, never time: bench's pause between engines' blocks (for fair timings on
+# a small machine) only slows the suite down.
+os.environ.setdefault("EDGEGEN_BENCH_SETTLE_S", "0")
 
 
 @pytest.fixture(scope="session")

@@ -380,8 +380,8 @@ def test_fused_variant_of_an_opset_18_decoder_is_exact_and_refused_for_tensorrt(
     (dict(vocab_size=300), "vocab_size 300: expected logits of graph 'decoder' to have 300 at axis -1, found 256"),
     (dict(n_layer=3), "n_layer 3: expected the decoder to take that many key caches, found"),
     (dict(n_head=7), "n_head 7: expected past_key_values.0.key of graph 'decoder' to have 7 at axis 1"),
-    (dict(eos_token_id=10**9), "eos_token_id expected an id below vocab_size 256, found 1000000000"),
-    (dict(pad_token_id=-1), "pad_token_id expected an id below vocab_size 256, found -1"),
+    (dict(eos_token_id=-3), "eos_token_id expected a token id (0 or more), found -3"),
+    (dict(pad_token_id=-1), "pad_token_id expected a token id (0 or more), found -1"),
     (dict(block_size=4096), "block_size 4096: expected the decoder to take position 4095, found it refused"),
 ])
 def test_a_manifest_that_disagrees_with_its_graph_is_refused_at_load_with_the_field_named(gpt, tmp_path, change, message):
@@ -399,3 +399,26 @@ def test_a_manifest_that_disagrees_with_its_graph_is_refused_at_load_with_the_fi
     (pkg / "edgegen.json").write_text(json.dumps(manifest))
     with pytest.raises(ManifestError, match=re.escape(message)):
         edgegen.load(pkg)
+
+
+def test_an_end_token_far_beyond_the_vocabulary_costs_nothing_per_call(gpt, tmp_path):
+    """An eos id of 10**9 (a config from elsewhere) can never be generated: it is allowed, and a
+    call allocates by the vocabulary, not by the id (it was a 1 GB array on every call)."""
+    import json
+    import shutil
+    import tracemalloc
+
+    pkg = tmp_path / "pkg"
+    shutil.copytree(gpt["pkg"], pkg)
+    manifest = json.loads((pkg / "edgegen.json").read_text())
+    manifest["config"]["eos_token_id"] = 10**9
+    (pkg / "edgegen.json").write_text(json.dumps(manifest))
+    pipe = edgegen.load(pkg, backend="ort-cpu")
+    pipe.generate("def ", max_new_tokens=2, seed=0)
+    tracemalloc.start()
+    try:
+        text = pipe.generate("def ", max_new_tokens=8, seed=0)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert isinstance(text, str) and peak < 10 * 2**20

@@ -98,7 +98,10 @@ def test_manifest_signature_must_match_the_graph_file(package_copy):
     with pytest.raises(PackageError, match=r"manifest inputs \['latent'\] differ from the graph file's \['z'\]"):
         edgegen.load(pkg)
     pkg = package_copy("vae")
-    edit_manifest(pkg, lambda d: d["graphs"]["decoder"]["inputs"][0].update(shape=["batch", 99]))
+    # the config agrees with the edited signature, so only the graph file can tell it is wrong
+    edit_manifest(pkg, lambda d: (d["graphs"]["decoder"]["inputs"][0].update(shape=["batch", 99]),
+                                  d["graphs"]["encoder"]["outputs"][0].update(shape=["batch", 99]),
+                                  d["config"].update(latent_dim=99)))
     with pytest.raises(PackageError, match=r"manifest says float32\[batch, 99\]"):
         edgegen.load(pkg)
 

@@ -44,10 +44,12 @@ class GPTConfig(RuntimeConfig):
         problems = positive(self, "vocab_size", "block_size", "n_layer", "n_head", "head_dim", "n_embd")
         if self.tokenizer.get("kind") not in TOKENIZER_KINDS:
             problems.append(f"tokenizer.kind expected one of {', '.join(TOKENIZER_KINDS)}, found {self.tokenizer.get('kind')!r}")
-        for name in ("eos_token_id", "pad_token_id"):   # an id beyond the vocabulary: garbage, or a huge pad
+        # an id beyond the vocabulary is allowed (GPT-2's configs name 50256 for small vocabularies:
+        # it is never generated, and padding falls back to an id the embedding has); a negative one means nothing
+        for name in ("eos_token_id", "pad_token_id"):
             value = getattr(self, name)
-            if value is not None and not 0 <= value < self.vocab_size:
-                problems.append(f"{name} expected an id below vocab_size {self.vocab_size}, found {value}")
+            if value is not None and value < 0:
+                problems.append(f"{name} expected a token id (0 or more), found {value}")
         return problems
 
     def graph_problems(self, graphs: dict) -> list[str]:
@@ -258,8 +260,10 @@ class GPTPipeline(Pipeline):
             for r, p in enumerate(request.prompts):
                 seen[r, p] = True
         alive = np.ones(b, bool)
-        is_stop = np.zeros(max(self.vocab_size, *request.stop_ids, 0) + 1, bool)
-        is_stop[list(request.stop_ids)] = True
+        # sized by the vocabulary, not by the largest stop id (an eos of 10**9 was a 1 GB array per
+        # call): an id the model cannot produce needs no entry
+        is_stop = np.zeros(self.vocab_size, bool)
+        is_stop[[t for t in request.stop_ids if 0 <= t < self.vocab_size]] = True
         steps = (self._cached_steps if request.use_cache else self._uncached_steps)(ids, positions, mask_full,
                                                                                      request.max_new_tokens)
         logits = next(steps)
