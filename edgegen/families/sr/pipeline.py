@@ -109,9 +109,9 @@ class SRPipeline(Pipeline):
         max_megapixels: the largest output allowed (a mistaken size fails fast, not out of memory)."""
         if _is_pil(image):
             return self._upscale_pil(image, tile, overlap, batch, max_megapixels, progress)
-        pixels, dtype = _as_pixels(image)
-        self._check_size(pixels.shape[:2], max_megapixels)
-        out = self._upscale_planes(pixels.transpose(2, 0, 1), dtype, tile, overlap, batch, progress)
+        planes, dtype = _as_planes(image)
+        self._check_size(planes.shape[1:], max_megapixels)
+        out = self._upscale_planes(planes, dtype, tile, overlap, batch, progress)
         return out[:, :, 0] if np.ndim(image) == 2 else out
 
     def upscale_rgb(self, image: np.ndarray, tile: int | None = None, overlap: int | None = None,
@@ -256,9 +256,9 @@ def _is_pil(image: Any) -> bool:
     return type(image).__module__.startswith("PIL.")
 
 
-def _as_pixels(image: Any) -> tuple[np.ndarray, type]:
-    """An array [H, W] or [H, W, 1|2|3|4] -> float32 [H, W, C] in [0, 1], and the dtype to return
-    (uint8, uint16 or float32)."""
+def _as_planes(image: Any) -> tuple[np.ndarray, type]:
+    """An array [H, W] or [H, W, 1|2|3|4] -> float32 planes [C, H, W] in [0, 1], and the dtype
+    to return (uint8, uint16 or float32)."""
     try:
         array = np.asarray(image)
     except Exception:  # noqa: BLE001 - anything numpy cannot take is the user's input error
@@ -272,13 +272,13 @@ def _as_pixels(image: Any) -> tuple[np.ndarray, type]:
         raise InputError(f"image: expected [height, width] or [height, width, 1|2|3|4] pixels, found shape "
                          f"{list(np.shape(image))}")
     if array.dtype in (np.uint8, np.uint16):
-        return from_integers(array).transpose(1, 2, 0), array.dtype.type
+        return from_integers(array), array.dtype.type
     if array.dtype.kind != "f":
         raise InputError(f"image: expected uint8 or uint16 pixels or floats in [0, 1], found dtype {array.dtype}")
     if not np.isfinite(array).all() or array.min() < 0.0 or array.max() > 1.0:
         found = "NaN or Inf" if not np.isfinite(array).all() else f"values from {array.min():g} to {array.max():g}"
         raise InputError(f"image: expected float pixels in [0, 1], found {found}")
-    return array.astype(np.float32), np.float32
+    return array.transpose(2, 0, 1).astype(np.float32), np.float32
 
 
 def _count(value: Any, what: str, high: int | None, low: int = 1) -> int:
