@@ -5,6 +5,7 @@ dynamic dims have no optimization profile yet."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from collections import Counter
@@ -12,11 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ConfigError
+from .graph_summary import GraphSummary, read_graph_summary
 from .package import Package
-from .runtimes.engines import package_profiles
+from .runtimes.engines import package_profiles, parser_errors
+from .targets import TENSORRT_TARGETS, get_target
 
 TABLE = Path(__file__).parent / "data" / "tensorrt_onnx_ops.json"
-DEFAULT_TENSORRT = "10.15"
 
 
 @dataclass
@@ -30,6 +32,7 @@ class GraphCheck:
     problems: list[str] = field(default_factory=list)            # opset, custom domains
     unprofiled_dims: list[str] = field(default_factory=list)
     profile: tuple = ()      # ((input, min shape, opt shape, max shape), ...): what edgegen build would build
+    judge: str = ""          # what decided: a release's parser table, or this machine's own parser
 
     @property
     def ok(self) -> bool:
@@ -50,10 +53,15 @@ def support_table(version: str) -> dict:
             "restricted": {k: v for k, v in base["restricted"].items() if k not in extra}}
 
 
-def check_package(path: str | os.PathLike, tensorrt: str = DEFAULT_TENSORRT, profiles: list[str] | None = None) -> list[GraphCheck]:
-    import onnx
-
-    table = support_table(tensorrt)
+def check_package(path: str | os.PathLike, tensorrt: str | None = None, profiles: list[str] | None = None,
+                  target: str = "tensorrt", device_parser: bool | None = None) -> list[GraphCheck]:
+    """One GraphCheck per graph and variant. With `device_parser` (default: when the tensorrt
+    module is importable and no table version is asked for) this machine's TensorRT parser
+    judges each graph; otherwise the table of `tensorrt` (default: the target's release)."""
+    version = tensorrt or get_target(target, TENSORRT_TARGETS).tensorrt
+    table = support_table(version)
+    if device_parser is None:
+        device_parser = tensorrt is None and importlib.util.find_spec("tensorrt") is not None
     package = Package(path)
     derived = package_profiles(package, profiles, strict=False)
     files = [(part, package.graph_path(part)) for part in package.graphs]
@@ -61,21 +69,15 @@ def check_package(path: str | os.PathLike, tensorrt: str = DEFAULT_TENSORRT, pro
               for precision in package.manifest.variants for part, r in package.variant_files(precision).items()]
     checks = []
     for part, file in files:
-        model = onnx.load(str(file), load_external_data=False)
-        opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-        result = GraphCheck(part, file.name, opset, len(model.graph.node))
-        low, high = table["opset"]
-        if not low <= opset <= high:
-            result.problems.append(f"opset {opset}: TensorRT {tensorrt} parses opsets {low} to {high}")
-        ops = Counter((n.domain, n.op_type) for n in model.graph.node)
-        for (domain, op), count in sorted(ops.items()):
-            if domain not in ("", "ai.onnx"):
-                result.problems.append(f"{count} {domain}.{op} node(s): a custom domain TensorRT has no parser for")
-            elif op in table["unsupported"] or op not in table["supported"]:
-                result.unsupported[op] = count
-            elif op in table["restricted"]:
-                result.restricted[op] = table["restricted"][op]
-        result.problems += _restriction_violations(model)
+        graph = read_graph_summary(file)
+        result = GraphCheck(part, file.name, graph.opset, len(graph.nodes))
+        if device_parser:
+            result.judge = f"this machine's TensorRT {device_tensorrt_version()} parser"
+            result.problems += [f"TensorRT's parser: {error}" for error in parser_errors(file)]
+        else:
+            result.judge = f"TensorRT {version}'s parser table"
+            _table_verdict(result, graph, table, version)
+        result.problems += _restriction_violations(graph)
         profile = derived[part.split(" ")[0]]
         if isinstance(profile, list):   # dynamic dims neither the family's limits nor --profile cover
             result.unprofiled_dims = profile
@@ -85,27 +87,44 @@ def check_package(path: str | os.PathLike, tensorrt: str = DEFAULT_TENSORRT, pro
     return checks
 
 
-def _restriction_violations(model) -> list[str]:
-    """The restrictions edgegen can verify from the file itself."""
-    from onnx import numpy_helper
+def device_tensorrt_version() -> str:
+    import tensorrt
 
-    constants = {i.name: i for i in model.graph.initializer}
+    return tensorrt.__version__
+
+
+def _table_verdict(result: GraphCheck, graph: GraphSummary, table: dict, version: str) -> None:
+    low, high = table["opset"]
+    if not low <= graph.opset <= high:
+        result.problems.append(f"opset {graph.opset}: TensorRT {version} parses opsets {low} to {high}")
+    ops = Counter((n.domain, n.op_type) for n in graph.nodes)
+    for (domain, op), count in sorted(ops.items()):
+        if domain not in ("", "ai.onnx"):
+            result.problems.append(f"{count} {domain}.{op} node(s): a custom domain TensorRT has no parser for")
+        elif op in table["unsupported"] or op not in table["supported"]:
+            result.unsupported[op] = count
+        elif op in table["restricted"]:
+            result.restricted[op] = table["restricted"][op]
+
+
+def _restriction_violations(graph: GraphSummary) -> list[str]:
+    """The restrictions edgegen can verify from the file itself."""
     problems = []
-    for node in model.graph.node:
-        if node.op_type in ("QuantizeLinear", "DequantizeLinear") and len(node.input) > 2 and node.input[2] in constants:
-            if numpy_helper.to_array(constants[node.input[2]]).any():
+    for node in graph.nodes:
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear") and len(node.inputs) > 2:
+            if node.inputs[2] in graph.nonzero_constants:
                 problems.append(f"{node.op_type} {node.name!r}: zero point is not 0 (TensorRT takes symmetric int8 only)")
-        if node.op_type == "Attention" and any(name for name in node.input[4:]):
+        if node.op_type == "Attention" and any(name for name in node.inputs[4:]):
             problems.append(f"Attention {node.name!r}: uses past_key / past_value / nonpad_kv_seqlen inputs, "
                             "which TensorRT's parser refuses")
     return problems
 
 
-def format_checks(checks: list[GraphCheck], tensorrt: str) -> str:
+def format_checks(checks: list[GraphCheck]) -> str:
     lines = []
     for c in checks:
         verdict = "parses" if c.ok else "will NOT parse"
-        lines.append(f"{c.part}: {c.file}, opset {c.opset}, {c.nodes} nodes: {verdict} with TensorRT {tensorrt}")
+        lines.append(f"{c.part}: {c.file}, opset {c.opset}, {c.nodes} nodes: {verdict} (judged by {c.judge})")
         lines += [f"  problem      {p}" for p in c.problems]
         lines += [f"  unsupported  {op} x{n}" for op, n in c.unsupported.items()]
         lines += [f"  restricted   {op}: {text}" for op, text in c.restricted.items()]

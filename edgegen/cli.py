@@ -10,9 +10,42 @@ import sys
 import traceback
 
 from . import __version__
-from .errors import ConfigError, EdgegenError
+from .errors import ConfigError, EdgegenError, MissingExtraError
+from .targets import DEFAULT_OPSET, TARGETS, TENSORRT_TARGETS, describe_targets, get_target
 
 EXIT_USER_ERROR = 2
+# the export extra's modules (pyproject.toml): a runtime-only install has none of them
+EXPORT_MODULES = ("torch", "onnx", "onnxscript", "safetensors", "sklearn", "skimage", "matplotlib")
+EXPORT_EXTRA = "pip install 'edgegen[export]'"
+PACKAGE_HELP = "a package directory, or the name of a shipped package (edgegen list)"
+
+
+def _require_export(what: str) -> None:
+    """A command of the export side, on an install without it: one line, before any work."""
+    import importlib.util
+
+    missing = [m for m in ("torch", "onnx", "onnxscript", "safetensors") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise MissingExtraError(f"{what} needs the export extra: {EXPORT_EXTRA} (found no {', '.join(missing)} here)")
+
+
+class _Parser(argparse.ArgumentParser):
+    """edgegen's parser and, through add_subparsers, every command's: help with defaults."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _HelpWithDefaults)
+        super().__init__(*args, **kwargs)
+
+
+class _HelpWithDefaults(argparse.HelpFormatter):
+    """Every option's help ends with its default, unless the help already says it."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        unset = action.default is None or action.default is False or action.default == argparse.SUPPRESS
+        if "default" in text or unset or not action.option_strings:
+            return text
+        return f"{text} (default: {action.default})".lstrip()
 
 
 def _cmd_train(args) -> None:
@@ -27,8 +60,9 @@ def _cmd_train(args) -> None:
     print(f"wrote checkpoint {out}")
 
 
-def _cmd_export(args) -> None:
-    options = dict(data=args.data, opset=args.opset, name=args.name, overwrite=args.force)
+def _cmd_export(args) -> int:
+    opset = _target_opset(args)
+    options = dict(data=args.data, opset=opset, name=args.name, overwrite=args.force)
     if args.module:
         out = _export_module(args)
     elif args.checkpoint is None:
@@ -44,6 +78,20 @@ def _cmd_export(args) -> None:
         out = export_checkpoint(args.checkpoint, args.out, **options)
     print(f"wrote package {out}")
     _print_info(out)
+    if args.target is not None and get_target(args.target).uses_tensorrt:
+        return _cmd_check(argparse.Namespace(package=out, target=args.target, tensorrt=None, profile=None))
+    return 0
+
+
+def _target_opset(args) -> int:
+    """--opset, else the --target's opset, else the default; a --opset the target cannot parse is refused."""
+    if args.target is None:
+        return args.opset or DEFAULT_OPSET
+    target = get_target(args.target)
+    if args.opset is not None and args.opset > target.opset:
+        raise ConfigError(f"--opset {args.opset}: expected at most {target.opset} for target {target.name} "
+                          f"({target.description}), found more")
+    return args.opset or target.opset
 
 
 def _export_module(args):
@@ -61,7 +109,7 @@ def _export_module(args):
                           f"found {1 + len(more)}")
     return export_pytorch(load_factory(args.module), example, args.out, dynamic=parse_dynamic(args.dynamic),
                           output_names=args.output_name, held_out=args.held_out,
-                          dim_limits=parse_dim_sizes(args.limit, "--limit"), name=args.name, opset=args.opset,
+                          dim_limits=parse_dim_sizes(args.limit, "--limit"), name=args.name, opset=_target_opset(args),
                           atol=args.atol, rtol=args.rtol, overwrite=args.force, source=args.module)
 
 
@@ -87,13 +135,16 @@ def _cmd_generate(args) -> None:
     from .families import get as get_family
     from .runtimes import load
 
-    pipe = load(args.package, backend=args.backend, threads=args.threads)
+    pipe = load(args.package, backend=args.backend, threads=args.threads, precision=args.precision)
     family = get_family(pipe.family)
     options = _family_options(family, family.options, args, "generate")
 
     def require_out() -> None:
+        from .images import picture_format
+
         if args.out is None:
-            raise ConfigError(f"--out: expected the PNG file to write for a {pipe.family} package, found none")
+            raise ConfigError(f"--out: expected the PNG or JPEG file to write for a {pipe.family} package, found none")
+        picture_format(args.out, "RGB")   # an extension edgegen cannot write is refused before the sampling
 
     def write_images(images) -> str:
         from .images import save_grid
@@ -115,6 +166,8 @@ def _cmd_bench(args) -> None:
     from .bench import write_report
     from .runtimes.feeds import parse_dim_sizes, parse_sweep
 
+    if args.vs_torch:
+        _require_export("edgegen bench --vs-torch")
     shapes = parse_dim_sizes(args.shapes, "--shapes")
     sweep = parse_sweep(args.sweep) or [{}]
     reports = [_bench_one(args, {**shapes, **sizes}) for sizes in sweep]
@@ -193,15 +246,17 @@ def _cmd_optimize(args) -> None:
 def _cmd_check(args) -> int:
     from .check import check_package, format_checks
 
-    checks = check_package(args.package, tensorrt=args.tensorrt, profiles=args.profile)
-    print(format_checks(checks, args.tensorrt))
+    checks = check_package(args.package, tensorrt=args.tensorrt, profiles=args.profile, target=args.target)
+    print(format_checks(checks))
     return 0 if all(c.ok for c in checks) else 1   # 1: something will not parse
 
 
 def _cmd_build(args) -> None:
     from .runtimes.engines import build_package
 
-    engines = build_package(args.package, precision=args.precision, profiles=args.profile, cache_dir=args.cache_dir)
+    target = get_target(args.target)
+    engines = build_package(args.package, precision=args.precision or target.build_precision, profiles=args.profile,
+                            cache_dir=args.cache_dir, target=target)
     print(f"{len(engines)} engine(s) ready in {next(iter(engines.values())).parent}")
 
 
@@ -254,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .package import PRECISIONS, VARIANT_PRECISIONS
     from .runtimes.engines import ENGINE_PRECISIONS
 
-    parser = argparse.ArgumentParser(prog="edgegen", description="Generative models from PyTorch to fast edge engines.")
+    parser = _Parser(prog="edgegen", description="Generative models from PyTorch to fast edge engines.")
     parser.add_argument("--version", action="version", version=f"edgegen {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -272,15 +327,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the data to train on (default: the family's own; each family's choices are listed below)")
     p.add_argument("--out", required=True, help="checkpoint directory to write")
     p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the family's)")
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=None, help="examples per step (default: the family's)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default: the family's)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the weights and the data order")
     p.add_argument("--image-size", type=int, default=None, help="default: the family's")
     p.add_argument("--channels", type=int, choices=(1, 3), default=None, help="1 grey, 3 RGB (default: the data's own)")
-    p.add_argument("--latent-dim", type=int, default=None)
+    p.add_argument("--latent-dim", type=int, default=None, help="latent size of the families that have one "
+                   "(default: the family's)")
     _add_family_options(p, "train", {f.name: f.train_options for f in registered})
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
-    p.set_defaults(func=_cmd_train)
+    p.set_defaults(func=_cmd_train, export_side="edgegen train")
 
     p = sub.add_parser("export", help="export a checkpoint to a validated model package")
     p.add_argument("checkpoint", nargs="?", default=None,
@@ -290,8 +346,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="import a Hugging Face save_pretrained directory instead of an edgegen checkpoint")
     p.add_argument("--out", required=True, help="package directory to write")
     p.add_argument("--data", default=None, help="data for the validation gate (default: the training data)")
-    p.add_argument("--opset", type=int, default=23)
-    p.add_argument("--name", default=None)
+    p.add_argument("--opset", type=int, default=None,
+                   help=f"ONNX opset (default: the --target's, else {DEFAULT_OPSET}; 18 is the lowest the exporter writes)")
+    p.add_argument("--target", default=None, choices=tuple(TARGETS), help="where the package will run: picks the opset, "
+                   "and a TensorRT target checks the graphs with that TensorRT's parser table afterwards (exit status 1 "
+                   f"if one will not parse). {describe_targets(tuple(TARGETS))} (default: none, opset {DEFAULT_OPSET})")
+    p.add_argument("--name", default=None, help="the package's name (default: the checkpoint's)")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
     own = p.add_argument_group("your own PyTorch module (docs/bring-your-own-model.md)")
     own.add_argument("--module", default=None, metavar="FILE.py:FACTORY",
@@ -310,14 +370,16 @@ def build_parser() -> argparse.ArgumentParser:
                           "their traced size)")
     own.add_argument("--atol", type=float, default=1e-4, help="the gate's absolute tolerance (default 1e-4)")
     own.add_argument("--rtol", type=float, default=1e-3, help="the gate's relative tolerance (default 1e-3)")
-    p.set_defaults(func=_cmd_export)
+    p.set_defaults(func=_cmd_export, export_side="edgegen export")
 
-    p = sub.add_parser("generate", help="sample from a package and write a PNG grid (or stream text)")
-    p.add_argument("package")
-    p.add_argument("--n", type=int, default=16)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None, help="the file to write: a PNG grid of images (families that make text, "
-                                                   "audio or arrays say what they write below)")
+    p = sub.add_parser("generate", help="sample from a package and write a PNG or JPEG grid (or stream text)")
+    p.add_argument("package", help=PACKAGE_HELP)
+    p.add_argument("--n", type=int, default=16, help="samples to draw")
+    p.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same samples")
+    p.add_argument("--out", default=None, help="the file to write: a grid of images, PNG or JPEG by its extension "
+                                               "(families that make text, audio or arrays say what they write below)")
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                   help="run the package's int8 / fp16 / fused variant (edgegen optimize adds them)")
     p.add_argument("--nrow", type=int, default=None, help="images per row (default: square grid)")
     p.add_argument("--scale", type=int, default=None, help="pixel upscaling of the grid (default: to ~64 px a picture)")
     _add_family_options(p, "generate", {f.name: f.options for f in registered})
@@ -325,10 +387,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_generate)
 
     p = sub.add_parser("bench", help="measure latency of a package's graphs")
-    p.add_argument("package")
-    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("package", help=PACKAGE_HELP)
+    p.add_argument("--batch", type=int, default=1, help="inputs per graph call")
     p.add_argument("--iters", type=int, default=200, help="graph calls per engine (token packages: a tenth as many whole generations)")
-    p.add_argument("--warmup", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=20, help="untimed calls per engine first")
     p.add_argument("--json", default=None, help="write the report as JSON here")
     p.add_argument("--precision", default="fp32", choices=PRECISIONS,
                    help="run the package's int8 / fp16 / fused variants where it has them")
@@ -345,52 +407,58 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("optimize", help="add int8 or fp16 variants of a package's graphs, each behind a quality gate")
-    p.add_argument("package")
+    p.add_argument("package", help=PACKAGE_HELP)
     p.add_argument("--precision", required=True, choices=VARIANT_PRECISIONS,
                    help="fused: fp32 after ONNX Runtime's transformer fusions (the transformer families: "
                         f"{', '.join(f.name for f in registered if f.fusion)}; ort-cpu only)")
     p.add_argument("--calibration", type=int, default=64, help="int8: inputs to calibrate activation ranges on (default 64)")
-    p.add_argument("--target", default="ort-cpu", choices=("ort-cpu", "tensorrt"),
-                   help="ort-cpu keeps an int8 variant only where it is faster here; tensorrt keeps every one that passes its gate")
+    p.add_argument("--target", default="ort-cpu", choices=tuple(TARGETS),
+                   help="ort-cpu keeps a variant only where it is faster here; a TensorRT target (tensorrt, jetpack6, "
+                        "jetpack7) keeps every one that passes its gate and takes int8 and fp16 only")
     p.add_argument("--checkpoint", default=None,
                    help="the checkpoint the package was exported from (default: the path its manifest records)")
     p.add_argument("--inputs", default=None, metavar="NPZ",
                    help="feeds to calibrate (first half) and gate (second half) on, instead of the checkpoint's data "
                         "(a generic package: default the held-out inputs recorded at export)")
-    p.set_defaults(func=_cmd_optimize)
+    p.set_defaults(func=_cmd_optimize, export_side="edgegen optimize")
 
     p = sub.add_parser("check", help="without a GPU: what TensorRT's ONNX parser will refuse in a package")
-    p.add_argument("package")
-    p.add_argument("--target", default="tensorrt", choices=("tensorrt",))
-    p.add_argument("--tensorrt", default="10.15", help="TensorRT version whose parser table to use: 10.15 or 10.3 (JetPack 6)")
+    p.add_argument("package", help=PACKAGE_HELP)
+    p.add_argument("--target", default="tensorrt", choices=TENSORRT_TARGETS, help=describe_targets(TENSORRT_TARGETS))
+    p.add_argument("--tensorrt", default=None, metavar="VERSION",
+                   help="judge by this TensorRT release's parser table, 10.15 or 10.3 (default: this machine's own "
+                        "TensorRT parser where the tensorrt module is installed, else the target's release)")
     p.add_argument("--profile", action="append", default=None, metavar="NAME=MIN:OPT:MAX",
                    help="an optimization profile for a dynamic dim (repeatable), e.g. batch=1:4:8")
     p.set_defaults(func=_cmd_check)
 
     p = sub.add_parser("build", help="build (or find in the cache) TensorRT engines for a package on this GPU")
-    p.add_argument("package")
-    p.add_argument("--backend", default="tensorrt", choices=("tensorrt",))
-    p.add_argument("--precision", default="fp32", choices=ENGINE_PRECISIONS)
+    p.add_argument("package", help=PACKAGE_HELP)
+    p.add_argument("--backend", default="tensorrt", choices=("tensorrt",), help="the engine kind")
+    p.add_argument("--target", default="tensorrt", choices=TENSORRT_TARGETS,
+                   help="refuses to build where this machine's TensorRT is not the target's; sets the default precision")
+    p.add_argument("--precision", default=None, choices=ENGINE_PRECISIONS,
+                   help="engine precision (default: fp16 for a Jetson target, else fp32)")
     p.add_argument("--profile", action="append", default=None, metavar="NAME=MIN:OPT:MAX",
                    help="optimization profile of a dynamic dim (default: batch 1:1:16, others 1:1:their limit)")
     p.add_argument("--cache-dir", default=None, help="engine cache folder (default: PACKAGE/.edgegen-cache/tensorrt)")
     p.set_defaults(func=_cmd_build)
 
     p = sub.add_parser("info", help="show a package's manifest")
-    p.add_argument("package")
+    p.add_argument("package", help=PACKAGE_HELP)
     p.set_defaults(func=_cmd_info)
 
     p = sub.add_parser("doctor", help="which backends and versions this machine has")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=_cmd_doctor)
 
     p = sub.add_parser("demo", help="train/export/generate/bench every family and write demo/index.md")
-    p.add_argument("--out", default="demo")
+    p.add_argument("--out", default="demo", help="the folder to write the demo into")
     p.add_argument("--train", action="store_true", help="train from scratch instead of using the shipped weights")
     p.add_argument("--iters", type=int, default=200, help="benchmark iterations per engine")
     p.add_argument("--only", nargs="+", default=None, metavar="FAMILY", help="only these families' models")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
-    p.set_defaults(func=_cmd_demo)
+    p.set_defaults(func=_cmd_demo, export_side="edgegen demo")
 
     for family in registered:   # commands a family brings for its use case (edgegen upscale)
         for reference in family.commands:
@@ -410,6 +478,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USER_ERROR
     args = parser.parse_args(argv)
     try:
+        if getattr(args, "export_side", None):
+            _require_export(args.export_side)
         code = args.func(args)
     except EdgegenError as exc:
         if args.debug:
@@ -419,6 +489,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("edgegen: interrupted", file=sys.stderr)
         return 130
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in EXPORT_MODULES:
+            raise
+        if args.debug:
+            traceback.print_exc()
+        print(f"edgegen: error: edgegen {args.command} needs the export extra here: {EXPORT_EXTRA} "
+              f"(found no {exc.name})", file=sys.stderr)
+        return EXIT_USER_ERROR
     except BrokenPipeError:
         # the reader went away (edgegen info | head): say so once, and keep Python's exit
         # flush from raising again on the closed pipe

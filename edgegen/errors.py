@@ -56,3 +56,7 @@ class OutputExistsError(EdgegenError):
 
 class PackageBusyError(EdgegenError):
     """Another edgegen command is writing the same package or checkpoint."""
+
+
+class MissingExtraError(EdgegenError):
+    """A command needs a part of edgegen this install left out (the export side on a device)."""

@@ -1,4 +1,4 @@
-"""Image grids as PNG: numpy and pillow only, so the runtime can write them."""
+"""Image grids and pictures as PNG or JPEG: numpy and pillow only, so the runtime can write them."""
 
 from __future__ import annotations
 
@@ -45,10 +45,9 @@ def grid(images: np.ndarray, nrow: int | None = None, pad: int = 2, scale: int =
 
 
 def save_grid(images: np.ndarray, path: str | os.PathLike, nrow: int | None = None, scale: int | None = None) -> None:
-    """Write the grid as a PNG, atomically; the same images give the same bytes.
-    scale: pixel repetition; default enlarges each picture to about 64 pixels."""
-    if os.path.isdir(path):
-        raise InputError(f"output {str(path)!r}: expected a PNG file path, found a directory")
+    """Write the grid atomically as a PNG or JPEG, by the extension of `path`; the same images
+    give the same bytes. scale: pixel repetition; default enlarges each picture to about 64 pixels."""
+    picture_format(path, "L" if images.ndim == 4 and images.shape[1] == 1 else "RGB")
     if scale is not None and (not isinstance(scale, int) or scale < 1):
         raise InputError(f"scale: expected a positive integer, found {scale!r}")
     scale = scale or max(1, round(64 / images.shape[-1]))
@@ -56,9 +55,7 @@ def save_grid(images: np.ndarray, path: str | os.PathLike, nrow: int | None = No
     if pixels > MAX_GRID_PIXELS:
         raise InputError(f"scale {scale}: expected a grid of at most {MAX_GRID_PIXELS // 10**6} megapixels, found "
                          f"{pixels / 1e6:.0f} (fewer images or a smaller --scale)")
-    buffer = io.BytesIO()
-    Image.fromarray(grid(images, nrow=nrow, scale=scale)).save(buffer, format="PNG")
-    atomic_write_bytes(path, buffer.getvalue())
+    write_picture(Image.fromarray(grid(images, nrow=nrow, scale=scale)), path)
 
 
 def load_image(path: str | os.PathLike, shape: tuple[int, int, int]) -> np.ndarray:

@@ -12,7 +12,7 @@ PSNR for images, audio and other float outputs; top-1 agreement and cosine simil
 token logits. Below the threshold it is not written, and the manifest records why. For the
 ort-cpu target a variant is also kept only where it pays: at least 5% faster than fp32 here
 at batch 8, or at the family's typical call where it declares one (measured side by side); for
-the tensorrt target every variant that passes.
+a TensorRT target (tensorrt, jetpack6, jetpack7) every variant that passes.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ from .families import families, package_config
 from .families import get as get_family
 from .package import VARIANT_PRECISIONS, Package, write_manifest
 from .storage import atomic_write_bytes, clean_temporaries, fault_point, writer_lock
+from .targets import get_target
 
-TARGETS = ("ort-cpu", "tensorrt")
 MIN_PSNR_DB = {"int8": 30.0, "fp16": 40.0, "fused": 60.0}
 MIN_TOP1, MIN_COSINE = 0.95, 0.995
 GATE_BATCHES, BATCH = 4, 8
@@ -76,11 +76,10 @@ def optimize_package(path: str | os.PathLike, precision: str, calibration: int =
 
     if precision not in VARIANT_PRECISIONS:
         raise ConfigError(f"precision {precision!r}: expected one of {', '.join(VARIANT_PRECISIONS)}")
-    if target not in TARGETS:
-        raise ConfigError(f"target {target!r}: expected one of {', '.join(TARGETS)}")
-    if precision == "fused" and target != "ort-cpu":
-        raise ConfigError("precision 'fused': expected target ort-cpu (the fusions are ONNX Runtime's own contrib "
-                          f"ops, which TensorRT does not read), found {target!r}")
+    if precision not in get_target(target).variant_precisions:
+        raise ConfigError(f"precision {precision!r}: expected one the {target} target takes "
+                          f"({', '.join(get_target(target).variant_precisions)}; fused holds ONNX Runtime's own contrib "
+                          "ops, which TensorRT does not read), found another")
     if isinstance(calibration, bool) or not isinstance(calibration, int) or calibration < BATCH:
         raise ConfigError(f"calibration: expected at least {BATCH} inputs, found {calibration!r}")
     Package(path)   # a missing or broken package is refused before waiting for its lock
@@ -309,4 +308,4 @@ def _clean(package: Package) -> None:
             fault_point(f"removed unnamed variant {entry.name}")
 
 
-__all__ = ["optimize_package", "gate_variant", "psnr", "TARGETS"]
+__all__ = ["optimize_package", "gate_variant", "psnr"]

@@ -8,6 +8,7 @@ import os
 import numpy as np
 
 from .errors import BackendError
+from .images import picture_format
 from .storage import atomic_write_bytes
 
 
@@ -23,7 +24,9 @@ def _pyplot():
 
 
 def save_density_plot(pipe, samples: np.ndarray, path: str | os.PathLike, grid: int = 200) -> None:
-    """A 2-D flow's samples scattered over its log-density heat map (the forward graph on a grid)."""
+    """A 2-D flow's samples scattered over its log-density heat map (the forward graph on a grid),
+    as a PNG or JPEG by the extension of `path`."""
+    kind = picture_format(path, "RGB")
     plt = _pyplot()
     low, high = np.percentile(samples, 0.5, axis=0), np.percentile(samples, 99.5, axis=0)
     pad = 0.25 * (high - low)
@@ -38,7 +41,7 @@ def save_density_plot(pipe, samples: np.ndarray, path: str | os.PathLike, grid: 
     fig.colorbar(image, ax=ax, label="log density (nats)")
     ax.set_title(f"{pipe.package.manifest.name}: {len(samples)} samples over the learned density")
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", bbox_inches="tight")
+    fig.savefig(buffer, format=kind.lower(), bbox_inches="tight")
     plt.close(fig)
     atomic_write_bytes(path, buffer.getvalue())
 

@@ -34,8 +34,10 @@ def test_check_reports_ops_opsets_quantization_and_unprofiled_dims(package_copy,
     assert not old[0].ok and "opset 23" in old[0].problems[0] and not old[0].unprofiled_dims
     assert old[0].profile == (("z", (1, 64), (1, 64), (16, 64)),)   # what build derives: batch 1:1:16
     assert main(["check", str(pkg), "--tensorrt", "10.3"]) == 1
+    assert main(["check", str(pkg), "--target", "jetpack6"]) == 1   # JetPack 6 is TensorRT 10.3
+    assert "will NOT parse (judged by TensorRT 10.3's parser table)" in capsys.readouterr().out
     assert main(["check", str(pkg), "--profile", "batch=1:8:16"]) == 0
-    assert "parses with TensorRT 10.15" in capsys.readouterr().out
+    assert "parses (judged by TensorRT 10.15's parser table)" in capsys.readouterr().out
 
 
 def test_check_flags_unsupported_ops_custom_domains_and_nonzero_zero_points(package_copy):
@@ -62,3 +64,105 @@ def test_profiles_are_checked():
     for bad in ("batch=1:4", "batch=8:4:1", "batch=a:b:c"):
         with pytest.raises(ConfigError, match="profile"):
             parse_profiles([bad])
+
+
+def test_the_graph_reader_sees_what_onnx_sees(package_copy):
+    """check reads graphs without onnx (a device has only onnxruntime): its reader must agree
+    with onnx's own parser on the opsets, every node and the zero points."""
+    from onnx import numpy_helper
+
+    from edgegen.graph_summary import read_graph_summary
+
+    pkg = package_copy("gan")
+    optimize_package(pkg, "int8", calibration=16, target="tensorrt", progress=lambda line: None)
+    variant = next(pkg.glob("generator.int8.*.onnx"))
+    for path in (pkg / "generator.onnx", variant):
+        model = onnx.load(str(path))
+        summary = read_graph_summary(path)
+        assert summary.opsets == {o.domain: o.version for o in model.opset_import}
+        assert [(n.op_type, n.domain, n.name, n.inputs) for n in summary.nodes] == \
+            [(n.op_type, n.domain, n.name, tuple(n.input)) for n in model.graph.node]
+        small = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer if i.ByteSize() <= 4096}
+        assert summary.nonzero_constants == {name for name, value in small.items() if value.any()}
+    assert any(n.op_type == "QuantizeLinear" for n in read_graph_summary(variant).nodes)
+
+
+class FakeTensorRT:
+    """Stands in for the tensorrt module's parser API (Builder, network, OnnxParser with its
+    errors), to test that check routes a device's own parser verdict; no TensorRT runs here."""
+
+    __version__ = "10.3.0"
+
+    class Logger:
+        WARNING = ERROR = 0
+
+        def __init__(self, level):
+            pass
+
+    class NetworkDefinitionCreationFlag:
+        STRONGLY_TYPED = 1
+
+    class Builder:
+        def __init__(self, logger):
+            pass
+
+        def create_network(self, flags):
+            return object()
+
+    class OnnxParser:
+        refused: dict = {}
+
+        def __init__(self, network, logger):
+            self.errors = []
+
+        def parse_from_file(self, path):
+            self.errors = list(self.refused.get(path.rsplit("/", 1)[-1], []))
+            return not self.errors
+
+        @property
+        def num_errors(self):
+            return len(self.errors)
+
+        def get_error(self, i):
+            return self.errors[i]
+
+
+def test_check_asks_the_devices_own_tensorrt_parser_where_it_is_installed(package_copy, monkeypatch, capsys):
+    import importlib.machinery
+    import sys
+
+    pkg = package_copy("gan")
+    fake = FakeTensorRT()
+    fake.__spec__ = importlib.machinery.ModuleSpec("tensorrt", None)
+    monkeypatch.setitem(sys.modules, "tensorrt", fake)
+    FakeTensorRT.OnnxParser.refused = {"generator.onnx": ["In node 3 (Resize): UNSUPPORTED_NODE: mode cubic"]}
+    (check,) = check_package(pkg)
+    assert check.judge == "this machine's TensorRT 10.3.0 parser" and not check.ok
+    assert check.problems == ["TensorRT's parser: In node 3 (Resize): UNSUPPORTED_NODE: mode cubic"]
+    assert check.unsupported == {}   # the table is not asked: opset 23 would be refused by 10.3's table
+    FakeTensorRT.OnnxParser.refused = {}
+    assert main(["check", str(pkg)]) == 0
+    assert "parses (judged by this machine's TensorRT 10.3.0 parser)" in capsys.readouterr().out
+    (by_table,) = check_package(pkg, "10.3")   # a release named: its table, even where TensorRT is installed
+    assert not by_table.ok and by_table.judge == "TensorRT 10.3's parser table"
+
+
+def test_targets_pick_the_opset_and_tensorrt_release(trained, tmp_path, capsys):
+    from edgegen.graph_summary import read_graph_summary
+    from edgegen.targets import get_target, release_mismatch
+
+    out = tmp_path / "gan-jetpack6"
+    assert main(["export", str(trained["gan"][0]), "--out", str(out), "--target", "jetpack6"]) == 0
+    assert read_graph_summary(out / "generator.onnx").opset == 18
+    assert "parses (judged by TensorRT 10.3's parser table)" in capsys.readouterr().out
+    assert main(["export", str(trained["gan"][0]), "--out", str(tmp_path / "x"), "--target", "jetpack6",
+                 "--opset", "23"]) == 2
+    assert "--opset 23: expected at most 18 for target jetpack6" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+    assert main(["optimize", str(out), "--precision", "fused", "--target", "jetpack6"]) == 2
+    assert "expected one the jetpack6 target takes (int8, fp16" in capsys.readouterr().err
+    jetpack6, jetpack7 = get_target("jetpack6"), get_target("jetpack7")
+    assert release_mismatch(jetpack6, "10.3.0.30") is None and release_mismatch(jetpack7, "10.15.1") is None
+    assert "expected TensorRT 10.3 " in release_mismatch(jetpack6, "10.7.0")
+    assert "expected TensorRT 10.14 or later" in release_mismatch(jetpack7, "10.13.3")
+    assert release_mismatch(get_target("tensorrt"), "9.0") is None

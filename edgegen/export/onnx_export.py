@@ -14,8 +14,7 @@ import torch
 
 from ..errors import ValidationError
 from ..package import TensorSpec
-
-DEFAULT_OPSET = 23
+from ..targets import DEFAULT_OPSET
 _ONNX_DTYPES = {
     onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16", onnx.TensorProto.INT64: "int64",
     onnx.TensorProto.INT32: "int32", onnx.TensorProto.INT8: "int8", onnx.TensorProto.UINT8: "uint8",

@@ -238,24 +238,45 @@ def _engine_key() -> bytes:
                            f"(it signs the engines this user builds), found: {exc.strerror or exc}") from None
 
 
-def build_engine(onnx_path: Path, profile: tuple, workspace_bytes: int = DEFAULT_WORKSPACE_BYTES,
-                 timing_cache: Path | None = None) -> bytes:
-    """A serialized engine from an ONNX file with TensorRT's Python API: a strongly typed
-    network (the precision is in the graph: fp32, fp16 casts or int8 Q/DQ), one optimization
-    profile, a workspace limit, and a persisted timing cache. Works with TensorRT 10 and 11."""
+def _tensorrt():
     try:
         import tensorrt as trt
     except ImportError:
         raise BackendError("backend 'tensorrt': expected the tensorrt Python package (pip install tensorrt, or "
                            "JetPack's system package in a --system-site-packages venv), found it missing") from None
+    return trt
+
+
+def _parse(trt, builder, logger, onnx_path: Path):
+    """(network, parser, errors): the graph through TensorRT's own ONNX parser into a strongly
+    typed network (the precision is in the graph). The parser is returned with the network,
+    which it must outlive."""
+    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    parser = trt.OnnxParser(network, logger)
+    if parser.parse_from_file(str(onnx_path)):
+        return network, parser, []
+    return network, parser, [str(parser.get_error(i)) for i in range(parser.num_errors)] or ["no error recorded"]
+
+
+def parser_errors(onnx_path: Path) -> list[str]:
+    """What this machine's TensorRT parser says of a graph: [] when it parses (`edgegen check`
+    on a device that has TensorRT asks it instead of the transcribed table)."""
+    trt = _tensorrt()
+    logger = trt.Logger(trt.Logger.ERROR)
+    return _parse(trt, trt.Builder(logger), logger, Path(onnx_path))[2]
+
+
+def build_engine(onnx_path: Path, profile: tuple, workspace_bytes: int = DEFAULT_WORKSPACE_BYTES,
+                 timing_cache: Path | None = None) -> bytes:
+    """A serialized engine from an ONNX file with TensorRT's Python API: a strongly typed
+    network (the precision is in the graph: fp32, fp16 casts or int8 Q/DQ), one optimization
+    profile, a workspace limit, and a persisted timing cache. Works with TensorRT 10 and 11."""
+    trt = _tensorrt()
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-    network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(onnx_path)):
-        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise BackendError(f"graph {onnx_path.name!r}: TensorRT's ONNX parser refused it: {errors} "
+    network, parser, errors = _parse(trt, builder, logger, onnx_path)
+    if errors:
+        raise BackendError(f"graph {onnx_path.name!r}: TensorRT's ONNX parser refused it: {'; '.join(errors)} "
                            f"(edgegen check shows what it cannot take)")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_bytes))
@@ -299,9 +320,16 @@ def device_identity() -> tuple[str, str, str]:
 
 def build_package(path: str | os.PathLike, precision: str = "fp32", profiles: list[str] | None = None,
                   cache_dir: str | os.PathLike | None = None, workspace_bytes: int = DEFAULT_WORKSPACE_BYTES,
-                  report=print) -> dict[str, Path]:
+                  report=print, target=None) -> dict[str, Path]:
     """`edgegen build pkg --backend tensorrt`: an engine per graph, from the cache when its key
-    matches, else built here and cached. Returns {part: engine path}."""
+    matches, else built here and cached. Returns {part: engine path}. A `target` (targets.Target)
+    whose TensorRT release is not this machine's is refused: engines are built on the device."""
+    if target is not None:
+        from ..targets import release_mismatch
+
+        mismatch = release_mismatch(target, device_identity()[0])
+        if mismatch:
+            raise BackendError(f"{mismatch} (build the engines on the device they will run on)")
     return {part: path for part, (path, _) in
             cached_engines(path, precision, profiles, cache_dir, workspace_bytes, report).items()}
 

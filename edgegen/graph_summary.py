@@ -1,0 +1,105 @@
+"""What `edgegen check` reads from an ONNX graph, found without onnx (runtime code, so that a
+device with only onnxruntime can check its packages): the opsets the model imports, each
+top-level node's op type, domain, name and inputs, and which initializers hold only zeros.
+
+It walks the protobuf wire format with the reader in external_data.py; the weights are
+memory-mapped and scanned only for the small constants a check asks about (zero points).
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from dataclasses import dataclass, field
+
+from .errors import PackageError
+from .external_data import MODEL_GRAPH, _fields
+
+# field numbers of onnx.proto3
+MODEL_OPSET_IMPORT, OPSET_DOMAIN, OPSET_VERSION = 8, 1, 2
+GRAPH_NODE, GRAPH_INITIALIZER = 1, 5
+NODE_INPUT, NODE_NAME, NODE_OP_TYPE, NODE_DOMAIN = 1, 3, 4, 7
+TENSOR_NAME, TENSOR_RAW_DATA = 8, 9
+TENSOR_NUMBERS = (4, 5, 7, 10, 11)   # float_data, int32_data, int64_data, double_data, uint64_data
+SMALL_CONSTANT_BYTES = 4096   # zero points and scales; larger initializers are weights, not scanned
+
+
+@dataclass(frozen=True)
+class Node:
+    op_type: str
+    domain: str
+    name: str
+    inputs: tuple[str, ...]
+
+
+@dataclass
+class GraphSummary:
+    opsets: dict[str, int] = field(default_factory=dict)      # domain ("" for ai.onnx) -> version
+    nodes: list[Node] = field(default_factory=list)
+    nonzero_constants: set[str] = field(default_factory=set)  # small initializers with a nonzero value
+
+    @property
+    def opset(self) -> int:
+        return self.opsets.get("", self.opsets.get("ai.onnx", 0))
+
+
+def read_graph_summary(path: str | os.PathLike) -> GraphSummary:
+    summary = GraphSummary()
+    with open(path, "rb") as f:
+        if os.fstat(f.fileno()).st_size == 0:
+            raise PackageError(f"graph {str(path)!r}: expected an ONNX protobuf, found an empty file")
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            try:
+                for number, value in _fields(data, 0, len(data)):
+                    if number == MODEL_OPSET_IMPORT and isinstance(value, tuple):
+                        entry = dict(_fields(data, *value))
+                        summary.opsets[_text(data, entry.get(OPSET_DOMAIN))] = int(entry.get(OPSET_VERSION, 0))
+                    elif number == MODEL_GRAPH and isinstance(value, tuple):
+                        _graph(data, *value, summary)
+            except (IndexError, KeyError, TypeError, ValueError, UnicodeDecodeError) as exc:
+                raise PackageError(f"graph {str(path)!r}: expected an ONNX protobuf, found bytes that do not parse "
+                                   f"({exc})") from None
+    return summary
+
+
+def _graph(data, start: int, end: int, summary: GraphSummary) -> None:
+    for number, value in _fields(data, start, end):
+        if number == GRAPH_NODE and isinstance(value, tuple):
+            summary.nodes.append(_node(data, *value))
+        elif number == GRAPH_INITIALIZER and isinstance(value, tuple) and value[1] - value[0] <= SMALL_CONSTANT_BYTES:
+            name, nonzero = _constant(data, *value)
+            if nonzero:
+                summary.nonzero_constants.add(name)
+
+
+def _node(data, start: int, end: int) -> Node:
+    inputs, name, op_type, domain = [], "", "", ""
+    for number, value in _fields(data, start, end):
+        if number == NODE_INPUT:
+            inputs.append(_text(data, value))
+        elif number == NODE_NAME:
+            name = _text(data, value)
+        elif number == NODE_OP_TYPE:
+            op_type = _text(data, value)
+        elif number == NODE_DOMAIN:
+            domain = _text(data, value)
+    return Node(op_type, domain, name, tuple(inputs))
+
+
+def _constant(data, start: int, end: int) -> tuple[str, bool]:
+    """(name, whether any stored value is nonzero): the bytes of raw_data or of a packed number
+    field (zero in every dtype is all zero bytes); an unpacked fixed-width number, which the
+    reader skips, counts as nonzero."""
+    name, nonzero = "", False
+    for number, value in _fields(data, start, end):
+        if number == TENSOR_NAME:
+            name = _text(data, value)
+        elif number == TENSOR_RAW_DATA and isinstance(value, tuple):
+            nonzero |= any(data[value[0]:value[1]])
+        elif number in TENSOR_NUMBERS:
+            nonzero |= any(data[value[0]:value[1]]) if isinstance(value, tuple) else value != 0
+    return name, nonzero
+
+
+def _text(data, span) -> str:
+    return bytes(data[span[0]:span[1]]).decode("utf-8") if isinstance(span, tuple) else ""

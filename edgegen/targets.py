@@ -1,0 +1,77 @@
+"""Deployment targets: where a package will run, and what that decides for export, optimize,
+check and build (docs/tensorrt-and-jetson.md). Runtime code: no torch, no onnx.
+
+A TensorRT target names the TensorRT release its ONNX parser comes from. That release
+decides the opset to export at (JetPack 6's TensorRT 10.3 has no ONNX Attention op, parsed
+from 10.14 on, so its graphs are exported at opset 18, where attention stays
+MatMul-Softmax-MatMul and TensorRT fuses it itself), the parser table `check` uses off the
+device, and the engine precisions `build` takes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import ConfigError
+
+DEFAULT_OPSET = 23   # ONNX Runtime's fused Attention op; the ort-cpu and desktop TensorRT targets
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    description: str
+    opset: int                       # what `export --target` exports at
+    tensorrt: str | None = None      # the parser table `check` uses; None: not a TensorRT target
+    tensorrt_releases: tuple[str, str | None] | None = None   # the oldest and newest release `build` expects there
+    build_precision: str = "fp32"    # `build`'s default engine precision there
+    variant_precisions: tuple[str, ...] = ("int8", "fp16", "fused")   # what `optimize` may add
+
+    @property
+    def uses_tensorrt(self) -> bool:
+        return self.tensorrt is not None
+
+
+TARGETS = {
+    "ort-cpu": Target("ort-cpu", "ONNX Runtime on a CPU (keeps a variant only where it is faster here)", opset=DEFAULT_OPSET),
+    "tensorrt": Target("tensorrt", "a desktop or server NVIDIA GPU with TensorRT 10.14 or later", opset=DEFAULT_OPSET,
+                       tensorrt="10.15", variant_precisions=("int8", "fp16")),
+    "jetpack6": Target("jetpack6", "Jetson Orin on JetPack 6 (L4T r36): TensorRT 10.3, CUDA 12.6", opset=18,
+                       tensorrt="10.3", tensorrt_releases=("10.3", "10.3"), build_precision="fp16",
+                       variant_precisions=("int8", "fp16")),
+    "jetpack7": Target("jetpack7", "a Jetson on JetPack 7 (L4T r38): TensorRT 10.14 or later, CUDA 13",
+                       opset=DEFAULT_OPSET, tensorrt="10.15", tensorrt_releases=("10.14", None), build_precision="fp16",
+                       variant_precisions=("int8", "fp16")),
+}
+TENSORRT_TARGETS = tuple(name for name, target in TARGETS.items() if target.uses_tensorrt)
+
+
+def get_target(name: str, allowed: tuple[str, ...] | None = None) -> Target:
+    allowed = allowed or tuple(TARGETS)
+    if name not in allowed:
+        raise ConfigError(f"target {name!r}: expected one of {', '.join(allowed)}, found another")
+    return TARGETS[name]
+
+
+def describe_targets(names: tuple[str, ...]) -> str:
+    """Help text: one clause per target."""
+    return "; ".join(f"{name}: {TARGETS[name].description}" for name in names)
+
+
+def release_mismatch(target: Target, version: str) -> str | None:
+    """Why this machine's TensorRT `version` is not the one `target` names, or None. Engines
+    are built on the device itself; one built against another release would not load there."""
+    if target.tensorrt_releases is None:
+        return None
+    oldest, newest = target.tensorrt_releases
+    found = _major_minor(version)
+    if found < _major_minor(oldest) or (newest is not None and found > _major_minor(newest)):
+        expected = oldest if oldest == newest else f"{oldest} or later" if newest is None else f"{oldest} to {newest}"
+        return (f"target {target.name}: expected TensorRT {expected} ({target.description}), found TensorRT {version} "
+                "on this machine")
+    return None
+
+
+def _major_minor(version: str) -> tuple[int, int]:
+    parts = [int(p) for p in version.split(".")[:2] if p.isdigit()]
+    return (parts + [0, 0])[0], (parts + [0, 0])[1]
