@@ -123,9 +123,11 @@ def torch_runners(checkpoint: str | os.PathLike, pipe, feeds: dict[str, dict[str
 
 def bench_package(path: str | os.PathLike, batch: int = 8, iters: int = 200, warmup: int = 20, backend: str = "auto",
                   threads: int | None = None, vs_torch: str | os.PathLike | None = None, precision: str = "fp32",
-                  shapes: dict[str, int] | None = None) -> dict:
+                  shapes: dict[str, int] | None = None, energy: bool = True) -> dict:
     """Time every graph of the package; with vs_torch, PyTorch eager on the same inputs, interleaved.
-    shapes: the size of each dynamic dim other than the batch (default: the family's, else 1)."""
+    shapes: the size of each dynamic dim other than the batch (default: the family's, else 1).
+    energy: then run each engine again for ENERGY_SECONDS with the machine's power source read
+    (power.py), for watts and joules per result (one result: one batch item)."""
     from .runtimes import load
 
     if batch < 1 or iters < 1 or warmup < 0:
@@ -133,7 +135,7 @@ def bench_package(path: str | os.PathLike, batch: int = 8, iters: int = 200, war
     threads = threads or os.cpu_count()
     pipe = load(path, backend=backend, threads=threads, precision=precision)
     if get_family(pipe.family).bench == "tokens":
-        return bench_generation(pipe, path, batch, iters, warmup, threads, vs_torch)
+        return bench_generation(pipe, path, batch, iters, warmup, threads, vs_torch, energy)
     family = get_family(pipe.family)
     shapes = {**(family.bench_dims(pipe.config) if family.bench_dims else {}), **(shapes or {})}
     shapes.pop("batch", None)   # --batch sets it
@@ -151,6 +153,7 @@ def bench_package(path: str | os.PathLike, batch: int = 8, iters: int = 200, war
         engines.update({(part, "torch eager"): fn for part, fn in runners.items()})
     timings = interleaved_timings(engines, iters, warmup)
     results = _results(timings, lambda stats: batch * 1e3 / stats["mean_ms"])
+    energy_note = add_energy(results, engines, batch) if energy else "not asked for"
     for row in results:   # image outputs: megapixels made per second, the figure that compares tile sizes
         if pixels[row["graph"]]:
             row["megapixels_per_s"] = round(pixels[row["graph"]] / 1e3 / row["mean_ms"], 3)
@@ -165,8 +168,28 @@ def bench_package(path: str | os.PathLike, batch: int = 8, iters: int = 200, war
         "peak_rss_mb": {"runtime": runtime_rss, "process": peak_rss_mb()},
         "machine": {**machine_info(), **versions},
         "results": results,
+        "energy": energy_note,
         "speedup_vs_torch_p50": ratios,
     }
+
+
+def add_energy(results: list[dict], engines: dict, results_per_call: int, seconds: float | None = None) -> str:
+    """Add watts and joules per result to each row, measured engine by engine with the first
+    power source this machine has; returns what measured them, or why nothing could."""
+    from .power import find_power_source, measure_energy
+
+    source, why = find_power_source()
+    if source is None:
+        return why
+    try:
+        for row in results:
+            energy, calls = measure_energy(source, engines[(row["graph"], row["engine"])],
+                                           ENERGY_SECONDS if seconds is None else seconds)
+            row["watts"] = round(energy.watts, 3)
+            row["joules_per_result"] = round(energy.joules / (calls * results_per_call), 6)
+    finally:
+        source.close()
+    return f"measured with {source.name}, each engine run alone for {ENERGY_SECONDS:g} s or more"
 
 
 def output_pixels(outputs: dict) -> int:
@@ -187,10 +210,12 @@ def _results(timings: dict, throughput: Callable[[dict], float]) -> list[dict]:
     return rows
 
 
+ENERGY_SECONDS = 1.0   # per engine: power sources update every few to 100 ms
 PROMPT_TOKENS, NEW_TOKENS = 32, 128   # the reference generation a token package is timed on
 
 
-def bench_generation(pipe, path, batch: int, iters: int, warmup: int, threads: int, vs_torch=None) -> dict:
+def bench_generation(pipe, path, batch: int, iters: int, warmup: int, threads: int, vs_torch=None,
+                     energy: bool = True) -> dict:
     """Token packages: whole greedy generations (PROMPT_TOKENS in, NEW_TOKENS out) rather than
     single graph calls; tokens/s per engine, and time to first token and per output token
     from a streamed batch-1 run. --vs-torch adds the checkpoint's own KV-cache loop in PyTorch."""
@@ -206,6 +231,7 @@ def bench_generation(pipe, path, batch: int, iters: int, warmup: int, threads: i
         engines[("generate", "torch eager")], versions["torch"] = torch_generation(vs_torch, pipe, prompts, threads)
     timings = interleaved_timings(engines, calls, max(1, warmup // 10))
     results = _results(timings, lambda stats: generated * 1e3 / stats["p50_ms"])
+    energy_note = add_energy(results, engines, generated) if energy else "not asked for"   # a result: a token
     ratios = {}
     if vs_torch is not None:
         ours, ref = timings[("generate", f"edgegen {pipe.backend}")], timings[("generate", "torch eager")]
@@ -220,6 +246,7 @@ def bench_generation(pipe, path, batch: int, iters: int, warmup: int, threads: i
         "peak_rss_mb": {"runtime": runtime_rss, "process": peak_rss_mb()},
         "machine": {**machine_info(), **versions},
         "results": results,
+        "energy": energy_note,
         "speedup_vs_torch_p50": ratios,
     }
 
@@ -253,15 +280,21 @@ def torch_generation(checkpoint, pipe, prompts: list[list[int]], threads: int):
 
 def format_table(report: dict) -> str:
     unit = "tokens/s" if "generation" in report else "samples/s"
+    result = "token" if "generation" in report else "sample"
     megapixels = any("megapixels_per_s" in r for r in report["results"])
-    head = f"| graph | engine | p50 ms | p90 ms | p99 ms | mean ms | min ms | {unit} |" + (" MP/s |" if megapixels else "")
-    lines = [head + " vs torch |", "|" + "---|" * (10 if megapixels else 9)]
+    energy = any("watts" in r for r in report["results"])
+    head = (f"| graph | engine | p50 ms | p90 ms | p99 ms | mean ms | min ms | {unit} |" + (" MP/s |" if megapixels else "")
+            + (f" W | mJ/{result} |" if energy else ""))
+    lines = [head + " vs torch |", "|" + "---|" * (9 + megapixels + 2 * energy)]
     for r in report["results"]:
         ratio = report["speedup_vs_torch_p50"].get(r["graph"]) if not r["engine"].startswith("torch") else None
         mp = f" {r.get('megapixels_per_s', 0):.2f} |" if megapixels else ""
+        joules = f" {r['watts']:.2f} | {r['joules_per_result'] * 1e3:.3f} |" if energy else ""
         lines.append(f"| {r['graph']} | {r['engine']} | {r['p50_ms']:.3f} | {r['p90_ms']:.3f} | {r['p99_ms']:.3f} | "
-                     f"{r['mean_ms']:.3f} | {r['min_ms']:.3f} | {r['throughput_per_s']:.0f} |{mp} "
+                     f"{r['mean_ms']:.3f} | {r['min_ms']:.3f} | {r['throughput_per_s']:.0f} |{mp}{joules} "
                      f"{f'{ratio:.2f}x' if ratio else ''} |")
+    if not energy and report.get("energy"):
+        lines.append(f"energy: not measured: {report['energy']}")
     return "\n".join(lines)
 
 

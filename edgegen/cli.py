@@ -24,7 +24,13 @@ def _require_export(what: str) -> None:
     """A command of the export side, on an install without it: one line, before any work."""
     import importlib.util
 
-    missing = [m for m in ("torch", "onnx", "onnxscript", "safetensors") if importlib.util.find_spec(m) is None]
+    def absent(module: str) -> bool:
+        try:
+            return importlib.util.find_spec(module) is None
+        except (ImportError, ValueError):   # a broken install, or a module set to None in sys.modules
+            return True
+
+    missing = [m for m in ("torch", "onnx", "onnxscript", "safetensors") if absent(m)]
     if missing:
         raise MissingExtraError(f"{what} needs the export extra: {EXPORT_EXTRA} (found no {', '.join(missing)} here)")
 
@@ -181,7 +187,7 @@ def _bench_one(args, shapes: dict) -> dict:
 
     report = bench_package(args.package, batch=args.batch, iters=args.iters, warmup=args.warmup,
                            backend=args.backend, threads=args.threads, vs_torch=args.vs_torch, precision=args.precision,
-                           shapes=shapes)
+                           shapes=shapes, energy=args.energy)
     print(f"{report['package']}: {report['family']}, backend {report['backend']}, precision {report['precision']}, "
           f"batch {report['batch']}" + "".join(f", {d} {n}" for d, n in report.get("shapes", {}).items())
           + f", threads {report['threads']}, {report['iters']} iters; "
@@ -400,6 +406,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shapes", action="append", default=None, metavar="NAME=SIZE[,NAME=SIZE]",
                    help="the size of each dynamic dim other than the batch, as trtexec's --shapes (default: the "
                         "traced sizes of a generic package, else 1)")
+    p.add_argument("--energy", default=True, action=argparse.BooleanOptionalAction,
+                   help="then run each engine alone for a second with the machine's power source read (NVML, a "
+                        "Jetson's INA3221 rails or tegrastats, RAPL): watts and millijoules per result")
     p.add_argument("--sweep", default=None, metavar="DIM[,DIM]=SIZE[,SIZE...]",
                    help="time each size in turn, the named dims set together, e.g. height,width=64,128,256 "
                         "(tile sizes of a super-resolution package); one table per size")

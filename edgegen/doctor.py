@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
+import re
 import shutil
 import subprocess
+from pathlib import Path
 
 from . import __version__
 
@@ -33,6 +36,78 @@ def _nvidia_gpus() -> list[str]:
     return [line.strip() for line in out.stdout.splitlines() if line.strip()]
 
 
+# Jetson Linux (L4T) release -> JetPack release, from NVIDIA's JetPack release notes; the
+# nvidia-jetpack Debian package's version is asked first where it is installed.
+JETPACK_FOR_L4T = {"38.2": "7.0", "36.4.4": "6.2.1", "36.4.3": "6.2", "36.4": "6.1", "36.3": "6.0", "36.2": "6.0 DP",
+                   "35.6.1": "5.1.5", "35.6": "5.1.4", "35.5": "5.1.3", "35.4.1": "5.1.2", "35.3.1": "5.1.1"}
+_RELEASE = re.compile(r"#\s*R(\d+)\s*\(release\),\s*REVISION:\s*([\d.]+)")
+_POWER_MODE_NAME = re.compile(r"<\s*POWER_MODEL\s+ID=(\d+)\s+NAME=(\S+?)\s*>")
+
+
+def _run(command: list[str]) -> str | None:
+    if shutil.which(command[0]) is None:
+        return None
+    try:
+        return subprocess.run(command, capture_output=True, text=True, timeout=20, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def jetson(root: Path = Path("/"), run=_run) -> dict | None:
+    """A Jetson's identity from its files and tools, or None elsewhere: the module, the Jetson
+    Linux (L4T) and JetPack releases, the power mode and the CUDA toolkit. `root` and `run` let
+    the tests read recorded files and command output."""
+    release = _read(root / "etc" / "nv_tegra_release")
+    match = _RELEASE.search(release or "")
+    if not match:
+        return None
+    l4t = f"{match.group(1)}.{match.group(2)}"
+    packaged = (run(["dpkg-query", "-W", "-f=${Version}", "nvidia-jetpack"]) or "").strip()
+    jetpack = packaged.split("+")[0].split("-")[0] if packaged else _jetpack_for(l4t)
+    return {
+        "model": (_read(root / "proc" / "device-tree" / "model") or "unknown Jetson").strip("\x00 \n"),
+        "l4t": l4t,
+        "jetpack": jetpack,
+        "power_mode": _power_mode(root, run),
+        "cuda": _cuda_toolkit(root),
+    }
+
+
+def _jetpack_for(l4t: str) -> str | None:
+    parts = l4t.split(".")
+    return JETPACK_FOR_L4T.get(l4t) or JETPACK_FOR_L4T.get(".".join(parts[:2]))
+
+
+def _power_mode(root: Path, run) -> str | None:
+    """`nvpmodel -q` ("NV Power Mode: MAXN"), else the mode id in nvpmodel's status file named
+    by /etc/nvpmodel.conf."""
+    queried = run(["nvpmodel", "-q"]) or ""
+    found = re.search(r"NV Power Mode:\s*(\S+)", queried)
+    if found:
+        return found.group(1)
+    status = re.search(r"pmode:(\d+)", _read(root / "var" / "lib" / "nvpmodel" / "status") or "")
+    if not status:
+        return None
+    names = dict(_POWER_MODE_NAME.findall(_read(root / "etc" / "nvpmodel.conf") or ""))
+    mode = str(int(status.group(1)))
+    return f"{names[mode]} (mode {mode})" if mode in names else f"mode {mode}"
+
+
+def _cuda_toolkit(root: Path) -> str | None:
+    try:
+        return json.loads(_read(root / "usr" / "local" / "cuda" / "version.json") or "")["cuda"]["version"]
+    except (ValueError, KeyError, TypeError):
+        found = re.search(r"CUDA Version ([\d.]+)", _read(root / "usr" / "local" / "cuda" / "version.txt") or "")
+        return found.group(1) if found else None
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return None
+
+
 def report() -> dict:
     import onnxruntime as ort
 
@@ -58,7 +133,19 @@ def report() -> dict:
         "torch": torch_version,
         "torch_cuda": torch_cuda,
         "onnx": _version("onnx"),
+        "jetson": jetson(),
+        "power": _power_source(),
     }
+
+
+def _power_source() -> str:
+    from .power import find_power_source
+
+    source, why = find_power_source()
+    if source is None:
+        return why
+    source.close()
+    return source.name
 
 
 def format_report(info: dict) -> str:
@@ -76,6 +163,20 @@ def format_report(info: dict) -> str:
         ("cuda-python", info["cuda_python"] or "not installed"),
         ("torch", info["torch"] or "not installed (runtime-only install: train/export unavailable)"),
         ("onnx", info["onnx"] or "not installed"),
+        ("power source", info["power"]),
     ]
+    if info["jetson"]:
+        j = info["jetson"]
+        rows[1:1] = [("Jetson", f"{j['model']}: JetPack {j['jetpack'] or 'unknown (newer than edgegen knows)'}, "
+                                f"L4T {j['l4t']}, power mode {j['power_mode'] or 'unknown (nvpmodel -q)'}, "
+                                f"CUDA {j['cuda'] or 'not found'}"),
+                     ("target", _jetson_target(j))]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def _jetson_target(j: dict) -> str:
+    major = (j["jetpack"] or "").split(".")[0]
+    if major in ("6", "7"):
+        return f"--target jetpack{major} for export, optimize, check and build"
+    return f"JetPack {j['jetpack'] or 'unknown'}: edgegen's targets are jetpack6 and jetpack7"

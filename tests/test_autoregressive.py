@@ -10,7 +10,7 @@ import torch
 import edgegen
 from edgegen.cli import main
 from edgegen.demo import PRETRAINED
-from edgegen.errors import ConfigError, InputError, NonFiniteError
+from edgegen.errors import InputError, NonFiniteError
 from edgegen.metrics import roc_auc
 from edgegen.export import export_checkpoint
 from edgegen.training.checkpoint import load_checkpoint

@@ -121,3 +121,48 @@ def test_runtime_sources_never_import_torch_or_onnx():
     assert len(seen) > len(sources)   # the walk went beyond the listed files (images.py, feeds, ...)
     probe = ast.parse("import numpy, torch\nimportlib.import_module('onnx.checker')\n__import__('torch')")
     assert [m for m in imported_modules(probe) if m.split(".")[0] in FORBIDDEN] == ["torch", "onnx.checker", "torch"]
+
+
+RUNTIME_ONLY_CLI = textwrap.dedent("""
+    import importlib.abc, sys
+
+    EXPORT_SIDE = ("torch", "onnx", "onnxscript", "safetensors", "sklearn", "skimage", "matplotlib")
+
+    class Absent(importlib.abc.MetaPathFinder):   # as on a device: the export extra is not installed
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in EXPORT_SIDE:
+                raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+    sys.meta_path.insert(0, Absent())
+    from edgegen.cli import main
+    sys.exit(main(sys.argv[1:]))
+""")
+
+
+def _runtime_only(*argv):
+    return subprocess.run([sys.executable, "-c", RUNTIME_ONLY_CLI, *map(str, argv)], capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_export_side_commands_say_what_to_install_on_a_runtime_only_install(trained, tmp_path):
+    ckpt, pkg = trained["gan"]
+    for argv in (["train", "gan", "--out", tmp_path / "c"], ["export", ckpt, "--out", tmp_path / "p"],
+                 ["optimize", pkg, "--precision", "int8"], ["demo", "--out", tmp_path / "d"],
+                 ["bench", pkg, "--vs-torch", ckpt, "--iters", "2"]):
+        result = _runtime_only(*argv)
+        command = " ".join(map(str, argv[:1] + (["--vs-torch"] if "--vs-torch" in argv else [])))
+        assert result.returncode == 2, (argv, result.stderr)
+        assert result.stderr.splitlines() == [f"edgegen: error: edgegen {command} needs the export extra: pip install "
+                                              "'edgegen[export]' (found no torch, onnx, onnxscript, safetensors here)"]
+    assert not any(tmp_path.iterdir())
+
+
+def test_runtime_only_install_checks_generates_and_benches(trained, tmp_path):
+    pkg = trained["gan"][1]
+    checked = _runtime_only("check", pkg, "--target", "jetpack6")   # onnx absent: the graph reader
+    assert checked.returncode == 1 and "opset 23: TensorRT 10.3 parses opsets 9 to 20" in checked.stdout, checked.stderr
+    generated = _runtime_only("generate", pkg, "--n", "4", "--out", tmp_path / "g.jpg")
+    assert generated.returncode == 0, generated.stderr
+    assert (tmp_path / "g.jpg").read_bytes()[:3] == b"\xff\xd8\xff"   # JPEG, as its name says
+    benched = _runtime_only("bench", pkg, "--iters", "3", "--warmup", "1")
+    assert benched.returncode == 0, benched.stderr

@@ -1,0 +1,132 @@
+"""What edgegen reads on a device: a Jetson's identity (doctor) and power sources (bench),
+parsed from fixture files of the formats a Jetson and an x86 machine have (tests/fixtures)."""
+
+import time
+from pathlib import Path
+
+import pytest
+
+from edgegen import bench, doctor, power
+from edgegen.cli import main
+
+FIXTURES = Path(__file__).parent / "fixtures"
+JETSON = FIXTURES / "jetson-orin-nano"
+
+
+def no_commands(command):
+    return None
+
+
+def test_doctor_recognises_a_jetson_from_its_files():
+    info = doctor.jetson(JETSON, run=no_commands)
+    assert info == {"model": "NVIDIA Jetson Orin Nano Engineering Reference Developer Kit Super", "l4t": "36.4.3",
+                    "jetpack": "6.2", "power_mode": "MAXN_SUPER (mode 2)", "cuda": "12.6.68"}
+    assert doctor._jetson_target(info) == "--target jetpack6 for export, optimize, check and build"
+
+
+def test_doctor_prefers_the_jetpack_package_and_nvpmodel_when_they_answer():
+    answers = {"dpkg-query": "6.2.1+b38", "nvpmodel": "NV Power Mode: 25W\n1\n"}
+    info = doctor.jetson(JETSON, run=lambda command: answers.get(command[0]))
+    assert info["jetpack"] == "6.2.1" and info["power_mode"] == "25W"
+
+
+def test_doctor_on_a_machine_that_is_not_a_jetson(tmp_path):
+    assert doctor.jetson(tmp_path, run=no_commands) is None
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "nv_tegra_release").write_text("# R99 (release), REVISION: 1.0, GCID: 1\n")
+    info = doctor.jetson(tmp_path, run=no_commands)
+    assert info["l4t"] == "99.1.0" and info["jetpack"] is None and info["cuda"] is None
+    assert "unknown" in doctor._jetson_target(info)
+
+
+def test_jetson_rails_from_sysfs_prefer_the_module_input():
+    rails = power.Ina3221(JETSON / "sys/bus/i2c/drivers/ina3221")
+    assert rails.problem() is None
+    assert list(rails.rails) == ["VDD_IN"] and rails.watts() == pytest.approx(4.8)
+    assert power.Ina3221(JETSON / "nothing").problem().startswith("Jetson INA3221: no rails")
+
+
+def test_tegrastats_lines_of_jetpack_6_and_4():
+    idle, busy = (JETSON / "tegrastats.txt").read_text().splitlines()
+    assert power.parse_tegrastats(idle) == {"VDD_IN": 4.832, "VDD_CPU_GPU_CV": 0.52, "VDD_SOC": 1.44}
+    assert power.tegrastats_watts(power.parse_tegrastats(busy)) == pytest.approx(15.102)
+    old = power.parse_tegrastats((JETSON / "tegrastats-jetpack4.txt").read_text())
+    assert old == {"POM_5V_IN": 2.41, "POM_5V_GPU": 0.0, "POM_5V_CPU": 0.402}
+    assert power.tegrastats_watts(old) == pytest.approx(2.41)
+    assert power.tegrastats_watts({"VDD_GPU": 1.0, "VDD_CPU": 2.0}) == 3.0   # no input rail: the sum
+
+
+def test_rapl_counters_sum_packages_and_survive_a_wrap():
+    rapl = power.Rapl(FIXTURES / "x86-rapl/sys/class/powercap")
+    assert rapl.problem() is None and rapl.name == "RAPL (package-0, package-1)"
+    start = rapl.read()
+    assert start == [262143000000, 1000000]   # package zones only, not the core subzone
+    end = [5_000_000, 3_000_000]               # package-0 wrapped past max_energy_range_uj
+    assert rapl.joules(start, end) == pytest.approx((328850 + 5_000_000 + 2_000_000) / 1e6)
+    assert power.Rapl(FIXTURES / "none").problem().startswith("RAPL: no ")
+
+
+class FakeNvml:
+    def nvmlInit(self):
+        pass
+
+    def nvmlDeviceGetHandleByIndex(self, index):
+        return index
+
+    def nvmlDeviceGetName(self, handle):
+        return b"NVIDIA H200"
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, handle):
+        return 123_456
+
+
+def test_nvml_energy_counter_in_millijoules():
+    nvml = power.Nvml(FakeNvml())
+    assert nvml.problem() is None and nvml.name == "NVML (NVIDIA H200)"
+    assert nvml.joules([1000], [3500]) == 2.5
+
+
+def test_no_power_source_says_why_each_was_not_found():
+    source, why = power.find_power_source((lambda: power.Rapl(FIXTURES / "none"),
+                                           lambda: power.Ina3221(FIXTURES / "none")))
+    assert source is None
+    assert why.startswith("no power source: RAPL: no ") and "Jetson INA3221: no rails" in why
+
+
+class FiveWatts(power.CounterSource):
+    """An energy counter that rises at 5 W: joules measured must follow the time taken."""
+
+    name = "a 5 W counter"
+
+    def read(self):
+        return [int(time.perf_counter() * 5e6)]
+
+    def joules(self, start, end):
+        return (end[0] - start[0]) / 1e6
+
+
+class SampledTwoWatts(power.PowerSource):
+    name = "2 W readings"
+
+    def watts(self):
+        return 2.0
+
+
+@pytest.mark.parametrize("source, watts", [(FiveWatts, 5.0), (SampledTwoWatts, 2.0)])
+def test_bench_reports_watts_and_energy_per_result(trained, monkeypatch, source, watts):
+    monkeypatch.setattr(power, "find_power_source", lambda: (source(), None))
+    report = bench.bench_package(trained["gan"][1], batch=4, iters=5, warmup=1)
+    (row,) = report["results"]
+    assert row["watts"] == pytest.approx(watts, rel=0.05)
+    # energy per result: the power times the time one sample takes (a call makes 4)
+    seconds_per_sample = row["watts"] and row["joules_per_result"] / row["watts"]
+    assert 0 < seconds_per_sample < 1 and report["energy"].startswith(f"measured with {source.name}")
+    assert f" {row['watts']:.2f} | " in bench.format_table(report)
+
+
+def test_bench_says_when_there_is_no_power_source(trained, monkeypatch, capsys):
+    monkeypatch.setattr(power, "find_power_source", lambda: (None, "no power source: none here"))
+    assert main(["bench", str(trained["gan"][1]), "--iters", "3", "--warmup", "1"]) == 0
+    assert "energy: not measured: no power source: none here" in capsys.readouterr().out
+    assert main(["bench", str(trained["gan"][1]), "--iters", "3", "--warmup", "1", "--no-energy"]) == 0
+    assert "energy: not measured: not asked for" in capsys.readouterr().out
