@@ -9,7 +9,7 @@ by EDGEGEN_FAULT_AT), every point in turn, for several rounds. After each kill:
 
     python benchmarks/crash_safety.py [--rounds 5] [--out benchmarks/results]
 
-On the shipped GAN (edgegen/pretrained/gan-digits), whose package is small, so a kill costs a
+On the shipped GAN (models/edgegen_models/checkpoints/gan-digits), whose package is small, so a kill costs a
 few seconds, most of it the process starting.
 """
 

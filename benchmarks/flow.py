@@ -51,7 +51,7 @@ def bench_in_fresh_process(pkg: Path, ckpt: Path, out: Path) -> dict:
 
     Not in this process: after training here, PyTorch eager ran the digits flow's inverse
     2.5x faster (4.3 ms against 10-12 ms at batch 256) than in a fresh process, a state a
-    deployed model is not in; the README reports both."""
+    deployed model is not in; docs/results.md reports both."""
     subprocess.run([sys.executable, "-m", "edgegen.cli", "bench", str(pkg), "--batch", "256", "--iters", "100",
                     "--backend", "ort-cpu", "--vs-torch", str(ckpt), "--json", str(out)],
                    check=True, capture_output=True, text=True)

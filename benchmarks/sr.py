@@ -1,5 +1,5 @@
-"""The super-resolution family's numbers (README, "Super-resolution"), in one run, on the shipped
-x4 model (edgegen/pretrained/sr-photos-x4):
+"""The super-resolution family's numbers (docs/results.md, "Super-resolution"), in one run, on the shipped
+x4 model (models/edgegen_models/checkpoints/sr-photos-x4):
 
 1. Quality: held-out photographs (two that training never saw), degraded as in training,
    upscaled by edgegen (fp32 and int8) and by bicubic interpolation: PSNR and SSIM.

@@ -1,4 +1,4 @@
-"""Peak memory of one large upscale (README, "Super-resolution"): the shipped x4 model exported,
+"""Peak memory of one large upscale (docs/results.md, "Super-resolution"): the shipped x4 model exported,
 then in a fresh process the pipeline loaded and warmed up on a small crop, then the held-out
 coffee photograph enlarged to 1024x768 upscaled to 4096x3072 (the default tiles). Reported: the
 process's peak resident memory during the upscale above its resident memory just before (Linux:

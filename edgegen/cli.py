@@ -35,6 +35,49 @@ def _require_export(what: str) -> None:
         raise MissingExtraError(f"{what} needs the export extra: {EXPORT_EXTRA} (found no {', '.join(missing)} here)")
 
 
+NAMED_COMMANDS = ("generate", "bench", "info", "check")   # read-only commands that take a shipped model's name
+
+
+def _package_or_name(given: str) -> str:
+    """A package path as given, or the exported package of a shipped model's name: found in
+    edgegen-models or the cache, else exported into the cache here when the export extra is."""
+    from .shipped import find_shipped, is_shipped_name, resolve
+
+    if os.path.exists(given) or not is_shipped_name(given):
+        return given
+    found = find_shipped(given)
+    if found is None:
+        try:
+            _require_export(f"shipped model {given!r}")
+        except MissingExtraError:
+            return str(resolve(given))   # raises: says where the packages come from
+        from .export.shipped import export_shipped
+
+        found = export_shipped(given, report=lambda line: print(f"edgegen: {line}", file=sys.stderr))
+    return str(found)
+
+
+def _cmd_list(args) -> None:
+    from .shipped import cache_path, find_shipped, models_root, shipped_names
+
+    names = shipped_names()
+    if not names:
+        print("no shipped models: they come with the edgegen-models distribution (pip install edgegen-models)")
+        return
+    from .package import read_json
+
+    rows = []
+    for name in names:
+        family = read_json(models_root() / "checkpoints" / name / "config.json", ConfigError).get("family", "?")
+        found = find_shipped(name)
+        where = ("exported, in edgegen-models" if found and found.parent == models_root() / "packages" else
+                 f"exported, in {found}" if found else
+                 f"checkpoint only: exported into {cache_path(name).parent} on first use (needs the export extra)")
+        rows.append((name, family, where))
+    width = max(len(n) for n, _, _ in rows)
+    print("\n".join(f"{n:<{width}}  {f:<10}  {w}" for n, f, w in rows))
+
+
 class _Parser(argparse.ArgumentParser):
     """edgegen's parser and, through add_subparsers, every command's: help with defaults."""
 
@@ -81,7 +124,7 @@ def _cmd_export(args) -> int:
     else:
         from .export import export_checkpoint
 
-        out = export_checkpoint(args.checkpoint, args.out, **options)
+        out = export_checkpoint(args.checkpoint, args.out, progress=None, **options)
     print(f"wrote package {out}")
     _print_info(out)
     if args.target is not None and get_target(args.target).uses_tensorrt:
@@ -245,7 +288,7 @@ def _cmd_optimize(args) -> None:
     from .optimize import optimize_package
 
     optimize_package(args.package, args.precision, calibration=args.calibration, target=args.target,
-                     checkpoint=args.checkpoint, inputs=args.inputs)
+                     checkpoint=args.checkpoint, inputs=args.inputs, bar=None)
     _print_info(args.package)
 
 
@@ -261,7 +304,7 @@ def _cmd_build(args) -> None:
     from .runtimes.engines import build_package
 
     target = get_target(args.target)
-    engines = build_package(args.package, precision=args.precision or target.build_precision, profiles=args.profile,
+    engines = build_package(args.package, precision=args.precision, profiles=args.profile,
                             cache_dir=args.cache_dir, target=target)
     print(f"{len(engines)} engine(s) ready in {next(iter(engines.values())).parent}")
 
@@ -445,9 +488,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("package", help=PACKAGE_HELP)
     p.add_argument("--backend", default="tensorrt", choices=("tensorrt",), help="the engine kind")
     p.add_argument("--target", default="tensorrt", choices=TENSORRT_TARGETS,
-                   help="refuses to build where this machine's TensorRT is not the target's; sets the default precision")
-    p.add_argument("--precision", default=None, choices=ENGINE_PRECISIONS,
-                   help="engine precision (default: fp16 for a Jetson target, else fp32)")
+                   help="refuses to build where this machine's TensorRT is not the target's")
+    p.add_argument("--precision", default="fp32", choices=ENGINE_PRECISIONS,
+                   help="engine precision: int8 and fp16 build from the variants edgegen optimize added (the "
+                        "precision is in the graph)")
     p.add_argument("--profile", action="append", default=None, metavar="NAME=MIN:OPT:MAX",
                    help="optimization profile of a dynamic dim (default: batch 1:1:16, others 1:1:their limit)")
     p.add_argument("--cache-dir", default=None, help="engine cache folder (default: PACKAGE/.edgegen-cache/tensorrt)")
@@ -456,6 +500,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="show a package's manifest")
     p.add_argument("package", help=PACKAGE_HELP)
     p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser("list", help="the shipped models, by name (edgegen generate NAME)")
+    p.set_defaults(func=_cmd_list)
 
     p = sub.add_parser("doctor", help="which backends and versions this machine has")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -489,6 +536,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if getattr(args, "export_side", None):
             _require_export(args.export_side)
+        if args.command in NAMED_COMMANDS:
+            args.package = _package_or_name(args.package)
         code = args.func(args)
     except EdgegenError as exc:
         if args.debug:

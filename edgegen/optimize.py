@@ -32,6 +32,7 @@ from .errors import ConfigError
 from .families import families, package_config
 from .families import get as get_family
 from .package import VARIANT_PRECISIONS, Package, write_manifest
+from .progress import Progress
 from .storage import atomic_write_bytes, clean_temporaries, fault_point, writer_lock
 from .targets import get_target
 
@@ -65,14 +66,15 @@ class GateResult:
 
 def optimize_package(path: str | os.PathLike, precision: str, calibration: int = 64, target: str = "ort-cpu",
                      checkpoint: str | os.PathLike | None = None, seed: int = 0, min_psnr: float | None = None,
-                     progress=print, inputs: str | os.PathLike | None = None) -> dict:
+                     progress=print, inputs: str | os.PathLike | None = None, bar: bool | None = False) -> dict:
     """Add a `precision` variant of each graph of the package that passes its gate; returns
     {part: record} as written into the manifest's `variants`.
 
     The calibration and gate inputs come from the family's export spec over the checkpoint's
     data; for a family without a training side (a user's own module) from `inputs` (an .npz
     of feeds) or from the held-out inputs the export recorded: the first half of the feeds
-    calibrates, the second half, never seen by the calibration, gates."""
+    calibrates, the second half, never seen by the calibration, gates. bar: a progress bar per
+    graph (None: on a terminal only)."""
 
     if precision not in VARIANT_PRECISIONS:
         raise ConfigError(f"precision {precision!r}: expected one of {', '.join(VARIANT_PRECISIONS)}")
@@ -90,11 +92,14 @@ def optimize_package(path: str | os.PathLike, precision: str, calibration: int =
         feeds = _given_feeds(package, family, config, inputs) if inputs is not None or family.model is None \
             else _spec_feeds(package, checkpoint, calibration, seed)
         records = {}
-        for part, (calibration_feeds, gate_feeds, source) in feeds.items():
-            records[part] = _variant(package, part, precision, target, calibration_feeds, gate_feeds, min_psnr, source)
-            r = records[part]
-            progress(f"{part}: {precision} " + (f"written ({r['gate']['line']}, {r['speedup_ort_cpu']:.2f}x fp32's speed on ort-cpu)"
-                                                 if "file" in r else f"not written: {r['refused']}"))
+        with Progress(len(feeds), f"optimize {precision}", enabled=bar) as shown:
+            for part, (calibration_feeds, gate_feeds, source) in feeds.items():
+                shown.update(0, info=f"{part}: converting, gating and timing")
+                records[part] = _variant(package, part, precision, target, calibration_feeds, gate_feeds, min_psnr, source)
+                r = records[part]
+                shown.update(1, info=f"{part} done")
+                progress(f"{part}: {precision} " + (f"written ({r['gate']['line']}, {r['speedup_ort_cpu']:.2f}x fp32's speed on ort-cpu)"
+                                                     if "file" in r else f"not written: {r['refused']}"))
         _record(package, precision, records)
     return records
 

@@ -1,4 +1,5 @@
-"""A dependency-free progress bar for long work (training, sampling, benchmarks)."""
+"""Progress for long work (training, export, optimize, sampling, benchmarks): tqdm's bar on a
+terminal, one summary line in logs."""
 
 from __future__ import annotations
 
@@ -6,9 +7,11 @@ import sys
 import time
 from typing import TextIO
 
+from tqdm import tqdm
+
 
 class Progress:
-    """Counts steps toward a total and redraws one line on stderr at most ~10 times a second.
+    """Counts steps toward a total: tqdm's bar on stderr at most ~10 times a second.
 
     `enabled=None` shows the bar only when stderr is a terminal; logs and CI get a final line.
     """
@@ -21,31 +24,19 @@ class Progress:
         self.count = 0
         self.info = ""
         self._start = time.perf_counter()
-        self._last_draw = 0.0
+        self._bar = tqdm(total=self.total, desc=label, file=self.stream, disable=not self.enabled, leave=True,
+                         mininterval=0.1, dynamic_ncols=True)
 
     def update(self, steps: int = 1, info: str = "") -> None:
         self.count += steps
         if info:
             self.info = info
-        now = time.perf_counter()
-        if self.enabled and (now - self._last_draw > 0.1 or self.count >= self.total):
-            self._last_draw = now
-            self._draw(end="")
-
-    def _draw(self, end: str) -> None:
-        elapsed = time.perf_counter() - self._start
-        frac = min(self.count / self.total, 1.0)
-        bar = "#" * int(frac * 24)
-        rate = self.count / elapsed if elapsed > 0 else 0.0
-        eta = (self.total - self.count) / rate if rate > 0 else 0.0
-        self.stream.write(f"\r{self.label} [{bar:<24}] {self.count}/{self.total} "
-                          f"{elapsed:5.1f}s eta {eta:5.1f}s {self.info}\x1b[K{end}")
-        self.stream.flush()
+            self._bar.set_postfix_str(info, refresh=False)
+        self._bar.update(steps)
 
     def close(self, failed: bool = False) -> None:
-        if self.enabled:
-            self._draw(end="\n")
-        elif not failed and self.label:
+        self._bar.close()
+        if not self.enabled and not failed and self.label:
             elapsed = time.perf_counter() - self._start
             self.stream.write(f"{self.label}: {self.count}/{self.total} in {elapsed:.1f}s {self.info}\n")
             self.stream.flush()

@@ -24,7 +24,6 @@ class Target:
     opset: int                       # what `export --target` exports at
     tensorrt: str | None = None      # the parser table `check` uses; None: not a TensorRT target
     tensorrt_releases: tuple[str, str | None] | None = None   # the oldest and newest release `build` expects there
-    build_precision: str = "fp32"    # `build`'s default engine precision there
     variant_precisions: tuple[str, ...] = ("int8", "fp16", "fused")   # what `optimize` may add
 
     @property
@@ -37,10 +36,10 @@ TARGETS = {
     "tensorrt": Target("tensorrt", "a desktop or server NVIDIA GPU with TensorRT 10.14 or later", opset=DEFAULT_OPSET,
                        tensorrt="10.15", variant_precisions=("int8", "fp16")),
     "jetpack6": Target("jetpack6", "Jetson Orin on JetPack 6 (L4T r36): TensorRT 10.3, CUDA 12.6", opset=18,
-                       tensorrt="10.3", tensorrt_releases=("10.3", "10.3"), build_precision="fp16",
+                       tensorrt="10.3", tensorrt_releases=("10.3", "10.3"),
                        variant_precisions=("int8", "fp16")),
     "jetpack7": Target("jetpack7", "a Jetson on JetPack 7 (L4T r38): TensorRT 10.14 or later, CUDA 13",
-                       opset=DEFAULT_OPSET, tensorrt="10.15", tensorrt_releases=("10.14", None), build_precision="fp16",
+                       opset=DEFAULT_OPSET, tensorrt="10.15", tensorrt_releases=("10.14", None),
                        variant_precisions=("int8", "fp16")),
 }
 TENSORRT_TARGETS = tuple(name for name, target in TARGETS.items() if target.uses_tensorrt)

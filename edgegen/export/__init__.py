@@ -17,6 +17,7 @@ from ..errors import ConfigError, ValidationError
 from ..families import RuntimeConfig
 from ..families import get as get_family
 from ..package import GraphEntry, Manifest, Package, sha256_file, write_manifest
+from ..progress import Progress
 from ..storage import staged_directory
 from ..runtimes.ort import OrtSession
 from ..training.checkpoint import Checkpoint, load_checkpoint
@@ -30,18 +31,20 @@ GATE_BATCHES = (1, 3)       # ... checked at sizes it was not traced at
 
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path, data: str | None = None, opset: int = DEFAULT_OPSET,
-                      name: str | None = None, overwrite: bool = False, seed: int = 0) -> Path:
+                      name: str | None = None, overwrite: bool = False, seed: int = 0,
+                      progress: bool | None = False) -> Path:
     """Export every graph of a checkpoint, gate each against PyTorch, and write the package.
 
     data: the dataset the gate draws realistic inputs from (default: the one it was trained on).
     Raises ValidationError, and leaves nothing at `out`, when a graph does not reproduce PyTorch.
     """
-    return export_model(load_checkpoint(checkpoint), out, data, opset, name, overwrite, seed)
+    return export_model(load_checkpoint(checkpoint), out, data, opset, name, overwrite, seed, progress)
 
 
 def export_model(ckpt: Checkpoint, out: str | Path, data: str | None = None, opset: int = DEFAULT_OPSET,
-                 name: str | None = None, overwrite: bool = False, seed: int = 0) -> Path:
-    """export_checkpoint for a checkpoint already in memory (an imported model, for one)."""
+                 name: str | None = None, overwrite: bool = False, seed: int = 0, progress: bool | None = False) -> Path:
+    """export_checkpoint for a checkpoint already in memory (an imported model, for one).
+    progress: a bar per graph (None: on a terminal, a summary line in logs; False: silent)."""
     checkpoint = ckpt.path
     if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= DEFAULT_OPSET:
         raise ConfigError(f"opset: expected {MIN_OPSET} to {DEFAULT_OPSET} ({MIN_OPSET} for TensorRT 10.3 on JetPack 6; "
@@ -53,11 +56,14 @@ def export_model(ckpt: Checkpoint, out: str | Path, data: str | None = None, ops
         images = spec.load_data(ckpt, data or ckpt.data.get("source", "digits"))
     with staged_directory(out, overwrite=overwrite) as stage:
         graphs, failures = {}, []
-        for graph in spec.graphs:
-            entry, results = _export_graph(graph, ckpt, images, stage, opset, seed)
-            graphs[graph.part] = entry
-            failures += [f"graph {graph.part!r} {r.line()} (tolerance atol {graph.atol:g}, rtol {graph.rtol:g})"
-                         for r in results if not r.passed]
+        with Progress(len(spec.graphs), f"export {Path(checkpoint).name}", enabled=progress) as bar:
+            for graph in spec.graphs:
+                bar.update(0, info=f"{graph.part}: tracing and gating against PyTorch")
+                entry, results = _export_graph(graph, ckpt, images, stage, opset, seed)
+                graphs[graph.part] = entry
+                failures += [f"graph {graph.part!r} {r.line()} (tolerance atol {graph.atol:g}, rtol {graph.rtol:g})"
+                             for r in results if not r.passed]
+                bar.update(1, info=f"{graph.part}: " + ("gate passed" if all(r.passed for r in results) else "FAILED"))
         if failures:
             raise ValidationError(f"export of {str(checkpoint)!r} does not reproduce PyTorch, package not written: "
                                   + "; ".join(failures))

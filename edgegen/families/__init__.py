@@ -24,13 +24,13 @@ import pkgutil
 import types
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import CheckpointError, ConfigError, ManifestError, UnknownFamilyError
+from ..shipped import checkpoints_dir
 
 ENTRY_POINT_GROUP = "edgegen.families"
-PRETRAINED = Path(__file__).resolve().parent.parent / "pretrained"   # the built-in families' shipped checkpoints
+PRETRAINED = checkpoints_dir()   # the built-in families' shipped checkpoints (the edgegen-models distribution)
 
 
 # -- the typed runtime config ----------------------------------------------------------------

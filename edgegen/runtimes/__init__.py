@@ -11,6 +11,7 @@ from pathlib import Path
 from ..errors import BackendError
 from ..families import package_config
 from ..package import PRECISIONS, Package
+from ..shipped import resolve as resolve_shipped
 from .backends import available_backends, resolve_backend
 from .ort import OrtSession
 from .pipeline import Pipeline
@@ -48,7 +49,8 @@ def open_sessions(package: Package, backend: str = "auto", threads: int | None =
 
 def load(path: str | os.PathLike, backend: str = "auto", threads: int | None = None,
          cache_dir: str | os.PathLike | None = None, precision: str = "fp32") -> Pipeline:
-    """Read and check the package at `path` and return its family's pipeline.
+    """Read and check the package at `path` (or of a shipped model's name, "vae-digits") and
+    return its family's pipeline.
 
     backend: "auto" (the fastest present), "ort-cpu", "ort-cuda", "ort-tensorrt", or "tensorrt"
     (engines built and cached by edgegen, run through TensorRT's API; not yet measured on a GPU).
@@ -56,7 +58,7 @@ def load(path: str | os.PathLike, backend: str = "auto", threads: int | None = N
     cache_dir: where TensorRT engines are cached (default: inside the package).
     precision: "fp32", or "int8" / "fp16" for the variants `edgegen optimize` added.
     """
-    package = Package(path)
+    package = Package(resolve_shipped(path))
     family, config = package_config(package)   # the family's typed config: a bad value fails here, named
     spin = not family.pipeline.alternates_graphs
     pipe = family.pipeline(package, open_sessions(package, backend, threads, cache_dir, spin, precision), config)

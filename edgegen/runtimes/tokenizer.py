@@ -2,7 +2,7 @@
 `tokenizer.json` (imported GPT-2), each with a streaming decoder that turns one token at a
 time into text without re-decoding what came before.
 
-Runtime code: no torch; the `tokenizers` library (a small Rust wheel) only for BPE packages.
+Runtime code: no torch; the `tokenizers` library (the text extra) only for BPE packages.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ..errors import HashMismatchError, InputError, PackageError
+from ..errors import HashMismatchError, InputError, MissingExtraError, PackageError
 from ..package import Package, sha256_file
 
 
@@ -57,8 +57,8 @@ class BPETokenizer:
         try:
             from tokenizers import Tokenizer
         except ImportError:
-            raise PackageError(f"tokenizer {str(path)!r}: expected the tokenizers library to read it, found it missing "
-                               "(pip install tokenizers)") from None
+            raise MissingExtraError(f"tokenizer {str(path)!r}: a Hugging Face tokenizer needs the text extra: pip install "
+                                    "'edgegen[text]' (found no tokenizers library here)") from None
         try:
             self._tokenizer = Tokenizer.from_file(str(path))
         except Exception as exc:  # noqa: BLE001 - the Rust side raises its own exception type

@@ -16,6 +16,7 @@ from safetensors.torch import load_file, save_file
 from .. import __version__
 from ..errors import CheckpointError, ConfigError
 from ..package import read_json, sha256_file
+from ..shipped import MODELS_DISTRIBUTION, SHIPPED_SOURCE, checkpoints_dir
 from ..storage import atomic_write_text, staged_directory
 from . import family_module
 
@@ -79,6 +80,8 @@ def load_source_checkpoint(package, given: str | Path | None = None) -> Checkpoi
     refused unless its weights are the ones the package was exported from."""
     recorded = package.manifest.provenance.get("source_checkpoint", {})
     source = given or recorded.get("path")
+    if not given and source and source.startswith(SHIPPED_SOURCE):   # a shipped package names its checkpoint
+        source = checkpoints_dir() / source[len(SHIPPED_SOURCE):]
     if not source or not Path(source).is_dir():
         raise CheckpointError(f"package {str(package.path)!r}: expected the checkpoint it was exported from, found "
                               f"{str(source) if source else None!r}; pass it (--checkpoint, --vs-torch)")
@@ -94,8 +97,12 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     path = Path(path)
     meta_path, weights_path = path / CONFIG, path / WEIGHTS
     if not path.is_dir():
+        missing_models = not checkpoints_dir().is_dir() and path.parent == checkpoints_dir()
         raise CheckpointError(f"checkpoint {str(path)!r}: expected a directory with {CONFIG} and {WEIGHTS}, found "
-                              f"{'a file' if path.exists() else 'nothing at that path'}")
+                              f"{'a file' if path.exists() else 'nothing at that path'}"
+                              + (f" (the shipped checkpoints come with the {MODELS_DISTRIBUTION} distribution: "
+                                 f"pip install {MODELS_DISTRIBUTION}, or -e ./models in a checkout)"
+                                 if missing_models else ""))
     for needed in (meta_path, weights_path):
         if not needed.is_file():
             raise CheckpointError(f"checkpoint {str(path)!r}: expected {needed.name} in it, found none")

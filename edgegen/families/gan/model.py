@@ -42,7 +42,7 @@ LEGACY_DEFAULTS = {"output_layer": "resize"}
 @dataclass
 class Config(AdversarialConfig):
     """DCGAN's size (ngf = ndf = 64: 256-128-64 channels) and a sub-pixel output layer: the
-    int8 variant pays from this size on (measured: README, int8 section)."""
+    int8 variant pays from this size on (measured: docs/optimization.md)."""
     width: int = 64
     # subpixel: a conv to 4x the channels at half size, then depth-to-space (Shi et al., 2016);
     # resize: nearest resize, then a conv with one output channel per colour at full size,

@@ -5,43 +5,34 @@ one it exports the shipped model, which needs the export extra (imported only th
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
-from ...errors import ConfigError, OutputExistsError
-from ...storage import user_cache_dir
+from ...errors import ConfigError, MissingExtraError
+from ...shipped import find_shipped
 from .cli import OPTIONS, read_for_upscale, upscale_picture
 
 
 def shipped_package(scale: int, cache: str | os.PathLike | None = None) -> Path:
-    """The package of the shipped x`scale` model: exported once from its checkpoint into the
-    user's cache (keyed by the weights' hash, so new weights export anew), then reused."""
-    from ...families import PRETRAINED, get
+    """The package of the shipped x`scale` model (edgegen-models): the exported one it carries,
+    else exported once into the user's cache (shipped.py), then reused."""
+    from ...families import get
 
     names = [m.name for m in get("sr").demo]
     name = next((n for n in names if n.endswith(f"-x{scale}")), None)
     if name is None:
         raise ConfigError(f"--scale {scale}: expected a scale with a shipped model ({', '.join(names)}), found none; "
                           f"train one (edgegen train sr --scale {scale}) and pass its exported package with --package")
-    checkpoint = PRETRAINED / name
-    digest = hashlib.sha256((checkpoint / "weights.safetensors").read_bytes()).hexdigest()[:16]
-    root = Path(cache) if cache else user_cache_dir()
-    package = root / "packages" / f"{name}-{digest}"
-    if (package / "edgegen.json").is_file():
-        return package
+    found = find_shipped(name, cache)
+    if found is not None:
+        return found
     try:
-        from ...export import export_checkpoint
+        from ...export.shipped import export_shipped
     except ImportError as exc:
-        raise ConfigError(f"the shipped {name} model: exporting it needs the export extra (pip install "
-                          f"'edgegen[export]'), found {exc.name} missing; or pass an exported package with --package") from None
-    package.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        return export_checkpoint(checkpoint, package)
-    except OutputExistsError:   # another upscale exported it while this one waited for the lock
-        if (package / "edgegen.json").is_file():
-            return package
-        raise
+        raise MissingExtraError(f"the shipped {name} model: exporting it needs the export extra (pip install "
+                                f"'edgegen[export]'), found {exc.name} missing; or pass an exported package with "
+                                "--package") from None
+    return export_shipped(name, cache, report=lambda line: None)
 
 
 def add_commands(sub, runtime_options) -> None:

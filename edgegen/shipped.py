@@ -1,0 +1,101 @@
+"""The shipped models, by name (runtime code): `edgegen generate vae-digits`, `edgegen.load("vae-digits")`.
+
+They come in a second distribution, edgegen-models (the repository's models/ folder, the
+Python package `edgegen_models`): each pretrained checkpoint and, beside it in the built wheel,
+its exported fp32 package, so that a device with the runtime alone can load them. A name
+resolves, in order, to
+1. the exported package in edgegen-models, when it was exported from the very weights of the
+   checkpoint beside it (its manifest records their sha256);
+2. a package exported earlier on this machine into the user's cache, keyed by that sha256;
+3. an export made now into that cache, where the export extra is installed (a checkout's
+   editable install holds checkpoints only: `python -m edgegen_models.build` exports them in place).
+docs/package-format.md describes the package; docs/cli.md the commands that take a name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+from .errors import PackageError
+from .storage import user_cache_dir
+
+MODELS_DISTRIBUTION = "edgegen-models"
+SHIPPED_SOURCE = "shipped:"   # how a shipped package's manifest names its source checkpoint
+
+
+def models_root() -> Path | None:
+    """The installed edgegen_models package's folder, or None (found without importing it)."""
+    try:
+        spec = importlib.util.find_spec("edgegen_models")
+    except (ImportError, ValueError):
+        return None
+    return Path(spec.origin).parent if spec is not None and spec.origin else None
+
+
+def checkpoints_dir() -> Path:
+    """Where the shipped checkpoints are; a path that does not exist when edgegen-models is not installed."""
+    root = models_root()
+    return root / "checkpoints" if root else Path(__file__).resolve().parent / f"{MODELS_DISTRIBUTION}-not-installed"
+
+
+def shipped_names() -> list[str]:
+    folder = checkpoints_dir()
+    return sorted(p.name for p in folder.iterdir() if (p / "weights.safetensors").is_file()) if folder.is_dir() else []
+
+
+def is_shipped_name(text: str | os.PathLike) -> bool:
+    text = str(text)
+    return os.sep not in text and "/" not in text and text in shipped_names()
+
+
+def weights_sha256(name: str) -> str:
+    digest = hashlib.sha256()
+    with open(checkpoints_dir() / name / "weights.safetensors", "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def recorded_weights(package: Path) -> str | None:
+    """The sha256 of the weights a package's manifest says it was exported from."""
+    try:
+        manifest = json.loads((package / "edgegen.json").read_text(encoding="utf-8"))
+        return manifest["provenance"]["source_checkpoint"]["weights_sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def cache_path(name: str, cache: str | os.PathLike | None = None) -> Path:
+    """Where this machine keeps the package it exported from the shipped `name`: keyed by the
+    weights' sha256, so new weights export anew."""
+    return Path(cache or user_cache_dir()) / "packages" / f"{name}-{weights_sha256(name)[:16]}"
+
+
+def find_shipped(name: str, cache: str | os.PathLike | None = None) -> Path | None:
+    """The exported package of the shipped `name` made from its checkpoint's very weights: the
+    one edgegen-models carries, else one exported earlier into the cache; None if neither."""
+    if name not in shipped_names():
+        raise PackageError(f"shipped model {name!r}: expected one of {', '.join(shipped_names()) or 'none'} "
+                           f"(the {MODELS_DISTRIBUTION} distribution's), found another")
+    weights = weights_sha256(name)
+    for package in (models_root() / "packages" / name, cache_path(name, cache)):
+        if recorded_weights(package) == weights:
+            return package
+    return None
+
+
+def resolve(path_or_name: str | os.PathLike, cache: str | os.PathLike | None = None) -> Path:
+    """A package path as given, or the exported package of a shipped model's name."""
+    if Path(path_or_name).exists() or not is_shipped_name(path_or_name):
+        return Path(path_or_name)
+    found = find_shipped(str(path_or_name), cache)
+    if found is None:
+        raise PackageError(f"shipped model {str(path_or_name)!r}: expected its exported package, found none made from "
+                           f"its weights (a checkout's editable install holds the checkpoints only): export them with "
+                           f"'python -m edgegen_models.build', or give the name to an edgegen command once, which "
+                           f"exports it into {cache_path(str(path_or_name), cache).parent} (both need the export extra)")
+    return found

@@ -1,0 +1,113 @@
+"""`python -m edgegen_models.build [NAME ...] [--check]`: export each shipped checkpoint into
+packages/NAME beside it, the step before building the edgegen-models wheel (whose build backend
+refuses to run while a package is missing or stale). Needs edgegen with its export extra.
+
+A package already made from the same weights is kept. --check writes nothing: it re-exports
+each model into a temporary folder and compares every graph's outputs with the built package's
+on the same inputs, so a package that no longer matches its checkpoint and today's code is
+found before it ships (exit status 1 if any is missing, stale or different)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from . import CHECKPOINTS
+
+ROOT = CHECKPOINTS.parent
+MAX_ABS_DIFF = 1e-5   # a re-export of the same weights with the same code: identical up to float noise
+
+
+def names_in(root: Path = ROOT) -> list[str]:
+    return sorted(p.name for p in (root / "checkpoints").iterdir() if (p / "weights.safetensors").is_file())
+
+
+def stale(names: list[str], root: Path = ROOT) -> list[str]:
+    """The names whose package is missing or was exported from other weights than the checkpoint's."""
+    from edgegen.package import sha256_file
+    from edgegen.shipped import recorded_weights
+
+    return [n for n in names
+            if recorded_weights(root / "packages" / n) != sha256_file(root / "checkpoints" / n / "weights.safetensors")]
+
+
+def build(names: list[str], root: Path = ROOT, report=print) -> list[Path]:
+    from edgegen.export import export_checkpoint
+    from edgegen.shipped import SHIPPED_SOURCE
+    from edgegen.storage import atomic_write_text
+
+    (root / "packages").mkdir(exist_ok=True)
+    written = []
+    for name in stale(names, root):
+        report(f"exporting {name}")
+        # the export checks every graph against PyTorch, writes to a temporary name and renames
+        package = export_checkpoint(root / "checkpoints" / name, root / "packages" / name, overwrite=True)
+        manifest_path = package / "edgegen.json"
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        # the build machine's path means nothing on a device: name the checkpoint as shipped
+        manifest["provenance"]["source_checkpoint"]["path"] = f"{SHIPPED_SOURCE}{name}"
+        atomic_write_text(manifest_path, json.dumps(manifest, indent=2) + "\n")
+        written.append(package)
+    return written
+
+
+def drift(name: str, root: Path = ROOT) -> dict[str, float]:
+    """{graph: max abs difference} between the built package and a fresh export of its
+    checkpoint, on the same random inputs at batch 2 and the family's typical sizes."""
+    from edgegen.bench import bench_feeds
+    from edgegen.export import export_checkpoint
+    from edgegen.families import package_config
+    from edgegen.package import Package
+    from edgegen.runtimes import open_sessions
+
+    built = Package(root / "packages" / name)
+    family, config = package_config(built)
+    sizes = family.bench_dims(config) if family.bench_dims else {}
+    sizes.pop("batch", None)
+    with tempfile.TemporaryDirectory() as scratch:
+        fresh = Package(export_checkpoint(root / "checkpoints" / name, Path(scratch) / name))
+        ours_sessions, fresh_sessions = open_sessions(built, "ort-cpu", 1), open_sessions(fresh, "ort-cpu", 1)
+        differences = {}
+        for part, entry in built.graphs.items():
+            feeds = bench_feeds(entry.inputs, 2, seed=0, shapes=sizes)
+            ours, theirs = ours_sessions[part].run(feeds), fresh_sessions[part].run(feeds)
+            differences[part] = max(float(np.max(np.abs(ours[k].astype(np.float64) - theirs[k]))) if ours[k].size else 0.0
+                                    for k in ours)
+    return differences
+
+
+def check(names: list[str], root: Path = ROOT, report=print) -> list[str]:
+    """The problems that keep these packages from shipping; [] when every one is current."""
+    problems = [f"{n}: package missing, or exported from other weights" for n in stale(names, root)]
+    for name in sorted(set(names) - {p.split(":")[0] for p in problems}):
+        for part, diff in drift(name, root).items():
+            report(f"{name}: {part} within {diff:.2g} of a fresh export")
+            if not diff <= MAX_ABS_DIFF:
+                problems.append(f"{name}: {part} differs from a fresh export of its checkpoint by {diff:.3g} "
+                                f"(expected at most {MAX_ABS_DIFF:g}): rebuild it")
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m edgegen_models.build", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("names", nargs="*", help="shipped models (default: all)")
+    parser.add_argument("--check", action="store_true", help="compare instead of writing (see above)")
+    args = parser.parse_args(argv)
+    names = args.names or names_in()
+    if args.check:
+        problems = check(names)
+        print("\n".join(problems) or f"all {len(names)} packages match their checkpoints")
+        return 1 if problems else 0
+    written = build(names)
+    print(f"{len(written)} exported, {len(names) - len(written)} already current, in {ROOT / 'packages'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""The shipped models by name (edgegen/shipped.py) and the edgegen-models distribution (models/):
+a name finds the package exported from its checkpoint's very weights, else exports it once into
+the cache; a package that drifted from its checkpoint is never used, and the release check and
+the wheel build find it."""
+
+import importlib.util
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file, save_file
+
+import edgegen
+import edgegen.export
+from edgegen import shipped
+from edgegen.cli import main
+from edgegen.errors import PackageError
+from edgegen_models import build as models_build
+
+REPO = Path(__file__).resolve().parent.parent
+NAME = "gan-digits"   # small and quick to export
+
+
+@pytest.fixture
+def models(tmp_path, monkeypatch):
+    """A private edgegen-models folder with one shipped checkpoint, and a private cache."""
+    root = tmp_path / "edgegen_models"
+    shutil.copytree(shipped.checkpoints_dir() / NAME, root / "checkpoints" / NAME)
+    monkeypatch.setattr(shipped, "models_root", lambda: root)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return root
+
+
+def perturb_weights(checkpoint: Path) -> None:
+    weights = load_file(checkpoint / "weights.safetensors")
+    for name, value in weights.items():
+        if value.dtype == np.float32:
+            weights[name] = value * np.float32(1.01)
+    save_file(weights, checkpoint / "weights.safetensors")
+
+
+def test_a_name_exports_once_into_the_cache_then_finds_it(models, tmp_path, capsys):
+    assert main(["list"]) == 0
+    assert "checkpoint only: exported into" in capsys.readouterr().out
+    assert main(["generate", NAME, "--n", "4", "--out", str(tmp_path / "a.png")]) == 0
+    first = capsys.readouterr()
+    assert f"exporting the shipped {NAME} once into {tmp_path / 'cache'}" in first.err
+    assert main(["generate", NAME, "--n", "4", "--out", str(tmp_path / "b.png")]) == 0
+    assert "exporting" not in capsys.readouterr().err
+    assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
+    assert edgegen.load(NAME).package.path == shipped.cache_path(NAME)
+    assert main(["info", NAME]) == 0 and main(["check", NAME]) == 0
+
+
+def test_the_distributions_package_is_preferred_and_names_its_checkpoint_as_shipped(models):
+    from edgegen.training.checkpoint import load_source_checkpoint
+
+    (package,) = models_build.build([NAME], models, report=lambda line: None)
+    assert models_build.build([NAME], models, report=lambda line: None) == []   # current: kept
+    assert shipped.find_shipped(NAME) == package == models / "packages" / NAME
+    pipe = edgegen.load(NAME)
+    assert pipe.package.manifest.provenance["source_checkpoint"]["path"] == f"shipped:{NAME}"
+    # optimize and bench --vs-torch find the checkpoint through the shipped name
+    assert load_source_checkpoint(pipe.package).path == models / "checkpoints" / NAME
+    assert models_build.check([NAME], models, report=lambda line: None) == []
+
+
+def test_a_package_that_drifted_from_its_checkpoint_is_not_used(models):
+    models_build.build([NAME], models, report=lambda line: None)
+    perturb_weights(models / "checkpoints" / NAME)    # new weights, old package
+    assert shipped.find_shipped(NAME) is None
+    with pytest.raises(PackageError, match="expected its exported package, found none made from its weights"):
+        edgegen.load(NAME)
+    assert models_build.check([NAME], models, report=lambda line: None) == [
+        f"{NAME}: package missing, or exported from other weights"]
+    assert _build_backend().stale_packages(models) == [NAME]
+
+
+def test_the_release_check_finds_a_package_whose_graph_differs_from_a_fresh_export(models):
+    """Weights recorded right but the graph exported from others (an export-code change, a
+    hand-edited package): only re-exporting and comparing outputs finds it."""
+    checkpoint = models / "checkpoints" / NAME
+    original = (checkpoint / "weights.safetensors").read_bytes()
+    models_build.build([NAME], models, report=lambda line: None)
+    perturb_weights(checkpoint)
+    edgegen.export.export_checkpoint(checkpoint, models / "packages" / NAME, overwrite=True)
+    (checkpoint / "weights.safetensors").write_bytes(original)
+    manifest_path = models / "packages" / NAME / "edgegen.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["provenance"]["source_checkpoint"]["weights_sha256"] = shipped.weights_sha256(NAME)
+    manifest_path.write_text(json.dumps(manifest))
+    problems = models_build.check([NAME], models, report=lambda line: None)
+    assert len(problems) == 1 and problems[0].startswith(f"{NAME}: generator differs from a fresh export")
+
+
+def test_the_wheel_build_refuses_missing_packages(models):
+    backend = _build_backend()
+    assert backend.stale_packages(models) == [NAME]
+    models_build.build([NAME], models, report=lambda line: None)
+    assert backend.stale_packages(models) == []
+
+
+def test_runtime_only_install_without_the_package_says_what_to_do(models, monkeypatch, capsys):
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name in ("torch", "onnx") else real_find_spec(name, *a))
+    assert main(["generate", NAME, "--out", "x.png"]) == 2
+    assert f"shipped model '{NAME}': expected its exported package, found none made from its weights" in \
+        capsys.readouterr().err
+
+
+def _build_backend():
+    sys.path.insert(0, str(REPO / "models"))
+    try:
+        import _build_backend
+    finally:
+        sys.path.pop(0)
+    return _build_backend
