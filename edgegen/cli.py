@@ -182,11 +182,22 @@ def _family_options(family, declared, args, command: str) -> dict:
 def _cmd_generate(args) -> None:
     from .families import GenerateRequest
     from .families import get as get_family
+    from .package import Package
     from .runtimes import load
 
-    pipe = load(args.package, backend=args.backend, threads=args.threads, precision=args.precision)
-    family = get_family(pipe.family)
+    family = get_family(Package(args.package, verify_hashes=False).family)   # load() verifies below
+    grid_given = [flag for flag, value in (("--n", args.n), ("--nrow", args.nrow), ("--scale", args.scale))
+                  if value is not None]
+    if grid_given and not family.grid_flags:   # refused before the model loads, not ignored
+        raise ConfigError(f"{grid_given[0]}: expected an option of packages that draw a grid of images, found it "
+                          f"given to a {family.name} package")
     options = _family_options(family, family.options, args, "generate")
+    if family.grid_flags and args.out is not None:   # pictures: an extension edgegen cannot write is refused first
+        from .images import picture_format
+
+        picture_format(args.out, "RGB")
+    pipe = load(args.package, backend=args.backend, threads=args.threads, precision=args.precision)
+    args.n = 16 if args.n is None else args.n
 
     def require_out() -> None:
         from .images import picture_format
@@ -423,7 +434,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("generate", help="sample from a package and write a PNG or JPEG grid (or stream text)")
     p.add_argument("package", help=PACKAGE_HELP)
-    p.add_argument("--n", type=int, default=16, help="samples to draw")
+    p.add_argument("--n", type=int, default=None, help="samples to draw, for packages that draw a grid of images "
+                   "(default 16)")
     p.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same samples")
     p.add_argument("--out", default=None, help="the file to write: a grid of images, PNG or JPEG by its extension "
                                                "(families that make text, audio or arrays say what they write below)")

@@ -2,7 +2,7 @@
 
 Where a board or a chip reports its power, bench reads it while an engine runs:
 - NVML on NVIDIA GPUs (the nvidia-ml-py package): the GPU's total energy counter, else its
-  power readings;
+  power readings (the counter exists from Volta on);
 - on a Jetson, the INA3221 power monitor's rails in sysfs (hwmon: in*_label, in*_input in mV,
   curr*_input in mA), else the rails `tegrastats` prints;
 - on x86 CPUs, RAPL's package energy counters (/sys/class/powercap/intel-rapl:N/energy_uj),
@@ -181,8 +181,10 @@ class Tegrastats(PowerSource):
 class Nvml(CounterSource):
     """GPU 0's total energy counter (mJ since the driver loaded; Volta and later)."""
 
+    name = "NVML"
+
     def __init__(self, nvml=None):
-        self.nvml, self.handle, self.error = nvml, None, None
+        self.nvml, self.handle, self.error, self.gpu = nvml, None, None, "GPU 0"
         try:
             if self.nvml is None:
                 import pynvml as nvml_module   # the nvidia-ml-py package
@@ -191,7 +193,8 @@ class Nvml(CounterSource):
             self.nvml.nvmlInit()
             self.handle = self.nvml.nvmlDeviceGetHandleByIndex(0)
             name = self.nvml.nvmlDeviceGetName(self.handle)
-            self.name = f"NVML ({name.decode() if isinstance(name, bytes) else name})"
+            self.gpu = name.decode() if isinstance(name, bytes) else str(name)
+            self.name = f"NVML ({self.gpu})"
             self.read()
         except ImportError:
             self.error = "NVML: the nvidia-ml-py package is not installed (pip install nvidia-ml-py)"
@@ -208,18 +211,41 @@ class Nvml(CounterSource):
         return (end[0] - start[0]) / 1e3
 
 
+class NvmlPower(PowerSource):
+    """GPU 0's power readings (mW), sampled: for GPUs without the energy counter."""
+
+    def __init__(self, nvml=None):
+        self.counter = Nvml(nvml)
+        self.name = f"NVML power readings ({self.counter.gpu})"
+        self.error = None
+        if self.counter.handle is None:
+            self.error = self.counter.error
+        else:
+            try:
+                self.watts()
+            except Exception as exc:  # noqa: BLE001 - NVMLError: not supported on this GPU
+                self.error = f"NVML power readings: {exc}"
+
+    def problem(self) -> str | None:
+        return self.error
+
+    def watts(self) -> float:
+        return self.counter.nvml.nvmlDeviceGetPowerUsage(self.counter.handle) / 1e3
+
+
 # -- finding one, measuring with it -------------------------------------------------------------
 
 def find_power_source(candidates=None):
     """(source, None) for the first source that answers, or (None, why none did)."""
-    candidates = candidates if candidates is not None else (Nvml, Ina3221, Tegrastats, Rapl)
+    candidates = candidates if candidates is not None else (Nvml, NvmlPower, Ina3221, Tegrastats, Rapl)
     reasons = []
     for make in candidates:
         source = make()
         problem = source.problem()
         if problem is None:
             return source, None
-        reasons.append(problem)
+        if problem not in reasons:   # NVML's counter and readings fail alike without a driver
+            reasons.append(problem)
     return None, "no power source: " + "; ".join(reasons)
 
 

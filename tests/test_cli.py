@@ -138,3 +138,34 @@ def test_what_the_system_refuses_is_one_line_too(package_copy, capsys, tmp_path,
         code, _, err = run_cli(capsys, "info", pkg)
         assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
         assert ("out of memory" if isinstance(error, MemoryError) else "surrogates not allowed") in err
+
+
+def test_grid_flags_are_refused_for_packages_that_draw_no_grid(trained, tmp_path, capsys):
+    from edgegen import families
+
+    pkg = trained["gan"][1]
+    assert families.get("gan").grid_flags and not families.get("gpt").grid_flags
+    assert not families.get("wavenet").grid_flags and not families.get("sr").grid_flags
+    assert main(["generate", str(pkg), "--n", "4", "--nrow", "2", "--out", str(tmp_path / "g.png")]) == 0
+    # the GAN's declaration as if it drew one picture (as sr does): --n no longer applies
+    gan = families.get("gan")
+    object.__setattr__(gan, "grid_flags", False)   # Family is frozen
+    try:
+        assert main(["generate", str(pkg), "--n", "4", "--out", str(tmp_path / "h.png")]) == 2
+    finally:
+        object.__setattr__(gan, "grid_flags", True)
+    assert "--n: expected an option of packages that draw a grid of images, found it given to a gan package" \
+        in capsys.readouterr().err
+    assert not (tmp_path / "h.png").exists()
+
+
+def test_generate_writes_the_format_its_extension_names_or_refuses_it(trained, tmp_path, capsys):
+    ddpm = str(trained["diffusion"][1])
+    assert main(["generate", ddpm, "--n", "2", "--steps", "2", "--out", str(tmp_path / "d.jpeg")]) == 0
+    assert (tmp_path / "d.jpeg").read_bytes()[:3] == b"\xff\xd8\xff"
+    assert main(["generate", ddpm, "--n", "2", "--steps", "2", "--out", str(tmp_path / "d.png")]) == 0
+    assert (tmp_path / "d.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    capsys.readouterr()
+    assert main(["generate", ddpm, "--n", "2", "--steps", "2", "--out", str(tmp_path / "d.gif")]) == 2
+    assert "expected an extension among .png, .jpg, .jpeg, found .gif" in capsys.readouterr().err
+    assert not (tmp_path / "d.gif").exists()

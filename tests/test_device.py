@@ -130,3 +130,23 @@ def test_bench_says_when_there_is_no_power_source(trained, monkeypatch, capsys):
     assert "energy: not measured: no power source: none here" in capsys.readouterr().out
     assert main(["bench", str(trained["gan"][1]), "--iters", "3", "--warmup", "1", "--no-energy"]) == 0
     assert "energy: not measured: not asked for" in capsys.readouterr().out
+
+
+class NvmlWithoutCounter(FakeNvml):
+    """A GPU older than Volta: no energy counter, power readings only."""
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, handle):
+        raise RuntimeError("Not Supported")
+
+    def nvmlDeviceGetPowerUsage(self, handle):
+        return 71_500   # mW
+
+
+def test_nvml_falls_back_to_power_readings_without_the_energy_counter():
+    assert power.Nvml(NvmlWithoutCounter()).problem() == "NVML: Not Supported"
+    readings = power.NvmlPower(NvmlWithoutCounter())
+    assert readings.problem() is None and readings.watts() == 71.5
+    assert readings.name == "NVML power readings (NVIDIA H200)"
+    source, why = power.find_power_source((lambda: power.Nvml(NvmlWithoutCounter()),
+                                           lambda: power.NvmlPower(NvmlWithoutCounter())))
+    assert isinstance(source, power.NvmlPower) and why is None

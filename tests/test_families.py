@@ -76,7 +76,7 @@ def test_family_contract(family, tmp_path, registered):
     assert isinstance(config, family.config)
     hint = tmp_path / "hint.png"
     save_grid(np.random.default_rng(0).random((1, 1, 8, 8), dtype=np.float32), hint, scale=1)
-    args = [str(pkg), "--n", "2", "--out", str(tmp_path / smoke["out"]),
+    args = [str(pkg), *(["--n", "2"] if family.grid_flags else []), "--out", str(tmp_path / smoke["out"]),
             *(a.format(hint=hint) for a in smoke["generate"])]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(OWN_FAMILY), os.environ.get("PYTHONPATH", "")])}
     result = subprocess.run([sys.executable, "-c", GENERATE_WITHOUT_TORCH, *args], capture_output=True, text=True,

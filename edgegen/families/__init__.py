@@ -184,6 +184,7 @@ class Family:
     options: tuple[Option, ...] = ()     # `edgegen generate` options, beyond --n, --seed, --out
     train_options: tuple[Option, ...] = ()   # `edgegen train` options beyond the common ones
     generate: Callable | None = None     # the CLI's generate (pipe, request); None: a PNG grid of pipe(n, ...)
+    grid_flags: bool = True              # whether `edgegen generate` --n, --nrow and --scale apply (an image grid)
     demo: tuple[DemoModel, ...] = ()
     showcase: str | None = None          # "module:function" (pipe, folder, name) -> (results dict, Markdown lines)
     bench: str = "graphs"

@@ -18,6 +18,7 @@ FAMILY = register(Family(
     options=(Option("--inputs", "inputs", "an .npz of the graph's named inputs (default: the first feed "
                     "recorded at export); --out names the .npz of outputs", {"metavar": "NPZ"}),),
     generate=generate,
+    grid_flags=False,   # one text, picture, clip or set of arrays: no --n, --nrow, --scale
     dim_limits=lambda c: dict(c.dim_limits),
     bench_dims=lambda c: dict(c.example_dims),
     recorded_inputs=recorded_inputs,
