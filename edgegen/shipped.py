@@ -14,13 +14,13 @@ docs/package-format.md describes the package; docs/cli.md the commands that take
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
 from pathlib import Path
 
 from .errors import PackageError
+from .package import sha256_file
 from .storage import user_cache_dir
 
 MODELS_DISTRIBUTION = "edgegen-models"
@@ -53,11 +53,7 @@ def is_shipped_name(text: str | os.PathLike) -> bool:
 
 
 def weights_sha256(name: str) -> str:
-    digest = hashlib.sha256()
-    with open(checkpoints_dir() / name / "weights.safetensors", "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256_file(checkpoints_dir() / name / "weights.safetensors")
 
 
 def recorded_weights(package: Path) -> str | None:
