@@ -320,6 +320,17 @@ def _cmd_build(args) -> None:
     print(f"{len(engines)} engine(s) ready in {next(iter(engines.values())).parent}")
 
 
+def _cmd_triton(args) -> None:
+    from .serving.triton import RepositoryOptions, write_repository
+
+    options = RepositoryOptions(route=args.route, graph_backend=args.graph_backend, max_batch_size=args.max_batch_size,
+                                dynamic_batching=args.dynamic_batching, queue_delay_us=args.queue_delay_us,
+                                instances=args.instances, kind=args.kind, precision=args.precision,
+                                backend=args.backend, threads=args.threads)
+    models = write_repository([_package_or_name(p) for p in args.packages], args.out, options, force=args.force)
+    print(f"{len(models)} model(s) in {args.out}: tritonserver --model-repository {args.out} (docs/serving.md)")
+
+
 def _cmd_info(args) -> None:
     _print_info(args.package)
 
@@ -368,6 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .families import families
     from .package import PRECISIONS, VARIANT_PRECISIONS
     from .runtimes.engines import ENGINE_PRECISIONS
+    from .serving.triton import GRAPH_BACKENDS, KINDS, ROUTES
 
     parser = _Parser(prog="edgegen", description="Generative models from PyTorch to fast edge engines.")
     parser.add_argument("--version", action="version", version=f"edgegen {__version__}")
@@ -508,6 +520,31 @@ def build_parser() -> argparse.ArgumentParser:
                    help="optimization profile of a dynamic dim (default: batch 1:1:16, others 1:1:their limit)")
     p.add_argument("--cache-dir", default=None, help="engine cache folder (default: PACKAGE/.edgegen-cache/tensorrt)")
     p.set_defaults(func=_cmd_build)
+
+    p = sub.add_parser("triton", help="write a Triton Inference Server model repository that serves packages",
+                       epilog="docs/serving.md: when to embed and when to run Triton, and how a Jetson serves it")
+    p.add_argument("packages", nargs="+", metavar="PACKAGE", help=PACKAGE_HELP + " (one or more)")
+    p.add_argument("--out", required=True, help="the model repository (created, or added to)")
+    p.add_argument("--route", default=None, choices=ROUTES,
+                   help="graph: Triton runs the one graph of a GAN, VAE or your own model; pipeline: a Python-backend "
+                        "model runs edgegen's pipeline (default: graph where the family's generation is one graph call)")
+    p.add_argument("--graph-backend", default="onnxruntime", choices=GRAPH_BACKENDS,
+                   help="who runs a graph-route model: Triton's ONNX Runtime backend, its TensorRT backend (an engine "
+                        "built here: run this on the device that serves it), or edgegen in Triton's Python backend")
+    p.add_argument("--max-batch-size", type=int, default=16, help="graph route: the most items Triton merges into a call")
+    p.add_argument("--dynamic-batching", action=argparse.BooleanOptionalAction, default=True,
+                   help="graph route: let Triton merge queued requests into one call")
+    p.add_argument("--queue-delay-us", type=int, default=2000,
+                   help="how long the dynamic batcher waits for more requests, in microseconds")
+    p.add_argument("--instances", type=int, default=1, help="model instances Triton runs side by side")
+    p.add_argument("--kind", default="cpu", choices=KINDS, help="where Triton runs graph-route instances")
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS, help="serve a variant edgegen optimize wrote")
+    p.add_argument("--backend", default="auto", help="edgegen's backend inside Python-backend models: auto, ort-cpu, "
+                   "ort-cuda or ort-tensorrt")
+    p.add_argument("--threads", type=int, default=0,
+                   help="ONNX Runtime threads per Python-backend instance (0: one per core)")
+    p.add_argument("--force", action="store_true", help="replace model folders that exist in --out")
+    p.set_defaults(func=_cmd_triton)
 
     p = sub.add_parser("info", help="show a package's manifest")
     p.add_argument("package", help=PACKAGE_HELP)

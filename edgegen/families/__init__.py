@@ -133,6 +133,7 @@ class Option:
     help: str
     kwargs: dict = field(default_factory=dict)
     default: Any = None       # applied when the flag is not given (and shown in the help)
+    served: bool = True       # whether a served request (edgegen triton) carries it: not a file on the client's disk
 
     @property
     def dest(self) -> str:
@@ -208,6 +209,13 @@ class Family:
     # commands of its own beside edgegen's ("edgegen upscale"): "module:function" (subparsers,
     # runtime_options) that adds each one's parser with its handler as `func`
     commands: tuple[str, ...] = ()
+    # serving (edgegen triton, docs/serving.md): the graph whose one call is this family's
+    # generation, which Triton's ONNX Runtime or TensorRT backend serves by itself (None: the
+    # generation is a loop, served by a Python-backend model that runs the pipeline) ...
+    served_graph: str | None = None
+    # ... and the pipeline's request: "module:function" (runtime config) -> serving.Served;
+    # None derives it from `options` (n, seed and each option a request can carry)
+    serving: str | None = None
     order: int = 1000                    # where it stands in listings (built-ins first)
 
     def __post_init__(self):
@@ -243,6 +251,9 @@ class Family:
 
     def showcase_function(self) -> Callable | None:
         return None if self.showcase is None else _resolve(self.showcase, "showcase")
+
+    def serving_function(self) -> Callable | None:
+        return None if self.serving is None else _resolve(self.serving, "served")
 
     def command_adder(self, reference: str) -> Callable:
         """One entry of `commands` -> its add_commands(subparsers, runtime_options)."""

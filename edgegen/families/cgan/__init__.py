@@ -14,6 +14,7 @@ FAMILY = register(Family(
              Option("--truncation", "truncation", "redraw latent values beyond this magnitude (e.g. 0.5; "
                     "default: none)", {"type": float})),
     demo=(DemoModel("cgan-digits", "digits"),),
+    served_graph="generator",
     showcase="edgegen.families.cgan.demo",
     smoke={"train": {"steps": 2, "batch_size": 8, "image_size": 16, "width": 8}},
     order=40,

@@ -9,7 +9,7 @@ from ..diffusion.cli import generate as generate_diffusion
 
 OPTIONS = (*SAMPLING_OPTIONS,
            Option("--control", "control", "(required) a picture whose coarse version the samples follow",
-                  {"metavar": "IMAGE"}),
+                  {"metavar": "IMAGE"}, served=False),
            Option("--conditioning-scale", "conditioning_scale", "strength of the control (0 = the base model)",
                   {"type": float}, 1.0))
 

@@ -11,6 +11,7 @@ FAMILY = register(Family(
     model="edgegen.families.gan.model",
     export="edgegen.families.gan.export",
     demo=(DemoModel("gan-digits", "digits"),),
+    served_graph="generator",
     showcase="edgegen.families.gan.demo",
     smoke={"train": {"steps": 2, "batch_size": 8, "image_size": 16, "width": 8}},
     order=15,

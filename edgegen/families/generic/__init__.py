@@ -16,8 +16,9 @@ FAMILY = register(Family(
     pipeline=GenericPipeline,
     config=GenericConfig,
     options=(Option("--inputs", "inputs", "an .npz of the graph's named inputs (default: the first feed "
-                    "recorded at export); --out names the .npz of outputs", {"metavar": "NPZ"}),),
+                    "recorded at export); --out names the .npz of outputs", {"metavar": "NPZ"}, served=False),),
     generate=generate,
+    served_graph="model",   # its one graph (generic/export.py GRAPH)
     grid_flags=False,   # one text, picture, clip or set of arrays: no --n, --nrow, --scale
     dim_limits=lambda c: dict(c.dim_limits),
     bench_dims=lambda c: dict(c.example_dims),

@@ -19,6 +19,7 @@ FAMILY = register(Family(
     export="edgegen.families.gpt.export",
     options=OPTIONS,
     generate=generate,
+    serving="edgegen.families.gpt.cli:served",
     grid_flags=False,   # one text, picture, clip or set of arrays: no --n, --nrow, --scale
     demo=(DemoModel("gpt-stdlib", "stdlib"),),
     showcase="edgegen.families.gpt.demo",

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import sys
 
+import numpy as np
+
 from ...errors import ConfigError
 from ...families import GenerateRequest, Option
 
@@ -44,3 +46,18 @@ def generate(pipe, request: GenerateRequest) -> str:
     atomic_write_text(request.out, "".join(pieces))
     print(f"wrote {request.out}", file=sys.stderr)
     return ""
+
+
+def served(config):
+    """The served request (edgegen triton): the options above, the text streamed piece by
+    piece through Triton's decoupled mode, as `edgegen generate` prints it."""
+    from ...serving.requests import Field, Served, option_field
+
+    def answer(pipe, arguments: dict):
+        arguments = dict(arguments)
+        arguments["do_sample"] = not arguments.pop("greedy", False)
+        for piece in pipe.stream(arguments.pop("prompt"), **arguments):
+            yield {"text": np.array([piece.encode("utf-8")], dtype=np.object_)}
+
+    inputs = (Field("seed", "int64"), *(option_field(o) for o in OPTIONS))
+    return Served(inputs, (Field("text", "string"),), answer, streams=True)

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 OPTIONS = (
     Option("--image", "image", "the picture to upscale (PNG, JPEG, ...); --out names the picture written, "
-           "its format by extension (.png or .jpg)", {"metavar": "FILE"}),
+           "its format by extension (.png or .jpg)", {"metavar": "FILE"}, served=False),
     Option("--tile", "tile", "tile side in input pixels (default: the package's, 128)", {"type": int}),
     Option("--overlap", "overlap", "overlap of neighbouring tiles in input pixels (default: the package's, twice "
            "the model's receptive radius)", {"type": int}),

@@ -11,6 +11,7 @@ FAMILY = register(Family(
     model="edgegen.families.vae.model",
     export="edgegen.families.vae.export",
     demo=(DemoModel("vae-digits", "digits"),),
+    served_graph="decoder",
     showcase="edgegen.families.vae.demo",
     smoke={"train": {"steps": 2, "batch_size": 8, "image_size": 16, "width": 8}},
     order=10,

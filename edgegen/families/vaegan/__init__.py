@@ -12,6 +12,7 @@ FAMILY = register(Family(
     model="edgegen.families.vaegan.model",
     export="edgegen.families.vaegan.export",
     demo=(DemoModel("vaegan-digits", "digits"),),
+    served_graph="decoder",
     showcase="edgegen.families.vae.demo",
     smoke={"train": {"steps": 2, "batch_size": 8, "image_size": 16, "width": 8}},
     order=20,

@@ -14,6 +14,7 @@ FAMILY = register(Family(
     export="edgegen.families.wavenet.export",
     options=OPTIONS,
     generate=generate,
+    serving="edgegen.families.wavenet.cli:served",
     grid_flags=False,   # one text, picture, clip or set of arrays: no --n, --nrow, --scale
     demo=(DemoModel("wavenet-tones", "tones"),),
     showcase="edgegen.families.wavenet.demo",

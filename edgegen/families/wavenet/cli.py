@@ -28,3 +28,15 @@ def generate(pipe, request: GenerateRequest) -> str:
     write_wav(out, audio, pipe.sample_rate)
     return (f"wrote {out} ({samples} samples, {samples / pipe.sample_rate:.2f} s at {pipe.sample_rate} Hz, "
             f"label {label}, seed {request.seed})")
+
+
+def served(config):
+    """The served request (edgegen triton): --seconds as a count of samples, the waveform out."""
+    from ...serving.requests import Field, Served, option_field
+
+    def answer(pipe, arguments: dict):
+        yield {"audio": pipe(**arguments)}
+
+    inputs = (Field("num_samples", "int64", required=True), Field("seed", "int64"),
+              *(option_field(o) for o in OPTIONS if o.keyword != "seconds"))
+    return Served(inputs, (Field("audio", "float32", (-1,)),), answer)

@@ -1,0 +1,151 @@
+"""A real Triton Inference Server on this machine, for trying a repository before deploying it
+and for edgegen's own tests and load benchmark: the `tritonserver` binary, Python backend and
+backend stubs that the nvidia-pytriton wheel (PyPI) carries, run on CPU.
+
+The server runs from its own virtual environment (docs/serving.md): the wheel pins numpy<2,
+and with numpy 2 its Python backend loaded models but answered with empty outputs. Make it with
+
+    python3 -m venv .venv-triton && .venv-triton/bin/pip install nvidia-pytriton==0.7.0 "numpy<2" -e ".[text]"
+
+That wheel's server has only the Python backend: Triton's ONNX Runtime and TensorRT backends
+come with Triton's own releases (its containers, its Jetson tarball).
+
+Runtime code: the standard library only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from ..errors import BackendError, ConfigError
+
+DEFAULT_ENV = Path(__file__).resolve().parents[2] / ".venv-triton"   # a checkout's server environment
+ENV_VARIABLE = "EDGEGEN_TRITON_ENV"
+READY_SECONDS = 120
+
+
+@dataclass(frozen=True)
+class Server:
+    process: subprocess.Popen
+    http_url: str          # host:port, as tritonclient takes it
+    grpc_url: str
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+
+def server_env(env: str | os.PathLike | None = None) -> Path:
+    """The server's virtual environment: `env`, else $EDGEGEN_TRITON_ENV, else the checkout's .venv-triton."""
+    return Path(env or os.environ.get(ENV_VARIABLE) or DEFAULT_ENV)
+
+
+def pytriton_root(env: str | os.PathLike | None = None) -> Path:
+    """The site-packages folder that holds pytriton/tritonserver, or ConfigError saying how to make it."""
+    root = server_env(env)
+    found = sorted(root.glob("lib/python3*/site-packages/pytriton/tritonserver/bin/tritonserver"))
+    if not found:
+        raise ConfigError(f"Triton server environment {str(root)!r}: expected nvidia-pytriton's tritonserver in it, found "
+                          "none (python3 -m venv .venv-triton && .venv-triton/bin/pip install nvidia-pytriton==0.7.0 "
+                          "\"numpy<2\" -e \".[text]\")")
+    return found[-1].parents[3]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _backends(site: Path, python_version: str, folder: Path) -> Path:
+    """A backend directory: the wheel's Python backend with the stub for the server's Python version."""
+    stub = site / "pytriton" / "tritonserver" / "python_backend_stubs" / python_version / "triton_python_backend_stub"
+    if not stub.is_file():
+        raise ConfigError(f"Triton Python backend stub for Python {python_version}: expected {str(stub)!r}, found none")
+    python = folder / "python"
+    shutil.copytree(site / "pytriton" / "tritonserver" / "backends" / "python", python)
+    shutil.copy2(stub, python / "triton_python_backend_stub")
+    return folder
+
+
+@contextlib.contextmanager
+def local_server(repository: str | os.PathLike, env: str | os.PathLike | None = None,
+                 ready_seconds: float = READY_SECONDS) -> Iterator[Server]:
+    """Start tritonserver on free loopback ports with `repository`, wait until every model is
+    ready, yield it, and always stop it (its whole process group) on the way out."""
+    site = pytriton_root(env)
+    python_version = site.parent.name.removeprefix("python")
+    with tempfile.TemporaryDirectory(prefix="edgegen-triton-") as scratch:
+        scratch = Path(scratch)
+        backends = _backends(site, python_version, scratch / "backends")
+        http, grpc, metrics = _free_port(), _free_port(), _free_port()
+        environment = dict(os.environ)
+        # the stub's Python finds its packages through the environment's bin on PATH (as pytriton does)
+        environment["PATH"] = f"{server_env(env) / 'bin'}:{environment.get('PATH', '')}"
+        environment["LD_LIBRARY_PATH"] = ":".join(filter(None, [str(site / "nvidia_pytriton.libs"),
+                                                                environment.get("LD_LIBRARY_PATH")]))
+        log = scratch / "tritonserver.log"
+        command = [str(site / "pytriton" / "tritonserver" / "bin" / "tritonserver"),
+                   f"--model-repository={Path(repository).resolve()}", f"--backend-directory={backends}",
+                   f"--http-port={http}", f"--grpc-port={grpc}", f"--metrics-port={metrics}",
+                   "--http-address=127.0.0.1", "--grpc-address=127.0.0.1", "--allow-metrics=false",
+                   "--exit-timeout-secs=5"]
+        with open(log, "wb") as sink:
+            process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=environment,
+                                       start_new_session=True)
+        server = Server(process, f"127.0.0.1:{http}", f"127.0.0.1:{grpc}", log)
+        try:
+            _wait_ready(server, ready_seconds)
+            yield server
+        finally:
+            _stop(process)
+            server_log = log.read_text(errors="replace") if log.exists() else ""
+            keep = os.environ.get("EDGEGEN_TRITON_LOG")
+            if keep:
+                Path(keep).write_text(server_log)
+
+
+def _wait_ready(server: Server, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise BackendError(f"tritonserver: expected it to start, found it exited with status {server.process.returncode}:"
+                               f"\n{_tail(server.log)}")
+        try:
+            with urllib.request.urlopen(f"http://{server.http_url}/v2/health/ready", timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.25)
+    raise BackendError(f"tritonserver: expected it ready within {seconds:g} s, found it was not:\n{_tail(server.log)}")
+
+
+def _tail(log: Path, lines: int = 30) -> str:
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) if log.exists() else "(no log)"
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """SIGTERM to the server's process group (it and its Python stubs), SIGKILL if it lingers."""
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()

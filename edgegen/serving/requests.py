@@ -1,0 +1,117 @@
+"""What a served request carries and how a pipeline answers it: the contract between the
+Triton model repository (serving/triton.py), the Python-backend model that runs a pipeline
+(serving/triton_model.py) and a family's pipeline.
+
+A family declares its request in its folder (`Family.serving`), or one is derived from its
+`edgegen generate` options: `n`, `seed`, and each option a request can carry, named by the
+pipeline keyword it sets.
+
+Runtime code: numpy only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from ..errors import ConfigError, InputError
+
+# request dtypes -> Triton's config names and the numpy dtype a client sends
+TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "float64": "TYPE_FP64", "int64": "TYPE_INT64",
+                "int32": "TYPE_INT32", "int8": "TYPE_INT8", "uint8": "TYPE_UINT8", "bool": "TYPE_BOOL",
+                "string": "TYPE_STRING"}
+
+
+@dataclass(frozen=True)
+class Field:
+    """One tensor of a request or a response. dims: -1 is any length; (1,) with `scalar` is
+    one value the pipeline takes as a plain Python number, string or bool."""
+
+    name: str
+    dtype: str
+    dims: tuple[int, ...] = (1,)
+    required: bool = False
+    scalar: bool = True
+
+
+@dataclass(frozen=True)
+class Served:
+    """A pipeline's request: its inputs, its outputs, and `answer(pipe, arguments)`, which
+    yields one {output: array} per response (one for a plain model; one per piece when it
+    `streams`, through Triton's decoupled mode)."""
+
+    inputs: tuple[Field, ...]
+    outputs: tuple[Field, ...]
+    answer: Callable[[Any, dict], Iterator[dict[str, np.ndarray]]]
+    streams: bool = False
+
+
+_OPTION_TYPES = {int: "int64", float: "float64", str: "string"}
+
+
+def option_field(option) -> Field:
+    """An `edgegen generate` option as a request field: ints as int64, floats as float64 (so
+    that 0.7 reaches the pipeline as the same double a Python caller passes), other values as
+    strings, a flag as a bool, a repeatable option as a list of strings. A class label may be
+    one id or one per sample."""
+    action = option.kwargs.get("action")
+    if action == "store_true":
+        return Field(option.keyword, "bool")
+    if action == "append":
+        return Field(option.keyword, "string", (-1,), scalar=False)
+    dtype = _OPTION_TYPES.get(option.kwargs.get("type", str))
+    if dtype is None:
+        raise ConfigError(f"option {option.flag}: expected type int, float or str to serve it, found {option.kwargs['type']!r}")
+    if option.keyword == "labels":
+        return Field("labels", dtype, (-1,), scalar=False)
+    return Field(option.keyword, dtype, required=option.help.startswith("(required)"))
+
+
+def derived(family, config) -> Served:
+    """The request of a family that declares none: n and seed (for families that draw a batch),
+    and each option a request can carry; the answer is `pipe(n, seed=..., **options)` as one
+    output, `images` where the package's config has an image shape."""
+    unserved = [o.flag for o in family.options if not o.served]
+    if unserved:
+        raise ConfigError(f"family {family.name!r}: expected a served request (Family.serving) for its {', '.join(unserved)}, "
+                          "a file on the caller's disk, found none declared; embed it with edgegen.load")
+    fields = [Field("n", "int64"), Field("seed", "int64")] if family.grid_flags else [Field("seed", "int64")]
+    fields += [option_field(o) for o in family.options if o.served]
+    shape = getattr(config, "image_shape", None)
+    output = Field("images", "float32", (-1, *shape)) if shape else Field("samples", "float32", (-1, -1))
+
+    def answer(pipe, arguments: dict) -> Iterator[dict[str, np.ndarray]]:
+        arguments = dict(arguments)
+        n = arguments.pop("n", 1)
+        yield {output.name: np.asarray(pipe(n, **arguments) if family.grid_flags else pipe(**arguments))}
+
+    return Served(tuple(fields), (output,), answer)
+
+
+def served(family, config) -> Served:
+    """The family's declared request, or the derived one."""
+    declare = family.serving_function()
+    return declare(config) if declare is not None else derived(family, config)
+
+
+def arguments(fields: tuple[Field, ...], values: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Request tensors {name: array} -> the pipeline's keyword arguments: scalars as Python
+    values, lists as lists; a missing optional input is left to the pipeline's default."""
+    out = {}
+    for field in fields:
+        value = values.get(field.name)
+        if value is None:
+            if field.required:
+                raise InputError(f"request input {field.name!r}: expected it, found none (it is required)")
+            continue
+        items = [v.decode("utf-8") if isinstance(v, bytes) else v.item() if hasattr(v, "item") else v
+                 for v in np.asarray(value).reshape(-1)]
+        if field.scalar or (field.name == "labels" and len(items) == 1):
+            if len(items) != 1:
+                raise InputError(f"request input {field.name!r}: expected one value, found {len(items)}")
+            out[field.name] = items[0]
+        else:
+            out[field.name] = items
+    return out

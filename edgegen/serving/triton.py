@@ -1,0 +1,214 @@
+"""`edgegen triton`: a Triton Inference Server model repository from packages (docs/serving.md).
+
+Two routes, chosen per package:
+- graph: a family whose generation is one graph call (Family.served_graph: the GAN generator,
+  the VAE decoder, a bring-your-own-model graph). Triton's ONNX Runtime backend serves the ONNX
+  file itself, or its TensorRT backend an engine built here (on the device that will serve
+  it); or edgegen's Python-backend model runs the same graph with the same inputs and outputs.
+  Requests are batched along the first dim, so Triton's dynamic batcher merges them.
+- pipeline: a family whose generation is a loop (diffusion samplers, GPT, WaveNet, PixelCNN):
+  a Python-backend model runs the family's pipeline on a copy of the package. Requests carry
+  the pipeline's arguments (serving/requests.py); GPT streams through Triton's decoupled mode.
+
+Each model folder is written under a temporary name and renamed into place, so a failed run
+leaves the repository as it was. Runtime code: no torch, no onnx, no Triton packages.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ConfigError, OutputExistsError
+from ..external_data import external_data_files
+from ..families import get as get_family
+from ..families import package_config
+from ..package import PRECISIONS, Package, TensorSpec
+from ..shipped import resolve as resolve_shipped
+from ..storage import atomic_write_text, staged_directory
+from .requests import TRITON_TYPES, Field, served
+
+ROUTES = ("graph", "pipeline")
+GRAPH_BACKENDS = ("onnxruntime", "tensorrt", "python")
+KINDS = ("cpu", "gpu")
+MODEL_SHIM = '''"""A Triton Python-backend model written by `edgegen triton`: edgegen's own model class runs
+the package in package/ (edgegen's runtime must be importable by this server's Python)."""
+
+from edgegen.serving.triton_model import TritonPythonModel  # noqa: F401
+'''
+
+
+@dataclass(frozen=True)
+class RepositoryOptions:
+    """How each model is served (`edgegen triton`'s options)."""
+
+    route: str | None = None            # None: graph where the family has a served graph, else pipeline
+    graph_backend: str = "onnxruntime"  # who runs a graph-route model: Triton's ORT or TensorRT backend, or Python
+    max_batch_size: int = 16            # graph route: the most items Triton merges into one call
+    dynamic_batching: bool = True
+    queue_delay_us: int = 2000          # how long the batcher waits for more requests
+    instances: int = 1                  # model instances Triton runs side by side
+    kind: str = "cpu"                   # where they run: KIND_CPU or KIND_GPU
+    precision: str = "fp32"             # or a variant `edgegen optimize` wrote
+    backend: str = "auto"               # edgegen's backend inside a Python-backend model
+    threads: int = 0                    # ONNX Runtime threads per Python-backend instance (0: one per core)
+
+    def problems(self) -> list[str]:
+        problems = []
+        if self.route is not None and self.route not in ROUTES:
+            problems.append(f"route expected one of {', '.join(ROUTES)}, found {self.route!r}")
+        if self.graph_backend not in GRAPH_BACKENDS:
+            problems.append(f"graph backend expected one of {', '.join(GRAPH_BACKENDS)}, found {self.graph_backend!r}")
+        if self.kind not in KINDS:
+            problems.append(f"kind expected one of {', '.join(KINDS)}, found {self.kind!r}")
+        if self.precision not in PRECISIONS:
+            problems.append(f"precision expected one of {', '.join(PRECISIONS)}, found {self.precision!r}")
+        for name, low in (("max_batch_size", 1), ("instances", 1), ("queue_delay_us", 0), ("threads", 0)):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < low:
+                problems.append(f"{name} expected an integer of at least {low}, found {getattr(self, name)!r}")
+        return problems
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """One model written into the repository."""
+
+    name: str
+    route: str
+    backend: str          # Triton's backend: onnxruntime, tensorrt or python
+    max_batch_size: int
+    streams: bool
+    folder: Path
+
+
+def model_name(package: Package) -> str:
+    """The package's name as a Triton model name (a folder name: no slashes or spaces)."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", package.manifest.name) or "model"
+
+
+def write_repository(packages: list[str], out: str | Path, options: RepositoryOptions = RepositoryOptions(),
+                     force: bool = False, report=print) -> list[ServedModel]:
+    """A model folder in `out` for each package (a path or a shipped model's name). A folder
+    that exists already is refused unless `force`; every package is checked before any is written."""
+    problems = options.problems()
+    if problems:
+        raise ConfigError("edgegen triton: " + "; ".join(problems))
+    opened = [Package(resolve_shipped(p)) for p in packages]
+    names = [model_name(p) for p in opened]
+    for name in {n for n in names if names.count(n) > 1}:
+        raise ConfigError(f"model {name!r}: expected one package per model name, found {names.count(name)} packages named so")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(f"output {str(out)!r}: expected a model repository directory, found a file")
+    plans = [_plan(package, name, options) for package, name in zip(opened, names)]   # refusals before writing
+    if not force:
+        for plan in plans:
+            if (out / plan.name).exists():
+                raise OutputExistsError(f"model {str(out / plan.name)!r}: expected a model folder that does not exist "
+                                        "yet, found one (pass --force to replace it)")
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for package, plan in zip(opened, plans):
+        with staged_directory(out / plan.name, overwrite=force) as stage:
+            _write_model(package, plan, options, stage)
+        written.append(dataclasses.replace(plan, folder=out / plan.name))
+        report(f"{plan.name}: {plan.route} route, Triton's {plan.backend} backend"
+               + (f", batches of up to {plan.max_batch_size}" if plan.max_batch_size else "")
+               + (", decoupled (streams)" if plan.streams else ""))
+    return written
+
+
+@dataclass(frozen=True)
+class _Plan(ServedModel):
+    graph: str | None = None
+    inputs: tuple[Field, ...] = ()
+    outputs: tuple[Field, ...] = ()
+
+
+def _plan(package: Package, name: str, options: RepositoryOptions) -> _Plan:
+    """What the model folder of `package` will hold; a package that cannot be served so is refused here."""
+    family, config = package_config(package)
+    route = options.route or ("graph" if family.served_graph else "pipeline")
+    if route == "graph":
+        part = family.served_graph
+        if part is None or part not in package.graphs:
+            raise ConfigError(f"package {str(package.path)!r}: the graph route expected a family whose generation is one "
+                              f"graph call, found family {family.name!r}, whose generation is a loop (use --route pipeline)")
+        if options.precision != "fp32" and not package.variant_files(options.precision).get(part):
+            raise ConfigError(f"package {str(package.path)!r}: expected a {options.precision} variant of graph {part!r} "
+                              f"(edgegen optimize --precision {options.precision}), found none")
+        entry = package.graphs[part]
+        batched = all(isinstance(t.shape[0], str) for t in (*entry.inputs, *entry.outputs) if t.shape)
+        max_batch = _engine_batch(package, part, options) if batched else 0
+        return _Plan(name, "graph", options.graph_backend, max_batch, False, Path(name), part,
+                     tuple(_graph_field(t, batched) for t in entry.inputs),
+                     tuple(_graph_field(t, batched) for t in entry.outputs))
+    request = served(get_family(family.name), config)
+    return _Plan(name, "pipeline", "python", 0, request.streams, Path(name), None, request.inputs, request.outputs)
+
+
+def _engine_batch(package: Package, part: str, options: RepositoryOptions) -> int:
+    """The batch Triton may form: the option's, and for a TensorRT engine no more than its profile's largest."""
+    if options.graph_backend != "tensorrt":
+        return options.max_batch_size
+    from ..runtimes.engines import package_profiles
+
+    profile = package_profiles(package)[part]
+    first = package.graphs[part].inputs[0].name
+    highest = next(high[0] for tensor, _, _, high in profile if tensor == first)
+    return min(options.max_batch_size, int(highest))
+
+
+def _graph_field(spec: TensorSpec, batched: bool) -> Field:
+    dims = tuple(-1 if isinstance(d, str) else int(d) for d in spec.shape)
+    return Field(spec.name, spec.dtype, dims[1:] if batched else dims, required=True, scalar=False)
+
+
+def _write_model(package: Package, plan: _Plan, options: RepositoryOptions, folder: Path) -> None:
+    version = folder / "1"
+    version.mkdir()
+    if plan.backend == "python":
+        atomic_write_text(version / "model.py", MODEL_SHIM)
+        shutil.copytree(package.path, version / "package", ignore=shutil.ignore_patterns(".edgegen-cache", ".*.partial"))
+    elif plan.backend == "onnxruntime":
+        graph = package.graph_path(plan.graph, options.precision)
+        shutil.copyfile(graph, version / "model.onnx")
+        for location in external_data_files(graph):   # the graph names them relative to itself
+            shutil.copyfile(graph.parent / location, version / location)
+    else:
+        from ..runtimes.engines import cached_engines
+
+        engines = cached_engines(package.path, options.precision)
+        (version / "model.plan").write_bytes(engines[plan.graph][1])
+    atomic_write_text(folder / "config.pbtxt", config_text(plan, options))
+
+
+def config_text(plan: _Plan, options: RepositoryOptions) -> str:
+    """The model's config.pbtxt: the protobuf text form of Triton's ModelConfig."""
+    backend = {"onnxruntime": 'backend: "onnxruntime"\ndefault_model_filename: "model.onnx"',
+               "tensorrt": 'platform: "tensorrt_plan"\ndefault_model_filename: "model.plan"',
+               "python": 'backend: "python"'}[plan.backend]
+    lines = [f'name: "{plan.name}"', backend, f"max_batch_size: {plan.max_batch_size}",
+             "input [", ",\n".join(_tensor(f, optional=not f.required) for f in plan.inputs), "]",
+             "output [", ",\n".join(_tensor(f) for f in plan.outputs), "]"]
+    if plan.max_batch_size and options.dynamic_batching:
+        lines.append(f"dynamic_batching {{ max_queue_delay_microseconds: {options.queue_delay_us} }}")
+    if plan.streams:
+        lines.append("model_transaction_policy { decoupled: true }")
+    kind = "KIND_GPU" if options.kind == "gpu" and plan.backend != "python" else "KIND_CPU"
+    lines.append(f"instance_group [ {{ count: {options.instances} kind: {kind} }} ]")
+    if plan.backend == "python":
+        parameters = {"edgegen_route": plan.route, "edgegen_graph": plan.graph or "", "edgegen_backend": options.backend,
+                      "edgegen_threads": str(options.threads), "edgegen_precision": options.precision}
+        lines += [f'parameters {{ key: "{k}" value: {{ string_value: {json.dumps(v)} }} }}' for k, v in parameters.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _tensor(field: Field, optional: bool = False) -> str:
+    dims = ", ".join(str(d) for d in field.dims)
+    return (f'  {{ name: "{field.name}" data_type: {TRITON_TYPES[field.dtype]} dims: [ {dims} ]'
+            + (" optional: true" if optional else "") + " }")

@@ -1,0 +1,113 @@
+"""The Python-backend model Triton runs for a model folder `edgegen triton` wrote: it loads the
+package copied beside it with edgegen's runtime and answers requests through its pipeline
+(the pipeline route) or one call of its served graph (the graph route, several requests
+merged into one call when Triton's dynamic batcher hands over more than one).
+
+Triton's Python backend imports `triton_python_backend_utils` into the process it starts
+(the stub); it exists only there, so it is imported in initialize(), not at module level.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import EdgegenError
+from ..families import get as get_family
+from ..runtimes import load
+from .requests import arguments, served
+
+
+class TritonPythonModel:
+    """Triton's Python-backend model interface: initialize, execute, finalize."""
+
+    def initialize(self, args: dict) -> None:
+        import triton_python_backend_utils as pb_utils
+
+        self.pb = pb_utils
+        config = json.loads(args["model_config"])
+        parameters = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
+        folder = Path(args["model_repository"]) / args["model_version"]
+        self.pipe = load(folder / "package", backend=parameters.get("edgegen_backend", "auto"),
+                         threads=int(parameters.get("edgegen_threads") or 0) or None,
+                         precision=parameters.get("edgegen_precision", "fp32"))
+        self.route = parameters.get("edgegen_route", "pipeline")
+        self.decoupled = pb_utils.using_decoupled_model_transaction_policy(config)
+        if self.route == "graph":
+            self.session = self.pipe.sessions[parameters["edgegen_graph"]]
+            self.input_names = [t.name for t in self.session.inputs]
+        else:
+            self.request = served(get_family(self.pipe.family), self.pipe.config)
+
+    # -- the pipeline route: one request, one pipeline call ---------------------------------------
+
+    def execute(self, requests):
+        if self.route == "graph":
+            return self._graph(requests)
+        if self.decoupled:
+            for request in requests:
+                self._stream(request)
+            return None
+        return [self._answer(request) for request in requests]
+
+    def _arguments(self, request) -> dict:
+        values = {}
+        for field in self.request.inputs:
+            tensor = self.pb.get_input_tensor_by_name(request, field.name)
+            if tensor is not None:
+                values[field.name] = tensor.as_numpy()
+        return arguments(self.request.inputs, values)
+
+    def _answer(self, request):
+        try:
+            outputs = {}
+            for piece in self.request.answer(self.pipe, self._arguments(request)):
+                outputs.update(piece)
+            return self._response(outputs)
+        except EdgegenError as exc:
+            return self._error(exc)
+
+    def _stream(self, request) -> None:
+        """Each piece the pipeline yields as its own response, then the final flag."""
+        sender = request.get_response_sender()
+        try:
+            for piece in self.request.answer(self.pipe, self._arguments(request)):
+                sender.send(self._response(piece))
+        except EdgegenError as exc:
+            sender.send(self._error(exc))
+        sender.send(flags=self.pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+
+    def _response(self, outputs: dict):
+        return self.pb.InferenceResponse(output_tensors=[self.pb.Tensor(name, np.asarray(value))
+                                                         for name, value in outputs.items()])
+
+    # -- the graph route: requests merged along the batch dim into one call ----------------------
+
+    def _graph(self, requests):
+        feeds = [{name: self.pb.get_input_tensor_by_name(r, name).as_numpy() for name in self.input_names}
+                 for r in requests]
+        sizes = [len(next(iter(f.values()))) for f in feeds]
+        try:
+            merged = {name: np.concatenate([f[name] for f in feeds]) for name in self.input_names}
+            outputs = self.session.run(merged)
+        except EdgegenError:
+            # one request's bad input must not fail the others: answer each on its own
+            return [self._graph_one(f) for f in feeds]
+        bounds = np.cumsum([0, *sizes])
+        return [self._response({name: value[a:b] for name, value in outputs.items()})
+                for a, b in zip(bounds[:-1], bounds[1:])]
+
+    def _graph_one(self, feeds: dict):
+        try:
+            return self._response(self.session.run(feeds))
+        except EdgegenError as exc:
+            return self._error(exc)
+
+    def _error(self, exc: EdgegenError):
+        """The caller's mistake as Triton's INVALID_ARG (HTTP 400), with edgegen's message."""
+        return self.pb.InferenceResponse(output_tensors=[], error=self.pb.TritonError(str(exc), self.pb.TritonError.INVALID_ARG))
+
+    def finalize(self) -> None:
+        self.pipe = None
