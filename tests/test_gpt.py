@@ -422,3 +422,32 @@ def test_an_end_token_far_beyond_the_vocabulary_costs_nothing_per_call(gpt, tmp_
     finally:
         tracemalloc.stop()
     assert isinstance(text, str) and peak < 10 * 2**20
+
+
+def _genai_greedy(package, prompt: list[int], new_tokens: int) -> list[int]:
+    """ONNX Runtime GenAI's own loop over the package's decoder, read from its genai_config.json."""
+    import onnxruntime_genai as og
+
+    model = og.Model(str(package))
+    params = og.GeneratorParams(model)
+    params.set_search_options(max_length=len(prompt) + new_tokens, do_sample=False)
+    generator = og.Generator(model, params)
+    generator.append_tokens(np.array([prompt], dtype=np.int32))
+    tokens = []
+    while not generator.is_done():
+        generator.generate_next_token()
+        tokens.append(int(generator.get_next_tokens()[0]))
+    return tokens
+
+
+def test_onnxruntime_genai_runs_the_exported_decoder_with_edgegens_greedy_tokens(gpt, tmp_path):
+    pytest.importorskip("onnxruntime_genai", reason="onnxruntime-genai is in the dev extra (Linux x86-64)")
+    prompt = list(b"    def __init__(self")
+    ours = edgegen.load(gpt["pkg"]).generate(prompt, max_new_tokens=NEW_TOKENS, do_sample=False)
+    assert _genai_greedy(gpt["pkg"], prompt, NEW_TOKENS) == ours
+    _, tokenizer = _tiny_gpt2(tmp_path / "hf")   # an imported GPT-2, with its end-of-text token
+    assert main(["export", "gpt2", "--from-transformers", str(tmp_path / "hf"), "--out", str(tmp_path / "pkg")]) == 0
+    prompt = tokenizer.encode("def main(")
+    ours = edgegen.load(tmp_path / "pkg").generate(prompt, max_new_tokens=NEW_TOKENS, do_sample=False)
+    theirs = _genai_greedy(tmp_path / "pkg", prompt, NEW_TOKENS)
+    assert theirs[:len(ours)] == ours and len(ours) > 20

@@ -69,10 +69,13 @@ def export_model(ckpt: Checkpoint, out: str | Path, data: str | None = None, ops
                                   + "; ".join(failures))
         for file_name, source in ckpt.files.items():  # what the runtime needs beside the graphs
             shutil.copyfile(source, stage / file_name)
+        config = _runtime_config(family, spec, ckpt)
+        if spec.companions is not None:
+            spec.companions(stage, config, graphs)
         manifest = Manifest(
             family=ckpt.family,
             name=name or Path(checkpoint).resolve().name,
-            config=_runtime_config(family, spec, ckpt).to_json(),
+            config=config.to_json(),
             graphs=graphs,
             provenance=provenance(opset, {"path": str(ckpt.path.resolve()), "weights_sha256": ckpt.weights_sha256},
                                   training=ckpt.training),

@@ -4,6 +4,7 @@ the validation gate, tolerances, and the config the runtime needs. No per-model 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -47,6 +48,9 @@ class ExportSpec:
     needs_data: bool = True   # whether the gate's realistic inputs come from the training data
     # (checkpoint, data source) -> the data the gate draws from
     load_data: Callable[[Checkpoint, str], ImageData] = training_images
+    # (package folder, runtime config, {part: GraphEntry}) -> files for other runtimes written
+    # beside the graphs (a GPT package's genai_config.json for ONNX Runtime GenAI)
+    companions: Callable[[Path, object, dict], None] | None = None
 
 
 def image_shape(config) -> list[int]:

@@ -8,6 +8,7 @@ import torch
 
 from ...export.spec import TRACE_BATCH, ExportSpec, GraphSpec
 from ...package import TensorSpec, sha256_file
+from ...serving.genai import write_genai_config
 from ...training.checkpoint import Checkpoint
 from ...training.data import ImageData
 from .pipeline import GPTConfig
@@ -81,4 +82,5 @@ SPEC = ExportSpec(
     graphs=(GraphSpec("decoder", lambda m: m, gpt_graph_inputs, lambda c: _gpt_outputs(c.n_layer), _decoder_inputs),),
     runtime_config=_gpt_config,
     load_data=_gpt_data,
+    companions=lambda folder, config, graphs: write_genai_config(folder, config, graphs["decoder"].file),
 )

@@ -1,0 +1,64 @@
+"""genai_config.json: what ONNX Runtime GenAI (onnxruntime-genai) reads to run a GPT package's
+decoder with its own generation loop (docs/serving.md).
+
+edgegen's decoder graph has the inputs and outputs GenAI's decoder-only models name (input_ids,
+attention_mask, position_ids, past_key_values.N.key/value -> logits, present.N.key/value), in
+[batch, heads, sequence, head_dim] layout. GenAI 0.18 runs it as model type "llama": its "gpt2"
+type expects another graph ("Model input was not found"), and the type only picks how GenAI
+feeds the graph, not the layers inside it.
+
+Runtime code: the standard library only.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+GENAI_CONFIG = "genai_config.json"
+GENAI_MODEL_TYPE = "llama"
+
+
+def genai_config(config, graph_file: str) -> dict:
+    """The config for a GPT package's runtime config (families/gpt GPTConfig) and decoder file.
+    Greedy search by default, as `edgegen generate --greedy`. GenAI needs an end-of-text token
+    within the vocabulary; a model without one (edgegen's byte-level GPT) gets token 0, the NUL
+    byte, which text does not contain, where edgegen stops only at max_new_tokens."""
+    eos = config.eos_token_id if config.eos_token_id is not None and config.eos_token_id < config.vocab_size else 0
+    pad = next((t for t in (config.pad_token_id, config.eos_token_id) if t is not None and 0 <= t < config.vocab_size), 0)
+    return {
+        "model": {
+            "type": GENAI_MODEL_TYPE,
+            "context_length": config.block_size,
+            "vocab_size": config.vocab_size,
+            "bos_token_id": pad,
+            "eos_token_id": eos,
+            "pad_token_id": pad,
+            "decoder": {
+                "filename": graph_file,
+                "session_options": {"log_id": "onnxruntime-genai", "provider_options": []},
+                "head_size": config.head_dim,
+                "hidden_size": config.n_embd,
+                "num_attention_heads": config.n_head,
+                "num_key_value_heads": config.n_head,
+                "num_hidden_layers": config.n_layer,
+                "inputs": {"input_ids": "input_ids", "attention_mask": "attention_mask", "position_ids": "position_ids",
+                           "past_key_names": "past_key_values.%d.key", "past_value_names": "past_key_values.%d.value"},
+                "outputs": {"logits": "logits", "present_key_names": "present.%d.key",
+                            "present_value_names": "present.%d.value"},
+            },
+        },
+        "search": {"do_sample": False, "num_beams": 1, "num_return_sequences": 1, "max_length": config.block_size,
+                   "min_length": 0, "temperature": 1.0, "top_k": 1, "top_p": 1.0, "repetition_penalty": 1.0,
+                   "past_present_share_buffer": False, "early_stopping": True, "length_penalty": 1.0,
+                   "no_repeat_ngram_size": 0, "diversity_penalty": 0.0},
+    }
+
+
+def write_genai_config(folder: str | Path, config, graph_file: str) -> Path:
+    """genai_config.json in a package folder being written (the export's staging folder)."""
+    from ..storage import atomic_write_text
+
+    path = Path(folder) / GENAI_CONFIG
+    atomic_write_text(path, json.dumps(genai_config(config, graph_file), indent=2) + "\n")
+    return path

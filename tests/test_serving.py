@@ -1,0 +1,238 @@
+"""Serving: the Triton model repository `edgegen triton` writes (each config.pbtxt read with the
+model-config protobuf tritonclient ships, each ONNX Runtime-backend model run with onnxruntime),
+and the repository served by a real Triton Inference Server (the nvidia-pytriton wheel's
+tritonserver, on CPU, in its own environment: docs/serving.md) over HTTP and gRPC, its
+answers equal to edgegen.load(...) in this process."""
+
+import queue
+import shutil
+
+import numpy as np
+import pytest
+
+import edgegen
+from edgegen.cli import main
+from edgegen.errors import ConfigError, OutputExistsError
+from edgegen.serving.local_server import local_server, pytriton_root
+from edgegen.serving.requests import Field, arguments
+from edgegen.serving.triton import RepositoryOptions, write_repository
+from edgegen.training.train import train
+from edgegen.export import export_checkpoint
+
+model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="tritonclient is in the dev extra")
+from google.protobuf import text_format  # noqa: E402 - tritonclient brings protobuf
+
+
+QUIET = lambda line: None  # noqa: E731
+
+
+def read_config(folder) -> "model_config_pb2.ModelConfig":
+    return text_format.Parse((folder / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+
+
+@pytest.fixture(scope="module")
+def gpt_package(tmp_path_factory):
+    root = tmp_path_factory.mktemp("serving-gpt")
+    ckpt = train("gpt", root / "gpt", steps=20, batch_size=4, n_layer=1, n_head=2, n_embd=32, block_size=64,
+                 train_context=32, progress=False)
+    return export_checkpoint(ckpt, root / "package")
+
+
+@pytest.fixture(scope="module")
+def repository(trained, gpt_package, tmp_path_factory):
+    """What the server here can load (it has only the Python backend): gan through edgegen in
+    Triton's Python backend; diffusion, flow and gpt through their pipelines."""
+    out = tmp_path_factory.mktemp("repository") / "models"
+    write_repository([str(trained["gan"][1])], out, RepositoryOptions(graph_backend="python", max_batch_size=8,
+                                                                       threads=1), report=QUIET)
+    write_repository([str(trained["diffusion"][1]), str(trained["flow2d"][1]), str(gpt_package)], out,
+                     RepositoryOptions(threads=1), report=QUIET)
+    return out
+
+
+@pytest.fixture(scope="module")
+def onnxruntime_repository(trained, tmp_path_factory):
+    """vae through Triton's ONNX Runtime backend (as a GPU server or a Jetson runs it)."""
+    out = tmp_path_factory.mktemp("repository") / "onnxruntime"
+    write_repository([str(trained["vae"][1])], out, report=QUIET)
+    return out
+
+
+def test_every_config_parses_with_tritons_own_model_config(repository, onnxruntime_repository, trained):
+    configs = {folder.name: read_config(folder) for r in (repository, onnxruntime_repository) for folder in r.iterdir()}
+    assert set(configs) == {"gan", "vae", "diffusion", "flow2d", "gpt"}
+    gan, vae, diffusion, gpt = configs["gan"], configs["vae"], configs["diffusion"], configs["gpt"]
+    assert (gan.backend, gan.max_batch_size, [i.name for i in gan.input]) == ("python", 8, ["z"])
+    assert gan.dynamic_batching.max_queue_delay_microseconds == 2000
+    assert vae.backend == "onnxruntime" and vae.default_model_filename == "model.onnx"
+    assert [list(o.dims) for o in vae.output] == [[1, 32, 32]] and list(vae.input[0].dims) == [16]
+    assert vae.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
+    # a loop: no batching by Triton, the pipeline's arguments as optional inputs
+    assert diffusion.max_batch_size == 0 and not diffusion.HasField("dynamic_batching")
+    inputs = {i.name: i for i in diffusion.input}
+    assert {"n", "seed", "steps", "sampler", "guidance_scale", "labels", "eta"} <= set(inputs)
+    assert inputs["sampler"].data_type == model_config_pb2.TYPE_STRING and inputs["steps"].optional
+    assert inputs["guidance_scale"].data_type == model_config_pb2.TYPE_FP64
+    assert [o.name for o in configs["flow2d"].output] == ["samples"]
+    assert gpt.model_transaction_policy.decoupled and not {i.name: i for i in gpt.input}["prompt"].optional
+    assert (repository / "diffusion" / "1" / "package" / "edgegen.json").is_file()
+
+
+def test_an_onnxruntime_backend_model_is_the_packages_graph(onnxruntime_repository, trained):
+    """Triton's ONNX Runtime backend is not in the wheel's server: the same file, run by onnxruntime
+    with the config's names and dims, gives what the pipeline's decoder gives."""
+    import onnxruntime
+
+    config = read_config(onnxruntime_repository / "vae")
+    session = onnxruntime.InferenceSession(str(onnxruntime_repository / "vae" / "1" / "model.onnx"))
+    z = np.random.default_rng(0).standard_normal((3, *config.input[0].dims), dtype=np.float32)
+    (image,) = session.run([config.output[0].name], {config.input[0].name: z})
+    assert image.shape[1:] == tuple(config.output[0].dims)
+    np.testing.assert_array_equal(image, edgegen.load(trained["vae"][1]).decode(z))
+
+
+def test_refusals_leave_the_repository_as_it_was(repository, trained, tmp_path):
+    before = sorted(p.relative_to(repository) for p in repository.rglob("*"))
+    with pytest.raises(OutputExistsError, match="gan.*--force"):
+        write_repository([str(trained["gan"][1])], repository, report=lambda line: None)
+    with pytest.raises(ConfigError, match="graph route expected a family whose generation is one graph call.*diffusion"):
+        write_repository([str(trained["diffusion"][1])], tmp_path / "r", RepositoryOptions(route="graph"))
+    with pytest.raises(ConfigError, match="one package per model name"):
+        write_repository([str(trained["gan"][1])] * 2, tmp_path / "r")
+    with pytest.raises(ConfigError, match="instances expected an integer of at least 1, found 0"):
+        write_repository([str(trained["gan"][1])], tmp_path / "r", RepositoryOptions(instances=0))
+    assert sorted(p.relative_to(repository) for p in repository.rglob("*")) == before
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_family_with_file_options_and_no_declared_request_is_refused():
+    from edgegen.families import get
+    from edgegen.serving.requests import served
+
+    with pytest.raises(ConfigError, match="family 'sr'.*--image, a file on the caller's disk"):
+        served(get("sr"), None)
+
+
+def test_request_arguments_become_the_pipelines_keywords():
+    fields = (Field("n", "int64"), Field("sampler", "string"), Field("labels", "int64", (-1,), scalar=False),
+              Field("stop", "string", (-1,), scalar=False), Field("prompt", "string", required=True))
+    got = arguments(fields, {"n": np.array([4]), "sampler": np.array([b"ddim"], dtype=object),
+                             "labels": np.array([3]), "stop": np.array([b"\n", b"#"], dtype=object),
+                             "prompt": np.array(["x".encode()], dtype=object)})
+    assert got == {"n": 4, "sampler": "ddim", "labels": 3, "stop": ["\n", "#"], "prompt": "x"}
+    assert type(got["n"]) is int
+    assert arguments(fields[2:3], {"labels": np.array([1, 2])}) == {"labels": [1, 2]}
+    with pytest.raises(edgegen.errors.InputError, match="'prompt': expected it, found none"):
+        arguments(fields, {})
+
+
+def test_the_command_line_writes_a_repository(trained, tmp_path, capsys):
+    out = tmp_path / "repo"
+    assert main(["triton", str(trained["gan"][1]), "--out", str(out), "--max-batch-size", "4",
+                 "--no-dynamic-batching", "--instances", "2"]) == 0
+    config = read_config(out / "gan")
+    assert (config.max_batch_size, config.instance_group[0].count) == (4, 2)
+    assert not config.HasField("dynamic_batching")
+    assert "tritonserver --model-repository" in capsys.readouterr().out
+    assert main(["triton", str(trained["gan"][1]), "--out", str(out)]) == 2   # exists: refused, kept
+    assert read_config(out / "gan").instance_group[0].count == 2
+    assert main(["triton", str(trained["gan"][1]), "--out", str(out), "--force"]) == 0
+    assert read_config(out / "gan").instance_group[0].count == 1
+
+
+# -- a real server ---------------------------------------------------------------------------------
+
+def _server_env_or_skip():
+    try:
+        pytriton_root()
+    except ConfigError as exc:
+        pytest.skip(f"no Triton server environment: {exc}")
+
+
+@pytest.fixture(scope="module")
+def server(repository):
+    _server_env_or_skip()
+    with local_server(repository) as running:
+        yield running
+    assert running.process.poll() is not None   # stopped, whatever the tests did
+
+
+def _inputs(module, values: dict):
+    datatypes = {np.dtype(np.float32): "FP32", np.dtype(np.int64): "INT64", np.dtype(np.float64): "FP64",
+                 np.dtype(np.bool_): "BOOL", np.dtype(object): "BYTES"}
+    made = []
+    for name, array in values.items():
+        tensor = module.InferInput(name, array.shape, datatypes[array.dtype])
+        tensor.set_data_from_numpy(array)
+        made.append(tensor)
+    return made
+
+
+def test_served_results_equal_the_pipeline_in_this_process(server, trained):
+    import tritonclient.grpc as grpc
+    import tritonclient.http as http
+
+    z = np.random.default_rng(1).standard_normal((3, edgegen.load(trained["gan"][1]).latent_dim), dtype=np.float32)
+    for module, url in ((http, server.http_url), (grpc, server.grpc_url)):
+        client = module.InferenceServerClient(url)
+        image = client.infer("gan", _inputs(module, {"z": z})).as_numpy("image")
+        np.testing.assert_array_equal(image, edgegen.load(trained["gan"][1], threads=1).generate(z))
+        arguments = {"n": np.array([2]), "seed": np.array([5]), "steps": np.array([3]), "labels": np.array([7]),
+                     "sampler": np.array([b"ddim"], dtype=object), "guidance_scale": np.array([2.5])}
+        images = client.infer("diffusion", _inputs(module, arguments)).as_numpy("images")
+        expected = edgegen.load(trained["diffusion"][1], threads=1)(2, seed=5, steps=3, labels=7, sampler="ddim", guidance_scale=2.5)
+        # the server's environment has numpy 1.26 (the wheel pins numpy<2), this one numpy 2, whose
+        # scalar promotion (NEP 50) rounds some float32 steps of the sampler differently: in-process
+        # runs of the same package under the two numpys differ by as much (measured 1e-6)
+        np.testing.assert_allclose(images, expected, rtol=0, atol=1e-5)
+    samples = http.InferenceServerClient(server.http_url).infer(
+        "flow2d", _inputs(http, {"n": np.array([5]), "seed": np.array([0]), "temperature": np.array([0.7])}))
+    np.testing.assert_array_equal(samples.as_numpy("samples"), edgegen.load(trained["flow2d"][1], threads=1)(5, seed=0, temperature=0.7))
+
+
+def test_a_callers_mistake_is_a_400_with_edgegens_message(server):
+    import tritonclient.http as http
+    from tritonclient.utils import InferenceServerException
+
+    client = http.InferenceServerClient(server.http_url)
+    with pytest.raises(InferenceServerException, match=r"\[400\] labels: expected class ids from 0 to 9, found 30"):
+        client.infer("diffusion", _inputs(http, {"labels": np.array([30]), "steps": np.array([2])}))
+    with pytest.raises(InferenceServerException, match="sampler"):
+        client.infer("diffusion", _inputs(http, {"sampler": np.array([b"nope"], dtype=object)}))
+    assert client.is_model_ready("diffusion")   # and it still serves
+
+
+def test_gpt_streams_token_by_token_through_decoupled_mode(server, gpt_package):
+    import tritonclient.grpc as grpc
+
+    answers = queue.Queue()
+    client = grpc.InferenceServerClient(server.grpc_url)
+    client.start_stream(callback=lambda result, error: answers.put((result, error)))
+    try:
+        values = {"prompt": np.array([b"def "], dtype=object), "max_new_tokens": np.array([12]),
+                  "greedy": np.array([True])}
+        client.async_stream_infer("gpt", _inputs(grpc, values), enable_empty_final_response=True)
+        pieces = []
+        while True:
+            result, error = answers.get(timeout=60)
+            assert error is None, error
+            if result.get_response().parameters["triton_final_response"].bool_param:
+                break
+            pieces.append(result.as_numpy("text")[0].decode())
+    finally:
+        client.stop_stream()
+    assert len(pieces) > 1, "expected the text in pieces as the tokens come, found it in one"
+    assert "".join(pieces) == edgegen.load(gpt_package, threads=1).generate("def ", max_new_tokens=12, do_sample=False)
+
+
+def test_the_server_stops_when_the_block_ends(repository, tmp_path):
+    _server_env_or_skip()
+    small = tmp_path / "one"
+    shutil.copytree(repository / "gan", small / "gan")
+    with local_server(small) as running:
+        pid = running.pid
+    assert running.process.poll() is not None
+    import os
+
+    with pytest.raises(ProcessLookupError):
+        os.killpg(pid, 0)
