@@ -534,8 +534,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch-size", type=int, default=16, help="graph route: the most items Triton merges into a call")
     p.add_argument("--dynamic-batching", action=argparse.BooleanOptionalAction, default=True,
                    help="graph route: let Triton merge queued requests into one call")
-    p.add_argument("--queue-delay-us", type=int, default=2000,
-                   help="how long the dynamic batcher waits for more requests, in microseconds")
+    p.add_argument("--queue-delay-us", type=int, default=0,
+                   help="how long the dynamic batcher waits for more requests, in microseconds (0: it merges what is "
+                        "queued and adds no latency when requests are few)")
     p.add_argument("--instances", type=int, default=1, help="model instances Triton runs side by side")
     p.add_argument("--kind", default="cpu", choices=KINDS, help="where Triton runs graph-route instances")
     p.add_argument("--precision", default="fp32", choices=PRECISIONS, help="serve a variant edgegen optimize wrote")

@@ -63,7 +63,7 @@ def test_every_config_parses_with_tritons_own_model_config(repository, onnxrunti
     assert set(configs) == {"gan", "vae", "diffusion", "flow2d", "gpt"}
     gan, vae, diffusion, gpt = configs["gan"], configs["vae"], configs["diffusion"], configs["gpt"]
     assert (gan.backend, gan.max_batch_size, [i.name for i in gan.input]) == ("python", 8, ["z"])
-    assert gan.dynamic_batching.max_queue_delay_microseconds == 2000
+    assert gan.HasField("dynamic_batching") and gan.dynamic_batching.max_queue_delay_microseconds == 0
     assert vae.backend == "onnxruntime" and vae.default_model_filename == "model.onnx"
     assert [list(o.dims) for o in vae.output] == [[1, 32, 32]] and list(vae.input[0].dims) == [16]
     assert vae.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU

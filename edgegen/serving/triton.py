@@ -50,7 +50,9 @@ class RepositoryOptions:
     graph_backend: str = "onnxruntime"  # who runs a graph-route model: Triton's ORT or TensorRT backend, or Python
     max_batch_size: int = 16            # graph route: the most items Triton merges into one call
     dynamic_batching: bool = True
-    queue_delay_us: int = 2000          # how long the batcher waits for more requests
+    # how long the batcher waits for more requests: 0 merges what is queued and adds no latency
+    # when requests are few (benchmarks/triton_load.py: 2000 cost a lone GAN request 2 ms)
+    queue_delay_us: int = 0
     instances: int = 1                  # model instances Triton runs side by side
     kind: str = "cpu"                   # where they run: KIND_CPU or KIND_GPU
     precision: str = "fp32"             # or a variant `edgegen optimize` wrote
