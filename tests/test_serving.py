@@ -236,3 +236,26 @@ def test_the_server_stops_when_the_block_ends(repository, tmp_path):
 
     with pytest.raises(ProcessLookupError):
         os.killpg(pid, 0)
+
+
+def test_a_tensorrt_backend_model_holds_the_engine_built_here(trained, tmp_path, monkeypatch):
+    """No TensorRT here: edgegen's engine cache is replaced by a stand-in; what is checked is
+    where the engine goes and that Triton may not batch beyond the engine's profile."""
+    import edgegen.runtimes.engines as engines
+
+    built = []
+
+    def fake_cached_engines(path, precision="fp32", *args, **kwargs):
+        built.append((str(path), precision))
+        return {"generator": (tmp_path / "cache.engine", b"serialized engine")}
+
+    monkeypatch.setattr(engines, "cached_engines", fake_cached_engines)
+    out = tmp_path / "repo"
+    write_repository([str(trained["gan"][1])], out, RepositoryOptions(graph_backend="tensorrt", kind="gpu",
+                                                                      max_batch_size=64), report=QUIET)
+    config = read_config(out / "gan")
+    assert (config.platform, config.default_model_filename) == ("tensorrt_plan", "model.plan")
+    assert config.max_batch_size == 16   # the default profile's largest batch (batch 1:1:16)
+    assert config.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
+    assert (out / "gan" / "1" / "model.plan").read_bytes() == b"serialized engine"
+    assert built == [(str(trained["gan"][1]), "fp32")]
