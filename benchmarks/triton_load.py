@@ -3,12 +3,12 @@ loopback (the nvidia-pytriton wheel's tritonserver on CPU, from .venv-triton: do
 and the same requests made in-process through edgegen.load, in one run.
 
 Models: gan-digits (graph route: edgegen's Python-backend model, requests merged along the batch
-dim), diffusion-digits (its pipeline, 20 steps, one image per request) and gpt-stdlib (its
-pipeline, 32 greedy tokens streamed through decoupled mode over gRPC). For each of concurrency
+dim), diffusion-digits (its pipeline, 20 steps, one image per request, requests merged into one
+sampling loop by sample_batched) and gpt-stdlib (its pipeline, 32 greedy tokens streamed through
+decoupled mode over gRPC). For each of concurrency
 1, 4 and 16, for a fixed time: throughput, p50/p99 latency, failed requests, and the server's
 resident memory (tritonserver and its Python stubs) before and after. The whole run twice:
-Triton's dynamic batching on, then off (for the GAN: the pipeline route's models take one request
-at a time per instance either way).
+Triton's dynamic batching on, then off (GPT takes one request at a time per instance either way).
 
     python benchmarks/triton_load.py [--seconds 4] [--threads 2] [--out benchmarks/results]
 """
@@ -73,8 +73,8 @@ def gan_request(http, client, rng):
 def diffusion_request(http, client, rng):
     tensors = []
     for name, value in (("n", 1), ("seed", int(rng.integers(1 << 30))), ("labels", int(rng.integers(10)))):
-        tensor = http.InferInput(name, [1], "INT64")
-        tensor.set_data_from_numpy(np.array([value], np.int64))
+        tensor = http.InferInput(name, [1, 1], "INT64")   # one row: the model takes requests batched
+        tensor.set_data_from_numpy(np.array([[value]], np.int64))
         tensors.append(tensor)
     client.infer("diffusion-digits", tensors)
 
@@ -171,9 +171,8 @@ def run(seconds: float, threads: int, queue_delay_us: int) -> dict:
     packages = {name: shipped_package(name) for name in MODELS}
     results = {"in_process": in_process(packages, threads), "served": {}}
     for batching in (True, False):
-        # the batcher merges requests of the graph route only; the pipeline route's models run
-        # one request at a time per instance whatever the setting, so they are measured once
-        models = MODELS if batching else ("gan-digits",)
+        # GPT's pipeline takes one request at a time per instance whatever the setting: measured once
+        models = MODELS if batching else ("gan-digits", "diffusion-digits")
         with tempfile.TemporaryDirectory(prefix="edgegen-load-") as scratch:
             repository = Path(scratch) / "models"
             write_repository([str(packages[m]) for m in models], repository,
@@ -203,7 +202,7 @@ def table(results: dict) -> str:
     for key, rows in results["served"].items():
         for label, row in rows.items():
             name, concurrency = label.split(" x")
-            route = key if name == "gan-digits" else "pipeline route"
+            route = key if name != "gpt-stdlib" else "pipeline route, one request at a time"
             lines.append(f"| {name} | Triton, {route} | {concurrency} | {row['per_s']:.1f} | {row['p50_ms']:.2f} | "
                          f"{row['p99_ms']:.2f} | {row['failures']} | {row['rss_before_mb']:.0f} -> "
                          f"{row['rss_after_mb']:.0f} |")

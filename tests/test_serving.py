@@ -41,12 +41,14 @@ def gpt_package(tmp_path_factory):
 @pytest.fixture(scope="module")
 def repository(trained, gpt_package, tmp_path_factory):
     """What the server here can load (it has only the Python backend): gan through edgegen in
-    Triton's Python backend; diffusion, flow and gpt through their pipelines."""
+    Triton's Python backend; diffusion, flow and gpt through their pipelines. Diffusion's batcher
+    waits up to 0.3 s for more requests, so that concurrent requests are merged."""
     out = tmp_path_factory.mktemp("repository") / "models"
     write_repository([str(trained["gan"][1])], out, RepositoryOptions(graph_backend="python", max_batch_size=8,
                                                                        threads=1), report=QUIET)
-    write_repository([str(trained["diffusion"][1]), str(trained["flow2d"][1]), str(gpt_package)], out,
-                     RepositoryOptions(threads=1), report=QUIET)
+    write_repository([str(trained["diffusion"][1])], out, RepositoryOptions(threads=1, max_batch_size=8,
+                                                                             queue_delay_us=300_000), report=QUIET)
+    write_repository([str(trained["flow2d"][1]), str(gpt_package)], out, RepositoryOptions(threads=1), report=QUIET)
     return out
 
 
@@ -67,8 +69,9 @@ def test_every_config_parses_with_tritons_own_model_config(repository, onnxrunti
     assert vae.backend == "onnxruntime" and vae.default_model_filename == "model.onnx"
     assert [list(o.dims) for o in vae.output] == [[1, 32, 32]] and list(vae.input[0].dims) == [16]
     assert vae.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
-    # a loop: no batching by Triton, the pipeline's arguments as optional inputs
-    assert diffusion.max_batch_size == 0 and not diffusion.HasField("dynamic_batching")
+    # a loop that merges requests: each request one row, the pipeline's arguments as optional inputs
+    assert diffusion.max_batch_size == 8 and diffusion.dynamic_batching.max_queue_delay_microseconds == 300_000
+    assert configs["flow2d"].max_batch_size == 0 and not configs["flow2d"].HasField("dynamic_batching")
     inputs = {i.name: i for i in diffusion.input}
     assert {"n", "seed", "steps", "sampler", "guidance_scale", "labels", "eta"} <= set(inputs)
     assert inputs["sampler"].data_type == model_config_pb2.TYPE_STRING and inputs["steps"].optional
@@ -105,12 +108,22 @@ def test_refusals_leave_the_repository_as_it_was(repository, trained, tmp_path):
     assert not (tmp_path / "r").exists()
 
 
-def test_a_family_with_file_options_and_no_declared_request_is_refused():
+def test_a_family_with_file_options_and_no_declared_request_is_refused_and_pictures_travel_as_arrays():
+    from types import SimpleNamespace
+
     from edgegen.families import get
     from edgegen.serving.requests import served
 
-    with pytest.raises(ConfigError, match="family 'sr'.*--image, a file on the caller's disk"):
-        served(get("sr"), None)
+    with pytest.raises(ConfigError, match="family 'generic'.*--inputs, a file on the caller's disk"):
+        served(get("generic"), None)   # its graph route is what serves it
+    picture = {f.name: f for f in served(get("sr"), None).inputs}["image"]
+    assert (picture.dtype, picture.dims, picture.required, picture.array) == ("uint8", (-1, -1, -1), True, True)
+    control = served(get("controlnet"), SimpleNamespace(image_shape=[1, 8, 8]))
+    assert {f.name: f.dims for f in control.inputs}["control"] == (-1, 1, 8, 8)
+    assert control.answer_many is None   # its calls carry a picture each: not merged
+    picture = Field("control", "float32", (-1, 1, 2, 2), array=True, scalar=False)
+    sent = np.zeros((1, 1, 2, 2), np.float32)
+    assert arguments((picture,), {"control": sent})["control"] is sent
 
 
 def test_request_arguments_become_the_pipelines_keywords():
@@ -177,9 +190,9 @@ def test_served_results_equal_the_pipeline_in_this_process(server, trained):
         client = module.InferenceServerClient(url)
         image = client.infer("gan", _inputs(module, {"z": z})).as_numpy("image")
         np.testing.assert_array_equal(image, edgegen.load(trained["gan"][1], threads=1).generate(z))
-        arguments = {"n": np.array([2]), "seed": np.array([5]), "steps": np.array([3]), "labels": np.array([7]),
-                     "sampler": np.array([b"ddim"], dtype=object), "guidance_scale": np.array([2.5])}
-        images = client.infer("diffusion", _inputs(module, arguments)).as_numpy("images")
+        arguments = {"n": np.array([[2]]), "seed": np.array([[5]]), "steps": np.array([[3]]), "labels": np.array([[7]]),
+                     "sampler": np.array([[b"ddim"]], dtype=object), "guidance_scale": np.array([[2.5]])}
+        (images,) = client.infer("diffusion", _inputs(module, arguments)).as_numpy("images")   # one request: one row
         expected = edgegen.load(trained["diffusion"][1], threads=1)(2, seed=5, steps=3, labels=7, sampler="ddim", guidance_scale=2.5)
         # the server's environment has numpy 1.26 (the wheel pins numpy<2), this one numpy 2, whose
         # scalar promotion (NEP 50) rounds some float32 steps of the sampler differently: in-process
@@ -196,10 +209,40 @@ def test_a_callers_mistake_is_a_400_with_edgegens_message(server):
 
     client = http.InferenceServerClient(server.http_url)
     with pytest.raises(InferenceServerException, match=r"\[400\] labels: expected class ids from 0 to 9, found 30"):
-        client.infer("diffusion", _inputs(http, {"labels": np.array([30]), "steps": np.array([2])}))
+        client.infer("diffusion", _inputs(http, {"labels": np.array([[30]]), "steps": np.array([[2]])}))
     with pytest.raises(InferenceServerException, match="sampler"):
-        client.infer("diffusion", _inputs(http, {"sampler": np.array([b"nope"], dtype=object)}))
+        client.infer("diffusion", _inputs(http, {"sampler": np.array([[b"nope"]], dtype=object)}))
     assert client.is_model_ready("diffusion")   # and it still serves
+
+
+def test_concurrent_diffusion_requests_are_merged_and_each_gets_its_own_images(server, trained):
+    """Triton's batcher hands the model requests queued together; they run as one batch through
+    the denoiser, each with its own seed, labels and count, and one bad request fails alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import tritonclient.http as http
+    from tritonclient.utils import InferenceServerException
+
+    calls = [dict(n=2, seed=1, labels=3, sampler="euler-a"), dict(n=1, seed=2, labels=8, sampler="euler-a"),
+             dict(n=3, seed=3, sampler="euler-a"), dict(n=1, seed=4, labels=99, sampler="euler-a")]
+
+    def send(call):
+        values = {k: np.array([[v.encode()]], dtype=object) if isinstance(v, str) else np.array([[v]])
+                  for k, v in {**call, "steps": 4}.items()}
+        try:
+            return http.InferenceServerClient(server.http_url).infer("diffusion", _inputs(http, values)).as_numpy("images")[0]
+        except InferenceServerException as exc:
+            return exc
+
+    with ThreadPoolExecutor(len(calls)) as pool:
+        answers = list(pool.map(send, calls))
+    pipe = edgegen.load(trained["diffusion"][1], threads=1)
+    for call, answer in zip(calls[:3], answers):
+        np.testing.assert_allclose(answer, pipe(steps=4, **call), rtol=0, atol=1e-5)   # numpy 1 and 2: see above
+    assert isinstance(answers[3], InferenceServerException) and "class ids" in str(answers[3])
+    statistics = http.InferenceServerClient(server.http_url).get_inference_statistics("diffusion")
+    batches = {int(b["batch_size"]) for b in statistics["model_stats"][0]["batch_stats"]}
+    assert max(batches) > 1, f"expected requests merged into one execution, found batch sizes {batches}"
 
 
 def test_gpt_streams_token_by_token_through_decoupled_mode(server, gpt_package):

@@ -27,25 +27,30 @@ TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "float64": "TYPE
 @dataclass(frozen=True)
 class Field:
     """One tensor of a request or a response. dims: -1 is any length; (1,) with `scalar` is
-    one value the pipeline takes as a plain Python number, string or bool."""
+    one value the pipeline takes as a plain Python number, string or bool; otherwise a list,
+    or with `array` the numpy array as sent (a picture)."""
 
     name: str
     dtype: str
     dims: tuple[int, ...] = (1,)
     required: bool = False
     scalar: bool = True
+    array: bool = False
 
 
 @dataclass(frozen=True)
 class Served:
     """A pipeline's request: its inputs, its outputs, and `answer(pipe, arguments)`, which
     yields one {output: array} per response (one for a plain model; one per piece when it
-    `streams`, through Triton's decoupled mode)."""
+    `streams`, through Triton's decoupled mode). `answer_many(pipe, [arguments, ...])`, where
+    the pipeline can merge several requests into one run, gives each one's outputs; Triton's
+    dynamic batcher then hands it the requests it queued together."""
 
     inputs: tuple[Field, ...]
     outputs: tuple[Field, ...]
     answer: Callable[[Any, dict], Iterator[dict[str, np.ndarray]]]
     streams: bool = False
+    answer_many: Callable[[Any, list[dict]], list[dict[str, np.ndarray]]] | None = None
 
 
 _OPTION_TYPES = {int: "int64", float: "float64", str: "string"}
@@ -87,7 +92,11 @@ def derived(family, config) -> Served:
         n = arguments.pop("n", 1)
         yield {output.name: np.asarray(pipe(n, **arguments) if family.grid_flags else pipe(**arguments))}
 
-    return Served(tuple(fields), (output,), answer)
+    def answer_many(pipe, calls: list[dict]) -> list[dict[str, np.ndarray]]:
+        return [{output.name: result} for result in pipe.sample_batched(calls)]
+
+    merges = family.grid_flags and getattr(family.pipeline, "sample_batched", None) is not None
+    return Served(tuple(fields), (output,), answer, answer_many=answer_many if merges else None)
 
 
 def served(family, config) -> Served:
@@ -105,6 +114,9 @@ def arguments(fields: tuple[Field, ...], values: dict[str, np.ndarray]) -> dict[
         if value is None:
             if field.required:
                 raise InputError(f"request input {field.name!r}: expected it, found none (it is required)")
+            continue
+        if field.array:
+            out[field.name] = np.asarray(value)
             continue
         items = [v.decode("utf-8") if isinstance(v, bytes) else v.item() if hasattr(v, "item") else v
                  for v in np.asarray(value).reshape(-1)]

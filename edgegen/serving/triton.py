@@ -9,6 +9,8 @@ Two routes, chosen per package:
 - pipeline: a family whose generation is a loop (diffusion samplers, GPT, WaveNet, PixelCNN):
   a Python-backend model runs the family's pipeline on a copy of the package. Requests carry
   the pipeline's arguments (serving/requests.py); GPT streams through Triton's decoupled mode.
+  A pipeline that can merge requests (diffusion's sample_batched) takes them as rows of a
+  batch, and the dynamic batcher hands it several at once.
 
 Each model folder is written under a temporary name and renamed into place, so a failed run
 leaves the repository as it was. Runtime code: no torch, no onnx, no Triton packages.
@@ -150,7 +152,10 @@ def _plan(package: Package, name: str, options: RepositoryOptions) -> _Plan:
                      tuple(_graph_field(t, batched) for t in entry.inputs),
                      tuple(_graph_field(t, batched) for t in entry.outputs))
     request = served(get_family(family.name), config)
-    return _Plan(name, "pipeline", "python", 0, request.streams, Path(name), None, request.inputs, request.outputs)
+    # a pipeline that merges requests takes them batched (each request one row); Triton's
+    # batcher, where it is on, hands it several at once
+    max_batch = options.max_batch_size if request.answer_many is not None else 0
+    return _Plan(name, "pipeline", "python", max_batch, request.streams, Path(name), None, request.inputs, request.outputs)
 
 
 def _engine_batch(package: Package, part: str, options: RepositoryOptions) -> int:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import EdgegenError
+from ..errors import EdgegenError, InputError
 from ..families import get as get_family
 from ..runtimes import load
 from .requests import arguments, served
@@ -40,6 +40,8 @@ class TritonPythonModel:
             self.input_names = [t.name for t in self.session.inputs]
         else:
             self.request = served(get_family(self.pipe.family), self.pipe.config)
+        # with a batch dim, every request tensor and response output has one row in front
+        self.batched = config.get("max_batch_size", 0) > 0
 
     # -- the pipeline route: one request, one pipeline call ---------------------------------------
 
@@ -50,14 +52,32 @@ class TritonPythonModel:
             for request in requests:
                 self._stream(request)
             return None
+        if self.request.answer_many is not None and len(requests) > 1:
+            return self._merged(requests)
         return [self._answer(request) for request in requests]
+
+    def _merged(self, requests):
+        """The requests Triton's batcher queued together, as one pipeline run where they can be;
+        if any of them is refused, each is answered on its own, so one mistake fails one request."""
+        try:
+            results = self.request.answer_many(self.pipe, [self._arguments(r) for r in requests])
+        except EdgegenError:
+            return [self._answer(request) for request in requests]
+        return [self._response(outputs) for outputs in results]
 
     def _arguments(self, request) -> dict:
         values = {}
         for field in self.request.inputs:
             tensor = self.pb.get_input_tensor_by_name(request, field.name)
-            if tensor is not None:
-                values[field.name] = tensor.as_numpy()
+            if tensor is None:
+                continue
+            value = tensor.as_numpy()
+            if self.batched:
+                if value.shape[0] != 1:
+                    raise InputError(f"request input {field.name!r}: expected one row (shape [1, ...]) per request, "
+                                     f"found {value.shape[0]} (send each call as its own request)")
+                value = value[0]
+            values[field.name] = value
         return arguments(self.request.inputs, values)
 
     def _answer(self, request):
@@ -80,8 +100,11 @@ class TritonPythonModel:
         sender.send(flags=self.pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
 
     def _response(self, outputs: dict):
-        return self.pb.InferenceResponse(output_tensors=[self.pb.Tensor(name, np.asarray(value))
-                                                         for name, value in outputs.items()])
+        """Outputs as a response; in a batched pipeline model each gets the request's row dim
+        (the graph route's outputs have their batch dim already)."""
+        row = self.batched and self.route != "graph"
+        return self.pb.InferenceResponse(output_tensors=[
+            self.pb.Tensor(name, np.asarray(value)[None] if row else np.asarray(value)) for name, value in outputs.items()])
 
     # -- the graph route: requests merged along the batch dim into one call ----------------------
 

@@ -15,6 +15,7 @@ FAMILY = register(Family(
     train_options=(Option("--base", "base", "the diffusion checkpoint to control (default: the shipped "
                           "diffusion-digits)", {"metavar": "CHECKPOINT"}),),
     generate=generate,
+    serving="edgegen.families.controlnet.cli:served",
     demo=(DemoModel("controlnet-digits", "digits", checkpoints={"base": "diffusion-digits"}),),
     showcase="edgegen.families.controlnet.demo",
     smoke={"train": {"steps": 2, "batch_size": 8}, "generate": ["--steps", "2", "--control", "{hint}"]},

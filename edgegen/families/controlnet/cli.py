@@ -21,3 +21,19 @@ def generate(pipe, request: GenerateRequest) -> str:
         raise ConfigError("--control: expected a picture for the samples of a controlnet package to follow, found none")
     request.options["control"] = pipe.hint(load_image(request.options["control"], pipe.image_shape))
     return generate_diffusion(pipe, request)
+
+
+def served(config):
+    """The served request (edgegen triton): the control picture as an array ([1 or n, C, H, W]
+    in [0, 1], the package's image shape), made into the hint here as `edgegen generate`
+    makes it from --control, and the sampling options; the images back."""
+    from ...serving.requests import Field, Served, option_field
+
+    def answer(pipe, arguments: dict):
+        arguments = dict(arguments)
+        n = arguments.pop("n", 1)
+        yield {"images": pipe(n, control=pipe.hint(arguments.pop("control")), **arguments)}
+
+    picture = Field("control", "float32", (-1, *config.image_shape), required=True, scalar=False, array=True)
+    inputs = (Field("n", "int64"), Field("seed", "int64"), picture, *(option_field(o) for o in OPTIONS if o.served))
+    return Served(inputs, (Field("images", "float32", (-1, *config.image_shape), scalar=False),), answer)

@@ -168,6 +168,37 @@ class DiffusionPipeline(Pipeline):
         by the image itself."""
         return self._inpaint(image, mask, steps, sampler, guidance_scale, labels, seed, eta, callback)
 
+    def sample_batched(self, calls: list[dict]) -> list[np.ndarray]:
+        """Several sample() calls ({"n", "seed", "labels", "steps", ...}) in as few loops as their
+        settings allow, for a server that has several requests at once: calls with the same
+        steps, sampler, guidance_scale and eta, all labelled or all not, run as one batch
+        through the denoiser. Each call's noise, first and at every step, comes from its own
+        seed, so each result is what sample() gives alone (up to the float rounding of a
+        larger batch in the denoiser)."""
+        groups: dict[tuple, list[int]] = {}
+        for index, call in enumerate(calls):
+            unknown = set(call) - {"n", "seed", "labels", "steps", "sampler", "guidance_scale", "eta"}
+            if unknown:
+                raise InputError(f"sample_batched: expected sample()'s arguments, found {sorted(unknown)}")
+            key = (call.get("steps", DEFAULT_STEPS), call.get("sampler", DEFAULT_SAMPLER),
+                   call.get("guidance_scale", DEFAULT_GUIDANCE), call.get("eta", 0.0), call.get("labels") is None)
+            groups.setdefault(key, []).append(index)
+        results: list = [None] * len(calls)
+        for (steps, sampler, guidance_scale, eta, unlabelled), members in groups.items():
+            counts = [check_count(calls[i].get("n", 1)) for i in members]
+            rngs = [make_rng(calls[i].get("seed")) for i in members]
+            x_T = np.concatenate([rng.standard_normal((n, *self.space_shape), dtype=np.float32)
+                                  for rng, n in zip(rngs, counts)])
+            labels = None if unlabelled else np.concatenate([self._labels(calls[i]["labels"], n)
+                                                             for i, n in zip(members, counts)])
+            run = self.make_sampler(sampler, eta)
+            model_fn = self.denoiser(labels, guidance_scale)
+            x = run.sample(model_fn, x_T, steps, rng=RowGenerators(rngs, counts))
+            images = self._finished(x, guidance_scale, sampler)
+            for index, part in zip(members, np.split(images, np.cumsum(counts)[:-1])):
+                results[index] = part
+        return results
+
     # -- the loops, with the graph's other inputs (feeds) for the families that have them --------
 
     def _sample(self, n, steps, sampler, guidance_scale, labels, seed, eta, callback, feeds=None) -> np.ndarray:
@@ -244,6 +275,20 @@ class DiffusionPipeline(Pipeline):
         if not np.isin(m, (0.0, 1.0)).all():
             raise InputError("mask: expected 0 (keep) and 1 (generate) only, found other values")
         return m
+
+
+class RowGenerators:
+    """Several calls' generators as one, for a merged batch: a draw of shape [N, ...] is each
+    call's own draw for its rows, in order, so every call sees the numbers it would alone."""
+
+    def __init__(self, generators: list[np.random.Generator], counts: list[int]):
+        self.generators, self.counts = generators, counts
+
+    def standard_normal(self, shape, dtype=np.float64) -> np.ndarray:
+        if shape[0] != sum(self.counts):
+            raise ValueError(f"expected a draw of {sum(self.counts)} rows, found {shape[0]}")
+        return np.concatenate([g.standard_normal((n, *shape[1:]), dtype=dtype)
+                               for g, n in zip(self.generators, self.counts)])
 
 
 def _to_unit(x: np.ndarray) -> np.ndarray:

@@ -15,6 +15,7 @@ FAMILY = register(Family(
     options=OPTIONS,
     train_options=(Option("--scale", "scale", "upscale factor: 2, 3 or 4", {"type": int, "choices": (2, 3, 4)}),),
     generate=generate,
+    serving="edgegen.families.sr.cli:served",
     grid_flags=False,   # one text, picture, clip or set of arrays: no --n, --nrow, --scale
     demo=(DemoModel("sr-photos-x4", "natural"),),
     showcase="edgegen.families.sr.demo",

@@ -63,3 +63,17 @@ def upscale_picture(pipe, picture: Image, out: str | os.PathLike, progress: bool
     write_picture(upscaled, out)
     return (f"wrote {out} ({upscaled.width}x{upscaled.height} {upscaled.mode}, x{pipe.scale} of {picture.width}x"
             f"{picture.height} by {pipe.package.manifest.name!r}, backend {pipe.backend}, {pipe.precision})")
+
+
+def served(config):
+    """The served request (edgegen triton): the picture as an array ([H, W] or [H, W, C], uint8)
+    and the tiling options; `upscaled` back in the same form."""
+    from ...serving.requests import Field, Served, option_field
+
+    def answer(pipe, arguments: dict):
+        arguments = dict(arguments)
+        yield {"upscaled": pipe.upscale(arguments.pop("image"), **arguments)}
+
+    picture = Field("image", "uint8", (-1, -1, -1), required=True, scalar=False, array=True)
+    inputs = (picture, *(option_field(o) for o in OPTIONS if o.served))
+    return Served(inputs, (Field("upscaled", "uint8", (-1, -1, -1), scalar=False),), answer)
