@@ -178,3 +178,19 @@ def test_a_sample_that_turns_non_finite_is_refused_not_written(pipe, monkeypatch
     with pytest.raises(NonFiniteError, match="found NaN or Inf in 1 of 2 images"):
         save_grid(np.stack([np.zeros((1, 8, 8)), np.full((1, 8, 8), np.nan)]).astype(np.float32), tmp_path / "x.png")
     assert not (tmp_path / "x.png").exists()
+
+
+def test_sample_batched_gives_each_call_what_it_gets_alone(trained):
+    """A server's merged requests: one loop per group of equal settings, each call's noise from
+    its own seed (the stochastic samplers too), labelled and unlabelled calls apart."""
+    pipe = edgegen.load(trained["diffusion"][1], threads=1)
+    calls = [dict(n=2, seed=1, labels=3, steps=4, sampler="ddpm"), dict(n=1, seed=2, labels=[4], steps=4, sampler="ddpm"),
+             dict(n=1, seed=3, steps=4, sampler="ddpm"), dict(n=3, seed=4, labels=1, steps=4, sampler="euler-a",
+                                                              guidance_scale=2.0),
+             dict(n=1, seed=5, labels=0, steps=4, sampler="ddim")]
+    for call, got in zip(calls, pipe.sample_batched(calls)):
+        np.testing.assert_allclose(got, pipe(**call), rtol=0, atol=1e-6)
+    with pytest.raises(InputError, match=r"expected sample\(\)'s arguments, found \['strength'\]"):
+        pipe.sample_batched([dict(n=1, strength=0.5)])
+    with pytest.raises(InputError, match="class ids"):
+        pipe.sample_batched([dict(n=1, labels=3), dict(n=1, labels=12)])
