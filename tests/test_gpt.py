@@ -451,3 +451,10 @@ def test_onnxruntime_genai_runs_the_exported_decoder_with_edgegens_greedy_tokens
     ours = edgegen.load(tmp_path / "pkg").generate(prompt, max_new_tokens=NEW_TOKENS, do_sample=False)
     theirs = _genai_greedy(tmp_path / "pkg", prompt, NEW_TOKENS)
     assert theirs[:len(ours)] == ours and len(ours) > 20
+    import onnxruntime_genai as og   # its own tokenizer reads the package's tokenizer files
+
+    genai_tokenizer = og.Tokenizer(og.Model(str(tmp_path / "pkg")))
+    assert list(genai_tokenizer.encode("def main(")) == prompt
+    text = "    for key, value in self.items():\n"   # (random weights' tokens are not all valid UTF-8)
+    ids = edgegen.load(tmp_path / "pkg").tokenizer.encode(text)
+    assert list(genai_tokenizer.encode(text)) == ids and genai_tokenizer.decode(np.array(ids, dtype=np.int32)) == text

@@ -160,6 +160,8 @@ def import_gpt2(folder: str | Path, scratch: Path) -> Checkpoint:
             "eos_token_id": hf.get("eos_token_id"), "pad_token_id": hf.get("pad_token_id"),
             "transformers_check": check_against_transformers(folder, model, config.vocab_size)}
     files = {"tokenizer.json": tokenizer} if tokenizer else {}
+    if tokenizer and (folder / "tokenizer_config.json").is_file():   # beside it, ONNX Runtime GenAI's tokenizer reads it
+        files["tokenizer_config.json"] = folder / "tokenizer_config.json"
     return Checkpoint(folder, "gpt", config, model, data, {}, weights_sha, files)
 
 
