@@ -458,3 +458,93 @@ def test_onnxruntime_genai_runs_the_exported_decoder_with_edgegens_greedy_tokens
     text = "    for key, value in self.items():\n"   # (random weights' tokens are not all valid UTF-8)
     ids = edgegen.load(tmp_path / "pkg").tokenizer.encode(text)
     assert list(genai_tokenizer.encode(text)) == ids and genai_tokenizer.decode(np.array(ids, dtype=np.int32)) == text
+
+
+# -- the Llama family: Llama, Qwen2, Mistral -------------------------------------------------------
+
+def _tiny_llama(folder, model_type="llama", **overrides):
+    """A random Llama-family checkpoint (peaked logits: initializer_range 0.2, so that greedy ties
+    are rare) saved with save_pretrained."""
+    transformers = pytest.importorskip("transformers")
+    classes = {"llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM),
+               "qwen2": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM),
+               "mistral": (transformers.MistralConfig, transformers.MistralForCausalLM)}
+    config_class, model_class = classes[model_type]
+    settings = dict(vocab_size=512, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+                    num_key_value_heads=4, max_position_embeddings=256, initializer_range=0.2, bos_token_id=1,
+                    eos_token_id=2, tie_word_embeddings=False)
+    settings.update(overrides)
+    torch.manual_seed(0)
+    model = model_class(config_class(**settings)).eval()
+    model.save_pretrained(folder)
+    return model
+
+
+LLAMA_CASES = {
+    "llama-mha": ("llama", {}),
+    "llama-gqa2-tied": ("llama", {"num_key_value_heads": 2, "tie_word_embeddings": True}),
+    "llama-gqa4-head24": ("llama", {"num_key_value_heads": 1, "head_dim": 24}),
+    "llama-rope-linear": ("llama", {"rope_scaling": {"rope_type": "linear", "factor": 2.0}}),
+    "llama-rope-llama3": ("llama", {"rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                                     "high_freq_factor": 4.0, "original_max_position_embeddings": 64},
+                                    "rope_theta": 500000.0}),
+    "qwen2-gqa2": ("qwen2", {"num_key_value_heads": 2}),
+    "mistral-gqa4": ("mistral", {"num_key_value_heads": 1, "sliding_window": 4096}),
+}
+
+
+@pytest.mark.parametrize("case", list(LLAMA_CASES))
+def test_llama_family_import_greedy_equals_transformers(case, tmp_path):
+    """Token for token against transformers' generate, batch 1, through the runtime's KV-cache loop."""
+    model_type, overrides = LLAMA_CASES[case]
+    model = _tiny_llama(tmp_path / "hf", model_type, **overrides)
+    assert main(["export", model_type, "--from-transformers", str(tmp_path / "hf"), "--out", str(tmp_path / "pkg")]) == 0
+    pipe = edgegen.load(tmp_path / "pkg", backend="ort-cpu")
+    assert "matches transformers" in pipe.config.data["transformers_check"]
+    assert pipe.config.cache_heads == model.config.num_key_value_heads
+    prompts, compared = [[1, 17, 300, 45, 9, 255], [1, 5]], []
+    for prompt in prompts:
+        theirs = model.generate(torch.tensor([prompt]), max_new_tokens=40, do_sample=False, pad_token_id=0)
+        ours = pipe.generate(prompt, max_new_tokens=40, do_sample=False)
+        assert ours == _until_eos(theirs[0, len(prompt):].tolist(), 2)
+        compared.append(len(ours))
+    assert max(compared) >= 20, f"expected generations long enough to compare, found lengths {compared}"
+    # a batch of the two, left-padded, equals each alone
+    assert pipe.generate(prompts, max_new_tokens=12, do_sample=False) == [
+        pipe.generate(p, max_new_tokens=12, do_sample=False) for p in prompts]
+
+
+def test_llama_import_refuses_what_its_decoder_does_not_compute(tmp_path):
+    _tiny_llama(tmp_path / "hf", hidden_act="gelu")
+    with pytest.raises(CheckpointError, match="hidden_act 'gelu' \\(expected 'silu'\\)"):
+        export_transformers("llama", tmp_path / "hf", tmp_path / "pkg")
+    with pytest.raises(CheckpointError, match="expected model_type 'qwen2', found 'llama'"):
+        export_transformers("qwen2", tmp_path / "hf", tmp_path / "pkg")
+    assert main(["export", "phi3", "--from-transformers", str(tmp_path / "hf"), "--out", str(tmp_path / "pkg")]) == 2
+    assert not (tmp_path / "pkg").exists()
+
+
+def test_a_124m_llama_imports_and_decodes_as_transformers(tmp_path):
+    """The size people start from on a device: 12 layers x 768, 12 heads over 4 key/value heads,
+    SwiGLU 2048, vocab 32000, untied output (about 125M parameters)."""
+    model = _tiny_llama(tmp_path / "hf", vocab_size=32000, hidden_size=768, intermediate_size=2048,
+                        num_hidden_layers=12, num_attention_heads=12, num_key_value_heads=4,
+                        max_position_embeddings=512, initializer_range=0.02)
+    assert 120e6 < sum(p.numel() for p in model.parameters()) < 130e6
+    assert main(["export", "llama", "--from-transformers", str(tmp_path / "hf"), "--out", str(tmp_path / "pkg")]) == 0
+    pipe = edgegen.load(tmp_path / "pkg", backend="ort-cpu")
+    prompt = [1, *range(100, 130)]
+    theirs = model.generate(torch.tensor([prompt]), max_new_tokens=16, do_sample=False, pad_token_id=0)
+    assert pipe.generate(prompt, max_new_tokens=16, do_sample=False) == _until_eos(theirs[0, len(prompt):].tolist(), 2)
+
+
+def test_onnxruntime_genai_runs_an_imported_grouped_query_llama(tmp_path):
+    pytest.importorskip("onnxruntime_genai", reason="onnxruntime-genai is in the dev extra (Linux x86-64)")
+    _tiny_llama(tmp_path / "hf", "qwen2", num_key_value_heads=2)
+    assert main(["export", "qwen2", "--from-transformers", str(tmp_path / "hf"), "--out", str(tmp_path / "pkg")]) == 0
+    pipe, lengths = edgegen.load(tmp_path / "pkg"), []
+    for prompt in ([1, 17, 300, 45, 9, 255], [1, 5], [1, 200, 201]):
+        ours = pipe.generate(prompt, max_new_tokens=30, do_sample=False)
+        assert _genai_greedy(tmp_path / "pkg", prompt, 30)[:len(ours)] == ours
+        lengths.append(len(ours))
+    assert max(lengths) >= 10, lengths

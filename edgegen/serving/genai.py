@@ -40,7 +40,7 @@ def genai_config(config, graph_file: str) -> dict:
                 "head_size": config.head_dim,
                 "hidden_size": config.n_embd,
                 "num_attention_heads": config.n_head,
-                "num_key_value_heads": config.n_head,
+                "num_key_value_heads": config.cache_heads,
                 "num_hidden_layers": config.n_layer,
                 "inputs": {"input_ids": "input_ids", "attention_mask": "attention_mask", "position_ids": "position_ids",
                            "past_key_names": "past_key_values.%d.key", "past_value_names": "past_key_values.%d.value"},

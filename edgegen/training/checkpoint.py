@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import platform
+import types
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,14 +47,18 @@ def make_config(family: str, values: dict) -> Any:
     if unknown:
         raise ConfigError(f"{family} config: expected keys among {sorted(known)}, found unknown {unknown}")
     config = config_class(**values)
+    hints = typing.get_type_hints(config_class)
     for f in dataclasses.fields(config_class):
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         value = getattr(config, f.name)
-        # ints are fine where floats are expected; bools are not numbers here
-        ok = isinstance(value, type(default)) or isinstance(default, float) and isinstance(value, int)
-        if not ok or isinstance(value, bool) != isinstance(default, bool):
-            raise ConfigError(f"{family} config: expected {f.name} to be {type(default).__name__}, "
-                              f"found {type(value).__name__} {value!r}")
+        # the annotation's types (`int | None`: int or None; `list`: a list); ints are fine
+        # where floats are expected; bools are not numbers here
+        kinds = tuple(typing.get_origin(k) or k for k in (typing.get_args(hints[f.name])
+                                                          if typing.get_origin(hints[f.name]) in (typing.Union, types.UnionType)
+                                                          else (hints[f.name],)))
+        ok = isinstance(value, kinds) or float in kinds and isinstance(value, int)
+        if not ok or (isinstance(value, bool) and bool not in kinds):
+            expected = " or ".join(k.__name__ for k in kinds)
+            raise ConfigError(f"{family} config: expected {f.name} to be {expected}, found {type(value).__name__} {value!r}")
     problems = config.validate()
     if problems:
         raise ConfigError(f"{family} config: " + "; ".join(problems))

@@ -26,7 +26,7 @@ FAMILY = register(Family(
     bench="tokens",
     gate="logits",
     dim_limits=_limits,
-    importers={"gpt2": "edgegen.families.gpt.hf_import:export_transformers"},
+    importers=dict.fromkeys(("gpt2", "llama", "qwen2", "mistral"), "edgegen.families.gpt.hf_import:export_transformers"),
     fusion=lambda c: {"model_type": "gpt2", "num_heads": c.n_head, "hidden_size": c.n_embd},
     smoke={"train": {"steps": 2, "batch_size": 4, "n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 32,
                      "train_context": 16},

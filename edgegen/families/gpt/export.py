@@ -34,7 +34,7 @@ def _gpt_data(ckpt: Checkpoint, source: str):
 
 
 def gpt_graph_inputs(c) -> tuple[TensorSpec, ...]:
-    cache = ("batch", c.n_head, "past_sequence_length", c.head_dim)
+    cache = ("batch", c.kv_heads, "past_sequence_length", c.head_dim)
     return (TensorSpec("input_ids", "int64", ("batch", "sequence")),
             TensorSpec("position_ids", "int64", ("batch", "sequence")),
             TensorSpec("attention_mask", "int64", ("batch", "total_sequence_length")),
@@ -73,7 +73,8 @@ def _gpt_config(ckpt: Checkpoint) -> GPTConfig:
     if "tokenizer.json" in ckpt.files:
         tokenizer = {"kind": "bpe", "file": "tokenizer.json", "sha256": sha256_file(ckpt.files["tokenizer.json"])}
     return GPTConfig(vocab_size=c.vocab_size, block_size=c.block_size, n_layer=c.n_layer, n_head=c.n_head,
-                     head_dim=c.head_dim, n_embd=c.n_embd, tokenizer=tokenizer,
+                     head_dim=c.head_dim, n_embd=c.n_embd, tokenizer=tokenizer, architecture=c.architecture,
+                     n_kv_head=c.n_kv_head,
                      eos_token_id=ckpt.data.get("eos_token_id"), pad_token_id=ckpt.data.get("pad_token_id"), data=ckpt.data)
 
 

@@ -1,9 +1,11 @@
-"""Import a Hugging Face GPT-2 checkpoint directory (the `save_pretrained` layout) into
-edgegen's GPT module, so it goes through the same export, gate and runtime as our own.
+"""Import a Hugging Face checkpoint directory (the `save_pretrained` layout) of GPT-2 or of the
+Llama family (Llama, Qwen2, Mistral) into the GPT family's modules, so it goes through the
+same export, gate and runtime as our own.
 
-Reads config.json and the safetensors weights directly (transformers is not needed to
-import); when transformers is installed the converted model is also checked against
-GPT2LMHeadModel's logits before anything is exported.
+Reads config.json and the safetensors weights directly (transformers is needed only for
+the scaled rotary-position variants, whose frequencies its own functions compute); when
+transformers is installed the converted model is also checked against its model's logits
+before anything is exported.
 """
 
 from __future__ import annotations
@@ -23,7 +25,11 @@ from ...package import read_json, sha256_file
 from ...training.checkpoint import Checkpoint, make_config
 from .model import build
 
-ARCHITECTURES = ("gpt2",)
+LLAMA_TYPES = ("llama", "qwen2", "mistral")   # one decoder (llama.py) covers them
+ARCHITECTURES = ("gpt2", *LLAMA_TYPES)
+# rotary-position variants whose frequencies do not depend on the sequence's length below
+# max_position_embeddings ("dynamic" rescales only beyond it, and block_size stops there)
+ROPE_TYPES = ("default", "linear", "dynamic", "llama3", "yarn")
 _TANH_GELUS = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
 # GPT-2 name (after "transformer.") -> ours; Conv1D weights are stored [in, out], transposed here
 _NAMES = {"attn.c_attn": "attn.qkv", "attn.c_proj": "attn.proj", "mlp.c_fc": "fc", "mlp.c_proj": "fc_out",
@@ -115,22 +121,31 @@ def _tokenizer_file(folder: Path, scratch: Path) -> Path | None:
     return None
 
 
+def _tokenizer_files(folder: Path, tokenizer: Path | None) -> dict[str, Path]:
+    """What the package holds beside its graphs: tokenizer.json, and tokenizer_config.json where
+    the checkpoint has one (ONNX Runtime GenAI's tokenizer reads the two together)."""
+    files = {"tokenizer.json": tokenizer} if tokenizer else {}
+    if tokenizer and (folder / "tokenizer_config.json").is_file():
+        files["tokenizer_config.json"] = folder / "tokenizer_config.json"
+    return files
+
+
 def check_against_transformers(folder: Path, model, vocab_size: int) -> str:
-    """Our converted module's logits against GPT2LMHeadModel's on the same ids."""
+    """Our converted module's logits against transformers' own model's on the same ids."""
     try:
-        from transformers import GPT2LMHeadModel
+        from transformers import AutoModelForCausalLM
     except ImportError:
         return "skipped: transformers is not installed"
     # in float32 whatever the checkpoint's dtype: our module holds the weights in float32 too
-    reference = GPT2LMHeadModel.from_pretrained(str(folder)).float().eval()
+    reference = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
     ids = torch.from_numpy(np.random.default_rng(0).integers(0, vocab_size, (2, 24)))
     with torch.inference_mode():
         theirs = reference(ids).logits.numpy()
         ours = model(ids, torch.arange(24).expand(2, 24), torch.ones_like(ids), *model.empty_past(2))[0].numpy()
     result = compare("logits", 2, ours, theirs, atol=1e-4, rtol=1e-3)
     if not result.passed:
-        raise ValidationError(f"GPT-2 import of {str(folder)!r} does not reproduce transformers: {result.line()}")
-    return f"matches transformers GPT2LMHeadModel (max abs diff {result.max_abs:.2g})"
+        raise ValidationError(f"import of {str(folder)!r} does not reproduce transformers: {result.line()}")
+    return f"matches transformers {type(reference).__name__} (max abs diff {result.max_abs:.2g})"
 
 
 def import_gpt2(folder: str | Path, scratch: Path) -> Checkpoint:
@@ -159,21 +174,119 @@ def import_gpt2(folder: str | Path, scratch: Path) -> Checkpoint:
     data = {"source": "transformers", "model_type": "gpt2", "tokenizer": "bpe" if tokenizer else "none",
             "eos_token_id": hf.get("eos_token_id"), "pad_token_id": hf.get("pad_token_id"),
             "transformers_check": check_against_transformers(folder, model, config.vocab_size)}
-    files = {"tokenizer.json": tokenizer} if tokenizer else {}
-    if tokenizer and (folder / "tokenizer_config.json").is_file():   # beside it, ONNX Runtime GenAI's tokenizer reads it
-        files["tokenizer_config.json"] = folder / "tokenizer_config.json"
-    return Checkpoint(folder, "gpt", config, model, data, {}, weights_sha, files)
+    return Checkpoint(folder, "gpt", config, model, data, {}, weights_sha, _tokenizer_files(folder, tokenizer))
+
+
+# -- the Llama family ------------------------------------------------------------------------------
+
+def read_llama_config(folder: Path, architecture: str) -> dict:
+    """config.json of a Llama, Qwen2 or Mistral checkpoint, refused where our decoder differs."""
+    path = folder / "config.json"
+    if not path.is_file():
+        raise CheckpointError(f"transformers checkpoint {str(folder)!r}: expected config.json in it, found none")
+    hf = read_json(path, CheckpointError)
+    found = hf.get("model_type") if isinstance(hf, dict) else type(hf).__name__
+    if found != architecture:
+        raise CheckpointError(f"{path}: expected model_type {architecture!r}, found {found!r}")
+    unsupported = []
+    if hf.get("hidden_act", "silu") != "silu":
+        unsupported.append(f"hidden_act {hf['hidden_act']!r} (expected 'silu')")
+    if hf.get("attention_bias") or hf.get("mlp_bias"):
+        unsupported.append("biases on the attention output or the MLP (attention_bias, mlp_bias)")
+    rope_type = rope_parameters(hf).get("rope_type", "default")
+    if rope_type not in ROPE_TYPES:
+        unsupported.append(f"rope type {rope_type!r} (expected one of {', '.join(ROPE_TYPES)})")
+    if unsupported:
+        raise CheckpointError(f"{path}: expected a standard {architecture}, found " + "; ".join(unsupported))
+    return hf
+
+
+def rope_parameters(hf: dict) -> dict:
+    """The rotary-position settings: transformers 5's `rope_parameters`, or the older
+    `rope_theta` and `rope_scaling` (whose "type" is the later "rope_type")."""
+    params = dict(hf.get("rope_parameters") or {})
+    if not params:
+        params = {**(hf.get("rope_scaling") or {}), "rope_theta": hf.get("rope_theta", 10000.0)}
+    params.setdefault("rope_type", params.pop("type", "default"))
+    return params
+
+
+def _rope_frequencies(folder: Path, rope: dict) -> tuple[list | None, float]:
+    """The inverse frequencies and cos/sin scaling of a scaled variant, as transformers computes
+    them; the default variant is computed by the module itself from rope_theta."""
+    if rope["rope_type"] == "default":
+        return None, 1.0
+    try:
+        from transformers import AutoConfig
+        from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+    except ImportError:
+        raise CheckpointError(f"rope type {rope['rope_type']!r} of {str(folder)!r}: its frequencies come from "
+                              "transformers' own functions: pip install transformers") from None
+    inv_freq, scaling = ROPE_INIT_FUNCTIONS[rope["rope_type"]](AutoConfig.from_pretrained(str(folder)))
+    return [float(f) for f in inv_freq], float(scaling)
+
+
+def convert_llama_state(hf_state: dict[str, torch.Tensor], tied: bool) -> dict[str, torch.Tensor]:
+    """transformers' names without "model."; a tied lm_head checked and dropped."""
+    state = {k.removeprefix("model."): v for k, v in hf_state.items() if not k.endswith("rotary_emb.inv_freq")}
+    head = state.get("lm_head.weight")
+    if tied and head is not None:
+        if not torch.equal(head, state["embed_tokens.weight"]):
+            raise CheckpointError("lm_head.weight: expected the token embedding (tie_word_embeddings), found another matrix")
+        del state["lm_head.weight"]
+    return state
+
+
+def import_llama(folder: str | Path, scratch: Path, architecture: str = "llama") -> Checkpoint:
+    """A Checkpoint of the llama architecture holding a Llama, Qwen2 or Mistral checkpoint's weights."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CheckpointError(f"transformers checkpoint {str(folder)!r}: expected a save_pretrained directory, found "
+                              f"{'a file' if folder.exists() else 'nothing at that path'}")
+    hf = read_llama_config(folder, architecture)
+    heads = hf["num_attention_heads"]
+    rope = rope_parameters(hf)
+    inv_freq, scaling = _rope_frequencies(folder, rope)
+    # a sliding window at least as long as the context changes nothing; block_size stops at it
+    window = hf.get("sliding_window") if hf.get("use_sliding_window", architecture == "mistral") else None
+    context = min(hf.get("max_position_embeddings", 2048), window or 1 << 30)
+    tied = bool(hf.get("tie_word_embeddings", False))
+    config = make_config("gpt", {
+        "architecture": "llama", "vocab_size": hf["vocab_size"], "block_size": context,
+        "n_layer": hf["num_hidden_layers"], "n_head": heads, "n_embd": hf["hidden_size"],
+        "n_kv_head": hf.get("num_key_value_heads") or heads, "head_size": hf.get("head_dim"),
+        "intermediate_size": hf["intermediate_size"], "layer_norm_eps": float(hf.get("rms_norm_eps", 1e-6)),
+        "rope_theta": float(rope.get("rope_theta", 10000.0)), "rope_inv_freq": inv_freq,
+        "rope_attention_scaling": scaling, "qkv_bias": architecture == "qwen2", "tie_embeddings": tied,
+        "train_context": min(128, context),
+    })
+    hf_state, weights_sha = _load_weights(folder)
+    model = build(config)
+    try:
+        model.load_state_dict(convert_llama_state(hf_state, tied), strict=True)
+    except (KeyError, RuntimeError) as exc:
+        raise CheckpointError(f"{architecture} weights in {str(folder)!r}: expected the tensors config.json describes, "
+                              f"found: {str(exc).splitlines()[0]}") from None
+    model.eval()
+    tokenizer = _tokenizer_file(folder, scratch)
+    eos = hf.get("eos_token_id")
+    data = {"source": "transformers", "model_type": architecture, "tokenizer": "bpe" if tokenizer else "none",
+            "eos_token_id": eos[0] if isinstance(eos, list) and eos else eos, "pad_token_id": hf.get("pad_token_id"),
+            "transformers_check": check_against_transformers(folder, model, config.vocab_size)}
+    return Checkpoint(folder, "gpt", config, model, data, {}, weights_sha, _tokenizer_files(folder, tokenizer))
 
 
 def export_transformers(architecture: str, folder: str | Path, out: str | Path, **options) -> Path:
-    """`edgegen export gpt2 --from-transformers DIR`: import, then the usual export and gate."""
+    """`edgegen export gpt2|llama|qwen2|mistral --from-transformers DIR`: import, then the usual export and gate."""
     from ...export import export_model
 
     if architecture not in ARCHITECTURES:
         raise CheckpointError(f"architecture {architecture!r}: expected one of {', '.join(ARCHITECTURES)} "
                               f"(the ones edgegen imports from transformers), found another")
     with tempfile.TemporaryDirectory(prefix="edgegen-import-") as scratch:
-        return export_model(import_gpt2(folder, Path(scratch)), out, **options)
+        ckpt = (import_gpt2(folder, Path(scratch)) if architecture == "gpt2" else
+                import_llama(folder, Path(scratch), architecture))
+        return export_model(ckpt, out, **options)
 
 
-__all__ = ["import_gpt2", "export_transformers", "convert_state", "read_gpt2_config"]
+__all__ = ["import_gpt2", "import_llama", "export_transformers", "convert_state", "read_gpt2_config"]

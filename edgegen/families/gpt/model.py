@@ -23,6 +23,7 @@ DEFAULT_BATCH = 32
 DEFAULT_LR = 1e-3
 DEFAULT_DATA = "stdlib"
 GELU_APPROXIMATIONS = ("tanh", "none")   # GPT-2's "gelu_new" is the tanh form
+ARCHITECTURES = ("gpt2", "llama")        # llama: RMSNorm, rotary positions, grouped-query attention, SwiGLU (llama.py)
 
 
 @dataclass
@@ -36,14 +37,33 @@ class Config:
     gelu: str = "tanh"
     layer_norm_eps: float = 1e-5
     train_context: int = 128       # tokens per training window
+    architecture: str = "gpt2"
+    # the llama architecture's (Llama, Qwen2, Mistral): key/value heads (grouped-query attention;
+    # None: n_head), a head size that need not be n_embd / n_head, the SwiGLU width, rotary
+    # positions (the inverse frequencies as imported, for the scaled variants; None: rope_theta's
+    # default ones), q/k/v biases (Qwen2), and whether the output layer is the token embedding
+    n_kv_head: int | None = None
+    head_size: int | None = None
+    intermediate_size: int | None = None
+    rope_theta: float = 10000.0
+    rope_inv_freq: list | None = None
+    rope_attention_scaling: float = 1.0
+    qkv_bias: bool = False
+    tie_embeddings: bool = True
 
     def validate(self) -> list[str]:
         problems = []
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "train_context"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} expected positive, found {getattr(self, name)}")
-        if self.n_head >= 1 and self.n_embd % self.n_head:
+        if self.architecture not in ARCHITECTURES:
+            problems.append(f"architecture expected one of {ARCHITECTURES}, found {self.architecture!r}")
+        if self.head_size is None and self.n_head >= 1 and self.n_embd % self.n_head:
             problems.append(f"n_embd expected a multiple of n_head ({self.n_head}), found {self.n_embd}")
+        if self.n_kv_head is not None and (self.n_kv_head < 1 or self.n_head % self.n_kv_head):
+            problems.append(f"n_kv_head expected a divisor of n_head ({self.n_head}), found {self.n_kv_head}")
+        if self.architecture == "llama" and self.head_dim % 2:
+            problems.append(f"head size expected even (rotary positions turn pairs), found {self.head_dim}")
         if self.gelu not in GELU_APPROXIMATIONS:
             problems.append(f"gelu expected one of {GELU_APPROXIMATIONS}, found {self.gelu!r}")
         if self.train_context > self.block_size:
@@ -54,7 +74,12 @@ class Config:
 
     @property
     def head_dim(self) -> int:
-        return self.n_embd // self.n_head
+        return self.head_size or self.n_embd // self.n_head
+
+    @property
+    def kv_heads(self) -> int:
+        """The heads of the KV cache: n_kv_head with grouped-query attention, else n_head."""
+        return self.n_kv_head or self.n_head
 
 
 class Attention(nn.Module):
@@ -108,30 +133,15 @@ def attention_bias(attention_mask: torch.Tensor, query_length: int, dtype: torch
     return torch.where(allowed, torch.zeros((), dtype=dtype), lowest)
 
 
-class GPT(nn.Module):
-    def __init__(self, c: Config):
-        super().__init__()
-        self.config = c
-        self.wte = nn.Embedding(c.vocab_size, c.n_embd)
-        self.wpe = nn.Embedding(c.block_size, c.n_embd)
-        self.drop = nn.Dropout(c.dropout)
-        self.blocks = nn.ModuleList(Block(c) for _ in range(c.n_layer))
-        self.ln_f = nn.LayerNorm(c.n_embd, eps=c.layer_norm_eps)
-        self.apply(self._init_weights)
-        for name, p in self.named_parameters():  # GPT-2's scaled init of the residual projections
-            if name.endswith(("attn.proj.weight", "fc_out.weight")):
-                nn.init.normal_(p, 0.0, 0.02 / math.sqrt(2 * c.n_layer))
+class DecoderLM(nn.Module):
+    """What every decoder-only model here shares beside its layers: forward(input_ids,
+    position_ids, attention_mask, *past) -> (logits, *present), the decoder graph's contract."""
 
-    @staticmethod
-    def _init_weights(module):
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, 0.0, 0.02)
-        if isinstance(module, nn.Linear):
-            nn.init.zeros_(module.bias)
+    config: Config
 
     def empty_past(self, batch: int) -> list[torch.Tensor]:
         c = self.config
-        return [torch.zeros(batch, c.n_head, 0, c.head_dim) for _ in range(2 * c.n_layer)]
+        return [torch.zeros(batch, c.kv_heads, 0, c.head_dim) for _ in range(2 * c.n_layer)]
 
     @torch.inference_mode()
     def greedy_cached(self, prompts: torch.Tensor, new_tokens: int) -> torch.Tensor:
@@ -145,20 +155,6 @@ class GPT(nn.Module):
             positions = torch.full((b, 1), t + i)
             made.append(ids)
         return torch.cat(made, dim=1)
-
-    def forward(self, input_ids, position_ids, attention_mask, *past):
-        """past: past_key_values.0.key, .0.value, .1.key, ... -> (logits, present.0.key, ...)."""
-        b, t = input_ids.shape
-        x = self.drop(self.wte(input_ids) + self.wpe(position_ids))
-        mask = attention_bias(attention_mask, t, x.dtype)
-        # Hidden states as [batch * tokens, width]: 2-D MatMul + bias is one Gemm in ONNX Runtime
-        x = x.reshape(b * t, self.config.n_embd)
-        present = []
-        for i, block in enumerate(self.blocks):
-            x, key, value = block(x, mask, past[2 * i], past[2 * i + 1])
-            present += [key, value]
-        logits = F.linear(self.ln_f(x), self.wte.weight).view(b, t, self.config.vocab_size)
-        return (logits, *present)
 
     def loss(self, tokens: torch.Tensor) -> torch.Tensor:
         """Next-token cross-entropy over windows [batch, context + 1]."""
@@ -179,6 +175,42 @@ class GPT(nn.Module):
         return ids[len(prompt):]
 
 
+class GPT(DecoderLM):
+    def __init__(self, c: Config):
+        super().__init__()
+        self.config = c
+        self.wte = nn.Embedding(c.vocab_size, c.n_embd)
+        self.wpe = nn.Embedding(c.block_size, c.n_embd)
+        self.drop = nn.Dropout(c.dropout)
+        self.blocks = nn.ModuleList(Block(c) for _ in range(c.n_layer))
+        self.ln_f = nn.LayerNorm(c.n_embd, eps=c.layer_norm_eps)
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():  # GPT-2's scaled init of the residual projections
+            if name.endswith(("attn.proj.weight", "fc_out.weight")):
+                nn.init.normal_(p, 0.0, 0.02 / math.sqrt(2 * c.n_layer))
+
+    @staticmethod
+    def _init_weights(module):
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, 0.0, 0.02)
+        if isinstance(module, nn.Linear):
+            nn.init.zeros_(module.bias)
+
+    def forward(self, input_ids, position_ids, attention_mask, *past):
+        """past: past_key_values.0.key, .0.value, .1.key, ... -> (logits, present.0.key, ...)."""
+        b, t = input_ids.shape
+        x = self.drop(self.wte(input_ids) + self.wpe(position_ids))
+        mask = attention_bias(attention_mask, t, x.dtype)
+        # Hidden states as [batch * tokens, width]: 2-D MatMul + bias is one Gemm in ONNX Runtime
+        x = x.reshape(b * t, self.config.n_embd)
+        present = []
+        for i, block in enumerate(self.blocks):
+            x, key, value = block(x, mask, past[2 * i], past[2 * i + 1])
+            present += [key, value]
+        logits = F.linear(self.ln_f(x), self.wte.weight).view(b, t, self.config.vocab_size)
+        return (logits, *present)
+
+
 def prepare_data(source: str, image_size: int, channels: int | None, seed: int, options: dict | None = None):
     """Byte-level windows of the corpus, and the config they imply (a byte vocabulary)."""
     from ...training.text import load_text
@@ -187,7 +219,11 @@ def prepare_data(source: str, image_size: int, channels: int | None, seed: int, 
     return load_text(source, context), {"vocab_size": 256}
 
 
-def build(config: Config) -> GPT:
+def build(config: Config) -> DecoderLM:
+    if config.architecture == "llama":
+        from .llama import Llama
+
+        return Llama(config)
     return GPT(config)
 
 

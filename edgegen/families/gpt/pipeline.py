@@ -39,9 +39,17 @@ class GPTConfig(RuntimeConfig):
     eos_token_id: int | None = None
     pad_token_id: int | None = None
     data: dict = field(default_factory=dict)
+    architecture: str = "gpt2"       # or "llama" (Llama, Qwen2, Mistral): the same graph contract
+    n_kv_head: int | None = None     # grouped-query attention: the cache's heads (None: n_head)
+
+    @property
+    def cache_heads(self) -> int:
+        return self.n_kv_head or self.n_head
 
     def problems(self) -> list[str]:
         problems = positive(self, "vocab_size", "block_size", "n_layer", "n_head", "head_dim", "n_embd")
+        if self.n_kv_head is not None and (self.n_kv_head < 1 or self.n_head % self.n_kv_head):
+            problems.append(f"n_kv_head expected a divisor of n_head ({self.n_head}), found {self.n_kv_head}")
         if self.tokenizer.get("kind") not in TOKENIZER_KINDS:
             problems.append(f"tokenizer.kind expected one of {', '.join(TOKENIZER_KINDS)}, found {self.tokenizer.get('kind')!r}")
         # an id beyond the vocabulary is allowed (GPT-2's configs name 50256 for small vocabularies:
@@ -54,7 +62,7 @@ class GPTConfig(RuntimeConfig):
 
     def graph_problems(self, graphs: dict) -> list[str]:
         """The decoder's logits have vocab_size entries, and it has n_layer key/value cache
-        inputs of [batch, n_head, past, head_dim]."""
+        inputs of [batch, n_kv_head (or n_head), past, head_dim]."""
         decoder = graphs.get("decoder")
         if decoder is None:
             return [f"graphs expected a 'decoder', found {sorted(graphs)}"]
@@ -64,7 +72,8 @@ class GPTConfig(RuntimeConfig):
         return dim_problems(graphs, [("decoder", "logits", -1, "vocab_size", self.vocab_size)]
                             + [("decoder", f"past_key_values.{i}.{kv}", axis, name, value)
                                for i in range(self.n_layer) for kv in ("key", "value")
-                               for axis, name, value in ((1, "n_head", self.n_head), (3, "head_dim", self.head_dim))])
+                               for axis, name, value in ((1, "n_kv_head" if self.n_kv_head else "n_head",
+                                                          self.cache_heads), (3, "head_dim", self.head_dim))])
 
 
 class CacheBudgetError(InputError):
@@ -93,7 +102,7 @@ class GPTPipeline(Pipeline):
         super().__init__(package, sessions, config)
         c = config
         self.decoder = sessions["decoder"]
-        self.n_layer, self.n_head, self.head_dim = c.n_layer, c.n_head, c.head_dim
+        self.n_layer, self.cache_heads, self.head_dim = c.n_layer, c.cache_heads, c.head_dim
         self.vocab_size, self.context = c.vocab_size, c.block_size
         self.eos_token_id = c.eos_token_id
         # Left padding needs an id the embedding has (GPT-2 configs often name an eos/pad
@@ -110,7 +119,7 @@ class GPTPipeline(Pipeline):
         position table must reach it. The graph's dims are dynamic and say nothing of the
         table's size, so one one-token call at the last position asks it, at load time (a
         shorter table makes ONNX Runtime refuse the index), not halfway through a long request."""
-        empty = np.zeros((1, self.n_head, 0, self.head_dim), np.float32)
+        empty = np.zeros((1, self.cache_heads, 0, self.head_dim), np.float32)
         feeds = {"input_ids": np.zeros((1, 1), np.int64), "position_ids": np.full((1, 1), self.context - 1, np.int64),
                  "attention_mask": np.ones((1, 1), np.int64), **{name: empty for name, _ in self._cache_names}}
         try:
@@ -183,7 +192,7 @@ class GPTPipeline(Pipeline):
 
     def cache_bytes(self, batch: int, total_tokens: int) -> int:
         """Memory of the KV cache buffers for a run: two buffers (past and present) per tensor."""
-        return 2 * 2 * self.n_layer * batch * self.n_head * total_tokens * self.head_dim * 4
+        return 2 * 2 * self.n_layer * batch * self.cache_heads * total_tokens * self.head_dim * 4
 
     def logits_bytes(self, batch: int, prompt_tokens: int) -> int:
         """The prompt call's logits (the graph returns them for every prompt position)."""
@@ -281,7 +290,7 @@ class GPTPipeline(Pipeline):
         """Prefill, then one token per call: yields logits [batch, vocab] and is sent the
         tokens chosen from them. The per-token work is a fixed number of bindings by address."""
         b, prompt_len = ids.shape
-        h, d = self.n_head, self.head_dim
+        h, d = self.cache_heads, self.head_dim
         total_max = prompt_len + max_new_tokens
         buffers = [[np.empty(b * h * total_max * d, np.float32) for _ in self._cache_names] for _ in range(2)]
         addresses = [[buffer.ctypes.data for buffer in side] for side in buffers]
@@ -325,7 +334,7 @@ class GPTPipeline(Pipeline):
     def _uncached_steps(self, ids, positions, mask_full, max_new_tokens) -> Iterator[np.ndarray]:
         """The reference loop: the whole sequence through the graph for every token, empty past."""
         b = ids.shape[0]
-        empty = np.zeros((b, self.n_head, 0, self.head_dim), np.float32)
+        empty = np.zeros((b, self.cache_heads, 0, self.head_dim), np.float32)
         past = {name: empty for name, _ in self._cache_names}
         sequence, pos = ids, positions
         for _ in range(max_new_tokens):
