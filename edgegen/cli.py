@@ -283,7 +283,7 @@ def _print_info(path) -> None:
         print(f"graph     {part}: {g.file} ({size / 1024:.0f} KiB, sha256 {g.sha256[:12]}..., opset {g.extra.get('opset')})")
         print(f"            in  {ins}\n            out {outs}\n            {gate}")
     if not m.variants:
-        print("variants  none (fp32 only; 'edgegen optimize' adds int8 / fp16)")
+        print("variants  none (fp32 only; 'edgegen optimize' adds int8 / fp16 / int4 variants)")
     for precision, parts in m.variants.items():
         for part, record in parts.items():
             gate = record.get("gate", {})
@@ -299,7 +299,7 @@ def _cmd_optimize(args) -> None:
     from .optimize import optimize_package
 
     optimize_package(args.package, args.precision, calibration=args.calibration, target=args.target,
-                     checkpoint=args.checkpoint, inputs=args.inputs, bar=None)
+                     checkpoint=args.checkpoint, inputs=args.inputs, bar=None, block_size=args.block_size)
     _print_info(args.package)
 
 
@@ -482,15 +482,21 @@ def build_parser() -> argparse.ArgumentParser:
     runtime_options(p)
     p.set_defaults(func=_cmd_bench)
 
-    p = sub.add_parser("optimize", help="add int8 or fp16 variants of a package's graphs, each behind a quality gate")
+    p = sub.add_parser("optimize", help="add int8, fp16 or weight-only int4 variants of a package's graphs, each "
+                                        "behind a quality gate")
     p.add_argument("package", help=PACKAGE_HELP)
     p.add_argument("--precision", required=True, choices=VARIANT_PRECISIONS,
                    help="fused: fp32 after ONNX Runtime's transformer fusions (the transformer families: "
-                        f"{', '.join(f.name for f in registered if f.fusion)}; ort-cpu only)")
+                        f"{', '.join(f.name for f in registered if f.fusion)}; ort-cpu only); int4 and int8-weights: "
+                        "block-wise weight-only quantization of token models (ONNX Runtime's MatMulNBits; int4 for a "
+                        "TensorRT target: DequantizeLinear of int4 blocks)")
     p.add_argument("--calibration", type=int, default=64, help="int8: inputs to calibrate activation ranges on (default 64)")
+    p.add_argument("--block-size", type=int, default=32,
+                   help="int4 and int8-weights: weights per quantization scale, a power of 2 of at least 16")
     p.add_argument("--target", default="ort-cpu", choices=tuple(TARGETS),
                    help="ort-cpu keeps a variant only where it is faster here; a TensorRT target (tensorrt, jetpack6, "
-                        "jetpack7) keeps every one that passes its gate and takes int8 and fp16 only")
+                        "jetpack7) keeps every one that passes its gate and takes int8, fp16 and (not jetpack6's "
+                        "opset 18) int4")
     p.add_argument("--checkpoint", default=None,
                    help="the checkpoint the package was exported from (default: the path its manifest records)")
     p.add_argument("--inputs", default=None, metavar="NPZ",

@@ -5,11 +5,16 @@ activations (zero points 0, the form TensorRT consumes too), activation ranges c
 on real inputs made by the family's export spec from its dataset; Conv, MatMul and Gemm
 (with the Resize and Relu between them) are quantized, everything else stays float, and so
 do the first and the last weighted layer. fp16: weights and activations in half precision
-with fp32 inputs and outputs, normalization, softmax and attention kept in fp32.
+with fp32 inputs and outputs, normalization, softmax and attention kept in fp32. int4 and
+int8-weights (token models): block-wise symmetric quantization of the weights of every MatMul
+with a constant weight (GPT-2's Gemms are made MatMul + Add first), activations in float, in
+ONNX Runtime's MatMulNBits op, or for a TensorRT target as DequantizeLinear of int4 blocks
+feeding a float MatMul (the standard form TensorRT's parser takes).
 
 A variant is compared with the fp32 graph on held-out inputs the calibration never saw:
 PSNR for images, audio and other float outputs; top-1 agreement and cosine similarity for
-token logits. Below the threshold it is not written, and the manifest records why. For the
+token logits, and for the weight-only variants perplexity within 5% of fp32's on held-out
+text. Below the threshold it is not written, and the manifest records why. For the
 ort-cpu target a variant is also kept only where it pays: at least 5% faster than fp32 here
 at batch 8, or at the family's typical call where it declares one (measured side by side); for
 a TensorRT target (tensorrt, jetpack6, jetpack7) every variant that passes.
@@ -18,6 +23,7 @@ a TensorRT target (tensorrt, jetpack6, jetpack7) every variant that passes.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import shutil
@@ -40,6 +46,14 @@ MIN_PSNR_DB = {"int8": 30.0, "fp16": 40.0, "fused": 60.0}
 MIN_TOP1, MIN_COSINE = 0.95, 0.995
 GATE_BATCHES, BATCH = 4, 8
 MIN_SPEEDUP = 1.05        # "where it pays" on ort-cpu
+WEIGHT_ONLY_BITS = {"int4": 4, "int8-weights": 8}
+# MatMulNBits' compute: 4 quantizes each block of activations to int8 inside the op (the graph's
+# activations stay float), as onnxruntime-genai's builder does for CPU. Measured on a 124M Llama's
+# decode step, 2 threads, against fp32: int4 3.8x with it, 2.4x without; int8 weights 2.7x with it,
+# 0.19x without (its float path dequantizes every weight on every call).
+MATMULNBITS_ACCURACY_LEVEL = 4
+DEFAULT_BLOCK_SIZE = 32
+MAX_PERPLEXITY_RATIO = 1.05   # a weight-only variant's held-out perplexity over fp32's
 FP32_KEPT = ["LayerNormalization", "Softmax", "BatchNormalization", "GroupNormalization", "InstanceNormalization",
              "Attention", "ReduceMean", "Pow", "Sqrt", "Exp", "Log"]
 INT8_OPS = ["Conv", "MatMul", "Gemm", "Resize", "Relu"]
@@ -60,21 +74,32 @@ class GateResult:
     detail: dict
 
     def line(self) -> str:
-        sign = ">=" if self.passed else "<"
-        return f"{self.metric} {self.value:.4g} {sign} {self.threshold:g}"
+        """The metric against its threshold, and the gate's other conditions where they are the ones that failed
+        or (perplexity) always."""
+        text = f"{self.metric} {self.value:.4g} {'>=' if self.value >= self.threshold else '<'} {self.threshold:g}"
+        cosine, least = self.detail.get("cosine"), self.detail.get("min_cosine")
+        if least is not None and cosine < least:
+            text += f", cosine {cosine:.4g} < {least:g}"
+        ratio, most = self.detail.get("perplexity_ratio"), self.detail.get("max_perplexity_ratio")
+        if most is not None:
+            text += f", perplexity {ratio:.4g}x fp32's {'<=' if ratio <= most else '>'} {most:g}x"
+        return text
 
 
 def optimize_package(path: str | os.PathLike, precision: str, calibration: int = 64, target: str = "ort-cpu",
-                     checkpoint: str | os.PathLike | None = None, seed: int = 0, min_psnr: float | None = None,
-                     progress=print, inputs: str | os.PathLike | None = None, bar: bool | None = False) -> dict:
+                     checkpoint: str | os.PathLike | None = None, seed: int = 0, gate_threshold: float | None = None,
+                     progress=print, inputs: str | os.PathLike | None = None, bar: bool | None = False,
+                     block_size: int = DEFAULT_BLOCK_SIZE) -> dict:
     """Add a `precision` variant of each graph of the package that passes its gate; returns
     {part: record} as written into the manifest's `variants`.
 
     The calibration and gate inputs come from the family's export spec over the checkpoint's
     data; for a family without a training side (a user's own module) from `inputs` (an .npz
     of feeds) or from the held-out inputs the export recorded: the first half of the feeds
-    calibrates, the second half, never seen by the calibration, gates. bar: a progress bar per
-    graph (None: on a terminal only)."""
+    calibrates, the second half, never seen by the calibration, gates. The weight-only
+    precisions (int4, int8-weights; `block_size` weights per scale) need no calibration and are
+    gated on the family's held-out text, so imported packages take them too. bar: a progress bar
+    per graph (None: on a terminal only)."""
 
     if precision not in VARIANT_PRECISIONS:
         raise ConfigError(f"precision {precision!r}: expected one of {', '.join(VARIANT_PRECISIONS)}")
@@ -84,18 +109,26 @@ def optimize_package(path: str | os.PathLike, precision: str, calibration: int =
                           "ops, which TensorRT does not read), found another")
     if isinstance(calibration, bool) or not isinstance(calibration, int) or calibration < BATCH:
         raise ConfigError(f"calibration: expected at least {BATCH} inputs, found {calibration!r}")
+    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 16 or block_size & (block_size - 1):
+        raise ConfigError(f"block size: expected a power of 2 of at least 16 (MatMulNBits' blocks), found {block_size!r}")
     Package(path)   # a missing or broken package is refused before waiting for its lock
     with writer_lock(path, f"optimize --precision {precision}"):
         package = Package(path)   # as the last writer left it
         _clean(package)
         family, config = package_config(package)
-        feeds = _given_feeds(package, family, config, inputs) if inputs is not None or family.model is None \
-            else _spec_feeds(package, checkpoint, calibration, seed)
+        speed_calls = {}
+        if precision in WEIGHT_ONLY_BITS:
+            feeds, speed_calls = _held_out_feeds(package, family, config, seed)
+        elif inputs is not None or family.model is None:
+            feeds = _given_feeds(package, family, config, inputs)
+        else:
+            feeds = _spec_feeds(package, checkpoint, calibration, seed)
         records = {}
         with Progress(len(feeds), f"optimize {precision}", enabled=bar) as shown:
             for part, (calibration_feeds, gate_feeds, source) in feeds.items():
                 shown.update(0, info=f"{part}: converting, gating and timing")
-                records[part] = _variant(package, part, precision, target, calibration_feeds, gate_feeds, min_psnr, source)
+                records[part] = _variant(package, part, precision, target, calibration_feeds, gate_feeds, gate_threshold, source,
+                                         block_size, speed_calls.get(part))
                 r = records[part]
                 shown.update(1, info=f"{part} done")
                 progress(f"{part}: {precision} " + (f"written ({r['gate']['line']}, {r['speedup_ort_cpu']:.2f}x fp32's speed on ort-cpu)"
@@ -119,6 +152,18 @@ def _spec_feeds(package: Package, checkpoint, calibration: int, seed: int) -> di
         make = lambda n: [graph.realistic_inputs(ckpt, BATCH, rng, data) for _ in range(n)]  # noqa: E731
         feeds[graph.part] = (make(calibration // BATCH), make(GATE_BATCHES), ckpt.data.get("source"))
     return feeds
+
+
+def _held_out_feeds(package: Package, family, config, seed: int) -> tuple[dict, dict]:
+    """{part: ([], gate feeds, source)} for a weight-only variant, the family's held-out text, and
+    {part: (feed, description)} of the call its speed is judged at."""
+    if family.held_out_tokens is None:
+        token_families = ", ".join(f.name for f in families() if f.held_out_tokens) or "none"
+        raise ConfigError(f"weight-only precisions: expected a token model ({token_families}), found a {family.name} "
+                          "package (int8 and fp16 serve the others)")
+    gate_feeds, source, speed_feed, call = family.held_out_tokens(package, config, GATE_BATCHES, seed)
+    return ({part: ([], gate_feeds, source) for part in package.graphs},
+            {part: (speed_feed, call) for part in package.graphs})
 
 
 def _given_feeds(package: Package, family, config, inputs) -> dict:
@@ -147,7 +192,8 @@ def _given_feeds(package: Package, family, config, inputs) -> dict:
     return out
 
 
-def _variant(package, part, precision, target, calibration_feeds, gate_feeds, min_psnr, source) -> dict:
+def _variant(package, part, precision, target, calibration_feeds, gate_feeds, gate_threshold, source,
+             block_size: int = DEFAULT_BLOCK_SIZE, speed_call: tuple[dict, str] | None = None) -> dict:
     from .runtimes.ort import OrtSession
 
     entry = package.graphs[part]
@@ -164,6 +210,8 @@ def _variant(package, part, precision, target, calibration_feeds, gate_feeds, mi
                 _quantize_int8(fp32_copy, out, calibration_feeds, model)
             elif precision == "fused":
                 _fuse(package, part, out)
+            elif precision in WEIGHT_ONLY_BITS:
+                _weight_only(model, WEIGHT_ONLY_BITS[precision], block_size, get_target(target).uses_tensorrt, out)
             else:
                 onnx.save(_to_fp16(model), str(out))
             disabled = INT8_DISABLED_OPTIMIZERS if precision == "int8" else ()
@@ -171,14 +219,17 @@ def _variant(package, part, precision, target, calibration_feeds, gate_feeds, mi
         except Exception as exc:  # noqa: BLE001 - a converter failure refuses this graph, not the package
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             return {"refused": f"the {precision} conversion failed: {first_line[:300]}", "target": target}
-        gate = gate_variant(package.family, precision, fp32, variant, gate_feeds, min_psnr)
+        gate = gate_variant(package.family, precision, fp32, variant, gate_feeds, gate_threshold)
         record = {"gate": {"metric": gate.metric, "value": round(gate.value, 4), "threshold": gate.threshold,
                            "passed": gate.passed, "line": gate.line(), **gate.detail},
                   "calibration": {"source": source, "inputs": len(calibration_feeds) * BATCH} if precision == "int8"
                   else None, "target": target}
+        if precision in WEIGHT_ONLY_BITS:
+            record.update(block_size=block_size, gate_inputs=source, form="DequantizeLinear int4 blocks"
+                          if get_target(target).uses_tensorrt else f"MatMulNBits, accuracy_level {MATMULNBITS_ACCURACY_LEVEL}")
         if not gate.passed:
             return {**record, "refused": f"gate {gate.line()} (missed by {abs(gate.threshold - gate.value):.3g})"}
-        feeds, call = _speed_feeds(package, entry, gate_feeds[0])
+        feeds, call = speed_call or _speed_feeds(package, entry, gate_feeds[0])
         record["speedup_ort_cpu"] = round(speedup(fp32, variant, feeds), 3)
         record["speed_measured_at"] = call
         if target == "ort-cpu" and record["speedup_ort_cpu"] < MIN_SPEEDUP:
@@ -210,6 +261,65 @@ def _quantize_int8(source: Path, out: Path, feeds: list[dict], model: onnx.Model
                     extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
 
 
+def _weight_only(model: onnx.ModelProto, bits: int, block_size: int, for_tensorrt: bool, out: Path) -> None:
+    """Block-wise symmetric weight-only quantization of the MatMuls with a constant weight:
+    ONNX Runtime's MatMulNBits, or for TensorRT DequantizeLinear of int4 blocks (its QDQ form)."""
+    from onnxruntime.quantization import QuantFormat
+    from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
+
+    form = QuantFormat.QDQ if for_tensorrt else QuantFormat.QOperator
+    settings = dict(block_size=block_size, is_symmetric=True, bits=bits, quant_format=form, op_types_to_quantize=("MatMul",),
+                    accuracy_level=None if for_tensorrt else MATMULNBITS_ACCURACY_LEVEL)
+    quantizer = MatMulNBitsQuantizer(gemms_as_matmuls(model), algo_config=DefaultWeightOnlyQuantConfig(**settings),
+                                     **settings)
+    quiet = logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer")
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)   # it logs every node at INFO
+    try:
+        quantizer.process()
+    finally:
+        quiet.setLevel(level)
+    quantized = quantizer.model.model
+    if not any(n.op_type in ("MatMulNBits", "DequantizeLinear") for n in quantized.graph.node):
+        raise ConfigError("expected MatMuls with constant weights to quantize, found none")
+    onnx.save(quantized, str(out))
+
+
+def gemms_as_matmuls(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy where each Gemm of a constant weight (alpha = beta = 1, A not transposed) is a
+    MatMul, plus an Add of its bias: the weight-only quantizers take MatMuls only."""
+    from onnx import helper, numpy_helper
+
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    graph = model.graph
+    weights = {i.name: i for i in graph.initializer}
+    nodes = []
+    for node in graph.node:
+        attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        plain = (attributes.get("alpha", 1.0) == 1.0 and attributes.get("beta", 1.0) == 1.0
+                 and not attributes.get("transA", 0))
+        if node.op_type != "Gemm" or node.input[1] not in weights or not plain:
+            nodes.append(node)
+            continue
+        weight = node.input[1]
+        if attributes.get("transB", 0):
+            array = numpy_helper.to_array(weights[weight]).T
+            weight = f"{weight}.transposed"
+            graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(array), weight))
+        has_bias = len(node.input) > 2 and node.input[2]
+        product = f"{node.output[0]}.matmul" if has_bias else node.output[0]
+        nodes.append(helper.make_node("MatMul", [node.input[0], weight], [product], name=f"{node.name}.matmul"))
+        if has_bias:
+            nodes.append(helper.make_node("Add", [product, node.input[2]], [node.output[0]], name=f"{node.name}.bias"))
+    del graph.node[:]
+    graph.node.extend(nodes)
+    used = {name for node in graph.node for name in node.input}
+    kept = [i for i in graph.initializer if i.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    return model
+
+
 def _fuse(package: Package, part: str, out: Path) -> None:
     """ONNX Runtime's transformer optimizer (GELU, LayerNorm, attention fusions where it finds
     its patterns); for families that declare their transformer's heads and width."""
@@ -229,8 +339,9 @@ def _to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     return convert_float_to_float16(model, keep_io_types=True, op_block_list=FP32_KEPT)
 
 
-def gate_variant(family: str, precision: str, fp32, variant, feeds: list[dict], min_psnr: float | None) -> GateResult:
-    """The variant's outputs against fp32's on held-out inputs."""
+def gate_variant(family: str, precision: str, fp32, variant, feeds: list[dict], gate_threshold: float | None) -> GateResult:
+    """The variant's outputs against fp32's on held-out inputs. gate_threshold: the least PSNR
+    (dB) or top-1 agreement to pass, instead of the precision's default (tests of the mechanics)."""
     reference = [fp32.run(f) for f in feeds]
     ours = [variant.run(f) for f in feeds]
     names = [o.name for o in fp32.outputs]
@@ -238,11 +349,19 @@ def gate_variant(family: str, precision: str, fp32, variant, feeds: list[dict], 
         ref = np.concatenate([r["logits"].reshape(-1, r["logits"].shape[-1]) for r in reference])
         got = np.concatenate([o["logits"].reshape(-1, o["logits"].shape[-1]) for o in ours])
         top1 = float((ref.argmax(-1) == got.argmax(-1)).mean())
+        least = MIN_TOP1 if gate_threshold is None else float(gate_threshold)
         cosine = float(np.mean(np.sum(ref * got, -1) / (np.linalg.norm(ref, axis=-1) * np.linalg.norm(got, axis=-1) + 1e-12)))
-        passed = top1 >= MIN_TOP1 and cosine >= MIN_COSINE
-        return GateResult("top-1 agreement", top1, MIN_TOP1, passed, {"cosine": round(cosine, 5),
+        if precision in WEIGHT_ONLY_BITS:   # held-out windows: the next tokens are known
+            fp32_ppl, ppl = (perplexity([r["logits"] for r in outputs], feeds) for outputs in (reference, ours))
+            ratio = ppl / fp32_ppl
+            return GateResult("top-1 agreement", top1, least, top1 >= least and ratio <= MAX_PERPLEXITY_RATIO,
+                              {"cosine": round(cosine, 5), "perplexity": round(ppl, 4),
+                               "fp32_perplexity": round(fp32_ppl, 4), "perplexity_ratio": round(ratio, 4),
+                               "max_perplexity_ratio": MAX_PERPLEXITY_RATIO})
+        passed = top1 >= least and cosine >= MIN_COSINE
+        return GateResult("top-1 agreement", top1, least, passed, {"cosine": round(cosine, 5),
                                                                       "min_cosine": MIN_COSINE})
-    threshold = MIN_PSNR_DB[precision] if min_psnr is None else float(min_psnr)
+    threshold = MIN_PSNR_DB[precision] if gate_threshold is None else float(gate_threshold)
     worst, per_output = np.inf, {}
     for name in names:
         ref = np.concatenate([r[name].ravel() for r in reference]).astype(np.float64)
@@ -250,6 +369,18 @@ def gate_variant(family: str, precision: str, fp32, variant, feeds: list[dict], 
         per_output[name] = round(psnr(ref, got), 2)
         worst = min(worst, per_output[name])
     return GateResult("PSNR dB", float(worst), threshold, bool(worst >= threshold), {"per_output": per_output})
+
+
+def perplexity(logits: list[np.ndarray], feeds: list[dict]) -> float:
+    """exp of the mean next-token cross-entropy over prompt calls [batch, tokens, vocab] of known text."""
+    losses = []
+    for x, feed in zip(logits, feeds):
+        x = x[:, :-1].astype(np.float64)
+        targets = feed["input_ids"][:, 1:]
+        shifted = x - x.max(-1, keepdims=True)
+        log_probs = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+        losses.append(-np.take_along_axis(log_probs, targets[..., None], -1).ravel())
+    return float(np.exp(np.concatenate(losses).mean()))
 
 
 def psnr(reference: np.ndarray, test: np.ndarray) -> float:
@@ -297,7 +428,7 @@ def _record(package: Package, precision: str, records: dict) -> None:
     _clean(Package(package.path))   # read back through the runtime's checks
 
 
-VARIANT_FILE = re.compile(r"^.+\.(int8|fp16|fused)(\.[0-9a-f]{12})?\.onnx$")
+VARIANT_FILE = re.compile(r"^.+\.(int8|fp16|fused|int4|int8-weights)(\.[0-9a-f]{12})?\.onnx$")
 
 
 def _clean(package: Package) -> None:

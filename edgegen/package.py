@@ -25,8 +25,9 @@ FORMAT = "edgegen.package/1"
 MANIFEST_NAME = "edgegen.json"
 # numpy dtype names that a graph input or output may carry.
 DTYPES = ("float32", "float16", "int64", "int32", "int8", "uint8", "bool")
-# the precisions `edgegen optimize` writes variants of (fused: fp32 after ONNX Runtime's transformer fusions)
-VARIANT_PRECISIONS = ("int8", "fp16", "fused")
+# the precisions `edgegen optimize` writes variants of (fused: fp32 after ONNX Runtime's transformer
+# fusions; int4 and int8-weights: block-wise weight-only quantization of token models' MatMuls)
+VARIANT_PRECISIONS = ("int8", "fp16", "fused", "int4", "int8-weights")
 PRECISIONS = ("fp32", *VARIANT_PRECISIONS)
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 

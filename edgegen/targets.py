@@ -24,7 +24,7 @@ class Target:
     opset: int                       # what `export --target` exports at
     tensorrt: str | None = None      # the parser table `check` uses; None: not a TensorRT target
     tensorrt_releases: tuple[str, str | None] | None = None   # the oldest and newest release `build` expects there
-    variant_precisions: tuple[str, ...] = ("int8", "fp16", "fused")   # what `optimize` may add
+    variant_precisions: tuple[str, ...] = ("int8", "fp16", "fused", "int4", "int8-weights")   # what `optimize` may add
 
     @property
     def uses_tensorrt(self) -> bool:
@@ -34,13 +34,13 @@ class Target:
 TARGETS = {
     "ort-cpu": Target("ort-cpu", "ONNX Runtime on a CPU (keeps a variant only where it is faster here)", opset=DEFAULT_OPSET),
     "tensorrt": Target("tensorrt", "a desktop or server NVIDIA GPU with TensorRT 10.14 or later", opset=DEFAULT_OPSET,
-                       tensorrt="10.15", variant_precisions=("int8", "fp16")),
+                       tensorrt="10.15", variant_precisions=("int8", "fp16", "int4")),
     "jetpack6": Target("jetpack6", "Jetson Orin on JetPack 6 (L4T r36): TensorRT 10.3, CUDA 12.6", opset=18,
                        tensorrt="10.3", tensorrt_releases=("10.3", "10.3"),
                        variant_precisions=("int8", "fp16")),
     "jetpack7": Target("jetpack7", "a Jetson on JetPack 7 (L4T r38): TensorRT 10.14 or later, CUDA 13",
                        opset=DEFAULT_OPSET, tensorrt="10.15", tensorrt_releases=("10.14", None),
-                       variant_precisions=("int8", "fp16")),
+                       variant_precisions=("int8", "fp16", "int4")),
 }
 TENSORRT_TARGETS = tuple(name for name, target in TARGETS.items() if target.uses_tensorrt)
 

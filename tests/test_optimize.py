@@ -6,6 +6,7 @@ import shutil
 import numpy as np
 import onnx
 import pytest
+import torch
 from onnx import numpy_helper
 
 import edgegen
@@ -52,7 +53,7 @@ def test_load_with_precision_runs_the_variant_and_stays_close_to_fp32(package_co
 
 def test_a_variant_below_its_gate_is_not_written_and_the_refusal_is_recorded(package_copy):
     pkg = package_copy("vae")
-    records = optimize_package(pkg, "int8", calibration=16, target="tensorrt", min_psnr=500, progress=_quiet)
+    records = optimize_package(pkg, "int8", calibration=16, target="tensorrt", gate_threshold=500, progress=_quiet)
     assert all("file" not in r and "missed by" in r["refused"] for r in records.values())
     assert not list(pkg.glob("*.int8.onnx"))
     manifest = json.loads((pkg / "edgegen.json").read_text())
@@ -98,3 +99,75 @@ def test_optimize_errors_and_cli(package_copy, trained, tmp_path, capsys):
     assert "variant   int8 generator: generator.int8." in capsys.readouterr().out
     assert main(["bench", str(pkg), "--precision", "int8", "--iters", "5", "--warmup", "1", "--backend", "ort-cpu"]) == 0
     assert "precision int8" in capsys.readouterr().out
+
+
+# -- weight-only int4 and int8 for token models -----------------------------------------------------
+
+def _imported_llama(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(vocab_size=512, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                                      bos_token_id=1, eos_token_id=2)
+    transformers.LlamaForCausalLM(config).eval().save_pretrained(tmp_path / "hf")
+    from edgegen.families.gpt.hf_import import export_transformers
+
+    return export_transformers("llama", tmp_path / "hf", tmp_path / "pkg")
+
+
+def test_weight_only_variants_of_an_imported_llama_need_no_checkpoint_and_are_gated_on_held_out_tokens(tmp_path):
+    """The imported package has no edgegen checkpoint: the gate's windows come from the package
+    itself. Random weights have flat logits, so int4 changes many argmaxes: the real gate refuses
+    it with its figures, and a lowered threshold (the mechanics) writes it."""
+    import onnx
+
+    pkg = _imported_llama(tmp_path)
+    refused = optimize_package(pkg, "int4", progress=_quiet)["decoder"]
+    assert "file" not in refused and refused["refused"].startswith("gate top-1 agreement")
+    assert {"perplexity", "fp32_perplexity", "perplexity_ratio"} <= set(refused["gate"])
+    assert refused["gate_inputs"].startswith("random token ids") and refused["block_size"] == 32
+    written = optimize_package(pkg, "int4", target="tensorrt", gate_threshold=0.0, progress=_quiet)["decoder"]
+    graph = onnx.load(str(pkg / written["file"]))
+    blocked = [n for n in graph.graph.node if n.op_type == "DequantizeLinear"]
+    assert blocked and all(a.i == 32 for n in blocked for a in n.attribute if a.name == "block_size")
+    weights = {i.name: i for i in graph.graph.initializer}
+    assert weights[blocked[0].input[0]].data_type == onnx.TensorProto.INT4
+    assert not any(n.domain == "com.microsoft" for n in graph.graph.node)
+    ort_form = optimize_package(pkg, "int8-weights", target="ort-cpu", gate_threshold=0.0, progress=_quiet)["decoder"]
+    # int8-weights may be refused for speed on this tiny model; where written it is MatMulNBits
+    if "file" in ort_form:
+        assert any(n.op_type == "MatMulNBits" for n in onnx.load(str(pkg / ort_form["file"])).graph.node)
+    assert edgegen.load(pkg, precision="int4").generate([1, 5, 9], max_new_tokens=5, do_sample=False)
+
+
+def test_gemms_become_matmuls_with_their_bias_and_compute_the_same(tmp_path):
+    import onnx
+    import onnxruntime
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgegen.optimize import gemms_as_matmuls
+
+    rng = np.random.default_rng(0)
+    w, b = rng.standard_normal((6, 4), dtype=np.float32), rng.standard_normal(6, dtype=np.float32)
+    graph = helper.make_graph([helper.make_node("Gemm", ["x", "w", "b"], ["y"], transB=1)], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 6])],
+                              [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    converted = gemms_as_matmuls(model)
+    assert [n.op_type for n in converted.graph.node] == ["MatMul", "Add"]
+    x = rng.standard_normal((3, 4), dtype=np.float32)
+    run = lambda m: onnxruntime.InferenceSession(m.SerializeToString()).run(None, {"x": x})[0]  # noqa: E731
+    np.testing.assert_allclose(run(converted), run(model), rtol=1e-6, atol=1e-6)
+    assert [n.op_type for n in model.graph.node] == ["Gemm"]   # the original is left as it was
+
+
+def test_weight_only_precisions_are_for_token_models(trained, tmp_path):
+    pkg = tmp_path / "vae"
+    shutil.copytree(trained["vae"][1], pkg)
+    with pytest.raises(ConfigError, match="weight-only precisions: expected a token model \\(gpt\\), found a vae package"):
+        optimize_package(pkg, "int4", progress=_quiet)
+    with pytest.raises(ConfigError, match="block size: expected a power of 2 of at least 16 .*, found 24"):
+        optimize_package(pkg, "int4", block_size=24, progress=_quiet)
+    with pytest.raises(ConfigError, match="precision 'int4': expected one the jetpack6 target takes"):
+        optimize_package(pkg, "int4", target="jetpack6", progress=_quiet)

@@ -200,6 +200,10 @@ class Family:
     # (package, runtime config) -> feeds recorded in the package: what optimize calibrates and gates
     # on for a family without a training side
     recorded_inputs: Callable[[Any, Any], list] | None = None
+    # (package, runtime config, count, seed) -> (feeds with known next tokens, their source, the feed
+    # of the call speed is judged at, its description): what a token family's weight-only variants
+    # (optimize --precision int4) are gated and timed on, checkpoint or not
+    held_out_tokens: Callable[[Any, Any, int, int], tuple] | None = None
     # "module:function" (reference, package) -> {graph: torch module}: what `bench --vs-torch REF` runs
     # for a family without checkpoints (default: the export spec's modules of a checkpoint)
     eager_modules: str | None = None

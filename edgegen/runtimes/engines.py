@@ -36,7 +36,9 @@ from ..package import TensorSpec
 from ..storage import atomic_write_bytes, atomic_write_text, user_cache_dir
 from .session import Session
 
-ENGINE_PRECISIONS = ("fp32", "int8", "fp16")   # the fused variant holds ONNX Runtime's own ops
+# the fused and int8-weights variants (and int4 made for ort-cpu) hold ONNX Runtime's own ops;
+# int4 made for a TensorRT target is DequantizeLinear with int4 blocks, which TensorRT reads
+ENGINE_PRECISIONS = ("fp32", "int8", "fp16", "int4")
 DEFAULT_BATCH_PROFILE = (1, 1, 16)
 DEFAULT_WORKSPACE_BYTES = 2 << 30
 

@@ -2,7 +2,7 @@
 
 from .. import DemoModel, Family, register
 from .cli import OPTIONS, generate
-from .pipeline import GPTConfig, GPTPipeline
+from .pipeline import GPTConfig, GPTPipeline, held_out_windows
 
 
 def _limits(config: GPTConfig) -> dict[str, int]:
@@ -24,6 +24,7 @@ FAMILY = register(Family(
     demo=(DemoModel("gpt-stdlib", "stdlib"),),
     showcase="edgegen.families.gpt.demo",
     bench="tokens",
+    held_out_tokens=held_out_windows,
     gate="logits",
     dim_limits=_limits,
     importers=dict.fromkeys(("gpt2", "llama", "qwen2", "mistral"), "edgegen.families.gpt.hf_import:export_transformers"),

@@ -416,3 +416,38 @@ class _TextRow:
             self._pending += self._decoder.flush()
             self._settle(len(self._pending))
         return "".join(self._text)
+
+
+HELD_OUT_WINDOW = 64      # tokens per teacher-forced window of a weight-only variant's gate
+
+
+def held_out_windows(package, config: GPTConfig, count: int, seed: int = 0) -> tuple[list[dict], str, dict, str]:
+    """Prompt calls of the decoder over windows of held-out text (the standard library's
+    held-out files, never trained on), batches of 8, and where they come from: the gate of
+    weight-only variants (edgegen optimize --precision int4) compares next-token predictions
+    and perplexity on them. Needs no checkpoint, so imported packages are gated the same way.
+    A package without a tokenizer gets random ids in its vocabulary. Then the call a variant's
+    speed is judged at, and its description: one decode step at batch 1 after a window, the
+    call that decoding repeats and whose weight reads weight-only quantization shrinks."""
+    from ...training.text import read_corpus
+
+    rng = np.random.default_rng(seed)
+    length = min(HELD_OUT_WINDOW, config.block_size)
+    tokenizer = load_tokenizer(package, config.tokenizer)
+    if tokenizer is None:
+        ids, source = rng.integers(0, config.vocab_size, 1 << 16), "random token ids (the package has no tokenizer)"
+    else:
+        text = read_corpus("stdlib")[1][:1 << 20].decode("utf-8", errors="replace")
+        ids, source = np.asarray(tokenizer.encode(text)), "held-out standard-library text"
+    starts = rng.integers(0, len(ids) - length, (count, 8))
+    empty = np.zeros((8, config.cache_heads, 0, config.head_dim), np.float32)
+    feeds = [{"input_ids": np.stack([ids[s:s + length] for s in row]).astype(np.int64),
+              "position_ids": np.broadcast_to(np.arange(length, dtype=np.int64), (8, length)).copy(),
+              "attention_mask": np.ones((8, length), np.int64),
+              **{f"past_key_values.{i}.{kv}": empty for i in range(config.n_layer) for kv in ("key", "value")}}
+             for row in starts]
+    past = rng.standard_normal((1, config.cache_heads, length, config.head_dim), dtype=np.float32)
+    step = {"input_ids": feeds[0]["input_ids"][:1, -1:], "position_ids": np.full((1, 1), length, np.int64),
+            "attention_mask": np.ones((1, length + 1), np.int64),
+            **{f"past_key_values.{i}.{kv}": past for i in range(config.n_layer) for kv in ("key", "value")}}
+    return feeds, source, step, f"a decode step at batch 1 after {length} tokens"
