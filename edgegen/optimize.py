@@ -22,6 +22,7 @@ a TensorRT target (tensorrt, jetpack6, jetpack7) every variant that passes.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 import os
@@ -228,7 +229,8 @@ def _variant(package, part, precision, target, calibration_feeds, gate_feeds, ga
             record.update(block_size=block_size, gate_inputs=source, form="DequantizeLinear int4 blocks"
                           if get_target(target).uses_tensorrt else f"MatMulNBits, accuracy_level {MATMULNBITS_ACCURACY_LEVEL}")
         if not gate.passed:
-            return {**record, "refused": f"gate {gate.line()} (missed by {abs(gate.threshold - gate.value):.3g})"}
+            return {**record, "refused": f"gate {gate.line()}" + (f" (missed by {gate.threshold - gate.value:.3g})"
+                                                                   if gate.value < gate.threshold else "")}
         feeds, call = speed_call or _speed_feeds(package, entry, gate_feeds[0])
         record["speedup_ort_cpu"] = round(speedup(fp32, variant, feeds), 3)
         record["speed_measured_at"] = call
@@ -290,9 +292,13 @@ def gemms_as_matmuls(model: onnx.ModelProto) -> onnx.ModelProto:
     MatMul, plus an Add of its bias: the weight-only quantizers take MatMuls only."""
     from onnx import helper, numpy_helper
 
-    model = onnx.ModelProto.FromString(model.SerializeToString())
+    if not any(n.op_type == "Gemm" for n in model.graph.node):
+        return model
+    model = copy.deepcopy(model)   # not through bytes: protobuf's 2 GB limit
     graph = model.graph
     weights = {i.name: i for i in graph.initializer}
+    transposed: dict[str, str] = {}   # weight -> its transpose, made once however many Gemms share it
+    replaced = set()
     nodes = []
     for node in graph.node:
         attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
@@ -303,9 +309,12 @@ def gemms_as_matmuls(model: onnx.ModelProto) -> onnx.ModelProto:
             continue
         weight = node.input[1]
         if attributes.get("transB", 0):
-            array = numpy_helper.to_array(weights[weight]).T
-            weight = f"{weight}.transposed"
-            graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(array), weight))
+            if weight not in transposed:
+                transposed[weight] = f"{weight}.transposed"
+                array = np.ascontiguousarray(numpy_helper.to_array(weights[weight]).T)
+                graph.initializer.append(numpy_helper.from_array(array, transposed[weight]))
+            replaced.add(weight)
+            weight = transposed[weight]
         has_bias = len(node.input) > 2 and node.input[2]
         product = f"{node.output[0]}.matmul" if has_bias else node.output[0]
         nodes.append(helper.make_node("MatMul", [node.input[0], weight], [product], name=f"{node.name}.matmul"))
@@ -313,8 +322,10 @@ def gemms_as_matmuls(model: onnx.ModelProto) -> onnx.ModelProto:
             nodes.append(helper.make_node("Add", [product, node.input[2]], [node.output[0]], name=f"{node.name}.bias"))
     del graph.node[:]
     graph.node.extend(nodes)
-    used = {name for node in graph.node for name in node.input}
-    kept = [i for i in graph.initializer if i.name in used]
+    # drop the untransposed weights no node reads any more (only those: others may be read inside
+    # subgraphs or be graph outputs)
+    used = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
+    kept = [i for i in graph.initializer if i.name not in replaced or i.name in used]
     del graph.initializer[:]
     graph.initializer.extend(kept)
     return model
@@ -373,13 +384,12 @@ def gate_variant(family: str, precision: str, fp32, variant, feeds: list[dict], 
 
 def perplexity(logits: list[np.ndarray], feeds: list[dict]) -> float:
     """exp of the mean next-token cross-entropy over prompt calls [batch, tokens, vocab] of known text."""
+    from .runtimes.autoregressive import log_softmax
+
     losses = []
     for x, feed in zip(logits, feeds):
-        x = x[:, :-1].astype(np.float64)
-        targets = feed["input_ids"][:, 1:]
-        shifted = x - x.max(-1, keepdims=True)
-        log_probs = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
-        losses.append(-np.take_along_axis(log_probs, targets[..., None], -1).ravel())
+        for row, targets in zip(x[:, :-1], feed["input_ids"][:, 1:]):   # a row at a time: vocabularies are large
+            losses.append(-np.take_along_axis(log_softmax(row, axis=-1), targets[:, None], -1).ravel())
     return float(np.exp(np.concatenate(losses).mean()))
 
 

@@ -302,3 +302,19 @@ def test_a_tensorrt_backend_model_holds_the_engine_built_here(trained, tmp_path,
     assert config.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
     assert (out / "gan" / "1" / "model.plan").read_bytes() == b"serialized engine"
     assert built == [(str(trained["gan"][1]), "fp32")]
+
+
+def test_a_one_value_per_item_tensor_travels_as_one_dim_reshaped_away():
+    """cGAN's labels are [batch]: Triton needs a dim beyond the batch, so [1] reshaped to []."""
+    from edgegen.serving.triton import _graph_field, _Plan, config_text
+    from edgegen.package import TensorSpec
+
+    labels, z = (_graph_field(TensorSpec(name, dtype, shape), batched=True)
+                 for name, dtype, shape in (("labels", "int64", ("batch",)), ("z", "float32", ("batch", 64))))
+    plan = _Plan("cgan", "graph", "tensorrt", 16, False, None, "generator", (z, labels), (z,))
+    config = text_format.Parse(config_text(plan, RepositoryOptions()), model_config_pb2.ModelConfig())
+    by_name = {i.name: i for i in config.input}
+    assert list(by_name["labels"].dims) == [1] and list(by_name["labels"].reshape.shape) == []
+    assert list(by_name["z"].dims) == [64] and not by_name["z"].HasField("reshape")
+    # a TensorRT plan runs on GPU instances whatever --kind says
+    assert config.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU

@@ -347,6 +347,11 @@ def cached_engines(path: str | os.PathLike, precision: str = "fp32", profiles: l
     trt_version, gpu, capability = device_identity()
     cache = EngineCache(Path(cache_dir) if cache_dir else package.path / ".edgegen-cache" / "tensorrt")
     engines = {}
+    for part, record in package.variant_files(precision).items() if precision != "fp32" else ():
+        if str(record.get("form", "")).startswith("MatMulNBits"):
+            raise BackendError(f"package {str(package.path)!r}: the {precision} variant of graph {part!r} is ONNX Runtime's "
+                               f"MatMulNBits, which TensorRT cannot parse (edgegen optimize --precision {precision} "
+                               "--target tensorrt writes TensorRT's form)")
     for part, profile in package_profiles(package, profiles).items():
         graph = package.graph_path(part, precision)
         key = EngineKey(sha256_file(graph), trt_version, gpu, capability, precision, profile)

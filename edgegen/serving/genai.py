@@ -25,13 +25,13 @@ def genai_config(config, graph_file: str) -> dict:
     within the vocabulary; a model without one (edgegen's byte-level GPT) gets token 0, the NUL
     byte, which text does not contain, where edgegen stops only at max_new_tokens."""
     eos = config.eos_token_id if config.eos_token_id is not None and config.eos_token_id < config.vocab_size else 0
-    pad = next((t for t in (config.pad_token_id, config.eos_token_id) if t is not None and 0 <= t < config.vocab_size), 0)
+    pad = config.padding_id
     return {
         "model": {
             "type": GENAI_MODEL_TYPE,
             "context_length": config.block_size,
             "vocab_size": config.vocab_size,
-            "bos_token_id": pad,
+            "bos_token_id": pad,   # GenAI requires one; edgegen's loop never inserts it (the prompt is as given)
             "eos_token_id": eos,
             "pad_token_id": pad,
             "decoder": {

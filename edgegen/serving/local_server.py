@@ -138,14 +138,14 @@ def _tail(log: Path, lines: int = 30) -> str:
 
 
 def _stop(process: subprocess.Popen) -> None:
-    """SIGTERM to the server's process group (it and its Python stubs), SIGKILL if it lingers."""
-    if process.poll() is not None:
-        return
+    """SIGTERM to the server's process group (it and its Python stubs, which may outlive a server
+    that crashed), SIGKILL to what lingers."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGTERM)
     try:
         process.wait(timeout=20)
     except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+        pass
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()

@@ -95,7 +95,7 @@ def derived(family, config) -> Served:
     def answer_many(pipe, calls: list[dict]) -> list[dict[str, np.ndarray]]:
         return [{output.name: result} for result in pipe.sample_batched(calls)]
 
-    merges = family.grid_flags and getattr(family.pipeline, "sample_batched", None) is not None
+    merges = family.grid_flags and getattr(family.pipeline, "merges_calls", False)
     return Served(tuple(fields), (output,), answer, answer_many=answer_many if merges else None)
 
 
@@ -103,6 +103,13 @@ def served(family, config) -> Served:
     """The family's declared request, or the derived one."""
     declare = family.serving_function()
     return declare(config) if declare is not None else derived(family, config)
+
+
+def _text(value: bytes, name: str) -> str:
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"request input {name!r}: expected UTF-8 text, found a byte that is not at offset {exc.start}") from None
 
 
 def arguments(fields: tuple[Field, ...], values: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -118,7 +125,7 @@ def arguments(fields: tuple[Field, ...], values: dict[str, np.ndarray]) -> dict[
         if field.array:
             out[field.name] = np.asarray(value)
             continue
-        items = [v.decode("utf-8") if isinstance(v, bytes) else v.item() if hasattr(v, "item") else v
+        items = [_text(v, field.name) if isinstance(v, bytes) else v.item() if hasattr(v, "item") else v
                  for v in np.asarray(value).reshape(-1)]
         if field.scalar or (field.name == "labels" and len(items) == 1):
             if len(items) != 1:

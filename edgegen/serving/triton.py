@@ -30,6 +30,7 @@ from ..external_data import external_data_files
 from ..families import get as get_family
 from ..families import package_config
 from ..package import PRECISIONS, Package, TensorSpec
+from ..runtimes.backends import KNOWN_BACKENDS
 from ..shipped import resolve as resolve_shipped
 from ..storage import atomic_write_text, staged_directory
 from .requests import TRITON_TYPES, Field, served
@@ -71,6 +72,8 @@ class RepositoryOptions:
             problems.append(f"kind expected one of {', '.join(KINDS)}, found {self.kind!r}")
         if self.precision not in PRECISIONS:
             problems.append(f"precision expected one of {', '.join(PRECISIONS)}, found {self.precision!r}")
+        if self.backend not in KNOWN_BACKENDS:
+            problems.append(f"backend expected one of {', '.join(KNOWN_BACKENDS)}, found {self.backend!r}")
         for name, low in (("max_batch_size", 1), ("instances", 1), ("queue_delay_us", 0), ("threads", 0)):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < low:
                 problems.append(f"{name} expected an integer of at least {low}, found {getattr(self, name)!r}")
@@ -137,6 +140,9 @@ def _plan(package: Package, name: str, options: RepositoryOptions) -> _Plan:
     """What the model folder of `package` will hold; a package that cannot be served so is refused here."""
     family, config = package_config(package)
     route = options.route or ("graph" if family.served_graph else "pipeline")
+    if route == "pipeline" and options.precision != "fp32" and not package.variant_files(options.precision):
+        raise ConfigError(f"package {str(package.path)!r}: expected {options.precision} variants (edgegen optimize "
+                          f"--precision {options.precision}), found none")
     if route == "graph":
         part = family.served_graph
         if part is None or part not in package.graphs:
@@ -146,7 +152,8 @@ def _plan(package: Package, name: str, options: RepositoryOptions) -> _Plan:
             raise ConfigError(f"package {str(package.path)!r}: expected a {options.precision} variant of graph {part!r} "
                               f"(edgegen optimize --precision {options.precision}), found none")
         entry = package.graphs[part]
-        batched = all(isinstance(t.shape[0], str) for t in (*entry.inputs, *entry.outputs) if t.shape)
+        # Triton merges requests along the first dim: only where every tensor's is the batch dim
+        batched = all(t.shape and t.shape[0] == "batch" for t in (*entry.inputs, *entry.outputs))
         max_batch = _engine_batch(package, part, options) if batched else 0
         return _Plan(name, "graph", options.graph_backend, max_batch, False, Path(name), part,
                      tuple(_graph_field(t, batched) for t in entry.inputs),
@@ -206,7 +213,8 @@ def config_text(plan: _Plan, options: RepositoryOptions) -> str:
         lines.append(f"dynamic_batching {{ max_queue_delay_microseconds: {options.queue_delay_us} }}")
     if plan.streams:
         lines.append("model_transaction_policy { decoupled: true }")
-    kind = "KIND_GPU" if options.kind == "gpu" and plan.backend != "python" else "KIND_CPU"
+    # TensorRT plans run on GPU instances only; a Python-backend model picks its device itself
+    kind = "KIND_GPU" if plan.backend == "tensorrt" or (options.kind == "gpu" and plan.backend != "python") else "KIND_CPU"
     lines.append(f"instance_group [ {{ count: {options.instances} kind: {kind} }} ]")
     if plan.backend == "python":
         parameters = {"edgegen_route": plan.route, "edgegen_graph": plan.graph or "", "edgegen_backend": options.backend,
@@ -216,6 +224,9 @@ def config_text(plan: _Plan, options: RepositoryOptions) -> str:
 
 
 def _tensor(field: Field, optional: bool = False) -> str:
-    dims = ", ".join(str(d) for d in field.dims)
-    return (f'  {{ name: "{field.name}" data_type: {TRITON_TYPES[field.dtype]} dims: [ {dims} ]'
+    # Triton needs at least one dim beyond the batch: a tensor of one value per item ([batch],
+    # cGAN's labels) travels as [batch, 1] and reaches the model reshaped to [batch]
+    dims = ", ".join(str(d) for d in field.dims) or "1"
+    reshape = " reshape: { shape: [ ] }" if not field.dims else ""
+    return (f'  {{ name: "{field.name}" data_type: {TRITON_TYPES[field.dtype]} dims: [ {dims} ]{reshape}'
             + (" optional: true" if optional else "") + " }")

@@ -97,7 +97,11 @@ class TritonPythonModel:
                 sender.send(self._response(piece))
         except EdgegenError as exc:
             sender.send(self._error(exc))
-        sender.send(flags=self.pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+        except Exception as exc:  # noqa: BLE001 - the stream must still end, with the failure said
+            sender.send(self.pb.InferenceResponse(output_tensors=[], error=self.pb.TritonError(
+                f"{type(exc).__name__}: {exc}", self.pb.TritonError.INTERNAL)))
+        finally:
+            sender.send(flags=self.pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
 
     def _response(self, outputs: dict):
         """Outputs as a response; in a batched pipeline model each gets the request's row dim

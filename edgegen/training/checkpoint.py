@@ -47,22 +47,33 @@ def make_config(family: str, values: dict) -> Any:
     if unknown:
         raise ConfigError(f"{family} config: expected keys among {sorted(known)}, found unknown {unknown}")
     config = config_class(**values)
-    hints = typing.get_type_hints(config_class)
+    try:
+        hints = typing.get_type_hints(config_class)
+    except Exception:  # noqa: BLE001 - a family's annotation that cannot be resolved here: checked by its defaults
+        hints = {}
     for f in dataclasses.fields(config_class):
+        kinds = _annotated_types(hints.get(f.name))
+        if kinds is None:   # no usable annotation (Any, Literal, a string): the default's type
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            kinds = (type(default),)
         value = getattr(config, f.name)
-        # the annotation's types (`int | None`: int or None; `list`: a list); ints are fine
-        # where floats are expected; bools are not numbers here
-        kinds = tuple(typing.get_origin(k) or k for k in (typing.get_args(hints[f.name])
-                                                          if typing.get_origin(hints[f.name]) in (typing.Union, types.UnionType)
-                                                          else (hints[f.name],)))
+        # ints are fine where floats are expected; bools are not numbers here
         ok = isinstance(value, kinds) or float in kinds and isinstance(value, int)
         if not ok or (isinstance(value, bool) and bool not in kinds):
-            expected = " or ".join(k.__name__ for k in kinds)
+            expected = " or ".join("None" if k is type(None) else k.__name__ for k in kinds)
             raise ConfigError(f"{family} config: expected {f.name} to be {expected}, found {type(value).__name__} {value!r}")
     problems = config.validate()
     if problems:
         raise ConfigError(f"{family} config: " + "; ".join(problems))
     return config
+
+
+def _annotated_types(hint) -> tuple[type, ...] | None:
+    """The classes an annotation allows (`int | None`: int and NoneType; `list[float]`: list), or
+    None where it names no classes isinstance can test."""
+    members = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    kinds = tuple(typing.get_origin(m) or m for m in members)
+    return kinds if kinds and all(isinstance(k, type) for k in kinds) else None
 
 
 def save_checkpoint(out: str | Path, family: str, config: Any, model: torch.nn.Module, data: dict, training: dict,

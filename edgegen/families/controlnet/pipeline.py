@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...errors import ConfigError, InputError
+from ...errors import InputError
 from ...images import average_pool
 from ...runtimes.pipeline import as_float_array, check_count, check_number
 from ...runtimes.samplers import Callback
@@ -38,9 +38,7 @@ def coarse_hint(images: np.ndarray, factor: int) -> np.ndarray:
 class ControlNetPipeline(DiffusionPipeline):
     family = "controlnet"
 
-    def sample_batched(self, calls: list[dict]) -> list[np.ndarray]:
-        raise ConfigError("controlnet: expected sample() for each call, found sample_batched, which does not merge "
-                          "calls that carry control pictures")
+    merges_calls = False   # its calls carry control pictures
 
     def hint(self, images) -> np.ndarray:
         """The control image for each image [n, C, H, W] in [0, 1], as the model was trained to follow."""

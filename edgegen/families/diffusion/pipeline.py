@@ -55,6 +55,9 @@ class DiffusionConfig(ImageConfig):
 
 class DiffusionPipeline(Pipeline):
     family = "diffusion"
+    # sample_batched merges calls whose denoiser takes nothing but the sample, the timestep and
+    # the labels; a subclass whose graph takes more (a ControlNet's control) sets this False
+    merges_calls = True
 
     @property
     def num_classes(self) -> int:
@@ -175,6 +178,9 @@ class DiffusionPipeline(Pipeline):
         through the denoiser. Each call's noise, first and at every step, comes from its own
         seed, so each result is what sample() gives alone (up to the float rounding of a
         larger batch in the denoiser)."""
+        if not self.merges_calls:
+            raise ConfigError(f"{self.family}: expected sample() for each call, found sample_batched, which this "
+                              "family's pipeline does not merge (its calls carry more than labels)")
         groups: dict[tuple, list[int]] = {}
         for index, call in enumerate(calls):
             unknown = set(call) - {"n", "seed", "labels", "steps", "sampler", "guidance_scale", "eta"}

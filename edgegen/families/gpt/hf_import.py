@@ -244,6 +244,11 @@ def import_llama(folder: str | Path, scratch: Path, architecture: str = "llama")
         raise CheckpointError(f"transformers checkpoint {str(folder)!r}: expected a save_pretrained directory, found "
                               f"{'a file' if folder.exists() else 'nothing at that path'}")
     hf = read_llama_config(folder, architecture)
+    missing = [k for k in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+               if not isinstance(hf.get(k), int)]
+    if missing:
+        raise CheckpointError(f"{folder / 'config.json'}: expected integer {', '.join(missing)} in it, found "
+                              + ", ".join(repr(hf.get(k)) for k in missing))
     heads = hf["num_attention_heads"]
     rope = rope_parameters(hf)
     inv_freq, scaling = _rope_frequencies(folder, rope)

@@ -97,10 +97,9 @@ class Llama(DecoderLM):
         self.layers = nn.ModuleList(LlamaLayer(c) for _ in range(c.n_layer))
         self.norm = RMSNorm(c.n_embd, c.layer_norm_eps)
         self.lm_head = None if c.tie_embeddings else nn.Linear(c.n_embd, c.vocab_size, bias=False)
+        # (Config.validate checks the imported frequencies' count)
         inv_freq = (torch.tensor(c.rope_inv_freq, dtype=torch.float32) if c.rope_inv_freq is not None else
                     1.0 / c.rope_theta ** (torch.arange(0, c.head_dim, 2, dtype=torch.float32) / c.head_dim))
-        if inv_freq.shape != (c.head_dim // 2,):
-            raise ValueError(f"rope_inv_freq: expected {c.head_dim // 2} frequencies, found {list(inv_freq.shape)}")
         self.register_buffer("inv_freq", inv_freq, persistent=False)
         self.apply(self._init_weights)
 

@@ -62,8 +62,13 @@ class Config:
             problems.append(f"n_embd expected a multiple of n_head ({self.n_head}), found {self.n_embd}")
         if self.n_kv_head is not None and (self.n_kv_head < 1 or self.n_head % self.n_kv_head):
             problems.append(f"n_kv_head expected a divisor of n_head ({self.n_head}), found {self.n_kv_head}")
-        if self.architecture == "llama" and self.head_dim % 2:
+        if self.architecture == "gpt2" and (self.n_kv_head is not None or self.head_size is not None):
+            problems.append("n_kv_head and head_size expected only with architecture 'llama', found them with 'gpt2'")
+        if self.architecture == "llama" and self.n_head >= 1 and self.head_dim % 2:
             problems.append(f"head size expected even (rotary positions turn pairs), found {self.head_dim}")
+        if self.rope_inv_freq is not None and self.n_head >= 1 and len(self.rope_inv_freq) != self.head_dim // 2:
+            problems.append(f"rope_inv_freq expected {self.head_dim // 2} frequencies (half the head size), "
+                            f"found {len(self.rope_inv_freq)}")
         if self.gelu not in GELU_APPROXIMATIONS:
             problems.append(f"gelu expected one of {GELU_APPROXIMATIONS}, found {self.gelu!r}")
         if self.train_context > self.block_size:

@@ -46,6 +46,12 @@ class GPTConfig(RuntimeConfig):
     def cache_heads(self) -> int:
         return self.n_kv_head or self.n_head
 
+    @property
+    def padding_id(self) -> int:
+        """The id left padding uses: one the embedding has (GPT-2 configs often name an eos/pad
+        outside a small vocabulary); its value never matters, the mask hides it."""
+        return next((t for t in (self.pad_token_id, self.eos_token_id) if t is not None and 0 <= t < self.vocab_size), 0)
+
     def problems(self) -> list[str]:
         problems = positive(self, "vocab_size", "block_size", "n_layer", "n_head", "head_dim", "n_embd")
         if self.n_kv_head is not None and (self.n_kv_head < 1 or self.n_head % self.n_kv_head):
@@ -105,10 +111,7 @@ class GPTPipeline(Pipeline):
         self.n_layer, self.cache_heads, self.head_dim = c.n_layer, c.cache_heads, c.head_dim
         self.vocab_size, self.context = c.vocab_size, c.block_size
         self.eos_token_id = c.eos_token_id
-        # Left padding needs an id the embedding has (GPT-2 configs often name an eos/pad
-        # outside a small vocabulary); its value never matters, the mask hides it.
-        self.pad_token_id = next((t for t in (c.pad_token_id, self.eos_token_id)
-                                  if t is not None and 0 <= t < self.vocab_size), 0)
+        self.pad_token_id = c.padding_id
         self.tokenizer = load_tokenizer(package, c.tokenizer)
         self._cache_names = [(f"past_key_values.{i}.{kv}", f"present.{i}.{kv}")
                              for i in range(self.n_layer) for kv in ("key", "value")]
