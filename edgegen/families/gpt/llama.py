@@ -55,11 +55,9 @@ class LlamaAttention(nn.Module):
         k = k * cos + rotate_half(k) * sin
         key = torch.cat([past_key, k], dim=2)
         value = torch.cat([past_value, v], dim=2)
-        groups = self.n_head // self.n_kv_head
-        # the cache keeps n_kv_head heads; each serves `groups` query heads (transformers' repeat_kv)
-        keys = key.repeat_interleave(groups, dim=1) if groups > 1 else key
-        values = value.repeat_interleave(groups, dim=1) if groups > 1 else value
-        y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+        # the cache keeps n_kv_head heads, each serving n_head / n_kv_head query heads: attention
+        # reads them as they are (ONNX's Attention at opset 23 takes the two head counts)
+        y = F.scaled_dot_product_attention(q, key, value, attn_mask=mask, enable_gqa=self.n_head != self.n_kv_head)
         return self.o_proj(y.transpose(1, 2).reshape(b, t, self.n_head * self.head_dim)), key, value
 
 
