@@ -121,6 +121,26 @@ def _tokenizer_file(folder: Path, scratch: Path) -> Path | None:
     return None
 
 
+def _imported(folder: Path, scratch: Path, architecture: str, hf: dict, config, convert) -> Checkpoint:
+    """The checkpoint's weights (renamed by `convert`) in our module, checked against transformers,
+    as a Checkpoint that carries its tokenizer files. Several end-of-text ids (Llama 3's): the
+    first, the one the runtime stops at."""
+    hf_state, weights_sha = _load_weights(folder)
+    model = build(config)
+    try:
+        model.load_state_dict(convert(hf_state), strict=True)
+    except (KeyError, RuntimeError) as exc:
+        raise CheckpointError(f"{architecture} weights in {str(folder)!r}: expected the tensors config.json describes, "
+                              f"found: {str(exc).splitlines()[0]}") from None
+    model.eval()
+    tokenizer = _tokenizer_file(folder, scratch)
+    eos = hf.get("eos_token_id")
+    data = {"source": "transformers", "model_type": architecture, "tokenizer": "bpe" if tokenizer else "none",
+            "eos_token_id": eos[0] if isinstance(eos, list) and eos else eos, "pad_token_id": hf.get("pad_token_id"),
+            "transformers_check": check_against_transformers(folder, model, config.vocab_size)}
+    return Checkpoint(folder, "gpt", config, model, data, {}, weights_sha, _tokenizer_files(folder, tokenizer))
+
+
 def _tokenizer_files(folder: Path, tokenizer: Path | None) -> dict[str, Path]:
     """What the package holds beside its graphs: tokenizer.json, and tokenizer_config.json where
     the checkpoint has one (ONNX Runtime GenAI's tokenizer reads the two together)."""
@@ -162,19 +182,7 @@ def import_gpt2(folder: str | Path, scratch: Path) -> Checkpoint:
         "gelu": "none" if hf.get("activation_function", "gelu_new") == "gelu" else "tanh",
         "layer_norm_eps": float(hf.get("layer_norm_epsilon", 1e-5)), "train_context": min(128, hf.get("n_positions", 1024)),
     })
-    hf_state, weights_sha = _load_weights(folder)
-    model = build(config)
-    try:
-        model.load_state_dict(convert_state(hf_state, n_layer), strict=True)
-    except (KeyError, RuntimeError) as exc:
-        raise CheckpointError(f"GPT-2 weights in {str(folder)!r}: expected the tensors config.json describes, found: "
-                              f"{str(exc).splitlines()[0]}") from None
-    model.eval()
-    tokenizer = _tokenizer_file(folder, scratch)
-    data = {"source": "transformers", "model_type": "gpt2", "tokenizer": "bpe" if tokenizer else "none",
-            "eos_token_id": hf.get("eos_token_id"), "pad_token_id": hf.get("pad_token_id"),
-            "transformers_check": check_against_transformers(folder, model, config.vocab_size)}
-    return Checkpoint(folder, "gpt", config, model, data, {}, weights_sha, _tokenizer_files(folder, tokenizer))
+    return _imported(folder, scratch, "gpt2", hf, config, lambda state: convert_state(state, n_layer))
 
 
 # -- the Llama family ------------------------------------------------------------------------------
@@ -265,20 +273,7 @@ def import_llama(folder: str | Path, scratch: Path, architecture: str = "llama")
         "rope_attention_scaling": scaling, "qkv_bias": architecture == "qwen2", "tie_embeddings": tied,
         "train_context": min(128, context),
     })
-    hf_state, weights_sha = _load_weights(folder)
-    model = build(config)
-    try:
-        model.load_state_dict(convert_llama_state(hf_state, tied), strict=True)
-    except (KeyError, RuntimeError) as exc:
-        raise CheckpointError(f"{architecture} weights in {str(folder)!r}: expected the tensors config.json describes, "
-                              f"found: {str(exc).splitlines()[0]}") from None
-    model.eval()
-    tokenizer = _tokenizer_file(folder, scratch)
-    eos = hf.get("eos_token_id")
-    data = {"source": "transformers", "model_type": architecture, "tokenizer": "bpe" if tokenizer else "none",
-            "eos_token_id": eos[0] if isinstance(eos, list) and eos else eos, "pad_token_id": hf.get("pad_token_id"),
-            "transformers_check": check_against_transformers(folder, model, config.vocab_size)}
-    return Checkpoint(folder, "gpt", config, model, data, {}, weights_sha, _tokenizer_files(folder, tokenizer))
+    return _imported(folder, scratch, architecture, hf, config, lambda state: convert_llama_state(state, tied))
 
 
 def export_transformers(architecture: str, folder: str | Path, out: str | Path, **options) -> Path:
