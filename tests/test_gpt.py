@@ -572,9 +572,9 @@ def test_onnxruntime_genai_runs_an_imported_grouped_query_llama(tmp_path):
 
 def test_llama_graphs_for_jetpack6_and_jetpack7_parse_by_their_tensorrt_tables(tmp_path):
     """export --target checks the graph after writing it (exit 1 if TensorRT's parser table refuses
-    it). JetPack 6's TensorRT 10.3 reads opset 18, where attention is decomposed into MatMul and
-    Softmax; JetPack 7's reads opset 23's fused Attention. The rotary positions are Mul, Add and
-    Concat at both opsets (no RotaryEmbedding op)."""
+    it). ONNX's Attention, RotaryEmbedding and RMSNormalization exist from opset 23: JetPack 7's
+    graph has them, one node each; JetPack 6's TensorRT 10.3 reads opset 18, where they are
+    decomposed (MatMul and Softmax; Mul, Add and Concat)."""
     _tiny_llama(tmp_path / "hf", num_key_value_heads=2)
     ops = {}
     for target in ("jetpack6", "jetpack7"):
@@ -582,6 +582,6 @@ def test_llama_graphs_for_jetpack6_and_jetpack7_parse_by_their_tensorrt_tables(t
                      "--target", target]) == 0
         graph = onnx.load(str(tmp_path / target / "decoder.onnx"))
         ops[target] = ({o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")}, {n.op_type for n in graph.graph.node})
-    assert ops["jetpack6"][0] == {18} and "Attention" not in ops["jetpack6"][1] and "Softmax" in ops["jetpack6"][1]
-    assert ops["jetpack7"][0] == {23} and "Attention" in ops["jetpack7"][1]
-    assert not {"RotaryEmbedding"} & (ops["jetpack6"][1] | ops["jetpack7"][1])
+    fused = {"Attention", "RotaryEmbedding", "RMSNormalization"}
+    assert ops["jetpack6"][0] == {18} and not fused & ops["jetpack6"][1] and "Softmax" in ops["jetpack6"][1]
+    assert ops["jetpack7"][0] == {23} and fused <= ops["jetpack7"][1]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextvars
+
 import contextlib
 import inspect
 import io
@@ -28,6 +30,15 @@ def value_spec(value: onnx.ValueInfoProto) -> TensorSpec:
     return TensorSpec(value.name, _ONNX_DTYPES.get(tensor.elem_type, str(tensor.elem_type)), dims)
 
 
+_EXPORT_OPSET: contextvars.ContextVar[int | None] = contextvars.ContextVar("edgegen_export_opset", default=None)
+
+
+def export_opset() -> int | None:
+    """The opset of the export being traced (None outside one): a module whose fused ONNX ops exist
+    only from some opset (RotaryEmbedding: 23) computes them from simpler ops below it."""
+    return _EXPORT_OPSET.get()
+
+
 def export_module(module: torch.nn.Module, part: str, inputs: tuple[TensorSpec, ...], outputs: tuple[str, ...],
                   example: dict[str, np.ndarray], opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
     """Export with the dynamo exporter, every string dim dynamic, then run onnx's full checker
@@ -37,10 +48,14 @@ def export_module(module: torch.nn.Module, part: str, inputs: tuple[TensorSpec, 
     args = tuple(torch.from_numpy(example[spec.name]) for spec in inputs)
     module = module.eval()
     dynamic_shapes = _by_signature(module, per_input)
-    with _quiet():
-        program = torch.onnx.export(module, args, dynamo=True, opset_version=opset, verbose=False,
-                                    input_names=[s.name for s in inputs], output_names=list(outputs),
-                                    dynamic_shapes=dynamic_shapes)
+    token = _EXPORT_OPSET.set(opset)
+    try:
+        with _quiet():
+            program = torch.onnx.export(module, args, dynamo=True, opset_version=opset, verbose=False,
+                                        input_names=[s.name for s in inputs], output_names=list(outputs),
+                                        dynamic_shapes=dynamic_shapes)
+    finally:
+        _EXPORT_OPSET.reset(token)
     model = program.model_proto
     try:
         onnx.checker.check_model(model, full_check=True)

@@ -1,7 +1,8 @@
 """The llama architecture of the GPT family: the decoder of Llama, Qwen2 and Mistral checkpoints
 (imported by hf_import.import_llama) and of Llama-shaped models trained here.
 
-RMSNorm before attention and MLP, rotary positions computed in the graph from position_ids,
+RMSNorm before attention and MLP, rotary positions looked up in the graph by position_ids (one
+RotaryEmbedding node per projection from opset 23, its arithmetic at JetPack 6's opset 18),
 grouped-query attention (the KV cache holds n_kv_head heads; they are repeated for the query
 heads inside the graph), a SwiGLU MLP, and an output layer tied to the token embedding or not.
 Module names follow transformers' LlamaForCausalLM (without its "model." prefix), so an
@@ -17,7 +18,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ...export.onnx_export import export_opset
 from .model import Config, DecoderLM, attention_bias
+
+ROTARY_OPSET = 23   # ONNX's RotaryEmbedding (and RMSNormalization, Attention) exist from it
 
 
 class RMSNorm(nn.Module):
@@ -29,12 +33,19 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x):
-        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+        return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
 
 
-def rotate_half(x):
+def rotary(x, cos, sin, position_ids):
+    """x [batch, heads, t, head_dim] turned by its positions' angles (cos, sin: [positions,
+    head_dim / 2]): ONNX's RotaryEmbedding from opset 23 (one node), its arithmetic below."""
+    opset = export_opset()
+    if opset is None or opset >= ROTARY_OPSET:
+        return torch.onnx.ops.rotary_embedding(x, cos, sin, position_ids)
+    c = torch.cat([cos, cos], dim=-1)[position_ids][:, None]   # [batch, 1, t, head_dim]
+    s = torch.cat([sin, sin], dim=-1)[position_ids][:, None]
     half = x.shape[-1] // 2
-    return torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return x * c + torch.cat([-x[..., half:], x[..., :half]], dim=-1) * s
 
 
 class LlamaAttention(nn.Module):
@@ -46,13 +57,12 @@ class LlamaAttention(nn.Module):
         self.v_proj = nn.Linear(c.n_embd, c.kv_heads * c.head_dim, bias=c.qkv_bias)
         self.o_proj = nn.Linear(c.n_head * c.head_dim, c.n_embd, bias=False)
 
-    def forward(self, x, mask, cos, sin, past_key, past_value):
+    def forward(self, x, mask, cos, sin, position_ids, past_key, past_value):
         b, t, _ = x.shape
         q = self.q_proj(x).view(b, t, self.n_head, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(b, t, self.n_kv_head, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(b, t, self.n_kv_head, self.head_dim).transpose(1, 2)
-        q = q * cos + rotate_half(q) * sin
-        k = k * cos + rotate_half(k) * sin
+        q, k = rotary(q, cos, sin, position_ids), rotary(k, cos, sin, position_ids)
         key = torch.cat([past_key, k], dim=2)
         value = torch.cat([past_value, v], dim=2)
         # the cache keeps n_kv_head heads, each serving n_head / n_kv_head query heads: attention
@@ -81,8 +91,8 @@ class LlamaLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(c.n_embd, c.layer_norm_eps)
         self.mlp = LlamaMLP(c)
 
-    def forward(self, x, mask, cos, sin, past_key, past_value):
-        a, key, value = self.self_attn(self.input_layernorm(x), mask, cos, sin, past_key, past_value)
+    def forward(self, x, mask, cos, sin, position_ids, past_key, past_value):
+        a, key, value = self.self_attn(self.input_layernorm(x), mask, cos, sin, position_ids, past_key, past_value)
         x = x + a
         return x + self.mlp(self.post_attention_layernorm(x)), key, value
 
@@ -99,6 +109,11 @@ class Llama(DecoderLM):
         inv_freq = (torch.tensor(c.rope_inv_freq, dtype=torch.float32) if c.rope_inv_freq is not None else
                     1.0 / c.rope_theta ** (torch.arange(0, c.head_dim, 2, dtype=torch.float32) / c.head_dim))
         self.register_buffer("inv_freq", inv_freq, persistent=False)
+        # cos and sin of every position's angles, [block_size, head_dim / 2]: ONNX's RotaryEmbedding
+        # (opset 23) looks them up by position_ids
+        angles = torch.arange(c.block_size, dtype=torch.float32)[:, None] * inv_freq
+        self.register_buffer("rope_cos", angles.cos() * c.rope_attention_scaling, persistent=False)
+        self.register_buffer("rope_sin", angles.sin() * c.rope_attention_scaling, persistent=False)
         self.apply(self._init_weights)
 
     @staticmethod
@@ -113,13 +128,10 @@ class Llama(DecoderLM):
         t = input_ids.shape[1]
         x = self.embed_tokens(input_ids)
         mask = attention_bias(attention_mask, t, x.dtype)
-        freqs = position_ids[..., None].float() * self.inv_freq          # [batch, t, head_dim / 2]
-        angles = torch.cat([freqs, freqs], dim=-1)[:, None]             # [batch, 1, t, head_dim]
-        scale = self.config.rope_attention_scaling
-        cos, sin = angles.cos() * scale, angles.sin() * scale
+        cos, sin = self.rope_cos, self.rope_sin
         present = []
         for i, layer in enumerate(self.layers):
-            x, key, value = layer(x, mask, cos, sin, past[2 * i], past[2 * i + 1])
+            x, key, value = layer(x, mask, cos, sin, position_ids, past[2 * i], past[2 * i + 1])
             present += [key, value]
         x = self.norm(x)
         logits = F.linear(x, self.embed_tokens.weight) if self.lm_head is None else self.lm_head(x)
