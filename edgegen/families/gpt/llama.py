@@ -38,9 +38,10 @@ class RMSNorm(nn.Module):
 
 def rotary(x, cos, sin, position_ids):
     """x [batch, heads, t, head_dim] turned by its positions' angles (cos, sin: [positions,
-    head_dim / 2]): ONNX's RotaryEmbedding from opset 23 (one node), its arithmetic below."""
+    head_dim / 2]): exported at opset 23 or later, ONNX's RotaryEmbedding (one node); otherwise,
+    in PyTorch (training, the gate's reference) and below opset 23, its arithmetic."""
     opset = export_opset()
-    if opset is None or opset >= ROTARY_OPSET:
+    if opset is not None and opset >= ROTARY_OPSET:
         return torch.onnx.ops.rotary_embedding(x, cos, sin, position_ids)
     c = torch.cat([cos, cos], dim=-1)[position_ids][:, None]   # [batch, 1, t, head_dim]
     s = torch.cat([sin, sin], dim=-1)[position_ids][:, None]
