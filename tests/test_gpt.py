@@ -585,3 +585,21 @@ def test_llama_graphs_for_jetpack6_and_jetpack7_parse_by_their_tensorrt_tables(t
     fused = {"Attention", "RotaryEmbedding", "RMSNormalization"}
     assert ops["jetpack6"][0] == {18} and not fused & ops["jetpack6"][1] and "Softmax" in ops["jetpack6"][1]
     assert ops["jetpack7"][0] == {23} and fused <= ops["jetpack7"][1]
+
+
+def test_a_llama_trained_here_generates_as_pytorch_and_its_weight_only_variants_are_gated(tmp_path):
+    """edgegen train gpt --architecture llama: the same training, export and runtime loop."""
+    from edgegen.optimize import optimize_package
+
+    assert main(["train", "gpt", "--architecture", "llama", "--n-kv-head", "2", "--steps", "150", "--batch-size", "16",
+                 "--out", str(tmp_path / "ckpt")]) == 0
+    ckpt = load_checkpoint(tmp_path / "ckpt")
+    assert ckpt.config.architecture == "llama" and ckpt.model.config.kv_heads == 2
+    assert main(["export", str(tmp_path / "ckpt"), "--out", str(tmp_path / "pkg")]) == 0
+    prompt = list(b"def __init__(self")
+    assert edgegen.load(tmp_path / "pkg").generate(prompt, max_new_tokens=40, do_sample=False) == \
+        ckpt.model.greedy(prompt, 40)
+    for precision in ("int8-weights", "int4"):
+        gate = optimize_package(tmp_path / "pkg", precision, target="tensorrt" if precision == "int4" else "ort-cpu",
+                                progress=lambda line: None)["decoder"]["gate"]
+        assert gate["perplexity_ratio"] > 0 and 0 <= gate["value"] <= 1   # recorded, whichever way it went

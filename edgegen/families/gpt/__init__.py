@@ -1,8 +1,8 @@
 """The GPT family: a decoder-only transformer with a runtime-owned KV-cache loop (GPT-2 imports too)."""
 
-from .. import DemoModel, Family, register
+from .. import DemoModel, Family, Option, register
 from .cli import OPTIONS, generate
-from .pipeline import GPTConfig, GPTPipeline, held_out_windows
+from .pipeline import ARCHITECTURES, GPTConfig, GPTPipeline, held_out_windows
 
 
 def _limits(config: GPTConfig) -> dict[str, int]:
@@ -18,6 +18,10 @@ FAMILY = register(Family(
     model="edgegen.families.gpt.model",
     export="edgegen.families.gpt.export",
     options=OPTIONS,
+    train_options=(Option("--architecture", "architecture", "gpt2 (LayerNorm, learned positions) or llama (RMSNorm, "
+                          "rotary positions, grouped-query attention, SwiGLU)", {"choices": ARCHITECTURES}),
+                   Option("--n-kv-head", "n_kv_head", "llama: key/value heads (grouped-query attention; default: "
+                          "every query head has its own)", {"type": int})),
     generate=generate,
     serving="edgegen.families.gpt.cli:served",
     grid_flags=False,   # one text, picture, clip or set of arrays: no --n, --nrow, --scale

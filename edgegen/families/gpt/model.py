@@ -16,6 +16,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .pipeline import ARCHITECTURES   # llama: RMSNorm, rotary positions, grouped-query attention, SwiGLU (llama.py)
+
 FAMILY = "gpt"
 DATA_RANGE = None          # token ids, used as they are
 DEFAULT_STEPS = 3000
@@ -23,7 +25,6 @@ DEFAULT_BATCH = 32
 DEFAULT_LR = 1e-3
 DEFAULT_DATA = "stdlib"
 GELU_APPROXIMATIONS = ("tanh", "none")   # GPT-2's "gelu_new" is the tanh form
-ARCHITECTURES = ("gpt2", "llama")        # llama: RMSNorm, rotary positions, grouped-query attention, SwiGLU (llama.py)
 
 
 @dataclass

@@ -26,6 +26,9 @@ DEFAULT_MAX_NEW_TOKENS = 64
 DEFAULT_CACHE_BUDGET_MB = 1024
 
 
+ARCHITECTURES = ("gpt2", "llama")   # the decoders the family builds; one graph contract
+
+
 @dataclass(kw_only=True)
 class GPTConfig(RuntimeConfig):
     """The decoder's sizes (they shape the KV cache), its context and its tokenizer."""
@@ -54,6 +57,8 @@ class GPTConfig(RuntimeConfig):
 
     def problems(self) -> list[str]:
         problems = positive(self, "vocab_size", "block_size", "n_layer", "n_head", "head_dim", "n_embd")
+        if self.architecture not in ARCHITECTURES:
+            problems.append(f"architecture expected one of {', '.join(ARCHITECTURES)}, found {self.architecture!r}")
         if self.n_kv_head is not None and (self.n_kv_head < 1 or self.n_head % self.n_kv_head):
             problems.append(f"n_kv_head expected a divisor of n_head ({self.n_head}), found {self.n_kv_head}")
         if self.tokenizer.get("kind") not in TOKENIZER_KINDS:
