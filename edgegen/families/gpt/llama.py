@@ -19,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ...export.onnx_export import export_opset
-from .model import Config, DecoderLM, attention_bias
+from .decoder import Config, DecoderLM, attention_bias
 
 ROTARY_OPSET = 23   # ONNX's RotaryEmbedding (and RMSNormalization, Attention) exist from it
 
