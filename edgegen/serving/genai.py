@@ -32,7 +32,7 @@ def genai_config(config, graph_file: str) -> dict:
             "context_length": config.block_size,
             "vocab_size": config.vocab_size,
             "bos_token_id": pad,   # GenAI requires one; edgegen's loop never inserts it (the prompt is as given)
-            "eos_token_id": eos,
+            "eos_token_id": [eos, *config.more_eos_token_ids] if config.more_eos_token_ids else eos,
             "pad_token_id": pad,
             "decoder": {
                 "filename": graph_file,

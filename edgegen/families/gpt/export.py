@@ -75,7 +75,8 @@ def _gpt_config(ckpt: Checkpoint) -> GPTConfig:
     return GPTConfig(vocab_size=c.vocab_size, block_size=c.block_size, n_layer=c.n_layer, n_head=c.n_head,
                      head_dim=c.head_dim, n_embd=c.n_embd, tokenizer=tokenizer, architecture=c.architecture,
                      n_kv_head=c.n_kv_head,
-                     eos_token_id=ckpt.data.get("eos_token_id"), pad_token_id=ckpt.data.get("pad_token_id"), data=ckpt.data)
+                     eos_token_id=ckpt.data.get("eos_token_id"), pad_token_id=ckpt.data.get("pad_token_id"), data=ckpt.data,
+                     more_eos_token_ids=list(ckpt.data.get("more_eos_token_ids", [])))
 
 
 SPEC = ExportSpec(

@@ -123,8 +123,8 @@ def _tokenizer_file(folder: Path, scratch: Path) -> Path | None:
 
 def _imported(folder: Path, scratch: Path, architecture: str, hf: dict, config, convert) -> Checkpoint:
     """The checkpoint's weights (renamed by `convert`) in our module, checked against transformers,
-    as a Checkpoint that carries its tokenizer files. Several end-of-text ids (Llama 3's): the
-    first, the one the runtime stops at."""
+    as a Checkpoint that carries its tokenizer files. Several end-of-text ids (Llama 3's, an
+    instruct model's end of turn): the runtime stops at each."""
     hf_state, weights_sha = _load_weights(folder)
     model = build(config)
     try:
@@ -137,6 +137,7 @@ def _imported(folder: Path, scratch: Path, architecture: str, hf: dict, config, 
     eos = hf.get("eos_token_id")
     data = {"source": "transformers", "model_type": architecture, "tokenizer": "bpe" if tokenizer else "none",
             "eos_token_id": eos[0] if isinstance(eos, list) and eos else eos, "pad_token_id": hf.get("pad_token_id"),
+            "more_eos_token_ids": [int(t) for t in eos[1:]] if isinstance(eos, list) else [],
             "transformers_check": check_against_transformers(folder, model, config.vocab_size)}
     return Checkpoint(folder, "gpt", config, model, data, {}, weights_sha, _tokenizer_files(folder, tokenizer))
 

@@ -40,6 +40,8 @@ class GPTConfig(RuntimeConfig):
     n_embd: int
     tokenizer: dict
     eos_token_id: int | None = None
+    # more end-of-text ids beside it (Llama 3's, Qwen2-Instruct's end of turn): generation stops at any
+    more_eos_token_ids: list[int] = field(default_factory=list)
     pad_token_id: int | None = None
     data: dict = field(default_factory=dict)
     architecture: str = "gpt2"       # or "llama" (Llama, Qwen2, Mistral): the same graph contract
@@ -65,6 +67,8 @@ class GPTConfig(RuntimeConfig):
             problems.append(f"tokenizer.kind expected one of {', '.join(TOKENIZER_KINDS)}, found {self.tokenizer.get('kind')!r}")
         # an id beyond the vocabulary is allowed (GPT-2's configs name 50256 for small vocabularies:
         # it is never generated, and padding falls back to an id the embedding has); a negative one means nothing
+        if any(t < 0 for t in self.more_eos_token_ids):
+            problems.append(f"more_eos_token_ids expected token ids (0 or more), found {self.more_eos_token_ids}")
         for name in ("eos_token_id", "pad_token_id"):
             value = getattr(self, name)
             if value is not None and value < 0:
@@ -248,6 +252,7 @@ class GPTPipeline(Pipeline):
             check_token_ids(sorted(stop_ids), self.vocab_size, "stop")
         if self.eos_token_id is not None:
             stop_ids.add(int(self.eos_token_id))
+        stop_ids.update(self.config.more_eos_token_ids)
         stop_strings = tuple(t for t in items if isinstance(t, str))
         return _Request(batch, max_new_tokens, sampling, make_rng(seed), frozenset(stop_ids), stop_strings, use_cache)
 
