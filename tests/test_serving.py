@@ -318,3 +318,18 @@ def test_a_one_value_per_item_tensor_travels_as_one_dim_reshaped_away():
     assert list(by_name["z"].dims) == [64] and not by_name["z"].HasField("reshape")
     # a TensorRT plan runs on GPU instances whatever --kind says
     assert config.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
+
+
+def test_gpt_streams_over_http_generate_stream(server, gpt_package):
+    """Triton's HTTP generate_stream endpoint: server-sent events, one per piece of text."""
+    import json
+    import urllib.request
+
+    body = json.dumps({"prompt": "def ", "max_new_tokens": 12, "greedy": True}).encode()
+    request = urllib.request.Request(f"http://{server.http_url}/v2/models/gpt/generate_stream", data=body,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as answer:
+        events = [line[len("data: "):] for line in answer.read().decode().splitlines() if line.startswith("data: {")]
+    pieces = [json.loads(event)["text"] for event in events]
+    assert len(pieces) > 1
+    assert "".join(pieces) == edgegen.load(gpt_package, threads=1).generate("def ", max_new_tokens=12, do_sample=False)
