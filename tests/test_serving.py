@@ -117,18 +117,18 @@ def test_a_family_with_file_options_and_no_declared_request_is_refused_and_pictu
     with pytest.raises(ConfigError, match="family 'generic'.*--inputs, a file on the caller's disk"):
         served(get("generic"), None)   # its graph route is what serves it
     picture = {f.name: f for f in served(get("sr"), None).inputs}["image"]
-    assert (picture.dtype, picture.dims, picture.required, picture.array) == ("uint8", (-1, -1, -1), True, True)
+    assert (picture.dtype, picture.dims, picture.required, picture.form) == ("uint8", (-1, -1, -1), True, "array")
     control = served(get("controlnet"), SimpleNamespace(image_shape=[1, 8, 8]))
     assert {f.name: f.dims for f in control.inputs}["control"] == (-1, 1, 8, 8)
     assert control.answer_many is None   # its calls carry a picture each: not merged
-    picture = Field("control", "float32", (-1, 1, 2, 2), array=True, scalar=False)
+    picture = Field("control", "float32", (-1, 1, 2, 2), form="array")
     sent = np.zeros((1, 1, 2, 2), np.float32)
     assert arguments((picture,), {"control": sent})["control"] is sent
 
 
 def test_request_arguments_become_the_pipelines_keywords():
-    fields = (Field("n", "int64"), Field("sampler", "string"), Field("labels", "int64", (-1,), scalar=False),
-              Field("stop", "string", (-1,), scalar=False), Field("prompt", "string", required=True))
+    fields = (Field("n", "int64"), Field("sampler", "string"), Field("labels", "int64", (-1,), form="value or list"),
+              Field("stop", "string", (-1,), form="list"), Field("prompt", "string", required=True))
     got = arguments(fields, {"n": np.array([4]), "sampler": np.array([b"ddim"], dtype=object),
                              "labels": np.array([3]), "stop": np.array([b"\n", b"#"], dtype=object),
                              "prompt": np.array(["x".encode()], dtype=object)})

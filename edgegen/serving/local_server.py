@@ -111,10 +111,6 @@ def local_server(repository: str | os.PathLike, env: str | os.PathLike | None = 
             yield server
         finally:
             _stop(process)
-            server_log = log.read_text(errors="replace") if log.exists() else ""
-            keep = os.environ.get("EDGEGEN_TRITON_LOG")
-            if keep:
-                Path(keep).write_text(server_log)
 
 
 def _wait_ready(server: Server, seconds: float) -> None:

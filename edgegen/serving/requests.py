@@ -26,16 +26,16 @@ TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "float64": "TYPE
 
 @dataclass(frozen=True)
 class Field:
-    """One tensor of a request or a response. dims: -1 is any length; (1,) with `scalar` is
-    one value the pipeline takes as a plain Python number, string or bool; otherwise a list,
-    or with `array` the numpy array as sent (a picture)."""
+    """One tensor of a request or a response. dims: -1 is any length. `form`: how a request's
+    tensor reaches the pipeline: "value", one plain Python number, string or bool; "list", a
+    list of them; "value or list", a value when one is sent (one class label for every sample),
+    else a list (one per sample); "array", the numpy array as sent (a picture)."""
 
     name: str
     dtype: str
     dims: tuple[int, ...] = (1,)
     required: bool = False
-    scalar: bool = True
-    array: bool = False
+    form: str = "value"
 
 
 @dataclass(frozen=True)
@@ -65,12 +65,12 @@ def option_field(option) -> Field:
     if action == "store_true":
         return Field(option.keyword, "bool")
     if action == "append":
-        return Field(option.keyword, "string", (-1,), scalar=False)
+        return Field(option.keyword, "string", (-1,), form="list")
     dtype = _OPTION_TYPES.get(option.kwargs.get("type", str))
     if dtype is None:
         raise ConfigError(f"option {option.flag}: expected type int, float or str to serve it, found {option.kwargs['type']!r}")
     if option.keyword == "labels":
-        return Field("labels", dtype, (-1,), scalar=False)
+        return Field("labels", dtype, (-1,), form="value or list")
     return Field(option.keyword, dtype, required=option.help.startswith("(required)"))
 
 
@@ -122,12 +122,12 @@ def arguments(fields: tuple[Field, ...], values: dict[str, np.ndarray]) -> dict[
             if field.required:
                 raise InputError(f"request input {field.name!r}: expected it, found none (it is required)")
             continue
-        if field.array:
+        if field.form == "array":
             out[field.name] = np.asarray(value)
             continue
         items = [_text(v, field.name) if isinstance(v, bytes) else v.item() if hasattr(v, "item") else v
                  for v in np.asarray(value).reshape(-1)]
-        if field.scalar or (field.name == "labels" and len(items) == 1):
+        if field.form == "value" or (field.form == "value or list" and len(items) == 1):
             if len(items) != 1:
                 raise InputError(f"request input {field.name!r}: expected one value, found {len(items)}")
             out[field.name] = items[0]

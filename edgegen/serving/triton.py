@@ -18,7 +18,6 @@ leaves the repository as it was. Runtime code: no torch, no onnx, no Triton pack
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 import shutil
@@ -111,7 +110,7 @@ def write_repository(packages: list[str], out: str | Path, options: RepositoryOp
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise OutputExistsError(f"output {str(out)!r}: expected a model repository directory, found a file")
-    plans = [_plan(package, name, options) for package, name in zip(opened, names)]   # refusals before writing
+    plans = [_plan(package, name, out / name, options) for package, name in zip(opened, names)]   # refusals before writing
     if not force:
         for plan in plans:
             if (out / plan.name).exists():
@@ -122,7 +121,7 @@ def write_repository(packages: list[str], out: str | Path, options: RepositoryOp
     for package, plan in zip(opened, plans):
         with staged_directory(out / plan.name, overwrite=force) as stage:
             _write_model(package, plan, options, stage)
-        written.append(dataclasses.replace(plan, folder=out / plan.name))
+        written.append(plan)
         report(f"{plan.name}: {plan.route} route, Triton's {plan.backend} backend"
                + (f", batches of up to {plan.max_batch_size}" if plan.max_batch_size else "")
                + (", decoupled (streams)" if plan.streams else ""))
@@ -136,7 +135,7 @@ class _Plan(ServedModel):
     outputs: tuple[Field, ...] = ()
 
 
-def _plan(package: Package, name: str, options: RepositoryOptions) -> _Plan:
+def _plan(package: Package, name: str, folder: Path, options: RepositoryOptions) -> _Plan:
     """What the model folder of `package` will hold; a package that cannot be served so is refused here."""
     family, config = package_config(package)
     route = options.route or ("graph" if family.served_graph else "pipeline")
@@ -155,14 +154,14 @@ def _plan(package: Package, name: str, options: RepositoryOptions) -> _Plan:
         # Triton merges requests along the first dim: only where every tensor's is the batch dim
         batched = all(t.shape and t.shape[0] == "batch" for t in (*entry.inputs, *entry.outputs))
         max_batch = _engine_batch(package, part, options) if batched else 0
-        return _Plan(name, "graph", options.graph_backend, max_batch, False, Path(name), part,
+        return _Plan(name, "graph", options.graph_backend, max_batch, False, folder, part,
                      tuple(_graph_field(t, batched) for t in entry.inputs),
                      tuple(_graph_field(t, batched) for t in entry.outputs))
     request = served(get_family(family.name), config)
     # a pipeline that merges requests takes them batched (each request one row); Triton's
     # batcher, where it is on, hands it several at once
     max_batch = options.max_batch_size if request.answer_many is not None else 0
-    return _Plan(name, "pipeline", "python", max_batch, request.streams, Path(name), None, request.inputs, request.outputs)
+    return _Plan(name, "pipeline", "python", max_batch, request.streams, folder, None, request.inputs, request.outputs)
 
 
 def _engine_batch(package: Package, part: str, options: RepositoryOptions) -> int:
@@ -179,7 +178,7 @@ def _engine_batch(package: Package, part: str, options: RepositoryOptions) -> in
 
 def _graph_field(spec: TensorSpec, batched: bool) -> Field:
     dims = tuple(-1 if isinstance(d, str) else int(d) for d in spec.shape)
-    return Field(spec.name, spec.dtype, dims[1:] if batched else dims, required=True, scalar=False)
+    return Field(spec.name, spec.dtype, dims[1:] if batched else dims, required=True, form="array")
 
 
 def _write_model(package: Package, plan: _Plan, options: RepositoryOptions, folder: Path) -> None:

@@ -34,6 +34,6 @@ def served(config):
         n = arguments.pop("n", 1)
         yield {"images": pipe(n, control=pipe.hint(arguments.pop("control")), **arguments)}
 
-    picture = Field("control", "float32", (-1, *config.image_shape), required=True, scalar=False, array=True)
+    picture = Field("control", "float32", (-1, *config.image_shape), required=True, form="array")
     inputs = (Field("n", "int64"), Field("seed", "int64"), picture, *(option_field(o) for o in OPTIONS if o.served))
-    return Served(inputs, (Field("images", "float32", (-1, *config.image_shape), scalar=False),), answer)
+    return Served(inputs, (Field("images", "float32", (-1, *config.image_shape)),), answer)

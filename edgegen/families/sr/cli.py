@@ -74,6 +74,6 @@ def served(config):
         arguments = dict(arguments)
         yield {"upscaled": pipe.upscale(arguments.pop("image"), **arguments)}
 
-    picture = Field("image", "uint8", (-1, -1, -1), required=True, scalar=False, array=True)
+    picture = Field("image", "uint8", (-1, -1, -1), required=True, form="array")
     inputs = (picture, *(option_field(o) for o in OPTIONS if o.served))
-    return Served(inputs, (Field("upscaled", "uint8", (-1, -1, -1), scalar=False),), answer)
+    return Served(inputs, (Field("upscaled", "uint8", (-1, -1, -1)),), answer)
