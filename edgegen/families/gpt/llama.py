@@ -37,16 +37,13 @@ class RMSNorm(nn.Module):
 
 
 def rotary(x, cos, sin, position_ids):
-    """x [batch, heads, t, head_dim] turned by its positions' angles (cos, sin: [positions,
-    head_dim / 2]): exported at opset 23 or later, ONNX's RotaryEmbedding (one node); otherwise,
-    in PyTorch (training, the gate's reference) and below opset 23, its arithmetic."""
-    opset = export_opset()
-    if opset is not None and opset >= ROTARY_OPSET:
+    """x [batch, heads, t, head_dim] turned by its positions' angles, as Llama.rope made them:
+    with position_ids, ONNX's RotaryEmbedding over the tables (one node); without, the
+    arithmetic over each position's cos and sin."""
+    if position_ids is not None:
         return torch.onnx.ops.rotary_embedding(x, cos, sin, position_ids)
-    c = torch.cat([cos, cos], dim=-1)[position_ids][:, None]   # [batch, 1, t, head_dim]
-    s = torch.cat([sin, sin], dim=-1)[position_ids][:, None]
     half = x.shape[-1] // 2
-    return x * c + torch.cat([-x[..., half:], x[..., :half]], dim=-1) * s
+    return x * cos + torch.cat([-x[..., half:], x[..., :half]], dim=-1) * sin
 
 
 class LlamaAttention(nn.Module):
@@ -109,7 +106,6 @@ class Llama(DecoderLM):
         # (Config.validate checks the imported frequencies' count)
         inv_freq = (torch.tensor(c.rope_inv_freq, dtype=torch.float32) if c.rope_inv_freq is not None else
                     1.0 / c.rope_theta ** (torch.arange(0, c.head_dim, 2, dtype=torch.float32) / c.head_dim))
-        self.register_buffer("inv_freq", inv_freq, persistent=False)
         # cos and sin of every position's angles, [block_size, head_dim / 2]: ONNX's RotaryEmbedding
         # (opset 23) looks them up by position_ids
         angles = torch.arange(c.block_size, dtype=torch.float32)[:, None] * inv_freq
@@ -124,15 +120,27 @@ class Llama(DecoderLM):
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
 
+    def rope(self, position_ids) -> tuple:
+        """(cos, sin, position_ids) for every layer's rotary(), made once per call: in an export at
+        opset 23 or later the tables and the ids, for ONNX's RotaryEmbedding; otherwise (PyTorch:
+        training and the gate's reference; opsets below 23) each position's cos and sin
+        [batch, 1, t, head_dim], and no ids."""
+        opset = export_opset()
+        if opset is not None and opset >= ROTARY_OPSET:
+            return self.rope_cos, self.rope_sin, position_ids
+        cos = torch.cat([self.rope_cos, self.rope_cos], dim=-1)[position_ids][:, None]
+        sin = torch.cat([self.rope_sin, self.rope_sin], dim=-1)[position_ids][:, None]
+        return cos, sin, None
+
     def forward(self, input_ids, position_ids, attention_mask, *past):
         """past: past_key_values.0.key, .0.value, .1.key, ... -> (logits, present.0.key, ...)."""
         t = input_ids.shape[1]
         x = self.embed_tokens(input_ids)
         mask = attention_bias(attention_mask, t, x.dtype)
-        cos, sin = self.rope_cos, self.rope_sin
+        rope = self.rope(position_ids)
         present = []
         for i, layer in enumerate(self.layers):
-            x, key, value = layer(x, mask, cos, sin, position_ids, past[2 * i], past[2 * i + 1])
+            x, key, value = layer(x, mask, *rope, past[2 * i], past[2 * i + 1])
             present += [key, value]
         x = self.norm(x)
         logits = F.linear(x, self.embed_tokens.weight) if self.lm_head is None else self.lm_head(x)
