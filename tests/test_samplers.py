@@ -77,6 +77,45 @@ def test_deterministic_samplers_equal_diffusers(name, schedule, prediction, spac
         assert_same_sample(sampler.sample(model_fn, X_T, steps), ref)
 
 
+MULTISTEP = {"pndm": diffusers.PNDMScheduler, "lms": diffusers.LMSDiscreteScheduler}
+
+
+@pytest.mark.parametrize("name, options", [("pndm", {}), ("pndm", {"skip_prk_steps": True}),
+                                           ("pndm", {"skip_prk_steps": True, "set_alpha_to_one": True, "steps_offset": 1}),
+                                           ("lms", {})])
+@pytest.mark.parametrize("schedule, prediction, spacing", list(itertools.product(SCHEDULES, PREDICTIONS, SPACINGS)))
+def test_multistep_samplers_equal_diffusers(name, options, schedule, prediction, spacing):
+    """PNDM (with and without its Runge-Kutta warm-up, as Stable Diffusion configures it) and LMS,
+    call for call: the timesteps the loop visits and the sample after every call."""
+    kwargs = {**schedule_kwargs(schedule), "prediction_type": prediction, "timestep_spacing": spacing, **options}
+    if name == "pndm" and prediction == "sample":
+        with pytest.raises(ConfigError, match="pndm': expected prediction_type epsilon or v_prediction"):
+            make_sampler(name, **kwargs)
+        return
+    for steps in (4, 10, 25):
+        sampler = make_sampler(name, **kwargs)
+        scheduler = MULTISTEP[name](**kwargs)
+        scheduler.set_timesteps(steps)
+        np.testing.assert_array_equal(sampler.timesteps(steps), scheduler.timesteps.numpy())
+        model_fn = make_model(sampler.alphas_cumprod, prediction)
+        steps_seen = []
+        ours = sampler.sample(model_fn, X_T, steps, callback=lambda i, t, x: steps_seen.append(x))
+        x = torch.from_numpy(X_T) * scheduler.init_noise_sigma
+        references = []
+        for t in scheduler.timesteps:
+            out = model_fn(scheduler.scale_model_input(x, t).numpy(), np.full(len(X_T), float(t), np.float32))
+            x = scheduler.step(torch.from_numpy(out), t, x).prev_sample
+            references.append(x.numpy())
+        if name == "pndm" and not options and schedule == "squaredcos_cap_v2" and scheduler.timesteps[0] == 999:
+            # The Runge-Kutta warm-up's half step from alpha_bar 2e-9 multiplies the sample by
+            # ~2e4: a float32 ulp at the first call decides the rest (diffusers' own epsilon
+            # samples grow to 1e4-1e7), so only the timesteps are compared here.
+            continue
+        for ours_at_step, reference in zip(steps_seen, references, strict=True):
+            assert_same_sample(ours_at_step, reference)
+        assert_same_sample(ours, x.numpy())
+
+
 def test_dpm_solver_options():
     for options in ({"solver_type": "heun"}, {"lower_order_final": False}, {"euler_at_final": True},
                     {"final_sigmas_type": "sigma_min"}):
@@ -167,7 +206,8 @@ def test_callback_and_after_step_see_every_step():
 
 
 @pytest.mark.parametrize("call, message", [
-    (lambda: make_sampler("plms"), "sampler 'plms': expected one of ddpm, ddim, dpmpp-2m, euler, euler-a"),
+    (lambda: make_sampler("plms"), "sampler 'plms': expected one of ddpm, ddim, dpmpp-2m, euler, euler-a, pndm, lms"),
+    (lambda: make_sampler("pndm").timesteps(3), "pndm' with its Runge-Kutta warm-up expected at least 4, found 3"),
     (lambda: make_sampler("ddim", beta_schedule="cosine"), "beta_schedule: expected one of"),
     (lambda: make_sampler("ddim", prediction_type="noise"), "prediction_type: expected one of"),
     (lambda: make_sampler("ddim", timestep_spacing="karras"), "timestep_spacing: expected one of"),
@@ -182,4 +222,4 @@ def test_sampler_errors(call, message):
 
 
 def test_every_sampler_is_named():
-    assert set(SAMPLERS) == {"ddpm", "ddim", "dpmpp-2m", "euler", "euler-a"}
+    assert set(SAMPLERS) == {"ddpm", "ddim", "dpmpp-2m", "euler", "euler-a", "pndm", "lms"}

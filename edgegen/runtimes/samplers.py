@@ -16,6 +16,11 @@ are testable without a network and the same on every backend.
 | dpmpp-2m  | DPMSolverMultistepScheduler (2nd order)  | linspace        | no      |
 | euler     | EulerDiscreteScheduler                   | linspace        | no      |
 | euler-a   | EulerAncestralDiscreteScheduler          | linspace        | yes     |
+| pndm      | PNDMScheduler (Runge-Kutta, then PLMS)   | leading         | no      |
+| lms       | LMSDiscreteScheduler (4th order)         | linspace        | no      |
+
+PNDM calls the model more often than `steps` (its warm-up repeats timesteps): `timesteps(steps)`
+lists every call, as diffusers' `scheduler.timesteps` does.
 
 Runtime code: numpy only.
 """
@@ -393,14 +398,152 @@ class EulerAncestralSampler(EulerSampler):
         return out + sigma_up * rng.standard_normal(x.shape, dtype=np.float32)
 
 
+class LMSSampler(EulerSampler):
+    """Linear multistep (4th order) in sigma space, as LMSDiscreteScheduler: each step integrates
+    the Lagrange polynomial through the last derivatives. The polynomial is integrated exactly
+    here, where diffusers calls scipy's quad (exact to rounding for these degrees)."""
+
+    name = "lms"
+    ORDER = 4   # diffusers' step() default, which its pipelines use
+
+    def _begin(self, steps, timesteps):
+        return {**super()._begin(steps, timesteps), "derivatives": []}
+
+    def _step(self, state, i, t, x, prediction, rng):
+        sigmas = state["sigmas"].astype(np.float64)
+        derivative = (x - self._x0(x, prediction, state["sigmas"][i])) / state["sigmas"][i]
+        derivatives = state["derivatives"]
+        derivatives.append(derivative)
+        del derivatives[:-self.ORDER]
+        # the derivatives held (diffusers takes min(step index + 1, 4): the same from the first
+        # step; part-way in, for img2img, this does not reach for derivatives never computed)
+        order = len(derivatives)
+        out = x.astype(np.float64)
+        for k, d in zip(range(order), reversed(derivatives)):
+            out = out + self._coefficient(sigmas, i, order, k) * d
+        return out
+
+    @staticmethod
+    def _coefficient(sigmas: np.ndarray, i: int, order: int, k: int) -> float:
+        """The integral from sigma_i to sigma_i+1 of the Lagrange basis polynomial of point i - k."""
+        basis = np.polynomial.Polynomial([1.0])
+        for j in range(order):
+            if j != k:
+                basis = basis * np.polynomial.Polynomial([-sigmas[i - j], 1.0]) / (sigmas[i - k] - sigmas[i - j])
+        integral = basis.integ()
+        return float(integral(sigmas[i + 1]) - integral(sigmas[i]))
+
+
+SIXTH, THIRD = np.float32(1 / 6), np.float32(1 / 3)   # as torch rounds a Python float times a float32 tensor
+
+
+class PNDMSampler(Sampler):
+    """Pseudo numerical methods (Liu et al., 2022), as PNDMScheduler: three Runge-Kutta steps of
+    four calls each, then linear multistep (PLMS); with skip_prk_steps (Stable Diffusion's
+    setting) PLMS from the start, its second call at the first timestep again."""
+
+    name = "pndm"
+    default_spacing = "leading"
+    ORDER = 4   # diffusers' pndm_order: the warm-up's timesteps
+    options = {"skip_prk_steps": False, "set_alpha_to_one": False}
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        if self.prediction_type == "sample":
+            raise ConfigError("sampler 'pndm': expected prediction_type epsilon or v_prediction (as diffusers' "
+                              "PNDMScheduler), found 'sample'; use ddim or euler for a model that predicts the sample")
+
+    def _ascending(self, steps: int) -> np.ndarray:
+        return super().timesteps(steps)[::-1]
+
+    def _prk_timesteps(self, steps: int) -> np.ndarray:
+        if self.config["skip_prk_steps"]:
+            return np.array([], np.int64)
+        if steps < self.ORDER:
+            raise ConfigError(f"steps: sampler 'pndm' with its Runge-Kutta warm-up expected at least {self.ORDER}, found "
+                              f"{steps} (skip_prk_steps=True samples with fewer)")
+        half = self.num_train_timesteps // steps // 2
+        prk = np.repeat(self._ascending(steps)[-self.ORDER:], 2) + np.tile(np.array([0, half]), self.ORDER)
+        return np.repeat(prk[:-1], 2)[1:-1][::-1]
+
+    def timesteps(self, steps: int) -> np.ndarray:
+        ascending = self._ascending(steps)
+        if self.config["skip_prk_steps"]:
+            plms = np.concatenate([ascending[:-1], ascending[-2:-1], ascending[-1:]])[::-1]
+        else:
+            plms = ascending[:-3][::-1]
+        return np.concatenate([self._prk_timesteps(steps), plms]).astype(np.int64)
+
+    def _begin(self, steps, timesteps):
+        return {"timesteps": timesteps, "stride": self.num_train_timesteps // steps,
+                "prk": self._prk_timesteps(steps), "counter": 0, "ets": [], "sum": 0.0, "start": None}
+
+    def _step(self, state, i, t, x, prediction, rng):
+        step = self._step_prk if state["counter"] < len(state["prk"]) else self._step_plms
+        out = step(state, int(t), x, prediction)
+        state["counter"] += 1
+        return out
+
+    def _step_prk(self, state, t, x, eps):
+        counter = state["counter"]
+        prev_t = t - (0 if counter % 2 else state["stride"] // 2)
+        t = int(state["prk"][counter // 4 * 4])
+        phase = counter % 4
+        if phase == 0:
+            state["sum"] = state["sum"] + SIXTH * eps
+            state["ets"].append(eps)
+            state["start"] = x
+        elif phase in (1, 2):
+            state["sum"] = state["sum"] + THIRD * eps
+        else:
+            eps, state["sum"] = state["sum"] + SIXTH * eps, 0.0
+        start = state["start"] if state["start"] is not None else x
+        return self._previous(start, t, prev_t, eps)
+
+    def _step_plms(self, state, t, x, eps):
+        ets, stride = state["ets"], state["stride"]
+        prev_t = t - stride
+        if state["counter"] != 1:
+            del ets[:-3]
+            ets.append(eps)
+        else:   # the second call, at the first timestep again: a Heun-like correction of the first
+            prev_t, t = t, t + stride
+        if len(ets) == 1 and state["counter"] == 0:
+            state["start"] = x
+        elif len(ets) == 1 and state["counter"] == 1:
+            eps, x, state["start"] = (eps + ets[-1]) / 2, state["start"], None
+        elif len(ets) == 2:
+            eps = (3 * ets[-1] - ets[-2]) / 2
+        elif len(ets) == 3:
+            eps = (23 * ets[-1] - 16 * ets[-2] + 5 * ets[-3]) / 12
+        else:
+            eps = (55 * ets[-1] - 59 * ets[-2] + 37 * ets[-3] - 9 * ets[-4]) / 24
+        return self._previous(x, t, prev_t, eps)
+
+    def _previous(self, x, t, prev_t, prediction):
+        """x at prev_t from x at t (the PNDM paper's formula 9), in float32 scalars in diffusers'
+        order of operations: on the cosine schedule alpha_bar reaches 1e-9, the coefficients 1e4,
+        and float32 rounding there shows in the result (see DPMSolverPP2MSampler._begin)."""
+        one = np.float32(1.0)
+        alphas = self.alphas_cumprod32
+        a_t = alphas[t]
+        a_prev = alphas[prev_t] if prev_t >= 0 else (one if self.config["set_alpha_to_one"] else alphas[0])
+        eps = prediction
+        if self.prediction_type == "v_prediction":
+            eps = a_t ** np.float32(0.5) * prediction + (one - a_t) ** np.float32(0.5) * x
+        denominator = a_t * (one - a_prev) ** np.float32(0.5) + (a_t * (one - a_t) * a_prev) ** np.float32(0.5)
+        return (a_prev / a_t) ** np.float32(0.5) * x - (a_prev - a_t) * eps / denominator
+
+
 SAMPLERS: dict[str, type[Sampler]] = {s.name: s for s in
-                                      (DDPMSampler, DDIMSampler, DPMSolverPP2MSampler, EulerSampler, EulerAncestralSampler)}
+                                      (DDPMSampler, DDIMSampler, DPMSolverPP2MSampler, EulerSampler, EulerAncestralSampler,
+                                       PNDMSampler, LMSSampler)}
 
 
 def make_sampler(name: str, num_train_timesteps: int = 1000, beta_schedule: str = "linear", beta_start: float = 0.0001,
                  beta_end: float = 0.02, prediction_type: str = "epsilon", timestep_spacing: str | None = None,
                  **options) -> Sampler:
-    """A sampler by name ('ddpm', 'ddim', 'dpmpp-2m', 'euler', 'euler-a') from plain values.
+    """A sampler by name ('ddpm', 'ddim', 'dpmpp-2m', 'euler', 'euler-a', 'pndm', 'lms') from plain values.
 
     timestep_spacing None takes the diffusers default of that scheduler."""
     if name not in SAMPLERS:
