@@ -12,7 +12,7 @@ from ...images import average_pool
 from ...runtimes.pipeline import as_float_array, check_count, check_number
 from ...runtimes.samplers import Callback
 from .. import positive
-from ..diffusion.pipeline import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS, DiffusionConfig, DiffusionPipeline
+from ..diffusion.pipeline import DEFAULT_GUIDANCE, DEFAULT_STEPS, DiffusionConfig, DiffusionPipeline
 
 
 @dataclass(kw_only=True)
@@ -68,7 +68,7 @@ class ControlNetPipeline(DiffusionPipeline):
         return {"control": np.ascontiguousarray(np.broadcast_to(control, (n, *self.image_shape))),
                 "conditioning_scale": np.broadcast_to(scale, (n,)).astype(np.float32)}
 
-    def sample(self, n: int, control=None, conditioning_scale=1.0, steps: int = DEFAULT_STEPS, sampler: str = DEFAULT_SAMPLER,
+    def sample(self, n: int, control=None, conditioning_scale=1.0, steps: int = DEFAULT_STEPS, sampler: str | None = None,
                guidance_scale: float = DEFAULT_GUIDANCE, labels=None, seed: int | None = None, eta: float = 0.0,
                callback: Callback | None = None) -> np.ndarray:
         """n images following the hint images `control` (see hint()); conditioning_scale 0
@@ -78,13 +78,13 @@ class ControlNetPipeline(DiffusionPipeline):
         return self._sample(n, steps, sampler, guidance_scale, labels, seed, eta, callback, feeds)
 
     def img2img(self, image, control=None, conditioning_scale=1.0, strength: float = 0.6, steps: int = DEFAULT_STEPS,
-                sampler: str = DEFAULT_SAMPLER, guidance_scale: float = DEFAULT_GUIDANCE, labels=None, seed: int | None = None, eta: float = 0.0,
+                sampler: str | None = None, guidance_scale: float = DEFAULT_GUIDANCE, labels=None, seed: int | None = None, eta: float = 0.0,
                 callback: Callback | None = None) -> np.ndarray:
         feeds = self.control_feeds(self._required(control), len(self._images(image)), conditioning_scale)
         return self._img2img(image, strength, steps, sampler, guidance_scale, labels, seed, eta, callback, feeds)
 
     def inpaint(self, image, mask, control=None, conditioning_scale=1.0, steps: int = DEFAULT_STEPS,
-                sampler: str = DEFAULT_SAMPLER, guidance_scale: float = DEFAULT_GUIDANCE, labels=None, seed: int | None = None, eta: float = 0.0,
+                sampler: str | None = None, guidance_scale: float = DEFAULT_GUIDANCE, labels=None, seed: int | None = None, eta: float = 0.0,
                 callback: Callback | None = None) -> np.ndarray:
         feeds = self.control_feeds(self._required(control), len(self._images(image)), conditioning_scale)
         return self._inpaint(image, mask, steps, sampler, guidance_scale, labels, seed, eta, callback, feeds)

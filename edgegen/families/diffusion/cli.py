@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from ...families import GenerateRequest, Option
+from ...runtimes.samplers import SAMPLERS
 from .pipeline import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS
 
 SAMPLING_OPTIONS = (
     Option("--steps", "steps", "sampling steps", {"type": int}, DEFAULT_STEPS),
-    Option("--sampler", "sampler", "ddpm, ddim, dpmpp-2m, euler or euler-a", {}, DEFAULT_SAMPLER),
+    Option("--sampler", "sampler", f"one of {', '.join(SAMPLERS)} (default: the package's, {DEFAULT_SAMPLER} for edgegen's "
+           "own models, the scheduler's for an imported diffusers pipeline)", {}),
     Option("--guidance", "guidance_scale", "classifier-free guidance scale", {"type": float}, DEFAULT_GUIDANCE),
     Option("--label", "labels", "class to generate (default: unconditional)", {"type": int}),
     Option("--eta", "eta", "DDIM's eta (0 = deterministic)", {"type": float}, 0.0),
@@ -19,7 +21,7 @@ def generate(pipe, request: GenerateRequest) -> str:
 
     options = request.options
     # check the sampler settings before the progress bar starts, so errors come alone
-    pipe.make_sampler(options["sampler"], options["eta"]).check_steps(options["steps"])
-    with Progress(options["steps"], "sampling") as bar:
+    calls = len(pipe.make_sampler(options.get("sampler"), options["eta"]).timesteps(options["steps"]))
+    with Progress(calls, "sampling") as bar:
         images = pipe(request.n, seed=request.seed, callback=lambda i, t, x: bar.update(1), **options)
     return request.write_images(images)

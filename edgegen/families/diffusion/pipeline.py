@@ -3,7 +3,7 @@ guidance as one batch of 2n, img2img and inpainting. numpy only."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -19,7 +19,7 @@ from ...runtimes.pipeline import (
     finite_result,
     make_rng,
 )
-from ...runtimes.samplers import BETA_SCHEDULES, PREDICTION_TYPES, Callback, Sampler, make_sampler, schedule_problems
+from ...runtimes.samplers import BETA_SCHEDULES, PREDICTION_TYPES, SAMPLERS, Callback, Sampler, make_sampler, schedule_problems
 from .. import positive
 
 DEFAULT_STEPS = 20
@@ -38,10 +38,17 @@ class DiffusionConfig(ImageConfig):
     beta_start: float
     beta_end: float
     prediction_type: str
+    # the sampler a call without one uses, and its settings: an imported diffusers package's
+    # scheduler (docs/diffusers.md); settings of other samplers apply where they take them, as
+    # diffusers' from_config carries a scheduler's config over to another class
+    sampler: str = DEFAULT_SAMPLER
+    sampler_options: dict = field(default_factory=dict)
 
     def problems(self) -> list[str]:
         problems = super().problems() + positive(self, "num_train_timesteps")
         problems += class_problems(self)
+        if self.sampler not in SAMPLERS:
+            problems.append(f"sampler expected one of {', '.join(SAMPLERS)}, found {self.sampler!r}")
         if self.beta_schedule not in BETA_SCHEDULES:
             problems.append(f"beta_schedule expected one of {', '.join(BETA_SCHEDULES)}, found {self.beta_schedule!r}")
         if self.prediction_type not in PREDICTION_TYPES:
@@ -63,8 +70,14 @@ class DiffusionPipeline(Pipeline):
     def num_classes(self) -> int:
         return self.config.num_classes
 
-    def make_sampler(self, name: str = DEFAULT_SAMPLER, eta: float = 0.0, **options) -> Sampler:
-        """A sampler configured with the package's training noise schedule."""
+    def make_sampler(self, name: str | None = None, eta: float = 0.0, **options) -> Sampler:
+        """A sampler configured with the package's training noise schedule (name None: the
+        package's own sampler, with its settings)."""
+        name = name or self.config.sampler
+        if name not in SAMPLERS:
+            raise ConfigError(f"sampler {name!r}: expected one of {', '.join(SAMPLERS)}, found an unknown name")
+        takes = set(SAMPLERS[name].options) | {"timestep_spacing", "steps_offset"}
+        options = {**{k: v for k, v in self.config.sampler_options.items() if k in takes}, **options}
         eta = check_number(eta, "eta", 0.0, 1.0)   # 1: DDPM's variance; above it the noise outgrows the signal
         if eta:
             if name != "ddim":
@@ -74,7 +87,7 @@ class DiffusionPipeline(Pipeline):
             # With x0 clipped (diffusers' default) and guidance, an unclipped noise estimate
             # drifts away from x0 step after step: measured by benchmarks/diffusion.py, DDIM
             # at 50 steps and guidance 3 fell to 23% label accuracy; with the consistent
-            # estimate, 100%.
+            # estimate, 100%. (An imported package says False, as diffusers' pipelines run.)
             options.setdefault("use_clipped_model_output", True)
         c = self.config
         return make_sampler(name, num_train_timesteps=c.num_train_timesteps, beta_schedule=c.beta_schedule,
@@ -106,11 +119,13 @@ class DiffusionPipeline(Pipeline):
         feeds = feeds or {}
         session = self.sessions["unet"]
         null = self.config.null_label
+        guidance_scale = check_number(guidance_scale, "guidance_scale", -MAX_GUIDANCE, MAX_GUIDANCE)
+        if not any(spec.name == "class_labels" for spec in session.inputs):   # an imported unconditional UNet
+            return lambda x, t: session.run({"sample": x, "timestep": t, **feeds})["prediction"]
 
         def unconditional(n: int) -> np.ndarray:
             return np.full(n, null, np.int64)
 
-        guidance_scale = check_number(guidance_scale, "guidance_scale", -MAX_GUIDANCE, MAX_GUIDANCE)
         if labels is None or guidance_scale == 1.0:
 
             def model_fn(x, t):
@@ -151,20 +166,20 @@ class DiffusionPipeline(Pipeline):
 
     # -- the public API -------------------------------------------------------------------------
 
-    def sample(self, n: int, steps: int = DEFAULT_STEPS, sampler: str = DEFAULT_SAMPLER, guidance_scale: float = DEFAULT_GUIDANCE, labels=None,
+    def sample(self, n: int, steps: int = DEFAULT_STEPS, sampler: str | None = None, guidance_scale: float = DEFAULT_GUIDANCE, labels=None,
                seed: int | None = None, eta: float = 0.0, callback: Callback | None = None) -> np.ndarray:
         """n images [n, C, H, W] in [0, 1]. labels: None (unconditional), a class id, or n ids;
         guidance_scale applies when labels are given (1.0 turns guidance off)."""
         return self._sample(check_count(n), steps, sampler, guidance_scale, labels, seed, eta, callback)
 
-    def img2img(self, image, strength: float = 0.6, steps: int = DEFAULT_STEPS, sampler: str = DEFAULT_SAMPLER,
+    def img2img(self, image, strength: float = 0.6, steps: int = DEFAULT_STEPS, sampler: str | None = None,
                 guidance_scale: float = DEFAULT_GUIDANCE, labels=None, seed: int | None = None, eta: float = 0.0,
                 callback: Callback | None = None) -> np.ndarray:
         """Noise `image` ([n, C, H, W] in [0, 1]) part of the way (strength 0: unchanged,
         1: all the way) and denoise it back, as diffusers' img2img pipelines do."""
         return self._img2img(image, strength, steps, sampler, guidance_scale, labels, seed, eta, callback)
 
-    def inpaint(self, image, mask, steps: int = DEFAULT_STEPS, sampler: str = DEFAULT_SAMPLER, guidance_scale: float = DEFAULT_GUIDANCE,
+    def inpaint(self, image, mask, steps: int = DEFAULT_STEPS, sampler: str | None = None, guidance_scale: float = DEFAULT_GUIDANCE,
                 labels=None, seed: int | None = None, eta: float = 0.0, callback: Callback | None = None) -> np.ndarray:
         """Generate the pixels where mask is 1 and keep the others: after every step the
         known part is replaced by the image noised to the next step's level, and at the end
@@ -186,7 +201,7 @@ class DiffusionPipeline(Pipeline):
             unknown = set(call) - {"n", "seed", "labels", "steps", "sampler", "guidance_scale", "eta"}
             if unknown:
                 raise InputError(f"sample_batched: expected sample()'s arguments, found {sorted(unknown)}")
-            key = (call.get("steps", DEFAULT_STEPS), call.get("sampler", DEFAULT_SAMPLER),
+            key = (call.get("steps", DEFAULT_STEPS), call.get("sampler"),
                    call.get("guidance_scale", DEFAULT_GUIDANCE), call.get("eta", 0.0), call.get("labels") is None)
             groups.setdefault(key, []).append(index)
         results: list = [None] * len(calls)
@@ -200,7 +215,7 @@ class DiffusionPipeline(Pipeline):
             run = self.make_sampler(sampler, eta)
             model_fn = self.denoiser(labels, guidance_scale)
             x = run.sample(model_fn, x_T, steps, rng=RowGenerators(rngs, counts))
-            images = self._finished(x, guidance_scale, sampler)
+            images = self._finished(x, guidance_scale, run.name)
             for index, part in zip(members, np.split(images, np.cumsum(counts)[:-1])):
                 results[index] = part
         return results
@@ -212,7 +227,7 @@ class DiffusionPipeline(Pipeline):
         run = self.make_sampler(sampler, eta)
         model_fn = self.denoiser(self._labels(labels, n), guidance_scale, feeds)
         x_T = rng.standard_normal((n, *self.space_shape), dtype=np.float32)
-        return self._finished(run.sample(model_fn, x_T, steps, rng=rng, callback=callback), guidance_scale, sampler)
+        return self._finished(run.sample(model_fn, x_T, steps, rng=rng, callback=callback), guidance_scale, run.name)
 
     def _img2img(self, image, strength, steps, sampler, guidance_scale, labels, seed, eta, callback,
                  feeds=None) -> np.ndarray:
@@ -228,7 +243,7 @@ class DiffusionPipeline(Pipeline):
         noise = rng.standard_normal(x0.shape, dtype=np.float32)
         model_fn = self.denoiser(self._labels(labels, len(x0)), guidance_scale, feeds)
         return self._finished(run.denoise(model_fn, run.noised(x0, noise, steps, start), steps, start, rng, callback),
-                              guidance_scale, sampler)
+                              guidance_scale, run.name)
 
     def _inpaint(self, image, mask, steps, sampler, guidance_scale, labels, seed, eta, callback, feeds=None) -> np.ndarray:
         images = self._images(image)
@@ -238,10 +253,10 @@ class DiffusionPipeline(Pipeline):
         n = len(x0)
         rng = make_rng(seed)
         run = self.make_sampler(sampler, eta)
-        run.check_steps(steps)
+        last = len(run.timesteps(steps)) - 1   # PNDM calls the model more often than `steps`
 
         def paste_known(i: int, x: np.ndarray) -> np.ndarray:
-            if i + 1 == steps:
+            if i == last:
                 known = x0
             else:
                 known = run.noised(x0, rng.standard_normal(x0.shape, dtype=np.float32), steps, i + 1)
@@ -250,7 +265,7 @@ class DiffusionPipeline(Pipeline):
         model_fn = self.denoiser(self._labels(labels, n), guidance_scale, feeds)
         x_T = rng.standard_normal(x0.shape, dtype=np.float32)
         generated = self._finished(run.sample(model_fn, x_T, steps, rng=rng, callback=callback, after_step=paste_known),
-                                   guidance_scale, sampler)
+                                   guidance_scale, run.name)
         # the known pixels exactly as given (in pixel space this changes nothing; a decoder's are near, not equal)
         return ((1 - pixel_mask) * images + pixel_mask * generated).astype(np.float32)
 
