@@ -114,9 +114,15 @@ def _cmd_export(args) -> int:
     options = dict(data=args.data, opset=opset, name=args.name, overwrite=args.force)
     if args.module:
         out = _export_module(args)
+    elif args.from_diffusers:
+        if args.checkpoint or args.from_transformers:
+            raise ConfigError("--from-diffusers: expected alone (no checkpoint or --from-transformers), found them together")
+        from .export.diffusers_import import export_diffusers
+
+        out = export_diffusers(args.from_diffusers, args.out, progress=None, **options)
     elif args.checkpoint is None:
-        raise ConfigError("export: expected a checkpoint directory, --from-transformers DIR or --module FILE.py:FACTORY, "
-                          "found none")
+        raise ConfigError("export: expected a checkpoint directory, --from-transformers DIR, --from-diffusers DIR or "
+                          "--module FILE.py:FACTORY, found none")
     elif args.from_transformers:
         from .families import transformers_importer
 
@@ -416,6 +422,9 @@ def build_parser() -> argparse.ArgumentParser:
                         f"{', '.join(a for f in registered for a in f.importers)})")
     p.add_argument("--from-transformers", default=None, metavar="DIR",
                    help="import a Hugging Face save_pretrained directory instead of an edgegen checkpoint")
+    p.add_argument("--from-diffusers", default=None, metavar="DIR",
+                   help="import a diffusers pipeline's save_pretrained directory (model_index.json): a UNet2DModel "
+                        "pipeline (DDPM/DDIM) or a Stable Diffusion layout (docs/diffusers.md)")
     p.add_argument("--out", required=True, help="package directory to write")
     p.add_argument("--data", default=None, help="data for the validation gate (default: the training data)")
     p.add_argument("--opset", type=int, default=None,

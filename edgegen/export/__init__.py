@@ -42,15 +42,17 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, data: str | None 
 
 
 def export_model(ckpt: Checkpoint, out: str | Path, data: str | None = None, opset: int = DEFAULT_OPSET,
-                 name: str | None = None, overwrite: bool = False, seed: int = 0, progress: bool | None = False) -> Path:
+                 name: str | None = None, overwrite: bool = False, seed: int = 0, progress: bool | None = False,
+                 spec: ExportSpec | None = None) -> Path:
     """export_checkpoint for a checkpoint already in memory (an imported model, for one).
-    progress: a bar per graph (None: on a terminal, a summary line in logs; False: silent)."""
+    progress: a bar per graph (None: on a terminal, a summary line in logs; False: silent).
+    spec: the graphs to export, where they are not the family's own (an imported diffusers UNet)."""
     checkpoint = ckpt.path
     if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= DEFAULT_OPSET:
         raise ConfigError(f"opset: expected {MIN_OPSET} to {DEFAULT_OPSET} ({MIN_OPSET} for TensorRT 10.3 on JetPack 6; "
                           f"the exporter breaks below it), found {opset!r}")
     family = get_family(ckpt.family)
-    spec = family.export_spec()
+    spec = spec or family.export_spec()
     images = None
     if spec.needs_data:
         images = spec.load_data(ckpt, data or ckpt.data.get("source", "digits"))

@@ -195,6 +195,9 @@ class Family:
     # transformers architectures this family imports (`edgegen export ARCH --from-transformers DIR`):
     # architecture -> "module:function" (architecture, folder, out, **export options) -> package path
     importers: dict = field(default_factory=dict)
+    # diffusers pipelines this family imports (`edgegen export --from-diffusers DIR`), by the class of
+    # their unet: class -> "module:function" (folder, model_index, out, **export options) -> package path
+    diffusers_importers: dict = field(default_factory=dict)
     # runtime config -> {dynamic dim: size} bench uses where --shapes does not set a dim (default 1)
     bench_dims: Callable[[Any], dict[str, int]] | None = None
     # (package, runtime config) -> feeds recorded in the package: what optimize calibrates and gates

@@ -71,6 +71,19 @@ class BPETokenizer:
     def decode(self, ids: list[int]) -> str:
         return self._tokenizer.decode(ids, skip_special_tokens=False)
 
+    def encode_padded(self, texts: list[str], length: int, pad_id: int) -> np.ndarray:
+        """int64 [len(texts), length]: each text with the tokenizer's special tokens (CLIP's start
+        and end of text), cut or padded to `length`, as transformers' padding="max_length",
+        truncation=True (a text encoder's prompts)."""
+        self._tokenizer.enable_truncation(length)
+        self._tokenizer.enable_padding(length=length, pad_id=pad_id)
+        try:
+            encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=True)
+        finally:
+            self._tokenizer.no_truncation()
+            self._tokenizer.no_padding()
+        return np.array([e.ids for e in encodings], dtype=np.int64)
+
     def stream_decoder(self) -> StreamDecoder:
         return _BPEStream(self._tokenizer)
 

@@ -1,4 +1,5 @@
-"""The diffusion family: a class-conditional UNet denoiser with edgegen's numpy samplers."""
+"""The diffusion family: a class-conditional UNet denoiser with edgegen's numpy samplers, or an
+imported diffusers UNet2DModel pipeline (DDPM/DDIM layout)."""
 
 from .. import DemoModel, Family, register
 from .cli import SAMPLING_OPTIONS, generate
@@ -16,5 +17,6 @@ FAMILY = register(Family(
     demo=(DemoModel("diffusion-digits", "digits"),),
     showcase="edgegen.families.diffusion.demo",
     smoke={"train": {"steps": 2, "batch_size": 8, "width": 8}, "generate": ["--steps", "2"]},
+    diffusers_importers={"UNet2DModel": "edgegen.families.diffusion.diffusers_import:export_ddpm_layout"},
     order=60,
 ))

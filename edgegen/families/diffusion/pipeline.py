@@ -146,6 +146,11 @@ class DiffusionPipeline(Pipeline):
 
         return guided
 
+    def conditioned_denoiser(self, condition, n: int, guidance_scale: float, feeds=None):
+        """model_fn(x, t) for n images under the loops' condition: class labels here (None, one id
+        or n of them); a family conditioned otherwise (a text prompt's embeddings) overrides it."""
+        return self.denoiser(self._labels(condition, n), guidance_scale, feeds)
+
     # -- the space the denoiser works in: pixels here, a latent diffusion package's latents --
 
     @property
@@ -167,10 +172,12 @@ class DiffusionPipeline(Pipeline):
     # -- the public API -------------------------------------------------------------------------
 
     def sample(self, n: int, steps: int = DEFAULT_STEPS, sampler: str | None = None, guidance_scale: float = DEFAULT_GUIDANCE, labels=None,
-               seed: int | None = None, eta: float = 0.0, callback: Callback | None = None) -> np.ndarray:
+               seed: int | None = None, eta: float = 0.0, callback: Callback | None = None,
+               noise: np.ndarray | None = None) -> np.ndarray:
         """n images [n, C, H, W] in [0, 1]. labels: None (unconditional), a class id, or n ids;
-        guidance_scale applies when labels are given (1.0 turns guidance off)."""
-        return self._sample(check_count(n), steps, sampler, guidance_scale, labels, seed, eta, callback)
+        guidance_scale applies when labels are given (1.0 turns guidance off). noise: the starting
+        noise [n, *space_shape] (standard normal) instead of the seed's, as diffusers' `latents=`."""
+        return self._sample(check_count(n), steps, sampler, guidance_scale, labels, seed, eta, callback, noise=noise)
 
     def img2img(self, image, strength: float = 0.6, steps: int = DEFAULT_STEPS, sampler: str | None = None,
                 guidance_scale: float = DEFAULT_GUIDANCE, labels=None, seed: int | None = None, eta: float = 0.0,
@@ -222,11 +229,16 @@ class DiffusionPipeline(Pipeline):
 
     # -- the loops, with the graph's other inputs (feeds) for the families that have them --------
 
-    def _sample(self, n, steps, sampler, guidance_scale, labels, seed, eta, callback, feeds=None) -> np.ndarray:
+    def _sample(self, n, steps, sampler, guidance_scale, labels, seed, eta, callback, feeds=None, noise=None) -> np.ndarray:
         rng = make_rng(seed)
         run = self.make_sampler(sampler, eta)
-        model_fn = self.denoiser(self._labels(labels, n), guidance_scale, feeds)
-        x_T = rng.standard_normal((n, *self.space_shape), dtype=np.float32)
+        model_fn = self.conditioned_denoiser(labels, n, guidance_scale, feeds)
+        if noise is None:
+            x_T = rng.standard_normal((n, *self.space_shape), dtype=np.float32)
+        else:
+            x_T = as_float_array(noise, "noise", (None, *self.space_shape))
+            if len(x_T) != n:
+                raise InputError(f"noise: expected {n} rows (n), found {len(x_T)}")
         return self._finished(run.sample(model_fn, x_T, steps, rng=rng, callback=callback), guidance_scale, run.name)
 
     def _img2img(self, image, strength, steps, sampler, guidance_scale, labels, seed, eta, callback,
@@ -241,7 +253,7 @@ class DiffusionPipeline(Pipeline):
             return images.copy()
         x0 = self.to_space(images)
         noise = rng.standard_normal(x0.shape, dtype=np.float32)
-        model_fn = self.denoiser(self._labels(labels, len(x0)), guidance_scale, feeds)
+        model_fn = self.conditioned_denoiser(labels, len(x0), guidance_scale, feeds)
         return self._finished(run.denoise(model_fn, run.noised(x0, noise, steps, start), steps, start, rng, callback),
                               guidance_scale, run.name)
 
@@ -262,7 +274,7 @@ class DiffusionPipeline(Pipeline):
                 known = run.noised(x0, rng.standard_normal(x0.shape, dtype=np.float32), steps, i + 1)
             return (keep * known + (1 - keep) * x).astype(np.float32)
 
-        model_fn = self.denoiser(self._labels(labels, n), guidance_scale, feeds)
+        model_fn = self.conditioned_denoiser(labels, n, guidance_scale, feeds)
         x_T = rng.standard_normal(x0.shape, dtype=np.float32)
         generated = self._finished(run.sample(model_fn, x_T, steps, rng=rng, callback=callback, after_step=paste_known),
                                    guidance_scale, run.name)

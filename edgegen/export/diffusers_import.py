@@ -1,0 +1,171 @@
+"""Importers' common parts for diffusers `save_pretrained` folders (docs/diffusers.md): which
+layout a folder holds, each component loaded with diffusers' own classes from safetensors, and
+the scheduler's config mapped to one of edgegen's samplers, or refused with what to use.
+
+`edgegen export --from-diffusers DIR` reads model_index.json, finds the family that imports its
+denoiser's class (`Family.diffusers_importers`), and hands it the folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import CheckpointError, ConfigError
+from ..families import _resolve, families
+from ..package import read_json, sha256_file
+
+# diffusers scheduler class -> edgegen sampler (each matches it call for call: tests/test_samplers.py)
+SCHEDULERS = {"DDPMScheduler": "ddpm", "DDIMScheduler": "ddim", "PNDMScheduler": "pndm",
+              "EulerDiscreteScheduler": "euler", "EulerAncestralDiscreteScheduler": "euler-a",
+              "DPMSolverMultistepScheduler": "dpmpp-2m", "LMSDiscreteScheduler": "lms"}
+SCHEDULE_KEYS = ("num_train_timesteps", "beta_schedule", "beta_start", "beta_end", "prediction_type")
+SHARED_KEYS = ("timestep_spacing", "steps_offset")   # every sampler takes them
+# settings edgegen's samplers implement only at these values (diffusers' defaults)
+FIXED = {"trained_betas": (None,), "thresholding": (False,), "rescale_betas_zero_snr": (False,),
+         "use_karras_sigmas": (False,), "use_exponential_sigmas": (False,), "use_beta_sigmas": (False,),
+         "use_lu_lambdas": (False,), "use_flow_sigmas": (False,), "use_dynamic_shifting": (False,),
+         "timestep_type": ("discrete",), "interpolation_type": ("linear",), "sigma_min": (None,), "sigma_max": (None,),
+         "algorithm_type": ("dpmsolver++",), "solver_order": (2,), "lambda_min_clipped": (-math.inf,),
+         "variance_type": (None, "fixed_small", "fixed_large"), "final_sigmas_type": ("zero", "sigma_min")}
+# settings that do nothing while a FIXED one keeps its value (the thresholding ratio without thresholding)
+INERT = ("dynamic_thresholding_ratio", "sample_max_value", "flow_shift", "time_shift_type")
+# euler's own sigmas end at zero; the DPM solver takes either end
+_ONLY_FOR = {("final_sigmas_type", "sigma_min"): "dpmpp-2m", ("variance_type", "fixed_small"): "ddpm",
+             ("variance_type", "fixed_large"): "ddpm"}
+
+
+@dataclass(frozen=True)
+class SchedulerSettings:
+    """A diffusers scheduler as edgegen's DiffusionConfig holds it."""
+
+    schedule: dict        # num_train_timesteps, beta_schedule, beta_start, beta_end, prediction_type
+    sampler: str
+    sampler_options: dict
+
+    def config_fields(self) -> dict:
+        return {**self.schedule, "sampler": self.sampler, "sampler_options": self.sampler_options}
+
+
+def scheduler_settings(config: dict, where: str) -> SchedulerSettings:
+    """A scheduler_config.json -> the sampler and its settings; a class or a setting edgegen's
+    samplers do not implement is refused with the name of what to use instead."""
+    from ..runtimes.samplers import SAMPLERS
+
+    name = config.get("_class_name")
+    if name not in SCHEDULERS:
+        raise CheckpointError(f"{where}: expected a scheduler among {', '.join(SCHEDULERS)}, found {name!r} (save the "
+                              "pipeline with one of those, e.g. pipe.scheduler = DDIMScheduler.from_config(...))")
+    sampler = SCHEDULERS[name]
+    takes = SAMPLERS[sampler].options
+    options: dict[str, Any] = {}
+    for key, value in config.items():
+        if key.startswith("_") or key in SCHEDULE_KEYS or key in INERT:
+            continue
+        if key in SHARED_KEYS or key in takes:
+            options[key] = value
+            if key not in FIXED:
+                continue
+        if key not in FIXED:
+            raise CheckpointError(f"{where}: {name} setting {key}={value!r} is not one edgegen's {sampler} sampler "
+                                  "implements; expected only the settings of diffusers' defaults")
+        only = _ONLY_FOR.get((key, value))
+        if value not in FIXED[key] or (only is not None and only != sampler):
+            raise CheckpointError(f"{where}: {name} with {key}={value!r}: edgegen's {sampler} sampler implements "
+                                  f"{key}={FIXED[key][0]!r} only; re-save the scheduler with that, or use one of "
+                                  f"{', '.join(SCHEDULERS)} at its defaults")
+    schedule = {key: config.get(key, default) for key, default in
+                zip(SCHEDULE_KEYS, (1000, "linear", 0.0001, 0.02, "epsilon"))}
+    # diffusers' pipelines step DDIM with the unclipped noise estimate (ours default otherwise)
+    options["use_clipped_model_output"] = False
+    try:   # built once here, so that a schedule the samplers refuse is refused at import
+        SAMPLERS[sampler](**schedule, **{k: v for k, v in options.items() if k in (*SHARED_KEYS, *takes)})
+    except ConfigError as exc:
+        raise CheckpointError(f"{where}: {exc}") from None
+    return SchedulerSettings(schedule, sampler, options)
+
+
+# -- the folder --------------------------------------------------------------------------------
+
+def read_layout(folder: str | Path) -> tuple[Path, dict]:
+    """The folder and its model_index.json: {component: [library, class]}."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CheckpointError(f"diffusers pipeline {str(folder)!r}: expected a save_pretrained directory, found "
+                              f"{'a file' if folder.exists() else 'nothing at that path'}")
+    index = folder / "model_index.json"
+    if not index.is_file():
+        raise CheckpointError(f"diffusers pipeline {str(folder)!r}: expected model_index.json in it (the folder "
+                              "DiffusionPipeline.save_pretrained writes), found none")
+    layout = read_json(index, CheckpointError)
+    if not isinstance(layout, dict):
+        raise CheckpointError(f"{index}: expected an object, found {type(layout).__name__}")
+    return folder, layout
+
+
+def component_class(folder: Path, layout: dict, component: str) -> str | None:
+    entry = layout.get(component)
+    if entry is None:
+        return None
+    if not (isinstance(entry, list) and len(entry) == 2):
+        raise CheckpointError(f"{folder / 'model_index.json'}: expected {component!r} as [library, class], found {entry!r}")
+    return entry[1]
+
+
+def read_scheduler(folder: Path) -> SchedulerSettings:
+    path = folder / "scheduler" / "scheduler_config.json"
+    if not path.is_file():
+        raise CheckpointError(f"diffusers pipeline {str(folder)!r}: expected scheduler/scheduler_config.json, found none")
+    config = read_json(path, CheckpointError)
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path}: expected an object, found {type(config).__name__}")
+    return scheduler_settings(config, str(path))
+
+
+def load_component(folder: Path, layout: dict, component: str, expected: tuple[str, ...]):
+    """A model component (unet, vae, text_encoder) in float32 through diffusers' or transformers'
+    own from_pretrained, from safetensors only (no pickles), in eval mode."""
+    found = component_class(folder, layout, component)
+    if found not in expected:
+        raise CheckpointError(f"diffusers pipeline {str(folder)!r}: expected {component} to be a "
+                              f"{' or '.join(expected)}, found {found!r}")
+    weights = sorted((folder / component).glob("*.safetensors"))
+    if not weights:
+        pickled = [p.name for p in (folder / component).glob("*.bin")]
+        raise CheckpointError(f"{folder / component}: expected safetensors weights, found "
+                              + (f"{pickled} (pickled weights are not loaded; re-save with safe_serialization=True)"
+                                 if pickled else "none"))
+    import torch
+
+    library = layout[component][0]
+    module = __import__(library)
+    # transformers 5 renamed torch_dtype; diffusers without accelerate asks for it unless told not to
+    more = {"dtype": torch.float32} if library == "transformers" else {"torch_dtype": torch.float32,
+                                                                         "low_cpu_mem_usage": False}
+    model = getattr(module, found).from_pretrained(str(folder / component), use_safetensors=True, **more)
+    return model.eval(), weights
+
+
+def weights_digest(files: list[Path]) -> str:
+    """One file: its sha256; several: the sha256 of their hashes in order."""
+    if len(files) == 1:
+        return sha256_file(files[0])
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(sha256_file(f).encode())
+    return digest.hexdigest()
+
+
+def export_diffusers(folder: str | Path, out: str | Path, **options) -> Path:
+    """`edgegen export --from-diffusers DIR`: the family that imports the pipeline's denoiser."""
+    folder, layout = read_layout(folder)
+    denoiser = component_class(folder, layout, "unet")
+    known = {cls: f for f in families() for cls in f.diffusers_importers}
+    if denoiser not in known:
+        raise CheckpointError(f"diffusers pipeline {str(folder)!r} ({layout.get('_class_name')}): expected a unet among "
+                              f"{', '.join(known)}, found {denoiser!r}")
+    importer = _resolve(known[denoiser].diffusers_importers[denoiser], "")
+    return importer(folder, layout, out, **options)

@@ -1,0 +1,97 @@
+"""Import a diffusers DDPM/DDIM-layout pipeline (a `UNet2DModel` and its scheduler) as a diffusion
+package: the UNet's graph gated against PyTorch, the scheduler mapped to edgegen's samplers.
+
+A UNet2DModel is unconditional: its graph takes the sample and the timestep, no class labels.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ...errors import CheckpointError
+from ...export.diffusers_import import load_component, read_scheduler, weights_digest
+from ...export.spec import ExportSpec, GraphSpec
+from ...package import TensorSpec
+from ...runtimes.samplers import make_sampler
+from ...training.checkpoint import Checkpoint
+from .export import GATE_TIMESTEPS
+from .pipeline import DiffusionConfig
+
+
+class UNetDenoiser(torch.nn.Module):
+    """A diffusers UNet as a graph with named tensors: (sample, timestep) -> prediction."""
+
+    def __init__(self, unet):
+        super().__init__()
+        self.unet = unet
+
+    def forward(self, sample, timestep):
+        return self.unet(sample, timestep).sample
+
+
+def smooth_images(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """Pictures in [-1, 1] with structure at a few scales (coarse noise upsampled): what a
+    denoiser sees better than white noise, for a gate with no training data at hand."""
+    n, c, h, w = shape
+    out = np.zeros(shape, np.float32)
+    for cells in (2, 4, 8):
+        coarse = rng.uniform(-1, 1, (n, c, cells, cells)).astype(np.float32)
+        out += np.kron(coarse, np.ones((-(-h // cells), -(-w // cells)), np.float32))[:, :, :h, :w] / 3
+    return np.clip(out, -1, 1)
+
+
+def noised_inputs(alphas_cumprod: np.ndarray, x0: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """x0 noised to timesteps across the schedule (both ends and fractional ones, Euler's)."""
+    first = int(rng.integers(len(GATE_TIMESTEPS)))
+    fractions = np.array([GATE_TIMESTEPS[(first + i) % len(GATE_TIMESTEPS)] for i in range(len(x0))])
+    t = fractions * (len(alphas_cumprod) - 1)
+    a = np.interp(t, np.arange(len(alphas_cumprod)), alphas_cumprod).reshape(-1, *([1] * (x0.ndim - 1)))
+    noisy = np.sqrt(a) * x0 + np.sqrt(1 - a) * rng.standard_normal(x0.shape)
+    return noisy.astype(np.float32), t.astype(np.float32)
+
+
+def import_unet2d(folder: Path, layout: dict) -> tuple[Checkpoint, ExportSpec]:
+    unet, weights = load_component(folder, layout, "unet", ("UNet2DModel",))
+    c = unet.config
+    if c.get("num_class_embeds") or c.get("class_embed_type"):
+        raise CheckpointError(f"{folder / 'unet'}: expected an unconditional UNet2DModel, found class embeddings "
+                              f"(num_class_embeds {c.get('num_class_embeds')}, class_embed_type {c.get('class_embed_type')!r}); "
+                              "diffusers' DDPM and DDIM pipelines do not condition on classes either")
+    settings = read_scheduler(folder)
+    size = c.sample_size if isinstance(c.sample_size, int) else c.sample_size[0]
+    shape = [c.in_channels, size, size if isinstance(c.sample_size, int) else c.sample_size[1]]
+    alphas = make_sampler("ddim", **settings.schedule).alphas_cumprod
+
+    def inputs(config) -> tuple[TensorSpec, ...]:
+        return TensorSpec("sample", "float32", ("batch", *shape)), TensorSpec("timestep", "float32", ("batch",))
+
+    def realistic(ckpt, batch, rng, data) -> dict[str, np.ndarray]:
+        sample, t = noised_inputs(alphas, smooth_images((batch, *shape), rng), rng)
+        return {"sample": sample, "timestep": t}
+
+    source = {"source": "diffusers", "pipeline": layout.get("_class_name"), "unet": "UNet2DModel",
+              "scheduler": layout.get("scheduler", [None, None])[1]}
+    spec = ExportSpec(
+        family="diffusion",
+        graphs=(GraphSpec("unet", lambda m: m, inputs, ("prediction",), realistic),),
+        runtime_config=lambda ckpt: DiffusionConfig(image_shape=shape, num_classes=0, null_label=0, data=source,
+                                                    **settings.config_fields()),
+        needs_data=False,
+    )
+    ckpt = Checkpoint(folder, "diffusion", dict(c), UNetDenoiser(unet).eval(), source, {}, weights_digest(weights))
+    return ckpt, spec
+
+
+def export_ddpm_layout(folder: Path, layout: dict, out: str | Path, **options) -> Path:
+    """`edgegen export --from-diffusers DIR` of a UNet2DModel pipeline (DDPMPipeline, DDIMPipeline, ...)."""
+    from ...export import export_model
+
+    extra = sorted(set(k for k in layout if not k.startswith("_")) - {"unet", "scheduler"})
+    if extra:
+        raise CheckpointError(f"diffusers pipeline {str(folder)!r} ({layout.get('_class_name')}): expected a unet and "
+                              f"a scheduler beside a UNet2DModel, found also {extra}")
+    ckpt, spec = import_unet2d(folder, layout)
+    return export_model(ckpt, out, spec=spec, **options)

@@ -1,0 +1,30 @@
+"""`edgegen generate PKG --prompt "..."` for text-to-image packages: progress per model call."""
+
+from __future__ import annotations
+
+from ...errors import ConfigError
+from ...families import GenerateRequest, Option
+from ..diffusion.cli import SAMPLING_OPTIONS
+from .pipeline import DEFAULT_TEXT_GUIDANCE
+
+OPTIONS = (
+    Option("--prompt", "prompt", "(required) the text to picture"),
+    Option("--negative-prompt", "negative_prompt", "what guidance steers away from (default: the empty prompt)"),
+    *(o for o in SAMPLING_OPTIONS if o.keyword in ("steps", "sampler", "eta")),
+    Option("--guidance", "guidance_scale", "classifier-free guidance scale (1 or less: off)", {"type": float},
+           DEFAULT_TEXT_GUIDANCE),
+)
+
+
+def generate(pipe, request: GenerateRequest) -> str:
+    from ...progress import Progress
+
+    options = dict(request.options)
+    prompt = options.pop("prompt", None)
+    if prompt is None:
+        raise ConfigError("--prompt: expected the text to picture for a text2image package, found none")
+    # the sampler's settings checked before the progress bar starts, so errors come alone
+    calls = len(pipe.make_sampler(options.get("sampler"), options["eta"]).timesteps(options["steps"]))
+    with Progress(calls, "sampling") as bar:
+        images = pipe(prompt, n=request.n, seed=request.seed, callback=lambda i, t, x: bar.update(1), **options)
+    return request.write_images(images)

@@ -1,0 +1,212 @@
+"""Import a diffusers Stable Diffusion-layout pipeline (CLIP text encoder and tokenizer, a
+UNet2DConditionModel, an AutoencoderKL and the scheduler) as a text2image package: four graphs,
+each gated against PyTorch, and the tokenizer's tokenizer.json beside them.
+
+The graphs:
+- text_encoder: input_ids [batch, max_length] -> last_hidden_state, as the pipeline feeds the UNet;
+- unet: (sample, timestep, encoder_hidden_states) -> prediction;
+- decoder: scaled latents -> images in [0, 1] (diffusers' `vae.decode(latents / scaling_factor)`
+  and its postprocessing, in one graph);
+- encoder: images in [0, 1] -> scaled latents, the posterior's mean (img2img and inpainting).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ...errors import CheckpointError
+from ...export.diffusers_import import load_component, read_scheduler, weights_digest
+from ...export.spec import ExportSpec, GraphSpec
+from ...package import TensorSpec, read_json, sha256_file
+from ...runtimes.samplers import make_sampler
+from ...training.checkpoint import Checkpoint
+from ..diffusion.diffusers_import import noised_inputs, smooth_images
+from .pipeline import TextToImageConfig
+
+COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+OPTIONAL = ("safety_checker", "feature_extractor", "image_encoder")   # None in the folders this imports
+
+
+class StableDiffusionParts(torch.nn.Module):
+    """The pipeline's models as the graphs' modules, with diffusers' scaling and postprocessing."""
+
+    def __init__(self, text_encoder, unet, vae):
+        super().__init__()
+        self.text_encoder, self.unet, self.vae = text_encoder, unet, vae
+        self.scaling = float(vae.config.scaling_factor)
+        shift = vae.config.get("shift_factor")
+        self.shift = float(shift) if shift is not None else 0.0
+
+
+class TextEncoder(torch.nn.Module):
+    def __init__(self, parts):
+        super().__init__()
+        self.model = parts.text_encoder
+
+    def forward(self, input_ids):
+        return self.model(input_ids)[0]
+
+
+class ConditionedUNet(torch.nn.Module):
+    def __init__(self, parts):
+        super().__init__()
+        self.unet = parts.unet
+
+    def forward(self, sample, timestep, encoder_hidden_states):
+        return self.unet(sample, timestep, encoder_hidden_states).sample
+
+
+class Decoder(torch.nn.Module):
+    def __init__(self, parts):
+        super().__init__()
+        self.vae, self.scaling, self.shift = parts.vae, parts.scaling, parts.shift
+
+    def forward(self, latent):
+        image = self.vae.decode(latent / self.scaling + self.shift).sample
+        return (image / 2 + 0.5).clamp(0, 1)
+
+
+class Encoder(torch.nn.Module):
+    def __init__(self, parts):
+        super().__init__()
+        self.vae, self.scaling, self.shift = parts.vae, parts.scaling, parts.shift
+
+    def forward(self, image):
+        return (self.vae.encode(image * 2 - 1).latent_dist.mean - self.shift) * self.scaling
+
+
+def _check_layout(folder: Path, layout: dict) -> None:
+    missing = [c for c in COMPONENTS if not layout.get(c) or layout[c][0] is None]
+    extra = [k for k in layout if not k.startswith("_") and k not in COMPONENTS + OPTIONAL
+             and isinstance(layout[k], list) and layout[k][0] is not None]
+    present = [k for k in OPTIONAL if isinstance(layout.get(k), list) and layout[k][0] is not None]
+    if missing or extra or present:
+        found = "; ".join(part for part in (f"missing {missing}" if missing else "",
+                                             f"also {extra + present}" if extra or present else "") if part)
+        raise CheckpointError(f"diffusers pipeline {str(folder)!r} ({layout.get('_class_name')}): expected Stable "
+                              f"Diffusion's {', '.join(COMPONENTS)} (a safety checker is not imported: save the "
+                              f"pipeline with safety_checker=None), found {found}")
+
+
+def _tokenizer_file(folder: Path, scratch: Path) -> tuple[Path, dict]:
+    """tokenizer.json (a fast tokenizer's save) or one built from CLIP's vocab.json and merges.txt,
+    and the tokenizer's settings (model_max_length, pad token)."""
+    source = folder / "tokenizer"
+    settings = read_json(source / "tokenizer_config.json", CheckpointError) if (source / "tokenizer_config.json").is_file() else {}
+    if (source / "tokenizer.json").is_file():
+        return source / "tokenizer.json", settings
+    if not ((source / "vocab.json").is_file() and (source / "merges.txt").is_file()):
+        raise CheckpointError(f"{source}: expected tokenizer.json, or CLIP's vocab.json and merges.txt, found neither")
+    from tokenizers import Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors
+    from tokenizers.models import BPE
+
+    # CLIP's tokenizer, as transformers' CLIPTokenizer builds it from these two files
+    vocab, merges = BPE.read_file(str(source / "vocab.json"), str(source / "merges.txt"))
+    bos, eos = str(settings.get("bos_token", "<|startoftext|>")), str(settings.get("eos_token", "<|endoftext|>"))
+    tokenizer = Tokenizer(BPE(vocab, merges, continuing_subword_prefix="", end_of_word_suffix="</w>", fuse_unk=False,
+                              unk_token=str(settings.get("unk_token", eos))))
+    tokenizer.normalizer = normalizers.Sequence([normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "),
+                                                 normalizers.Lowercase()])
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|"""
+                                   r"""[^\s\p{L}\p{N}]+"""), behavior="removed", invert=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False)])
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.post_processor = processors.RobertaProcessing((eos, vocab[eos]), (bos, vocab[bos]), False, False)
+    tokenizer.save(str(scratch / "tokenizer.json"))
+    return scratch / "tokenizer.json", settings
+
+
+def import_stable_diffusion(folder: Path, layout: dict, scratch: Path) -> tuple[Checkpoint, ExportSpec]:
+    _check_layout(folder, layout)
+    unet, unet_weights = load_component(folder, layout, "unet", ("UNet2DConditionModel",))
+    vae, vae_weights = load_component(folder, layout, "vae", ("AutoencoderKL",))
+    text_encoder, text_weights = load_component(folder, layout, "text_encoder", ("CLIPTextModel",))
+    settings = read_scheduler(folder)
+    uc = unet.config
+    refused = {k: uc.get(k) for k in ("class_embed_type", "addition_embed_type", "num_class_embeds",
+                                      "encoder_hid_dim") if uc.get(k)}
+    if refused:
+        raise CheckpointError(f"{folder / 'unet'}: expected a UNet conditioned on text states only (Stable Diffusion "
+                              f"1.x and 2.x), found {refused} (SDXL-style extra conditioning is not imported)")
+    if uc.in_channels != vae.config.latent_channels:
+        raise CheckpointError(f"{folder / 'unet'}: expected in_channels {vae.config.latent_channels} (the VAE's latent "
+                              f"channels), found {uc.in_channels} (an inpainting UNet's 9 channels are not imported)")
+    tokenizer_file, tokenizer_settings = _tokenizer_file(folder, scratch)
+    from tokenizers import Tokenizer
+
+    max_length = int(tokenizer_settings.get("model_max_length") or text_encoder.config.max_position_embeddings)
+    max_length = min(max_length, text_encoder.config.max_position_embeddings)
+    pad = str(tokenizer_settings.get("pad_token") or tokenizer_settings.get("eos_token") or "<|endoftext|>")
+    pad_id = Tokenizer.from_file(str(tokenizer_file)).token_to_id(pad)
+    if pad_id is None:
+        raise CheckpointError(f"{tokenizer_file}: expected the pad token {pad!r} in the vocabulary, found it missing")
+
+    down = 2 ** (len(vae.config.block_out_channels) - 1)
+    size = uc.sample_size if isinstance(uc.sample_size, int) else uc.sample_size[0]
+    latent = [uc.in_channels, size, size]
+    image = [vae.config.in_channels, size * down, size * down]
+    hidden = text_encoder.config.hidden_size
+    vocab = text_encoder.config.vocab_size
+    parts = StableDiffusionParts(text_encoder, unet, vae).eval()
+    alphas = make_sampler("ddim", **settings.schedule).alphas_cumprod
+
+    def prompt_ids(batch, rng) -> np.ndarray:
+        """Token ids shaped as prompts are: start, a few words, end, padding."""
+        ids = np.full((batch, max_length), pad_id, np.int64)
+        for row in ids:
+            words = int(rng.integers(1, max_length - 1))
+            row[0] = text_encoder.config.bos_token_id if text_encoder.config.bos_token_id < vocab else 0
+            row[1:1 + words] = rng.integers(0, vocab, words)
+            row[1 + words] = text_encoder.config.eos_token_id if text_encoder.config.eos_token_id < vocab else pad_id
+        return ids
+
+    def states(batch, rng) -> np.ndarray:
+        with torch.inference_mode():
+            return text_encoder(torch.from_numpy(prompt_ids(batch, rng)))[0].numpy()
+
+    def latents(batch, rng) -> np.ndarray:
+        with torch.inference_mode():
+            return Encoder(parts)(torch.from_numpy((smooth_images((batch, *image), rng) + 1) / 2)).numpy()
+
+    def unet_inputs(ckpt, batch, rng, data):
+        sample, t = noised_inputs(alphas, latents(batch, rng), rng)
+        return {"sample": sample, "timestep": t, "encoder_hidden_states": states(batch, rng)}
+
+    graphs = (
+        GraphSpec("text_encoder", TextEncoder, lambda c: (TensorSpec("input_ids", "int64", ("batch", max_length)),),
+                  ("last_hidden_state",), lambda ckpt, batch, rng, data: {"input_ids": prompt_ids(batch, rng)}),
+        GraphSpec("unet", ConditionedUNet, lambda c: (
+            TensorSpec("sample", "float32", ("batch", *latent)), TensorSpec("timestep", "float32", ("batch",)),
+            TensorSpec("encoder_hidden_states", "float32", ("batch", max_length, hidden))), ("prediction",), unet_inputs),
+        GraphSpec("decoder", Decoder, lambda c: (TensorSpec("latent", "float32", ("batch", *latent)),), ("image",),
+                  lambda ckpt, batch, rng, data: {"latent": latents(batch, rng)}),
+        GraphSpec("encoder", Encoder, lambda c: (TensorSpec("image", "float32", ("batch", *image)),), ("latent",),
+                  lambda ckpt, batch, rng, data: {"image": (smooth_images((batch, *image), rng) + 1) / 2}),
+    )
+    source = {"source": "diffusers", "pipeline": layout.get("_class_name"), "unet": "UNet2DConditionModel",
+              "scheduler": layout["scheduler"][1], "text_encoder": layout["text_encoder"][1]}
+
+    def runtime_config(ckpt) -> TextToImageConfig:
+        return TextToImageConfig(
+            image_shape=image, latent_shape=latent, scale_factor=parts.scaling, num_classes=0, null_label=0,
+            tokenizer={"kind": "bpe", "file": "tokenizer.json", "sha256": sha256_file(tokenizer_file)},
+            max_length=max_length, pad_token_id=int(pad_id), data=source, **settings.config_fields())
+
+    spec = ExportSpec(family="text2image", graphs=graphs, runtime_config=runtime_config, needs_data=False)
+    weights = weights_digest(text_weights + unet_weights + vae_weights)
+    ckpt = Checkpoint(folder, "text2image", dict(uc), parts, source, {}, weights, {"tokenizer.json": tokenizer_file})
+    return ckpt, spec
+
+
+def export_sd_layout(folder: Path, layout: dict, out: str | Path, **options) -> Path:
+    """`edgegen export --from-diffusers DIR` of a Stable Diffusion-layout pipeline."""
+    from ...export import export_model
+
+    with tempfile.TemporaryDirectory(prefix="edgegen-import-") as scratch:
+        ckpt, spec = import_stable_diffusion(folder, layout, Path(scratch))
+        return export_model(ckpt, out, spec=spec, **options)

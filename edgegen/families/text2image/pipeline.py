@@ -1,0 +1,164 @@
+"""The text-to-image pipeline (Stable Diffusion's layout): prompts through the tokenizer and the
+text encoder graph, the latent diffusion loops over a cross-attention UNet with classifier-free
+guidance against a negative prompt, and the autoencoder's graphs in and out of latent space.
+
+Runtime code: numpy, and the `tokenizers` library (the text extra) for the prompt.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ...errors import InputError
+from ...runtimes.pipeline import check_count, check_number, make_rng
+from ...runtimes.samplers import Callback
+from ...runtimes.tokenizer import load_tokenizer
+from .. import positive
+from ..diffusion.pipeline import DEFAULT_STEPS, MAX_GUIDANCE
+from ..ldm.pipeline import LatentDiffusionConfig, LatentDiffusionPipeline
+
+DEFAULT_TEXT_GUIDANCE = 7.5     # diffusers' Stable Diffusion default
+PROMPT_CACHE_SIZE = 64          # encoded prompts kept: a repeated prompt skips the text encoder
+
+
+@dataclass(kw_only=True)
+class TextToImageConfig(LatentDiffusionConfig):
+    """The latent diffusion config, conditioned on text: the prompt's tokens and their padding."""
+    tokenizer: dict          # {"kind": "bpe", "file", "sha256"}: the text encoder's tokenizer.json
+    max_length: int          # tokens per prompt, cut or padded to it (CLIP's 77)
+    pad_token_id: int
+
+    def problems(self) -> list[str]:
+        problems = super().problems() + positive(self, "max_length")
+        if self.tokenizer.get("kind") != "bpe":
+            problems.append(f"tokenizer.kind expected 'bpe', found {self.tokenizer.get('kind')!r}")
+        return problems
+
+
+@dataclass(frozen=True)
+class Prompts:
+    """Encoded prompts, one row per image: the text encoder's states for the prompt and for the
+    negative prompt (None without guidance)."""
+
+    positive: np.ndarray
+    negative: np.ndarray | None
+
+
+class TextToImagePipeline(LatentDiffusionPipeline):
+    family = "text2image"
+    merges_calls = False   # sample_batched merges class labels; prompts run call by call
+
+    def __init__(self, package, sessions, config):
+        super().__init__(package, sessions, config)
+        self.tokenizer = load_tokenizer(package, config.tokenizer)
+        self._encoded: OrderedDict[str, np.ndarray] = OrderedDict()
+
+    def __call__(self, prompt, negative_prompt=None, **kwargs) -> np.ndarray:
+        return self.sample(prompt, negative_prompt, **kwargs)
+
+    # -- prompts -------------------------------------------------------------------------------
+
+    def encode_prompt(self, prompts: str | list[str]) -> np.ndarray:
+        """The text encoder's last hidden states [len(prompts), max_length, hidden] for each prompt;
+        a prompt seen lately comes from the cache, not the encoder."""
+        texts = _texts(prompts, "prompt")
+        missing = list(dict.fromkeys(t for t in texts if t not in self._encoded))
+        if missing:
+            ids = self.tokenizer.encode_padded(missing, self.config.max_length, self.config.pad_token_id)
+            states = self.sessions["text_encoder"].run({"input_ids": ids})["last_hidden_state"]
+            for text, row in zip(missing, states):
+                self._encoded[text] = row
+        for text in texts:
+            self._encoded.move_to_end(text)
+        while len(self._encoded) > PROMPT_CACHE_SIZE:
+            self._encoded.popitem(last=False)
+        return np.stack([self._encoded[t] for t in texts])
+
+    def prompts(self, prompt, negative_prompt, n: int, guidance_scale: float) -> Prompts:
+        """Each prompt's states repeated for its n images; the negative prompt's ("" when None, as
+        diffusers) where guidance is on (guidance_scale > 1)."""
+        texts = _texts(prompt, "prompt")
+        positive = np.repeat(self.encode_prompt(texts), n, axis=0)
+        if guidance_scale <= 1.0:
+            if negative_prompt is not None:
+                raise InputError(f"negative_prompt: expected none with guidance_scale {guidance_scale:g} (guidance "
+                                 "is on above 1, where the negative prompt steers away), found one")
+            return Prompts(positive, None)
+        negative = _texts("" if negative_prompt is None else negative_prompt, "negative_prompt")
+        if len(negative) == 1:
+            negative = negative * len(texts)
+        if len(negative) != len(texts):
+            raise InputError(f"negative_prompt: expected one, or one per prompt ({len(texts)}), found {len(negative)}")
+        return Prompts(positive, np.repeat(self.encode_prompt(negative), n, axis=0))
+
+    def conditioned_denoiser(self, condition: Prompts, n: int, guidance_scale: float, feeds=None):
+        """model_fn(x, t): the UNet on the prompt's states; with guidance, the negative and the
+        positive branch as one batch of 2n, combined as diffusers does."""
+        session = self.sessions["unet"]
+        if len(condition.positive) != n:
+            raise InputError(f"prompts: expected {n} rows of states, found {len(condition.positive)}")
+        if condition.negative is None:
+            return lambda x, t: session.run({"sample": x, "timestep": t,
+                                             "encoder_hidden_states": condition.positive})["prediction"]
+        both = np.concatenate([condition.negative, condition.positive])
+        scale = np.float32(guidance_scale)
+
+        def guided(x, t):
+            out = session.run({"sample": np.concatenate([x, x]), "timestep": np.concatenate([t, t]),
+                               "encoder_hidden_states": both})["prediction"]
+            negative, positive = np.split(out, 2)
+            return negative + scale * (positive - negative)
+
+        return guided
+
+    # -- the public API -------------------------------------------------------------------------
+
+    def sample(self, prompt, negative_prompt=None, n: int = 1, steps: int = DEFAULT_STEPS, sampler: str | None = None,
+               guidance_scale: float = DEFAULT_TEXT_GUIDANCE, seed: int | None = None, eta: float = 0.0,
+               callback: Callback | None = None, noise: np.ndarray | None = None) -> np.ndarray:
+        """n images per prompt [len(prompts) * n, C, H, W] in [0, 1]. prompt: a text or a list;
+        negative_prompt: what guidance steers away from (default ""); guidance_scale 1 or less
+        turns guidance off. noise: the starting latents [rows, *latent_shape], as diffusers'
+        `latents=` (then seed only drives a stochastic sampler)."""
+        guidance_scale = check_number(guidance_scale, "guidance_scale", -MAX_GUIDANCE, MAX_GUIDANCE)
+        condition = self.prompts(prompt, negative_prompt, check_count(n), guidance_scale)
+        return self._sample(len(condition.positive), steps, sampler, guidance_scale, condition, seed, eta, callback,
+                            noise=noise)
+
+    def img2img(self, prompt, image, negative_prompt=None, strength: float = 0.6, steps: int = DEFAULT_STEPS,
+                sampler: str | None = None, guidance_scale: float = DEFAULT_TEXT_GUIDANCE, seed: int | None = None,
+                eta: float = 0.0, callback: Callback | None = None) -> np.ndarray:
+        """Noise `image` ([n, C, H, W] in [0, 1]) part of the way in latent space (strength 0:
+        unchanged, 1: all the way) and denoise it back toward the prompt (one, or one per image)."""
+        images = self._images(image)
+        guidance_scale = check_number(guidance_scale, "guidance_scale", -MAX_GUIDANCE, MAX_GUIDANCE)
+        condition = self._per_image(prompt, negative_prompt, len(images), guidance_scale)
+        return self._img2img(images, strength, steps, sampler, guidance_scale, condition, seed, eta, callback)
+
+    def inpaint(self, prompt, image, mask, negative_prompt=None, steps: int = DEFAULT_STEPS, sampler: str | None = None,
+                guidance_scale: float = DEFAULT_TEXT_GUIDANCE, seed: int | None = None, eta: float = 0.0,
+                callback: Callback | None = None) -> np.ndarray:
+        """Generate where mask is 1 from the prompt and keep the rest of `image`."""
+        images = self._images(image)
+        guidance_scale = check_number(guidance_scale, "guidance_scale", -MAX_GUIDANCE, MAX_GUIDANCE)
+        condition = self._per_image(prompt, negative_prompt, len(images), guidance_scale)
+        return self._inpaint(images, mask, steps, sampler, guidance_scale, condition, seed, eta, callback)
+
+    def _per_image(self, prompt, negative_prompt, count: int, guidance_scale: float) -> Prompts:
+        """One prompt for every image, or one per image."""
+        texts = _texts(prompt, "prompt")
+        if len(texts) not in (1, count):
+            raise InputError(f"prompt: expected one, or one per image ({count}), found {len(texts)}")
+        return self.prompts(texts, negative_prompt, count // len(texts), guidance_scale)
+
+
+def _texts(value: Any, what: str) -> list[str]:
+    """A text or a non-empty list of texts."""
+    texts = [value] if isinstance(value, str) else value
+    if not isinstance(texts, (list, tuple)) or not texts or not all(isinstance(t, str) for t in texts):
+        raise InputError(f"{what}: expected a text or a non-empty list of texts, found {value!r:.60}")
+    return list(texts)
