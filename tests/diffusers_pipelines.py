@@ -51,9 +51,10 @@ def clip_tokenizer(scratch: Path, max_length: int = 16):
 
 
 def scheduler(name: str, **config):
+    """A scheduler from a config that may hold other classes' settings (ignored, as from_config does)."""
     import diffusers
 
-    return getattr(diffusers, name)(**config)
+    return getattr(diffusers, name).from_config(config)
 
 
 def ddpm_layout(out: Path, sample_size: int = 16, channels: int = 3, seed: int = 0, attention: bool = True,
@@ -93,18 +94,25 @@ def sd_components(scratch: Path, sample_size: int = 16, seed: int = 0, max_lengt
         vocab_size=len(tokenizer), hidden_size=cross, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
         max_position_embeddings=max_length, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id)).eval()
-    config = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear", **scheduler_config}
-    if scheduler_name == "PNDMScheduler":
-        config = {"skip_prk_steps": True, "steps_offset": 1, "set_alpha_to_one": False, **config}   # SD 1.x's own
+    # Stable Diffusion 1.x's scheduler_config.json, whichever class reads it. Its clip_sample False
+    # matters: DDIM's default, x0 clipped to [-1, 1] in latent space, makes a guided loop chaotic
+    # (diffusers itself moved 7e-3 per pixel for a 1e-6 nudge of the starting latents).
+    config = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear", "clip_sample": False,
+              "set_alpha_to_one": False, "skip_prk_steps": True, "steps_offset": 1, **scheduler_config}
     return {"unet": unet, "vae": vae, "text_encoder": text_encoder, "tokenizer": tokenizer,
-            "scheduler": scheduler(scheduler_name, **config)}
+            "scheduler": scheduler(scheduler_name, **config), "scheduler_config": config}
 
 
 def sd_layout(out: Path, **options) -> Path:
     """A StableDiffusionPipeline saved with save_pretrained (no safety checker)."""
     import diffusers
 
-    pipe = diffusers.StableDiffusionPipeline(**sd_components(out.parent / f"{out.name}-scratch", **options),
-                                             safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    parts = sd_components(out.parent / f"{out.name}-scratch", **options)
+    config = parts.pop("scheduler_config")
+    pipe = diffusers.StableDiffusionPipeline(**parts, safety_checker=None, feature_extractor=None,
+                                             requires_safety_checker=False)
     pipe.save_pretrained(out)
+    # the scheduler's file as Stable Diffusion ships it: every key of `config`, the class's or not
+    path = out / "scheduler" / "scheduler_config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **config}, indent=2))
     return out

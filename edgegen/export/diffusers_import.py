@@ -61,18 +61,21 @@ def scheduler_settings(config: dict, where: str) -> SchedulerSettings:
                               "pipeline with one of those, e.g. pipe.scheduler = DDIMScheduler.from_config(...))")
     sampler = SCHEDULERS[name]
     takes = SAMPLERS[sampler].options
+    # another sampler's settings are kept for it (Stable Diffusion's PNDM config carries DDIM's
+    # clip_sample), as diffusers' from_config hands them to the class that takes them
+    anyones = {key for s in SAMPLERS.values() for key in s.options}
     options: dict[str, Any] = {}
     for key, value in config.items():
         if key.startswith("_") or key in SCHEDULE_KEYS or key in INERT:
             continue
-        if key in SHARED_KEYS or key in takes:
+        if key in SHARED_KEYS or key in anyones:
             options[key] = value
             if key not in FIXED:
                 continue
         if key not in FIXED:
             raise CheckpointError(f"{where}: {name} setting {key}={value!r} is not one edgegen's {sampler} sampler "
                                   "implements; expected only the settings of diffusers' defaults")
-        only = _ONLY_FOR.get((key, value))
+        only = _ONLY_FOR.get((key, value)) if isinstance(value, (str, int, float, type(None))) else None
         if value not in FIXED[key] or (only is not None and only != sampler):
             raise CheckpointError(f"{where}: {name} with {key}={value!r}: edgegen's {sampler} sampler implements "
                                   f"{key}={FIXED[key][0]!r} only; re-save the scheduler with that, or use one of "

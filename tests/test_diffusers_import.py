@@ -1,0 +1,296 @@
+"""diffusers pipelines through edgegen (docs/diffusers.md): both layouts imported, gated and run by
+edgegen's numpy loops, against diffusers' own pipelines at the same starting noise."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+diffusers = pytest.importorskip("diffusers")
+pytest.importorskip("transformers")
+
+import edgegen  # noqa: E402
+from edgegen.cli import main  # noqa: E402
+from edgegen.errors import CheckpointError, ConfigError, InputError  # noqa: E402
+from edgegen.export.diffusers_import import export_diffusers  # noqa: E402
+
+from diffusers_pipelines import ddpm_layout, sd_layout  # noqa: E402
+
+STEPS = 20
+PROMPTS = ["a thick digit seven", "two"]
+
+
+def assert_images_close(ours: np.ndarray, theirs_nhwc: np.ndarray) -> None:
+    """The issue's bar after 20 steps, in [0, 1]: 1e-2 max and 1e-3 mean abs per pixel."""
+    diff = np.abs(ours.transpose(0, 2, 3, 1) - theirs_nhwc)
+    assert diff.max() <= 1e-2 and diff.mean() <= 1e-3, (diff.max(), diff.mean())
+
+
+class PredictionCheck:
+    """Records every UNet call edgegen's loop makes and checks each prediction against the PyTorch
+    module on the same inputs: 1e-4 relative to the prediction's scale."""
+
+    def __init__(self, pipe, module):
+        self.session, self.module, self.calls = pipe.sessions["unet"], module, 0
+        self._run = self.session.run
+
+        def recording(feeds):
+            out = self._run(feeds)
+            with torch.inference_mode():
+                ref = self.module(*(torch.from_numpy(feeds[s.name]) for s in self.session.inputs)).numpy()
+            error = np.abs(out["prediction"] - ref).max() / np.abs(ref).max()
+            assert error <= 1e-4, f"call {self.calls}: relative error {error:.2g}"
+            self.calls += 1
+            return out
+
+        self.session.run = recording
+
+    def close(self):
+        self.session.run = self._run
+
+
+@pytest.fixture(scope="module")
+def ddpm_packages(tmp_path_factory):
+    """Two UNet2DModel pipelines: RGB 16x16 with attention under DDIM, grey 24x24 under PNDM's
+    Runge-Kutta warm-up."""
+    root = tmp_path_factory.mktemp("ddpm-layout")
+    rgb = ddpm_layout(root / "rgb", sample_size=16, channels=3, scheduler_name="DDIMScheduler")
+    grey = ddpm_layout(root / "grey", sample_size=24, channels=1, seed=1, attention=False, scheduler_name="PNDMScheduler",
+                       beta_schedule="squaredcos_cap_v2")
+    return {name: (folder, export_diffusers(folder, root / f"{name}-pkg")) for name, folder in
+            (("rgb", rgb), ("grey", grey))}
+
+
+@pytest.fixture(scope="module")
+def sd_packages(tmp_path_factory):
+    """Two Stable Diffusion layouts: latents 16x16 (images 32x32) under PNDM as SD 1.x ships it,
+    and latents 8x8 (images 16x16) with a 12-token context under DDIM predicting v (SD 2.x's)."""
+    root = tmp_path_factory.mktemp("sd-layout")
+    big = sd_layout(root / "sd16", sample_size=16, max_length=16)
+    small = sd_layout(root / "sd8", sample_size=8, max_length=12, cross=24, seed=3, scheduler_name="DDIMScheduler",
+                      prediction_type="v_prediction")
+    return {name: (folder, export_diffusers(folder, root / f"{name}-pkg")) for name, folder in
+            (("sd16", big), ("sd8", small))}
+
+
+# -- the DDPM/DDIM layout ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name, pipeline_class", [("rgb", "DDIMPipeline"), ("grey", "PNDMPipeline")])
+def test_unet2d_pipeline_matches_diffusers(ddpm_packages, name, pipeline_class):
+    folder, package = ddpm_packages[name]
+    theirs = getattr(diffusers, pipeline_class).from_pretrained(folder)
+    theirs.set_progress_bar_config(disable=True)
+    pipe = edgegen.load(package)
+    assert pipe.config.sampler == {"DDIMPipeline": "ddim", "PNDMPipeline": "pndm"}[pipeline_class]
+    reference = theirs(batch_size=2, generator=torch.Generator().manual_seed(0), num_inference_steps=STEPS,
+                       output_type="np").images
+    # diffusers' randn_tensor with one CPU generator is torch.randn on it
+    noise = torch.randn((2, *pipe.space_shape), generator=torch.Generator().manual_seed(0)).numpy()
+    from edgegen.families.diffusion.diffusers_import import UNetDenoiser
+
+    check = PredictionCheck(pipe, UNetDenoiser(theirs.unet).eval())
+    try:
+        ours = pipe.sample(2, steps=STEPS, noise=noise)
+    finally:
+        check.close()
+    assert check.calls == len(pipe.make_sampler().timesteps(STEPS))
+    assert_images_close(ours, reference)
+
+
+@pytest.mark.parametrize("sampler, scheduler", [("euler", "EulerDiscreteScheduler"), ("lms", "LMSDiscreteScheduler"),
+                                                ("dpmpp-2m", "DPMSolverMultistepScheduler"), ("ddim", "DDIMScheduler")])
+def test_another_sampler_takes_the_scheduler_config_as_diffusers_from_config(ddpm_packages, sampler, scheduler):
+    """A sampler other than the package's takes the settings it shares with the scheduler, as
+    diffusers' from_config does; against diffusers' standard loop on the same UNet."""
+    folder, package = ddpm_packages["rgb"]
+    unet = diffusers.UNet2DModel.from_pretrained(folder / "unet")
+    base = diffusers.DDIMScheduler.from_pretrained(folder / "scheduler")
+    schedule = getattr(diffusers, scheduler).from_config(base.config)
+    schedule.set_timesteps(STEPS)
+    pipe = edgegen.load(package)
+    noise = np.random.default_rng(4).standard_normal((2, *pipe.space_shape), dtype=np.float32)
+    np.testing.assert_array_equal(pipe.make_sampler(sampler).timesteps(STEPS), schedule.timesteps.numpy())
+    x = torch.from_numpy(noise) * schedule.init_noise_sigma
+    with torch.inference_mode():
+        for t in schedule.timesteps:
+            x = schedule.step(unet(schedule.scale_model_input(x, t), t).sample, t, x).prev_sample
+    reference = (x / 2 + 0.5).clamp(0, 1).numpy().transpose(0, 2, 3, 1)
+    assert_images_close(pipe.sample(2, steps=STEPS, sampler=sampler, noise=noise), reference)
+
+
+def test_unet2d_package_refuses_labels_and_runs_from_the_cli(ddpm_packages, tmp_path, capsys):
+    _, package = ddpm_packages["grey"]
+    pipe = edgegen.load(package)
+    with pytest.raises(InputError, match="unconditional"):
+        pipe.sample(1, steps=4, labels=3)
+    with pytest.raises(InputError, match="noise: expected 2 rows"):
+        pipe.sample(2, steps=4, noise=np.zeros((1, *pipe.space_shape), np.float32))
+    out = tmp_path / "grid.png"
+    assert main(["generate", str(package), "--n", "2", "--steps", "4", "--out", str(out)]) == 0
+    assert out.is_file()
+    manifest = json.loads((package / "edgegen.json").read_text())
+    assert manifest["config"]["data"]["scheduler"] == "PNDMScheduler"
+    assert manifest["graphs"]["unet"]["validation"]["passed"]
+
+
+# -- the Stable Diffusion layout -----------------------------------------------------------------
+
+def sd_pipeline(folder, scheduler: str | None = None):
+    pipe = diffusers.StableDiffusionPipeline.from_pretrained(folder)
+    pipe.set_progress_bar_config(disable=True)
+    if scheduler is not None:
+        pipe.scheduler = getattr(diffusers, scheduler).from_config(pipe.scheduler.config)
+    return pipe
+
+
+@pytest.mark.parametrize("name, sampler, scheduler", [
+    ("sd16", None, None), ("sd16", "ddim", "DDIMScheduler"), ("sd16", "euler", "EulerDiscreteScheduler"),
+    ("sd16", "lms", "LMSDiscreteScheduler"), ("sd16", "dpmpp-2m", "DPMSolverMultistepScheduler"),
+    ("sd8", None, None), ("sd8", "pndm", "PNDMScheduler")])
+@pytest.mark.parametrize("guidance", [7.5, 1.0])
+def test_stable_diffusion_matches_diffusers(sd_packages, name, sampler, scheduler, guidance):
+    folder, package = sd_packages[name]
+    theirs = sd_pipeline(folder, scheduler)
+    pipe = edgegen.load(package)
+    latents = torch.randn((2, *pipe.space_shape), generator=torch.Generator().manual_seed(1))
+    reference = theirs(PROMPTS, num_inference_steps=STEPS, guidance_scale=guidance, latents=latents.clone(),
+                       output_type="np").images
+    from edgegen.families.text2image.diffusers_import import ConditionedUNet, StableDiffusionParts
+
+    check = PredictionCheck(pipe, ConditionedUNet(StableDiffusionParts(theirs.text_encoder, theirs.unet, theirs.vae)))
+    try:
+        ours = pipe(PROMPTS, steps=STEPS, sampler=sampler, guidance_scale=guidance, noise=latents.numpy())
+    finally:
+        check.close()
+    assert check.calls == len(pipe.make_sampler(sampler).timesteps(STEPS))
+    assert_images_close(ours, reference)
+
+
+def test_negative_prompt_and_several_images_per_prompt_match_diffusers(sd_packages):
+    folder, package = sd_packages["sd16"]
+    theirs = sd_pipeline(folder)
+    pipe = edgegen.load(package)
+    latents = torch.randn((4, *pipe.space_shape), generator=torch.Generator().manual_seed(2))
+    reference = theirs(PROMPTS, negative_prompt=["thin", "one"], num_images_per_prompt=2, num_inference_steps=8,
+                       latents=latents.clone(), output_type="np").images
+    ours = pipe(PROMPTS, negative_prompt=["thin", "one"], n=2, steps=8, noise=latents.numpy())
+    assert_images_close(ours, reference)
+
+
+def test_prompts_tokenize_as_transformers_and_repeat_from_the_cache(sd_packages):
+    folder, package = sd_packages["sd16"]
+    tokenizer = sd_pipeline(folder).tokenizer
+    pipe = edgegen.load(package)
+    texts = ["A  THICK digit, seven!", "", " ".join(["seven"] * 40), "naïve café 7"]
+    expected = tokenizer(texts, padding="max_length", max_length=pipe.config.max_length, truncation=True).input_ids
+    assert pipe.tokenizer.encode_padded(texts, pipe.config.max_length, pipe.config.pad_token_id).tolist() == expected
+    encoder = pipe.sessions["text_encoder"]
+    run, calls = encoder.run, []
+    encoder.run = lambda feeds: calls.append(len(feeds["input_ids"])) or run(feeds)
+    first = pipe.encode_prompt(["seven", "two", "seven"])
+    again = pipe.encode_prompt("two")
+    assert calls == [2]   # each new text once; a repeated one from the cache
+    np.testing.assert_array_equal(again[0], first[1])
+
+
+def test_a_tokenizer_saved_as_vocab_and_merges_imports_the_same(sd_packages, tmp_path):
+    folder, package = sd_packages["sd8"]
+    copy = tmp_path / "slow-tokenizer"
+    shutil.copytree(folder, copy)
+    (copy / "tokenizer" / "tokenizer.json").unlink()
+    shutil.copy(folder.parent / f"{folder.name}-scratch" / "tokenizer-source" / "vocab.json", copy / "tokenizer")
+    shutil.copy(folder.parent / f"{folder.name}-scratch" / "tokenizer-source" / "merges.txt", copy / "tokenizer")
+    other = edgegen.load(export_diffusers(copy, tmp_path / "pkg"))
+    texts = ["A  THICK digit, seven!", " ".join(["two"] * 20)]
+    ours = other.tokenizer.encode_padded(texts, other.config.max_length, other.config.pad_token_id)
+    expected = edgegen.load(package).tokenizer.encode_padded(texts, other.config.max_length, other.config.pad_token_id)
+    np.testing.assert_array_equal(ours, expected)
+
+
+def test_img2img_and_inpainting_with_a_prompt(sd_packages):
+    _, package = sd_packages["sd16"]
+    pipe = edgegen.load(package)
+    image = np.random.default_rng(0).uniform(0, 1, (2, *pipe.image_shape)).astype(np.float32)
+    np.testing.assert_array_equal(pipe.img2img("seven", image, strength=0.0, steps=10), image)
+    changed = pipe.img2img(["seven", "two"], image, strength=0.5, steps=10, seed=1)
+    assert changed.shape == image.shape and not np.allclose(changed, image)
+    mask = np.zeros(pipe.image_shape[1:], np.float32)
+    mask[:, : pipe.image_shape[2] // 2] = 1
+    painted = pipe.inpaint("seven", image, mask, steps=10, seed=1)
+    np.testing.assert_array_equal(painted[..., pipe.image_shape[2] // 2:], image[..., pipe.image_shape[2] // 2:])
+    with pytest.raises(InputError, match="prompt: expected one, or one per image"):
+        pipe.img2img(["a", "b", "c"], image, steps=4)
+    with pytest.raises(InputError, match="negative_prompt: expected none with guidance_scale 1"):
+        pipe("seven", negative_prompt="two", guidance_scale=1.0, steps=2)
+    with pytest.raises(InputError, match="prompt: expected a text or a non-empty list"):
+        pipe([], steps=2)
+
+
+def test_text_to_image_from_the_cli(sd_packages, tmp_path):
+    _, package = sd_packages["sd8"]
+    out = tmp_path / "seven.png"
+    assert main(["generate", str(package), "--prompt", "a thick seven", "--n", "2", "--steps", "3", "--out", str(out)]) == 0
+    assert out.is_file()
+    assert main(["generate", str(package), "--steps", "3", "--out", str(out)]) == 2   # no --prompt
+    assert main(["generate", str(package), "--prompt", "x", "--label", "3", "--out", str(out)]) == 2   # not this family's
+
+
+# -- what is refused ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("edit, message", [
+    ({"_class_name": "HeunDiscreteScheduler"}, "expected a scheduler among DDPMScheduler"),
+    ({"use_karras_sigmas": True}, "use_karras_sigmas=True: edgegen's ddim sampler implements use_karras_sigmas=False"),
+    ({"thresholding": True}, "thresholding=True"),
+    ({"_class_name": "DPMSolverMultistepScheduler", "algorithm_type": "sde-dpmsolver++"}, "algorithm_type='dpmsolver"),
+    ({"_class_name": "DPMSolverMultistepScheduler", "solver_order": 3}, "solver_order=3"),
+    ({"_class_name": "EulerDiscreteScheduler", "final_sigmas_type": "sigma_min"}, "final_sigmas_type='sigma_min'"),
+    ({"_class_name": "DDPMScheduler", "variance_type": "learned_range"}, "variance_type='learned_range'"),
+    ({"_class_name": "PNDMScheduler", "prediction_type": "sample"}, "pndm': expected prediction_type epsilon"),
+    ({"trained_betas": [0.1, 0.2]}, "trained_betas"),
+    ({"some_new_setting": 3}, "some_new_setting=3 is not one edgegen's ddim sampler implements"),
+])
+def test_schedulers_edgegen_cannot_match_are_refused(ddpm_packages, tmp_path, edit, message):
+    folder, _ = ddpm_packages["rgb"]
+    copy = tmp_path / "pipe"
+    shutil.copytree(folder, copy)
+    config_path = copy / "scheduler" / "scheduler_config.json"
+    config = {**json.loads(config_path.read_text()), **edit}
+    config_path.write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=message):
+        export_diffusers(copy, tmp_path / "pkg")
+    assert not (tmp_path / "pkg").exists()
+
+
+def test_layouts_edgegen_does_not_import_are_refused(ddpm_packages, sd_packages, tmp_path):
+    folder, _ = ddpm_packages["rgb"]
+    with pytest.raises(CheckpointError, match="expected model_index.json"):
+        export_diffusers(folder / "unet", tmp_path / "a")
+    with pytest.raises(CheckpointError, match="nothing at that path"):
+        export_diffusers(tmp_path / "missing", tmp_path / "a")
+    copy = tmp_path / "weird"
+    shutil.copytree(folder, copy)
+    index = json.loads((copy / "model_index.json").read_text())
+    (copy / "model_index.json").write_text(json.dumps({**index, "unet": ["diffusers", "UNet1DModel"]}))
+    with pytest.raises(CheckpointError, match="expected a unet among UNet2DModel, UNet2DConditionModel"):
+        export_diffusers(copy, tmp_path / "a")
+    (copy / "model_index.json").write_text(json.dumps(index))
+    for weights in (copy / "unet").glob("*.safetensors"):
+        weights.rename(weights.with_suffix(".bin"))
+    with pytest.raises(CheckpointError, match="expected safetensors weights, found .*pickled weights are not loaded"):
+        export_diffusers(copy, tmp_path / "a")
+    sd_folder, _ = sd_packages["sd8"]
+    sd_copy = tmp_path / "with-checker"
+    shutil.copytree(sd_folder, sd_copy)
+    index = json.loads((sd_copy / "model_index.json").read_text())
+    (sd_copy / "model_index.json").write_text(json.dumps(
+        {**index, "safety_checker": ["stable_diffusion", "StableDiffusionSafetyChecker"]}))
+    with pytest.raises(CheckpointError, match="save the pipeline with safety_checker=None"):
+        export_diffusers(sd_copy, tmp_path / "a")
+    with pytest.raises(ConfigError, match="--from-diffusers: expected alone"):
+        from edgegen.cli import _cmd_export, build_parser
+
+        _cmd_export(build_parser().parse_args(["export", "ckpt", "--from-diffusers", str(folder), "--out", "x"]))
