@@ -120,7 +120,8 @@ def optimize_package(path: str | os.PathLike, precision: str, calibration: int =
         speed_calls = {}
         if precision in WEIGHT_ONLY_BITS:
             feeds, speed_calls = _held_out_feeds(package, family, config, seed)
-        elif inputs is not None or family.model is None:
+        elif inputs is not None or family.model is None or getattr(config, "held_out", None) is not None:
+            # no checkpoint to draw from: the user's inputs, or those the export recorded
             feeds = _given_feeds(package, family, config, inputs)
         else:
             feeds = _spec_feeds(package, checkpoint, calibration, seed)
@@ -169,12 +170,12 @@ def _held_out_feeds(package: Package, family, config, seed: int) -> tuple[dict, 
 
 def _given_feeds(package: Package, family, config, inputs) -> dict:
     """{part: (calibration feeds, gate feeds, source)} from an .npz of feeds or the recorded ones."""
-    from .runtimes.feeds import read_feeds
+    from .runtimes.feeds import read_feeds, recorded_feeds
 
     if inputs is not None:
         feeds, source = read_feeds(inputs), str(inputs)
-    elif family.recorded_inputs is not None:
-        feeds, source = family.recorded_inputs(package, config), "held-out inputs recorded at export"
+    elif getattr(config, "held_out", None) is not None:
+        feeds, source = recorded_feeds(package, config), "held-out inputs recorded at export"
     else:
         raise ConfigError(f"package {str(package.path)!r}: expected --inputs (an .npz of feeds) for a {family.name} "
                           "package, which has no checkpoint to draw inputs from, found none")

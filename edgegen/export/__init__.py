@@ -19,6 +19,7 @@ from ..families import get as get_family
 from ..package import GraphEntry, Manifest, Package, sha256_file, write_manifest
 from ..progress import Progress
 from ..storage import staged_directory
+from ..runtimes.feeds import HELD_OUT_FILE, write_feeds
 from ..runtimes.ort import OrtSession
 from ..training.checkpoint import Checkpoint, load_checkpoint
 from .onnx_export import DEFAULT_OPSET, export_module, value_spec
@@ -72,6 +73,8 @@ def export_model(ckpt: Checkpoint, out: str | Path, data: str | None = None, ops
         for file_name, source in ckpt.files.items():  # what the runtime needs beside the graphs
             shutil.copyfile(source, stage / file_name)
         config = _runtime_config(family, spec, ckpt)
+        if spec.recorded_feeds:
+            config.held_out = _record_feeds(stage, spec, ckpt, images, seed)
         if spec.companions is not None:
             spec.companions(stage, config, graphs)
         manifest = Manifest(
@@ -124,6 +127,20 @@ def _export_graph(graph: GraphSpec, ckpt, images, stage: Path, opset: int, seed:
     entry = GraphEntry(file, sha256_file(stage / file), inputs, outputs,
                        extra={"opset": opset, "validation": validation})
     return entry, results
+
+
+def _record_feeds(stage: Path, spec: ExportSpec, ckpt, images, seed: int) -> dict:
+    """Feeds of every graph's inputs (one dict per feed, each graph's names in it), drawn as the
+    gate draws them, written beside the graphs; what config.held_out names."""
+    rng = np.random.default_rng(seed + 1)   # not the gate's own draws
+    feeds = []
+    for _ in range(spec.recorded_feeds):
+        feed = {}
+        for graph in spec.graphs:
+            feed.update(graph.realistic_inputs(ckpt, EXPORT_BATCH, rng, images))
+        feeds.append(feed)
+    write_feeds(stage / HELD_OUT_FILE, feeds)
+    return {"file": HELD_OUT_FILE, "sha256": sha256_file(stage / HELD_OUT_FILE), "feeds": len(feeds)}
 
 
 def provenance(opset: int, source: dict, training: dict | None = None) -> dict:

@@ -51,6 +51,9 @@ class ExportSpec:
     # (package folder, runtime config, {part: GraphEntry}) -> files for other runtimes written
     # beside the graphs (a GPT package's genai_config.json for ONNX Runtime GenAI)
     companions: Callable[[Path, object, dict], None] | None = None
+    # feeds of the gate's realistic inputs recorded in the package (config.held_out) for optimize to
+    # calibrate and gate on: for imports, whose source is no checkpoint edgegen can draw from later
+    recorded_feeds: int = 0
 
 
 def image_shape(config) -> list[int]:

@@ -200,9 +200,6 @@ class Family:
     diffusers_importers: dict = field(default_factory=dict)
     # runtime config -> {dynamic dim: size} bench uses where --shapes does not set a dim (default 1)
     bench_dims: Callable[[Any], dict[str, int]] | None = None
-    # (package, runtime config) -> feeds recorded in the package: what optimize calibrates and gates
-    # on for a family without a training side
-    recorded_inputs: Callable[[Any, Any], list] | None = None
     # (package, runtime config, count, seed) -> (feeds with known next tokens, their source, the feed
     # of the call speed is judged at, its description): what a token family's weight-only variants
     # (optimize --precision int4) are gated and timed on, checkpoint or not

@@ -13,8 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import HashMismatchError, InputError, PackageError
 from ..storage import atomic_write_bytes
+
+HELD_OUT_FILE = "held_out.npz"   # a package's recorded inputs: config.held_out = {"file", "sha256", "feeds"}
 
 
 def read_feeds(path: str | os.PathLike) -> list[dict[str, np.ndarray]]:
@@ -79,3 +81,23 @@ def parse_sweep(spec: str | None, flag: str = "--sweep") -> list[dict[str, int]]
         raise InputError(f"{flag} {spec!r}: expected DIM[,DIM]=SIZE[,SIZE...] with positive integer sizes, "
                          "e.g. height,width=64,128,256")
     return [{name: int(v) for name in names} for v in sizes]
+
+
+def recorded_feeds(package, config) -> list[dict[str, np.ndarray]]:
+    """The held-out feeds an export recorded (config.held_out) in a package with no checkpoint to
+    draw inputs from (your own module, an imported diffusers pipeline), checked against their hash:
+    what optimize calibrates and gates on."""
+    from ..package import sha256_file
+
+    held_out = getattr(config, "held_out", None)
+    if held_out is None:
+        raise PackageError(f"package {str(package.path)!r}: expected inputs recorded at export (config.held_out), "
+                           "found none; pass an .npz of inputs instead")
+    path = package.resolve(str(held_out["file"]), "config.held_out.file")
+    if not path.is_file():
+        raise PackageError(f"package {str(package.path)!r}: held-out inputs expected at {held_out['file']!r}, "
+                           "found no such file")
+    if sha256_file(path) != held_out["sha256"]:
+        raise HashMismatchError(f"package {str(package.path)!r}: held-out inputs {held_out['file']!r} expected "
+                                f"sha256 {str(held_out['sha256'])[:16]}..., found another (changed after export)")
+    return read_feeds(path)

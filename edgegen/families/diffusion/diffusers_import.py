@@ -21,6 +21,9 @@ from .export import GATE_TIMESTEPS
 from .pipeline import DiffusionConfig
 
 
+RECORDED_FEEDS = 8   # of batch 2: optimize calibrates on half and gates on the other half
+
+
 class UNetDenoiser(torch.nn.Module):
     """A diffusers UNet as a graph with named tensors: (sample, timestep) -> prediction."""
 
@@ -80,6 +83,7 @@ def import_unet2d(folder: Path, layout: dict) -> tuple[Checkpoint, ExportSpec]:
         runtime_config=lambda ckpt: DiffusionConfig(image_shape=shape, num_classes=0, null_label=0, data=source,
                                                     **settings.config_fields()),
         needs_data=False,
+        recorded_feeds=RECORDED_FEEDS,
     )
     ckpt = Checkpoint(folder, "diffusion", dict(c), UNetDenoiser(unet).eval(), source, {}, weights_digest(weights))
     return ckpt, spec

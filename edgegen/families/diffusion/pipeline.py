@@ -43,6 +43,7 @@ class DiffusionConfig(ImageConfig):
     # diffusers' from_config carries a scheduler's config over to another class
     sampler: str = DEFAULT_SAMPLER
     sampler_options: dict = field(default_factory=dict)
+    held_out: dict | None = None   # an imported package's recorded inputs, for optimize (runtimes/feeds.py)
 
     def problems(self) -> list[str]:
         problems = super().problems() + positive(self, "num_train_timesteps")

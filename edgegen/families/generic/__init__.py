@@ -8,7 +8,7 @@ it like any other family."""
 
 from .. import Family, Option, register
 from .cli import generate
-from .pipeline import GenericConfig, GenericPipeline, recorded_inputs
+from .pipeline import GenericConfig, GenericPipeline
 
 FAMILY = register(Family(
     name="generic",
@@ -22,7 +22,6 @@ FAMILY = register(Family(
     grid_flags=False,   # one text, picture, clip or set of arrays: no --n, --nrow, --scale
     dim_limits=lambda c: dict(c.dim_limits),
     bench_dims=lambda c: dict(c.example_dims),
-    recorded_inputs=recorded_inputs,
     eager_modules="edgegen.families.generic.export:eager_modules",
     order=900,
 ))

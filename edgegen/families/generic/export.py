@@ -28,13 +28,12 @@ from ...export.validate import gate_feeds
 from ...package import DTYPES, GraphEntry, Manifest, Package, TensorSpec, sha256_file, write_manifest
 from ...storage import staged_directory
 from ...runtimes.engines import DEFAULT_BATCH_PROFILE
-from ...runtimes.feeds import read_feeds, write_feeds
+from ...runtimes.feeds import HELD_OUT_FILE, read_feeds, write_feeds
 from ...runtimes.ort import OrtSession
 from . import FAMILY
 from .pipeline import GenericConfig
 
 GRAPH = "model"
-HELD_OUT_FILE = "held_out.npz"
 DEFAULT_LIMIT_FACTOR = 4      # a non-batch dynamic dim may grow to this many times its traced size by default
 SYNTHESIZED_FEEDS = 8
 

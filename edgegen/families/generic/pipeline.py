@@ -11,10 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import HashMismatchError, InputError, PackageError
+from ...errors import InputError, PackageError
 from ...families import RuntimeConfig
-from ...package import TensorSpec, sha256_file
-from ...runtimes.feeds import read_feeds
+from ...package import TensorSpec
+from ...runtimes.feeds import recorded_feeds
 from ...runtimes.pipeline import Pipeline
 
 
@@ -77,7 +77,7 @@ class GenericPipeline(Pipeline):
 
     def held_out_inputs(self) -> list[dict[str, np.ndarray]]:
         """The inputs recorded at export (held out from the trace), as a list of feeds."""
-        return recorded_inputs(self.package, self.config)
+        return recorded_feeds(self.package, self.config)
 
 
 def _as_array(value: Any, spec: TensorSpec) -> np.ndarray:
@@ -92,16 +92,3 @@ def _as_array(value: Any, spec: TensorSpec) -> np.ndarray:
     return np.ascontiguousarray(array, dtype=expected)
 
 
-def recorded_inputs(package, config: GenericConfig) -> list[dict[str, np.ndarray]]:
-    """The held-out feeds the export recorded, checked against their hash."""
-    if config.held_out is None:
-        raise PackageError(f"package {str(package.path)!r}: expected inputs recorded at export (config.held_out), "
-                           "found none; pass an .npz of inputs instead")
-    path = package.resolve(str(config.held_out["file"]), "config.held_out.file")
-    if not path.is_file():
-        raise PackageError(f"package {str(package.path)!r}: held-out inputs expected at {config.held_out['file']!r}, "
-                           "found no such file")
-    if sha256_file(path) != config.held_out["sha256"]:
-        raise HashMismatchError(f"package {str(package.path)!r}: held-out inputs {config.held_out['file']!r} expected "
-                                f"sha256 {str(config.held_out['sha256'])[:16]}..., found another (changed after export)")
-    return read_feeds(path)

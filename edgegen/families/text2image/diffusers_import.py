@@ -24,7 +24,7 @@ from ...export.spec import ExportSpec, GraphSpec
 from ...package import TensorSpec, read_json, sha256_file
 from ...runtimes.samplers import make_sampler
 from ...training.checkpoint import Checkpoint
-from ..diffusion.diffusers_import import noised_inputs, smooth_images
+from ..diffusion.diffusers_import import RECORDED_FEEDS, noised_inputs, smooth_images
 from .pipeline import TextToImageConfig
 
 COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
@@ -197,7 +197,8 @@ def import_stable_diffusion(folder: Path, layout: dict, scratch: Path) -> tuple[
             tokenizer={"kind": "bpe", "file": "tokenizer.json", "sha256": sha256_file(tokenizer_file)},
             max_length=max_length, pad_token_id=int(pad_id), data=source, **settings.config_fields())
 
-    spec = ExportSpec(family="text2image", graphs=graphs, runtime_config=runtime_config, needs_data=False)
+    spec = ExportSpec(family="text2image", graphs=graphs, runtime_config=runtime_config, needs_data=False,
+                      recorded_feeds=RECORDED_FEEDS)
     weights = weights_digest(text_weights + unet_weights + vae_weights)
     ckpt = Checkpoint(folder, "text2image", dict(uc), parts, source, {}, weights, {"tokenizer.json": tokenizer_file})
     return ckpt, spec

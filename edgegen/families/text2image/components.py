@@ -1,0 +1,122 @@
+"""The torch side of the text2image family: Stable Diffusion-layout parts built with diffusers'
+and transformers' own classes from a small config, and saved as a diffusers pipeline folder, so
+that what edgegen builds goes through the same import (`edgegen export --from-diffusers`) as a
+pipeline from elsewhere. The tests' and benchmarks' random pipelines come from here.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+# Stable Diffusion 1.x's scheduler_config.json, whichever class reads it. Its clip_sample False
+# matters: DDIM's default, x0 clipped to [-1, 1] in latent space, makes a guided loop chaotic
+# (diffusers itself moved 7e-3 per pixel for a 1e-6 nudge of the starting latents).
+SD1_SCHEDULER = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear", "clip_sample": False,
+                 "set_alpha_to_one": False, "skip_prk_steps": True, "steps_offset": 1}
+
+
+@dataclass(frozen=True)
+class LayoutConfig:
+    """A Stable Diffusion layout's sizes (the real one: latents 64, UNet (320, 640, 1280, 1280),
+    cross attention 768, 12 text layers, 77 tokens)."""
+
+    latent_size: int = 16                 # the UNet's side; the images are latent_size * 2 ** (len(vae_channels) - 1)
+    unet_channels: tuple = (32, 64)       # the last level without cross attention, the others with
+    layers_per_block: int = 1
+    cross_dim: int = 32                   # the text encoder's width
+    attention_head_dim: int = 8
+    text_layers: int = 2
+    text_heads: int = 4
+    text_intermediate: int = 37
+    vae_channels: tuple = (32, 64)
+    max_length: int = 16
+    norm_groups: int = 8
+    image_channels: int = 3
+
+
+def bytes_to_unicode() -> dict[int, str]:
+    """Byte-level BPE's alphabet (GPT-2's and CLIP's): each byte as a printable character."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    chars, extra = printable[:], 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            chars.append(256 + extra)
+            extra += 1
+    return dict(zip(printable, map(chr, chars)))
+
+
+def clip_tokenizer_files(folder: Path, words: tuple[str, ...]) -> None:
+    """vocab.json and merges.txt of a small CLIP BPE: every byte alone and word-final, and the
+    merges that spell each of `words` as one token (a caption vocabulary)."""
+    chars = list(bytes_to_unicode().values())
+    vocab = chars + [c + "</w>" for c in chars]
+    merges = []
+    for word in words:
+        pieces = list(word[:-1]) + [word[-1] + "</w>"]
+        while len(pieces) > 1:
+            merges.append(f"{pieces[0]} {pieces[1]}")
+            pieces = [pieces[0] + pieces[1]] + pieces[2:]
+            vocab.append(pieces[0])
+    vocab += ["<|startoftext|>", "<|endoftext|>"]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(dict.fromkeys(vocab))}))
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(dict.fromkeys(merges)) + "\n")
+
+
+def clip_tokenizer(folder: Path, words: tuple[str, ...], max_length: int):
+    from transformers import CLIPTokenizer
+
+    clip_tokenizer_files(folder, words)
+    return CLIPTokenizer(vocab=str(folder / "vocab.json"), merges=str(folder / "merges.txt"), model_max_length=max_length)
+
+
+def build_components(config: LayoutConfig, tokenizer, seed: int = 0) -> dict:
+    """Random-weight text encoder, UNet and autoencoder of `config` (the tokenizer given)."""
+    import diffusers
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(seed)
+    levels = len(config.unet_channels)
+    unet = diffusers.UNet2DConditionModel(
+        sample_size=config.latent_size, in_channels=4, out_channels=4, layers_per_block=config.layers_per_block,
+        block_out_channels=config.unet_channels, cross_attention_dim=config.cross_dim,
+        down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (levels - 1),
+        up_block_types=("CrossAttnUpBlock2D",) * (levels - 1) + ("UpBlock2D",),
+        attention_head_dim=config.attention_head_dim, norm_num_groups=config.norm_groups)
+    down = 2 ** (len(config.vae_channels) - 1)
+    vae = diffusers.AutoencoderKL(
+        in_channels=config.image_channels, out_channels=config.image_channels, latent_channels=4,
+        block_out_channels=config.vae_channels, layers_per_block=1, norm_num_groups=config.norm_groups,
+        down_block_types=("DownEncoderBlock2D",) * len(config.vae_channels),
+        up_block_types=("UpDecoderBlock2D",) * len(config.vae_channels), sample_size=config.latent_size * down)
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=config.cross_dim, intermediate_size=config.text_intermediate,
+        num_hidden_layers=config.text_layers, num_attention_heads=config.text_heads,
+        max_position_embeddings=config.max_length, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)).eval()
+    return {"unet": unet, "vae": vae, "text_encoder": text_encoder, "tokenizer": tokenizer}
+
+
+def save_pipeline(out: Path, parts: dict, scheduler_name: str = "PNDMScheduler", scheduler_config: dict | None = None,
+                  tokenizer_source: Path | None = None) -> Path:
+    """parts as a StableDiffusionPipeline folder (no safety checker). The scheduler's file holds
+    every key of scheduler_config (default SD1_SCHEDULER), its class's or not, as Stable Diffusion
+    ships it; the tokenizer folder also holds vocab.json and merges.txt, as it does."""
+    import diffusers
+
+    config = {**SD1_SCHEDULER, **(scheduler_config or {})}
+    scheduler = getattr(diffusers, scheduler_name).from_config(config)
+    pipe = diffusers.StableDiffusionPipeline(**parts, scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                             requires_safety_checker=False)
+    pipe.save_pretrained(out)
+    path = out / "scheduler" / "scheduler_config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **config}, indent=2))
+    if tokenizer_source is not None:
+        for name in ("vocab.json", "merges.txt"):
+            (out / "tokenizer" / name).write_bytes((tokenizer_source / name).read_bytes())
+    return out
