@@ -178,6 +178,22 @@ def engines_of(model: str, packages: dict, folders: dict, optimum: tuple[str, Pa
     return engines
 
 
+def int8_drift(package: Path, model: str, noise: np.ndarray) -> float | None:
+    """Mean abs difference per pixel between the int8 and fp32 packages' images at the same noise
+    (each graph's int8 variant passed its own gate; this is what 20 steps make of it)."""
+    import edgegen
+
+    manifest = json.loads((package / "edgegen.json").read_text())
+    if "file" not in manifest.get("variants", {}).get("int8", {}).get("unet", {}):
+        return None
+    images = []
+    for precision in ("fp32", "int8"):
+        pipe = edgegen.load(package, backend="ort-cpu", threads=THREADS, precision=precision)
+        images.append(pipe.sample(len(noise), steps=STEPS, sampler="ddim", noise=noise) if model == "unet2d" else
+                      pipe([PROMPT] * len(noise), steps=STEPS, sampler="ddim", guidance_scale=GUIDANCE, noise=noise))
+    return float(np.abs(images[0] - images[1]).mean())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
@@ -213,6 +229,7 @@ def main() -> None:
         p50 = {name: float(np.median(t)) for name, t in times.items()}
         row = {"model": model, "batch": batch, "steps": STEPS, "p50_s": p50,
                "edgegen_outside_unet": 1 - float(np.median(unet_share)),
+               "int8_mean_abs_diff_vs_fp32": int8_drift(packages[model], model, noise),
                "speedup_vs_diffusers": {n: p50["diffusers"] / p50[n] for n in p50 if n.startswith("edgegen")}}
         if "optimum" in p50:
             row["speedup_vs_optimum"] = {n: p50["optimum"] / p50[n] for n in p50 if n.startswith("edgegen")}
@@ -223,13 +240,19 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "diffusers_speed.json").write_text(json.dumps({"threads": THREADS, "rounds": args.rounds, "results": results},
                                                           indent=2))
-    lines = ["| model | batch | engine | p50 s (20 steps) | edgegen fp32 against it | edgegen outside the UNet |",
+    lines = ["| model | batch | engine | p50 s (20 steps) | edgegen fp32's speed against it | edgegen int8's |",
              "|---|---|---|---|---|---|"]
     for row in results:
         for name, seconds in row["p50_s"].items():
-            ratio = row["p50_s"][name] / row["p50_s"]["edgegen fp32"]
-            lines.append(f"| {row['model']} | {row['batch']} | {name} | {seconds:.3f} | {ratio:.2f}x | "
-                         f"{row['edgegen_outside_unet'] * 100:.1f}% |")
+            int8 = f"{seconds / row['p50_s']['edgegen int8']:.2f}x" if "edgegen int8" in row["p50_s"] else ""
+            lines.append(f"| {row['model']} | {row['batch']} | {name} | {seconds:.3f} | "
+                         f"{seconds / row['p50_s']['edgegen fp32']:.2f}x | {int8} |")
+    lines.append("")
+    for row in results:
+        drift = row["int8_mean_abs_diff_vs_fp32"]
+        lines.append(f"- {row['model']}, batch {row['batch']}: edgegen spends {row['edgegen_outside_unet'] * 100:.1f}% of "
+                     "its time outside the UNet calls" + (f"; int8 images differ from fp32's by {drift:.4f} mean abs "
+                                                         "per pixel" if drift is not None else ""))
     (out / "diffusers_speed.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
