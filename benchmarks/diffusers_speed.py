@@ -9,8 +9,9 @@ The models (random weights, built with diffusers' classes and saved with save_pr
   batch 1, guidance 7.5.
 optimum-onnx exports the Stable Diffusion layout (ORTStableDiffusionPipeline, in its own
 environment, benchmarks/.venv-optimum, as benchmarks/gpt.py builds it); it has no pipeline for
-a bare UNet2DModel. edgegen's time outside the UNet calls (sampler, guidance, text encoder,
-decoder, numpy) is reported as a share of the whole.
+a bare UNet2DModel. Each round's prompt is new to every engine, so edgegen's prompt cache does
+not spare it the text encoder. edgegen's time outside the UNet calls (sampler, guidance, text
+encoder, decoder, numpy) is reported as a share of the whole.
 
     python benchmarks/diffusers_speed.py [--rounds 5] [--optimum-python PATH] [--out benchmarks/results]
 """
@@ -29,21 +30,21 @@ from pathlib import Path
 import numpy as np
 
 THREADS, STEPS, GUIDANCE = 2, 20, 7.5
-PROMPT = "a thick digit seven"
+PROMPT = "a thick digit seven"   # plus the round's number: each call encodes a prompt it has not seen
 CASES = (("unet2d", 1), ("unet2d", 4), ("sd-small", 1))
 
 # One worker per engine: builds its pipeline, then one timed generation per "run" line on stdin.
 WORKER = r"""
 import json, os, sys, time
 import numpy as np
-engine, folder, model, threads, steps, guidance, prompt = sys.argv[1:8]
+engine, folder, model, threads, steps, guidance = sys.argv[1:7]
 threads, steps, guidance = int(threads), int(steps), float(guidance)
 if engine == "diffusers":
     import torch, diffusers
     torch.set_num_threads(threads)
     pipe = (diffusers.DDIMPipeline if model == "unet2d" else diffusers.StableDiffusionPipeline).from_pretrained(folder)
     pipe.set_progress_bar_config(disable=True)
-    def run(noise):
+    def run(noise, prompt):
         latents = torch.from_numpy(noise)
         with torch.inference_mode():
             if model == "unet2d":   # DDIMPipeline takes no latents: its generator draws them; same cost
@@ -59,7 +60,7 @@ elif engine == "optimum":
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
     pipe = ORTStableDiffusionPipeline.from_pretrained(folder, session_options=options)
     pipe.set_progress_bar_config(disable=True)
-    def run(noise):
+    def run(noise, prompt):
         return pipe([prompt] * len(noise), num_inference_steps=steps, guidance_scale=guidance,
                     latents=torch.from_numpy(noise), output_type="np").images
 else:
@@ -74,16 +75,17 @@ else:
         spent[0] += time.perf_counter() - start
         return out
     unet.run = timed
-    def run(noise):
+    def run(noise, prompt):
         if model == "unet2d":
             return pipe.sample(len(noise), steps=steps, sampler="ddim", noise=noise)
         return pipe([prompt] * len(noise), steps=steps, sampler="ddim", guidance_scale=guidance, noise=noise)
 print(json.dumps({"ready": True}), flush=True)
 for line in sys.stdin:
-    noise = np.asarray(json.loads(line), np.float32)
+    request = json.loads(line)
+    noise, prompt = np.asarray(request["noise"], np.float32), request["prompt"]
     before = spent[0] if engine.startswith("edgegen") else 0.0
     start = time.perf_counter()
-    run(noise)
+    run(noise, prompt)
     seconds = time.perf_counter() - start
     unet_s = spent[0] - before if engine.startswith("edgegen") else None
     print(json.dumps({"seconds": seconds, "unet_seconds": unet_s}), flush=True)
@@ -94,14 +96,14 @@ class Worker:
     def __init__(self, python: str, engine: str, folder: Path, model: str):
         env = {**os.environ, "OMP_NUM_THREADS": str(THREADS), "TQDM_DISABLE": "1"}
         self.process = subprocess.Popen([python, "-c", WORKER, engine, str(folder), model, str(THREADS), str(STEPS),
-                                         str(GUIDANCE), PROMPT], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         str(GUIDANCE)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                         text=True, env=env)
         line = self.process.stdout.readline()
         if not line:
             raise RuntimeError(f"{engine} worker for {model} did not start")
 
-    def __call__(self, noise: np.ndarray) -> dict:
-        self.process.stdin.write(json.dumps(noise.tolist()) + "\n")
+    def __call__(self, noise: np.ndarray, prompt: str) -> dict:
+        self.process.stdin.write(json.dumps({"noise": noise.tolist(), "prompt": prompt}) + "\n")
         self.process.stdin.flush()
         return json.loads(self.process.stdout.readline())
 
@@ -217,10 +219,10 @@ def main() -> None:
         times = {name: [] for name in workers}
         unet_share = []
         for worker in workers.values():
-            worker(noise)   # warm-up
-        for _ in range(args.rounds):
+            worker(noise, f"{PROMPT} warm-up")
+        for round_ in range(args.rounds):
             for name, worker in workers.items():
-                out = worker(noise)
+                out = worker(noise, f"{PROMPT} {round_}")
                 times[name].append(out["seconds"])
                 if name == "edgegen fp32":
                     unet_share.append(out["unet_seconds"] / out["seconds"])

@@ -113,6 +113,8 @@ def _cmd_export(args) -> int:
     opset = _target_opset(args)
     options = dict(data=args.data, opset=opset, name=args.name, overwrite=args.force)
     if args.module:
+        if args.from_diffusers:
+            raise ConfigError("--module: expected alone, found --from-diffusers with it")
         out = _export_module(args)
     elif args.from_diffusers:
         if args.checkpoint or args.from_transformers:

@@ -97,7 +97,7 @@ def test_unet2d_pipeline_matches_diffusers(ddpm_packages, name, pipeline_class):
         ours = pipe.sample(2, steps=STEPS, noise=noise)
     finally:
         check.close()
-    assert check.calls == len(pipe.make_sampler().timesteps(STEPS))
+    assert check.calls == len(theirs.scheduler.timesteps)   # diffusers' own calls, PNDM's repeats included
     assert_images_close(ours, reference)
 
 
@@ -166,7 +166,7 @@ def test_stable_diffusion_matches_diffusers(sd_packages, name, sampler, schedule
         ours = pipe(PROMPTS, steps=STEPS, sampler=sampler, guidance_scale=guidance, noise=latents.numpy())
     finally:
         check.close()
-    assert check.calls == len(pipe.make_sampler(sampler).timesteps(STEPS))
+    assert check.calls == len(theirs.scheduler.timesteps)
     assert_images_close(ours, reference)
 
 
@@ -195,6 +195,10 @@ def test_prompts_tokenize_as_transformers_and_repeat_from_the_cache(sd_packages)
     again = pipe.encode_prompt("two")
     assert calls == [2]   # each new text once; a repeated one from the cache
     np.testing.assert_array_equal(again[0], first[1])
+    many = [f"seven {i}" for i in range(70)]   # more than the cache holds, in one call
+    states = pipe.encode_prompt(many)
+    assert len(states) == 70 and len(pipe._encoded) == 64
+    np.testing.assert_array_equal(states[-1], pipe.encode_prompt(many[-1])[0])
 
 
 def test_a_tokenizer_saved_as_vocab_and_merges_imports_the_same(sd_packages, tmp_path):
@@ -202,6 +206,12 @@ def test_a_tokenizer_saved_as_vocab_and_merges_imports_the_same(sd_packages, tmp
     copy = tmp_path / "slow-tokenizer"
     shutil.copytree(folder, copy)
     (copy / "tokenizer" / "tokenizer.json").unlink()   # vocab.json and merges.txt stay, as SD's folders have them
+    settings_path = copy / "tokenizer" / "tokenizer_config.json"   # Stable Diffusion 1.x's AddedToken objects
+    settings = json.loads(settings_path.read_text())
+    for key in ("bos_token", "eos_token", "pad_token", "unk_token"):
+        settings[key] = {"__type": "AddedToken", "content": settings[key], "lstrip": False, "normalized": True,
+                         "rstrip": False, "single_word": False}
+    settings_path.write_text(json.dumps(settings))
     other = edgegen.load(export_diffusers(copy, tmp_path / "pkg"))
     texts = ["A  THICK digit, seven!", " ".join(["two"] * 20)]
     ours = other.tokenizer.encode_padded(texts, other.config.max_length, other.config.pad_token_id)
@@ -309,6 +319,7 @@ def test_imported_packages_optimize_on_the_inputs_their_export_recorded(sd_packa
     assert manifest["config"]["held_out"]["feeds"] == 8
     records = optimize_package(package, "fp16", target="tensorrt", progress=lambda line: None)
     assert set(records) == set(manifest["graphs"])
+    assert "file" in records["unet"], records["unet"]   # else the comparison below would be fp32 against itself
     for record in records.values():
         assert record["calibration"] is None and record["gate"]["metric"] == "PSNR dB"
         assert ("file" in record) == record["gate"]["passed"]
@@ -320,3 +331,33 @@ def test_imported_packages_optimize_on_the_inputs_their_export_recorded(sd_packa
         half, full = pipe.sample(2, steps=6, seed=0), fp32.sample(2, steps=6, seed=0)
     assert np.abs(half - full).mean() < 0.01   # fp16 rounding, carried through the steps
     assert main(["check", str(package), "--target", "tensorrt"]) == 0
+
+
+def test_every_default_scheduler_config_builds_every_sampler():
+    """A package imported with any scheduler's default config can switch to any sampler, taking
+    the settings the other sampler has (None settings are the class defaults, as from_config)."""
+    from edgegen.export.diffusers_import import SCHEDULERS, scheduler_settings
+    from edgegen.families.diffusion.pipeline import DiffusionConfig
+    from edgegen.runtimes.samplers import SAMPLERS
+
+    for name in SCHEDULERS:
+        settings = scheduler_settings(dict(getattr(diffusers, name)().config, _class_name=name), name)
+        config = DiffusionConfig(image_shape=[1, 8, 8], num_classes=0, null_label=0, **settings.config_fields())
+        assert not config.problems()
+        for sampler in SAMPLERS:
+            edgegen.runtimes.samplers.make_sampler(sampler, **settings.schedule, **config.sampler_settings(sampler))
+
+
+def test_a_text_to_image_request_is_served(sd_packages):
+    """The served request (edgegen triton's Python backend) carries the prompt and the options."""
+    from edgegen.serving.requests import arguments, served
+
+    _, package = sd_packages["sd8"]
+    pipe = edgegen.load(package)
+    request = served(edgegen.families.get("text2image"), pipe.config)
+    values = {"prompt": np.array([b"a thick seven"], dtype=np.object_), "n": np.array([2]), "seed": np.array([3]),
+              "steps": np.array([3])}
+    (answer,) = request.answer(pipe, arguments(request.inputs, values))
+    np.testing.assert_array_equal(answer["images"], pipe("a thick seven", n=2, seed=3, steps=3))
+    with pytest.raises(InputError, match="request input 'prompt': expected it, found none"):
+        arguments(request.inputs, {"n": np.array([1])})

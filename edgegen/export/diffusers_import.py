@@ -69,7 +69,8 @@ def scheduler_settings(config: dict, where: str) -> SchedulerSettings:
         if key.startswith("_") or key in SCHEDULE_KEYS or key in INERT:
             continue
         if key in SHARED_KEYS or key in anyones:
-            options[key] = value
+            if value is not None:   # None: the class's default, as from_config reads it (DPM's variance_type)
+                options[key] = value
             if key not in FIXED:
                 continue
         if key not in FIXED:
@@ -141,10 +142,15 @@ def load_component(folder: Path, layout: dict, component: str, expected: tuple[s
         raise CheckpointError(f"{folder / component}: expected safetensors weights, found "
                               + (f"{pickled} (pickled weights are not loaded; re-save with safe_serialization=True)"
                                  if pickled else "none"))
+    import importlib
+
     import torch
 
     library = layout[component][0]
-    module = __import__(library)
+    if library not in ("diffusers", "transformers"):
+        raise CheckpointError(f"{folder / 'model_index.json'}: expected {component} from diffusers or transformers, "
+                              f"found library {library!r}")
+    module = importlib.import_module(library)
     # transformers 5 renamed torch_dtype; diffusers without accelerate asks for it unless told not to
     more = {"dtype": torch.float32} if library == "transformers" else {"torch_dtype": torch.float32,
                                                                          "low_cpu_mem_usage": False}

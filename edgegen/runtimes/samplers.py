@@ -486,6 +486,14 @@ class PNDMSampler(Sampler):
             plms = ascending[:-3][::-1]
         return np.concatenate([self._prk_timesteps(steps), plms]).astype(np.int64)
 
+    def denoise(self, model_fn, x, steps, start=0, rng=None, callback=None, after_step=None):
+        if start and not self.config["skip_prk_steps"]:
+            # the warm-up's four calls per step start from the top timestep: part-way in they
+            # would step from the wrong sample (diffusers' PNDMScheduler does so silently)
+            raise ConfigError(f"sampler 'pndm' with its Runge-Kutta warm-up: expected to start from noise, found a "
+                              f"start at call {start} (img2img); use skip_prk_steps=True or another sampler")
+        return super().denoise(model_fn, x, steps, start, rng, callback, after_step)
+
     def _begin(self, steps, timesteps):
         return {"timesteps": timesteps, "stride": self.num_train_timesteps // steps,
                 "prk": self._prk_timesteps(steps), "counter": 0, "ets": [], "sum": 0.0, "start": None}

@@ -63,9 +63,15 @@ def import_unet2d(folder: Path, layout: dict) -> tuple[Checkpoint, ExportSpec]:
         raise CheckpointError(f"{folder / 'unet'}: expected an unconditional UNet2DModel, found class embeddings "
                               f"(num_class_embeds {c.get('num_class_embeds')}, class_embed_type {c.get('class_embed_type')!r}); "
                               "diffusers' DDPM and DDIM pipelines do not condition on classes either")
+    if c.out_channels != c.in_channels:
+        raise CheckpointError(f"{folder / 'unet'}: expected out_channels {c.in_channels} (a prediction of the sample's "
+                              f"shape), found {c.out_channels} (learned variances are not imported)")
+    sizes = [c.sample_size] * 2 if isinstance(c.sample_size, int) else c.sample_size
+    if not (isinstance(sizes, (list, tuple)) and len(sizes) == 2 and all(isinstance(s, int) and s > 0 for s in sizes)):
+        raise CheckpointError(f"{folder / 'unet'}: expected sample_size as a side or [height, width], "
+                              f"found {c.sample_size!r}")
     settings = read_scheduler(folder)
-    size = c.sample_size if isinstance(c.sample_size, int) else c.sample_size[0]
-    shape = [c.in_channels, size, size if isinstance(c.sample_size, int) else c.sample_size[1]]
+    shape = [c.in_channels, *sizes]
     alphas = make_sampler("ddim", **settings.schedule).alphas_cumprod
 
     def inputs(config) -> tuple[TensorSpec, ...]:

@@ -58,7 +58,22 @@ class DiffusionConfig(ImageConfig):
             problems.append(f"beta_start and beta_end expected 0 < start < end < 1, found {self.beta_start}, {self.beta_end}")
         else:
             problems += schedule_problems(self.beta_schedule, self.num_train_timesteps, self.beta_start, self.beta_end)
+        if self.held_out is not None and not {"file", "sha256"} <= set(self.held_out):
+            problems.append(f"held_out expected file and sha256, found keys {sorted(self.held_out)}")
+        if not problems:   # the package's own sampler, built once: its settings are checked here, not mid-call
+            try:
+                make_sampler(self.sampler, num_train_timesteps=self.num_train_timesteps, beta_schedule=self.beta_schedule,
+                             beta_start=self.beta_start, beta_end=self.beta_end, prediction_type=self.prediction_type,
+                             **self.sampler_settings(self.sampler))
+            except (ConfigError, TypeError, ValueError) as exc:
+                problems.append(f"sampler_options: {exc}")
         return problems
+
+    def sampler_settings(self, name: str) -> dict:
+        """The package's sampler settings that sampler `name` takes (as diffusers' from_config
+        hands a scheduler's config to another class)."""
+        takes = set(SAMPLERS[name].options) | {"timestep_spacing", "steps_offset"}
+        return {k: v for k, v in self.sampler_options.items() if k in takes}
 
 
 class DiffusionPipeline(Pipeline):
@@ -77,8 +92,7 @@ class DiffusionPipeline(Pipeline):
         name = name or self.config.sampler
         if name not in SAMPLERS:
             raise ConfigError(f"sampler {name!r}: expected one of {', '.join(SAMPLERS)}, found an unknown name")
-        takes = set(SAMPLERS[name].options) | {"timestep_spacing", "steps_offset"}
-        options = {**{k: v for k, v in self.config.sampler_options.items() if k in takes}, **options}
+        options = {**self.config.sampler_settings(name), **options}
         eta = check_number(eta, "eta", 0.0, 1.0)   # 1: DDPM's variance; above it the noise outgrows the signal
         if eta:
             if name != "ddim":

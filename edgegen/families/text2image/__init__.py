@@ -12,6 +12,7 @@ FAMILY = register(Family(
     config=TextToImageConfig,
     options=OPTIONS,
     generate=generate,
+    serving="edgegen.families.text2image.cli:served",
     diffusers_importers={"UNet2DConditionModel": "edgegen.families.text2image.diffusers_import:export_sd_layout"},
     order=85,
 ))

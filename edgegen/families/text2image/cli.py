@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from ...errors import ConfigError
 from ...families import GenerateRequest, Option
 from ..diffusion.cli import SAMPLING_OPTIONS
@@ -28,3 +30,15 @@ def generate(pipe, request: GenerateRequest) -> str:
     with Progress(calls, "sampling") as bar:
         images = pipe(prompt, n=request.n, seed=request.seed, callback=lambda i, t, x: bar.update(1), **options)
     return request.write_images(images)
+
+
+def served(config):
+    """The served request (edgegen triton): n, seed and the options above; the images back."""
+    from ...serving.requests import Field, Served, option_field
+
+    def answer(pipe, arguments: dict):
+        arguments = dict(arguments)   # the prompt is a required input: arguments() refuses a request without it
+        yield {"images": np.asarray(pipe(arguments.pop("prompt"), **arguments))}
+
+    inputs = (Field("n", "int64"), Field("seed", "int64"), *(option_field(o) for o in OPTIONS))
+    return Served(inputs, (Field("images", "float32", (-1, *config.image_shape)),), answer)

@@ -92,6 +92,13 @@ def _check_layout(folder: Path, layout: dict) -> None:
                               f"pipeline with safety_checker=None), found {found}")
 
 
+def special_token(settings: dict, key: str, default: str) -> str:
+    """A special token of tokenizer_config.json: a string, or (Stable Diffusion 1.x's files) an
+    AddedToken object {"__type": "AddedToken", "content": ...}."""
+    value = settings.get(key) or default
+    return str(value.get("content", default)) if isinstance(value, dict) else str(value)
+
+
 def _tokenizer_file(folder: Path, scratch: Path) -> tuple[Path, dict]:
     """tokenizer.json (a fast tokenizer's save) or one built from CLIP's vocab.json and merges.txt,
     and the tokenizer's settings (model_max_length, pad token)."""
@@ -106,9 +113,12 @@ def _tokenizer_file(folder: Path, scratch: Path) -> tuple[Path, dict]:
 
     # CLIP's tokenizer, as transformers' CLIPTokenizer builds it from these two files
     vocab, merges = BPE.read_file(str(source / "vocab.json"), str(source / "merges.txt"))
-    bos, eos = str(settings.get("bos_token", "<|startoftext|>")), str(settings.get("eos_token", "<|endoftext|>"))
+    bos, eos = special_token(settings, "bos_token", "<|startoftext|>"), special_token(settings, "eos_token", "<|endoftext|>")
+    for token in (bos, eos):
+        if token not in vocab:
+            raise CheckpointError(f"{source / 'vocab.json'}: expected the special token {token!r} in it, found it missing")
     tokenizer = Tokenizer(BPE(vocab, merges, continuing_subword_prefix="", end_of_word_suffix="</w>", fuse_unk=False,
-                              unk_token=str(settings.get("unk_token", eos))))
+                              unk_token=special_token(settings, "unk_token", eos)))
     tokenizer.normalizer = normalizers.Sequence([normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "),
                                                  normalizers.Lowercase()])
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
@@ -136,18 +146,24 @@ def import_stable_diffusion(folder: Path, layout: dict, scratch: Path) -> tuple[
     if uc.in_channels != vae.config.latent_channels:
         raise CheckpointError(f"{folder / 'unet'}: expected in_channels {vae.config.latent_channels} (the VAE's latent "
                               f"channels), found {uc.in_channels} (an inpainting UNet's 9 channels are not imported)")
+    if uc.out_channels != uc.in_channels:
+        raise CheckpointError(f"{folder / 'unet'}: expected out_channels {uc.in_channels} (a prediction of the latents' "
+                              f"shape), found {uc.out_channels}")
+    if not isinstance(uc.sample_size, int):
+        raise CheckpointError(f"{folder / 'unet'}: expected an integer sample_size (the latents' side), "
+                              f"found {uc.sample_size!r}")
     tokenizer_file, tokenizer_settings = _tokenizer_file(folder, scratch)
     from tokenizers import Tokenizer
 
     max_length = int(tokenizer_settings.get("model_max_length") or text_encoder.config.max_position_embeddings)
     max_length = min(max_length, text_encoder.config.max_position_embeddings)
-    pad = str(tokenizer_settings.get("pad_token") or tokenizer_settings.get("eos_token") or "<|endoftext|>")
+    pad = special_token(tokenizer_settings, "pad_token", special_token(tokenizer_settings, "eos_token", "<|endoftext|>"))
     pad_id = Tokenizer.from_file(str(tokenizer_file)).token_to_id(pad)
     if pad_id is None:
         raise CheckpointError(f"{tokenizer_file}: expected the pad token {pad!r} in the vocabulary, found it missing")
 
     down = 2 ** (len(vae.config.block_out_channels) - 1)
-    size = uc.sample_size if isinstance(uc.sample_size, int) else uc.sample_size[0]
+    size = uc.sample_size
     latent = [uc.in_channels, size, size]
     image = [vae.config.in_channels, size * down, size * down]
     hidden = text_encoder.config.hidden_size

@@ -72,11 +72,12 @@ class TextToImagePipeline(LatentDiffusionPipeline):
             states = self.sessions["text_encoder"].run({"input_ids": ids})["last_hidden_state"]
             for text, row in zip(missing, states):
                 self._encoded[text] = row
+        states = np.stack([self._encoded[t] for t in texts])
         for text in texts:
             self._encoded.move_to_end(text)
-        while len(self._encoded) > PROMPT_CACHE_SIZE:
+        while len(self._encoded) > PROMPT_CACHE_SIZE:   # after the stack: a call may hold more prompts
             self._encoded.popitem(last=False)
-        return np.stack([self._encoded[t] for t in texts])
+        return states
 
     def prompts(self, prompt, negative_prompt, n: int, guidance_scale: float) -> Prompts:
         """Each prompt's states repeated for its n images; the negative prompt's ("" when None, as
