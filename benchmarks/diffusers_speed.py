@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from optimum_env import optimum_python
 
 THREADS, STEPS, GUIDANCE = 2, 20, 7.5
 PROMPT = "a thick digit seven"   # plus the round's number: each call encodes a prompt it has not seen
@@ -147,18 +148,6 @@ def export_packages(folders: dict[str, Path], work: Path) -> dict[str, Path]:
             optimize_package(package, "int8", progress=lambda line: print(f"  {name}: {line}", file=sys.stderr))
         packages[name] = package
     return packages
-
-
-def optimum_python(given: str | None) -> str:
-    if given:
-        return given
-    python = Path(__file__).parent / ".venv-optimum" / "bin" / "python"
-    if not python.exists():
-        print(f"creating {python.parent.parent} with optimum-onnx (once)", file=sys.stderr)
-        subprocess.run([sys.executable, "-m", "venv", str(python.parent.parent)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", "torch==2.13.0", "optimum-onnx[onnxruntime]",
-                        "diffusers"], check=True)
-    return str(python)
 
 
 def export_optimum(python: str, folder: Path, out: Path) -> Path:

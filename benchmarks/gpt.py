@@ -29,10 +29,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+from optimum_env import optimum_python
 
 PROMPT, NEW, THREADS = 32, 128, 2
 REFERENCE = dict(vocab_size=512, n_layer=4, n_embd=256, n_head=4, n_positions=1024)
-VENV = Path(__file__).parent / ".venv-optimum"
 
 # Runs inside the optimum environment: one generate per "run" line on stdin, timings out.
 OPTIMUM_WORKER = r"""
@@ -60,17 +60,6 @@ for line in sys.stdin:
     print(json.dumps({"seconds": end - start, "stamps": [t - start for t in stamps.times[1:]],
                       "tokens": out[0, ids.shape[1]:].tolist()}), flush=True)
 """
-
-
-def optimum_python(given: str | None) -> str:
-    if given:
-        return given
-    python = VENV / "bin" / "python"
-    if not python.exists():
-        print(f"creating {VENV} with optimum-onnx (once)", file=sys.stderr)
-        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", "torch==2.13.0", "optimum-onnx[onnxruntime]"], check=True)
-    return str(python)
 
 
 class Optimum:

@@ -1,11 +1,13 @@
 """A Llama-family decoder at the size people deploy, side by side in one run: edgegen's fp32 and
 int4 packages of an imported random 124M Llama against ONNX Runtime GenAI's own builder's fp32
-and int4 models of the same checkpoint, and transformers eager, each engine in its own process,
-rounds interleaved, 2 threads each, against the memory-bandwidth bound measured in the same run.
+and int4 models of the same checkpoint, optimum-onnx's fp32 export, and transformers eager, each
+engine in its own process, rounds interleaved, 2 threads each, against the memory-bandwidth bound
+measured in the same run.
 
 The model: LlamaForCausalLM, 12 layers x 768, 12 heads over 4 key/value heads, SwiGLU 2048,
 vocab 32000, untied output (125M parameters), random weights, a stand-in word-level tokenizer
-(GenAI's builder copies one). Prompt 128 random ids, 128 new tokens, greedy, batch 1; then the
+(GenAI's builder copies one). optimum-onnx's ORTModelForCausalLM runs in its own environment
+(benchmarks/optimum_env.py). Prompt 128 random ids, 128 new tokens, greedy, batch 1; then the
 time to the first token of a 1,024-token prompt (one prefill call, not chunked); then 4 prompts
 of 128 at once, tokens per second over the whole generation.
 
@@ -27,11 +29,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+from optimum_env import optimum_python
 
 PROMPT, NEW, THREADS = 128, 128, 2
 LONG_PROMPT = 1024    # the prefill of a long prompt: time to its first token
 BATCH = 4             # then 4 prompts at once: tokens per second over the whole generation
-ENGINES = ("edgegen fp32", "edgegen int4", "genai fp32", "genai int4", "transformers eager")
+ENGINES = ("edgegen fp32", "edgegen int4", "genai fp32", "genai int4", "optimum fp32", "transformers eager")
 
 
 def make_models(root: Path) -> dict:
@@ -68,6 +71,11 @@ def make_models(root: Path) -> dict:
                "genai fp32": sum(p.stat().st_size for p in (root / "genai-fp32").glob("model.onnx*")),
                "genai int4": sum(p.stat().st_size for p in (root / "genai-int4").glob("model.onnx*"))}
     weights["transformers eager"] = weights["edgegen fp32"]
+    # optimum-onnx's export of the same checkpoint, in its own environment (an older transformers)
+    code = ("import sys; from optimum.onnxruntime import ORTModelForCausalLM; "
+            "ORTModelForCausalLM.from_pretrained(sys.argv[1], export=True).save_pretrained(sys.argv[2])")
+    subprocess.run([optimum_python(), "-c", code, str(hf), str(root / "optimum-fp32")], check=True, capture_output=True)
+    weights["optimum fp32"] = sum(p.stat().st_size for p in (root / "optimum-fp32").glob("*.onnx*"))
     return {"root": str(root), "weights": weights, "int4_gate": record["gate"]}
 
 
@@ -138,6 +146,8 @@ def _engine(engine: str, root: Path):
             return sum(len(generator.get_sequence(i)) - len(prompts[0]) for i in range(len(prompts)))
 
         return generate, generate_batch
+    if engine.startswith("optimum"):
+        return _optimum(root)
     import torch
     import transformers
 
@@ -158,6 +168,53 @@ def _engine(engine: str, root: Path):
         return int((out[:, len(prompts[0]):] != 0).sum())
 
     return eager, eager_batch
+
+
+def _optimum(root: Path):
+    """optimum-onnx's ORTModelForCausalLM (run in its own environment): transformers' generate over
+    ONNX Runtime, the tokens taken from its streamer as they come."""
+    import queue
+    import threading
+
+    import onnxruntime
+    import torch
+    from optimum.onnxruntime import ORTModelForCausalLM
+    from transformers.generation.streamers import BaseStreamer
+
+    torch.set_num_threads(THREADS)
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = THREADS, 1
+    model = ORTModelForCausalLM.from_pretrained(str(root / "optimum-fp32"), session_options=options)
+
+    class Tokens(BaseStreamer):
+        def __init__(self):
+            self.queue, self.prompt_seen = queue.Queue(), False
+
+        def put(self, value):
+            if self.prompt_seen:
+                self.queue.put(int(value.reshape(-1)[0]))
+            self.prompt_seen = True   # the first put is the prompt itself
+
+        def end(self):
+            self.queue.put(None)
+
+    def run(prompts, new, streamer=None):
+        ids = torch.tensor(prompts)
+        return model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new, min_new_tokens=new,
+                              do_sample=False, streamer=streamer, pad_token_id=0)
+
+    def generate(prompt, new):
+        streamer = Tokens()
+        thread = threading.Thread(target=run, args=([prompt], new, streamer))
+        thread.start()
+        while (token := streamer.queue.get()) is not None:
+            yield token
+        thread.join()
+
+    def generate_batch(prompts, new):
+        return int(run(prompts, new)[:, len(prompts[0]):].numel())
+
+    return generate, generate_batch
 
 
 # -- the memory-bandwidth bound ----------------------------------------------------------------
@@ -196,7 +253,8 @@ def main() -> None:
         runs = {engine: [] for engine in ENGINES}
         for _ in range(args.rounds):
             for engine in ENGINES:
-                out = subprocess.run([sys.executable, __file__, "--worker", engine, "--root", scratch],
+                python = optimum_python() if engine.startswith("optimum") else sys.executable
+                out = subprocess.run([python, __file__, "--worker", engine, "--root", scratch],
                                      check=True, capture_output=True, text=True).stdout
                 runs[engine].append(json.loads(out.strip().splitlines()[-1]))
                 print(engine, {k: round(v, 2) for k, v in runs[engine][-1].items() if k != "tokens"}, flush=True)
