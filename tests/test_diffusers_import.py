@@ -260,6 +260,8 @@ def test_text_to_image_from_the_cli(sd_packages, tmp_path):
     ({"_class_name": "PNDMScheduler", "prediction_type": "sample"}, "pndm': expected prediction_type epsilon"),
     ({"trained_betas": [0.1, 0.2]}, "trained_betas"),
     ({"some_new_setting": 3}, "some_new_setting=3 is not one edgegen's ddim sampler implements"),
+    ({"steps_offset": "one"}, "expected steps_offset to be an integer, found 'one'"),
+    ({"beta_start": "0.1"}, "expected beta_start to be a number, found '0.1'"),
 ])
 def test_schedulers_edgegen_cannot_match_are_refused(ddpm_packages, tmp_path, edit, message):
     folder, _ = ddpm_packages["rgb"]

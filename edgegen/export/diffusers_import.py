@@ -24,6 +24,8 @@ SCHEDULERS = {"DDPMScheduler": "ddpm", "DDIMScheduler": "ddim", "PNDMScheduler":
               "DPMSolverMultistepScheduler": "dpmpp-2m", "LMSDiscreteScheduler": "lms"}
 SCHEDULE_KEYS = ("num_train_timesteps", "beta_schedule", "beta_start", "beta_end", "prediction_type")
 SHARED_KEYS = ("timestep_spacing", "steps_offset")   # every sampler takes them
+VALUE_TYPES = {"num_train_timesteps": int, "beta_start": (int, float), "beta_end": (int, float), "beta_schedule": str,
+               "prediction_type": str, "timestep_spacing": str, "steps_offset": int}
 # settings edgegen's samplers implement only at these values (diffusers' defaults)
 FIXED = {"trained_betas": (None,), "thresholding": (False,), "rescale_betas_zero_snr": (False,),
          "use_karras_sigmas": (False,), "use_exponential_sigmas": (False,), "use_beta_sigmas": (False,),
@@ -59,6 +61,11 @@ def scheduler_settings(config: dict, where: str) -> SchedulerSettings:
     if name not in SCHEDULERS:
         raise CheckpointError(f"{where}: expected a scheduler among {', '.join(SCHEDULERS)}, found {name!r} (save the "
                               "pipeline with one of those, e.g. pipe.scheduler = DDIMScheduler.from_config(...))")
+    for key, kind in VALUE_TYPES.items():
+        value = config.get(key)
+        if key in config and (not isinstance(value, kind) or isinstance(value, bool)):
+            expected = {int: "an integer", str: "a string"}.get(kind, "a number")
+            raise CheckpointError(f"{where}: expected {key} to be {expected}, found {value!r}")
     sampler = SCHEDULERS[name]
     takes = SAMPLERS[sampler].options
     # another sampler's settings are kept for it (Stable Diffusion's PNDM config carries DDIM's
@@ -87,7 +94,7 @@ def scheduler_settings(config: dict, where: str) -> SchedulerSettings:
     options["use_clipped_model_output"] = False
     try:   # built once here, so that a schedule the samplers refuse is refused at import
         SAMPLERS[sampler](**schedule, **{k: v for k, v in options.items() if k in (*SHARED_KEYS, *takes)})
-    except ConfigError as exc:
+    except (ConfigError, TypeError, ValueError) as exc:   # a value of the wrong type too
         raise CheckpointError(f"{where}: {exc}") from None
     return SchedulerSettings(schedule, sampler, options)
 
