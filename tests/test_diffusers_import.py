@@ -363,3 +363,36 @@ def test_a_text_to_image_request_is_served(sd_packages):
     np.testing.assert_array_equal(answer["images"], pipe("a thick seven", n=2, seed=3, steps=3))
     with pytest.raises(InputError, match="request input 'prompt': expected it, found none"):
         arguments(request.inputs, {"n": np.array([1])})
+
+
+RUN_WITHOUT_TORCH = """
+import importlib.abc, sys
+
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "onnx", "transformers", "diffusers", "safetensors"):
+            raise ImportError(f"blocked for this test: {name}")
+
+sys.meta_path.insert(0, Block())
+import numpy as np
+import edgegen
+sd = edgegen.load(sys.argv[1], backend="ort-cpu")
+images = sd("a thick seven", negative_prompt="thin", n=2, steps=4, seed=0)
+assert images.shape == (2, *sd.image_shape), images.shape
+sd.img2img("two", images, strength=0.5, steps=4)
+ddpm = edgegen.load(sys.argv[2], backend="ort-cpu")
+for sampler in ("pndm", "lms", "ddim"):
+    ddpm.sample(2, steps=5, sampler=sampler, seed=0)
+print("ok")
+"""
+
+
+def test_imported_packages_run_without_torch_transformers_or_diffusers(sd_packages, ddpm_packages):
+    """The runtime side of both layouts: numpy, ONNX Runtime and the tokenizers library only."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", RUN_WITHOUT_TORCH, str(sd_packages["sd8"][1]),
+                             str(ddpm_packages["grey"][1])], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "ok"
