@@ -163,6 +163,14 @@ def read_json(path: Path, error: type[Exception]) -> Any:
         raise error(f"{path}: expected valid JSON, found a parse error: {exc}") from None
 
 
+def files_sha256(paths: list) -> str:
+    """One hash of several files (a checkpoint's weight shards): a single file's own sha256, else
+    the sha256 of their sha256s in the order given."""
+    if len(paths) == 1:
+        return sha256_file(paths[0])
+    return hashlib.sha256("".join(sha256_file(p) for p in paths).encode()).hexdigest()
+
+
 def sha256_file(path: str | os.PathLike) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:

@@ -8,7 +8,6 @@ denoiser's class (`Family.diffusers_importers`), and hands it the folder.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any
 
 from ..errors import CheckpointError, ConfigError
 from ..families import _resolve, families
-from ..package import read_json, sha256_file
+from ..package import read_json
 
 # diffusers scheduler class -> edgegen sampler (each matches it call for call: tests/test_samplers.py)
 SCHEDULERS = {"DDPMScheduler": "ddpm", "DDIMScheduler": "ddim", "PNDMScheduler": "pndm",
@@ -163,16 +162,6 @@ def load_component(folder: Path, layout: dict, component: str, expected: tuple[s
                                                                          "low_cpu_mem_usage": False}
     model = getattr(module, found).from_pretrained(str(folder / component), use_safetensors=True, **more)
     return model.eval(), weights
-
-
-def weights_digest(files: list[Path]) -> str:
-    """One file: its sha256; several: the sha256 of their hashes in order."""
-    if len(files) == 1:
-        return sha256_file(files[0])
-    digest = hashlib.sha256()
-    for f in files:
-        digest.update(sha256_file(f).encode())
-    return digest.hexdigest()
 
 
 def export_diffusers(folder: str | Path, out: str | Path, **options) -> Path:

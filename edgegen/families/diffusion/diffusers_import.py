@@ -12,12 +12,13 @@ import numpy as np
 import torch
 
 from ...errors import CheckpointError
-from ...export.diffusers_import import load_component, read_scheduler, weights_digest
+from ...export.diffusers_import import load_component, read_scheduler
+from ...package import files_sha256
 from ...export.spec import ExportSpec, GraphSpec
 from ...package import TensorSpec
 from ...runtimes.samplers import make_sampler
 from ...training.checkpoint import Checkpoint
-from .export import GATE_TIMESTEPS
+from .export import noised_inputs
 from .pipeline import DiffusionConfig
 
 
@@ -44,16 +45,6 @@ def smooth_images(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarra
         coarse = rng.uniform(-1, 1, (n, c, cells, cells)).astype(np.float32)
         out += np.kron(coarse, np.ones((-(-h // cells), -(-w // cells)), np.float32))[:, :, :h, :w] / 3
     return np.clip(out, -1, 1)
-
-
-def noised_inputs(alphas_cumprod: np.ndarray, x0: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """x0 noised to timesteps across the schedule (both ends and fractional ones, Euler's)."""
-    first = int(rng.integers(len(GATE_TIMESTEPS)))
-    fractions = np.array([GATE_TIMESTEPS[(first + i) % len(GATE_TIMESTEPS)] for i in range(len(x0))])
-    t = fractions * (len(alphas_cumprod) - 1)
-    a = np.interp(t, np.arange(len(alphas_cumprod)), alphas_cumprod).reshape(-1, *([1] * (x0.ndim - 1)))
-    noisy = np.sqrt(a) * x0 + np.sqrt(1 - a) * rng.standard_normal(x0.shape)
-    return noisy.astype(np.float32), t.astype(np.float32)
 
 
 def import_unet2d(folder: Path, layout: dict) -> tuple[Checkpoint, ExportSpec]:
@@ -91,7 +82,7 @@ def import_unet2d(folder: Path, layout: dict) -> tuple[Checkpoint, ExportSpec]:
         needs_data=False,
         recorded_feeds=RECORDED_FEEDS,
     )
-    ckpt = Checkpoint(folder, "diffusion", dict(c), UNetDenoiser(unet).eval(), source, {}, weights_digest(weights))
+    ckpt = Checkpoint(folder, "diffusion", dict(c), UNetDenoiser(unet).eval(), source, {}, files_sha256(weights))
     return ckpt, spec
 
 

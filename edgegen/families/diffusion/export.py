@@ -20,15 +20,20 @@ def _denoiser_inputs(ckpt, batch, rng, data):
 
 
 def noised(ckpt, x0: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    c, batch = ckpt.config, len(x0)
+    noisy, t = noised_inputs(ckpt.model.alphas_cumprod.numpy().astype(np.float64), x0, rng)
+    labels = rng.integers(0, ckpt.config.num_classes + 1, size=len(x0))
+    return {"sample": noisy, "timestep": t, "class_labels": labels.astype(np.int64)}
+
+
+def noised_inputs(alphas_cumprod: np.ndarray, x0: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """x0 noised to timesteps across the schedule (both ends and fractional ones, Euler's): the
+    noisy samples and their float32 timesteps."""
     first = int(rng.integers(len(GATE_TIMESTEPS)))
-    fractions = np.array([GATE_TIMESTEPS[(first + i) % len(GATE_TIMESTEPS)] for i in range(batch)])
-    t = fractions * (c.num_train_timesteps - 1)
-    alphas = ckpt.model.alphas_cumprod.numpy().astype(np.float64)
-    a = np.interp(t, np.arange(len(alphas)), alphas)[:, None, None, None]
+    fractions = np.array([GATE_TIMESTEPS[(first + i) % len(GATE_TIMESTEPS)] for i in range(len(x0))])
+    t = fractions * (len(alphas_cumprod) - 1)
+    a = np.interp(t, np.arange(len(alphas_cumprod)), alphas_cumprod).reshape(-1, *([1] * (x0.ndim - 1)))
     noisy = np.sqrt(a) * x0 + np.sqrt(1 - a) * rng.standard_normal(x0.shape)
-    labels = rng.integers(0, c.num_classes + 1, size=batch)
-    return {"sample": noisy.astype(np.float32), "timestep": t.astype(np.float32), "class_labels": labels.astype(np.int64)}
+    return noisy.astype(np.float32), t.astype(np.float32)
 
 
 def schedule(ckpt) -> dict:

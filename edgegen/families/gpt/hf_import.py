@@ -10,7 +10,6 @@ before anything is exported.
 
 from __future__ import annotations
 
-import hashlib
 import tempfile
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from safetensors.torch import load_file
 
 from ...errors import CheckpointError, ValidationError
 from ...export.validate import compare
-from ...package import read_json, sha256_file
+from ...package import files_sha256, read_json
 from ...training.checkpoint import Checkpoint, make_config
 from .model import build
 
@@ -76,15 +75,14 @@ def _load_weights(folder: Path) -> tuple[dict[str, torch.Tensor], str]:
         raise CheckpointError(f"transformers checkpoint {str(folder)!r}: expected model.safetensors, found "
                               + (f"{pickled} (pickled weights are not loaded; re-save with safe_serialization=True)"
                                  if pickled else "no weights"))
-    state, digest = {}, hashlib.sha256()
+    state = {}
     for name in files:
         try:
             state.update(load_file(str(folder / name)))
         except (SafetensorError, OSError) as exc:
             raise CheckpointError(f"{folder / name}: expected a safetensors file, found: {exc}") from None
-        digest.update(sha256_file(folder / name).encode())
     # one file: its own sha256; shards: the sha256 of their hashes in name order
-    return state, sha256_file(folder / files[0]) if len(files) == 1 else digest.hexdigest()
+    return state, files_sha256([folder / name for name in files])
 
 
 def convert_state(hf_state: dict[str, torch.Tensor], n_layer: int) -> dict[str, torch.Tensor]:

@@ -19,12 +19,13 @@ import numpy as np
 import torch
 
 from ...errors import CheckpointError
-from ...export.diffusers_import import load_component, read_scheduler, weights_digest
+from ...export.diffusers_import import load_component, read_scheduler
 from ...export.spec import ExportSpec, GraphSpec
-from ...package import TensorSpec, read_json, sha256_file
+from ...package import TensorSpec, files_sha256, read_json, sha256_file
 from ...runtimes.samplers import make_sampler
 from ...training.checkpoint import Checkpoint
-from ..diffusion.diffusers_import import RECORDED_FEEDS, noised_inputs, smooth_images
+from ..diffusion.diffusers_import import RECORDED_FEEDS, smooth_images
+from ..diffusion.export import noised_inputs
 from .pipeline import TextToImageConfig
 
 COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
@@ -215,7 +216,7 @@ def import_stable_diffusion(folder: Path, layout: dict, scratch: Path) -> tuple[
 
     spec = ExportSpec(family="text2image", graphs=graphs, runtime_config=runtime_config, needs_data=False,
                       recorded_feeds=RECORDED_FEEDS)
-    weights = weights_digest(text_weights + unet_weights + vae_weights)
+    weights = files_sha256(text_weights + unet_weights + vae_weights)
     ckpt = Checkpoint(folder, "text2image", dict(uc), parts, source, {}, weights, {"tokenizer.json": tokenizer_file})
     return ckpt, spec
 
