@@ -229,23 +229,20 @@ class DiffusionPipeline(Pipeline):
         results: list = [None] * len(calls)
         for (steps, sampler, guidance_scale, eta, unlabelled), members in groups.items():
             counts = [check_count(calls[i].get("n", 1)) for i in members]
-            rngs = [make_rng(calls[i].get("seed")) for i in members]
-            x_T = np.concatenate([rng.standard_normal((n, *self.space_shape), dtype=np.float32)
-                                  for rng, n in zip(rngs, counts)])
+            rngs = RowGenerators([make_rng(calls[i].get("seed")) for i in members], counts)
             labels = None if unlabelled else np.concatenate([self._labels(calls[i]["labels"], n)
                                                              for i, n in zip(members, counts)])
-            run = self.make_sampler(sampler, eta)
-            model_fn = self.denoiser(labels, guidance_scale)
-            x = run.sample(model_fn, x_T, steps, rng=RowGenerators(rngs, counts))
-            images = self._finished(x, guidance_scale, run.name)
+            images = self._sample(sum(counts), steps, sampler, guidance_scale, labels, None, eta, None, rng=rngs)
             for index, part in zip(members, np.split(images, np.cumsum(counts)[:-1])):
                 results[index] = part
         return results
 
     # -- the loops, with the graph's other inputs (feeds) for the families that have them --------
 
-    def _sample(self, n, steps, sampler, guidance_scale, labels, seed, eta, callback, feeds=None, noise=None) -> np.ndarray:
-        rng = make_rng(seed)
+    def _sample(self, n, steps, sampler, guidance_scale, labels, seed, eta, callback, feeds=None, noise=None,
+                rng=None) -> np.ndarray:
+        """rng: the draws' source instead of the seed's (sample_batched's per-call generators)."""
+        rng = rng or make_rng(seed)
         run = self.make_sampler(sampler, eta)
         model_fn = self.conditioned_denoiser(labels, n, guidance_scale, feeds)
         if noise is None:

@@ -128,9 +128,9 @@ class Llama(DecoderLM):
         opset = export_opset()
         if opset is not None and opset >= ROTARY_OPSET:
             return self.rope_cos, self.rope_sin, position_ids
-        cos = torch.cat([self.rope_cos, self.rope_cos], dim=-1)[position_ids][:, None]
-        sin = torch.cat([self.rope_sin, self.rope_sin], dim=-1)[position_ids][:, None]
-        return cos, sin, None
+        # the positions first, then doubled: not the whole table per call (a decode step's one row)
+        cos, sin = self.rope_cos[position_ids], self.rope_sin[position_ids]
+        return torch.cat([cos, cos], dim=-1)[:, None], torch.cat([sin, sin], dim=-1)[:, None], None
 
     def forward(self, input_ids, position_ids, attention_mask, *past):
         """past: past_key_values.0.key, .0.value, .1.key, ... -> (logits, present.0.key, ...)."""
