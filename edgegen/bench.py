@@ -94,14 +94,14 @@ def interleaved_timings(engines: dict[str, Callable[[], object]], iters: int, wa
 def eager_modules(reference: str | os.PathLike, pipe) -> dict:
     """{graph: torch module} of the package's graphs: from the checkpoint it was exported from,
     or for a family without checkpoints from the reference its declaration knows how to load."""
-    from .export import export_spec
+    from .export import exported_as
     from .training.checkpoint import load_source_checkpoint
 
     loader = get_family(pipe.family).eager_modules_function()
     if loader is not None:
         return loader(reference, pipe.package)
-    ckpt = load_source_checkpoint(pipe.package, reference)
-    return {graph.part: graph.submodule(ckpt.model).eval() for graph in export_spec(ckpt.family).graphs}
+    with exported_as(load_source_checkpoint(pipe.package, reference)) as (ckpt, spec):
+        return {graph.part: graph.submodule(ckpt.model).eval() for graph in spec.graphs}
 
 
 def torch_runners(checkpoint: str | os.PathLike, pipe, feeds: dict[str, dict[str, np.ndarray]], threads: int):

@@ -142,18 +142,17 @@ def optimize_package(path: str | os.PathLike, precision: str, calibration: int =
 def _spec_feeds(package: Package, checkpoint, calibration: int, seed: int) -> dict:
     """{part: (calibration feeds, gate feeds, data source)} made by the family's export spec from
     the checkpoint's own data."""
-    from .export import export_spec
+    from .export import exported_as
     from .training.checkpoint import load_source_checkpoint
 
-    ckpt = load_source_checkpoint(package, checkpoint)
-    spec = export_spec(package.family)
-    data = spec.load_data(ckpt, ckpt.data.get("source", "digits")) if spec.needs_data else None
-    feeds = {}
-    for graph in spec.graphs:
-        rng = np.random.default_rng(seed)
-        make = lambda n: [graph.realistic_inputs(ckpt, BATCH, rng, data) for _ in range(n)]  # noqa: E731
-        feeds[graph.part] = (make(calibration // BATCH), make(GATE_BATCHES), ckpt.data.get("source"))
-    return feeds
+    with exported_as(load_source_checkpoint(package, checkpoint)) as (ckpt, spec):
+        data = spec.load_data(ckpt, ckpt.data.get("source", "digits")) if spec.needs_data else None
+        feeds = {}
+        for graph in spec.graphs:
+            rng = np.random.default_rng(seed)
+            make = lambda n: [graph.realistic_inputs(ckpt, BATCH, rng, data) for _ in range(n)]  # noqa: E731
+            feeds[graph.part] = (make(calibration // BATCH), make(GATE_BATCHES), ckpt.data.get("source"))
+        return feeds
 
 
 def _held_out_feeds(package: Package, family, config, seed: int) -> tuple[dict, dict]:

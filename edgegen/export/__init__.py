@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import platform
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +56,9 @@ def export_model(ckpt: Checkpoint, out: str | Path, data: str | None = None, ops
                           f"the exporter breaks below it), found {opset!r}")
     family = get_family(ckpt.family)
     spec = spec or family.export_spec()
+    if spec.via_import is not None:
+        with exported_as(ckpt, spec) as (imported, imported_spec):
+            return export_model(imported, out, data, opset, name, overwrite, seed, progress, spec=imported_spec)
     images = None
     if spec.needs_data:
         images = spec.load_data(ckpt, data or ckpt.data.get("source", "digits"))
@@ -93,6 +98,19 @@ def export_model(ckpt: Checkpoint, out: str | Path, data: str | None = None, ops
 def export_spec(family: str) -> ExportSpec:
     """The export spec of a registered family."""
     return get_family(family).export_spec()
+
+
+@contextlib.contextmanager
+def exported_as(ckpt: Checkpoint, spec: ExportSpec | None = None):
+    """(checkpoint, spec) whose graphs the export writes: the family's own, or for a family that
+    exports through its import path (ExportSpec.via_import), the imported ones, alive while the
+    import's scratch folder is."""
+    spec = spec or export_spec(ckpt.family)
+    if spec.via_import is None:
+        yield ckpt, spec
+        return
+    with tempfile.TemporaryDirectory(prefix="edgegen-export-") as scratch:
+        yield spec.via_import(ckpt, Path(scratch))
 
 
 def _runtime_config(family, spec: ExportSpec, ckpt) -> RuntimeConfig:
@@ -163,5 +181,5 @@ def provenance(opset: int, source: dict, training: dict | None = None) -> dict:
     }
 
 
-__all__ = ["export_checkpoint", "export_model", "provenance", "export_module", "export_spec", "ExportSpec", "GraphSpec", "compare", "gate_graph",
+__all__ = ["export_checkpoint", "export_model", "exported_as", "provenance", "export_module", "export_spec", "ExportSpec", "GraphSpec", "compare", "gate_graph",
            "DEFAULT_OPSET"]

@@ -43,8 +43,8 @@ def training_images(ckpt: Checkpoint, source: str) -> ImageData:
 @dataclass(frozen=True)
 class ExportSpec:
     family: str
-    graphs: tuple[GraphSpec, ...]
-    runtime_config: Callable[[Checkpoint], dict]
+    graphs: tuple[GraphSpec, ...] = ()
+    runtime_config: Callable[[Checkpoint], dict] | None = None
     needs_data: bool = True   # whether the gate's realistic inputs come from the training data
     # (checkpoint, data source) -> the data the gate draws from
     load_data: Callable[[Checkpoint, str], ImageData] = training_images
@@ -54,6 +54,10 @@ class ExportSpec:
     # feeds of the gate's realistic inputs recorded in the package (config.held_out) for optimize to
     # calibrate and gate on: for imports, whose source is no checkpoint edgegen can draw from later
     recorded_feeds: int = 0
+    # (checkpoint, scratch folder) -> (checkpoint, spec) of an import: a family that exports its trained
+    # models through its import path (text2image: saved as a diffusers folder, imported from there);
+    # graphs and runtime_config are then the import's. See export.exported_as.
+    via_import: Callable[[Checkpoint, Path], tuple[Checkpoint, "ExportSpec"]] | None = None
 
 
 def image_shape(config) -> list[int]:

@@ -129,8 +129,9 @@ class Trainer(diffusion.Trainer):
     """Stage 1: the autoencoder (MSE reconstruction + kl_weight x KL to N(0, I)). Stage 2:
     the diffusion family's DDPM loss on the frozen autoencoder's scaled latent samples."""
 
-    def __init__(self, model: LatentDiffusion, lr: float, total_steps: int = 1):
-        super().__init__(model, lr, total_steps)
+    def __init__(self, model: nn.Module, lr: float, total_steps: int = 1, trained: nn.Module | None = None,
+                 ema_target: nn.Module | None = None):
+        super().__init__(model, lr, total_steps, trained, ema_target)
         self.autoencoder_steps = max(1, round(total_steps * model.config.autoencoder_share))
         self.autoencoder_optimizer = torch.optim.Adam(model.autoencoder.parameters(), lr=lr)
         self.steps = 0

@@ -1,7 +1,7 @@
 """The text-to-image family: Stable Diffusion's layout (CLIP text encoder, cross-attention UNet on
 latents, KL autoencoder), imported from a diffusers pipeline folder (docs/diffusers.md)."""
 
-from .. import Family, register
+from .. import DemoModel, Family, register
 from .cli import OPTIONS, generate
 from .pipeline import TextToImageConfig, TextToImagePipeline
 
@@ -10,9 +10,17 @@ FAMILY = register(Family(
     summary="text-to-image latent diffusion (Stable Diffusion layout): prompts, negative prompts, img2img, inpainting",
     pipeline=TextToImagePipeline,
     config=TextToImageConfig,
+    data="digits (captioned by digit and stroke thickness)",
+    model="edgegen.families.text2image.model",
+    export="edgegen.families.text2image.export",
     options=OPTIONS,
     generate=generate,
     serving="edgegen.families.text2image.cli:served",
     diffusers_importers={"UNet2DConditionModel": "edgegen.families.text2image.diffusers_import:export_sd_layout"},
+    demo=(DemoModel("text2image-digits", "digits"),),
+    showcase="edgegen.families.text2image.demo",
+    smoke={"train": {"steps": 3, "batch_size": 8, "unet_channels": [8, 16], "vae_channels": [8, 8], "norm_groups": 4,
+                     "cross_dim": 16, "text_intermediate": 16, "attention_head_dim": 4},
+           "generate": ["--prompt", "a thick seven", "--steps", "2"]},
     order=85,
 ))

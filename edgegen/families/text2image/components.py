@@ -50,9 +50,10 @@ def bytes_to_unicode() -> dict[int, str]:
     return dict(zip(printable, map(chr, chars)))
 
 
-def clip_tokenizer_files(folder: Path, words: tuple[str, ...]) -> None:
-    """vocab.json and merges.txt of a small CLIP BPE: every byte alone and word-final, and the
-    merges that spell each of `words` as one token (a caption vocabulary)."""
+def clip_vocabulary(words: tuple[str, ...]) -> tuple[dict[str, int], list[str]]:
+    """The vocabulary and merges of a small CLIP BPE: every byte alone and word-final, and the
+    merges that spell each of `words` as one token (a caption vocabulary), then CLIP's start and
+    end tokens."""
     chars = list(bytes_to_unicode().values())
     vocab = chars + [c + "</w>" for c in chars]
     merges = []
@@ -63,9 +64,15 @@ def clip_tokenizer_files(folder: Path, words: tuple[str, ...]) -> None:
             pieces = [pieces[0] + pieces[1]] + pieces[2:]
             vocab.append(pieces[0])
     vocab += ["<|startoftext|>", "<|endoftext|>"]
+    return {t: i for i, t in enumerate(dict.fromkeys(vocab))}, list(dict.fromkeys(merges))
+
+
+def clip_tokenizer_files(folder: Path, words: tuple[str, ...]) -> None:
+    """clip_vocabulary(words) as CLIP's vocab.json and merges.txt."""
+    vocab, merges = clip_vocabulary(words)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(dict.fromkeys(vocab))}))
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(dict.fromkeys(merges)) + "\n")
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
 
 
 def clip_tokenizer(folder: Path, words: tuple[str, ...], max_length: int):
@@ -77,29 +84,38 @@ def clip_tokenizer(folder: Path, words: tuple[str, ...], max_length: int):
 
 def build_components(config: LayoutConfig, tokenizer, seed: int = 0) -> dict:
     """Random-weight text encoder, UNet and autoencoder of `config` (the tokenizer given)."""
+    torch.manual_seed(seed)
+    return {**layout_models(config, len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id,
+                            tokenizer.pad_token_id), "tokenizer": tokenizer}
+
+
+def layout_models(config: LayoutConfig, vocab_size: int, bos_id: int, eos_id: int, pad_id: int,
+                  scaling_factor: float = 0.18215) -> dict:
+    """diffusers' UNet2DConditionModel and AutoencoderKL, and transformers' CLIPTextModel, of
+    `config`'s sizes, in torch's current random state."""
     import diffusers
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    torch.manual_seed(seed)
     levels = len(config.unet_channels)
     unet = diffusers.UNet2DConditionModel(
         sample_size=config.latent_size, in_channels=4, out_channels=4, layers_per_block=config.layers_per_block,
-        block_out_channels=config.unet_channels, cross_attention_dim=config.cross_dim,
+        block_out_channels=tuple(config.unet_channels), cross_attention_dim=config.cross_dim,
         down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (levels - 1),
         up_block_types=("CrossAttnUpBlock2D",) * (levels - 1) + ("UpBlock2D",),
         attention_head_dim=config.attention_head_dim, norm_num_groups=config.norm_groups)
     down = 2 ** (len(config.vae_channels) - 1)
     vae = diffusers.AutoencoderKL(
         in_channels=config.image_channels, out_channels=config.image_channels, latent_channels=4,
-        block_out_channels=config.vae_channels, layers_per_block=1, norm_num_groups=config.norm_groups,
+        block_out_channels=tuple(config.vae_channels), layers_per_block=1, norm_num_groups=config.norm_groups,
         down_block_types=("DownEncoderBlock2D",) * len(config.vae_channels),
-        up_block_types=("UpDecoderBlock2D",) * len(config.vae_channels), sample_size=config.latent_size * down)
+        up_block_types=("UpDecoderBlock2D",) * len(config.vae_channels), sample_size=config.latent_size * down,
+        scaling_factor=scaling_factor)
     text_encoder = CLIPTextModel(CLIPTextConfig(
-        vocab_size=len(tokenizer), hidden_size=config.cross_dim, intermediate_size=config.text_intermediate,
+        vocab_size=vocab_size, hidden_size=config.cross_dim, intermediate_size=config.text_intermediate,
         num_hidden_layers=config.text_layers, num_attention_heads=config.text_heads,
-        max_position_embeddings=config.max_length, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)).eval()
-    return {"unet": unet, "vae": vae, "text_encoder": text_encoder, "tokenizer": tokenizer}
+        max_position_embeddings=config.max_length, bos_token_id=bos_id, eos_token_id=eos_id,
+        pad_token_id=pad_id)).eval()
+    return {"unet": unet, "vae": vae, "text_encoder": text_encoder}
 
 
 def save_pipeline(out: Path, parts: dict, scheduler_name: str = "PNDMScheduler", scheduler_config: dict | None = None,

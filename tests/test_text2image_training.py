@@ -1,0 +1,102 @@
+"""The text2image model edgegen trains (captioned digits) and its export through the diffusers
+import path (docs/diffusers.md)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import edgegen
+from edgegen.errors import DataError
+from edgegen.export import export_checkpoint
+from edgegen.families.text2image.model import ATTRIBUTES, DIGIT_NAMES, Tokens, caption, ink, prepare_data
+from edgegen.training.checkpoint import load_checkpoint
+from edgegen.training.train import train
+
+TINY = {"unet_channels": [8, 16], "vae_channels": [8, 8], "norm_groups": 4, "cross_dim": 16, "text_intermediate": 16,
+        "attention_head_dim": 4}
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("text2image")
+    ckpt = train("text2image", folder / "ckpt", steps=4, batch_size=8, progress=False, **TINY)
+    return ckpt, export_checkpoint(ckpt, folder / "pkg")
+
+
+def test_captions_name_the_digit_and_the_attribute():
+    assert caption(7, "thick") == "a thick seven"
+    assert caption(8) == "an eight"
+    assert caption(8, "thin") == "a thin eight"
+    assert len({caption(d, a) for d in range(10) for a in (None, *ATTRIBUTES)}) == 30
+
+
+def test_thick_and_thin_split_each_digit_at_its_median_ink():
+    images, from_data = prepare_data("digits", 16, None, 0)
+    medians = np.asarray(from_data["ink_medians"])
+    amount = ink(images.train)
+    for digit in range(10):
+        above = np.mean(amount[images.train_labels == digit] > medians[digit])
+        assert 0.45 <= above <= 0.55, (digit, above)
+    with pytest.raises(DataError, match="expected digits"):
+        prepare_data("natural", 16, None, 0)
+
+
+def test_each_image_is_captioned_by_its_label_and_ink(exported):
+    model = load_checkpoint(exported[0]).model
+    medians = model.ink_medians
+    blank, full = -torch.ones(1, 1, 16, 16), torch.ones(1, 1, 16, 16)   # no ink, and more than any median
+    tokens = Tokens(model.config.max_length)
+    labels = torch.tensor([7, 7, 10])   # 10: the dropped label, the empty prompt
+    ids = model.caption_ids(labels, torch.cat([blank, full, full]), attribute_dropout=0.0)
+    assert float(medians[7]) > 0
+    assert ids.tolist() == [tokens.ids("a thin seven"), tokens.ids("a thick seven"), tokens.ids("")]
+    dropped = model.caption_ids(labels[:2], torch.cat([blank, full]), attribute_dropout=1.0 - 1e-9)
+    assert dropped.tolist() == [tokens.ids("a seven")] * 2
+
+
+def test_the_runtime_tokenizer_gives_the_ids_the_model_was_trained_on(exported):
+    pipe = edgegen.load(exported[1])
+    tokens = Tokens(pipe.config.max_length)
+    texts = [caption(d, a) for d in range(10) for a in (None, *ATTRIBUTES)] + [""]
+    ids = pipe.tokenizer.encode_padded(texts, pipe.config.max_length, pipe.config.pad_token_id)
+    assert ids.tolist() == [tokens.ids(t) for t in texts]
+
+
+def test_the_export_goes_through_the_diffusers_import_and_names_the_checkpoint(exported):
+    ckpt, pkg = exported
+    manifest = json.loads((pkg / "edgegen.json").read_text())
+    source = manifest["provenance"]["source_checkpoint"]
+    assert source["path"] == str(ckpt.resolve())
+    assert source["weights_sha256"] == load_checkpoint(ckpt).weights_sha256
+    assert manifest["name"] == "ckpt"
+    assert set(manifest["graphs"]) == {"text_encoder", "unet", "decoder", "encoder"}
+    assert all(g["validation"]["passed"] for g in manifest["graphs"].values())
+    config = manifest["config"]
+    assert config["sampler"] == "dpmpp-2m"
+    assert config["data"]["source"] == "digits"
+    assert config["data"]["captions"]["digits"] == list(DIGIT_NAMES)
+    assert config["data"]["captions"]["ink_medians"] == load_checkpoint(ckpt).config.ink_medians
+    assert (pkg / "tokenizer.json").is_file()
+
+
+def test_bench_runs_the_checkpoint_beside_the_package(exported):
+    from edgegen.bench import bench_package
+
+    ckpt, pkg = exported
+    report = bench_package(pkg, batch=2, iters=2, warmup=1, vs_torch=ckpt)
+    assert set(report["speedup_vs_torch_p50"]) == {"text_encoder", "unet", "decoder", "encoder"}
+
+
+def test_the_eager_modules_reproduce_the_package(exported):
+    """What bench --vs-torch and optimize draw from the checkpoint is what the package holds."""
+    from edgegen.bench import eager_modules
+
+    ckpt, pkg = exported
+    pipe = edgegen.load(pkg)
+    modules = eager_modules(ckpt, pipe)
+    latent = np.random.default_rng(0).standard_normal((2, *pipe.config.latent_shape)).astype(np.float32)
+    with torch.inference_mode():
+        eager = modules["decoder"](torch.from_numpy(latent)).numpy()
+    np.testing.assert_allclose(pipe.sessions["decoder"].run({"latent": latent})["image"], eager, atol=1e-5)
