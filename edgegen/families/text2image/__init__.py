@@ -1,5 +1,6 @@
 """The text-to-image family: Stable Diffusion's layout (CLIP text encoder, cross-attention UNet on
-latents, KL autoencoder), imported from a diffusers pipeline folder (docs/diffusers.md)."""
+latents, KL autoencoder), imported from a diffusers pipeline folder, or trained here on captioned
+digits and exported through that same import (docs/diffusers.md)."""
 
 from .. import DemoModel, Family, register
 from .cli import OPTIONS, generate
