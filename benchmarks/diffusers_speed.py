@@ -6,7 +6,11 @@ The models (random weights, built with diffusers' classes and saved with save_pr
 - unet2d: a UNet2DModel of 6.5M parameters on 32x32 RGB (DDIMPipeline's layout), batch 1 and 4;
 - sd-small: a Stable Diffusion layout (CLIP text encoder 4 x 64 wide over 77 tokens, a
   cross-attention UNet of 3.2M parameters on 32x32 latents, a KL autoencoder to 64x64 images),
-  batch 1, guidance 7.5.
+  batch 1, guidance 7.5;
+- text2image-digits: the shipped trained model (docs/diffusers.md: 8-token prompts, a 1.1M
+  UNet on 4x8x8 latents, 16x16 digits), saved as a diffusers folder with a DDIM scheduler, batch 1,
+  guidance 7.5. Its int8 variant's samples are also judged: the digit classifier's reading of
+  "a thin/thick DIGIT" samples through the fp32 and the int8 package (quality.caption_quality).
 optimum-onnx exports the Stable Diffusion layout (ORTStableDiffusionPipeline, in its own
 environment, benchmarks/.venv-optimum, as benchmarks/gpt.py builds it); it has no pipeline for
 a bare UNet2DModel. Each round's prompt is new to every engine, so edgegen's prompt cache does
@@ -32,7 +36,8 @@ from optimum_env import optimum_python
 
 THREADS, STEPS, GUIDANCE = 2, 20, 7.5
 PROMPT = "a thick digit seven"   # plus the round's number: each call encodes a prompt it has not seen
-CASES = (("unet2d", 1), ("unet2d", 4), ("sd-small", 1))
+CASES = (("unet2d", 1), ("unet2d", 4), ("sd-small", 1), ("text2image-digits", 1))
+SD_LAYOUTS = ("sd-small", "text2image-digits")
 
 # One worker per engine: builds its pipeline, then one timed generation per "run" line on stdin.
 WORKER = r"""
@@ -133,39 +138,55 @@ def build_models(work: Path) -> dict[str, Path]:
         words = ("a", "digit", "thick", "thin", "seven", "two")
         parts = build_components(config, clip_tokenizer(work / "tokenizer", words, config.max_length))
         save_pipeline(folders["sd-small"], parts, "DDIMScheduler", tokenizer_source=work / "tokenizer")
+    folders["text2image-digits"] = work / "text2image-digits" / "pipeline"
+    if not folders["text2image-digits"].exists():
+        from edgegen.families.text2image.export import as_pipeline_folder
+        from edgegen.shipped import checkpoints_dir
+        from edgegen.training.checkpoint import load_checkpoint
+
+        as_pipeline_folder(load_checkpoint(checkpoints_dir() / "text2image-digits"), work / "text2image-digits",
+                           "DDIMScheduler")
     return folders
 
 
 def export_packages(folders: dict[str, Path], work: Path) -> dict[str, Path]:
+    from edgegen.export import export_checkpoint
     from edgegen.export.diffusers_import import export_diffusers
     from edgegen.optimize import optimize_package
+    from edgegen.shipped import checkpoints_dir
 
     packages = {}
     for name, folder in folders.items():
         package = work / f"{name}-pkg"
         if not package.exists():
-            export_diffusers(folder, package)
+            if name == "text2image-digits":   # from its checkpoint: the same graphs, and the captions' data
+                export_checkpoint(checkpoints_dir() / name, package)
+            else:
+                export_diffusers(folder, package)
             optimize_package(package, "int8", progress=lambda line: print(f"  {name}: {line}", file=sys.stderr))
         packages[name] = package
     return packages
 
 
 def export_optimum(python: str, folder: Path, out: Path) -> Path:
+    """optimum's export of the folder, traced at the tokenizer's own length (its default dummy
+    prompt, 16 tokens, does not fit a text encoder of 8 positions)."""
     if not out.exists():
-        code = ("import sys; from optimum.onnxruntime import ORTStableDiffusionPipeline; "
-                "ORTStableDiffusionPipeline.from_pretrained(sys.argv[1], export=True).save_pretrained(sys.argv[2])")
-        subprocess.run([python, "-c", code, str(folder), str(out)], check=True, capture_output=True)
+        length = json.loads((folder / "tokenizer" / "tokenizer_config.json").read_text())["model_max_length"]
+        code = ("import sys; from optimum.exporters.onnx import main_export; "
+                "main_export(sys.argv[1], sys.argv[2], task='text-to-image', sequence_length=int(sys.argv[3]))")
+        subprocess.run([python, "-c", code, str(folder), str(out), str(length)], check=True, capture_output=True)
     return out
 
 
-def engines_of(model: str, packages: dict, folders: dict, optimum: tuple[str, Path]) -> dict[str, tuple[str, Path]]:
+def engines_of(model: str, packages: dict, folders: dict, optimum: dict) -> dict[str, tuple[str, Path]]:
     """{engine: (python, folder)}: edgegen's int8 where optimize wrote a UNet variant."""
     engines = {"diffusers": (sys.executable, folders[model]), "edgegen fp32": (sys.executable, packages[model])}
     manifest = json.loads((packages[model] / "edgegen.json").read_text())
     if "file" in manifest.get("variants", {}).get("int8", {}).get("unet", {}):
         engines["edgegen int8"] = (sys.executable, packages[model])
-    if model == "sd-small":
-        engines["optimum"] = optimum
+    if model in optimum:
+        engines["optimum"] = optimum[model]
     return engines
 
 
@@ -185,6 +206,20 @@ def int8_drift(package: Path, model: str, noise: np.ndarray) -> float | None:
     return float(np.abs(images[0] - images[1]).mean())
 
 
+def judged(package: Path) -> dict:
+    """caption_quality of the fp32 and (where optimize wrote one) the int8 package of the trained
+    model, at its own setting (DPM-Solver++, guidance 2)."""
+    import edgegen
+    from edgegen.families.text2image.quality import caption_quality
+    from edgegen.training.classifier import train_digit_judge
+
+    judge = train_digit_judge(8)
+    manifest = json.loads((package / "edgegen.json").read_text())
+    precisions = ["fp32"] + (["int8"] if "file" in manifest.get("variants", {}).get("int8", {}).get("unet", {}) else [])
+    return {precision: caption_quality(edgegen.load(package, backend="ort-cpu", threads=THREADS, precision=precision),
+                                       guidance_scale=2.0, judge=judge) for precision in precisions}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
@@ -197,13 +232,13 @@ def main() -> None:
     folders = build_models(work)
     packages = export_packages(folders, work)
     python = optimum_python(args.optimum_python)
-    optimum = (python, export_optimum(python, folders["sd-small"], work / "sd-small-optimum"))
+    optimum = {model: (python, export_optimum(python, folders[model], work / f"{model}-optimum")) for model in SD_LAYOUTS}
 
     results = []
     for model, batch in CASES:
         engines = engines_of(model, packages, folders, optimum)
         workers = {name: Worker(python, name, folder, model) for name, (python, folder) in engines.items()}
-        shape = (batch, 3, 32, 32) if model == "unet2d" else (batch, 4, 32, 32)
+        shape = {"unet2d": (batch, 3, 32, 32), "sd-small": (batch, 4, 32, 32), "text2image-digits": (batch, 4, 8, 8)}[model]
         noise = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
         times = {name: [] for name in workers}
         unet_share = []
@@ -224,6 +259,8 @@ def main() -> None:
                "speedup_vs_diffusers": {n: p50["diffusers"] / p50[n] for n in p50 if n.startswith("edgegen")}}
         if "optimum" in p50:
             row["speedup_vs_optimum"] = {n: p50["optimum"] / p50[n] for n in p50 if n.startswith("edgegen")}
+        if model == "text2image-digits":
+            row["quality"] = judged(packages[model])
         results.append(row)
         print(json.dumps(row), flush=True)
 
@@ -244,6 +281,11 @@ def main() -> None:
         lines.append(f"- {row['model']}, batch {row['batch']}: edgegen spends {row['edgegen_outside_unet'] * 100:.1f}% of "
                      "its time outside the UNet calls" + (f"; int8 images differ from fp32's by {drift:.4f} mean abs "
                                                          "per pixel" if drift is not None else ""))
+    for row in results:
+        for precision, q in row.get("quality", {}).items():
+            lines.append(f"- {row['model']}, {precision}, {q['samples']} samples of \"a thin/thick DIGIT\" (DPM-Solver++, "
+                         f"20 steps, guidance 2): the digit read as asked {q['digit_accuracy']:.1%}, on the asked side "
+                         f"of the median ink {q['attribute_agreement']:.1%}, Frechet distance {q['frechet_distance']:.2f}")
     (out / "diffusers_speed.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

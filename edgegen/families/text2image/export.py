@@ -29,8 +29,9 @@ def captions_described(ink_medians: list[float]) -> dict:
         "examples": [caption(7, "thick"), caption(8, "thin"), caption(3)]}
 
 
-def as_pipeline_folder(ckpt: Checkpoint, folder: Path) -> Path:
-    """The checkpoint as a diffusers StableDiffusionPipeline folder (no safety checker)."""
+def as_pipeline_folder(ckpt: Checkpoint, folder: Path, scheduler: str = SCHEDULER) -> Path:
+    """The checkpoint as a diffusers StableDiffusionPipeline folder (no safety checker), at
+    folder/pipeline; `scheduler` names the diffusers class its scheduler config is saved as."""
     model, c = ckpt.model, ckpt.config
     vae = copy.deepcopy(model.autoencoder.vae)   # the latents' scale goes into its config, as Stable Diffusion's does
     vae.register_to_config(scaling_factor=float(model.autoencoder.scale_factor))
@@ -39,7 +40,7 @@ def as_pipeline_folder(ckpt: Checkpoint, folder: Path) -> Path:
                 "beta_start": c.beta_start, "beta_end": c.beta_end, "prediction_type": c.prediction_type}
     parts = {"unet": model.denoiser.unet, "vae": vae, "text_encoder": model.denoiser.text_encoder,
              "tokenizer": tokenizer}
-    return save_pipeline(folder / "pipeline", parts, SCHEDULER, schedule, tokenizer_source=folder / "caption-vocabulary")
+    return save_pipeline(folder / "pipeline", parts, scheduler, schedule, tokenizer_source=folder / "caption-vocabulary")
 
 
 def through_import(ckpt: Checkpoint, scratch: Path) -> tuple[Checkpoint, ExportSpec]:
