@@ -1,7 +1,9 @@
 """The GPT family: training on the standard library's source, the decoder graph's KV-cache
 contract, the runtime's generation loop against PyTorch and transformers, sampling options."""
 
+import json
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -20,7 +22,7 @@ from edgegen.families.gpt.hf_import import export_transformers, import_gpt2
 from edgegen.training.checkpoint import load_checkpoint, save_checkpoint
 from edgegen.training.text import HELD_OUT_EVERY, load_text, read_corpus, stdlib_files
 from edgegen.training.train import train
-from edgegen.package import Package
+from edgegen.package import Package, sha256_file
 from edgegen.families.gpt.pipeline import CacheBudgetError
 from edgegen.runtimes.token_sampling import Sampling, next_tokens
 
@@ -87,6 +89,55 @@ def test_decoder_graph_has_the_kv_cache_contract_and_fused_attention(gpt):
     ops18 = {n.op_type for n in onnx.load(str(Package(gpt["pkg18"]).graph_path("decoder"))).graph.node}
     assert "Attention" in ops23
     assert "Attention" not in ops18 and {"MatMul", "Softmax"} <= ops18
+
+
+def test_the_prompt_call_computes_only_the_last_positions_logits_and_old_packages_still_generate(gpt, tmp_path):
+    """logits_to_keep: an input the graph defaults to 0 (every position, what GenAI, TensorRT and
+    the teacher-forced gates read), that the generation loop sets to 1 (the head's MatMul on the
+    last position only), checked against PyTorch by the export's gate."""
+    from edgegen.families.gpt.pipeline import LOGITS_TO_KEEP
+
+    package = Package(gpt["pkg"])
+    pipe = edgegen.load(gpt["pkg"], backend="ort-cpu")
+    session = pipe.decoder.inference_session
+    assert LOGITS_TO_KEEP in {i.name for i in session.get_overridable_initializers()}
+    assert LOGITS_TO_KEEP not in {t.name for t in package.graphs["decoder"].inputs}   # not a required input
+    ids = np.array([list(b"def __init__(self")], np.int64)
+    empty = np.zeros((1, 4, 0, 16), np.float32)
+    feeds = {"input_ids": ids, "position_ids": np.arange(ids.shape[1])[None], "attention_mask": np.ones_like(ids),
+             **{f"past_key_values.{i}.{kv}": empty for i in range(2) for kv in ("key", "value")}}
+    every = session.run(["logits"], feeds)[0]
+    last = session.run(["logits"], {**feeds, LOGITS_TO_KEEP: np.array([1], np.int64)})[0]
+    assert every.shape == (1, ids.shape[1], 256) and last.shape == (1, 1, 256)
+    np.testing.assert_allclose(last[0, 0], every[0, -1], rtol=1e-5, atol=1e-5)
+    with torch.inference_mode():
+        reference = gpt["model"](*(torch.from_numpy(feeds[k]) for k in ("input_ids", "position_ids", "attention_mask")),
+                                 *(torch.from_numpy(empty) for _ in range(4)))[0]
+    np.testing.assert_allclose(every, reference.numpy(), rtol=1e-3, atol=1e-4)
+    assert pipe.logits_bytes(1, 100) == 2 * 256 * 4
+
+    # a package exported before the input existed: the loop takes every position's logits, as it did
+    old = tmp_path / "old"
+    shutil.copytree(gpt["pkg"], old)
+    model = onnx.load(str(old / "decoder.onnx"))
+    graph = model.graph
+    slice_node = next(n for n in graph.node if n.op_type == "Slice" and n.output[0].endswith(".kept"))
+    for node in graph.node:
+        node.input[:] = [slice_node.input[0] if i == slice_node.output[0] else i for i in node.input]
+    for node in [n for n in graph.node if n.name.startswith(LOGITS_TO_KEEP)]:
+        graph.node.remove(node)
+    for init in [i for i in graph.initializer if i.name.startswith(LOGITS_TO_KEEP)]:
+        graph.initializer.remove(init)
+    graph.input.remove(next(i for i in graph.input if i.name == LOGITS_TO_KEEP))
+    onnx.save(model, str(old / "decoder.onnx"))
+    manifest = json.loads((old / "edgegen.json").read_text())
+    manifest["graphs"]["decoder"]["sha256"] = sha256_file(old / "decoder.onnx")
+    (old / "edgegen.json").write_text(json.dumps(manifest))
+    before = edgegen.load(old, backend="ort-cpu")
+    assert not before._last_logits_only
+    prompt = list(b"def __init__(self")
+    assert before.generate(prompt, max_new_tokens=20, do_sample=False) == pipe.generate(prompt, max_new_tokens=20,
+                                                                                         do_sample=False)
 
 
 def test_greedy_generation_equals_pytorch_greedy_loop(gpt):

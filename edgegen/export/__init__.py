@@ -127,6 +127,8 @@ def _export_graph(graph: GraphSpec, ckpt, images, stage: Path, opset: int, seed:
     inputs = graph.inputs(ckpt.config)
     example = graph.realistic_inputs(ckpt, EXPORT_BATCH, rng, images)
     model = export_module(module, graph.part, inputs, graph.output_names(ckpt.config), example, opset)
+    if graph.rewrite is not None:
+        model = graph.rewrite(model)
     file = f"{graph.part}.onnx"
     onnx.save(model, str(stage / file))
     outputs = tuple(value_spec(v) for v in model.graph.output)
@@ -134,6 +136,8 @@ def _export_graph(graph: GraphSpec, ckpt, images, stage: Path, opset: int, seed:
     results = gate_graph(graph.part, module, session,
                          lambda batch: graph.realistic_inputs(ckpt, batch, rng, images), GATE_BATCHES,
                          graph.atol, graph.rtol)
+    if graph.also_gate is not None:
+        results += graph.also_gate(module, session, example, graph.atol, graph.rtol)
     validation = {
         "batches": list(GATE_BATCHES),
         "atol": graph.atol,

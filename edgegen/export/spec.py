@@ -29,6 +29,12 @@ class GraphSpec:
     realistic_inputs: InputMaker
     atol: float = 1e-4
     rtol: float = 1e-3
+    # the exported ONNX model -> the one written: where the graph gets what the exporter cannot
+    # trace (the GPT decoder's optional logits_to_keep, a data-dependent slice)
+    rewrite: Callable | None = None
+    # (module, session, traced example feeds, atol, rtol) -> more comparisons for the gate: the
+    # rewritten graph's other behaviour checked against PyTorch too
+    also_gate: Callable | None = None
 
     def output_names(self, config) -> tuple[str, ...]:
         return self.outputs(config) if callable(self.outputs) else self.outputs

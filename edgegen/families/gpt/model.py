@@ -98,7 +98,8 @@ class GPT(DecoderLM):
         for i, block in enumerate(self.blocks):
             x, key, value = block(x, mask, past[2 * i], past[2 * i + 1])
             present += [key, value]
-        logits = F.linear(self.ln_f(x), self.wte.weight).view(b, t, self.config.vocab_size)
+        # the head on [batch, tokens, width]: the graph's last MatMul, which logits_to_keep slices
+        logits = F.linear(self.ln_f(x).view(b, t, self.config.n_embd), self.wte.weight)
         return (logits, *present)
 
 

@@ -23,6 +23,9 @@ from ...runtimes.tokenizer import TOKENIZER_KINDS, check_token_ids, load_tokeniz
 from .. import RuntimeConfig, dim_problems, positive
 
 DEFAULT_MAX_NEW_TOKENS = 64
+# the decoder graph's optional input (export.with_logits_to_keep): the output head on the last
+# that many positions only; a prompt's call asks for 1. Packages exported before it lack it.
+LOGITS_TO_KEEP = "logits_to_keep"
 DEFAULT_CACHE_BUDGET_MB = 1024
 
 
@@ -124,6 +127,8 @@ class GPTPipeline(Pipeline):
         self.tokenizer = load_tokenizer(package, c.tokenizer)
         self._cache_names = [(f"past_key_values.{i}.{kv}", f"present.{i}.{kv}")
                              for i in range(self.n_layer) for kv in ("key", "value")]
+        self._last_logits_only = (isinstance(self.decoder, OrtSession) and LOGITS_TO_KEEP in
+                                  {i.name for i in self.decoder.inference_session.get_overridable_initializers()})
         self._check_context()
 
     def _check_context(self) -> None:
@@ -207,8 +212,9 @@ class GPTPipeline(Pipeline):
         return 2 * 2 * self.n_layer * batch * self.cache_heads * total_tokens * self.head_dim * 4
 
     def logits_bytes(self, batch: int, prompt_tokens: int) -> int:
-        """The prompt call's logits (the graph returns them for every prompt position)."""
-        return batch * (prompt_tokens + 1) * self.vocab_size * 4
+        """The prompt call's logits: the last position's, or every position's from a graph
+        without logits_to_keep."""
+        return batch * ((1 if self._last_logits_only else prompt_tokens) + 1) * self.vocab_size * 4
 
     # ---- checking what the user asked ------------------------------------------------------
 
@@ -312,11 +318,14 @@ class GPTPipeline(Pipeline):
         uniform = bool(mask_full.all())  # no padding: every mask is a prefix of one buffer of ones
         ones = np.ones(b * total_max, np.int64)
         ones_address = ones.ctypes.data
-        logits_prefill = np.empty((b, prompt_len, self.vocab_size), np.float32)
+        logits_prefill = np.empty((b, 1 if self._last_logits_only else prompt_len, self.vocab_size), np.float32)
         logits_step = np.empty((b, 1, self.vocab_size), np.float32)
         token = np.empty((b, 1), np.int64)
         position = positions[:, -1:] + 1
         ids, positions = np.ascontiguousarray(ids), np.ascontiguousarray(positions)
+        keep_one = np.ones(1, np.int64)
+        if self._last_logits_only:   # bound once: one position's logits from the prompt call and every step
+            binding.input(LOGITS_TO_KEEP, keep_one)
         binding.input("input_ids", ids)
         binding.input("position_ids", positions)
         binding.output("logits", logits_prefill)
