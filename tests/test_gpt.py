@@ -160,6 +160,20 @@ def test_batch_of_three_prompts_of_different_lengths_left_padded(gpt):
     assert pipe18.generate(prompts, max_new_tokens=NEW_TOKENS, do_sample=False) == ours
 
 
+@pytest.mark.parametrize("chunk", [5, 9])
+def test_a_long_prompt_prefilled_in_chunks_generates_as_pytorch(gpt, monkeypatch, chunk):
+    """Prompts longer than PREFILL_CHUNK go through the decoder a chunk per call (here 5 or 9
+    tokens: prompts of 2, 17 and 26 bytes end in chunks of every remainder, 26 = 9 + 9 + 8 and
+    the padded batch's 26 = 5 x 5 + 1), alone and left-padded in a batch."""
+    monkeypatch.setattr("edgegen.families.gpt.pipeline.PREFILL_CHUNK", chunk)
+    pipe = edgegen.load(gpt["pkg"], backend="ort-cpu")
+    prompts = [list(b"im"), list(b"    return self._"), list(b"class Foo(object):\n    def")]
+    for prompt in prompts:
+        assert pipe.generate(prompt, max_new_tokens=30, do_sample=False) == gpt["model"].greedy(prompt, 30)
+    batched = pipe.generate(prompts, max_new_tokens=30, do_sample=False)
+    assert batched == [gpt["model"].greedy(prompt, 30) for prompt in prompts]
+
+
 def test_text_in_text_out_and_stream_pieces_join_to_generate(gpt):
     pipe = edgegen.load(gpt["pkg"], backend="ort-cpu")
     text = pipe.generate("import ", max_new_tokens=60, seed=3, temperature=0.8)
