@@ -8,8 +8,9 @@ The model: LlamaForCausalLM, 12 layers x 768, 12 heads over 4 key/value heads, S
 vocab 32000, untied output (125M parameters), random weights, a stand-in word-level tokenizer
 (GenAI's builder copies one). optimum-onnx's ORTModelForCausalLM runs in its own environment
 (benchmarks/optimum_env.py). Prompt 128 random ids, 128 new tokens, greedy, batch 1; then the
-time to the first token of a 1,024-token prompt (one prefill call, not chunked); then 4 prompts
-of 128 at once, tokens per second over the whole generation.
+time to the first token of a 1,024-token prompt (each engine's own way: edgegen's pipeline
+prefills 256 tokens per call, computing only the last position's logits); then 4 prompts of 128
+at once, tokens per second over the whole generation.
 
 Random weights have flat logits, so int4 changes many argmaxes: edgegen's int4 variant is written
 here with its gate lowered (speed only; its quality gate is measured on trained models, see
