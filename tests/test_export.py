@@ -142,3 +142,35 @@ def test_gan_checkpoints_from_before_output_layer_load_as_resize(tmp_path):
     assert load_checkpoint(ckpt).config.output_layer == "resize"
     new = train("gan", tmp_path / "new", steps=1, batch_size=8, progress=False, width=8)
     assert load_checkpoint(new).config.output_layer == "subpixel"
+
+
+def test_sibling_matmuls_fuse_into_one_and_compute_the_same():
+    """fuse_sibling_matmuls: MatMuls reading one input with constant weights become one MatMul
+    and a Split; a MatMul whose weight is computed, or that reads another input, stays."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgegen.export.graph_rewrites import fuse_sibling_matmuls
+
+    rng = np.random.default_rng(0)
+    weights = {name: rng.standard_normal((8, width)).astype(np.float32) for name, width in (("wq", 8), ("wk", 4), ("wv", 4),
+                                                                                           ("wo", 8))}
+    nodes = [helper.make_node("MatMul", ["x", w], [w.replace("w", "")], name=w) for w in ("wq", "wk", "wv")]
+    nodes += [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("MatMul", ["r", "wo"], ["o"], name="wo"),
+              helper.make_node("MatMul", ["x", "y"], ["xy"], name="computed")]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2, 3, 8]) for n in ("x",)] +
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [8, 5])],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2, 3, None]) for n in ("q", "k", "v", "o", "xy")],
+        [numpy_helper.from_array(w, n) for n, w in weights.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    feeds = {"x": rng.standard_normal((2, 3, 8)).astype(np.float32), "y": rng.standard_normal((8, 5)).astype(np.float32)}
+    before = ort.InferenceSession(model.SerializeToString()).run(None, feeds)
+    fused = fuse_sibling_matmuls(model)
+    onnx.checker.check_model(fused)
+    ops = [n.op_type for n in fused.graph.node]
+    assert ops.count("MatMul") == 3 and ops.count("Split") == 1    # q, k, v as one; wo and computed stay
+    assert {i.name for i in fused.graph.initializer} == {"wq.fused", "wq.fused.split", "wo"}
+    after = ort.InferenceSession(fused.SerializeToString()).run(None, feeds)
+    for a, b in zip(before, after):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)

@@ -603,6 +603,23 @@ def test_llama_family_import_greedy_equals_transformers(case, tmp_path):
         pipe.generate(p, max_new_tokens=12, do_sample=False) for p in prompts]
 
 
+def test_a_llama_layers_projections_run_as_two_matmuls_and_qwen2_keeps_its_biases(tmp_path):
+    """The export fuses each layer's q, k and v projections into one MatMul, and gate and up into
+    another (export.graph_rewrites.fuse_sibling_matmuls): four MatMuls per layer and the head,
+    with Qwen2's q/k/v biases added after the split; greedy tokens still equal transformers'."""
+    for model_type in ("llama", "qwen2"):
+        reference = _tiny_llama(tmp_path / model_type / "hf", model_type=model_type, num_key_value_heads=2)
+        package = export_transformers("llama" if model_type == "llama" else "qwen2", tmp_path / model_type / "hf",
+                                      tmp_path / model_type / "pkg")
+        graph = onnx.load(str(package / "decoder.onnx")).graph
+        ops = [n.op_type for n in graph.node]
+        assert ops.count("MatMul") == 4 * 2 + 1 and ops.count("Split") >= 2 * 2, (model_type, ops.count("MatMul"))
+        prompt = [1, 17, 42, 99, 7]
+        ours = edgegen.load(package, backend="ort-cpu").generate(prompt, max_new_tokens=12, do_sample=False)
+        expected = reference.generate(torch.tensor([prompt]), max_new_tokens=12, do_sample=False, min_new_tokens=12)
+        assert ours == expected[0, len(prompt):].tolist()
+
+
 def test_llama_import_refuses_what_its_decoder_does_not_compute(tmp_path):
     _tiny_llama(tmp_path / "hf", hidden_act="gelu")
     with pytest.raises(CheckpointError, match="hidden_act 'gelu' \\(expected 'silu'\\)"):

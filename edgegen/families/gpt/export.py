@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from ...errors import ValidationError
+from ...export.graph_rewrites import fuse_sibling_matmuls
 from ...export.spec import TRACE_BATCH, ExportSpec, GraphSpec
 from ...package import TensorSpec, sha256_file
 from ...serving.genai import write_genai_config
@@ -122,7 +123,8 @@ def _gpt_config(ckpt: Checkpoint) -> GPTConfig:
 SPEC = ExportSpec(
     family="gpt",
     graphs=(GraphSpec("decoder", lambda m: m, gpt_graph_inputs, lambda c: _gpt_outputs(c.n_layer), _decoder_inputs,
-                      rewrite=with_logits_to_keep, also_gate=_last_logits_gate),),
+                      rewrite=lambda model: with_logits_to_keep(fuse_sibling_matmuls(model)),
+                      also_gate=_last_logits_gate),),
     runtime_config=_gpt_config,
     load_data=_gpt_data,
     companions=lambda folder, config, graphs: write_genai_config(folder, config, graphs["decoder"].file),
