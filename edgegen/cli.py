@@ -15,7 +15,8 @@ from .targets import DEFAULT_OPSET, TARGETS, TENSORRT_TARGETS, describe_targets,
 
 EXIT_USER_ERROR = 2
 # the export extra's modules (pyproject.toml): a runtime-only install has none of them
-EXPORT_MODULES = ("torch", "onnx", "onnxscript", "safetensors", "sklearn", "skimage", "matplotlib")
+EXPORT_MODULES = ("torch", "onnx", "onnxscript", "safetensors", "sklearn", "skimage", "matplotlib", "diffusers",
+                  "transformers")
 EXPORT_EXTRA = "pip install 'edgegen[export]'"
 PACKAGE_HELP = "a package directory, or the name of a shipped package (edgegen list)"
 

@@ -155,13 +155,18 @@ def test_sibling_matmuls_fuse_into_one_and_compute_the_same():
     rng = np.random.default_rng(0)
     weights = {name: rng.standard_normal((8, width)).astype(np.float32) for name, width in (("wq", 8), ("wk", 4), ("wv", 4),
                                                                                            ("wo", 8))}
-    nodes = [helper.make_node("MatMul", ["x", w], [w.replace("w", "")], name=w) for w in ("wq", "wk", "wv")]
+    weights["wu"] = rng.standard_normal((8, 4)).astype(np.float32)
+    # q, k, v: unnamed nodes; wo is read twice (by r and by s): a shared weight stays unfused, and
+    # so does its sibling wu
+    nodes = [helper.make_node("MatMul", ["x", w], [w.replace("w", "")]) for w in ("wq", "wk", "wv")]
     nodes += [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("MatMul", ["r", "wo"], ["o"], name="wo"),
+              helper.make_node("Sigmoid", ["x"], ["s"]), helper.make_node("MatMul", ["s", "wo"], ["so"]),
+              helper.make_node("MatMul", ["s", "wu"], ["su"]),
               helper.make_node("MatMul", ["x", "y"], ["xy"], name="computed")]
     graph = helper.make_graph(
         nodes, "g", [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2, 3, 8]) for n in ("x",)] +
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [8, 5])],
-        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2, 3, None]) for n in ("q", "k", "v", "o", "xy")],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2, 3, None]) for n in ("q", "k", "v", "o", "so", "su", "xy")],
         [numpy_helper.from_array(w, n) for n, w in weights.items()])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     feeds = {"x": rng.standard_normal((2, 3, 8)).astype(np.float32), "y": rng.standard_normal((8, 5)).astype(np.float32)}
@@ -169,8 +174,10 @@ def test_sibling_matmuls_fuse_into_one_and_compute_the_same():
     fused = fuse_sibling_matmuls(model)
     onnx.checker.check_model(fused)
     ops = [n.op_type for n in fused.graph.node]
-    assert ops.count("MatMul") == 3 and ops.count("Split") == 1    # q, k, v as one; wo and computed stay
-    assert {i.name for i in fused.graph.initializer} == {"wq.fused", "wq.fused.split", "wo"}
+    assert ops.count("MatMul") == 5 and ops.count("Split") == 1    # q, k, v as one; the rest stay
+    assert {i.name for i in fused.graph.initializer} == {"wq.fused", "wq.fused.split", "wo", "wu"}
+    named = [n.name for n in fused.graph.node if n.name]
+    assert len(set(named)) == len(named)
     after = ort.InferenceSession(fused.SerializeToString()).run(None, feeds)
     for a, b in zip(before, after):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)

@@ -160,13 +160,26 @@ def test_batch_of_three_prompts_of_different_lengths_left_padded(gpt):
     assert pipe18.generate(prompts, max_new_tokens=NEW_TOKENS, do_sample=False) == ours
 
 
-@pytest.mark.parametrize("chunk", [5, 9])
+@pytest.mark.parametrize("chunk", [5, 9, 13])
 def test_a_long_prompt_prefilled_in_chunks_generates_as_pytorch(gpt, monkeypatch, chunk):
-    """Prompts longer than PREFILL_CHUNK go through the decoder a chunk per call (here 5 or 9
-    tokens: prompts of 2, 17 and 26 bytes end in chunks of every remainder, 26 = 9 + 9 + 8 and
-    the padded batch's 26 = 5 x 5 + 1), alone and left-padded in a batch."""
+    """Prompts longer than PREFILL_CHUNK go through the decoder a chunk per call: prompts of 2, 17
+    and 26 bytes in chunks of 5, 9 or 13 tokens, one chunk or several, the last one short or (26 =
+    2 x 13) full, alone and left-padded in a batch."""
     monkeypatch.setattr("edgegen.families.gpt.pipeline.PREFILL_CHUNK", chunk)
     pipe = edgegen.load(gpt["pkg"], backend="ort-cpu")
+    assert pipe._last_logits_only   # the graph has logits_to_keep: the loop chunks
+    calls = []
+    real_binding = pipe._binding
+
+    def counting_binding():
+        binding = real_binding()
+        run = binding.run
+        binding.run = lambda: (calls.append(1), run())[1]
+        return binding
+
+    pipe._binding = counting_binding
+    pipe.generate(list(b"class Foo(object):\n    def"), max_new_tokens=3, do_sample=False)
+    assert len(calls) == -(-26 // chunk) + 2   # the prompt's chunks, then two one-token steps
     prompts = [list(b"im"), list(b"    return self._"), list(b"class Foo(object):\n    def")]
     for prompt in prompts:
         assert pipe.generate(prompt, max_new_tokens=30, do_sample=False) == gpt["model"].greedy(prompt, 30)
@@ -606,7 +619,8 @@ def test_llama_family_import_greedy_equals_transformers(case, tmp_path):
 def test_a_llama_layers_projections_run_as_two_matmuls_and_qwen2_keeps_its_biases(tmp_path):
     """The export fuses each layer's q, k and v projections into one MatMul, and gate and up into
     another (export.graph_rewrites.fuse_sibling_matmuls): four MatMuls per layer and the head,
-    with Qwen2's q/k/v biases added after the split; greedy tokens still equal transformers'."""
+    with Qwen2's q/k/v biases added after the split; greedy tokens still equal transformers', with
+    the prompt in one call and in prefill chunks."""
     for model_type in ("llama", "qwen2"):
         reference = _tiny_llama(tmp_path / model_type / "hf", model_type=model_type, num_key_value_heads=2)
         package = export_transformers("llama" if model_type == "llama" else "qwen2", tmp_path / model_type / "hf",
@@ -614,10 +628,14 @@ def test_a_llama_layers_projections_run_as_two_matmuls_and_qwen2_keeps_its_biase
         graph = onnx.load(str(package / "decoder.onnx")).graph
         ops = [n.op_type for n in graph.node]
         assert ops.count("MatMul") == 4 * 2 + 1 and ops.count("Split") >= 2 * 2, (model_type, ops.count("MatMul"))
-        prompt = [1, 17, 42, 99, 7]
-        ours = edgegen.load(package, backend="ort-cpu").generate(prompt, max_new_tokens=12, do_sample=False)
+        prompt = [1, 17, 42, 99, 7, 300, 12, 5, 64, 128, 33]
+        pipe = edgegen.load(package, backend="ort-cpu")
         expected = reference.generate(torch.tensor([prompt]), max_new_tokens=12, do_sample=False, min_new_tokens=12)
-        assert ours == expected[0, len(prompt):].tolist()
+        assert pipe.generate(prompt, max_new_tokens=12, do_sample=False) == expected[0, len(prompt):].tolist()
+        # rotary positions and grouped-query caches across prefill chunks of 4 (4 + 4 + 3)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr("edgegen.families.gpt.pipeline.PREFILL_CHUNK", 4)
+            assert pipe.generate(prompt, max_new_tokens=12, do_sample=False) == expected[0, len(prompt):].tolist()
 
 
 def test_llama_import_refuses_what_its_decoder_does_not_compute(tmp_path):

@@ -44,15 +44,21 @@ def test_thick_and_thin_split_each_digit_at_its_median_ink():
 
 
 def test_each_image_is_captioned_by_its_label_and_ink(exported):
+    """The sevens nearest their median ink on either side, as the trainer sees them (in [-1, 1]):
+    thin below, thick above; the dropped label is the empty prompt."""
     model = load_checkpoint(exported[0]).model
-    medians = model.ink_medians
-    blank, full = -torch.ones(1, 1, 16, 16), torch.ones(1, 1, 16, 16)   # no ink, and more than any median
+    images, _ = prepare_data("digits", 16, None, 0)
+    sevens = images.train[images.train_labels == 7]
+    distance = ink(sevens) - model.config.ink_medians[7]
+    below, above = sevens[distance < 0][np.argmax(distance[distance < 0])], sevens[distance > 0][np.argmin(distance[distance > 0])]
+    trained_range = torch.from_numpy(np.stack([below, above, above])) * 2 - 1
     tokens = Tokens(model.config.max_length)
     labels = torch.tensor([7, 7, 10])   # 10: the dropped label, the empty prompt
-    ids = model.caption_ids(labels, torch.cat([blank, full, full]), attribute_dropout=0.0)
-    assert float(medians[7]) > 0
+    ids = model.caption_ids(labels, trained_range, attribute_dropout=0.0)
     assert ids.tolist() == [tokens.ids("a thin seven"), tokens.ids("a thick seven"), tokens.ids("")]
-    dropped = model.caption_ids(labels[:2], torch.cat([blank, full]), attribute_dropout=1.0 - 1e-9)
+    # against the seven's median, not another digit's: an eight's median is higher than both
+    assert model.config.ink_medians[8] > ink(above[None])[0]
+    dropped = model.caption_ids(labels[:2], trained_range[:2], attribute_dropout=1.0 - 1e-9)
     assert dropped.tolist() == [tokens.ids("a seven")] * 2
 
 
@@ -100,3 +106,11 @@ def test_the_eager_modules_reproduce_the_package(exported):
     with torch.inference_mode():
         eager = modules["decoder"](torch.from_numpy(latent)).numpy()
     np.testing.assert_allclose(pipe.sessions["decoder"].run({"latent": latent})["image"], eager, atol=1e-5)
+    ids = pipe.tokenizer.encode_padded(["a thick seven", "an eight"], pipe.config.max_length, pipe.config.pad_token_id)
+    states = pipe.sessions["text_encoder"].run({"input_ids": ids})["last_hidden_state"]
+    t = np.array([999.0, 10.0], np.float32)
+    with torch.inference_mode():
+        np.testing.assert_allclose(states, modules["text_encoder"](torch.from_numpy(ids)).numpy(), rtol=1e-4, atol=1e-5)
+        eager_unet = modules["unet"](*(torch.from_numpy(a) for a in (latent, t, states))).numpy()
+    ours = pipe.sessions["unet"].run({"sample": latent, "timestep": t, "encoder_hidden_states": states})["prediction"]
+    np.testing.assert_allclose(ours, eager_unet, rtol=1e-4, atol=1e-4)

@@ -74,14 +74,19 @@ def with_logits_to_keep(model):
     feed overrides; default 0): the output head runs on the last that many positions, 0 meaning
     all of them. A prompt's call needs only its last position's logits, and the head's MatMul over
     every position is the largest single cost of a long prompt (1,024 tokens through a 32,000-token
-    vocabulary: 25 GFLOP). GenAI, TensorRT and the teacher-forced gates, which feed nothing, keep
+    vocabulary: 25 G multiply-adds). GenAI, TensorRT and the teacher-forced gates, which feed nothing, keep
     every position's logits."""
     from onnx import TensorProto, helper, numpy_helper
 
     graph = model.graph
-    index, head = next((i, n) for i, n in enumerate(graph.node) if "logits" in n.output)
-    if head.op_type != "MatMul":
-        raise ValidationError(f"decoder graph: expected the logits from a MatMul (the output head), found {head.op_type}")
+    index, head = next(((i, n) for i, n in enumerate(graph.node) if "logits" in n.output), (None, None))
+    if head is None or head.op_type != "MatMul":
+        raise ValidationError(f"decoder graph: expected the logits from a MatMul (the output head), found "
+                              f"{head.op_type if head is not None else 'no node that writes them'}")
+    logits = next(o for o in graph.output if o.name == "logits")
+    if len(logits.type.tensor_type.shape.dim) != 3:   # the slice is along the tokens: [batch, tokens, vocab]
+        raise ValidationError(f"decoder graph: expected logits [batch, tokens, vocab] from the head's MatMul, found "
+                              f"{len(logits.type.tensor_type.shape.dim)} dims")
     kept = f"{head.input[0]}.kept"
     constants = {f"{LOGITS_TO_KEEP}.ends": np.array([np.iinfo(np.int64).max], np.int64),
                  f"{LOGITS_TO_KEEP}.axes": np.array([1], np.int64), LOGITS_TO_KEEP: np.array([0], np.int64)}
@@ -93,7 +98,6 @@ def with_logits_to_keep(model):
     head.input[0] = kept
     for offset, node in enumerate(nodes):
         graph.node.insert(index + offset, node)
-    logits = next(o for o in graph.output if o.name == "logits")
     logits.type.tensor_type.shape.dim[1].dim_param = "logits_sequence"
     return model
 
