@@ -227,6 +227,8 @@ def main() -> None:
     parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "edgegen-diffusers-bench"))
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args()
+    from edgegen.bench import write_results
+
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     folders = build_models(work)
@@ -266,8 +268,6 @@ def main() -> None:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "diffusers_speed.json").write_text(json.dumps({"threads": THREADS, "rounds": args.rounds, "results": results},
-                                                          indent=2))
     lines = ["| model | batch | engine | p50 s (20 steps) | edgegen fp32's speed against it | edgegen int8's |",
              "|---|---|---|---|---|---|"]
     for row in results:
@@ -286,8 +286,8 @@ def main() -> None:
             lines.append(f"- {row['model']}, {precision}, {q['samples']} samples of \"a thin/thick DIGIT\" (DPM-Solver++, "
                          f"20 steps, guidance 2): the digit read as asked {q['digit_accuracy']:.1%}, on the asked side "
                          f"of the median ink {q['attribute_agreement']:.1%}, Frechet distance {q['frechet_distance']:.2f}")
-    (out / "diffusers_speed.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results(out, "diffusers_speed", {"threads": THREADS, "rounds": args.rounds, "results": results},
+                  "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -271,7 +271,6 @@ def main() -> None:
     results = {"bandwidth_gb_s": bandwidth / 1e9, "rows": rows, "int4_gate_on_random_weights": made["int4_gate"]}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "llama.json").write_text(json.dumps(results, indent=2) + "\n")
     lines = [f"read bandwidth (float32 matrix-vector product, {THREADS} threads): {bandwidth / 1e9:.1f} GB/s", "",
              "| engine | tokens/s | batch 4: tokens/s | TTFT ms | TTFT, 1024-token prompt, ms | TPOT p50 ms | TPOT p90 ms | "
              "peak RSS MB | weights MB | bound ms | TPOT / bound | tokens equal to transformers (of 128) |",
@@ -280,8 +279,9 @@ def main() -> None:
         lines.append(f"| {engine} | {r['tokens_per_s']:.1f} | {r['batch4_tokens_per_s']:.1f} | {r['ttft_ms']:.0f} | {r['ttft_1024_ms']:.0f} | {r['tpot_p50_ms']:.2f} | "
                      f"{r['tpot_p90_ms']:.2f} | {r['peak_rss_mb']:.0f} | {r['weight_mb']:.0f} | {r['bound_ms']:.2f} | "
                      f"{r['tpot_over_bound']:.2f} | {r['tokens_equal_transformers']} |")
-    (out / "llama.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    from edgegen.bench import write_results   # here: a worker may run in another environment's Python
+
+    write_results(out, "llama", results, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ Triton's dynamic batching on, then off (GPT takes one request at a time per inst
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import queue
 import tempfile
@@ -27,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 import edgegen
+from edgegen.bench import write_results
 from edgegen.serving.local_server import local_server
 from edgegen.serving.triton import RepositoryOptions, write_repository
 from edgegen.shipped import find_shipped
@@ -219,9 +219,7 @@ def main() -> None:
     results = run(args.seconds, args.threads, args.queue_delay_us)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "triton_load.json").write_text(json.dumps(results, indent=2) + "\n")
-    (out / "triton_load.md").write_text(table(results) + "\n")
-    print(table(results))
+    write_results(out, "triton_load", results, table(results) + "\n")
 
 
 if __name__ == "__main__":
