@@ -97,10 +97,10 @@ def optimize_package(path: str | os.PathLike, precision: str, calibration: int =
     The calibration and gate inputs come from the family's export spec over the checkpoint's
     data; for a family without a training side (a user's own module) from `inputs` (an .npz
     of feeds) or from the held-out inputs the export recorded: the first half of the feeds
-    calibrates, the second half, never seen by the calibration, gates. The weight-only
-    precisions (int4, int8-weights; `block_size` weights per scale) need no calibration and are
-    gated on the family's held-out text, so imported packages take them too. bar: a progress bar
-    per graph (None: on a terminal only)."""
+    calibrates, the second half, never seen by the calibration, gates. A token family (GPT) is
+    calibrated and gated on its held-out text and timed at a decode step, at every precision, so
+    imported packages take them all; the weight-only precisions (int4, int8-weights; `block_size`
+    weights per scale) need no calibration. bar: a progress bar per graph (None: on a terminal only)."""
 
     if precision not in VARIANT_PRECISIONS:
         raise ConfigError(f"precision {precision!r}: expected one of {', '.join(VARIANT_PRECISIONS)}")
@@ -118,8 +118,9 @@ def optimize_package(path: str | os.PathLike, precision: str, calibration: int =
         _clean(package)
         family, config = package_config(package)
         speed_calls = {}
-        if precision in WEIGHT_ONLY_BITS:
-            feeds, speed_calls = _held_out_feeds(package, family, config, seed)
+        if precision in WEIGHT_ONLY_BITS or (family.held_out_tokens is not None and inputs is None):
+            feeds, speed_calls = _held_out_feeds(package, family, config, seed,
+                                                 calibration // BATCH if precision == "int8" else 0)
         elif inputs is not None or family.model is None or getattr(config, "held_out", None) is not None:
             # no checkpoint to draw from: the user's inputs, or those the export recorded
             feeds = _given_feeds(package, family, config, inputs)
@@ -155,15 +156,18 @@ def _spec_feeds(package: Package, checkpoint, calibration: int, seed: int) -> di
         return feeds
 
 
-def _held_out_feeds(package: Package, family, config, seed: int) -> tuple[dict, dict]:
-    """{part: ([], gate feeds, source)} for a weight-only variant, the family's held-out text, and
-    {part: (feed, description)} of the call its speed is judged at."""
+def _held_out_feeds(package: Package, family, config, seed: int, calibration_batches: int = 0) -> tuple[dict, dict]:
+    """{part: (calibration feeds, gate feeds, source)} from the family's held-out text, for a token
+    model at any precision (no checkpoint needed: imported packages too), and {part: (feed,
+    description)} of the call its speed is judged at (a decode step). The calibration windows
+    are drawn with another seed than the gate's."""
     if family.held_out_tokens is None:
         token_families = ", ".join(f.name for f in families() if f.held_out_tokens) or "none"
         raise ConfigError(f"weight-only precisions: expected a token model ({token_families}), found a {family.name} "
                           "package (int8 and fp16 serve the others)")
     gate_feeds, source, speed_feed, call = family.held_out_tokens(package, config, GATE_BATCHES, seed)
-    return ({part: ([], gate_feeds, source) for part in package.graphs},
+    calibration_feeds = family.held_out_tokens(package, config, calibration_batches, seed + 1)[0] if calibration_batches else []
+    return ({part: (calibration_feeds, gate_feeds, source) for part in package.graphs},
             {part: (speed_feed, call) for part in package.graphs})
 
 
@@ -220,19 +224,27 @@ def _variant(package, part, precision, target, calibration_feeds, gate_feeds, ga
         except Exception as exc:  # noqa: BLE001 - a converter failure refuses this graph, not the package
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             return {"refused": f"the {precision} conversion failed: {first_line[:300]}", "target": target}
-        gate = gate_variant(package.family, precision, fp32, variant, gate_feeds, gate_threshold)
+        feeds, call = speed_call or _speed_feeds(package, entry, gate_feeds[0])
+        form = None if get_target(target).uses_tensorrt else get_family(package.family).ort_form_object()
+        form_record, variant_feeds = {}, gate_feeds
+        if form is not None:
+            out, variant, applied, form_record["ort_form"] = _in_form(form, part, entry, out, variant, disabled,
+                                                                      [*gate_feeds[:2], feeds])
+            variant_feeds = [form.feed(f) for f in gate_feeds] if applied else gate_feeds
+        gate = gate_variant(package.family, precision, fp32, variant, gate_feeds, gate_threshold, variant_feeds)
         record = {"gate": {"metric": gate.metric, "value": round(gate.value, 4), "threshold": gate.threshold,
                            "passed": gate.passed, "line": gate.line(), **gate.detail},
                   "calibration": {"source": source, "inputs": len(calibration_feeds) * BATCH} if precision == "int8"
-                  else None, "target": target}
+                  else None, "target": target, **form_record}
         if precision in WEIGHT_ONLY_BITS:
             record.update(block_size=block_size, gate_inputs=source, form="DequantizeLinear int4 blocks"
                           if get_target(target).uses_tensorrt else f"MatMulNBits, accuracy_level {MATMULNBITS_ACCURACY_LEVEL}")
         if not gate.passed:
             return {**record, "refused": f"gate {gate.line()}" + (f" (missed by {gate.threshold - gate.value:.3g})"
                                                                    if gate.value < gate.threshold else "")}
-        feeds, call = speed_call or _speed_feeds(package, entry, gate_feeds[0])
-        record["speedup_ort_cpu"] = round(speedup(fp32, variant, feeds), 3)
+        calls = ((form.timed_call(fp32, feeds), form.timed_call(variant, feeds)) if form is not None
+                 else (lambda: fp32.run(feeds), lambda: variant.run(feeds)))
+        record["speedup_ort_cpu"] = round(speedup_of_calls(*calls), 3)
         record["speed_measured_at"] = call
         if target == "ort-cpu" and record["speedup_ort_cpu"] < MIN_SPEEDUP:
             return {**record, "refused": f"does not pay on ort-cpu: {record['speedup_ort_cpu']:.2f}x the fp32 graph's "
@@ -244,6 +256,26 @@ def _variant(package, part, precision, target, calibration_feeds, gate_feeds, ga
         atomic_write_bytes(package.path / file, data)
         return {**record, "file": file, "sha256": digest,
                 **({"disabled_optimizers": list(disabled)} if disabled else {})}
+
+
+def _in_form(form, part: str, entry, out: Path, variant, disabled, feeds: list[dict]) -> tuple:
+    """The variant at `out` rewritten into the family's ONNX Runtime form and checked against
+    itself on `feeds`: (file, session, whether it is in the form, what the record says). Where the
+    rewrite does not fit the graph or the check finds a difference, the variant stays in the
+    exported form and the record says why."""
+    from .errors import EdgegenError
+    from .runtimes.ort import OrtSession
+
+    rewritten = out.with_name(f"{out.stem}.form.onnx")
+    try:
+        onnx.save(form.rewrite(onnx.load(str(out))), str(rewritten))
+        after = OrtSession(part, rewritten, entry.inputs, entry.outputs, threads=None, disabled_optimizers=disabled)
+    except EdgegenError as exc:
+        return out, variant, False, f"{form.name}: not applied ({exc})"
+    missed = [c.line() for c in form.check(variant, after, feeds) if not c.passed]
+    if missed:
+        return out, variant, False, f"{form.name}: not applied, its outputs differ from the variant's: {'; '.join(missed[:3])}"
+    return rewritten, after, True, form.name
 
 
 def _quantize_int8(source: Path, out: Path, feeds: list[dict], model: onnx.ModelProto) -> None:
@@ -350,11 +382,13 @@ def _to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     return convert_float_to_float16(model, keep_io_types=True, op_block_list=FP32_KEPT)
 
 
-def gate_variant(family: str, precision: str, fp32, variant, feeds: list[dict], gate_threshold: float | None) -> GateResult:
-    """The variant's outputs against fp32's on held-out inputs. gate_threshold: the least PSNR
-    (dB) or top-1 agreement to pass, instead of the precision's default (tests of the mechanics)."""
+def gate_variant(family: str, precision: str, fp32, variant, feeds: list[dict], gate_threshold: float | None,
+                 variant_feeds: list[dict] | None = None) -> GateResult:
+    """The variant's outputs against fp32's on held-out inputs (variant_feeds: the same inputs as
+    a variant in another form takes them). gate_threshold: the least PSNR (dB) or top-1 agreement
+    to pass, instead of the precision's default (tests of the mechanics)."""
     reference = [fp32.run(f) for f in feeds]
-    ours = [variant.run(f) for f in feeds]
+    ours = [variant.run(f) for f in (feeds if variant_feeds is None else variant_feeds)]
     names = [o.name for o in fp32.outputs]
     if "logits" in names and get_family(family).gate == "logits":
         ref = np.concatenate([r["logits"].reshape(-1, r["logits"].shape[-1]) for r in reference])
@@ -420,11 +454,16 @@ def _speed_feeds(package, entry, gate_feed: dict) -> tuple[dict, str]:
 
 
 def speedup(fp32, variant, feeds: dict, rounds: int = 5, per_round: int = 20) -> float:
-    """fp32 p50 latency over the variant's, taking turns (bench's interleaved timing)."""
+    """fp32 p50 latency over the variant's on one feed, taking turns (bench's interleaved timing)."""
+    return speedup_of_calls(lambda: fp32.run(feeds), lambda: variant.run(feeds), rounds, per_round)
+
+
+def speedup_of_calls(fp32_call, variant_call, rounds: int = 5, per_round: int = 20) -> float:
+    """fp32_call's p50 latency over variant_call's, taking turns."""
     from .bench import interleaved_timings
 
-    times = interleaved_timings({"fp32": lambda: fp32.run(feeds), "variant": lambda: variant.run(feeds)},
-                                rounds * per_round, 5, rounds=rounds, progress=False)
+    times = interleaved_timings({"fp32": fp32_call, "variant": variant_call}, rounds * per_round, 5, rounds=rounds,
+                                progress=False)
     return float(np.median(times["fp32"]) / np.median(times["variant"]))
 
 

@@ -258,11 +258,84 @@ def test_kv_cache_is_allocated_once_per_run_and_sized_from_the_request(gpt, monk
         allocations.append(shape)
         return real_empty(shape, *args, **kwargs)
 
-    monkeypatch.setattr("edgegen.families.gpt.pipeline.np.empty", counting_empty)
+    monkeypatch.setattr("edgegen.families.gpt.pipeline.np.zeros", counting_empty)
     pipe.generate(list(b"abc"), max_new_tokens=50, do_sample=False)
     cache = [s for s in allocations if s == 1 * 4 * (3 + 50) * 16]
     assert len(cache) == 2 * 2 * 2  # two buffers (past, present) for each of 2 layers' keys and values
     assert pipe.cache_bytes(1, 53) == sum(cache) * 4
+
+
+def _in_place_variant(package, precision="fused", **options) -> dict:
+    """`edgegen optimize` for ort-cpu, kept whatever this machine's timing says of it."""
+    from edgegen.optimize import optimize_package
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("edgegen.optimize.MIN_SPEEDUP", 0.0)
+        return optimize_package(package, precision, progress=lambda line: None, **options)["decoder"]
+
+
+def test_onnx_runtime_variants_write_the_kv_cache_in_place_and_generate_as_the_exported_graph(gpt, tmp_path,
+                                                                                                monkeypatch):
+    """A token package's variants for ort-cpu take the in-place form (cache_in_place.py): each call
+    writes only its new keys and values, into one buffer per cache tensor bound as both the past and
+    the present; tokens stay the exported graph's, batched, chunked and uncached."""
+    from edgegen.families.gpt.cache_in_place import FORM
+    from edgegen.families.gpt.pipeline import KV_CACHE_IN_PLACE, KV_CACHE_METADATA
+
+    pkg = tmp_path / "pkg"
+    shutil.copytree(gpt["pkg"], pkg)
+    record = _in_place_variant(pkg)
+    assert record["ort_form"] == FORM.name and "file" in record, record
+    graph = onnx.load(str(pkg / record["file"]))
+    assert [n.op_type for n in graph.graph.node].count("TensorScatter") == 2 * TINY["n_layer"]
+    assert not [n for n in graph.graph.node if n.op_type == "Concat" and n.input[0].startswith("past_key_values.")]
+    assert {p.key: p.value for p in graph.metadata_props}[KV_CACHE_METADATA] == KV_CACHE_IN_PLACE
+    exported, in_place = edgegen.load(pkg), edgegen.load(pkg, precision="fused")
+    assert in_place._in_place and not exported._in_place
+    prompts = [list(b"def __init__(self, "), list(b"import o"), list(b"x")]
+    expected = exported.generate(prompts, max_new_tokens=40, do_sample=False)
+    assert expected == [gpt["model"].greedy(p, 40) for p in prompts]
+    assert in_place.generate(prompts, max_new_tokens=40, do_sample=False) == expected
+    assert in_place.generate(prompts, max_new_tokens=10, do_sample=False, use_cache=False) == [e[:10] for e in expected]
+    monkeypatch.setattr("edgegen.families.gpt.pipeline.PREFILL_CHUNK", 5)   # 5 + 5 + 5 + 4 prompt tokens
+    assert in_place.generate(prompts, max_new_tokens=40, do_sample=False) == expected
+    # one buffer per cache tensor: half the exported form's memory
+    allocations, real_zeros = [], np.zeros
+    monkeypatch.setattr("edgegen.families.gpt.pipeline.np.zeros", lambda shape, *a, **k: allocations.append(shape) or
+                        real_zeros(shape, *a, **k))
+    in_place.generate(list(b"abc"), max_new_tokens=50, do_sample=False)
+    assert [s for s in allocations if s == 1 * 4 * (3 + 50) * 16] == [1 * 4 * 53 * 16] * (2 * 2)
+    assert in_place.cache_bytes(1, 53) * 2 == exported.cache_bytes(1, 53)
+
+
+def test_the_in_place_form_is_checked_and_where_it_does_not_hold_the_variant_keeps_the_exported_form(gpt, tmp_path,
+                                                                                                       monkeypatch):
+    """A rewrite whose outputs differ from the variant it came from is not kept (here one that masks
+    nothing beyond the tokens written); neither is one a graph does not fit (opset 18 spells
+    attention out); a TensorRT target never gets the form."""
+    import dataclasses
+
+    from edgegen.families.gpt import cache_in_place
+    from edgegen.optimize import optimize_package
+
+    def unmasked(model):
+        model = cache_in_place.write_cache_in_place(model)
+        lowest = next(i for i in model.graph.initializer if i.name == "kv_cache_in_place.lowest")
+        lowest.CopyFrom(onnx.numpy_helper.from_array(np.array(0, np.float32), lowest.name))
+        return model
+
+    pkg = tmp_path / "pkg"
+    shutil.copytree(gpt["pkg"], pkg)
+    monkeypatch.setattr(cache_in_place, "FORM", dataclasses.replace(cache_in_place.FORM, rewrite=unmasked))
+    record = _in_place_variant(pkg)
+    assert "not applied, its outputs differ from the variant's: logits @ 8, 0 past, room +3" in record["ort_form"]
+    assert not edgegen.load(pkg, precision="fused")._in_place
+    monkeypatch.undo()
+    pkg18 = tmp_path / "pkg18"
+    shutil.copytree(gpt["pkg18"], pkg18)
+    assert "not applied (decoder graph: expected ONNX Attention nodes" in _in_place_variant(pkg18)["ort_form"]
+    record = optimize_package(pkg, "int4", target="tensorrt", gate_threshold=0.0, progress=lambda line: None)["decoder"]
+    assert "ort_form" not in record and not edgegen.load(pkg, precision="int4")._in_place
 
 
 def test_sampling_matches_transformers_logits_processors():
@@ -636,6 +709,28 @@ def test_a_llama_layers_projections_run_as_two_matmuls_and_qwen2_keeps_its_biase
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr("edgegen.families.gpt.pipeline.PREFILL_CHUNK", 4)
             assert pipe.generate(prompt, max_new_tokens=12, do_sample=False) == expected[0, len(prompt):].tolist()
+
+
+def test_an_imported_grouped_query_llama_decodes_as_transformers_with_its_cache_written_in_place(tmp_path,
+                                                                                                 monkeypatch):
+    """The in-place form on a Llama: rotary positions and 2 key/value heads per 4 query heads, in
+    fp32 (fused) token for token as transformers, prompt in one call and in chunks, batched; and
+    the int4 variant for ort-cpu in the form too."""
+    reference = _tiny_llama(tmp_path / "hf", num_key_value_heads=2, head_dim=24)
+    package = export_transformers("llama", tmp_path / "hf", tmp_path / "pkg")
+    assert "not applied" not in _in_place_variant(package)["ort_form"]
+    pipe = edgegen.load(package, precision="fused")
+    assert pipe._in_place
+    prompt = [1, 17, 42, 99, 7, 300, 12, 5, 64, 128, 33]
+    expected = reference.generate(torch.tensor([prompt]), max_new_tokens=16, do_sample=False, min_new_tokens=16)
+    assert pipe.generate(prompt, max_new_tokens=16, do_sample=False) == expected[0, len(prompt):].tolist()
+    monkeypatch.setattr("edgegen.families.gpt.pipeline.PREFILL_CHUNK", 4)
+    assert pipe.generate(prompt, max_new_tokens=16, do_sample=False) == expected[0, len(prompt):].tolist()
+    prompts = [prompt, [1, 5]]
+    assert pipe.generate(prompts, max_new_tokens=12, do_sample=False) == [
+        pipe.generate(p, max_new_tokens=12, do_sample=False) for p in prompts]
+    record = _in_place_variant(package, "int4", gate_threshold=0.0)
+    assert "not applied" not in record["ort_form"] and edgegen.load(package, precision="int4")._in_place
 
 
 def test_llama_import_refuses_what_its_decoder_does_not_compute(tmp_path):

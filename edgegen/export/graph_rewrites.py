@@ -1,13 +1,33 @@
 """Rewrites of an exported ONNX graph that keep what it computes: applied before the gate, which
-checks the rewritten graph against PyTorch like any other (GraphSpec.rewrite)."""
+checks the rewritten graph against PyTorch like any other (GraphSpec.rewrite); and the forms a
+family's graph takes for one kind of target, made by `edgegen optimize` (GraphForm)."""
 
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
+
+
+@dataclass(frozen=True)
+class GraphForm:
+    """A form of a family's graph that ONNX Runtime runs faster than the exported one, with a
+    contract of its own: `edgegen optimize` rewrites each variant it makes for an ONNX Runtime
+    target into it (Family.ort_form), checks it against the variant it came from, and keeps the
+    exported form where either step fails. The family's pipeline reads the form from the graph."""
+
+    name: str                                              # what the variant's record says of it
+    rewrite: Callable[[onnx.ModelProto], onnx.ModelProto]  # raises ValidationError where the graph does not fit
+    # (session before, session after, feeds of the exported form) -> comparisons (export.validate.Comparison)
+    check: Callable[[Any, Any, list[dict]], list]
+    feed: Callable[[dict], dict]                           # a feed of the exported form as the form takes it
+    # (session of either form, feed of the exported form) -> one call as the family's pipeline makes
+    # it, bound once: what the variant's speed is timed on
+    timed_call: Callable[[Any, dict], Callable[[], None]]
 
 
 def fuse_sibling_matmuls(model: onnx.ModelProto) -> onnx.ModelProto:

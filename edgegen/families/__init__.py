@@ -192,6 +192,9 @@ class Family:
     gate: str = "psnr"
     dim_limits: Callable[[Any], dict[str, int]] | None = None   # runtime config -> largest value of each dynamic dim
     fusion: Callable[[Any], dict] | None = None   # runtime config -> ONNX Runtime transformer-optimizer settings
+    # "module:NAME" of an export.graph_rewrites.GraphForm: the form `edgegen optimize` gives the
+    # variants it makes for ONNX Runtime targets (the GPT decoder's KV cache written in place)
+    ort_form: str | None = None
     # transformers architectures this family imports (`edgegen export ARCH --from-transformers DIR`):
     # architecture -> "module:function" (architecture, folder, out, **export options) -> package path
     importers: dict = field(default_factory=dict)
@@ -252,6 +255,9 @@ class Family:
 
     def eager_modules_function(self) -> Callable | None:
         return None if self.eager_modules is None else _resolve(self.eager_modules, "")
+
+    def ort_form_object(self):
+        return None if self.ort_form is None else _resolve(self.ort_form, "FORM")
 
     def showcase_function(self) -> Callable | None:
         return None if self.showcase is None else _resolve(self.showcase, "showcase")

@@ -33,6 +33,7 @@ FAMILY = register(Family(
     dim_limits=_limits,
     importers=dict.fromkeys(("gpt2", "llama", "qwen2", "mistral"), "edgegen.families.gpt.hf_import:export_transformers"),
     fusion=lambda c: {"model_type": "gpt2", "num_heads": c.n_head, "hidden_size": c.n_embd},
+    ort_form="edgegen.families.gpt.cache_in_place",
     smoke={"train": {"steps": 2, "batch_size": 4, "n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 32,
                      "train_context": 16},
            "generate": ["--prompt", "def ", "--max-new-tokens", "4"], "out": "continuation.txt"},

@@ -1,11 +1,14 @@
 """Token generation for GPT packages: the runtime owns the loop and its KV cache.
 
 The decoder graph takes `past_key_values.{i}.key|value` [batch, heads, past, head_dim] and
-returns `present.{i}.key|value` (the past grown by this call's tokens). The loop allocates
-two flat buffers per cache tensor once for the run, sized from the prompt and
-`max_new_tokens`, and binds them to the graph by address (ONNX Runtime IO binding): each
-call reads the past from one buffer and writes the present straight into the other, so no
-cache tensor is copied or allocated per token and the per-token Python work is constant.
+returns `present.{i}.key|value` (the past grown by this call's tokens). The loop allocates the
+cache buffers once for the run, sized from the prompt and `max_new_tokens`, and binds them to
+the graph by address (ONNX Runtime IO binding), so no cache tensor is allocated per token and
+the per-token Python work is constant:
+- the exported graph grows its cache by a Concat: each call reads the past from one of two
+  buffers per tensor and writes the present straight into the other (the graph copies it);
+- the in-place form `edgegen optimize` writes for ONNX Runtime (cache_in_place.py) writes only
+  the new tokens into one buffer per tensor, bound whole as both the past and the present.
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ LOGITS_TO_KEEP = "logits_to_keep"
 # 5-10% sooner in chunks of 256 or 512 than in one call (benchmarks/prefill_chunks.py)
 PREFILL_CHUNK = 256
 DEFAULT_CACHE_BUDGET_MB = 1024
+# the graph's metadata key naming its cache form, and the in-place form's value (cache_in_place.py)
+KV_CACHE_METADATA = "edgegen.kv_cache"
+KV_CACHE_IN_PLACE = "in-place"
 
 
 ARCHITECTURES = ("gpt2", "llama")   # the decoders the family builds; one graph contract
@@ -132,6 +138,8 @@ class GPTPipeline(Pipeline):
                              for i in range(self.n_layer) for kv in ("key", "value")]
         self._last_logits_only = (isinstance(self.decoder, OrtSession) and LOGITS_TO_KEEP in
                                   {i.name for i in self.decoder.inference_session.get_overridable_initializers()})
+        self._in_place = (isinstance(self.decoder, OrtSession) and KV_CACHE_IN_PLACE ==
+                          self.decoder.inference_session.get_modelmeta().custom_metadata_map.get(KV_CACHE_METADATA))
         self._check_context()
 
     def _check_context(self) -> None:
@@ -139,9 +147,8 @@ class GPTPipeline(Pipeline):
         position table must reach it. The graph's dims are dynamic and say nothing of the
         table's size, so one one-token call at the last position asks it, at load time (a
         shorter table makes ONNX Runtime refuse the index), not halfway through a long request."""
-        empty = np.zeros((1, self.cache_heads, 0, self.head_dim), np.float32)
         feeds = {"input_ids": np.zeros((1, 1), np.int64), "position_ids": np.full((1, 1), self.context - 1, np.int64),
-                 "attention_mask": np.ones((1, 1), np.int64), **{name: empty for name, _ in self._cache_names}}
+                 "attention_mask": np.ones((1, 1), np.int64), **self._empty_past(1, 1)}
         try:
             self.decoder.run(feeds)
         except Exception as exc:  # noqa: BLE001 - ONNX Runtime's own error types: the manifest is what is wrong
@@ -211,8 +218,17 @@ class GPTPipeline(Pipeline):
                 yield piece
 
     def cache_bytes(self, batch: int, total_tokens: int) -> int:
-        """Memory of the KV cache buffers for a run: two buffers (past and present) per tensor."""
-        return 2 * 2 * self.n_layer * batch * self.cache_heads * total_tokens * self.head_dim * 4
+        """Memory of the KV cache buffers for a run: two buffers (past and present) per tensor, or
+        one where the graph writes its cache in place."""
+        buffers = 1 if self._in_place else 2
+        return buffers * 2 * self.n_layer * batch * self.cache_heads * total_tokens * self.head_dim * 4
+
+    def _empty_past(self, batch: int, new_tokens: int) -> dict[str, np.ndarray]:
+        """The past of a call with nothing cached yet: empty, or in the in-place form zeros with
+        room for the call's tokens."""
+        room = new_tokens if self._in_place else 0
+        empty = np.zeros((batch, self.cache_heads, room, self.head_dim), np.float32)
+        return {name: empty for name, _ in self._cache_names}
 
     def logits_bytes(self, batch: int, prompt_tokens: int) -> int:
         """The prompt call's logits: the last position's, or every position's from a graph
@@ -316,7 +332,10 @@ class GPTPipeline(Pipeline):
         b, prompt_len = ids.shape
         h, d = self.cache_heads, self.head_dim
         total_max = prompt_len + max_new_tokens
-        buffers = [[np.empty(b * h * total_max * d, np.float32) for _ in self._cache_names] for _ in range(2)]
+        # zeros: attention in the in-place form reads the positions not written yet too (their
+        # weights are 0, and NaN from uninitialized memory would survive that)
+        buffers = [[np.zeros(b * h * total_max * d, np.float32) for _ in self._cache_names]
+                   for _ in range(1 if self._in_place else 2)]
         addresses = [[buffer.ctypes.data for buffer in side] for side in buffers]
         binding = self._binding()
         bind_input, bind_output, f32 = binding.bind_input, binding.bind_output, np.dtype(np.float32)
@@ -333,6 +352,10 @@ class GPTPipeline(Pipeline):
         if self._last_logits_only:   # bound once: one position's logits from each prompt chunk and every step
             binding.input(LOGITS_TO_KEEP, keep_one)
         binding.output("logits", logits_prefill)
+        if self._in_place:   # bound once: each tensor's one buffer, whole, as its past and its present
+            for (past_name, present_name), address in zip(self._cache_names, addresses[0]):
+                bind_input(past_name, f32, [b, h, total_max, d], address)
+                bind_output(present_name, f32, [b, h, total_max, d], address)
 
         def call(past: int, total: int, side: int) -> None:
             """One run from the past in buffers[side] to the grown cache in the other."""
@@ -341,10 +364,11 @@ class GPTPipeline(Pipeline):
             else:
                 mask = np.ascontiguousarray(mask_full[:, :total])  # padded rows: O(batch x total) int copy
                 binding.input("attention_mask", mask)
-            past_shape, present_shape = [b, h, past, d], [b, h, total, d]
-            for (past_name, present_name), src, dst in zip(self._cache_names, addresses[side], addresses[1 - side]):
-                bind_input(past_name, f32, past_shape, src)
-                bind_output(present_name, f32, present_shape, dst)
+            if not self._in_place:
+                past_shape, present_shape = [b, h, past, d], [b, h, total, d]
+                for (past_name, present_name), src, dst in zip(self._cache_names, addresses[side], addresses[1 - side]):
+                    bind_input(past_name, f32, past_shape, src)
+                    bind_output(present_name, f32, present_shape, dst)
             binding.run()
 
         chunks = [(np.ascontiguousarray(ids[:, s:s + chunk]), np.ascontiguousarray(positions[:, s:s + chunk]))
@@ -373,13 +397,12 @@ class GPTPipeline(Pipeline):
     def _uncached_steps(self, ids, positions, mask_full, max_new_tokens) -> Iterator[np.ndarray]:
         """The reference loop: the whole sequence through the graph for every token, empty past."""
         b = ids.shape[0]
-        empty = np.zeros((b, self.cache_heads, 0, self.head_dim), np.float32)
-        past = {name: empty for name, _ in self._cache_names}
         sequence, pos = ids, positions
         for _ in range(max_new_tokens):
             total = sequence.shape[1]
             out = self.decoder.run({"input_ids": sequence, "position_ids": pos,
-                                    "attention_mask": np.ascontiguousarray(mask_full[:, :total]), **past})
+                                    "attention_mask": np.ascontiguousarray(mask_full[:, :total]),
+                                    **self._empty_past(b, total)})
             chosen = yield out["logits"][:, -1]
             sequence = np.concatenate([sequence, np.asarray(chosen, np.int64)[:, None]], axis=1)
             pos = np.concatenate([pos, pos[:, -1:] + 1], axis=1)
