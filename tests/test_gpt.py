@@ -299,6 +299,10 @@ def test_onnx_runtime_variants_write_the_kv_cache_in_place_and_generate_as_the_e
     assert in_place.generate(prompts, max_new_tokens=10, do_sample=False, use_cache=False) == [e[:10] for e in expected]
     monkeypatch.setattr("edgegen.families.gpt.pipeline.PREFILL_CHUNK", 5)   # 5 + 5 + 5 + 4 prompt tokens
     assert in_place.generate(prompts, max_new_tokens=40, do_sample=False) == expected
+    # the capacity grown (the buffer re-laid at a wider stride) every 3 tokens, and every 7
+    for growth in (3, 7):
+        monkeypatch.setattr("edgegen.families.gpt.pipeline.CACHE_GROWTH", growth)
+        assert in_place.generate(prompts, max_new_tokens=40, do_sample=False) == expected
     # one buffer per cache tensor: half the exported form's memory
     allocations, real_zeros = [], np.zeros
     monkeypatch.setattr("edgegen.families.gpt.pipeline.np.zeros", lambda shape, *a, **k: allocations.append(shape) or
@@ -725,6 +729,7 @@ def test_an_imported_grouped_query_llama_decodes_as_transformers_with_its_cache_
     expected = reference.generate(torch.tensor([prompt]), max_new_tokens=16, do_sample=False, min_new_tokens=16)
     assert pipe.generate(prompt, max_new_tokens=16, do_sample=False) == expected[0, len(prompt):].tolist()
     monkeypatch.setattr("edgegen.families.gpt.pipeline.PREFILL_CHUNK", 4)
+    monkeypatch.setattr("edgegen.families.gpt.pipeline.CACHE_GROWTH", 5)
     assert pipe.generate(prompt, max_new_tokens=16, do_sample=False) == expected[0, len(prompt):].tolist()
     prompts = [prompt, [1, 5]]
     assert pipe.generate(prompts, max_new_tokens=12, do_sample=False) == [

@@ -33,6 +33,8 @@ LOGITS_TO_KEEP = "logits_to_keep"
 # 5-10% sooner in chunks of 256 or 512 than in one call (benchmarks/prefill_chunks.py)
 PREFILL_CHUNK = 256
 DEFAULT_CACHE_BUDGET_MB = 1024
+# the in-place cache's capacity grows this many tokens at a time (_InPlaceCache)
+CACHE_GROWTH = 128
 # the graph's metadata key naming its cache form, and the in-place form's value (cache_in_place.py)
 KV_CACHE_METADATA = "edgegen.kv_cache"
 KV_CACHE_IN_PLACE = "in-place"
@@ -330,15 +332,10 @@ class GPTPipeline(Pipeline):
         A long prompt is prefilled PREFILL_CHUNK tokens per call, where the graph computes only
         the last position's logits (logits_to_keep)."""
         b, prompt_len = ids.shape
-        h, d = self.cache_heads, self.head_dim
         total_max = prompt_len + max_new_tokens
-        # zeros: attention in the in-place form reads the positions not written yet too (their
-        # weights are 0, and NaN from uninitialized memory would survive that)
-        buffers = [[np.zeros(b * h * total_max * d, np.float32) for _ in self._cache_names]
-                   for _ in range(1 if self._in_place else 2)]
-        addresses = [[buffer.ctypes.data for buffer in side] for side in buffers]
         binding = self._binding()
-        bind_input, bind_output, f32 = binding.bind_input, binding.bind_output, np.dtype(np.float32)
+        cache = (_InPlaceCache if self._in_place else _CopiedCache)(binding, self._cache_names, b, self.cache_heads,
+                                                                    self.head_dim, total_max)
         uniform = bool(mask_full.all())  # no padding: every mask is a prefix of one buffer of ones
         ones = np.ones(b * total_max, np.int64)
         ones_address = ones.ctypes.data
@@ -352,23 +349,15 @@ class GPTPipeline(Pipeline):
         if self._last_logits_only:   # bound once: one position's logits from each prompt chunk and every step
             binding.input(LOGITS_TO_KEEP, keep_one)
         binding.output("logits", logits_prefill)
-        if self._in_place:   # bound once: each tensor's one buffer, whole, as its past and its present
-            for (past_name, present_name), address in zip(self._cache_names, addresses[0]):
-                bind_input(past_name, f32, [b, h, total_max, d], address)
-                bind_output(present_name, f32, [b, h, total_max, d], address)
 
-        def call(past: int, total: int, side: int) -> None:
-            """One run from the past in buffers[side] to the grown cache in the other."""
+        def call(past: int, total: int) -> None:
+            """One run: the tokens from `past` to `total`."""
             if uniform:
-                bind_input("attention_mask", ones.dtype, [b, total], ones_address)
+                binding.bind_input("attention_mask", ones.dtype, [b, total], ones_address)
             else:
                 mask = np.ascontiguousarray(mask_full[:, :total])  # padded rows: O(batch x total) int copy
                 binding.input("attention_mask", mask)
-            if not self._in_place:
-                past_shape, present_shape = [b, h, past, d], [b, h, total, d]
-                for (past_name, present_name), src, dst in zip(self._cache_names, addresses[side], addresses[1 - side]):
-                    bind_input(past_name, f32, past_shape, src)
-                    bind_output(present_name, f32, present_shape, dst)
+            cache.bind(past, total)
             binding.run()
 
         chunks = [(np.ascontiguousarray(ids[:, s:s + chunk]), np.ascontiguousarray(positions[:, s:s + chunk]))
@@ -376,14 +365,13 @@ class GPTPipeline(Pipeline):
         for n, (chunk_ids, chunk_positions) in enumerate(chunks[:-1]):
             binding.input("input_ids", chunk_ids)
             binding.input("position_ids", chunk_positions)
-            call(n * chunk, (n + 1) * chunk, n % 2)
-        side = (len(chunks) - 1) % 2   # the buffer the prompt's earlier chunks left the cache in
+            call(n * chunk, (n + 1) * chunk)
         binding.input("input_ids", chunks[-1][0])
         binding.input("position_ids", chunks[-1][1])
         past = first
         for i in range(max_new_tokens):
             total = past + (prompt_len - first if i == 0 else 1)
-            call(past, total, (side + i) % 2)
+            call(past, total)
             chosen = yield (logits_prefill[:, -1] if i == 0 else logits_step[:, 0])
             token[:, 0] = chosen
             if i == 0:
@@ -411,6 +399,57 @@ class GPTPipeline(Pipeline):
         if not isinstance(self.decoder, OrtSession):
             raise InputError(f"backend {self.backend!r}: the KV-cache loop needs an ONNX Runtime session")
         return OrtBinding(self.decoder)
+
+
+class _CopiedCache:
+    """The exported form's KV cache: two flat buffers per tensor, allocated once for the run; each
+    call reads the past from one and the graph writes the grown cache (a copy) into the other."""
+
+    def __init__(self, binding: OrtBinding, names: list, batch: int, heads: int, head_dim: int, total_max: int):
+        self._binding, self._names, self._shape = binding, names, (batch, heads, head_dim)
+        self._buffers = [[np.zeros(batch * heads * total_max * head_dim, np.float32) for _ in names] for _ in range(2)]
+        self._addresses = [[buffer.ctypes.data for buffer in side] for side in self._buffers]
+        self._side = 0   # the side holding the past
+
+    def bind(self, past: int, total: int) -> None:
+        b, h, d = self._shape
+        f32 = np.dtype(np.float32)
+        for (past_name, present_name), src, dst in zip(self._names, self._addresses[self._side],
+                                                        self._addresses[1 - self._side]):
+            self._binding.bind_input(past_name, f32, [b, h, past, d], src)
+            self._binding.bind_output(present_name, f32, [b, h, total, d], dst)
+        self._side = 1 - self._side
+
+
+class _InPlaceCache:
+    """The in-place form's KV cache: one flat buffer per tensor, bound as both the past and the
+    present at a capacity that grows CACHE_GROWTH tokens at a time. Attention reads the whole
+    capacity, so a capacity of the run's end from the start would make a long prompt's first
+    chunks attend over every position to come (a 1,024-token prompt in chunks of 256 reached its
+    first token 1.2x later). Growing re-lays the buffer, [batch, heads, capacity, head_dim], at
+    the wider stride: one copy of the cache per CACHE_GROWTH tokens."""
+
+    def __init__(self, binding: OrtBinding, names: list, batch: int, heads: int, head_dim: int, total_max: int):
+        self._binding, self._names, self._shape, self._total_max = binding, names, (batch, heads, head_dim), total_max
+        # zeros: attention reads the positions not written yet too, with weight 0 (NaN from
+        # uninitialized memory would survive that; what re-laying leaves there is finite)
+        self._buffers = [np.zeros(batch * heads * total_max * head_dim, np.float32) for _ in names]
+        self._capacity = 0
+
+    def bind(self, past: int, total: int) -> None:
+        if total <= self._capacity:
+            return
+        b, h, d = self._shape
+        rows, old = b * h, self._capacity
+        new = min(self._total_max, -(-total // CACHE_GROWTH) * CACHE_GROWTH)
+        f32 = np.dtype(np.float32)
+        for (past_name, present_name), buffer in zip(self._names, self._buffers):
+            if old:   # each row's positions to where the wider stride puts them
+                kept = buffer[:rows * old * d].reshape(rows, old * d).copy()
+                buffer[:rows * new * d].reshape(rows, new * d)[:, :old * d] = kept
+            self._binding.bind_input(past_name, f32, [b, h, new, d], buffer.ctypes.data)
+            self._binding.bind_output(present_name, f32, [b, h, new, d], buffer.ctypes.data)
+        self._capacity = new
 
 
 def _check_stop_strings(request: _Request, as_text: bool) -> None:
