@@ -38,21 +38,28 @@ BATCH = 4             # then 4 prompts at once: tokens per second over the whole
 ENGINES = ("edgegen fp32", "edgegen int4", "genai fp32", "genai int4", "optimum fp32", "transformers eager")
 
 
+def save_random_llama(folder: Path) -> Path:
+    """The random 124M Llama these benchmarks run, saved with save_pretrained (seed 0)."""
+    import torch
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(vocab_size=32000, hidden_size=768, intermediate_size=2048, num_hidden_layers=12,
+                                      num_attention_heads=12, num_key_value_heads=4, max_position_embeddings=2048,
+                                      bos_token_id=1, eos_token_id=2, tie_word_embeddings=False)
+    transformers.LlamaForCausalLM(config).eval().save_pretrained(folder)
+    return folder
+
+
 def make_models(root: Path) -> dict:
     """The checkpoint, edgegen's packages and GenAI's builder models, made once per run."""
-    import torch
     import transformers
     from tokenizers import Tokenizer, models, pre_tokenizers
 
     from edgegen.families.gpt.hf_import import export_transformers
     from edgegen.optimize import optimize_package
 
-    hf = root / "hf"
-    torch.manual_seed(0)
-    config = transformers.LlamaConfig(vocab_size=32000, hidden_size=768, intermediate_size=2048, num_hidden_layers=12,
-                                      num_attention_heads=12, num_key_value_heads=4, max_position_embeddings=2048,
-                                      bos_token_id=1, eos_token_id=2, tie_word_embeddings=False)
-    transformers.LlamaForCausalLM(config).eval().save_pretrained(hf)
+    hf = save_random_llama(root / "hf")
     words = Tokenizer(models.WordLevel({f"t{i}": i for i in range(32000)}, unk_token="t0"))
     words.pre_tokenizer = pre_tokenizers.Whitespace()
     transformers.PreTrainedTokenizerFast(tokenizer_object=words, bos_token="t1", eos_token="t2",

@@ -41,8 +41,7 @@ def prefill(session, config, ids: np.ndarray, chunk: int, keep: int) -> float:
 
 
 def main() -> None:
-    import torch
-    import transformers
+    from llama import save_random_llama
 
     from edgegen.families.gpt.hf_import import export_transformers
     from edgegen.runtimes import load
@@ -51,12 +50,8 @@ def main() -> None:
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="edgegen-prefill-") as scratch:
-        torch.manual_seed(0)
-        config = transformers.LlamaConfig(vocab_size=32000, hidden_size=768, intermediate_size=2048, num_hidden_layers=12,
-                                          num_attention_heads=12, num_key_value_heads=4, max_position_embeddings=2048,
-                                          bos_token_id=1, eos_token_id=2, tie_word_embeddings=False)
-        transformers.LlamaForCausalLM(config).eval().save_pretrained(Path(scratch) / "hf")
-        pipe = load(export_transformers("llama", Path(scratch) / "hf", Path(scratch) / "edgegen"), backend="ort-cpu",
+        hf = save_random_llama(Path(scratch) / "hf")
+        pipe = load(export_transformers("llama", hf, Path(scratch) / "edgegen"), backend="ort-cpu",
                     threads=THREADS)
         session = pipe.decoder.inference_session
         ids = np.random.default_rng(0).integers(3, 32000, PROMPT).astype(np.int64)

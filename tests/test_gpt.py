@@ -1,6 +1,7 @@
 """The GPT family: training on the standard library's source, the decoder graph's KV-cache
 contract, the runtime's generation loop against PyTorch and transformers, sampling options."""
 
+import importlib.util
 import json
 import re
 import shutil
@@ -310,6 +311,13 @@ def test_onnx_runtime_variants_write_the_kv_cache_in_place_and_generate_as_the_e
     in_place.generate(list(b"abc"), max_new_tokens=50, do_sample=False)
     assert [s for s in allocations if s == 1 * 4 * (3 + 50) * 16] == [1 * 4 * 53 * 16] * (2 * 2)
     assert in_place.cache_bytes(1, 53) * 2 == exported.cache_bytes(1, 53)
+    # onnxruntime-genai's loop runs the form with a buffer shared between past and present
+    if importlib.util.find_spec("onnxruntime_genai"):
+        genai = json.loads((pkg / "genai_config.json").read_text())
+        genai["model"]["decoder"]["filename"] = record["file"]
+        genai["search"]["past_present_share_buffer"] = True
+        (pkg / "genai_config.json").write_text(json.dumps(genai))
+        assert _genai_greedy(pkg, prompts[0], 40) == expected[0]
 
 
 def test_the_in_place_form_is_checked_and_where_it_does_not_hold_the_variant_keeps_the_exported_form(gpt, tmp_path,
