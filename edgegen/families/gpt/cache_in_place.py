@@ -120,11 +120,13 @@ def with_room(feed: dict, spare: int = 0) -> dict:
 def check_in_place(before, after, feeds: list[dict]) -> list:
     """The in-place graph (session `after`) against the graph it was made from (`before`) on
     feeds of the exported form: every output, once with exactly the room the call needs and once
-    with CHECK_SPARE positions more (the mask's padding at work). Returns the comparisons."""
+    with CHECK_SPARE positions more (the mask's padding at work). A prompt call is also checked
+    as the loop's later chunks run it: its second half after the first half's cache, with odd
+    rows left-padded. Returns the comparisons."""
     from ...export.validate import compare
 
     results = []
-    for feed in feeds:
+    for feed in [*feeds, *(_second_chunk(before, f) for f in feeds if _is_long_prompt(f))]:
         reference = before.run(feed)
         total = feed["attention_mask"].shape[1]
         for spare in (0, CHECK_SPARE):
@@ -133,6 +135,24 @@ def check_in_place(before, after, feeds: list[dict]) -> list:
             results += [compare(name, label, ours[name][:, :, :total] if name.startswith(PRESENT) else ours[name],
                                 value, ATOL, RTOL) for name, value in reference.items()]
     return results
+
+
+def _is_long_prompt(feed: dict) -> bool:
+    return feed["input_ids"].shape[1] >= 4 and all(v.shape[2] == 0 for n, v in feed.items() if n.startswith(PAST))
+
+
+def _second_chunk(session, feed: dict) -> dict:
+    """A prompt call split as chunked prefill splits it: the feed of its second half, the past
+    being what `session` makes of the first half, two padding positions on odd rows."""
+    half = feed["input_ids"].shape[1] // 2
+    mask = feed["attention_mask"].copy()
+    mask[1::2, :2] = 0
+    first = {name: (value[:, :half] if name in ("input_ids", "position_ids", "attention_mask") else value)
+             for name, value in {**feed, "attention_mask": mask}.items()}
+    cache = session.run(first)
+    return {**{name: value[:, half:] for name, value in feed.items() if name in ("input_ids", "position_ids")},
+            "attention_mask": mask, **{PAST + name[len(PRESENT):]: value for name, value in cache.items()
+                                       if name.startswith(PRESENT)}}
 
 
 def timed_call(session, feed: dict):
