@@ -74,8 +74,8 @@ def main() -> None:
     logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.WARNING)
     package = load(args.package, backend="ort-cpu").package
     family, config = package_config(package)
-    gate_feeds, source, *_ = family.held_out_tokens(package, config, optimize.GATE_BATCHES, 0)
-    calibration, *_ = family.held_out_tokens(package, config, 16, 1)   # other windows than the gate's
+    windows, source, *_ = family.held_out_tokens(package, config, optimize.GATE_BATCHES, 0, extra=16)
+    gate_feeds, calibration = windows[:optimize.GATE_BATCHES], windows[optimize.GATE_BATCHES:]   # apart from the gate's
     rows = []
     for part, entry in package.graphs.items():
         model = optimize.gemms_as_matmuls(onnx.load(str(package.graph_path(part))))

@@ -18,16 +18,15 @@ from __future__ import annotations
 import argparse
 import shutil
 import tempfile
-import time
 from pathlib import Path
 from unittest import mock
 
 import numpy as np
 
-from edgegen.bench import machine_info, write_results
+from edgegen.bench import NEW_TOKENS, machine_info, streamed_latency, write_results
 
-THREADS, NEW = 2, 128
-PROMPTS = (128, 1024)
+THREADS = 2
+PROMPTS = (128, 1024)   # then NEW_TOKENS (128) new tokens, as edgegen bench times a token package
 
 
 def make_packages(root: Path) -> dict:
@@ -49,16 +48,6 @@ def make_packages(root: Path) -> dict:
     return {"exported": exported, "in place": in_place}
 
 
-def generation(pipe, prompt: list[int]) -> dict:
-    """One greedy generation of NEW tokens: TTFT and TPOT p50 in ms, and the tokens."""
-    start = time.perf_counter()
-    stamps, tokens = [], []
-    for token in pipe.stream(prompt, max_new_tokens=NEW, do_sample=False):
-        stamps.append(time.perf_counter())
-        tokens.append(token)
-    return {"ttft_ms": (stamps[0] - start) * 1e3, "tpot_ms": float(np.median(np.diff(stamps))) * 1e3, "tokens": tokens}
-
-
 def main() -> None:
     from edgegen.runtimes import load
 
@@ -71,28 +60,29 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="edgegen-kv-forms-") as scratch:
         pipes = {form: load(package, precision="int4", threads=THREADS)
                  for form, package in make_packages(Path(scratch)).items()}
-        for pipe in pipes.values():   # warm-up
-            generation(pipe, prompts[PROMPTS[0]][:8])
+        tokens = {(form, length): pipe.generate(prompts[length], max_new_tokens=NEW_TOKENS, do_sample=False)
+                  for form, pipe in pipes.items() for length in PROMPTS}   # (and the warm-up)
         runs = {(form, length): [] for form in pipes for length in PROMPTS}
         for _ in range(args.rounds):
             for length in PROMPTS:
                 for form, pipe in pipes.items():
-                    runs[form, length].append(generation(pipe, prompts[length]))
+                    runs[form, length].append(streamed_latency(pipe, prompts[length], runs=1))
     rows = []
     for (form, length), results in runs.items():
-        rows.append({"form": form, "prompt": length, "tpot_p50_ms": float(np.median([r["tpot_ms"] for r in results])),
-                     "ttft_ms": float(np.median([r["ttft_ms"] for r in results])),
-                     "cache_mb": pipes[form].cache_bytes(1, length + NEW) / 2**20,
-                     "tokens_equal_exported": sum(a == b for a, b in zip(results[0]["tokens"],
-                                                                         runs["exported", length][0]["tokens"]))})
+        rows.append({"form": form, "prompt": length,
+                     "tpot_p50_ms": float(np.median([r["tpot_ms_p50"] for r in results])),
+                     "ttft_ms": float(np.median([r["ttft_ms_p50"] for r in results])),
+                     "cache_mb": pipes[form].cache_bytes(1, length + NEW_TOKENS) / 2**20,
+                     "tokens_equal_exported": sum(a == b for a, b in zip(tokens[form, length],
+                                                                         tokens["exported", length]))})
     exported = {r["prompt"]: r for r in rows if r["form"] == "exported"}
-    lines = [f"`python benchmarks/kv_cache_forms.py`: a random 124M Llama, int4, {THREADS} threads, greedy, {NEW} new "
+    lines = [f"`python benchmarks/kv_cache_forms.py`: a random 124M Llama, int4, {THREADS} threads, greedy, {NEW_TOKENS} new "
              f"tokens, median of {args.rounds} interleaved rounds", "",
              "| KV cache | prompt | TPOT p50 ms | decoding against exported | TTFT ms | cache MB | tokens equal to exported |",
              "|---|---|---|---|---|---|---|"]
     lines += [f"| {r['form']} | {r['prompt']} | {r['tpot_p50_ms']:.2f} | "
               f"{exported[r['prompt']]['tpot_p50_ms'] / r['tpot_p50_ms']:.2f}x | {r['ttft_ms']:.0f} | "
-              f"{r['cache_mb']:.1f} | {r['tokens_equal_exported']} / {NEW} |" for r in rows]
+              f"{r['cache_mb']:.1f} | {r['tokens_equal_exported']} / {NEW_TOKENS} |" for r in rows]
     write_results(args.out, "kv_cache_forms", {"machine": machine_info(), "rows": rows}, "\n".join(lines) + "\n")
 
 

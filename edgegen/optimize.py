@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from .errors import ConfigError
+from .errors import CheckpointError, ConfigError
 from .families import families, package_config
 from .families import get as get_family
 from .package import VARIANT_PRECISIONS, Package, write_manifest
@@ -97,10 +97,12 @@ def optimize_package(path: str | os.PathLike, precision: str, calibration: int =
     The calibration and gate inputs come from the family's export spec over the checkpoint's
     data; for a family without a training side (a user's own module) from `inputs` (an .npz
     of feeds) or from the held-out inputs the export recorded: the first half of the feeds
-    calibrates, the second half, never seen by the calibration, gates. A token family (GPT) is
-    calibrated and gated on its held-out text and timed at a decode step, at every precision, so
-    imported packages take them all; the weight-only precisions (int4, int8-weights; `block_size`
-    weights per scale) need no calibration. bar: a progress bar per graph (None: on a terminal only)."""
+    calibrates, the second half, never seen by the calibration, gates. A token package with no
+    checkpoint at hand (imported from transformers) is calibrated, gated and timed (at a decode
+    step) on the family's held-out text instead, and so are the weight-only precisions (int4,
+    int8-weights; `block_size` weights per scale) of any token package, which need no calibration.
+    For an ONNX Runtime target each variant also takes the family's ort_form where it has one.
+    bar: a progress bar per graph (None: on a terminal only)."""
 
     if precision not in VARIANT_PRECISIONS:
         raise ConfigError(f"precision {precision!r}: expected one of {', '.join(VARIANT_PRECISIONS)}")
@@ -118,14 +120,20 @@ def optimize_package(path: str | os.PathLike, precision: str, calibration: int =
         _clean(package)
         family, config = package_config(package)
         speed_calls = {}
-        if precision in WEIGHT_ONLY_BITS or (family.held_out_tokens is not None and inputs is None):
-            feeds, speed_calls = _held_out_feeds(package, family, config, seed,
-                                                 calibration // BATCH if precision == "int8" else 0)
+        if precision in WEIGHT_ONLY_BITS:
+            feeds, speed_calls = _held_out_feeds(package, family, config, seed)
         elif inputs is not None or family.model is None or getattr(config, "held_out", None) is not None:
             # no checkpoint to draw from: the user's inputs, or those the export recorded
             feeds = _given_feeds(package, family, config, inputs)
         else:
-            feeds = _spec_feeds(package, checkpoint, calibration, seed)
+            try:
+                feeds = _spec_feeds(package, checkpoint, calibration, seed)
+            except CheckpointError:
+                if family.held_out_tokens is None or checkpoint is not None:
+                    raise
+                # a token package with no edgegen checkpoint at hand (an imported one): its held-out text
+                feeds, speed_calls = _held_out_feeds(package, family, config, seed,
+                                                     calibration // BATCH if precision == "int8" else 0)
         records = {}
         with Progress(len(feeds), f"optimize {precision}", enabled=bar) as shown:
             for part, (calibration_feeds, gate_feeds, source) in feeds.items():
@@ -158,15 +166,16 @@ def _spec_feeds(package: Package, checkpoint, calibration: int, seed: int) -> di
 
 def _held_out_feeds(package: Package, family, config, seed: int, calibration_batches: int = 0) -> tuple[dict, dict]:
     """{part: (calibration feeds, gate feeds, source)} from the family's held-out text, for a token
-    model at any precision (no checkpoint needed: imported packages too), and {part: (feed,
-    description)} of the call its speed is judged at (a decode step). The calibration windows
-    are drawn with another seed than the gate's."""
+    model with no checkpoint needed (weight-only variants of any package; every precision of an
+    imported one), and {part: (feed, description)} of the call its speed is judged at (a decode
+    step). The calibration windows (`calibration_batches` batches) overlap none of the gate's."""
     if family.held_out_tokens is None:
         token_families = ", ".join(f.name for f in families() if f.held_out_tokens) or "none"
         raise ConfigError(f"weight-only precisions: expected a token model ({token_families}), found a {family.name} "
                           "package (int8 and fp16 serve the others)")
-    gate_feeds, source, speed_feed, call = family.held_out_tokens(package, config, GATE_BATCHES, seed)
-    calibration_feeds = family.held_out_tokens(package, config, calibration_batches, seed + 1)[0] if calibration_batches else []
+    windows, source, speed_feed, call = family.held_out_tokens(package, config, GATE_BATCHES, seed,
+                                                               extra=calibration_batches)
+    gate_feeds, calibration_feeds = windows[:GATE_BATCHES], windows[GATE_BATCHES:]
     return ({part: (calibration_feeds, gate_feeds, source) for part in package.graphs},
             {part: (speed_feed, call) for part in package.graphs})
 
@@ -228,9 +237,10 @@ def _variant(package, part, precision, target, calibration_feeds, gate_feeds, ga
         form = None if get_target(target).uses_tensorrt else get_family(package.family).ort_form_object()
         form_record, variant_feeds = {}, gate_feeds
         if form is not None:
-            out, variant, applied, form_record["ort_form"] = _in_form(form, part, entry, out, variant, disabled,
-                                                                      [*gate_feeds[:2], feeds])
-            variant_feeds = [form.feed(f) for f in gate_feeds] if applied else gate_feeds
+            out, variant, declined = _in_form(form, part, entry, out, variant, disabled, [*gate_feeds[:2], feeds])
+            form_record = {"ort_form_declined": declined} if declined else {"ort_form": form.name}
+            variant_feeds = gate_feeds if declined else [form.feed(f) for f in gate_feeds]
+            call += "" if declined else f" (the variant in its form, {form.name}; fp32 as exported)"
         gate = gate_variant(package.family, precision, fp32, variant, gate_feeds, gate_threshold, variant_feeds)
         record = {"gate": {"metric": gate.metric, "value": round(gate.value, 4), "threshold": gate.threshold,
                            "passed": gate.passed, "line": gate.line(), **gate.detail},
@@ -260,9 +270,9 @@ def _variant(package, part, precision, target, calibration_feeds, gate_feeds, ga
 
 def _in_form(form, part: str, entry, out: Path, variant, disabled, feeds: list[dict]) -> tuple:
     """The variant at `out` rewritten into the family's ONNX Runtime form and checked against
-    itself on `feeds`: (file, session, whether it is in the form, what the record says). Where the
-    rewrite does not fit the graph or the check finds a difference, the variant stays in the
-    exported form and the record says why."""
+    itself on `feeds`: (file, session, None), or where the rewrite does not fit the graph, the
+    installed ONNX Runtime cannot run it or the check finds a difference, the variant as it was
+    and why it keeps the exported form."""
     from .errors import EdgegenError
     from .runtimes.ort import OrtSession
 
@@ -270,12 +280,15 @@ def _in_form(form, part: str, entry, out: Path, variant, disabled, feeds: list[d
     try:
         onnx.save(form.rewrite(onnx.load(str(out))), str(rewritten))
         after = OrtSession(part, rewritten, entry.inputs, entry.outputs, threads=None, disabled_optimizers=disabled)
+        missed = [c.line() for c in form.check(variant, after, feeds) if not c.passed]
     except EdgegenError as exc:
-        return out, variant, False, f"{form.name}: not applied ({exc})"
-    missed = [c.line() for c in form.check(variant, after, feeds) if not c.passed]
+        return out, variant, f"{form.name}: not applied ({exc})"
+    except Exception as exc:  # noqa: BLE001 - ONNX Runtime's own errors while checking: the exported form stays
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        return out, variant, f"{form.name}: not applied (checking it failed: {first})"
     if missed:
-        return out, variant, False, f"{form.name}: not applied, its outputs differ from the variant's: {'; '.join(missed[:3])}"
-    return rewritten, after, True, form.name
+        return out, variant, f"{form.name}: not applied, its outputs differ from the variant's: {'; '.join(missed[:3])}"
+    return rewritten, after, None
 
 
 def _quantize_int8(source: Path, out: Path, feeds: list[dict], model: onnx.ModelProto) -> None:

@@ -336,18 +336,43 @@ def test_the_in_place_form_is_checked_and_where_it_does_not_hold_the_variant_kee
         lowest.CopyFrom(onnx.numpy_helper.from_array(np.array(0, np.float32), lowest.name))
         return model
 
+    def failing(before, after, feeds):
+        raise RuntimeError("ONNX Runtime said no")
+
     pkg = tmp_path / "pkg"
     shutil.copytree(gpt["pkg"], pkg)
     monkeypatch.setattr(cache_in_place, "FORM", dataclasses.replace(cache_in_place.FORM, rewrite=unmasked))
     record = _in_place_variant(pkg)
-    assert "not applied, its outputs differ from the variant's: logits @ 8, 0 past, room +3" in record["ort_form"]
-    assert not edgegen.load(pkg, precision="fused")._in_place
+    assert "ort_form" not in record and "file" in record
+    assert re.search(r"not applied, its outputs differ from the variant's: logits @ 8, \d+ past, room \+3",
+                     record["ort_form_declined"]), record["ort_form_declined"]
+    exported_form = edgegen.load(pkg, precision="fused")
+    assert not exported_form._in_place
+    assert len(exported_form.generate(list(b"def "), max_new_tokens=10, do_sample=False)) == 10
+    monkeypatch.setattr(cache_in_place, "FORM", dataclasses.replace(cache_in_place.FORM, check=failing))
+    assert "not applied (checking it failed: ONNX Runtime said no)" in _in_place_variant(pkg)["ort_form_declined"]
     monkeypatch.undo()
     pkg18 = tmp_path / "pkg18"
     shutil.copytree(gpt["pkg18"], pkg18)
-    assert "not applied (decoder graph: expected ONNX Attention nodes" in _in_place_variant(pkg18)["ort_form"]
+    assert "not applied (decoder graph: expected ONNX Attention nodes" in _in_place_variant(pkg18)["ort_form_declined"]
+    # fp16's casts stand between the cache inputs and their Concat: the exported form stays
+    record = _in_place_variant(pkg, "fp16")
+    assert "found no Concat that reads it first" in record["ort_form_declined"] and "file" in record
+    assert not edgegen.load(pkg, precision="fp16")._in_place
     record = optimize_package(pkg, "int4", target="tensorrt", gate_threshold=0.0, progress=lambda line: None)["decoder"]
-    assert "ort_form" not in record and not edgegen.load(pkg, precision="int4")._in_place
+    assert not {"ort_form", "ort_form_declined"} & set(record) and not edgegen.load(pkg, precision="int4")._in_place
+    # an ort-cpu int8 variant is in the in-place form, which TensorRT's engines builder refuses by name
+    record = _in_place_variant(pkg, "int8", calibration=16)
+    assert record["ort_form"] == cache_in_place.FORM.name and record["calibration"]["source"] == "stdlib"
+    pipe = edgegen.load(pkg, precision="int8")
+    assert pipe._in_place and pipe.generate([list(b"def "), list(b"x = ")], max_new_tokens=12, do_sample=False) == \
+        pipe.generate([list(b"def "), list(b"x = ")], max_new_tokens=12, do_sample=False, use_cache=False)
+    from edgegen.errors import BackendError
+    from edgegen.runtimes.engines import cached_engines
+
+    with pytest.raises(BackendError, match=r"int8 variant of graph 'decoder' is in ONNX Runtime's form \(KV cache "
+                                           r"written in place.*which TensorRT cannot parse"):
+        cached_engines(pkg, "int8")
 
 
 def test_sampling_matches_transformers_logits_processors():
@@ -730,7 +755,7 @@ def test_an_imported_grouped_query_llama_decodes_as_transformers_with_its_cache_
     the int4 variant for ort-cpu in the form too."""
     reference = _tiny_llama(tmp_path / "hf", num_key_value_heads=2, head_dim=24)
     package = export_transformers("llama", tmp_path / "hf", tmp_path / "pkg")
-    assert "not applied" not in _in_place_variant(package)["ort_form"]
+    assert "ort_form" in _in_place_variant(package)
     pipe = edgegen.load(package, precision="fused")
     assert pipe._in_place
     prompt = [1, 17, 42, 99, 7, 300, 12, 5, 64, 128, 33]
@@ -742,8 +767,14 @@ def test_an_imported_grouped_query_llama_decodes_as_transformers_with_its_cache_
     prompts = [prompt, [1, 5]]
     assert pipe.generate(prompts, max_new_tokens=12, do_sample=False) == [
         pipe.generate(p, max_new_tokens=12, do_sample=False) for p in prompts]
-    record = _in_place_variant(package, "int4", gate_threshold=0.0)
-    assert "not applied" not in record["ort_form"] and edgegen.load(package, precision="int4")._in_place
+    for precision, options in (("int4", {"gate_threshold": 0.0}), ("int8", {"calibration": 16, "gate_threshold": 0.0})):
+        record = _in_place_variant(package, precision, **options)
+        assert "ort_form" in record, record
+        pipe = edgegen.load(package, precision=precision)
+        assert pipe._in_place and pipe.generate(prompts, max_new_tokens=12, do_sample=False) == \
+            pipe.generate(prompts, max_new_tokens=12, do_sample=False, use_cache=False)
+    # no checkpoint of edgegen's: an imported package's int8 calibrates on held-out windows, apart from the gate's
+    assert record["calibration"]["source"].startswith("random token ids")
 
 
 def test_llama_import_refuses_what_its_decoder_does_not_compute(tmp_path):

@@ -203,10 +203,11 @@ class Family:
     diffusers_importers: dict = field(default_factory=dict)
     # runtime config -> {dynamic dim: size} bench uses where --shapes does not set a dim (default 1)
     bench_dims: Callable[[Any], dict[str, int]] | None = None
-    # (package, runtime config, count, seed) -> (feeds with known next tokens, their source, the feed
-    # of the call speed is judged at, its description): what a token family's weight-only variants
-    # (optimize --precision int4) are gated and timed on, checkpoint or not
-    held_out_tokens: Callable[[Any, Any, int, int], tuple] | None = None
+    # (package, runtime config, count, seed, extra=0) -> (feeds with known next tokens: count batches,
+    # then `extra` more over windows apart from theirs; their source; the feed of the call speed is
+    # judged at; its description): what a token family's weight-only variants (optimize --precision
+    # int4), and every variant of a package without a checkpoint, are calibrated, gated and timed on
+    held_out_tokens: Callable[..., tuple] | None = None
     # "module:function" (reference, package) -> {graph: torch module}: what `bench --vs-torch REF` runs
     # for a family without checkpoints (default: the export spec's modules of a checkpoint)
     eager_modules: str | None = None

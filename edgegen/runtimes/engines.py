@@ -344,14 +344,18 @@ def cached_engines(path: str | os.PathLike, precision: str = "fp32", profiles: l
     from ..package import Package, sha256_file
 
     package = Package(path)
+    for part, record in package.variant_files(precision).items() if precision != "fp32" else ():
+        # ONNX Runtime's own forms: its MatMulNBits op; a graph rewritten into the family's ort_form
+        # (the GPT decoder's cache written in place by TensorScatter into its input's memory)
+        unreadable = ("ONNX Runtime's MatMulNBits" if str(record.get("form", "")).startswith("MatMulNBits") else
+                      f"in ONNX Runtime's form ({record['ort_form']})" if record.get("ort_form") else None)
+        if unreadable:
+            raise BackendError(f"package {str(package.path)!r}: the {precision} variant of graph {part!r} is {unreadable}, "
+                               f"which TensorRT cannot parse (edgegen optimize --precision {precision} "
+                               "--target tensorrt writes TensorRT's form)")
     trt_version, gpu, capability = device_identity()
     cache = EngineCache(Path(cache_dir) if cache_dir else package.path / ".edgegen-cache" / "tensorrt")
     engines = {}
-    for part, record in package.variant_files(precision).items() if precision != "fp32" else ():
-        if str(record.get("form", "")).startswith("MatMulNBits"):
-            raise BackendError(f"package {str(package.path)!r}: the {precision} variant of graph {part!r} is ONNX Runtime's "
-                               f"MatMulNBits, which TensorRT cannot parse (edgegen optimize --precision {precision} "
-                               "--target tensorrt writes TensorRT's form)")
     for part, profile in package_profiles(package, profiles).items():
         graph = package.graph_path(part, precision)
         key = EngineKey(sha256_file(graph), trt_version, gpu, capability, precision, profile)

@@ -13,7 +13,7 @@ The contract beside that is the exported graph's: attention_mask covers the toke
 unchanged once each past has room for the new tokens (`with_room`). `edgegen optimize` makes
 this form of a token package's variants for ONNX Runtime targets (TensorRT keeps the exported
 form: it parses neither the aliasing nor TensorScatter) and checks it against the graph it came
-from; the pipeline reads the form from the graph's metadata (pipeline.KV_CACHE_METADATA).
+from; the pipeline reads the form from the graph's metadata (pipeline.writes_cache_in_place).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from onnx import helper, numpy_helper
 from ...errors import ValidationError
 from ...export.graph_rewrites import GraphForm
 from ...runtimes.ort import OrtBinding
-from .pipeline import KV_CACHE_IN_PLACE, KV_CACHE_METADATA
+from .pipeline import KV_CACHE_IN_PLACE, KV_CACHE_METADATA, writes_cache_in_place
 
 PAST, PRESENT = "past_key_values.", "present."
 SCATTER_OPSET = 24          # TensorScatter's first opset
@@ -159,7 +159,7 @@ def timed_call(session, feed: dict):
     """One call of either form as the pipeline makes it, bound once by address: the exported form
     reads the past and writes the grown cache into a buffer of its own; the in-place form writes
     the call's tokens into the past's own buffer (the same positions on every call)."""
-    in_place = session.inference_session.get_modelmeta().custom_metadata_map.get(KV_CACHE_METADATA) == KV_CACHE_IN_PLACE
+    in_place = writes_cache_in_place(session)
     feed = {name: np.ascontiguousarray(value) for name, value in (with_room(feed) if in_place else feed).items()}
     outputs = session.run(feed)   # their shapes, and buffers to bind
     binding = OrtBinding(session)

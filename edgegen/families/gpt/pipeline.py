@@ -105,6 +105,12 @@ class GPTConfig(RuntimeConfig):
                                                           self.cache_heads), (3, "head_dim", self.head_dim))])
 
 
+def writes_cache_in_place(session) -> bool:
+    """Whether a decoder session's graph is the in-place form (cache_in_place.py), by its metadata."""
+    return isinstance(session, OrtSession) and KV_CACHE_IN_PLACE == \
+        session.inference_session.get_modelmeta().custom_metadata_map.get(KV_CACHE_METADATA)
+
+
 class CacheBudgetError(InputError):
     """The KV cache a request needs is larger than the memory budget the user set."""
 
@@ -140,8 +146,7 @@ class GPTPipeline(Pipeline):
                              for i in range(self.n_layer) for kv in ("key", "value")]
         self._last_logits_only = (isinstance(self.decoder, OrtSession) and LOGITS_TO_KEEP in
                                   {i.name for i in self.decoder.inference_session.get_overridable_initializers()})
-        self._in_place = (isinstance(self.decoder, OrtSession) and KV_CACHE_IN_PLACE ==
-                          self.decoder.inference_session.get_modelmeta().custom_metadata_map.get(KV_CACHE_METADATA))
+        self._in_place = writes_cache_in_place(self.decoder)
         self._check_context()
 
     def _check_context(self) -> None:
@@ -426,7 +431,7 @@ class _InPlaceCache:
     present at a capacity that grows CACHE_GROWTH tokens at a time. Attention reads the whole
     capacity, so a capacity of the run's end from the start would make a long prompt's first
     chunks attend over every position to come (a 1,024-token prompt in chunks of 256 reached its
-    first token 1.2x later). Growing re-lays the buffer, [batch, heads, capacity, head_dim], at
+    first token 1.2-1.4x later). Growing re-lays the buffer, [batch, heads, capacity, head_dim], at
     the wider stride: one copy of the cache per CACHE_GROWTH tokens."""
 
     def __init__(self, binding: OrtBinding, names: list, batch: int, heads: int, head_dim: int, total_max: int):
@@ -522,14 +527,17 @@ class _TextRow:
 HELD_OUT_WINDOW = 64      # tokens per teacher-forced window of a weight-only variant's gate
 
 
-def held_out_windows(package, config: GPTConfig, count: int, seed: int = 0) -> tuple[list[dict], str, dict, str]:
+def held_out_windows(package, config: GPTConfig, count: int, seed: int = 0,
+                     extra: int = 0) -> tuple[list[dict], str, dict, str]:
     """Prompt calls of the decoder over windows of held-out text (the standard library's
     held-out files, never trained on), batches of 8, and where they come from: the gate of
     weight-only variants (edgegen optimize --precision int4) compares next-token predictions
     and perplexity on them. Needs no checkpoint, so imported packages are gated the same way.
-    A package without a tokenizer gets random ids in its vocabulary. Then the call a variant's
-    speed is judged at, and its description: one decode step at batch 1 after a window, the
-    call that decoding repeats and whose weight reads weight-only quantization shrinks."""
+    A package without a tokenizer gets random ids in its vocabulary. `extra` batches follow the
+    `count` ones, over windows that overlap none of theirs (int8's calibration beside the gate).
+    Then the call a variant's speed is judged at, and its description: one decode step at batch 1
+    after a window, the call that decoding repeats and whose weight reads weight-only
+    quantization shrinks."""
     from ...training.text import read_corpus
 
     rng = np.random.default_rng(seed)
@@ -541,14 +549,30 @@ def held_out_windows(package, config: GPTConfig, count: int, seed: int = 0) -> t
         text = read_corpus("stdlib")[1][:1 << 20].decode("utf-8", errors="replace")
         ids, source = np.asarray(tokenizer.encode(text)), "held-out standard-library text"
     starts = rng.integers(0, len(ids) - length, (count, 8))
+    past = rng.standard_normal((1, config.cache_heads, length, config.head_dim), dtype=np.float32)
+    if extra:
+        starts = np.concatenate([starts, _starts_apart(rng, starts.ravel(), len(ids), length, extra * 8).reshape(extra, 8)])
     empty = np.zeros((8, config.cache_heads, 0, config.head_dim), np.float32)
     feeds = [{"input_ids": np.stack([ids[s:s + length] for s in row]).astype(np.int64),
               "position_ids": np.broadcast_to(np.arange(length, dtype=np.int64), (8, length)).copy(),
               "attention_mask": np.ones((8, length), np.int64),
               **{f"past_key_values.{i}.{kv}": empty for i in range(config.n_layer) for kv in ("key", "value")}}
              for row in starts]
-    past = rng.standard_normal((1, config.cache_heads, length, config.head_dim), dtype=np.float32)
     step = {"input_ids": feeds[0]["input_ids"][:1, -1:], "position_ids": np.full((1, 1), length, np.int64),
             "attention_mask": np.ones((1, length + 1), np.int64),
             **{f"past_key_values.{i}.{kv}": past for i in range(config.n_layer) for kv in ("key", "value")}}
     return feeds, source, step, f"a decode step at batch 1 after {length} tokens"
+
+
+def _starts_apart(rng: np.random.Generator, taken: np.ndarray, size: int, length: int, count: int) -> np.ndarray:
+    """`count` window starts in a text of `size` tokens whose windows of `length` overlap none of
+    those starting at `taken`."""
+    found = np.empty(0, np.int64)
+    for _ in range(100):
+        candidates = rng.integers(0, size - length, 4 * count)
+        apart = np.abs(candidates[:, None] - taken[None, :]).min(axis=1) >= length
+        found = np.concatenate([found, candidates[apart]])
+        if len(found) >= count:
+            return found[:count]
+    raise InputError(f"held-out text of {size} tokens: expected room for {count} windows of {length} apart from "
+                     f"{len(taken)} others, found too little")
