@@ -299,6 +299,8 @@ def _print_info(path) -> None:
             verdict = (f"{record['file']} (gate {gate.get('line')}" + (f", {record['speedup_ort_cpu']:.2f}x fp32's speed on ort-cpu" if "speedup_ort_cpu" in record else "")
                        + ")") if "file" in record else f"not written: {record.get('refused')}"
             print(f"variant   {precision} {part}: {verdict}")
+            if "file" in record and (record.get("ort_form") or record.get("ort_form_declined")):
+                print(f"            {record.get('ort_form') or record['ort_form_declined']}")
     p = m.provenance
     print(f"made by   edgegen {p.get('edgegen')}, torch {p.get('torch')}, onnx {p.get('onnx')}, opset {p.get('opset')}, "
           f"{p.get('created')}")

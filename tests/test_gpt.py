@@ -276,7 +276,7 @@ def _in_place_variant(package, precision="fused", **options) -> dict:
 
 
 def test_onnx_runtime_variants_write_the_kv_cache_in_place_and_generate_as_the_exported_graph(gpt, tmp_path,
-                                                                                                monkeypatch):
+                                                                                                monkeypatch, capsys):
     """A token package's variants for ort-cpu take the in-place form (cache_in_place.py): each call
     writes only its new keys and values, into one buffer per cache tensor bound as both the past and
     the present; tokens stay the exported graph's, batched, chunked and uncached."""
@@ -287,6 +287,7 @@ def test_onnx_runtime_variants_write_the_kv_cache_in_place_and_generate_as_the_e
     shutil.copytree(gpt["pkg"], pkg)
     record = _in_place_variant(pkg)
     assert record["ort_form"] == FORM.name and "file" in record, record
+    assert main(["info", str(pkg)]) == 0 and FORM.name in capsys.readouterr().out
     graph = onnx.load(str(pkg / record["file"]))
     assert [n.op_type for n in graph.graph.node].count("TensorScatter") == 2 * TINY["n_layer"]
     assert not [n for n in graph.graph.node if n.op_type == "Concat" and n.input[0].startswith("past_key_values.")]
