@@ -212,6 +212,7 @@ def _variant(package, part, precision, target, calibration_feeds, gate_feeds, ga
 
     entry = package.graphs[part]
     model = onnx.load(str(package.graph_path(part)))
+    for_tensorrt = get_target(target).uses_tensorrt
     with tempfile.TemporaryDirectory(prefix="edgegen-optimize-") as scratch:
         out = Path(scratch) / f"{part}.{precision}.onnx"
         fp32 = OrtSession(part, package.graph_path(part), entry.inputs, entry.outputs, threads=None)
@@ -225,7 +226,7 @@ def _variant(package, part, precision, target, calibration_feeds, gate_feeds, ga
             elif precision == "fused":
                 _fuse(package, part, out)
             elif precision in WEIGHT_ONLY_BITS:
-                _weight_only(model, WEIGHT_ONLY_BITS[precision], block_size, get_target(target).uses_tensorrt, out)
+                _weight_only(model, WEIGHT_ONLY_BITS[precision], block_size, for_tensorrt, out)
             else:
                 onnx.save(_to_fp16(model), str(out))
             disabled = INT8_DISABLED_OPTIMIZERS if precision == "int8" else ()
@@ -234,7 +235,7 @@ def _variant(package, part, precision, target, calibration_feeds, gate_feeds, ga
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             return {"refused": f"the {precision} conversion failed: {first_line[:300]}", "target": target}
         feeds, call = speed_call or _speed_feeds(package, entry, gate_feeds[0])
-        form = None if get_target(target).uses_tensorrt else get_family(package.family).ort_form_object()
+        form = None if for_tensorrt else get_family(package.family).ort_form_object()
         form_record, variant_feeds = {}, gate_feeds
         if form is not None:
             out, variant, declined = _in_form(form, part, entry, out, variant, disabled, [*gate_feeds[:2], feeds])
@@ -248,7 +249,7 @@ def _variant(package, part, precision, target, calibration_feeds, gate_feeds, ga
                   else None, "target": target, **form_record}
         if precision in WEIGHT_ONLY_BITS:
             record.update(block_size=block_size, gate_inputs=source, form="DequantizeLinear int4 blocks"
-                          if get_target(target).uses_tensorrt else f"MatMulNBits, accuracy_level {MATMULNBITS_ACCURACY_LEVEL}")
+                          if for_tensorrt else f"MatMulNBits, accuracy_level {MATMULNBITS_ACCURACY_LEVEL}")
         if not gate.passed:
             return {**record, "refused": f"gate {gate.line()}" + (f" (missed by {gate.threshold - gate.value:.3g})"
                                                                    if gate.value < gate.threshold else "")}
