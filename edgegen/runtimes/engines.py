@@ -345,14 +345,16 @@ def cached_engines(path: str | os.PathLike, precision: str = "fp32", profiles: l
 
     package = Package(path)
     for part, record in package.variant_files(precision).items() if precision != "fp32" else ():
-        # ONNX Runtime's own forms: its MatMulNBits op; a graph rewritten into the family's ort_form
-        # (the GPT decoder's cache written in place by TensorScatter into its input's memory)
-        unreadable = ("ONNX Runtime's MatMulNBits" if str(record.get("form", "")).startswith("MatMulNBits") else
-                      f"in ONNX Runtime's form ({record['ort_form']})" if record.get("ort_form") else None)
-        if unreadable:
-            raise BackendError(f"package {str(package.path)!r}: the {precision} variant of graph {part!r} is {unreadable}, "
-                               f"which TensorRT cannot parse (edgegen optimize --precision {precision} "
-                               "--target tensorrt writes TensorRT's form)")
+        # ONNX Runtime's own forms: its MatMulNBits op, which TensorRT cannot parse; a graph rewritten
+        # into the family's ort_form (the GPT decoder's cache written in place into its input's
+        # memory), which engines are not built from: whether TensorRT runs that aliasing is unmeasured
+        ort_only = ("ONNX Runtime's MatMulNBits, which TensorRT cannot parse"
+                    if str(record.get("form", "")).startswith("MatMulNBits") else
+                    f"in ONNX Runtime's form ({record['ort_form']}), made for {record.get('target')}"
+                    if record.get("ort_form") else None)
+        if ort_only:
+            raise BackendError(f"package {str(package.path)!r}: the {precision} variant of graph {part!r} is {ort_only} "
+                               f"(edgegen optimize --precision {precision} --target tensorrt writes TensorRT's form)")
     trt_version, gpu, capability = device_identity()
     cache = EngineCache(Path(cache_dir) if cache_dir else package.path / ".edgegen-cache" / "tensorrt")
     engines = {}

@@ -1,18 +1,20 @@
 """The decoder graph's ONNX Runtime form: the KV cache written in place.
 
 The exported decoder grows its cache by Concat(past, new) -> present, so every call copies the
-whole cache: read once, written once, besides attention's own read. On a 124M Llama at 1,000
-tokens that copy took a quarter of an int4 decode step. In this form each cache tensor is one
-buffer of the run's whole capacity, bound by the loop as both the past input and the present
-output; a TensorScatter node (ONNX opset 24) writes the call's new keys and values into it at
-position total - new (ONNX Runtime writes in place when the output is the input's own memory),
-and attention reads the buffer whole, its mask padded over the positions not written yet.
+whole cache: read once, written once, besides attention's own read. On a 124M Llama after a
+1,024-token prompt that copy took a fifth of an int4 decode step (benchmarks/kv_cache_forms.py).
+In this form each cache tensor is one buffer, bound by the loop as both the past input and the
+present output (at a capacity the loop grows, pipeline._InPlaceCache); a TensorScatter node
+(ONNX opset 24) writes the call's new keys and values into it at position total - new (ONNX
+Runtime writes in place when the output is the input's own memory), and attention reads the
+buffer's whole capacity, its mask padded over the positions not written yet.
 
 The contract beside that is the exported graph's: attention_mask covers the tokens so far
 (past + new), and a call's new tokens go where the mask ends. A feed of the exported form runs
 unchanged once each past has room for the new tokens (`with_room`). `edgegen optimize` makes
 this form of a token package's variants for ONNX Runtime targets (TensorRT keeps the exported
-form: it parses neither the aliasing nor TensorScatter) and checks it against the graph it came
+form: whether its engines write in place where an input and an output share memory is
+unmeasured; JetPack 6's parser has no TensorScatter) and checks it against the graph it came
 from; the pipeline reads the form from the graph's metadata (pipeline.writes_cache_in_place).
 """
 
