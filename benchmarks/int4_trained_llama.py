@@ -1,7 +1,7 @@
 """The weight-only gate on a Llama-shaped model trained here, wider than the shipped gpt-stdlib:
 4 layers x 256, 8 query heads over 2 key/value heads, SwiGLU 768, byte-level, trained on the
 standard library's source (edgegen train gpt --architecture llama). Its int4 and int8-weights
-variants for ort-cpu are gated as `edgegen optimize` gates every token package: top-1 agreement
+variants for ort-cpu are gated as `edgegen optimize` gates weight-only variants: top-1 agreement
 with fp32 on held-out text of at least 0.95, perplexity within 5%.
 
     python benchmarks/int4_trained_llama.py [--steps 2000] [--checkpoint DIR] [--out benchmarks/results]

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from .errors import CheckpointError, ConfigError
+from .errors import ConfigError
 from .families import families, package_config
 from .families import get as get_family
 from .package import VARIANT_PRECISIONS, Package, write_manifest
@@ -97,10 +97,10 @@ def optimize_package(path: str | os.PathLike, precision: str, calibration: int =
     The calibration and gate inputs come from the family's export spec over the checkpoint's
     data; for a family without a training side (a user's own module) from `inputs` (an .npz
     of feeds) or from the held-out inputs the export recorded: the first half of the feeds
-    calibrates, the second half, never seen by the calibration, gates. A token package with no
-    checkpoint at hand (imported from transformers) is calibrated, gated and timed (at a decode
-    step) on the family's held-out text instead, and so are the weight-only precisions (int4,
-    int8-weights; `block_size` weights per scale) of any token package, which need no calibration.
+    calibrates, the second half, never seen by the calibration, gates. A token package imported
+    from transformers (no training record, no checkpoint given) is calibrated, gated and timed (at
+    a decode step) on the family's held-out text instead, and so are the weight-only precisions
+    (int4, int8-weights; `block_size` weights per scale) of any token package, which need no calibration.
     For an ONNX Runtime target each variant also takes the family's ort_form where it has one.
     bar: a progress bar per graph (None: on a terminal only)."""
 
@@ -125,15 +125,13 @@ def optimize_package(path: str | os.PathLike, precision: str, calibration: int =
         elif inputs is not None or family.model is None or getattr(config, "held_out", None) is not None:
             # no checkpoint to draw from: the user's inputs, or those the export recorded
             feeds = _given_feeds(package, family, config, inputs)
+        elif family.held_out_tokens is not None and checkpoint is None and not package.manifest.provenance.get("training"):
+            # a token package imported from transformers (nothing trained it here): no edgegen
+            # checkpoint to draw from, its held-out text
+            feeds, speed_calls = _held_out_feeds(package, family, config, seed,
+                                                 calibration // BATCH if precision == "int8" else 0)
         else:
-            try:
-                feeds = _spec_feeds(package, checkpoint, calibration, seed)
-            except CheckpointError:
-                if family.held_out_tokens is None or checkpoint is not None:
-                    raise
-                # a token package with no edgegen checkpoint at hand (an imported one): its held-out text
-                feeds, speed_calls = _held_out_feeds(package, family, config, seed,
-                                                     calibration // BATCH if precision == "int8" else 0)
+            feeds = _spec_feeds(package, checkpoint, calibration, seed)
         records = {}
         with Progress(len(feeds), f"optimize {precision}", enabled=bar) as shown:
             for part, (calibration_feeds, gate_feeds, source) in feeds.items():
@@ -246,9 +244,9 @@ def _variant(package, part, precision, target, calibration_feeds, gate_feeds, ga
         record = {"gate": {"metric": gate.metric, "value": round(gate.value, 4), "threshold": gate.threshold,
                            "passed": gate.passed, "line": gate.line(), **gate.detail},
                   "calibration": {"source": source, "inputs": len(calibration_feeds) * BATCH} if precision == "int8"
-                  else None, "target": target, **form_record}
+                  else None, "gate_inputs": source, "target": target, **form_record}
         if precision in WEIGHT_ONLY_BITS:
-            record.update(block_size=block_size, gate_inputs=source, form="DequantizeLinear int4 blocks"
+            record.update(block_size=block_size, form="DequantizeLinear int4 blocks"
                           if for_tensorrt else f"MatMulNBits, accuracy_level {MATMULNBITS_ACCURACY_LEVEL}")
         if not gate.passed:
             return {**record, "refused": f"gate {gate.line()}" + (f" (missed by {gate.threshold - gate.value:.3g})"

@@ -347,6 +347,20 @@ def test_the_in_place_form_is_checked_and_where_it_does_not_hold_the_variant_kee
     assert "ort_form" not in record and "file" in record
     assert re.search(r"not applied, its outputs differ from the variant's: logits @ 8, \d+ past, room \+3",
                      record["ort_form_declined"]), record["ort_form_declined"]
+    # a trained package's gate feeds are decode steps: the check makes a prompt call of their ids,
+    # and runs its second half after its first
+    from edgegen.runtimes.ort import OrtSession
+
+    entry = Package(pkg).graphs["decoder"]
+    before = OrtSession("decoder", pkg / "decoder.onnx", entry.inputs, entry.outputs)
+    rewritten = tmp_path / "in_place.onnx"
+    onnx.save(cache_in_place.write_cache_in_place(onnx.load(str(pkg / "decoder.onnx"))), str(rewritten))
+    after = OrtSession("decoder", rewritten, before.inputs, before.outputs)
+    step = {**{s.name: np.zeros((2, 4, 5, 16), np.float32) for s in before.inputs if s.name.startswith("past_")},
+            "input_ids": np.array([[100], [101]]), "position_ids": np.array([[5], [5]]),
+            "attention_mask": np.ones((2, 6), np.int64)}
+    labels = {c.batch for c in cache_in_place.check_in_place(before, after, [step])}
+    assert labels == {f"2, {past} past, room +{spare}" for past in (5, 0, 4) for spare in (0, 3)}, labels
     exported_form = edgegen.load(pkg, precision="fused")
     assert not exported_form._in_place
     assert len(exported_form.generate(list(b"def "), max_new_tokens=10, do_sample=False)) == 10

@@ -122,13 +122,18 @@ def with_room(feed: dict, spare: int = 0) -> dict:
 def check_in_place(before, after, feeds: list[dict]) -> list:
     """The in-place graph (session `after`) against the graph it was made from (`before`) on
     feeds of the exported form: every output, once with exactly the room the call needs and once
-    with CHECK_SPARE positions more (the mask's padding at work). A prompt call is also checked
-    as the loop's later chunks run it: its second half after the first half's cache, with odd
-    rows left-padded. Returns the comparisons."""
+    with CHECK_SPARE positions more (the mask's padding at work). A prompt call (the feeds' own,
+    or one made from their token ids where they are all decode steps) is also checked as the
+    loop's later chunks run it: its second half after the first half's cache, with odd rows
+    left-padded. Returns the comparisons."""
     from ...export.validate import compare
 
+    prompts = [f for f in feeds if _is_long_prompt(f)]
+    if not prompts:
+        prompts = [_prompt_from(feeds[0])]
+        feeds = [*feeds, *prompts]
     results = []
-    for feed in [*feeds, *(_second_chunk(before, f) for f in feeds if _is_long_prompt(f))]:
+    for feed in [*feeds, *(_second_chunk(before, f) for f in prompts)]:
         reference = before.run(feed)
         total = feed["attention_mask"].shape[1]
         for spare in (0, CHECK_SPARE):
@@ -141,6 +146,15 @@ def check_in_place(before, after, feeds: list[dict]) -> list:
 
 def _is_long_prompt(feed: dict) -> bool:
     return feed["input_ids"].shape[1] >= 4 and all(v.shape[2] == 0 for n, v in feed.items() if n.startswith(PAST))
+
+
+def _prompt_from(feed: dict, length: int = 8) -> dict:
+    """A prompt call of `length` tokens, the feed's token ids repeated, with nothing cached."""
+    ids = np.resize(feed["input_ids"], (feed["input_ids"].shape[0], length))
+    rows = len(ids)
+    return {"input_ids": ids, "position_ids": np.broadcast_to(np.arange(length, dtype=np.int64), (rows, length)).copy(),
+            "attention_mask": np.ones((rows, length), np.int64),
+            **{name: np.ascontiguousarray(value[:, :, :0]) for name, value in feed.items() if name.startswith(PAST)}}
 
 
 def _second_chunk(session, feed: dict) -> dict:
