@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime
 
 from .errors import ConfigError
 from .families import families, package_config
@@ -237,7 +238,8 @@ def _variant(package, part, precision, target, calibration_feeds, gate_feeds, ga
         form_record, variant_feeds = {}, gate_feeds
         if form is not None:
             out, variant, declined = _in_form(form, part, entry, out, variant, disabled, [*gate_feeds[:2], feeds])
-            form_record = {"ort_form_declined": declined} if declined else {"ort_form": form.name}
+            form_record = {"ort_form_declined": declined} if declined else {"ort_form": form.name,
+                                                                            "onnxruntime": onnxruntime.__version__}
             variant_feeds = gate_feeds if declined else [form.feed(f) for f in gate_feeds]
             call += "" if declined else f" (the variant in its form, {form.name}; fp32 as exported)"
         gate = gate_variant(package.family, precision, fp32, variant, gate_feeds, gate_threshold, variant_feeds)

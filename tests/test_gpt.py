@@ -288,6 +288,24 @@ def test_onnx_runtime_variants_write_the_kv_cache_in_place_and_generate_as_the_e
     record = _in_place_variant(pkg)
     assert record["ort_form"] == FORM.name and "file" in record, record
     assert main(["info", str(pkg)]) == 0 and FORM.name in capsys.readouterr().out
+    import onnxruntime
+
+    from edgegen.errors import PackageError
+
+    assert record["onnxruntime"] == onnxruntime.__version__
+    # on an ONNX Runtime without TensorScatter the variant's load failure says why and what to do
+    real_session = edgegen.runtimes.OrtSession
+
+    def older_runtime(part, path, *args, **kwargs):
+        if ".fused." in Path(path).name:
+            raise PackageError(f"graph {part!r} at {str(path)!r}: expected a loadable ONNX model, found: no TensorScatter")
+        return real_session(part, path, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("edgegen.runtimes.OrtSession", older_runtime)
+        with pytest.raises(PackageError, match=r"no TensorScatter \(the fused variant is in ONNX Runtime's form, KV cache "
+                                               r"written in place .* made with onnxruntime .*run edgegen optimize"):
+            edgegen.load(pkg, precision="fused")
     graph = onnx.load(str(pkg / record["file"]))
     assert [n.op_type for n in graph.graph.node].count("TensorScatter") == 2 * TINY["n_layer"]
     assert not [n for n in graph.graph.node if n.op_type == "Concat" and n.input[0].startswith("past_key_values.")]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..errors import BackendError
+from ..errors import BackendError, PackageError
 from ..families import package_config
 from ..package import PRECISIONS, Package
 from ..shipped import resolve as resolve_shipped
@@ -38,13 +38,25 @@ def open_sessions(package: Package, backend: str = "auto", threads: int | None =
         from .engines import open_tensorrt_sessions
 
         return open_tensorrt_sessions(package, precision, cache_dir=cache / "tensorrt")
-    return {
-        part: OrtSession(part, package.graph_path(part, precision), entry.inputs, entry.outputs,
-                         backend=concrete, threads=threads, cache_dir=cache if concrete == "ort-tensorrt" else None,
-                         spin=spin, disabled_optimizers=tuple(
-                             package.variant_files(precision).get(part, {}).get("disabled_optimizers", ())))
-        for part, entry in package.graphs.items()
-    }
+    sessions = {}
+    for part, entry in package.graphs.items():
+        record = package.variant_files(precision).get(part, {})
+        try:
+            sessions[part] = OrtSession(part, package.graph_path(part, precision), entry.inputs, entry.outputs,
+                                        backend=concrete, threads=threads,
+                                        cache_dir=cache if concrete == "ort-tensorrt" else None, spin=spin,
+                                        disabled_optimizers=tuple(record.get("disabled_optimizers", ())))
+        except PackageError as exc:
+            if not record.get("ort_form"):
+                raise
+            # a variant in ONNX Runtime's form (edgegen optimize) may need ops newer than this ONNX Runtime has
+            import onnxruntime
+
+            raise PackageError(f"{exc} (the {precision} variant is in ONNX Runtime's form, {record['ort_form']}, "
+                               f"made with onnxruntime {record.get('onnxruntime', 'of its time')}; this one is "
+                               f"{onnxruntime.__version__}: update it, or run edgegen optimize --precision {precision} "
+                               "here, where the form is used only if this ONNX Runtime runs it)") from None
+    return sessions
 
 
 def load(path: str | os.PathLike, backend: str = "auto", threads: int | None = None,
