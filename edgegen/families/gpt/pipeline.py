@@ -406,6 +406,9 @@ class GPTPipeline(Pipeline):
         return OrtBinding(self.decoder)
 
 
+_F32 = np.dtype(np.float32)   # the caches' dtype, built once, not per token
+
+
 class _CopiedCache:
     """The exported form's KV cache: two flat buffers per tensor, allocated once for the run; each
     call reads the past from one and the graph writes the grown cache (a copy) into the other."""
@@ -418,11 +421,10 @@ class _CopiedCache:
 
     def bind(self, past: int, total: int) -> None:
         b, h, d = self._shape
-        f32 = np.dtype(np.float32)
         for (past_name, present_name), src, dst in zip(self._names, self._addresses[self._side],
                                                         self._addresses[1 - self._side]):
-            self._binding.bind_input(past_name, f32, [b, h, past, d], src)
-            self._binding.bind_output(present_name, f32, [b, h, total, d], dst)
+            self._binding.bind_input(past_name, _F32, [b, h, past, d], src)
+            self._binding.bind_output(present_name, _F32, [b, h, total, d], dst)
         self._side = 1 - self._side
 
 
@@ -447,13 +449,12 @@ class _InPlaceCache:
         b, h, d = self._shape
         rows, old = b * h, self._capacity
         new = min(self._total_max, -(-total // CACHE_GROWTH) * CACHE_GROWTH)
-        f32 = np.dtype(np.float32)
         for (past_name, present_name), buffer in zip(self._names, self._buffers):
             if old:   # each row's positions to where the wider stride puts them
                 kept = buffer[:rows * old * d].reshape(rows, old * d).copy()
                 buffer[:rows * new * d].reshape(rows, new * d)[:, :old * d] = kept
-            self._binding.bind_input(past_name, f32, [b, h, new, d], buffer.ctypes.data)
-            self._binding.bind_output(present_name, f32, [b, h, new, d], buffer.ctypes.data)
+            self._binding.bind_input(past_name, _F32, [b, h, new, d], buffer.ctypes.data)
+            self._binding.bind_output(present_name, _F32, [b, h, new, d], buffer.ctypes.data)
         self._capacity = new
 
 
