@@ -409,6 +409,86 @@ def test_the_in_place_form_is_checked_and_where_it_does_not_hold_the_variant_kee
         cached_engines(pkg, "int8")
 
 
+def test_prompt_lookup_drafts_copy_the_sequence_where_its_last_tokens_occurred_before():
+    from edgegen.families.gpt.prompt_lookup import batch_drafts, draft_tokens
+
+    seq = lambda *ids: np.array(ids, np.int64)   # noqa: E731
+    assert draft_tokens(seq(1, 2, 3, 9, 4, 1, 2, 3), 2).tolist() == [9, 4]        # the last 3 tokens matched
+    assert draft_tokens(seq(1, 2, 3, 9, 5, 2, 3, 7, 2, 3), 1).tolist() == [7]     # 2: the most recent match
+    assert draft_tokens(seq(3, 8, 5, 3), 2).tolist() == []                         # 1 token alone: chance
+    assert draft_tokens(seq(7, 8, 7, 8), 5).tolist() == [7, 8, 7, 8, 7]            # a loop continues
+    assert draft_tokens(seq(4, 4, 4), 3).tolist() == [4, 4, 4]
+    assert draft_tokens(seq(1, 2, 3), 4).tolist() == [] and draft_tokens(seq(5), 4).tolist() == []
+    assert draft_tokens(seq(5, 5), 0).tolist() == []
+    # rows of a batch from their own first real token on (left padding skipped); a row without drafts filled
+    history = np.array([[6, 1, 6, 1, 6, 1, 0], [5, 7, 5, 8, 9, 3, 0]])
+    assert batch_drafts(history, np.array([2, 0]), 6, 3, filler=0).tolist() == [[6, 1, 6], [0, 0, 0]]
+    assert batch_drafts(history, np.array([2, 0]), 5, 3, filler=0).shape == (2, 0)
+
+
+def test_prompt_lookup_generates_the_same_tokens_in_fewer_decoder_calls(gpt, tmp_path, monkeypatch):
+    """Each decoding call also checks drafts copied from the sequence (prompt_lookup.py); the
+    tokens kept are those the model chooses, so greedy output is PyTorch's and seeded sampling
+    (top-k, top-p, repetition penalty) draws what decoding without drafts draws: alone and
+    left-padded in a batch, through the exported graph (a copied cache, re-laid where drafts were
+    rejected), the opset-18 graph and the in-place form (capacity grown amid drafts)."""
+    pkg = tmp_path / "pkg"
+    shutil.copytree(gpt["pkg"], pkg)
+    _in_place_variant(pkg)
+    pipes = {"exported": edgegen.load(pkg), "opset 18": edgegen.load(gpt["pkg18"]),
+             "in place": edgegen.load(pkg, precision="fused")}
+    assert pipes["in place"]._in_place and not pipes["exported"]._in_place
+    calls = []
+
+    def counting(pipe):
+        real_binding = pipe._binding
+
+        def binding():
+            bound = real_binding()
+            run = bound.run
+            bound.run = lambda: (calls.append(1), run())[1]
+            return bound
+        return binding
+
+    repetitive = list(b"x = self.x\ny = self.y\nz = self.z\nx = self.x\ny = self.")
+    prompts = [list(b"def __init__(self"), list(b"im"), repetitive]
+    expected = [gpt["model"].greedy(p, 60) for p in prompts]
+    sampled = {"seed": 4, "top_k": 20, "top_p": 0.9, "repetition_penalty": 1.3}
+    for name, pipe in pipes.items():
+        monkeypatch.setattr(pipe, "_binding", counting(pipe))
+        for lookup in (1, 3, 8):
+            for prompt, greedy in zip(prompts, expected):
+                calls.clear()
+                assert pipe.generate(prompt, max_new_tokens=60, do_sample=False,
+                                     prompt_lookup_num_tokens=lookup) == greedy, (name, lookup, bytes(prompt))
+                assert len(calls) <= 60 + 1
+            assert pipe.generate(prompts, max_new_tokens=60, do_sample=False, prompt_lookup_num_tokens=lookup) == \
+                expected, (name, lookup)
+            assert pipe.generate(prompts, max_new_tokens=60, prompt_lookup_num_tokens=lookup, **sampled) == \
+                pipe.generate(prompts, max_new_tokens=60, **sampled), (name, lookup)
+        calls.clear()
+        pipe.generate(repetitive, max_new_tokens=60, do_sample=False, prompt_lookup_num_tokens=4)
+        assert 1 + 2 <= len(calls) <= 60 * 3 // 4, (name, len(calls))   # the prompt, then fewer calls than tokens
+    in_place = pipes["in place"]
+    for growth, chunk in ((3, 5), (7, 4)):
+        monkeypatch.setattr("edgegen.families.gpt.pipeline.CACHE_GROWTH", growth)
+        monkeypatch.setattr("edgegen.families.gpt.pipeline.PREFILL_CHUNK", chunk)
+        assert in_place.generate(prompts, max_new_tokens=60, do_sample=False, prompt_lookup_num_tokens=5) == expected
+    # a stream yields the same tokens one by one; drafts stop at max_new_tokens and at the context's end
+    assert list(in_place.stream(repetitive, max_new_tokens=60, do_sample=False, prompt_lookup_num_tokens=4)) == \
+        expected[2]
+    assert in_place.generate(repetitive, max_new_tokens=3, do_sample=False, prompt_lookup_num_tokens=8) == \
+        expected[2][:3]
+    end = 256 - len(repetitive)
+    assert pipes["exported"].generate(repetitive, max_new_tokens=end, do_sample=False, prompt_lookup_num_tokens=8) == \
+        pipes["exported"].generate(repetitive, max_new_tokens=end, do_sample=False)
+    for wrong in (-1, True, 2.5, "4"):
+        with pytest.raises(InputError, match=r"prompt_lookup_num_tokens: expected a whole number of draft tokens"):
+            in_place.generate("x", prompt_lookup_num_tokens=wrong)
+    with pytest.raises(InputError, match=r"prompt_lookup_num_tokens 4: expected use_cache=True"):
+        in_place.generate("x", prompt_lookup_num_tokens=4, use_cache=False)
+
+
 def test_sampling_matches_transformers_logits_processors():
     transformers = pytest.importorskip("transformers")
     rng = np.random.default_rng(0)

@@ -24,6 +24,7 @@ from ...runtimes.pipeline import Pipeline, check_count, check_number, make_rng
 from ...runtimes.token_sampling import Sampling, next_tokens
 from ...runtimes.tokenizer import TOKENIZER_KINDS, check_token_ids, load_tokenizer
 from .. import RuntimeConfig, dim_problems, positive
+from .prompt_lookup import batch_drafts
 
 DEFAULT_MAX_NEW_TOKENS = 64
 # the decoder graph's optional input (export.with_logits_to_keep): the output head on the last
@@ -125,6 +126,7 @@ class _Request:
     stop_ids: frozenset[int]
     stop_strings: tuple[str, ...]
     use_cache: bool
+    lookup: int = 0    # draft tokens per call (prompt_lookup.py), 0: none
 
 
 class GPTPipeline(Pipeline):
@@ -168,7 +170,7 @@ class GPTPipeline(Pipeline):
     def generate(self, prompt, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, temperature: float = 1.0,
                  top_k: int | None = None, top_p: float | None = None, repetition_penalty: float = 1.0,
                  do_sample: bool = True, seed: int | None = None, stop=None, use_cache: bool = True,
-                 cache_budget_mb: float = DEFAULT_CACHE_BUDGET_MB):
+                 cache_budget_mb: float = DEFAULT_CACHE_BUDGET_MB, prompt_lookup_num_tokens: int = 0):
         """Continue one prompt or a batch of prompts.
 
         prompt: a string (returns the new text), a list of token ids (returns the new ids),
@@ -177,10 +179,13 @@ class GPTPipeline(Pipeline):
         A stop string is cut from the returned text; token ids stop after the token. The
         package's end-of-text token always stops.
         use_cache=False re-runs the whole sequence for every token (for checks and benchmarks).
+        prompt_lookup_num_tokens=N: each decoder call also checks up to N tokens guessed from the
+        sequence so far (prompt lookup decoding, prompt_lookup.py) and keeps those the model
+        chooses itself: the same output, in fewer calls where the text repeats its context.
         """
         batch, as_text, is_batch = self._prompts(prompt)
         request = self._request(batch, max_new_tokens, temperature, top_k, top_p, repetition_penalty, do_sample,
-                                seed, stop, use_cache)
+                                seed, stop, use_cache, prompt_lookup_num_tokens)
         _check_stop_strings(request, as_text)
         rows = [[] for _ in batch]
         texts = [_TextRow(self.tokenizer, request) for _ in batch] if as_text else None
@@ -195,7 +200,7 @@ class GPTPipeline(Pipeline):
     def stream(self, prompt, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, temperature: float = 1.0,
                top_k: int | None = None, top_p: float | None = None, repetition_penalty: float = 1.0,
                do_sample: bool = True, seed: int | None = None, stop=None,
-               cache_budget_mb: float = DEFAULT_CACHE_BUDGET_MB) -> Iterator:
+               cache_budget_mb: float = DEFAULT_CACHE_BUDGET_MB, prompt_lookup_num_tokens: int = 0) -> Iterator:
         """Like generate() for one prompt, yielding as tokens come: text pieces for a string
         prompt (whole characters; text that might begin a stop string is held back until it
         is clear), token ids for a list of ids. The pieces join to what generate() returns."""
@@ -203,7 +208,7 @@ class GPTPipeline(Pipeline):
         if is_batch:
             raise InputError(f"prompt: stream() takes one prompt, found a batch of {len(batch)} (use generate())")
         request = self._request(batch, max_new_tokens, temperature, top_k, top_p, repetition_penalty, do_sample,
-                                seed, stop, True)
+                                seed, stop, True, prompt_lookup_num_tokens)
         _check_stop_strings(request, as_text)
         text = _TextRow(self.tokenizer, request) if as_text else None
         for tokens, alive in self._loop(request, cache_budget_mb):
@@ -237,10 +242,10 @@ class GPTPipeline(Pipeline):
         empty = np.zeros((batch, self.cache_heads, room, self.head_dim), np.float32)
         return {name: empty for name, _ in self._cache_names}
 
-    def logits_bytes(self, batch: int, prompt_tokens: int) -> int:
-        """The prompt call's logits: the last position's, or every position's from a graph
-        without logits_to_keep."""
-        return batch * ((1 if self._last_logits_only else prompt_tokens) + 1) * self.vocab_size * 4
+    def logits_bytes(self, batch: int, prompt_tokens: int, call_width: int = 1) -> int:
+        """The prompt call's logits (the last position's, or every position's from a graph
+        without logits_to_keep) and a decoding call's, `call_width` positions (a token and its drafts)."""
+        return batch * ((1 if self._last_logits_only else prompt_tokens) + call_width) * self.vocab_size * 4
 
     # ---- checking what the user asked ------------------------------------------------------
 
@@ -269,7 +274,7 @@ class GPTPipeline(Pipeline):
         return check_token_ids(ids, self.vocab_size, f"{what} (as tokens)")  # a tokenizer may know more tokens
 
     def _request(self, batch, max_new_tokens, temperature, top_k, top_p, repetition_penalty, do_sample, seed, stop,
-                 use_cache) -> _Request:
+                 use_cache, lookup) -> _Request:
         max_new_tokens = check_count(max_new_tokens, "max_new_tokens")
         longest = max(len(p) for p in batch)
         if longest + max_new_tokens > self.context:
@@ -278,6 +283,11 @@ class GPTPipeline(Pipeline):
         sampling = Sampling.checked(do_sample, temperature, top_k, top_p, repetition_penalty)
         if not isinstance(use_cache, bool):
             raise InputError(f"use_cache: expected True or False, found {use_cache!r}")
+        if isinstance(lookup, bool) or not isinstance(lookup, (int, np.integer)) or lookup < 0:
+            raise InputError(f"prompt_lookup_num_tokens: expected a whole number of draft tokens (0: none), found {lookup!r}")
+        if lookup and not use_cache:
+            raise InputError(f"prompt_lookup_num_tokens {lookup}: expected use_cache=True (drafts are checked against "
+                             "the KV cache), found use_cache=False")
         items = _stop_items(stop)
         stop_ids = {int(t) for t in items if not isinstance(t, str)}
         if stop_ids:
@@ -286,7 +296,8 @@ class GPTPipeline(Pipeline):
             stop_ids.add(int(self.eos_token_id))
         stop_ids.update(self.config.more_eos_token_ids)
         stop_strings = tuple(t for t in items if isinstance(t, str))
-        return _Request(batch, max_new_tokens, sampling, make_rng(seed), frozenset(stop_ids), stop_strings, use_cache)
+        return _Request(batch, max_new_tokens, sampling, make_rng(seed), frozenset(stop_ids), stop_strings, use_cache,
+                        int(lookup))
 
     # ---- the loop --------------------------------------------------------------------------
 
@@ -297,7 +308,8 @@ class GPTPipeline(Pipeline):
         lengths = np.array([len(p) for p in request.prompts])
         prompt_len, total_max = int(lengths.max()), int(lengths.max()) + request.max_new_tokens
         budget = check_number(cache_budget_mb, "cache_budget_mb", low=0.0)
-        needed = self.cache_bytes(b, total_max) + self.logits_bytes(b, prompt_len)
+        needed = self.cache_bytes(b, total_max) + self.logits_bytes(
+            b, prompt_len, 1 + min(request.lookup, request.max_new_tokens))
         if needed > budget * 2**20:
             raise CacheBudgetError(f"KV cache and prompt logits for batch {b} x {total_max} tokens: expected at most "
                                    f"the budget of {budget:g} MB, found {needed / 2**20:.1f} MB needed "
@@ -318,24 +330,37 @@ class GPTPipeline(Pipeline):
         # call): an id the model cannot produce needs no entry
         is_stop = np.zeros(self.vocab_size, bool)
         is_stop[[t for t in request.stop_ids if 0 <= t < self.vocab_size]] = True
-        steps = (self._cached_steps if request.use_cache else self._uncached_steps)(ids, positions, mask_full,
-                                                                                     request.max_new_tokens)
-        logits = next(steps)
-        for i in range(request.max_new_tokens):
-            tokens = next_tokens(logits, seen, request.sampling, request.rng)
-            if seen is not None:
-                seen[np.arange(b), tokens] = True
-            yield tokens, alive
-            alive &= ~is_stop[tokens]
-            if not alive.any() or i == request.max_new_tokens - 1:
-                return
-            logits = steps.send(tokens)
+        steps = (self._cached_steps(ids, positions, mask_full, request.max_new_tokens, request.lookup)
+                 if request.use_cache else self._uncached_steps(ids, positions, mask_full))
+        logits, drafts = next(steps)
+        made = 0
+        while True:
+            chosen = []
+            for j in range(logits.shape[1]):   # the call's positions: its first token's, then each draft's
+                tokens = next_tokens(logits[:, j], seen, request.sampling, request.rng)
+                if seen is not None:
+                    seen[np.arange(b), tokens] = True
+                chosen.append(tokens)
+                yield tokens, alive
+                alive &= ~is_stop[tokens]
+                made += 1
+                if not alive.any() or made == request.max_new_tokens:
+                    return
+                # the next position's logits followed draft j: they count only where every row
+                # still going chose it (a chosen token is the one decoding without drafts makes, so
+                # the output and the random draws are the same)
+                if j < drafts.shape[1] and (tokens != drafts[:, j])[alive].any():
+                    break
+            logits, drafts = steps.send(chosen[0][:, None] if len(chosen) == 1 else np.stack(chosen, axis=1))
 
-    def _cached_steps(self, ids, positions, mask_full, max_new_tokens) -> Iterator[np.ndarray]:
-        """Prefill, then one token per call: yields logits [batch, vocab] and is sent the
-        tokens chosen from them. The per-token work is a fixed number of bindings by address.
-        A long prompt is prefilled PREFILL_CHUNK tokens per call, where the graph computes only
-        the last position's logits (logits_to_keep)."""
+    def _cached_steps(self, ids, positions, mask_full, max_new_tokens, lookup) -> Iterator[tuple]:
+        """Prefill, then decoding calls: yields (logits [batch, n, vocab], drafts [batch, n - 1])
+        per call and is sent the tokens chosen from them, [batch, m] (m <= n: those up to the first
+        rejected draft, and one more). A call takes the last chosen token and, with `lookup`, up to
+        that many drafts (prompt_lookup.py); the cache keeps the positions of the m inputs the
+        chosen tokens confirm. Without drafts the per-token work is a fixed number of bindings by
+        address. A long prompt is prefilled PREFILL_CHUNK tokens per call, where the graph
+        computes only the last position's logits (logits_to_keep)."""
         b, prompt_len = ids.shape
         total_max = prompt_len + max_new_tokens
         binding = self._binding()
@@ -345,13 +370,10 @@ class GPTPipeline(Pipeline):
         ones = np.ones(b * total_max, np.int64)
         ones_address = ones.ctypes.data
         chunk = PREFILL_CHUNK if self._last_logits_only else prompt_len   # else each chunk computes all its logits
-        first = (prompt_len - 1) // chunk * chunk    # where the prompt's last chunk, the i == 0 call, begins
         logits_prefill = np.empty((b, 1 if self._last_logits_only else prompt_len, self.vocab_size), np.float32)
-        logits_step = np.empty((b, 1, self.vocab_size), np.float32)
-        token = np.empty((b, 1), np.int64)
-        position = positions[:, -1:] + 1
+        calls = _CallBuffers(b, 1 + min(lookup, max_new_tokens), self.vocab_size, self._last_logits_only)
         keep_one = np.ones(1, np.int64)
-        if self._last_logits_only:   # bound once: one position's logits from each prompt chunk and every step
+        if self._last_logits_only:   # one position's logits from each prompt chunk
             binding.input(LOGITS_TO_KEEP, keep_one)
         binding.output("logits", logits_prefill)
 
@@ -367,37 +389,47 @@ class GPTPipeline(Pipeline):
 
         chunks = [(np.ascontiguousarray(ids[:, s:s + chunk]), np.ascontiguousarray(positions[:, s:s + chunk]))
                   for s in range(0, prompt_len, chunk)]   # kept alive: the binding reads them by address
-        for n, (chunk_ids, chunk_positions) in enumerate(chunks[:-1]):
+        for n, (chunk_ids, chunk_positions) in enumerate(chunks):
             binding.input("input_ids", chunk_ids)
             binding.input("position_ids", chunk_positions)
-            call(n * chunk, (n + 1) * chunk)
-        binding.input("input_ids", chunks[-1][0])
-        binding.input("position_ids", chunks[-1][1])
-        past = first
-        for i in range(max_new_tokens):
-            total = past + (prompt_len - first if i == 0 else 1)
-            call(past, total)
-            chosen = yield (logits_prefill[:, -1] if i == 0 else logits_step[:, 0])
-            token[:, 0] = chosen
-            if i == 0:
-                binding.input("input_ids", token)
-                binding.input("position_ids", position)
-                binding.output("logits", logits_step)
-            else:
-                position += 1
-            past = total
+            call(n * chunk, min((n + 1) * chunk, prompt_len))
+        no_drafts = np.empty((b, 0), np.int64)
+        chosen = yield logits_prefill[:, -1:], no_drafts
+        # the sequence per cache slot: where drafts are looked up, and the next call's first token
+        history = np.empty((b, total_max), np.int64)
+        history[:, :prompt_len] = ids
+        history[:, prompt_len] = chosen[:, 0]
+        pad = prompt_len - 1 - positions[:, -1]   # each row's left padding: its position at a slot is slot - pad
+        past, made = prompt_len, 1    # slots the cache holds; tokens chosen (the last is not in the cache yet)
+        count = lookup                # drafts per call: after a rejection, those kept plus one
+        while True:
+            drafts = (batch_drafts(history, pad, past + 1, min(count, max_new_tokens - made - 1), self.pad_token_id)
+                      if lookup else no_drafts)
+            width = 1 + drafts.shape[1]
+            logits = calls.bind(binding, width)
+            calls.fill(history[:, past], drafts, past - pad)
+            call(past, past + width)
+            chosen = yield logits, drafts
+            kept = chosen.shape[1]   # the call's first token and the drafts confirmed
+            if kept < width:
+                cache.keep(past + width, past + kept)
+            if width > 1:   # fewer drafts where they were rejected (each costs compute), more where all held
+                count = min(lookup, kept)
+            history[:, past + 1:past + 1 + kept] = chosen
+            past, made = past + kept, made + kept
 
-    def _uncached_steps(self, ids, positions, mask_full, max_new_tokens) -> Iterator[np.ndarray]:
-        """The reference loop: the whole sequence through the graph for every token, empty past."""
+    def _uncached_steps(self, ids, positions, mask_full) -> Iterator[tuple]:
+        """The reference loop: the whole sequence through the graph for every token, empty past.
+        Yields as _cached_steps does, without drafts."""
         b = ids.shape[0]
         sequence, pos = ids, positions
-        for _ in range(max_new_tokens):
+        while True:
             total = sequence.shape[1]
             out = self.decoder.run({"input_ids": sequence, "position_ids": pos,
                                     "attention_mask": np.ascontiguousarray(mask_full[:, :total]),
                                     **self._empty_past(b, total)})
-            chosen = yield out["logits"][:, -1]
-            sequence = np.concatenate([sequence, np.asarray(chosen, np.int64)[:, None]], axis=1)
+            chosen = yield out["logits"][:, -1:], np.empty((b, 0), np.int64)
+            sequence = np.concatenate([sequence, np.asarray(chosen[:, -1:], np.int64)], axis=1)
             pos = np.concatenate([pos, pos[:, -1:] + 1], axis=1)
 
     def _binding(self) -> OrtBinding:
@@ -407,6 +439,41 @@ class GPTPipeline(Pipeline):
 
 
 _F32 = np.dtype(np.float32)   # the caches' dtype, built once, not per token
+
+
+class _CallBuffers:
+    """A decoding call's token ids, positions and logits: flat buffers for the widest call (a token
+    and its drafts), bound by address at each call's width, and again only when the width changes."""
+
+    def __init__(self, batch: int, widest: int, vocab: int, keep_logits: bool):
+        self._batch, self._vocab, self._keep_logits = batch, vocab, keep_logits
+        self._ids, self._positions = np.empty(batch * widest, np.int64), np.empty(batch * widest, np.int64)
+        self._logits = np.empty(batch * widest * vocab, np.float32)
+        self._counts = np.arange(widest + 1, dtype=np.int64)   # logits_to_keep: the call's width, by address
+        self._width = 0
+
+    def bind(self, binding: OrtBinding, width: int) -> np.ndarray:
+        """Bind the buffers at this width; the logits [batch, width, vocab] the call will write."""
+        b, v = self._batch, self._vocab
+        if width != self._width:
+            binding.bind_input("input_ids", self._ids.dtype, [b, width], self._ids.ctypes.data)
+            binding.bind_input("position_ids", self._positions.dtype, [b, width], self._positions.ctypes.data)
+            binding.bind_output("logits", _F32, [b, width, v], self._logits.ctypes.data)
+            if self._keep_logits:
+                binding.bind_input(LOGITS_TO_KEEP, self._counts.dtype, [1],
+                                   self._counts.ctypes.data + width * self._counts.itemsize)
+            self._width = width
+        return self._logits[:b * width * v].reshape(b, width, v)
+
+    def fill(self, tokens: np.ndarray, drafts: np.ndarray, first_positions: np.ndarray) -> None:
+        """The call's inputs: each row's token, then its drafts, from its position on."""
+        b, width = self._batch, 1 + drafts.shape[1]
+        if width == 1:   # decoding without drafts: the common call, kept to two copies
+            self._ids[:b], self._positions[:b] = tokens, first_positions
+            return
+        ids = self._ids[:b * width].reshape(b, width)
+        ids[:, 0], ids[:, 1:] = tokens, drafts
+        self._positions[:b * width].reshape(b, width)[:] = first_positions[:, None] + np.arange(width)
 
 
 class _CopiedCache:
@@ -426,6 +493,15 @@ class _CopiedCache:
             self._binding.bind_input(past_name, _F32, [b, h, past, d], src)
             self._binding.bind_output(present_name, _F32, [b, h, total, d], dst)
         self._side = 1 - self._side
+
+    def keep(self, written: int, kept: int) -> None:
+        """The last call wrote `written` positions and the first `kept` count (the rest held
+        rejected drafts): re-lay the present at that stride, as the next call's past."""
+        b, h, d = self._shape
+        rows = b * h
+        for buffer in self._buffers[self._side]:
+            counted = buffer[:rows * written * d].reshape(rows, written * d)[:, :kept * d].copy()
+            buffer[:rows * kept * d].reshape(rows, kept * d)[:] = counted
 
 
 class _InPlaceCache:
@@ -456,6 +532,10 @@ class _InPlaceCache:
             self._binding.bind_input(past_name, _F32, [b, h, new, d], buffer.ctypes.data)
             self._binding.bind_output(present_name, _F32, [b, h, new, d], buffer.ctypes.data)
         self._capacity = new
+
+    def keep(self, written: int, kept: int) -> None:
+        """Positions past `kept` that the last call wrote (rejected drafts) need nothing: the mask
+        hides them and the next call writes over them."""
 
 
 def _check_stop_strings(request: _Request, as_text: bool) -> None:

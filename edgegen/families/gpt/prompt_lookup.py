@@ -1,0 +1,52 @@
+"""Prompt lookup decoding: draft tokens copied from the sequence itself, verified by the decoder.
+
+Decoding reads every weight once per call whether the call carries one token or a few, so a
+call that also checks a few guessed tokens costs little more than one that does not, and every
+guess that matches what the model would have chosen saves a call. The guesses come from the
+sequence so far (prompt and generated text): where its last few tokens occurred before, the tokens
+that followed them then are guessed to follow now. Output that repeats its context (code edits,
+extraction, summaries quoting their source, a model looping) gets several tokens per call; other
+output gets one, at the cost of the longer call. The pipeline keeps only tokens the model itself
+chooses (GPTPipeline.generate's prompt_lookup_num_tokens), so the output is the one decoding
+without drafts gives.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+# the suffix lengths looked up, longest first: a longer match predicts better, and a single token
+# recurs by chance in any text (drafts from it were rejected more often than kept)
+NGRAM_SIZES = (3, 2)
+
+
+def draft_tokens(sequence: np.ndarray, count: int) -> np.ndarray:
+    """Up to `count` tokens guessed to follow `sequence` (1-D ids): those that followed the most
+    recent earlier occurrence of its last 3 tokens (else its last 2). Where that copy reaches the
+    sequence's end it repeats from the occurrence again, as a loop would continue. Empty where
+    neither occurred before."""
+    length = len(sequence)
+    if count < 1 or length < 3:
+        return sequence[:0]
+    # where the last token occurred before: a match of n tokens ends at one of these places
+    ends = np.flatnonzero(sequence[:-1] == sequence[-1])
+    for n in NGRAM_SIZES:
+        matched = ends[ends >= n - 1]
+        for back in range(1, n):
+            matched = matched[sequence[matched - back] == sequence[-1 - back]]
+        if len(matched):
+            start = int(matched[-1]) + 1
+            return sequence[start + np.arange(count) % (length - start)]
+    return sequence[:0]
+
+
+def batch_drafts(history: np.ndarray, starts: np.ndarray, end: int, count: int, filler: int) -> np.ndarray:
+    """Drafts for every row of `history` [batch, >= end]: row r's sequence is history[r, starts[r]:end]
+    (its left padding skipped). [batch, k], k the longest row's draft; shorter rows are filled with
+    `filler`, which costs only a rejected guess."""
+    found = [draft_tokens(history[r, start:end], count) for r, start in enumerate(starts)]
+    drafts = np.full((len(found), max(len(f) for f in found)), filler, np.int64)
+    for r, tokens in enumerate(found):
+        drafts[r, :len(tokens)] = tokens
+    return drafts
