@@ -51,8 +51,9 @@ def save_random_llama(folder: Path) -> Path:
     return folder
 
 
-def make_models(root: Path) -> dict:
-    """The checkpoint, edgegen's packages and GenAI's builder models, made once per run."""
+def make_models(root: Path, optimum: bool = True) -> dict:
+    """The checkpoint, edgegen's packages and GenAI's builder models (and optimum-onnx's export),
+    made once per run."""
     import transformers
     from tokenizers import Tokenizer, models, pre_tokenizers
 
@@ -79,6 +80,8 @@ def make_models(root: Path) -> dict:
                "genai fp32": sum(p.stat().st_size for p in (root / "genai-fp32").glob("model.onnx*")),
                "genai int4": sum(p.stat().st_size for p in (root / "genai-int4").glob("model.onnx*"))}
     weights["transformers eager"] = weights["edgegen fp32"]
+    if not optimum:
+        return {"root": str(root), "weights": weights, "int4_gate": record["gate"]}
     # optimum-onnx's export of the same checkpoint, in its own environment (an older transformers)
     code = ("import sys; from optimum.onnxruntime import ORTModelForCausalLM; "
             "ORTModelForCausalLM.from_pretrained(sys.argv[1], export=True).save_pretrained(sys.argv[2])")

@@ -123,11 +123,13 @@ def torch_runners(checkpoint: str | os.PathLike, pipe, feeds: dict[str, dict[str
 
 def bench_package(path: str | os.PathLike, batch: int = 8, iters: int = 200, warmup: int = 20, backend: str = "auto",
                   threads: int | None = None, vs_torch: str | os.PathLike | None = None, precision: str = "fp32",
-                  shapes: dict[str, int] | None = None, energy: bool = True) -> dict:
+                  shapes: dict[str, int] | None = None, energy: bool = True, prompt_lookup: int = 0) -> dict:
     """Time every graph of the package; with vs_torch, PyTorch eager on the same inputs, interleaved.
     shapes: the size of each dynamic dim other than the batch (default: the family's, else 1).
     energy: then run each engine again for ENERGY_SECONDS with the machine's power source read
-    (power.py), for watts and joules per result (one result: one batch item)."""
+    (power.py), for watts and joules per result (one result: one batch item).
+    prompt_lookup: token packages only: also generate with that many draft tokens per call (prompt
+    lookup decoding), side by side with the plain loop."""
     from .runtimes import load
 
     if batch < 1 or iters < 1 or warmup < 0:
@@ -135,7 +137,10 @@ def bench_package(path: str | os.PathLike, batch: int = 8, iters: int = 200, war
     threads = threads or os.cpu_count()
     pipe = load(path, backend=backend, threads=threads, precision=precision)
     if get_family(pipe.family).bench == "tokens":
-        return bench_generation(pipe, path, batch, iters, warmup, threads, vs_torch, energy)
+        return bench_generation(pipe, path, batch, iters, warmup, threads, vs_torch, energy, prompt_lookup)
+    if prompt_lookup:
+        raise ConfigError(f"--prompt-lookup {prompt_lookup}: expected a package that generates tokens, found the "
+                          f"{pipe.family!r} family's")
     family = get_family(pipe.family)
     shapes = {**(family.bench_dims(pipe.config) if family.bench_dims else {}), **(shapes or {})}
     shapes.pop("batch", None)   # --batch sets it
@@ -215,16 +220,23 @@ PROMPT_TOKENS, NEW_TOKENS = 32, 128   # the reference generation a token package
 
 
 def bench_generation(pipe, path, batch: int, iters: int, warmup: int, threads: int, vs_torch=None,
-                     energy: bool = True) -> dict:
+                     energy: bool = True, prompt_lookup: int = 0) -> dict:
     """Token packages: whole greedy generations (PROMPT_TOKENS in, NEW_TOKENS out) rather than
     single graph calls; tokens/s per engine, and time to first token and per output token
-    from a streamed batch-1 run. --vs-torch adds the checkpoint's own KV-cache loop in PyTorch."""
+    from a streamed batch-1 run. --vs-torch adds the checkpoint's own KV-cache loop in PyTorch;
+    prompt_lookup the same loop with that many draft tokens per call."""
     calls = max(1, iters // 10)  # a generation is NEW_TOKENS graph calls
     prompts = np.random.default_rng(0).integers(0, pipe.vocab_size, (batch, PROMPT_TOKENS)).tolist()
-    engines = {("generate", f"edgegen {pipe.backend}"): lambda: pipe.generate(prompts, max_new_tokens=NEW_TOKENS,
-                                                                               do_sample=False)}
+    ours = ("generate", f"edgegen {pipe.backend}")
+    engines = {ours: lambda: pipe.generate(prompts, max_new_tokens=NEW_TOKENS, do_sample=False)}
     # a model that emits its end-of-text token stops early: count the tokens it really made
-    generated = sum(len(row) for row in engines[("generate", f"edgegen {pipe.backend}")]())
+    made = engines[ours]()
+    generated = sum(len(row) for row in made)
+    drafted = ("generate", f"edgegen {pipe.backend}, prompt lookup {prompt_lookup}")
+    if prompt_lookup:
+        engines[drafted] = lambda: pipe.generate(prompts, max_new_tokens=NEW_TOKENS, do_sample=False,
+                                                 prompt_lookup_num_tokens=prompt_lookup)
+        same_tokens = engines[drafted]() == made
     runtime_rss = peak_rss_mb()
     versions = {}
     if vs_torch is not None:
@@ -234,8 +246,11 @@ def bench_generation(pipe, path, batch: int, iters: int, warmup: int, threads: i
     energy_note = add_energy(results, engines, generated) if energy else "not asked for"   # a result: a token
     ratios = {}
     if vs_torch is not None:
-        ours, ref = timings[("generate", f"edgegen {pipe.backend}")], timings[("generate", "torch eager")]
-        ratios["generate"] = round(float(np.median(ref) / np.median(ours)), 3)
+        ratios["generate"] = round(float(np.median(timings[("generate", "torch eager")]) / np.median(timings[ours])), 3)
+    lookup = {}
+    if prompt_lookup:
+        lookup = {"prompt_lookup": {"drafts": prompt_lookup, "same_tokens": same_tokens, "speedup_p50": round(float(
+            np.median(timings[ours]) / np.median(timings[drafted])), 3)}}
     return {
         "package": str(Path(path)), "family": pipe.family, "backend": pipe.backend, "precision": pipe.precision,
         "threads": threads, "batch": batch, "iters": calls, "warmup": max(1, warmup // 10),
@@ -248,6 +263,7 @@ def bench_generation(pipe, path, batch: int, iters: int, warmup: int, threads: i
         "results": results,
         "energy": energy_note,
         "speedup_vs_torch_p50": ratios,
+        **lookup,
     }
 
 

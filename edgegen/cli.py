@@ -250,7 +250,7 @@ def _bench_one(args, shapes: dict) -> dict:
 
     report = bench_package(args.package, batch=args.batch, iters=args.iters, warmup=args.warmup,
                            backend=args.backend, threads=args.threads, vs_torch=args.vs_torch, precision=args.precision,
-                           shapes=shapes, energy=args.energy)
+                           shapes=shapes, energy=args.energy, prompt_lookup=args.prompt_lookup)
     print(f"{report['package']}: {report['family']}, backend {report['backend']}, precision {report['precision']}, "
           f"batch {report['batch']}" + "".join(f", {d} {n}" for d, n in report.get("shapes", {}).items())
           + f", threads {report['threads']}, {report['iters']} iters; "
@@ -260,6 +260,10 @@ def _bench_one(args, shapes: dict) -> dict:
         print(f"greedy generation: {g['prompt_tokens']}-token prompts, {g['new_tokens']} new tokens; streamed at batch 1: "
               f"time to first token p50 {g['ttft_ms_p50']:.2f} ms (p90 {g['ttft_ms_p90']:.2f}), per output token "
               f"p50 {g['tpot_ms_p50']:.3f} ms (p90 {g['tpot_ms_p90']:.3f})")
+    if "prompt_lookup" in report:
+        lookup = report["prompt_lookup"]
+        print(f"prompt lookup, {lookup['drafts']} drafts per call: {lookup['speedup_p50']:.2f}x the plain loop's "
+              f"generation p50, tokens {'the same' if lookup['same_tokens'] else 'not the same'} (greedy)")
     print(format_table(report))
     return report
 
@@ -484,6 +488,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vs-torch", default=None, metavar="CHECKPOINT",
                    help="also run PyTorch eager from this checkpoint (a generic package: its FILE.py:FACTORY), "
                         "interleaved, and report the ratio")
+    p.add_argument("--prompt-lookup", type=int, default=0, metavar="N",
+                   help="token packages: also generate with up to N draft tokens per decoder call (prompt lookup "
+                        "decoding), interleaved, and report the ratio")
     p.add_argument("--shapes", action="append", default=None, metavar="NAME=SIZE[,NAME=SIZE]",
                    help="the size of each dynamic dim other than the batch, as trtexec's --shapes (default: the "
                         "traced sizes of a generic package, else 1)")

@@ -49,6 +49,11 @@ def test_bench_writes_the_report(trained, tmp_path, capsys):
     assert set(report["speedup_vs_torch_p50"]) == {"encoder", "decoder"}
 
 
+def test_bench_refuses_prompt_lookup_for_a_package_that_does_not_generate_tokens(trained, capsys):
+    code, _, err = run_cli(capsys, "bench", trained["vae"][1], "--iters", "1", "--prompt-lookup", "4")
+    assert code == 2 and "--prompt-lookup 4: expected a package that generates tokens, found the 'vae' family's" in err
+
+
 def test_bench_refuses_a_checkpoint_the_package_was_not_made_from(trained, capsys):
     code, _, err = run_cli(capsys, "bench", trained["vae"][1], "--iters", "1", "--vs-torch", trained["gan"][0])
     assert code == 2 and "expected the weights package" in err

@@ -467,7 +467,7 @@ def test_prompt_lookup_generates_the_same_tokens_in_fewer_decoder_calls(gpt, tmp
             assert pipe.generate(prompts, max_new_tokens=60, prompt_lookup_num_tokens=lookup, **sampled) == \
                 pipe.generate(prompts, max_new_tokens=60, **sampled), (name, lookup)
         calls.clear()
-        pipe.generate(repetitive, max_new_tokens=60, do_sample=False, prompt_lookup_num_tokens=4)
+        pipe.generate(prompts[0], max_new_tokens=60, do_sample=False, prompt_lookup_num_tokens=4)   # runs of spaces
         assert 1 + 2 <= len(calls) <= 60 * 3 // 4, (name, len(calls))   # the prompt, then fewer calls than tokens
     in_place = pipes["in place"]
     for growth, chunk in ((3, 5), (7, 4)):
@@ -482,11 +482,39 @@ def test_prompt_lookup_generates_the_same_tokens_in_fewer_decoder_calls(gpt, tmp
     end = 256 - len(repetitive)
     assert pipes["exported"].generate(repetitive, max_new_tokens=end, do_sample=False, prompt_lookup_num_tokens=8) == \
         pipes["exported"].generate(repetitive, max_new_tokens=end, do_sample=False)
+    # drafts that keep failing cost little: after a call whose drafts were all rejected, the next
+    # carries one draft, and only after a pause of 1, 2, 4 ... LOOKUP_MAX_PAUSE calls without any
+    widths = []
+    monkeypatch.setattr("edgegen.families.gpt.pipeline.PREFILL_CHUNK", 256)
+    monkeypatch.setattr(in_place, "_binding", _recording_widths(in_place._binding, widths))
+    monkeypatch.setattr("edgegen.families.gpt.pipeline.batch_drafts",
+                        lambda history, starts, end, count, filler: np.zeros((len(starts), count), np.int64))
+    made = in_place.generate(prompts[0], max_new_tokens=80, do_sample=False, prompt_lookup_num_tokens=4)
+    assert made == gpt["model"].greedy(prompts[0], 80) and 0 not in made   # NUL bytes, never chosen
+    pauses = [1, 2, 4, 8] + [16] * 8
+    assert widths[:2] == [len(prompts[0]), 5] and widths[2:] == \
+        sum(([1] * pause + [2] for pause in pauses), [])[:len(widths) - 2]
     for wrong in (-1, True, 2.5, "4"):
         with pytest.raises(InputError, match=r"prompt_lookup_num_tokens: expected a whole number of draft tokens"):
             in_place.generate("x", prompt_lookup_num_tokens=wrong)
     with pytest.raises(InputError, match=r"prompt_lookup_num_tokens 4: expected use_cache=True"):
         in_place.generate("x", prompt_lookup_num_tokens=4, use_cache=False)
+
+
+def _recording_widths(real_binding, widths: list):
+    """A pipeline's _binding whose runs append the tokens each decoder call takes to `widths`."""
+    def binding():
+        bound = real_binding()
+        bind_input, run, width = bound.bind_input, bound.run, [0]
+
+        def recording_bind(name, dtype, shape, address):
+            if name == "input_ids":
+                width[0] = shape[1]
+            bind_input(name, dtype, shape, address)
+        bound.bind_input = recording_bind
+        bound.run = lambda: (widths.append(width[0]), run())[1]
+        return bound
+    return binding
 
 
 def test_sampling_matches_transformers_logits_processors():
@@ -607,6 +635,21 @@ def test_generate_command_streams_text(gpt, capsys, tmp_path):
     assert printed.startswith("def ") and out.read_text() == printed.rstrip("\n")
     assert main(["generate", str(gpt["pkg"]), "--max-new-tokens", "3"]) == 2
     assert "--prompt" in capsys.readouterr().err
+    # prompt lookup: the same text; edgegen bench times it beside the plain loop
+    printed = []
+    for drafts in ("0", "4"):
+        assert main(["generate", str(gpt["pkg"]), "--prompt", "def ", "--max-new-tokens", "60", "--greedy",
+                     "--prompt-lookup", drafts]) == 0
+        printed.append(capsys.readouterr().out)
+    assert printed[0] == printed[1] and len(printed[0]) > len("def ") + 30
+    report_path = tmp_path / "bench.json"
+    assert main(["bench", str(gpt["pkg"]), "--iters", "20", "--warmup", "0", "--prompt-lookup", "3", "--no-energy",
+                 "--json", str(report_path)]) == 0
+    assert "prompt lookup, 3 drafts per call" in capsys.readouterr().out
+    report = json.loads(report_path.read_text())
+    assert report["prompt_lookup"]["drafts"] == 3 and report["prompt_lookup"]["same_tokens"] is True
+    assert report["prompt_lookup"]["speedup_p50"] > 0
+    assert {r["engine"] for r in report["results"]} == {"edgegen ort-cpu", "edgegen ort-cpu, prompt lookup 3"}
 
 
 def test_text_generation_runs_where_torch_cannot_be_imported(gpt):

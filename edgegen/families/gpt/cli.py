@@ -20,6 +20,9 @@ OPTIONS = (
            {"type": float}, 1.0),
     Option("--greedy", "greedy", "always take the most likely token", {"action": "store_true"}),
     Option("--stop", "stop", "stop at this text (repeatable)", {"action": "append"}),
+    Option("--prompt-lookup", "prompt_lookup_num_tokens",
+           "each decoder call also checks up to N tokens copied from earlier in the text and keeps those the model "
+           "chooses (prompt lookup decoding: the same text, faster where it repeats its context)", {"type": int}, 0),
     Option("--cache-budget-mb", "cache_budget_mb",
            "refuse a run whose KV cache (and prompt logits) would need more memory", {"type": float}, 1024.0),
 )

@@ -36,6 +36,8 @@ PREFILL_CHUNK = 256
 DEFAULT_CACHE_BUDGET_MB = 1024
 # the in-place cache's capacity grows this many tokens at a time (_InPlaceCache)
 CACHE_GROWTH = 128
+# prompt lookup: the most calls without drafts after drafts were rejected again and again (_cached_steps)
+LOOKUP_MAX_PAUSE = 16
 # the graph's metadata key naming its cache form, and the in-place form's value (cache_in_place.py)
 KV_CACHE_METADATA = "edgegen.kv_cache"
 KV_CACHE_IN_PLACE = "in-place"
@@ -401,10 +403,12 @@ class GPTPipeline(Pipeline):
         history[:, prompt_len] = chosen[:, 0]
         pad = prompt_len - 1 - positions[:, -1]   # each row's left padding: its position at a slot is slot - pad
         past, made = prompt_len, 1    # slots the cache holds; tokens chosen (the last is not in the cache yet)
-        count = lookup                # drafts per call: after a rejection, those kept plus one
+        count = lookup   # drafts per call: after a rejection, those kept plus one
+        pause = wait = 0   # calls without drafts after a call whose drafts were all rejected, and how many are left
         while True:
             drafts = (batch_drafts(history, pad, past + 1, min(count, max_new_tokens - made - 1), self.pad_token_id)
-                      if lookup else no_drafts)
+                      if lookup and not wait else no_drafts)
+            wait = max(0, wait - 1)
             width = 1 + drafts.shape[1]
             logits = calls.bind(binding, width)
             calls.fill(history[:, past], drafts, past - pad)
@@ -415,6 +419,10 @@ class GPTPipeline(Pipeline):
                 cache.keep(past + width, past + kept)
             if width > 1:   # fewer drafts where they were rejected (each costs compute), more where all held
                 count = min(lookup, kept)
+                # none kept: look again only after a pause that doubles while drafts keep failing, so
+                # text that does not repeat (or a batch whose rows rarely agree) pays for few of them
+                pause = min(2 * pause or 1, LOOKUP_MAX_PAUSE) if kept == 1 else 0
+                wait = pause
             history[:, past + 1:past + 1 + kept] = chosen
             past, made = past + kept, made + kept
 
