@@ -161,6 +161,23 @@ def test_batch_of_three_prompts_of_different_lengths_left_padded(gpt):
     assert pipe18.generate(prompts, max_new_tokens=NEW_TOKENS, do_sample=False) == ours
 
 
+def _recording_widths(real_binding, widths: list):
+    """A pipeline's _binding whose runs append the tokens each decoder call takes to `widths`
+    (one entry per call)."""
+    def binding():
+        bound = real_binding()
+        bind_input, run, width = bound.bind_input, bound.run, [0]
+
+        def recording_bind(name, dtype, shape, address):
+            if name == "input_ids":
+                width[0] = shape[1]
+            bind_input(name, dtype, shape, address)
+        bound.bind_input = recording_bind
+        bound.run = lambda: (widths.append(width[0]), run())[1]
+        return bound
+    return binding
+
+
 @pytest.mark.parametrize("chunk", [5, 9, 13])
 def test_a_long_prompt_prefilled_in_chunks_generates_as_pytorch(gpt, monkeypatch, chunk):
     """Prompts longer than PREFILL_CHUNK go through the decoder a chunk per call: prompts of 2, 17
@@ -170,15 +187,7 @@ def test_a_long_prompt_prefilled_in_chunks_generates_as_pytorch(gpt, monkeypatch
     pipe = edgegen.load(gpt["pkg"], backend="ort-cpu")
     assert pipe._last_logits_only   # the graph has logits_to_keep: the loop chunks
     calls = []
-    real_binding = pipe._binding
-
-    def counting_binding():
-        binding = real_binding()
-        run = binding.run
-        binding.run = lambda: (calls.append(1), run())[1]
-        return binding
-
-    pipe._binding = counting_binding
+    pipe._binding = _recording_widths(pipe._binding, calls)
     pipe.generate(list(b"class Foo(object):\n    def"), max_new_tokens=3, do_sample=False)
     assert len(calls) == -(-26 // chunk) + 2   # the prompt's chunks, then two one-token steps
     prompts = [list(b"im"), list(b"    return self._"), list(b"class Foo(object):\n    def")]
@@ -439,23 +448,12 @@ def test_prompt_lookup_generates_the_same_tokens_in_fewer_decoder_calls(gpt, tmp
              "in place": edgegen.load(pkg, precision="fused")}
     assert pipes["in place"]._in_place and not pipes["exported"]._in_place
     calls = []
-
-    def counting(pipe):
-        real_binding = pipe._binding
-
-        def binding():
-            bound = real_binding()
-            run = bound.run
-            bound.run = lambda: (calls.append(1), run())[1]
-            return bound
-        return binding
-
     repetitive = list(b"x = self.x\ny = self.y\nz = self.z\nx = self.x\ny = self.")
     prompts = [list(b"def __init__(self"), list(b"im"), repetitive]
     expected = [gpt["model"].greedy(p, 60) for p in prompts]
     sampled = {"seed": 4, "top_k": 20, "top_p": 0.9, "repetition_penalty": 1.3}
     for name, pipe in pipes.items():
-        monkeypatch.setattr(pipe, "_binding", counting(pipe))
+        monkeypatch.setattr(pipe, "_binding", _recording_widths(pipe._binding, calls))
         for lookup in (1, 3, 8):
             for prompt, greedy in zip(prompts, expected):
                 calls.clear()
@@ -499,22 +497,6 @@ def test_prompt_lookup_generates_the_same_tokens_in_fewer_decoder_calls(gpt, tmp
             in_place.generate("x", prompt_lookup_num_tokens=wrong)
     with pytest.raises(InputError, match=r"prompt_lookup_num_tokens 4: expected use_cache=True"):
         in_place.generate("x", prompt_lookup_num_tokens=4, use_cache=False)
-
-
-def _recording_widths(real_binding, widths: list):
-    """A pipeline's _binding whose runs append the tokens each decoder call takes to `widths`."""
-    def binding():
-        bound = real_binding()
-        bind_input, run, width = bound.bind_input, bound.run, [0]
-
-        def recording_bind(name, dtype, shape, address):
-            if name == "input_ids":
-                width[0] = shape[1]
-            bind_input(name, dtype, shape, address)
-        bound.bind_input = recording_bind
-        bound.run = lambda: (widths.append(width[0]), run())[1]
-        return bound
-    return binding
 
 
 def test_sampling_matches_transformers_logits_processors():
