@@ -185,7 +185,7 @@ def trained_text(rounds: int) -> dict:
             counted[drafts] = len(calls)
     tokens = sum(map(len, outputs[0]))
     return {"windows": len(prompts), "new_tokens": tokens, "same_tokens": outputs[0] == outputs[DRAFTS],
-            "tokens_per_call": {d: tokens / (counted[d] - len(prompts)) for d in counted},   # decoding calls
+            "tokens_per_call": {d: tokens / counted[d] for d in counted},   # the prompts' calls counted, as above
             "speedup": min(seconds[0]) / min(seconds[DRAFTS])}
 
 
@@ -232,7 +232,7 @@ def main() -> None:
         lines.append(f"| {drafted} | " + " | ".join(_cell(row[f"{w}, drafts"], row[w]) for w in WORKLOADS) + " |")
     lines += ["", f"gpt-stdlib (trained on Python source), {stdlib['windows']} held-out windows of {PROMPT} tokens, "
               f"greedy to the context's end ({stdlib['new_tokens']} tokens): {stdlib['speedup']:.2f}x with "
-              f"{DRAFTS} drafts, {stdlib['tokens_per_call'][DRAFTS]:.2f} tokens per decoding call, "
+              f"{DRAFTS} drafts, {stdlib['tokens_per_call'][DRAFTS]:.2f} tokens per decoder call, "
               f"tokens {'the same' if stdlib['same_tokens'] else 'DIFFERENT'}", "",
               "one decoder call after 256 cached tokens, ms (median; against a call of 1 token):", ""]
     for engine, costs in call_ms.items():

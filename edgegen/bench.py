@@ -134,6 +134,8 @@ def bench_package(path: str | os.PathLike, batch: int = 8, iters: int = 200, war
 
     if batch < 1 or iters < 1 or warmup < 0:
         raise ConfigError(f"bench: expected batch >= 1, iters >= 1, warmup >= 0, found {batch}, {iters}, {warmup}")
+    if prompt_lookup < 0:
+        raise ConfigError(f"--prompt-lookup: expected a number of draft tokens (0 or more), found {prompt_lookup}")
     threads = threads or os.cpu_count()
     pipe = load(path, backend=backend, threads=threads, precision=precision)
     if get_family(pipe.family).bench == "tokens":

@@ -52,6 +52,8 @@ def test_bench_writes_the_report(trained, tmp_path, capsys):
 def test_bench_refuses_prompt_lookup_for_a_package_that_does_not_generate_tokens(trained, capsys):
     code, _, err = run_cli(capsys, "bench", trained["vae"][1], "--iters", "1", "--prompt-lookup", "4")
     assert code == 2 and "--prompt-lookup 4: expected a package that generates tokens, found the 'vae' family's" in err
+    code, _, err = run_cli(capsys, "bench", trained["vae"][1], "--iters", "1", "--prompt-lookup", "-2")
+    assert code == 2 and "--prompt-lookup: expected a number of draft tokens (0 or more), found -2" in err
 
 
 def test_bench_refuses_a_checkpoint_the_package_was_not_made_from(trained, capsys):

@@ -429,17 +429,21 @@ def test_prompt_lookup_drafts_copy_the_sequence_where_its_last_tokens_occurred_b
     assert draft_tokens(seq(4, 4, 4), 3).tolist() == [4, 4, 4]
     assert draft_tokens(seq(1, 2, 3), 4).tolist() == [] and draft_tokens(seq(5), 4).tolist() == []
     assert draft_tokens(seq(5, 5), 0).tolist() == []
-    # rows of a batch from their own first real token on (left padding skipped); a row without drafts filled
-    history = np.array([[6, 1, 6, 1, 6, 1, 0], [5, 7, 5, 8, 9, 3, 0]])
-    assert batch_drafts(history, np.array([2, 0]), 6, 3, filler=0).tolist() == [[6, 1, 6], [0, 0, 0]]
-    assert batch_drafts(history, np.array([2, 0]), 5, 3, filler=0).shape == (2, 0)
+    # rows of a batch from their own first real token on (left padding skipped); none where a live
+    # row has none (a filler would fail); rows that have ended only filled
+    history = np.array([[6, 1, 6, 1, 6, 1, 0], [2, 5, 7, 5, 7, 5, 0], [5, 7, 5, 8, 9, 3, 0]])
+    starts, both, all_three = np.array([2, 0, 0]), np.array([True, True, False]), np.ones(3, bool)
+    assert batch_drafts(history, starts, 6, 3, both, filler=0).tolist() == [[6, 1, 6], [7, 5, 7], [0, 0, 0]]
+    assert batch_drafts(history, starts, 6, 3, all_three, filler=0).shape == (3, 0)
+    assert batch_drafts(history, starts, 6, 3, np.array([False, False, True]), filler=0).shape == (3, 0)
+    assert batch_drafts(history, starts, 5, 3, both, filler=0).shape == (3, 0)
 
 
 def test_prompt_lookup_generates_the_same_tokens_in_fewer_decoder_calls(gpt, tmp_path, monkeypatch):
     """Each decoding call also checks drafts copied from the sequence (prompt_lookup.py); the
     tokens kept are those the model chooses, so greedy output is PyTorch's and seeded sampling
-    (top-k, top-p, repetition penalty) draws what decoding without drafts draws: alone and
-    left-padded in a batch, through the exported graph (a copied cache, re-laid where drafts were
+    (top-k, top-p, repetition penalty) draws what decoding without drafts draws, where drafts are
+    kept and where they are not: alone and left-padded in a batch, through the exported graph (a copied cache, re-laid where drafts were
     rejected), the opset-18 graph and the in-place form (capacity grown amid drafts)."""
     pkg = tmp_path / "pkg"
     shutil.copytree(gpt["pkg"], pkg)
@@ -467,6 +471,16 @@ def test_prompt_lookup_generates_the_same_tokens_in_fewer_decoder_calls(gpt, tmp
         calls.clear()
         pipe.generate(prompts[0], max_new_tokens=60, do_sample=False, prompt_lookup_num_tokens=4)   # runs of spaces
         assert 1 + 2 <= len(calls) <= 60 * 3 // 4, (name, len(calls))   # the prompt, then fewer calls than tokens
+        # drafts kept at sampled positions and under a repetition penalty: the same draws, `seen` in order
+        for options in ({"temperature": 0.15, "seed": 2}, {"temperature": 0.15, "seed": 3, "repetition_penalty": 0.8,
+                                                            "top_k": 5},
+                        {"temperature": 0.2, "seed": 7, "top_p": 0.9, "repetition_penalty": 0.7},
+                        {"do_sample": False, "repetition_penalty": 1.2}, {"do_sample": False, "repetition_penalty": 0.8}):
+            plain = pipe.generate(prompts[0], max_new_tokens=60, **options)
+            calls.clear()
+            assert pipe.generate(prompts[0], max_new_tokens=60, prompt_lookup_num_tokens=4, **options) == plain, \
+                (name, options)
+            assert len(calls) <= 52, (name, options, len(calls))   # 8 drafts or more kept of 60 tokens
     in_place = pipes["in place"]
     for growth, chunk in ((3, 5), (7, 4)):
         monkeypatch.setattr("edgegen.families.gpt.pipeline.CACHE_GROWTH", growth)
@@ -486,7 +500,7 @@ def test_prompt_lookup_generates_the_same_tokens_in_fewer_decoder_calls(gpt, tmp
     monkeypatch.setattr("edgegen.families.gpt.pipeline.PREFILL_CHUNK", 256)
     monkeypatch.setattr(in_place, "_binding", _recording_widths(in_place._binding, widths))
     monkeypatch.setattr("edgegen.families.gpt.pipeline.batch_drafts",
-                        lambda history, starts, end, count, filler: np.zeros((len(starts), count), np.int64))
+                        lambda history, starts, end, count, live, filler: np.zeros((len(starts), count), np.int64))
     made = in_place.generate(prompts[0], max_new_tokens=80, do_sample=False, prompt_lookup_num_tokens=4)
     assert made == gpt["model"].greedy(prompts[0], 80) and 0 not in made   # NUL bytes, never chosen
     pauses = [1, 2, 4, 8] + [16] * 8

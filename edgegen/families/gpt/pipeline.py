@@ -313,7 +313,7 @@ class GPTPipeline(Pipeline):
         needed = self.cache_bytes(b, total_max) + self.logits_bytes(
             b, prompt_len, 1 + min(request.lookup, request.max_new_tokens))
         if needed > budget * 2**20:
-            raise CacheBudgetError(f"KV cache and prompt logits for batch {b} x {total_max} tokens: expected at most "
+            raise CacheBudgetError(f"KV cache and logits for batch {b} x {total_max} tokens: expected at most "
                                    f"the budget of {budget:g} MB, found {needed / 2**20:.1f} MB needed "
                                    f"(lower max_new_tokens, the prompt or the batch, or raise cache_budget_mb)")
         pad = prompt_len - lengths                     # left padding per row
@@ -332,7 +332,7 @@ class GPTPipeline(Pipeline):
         # call): an id the model cannot produce needs no entry
         is_stop = np.zeros(self.vocab_size, bool)
         is_stop[[t for t in request.stop_ids if 0 <= t < self.vocab_size]] = True
-        steps = (self._cached_steps(ids, positions, mask_full, request.max_new_tokens, request.lookup)
+        steps = (self._cached_steps(ids, positions, mask_full, request.max_new_tokens, request.lookup, alive)
                  if request.use_cache else self._uncached_steps(ids, positions, mask_full))
         logits, drafts = next(steps)
         made = 0
@@ -355,12 +355,12 @@ class GPTPipeline(Pipeline):
                     break
             logits, drafts = steps.send(chosen[0][:, None] if len(chosen) == 1 else np.stack(chosen, axis=1))
 
-    def _cached_steps(self, ids, positions, mask_full, max_new_tokens, lookup) -> Iterator[tuple]:
+    def _cached_steps(self, ids, positions, mask_full, max_new_tokens, lookup, alive) -> Iterator[tuple]:
         """Prefill, then decoding calls: yields (logits [batch, n, vocab], drafts [batch, n - 1])
         per call and is sent the tokens chosen from them, [batch, m] (m <= n: those up to the first
         rejected draft, and one more). A call takes the last chosen token and, with `lookup`, up to
-        that many drafts (prompt_lookup.py); the cache keeps the positions of the m inputs the
-        chosen tokens confirm. Without drafts the per-token work is a fixed number of bindings by
+        that many drafts (prompt_lookup.py) where every row still going (`alive`, the loop's) has
+        some; the cache keeps the positions of the m inputs the chosen tokens confirm. Without drafts the per-token work is a fixed number of bindings by
         address. A long prompt is prefilled PREFILL_CHUNK tokens per call, where the graph
         computes only the last position's logits (logits_to_keep)."""
         b, prompt_len = ids.shape
@@ -406,8 +406,8 @@ class GPTPipeline(Pipeline):
         count = lookup   # drafts per call: after a rejection, those kept plus one
         pause = wait = 0   # calls without drafts after a call whose drafts were all rejected, and how many are left
         while True:
-            drafts = (batch_drafts(history, pad, past + 1, min(count, max_new_tokens - made - 1), self.pad_token_id)
-                      if lookup and not wait else no_drafts)
+            drafts = (batch_drafts(history, pad, past + 1, min(count, max_new_tokens - made - 1), alive,
+                                   self.pad_token_id) if lookup and not wait else no_drafts)
             wait = max(0, wait - 1)
             width = 1 + drafts.shape[1]
             logits = calls.bind(binding, width)
@@ -504,12 +504,14 @@ class _CopiedCache:
 
     def keep(self, written: int, kept: int) -> None:
         """The last call wrote `written` positions and the first `kept` count (the rest held
-        rejected drafts): re-lay the present at that stride, as the next call's past."""
+        rejected drafts): copy those, at that stride, into the other buffer (the past it read, no
+        longer needed), which becomes the next call's past. One pass over the cache."""
         b, h, d = self._shape
         rows = b * h
-        for buffer in self._buffers[self._side]:
-            counted = buffer[:rows * written * d].reshape(rows, written * d)[:, :kept * d].copy()
-            buffer[:rows * kept * d].reshape(rows, kept * d)[:] = counted
+        for present, other in zip(self._buffers[self._side], self._buffers[1 - self._side]):
+            other[:rows * kept * d].reshape(rows, kept * d)[:] = \
+                present[:rows * written * d].reshape(rows, written * d)[:, :kept * d]
+        self._side = 1 - self._side
 
 
 class _InPlaceCache:

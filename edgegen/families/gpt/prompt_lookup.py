@@ -41,12 +41,14 @@ def draft_tokens(sequence: np.ndarray, count: int) -> np.ndarray:
     return sequence[:0]
 
 
-def batch_drafts(history: np.ndarray, starts: np.ndarray, end: int, count: int, filler: int) -> np.ndarray:
-    """Drafts for every row of `history` [batch, >= end]: row r's sequence is history[r, starts[r]:end]
-    (its left padding skipped). [batch, k], k the longest row's draft; shorter rows are filled with
-    `filler`, which costs only a rejected guess."""
-    found = [draft_tokens(history[r, start:end], count) for r, start in enumerate(starts)]
-    drafts = np.full((len(found), max(len(f) for f in found)), filler, np.int64)
-    for r, tokens in enumerate(found):
-        drafts[r, :len(tokens)] = tokens
+def batch_drafts(history: np.ndarray, starts: np.ndarray, end: int, count: int, live: np.ndarray,
+                 filler: int) -> np.ndarray:
+    """Drafts for the rows of `history` [batch, >= end] still going (`live`): row r's sequence is
+    history[r, starts[r]:end] (its left padding skipped). [batch, k], k the shortest live row's
+    draft, so none where a live row has none: a draft counts only where every live row chose it,
+    and a filler would almost surely fail. Rows that have ended get `filler`."""
+    found = {r: draft_tokens(history[r, starts[r]:end], count) for r in np.flatnonzero(live)}
+    drafts = np.full((len(starts), min((len(f) for f in found.values()), default=0)), filler, np.int64)
+    for r, tokens in found.items():
+        drafts[r] = tokens[:drafts.shape[1]]
     return drafts
