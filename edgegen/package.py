@@ -216,6 +216,18 @@ class Package:
             raise ManifestError(f"package {str(self.path)!r}: expected variants.{precision} to be an object, found {parts!r:.60}")
         return {part: r for part, r in parts.items() if isinstance(r, dict) and "file" in r}
 
+    def missing_variants(self, precision: str, part: str | None = None) -> str | None:
+        """Why the package cannot run at `precision` (graph `part`'s variant, or any variant): a
+        message naming what to run, or None where `edgegen optimize` wrote them (or for fp32)."""
+        written = self.variant_files(precision)
+        if precision == "fp32" or (part in written if part else written):
+            return None
+        records = self.manifest.variants.get(precision) or {}
+        refused = records.get(part) if part else records
+        what = f"the {precision} variant of graph {part!r}" if part else f"{precision} variants"
+        return (f"package {str(self.path)!r}: expected {what} (made by 'edgegen optimize --precision {precision}'), "
+                f"found {'none that passed its gate' if refused else 'none'}")
+
     def _check_variant(self, precision: str, part: str, record: dict, verify_hashes: bool) -> None:
         where = f"variants.{precision}.{part}"
         if part not in self.manifest.graphs:

@@ -5,6 +5,7 @@ tritonserver, on CPU, in its own environment: docs/serving.md) over HTTP and gRP
 answers equal to edgegen.load(...) in this process."""
 
 import queue
+import re
 import shutil
 
 import numpy as np
@@ -102,6 +103,10 @@ def test_refusals_leave_the_repository_as_it_was(repository, trained, tmp_path):
         write_repository([str(trained["diffusion"][1])], tmp_path / "r", RepositoryOptions(route="graph"))
     with pytest.raises(ConfigError, match="one package per model name"):
         write_repository([str(trained["gan"][1])] * 2, tmp_path / "r")
+    for route, what in (("pipeline", "int8 variants"), ("graph", "the int8 variant of graph 'generator'")):
+        with pytest.raises(ConfigError, match=re.escape(f"expected {what} (made by 'edgegen optimize --precision "
+                                                        "int8'), found none")):
+            write_repository([str(trained["gan"][1])], tmp_path / "r", RepositoryOptions(route=route, precision="int8"))
     with pytest.raises(ConfigError, match="instances expected an integer of at least 1, found 0"):
         write_repository([str(trained["gan"][1])], tmp_path / "r", RepositoryOptions(instances=0))
     assert sorted(p.relative_to(repository) for p in repository.rglob("*")) == before

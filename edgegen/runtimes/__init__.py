@@ -28,10 +28,9 @@ def open_sessions(package: Package, backend: str = "auto", threads: int | None =
     """
     if precision not in PRECISIONS:
         raise BackendError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
-    if precision != "fp32" and not package.variant_files(precision):
-        refused = package.manifest.variants.get(precision)
-        raise BackendError(f"package {str(package.path)!r}: expected {precision} variants (made by 'edgegen optimize "
-                           f"--precision {precision}'), found " + ("none that passed their gate" if refused else "none"))
+    missing = package.missing_variants(precision)
+    if missing:
+        raise BackendError(missing)
     concrete = resolve_backend(backend)
     cache = Path(cache_dir) if cache_dir is not None else package.path / ".edgegen-cache"
     if concrete == "tensorrt":
