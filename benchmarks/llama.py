@@ -248,15 +248,31 @@ def read_bandwidth(megabytes: int = 256, repeats: int = 5) -> float:
     return best
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=2)
+def command_line(description: str, worker, rounds: int) -> argparse.Namespace | None:
+    """A benchmark whose engines each run in a process of their own: its options (--rounds, --out),
+    or, in such a process (--worker ENGINE --root DIR), None once worker's result is printed as JSON."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--rounds", type=int, default=rounds)
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--root", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(worker(args.worker, Path(args.root))))
+        return None
+    return args
+
+
+def run_worker(python: str, script: str, engine: str, root: str) -> dict:
+    """One engine's result, from `script --worker` in a process of its own."""
+    out = subprocess.run([python, script, "--worker", engine, "--root", root],
+                         check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main() -> None:
+    args = command_line(__doc__.splitlines()[0], worker, rounds=2)
+    if args is None:
         return
     with tempfile.TemporaryDirectory(prefix="edgegen-llama-") as scratch:
         made = make_models(Path(scratch))
@@ -265,9 +281,7 @@ def main() -> None:
         for _ in range(args.rounds):
             for engine in ENGINES:
                 python = optimum_python() if engine.startswith("optimum") else sys.executable
-                out = subprocess.run([python, __file__, "--worker", engine, "--root", scratch],
-                                     check=True, capture_output=True, text=True).stdout
-                runs[engine].append(json.loads(out.strip().splitlines()[-1]))
+                runs[engine].append(run_worker(python, __file__, engine, scratch))
                 print(engine, {k: round(v, 2) for k, v in runs[engine][-1].items() if k != "tokens"}, flush=True)
     reference = runs["transformers eager"][0]["tokens"]
     rows = {}

@@ -19,16 +19,13 @@ greedy continuations of 8 held-out windows of the standard library, with and wit
 
 from __future__ import annotations
 
-import argparse
-import json
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-from llama import NEW, PROMPT, THREADS, make_models
+from llama import NEW, PROMPT, THREADS, command_line, make_models, run_worker
 
 DRAFTS = 4
 BATCH = 4
@@ -190,23 +187,15 @@ def trained_text(rounds: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--out", default="benchmarks/results")
-    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--root", default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.worker:
-        print(json.dumps(worker(args.worker, Path(args.root))))
+    args = command_line(__doc__.splitlines()[0], worker, rounds=3)
+    if args is None:
         return
     with tempfile.TemporaryDirectory(prefix="edgegen-lookup-") as scratch:
         make_models(Path(scratch), optimum=False)
         runs = {engine: [] for engine in ENGINES}
         for _ in range(args.rounds):
             for engine in ENGINES:
-                out = subprocess.run([sys.executable, __file__, "--worker", engine, "--root", scratch],
-                                     check=True, capture_output=True, text=True).stdout
-                runs[engine].append(json.loads(out.strip().splitlines()[-1]))
+                runs[engine].append(run_worker(sys.executable, __file__, engine, scratch))
                 print(engine, {k: r and round(r["tokens_per_s"], 1) for k, r in runs[engine][-1].items()
                                if k != "call_ms"}, flush=True)
     call_ms = {engine: {w: float(np.median([r["call_ms"][w] for r in results])) for w in results[0]["call_ms"]}
