@@ -139,15 +139,15 @@ def _plan(package: Package, name: str, folder: Path, options: RepositoryOptions)
     """What the model folder of `package` will hold; a package that cannot be served so is refused here."""
     family, config = package_config(package)
     route = options.route or ("graph" if family.served_graph else "pipeline")
-    if route == "pipeline" and package.missing_variants(options.precision):
-        raise ConfigError(package.missing_variants(options.precision))
+    if route == "pipeline" and (missing := package.missing_variants(options.precision)):
+        raise ConfigError(missing)
     if route == "graph":
         part = family.served_graph
         if part is None or part not in package.graphs:
             raise ConfigError(f"package {str(package.path)!r}: the graph route expected a family whose generation is one "
                               f"graph call, found family {family.name!r}, whose generation is a loop (use --route pipeline)")
-        if package.missing_variants(options.precision, part):
-            raise ConfigError(package.missing_variants(options.precision, part))
+        if missing := package.missing_variants(options.precision, part):
+            raise ConfigError(missing)
         entry = package.graphs[part]
         # Triton merges requests along the first dim: only where every tensor's is the batch dim
         batched = all(t.shape and t.shape[0] == "batch" for t in (*entry.inputs, *entry.outputs))

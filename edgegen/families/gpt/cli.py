@@ -24,7 +24,7 @@ OPTIONS = (
            "each decoder call also checks up to N tokens copied from earlier in the text and keeps those the model "
            "chooses (prompt lookup decoding: the same text, faster where it repeats its context)", {"type": int}, 0),
     Option("--cache-budget-mb", "cache_budget_mb",
-           "refuse a run whose KV cache (and prompt logits) would need more memory", {"type": float}, 1024.0),
+           "refuse a run whose KV cache (and logits) would need more memory", {"type": float}, 1024.0),
 )
 
 

@@ -360,8 +360,8 @@ class GPTPipeline(Pipeline):
         per call and is sent the tokens chosen from them, [batch, m] (m <= n: those up to the first
         rejected draft, and one more). A call takes the last chosen token and, with `lookup`, up to
         that many drafts (prompt_lookup.py) where every row still going (`alive`, the loop's) has
-        some; the cache keeps the positions of the m inputs the chosen tokens confirm. Without drafts the per-token work is a fixed number of bindings by
-        address. A long prompt is prefilled PREFILL_CHUNK tokens per call, where the graph
+        some; the cache keeps the positions of the m inputs the chosen tokens confirm. Without
+        drafts the per-token work is a fixed number of bindings by address. A long prompt is prefilled PREFILL_CHUNK tokens per call, where the graph
         computes only the last position's logits (logits_to_keep)."""
         b, prompt_len = ids.shape
         total_max = prompt_len + max_new_tokens
@@ -402,12 +402,13 @@ class GPTPipeline(Pipeline):
         history[:, :prompt_len] = ids
         history[:, prompt_len] = chosen[:, 0]
         pad = prompt_len - 1 - positions[:, -1]   # each row's left padding: its position at a slot is slot - pad
-        past, made = prompt_len, 1    # slots the cache holds; tokens chosen (the last is not in the cache yet)
+        past = prompt_len   # slots the cache holds; the last token chosen is not among them yet
         count = lookup   # drafts per call: after a rejection, those kept plus one
         pause = wait = 0   # calls without drafts after a call whose drafts were all rejected, and how many are left
         while True:
-            drafts = (batch_drafts(history, pad, past + 1, min(count, max_new_tokens - made - 1), alive,
-                                   self.pad_token_id) if lookup and not wait else no_drafts)
+            room = total_max - past - 2   # drafts the run has room for: the call's tokens end within max_new_tokens
+            drafts = (batch_drafts(history, pad, past + 1, min(count, room), alive, self.pad_token_id)
+                      if lookup and not wait else no_drafts)
             wait = max(0, wait - 1)
             width = 1 + drafts.shape[1]
             logits = calls.bind(binding, width)
@@ -424,7 +425,7 @@ class GPTPipeline(Pipeline):
                 pause = min(2 * pause or 1, LOOKUP_MAX_PAUSE) if kept == 1 else 0
                 wait = pause
             history[:, past + 1:past + 1 + kept] = chosen
-            past, made = past + kept, made + kept
+            past += kept
 
     def _uncached_steps(self, ids, positions, mask_full) -> Iterator[tuple]:
         """The reference loop: the whole sequence through the graph for every token, empty past.
