@@ -429,14 +429,14 @@ def test_prompt_lookup_drafts_copy_the_sequence_where_its_last_tokens_occurred_b
     assert draft_tokens(seq(4, 4, 4), 3).tolist() == [4, 4, 4]
     assert draft_tokens(seq(1, 2, 3), 4).tolist() == [] and draft_tokens(seq(5), 4).tolist() == []
     assert draft_tokens(seq(5, 5), 0).tolist() == []
-    # rows of a batch from their own first real token on (left padding skipped); none where a live
-    # row has none (a filler would fail); rows that have ended only filled
-    history = np.array([[6, 1, 6, 1, 6, 1, 0], [2, 5, 7, 5, 7, 5, 0], [5, 7, 5, 8, 9, 3, 0]])
-    starts, both, all_three = np.array([2, 0, 0]), np.array([True, True, False]), np.ones(3, bool)
-    assert batch_drafts(history, starts, 6, 3, both, filler=0).tolist() == [[6, 1, 6], [7, 5, 7], [0, 0, 0]]
-    assert batch_drafts(history, starts, 6, 3, all_three, filler=0).shape == (3, 0)
-    assert batch_drafts(history, starts, 6, 3, np.array([False, False, True]), filler=0).shape == (3, 0)
-    assert batch_drafts(history, starts, 5, 3, both, filler=0).shape == (3, 0)
+    # rows of a batch, each its own length; none where a live row has none (a filler would fail);
+    # rows that have ended only filled
+    sequences = np.array([[6, 1, 6, 1, 9, 9, 0], [2, 5, 7, 5, 7, 5, 0], [5, 7, 5, 8, 9, 3, 0]])
+    lengths, both, all_three = np.array([4, 6, 6]), np.array([True, True, False]), np.ones(3, bool)
+    assert batch_drafts(sequences, lengths, 3, both, filler=0).tolist() == [[6, 1, 6], [7, 5, 7], [0, 0, 0]]
+    assert batch_drafts(sequences, lengths, 3, all_three, filler=0).shape == (3, 0)
+    assert batch_drafts(sequences, lengths, 3, np.array([False, False, True]), filler=0).shape == (3, 0)
+    assert batch_drafts(sequences, lengths - 1, 3, both, filler=0).shape == (3, 0)
 
 
 def test_prompt_lookup_generates_the_same_tokens_in_fewer_decoder_calls(gpt, tmp_path, monkeypatch):
@@ -500,7 +500,7 @@ def test_prompt_lookup_generates_the_same_tokens_in_fewer_decoder_calls(gpt, tmp
     monkeypatch.setattr("edgegen.families.gpt.pipeline.PREFILL_CHUNK", 256)
     monkeypatch.setattr(in_place, "_binding", _recording_widths(in_place._binding, widths))
     monkeypatch.setattr("edgegen.families.gpt.pipeline.batch_drafts",
-                        lambda history, starts, end, count, live, filler: np.zeros((len(starts), count), np.int64))
+                        lambda sequences, lengths, count, live, filler: np.zeros((len(lengths), count), np.int64))
     made = in_place.generate(prompts[0], max_new_tokens=80, do_sample=False, prompt_lookup_num_tokens=4)
     assert made == gpt["model"].greedy(prompts[0], 80) and 0 not in made   # NUL bytes, never chosen
     pauses = [1, 2, 4, 8] + [16] * 8
@@ -511,6 +511,49 @@ def test_prompt_lookup_generates_the_same_tokens_in_fewer_decoder_calls(gpt, tmp
             in_place.generate("x", prompt_lookup_num_tokens=wrong)
     with pytest.raises(InputError, match=r"prompt_lookup_num_tokens 4: expected use_cache=True"):
         in_place.generate("x", prompt_lookup_num_tokens=4, use_cache=False)
+
+
+def test_prompt_lookup_rows_of_a_batch_keep_their_own_drafts(gpt, tmp_path, monkeypatch):
+    """In a batch, each row keeps the drafts it chose: rows that kept fewer move right behind more
+    padding, and all rows move left by the padding every live row has (the longest prompt's row
+    fell behind, or ended). Rows
+    take their tokens at their own pace, greedy (PyTorch's tokens) and sampled (each row's n-th
+    token the n-th number drawn for it, as without drafts), through both cache forms, with a
+    row ending early at a stop token."""
+    from edgegen.families.gpt import pipeline
+
+    pkg = tmp_path / "pkg"
+    shutil.copytree(gpt["pkg"], pkg)
+    _in_place_variant(pkg)
+    moves, calls = [], []
+    for form in (pipeline._CopiedCache, pipeline._InPlaceCache):
+        def keep(self, written, kept, starts=None, offsets=None, live=None, original=form.keep):
+            if starts is not None:
+                moves.append(offsets[live].tolist())
+            original(self, written, kept, starts, offsets, live)
+        monkeypatch.setattr(form, "keep", keep)
+    prompts = [list(b"x = self.x\ny = self.y\nz = self.z\nx = self.x\ny = self."),
+               list(b"if a:\n    b = 1\nif a:\n    b = 1\nif a:\n"), list(b"import os\nimport os\nimport"),
+               list(b"def __init__(self")]
+    expected = [gpt["model"].greedy(p, 70) for p in prompts]
+    for name, pipe in (("exported", edgegen.load(pkg)), ("in place", edgegen.load(pkg, precision="fused"))):
+        monkeypatch.setattr(pipe, "_binding", _recording_widths(pipe._binding, calls))
+        moves.clear()
+        calls.clear()
+        assert pipe.generate(prompts, max_new_tokens=70, do_sample=False, prompt_lookup_num_tokens=4) == expected, name
+        assert any(min(m) < 0 for m in moves) and any(max(m) > 0 for m in moves), (name, moves)   # right, and left
+        assert len(calls) < 1 + 70, name
+        for options in ({"temperature": 0.15, "seed": 2}, {"temperature": 0.2, "seed": 5, "top_k": 5,
+                                                            "repetition_penalty": 0.8}):
+            moves.clear()
+            assert pipe.generate(prompts, max_new_tokens=70, prompt_lookup_num_tokens=4, **options) == \
+                pipe.generate(prompts, max_new_tokens=70, **options), (name, options)
+            assert moves, (name, options)
+        # a stop token that only the first row makes: it ends there while the others go on
+        stop = next(t for t in expected[0] if all(t not in row for row in expected[1:]))
+        cut = [row[:row.index(stop) + 1] if stop in row else row for row in expected]
+        assert pipe.generate(prompts, max_new_tokens=70, do_sample=False, prompt_lookup_num_tokens=4, stop=stop) == \
+            cut, name
 
 
 def test_sampling_matches_transformers_logits_processors():

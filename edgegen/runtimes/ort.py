@@ -145,12 +145,15 @@ class OrtBinding:
     written into it in place, so a loop that reuses its buffers (the KV cache) copies and
     allocates nothing per call.
 
-    input(name, array) / output(name, array) bind C-contiguous numpy arrays that must
-    outlive the run; bind_input / bind_output(name, dtype, shape, address) take a raw
-    address, for hot loops that keep their buffers' addresses (no ctypes object per call).
+    input(name, array) / output(name, array) bind C-contiguous numpy arrays and hold them until
+    the name is bound again (ONNX Runtime keeps only their address: a temporary array freed
+    before the run would be read after it was freed); bind_input / bind_output(name, dtype,
+    shape, address) take a raw address, for hot loops that keep their buffers' addresses (no
+    ctypes object per call) and keep them alive themselves.
     """
 
     def __init__(self, session: OrtSession):
+        self._held: dict[str, np.ndarray] = {}
         inference = session.inference_session
         binding = inference.io_binding()
         raw, raw_session = getattr(binding, "_iobinding", None), getattr(inference, "_sess", None)
@@ -168,9 +171,11 @@ class OrtBinding:
             self.run = lambda: inference.run_with_iobinding(binding)
 
     def input(self, name: str, array: np.ndarray) -> None:
+        self._held[name] = array
         self.bind_input(name, array.dtype, array.shape, array.ctypes.data)
 
     def output(self, name: str, array: np.ndarray) -> None:
+        self._held[name] = array
         self.bind_output(name, array.dtype, array.shape, array.ctypes.data)
 
 

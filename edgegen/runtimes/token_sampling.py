@@ -84,8 +84,11 @@ def _keep_top_p(logits: np.ndarray, p: float) -> np.ndarray:
     return np.where(keep, logits, -np.inf)
 
 
-def next_tokens(logits: np.ndarray, seen: np.ndarray | None, sampling: Sampling, rng: np.random.Generator) -> np.ndarray:
-    """logits [batch, vocab] -> next token ids [batch] (int64)."""
+def next_tokens(logits: np.ndarray, seen: np.ndarray | None, sampling: Sampling, rng: np.random.Generator | None,
+                uniforms: np.ndarray | None = None) -> np.ndarray:
+    """logits [batch, vocab] -> next token ids [batch] (int64). Sampling draws one uniform number
+    per row from `rng`, or takes them from `uniforms` [batch] (drawn ahead by a caller whose rows
+    advance at different paces)."""
     if sampling.repetition_penalty != 1.0 and seen is not None:
         logits = penalize_repeats(logits, seen, sampling.repetition_penalty)
     if not sampling.do_sample:
@@ -98,5 +101,5 @@ def next_tokens(logits: np.ndarray, seen: np.ndarray | None, sampling: Sampling,
     # inverse-CDF draw: one uniform number per row, so a seed fixes the whole run
     probs = np.exp(logits - logits.max(axis=-1, keepdims=True), dtype=np.float64)
     cdf = np.cumsum(probs, axis=-1)
-    u = rng.random(len(cdf))[:, None] * cdf[:, -1:]
+    u = (rng.random(len(cdf)) if uniforms is None else uniforms)[:, None] * cdf[:, -1:]
     return np.minimum((cdf <= u).sum(axis=-1), logits.shape[-1] - 1).astype(np.int64)

@@ -191,8 +191,8 @@ class GPTPipeline(Pipeline):
         _check_stop_strings(request, as_text)
         rows = [[] for _ in batch]
         texts = [_TextRow(self.tokenizer, request) for _ in batch] if as_text else None
-        for tokens, alive in self._loop(request, cache_budget_mb):
-            for r in np.flatnonzero(alive):
+        for tokens, taking, alive in self._loop(request, cache_budget_mb):
+            for r in np.flatnonzero(taking):
                 rows[r].append(int(tokens[r]))
                 if texts is not None and texts[r].add(int(tokens[r])):
                     alive[r] = False  # a stop string completed: this row is done
@@ -213,7 +213,7 @@ class GPTPipeline(Pipeline):
                                 seed, stop, True, prompt_lookup_num_tokens)
         _check_stop_strings(request, as_text)
         text = _TextRow(self.tokenizer, request) if as_text else None
-        for tokens, alive in self._loop(request, cache_budget_mb):
+        for tokens, _, alive in self._loop(request, cache_budget_mb):   # one row: it takes every token
             token = int(tokens[0])
             if text is None:
                 yield token
@@ -304,8 +304,10 @@ class GPTPipeline(Pipeline):
     # ---- the loop --------------------------------------------------------------------------
 
     def _loop(self, request: _Request, cache_budget_mb: float) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Yield (tokens [batch], alive [batch]) per new token. A caller may clear alive[r]
-        to end row r (a stop string); the loop ends when every row has ended."""
+        """Yield (tokens [batch], taking [batch], alive [batch]) per position: each row in `taking`
+        takes tokens[r] as its next token. Without drafts every row still going takes one per
+        step; with them a row takes as many per call as its drafts held. A caller may clear
+        alive[r] to end row r (a stop string); the loop ends when every row has ended."""
         b = len(request.prompts)
         lengths = np.array([len(p) for p in request.prompts])
         prompt_len, total_max = int(lengths.max()), int(lengths.max()) + request.max_new_tokens
@@ -335,40 +337,64 @@ class GPTPipeline(Pipeline):
         steps = (self._cached_steps(ids, positions, mask_full, request.max_new_tokens, request.lookup, alive)
                  if request.use_cache else self._uncached_steps(ids, positions, mask_full))
         logits, drafts = next(steps)
-        made = 0
+        made = np.zeros(b, np.int64)   # tokens each row has taken
+        draws = _Draws(request.rng, b) if request.sampling.do_sample else None
+        rows = np.arange(b)
         while True:
-            chosen = []
-            for j in range(logits.shape[1]):   # the call's positions: its first token's, then each draft's
-                tokens = next_tokens(logits[:, j], seen, request.sampling, request.rng)
+            if logits.shape[1] == 1:   # no drafts: every row still going takes this token (kept short: the common call)
+                tokens = next_tokens(logits[:, 0], seen, request.sampling, None, None if draws is None else draws.at(made))
                 if seen is not None:
-                    seen[np.arange(b), tokens] = True
-                chosen.append(tokens)
-                yield tokens, alive
-                alive &= ~is_stop[tokens]
-                made += 1
-                if not alive.any() or made == request.max_new_tokens:
+                    seen[rows, tokens] = True
+                yield tokens, alive, alive
+                made += alive
+                alive &= ~is_stop[tokens] & (made < request.max_new_tokens)
+                if not alive.any():
                     return
-                # the next position's logits followed draft j: they count only where every row
-                # still going chose it (a chosen token is the one decoding without drafts makes, so
-                # the output and the random draws are the same)
-                if j < drafts.shape[1] and (tokens != drafts[:, j])[alive].any():
+                logits, drafts = steps.send((tokens[:, None], None))
+                continue
+            width = logits.shape[1]
+            chosen, kept = np.zeros((b, width), np.int64), np.zeros(b, np.int64)
+            taking = alive.copy()   # the rows whose drafts so far held: this position's token is theirs
+            for j in range(width):   # the call's positions: its first token's, then each draft's
+                # a row's n-th token takes the n-th uniform number drawn for it, as without drafts
+                uniforms = None if draws is None else draws.at(made)
+                tokens = next_tokens(logits[:, j], seen, request.sampling, None, uniforms)
+                if seen is not None:
+                    seen[rows[taking], tokens[taking]] = True
+                chosen[:, j] = tokens
+                kept += taking
+                yield tokens, taking, alive
+                made += taking
+                alive &= ~(taking & is_stop[tokens]) & (made < request.max_new_tokens)
+                if not alive.any():
+                    return
+                # the next position's logits followed draft j: a row takes them only where it chose
+                # that draft (a chosen token is the one decoding without drafts makes)
+                taking &= alive
+                if j < drafts.shape[1]:
+                    taking &= tokens == drafts[:, j]
+                if not taking.any():
                     break
-            logits, drafts = steps.send(chosen[0][:, None] if len(chosen) == 1 else np.stack(chosen, axis=1))
+            logits, drafts = steps.send((chosen, kept))
 
     def _cached_steps(self, ids, positions, mask_full, max_new_tokens, lookup, alive) -> Iterator[tuple]:
         """Prefill, then decoding calls: yields (logits [batch, n, vocab], drafts [batch, n - 1])
-        per call and is sent the tokens chosen from them, [batch, m] (m <= n: those up to the first
-        rejected draft, and one more). A call takes the last chosen token and, with `lookup`, up to
-        that many drafts (prompt_lookup.py) where every row still going (`alive`, the loop's) has
-        some; the cache keeps the positions of the m inputs the chosen tokens confirm. Without
-        drafts the per-token work is a fixed number of bindings by address. A long prompt is prefilled PREFILL_CHUNK tokens per call, where the graph
-        computes only the last position's logits (logits_to_keep)."""
+        per call and is sent the tokens chosen from them and how many each row took, ([batch, n],
+        [batch]): row r's first kept[r] (its tokens up to its first rejected draft, and one more).
+        A call takes each row's last chosen token and, with `lookup`, up to that many drafts
+        (prompt_lookup.py) where every row still going (`alive`, the loop's) has some. The cache
+        keeps, per row, the positions of the inputs its chosen tokens confirm; rows that kept
+        different counts are re-laid so that each row's cache still ends at the same slot, the
+        shorter ones behind more padding. Without drafts the per-token work is a fixed number of
+        bindings by address. A long prompt is prefilled PREFILL_CHUNK tokens per call, where the
+        graph computes only the last position's logits (logits_to_keep)."""
         b, prompt_len = ids.shape
         total_max = prompt_len + max_new_tokens
         binding = self._binding()
         cache = (_InPlaceCache if self._in_place else _CopiedCache)(binding, self._cache_names, b, self.cache_heads,
                                                                     self.head_dim, total_max)
-        uniform = bool(mask_full.all())  # no padding: every mask is a prefix of one buffer of ones
+        mask = mask_full.copy()   # each row's padding as the cache lays it out (rows move: set_padding)
+        uniform = bool(mask.all())  # no padding: every mask is a prefix of one buffer of ones
         ones = np.ones(b * total_max, np.int64)
         ones_address = ones.ctypes.data
         chunk = PREFILL_CHUNK if self._last_logits_only else prompt_len   # else each chunk computes all its logits
@@ -384,10 +410,14 @@ class GPTPipeline(Pipeline):
             if uniform:
                 binding.bind_input("attention_mask", ones.dtype, [b, total], ones_address)
             else:
-                mask = np.ascontiguousarray(mask_full[:, :total])  # padded rows: O(batch x total) int copy
-                binding.input("attention_mask", mask)
+                binding.input("attention_mask", np.ascontiguousarray(mask[:, :total]))  # O(batch x total) int copy
             cache.bind(past, total)
             binding.run()
+
+        def set_padding(pad: np.ndarray) -> None:
+            nonlocal uniform
+            mask[:] = np.arange(total_max)[None, :] >= pad[:, None]
+            uniform = not pad.any()
 
         chunks = [(np.ascontiguousarray(ids[:, s:s + chunk]), np.ascontiguousarray(positions[:, s:s + chunk]))
                   for s in range(0, prompt_len, chunk)]   # kept alive: the binding reads them by address
@@ -396,36 +426,65 @@ class GPTPipeline(Pipeline):
             binding.input("position_ids", chunk_positions)
             call(n * chunk, min((n + 1) * chunk, prompt_len))
         no_drafts = np.empty((b, 0), np.int64)
-        chosen = yield logits_prefill[:, -1:], no_drafts
-        # the sequence per cache slot: where drafts are looked up, and the next call's first token
-        history = np.empty((b, total_max), np.int64)
-        history[:, :prompt_len] = ids
-        history[:, prompt_len] = chosen[:, 0]
+        chosen, _ = yield logits_prefill[:, -1:], no_drafts
+        rows = np.arange(b)
         pad = prompt_len - 1 - positions[:, -1]   # each row's left padding: its position at a slot is slot - pad
-        past = prompt_len   # slots the cache holds; the last token chosen is not among them yet
-        count = lookup   # drafts per call: after a rejection, those kept plus one
+        lengths = prompt_len - pad                # each row's tokens: the prompt's, then those chosen
+        sequences = np.empty((b, total_max), np.int64)   # where drafts are looked up, without padding
+        for r in rows:
+            sequences[r, :lengths[r]] = ids[r, pad[r]:]
+        latest = sequences[rows, lengths] = chosen[:, 0]   # not in the cache yet: the next call's first token
+        lengths += 1
+        past = prompt_len   # slots the cache holds, the same for every row (some of them padding)
+        count = lookup   # drafts per call: after a rejection, the most any row kept plus one
+        once = np.ones(b, np.int64)   # what each row keeps of a call without drafts
         pause = wait = 0   # calls without drafts after a call whose drafts were all rejected, and how many are left
         while True:
             room = total_max - past - 2   # drafts the run has room for: the call's tokens end within max_new_tokens
-            drafts = (batch_drafts(history, pad, past + 1, min(count, room), alive, self.pad_token_id)
+            drafts = (batch_drafts(sequences, lengths, min(count, room), alive, self.pad_token_id)
                       if lookup and not wait else no_drafts)
             wait = max(0, wait - 1)
             width = 1 + drafts.shape[1]
             logits = calls.bind(binding, width)
-            calls.fill(history[:, past], drafts, past - pad)
+            calls.fill(latest, drafts, lengths - 1)
             call(past, past + width)
-            chosen = yield logits, drafts
-            kept = chosen.shape[1]   # the call's first token and the drafts confirmed
-            if kept < width:
-                cache.keep(past + width, past + kept)
+            going = np.count_nonzero(alive)
+            chosen, kept = yield logits, drafts   # kept: each row's first token and the drafts it confirmed
+            if kept is None and np.count_nonzero(alive) == going:   # a call without drafts, no row ended
+                latest = chosen[:, 0]
+                if lookup:   # (rows that have ended: a slot of theirs, not read)
+                    sequences[rows, lengths] = latest
+                lengths += alive
+                past += 1
+                continue
+            kept = once if kept is None else kept
+            latest = chosen[rows, np.maximum(kept - 1, 0)]
+            live = alive.copy()
+            top = int(kept[live].max())
+            # a row that kept fewer than the most moves right by the difference, its padding growing,
+            # so that every row's cache ends at one slot; then every row moves left by the padding
+            # all live rows have, so that some live row starts at slot 0 and the cache never
+            # outgrows the run. Rows that have ended stay where they are: their cache is not read.
+            shifted = pad + top - kept
+            lowest = int(shifted[live].min())
+            new_pad = np.where(live, shifted - lowest, 0)
+            new_past = past + top - lowest
+            if (new_pad != pad)[live].any():
+                cache.keep(past + width, new_past, new_pad, pad - new_pad, live)
+            elif top < width:
+                cache.keep(past + width, new_past)
+            for r in np.flatnonzero(live):
+                sequences[r, lengths[r]:lengths[r] + kept[r]] = chosen[r, :kept[r]]
+            lengths[live] += kept[live]
             if width > 1:   # fewer drafts where they were rejected (each costs compute), more where all held
-                count = min(lookup, kept)
+                count = min(lookup, top)
                 # none kept: look again only after a pause that doubles while drafts keep failing, so
                 # text that does not repeat (or a batch whose rows rarely agree) pays for few of them
-                pause = min(2 * pause or 1, LOOKUP_MAX_PAUSE) if kept == 1 else 0
+                pause = min(2 * pause or 1, LOOKUP_MAX_PAUSE) if top == 1 else 0
                 wait = pause
-            history[:, past + 1:past + 1 + kept] = chosen
-            past += kept
+            if (new_pad != pad).any():
+                set_padding(new_pad)
+            pad, past = new_pad, new_past
 
     def _uncached_steps(self, ids, positions, mask_full) -> Iterator[tuple]:
         """The reference loop: the whole sequence through the graph for every token, empty past.
@@ -437,7 +496,7 @@ class GPTPipeline(Pipeline):
             out = self.decoder.run({"input_ids": sequence, "position_ids": pos,
                                     "attention_mask": np.ascontiguousarray(mask_full[:, :total]),
                                     **self._empty_past(b, total)})
-            chosen = yield out["logits"][:, -1:], np.empty((b, 0), np.int64)
+            chosen, _ = yield out["logits"][:, -1:], np.empty((b, 0), np.int64)
             sequence = np.concatenate([sequence, np.asarray(chosen[:, -1:], np.int64)], axis=1)
             pos = np.concatenate([pos, pos[:, -1:] + 1], axis=1)
 
@@ -503,15 +562,24 @@ class _CopiedCache:
             self._binding.bind_output(present_name, _F32, [b, h, total, d], dst)
         self._side = 1 - self._side
 
-    def keep(self, written: int, kept: int) -> None:
-        """The last call wrote `written` positions and the first `kept` count (the rest held
-        rejected drafts): copy those, at that stride, into the other buffer (the past it read, no
-        longer needed), which becomes the next call's past. One pass over the cache."""
+    def keep(self, written: int, kept: int, starts: np.ndarray | None = None, offsets: np.ndarray | None = None,
+             live: np.ndarray | None = None) -> None:
+        """The last call wrote `written` positions; the next call's past is `kept` of them. Without
+        `starts`, each row's first `kept` (the rest held rejected drafts). With them, the live
+        rows' slots from starts[r] on, each taken from offsets[r] slots further (negative: nearer):
+        rows that kept fewer drafts than others move right. Copied into the other buffer (the
+        past the call read, no longer needed), which becomes the next call's past: one pass over
+        the cache."""
         b, h, d = self._shape
-        rows = b * h
         for present, other in zip(self._buffers[self._side], self._buffers[1 - self._side]):
-            other[:rows * kept * d].reshape(rows, kept * d)[:] = \
-                present[:rows * written * d].reshape(rows, written * d)[:, :kept * d]
+            if starts is None:
+                other[:b * h * kept * d].reshape(b * h, kept * d)[:] = \
+                    present[:b * h * written * d].reshape(b * h, written * d)[:, :kept * d]
+                continue
+            source = present[:b * h * written * d].reshape(b, h, written, d)
+            target = other[:b * h * kept * d].reshape(b, h, kept, d)
+            for r in np.flatnonzero(live):
+                target[r, :, starts[r]:] = source[r, :, starts[r] + offsets[r]:kept + offsets[r]]
         self._side = 1 - self._side
 
 
@@ -544,9 +612,38 @@ class _InPlaceCache:
             self._binding.bind_output(present_name, _F32, [b, h, new, d], buffer.ctypes.data)
         self._capacity = new
 
-    def keep(self, written: int, kept: int) -> None:
-        """Positions past `kept` that the last call wrote (rejected drafts) need nothing: the mask
-        hides them and the next call writes over them."""
+    def keep(self, written: int, kept: int, starts: np.ndarray | None = None, offsets: np.ndarray | None = None,
+             live: np.ndarray | None = None) -> None:
+        """As _CopiedCache.keep, in the one buffer. Positions past `kept` that the last call wrote
+        (rejected drafts) need nothing: the mask hides them and the next call writes over them.
+        Rows that move (offsets[r] != 0) are re-laid in place."""
+        if starts is None:
+            return
+        b, h, d = self._shape
+        layouts = [buffer[:b * h * self._capacity * d].reshape(b, h, self._capacity, d) for buffer in self._buffers]
+        for r in np.flatnonzero(live & (offsets != 0)):
+            for layout in layouts:   # source and target overlap: numpy copies through a temporary
+                layout[r, :, starts[r]:kept] = layout[r, :, starts[r] + offsets[r]:kept + offsets[r]]
+
+
+class _Draws:
+    """The uniform numbers sampling draws, one per row per token, drawn ahead in blocks in the order
+    decoding without drafts draws them (a row at a time within a token, a token at a time), so
+    that each row's n-th token takes the same number however far ahead of the others drafts took it."""
+
+    BLOCK = 64   # tokens per block drawn
+
+    def __init__(self, rng: np.random.Generator, batch: int):
+        self._rng, self._rows = rng, np.arange(batch)
+        self._table = np.empty((0, batch))
+
+    def at(self, made: np.ndarray) -> np.ndarray:
+        """Each row's uniform number for its token number made[r] (0-based)."""
+        needed = int(made.max()) + 1
+        if needed > len(self._table):
+            blocks = -(-(needed - len(self._table)) // self.BLOCK)
+            self._table = np.concatenate([self._table, self._rng.random((blocks * self.BLOCK, len(self._rows)))])
+        return self._table[made, self._rows]
 
 
 def _check_stop_strings(request: _Request, as_text: bool) -> None:

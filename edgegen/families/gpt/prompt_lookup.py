@@ -41,14 +41,15 @@ def draft_tokens(sequence: np.ndarray, count: int) -> np.ndarray:
     return sequence[:0]
 
 
-def batch_drafts(history: np.ndarray, starts: np.ndarray, end: int, count: int, live: np.ndarray,
+def batch_drafts(sequences: np.ndarray, lengths: np.ndarray, count: int, live: np.ndarray,
                  filler: int) -> np.ndarray:
-    """Drafts for the rows of `history` [batch, >= end] still going (`live`): row r's sequence is
-    history[r, starts[r]:end] (its left padding skipped). [batch, k], k the shortest live row's
-    draft, so none where a live row has none: a draft counts only where every live row chose it,
-    and a filler would almost surely fail. Rows that have ended get `filler`."""
-    found = {r: draft_tokens(history[r, starts[r]:end], count) for r in np.flatnonzero(live)}
-    drafts = np.full((len(starts), min((len(f) for f in found.values()), default=0)), filler, np.int64)
+    """Drafts for the rows still going (`live`) of a batch whose row r is sequences[r, :lengths[r]]:
+    [batch, k], k the shortest live row's draft, so none where a live row has none. Each row keeps
+    the drafts it chose, but the batch's call ends when its slowest row does: a call that advances
+    some rows and not others buys nothing, and a filler would almost surely fail. Rows that have
+    ended get `filler`."""
+    found = {r: draft_tokens(sequences[r, :lengths[r]], count) for r in np.flatnonzero(live)}
+    drafts = np.full((len(lengths), min((len(f) for f in found.values()), default=0)), filler, np.int64)
     for r, tokens in found.items():
         drafts[r] = tokens[:drafts.shape[1]]
     return drafts
