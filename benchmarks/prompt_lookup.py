@@ -12,7 +12,8 @@ tokens each, first token included:
   this measures what looking for them costs;
 - greedy, batch 4 (GenAI 0.18 refuses speculation at batch > 1).
 Then edgegen fp32 on the shipped gpt-stdlib, a model trained on real text (Python source):
-greedy continuations of 8 held-out windows of the standard library, with and without drafts.
+greedy continuations of 8 held-out windows of the standard library, with and without drafts,
+one at a time and as one batch.
 
     python benchmarks/prompt_lookup.py [--rounds 3] [--out benchmarks/results]
 """
@@ -181,9 +182,23 @@ def trained_text(rounds: int) -> dict:
             seconds[drafts].append(time.perf_counter() - start)
             counted[drafts] = len(calls)
     tokens = sum(map(len, outputs[0]))
+    # the same windows as one batch: each row keeps its own drafts, a call carries them only
+    # where every row has some
+    batch_seconds, batch_calls, batch_outputs = {0: [], DRAFTS: []}, {}, {}
+    for _ in range(rounds):
+        for drafts in (0, DRAFTS):
+            calls.clear()
+            start = time.perf_counter()
+            batch_outputs[drafts] = pipe.generate(prompts, max_new_tokens=new, do_sample=False,
+                                                  prompt_lookup_num_tokens=drafts)
+            batch_seconds[drafts].append(time.perf_counter() - start)
+            batch_calls[drafts] = len(calls)
     return {"windows": len(prompts), "new_tokens": tokens, "same_tokens": outputs[0] == outputs[DRAFTS],
             "tokens_per_call": {d: tokens / counted[d] for d in counted},   # the prompts' calls counted, as above
-            "speedup": min(seconds[0]) / min(seconds[DRAFTS])}
+            "speedup": min(seconds[0]) / min(seconds[DRAFTS]),
+            "batch": {"same_tokens": batch_outputs[0] == batch_outputs[DRAFTS] == outputs[0],
+                      "tokens_per_call": {d: tokens / len(prompts) / batch_calls[d] for d in batch_calls},   # a row's
+                      "speedup": min(batch_seconds[0]) / min(batch_seconds[DRAFTS])}}
 
 
 def main() -> None:
@@ -222,7 +237,9 @@ def main() -> None:
     lines += ["", f"gpt-stdlib (trained on Python source), {stdlib['windows']} held-out windows of {PROMPT} tokens, "
               f"greedy to the context's end ({stdlib['new_tokens']} tokens): {stdlib['speedup']:.2f}x with "
               f"{DRAFTS} drafts, {stdlib['tokens_per_call'][DRAFTS]:.2f} tokens per decoder call, "
-              f"tokens {'the same' if stdlib['same_tokens'] else 'DIFFERENT'}", "",
+              f"tokens {'the same' if stdlib['same_tokens'] else 'DIFFERENT'}; the {stdlib['windows']} windows as one "
+              f"batch: {stdlib['batch']['speedup']:.2f}x, {stdlib['batch']['tokens_per_call'][DRAFTS]:.2f} tokens per "
+              f"decoder call per row, tokens {'the same' if stdlib['batch']['same_tokens'] else 'DIFFERENT'}", "",
               "one decoder call after 256 cached tokens, ms (median; against a call of 1 token):", ""]
     for engine, costs in call_ms.items():
         lines.append(f"- {engine}: " + ", ".join(f"{w} token{'s' * (w != '1')} {ms:.2f} ({ms / costs['1']:.2f}x)"

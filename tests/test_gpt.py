@@ -549,11 +549,27 @@ def test_prompt_lookup_rows_of_a_batch_keep_their_own_drafts(gpt, tmp_path, monk
             assert pipe.generate(prompts, max_new_tokens=70, prompt_lookup_num_tokens=4, **options) == \
                 pipe.generate(prompts, max_new_tokens=70, **options), (name, options)
             assert moves, (name, options)
+        # to the context's end: rows that end first stay within the model's positions
+        end = pipe.context - max(map(len, prompts))
+        assert pipe.generate(prompts, max_new_tokens=end, do_sample=False, prompt_lookup_num_tokens=4) == \
+            pipe.generate(prompts, max_new_tokens=end, do_sample=False), name
         # a stop token that only the first row makes: it ends there while the others go on
         stop = next(t for t in expected[0] if all(t not in row for row in expected[1:]))
         cut = [row[:row.index(stop) + 1] if stop in row else row for row in expected]
         assert pipe.generate(prompts, max_new_tokens=70, do_sample=False, prompt_lookup_num_tokens=4, stop=stop) == \
             cut, name
+
+
+def test_prompt_lookup_in_a_batch_of_held_out_text_to_the_context_end():
+    """The shipped gpt-stdlib continuing 8 held-out windows of Python source as one batch, to its
+    context's end: rows keep different numbers of drafts and end at different calls, and the
+    tokens are those without drafts (a row that had ended once took positions past the model's)."""
+    pipe = edgegen.load("gpt-stdlib")
+    ids = pipe.tokenizer.encode(read_corpus("stdlib")[1][:1 << 18].decode("utf-8", errors="replace"))
+    prompts = [ids[s:s + 128] for s in np.random.default_rng(3).integers(0, len(ids) - 128, 8)]
+    new = pipe.context - 128
+    assert pipe.generate(prompts, max_new_tokens=new, do_sample=False, prompt_lookup_num_tokens=4) == \
+        pipe.generate(prompts, max_new_tokens=new, do_sample=False)
 
 
 def test_sampling_matches_transformers_logits_processors():

@@ -446,7 +446,9 @@ class GPTPipeline(Pipeline):
             wait = max(0, wait - 1)
             width = 1 + drafts.shape[1]
             logits = calls.bind(binding, width)
-            calls.fill(latest, drafts, lengths - 1)
+            # positions from the slots: a live row's is its length - 1; a row that has ended (no
+            # padding) stays within the slots, so within the model's positions
+            calls.fill(latest, drafts, past - pad)
             call(past, past + width)
             going = np.count_nonzero(alive)
             chosen, kept = yield logits, drafts   # kept: each row's first token and the drafts it confirmed

@@ -48,7 +48,11 @@ def batch_drafts(sequences: np.ndarray, lengths: np.ndarray, count: int, live: n
     the drafts it chose, but the batch's call ends when its slowest row does: a call that advances
     some rows and not others buys nothing, and a filler would almost surely fail. Rows that have
     ended get `filler`."""
-    found = {r: draft_tokens(sequences[r, :lengths[r]], count) for r in np.flatnonzero(live)}
+    found = {}
+    for r in np.flatnonzero(live):
+        found[r] = draft_tokens(sequences[r, :lengths[r]], count)
+        if not len(found[r]):   # no call with drafts: the other rows need not be looked up
+            return np.empty((len(lengths), 0), np.int64)
     drafts = np.full((len(lengths), min((len(f) for f in found.values()), default=0)), filler, np.int64)
     for r, tokens in found.items():
         drafts[r] = tokens[:drafts.shape[1]]
