@@ -570,6 +570,41 @@ def test_prompt_lookup_in_a_batch_of_held_out_text_to_the_context_end():
     new = pipe.context - 128
     assert pipe.generate(prompts, max_new_tokens=new, do_sample=False, prompt_lookup_num_tokens=4) == \
         pipe.generate(prompts, max_new_tokens=new, do_sample=False)
+    # batches of windows of other lengths, stopping at a newline or at ")" and ":", greedy and
+    # sampled, a few new tokens or to the context's end (a row that rejected a draft and then made a
+    # stop token once went on)
+    rng = np.random.default_rng(5)
+    for trial in range(12):
+        b = int(rng.integers(2, 6))
+        windows = [ids[s:s + int(n)] for s, n in zip(rng.integers(0, len(ids) - 160, b), rng.integers(1, 160, b))]
+        new = int(rng.choice([3, 6, 40, pipe.context - max(map(len, windows))]))
+        stop = [10] if trial % 2 else [ord(")"), ord(":")]
+        for options in ({"do_sample": False}, {"seed": trial, "top_k": 20, "repetition_penalty": 1.2}):
+            plain = pipe.generate(windows, max_new_tokens=new, stop=stop, **options)
+            for lookup in (2, 8):
+                assert pipe.generate(windows, max_new_tokens=new, stop=stop, prompt_lookup_num_tokens=lookup,
+                                     **options) == plain, (trial, new, lookup, options)
+    # the longest prompt's row ends at its second token; the short row, moved left to slot 0, may not
+    # take more drafts than it still needs (they once outgrew the call's buffers)
+    long, short = list(b"RV&Bb_TG^Nk<a2E2-pAe{n3H-~*xK]h-NXIor;g^"), list(b"import os\nimport os\nimport os\n")
+    stop = pipe.generate(long, max_new_tokens=2, do_sample=False)[1]
+    assert stop not in pipe.generate(short, max_new_tokens=4, do_sample=False)
+    for lookup in (4, 8):
+        assert pipe.generate([long, short], max_new_tokens=4, do_sample=False, stop=stop,
+                             prompt_lookup_num_tokens=lookup) == \
+            pipe.generate([long, short], max_new_tokens=4, do_sample=False, stop=stop)
+
+
+def test_each_row_takes_the_random_numbers_decoding_without_drafts_draws_for_it():
+    """Decoding without drafts draws one number per row per token, a token at a time; rows that
+    drafts took ahead take theirs from the same sequence (so seeded output is the same)."""
+    from edgegen.families.gpt.pipeline import _Draws
+
+    plain = np.random.default_rng(7)
+    steps = np.stack([plain.random(3) for _ in range(150)])   # without drafts: rng.random(batch) per token
+    draws = _Draws(np.random.default_rng(7), 3)
+    for made in ([0, 0, 0], [5, 0, 2], [64, 3, 63], [149, 70, 128], [1, 1, 1]):
+        assert draws.at(np.array(made)).tolist() == steps[made, [0, 1, 2]].tolist()
 
 
 def test_sampling_matches_transformers_logits_processors():

@@ -146,8 +146,8 @@ class OrtBinding:
     allocates nothing per call.
 
     input(name, array) / output(name, array) bind C-contiguous numpy arrays and hold them until
-    the name is bound again (ONNX Runtime keeps only their address: a temporary array freed
-    before the run would be read after it was freed); bind_input / bind_output(name, dtype,
+    the name is bound again through them (ONNX Runtime keeps only their address: a temporary
+    array freed before the run would be read after it was freed); bind_input / bind_output(name, dtype,
     shape, address) take a raw address, for hot loops that keep their buffers' addresses (no
     ctypes object per call) and keep them alive themselves.
     """

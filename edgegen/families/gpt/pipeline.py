@@ -303,7 +303,7 @@ class GPTPipeline(Pipeline):
 
     # ---- the loop --------------------------------------------------------------------------
 
-    def _loop(self, request: _Request, cache_budget_mb: float) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def _loop(self, request: _Request, cache_budget_mb: float) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Yield (tokens [batch], taking [batch], alive [batch]) per position: each row in `taking`
         takes tokens[r] as its next token. Without drafts every row still going takes one per
         step; with them a row takes as many per call as its drafts held. A caller may clear
@@ -380,7 +380,8 @@ class GPTPipeline(Pipeline):
     def _cached_steps(self, ids, positions, mask_full, max_new_tokens, lookup, alive) -> Iterator[tuple]:
         """Prefill, then decoding calls: yields (logits [batch, n, vocab], drafts [batch, n - 1])
         per call and is sent the tokens chosen from them and how many each row took, ([batch, n],
-        [batch]): row r's first kept[r] (its tokens up to its first rejected draft, and one more).
+        [batch]): row r's first kept[r] (its tokens up to its first rejected draft, and one more);
+        after a call without drafts, ([batch, 1], None): every row still going took one.
         A call takes each row's last chosen token and, with `lookup`, up to that many drafts
         (prompt_lookup.py) where every row still going (`alive`, the loop's) has some. The cache
         keeps, per row, the positions of the inputs its chosen tokens confirm; rows that kept
@@ -407,6 +408,8 @@ class GPTPipeline(Pipeline):
 
         def call(past: int, total: int) -> None:
             """One run: the tokens from `past` to `total`."""
+            if total > total_max:   # the buffers are bound by address: a slot past them would be written blind
+                raise RuntimeError(f"generation loop: a call to slot {total} of a cache of {total_max} (a bug)")
             if uniform:
                 binding.bind_input("attention_mask", ones.dtype, [b, total], ones_address)
             else:
@@ -429,7 +432,8 @@ class GPTPipeline(Pipeline):
         chosen, _ = yield logits_prefill[:, -1:], no_drafts
         rows = np.arange(b)
         pad = prompt_len - 1 - positions[:, -1]   # each row's left padding: its position at a slot is slot - pad
-        lengths = prompt_len - pad                # each row's tokens: the prompt's, then those chosen
+        prompt_lengths = prompt_len - pad
+        lengths = prompt_lengths.copy()           # each row's tokens: the prompt's, then those chosen
         sequences = np.empty((b, total_max), np.int64)   # where drafts are looked up, without padding
         for r in rows:
             sequences[r, :lengths[r]] = ids[r, pad[r]:]
@@ -440,7 +444,9 @@ class GPTPipeline(Pipeline):
         once = np.ones(b, np.int64)   # what each row keeps of a call without drafts
         pause = wait = 0   # calls without drafts after a call whose drafts were all rejected, and how many are left
         while True:
-            room = total_max - past - 2   # drafts the run has room for: the call's tokens end within max_new_tokens
+            # drafts the run has room for: within the cache's slots, and no more than the row furthest
+            # behind still needs (once a row ahead has ended, `past` can be below the prompt's length)
+            room = min(total_max - past - 2, max_new_tokens - 1 - int((lengths - prompt_lengths)[alive].min()))
             drafts = (batch_drafts(sequences, lengths, min(count, room), alive, self.pad_token_id)
                       if lookup and not wait else no_drafts)
             wait = max(0, wait - 1)
@@ -460,9 +466,23 @@ class GPTPipeline(Pipeline):
                 past += 1
                 continue
             kept = once if kept is None else kept
-            latest = chosen[rows, np.maximum(kept - 1, 0)]
             live = alive.copy()
             top = int(kept[live].max())
+            latest = chosen[rows, np.maximum(kept - 1, 0)]
+            for r in np.flatnonzero(live):
+                sequences[r, lengths[r]:lengths[r] + kept[r]] = chosen[r, :kept[r]]
+            lengths[live] += kept[live]
+            if width > 1:   # fewer drafts where they were rejected (each costs compute), more where all held
+                count = min(lookup, top)
+                # none kept: look again only after a pause that doubles while drafts keep failing, so
+                # text that does not repeat (or a batch whose rows rarely agree) pays for few of them
+                pause = min(2 * pause or 1, LOOKUP_MAX_PAUSE) if top == 1 else 0
+                wait = pause
+            if (kept[live] == top).all() and not pad[live].min():   # every row going kept as many: none moves
+                if top < width:
+                    cache.keep(past + width, past + top)
+                past += top
+                continue
             # a row that kept fewer than the most moves right by the difference, its padding growing,
             # so that every row's cache ends at one slot; then every row moves left by the padding
             # all live rows have, so that some live row starts at slot 0 and the cache never
@@ -475,15 +495,6 @@ class GPTPipeline(Pipeline):
                 cache.keep(past + width, new_past, new_pad, pad - new_pad, live)
             elif top < width:
                 cache.keep(past + width, new_past)
-            for r in np.flatnonzero(live):
-                sequences[r, lengths[r]:lengths[r] + kept[r]] = chosen[r, :kept[r]]
-            lengths[live] += kept[live]
-            if width > 1:   # fewer drafts where they were rejected (each costs compute), more where all held
-                count = min(lookup, top)
-                # none kept: look again only after a pause that doubles while drafts keep failing, so
-                # text that does not repeat (or a batch whose rows rarely agree) pays for few of them
-                pause = min(2 * pause or 1, LOOKUP_MAX_PAUSE) if top == 1 else 0
-                wait = pause
             if (new_pad != pad).any():
                 set_padding(new_pad)
             pad, past = new_pad, new_past
@@ -520,11 +531,13 @@ class _CallBuffers:
         self._ids, self._positions = np.empty(batch * widest, np.int64), np.empty(batch * widest, np.int64)
         self._logits = np.empty(batch * widest * vocab, np.float32)
         self._counts = np.arange(widest + 1, dtype=np.int64)   # logits_to_keep: the call's width, by address
-        self._width = 0
+        self._width, self._widest = 0, widest
 
     def bind(self, binding: OrtBinding, width: int) -> np.ndarray:
         """Bind the buffers at this width; the logits [batch, width, vocab] the call will write."""
         b, v = self._batch, self._vocab
+        if width > self._widest:   # the buffers are bound by address: a wider call would run past them
+            raise RuntimeError(f"generation loop: a call of {width} tokens per row, buffers for {self._widest} (a bug)")
         if width != self._width:
             binding.bind_input("input_ids", self._ids.dtype, [b, width], self._ids.ctypes.data)
             binding.bind_input("position_ids", self._positions.dtype, [b, width], self._positions.ctypes.data)
