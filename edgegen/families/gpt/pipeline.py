@@ -430,74 +430,43 @@ class GPTPipeline(Pipeline):
             call(n * chunk, min((n + 1) * chunk, prompt_len))
         no_drafts = np.empty((b, 0), np.int64)
         chosen, _ = yield logits_prefill[:, -1:], no_drafts
-        rows = np.arange(b)
-        pad = prompt_len - 1 - positions[:, -1]   # each row's left padding: its position at a slot is slot - pad
-        prompt_lengths = prompt_len - pad
-        lengths = prompt_lengths.copy()           # each row's tokens: the prompt's, then those chosen
-        sequences = np.empty((b, total_max), np.int64)   # where drafts are looked up, without padding
-        for r in rows:
-            sequences[r, :lengths[r]] = ids[r, pad[r]:]
-        latest = sequences[rows, lengths] = chosen[:, 0]   # not in the cache yet: the next call's first token
-        lengths += 1
-        past = prompt_len   # slots the cache holds, the same for every row (some of them padding)
+        rows = _Rows(ids, positions, chosen[:, 0], total_max)
         count = lookup   # drafts per call: after a rejection, the most any row kept plus one
         once = np.ones(b, np.int64)   # what each row keeps of a call without drafts
         pause = wait = 0   # calls without drafts after a call whose drafts were all rejected, and how many are left
         while True:
             # drafts the run has room for: within the cache's slots, and no more than the row furthest
-            # behind still needs (once a row ahead has ended, `past` can be below the prompt's length)
-            room = min(total_max - past - 2, max_new_tokens - 1 - int((lengths - prompt_lengths)[alive].min()))
-            drafts = (batch_drafts(sequences, lengths, min(count, room), alive, self.pad_token_id)
+            # behind still needs (once a row ahead has ended, the slots can be fewer than the prompt's)
+            room = min(total_max - rows.past - 2, max_new_tokens - 1 - rows.fewest_made(alive))
+            drafts = (batch_drafts(rows.sequences, rows.lengths, min(count, room), alive, self.pad_token_id)
                       if lookup and not wait else no_drafts)
             wait = max(0, wait - 1)
             width = 1 + drafts.shape[1]
             logits = calls.bind(binding, width)
-            # positions from the slots: a live row's is its length - 1; a row that has ended (no
-            # padding) stays within the slots, so within the model's positions
-            calls.fill(latest, drafts, past - pad)
-            call(past, past + width)
+            calls.fill(rows.latest, drafts, rows.positions())
+            call(rows.past, rows.past + width)
             going = np.count_nonzero(alive)
             chosen, kept = yield logits, drafts   # kept: each row's first token and the drafts it confirmed
             if kept is None and np.count_nonzero(alive) == going:   # a call without drafts, no row ended
-                latest = chosen[:, 0]
-                if lookup:   # (rows that have ended: a slot of theirs, not read)
-                    sequences[rows, lengths] = latest
-                lengths += alive
-                past += 1
+                rows.took_one(chosen[:, 0], alive, record=bool(lookup))
                 continue
-            kept = once if kept is None else kept
             live = alive.copy()
-            top = int(kept[live].max())
-            latest = chosen[rows, np.maximum(kept - 1, 0)]
-            for r in np.flatnonzero(live):
-                sequences[r, lengths[r]:lengths[r] + kept[r]] = chosen[r, :kept[r]]
-            lengths[live] += kept[live]
+            kept = once if kept is None else kept
+            top = rows.took(chosen, kept, live)
             if width > 1:   # fewer drafts where they were rejected (each costs compute), more where all held
                 count = min(lookup, top)
                 # none kept: look again only after a pause that doubles while drafts keep failing, so
                 # text that does not repeat (or a batch whose rows rarely agree) pays for few of them
                 pause = min(2 * pause or 1, LOOKUP_MAX_PAUSE) if top == 1 else 0
                 wait = pause
-            if (kept[live] == top).all() and not pad[live].min():   # every row going kept as many: none moves
-                if top < width:
-                    cache.keep(past + width, past + top)
-                past += top
-                continue
-            # a row that kept fewer than the most moves right by the difference, its padding growing,
-            # so that every row's cache ends at one slot; then every row moves left by the padding
-            # all live rows have, so that some live row starts at slot 0 and the cache never
-            # outgrows the run. Rows that have ended stay where they are: their cache is not read.
-            shifted = pad + top - kept
-            lowest = int(shifted[live].min())
-            new_pad = np.where(live, shifted - lowest, 0)
-            new_past = past + top - lowest
-            if (new_pad != pad)[live].any():
-                cache.keep(past + width, new_past, new_pad, pad - new_pad, live)
-            elif top < width:
-                cache.keep(past + width, new_past)
-            if (new_pad != pad).any():
-                set_padding(new_pad)
-            pad, past = new_pad, new_past
+            written = rows.past + width
+            offsets = rows.realign(kept, top, live)
+            if offsets is not None and offsets[live].any():
+                cache.keep(written, rows.past, rows.pad, offsets, live)
+            elif rows.past < written:   # the same count kept by every row: the rest held rejected drafts
+                cache.keep(written, rows.past)
+            if offsets is not None and offsets.any():
+                set_padding(rows.pad)
 
     def _uncached_steps(self, ids, positions, mask_full) -> Iterator[tuple]:
         """The reference loop: the whole sequence through the graph for every token, empty past.
@@ -517,6 +486,68 @@ class GPTPipeline(Pipeline):
         if not isinstance(self.decoder, OrtSession):
             raise InputError(f"backend {self.backend!r}: the KV-cache loop needs an ONNX Runtime session")
         return OrtBinding(self.decoder)
+
+
+class _Rows:
+    """The rows of a batch as decoding calls see them: each row's tokens so far (its prompt, then
+    those chosen; drafts are looked up in them), its left padding among the cache's slots, and the
+    slots the cache holds, the same for every row. A live row's position at slot s is s - pad[r]."""
+
+    def __init__(self, ids: np.ndarray, positions: np.ndarray, first: np.ndarray, total_max: int):
+        b, prompt_len = ids.shape
+        self._index = np.arange(b)
+        self.pad = prompt_len - 1 - positions[:, -1]
+        self._prompt_lengths = prompt_len - self.pad
+        self.lengths = self._prompt_lengths + 1   # the first token chosen included
+        self.sequences = np.empty((b, total_max), np.int64)
+        for r in self._index:
+            self.sequences[r, :self._prompt_lengths[r]] = ids[r, self.pad[r]:]
+        self.sequences[self._index, self._prompt_lengths] = first
+        self.latest = first   # each row's last chosen token: not in the cache yet, the next call's first
+        self.past = prompt_len
+
+    def fewest_made(self, alive: np.ndarray) -> int:
+        """The fewest tokens a row still going has made."""
+        return int((self.lengths - self._prompt_lengths)[alive].min())
+
+    def positions(self) -> np.ndarray:
+        """The next call's first position per row: a live row's length - 1; a row that has ended
+        (no padding) stays within the slots, so within the model's positions."""
+        return self.past - self.pad
+
+    def took_one(self, tokens: np.ndarray, alive: np.ndarray, record: bool) -> None:
+        """A call without drafts, after which every row still going has one more token (rows that
+        have ended write a slot of theirs no one reads); `record`: keep them for lookups."""
+        self.latest = tokens
+        if record:
+            self.sequences[self._index, self.lengths] = tokens
+        self.lengths += alive
+        self.past += 1
+
+    def took(self, chosen: np.ndarray, kept: np.ndarray, live: np.ndarray) -> int:
+        """Each live row took the first kept[r] of its chosen tokens; the most any row took."""
+        self.latest = chosen[self._index, np.maximum(kept - 1, 0)]
+        for r in np.flatnonzero(live):
+            self.sequences[r, self.lengths[r]:self.lengths[r] + kept[r]] = chosen[r, :kept[r]]
+        self.lengths[live] += kept[live]
+        return int(kept[live].max())
+
+    def realign(self, kept: np.ndarray, top: int, live: np.ndarray) -> np.ndarray | None:
+        """The slots after a call where each live row kept kept[r] of its inputs' positions (`top`
+        the most). A row that kept fewer than `top` moves right by the difference, its padding
+        growing, so that every row's cache ends at one slot; then every row moves left by the
+        padding all live rows have, so that some live row starts at slot 0 and the cache never
+        outgrows the run. Rows that have ended stay where they are: their cache is not read.
+        How far each row's slots moved left (negative: right), or None where no padding changed."""
+        if (kept[live] == top).all() and not self.pad[live].min():
+            self.past += top
+            return None
+        shifted = self.pad + top - kept
+        lowest = int(shifted[live].min())
+        new_pad = np.where(live, shifted - lowest, 0)
+        offsets = self.pad - new_pad
+        self.pad, self.past = new_pad, self.past + top - lowest
+        return offsets
 
 
 _F32 = np.dtype(np.float32)   # the caches' dtype, built once, not per token
