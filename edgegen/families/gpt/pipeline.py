@@ -435,11 +435,12 @@ class GPTPipeline(Pipeline):
         once = np.ones(b, np.int64)   # what each row keeps of a call without drafts
         pause = wait = 0   # calls without drafts after a call whose drafts were all rejected, and how many are left
         while True:
-            # drafts the run has room for: within the cache's slots, and no more than the row furthest
-            # behind still needs (once a row ahead has ended, the slots can be fewer than the prompt's)
-            room = min(total_max - rows.past - 2, max_new_tokens - 1 - rows.fewest_made(alive))
-            drafts = (batch_drafts(rows.sequences, rows.lengths, min(count, room), alive, self.pad_token_id)
-                      if lookup and not wait else no_drafts)
+            drafts = no_drafts
+            if lookup and not wait:
+                # drafts the run has room for: within the cache's slots, and no more than the row furthest
+                # behind still needs (once a row ahead has ended, the slots can be fewer than the prompt's)
+                room = min(total_max - rows.past - 2, max_new_tokens - 1 - rows.fewest_made(alive))
+                drafts = batch_drafts(rows.sequences, rows.lengths, min(count, room), alive, self.pad_token_id)
             wait = max(0, wait - 1)
             width = 1 + drafts.shape[1]
             logits = calls.bind(binding, width)
