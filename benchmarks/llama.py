@@ -2,7 +2,9 @@
 int4 packages of an imported random 124M Llama against ONNX Runtime GenAI's own builder's fp32
 and int4 models of the same checkpoint, optimum-onnx's fp32 export, and transformers eager, each
 engine in its own process, rounds interleaved, 2 threads each, against the memory-bandwidth bound
-measured in the same run.
+measured in the same run: the bytes a decode step must read (each graph's weights less the rows of
+an embedding table it only gathers from, plus the KV cache at the mean length decoded) over the
+best read bandwidth measured before and after each round.
 
 The model: LlamaForCausalLM, 12 layers x 768, 12 heads over 4 key/value heads, SwiGLU 2048,
 vocab 32000, untied output (125M parameters), random weights, a stand-in word-level tokenizer
@@ -75,19 +77,45 @@ def make_models(root: Path, optimum: bool = True) -> dict:
         config = json.loads(config_path.read_text())
         config["model"]["decoder"]["session_options"]["intra_op_num_threads"] = THREADS
         config_path.write_text(json.dumps(config, indent=2))
-    weights = {"edgegen fp32": (package / "decoder.onnx").stat().st_size,
-               "edgegen int4": (package / record["file"]).stat().st_size,
-               "genai fp32": sum(p.stat().st_size for p in (root / "genai-fp32").glob("model.onnx*")),
-               "genai int4": sum(p.stat().st_size for p in (root / "genai-int4").glob("model.onnx*"))}
-    weights["transformers eager"] = weights["edgegen fp32"]
-    if not optimum:
-        return {"root": str(root), "weights": weights, "int4_gate": record["gate"]}
-    # optimum-onnx's export of the same checkpoint, in its own environment (an older transformers)
-    code = ("import sys; from optimum.onnxruntime import ORTModelForCausalLM; "
-            "ORTModelForCausalLM.from_pretrained(sys.argv[1], export=True).save_pretrained(sys.argv[2])")
-    subprocess.run([optimum_python(), "-c", code, str(hf), str(root / "optimum-fp32")], check=True, capture_output=True)
-    weights["optimum fp32"] = sum(p.stat().st_size for p in (root / "optimum-fp32").glob("*.onnx*"))
+    graphs = {"edgegen fp32": [package / "decoder.onnx"], "edgegen int4": [package / record["file"]],
+              "genai fp32": [root / "genai-fp32" / "model.onnx"], "genai int4": [root / "genai-int4" / "model.onnx"]}
+    if optimum:
+        # optimum-onnx's export of the same checkpoint, in its own environment (an older transformers)
+        code = ("import sys; from optimum.onnxruntime import ORTModelForCausalLM; "
+                "ORTModelForCausalLM.from_pretrained(sys.argv[1], export=True).save_pretrained(sys.argv[2])")
+        subprocess.run([optimum_python(), "-c", code, str(hf), str(root / "optimum-fp32")], check=True,
+                       capture_output=True)
+        graphs["optimum fp32"] = sorted((root / "optimum-fp32").glob("*.onnx"))
+    weights = {engine: weight_bytes(paths) for engine, paths in graphs.items()}
+    weights["transformers eager"] = weights["edgegen fp32"]   # the same checkpoint's tensors, in PyTorch
     return {"root": str(root), "weights": weights, "int4_gate": record["gate"]}
+
+
+def weight_bytes(graphs: list) -> dict:
+    """{"file": bytes of the graphs' weights, "read": the bytes of them a decode step reads}: an
+    initializer only gathered from (an untied embedding table) gives one row per token, so its
+    table is not counted in "read"."""
+    import onnx
+    from onnx import helper
+
+    file = read = 0
+    for path in graphs:
+        graph = onnx.load(str(path), load_external_data=False).graph
+        gathered = {n.input[0] for n in graph.node if n.op_type == "Gather"}
+        read_whole = {name for n in graph.node if n.op_type != "Gather" for name in n.input} | \
+                     {n.input[1] for n in graph.node if n.op_type == "Gather" and len(n.input) > 1}
+        for tensor in graph.initializer:
+            size = int(np.prod(tensor.dims, dtype=np.int64)) * helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+            file += size
+            if tensor.name in read_whole or tensor.name not in gathered:
+                read += size
+    return {"file": file, "read": read}
+
+
+def kv_cache_read_bytes(tokens: float) -> float:
+    """The float32 KV cache a decode step reads after `tokens` tokens (save_random_llama's shape:
+    12 layers, 4 key/value heads of 64)."""
+    return 12 * 2 * 4 * 64 * 4 * tokens
 
 
 # -- one engine, in its own process -------------------------------------------------------------
@@ -233,7 +261,8 @@ def _optimum(root: Path):
 def read_bandwidth(megabytes: int = 256, repeats: int = 5) -> float:
     """Bytes per second read by a float32 matrix-vector product over a matrix far larger than the
     caches, with THREADS BLAS threads: the memory-bound operation decoding repeats (a numpy sum
-    measured less, 40 GB/s against this one's figure here, so the engines beat its "bound")."""
+    read less). This shared machine's figure moves with its load (40-53 GB/s within an hour), so
+    main() takes the best of a measurement before and after each round."""
     from threadpoolctl import threadpool_limits
 
     rows = megabytes * (1 << 20) // 4 // 4096
@@ -276,36 +305,65 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory(prefix="edgegen-llama-") as scratch:
         made = make_models(Path(scratch))
-        bandwidth = read_bandwidth()
+        bandwidths = [read_bandwidth()]
         runs = {engine: [] for engine in ENGINES}
         for _ in range(args.rounds):
             for engine in ENGINES:
                 python = optimum_python() if engine.startswith("optimum") else sys.executable
                 runs[engine].append(run_worker(python, __file__, engine, scratch))
                 print(engine, {k: round(v, 2) for k, v in runs[engine][-1].items() if k != "tokens"}, flush=True)
+            bandwidths.append(read_bandwidth())
+    bandwidth = max(bandwidths)
+    cache = kv_cache_read_bytes(PROMPT + (NEW - 1) / 2)   # decode steps read after 128 to 255 tokens
     reference = runs["transformers eager"][0]["tokens"]
     rows = {}
     for engine, results in runs.items():
         best = max(results, key=lambda r: r["tokens_per_s"])
-        bound_ms = made["weights"][engine] / bandwidth * 1e3
+        weights = made["weights"][engine]
+        bound_ms = (weights["read"] + cache) / bandwidth * 1e3
         rows[engine] = {**{k: v for k, v in best.items() if k != "tokens"},
-                        "weight_mb": made["weights"][engine] / 1e6, "bound_ms": bound_ms,
-                        "tpot_over_bound": best["tpot_p50_ms"] / bound_ms,
+                        "weight_mb": weights["file"] / 1e6, "read_mb": (weights["read"] + cache) / 1e6,
+                        "bound_ms": bound_ms, "tpot_over_bound": best["tpot_p50_ms"] / bound_ms,
                         "tokens_equal_transformers": sum(a == b for a, b in zip(best["tokens"], reference))}
-    results = {"bandwidth_gb_s": bandwidth / 1e9, "rows": rows, "int4_gate_on_random_weights": made["int4_gate"]}
+    results = {"bandwidth_gb_s": bandwidth / 1e9, "bandwidths_gb_s": [b / 1e9 for b in bandwidths], "rows": rows,
+               "int4_gate_on_random_weights": made["int4_gate"]}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    lines = [f"read bandwidth (float32 matrix-vector product, {THREADS} threads): {bandwidth / 1e9:.1f} GB/s", "",
+    lines = [f"read bandwidth (float32 matrix-vector product, {THREADS} threads), best of "
+             f"{', '.join(f'{b / 1e9:.1f}' for b in bandwidths)} GB/s (before and after each round): "
+             f"{bandwidth / 1e9:.1f} GB/s", "",
+             "read per token: the weights less the embedding table (gathered one row a token), plus the KV cache "
+             f"after {PROMPT + (NEW - 1) / 2:.1f} tokens ({cache / 1e6:.1f} MB)", "",
              "| engine | tokens/s | batch 4: tokens/s | TTFT ms | TTFT, 1024-token prompt, ms | TPOT p50 ms | TPOT p90 ms | "
-             "peak RSS MB | weights MB | bound ms | TPOT / bound | tokens equal to transformers (of 128) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "peak RSS MB | weights MB | read per token MB | bound ms | TPOT / bound | tokens equal to transformers (of 128) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for engine, r in rows.items():
         lines.append(f"| {engine} | {r['tokens_per_s']:.1f} | {r['batch4_tokens_per_s']:.1f} | {r['ttft_ms']:.0f} | {r['ttft_1024_ms']:.0f} | {r['tpot_p50_ms']:.2f} | "
-                     f"{r['tpot_p90_ms']:.2f} | {r['peak_rss_mb']:.0f} | {r['weight_mb']:.0f} | {r['bound_ms']:.2f} | "
-                     f"{r['tpot_over_bound']:.2f} | {r['tokens_equal_transformers']} |")
+                     f"{r['tpot_p90_ms']:.2f} | {r['peak_rss_mb']:.0f} | {r['weight_mb']:.0f} | {r['read_mb']:.0f} | "
+                     f"{r['bound_ms']:.2f} | {r['tpot_over_bound']:.2f} | {r['tokens_equal_transformers']} |")
+    results["paired"] = paired_ratios(runs)
+    lines += ["", "edgegen against GenAI round by round (each round runs the engines one after another, so a ratio "
+              "within a round is less exposed to this shared machine's load than the best rounds above): median (range)",
+              "", "| precision | tokens/s | batch 4: tokens/s | TPOT p50 | TTFT, 1024-token prompt |", "|---|---|---|---|---|"]
+    for precision, ratios in results["paired"].items():
+        lines.append(f"| {precision} | " + " | ".join(f"{np.median(r):.2f}x ({min(r):.2f}x-{max(r):.2f}x)"
+                                                      for r in ratios.values()) + " |")
     from edgegen.bench import write_results   # here: a worker may run in another environment's Python
 
     write_results(out, "llama", results, "\n".join(lines) + "\n")
+
+
+def paired_ratios(runs: dict) -> dict:
+    """{precision: {measure: [edgegen over GenAI in each round]}}, each ratio 'how many times faster'."""
+    paired = {}
+    for precision in ("fp32", "int4"):
+        ours, theirs = runs[f"edgegen {precision}"], runs[f"genai {precision}"]
+        paired[precision] = {
+            "tokens_per_s": [a["tokens_per_s"] / b["tokens_per_s"] for a, b in zip(ours, theirs)],
+            "batch4_tokens_per_s": [a["batch4_tokens_per_s"] / b["batch4_tokens_per_s"] for a, b in zip(ours, theirs)],
+            "tpot_p50": [b["tpot_p50_ms"] / a["tpot_p50_ms"] for a, b in zip(ours, theirs)],
+            "ttft_1024": [b["ttft_1024_ms"] / a["ttft_1024_ms"] for a, b in zip(ours, theirs)]}
+    return paired
 
 
 if __name__ == "__main__":
