@@ -92,24 +92,13 @@ def make_models(root: Path, optimum: bool = True) -> dict:
 
 
 def weight_bytes(graphs: list) -> dict:
-    """{"file": bytes of the graphs' weights, "read": the bytes of them a decode step reads}: an
-    initializer only gathered from (an untied embedding table) gives one row per token, so its
-    table is not counted in "read"."""
-    import onnx
-    from onnx import helper
+    """{"file": bytes of the graphs' weights, "read": the bytes of them a decode step reads}, as
+    `edgegen bench` counts them (graph_summary: a table only gathered from is not read whole)."""
+    from edgegen.graph_summary import read_graph_summary
 
-    file = read = 0
-    for path in graphs:
-        graph = onnx.load(str(path), load_external_data=False).graph
-        gathered = {n.input[0] for n in graph.node if n.op_type == "Gather"}
-        read_whole = {name for n in graph.node if n.op_type != "Gather" for name in n.input} | \
-                     {n.input[1] for n in graph.node if n.op_type == "Gather" and len(n.input) > 1}
-        for tensor in graph.initializer:
-            size = int(np.prod(tensor.dims, dtype=np.int64)) * helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
-            file += size
-            if tensor.name in read_whole or tensor.name not in gathered:
-                read += size
-    return {"file": file, "read": read}
+    summaries = [read_graph_summary(path) for path in graphs]
+    return {"file": sum(sum(s.initializer_bytes.values()) for s in summaries),
+            "read": sum(s.weight_bytes_per_token() for s in summaries)}
 
 
 def kv_cache_read_bytes(tokens: float) -> float:
@@ -256,27 +245,6 @@ def _optimum(root: Path):
     return generate, generate_batch
 
 
-# -- the memory-bandwidth bound ----------------------------------------------------------------
-
-def read_bandwidth(megabytes: int = 256, repeats: int = 5) -> float:
-    """Bytes per second read by a float32 matrix-vector product over a matrix far larger than the
-    caches, with THREADS BLAS threads: the memory-bound operation decoding repeats (a numpy sum
-    read less). This shared machine's figure moves with its load (40-53 GB/s within an hour), so
-    main() takes the best of a measurement before and after each round."""
-    from threadpoolctl import threadpool_limits
-
-    rows = megabytes * (1 << 20) // 4 // 4096
-    matrix = np.ones((rows, 4096), np.float32)
-    vector = np.ones(4096, np.float32)
-    best = 0.0
-    with threadpool_limits(THREADS):
-        for _ in range(repeats):
-            start = time.perf_counter()
-            matrix @ vector
-            best = max(best, matrix.nbytes / (time.perf_counter() - start))
-    return best
-
-
 def command_line(description: str, worker, rounds: int) -> argparse.Namespace | None:
     """A benchmark whose engines each run in a process of their own: its options (--rounds, --out),
     or, in such a process (--worker ENGINE --root DIR), None once worker's result is printed as JSON."""
@@ -303,16 +271,18 @@ def main() -> None:
     args = command_line(__doc__.splitlines()[0], worker, rounds=2)
     if args is None:
         return
+    from edgegen.bench import read_bandwidth   # the bandwidth `edgegen bench` measures: 8 readings, the best
+
     with tempfile.TemporaryDirectory(prefix="edgegen-llama-") as scratch:
         made = make_models(Path(scratch))
-        bandwidths = [read_bandwidth()]
+        bandwidths = [read_bandwidth(THREADS)[0]]
         runs = {engine: [] for engine in ENGINES}
         for _ in range(args.rounds):
             for engine in ENGINES:
                 python = optimum_python() if engine.startswith("optimum") else sys.executable
                 runs[engine].append(run_worker(python, __file__, engine, scratch))
                 print(engine, {k: round(v, 2) for k, v in runs[engine][-1].items() if k != "tokens"}, flush=True)
-            bandwidths.append(read_bandwidth())
+            bandwidths.append(read_bandwidth(THREADS)[0])
     bandwidth = max(bandwidths)
     cache = kv_cache_read_bytes(PROMPT + (NEW - 1) / 2)   # decode steps read after 128 to 255 tokens
     reference = runs["transformers eager"][0]["tokens"]

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from llama import THREADS, read_bandwidth
+from llama import THREADS
 
 LAYERS = 12
 SHAPES = [(768, 1280), (768, 768), (768, 4096), (2048, 768)] * LAYERS + [(768, 32000)]   # (K, N)
@@ -55,7 +55,7 @@ def session(bits: int, block: int, accuracy_level: int):
 
 
 def main() -> None:
-    from edgegen.bench import write_results
+    from edgegen.bench import read_bandwidth, write_results
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=6)
@@ -67,7 +67,7 @@ def main() -> None:
     times = {form: [] for form in FORMS}
     bandwidths = []
     for round_ in range(args.rounds):
-        bandwidths.append(read_bandwidth())
+        bandwidths.append(read_bandwidth(THREADS)[0])
         time.sleep(0.5)   # the BLAS threads spin a while after their work: not on ONNX Runtime's time
         order = FORMS[round_ % len(FORMS):] + FORMS[:round_ % len(FORMS)]   # each form first in some round
         for form in order:

@@ -24,6 +24,8 @@ from .progress import Progress
 ROUNDS = 10  # the engines take turns in this many blocks, so drift in machine load hits both alike
 SETTLE_S = 0.1   # the pause before each block, for the last engine's spinning threads to sleep
 SETTLE_ENV = "EDGEGEN_BENCH_SETTLE_S"   # overrides it: 0 where timings do not matter (the test suite)
+BANDWIDTH_MB = 256   # the matrix read_bandwidth reads: far larger than a CPU's caches
+BANDWIDTH_REPEATS = 8
 
 
 def machine_info() -> dict:
@@ -253,20 +255,60 @@ def bench_generation(pipe, path, batch: int, iters: int, warmup: int, threads: i
     if prompt_lookup:
         lookup = {"prompt_lookup": {"drafts": prompt_lookup, "same_tokens": same_tokens, "speedup_p50": round(float(
             np.median(timings[ours]) / np.median(timings[drafted])), 3)}}
+    latency = streamed_latency(pipe, prompts[0])
+    process_rss = peak_rss_mb()   # before the bandwidth reading's matrix
+    bound = decode_bound(pipe, threads, latency["tpot_ms_p50"])
     return {
         "package": str(Path(path)), "family": pipe.family, "backend": pipe.backend, "precision": pipe.precision,
         "threads": threads, "batch": batch, "iters": calls, "warmup": max(1, warmup // 10),
         "generation": {"prompt_tokens": PROMPT_TOKENS, "new_tokens": NEW_TOKENS, "greedy": True,
                        "tokens_per_call": generated,
                        "throughput": "generated tokens per second (tokens per call / p50)",
-                       **streamed_latency(pipe, prompts[0])},
-        "peak_rss_mb": {"runtime": runtime_rss, "process": peak_rss_mb()},
+                       **latency, "bound": bound},
+        "peak_rss_mb": {"runtime": runtime_rss, "process": process_rss},
         "machine": {**machine_info(), **versions},
         "results": results,
         "energy": energy_note,
         "speedup_vs_torch_p50": ratios,
         **lookup,
     }
+
+
+def decode_bound(pipe, threads: int, tpot_ms: float) -> dict:
+    """How far streamed decoding (batch 1) is from the memory-bandwidth limit: the bytes a decode
+    step must read in the middle of the streamed run (the pipeline's decode_read_bytes: weights
+    and KV cache) over the read bandwidth measured now, and the measured TPOT p50 over that."""
+    tokens = PROMPT_TOKENS + (NEW_TOKENS - 1) / 2
+    read = pipe.decode_read_bytes(tokens)
+    bandwidth, how = read_bandwidth(threads)
+    bound_ms = sum(read.values()) / bandwidth * 1e3
+    return {"weights_mb": round(read["weights"] / 1e6, 3), "kv_cache_mb": round(read["kv_cache"] / 1e6, 3),
+            "after_tokens": tokens, "bandwidth_gb_s": round(bandwidth / 1e9, 2), "bandwidth_measured_by": how,
+            "bound_ms": round(bound_ms, 6), "tpot_over_bound": round(tpot_ms / bound_ms, 3)}
+
+
+def read_bandwidth(threads: int, repeats: int = BANDWIDTH_REPEATS) -> tuple[float, str]:
+    """(bytes per second, how they were measured): the best of `repeats` float32 matrix-vector
+    products over a BANDWIDTH_MB matrix, the memory-bound operation a decode step repeats. With
+    `threads` BLAS threads where threadpoolctl is installed (the export side has it), else with
+    numpy's own count (all cores on most builds). A shared machine's figure moves with its load:
+    take the best of several readings where they can be had."""
+    import contextlib
+
+    rows = BANDWIDTH_MB * (1 << 20) // 4 // 4096
+    matrix, vector = np.ones((rows, 4096), np.float32), np.ones(4096, np.float32)
+    try:
+        from threadpoolctl import threadpool_limits
+        limit, threads_used = threadpool_limits(threads), f"{threads} threads"
+    except ImportError:
+        limit, threads_used = contextlib.nullcontext(), "numpy's BLAS threads (threadpoolctl is not installed)"
+    best = 0.0
+    with limit:
+        for _ in range(repeats):
+            start = time.perf_counter()
+            matrix @ vector
+            best = max(best, matrix.nbytes / (time.perf_counter() - start))
+    return best, f"float32 matrix-vector product over {BANDWIDTH_MB} MB, {threads_used}, best of {repeats}"
 
 
 def streamed_latency(pipe, prompt: list[int], runs: int = 5) -> dict:

@@ -1,6 +1,7 @@
-"""What `edgegen check` reads from an ONNX graph, found without onnx (runtime code, so that a
-device with only onnxruntime can check its packages): the opsets the model imports, each
-top-level node's op type, domain, name and inputs, and which initializers hold only zeros.
+"""What `edgegen check` and `edgegen bench` read from an ONNX graph, found without onnx (runtime
+code, so that a device with only onnxruntime can check its packages): the opsets the model
+imports, each top-level node's op type, domain, name and inputs, which initializers hold only
+zeros, and each initializer's size.
 
 It walks the protobuf wire format with the reader in external_data.py; the weights are
 memory-mapped and scanned only for the small constants a check asks about (zero points).
@@ -13,13 +14,16 @@ import os
 from dataclasses import dataclass, field
 
 from .errors import PackageError
-from .external_data import MODEL_GRAPH, _fields
+from .external_data import MODEL_GRAPH, _fields, _varint
 
 # field numbers of onnx.proto3
 MODEL_OPSET_IMPORT, OPSET_DOMAIN, OPSET_VERSION = 8, 1, 2
 GRAPH_NODE, GRAPH_INITIALIZER = 1, 5
 NODE_INPUT, NODE_NAME, NODE_OP_TYPE, NODE_DOMAIN = 1, 3, 4, 7
-TENSOR_NAME, TENSOR_RAW_DATA = 8, 9
+TENSOR_DIMS, TENSOR_DATA_TYPE, TENSOR_NAME, TENSOR_RAW_DATA = 1, 2, 8, 9
+# bits per element of onnx.TensorProto.DataType (STRING, 8, and UNDEFINED have no fixed size)
+ELEMENT_BITS = {1: 32, 2: 8, 3: 8, 4: 16, 5: 16, 6: 32, 7: 64, 9: 8, 10: 16, 11: 64, 12: 32, 13: 64, 14: 64,
+                15: 128, 16: 16, 17: 8, 18: 8, 19: 8, 20: 8, 21: 4, 22: 4, 23: 4, 24: 8, 25: 2, 26: 2}
 TENSOR_NUMBERS = (4, 5, 7, 10, 11)   # float_data, int32_data, int64_data, double_data, uint64_data
 SMALL_CONSTANT_BYTES = 4096   # zero points and scales; larger initializers are weights, not scanned
 
@@ -37,10 +41,20 @@ class GraphSummary:
     opsets: dict[str, int] = field(default_factory=dict)      # domain ("" for ai.onnx) -> version
     nodes: list[Node] = field(default_factory=list)
     nonzero_constants: set[str] = field(default_factory=set)  # small initializers with a nonzero value
+    initializer_bytes: dict[str, int] = field(default_factory=dict)   # as stored, external data included
 
     @property
     def opset(self) -> int:
         return self.opsets.get("", self.opsets.get("ai.onnx", 0))
+
+    def weight_bytes_per_token(self) -> int:
+        """The bytes of initializers one decoding call of one token reads: all of them, except a
+        table that nodes only gather rows from (an untied embedding), which gives one row a token
+        and is left out. What the memory-bandwidth bound of decoding counts."""
+        gathered = {n.inputs[0] for n in self.nodes if n.op_type == "Gather" and n.inputs}
+        read_whole = {name for n in self.nodes for position, name in enumerate(n.inputs)
+                      if not (n.op_type == "Gather" and position == 0)}
+        return sum(size for name, size in self.initializer_bytes.items() if name in read_whole or name not in gathered)
 
 
 def read_graph_summary(path: str | os.PathLike) -> GraphSummary:
@@ -66,9 +80,10 @@ def _graph(data, start: int, end: int, summary: GraphSummary) -> None:
     for number, value in _fields(data, start, end):
         if number == GRAPH_NODE and isinstance(value, tuple):
             summary.nodes.append(_node(data, *value))
-        elif number == GRAPH_INITIALIZER and isinstance(value, tuple) and value[1] - value[0] <= SMALL_CONSTANT_BYTES:
-            name, nonzero = _constant(data, *value)
-            if nonzero:
+        elif number == GRAPH_INITIALIZER and isinstance(value, tuple):
+            name, size = _tensor_size(data, *value)
+            summary.initializer_bytes[name] = size
+            if value[1] - value[0] <= SMALL_CONSTANT_BYTES and _constant(data, *value)[1]:
                 summary.nonzero_constants.add(name)
 
 
@@ -84,6 +99,28 @@ def _node(data, start: int, end: int) -> Node:
         elif number == NODE_DOMAIN:
             domain = _text(data, value)
     return Node(op_type, domain, name, tuple(inputs))
+
+
+def _tensor_size(data, start: int, end: int) -> tuple[str, int]:
+    """(name, bytes of its values) of a TensorProto, from its dims and data type: the same whether
+    the values sit in the graph or in an external-data file."""
+    name, dims, data_type = "", [], 0
+    for number, value in _fields(data, start, end):
+        if number == TENSOR_NAME:
+            name = _text(data, value)
+        elif number == TENSOR_DATA_TYPE:
+            data_type = value
+        elif number == TENSOR_DIMS and isinstance(value, tuple):   # packed, as proto3 writes them
+            position = value[0]
+            while position < value[1]:
+                dim, position = _varint(data, position)
+                dims.append(dim)
+        elif number == TENSOR_DIMS:
+            dims.append(value)
+    count = 1
+    for dim in dims:
+        count *= dim
+    return name, -(-count * ELEMENT_BITS.get(data_type, 0) // 8)
 
 
 def _constant(data, start: int, end: int) -> tuple[str, bool]:

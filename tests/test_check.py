@@ -84,7 +84,43 @@ def test_the_graph_reader_sees_what_onnx_sees(package_copy):
             [(n.op_type, n.domain, n.name, tuple(n.input)) for n in model.graph.node]
         small = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer if i.ByteSize() <= 4096}
         assert summary.nonzero_constants == {name for name, value in small.items() if value.any()}
+        assert summary.initializer_bytes == {i.name: numpy_helper.to_array(i).nbytes for i in model.graph.initializer}
     assert any(n.op_type == "QuantizeLinear" for n in read_graph_summary(variant).nodes)
+
+
+def test_the_graph_reader_sizes_weights_and_counts_what_a_decode_step_reads(tmp_path):
+    """edgegen bench's memory-bandwidth bound: each initializer's bytes from its dims and type
+    (4-bit types two to a byte, external data alike), and a decode step's reads: every weight but
+    a table only gathered from, which gives one row a token."""
+    import numpy as np
+    from onnx import TensorProto, numpy_helper
+
+    from edgegen.graph_summary import read_graph_summary
+
+    weights = [numpy_helper.from_array(np.ones((100, 8), np.float32), "untied_embedding"),
+               numpy_helper.from_array(np.ones((50, 8), np.float32), "tied_embedding"),
+               numpy_helper.from_array(np.ones((8, 100), np.float16), "head"),
+               numpy_helper.from_array(np.ones((64, 64), np.float32), "external"),
+               numpy_helper.from_array(np.array([1, 2, 3], np.int64), "indices"),
+               helper.make_tensor("packed", TensorProto.INT4, [7, 3], np.ones(21, np.int8).tolist()),
+               helper.make_tensor("packed_scale", TensorProto.FLOAT, [], [1.0])]
+    nodes = [helper.make_node("Gather", ["untied_embedding", "ids"], ["a"]),
+             helper.make_node("Gather", ["tied_embedding", "indices"], ["b"]),
+             helper.make_node("Transpose", ["tied_embedding"], ["tied_t"]),
+             helper.make_node("MatMul", ["a", "head"], ["c"]),
+             helper.make_node("MatMul", ["x64", "external"], ["d"]),
+             helper.make_node("DequantizeLinear", ["packed", "packed_scale"], ["e"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("ids", TensorProto.INT64, [1]),
+                                           helper.make_tensor_value_info("x64", TensorProto.FLOAT, [1, 64])],
+                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in "bcde"], weights)
+    path = tmp_path / "g.onnx"
+    onnx.save(helper.make_model(graph), str(path), save_as_external_data=True, location="g.data", size_threshold=4096)
+    assert (tmp_path / "g.data").stat().st_size == 64 * 64 * 4   # the reader sizes it without reading it
+    summary = read_graph_summary(path)
+    sizes = {"untied_embedding": 3200, "tied_embedding": 1600, "head": 1600, "external": 16384, "indices": 24,
+             "packed": 11, "packed_scale": 4}
+    assert summary.initializer_bytes == sizes
+    assert summary.weight_bytes_per_token() == sum(sizes.values()) - sizes["untied_embedding"]
 
 
 class FakeTensorRT:

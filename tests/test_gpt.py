@@ -14,6 +14,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from onnx import numpy_helper
 
 import edgegen
 from edgegen.cli import main
@@ -738,8 +739,24 @@ def test_generate_command_streams_text(gpt, capsys, tmp_path):
     report_path = tmp_path / "bench.json"
     assert main(["bench", str(gpt["pkg"]), "--iters", "20", "--warmup", "0", "--prompt-lookup", "3", "--no-energy",
                  "--json", str(report_path)]) == 0
-    assert "prompt lookup, 3 drafts per call" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "prompt lookup, 3 drafts per call" in printed
     report = json.loads(report_path.read_text())
+    # the memory-bandwidth bound: what a decode step reads, as onnx sizes the decoder's weights
+    bound, config = report["generation"]["bound"], json.loads((gpt["pkg"] / "edgegen.json").read_text())["config"]
+    decoder = onnx.load(str(gpt["pkg"] / "decoder.onnx"))
+    only_gathered = {n.input[0] for n in decoder.graph.node if n.op_type == "Gather"} - \
+        {name for n in decoder.graph.node for i, name in enumerate(n.input) if n.op_type != "Gather" or i > 0}
+    weights = sum(numpy_helper.to_array(t).nbytes for t in decoder.graph.initializer if t.name not in only_gathered)
+    assert bound["weights_mb"] == round(weights / 1e6, 3)
+    tokens = bound["after_tokens"]
+    assert tokens == 32 + 127 / 2   # the middle of the streamed run: a 32-token prompt, 128 new tokens
+    cache = 2 * config["n_layer"] * (config.get("n_kv_head") or config["n_head"]) * config["head_dim"] * tokens * 4
+    assert bound["kv_cache_mb"] == round(cache / 1e6, 3)
+    assert bound["bandwidth_gb_s"] > 0 and f"{report['threads']} threads" in bound["bandwidth_measured_by"]
+    assert bound["bound_ms"] == pytest.approx((weights + cache) / (bound["bandwidth_gb_s"] * 1e9) * 1e3, rel=1e-2)
+    assert bound["tpot_over_bound"] == pytest.approx(report["generation"]["tpot_ms_p50"] / bound["bound_ms"], rel=1e-2)
+    assert f"TPOT p50 is {bound['tpot_over_bound']:.2f}x that" in printed
     assert report["prompt_lookup"]["drafts"] == 3 and report["prompt_lookup"]["same_tokens"] is True
     assert report["prompt_lookup"]["speedup_p50"] > 0
     assert {r["engine"] for r in report["results"]} == {"edgegen ort-cpu", "edgegen ort-cpu, prompt lookup 3"}

@@ -166,7 +166,8 @@ class GenerateRequest:
 
 
 # graphs: one call of each graph; tokens: whole greedy generations (the pipeline's generate and stream,
-# and for --vs-torch the model's greedy_cached(prompts, new_tokens))
+# its decode_read_bytes(tokens) for the memory-bandwidth bound, and for --vs-torch the model's
+# greedy_cached(prompts, new_tokens))
 BENCH_MODES = ("graphs", "tokens")
 GATE_KINDS = ("psnr", "logits")      # how a variant's outputs are compared with fp32's
 

@@ -19,6 +19,7 @@ from typing import Iterator
 import numpy as np
 
 from ...errors import InputError, ManifestError
+from ...graph_summary import read_graph_summary
 from ...runtimes.ort import OrtBinding, OrtSession
 from ...runtimes.pipeline import Pipeline, check_count, check_number, make_rng
 from ...runtimes.token_sampling import Sampling, next_tokens
@@ -234,8 +235,19 @@ class GPTPipeline(Pipeline):
     def cache_bytes(self, batch: int, total_tokens: int) -> int:
         """Memory of the KV cache buffers for a run: two buffers (past and present) per tensor, or
         one where the graph writes its cache in place."""
-        buffers = 1 if self._in_place else 2
-        return buffers * 2 * self.n_layer * batch * self.cache_heads * total_tokens * self.head_dim * 4
+        return (1 if self._in_place else 2) * self.kv_cache_read_bytes(batch, total_tokens)
+
+    def kv_cache_read_bytes(self, batch: int, tokens: float) -> int:
+        """The bytes of KV cache a decoding call reads after `tokens` tokens: every layer's keys and
+        values of them, float32."""
+        return round(2 * self.n_layer * batch * self.cache_heads * tokens * self.head_dim * 4)
+
+    def decode_read_bytes(self, tokens: float) -> dict[str, int]:
+        """What one decoding call of one token (batch 1) must read from memory after `tokens`
+        tokens, the memory-bandwidth bound's numerator: {"weights": the decoder's weights less a
+        table it only gathers rows from (graph_summary), "kv_cache": the cache}."""
+        graph = read_graph_summary(self.package.graph_path("decoder", self.precision))
+        return {"weights": graph.weight_bytes_per_token(), "kv_cache": self.kv_cache_read_bytes(1, tokens)}
 
     def _empty_past(self, batch: int, new_tokens: int) -> dict[str, np.ndarray]:
         """The past of a call with nothing cached yet: empty, or in the in-place form zeros with
