@@ -257,7 +257,8 @@ def bench_generation(pipe, path, batch: int, iters: int, warmup: int, threads: i
             np.median(timings[ours]) / np.median(timings[drafted])), 3)}}
     latency = streamed_latency(pipe, prompts[0])
     process_rss = peak_rss_mb()   # before the bandwidth reading's matrix
-    bound = decode_bound(pipe, threads, latency["tpot_ms_p50"])
+    bound = decode_bound(pipe, threads, latency["tpot_ms_p50"]) if pipe.backend == "ort-cpu" else {
+        "not_measured": f"the bound reads the CPU's memory bandwidth, and backend {pipe.backend} decodes on the GPU"}
     return {
         "package": str(Path(path)), "family": pipe.family, "backend": pipe.backend, "precision": pipe.precision,
         "threads": threads, "batch": batch, "iters": calls, "warmup": max(1, warmup // 10),

@@ -261,10 +261,14 @@ def _bench_one(args, shapes: dict) -> dict:
               f"time to first token p50 {g['ttft_ms_p50']:.2f} ms (p90 {g['ttft_ms_p90']:.2f}), per output token "
               f"p50 {g['tpot_ms_p50']:.3f} ms (p90 {g['tpot_ms_p90']:.3f})")
         bound = g["bound"]
-        print(f"memory-bandwidth bound: a decode step reads {bound['weights_mb'] + bound['kv_cache_mb']:.1f} MB "
-              f"(weights {bound['weights_mb']:.1f}, KV cache {bound['kv_cache_mb']:.1f} after {bound['after_tokens']:g} "
-              f"tokens); at {bound['bandwidth_gb_s']:.1f} GB/s ({bound['bandwidth_measured_by']}) that takes "
-              f"{bound['bound_ms']:.3f} ms; TPOT p50 is {bound['tpot_over_bound']:.2f}x that")
+        if "not_measured" in bound:
+            print(f"memory-bandwidth bound: not measured: {bound['not_measured']}")
+        else:
+            print(f"memory-bandwidth bound: a decode step reads {bound['weights_mb'] + bound['kv_cache_mb']:.1f} MB "
+                  f"(weights {bound['weights_mb']:.1f}, KV cache {bound['kv_cache_mb']:.1f} after "
+                  f"{bound['after_tokens']:g} tokens); at {bound['bandwidth_gb_s']:.1f} GB/s "
+                  f"({bound['bandwidth_measured_by']}) that takes {bound['bound_ms']:.3f} ms; TPOT p50 is "
+                  f"{bound['tpot_over_bound']:.2f}x that")
     if "prompt_lookup" in report:
         lookup = report["prompt_lookup"]
         print(f"prompt lookup, {lookup['drafts']} drafts per call: {lookup['speedup_p50']:.2f}x the plain loop's "

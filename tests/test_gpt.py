@@ -762,6 +762,20 @@ def test_generate_command_streams_text(gpt, capsys, tmp_path):
     assert {r["engine"] for r in report["results"]} == {"edgegen ort-cpu", "edgegen ort-cpu, prompt lookup 3"}
 
 
+def test_bench_leaves_the_bound_out_where_a_gpu_decodes(gpt, monkeypatch):
+    """The bound reads the CPU's memory bandwidth: a GPU backend's decoding is not measured
+    against it (no GPU here: the pipeline reports itself as ort-cuda)."""
+    from edgegen.bench import bench_generation
+    from edgegen.runtimes.pipeline import Pipeline
+
+    pipe = edgegen.load(gpt["pkg"], threads=1)
+    monkeypatch.setattr(Pipeline, "backend", property(lambda self: "ort-cuda"))
+    report = bench_generation(pipe, gpt["pkg"], batch=1, iters=10, warmup=0, threads=1, energy=False)
+    assert report["generation"]["bound"] == {
+        "not_measured": "the bound reads the CPU's memory bandwidth, and backend ort-cuda decodes on the GPU"}
+    assert report["generation"]["tpot_ms_p50"] > 0
+
+
 def test_text_generation_runs_where_torch_cannot_be_imported(gpt):
     script = (
         "import importlib.abc, sys\n"
