@@ -2,9 +2,10 @@
 int4 packages of an imported random 124M Llama against ONNX Runtime GenAI's own builder's fp32
 and int4 models of the same checkpoint, optimum-onnx's fp32 export, and transformers eager, each
 engine in its own process, rounds interleaved, 2 threads each, against the memory-bandwidth bound
-measured in the same run: the bytes a decode step must read (each graph's weights less the rows of
-an embedding table it only gathers from, plus the KV cache at the mean length decoded) over the
-best read bandwidth measured before and after each round.
+measured in the same run: the bytes a decode step must read (each graph's weights less the tables
+it looks rows up in, an untied embedding and rotary caches, plus the KV cache at the mean length
+decoded; as `edgegen bench` counts them) over the best read bandwidth measured before and after
+each round.
 
 The model: LlamaForCausalLM, 12 layers x 768, 12 heads over 4 key/value heads, SwiGLU 2048,
 vocab 32000, untied output (125M parameters), random weights, a stand-in word-level tokenizer
@@ -59,6 +60,7 @@ def make_models(root: Path, optimum: bool = True) -> dict:
     import transformers
     from tokenizers import Tokenizer, models, pre_tokenizers
 
+    import edgegen
     from edgegen.families.gpt.hf_import import export_transformers
     from edgegen.optimize import optimize_package
 
@@ -88,23 +90,19 @@ def make_models(root: Path, optimum: bool = True) -> dict:
         graphs["optimum fp32"] = sorted((root / "optimum-fp32").glob("*.onnx"))
     weights = {engine: weight_bytes(paths) for engine, paths in graphs.items()}
     weights["transformers eager"] = weights["edgegen fp32"]   # the same checkpoint's tensors, in PyTorch
-    return {"root": str(root), "weights": weights, "int4_gate": record["gate"]}
+    # the KV cache a decode step reads, the same in every engine (float32), as edgegen bench counts it
+    cache = edgegen.load(package, threads=1).kv_cache_read_bytes(1, PROMPT + (NEW - 1) / 2)
+    return {"root": str(root), "weights": weights, "kv_cache_read": cache, "int4_gate": record["gate"]}
 
 
 def weight_bytes(graphs: list) -> dict:
     """{"file": bytes of the graphs' weights, "read": the bytes of them a decode step reads}, as
-    `edgegen bench` counts them (graph_summary: a table only gathered from is not read whole)."""
+    `edgegen bench` counts them (graph_summary: a table only looked rows up in is not read whole)."""
     from edgegen.graph_summary import read_graph_summary
 
     summaries = [read_graph_summary(path) for path in graphs]
     return {"file": sum(sum(s.initializer_bytes.values()) for s in summaries),
             "read": sum(s.weight_bytes_per_token() for s in summaries)}
-
-
-def kv_cache_read_bytes(tokens: float) -> float:
-    """The float32 KV cache a decode step reads after `tokens` tokens (save_random_llama's shape:
-    12 layers, 4 key/value heads of 64)."""
-    return 12 * 2 * 4 * 64 * 4 * tokens
 
 
 # -- one engine, in its own process -------------------------------------------------------------
@@ -275,7 +273,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="edgegen-llama-") as scratch:
         made = make_models(Path(scratch))
-        bandwidths = [read_bandwidth(THREADS)[0]]
+        first, how = read_bandwidth(THREADS)
+        bandwidths = [first]
         runs = {engine: [] for engine in ENGINES}
         for _ in range(args.rounds):
             for engine in ENGINES:
@@ -284,7 +283,7 @@ def main() -> None:
                 print(engine, {k: round(v, 2) for k, v in runs[engine][-1].items() if k != "tokens"}, flush=True)
             bandwidths.append(read_bandwidth(THREADS)[0])
     bandwidth = max(bandwidths)
-    cache = kv_cache_read_bytes(PROMPT + (NEW - 1) / 2)   # decode steps read after 128 to 255 tokens
+    cache = made["kv_cache_read"]   # decode steps read after 128 to 255 tokens: the middle
     reference = runs["transformers eager"][0]["tokens"]
     rows = {}
     for engine, results in runs.items():
@@ -299,10 +298,10 @@ def main() -> None:
                "int4_gate_on_random_weights": made["int4_gate"]}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    lines = [f"read bandwidth (float32 matrix-vector product, {THREADS} threads), best of "
+    lines = [f"read bandwidth ({how}), best of "
              f"{', '.join(f'{b / 1e9:.1f}' for b in bandwidths)} GB/s (before and after each round): "
              f"{bandwidth / 1e9:.1f} GB/s", "",
-             "read per token: the weights less the embedding table (gathered one row a token), plus the KV cache "
+             "read per token: the weights less the tables decoding looks rows up in (the embedding, the rotary caches), plus the KV cache "
              f"after {PROMPT + (NEW - 1) / 2:.1f} tokens ({cache / 1e6:.1f} MB)", "",
              "| engine | tokens/s | batch 4: tokens/s | TTFT ms | TTFT, 1024-token prompt, ms | TPOT p50 ms | TPOT p90 ms | "
              "peak RSS MB | weights MB | read per token MB | bound ms | TPOT / bound | tokens equal to transformers (of 128) |",

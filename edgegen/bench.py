@@ -3,6 +3,7 @@ the same run. The runtime half needs no torch; --vs-torch imports it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -24,7 +25,7 @@ from .progress import Progress
 ROUNDS = 10  # the engines take turns in this many blocks, so drift in machine load hits both alike
 SETTLE_S = 0.1   # the pause before each block, for the last engine's spinning threads to sleep
 SETTLE_ENV = "EDGEGEN_BENCH_SETTLE_S"   # overrides it: 0 where timings do not matter (the test suite)
-BANDWIDTH_MB = 256   # the matrix read_bandwidth reads: far larger than a CPU's caches
+BANDWIDTH_MIB = 256   # the matrix read_bandwidth reads: larger than the caches of the CPUs edgegen targets
 BANDWIDTH_REPEATS = 8
 
 
@@ -257,8 +258,7 @@ def bench_generation(pipe, path, batch: int, iters: int, warmup: int, threads: i
             np.median(timings[ours]) / np.median(timings[drafted])), 3)}}
     latency = streamed_latency(pipe, prompts[0])
     process_rss = peak_rss_mb()   # before the bandwidth reading's matrix
-    bound = decode_bound(pipe, threads, latency["tpot_ms_p50"]) if pipe.backend == "ort-cpu" else {
-        "not_measured": f"the bound reads the CPU's memory bandwidth, and backend {pipe.backend} decodes on the GPU"}
+    bound = decode_bound(pipe, threads, latency["tpot_ms_p50"])
     return {
         "package": str(Path(path)), "family": pipe.family, "backend": pipe.backend, "precision": pipe.precision,
         "threads": threads, "batch": batch, "iters": calls, "warmup": max(1, warmup // 10),
@@ -278,25 +278,40 @@ def bench_generation(pipe, path, batch: int, iters: int, warmup: int, threads: i
 def decode_bound(pipe, threads: int, tpot_ms: float) -> dict:
     """How far streamed decoding (batch 1) is from the memory-bandwidth limit: the bytes a decode
     step must read in the middle of the streamed run (the pipeline's decode_read_bytes: weights
-    and KV cache) over the read bandwidth measured now, and the measured TPOT p50 over that."""
+    as the graph stores them, and the KV cache) over the read bandwidth measured now, and the
+    measured TPOT p50 over that; or {"not_measured": why}."""
+    why = bound_not_measured(pipe)
+    if why:
+        return {"not_measured": why}
     tokens = PROMPT_TOKENS + (NEW_TOKENS - 1) / 2
     read = pipe.decode_read_bytes(tokens)
+    time.sleep(float(os.environ.get(SETTLE_ENV, SETTLE_S)))   # the decoding's threads stop spinning first
     bandwidth, how = read_bandwidth(threads)
     bound_ms = sum(read.values()) / bandwidth * 1e3
-    return {"weights_mb": round(read["weights"] / 1e6, 3), "kv_cache_mb": round(read["kv_cache"] / 1e6, 3),
+    return {"batch": 1, "weights_mb": round(read["weights"] / 1e6, 3), "kv_cache_mb": round(read["kv_cache"] / 1e6, 3),
             "after_tokens": tokens, "bandwidth_gb_s": round(bandwidth / 1e9, 2), "bandwidth_measured_by": how,
             "bound_ms": round(bound_ms, 6), "tpot_over_bound": round(tpot_ms / bound_ms, 3)}
 
 
+def bound_not_measured(pipe) -> str | None:
+    """Why decode_bound cannot put this pipeline's decoding against the CPU's bandwidth, if so."""
+    if not hasattr(pipe, "decode_read_bytes"):
+        return f"the {pipe.family!r} family's pipeline does not say what a decode step reads (decode_read_bytes)"
+    if pipe.backend != "ort-cpu":
+        return f"the bound reads the CPU's memory bandwidth, and backend {pipe.backend} decodes on the GPU"
+    if pipe.precision == "fp16":
+        return ("ONNX Runtime's CPU kernels may run fp16 weights as float32 converted when the graph loads, "
+                "so a decode step need not read the bytes the graph stores")
+    return None
+
+
 def read_bandwidth(threads: int, repeats: int = BANDWIDTH_REPEATS) -> tuple[float, str]:
     """(bytes per second, how they were measured): the best of `repeats` float32 matrix-vector
-    products over a BANDWIDTH_MB matrix, the memory-bound operation a decode step repeats. With
+    products over a BANDWIDTH_MIB matrix, the memory-bound operation a decode step repeats. With
     `threads` BLAS threads where threadpoolctl is installed (the export side has it), else with
     numpy's own count (all cores on most builds). A shared machine's figure moves with its load:
     take the best of several readings where they can be had."""
-    import contextlib
-
-    rows = BANDWIDTH_MB * (1 << 20) // 4 // 4096
+    rows = BANDWIDTH_MIB * (1 << 20) // 4 // 4096
     matrix, vector = np.ones((rows, 4096), np.float32), np.ones(4096, np.float32)
     try:
         from threadpoolctl import threadpool_limits
@@ -309,7 +324,7 @@ def read_bandwidth(threads: int, repeats: int = BANDWIDTH_REPEATS) -> tuple[floa
             start = time.perf_counter()
             matrix @ vector
             best = max(best, matrix.nbytes / (time.perf_counter() - start))
-    return best, f"float32 matrix-vector product over {BANDWIDTH_MB} MB, {threads_used}, best of {repeats}"
+    return best, f"float32 matrix-vector product over {BANDWIDTH_MIB} MiB, {threads_used}, best of {repeats}"
 
 
 def streamed_latency(pipe, prompt: list[int], runs: int = 5) -> dict:

@@ -20,10 +20,18 @@ from .external_data import MODEL_GRAPH, _fields, _varint
 MODEL_OPSET_IMPORT, OPSET_DOMAIN, OPSET_VERSION = 8, 1, 2
 GRAPH_NODE, GRAPH_INITIALIZER = 1, 5
 NODE_INPUT, NODE_NAME, NODE_OP_TYPE, NODE_DOMAIN = 1, 3, 4, 7
-TENSOR_DIMS, TENSOR_DATA_TYPE, TENSOR_NAME, TENSOR_RAW_DATA = 1, 2, 8, 9
-# bits per element of onnx.TensorProto.DataType (STRING, 8, and UNDEFINED have no fixed size)
+TENSOR_DIMS, TENSOR_DATA_TYPE, TENSOR_STRING_DATA, TENSOR_NAME, TENSOR_RAW_DATA = 1, 2, 6, 8, 9
+TENSOR_STRING = 8   # its size is its strings' bytes
+# bits per element of each onnx.TensorProto.DataType with a fixed size (not UNDEFINED, 0, or
+# STRING, 8); the types below a byte are packed, two 4-bit or four 2-bit values to a byte
 ELEMENT_BITS = {1: 32, 2: 8, 3: 8, 4: 16, 5: 16, 6: 32, 7: 64, 9: 8, 10: 16, 11: 64, 12: 32, 13: 64, 14: 64,
-                15: 128, 16: 16, 17: 8, 18: 8, 19: 8, 20: 8, 21: 4, 22: 4, 23: 4, 24: 8, 25: 2, 26: 2}
+                15: 128, 16: 16, 17: 8, 18: 8, 19: 8, 20: 8, 21: 4, 22: 4, 23: 4, 24: 8, 25: 2, 26: 2, 27: 8, 28: 8}
+# (op type, domain) -> the inputs it reads only rows of, one per token position, when a call is
+# one token: an embedding table, and rotary caches indexed by position ids (the ONNX op has them
+# at 1 and 2 when its fourth input, the position ids, is given; ONNX Runtime's own at 2 and 3)
+ROW_LOOKUPS = {("Gather", ""): (0,), ("GatherBlockQuantized", "com.microsoft"): (0,),
+               ("RotaryEmbedding", ""): (1, 2), ("RotaryEmbedding", "com.microsoft"): (2, 3),
+               ("GroupQueryAttention", "com.microsoft"): (7, 8)}
 TENSOR_NUMBERS = (4, 5, 7, 10, 11)   # float_data, int32_data, int64_data, double_data, uint64_data
 SMALL_CONSTANT_BYTES = 4096   # zero points and scales; larger initializers are weights, not scanned
 
@@ -41,24 +49,37 @@ class GraphSummary:
     opsets: dict[str, int] = field(default_factory=dict)      # domain ("" for ai.onnx) -> version
     nodes: list[Node] = field(default_factory=list)
     nonzero_constants: set[str] = field(default_factory=set)  # small initializers with a nonzero value
-    initializer_bytes: dict[str, int] = field(default_factory=dict)   # as stored, external data included
+    # as stored, external data included; None for a data type this reader does not know
+    initializer_bytes: dict[str, int | None] = field(default_factory=dict)
+    path: str = ""   # the graph file read
 
     @property
     def opset(self) -> int:
         return self.opsets.get("", self.opsets.get("ai.onnx", 0))
 
     def weight_bytes_per_token(self) -> int:
-        """The bytes of initializers one decoding call of one token reads: all of them, except a
-        table that nodes only gather rows from (an untied embedding), which gives one row a token
-        and is left out. What the memory-bandwidth bound of decoding counts."""
-        gathered = {n.inputs[0] for n in self.nodes if n.op_type == "Gather" and n.inputs}
-        read_whole = {name for n in self.nodes for position, name in enumerate(n.inputs)
-                      if not (n.op_type == "Gather" and position == 0)}
-        return sum(size for name, size in self.initializer_bytes.items() if name in read_whole or name not in gathered)
+        """The bytes of initializers one decoding call of one token reads, as the graph stores
+        them: all of them, except a table that nodes only look rows up in (an untied embedding,
+        rotary caches: ROW_LOOKUPS), which gives a row a token and is left out. What the
+        memory-bandwidth bound of decoding counts. Top-level initializers only: edgegen's
+        exports hold their weights there, not in Constant nodes or subgraphs."""
+        looked_up, read_whole = set(), set()
+        for node in self.nodes:
+            rows = ROW_LOOKUPS.get((node.op_type, "" if node.domain == "ai.onnx" else node.domain), ())
+            if node.op_type == "RotaryEmbedding" and node.domain in ("", "ai.onnx") and not any(node.inputs[3:4]):
+                rows = ()   # no position ids: its caches are per token of the call, read whole
+            for position, name in enumerate(node.inputs):
+                (looked_up if position in rows else read_whole).add(name)
+        read = {name: size for name, size in self.initializer_bytes.items() if name in read_whole or name not in looked_up}
+        unsized = sorted(name for name, size in read.items() if size is None)
+        if unsized:
+            raise PackageError(f"graph {self.path!r}: expected initializers of data types with a known size, found {unsized[:3]} "
+                               "of a type this edgegen does not know (update edgegen)")
+        return sum(read.values())
 
 
 def read_graph_summary(path: str | os.PathLike) -> GraphSummary:
-    summary = GraphSummary()
+    summary = GraphSummary(path=str(path))
     with open(path, "rb") as f:
         if os.fstat(f.fileno()).st_size == 0:
             raise PackageError(f"graph {str(path)!r}: expected an ONNX protobuf, found an empty file")
@@ -101,26 +122,32 @@ def _node(data, start: int, end: int) -> Node:
     return Node(op_type, domain, name, tuple(inputs))
 
 
-def _tensor_size(data, start: int, end: int) -> tuple[str, int]:
+def _tensor_size(data, start: int, end: int) -> tuple[str, int | None]:
     """(name, bytes of its values) of a TensorProto, from its dims and data type: the same whether
     the values sit in the graph or in an external-data file."""
-    name, dims, data_type = "", [], 0
+    name, dims, data_type, strings = "", [], 0, 0
     for number, value in _fields(data, start, end):
         if number == TENSOR_NAME:
             name = _text(data, value)
+        elif number == TENSOR_STRING_DATA and isinstance(value, tuple):
+            strings += value[1] - value[0]
         elif number == TENSOR_DATA_TYPE:
             data_type = value
-        elif number == TENSOR_DIMS and isinstance(value, tuple):   # packed, as proto3 writes them
+        elif number == TENSOR_DIMS and isinstance(value, tuple):   # packed: legal, though onnx writes them one by one
             position = value[0]
             while position < value[1]:
                 dim, position = _varint(data, position)
                 dims.append(dim)
         elif number == TENSOR_DIMS:
             dims.append(value)
+    if data_type == TENSOR_STRING:
+        return name, strings
+    if data_type not in ELEMENT_BITS:
+        return name, None   # a type newer than this table: weight_bytes_per_token says so
     count = 1
     for dim in dims:
         count *= dim
-    return name, -(-count * ELEMENT_BITS.get(data_type, 0) // 8)
+    return name, -(-count * ELEMENT_BITS[data_type] // 8)
 
 
 def _constant(data, start: int, end: int) -> tuple[str, bool]:

@@ -123,6 +123,22 @@ def test_the_graph_reader_sizes_weights_and_counts_what_a_decode_step_reads(tmp_
     assert summary.weight_bytes_per_token() == sum(sizes.values()) - sizes["untied_embedding"]
 
 
+def test_the_graph_reader_sizes_every_tensor_type_and_packed_dims():
+    """Each data type's bits as onnx stores it (4-bit and 2-bit types packed), and dims in the
+    packed encoding protobuf allows besides the one onnx writes."""
+    from onnx import TensorProto
+
+    from edgegen.graph_summary import ELEMENT_BITS, _tensor_size
+
+    packed = {21: 4, 22: 4, 23: 4, 25: 2, 26: 2}   # UINT4, INT4, FLOAT4E2M1, UINT2, INT2
+    for name, code in TensorProto.DataType.items():
+        if code not in (TensorProto.UNDEFINED, TensorProto.STRING):
+            assert ELEMENT_BITS[code] == packed.get(code, 8 * helper.tensor_dtype_to_np_dtype(code).itemsize), name
+    # a TensorProto of dims [3, 300] packed (field 1, length-delimited varints), FLOAT16, named "w"
+    tensor = bytes([0x0A, 3, 3, 0xAC, 0x02, 0x10, TensorProto.FLOAT16, 0x42, 1]) + b"w"
+    assert _tensor_size(tensor, 0, len(tensor)) == ("w", 3 * 300 * 2)
+
+
 class FakeTensorRT:
     """Stands in for the tensorrt module's parser API (Builder, network, OnnxParser with its
     errors), to test that check routes a device's own parser verdict; no TensorRT runs here."""
