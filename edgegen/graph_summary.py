@@ -23,13 +23,13 @@ NODE_INPUT, NODE_NAME, NODE_OP_TYPE, NODE_DOMAIN = 1, 3, 4, 7
 TENSOR_DIMS, TENSOR_DATA_TYPE, TENSOR_STRING_DATA, TENSOR_NAME, TENSOR_RAW_DATA = 1, 2, 6, 8, 9
 TENSOR_STRING = 8   # its size is its strings' bytes
 # bits per element of each onnx.TensorProto.DataType with a fixed size (not UNDEFINED, 0, or
-# STRING, 8); the types below a byte are packed, two 4-bit or four 2-bit values to a byte
+# STRING, 8); the types below a byte are packed (two 4-bit values to a byte, four 6-bit ones to 3)
 ELEMENT_BITS = {1: 32, 2: 8, 3: 8, 4: 16, 5: 16, 6: 32, 7: 64, 9: 8, 10: 16, 11: 64, 12: 32, 13: 64, 14: 64,
-                15: 128, 16: 16, 17: 8, 18: 8, 19: 8, 20: 8, 21: 4, 22: 4, 23: 4, 24: 8, 25: 2, 26: 2, 27: 8, 28: 8}
+                15: 128, 16: 16, 17: 8, 18: 8, 19: 8, 20: 8, 21: 4, 22: 4, 23: 4, 24: 8, 25: 2, 26: 2, 27: 6, 28: 6}
 # (op type, domain) -> the inputs it reads only rows of, one per token position, when a call is
 # one token: an embedding table, and rotary caches indexed by position ids (the ONNX op has them
 # at 1 and 2 when its fourth input, the position ids, is given; ONNX Runtime's own at 2 and 3)
-ROW_LOOKUPS = {("Gather", ""): (0,), ("GatherBlockQuantized", "com.microsoft"): (0,),
+ROW_LOOKUPS = {("Gather", ""): (0,), ("GatherBlockQuantized", "com.microsoft"): (0, 2, 3),   # and its scales
                ("RotaryEmbedding", ""): (1, 2), ("RotaryEmbedding", "com.microsoft"): (2, 3),
                ("GroupQueryAttention", "com.microsoft"): (7, 8)}
 TENSOR_NUMBERS = (4, 5, 7, 10, 11)   # float_data, int32_data, int64_data, double_data, uint64_data

@@ -130,13 +130,56 @@ def test_the_graph_reader_sizes_every_tensor_type_and_packed_dims():
 
     from edgegen.graph_summary import ELEMENT_BITS, _tensor_size
 
-    packed = {21: 4, 22: 4, 23: 4, 25: 2, 26: 2}   # UINT4, INT4, FLOAT4E2M1, UINT2, INT2
+    packed = {21: 4, 22: 4, 23: 4, 25: 2, 26: 2, 27: 6, 28: 6}   # UINT4, INT4, FLOAT4E2M1, UINT2, INT2, FLOAT6s
     for name, code in TensorProto.DataType.items():
         if code not in (TensorProto.UNDEFINED, TensorProto.STRING):
             assert ELEMENT_BITS[code] == packed.get(code, 8 * helper.tensor_dtype_to_np_dtype(code).itemsize), name
     # a TensorProto of dims [3, 300] packed (field 1, length-delimited varints), FLOAT16, named "w"
     tensor = bytes([0x0A, 3, 3, 0xAC, 0x02, 0x10, TensorProto.FLOAT16, 0x42, 1]) + b"w"
     assert _tensor_size(tensor, 0, len(tensor)) == ("w", 3 * 300 * 2)
+
+
+def test_the_graph_reader_leaves_out_each_op_s_row_lookups(tmp_path):
+    """Which inputs a one-token decode step reads only a row of: rotary caches where position ids
+    index them (ONNX's op with its 4th input, ONNX Runtime's own, GroupQueryAttention), a table
+    gathered under either spelling of the ONNX domain; read whole otherwise. A string tensor is
+    its strings' bytes; a weight of an unknown type is refused by name where it is read."""
+    import numpy as np
+    from onnx import TensorProto, numpy_helper
+
+    from edgegen.errors import PackageError
+    from edgegen.graph_summary import read_graph_summary
+
+    caches = {name: numpy_helper.from_array(np.ones((16, 4), np.float32), name)
+              for name in ("onnx_cos", "onnx_sin", "plain_cos", "plain_sin", "ms_cos", "ms_sin", "gqa_cos", "gqa_sin")}
+    words = helper.make_tensor("words", TensorProto.STRING, [3], [b"ab", b"", b"cde"])
+    table = numpy_helper.from_array(np.ones((10, 4), np.float32), "table")
+    nodes = [helper.make_node("RotaryEmbedding", ["x", "onnx_cos", "onnx_sin", "pos"], ["r1"]),
+             helper.make_node("RotaryEmbedding", ["x", "plain_cos", "plain_sin", ""], ["r2"]),   # no position ids
+             helper.make_node("RotaryEmbedding", ["x", "pos", "ms_cos", "ms_sin"], ["r3"], domain="com.microsoft"),
+             helper.make_node("GroupQueryAttention", ["x", "", "", "", "", "s", "t", "gqa_cos", "gqa_sin"], ["r4"],
+                              domain="com.microsoft"),
+             helper.make_node("Gather", ["table", "ids"], ["r5"], domain="ai.onnx"),
+             helper.make_node("Identity", ["words"], ["r6"])]
+    graph = helper.make_graph(nodes, "g", [], [], [*caches.values(), words, table])
+    onnx.save(helper.make_model(graph), str(tmp_path / "g.onnx"))
+    summary = read_graph_summary(tmp_path / "g.onnx")
+    assert summary.initializer_bytes["words"] == 5
+    assert summary.weight_bytes_per_token() == 2 * 16 * 4 * 4 + 5   # the caches without position ids, the strings
+    unknown = helper.make_tensor("future", TensorProto.FLOAT, [2], [1.0, 2.0])
+    unknown.data_type = 99   # a type newer than this reader
+    for reads_it in (False, True):
+        extra = [helper.make_node("Identity", ["future"], ["r7"])] if reads_it else \
+            [helper.make_node("Gather", ["future", "ids"], ["r7"])]
+        graph = helper.make_graph(nodes + extra, "g", [], [], [*caches.values(), words, table, unknown])
+        onnx.save(helper.make_model(graph), str(tmp_path / "g.onnx"))
+        summary = read_graph_summary(tmp_path / "g.onnx")
+        assert summary.initializer_bytes["future"] is None
+        if reads_it:
+            with pytest.raises(PackageError, match=r"g\.onnx.*\['future'\].*update edgegen"):
+                summary.weight_bytes_per_token()
+        else:   # looked up by row: not counted, so not refused
+            assert summary.weight_bytes_per_token() == 2 * 16 * 4 * 4 + 5
 
 
 class FakeTensorRT:

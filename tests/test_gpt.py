@@ -18,7 +18,7 @@ from onnx import numpy_helper
 
 import edgegen
 from edgegen.cli import main
-from edgegen.errors import CheckpointError, ConfigError, DataError, InputError
+from edgegen.errors import CheckpointError, ConfigError, DataError, InputError, PackageError
 from edgegen.export import export_checkpoint, export_model
 from edgegen.families.gpt.hf_import import export_transformers, import_gpt2
 from edgegen.training.checkpoint import load_checkpoint, save_checkpoint
@@ -766,12 +766,13 @@ def test_generate_command_streams_text(gpt, capsys, tmp_path):
     ("ort-cuda", "the bound reads the CPU's memory bandwidth, and backend ort-cuda decodes on the GPU"),
     ("tensorrt", "the bound reads the CPU's memory bandwidth, and backend tensorrt decodes on the GPU"),
     ("fp16", "ONNX Runtime's CPU kernels may run fp16 weights as float32 converted when the graph loads"),
-    ("a family's own pipeline", "the 'gpt' family's pipeline does not say what a decode step reads")])
+    ("a family's own pipeline", "the 'gpt' family's pipeline does not say what a decode step reads"),
+    ("an unknown weight type", "graph 'decoder.onnx': expected initializers of data types with a known size")])
 def test_bench_says_where_it_cannot_put_decoding_against_the_bound(gpt, monkeypatch, case, why):
     """The bound reads the CPU's memory bandwidth and the bytes the graph stores: a GPU backend,
-    fp16 weights on the CPU (converted at load), and a token family's pipeline that does not say
-    what a decode step reads are not measured against it, and the report says why (no GPU here:
-    the pipeline reports itself as a GPU backend)."""
+    fp16 weights on the CPU (converted at load), a token family's pipeline that does not say
+    what a decode step reads, and a weight it cannot size are not measured against it, and the
+    report says why (no GPU here: the pipeline reports itself as a GPU backend)."""
     from edgegen.bench import bench_generation
     from edgegen.runtimes.pipeline import Pipeline
 
@@ -780,6 +781,10 @@ def test_bench_says_where_it_cannot_put_decoding_against_the_bound(gpt, monkeypa
         pipe.precision = "fp16"
     elif case.startswith("a family"):
         monkeypatch.delattr(type(pipe), "decode_read_bytes")
+    elif case.startswith("an unknown"):   # the timings stand; only the bound is left out
+        def unsized(tokens):
+            raise PackageError(f"{why}, found ['w'] of a type this edgegen does not know (update edgegen)")
+        monkeypatch.setattr(pipe, "decode_read_bytes", unsized)
     else:
         monkeypatch.setattr(Pipeline, "backend", property(lambda self: case))
     report = bench_generation(pipe, gpt["pkg"], batch=1, iters=10, warmup=0, threads=1, energy=False)
