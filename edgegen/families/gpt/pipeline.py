@@ -244,8 +244,8 @@ class GPTPipeline(Pipeline):
 
     def decode_read_bytes(self, tokens: float) -> dict[str, int]:
         """What one decoding call of one token (batch 1) must read from memory after `tokens`
-        tokens, the memory-bandwidth bound's numerator: {"weights": the decoder's weights less a
-        table it only gathers rows from (graph_summary), "kv_cache": the cache}."""
+        tokens, the memory-bandwidth bound's numerator: {"weights": the decoder's weights less the
+        tables it looks rows up in (GraphSummary.weight_bytes_per_token), "kv_cache": the cache}."""
         graph = read_graph_summary(self.package.graph_path("decoder", self.precision))
         return {"weights": graph.weight_bytes_per_token(), "kv_cache": self.kv_cache_read_bytes(1, tokens)}
 
