@@ -126,10 +126,23 @@ def worker(engine: str, root: Path) -> dict:
     begin = time.perf_counter()
     made = generate_batch(prompts, NEW)
     batch_rate = made / (time.perf_counter() - begin)
+    rss = peak_rss_mb()   # before bandwidth_here's matrix
     return {"tokens_per_s": len(tokens) / total, "ttft_ms": (stamps[0] - start) * 1e3,
             "ttft_1024_ms": ttft_long, "batch4_tokens_per_s": batch_rate,
             "tpot_p50_ms": float(np.percentile(gaps, 50)), "tpot_p90_ms": float(np.percentile(gaps, 90)),
-            "peak_rss_mb": peak_rss_mb(), "tokens": tokens}
+            "peak_rss_mb": rss, "tokens": tokens, "bandwidth": bandwidth_here(engine)}
+
+
+def bandwidth_here(engine: str) -> float | None:
+    """The read bandwidth in this engine's own process right after it decoded (after its peak RSS
+    is read: the reading's matrix would add to it), or None in optimum's environment, which has
+    no edgegen. A bound against it shares the engine's moment of this shared machine's load."""
+    if engine.startswith("optimum"):
+        return None
+    from edgegen.bench import SETTLE_S, read_bandwidth
+
+    time.sleep(SETTLE_S)   # the engine's threads stop spinning first
+    return read_bandwidth(THREADS)[0]
 
 
 def peak_rss_mb() -> float:
@@ -280,7 +293,8 @@ def main() -> None:
             for engine in ENGINES:
                 python = optimum_python() if engine.startswith("optimum") else sys.executable
                 runs[engine].append(run_worker(python, __file__, engine, scratch))
-                print(engine, {k: round(v, 2) for k, v in runs[engine][-1].items() if k != "tokens"}, flush=True)
+                print(engine, {k: round(v, 2) for k, v in runs[engine][-1].items() if k != "tokens" and v is not None},
+                      flush=True)
             bandwidths.append(read_bandwidth(THREADS)[0])
     bandwidth = max(bandwidths)
     cache = made["kv_cache_read"]   # decode steps read after 128 to 255 tokens: the middle
@@ -317,6 +331,15 @@ def main() -> None:
     for precision, ratios in results["paired"].items():
         lines.append(f"| {precision} | " + " | ".join(f"{np.median(r):.2f}x ({min(r):.2f}x-{max(r):.2f}x)"
                                                       for r in ratios.values()) + " |")
+    results["bound_in_process"] = {engine: [r["tpot_p50_ms"] / ((made["weights"][engine]["read"] + cache)
+                                                              / r["bandwidth"] * 1e3) for r in results_]
+                                   for engine, results_ in runs.items() if results_[0]["bandwidth"]}
+    lines += ["", "TPOT p50 over the bound, each round against the bandwidth read in the engine's own process right "
+              "after it decoded: median (range)", "", "| engine | TPOT / bound | bandwidth GB/s |", "|---|---|---|"]
+    for engine, ratios in results["bound_in_process"].items():
+        readings = [r["bandwidth"] / 1e9 for r in runs[engine]]
+        lines.append(f"| {engine} | {np.median(ratios):.2f}x ({min(ratios):.2f}x-{max(ratios):.2f}x) | "
+                     f"{np.median(readings):.1f} ({min(readings):.1f}-{max(readings):.1f}) |")
     from edgegen.bench import write_results   # here: a worker may run in another environment's Python
 
     write_results(out, "llama", results, "\n".join(lines) + "\n")
