@@ -139,9 +139,8 @@ def bandwidth_here(engine: str) -> float | None:
     no edgegen. A bound against it shares the engine's moment of this shared machine's load."""
     if engine.startswith("optimum"):
         return None
-    from edgegen.bench import SETTLE_S, read_bandwidth
+    from edgegen.bench import read_bandwidth   # which lets the engine's threads stop spinning first
 
-    time.sleep(SETTLE_S)   # the engine's threads stop spinning first
     return read_bandwidth(THREADS)[0]
 
 

@@ -29,6 +29,11 @@ BANDWIDTH_MIB = 256   # the matrix read_bandwidth reads: larger than the caches 
 BANDWIDTH_REPEATS = 8
 
 
+def settle_seconds() -> float:
+    """The pause that lets the threads of what ran last stop spinning: SETTLE_S, or SETTLE_ENV's."""
+    return float(os.environ.get(SETTLE_ENV, SETTLE_S))
+
+
 def machine_info() -> dict:
     cpu = platform.processor() or ""
     try:
@@ -78,7 +83,7 @@ def interleaved_timings(engines: dict[str, Callable[[], object]], iters: int, wa
             fn()
     times = {name: [] for name in engines}
     per_round = max(1, iters // rounds)
-    settle = float(os.environ.get(SETTLE_ENV, SETTLE_S)) if len(engines) > 1 else 0.0
+    settle = settle_seconds() if len(engines) > 1 else 0.0
     with Progress(iters * len(engines), "bench", enabled=progress) as bar:
         done = 0
         while done < iters:
@@ -288,7 +293,6 @@ def decode_bound(pipe, threads: int, tpot_ms: float) -> dict:
         read = pipe.decode_read_bytes(tokens)
     except PackageError as exc:   # a weight this edgegen cannot size: the timings stand without the bound
         return {"not_measured": str(exc)}
-    time.sleep(float(os.environ.get(SETTLE_ENV, SETTLE_S)))   # the decoding's threads stop spinning first
     bandwidth, how = read_bandwidth(threads)
     bound_ms = sum(read.values()) / bandwidth * 1e3
     return {"batch": 1, "weights_mb": round(read["weights"] / 1e6, 3), "kv_cache_mb": round(read["kv_cache"] / 1e6, 3),
@@ -313,7 +317,9 @@ def read_bandwidth(threads: int, repeats: int = BANDWIDTH_REPEATS) -> tuple[floa
     products over a BANDWIDTH_MIB matrix, the memory-bound operation a decode step repeats. With
     `threads` BLAS threads where threadpoolctl is installed (the export side has it), else with
     numpy's own count (all cores on most builds). A shared machine's figure moves with its load:
-    take the best of several readings where they can be had."""
+    take the best of several readings where they can be had. It settles first: threads of what
+    ran before (an engine's, spinning after their work) would take the cores."""
+    time.sleep(settle_seconds())
     rows = BANDWIDTH_MIB * (1 << 20) // 4 // 4096
     matrix, vector = np.ones((rows, 4096), np.float32), np.ones(4096, np.float32)
     try:
