@@ -42,8 +42,9 @@ def make_packages(root: Path) -> dict:
     shutil.copytree(exported, in_place)
     # random weights: flat logits, so the gate is lowered (speed only, as in benchmarks/llama.py)
     with mock.patch.object(Family, "ort_form_object", lambda self: None):   # the variant left in the exported form
-        optimize_package(exported, "int4", gate_threshold=0.0, progress=lambda line: None)
-    record = optimize_package(in_place, "int4", gate_threshold=0.0, progress=lambda line: None)["decoder"]
+        optimize_package(exported, "int4", gate_threshold=0.0, max_8bit_share=0, progress=lambda line: None)
+    record = optimize_package(in_place, "int4", gate_threshold=0.0, max_8bit_share=0,
+                              progress=lambda line: None)["decoder"]
     assert "not applied" not in record["ort_form"], record["ort_form"]
     return {"exported": exported, "in place": in_place}
 

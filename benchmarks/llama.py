@@ -70,7 +70,9 @@ def make_models(root: Path, optimum: bool = True) -> dict:
     transformers.PreTrainedTokenizerFast(tokenizer_object=words, bos_token="t1", eos_token="t2",
                                          unk_token="t0").save_pretrained(hf)
     package = export_transformers("llama", hf, root / "edgegen")
-    record = optimize_package(package, "int4", gate_threshold=0.0, progress=lambda line: None)["decoder"]
+    # every weight at 4 bits, as GenAI's builder writes its int4 (no MatMul kept at 8 bits)
+    record = optimize_package(package, "int4", gate_threshold=0.0, max_8bit_share=0,
+                              progress=lambda line: None)["decoder"]
     for precision in ("fp32", "int4"):
         subprocess.run([sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(hf), "-o",
                         str(root / f"genai-{precision}"), "-p", precision, "-e", "cpu", "-c", str(root / "cache")],

@@ -312,6 +312,10 @@ def _print_info(path) -> None:
             verdict = (f"{record['file']} (gate {gate.get('line')}" + (f", {record['speedup_ort_cpu']:.2f}x fp32's speed on ort-cpu" if "speedup_ort_cpu" in record else "")
                        + ")") if "file" in record else f"not written: {record.get('refused')}"
             print(f"variant   {precision} {part}: {verdict}")
+            if "file" in record and record.get("spared_matmuls"):
+                from .optimize import spared_text
+
+                print(f"            {spared_text(record)}")
             if "file" in record and (record.get("ort_form") or record.get("ort_form_declined")):
                 print(f"            {record.get('ort_form') or record['ort_form_declined']}")
     p = m.provenance
@@ -323,7 +327,8 @@ def _cmd_optimize(args) -> None:
     from .optimize import optimize_package
 
     optimize_package(args.package, args.precision, calibration=args.calibration, target=args.target,
-                     checkpoint=args.checkpoint, inputs=args.inputs, bar=None, block_size=args.block_size)
+                     checkpoint=args.checkpoint, inputs=args.inputs, bar=None, block_size=args.block_size,
+                     max_8bit_share=args.max_8bit_share)
     _print_info(args.package)
 
 
@@ -523,6 +528,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration", type=int, default=64, help="int8: inputs to calibrate activation ranges on (default 64)")
     p.add_argument("--block-size", type=int, default=32,
                    help="int4 and int8-weights: weights per quantization scale, a power of 2 of at least 16")
+    p.add_argument("--max-8bit-share", type=float, default=0.5, metavar="FRACTION",
+                   help="int4: where 4 bits on every MatMul lose fp32's predictions, the largest share of the weights "
+                        "kept at 8 bits (float for a TensorRT target), the MatMuls whose 4 bits cost the most first, "
+                        "found on held-out windows apart from the gate's; 0 keeps every weight at 4 bits (default 0.5)")
     p.add_argument("--target", default="ort-cpu", choices=tuple(TARGETS),
                    help="ort-cpu keeps a variant only where it is faster here; a TensorRT target (tensorrt, jetpack6, "
                         "jetpack7) keeps every one that passes its gate and takes int8, fp16 and (not jetpack6's "

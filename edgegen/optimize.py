@@ -9,7 +9,9 @@ with fp32 inputs and outputs, normalization, softmax and attention kept in fp32.
 int8-weights (token models): block-wise symmetric quantization of the weights of every MatMul
 with a constant weight (GPT-2's Gemms are made MatMul + Add first), activations in float, in
 ONNX Runtime's MatMulNBits op, or for a TensorRT target as DequantizeLinear of int4 blocks
-feeding a float MatMul (the standard form TensorRT's parser takes).
+feeding a float MatMul (the standard form TensorRT's parser takes). Where int4 on every MatMul
+loses fp32's predictions, the MatMuls whose 4 bits cost the most are kept at 8 bits (float for
+TensorRT), found on held-out windows apart from the gate's (int4_spared).
 
 A variant is compared with the fp32 graph on held-out inputs the calibration never saw:
 PSNR for images, audio and other float outputs; top-1 agreement and cosine similarity for
@@ -55,6 +57,12 @@ WEIGHT_ONLY_BITS = {"int4": 4, "int8-weights": 8}
 # 0.19x without (its float path dequantizes every weight on every call).
 MATMULNBITS_ACCURACY_LEVEL = 4
 DEFAULT_BLOCK_SIZE = 32
+# int4's fallback (int4_spared): the largest share of the quantized weights (by count) that may
+# stay at 8 bits, so the variant stays well below int8-weights' size. 0: every weight at 4 bits.
+DEFAULT_MAX_8BIT_SHARE = 0.5
+# The search judges on its own windows and stops this far above the top-1 bar, since the gate's
+# windows are others: on gpt-stdlib one variant scored up to 0.015 apart on the two sets of 32.
+SEARCH_MARGIN = 0.01
 MAX_PERPLEXITY_RATIO = 1.05   # a weight-only variant's held-out perplexity over fp32's
 FP32_KEPT = ["LayerNormalization", "Softmax", "BatchNormalization", "GroupNormalization", "InstanceNormalization",
              "Attention", "ReduceMean", "Pow", "Sqrt", "Exp", "Log"]
@@ -91,7 +99,7 @@ class GateResult:
 def optimize_package(path: str | os.PathLike, precision: str, calibration: int = 64, target: str = "ort-cpu",
                      checkpoint: str | os.PathLike | None = None, seed: int = 0, gate_threshold: float | None = None,
                      progress=print, inputs: str | os.PathLike | None = None, bar: bool | None = False,
-                     block_size: int = DEFAULT_BLOCK_SIZE) -> dict:
+                     block_size: int = DEFAULT_BLOCK_SIZE, max_8bit_share: float = DEFAULT_MAX_8BIT_SHARE) -> dict:
     """Add a `precision` variant of each graph of the package that passes its gate; returns
     {part: record} as written into the manifest's `variants`.
 
@@ -102,6 +110,8 @@ def optimize_package(path: str | os.PathLike, precision: str, calibration: int =
     from transformers (no training record, no checkpoint given) is calibrated, gated and timed (at
     a decode step) on the family's held-out text instead, and so are the weight-only precisions
     (int4, int8-weights; `block_size` weights per scale) of any token package, which need no calibration.
+    int4 where 4 bits everywhere lose fp32's predictions keeps the MatMuls that cost the most at 8 bits,
+    up to `max_8bit_share` of the weights (int4_spared), found on held-out windows apart from the gate's.
     For an ONNX Runtime target each variant also takes the family's ort_form where it has one.
     bar: a progress bar per graph (None: on a terminal only)."""
 
@@ -115,6 +125,8 @@ def optimize_package(path: str | os.PathLike, precision: str, calibration: int =
         raise ConfigError(f"calibration: expected at least {BATCH} inputs, found {calibration!r}")
     if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 16 or block_size & (block_size - 1):
         raise ConfigError(f"block size: expected a power of 2 of at least 16 (MatMulNBits' blocks), found {block_size!r}")
+    if isinstance(max_8bit_share, bool) or not isinstance(max_8bit_share, (int, float)) or not 0 <= max_8bit_share <= 1:
+        raise ConfigError(f"8-bit share: expected a fraction of the weights from 0 to 1, found {max_8bit_share!r}")
     Package(path)   # a missing or broken package is refused before waiting for its lock
     with writer_lock(path, f"optimize --precision {precision}"):
         package = Package(path)   # as the last writer left it
@@ -122,7 +134,9 @@ def optimize_package(path: str | os.PathLike, precision: str, calibration: int =
         family, config = package_config(package)
         speed_calls = {}
         if precision in WEIGHT_ONLY_BITS:
-            feeds, speed_calls = _held_out_feeds(package, family, config, seed)
+            # int4's search for the MatMuls to keep at 8 bits judges on windows of its own
+            searched = precision == "int4" and max_8bit_share > 0
+            feeds, speed_calls = _held_out_feeds(package, family, config, seed, GATE_BATCHES if searched else 0)
         elif inputs is not None or family.model is None or getattr(config, "held_out", None) is not None:
             # no checkpoint to draw from: the user's inputs, or those the export recorded
             feeds = _given_feeds(package, family, config, inputs)
@@ -138,11 +152,13 @@ def optimize_package(path: str | os.PathLike, precision: str, calibration: int =
             for part, (calibration_feeds, gate_feeds, source) in feeds.items():
                 shown.update(0, info=f"{part}: converting, gating and timing")
                 records[part] = _variant(package, part, precision, target, calibration_feeds, gate_feeds, gate_threshold, source,
-                                         block_size, speed_calls.get(part))
+                                         block_size, speed_calls.get(part), max_8bit_share,
+                                         lambda text, part=part: shown.update(0, info=f"{part}: {text}"))
                 r = records[part]
                 shown.update(1, info=f"{part} done")
-                progress(f"{part}: {precision} " + (f"written ({r['gate']['line']}, {r['speedup_ort_cpu']:.2f}x fp32's speed on ort-cpu)"
-                                                     if "file" in r else f"not written: {r['refused']}"))
+                spared = f", {spared_text(r)}" if r.get("spared_matmuls") else ""
+                progress(f"{part}: {precision} " + (f"written ({r['gate']['line']}{spared}, {r['speedup_ort_cpu']:.2f}x fp32's "
+                                                     "speed on ort-cpu)" if "file" in r else f"not written: {r['refused']}"))
         _record(package, precision, records)
     return records
 
@@ -206,7 +222,8 @@ def _given_feeds(package: Package, family, config, inputs) -> dict:
 
 
 def _variant(package, part, precision, target, calibration_feeds, gate_feeds, gate_threshold, source,
-             block_size: int = DEFAULT_BLOCK_SIZE, speed_call: tuple[dict, str] | None = None) -> dict:
+             block_size: int = DEFAULT_BLOCK_SIZE, speed_call: tuple[dict, str] | None = None,
+             max_8bit_share: float = DEFAULT_MAX_8BIT_SHARE, note=lambda text: None) -> dict:
     from .runtimes.ort import OrtSession
 
     entry = package.graphs[part]
@@ -225,7 +242,13 @@ def _variant(package, part, precision, target, calibration_feeds, gate_feeds, ga
             elif precision == "fused":
                 _fuse(package, part, out)
             elif precision in WEIGHT_ONLY_BITS:
-                _weight_only(model, WEIGHT_ONLY_BITS[precision], block_size, for_tensorrt, out)
+                model = named_matmuls(gemms_as_matmuls(model))
+                spared, search = [], None
+                if precision == "int4" and max_8bit_share > 0:
+                    spared, search = int4_spared(model, block_size, for_tensorrt, fp32, calibration_feeds, gate_threshold,
+                                                 max_8bit_share, Path(scratch), package.family, note)
+                onnx.save(_weight_only(model, WEIGHT_ONLY_BITS[precision], block_size, for_tensorrt, spared,
+                                       in_place=True), str(out))
             else:
                 onnx.save(_to_fp16(model), str(out))
             disabled = INT8_DISABLED_OPTIMIZERS if precision == "int8" else ()
@@ -250,9 +273,12 @@ def _variant(package, part, precision, target, calibration_feeds, gate_feeds, ga
         if precision in WEIGHT_ONLY_BITS:
             record.update(block_size=block_size, form="DequantizeLinear int4 blocks"
                           if for_tensorrt else f"MatMulNBits, accuracy_level {MATMULNBITS_ACCURACY_LEVEL}")
+            if search is not None:
+                record.update(search)
         if not gate.passed:
+            spared = f", with {spared_text(record)}" if record.get("spared_matmuls") else ""
             return {**record, "refused": f"gate {gate.line()}" + (f" (missed by {gate.threshold - gate.value:.3g})"
-                                                                   if gate.value < gate.threshold else "")}
+                                                                   if gate.value < gate.threshold else "") + spared}
         calls = ((form.timed_call(fp32, feeds), form.timed_call(variant, feeds)) if form is not None
                  else (lambda: fp32.run(feeds), lambda: variant.run(feeds)))
         record["speedup_ort_cpu"] = round(speedup_of_calls(*calls), 3)
@@ -309,28 +335,128 @@ def _quantize_int8(source: Path, out: Path, feeds: list[dict], model: onnx.Model
                     extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
 
 
-def _weight_only(model: onnx.ModelProto, bits: int, block_size: int, for_tensorrt: bool, out: Path) -> None:
-    """Block-wise symmetric weight-only quantization of the MatMuls with a constant weight:
-    ONNX Runtime's MatMulNBits, or for TensorRT DequantizeLinear of int4 blocks (its QDQ form)."""
+def _weight_only(model: onnx.ModelProto, bits: int, block_size: int, for_tensorrt: bool,
+                 spared: list[str] | tuple = (), in_place: bool = False) -> onnx.ModelProto:
+    """`model` (its Gemms made MatMuls) with block-wise symmetric weight-only quantization of the
+    MatMuls with a constant weight: ONNX Runtime's MatMulNBits, or for TensorRT DequantizeLinear
+    of int4 blocks (its QDQ form). The MatMuls named in `spared` are kept at 8 bits, or for
+    TensorRT in float (its parser takes int4 blocks only). A copy, unless `in_place` (the model's
+    last use: no second copy of a large model's weights in memory)."""
     from onnxruntime.quantization import QuantFormat
     from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
 
     form = QuantFormat.QDQ if for_tensorrt else QuantFormat.QOperator
-    settings = dict(block_size=block_size, is_symmetric=True, bits=bits, quant_format=form, op_types_to_quantize=("MatMul",),
-                    accuracy_level=None if for_tensorrt else MATMULNBITS_ACCURACY_LEVEL)
-    quantizer = MatMulNBitsQuantizer(gemms_as_matmuls(model), algo_config=DefaultWeightOnlyQuantConfig(**settings),
-                                     **settings)
-    quiet = logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer")
-    level = quiet.level
-    quiet.setLevel(logging.WARNING)   # it logs every node at INFO
-    try:
-        quantizer.process()
-    finally:
-        quiet.setLevel(level)
-    quantized = quantizer.model.model
-    if not any(n.op_type in ("MatMulNBits", "DequantizeLinear") for n in quantized.graph.node):
+
+    def quantized(model: onnx.ModelProto, bits: int, excluded, in_place: bool) -> onnx.ModelProto:
+        settings = dict(block_size=block_size, is_symmetric=True, bits=bits, quant_format=form,
+                        op_types_to_quantize=("MatMul",), accuracy_level=None if for_tensorrt else MATMULNBITS_ACCURACY_LEVEL)
+        # the quantizer rewrites the model it is given
+        quantizer = MatMulNBitsQuantizer(model if in_place else copy.deepcopy(model),
+                                         algo_config=DefaultWeightOnlyQuantConfig(**settings),
+                                         nodes_to_exclude=list(excluded), **settings)
+        quiet = logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer")
+        level = quiet.level
+        quiet.setLevel(logging.WARNING)   # it logs every node at INFO
+        try:
+            quantizer.process()
+        finally:
+            quiet.setLevel(level)
+        return quantizer.model.model
+
+    converted = gemms_as_matmuls(model)   # a copy where it converted
+    in_place = in_place or converted is not model
+    if spared and not for_tensorrt:   # the spared ones at 8 bits first; the 4-bit pass then passes them by
+        converted = quantized(converted, 8, [name for name in _constant_matmuls(converted) if name not in spared], in_place)
+        in_place = True
+    model = quantized(converted, bits, spared, in_place)
+    if not any(n.op_type in ("MatMulNBits", "DequantizeLinear") for n in model.graph.node):
         raise ConfigError("expected MatMuls with constant weights to quantize, found none")
-    onnx.save(quantized, str(out))
+    return model
+
+
+def named_matmuls(model: onnx.ModelProto) -> onnx.ModelProto:
+    """`model` with a unique name on each node that lacks one (or shares it): the quantizer picks
+    the MatMuls to leave by name. Changes `model` in place and returns it."""
+    seen = set()
+    for index, node in enumerate(model.graph.node):
+        if not node.name or node.name in seen:
+            node.name = f"{node.op_type}_{index}.edgegen"
+        seen.add(node.name)
+    return model
+
+
+def _constant_matmuls(model: onnx.ModelProto) -> dict[str, int]:
+    """{name: weight elements} of the MatMuls whose weight is an initializer: those the weight-only
+    quantizer takes."""
+    sizes = {i.name: int(np.prod(i.dims)) for i in model.graph.initializer}
+    return {n.name: sizes[n.input[1]] for n in model.graph.node
+            if n.op_type == "MatMul" and len(n.input) > 1 and n.input[1] in sizes}
+
+
+def int4_spared(model: onnx.ModelProto, block_size: int, for_tensorrt: bool, fp32, feeds: list[dict],
+                gate_threshold: float | None, max_share: float, scratch: Path, family: str,
+                note=lambda text: None) -> tuple[list[str], dict]:
+    """The MatMuls an int4 variant keeps at 8 bits (float for TensorRT), judged on `feeds`
+    (held-out windows apart from the gate's): none where every MatMul at 4 bits passes the gate's
+    measure there with top-1 SEARCH_MARGIN above its bar. Else each MatMul alone at 8 bits is
+    ranked by how close it brings the variant's next-token distributions to fp32's (KL
+    divergence: on gpt-stdlib top-1 alone ranked by noise, and the choice missed the gate by
+    0.014 where it cleared its own windows), and they are kept in that order, passing over any
+    that would take the 8-bit share of the weights past `max_share`, until the variant passes.
+    Returns (their names, what the manifest records of the search)."""
+    from .runtimes.autoregressive import log_softmax
+    from .runtimes.ort import OrtSession
+
+    least = (MIN_TOP1 if gate_threshold is None else float(gate_threshold)) + SEARCH_MARGIN
+    weights = _constant_matmuls(model)
+    trial = scratch / "int4-search.onnx"
+
+    def variant(spared: list[str]):
+        onnx.save(_weight_only(model, 4, block_size, for_tensorrt, spared), str(trial))
+        return OrtSession("int4 search", trial, fp32.inputs, fp32.outputs, threads=None)
+
+    def judged(spared: list[str]) -> GateResult:
+        return gate_variant(family, "int4", fp32, variant(spared), feeds, least)
+
+    def record(spared: list[str], result: GateResult, judgements: int) -> tuple[list[str], dict]:
+        return spared, {"spared_matmuls": spared, "spared_as": "float" if for_tensorrt else "8-bit blocks",
+                        "spared_share": round(sum(weights[n] for n in spared) / sum(weights.values()), 4),
+                        "matmuls": len(weights),
+                        "search": {"windows": len(feeds) * BATCH, "bar": round(least, 4), "top1": round(result.value, 4),
+                                   "perplexity_ratio": result.detail["perplexity_ratio"], "passed": result.passed,
+                                   "judgements": judgements, "max_8bit_share": max_share}}
+
+    note("int4 judged on the search windows")
+    result = judged([])
+    if result.passed:
+        return record([], result, 1)
+    reference = [log_softmax(fp32.run(f)["logits"], axis=-1) for f in feeds]
+
+    def divergence(spared: list[str]) -> float:
+        session = variant(spared)
+        return float(np.mean([np.mean(np.sum(np.exp(ref) * (ref - log_softmax(session.run(f)["logits"], axis=-1)), -1))
+                              for ref, f in zip(reference, feeds)]))
+
+    divergences = {}
+    for done, name in enumerate(weights, 1):
+        note(f"int4 top-1 {result.value:.3f} on the search windows; ranking MatMuls at 8 bits, {done}/{len(weights)}")
+        divergences[name] = divergence([name])
+    spared, budget, judgements = [], max_share * sum(weights.values()), 1 + len(weights)
+    for name in sorted(weights, key=divergences.get):
+        if sum(weights[n] for n in spared) + weights[name] > budget:
+            continue
+        spared.append(name)
+        note(f"int4 with {len(spared)} MatMuls at 8 bits")
+        result, judgements = judged(spared), judgements + 1
+        if result.passed:
+            break
+    return record(spared, result, judgements)
+
+
+def spared_text(record: dict) -> str:
+    """What a weight-only record's search kept out of 4 bits, for a line of output."""
+    return (f"{len(record['spared_matmuls'])} of {record['matmuls']} MatMuls "
+            f"({record['spared_share']:.0%} of the weights) in {record['spared_as']}")
 
 
 def gemms_as_matmuls(model: onnx.ModelProto) -> onnx.ModelProto:

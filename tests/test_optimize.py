@@ -125,6 +125,10 @@ def test_weight_only_variants_of_an_imported_llama_need_no_checkpoint_and_are_ga
     refused = optimize_package(pkg, "int4", progress=_quiet)["decoder"]
     assert "file" not in refused and refused["refused"].startswith("gate top-1 agreement")
     assert {"perplexity", "fp32_perplexity", "perplexity_ratio"} <= set(refused["gate"])
+    # the search for MatMuls to keep at 8 bits went as far as the share allows, and the refusal says so
+    assert refused["spared_share"] <= 0.5 and not refused["search"]["passed"]
+    assert refused["refused"].endswith(f"with {len(refused['spared_matmuls'])} of {refused['matmuls']} MatMuls "
+                                       f"({refused['spared_share']:.0%} of the weights) in 8-bit blocks")
     assert refused["gate_inputs"].startswith("random token ids") and refused["block_size"] == 32
     written = optimize_package(pkg, "int4", target="tensorrt", gate_threshold=0.0, progress=_quiet)["decoder"]
     graph = onnx.load(str(pkg / written["file"]))
@@ -138,6 +142,62 @@ def test_weight_only_variants_of_an_imported_llama_need_no_checkpoint_and_are_ga
     if "file" in ort_form:
         assert any(n.op_type == "MatMulNBits" for n in onnx.load(str(pkg / ort_form["file"])).graph.node)
     assert edgegen.load(pkg, precision="int4").generate([1, 5, 9], max_new_tokens=5, do_sample=False)
+
+
+def _gpt_stdlib(tmp_path):
+    """A copy of the shipped gpt-stdlib to optimize (export_shipped may find the installed one)."""
+    from edgegen.export.shipped import export_shipped
+
+    found = export_shipped("gpt-stdlib", tmp_path / "cache", report=_quiet)
+    shutil.copytree(found, tmp_path / "gpt-stdlib")
+    return tmp_path / "gpt-stdlib"
+
+
+def test_int4_keeps_the_matmuls_that_cost_the_most_at_8_bits_where_4_bits_everywhere_miss_the_gate(tmp_path):
+    """gpt-stdlib (4 x 128) loses 9% of fp32's argmaxes with every MatMul at 4 bits. The search,
+    on windows apart from the gate's, keeps the MatMuls that cost the most at 8 bits until it
+    clears the bar there; the gate then judges the result on its own windows."""
+    from edgegen.optimize import DEFAULT_MAX_8BIT_SHARE, MIN_TOP1, SEARCH_MARGIN
+
+    pkg = _gpt_stdlib(tmp_path)
+    assert main(["optimize", str(pkg), "--precision", "int4", "--max-8bit-share", "0"]) == 0
+    pure = json.loads((pkg / "edgegen.json").read_text())["variants"]["int4"]["decoder"]
+    assert pure["refused"].startswith("gate top-1 agreement 0.9") and "spared_matmuls" not in pure
+    record = optimize_package(pkg, "int4", progress=_quiet)["decoder"]
+    search, gate = record["search"], record["gate"]
+    assert gate["passed"] and gate["value"] >= MIN_TOP1 > pure["gate"]["value"], record
+    assert search["passed"] and search["top1"] >= search["bar"] == MIN_TOP1 + SEARCH_MARGIN
+    assert search["windows"] == 32 and search["judgements"] == 1 + record["matmuls"] + len(record["spared_matmuls"])
+    assert 0 < record["spared_share"] <= DEFAULT_MAX_8BIT_SHARE and record["spared_as"] == "8-bit blocks"
+    assert 0 < len(record["spared_matmuls"]) < record["matmuls"] == 17
+    # the TensorRT form keeps the chosen MatMuls in float (its parser takes int4 blocks only), the
+    # others as DequantizeLinear of int4 blocks
+    tensorrt = optimize_package(pkg, "int4", target="tensorrt", progress=_quiet)["decoder"]
+    assert tensorrt["spared_as"] == "float" and tensorrt["gate"]["passed"] and "file" in tensorrt, tensorrt
+    graph = onnx.load(str(pkg / tensorrt["file"])).graph
+    plain = {n.name for n in graph.node if n.op_type == "MatMul" and n.input[1] in {i.name for i in graph.initializer}}
+    assert plain == set(tensorrt["spared_matmuls"])
+    assert len([n for n in graph.node if n.op_type == "DequantizeLinear"]) == 17 - len(plain)
+
+
+def test_weight_only_keeps_the_spared_matmuls_at_8_bits_and_names_unnamed_ones():
+    from onnx import TensorProto, helper
+
+    from edgegen.optimize import _constant_matmuls, _weight_only, named_matmuls
+
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.standard_normal((64, 64), dtype=np.float32), f"w{i}") for i in range(3)]
+    nodes = [helper.make_node("MatMul", ["x", "w0"], ["a"]), helper.make_node("MatMul", ["a", "w1"], ["b"], name="same"),
+             helper.make_node("MatMul", ["b", "w2"], ["y"], name="same")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])], weights)
+    model = named_matmuls(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)]))
+    names = list(_constant_matmuls(model))
+    assert len(set(names)) == 3 and names[1] == "same" and _constant_matmuls(model)["same"] == 64 * 64
+    quantized = _weight_only(model, 4, 32, False, [names[2]])
+    bits = {n.output[0]: next(a.i for a in n.attribute if a.name == "bits") for n in quantized.graph.node}
+    assert bits == {"a": 4, "b": 4, "y": 8}
+    assert [n.op_type for n in model.graph.node] == ["MatMul"] * 3   # the caller's model is left as it was
 
 
 def test_gemms_become_matmuls_with_their_bias_and_compute_the_same(tmp_path):
@@ -169,5 +229,8 @@ def test_weight_only_precisions_are_for_token_models(trained, tmp_path):
         optimize_package(pkg, "int4", progress=_quiet)
     with pytest.raises(ConfigError, match="block size: expected a power of 2 of at least 16 .*, found 24"):
         optimize_package(pkg, "int4", block_size=24, progress=_quiet)
+    for share in (-0.1, 1.5, True, "half"):
+        with pytest.raises(ConfigError, match=f"8-bit share: expected a fraction of the weights from 0 to 1, found {share!r}"):
+            optimize_package(pkg, "int4", max_8bit_share=share, progress=_quiet)
     with pytest.raises(ConfigError, match="precision 'int4': expected one the jetpack6 target takes"):
         optimize_package(pkg, "int4", target="jetpack6", progress=_quiet)
