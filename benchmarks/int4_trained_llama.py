@@ -3,7 +3,8 @@
 standard library's source (edgegen train gpt --architecture llama). Its int4 and int8-weights
 variants for ort-cpu are gated as `edgegen optimize` gates weight-only variants: top-1 agreement
 with fp32 on held-out text of at least 0.95, perplexity within 5% (int4 keeps MatMuls at 8 bits
-where every weight at 4 bits would miss, and the result says how many).
+where every weight at 4 bits misses the search's bar on windows of its own, and the result says
+how many).
 
     python benchmarks/int4_trained_llama.py [--steps 2000] [--checkpoint DIR] [--out benchmarks/results]
 

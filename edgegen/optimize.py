@@ -57,8 +57,9 @@ WEIGHT_ONLY_BITS = {"int4": 4, "int8-weights": 8}
 # 0.19x without (its float path dequantizes every weight on every call).
 MATMULNBITS_ACCURACY_LEVEL = 4
 DEFAULT_BLOCK_SIZE = 32
-# int4's fallback (int4_spared): the largest share of the quantized weights (by count) that may
-# stay at 8 bits, so the variant stays well below int8-weights' size. 0: every weight at 4 bits.
+# int4's fallback (int4_spared): the largest share of the MatMul weights (by element) that may
+# stay at 8 bits; at 0.5 the variant's MatMul weights take at most about 78% of int8-weights'
+# bytes, scales included (4.5 against 9 bits per weight at block 32). 0: every weight at 4 bits.
 DEFAULT_MAX_8BIT_SHARE = 0.5
 # The search judges on its own windows and stops this far above the top-1 bar, since the gate's
 # windows are others: on gpt-stdlib one variant scored up to 0.015 apart on the two sets of 32.
@@ -276,9 +277,9 @@ def _variant(package, part, precision, target, calibration_feeds, gate_feeds, ga
             if search is not None:
                 record.update(search)
         if not gate.passed:
-            spared = f", with {spared_text(record)}" if record.get("spared_matmuls") else ""
             return {**record, "refused": f"gate {gate.line()}" + (f" (missed by {gate.threshold - gate.value:.3g})"
-                                                                   if gate.value < gate.threshold else "") + spared}
+                                                                   if gate.value < gate.threshold else "")
+                    + _refusal_hint(record)}
         calls = ((form.timed_call(fp32, feeds), form.timed_call(variant, feeds)) if form is not None
                  else (lambda: fp32.run(feeds), lambda: variant.run(feeds)))
         record["speedup_ort_cpu"] = round(speedup_of_calls(*calls), 3)
@@ -340,10 +341,13 @@ def _weight_only(model: onnx.ModelProto, bits: int, block_size: int, for_tensorr
     """`model` (its Gemms made MatMuls) with block-wise symmetric weight-only quantization of the
     MatMuls with a constant weight: ONNX Runtime's MatMulNBits, or for TensorRT DequantizeLinear
     of int4 blocks (its QDQ form). The MatMuls named in `spared` are kept at 8 bits, or for
-    TensorRT in float (its parser takes int4 blocks only). A copy, unless `in_place` (the model's
-    last use: no second copy of a large model's weights in memory)."""
+    TensorRT in float (its parser takes int4 blocks only); a weight two MatMuls share is spared
+    for both or neither (weight_groups), since both passes name its scales alike. A copy, unless
+    `in_place` (the model's last use: no second copy of a large model's weights in memory)."""
     from onnxruntime.quantization import QuantFormat
     from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
+
+    from .export.graph_rewrites import all_nodes
 
     form = QuantFormat.QDQ if for_tensorrt else QuantFormat.QOperator
 
@@ -366,8 +370,8 @@ def _weight_only(model: onnx.ModelProto, bits: int, block_size: int, for_tensorr
     converted = gemms_as_matmuls(model)   # a copy where it converted
     in_place = in_place or converted is not model
     if spared and not for_tensorrt:   # the spared ones at 8 bits first; the 4-bit pass then passes them by
-        converted = quantized(converted, 8, [name for name in _constant_matmuls(converted) if name not in spared], in_place)
-        in_place = True
+        others = [n.name for n in all_nodes(converted.graph) if n.name not in set(spared)]
+        converted, in_place = quantized(converted, 8, others, in_place), True
     model = quantized(converted, bits, spared, in_place)
     if not any(n.op_type in ("MatMulNBits", "DequantizeLinear") for n in model.graph.node):
         raise ConfigError("expected MatMuls with constant weights to quantize, found none")
@@ -377,86 +381,120 @@ def _weight_only(model: onnx.ModelProto, bits: int, block_size: int, for_tensorr
 def named_matmuls(model: onnx.ModelProto) -> onnx.ModelProto:
     """`model` with a unique name on each node that lacks one (or shares it): the quantizer picks
     the MatMuls to leave by name. Changes `model` in place and returns it."""
+    from .export.graph_rewrites import all_nodes, fresh_name
+
+    taken = {n.name for n in all_nodes(model.graph) if n.name}
     seen = set()
     for index, node in enumerate(model.graph.node):
         if not node.name or node.name in seen:
-            node.name = f"{node.op_type}_{index}.edgegen"
+            node.name = fresh_name(f"{node.op_type}_{index}", taken)
         seen.add(node.name)
     return model
 
 
-def _constant_matmuls(model: onnx.ModelProto) -> dict[str, int]:
-    """{name: weight elements} of the MatMuls whose weight is an initializer: those the weight-only
-    quantizer takes."""
-    sizes = {i.name: int(np.prod(i.dims)) for i in model.graph.initializer}
-    return {n.name: sizes[n.input[1]] for n in model.graph.node
-            if n.op_type == "MatMul" and len(n.input) > 1 and n.input[1] in sizes}
+def weight_groups(model: onnx.ModelProto) -> dict[str, tuple[int, list[str]]]:
+    """{weight: (elements, the names of the MatMuls reading it)} of the 2-D constant weights the
+    weight-only quantizer takes, in graph order."""
+    sizes = {i.name: int(np.prod(i.dims)) for i in model.graph.initializer if len(i.dims) == 2}
+    groups: dict[str, tuple[int, list[str]]] = {}
+    for node in model.graph.node:
+        if node.op_type == "MatMul" and len(node.input) > 1 and node.input[1] in sizes:
+            groups.setdefault(node.input[1], (sizes[node.input[1]], []))[1].append(node.name)
+    return groups
 
 
 def int4_spared(model: onnx.ModelProto, block_size: int, for_tensorrt: bool, fp32, feeds: list[dict],
                 gate_threshold: float | None, max_share: float, scratch: Path, family: str,
                 note=lambda text: None) -> tuple[list[str], dict]:
     """The MatMuls an int4 variant keeps at 8 bits (float for TensorRT), judged on `feeds`
-    (held-out windows apart from the gate's): none where every MatMul at 4 bits passes the gate's
-    measure there with top-1 SEARCH_MARGIN above its bar. Else each MatMul alone at 8 bits is
+    (held-out windows apart from the gate's) by the gate's measures with top-1 SEARCH_MARGIN above
+    its bar: none where every MatMul at 4 bits clears them. Else each weight alone at 8 bits is
     ranked by how close it brings the variant's next-token distributions to fp32's (KL
-    divergence: on gpt-stdlib top-1 alone ranked by noise, and the choice missed the gate by
-    0.014 where it cleared its own windows), and they are kept in that order, passing over any
-    that would take the 8-bit share of the weights past `max_share`, until the variant passes.
-    Returns (their names, what the manifest records of the search)."""
-    from .runtimes.autoregressive import log_softmax
+    divergence: a smooth measure, where top-1 moves in steps of single argmaxes), and they are
+    kept in that order, passing over any that would take the 8-bit share of the weights past
+    `max_share` and always leaving one at 4 bits, until the variant clears them. One variant run
+    over `feeds` per weight and per weight kept. Returns (the MatMuls' names, what the manifest
+    records of the search)."""
     from .runtimes.ort import OrtSession
 
     least = (MIN_TOP1 if gate_threshold is None else float(gate_threshold)) + SEARCH_MARGIN
-    weights = _constant_matmuls(model)
+    groups = weight_groups(model)
+    total = sum(size for size, _ in groups.values())
     trial = scratch / "int4-search.onnx"
+    note("fp32 and int4 on the search windows")
+    reference = [fp32.run(f) for f in feeds]   # once: each judgement runs the variant only
 
-    def variant(spared: list[str]):
-        onnx.save(_weight_only(model, 4, block_size, for_tensorrt, spared), str(trial))
+    def variant(weights: list[str]):
+        onnx.save(_weight_only(model, 4, block_size, for_tensorrt, _names(groups, weights)), str(trial))
         return OrtSession("int4 search", trial, fp32.inputs, fp32.outputs, threads=None)
 
-    def judged(spared: list[str]) -> GateResult:
-        return gate_variant(family, "int4", fp32, variant(spared), feeds, least)
+    def judged(weights: list[str]) -> GateResult:
+        return gate_variant(family, "int4", fp32, variant(weights), feeds, least, reference=reference)
 
-    def record(spared: list[str], result: GateResult, judgements: int) -> tuple[list[str], dict]:
-        return spared, {"spared_matmuls": spared, "spared_as": "float" if for_tensorrt else "8-bit blocks",
-                        "spared_share": round(sum(weights[n] for n in spared) / sum(weights.values()), 4),
-                        "matmuls": len(weights),
-                        "search": {"windows": len(feeds) * BATCH, "bar": round(least, 4), "top1": round(result.value, 4),
-                                   "perplexity_ratio": result.detail["perplexity_ratio"], "passed": result.passed,
-                                   "judgements": judgements, "max_8bit_share": max_share}}
+    def record(weights: list[str], result: GateResult, judgements: int, stopped: str) -> tuple[list[str], dict]:
+        names = _names(groups, weights)
+        return names, {"spared_matmuls": names, "spared_as": "float" if for_tensorrt else "8-bit blocks",
+                       "spared_share": round(sum(groups[w][0] for w in weights) / max(total, 1), 4),
+                       "matmuls": sum(len(n) for _, n in groups.values()),
+                       "search": {"windows": len(feeds) * BATCH, "bar": round(least, 4), "top1": round(result.value, 4),
+                                  "perplexity_ratio": result.detail["perplexity_ratio"], "passed": result.passed,
+                                  "judgements": judgements, "max_8bit_share": max_share, "stopped": stopped}}
 
-    note("int4 judged on the search windows")
     result = judged([])
-    if result.passed:
-        return record([], result, 1)
-    reference = [log_softmax(fp32.run(f)["logits"], axis=-1) for f in feeds]
-
-    def divergence(spared: list[str]) -> float:
-        session = variant(spared)
-        return float(np.mean([np.mean(np.sum(np.exp(ref) * (ref - log_softmax(session.run(f)["logits"], axis=-1)), -1))
-                              for ref, f in zip(reference, feeds)]))
-
+    budget = max_share * total
+    if result.passed or len(groups) < 2 or min(size for size, _ in groups.values()) > budget:
+        return record([], result, 1, "passed" if result.passed else "nothing to keep at 8 bits within the share")
     divergences = {}
-    for done, name in enumerate(weights, 1):
-        note(f"int4 top-1 {result.value:.3f} on the search windows; ranking MatMuls at 8 bits, {done}/{len(weights)}")
-        divergences[name] = divergence([name])
-    spared, budget, judgements = [], max_share * sum(weights.values()), 1 + len(weights)
-    for name in sorted(weights, key=divergences.get):
-        if sum(weights[n] for n in spared) + weights[name] > budget:
+    for done, weight in enumerate(groups, 1):
+        note(f"int4 top-1 {result.value:.3f} on the search windows; ranking weights at 8 bits, {done}/{len(groups)}")
+        divergences[weight] = _mean_divergence(reference, variant([weight]), feeds)
+    kept, judgements = [], 1 + len(groups)
+    for weight in sorted(groups, key=divergences.get):
+        if sum(groups[w][0] for w in kept) + groups[weight][0] > budget or len(kept) + 2 > len(groups):
             continue
-        spared.append(name)
-        note(f"int4 with {len(spared)} MatMuls at 8 bits")
-        result, judgements = judged(spared), judgements + 1
+        kept.append(weight)
+        note(f"int4 with {len(kept)} weights at 8 bits")
+        result, judgements = judged(kept), judgements + 1
         if result.passed:
-            break
-    return record(spared, result, judgements)
+            return record(kept, result, judgements, "passed")
+    return record(kept, result, judgements, "the share ran out")
+
+
+def _names(groups: dict, weights: list[str]) -> list[str]:
+    return [name for weight in weights for name in groups[weight][1]]
+
+
+def _mean_divergence(reference: list[dict], variant, feeds: list[dict]) -> float:
+    """Mean KL divergence of the variant's next-token distributions from fp32's (`reference`,
+    its outputs on `feeds`), a window at a time: vocabularies are large."""
+    from .runtimes.autoregressive import log_softmax
+
+    total, count = 0.0, 0
+    for ref, feed in zip(reference, feeds):
+        for p, q in zip(ref["logits"], variant.run(feed)["logits"]):   # [tokens, vocab] each
+            log_p = log_softmax(p, axis=-1)
+            total += float(np.sum(np.exp(log_p) * (log_p - log_softmax(q, axis=-1))))
+            count += len(p)
+    return total / count
 
 
 def spared_text(record: dict) -> str:
     """What a weight-only record's search kept out of 4 bits, for a line of output."""
     return (f"{len(record['spared_matmuls'])} of {record['matmuls']} MatMuls "
-            f"({record['spared_share']:.0%} of the weights) in {record['spared_as']}")
+            f"({record['spared_share']:.0%} of the MatMul weights) in {record['spared_as']}")
+
+
+def _refusal_hint(record: dict) -> str:
+    """What the int4 search did, where the gate refused its result."""
+    search = record.get("search")
+    if not search:
+        return ""
+    kept = f", with {spared_text(record)}" if record["spared_matmuls"] else ""
+    if search["passed"]:
+        return f"{kept} (they cleared the search's own windows at {search['top1']:.4g}; the gate's are others)"
+    return (f"{kept}; keeping weights at 8 bits up to --max-8bit-share {search['max_8bit_share']:g} did not clear "
+            f"the search's bar ({search['top1']:.4g} < {search['bar']:g}, or perplexity above "
+            f"{MAX_PERPLEXITY_RATIO:g}x): raise it, or take --precision int8-weights")
 
 
 def gemms_as_matmuls(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -523,11 +561,12 @@ def _to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def gate_variant(family: str, precision: str, fp32, variant, feeds: list[dict], gate_threshold: float | None,
-                 variant_feeds: list[dict] | None = None) -> GateResult:
+                 variant_feeds: list[dict] | None = None, reference: list[dict] | None = None) -> GateResult:
     """The variant's outputs against fp32's on held-out inputs (variant_feeds: the same inputs as
-    a variant in another form takes them). gate_threshold: the least PSNR (dB) or top-1 agreement
-    to pass, instead of the precision's default (tests of the mechanics)."""
-    reference = [fp32.run(f) for f in feeds]
+    a variant in another form takes them; reference: fp32's outputs on them, where the caller ran
+    it already). gate_threshold: the least PSNR (dB) or top-1 agreement to pass, instead of the
+    precision's default (tests of the mechanics)."""
+    reference = [fp32.run(f) for f in feeds] if reference is None else reference
     ours = [variant.run(f) for f in (feeds if variant_feeds is None else variant_feeds)]
     names = [o.name for o in fp32.outputs]
     if "logits" in names and get_family(family).gate == "logits":

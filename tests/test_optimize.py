@@ -127,10 +127,12 @@ def test_weight_only_variants_of_an_imported_llama_need_no_checkpoint_and_are_ga
     assert {"perplexity", "fp32_perplexity", "perplexity_ratio"} <= set(refused["gate"])
     # the search for MatMuls to keep at 8 bits went as far as the share allows, and the refusal says so
     assert refused["spared_share"] <= 0.5 and not refused["search"]["passed"]
-    assert refused["refused"].endswith(f"with {len(refused['spared_matmuls'])} of {refused['matmuls']} MatMuls "
-                                       f"({refused['spared_share']:.0%} of the weights) in 8-bit blocks")
+    assert f"with {len(refused['spared_matmuls'])} of {refused['matmuls']} MatMuls ({refused['spared_share']:.0%} " \
+           "of the MatMul weights) in 8-bit blocks; keeping weights at 8 bits up to --max-8bit-share 0.5" in refused["refused"]
     assert refused["gate_inputs"].startswith("random token ids") and refused["block_size"] == 32
     written = optimize_package(pkg, "int4", target="tensorrt", gate_threshold=0.0, progress=_quiet)["decoder"]
+    # the lowered bar moves the search's too: every weight at 4 bits clears it at the first judgement
+    assert written["spared_matmuls"] == [] and written["search"]["judgements"] == 1
     graph = onnx.load(str(pkg / written["file"]))
     blocked = [n for n in graph.graph.node if n.op_type == "DequantizeLinear"]
     assert blocked and all(a.i == 32 for n in blocked for a in n.attribute if a.name == "block_size")
@@ -153,7 +155,15 @@ def _gpt_stdlib(tmp_path):
     return tmp_path / "gpt-stdlib"
 
 
-def test_int4_keeps_the_matmuls_that_cost_the_most_at_8_bits_where_4_bits_everywhere_miss_the_gate(tmp_path):
+def _constant_matmul_names(pkg):
+    from edgegen.optimize import gemms_as_matmuls, weight_groups
+
+    # GPT-2's Gemms, made MatMuls before quantizing: the names the record gives
+    model = gemms_as_matmuls(onnx.load(str(pkg / "decoder.onnx")))
+    return [name for _, names in weight_groups(model).values() for name in names]
+
+
+def test_int4_keeps_the_matmuls_that_cost_the_most_at_8_bits_where_4_bits_everywhere_miss_the_gate(tmp_path, capsys):
     """gpt-stdlib (4 x 128) loses 9% of fp32's argmaxes with every MatMul at 4 bits. The search,
     on windows apart from the gate's, keeps the MatMuls that cost the most at 8 bits until it
     clears the bar there; the gate then judges the result on its own windows."""
@@ -169,7 +179,14 @@ def test_int4_keeps_the_matmuls_that_cost_the_most_at_8_bits_where_4_bits_everyw
     assert search["passed"] and search["top1"] >= search["bar"] == MIN_TOP1 + SEARCH_MARGIN
     assert search["windows"] == 32 and search["judgements"] == 1 + record["matmuls"] + len(record["spared_matmuls"])
     assert 0 < record["spared_share"] <= DEFAULT_MAX_8BIT_SHARE and record["spared_as"] == "8-bit blocks"
-    assert 0 < len(record["spared_matmuls"]) < record["matmuls"] == 17
+    assert 0 < len(record["spared_matmuls"]) < record["matmuls"] == 17 and search["stopped"] == "passed"
+    if "file" in record:   # ort-cpu keeps it where it pays: the kept MatMuls at 8 bits, the others at 4
+        graph = onnx.load(str(pkg / record["file"])).graph
+        bits = {n.name: next(a.i for a in n.attribute if a.name == "bits") for n in graph.node if n.op_type == "MatMulNBits"}
+        assert bits == {f"{name}_Q{b}": b for name in _constant_matmul_names(pkg) for b in
+                        [8 if name in record["spared_matmuls"] else 4]}
+        main(["info", str(pkg)])
+        assert f"\n            {len(record['spared_matmuls'])} of 17 MatMuls (" in capsys.readouterr().out
     # the TensorRT form keeps the chosen MatMuls in float (its parser takes int4 blocks only), the
     # others as DequantizeLinear of int4 blocks
     tensorrt = optimize_package(pkg, "int4", target="tensorrt", progress=_quiet)["decoder"]
@@ -183,21 +200,57 @@ def test_int4_keeps_the_matmuls_that_cost_the_most_at_8_bits_where_4_bits_everyw
 def test_weight_only_keeps_the_spared_matmuls_at_8_bits_and_names_unnamed_ones():
     from onnx import TensorProto, helper
 
-    from edgegen.optimize import _constant_matmuls, _weight_only, named_matmuls
+    from edgegen.optimize import _weight_only, named_matmuls, weight_groups
 
     rng = np.random.default_rng(0)
     weights = [numpy_helper.from_array(rng.standard_normal((64, 64), dtype=np.float32), f"w{i}") for i in range(3)]
-    nodes = [helper.make_node("MatMul", ["x", "w0"], ["a"]), helper.make_node("MatMul", ["a", "w1"], ["b"], name="same"),
-             helper.make_node("MatMul", ["b", "w2"], ["y"], name="same")]
+    nodes = [helper.make_node("MatMul", ["x", "w0"], ["a"]), helper.make_node("MatMul", ["a", "w1"], ["b"], name="MatMul_0"),
+             helper.make_node("MatMul", ["b", "w2"], ["c"], name="MatMul_0"), helper.make_node("MatMul", ["c", "w2"], ["y"])]
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])], weights)
     model = named_matmuls(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)]))
-    names = list(_constant_matmuls(model))
-    assert len(set(names)) == 3 and names[1] == "same" and _constant_matmuls(model)["same"] == 64 * 64
-    quantized = _weight_only(model, 4, 32, False, [names[2]])
+    names = [n.name for n in model.graph.node]
+    assert len(set(names)) == 4 and names[1] == "MatMul_0"   # the generated names avoid the given ones
+    groups = weight_groups(model)
+    assert groups == {"w0": (64 * 64, names[:1]), "w1": (64 * 64, names[1:2]), "w2": (64 * 64, names[2:])}
+    quantized = _weight_only(model, 4, 32, False, groups["w2"][1])   # a shared weight, spared for both readers
     bits = {n.output[0]: next(a.i for a in n.attribute if a.name == "bits") for n in quantized.graph.node}
-    assert bits == {"a": 4, "b": 4, "y": 8}
-    assert [n.op_type for n in model.graph.node] == ["MatMul"] * 3   # the caller's model is left as it was
+    assert bits == {"a": 4, "b": 4, "c": 8, "y": 8}
+    assert [n.op_type for n in model.graph.node] == ["MatMul"] * 4   # the caller's model is left as it was
+
+
+def test_int4_search_keeps_within_its_share_and_says_what_to_do_where_it_runs_out(tmp_path):
+    """A share below the MatMul the ranking put first: the search passes it over for smaller
+    ones, never past the share, and where the gate refuses, the refusal says what to raise or
+    take instead. A share below every weight: no search beyond all-4-bit's judgement."""
+    pkg = _gpt_stdlib(tmp_path)
+    record = optimize_package(pkg, "int4", target="tensorrt", max_8bit_share=0.05, progress=_quiet)["decoder"]
+    search = record["search"]
+    assert 0 < record["spared_share"] <= 0.05 and record["spared_matmuls"], record
+    assert not search["passed"] and search["stopped"] == "the share ran out"
+    assert record["refused"].endswith(f"{record['spared_as']}; keeping weights at 8 bits up to --max-8bit-share 0.05 "
+                                      f"did not clear the search's bar ({search['top1']:.4g} < 0.96, or perplexity "
+                                      "above 1.05x): raise it, or take --precision int8-weights")
+    tiny = optimize_package(pkg, "int4", target="tensorrt", max_8bit_share=0.001, progress=_quiet)["decoder"]
+    assert tiny["spared_matmuls"] == [] and tiny["search"]["judgements"] == 1
+    assert "did not clear the search's bar" in tiny["refused"]
+
+
+def test_the_search_windows_overlap_none_of_the_gates_and_leave_the_gates_as_they_were(tmp_path):
+    from edgegen.families import package_config
+    from edgegen.families.gpt.pipeline import _starts_apart, held_out_windows
+    from edgegen.package import Package
+
+    rng = np.random.default_rng(0)
+    taken = rng.integers(0, 20000, 32)
+    starts = _starts_apart(rng, taken, 20000, 64, 32)
+    assert len(starts) == 32 and np.abs(starts[:, None] - taken[None, :]).min() >= 64
+    package = Package(_gpt_stdlib(tmp_path))
+    config = package_config(package)[1]
+    alone, with_search = (held_out_windows(package, config, 4, 0, extra=extra)[0] for extra in (0, 4))
+    assert len(with_search) == 8 and all(np.array_equal(a["input_ids"], b["input_ids"]) for a, b in zip(alone, with_search))
+    gate = {tuple(row[:32]) for feed in alone for row in feed["input_ids"]}
+    assert not gate & {tuple(row[:32]) for feed in with_search[4:] for row in feed["input_ids"]}
 
 
 def test_gemms_become_matmuls_with_their_bias_and_compute_the_same(tmp_path):

@@ -40,7 +40,7 @@ def fuse_sibling_matmuls(model: onnx.ModelProto) -> onnx.ModelProto:
     overridable = {i.name for i in graph.input}   # an initializer a feed may replace is not a constant
     weights = {i.name: i for i in graph.initializer if len(i.dims) == 2 and i.name not in overridable}
     readers = defaultdict(int)   # how many nodes read each name, subgraphs' nodes included
-    for node in _all_nodes(graph):
+    for node in all_nodes(graph):
         for name in node.input:
             readers[name] += 1
     for output in graph.output:
@@ -50,19 +50,19 @@ def fuse_sibling_matmuls(model: onnx.ModelProto) -> onnx.ModelProto:
         # a weight read by one MatMul only: one that other nodes share stays as it is
         if node.op_type == "MatMul" and node.input[1] in weights and readers[node.input[1]] == 1:
             siblings[node.input[0]].append(node)
-    taken = {o for node in _all_nodes(graph) for o in node.output} | {n.name for n in _all_nodes(graph)} | set(weights)
+    taken = {o for node in all_nodes(graph) for o in node.output} | {n.name for n in all_nodes(graph)} | set(weights)
     replaced = set()
     for shared, nodes in siblings.items():
         if len(nodes) < 2 or len({weights[n.input[1]].data_type for n in nodes}) != 1:
             continue
         arrays = [numpy_helper.to_array(weights[n.input[1]]) for n in nodes]
-        name = _fresh(f"{nodes[0].input[1]}.fused", taken)
-        split, out = _fresh(f"{name}.split", taken), _fresh(f"{name}.out", taken)
+        name = fresh_name(f"{nodes[0].input[1]}.fused", taken)
+        split, out = fresh_name(f"{name}.split", taken), fresh_name(f"{name}.out", taken)
         graph.initializer.extend([numpy_helper.from_array(np.concatenate(arrays, axis=1), name),
                                   numpy_helper.from_array(np.array([a.shape[1] for a in arrays], np.int64), split)])
-        fused = [helper.make_node("MatMul", [shared, name], [out], name=_fresh(f"{name}.matmul", taken)),
+        fused = [helper.make_node("MatMul", [shared, name], [out], name=fresh_name(f"{name}.matmul", taken)),
                  helper.make_node("Split", [out, split], [n.output[0] for n in nodes], axis=-1,
-                                  name=_fresh(f"{name}.split_node", taken))]
+                                  name=fresh_name(f"{name}.split_node", taken))]
         # where the first of them stood: the shared input is made before it, their readers after it
         position = min(list(graph.node).index(n) for n in nodes)
         for node in nodes:
@@ -75,16 +75,16 @@ def fuse_sibling_matmuls(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
-def _all_nodes(graph: onnx.GraphProto):
+def all_nodes(graph: onnx.GraphProto):
     """The graph's nodes and those of its subgraphs (If, Loop, Scan bodies)."""
     for node in graph.node:
         yield node
         for attribute in node.attribute:
             for sub in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
-                yield from _all_nodes(sub)
+                yield from all_nodes(sub)
 
 
-def _fresh(name: str, taken: set) -> str:
+def fresh_name(name: str, taken: set) -> str:
     """`name`, or with a counter where the graph already uses it; then taken."""
     candidate, count = name, 1
     while candidate in taken:
