@@ -51,8 +51,7 @@ def main() -> None:
                          "fp32_perplexity": gate["fp32_perplexity"], "perplexity_ratio": gate["perplexity_ratio"],
                          "passed": gate["passed"], "written": "file" in record,
                          "spared": {k: record.get(k) for k in ("spared_matmuls", "spared_share", "search")},
-                         "result": ("written" + (f", {spared_text(record)}" if record.get("spared_matmuls") else ""))
-                         if "file" in record else record["refused"]})
+                         "result": _result(record, spared_text)})
     lines = [f"`python benchmarks/int4_trained_llama.py`: a Llama-shaped byte model trained here "
              f"({parameters / 1e6:.2f}M parameters, {ckpt.training['steps']} steps, training loss "
              f"{ckpt.training['final_losses']['loss']:.3f}), gated on held-out standard-library text", "",
@@ -62,6 +61,17 @@ def main() -> None:
     write_results(args.out, "int4_trained_llama",
                   {"machine": machine_info(), "shape": SHAPE, "parameters": parameters, "training": ckpt.training,
                    "training_seconds_this_run": round(trained_s, 1), "rows": rows}, "\n".join(lines) + "\n")
+
+
+def _result(record: dict, spared_text) -> str:
+    """Written or why not, and for int4 what its search kept at 8 bits."""
+    if "file" not in record:
+        return record["refused"]
+    search = record.get("search")
+    if not search:
+        return "written"
+    kept = spared_text(record) if record["spared_matmuls"] else "every weight at 4 bits"
+    return f"written, {kept} (the search's windows: top-1 {search['top1']:.3f}, bar {search['bar']:g})"
 
 
 if __name__ == "__main__":

@@ -529,9 +529,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--block-size", type=int, default=32,
                    help="int4 and int8-weights: weights per quantization scale, a power of 2 of at least 16")
     p.add_argument("--max-8bit-share", type=float, default=0.5, metavar="FRACTION",
-                   help="int4: where 4 bits on every MatMul lose fp32's predictions, the largest share of the weights "
-                        "kept at 8 bits (float for a TensorRT target), the MatMuls whose 4 bits cost the most first, "
-                        "found on held-out windows apart from the gate's; 0 keeps every weight at 4 bits (default 0.5)")
+                   help="int4: where 4 bits on every MatMul lose fp32's predictions, the largest share of the "
+                        "MatMul weights (by element) kept at 8 bits (float for a TensorRT target), the MatMuls whose "
+                        "4 bits cost the most first, found on held-out windows apart from the gate's; 0 keeps every "
+                        "weight at 4 bits (default 0.5)")
     p.add_argument("--target", default="ort-cpu", choices=tuple(TARGETS),
                    help="ort-cpu keeps a variant only where it is faster here; a TensorRT target (tensorrt, jetpack6, "
                         "jetpack7) keeps every one that passes its gate and takes int8, fp16 and (not jetpack6's "

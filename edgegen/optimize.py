@@ -59,7 +59,8 @@ MATMULNBITS_ACCURACY_LEVEL = 4
 DEFAULT_BLOCK_SIZE = 32
 # int4's fallback (int4_spared): the largest share of the MatMul weights (by element) that may
 # stay at 8 bits; at 0.5 the variant's MatMul weights take at most about 78% of int8-weights'
-# bytes, scales included (4.5 against 9 bits per weight at block 32). 0: every weight at 4 bits.
+# bytes on ONNX Runtime (5 against 9 bits per weight: a float scale per block of 32). For
+# TensorRT the kept weights stay float. 0: every weight at 4 bits.
 DEFAULT_MAX_8BIT_SHARE = 0.5
 # The search judges on its own windows and stops this far above the top-1 bar, since the gate's
 # windows are others: on gpt-stdlib one variant scored up to 0.015 apart on the two sets of 32.
@@ -112,7 +113,8 @@ def optimize_package(path: str | os.PathLike, precision: str, calibration: int =
     a decode step) on the family's held-out text instead, and so are the weight-only precisions
     (int4, int8-weights; `block_size` weights per scale) of any token package, which need no calibration.
     int4 where 4 bits everywhere lose fp32's predictions keeps the MatMuls that cost the most at 8 bits,
-    up to `max_8bit_share` of the weights (int4_spared), found on held-out windows apart from the gate's.
+    up to `max_8bit_share` of the MatMul weights by element (int4_spared), found on held-out windows
+    apart from the gate's.
     For an ONNX Runtime target each variant also takes the family's ort_form where it has one.
     bar: a progress bar per graph (None: on a terminal only)."""
 
@@ -127,7 +129,7 @@ def optimize_package(path: str | os.PathLike, precision: str, calibration: int =
     if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 16 or block_size & (block_size - 1):
         raise ConfigError(f"block size: expected a power of 2 of at least 16 (MatMulNBits' blocks), found {block_size!r}")
     if isinstance(max_8bit_share, bool) or not isinstance(max_8bit_share, (int, float)) or not 0 <= max_8bit_share <= 1:
-        raise ConfigError(f"8-bit share: expected a fraction of the weights from 0 to 1, found {max_8bit_share!r}")
+        raise ConfigError(f"8-bit share: expected a fraction of the MatMul weights from 0 to 1, found {max_8bit_share!r}")
     Package(path)   # a missing or broken package is refused before waiting for its lock
     with writer_lock(path, f"optimize --precision {precision}"):
         package = Package(path)   # as the last writer left it
@@ -372,9 +374,26 @@ def _weight_only(model: onnx.ModelProto, bits: int, block_size: int, for_tensorr
     if spared and not for_tensorrt:   # the spared ones at 8 bits first; the 4-bit pass then passes them by
         others = [n.name for n in all_nodes(converted.graph) if n.name not in set(spared)]
         converted, in_place = quantized(converted, 8, others, in_place), True
-    model = quantized(converted, bits, spared, in_place)
+    model = _without_repeated_nodes(quantized(converted, bits, spared, in_place))
     if not any(n.op_type in ("MatMulNBits", "DequantizeLinear") for n in model.graph.node):
         raise ConfigError("expected MatMuls with constant weights to quantize, found none")
+    return model
+
+
+def _without_repeated_nodes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """`model` without the second of two nodes that compute the same outputs from the same inputs:
+    ONNX Runtime 1.32's QDQ quantizer writes a DequantizeLinear per MatMul of a weight two
+    MatMuls share, both defining one output, which ONNX Runtime then refuses to load."""
+    seen, kept = set(), []
+    for node in model.graph.node:
+        key = (node.op_type, node.domain, tuple(node.input), tuple(node.output),
+               tuple(a.SerializeToString() for a in node.attribute))
+        if key not in seen:
+            kept.append(node)
+        seen.add(key)
+    if len(kept) < len(model.graph.node):
+        del model.graph.node[:]
+        model.graph.node.extend(kept)
     return model
 
 
@@ -384,7 +403,7 @@ def named_matmuls(model: onnx.ModelProto) -> onnx.ModelProto:
     from .export.graph_rewrites import all_nodes, fresh_name
 
     taken = {n.name for n in all_nodes(model.graph) if n.name}
-    seen = set()
+    seen = {n.name for n in all_nodes(model.graph)} - {n.name for n in model.graph.node}   # subgraphs' names
     for index, node in enumerate(model.graph.node):
         if not node.name or node.name in seen:
             node.name = fresh_name(f"{node.op_type}_{index}", taken)
@@ -393,9 +412,10 @@ def named_matmuls(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def weight_groups(model: onnx.ModelProto) -> dict[str, tuple[int, list[str]]]:
-    """{weight: (elements, the names of the MatMuls reading it)} of the 2-D constant weights the
-    weight-only quantizer takes, in graph order."""
-    sizes = {i.name: int(np.prod(i.dims)) for i in model.graph.initializer if len(i.dims) == 2}
+    """{weight: (elements, the names of the MatMuls reading it)} of the constant weights the
+    weight-only quantizer takes (2-D, or with leading dims of 1), in graph order."""
+    sizes = {i.name: int(np.prod(i.dims)) for i in model.graph.initializer
+             if len(i.dims) >= 2 and all(d == 1 for d in i.dims[:-2])}
     groups: dict[str, tuple[int, list[str]]] = {}
     for node in model.graph.node:
         if node.op_type == "MatMul" and len(node.input) > 1 and node.input[1] in sizes:
@@ -411,7 +431,7 @@ def int4_spared(model: onnx.ModelProto, block_size: int, for_tensorrt: bool, fp3
     its bar: none where every MatMul at 4 bits clears them. Else each weight alone at 8 bits is
     ranked by how close it brings the variant's next-token distributions to fp32's (KL
     divergence: a smooth measure, where top-1 moves in steps of single argmaxes), and they are
-    kept in that order, passing over any that would take the 8-bit share of the weights past
+    kept in that order, passing over any that would take their share of the MatMul weights past
     `max_share` and always leaving one at 4 bits, until the variant clears them. One variant run
     over `feeds` per weight and per weight kept. Returns (the MatMuls' names, what the manifest
     records of the search)."""
@@ -431,33 +451,48 @@ def int4_spared(model: onnx.ModelProto, block_size: int, for_tensorrt: bool, fp3
     def judged(weights: list[str]) -> GateResult:
         return gate_variant(family, "int4", fp32, variant(weights), feeds, least, reference=reference)
 
-    def record(weights: list[str], result: GateResult, judgements: int, stopped: str) -> tuple[list[str], dict]:
+    def record(weights: list[str], result: GateResult, judgements: int, stopped: str,
+               ranked: list[str] = ()) -> tuple[list[str], dict]:
         names = _names(groups, weights)
         return names, {"spared_matmuls": names, "spared_as": "float" if for_tensorrt else "8-bit blocks",
                        "spared_share": round(sum(groups[w][0] for w in weights) / max(total, 1), 4),
                        "matmuls": sum(len(n) for _, n in groups.values()),
                        "search": {"windows": len(feeds) * BATCH, "bar": round(least, 4), "top1": round(result.value, 4),
                                   "perplexity_ratio": result.detail["perplexity_ratio"], "passed": result.passed,
-                                  "judgements": judgements, "max_8bit_share": max_share, "stopped": stopped}}
+                                  "judgements": judgements, "max_8bit_share": max_share, "stopped": stopped,
+                                  "ranked": list(ranked)}}
 
     result = judged([])
     budget = max_share * total
-    if result.passed or len(groups) < 2 or min(size for size, _ in groups.values()) > budget:
-        return record([], result, 1, "passed" if result.passed else "nothing to keep at 8 bits within the share")
+    if result.passed:
+        return record([], result, 1, "passed")
+    if len(groups) < 2:
+        return record([], result, 1, STOPPED_ONE_WEIGHT)
+    if min(size for size, _ in groups.values()) > budget:
+        return record([], result, 1, STOPPED_SHARE)
     divergences = {}
     for done, weight in enumerate(groups, 1):
         note(f"int4 top-1 {result.value:.3f} on the search windows; ranking weights at 8 bits, {done}/{len(groups)}")
         divergences[weight] = _mean_divergence(reference, variant([weight]), feeds)
-    kept, judgements = [], 1 + len(groups)
-    for weight in sorted(groups, key=divergences.get):
-        if sum(groups[w][0] for w in kept) + groups[weight][0] > budget or len(kept) + 2 > len(groups):
+    ranked = sorted(groups, key=divergences.get)
+    kept, judgements, passed_over = [], 1 + len(groups), False
+    for weight in ranked:
+        if len(kept) + 2 > len(groups):
+            break
+        if sum(groups[w][0] for w in kept) + groups[weight][0] > budget:
+            passed_over = True
             continue
         kept.append(weight)
         note(f"int4 with {len(kept)} weights at 8 bits")
         result, judgements = judged(kept), judgements + 1
         if result.passed:
-            return record(kept, result, judgements, "passed")
-    return record(kept, result, judgements, "the share ran out")
+            return record(kept, result, judgements, "passed", ranked)
+    return record(kept, result, judgements, STOPPED_SHARE if passed_over else STOPPED_ALL_BUT_ONE, ranked)
+
+
+STOPPED_SHARE = "the share ran out"
+STOPPED_ALL_BUT_ONE = "every weight but one at 8 bits"   # one stays at 4 bits: else it is int8-weights
+STOPPED_ONE_WEIGHT = "one weight: none to keep at 8 bits"
 
 
 def _names(groups: dict, weights: list[str]) -> list[str]:
@@ -491,10 +526,14 @@ def _refusal_hint(record: dict) -> str:
         return ""
     kept = f", with {spared_text(record)}" if record["spared_matmuls"] else ""
     if search["passed"]:
-        return f"{kept} (they cleared the search's own windows at {search['top1']:.4g}; the gate's are others)"
-    return (f"{kept}; keeping weights at 8 bits up to --max-8bit-share {search['max_8bit_share']:g} did not clear "
-            f"the search's bar ({search['top1']:.4g} < {search['bar']:g}, or perplexity above "
-            f"{MAX_PERPLEXITY_RATIO:g}x): raise it, or take --precision int8-weights")
+        what = "they" if kept else "every weight at 4 bits"
+        return f"{kept} ({what} cleared the search's own windows at top-1 {search['top1']:.4g}; the gate's are others)"
+    missed = (f"top-1 {search['top1']:.4g} < {search['bar']:g}" if search["top1"] < search["bar"]
+              else f"perplexity {search['perplexity_ratio']:.4g}x fp32's > {MAX_PERPLEXITY_RATIO:g}x")
+    if search["stopped"] == STOPPED_SHARE and search["max_8bit_share"] < 1:
+        return (f"{kept}; keeping weights at 8 bits up to --max-8bit-share {search['max_8bit_share']:g} did not clear "
+                f"the search's bars ({missed}): raise it, or take --precision int8-weights")
+    return f"{kept}; the search stopped at {search['stopped']} ({missed}): take --precision int8-weights"
 
 
 def gemms_as_matmuls(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -128,7 +128,7 @@ def test_weight_only_variants_of_an_imported_llama_need_no_checkpoint_and_are_ga
     # the search for MatMuls to keep at 8 bits went as far as the share allows, and the refusal says so
     assert refused["spared_share"] <= 0.5 and not refused["search"]["passed"]
     assert f"with {len(refused['spared_matmuls'])} of {refused['matmuls']} MatMuls ({refused['spared_share']:.0%} " \
-           "of the MatMul weights) in 8-bit blocks; keeping weights at 8 bits up to --max-8bit-share 0.5" in refused["refused"]
+           "of the MatMul weights) in 8-bit blocks; " in refused["refused"]
     assert refused["gate_inputs"].startswith("random token ids") and refused["block_size"] == 32
     written = optimize_package(pkg, "int4", target="tensorrt", gate_threshold=0.0, progress=_quiet)["decoder"]
     # the lowered bar moves the search's too: every weight at 4 bits clears it at the first judgement
@@ -155,12 +155,15 @@ def _gpt_stdlib(tmp_path):
     return tmp_path / "gpt-stdlib"
 
 
-def _constant_matmul_names(pkg):
+def _weight_groups(pkg):
     from edgegen.optimize import gemms_as_matmuls, weight_groups
 
     # GPT-2's Gemms, made MatMuls before quantizing: the names the record gives
-    model = gemms_as_matmuls(onnx.load(str(pkg / "decoder.onnx")))
-    return [name for _, names in weight_groups(model).values() for name in names]
+    return weight_groups(gemms_as_matmuls(onnx.load(str(pkg / "decoder.onnx"))))
+
+
+def _constant_matmul_names(pkg):
+    return [name for _, names in _weight_groups(pkg).values() for name in names]
 
 
 def test_int4_keeps_the_matmuls_that_cost_the_most_at_8_bits_where_4_bits_everywhere_miss_the_gate(tmp_path, capsys):
@@ -185,8 +188,6 @@ def test_int4_keeps_the_matmuls_that_cost_the_most_at_8_bits_where_4_bits_everyw
         bits = {n.name: next(a.i for a in n.attribute if a.name == "bits") for n in graph.node if n.op_type == "MatMulNBits"}
         assert bits == {f"{name}_Q{b}": b for name in _constant_matmul_names(pkg) for b in
                         [8 if name in record["spared_matmuls"] else 4]}
-        main(["info", str(pkg)])
-        assert f"\n            {len(record['spared_matmuls'])} of 17 MatMuls (" in capsys.readouterr().out
     # the TensorRT form keeps the chosen MatMuls in float (its parser takes int4 blocks only), the
     # others as DequantizeLinear of int4 blocks
     tensorrt = optimize_package(pkg, "int4", target="tensorrt", progress=_quiet)["decoder"]
@@ -195,6 +196,10 @@ def test_int4_keeps_the_matmuls_that_cost_the_most_at_8_bits_where_4_bits_everyw
     plain = {n.name for n in graph.node if n.op_type == "MatMul" and n.input[1] in {i.name for i in graph.initializer}}
     assert plain == set(tensorrt["spared_matmuls"])
     assert len([n for n in graph.node if n.op_type == "DequantizeLinear"]) == 17 - len(plain)
+    capsys.readouterr()
+    main(["info", str(pkg)])
+    assert f"\n            {len(plain)} of 17 MatMuls ({tensorrt['spared_share']:.0%} of the MatMul weights) in float\n" \
+        in capsys.readouterr().out
 
 
 def test_weight_only_keeps_the_spared_matmuls_at_8_bits_and_names_unnamed_ones():
@@ -217,26 +222,49 @@ def test_weight_only_keeps_the_spared_matmuls_at_8_bits_and_names_unnamed_ones()
     bits = {n.output[0]: next(a.i for a in n.attribute if a.name == "bits") for n in quantized.graph.node}
     assert bits == {"a": 4, "b": 4, "c": 8, "y": 8}
     assert [n.op_type for n in model.graph.node] == ["MatMul"] * 4   # the caller's model is left as it was
+    # TensorRT's form of a shared weight: one DequantizeLinear for both readers (the quantizer writes two)
+    import onnxruntime
+
+    for spared in ([], groups["w0"][1]):
+        qdq = _weight_only(model, 4, 32, True, spared)
+        dequantized = [o for n in qdq.graph.node if n.op_type == "DequantizeLinear" for o in n.output]
+        assert len(dequantized) == len(set(dequantized)) == 3 - len(spared)
+        x = rng.standard_normal((1, 64), dtype=np.float32)
+        onnxruntime.InferenceSession(qdq.SerializeToString()).run(None, {"x": x})
 
 
 def test_int4_search_keeps_within_its_share_and_says_what_to_do_where_it_runs_out(tmp_path):
-    """A share below the MatMul the ranking put first: the search passes it over for smaller
+    """A share below the weight the ranking put first: the search passes it over for smaller
     ones, never past the share, and where the gate refuses, the refusal says what to raise or
-    take instead. A share below every weight: no search beyond all-4-bit's judgement."""
+    take instead. A share below every weight: no search beyond all-4-bit's judgement. A bar no
+    variant clears with the whole share: every weight but one at 8 bits, never all (that would
+    be int8-weights, and TensorRT's form would hold no int4)."""
+    from edgegen.optimize import STOPPED_ALL_BUT_ONE, STOPPED_SHARE
+
     pkg = _gpt_stdlib(tmp_path)
+    groups = _weight_groups(pkg)
     record = optimize_package(pkg, "int4", target="tensorrt", max_8bit_share=0.05, progress=_quiet)["decoder"]
     search = record["search"]
     assert 0 < record["spared_share"] <= 0.05 and record["spared_matmuls"], record
-    assert not search["passed"] and search["stopped"] == "the share ran out"
+    first = search["ranked"][0]
+    assert groups[first][0] > 0.05 * sum(size for size, _ in groups.values()) and sorted(search["ranked"]) == sorted(groups)
+    assert not set(groups[first][1]) & set(record["spared_matmuls"])   # passed over, not the end of the search
+    assert not search["passed"] and search["stopped"] == STOPPED_SHARE
     assert record["refused"].endswith(f"{record['spared_as']}; keeping weights at 8 bits up to --max-8bit-share 0.05 "
-                                      f"did not clear the search's bar ({search['top1']:.4g} < 0.96, or perplexity "
-                                      "above 1.05x): raise it, or take --precision int8-weights")
+                                      f"did not clear the search's bars (top-1 {search['top1']:.4g} < 0.96): raise it, "
+                                      "or take --precision int8-weights")
     tiny = optimize_package(pkg, "int4", target="tensorrt", max_8bit_share=0.001, progress=_quiet)["decoder"]
-    assert tiny["spared_matmuls"] == [] and tiny["search"]["judgements"] == 1
-    assert "did not clear the search's bar" in tiny["refused"]
+    assert tiny["spared_matmuls"] == [] and tiny["search"]["judgements"] == 1 and tiny["search"]["stopped"] == STOPPED_SHARE
+    assert "did not clear the search's bars" in tiny["refused"]
+    whole = optimize_package(pkg, "int4", target="tensorrt", max_8bit_share=1.0, gate_threshold=1.5,
+                             progress=_quiet)["decoder"]
+    assert len(whole["spared_matmuls"]) == 16 and whole["search"]["stopped"] == STOPPED_ALL_BUT_ONE
+    assert whole["search"]["judgements"] == 1 + 17 + 16
+    assert whole["refused"].endswith(f"; the search stopped at {STOPPED_ALL_BUT_ONE} (top-1 {whole['search']['top1']:.4g} "
+                                     "< 1.51): take --precision int8-weights")
 
 
-def test_the_search_windows_overlap_none_of_the_gates_and_leave_the_gates_as_they_were(tmp_path):
+def test_the_search_windows_overlap_none_of_the_gates_and_leave_the_gates_as_they_were(tmp_path, monkeypatch):
     from edgegen.families import package_config
     from edgegen.families.gpt.pipeline import _starts_apart, held_out_windows
     from edgegen.package import Package
@@ -247,7 +275,15 @@ def test_the_search_windows_overlap_none_of_the_gates_and_leave_the_gates_as_the
     assert len(starts) == 32 and np.abs(starts[:, None] - taken[None, :]).min() >= 64
     package = Package(_gpt_stdlib(tmp_path))
     config = package_config(package)[1]
+    calls = []
+
+    def spied(rng, taken, size, length, count):
+        calls.append((len(taken), length, count))
+        return _starts_apart(rng, taken, size, length, count)
+
+    monkeypatch.setattr("edgegen.families.gpt.pipeline._starts_apart", spied)
     alone, with_search = (held_out_windows(package, config, 4, 0, extra=extra)[0] for extra in (0, 4))
+    assert calls == [(32, 64, 32)]   # the search's 32 windows kept apart from all 32 of the gate's
     assert len(with_search) == 8 and all(np.array_equal(a["input_ids"], b["input_ids"]) for a, b in zip(alone, with_search))
     gate = {tuple(row[:32]) for feed in alone for row in feed["input_ids"]}
     assert not gate & {tuple(row[:32]) for feed in with_search[4:] for row in feed["input_ids"]}
@@ -283,7 +319,8 @@ def test_weight_only_precisions_are_for_token_models(trained, tmp_path):
     with pytest.raises(ConfigError, match="block size: expected a power of 2 of at least 16 .*, found 24"):
         optimize_package(pkg, "int4", block_size=24, progress=_quiet)
     for share in (-0.1, 1.5, True, "half"):
-        with pytest.raises(ConfigError, match=f"8-bit share: expected a fraction of the weights from 0 to 1, found {share!r}"):
+        with pytest.raises(ConfigError, match=f"8-bit share: expected a fraction of the MatMul weights from 0 to 1, "
+                                              f"found {share!r}"):
             optimize_package(pkg, "int4", max_8bit_share=share, progress=_quiet)
     with pytest.raises(ConfigError, match="precision 'int4': expected one the jetpack6 target takes"):
         optimize_package(pkg, "int4", target="jetpack6", progress=_quiet)
