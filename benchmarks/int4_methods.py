@@ -78,7 +78,7 @@ def main() -> None:
     gate_feeds, calibration = windows[:optimize.GATE_BATCHES], windows[optimize.GATE_BATCHES:]   # apart from the gate's
     rows = []
     for part, entry in package.graphs.items():
-        model = optimize.gemms_as_matmuls(onnx.load(str(package.graph_path(part))))
+        model = optimize.weight_matmul_form(onnx.load(str(package.graph_path(part))))
         constants = {i.name for i in model.graph.initializer}
         weighted = [n.name for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in constants]
         fp32 = OrtSession(part, package.graph_path(part), entry.inputs, entry.outputs, threads=None)

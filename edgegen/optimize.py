@@ -7,7 +7,8 @@ on real inputs made by the family's export spec from its dataset; Conv, MatMul a
 do the first and the last weighted layer. fp16: weights and activations in half precision
 with fp32 inputs and outputs, normalization, softmax and attention kept in fp32. int4 and
 int8-weights (token models): block-wise symmetric quantization of the weights of every MatMul
-with a constant weight (GPT-2's Gemms are made MatMul + Add first), activations in float, in
+with a constant weight (GPT-2's Gemms made MatMul + Add, a tied output head's Transpose folded into
+a transposed copy first: weight_matmul_form), activations in float, in
 ONNX Runtime's MatMulNBits op, or for a TensorRT target as DequantizeLinear of int4 blocks
 feeding a float MatMul (the standard form TensorRT's parser takes). Where int4 on every MatMul
 loses fp32's predictions, the MatMuls whose 4 bits cost the most are kept at 8 bits (float for
@@ -245,7 +246,7 @@ def _variant(package, part, precision, target, calibration_feeds, gate_feeds, ga
             elif precision == "fused":
                 _fuse(package, part, out)
             elif precision in WEIGHT_ONLY_BITS:
-                model = named_matmuls(gemms_as_matmuls(model))
+                model = named_matmuls(weight_matmul_form(model))
                 spared, search = [], None
                 if precision == "int4" and max_8bit_share > 0:
                     spared, search = int4_spared(model, block_size, for_tensorrt, fp32, calibration_feeds, gate_threshold,
@@ -340,7 +341,7 @@ def _quantize_int8(source: Path, out: Path, feeds: list[dict], model: onnx.Model
 
 def _weight_only(model: onnx.ModelProto, bits: int, block_size: int, for_tensorrt: bool,
                  spared: list[str] | tuple = (), in_place: bool = False) -> onnx.ModelProto:
-    """`model` (its Gemms made MatMuls) with block-wise symmetric weight-only quantization of the
+    """`model` (in weight_matmul_form) with block-wise symmetric weight-only quantization of the
     MatMuls with a constant weight: ONNX Runtime's MatMulNBits, or for TensorRT DequantizeLinear
     of int4 blocks (its QDQ form). The MatMuls named in `spared` are kept at 8 bits, or for
     TensorRT in float (its parser takes int4 blocks only); a weight two MatMuls share is spared
@@ -369,7 +370,7 @@ def _weight_only(model: onnx.ModelProto, bits: int, block_size: int, for_tensorr
             quiet.setLevel(level)
         return quantizer.model.model
 
-    converted = gemms_as_matmuls(model)   # a copy where it converted
+    converted = weight_matmul_form(model)   # a copy where it converted
     in_place = in_place or converted is not model
     if spared and not for_tensorrt:   # the spared ones at 8 bits first; the 4-bit pass then passes them by
         others = [n.name for n in all_nodes(converted.graph) if n.name not in set(spared)]
@@ -536,44 +537,61 @@ def _refusal_hint(record: dict) -> str:
     return f"{kept}; the search stopped at {search['stopped']} ({missed}): take --precision int8-weights"
 
 
-def gemms_as_matmuls(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy where each Gemm of a constant weight (alpha = beta = 1, A not transposed) is a
-    MatMul, plus an Add of its bias: the weight-only quantizers take MatMuls only."""
+def weight_matmul_form(model: onnx.ModelProto) -> onnx.ModelProto:
+    """`model`, or a copy where every constant weight reaches a MatMul as its second input, the
+    only place the weight-only quantizers take one: each Gemm of a constant weight (alpha = beta
+    = 1, A not transposed) becomes a MatMul plus an Add of its bias, and a MatMul that reads a
+    Transpose of a constant 2-D weight reads a transposed copy instead (a tied output head: the
+    decoder's logits_to_keep slice puts it after the embedding table's Transpose)."""
     from onnx import helper, numpy_helper
 
-    if not any(n.op_type == "Gemm" for n in model.graph.node):
+    def transposes(graph) -> dict[str, str]:   # a Transpose's output -> the 2-D weight it transposes
+        weights = {i.name for i in graph.initializer if len(i.dims) == 2}
+        return {n.output[0]: n.input[0] for n in graph.node if n.op_type == "Transpose" and n.input[0] in weights
+                and list(helper.get_attribute_value(a) for a in n.attribute if a.name == "perm") in ([], [[1, 0]])}
+
+    found = transposes(model.graph)
+    if not any(n.op_type == "Gemm" or (n.op_type == "MatMul" and n.input[1:2] and n.input[1] in found)
+               for n in model.graph.node):
         return model
     model = copy.deepcopy(model)   # not through bytes: protobuf's 2 GB limit
     graph = model.graph
     weights = {i.name: i for i in graph.initializer}
-    transposed: dict[str, str] = {}   # weight -> its transpose, made once however many Gemms share it
+    transposed: dict[str, str] = {}   # weight -> its transpose, made once however many nodes read it
     replaced = set()
+
+    def transpose_of(weight: str) -> str:
+        if weight not in transposed:
+            transposed[weight] = f"{weight}.transposed"
+            array = np.ascontiguousarray(numpy_helper.to_array(weights[weight]).T)
+            graph.initializer.append(numpy_helper.from_array(array, transposed[weight]))
+        replaced.add(weight)
+        return transposed[weight]
+
     nodes = []
     for node in graph.node:
         attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         plain = (attributes.get("alpha", 1.0) == 1.0 and attributes.get("beta", 1.0) == 1.0
                  and not attributes.get("transA", 0))
+        if node.op_type == "MatMul" and node.input[1:2] and node.input[1] in found:
+            node.input[1] = transpose_of(found[node.input[1]])
         if node.op_type != "Gemm" or node.input[1] not in weights or not plain:
             nodes.append(node)
             continue
-        weight = node.input[1]
-        if attributes.get("transB", 0):
-            if weight not in transposed:
-                transposed[weight] = f"{weight}.transposed"
-                array = np.ascontiguousarray(numpy_helper.to_array(weights[weight]).T)
-                graph.initializer.append(numpy_helper.from_array(array, transposed[weight]))
-            replaced.add(weight)
-            weight = transposed[weight]
+        weight = transpose_of(node.input[1]) if attributes.get("transB", 0) else node.input[1]
         has_bias = len(node.input) > 2 and node.input[2]
         product = f"{node.output[0]}.matmul" if has_bias else node.output[0]
         nodes.append(helper.make_node("MatMul", [node.input[0], weight], [product], name=f"{node.name}.matmul"))
         if has_bias:
             nodes.append(helper.make_node("Add", [product, node.input[2]], [node.output[0]], name=f"{node.name}.bias"))
+    # drop the Transposes and the untransposed weights no node reads any more (only those: others
+    # may be read inside subgraphs or be graph outputs)
+    outputs = {o.name for o in graph.output}
+    used = {name for node in nodes for name in node.input} | outputs
+    nodes = [n for n in nodes if not (n.op_type == "Transpose" and n.output[0] in found and n.output[0] not in used)]
     del graph.node[:]
     graph.node.extend(nodes)
-    # drop the untransposed weights no node reads any more (only those: others may be read inside
-    # subgraphs or be graph outputs)
-    used = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
+    used = {name for node in graph.node for name in node.input} | outputs
     kept = [i for i in graph.initializer if i.name not in replaced or i.name in used]
     del graph.initializer[:]
     graph.initializer.extend(kept)

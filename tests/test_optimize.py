@@ -156,10 +156,10 @@ def _gpt_stdlib(tmp_path):
 
 
 def _weight_groups(pkg):
-    from edgegen.optimize import gemms_as_matmuls, weight_groups
+    from edgegen.optimize import weight_matmul_form, weight_groups
 
     # GPT-2's Gemms, made MatMuls before quantizing: the names the record gives
-    return weight_groups(gemms_as_matmuls(onnx.load(str(pkg / "decoder.onnx"))))
+    return weight_groups(weight_matmul_form(onnx.load(str(pkg / "decoder.onnx"))))
 
 
 def _constant_matmul_names(pkg):
@@ -289,12 +289,12 @@ def test_the_search_windows_overlap_none_of_the_gates_and_leave_the_gates_as_the
     assert not gate & {tuple(row[:32]) for feed in with_search[4:] for row in feed["input_ids"]}
 
 
-def test_gemms_become_matmuls_with_their_bias_and_compute_the_same(tmp_path):
+def test_weights_reach_matmuls_directly_gemms_with_their_bias_and_a_tied_head_transposed(tmp_path):
     import onnx
     import onnxruntime
     from onnx import TensorProto, helper, numpy_helper
 
-    from edgegen.optimize import gemms_as_matmuls
+    from edgegen.optimize import weight_matmul_form
 
     rng = np.random.default_rng(0)
     w, b = rng.standard_normal((6, 4), dtype=np.float32), rng.standard_normal(6, dtype=np.float32)
@@ -303,12 +303,28 @@ def test_gemms_become_matmuls_with_their_bias_and_compute_the_same(tmp_path):
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 6])],
                               [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
-    converted = gemms_as_matmuls(model)
+    converted = weight_matmul_form(model)
     assert [n.op_type for n in converted.graph.node] == ["MatMul", "Add"]
     x = rng.standard_normal((3, 4), dtype=np.float32)
     run = lambda m: onnxruntime.InferenceSession(m.SerializeToString()).run(None, {"x": x})[0]  # noqa: E731
     np.testing.assert_allclose(run(converted), run(model), rtol=1e-6, atol=1e-6)
     assert [n.op_type for n in model.graph.node] == ["Gemm"]   # the original is left as it was
+    # a tied output head: the table is gathered by row and read through a Transpose by a MatMul
+    table = numpy_helper.from_array(rng.standard_normal((10, 4), dtype=np.float32), "wte")
+    tied = helper.make_graph([helper.make_node("Gather", ["wte", "ids"], ["h"]),
+                              helper.make_node("Transpose", ["wte"], ["wte_t"], perm=[1, 0]),
+                              helper.make_node("MatMul", ["h", "wte_t"], ["logits"])], "tied",
+                             [helper.make_tensor_value_info("ids", TensorProto.INT64, [3])],
+                             [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [3, 10])], [table])
+    model = helper.make_model(tied, opset_imports=[helper.make_opsetid("", 21)])
+    converted = weight_matmul_form(model)
+    assert [n.op_type for n in converted.graph.node] == ["Gather", "MatMul"]
+    assert converted.graph.node[1].input[1] == "wte.transposed" and {i.name for i in converted.graph.initializer} == \
+        {"wte", "wte.transposed"}
+    ids = np.array([1, 7, 3], dtype=np.int64)
+    run = lambda m: onnxruntime.InferenceSession(m.SerializeToString()).run(None, {"ids": ids})[0]  # noqa: E731
+    np.testing.assert_array_equal(run(converted), run(model))
+    assert weight_matmul_form(converted) is converted   # nothing left to convert: no copy
 
 
 def test_weight_only_precisions_are_for_token_models(trained, tmp_path):
