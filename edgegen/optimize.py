@@ -545,6 +545,8 @@ def weight_matmul_form(model: onnx.ModelProto) -> onnx.ModelProto:
     decoder's logits_to_keep slice puts it after the embedding table's Transpose)."""
     from onnx import helper, numpy_helper
 
+    from .export.graph_rewrites import all_nodes, fresh_name
+
     def transposes(graph) -> dict[str, str]:   # a Transpose's output -> the 2-D weight it transposes
         weights = {i.name for i in graph.initializer if len(i.dims) == 2}
         return {n.output[0]: n.input[0] for n in graph.node if n.op_type == "Transpose" and n.input[0] in weights
@@ -558,11 +560,11 @@ def weight_matmul_form(model: onnx.ModelProto) -> onnx.ModelProto:
     graph = model.graph
     weights = {i.name: i for i in graph.initializer}
     transposed: dict[str, str] = {}   # weight -> its transpose, made once however many nodes read it
-    replaced = set()
+    replaced, taken = set(), set(weights) | {o for n in all_nodes(graph) for o in n.output}
 
     def transpose_of(weight: str) -> str:
         if weight not in transposed:
-            transposed[weight] = f"{weight}.transposed"
+            transposed[weight] = fresh_name(f"{weight}.transposed", taken)
             array = np.ascontiguousarray(numpy_helper.to_array(weights[weight]).T)
             graph.initializer.append(numpy_helper.from_array(array, transposed[weight]))
         replaced.add(weight)
@@ -587,11 +589,13 @@ def weight_matmul_form(model: onnx.ModelProto) -> onnx.ModelProto:
     # drop the Transposes and the untransposed weights no node reads any more (only those: others
     # may be read inside subgraphs or be graph outputs)
     outputs = {o.name for o in graph.output}
-    used = {name for node in nodes for name in node.input} | outputs
+    subgraphs = {name for node in graph.node for a in node.attribute   # read inside If/Loop/Scan bodies
+                 for sub in ([a.g] if a.HasField("g") else []) + list(a.graphs) for n in all_nodes(sub) for name in n.input}
+    used = {name for node in nodes for name in node.input} | outputs | subgraphs
     nodes = [n for n in nodes if not (n.op_type == "Transpose" and n.output[0] in found and n.output[0] not in used)]
     del graph.node[:]
     graph.node.extend(nodes)
-    used = {name for node in graph.node for name in node.input} | outputs
+    used = {name for node in graph.node for name in node.input} | outputs | subgraphs
     kept = [i for i in graph.initializer if i.name not in replaced or i.name in used]
     del graph.initializer[:]
     graph.initializer.extend(kept)
