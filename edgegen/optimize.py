@@ -373,7 +373,8 @@ def _weight_only(model: onnx.ModelProto, bits: int, block_size: int, for_tensorr
     converted = weight_matmul_form(model)   # a copy where it converted
     in_place = in_place or converted is not model
     if spared and not for_tensorrt:   # the spared ones at 8 bits first; the 4-bit pass then passes them by
-        others = [n.name for n in all_nodes(converted.graph) if n.name not in set(spared)]
+        kept = set(spared)
+        others = [n.name for n in all_nodes(converted.graph) if n.name not in kept]
         converted, in_place = quantized(converted, 8, others, in_place), True
     model = _without_repeated_nodes(quantized(converted, bits, spared, in_place))
     if not any(n.op_type in ("MatMulNBits", "DequantizeLinear") for n in model.graph.node):
@@ -452,9 +453,9 @@ def int4_spared(model: onnx.ModelProto, block_size: int, for_tensorrt: bool, fp3
     def judged(weights: list[str]) -> GateResult:
         return gate_variant(family, "int4", fp32, variant(weights), feeds, least, reference=reference)
 
-    def record(weights: list[str], result: GateResult, judgements: int, stopped: str,
-               ranked: list[str] = ()) -> tuple[list[str], dict]:
+    def record(weights: list[str], result: GateResult, stopped: str, ranked: list[str] = ()) -> tuple[list[str], dict]:
         names = _names(groups, weights)
+        judgements = 1 + len(ranked) + len(weights)   # all 4-bit, one per weight ranked, one per weight kept
         return names, {"spared_matmuls": names, "spared_as": "float" if for_tensorrt else "8-bit blocks",
                        "spared_share": round(sum(groups[w][0] for w in weights) / max(total, 1), 4),
                        "matmuls": sum(len(n) for _, n in groups.values()),
@@ -466,17 +467,17 @@ def int4_spared(model: onnx.ModelProto, block_size: int, for_tensorrt: bool, fp3
     result = judged([])
     budget = max_share * total
     if result.passed:
-        return record([], result, 1, "passed")
+        return record([], result, "passed")
     if len(groups) < 2:
-        return record([], result, 1, STOPPED_ONE_WEIGHT)
+        return record([], result, STOPPED_ONE_WEIGHT)
     if min(size for size, _ in groups.values()) > budget:
-        return record([], result, 1, STOPPED_SHARE)
+        return record([], result, STOPPED_SHARE)
     divergences = {}
     for done, weight in enumerate(groups, 1):
         note(f"int4 top-1 {result.value:.3f} on the search windows; ranking weights at 8 bits, {done}/{len(groups)}")
         divergences[weight] = _mean_divergence(reference, variant([weight]), feeds)
     ranked = sorted(groups, key=divergences.get)
-    kept, judgements, passed_over = [], 1 + len(groups), False
+    kept, passed_over = [], False
     for weight in ranked:
         if len(kept) + 2 > len(groups):
             break
@@ -485,10 +486,10 @@ def int4_spared(model: onnx.ModelProto, block_size: int, for_tensorrt: bool, fp3
             continue
         kept.append(weight)
         note(f"int4 with {len(kept)} weights at 8 bits")
-        result, judgements = judged(kept), judgements + 1
+        result = judged(kept)
         if result.passed:
-            return record(kept, result, judgements, "passed", ranked)
-    return record(kept, result, judgements, STOPPED_SHARE if passed_over else STOPPED_ALL_BUT_ONE, ranked)
+            return record(kept, result, "passed", ranked)
+    return record(kept, result, STOPPED_SHARE if passed_over else STOPPED_ALL_BUT_ONE, ranked)
 
 
 STOPPED_SHARE = "the share ran out"
