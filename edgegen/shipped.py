@@ -6,7 +6,9 @@ its exported fp32 package, so that a device with the runtime alone can load them
 resolves, in order, to
 1. the exported package in edgegen-models, when it was exported from the very weights of the
    checkpoint beside it (its manifest records their sha256);
-2. a package exported earlier on this machine into the user's cache, keyed by that sha256;
+2. a package exported earlier on this machine into the user's cache, keyed by that sha256 and
+   by the edgegen version that exported it (a newer edgegen exports anew: its export may write
+   other graphs from the same weights);
 3. an export made now into that cache, where the export extra is installed (a checkout's
    editable install holds checkpoints only: `python -m edgegen_models.build` exports them in place).
 docs/package-format.md describes the package; docs/cli.md the commands that take a name.
@@ -67,8 +69,11 @@ def recorded_weights(package: Path) -> str | None:
 
 def cache_path(name: str, cache: str | os.PathLike | None = None) -> Path:
     """Where this machine keeps the package it exported from the shipped `name`: keyed by the
-    weights' sha256, so new weights export anew."""
-    return Path(cache or user_cache_dir()) / "packages" / f"{name}-{weights_sha256(name)[:16]}"
+    weights' sha256 and this edgegen's version, so new weights, or an edgegen whose export may
+    write other graphs, export anew."""
+    from . import __version__
+
+    return Path(cache or user_cache_dir()) / "packages" / f"{name}-{weights_sha256(name)[:16]}-edgegen-{__version__}"
 
 
 def find_shipped(name: str, cache: str | os.PathLike | None = None) -> Path | None:

@@ -55,6 +55,19 @@ def test_a_name_exports_once_into_the_cache_then_finds_it(models, tmp_path, caps
     assert main(["info", NAME]) == 0 and main(["check", NAME]) == 0
 
 
+def test_a_newer_edgegen_exports_the_name_anew_and_leaves_the_old_export(models, monkeypatch, capsys):
+    from edgegen.export.shipped import export_shipped
+
+    old = export_shipped(NAME, report=lambda line: None)
+    assert f"-edgegen-{edgegen.__version__}" in old.name
+    monkeypatch.setattr(edgegen, "__version__", "99.0.0")   # an upgrade: its export may write other graphs
+    assert shipped.find_shipped(NAME) is None
+    new = export_shipped(NAME, report=print)
+    assert "exporting the shipped" in capsys.readouterr().out
+    assert new != old and new.name.endswith("-edgegen-99.0.0") and (old / "edgegen.json").is_file()
+    assert edgegen.load(NAME).package.path == new
+
+
 def test_the_distributions_package_is_preferred_and_names_its_checkpoint_as_shipped(models):
     from edgegen.training.checkpoint import load_source_checkpoint
 
