@@ -12,7 +12,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ConfigError
+from .errors import ConfigError, not_one_of
 from .graph_summary import GraphSummary, read_graph_summary
 from .package import Package
 from .runtimes.engines import package_profiles, parser_errors
@@ -43,8 +43,7 @@ def support_table(version: str) -> dict:
     """{"opset": [lo, hi], "supported": set, "unsupported": set, "restricted": {op: text}} for a TensorRT version."""
     versions = json.loads(TABLE.read_text(encoding="utf-8"))["versions"]
     if version not in versions:
-        raise ConfigError(f"TensorRT version {version!r}: expected one of {', '.join(sorted(versions))} "
-                          f"(the support tables edgegen keeps), found another")
+        raise ConfigError(not_one_of("TensorRT version", version, sorted(versions), "the support tables edgegen keeps"))
     entry = versions[version]
     base = versions[entry["based_on"]] if "based_on" in entry else entry
     extra = set(entry.get("unsupported_extra", ()))

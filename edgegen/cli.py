@@ -312,6 +312,9 @@ def _print_info(path) -> None:
             verdict = (f"{record['file']} (gate {gate.get('line')}" + (f", {record['speedup_ort_cpu']:.2f}x fp32's speed on ort-cpu" if "speedup_ort_cpu" in record else "")
                        + ")") if "file" in record else f"not written: {record.get('refused')}"
             print(f"variant   {precision} {part}: {verdict}")
+            if "file" in record and "last_refused" in record:
+                print(f"            kept: a later attempt (target {record['last_refused']['target']}) was not written: "
+                      f"{record['last_refused']['refused']}")
             if "file" in record and record.get("spared_matmuls"):
                 from .optimize import spared_text
 
@@ -323,13 +326,14 @@ def _print_info(path) -> None:
           f"{p.get('created')}")
 
 
-def _cmd_optimize(args) -> None:
+def _cmd_optimize(args) -> int:
     from .optimize import optimize_package
 
-    optimize_package(args.package, args.precision, calibration=args.calibration, target=args.target,
-                     checkpoint=args.checkpoint, inputs=args.inputs, bar=None, block_size=args.block_size,
-                     max_8bit_share=args.max_8bit_share)
+    records = optimize_package(args.package, args.precision, calibration=args.calibration, target=args.target,
+                               checkpoint=args.checkpoint, inputs=args.inputs, bar=None, block_size=args.block_size,
+                               max_8bit_share=args.max_8bit_share)
     _print_info(args.package)
+    return 0 if any("file" in r for r in records.values()) else 1   # 1: this run wrote no variant
 
 
 def _cmd_check(args) -> int:

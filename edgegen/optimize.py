@@ -39,7 +39,7 @@ import numpy as np
 import onnx
 import onnxruntime
 
-from .errors import ConfigError
+from .errors import ConfigError, not_one_of
 from .families import families, package_config
 from .families import get as get_family
 from .package import VARIANT_PRECISIONS, Package, write_manifest
@@ -103,8 +103,10 @@ def optimize_package(path: str | os.PathLike, precision: str, calibration: int =
                      checkpoint: str | os.PathLike | None = None, seed: int = 0, gate_threshold: float | None = None,
                      progress=print, inputs: str | os.PathLike | None = None, bar: bool | None = False,
                      block_size: int = DEFAULT_BLOCK_SIZE, max_8bit_share: float = DEFAULT_MAX_8BIT_SHARE) -> dict:
-    """Add a `precision` variant of each graph of the package that passes its gate; returns
-    {part: record} as written into the manifest's `variants`.
+    """Add a `precision` variant of each graph of the package that passes its gate; returns this
+    run's {part: record}. The manifest's `variants` take them, except where a graph's new variant
+    was refused and one written before is there: that one stays, with the refusal beside it
+    (`last_refused`), since a failed attempt must not take away what the user had.
 
     The calibration and gate inputs come from the family's export spec over the checkpoint's
     data; for a family without a training side (a user's own module) from `inputs` (an .npz
@@ -120,11 +122,11 @@ def optimize_package(path: str | os.PathLike, precision: str, calibration: int =
     bar: a progress bar per graph (None: on a terminal only)."""
 
     if precision not in VARIANT_PRECISIONS:
-        raise ConfigError(f"precision {precision!r}: expected one of {', '.join(VARIANT_PRECISIONS)}")
+        raise ConfigError(not_one_of("precision", precision, VARIANT_PRECISIONS))
     if precision not in get_target(target).variant_precisions:
-        raise ConfigError(f"precision {precision!r}: expected one the {target} target takes "
-                          f"({', '.join(get_target(target).variant_precisions)}; fused holds ONNX Runtime's own contrib "
-                          "ops, which TensorRT does not read), found another")
+        raise ConfigError(not_one_of("precision", precision, get_target(target).variant_precisions,
+                                     f"those the {target} target takes; fused and int8-weights are ONNX Runtime's own "
+                                     "contrib ops, which TensorRT does not read"))
     if isinstance(calibration, bool) or not isinstance(calibration, int) or calibration < BATCH:
         raise ConfigError(f"calibration: expected at least {BATCH} inputs, found {calibration!r}")
     if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 16 or block_size & (block_size - 1):
@@ -151,7 +153,7 @@ def optimize_package(path: str | os.PathLike, precision: str, calibration: int =
                                                  calibration // BATCH if precision == "int8" else 0)
         else:
             feeds = _spec_feeds(package, checkpoint, calibration, seed)
-        records = {}
+        records, earlier = {}, package.variant_files(precision)
         with Progress(len(feeds), f"optimize {precision}", enabled=bar) as shown:
             for part, (calibration_feeds, gate_feeds, source) in feeds.items():
                 shown.update(0, info=f"{part}: converting, gating and timing")
@@ -161,10 +163,20 @@ def optimize_package(path: str | os.PathLike, precision: str, calibration: int =
                 r = records[part]
                 shown.update(1, info=f"{part} done")
                 spared = f", {spared_text(r)}" if r.get("spared_matmuls") else ""
+                stays = f"; the {precision} variant written before stays ({earlier[part]['file']})" if part in earlier else ""
                 progress(f"{part}: {precision} " + (f"written ({r['gate']['line']}{spared}, {r['speedup_ort_cpu']:.2f}x fp32's "
-                                                     "speed on ort-cpu)" if "file" in r else f"not written: {r['refused']}"))
-        _record(package, precision, records)
+                                                     "speed on ort-cpu)" if "file" in r else f"not written: {r['refused']}{stays}"))
+        _record(package, precision, {part: _kept_or_new(earlier.get(part), r) for part, r in records.items()})
     return records
+
+
+def _kept_or_new(earlier: dict | None, new: dict) -> dict:
+    """A graph's manifest record after this run: the new one, unless it was refused where a variant
+    written before is there, which stays, noting the refusal."""
+    if "file" in new or earlier is None:
+        return new
+    return {**{k: v for k, v in earlier.items() if k != "last_refused"},
+            "last_refused": {"refused": new["refused"], "target": new["target"]}}
 
 
 def _spec_feeds(package: Package, checkpoint, calibration: int, seed: int) -> dict:
@@ -288,8 +300,9 @@ def _variant(package, part, precision, target, calibration_feeds, gate_feeds, ga
         record["speedup_ort_cpu"] = round(speedup_of_calls(*calls), 3)
         record["speed_measured_at"] = call
         if target == "ort-cpu" and record["speedup_ort_cpu"] < MIN_SPEEDUP:
-            return {**record, "refused": f"does not pay on ort-cpu: {record['speedup_ort_cpu']:.2f}x the fp32 graph's "
-                                         f"speed at {call} (below {MIN_SPEEDUP}x; --target tensorrt keeps it)"}
+            keeps = "; --target tensorrt keeps it" if precision in get_target("tensorrt").variant_precisions else ""
+            return {**record, "refused": f"does not pay on ort-cpu: {record['speedup_ort_cpu']:.3f}x the fp32 graph's "
+                                         f"speed at {call} (below {MIN_SPEEDUP}x{keeps})"}
         data = out.read_bytes()
         digest = hashlib.sha256(data).hexdigest()
         # a new name for new bytes: the manifest still names the old file until it is switched

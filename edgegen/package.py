@@ -179,6 +179,19 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def _shipped_hint(path) -> str:
+    """For a bare name that is no path: the shipped model it is closest to, if one is close (a typo)."""
+    import difflib
+
+    from .shipped import shipped_names
+
+    text = str(path)
+    if "/" in text or os.sep in text:
+        return ""
+    close = difflib.get_close_matches(text, shipped_names(), n=1)
+    return f" (did you mean the shipped model {close[0]!r}?)" if close else ""
+
+
 class Package:
     """A package read from disk and checked: the manifest is valid, every file is inside
     the package and has the recorded hash."""
@@ -186,7 +199,8 @@ class Package:
     def __init__(self, path: str | os.PathLike, verify_hashes: bool = True):
         self.path = Path(path)
         if not self.path.exists():
-            raise PackageError(f"package {str(self.path)!r}: expected a package directory, found nothing at that path")
+            raise PackageError(f"package {str(self.path)!r}: expected a package directory, found nothing at that path"
+                               + _shipped_hint(path))
         if not self.path.is_dir():
             raise PackageError(f"package {str(self.path)!r}: expected a directory with {MANIFEST_NAME}, found a file")
         manifest_path = self.path / MANIFEST_NAME
@@ -223,10 +237,11 @@ class Package:
         if precision == "fp32" or (part in written if part else written):
             return None
         records = self.manifest.variants.get(precision) or {}
-        refused = records.get(part) if part else records
+        refusals = {p: r.get("refused") for p, r in records.items() if isinstance(r, dict) and (part is None or p == part)}
         what = f"the {precision} variant of graph {part!r}" if part else f"{precision} variants"
+        why = "; ".join(f"{p}: {reason}" for p, reason in refusals.items())
         return (f"package {str(self.path)!r}: expected {what} (made by 'edgegen optimize --precision {precision}'), "
-                f"found {'none that passed its gate' if refused else 'none'}")
+                f"found {f'none written ({why})' if refusals else 'none'}")
 
     def _check_variant(self, precision: str, part: str, record: dict, verify_hashes: bool) -> None:
         where = f"variants.{precision}.{part}"

@@ -21,7 +21,7 @@ import json
 import os
 from pathlib import Path
 
-from .errors import PackageError
+from .errors import PackageError, not_one_of
 from .package import sha256_file
 from .storage import user_cache_dir
 
@@ -80,8 +80,7 @@ def find_shipped(name: str, cache: str | os.PathLike | None = None) -> Path | No
     """The exported package of the shipped `name` made from its checkpoint's very weights: the
     one edgegen-models carries, else one exported earlier into the cache; None if neither."""
     if name not in shipped_names():
-        raise PackageError(f"shipped model {name!r}: expected one of {', '.join(shipped_names()) or 'none'} "
-                           f"(the {MODELS_DISTRIBUTION} distribution's), found another")
+        raise PackageError(not_one_of("shipped model", name, shipped_names(), f"the {MODELS_DISTRIBUTION} distribution's"))
     weights = weights_sha256(name)
     for package in (models_root() / "packages" / name, cache_path(name, cache)):
         if recorded_weights(package) == weights:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import ConfigError
+from .errors import ConfigError, not_one_of
 
 DEFAULT_OPSET = 23   # ONNX Runtime's fused Attention op; the ort-cpu and desktop TensorRT targets
 
@@ -48,7 +48,7 @@ TENSORRT_TARGETS = tuple(name for name, target in TARGETS.items() if target.uses
 def get_target(name: str, allowed: tuple[str, ...] | None = None) -> Target:
     allowed = allowed or tuple(TARGETS)
     if name not in allowed:
-        raise ConfigError(f"target {name!r}: expected one of {', '.join(allowed)}, found another")
+        raise ConfigError(not_one_of("target", name, allowed))
     return TARGETS[name]
 
 

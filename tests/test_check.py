@@ -255,7 +255,7 @@ def test_targets_pick_the_opset_and_tensorrt_release(trained, tmp_path, capsys):
     assert "--opset 23: expected at most 18 for target jetpack6" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
     assert main(["optimize", str(out), "--precision", "fused", "--target", "jetpack6"]) == 2
-    assert "expected one the jetpack6 target takes (int8, fp16" in capsys.readouterr().err
+    assert "precision 'fused': expected one of int8, fp16 (those the jetpack6 target takes" in capsys.readouterr().err
     jetpack6, jetpack7 = get_target("jetpack6"), get_target("jetpack7")
     assert release_mismatch(jetpack6, "10.3.0.30") is None and release_mismatch(jetpack7, "10.15.1") is None
     assert "expected TensorRT 10.3 " in release_mismatch(jetpack6, "10.7.0")

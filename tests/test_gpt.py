@@ -1091,6 +1091,15 @@ def test_llama_import_refuses_what_its_decoder_does_not_compute(tmp_path):
         export_transformers("qwen2", tmp_path / "hf", tmp_path / "pkg")
     assert main(["export", "phi3", "--from-transformers", str(tmp_path / "hf"), "--out", str(tmp_path / "pkg")]) == 2
     assert not (tmp_path / "pkg").exists()
+    with pytest.raises(CheckpointError, match=r"architecture 'lama': expected one of gpt2, llama.*found 'lama' "
+                                              r"\(did you mean 'llama'\?\)"):
+        export_transformers("lama", tmp_path / "hf", tmp_path / "pkg")
+    # a config.json that disagrees with the weights: the tensors missing are named, not only torch's header
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    (tmp_path / "hf" / "config.json").write_text(json.dumps({**config, "hidden_act": "silu", "num_hidden_layers": 3}))
+    with pytest.raises(CheckpointError, match=r"expected the tensors config.json describes, found: Missing key\(s\) in "
+                                              r'state_dict: "layers\.2\.input_layernorm\.weight"'):
+        export_transformers("llama", tmp_path / "hf", tmp_path / "pkg")
 
 
 def test_a_124m_llama_imports_and_decodes_as_transformers(tmp_path):

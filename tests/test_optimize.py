@@ -58,8 +58,33 @@ def test_a_variant_below_its_gate_is_not_written_and_the_refusal_is_recorded(pac
     assert not list(pkg.glob("*.int8.onnx"))
     manifest = json.loads((pkg / "edgegen.json").read_text())
     assert set(manifest["variants"]["int8"]) == {"encoder", "decoder"}
-    with pytest.raises(BackendError, match="none that passed"):
+    with pytest.raises(BackendError, match=r"found none written \(encoder: gate PSNR .* \(missed by"):
         edgegen.load(pkg, precision="int8")
+
+
+def test_a_refused_attempt_keeps_the_variant_written_before_and_exits_1(package_copy, capsys):
+    """A failed command loses nothing the user had: the earlier variant stays, and the manifest and
+    `edgegen info` say what the later attempt refused; a run that wrote nothing exits 1."""
+    pkg = package_copy("gan")
+    written = optimize_package(pkg, "int8", calibration=16, target="tensorrt", progress=_quiet)["generator"]
+    lines = []
+    refused = optimize_package(pkg, "int8", calibration=16, target="tensorrt", gate_threshold=500,
+                               progress=lines.append)["generator"]
+    assert "file" not in refused and "missed by" in refused["refused"]
+    assert lines == [f"generator: int8 not written: {refused['refused']}; the int8 variant written before stays "
+                     f"({written['file']})"]
+    record = json.loads((pkg / "edgegen.json").read_text())["variants"]["int8"]["generator"]
+    assert record["file"] == written["file"] and (pkg / written["file"]).is_file()
+    assert record["last_refused"] == {"refused": refused["refused"], "target": "tensorrt"}
+    assert edgegen.load(pkg, precision="int8").package.variant_files("int8")["generator"]["file"] == written["file"]
+    capsys.readouterr()
+    assert main(["info", str(pkg)]) == 0
+    assert (f"variant   int8 generator: {written['file']} (gate" in (out := capsys.readouterr().out)
+            and f"\n            kept: a later attempt (target tensorrt) was not written: {refused['refused']}\n" in out)
+    # a success replaces it, and the note of the refusal goes with it
+    again = optimize_package(pkg, "int8", calibration=16, target="tensorrt", seed=1, progress=_quiet)["generator"]
+    record = json.loads((pkg / "edgegen.json").read_text())["variants"]["int8"]["generator"]
+    assert record["file"] == again["file"] and "last_refused" not in record
 
 
 def test_fp16_variant_keeps_float32_inputs_and_normalization(package_copy):
@@ -173,7 +198,7 @@ def test_int4_keeps_the_matmuls_that_cost_the_most_at_8_bits_where_4_bits_everyw
     from edgegen.optimize import DEFAULT_MAX_8BIT_SHARE, MIN_TOP1, SEARCH_MARGIN
 
     pkg = _gpt_stdlib(tmp_path)
-    assert main(["optimize", str(pkg), "--precision", "int4", "--max-8bit-share", "0"]) == 0
+    assert main(["optimize", str(pkg), "--precision", "int4", "--max-8bit-share", "0"]) == 1   # 1: nothing written
     pure = json.loads((pkg / "edgegen.json").read_text())["variants"]["int4"]["decoder"]
     assert pure["refused"].startswith("gate top-1 agreement 0.9") and "spared_matmuls" not in pure
     record = optimize_package(pkg, "int4", progress=_quiet)["decoder"]
@@ -338,5 +363,5 @@ def test_weight_only_precisions_are_for_token_models(trained, tmp_path):
         with pytest.raises(ConfigError, match=f"8-bit share: expected a fraction of the MatMul weights from 0 to 1, "
                                               f"found {share!r}"):
             optimize_package(pkg, "int4", max_8bit_share=share, progress=_quiet)
-    with pytest.raises(ConfigError, match="precision 'int4': expected one the jetpack6 target takes"):
+    with pytest.raises(ConfigError, match="precision 'int4': expected one of int8, fp16 \\(those the jetpack6 target takes"):
         optimize_package(pkg, "int4", target="jetpack6", progress=_quiet)

@@ -132,3 +132,11 @@ def _build_backend():
     finally:
         sys.path.pop(0)
     return _build_backend
+
+
+def test_a_typo_in_a_shipped_name_suggests_the_name(models, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["generate", NAME[:-1], "--out", "a.png"]) == 2
+    assert capsys.readouterr().err.strip().endswith(f"found nothing at that path (did you mean the shipped model {NAME!r}?)")
+    assert main(["info", "nothing-like-any"]) == 2
+    assert capsys.readouterr().err.strip().endswith("found nothing at that path")

@@ -26,7 +26,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..errors import CheckpointError, ConfigError, ManifestError, UnknownFamilyError
+from ..errors import CheckpointError, ConfigError, ManifestError, UnknownFamilyError, not_one_of
 from ..shipped import checkpoints_dir
 
 ENTRY_POINT_GROUP = "edgegen.families"
@@ -368,8 +368,7 @@ def transformers_importer(architecture: str) -> Callable:
         if architecture in family.importers:
             return _resolve(family.importers[architecture], "")
     known = [a for f in families() for a in f.importers]
-    raise CheckpointError(f"architecture {architecture!r}: expected one of {', '.join(known) or 'none'} (the ones "
-                          "edgegen imports from transformers), found another")
+    raise CheckpointError(not_one_of("architecture", architecture, known, "the ones edgegen imports from transformers"))
 
 
 def names() -> list[str]:
@@ -382,8 +381,8 @@ def get(name: str) -> Family:
         raise UnknownFamilyError(f"family {name!r}: its package's entry point ({ENTRY_POINT_GROUP}) failed to load: "
                                  f"{_BROKEN[name]}")
     if name not in _REGISTRY:
-        raise UnknownFamilyError(f"family {name!r}: expected one of {', '.join(names())}, found an unknown name "
-                                 "(a family of your own registers through the 'edgegen.families' entry point)")
+        raise UnknownFamilyError(not_one_of("family", name, names(), "a family of your own registers through the "
+                                                                   "'edgegen.families' entry point"))
     return _REGISTRY[name]
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..errors import BackendError, PackageError
+from ..errors import BackendError, PackageError, not_one_of
 from ..families import package_config
 from ..package import PRECISIONS, Package
 from ..shipped import resolve as resolve_shipped
@@ -27,7 +27,7 @@ def open_sessions(package: Package, backend: str = "auto", threads: int | None =
     (the others stay fp32); asking for a precision the package has no variant of is an error.
     """
     if precision not in PRECISIONS:
-        raise BackendError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+        raise BackendError(not_one_of("precision", precision, PRECISIONS))
     missing = package.missing_variants(precision)
     if missing:
         raise BackendError(missing)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 
-from ..errors import BackendError
+from ..errors import BackendError, not_one_of
 
 # Fastest first: the order `auto` tries them in.
 ORT_BACKENDS = {
@@ -51,7 +51,7 @@ def available_backends() -> list[str]:
 def resolve_backend(backend: str) -> str:
     """Turn a user's backend choice into a concrete one, or raise BackendError."""
     if backend not in KNOWN_BACKENDS:
-        raise BackendError(f"backend {backend!r}: expected one of {', '.join(KNOWN_BACKENDS)}, found an unknown name")
+        raise BackendError(not_one_of("backend", backend, KNOWN_BACKENDS))
     if backend in NATIVE_BACKENDS:
         missing = [m for m in ("tensorrt", "cuda") if importlib.util.find_spec(m) is None]
         if missing:

@@ -13,7 +13,7 @@ from typing import Mapping
 import numpy as np
 import onnxruntime as ort
 
-from ..errors import BackendError, PackageError
+from ..errors import BackendError, PackageError, not_one_of
 from ..package import TensorSpec
 from .backends import ORT_BACKENDS
 from .session import Session, check_feeds
@@ -82,7 +82,7 @@ def provider_list(backend: str, cache_dir: Path | None, device_id: int = 0) -> l
                 "trt_timing_cache_path": str(engines),
             })
         return [("TensorrtExecutionProvider", trt_options), cuda, "CPUExecutionProvider"]
-    raise BackendError(f"backend {backend!r}: expected one of {', '.join(ORT_BACKENDS)}")
+    raise BackendError(not_one_of("backend", backend, ORT_BACKENDS))
 
 
 class OrtSession(Session):

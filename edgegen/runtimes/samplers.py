@@ -32,7 +32,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, not_one_of
 
 ModelFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 # callback(step_index, timestep, x) is called after every step, for progress or previews.
@@ -567,6 +567,6 @@ def make_sampler(name: str, num_train_timesteps: int = 1000, beta_schedule: str 
 
     timestep_spacing None takes the diffusers default of that scheduler."""
     if name not in SAMPLERS:
-        raise ConfigError(f"sampler {name!r}: expected one of {', '.join(SAMPLERS)}, found an unknown name")
+        raise ConfigError(not_one_of("sampler", name, SAMPLERS))
     return SAMPLERS[name](num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule, beta_start=beta_start,
                           beta_end=beta_end, prediction_type=prediction_type, timestep_spacing=timestep_spacing, **options)

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import ConfigError, InputError
+from ...errors import ConfigError, InputError, not_one_of
 from ...runtimes.pipeline import (
     ImageConfig,
     Pipeline,
@@ -91,7 +91,7 @@ class DiffusionPipeline(Pipeline):
         package's own sampler, with its settings)."""
         name = name or self.config.sampler
         if name not in SAMPLERS:
-            raise ConfigError(f"sampler {name!r}: expected one of {', '.join(SAMPLERS)}, found an unknown name")
+            raise ConfigError(not_one_of("sampler", name, SAMPLERS))
         options = {**self.config.sampler_settings(name), **options}
         eta = check_number(eta, "eta", 0.0, 1.0)   # 1: DDPM's variance; above it the noise outgrows the signal
         if eta:
