@@ -42,7 +42,7 @@ def run_demo(out: str | Path, train_models: bool = False, overwrite: bool = Fals
         raise ConfigError(f"demo: expected families with demo models, found none among {only}")
     out = Path(out)
     started = time.perf_counter()
-    with staged_directory(out, overwrite=overwrite) as stage:
+    with staged_directory(out, overwrite=overwrite, holds="index.md", kind="an edgegen demo") as stage:
         sections, summary = [], {"machine": machine_info(), "families": {}}
         for family, model in models:
             ckpt = stage / "ckpt" / model.name

@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from .errors import OutputExistsError, PackageBusyError
 
@@ -131,21 +131,47 @@ def refuse_existing(out: str | os.PathLike, overwrite: bool) -> None:
         raise OutputExistsError(f"output {str(out)!r}: expected a path that does not exist yet, found one (pass --force to replace it)")
 
 
+def refuse_replacing_other(out: Path, holds: str, kind: str, reads: Iterable[str | os.PathLike] = ()) -> None:
+    """Raise OutputExistsError where replacing `out` would delete what edgegen did not write, or
+    what this command reads: `out` is, or holds, one of `reads` (exporting a folder onto itself),
+    or is a folder with files in it but without `holds`, the file every `kind` has."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise OutputExistsError(f"output {str(out)!r}: expected a directory to replace, found a file")
+    where = out.resolve()
+    for given in reads:
+        read = Path(given).resolve()
+        if read == where or where in read.parents:
+            raise OutputExistsError(f"output {str(out)!r}: expected a folder apart from this command's input, found "
+                                    f"that it {'is' if read == where else 'holds'} the input {str(given)!r}: replacing it "
+                                    "would delete the input; choose another output")
+    entries = sorted(e.name for e in out.iterdir() if not e.name.startswith("."))
+    if entries and holds not in entries:
+        shown = ", ".join(entries[:4]) + (", ..." if len(entries) > 4 else "")
+        raise OutputExistsError(f"output {str(out)!r}: expected {kind} to replace ({holds} in it) or an empty folder, "
+                                f"found a folder of other files ({shown}); edgegen replaces only what it wrote: choose "
+                                "another output, or remove that folder yourself")
+
+
 @contextlib.contextmanager
-def staged_directory(out: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+def staged_directory(out: str | os.PathLike, *, holds: str, kind: str, overwrite: bool = False,
+                     reads: Iterable[str | os.PathLike] = ()) -> Iterator[Path]:
     """Yield an empty staging directory beside `out`; on success it replaces `out`.
 
+    `out` is replaced only where it is what this writer writes (`kind`, with the file `holds`) or
+    an empty folder, and holds none of `reads`, the paths the command reads (refuse_replacing_other).
     The whole of it holds `out`'s writer lock, so a second writer waits and then sees the
     first one's output (and is refused without overwrite). On any exception the staging
     directory is removed and `out`, if it existed, is left untouched; a kill at any instant
     leaves `out` as it was or complete, and the staging directory for the next writer to clean.
     """
-    out = Path(out)
+    out = Path(os.path.abspath(out))   # "." too has a name and a parent to stage beside
     refuse_existing(out, overwrite)   # before taking the lock: fails fast without waiting
+    refuse_replacing_other(out, holds, kind, reads)
     with writer_lock(out, "writing it"):
         refuse_existing(out, overwrite)   # again: a writer that held the lock may have made it
-        if out.exists() and not out.is_dir():
-            raise OutputExistsError(f"output {str(out)!r}: expected a directory to replace, found a file")
+        refuse_replacing_other(out, holds, kind, reads)
         clean_leftovers(out)
         stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
         try:

@@ -7,6 +7,7 @@ import torch
 
 import edgegen
 from edgegen.errors import CheckpointError, ConfigError, OutputExistsError, ValidationError
+from edgegen.cli import main
 from edgegen.export import compare, export_checkpoint
 from edgegen.training.checkpoint import CONFIG, WEIGHTS, load_checkpoint, save_checkpoint
 from edgegen.package import Package
@@ -43,8 +44,36 @@ def test_export_refuses_existing_output_and_keeps_it(trained, tmp_path):
     with pytest.raises(OutputExistsError):
         export_checkpoint(trained["gan"][0], out)
     assert (out / "mine.txt").read_text() == "keep"
-    export_checkpoint(trained["gan"][0], out, overwrite=True)
-    assert (out / "edgegen.json").is_file() and not (out / "mine.txt").exists()
+    # --force replaces only what edgegen wrote: a folder of other files stays
+    with pytest.raises(OutputExistsError, match=r"expected an edgegen package to replace \(edgegen.json in it\) or an "
+                                                r"empty folder, found a folder of other files \(mine.txt\)"):
+        export_checkpoint(trained["gan"][0], out, overwrite=True)
+    assert (out / "mine.txt").read_text() == "keep"
+    (out / "mine.txt").unlink()
+    export_checkpoint(trained["gan"][0], out, overwrite=True)   # an empty folder
+    assert (out / "edgegen.json").is_file()
+    first = (out / "edgegen.json").read_text()
+    export_checkpoint(trained["gan"][0], out, overwrite=True, name="again")   # a package
+    assert (out / "edgegen.json").read_text() != first
+
+
+def test_export_never_replaces_its_own_input(trained, tmp_path):
+    """Exporting a folder onto itself, or onto a package folder that holds it, would delete the
+    checkpoint the export read: refused, with or without --force, and the input stays."""
+    import shutil
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(trained["gan"][0], ckpt)
+    before = sorted(p.name for p in ckpt.iterdir())
+    with pytest.raises(OutputExistsError, match="is the input"):
+        export_checkpoint(ckpt, ckpt, overwrite=True)
+    pkg = export_checkpoint(ckpt, tmp_path / "pkg")
+    shutil.copytree(ckpt, pkg / "ckpt")   # a checkpoint kept inside a package folder
+    with pytest.raises(OutputExistsError, match="holds the input"):
+        export_checkpoint(pkg / "ckpt", pkg, overwrite=True)
+    assert sorted(p.name for p in ckpt.iterdir()) == before and (pkg / "ckpt" / "weights.safetensors").is_file()
+    assert main(["export", str(ckpt), "--out", str(ckpt), "--force"]) == 2
+    assert sorted(p.name for p in ckpt.iterdir()) == before
 
 
 def test_gate_refuses_a_graph_with_nan_and_writes_nothing(trained, tmp_path):

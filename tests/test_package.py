@@ -113,10 +113,13 @@ def test_unknown_family(package_copy):
         edgegen.load(pkg)
 
 
+PACKAGE = {"holds": "edgegen.json", "kind": "an edgegen package"}
+
+
 def test_staged_directory_leaves_nothing_on_failure(tmp_path):
     out = tmp_path / "out"
     with pytest.raises(RuntimeError):
-        with staged_directory(out) as stage:
+        with staged_directory(out, **PACKAGE) as stage:
             (stage / "half").write_text("x")
             raise RuntimeError("boom")
     assert not out.exists()
@@ -126,18 +129,46 @@ def test_staged_directory_leaves_nothing_on_failure(tmp_path):
 def test_staged_directory_keeps_the_old_output_when_replacing_fails(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
+    (out / "edgegen.json").write_text("{}")
     (out / "precious").write_text("keep me")
     with pytest.raises(OutputExistsError, match="pass --force"):
-        with staged_directory(out):
+        with staged_directory(out, **PACKAGE):
             pass
     with pytest.raises(RuntimeError):
-        with staged_directory(out, overwrite=True):
+        with staged_directory(out, overwrite=True, **PACKAGE):
             raise RuntimeError("boom")
     assert (out / "precious").read_text() == "keep me"
-    with staged_directory(out, overwrite=True) as stage:
+    with staged_directory(out, overwrite=True, **PACKAGE) as stage:
         (stage / "new").write_text("n")
     assert [p.name for p in out.iterdir()] == ["new"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_staged_directory_replaces_only_what_it_writes_and_never_what_it_reads(tmp_path):
+    out = tmp_path / "out"
+    (out / "src").mkdir(parents=True)
+    (out / "src" / "a.py").write_text("code")
+    with pytest.raises(OutputExistsError, match=r"found a folder of other files \(src\); edgegen replaces only what"):
+        with staged_directory(out, overwrite=True, **PACKAGE):
+            pass
+    (out / "edgegen.json").write_text("{}")
+    with pytest.raises(OutputExistsError, match="that it holds the input"):
+        with staged_directory(out, overwrite=True, reads=[out / "src" / "a.py"], **PACKAGE):
+            pass
+    with pytest.raises(OutputExistsError, match="that it is the input"):
+        with staged_directory(out, overwrite=True, reads=[out], **PACKAGE):
+            pass
+    assert (out / "src" / "a.py").read_text() == "code"
+    with pytest.raises(OutputExistsError, match="expected a directory to replace, found a file"):
+        with staged_directory(out / "edgegen.json", overwrite=True, **PACKAGE):
+            pass
+    # hidden leftovers (a lock, a stage) do not make a folder someone else's
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / ".edgegen.lock").write_text("")
+    with staged_directory(empty, overwrite=True, **PACKAGE) as stage:
+        (stage / "edgegen.json").write_text("{}")
+    assert (empty / "edgegen.json").is_file()
 
 
 def test_atomic_write_replaces_whole_files(tmp_path):
@@ -194,7 +225,7 @@ def test_written_files_and_directories_follow_the_umask(tmp_path, umask, file_mo
     old = os.umask(umask)
     try:
         atomic_write_bytes(tmp_path / "grid.png", b"png")
-        with staged_directory(tmp_path / "pkg") as stage:
+        with staged_directory(tmp_path / "pkg", **PACKAGE) as stage:
             (stage / "edgegen.json").write_text("{}")
         os.chmod(tmp_path / "grid.png", 0o640)
         atomic_write_bytes(tmp_path / "grid.png", b"png again")

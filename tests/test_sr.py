@@ -270,6 +270,14 @@ def test_the_shipped_x4_model_beats_bicubic_on_held_out_photographs_and_its_int8
     from edgegen.families.sr.evaluation import quality
     from edgegen.optimize import optimize_package
 
+    import shutil
+
+    from edgegen import shipped
+
+    # the checkpoint alone, as an editable install has it (a checkout may hold built packages too)
+    root = tmp_path / "edgegen_models"
+    shutil.copytree(shipped.checkpoints_dir() / "sr-photos-x4", root / "checkpoints" / "sr-photos-x4")
+    monkeypatch.setattr(shipped, "models_root", lambda: root)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     Image.fromarray((np.random.default_rng(3).random((12, 20, 3)) * 255).astype(np.uint8)).save(tmp_path / "in.png")
     assert main(["upscale", str(tmp_path / "in.png"), "--out", str(tmp_path / "out.gif")]) == 2

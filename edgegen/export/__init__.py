@@ -18,7 +18,7 @@ from .. import __version__
 from ..errors import ConfigError, ValidationError
 from ..families import RuntimeConfig
 from ..families import get as get_family
-from ..package import GraphEntry, Manifest, Package, sha256_file, write_manifest
+from ..package import MANIFEST_NAME, GraphEntry, Manifest, Package, sha256_file, write_manifest
 from ..progress import Progress
 from ..storage import staged_directory
 from ..runtimes.feeds import HELD_OUT_FILE, write_feeds
@@ -62,7 +62,8 @@ def export_model(ckpt: Checkpoint, out: str | Path, data: str | None = None, ops
     images = None
     if spec.needs_data:
         images = spec.load_data(ckpt, data or ckpt.data.get("source", "digits"))
-    with staged_directory(out, overwrite=overwrite) as stage:
+    with staged_directory(out, overwrite=overwrite, holds=MANIFEST_NAME, kind="an edgegen package",
+                          reads=[checkpoint] if checkpoint else []) as stage:
         graphs, failures = {}, []
         with Progress(len(spec.graphs), f"export {Path(checkpoint).name}", enabled=progress) as bar:
             for graph in spec.graphs:

@@ -119,7 +119,8 @@ def write_repository(packages: list[str], out: str | Path, options: RepositoryOp
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for package, plan in zip(opened, plans):
-        with staged_directory(out / plan.name, overwrite=force) as stage:
+        with staged_directory(out / plan.name, overwrite=force, holds="config.pbtxt", kind="a Triton model folder",
+                               reads=[package.path]) as stage:
             _write_model(package, plan, options, stage)
         written.append(plan)
         report(f"{plan.name}: {plan.route} route, Triton's {plan.backend} backend"

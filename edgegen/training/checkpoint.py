@@ -78,7 +78,7 @@ def _annotated_types(hint) -> tuple[type, ...] | None:
 
 def save_checkpoint(out: str | Path, family: str, config: Any, model: torch.nn.Module, data: dict, training: dict,
                     overwrite: bool = False) -> Path:
-    with staged_directory(out, overwrite=overwrite) as stage:
+    with staged_directory(out, overwrite=overwrite, holds=WEIGHTS, kind="an edgegen checkpoint") as stage:
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(stage / WEIGHTS))
         meta = {
             "format": CHECKPOINT_FORMAT,

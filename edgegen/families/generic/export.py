@@ -25,7 +25,7 @@ from ...errors import CheckpointError, ConfigError, EdgegenError, ValidationErro
 from ...export import provenance
 from ...export.onnx_export import DEFAULT_OPSET, export_module, value_spec
 from ...export.validate import gate_feeds
-from ...package import DTYPES, GraphEntry, Manifest, Package, TensorSpec, sha256_file, write_manifest
+from ...package import DTYPES, MANIFEST_NAME, GraphEntry, Manifest, Package, TensorSpec, sha256_file, write_manifest
 from ...storage import staged_directory
 from ...runtimes.engines import DEFAULT_BATCH_PROFILE
 from ...runtimes.feeds import HELD_OUT_FILE, read_feeds, write_feeds
@@ -78,7 +78,7 @@ def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str 
     problems = config.problems()
     if problems:
         raise ConfigError("dim_limits: " + "; ".join(problems))
-    with staged_directory(out, overwrite=overwrite) as stage:
+    with staged_directory(out, overwrite=overwrite, holds=MANIFEST_NAME, kind="an edgegen package") as stage:
         model = export_module(module, GRAPH, specs, outputs, example, opset)
         onnx.save(model, str(stage / f"{GRAPH}.onnx"))
         graph_outputs = tuple(value_spec(v) for v in model.graph.output)
