@@ -110,6 +110,31 @@ def test_a_module_that_gives_nan_is_refused_and_nothing_is_written(tmp_path):
     assert not (tmp_path / "pkg").exists() and not list(tmp_path.iterdir())
 
 
+def test_values_the_graph_cannot_take_are_an_input_error_in_one_line(tmp_path, capsys):
+    """Right names, types and shapes, but a label past the embedding's table: ONNX Runtime's own
+    refusal comes back as edgegen's InputError (a one-line error on the command line)."""
+    class Labelled(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.table = torch.nn.Embedding(10, 4)
+
+        def forward(self, label):
+            return self.table(label) * 2
+
+    pkg = export_pytorch(Labelled(), {"label": np.array([1, 7], dtype=np.int64)}, tmp_path / "pkg")
+    pipe = edgegen.load(pkg)
+    assert pipe(label=np.array([9], dtype=np.int64))["output"].shape == (1, 4)
+    with pytest.raises(InputError, match=r"graph 'model': expected input values it can compute on, found ONNX Runtime "
+                                         r"refusing them: .*idx=20"):
+        pipe(label=np.array([20], dtype=np.int64))
+    np.savez(tmp_path / "bad.npz", label=np.array([20], dtype=np.int64))
+    assert main(["generate", str(pkg), "--inputs", str(tmp_path / "bad.npz"), "--out", str(tmp_path / "o.npz")]) == 2
+    err = capsys.readouterr().err
+    assert "edgegen: error: graph 'model': expected input values" in err and "Traceback" not in err
+    assert not (tmp_path / "o.npz").exists()
+
+
 def test_export_refuses_bad_arguments_with_their_names(user_model, tmp_path):
     _, make_model, example = user_model
     with pytest.raises(ConfigError, match=r"dynamic: expected input names among \['image', 'mask'\], found \['img'\]"):

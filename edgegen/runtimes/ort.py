@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from pathlib import Path
 from typing import Mapping
 
 import numpy as np
 import onnxruntime as ort
 
-from ..errors import BackendError, PackageError, not_one_of
+from ..errors import BackendError, InputError, PackageError, not_one_of
 from ..package import TensorSpec
 from .backends import ORT_BACKENDS
 from .session import Session, check_feeds
@@ -137,7 +138,23 @@ class OrtSession(Session):
         # Session.run, inlined: this is the per-call path, a few microseconds matter on small graphs
         if not self._accepts(feeds):
             check_feeds(self.graph_name, self.inputs, feeds)  # raises InputError saying what is wrong
-        return dict(zip(self._output_names, self._session.run(self._output_names, feeds)))
+        try:
+            return dict(zip(self._output_names, self._session.run(self._output_names, feeds)))
+        except Exception as exc:  # noqa: BLE001 - ONNX Runtime raises its own exception types
+            raise run_error(self.graph_name, exc) from None
+
+
+def run_error(graph_name: str, exc: Exception) -> Exception:
+    """What a failed ONNX Runtime call means to the user: inputs of the right names, types and
+    shapes whose values the graph cannot take (an index past a table's end) are an InputError;
+    any other failure of ONNX Runtime a BackendError; an exception of another library as it was."""
+    if not type(exc).__module__.startswith("onnxruntime"):
+        return exc
+    text = re.sub(r"^\[ONNXRuntimeError\] : \d+ : [A-Z_]+ : ", "", str(exc).strip().splitlines()[0] if str(exc).strip() else "")
+    if type(exc).__name__ == "InvalidArgument":
+        return InputError(f"graph {graph_name!r}: expected input values it can compute on, found ONNX Runtime "
+                          f"refusing them: {text}")
+    return BackendError(f"graph {graph_name!r}: expected ONNX Runtime to run it, found it failing: {text}")
 
 
 class OrtBinding:
