@@ -223,7 +223,8 @@ def _given_feeds(package: Package, family, config, inputs) -> dict:
         raise ConfigError(f"package {str(package.path)!r}: expected --inputs (an .npz of feeds) for a {family.name} "
                           "package, which has no checkpoint to draw inputs from, found none")
     if len(feeds) < 2:
-        raise ConfigError(f"inputs ({source}): expected at least 2 feeds (half calibrate, half gate), found {len(feeds)}")
+        raise ConfigError(f"inputs ({source}): expected at least 2 feeds (half calibrate, half gate), found {len(feeds)} "
+                          "(an .npz holds several as keys 0/NAME, 1/NAME, ...; docs/bring-your-own-model.md)")
     half = len(feeds) // 2
     out = {}
     for part, entry in package.graphs.items():

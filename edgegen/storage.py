@@ -128,7 +128,7 @@ def fsync_directory(directory: str | os.PathLike) -> None:
 def refuse_existing(out: str | os.PathLike, overwrite: bool) -> None:
     """Raise OutputExistsError if `out` exists and replacing it was not asked for."""
     if os.path.exists(out) and not overwrite:
-        raise OutputExistsError(f"output {str(out)!r}: expected a path that does not exist yet, found one (pass --force to replace it)")
+        raise OutputExistsError(f"output {str(out)!r}: expected a path that does not exist yet, found one (pass --force, or overwrite=True in Python, to replace it)")
 
 
 def refuse_replacing_other(out: Path, holds: str, kind: str, reads: Iterable[str | os.PathLike] = ()) -> None:

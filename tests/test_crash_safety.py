@@ -176,7 +176,7 @@ def test_a_second_writer_of_a_new_output_is_refused_once_the_first_made_it(train
         assert not export_done.wait(1.0)         # waiting for the lock
         shutil.copytree(trained["gan"][1], tmp_path / "pkg")   # what the first writer made
     thread.join(timeout=120)
-    assert len(results) == 1 and "pass --force to replace it" in str(results[0])
+    assert len(results) == 1 and "pass --force, or overwrite=True in Python, to replace it" in str(results[0])
     assert Package(tmp_path / "pkg").manifest.name != "second"
     assert leftovers(tmp_path) == []
 

@@ -171,6 +171,11 @@ def test_the_command_line_takes_a_module_through_export_generate_bench_optimize_
                  "--out", str(pkg)]) == 0
     out = capsys.readouterr().out
     assert "family    generic" in out and "gate passed" in out
+    # an importable name finds a module in the working directory, as `python -m` does
+    (root / "own_sharpen_model.py").write_text(MODEL_PY)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(root))])
+    assert main(["export", "--module", "own_sharpen_model:make_model", "--inputs", "example.npz",
+                 "--out", str(tmp_path / "pkg-by-name")]) == 0
     assert main(["generate", str(pkg), "--out", str(tmp_path / "y.npz")]) == 0
     assert read_feeds(tmp_path / "y.npz")[0]["sharpened"].shape == (1, 1, 48, 64)
     assert main(["generate", str(pkg), "--inputs", "example.npz", "--out", str(tmp_path / "z.npz")]) == 0
@@ -196,3 +201,14 @@ def test_the_command_line_takes_a_module_through_export_generate_bench_optimize_
     assert "expected a callable 'nothing_here'" in capsys.readouterr().err
     assert main(["export", "--module", "model.py:make_model", "--out", str(tmp_path / "x")]) == 2
     assert "--inputs: expected an .npz of example inputs" in capsys.readouterr().err
+
+
+def test_feeds_files_say_what_they_hold_and_what_was_expected(tmp_path):
+    (tmp_path / "notes.txt").write_text("label,7\n")
+    with pytest.raises(InputError, match=r"expected an .npz of named arrays \(numpy.savez\), found a file that is "
+                                         r"neither an .npz nor an .npy"):
+        read_feeds(tmp_path / "notes.txt")
+    np.savez(tmp_path / "two.npz", **{"0/x": np.zeros((1, 2), np.float32), "1/x": np.ones((3, 2), np.float32)})
+    assert [f["x"].shape for f in read_feeds(tmp_path / "two.npz")] == [(1, 2), (3, 2)]
+    np.savez(tmp_path / "one.npz", x=np.zeros((16, 2), np.float32))   # one feed, whatever its batch
+    assert len(read_feeds(tmp_path / "one.npz")) == 1

@@ -30,7 +30,9 @@ def read_feeds(path: str | os.PathLike) -> list[dict[str, np.ndarray]]:
     except FileNotFoundError:
         raise InputError(f"inputs {str(path)!r}: expected an .npz file, found nothing at that path") from None
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise InputError(f"inputs {str(path)!r}: expected an .npz of named arrays (numpy.savez), found: {exc}") from None
+        found = ("a file that is neither an .npz nor an .npy (numpy would read it only as a pickle, which edgegen "
+                 "never loads)") if "pickle" in str(exc) else str(exc)
+        raise InputError(f"inputs {str(path)!r}: expected an .npz of named arrays (numpy.savez), found {found}") from None
     if not arrays:
         raise InputError(f"inputs {str(path)!r}: expected at least one array, found none")
     numbered = [key for key in arrays if "/" in key]

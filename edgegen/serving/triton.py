@@ -115,7 +115,7 @@ def write_repository(packages: list[str], out: str | Path, options: RepositoryOp
         for plan in plans:
             if (out / plan.name).exists():
                 raise OutputExistsError(f"model {str(out / plan.name)!r}: expected a model folder that does not exist "
-                                        "yet, found one (pass --force to replace it)")
+                                        "yet, found one (pass --force, or force=True in Python, to replace it)")
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for package, plan in zip(opened, plans):

@@ -235,6 +235,8 @@ def load_factory(reference: str) -> torch.nn.Module:
         sys.modules[spec.name] = code
         spec.loader.exec_module(code)
     else:
+        if os.getcwd() not in sys.path:   # as `python -m` finds them: modules in the working directory too
+            sys.path.insert(0, os.getcwd())
         try:
             code = importlib.import_module(location)
         except ImportError as exc:
