@@ -16,7 +16,7 @@ from .errors import ConfigError, not_one_of
 from .graph_summary import GraphSummary, read_graph_summary
 from .package import Package
 from .runtimes.engines import package_profiles, parser_errors
-from .targets import TENSORRT_TARGETS, get_target
+from .targets import TARGETS, TENSORRT_TARGETS, get_target
 
 TABLE = Path(__file__).parent / "data" / "tensorrt_onnx_ops.json"
 
@@ -95,7 +95,9 @@ def device_tensorrt_version() -> str:
 def _table_verdict(result: GraphCheck, graph: GraphSummary, table: dict, version: str) -> None:
     low, high = table["opset"]
     if not low <= graph.opset <= high:
-        result.problems.append(f"opset {graph.opset}: TensorRT {version} parses opsets {low} to {high}")
+        fits = [t for t in TARGETS.values() if t.tensorrt == version and low <= t.opset <= high]
+        hint = f" (export again with --target {fits[0].name}, which writes opset {fits[0].opset})" if fits else ""
+        result.problems.append(f"opset {graph.opset}: TensorRT {version} parses opsets {low} to {high}{hint}")
     ops = Counter((n.domain, n.op_type) for n in graph.nodes)
     for (domain, op), count in sorted(ops.items()):
         if domain not in ("", "ai.onnx"):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import sys
 from pathlib import Path
 
 from .errors import PackageError, not_one_of
@@ -71,9 +72,8 @@ def cache_path(name: str, cache: str | os.PathLike | None = None) -> Path:
     """Where this machine keeps the package it exported from the shipped `name`: keyed by the
     weights' sha256 and this edgegen's version, so new weights, or an edgegen whose export may
     write other graphs, export anew."""
-    from . import __version__
-
-    return Path(cache or user_cache_dir()) / "packages" / f"{name}-{weights_sha256(name)[:16]}-edgegen-{__version__}"
+    version = sys.modules[__package__].__version__   # edgegen's, loaded before any of its modules
+    return Path(cache or user_cache_dir()) / "packages" / f"{name}-{weights_sha256(name)[:16]}-edgegen-{version}"
 
 
 def find_shipped(name: str, cache: str | os.PathLike | None = None) -> Path | None:

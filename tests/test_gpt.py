@@ -729,6 +729,10 @@ def test_generate_command_streams_text(gpt, capsys, tmp_path):
     assert printed.startswith("def ") and out.read_text() == printed.rstrip("\n")
     assert main(["generate", str(gpt["pkg"]), "--max-new-tokens", "3"]) == 2
     assert "--prompt" in capsys.readouterr().err
+    # a refused option prints no text before the error, and the hint names the command line's flag
+    assert main(["generate", str(gpt["pkg"]), "--prompt", "def ", "--temperature", "0"]) == 2
+    refused = capsys.readouterr()
+    assert refused.out == "" and "--greedy on the command line" in refused.err
     # prompt lookup: the same text; edgegen bench times it beside the plain loop
     printed = []
     for drafts in ("0", "4"):

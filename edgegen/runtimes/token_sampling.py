@@ -38,7 +38,7 @@ class Sampling:
         temperature = check_number(temperature, "temperature", low=0.0, high=LIMIT)
         if do_sample and temperature < 1 / LIMIT:
             raise InputError(f"temperature: expected at least {1 / LIMIT:g} when sampling, found {temperature!r} "
-                             "(use do_sample=False for greedy)")
+                             "(for greedy decoding: do_sample=False, or --greedy on the command line)")
         if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1):
             raise InputError(f"top_k: expected a positive integer or None, found {top_k!r}")
         if top_p is not None:

@@ -36,9 +36,10 @@ def generate(pipe, request: GenerateRequest) -> str:
     options["do_sample"] = not options.pop("greedy", False)
     if request.out and os.path.isdir(request.out):   # before the text streams, not after
         raise ConfigError(f"--out {request.out!r}: expected a file to write the text to, found a directory")
-    pieces = [prompt]
-    print(prompt, end="", flush=True)
-    for piece in pipe.stream(prompt, seed=request.seed, **options):
+    stream = pipe.stream(prompt, seed=request.seed, **options)
+    pieces = [prompt, next(stream, "")]   # the options are checked before the first piece: a refusal prints no text
+    print("".join(pieces), end="", flush=True)
+    for piece in stream:
         pieces.append(piece)
         print(piece, end="", flush=True)
     print()
