@@ -177,7 +177,7 @@ def _family_options(family, declared, args, command: str) -> dict:
     mine = {option.dest for option in declared}
     for dest, option in args.family_options.items():   # every family's, as the parser was built
         if dest not in mine and getattr(args, dest, None) is not None:
-            accepted = ", ".join(o.flag for o in declared) or "none"
+            accepted = ", ".join(o.flag for o in declared) or "they take none"
             raise ConfigError(f"{option.flag}: expected an option of {family.name} packages ({accepted}), found it")
     values = {}
     for option in declared:
@@ -186,6 +186,13 @@ def _family_options(family, declared, args, command: str) -> dict:
         if value is not None:
             values[option.keyword] = value
     return values
+
+
+def _default_samples(pipe) -> int:
+    """--n's default: a grid of 16 from edgegen's own small models; 1 from a pipeline imported from
+    diffusers, where a sample may take seconds to minutes on a CPU (diffusers' pipelines draw 1)."""
+    data = getattr(getattr(pipe, "config", None), "data", None)
+    return 1 if isinstance(data, dict) and data.get("source") == "diffusers" else 16
 
 
 def _cmd_generate(args) -> None:
@@ -206,7 +213,7 @@ def _cmd_generate(args) -> None:
 
         picture_format(args.out, "RGB")
     pipe = load(args.package, backend=args.backend, threads=args.threads, precision=args.precision)
-    args.n = 16 if args.n is None else args.n
+    args.n = _default_samples(pipe) if args.n is None else args.n
 
     def require_out() -> None:
         from .images import picture_format
@@ -483,7 +490,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("generate", help="sample from a package and write a PNG or JPEG grid (or stream text)")
     p.add_argument("package", help=PACKAGE_HELP)
     p.add_argument("--n", type=int, default=None, help="samples to draw, for packages that draw a grid of images "
-                   "(default 16)")
+                   "(default 16; 1 for a pipeline imported from diffusers)")
     p.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same samples")
     p.add_argument("--out", default=None, help="the file to write: a grid of images, PNG or JPEG by its extension "
                                                "(families that make text, audio or arrays say what they write below)")

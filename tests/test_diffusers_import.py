@@ -243,6 +243,11 @@ def test_text_to_image_from_the_cli(sd_packages, tmp_path):
     out = tmp_path / "seven.png"
     assert main(["generate", str(package), "--prompt", "a thick seven", "--n", "2", "--steps", "3", "--out", str(out)]) == 0
     assert out.is_file()
+    # one sample by default, as diffusers' pipelines draw (a grid of 16 is for edgegen's small models)
+    one, default = tmp_path / "one.png", tmp_path / "default.png"
+    assert main(["generate", str(package), "--prompt", "a thick seven", "--n", "1", "--steps", "3", "--out", str(one)]) == 0
+    assert main(["generate", str(package), "--prompt", "a thick seven", "--steps", "3", "--out", str(default)]) == 0
+    assert default.read_bytes() == one.read_bytes() != out.read_bytes()
     assert main(["generate", str(package), "--steps", "3", "--out", str(out)]) == 2   # no --prompt
     assert main(["generate", str(package), "--prompt", "x", "--label", "3", "--out", str(out)]) == 2   # not this family's
 

@@ -140,9 +140,14 @@ def test_generate_command(trained, tmp_path, capsys):
     code = main(["generate", str(trained["diffusion"][1]), "--n", "4", "--steps", "5", "--sampler", "euler",
                  "--guidance", "2", "--label", "7", "--seed", "0", "--out", str(out)])
     assert code == 0 and out.stat().st_size > 0
+    # guidance without a class to steer toward would do nothing: refused, not ignored
+    code = main(["generate", str(trained["diffusion"][1]), "--n", "4", "--steps", "5", "--guidance", "2",
+                 "--out", str(tmp_path / "unsteered.png")])
+    assert code == 2 and "--guidance 2: expected with --label" in capsys.readouterr().err
+    assert not (tmp_path / "unsteered.png").exists()
     code = main(["generate", str(trained["gan"][1]), "--n", "4", "--steps", "5", "--out", str(tmp_path / "g.png")])
     err = capsys.readouterr().err
-    assert code == 2 and "--steps: expected an option of gan packages (none)" in err
+    assert code == 2 and "--steps: expected an option of gan packages (they take none)" in err
     for bad, message in ((["--steps", "0"], "steps: expected an integer from 1 to 1000"),
                          (["--sampler", "plms"], "sampler 'plms'"), (["--seed", "-3"], "seed: expected")):
         code = main(["generate", str(trained["diffusion"][1]), "--out", str(tmp_path / "x.png"), *bad])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ...errors import ConfigError
 from ...families import GenerateRequest, Option
 from ...runtimes.samplers import SAMPLERS
 from .pipeline import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS
@@ -20,6 +21,10 @@ def generate(pipe, request: GenerateRequest) -> str:
     from ...progress import Progress
 
     options = request.options
+    if options.get("labels") is None and options.get("guidance_scale", DEFAULT_GUIDANCE) != DEFAULT_GUIDANCE:
+        # guidance steers toward a class: without one the samples are unconditional and it does nothing
+        raise ConfigError(f"--guidance {options['guidance_scale']:g}: expected with --label (classifier-free guidance "
+                          "steers the samples toward a class), found it without one")
     # check the sampler settings before the progress bar starts, so errors come alone
     calls = len(pipe.make_sampler(options.get("sampler"), options["eta"]).timesteps(options["steps"]))
     with Progress(calls, "sampling") as bar:
