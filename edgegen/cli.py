@@ -14,6 +14,7 @@ from .errors import ConfigError, EdgegenError, MissingExtraError
 from .targets import DEFAULT_OPSET, TARGETS, TENSORRT_TARGETS, describe_targets, get_target
 
 EXIT_USER_ERROR = 2
+EXIT_PIPE_CLOSED = 128 + 13   # what a shell reports for a command SIGPIPE ended
 # the export extra's modules (pyproject.toml): a runtime-only install has none of them
 EXPORT_MODULES = ("torch", "onnx", "onnxscript", "safetensors", "sklearn", "skimage", "matplotlib", "diffusers",
                   "transformers")
@@ -85,6 +86,11 @@ class _Parser(argparse.ArgumentParser):
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("formatter_class", _HelpWithDefaults)
         super().__init__(*args, **kwargs)
+
+    def error(self, message: str):
+        """One line, as edgegen's own errors print, naming where the options are (argparse prints
+        its whole usage block first)."""
+        self.exit(2, f"{self.prog}: error: {message} ('{self.prog} --help' lists the options)\n")
 
 
 class _HelpWithDefaults(argparse.HelpFormatter):
@@ -663,11 +669,11 @@ def main(argv: list[str] | None = None) -> int:
               f"(found no {exc.name})", file=sys.stderr)
         return EXIT_USER_ERROR
     except BrokenPipeError:
-        # the reader went away (edgegen info | head): say so once, and keep Python's exit
-        # flush from raising again on the closed pipe
+        # the reader went away (edgegen info | head): quietly, as cat and grep end there, with
+        # the status a shell gives a command SIGPIPE ended; and keep Python's exit flush from
+        # raising again on the closed pipe
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        print("edgegen: error: standard output: expected a reader, found the pipe closed", file=sys.stderr)
-        return EXIT_USER_ERROR
+        return EXIT_PIPE_CLOSED
     except (OSError, MemoryError, UnicodeError) as exc:
         if args.debug:
             traceback.print_exc()
