@@ -172,6 +172,7 @@ def bench_package(path: str | os.PathLike, batch: int = 8, iters: int = 200, war
     for row in results:   # image outputs: megapixels made per second, the figure that compares tile sizes
         if pixels[row["graph"]]:
             row["megapixels_per_s"] = round(pixels[row["graph"]] / 1e3 / row["mean_ms"], 3)
+    generation = time_generation(family, pipe, batch, iters, warmup, energy)
     ratios = {}
     for part in pipe.sessions:
         ours, ref = timings.get((part, f"edgegen {pipe.backend}")), timings.get((part, "torch eager"))
@@ -185,7 +186,40 @@ def bench_package(path: str | os.PathLike, batch: int = 8, iters: int = 200, war
         "results": results,
         "energy": energy_note,
         "speedup_vs_torch_p50": ratios,
+        **({"whole_generation": generation} if generation else {}),
     }
+
+
+GENERATION_SECONDS = 3.0   # a whole generation is timed this long at least (and at least MIN_GENERATIONS times) ...
+MIN_GENERATIONS = 3        # ... and at most --iters times
+
+
+def time_generation(family, pipe, batch: int, iters: int, warmup: int, energy: bool) -> dict | None:
+    """A whole generation at the family's defaults (Family.bench_generation), timed after the graphs
+    on its own: one takes from milliseconds to minutes, so it runs as many times as fill
+    GENERATION_SECONDS (MIN_GENERATIONS to `iters`), after one untimed run unless warmup is 0."""
+    if family.bench_generation is None:
+        return None
+    generation = family.bench_generation(pipe, batch)
+    if warmup:
+        generation.call()
+    times = [_timed(generation.call)]
+    wanted = max(MIN_GENERATIONS, int(np.ceil(GENERATION_SECONDS / max(times[0], 1e-9))))
+    times += [_timed(generation.call) for _ in range(min(iters, wanted) - 1)]
+    stats = {k: round(v, 3) for k, v in percentiles_ms(np.array(times)).items()}
+    record = {"what": generation.what, "calls": len(times), **stats, "unit": generation.unit,
+              "per_s": round(generation.count * 1e3 / stats["mean_ms"], 3)}
+    if energy:
+        row = {"graph": "generation", "engine": "edgegen"}
+        record["energy"] = add_energy([row], {("generation", "edgegen"): generation.call}, generation.count)
+        record.update({k: row[k] for k in ("watts", "joules_per_result") if k in row})
+    return record
+
+
+def _timed(call) -> float:
+    start = time.perf_counter()
+    call()
+    return time.perf_counter() - start
 
 
 def add_energy(results: list[dict], engines: dict, results_per_call: int, seconds: float | None = None) -> str:
@@ -373,7 +407,7 @@ def format_table(report: dict) -> str:
     lines = [head + " vs torch |", "|" + "---|" * (9 + megapixels + 2 * energy)]
     for r in report["results"]:
         ratio = report["speedup_vs_torch_p50"].get(r["graph"]) if not r["engine"].startswith("torch") else None
-        mp = f" {r.get('megapixels_per_s', 0):.2f} |" if megapixels else ""
+        mp = (f" {r['megapixels_per_s']:.2f} |" if "megapixels_per_s" in r else " |") if megapixels else ""   # not an image: blank
         joules = f" {r['watts']:.2f} | {r['joules_per_result'] * 1e3:.3f} |" if energy else ""
         lines.append(f"| {r['graph']} | {r['engine']} | {r['p50_ms']:.3f} | {r['p90_ms']:.3f} | {r['p99_ms']:.3f} | "
                      f"{r['mean_ms']:.3f} | {r['min_ms']:.3f} | {r['throughput_per_s']:.0f} |{mp}{joules} "

@@ -287,6 +287,11 @@ def _bench_one(args, shapes: dict) -> dict:
         print(f"prompt lookup, {lookup['drafts']} drafts per call: {lookup['speedup_p50']:.2f}x the plain loop's "
               f"generation p50, tokens {'the same' if lookup['same_tokens'] else 'not the same'} (greedy)")
     print(format_table(report))
+    if "whole_generation" in report:
+        g = report["whole_generation"]
+        energy = f", {g['joules_per_result'] * 1e3:.3f} mJ per result at {g['watts']:.2f} W" if "watts" in g else ""
+        print(f"whole generation ({g['what']}): p50 {g['p50_ms']:.1f} ms, p90 {g['p90_ms']:.1f} ms over {g['calls']} "
+              f"runs, {g['per_s']:.3g} {g['unit']}/s{energy}")
     return report
 
 

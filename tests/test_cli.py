@@ -49,6 +49,45 @@ def test_bench_writes_the_report(trained, tmp_path, capsys):
     assert set(report["speedup_vs_torch_p50"]) == {"encoder", "decoder"}
 
 
+def test_bench_times_a_whole_generation_beside_the_graphs(trained, tmp_path, capsys):
+    """A family whose generation is a loop of graph calls (diffusion: 20 steps, guidance's batch of
+    2n) gets a row for the whole generation as `edgegen generate` runs it; one graph families not."""
+    report_path = tmp_path / "bench.json"
+    code, out, _ = run_cli(capsys, "bench", trained["diffusion"][1], "--batch", "2", "--iters", "4", "--warmup", "1",
+                           "--no-energy", "--json", report_path)
+    whole = json.loads(report_path.read_text())["whole_generation"]
+    assert code == 0 and whole["unit"] == "images" and 3 <= whole["calls"] <= 4 and whole["per_s"] > 0
+    assert whole["what"].startswith("2 images, 20 steps of ") and "a batch of 4 per call" in whole["what"]
+    assert whole["min_ms"] <= whole["p50_ms"] <= whole["p90_ms"]
+    assert f"whole generation ({whole['what']}): p50 " in out and " images/s" in out
+    code, out, _ = run_cli(capsys, "bench", trained["vae"][1], "--iters", "2", "--warmup", "0", "--no-energy",
+                           "--json", report_path)
+    assert code == 0 and "whole_generation" not in json.loads(report_path.read_text()) and "whole generation" not in out
+
+
+def test_a_whole_generation_runs_long_enough_and_as_often_as_iters_allows(monkeypatch):
+    import time
+    from types import SimpleNamespace
+
+    from edgegen import bench
+    from edgegen.families import GenerationCall
+
+    calls = []
+
+    def family(seconds):
+        return SimpleNamespace(bench_generation=lambda pipe, n: GenerationCall(
+            lambda: calls.append(time.sleep(seconds)), n, "things", f"{n} things"))
+
+    record = bench.time_generation(family(0), None, 3, iters=7, warmup=1, energy=False)
+    assert len(calls) == 1 + 7 and record["calls"] == 7 and record["what"] == "3 things"   # quick: --iters of them
+    calls.clear()
+    monkeypatch.setattr(bench, "GENERATION_SECONDS", 0.01)
+    record = bench.time_generation(family(0.02), None, 1, iters=50, warmup=0, energy=False)
+    assert len(calls) == record["calls"] == bench.MIN_GENERATIONS   # slow: the fewest, not 50
+    assert record["per_s"] == pytest.approx(1e3 / record["mean_ms"], rel=1e-3) and record["mean_ms"] >= 20
+    assert bench.time_generation(SimpleNamespace(bench_generation=None), None, 1, 5, 1, False) is None
+
+
 def test_bench_refuses_prompt_lookup_for_a_package_that_does_not_generate_tokens(trained, capsys):
     code, _, err = run_cli(capsys, "bench", trained["vae"][1], "--iters", "1", "--prompt-lookup", "4")
     assert code == 2 and "--prompt-lookup 4: expected a package that generates tokens, found the 'vae' family's" in err

@@ -165,6 +165,17 @@ class GenerateRequest:
     write_images: Callable[[Any], str]     # images [n, C, H, W] -> a PNG grid at `out`; returns the line to print
 
 
+@dataclass(frozen=True)
+class GenerationCall:
+    """One whole generation as `edgegen bench` times it beside the graphs (a sampling loop of many
+    graph calls): the call, the results it makes (`count` `unit`), and what it is, for the report."""
+
+    call: Callable[[], Any]
+    count: int
+    unit: str      # "images", "audio samples"
+    what: str      # "8 images, 20 steps of ddim"
+
+
 # graphs: one call of each graph; tokens: whole greedy generations (the pipeline's generate and stream,
 # its decode_read_bytes(tokens) for the memory-bandwidth bound, and for --vs-torch the model's
 # greedy_cached(prompts, new_tokens))
@@ -204,6 +215,10 @@ class Family:
     diffusers_importers: dict = field(default_factory=dict)
     # runtime config -> {dynamic dim: size} bench uses where --shapes does not set a dim (default 1)
     bench_dims: Callable[[Any], dict[str, int]] | None = None
+    # (pipeline, batch) -> GenerationCall: a whole generation at the family's defaults, which bench
+    # times after the graphs, for a family whose generation is more than one graph call (a sampling
+    # loop, a model of two graphs); None: the graphs' rows say it all
+    bench_generation: Callable[[Any, int], GenerationCall] | None = None
     # (package, runtime config, count, seed, extra=0) -> (feeds with known next tokens: count batches,
     # then `extra` more over windows apart from theirs; their source; the feed of the call speed is
     # judged at; its description): what a token family's weight-only variants (optimize --precision
@@ -386,5 +401,5 @@ def get(name: str) -> Family:
     return _REGISTRY[name]
 
 
-__all__ = ["Family", "Option", "GenerateRequest", "DemoModel", "RuntimeConfig", "register", "families", "names", "get", "package_config", "positive", "dim_problems",
+__all__ = ["Family", "Option", "GenerateRequest", "GenerationCall", "DemoModel", "RuntimeConfig", "register", "families", "names", "get", "package_config", "positive", "dim_problems",
            "ENTRY_POINT_GROUP"]

@@ -1,7 +1,7 @@
 """The ControlNet family: a trainable copy of a diffusion UNet's encoder, steered by a hint image."""
 
 from .. import DemoModel, Family, Option, register
-from .cli import OPTIONS, generate
+from .cli import OPTIONS, bench_generation, generate
 from .pipeline import ControlNetConfig, ControlNetPipeline
 
 FAMILY = register(Family(
@@ -15,6 +15,7 @@ FAMILY = register(Family(
     train_options=(Option("--base", "base", "the diffusion checkpoint to control (default: the shipped "
                           "diffusion-digits)", {"metavar": "CHECKPOINT"}),),
     generate=generate,
+    bench_generation=bench_generation,
     serving="edgegen.families.controlnet.cli:served",
     demo=(DemoModel("controlnet-digits", "digits", checkpoints={"base": "diffusion-digits"}),),
     showcase="edgegen.families.controlnet.demo",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ...errors import ConfigError
-from ...families import GenerateRequest, Option
+from ...families import GenerateRequest, GenerationCall, Option
 from ..diffusion.cli import SAMPLING_OPTIONS
 from ..diffusion.cli import generate as generate_diffusion
 
@@ -12,6 +12,18 @@ OPTIONS = (*SAMPLING_OPTIONS,
                   {"metavar": "IMAGE"}, served=False),
            Option("--conditioning-scale", "conditioning_scale", "strength of the control (0 = the base model)",
                   {"type": float}, 1.0))
+
+
+def bench_generation(pipe, n: int) -> GenerationCall:
+    """`n` images following one mid-grey control picture, at the defaults `edgegen generate` takes:
+    the base UNet and the ControlNet at every step."""
+    import numpy as np
+
+    from ..diffusion.pipeline import DEFAULT_STEPS
+
+    hint = pipe.hint(np.full((1, *pipe.image_shape), 0.5, np.float32))
+    return GenerationCall(lambda: pipe.sample(n, control=hint, seed=0), n, "images",
+                          f"{n} image{'s' * (n != 1)} following one control picture, {DEFAULT_STEPS} steps of {pipe.config.sampler}")
 
 
 def generate(pipe, request: GenerateRequest) -> str:

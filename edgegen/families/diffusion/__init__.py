@@ -2,7 +2,7 @@
 imported diffusers UNet2DModel pipeline (DDPM/DDIM layout)."""
 
 from .. import DemoModel, Family, register
-from .cli import SAMPLING_OPTIONS, generate
+from .cli import SAMPLING_OPTIONS, bench_generation, generate
 from .pipeline import DiffusionConfig, DiffusionPipeline
 
 FAMILY = register(Family(
@@ -14,6 +14,7 @@ FAMILY = register(Family(
     export="edgegen.families.diffusion.export",
     options=SAMPLING_OPTIONS,
     generate=generate,
+    bench_generation=bench_generation,
     demo=(DemoModel("diffusion-digits", "digits"),),
     showcase="edgegen.families.diffusion.demo",
     smoke={"train": {"steps": 2, "batch_size": 8, "width": 8}, "generate": ["--steps", "2"]},

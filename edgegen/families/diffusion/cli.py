@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ...errors import ConfigError
-from ...families import GenerateRequest, Option
+from ...families import GenerateRequest, GenerationCall, Option
 from ...runtimes.samplers import SAMPLERS
 from .pipeline import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS
 
@@ -15,6 +15,15 @@ SAMPLING_OPTIONS = (
     Option("--label", "labels", "class to generate (default: unconditional)", {"type": int}),
     Option("--eta", "eta", "DDIM's eta (0 = deterministic)", {"type": float}, 0.0),
 )
+
+
+def bench_generation(pipe, n: int) -> GenerationCall:
+    """`n` images at the defaults `edgegen generate` takes; a class-conditional model with a label,
+    as it is used, so that guidance's batch of 2n is what is timed."""
+    label = 0 if pipe.config.num_classes else None
+    guided = f", label 0 at guidance {DEFAULT_GUIDANCE:g} (a batch of {2 * n} per call)" if label is not None else ""
+    return GenerationCall(lambda: pipe.sample(n, seed=0, labels=label), n, "images",
+                          f"{n} image{'s' * (n != 1)}, {DEFAULT_STEPS} steps of {pipe.config.sampler}{guided}")
 
 
 def generate(pipe, request: GenerateRequest) -> str:

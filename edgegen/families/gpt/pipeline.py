@@ -328,7 +328,7 @@ class GPTPipeline(Pipeline):
             b, prompt_len, 1 + min(request.lookup, request.max_new_tokens))
         if needed > budget * 2**20:
             raise CacheBudgetError(f"KV cache and logits for batch {b} x {total_max} tokens: expected at most "
-                                   f"the budget of {budget:g} MB, found {needed / 2**20:.1f} MB needed "
+                                   f"the budget of {budget:g} MB, found {needed / 2**20:.3g} MB needed "
                                    f"(lower max_new_tokens, the prompt or the batch, or raise cache_budget_mb)")
         pad = prompt_len - lengths                     # left padding per row
         ids = np.full((b, prompt_len), self.pad_token_id, np.int64)

@@ -1,7 +1,7 @@
 """The latent diffusion family: the diffusion UNet over a KL autoencoder's latents."""
 
 from .. import DemoModel, Family, register
-from ..diffusion.cli import SAMPLING_OPTIONS, generate
+from ..diffusion.cli import SAMPLING_OPTIONS, bench_generation, generate
 from .pipeline import LatentDiffusionConfig, LatentDiffusionPipeline
 
 FAMILY = register(Family(
@@ -13,6 +13,7 @@ FAMILY = register(Family(
     export="edgegen.families.ldm.export",
     options=SAMPLING_OPTIONS,
     generate=generate,
+    bench_generation=bench_generation,
     demo=(DemoModel("ldm-digits", "digits"),),
     showcase="edgegen.families.diffusion.demo",
     smoke={"train": {"steps": 3, "batch_size": 8, "image_size": 16, "width": 8, "autoencoder_width": 8},

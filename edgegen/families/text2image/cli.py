@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import ConfigError
-from ...families import GenerateRequest, Option
+from ...families import GenerateRequest, GenerationCall, Option
 from ..diffusion.cli import SAMPLING_OPTIONS
+from ..diffusion.pipeline import DEFAULT_STEPS
 from .pipeline import DEFAULT_TEXT_GUIDANCE
 
 OPTIONS = (
@@ -16,6 +17,17 @@ OPTIONS = (
     Option("--guidance", "guidance_scale", "classifier-free guidance scale (1 or less: off)", {"type": float},
            DEFAULT_TEXT_GUIDANCE),
 )
+
+
+BENCH_PROMPT = "a photograph of a digit"
+
+
+def bench_generation(pipe, n: int) -> GenerationCall:
+    """`n` images of one prompt at the defaults `edgegen generate` takes: the text encoder once,
+    the UNet at every step (guidance's batch of 2n), the decoder once."""
+    guided = f", guidance {DEFAULT_TEXT_GUIDANCE:g} (a batch of {2 * n} per UNet call)" if DEFAULT_TEXT_GUIDANCE > 1 else ""
+    return GenerationCall(lambda: pipe.sample(BENCH_PROMPT, n=n, seed=0), n, "images",
+                          f"{n} image{'s' * (n != 1)} of one prompt, {DEFAULT_STEPS} steps of {pipe.config.sampler}{guided}")
 
 
 def generate(pipe, request: GenerateRequest) -> str:

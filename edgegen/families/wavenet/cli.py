@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ...errors import ConfigError
-from ...families import GenerateRequest, Option
+from ...families import GenerateRequest, GenerationCall, Option
 from .pipeline import MAX_SECONDS
 
 OPTIONS = (
@@ -11,6 +11,17 @@ OPTIONS = (
     Option("--label", "labels", "class to generate (default: unconditional)", {"type": int}),
     Option("--temperature", "temperature", "softmax temperature", {"type": float}, 1.0),
 )
+
+
+BENCH_SECONDS = 0.25
+
+
+def bench_generation(pipe, n: int) -> GenerationCall:
+    """A quarter second of audio, sample by sample through the cached step graph (one clip: the
+    loop has no batch); its samples per second over the sample rate is the real-time factor."""
+    samples = max(1, round(BENCH_SECONDS * pipe.sample_rate))
+    return GenerationCall(lambda: pipe(samples, seed=0), samples, "audio samples",
+                          f"{samples} audio samples ({BENCH_SECONDS:g} s at {pipe.sample_rate} Hz), one at a time")
 
 
 def generate(pipe, request: GenerateRequest) -> str:
