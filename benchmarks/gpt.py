@@ -154,7 +154,7 @@ def main() -> None:
 
     import edgegen
     from edgegen.bench import machine_info, write_results
-    from edgegen.families.gpt.hf_import import export_transformers
+    from edgegen.export import export_transformers
 
     torch.set_num_threads(THREADS)
     scratch = Path(tempfile.mkdtemp(prefix="edgegen-gpt-bench-"))

@@ -34,7 +34,7 @@ def make_packages(root: Path) -> dict:
     from llama import save_random_llama
 
     from edgegen.families import Family
-    from edgegen.families.gpt.hf_import import export_transformers
+    from edgegen.export import export_transformers
     from edgegen.optimize import optimize_package
 
     exported = export_transformers("llama", save_random_llama(root / "hf"), root / "exported")

@@ -61,7 +61,7 @@ def make_models(root: Path, optimum: bool = True) -> dict:
     from tokenizers import Tokenizer, models, pre_tokenizers
 
     import edgegen
-    from edgegen.families.gpt.hf_import import export_transformers
+    from edgegen.export import export_transformers
     from edgegen.optimize import optimize_package
 
     hf = save_random_llama(root / "hf")

@@ -43,7 +43,7 @@ def prefill(session, config, ids: np.ndarray, chunk: int, keep: int) -> float:
 def main() -> None:
     from llama import save_random_llama
 
-    from edgegen.families.gpt.hf_import import export_transformers
+    from edgegen.export import export_transformers
     from edgegen.runtimes import load
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

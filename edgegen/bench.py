@@ -100,15 +100,15 @@ def interleaved_timings(engines: dict[str, Callable[[], object]], iters: int, wa
 
 
 def eager_modules(reference: str | os.PathLike, pipe) -> dict:
-    """{graph: torch module} of the package's graphs: from the checkpoint it was exported from,
-    or for a family without checkpoints from the reference its declaration knows how to load."""
-    from .export import exported_as
-    from .training.checkpoint import load_source_checkpoint
+    """{graph: torch module} of the package's graphs: from the checkpoint it was exported from (or
+    the transformers or diffusers folder it was imported from), or for a family without checkpoints
+    from the reference its declaration knows how to load."""
+    from .export import source_model
 
     loader = get_family(pipe.family).eager_modules_function()
     if loader is not None:
         return loader(reference, pipe.package)
-    with exported_as(load_source_checkpoint(pipe.package, reference)) as (ckpt, spec):
+    with source_model(pipe.package, reference) as (ckpt, spec):
         return {graph.part: graph.submodule(ckpt.model).eval() for graph in spec.graphs}
 
 
@@ -389,9 +389,10 @@ def torch_generation(checkpoint, pipe, prompts: list[list[int]], threads: int):
     `greedy_cached(prompts, new_tokens)`, its own KV-cache loop."""
     import torch
 
-    from .training.checkpoint import load_source_checkpoint
+    from .export import source_model
 
-    model = load_source_checkpoint(pipe.package, checkpoint).model
+    with source_model(pipe.package, checkpoint) as (ckpt, _):
+        model = ckpt.model
     torch.set_num_threads(threads)
     ids = torch.tensor(prompts)
     return (lambda: model.greedy_cached(ids, NEW_TOKENS)), torch.__version__

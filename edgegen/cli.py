@@ -133,9 +133,9 @@ def _cmd_export(args) -> int:
         raise ConfigError("export: expected a checkpoint directory, --from-transformers DIR, --from-diffusers DIR or "
                           "--module FILE.py:FACTORY, found none")
     elif args.from_transformers:
-        from .families import transformers_importer
+        from .export import export_transformers
 
-        out = transformers_importer(args.checkpoint)(args.checkpoint, args.from_transformers, args.out, **options)
+        out = export_transformers(args.checkpoint, args.from_transformers, args.out, **options)
     else:
         from .export import export_checkpoint
 
@@ -522,7 +522,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="fp32", choices=PRECISIONS,
                    help="run the package's int8 / fp16 / fused variants where it has them")
     p.add_argument("--vs-torch", default=None, metavar="CHECKPOINT",
-                   help="also run PyTorch eager from this checkpoint (a generic package: its FILE.py:FACTORY), "
+                   help="also run PyTorch eager from this checkpoint (an imported package: the transformers or diffusers "
+                        "folder it came from; a generic package: its FILE.py:FACTORY), "
                         "interleaved, and report the ratio")
     p.add_argument("--prompt-lookup", type=int, default=0, metavar="N",
                    help="token packages: also generate with up to N draft tokens per decoder call (prompt lookup "

@@ -252,6 +252,27 @@ def test_text_to_image_from_the_cli(sd_packages, tmp_path):
     assert main(["generate", str(package), "--prompt", "x", "--label", "3", "--out", str(out)]) == 2   # not this family's
 
 
+def test_bench_runs_the_imported_pipelines_folder_beside_the_package(ddpm_packages, sd_packages, tmp_path):
+    """bench --vs-torch takes the diffusers folder a package was imported from: imported again, its
+    weights checked against the package's record, its modules timed beside the graphs."""
+    import shutil
+
+    from edgegen.bench import bench_package
+
+    for folder, package in (ddpm_packages["grey"], sd_packages["sd8"]):
+        report = bench_package(package, batch=1, iters=2, warmup=0, vs_torch=folder, energy=False)
+        graphs = set(json.loads((package / "edgegen.json").read_text())["graphs"])
+        assert set(report["speedup_vs_torch_p50"]) == graphs and all(r > 0 for r in report["speedup_vs_torch_p50"].values())
+    folder, package = ddpm_packages["grey"]
+    other = tmp_path / "other"
+    shutil.copytree(folder, other)
+    weights = next((other / "unet").glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:-4] + bytes(4))   # other weights, same layout
+    with pytest.raises(CheckpointError, match="expected the weights package .* was imported from"):
+        bench_package(package, batch=1, iters=1, warmup=0, vs_torch=other, energy=False)
+    assert main(["bench", str(package), "--iters", "1", "--vs-torch", str(tmp_path)]) == 2   # an empty folder
+
+
 # -- what is refused ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("edit, message", [

@@ -19,8 +19,8 @@ from onnx import numpy_helper
 import edgegen
 from edgegen.cli import main
 from edgegen.errors import CheckpointError, ConfigError, DataError, InputError, PackageError
-from edgegen.export import export_checkpoint, export_model
-from edgegen.families.gpt.hf_import import export_transformers, import_gpt2
+from edgegen.export import export_checkpoint, export_model, export_transformers
+from edgegen.families.gpt.hf_import import import_gpt2
 from edgegen.training.checkpoint import load_checkpoint, save_checkpoint
 from edgegen.training.text import HELD_OUT_EVERY, load_text, read_corpus, stdlib_files
 from edgegen.training.train import train
@@ -1104,6 +1104,17 @@ def test_llama_import_refuses_what_its_decoder_does_not_compute(tmp_path):
     with pytest.raises(CheckpointError, match=r"expected the tensors config.json describes, found: Missing key\(s\) in "
                                               r'state_dict: "layers\.2\.input_layernorm\.weight"'):
         export_transformers("llama", tmp_path / "hf", tmp_path / "pkg")
+
+
+def test_bench_runs_the_transformers_folder_an_import_came_from_beside_the_package(tmp_path, capsys):
+    """bench --vs-torch takes the save_pretrained folder: imported again (weights checked), its KV-cache
+    loop in PyTorch timed beside the runtime's."""
+    _tiny_llama(tmp_path / "hf", num_key_value_heads=2)
+    package = export_transformers("llama", tmp_path / "hf", tmp_path / "pkg")
+    assert main(["bench", str(package), "--iters", "10", "--warmup", "0", "--no-energy", "--vs-torch",
+                 str(tmp_path / "hf"), "--json", str(tmp_path / "b.json")]) == 0
+    report = json.loads((tmp_path / "b.json").read_text())
+    assert report["speedup_vs_torch_p50"]["generate"] > 0 and "| generate | torch eager |" in capsys.readouterr().out
 
 
 def test_a_124m_llama_imports_and_decodes_as_transformers(tmp_path):

@@ -135,7 +135,7 @@ def _imported_llama(tmp_path):
                                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
                                       bos_token_id=1, eos_token_id=2)
     transformers.LlamaForCausalLM(config).eval().save_pretrained(tmp_path / "hf")
-    from edgegen.families.gpt.hf_import import export_transformers
+    from edgegen.export import export_transformers
 
     return export_transformers("llama", tmp_path / "hf", tmp_path / "pkg")
 

@@ -15,7 +15,7 @@ import onnxruntime
 import torch
 
 from .. import __version__
-from ..errors import ConfigError, ValidationError
+from ..errors import CheckpointError, ConfigError, ValidationError
 from ..families import RuntimeConfig
 from ..families import get as get_family
 from ..package import MANIFEST_NAME, GraphEntry, Manifest, Package, sha256_file, write_manifest
@@ -99,6 +99,58 @@ def export_model(ckpt: Checkpoint, out: str | Path, data: str | None = None, ops
 def export_spec(family: str) -> ExportSpec:
     """The export spec of a registered family."""
     return get_family(family).export_spec()
+
+
+def export_transformers(architecture: str, folder: str | Path, out: str | Path, **options) -> Path:
+    """`edgegen export ARCH --from-transformers DIR`: the folder imported by the family that takes
+    ARCH (Family.importers), then exported through the gate as any checkpoint."""
+    from ..families import transformers_importer
+
+    importer = transformers_importer(architecture)
+    with tempfile.TemporaryDirectory(prefix="edgegen-import-") as scratch:
+        return export_model(importer(architecture, folder, Path(scratch)), out, **options)
+
+
+@contextlib.contextmanager
+def source_model(package: Package, given: str | Path | None = None):
+    """(checkpoint, spec) of the torch side a package's graphs came from: the checkpoint (`given`,
+    else the path its manifest records), or, for a package imported from a transformers or diffusers
+    folder, that folder imported again; either refused unless its weights are the ones the package
+    came from. What `bench --vs-torch` runs beside the graphs."""
+    from ..shipped import SHIPPED_SOURCE
+    from ..training.checkpoint import WEIGHTS, load_source_checkpoint
+
+    recorded = package.manifest.provenance.get("source_checkpoint", {})
+    folder = Path(given or recorded.get("path") or "")
+    if str(folder).startswith(SHIPPED_SOURCE) or (folder / WEIGHTS).is_file() or not folder.is_dir():
+        with exported_as(load_source_checkpoint(package, given)) as pair:   # which says what is missing
+            yield pair
+        return
+    with tempfile.TemporaryDirectory(prefix="edgegen-import-") as scratch:
+        ckpt, spec = _imported_again(folder, Path(scratch))
+        expected = recorded.get("weights_sha256")
+        if expected and expected != ckpt.weights_sha256:
+            raise CheckpointError(f"{str(folder)!r}: expected the weights package {str(package.path)!r} was imported "
+                                  f"from (sha256 {expected[:12]}...), found {ckpt.weights_sha256[:12]}...")
+        yield ckpt, spec or export_spec(ckpt.family)
+
+
+def _imported_again(folder: Path, scratch: Path) -> tuple[Checkpoint, ExportSpec | None]:
+    """A transformers (config.json with a model_type) or diffusers (model_index.json) folder as the
+    checkpoint its import makes."""
+    from ..families import transformers_importer
+    from ..package import read_json
+    from .diffusers_import import import_diffusers
+
+    if (folder / "model_index.json").is_file():
+        return import_diffusers(folder, scratch)
+    config = read_json(folder / "config.json", CheckpointError) if (folder / "config.json").is_file() else None
+    architecture = config.get("model_type") if isinstance(config, dict) else None
+    if not architecture:
+        raise CheckpointError(f"{str(folder)!r}: expected an edgegen checkpoint (weights.safetensors), a "
+                              "transformers save_pretrained folder (config.json) or a diffusers pipeline "
+                              "(model_index.json), found none of them")
+    return transformers_importer(architecture)(architecture, folder, scratch), None
 
 
 @contextlib.contextmanager

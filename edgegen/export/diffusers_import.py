@@ -9,6 +9,7 @@ denoiser's class (`Family.diffusers_importers`), and hands it the folder.
 from __future__ import annotations
 
 import math
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -164,13 +165,23 @@ def load_component(folder: Path, layout: dict, component: str, expected: tuple[s
     return model.eval(), weights
 
 
-def export_diffusers(folder: str | Path, out: str | Path, **options) -> Path:
-    """`edgegen export --from-diffusers DIR`: the family that imports the pipeline's denoiser."""
+def import_diffusers(folder: str | Path, scratch: Path):
+    """A diffusers pipeline folder as (checkpoint, the spec of its graphs), by the family that
+    imports its denoiser (Family.diffusers_importers); files it needs beside the weights (a
+    tokenizer) go into `scratch`."""
     folder, layout = read_layout(folder)
     denoiser = component_class(folder, layout, "unet")
     known = {cls: f for f in families() for cls in f.diffusers_importers}
     if denoiser not in known:
         raise CheckpointError(f"diffusers pipeline {str(folder)!r} ({layout.get('_class_name')}): expected a unet among "
                               f"{', '.join(known)}, found {denoiser!r}")
-    importer = _resolve(known[denoiser].diffusers_importers[denoiser], "")
-    return importer(folder, layout, out, **options)
+    return _resolve(known[denoiser].diffusers_importers[denoiser], "")(folder, layout, scratch)
+
+
+def export_diffusers(folder: str | Path, out: str | Path, **options) -> Path:
+    """`edgegen export --from-diffusers DIR`: imported (import_diffusers), then exported through the gate."""
+    from . import export_model
+
+    with tempfile.TemporaryDirectory(prefix="edgegen-import-") as scratch:
+        ckpt, spec = import_diffusers(folder, Path(scratch))
+        return export_model(ckpt, out, spec=spec, **options)

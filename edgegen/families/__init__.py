@@ -208,10 +208,11 @@ class Family:
     # variants it makes for ONNX Runtime targets (the GPT decoder's KV cache written in place)
     ort_form: str | None = None
     # transformers architectures this family imports (`edgegen export ARCH --from-transformers DIR`):
-    # architecture -> "module:function" (architecture, folder, out, **export options) -> package path
+    # architecture -> "module:function" (architecture, folder, scratch) -> Checkpoint of this family
+    # (files it needs beside the weights, a tokenizer, put in the scratch folder)
     importers: dict = field(default_factory=dict)
     # diffusers pipelines this family imports (`edgegen export --from-diffusers DIR`), by the class of
-    # their unet: class -> "module:function" (folder, model_index, out, **export options) -> package path
+    # their unet: class -> "module:function" (folder, model_index, scratch) -> (Checkpoint, ExportSpec)
     diffusers_importers: dict = field(default_factory=dict)
     # runtime config -> {dynamic dim: size} bench uses where --shapes does not set a dim (default 1)
     bench_dims: Callable[[Any], dict[str, int]] | None = None

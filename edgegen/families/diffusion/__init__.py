@@ -18,6 +18,6 @@ FAMILY = register(Family(
     demo=(DemoModel("diffusion-digits", "digits"),),
     showcase="edgegen.families.diffusion.demo",
     smoke={"train": {"steps": 2, "batch_size": 8, "width": 8}, "generate": ["--steps", "2"]},
-    diffusers_importers={"UNet2DModel": "edgegen.families.diffusion.diffusers_import:export_ddpm_layout"},
+    diffusers_importers={"UNet2DModel": "edgegen.families.diffusion.diffusers_import:import_ddpm_layout"},
     order=60,
 ))

@@ -86,13 +86,11 @@ def import_unet2d(folder: Path, layout: dict) -> tuple[Checkpoint, ExportSpec]:
     return ckpt, spec
 
 
-def export_ddpm_layout(folder: Path, layout: dict, out: str | Path, **options) -> Path:
-    """`edgegen export --from-diffusers DIR` of a UNet2DModel pipeline (DDPMPipeline, DDIMPipeline, ...)."""
-    from ...export import export_model
-
+def import_ddpm_layout(folder: Path, layout: dict, scratch: Path) -> tuple[Checkpoint, ExportSpec]:
+    """A UNet2DModel pipeline (DDPMPipeline, DDIMPipeline, ...) as a checkpoint and the spec of its
+    graphs (`edgegen export --from-diffusers DIR` exports them)."""
     extra = sorted(set(k for k in layout if not k.startswith("_")) - {"unet", "scheduler"})
     if extra:
         raise CheckpointError(f"diffusers pipeline {str(folder)!r} ({layout.get('_class_name')}): expected a unet and "
                               f"a scheduler beside a UNet2DModel, found also {extra}")
-    ckpt, spec = import_unet2d(folder, layout)
-    return export_model(ckpt, out, spec=spec, **options)
+    return import_unet2d(folder, layout)

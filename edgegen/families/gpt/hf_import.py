@@ -10,7 +10,6 @@ before anything is exported.
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -283,17 +282,13 @@ def import_llama(folder: str | Path, scratch: Path, architecture: str = "llama")
     return _imported(folder, scratch, architecture, hf, config, lambda state: convert_llama_state(state, tied))
 
 
-def export_transformers(architecture: str, folder: str | Path, out: str | Path, **options) -> Path:
-    """`edgegen export gpt2|llama|qwen2|mistral --from-transformers DIR`: import, then the usual export and gate."""
-    from ...export import export_model
-
+def import_transformers(architecture: str, folder: str | Path, scratch: Path) -> Checkpoint:
+    """A gpt2, llama, qwen2 or mistral save_pretrained folder as a checkpoint of this family (its
+    tokenizer file put in `scratch`); `edgegen export ARCH --from-transformers DIR` exports it."""
     if architecture not in ARCHITECTURES:
         raise CheckpointError(not_one_of("architecture", architecture, ARCHITECTURES,
                                          "the ones edgegen imports from transformers"))
-    with tempfile.TemporaryDirectory(prefix="edgegen-import-") as scratch:
-        ckpt = (import_gpt2(folder, Path(scratch)) if architecture == "gpt2" else
-                import_llama(folder, Path(scratch), architecture))
-        return export_model(ckpt, out, **options)
+    return import_gpt2(folder, scratch) if architecture == "gpt2" else import_llama(folder, scratch, architecture)
 
 
-__all__ = ["import_gpt2", "import_llama", "export_transformers", "convert_state", "read_gpt2_config"]
+__all__ = ["import_gpt2", "import_llama", "import_transformers", "convert_state", "read_gpt2_config"]

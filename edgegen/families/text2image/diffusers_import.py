@@ -12,7 +12,6 @@ The graphs:
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -220,11 +219,3 @@ def import_stable_diffusion(folder: Path, layout: dict, scratch: Path) -> tuple[
     ckpt = Checkpoint(folder, "text2image", dict(uc), parts, source, {}, weights, {"tokenizer.json": tokenizer_file})
     return ckpt, spec
 
-
-def export_sd_layout(folder: Path, layout: dict, out: str | Path, **options) -> Path:
-    """`edgegen export --from-diffusers DIR` of a Stable Diffusion-layout pipeline."""
-    from ...export import export_model
-
-    with tempfile.TemporaryDirectory(prefix="edgegen-import-") as scratch:
-        ckpt, spec = import_stable_diffusion(folder, layout, Path(scratch))
-        return export_model(ckpt, out, spec=spec, **options)
