@@ -827,6 +827,14 @@ def test_gpt2_without_tokenizer_files_takes_token_ids_and_pickles_are_refused(tm
     assert len(pipe.generate([5, 6, 7], max_new_tokens=5, seed=0)) <= 5
     with pytest.raises(InputError, match="no tokenizer"):
         pipe.generate("text")
+    # the command line takes ids too, and prints the new ones as they come
+    greedy = pipe.generate([5, 6, 7], max_new_tokens=5, do_sample=False)
+    out = tmp_path / "ids.txt"
+    assert main(["generate", str(tmp_path / "pkg"), "--prompt-ids", "5,6,7", "--max-new-tokens", "5", "--greedy",
+                 "--out", str(out)]) == 0
+    assert out.read_text() == " ".join(map(str, [5, 6, 7, *greedy]))
+    assert main(["generate", str(tmp_path / "pkg"), "--prompt-ids", "5;6", "--out", str(out)]) == 2
+    assert main(["generate", str(tmp_path / "pkg"), "--prompt-ids", "5", "--prompt", "x", "--out", str(out)]) == 2
     (tmp_path / "hf" / "model.safetensors").rename(tmp_path / "hf" / "pytorch_model.bin")
     with pytest.raises(CheckpointError, match="pickled weights are not loaded"):
         import_gpt2(tmp_path / "hf", tmp_path)

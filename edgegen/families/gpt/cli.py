@@ -11,7 +11,9 @@ from ...errors import ConfigError
 from ...families import GenerateRequest, Option
 
 OPTIONS = (
-    Option("--prompt", "prompt", "(required) text to continue"),
+    Option("--prompt", "prompt", "(required, or --prompt-ids) text to continue"),
+    Option("--prompt-ids", "prompt_ids", "token ids to continue, comma-separated (a package imported without a "
+           "tokenizer takes ids only); the new ids print as they come", {"metavar": "ID,ID,..."}, served=False),
     Option("--max-new-tokens", "max_new_tokens", "tokens to generate at most", {"type": int}, 200),
     Option("--temperature", "temperature", "softmax temperature", {"type": float}, 1.0),
     Option("--top-k", "top_k", "sample from the k most likely tokens", {"type": int}),
@@ -30,18 +32,19 @@ OPTIONS = (
 
 def generate(pipe, request: GenerateRequest) -> str:
     options = dict(request.options)
-    prompt = options.pop("prompt", None)
-    if prompt is None:
-        raise ConfigError("--prompt: expected the text to continue for a gpt package, found none")
+    prompt = _prompt(options.pop("prompt", None), options.pop("prompt_ids", None))
     options["do_sample"] = not options.pop("greedy", False)
     if request.out and os.path.isdir(request.out):   # before the text streams, not after
         raise ConfigError(f"--out {request.out!r}: expected a file to write the text to, found a directory")
+    shown = (lambda token: f" {token}") if isinstance(prompt, list) else str   # ids as numbers, text as it is
     stream = pipe.stream(prompt, seed=request.seed, **options)
-    pieces = [prompt, next(stream, "")]   # the options are checked before the first piece: a refusal prints no text
+    first = next(stream, None)   # the options are checked before the first piece: a refusal prints no text
+    pieces = [" ".join(map(str, prompt)) if isinstance(prompt, list) else prompt]
+    pieces += [shown(first)] if first is not None else []
     print("".join(pieces), end="", flush=True)
     for piece in stream:
-        pieces.append(piece)
-        print(piece, end="", flush=True)
+        pieces.append(shown(piece))
+        print(pieces[-1], end="", flush=True)
     print()
     if not request.out:
         return ""
@@ -50,6 +53,19 @@ def generate(pipe, request: GenerateRequest) -> str:
     atomic_write_text(request.out, "".join(pieces))
     print(f"wrote {request.out}", file=sys.stderr)
     return ""
+
+
+def _prompt(text: str | None, ids: str | None) -> str | list[int]:
+    """--prompt's text or --prompt-ids' ids (one of them)."""
+    if (text is None) == (ids is None):
+        raise ConfigError(f"--prompt or --prompt-ids: expected one of them for a gpt package, found "
+                          f"{'both' if text is not None else 'neither'}")
+    if text is not None:
+        return text
+    try:
+        return [int(part) for part in ids.split(",")]
+    except ValueError:
+        raise ConfigError(f"--prompt-ids: expected token ids separated by commas (1,2,3), found {ids!r}") from None
 
 
 def served(config):
@@ -63,5 +79,5 @@ def served(config):
         for piece in pipe.stream(arguments.pop("prompt"), **arguments):
             yield {"text": np.array([piece.encode("utf-8")], dtype=np.object_)}
 
-    inputs = (Field("seed", "int64"), *(option_field(o) for o in OPTIONS))
+    inputs = (Field("seed", "int64"), *(option_field(o) for o in OPTIONS if o.served))
     return Served(inputs, (Field("text", "string"),), answer, streams=True)
