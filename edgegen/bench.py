@@ -131,13 +131,16 @@ def torch_runners(checkpoint: str | os.PathLike, pipe, feeds: dict[str, dict[str
 
 def bench_package(path: str | os.PathLike, batch: int = 8, iters: int = 200, warmup: int = 20, backend: str = "auto",
                   threads: int | None = None, vs_torch: str | os.PathLike | None = None, precision: str = "fp32",
-                  shapes: dict[str, int] | None = None, energy: bool = True, prompt_lookup: int = 0) -> dict:
+                  shapes: dict[str, int] | None = None, energy: bool = True, prompt_lookup: int = 0,
+                  generation: bool = True) -> dict:
     """Time every graph of the package; with vs_torch, PyTorch eager on the same inputs, interleaved.
     shapes: the size of each dynamic dim other than the batch (default: the family's, else 1).
     energy: then run each engine again for ENERGY_SECONDS with the machine's power source read
     (power.py), for watts and joules per result (one result: one batch item).
     prompt_lookup: token packages only: also generate with that many draft tokens per call (prompt
-    lookup decoding), side by side with the plain loop."""
+    lookup decoding), side by side with the plain loop.
+    generation: then time a whole generation where the family's is more than one graph call
+    (time_generation)."""
     from .runtimes import load
 
     if batch < 1 or iters < 1 or warmup < 0:
@@ -172,7 +175,7 @@ def bench_package(path: str | os.PathLike, batch: int = 8, iters: int = 200, war
     for row in results:   # image outputs: megapixels made per second, the figure that compares tile sizes
         if pixels[row["graph"]]:
             row["megapixels_per_s"] = round(pixels[row["graph"]] / 1e3 / row["mean_ms"], 3)
-    generation = time_generation(family, pipe, batch, iters, warmup, energy)
+    generation = time_generation(family, pipe, batch, iters, warmup, energy) if generation else None
     ratios = {}
     for part in pipe.sessions:
         ours, ref = timings.get((part, f"edgegen {pipe.backend}")), timings.get((part, "torch eager"))

@@ -171,6 +171,13 @@ def _export_module(args):
     if more:
         raise ConfigError(f"--inputs {args.inputs!r}: expected one example feed (held-out feeds go in --held-out), "
                           f"found {1 + len(more)}")
+    from .package import MANIFEST_NAME
+    from .storage import refuse_replacing_other
+
+    # the files it reads are never what --force replaces
+    module_file = args.module.rpartition(":")[0]
+    reads = [p for p in (module_file, args.inputs, args.held_out) if p and os.path.exists(p)]
+    refuse_replacing_other(args.out, MANIFEST_NAME, "an edgegen package", reads)
     return export_pytorch(load_factory(args.module), example, args.out, dynamic=parse_dynamic(args.dynamic),
                           output_names=args.output_name, held_out=args.held_out,
                           dim_limits=parse_dim_sizes(args.limit, "--limit"), name=args.name, opset=_target_opset(args),
@@ -252,18 +259,19 @@ def _cmd_bench(args) -> None:
         _require_export("edgegen bench --vs-torch")
     shapes = parse_dim_sizes(args.shapes, "--shapes")
     sweep = parse_sweep(args.sweep) or [{}]
-    reports = [_bench_one(args, {**shapes, **sizes}) for sizes in sweep]
+    # the whole generation does not change with a sweep's sizes: timed at the first point only
+    reports = [_bench_one(args, {**shapes, **sizes}, args.generation and i == 0) for i, sizes in enumerate(sweep)]
     if args.json:
         write_report(reports[0] if len(reports) == 1 else {"sweep": reports}, args.json)
         print(f"wrote {args.json}")
 
 
-def _bench_one(args, shapes: dict) -> dict:
+def _bench_one(args, shapes: dict, generation: bool) -> dict:
     from .bench import bench_package, format_table
 
     report = bench_package(args.package, batch=args.batch, iters=args.iters, warmup=args.warmup,
                            backend=args.backend, threads=args.threads, vs_torch=args.vs_torch, precision=args.precision,
-                           shapes=shapes, energy=args.energy, prompt_lookup=args.prompt_lookup)
+                           shapes=shapes, energy=args.energy, prompt_lookup=args.prompt_lookup, generation=generation)
     print(f"{report['package']}: {report['family']}, backend {report['backend']}, precision {report['precision']}, "
           f"batch {report['batch']}" + "".join(f", {d} {n}" for d, n in report.get("shapes", {}).items())
           + f", threads {report['threads']}, {report['iters']} iters; "
@@ -330,11 +338,12 @@ def _print_info(path) -> None:
             verdict = (f"{record['file']} (gate {gate.get('line')}" + (f", {record['speedup_ort_cpu']:.2f}x fp32's speed on ort-cpu" if "speedup_ort_cpu" in record else "")
                        + ")") if "file" in record else f"not written: {record.get('refused')}"
             print(f"variant   {precision} {part}: {verdict}")
-            if "file" in record and "last_refused" in record:
-                print(f"            kept: a later attempt (target {record['last_refused']['target']}) was not written: "
-                      f"{record['last_refused']['refused']}")
+            later = record.get("last_refused")
+            if "file" in record and isinstance(later, dict):
+                print(f"            kept: a later attempt (target {later.get('target')}) was not written: "
+                      f"{later.get('refused')}")
             if "file" in record and record.get("spared_matmuls"):
-                from .optimize import spared_text
+                from .package import spared_text
 
                 print(f"            {spared_text(record)}")
             if "file" in record and (record.get("ort_form") or record.get("ort_form_declined")):
@@ -534,6 +543,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--energy", default=True, action=argparse.BooleanOptionalAction,
                    help="then run each engine alone for a second with the machine's power source read (NVML, a "
                         "Jetson's INA3221 rails or tegrastats, RAPL): watts and millijoules per result")
+    p.add_argument("--generation", default=True, action=argparse.BooleanOptionalAction,
+                   help="then time a whole generation at the family's defaults where it is more than one graph call "
+                        "(a diffusion sampler's steps, PixelCNN's and WaveNet's loops)")
     p.add_argument("--sweep", default=None, metavar="DIM[,DIM]=SIZE[,SIZE...]",
                    help="time each size in turn, the named dims set together, e.g. height,width=64,128,256 "
                         "(tile sizes of a super-resolution package); one table per size")
@@ -645,6 +657,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _stdout_closed() -> bool:
+    """Whether standard output's reader has gone: writing to it fails."""
+    try:
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return True
+    except (OSError, ValueError):
+        return False
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         parser = build_parser()
@@ -674,7 +698,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"edgegen: error: edgegen {args.command} needs the export extra here: {EXPORT_EXTRA} "
               f"(found no {exc.name})", file=sys.stderr)
         return EXIT_USER_ERROR
-    except BrokenPipeError:
+    except BrokenPipeError as exc:
+        if not _stdout_closed():   # another pipe (a subprocess's, a socket): an error to say
+            print(f"edgegen: error: {exc.strerror or exc} (BrokenPipeError)", file=sys.stderr)
+            return EXIT_USER_ERROR
         # the reader went away (edgegen info | head): quietly, as cat and grep end there, with
         # the status a shell gives a command SIGPIPE ended; and keep Python's exit flush from
         # raising again on the closed pipe

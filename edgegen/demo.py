@@ -42,7 +42,7 @@ def run_demo(out: str | Path, train_models: bool = False, overwrite: bool = Fals
         raise ConfigError(f"demo: expected families with demo models, found none among {only}")
     out = Path(out)
     started = time.perf_counter()
-    with staged_directory(out, overwrite=overwrite, holds="index.md", kind="an edgegen demo") as stage:
+    with staged_directory(out, overwrite=overwrite, holds="results.json", kind="an edgegen demo") as stage:
         sections, summary = [], {"machine": machine_info(), "families": {}}
         for family, model in models:
             ckpt = stage / "ckpt" / model.name
@@ -62,7 +62,7 @@ def run_demo(out: str | Path, train_models: bool = False, overwrite: bool = Fals
             export_checkpoint(ckpt, pkg)
             pipe = load(pkg, backend="ort-cpu")
             extra, lines = family.showcase_function()(pipe, stage, model.name)
-            report = bench_package(pkg, batch=BENCH_BATCH, iters=iters, vs_torch=ckpt)
+            report = bench_package(pkg, batch=BENCH_BATCH, iters=iters, vs_torch=ckpt, generation=False)   # its rows only
             report["package"] = f"pkg/{model.name}"  # relative to the demo folder, not the staging name
             summary["families"][model.name] = {"origin": origin, "bench": report, **extra}
             sections.append(_section(model.name, origin, report, lines))

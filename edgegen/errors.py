@@ -62,12 +62,18 @@ class MissingExtraError(EdgegenError):
     """A command needs a part of edgegen this install left out (the export side on a device)."""
 
 
+def close_match(found: str, known) -> str | None:
+    """The known name closest to `found`, where one is close enough to be its typo."""
+    import difflib
+
+    close = difflib.get_close_matches(str(found), list(known), n=1)
+    return close[0] if close else None
+
+
 def not_one_of(thing: str, found: str, allowed, what: str = "") -> str:
     """The message for a name outside a known set: "THING 'x': expected one of a, b (WHAT), found
     'x'", with the closest known name suggested where one is close (a typo)."""
-    import difflib
-
     allowed = list(allowed)
-    close = difflib.get_close_matches(str(found), allowed, n=1)
+    close = close_match(found, allowed)
     return (f"{thing} {found!r}: expected one of {', '.join(allowed) or 'none'}{f' ({what})' if what else ''}, "
-            f"found {found!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            f"found {found!r}" + (f" (did you mean {close!r}?)" if close else ""))

@@ -42,7 +42,7 @@ import onnxruntime
 from .errors import ConfigError, not_one_of
 from .families import families, package_config
 from .families import get as get_family
-from .package import VARIANT_PRECISIONS, Package, write_manifest
+from .package import VARIANT_PRECISIONS, Package, spared_text, write_manifest
 from .progress import Progress
 from .storage import atomic_write_bytes, clean_temporaries, fault_point, writer_lock
 from .targets import get_target
@@ -124,9 +124,10 @@ def optimize_package(path: str | os.PathLike, precision: str, calibration: int =
     if precision not in VARIANT_PRECISIONS:
         raise ConfigError(not_one_of("precision", precision, VARIANT_PRECISIONS))
     if precision not in get_target(target).variant_precisions:
+        int4 = "; int4's blocks need opset 21, above what it parses" if precision == "int4" else ""
         raise ConfigError(not_one_of("precision", precision, get_target(target).variant_precisions,
                                      f"those the {target} target takes; fused and int8-weights are ONNX Runtime's own "
-                                     "contrib ops, which TensorRT does not read"))
+                                     f"contrib ops, which TensorRT does not read{int4}"))
     if isinstance(calibration, bool) or not isinstance(calibration, int) or calibration < BATCH:
         raise ConfigError(f"calibration: expected at least {BATCH} inputs, found {calibration!r}")
     if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 16 or block_size & (block_size - 1):
@@ -527,12 +528,6 @@ def _mean_divergence(reference: list[dict], variant, feeds: list[dict]) -> float
             total += float(np.sum(np.exp(log_p) * (log_p - log_softmax(q, axis=-1))))
             count += len(p)
     return total / count
-
-
-def spared_text(record: dict) -> str:
-    """What a weight-only record's search kept out of 4 bits, for a line of output."""
-    return (f"{len(record['spared_matmuls'])} of {record['matmuls']} MatMuls "
-            f"({record['spared_share']:.0%} of the MatMul weights) in {record['spared_as']}")
 
 
 def _refusal_hint(record: dict) -> str:

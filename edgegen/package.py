@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import HashMismatchError, ManifestError, PackageError
+from .errors import HashMismatchError, ManifestError, PackageError, close_match
 from .external_data import external_data_files
 from .storage import atomic_write_text
 
@@ -179,17 +179,19 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def spared_text(record: dict) -> str:
+    """What an int4 variant's record says its search kept out of 4 bits, for a line of output
+    (`edgegen optimize` and `edgegen info`, which the runtime alone runs too)."""
+    return (f"{len(record['spared_matmuls'])} of {record['matmuls']} MatMuls "
+            f"({record['spared_share']:.0%} of the MatMul weights) in {record['spared_as']}")
+
+
 def _shipped_hint(path) -> str:
     """For a bare name that is no path: the shipped model it is closest to, if one is close (a typo)."""
-    import difflib
+    from .shipped import is_bare_name, shipped_names
 
-    from .shipped import shipped_names
-
-    text = str(path)
-    if "/" in text or os.sep in text:
-        return ""
-    close = difflib.get_close_matches(text, shipped_names(), n=1)
-    return f" (did you mean the shipped model {close[0]!r}?)" if close else ""
+    close = close_match(str(path), shipped_names()) if is_bare_name(path) else None
+    return f" (did you mean the shipped model {close!r}?)" if close else ""
 
 
 class Package:

@@ -50,9 +50,13 @@ def shipped_names() -> list[str]:
     return sorted(p.name for p in folder.iterdir() if (p / "weights.safetensors").is_file()) if folder.is_dir() else []
 
 
+def is_bare_name(text: str | os.PathLike) -> bool:
+    """A name without a folder in it: what may name a shipped model."""
+    return os.sep not in str(text) and "/" not in str(text)
+
+
 def is_shipped_name(text: str | os.PathLike) -> bool:
-    text = str(text)
-    return os.sep not in text and "/" not in text and text in shipped_names()
+    return is_bare_name(text) and str(text) in shipped_names()
 
 
 def weights_sha256(name: str) -> str:

@@ -131,10 +131,12 @@ def refuse_existing(out: str | os.PathLike, overwrite: bool) -> None:
         raise OutputExistsError(f"output {str(out)!r}: expected a path that does not exist yet, found one (pass --force, or overwrite=True in Python, to replace it)")
 
 
-def refuse_replacing_other(out: Path, holds: str, kind: str, reads: Iterable[str | os.PathLike] = ()) -> None:
+def refuse_replacing_other(out: str | os.PathLike, holds: str, kind: str, reads: Iterable[str | os.PathLike] = ()) -> None:
     """Raise OutputExistsError where replacing `out` would delete what edgegen did not write, or
     what this command reads: `out` is, or holds, one of `reads` (exporting a folder onto itself),
-    or is a folder with files in it but without `holds`, the file every `kind` has."""
+    or is a folder with files in it but without `holds`, the file every `kind` has. Commands call it
+    before their work too, so that a long one (training) is refused before it starts."""
+    out = Path(out)
     if not out.exists():
         return
     if not out.is_dir():
@@ -146,7 +148,9 @@ def refuse_replacing_other(out: Path, holds: str, kind: str, reads: Iterable[str
             raise OutputExistsError(f"output {str(out)!r}: expected a folder apart from this command's input, found "
                                     f"that it {'is' if read == where else 'holds'} the input {str(given)!r}: replacing it "
                                     "would delete the input; choose another output")
-    entries = sorted(e.name for e in out.iterdir() if not e.name.startswith("."))
+    # what edgegen's own killed writes leave inside (.NAME.XXXX.tmp) does not make a folder someone
+    # else's; anything else does, hidden (.git, .venv) or not
+    entries = sorted(e.name for e in out.iterdir() if not (e.name.startswith(".") and e.name.endswith(".tmp")))
     if entries and holds not in entries:
         shown = ", ".join(entries[:4]) + (", ..." if len(entries) > 4 else "")
         raise OutputExistsError(f"output {str(out)!r}: expected {kind} to replace ({holds} in it) or an empty folder, "
@@ -166,13 +170,13 @@ def staged_directory(out: str | os.PathLike, *, holds: str, kind: str, overwrite
     directory is removed and `out`, if it existed, is left untouched; a kill at any instant
     leaves `out` as it was or complete, and the staging directory for the next writer to clean.
     """
-    out = Path(os.path.abspath(out))   # "." too has a name and a parent to stage beside
-    refuse_existing(out, overwrite)   # before taking the lock: fails fast without waiting
-    refuse_replacing_other(out, holds, kind, reads)
+    given, out = out, Path(os.path.abspath(out))   # "." too has a name and a parent to stage beside
+    refuse_existing(given, overwrite)   # before taking the lock: fails fast without waiting
+    refuse_replacing_other(given, holds, kind, reads)
     with writer_lock(out, "writing it"):
-        refuse_existing(out, overwrite)   # again: a writer that held the lock may have made it
-        refuse_replacing_other(out, holds, kind, reads)
-        clean_leftovers(out)
+        clean_leftovers(out)   # first: it may put back an old output a killed writer moved aside
+        refuse_existing(given, overwrite)   # again: a writer that held the lock may have made it
+        refuse_replacing_other(given, holds, kind, reads)
         stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
         try:
             os.chmod(stage, creation_mode(directory=True))

@@ -29,6 +29,17 @@ def test_train_export_generate_info_through_the_command(tmp_path, capsys):
     assert code == 0 and "family    gan" in out and "generator: generator.onnx" in out
 
 
+def test_train_never_replaces_what_it_reads_and_says_so_before_training(trained, tmp_path, capsys):
+    project = tmp_path / "project"
+    (project / "images").mkdir(parents=True)
+    (project / "images" / "a.png").write_bytes(b"not read: refused first")
+    code, _, err = run_cli(capsys, "train", "vae", "--data", project / "images", "--out", project, "--force")
+    assert code == 2 and "holds the input" in err and (project / "images" / "a.png").is_file()
+    code, _, err = run_cli(capsys, "train", "controlnet", "--base", trained["diffusion"][0], "--out",
+                           trained["diffusion"][0], "--force", "--steps", "1")
+    assert code == 2 and "is the input" in err and (trained["diffusion"][0] / "weights.safetensors").is_file()
+
+
 def test_bench_writes_the_report(trained, tmp_path, capsys):
     ckpt, pkg = trained["vae"]
     report_path = tmp_path / "bench.json"
@@ -176,6 +187,12 @@ def test_what_the_system_refuses_is_one_line_too(package_copy, capsys, tmp_path,
     os.close(read_end)
     os.close(write_end)
     assert code == 141 and capsys.readouterr().err == ""   # quietly, as cat and grep end at `| head`
+
+    # a broken pipe that is not standard output's (a subprocess's, a socket's) is an error to say
+    monkeypatch.setattr("edgegen.cli._print_info", lambda path: (_ for _ in ()).throw(BrokenPipeError(32, "Broken pipe")))
+    code, _, err = run_cli(capsys, "info", pkg)
+    assert code == 2 and "Broken pipe (BrokenPipeError)" in err
+    monkeypatch.undo()
 
     for error in (MemoryError(), UnicodeEncodeError("utf-8", "\udcff", 0, 1, "surrogates not allowed")):
         def fail(args, error=error):

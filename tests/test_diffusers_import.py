@@ -270,7 +270,8 @@ def test_bench_runs_the_imported_pipelines_folder_beside_the_package(ddpm_packag
     weights.write_bytes(weights.read_bytes()[:-4] + bytes(4))   # other weights, same layout
     with pytest.raises(CheckpointError, match="expected the weights package .* was imported from"):
         bench_package(package, batch=1, iters=1, warmup=0, vs_torch=other, energy=False)
-    assert main(["bench", str(package), "--iters", "1", "--vs-torch", str(tmp_path)]) == 2   # an empty folder
+    (tmp_path / "empty").mkdir()
+    assert main(["bench", str(package), "--iters", "1", "--vs-torch", str(tmp_path / "empty")]) == 2
 
 
 # -- what is refused ----------------------------------------------------------------------------

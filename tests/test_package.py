@@ -162,13 +162,19 @@ def test_staged_directory_replaces_only_what_it_writes_and_never_what_it_reads(t
     with pytest.raises(OutputExistsError, match="expected a directory to replace, found a file"):
         with staged_directory(out / "edgegen.json", overwrite=True, **PACKAGE):
             pass
-    # hidden leftovers (a lock, a stage) do not make a folder someone else's
+    # a killed atomic write's leftover does not make a folder someone else's; a hidden folder does
     empty = tmp_path / "empty"
     empty.mkdir()
-    (empty / ".edgegen.lock").write_text("")
+    (empty / ".grid.png.a1b2c3d4.tmp").write_text("")
     with staged_directory(empty, overwrite=True, **PACKAGE) as stage:
         (stage / "edgegen.json").write_text("{}")
     assert (empty / "edgegen.json").is_file()
+    project = tmp_path / "project"
+    (project / ".git").mkdir(parents=True)
+    with pytest.raises(OutputExistsError, match=r"found a folder of other files \(.git\)"):
+        with staged_directory(project, overwrite=True, **PACKAGE):
+            pass
+    assert (project / ".git").is_dir()
 
 
 def test_atomic_write_replaces_whole_files(tmp_path):

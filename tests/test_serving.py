@@ -99,6 +99,16 @@ def test_refusals_leave_the_repository_as_it_was(repository, trained, tmp_path):
     before = sorted(p.relative_to(repository) for p in repository.rglob("*"))
     with pytest.raises(OutputExistsError, match="gan.*--force"):
         write_repository([str(trained["gan"][1])], repository, report=lambda line: None)
+    # --force: every model folder is checked before any is replaced, so a folder that is not a
+    # Triton model's refuses the whole repository, not the models after the ones replaced
+    foreign = tmp_path / "foreign"
+    shutil.copytree(repository, foreign)
+    (foreign / "vae").mkdir()
+    (foreign / "vae" / "notes.txt").write_text("mine")
+    gan_before = (foreign / "gan" / "config.pbtxt").read_bytes()
+    with pytest.raises(OutputExistsError, match="expected a Triton model folder to replace"):
+        write_repository([str(trained["gan"][1]), str(trained["vae"][1])], foreign, force=True, report=lambda line: None)
+    assert (foreign / "gan" / "config.pbtxt").read_bytes() == gan_before and (foreign / "vae" / "notes.txt").is_file()
     with pytest.raises(ConfigError, match="graph route expected a family whose generation is one graph call.*diffusion"):
         write_repository([str(trained["diffusion"][1])], tmp_path / "r", RepositoryOptions(route="graph"))
     with pytest.raises(ConfigError, match="one package per model name"):

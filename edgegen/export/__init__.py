@@ -103,12 +103,21 @@ def export_spec(family: str) -> ExportSpec:
 
 def export_transformers(architecture: str, folder: str | Path, out: str | Path, **options) -> Path:
     """`edgegen export ARCH --from-transformers DIR`: the folder imported by the family that takes
-    ARCH (Family.importers), then exported through the gate as any checkpoint."""
+    ARCH (import_transformers), then exported through the gate as any checkpoint."""
+    with tempfile.TemporaryDirectory(prefix="edgegen-import-") as scratch:
+        return export_model(import_transformers(architecture, folder, Path(scratch)), out, **options)
+
+
+def import_transformers(architecture: str, folder: str | Path, scratch: Path) -> Checkpoint:
+    """A transformers save_pretrained folder of `architecture` as the checkpoint the family that
+    takes it makes (Family.importers: (architecture, folder, scratch) -> Checkpoint)."""
     from ..families import transformers_importer
 
-    importer = transformers_importer(architecture)
-    with tempfile.TemporaryDirectory(prefix="edgegen-import-") as scratch:
-        return export_model(importer(architecture, folder, Path(scratch)), out, **options)
+    ckpt = transformers_importer(architecture)(architecture, folder, scratch)
+    if not isinstance(ckpt, Checkpoint):
+        raise ConfigError(f"the importer of {architecture!r} (Family.importers): expected (architecture, folder, scratch) "
+                          f"-> Checkpoint, found it returning {type(ckpt).__name__}")
+    return ckpt
 
 
 @contextlib.contextmanager
@@ -121,8 +130,9 @@ def source_model(package: Package, given: str | Path | None = None):
     from ..training.checkpoint import WEIGHTS, load_source_checkpoint
 
     recorded = package.manifest.provenance.get("source_checkpoint", {})
-    folder = Path(given or recorded.get("path") or "")
-    if str(folder).startswith(SHIPPED_SOURCE) or (folder / WEIGHTS).is_file() or not folder.is_dir():
+    source = given or recorded.get("path")
+    folder = Path(source) if source else None
+    if folder is None or str(source).startswith(SHIPPED_SOURCE) or (folder / WEIGHTS).is_file() or not folder.is_dir():
         with exported_as(load_source_checkpoint(package, given)) as pair:   # which says what is missing
             yield pair
         return
@@ -138,7 +148,6 @@ def source_model(package: Package, given: str | Path | None = None):
 def _imported_again(folder: Path, scratch: Path) -> tuple[Checkpoint, ExportSpec | None]:
     """A transformers (config.json with a model_type) or diffusers (model_index.json) folder as the
     checkpoint its import makes."""
-    from ..families import transformers_importer
     from ..package import read_json
     from .diffusers_import import import_diffusers
 
@@ -150,7 +159,7 @@ def _imported_again(folder: Path, scratch: Path) -> tuple[Checkpoint, ExportSpec
         raise CheckpointError(f"{str(folder)!r}: expected an edgegen checkpoint (weights.safetensors), a "
                               "transformers save_pretrained folder (config.json) or a diffusers pipeline "
                               "(model_index.json), found none of them")
-    return transformers_importer(architecture)(architecture, folder, scratch), None
+    return import_transformers(architecture, folder, scratch), None
 
 
 @contextlib.contextmanager

@@ -175,7 +175,15 @@ def import_diffusers(folder: str | Path, scratch: Path):
     if denoiser not in known:
         raise CheckpointError(f"diffusers pipeline {str(folder)!r} ({layout.get('_class_name')}): expected a unet among "
                               f"{', '.join(known)}, found {denoiser!r}")
-    return _resolve(known[denoiser].diffusers_importers[denoiser], "")(folder, layout, scratch)
+    from ..training.checkpoint import Checkpoint
+    from .spec import ExportSpec
+
+    imported = _resolve(known[denoiser].diffusers_importers[denoiser], "")(folder, layout, scratch)
+    if not (isinstance(imported, tuple) and len(imported) == 2 and isinstance(imported[0], Checkpoint)
+            and isinstance(imported[1], ExportSpec)):
+        raise ConfigError(f"the importer of {denoiser!r} pipelines (Family.diffusers_importers): expected (folder, "
+                          f"model_index, scratch) -> (Checkpoint, ExportSpec), found it returning {type(imported).__name__}")
+    return imported
 
 
 def export_diffusers(folder: str | Path, out: str | Path, **options) -> Path:

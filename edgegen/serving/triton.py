@@ -31,9 +31,11 @@ from ..families import package_config
 from ..package import PRECISIONS, Package, TensorSpec
 from ..runtimes.backends import KNOWN_BACKENDS
 from ..shipped import resolve as resolve_shipped
-from ..storage import atomic_write_text, staged_directory
+from ..storage import atomic_write_text, refuse_replacing_other, staged_directory
 from .requests import TRITON_TYPES, Field, served
 
+MODEL_CONFIG = "config.pbtxt"   # what every Triton model folder holds: the folders --force may replace
+MODEL_FOLDER = "a Triton model folder"
 ROUTES = ("graph", "pipeline")
 GRAPH_BACKENDS = ("onnxruntime", "tensorrt", "python")
 KINDS = ("cpu", "gpu")
@@ -111,15 +113,15 @@ def write_repository(packages: list[str], out: str | Path, options: RepositoryOp
     if out.exists() and not out.is_dir():
         raise OutputExistsError(f"output {str(out)!r}: expected a model repository directory, found a file")
     plans = [_plan(package, name, out / name, options) for package, name in zip(opened, names)]   # refusals before writing
-    if not force:
-        for plan in plans:
-            if (out / plan.name).exists():
-                raise OutputExistsError(f"model {str(out / plan.name)!r}: expected a model folder that does not exist "
-                                        "yet, found one (pass --force, or force=True in Python, to replace it)")
+    for package, plan in zip(opened, plans):   # every folder checked before any is replaced
+        if not force and (out / plan.name).exists():
+            raise OutputExistsError(f"model {str(out / plan.name)!r}: expected a model folder that does not exist "
+                                    "yet, found one (pass --force, or force=True in Python, to replace it)")
+        refuse_replacing_other(out / plan.name, MODEL_CONFIG, MODEL_FOLDER, [package.path])
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for package, plan in zip(opened, plans):
-        with staged_directory(out / plan.name, overwrite=force, holds="config.pbtxt", kind="a Triton model folder",
+        with staged_directory(out / plan.name, overwrite=force, holds=MODEL_CONFIG, kind=MODEL_FOLDER,
                                reads=[package.path]) as stage:
             _write_model(package, plan, options, stage)
         written.append(plan)
@@ -196,7 +198,7 @@ def _write_model(package: Package, plan: _Plan, options: RepositoryOptions, fold
 
         engines = cached_engines(package.path, options.precision)
         (version / "model.plan").write_bytes(engines[plan.graph][1])
-    atomic_write_text(folder / "config.pbtxt", config_text(plan, options))
+    atomic_write_text(folder / MODEL_CONFIG, config_text(plan, options))
 
 
 def config_text(plan: _Plan, options: RepositoryOptions) -> str:

@@ -76,9 +76,14 @@ def _annotated_types(hint) -> tuple[type, ...] | None:
     return kinds if kinds and all(isinstance(k, type) for k in kinds) else None
 
 
+CHECKPOINT_KIND = "an edgegen checkpoint"   # what --force may replace: a folder holding WEIGHTS
+
+
 def save_checkpoint(out: str | Path, family: str, config: Any, model: torch.nn.Module, data: dict, training: dict,
-                    overwrite: bool = False) -> Path:
-    with staged_directory(out, overwrite=overwrite, holds=WEIGHTS, kind="an edgegen checkpoint") as stage:
+                    overwrite: bool = False, reads=()) -> Path:
+    """Write a checkpoint at `out`, replacing one there only with `overwrite`, and never a folder
+    that is or holds one of `reads` (what made it)."""
+    with staged_directory(out, overwrite=overwrite, holds=WEIGHTS, kind=CHECKPOINT_KIND, reads=reads) as stage:
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(stage / WEIGHTS))
         meta = {
             "format": CHECKPOINT_FORMAT,
@@ -108,6 +113,14 @@ def load_source_checkpoint(package, given: str | Path | None = None) -> Checkpoi
         raise CheckpointError(f"checkpoint {str(source)!r}: expected the weights package {str(package.path)!r} was "
                               f"exported from (sha256 {expected[:12]}...), found {ckpt.weights_sha256[:12]}...")
     return ckpt
+
+
+def state_dict_mismatch(exc: Exception, limit: int = 600) -> str:
+    """What load_state_dict (or a renaming of weights) found wrong, on one line: torch puts a header
+    line first and the missing keys, unexpected keys and size mismatches on the lines after it."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    text = "; ".join(lines[1:] if len(lines) > 1 and lines[0].startswith("Error(s) in loading") else lines)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
@@ -140,7 +153,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise CheckpointError(f"{weights_path}: expected weights of the {family} model described by {CONFIG}, found: "
-                              f"{str(exc).splitlines()[0]}") from None
+                              f"{state_dict_mismatch(exc)}") from None
     model.eval()
     return Checkpoint(path, family, config, model, meta.get("data", {}), meta.get("training", {}),
                       sha256_file(weights_path))

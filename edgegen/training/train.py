@@ -10,10 +10,10 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
-from ..storage import refuse_existing
+from ..storage import refuse_existing, refuse_replacing_other
 from ..progress import Progress
 from . import family_module
-from .checkpoint import make_config, save_checkpoint
+from .checkpoint import CHECKPOINT_KIND, WEIGHTS, make_config, save_checkpoint
 from .data import load_images
 
 
@@ -31,7 +31,11 @@ def train(family: str, out: str | Path, data: str | None = None, steps: int | No
     lr = module.DEFAULT_LR if lr is None else lr
     if steps < 1 or batch_size < 1 or lr <= 0:
         raise ConfigError(f"training: expected positive steps, batch size and learning rate, found {steps}, {batch_size}, {lr}")
-    refuse_existing(out, overwrite)  # before minutes of training, not after
+    # what training reads (a data folder, a ControlNet's base checkpoint) is never what it replaces;
+    # both refusals come before minutes of training, not after
+    reads = [p for p in (data, *model_options.values()) if isinstance(p, (str, Path)) and Path(p).exists()]
+    refuse_existing(out, overwrite)
+    refuse_replacing_other(out, WEIGHTS, CHECKPOINT_KIND, reads)
 
     image_size = image_size or getattr(module, "DEFAULT_IMAGE_SIZE", 32)
     if hasattr(module, "prepare_data"):  # families whose data is not only images (flows: points; gpt: text)
@@ -66,7 +70,7 @@ def train(family: str, out: str | Path, data: str | None = None, steps: int | No
     training = {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
                 "seconds": round(time.perf_counter() - start, 1), "final_losses": averages}
     data_info = {**images.describe(), "seed": seed}
-    return save_checkpoint(out, family, config, model, data_info, training, overwrite=overwrite)
+    return save_checkpoint(out, family, config, model, data_info, training, overwrite=overwrite, reads=reads)
 
 
 def _batch_indices(n: int, batch_size: int, steps: int, seed: int):

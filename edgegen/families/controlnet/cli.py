@@ -19,11 +19,14 @@ def bench_generation(pipe, n: int) -> GenerationCall:
     the base UNet and the ControlNet at every step."""
     import numpy as np
 
-    from ..diffusion.pipeline import DEFAULT_STEPS
+    from ..diffusion.pipeline import DEFAULT_GUIDANCE, DEFAULT_STEPS
 
     hint = pipe.hint(np.full((1, *pipe.image_shape), 0.5, np.float32))
-    return GenerationCall(lambda: pipe.sample(n, control=hint, seed=0), n, "images",
-                          f"{n} image{'s' * (n != 1)} following one control picture, {DEFAULT_STEPS} steps of {pipe.config.sampler}")
+    label = 0 if pipe.config.num_classes else None   # a class-conditional base is used with a label
+    guided = f", label 0 at guidance {DEFAULT_GUIDANCE:g} (a batch of {2 * n} per call)" if label is not None else ""
+    return GenerationCall(lambda: pipe.sample(n, control=hint, seed=0, labels=label), n, "images",
+                          f"{n} image{'s' * (n != 1)} following one control picture, {DEFAULT_STEPS} steps of "
+                          f"{pipe.config.sampler}{guided}")
 
 
 def generate(pipe, request: GenerateRequest) -> str:

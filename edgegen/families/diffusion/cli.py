@@ -33,7 +33,9 @@ def generate(pipe, request: GenerateRequest) -> str:
     if options.get("labels") is None and options.get("guidance_scale", DEFAULT_GUIDANCE) != DEFAULT_GUIDANCE:
         # guidance steers toward a class: without one the samples are unconditional and it does nothing
         raise ConfigError(f"--guidance {options['guidance_scale']:g}: expected with --label (classifier-free guidance "
-                          "steers the samples toward a class), found it without one")
+                          "steers the samples toward a class), found it without one" if pipe.config.num_classes else
+                          f"--guidance {options['guidance_scale']:g}: expected a class-conditional package (guidance "
+                          "steers the samples toward a --label), found an unconditional one")
     # check the sampler settings before the progress bar starts, so errors come alone
     calls = len(pipe.make_sampler(options.get("sampler"), options["eta"]).timesteps(options["steps"]))
     with Progress(calls, "sampling") as bar:

@@ -11,7 +11,7 @@ from ...errors import ConfigError
 from ...families import GenerateRequest, Option
 
 OPTIONS = (
-    Option("--prompt", "prompt", "(required, or --prompt-ids) text to continue"),
+    Option("--prompt", "prompt", "(required) text to continue (or --prompt-ids)"),
     Option("--prompt-ids", "prompt_ids", "token ids to continue, comma-separated (a package imported without a "
            "tokenizer takes ids only); the new ids print as they come", {"metavar": "ID,ID,..."}, served=False),
     Option("--max-new-tokens", "max_new_tokens", "tokens to generate at most", {"type": int}, 200),

@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 from ...errors import CheckpointError, ValidationError, not_one_of
 from ...export.validate import compare
 from ...package import files_sha256, read_json
-from ...training.checkpoint import Checkpoint, make_config
+from ...training.checkpoint import Checkpoint, make_config, state_dict_mismatch
 from .model import build
 
 LLAMA_TYPES = ("llama", "qwen2", "mistral")   # one decoder (llama.py) covers them
@@ -118,14 +118,6 @@ def _tokenizer_file(folder: Path, scratch: Path) -> Path | None:
     return None
 
 
-def _state_dict_mismatch(exc: Exception, limit: int = 600) -> str:
-    """What load_state_dict (or a renaming) found wrong, on one line: torch puts a header line
-    first and the missing keys, unexpected keys and size mismatches on the lines after it."""
-    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-    text = "; ".join(lines[1:] if len(lines) > 1 and lines[0].startswith("Error(s) in loading") else lines)
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
 def _imported(folder: Path, scratch: Path, architecture: str, hf: dict, config, convert) -> Checkpoint:
     """The checkpoint's weights (renamed by `convert`) in our module, checked against transformers,
     as a Checkpoint that carries its tokenizer files. Several end-of-text ids (Llama 3's, an
@@ -136,7 +128,7 @@ def _imported(folder: Path, scratch: Path, architecture: str, hf: dict, config, 
         model.load_state_dict(convert(hf_state), strict=True)
     except (KeyError, RuntimeError) as exc:
         raise CheckpointError(f"{architecture} weights in {str(folder)!r}: expected the tensors config.json describes, "
-                              f"found: {_state_dict_mismatch(exc)}") from None
+                              f"found: {state_dict_mismatch(exc)}") from None
     model.eval()
     tokenizer = _tokenizer_file(folder, scratch)
     eos = hf.get("eos_token_id")
