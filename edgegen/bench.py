@@ -16,6 +16,7 @@ from typing import Callable
 import numpy as np
 
 from .errors import ConfigError, PackageError
+from .families import GenerationCall
 from .families import get as get_family
 from .metrics import percentiles_ms
 from .package import TensorSpec
@@ -132,7 +133,7 @@ def torch_runners(checkpoint: str | os.PathLike, pipe, feeds: dict[str, dict[str
 def bench_package(path: str | os.PathLike, batch: int = 8, iters: int = 200, warmup: int = 20, backend: str = "auto",
                   threads: int | None = None, vs_torch: str | os.PathLike | None = None, precision: str = "fp32",
                   shapes: dict[str, int] | None = None, energy: bool = True, prompt_lookup: int = 0,
-                  generation: bool = True) -> dict:
+                  generation: bool = True, steps: int | None = None) -> dict:
     """Time every graph of the package; with vs_torch, PyTorch eager on the same inputs, interleaved.
     shapes: the size of each dynamic dim other than the batch (default: the family's, else 1).
     energy: then run each engine again for ENERGY_SECONDS with the machine's power source read
@@ -140,11 +141,15 @@ def bench_package(path: str | os.PathLike, batch: int = 8, iters: int = 200, war
     prompt_lookup: token packages only: also generate with that many draft tokens per call (prompt
     lookup decoding), side by side with the plain loop.
     generation: then time a whole generation where the family's is more than one graph call
-    (time_generation)."""
+    (time_generation), at `steps` sampler steps where given (else the family's default)."""
     from .runtimes import load
 
     if batch < 1 or iters < 1 or warmup < 0:
         raise ConfigError(f"bench: expected batch >= 1, iters >= 1, warmup >= 0, found {batch}, {iters}, {warmup}")
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+        raise ConfigError(f"--steps: expected a positive number of sampler steps, found {steps!r}")
+    if steps is not None and not generation:
+        raise ConfigError("--steps: expected the whole generation it sets, found --no-generation with it")
     if prompt_lookup < 0:
         raise ConfigError(f"--prompt-lookup: expected a number of draft tokens (0 or more), found {prompt_lookup}")
     threads = threads or os.cpu_count()
@@ -155,6 +160,7 @@ def bench_package(path: str | os.PathLike, batch: int = 8, iters: int = 200, war
         raise ConfigError(f"--prompt-lookup {prompt_lookup}: expected a package that generates tokens, found the "
                           f"{pipe.family!r} family's")
     family = get_family(pipe.family)
+    whole_call = generation_call(family, pipe, batch, steps) if generation else None
     shapes = {**(family.bench_dims(pipe.config) if family.bench_dims else {}), **(shapes or {})}
     shapes.pop("batch", None)   # --batch sets it
     unknown = sorted(set(shapes) - {d for s in pipe.sessions.values() for spec in s.inputs for d in spec.shape
@@ -175,7 +181,7 @@ def bench_package(path: str | os.PathLike, batch: int = 8, iters: int = 200, war
     for row in results:   # image outputs: megapixels made per second, the figure that compares tile sizes
         if pixels[row["graph"]]:
             row["megapixels_per_s"] = round(pixels[row["graph"]] / 1e3 / row["mean_ms"], 3)
-    generation = time_generation(family, pipe, batch, iters, warmup, energy) if generation else None
+    whole = time_generation(whole_call, iters, warmup, energy) if whole_call else None
     ratios = {}
     for part in pipe.sessions:
         ours, ref = timings.get((part, f"edgegen {pipe.backend}")), timings.get((part, "torch eager"))
@@ -189,7 +195,7 @@ def bench_package(path: str | os.PathLike, batch: int = 8, iters: int = 200, war
         "results": results,
         "energy": energy_note,
         "speedup_vs_torch_p50": ratios,
-        **({"whole_generation": generation} if generation else {}),
+        **({"whole_generation": whole} if whole else {}),
     }
 
 
@@ -197,20 +203,28 @@ GENERATION_SECONDS = 3.0   # a whole generation is timed this long at least (and
 MIN_GENERATIONS = 3        # ... and at most --iters times
 
 
-def time_generation(family, pipe, batch: int, iters: int, warmup: int, energy: bool) -> dict | None:
-    """A whole generation at the family's defaults (Family.bench_generation), timed after the graphs
-    on its own: one takes from milliseconds to minutes, so it runs as many times as fill
-    GENERATION_SECONDS (MIN_GENERATIONS to `iters`), after one untimed run unless warmup is 0."""
-    if family.bench_generation is None:
-        return None
-    generation = family.bench_generation(pipe, batch)
+def generation_call(family, pipe, batch: int, steps: int | None = None) -> GenerationCall | None:
+    """The family's whole generation (Family.bench_generation) at its defaults or at `steps` sampler
+    steps; None where its generation is one graph call. Made before any timing, so that a --steps
+    the family cannot take is refused first."""
+    generation = family.bench_generation(pipe, batch, steps) if family.bench_generation else None
+    if steps is not None and (generation is None or generation.steps is None):
+        raise ConfigError(f"--steps {steps}: expected a package whose generation runs sampler steps (diffusion, "
+                          f"latent diffusion, text to image, ControlNet), found a {family.name} package")
+    return generation
+
+
+def time_generation(generation: GenerationCall, iters: int, warmup: int, energy: bool) -> dict:
+    """A whole generation (generation_call), timed after the graphs on its own: one takes from
+    milliseconds to minutes, so it runs as many times as fill GENERATION_SECONDS (MIN_GENERATIONS
+    to `iters`), after one untimed run unless warmup is 0."""
     if warmup:
         generation.call()
     times = [_timed(generation.call)]
     wanted = max(MIN_GENERATIONS, int(np.ceil(GENERATION_SECONDS / max(times[0], 1e-9))))
     times += [_timed(generation.call) for _ in range(min(iters, wanted) - 1)]
     stats = {k: round(v, 3) for k, v in percentiles_ms(np.array(times)).items()}
-    record = {"what": generation.what, "calls": len(times), **stats, "unit": generation.unit,
+    record = {"what": generation.what, "steps": generation.steps, "calls": len(times), **stats, "unit": generation.unit,
               "per_s": round(generation.count * 1e3 / stats["mean_ms"], 3)}
     if energy:
         row = {"graph": "generation", "engine": "edgegen"}

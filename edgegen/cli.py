@@ -271,7 +271,8 @@ def _bench_one(args, shapes: dict, generation: bool) -> dict:
 
     report = bench_package(args.package, batch=args.batch, iters=args.iters, warmup=args.warmup,
                            backend=args.backend, threads=args.threads, vs_torch=args.vs_torch, precision=args.precision,
-                           shapes=shapes, energy=args.energy, prompt_lookup=args.prompt_lookup, generation=generation)
+                           shapes=shapes, energy=args.energy, prompt_lookup=args.prompt_lookup, generation=generation,
+                           steps=args.bench_steps)
     print(f"{report['package']}: {report['family']}, backend {report['backend']}, precision {report['precision']}, "
           f"batch {report['batch']}" + "".join(f", {d} {n}" for d, n in report.get("shapes", {}).items())
           + f", threads {report['threads']}, {report['iters']} iters; "
@@ -546,6 +547,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--generation", default=True, action=argparse.BooleanOptionalAction,
                    help="then time a whole generation at the family's defaults where it is more than one graph call "
                         "(a diffusion sampler's steps, PixelCNN's and WaveNet's loops)")
+    p.add_argument("--steps", dest="bench_steps", type=int, default=None, metavar="N",
+                   help="the whole generation's sampler steps (diffusion families; default: the family's, 20)")
     p.add_argument("--sweep", default=None, metavar="DIM[,DIM]=SIZE[,SIZE...]",
                    help="time each size in turn, the named dims set together, e.g. height,width=64,128,256 "
                         "(tile sizes of a super-resolution package); one table per size")

@@ -69,11 +69,17 @@ def test_bench_times_a_whole_generation_beside_the_graphs(trained, tmp_path, cap
     whole = json.loads(report_path.read_text())["whole_generation"]
     assert code == 0 and whole["unit"] == "images" and 3 <= whole["calls"] <= 4 and whole["per_s"] > 0
     assert whole["what"].startswith("2 images, 20 steps of ") and "a batch of 4 per call" in whole["what"]
+    assert whole["steps"] == 20
     assert whole["min_ms"] <= whole["p50_ms"] <= whole["p90_ms"]
     assert f"whole generation ({whole['what']}): p50 " in out and " images/s" in out
     code, out, _ = run_cli(capsys, "bench", trained["vae"][1], "--iters", "2", "--warmup", "0", "--no-energy",
                            "--json", report_path)
     assert code == 0 and "whole_generation" not in json.loads(report_path.read_text()) and "whole generation" not in out
+    code, _, err = run_cli(capsys, "bench", trained["diffusion"][1], "--iters", "2", "--steps", "3", "--no-energy",
+                           "--json", report_path)
+    assert code == 0 and json.loads(report_path.read_text())["whole_generation"]["what"].startswith("1 image, 3 steps")
+    code, _, err = run_cli(capsys, "bench", trained["vae"][1], "--steps", "3")
+    assert code == 2 and "--steps 3: expected a package whose generation runs sampler steps" in err
 
 
 def test_a_whole_generation_runs_long_enough_and_as_often_as_iters_allows(monkeypatch):
@@ -81,22 +87,31 @@ def test_a_whole_generation_runs_long_enough_and_as_often_as_iters_allows(monkey
     from types import SimpleNamespace
 
     from edgegen import bench
+    from edgegen.errors import ConfigError
     from edgegen.families import GenerationCall
 
     calls = []
 
-    def family(seconds):
-        return SimpleNamespace(bench_generation=lambda pipe, n: GenerationCall(
-            lambda: calls.append(time.sleep(seconds)), n, "things", f"{n} things"))
+    def generation(seconds, n=1, steps=None):
+        return GenerationCall(lambda: calls.append(time.sleep(seconds)), n, "things", f"{n} things", steps)
 
-    record = bench.time_generation(family(0), None, 3, iters=7, warmup=1, energy=False)
+    record = bench.time_generation(generation(0, 3), iters=7, warmup=1, energy=False)
     assert len(calls) == 1 + 7 and record["calls"] == 7 and record["what"] == "3 things"   # quick: --iters of them
     calls.clear()
     monkeypatch.setattr(bench, "GENERATION_SECONDS", 0.01)
-    record = bench.time_generation(family(0.02), None, 1, iters=50, warmup=0, energy=False)
+    record = bench.time_generation(generation(0.02), iters=50, warmup=0, energy=False)
     assert len(calls) == record["calls"] == bench.MIN_GENERATIONS   # slow: the fewest, not 50
     assert record["per_s"] == pytest.approx(1e3 / record["mean_ms"], rel=1e-3) and record["mean_ms"] >= 20
-    assert bench.time_generation(SimpleNamespace(bench_generation=None), None, 1, 5, 1, False) is None
+    # --steps only where the generation runs sampler steps
+    looped = SimpleNamespace(name="loop", bench_generation=lambda pipe, n, steps: generation(0, n))
+    stepped = SimpleNamespace(name="sampler", bench_generation=lambda pipe, n, steps: generation(0, n, steps or 20))
+    assert bench.generation_call(stepped, None, 2, 4).steps == 4 and bench.generation_call(stepped, None, 2).steps == 20
+    assert bench.generation_call(looped, None, 2).steps is None
+    with pytest.raises(ConfigError, match="--steps 4: expected a package whose generation runs sampler steps"):
+        bench.generation_call(looped, None, 2, 4)
+    with pytest.raises(ConfigError, match="found a one package"):
+        bench.generation_call(SimpleNamespace(name="one", bench_generation=None), None, 2, 4)
+    assert bench.generation_call(SimpleNamespace(name="one", bench_generation=None), None, 2) is None
 
 
 def test_bench_refuses_prompt_lookup_for_a_package_that_does_not_generate_tokens(trained, capsys):

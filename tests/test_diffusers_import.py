@@ -260,7 +260,7 @@ def test_bench_runs_the_imported_pipelines_folder_beside_the_package(ddpm_packag
     from edgegen.bench import bench_package
 
     for folder, package in (ddpm_packages["grey"], sd_packages["sd8"]):
-        report = bench_package(package, batch=1, iters=2, warmup=0, vs_torch=folder, energy=False)
+        report = bench_package(package, batch=1, iters=2, warmup=0, vs_torch=folder, energy=False, generation=False)
         graphs = set(json.loads((package / "edgegen.json").read_text())["graphs"])
         assert set(report["speedup_vs_torch_p50"]) == graphs and all(r > 0 for r in report["speedup_vs_torch_p50"].values())
     folder, package = ddpm_packages["grey"]
@@ -269,7 +269,7 @@ def test_bench_runs_the_imported_pipelines_folder_beside_the_package(ddpm_packag
     weights = next((other / "unet").glob("*.safetensors"))
     weights.write_bytes(weights.read_bytes()[:-4] + bytes(4))   # other weights, same layout
     with pytest.raises(CheckpointError, match="expected the weights package .* was imported from"):
-        bench_package(package, batch=1, iters=1, warmup=0, vs_torch=other, energy=False)
+        bench_package(package, batch=1, iters=1, warmup=0, vs_torch=other, energy=False, generation=False)
     (tmp_path / "empty").mkdir()
     assert main(["bench", str(package), "--iters", "1", "--vs-torch", str(tmp_path / "empty")]) == 2
 

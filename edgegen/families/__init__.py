@@ -174,6 +174,7 @@ class GenerationCall:
     count: int
     unit: str      # "images", "audio samples"
     what: str      # "8 images, 20 steps of ddim"
+    steps: int | None = None   # the sampler's steps it runs; None: a loop without them (PixelCNN's pixels)
 
 
 # graphs: one call of each graph; tokens: whole greedy generations (the pipeline's generate and stream,
@@ -216,10 +217,11 @@ class Family:
     diffusers_importers: dict = field(default_factory=dict)
     # runtime config -> {dynamic dim: size} bench uses where --shapes does not set a dim (default 1)
     bench_dims: Callable[[Any], dict[str, int]] | None = None
-    # (pipeline, batch) -> GenerationCall: a whole generation at the family's defaults, which bench
-    # times after the graphs, for a family whose generation is more than one graph call (a sampling
-    # loop, a model of two graphs); None: the graphs' rows say it all
-    bench_generation: Callable[[Any, int], GenerationCall] | None = None
+    # (pipeline, batch, steps) -> GenerationCall: a whole generation at the family's defaults (steps
+    # None) or at `steps` sampler steps, which bench times after the graphs, for a family whose
+    # generation is more than one graph call (a sampling loop, a model of two graphs); None: the
+    # graphs' rows say it all
+    bench_generation: Callable[[Any, int, int | None], GenerationCall] | None = None
     # (package, runtime config, count, seed, extra=0) -> (feeds with known next tokens: count batches,
     # then `extra` more over windows apart from theirs; their source; the feed of the call speed is
     # judged at; its description): what a token family's weight-only variants (optimize --precision

@@ -14,19 +14,20 @@ OPTIONS = (*SAMPLING_OPTIONS,
                   {"type": float}, 1.0))
 
 
-def bench_generation(pipe, n: int) -> GenerationCall:
+def bench_generation(pipe, n: int, steps: int | None) -> GenerationCall:
     """`n` images following one mid-grey control picture, at the defaults `edgegen generate` takes:
     the base UNet and the ControlNet at every step."""
     import numpy as np
 
     from ..diffusion.pipeline import DEFAULT_GUIDANCE, DEFAULT_STEPS
 
+    steps = steps or DEFAULT_STEPS
     hint = pipe.hint(np.full((1, *pipe.image_shape), 0.5, np.float32))
     label = 0 if pipe.config.num_classes else None   # a class-conditional base is used with a label
     guided = f", label 0 at guidance {DEFAULT_GUIDANCE:g} (a batch of {2 * n} per call)" if label is not None else ""
-    return GenerationCall(lambda: pipe.sample(n, control=hint, seed=0, labels=label), n, "images",
-                          f"{n} image{'s' * (n != 1)} following one control picture, {DEFAULT_STEPS} steps of "
-                          f"{pipe.config.sampler}{guided}")
+    return GenerationCall(lambda: pipe.sample(n, control=hint, steps=steps, seed=0, labels=label), n, "images",
+                          f"{n} image{'s' * (n != 1)} following one control picture, {steps} steps of "
+                          f"{pipe.config.sampler}{guided}", steps)
 
 
 def generate(pipe, request: GenerateRequest) -> str:

@@ -17,13 +17,14 @@ SAMPLING_OPTIONS = (
 )
 
 
-def bench_generation(pipe, n: int) -> GenerationCall:
-    """`n` images at the defaults `edgegen generate` takes; a class-conditional model with a label,
-    as it is used, so that guidance's batch of 2n is what is timed."""
+def bench_generation(pipe, n: int, steps: int | None) -> GenerationCall:
+    """`n` images at the defaults `edgegen generate` takes (or `steps`); a class-conditional model
+    with a label, as it is used, so that guidance's batch of 2n is what is timed."""
+    steps = steps or DEFAULT_STEPS
     label = 0 if pipe.config.num_classes else None
     guided = f", label 0 at guidance {DEFAULT_GUIDANCE:g} (a batch of {2 * n} per call)" if label is not None else ""
-    return GenerationCall(lambda: pipe.sample(n, seed=0, labels=label), n, "images",
-                          f"{n} image{'s' * (n != 1)}, {DEFAULT_STEPS} steps of {pipe.config.sampler}{guided}")
+    return GenerationCall(lambda: pipe.sample(n, steps=steps, seed=0, labels=label), n, "images",
+                          f"{n} image{'s' * (n != 1)}, {steps} steps of {pipe.config.sampler}{guided}", steps)
 
 
 def generate(pipe, request: GenerateRequest) -> str:

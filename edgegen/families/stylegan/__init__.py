@@ -14,7 +14,7 @@ FAMILY = register(Family(
              Option("--noise-mode", "noise_mode", "the synthesis noise", {"choices": NOISE_MODES}, "const")),
     demo=(DemoModel("stylegan-digits", "digits"),),
     showcase="edgegen.families.stylegan.demo",
-    bench_generation=lambda pipe, n: GenerationCall(lambda: pipe(n, seed=0), n, "images",
+    bench_generation=lambda pipe, n, steps: GenerationCall(lambda: pipe(n, seed=0), n, "images",
                                                     f"{n} image{'s' * (n != 1)}: the mapping, then the synthesis"),
     smoke={"train": {"steps": 2, "batch_size": 8, "image_size": 16, "width": 8, "w_dim": 16, "latent_dim": 16}},
     order=50,

@@ -16,7 +16,7 @@ OPTIONS = (
 BENCH_SECONDS = 0.25
 
 
-def bench_generation(pipe, n: int) -> GenerationCall:
+def bench_generation(pipe, n: int, steps: int | None) -> GenerationCall:
     """A quarter second of audio, sample by sample through the cached step graph (one clip: the
     loop has no batch); its samples per second over the sample rate is the real-time factor."""
     samples = max(1, round(BENCH_SECONDS * pipe.sample_rate))
