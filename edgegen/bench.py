@@ -155,6 +155,9 @@ def bench_package(path: str | os.PathLike, batch: int = 8, iters: int = 200, war
     threads = threads or os.cpu_count()
     pipe = load(path, backend=backend, threads=threads, precision=precision)
     if get_family(pipe.family).bench == "tokens":
+        if steps is not None:
+            raise ConfigError(f"--steps {steps}: expected a package whose generation runs sampler steps, found a "
+                              f"{pipe.family} package, which generates tokens")
         return bench_generation(pipe, path, batch, iters, warmup, threads, vs_torch, energy, prompt_lookup)
     if prompt_lookup:
         raise ConfigError(f"--prompt-lookup {prompt_lookup}: expected a package that generates tokens, found the "

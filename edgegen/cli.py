@@ -272,7 +272,7 @@ def _bench_one(args, shapes: dict, generation: bool) -> dict:
     report = bench_package(args.package, batch=args.batch, iters=args.iters, warmup=args.warmup,
                            backend=args.backend, threads=args.threads, vs_torch=args.vs_torch, precision=args.precision,
                            shapes=shapes, energy=args.energy, prompt_lookup=args.prompt_lookup, generation=generation,
-                           steps=args.bench_steps)
+                           steps=args.bench_steps if generation else None)
     print(f"{report['package']}: {report['family']}, backend {report['backend']}, precision {report['precision']}, "
           f"batch {report['batch']}" + "".join(f", {d} {n}" for d, n in report.get("shapes", {}).items())
           + f", threads {report['threads']}, {report['iters']} iters; "
@@ -468,7 +468,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latent-dim", type=int, default=None, help="latent size of the families that have one "
                    "(default: the family's)")
     _add_family_options(p, "train", {f.name: f.train_options for f in registered})
-    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists and is what edgegen writes there "
+                   "(never a folder of other files, nor the command's input)")
     p.set_defaults(func=_cmd_train, export_side="edgegen train")
 
     p = sub.add_parser("export", help="export a checkpoint to a validated model package")
@@ -488,7 +489,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "and a TensorRT target checks the graphs with that TensorRT's parser table afterwards (exit status 1 "
                    f"if one will not parse). {describe_targets(tuple(TARGETS))} (default: none, opset {DEFAULT_OPSET})")
     p.add_argument("--name", default=None, help="the package's name (default: the checkpoint's)")
-    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists and is what edgegen writes there "
+                   "(never a folder of other files, nor the command's input)")
     own = p.add_argument_group("your own PyTorch module (docs/bring-your-own-model.md)")
     own.add_argument("--module", default=None, metavar="FILE.py:FACTORY",
                      help="a function (or module path package.mod:FACTORY) that returns the torch.nn.Module to export")
@@ -628,7 +630,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "ort-cuda or ort-tensorrt")
     p.add_argument("--threads", type=int, default=0,
                    help="ONNX Runtime threads per Python-backend instance (0: one per core)")
-    p.add_argument("--force", action="store_true", help="replace model folders that exist in --out")
+    p.add_argument("--force", action="store_true", help="replace model folders that exist in --out (Triton model folders "
+                   "only, never a folder of other files)")
     p.set_defaults(func=_cmd_triton)
 
     p = sub.add_parser("info", help="show a package's manifest")
@@ -647,7 +650,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train", action="store_true", help="train from scratch instead of using the shipped weights")
     p.add_argument("--iters", type=int, default=200, help="benchmark iterations per engine")
     p.add_argument("--only", nargs="+", default=None, metavar="FAMILY", help="only these families' models")
-    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists and is what edgegen writes there "
+                   "(never a folder of other files, nor the command's input)")
     p.set_defaults(func=_cmd_demo, export_side="edgegen demo")
 
     for family in registered:   # commands a family brings for its use case (edgegen upscale)
@@ -661,15 +665,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _stdout_closed() -> bool:
-    """Whether standard output's reader has gone: writing to it fails."""
+    """Whether standard output is a pipe whose reader has gone: the system flags its end with an
+    error, which poll reports without a byte written to it."""
+    import select
+
     try:
-        sys.stdout.write("\n")
-        sys.stdout.flush()
-    except BrokenPipeError:
-        return True
-    except (OSError, ValueError):
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):   # no descriptor (a captured stream), no poll on this system
         return False
-    return False
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -703,7 +708,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USER_ERROR
     except BrokenPipeError as exc:
         if not _stdout_closed():   # another pipe (a subprocess's, a socket): an error to say
-            print(f"edgegen: error: {exc.strerror or exc} (BrokenPipeError)", file=sys.stderr)
+            if args.debug:
+                traceback.print_exc()
+            print(f"edgegen: error: {_system_error(exc)}", file=sys.stderr)
             return EXIT_USER_ERROR
         # the reader went away (edgegen info | head): quietly, as cat and grep end there, with
         # the status a shell gives a command SIGPIPE ended; and keep Python's exit flush from

@@ -182,8 +182,10 @@ def sha256_file(path: str | os.PathLike) -> str:
 def spared_text(record: dict) -> str:
     """What an int4 variant's record says its search kept out of 4 bits, for a line of output
     (`edgegen optimize` and `edgegen info`, which the runtime alone runs too)."""
-    return (f"{len(record['spared_matmuls'])} of {record['matmuls']} MatMuls "
-            f"({record['spared_share']:.0%} of the MatMul weights) in {record['spared_as']}")
+    share = record.get("spared_share")
+    return (f"{len(record.get('spared_matmuls') or [])} of {record.get('matmuls', '?')} MatMuls ("
+            + (f"{share:.0%}" if isinstance(share, (int, float)) else "?")
+            + f" of the MatMul weights) in {record.get('spared_as', '?')}")
 
 
 def _shipped_hint(path) -> str:

@@ -131,6 +131,9 @@ def refuse_existing(out: str | os.PathLike, overwrite: bool) -> None:
         raise OutputExistsError(f"output {str(out)!r}: expected a path that does not exist yet, found one (pass --force, or overwrite=True in Python, to replace it)")
 
 
+LEFTOVER = re.compile(r"^\..+\.(tmp|lock|partial|old)$")
+
+
 def refuse_replacing_other(out: str | os.PathLike, holds: str, kind: str, reads: Iterable[str | os.PathLike] = ()) -> None:
     """Raise OutputExistsError where replacing `out` would delete what edgegen did not write, or
     what this command reads: `out` is, or holds, one of `reads` (exporting a folder onto itself),
@@ -148,9 +151,10 @@ def refuse_replacing_other(out: str | os.PathLike, holds: str, kind: str, reads:
             raise OutputExistsError(f"output {str(out)!r}: expected a folder apart from this command's input, found "
                                     f"that it {'is' if read == where else 'holds'} the input {str(given)!r}: replacing it "
                                     "would delete the input; choose another output")
-    # what edgegen's own killed writes leave inside (.NAME.XXXX.tmp) does not make a folder someone
-    # else's; anything else does, hidden (.git, .venv) or not
-    entries = sorted(e.name for e in out.iterdir() if not (e.name.startswith(".") and e.name.endswith(".tmp")))
+    # what edgegen's own writes leave inside (a killed one's .NAME.XXXX.tmp, a nested output's lock,
+    # stage or moved-aside copy) does not make a folder someone else's; anything else does, hidden
+    # (.git, .venv) or not
+    entries = sorted(e.name for e in out.iterdir() if not LEFTOVER.match(e.name))
     if entries and holds not in entries:
         shown = ", ".join(entries[:4]) + (", ..." if len(entries) > 4 else "")
         raise OutputExistsError(f"output {str(out)!r}: expected {kind} to replace ({holds} in it) or an empty folder, "
@@ -170,7 +174,9 @@ def staged_directory(out: str | os.PathLike, *, holds: str, kind: str, overwrite
     directory is removed and `out`, if it existed, is left untouched; a kill at any instant
     leaves `out` as it was or complete, and the staging directory for the next writer to clean.
     """
-    given, out = out, Path(os.path.abspath(out))   # "." too has a name and a parent to stage beside
+    # the folder itself, as the lock takes it: "." too has a name and a parent to stage beside, and a
+    # symbolic link is followed, not replaced
+    given, out = out, Path(os.path.realpath(out))
     refuse_existing(given, overwrite)   # before taking the lock: fails fast without waiting
     refuse_replacing_other(given, holds, kind, reads)
     with writer_lock(out, "writing it"):
@@ -184,11 +190,21 @@ def staged_directory(out: str | os.PathLike, *, holds: str, kind: str, overwrite
             yield stage
             fsync_directory(stage)
             fault_point(f"staged {out.name} complete")
+            inside = _working_directory() == out
             _switch_in(stage, out)
+            if inside:   # the old folder is gone: the process stands in the new one instead
+                os.chdir(out)
         except BaseException:
             shutil.rmtree(stage, ignore_errors=True)
             raise
         shutil.rmtree(stage, ignore_errors=True)   # after a swap: the old output
+
+
+def _working_directory() -> Path | None:
+    try:
+        return Path(os.path.realpath(os.getcwd()))
+    except OSError:
+        return None
 
 
 def _switch_in(stage: Path, out: Path) -> None:

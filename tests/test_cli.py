@@ -80,6 +80,8 @@ def test_bench_times_a_whole_generation_beside_the_graphs(trained, tmp_path, cap
     assert code == 0 and json.loads(report_path.read_text())["whole_generation"]["what"].startswith("1 image, 3 steps")
     code, _, err = run_cli(capsys, "bench", trained["vae"][1], "--steps", "3")
     assert code == 2 and "--steps 3: expected a package whose generation runs sampler steps" in err
+    code, out, err = run_cli(capsys, "bench", trained["diffusion"][1], "--steps", "5000", "--iters", "2")
+    assert code == 2 and "steps" in err and "| unet |" not in out   # refused before the graphs are timed
 
 
 def test_a_whole_generation_runs_long_enough_and_as_often_as_iters_allows(monkeypatch):
@@ -196,10 +198,10 @@ def test_what_the_system_refuses_is_one_line_too(package_copy, capsys, tmp_path,
         def fileno(self):
             return write_end
 
+    os.close(read_end)   # the reader has gone, as `| head` goes after its lines
     monkeypatch.setattr("sys.stdout", ClosedPipe())
     code = main(["info", str(pkg)])
     monkeypatch.undo()
-    os.close(read_end)
     os.close(write_end)
     assert code == 141 and capsys.readouterr().err == ""   # quietly, as cat and grep end at `| head`
 

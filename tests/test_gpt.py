@@ -741,6 +741,8 @@ def test_generate_command_streams_text(gpt, capsys, tmp_path):
         printed.append(capsys.readouterr().out)
     assert printed[0] == printed[1] and len(printed[0]) > len("def ") + 30
     report_path = tmp_path / "bench.json"
+    assert main(["bench", str(gpt["pkg"]), "--steps", "4"]) == 2   # sampler steps: not a token model's
+    assert "generates tokens" in capsys.readouterr().err
     assert main(["bench", str(gpt["pkg"]), "--iters", "20", "--warmup", "0", "--prompt-lookup", "3", "--no-energy",
                  "--json", str(report_path)]) == 0
     printed = capsys.readouterr().out

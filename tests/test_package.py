@@ -1,6 +1,7 @@
 import hashlib
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -166,6 +167,8 @@ def test_staged_directory_replaces_only_what_it_writes_and_never_what_it_reads(t
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / ".grid.png.a1b2c3d4.tmp").write_text("")
+    (empty / ".pkg.lock").write_text("")                  # a nested output's lock ...
+    (empty / ".pkg.ab12cd34.partial").mkdir()             # ... and a killed one's stage
     with staged_directory(empty, overwrite=True, **PACKAGE) as stage:
         (stage / "edgegen.json").write_text("{}")
     assert (empty / "edgegen.json").is_file()
@@ -175,6 +178,21 @@ def test_staged_directory_replaces_only_what_it_writes_and_never_what_it_reads(t
         with staged_directory(project, overwrite=True, **PACKAGE):
             pass
     assert (project / ".git").is_dir()
+
+
+def test_staged_directory_follows_a_link_and_keeps_the_working_directory(tmp_path, monkeypatch):
+    real, link = tmp_path / "real", tmp_path / "link"
+    real.mkdir()
+    (real / "edgegen.json").write_text("old")
+    link.symlink_to(real)
+    with staged_directory(link, overwrite=True, **PACKAGE) as stage:
+        (stage / "edgegen.json").write_text("new")
+    assert link.is_symlink() and (real / "edgegen.json").read_text() == "new"   # the folder replaced, not the link
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "real"]       # no stage left behind
+    monkeypatch.chdir(real)   # `--out .`: the process stands in the folder it replaces
+    with staged_directory(".", overwrite=True, **PACKAGE) as stage:
+        (stage / "edgegen.json").write_text("newer")
+    assert Path("edgegen.json").read_text() == "newer" and Path.cwd() == real
 
 
 def test_atomic_write_replaces_whole_files(tmp_path):

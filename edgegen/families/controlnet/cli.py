@@ -22,6 +22,7 @@ def bench_generation(pipe, n: int, steps: int | None) -> GenerationCall:
     from ..diffusion.pipeline import DEFAULT_GUIDANCE, DEFAULT_STEPS
 
     steps = steps or DEFAULT_STEPS
+    pipe.make_sampler(None, 0.0).timesteps(steps)   # refuses steps the package's sampler cannot take, before any timing
     hint = pipe.hint(np.full((1, *pipe.image_shape), 0.5, np.float32))
     label = 0 if pipe.config.num_classes else None   # a class-conditional base is used with a label
     guided = f", label 0 at guidance {DEFAULT_GUIDANCE:g} (a batch of {2 * n} per call)" if label is not None else ""

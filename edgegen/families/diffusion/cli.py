@@ -21,6 +21,7 @@ def bench_generation(pipe, n: int, steps: int | None) -> GenerationCall:
     """`n` images at the defaults `edgegen generate` takes (or `steps`); a class-conditional model
     with a label, as it is used, so that guidance's batch of 2n is what is timed."""
     steps = steps or DEFAULT_STEPS
+    pipe.make_sampler(None, 0.0).timesteps(steps)   # refuses steps the package's sampler cannot take, before any timing
     label = 0 if pipe.config.num_classes else None
     guided = f", label 0 at guidance {DEFAULT_GUIDANCE:g} (a batch of {2 * n} per call)" if label is not None else ""
     return GenerationCall(lambda: pipe.sample(n, steps=steps, seed=0, labels=label), n, "images",

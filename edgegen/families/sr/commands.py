@@ -49,7 +49,7 @@ def add_commands(sub, runtime_options) -> None:
                                                           "--package is given (default 4)")
     for option in OPTIONS[1:]:
         p.add_argument(option.flag, dest=option.keyword, help=option.help, **option.kwargs)
-    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    p.add_argument("--force", action="store_true", help="replace the picture --out names if it exists")
     p.add_argument("--precision", default="fp32", choices=PRECISIONS,
                    help="run the package's int8 or fp16 variant (made by edgegen optimize) (default fp32)")
     runtime_options(p)

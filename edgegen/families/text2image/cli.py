@@ -26,6 +26,7 @@ def bench_generation(pipe, n: int, steps: int | None) -> GenerationCall:
     """`n` images of one prompt at the defaults `edgegen generate` takes (or `steps`): the text
     encoder once, the UNet at every step (guidance's batch of 2n), the decoder once."""
     steps = steps or DEFAULT_STEPS
+    pipe.make_sampler(None, 0.0).timesteps(steps)   # refuses steps the package's sampler cannot take, before any timing
     guided = f", guidance {DEFAULT_TEXT_GUIDANCE:g} (a batch of {2 * n} per UNet call)" if DEFAULT_TEXT_GUIDANCE > 1 else ""
     return GenerationCall(lambda: pipe.sample(BENCH_PROMPT, n=n, steps=steps, seed=0), n, "images",
                           f"{n} image{'s' * (n != 1)} of one prompt, {steps} steps of {pipe.config.sampler}{guided}", steps)
