@@ -109,6 +109,37 @@ def test_the_release_check_finds_a_package_whose_graph_differs_from_a_fresh_expo
     assert len(problems) == 1 and problems[0].startswith(f"{NAME}: generator differs from a fresh export")
 
 
+def test_the_release_check_finds_a_package_whose_graph_has_another_form_with_the_same_outputs(models):
+    """An export-code change that keeps every output (a node more or less) is found too: the built
+    package is older than the code, though its weights and outputs match."""
+    import onnx
+
+    from edgegen.package import sha256_file
+
+    (package,) = models_build.build([NAME], models, report=lambda line: None)
+    manifest_path = package / "edgegen.json"
+    manifest = json.loads(manifest_path.read_text())
+    graph_file = package / manifest["graphs"]["generator"]["file"]
+    model = onnx.load(str(graph_file))
+    model.graph.node.append(onnx.helper.make_node("Constant", [], ["unused"], value_float=1.0))   # read by nothing
+    onnx.save(model, str(graph_file))
+    manifest["graphs"]["generator"]["sha256"] = sha256_file(graph_file)
+    manifest_path.write_text(json.dumps(manifest))
+    problems = models_build.check([NAME], models, report=lambda line: None)
+    assert problems == [f"{NAME}: generator has another form than a fresh export of its checkpoint (nodes Constant 1 "
+                        "where a fresh export has 0): rebuild it"], problems
+    # an output of another shape's name (as a decoder's logits took logits_sequence for sequence)
+    output = model.graph.output[0]
+    output.type.tensor_type.shape.dim[0].dim_param = "rows"
+    onnx.save(model, str(graph_file))
+    manifest["graphs"]["generator"]["outputs"][0]["shape"][0] = "rows"
+    manifest["graphs"]["generator"]["sha256"] = sha256_file(graph_file)
+    manifest_path.write_text(json.dumps(manifest))
+    (problem,) = models_build.check([NAME], models, report=lambda line: None)
+    assert f"(inputs and outputs {output.name} float32[rows, " in problem and f"where a fresh export has {output.name} " \
+        "float32[batch, " in problem, problem
+
+
 def test_the_wheel_build_refuses_missing_packages(models):
     backend = _build_backend()
     assert backend.stale_packages(models) == [NAME]
