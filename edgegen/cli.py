@@ -171,17 +171,12 @@ def _export_module(args):
     if more:
         raise ConfigError(f"--inputs {args.inputs!r}: expected one example feed (held-out feeds go in --held-out), "
                           f"found {1 + len(more)}")
-    from .package import MANIFEST_NAME
-    from .storage import refuse_replacing_other
-
-    # the files it reads are never what --force replaces
-    module_file = args.module.rpartition(":")[0]
-    reads = [p for p in (module_file, args.inputs, args.held_out) if p and os.path.exists(p)]
-    refuse_replacing_other(args.out, MANIFEST_NAME, "an edgegen package", reads)
+    module_file = args.module.rpartition(":")[0]   # a FILE.py; an importable name reads no file of its own
     return export_pytorch(load_factory(args.module), example, args.out, dynamic=parse_dynamic(args.dynamic),
                           output_names=args.output_name, held_out=args.held_out,
                           dim_limits=parse_dim_sizes(args.limit, "--limit"), name=args.name, opset=_target_opset(args),
-                          atol=args.atol, rtol=args.rtol, overwrite=args.force, source=args.module)
+                          atol=args.atol, rtol=args.rtol, overwrite=args.force, source=args.module,
+                          reads=[p for p in (module_file, args.inputs) if os.path.exists(p)])
 
 
 def _family_options(family, declared, args, command: str) -> dict:

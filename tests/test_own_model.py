@@ -171,6 +171,10 @@ def test_the_command_line_takes_a_module_through_export_generate_bench_optimize_
                  "--out", str(pkg)]) == 0
     out = capsys.readouterr().out
     assert "family    generic" in out and "gate passed" in out
+    # --force never replaces the folder that holds the module and its inputs
+    assert main(["export", "--module", "model.py:make_model", "--inputs", "example.npz", "--out", str(root),
+                 "--force"]) == 2
+    assert "holds the input" in capsys.readouterr().err and (root / "model.py").is_file()
     # an importable name finds a module in the working directory, as `python -m` does
     (root / "own_sharpen_model.py").write_text(MODEL_PY)
     monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(root))])

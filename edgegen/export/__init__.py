@@ -18,7 +18,7 @@ from .. import __version__
 from ..errors import CheckpointError, ConfigError, ValidationError
 from ..families import RuntimeConfig
 from ..families import get as get_family
-from ..package import MANIFEST_NAME, GraphEntry, Manifest, Package, sha256_file, write_manifest
+from ..package import MANIFEST_NAME, PACKAGE_KIND, GraphEntry, Manifest, Package, sha256_file, write_manifest
 from ..progress import Progress
 from ..storage import staged_directory
 from ..runtimes.feeds import HELD_OUT_FILE, write_feeds
@@ -62,7 +62,7 @@ def export_model(ckpt: Checkpoint, out: str | Path, data: str | None = None, ops
     images = None
     if spec.needs_data:
         images = spec.load_data(ckpt, data or ckpt.data.get("source", "digits"))
-    with staged_directory(out, overwrite=overwrite, holds=MANIFEST_NAME, kind="an edgegen package",
+    with staged_directory(out, overwrite=overwrite, holds=MANIFEST_NAME, kind=PACKAGE_KIND,
                           reads=[checkpoint] if checkpoint else []) as stage:
         graphs, failures = {}, []
         with Progress(len(spec.graphs), f"export {Path(checkpoint).name}", enabled=progress) as bar:
@@ -127,7 +127,7 @@ def source_model(package: Package, given: str | Path | None = None):
     folder, that folder imported again; either refused unless its weights are the ones the package
     came from. What `bench --vs-torch` runs beside the graphs."""
     from ..shipped import SHIPPED_SOURCE
-    from ..training.checkpoint import WEIGHTS, load_source_checkpoint
+    from ..training.checkpoint import WEIGHTS, load_source_checkpoint, require_recorded_weights
 
     recorded = package.manifest.provenance.get("source_checkpoint", {})
     source = given or recorded.get("path")
@@ -138,11 +138,7 @@ def source_model(package: Package, given: str | Path | None = None):
         return
     with tempfile.TemporaryDirectory(prefix="edgegen-import-") as scratch:
         ckpt, spec = _imported_again(folder, Path(scratch))
-        expected = recorded.get("weights_sha256")
-        if expected and expected != ckpt.weights_sha256:
-            raise CheckpointError(f"{str(folder)!r}: expected the weights package {str(package.path)!r} was imported "
-                                  f"from (sha256 {expected[:12]}...), found {ckpt.weights_sha256[:12]}...")
-        yield ckpt, spec or export_spec(ckpt.family)
+        yield require_recorded_weights(package, ckpt, repr(str(folder)), "imported"), spec or export_spec(ckpt.family)
 
 
 def _imported_again(folder: Path, scratch: Path) -> tuple[Checkpoint, ExportSpec | None]:

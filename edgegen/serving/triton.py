@@ -113,16 +113,17 @@ def write_repository(packages: list[str], out: str | Path, options: RepositoryOp
     if out.exists() and not out.is_dir():
         raise OutputExistsError(f"output {str(out)!r}: expected a model repository directory, found a file")
     plans = [_plan(package, name, out / name, options) for package, name in zip(opened, names)]   # refusals before writing
+    reads = [p.path for p in opened]   # no model folder replaced may hold a package the run reads
     for plan in plans:   # every folder checked before any is replaced
         if not force and (out / plan.name).exists():
             raise OutputExistsError(f"model {str(out / plan.name)!r}: expected a model folder that does not exist "
                                     "yet, found one (pass --force, or force=True in Python, to replace it)")
-        refuse_replacing_other(out / plan.name, MODEL_CONFIG, MODEL_FOLDER, [p.path for p in opened])
+        refuse_replacing_other(out / plan.name, MODEL_CONFIG, MODEL_FOLDER, reads)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for package, plan in zip(opened, plans):
         with staged_directory(out / plan.name, overwrite=force, holds=MODEL_CONFIG, kind=MODEL_FOLDER,
-                               reads=[p.path for p in opened]) as stage:
+                               reads=reads) as stage:
             _write_model(package, plan, options, stage)
         written.append(plan)
         report(f"{plan.name}: {plan.route} route, Triton's {plan.backend} backend"

@@ -107,11 +107,16 @@ def load_source_checkpoint(package, given: str | Path | None = None) -> Checkpoi
     if not source or not Path(source).is_dir():
         raise CheckpointError(f"package {str(package.path)!r}: expected the checkpoint it was exported from, found "
                               f"{str(source) if source else None!r}; pass it (--checkpoint, --vs-torch)")
-    ckpt = load_checkpoint(source)
-    expected = recorded.get("weights_sha256")
+    return require_recorded_weights(package, load_checkpoint(source), f"checkpoint {str(source)!r}", "exported")
+
+
+def require_recorded_weights(package, ckpt: Checkpoint, what: str, how: str) -> Checkpoint:
+    """`ckpt`, refused unless its weights are the ones `package` records it was `how` (exported,
+    imported) from."""
+    expected = package.manifest.provenance.get("source_checkpoint", {}).get("weights_sha256")
     if expected and expected != ckpt.weights_sha256:
-        raise CheckpointError(f"checkpoint {str(source)!r}: expected the weights package {str(package.path)!r} was "
-                              f"exported from (sha256 {expected[:12]}...), found {ckpt.weights_sha256[:12]}...")
+        raise CheckpointError(f"{what}: expected the weights package {str(package.path)!r} was {how} from "
+                              f"(sha256 {expected[:12]}...), found {ckpt.weights_sha256[:12]}...")
     return ckpt
 
 

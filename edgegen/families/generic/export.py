@@ -25,7 +25,7 @@ from ...errors import CheckpointError, ConfigError, EdgegenError, ValidationErro
 from ...export import provenance
 from ...export.onnx_export import DEFAULT_OPSET, export_module, value_spec
 from ...export.validate import gate_feeds
-from ...package import DTYPES, MANIFEST_NAME, GraphEntry, Manifest, Package, TensorSpec, sha256_file, write_manifest
+from ...package import DTYPES, MANIFEST_NAME, PACKAGE_KIND, GraphEntry, Manifest, Package, TensorSpec, sha256_file, write_manifest
 from ...storage import staged_directory
 from ...runtimes.engines import DEFAULT_BATCH_PROFILE
 from ...runtimes.feeds import HELD_OUT_FILE, read_feeds, write_feeds
@@ -43,7 +43,7 @@ def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str 
                    held_out: list[Mapping[str, Any]] | str | os.PathLike | None = None,
                    dim_limits: Mapping[str, int] | None = None, name: str | None = None, opset: int = DEFAULT_OPSET,
                    atol: float = 1e-4, rtol: float = 1e-3, overwrite: bool = False, seed: int = 0,
-                   source: str = "") -> Path:
+                   source: str = "", reads: list[str | os.PathLike] = ()) -> Path:
     """Export `module` (called as module(*inputs.values())) to a package at `out`.
 
     inputs: example arrays (numpy or torch), by input name, in forward's order.
@@ -53,6 +53,8 @@ def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str 
         `edgegen.runtimes.feeds` reads it); default: drawn like the example's values.
     dim_limits: the largest value of each dynamic dim (TensorRT profiles); default batch 16,
         other dims DEFAULT_LIMIT_FACTOR x their traced size.
+    reads: files the caller read the module and inputs from (its .py file), which `overwrite` never
+        replaces; a held_out .npz counts without being named.
     Raises ValidationError, and writes nothing, when the graph does not reproduce PyTorch.
     """
     if not isinstance(module, torch.nn.Module):
@@ -78,7 +80,8 @@ def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str 
     problems = config.problems()
     if problems:
         raise ConfigError("dim_limits: " + "; ".join(problems))
-    with staged_directory(out, overwrite=overwrite, holds=MANIFEST_NAME, kind="an edgegen package") as stage:
+    reads = [*reads, *([held_out] if isinstance(held_out, (str, os.PathLike)) else [])]
+    with staged_directory(out, overwrite=overwrite, holds=MANIFEST_NAME, kind=PACKAGE_KIND, reads=reads) as stage:
         model = export_module(module, GRAPH, specs, outputs, example, opset)
         onnx.save(model, str(stage / f"{GRAPH}.onnx"))
         graph_outputs = tuple(value_spec(v) for v in model.graph.output)
