@@ -13,8 +13,9 @@ import torch
 import edgegen
 from edgegen import export_pytorch
 from edgegen.cli import main
-from edgegen.errors import ConfigError, InputError, ManifestError, ValidationError
+from edgegen.errors import BackendError, ConfigError, InputError, ManifestError, ValidationError
 from edgegen.runtimes.feeds import read_feeds
+from edgegen.runtimes.ort import OrtBinding
 
 MODEL_PY = textwrap.dedent('''
     import torch
@@ -133,6 +134,16 @@ def test_values_the_graph_cannot_take_are_an_input_error_in_one_line(tmp_path, c
     err = capsys.readouterr().err
     assert "edgegen: error: graph 'model': expected input values" in err and "Traceback" not in err
     assert not (tmp_path / "o.npz").exists()
+
+    # The same failure through IO binding, which generation loops (GPT's cache, WaveNet's queues)
+    # run: its error has lost ONNX Runtime's status code, so it is a BackendError, in one line too
+    binding = OrtBinding(pipe.sessions["model"])
+    label, output = np.array([20], dtype=np.int64), np.zeros((1, 4), np.float32)
+    binding.input("label", label)
+    binding.output("output", output)
+    with pytest.raises(BackendError, match=r"graph 'model': expected ONNX Runtime to run it, found it failing: "
+                                           r"Non-zero status code .*idx=20 must be within the inclusive range \[-10,9\]$"):
+        binding.run()
 
 
 def test_export_refuses_bad_arguments_with_their_names(user_model, tmp_path):

@@ -144,13 +144,20 @@ class OrtSession(Session):
             raise run_error(self.graph_name, exc) from None
 
 
+_BINDING_FAILURE = "Error in execution: "  # run_with_iobinding's C++ prefix for a failed status
+
+
 def run_error(graph_name: str, exc: Exception) -> Exception:
     """What a failed ONNX Runtime call means to the user: inputs of the right names, types and
     shapes whose values the graph cannot take (an index past a table's end) are an InputError;
-    any other failure of ONNX Runtime a BackendError; an exception of another library as it was."""
-    if not type(exc).__module__.startswith("onnxruntime"):
+    any other failure of ONNX Runtime a BackendError; an exception of another library as it was.
+    An IO-binding run raises a plain RuntimeError that has lost the status code, so its failures
+    are all BackendErrors."""
+    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    from_binding = type(exc) is RuntimeError and first_line.startswith(_BINDING_FAILURE)
+    if not (type(exc).__module__.startswith("onnxruntime") or from_binding):
         return exc
-    text = re.sub(r"^\[ONNXRuntimeError\] : \d+ : [A-Z_]+ : ", "", str(exc).strip().splitlines()[0] if str(exc).strip() else "")
+    text = re.sub(r"^\[ONNXRuntimeError\] : \d+ : [A-Z_]+ : ", "", first_line.removeprefix(_BINDING_FAILURE))
     if type(exc).__name__ == "InvalidArgument":
         return InputError(f"graph {graph_name!r}: expected input values it can compute on, found ONNX Runtime "
                           f"refusing them: {text}")
@@ -171,6 +178,7 @@ class OrtBinding:
 
     def __init__(self, session: OrtSession):
         self._held: dict[str, np.ndarray] = {}
+        self._graph_name = session.graph_name
         inference = session.inference_session
         binding = inference.io_binding()
         raw, raw_session = getattr(binding, "_iobinding", None), getattr(inference, "_sess", None)
@@ -181,11 +189,17 @@ class OrtBinding:
             device = C.OrtDevice(C.OrtDevice.cpu(), C.OrtDevice.default_memory(), 0)
             self.bind_input = functools.partial(_bind_raw, raw.bind_input, device)
             self.bind_output = functools.partial(_bind_raw, raw.bind_output, device)
-            self.run = functools.partial(raw_session.run_with_iobinding, raw, C.RunOptions())
+            self._run = functools.partial(raw_session.run_with_iobinding, raw, C.RunOptions())
         else:  # a future ONNX Runtime that moved them: the public API
             self.bind_input = lambda name, dtype, shape, address: binding.bind_input(name, "cpu", 0, dtype, shape, address)
             self.bind_output = lambda name, dtype, shape, address: binding.bind_output(name, "cpu", 0, dtype, shape, address)
-            self.run = lambda: inference.run_with_iobinding(binding)
+            self._run = lambda: inference.run_with_iobinding(binding)
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except Exception as exc:  # noqa: BLE001 - ONNX Runtime raises its own exception types
+            raise run_error(self._graph_name, exc) from None
 
     def input(self, name: str, array: np.ndarray) -> None:
         self._held[name] = array
