@@ -40,6 +40,16 @@ def test_train_never_replaces_what_it_reads_and_says_so_before_training(trained,
     assert code == 2 and "is the input" in err and (trained["diffusion"][0] / "weights.safetensors").is_file()
 
 
+def test_a_builtin_data_name_is_not_a_path_training_reads(tmp_path, monkeypatch, capsys):
+    """A checkpoint named after its data ("digits") is replaced by --force: --data digits is the
+    built-in set, whatever folder of that name the working directory holds."""
+    monkeypatch.chdir(tmp_path)
+    assert run_cli(capsys, "train", "vae", "--data", "digits", "--steps", "1", "--out", "digits")[0] == 0
+    first = (tmp_path / "digits" / "weights.safetensors").read_bytes()
+    assert run_cli(capsys, "train", "vae", "--data", "digits", "--steps", "1", "--seed", "1", "--out", "digits", "--force")[0] == 0
+    assert (tmp_path / "digits" / "weights.safetensors").read_bytes() != first
+
+
 def test_bench_writes_the_report(trained, tmp_path, capsys):
     ckpt, pkg = trained["vae"]
     report_path = tmp_path / "bench.json"

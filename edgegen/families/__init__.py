@@ -193,6 +193,9 @@ class Family:
     pipeline: type                       # the runtime Pipeline subclass (numpy over sessions)
     config: type[RuntimeConfig]          # what the export writes into the manifest and the pipeline reads
     data: str = "digits (default), natural, or a folder of your images"   # what `edgegen train --data` takes
+    # the --data names its training reads as built-in data, never as a path, even with a folder of that
+    # name in the working directory (so --force may replace such a folder: training does not read it)
+    builtin_data: tuple[str, ...] = ("digits", "natural")
     model: str | None = None             # module path of the torch side: Config, build, Trainer, DEFAULT_*
     export: str | None = None            # module path of the export spec (its SPEC)
     options: tuple[Option, ...] = ()     # `edgegen generate` options, beyond --n, --seed, --out

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
+from ..families import get as get_family
 from ..storage import refuse_existing, refuse_replacing_other
 from ..progress import Progress
 from . import family_module
@@ -33,7 +34,8 @@ def train(family: str, out: str | Path, data: str | None = None, steps: int | No
         raise ConfigError(f"training: expected positive steps, batch size and learning rate, found {steps}, {batch_size}, {lr}")
     # what training reads (a data folder, a ControlNet's base checkpoint) is never what it replaces;
     # both refusals come before minutes of training, not after
-    reads = [p for p in (data, *model_options.values()) if isinstance(p, (str, Path)) and Path(p).exists()]
+    paths = (*([] if data in get_family(family).builtin_data else [data]), *model_options.values())
+    reads = [p for p in paths if isinstance(p, (str, Path)) and Path(p).exists()]
     refuse_existing(out, overwrite)
     refuse_replacing_other(out, WEIGHTS, CHECKPOINT_KIND, reads)
 

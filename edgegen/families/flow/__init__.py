@@ -2,7 +2,7 @@
 
 from .. import DemoModel, Family, Option, register
 from .cli import generate
-from .pipeline import FlowConfig, FlowPipeline
+from .pipeline import POINT_DATA, FlowConfig, FlowPipeline
 
 FAMILY = register(Family(
     name="flow",
@@ -10,6 +10,7 @@ FAMILY = register(Family(
     pipeline=FlowPipeline,
     config=FlowConfig,
     data="digits (default), natural, a folder of images; moons, circles, blobs (2-D points: RealNVP)",
+    builtin_data=("digits", "natural", *POINT_DATA),
     model="edgegen.families.flow.model",
     export="edgegen.families.flow.export",
     options=(Option("--temperature", "temperature", "latent temperature (below 1: typical samples)",

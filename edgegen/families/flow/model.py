@@ -18,13 +18,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .pipeline import POINT_DATA
+
 FAMILY = "flow"
 DATA_RANGE = (0.0, 1.0)
 DEFAULT_STEPS = 3000
 DEFAULT_BATCH = 256
 DEFAULT_LR = 1e-3
 DEFAULT_IMAGE_SIZE = 8
-POINT_DATA = ("moons", "circles", "blobs")
 TRAIN_POINTS, TEST_POINTS = 20000, 2000   # synthetic, so plenty: a flow this size overfits 4,000
 DEQUANT_LEVELS = 17       # the digits' grey levels 0..16: uniform dequantization over 1/17 bins
 IMAGE_LEVELS = 256        # 8-bit photographs and user images

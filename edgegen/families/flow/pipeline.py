@@ -13,6 +13,7 @@ from ...runtimes.pipeline import Pipeline, as_float_array, check_count, check_nu
 from .. import RuntimeConfig, positive
 
 KINDS = ("realnvp", "glow")
+POINT_DATA = ("moons", "circles", "blobs")   # RealNVP's synthetic 2-D point sets, by name
 
 
 @dataclass(kw_only=True)

@@ -15,6 +15,7 @@ FAMILY = register(Family(
     pipeline=GPTPipeline,
     config=GPTConfig,
     data="stdlib (default: the Python standard library's source) or a UTF-8 text file",
+    builtin_data=("stdlib",),
     model="edgegen.families.gpt.model",
     export="edgegen.families.gpt.export",
     options=OPTIONS,

@@ -12,6 +12,7 @@ FAMILY = register(Family(
     pipeline=TextToImagePipeline,
     config=TextToImageConfig,
     data="digits (captioned by digit and stroke thickness)",
+    builtin_data=("digits",),
     model="edgegen.families.text2image.model",
     export="edgegen.families.text2image.export",
     options=OPTIONS,

@@ -10,6 +10,7 @@ FAMILY = register(Family(
     pipeline=WaveNetPipeline,
     config=WaveNetConfig,
     data="tones (default: synthesized) or a folder of WAV files",
+    builtin_data=("tones",),
     model="edgegen.families.wavenet.model",
     export="edgegen.families.wavenet.export",
     options=OPTIONS,
