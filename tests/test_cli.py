@@ -94,6 +94,29 @@ def test_bench_times_a_whole_generation_beside_the_graphs(trained, tmp_path, cap
     assert code == 2 and "steps" in err and "| unet |" not in out   # refused before the graphs are timed
 
 
+def test_a_sweep_times_the_whole_generation_and_its_steps_at_its_first_point_only(tmp_path, monkeypatch, capsys):
+    """No built-in family has both a dim to sweep and sampler steps, so a family of one's own is
+    stood in for: each sweep point is benched, --steps and the whole generation go to the first."""
+    import numpy as np
+    import torch
+
+    from edgegen import bench, export_pytorch
+
+    pkg = export_pytorch(torch.nn.Tanh(), {"x": np.linspace(-2, 2, 10, dtype=np.float32).reshape(2, 5)}, tmp_path / "pkg",
+                         dynamic={"x": {0: "batch", 1: "width"}})
+    real, seen = bench.bench_package, []
+
+    def recording(path, generation, steps, **options):
+        seen.append((options["shapes"]["width"], generation, steps))
+        return real(path, generation=generation, **options)   # the package has no sampler: steps stop here
+
+    monkeypatch.setattr(bench, "bench_package", recording)
+    code, out, _ = run_cli(capsys, "bench", pkg, "--sweep", "width=4,8,16", "--steps", "3", "--iters", "2",
+                           "--warmup", "0", "--no-energy", "--json", tmp_path / "sweep.json")
+    assert code == 0 and seen == [(4, True, 3), (8, False, None), (16, False, None)]
+    assert [r["shapes"]["width"] for r in json.loads((tmp_path / "sweep.json").read_text())["sweep"]] == [4, 8, 16]
+
+
 def test_a_whole_generation_runs_long_enough_and_as_often_as_iters_allows(monkeypatch):
     import time
     from types import SimpleNamespace
