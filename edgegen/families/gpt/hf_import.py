@@ -129,6 +129,7 @@ def _imported(folder: Path, scratch: Path, architecture: str, hf: dict, config, 
     except (KeyError, RuntimeError) as exc:
         raise CheckpointError(f"{architecture} weights in {str(folder)!r}: expected the tensors config.json describes, "
                               f"found: {state_dict_mismatch(exc)}") from None
+    del hf_state   # copied into the model: freed before transformers' own copy is loaded for the check
     model.eval()
     tokenizer = _tokenizer_file(folder, scratch)
     eos = hf.get("eos_token_id")
