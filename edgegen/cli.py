@@ -8,9 +8,10 @@ import json
 import os
 import sys
 import traceback
+import warnings
 
 from . import __version__
-from .errors import ConfigError, EdgegenError, MissingExtraError
+from .errors import ConfigError, EdgegenError, MissingExtraError, PrecisionWarning
 from .targets import DEFAULT_OPSET, TARGETS, TENSORRT_TARGETS, describe_targets, get_target
 
 EXIT_USER_ERROR = 2
@@ -338,6 +339,8 @@ def _print_info(path) -> None:
             if "file" in record and isinstance(later, dict):
                 print(f"            kept: a later attempt (target {later.get('target')}) was not written: "
                       f"{later.get('refused')}")
+            if "file" in record and str(record.get("weights", "")).startswith("7-bit"):
+                print(f"            weights {record['weights']}")
             if "file" in record and record.get("spared_matmuls"):
                 from .package import spared_text
 
@@ -672,6 +675,13 @@ def _stdout_closed() -> bool:
         return False
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    if issubclass(category, PrecisionWarning):
+        print(f"edgegen: warning: {message}", file=sys.stderr)
+    else:
+        (file or sys.stderr).write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         parser = build_parser()
@@ -684,7 +694,9 @@ def main(argv: list[str] | None = None) -> int:
             _require_export(args.export_side)
         if args.command in NAMED_COMMANDS:
             args.package = _package_or_name(args.package)
-        code = args.func(args)
+        with warnings.catch_warnings():   # edgegen's own warnings in one line, as its errors
+            warnings.showwarning = _show_warning
+            code = args.func(args)
     except EdgegenError as exc:
         if args.debug:
             traceback.print_exc()

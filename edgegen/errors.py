@@ -62,6 +62,10 @@ class MissingExtraError(EdgegenError):
     """A command needs a part of edgegen this install left out (the export side on a device)."""
 
 
+class PrecisionWarning(UserWarning):
+    """A variant runs here less exactly than its gate measured where it was made."""
+
+
 def close_match(found: str, known) -> str | None:
     """The known name closest to `found`, where one is close enough to be its typo."""
     import difflib

@@ -75,6 +75,11 @@ INT8_OPS = ["Conv", "MatMul", "Gemm", "Resize", "Relu"]
 # load); without it the variants load and, measured here, run faster. The manifest records
 # it with the variant, and the runtime opens the variant the same way.
 INT8_DISABLED_OPTIMIZERS = ("QDQPropagationTransformer",)
+# TensorRT's int8 sums in 32 bits; a CPU without VNNI does not (int8_sums_saturate). A TensorRT
+# target's int8 gate, run here on ONNX Runtime's CPU provider, computes the Q/DQ nodes as written
+# (dequantized, in float) instead of fusing them into the CPU's int8 kernels: its figure is the
+# target's, whatever CPU it was made on.
+EXACT_QDQ_OPTIMIZERS = ("QDQSelectorActionTransformer",)
 _WEIGHTED = ("Conv", "MatMul", "Gemm", "ConvTranspose")
 
 
@@ -242,7 +247,7 @@ def _given_feeds(package: Package, family, config, inputs) -> dict:
 def _variant(package, part, precision, target, calibration_feeds, gate_feeds, gate_threshold, source,
              block_size: int = DEFAULT_BLOCK_SIZE, speed_call: tuple[dict, str] | None = None,
              max_8bit_share: float = DEFAULT_MAX_8BIT_SHARE, note=lambda text: None) -> dict:
-    from .runtimes.ort import OrtSession
+    from .runtimes.ort import OrtSession, int8_sums_saturate
 
     entry = package.graphs[part]
     model = onnx.load(str(package.graph_path(part)))
@@ -256,7 +261,10 @@ def _variant(package, part, precision, target, calibration_feeds, gate_feeds, ga
                 # kill would leave in the package
                 fp32_copy = Path(scratch) / f"{part}.fp32.onnx"
                 shutil.copyfile(package.graph_path(part), fp32_copy)
-                _quantize_int8(fp32_copy, out, calibration_feeds, model)
+                # where this CPU's int8 kernels saturate, 7-bit weights keep their sums in range
+                # (ONNX Runtime's advice); TensorRT's int8 does not saturate
+                saturates = None if for_tensorrt else int8_sums_saturate()
+                _quantize_int8(fp32_copy, out, calibration_feeds, model, reduce_range=saturates is not None)
             elif precision == "fused":
                 _fuse(package, part, out)
             elif precision in WEIGHT_ONLY_BITS:
@@ -283,11 +291,18 @@ def _variant(package, part, precision, target, calibration_feeds, gate_feeds, ga
                                                                             "onnxruntime": onnxruntime.__version__}
             variant_feeds = gate_feeds if declined else [form.feed(f) for f in gate_feeds]
             call += "" if declined else f" (the variant in its form, {form.name}; fp32 as exported)"
-        gate = gate_variant(package.family, precision, fp32, variant, gate_feeds, gate_threshold, variant_feeds)
+        gated = variant
+        if precision == "int8" and for_tensorrt:
+            gated = OrtSession(part, out, entry.inputs, entry.outputs, threads=None,
+                               disabled_optimizers=disabled + EXACT_QDQ_OPTIMIZERS)
+        gate = gate_variant(package.family, precision, fp32, gated, gate_feeds, gate_threshold, variant_feeds)
         record = {"gate": {"metric": gate.metric, "value": round(gate.value, 4), "threshold": gate.threshold,
                            "passed": gate.passed, "line": gate.line(), **gate.detail},
                   "calibration": {"source": source, "inputs": len(calibration_feeds) * BATCH} if precision == "int8"
                   else None, "gate_inputs": source, "target": target, **form_record}
+        if precision == "int8":
+            record["weights"] = (f"7-bit (reduce_range): made on {saturates}, where ONNX Runtime's int8 sums "
+                                 "saturate at 8 bits" if saturates else "8-bit")
         if precision in WEIGHT_ONLY_BITS:
             record.update(block_size=block_size, form="DequantizeLinear int4 blocks"
                           if for_tensorrt else f"MatMulNBits, accuracy_level {MATMULNBITS_ACCURACY_LEVEL}")
@@ -337,7 +352,7 @@ def _in_form(form, part: str, entry, out: Path, variant, disabled, feeds: list[d
     return rewritten, after, None
 
 
-def _quantize_int8(source: Path, out: Path, feeds: list[dict], model: onnx.ModelProto) -> None:
+def _quantize_int8(source: Path, out: Path, feeds: list[dict], model: onnx.ModelProto, reduce_range: bool) -> None:
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     class Reader(CalibrationDataReader):
@@ -349,7 +364,7 @@ def _quantize_int8(source: Path, out: Path, feeds: list[dict], model: onnx.Model
 
     weighted = [n.name for n in model.graph.node if n.op_type in _WEIGHTED]
     quantize_static(str(source), str(out), Reader(), quant_format=QuantFormat.QDQ, op_types_to_quantize=INT8_OPS,
-                    per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                    per_channel=True, reduce_range=reduce_range, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                     nodes_to_exclude=[weighted[0], weighted[-1]] if len(weighted) > 2 else weighted,
                     extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
 

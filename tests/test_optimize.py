@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import warnings
 
 import numpy as np
 import onnx
@@ -11,7 +12,7 @@ from onnx import numpy_helper
 
 import edgegen
 from edgegen.cli import main
-from edgegen.errors import BackendError, CheckpointError, ConfigError, HashMismatchError
+from edgegen.errors import BackendError, CheckpointError, ConfigError, HashMismatchError, PrecisionWarning
 from edgegen.optimize import optimize_package, psnr
 
 
@@ -39,6 +40,61 @@ def test_int8_variant_is_symmetric_qdq_with_first_and_last_layers_in_float(packa
     quantized_weight = [produced_by.get(n.input[1]) is not None and produced_by[n.input[1]].op_type == "DequantizeLinear"
                         for n in weighted]
     assert not quantized_weight[0] and not quantized_weight[-1] and any(quantized_weight[1:-1])
+
+
+def _int8_weights(path):
+    """The largest magnitude among a quantized model's int8 weight tensors."""
+    model = onnx.load(str(path))
+    quantized = {n.input[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    return max(int(np.abs(numpy_helper.to_array(t).astype(np.int32)).max()) for t in model.graph.initializer
+               if t.name in quantized and t.data_type == onnx.TensorProto.INT8 and len(t.dims) > 1)
+
+
+@pytest.mark.parametrize("saturating", [True, False])
+def test_int8_for_a_cpu_whose_int8_sums_saturate_has_7_bit_weights(package_copy, monkeypatch, capsys, saturating):
+    """An x86 CPU without VNNI multiplies int8 with 16-bit pairwise sums, which 8-bit weights
+    overflow: there the ort-cpu variant's weights are 7-bit, as ONNX Runtime advises; elsewhere,
+    and for TensorRT, 8-bit."""
+    pkg = package_copy("gan")
+    reason = "an x86 CPU without VNNI (a test)" if saturating else None
+    monkeypatch.setattr("edgegen.runtimes.ort.int8_sums_saturate", lambda: reason)
+    monkeypatch.setattr("edgegen.optimize.MIN_SPEEDUP", 0.0)   # written whatever its speed
+    record = optimize_package(pkg, "int8", calibration=16, target="ort-cpu", progress=_quiet)["generator"]
+    largest = _int8_weights(pkg / record["file"])
+    if saturating:
+        assert record["weights"].startswith("7-bit (reduce_range): made on an x86 CPU without VNNI (a test)")
+        assert 32 < largest <= 64
+        assert main(["info", str(pkg)]) == 0 and "weights 7-bit (reduce_range): made on" in capsys.readouterr().out
+    else:
+        assert record["weights"] == "8-bit" and 64 < largest <= 127
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PrecisionWarning)
+        edgegen.load(pkg, backend="ort-cpu", precision="int8")   # no warning: made for this CPU
+    record = optimize_package(pkg, "int8", calibration=16, target="tensorrt", progress=_quiet)["generator"]
+    assert record["weights"] == "8-bit" and _int8_weights(pkg / record["file"]) > 64
+    # 8-bit weights on a CPU whose sums saturate: the runtime says so, the command line in one line
+    if saturating:
+        with pytest.warns(PrecisionWarning, match=r"int8 variant of generator in .*: expected 7-bit weights on an x86 "
+                                                  r"CPU without VNNI \(a test\), found 8-bit ones"):
+            edgegen.load(pkg, backend="ort-cpu", precision="int8")
+        capsys.readouterr()
+        assert main(["generate", str(pkg), "--precision", "int8", "--backend", "ort-cpu", "--n", "1",
+                     "--out", str(pkg.parent / "one.png")]) == 0
+        err = capsys.readouterr().err
+        assert err.startswith("edgegen: warning: int8 variant of generator") and len(err.splitlines()) == 1
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", PrecisionWarning)
+            edgegen.load(pkg, backend="ort-cpu", precision="int8")
+
+
+def test_the_cpu_flags_tell_where_int8_sums_saturate():
+    from edgegen.runtimes.ort import int8_sums_saturate
+
+    assert int8_sums_saturate("flags\t: fpu sse avx2 fma\n", "x86_64").startswith("an x86 CPU without VNNI")
+    assert int8_sums_saturate("flags\t: fpu avx2 avx512f avx512_vnni\n", "x86_64") is None
+    assert int8_sums_saturate("flags\t: fpu avx2 avx_vnni\n", "AMD64") is None
+    assert int8_sums_saturate("Features\t: fp asimd asimddp\n", "aarch64") is None
 
 
 def test_load_with_precision_runs_the_variant_and_stays_close_to_fp32(package_copy):

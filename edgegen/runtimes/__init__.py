@@ -6,9 +6,10 @@ Runtime code: nothing here imports torch or onnx, so it installs on a device wit
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
-from ..errors import BackendError, PackageError, not_one_of
+from ..errors import BackendError, PackageError, PrecisionWarning, not_one_of
 from ..families import package_config
 from ..package import PRECISIONS, Package
 from ..shipped import resolve as resolve_shipped
@@ -37,6 +38,8 @@ def open_sessions(package: Package, backend: str = "auto", threads: int | None =
         from .engines import open_tensorrt_sessions
 
         return open_tensorrt_sessions(package, precision, cache_dir=cache / "tensorrt")
+    if precision == "int8" and concrete == "ort-cpu":
+        _warn_if_int8_saturates(package)
     sessions = {}
     for part, entry in package.graphs.items():
         record = package.variant_files(precision).get(part, {})
@@ -56,6 +59,21 @@ def open_sessions(package: Package, backend: str = "auto", threads: int | None =
                                f"{onnxruntime.__version__}: update it, or run edgegen optimize --precision {precision} "
                                "here, where the form is used only if this ONNX Runtime runs it)") from None
     return sessions
+
+
+def _warn_if_int8_saturates(package: Package) -> None:
+    """An int8 variant with 8-bit weights, made on a CPU whose int8 sums do not saturate (or for
+    TensorRT), computes less exactly on one whose do: its gate's figure does not hold here."""
+    from .ort import int8_sums_saturate
+
+    eight_bit = sorted(part for part, record in package.variant_files("int8").items()
+                       if not str(record.get("weights", "")).startswith("7-bit"))
+    why = int8_sums_saturate() if eight_bit else None
+    if why:
+        warnings.warn(f"int8 variant of {', '.join(eight_bit)} in {str(package.path)!r}: expected 7-bit weights on {why}, "
+                      "found 8-bit ones, whose sums ONNX Runtime's int8 kernels saturate here: its outputs may be "
+                      "further from fp32's than its gate measured (edgegen optimize --precision int8 on this kind "
+                      "of CPU makes 7-bit ones)", PrecisionWarning, stacklevel=3)
 
 
 def load(path: str | os.PathLike, backend: str = "auto", threads: int | None = None,

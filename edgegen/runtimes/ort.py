@@ -50,6 +50,34 @@ def session_options(threads: int | None, spin: bool = True) -> ort.SessionOption
     return options
 
 
+# x86 CPU flags of an int8 dot product that sums in 32 bits (VNNI, AMX). Without one, ONNX
+# Runtime's int8 kernels (MLAS) multiply with VPMADDUBSW, whose pairwise sums saturate at int16:
+# an int8 variant computes less exactly there than its QDQ nodes say.
+INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+
+
+def int8_sums_saturate(cpuinfo: str | None = None, machine: str | None = None) -> str | None:
+    """Why this CPU's ONNX Runtime int8 kernels saturate (an x86 CPU without VNNI), or None where
+    they do not (VNNI or AMX; ARM's dot products). Where the flags cannot be read (x86 macOS,
+    Windows), taken as saturating. `cpuinfo`/`machine`: /proc/cpuinfo's text and the machine,
+    for a test."""
+    import platform
+
+    machine = (machine or platform.machine()).lower()
+    if machine not in ("x86_64", "amd64", "i386", "i686", "x86"):
+        return None
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8") as f:
+                cpuinfo = f.read()
+        except OSError:
+            return "an x86 CPU whose flags cannot be read here, taken as without VNNI"
+    flags = set(next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), []))
+    if flags & set(INT8_DOT_FLAGS):
+        return None
+    return f"an x86 CPU without VNNI ({', '.join(INT8_DOT_FLAGS)} absent from its flags)"
+
+
 def provider_list(backend: str, cache_dir: Path | None, device_id: int = 0) -> list:
     """The providers, with their options, for one of the ONNX Runtime backends.
 
