@@ -314,5 +314,31 @@ def external_data_record(graph: str | os.PathLike) -> dict[str, str]:
     return {location: sha256_file(graph.parent / location) for location in external_data_files(graph)}
 
 
+# written beside the graphs without a manifest record: ONNX Runtime GenAI's config of a GPT
+# package (serving.genai), an imported tokenizer's settings; and the runtime's engine cache
+GENAI_CONFIG = "genai_config.json"
+UNRECORDED_FILES = (GENAI_CONFIG, "tokenizer_config.json", ".edgegen-cache")
+
+
+def package_files(folder: Path) -> set[str]:
+    """The names at the top of a package folder that edgegen wrote: the manifest, every file it
+    records (graphs, variants, their external data, held-out feeds, the tokenizer) and
+    UNRECORDED_FILES. Anything else in it is someone else's (storage.refuse_replacing_other)."""
+    try:
+        manifest = json.loads((Path(folder) / MANIFEST_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        manifest = None   # unreadable: only the fixed names count as edgegen's
+
+    def recorded(value) -> list[str]:
+        if isinstance(value, dict):
+            named = [value["file"]] if isinstance(value.get("file"), str) else []
+            if isinstance(value.get("external_data"), dict):
+                named += [k for k in value["external_data"] if isinstance(k, str)]
+            return named + [n for v in value.values() for n in recorded(v)]
+        return [n for v in value for n in recorded(v)] if isinstance(value, list) else []
+
+    return {MANIFEST_NAME, *UNRECORDED_FILES, *(Path(name).parts[0] for name in recorded(manifest) if Path(name).parts)}
+
+
 def write_manifest(directory: str | os.PathLike, manifest: Manifest) -> None:
     atomic_write_text(Path(directory) / MANIFEST_NAME, json.dumps(manifest.to_json(), indent=2) + "\n")

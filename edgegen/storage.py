@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from .errors import OutputExistsError, PackageBusyError
 
@@ -134,11 +134,14 @@ def refuse_existing(out: str | os.PathLike, overwrite: bool) -> None:
 LEFTOVER = re.compile(r"^\..+\.(tmp|lock|partial|old)$")
 
 
-def refuse_replacing_other(out: str | os.PathLike, holds: str, kind: str, reads: Iterable[str | os.PathLike] = ()) -> None:
+def refuse_replacing_other(out: str | os.PathLike, holds: str, kind: str, reads: Iterable[str | os.PathLike] = (),
+                           owns: Callable[[Path], Iterable[str]] | None = None) -> None:
     """Raise OutputExistsError where replacing `out` would delete what edgegen did not write, or
     what this command reads: `out` is, or holds, one of `reads` (exporting a folder onto itself),
-    or is a folder with files in it but without `holds`, the file every `kind` has. Commands call it
-    before their work too, so that a long one (training) is refused before it starts."""
+    is a folder with files in it but without `holds`, the file every `kind` has, or holds names
+    besides those `owns(out)` gives, the ones `kind` is written with (a user's notes dropped into
+    a checkpoint folder). Commands call it before their work too, so that a long one (training)
+    is refused before it starts."""
     out = Path(out)
     if not out.exists():
         return
@@ -160,15 +163,23 @@ def refuse_replacing_other(out: str | os.PathLike, holds: str, kind: str, reads:
         raise OutputExistsError(f"output {str(out)!r}: expected {kind} to replace ({holds} in it) or an empty folder, "
                                 f"found a folder of other files ({shown}); edgegen replaces only what it wrote: choose "
                                 "another output, or remove that folder yourself")
+    foreign = [name for name in entries if name not in set(owns(out))] if owns and entries else []
+    if foreign:
+        shown = ", ".join(foreign[:4]) + (", ..." if len(foreign) > 4 else "")
+        raise OutputExistsError(f"output {str(out)!r}: expected only what edgegen writes in {kind}, found {shown} "
+                                "beside it, which replacing the folder would delete: move them out, choose another "
+                                "output, or remove that folder yourself")
 
 
 @contextlib.contextmanager
 def staged_directory(out: str | os.PathLike, *, holds: str, kind: str, overwrite: bool = False,
-                     reads: Iterable[str | os.PathLike] = ()) -> Iterator[Path]:
+                     reads: Iterable[str | os.PathLike] = (),
+                     owns: Callable[[Path], Iterable[str]] | None = None) -> Iterator[Path]:
     """Yield an empty staging directory beside `out`; on success it replaces `out`.
 
-    `out` is replaced only where it is what this writer writes (`kind`, with the file `holds`) or
-    an empty folder, and holds none of `reads`, the paths the command reads (refuse_replacing_other).
+    `out` is replaced only where it is what this writer writes (`kind`, with the file `holds`, and
+    nothing but what `owns` names) or an empty folder, and holds none of `reads`, the paths the
+    command reads (refuse_replacing_other).
     The whole of it holds `out`'s writer lock, so a second writer waits and then sees the
     first one's output (and is refused without overwrite). On any exception the staging
     directory is removed and `out`, if it existed, is left untouched; a kill at any instant
@@ -178,11 +189,11 @@ def staged_directory(out: str | os.PathLike, *, holds: str, kind: str, overwrite
     # symbolic link is followed, not replaced
     given, out = out, Path(os.path.realpath(out))
     refuse_existing(given, overwrite)   # before taking the lock: fails fast without waiting
-    refuse_replacing_other(given, holds, kind, reads)
+    refuse_replacing_other(given, holds, kind, reads, owns)
     with writer_lock(out, "writing it"):
         clean_leftovers(out)   # first: it may put back an old output a killed writer moved aside
         refuse_existing(given, overwrite)   # again: a writer that held the lock may have made it
-        refuse_replacing_other(given, holds, kind, reads)
+        refuse_replacing_other(given, holds, kind, reads, owns)
         stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
         try:
             os.chmod(stage, creation_mode(directory=True))

@@ -40,6 +40,39 @@ def test_train_never_replaces_what_it_reads_and_says_so_before_training(trained,
     assert code == 2 and "is the input" in err and (trained["diffusion"][0] / "weights.safetensors").is_file()
 
 
+def test_force_replaces_only_what_edgegen_wrote_and_never_files_put_beside_it(tmp_path, monkeypatch, capsys):
+    """A file of the user's inside a checkpoint, package or Triton model folder makes --force
+    refuse; what edgegen itself added later (variants, the engine cache) does not."""
+    import os
+
+    monkeypatch.chdir(tmp_path)
+    old_umask = os.umask(0o022)
+    try:
+        assert run_cli(capsys, "train", "vae", "--steps", "1", "--out", "ckpt")[0] == 0
+    finally:
+        os.umask(old_umask)
+    assert (tmp_path / "ckpt" / "weights.safetensors").stat().st_mode & 0o777 == 0o644   # readable by a service user
+    (tmp_path / "ckpt" / "notes.txt").write_text("mine")
+    code, _, err = run_cli(capsys, "train", "vae", "--steps", "1", "--out", "ckpt", "--force")
+    assert code == 2 and "found notes.txt beside it" in err and (tmp_path / "ckpt" / "notes.txt").is_file()
+    (tmp_path / "ckpt" / "notes.txt").unlink()
+    assert run_cli(capsys, "export", "ckpt", "--out", "pkg")[0] == 0
+    assert run_cli(capsys, "optimize", "pkg", "--precision", "fp16", "--target", "tensorrt")[0] == 0
+    (tmp_path / "pkg" / ".edgegen-cache").mkdir()
+    assert run_cli(capsys, "export", "ckpt", "--out", "pkg", "--force")[0] == 0   # its variants and cache are edgegen's
+    (tmp_path / "pkg" / "extras").mkdir()
+    (tmp_path / "pkg" / "extras" / "readme.txt").write_text("mine")
+    code, _, err = run_cli(capsys, "export", "ckpt", "--out", "pkg", "--force")
+    assert code == 2 and "found extras beside it" in err and (tmp_path / "pkg" / "extras" / "readme.txt").is_file()
+    code, _, err = run_cli(capsys, "triton", "pkg", "--out", "pkg")
+    assert code == 2 and "expected a model repository directory, found an edgegen package" in err
+    assert run_cli(capsys, "triton", "pkg", "--out", "repo")[0] == 0
+    (model,) = [p for p in (tmp_path / "repo").iterdir()]
+    (model / "mine.txt").write_text("mine")
+    code, _, err = run_cli(capsys, "triton", "pkg", "--out", "repo", "--force")
+    assert code == 2 and "found mine.txt beside it" in err and (model / "mine.txt").is_file()
+
+
 def test_a_builtin_data_name_is_not_a_path_training_reads(tmp_path, monkeypatch, capsys):
     """A checkpoint named after its data ("digits") is replaced by --force: --data digits is the
     built-in set, whatever folder of that name the working directory holds."""

@@ -18,7 +18,8 @@ from .. import __version__
 from ..errors import CheckpointError, ConfigError, ValidationError
 from ..families import RuntimeConfig
 from ..families import get as get_family
-from ..package import MANIFEST_NAME, PACKAGE_KIND, GraphEntry, Manifest, Package, sha256_file, write_manifest
+from ..package import (MANIFEST_NAME, PACKAGE_KIND, GraphEntry, Manifest, Package, package_files, sha256_file,
+                       write_manifest)
 from ..progress import Progress
 from ..storage import staged_directory
 from ..runtimes.feeds import HELD_OUT_FILE, write_feeds
@@ -63,7 +64,7 @@ def export_model(ckpt: Checkpoint, out: str | Path, data: str | None = None, ops
     if spec.needs_data:
         images = spec.load_data(ckpt, data or ckpt.data.get("source", "digits"))
     with staged_directory(out, overwrite=overwrite, holds=MANIFEST_NAME, kind=PACKAGE_KIND,
-                          reads=[checkpoint] if checkpoint else []) as stage:
+                          reads=[checkpoint] if checkpoint else [], owns=package_files) as stage:
         graphs, failures = {}, []
         with Progress(len(spec.graphs), f"export {Path(checkpoint).name}", enabled=progress) as bar:
             for graph in spec.graphs:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-GENAI_CONFIG = "genai_config.json"
+from ..package import GENAI_CONFIG
 GENAI_MODEL_TYPE = "llama"
 
 

@@ -28,7 +28,7 @@ from ..errors import ConfigError, OutputExistsError
 from ..external_data import external_data_files
 from ..families import get as get_family
 from ..families import package_config
-from ..package import PRECISIONS, Package, TensorSpec
+from ..package import MANIFEST_NAME, PRECISIONS, Package, TensorSpec
 from ..runtimes.backends import KNOWN_BACKENDS
 from ..shipped import resolve as resolve_shipped
 from ..storage import atomic_write_text, refuse_replacing_other, staged_directory
@@ -36,6 +36,11 @@ from .requests import TRITON_TYPES, Field, served
 
 MODEL_CONFIG = "config.pbtxt"   # what every Triton model folder holds: the folders --force may replace
 MODEL_FOLDER = "a Triton model folder"
+
+
+def model_folder_files(folder: Path) -> set[str]:
+    """What a model folder holds: its config and its numbered versions (edgegen writes 1/)."""
+    return {MODEL_CONFIG, *(entry.name for entry in folder.iterdir() if entry.name.isdigit())}
 ROUTES = ("graph", "pipeline")
 GRAPH_BACKENDS = ("onnxruntime", "tensorrt", "python")
 KINDS = ("cpu", "gpu")
@@ -112,18 +117,21 @@ def write_repository(packages: list[str], out: str | Path, options: RepositoryOp
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise OutputExistsError(f"output {str(out)!r}: expected a model repository directory, found a file")
+    if (out / MANIFEST_NAME).is_file() or (out / "weights.safetensors").is_file():
+        raise OutputExistsError(f"output {str(out)!r}: expected a model repository directory, found an edgegen "
+                                f"{'package' if (out / MANIFEST_NAME).is_file() else 'checkpoint'}: choose another output")
     plans = [_plan(package, name, out / name, options) for package, name in zip(opened, names)]   # refusals before writing
     reads = [p.path for p in opened]   # no model folder replaced may hold a package the run reads
     for plan in plans:   # every folder checked before any is replaced
         if not force and (out / plan.name).exists():
             raise OutputExistsError(f"model {str(out / plan.name)!r}: expected a model folder that does not exist "
                                     "yet, found one (pass --force, or force=True in Python, to replace it)")
-        refuse_replacing_other(out / plan.name, MODEL_CONFIG, MODEL_FOLDER, reads)
+        refuse_replacing_other(out / plan.name, MODEL_CONFIG, MODEL_FOLDER, reads, model_folder_files)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for package, plan in zip(opened, plans):
         with staged_directory(out / plan.name, overwrite=force, holds=MODEL_CONFIG, kind=MODEL_FOLDER,
-                               reads=reads) as stage:
+                               reads=reads, owns=model_folder_files) as stage:
             _write_model(package, plan, options, stage)
         written.append(plan)
         report(f"{plan.name}: {plan.route} route, Triton's {plan.backend} backend"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import platform
 import types
 import typing
@@ -19,7 +20,7 @@ from .. import __version__
 from ..errors import CheckpointError, ConfigError
 from ..package import read_json, sha256_file
 from ..shipped import MODELS_DISTRIBUTION, SHIPPED_SOURCE, checkpoints_dir
-from ..storage import atomic_write_text, staged_directory
+from ..storage import atomic_write_text, creation_mode, staged_directory
 from . import family_module
 
 CHECKPOINT_FORMAT = "edgegen.checkpoint/1"
@@ -79,12 +80,19 @@ def _annotated_types(hint) -> tuple[type, ...] | None:
 CHECKPOINT_KIND = "an edgegen checkpoint"   # what --force may replace: a folder holding WEIGHTS
 
 
+def checkpoint_files(folder: Path) -> set[str]:
+    """What a checkpoint folder holds: anything else in it is someone else's (storage.refuse_replacing_other)."""
+    return {WEIGHTS, CONFIG}
+
+
 def save_checkpoint(out: str | Path, family: str, config: Any, model: torch.nn.Module, data: dict, training: dict,
                     overwrite: bool = False, reads=()) -> Path:
     """Write a checkpoint at `out`, replacing one there only with `overwrite`, and never a folder
     that is or holds one of `reads` (what made it)."""
-    with staged_directory(out, overwrite=overwrite, holds=WEIGHTS, kind=CHECKPOINT_KIND, reads=reads) as stage:
+    with staged_directory(out, overwrite=overwrite, holds=WEIGHTS, kind=CHECKPOINT_KIND, reads=reads,
+                          owns=checkpoint_files) as stage:
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(stage / WEIGHTS))
+        os.chmod(stage / WEIGHTS, creation_mode(directory=False))   # safetensors writes it private (0600)
         meta = {
             "format": CHECKPOINT_FORMAT,
             "family": family,

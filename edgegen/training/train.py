@@ -14,7 +14,7 @@ from ..families import get as get_family
 from ..storage import refuse_existing, refuse_replacing_other
 from ..progress import Progress
 from . import family_module
-from .checkpoint import CHECKPOINT_KIND, WEIGHTS, make_config, save_checkpoint
+from .checkpoint import CHECKPOINT_KIND, WEIGHTS, checkpoint_files, make_config, save_checkpoint
 from .data import load_images
 
 
@@ -37,7 +37,7 @@ def train(family: str, out: str | Path, data: str | None = None, steps: int | No
     paths = (*([] if data in get_family(family).builtin_data else [data]), *model_options.values())
     reads = [p for p in paths if isinstance(p, (str, Path)) and Path(p).exists()]
     refuse_existing(out, overwrite)
-    refuse_replacing_other(out, WEIGHTS, CHECKPOINT_KIND, reads)
+    refuse_replacing_other(out, WEIGHTS, CHECKPOINT_KIND, reads, checkpoint_files)
 
     image_size = image_size or getattr(module, "DEFAULT_IMAGE_SIZE", 32)
     if hasattr(module, "prepare_data"):  # families whose data is not only images (flows: points; gpt: text)

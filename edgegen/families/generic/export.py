@@ -25,7 +25,8 @@ from ...errors import CheckpointError, ConfigError, EdgegenError, ValidationErro
 from ...export import provenance
 from ...export.onnx_export import DEFAULT_OPSET, export_module, value_spec
 from ...export.validate import gate_feeds
-from ...package import DTYPES, MANIFEST_NAME, PACKAGE_KIND, GraphEntry, Manifest, Package, TensorSpec, sha256_file, write_manifest
+from ...package import (DTYPES, MANIFEST_NAME, PACKAGE_KIND, GraphEntry, Manifest, Package, TensorSpec, package_files,
+                        sha256_file, write_manifest)
 from ...storage import staged_directory
 from ...runtimes.engines import DEFAULT_BATCH_PROFILE
 from ...runtimes.feeds import HELD_OUT_FILE, read_feeds, write_feeds
@@ -81,7 +82,8 @@ def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str 
     if problems:
         raise ConfigError("dim_limits: " + "; ".join(problems))
     reads = [*reads, *([held_out] if isinstance(held_out, (str, os.PathLike)) else [])]
-    with staged_directory(out, overwrite=overwrite, holds=MANIFEST_NAME, kind=PACKAGE_KIND, reads=reads) as stage:
+    with staged_directory(out, overwrite=overwrite, holds=MANIFEST_NAME, kind=PACKAGE_KIND, reads=reads,
+                          owns=package_files) as stage:
         model = export_module(module, GRAPH, specs, outputs, example, opset)
         onnx.save(model, str(stage / f"{GRAPH}.onnx"))
         graph_outputs = tuple(value_spec(v) for v in model.graph.output)
