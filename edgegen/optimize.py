@@ -139,7 +139,11 @@ def optimize_package(path: str | os.PathLike, precision: str, calibration: int =
         raise ConfigError(f"block size: expected a power of 2 of at least 16 (MatMulNBits' blocks), found {block_size!r}")
     if isinstance(max_8bit_share, bool) or not isinstance(max_8bit_share, (int, float)) or not 0 <= max_8bit_share <= 1:
         raise ConfigError(f"8-bit share: expected a fraction of the MatMul weights from 0 to 1, found {max_8bit_share!r}")
-    Package(path)   # a missing or broken package is refused before waiting for its lock
+    given = Package(path)   # a missing or broken package is refused before waiting for its lock
+    if precision == "fused" and get_family(given.family).fusion is None:   # before anything is written
+        fusable = ", ".join(f.name for f in families() if f.fusion) or "none"
+        raise ConfigError(f"precision 'fused': expected a package of a transformer family ({fusable}), found a "
+                          f"{given.family} package")
     with writer_lock(path, f"optimize --precision {precision}"):
         package = Package(path)   # as the last writer left it
         _clean(package)
@@ -632,10 +636,7 @@ def _fuse(package: Package, part: str, out: Path) -> None:
     its patterns); for families that declare their transformer's heads and width."""
     from onnxruntime.transformers.optimizer import optimize_model
 
-    family, config = package_config(package)
-    if family.fusion is None:
-        fusable = ", ".join(f.name for f in families() if f.fusion) or "none"
-        raise ConfigError(f"precision 'fused': expected a transformer family ({fusable}), found a {package.family} package")
+    family, config = package_config(package)   # a transformer family: optimize_package checked
     fused = optimize_model(str(package.graph_path(part)), opt_level=0, **family.fusion(config))
     fused.save_model_to_file(str(out))
 

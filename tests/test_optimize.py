@@ -169,6 +169,10 @@ def test_optimize_errors_and_cli(package_copy, trained, tmp_path, capsys):
     pkg = package_copy("gan")
     with pytest.raises(ConfigError, match="precision"):
         optimize_package(pkg, "int4")
+    manifest = (pkg / "edgegen.json").read_bytes()
+    assert main(["optimize", str(pkg), "--precision", "fused"]) == 2   # refused before anything is written
+    assert "precision 'fused': expected a package of a transformer family (gpt), found a gan package" in capsys.readouterr().err
+    assert (pkg / "edgegen.json").read_bytes() == manifest
     with pytest.raises(ConfigError, match="calibration"):
         optimize_package(pkg, "int8", calibration=3)
     moved = tmp_path / "elsewhere"
