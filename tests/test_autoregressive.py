@@ -184,6 +184,9 @@ def test_wavenet_cli_writes_a_wav_and_trains_on_a_wav_folder(wavenet, tmp_path):
     assert main(["generate", str(wavenet["pkg"]), "--seconds", "0.05", "--label", "1", "--out", str(out)]) == 0
     with wave.open(str(out)) as w:
         assert (w.getframerate(), w.getnframes(), w.getsampwidth()) == (8000, 400, 2)
+    assert main(["generate", str(wavenet["pkg"]), "--label", "1", "--out", str(out)]) == 0   # a second by default
+    with wave.open(str(out)) as w:
+        assert w.getnframes() == 8000
     assert main(["generate", str(wavenet["pkg"]), "--seconds", "0.05", "--out", str(tmp_path / "x.png")]) == 2
     assert main(["generate", str(wavenet["pkg"]), "--seconds", "0.05", "--label", "9", "--out", str(out)]) == 2
     folder = tmp_path / "wavs"
