@@ -66,6 +66,17 @@ class PrecisionWarning(UserWarning):
     """A variant runs here less exactly than its gate measured where it was made."""
 
 
+def format_mismatch(where: str, expected: str, found) -> str:
+    """The message for a file of another format than `expected` ("edgegen.package/1"), saying so
+    where a newer edgegen wrote it (the same kind at a higher version)."""
+    kind, _, version = expected.rpartition("/")
+    found_kind, _, found_version = found.rpartition("/") if isinstance(found, str) else ("", "", "")
+    newer = (found_kind == kind and found_version.isdigit() and version.isdigit()
+             and int(found_version) > int(version))
+    return (f"{where}: expected format {expected!r}, found {found!r}"
+            + (" (written by a newer edgegen: upgrade edgegen to read it)" if newer else ""))
+
+
 def close_match(found: str, known) -> str | None:
     """The known name closest to `found`, where one is close enough to be its typo."""
     import difflib

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import HashMismatchError, ManifestError, PackageError, close_match
+from .errors import HashMismatchError, ManifestError, PackageError, close_match, format_mismatch
 from .external_data import external_data_files
 from .storage import atomic_write_text
 
@@ -100,7 +100,7 @@ class Manifest:
             raise ManifestError(f"{where}: expected a JSON object at the top level, found {type(data).__name__}")
         fmt = data.get("format")
         if fmt != FORMAT:
-            raise ManifestError(f"{where}: expected format {FORMAT!r}, found {fmt!r}")
+            raise ManifestError(format_mismatch(where, FORMAT, fmt))
         family = _field(data, "family", str, where)
         name = _field(data, "name", str, where)
         config = _field(data, "config", dict, where)

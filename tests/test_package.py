@@ -50,7 +50,9 @@ def test_manifest_that_is_not_json(package_copy):
 
 
 @pytest.mark.parametrize("change, message", [
-    (lambda d: d.update(format="edgegen.package/9"), "expected format 'edgegen.package/1', found 'edgegen.package/9'"),
+    (lambda d: d.update(format="edgegen.package/9"), "expected format 'edgegen.package/1', found 'edgegen.package/9' "
+                                                     "(written by a newer edgegen: upgrade edgegen to read it)"),
+    (lambda d: d.update(format="onnx-bundle/2"), "expected format 'edgegen.package/1', found 'onnx-bundle/2'"),
     (lambda d: d.pop("family"), "missing required field 'family'"),
     (lambda d: d.update(graphs={}), "expected at least one graph"),
     (lambda d: d.update(config=[1, 2]), "expected 'config' to be dict, found list"),

@@ -17,7 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .. import __version__
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, format_mismatch
 from ..package import read_json, sha256_file
 from ..shipped import MODELS_DISTRIBUTION, SHIPPED_SOURCE, checkpoints_dir
 from ..storage import atomic_write_text, creation_mode, staged_directory
@@ -152,7 +152,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     meta = read_json(meta_path, CheckpointError)
     if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
         found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
-        raise CheckpointError(f"{meta_path}: expected format {CHECKPOINT_FORMAT!r}, found {found!r}")
+        raise CheckpointError(format_mismatch(str(meta_path), CHECKPOINT_FORMAT, found))
     family = meta.get("family")
     stored = meta.get("config", {})
     # keys a family added after this checkpoint was written take the values its model had then
