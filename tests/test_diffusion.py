@@ -96,7 +96,8 @@ def test_img2img_strength(pipe):
 
 
 @pytest.mark.parametrize("call, error, message", [
-    (lambda p: p.sample(2, labels=10), InputError, "expected class ids from 0 to 9"),
+    (lambda p: p.sample(2, labels=10), InputError, "expected class ids from 0 to 9, found 10$"),
+    (lambda p: p.sample(3, labels=[12, -1, 3]), InputError, "expected class ids from 0 to 9, found -1, 12$"),
     (lambda p: p.sample(2, labels=[1, 2, 3]), InputError, "expected one class id or 2 of them"),
     (lambda p: p.sample(2, labels=1.5), InputError, "expected integer class ids"),
     (lambda p: p.sample(2, sampler="plms"), ConfigError, "sampler 'plms'"),

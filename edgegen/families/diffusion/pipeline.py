@@ -123,7 +123,9 @@ class DiffusionPipeline(Pipeline):
         if array.shape != (n,):
             raise InputError(f"labels: expected one class id or {n} of them, found shape {list(array.shape)}")
         if array.min() < 0 or array.max() >= self.num_classes:
-            raise InputError(f"labels: expected class ids from 0 to {self.num_classes - 1}, found {array.min()}..{array.max()}")
+            outside = sorted({int(v) for v in array if not 0 <= v < self.num_classes})
+            raise InputError(f"labels: expected class ids from 0 to {self.num_classes - 1}, found "
+                             + ", ".join(map(str, outside[:5])) + (", ..." if len(outside) > 5 else ""))
         return array
 
     def denoiser(self, labels: np.ndarray | None, guidance_scale: float, feeds: dict[str, np.ndarray] | None = None):
