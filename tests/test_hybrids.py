@@ -122,6 +122,8 @@ def test_stylegan_graphs_and_what_users_do_with_them(stylegan):
     assert mixed.shape == (2, 1, 32, 32) and not np.allclose(mixed[0], a) and not np.allclose(mixed[0], b)
     line = pipe.interpolate(11, 12, steps=5)
     assert line.shape == (5, 1, 32, 32) and np.allclose(line[0], a[0], atol=1e-6) and np.allclose(line[-1], b[0], atol=1e-6)
+    with pytest.raises(InputError, match=r"steps: expected at least 2 images \(both ends of the line\), found 1"):
+        pipe.interpolate(11, 12, steps=1)
     # noise modes: random noise changes with its seed, none differs from const
     assert not np.array_equal(pipe.synthesize(pipe.map(np.ones((1, 64), np.float32)), "random", seed=1),
                               pipe.synthesize(pipe.map(np.ones((1, 64), np.float32)), "random", seed=2))
