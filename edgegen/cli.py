@@ -186,8 +186,12 @@ def _family_options(family, declared, args, command: str) -> dict:
     mine = {option.dest for option in declared}
     for dest, option in args.family_options.items():   # every family's, as the parser was built
         if dest not in mine and getattr(args, dest, None) is not None:
-            accepted = ", ".join(o.flag for o in declared) or "they take none"
-            raise ConfigError(f"{option.flag}: expected an option of {family.name} packages ({accepted}), found it")
+            accepted = ", ".join(o.flag for o in declared)
+            if command == "train":   # a training option belongs to the family trained, not to packages
+                raise ConfigError(f"{option.flag}: expected an option that 'edgegen train {family.name}' takes "
+                                  f"({accepted or 'it takes none'}), found it")
+            raise ConfigError(f"{option.flag}: expected an option of {family.name} packages "
+                              f"({accepted or 'they take none'}), found it")
     values = {}
     for option in declared:
         value = getattr(args, option.dest, None)

@@ -73,6 +73,14 @@ def test_force_replaces_only_what_edgegen_wrote_and_never_files_put_beside_it(tm
     assert code == 2 and "found mine.txt beside it" in err and (model / "mine.txt").is_file()
 
 
+def test_a_training_option_of_another_family_is_refused_before_training(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "train", "vae", "--scale", "2", "--out", tmp_path / "ckpt")
+    assert code == 2 and "--scale: expected an option that 'edgegen train vae' takes (it takes none), found it" in err
+    code, _, err = run_cli(capsys, "train", "gpt", "--base", "x", "--out", tmp_path / "ckpt")
+    assert code == 2 and "--base: expected an option that 'edgegen train gpt' takes (--architecture" in err
+    assert not (tmp_path / "ckpt").exists()
+
+
 def test_a_builtin_data_name_is_not_a_path_training_reads(tmp_path, monkeypatch, capsys):
     """A checkpoint named after its data ("digits") is replaced by --force: --data digits is the
     built-in set, whatever folder of that name the working directory holds."""
