@@ -39,8 +39,10 @@ def test_conditional_generator_graph_and_sampling(cgan):
     assert pipe.sample(4, seed=2).shape == (4, 1, 32, 32)                # classes drawn with the seed
     with pytest.raises(InputError, match="class ids in"):
         pipe.sample(2, labels=[1, 10])
-    with pytest.raises(InputError, match="truncation"):
-        pipe.sample(2, labels=1, truncation=0)
+    for low in (0, -1.0):   # one message below 0 and at it
+        with pytest.raises(InputError, match=rf"truncation: expected a number above 0 \(the largest latent magnitude "
+                                             rf"kept\), found {low}$"):
+            pipe.sample(2, labels=1, truncation=low)
     with pytest.raises(InputError, match="found None"):
         pipe.generate(z, None)
 

@@ -46,8 +46,8 @@ class ConditionalGANPipeline(Pipeline):
         truncation: redraw each latent value whose magnitude exceeds it (BigGAN's truncation
         trick; e.g. 0.5: less variety, cleaner images); None keeps N(0, I) as trained."""
         n = check_count(n)
-        if truncation is not None and check_number(truncation, "truncation", low=0.0) == 0:
-            raise InputError("truncation: expected a number above 0 (the largest latent magnitude kept), found 0")
+        if truncation is not None and check_number(truncation, "truncation") <= 0:
+            raise InputError(f"truncation: expected a number above 0 (the largest latent magnitude kept), found {truncation}")
         rng = make_rng(seed)
         if labels is None:
             labels = rng.integers(0, self.num_classes, size=n)
