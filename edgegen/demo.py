@@ -30,6 +30,19 @@ def demo_models(only: list[str] | None = None) -> list[tuple]:
     return [(family, model) for family in families() for model in family.demo if not only or family.name in only]
 
 
+def demo_files(folder: Path) -> set[str]:
+    """What a demo folder holds: its results, index, checkpoints and packages, and each model's
+    showcase files (NAME_samples.png, ...) for the models its results.json names. Anything else
+    in it is someone else's (storage.refuse_replacing_other)."""
+    try:
+        models = json.loads((Path(folder) / "results.json").read_text(encoding="utf-8")).get("families", {})
+    except (OSError, ValueError, AttributeError):
+        models = {}
+    prefixes = tuple(f"{name}_" for name in models if isinstance(name, str))
+    return {"results.json", "index.md", "ckpt", "pkg",
+            *(e.name for e in Path(folder).iterdir() if prefixes and e.name.startswith(prefixes))}
+
+
 def run_demo(out: str | Path, train_models: bool = False, overwrite: bool = False, iters: int = 200,
              only: list[str] | None = None) -> Path:
     """Write the demo into `out` (atomically: a failed demo leaves no half-written folder)."""
@@ -42,7 +55,8 @@ def run_demo(out: str | Path, train_models: bool = False, overwrite: bool = Fals
         raise ConfigError(f"demo: expected families with demo models, found none among {only}")
     out = Path(out)
     started = time.perf_counter()
-    with staged_directory(out, overwrite=overwrite, holds="results.json", kind="an edgegen demo") as stage:
+    with staged_directory(out, overwrite=overwrite, holds="results.json", kind="an edgegen demo",
+                          owns=demo_files) as stage:
         sections, summary = [], {"machine": machine_info(), "families": {}}
         for family, model in models:
             ckpt = stage / "ckpt" / model.name

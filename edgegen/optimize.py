@@ -29,7 +29,6 @@ import copy
 import hashlib
 import logging
 import os
-import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -42,7 +41,7 @@ import onnxruntime
 from .errors import ConfigError, not_one_of
 from .families import families, package_config
 from .families import get as get_family
-from .package import VARIANT_PRECISIONS, Package, spared_text, write_manifest
+from .package import VARIANT_FILE, VARIANT_PRECISIONS, Package, spared_text, write_manifest
 from .progress import Progress
 from .storage import atomic_write_bytes, clean_temporaries, fault_point, writer_lock
 from .targets import get_target
@@ -305,8 +304,8 @@ def _variant(package, part, precision, target, calibration_feeds, gate_feeds, ga
                   "calibration": {"source": source, "inputs": len(calibration_feeds) * BATCH} if precision == "int8"
                   else None, "gate_inputs": source, "target": target, **form_record}
         if precision == "int8":
-            record["weights"] = (f"7-bit (reduce_range): made on {saturates}, where ONNX Runtime's int8 sums "
-                                 "saturate at 8 bits" if saturates else "8-bit")
+            record["weights"] = (f"7-bit (reduce_range): made on {saturates}, whose int8 kernels' 16-bit pairwise "
+                                 "sums saturate with 8-bit weights" if saturates else "8-bit")
         if precision in WEIGHT_ONLY_BITS:
             record.update(block_size=block_size, form="DequantizeLinear int4 blocks"
                           if for_tensorrt else f"MatMulNBits, accuracy_level {MATMULNBITS_ACCURACY_LEVEL}")
@@ -741,9 +740,6 @@ def _record(package: Package, precision: str, records: dict) -> None:
     manifest.variants[precision] = records
     write_manifest(package.path, manifest)
     _clean(Package(package.path))   # read back through the runtime's checks
-
-
-VARIANT_FILE = re.compile(r"^.+\.(int8|fp16|fused|int4|int8-weights)(\.[0-9a-f]{12})?\.onnx$")
 
 
 def _clean(package: Package) -> None:

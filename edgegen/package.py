@@ -314,20 +314,27 @@ def external_data_record(graph: str | os.PathLike) -> dict[str, str]:
     return {location: sha256_file(graph.parent / location) for location in external_data_files(graph)}
 
 
-# written beside the graphs without a manifest record: ONNX Runtime GenAI's config of a GPT
-# package (serving.genai), an imported tokenizer's settings; and the runtime's engine cache
+# the name `edgegen optimize` gives a variant file; one the manifest does not name is a killed
+# run's, which the next writer removes
+VARIANT_FILE = re.compile(r"^.+\.(int8|fp16|fused|int4|int8-weights)(\.[0-9a-f]{12})?\.onnx$")
 GENAI_CONFIG = "genai_config.json"
+# written into packages that do not record them: ONNX Runtime GenAI's config and an imported
+# tokenizer's settings (packages exported before provenance.files_beside), the engine cache
 UNRECORDED_FILES = (GENAI_CONFIG, "tokenizer_config.json", ".edgegen-cache")
+# what an export writes, by name, for a package whose manifest cannot be read (a re-export mends it)
+EXPORTED_NAME = re.compile(r"^[^.].*\.(onnx|onnx\.data|data|npz|json)$")
 
 
 def package_files(folder: Path) -> set[str]:
     """The names at the top of a package folder that edgegen wrote: the manifest, every file it
-    records (graphs, variants, their external data, held-out feeds, the tokenizer) and
-    UNRECORDED_FILES. Anything else in it is someone else's (storage.refuse_replacing_other)."""
+    records (graphs, variants, their external data, held-out feeds, the tokenizer, the files the
+    export wrote beside the graphs), a killed optimize's variant files and UNRECORDED_FILES.
+    Anything else in it is someone else's (storage.refuse_replacing_other)."""
+    names = {entry.name for entry in Path(folder).iterdir()}
     try:
         manifest = json.loads((Path(folder) / MANIFEST_NAME).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        manifest = None   # unreadable: only the fixed names count as edgegen's
+        return {MANIFEST_NAME, *UNRECORDED_FILES, *(n for n in names if EXPORTED_NAME.match(n))}
 
     def recorded(value) -> list[str]:
         if isinstance(value, dict):
@@ -337,7 +344,10 @@ def package_files(folder: Path) -> set[str]:
             return named + [n for v in value.values() for n in recorded(v)]
         return [n for v in value for n in recorded(v)] if isinstance(value, list) else []
 
-    return {MANIFEST_NAME, *UNRECORDED_FILES, *(Path(name).parts[0] for name in recorded(manifest) if Path(name).parts)}
+    beside = manifest.get("provenance", {}).get("files_beside", []) if isinstance(manifest, dict) else []
+    return {MANIFEST_NAME, *UNRECORDED_FILES, *(n for n in names if VARIANT_FILE.match(n)),
+            *(n for n in beside if isinstance(n, str)),
+            *(Path(name).parts[0] for name in recorded(manifest) if Path(name).parts)}
 
 
 def write_manifest(directory: str | os.PathLike, manifest: Manifest) -> None:

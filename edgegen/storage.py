@@ -163,7 +163,8 @@ def refuse_replacing_other(out: str | os.PathLike, holds: str, kind: str, reads:
         raise OutputExistsError(f"output {str(out)!r}: expected {kind} to replace ({holds} in it) or an empty folder, "
                                 f"found a folder of other files ({shown}); edgegen replaces only what it wrote: choose "
                                 "another output, or remove that folder yourself")
-    foreign = [name for name in entries if name not in set(owns(out))] if owns and entries else []
+    owned = set(owns(out)) if owns and entries else set()
+    foreign = [name for name in entries if name not in owned] if owns else []
     if foreign:
         shown = ", ".join(foreign[:4]) + (", ..." if len(foreign) > 4 else "")
         raise OutputExistsError(f"output {str(out)!r}: expected only what edgegen writes in {kind}, found {shown} "

@@ -59,7 +59,11 @@ def test_force_replaces_only_what_edgegen_wrote_and_never_files_put_beside_it(tm
     assert run_cli(capsys, "export", "ckpt", "--out", "pkg")[0] == 0
     assert run_cli(capsys, "optimize", "pkg", "--precision", "fp16", "--target", "tensorrt")[0] == 0
     (tmp_path / "pkg" / ".edgegen-cache").mkdir()
-    assert run_cli(capsys, "export", "ckpt", "--out", "pkg", "--force")[0] == 0   # its variants and cache are edgegen's
+    (tmp_path / "pkg" / "decoder.int8.0123456789ab.onnx").write_bytes(b"a killed optimize's")
+    # its variants, cache and a killed run's variant file are edgegen's
+    assert run_cli(capsys, "export", "ckpt", "--out", "pkg", "--force")[0] == 0
+    (tmp_path / "pkg" / "edgegen.json").write_text("{cut short")   # a broken package: a re-export mends it
+    assert run_cli(capsys, "export", "ckpt", "--out", "pkg", "--force")[0] == 0
     (tmp_path / "pkg" / "extras").mkdir()
     (tmp_path / "pkg" / "extras" / "readme.txt").write_text("mine")
     code, _, err = run_cli(capsys, "export", "ckpt", "--out", "pkg", "--force")

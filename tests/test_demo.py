@@ -1,6 +1,9 @@
 import json
 
-from edgegen.demo import PRETRAINED, demo_models, run_demo
+import pytest
+
+from edgegen.demo import PRETRAINED, demo_files, demo_models, run_demo
+from edgegen.errors import OutputExistsError
 
 
 def test_shipped_weights_are_safetensors_checkpoints():
@@ -28,3 +31,8 @@ def test_demo_with_shipped_weights(tmp_path):
         assert aucs["digits_vs_noise"] >= 0.95 and aucs["digits_vs_natural_crops"] >= 0.95
     assert (demo / "pkg" / "gan-digits" / "edgegen.json").is_file()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging leftovers
+    # --force replaces what the demo wrote, all of it its own, and refuses a file of the user's in it
+    assert {p.name for p in demo.iterdir()} <= demo_files(demo)
+    (demo / "notes.txt").write_text("mine")
+    with pytest.raises(OutputExistsError, match="found notes.txt beside it"):
+        run_demo(demo, overwrite=True, iters=5)

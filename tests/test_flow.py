@@ -106,6 +106,8 @@ def test_flow_input_errors(flow2d, glow, trained, tmp_path):
         glow.sample(2, temperature=-1)
     with pytest.raises(InputError, match="x2: expected as many examples as x1"):
         glow.interpolate(np.zeros((2, 1, 8, 8), np.float32), np.zeros((3, 1, 8, 8), np.float32))
+    with pytest.raises(InputError, match=r"steps: expected at least 2 images \(both ends of the line\), found 1"):
+        glow.interpolate(np.zeros((2, 1, 8, 8), np.float32), np.zeros((2, 1, 8, 8), np.float32), steps=1)
     with pytest.raises(InputError, match="bits_per_dim: expected an image flow package"):
         flow2d.bits_per_dim(np.zeros((2, 2), np.float32))
     from edgegen.errors import DataError

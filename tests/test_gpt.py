@@ -3,6 +3,7 @@ contract, the runtime's generation loop against PyTorch and transformers, sampli
 
 import importlib.util
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -686,6 +687,10 @@ def test_imported_gpt2_greedy_equals_transformers_generate(tmp_path):
     assert ours == [_until_eos(r[width:].tolist()) for r in theirs]
     text = pipe.generate(prompts[0], max_new_tokens=30, do_sample=False)
     assert text == tokenizer.decode(_until_eos(ours[0])[:30], skip_special_tokens=True)
+    # what the import wrote beside the graphs (tokenizer files, genai_config.json) is edgegen's: --force replaces it
+    assert {"tokenizer_config.json", "genai_config.json"} <= set(os.listdir(tmp_path / "pkg"))
+    assert main(["export", "gpt2", "--from-transformers", str(tmp_path / "hf"), "--out", str(tmp_path / "pkg"),
+                 "--force"]) == 0
 
 
 def test_gpt2_with_an_end_token_outside_its_vocabulary_pads_batches(tmp_path):

@@ -3,6 +3,7 @@
 import json
 import shutil
 import warnings
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -70,8 +71,21 @@ def test_int8_for_a_cpu_whose_int8_sums_saturate_has_7_bit_weights(package_copy,
     with warnings.catch_warnings():
         warnings.simplefilter("error", PrecisionWarning)
         edgegen.load(pkg, backend="ort-cpu", precision="int8")   # no warning: made for this CPU
+    from edgegen.runtimes.ort import OrtSession
+
+    opened = []   # the optimizers each session of the variant is opened without
+
+    class Recording(OrtSession):
+        def __init__(self, graph_name, path, *args, **kwargs):
+            opened.append((Path(path).name, tuple(kwargs.get("disabled_optimizers", ()))))
+            super().__init__(graph_name, path, *args, **kwargs)
+
+    monkeypatch.setattr("edgegen.runtimes.ort.OrtSession", Recording)
     record = optimize_package(pkg, "int8", calibration=16, target="tensorrt", progress=_quiet)["generator"]
     assert record["weights"] == "8-bit" and _int8_weights(pkg / record["file"]) > 64
+    # TensorRT's int8 gate computes the Q/DQ nodes as written, not through the CPU's int8 kernels
+    assert any(".int8." in name and "QDQSelectorActionTransformer" in off for name, off in opened)
+    monkeypatch.setattr("edgegen.runtimes.ort.OrtSession", OrtSession)
     # 8-bit weights on a CPU whose sums saturate: the runtime says so, the command line in one line
     if saturating:
         with pytest.warns(PrecisionWarning, match=r"int8 variant of generator in .*: expected 7-bit weights on an x86 "

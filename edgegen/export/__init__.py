@@ -84,13 +84,15 @@ def export_model(ckpt: Checkpoint, out: str | Path, data: str | None = None, ops
             config.held_out = _record_feeds(stage, spec, ckpt, images, seed)
         if spec.companions is not None:
             spec.companions(stage, config, graphs)
+        # what the export wrote beside the graphs, recorded so that --force knows it for edgegen's
+        beside = sorted(e.name for e in stage.iterdir() if e.name not in {g.file for g in graphs.values()})
         manifest = Manifest(
             family=ckpt.family,
             name=name or Path(checkpoint).resolve().name,
             config=config.to_json(),
             graphs=graphs,
-            provenance=provenance(opset, {"path": str(ckpt.path.resolve()), "weights_sha256": ckpt.weights_sha256},
-                                  training=ckpt.training),
+            provenance={**provenance(opset, {"path": str(ckpt.path.resolve()), "weights_sha256": ckpt.weights_sha256},
+                                     training=ckpt.training), "files_beside": beside},
         )
         write_manifest(stage, manifest)
         Package(stage)  # read back what we wrote, through the runtime's own checks

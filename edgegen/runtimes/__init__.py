@@ -73,7 +73,7 @@ def _warn_if_int8_saturates(package: Package) -> None:
         warnings.warn(f"int8 variant of {', '.join(eight_bit)} in {str(package.path)!r}: expected 7-bit weights on {why}, "
                       "found 8-bit ones, whose sums ONNX Runtime's int8 kernels saturate here: its outputs may be "
                       "further from fp32's than its gate measured (edgegen optimize --precision int8 on this kind "
-                      "of CPU makes 7-bit ones)", PrecisionWarning, stacklevel=3)
+                      "of CPU makes 7-bit ones)", PrecisionWarning, stacklevel=4)   # the caller of load
 
 
 def load(path: str | os.PathLike, backend: str = "auto", threads: int | None = None,

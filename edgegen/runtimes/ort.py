@@ -56,11 +56,13 @@ def session_options(threads: int | None, spin: bool = True) -> ort.SessionOption
 INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 
 
+@functools.lru_cache(maxsize=None)
 def int8_sums_saturate(cpuinfo: str | None = None, machine: str | None = None) -> str | None:
-    """Why this CPU's ONNX Runtime int8 kernels saturate (an x86 CPU without VNNI), or None where
-    they do not (VNNI or AMX; ARM's dot products). Where the flags cannot be read (x86 macOS,
-    Windows), taken as saturating. `cpuinfo`/`machine`: /proc/cpuinfo's text and the machine,
-    for a test."""
+    """Why this CPU's ONNX Runtime int8 kernels saturate (an x86 CPU with AVX2 but without VNNI),
+    or None where they do not (VNNI or AMX; no AVX2, whose SSE kernel sums in 32 bits; ARM's dot
+    products). Where the flags cannot be read (x86 macOS, Windows), taken as saturating, the
+    cautious side: 7-bit weights lose little. `cpuinfo`/`machine`: /proc/cpuinfo's text and the
+    machine, for a test."""
     import platform
 
     machine = (machine or platform.machine()).lower()
@@ -73,7 +75,7 @@ def int8_sums_saturate(cpuinfo: str | None = None, machine: str | None = None) -
         except OSError:
             return "an x86 CPU whose flags cannot be read here, taken as without VNNI"
     flags = set(next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), []))
-    if flags & set(INT8_DOT_FLAGS):
+    if flags & set(INT8_DOT_FLAGS) or not flags & {"avx2", "avx512bw"}:
         return None
     return f"an x86 CPU without VNNI ({', '.join(INT8_DOT_FLAGS)} absent from its flags)"
 

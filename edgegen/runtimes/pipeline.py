@@ -155,6 +155,14 @@ def class_labels(labels, n: int, num_classes: int, null_label: int, what: str = 
     return np.broadcast_to(array, (n,)).astype(np.int64)
 
 
+def line_steps(steps: Any) -> int:
+    """The points of an interpolation line, both ends included: at least 2, or InputError."""
+    steps = check_count(steps, "steps")
+    if steps < 2:
+        raise InputError(f"steps: expected at least 2 images (both ends of the line), found {steps}")
+    return steps
+
+
 def make_rng(seed: Any) -> np.random.Generator:
     """numpy's PCG64 generator: the same seed gives the same numbers on every machine."""
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):

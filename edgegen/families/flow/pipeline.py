@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ...errors import InputError
-from ...runtimes.pipeline import Pipeline, as_float_array, check_count, check_number, make_rng
+from ...runtimes.pipeline import Pipeline, as_float_array, check_count, check_number, line_steps, make_rng
 from .. import RuntimeConfig, positive
 
 KINDS = ("realnvp", "glow")
@@ -97,7 +97,7 @@ class FlowPipeline(Pipeline):
 
     def interpolate(self, x1, x2, steps: int = 8) -> np.ndarray:
         """Linear paths in latent space between x1[i] and x2[i]: [n, steps, *data_shape]."""
-        steps = check_count(steps, "steps")
+        steps = line_steps(steps)
         z1, z2 = self.encode(x1), self.encode(x2)
         if z1.shape != z2.shape:
             raise InputError(f"x2: expected as many examples as x1 ({len(z1)}), found {len(z2)}")

@@ -14,6 +14,7 @@ from ...runtimes.pipeline import (
     LatentImageConfig,
     Pipeline,
     as_float_array,
+    line_steps,
     check_count,
     check_number,
     make_rng,
@@ -124,9 +125,7 @@ class StyleGANPipeline(Pipeline):
     def interpolate(self, seed_a: int, seed_b: int, steps: int = 8, truncation: float = 1.0,
                     noise_mode: str = "const") -> np.ndarray:
         """`steps` images along the straight line in w space from seed_a's image to seed_b's (both ends included)."""
-        steps = check_count(steps, "steps")
-        if steps < 2:
-            raise InputError(f"steps: expected at least 2 images (both ends of the line), found {steps}")
+        steps = line_steps(steps)
         w = self.map(self._latents(self._seeds([seed_a, seed_b], "seed_a, seed_b")), truncation)
         t = np.linspace(0.0, 1.0, steps, dtype=np.float32)[:, None]
         return self.synthesize(((1 - t) * w[0] + t * w[1]).astype(np.float32), noise_mode, int(seed_a))

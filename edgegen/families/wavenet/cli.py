@@ -7,7 +7,7 @@ from ...families import GenerateRequest, GenerationCall, Option
 from .pipeline import MAX_SECONDS
 
 OPTIONS = (
-    Option("--seconds", "seconds", "length of the audio to generate (default 1)", {"type": float}, default=1.0),
+    Option("--seconds", "seconds", "length of the audio to generate", {"type": float}, default=1.0),
     Option("--label", "labels", "class to generate (default: unconditional)", {"type": int}),
     Option("--temperature", "temperature", "softmax temperature", {"type": float}, 1.0),
 )
