@@ -24,6 +24,7 @@ from .storage import atomic_write_text
 FORMAT = "edgegen.package/1"
 MANIFEST_NAME = "edgegen.json"
 PACKAGE_KIND = "an edgegen package"   # what --force may replace: a folder holding MANIFEST_NAME
+CHECKPOINT_WEIGHTS = "weights.safetensors"   # the file every checkpoint holds (training.checkpoint)
 # numpy dtype names that a graph input or output may carry.
 DTYPES = ("float32", "float16", "int64", "int32", "int8", "uint8", "bool")
 # the precisions `edgegen optimize` writes variants of (fused: fp32 after ONNX Runtime's transformer

@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 from .errors import PackageError, not_one_of
-from .package import sha256_file
+from .package import CHECKPOINT_WEIGHTS, sha256_file
 from .storage import user_cache_dir
 
 MODELS_DISTRIBUTION = "edgegen-models"
@@ -47,7 +47,7 @@ def checkpoints_dir() -> Path:
 
 def shipped_names() -> list[str]:
     folder = checkpoints_dir()
-    return sorted(p.name for p in folder.iterdir() if (p / "weights.safetensors").is_file()) if folder.is_dir() else []
+    return sorted(p.name for p in folder.iterdir() if (p / CHECKPOINT_WEIGHTS).is_file()) if folder.is_dir() else []
 
 
 def is_bare_name(text: str | os.PathLike) -> bool:
@@ -60,7 +60,7 @@ def is_shipped_name(text: str | os.PathLike) -> bool:
 
 
 def weights_sha256(name: str) -> str:
-    return sha256_file(checkpoints_dir() / name / "weights.safetensors")
+    return sha256_file(checkpoints_dir() / name / CHECKPOINT_WEIGHTS)
 
 
 def recorded_weights(package: Path) -> str | None:

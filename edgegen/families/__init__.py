@@ -28,6 +28,7 @@ from typing import Any, Callable
 
 from ..errors import CheckpointError, ConfigError, ManifestError, UnknownFamilyError, not_one_of
 from ..shipped import checkpoints_dir
+from ..training.data import BUILTIN_IMAGE_DATA
 
 ENTRY_POINT_GROUP = "edgegen.families"
 PRETRAINED = checkpoints_dir()   # the built-in families' shipped checkpoints (the edgegen-models distribution)
@@ -195,7 +196,7 @@ class Family:
     data: str = "digits (default), natural, or a folder of your images"   # what `edgegen train --data` takes
     # the --data names its training reads as built-in data, never as a path, even with a folder of that
     # name in the working directory (so --force may replace such a folder: training does not read it)
-    builtin_data: tuple[str, ...] = ("digits", "natural")
+    builtin_data: tuple[str, ...] = BUILTIN_IMAGE_DATA
     model: str | None = None             # module path of the torch side: Config, build, Trainer, DEFAULT_*
     export: str | None = None            # module path of the export spec (its SPEC)
     options: tuple[Option, ...] = ()     # `edgegen generate` options, beyond --n, --seed, --out

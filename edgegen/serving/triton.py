@@ -28,7 +28,7 @@ from ..errors import ConfigError, OutputExistsError
 from ..external_data import external_data_files
 from ..families import get as get_family
 from ..families import package_config
-from ..package import MANIFEST_NAME, PRECISIONS, Package, TensorSpec
+from ..package import CHECKPOINT_WEIGHTS, MANIFEST_NAME, PRECISIONS, Package, TensorSpec
 from ..runtimes.backends import KNOWN_BACKENDS
 from ..shipped import resolve as resolve_shipped
 from ..storage import atomic_write_text, refuse_replacing_other, staged_directory
@@ -117,7 +117,7 @@ def write_repository(packages: list[str], out: str | Path, options: RepositoryOp
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise OutputExistsError(f"output {str(out)!r}: expected a model repository directory, found a file")
-    if (out / MANIFEST_NAME).is_file() or (out / "weights.safetensors").is_file():
+    if (out / MANIFEST_NAME).is_file() or (out / CHECKPOINT_WEIGHTS).is_file():
         raise OutputExistsError(f"output {str(out)!r}: expected a model repository directory, found an edgegen "
                                 f"{'package' if (out / MANIFEST_NAME).is_file() else 'checkpoint'}: choose another output")
     plans = [_plan(package, name, out / name, options) for package, name in zip(opened, names)]   # refusals before writing

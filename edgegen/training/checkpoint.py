@@ -18,13 +18,13 @@ from safetensors.torch import load_file, save_file
 
 from .. import __version__
 from ..errors import CheckpointError, ConfigError, format_mismatch
-from ..package import read_json, sha256_file
+from ..package import CHECKPOINT_WEIGHTS, read_json, sha256_file
 from ..shipped import MODELS_DISTRIBUTION, SHIPPED_SOURCE, checkpoints_dir
 from ..storage import atomic_write_text, creation_mode, staged_directory
 from . import family_module
 
 CHECKPOINT_FORMAT = "edgegen.checkpoint/1"
-WEIGHTS = "weights.safetensors"
+WEIGHTS = CHECKPOINT_WEIGHTS
 CONFIG = "config.json"
 
 

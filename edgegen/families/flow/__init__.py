@@ -1,5 +1,6 @@
 """The normalizing-flow family: RealNVP on 2-D points, Glow on images; exact densities."""
 
+from ...training.data import BUILTIN_IMAGE_DATA
 from .. import DemoModel, Family, Option, register
 from .cli import generate
 from .pipeline import POINT_DATA, FlowConfig, FlowPipeline
@@ -10,7 +11,7 @@ FAMILY = register(Family(
     pipeline=FlowPipeline,
     config=FlowConfig,
     data="digits (default), natural, a folder of images; moons, circles, blobs (2-D points: RealNVP)",
-    builtin_data=("digits", "natural", *POINT_DATA),
+    builtin_data=(*BUILTIN_IMAGE_DATA, *POINT_DATA),
     model="edgegen.families.flow.model",
     export="edgegen.families.flow.export",
     options=(Option("--temperature", "temperature", "latent temperature (below 1: typical samples)",

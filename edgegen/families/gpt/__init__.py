@@ -1,5 +1,6 @@
 """The GPT family: a decoder-only transformer with a runtime-owned KV-cache loop (GPT-2 imports too)."""
 
+from ...training.text import BUILTIN_TEXT
 from .. import DemoModel, Family, Option, register
 from .cli import OPTIONS, generate
 from .pipeline import ARCHITECTURES, GPTConfig, GPTPipeline, held_out_windows
@@ -15,7 +16,7 @@ FAMILY = register(Family(
     pipeline=GPTPipeline,
     config=GPTConfig,
     data="stdlib (default: the Python standard library's source) or a UTF-8 text file",
-    builtin_data=("stdlib",),
+    builtin_data=BUILTIN_TEXT,
     model="edgegen.families.gpt.model",
     export="edgegen.families.gpt.export",
     options=OPTIONS,
