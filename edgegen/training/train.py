@@ -34,8 +34,8 @@ def train(family: str, out: str | Path, data: str | None = None, steps: int | No
         raise ConfigError(f"training: expected positive steps, batch size and learning rate, found {steps}, {batch_size}, {lr}")
     # what training reads (a data folder, a ControlNet's base checkpoint) is never what it replaces;
     # both refusals come before minutes of training, not after
-    paths = (*([] if data in get_family(family).builtin_data else [data]), *model_options.values())
-    reads = [p for p in paths if isinstance(p, (str, Path)) and Path(p).exists()]
+    given = [*model_options.values()] + ([] if data in get_family(family).builtin_data else [data])
+    reads = [p for p in given if isinstance(p, (str, Path)) and Path(p).exists()]
     refuse_existing(out, overwrite)
     refuse_replacing_other(out, WEIGHTS, CHECKPOINT_KIND, reads, checkpoint_files)
 
