@@ -109,6 +109,13 @@ def test_refusals_leave_the_repository_as_it_was(repository, trained, tmp_path):
     with pytest.raises(OutputExistsError, match="expected a Triton model folder to replace"):
         write_repository([str(trained["gan"][1]), str(trained["vae"][1])], foreign, force=True, report=lambda line: None)
     assert (foreign / "gan" / "config.pbtxt").read_bytes() == gan_before and (foreign / "vae" / "notes.txt").is_file()
+    # a version of the user's beside edgegen's 1/ is the user's too
+    (foreign / "vae" / "notes.txt").unlink()
+    shutil.copytree(foreign / "gan", foreign / "vae", dirs_exist_ok=True)
+    (foreign / "vae" / "2").mkdir()
+    with pytest.raises(OutputExistsError, match="found 2 beside it"):
+        write_repository([str(trained["vae"][1])], foreign, force=True, report=lambda line: None)
+    assert (foreign / "vae" / "2").is_dir() and (foreign / "vae" / "1").is_dir()
     with pytest.raises(ConfigError, match="graph route expected a family whose generation is one graph call.*diffusion"):
         write_repository([str(trained["diffusion"][1])], tmp_path / "r", RepositoryOptions(route="graph"))
     with pytest.raises(ConfigError, match="one package per model name"):

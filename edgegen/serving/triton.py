@@ -36,11 +36,15 @@ from .requests import TRITON_TYPES, Field, served
 
 MODEL_CONFIG = "config.pbtxt"   # what every Triton model folder holds: the folders --force may replace
 MODEL_FOLDER = "a Triton model folder"
+MODEL_VERSION = "1"              # the one version edgegen writes in a model folder
 
 
 def model_folder_files(folder: Path) -> set[str]:
-    """What a model folder holds: its config and its numbered versions (edgegen writes 1/)."""
-    return {MODEL_CONFIG, *(entry.name for entry in folder.iterdir() if entry.name.isdigit())}
+    """What edgegen writes in a model folder: its config and its one version, 1/. Another numbered
+    version (a user's 2/ beside it) is the user's, and --force refuses to delete it."""
+    return {MODEL_CONFIG, MODEL_VERSION}
+
+
 ROUTES = ("graph", "pipeline")
 GRAPH_BACKENDS = ("onnxruntime", "tensorrt", "python")
 KINDS = ("cpu", "gpu")
@@ -192,7 +196,7 @@ def _graph_field(spec: TensorSpec, batched: bool) -> Field:
 
 
 def _write_model(package: Package, plan: _Plan, options: RepositoryOptions, folder: Path) -> None:
-    version = folder / "1"
+    version = folder / MODEL_VERSION
     version.mkdir()
     if plan.backend == "python":
         atomic_write_text(version / "model.py", MODEL_SHIM)
