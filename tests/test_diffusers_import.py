@@ -9,6 +9,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from tokenizers import Tokenizer
 
 diffusers = pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
@@ -67,12 +68,26 @@ def ddpm_packages(tmp_path_factory):
             (("rgb", rgb), ("grey", grey))}
 
 
+def slow_tokenizer(folder) -> None:
+    """A tokenizer folder as Stable Diffusion 1.x's: vocab.json and merges.txt without tokenizer.json,
+    and tokenizer_config.json's special tokens as AddedToken objects."""
+    (folder / "tokenizer.json").unlink()
+    settings_path = folder / "tokenizer_config.json"
+    settings = json.loads(settings_path.read_text())
+    for key in ("bos_token", "eos_token", "pad_token", "unk_token"):
+        settings[key] = {"__type": "AddedToken", "content": settings[key], "lstrip": False, "normalized": True,
+                         "rstrip": False, "single_word": False}
+    settings_path.write_text(json.dumps(settings))
+
+
 @pytest.fixture(scope="module")
 def sd_packages(tmp_path_factory):
-    """Two Stable Diffusion layouts: latents 16x16 (images 32x32) under PNDM as SD 1.x ships it,
-    and latents 8x8 (images 16x16) with a 12-token context under DDIM predicting v (SD 2.x's)."""
+    """Two Stable Diffusion layouts: latents 16x16 (images 32x32) under PNDM, with the tokenizer as
+    vocab.json and merges.txt, as SD 1.x ships it; and latents 8x8 (images 16x16) with a 12-token
+    context under DDIM predicting v (SD 2.x's), with a fast tokenizer's tokenizer.json."""
     root = tmp_path_factory.mktemp("sd-layout")
     big = sd_layout(root / "sd16", sample_size=16, max_length=16)
+    slow_tokenizer(big / "tokenizer")   # as Stable Diffusion 1.x's folders: the import builds tokenizer.json
     small = sd_layout(root / "sd8", sample_size=8, max_length=12, cross=24, seed=3, scheduler_name="DDIMScheduler",
                       prediction_type="v_prediction")
     return {name: (folder, export_diffusers(folder, root / f"{name}-pkg")) for name, folder in
@@ -204,21 +219,16 @@ def test_prompts_tokenize_as_transformers_and_repeat_from_the_cache(sd_packages)
 
 
 def test_a_tokenizer_saved_as_vocab_and_merges_imports_the_same(sd_packages, tmp_path):
+    """sd16's folder has no tokenizer.json (the test above holds its package to transformers' own
+    tokenizer); here the import's tokenizer step on sd8's folder made slow gives what sd8's
+    tokenizer.json gives, pad token included."""
+    assert not (sd_packages["sd16"][0] / "tokenizer" / "tokenizer.json").exists()
     folder, package = sd_packages["sd8"]
     copy = tmp_path / "slow-tokenizer"
     shutil.copytree(folder, copy)
-    (copy / "tokenizer" / "tokenizer.json").unlink()   # vocab.json and merges.txt stay, as SD's folders have them
-    settings_path = copy / "tokenizer" / "tokenizer_config.json"   # Stable Diffusion 1.x's AddedToken objects
-    settings = json.loads(settings_path.read_text())
-    for key in ("bos_token", "eos_token", "pad_token", "unk_token"):
-        settings[key] = {"__type": "AddedToken", "content": settings[key], "lstrip": False, "normalized": True,
-                         "rstrip": False, "single_word": False}
-    settings_path.write_text(json.dumps(settings))
-    # the import's tokenizer step on its own: the rest of the import is the same as the package's
+    slow_tokenizer(copy / "tokenizer")
     built, read = _tokenizer_file(copy, tmp_path)
     pipe = edgegen.load(package)
-    from tokenizers import Tokenizer
-
     pad = special_token(read, "pad_token", "")   # an AddedToken object, read as its content
     assert Tokenizer.from_file(str(built)).token_to_id(pad) == pipe.config.pad_token_id
     texts = ["A  THICK digit, seven!", " ".join(["two"] * 20)]

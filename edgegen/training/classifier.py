@@ -70,7 +70,7 @@ def train_digit_judge(size: int = 8, steps: int = 1500, seed: int = 0) -> DigitJ
     """Train on the digits' train split (with small shifts as augmentation); report accuracy on the held-out split.
 
     Seeded, so the same arguments train the same judge: it is trained once per process (about
-    30 s on 2 cores) and shared by every caller, which only reads it (predict, features)."""
+    30 s on 2 cores) and shared by every caller, which only reads it (predict, features, test_accuracy)."""
     torch.manual_seed(seed)
     x_train, y_train, x_test, y_test = digit_labels(size)
     net = DigitNet()
