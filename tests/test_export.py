@@ -9,8 +9,8 @@ import edgegen
 from edgegen.errors import CheckpointError, ConfigError, OutputExistsError, ValidationError
 from edgegen.cli import main
 from edgegen.export import compare, export_checkpoint
-from edgegen.training.checkpoint import CONFIG, WEIGHTS, load_checkpoint, save_checkpoint
-from edgegen.package import Package
+from edgegen.package import CHECKPOINT_WEIGHTS, Package
+from edgegen.training.checkpoint import CONFIG, load_checkpoint, save_checkpoint
 
 
 @pytest.mark.parametrize("family, parts", [("vae", {"encoder", "decoder"}), ("gan", {"generator"})])
@@ -119,13 +119,13 @@ def test_compare_numbers():
 
 def test_checkpoint_is_safetensors_and_json_without_pickle(trained):
     ckpt_dir = trained["vae"][0]
-    assert sorted(p.name for p in ckpt_dir.iterdir()) == [CONFIG, WEIGHTS]
+    assert sorted(p.name for p in ckpt_dir.iterdir()) == [CONFIG, CHECKPOINT_WEIGHTS]
     meta = json.loads((ckpt_dir / CONFIG).read_text())
     assert meta["format"] == "edgegen.checkpoint/1" and meta["family"] == "vae"
     assert meta["config"]["latent_dim"] == 16 and meta["data"]["source"] == "digits"
     assert meta["training"]["steps"] == 15
     # safetensors: an 8-byte header length, a JSON header of tensor offsets, then raw tensor bytes
-    raw = (ckpt_dir / WEIGHTS).read_bytes()
+    raw = (ckpt_dir / CHECKPOINT_WEIGHTS).read_bytes()
     header_len = int.from_bytes(raw[:8], "little")
     header = json.loads(raw[8:8 + header_len])
     end = max(t["data_offsets"][1] for k, t in header.items() if k != "__metadata__")
@@ -141,7 +141,7 @@ def test_checkpoint_errors(trained, tmp_path):
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / CONFIG).write_text((trained["vae"][0] / CONFIG).read_text())
-    (bad / WEIGHTS).write_bytes((trained["gan"][0] / WEIGHTS).read_bytes())
+    (bad / CHECKPOINT_WEIGHTS).write_bytes((trained["gan"][0] / CHECKPOINT_WEIGHTS).read_bytes())
     with pytest.raises(CheckpointError, match="expected weights of the vae model"):
         load_checkpoint(bad)
     meta = json.loads((trained["vae"][0] / CONFIG).read_text())
@@ -149,7 +149,7 @@ def test_checkpoint_errors(trained, tmp_path):
     (bad / CONFIG).write_text(json.dumps(meta))
     with pytest.raises(ConfigError, match=r"found unknown \['depth'\]"):
         load_checkpoint(bad)
-    (bad / WEIGHTS).write_bytes(b"not safetensors")
+    (bad / CHECKPOINT_WEIGHTS).write_bytes(b"not safetensors")
     meta["config"].pop("depth")
     (bad / CONFIG).write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match="expected a safetensors file"):

@@ -18,8 +18,8 @@ from .. import __version__
 from ..errors import CheckpointError, ConfigError, ValidationError
 from ..families import RuntimeConfig
 from ..families import get as get_family
-from ..package import (MANIFEST_NAME, PACKAGE_KIND, GraphEntry, Manifest, Package, package_files, sha256_file,
-                       write_manifest)
+from ..package import (CHECKPOINT_WEIGHTS, MANIFEST_NAME, PACKAGE_KIND, GraphEntry, Manifest, Package, package_files,
+                       sha256_file, write_manifest)
 from ..progress import Progress
 from ..storage import staged_directory
 from ..runtimes.feeds import HELD_OUT_FILE, write_feeds
@@ -130,12 +130,13 @@ def source_model(package: Package, given: str | Path | None = None):
     folder, that folder imported again; either refused unless its weights are the ones the package
     came from. What `bench --vs-torch` runs beside the graphs."""
     from ..shipped import SHIPPED_SOURCE
-    from ..training.checkpoint import WEIGHTS, load_source_checkpoint, require_recorded_weights
+    from ..training.checkpoint import load_source_checkpoint, require_recorded_weights
 
     recorded = package.manifest.provenance.get("source_checkpoint", {})
     source = given or recorded.get("path")
     folder = Path(source) if source else None
-    if folder is None or str(source).startswith(SHIPPED_SOURCE) or (folder / WEIGHTS).is_file() or not folder.is_dir():
+    if (folder is None or str(source).startswith(SHIPPED_SOURCE) or (folder / CHECKPOINT_WEIGHTS).is_file()
+            or not folder.is_dir()):
         with exported_as(load_source_checkpoint(package, given)) as pair:   # which says what is missing
             yield pair
         return

@@ -62,8 +62,7 @@ def int8_sums_saturate(cpuinfo: str | None = None, machine: str | None = None) -
     or None where they do not (VNNI or AMX; no AVX2 or AVX-512, where MLAS's SSE2 kernel widens
     to 16 bits and sums in 32, though its SSE4.1 kernel is unchecked; ARM's dot products). Where
     the flags cannot be read (x86 macOS, Windows), taken as saturating, the cautious side: 7-bit
-    weights lose little. `cpuinfo`/`machine`: /proc/cpuinfo's text and the
-    machine, for a test."""
+    weights lose little. `cpuinfo`/`machine`: /proc/cpuinfo's text and the machine, for a test."""
     import platform
 
     machine = (machine or platform.machine()).lower()

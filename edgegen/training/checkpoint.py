@@ -24,7 +24,6 @@ from ..storage import atomic_write_text, creation_mode, staged_directory
 from . import family_module
 
 CHECKPOINT_FORMAT = "edgegen.checkpoint/1"
-WEIGHTS = CHECKPOINT_WEIGHTS
 CONFIG = "config.json"
 
 
@@ -77,22 +76,22 @@ def _annotated_types(hint) -> tuple[type, ...] | None:
     return kinds if kinds and all(isinstance(k, type) for k in kinds) else None
 
 
-CHECKPOINT_KIND = "an edgegen checkpoint"   # what --force may replace: a folder holding WEIGHTS
+CHECKPOINT_KIND = "an edgegen checkpoint"   # what --force may replace: a folder holding CHECKPOINT_WEIGHTS
 
 
 def checkpoint_files(folder: Path) -> set[str]:
     """What a checkpoint folder holds: anything else in it is someone else's (storage.refuse_replacing_other)."""
-    return {WEIGHTS, CONFIG}
+    return {CHECKPOINT_WEIGHTS, CONFIG}
 
 
 def save_checkpoint(out: str | Path, family: str, config: Any, model: torch.nn.Module, data: dict, training: dict,
                     overwrite: bool = False, reads=()) -> Path:
     """Write a checkpoint at `out`, replacing one there only with `overwrite`, and never a folder
     that is or holds one of `reads` (what made it)."""
-    with staged_directory(out, overwrite=overwrite, holds=WEIGHTS, kind=CHECKPOINT_KIND, reads=reads,
+    with staged_directory(out, overwrite=overwrite, holds=CHECKPOINT_WEIGHTS, kind=CHECKPOINT_KIND, reads=reads,
                           owns=checkpoint_files) as stage:
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(stage / WEIGHTS))
-        os.chmod(stage / WEIGHTS, creation_mode(directory=False))   # safetensors writes it private (0600)
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(stage / CHECKPOINT_WEIGHTS))
+        os.chmod(stage / CHECKPOINT_WEIGHTS, creation_mode(directory=False))   # safetensors writes it private (0600)
         meta = {
             "format": CHECKPOINT_FORMAT,
             "family": family,
@@ -138,11 +137,11 @@ def state_dict_mismatch(exc: Exception, limit: int = 600) -> str:
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
     path = Path(path)
-    meta_path, weights_path = path / CONFIG, path / WEIGHTS
+    meta_path, weights_path = path / CONFIG, path / CHECKPOINT_WEIGHTS
     if not path.is_dir():
         missing_models = not checkpoints_dir().is_dir() and path.parent == checkpoints_dir()
-        raise CheckpointError(f"checkpoint {str(path)!r}: expected a directory with {CONFIG} and {WEIGHTS}, found "
-                              f"{'a file' if path.exists() else 'nothing at that path'}"
+        raise CheckpointError(f"checkpoint {str(path)!r}: expected a directory with {CONFIG} and {CHECKPOINT_WEIGHTS}, "
+                              f"found {'a file' if path.exists() else 'nothing at that path'}"
                               + (f" (the shipped checkpoints come with the {MODELS_DISTRIBUTION} distribution: "
                                  f"pip install {MODELS_DISTRIBUTION}, or -e ./models in a checkout)"
                                  if missing_models else ""))

@@ -14,7 +14,8 @@ from ..families import get as get_family
 from ..storage import refuse_existing, refuse_replacing_other
 from ..progress import Progress
 from . import family_module
-from .checkpoint import CHECKPOINT_KIND, WEIGHTS, checkpoint_files, make_config, save_checkpoint
+from ..package import CHECKPOINT_WEIGHTS
+from .checkpoint import CHECKPOINT_KIND, checkpoint_files, make_config, save_checkpoint
 from .data import load_images
 
 
@@ -37,7 +38,7 @@ def train(family: str, out: str | Path, data: str | None = None, steps: int | No
     given = [*model_options.values()] + ([] if data in get_family(family).builtin_data else [data])
     reads = [p for p in given if isinstance(p, (str, Path)) and Path(p).exists()]
     refuse_existing(out, overwrite)
-    refuse_replacing_other(out, WEIGHTS, CHECKPOINT_KIND, reads, checkpoint_files)
+    refuse_replacing_other(out, CHECKPOINT_WEIGHTS, CHECKPOINT_KIND, reads, checkpoint_files)
 
     image_size = image_size or getattr(module, "DEFAULT_IMAGE_SIZE", 32)
     if hasattr(module, "prepare_data"):  # families whose data is not only images (flows: points; gpt: text)
