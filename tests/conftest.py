@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from edgegen.export import export_checkpoint
+from edgegen.storage import writer_lock
 from edgegen.training.train import train
 
 # Tests assert behaviour, never time: bench's pause between engines' blocks (for fair timings on
@@ -36,18 +37,41 @@ def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))   # stable: the rest keep their order
 
 
+def shared_dir(tmp_path_factory) -> Path:
+    """A folder every worker of this run sees: the parent of the workers' own temporary folders
+    under xdist (pytest-N/popen-gwK), the run's own without it."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@pytest.fixture(scope="session", autouse=True)
+def run_cache(tmp_path_factory):
+    """edgegen's user cache for this run, shared by its workers and not the developer's
+    ~/.cache: what is cached there (the digit judge, shipped models' exports) is made once per
+    run, by the first worker that asks, while the others wait for it (writer_lock)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(shared_dir(tmp_path_factory) / "cache"))
+        yield
+
+
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory):
-    """Tiny checkpoints (a few steps) and their exported packages, shared by the tests."""
-    root = tmp_path_factory.mktemp("trained")
-    out = {}
-    for family in ("vae", "gan", "diffusion"):
-        ckpt = train(family, root / "ckpt" / family, data="digits", steps=15, batch_size=32, progress=False)
-        pkg = export_checkpoint(ckpt, root / "pkg" / family)
-        out[family] = (ckpt, pkg)
-    for name, data, steps in (("flow2d", "moons", 300), ("flow", "digits", 30)):
-        ckpt = train("flow", root / "ckpt" / name, data=data, steps=steps, progress=False)
-        out[name] = (ckpt, export_checkpoint(ckpt, root / "pkg" / name))
+    """Tiny checkpoints (a few steps) and their exported packages, made once per run by the
+    first worker that asks and read by every test (a test that damages one takes package_copy)."""
+    root = shared_dir(tmp_path_factory) / "trained"
+    runs = {"vae": dict(family="vae", data="digits", steps=15, batch_size=32),
+            "gan": dict(family="gan", data="digits", steps=15, batch_size=32),
+            "diffusion": dict(family="diffusion", data="digits", steps=15, batch_size=32),
+            "flow2d": dict(family="flow", data="moons", steps=300),
+            "flow": dict(family="flow", data="digits", steps=30)}
+    out = {name: (root / "ckpt" / name, root / "pkg" / name) for name in runs}
+    with writer_lock(root, "training the tests' checkpoints"):
+        if not (root / "complete").is_file():
+            shutil.rmtree(root, ignore_errors=True)   # a worker that died while making them
+            for name, options in runs.items():
+                train(out=out[name][0], progress=False, **options)
+                export_checkpoint(*out[name])
+            (root / "complete").touch()
     return out
 
 

@@ -21,6 +21,28 @@ def test_small_vae_anomaly_score_separates_digits_from_noise_and_photos(tmp_path
     assert aucs["digits_vs_natural_crops"] >= 0.95
 
 
+def test_the_judge_is_trained_once_per_machine_and_a_damaged_copy_is_trained_again(tmp_path, monkeypatch):
+    from edgegen.training import classifier
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    trained = train_digit_judge(8, steps=20, seed=7)
+    kept = classifier.judge_path(8, 20, 7)
+    assert kept.is_relative_to(tmp_path / "edgegen" / "judges") and kept.is_file()
+    train_digit_judge.cache_clear()   # another process: it reads the kept judge, trains nothing
+    monkeypatch.setattr(classifier, "_train_judge", lambda *args: pytest.fail("trained again"))
+    read = train_digit_judge(8, steps=20, seed=7)
+    assert read.test_accuracy == trained.test_accuracy
+    assert all((a == b).all() for a, b in zip(read.net.parameters(), trained.net.parameters()))
+    monkeypatch.undo()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    kept.write_bytes(kept.read_bytes()[:100])   # cut short
+    train_digit_judge.cache_clear()
+    again = train_digit_judge(8, steps=20, seed=7)
+    assert all((a == b).all() for a, b in zip(again.net.parameters(), trained.net.parameters()))   # seeded
+    assert classifier._read_judge(kept) is not None   # written anew
+    assert train_digit_judge(8, steps=20, seed=7) is again and not list(kept.parent.glob(".*"))   # no lock or temporary left
+
+
 def test_roc_auc():
     assert roc_auc([0, 1, 2], [3, 4]) == 1.0
     assert roc_auc([3, 4], [0, 1, 2]) == 0.0

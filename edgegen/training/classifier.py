@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from safetensors import SafetensorError
+from safetensors.torch import load as load_torch
+from safetensors.torch import save as save_torch
 
 from ..images import average_pool
+from ..storage import atomic_write_bytes, user_cache_dir, writer_lock
 from .data import digit_labels
 
 FEATURES = 32
@@ -67,12 +72,48 @@ class DigitJudge:
 
 @functools.lru_cache(maxsize=4)
 def train_digit_judge(size: int = 8, steps: int = 1500, seed: int = 0) -> DigitJudge:
-    """Train on the digits' train split (with small shifts as augmentation); report accuracy on the held-out split.
+    """The judge trained on the digits' train split (with small shifts as augmentation), its
+    accuracy measured on the held-out split.
 
-    Seeded, so the same arguments train the same judge: it is trained once per process (about
-    30 s on 2 cores) and shared by every caller, which only reads it (predict, features, test_accuracy)."""
+    Seeded, so the same arguments train the same judge: it is trained once per machine (about
+    30 s on 2 cores) and kept in the user's cache (judge_path), where later processes read it,
+    and once per process it is shared by every caller, which only reads it (predict, features,
+    test_accuracy). Two processes that want it at once train it once: the second waits."""
+    path = judge_path(size, steps, seed)
+    with writer_lock(path, "training the digit judge"):
+        net = _read_judge(path)
+        if net is None:
+            net = _train_judge(size, steps, seed)
+            atomic_write_bytes(path, save_torch(net.state_dict()))
+    net.eval()
+    _, _, x_test, y_test = digit_labels(size)
+    judge = DigitJudge(net, size, 0.0)
+    judge.test_accuracy = float((judge.predict(x_test) == y_test).mean())
+    return judge
+
+
+def judge_path(size: int, steps: int, seed: int) -> Path:
+    """Where the judge of these arguments is kept: torch's version is in the name, since another
+    release may train other weights from the same seed."""
+    return user_cache_dir() / "judges" / f"digits-{size}px-{steps}steps-seed{seed}-torch{torch.__version__}.safetensors"
+
+
+def _read_judge(path: Path) -> DigitNet | None:
+    """The kept judge, or None where there is none or it does not read back (a cache a user may
+    have damaged is trained again, not trusted)."""
+    if not path.is_file():
+        return None
+    net = DigitNet()
+    try:
+        net.load_state_dict(load_torch(path.read_bytes()))
+    except (SafetensorError, RuntimeError):   # truncated; or another net's weights (load_state_dict)
+        return None
+    return net
+
+
+def _train_judge(size: int, steps: int, seed: int) -> DigitNet:
     torch.manual_seed(seed)
-    x_train, y_train, x_test, y_test = digit_labels(size)
+    x_train, y_train, _, _ = digit_labels(size)
     net = DigitNet()
     opt = torch.optim.Adam(net.parameters(), lr=2e-3)
     x, y = torch.tensor(x_train), torch.tensor(y_train).long()
@@ -87,7 +128,4 @@ def train_digit_judge(size: int = 8, steps: int = 1500, seed: int = 0) -> DigitJ
         opt.zero_grad()
         loss.backward()
         opt.step()
-    net.eval()
-    judge = DigitJudge(net, size, 0.0)
-    judge.test_accuracy = float((judge.predict(x_test) == y_test).mean())
-    return judge
+    return net
