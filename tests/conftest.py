@@ -20,15 +20,15 @@ from edgegen.training.train import train
 os.environ.setdefault("EDGEGEN_BENCH_SETTLE_S", "0")
 
 # The longest modules, measured (--durations), longest first. A module runs whole on one worker
-# (--dist loadfile), and workers take the next module as they finish; started last, the demo's
-# five minutes would leave one worker idle for most of them.
+# (--dist loadfile), and workers take the next modules as they run low; started last, the demo's
+# five minutes would leave the other worker idle for most of them.
 LONGEST_FIRST = ("test_demo.py", "test_gpt.py", "test_quality.py", "test_families.py", "test_diffusers_import.py",
                  "test_hybrids.py", "test_autoregressive.py", "test_optimize.py")
 
 
+@pytest.hookimpl(optionalhook=True)   # pytest without xdist (-p no:xdist) does not know the hook
 def pytest_xdist_auto_num_workers(config):
-    """`-n auto`: a worker per core, at most four: each holds torch, and the session's fixtures
-    are built once per worker."""
+    """`-n auto`: a worker per core, at most four: each holds torch and its own module fixtures."""
     return max(1, min(4, os.cpu_count() or 1))
 
 

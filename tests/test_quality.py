@@ -25,6 +25,7 @@ def test_the_judge_is_trained_once_per_machine_and_a_damaged_copy_is_trained_aga
     from edgegen.training import classifier
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    train_digit_judge.cache_clear()
     trained = train_digit_judge(8, steps=20, seed=7)
     kept = classifier.judge_path(8, 20, 7)
     assert kept.is_relative_to(tmp_path / "edgegen" / "judges") and kept.is_file()
@@ -41,6 +42,10 @@ def test_the_judge_is_trained_once_per_machine_and_a_damaged_copy_is_trained_aga
     assert all((a == b).all() for a, b in zip(again.net.parameters(), trained.net.parameters()))   # seeded
     assert classifier._read_judge(kept) is not None   # written anew
     assert train_digit_judge(8, steps=20, seed=7) is again and not list(kept.parent.glob(".*"))   # no lock or temporary left
+    (tmp_path / "a-file").write_text("")   # a cache that cannot be written: trained, not refused
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "a-file" / "cache"))
+    train_digit_judge.cache_clear()
+    assert train_digit_judge(8, steps=20, seed=7).test_accuracy == trained.test_accuracy
 
 
 def test_roc_auc():

@@ -80,11 +80,17 @@ def train_digit_judge(size: int = 8, steps: int = 1500, seed: int = 0) -> DigitJ
     and once per process it is shared by every caller, which only reads it (predict, features,
     test_accuracy). Two processes that want it at once train it once: the second waits."""
     path = judge_path(size, steps, seed)
-    with writer_lock(path, "training the digit judge"):
-        net = _read_judge(path)
-        if net is None:
-            net = _train_judge(size, steps, seed)
-            atomic_write_bytes(path, save_torch(net.state_dict()))
+    net = _read_judge(path)
+    if net is None:
+        try:
+            with writer_lock(path, "training the digit judge"):
+                net = _read_judge(path)   # trained by another process while this one waited
+                if net is None:
+                    net = _train_judge(size, steps, seed)
+                    atomic_write_bytes(path, save_torch(net.state_dict()))
+        except OSError:   # a cache that cannot be written (a read-only home): kept by this process only
+            if net is None:
+                net = _train_judge(size, steps, seed)
     net.eval()
     _, _, x_test, y_test = digit_labels(size)
     judge = DigitJudge(net, size, 0.0)
@@ -93,20 +99,22 @@ def train_digit_judge(size: int = 8, steps: int = 1500, seed: int = 0) -> DigitJ
 
 
 def judge_path(size: int, steps: int, seed: int) -> Path:
-    """Where the judge of these arguments is kept: torch's version is in the name, since another
-    release may train other weights from the same seed."""
-    return user_cache_dir() / "judges" / f"digits-{size}px-{steps}steps-seed{seed}-torch{torch.__version__}.safetensors"
+    """Where the judge of these arguments is kept. edgegen's version is in the name, since another
+    may train it otherwise (as shipped models' exports are kept per version), and torch's, since
+    another release may train other weights from the same seed."""
+    from .. import __version__
+
+    return user_cache_dir() / "judges" / \
+        f"digits-{size}px-{steps}steps-seed{seed}-edgegen-{__version__}-torch-{torch.__version__}.safetensors"
 
 
 def _read_judge(path: Path) -> DigitNet | None:
-    """The kept judge, or None where there is none or it does not read back (a cache a user may
-    have damaged is trained again, not trusted)."""
-    if not path.is_file():
-        return None
+    """The kept judge, or None where there is none or it does not read back (a file a user may
+    have damaged is trained again, not trusted; safetensors has no checksum of the values)."""
     net = DigitNet()
     try:
         net.load_state_dict(load_torch(path.read_bytes()))
-    except (SafetensorError, RuntimeError):   # truncated; or another net's weights (load_state_dict)
+    except (OSError, SafetensorError, RuntimeError):   # none or unreadable; truncated; another net's weights
         return None
     return net
 
