@@ -196,7 +196,7 @@ def _engine(engine: str, root: Path):
 
     def eager(prompt, new):
         with torch.inference_mode():
-            ids, past, position = torch.tensor([prompt]), None, len(prompt)
+            ids, past = torch.tensor([prompt]), None
             for _ in range(new):
                 out = model(input_ids=ids, past_key_values=past, use_cache=True)
                 past, ids = out.past_key_values, out.logits[:, -1:].argmax(-1)

@@ -613,7 +613,7 @@ def test_each_row_takes_the_random_numbers_decoding_without_drafts_draws_for_it(
 
 
 def test_sampling_matches_transformers_logits_processors():
-    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("transformers")
     rng = np.random.default_rng(0)
     logits = (rng.standard_normal((4, 300)) * 3).astype(np.float32)
     seen = rng.random((4, 300)) < 0.1

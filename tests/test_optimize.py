@@ -389,7 +389,6 @@ def test_the_search_windows_overlap_none_of_the_gates_and_leave_the_gates_as_the
 
 
 def test_weights_reach_matmuls_directly_gemms_with_their_bias_and_a_tied_head_transposed(tmp_path):
-    import onnx
     import onnxruntime
     from onnx import TensorProto, helper, numpy_helper
 

@@ -14,7 +14,6 @@ without drafts gives.
 from __future__ import annotations
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 # the suffix lengths looked up, longest first: a longer match predicts better, and a single token
 # recurs by chance in any text (drafts from it were rejected more often than kept)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from ...images import save_grid
 from .model import ATTRIBUTES, DIGIT_NAMES, caption
 

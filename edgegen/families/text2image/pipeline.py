@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import InputError
-from ...runtimes.pipeline import check_count, check_number, make_rng
+from ...runtimes.pipeline import check_count, check_number
 from ...runtimes.samplers import Callback
 from ...runtimes.tokenizer import load_tokenizer
 from .. import positive
