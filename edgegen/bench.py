@@ -15,6 +15,7 @@ from typing import Callable
 
 import numpy as np
 
+from .cpus import usable_cores
 from .errors import ConfigError, PackageError
 from .families import GenerationCall
 from .families import get as get_family
@@ -44,9 +45,17 @@ def machine_info() -> dict:
         pass
     import onnxruntime
 
-    return {"cpu": cpu, "cores": os.cpu_count(), "arch": platform.machine(), "os": platform.platform(),
+    return {"cpu": cpu, "cores": os.cpu_count(), "usable_cores": usable_cores(), "arch": platform.machine(), "os": platform.platform(),
             "python": platform.python_version(), "numpy": np.__version__, "onnxruntime": onnxruntime.__version__,
             "host": platform.node()}
+
+
+def cores_text(machine: dict) -> str:
+    """machine_info's cores in words: "16 cores", and where a container or cpuset holds this
+    process to fewer, how many it may use (the default thread count then)."""
+    usable = machine.get("usable_cores")
+    held = usable is not None and machine["cores"] is not None and usable < machine["cores"]
+    return f"{machine['cores']} cores" + (f", {usable} usable by this process" if held else "")
 
 
 def peak_rss_mb() -> float:
@@ -152,7 +161,7 @@ def bench_package(path: str | os.PathLike, batch: int = 8, iters: int = 200, war
         raise ConfigError("--steps: expected the whole generation it sets, found --no-generation with it")
     if prompt_lookup < 0:
         raise ConfigError(f"--prompt-lookup: expected a number of draft tokens (0 or more), found {prompt_lookup}")
-    threads = threads or os.cpu_count()
+    threads = threads or usable_cores()   # one per core the process may use (a container's, a cpuset's)
     pipe = load(path, backend=backend, threads=threads, precision=precision)
     if get_family(pipe.family).bench == "tokens":
         if steps is not None:

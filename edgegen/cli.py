@@ -451,7 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def runtime_options(p):
         p.add_argument("--backend", default="auto", help="auto, ort-cpu, ort-cuda or ort-tensorrt (default: auto)")
-        p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: one per core)")
+        p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: one per core this process may use, in a container its CPU quota)")
 
     registered = families()
     p = sub.add_parser("train", help="train a model and write a checkpoint",

@@ -11,7 +11,7 @@ import shutil
 import time
 from pathlib import Path
 
-from .bench import bench_package, format_table, machine_info
+from .bench import bench_package, cores_text, format_table, machine_info
 from .errors import CheckpointError, ConfigError
 from .families import PRETRAINED
 from .storage import atomic_write_text, staged_directory
@@ -103,7 +103,7 @@ def _section(name: str, origin: str, report: dict, showcase: list[str]) -> str:
 def _index(sections: list[str], summary: dict) -> str:
     m = summary["machine"]
     head = ["# edgegen demo", "",
-            f"Machine: {m['cpu']}, {m['cores']} cores, {m['os']}; onnxruntime {m['onnxruntime']}. "
+            f"Machine: {m['cpu']}, {cores_text(m)}, {m['os']}; onnxruntime {m['onnxruntime']}. "
             f"Total time {summary['seconds']} s.", "",
             "Each family: checkpoint -> `edgegen export` (validated against PyTorch at batch 1 and 3) -> "
             "runtime samples (seed 0) -> benchmark beside PyTorch eager.", ""]

@@ -1,10 +1,12 @@
 import os
 
+from edgegen.cpus import usable_cores
+
 # pytest-xdist (pyproject's addopts): each worker takes its share of the cores for torch's
 # threads, set before torch is imported; two workers of two threads each on two cores contend.
 if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
     os.environ.setdefault("OMP_NUM_THREADS",
-                          str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
+                          str(max(1, usable_cores() // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
 
 import shutil
 from pathlib import Path
@@ -29,7 +31,7 @@ LONGEST_FIRST = ("test_demo.py", "test_gpt.py", "test_quality.py", "test_familie
 @pytest.hookimpl(optionalhook=True)   # pytest without xdist (-p no:xdist) does not know the hook
 def pytest_xdist_auto_num_workers(config):
     """`-n auto`: a worker per core, at most four: each holds torch and its own module fixtures."""
-    return max(1, min(4, os.cpu_count() or 1))
+    return min(4, usable_cores())
 
 
 def pytest_collection_modifyitems(items):

@@ -6,7 +6,6 @@ Runtime code: never imports torch or onnx.
 from __future__ import annotations
 
 import functools
-import os
 import re
 from pathlib import Path
 from typing import Mapping
@@ -17,6 +16,7 @@ import onnxruntime as ort
 from ..errors import BackendError, InputError, PackageError, not_one_of
 from ..package import TensorSpec
 from .backends import ORT_BACKENDS
+from ..cpus import default_threads
 from .session import Session, check_feeds
 
 # ONNX Runtime's element type strings, mapped to the numpy names the manifest uses.
@@ -125,7 +125,9 @@ class OrtSession(Session):
         super().__init__(graph_name, inputs, outputs)
         self.backend = backend
         self.path = Path(path)
-        self.threads = threads if threads is not None else os.cpu_count()
+        # None: ONNX Runtime's own pool, unless a container or cpuset allows fewer cores (cpus.py)
+        threads = default_threads() if threads is None else threads
+        self.threads = threads
         options, providers = session_options(threads, spin), provider_list(backend, cache_dir)
         try:
             self._session = ort.InferenceSession(str(path), sess_options=options, providers=providers,

@@ -1,0 +1,100 @@
+"""The CPUs a process may use in a container or a cpuset (edgegen/cpus.py), read from a fake
+file system's /proc and cgroup files, and the thread count sessions and bench take from them."""
+
+from pathlib import Path
+
+import pytest
+
+import edgegen
+from edgegen import cpus
+from edgegen.bench import cores_text
+
+
+def fake_root(tmp_path: Path, memberships: str, mounts: str, files: dict[str, str]) -> Path:
+    (tmp_path / "proc/self").mkdir(parents=True)
+    (tmp_path / "proc/self/cgroup").write_text(memberships)
+    (tmp_path / "proc/self/mountinfo").write_text(mounts)
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    return tmp_path
+
+
+V2_MOUNT = "30 23 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n"
+V1_MOUNTS = ("32 31 0:29 {root} /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n"
+             "33 31 0:30 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n")
+
+
+def test_a_cgroup_v2_quota_above_the_process_cgroup_counts(tmp_path):
+    """docker --cpus=1.5 on a slice: the process's own cgroup sets none, the one above it does."""
+    root = fake_root(tmp_path, "0::/app.slice/worker\n", V2_MOUNT,
+                     {"sys/fs/cgroup/app.slice/worker/cpu.max": "max 100000\n",
+                      "sys/fs/cgroup/app.slice/cpu.max": "150000 100000\n",
+                      "sys/fs/cgroup/cpu.max": "max 100000\n"})
+    assert cpus.cgroup_cpu_quota(root) == 1.5
+
+
+def test_a_cgroup_v1_quota_of_a_container_whose_cgroup_is_the_mount(tmp_path):
+    """Docker on cgroup v1: the container's cgroup (/docker/<id>) is bind-mounted as the hierarchy's root."""
+    root = fake_root(tmp_path, "5:memory:/docker/abc\n4:cpu,cpuacct:/docker/abc\n", V1_MOUNTS.format(root="/docker/abc"),
+                     {"sys/fs/cgroup/cpu,cpuacct/cpu.cfs_quota_us": "200000\n",
+                      "sys/fs/cgroup/cpu,cpuacct/cpu.cfs_period_us": "100000\n"})
+    assert cpus.cgroup_cpu_quota(root) == 2.0
+
+
+def test_a_cgroup_v1_quota_on_the_process_path_below_the_hierarchy_root(tmp_path):
+    root = fake_root(tmp_path, "4:cpu,cpuacct:/docker/abc\n", V1_MOUNTS.format(root="/"),
+                     {"sys/fs/cgroup/cpu,cpuacct/docker/abc/cpu.cfs_quota_us": "50000\n",
+                      "sys/fs/cgroup/cpu,cpuacct/docker/abc/cpu.cfs_period_us": "100000\n",
+                      "sys/fs/cgroup/cpu,cpuacct/cpu.cfs_quota_us": "-1\n",
+                      "sys/fs/cgroup/cpu,cpuacct/cpu.cfs_period_us": "100000\n"})
+    assert cpus.cgroup_cpu_quota(root) == 0.5
+
+
+@pytest.mark.parametrize("files", [{"sys/fs/cgroup/cpu.max": "max 100000\n"},   # no quota set
+                                   {"sys/fs/cgroup/cpu.max": "garbled\n"},
+                                   {}])                                          # no cpu controller here
+def test_no_quota_where_none_is_set_or_it_cannot_be_read(tmp_path, files):
+    assert cpus.cgroup_cpu_quota(fake_root(tmp_path, "0::/\n", V2_MOUNT, files)) is None
+
+
+def test_no_quota_without_proc_files(tmp_path):
+    assert cpus.cgroup_cpu_quota(tmp_path) is None
+
+
+def test_usable_cores_take_the_affinity_mask_and_the_quota_rounded_up(tmp_path, monkeypatch):
+    monkeypatch.setattr(cpus.os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    quota = fake_root(tmp_path, "0::/\n", V2_MOUNT, {"sys/fs/cgroup/cpu.max": "150000 100000\n"})
+    assert cpus.usable_cores(quota) == 2          # 1.5 CPUs of time: 2 threads at once
+    assert cpus.usable_cores(tmp_path / "nowhere") == 8
+    monkeypatch.setattr(cpus.os, "sched_getaffinity", lambda pid: {3}, raising=False)
+    assert cpus.usable_cores(quota) == 1          # a cpuset of one core under a larger quota
+
+
+def test_default_threads_only_where_the_process_is_held_to_fewer_cores(monkeypatch):
+    monkeypatch.delenv(cpus.ORT_THREADS_ENV, raising=False)
+    monkeypatch.setattr(cpus.os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(cpus, "usable_cores", lambda root=None: 2)
+    assert cpus.default_threads() == 2
+    monkeypatch.setenv(cpus.ORT_THREADS_ENV, "3")   # the user's own count: ONNX Runtime reads it
+    assert cpus.default_threads() is None
+    monkeypatch.delenv(cpus.ORT_THREADS_ENV)
+    monkeypatch.setattr(cpus, "usable_cores", lambda root=None: 64)
+    assert cpus.default_threads() is None           # ONNX Runtime's own pool: a thread per physical core
+
+
+def test_a_session_held_to_one_core_runs_one_thread(trained, monkeypatch):
+    monkeypatch.delenv(cpus.ORT_THREADS_ENV, raising=False)
+    monkeypatch.setattr(cpus, "usable_cores", lambda root=None: 1)
+    monkeypatch.setattr(cpus.os, "cpu_count", lambda: 64)
+    session = edgegen.load(trained["gan"][1], backend="ort-cpu").sessions["generator"]
+    assert session.threads == 1
+    assert session.inference_session.get_session_options().intra_op_num_threads == 1
+    named = edgegen.load(trained["gan"][1], backend="ort-cpu", threads=2).sessions["generator"]
+    assert named.inference_session.get_session_options().intra_op_num_threads == 2   # a caller's count wins
+
+
+def test_the_machine_line_says_how_many_cores_the_process_may_use():
+    assert cores_text({"cores": 64, "usable_cores": 2}) == "64 cores, 2 usable by this process"
+    assert cores_text({"cores": 8, "usable_cores": 8}) == "8 cores"
+    assert cores_text({"cores": 8}) == "8 cores"    # a report written before usable_cores was recorded
