@@ -3,9 +3,12 @@
 os.cpu_count() counts the host's CPUs, and ONNX Runtime sizes its default thread pool by the
 host's physical cores. Inside `docker run --cpus=2` (a cgroup CPU quota, as a Kubernetes limit
 sets) or `--cpuset-cpus=0-1` (an affinity mask) on a many-core host, that is a pool of threads
-the process cannot run at once: they queue behind the quota, and decoding, whose threads meet at
-every node, slows by several times. A cpuset has a second cost: ONNX Runtime pins its default
-threads to cores the process may not use, and logs pthread_setaffinity_np errors.
+the process cannot run at once: they spend each period's quota early and then all wait, and
+decoding, whose threads meet at every node, stalls (benchmarks/cpu_quota.py: in a 1-CPU quota on
+2 cores, int4 decoding at 0.64x the tokens per second of one thread, p90 per token 6-7x). An
+affinity mask has a second cost: ONNX Runtime pins its default threads to cores itself, which
+fails inside a cgroup cpuset (pthread_setaffinity_np errors in the log) and outside one (taskset)
+takes cores the user had kept free.
 
 usable_cores() reads both limits (the affinity mask; a cgroup v2 cpu.max or a v1 CFS quota, on
 the process's own cgroup and the ones above it), and default_threads() is what a session takes
@@ -38,11 +41,19 @@ def usable_cores(root: Path = Path("/")) -> int:
 
 def default_threads() -> int | None:
     """A session's intra-op threads when the caller names none (module docstring). A user's
-    ORT_INTRA_OP_NUM_THREADS is left to ONNX Runtime, which reads it (1.24 and later)."""
+    ORT_INTRA_OP_NUM_THREADS is left to ONNX Runtime, which sizes its default pool by it (1.32
+    does; older releases may not read it)."""
     if os.environ.get(ORT_THREADS_ENV):
         return None
     usable = usable_cores()
     return usable if usable < (os.cpu_count() or 1) else None
+
+
+def named_threads() -> int | None:
+    """The count a user set in ORT_INTRA_OP_NUM_THREADS, or None (not set, or not a positive
+    whole number: ONNX Runtime itself refuses that when it reads it)."""
+    value = os.environ.get(ORT_THREADS_ENV, "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else None
 
 
 def cgroup_cpu_quota(root: Path = Path("/")) -> float | None:

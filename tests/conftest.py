@@ -3,10 +3,13 @@ import os
 from edgegen.cpus import usable_cores
 
 # pytest-xdist (pyproject's addopts): each worker takes its share of the cores for torch's
-# threads, set before torch is imported; two workers of two threads each on two cores contend.
+# threads (set before torch is imported) and for ONNX Runtime's default pools (which read
+# ORT_INTRA_OP_NUM_THREADS); two workers of two threads each on two cores contend, and ONNX
+# Runtime's threads spin between runs.
 if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
-    os.environ.setdefault("OMP_NUM_THREADS",
-                          str(max(1, usable_cores() // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
+    share = str(max(1, usable_cores() // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+    os.environ.setdefault("OMP_NUM_THREADS", share)
+    os.environ.setdefault("ORT_INTRA_OP_NUM_THREADS", share)
 
 import shutil
 from pathlib import Path

@@ -7,7 +7,7 @@ import pytest
 
 import edgegen
 from edgegen import cpus
-from edgegen.bench import cores_text
+from edgegen.bench import bench_package, cores_text
 
 
 def fake_root(tmp_path: Path, memberships: str, mounts: str, files: dict[str, str]) -> Path:
@@ -83,6 +83,12 @@ def test_default_threads_only_where_the_process_is_held_to_fewer_cores(monkeypat
     assert cpus.default_threads() is None           # ONNX Runtime's own pool: a thread per physical core
 
 
+def test_a_thread_count_named_in_the_environment_is_read_as_onnx_runtime_reads_it(monkeypatch):
+    for value, count in (("3", 3), (" 2 ", 2), ("0", None), ("-1", None), ("many", None), ("", None)):
+        monkeypatch.setenv(cpus.ORT_THREADS_ENV, value)
+        assert cpus.named_threads() == count
+
+
 def test_a_session_held_to_one_core_runs_one_thread(trained, monkeypatch):
     monkeypatch.delenv(cpus.ORT_THREADS_ENV, raising=False)
     monkeypatch.setattr(cpus, "usable_cores", lambda root=None: 1)
@@ -92,6 +98,14 @@ def test_a_session_held_to_one_core_runs_one_thread(trained, monkeypatch):
     assert session.inference_session.get_session_options().intra_op_num_threads == 1
     named = edgegen.load(trained["gan"][1], backend="ort-cpu", threads=2).sessions["generator"]
     assert named.inference_session.get_session_options().intra_op_num_threads == 2   # a caller's count wins
+
+
+def test_bench_runs_the_count_named_in_the_environment_else_one_per_usable_core(trained, monkeypatch):
+    monkeypatch.setenv(cpus.ORT_THREADS_ENV, "1")
+    assert bench_package(trained["gan"][1], batch=1, iters=2, warmup=0)["threads"] == 1
+    monkeypatch.delenv(cpus.ORT_THREADS_ENV)
+    monkeypatch.setattr(cpus.os, "sched_getaffinity", lambda pid: {0}, raising=False)   # a cpuset of one core
+    assert bench_package(trained["gan"][1], batch=1, iters=2, warmup=0)["threads"] == 1
 
 
 def test_the_machine_line_says_how_many_cores_the_process_may_use():
