@@ -13,7 +13,7 @@ reference. Each process decodes 128 tokens after a 128-token prompt, greedy, thr
 table has the median of the rounds: tokens per second over the whole generation, time per
 output token p50 and p90, and how many periods the cgroup throttled during the run.
 
-    sudo python benchmarks/cpu_quota.py [--cpus 1] [--rounds 3] [--out benchmarks/results]
+    python benchmarks/cpu_quota.py [--cpus 1] [--rounds 3] [--out benchmarks/results]   # as root
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ import numpy as np
 from edgegen.bench import cores_text, machine_info, write_results
 
 PERIOD_US = 100_000
+MIN_QUOTA_US = 1_000   # the least quota the kernel takes
 PROMPT, NEW, REPEATS = 128, 128, 3
 POOLS = {"ONNX Runtime's default pool": "ort", "edgegen's default": "edgegen"}
 
@@ -52,7 +53,11 @@ def make_package(root: Path) -> Path:
 def quota_cgroup(cpus: float) -> tuple[Path, Path]:
     """A new cgroup allowed `cpus` CPUs of time per period: (its folder, the file a process joins by)."""
     name, quota = f"edgegen-quota-{os.getpid()}", int(cpus * PERIOD_US)
+    if quota < MIN_QUOTA_US:
+        sys.exit(f"cpu_quota: expected --cpus of at least {MIN_QUOTA_US / PERIOD_US:g} (the kernel's least quota), "
+                 f"found {cpus:g}")
     v1, v2 = Path("/sys/fs/cgroup/cpu"), Path("/sys/fs/cgroup")
+    folder = None
     try:
         if (v1 / "cpu.cfs_quota_us").exists():
             folder = v1 / name
@@ -66,6 +71,8 @@ def quota_cgroup(cpus: float) -> tuple[Path, Path]:
             (folder / "cpu.max").write_text(f"{quota} {PERIOD_US}")
             return folder, folder / "cgroup.procs"
     except OSError as exc:
+        if folder is not None and folder.is_dir():
+            folder.rmdir()   # made, but its quota refused: not left behind
         sys.exit(f"cpu_quota: expected to make a cgroup with a CPU quota (root, a writable cgroup file system), "
                  f"found: {exc}")
     sys.exit("cpu_quota: expected a cgroup cpu controller (v1 at /sys/fs/cgroup/cpu, or v2 with cpu in the "
@@ -99,7 +106,7 @@ def worker(pool: str, package: str) -> None:
         stamps = [time.perf_counter() for _ in llm.stream(prompt, max_new_tokens=NEW, do_sample=False)]
         rates.append(NEW / (stamps[-1] - start))
         gaps.extend(np.diff(stamps) * 1e3)
-    print(json.dumps({"threads": llm.decoder.threads, "tokens_per_s": float(np.median(rates)),
+    print(json.dumps({"threads": None if pool == "ort" else llm.decoder.threads, "tokens_per_s": float(np.median(rates)),
                       "tpot_p50_ms": float(np.percentile(gaps, 50)), "tpot_p90_ms": float(np.percentile(gaps, 90))}))
 
 
@@ -123,7 +130,10 @@ def main() -> None:
                     runs[name].append({**run_worker(package, pool, join), "throttled": throttled(folder) - before})
                 runs["edgegen's default, no quota"].append({**run_worker(package, "edgegen", None), "throttled": None})
     finally:
-        folder.rmdir()
+        try:
+            folder.rmdir()
+        except OSError as exc:   # not over an error of the run's own
+            print(f"cpu_quota: could not remove the cgroup {folder}: {exc}", file=sys.stderr)
     rows = [{"pool": name, "threads": results[0]["threads"],
              **{key: float(np.median([r[key] for r in results])) for key in ("tokens_per_s", "tpot_p50_ms", "tpot_p90_ms")},
              "throttled": None if results[0]["throttled"] is None else int(np.median([r["throttled"] for r in results]))}
@@ -136,7 +146,7 @@ def main() -> None:
              "| threads | pool | tokens/s | TPOT p50 ms | TPOT p90 ms | periods throttled |", "|---|---|---|---|---|---|"]
     lines += [f"| {r['threads'] or 'ONNX Runtime default'} | {r['pool']} | {r['tokens_per_s']:.1f} | {r['tpot_p50_ms']:.2f} | "
               f"{r['tpot_p90_ms']:.2f} | {'-' if r['throttled'] is None else r['throttled']} |" for r in rows]
-    write_results(args.out, "cpu_quota", {"machine": machine, "cpus": args.cpus, "rows": rows}, "\n".join(lines) + "\n")
+    write_results(args.out, "cpu_quota", {"machine": machine, "cpus": args.cpus, "rounds": args.rounds, "rows": rows}, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from typing import Callable
 
 import numpy as np
 
-from .cpus import named_threads, usable_cores
+from .cpus import session_threads, usable_cores
 from .errors import ConfigError, PackageError
 from .families import GenerationCall
 from .families import get as get_family
@@ -161,8 +161,7 @@ def bench_package(path: str | os.PathLike, batch: int = 8, iters: int = 200, war
         raise ConfigError("--steps: expected the whole generation it sets, found --no-generation with it")
     if prompt_lookup < 0:
         raise ConfigError(f"--prompt-lookup: expected a number of draft tokens (0 or more), found {prompt_lookup}")
-    # the user's ORT_INTRA_OP_NUM_THREADS, else one per core the process may use (a container's quota, a cpuset)
-    threads = threads or named_threads() or usable_cores()
+    threads = threads or session_threads()   # what load() runs by default, named (cpus.py)
     pipe = load(path, backend=backend, threads=threads, precision=precision)
     if get_family(pipe.family).bench == "tokens":
         if steps is not None:

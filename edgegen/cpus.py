@@ -5,23 +5,28 @@ host's physical cores. Inside `docker run --cpus=2` (a cgroup CPU quota, as a Ku
 sets) or `--cpuset-cpus=0-1` (an affinity mask) on a many-core host, that is a pool of threads
 the process cannot run at once: they spend each period's quota early and then all wait, and
 decoding, whose threads meet at every node, stalls (benchmarks/cpu_quota.py: in a 1-CPU quota on
-2 cores, int4 decoding at 0.64x the tokens per second of one thread, p90 per token 6-7x). An
+2 cores, int4 decoding at 0.64x-0.65x the tokens per second of one thread, p90 per token 1.9x-7x). An
 affinity mask has a second cost: ONNX Runtime pins its default threads to cores itself, which
 fails inside a cgroup cpuset (pthread_setaffinity_np errors in the log) and outside one (taskset)
 takes cores the user had kept free.
 
 usable_cores() reads both limits (the affinity mask; a cgroup v2 cpu.max or a v1 CFS quota, on
-the process's own cgroup and the ones above it), and default_threads() is what a session takes
-when the caller names no thread count: the usable cores where they are fewer than the machine's,
-else None (ONNX Runtime's own default: a thread per physical core, which SMT siblings would only
-slow, or the count a user set in ORT_INTRA_OP_NUM_THREADS).
+the process's own cgroup and the ones above it). A session the caller names no thread count for
+runs session_threads(): the count a user set in ORT_INTRA_OP_NUM_THREADS (ONNX Runtime reads it
+itself), else one thread per physical core it may use (SMT siblings would only slow it, which is
+why ONNX Runtime counts physical cores), capped by the quota. default_threads() is the count
+edgegen passes ONNX Runtime for that: None (ONNX Runtime's own default) unless the process is held
+to fewer physical cores than the machine has.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import re
 from pathlib import Path
+
+from .errors import ConfigError
 
 ORT_THREADS_ENV = "ORT_INTRA_OP_NUM_THREADS"
 
@@ -29,40 +34,76 @@ ORT_THREADS_ENV = "ORT_INTRA_OP_NUM_THREADS"
 def usable_cores(root: Path = Path("/")) -> int:
     """The CPUs this process may run on at once: its affinity mask, capped by a cgroup CPU quota
     rounded up (1.5 CPUs of quota run 2 threads at once, each part of the time)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):   # not Linux
-        cores = os.cpu_count() or 1
+    cores = len(_affinity())
     quota = cgroup_cpu_quota(root)
     if quota is not None:
         cores = min(cores, math.ceil(quota))
     return max(1, cores)
 
 
+def session_threads() -> int:
+    """The intra-op threads a session runs when the caller names none (module docstring)."""
+    return named_threads() or default_threads() or physical_cores(_all_cpus())
+
+
 def default_threads() -> int | None:
-    """A session's intra-op threads when the caller names none (module docstring). A user's
-    ORT_INTRA_OP_NUM_THREADS is left to ONNX Runtime, which sizes its default pool by it (1.32
-    does; older releases may not read it)."""
-    if os.environ.get(ORT_THREADS_ENV):
+    """The thread count edgegen passes ONNX Runtime when the caller names none: the physical cores
+    this process may use, where a quota or an affinity mask holds it to fewer than the machine's;
+    else None, ONNX Runtime's own default (a thread per physical core of the machine; the count in
+    ORT_INTRA_OP_NUM_THREADS where a user set one, which ONNX Runtime 1.32 reads)."""
+    if named_threads() is not None:
         return None
-    usable = usable_cores()
-    return usable if usable < (os.cpu_count() or 1) else None
+    usable = min(usable_cores(), physical_cores(_affinity()))
+    return usable if usable < physical_cores(_all_cpus()) else None
 
 
 def named_threads() -> int | None:
-    """The count a user set in ORT_INTRA_OP_NUM_THREADS, or None (not set, or not a positive
-    whole number: ONNX Runtime itself refuses that when it reads it)."""
-    value = os.environ.get(ORT_THREADS_ENV, "").strip()
-    return int(value) if value.isdigit() and int(value) > 0 else None
+    """The count a user set in ORT_INTRA_OP_NUM_THREADS: None where it is unset, empty or 0 (ONNX
+    Runtime's own default); anything but a whole number is refused here, as ONNX Runtime refuses it."""
+    value = os.environ.get(ORT_THREADS_ENV, "")
+    if not value.isascii() or not value.isdigit():
+        if value:
+            raise ConfigError(f"{ORT_THREADS_ENV}: expected a whole number of threads (0: ONNX Runtime's default), "
+                              f"found {value!r}")
+        return None
+    return int(value) or None
+
+
+def physical_cores(cpus: set[int], root: Path = Path("/")) -> int:
+    """How many physical cores the logical CPUs `cpus` lie on: SMT siblings share one (Linux's
+    topology files); where those cannot be read, each CPU counts as one."""
+    cores = set()
+    for cpu in cpus:
+        topology = root / f"sys/devices/system/cpu/cpu{cpu}/topology"
+        try:
+            siblings = (topology / "core_cpus_list").read_text().strip()
+        except OSError:
+            try:
+                siblings = (topology / "thread_siblings_list").read_text().strip()
+            except OSError:
+                siblings = f"cpu{cpu}"
+        cores.add(siblings)
+    return max(1, len(cores))
+
+
+def _affinity() -> set[int]:
+    try:
+        return set(os.sched_getaffinity(0))
+    except (AttributeError, OSError):   # not Linux
+        return _all_cpus()
+
+
+def _all_cpus() -> set[int]:
+    return set(range(os.cpu_count() or 1))
 
 
 def cgroup_cpu_quota(root: Path = Path("/")) -> float | None:
     """The CPUs' worth of time a cgroup quota allows this process (the smallest quota on its
     cgroup and those above it), or None where none is set or the files cannot be read. `root`
     is the file system's root (a test's fake one)."""
-    try:
-        memberships = (root / "proc/self/cgroup").read_text().splitlines()
-        mounts = (root / "proc/self/mountinfo").read_text().splitlines()
+    try:   # mount points are bytes to the kernel: one that is not UTF-8 must not stop a load
+        memberships = (root / "proc/self/cgroup").read_bytes().decode("utf-8", "surrogateescape").splitlines()
+        mounts = (root / "proc/self/mountinfo").read_bytes().decode("utf-8", "surrogateescape").splitlines()
     except OSError:
         return None
     quotas = []
@@ -84,9 +125,11 @@ def cgroup_cpu_quota(root: Path = Path("/")) -> float | None:
 def _cgroup_folders(root: Path, mounts: list[str], path: str, v2: bool) -> list[Path]:
     """The folders of cgroup `path` and of those above it, up to its hierarchy's mount. A mount's
     own root may be a cgroup below the hierarchy's (a container's, bind-mounted): the path is
-    taken relative to it, or, where it lies outside (no cgroup namespace), the mount alone."""
+    taken relative to the mount whose root holds it most closely, or, where none holds it (no
+    cgroup namespace), relative to none: the first mount alone."""
+    candidates = []
     for line in mounts:
-        # "36 25 0:30 /mount/root /sys/fs/cgroup/cpu rw,... - cgroup cgroup rw,cpu,cpuacct"
+        # "36 25 0:30 /mount/root /sys/fs/cgroup/cpu rw,... [optional fields] - cgroup cgroup rw,cpu,cpuacct"
         fields, _, tail = line.partition(" - ")
         fields, tail = fields.split(), tail.split()
         if len(fields) < 5 or len(tail) < 3:
@@ -94,11 +137,21 @@ def _cgroup_folders(root: Path, mounts: list[str], path: str, v2: bool) -> list[
         fs_type, options = tail[0], tail[2].split(",")
         if (fs_type != "cgroup2") if v2 else (fs_type != "cgroup" or "cpu" not in options):
             continue
-        mount_root, mount_point = fields[3], root / fields[4].lstrip("/")
-        relative = Path(path).relative_to(mount_root) if Path(path).is_relative_to(mount_root) else Path()
-        folder = mount_point / relative
-        return [folder, *[p for p in folder.parents if p.is_relative_to(mount_point)]]
-    return []
+        candidates.append((Path(_unescape(fields[3])), root / _unescape(fields[4]).lstrip("/")))
+    holding = [(mount_root, point) for mount_root, point in candidates if Path(path).is_relative_to(mount_root)]
+    if holding:
+        mount_root, mount_point = max(holding, key=lambda c: len(c[0].parts))
+        folder = mount_point / Path(path).relative_to(mount_root)
+    elif candidates:
+        folder = mount_point = candidates[0][1]
+    else:
+        return []
+    return [folder, *[p for p in folder.parents if p.is_relative_to(mount_point)]]
+
+
+def _unescape(field: str) -> str:
+    """mountinfo's octal escapes (a space is \\040) back to characters."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
 def _read_quota(folder: Path, v2: bool) -> float | None:

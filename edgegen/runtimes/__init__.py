@@ -83,8 +83,9 @@ def load(path: str | os.PathLike, backend: str = "auto", threads: int | None = N
 
     backend: "auto" (the fastest present), "ort-cpu", "ort-cuda", "ort-tensorrt", or "tensorrt"
     (engines built and cached by edgegen, run through TensorRT's API; not yet measured on a GPU).
-    threads: ONNX Runtime intra-op threads (default: ONNX Runtime's, a thread per physical core; one per
-        core allowed where a container's CPU quota or a cpuset allows fewer: edgegen.cpus).
+    threads: ONNX Runtime intra-op threads (default: ONNX Runtime's, a thread per physical core or
+        ORT_INTRA_OP_NUM_THREADS; one per core allowed where a container's CPU quota or a cpuset
+        allows fewer physical cores than the machine's: edgegen.cpus).
     cache_dir: where TensorRT engines are cached (default: inside the package).
     precision: "fp32", or "int8" / "fp16" for the variants `edgegen optimize` added.
     """

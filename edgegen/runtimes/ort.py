@@ -16,7 +16,7 @@ import onnxruntime as ort
 from ..errors import BackendError, InputError, PackageError, not_one_of
 from ..package import TensorSpec
 from .backends import ORT_BACKENDS
-from ..cpus import default_threads
+from ..cpus import default_threads, session_threads
 from .session import Session, check_feeds
 
 # ONNX Runtime's element type strings, mapped to the numpy names the manifest uses.
@@ -126,9 +126,9 @@ class OrtSession(Session):
         self.backend = backend
         self.path = Path(path)
         # None: ONNX Runtime's own pool, unless a container or cpuset allows fewer cores (cpus.py)
-        threads = default_threads() if threads is None else threads
-        self.threads = threads
-        options, providers = session_options(threads, spin), provider_list(backend, cache_dir)
+        self.threads = session_threads() if threads is None else threads
+        options = session_options(default_threads() if threads is None else threads, spin)
+        providers = provider_list(backend, cache_dir)
         try:
             self._session = ort.InferenceSession(str(path), sess_options=options, providers=providers,
                                                  disabled_optimizers=list(disabled_optimizers) or None)
