@@ -29,25 +29,14 @@ from pathlib import Path
 
 import numpy as np
 
+from llama import int4_package
+
 from edgegen.bench import cores_text, machine_info, write_results
 
 PERIOD_US = 100_000
 MIN_QUOTA_US = 1_000   # the least quota the kernel takes
 PROMPT, NEW, REPEATS = 128, 128, 3
 POOLS = {"ONNX Runtime's default pool": "ort", "edgegen's default": "edgegen"}
-
-
-def make_package(root: Path) -> Path:
-    """The random 124M Llama, imported, with its int4 variant (the gate lowered: speed only, as
-    in benchmarks/llama.py)."""
-    from llama import save_random_llama
-
-    from edgegen.export import export_transformers
-    from edgegen.optimize import optimize_package
-
-    package = export_transformers("llama", save_random_llama(root / "hf"), root / "edgegen")
-    optimize_package(package, "int4", gate_threshold=0.0, max_8bit_share=0, progress=lambda line: None)
-    return package
 
 
 def quota_cgroup(cpus: float) -> tuple[Path, Path]:
@@ -122,7 +111,7 @@ def main() -> None:
     folder, join = quota_cgroup(args.cpus)
     try:
         with tempfile.TemporaryDirectory(prefix="edgegen-cpu-quota-") as scratch:
-            package = make_package(Path(scratch))
+            package = int4_package(Path(scratch))
             runs = {name: [] for name in (*POOLS, "edgegen's default, no quota")}
             for _ in range(args.rounds):
                 for name, pool in POOLS.items():

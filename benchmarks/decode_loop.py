@@ -29,22 +29,12 @@ from unittest import mock
 
 import numpy as np
 
+from llama import int4_package
+
 from edgegen.bench import machine_info, write_results
 from edgegen.runtimes.ort import OrtBinding
 
 THREADS, PROMPT, NEW = 2, 128, 128
-
-
-def make_package(root: Path) -> Path:
-    from llama import save_random_llama
-
-    from edgegen.export import export_transformers
-    from edgegen.optimize import optimize_package
-
-    package = export_transformers("llama", save_random_llama(root / "hf"), root / "edgegen")
-    # random weights: flat logits, so the gate is lowered (speed only, as in benchmarks/llama.py)
-    optimize_package(package, "int4", gate_threshold=0.0, max_8bit_share=0, progress=lambda line: None)
-    return package
 
 
 def pipeline_times(llm, prompt: list[int], stubbed: bool = False) -> dict:
@@ -107,7 +97,7 @@ def main() -> None:
     args = parser.parse_args()
     prompt = np.random.default_rng(0).integers(3, 32000, PROMPT).tolist()
     with tempfile.TemporaryDirectory(prefix="edgegen-decode-loop-") as scratch:
-        llm = load(make_package(Path(scratch)), precision="int4", threads=THREADS)
+        llm = load(int4_package(Path(scratch)), precision="int4", threads=THREADS)
         llm.generate(prompt, max_new_tokens=8, do_sample=False)   # warm-up
         runs = {"pipeline": [], "least loop": [], "pipeline, decode runs stubbed out": []}
         for _ in range(args.rounds):

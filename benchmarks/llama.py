@@ -54,6 +54,17 @@ def save_random_llama(folder: Path) -> Path:
     return folder
 
 
+def int4_package(root: Path) -> Path:
+    """The random Llama imported into an edgegen package in root/edgegen, with its int4 variant:
+    every weight at 4 bits, the gate lowered (random weights have flat logits; speed only)."""
+    from edgegen.export import export_transformers
+    from edgegen.optimize import optimize_package
+
+    package = export_transformers("llama", save_random_llama(root / "hf"), root / "edgegen")
+    optimize_package(package, "int4", gate_threshold=0.0, max_8bit_share=0, progress=lambda line: None)
+    return package
+
+
 def make_models(root: Path, optimum: bool = True) -> dict:
     """The checkpoint, edgegen's packages and GenAI's builder models (and optimum-onnx's export),
     made once per run."""
