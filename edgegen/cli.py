@@ -633,7 +633,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="auto", help="edgegen's backend inside Python-backend models: auto, ort-cpu, "
                    "ort-cuda or ort-tensorrt")
     p.add_argument("--threads", type=int, default=0,
-                   help="ONNX Runtime threads per Python-backend instance (0: one per core)")
+                   help="ONNX Runtime threads per instance, Python-backend or onnxruntime backend (0: a "
+                        "Python-backend instance takes its share of the cores, the onnxruntime backend its default)")
     p.add_argument("--force", action="store_true", help="replace model folders that exist in --out (Triton model folders "
                    "only, never a folder of other files)")
     p.set_defaults(func=_cmd_triton)

@@ -16,7 +16,8 @@ runs session_threads(): the count a user set in ORT_INTRA_OP_NUM_THREADS (ONNX R
 itself), else one thread per physical core it may use (SMT siblings would only slow it, which is
 why ONNX Runtime counts physical cores), capped by the quota. default_threads() is the count
 edgegen passes ONNX Runtime for that: None (ONNX Runtime's own default) unless the process is held
-to fewer physical cores than the machine has.
+to fewer physical cores than the machine has. Sessions that run side by side, each in its own
+process (Triton's model instances), share those cores: shared_threads() divides them.
 """
 
 from __future__ import annotations
@@ -55,6 +56,16 @@ def default_threads() -> int | None:
         return None
     usable = min(usable_cores(), physical_cores(_affinity()))
     return usable if usable < physical_cores(_all_cpus()) else None
+
+
+def shared_threads(sharers: int) -> int | None:
+    """The intra-op threads each of `sharers` sessions runs where they run at once, each in its own
+    process, on the cores this process may use (Triton's model instances) and the caller names no
+    count: the default count divided among them, at least one each. None (the default, as one
+    session runs it) for a single session, or where ORT_INTRA_OP_NUM_THREADS names the count."""
+    if sharers <= 1 or named_threads() is not None:
+        return None
+    return max(1, session_threads() // sharers)
 
 
 def named_threads() -> int | None:

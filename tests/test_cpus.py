@@ -137,6 +137,17 @@ def test_default_threads_only_where_the_process_is_held_to_fewer_physical_cores(
     assert cpus.default_threads() == 4
 
 
+def test_sessions_side_by_side_share_the_default_count(monkeypatch):
+    """Triton's instances, each its own process: N of them divide the count one session would run."""
+    smt_host(monkeypatch, logical=16, usable=12)    # one session: ONNX Runtime's own 8
+    assert cpus.shared_threads(1) is None
+    assert [cpus.shared_threads(n) for n in (2, 3, 8, 9)] == [4, 2, 1, 1]
+    smt_host(monkeypatch, logical=64, usable=2)     # a 2-CPU quota on a big host
+    assert [cpus.shared_threads(n) for n in (2, 4)] == [1, 1]
+    monkeypatch.setenv(cpus.ORT_THREADS_ENV, "3")   # the user's count per session: left to ONNX Runtime
+    assert cpus.shared_threads(4) is None
+
+
 def test_a_thread_count_in_the_environment_is_read_as_onnx_runtime_reads_it(monkeypatch):
     for value, count in (("3", 3), ("0", None), ("", None)):
         monkeypatch.setenv(cpus.ORT_THREADS_ENV, value)

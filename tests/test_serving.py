@@ -12,11 +12,13 @@ import numpy as np
 import pytest
 
 import edgegen
+from edgegen import cpus
 from edgegen.cli import main
 from edgegen.errors import ConfigError, OutputExistsError
 from edgegen.serving.local_server import local_server, pytriton_root
 from edgegen.serving.requests import Field, arguments
 from edgegen.serving.triton import RepositoryOptions, write_repository
+from edgegen.serving.triton_model import instance_threads
 from edgegen.training.train import train
 from edgegen.export import export_checkpoint
 
@@ -93,6 +95,31 @@ def test_an_onnxruntime_backend_model_is_the_packages_graph(onnxruntime_reposito
     (image,) = session.run([config.output[0].name], {config.input[0].name: z})
     assert image.shape[1:] == tuple(config.output[0].dims)
     np.testing.assert_array_equal(image, edgegen.load(trained["vae"][1]).decode(z))
+
+
+def test_threads_per_instance_reach_either_backend(trained, tmp_path, monkeypatch):
+    """A count given is written for Triton's onnxruntime backend under its own key, and for a
+    Python-backend model under edgegen's; without one, each Python-backend instance takes its
+    share of the cores (cpus.shared_threads), read from the config Triton hands it."""
+    write_repository([str(trained["vae"][1])], tmp_path / "named", RepositoryOptions(threads=2, instances=3), report=QUIET)
+    write_repository([str(trained["vae"][1])], tmp_path / "default", report=QUIET)
+    named = read_config(tmp_path / "named" / "vae")
+    assert named.parameters["intra_op_thread_count"].string_value == "2" and named.instance_group[0].count == 3
+    assert "intra_op_thread_count" not in read_config(tmp_path / "default" / "vae").parameters
+
+    monkeypatch.setattr(cpus, "session_threads", lambda: 4)
+    monkeypatch.delenv(cpus.ORT_THREADS_ENV, raising=False)
+    as_triton_hands_it = {"instance_group": [{"name": "gan_0", "kind": "KIND_CPU", "count": 3}]}
+    assert instance_threads(as_triton_hands_it, {"edgegen_threads": "0"}) == 1
+    assert instance_threads({"instance_group": [{"count": 2}]}, {"edgegen_threads": "0"}) == 2
+    assert instance_threads({"instance_group": [{"count": 1}]}, {"edgegen_threads": "0"}) is None   # the default
+    assert instance_threads(as_triton_hands_it, {"edgegen_threads": "2"}) == 2   # the count written wins
+    write_repository([str(trained["gan"][1])], tmp_path / "python", RepositoryOptions(graph_backend="python", instances=2),
+                     report=QUIET)
+    config = read_config(tmp_path / "python" / "gan")
+    parameters = {k: v.string_value for k, v in config.parameters.items()}
+    instances = [{"count": group.count} for group in config.instance_group]
+    assert instance_threads({"instance_group": instances}, parameters) == 2
 
 
 def test_refusals_leave_the_repository_as_it_was(repository, trained, tmp_path):

@@ -70,7 +70,10 @@ class RepositoryOptions:
     kind: str = "cpu"                   # where they run: KIND_CPU or KIND_GPU
     precision: str = "fp32"             # or a variant `edgegen optimize` wrote
     backend: str = "auto"               # edgegen's backend inside a Python-backend model
-    threads: int = 0                    # ONNX Runtime threads per Python-backend instance (0: one per core)
+    # ONNX Runtime threads per instance, of a Python-backend model or Triton's onnxruntime backend;
+    # 0: a Python-backend instance takes its share of the cores it may use (cpus.shared_threads),
+    # Triton's onnxruntime backend its own default (a thread per physical core, per instance)
+    threads: int = 0
 
     def problems(self) -> list[str]:
         problems = []
@@ -232,7 +235,11 @@ def config_text(plan: _Plan, options: RepositoryOptions) -> str:
     if plan.backend == "python":
         parameters = {"edgegen_route": plan.route, "edgegen_graph": plan.graph or "", "edgegen_backend": options.backend,
                       "edgegen_threads": str(options.threads), "edgegen_precision": options.precision}
-        lines += [f'parameters {{ key: "{k}" value: {{ string_value: {json.dumps(v)} }} }}' for k, v in parameters.items()]
+    elif plan.backend == "onnxruntime" and options.threads:
+        parameters = {"intra_op_thread_count": str(options.threads)}   # the backend's own key
+    else:
+        parameters = {}
+    lines += [f'parameters {{ key: "{k}" value: {{ string_value: {json.dumps(v)} }} }}' for k, v in parameters.items()]
     return "\n".join(lines) + "\n"
 
 

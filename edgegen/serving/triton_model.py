@@ -14,10 +14,20 @@ from pathlib import Path
 
 import numpy as np
 
+from ..cpus import shared_threads
 from ..errors import EdgegenError, InputError
 from ..families import get as get_family
 from ..runtimes import load
 from .requests import arguments, served
+
+
+def instance_threads(config: dict, parameters: dict) -> int | None:
+    """ONNX Runtime threads for this instance: the count `edgegen triton --threads` wrote, else the
+    default's share. Each instance is its own process on the same cores, and N instances each
+    running the whole count would run N threads per core, which spin and stall each other."""
+    named = int(parameters.get("edgegen_threads") or 0)
+    instances = sum(int(group.get("count", 1)) for group in config.get("instance_group", [])) or 1
+    return named or shared_threads(instances)
 
 
 class TritonPythonModel:
@@ -31,7 +41,7 @@ class TritonPythonModel:
         parameters = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
         folder = Path(args["model_repository"]) / args["model_version"]
         self.pipe = load(folder / "package", backend=parameters.get("edgegen_backend", "auto"),
-                         threads=int(parameters.get("edgegen_threads") or 0) or None,
+                         threads=instance_threads(config, parameters),
                          precision=parameters.get("edgegen_precision", "fp32"))
         self.route = parameters.get("edgegen_route", "pipeline")
         self.decoupled = pb_utils.using_decoupled_model_transaction_policy(config)
