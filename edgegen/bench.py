@@ -123,7 +123,8 @@ def eager_modules(reference: str | os.PathLike, pipe) -> dict:
 
 
 def torch_runners(checkpoint: str | os.PathLike, pipe, feeds: dict[str, dict[str, np.ndarray]], threads: int):
-    """PyTorch eager runners for the package's graphs (see eager_modules)."""
+    """PyTorch eager runners for the package's graphs (see eager_modules), at `threads` threads
+    until bench_package returns (torch_threads_kept)."""
     import torch
 
     torch.set_num_threads(threads)
@@ -139,6 +140,22 @@ def torch_runners(checkpoint: str | os.PathLike, pipe, feeds: dict[str, dict[str
     return runners, torch.__version__
 
 
+@contextlib.contextmanager
+def torch_threads_kept(vs_torch):
+    """torch's thread count as the caller had it once bench returns: the eager runners set the
+    process-wide count to bench's, and bench runs in a user's process (a notebook that trains next)."""
+    if vs_torch is None:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def bench_package(path: str | os.PathLike, batch: int = 8, iters: int = 200, warmup: int = 20, backend: str = "auto",
                   threads: int | None = None, vs_torch: str | os.PathLike | None = None, precision: str = "fp32",
                   shapes: dict[str, int] | None = None, energy: bool = True, prompt_lookup: int = 0,
@@ -151,6 +168,13 @@ def bench_package(path: str | os.PathLike, batch: int = 8, iters: int = 200, war
     lookup decoding), side by side with the plain loop.
     generation: then time a whole generation where the family's is more than one graph call
     (time_generation), at `steps` sampler steps where given (else the family's default)."""
+    with torch_threads_kept(vs_torch):
+        return _bench_package(path, batch, iters, warmup, backend, threads, vs_torch, precision, shapes, energy,
+                              prompt_lookup, generation, steps)
+
+
+def _bench_package(path, batch, iters, warmup, backend, threads, vs_torch, precision, shapes, energy, prompt_lookup,
+                   generation, steps) -> dict:
     from .runtimes import load
 
     if batch < 1 or iters < 1 or warmup < 0:
@@ -422,7 +446,7 @@ def torch_generation(checkpoint, pipe, prompts: list[list[int]], threads: int):
 
     with source_model(pipe.package, checkpoint) as (ckpt, _):
         model = ckpt.model
-    torch.set_num_threads(threads)
+    torch.set_num_threads(threads)   # until bench_package returns (torch_threads_kept)
     ids = torch.tensor(prompts)
     return (lambda: model.greedy_cached(ids, NEW_TOKENS)), torch.__version__
 

@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from edgegen.cli import main
 
@@ -98,8 +99,14 @@ def test_a_builtin_data_name_is_not_a_path_training_reads(tmp_path, monkeypatch,
 def test_bench_writes_the_report(trained, tmp_path, capsys):
     ckpt, pkg = trained["vae"]
     report_path = tmp_path / "bench.json"
-    code, out, _ = run_cli(capsys, "bench", pkg, "--batch", "8", "--iters", "20", "--warmup", "2",
-                           "--json", report_path, "--vs-torch", ckpt, "--threads", "1")
+    callers = torch.get_num_threads() + 1
+    torch.set_num_threads(callers)
+    try:
+        code, out, _ = run_cli(capsys, "bench", pkg, "--batch", "8", "--iters", "20", "--warmup", "2",
+                               "--json", report_path, "--vs-torch", ckpt, "--threads", "1")
+        assert torch.get_num_threads() == callers   # bench ran torch at 1 thread, then gave the count back
+    finally:
+        torch.set_num_threads(callers - 1)
     assert code == 0
     assert "| decoder | edgegen ort-cpu |" in out and "| decoder | torch eager |" in out
     report = json.loads(report_path.read_text())
