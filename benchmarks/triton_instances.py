@@ -4,8 +4,9 @@ wheel's tritonserver on CPU, from .venv-triton: docs/serving.md), under 4 concur
 
 Each Python-backend instance is its own process. Three repositories, rounds interleaved:
 - one instance, the default threads (one per core this process may use);
-- two instances, each running that whole count (what the default was before an instance took
-  its share: on 2 cores, 4 threads that spin between runs);
+- two instances, each running that whole count, passed as --threads (before an instance took its
+  share, each ran ONNX Runtime's own pool of as many threads, also pinned: on 2 cores, 4 threads
+  that spin between runs);
 - two instances at the default now: each its share of the cores (cpus.shared_threads).
 
     python benchmarks/triton_instances.py [--rounds 3] [--seconds 8] [--out benchmarks/results]
@@ -29,11 +30,14 @@ MODEL = "gpt-stdlib"
 CONCURRENCY = 4
 
 
+ONE = "1 instance, default threads"
+WHOLE = "2 instances, each the whole count"
+SHARE = "2 instances, default threads (each its share)"
+
+
 def setups() -> dict[str, RepositoryOptions]:
-    whole = session_threads()
-    return {"1 instance, default threads": RepositoryOptions(instances=1),
-            f"2 instances x {whole} threads (each the whole count)": RepositoryOptions(instances=2, threads=whole),
-            "2 instances, default threads (each its share)": RepositoryOptions(instances=2)}
+    return {ONE: RepositoryOptions(instances=1), WHOLE: RepositoryOptions(instances=2, threads=session_threads()),
+            SHARE: RepositoryOptions(instances=2)}
 
 
 def one_round(package: Path, options: RepositoryOptions, seconds: float) -> dict:
@@ -58,7 +62,7 @@ def run(rounds: int, seconds: float) -> dict:
 
 
 def table(results: dict) -> str:
-    baseline = np.array([row["per_s"] for row in results["rounds"]["1 instance, default threads"]])
+    baseline = np.array([row["per_s"] for row in results["rounds"][ONE]])
     lines = [f"{MODEL}, {CONCURRENCY} concurrent clients; one session's default: {results['threads_one_session']} "
              "threads. Median (range) over the rounds; the last column divides each round's requests/s "
              "by the one instance's in the same round.", "",
@@ -73,8 +77,7 @@ def table(results: dict) -> str:
         lines.append(f"| {name} | {spread(per_s)} | {spread([r['p50_ms'] for r in rows], 0)} | "
                      f"{spread([r['p99_ms'] for r in rows], 0)} | {sum(r['failures'] for r in rows)} | "
                      f"{spread(ratios, 2, 'x')} |")
-    whole, share = (np.array([row["per_s"] for row in rows]) for name, rows in results["rounds"].items()
-                    if name.startswith("2 instances"))
+    whole, share = (np.array([row["per_s"] for row in results["rounds"][name]]) for name in (WHOLE, SHARE))
     lines += ["", f"Two instances, each its share against each the whole count, round by round: "
                   f"{np.median(share / whole):.2f}x ({min(share / whole):.2f}x-{max(share / whole):.2f}x) the requests/s."]
     return "\n".join(lines)

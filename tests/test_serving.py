@@ -18,7 +18,7 @@ from edgegen.errors import ConfigError, OutputExistsError
 from edgegen.serving.local_server import local_server, pytriton_root
 from edgegen.serving.requests import Field, arguments
 from edgegen.serving.triton import RepositoryOptions, write_repository
-from edgegen.serving.triton_model import instance_threads
+from edgegen.serving.triton_model import TritonPythonModel, instance_threads
 from edgegen.training.train import train
 from edgegen.export import export_checkpoint
 
@@ -114,12 +114,36 @@ def test_threads_per_instance_reach_either_backend(trained, tmp_path, monkeypatc
     assert instance_threads({"instance_group": [{"count": 2}]}, {"edgegen_threads": "0"}) == 2
     assert instance_threads({"instance_group": [{"count": 1}]}, {"edgegen_threads": "0"}) is None   # the default
     assert instance_threads(as_triton_hands_it, {"edgegen_threads": "2"}) == 2   # the count written wins
-    write_repository([str(trained["gan"][1])], tmp_path / "python", RepositoryOptions(graph_backend="python", instances=2),
-                     report=QUIET)
-    config = read_config(tmp_path / "python" / "gan")
-    parameters = {k: v.string_value for k, v in config.parameters.items()}
-    instances = [{"count": group.count} for group in config.instance_group]
-    assert instance_threads({"instance_group": instances}, parameters) == 2
+    groups = {"instance_group": [{"kind": "KIND_CPU", "count": 1}, {"kind": "KIND_CPU", "count": 2}]}
+    assert instance_threads(groups, {}) == 1   # every group's instances share the cores
+    on_gpus = {"instance_group": [{"kind": "KIND_GPU", "count": 1, "gpus": [0, 1]}]}   # a count per GPU
+    assert instance_threads(on_gpus, {}) == 2
+
+
+def test_a_served_instance_opens_its_sessions_at_its_share(trained, tmp_path, monkeypatch):
+    """What Triton's Python backend hands initialize(): the model config as JSON (Triton writes
+    instance_group's count as a number), the repository and the version."""
+    import json
+    import sys
+    import types
+
+    monkeypatch.setattr(cpus, "session_threads", lambda: 4)
+    monkeypatch.delenv(cpus.ORT_THREADS_ENV, raising=False)
+    monkeypatch.setitem(sys.modules, "triton_python_backend_utils",
+                        types.SimpleNamespace(using_decoupled_model_transaction_policy=lambda config: False))
+    for threads, expected in ((0, 2), (3, 3)):
+        out = tmp_path / f"threads-{threads}"
+        write_repository([str(trained["gan"][1])], out, RepositoryOptions(graph_backend="python", instances=2,
+                                                                          threads=threads), report=QUIET)
+        config = read_config(out / "gan")
+        as_json = {"max_batch_size": config.max_batch_size,
+                   "instance_group": [{"name": "gan_0", "kind": "KIND_CPU", "count": g.count, "gpus": []}
+                                      for g in config.instance_group],
+                   "parameters": {k: {"string_value": v.string_value} for k, v in config.parameters.items()}}
+        model = TritonPythonModel()
+        model.initialize({"model_config": json.dumps(as_json), "model_repository": str(out / "gan"), "model_version": "1"})
+        assert model.session.threads == expected
+        assert model.session.inference_session.get_session_options().intra_op_num_threads == expected
 
 
 def test_refusals_leave_the_repository_as_it_was(repository, trained, tmp_path):

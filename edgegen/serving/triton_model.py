@@ -22,12 +22,19 @@ from .requests import arguments, served
 
 
 def instance_threads(config: dict, parameters: dict) -> int | None:
-    """ONNX Runtime threads for this instance: the count `edgegen triton --threads` wrote, else the
-    default's share. Each instance is its own process on the same cores, and N instances each
-    running the whole count would run N threads per core, which spin and stall each other."""
+    """ONNX Runtime threads for this instance: the count `edgegen triton --threads` wrote, else its
+    share of the default among this model's instances. Each instance is its own process on the
+    same cores, and N instances each running the whole count would run N threads per core, which
+    spin and stall each other. Other models in the server are not counted (docs/serving.md)."""
     named = int(parameters.get("edgegen_threads") or 0)
-    instances = sum(int(group.get("count", 1)) for group in config.get("instance_group", [])) or 1
-    return named or shared_threads(instances)
+    return named or shared_threads(sum(_processes(group) for group in config.get("instance_group", [])) or 1)
+
+
+def _processes(group: dict) -> int:
+    """The instances one instance group starts: its count, per GPU listed for a GPU group (Triton
+    lists every GPU where the config named none)."""
+    count = int(group.get("count", 1))
+    return count * max(1, len(group.get("gpus") or ())) if group.get("kind") == "KIND_GPU" else count
 
 
 class TritonPythonModel:
