@@ -9,9 +9,10 @@ import os
 import sys
 import traceback
 import warnings
+from pathlib import Path
 
 from . import __version__
-from .errors import ConfigError, EdgegenError, MissingExtraError, PrecisionWarning
+from .errors import ConfigError, EdgegenError, MissingExtraError, OutputExistsError, PrecisionWarning
 from .targets import DEFAULT_OPSET, TARGETS, TENSORRT_TARGETS, describe_targets, get_target
 
 EXIT_USER_ERROR = 2
@@ -110,7 +111,7 @@ def _cmd_train(args) -> None:
     from .training.train import train
 
     family = get_family(args.family)
-    options = {"latent_dim": args.latent_dim} if args.latent_dim else {}
+    options = {"latent_dim": args.latent_dim} if args.latent_dim is not None else {}
     options.update(_family_options(family, family.train_options, args, "train"))
     out = train(args.family, args.out, data=args.data, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                 seed=args.seed, image_size=args.image_size, channels=args.channels, overwrite=args.force, **options)
@@ -151,12 +152,12 @@ def _cmd_export(args) -> int:
 def _target_opset(args) -> int:
     """--opset, else the --target's opset, else the default; a --opset the target cannot parse is refused."""
     if args.target is None:
-        return args.opset or DEFAULT_OPSET
+        return DEFAULT_OPSET if args.opset is None else args.opset   # a --opset 0 is refused, not the default
     target = get_target(args.target)
     if args.opset is not None and args.opset > target.opset:
         raise ConfigError(f"--opset {args.opset}: expected at most {target.opset} for target {target.name} "
                           f"({target.description}), found more")
-    return args.opset or target.opset
+    return target.opset if args.opset is None else args.opset
 
 
 def _export_module(args):
@@ -221,6 +222,7 @@ def _cmd_generate(args) -> None:
         raise ConfigError(f"{grid_given[0]}: expected an option of packages that draw a grid of images, found it "
                           f"given to a {family.name} package")
     options = _family_options(family, family.options, args, "generate")
+    _refuse_out_over_what_generate_reads(args.out, args.package, options)
     if family.grid_flags and args.out is not None:   # pictures: an extension edgegen cannot write is refused first
         from .images import picture_format
 
@@ -249,6 +251,21 @@ def _cmd_generate(args) -> None:
         line = family.generate(pipe, GenerateRequest(args.n, args.seed, args.out, options, write_images))
     if line:
         print(line)
+
+
+def _refuse_out_over_what_generate_reads(out, package, options: dict) -> None:
+    """--out never replaces a file of the package (its graphs, manifest, held-out inputs) or a file
+    an option names (--inputs, --image): the output is written after they are read, over them."""
+    if out is None:
+        return
+    target = Path(out).resolve()
+    if target.is_relative_to(Path(package).resolve()):
+        raise OutputExistsError(f"--out {str(out)!r}: expected a file outside the package it samples from "
+                                f"({str(package)!r}), found it inside")
+    for value in options.values():
+        if isinstance(value, (str, os.PathLike)) and Path(value).is_file() and Path(value).resolve() == target:
+            raise OutputExistsError(f"--out {str(out)!r}: expected a file other than the input it reads, found the "
+                                    "same file")
 
 
 def _cmd_bench(args) -> None:

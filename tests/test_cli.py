@@ -86,6 +86,16 @@ def test_a_training_option_of_another_family_is_refused_before_training(tmp_path
     assert not (tmp_path / "ckpt").exists()
 
 
+def test_a_zero_size_is_refused_not_taken_for_the_default(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "train", "vae", "--latent-dim", "0", "--steps", "1", "--out", tmp_path / "ckpt")
+    assert code == 2 and "latent_dim and width expected positive, found 0" in err
+    code, _, err = run_cli(capsys, "train", "vae", "--image-size", "0", "--steps", "1", "--out", tmp_path / "ckpt")
+    assert code == 2 and "image_size: expected an integer of at least 8, found 0" in err
+    code, _, err = run_cli(capsys, "train", "vae", "--image-size", "100000", "--steps", "1", "--out", tmp_path / "ckpt")
+    assert code == 2 and "image_size: expected at most 256 for the digits" in err
+    assert not (tmp_path / "ckpt").exists()
+
+
 def test_a_builtin_data_name_is_not_a_path_training_reads(tmp_path, monkeypatch, capsys):
     """A checkpoint named after its data ("digits") is replaced by --force: --data digits is the
     built-in set, whatever folder of that name the working directory holds."""

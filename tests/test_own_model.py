@@ -13,7 +13,7 @@ import torch
 import edgegen
 from edgegen import export_pytorch
 from edgegen.cli import main
-from edgegen.errors import BackendError, ConfigError, InputError, ManifestError, ValidationError
+from edgegen.errors import BackendError, ConfigError, InputError, ManifestError, NonFiniteError, ValidationError
 from edgegen.runtimes.feeds import read_feeds
 from edgegen.runtimes.ort import OrtBinding
 
@@ -158,7 +158,31 @@ def test_export_refuses_bad_arguments_with_their_names(user_model, tmp_path):
         export_pytorch(make_model(), example, tmp_path / "e", output_names=["image", "change"])
     with pytest.raises(ConfigError, match="module: expected a torch.nn.Module"):
         export_pytorch(lambda x: x, example, tmp_path / "d")
+    # refused before the tracing, so no package can name an opset its graph is not
+    for opset in (7, 99, 0):
+        with pytest.raises(ConfigError, match=rf"opset: expected 18 to 23 .*found {opset}$"):
+            export_pytorch(make_model(), example, tmp_path / "f", opset=opset)
+    for atol in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ConfigError, match=r"atol: expected a tolerance of 0 or more"):
+            export_pytorch(make_model(), example, tmp_path / "g", atol=atol)
+    with pytest.raises(ConfigError, match=r"inputs: expected example arrays by input name \(a dict\), found list"):
+        export_pytorch(make_model(), list(example.values()), tmp_path / "h")
     assert not list(tmp_path.iterdir())
+
+
+def test_a_generic_package_refuses_nan_and_empty_inputs_and_never_returns_nan(tmp_path):
+    class Reciprocal(torch.nn.Module):
+        def forward(self, x):
+            return 1 / x
+
+    pkg = export_pytorch(Reciprocal(), {"x": np.linspace(1, 2, 12, dtype=np.float32).reshape(2, 6)}, tmp_path / "pkg")
+    pipe = edgegen.load(pkg)
+    with pytest.raises(InputError, match=r"input 'x': expected finite numbers, found 1 NaN or Inf value\(s\)"):
+        pipe(x=np.array([[1, 2, 3, 4, 5, np.nan]], np.float32))
+    with pytest.raises(InputError, match=r"input 'x': expected at least one item, found an empty array of shape \[0, 6\]"):
+        pipe(x=np.zeros((0, 6), np.float32))
+    with pytest.raises(NonFiniteError, match=r"output 'output': expected finite values, found NaN or Inf"):
+        pipe(x=np.zeros((1, 6), np.float32))   # 1 / 0
 
 
 def test_a_bad_config_value_is_a_manifest_error_at_load_time(user_model, tmp_path):
@@ -195,6 +219,18 @@ def test_the_command_line_takes_a_module_through_export_generate_bench_optimize_
     assert read_feeds(tmp_path / "y.npz")[0]["sharpened"].shape == (1, 1, 48, 64)
     assert main(["generate", str(pkg), "--inputs", "example.npz", "--out", str(tmp_path / "z.npz")]) == 0
     assert read_feeds(tmp_path / "z.npz")[0]["change"].shape == (2,)
+    # --out never replaces what generate reads: a file of the package, or its own --inputs
+    held_out = (pkg / "held_out.npz").read_bytes()
+    assert main(["generate", str(pkg), "--out", str(pkg / "held_out.npz")]) == 2
+    assert "expected a file outside the package it samples from" in capsys.readouterr().err
+    assert (pkg / "held_out.npz").read_bytes() == held_out
+    example = (root / "example.npz").read_bytes()
+    assert main(["generate", str(pkg), "--inputs", "example.npz", "--out", str(root / "example.npz")]) == 2
+    assert "expected a file other than the input it reads" in capsys.readouterr().err
+    assert (root / "example.npz").read_bytes() == example
+    assert main(["export", "--module", "model.py:make_model", "--inputs", "example.npz", "--opset", "0",
+                 "--out", str(tmp_path / "opset0")]) == 2
+    assert "opset: expected 18 to 23" in capsys.readouterr().err and not (tmp_path / "opset0").exists()
     assert main(["generate", str(pkg), "--steps", "3", "--out", str(tmp_path / "w.npz")]) == 2
     assert "--steps: expected an option of generic packages (--inputs), found it" in capsys.readouterr().err
     assert main(["bench", str(pkg), "--batch", "2", "--shapes", "height=24,width=40", "--iters", "5", "--warmup", "1",

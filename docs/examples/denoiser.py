@@ -30,7 +30,10 @@ class Denoiser(nn.Module):
 
 def make_model() -> Denoiser:
     """The factory `edgegen export --module` calls: the network with its trained weights
-    (DENOISER_WEIGHTS, or denoiser.pt beside this file, when there is one)."""
+    (DENOISER_WEIGHTS, or denoiser.pt beside this file, when there is one). Without them, seeded
+    random weights: every call must return the same weights, since `bench --vs-torch` and the
+    export each call it and bench checks they match the package's."""
+    torch.manual_seed(0)
     model = Denoiser()
     weights = Path(os.environ.get("DENOISER_WEIGHTS", Path(__file__).with_suffix(".pt")))
     if weights.is_file():

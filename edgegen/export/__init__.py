@@ -45,6 +45,13 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, data: str | None 
     return export_model(load_checkpoint(checkpoint), out, data, opset, name, overwrite, seed, progress)
 
 
+def check_opset(opset) -> None:
+    """The opsets edgegen exports: refused before any tracing, so a package never names another."""
+    if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= DEFAULT_OPSET:
+        raise ConfigError(f"opset: expected {MIN_OPSET} to {DEFAULT_OPSET} ({MIN_OPSET} for TensorRT 10.3 on JetPack 6; "
+                          f"the exporter breaks below it), found {opset!r}")
+
+
 def export_model(ckpt: Checkpoint, out: str | Path, data: str | None = None, opset: int = DEFAULT_OPSET,
                  name: str | None = None, overwrite: bool = False, seed: int = 0, progress: bool | None = False,
                  spec: ExportSpec | None = None) -> Path:
@@ -52,9 +59,7 @@ def export_model(ckpt: Checkpoint, out: str | Path, data: str | None = None, ops
     progress: a bar per graph (None: on a terminal, a summary line in logs; False: silent).
     spec: the graphs to export, where they are not the family's own (an imported diffusers UNet)."""
     checkpoint = ckpt.path
-    if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= DEFAULT_OPSET:
-        raise ConfigError(f"opset: expected {MIN_OPSET} to {DEFAULT_OPSET} ({MIN_OPSET} for TensorRT 10.3 on JetPack 6; "
-                          f"the exporter breaks below it), found {opset!r}")
+    check_opset(opset)
     family = get_family(ckpt.family)
     spec = spec or family.export_spec()
     if spec.via_import is not None:

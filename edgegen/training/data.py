@@ -17,6 +17,11 @@ from ..errors import DataError
 
 BUILTIN_IMAGE_DATA = ("digits", "natural")
 NATURAL_MAX_SIZE = 128
+DIGITS_MAX_SIZE = 256   # scikit-learn's 8x8 digits, scaled up: more pixels only take memory
+
+
+def _digits_mb(size: int) -> int:
+    return round(1797 * size * size * 4 / 2**20)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 # Photographs inside the scikit-image wheel (no download); grey ones are repeated to RGB.
 _SKIMAGE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "coins", "brick", "grass", "gravel",
@@ -52,6 +57,9 @@ def load_images(source: str, image_size: int = 32, channels: int | None = None, 
     if not isinstance(image_size, int) or image_size < 8:
         raise DataError(f"image_size: expected an integer of at least 8, found {image_size!r}")
     if source == "digits":
+        if image_size > DIGITS_MAX_SIZE:
+            raise DataError(f"image_size: expected at most {DIGITS_MAX_SIZE} for the digits (8x8 pictures scaled up; "
+                            f"the 1,797 of them at that size already take {_digits_mb(DIGITS_MAX_SIZE)} MB), found {image_size}")
         x_train, y_train, x_test, y_test = digit_labels(image_size)
         return ImageData(source, _to_channels(x_train.copy(), channels), _to_channels(x_test.copy(), channels),
                          y_train.astype(np.int64), y_test.astype(np.int64), 10)

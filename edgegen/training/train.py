@@ -40,7 +40,7 @@ def train(family: str, out: str | Path, data: str | None = None, steps: int | No
     refuse_existing(out, overwrite)
     refuse_replacing_other(out, CHECKPOINT_WEIGHTS, CHECKPOINT_KIND, reads, checkpoint_files)
 
-    image_size = image_size or getattr(module, "DEFAULT_IMAGE_SIZE", 32)
+    image_size = getattr(module, "DEFAULT_IMAGE_SIZE", 32) if image_size is None else image_size
     if hasattr(module, "prepare_data"):  # families whose data is not only images (flows: points; gpt: text)
         images, from_data = module.prepare_data(data, image_size, channels, seed, model_options)
     else:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+import math
 import os
 import sys
 from pathlib import Path
@@ -22,7 +23,7 @@ import onnx
 import torch
 
 from ...errors import CheckpointError, ConfigError, EdgegenError, ValidationError
-from ...export import provenance
+from ...export import check_opset, provenance
 from ...export.onnx_export import DEFAULT_OPSET, export_module, value_spec
 from ...export.validate import gate_feeds
 from ...package import (DTYPES, MANIFEST_NAME, PACKAGE_KIND, GraphEntry, Manifest, Package, TensorSpec, package_files,
@@ -60,6 +61,12 @@ def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str 
     """
     if not isinstance(module, torch.nn.Module):
         raise ConfigError(f"module: expected a torch.nn.Module, found {type(module).__name__}")
+    check_opset(opset)
+    for label, tolerance in (("atol", atol), ("rtol", rtol)):   # refused before the export, not after it
+        if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not 0 <= tolerance < math.inf:
+            raise ConfigError(f"{label}: expected a tolerance of 0 or more, found {tolerance!r}")
+    if not isinstance(inputs, Mapping):
+        raise ConfigError(f"inputs: expected example arrays by input name (a dict), found {type(inputs).__name__}")
     example = {str(k): _numpy(v, f"inputs[{k!r}]") for k, v in dict(inputs).items()}
     if not example:
         raise ConfigError("inputs: expected at least one named example input, found none")

@@ -15,7 +15,7 @@ from ...errors import InputError, PackageError
 from ...families import RuntimeConfig
 from ...package import TensorSpec
 from ...runtimes.feeds import recorded_feeds
-from ...runtimes.pipeline import Pipeline
+from ...runtimes.pipeline import Pipeline, check_finite, finite_result
 
 
 @dataclass(kw_only=True)
@@ -70,8 +70,12 @@ class GenericPipeline(Pipeline):
                                  f"found one {type(feeds).__name__}")
             feeds = {self.inputs[0].name: feeds}
         given = {**(feeds or {}), **named}
-        return self.session.run({spec.name: _as_array(given.get(spec.name), spec) for spec in self.inputs}
-                                if set(given) == {s.name for s in self.inputs} else given)
+        outputs = self.session.run({spec.name: _as_array(given.get(spec.name), spec) for spec in self.inputs}
+                                   if set(given) == {s.name for s in self.inputs} else given)
+        for name, value in outputs.items():   # a NaN result is an error, never an array written out
+            if value.dtype.kind == "f":
+                finite_result(value, f"output {name!r}", "the graph made it from finite inputs")
+        return outputs
 
     run = __call__
 
@@ -85,10 +89,12 @@ def _as_array(value: Any, spec: TensorSpec) -> np.ndarray:
     an integer array for a float input, or the reverse, is refused rather than cast."""
     array = np.asarray(value)
     expected = np.dtype(spec.dtype)
-    if array.dtype == expected:
-        return np.ascontiguousarray(array)
     if array.dtype.kind != expected.kind and not (array.dtype.kind in "iu" and expected.kind in "iu"):
         raise InputError(f"input {spec.name!r}: expected {spec.describe()}, found dtype {array.dtype}")
-    return np.ascontiguousarray(array, dtype=expected)
+    if array.size == 0:
+        raise InputError(f"input {spec.name!r}: expected at least one item, found an empty array of shape "
+                         f"{list(array.shape)}")
+    array = np.ascontiguousarray(array, dtype=expected)
+    return check_finite(array, f"input {spec.name!r}") if expected.kind == "f" else array
 
 

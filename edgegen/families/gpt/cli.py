@@ -13,7 +13,7 @@ from ...families import GenerateRequest, Option
 OPTIONS = (
     Option("--prompt", "prompt", "(required) text to continue (or --prompt-ids)"),
     Option("--prompt-ids", "prompt_ids", "token ids to continue, comma-separated (a package imported without a "
-           "tokenizer takes ids only); the new ids print as they come", {"metavar": "ID,ID,..."}, served=False),
+           "tokenizer takes ids only); the prompt's ids print, then the new ones as they come", {"metavar": "ID,ID,..."}, served=False),
     Option("--max-new-tokens", "max_new_tokens", "tokens to generate at most", {"type": int}, 200),
     Option("--temperature", "temperature", "softmax temperature", {"type": float}, 1.0),
     Option("--top-k", "top_k", "sample from the k most likely tokens", {"type": int}),
@@ -36,6 +36,9 @@ def generate(pipe, request: GenerateRequest) -> str:
     options["do_sample"] = not options.pop("greedy", False)
     if request.out and os.path.isdir(request.out):   # before the text streams, not after
         raise ConfigError(f"--out {request.out!r}: expected a file to write the text to, found a directory")
+    if request.out and not str(request.out).lower().endswith(".txt"):
+        raise ConfigError(f"--out {request.out!r}: expected a .txt file to write a token package's text to, found "
+                          f"{os.path.splitext(str(request.out))[1] or 'no extension'}")
     shown = (lambda token: f" {token}") if isinstance(prompt, list) else str   # ids as numbers, text as it is
     stream = pipe.stream(prompt, seed=request.seed, **options)
     first = next(stream, None)   # the options are checked before the first piece: a refusal prints no text
