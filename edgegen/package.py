@@ -203,6 +203,9 @@ class Package:
     the package and has the recorded hash."""
 
     def __init__(self, path: str | os.PathLike, verify_hashes: bool = True):
+        if not isinstance(path, (str, os.PathLike)):
+            raise PackageError(f"package: expected a package directory's path or a shipped model's name, found "
+                               f"{type(path).__name__}")
         self.path = Path(path)
         if not self.path.exists():
             raise PackageError(f"package {str(self.path)!r}: expected a package directory, found nothing at that path"

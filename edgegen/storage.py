@@ -68,7 +68,13 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     name holds the old bytes or the new, never an empty file. The file gets the mode the umask
     gives a new file (or keeps the one it had), as other tools' files do."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():   # said here, not as a failure to rename a temporary file onto it
+        raise OutputExistsError(f"output {str(path)!r}: expected a file to write, found a directory")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise OutputExistsError(f"output {str(path)!r}: expected a folder to write it in, found a file on the way "
+                                "to it") from None
     try:
         mode = path.stat().st_mode & 0o7777
     except FileNotFoundError:

@@ -217,3 +217,14 @@ def test_one_lock_however_the_path_is_spelled(tmp_path, monkeypatch):
                 with storage.writer_lock(spelling, "second", wait=False):
                     pass
     assert leftovers(tmp_path) == [] and leftovers(tmp_path / "pkg") == []
+
+
+def test_a_file_written_over_a_folder_or_under_a_file_is_refused_naming_the_output(tmp_path):
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "afile").write_text("mine")
+    with pytest.raises(OutputExistsError, match=r"output '.*folder': expected a file to write, found a directory"):
+        storage.atomic_write_text(tmp_path / "folder", "x")
+    with pytest.raises(OutputExistsError, match=r"output '.*afile/x.json': expected a folder to write it in, found a "
+                                                r"file on the way to it"):
+        storage.atomic_write_text(tmp_path / "afile" / "x.json", "x")
+    assert (tmp_path / "afile").read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["afile", "folder"]

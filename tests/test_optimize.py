@@ -438,3 +438,12 @@ def test_weight_only_precisions_are_for_token_models(trained, tmp_path):
             optimize_package(pkg, "int4", max_8bit_share=share, progress=_quiet)
     with pytest.raises(ConfigError, match="precision 'int4': expected one of int8, fp16 \\(those the jetpack6 target takes.*int4's blocks need opset 21"):
         optimize_package(pkg, "int4", target="jetpack6", progress=_quiet)
+
+
+def test_a_checkpoint_that_is_not_there_is_said_to_be_missing(trained, tmp_path):
+    from edgegen.package import Package
+    from edgegen.training.checkpoint import load_source_checkpoint
+
+    with pytest.raises(CheckpointError, match=r"expected the checkpoint it was exported from, found no checkpoint "
+                                              r"folder at '.*moved'; pass it \(--checkpoint, --vs-torch\)"):
+        load_source_checkpoint(Package(trained["vae"][1]), tmp_path / "moved")

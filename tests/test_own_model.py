@@ -13,7 +13,7 @@ import torch
 import edgegen
 from edgegen import export_pytorch
 from edgegen.cli import main
-from edgegen.errors import BackendError, ConfigError, InputError, ManifestError, NonFiniteError, ValidationError
+from edgegen.errors import BackendError, ConfigError, InputError, ManifestError, NonFiniteError, PackageError, ValidationError
 from edgegen.runtimes.feeds import read_feeds
 from edgegen.runtimes.ort import OrtBinding
 
@@ -250,6 +250,8 @@ def test_the_command_line_takes_a_module_through_export_generate_bench_optimize_
     assert "model: model.onnx" in capsys.readouterr().out
     assert main(["export", "--module", "model.py:nothing_here", "--inputs", "example.npz", "--out", str(tmp_path / "x")]) == 2
     assert "expected a callable 'nothing_here'" in capsys.readouterr().err
+    assert main(["export", "--module", "os.path:join", "--inputs", "example.npz", "--out", str(tmp_path / "x")]) == 2
+    assert "expected a factory that takes no arguments, found 'join' needing a" in capsys.readouterr().err
     assert main(["export", "--module", "model.py:make_model", "--out", str(tmp_path / "x")]) == 2
     assert "--inputs: expected an .npz of example inputs" in capsys.readouterr().err
 
@@ -259,6 +261,12 @@ def test_feeds_files_say_what_they_hold_and_what_was_expected(tmp_path):
     with pytest.raises(InputError, match=r"expected an .npz of named arrays \(numpy.savez\), found a file that is "
                                          r"neither an .npz nor an .npy"):
         read_feeds(tmp_path / "notes.txt")
+    (tmp_path / "empty.npz").write_bytes(b"")
+    with pytest.raises(InputError, match=r"expected an .npz of named arrays \(numpy.savez\), found an empty file"):
+        read_feeds(tmp_path / "empty.npz")
+    with pytest.raises(PackageError, match="package: expected a package directory's path or a shipped model's name, "
+                                           "found NoneType"):
+        edgegen.load(None)
     np.savez(tmp_path / "two.npz", **{"0/x": np.zeros((1, 2), np.float32), "1/x": np.ones((3, 2), np.float32)})
     assert [f["x"].shape for f in read_feeds(tmp_path / "two.npz")] == [(1, 2), (3, 2)]
     np.savez(tmp_path / "one.npz", x=np.zeros((16, 2), np.float32))   # one feed, whatever its batch

@@ -29,9 +29,9 @@ def read_feeds(path: str | os.PathLike) -> list[dict[str, np.ndarray]]:
             arrays = {key: data[key] for key in data.files}
     except FileNotFoundError:
         raise InputError(f"inputs {str(path)!r}: expected an .npz file, found nothing at that path") from None
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:   # EOFError: an empty file
         found = ("a file that is neither an .npz nor an .npy (numpy would read it only as a pickle, which edgegen "
-                 "never loads)") if "pickle" in str(exc) else str(exc)
+                 "never loads)") if "pickle" in str(exc) else "an empty file" if isinstance(exc, EOFError) else str(exc)
         raise InputError(f"inputs {str(path)!r}: expected an .npz of named arrays (numpy.savez), found {found}") from None
     if not arrays:
         raise InputError(f"inputs {str(path)!r}: expected at least one array, found none")

@@ -112,8 +112,9 @@ def load_source_checkpoint(package, given: str | Path | None = None) -> Checkpoi
     if not given and source and source.startswith(SHIPPED_SOURCE):   # a shipped package names its checkpoint
         source = checkpoints_dir() / source[len(SHIPPED_SOURCE):]
     if not source or not Path(source).is_dir():
+        found = f"no checkpoint folder at {str(source)!r}" if source else "no path to it recorded"
         raise CheckpointError(f"package {str(package.path)!r}: expected the checkpoint it was exported from, found "
-                              f"{str(source) if source else None!r}; pass it (--checkpoint, --vs-torch)")
+                              f"{found}; pass it (--checkpoint, --vs-torch)")
     return require_recorded_weights(package, load_checkpoint(source), f"checkpoint {str(source)!r}", "exported")
 
 

@@ -7,7 +7,7 @@ from .pipeline import DiffusionConfig, DiffusionPipeline
 
 FAMILY = register(Family(
     name="diffusion",
-    summary="class-conditional DDPM UNet: 5 samplers, guidance, img2img, inpainting",
+    summary="class-conditional DDPM UNet: 7 samplers, guidance, img2img, inpainting",
     pipeline=DiffusionPipeline,
     config=DiffusionConfig,
     model="edgegen.families.diffusion.model",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+import inspect
 import math
 import os
 import sys
@@ -231,6 +232,17 @@ def _held_out(held_out, specs) -> list[dict[str, np.ndarray]]:
     return checked
 
 
+def _required_arguments(factory) -> list[str]:
+    """The parameters a call without arguments would leave unfilled (none known for a callable
+    whose signature Python cannot read: it is called and says so itself)."""
+    try:
+        parameters = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    return [p.name for p in parameters if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD,
+                                                                              p.KEYWORD_ONLY)]
+
+
 def load_factory(reference: str) -> torch.nn.Module:
     """`path/to/model.py:make_model` or `package.module:make_model` -> the module the factory returns."""
     location, _, attribute = reference.rpartition(":")
@@ -257,6 +269,10 @@ def load_factory(reference: str) -> torch.nn.Module:
     if not callable(factory):
         raise ConfigError(f"--module {reference!r}: expected a callable {attribute!r} in {location!r}, found "
                           f"{type(factory).__name__ if factory is not None else 'nothing'}")
+    needs = _required_arguments(factory)
+    if needs:
+        raise ConfigError(f"--module {reference!r}: expected a factory that takes no arguments, found {attribute!r} "
+                          f"needing {', '.join(needs)}")
     module = factory()
     if not isinstance(module, torch.nn.Module):
         raise ConfigError(f"--module {reference!r}: expected the factory to return a torch.nn.Module, found "
