@@ -366,10 +366,30 @@ def _quantize_int8(source: Path, out: Path, feeds: list[dict], model: onnx.Model
             return next(self._items, None)
 
     weighted = [n.name for n in model.graph.node if n.op_type in _WEIGHTED]
-    quantize_static(str(source), str(out), Reader(), quant_format=QuantFormat.QDQ, op_types_to_quantize=INT8_OPS,
-                    per_channel=True, reduce_range=reduce_range, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                    nodes_to_exclude=[weighted[0], weighted[-1]] if len(weighted) > 2 else weighted,
-                    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
+    # quantize_static logs "Please consider pre-processing before quantization" on the root logger, which
+    # prints it on the user's terminal: advice to whoever calls the quantizer, not to the user
+    root = logging.getLogger()
+    advice = _DropMessage("pre-processing before quantization")
+    root.addFilter(advice)
+    try:
+        quantize_static(str(source), str(out), Reader(), quant_format=QuantFormat.QDQ, op_types_to_quantize=INT8_OPS,
+                        per_channel=True, reduce_range=reduce_range, activation_type=QuantType.QInt8,
+                        weight_type=QuantType.QInt8,
+                        nodes_to_exclude=[weighted[0], weighted[-1]] if len(weighted) > 2 else weighted,
+                        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
+    finally:
+        root.removeFilter(advice)
+
+
+class _DropMessage(logging.Filter):
+    """Drops log records whose message holds `words` (ONNX Runtime's releases word it differently)."""
+
+    def __init__(self, words: str):
+        super().__init__()
+        self.words = words
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.words not in str(record.msg)
 
 
 def _weight_only(model: onnx.ModelProto, bits: int, block_size: int, for_tensorrt: bool,
