@@ -162,6 +162,7 @@ def _target_opset(args) -> int:
 
 def _export_module(args):
     """`edgegen export --module model.py:factory --inputs example.npz ...`: a user's own module."""
+    from .export import check_opset
     from .families.generic.export import export_pytorch, load_factory, parse_dynamic
     from .runtimes.feeds import parse_dim_sizes, read_feeds
 
@@ -174,6 +175,7 @@ def _export_module(args):
         raise ConfigError(f"--inputs {args.inputs!r}: expected one example feed (held-out feeds go in --held-out), "
                           f"found {1 + len(more)}")
     module_file = args.module.rpartition(":")[0]   # a FILE.py; an importable name reads no file of its own
+    check_opset(_target_opset(args))   # before the user's factory loads its weights
     return export_pytorch(load_factory(args.module), example, args.out, dynamic=parse_dynamic(args.dynamic),
                           output_names=args.output_name, held_out=args.held_out,
                           dim_limits=parse_dim_sizes(args.limit, "--limit"), name=args.name, opset=_target_opset(args),
@@ -263,7 +265,11 @@ def _refuse_out_over_what_generate_reads(out, package, options: dict) -> None:
         raise OutputExistsError(f"--out {str(out)!r}: expected a file outside the package it samples from "
                                 f"({str(package)!r}), found it inside")
     for value in options.values():
-        if isinstance(value, (str, os.PathLike)) and Path(value).is_file() and Path(value).resolve() == target:
+        try:   # a prompt is a string too, and one too long for a file name is no file
+            same = isinstance(value, (str, os.PathLike)) and Path(value).is_file() and Path(value).resolve() == target
+        except OSError:
+            continue
+        if same:
             raise OutputExistsError(f"--out {str(out)!r}: expected a file other than the input it reads, found the "
                                     "same file")
 

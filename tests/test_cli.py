@@ -93,6 +93,8 @@ def test_a_zero_size_is_refused_not_taken_for_the_default(tmp_path, capsys):
     assert code == 2 and "image_size: expected an integer of at least 8, found 0" in err
     code, _, err = run_cli(capsys, "train", "vae", "--image-size", "100000", "--steps", "1", "--out", tmp_path / "ckpt")
     assert code == 2 and "image_size: expected at most 256 for the digits" in err
+    code, _, err = run_cli(capsys, "train", "sr", "--image-size", "0", "--steps", "1", "--out", tmp_path / "ckpt")
+    assert code == 2 and "sr config: image_size expected a multiple of scale 4 of at least 32, found 0" in err
     assert not (tmp_path / "ckpt").exists()
 
 
@@ -279,7 +281,8 @@ def test_what_the_system_refuses_is_one_line_too(package_copy, capsys, tmp_path,
     pkg = package_copy("gan")
     (tmp_path / "file").write_text("")
     code, _, err = run_cli(capsys, "generate", pkg, "--out", tmp_path / "file" / "x.png")
-    assert code == 2 and err.startswith("edgegen: error: ") and "File exists (FileExistsError)" in err and err.count("\n") == 1
+    assert code == 2 and err.startswith("edgegen: error: ") and err.count("\n") == 1
+    assert "x.png': expected a folder to write it in, found a file on the way to it" in err
 
     read_end, write_end = os.pipe()
 
@@ -344,3 +347,10 @@ def test_generate_writes_the_format_its_extension_names_or_refuses_it(trained, t
     assert main(["generate", ddpm, "--n", "2", "--steps", "2", "--out", str(tmp_path / "d.gif")]) == 2
     assert "expected an extension among .png, .jpg, .jpeg, found .gif" in capsys.readouterr().err
     assert not (tmp_path / "d.gif").exists()
+
+
+def test_generate_out_is_compared_with_options_that_are_files_only(tmp_path):
+    """A prompt is a string too: one longer than a file name may be is no file, not an error."""
+    from edgegen.cli import _refuse_out_over_what_generate_reads
+
+    _refuse_out_over_what_generate_reads(tmp_path / "story.txt", tmp_path / "pkg", {"prompt": "Once upon a time " * 40})

@@ -162,7 +162,7 @@ def test_export_refuses_bad_arguments_with_their_names(user_model, tmp_path):
     for opset in (7, 99, 0):
         with pytest.raises(ConfigError, match=rf"opset: expected 18 to 23 .*found {opset}$"):
             export_pytorch(make_model(), example, tmp_path / "f", opset=opset)
-    for atol in (-1.0, float("nan"), float("inf")):
+    for atol in (-1.0, float("nan"), float("inf"), np.float32(-1)):
         with pytest.raises(ConfigError, match=r"atol: expected a tolerance of 0 or more"):
             export_pytorch(make_model(), example, tmp_path / "g", atol=atol)
     with pytest.raises(ConfigError, match=r"inputs: expected example arrays by input name \(a dict\), found list"):
@@ -170,19 +170,35 @@ def test_export_refuses_bad_arguments_with_their_names(user_model, tmp_path):
     assert not list(tmp_path.iterdir())
 
 
-def test_a_generic_package_refuses_nan_and_empty_inputs_and_never_returns_nan(tmp_path):
-    class Reciprocal(torch.nn.Module):
-        def forward(self, x):
-            return 1 / x
+def test_a_generic_package_refuses_nan_and_empty_batches_and_never_returns_nan(tmp_path):
+    """NaN in or out is refused; an infinity may be meant, as an additive attention mask's -inf."""
+    class MaskedSoftmax(torch.nn.Module):
+        def forward(self, scores, mask):
+            return torch.softmax(scores + mask, dim=-1) * scores.sum(dim=-1, keepdim=True).sqrt()
 
-    pkg = export_pytorch(Reciprocal(), {"x": np.linspace(1, 2, 12, dtype=np.float32).reshape(2, 6)}, tmp_path / "pkg")
+    example = {"scores": np.linspace(1, 2, 12, dtype=np.float32).reshape(2, 6), "mask": np.zeros((2, 6), np.float32)}
+    pkg = export_pytorch(MaskedSoftmax(), example, tmp_path / "pkg", atol=np.float32(1e-4), rtol=np.float64(1e-3))
     pipe = edgegen.load(pkg)
-    with pytest.raises(InputError, match=r"input 'x': expected finite numbers, found 1 NaN or Inf value\(s\)"):
-        pipe(x=np.array([[1, 2, 3, 4, 5, np.nan]], np.float32))
-    with pytest.raises(InputError, match=r"input 'x': expected at least one item, found an empty array of shape \[0, 6\]"):
-        pipe(x=np.zeros((0, 6), np.float32))
-    with pytest.raises(NonFiniteError, match=r"output 'output': expected finite values, found NaN or Inf"):
-        pipe(x=np.zeros((1, 6), np.float32))   # 1 / 0
+    mask = np.zeros((1, 6), np.float32)
+    mask[:, 4:] = -np.inf
+    masked = pipe(scores=example["scores"][:1], mask=mask)["output"]
+    assert np.isfinite(masked).all() and (masked[:, 4:] == 0).all()
+    with pytest.raises(InputError, match=r"input 'scores': expected numbers, found 1 NaN value\(s\)"):
+        pipe(scores=np.array([[1, 2, 3, 4, 5, np.nan]], np.float32), mask=mask)
+    with pytest.raises(InputError, match=r"input 'scores': expected at least one item, found an empty batch of "
+                                         r"shape \[0, 6\]"):
+        pipe(scores=np.zeros((0, 6), np.float32), mask=np.zeros((0, 6), np.float32))
+    with pytest.raises(NonFiniteError, match=r"output 'output': expected numbers, found NaN in the result"):
+        pipe(scores=-example["scores"][:1], mask=mask)   # the square root of a negative sum
+
+
+def test_the_worked_examples_factory_gives_the_same_weights_and_leaves_the_callers_random_state():
+    from edgegen.families.generic.export import load_factory
+
+    before = torch.random.get_rng_state()
+    first, second = (load_factory("docs/examples/denoiser.py:make_model").state_dict() for _ in range(2))
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    assert torch.equal(torch.random.get_rng_state(), before)
 
 
 def test_a_bad_config_value_is_a_manifest_error_at_load_time(user_model, tmp_path):

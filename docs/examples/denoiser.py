@@ -33,9 +33,11 @@ def make_model() -> Denoiser:
     (DENOISER_WEIGHTS, or denoiser.pt beside this file, when there is one). Without them, seeded
     random weights: every call must return the same weights, since `bench --vs-torch` and the
     export each call it and bench checks they match the package's."""
-    torch.manual_seed(0)
-    model = Denoiser()
     weights = Path(os.environ.get("DENOISER_WEIGHTS", Path(__file__).with_suffix(".pt")))
     if weights.is_file():
+        model = Denoiser()
         model.load_state_dict(torch.load(weights, weights_only=True))
-    return model.eval()
+        return model.eval()
+    with torch.random.fork_rng():   # seeded here, the caller's random state left as it was
+        torch.manual_seed(0)
+        return Denoiser().eval()

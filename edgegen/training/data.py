@@ -18,10 +18,6 @@ from ..errors import DataError
 BUILTIN_IMAGE_DATA = ("digits", "natural")
 NATURAL_MAX_SIZE = 128
 DIGITS_MAX_SIZE = 256   # scikit-learn's 8x8 digits, scaled up: more pixels only take memory
-
-
-def _digits_mb(size: int) -> int:
-    return round(1797 * size * size * 4 / 2**20)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 # Photographs inside the scikit-image wheel (no download); grey ones are repeated to RGB.
 _SKIMAGE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "coins", "brick", "grass", "gravel",
@@ -45,6 +41,10 @@ class ImageData:
         shape = {"channels": self.shape[0], "image_size": self.shape[1]} if len(self.shape) == 3 else {"dim": self.shape[0]}
         return {"source": self.name, **shape, "train": len(self.train), "test": len(self.test),
                 "num_classes": self.num_classes}
+
+
+def _digits_mb(size: int) -> int:
+    return round(1797 * size * size * 4 / 2**20)
 
 
 def load_images(source: str, image_size: int = 32, channels: int | None = None, seed: int = 0) -> ImageData:

@@ -14,6 +14,7 @@ import importlib
 import importlib.util
 import inspect
 import math
+import numbers
 import os
 import sys
 from pathlib import Path
@@ -64,8 +65,9 @@ def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str 
         raise ConfigError(f"module: expected a torch.nn.Module, found {type(module).__name__}")
     check_opset(opset)
     for label, tolerance in (("atol", atol), ("rtol", rtol)):   # refused before the export, not after it
-        if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not 0 <= tolerance < math.inf:
+        if isinstance(tolerance, bool) or not isinstance(tolerance, numbers.Real) or not 0 <= tolerance < math.inf:
             raise ConfigError(f"{label}: expected a tolerance of 0 or more, found {tolerance!r}")
+    atol, rtol = float(atol), float(rtol)   # a numpy float too, recorded in the manifest's JSON
     if not isinstance(inputs, Mapping):
         raise ConfigError(f"inputs: expected example arrays by input name (a dict), found {type(inputs).__name__}")
     example = {str(k): _numpy(v, f"inputs[{k!r}]") for k, v in dict(inputs).items()}

@@ -11,11 +11,11 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import InputError, PackageError
+from ...errors import InputError, NonFiniteError, PackageError
 from ...families import RuntimeConfig
 from ...package import TensorSpec
 from ...runtimes.feeds import recorded_feeds
-from ...runtimes.pipeline import Pipeline, check_finite, finite_result
+from ...runtimes.pipeline import Pipeline
 
 
 @dataclass(kw_only=True)
@@ -73,8 +73,9 @@ class GenericPipeline(Pipeline):
         outputs = self.session.run({spec.name: _as_array(given.get(spec.name), spec) for spec in self.inputs}
                                    if set(given) == {s.name for s in self.inputs} else given)
         for name, value in outputs.items():   # a NaN result is an error, never an array written out
-            if value.dtype.kind == "f":
-                finite_result(value, f"output {name!r}", "the graph made it from finite inputs")
+            if value.dtype.kind == "f" and np.isnan(value).any():
+                raise NonFiniteError(f"output {name!r}: expected numbers, found NaN in the result (the graph made "
+                                     "it from inputs without NaN)")
         return outputs
 
     run = __call__
@@ -91,10 +92,12 @@ def _as_array(value: Any, spec: TensorSpec) -> np.ndarray:
     expected = np.dtype(spec.dtype)
     if array.dtype.kind != expected.kind and not (array.dtype.kind in "iu" and expected.kind in "iu"):
         raise InputError(f"input {spec.name!r}: expected {spec.describe()}, found dtype {array.dtype}")
-    if array.size == 0:
-        raise InputError(f"input {spec.name!r}: expected at least one item, found an empty array of shape "
+    if array.ndim and spec.shape and spec.shape[0] == "batch" and array.shape[0] == 0:
+        raise InputError(f"input {spec.name!r}: expected at least one item, found an empty batch of shape "
                          f"{list(array.shape)}")
-    array = np.ascontiguousarray(array, dtype=expected)
-    return check_finite(array, f"input {spec.name!r}") if expected.kind == "f" else array
+    # NaN is refused; an infinity may be meant (an additive -inf attention mask), as in PyTorch
+    if array.dtype.kind == "f" and np.isnan(array).any():
+        raise InputError(f"input {spec.name!r}: expected numbers, found {int(np.isnan(array).sum())} NaN value(s)")
+    return np.ascontiguousarray(array, dtype=expected)
 
 
