@@ -175,10 +175,11 @@ def _export_module(args):
         raise ConfigError(f"--inputs {args.inputs!r}: expected one example feed (held-out feeds go in --held-out), "
                           f"found {1 + len(more)}")
     module_file = args.module.rpartition(":")[0]   # a FILE.py; an importable name reads no file of its own
-    check_opset(_target_opset(args))   # before the user's factory loads its weights
+    opset = _target_opset(args)
+    check_opset(opset)   # before the user's factory loads its weights
     return export_pytorch(load_factory(args.module), example, args.out, dynamic=parse_dynamic(args.dynamic),
                           output_names=args.output_name, held_out=args.held_out,
-                          dim_limits=parse_dim_sizes(args.limit, "--limit"), name=args.name, opset=_target_opset(args),
+                          dim_limits=parse_dim_sizes(args.limit, "--limit"), name=args.name, opset=opset,
                           atol=args.atol, rtol=args.rtol, overwrite=args.force, source=args.module,
                           reads=[p for p in (module_file, args.inputs) if os.path.exists(p)])
 

@@ -43,10 +43,6 @@ class ImageData:
                 "num_classes": self.num_classes}
 
 
-def _digits_mb(size: int) -> int:
-    return round(1797 * size * size * 4 / 2**20)
-
-
 def load_images(source: str, image_size: int = 32, channels: int | None = None, seed: int = 0) -> ImageData:
     """Load a built-in dataset by name or the images in a folder.
 
@@ -58,8 +54,8 @@ def load_images(source: str, image_size: int = 32, channels: int | None = None, 
         raise DataError(f"image_size: expected an integer of at least 8, found {image_size!r}")
     if source == "digits":
         if image_size > DIGITS_MAX_SIZE:
-            raise DataError(f"image_size: expected at most {DIGITS_MAX_SIZE} for the digits (8x8 pictures scaled up; "
-                            f"the 1,797 of them at that size already take {_digits_mb(DIGITS_MAX_SIZE)} MB), found {image_size}")
+            raise DataError(f"image_size: expected at most {DIGITS_MAX_SIZE} for the digits (8x8 pictures scaled up: "
+                            f"more pixels add memory, not detail), found {image_size}")
         x_train, y_train, x_test, y_test = digit_labels(image_size)
         return ImageData(source, _to_channels(x_train.copy(), channels), _to_channels(x_test.copy(), channels),
                          y_train.astype(np.int64), y_test.astype(np.int64), 10)
