@@ -226,7 +226,7 @@ def _bench_package(path, batch, iters, warmup, backend, threads, vs_torch, preci
         if ref is not None:
             ratios[part] = round(float(np.median(ref) / np.median(ours)), 3)
     return {
-        "package": str(Path(path)), "family": pipe.family, "backend": pipe.backend, "precision": pipe.precision,
+        **_what_ran(pipe, path),
         "threads": threads, "batch": batch, "shapes": shapes, "iters": iters, "warmup": warmup,
         "peak_rss_mb": {"runtime": runtime_rss, "process": peak_rss_mb()},
         "machine": {**machine_info(), **versions},
@@ -235,6 +235,13 @@ def _bench_package(path, batch, iters, warmup, backend, threads, vs_torch, preci
         "speedup_vs_torch_p50": ratios,
         **({"whole_generation": whole} if whole else {}),
     }
+
+
+def _what_ran(pipe, path) -> dict:
+    """The report's first fields: the package, and the backend and precision it ran at, with the
+    graphs that ran in fp32 under a variant precision (those it has no variant of) and why."""
+    return {"package": str(Path(path)), "family": pipe.family, "backend": pipe.backend, "precision": pipe.precision,
+            "fp32_graphs": pipe.package.fp32_graphs(pipe.precision)}
 
 
 GENERATION_SECONDS = 3.0   # a whole generation is timed this long at least (and at least MIN_GENERATIONS times) ...
@@ -354,7 +361,7 @@ def bench_generation(pipe, path, batch: int, iters: int, warmup: int, threads: i
     process_rss = peak_rss_mb()   # before the bandwidth reading's matrix
     bound = decode_bound(pipe, threads, latency["tpot_ms_p50"])
     return {
-        "package": str(Path(path)), "family": pipe.family, "backend": pipe.backend, "precision": pipe.precision,
+        **_what_ran(pipe, path),
         "threads": threads, "batch": batch, "iters": calls, "warmup": max(1, warmup // 10),
         "generation": {"prompt_tokens": PROMPT_TOKENS, "new_tokens": NEW_TOKENS, "greedy": True,
                        "tokens_per_call": generated,

@@ -231,6 +231,10 @@ def _cmd_generate(args) -> None:
 
         picture_format(args.out, "RGB")
     pipe = load(args.package, backend=args.backend, threads=args.threads, precision=args.precision)
+    from .package import fp32_graphs_note
+
+    if note := fp32_graphs_note(pipe.precision, pipe.package.fp32_graphs(pipe.precision)):
+        print(f"edgegen: {note}", file=sys.stderr)   # stdout may be the generated text
     args.n = _default_samples(pipe) if args.n is None else args.n
 
     def require_out() -> None:
@@ -292,6 +296,7 @@ def _cmd_bench(args) -> None:
 
 def _bench_one(args, shapes: dict, generation: bool) -> dict:
     from .bench import bench_package, format_table
+    from .package import fp32_graphs_note
 
     report = bench_package(args.package, batch=args.batch, iters=args.iters, warmup=args.warmup,
                            backend=args.backend, threads=args.threads, vs_torch=args.vs_torch, precision=args.precision,
@@ -301,6 +306,8 @@ def _bench_one(args, shapes: dict, generation: bool) -> dict:
           f"batch {report['batch']}" + "".join(f", {d} {n}" for d, n in report.get("shapes", {}).items())
           + f", threads {report['threads']}, {report['iters']} iters; "
           f"peak RSS {report['peak_rss_mb']['runtime']} MB (runtime), {report['peak_rss_mb']['process']} MB (process)")
+    if note := fp32_graphs_note(report["precision"], report["fp32_graphs"]):
+        print(note)
     if "generation" in report:
         g = report["generation"]
         print(f"greedy generation: {g['prompt_tokens']}-token prompts, {g['new_tokens']} new tokens; streamed at batch 1: "

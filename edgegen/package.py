@@ -252,6 +252,23 @@ class Package:
         return (f"package {str(self.path)!r}: expected {what} (made by 'edgegen optimize --precision {precision}'), "
                 f"found {f'none written ({why})' if refusals else 'none'}")
 
+    def fp32_graphs(self, precision: str) -> dict[str, str]:
+        """{part: why} of the graphs that run in fp32 when the package runs at `precision`: those
+        without a variant of it. Variants are gated per graph, so one graph's refusal leaves the
+        others at `precision` (docs/optimization.md); a user should still be told which ran fp32."""
+        if precision == "fp32":
+            return {}
+        written = self.variant_files(precision)
+        records = self.manifest.variants.get(precision) or {}
+
+        def why(part: str) -> str:
+            record = records.get(part)
+            if isinstance(record, dict) and record.get("refused"):
+                return f"its {precision} variant was refused: {record['refused']}"
+            return f"no {precision} variant was made of it"
+
+        return {part: why(part) for part in self.graphs if part not in written}
+
     def _check_variant(self, precision: str, part: str, record: dict, verify_hashes: bool) -> None:
         where = f"variants.{precision}.{part}"
         if part not in self.manifest.graphs:
@@ -309,6 +326,14 @@ class Package:
         if record is not None:
             return self.resolve(record["file"], f"variants.{precision}.{part}.file")
         return self.resolve(self.manifest.graphs[part].file, f"graphs.{part}.file")
+
+
+def fp32_graphs_note(precision: str, graphs: dict[str, str]) -> str | None:
+    """One line naming the graphs that run in fp32 at `precision` and why ({part: why}, from
+    Package.fp32_graphs), or None where none do."""
+    if not graphs:
+        return None
+    return f"precision {precision}: " + "; ".join(f"graph {part!r} runs in fp32 ({why})" for part, why in graphs.items())
 
 
 def external_data_record(graph: str | os.PathLike) -> dict[str, str]:

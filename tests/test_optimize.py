@@ -171,6 +171,44 @@ def test_fp16_variant_keeps_float32_inputs_and_normalization(package_copy):
     assert pipe.sample(2, seed=0).dtype == np.float32
 
 
+def test_a_graph_whose_variant_was_refused_runs_fp32_and_every_command_says_so(package_copy, tmp_path, capsys):
+    """Variants are gated per graph: at fp16 a package whose encoder's variant was refused runs the
+    encoder in fp32, and generate, bench, triton and the Python API name it with the refusal."""
+    from edgegen.serving.triton import RepositoryOptions, write_repository
+
+    pkg, refusing = package_copy("vae"), tmp_path / "refusing"
+    shutil.copytree(pkg, refusing)
+    optimize_package(pkg, "fp16", target="tensorrt", progress=_quiet)
+    refused = optimize_package(refusing, "fp16", target="tensorrt", gate_threshold=500, progress=_quiet)["encoder"]
+    manifest = json.loads((pkg / "edgegen.json").read_text())
+    manifest["variants"]["fp16"]["encoder"] = refused   # as if the gate had refused the encoder's variant alone
+    (pkg / "edgegen.json").write_text(json.dumps(manifest))
+    why = f"its fp16 variant was refused: {refused['refused']}"
+
+    pipe = edgegen.load(pkg, backend="ort-cpu", precision="fp16")
+    assert pipe.graph_precisions == {"encoder": "fp32", "decoder": "fp16"}
+    assert pipe.package.fp32_graphs("fp16") == {"encoder": why} and pipe.package.fp32_graphs("fp32") == {}
+    assert pipe.sessions["encoder"].path.name == "encoder.onnx" and ".fp16." in pipe.sessions["decoder"].path.name
+    assert edgegen.load(pkg).graph_precisions == {"encoder": "fp32", "decoder": "fp32"}
+    note = f"precision fp16: graph 'encoder' runs in fp32 ({why})"
+
+    capsys.readouterr()
+    assert main(["generate", str(pkg), "--precision", "fp16", "--n", "2", "--out", str(tmp_path / "a.png")]) == 0
+    assert capsys.readouterr().err == f"edgegen: {note}\n"
+    assert main(["generate", str(pkg), "--n", "2", "--out", str(tmp_path / "b.png")]) == 0
+    assert capsys.readouterr().err == ""   # fp32 asked for: nothing to say
+
+    report = tmp_path / "bench.json"
+    assert main(["bench", str(pkg), "--precision", "fp16", "--iters", "2", "--warmup", "0", "--json", str(report)]) == 0
+    assert f"\n{note}\n" in capsys.readouterr().out
+    assert json.loads(report.read_text())["fp32_graphs"] == {"encoder": why}
+
+    lines = []
+    write_repository([str(pkg)], tmp_path / "served", RepositoryOptions(precision="fp16", route="pipeline"),
+                     report=lines.append)
+    assert lines[1:] == [f"{manifest['name']}: {note}"]   # the model is named after the package
+
+
 def test_a_changed_variant_file_is_refused(package_copy):
     pkg = package_copy("gan")
     optimize_package(pkg, "int8", calibration=16, target="tensorrt", progress=_quiet)

@@ -82,6 +82,13 @@ class Pipeline:
         return self.config.latent_dim
 
     @property
+    def graph_precisions(self) -> dict[str, str]:
+        """{part: the precision it runs at}: load()'s precision, or fp32 for a graph the package has no
+        variant of it for (Package.fp32_graphs says why)."""
+        fp32 = self.package.fp32_graphs(self.precision)
+        return {part: "fp32" if part in fp32 else self.precision for part in self.sessions}
+
+    @property
     def backend(self) -> str:
         return next(iter(self.sessions.values())).backend
 

@@ -28,7 +28,7 @@ from ..errors import ConfigError, OutputExistsError
 from ..external_data import external_data_files
 from ..families import get as get_family
 from ..families import package_config
-from ..package import CHECKPOINT_WEIGHTS, MANIFEST_NAME, PRECISIONS, Package, TensorSpec
+from ..package import CHECKPOINT_WEIGHTS, MANIFEST_NAME, PRECISIONS, Package, TensorSpec, fp32_graphs_note
 from ..runtimes.backends import KNOWN_BACKENDS
 from ..shipped import resolve as resolve_shipped
 from ..storage import atomic_write_text, refuse_replacing_other, staged_directory
@@ -144,6 +144,8 @@ def write_repository(packages: list[str], out: str | Path, options: RepositoryOp
         report(f"{plan.name}: {plan.route} route, Triton's {plan.backend} backend"
                + (f", batches of up to {plan.max_batch_size}" if plan.max_batch_size else "")
                + (", decoupled (streams)" if plan.streams else ""))
+        if plan.route == "pipeline" and (note := fp32_graphs_note(options.precision, package.fp32_graphs(options.precision))):
+            report(f"{plan.name}: {note}")
     return written
 
 
