@@ -425,6 +425,21 @@ def _cmd_triton(args) -> None:
     print(f"{len(models)} model(s) in {args.out}: tritonserver --model-repository {args.out} (docs/serving.md)")
 
 
+def _cmd_cache(args) -> None:
+    from .cache import cache_entries, format_entries, megabytes, prune
+    from .storage import user_cache_dir
+
+    root = user_cache_dir()
+    entries = cache_entries(root)
+    if not args.prune:
+        print(format_entries(entries, root))
+        return
+    removed = prune(entries, report=lambda line: print(f"edgegen: {line}", file=sys.stderr))
+    for entry in removed:
+        print(f"removed {entry.path} ({megabytes(entry.size)}): {entry.stale}")
+    print(f"{root}: removed {len(removed)} stale entries, {megabytes(sum(e.size for e in removed))}")
+
+
 def _cmd_info(args) -> None:
     _print_info(args.package)
 
@@ -676,6 +691,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("list", help="the shipped models, by name (edgegen generate NAME)")
     p.set_defaults(func=_cmd_list)
+
+    p = sub.add_parser("cache", help="what edgegen keeps in the user's cache, and which of it is stale",
+                       epilog="the cache: $XDG_CACHE_HOME/edgegen, else ~/.cache/edgegen (docs/cli.md)")
+    p.add_argument("--prune", action="store_true", help="remove the entries this edgegen never reads: exports and "
+                   "judges of other edgegen versions or weights, and what killed commands left")
+    p.set_defaults(func=_cmd_cache)
 
     p = sub.add_parser("doctor", help="which backends and versions this machine has")
     p.add_argument("--json", action="store_true", help="print the report as JSON")

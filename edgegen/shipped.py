@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -76,8 +77,19 @@ def cache_path(name: str, cache: str | os.PathLike | None = None) -> Path:
     """Where this machine keeps the package it exported from the shipped `name`: keyed by the
     weights' sha256 and this edgegen's version, so new weights, or an edgegen whose export may
     write other graphs, export anew."""
-    version = sys.modules[__package__].__version__   # edgegen's, loaded before any of its modules
-    return Path(cache or user_cache_dir()) / "packages" / f"{name}-{weights_sha256(name)[:16]}-edgegen-{version}"
+    return Path(cache or user_cache_dir()) / "packages" / cached_export_name(name, weights_sha256(name), edgegen_version())
+
+
+def edgegen_version() -> str:
+    return sys.modules[__package__].__version__   # loaded before any of edgegen's modules
+
+
+def cached_export_name(name: str, weights_sha256: str, version: str) -> str:
+    """The folder name of a shipped model's export in the cache; CACHED_EXPORT reads it back."""
+    return f"{name}-{weights_sha256[:16]}-edgegen-{version}"
+
+
+CACHED_EXPORT = re.compile(r"^(?P<name>.+)-(?P<weights>[0-9a-f]{16})-edgegen-(?P<version>[^/]+)$")
 
 
 def find_shipped(name: str, cache: str | os.PathLike | None = None) -> Path | None:

@@ -283,6 +283,21 @@ def clean_leftovers(out: Path) -> list[Path]:
     return removed
 
 
+def remove_whole(target: Path, doing: str) -> None:
+    """Remove the file or folder `target` so that no reader ever finds part of it: under its writer
+    lock (PackageBusyError while another command writes it), leftovers of killed writers first,
+    then a folder is moved to a staging name and deleted there; a kill during the deletion leaves
+    that staging folder for the next holder's clean_leftovers, never a half folder at `target`."""
+    with writer_lock(target, doing, wait=False):
+        clean_leftovers(target)
+        if target.is_dir() and not target.is_symlink():
+            doomed = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+            os.replace(target, doomed)   # onto the empty folder mkdtemp made
+            shutil.rmtree(doomed, ignore_errors=True)
+        else:
+            target.unlink(missing_ok=True)
+
+
 def clean_temporaries(directory: Path) -> list[Path]:
     """Remove the temporary files of killed atomic writes in `directory` (.NAME.*.tmp); for a
     holder of the directory's writer lock."""

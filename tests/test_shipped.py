@@ -5,7 +5,9 @@ the wheel build find it."""
 
 import importlib.util
 import json
+import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -66,6 +68,71 @@ def test_a_newer_edgegen_exports_the_name_anew_and_leaves_the_old_export(models,
     assert "exporting the shipped" in capsys.readouterr().out
     assert new != old and new.name.endswith("-edgegen-99.0.0") and (old / "edgegen.json").is_file()
     assert edgegen.load(NAME).package.path == new
+
+
+def test_edgegen_cache_lists_what_this_edgegen_reads_and_prune_removes_the_rest(models, monkeypatch, tmp_path, capsys):
+    """After an upgrade the old exports and judges stay in the cache: `edgegen cache` says which
+    entries this edgegen never reads, and --prune removes them whole, keeping what it reads, what
+    it did not write, and an entry another command is writing now."""
+    import importlib.metadata
+
+    from edgegen.cache import judge_file_name
+    from edgegen.export.shipped import export_shipped
+    from edgegen.storage import writer_lock
+
+    cache = tmp_path / "cache" / "edgegen"
+    before = edgegen.__version__
+    old = export_shipped(NAME, report=lambda line: None)
+    monkeypatch.setattr(edgegen, "__version__", "99.0.0")   # the upgrade
+    new = export_shipped(NAME, report=lambda line: None)
+    other_weights = cache / "packages" / shipped.cached_export_name(NAME, "0" * 64, "99.0.0")
+    retired = cache / "packages" / shipped.cached_export_name("retired-model", "1" * 64, "99.0.0")
+    for copy in (other_weights, retired):
+        shutil.copytree(new, copy)
+    leftover = cache / "packages" / f".{new.name}.abcd1234.partial"   # a killed writer's staging folder
+    leftover.mkdir()
+    (leftover / "edgegen.json").write_text("{}")
+    judges = cache / "judges"
+    judges.mkdir()
+    current_judge = judges / judge_file_name(8, 1500, 0, importlib.metadata.version("torch"))
+    old_judge = judges / f"digits-8px-1500steps-seed0-edgegen-{before}-torch-2.0.0.safetensors"
+    notes, key = judges / "notes.txt", cache / "engine.key"
+    for path in (current_judge, old_judge, notes, key):
+        path.write_bytes(b"x" * 32)
+
+    assert main(["cache"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    stale = {old: f"stale: exported by edgegen {before}; this is 99.0.0",
+             other_weights: f"stale: exported from other weights than the installed edgegen-models' {NAME}",
+             retired: "stale: the installed edgegen-models ships no model of that name",
+             leftover: f"stale: a part of {new.name} a killed command left",
+             old_judge: f"stale: trained by edgegen {before}; this is 99.0.0"}
+    for path, why in stale.items():
+        assert lines[str(path.relative_to(cache))].endswith(why)
+    for path in (new, current_judge, notes, key):
+        assert "stale" not in lines[str(path.relative_to(cache))]
+    total = lines[str(cache) + ":"]
+    assert " in 9 entries, " in total and total.endswith(" in 5 stale ones (edgegen cache --prune removes them)")
+
+    with writer_lock(retired, "being written by this test"):
+        assert main(["cache", "--prune"]) == 0
+    captured = capsys.readouterr()
+    assert f"edgegen: kept {retired}: " in captured.err and "expected no other edgegen command writing it" in captured.err
+    assert "removed 4 stale entries" in captured.out
+    assert not any(p.exists() for p in (old, other_weights, leftover, old_judge))
+    assert all(p.exists() for p in (new, current_judge, notes, key, retired))
+    assert not [p for p in (cache / "packages").iterdir() if p.name.startswith(".")]   # no staging folder left
+    assert edgegen.load(NAME).package.path == new
+    assert main(["cache", "--prune"]) == 0 and "removed 1 stale entries" in capsys.readouterr().out
+    assert not retired.exists()
+
+
+def test_edgegen_cache_runs_without_torch(models, tmp_path):
+    blocked = "import sys; sys.modules['torch'] = None; from edgegen.cli import main; sys.exit(main(['cache']))"
+    result = subprocess.run([sys.executable, "-c", blocked], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.endswith("in 0 entries, none stale\n")
 
 
 def test_the_distributions_package_is_preferred_and_names_its_checkpoint_as_shipped(models):

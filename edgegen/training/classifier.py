@@ -15,6 +15,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_torch
 from safetensors.torch import save as save_torch
 
+from ..cache import judge_file_name
 from ..images import average_pool
 from ..storage import atomic_write_bytes, user_cache_dir, writer_lock
 from .data import digit_labels
@@ -99,13 +100,8 @@ def train_digit_judge(size: int = 8, steps: int = 1500, seed: int = 0) -> DigitJ
 
 
 def judge_path(size: int, steps: int, seed: int) -> Path:
-    """Where the judge of these arguments is kept. edgegen's version is in the name, since another
-    may train it otherwise (as shipped models' exports are kept per version), and torch's, since
-    another release may train other weights from the same seed."""
-    from .. import __version__
-
-    return user_cache_dir() / "judges" / \
-        f"digits-{size}px-{steps}steps-seed{seed}-edgegen-{__version__}-torch-{torch.__version__}.safetensors"
+    """Where the judge of these arguments is kept (its name: cache.judge_file_name)."""
+    return user_cache_dir() / "judges" / judge_file_name(size, steps, seed, torch.__version__)
 
 
 def _read_judge(path: Path) -> DigitNet | None:

@@ -1,0 +1,153 @@
+"""What edgegen keeps in the user's cache, and which of it this edgegen no longer reads: `edgegen cache`.
+
+The cache (storage.user_cache_dir) holds shipped models exported once on this machine (shipped.py),
+the digit judge the image metrics train once (training/classifier.py), TensorRT's timing caches
+and the key that signs this user's engine records (runtimes/engines.py). Exports and judges are
+kept per edgegen version and per weights, so an upgrade leaves the old ones behind: on a Jetson's
+eMMC that is space worth having back. Nothing here needs torch.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import PackageBusyError
+from .shipped import CACHED_EXPORT, edgegen_version, models_root, shipped_names, weights_sha256
+from .storage import clean_leftovers, remove_whole, user_cache_dir, writer_lock
+
+JUDGE = re.compile(r"^digits-\d+px-\d+steps-seed\d+-edgegen-(?P<edgegen>.+)-torch-(?P<torch>.+)\.safetensors$")
+# what killed writers leave beside what they wrote: staging folders and old outputs moved aside
+# (storage.clean_leftovers), temporary files (storage.atomic_write_bytes)
+LEFTOVER = re.compile(r"^\.(?P<name>.+)\.([a-z0-9_]{8}\.(partial|tmp)|\d+\.old)$")
+
+
+def judge_file_name(size: int, steps: int, seed: int, torch_version: str) -> str:
+    """The digit judge's file: edgegen's version is in the name, since another may train it
+    otherwise (as shipped models' exports are kept per version), and torch's, since another
+    release may train other weights from the same seed. JUDGE reads it back."""
+    return f"digits-{size}px-{steps}steps-seed{seed}-edgegen-{edgegen_version()}-torch-{torch_version}.safetensors"
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    path: Path
+    kind: str            # what it is, in words
+    size: int            # bytes on disk
+    stale: str | None    # why this edgegen never reads it (what --prune removes), or None
+
+
+def cache_entries(root: Path | None = None) -> list[CacheEntry]:
+    """Every entry of the cache at `root` (default: the user's), its size, and whether it is stale."""
+    root = Path(root) if root is not None else user_cache_dir()
+    entries = []
+    for folder, judge in ((root / "packages", _export_staleness), (root / "judges", _judge_staleness)):
+        for path in _listed(folder):
+            leftover = LEFTOVER.match(path.name)
+            if leftover:
+                entries.append(CacheEntry(path, "left by an interrupted write", _size(path),
+                                          f"a part of {leftover['name']} a killed command left"))
+            else:
+                kind, stale = judge(path)
+                entries.append(CacheEntry(path, kind, _size(path), stale))
+    entries += [CacheEntry(path, "TensorRT timing cache", _size(path), None) for path in _listed(root / "tensorrt")]
+    if (root / "engine.key").is_file():
+        entries.append(CacheEntry(root / "engine.key", "the key that signs this user's engine records", _size(root / "engine.key"), None))
+    return entries
+
+
+def _listed(folder: Path) -> list[Path]:
+    """A folder's entries, less the writer locks of commands running now (.NAME.lock)."""
+    try:
+        return sorted(p for p in folder.iterdir() if not (p.name.startswith(".") and p.name.endswith(".lock")))
+    except FileNotFoundError:
+        return []
+
+
+def _export_staleness(path: Path) -> tuple[str, str | None]:
+    match = CACHED_EXPORT.match(path.name)
+    if not match or not path.is_dir():
+        return "not written by edgegen", None
+    kind = f"shipped model {match['name']}, exported"
+    if match["version"] != edgegen_version():
+        return kind, f"exported by edgegen {match['version']}; this is {edgegen_version()}"
+    if models_root() is None:
+        return kind, None   # without edgegen-models installed its weights cannot be told: kept
+    if match["name"] not in shipped_names():
+        return kind, "the installed edgegen-models ships no model of that name"
+    if weights_sha256(match["name"])[:16] != match["weights"]:
+        return kind, f"exported from other weights than the installed edgegen-models' {match['name']}"
+    return kind, None
+
+
+def _judge_staleness(path: Path) -> tuple[str, str | None]:
+    match = JUDGE.match(path.name)
+    if not match:
+        return "not written by edgegen", None
+    kind = "digit judge (image metrics)"
+    if match["edgegen"] != edgegen_version():
+        return kind, f"trained by edgegen {match['edgegen']}; this is {edgegen_version()}"
+    try:
+        torch_version = importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        return kind, None   # the runtime alone never reads it; an export side elsewhere may
+    if match["torch"] != torch_version:
+        return kind, f"trained with torch {match['torch']}; this is {torch_version}"
+    return kind, None
+
+
+def _size(path: Path) -> int:
+    """Bytes on disk of a file or a whole folder (links not followed)."""
+    if not path.is_dir() or path.is_symlink():
+        return path.lstat().st_size
+    return sum((Path(folder) / name).lstat().st_size for folder, _, names in os.walk(path) for name in names)
+
+
+def prune(entries: list[CacheEntry], report=print) -> list[CacheEntry]:
+    """Remove the stale entries, each whole or not at all, under the writer lock of what it is
+    or was left beside; one that another command is writing now is kept, and said so. Returns
+    those removed."""
+    removed = []
+    for entry in entries:
+        if entry.stale is None:
+            continue
+        try:
+            if leftover := LEFTOVER.match(entry.path.name):
+                _clean_leftover(entry.path, entry.path.parent / leftover["name"])
+            else:
+                remove_whole(entry.path, "removing it from the cache")
+        except PackageBusyError as exc:
+            report(f"kept {entry.path}: {exc}")
+            continue
+        removed.append(entry)
+    return removed
+
+
+def _clean_leftover(leftover: Path, beside: Path) -> None:
+    """Remove what a killed writer of `beside` left, holding `beside`'s lock so that no live writer's
+    part is taken (an old output moved aside with nothing in its place is put back: the only copy)."""
+    with writer_lock(beside, "cleaning what a killed command left", wait=False):
+        if leftover.name.endswith(".tmp"):
+            leftover.unlink(missing_ok=True)
+        else:
+            clean_leftovers(beside)
+
+
+def megabytes(size: int) -> str:
+    return f"{size / 1e6:.1f} MB"
+
+
+def format_entries(entries: list[CacheEntry], root: Path) -> str:
+    """The cache's table for `edgegen cache`: one line per entry, then the totals."""
+    names = [os.path.relpath(e.path, root) for e in entries]
+    width = max((len(n) for n in names), default=0)
+    lines = [f"{name:<{width}}  {megabytes(e.size):>9}  {e.kind}" + (f"; stale: {e.stale}" if e.stale else "")
+             for name, e in zip(names, entries)]
+    stale = [e for e in entries if e.stale]
+    lines.append(f"{root}: {megabytes(sum(e.size for e in entries))} in {len(entries)} entries"
+                 + (f", {megabytes(sum(e.size for e in stale))} of it in {len(stale)} stale ones "
+                    "(edgegen cache --prune removes them)" if stale else ", none stale"))
+    return "\n".join(lines)
