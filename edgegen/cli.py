@@ -344,7 +344,7 @@ def _abridged(value, longest: int = 8):
     return value
 
 
-def _print_info(path) -> None:
+def _print_info(path) -> int:
     from .package import Package
 
     package = Package(path)
@@ -383,8 +383,22 @@ def _print_info(path) -> None:
             if "file" in record and (record.get("ort_form") or record.get("ort_form_declined")):
                 print(f"            {record.get('ort_form') or record['ort_form_declined']}")
     p = m.provenance
-    print(f"made by   edgegen {p.get('edgegen')}, torch {p.get('torch')}, onnx {p.get('onnx')}, opset {p.get('opset')}, "
-          f"{p.get('created')}")
+    made = ", ".join(f"{tool} {p[tool]}" for tool in ("edgegen", "torch", "onnx", "onnxruntime", "opset") if p.get(tool))
+    print(f"made by   {made or 'not recorded'}" + (f", {p['created']}" if p.get("created") else ""))
+    return _load_refusal(package)
+
+
+def _load_refusal(package) -> int:
+    """1, saying why, where edgegen.load refuses the package (its family's config and graphs);
+    info reads the manifest alone, and a user checks a package with it."""
+    from .families import package_config
+
+    try:
+        package_config(package)
+    except EdgegenError as exc:
+        print(f"refused   edgegen.load refuses it: {exc}")
+        return 1
+    return 0
 
 
 def _cmd_optimize(args) -> int:
@@ -440,8 +454,8 @@ def _cmd_cache(args) -> None:
     print(f"{root}: removed {len(removed)} stale entries, {megabytes(sum(e.size for e in removed))}")
 
 
-def _cmd_info(args) -> None:
-    _print_info(args.package)
+def _cmd_info(args) -> int:
+    return _print_info(args.package)
 
 
 def _cmd_doctor(args) -> None:

@@ -71,6 +71,7 @@ def test_family_contract(family, tmp_path, registered):
     pkg = export_checkpoint(ckpt, tmp_path / "pkg")
     manifest = json.loads((pkg / "edgegen.json").read_text())
     assert manifest["family"] == family.name
+    assert set(manifest["graphs"]) == set(family.graphs)   # what load requires is what the export writes
     assert all(g["validation"]["passed"] for g in manifest["graphs"].values())
     config = family.runtime_config(manifest["config"], "the exported manifest")
     assert isinstance(config, family.config)

@@ -1,6 +1,7 @@
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -114,6 +115,41 @@ def test_unknown_family(package_copy):
     edit_manifest(pkg, lambda d: d.update(family="hypernet"))
     with pytest.raises(UnknownFamilyError, match="found 'hypernet'"):
         edgegen.load(pkg)
+
+
+def test_a_package_without_a_graph_its_family_runs_is_refused_at_load_and_by_info(package_copy, monkeypatch, capsys):
+    """A manifest that lost a graph (or names another family) is refused when it loads, naming the
+    graph, and `edgegen info` says load refuses it; where a family declares no graphs, running
+    the missing one is a PackageError, not a KeyError."""
+    import dataclasses
+
+    from edgegen import families
+    from edgegen.cli import main
+
+    pkg = package_copy("vae")
+    edit_manifest(pkg, lambda d: d["graphs"].pop("decoder"))
+    message = "expected the graphs of a vae package (encoder, decoder), found encoder: decoder missing"
+    with pytest.raises(ManifestError, match=re.escape(message)):
+        edgegen.load(pkg)
+    capsys.readouterr()
+    assert main(["info", str(pkg)]) == 1
+    assert f"\nrefused   edgegen.load refuses it: package {str(pkg)!r}: {message}\n" in capsys.readouterr().out
+    assert main(["generate", str(pkg), "--out", str(pkg.parent / "x.png")]) == 2
+    assert capsys.readouterr().err == f"edgegen: error: package {str(pkg)!r}: {message}\n"
+
+    other = package_copy("gan")
+    edit_manifest(other, lambda d: d.update(family="vae"))
+    with pytest.raises(ManifestError, match=re.escape("(encoder, decoder), found generator: encoder, decoder missing")):
+        edgegen.load(other)
+
+    monkeypatch.setitem(families._REGISTRY, "vae", dataclasses.replace(families.get("vae"), graphs=()))
+    pipe = edgegen.load(pkg)
+    with pytest.raises(PackageError, match="expected a graph 'decoder', which its vae pipeline runs, found encoder"):
+        pipe.sample(2)
+    assert "decoder" not in pipe.sessions and pipe.sessions.get("decoder") is None
+
+    assert main(["info", str(package_copy("diffusion"))]) == 0   # a sound package: 0, nothing refused
+    assert "refused" not in capsys.readouterr().out
 
 
 PACKAGE = {"holds": "edgegen.json", "kind": "an edgegen package"}

@@ -193,6 +193,7 @@ class Family:
     summary: str                         # one line: what the model is
     pipeline: type                       # the runtime Pipeline subclass (numpy over sessions)
     config: type[RuntimeConfig]          # what the export writes into the manifest and the pipeline reads
+    graphs: tuple[str, ...] = ()         # the graphs every package of the family has: one missing is refused at load
     data: str = "digits (default), natural, or a folder of your images"   # what `edgegen train --data` takes
     # the --data names its training reads as built-in data, never as a path, even with a folder of that
     # name in the working directory (so --force may replace such a folder: training does not read it)
@@ -361,6 +362,11 @@ def package_config(package) -> tuple[Family, RuntimeConfig]:
     if family is None:
         raise UnknownFamilyError(f"package {str(package.path)!r}: expected family to be one of {', '.join(names())}, "
                                  f"found {package.family!r} (is the package that registers it installed?)")
+    missing = [part for part in family.graphs if part not in package.graphs]
+    if missing:
+        raise ManifestError(f"package {str(package.path)!r}: expected the graphs of a {family.name} package "
+                            f"({', '.join(family.graphs)}), found {', '.join(package.graphs) or 'none'}: "
+                            f"{', '.join(missing)} missing")
     where = f"package {str(package.path)!r}: edgegen.json config"
     config = family.runtime_config(package.config, where)
     problems = config.graph_problems(package.graphs)

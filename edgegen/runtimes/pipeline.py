@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError, NonFiniteError
+from ..errors import InputError, NonFiniteError, PackageError
 from ..families import RuntimeConfig, dim_problems, positive
 from ..package import Package
 from .session import Session
@@ -51,6 +51,19 @@ def class_problems(config) -> list[str]:
     return []
 
 
+class GraphSessions(dict):
+    """{part: Session} of a package. A graph its pipeline runs and the package lacks (a family that
+    declares no `graphs`) is a PackageError naming what the package has, not a KeyError."""
+
+    def __init__(self, package: Package, sessions: dict[str, Session]):
+        super().__init__(sessions)
+        self.package = package
+
+    def __missing__(self, part: str):
+        raise PackageError(f"package {str(self.package.path)!r}: expected a graph {part!r}, which its "
+                           f"{self.package.family} pipeline runs, found {', '.join(self) or 'none'}")
+
+
 class Pipeline:
     """Holds the sessions of one package and owns the generation loop of its family.
 
@@ -63,7 +76,7 @@ class Pipeline:
 
     def __init__(self, package: Package, sessions: dict[str, Session], config: RuntimeConfig):
         self.package = package
-        self.sessions = sessions
+        self.sessions = GraphSessions(package, sessions)
         self.config = config
 
     def __call__(self, *args, **kwargs):

@@ -8,6 +8,7 @@ FAMILY = register(Family(
     summary="class-conditional GAN (conditional batch norm, projection discriminator)",
     pipeline=ConditionalGANPipeline,
     config=ConditionalGANConfig,
+    graphs=("generator",),
     model="edgegen.families.cgan.model",
     export="edgegen.families.cgan.export",
     options=(Option("--label", "labels", "class to generate (default: random classes)", {"type": int}),

@@ -9,6 +9,7 @@ FAMILY = register(Family(
     summary="ControlNet over a diffusion model: samples that follow a coarse hint image",
     pipeline=ControlNetPipeline,
     config=ControlNetConfig,
+    graphs=("unet",),
     model="edgegen.families.controlnet.model",
     export="edgegen.families.controlnet.export",
     options=OPTIONS,

@@ -10,6 +10,7 @@ FAMILY = register(Family(
     summary="class-conditional DDPM UNet: 7 samplers, guidance, img2img, inpainting",
     pipeline=DiffusionPipeline,
     config=DiffusionConfig,
+    graphs=("unet",),
     model="edgegen.families.diffusion.model",
     export="edgegen.families.diffusion.export",
     options=SAMPLING_OPTIONS,

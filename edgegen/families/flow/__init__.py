@@ -10,6 +10,7 @@ FAMILY = register(Family(
     summary="normalizing flows (RealNVP for points, Glow for images): exact log-likelihood, sampling",
     pipeline=FlowPipeline,
     config=FlowConfig,
+    graphs=("forward", "inverse"),
     data="digits (default), natural, a folder of images; moons, circles, blobs (2-D points: RealNVP)",
     builtin_data=(*BUILTIN_IMAGE_DATA, *POINT_DATA),
     model="edgegen.families.flow.model",

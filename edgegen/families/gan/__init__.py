@@ -8,6 +8,7 @@ FAMILY = register(Family(
     summary="DCGAN-sized GAN: latent vectors in, images out",
     pipeline=GANPipeline,
     config=GANConfig,
+    graphs=("generator",),
     model="edgegen.families.gan.model",
     export="edgegen.families.gan.export",
     demo=(DemoModel("gan-digits", "digits"),),

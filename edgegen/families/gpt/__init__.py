@@ -15,6 +15,7 @@ FAMILY = register(Family(
     summary="GPT-2-style decoder-only transformer: KV cache, streaming, top-k/top-p",
     pipeline=GPTPipeline,
     config=GPTConfig,
+    graphs=("decoder",),
     data="stdlib (default: the Python standard library's source) or a UTF-8 text file",
     builtin_data=BUILTIN_TEXT,
     model="edgegen.families.gpt.model",

@@ -9,6 +9,7 @@ FAMILY = register(Family(
     summary="latent diffusion: encoder, UNet on latents, decoder",
     pipeline=LatentDiffusionPipeline,
     config=LatentDiffusionConfig,
+    graphs=("encoder", "unet", "decoder"),
     model="edgegen.families.ldm.model",
     export="edgegen.families.ldm.export",
     options=SAMPLING_OPTIONS,

@@ -8,6 +8,7 @@ FAMILY = register(Family(
     summary="gated PixelCNN: exact likelihood, completion, fast row-cached sampling",
     pipeline=PixelCNNPipeline,
     config=PixelCNNConfig,
+    graphs=("network", "links", "row"),
     model="edgegen.families.pixelcnn.model",
     export="edgegen.families.pixelcnn.export",
     options=(Option("--label", "labels", "class to generate (default: unconditional)", {"type": int}),

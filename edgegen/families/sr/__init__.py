@@ -9,6 +9,7 @@ FAMILY = register(Family(
     summary="super-resolution GAN (Real-ESRGAN-style compact generator): any image size, tiled, x2/x3/x4",
     pipeline=SRPipeline,
     config=SRConfig,
+    graphs=("upscaler",),
     data="natural (default: the shipped photographs, two held out) or a folder of your photographs",
     builtin_data=("natural",),
     model="edgegen.families.sr.model",

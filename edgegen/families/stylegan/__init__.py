@@ -8,6 +8,7 @@ FAMILY = register(Family(
     summary="StyleGAN2-style generator: truncation, style mixing, interpolation, noise modes",
     pipeline=StyleGANPipeline,
     config=StyleGANConfig,
+    graphs=("mapping", "synthesis"),
     model="edgegen.families.stylegan.model",
     export="edgegen.families.stylegan.export",
     options=(Option("--truncation", "truncation", "truncation psi toward the average w (e.g. 0.7)", {"type": float}, 1.0),

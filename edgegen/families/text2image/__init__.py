@@ -11,6 +11,7 @@ FAMILY = register(Family(
     summary="text-to-image latent diffusion (Stable Diffusion layout): prompts, negative prompts, img2img, inpainting",
     pipeline=TextToImagePipeline,
     config=TextToImageConfig,
+    graphs=("text_encoder", "unet", "decoder", "encoder"),
     data="digits (captioned by digit and stroke thickness)",
     builtin_data=("digits",),
     model="edgegen.families.text2image.model",

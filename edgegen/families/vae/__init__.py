@@ -8,6 +8,7 @@ FAMILY = register(Family(
     summary="convolutional variational autoencoder: samples, reconstructions, anomaly scores",
     pipeline=VAEPipeline,
     config=VAEConfig,
+    graphs=("encoder", "decoder"),
     model="edgegen.families.vae.model",
     export="edgegen.families.vae.export",
     demo=(DemoModel("vae-digits", "digits"),),

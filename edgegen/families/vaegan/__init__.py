@@ -9,6 +9,7 @@ FAMILY = register(Family(
     summary="VAE whose decoder is also a GAN generator: sharper samples, the VAE's API",
     pipeline=VAEGANPipeline,
     config=VAEConfig,
+    graphs=("encoder", "decoder"),
     model="edgegen.families.vaegan.model",
     export="edgegen.families.vaegan.export",
     demo=(DemoModel("vaegan-digits", "digits"),),

@@ -9,6 +9,7 @@ FAMILY = register(Family(
     summary="WaveNet on mu-law audio: fast generation with per-layer queues, log-likelihood",
     pipeline=WaveNetPipeline,
     config=WaveNetConfig,
+    graphs=("network", "step"),
     data="tones (default: synthesized) or a folder of WAV files",
     builtin_data=("tones",),
     model="edgegen.families.wavenet.model",

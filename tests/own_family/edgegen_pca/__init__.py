@@ -13,6 +13,7 @@ FAMILY = Family(
     summary="linear autoencoder over small images (a test family from outside edgegen)",
     pipeline=PCAPipeline,
     config=PCAConfig,
+    graphs=("encoder", "decoder"),
     model="edgegen_pca.model",
     export="edgegen_pca.export",
     options=(Option("--spread", "spread", "scale of the latent noise", {"type": float}, 1.0),),
