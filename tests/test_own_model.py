@@ -2,6 +2,7 @@
 bench -> optimize -> check, by the Python API and by the command line (docs/bring-your-own-model.md)."""
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -167,7 +168,56 @@ def test_export_refuses_bad_arguments_with_their_names(user_model, tmp_path):
             export_pytorch(make_model(), example, tmp_path / "g", atol=atol)
     with pytest.raises(ConfigError, match=r"inputs: expected example arrays by input name \(a dict\), found list"):
         export_pytorch(make_model(), list(example.values()), tmp_path / "h")
+    # output names and dim limits: refused before the export, not split into letters or cut to ints
+    with pytest.raises(ConfigError, match=r"output_names: expected a list of names, found 'clean'"):
+        export_pytorch(make_model(), example, tmp_path / "i", output_names="clean")
+    with pytest.raises(ConfigError, match=r"output_names: expected 2 name\(s\), one per tensor forward returns, found 1"):
+        export_pytorch(make_model(), example, tmp_path / "j", output_names=["clean"])
+    with pytest.raises(ConfigError, match=r"dim_limits: expected dynamic dims of the inputs \(batch\), found \['depth'\]"):
+        export_pytorch(make_model(), example, tmp_path / "k", dim_limits={"depth": 5})
+    for size in ("big", 100.7, True, 1):
+        with pytest.raises(ConfigError, match=rf"dim_limits\['batch'\]: expected a whole number of at least the "
+                                              rf"traced size 2, found {re.escape(repr(size))}"):
+            export_pytorch(make_model(), example, tmp_path / "l", dim_limits={"batch": size})
     assert not list(tmp_path.iterdir())
+
+
+UNTRACEABLE = """
+import torch
+
+
+class Flip(torch.nn.Module):
+    def forward(self, x):
+        return x if x.sum().item() > 0 else -x
+
+
+def make_model():
+    return Flip()
+"""
+
+
+def test_a_module_torch_export_cannot_trace_or_run_is_refused_in_one_line(tmp_path, capsys, monkeypatch):
+    """torch.export's own failure (hundreds of lines) becomes a ValidationError naming the line of
+    forward where it stopped; a module that fails on its own example is refused before tracing."""
+    (tmp_path / "untraceable.py").write_text(UNTRACEABLE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import untraceable
+
+    example = {"x": np.ones((2, 3), np.float32)}
+    with pytest.raises(ValidationError, match=r"export of 'Flip': expected a module torch.export can trace, found "
+                                              r"\w+: Could not guard on data-dependent expression .* at .*untraceable.py:7 "
+                                              r"in forward \(docs/bring-your-own-model.md says what traces\)$"):
+        export_pytorch(untraceable.make_model(), example, tmp_path / "pkg")
+    with pytest.raises(ConfigError, match=r"module: expected forward to run on the example inputs, found RuntimeError: "):
+        export_pytorch(torch.nn.Linear(4, 4), example, tmp_path / "pkg")   # 3 features where it takes 4
+    np.savez(tmp_path / "example.npz", **example)
+    assert main(["export", "--module", f"{tmp_path / 'untraceable.py'}:make_model", "--inputs",
+                 str(tmp_path / "example.npz"), "--out", str(tmp_path / "pkg")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"edgegen: error: export of '{tmp_path / 'untraceable.py'}:make_model': expected a module "
+                          "torch.export can trace") and err.count("\n") == 1   # one line: torch's graph print is kept off
+    assert err.endswith(f" at {tmp_path / 'untraceable.py'}:7 in forward (docs/bring-your-own-model.md says what traces)\n")
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "__pycache__") == ["example.npz", "untraceable.py"]
 
 
 def test_a_generic_package_refuses_nan_and_empty_batches_and_never_returns_nan(tmp_path):

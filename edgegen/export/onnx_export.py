@@ -83,13 +83,14 @@ def _by_signature(module: torch.nn.Module, per_input: list[dict]) -> tuple:
 
 @contextlib.contextmanager
 def _quiet():
-    """The exporter narrates each stage on stdout and warns about optional packages; keep
-    the user's terminal for edgegen's own messages (errors still raise)."""
+    """The exporter narrates each stage on stdout, warns about optional packages, and prints the
+    graph it traced so far on stderr when tracing fails; keep the user's terminal for edgegen's
+    own messages (errors still raise, and the export's error names the line that stopped it)."""
     logger = logging.getLogger("torch.onnx")
     level = logger.level
     logger.setLevel(logging.ERROR)
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             warnings.simplefilter("ignore")
             yield
     finally:

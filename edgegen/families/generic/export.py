@@ -76,10 +76,9 @@ def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str 
     dynamic = {k: {0: "batch"} for k, v in example.items() if v.ndim} if dynamic is None else dict(dynamic)
     specs = _input_specs(example, dynamic)
     traced = _traced_sizes(specs, example)
-    limits = {d: (DEFAULT_BATCH_PROFILE[2] if d == "batch" else DEFAULT_LIMIT_FACTOR * s) for d, s in traced.items()}
-    limits.update({str(k): int(v) for k, v in (dim_limits or {}).items()})
+    limits = _dim_limits(dim_limits, traced)
     module = module.eval()
-    outputs = tuple(output_names) if output_names else _output_names(module, example, specs)
+    outputs = _output_names(output_names, _output_count(module, example, specs))
     clashes = sorted(set(outputs) & set(example))
     if clashes or len(set(outputs)) != len(outputs):
         raise ConfigError(f"output_names: expected names unlike each other and the inputs' (ONNX names each value "
@@ -94,7 +93,13 @@ def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str 
     reads = [*reads, *([held_out] if isinstance(held_out, (str, os.PathLike)) else [])]
     with staged_directory(out, overwrite=overwrite, holds=MANIFEST_NAME, kind=PACKAGE_KIND, reads=reads,
                           owns=package_files) as stage:
-        model = export_module(module, GRAPH, specs, outputs, example, opset)
+        try:
+            model = export_module(module, GRAPH, specs, outputs, example, opset)
+        except EdgegenError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a module torch.export cannot trace is the user's to change
+            raise ValidationError(f"export of {config.source!r}: expected a module torch.export can trace, found "
+                                  f"{_innermost(exc, module)} (docs/bring-your-own-model.md says what traces)") from exc
         onnx.save(model, str(stage / f"{GRAPH}.onnx"))
         graph_outputs = tuple(value_spec(v) for v in model.graph.output)
         session = OrtSession(GRAPH, stage / f"{GRAPH}.onnx", specs, graph_outputs, backend="ort-cpu")
@@ -103,9 +108,8 @@ def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str 
         except EdgegenError:
             raise
         except Exception as exc:  # noqa: BLE001 - the user's module failing on a fresh size is the gate's finding
-            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
             raise ValidationError(f"export of {config.source!r}: the module or its graph failed on inputs at sizes "
-                                  f"the trace did not see ({type(exc).__name__}: {first}); give dim_limits or "
+                                  f"the trace did not see ({_first_line(exc)}); give dim_limits or "
                                   "held_out inputs of sizes it takes") from None
         failures = [f"graph {GRAPH!r} {r.line()} (tolerance atol {atol:g}, rtol {rtol:g})" for r in results if not r.passed]
         if failures:
@@ -165,15 +169,74 @@ def _traced_sizes(specs, example) -> dict[str, int]:
     return sizes
 
 
-def _output_names(module, example, specs) -> tuple[str, ...]:
-    with torch.inference_mode():
-        result = module(*(torch.from_numpy(example[s.name]) for s in specs))
+def _dim_limits(given: Mapping[str, int] | None, traced: dict[str, int]) -> dict[str, int]:
+    """Each dynamic dim's largest value: as given, else batch 16 and other dims DEFAULT_LIMIT_FACTOR
+    x their traced size. Refused before the export: a dim the inputs lack, a size that is not a
+    whole number at least the traced one."""
+    limits = {d: (DEFAULT_BATCH_PROFILE[2] if d == "batch" else DEFAULT_LIMIT_FACTOR * s) for d, s in traced.items()}
+    if given is None:
+        return limits
+    if not isinstance(given, Mapping):
+        raise ConfigError(f"dim_limits: expected {{dynamic dim: largest size}}, found {type(given).__name__}")
+    unknown = sorted(str(d) for d in given if str(d) not in traced)
+    if unknown:
+        raise ConfigError(f"dim_limits: expected dynamic dims of the inputs ({', '.join(traced) or 'none'}), found {unknown}")
+    for dim, size in given.items():
+        if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < traced[str(dim)]:
+            raise ConfigError(f"dim_limits[{str(dim)!r}]: expected a whole number of at least the traced size "
+                              f"{traced[str(dim)]}, found {size!r}")
+        limits[str(dim)] = int(size)
+    return limits
+
+
+def _output_count(module, example, specs) -> int:
+    """How many tensors forward returns on the example: run once, before the export, so that a
+    module that fails on its own example, or returns something else, is said so at once."""
+    try:
+        with torch.inference_mode():
+            result = module(*(torch.from_numpy(example[s.name]) for s in specs))
+    except Exception as exc:  # noqa: BLE001 - the user's module failing on the user's example
+        raise ConfigError(f"module: expected forward to run on the example inputs, found {_first_line(exc)}") from exc
     if not isinstance(result, torch.Tensor) and not (isinstance(result, (tuple, list)) and result
                                                      and all(isinstance(r, torch.Tensor) for r in result)):
         raise ConfigError(f"module: expected forward to return a tensor or a tuple of tensors, found "
                           f"{type(result).__name__}")
-    count = 1 if isinstance(result, torch.Tensor) else len(result)
-    return ("output",) if count == 1 else tuple(f"output.{i}" for i in range(count))
+    return 1 if isinstance(result, torch.Tensor) else len(result)
+
+
+def _output_names(given, count: int) -> tuple[str, ...]:
+    """The graph's output names: as given (one per tensor forward returns), else output / output.i."""
+    if given is None:
+        return ("output",) if count == 1 else tuple(f"output.{i}" for i in range(count))
+    if isinstance(given, str) or not isinstance(given, (list, tuple)) or not all(isinstance(n, str) for n in given):
+        raise ConfigError(f"output_names: expected a list of names, found {given!r:.80}")
+    if len(given) != count:
+        raise ConfigError(f"output_names: expected {count} name(s), one per tensor forward returns, found "
+                          f"{len(given)}: {list(given)}")
+    return tuple(given)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0][:300]}" if text else type(exc).__name__
+
+
+def _innermost(exc: BaseException, module: torch.nn.Module) -> str:
+    """torch.export's failure in one line: its innermost cause, and where in forward it arose
+    (torch cuts the file's path to its last characters: given whole where it is the module's)."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    where = next((line.strip()[len("Caused by:"):].strip().strip("()") for line in str(exc).splitlines()
+                  if line.strip().startswith("Caused by:")), None)
+    if where:
+        cut = where.split(":")[0]
+        try:
+            source = inspect.getsourcefile(type(module))
+        except TypeError:
+            source = None
+        if source and source.endswith(cut):
+            where = source + where[len(cut):]
+    return _first_line(exc) + (f" at {where}" if where else "")
 
 
 def _fresh_sizes(dim: str, traced: int, limit: int) -> list[int]:
