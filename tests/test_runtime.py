@@ -80,6 +80,32 @@ def test_pipeline_count_errors(gan):
         gan.generate(np.zeros((2, 63), np.float32))
 
 
+def test_finite_inputs_the_graphs_overflow_on_are_refused_not_returned_as_nan(vae, gan, trained):
+    """Latents of 3e38 are finite, so the input checks pass them; the graphs overflow on them. The
+    pipelines say so, naming the graph and the inputs' magnitude, instead of returning NaN images."""
+    from edgegen.errors import NonFiniteError
+
+    huge = np.full((1, 16), 3e38, np.float32)
+    with pytest.raises(NonFiniteError, match=r"graph 'decoder': expected finite outputs, found NaN or Inf in image "
+                                             r"\(its inputs reach 3e\+38 in magnitude"):
+        vae.decode(huge)
+    with pytest.raises(NonFiniteError, match="graph 'generator': expected finite outputs"):
+        gan.generate(np.full((1, 64), 3e38, np.float32))
+    glow = edgegen.load(trained["flow"][1])
+    with pytest.raises(NonFiniteError, match="graph 'inverse': expected finite outputs"):
+        glow.sample(2, seed=0, temperature=1e30)
+    with pytest.raises(NonFiniteError, match="graph 'forward': expected finite outputs"):
+        glow.log_prob(np.full((2, *glow.data_shape), 1e30, np.float32))
+    assert np.isfinite(vae.decode(np.zeros((1, 16), np.float32))).all()   # ordinary latents pass
+
+
+def test_only_integer_pixels_and_samples_get_a_scale_hint(vae, gan):
+    with pytest.raises(InputError, match=r"found dtype int32$"):
+        gan.generate(np.zeros((1, 64), np.int32))
+    with pytest.raises(InputError, match=r"found dtype uint8 \(divide uint8 pixels by 255\)$"):
+        vae.encode(np.zeros((1, 1, 32, 32), np.uint8))
+
+
 def test_session_checks_feeds_before_running(gan):
     session = gan.sessions["generator"]
     good = np.zeros((2, 64), np.float32)

@@ -94,6 +94,18 @@ class Pipeline:
     def latent_dim(self) -> int:
         return self.config.latent_dim
 
+    def run_finite(self, part: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Graph `part`'s outputs on a user's (finite) inputs, or NonFiniteError where any holds NaN or
+        Inf: inputs far past what the model was trained on (latents of 1e30) overflow inside the
+        graph, and the user gets an error naming them, never a NaN picture."""
+        out = self.sessions[part].run(feeds)
+        bad = [name for name, value in out.items() if value.dtype.kind == "f" and not np.isfinite(value).all()]
+        if bad:
+            largest = max((float(np.abs(v).max()) for v in feeds.values() if v.dtype.kind == "f" and v.size), default=0.0)
+            raise NonFiniteError(f"graph {part!r}: expected finite outputs, found NaN or Inf in {', '.join(bad)} (its "
+                                 f"inputs reach {largest:.3g} in magnitude: far past what the model was trained on?)")
+        return out
+
     @property
     def graph_precisions(self) -> dict[str, str]:
         """{part: the precision it runs at}: load()'s precision, or fp32 for a graph the package has no
@@ -123,7 +135,9 @@ def as_float_array(value: Any, what: str, shape: tuple[int | None, ...]) -> np.n
     except Exception:  # noqa: BLE001 - anything numpy cannot take is the user's input error
         raise InputError(f"{what}: expected an array, found {type(value).__name__}") from None
     if array.dtype.kind != "f":
-        hint = " (divide uint8 pixels by 255)" if array.dtype.kind in "ui" else ""
+        # integer dtypes that mean a scale: 8-bit pixels, 16-bit audio samples (a label is never cast here)
+        hint = {np.dtype(np.uint8): " (divide uint8 pixels by 255)",
+                np.dtype(np.int16): " (divide int16 samples by 32768)"}.get(array.dtype, "")
         raise InputError(f"{what}: expected a floating-point array, found dtype {array.dtype}{hint}")
     expected = "[" + ", ".join("n" if d is None else str(d) for d in shape) + "]"
     if array.ndim != len(shape) or any(d is not None and d != s for d, s in zip(shape, array.shape)):

@@ -39,7 +39,7 @@ class ConditionalGANPipeline(Pipeline):
         if labels is None:  # this generator has no "no label" class to fall back on
             raise InputError(f"labels: expected one class id or {len(z)} class ids, found None")
         y = class_labels(labels, len(z), self.num_classes, self.num_classes, "labels")
-        return self.sessions["generator"].run({"z": z, "labels": y})["image"]
+        return self.run_finite("generator", {"z": z, "labels": y})["image"]
 
     def sample(self, n: int, labels=None, truncation: float | None = None, seed: int | None = None) -> np.ndarray:
         """n images of the given classes (None: classes drawn at random with the seed).

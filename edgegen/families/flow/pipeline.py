@@ -53,13 +53,13 @@ class FlowPipeline(Pipeline):
 
     def encode(self, x) -> np.ndarray:
         """Data -> latents z [n, D]."""
-        return self.sessions["forward"].run({"x": self._data(x)})["z"]
+        return self.run_finite("forward", {"x": self._data(x)})["z"]
 
     def decode(self, z) -> np.ndarray:
         """Latents [n, D] -> data: the exact inverse of encode (image values may fall a little
         outside [0, 1]: the logit preprocessing spans slightly more; `sample` clips)."""
         z = as_float_array(z, "latents", (None, self.config.event_dim))
-        return self.sessions["inverse"].run({"z": z})["x"]
+        return self.run_finite("inverse", {"z": z})["x"]
 
     def sample(self, n: int, seed: int | None = None, temperature: float = 1.0) -> np.ndarray:
         """n draws from the model; temperature scales the latent noise (below 1: typical samples)."""
@@ -73,7 +73,7 @@ class FlowPipeline(Pipeline):
 
         For images this is the density of the continuous pixel values given; use
         bits_per_dim for quantized images."""
-        out = self.sessions["forward"].run({"x": self._data(x)})
+        out = self.run_finite("forward", {"x": self._data(x)})
         z, logdet = out["z"].astype(np.float64), out["logdet"].astype(np.float64)
         return (-0.5 * (z**2).sum(axis=1) - 0.5 * z.shape[1] * math.log(2 * math.pi) + logdet).astype(np.float32)
 

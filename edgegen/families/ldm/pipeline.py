@@ -38,10 +38,10 @@ class LatentDiffusionPipeline(DiffusionPipeline):
 
     def to_space(self, images: np.ndarray) -> np.ndarray:
         """Images in [0, 1] -> scaled latents (the encoder's posterior mean)."""
-        return self.sessions["encoder"].run({"image": np.ascontiguousarray(images, dtype=np.float32)})["latent"]
+        return self.run_finite("encoder", {"image": np.ascontiguousarray(images, dtype=np.float32)})["latent"]
 
     def to_images(self, x: np.ndarray) -> np.ndarray:
-        return self.sessions["decoder"].run({"latent": np.ascontiguousarray(x, dtype=np.float32)})["image"]
+        return self.run_finite("decoder", {"latent": np.ascontiguousarray(x, dtype=np.float32)})["image"]
 
     def encode(self, images) -> np.ndarray:
         """Images [n, C, H, W] in [0, 1] -> latents [n, *latent_shape] (scaled, as the UNet sees them)."""

@@ -62,7 +62,7 @@ class StyleGANPipeline(Pipeline):
         """Latents [n, latent_dim] -> w [n, w_dim], pulled toward the average w by
         truncation, StyleGAN's psi (1: as mapped; 0: the average image; 0.5-0.7: StyleGAN's usual)."""
         z = as_float_array(z, "latents", (None, self.latent_dim))
-        w = self.sessions["mapping"].run({"z": z})["w"]
+        w = self.run_finite("mapping", {"z": z})["w"]
         psi = check_number(truncation, "truncation")
         return w if psi == 1.0 else (self.w_avg + np.float32(psi) * (w - self.w_avg)).astype(np.float32)
 
@@ -78,7 +78,7 @@ class StyleGANPipeline(Pipeline):
         if rank == 2:
             ws = np.repeat(as_float_array(ws, "ws", (None, self.w_dim))[:, None], self.num_ws, axis=1)
         ws = as_float_array(ws, "ws", (None, self.num_ws, self.w_dim))
-        return self.sessions["synthesis"].run({"ws": ws, **self.noise(len(ws), noise_mode, seed)})["image"]
+        return self.run_finite("synthesis", {"ws": ws, **self.noise(len(ws), noise_mode, seed)})["image"]
 
     def noise(self, n: int, mode: str = "const", seed: int | None = None) -> dict[str, np.ndarray]:
         """The synthesis graph's noise inputs for a batch of n."""

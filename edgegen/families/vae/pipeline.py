@@ -20,13 +20,13 @@ class VAEPipeline(Pipeline):
     def encode(self, x) -> tuple[np.ndarray, np.ndarray]:
         """Images [n, C, H, W] in [0, 1] -> (mu, logvar), each [n, latent_dim]."""
         x = as_float_array(x, "images", (None, *self.image_shape))
-        out = self.sessions["encoder"].run({"image": x})
+        out = self.run_finite("encoder", {"image": x})
         return out["mu"], out["logvar"]
 
     def decode(self, z) -> np.ndarray:
         """Latents [n, latent_dim] -> images [n, C, H, W] in [0, 1]."""
         z = as_float_array(z, "latents", (None, self.latent_dim))
-        return self.sessions["decoder"].run({"z": z})["image"]
+        return self.run_finite("decoder", {"z": z})["image"]
 
     def sample(self, n: int, seed: int | None = None) -> np.ndarray:
         return self.decode(standard_normal(check_count(n), self.latent_dim, seed))
