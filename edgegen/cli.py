@@ -39,7 +39,9 @@ def _require_export(what: str) -> None:
         raise MissingExtraError(f"{what} needs the export extra: {EXPORT_EXTRA} (found no {', '.join(missing)} here)")
 
 
-NAMED_COMMANDS = ("generate", "bench", "info", "check")   # read-only commands that take a shipped model's name
+# read-only commands that take a shipped model's name, resolved before they run (generate resolves
+# its own, after checking its options: a shipped name may export first, which takes a while)
+NAMED_COMMANDS = ("bench", "info", "check")
 
 
 def _package_or_name(given: str) -> str:
@@ -62,17 +64,15 @@ def _package_or_name(given: str) -> str:
 
 
 def _cmd_list(args) -> None:
-    from .shipped import cache_path, find_shipped, models_root, shipped_names
+    from .shipped import cache_path, find_shipped, models_root, shipped_family, shipped_names
 
     names = shipped_names()
     if not names:
         print("no shipped models: they come with the edgegen-models distribution (pip install edgegen-models)")
         return
-    from .package import read_json
-
     rows = []
     for name in names:
-        family = read_json(models_root() / "checkpoints" / name / "config.json", ConfigError).get("family", "?")
+        family = shipped_family(name)
         found = find_shipped(name)
         where = ("exported, in edgegen-models" if found and found.parent == models_root() / "packages" else
                  f"exported, in {found}" if found else
@@ -212,24 +212,34 @@ def _default_samples(pipe) -> int:
     return 1 if isinstance(data, dict) and data.get("source") == "diffusers" else 16
 
 
+def _family_of(given: str) -> str:
+    """The family of a package path, or of a shipped model's name without exporting it."""
+    from .package import Package
+    from .shipped import is_shipped_name, shipped_family
+
+    if os.path.exists(given) or not is_shipped_name(given):
+        return Package(given, verify_hashes=False).family   # load() verifies
+    return shipped_family(given)
+
+
 def _cmd_generate(args) -> None:
     from .families import GenerateRequest
     from .families import get as get_family
-    from .package import Package
     from .runtimes import load
 
-    family = get_family(Package(args.package, verify_hashes=False).family)   # load() verifies below
+    family = get_family(_family_of(args.package))
     grid_given = [flag for flag, value in (("--n", args.n), ("--nrow", args.nrow), ("--scale", args.scale))
                   if value is not None]
     if grid_given and not family.grid_flags:   # refused before the model loads, not ignored
         raise ConfigError(f"{grid_given[0]}: expected an option of packages that draw a grid of images, found it "
                           f"given to a {family.name} package")
     options = _family_options(family, family.options, args, "generate")
-    _refuse_out_over_what_generate_reads(args.out, args.package, options)
     if family.grid_flags and args.out is not None:   # pictures: an extension edgegen cannot write is refused first
         from .images import picture_format
 
         picture_format(args.out, "RGB")
+    args.package = _package_or_name(args.package)   # a shipped name's export, after the options' checks
+    _refuse_out_over_what_generate_reads(args.out, args.package, options)
     pipe = load(args.package, backend=args.backend, threads=args.threads, precision=args.precision)
     from .package import fp32_graphs_note
 

@@ -23,7 +23,7 @@ import re
 import sys
 from pathlib import Path
 
-from .errors import PackageError, not_one_of
+from .errors import CheckpointError, PackageError, not_one_of
 from .package import CHECKPOINT_WEIGHTS, sha256_file
 from .storage import user_cache_dir
 
@@ -49,6 +49,13 @@ def checkpoints_dir() -> Path:
 def shipped_names() -> list[str]:
     folder = checkpoints_dir()
     return sorted(p.name for p in folder.iterdir() if (p / CHECKPOINT_WEIGHTS).is_file()) if folder.is_dir() else []
+
+
+def shipped_family(name: str) -> str:
+    """The family of the shipped `name`, from its checkpoint's config (no export needed)."""
+    from .package import read_json
+
+    return str(read_json(checkpoints_dir() / name / "config.json", CheckpointError).get("family", "?"))
 
 
 def is_bare_name(text: str | os.PathLike) -> bool:

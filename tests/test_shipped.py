@@ -57,6 +57,13 @@ def test_a_name_exports_once_into_the_cache_then_finds_it(models, tmp_path, caps
     assert main(["info", NAME]) == 0 and main(["check", NAME]) == 0
 
 
+def test_generate_refuses_an_option_of_another_family_before_a_name_exports(models, tmp_path, capsys):
+    assert main(["generate", NAME, "--steps", "2", "--out", str(tmp_path / "x.png")]) == 2
+    assert "--steps: expected an option of" in capsys.readouterr().err
+    assert main(["generate", NAME, "--out", str(tmp_path / "x.gif")]) == 2   # an extension it cannot write, too
+    assert not (tmp_path / "cache").exists() and shipped.find_shipped(NAME) is None   # nothing exported
+
+
 def test_a_newer_edgegen_exports_the_name_anew_and_leaves_the_old_export(models, monkeypatch, capsys):
     from edgegen.export.shipped import export_shipped
 
