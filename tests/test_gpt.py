@@ -639,6 +639,29 @@ def test_sampling_matches_transformers_logits_processors():
     assert set(draws) <= top3 and len(set(draws)) == 3
 
 
+def test_text_utf8_cannot_carry_is_an_input_error_for_both_tokenizers(gpt, tmp_path, capsys):
+    """A lone surrogate (a string cut inside a pair, or argv bytes the locale could not decode)
+    reached the tokenizers' own exceptions; now it is refused, naming the character and where."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    from edgegen.runtimes.tokenizer import BPETokenizer
+
+    pipe = edgegen.load(gpt["pkg"])
+    message = r"prompt: expected text UTF-8 can encode, found '\\ud800' at character 2 \(a lone surrogate"
+    with pytest.raises(InputError, match=message):
+        pipe.generate("ab\ud800", max_new_tokens=2)
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.save(str(tmp_path / "tokenizer.json"))
+    bpe = BPETokenizer(tmp_path / "tokenizer.json")
+    with pytest.raises(InputError, match=message):
+        bpe.encode("ab\ud800")
+    with pytest.raises(InputError, match=message):
+        bpe.encode_padded(["fine", "ab\ud800"], 8, 0)
+    assert main(["generate", str(gpt["pkg"]), "--prompt", "ab\udcff", "--max-new-tokens", "2"]) == 2
+    assert "edgegen: error: prompt: expected text UTF-8 can encode, found '\\udcff' at character 2" in capsys.readouterr().err
+
+
 def _tiny_gpt2(folder, n_positions=256):
     """A random GPT-2 and a byte-level BPE tokenizer trained here on stdlib text."""
     transformers = pytest.importorskip("transformers")

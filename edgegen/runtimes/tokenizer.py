@@ -21,6 +21,18 @@ class StreamDecoder(Protocol):
     def flush(self) -> str: ...                   # what is left at the end
 
 
+def utf8_text(text: str) -> str:
+    """`text` itself, or InputError where it holds a character UTF-8 cannot carry (a lone surrogate:
+    from a string cut inside a pair, or command-line bytes the locale could not decode)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InputError(f"prompt: expected text UTF-8 can encode, found {exc.object[exc.start:exc.end]!r} at "
+                         f"character {exc.start} (a lone surrogate: bytes that were not UTF-8, or a string cut "
+                         "inside a pair)") from None
+    return text
+
+
 class ByteTokenizer:
     """Token ids 0..255 are the UTF-8 bytes of the text."""
 
@@ -28,7 +40,7 @@ class ByteTokenizer:
     vocab_size = 256
 
     def encode(self, text: str) -> list[int]:
-        return list(text.encode("utf-8"))
+        return list(utf8_text(text).encode("utf-8"))
 
     def decode(self, ids: list[int]) -> str:
         return bytes(ids).decode("utf-8", errors="replace")
@@ -66,7 +78,7 @@ class BPETokenizer:
         self.vocab_size = self._tokenizer.get_vocab_size(with_added_tokens=True)
 
     def encode(self, text: str) -> list[int]:
-        return self._tokenizer.encode(text, add_special_tokens=False).ids
+        return self._tokenizer.encode(utf8_text(text), add_special_tokens=False).ids
 
     def decode(self, ids: list[int]) -> str:
         return self._tokenizer.decode(ids, skip_special_tokens=False)
@@ -78,7 +90,7 @@ class BPETokenizer:
         self._tokenizer.enable_truncation(length)
         self._tokenizer.enable_padding(length=length, pad_id=pad_id)
         try:
-            encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=True)
+            encodings = self._tokenizer.encode_batch([utf8_text(t) for t in texts], add_special_tokens=True)
         finally:
             self._tokenizer.no_truncation()
             self._tokenizer.no_padding()
