@@ -112,6 +112,10 @@ def test_pixelcnn_complete_keeps_known_pixels_and_fills_the_rest(pixelcnn):
     assert not np.array_equal(done[:, :, 4:], pipe.complete(digits, mask, seed=1, labels=labels)[:, :, 4:])
     with pytest.raises(InputError, match="mask"):
         pipe.complete(digits, np.zeros((7, 8)))
+    for bad in (0.5, -1.0, np.nan):   # was read as "keep" without a word: no pixel regenerated
+        with pytest.raises(InputError, match=r"mask: expected 0 \(keep\) and 1 \(generate\) only, found other values"):
+            pipe.complete(digits, np.where(mask > 0, bad, 0.0), seed=0, labels=labels)
+    assert np.array_equal(done, pipe.complete(digits, mask > 0, seed=0, labels=labels))   # a boolean mask is one too
     with pytest.raises(InputError, match="class ids in"):
         pipe.sample(2, labels=[3, 10])
 

@@ -93,6 +93,11 @@ def test_img2img_strength(pipe):
     light = pipe.img2img(digits, strength=0.2, steps=10, seed=0)
     heavy = pipe.img2img(digits, strength=1.0, steps=10, seed=0)
     assert np.abs(light - digits).mean() < np.abs(heavy - digits).mean()
+    # a strength that runs none of the steps would return the input as if denoised: refused, as diffusers does
+    with pytest.raises(InputError, match=r"strength 0.05: expected it to run at least one of the 10 steps \(strength x "
+                                         r"steps >= 1\), found 0.5: give a strength of at least 0.1, or more steps"):
+        pipe.img2img(digits, strength=0.05, steps=10, seed=0)
+    assert not np.array_equal(pipe.img2img(digits, strength=0.1, steps=10, seed=0), digits)   # one step
 
 
 @pytest.mark.parametrize("call, error, message", [

@@ -155,6 +155,18 @@ def check_finite(array: np.ndarray, what: str) -> np.ndarray:
     return array
 
 
+def mask_array(mask: Any) -> np.ndarray:
+    """A user's inpainting mask as float32, refused unless every value is 0 (keep) or 1 (generate):
+    a 0.5 would be rounded one way or the other without a word."""
+    try:
+        m = np.asarray(mask, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise InputError(f"mask: expected an array of 0 and 1, found {type(mask).__name__}") from None
+    if not np.isin(m, (0.0, 1.0)).all():
+        raise InputError("mask: expected 0 (keep) and 1 (generate) only, found other values")
+    return m
+
+
 def finite_result(array: np.ndarray, what: str, cause: str) -> np.ndarray:
     """A pipeline's result, or NonFiniteError naming what the settings made (never a NaN picture)."""
     if not np.isfinite(array).all():

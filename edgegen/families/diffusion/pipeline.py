@@ -18,6 +18,7 @@ from ...runtimes.pipeline import (
     class_problems,
     finite_result,
     make_rng,
+    mask_array,
 )
 from ...runtimes.samplers import BETA_SCHEDULES, PREDICTION_TYPES, SAMPLERS, Callback, Sampler, make_sampler, schedule_problems
 from .. import positive
@@ -263,8 +264,12 @@ class DiffusionPipeline(Pipeline):
         run = self.make_sampler(sampler, eta)
         run.check_steps(steps)
         start = steps - min(int(steps * strength), steps)
-        if start >= steps:
+        if strength == 0:
             return images.copy()
+        if start >= steps:   # as diffusers refuses it: a strength that runs no step would return the input unchanged
+            raise InputError(f"strength {strength:g}: expected it to run at least one of the {steps} steps "
+                             f"(strength x steps >= 1), found {steps * strength:g}: give a strength of at least "
+                             f"{1 / steps:g}, or more steps")
         x0 = self.to_space(images)
         noise = rng.standard_normal(x0.shape, dtype=np.float32)
         model_fn = self.conditioned_denoiser(labels, len(x0), guidance_scale, feeds)
@@ -308,20 +313,14 @@ class DiffusionPipeline(Pipeline):
 
     def _mask(self, mask, shape) -> np.ndarray:
         """A mask [n or 1, 1 or C, H, W] (or [H, W]) of 0/1, broadcast to the images."""
-        try:
-            m = np.asarray(mask, dtype=np.float32)
-        except (TypeError, ValueError):
-            raise InputError(f"mask: expected an array of 0 and 1, found {type(mask).__name__}") from None
+        m = mask_array(mask)
         if m.ndim == 2:
             m = m[None, None]
         try:
-            m = np.broadcast_to(m, shape)
+            return np.broadcast_to(m, shape)
         except ValueError:
             raise InputError(f"mask: expected a shape that broadcasts to {list(shape)} ([H, W] or [n, 1, H, W]), "
                              f"found {list(np.shape(mask))}") from None
-        if not np.isin(m, (0.0, 1.0)).all():
-            raise InputError("mask: expected 0 (keep) and 1 (generate) only, found other values")
-        return m
 
 
 class RowGenerators:

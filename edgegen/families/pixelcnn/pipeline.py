@@ -23,6 +23,7 @@ from ...runtimes.pipeline import (
     class_labels,
     class_problems,
     make_rng,
+    mask_array,
 )
 from .. import positive
 
@@ -62,7 +63,7 @@ class PixelCNNPipeline(Pipeline):
         """Fill the pixels where mask is 1 (not yet generated), in raster order, keeping the rest
         (quantized to the model's levels). mask: [H, W] for every image, or [n, H, W]."""
         images = self.quantized(as_float_array(image, "image", (None, *self.image_shape)))
-        todo = np.asarray(mask)
+        todo = mask_array(mask)
         if todo.shape not in (self.image_shape[1:], (len(images), *self.image_shape[1:])):
             raise InputError(f"mask: expected shape {list(self.image_shape[1:])} or {[len(images), *self.image_shape[1:]]}, "
                              f"found {list(todo.shape)}")
