@@ -82,6 +82,15 @@ def schedule_problems(beta_schedule: str, num_train_timesteps: int, beta_start: 
     return []
 
 
+def _of_the_kind_of(value, default) -> bool:
+    """A sampler option's value is of its default's kind: a bool, a finite number, a string."""
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, (int, float)):
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return isinstance(value, type(default))
+
+
 class Sampler:
     """What every sampler shares: the schedule, the options, the loop."""
 
@@ -101,6 +110,12 @@ class Sampler:
         unknown = sorted(set(options) - set(self.options))
         if unknown:
             raise ConfigError(f"sampler {self.name!r}: expected options among {sorted(self.options) or 'none'}, found {unknown}")
+        for name, value in options.items():
+            if not _of_the_kind_of(value, self.options[name]):
+                raise ConfigError(f"sampler {self.name!r} option {name!r}: expected a {type(self.options[name]).__name__} "
+                                  f"like its default {self.options[name]!r}, found {value!r}")
+        if isinstance(steps_offset, bool) or not isinstance(steps_offset, int) or steps_offset < 0:
+            raise ConfigError(f"steps_offset: expected an integer of 0 or more, found {steps_offset!r}")
         if not isinstance(num_train_timesteps, int) or num_train_timesteps < 2:
             raise ConfigError(f"num_train_timesteps: expected an integer >= 2, found {num_train_timesteps!r}")
         problems = schedule_problems(beta_schedule, num_train_timesteps, beta_start, beta_end)

@@ -61,13 +61,20 @@ class DiffusionConfig(ImageConfig):
             problems += schedule_problems(self.beta_schedule, self.num_train_timesteps, self.beta_start, self.beta_end)
         if self.held_out is not None and not {"file", "sha256"} <= set(self.held_out):
             problems.append(f"held_out expected file and sha256, found keys {sorted(self.held_out)}")
-        if not problems:   # the package's own sampler, built once: its settings are checked here, not mid-call
-            try:
-                make_sampler(self.sampler, num_train_timesteps=self.num_train_timesteps, beta_schedule=self.beta_schedule,
-                             beta_start=self.beta_start, beta_end=self.beta_end, prediction_type=self.prediction_type,
-                             **self.sampler_settings(self.sampler))
-            except (ConfigError, TypeError, ValueError) as exc:
-                problems.append(f"sampler_options: {exc}")
+        taken = {"timestep_spacing", "steps_offset"}.union(*(s.options for s in SAMPLERS.values()))
+        unknown = sorted(set(self.sampler_options) - taken)
+        if unknown:
+            problems.append(f"sampler_options expected options some sampler takes ({', '.join(sorted(taken))}), "
+                            f"found {unknown}")
+        if not problems:   # every sampler a call may switch to, built once: its settings are checked here, not mid-call
+            for name in (self.sampler, *SAMPLERS):
+                try:
+                    make_sampler(name, num_train_timesteps=self.num_train_timesteps, beta_schedule=self.beta_schedule,
+                                 beta_start=self.beta_start, beta_end=self.beta_end, prediction_type=self.prediction_type,
+                                 **self.sampler_settings(name))
+                except (ConfigError, TypeError, ValueError) as exc:
+                    problems.append(f"sampler_options: {exc}")
+                    break
         return problems
 
     def sampler_settings(self, name: str) -> dict:
