@@ -14,8 +14,12 @@ from .errors import (
     HashMismatchError,
     InputError,
     ManifestError,
+    MissingExtraError,
+    NonFiniteError,
     OutputExistsError,
+    PackageBusyError,
     PackageError,
+    PrecisionWarning,
     UnknownFamilyError,
     ValidationError,
 )
@@ -40,4 +44,5 @@ def export_pytorch(module, inputs, out, **options):
 
 __all__ = ["load", "export_pytorch", "__version__", "EdgegenError", "PackageError", "ManifestError", "HashMismatchError",
            "CheckpointError", "InputError", "BackendError", "UnknownFamilyError", "DataError", "ConfigError",
-           "ValidationError", "OutputExistsError"]
+           "ValidationError", "OutputExistsError", "NonFiniteError", "PackageBusyError", "MissingExtraError",
+           "PrecisionWarning"]

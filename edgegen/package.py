@@ -219,7 +219,8 @@ class Package:
         for part, entry in self.manifest.graphs.items():
             path = self.resolve(entry.file, f"graphs.{part}.file")
             if not path.is_file():
-                raise PackageError(f"package {str(self.path)!r}: graph {part!r} expected at {entry.file!r}, found no such file")
+                raise PackageError(f"package {str(self.path)!r}: graph {part!r} expected at {entry.file!r}, found "
+                                   f"{_not_a_file(path)}")
             if verify_hashes:
                 found = sha256_file(path)
                 if found != entry.sha256:
@@ -275,7 +276,7 @@ class Package:
             raise ManifestError(f"package {str(self.path)!r}: {where} expected to name a graph of the package, found {part!r}")
         path = self.resolve(str(record["file"]), f"{where}.file")
         if not path.is_file():
-            raise PackageError(f"package {str(self.path)!r}: {where} expected at {record['file']!r}, found no such file")
+            raise PackageError(f"package {str(self.path)!r}: {where} expected at {record['file']!r}, found {_not_a_file(path)}")
         if verify_hashes and sha256_file(path) != record.get("sha256"):
             raise HashMismatchError(f"package {str(self.path)!r}: {precision} variant of graph {part!r} ({record['file']!r}) "
                                     f"expected sha256 {str(record.get('sha256'))[:16]}..., found another (changed after optimize)")
@@ -326,6 +327,11 @@ class Package:
         if record is not None:
             return self.resolve(record["file"], f"variants.{precision}.{part}.file")
         return self.resolve(self.manifest.graphs[part].file, f"graphs.{part}.file")
+
+
+def _not_a_file(path: Path) -> str:
+    """What lies at a path where a file was expected: a folder, or nothing."""
+    return "a folder" if path.is_dir() else "no such file"
 
 
 def fp32_graphs_note(precision: str, graphs: dict[str, str]) -> str | None:

@@ -181,6 +181,12 @@ def test_shipped_wavenet_log_prob_separates_tones_from_noise(tmp_path):
     np.testing.assert_allclose(each, reference, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(pipe.log_prob(tones[:2], labels=[1, 2]), reference.mean(axis=1), rtol=1e-5)
     assert roc_auc(-ours, -pipe.log_prob(noise)) >= 0.95
+    with pytest.raises(InputError, match=r"waveform: expected shape \[T\] or \[n, T\], found \[1, 1, 800\]"):
+        pipe.log_prob(tones[:1, None])
+    with pytest.raises(InputError, match=r"found dtype int16 \(divide int16 samples by 32768\)"):
+        pipe.log_prob((tones[0] * 32767).astype(np.int16))
+    with pytest.raises(InputError, match=r"temperature: expected a number from 0.0001 to 10000, found 0$"):
+        pipe.generate(10, seed=0, temperature=0)   # no greedy mode to point to
 
 
 def test_wavenet_cli_writes_a_wav_and_trains_on_a_wav_folder(wavenet, tmp_path):

@@ -275,6 +275,9 @@ def test_kv_cache_is_allocated_once_per_run_and_sized_from_the_request(gpt, monk
     cache = [s for s in allocations if s == 1 * 4 * (3 + 50) * 16]
     assert len(cache) == 2 * 2 * 2  # two buffers (past, present) for each of 2 layers' keys and values
     assert pipe.cache_bytes(1, 53) == sum(cache) * 4
+    for batch, tokens in ((-1, 10), (1, -5), (1.5, 10), (1, "a")):
+        with pytest.raises(InputError, match=r"(batch|total_tokens): expected a whole number of at least [01], found"):
+            pipe.cache_bytes(batch, tokens)
 
 
 def _in_place_variant(package, precision="fused", **options) -> dict:

@@ -86,6 +86,9 @@ def test_missing_graph_file(package_copy):
     (pkg / "decoder.onnx").unlink()
     with pytest.raises(PackageError, match="graph 'decoder' expected at 'decoder.onnx', found no such file"):
         edgegen.load(pkg)
+    (pkg / "decoder.onnx").mkdir()
+    with pytest.raises(PackageError, match="graph 'decoder' expected at 'decoder.onnx', found a folder$"):
+        edgegen.load(pkg)
 
 
 def test_changed_graph_file_fails_its_hash(package_copy):

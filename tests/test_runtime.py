@@ -99,6 +99,12 @@ def test_finite_inputs_the_graphs_overflow_on_are_refused_not_returned_as_nan(va
     assert np.isfinite(vae.decode(np.zeros((1, 16), np.float32))).all()   # ordinary latents pass
 
 
+def test_a_thread_count_that_is_not_a_number_is_refused_by_name(trained):
+    for threads in ("2", 1.5, True, 0):
+        with pytest.raises(BackendError, match=rf"threads: expected a positive number of intra-op threads, found {threads!r}"):
+            edgegen.load(trained["gan"][1], threads=threads)
+
+
 def test_only_integer_pixels_and_samples_get_a_scale_hint(vae, gan):
     with pytest.raises(InputError, match=r"found dtype int32$"):
         gan.generate(np.zeros((1, 64), np.int32))

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from .token_sampling import Sampling, next_tokens
+from .pipeline import check_number
+from .token_sampling import LIMIT, Sampling, next_tokens
 
 
 def sampler(temperature) -> Sampling:
-    return Sampling.checked(True, temperature, None, None, 1.0)
+    """A draw at `temperature`: these models have no greedy mode, so a temperature of 0 is refused
+    within the sampler's range, not pointed to token models' do_sample=False."""
+    return Sampling.checked(True, check_number(temperature, "temperature", 1 / LIMIT, LIMIT), None, None, 1.0)
 
 
 def draw(logits: np.ndarray, sampling: Sampling, rng: np.random.Generator) -> np.ndarray:

@@ -39,8 +39,8 @@ def session_options(threads: int | None, spin: bool = True) -> ort.SessionOption
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     if threads is not None:
-        if threads < 1:
-            raise BackendError(f"threads: expected a positive number of intra-op threads, found {threads}")
+        if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
+            raise BackendError(f"threads: expected a positive number of intra-op threads, found {threads!r}")
         options.intra_op_num_threads = threads
     # One graph runs at a time in a pipeline: inter-op parallelism only adds thread pools.
     options.inter_op_num_threads = 1

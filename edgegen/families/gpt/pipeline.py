@@ -235,6 +235,9 @@ class GPTPipeline(Pipeline):
     def cache_bytes(self, batch: int, total_tokens: int) -> int:
         """Memory of the KV cache buffers for a run: two buffers (past and present) per tensor, or
         one where the graph writes its cache in place."""
+        for what, value, least in (("batch", batch, 1), ("total_tokens", total_tokens, 0)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+                raise InputError(f"{what}: expected a whole number of at least {least}, found {value!r}")
         return (1 if self._in_place else 2) * self.kv_cache_read_bytes(batch, total_tokens)
 
     def kv_cache_read_bytes(self, batch: int, tokens: float) -> int:

@@ -89,6 +89,8 @@ class WaveNetPipeline(Pipeline):
         per_sample=True: each sample's own log-likelihood given the ones before it ([T - 1] or
         [n, T - 1]; the first sample is the context)."""
         audio = np.asarray(waveform)
+        if audio.ndim not in (1, 2):
+            raise InputError(f"waveform: expected shape [T] or [n, T], found {list(audio.shape)}")
         single = audio.ndim == 1
         audio = as_float_array(audio[None] if single else audio, "waveform", (None, None))
         if audio.shape[1] < 2:
