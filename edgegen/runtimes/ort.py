@@ -139,6 +139,7 @@ class OrtSession(Session):
             raise BackendError(f"backend {backend!r}: ONNX Runtime fell back to {self._session.get_providers()} for graph {graph_name!r} (check the CUDA / TensorRT libraries)")
         self._check_signature()
         self._output_names = [o.name for o in outputs]
+        self._run_options = quiet_run_options(ort.RunOptions())
 
     def _check_signature(self) -> None:
         """The graph file must have exactly the inputs and outputs the manifest promises."""
@@ -171,9 +172,17 @@ class OrtSession(Session):
         if not self._accepts(feeds):
             check_feeds(self.graph_name, self.inputs, feeds)  # raises InputError saying what is wrong
         try:
-            return dict(zip(self._output_names, self._session.run(self._output_names, feeds)))
+            return dict(zip(self._output_names, self._session.run(self._output_names, feeds, self._run_options)))
         except Exception as exc:  # noqa: BLE001 - ONNX Runtime raises its own exception types
             raise run_error(self.graph_name, exc) from None
+
+
+def quiet_run_options(options):
+    """Run options whose log shows fatal messages only: a failed run's error reaches the user as
+    the exception run_error turns into one line; ONNX Runtime would also log it, in red, first.
+    (The session's own log, at creation, stays at errors: a provider that fails to load says why.)"""
+    options.log_severity_level = 4
+    return options
 
 
 _BINDING_FAILURE = "Error in execution: "  # run_with_iobinding's C++ prefix for a failed status
@@ -221,11 +230,12 @@ class OrtBinding:
             device = C.OrtDevice(C.OrtDevice.cpu(), C.OrtDevice.default_memory(), 0)
             self.bind_input = functools.partial(_bind_raw, raw.bind_input, device)
             self.bind_output = functools.partial(_bind_raw, raw.bind_output, device)
-            self._run = functools.partial(raw_session.run_with_iobinding, raw, C.RunOptions())
+            self._run = functools.partial(raw_session.run_with_iobinding, raw, quiet_run_options(C.RunOptions()))
         else:  # a future ONNX Runtime that moved them: the public API
             self.bind_input = lambda name, dtype, shape, address: binding.bind_input(name, "cpu", 0, dtype, shape, address)
             self.bind_output = lambda name, dtype, shape, address: binding.bind_output(name, "cpu", 0, dtype, shape, address)
-            self._run = lambda: inference.run_with_iobinding(binding)
+            run_options = quiet_run_options(ort.RunOptions())
+            self._run = lambda: inference.run_with_iobinding(binding, run_options)
 
     def run(self) -> None:
         try:
