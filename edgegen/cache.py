@@ -9,6 +9,7 @@ eMMC that is space worth having back. Nothing here needs torch.
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import os
 import re
@@ -43,8 +44,10 @@ class CacheEntry:
 def cache_entries(root: Path | None = None) -> list[CacheEntry]:
     """Every entry of the cache at `root` (default: the user's), its size, and whether it is stale."""
     root = Path(root) if root is not None else user_cache_dir()
+    weights = functools.lru_cache(maxsize=None)(lambda name: weights_sha256(name)[:16])   # hashed once per model
     entries = []
-    for folder, judge in ((root / "packages", _export_staleness), (root / "judges", _judge_staleness)):
+    for folder, judge in ((root / "packages", functools.partial(_export_staleness, weights=weights)),
+                          (root / "judges", _judge_staleness)):
         for path in _listed(folder):
             leftover = LEFTOVER.match(path.name)
             if leftover:
@@ -67,7 +70,7 @@ def _listed(folder: Path) -> list[Path]:
         return []
 
 
-def _export_staleness(path: Path) -> tuple[str, str | None]:
+def _export_staleness(path: Path, weights) -> tuple[str, str | None]:
     match = CACHED_EXPORT.match(path.name)
     if not match or not path.is_dir():
         return "not written by edgegen", None
@@ -78,7 +81,7 @@ def _export_staleness(path: Path) -> tuple[str, str | None]:
         return kind, None   # without edgegen-models installed its weights cannot be told: kept
     if match["name"] not in shipped_names():
         return kind, "the installed edgegen-models ships no model of that name"
-    if weights_sha256(match["name"])[:16] != match["weights"]:
+    if weights(match["name"]) != match["weights"]:
         return kind, f"exported from other weights than the installed edgegen-models' {match['name']}"
     return kind, None
 
@@ -90,42 +93,60 @@ def _judge_staleness(path: Path) -> tuple[str, str | None]:
     kind = "digit judge (image metrics)"
     if match["edgegen"] != edgegen_version():
         return kind, f"trained by edgegen {match['edgegen']}; this is {edgegen_version()}"
-    try:
-        torch_version = importlib.metadata.version("torch")
-    except importlib.metadata.PackageNotFoundError:
+    installed = torch_version()
+    if installed is None:
         return kind, None   # the runtime alone never reads it; an export side elsewhere may
-    if match["torch"] != torch_version:
-        return kind, f"trained with torch {match['torch']}; this is {torch_version}"
+    if match["torch"] != installed:
+        return kind, f"trained with torch {match['torch']}; this is {installed}"
     return kind, None
+
+
+def torch_version() -> str | None:
+    """The installed torch's version as its package metadata gives it, without importing torch (the
+    judge's file is named by it, so that both sides read the same string), or None."""
+    try:
+        return importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def _size(path: Path) -> int:
     """Bytes on disk of a file or a whole folder (links not followed)."""
-    if not path.is_dir() or path.is_symlink():
-        return path.lstat().st_size
-    return sum((Path(folder) / name).lstat().st_size for folder, _, names in os.walk(path) for name in names)
+    total = 0
+    for file in [path] if not path.is_dir() or path.is_symlink() else \
+            (Path(folder) / name for folder, _, names in os.walk(path) for name in names):
+        try:
+            total += file.lstat().st_size
+        except FileNotFoundError:   # removed by a command running now
+            pass
+    return total
 
 
 def prune(entries: list[CacheEntry], report=print) -> list[CacheEntry]:
-    """Remove the stale entries, each whole or not at all, under the writer lock of what it is
-    or was left beside; one that another command is writing now is kept, and said so. Returns
-    those removed."""
+    """Remove the stale entries, each whole or not at all, under the writer lock of what it is or
+    was left beside, reporting each as it goes; one another command is writing now, or that the
+    system refuses to remove, is kept and said so. Returns those removed."""
     removed = []
     for entry in entries:
         if entry.stale is None:
             continue
+        leftover = LEFTOVER.match(entry.path.name)
+        beside = entry.path.parent / leftover["name"] if leftover else None
+        there_before = beside is not None and beside.exists()
         try:
-            if leftover := LEFTOVER.match(entry.path.name):
-                _clean_leftover(entry.path, entry.path.parent / leftover["name"])
+            if beside is not None:
+                _clean_leftover(entry.path, beside)
             else:
                 remove_whole(entry.path, "removing it from the cache")
-        except PackageBusyError as exc:
+        except (PackageBusyError, OSError) as exc:
             report(f"kept {entry.path}: {exc}")
             continue
+        if beside is not None and not there_before and beside.exists():
+            report(f"restored {beside} from {entry.path.name}: the only copy of an output a killed command moved aside")
+            continue
         removed.append(entry)
+        report(f"removed {entry.path} ({megabytes(entry.size)}): {entry.stale}")
     return removed
-
-
 def _clean_leftover(leftover: Path, beside: Path) -> None:
     """Remove what a killed writer of `beside` left, holding `beside`'s lock so that no live writer's
     part is taken (an old output moved aside with nothing in its place is put back: the only copy)."""

@@ -458,9 +458,7 @@ def _cmd_cache(args) -> None:
     if not args.prune:
         print(format_entries(entries, root))
         return
-    removed = prune(entries, report=lambda line: print(f"edgegen: {line}", file=sys.stderr))
-    for entry in removed:
-        print(f"removed {entry.path} ({megabytes(entry.size)}): {entry.stale}")
+    removed = prune(entries)
     print(f"{root}: removed {len(removed)} stale entries, {megabytes(sum(e.size for e in removed))}")
 
 

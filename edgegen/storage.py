@@ -293,7 +293,7 @@ def remove_whole(target: Path, doing: str) -> None:
         if target.is_dir() and not target.is_symlink():
             doomed = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
             os.replace(target, doomed)   # onto the empty folder mkdtemp made
-            shutil.rmtree(doomed, ignore_errors=True)
+            shutil.rmtree(doomed)   # a failure is said; what is left is a leftover, not a half `target`
         else:
             target.unlink(missing_ok=True)
 

@@ -193,6 +193,13 @@ class Flip(torch.nn.Module):
 
 def make_model():
     return Flip()
+
+
+class Branch(torch.nn.Module):
+    def forward(self, x):
+        if x.sum() > 0:
+            return x
+        return -x
 """
 
 
@@ -208,6 +215,8 @@ def test_a_module_torch_export_cannot_trace_or_run_is_refused_in_one_line(tmp_pa
                                               r"\w+: Could not guard on data-dependent expression .* at .*untraceable.py:7 "
                                               r"in forward \(docs/bring-your-own-model.md says what traces\)$"):
         export_pytorch(untraceable.make_model(), example, tmp_path / "pkg")
+    with pytest.raises(ValidationError, match=r"at .*untraceable.py:16 in forward \(docs"):   # the `if`: torch points into torch
+        export_pytorch(untraceable.Branch(), example, tmp_path / "pkg")
     with pytest.raises(ConfigError, match=r"module: expected forward to run on the example inputs, found RuntimeError: "):
         export_pytorch(torch.nn.Linear(4, 4), example, tmp_path / "pkg")   # 3 features where it takes 4
     np.savez(tmp_path / "example.npz", **example)

@@ -272,6 +272,30 @@ def test_a_bad_config_value_is_found_at_load_time_with_the_field_named(package_c
         edgegen.load(pkg)
 
 
+@pytest.mark.parametrize("change, message", [
+    (lambda c: c.update(sampler_options={"foo": 1}), r"sampler_options expected options some sampler takes .*found \['foo'\]"),
+    (lambda c: c.update(sampler_options={"eta": "x"}), "sampler 'ddim' option 'eta': expected a float like its default 0.0, found 'x'"),
+    (lambda c: c.update(sampler_options={"clip_sample": 1}), "option 'clip_sample': expected a bool like its default True, found 1"),
+])
+def test_sampler_settings_any_sampler_would_refuse_are_found_at_load(package_copy, change, message):
+    pkg = package_copy("diffusion")
+    edit_manifest(pkg, lambda d: change(d["config"]))
+    with pytest.raises(ManifestError, match=message):
+        edgegen.load(pkg)
+
+
+def test_settings_some_sampler_cannot_run_still_load():
+    """A model that predicts the sample (which PNDM cannot run: the call that picks it says so) and
+    diffusers' None for "the class's default" are sound packages."""
+    from edgegen.families.diffusion.pipeline import DiffusionConfig
+
+    base = dict(image_shape=[1, 8, 8], num_classes=0, null_label=0, num_train_timesteps=1000, beta_schedule="linear",
+                beta_start=0.0001, beta_end=0.02)
+    assert DiffusionConfig(**base, prediction_type="sample", sampler="ddim").problems() == []
+    assert DiffusionConfig(**base, prediction_type="epsilon", sampler="dpmpp-2m",
+                           sampler_options={"variance_type": None}).problems() == []
+
+
 def test_a_latent_size_that_disagrees_with_the_graphs_is_refused_at_load(package_copy):
     from edgegen.errors import ManifestError
 

@@ -81,11 +81,9 @@ def test_edgegen_cache_lists_what_this_edgegen_reads_and_prune_removes_the_rest(
     """After an upgrade the old exports and judges stay in the cache: `edgegen cache` says which
     entries this edgegen never reads, and --prune removes them whole, keeping what it reads, what
     it did not write, and an entry another command is writing now."""
-    import importlib.metadata
-
-    from edgegen.cache import judge_file_name
     from edgegen.export.shipped import export_shipped
     from edgegen.storage import writer_lock
+    from edgegen.training.classifier import judge_path
 
     cache = tmp_path / "cache" / "edgegen"
     before = edgegen.__version__
@@ -101,7 +99,7 @@ def test_edgegen_cache_lists_what_this_edgegen_reads_and_prune_removes_the_rest(
     (leftover / "edgegen.json").write_text("{}")
     judges = cache / "judges"
     judges.mkdir()
-    current_judge = judges / judge_file_name(8, 1500, 0, importlib.metadata.version("torch"))
+    current_judge = judge_path(8, 1500, 0)   # the name the judge's training writes
     old_judge = judges / f"digits-8px-1500steps-seed0-edgegen-{before}-torch-2.0.0.safetensors"
     notes, key = judges / "notes.txt", cache / "engine.key"
     for path in (current_judge, old_judge, notes, key):
@@ -121,17 +119,36 @@ def test_edgegen_cache_lists_what_this_edgegen_reads_and_prune_removes_the_rest(
     total = lines[str(cache) + ":"]
     assert " in 9 entries, " in total and total.endswith(" in 5 stale ones (edgegen cache --prune removes them)")
 
+    # a killed writer's only copy of an old output, moved aside with nothing in its place: put back, not removed
+    gone = cache / "packages" / shipped.cached_export_name(NAME, "2" * 64, before)
+    moved_aside = gone.parent / f".{gone.name}.123.old"
+    shutil.copytree(old, moved_aside)
+    from edgegen import cache as cache_module
+
+    def remove_whole(path, doing):   # the system refuses one removal: kept, said, and the others go on
+        if path == other_weights:
+            raise PermissionError(13, "Permission denied", str(path))
+        return removing(path, doing)
+
+    removing = cache_module.remove_whole
+    monkeypatch.setattr(cache_module, "remove_whole", remove_whole)
     with writer_lock(retired, "being written by this test"):
         assert main(["cache", "--prune"]) == 0
-    captured = capsys.readouterr()
-    assert f"edgegen: kept {retired}: " in captured.err and "expected no other edgegen command writing it" in captured.err
-    assert "removed 4 stale entries" in captured.out
-    assert not any(p.exists() for p in (old, other_weights, leftover, old_judge))
-    assert all(p.exists() for p in (new, current_judge, notes, key, retired))
+    out = capsys.readouterr().out
+    assert f"kept {retired}: " in out and "expected no other edgegen command writing it" in out
+    assert f"kept {other_weights}: [Errno 13] Permission denied" in out
+    assert f"restored {gone} from {moved_aside.name}: the only copy" in out
+    assert all(f"removed {p} (" in out for p in (old, leftover, old_judge))
+    assert out.splitlines()[-1].startswith(f"{cache}: removed 3 stale entries, ")
+    assert not any(p.exists() for p in (old, leftover, old_judge, moved_aside))
+    assert all(p.exists() for p in (new, current_judge, notes, key, retired, other_weights, gone))
     assert not [p for p in (cache / "packages").iterdir() if p.name.startswith(".")]   # no staging folder left
     assert edgegen.load(NAME).package.path == new
-    assert main(["cache", "--prune"]) == 0 and "removed 1 stale entries" in capsys.readouterr().out
-    assert not retired.exists()
+
+    monkeypatch.setattr(cache_module, "remove_whole", removing)
+    assert main(["cache", "--prune"]) == 0
+    assert "removed 3 stale entries" in capsys.readouterr().out   # the refused, the busy, the restored (stale too)
+    assert not any(p.exists() for p in (retired, other_weights, gone)) and new.exists()
 
 
 def test_edgegen_cache_runs_without_torch(models, tmp_path):

@@ -86,12 +86,11 @@ def _quiet():
     """The exporter narrates each stage on stdout, warns about optional packages, and prints the
     graph it traced so far on stderr when tracing fails; keep the user's terminal for edgegen's
     own messages (errors still raise, and the export's error names the line that stopped it)."""
-    logger = logging.getLogger("torch.onnx")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+    disabled = logging.root.manager.disable
+    logging.disable(logging.WARNING)   # torch's loggers hold their own handlers on the real stderr
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             warnings.simplefilter("ignore")
             yield
     finally:
-        logger.setLevel(level)
+        logging.disable(disabled)

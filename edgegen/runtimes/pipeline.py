@@ -103,7 +103,7 @@ class Pipeline:
         if bad:
             largest = max((float(np.abs(v).max()) for v in feeds.values() if v.dtype.kind == "f" and v.size), default=0.0)
             raise NonFiniteError(f"graph {part!r}: expected finite outputs, found NaN or Inf in {', '.join(bad)} (its "
-                                 f"inputs reach {largest:.3g} in magnitude: far past what the model was trained on?)")
+                                 f"inputs reach {largest:.3g} in magnitude: outside the values the model takes?)")
         return out
 
     @property
@@ -162,8 +162,11 @@ def mask_array(mask: Any) -> np.ndarray:
         m = np.asarray(mask, dtype=np.float32)
     except (TypeError, ValueError):
         raise InputError(f"mask: expected an array of 0 and 1, found {type(mask).__name__}") from None
-    if not np.isin(m, (0.0, 1.0)).all():
-        raise InputError("mask: expected 0 (keep) and 1 (generate) only, found other values")
+    others = m[~np.isin(m, (0.0, 1.0))]
+    if others.size:
+        shown = ", ".join(f"{v:g}" for v in np.unique(others)[:3])
+        hint = " (divide a 0/255 mask by 255)" if np.nanmax(m) == 255 else ""
+        raise InputError(f"mask: expected 0 (keep) and 1 (generate) only, found other values such as {shown}{hint}")
     return m
 
 

@@ -104,18 +104,10 @@ class Sampler:
                  steps_offset: int = 0, **options):
         if prediction_type not in PREDICTION_TYPES:
             raise ConfigError(f"prediction_type: expected one of {', '.join(PREDICTION_TYPES)}, found {prediction_type!r}")
+        problems = self.settings_problems({**options, "timestep_spacing": timestep_spacing, "steps_offset": steps_offset})
+        if problems:
+            raise ConfigError(problems[0])
         spacing = timestep_spacing or self.default_spacing
-        if spacing not in TIMESTEP_SPACINGS:
-            raise ConfigError(f"timestep_spacing: expected one of {', '.join(TIMESTEP_SPACINGS)}, found {spacing!r}")
-        unknown = sorted(set(options) - set(self.options))
-        if unknown:
-            raise ConfigError(f"sampler {self.name!r}: expected options among {sorted(self.options) or 'none'}, found {unknown}")
-        for name, value in options.items():
-            if not _of_the_kind_of(value, self.options[name]):
-                raise ConfigError(f"sampler {self.name!r} option {name!r}: expected a {type(self.options[name]).__name__} "
-                                  f"like its default {self.options[name]!r}, found {value!r}")
-        if isinstance(steps_offset, bool) or not isinstance(steps_offset, int) or steps_offset < 0:
-            raise ConfigError(f"steps_offset: expected an integer of 0 or more, found {steps_offset!r}")
         if not isinstance(num_train_timesteps, int) or num_train_timesteps < 2:
             raise ConfigError(f"num_train_timesteps: expected an integer >= 2, found {num_train_timesteps!r}")
         problems = schedule_problems(beta_schedule, num_train_timesteps, beta_start, beta_end)
@@ -134,6 +126,28 @@ class Sampler:
         alphas = (np.float32(1.0) - self.betas).astype(np.float64)
         self.alphas_cumprod32 = np.cumprod(alphas).astype(np.float32)
         self.alphas_cumprod = self.alphas_cumprod32.astype(np.float64)
+
+    @classmethod
+    def settings_problems(cls, settings: dict) -> list[str]:
+        """What this sampler cannot take among `settings` (its options, timestep_spacing and
+        steps_offset; None: the default): a name it lacks, a value not of its default's kind."""
+        shared = ("timestep_spacing", "steps_offset")
+        options = {k: v for k, v in settings.items() if k not in shared}
+        problems = []
+        unknown = sorted(set(options) - set(cls.options))
+        if unknown:
+            problems.append(f"sampler {cls.name!r}: expected options among {sorted(cls.options) or 'none'}, found {unknown}")
+        for name, value in options.items():
+            if name in cls.options and not _of_the_kind_of(value, cls.options[name]):
+                problems.append(f"sampler {cls.name!r} option {name!r}: expected a {type(cls.options[name]).__name__} "
+                                f"like its default {cls.options[name]!r}, found {value!r}")
+        spacing = settings.get("timestep_spacing")
+        if spacing is not None and spacing not in TIMESTEP_SPACINGS:
+            problems.append(f"timestep_spacing: expected one of {', '.join(TIMESTEP_SPACINGS)}, found {spacing!r}")
+        offset = settings.get("steps_offset", 0)
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+            problems.append(f"steps_offset: expected an integer of 0 or more, found {offset!r}")
+        return problems
 
     def _ve_sigmas(self) -> np.ndarray:
         """sqrt((1 - alpha_bar) / alpha_bar) per training timestep, in float32 as diffusers."""

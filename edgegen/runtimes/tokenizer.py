@@ -21,13 +21,13 @@ class StreamDecoder(Protocol):
     def flush(self) -> str: ...                   # what is left at the end
 
 
-def utf8_text(text: str) -> str:
+def utf8_text(text: str, what: str = "prompt") -> str:
     """`text` itself, or InputError where it holds a character UTF-8 cannot carry (a lone surrogate:
     from a string cut inside a pair, or command-line bytes the locale could not decode)."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
-        raise InputError(f"prompt: expected text UTF-8 can encode, found {exc.object[exc.start:exc.end]!r} at "
+        raise InputError(f"{what}: expected text UTF-8 can encode, found {exc.object[exc.start:exc.end]!r} at "
                          f"character {exc.start} (a lone surrogate: bytes that were not UTF-8, or a string cut "
                          "inside a pair)") from None
     return text
@@ -90,7 +90,8 @@ class BPETokenizer:
         self._tokenizer.enable_truncation(length)
         self._tokenizer.enable_padding(length=length, pad_id=pad_id)
         try:
-            encodings = self._tokenizer.encode_batch([utf8_text(t) for t in texts], add_special_tokens=True)
+            encodings = self._tokenizer.encode_batch([utf8_text(t, f"prompts[{i}]" if len(texts) > 1 else "prompt")
+                                                      for i, t in enumerate(texts)], add_special_tokens=True)
         finally:
             self._tokenizer.no_truncation()
             self._tokenizer.no_padding()

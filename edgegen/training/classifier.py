@@ -15,7 +15,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_torch
 from safetensors.torch import save as save_torch
 
-from ..cache import judge_file_name
+from ..cache import judge_file_name, torch_version
 from ..images import average_pool
 from ..storage import atomic_write_bytes, user_cache_dir, writer_lock
 from .data import digit_labels
@@ -101,7 +101,7 @@ def train_digit_judge(size: int = 8, steps: int = 1500, seed: int = 0) -> DigitJ
 
 def judge_path(size: int, steps: int, seed: int) -> Path:
     """Where the judge of these arguments is kept (its name: cache.judge_file_name)."""
-    return user_cache_dir() / "judges" / judge_file_name(size, steps, seed, torch.__version__)
+    return user_cache_dir() / "judges" / judge_file_name(size, steps, seed, torch_version() or torch.__version__)
 
 
 def _read_judge(path: Path) -> DigitNet | None:

@@ -3,6 +3,7 @@ guidance as one batch of 2n, img2img and inpainting. numpy only."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,22 +67,25 @@ class DiffusionConfig(ImageConfig):
         if unknown:
             problems.append(f"sampler_options expected options some sampler takes ({', '.join(sorted(taken))}), "
                             f"found {unknown}")
-        if not problems:   # every sampler a call may switch to, built once: its settings are checked here, not mid-call
-            for name in (self.sampler, *SAMPLERS):
-                try:
-                    make_sampler(name, num_train_timesteps=self.num_train_timesteps, beta_schedule=self.beta_schedule,
-                                 beta_start=self.beta_start, beta_end=self.beta_end, prediction_type=self.prediction_type,
-                                 **self.sampler_settings(name))
-                except (ConfigError, TypeError, ValueError) as exc:
-                    problems.append(f"sampler_options: {exc}")
-                    break
+        if not problems:   # the package's own sampler, built once: its settings are checked here, not mid-call
+            try:
+                make_sampler(self.sampler, num_train_timesteps=self.num_train_timesteps, beta_schedule=self.beta_schedule,
+                             beta_start=self.beta_start, beta_end=self.beta_end, prediction_type=self.prediction_type,
+                             **self.sampler_settings(self.sampler))
+            except (ConfigError, TypeError, ValueError) as exc:
+                problems.append(f"sampler_options: {exc}")
+        if not problems:   # and the settings each sampler a call may switch to takes (a sampler that cannot run
+            # this model at all, PNDM with sample prediction, is refused by the call that picks it)
+            problems += next((found for found in (s.settings_problems(self.sampler_settings(name))
+                                                  for name, s in SAMPLERS.items()) if found), [])
         return problems
 
     def sampler_settings(self, name: str) -> dict:
         """The package's sampler settings that sampler `name` takes (as diffusers' from_config
         hands a scheduler's config to another class)."""
         takes = set(SAMPLERS[name].options) | {"timestep_spacing", "steps_offset"}
-        return {k: v for k, v in self.sampler_options.items() if k in takes}
+        # None: the class's default, as diffusers' configs write it (DPMSolver's variance_type)
+        return {k: v for k, v in self.sampler_options.items() if k in takes and v is not None}
 
 
 class DiffusionPipeline(Pipeline):
@@ -274,9 +278,10 @@ class DiffusionPipeline(Pipeline):
         if strength == 0:
             return images.copy()
         if start >= steps:   # as diffusers refuses it: a strength that runs no step would return the input unchanged
+            least = math.ceil(1e4 / steps) / 1e4   # rounded up: a shown 0.333333 of 3 steps would run none
             raise InputError(f"strength {strength:g}: expected it to run at least one of the {steps} steps "
                              f"(strength x steps >= 1), found {steps * strength:g}: give a strength of at least "
-                             f"{1 / steps:g}, or more steps")
+                             f"{least:g}, or more steps")
         x0 = self.to_space(images)
         noise = rng.standard_normal(x0.shape, dtype=np.float32)
         model_fn = self.conditioned_denoiser(labels, len(x0), guidance_scale, feeds)

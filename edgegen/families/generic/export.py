@@ -17,6 +17,7 @@ import math
 import numbers
 import os
 import sys
+import traceback
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -222,21 +223,38 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _innermost(exc: BaseException, module: torch.nn.Module) -> str:
-    """torch.export's failure in one line: its innermost cause, and where in forward it arose
-    (torch cuts the file's path to its last characters: given whole where it is the module's)."""
-    while exc.__cause__ is not None:
-        exc = exc.__cause__
-    where = next((line.strip()[len("Caused by:"):].strip().strip("()") for line in str(exc).splitlines()
-                  if line.strip().startswith("Caused by:")), None)
-    if where:
-        cut = where.split(":")[0]
-        try:
-            source = inspect.getsourcefile(type(module))
-        except TypeError:
-            source = None
-        if source and source.endswith(cut):
-            where = source + where[len(cut):]
-    return _first_line(exc) + (f" at {where}" if where else "")
+    """torch.export's failure in one line: its innermost cause, and the line of the module's own
+    source where it stopped, where one can be found (torch's "Caused by" may point into torch
+    itself, and cuts the file's path to its last characters)."""
+    chain = [exc]
+    while chain[-1].__cause__ is not None:
+        chain.append(chain[-1].__cause__)
+    where = _line_in_source(chain, module)
+    return _first_line(chain[-1]) + (f" at {where}" if where else "")
+
+
+def _line_in_source(chain: list[BaseException], module: torch.nn.Module) -> str | None:
+    """"FILE:LINE in FUNCTION" of the first place in the module's source file that the failure
+    names: a "Caused by" line of its messages, else a frame of its tracebacks."""
+    try:
+        source = inspect.getsourcefile(type(module))
+    except (TypeError, OSError):   # a class defined in a notebook or `python -c`: no file to point to
+        return None
+    if not source:
+        return None
+    for exc in reversed(chain):
+        for line in str(exc).splitlines():
+            line = line.strip()
+            if line.startswith("Caused by:"):
+                where = line[len("Caused by:"):].strip().strip("()")
+                cut = where.split(":")[0]
+                if cut and source.endswith(cut):
+                    return source + where[len(cut):]
+    for exc in reversed(chain):
+        frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == source]
+        if frames:
+            return f"{source}:{frames[-1].lineno} in {frames[-1].name}"
+    return None
 
 
 def _fresh_sizes(dim: str, traced: int, limit: int) -> list[int]:
