@@ -270,15 +270,24 @@ def _cmd_generate(args) -> None:
         print(line)
 
 
+def _refuse_output_inside_package(flag: str, out, package) -> None:
+    """An output never goes inside the package the command reads (over its manifest, a graph, its
+    held-out inputs), and is refused before any work where it could not be written."""
+    from .storage import check_writable
+
+    if Path(out).resolve().is_relative_to(Path(package).resolve()):
+        raise OutputExistsError(f"{flag} {str(out)!r}: expected a file outside the package it reads "
+                                f"({str(package)!r}), found it inside")
+    check_writable(out, flag)
+
+
 def _refuse_out_over_what_generate_reads(out, package, options: dict) -> None:
     """--out never replaces a file of the package (its graphs, manifest, held-out inputs) or a file
     an option names (--inputs, --image): the output is written after they are read, over them."""
     if out is None:
         return
+    _refuse_output_inside_package("--out", out, package)
     target = Path(out).resolve()
-    if target.is_relative_to(Path(package).resolve()):
-        raise OutputExistsError(f"--out {str(out)!r}: expected a file outside the package it samples from "
-                                f"({str(package)!r}), found it inside")
     for value in options.values():
         try:   # a prompt is a string too, and one too long for a file name is no file
             same = isinstance(value, (str, os.PathLike)) and Path(value).is_file() and Path(value).resolve() == target
@@ -295,6 +304,8 @@ def _cmd_bench(args) -> None:
 
     if args.vs_torch:
         _require_export("edgegen bench --vs-torch")
+    if args.json:
+        _refuse_output_inside_package("--json", args.json, args.package)   # before the benchmark, not after it
     shapes = parse_dim_sizes(args.shapes, "--shapes")
     sweep = parse_sweep(args.sweep) or [{}]
     # the whole generation does not change with a sweep's sizes: timed at the first point only

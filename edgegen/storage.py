@@ -79,7 +79,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         mode = path.stat().st_mode & 0o7777
     except FileNotFoundError:
         mode = creation_mode(directory=False)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _temporary_beside(path)
     try:
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
@@ -94,6 +94,32 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         raise
     fsync_directory(path.parent)
     fault_point(f"renamed {path.name} into place")
+
+
+def _temporary_beside(path: Path) -> tuple[int, str]:
+    """A new temporary file beside `path` (fd, name); where the system refuses one, the error names
+    `path`, the user's output, not the temporary name."""
+    try:
+        return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
+
+
+def check_writable(path: str | os.PathLike, what: str) -> None:
+    """Refuse, before any work, an output the command could not write at its end: a directory, a
+    file on the way to it, or a folder the system will not write in (probed with a temporary file
+    beside it, removed at once). Folders on the way are made, as the write would make them."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputExistsError(f"{what} {str(path)!r}: expected a file to write, found a directory")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise OutputExistsError(f"{what} {str(path)!r}: expected a folder to write it in, found a file on the way "
+                                "to it") from None
+    fd, tmp = _temporary_beside(path)
+    os.close(fd)
+    os.unlink(tmp)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -108,6 +108,22 @@ def test_a_builtin_data_name_is_not_a_path_training_reads(tmp_path, monkeypatch,
     assert (tmp_path / "digits" / "weights.safetensors").read_bytes() != first
 
 
+def test_bench_and_generate_refuse_an_output_they_cannot_or_must_not_write_before_any_work(package_copy, tmp_path, capsys):
+    """--json inside the package would replace its manifest or a graph; an output in a folder the
+    system will not write in fails at the end; both are refused first, naming the output."""
+    pkg = package_copy("vae")
+    manifest = (pkg / "edgegen.json").read_bytes()
+    code, _, err = run_cli(capsys, "bench", pkg, "--iters", "2", "--json", pkg / "edgegen.json")
+    assert code == 2 and f"--json {str(pkg / 'edgegen.json')!r}: expected a file outside the package it reads" in err
+    assert (pkg / "edgegen.json").read_bytes() == manifest
+    code, out, err = run_cli(capsys, "bench", pkg, "--iters", "2", "--json", tmp_path)
+    assert code == 2 and "expected a file to write, found a directory" in err and out == ""   # nothing ran
+    code, out, err = run_cli(capsys, "bench", pkg, "--iters", "2", "--json", "/proc/edgegen-bench.json")
+    assert code == 2 and err.startswith("edgegen: error: '/proc/edgegen-bench.json': ") and out == ""
+    code, _, err = run_cli(capsys, "generate", pkg, "--n", "2", "--out", "/proc/x.png")
+    assert code == 2 and err.startswith("edgegen: error: '/proc/x.png': ")   # the output, not a temporary name
+
+
 def test_bench_writes_the_report(trained, tmp_path, capsys):
     ckpt, pkg = trained["vae"]
     report_path = tmp_path / "bench.json"

@@ -297,7 +297,7 @@ def test_the_command_line_takes_a_module_through_export_generate_bench_optimize_
     # --out never replaces what generate reads: a file of the package, or its own --inputs
     held_out = (pkg / "held_out.npz").read_bytes()
     assert main(["generate", str(pkg), "--out", str(pkg / "held_out.npz")]) == 2
-    assert "expected a file outside the package it samples from" in capsys.readouterr().err
+    assert "expected a file outside the package it reads" in capsys.readouterr().err
     assert (pkg / "held_out.npz").read_bytes() == held_out
     example = (root / "example.npz").read_bytes()
     assert main(["generate", str(pkg), "--inputs", "example.npz", "--out", str(root / "example.npz")]) == 2
