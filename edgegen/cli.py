@@ -406,7 +406,11 @@ def _print_info(path) -> int:
     p = m.provenance
     made = ", ".join(f"{tool} {p[tool]}" for tool in ("edgegen", "torch", "onnx", "onnxruntime", "opset") if p.get(tool))
     print(f"made by   {made or 'not recorded'}" + (f", {p['created']}" if p.get("created") else ""))
-    return _load_refusal(package)
+    damaged = [f"damaged   {precision} {part}: {package.missing_variants(precision, part)}"
+               for precision, parts in package.damaged_variants.items() for part in parts]
+    if damaged:
+        print("\n".join(damaged))
+    return _load_refusal(package) or (1 if damaged else 0)
 
 
 def _load_refusal(package) -> int:

@@ -162,7 +162,8 @@ def optimize_package(path: str | os.PathLike, precision: str, calibration: int =
                                                  calibration // BATCH if precision == "int8" else 0)
         else:
             feeds = _spec_feeds(package, checkpoint, calibration, seed)
-        records, earlier = {}, package.variant_files(precision)
+        damaged = package.damaged_variants.get(precision, {})   # replaced, never kept beside a refusal
+        records, earlier = {}, {p: r for p, r in package.variant_files(precision).items() if p not in damaged}
         with Progress(len(feeds), f"optimize {precision}", enabled=bar) as shown:
             for part, (calibration_feeds, gate_feeds, source) in feeds.items():
                 shown.update(0, info=f"{part}: converting, gating and timing")

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import HashMismatchError, ManifestError, PackageError, close_match, format_mismatch
+from .errors import EdgegenError, HashMismatchError, ManifestError, PackageError, close_match, format_mismatch
 from .external_data import external_data_files
 from .storage import atomic_write_text
 
@@ -229,9 +229,17 @@ class Package:
                         f"found {found[:16]}... (the file was changed after export)"
                     )
                 self._check_external_data(path, entry.extra.get("external_data"), f"graph {part!r}")
+        # a damaged variant (its file changed or gone) keeps the rest of the package usable: fp32, the
+        # other precisions, info, and the optimize run that writes it again; only its precision is refused
+        self.damaged_variants: dict[str, dict[str, PackageError]] = {}
         for precision in self.manifest.variants:
             for part, record in self.variant_files(precision).items():
-                self._check_variant(precision, part, record, verify_hashes)
+                try:
+                    self._check_variant(precision, part, record, verify_hashes)
+                except ManifestError:
+                    raise
+                except PackageError as exc:
+                    self.damaged_variants.setdefault(precision, {})[part] = exc
 
     def variant_files(self, precision: str) -> dict[str, dict]:
         """{part: record} of the variants of `precision` that were written (refusals have no file)."""
@@ -243,6 +251,9 @@ class Package:
     def missing_variants(self, precision: str, part: str | None = None) -> str | None:
         """Why the package cannot run at `precision` (graph `part`'s variant, or any variant): a
         message naming what to run, or None where `edgegen optimize` wrote them (or for fp32)."""
+        damage = self._damage(precision, part)
+        if damage is not None:
+            return str(damage)
         written = self.variant_files(precision)
         if precision == "fp32" or (part in written if part else written):
             return None
@@ -269,6 +280,24 @@ class Package:
             return f"no {precision} variant was made of it"
 
         return {part: why(part) for part in self.graphs if part not in written}
+
+    def require_variants(self, precision: str, error: type[EdgegenError]) -> None:
+        """Raise where the package cannot run at `precision`: a variant changed since optimize wrote
+        it as its own error (HashMismatchError, PackageError), none written as `error`."""
+        damage = self._damage(precision, None)
+        if damage is not None:
+            raise damage
+        missing = self.missing_variants(precision)
+        if missing:
+            raise error(missing)
+
+    def _damage(self, precision: str, part: str | None) -> PackageError | None:
+        """The first damaged variant of `precision` (of graph `part`), its message saying how to mend it."""
+        found = [exc for p, exc in self.damaged_variants.get(precision, {}).items() if part is None or p == part]
+        if not found:
+            return None
+        return type(found[0])(f"{found[0]} (edgegen optimize {str(self.path)!r} --precision {precision} writes it "
+                              "again; the package's other precisions still run)")
 
     def _check_variant(self, precision: str, part: str, record: dict, verify_hashes: bool) -> None:
         where = f"variants.{precision}.{part}"

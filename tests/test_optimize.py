@@ -215,8 +215,19 @@ def test_a_changed_variant_file_is_refused(package_copy):
     (variant,) = pkg.glob("generator.int8.*.onnx")
     with open(variant, "ab") as f:
         f.write(b"\0")
-    with pytest.raises(HashMismatchError, match="int8 variant"):
+    with pytest.raises(HashMismatchError, match=r"int8 variant .*changed after optimize\) \(edgegen optimize .* "
+                                                 r"--precision int8 writes it again"):
         edgegen.load(pkg, precision="int8")
+    # the rest of the package still works: fp32, info (which names the damage and exits 1), and the
+    # optimize run that writes the variant again, even where that run's own variant is refused
+    assert edgegen.load(pkg).sample(2, seed=0).shape == (2, 1, 32, 32)
+    assert main(["info", str(pkg)]) == 1
+    refused = optimize_package(pkg, "int8", calibration=16, target="tensorrt", gate_threshold=500, progress=_quiet)
+    record = json.loads((pkg / "edgegen.json").read_text())["variants"]["int8"]["generator"]
+    assert "file" not in record and record["refused"] == refused["generator"]["refused"]   # the damaged one is not kept
+    optimize_package(pkg, "int8", calibration=16, target="tensorrt", progress=_quiet)
+    assert edgegen.load(pkg, precision="int8").sample(2, seed=0).shape == (2, 1, 32, 32)
+    assert main(["info", str(pkg)]) == 0
 
 
 def test_optimize_errors_and_cli(package_copy, trained, tmp_path, capsys):

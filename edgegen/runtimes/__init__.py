@@ -29,9 +29,7 @@ def open_sessions(package: Package, backend: str = "auto", threads: int | None =
     """
     if precision not in PRECISIONS:
         raise BackendError(not_one_of("precision", precision, PRECISIONS))
-    missing = package.missing_variants(precision)
-    if missing:
-        raise BackendError(missing)
+    package.require_variants(precision, BackendError)
     concrete = resolve_backend(backend)
     cache = Path(cache_dir) if cache_dir is not None else package.path / ".edgegen-cache"
     if concrete == "tensorrt":

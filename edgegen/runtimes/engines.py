@@ -344,6 +344,7 @@ def cached_engines(path: str | os.PathLike, precision: str = "fp32", profiles: l
     from ..package import Package, sha256_file
 
     package = Package(path)
+    package.require_variants(precision, BackendError)   # none written, or one changed since
     for part, record in package.variant_files(precision).items() if precision != "fp32" else ():
         # ONNX Runtime's own forms: its MatMulNBits op, which TensorRT cannot parse; a graph rewritten
         # into the family's ort_form (the GPT decoder's cache written in place into its input's
