@@ -181,6 +181,19 @@ def test_refusals_leave_the_repository_as_it_was(repository, trained, tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+def test_a_repository_inside_a_package_is_refused_and_a_served_package_holds_only_what_edgegen_wrote(package_copy, tmp_path):
+    pkg = package_copy("vae")
+    with pytest.raises(OutputExistsError, match=r"expected a model repository outside the packages it serves, found it "
+                                                r"inside"):
+        write_repository([str(pkg)], pkg / "sub", report=lambda line: None)
+    assert not (pkg / "sub").exists()
+    (pkg / "notes.txt").write_text("mine")   # a user's file beside the package's: not served
+    (pkg / ".edgegen-cache").mkdir()
+    write_repository([str(pkg)], tmp_path / "r", RepositoryOptions(route="pipeline"), report=lambda line: None)
+    served = {p.name for p in (tmp_path / "r" / "vae" / "1" / "package").iterdir()}
+    assert served == {"edgegen.json", "encoder.onnx", "decoder.onnx"}
+
+
 def test_a_family_with_file_options_and_no_declared_request_is_refused_and_pictures_travel_as_arrays():
     from types import SimpleNamespace
 

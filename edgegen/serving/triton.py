@@ -28,7 +28,7 @@ from ..errors import ConfigError, OutputExistsError
 from ..external_data import external_data_files
 from ..families import get as get_family
 from ..families import package_config
-from ..package import CHECKPOINT_WEIGHTS, MANIFEST_NAME, PRECISIONS, Package, TensorSpec, fp32_graphs_note
+from ..package import CHECKPOINT_WEIGHTS, MANIFEST_NAME, PRECISIONS, Package, TensorSpec, fp32_graphs_note, package_files
 from ..runtimes.backends import KNOWN_BACKENDS
 from ..shipped import resolve as resolve_shipped
 from ..storage import atomic_write_text, refuse_replacing_other, staged_directory
@@ -127,6 +127,10 @@ def write_repository(packages: list[str], out: str | Path, options: RepositoryOp
     if (out / MANIFEST_NAME).is_file() or (out / CHECKPOINT_WEIGHTS).is_file():
         raise OutputExistsError(f"output {str(out)!r}: expected a model repository directory, found an edgegen "
                                 f"{'package' if (out / MANIFEST_NAME).is_file() else 'checkpoint'}: choose another output")
+    for package in opened:   # a repository inside a package would be copied into its own pipeline-route model
+        if out.resolve().is_relative_to(package.path.resolve()):
+            raise OutputExistsError(f"output {str(out)!r}: expected a model repository outside the packages it serves, "
+                                    f"found it inside {str(package.path)!r}")
     plans = [_plan(package, name, out / name, options) for package, name in zip(opened, names)]   # refusals before writing
     reads = [p.path for p in opened]   # no model folder replaced may hold a package the run reads
     for plan in plans:   # every folder checked before any is replaced
@@ -205,7 +209,11 @@ def _write_model(package: Package, plan: _Plan, options: RepositoryOptions, fold
     version.mkdir()
     if plan.backend == "python":
         atomic_write_text(version / "model.py", MODEL_SHIM)
-        shutil.copytree(package.path, version / "package", ignore=shutil.ignore_patterns(".edgegen-cache", ".*.partial"))
+        # what edgegen wrote in the package (package_files), never other files a user keeps beside them
+        # (the engine cache is the serving machine's to build)
+        kept = package_files(package.path) - {".edgegen-cache"}
+        shutil.copytree(package.path, version / "package",
+                        ignore=lambda folder, names: [] if Path(folder) != package.path else [n for n in names if n not in kept])
     elif plan.backend == "onnxruntime":
         graph = package.graph_path(plan.graph, options.precision)
         shutil.copyfile(graph, version / "model.onnx")
