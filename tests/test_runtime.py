@@ -100,9 +100,14 @@ def test_finite_inputs_the_graphs_overflow_on_are_refused_not_returned_as_nan(va
 
 
 def test_a_thread_count_that_is_not_a_number_is_refused_by_name(trained):
+    import os
+
     for threads in ("2", 1.5, True, 0):
         with pytest.raises(BackendError, match=rf"threads: expected a positive number of intra-op threads, found {threads!r}"):
             edgegen.load(trained["gan"][1], threads=threads)
+    with pytest.raises(BackendError, match=rf"threads: expected at most this machine's {os.cpu_count()} logical cores, "
+                                           "found 2000"):
+        edgegen.load(trained["gan"][1], threads=2000)   # would spin 2,000 threads: a tiny run hung
 
 
 def test_only_integer_pixels_and_samples_get_a_scale_hint(vae, gan):

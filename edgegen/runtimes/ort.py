@@ -6,6 +6,7 @@ Runtime code: never imports torch or onnx.
 from __future__ import annotations
 
 import functools
+import os
 import re
 from pathlib import Path
 from typing import Mapping
@@ -41,6 +42,8 @@ def session_options(threads: int | None, spin: bool = True) -> ort.SessionOption
     if threads is not None:
         if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
             raise BackendError(f"threads: expected a positive number of intra-op threads, found {threads!r}")
+        if threads > (os.cpu_count() or 1):   # a thread per core at most: 2,000 spinning threads hang a tiny run
+            raise BackendError(f"threads: expected at most this machine's {os.cpu_count()} logical cores, found {threads}")
         options.intra_op_num_threads = threads
     # One graph runs at a time in a pipeline: inter-op parallelism only adds thread pools.
     options.inter_op_num_threads = 1
