@@ -308,6 +308,11 @@ def _cmd_bench(args) -> None:
         _refuse_output_inside_package("--json", args.json, args.package)   # before the benchmark, not after it
     shapes = parse_dim_sizes(args.shapes, "--shapes")
     sweep = parse_sweep(args.sweep) or [{}]
+    for flag, dims in (("--shapes", set(shapes)), ("--sweep", set(sweep[0]))):
+        if "batch" in dims:   # was taken, then run at --batch's size without a word
+            raise ConfigError(f"{flag}: expected dims other than the batch (--batch sets it), found batch")
+    if both := sorted(set(shapes) & set(sweep[0])):
+        raise ConfigError(f"--shapes and --sweep: expected each dim in one of them, found {', '.join(both)} in both")
     # the whole generation does not change with a sweep's sizes: timed at the first point only
     reports = [_bench_one(args, {**shapes, **sizes}, args.generation and i == 0) for i, sizes in enumerate(sweep)]
     if args.json:
@@ -429,9 +434,17 @@ def _load_refusal(package) -> int:
 def _cmd_optimize(args) -> int:
     from .optimize import optimize_package
 
-    records = optimize_package(args.package, args.precision, calibration=args.calibration, target=args.target,
-                               checkpoint=args.checkpoint, inputs=args.inputs, bar=None, block_size=args.block_size,
-                               max_8bit_share=args.max_8bit_share)
+    # an option of another precision is refused, not ignored (int8 does not take --block-size)
+    settings = {"calibration": ("--calibration", ("int8",)), "block_size": ("--block-size", ("int4", "int8-weights")),
+                "max_8bit_share": ("--max-8bit-share", ("int4",))}
+    given = {name: getattr(args, name) for name in settings if getattr(args, name) is not None}
+    for name in given:
+        flag, takes = settings[name]
+        if args.precision not in takes:
+            raise ConfigError(f"{flag}: expected an option of --precision {' or '.join(takes)}, found it given with "
+                              f"--precision {args.precision}")
+    records = optimize_package(args.package, args.precision, target=args.target, checkpoint=args.checkpoint,
+                               inputs=args.inputs, bar=None, **given)
     _print_info(args.package)
     return 0 if any("file" in r for r in records.values()) else 1   # 1: this run wrote no variant
 
@@ -652,10 +665,11 @@ def build_parser() -> argparse.ArgumentParser:
                         f"{', '.join(f.name for f in registered if f.fusion)}; ort-cpu only); int4 and int8-weights: "
                         "block-wise weight-only quantization of token models (ONNX Runtime's MatMulNBits; int4 for a "
                         "TensorRT target: DequantizeLinear of int4 blocks)")
-    p.add_argument("--calibration", type=int, default=64, help="int8: inputs to calibrate activation ranges on (default 64)")
-    p.add_argument("--block-size", type=int, default=32,
-                   help="int4 and int8-weights: weights per quantization scale, a power of 2 of at least 16")
-    p.add_argument("--max-8bit-share", type=float, default=0.5, metavar="FRACTION",
+    p.add_argument("--calibration", type=int, default=None,
+                   help="int8: inputs to calibrate activation ranges on, 8 to 4096 (default 64)")
+    p.add_argument("--block-size", type=int, default=None,
+                   help="int4 and int8-weights: weights per quantization scale, a power of 2 from 16 to 256 (default 32)")
+    p.add_argument("--max-8bit-share", type=float, default=None, metavar="FRACTION",
                    help="int4: where 4 bits on every MatMul lose fp32's predictions, the largest share of the "
                         "MatMul weights (by element) kept at 8 bits (float for a TensorRT target), the MatMuls whose "
                         "4 bits cost the most first, found on held-out windows apart from the gate's; 0 keeps every "

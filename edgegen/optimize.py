@@ -56,6 +56,10 @@ WEIGHT_ONLY_BITS = {"int4": 4, "int8-weights": 8}
 # decode step, 2 threads, against fp32: int4 3.8x with it, 2.4x without; int8 weights 2.7x with it,
 # 0.19x without (its float path dequantizes every weight on every call).
 MATMULNBITS_ACCURACY_LEVEL = 4
+# calibration inputs at most: the activation ranges settle within a few hundred, and every input
+# is held in memory (a huge count was killed for memory, with no edgegen error)
+MAX_CALIBRATION = 4096
+MAX_BLOCK_SIZE = 256   # the largest block ONNX Runtime's blockwise quantizer (MLAS) takes
 DEFAULT_BLOCK_SIZE = 32
 # int4's fallback (int4_spared): the largest share of the MatMul weights (by element) that may
 # stay at 8 bits; at 0.5 the variant's MatMul weights take at most about 78% of int8-weights'
@@ -132,12 +136,18 @@ def optimize_package(path: str | os.PathLike, precision: str, calibration: int =
         raise ConfigError(not_one_of("precision", precision, get_target(target).variant_precisions,
                                      f"those the {target} target takes; fused and int8-weights are ONNX Runtime's own "
                                      f"contrib ops, which TensorRT does not read{int4}"))
-    if isinstance(calibration, bool) or not isinstance(calibration, int) or calibration < BATCH:
-        raise ConfigError(f"calibration: expected at least {BATCH} inputs, found {calibration!r}")
-    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 16 or block_size & (block_size - 1):
-        raise ConfigError(f"block size: expected a power of 2 of at least 16 (MatMulNBits' blocks), found {block_size!r}")
+    if isinstance(calibration, bool) or not isinstance(calibration, int) or not BATCH <= calibration <= MAX_CALIBRATION:
+        raise ConfigError(f"calibration: expected {BATCH} to {MAX_CALIBRATION} inputs, found {calibration!r}")
+    if (isinstance(block_size, bool) or not isinstance(block_size, int) or not 16 <= block_size <= MAX_BLOCK_SIZE
+            or block_size & (block_size - 1)):
+        raise ConfigError(f"block size: expected a power of 2 from 16 to {MAX_BLOCK_SIZE} (MatMulNBits' blocks), "
+                          f"found {block_size!r}")
     if isinstance(max_8bit_share, bool) or not isinstance(max_8bit_share, (int, float)) or not 0 <= max_8bit_share <= 1:
         raise ConfigError(f"8-bit share: expected a fraction of the MatMul weights from 0 to 1, found {max_8bit_share!r}")
+    # the quantizers and the gate open sessions of their own, at ONNX Runtime's default log level, whose
+    # warnings about the graphs (an initializer that is also an input: the GPT decoder's logits_to_keep)
+    # are for ONNX Runtime's developers, not the user: errors still show, and raise
+    onnxruntime.set_default_logger_severity(3)
     given = Package(path)   # a missing or broken package is refused before waiting for its lock
     if precision == "fused" and get_family(given.family).fusion is None:   # before anything is written
         fusable = ", ".join(f.name for f in families() if f.fusion) or "none"

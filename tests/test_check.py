@@ -66,6 +66,13 @@ def test_profiles_are_checked():
             parse_profiles([bad])
 
 
+def test_a_profile_of_a_dim_the_graphs_lack_is_refused(package_copy, capsys):
+    pkg = package_copy("vae")
+    assert main(["check", str(pkg), "--profile", "foo=1:2:3"]) == 2   # was ignored without a word
+    assert "--profile: expected dynamic dims of the package's graphs (batch), found foo" in capsys.readouterr().err
+    assert main(["check", str(pkg), "--profile", "batch=1:2:3"]) == 0
+
+
 def test_the_graph_reader_sees_what_onnx_sees(package_copy):
     """check reads graphs without onnx (a device has only onnxruntime): its reader must agree
     with onnx's own parser on the opsets, every node and the zero points."""

@@ -124,6 +124,16 @@ def test_bench_and_generate_refuse_an_output_they_cannot_or_must_not_write_befor
     assert code == 2 and err.startswith("edgegen: error: '/proc/x.png': ")   # the output, not a temporary name
 
 
+def test_bench_refuses_the_batch_in_shapes_and_sweeps_and_a_dim_in_both(trained, capsys):
+    pkg = trained["vae"][1]
+    for args, message in ((["--sweep", "batch=1,2"], "--sweep: expected dims other than the batch (--batch sets it)"),
+                          (["--shapes", "batch=4"], "--shapes: expected dims other than the batch (--batch sets it)"),
+                          (["--sweep", "height,width=32", "--shapes", "height=16,width=16"],
+                           "--shapes and --sweep: expected each dim in one of them, found height, width in both")):
+        code, out, err = run_cli(capsys, "bench", pkg, "--iters", "2", *args)
+        assert code == 2 and message in err and out == ""
+
+
 def test_bench_writes_the_report(trained, tmp_path, capsys):
     ckpt, pkg = trained["vae"]
     report_path = tmp_path / "bench.json"

@@ -240,6 +240,18 @@ def test_optimize_errors_and_cli(package_copy, trained, tmp_path, capsys):
     assert (pkg / "edgegen.json").read_bytes() == manifest
     with pytest.raises(ConfigError, match="calibration"):
         optimize_package(pkg, "int8", calibration=3)
+    with pytest.raises(ConfigError, match=r"calibration: expected 8 to 4096 inputs, found 100000000"):
+        optimize_package(pkg, "int8", calibration=100_000_000)   # was killed for memory
+    for size in (1_048_576, 512, 48):
+        with pytest.raises(ConfigError, match=rf"block size: expected a power of 2 from 16 to 256 .*found {size}"):
+            optimize_package(pkg, "int4", block_size=size)
+    # an option of another precision is refused, not ignored
+    for args, message in ((["int8", "--block-size", "64"], "--block-size: expected an option of --precision int4 or "
+                                                           "int8-weights, found it given with --precision int8"),
+                          (["fp16", "--calibration", "16"], "--calibration: expected an option of --precision int8, "
+                                                            "found it given with --precision fp16")):
+        assert main(["optimize", str(pkg), "--precision", *args]) == 2
+        assert message in capsys.readouterr().err
     moved = tmp_path / "elsewhere"
     shutil.copytree(trained["gan"][0], moved)
     with pytest.raises(CheckpointError, match="--checkpoint|weights"):

@@ -206,7 +206,8 @@ def test_upscale_command_reads_and_writes_png_and_jpeg(package, tmp_path, capsys
     for args, message in (
             (["--out", str(tmp_path / "a.jpg")], "JPEG holds grey or RGB pictures, found mode RGBA"),
             (["--out", str(tmp_path / "a.gif")], "expected an extension among .png, .jpg, .jpeg, found .gif"),
-            (["--out", str(tmp_path / "a.png"), "--scale", "2"], "--scale 2: expected the package's own factor")):
+            (["--out", str(tmp_path / "a.png"), "--scale", "2"], "--scale 2: expected the factor of the package given, x4"),
+            (["--out", str(tmp_path / "a.png"), "--scale", "0"], "--scale: expected an upscale factor of at least 2, found 0")):
         assert main(["upscale", str(tmp_path / "in.png"), "--package", str(package), *args]) == 2
         assert message in capsys.readouterr().err
         assert not (tmp_path / args[1]).exists()

@@ -106,6 +106,10 @@ def package_profiles(package, profiles: list[str] | None = None, strict: bool = 
     override covers maps to the list of those dims instead of raising, and a package whose family
     is not installed here (a plugin's) gets the overrides alone."""
     overrides = parse_profiles(profiles)
+    dims = {d for entry in package.graphs.values() for spec in entry.inputs for d in spec.shape if isinstance(d, str)}
+    if unknown := sorted(set(overrides) - dims):   # was ignored without a word
+        raise ConfigError(f"--profile: expected dynamic dims of the package's graphs ({', '.join(sorted(dims)) or 'none'}), "
+                          f"found {', '.join(unknown)}")
     try:
         family, config = package_config(package)
     except UnknownFamilyError:

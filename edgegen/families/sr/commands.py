@@ -60,14 +60,16 @@ def _cmd_upscale(args) -> None:
     from ...runtimes import load
 
     picture = read_for_upscale(args.image, args.out, replace=args.force)   # before any export or model load
-    package = args.package or shipped_package(args.scale or 4)
+    if args.scale is not None and args.scale < 2:   # 0 once picked the x4 model, then named it as the conflict
+        raise ConfigError(f"--scale: expected an upscale factor of at least 2, found {args.scale}")
+    package = args.package or shipped_package(4 if args.scale is None else args.scale)
     pipe = load(package, backend=args.backend, threads=args.threads, precision=args.precision)
     if pipe.family != "sr":
         raise ConfigError(f"--package {str(package)!r}: expected a super-resolution (sr) package, found a "
                           f"{pipe.family} package")
     if args.scale is not None and args.scale != pipe.scale:
-        raise ConfigError(f"--scale {args.scale}: expected the package's own factor, found x{pipe.scale} in "
-                          f"{str(package)!r}")
+        raise ConfigError(f"--scale {args.scale}: expected the factor of the package given, x{pipe.scale} "
+                          f"({str(package)!r}), found x{args.scale}")
     given = {option.keyword: getattr(args, option.keyword) for option in OPTIONS[1:]}
     print(upscale_picture(pipe, picture, args.out, progress=None,
                           **{keyword: value for keyword, value in given.items() if value is not None}))
