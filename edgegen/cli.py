@@ -324,10 +324,14 @@ def _bench_one(args, shapes: dict, generation: bool) -> dict:
     from .bench import bench_package, format_table
     from .package import fp32_graphs_note
 
-    report = bench_package(args.package, batch=args.batch, iters=args.iters, warmup=args.warmup,
-                           backend=args.backend, threads=args.threads, vs_torch=args.vs_torch, precision=args.precision,
-                           shapes=shapes, energy=args.energy, prompt_lookup=args.prompt_lookup, generation=generation,
-                           steps=args.bench_steps if generation else None)
+    try:
+        report = bench_package(args.package, batch=args.batch, iters=args.iters, warmup=args.warmup,
+                               backend=args.backend, threads=args.threads, vs_torch=args.vs_torch, precision=args.precision,
+                               shapes=shapes, energy=args.energy, prompt_lookup=args.prompt_lookup, generation=generation,
+                               steps=args.bench_steps if generation else None)
+    except MemoryError:   # the batch (and the sizes) are what the user sets: say so
+        raise ConfigError(f"--batch {args.batch}" + "".join(f", {d} {n}" for d, n in shapes.items())
+                          + ": expected a batch this machine's memory holds, found it running out of memory") from None
     print(f"{report['package']}: {report['family']}, backend {report['backend']}, precision {report['precision']}, "
           f"batch {report['batch']}" + "".join(f", {d} {n}" for d, n in report.get("shapes", {}).items())
           + f", threads {report['threads']}, {report['iters']} iters; "

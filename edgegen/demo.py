@@ -50,6 +50,8 @@ def run_demo(out: str | Path, train_models: bool = False, overwrite: bool = Fals
     from .runtimes import load
     from .training.train import train
 
+    if isinstance(iters, bool) or not isinstance(iters, int) or iters < 1:   # before the exports, not after them
+        raise ConfigError(f"--iters: expected at least 1 benchmark iteration, found {iters!r}")
     models = demo_models(only)
     if not models:
         raise ConfigError(f"demo: expected families with demo models, found none among {only}")

@@ -47,3 +47,11 @@ def test_demo_with_shipped_weights(tmp_path):
     (demo / "notes.txt").write_text("mine")
     with pytest.raises(OutputExistsError, match="found notes.txt beside it"):
         run_demo(demo, overwrite=True, iters=5)
+
+
+def test_demo_refuses_a_benchmark_of_no_iterations_before_any_export(tmp_path):
+    from edgegen.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--iters: expected at least 1 benchmark iteration, found 0"):
+        run_demo(tmp_path / "d", iters=0, only=["vae"])
+    assert not (tmp_path / "d").exists()
