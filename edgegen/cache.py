@@ -147,6 +147,8 @@ def prune(entries: list[CacheEntry], report=print) -> list[CacheEntry]:
         removed.append(entry)
         report(f"removed {entry.path} ({megabytes(entry.size)}): {entry.stale}")
     return removed
+
+
 def _clean_leftover(leftover: Path, beside: Path) -> None:
     """Remove what a killed writer of `beside` left, holding `beside`'s lock so that no live writer's
     part is taken (an old output moved aside with nothing in its place is put back: the only copy)."""
