@@ -552,8 +552,8 @@ def build_parser() -> argparse.ArgumentParser:
     def runtime_options(p):
         p.add_argument("--backend", default="auto", help="auto, ort-cpu, ort-cuda or ort-tensorrt (default: auto)")
         p.add_argument("--threads", type=int, default=None,
-                       help="ONNX Runtime intra-op threads (default: one per physical core this process may use, a "
-                            "container's CPU quota counted; or ORT_INTRA_OP_NUM_THREADS)")
+                       help="ONNX Runtime intra-op threads, at most 4 per logical core (default: one per physical "
+                            "core this process may use, a container's CPU quota counted; or ORT_INTRA_OP_NUM_THREADS)")
 
     registered = families()
     p = sub.add_parser("train", help="train a model and write a checkpoint",

@@ -32,6 +32,11 @@ _ORT_DTYPES = {
 }
 
 
+# more threads than cores only contend (ONNX Runtime's pools spin); a few per core are allowed, for
+# whoever measures it, and far more are a mistake
+MAX_THREADS_PER_CORE = 4
+
+
 def session_options(threads: int | None, spin: bool = True) -> ort.SessionOptions:
     """spin=False: the intra-op threads sleep as soon as a run ends instead of spinning for
     the next one, for pipelines that alternate between graphs (each session has its own
@@ -42,8 +47,10 @@ def session_options(threads: int | None, spin: bool = True) -> ort.SessionOption
     if threads is not None:
         if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
             raise BackendError(f"threads: expected a positive number of intra-op threads, found {threads!r}")
-        if threads > (os.cpu_count() or 1):   # a thread per core at most: 2,000 spinning threads hang a tiny run
-            raise BackendError(f"threads: expected at most this machine's {os.cpu_count()} logical cores, found {threads}")
+        most = MAX_THREADS_PER_CORE * (os.cpu_count() or 1)
+        if threads > most:   # 2,000 spinning threads hung a tiny run on 2 cores
+            raise BackendError(f"threads: expected at most {MAX_THREADS_PER_CORE} per logical core ({most} on this "
+                               f"machine), found {threads}")
         options.intra_op_num_threads = threads
     # One graph runs at a time in a pipeline: inter-op parallelism only adds thread pools.
     options.inter_op_num_threads = 1
