@@ -68,13 +68,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     name holds the old bytes or the new, never an empty file. The file gets the mode the umask
     gives a new file (or keeps the one it had), as other tools' files do."""
     path = Path(path)
-    if path.is_dir():   # said here, not as a failure to rename a temporary file onto it
-        raise OutputExistsError(f"output {str(path)!r}: expected a file to write, found a directory")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise OutputExistsError(f"output {str(path)!r}: expected a folder to write it in, found a file on the way "
-                                "to it") from None
+    _make_room(path, "output")
     try:
         mode = path.stat().st_mode & 0o7777
     except FileNotFoundError:
@@ -96,6 +90,18 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     fault_point(f"renamed {path.name} into place")
 
 
+def _make_room(path: Path, what: str) -> None:
+    """The folders on the way to a file about to be written, made; a directory at the file's own
+    path, or a file on the way, refused (said here, not as a failure to rename onto it)."""
+    if path.is_dir():
+        raise OutputExistsError(f"{what} {str(path)!r}: expected a file to write, found a directory")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise OutputExistsError(f"{what} {str(path)!r}: expected a folder to write it in, found a file on the way "
+                                "to it") from None
+
+
 def _temporary_beside(path: Path) -> tuple[int, str]:
     """A new temporary file beside `path` (fd, name); where the system refuses one, the error names
     `path`, the user's output, not the temporary name."""
@@ -110,13 +116,7 @@ def check_writable(path: str | os.PathLike, what: str) -> None:
     file on the way to it, or a folder the system will not write in (probed with a temporary file
     beside it, removed at once). Folders on the way are made, as the write would make them."""
     path = Path(path)
-    if path.is_dir():
-        raise OutputExistsError(f"{what} {str(path)!r}: expected a file to write, found a directory")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise OutputExistsError(f"{what} {str(path)!r}: expected a folder to write it in, found a file on the way "
-                                "to it") from None
+    _make_room(path, what)
     fd, tmp = _temporary_beside(path)
     os.close(fd)
     os.unlink(tmp)
