@@ -187,8 +187,8 @@ def _bench_package(path, batch, iters, warmup, backend, threads, vs_torch, preci
         raise ConfigError("--steps: expected the whole generation it sets, found --no-generation with it")
     if prompt_lookup < 0:
         raise ConfigError(f"--prompt-lookup: expected a number of draft tokens (0 or more), found {prompt_lookup}")
-    threads = session_threads() if threads is None else threads   # what load() runs by default, named (cpus.py)
-    pipe = load(path, backend=backend, threads=threads, precision=precision)
+    pipe = load(path, backend=backend, threads=threads, precision=precision)   # None: load()'s default, as a user's
+    threads = session_threads() if threads is None else threads   # that default, named (cpus.py)
     if get_family(pipe.family).bench == "tokens":
         if steps is not None:
             raise ConfigError(f"--steps {steps}: expected a package whose generation runs sampler steps, found a "

@@ -12,7 +12,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ConfigError, not_one_of
+from .errors import ConfigError, PackageError, not_one_of
 from .graph_summary import GraphSummary, read_graph_summary
 from .package import Package
 from .runtimes.engines import package_profiles, parser_errors
@@ -62,6 +62,8 @@ def check_package(path: str | os.PathLike, tensorrt: str | None = None, profiles
     if device_parser is None:
         device_parser = tensorrt is None and importlib.util.find_spec("tensorrt") is not None
     package = Package(path)
+    for precision in package.damaged_variants:   # a changed variant is not judged as if it were the one made
+        package.require_variants(precision, PackageError)
     derived = package_profiles(package, profiles, strict=False)
     files = [(part, package.graph_path(part)) for part in package.graphs]
     files += [(f"{part} ({precision})", package.resolve(r["file"], "variant"))

@@ -38,7 +38,7 @@ import numpy as np
 import onnx
 import onnxruntime
 
-from .errors import ConfigError, not_one_of
+from .errors import ConfigError, PackageError, not_one_of
 from .families import families, package_config
 from .families import get as get_family
 from .package import VARIANT_FILE, VARIANT_PRECISIONS, Package, spared_text, write_manifest
@@ -770,7 +770,10 @@ def _record(package: Package, precision: str, records: dict) -> None:
     manifest = package.manifest
     manifest.variants[precision] = records
     write_manifest(package.path, manifest)
-    _clean(Package(package.path))   # read back through the runtime's checks
+    written = Package(package.path)   # read back through the runtime's checks
+    if precision in written.damaged_variants:   # what was just written does not read back as written
+        written.require_variants(precision, PackageError)
+    _clean(written)
 
 
 def _clean(package: Package) -> None:

@@ -301,6 +301,10 @@ class Package:
 
     def _check_variant(self, precision: str, part: str, record: dict, verify_hashes: bool) -> None:
         where = f"variants.{precision}.{part}"
+        for key in ("file", "sha256"):   # a broken manifest, not a variant to write again
+            if not isinstance(record.get(key), str):
+                raise ManifestError(f"package {str(self.path)!r}: {where}.{key} expected a string, found "
+                                    f"{record.get(key)!r:.60}")
         if part not in self.manifest.graphs:
             raise ManifestError(f"package {str(self.path)!r}: {where} expected to name a graph of the package, found {part!r}")
         path = self.resolve(str(record["file"]), f"{where}.file")

@@ -102,11 +102,11 @@ def _make_room(path: Path, what: str) -> None:
                                 "to it") from None
 
 
-def _temporary_beside(path: Path) -> tuple[int, str]:
-    """A new temporary file beside `path` (fd, name); where the system refuses one, the error names
-    `path`, the user's output, not the temporary name."""
+def _temporary_beside(path: Path, folder: Path | None = None) -> tuple[int, str]:
+    """A new temporary file beside `path` (or in `folder`) as (fd, name); where the system refuses
+    one, the error names `path`, the user's output, not the temporary name."""
     try:
-        return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder or path.parent)
     except OSError as exc:
         raise OSError(exc.errno, exc.strerror, str(path)) from None
 
@@ -114,10 +114,15 @@ def _temporary_beside(path: Path) -> tuple[int, str]:
 def check_writable(path: str | os.PathLike, what: str) -> None:
     """Refuse, before any work, an output the command could not write at its end: a directory, a
     file on the way to it, or a folder the system will not write in (probed with a temporary file
-    beside it, removed at once). Folders on the way are made, as the write would make them."""
+    in the nearest folder that exists, removed at once). No folder is made: the write makes them."""
     path = Path(path)
-    _make_room(path, what)
-    fd, tmp = _temporary_beside(path)
+    if path.is_dir():
+        raise OutputExistsError(f"{what} {str(path)!r}: expected a file to write, found a directory")
+    existing = next(folder for folder in path.absolute().parents if folder.exists())   # no folder made here
+    if not existing.is_dir():
+        raise OutputExistsError(f"{what} {str(path)!r}: expected a folder to write it in, found a file on the way "
+                                "to it")
+    fd, tmp = _temporary_beside(path, existing)
     os.close(fd)
     os.unlink(tmp)
 

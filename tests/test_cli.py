@@ -122,6 +122,8 @@ def test_bench_and_generate_refuse_an_output_they_cannot_or_must_not_write_befor
     assert code == 2 and err.startswith("edgegen: error: '/proc/edgegen-bench.json': ") and out == ""
     code, _, err = run_cli(capsys, "generate", pkg, "--n", "2", "--out", "/proc/x.png")
     assert code == 2 and err.startswith("edgegen: error: '/proc/x.png': ")   # the output, not a temporary name
+    code, _, err = run_cli(capsys, "bench", pkg, "--json", tmp_path / "a" / "b" / "r.json", "--shapes", "batch=4")
+    assert code == 2 and not (tmp_path / "a").exists()   # the check made no folder for a command refused after it
 
 
 def test_bench_refuses_the_batch_in_shapes_and_sweeps_and_a_dim_in_both(trained, capsys):

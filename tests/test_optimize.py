@@ -222,6 +222,7 @@ def test_a_changed_variant_file_is_refused(package_copy):
     # optimize run that writes the variant again, even where that run's own variant is refused
     assert edgegen.load(pkg).sample(2, seed=0).shape == (2, 1, 32, 32)
     assert main(["info", str(pkg)]) == 1
+    assert main(["check", str(pkg)]) == 2   # not judged as if it were the variant optimize made
     refused = optimize_package(pkg, "int8", calibration=16, target="tensorrt", gate_threshold=500, progress=_quiet)
     record = json.loads((pkg / "edgegen.json").read_text())["variants"]["int8"]["generator"]
     assert "file" not in record and record["refused"] == refused["generator"]["refused"]   # the damaged one is not kept
