@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 from .errors import CheckpointError, PackageError, not_one_of
-from .package import CHECKPOINT_WEIGHTS, sha256_file
+from .package import CHECKPOINT_WEIGHTS, read_json, sha256_file
 from .storage import user_cache_dir
 
 MODELS_DISTRIBUTION = "edgegen-models"
@@ -53,8 +53,6 @@ def shipped_names() -> list[str]:
 
 def shipped_family(name: str) -> str:
     """The family of the shipped `name`, from its checkpoint's config (no export needed)."""
-    from .package import read_json
-
     return str(read_json(checkpoints_dir() / name / "config.json", CheckpointError).get("family", "?"))
 
 
