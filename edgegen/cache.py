@@ -47,7 +47,8 @@ def cache_entries(root: Path | None = None) -> list[CacheEntry]:
     weights = functools.lru_cache(maxsize=None)(lambda name: weights_sha256(name)[:16])   # hashed once per model
     entries = []
     for folder, judge in ((root / "packages", functools.partial(_export_staleness, weights=weights)),
-                          (root / "judges", _judge_staleness)):
+                          (root / "judges", _judge_staleness),
+                          (root / "tensorrt", lambda path: ("TensorRT timing cache", None))):
         for path in _listed(folder):
             leftover = LEFTOVER.match(path.name)
             if leftover:
@@ -56,7 +57,6 @@ def cache_entries(root: Path | None = None) -> list[CacheEntry]:
             else:
                 kind, stale = judge(path)
                 entries.append(CacheEntry(path, kind, _size(path), stale))
-    entries += [CacheEntry(path, "TensorRT timing cache", _size(path), None) for path in _listed(root / "tensorrt")]
     if (root / "engine.key").is_file():
         entries.append(CacheEntry(root / "engine.key", "the key that signs this user's engine records", _size(root / "engine.key"), None))
     return entries

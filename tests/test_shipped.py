@@ -102,7 +102,10 @@ def test_edgegen_cache_lists_what_this_edgegen_reads_and_prune_removes_the_rest(
     current_judge = judge_path(8, 1500, 0)   # the name the judge's training writes
     old_judge = judges / f"digits-8px-1500steps-seed0-edgegen-{before}-torch-2.0.0.safetensors"
     notes, key = judges / "notes.txt", cache / "engine.key"
-    for path in (current_judge, old_judge, notes, key):
+    (cache / "tensorrt").mkdir()
+    timing = cache / "tensorrt" / "timing-trt10.13-h200-9.0.cache"
+    timing_tmp = timing.parent / f".{timing.name}.k3x9_q2z.tmp"   # a build killed while writing it
+    for path in (current_judge, old_judge, notes, key, timing, timing_tmp):
         path.write_bytes(b"x" * 32)
 
     assert main(["cache"]) == 0
@@ -111,13 +114,14 @@ def test_edgegen_cache_lists_what_this_edgegen_reads_and_prune_removes_the_rest(
              other_weights: f"stale: exported from other weights than the installed edgegen-models' {NAME}",
              retired: "stale: the installed edgegen-models ships no model of that name",
              leftover: f"stale: a part of {new.name} a killed command left",
-             old_judge: f"stale: trained by edgegen {before}; this is 99.0.0"}
+             old_judge: f"stale: trained by edgegen {before}; this is 99.0.0",
+             timing_tmp: f"stale: a part of {timing.name} a killed command left"}
     for path, why in stale.items():
         assert lines[str(path.relative_to(cache))].endswith(why)
-    for path in (new, current_judge, notes, key):
+    for path in (new, current_judge, notes, key, timing):
         assert "stale" not in lines[str(path.relative_to(cache))]
     total = lines[str(cache) + ":"]
-    assert " in 9 entries, " in total and total.endswith(" in 5 stale ones (edgegen cache --prune removes them)")
+    assert " in 11 entries, " in total and total.endswith(" in 6 stale ones (edgegen cache --prune removes them)")
 
     # a killed writer's only copy of an old output, moved aside with nothing in its place: put back, not removed
     gone = cache / "packages" / shipped.cached_export_name(NAME, "2" * 64, before)
@@ -138,10 +142,10 @@ def test_edgegen_cache_lists_what_this_edgegen_reads_and_prune_removes_the_rest(
     assert f"kept {retired}: " in out and "expected no other edgegen command writing it" in out
     assert f"kept {other_weights}: [Errno 13] Permission denied" in out
     assert f"restored {gone} from {moved_aside.name}: the only copy" in out
-    assert all(f"removed {p} (" in out for p in (old, leftover, old_judge))
-    assert out.splitlines()[-1].startswith(f"{cache}: removed 3 stale entries, ")
-    assert not any(p.exists() for p in (old, leftover, old_judge, moved_aside))
-    assert all(p.exists() for p in (new, current_judge, notes, key, retired, other_weights, gone))
+    assert all(f"removed {p} (" in out for p in (old, leftover, old_judge, timing_tmp))
+    assert out.splitlines()[-1].startswith(f"{cache}: removed 4 stale entries, ")
+    assert not any(p.exists() for p in (old, leftover, old_judge, moved_aside, timing_tmp))
+    assert all(p.exists() for p in (new, current_judge, notes, key, retired, other_weights, gone, timing))
     assert not [p for p in (cache / "packages").iterdir() if p.name.startswith(".")]   # no staging folder left
     assert edgegen.load(NAME).package.path == new
 

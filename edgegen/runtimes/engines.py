@@ -33,7 +33,7 @@ import numpy as np
 from ..errors import BackendError, ConfigError, InputError, UnknownFamilyError
 from ..families import package_config
 from ..package import TensorSpec
-from ..storage import atomic_write_bytes, atomic_write_text, user_cache_dir
+from ..storage import atomic_write_bytes, atomic_write_text, user_cache_dir, writer_lock
 from .session import Session
 
 # the fused and int8-weights variants (and int4 made for ort-cpu) hold ONNX Runtime's own ops;
@@ -297,7 +297,10 @@ def build_engine(onnx_path: Path, profile: tuple, workspace_bytes: int = DEFAULT
     if serialized is None:
         raise BackendError(f"graph {onnx_path.name!r}: TensorRT could not build an engine (see its log above)")
     if timing_cache is not None:
-        atomic_write_bytes(timing_cache, bytes(config.get_timing_cache().serialize()))
+        # under its writer lock, so that `edgegen cache --prune` never takes the temporary file of a
+        # write in progress for one a killed build left
+        with writer_lock(timing_cache, "writing TensorRT's timing cache"):
+            atomic_write_bytes(timing_cache, bytes(config.get_timing_cache().serialize()))
     return bytes(serialized)
 
 
