@@ -11,7 +11,9 @@ from .errors import (
     ConfigError,
     DataError,
     EdgegenError,
+    EdgegenWarning,
     HashMismatchError,
+    ImportedSettingWarning,
     InputError,
     ManifestError,
     MissingExtraError,
@@ -20,6 +22,7 @@ from .errors import (
     PackageBusyError,
     PackageError,
     PrecisionWarning,
+    TrainingError,
     UnknownFamilyError,
     ValidationError,
 )
@@ -45,4 +48,4 @@ def export_pytorch(module, inputs, out, **options):
 __all__ = ["load", "export_pytorch", "__version__", "EdgegenError", "PackageError", "ManifestError", "HashMismatchError",
            "CheckpointError", "InputError", "BackendError", "UnknownFamilyError", "DataError", "ConfigError",
            "ValidationError", "OutputExistsError", "NonFiniteError", "PackageBusyError", "MissingExtraError",
-           "PrecisionWarning"]
+           "PrecisionWarning", "TrainingError", "EdgegenWarning", "ImportedSettingWarning"]

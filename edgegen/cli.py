@@ -4,15 +4,17 @@ the traceback. The training and export commands import torch only when they run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import sys
 import traceback
 import warnings
 from pathlib import Path
 
 from . import __version__
-from .errors import ConfigError, EdgegenError, MissingExtraError, OutputExistsError, PrecisionWarning
+from .errors import ConfigError, EdgegenError, EdgegenWarning, MissingExtraError, OutputExistsError
 from .targets import DEFAULT_OPSET, TARGETS, TENSORRT_TARGETS, describe_targets, get_target
 
 EXIT_USER_ERROR = 2
@@ -107,15 +109,27 @@ class _HelpWithDefaults(argparse.HelpFormatter):
 
 
 def _cmd_train(args) -> None:
-    from .families import get as get_family
+    from .families import families, get as get_family
     from .training.train import train
 
     family = get_family(args.family)
+    if args.latent_dim is not None and not _has_latent_dim(family.name):
+        having = ", ".join(f.name for f in families() if f.model and _has_latent_dim(f.name))
+        raise ConfigError(f"--latent-dim: expected an option of a family with a latent vector ({having}), found it "
+                          f"given to 'edgegen train {family.name}'")
     options = {"latent_dim": args.latent_dim} if args.latent_dim is not None else {}
     options.update(_family_options(family, family.train_options, args, "train"))
     out = train(args.family, args.out, data=args.data, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                 seed=args.seed, image_size=args.image_size, channels=args.channels, overwrite=args.force, **options)
     print(f"wrote checkpoint {out}")
+
+
+def _has_latent_dim(family: str) -> bool:
+    import dataclasses
+
+    from .training import family_module
+
+    return "latent_dim" in {f.name for f in dataclasses.fields(family_module(family).Config)}
 
 
 def _cmd_export(args) -> int:
@@ -131,13 +145,13 @@ def _cmd_export(args) -> int:
         from .export.diffusers_import import export_diffusers
 
         out = export_diffusers(args.from_diffusers, args.out, progress=None, **options)
-    elif args.checkpoint is None:
-        raise ConfigError("export: expected a checkpoint directory, --from-transformers DIR, --from-diffusers DIR or "
-                          "--module FILE.py:FACTORY, found none")
     elif args.from_transformers:
         from .export import export_transformers
 
         out = export_transformers(args.checkpoint, args.from_transformers, args.out, **options)
+    elif args.checkpoint is None:
+        raise ConfigError("export: expected a checkpoint directory, --from-transformers DIR, --from-diffusers DIR or "
+                          "--module FILE.py:FACTORY, found none")
     else:
         from .export import export_checkpoint
 
@@ -568,7 +582,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the family's)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the weights and the data order")
     p.add_argument("--image-size", type=int, default=None, help="default: the family's")
-    p.add_argument("--channels", type=int, choices=(1, 3), default=None, help="1 grey, 3 RGB (default: the data's own)")
+    p.add_argument("--channels", type=int, choices=(1, 3), default=None, help="1 grey, 3 RGB (default: the data's own: grey digits, RGB photographs and folders)")
     p.add_argument("--latent-dim", type=int, default=None, help="latent size of the families that have one "
                    "(default: the family's)")
     _add_family_options(p, "train", {f.name: f.train_options for f in registered})
@@ -579,7 +593,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export a checkpoint to a validated model package")
     p.add_argument("checkpoint", nargs="?", default=None,
                    help="checkpoint directory (or, with --from-transformers, the architecture: "
-                        f"{', '.join(a for f in registered for a in f.importers)})")
+                        f"{', '.join(a for f in registered for a in f.importers)}; default: config.json's model_type)")
     p.add_argument("--from-transformers", default=None, metavar="DIR",
                    help="import a Hugging Face save_pretrained directory instead of an edgegen checkpoint")
     p.add_argument("--from-diffusers", default=None, metavar="DIR",
@@ -790,10 +804,31 @@ def _stdout_closed() -> bool:
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    if issubclass(category, PrecisionWarning):
+    if issubclass(category, EdgegenWarning):
         print(f"edgegen: warning: {message}", file=sys.stderr)
     else:
         (file or sys.stderr).write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
+class Terminated(BaseException):
+    """SIGTERM (timeout, kill, a container stopping) raised in the main thread, as Ctrl-C raises
+    KeyboardInterrupt, so that the command's cleanup runs: its staging folder and lock go."""
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    def terminated(signum, frame):
+        raise Terminated()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, terminated)
+    except ValueError:   # main() called outside the main thread: the system's handling stays
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -808,7 +843,7 @@ def main(argv: list[str] | None = None) -> int:
             _require_export(args.export_side)
         if args.command in NAMED_COMMANDS:
             args.package = _package_or_name(args.package)
-        with warnings.catch_warnings():   # edgegen's own warnings in one line, as its errors
+        with warnings.catch_warnings(), _terminate_as_interrupt():   # edgegen's own warnings in one line, as its errors
             warnings.showwarning = _show_warning
             code = args.func(args)
     except EdgegenError as exc:
@@ -816,6 +851,9 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"edgegen: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except Terminated:
+        print("edgegen: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print("edgegen: interrupted", file=sys.stderr)
         return 130

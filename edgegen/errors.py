@@ -41,6 +41,10 @@ class ConfigError(EdgegenError):
     """A model or command setting outside what is supported."""
 
 
+class TrainingError(EdgegenError):
+    """A training run that diverged (a loss or a weight no longer finite); nothing is written."""
+
+
 class ValidationError(EdgegenError):
     """An exported graph does not reproduce PyTorch; the package is not written."""
 
@@ -62,8 +66,16 @@ class MissingExtraError(EdgegenError):
     """A command needs a part of edgegen this install left out (the export side on a device)."""
 
 
-class PrecisionWarning(UserWarning):
+class EdgegenWarning(UserWarning):
+    """Base class of edgegen's warnings: what runs, but not quite as the user may expect."""
+
+
+class PrecisionWarning(EdgegenWarning):
     """A variant runs here less exactly than its gate measured where it was made."""
+
+
+class ImportedSettingWarning(EdgegenWarning):
+    """A file or setting of an imported model that edgegen does not read or apply."""
 
 
 def format_mismatch(where: str, expected: str, found) -> str:

@@ -206,7 +206,7 @@ def _spec_feeds(package: Package, checkpoint, calibration: int, seed: int) -> di
     from .training.checkpoint import load_source_checkpoint
 
     with exported_as(load_source_checkpoint(package, checkpoint)) as (ckpt, spec):
-        data = spec.load_data(ckpt, ckpt.data.get("source", "digits")) if spec.needs_data else None
+        data = spec.load_data(ckpt, ckpt.trained_data()) if spec.needs_data else None
         feeds = {}
         for graph in spec.graphs:
             rng = np.random.default_rng(seed)

@@ -40,7 +40,7 @@ def test_data_errors(tmp_path):
         load_images(str(tmp_path))
     (tmp_path / "broken.png").write_bytes(b"not a png")
     (tmp_path / "ok.png").write_bytes(b"")
-    with pytest.raises(DataError, match="expected a readable image"):
+    with pytest.raises(DataError, match="broken.png': expected a picture Pillow can read"):
         load_images(str(tmp_path))
     with pytest.raises(DataError, match="channels: expected 1 or 3, found 2"):
         load_images("digits", channels=2)
@@ -66,3 +66,160 @@ def test_training_on_rgb_natural_crops(tmp_path):
 
     loaded = load_checkpoint(ckpt)
     assert loaded.config.image_channels == 3 and loaded.data["source"] == "natural"
+
+
+def test_folder_images_are_read_as_a_viewer_shows_them(tmp_path):
+    """16-bit grey scaled (not clipped to white), EXIF orientation applied, transparency over white
+    (not the colour hidden under it), hidden files and folders left out; float pictures, which have
+    no fixed range, and decompression bombs refused, naming the file."""
+    from edgegen.training.data import folder_images
+
+    folder = tmp_path / "own"
+    (folder / ".ipynb_checkpoints").mkdir(parents=True)
+    Image.fromarray(np.full((6, 8), 32896, np.uint16)).save(folder / "a16.png")   # 16-bit mid-grey
+    sideways = Image.fromarray(np.zeros((4, 10, 3), np.uint8))
+    exif = sideways.getexif()
+    exif[0x0112] = 6   # stored sideways: viewers turn it 90 degrees
+    sideways.save(folder / "b_phone.jpg", exif=exif)
+    rgba = np.zeros((5, 5, 4), np.uint8)
+    rgba[..., 0] = 255            # red under fully transparent pixels
+    rgba[2, 2] = (0, 0, 255, 255)  # one opaque blue pixel
+    Image.fromarray(rgba).save(folder / "c_icon.png")
+    (folder / "._c_icon.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")   # macOS's metadata, not an image
+    Image.fromarray(np.zeros((5, 5, 3), np.uint8)).save(folder / ".ipynb_checkpoints" / "copy.png")
+
+    images = {path.name: pixels for path, pixels in folder_images(folder)}
+    assert sorted(images) == ["a16.png", "b_phone.jpg", "c_icon.png"]
+    assert images["a16.png"].shape == (6, 8, 3) and (images["a16.png"] == 128).all()
+    assert images["b_phone.jpg"].shape == (10, 4, 3)
+    icon = images["c_icon.png"]
+    assert tuple(icon[0, 0]) == (255, 255, 255) and tuple(icon[2, 2]) == (0, 0, 255)
+
+    Image.fromarray(np.full((4, 4), 0.5, np.float32)).save(folder / "d_float.tiff")
+    with pytest.raises(DataError, match=r"d_float.tiff': expected 8- or 16-bit pixels, found floating-point ones"):
+        folder_images(folder)
+    (folder / "d_float.tiff").unlink()
+    bomb = folder / "e_bomb.png"
+    Image.new("1", (30000, 30000)).save(bomb)   # a 1-bit picture Pillow refuses to decode (900 megapixels)
+    with pytest.raises(DataError, match="e_bomb.png'.*decompression bombs"):
+        folder_images(folder)
+
+
+def test_training_refuses_values_it_cannot_train_with(tmp_path):
+    for value, match in ((float("nan"), r"learning rate, found \d+, \d+, nan"),
+                         (float("inf"), r"learning rate, found \d+, \d+, inf")):
+        with pytest.raises(ConfigError, match=match):
+            train("gan", tmp_path / "x", lr=value)
+    for seed in (-1, 2**64):
+        with pytest.raises(ConfigError, match=f"seed: expected an integer from 0 to {2**63 - 1}.*found {seed}"):
+            train("gan", tmp_path / "x", seed=seed)
+    text = tmp_path / "short.txt"
+    text.write_text("x" * 2000)
+    with pytest.raises(DataError, match="expected at least 2580 bytes of text for 128-token windows, found 2000"):
+        train("gpt", tmp_path / "x", data=str(text), steps=1)
+    text.write_text("x" * 2580)   # the least that holds a window in its held-out twentieth
+    with pytest.raises(ConfigError, match="--image-size: expected an option of image data, found gpt training on"):
+        train("gpt", tmp_path / "x", data=str(text), steps=1, image_size=64)
+    with pytest.raises(ConfigError, match="--channels: expected an option of image data, found flow training on 'moons'"):
+        train("flow", tmp_path / "x", data="moons", steps=1, channels=1)
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_diverged_run_writes_no_checkpoint_and_keeps_the_old_one(tmp_path):
+    from edgegen.errors import TrainingError
+    from edgegen.package import sha256_file
+
+    good = train("gan", tmp_path / "ckpt", steps=2, batch_size=8, image_size=16, progress=False)
+    before = sha256_file(good / "weights.safetensors")
+    with pytest.raises(TrainingError, match=r"expected finite losses, found .*nan or inf at step \d+ \(the run diverged: "
+                                            r"try a smaller --lr than 100000\); no checkpoint written"):
+        train("gan", good, steps=30, batch_size=8, image_size=16, lr=1e5, overwrite=True, progress=False)
+    with pytest.raises(TrainingError, match="the run diverged"):   # the VAE's loss refuses NaN images itself
+        train("vae", tmp_path / "vae", steps=30, batch_size=8, lr=1e9, progress=False)
+    assert sha256_file(good / "weights.safetensors") == before and not (tmp_path / "vae").exists()
+
+
+def test_a_checkpoint_records_its_data_folder_whole_and_export_says_when_it_is_gone(tmp_path, monkeypatch):
+    from edgegen.export import export_checkpoint
+    from edgegen.training.checkpoint import load_checkpoint
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "pics").mkdir()
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(tmp_path / "pics" / f"{i}.png")
+    monkeypatch.chdir(tmp_path)
+    ckpt = train("vae", "ckpt", data="pics", steps=1, batch_size=64, image_size=16, progress=False)
+    loaded = load_checkpoint(ckpt)
+    assert loaded.data["source"] == str(tmp_path / "pics")
+    assert loaded.training["batch_size"] == 3   # the whole of the 3 training images, as it ran
+    (tmp_path / "pics").rename(tmp_path / "moved")
+    with pytest.raises(DataError, match=f"data '{tmp_path / 'pics'}': expected the data checkpoint 'ckpt' was trained "
+                                        "on there, found nothing at that path .*give export its new place with --data"):
+        export_checkpoint("ckpt", tmp_path / "pkg")
+    assert not (tmp_path / "pkg").exists()
+
+
+def test_sigterm_cleans_up_as_ctrl_c_does(tmp_path):
+    """A command stopped by SIGTERM (timeout, a container stopping) removes its staging folder and
+    lock, keeps the old output, and exits 143."""
+    import subprocess
+    import sys
+
+    from edgegen.package import sha256_file
+
+    good = train("gan", tmp_path / "ckpt", steps=1, batch_size=8, image_size=16, progress=False)
+    before = sha256_file(good / "weights.safetensors")
+    code = ("import os, signal, sys; from edgegen import storage; "
+            "storage._kill_self = lambda: os.kill(os.getpid(), signal.SIGTERM); "   # at the first fault point: staging
+            "from edgegen.cli import main; "
+            f"sys.exit(main(['train', 'gan', '--out', {str(good)!r}, '--force', '--steps', '1', '--batch-size', '8', "
+            "'--image-size', '16']))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                            env={**__import__("os").environ, "EDGEGEN_FAULT_AT": "1"})
+    assert result.returncode == 143, result.stderr[-2000:]
+    assert result.stderr.strip().endswith("edgegen: terminated")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]   # no .partial, no .ckpt.lock
+    assert sha256_file(good / "weights.safetensors") == before
+
+
+def test_audio_and_photograph_folders_name_what_they_cannot_take(tmp_path):
+    """WavNet's folders: hidden files and a folder named .wav left out, a truncated stereo file read
+    to its last whole frame, one clip refused (one is held out) as one image is; super-resolution
+    names the photograph too small for its crops."""
+    import wave
+
+    from edgegen.families.sr.data import photo_split
+    from edgegen.families.wavenet.model import load_audio
+    from edgegen.runtimes.audio import read_wav
+
+    folder = tmp_path / "wavs"
+    (folder / "sub.wav").mkdir(parents=True)
+    (folder / "._0.wav").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    with wave.open(str(folder / "0.wav"), "wb") as w:
+        w.setnchannels(2), w.setsampwidth(2), w.setframerate(8000)
+        w.writeframes(np.arange(400, dtype="<i2").tobytes())
+    stereo = folder / "0.wav"
+    stereo.write_bytes(stereo.read_bytes()[:-3])   # cut inside its last frame
+    assert len(read_wav(stereo, 8000)) == 199
+    with pytest.raises(DataError, match=f"data '{folder}': expected 'tones' or a folder of at least 2 WAV files "
+                                        r"\(one held out\), found one .wav file in it"):
+        load_audio(str(folder), 8000, 0)
+    with pytest.raises(DataError, match="found a file \\(give the folder holding it\\)"):
+        load_audio(str(stereo), 8000, 0)
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name, size in (("big.png", 80), ("big2.png", 80), ("small.png", 30)):
+        Image.fromarray(np.zeros((size, size, 3), np.uint8)).save(photos / name)
+    with pytest.raises(DataError, match="small.png': expected at least 64 pixels on each side for crops of that size, "
+                                        "found 30x30"):
+        photo_split(str(photos), 0, 64)
+
+
+def test_latent_dim_is_refused_by_name_for_families_without_a_latent_vector(tmp_path, capsys):
+    from edgegen.cli import main
+
+    assert main(["train", "diffusion", "--out", str(tmp_path / "x"), "--latent-dim", "8"]) == 2
+    err = capsys.readouterr().err
+    assert "--latent-dim: expected an option of a family with a latent vector (vae, gan" in err
+    assert err.rstrip().endswith("found it given to 'edgegen train diffusion'")

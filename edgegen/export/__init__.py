@@ -19,7 +19,7 @@ from ..errors import CheckpointError, ConfigError, ValidationError
 from ..families import RuntimeConfig
 from ..families import get as get_family
 from ..package import (CHECKPOINT_WEIGHTS, MANIFEST_NAME, PACKAGE_KIND, GraphEntry, Manifest, Package, package_files,
-                       sha256_file, write_manifest)
+                       read_json, sha256_file, write_manifest)
 from ..progress import Progress
 from ..storage import staged_directory
 from ..runtimes.feeds import HELD_OUT_FILE, write_feeds
@@ -67,7 +67,7 @@ def export_model(ckpt: Checkpoint, out: str | Path, data: str | None = None, ops
             return export_model(imported, out, data, opset, name, overwrite, seed, progress, spec=imported_spec)
     images = None
     if spec.needs_data:
-        images = spec.load_data(ckpt, data or ckpt.data.get("source", "digits"))
+        images = spec.load_data(ckpt, data or ckpt.trained_data())
     with staged_directory(out, overwrite=overwrite, holds=MANIFEST_NAME, kind=PACKAGE_KIND,
                           reads=[checkpoint] if checkpoint else [], owns=package_files) as stage:
         graphs, failures = {}, []
@@ -109,11 +109,27 @@ def export_spec(family: str) -> ExportSpec:
     return get_family(family).export_spec()
 
 
-def export_transformers(architecture: str, folder: str | Path, out: str | Path, **options) -> Path:
-    """`edgegen export ARCH --from-transformers DIR`: the folder imported by the family that takes
-    ARCH (import_transformers), then exported through the gate as any checkpoint."""
+def export_transformers(architecture: str | None, folder: str | Path, out: str | Path, **options) -> Path:
+    """`edgegen export [ARCH] --from-transformers DIR`: the folder imported by the family that takes
+    ARCH (default: config.json's model_type) (import_transformers), then exported through the gate
+    as any checkpoint."""
+    architecture = architecture or model_type(folder)
     with tempfile.TemporaryDirectory(prefix="edgegen-import-") as scratch:
         return export_model(import_transformers(architecture, folder, Path(scratch)), out, **options)
+
+
+def model_type(folder: str | Path) -> str:
+    """The architecture a transformers save_pretrained folder's config.json names (model_type)."""
+    path = Path(folder) / "config.json"
+    if not path.is_file():
+        raise CheckpointError(f"transformers checkpoint {str(folder)!r}: expected a save_pretrained directory with "
+                              f"config.json, found {'no config.json in it' if Path(folder).is_dir() else 'no folder'}")
+    config = read_json(path, CheckpointError)
+    found = config.get("model_type") if isinstance(config, dict) else None
+    if not isinstance(found, str):
+        raise CheckpointError(f"{path}: expected a model_type naming the architecture, found {found!r} (or name it: "
+                              "edgegen export llama --from-transformers DIR)")
+    return found
 
 
 def import_transformers(architecture: str, folder: str | Path, scratch: Path) -> Checkpoint:
@@ -153,18 +169,15 @@ def source_model(package: Package, given: str | Path | None = None):
 def _imported_again(folder: Path, scratch: Path) -> tuple[Checkpoint, ExportSpec | None]:
     """A transformers (config.json with a model_type) or diffusers (model_index.json) folder as the
     checkpoint its import makes."""
-    from ..package import read_json
     from .diffusers_import import import_diffusers
 
     if (folder / "model_index.json").is_file():
         return import_diffusers(folder, scratch)
-    config = read_json(folder / "config.json", CheckpointError) if (folder / "config.json").is_file() else None
-    architecture = config.get("model_type") if isinstance(config, dict) else None
-    if not architecture:
+    if not (folder / "config.json").is_file():
         raise CheckpointError(f"{str(folder)!r}: expected an edgegen checkpoint (weights.safetensors), a "
                               "transformers save_pretrained folder (config.json) or a diffusers pipeline "
                               "(model_index.json), found none of them")
-    return import_transformers(architecture, folder, scratch), None
+    return import_transformers(model_type(folder), folder, scratch), None
 
 
 @contextlib.contextmanager

@@ -52,6 +52,7 @@ def read_wav(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
         raise DataError(f"{path}: expected a PCM WAV file, found: {exc}") from None
     if width != 2:
         raise DataError(f"{path}: expected 16-bit PCM samples, found {8 * width}-bit")
+    frames = frames[:len(frames) - len(frames) % (width * channels)]   # a truncated file's last partial frame
     audio = np.frombuffer(frames, "<i2").astype(np.float32).reshape(-1, channels).mean(axis=1) / 32768
     if rate != sample_rate and len(audio) > 1:
         times = np.arange(int(len(audio) * sample_rate / rate)) / sample_rate
@@ -60,4 +61,6 @@ def read_wav(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
 
 
 def wav_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() == ".wav")
+    """The WAV files under `folder`, hidden files and folders (names starting with a dot) left out."""
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() == ".wav" and p.is_file()
+                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))

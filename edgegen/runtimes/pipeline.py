@@ -195,7 +195,8 @@ def class_labels(labels, n: int, num_classes: int, null_label: int, what: str = 
     if labels is None:
         return np.full(n, null_label, np.int64)
     if num_classes == 0:
-        raise InputError(f"{what}: expected None for this unconditional model, found {labels!r}")
+        raise InputError(f"{what}: expected none for this unconditional model (trained on data without classes), "
+                         f"found {labels!r}")
     array = np.asarray(labels)
     if array.dtype.kind not in "iu" or array.ndim > 1 or (array.ndim == 1 and len(array) != n):
         raise InputError(f"{what}: expected None, one class id or {n} class ids, found {labels!r:.60}")

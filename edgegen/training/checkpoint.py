@@ -17,7 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .. import __version__
-from ..errors import CheckpointError, ConfigError, format_mismatch
+from ..errors import CheckpointError, ConfigError, DataError, format_mismatch
 from ..package import CHECKPOINT_WEIGHTS, read_json, sha256_file
 from ..shipped import MODELS_DISTRIBUTION, SHIPPED_SOURCE, checkpoints_dir
 from ..storage import atomic_write_text, creation_mode, staged_directory
@@ -37,6 +37,18 @@ class Checkpoint:
     training: dict
     weights_sha256: str
     files: dict = dataclasses.field(default_factory=dict)  # name -> path: files the package carries (a tokenizer)
+
+    def trained_data(self) -> str:
+        """The data this checkpoint was trained on, as training recorded it (a built-in set's name, or
+        a file or folder's absolute path), for the gates that draw from it; a path refused where it
+        is gone."""
+        source = self.data.get("source", "digits")
+        # training records a path whole; a name (digits, an importer's "transformers") is the family's to read
+        if Path(source).is_absolute() and not Path(source).exists():
+            raise DataError(f"data {source!r}: expected the data checkpoint {str(self.path)!r} was trained on there, "
+                            "found nothing at that path (moved or deleted?): give export its new place with --data, or "
+                            "optimize feeds with --inputs")
+        return source
 
 
 def make_config(family: str, values: dict) -> Any:

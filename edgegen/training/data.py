@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..errors import DataError
+from ..errors import DataError, InputError
+from ..images import read_picture
 
 BUILTIN_IMAGE_DATA = ("digits", "natural")
 NATURAL_MAX_SIZE = 128
@@ -161,18 +162,41 @@ def _natural_crops(size: int, seed: int, n_train: int = 4000, n_test: int = 500)
 
 
 def folder_images(folder: Path) -> list[tuple[Path, np.ndarray]]:
-    """Every image under `folder` as uint8 RGB [H, W, 3], with its path."""
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    """Every image under `folder` as uint8 RGB [H, W, 3], with its path, as a viewer shows it:
+    turned upright by its EXIF tag, 16-bit grey scaled to 8 bits, transparency over white. Hidden
+    files and folders (names starting with a dot: macOS's ._ files, .ipynb_checkpoints) are left out."""
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))
     if not files:
         raise DataError(f"data folder {str(folder)!r}: expected image files ({', '.join(IMAGE_SUFFIXES)}), found none")
     images = []
     for path in files:
         try:
-            with Image.open(path) as img:
-                images.append((path, np.asarray(img.convert("RGB"))))
-        except OSError as exc:
-            raise DataError(f"image {str(path)!r}: expected a readable image, found: {exc}") from None
+            images.append((path, picture_rgb(read_picture(path), path)))
+        except InputError as exc:
+            raise DataError(str(exc)) from None
     return images
+
+
+def picture_rgb(image: Image.Image, path: Path) -> np.ndarray:
+    """A Pillow image as uint8 RGB [H, W, 3]. Pillow's convert("RGB") would clip 16-bit grey to
+    white, read a float image as black and drop the alpha channel, showing the colour hidden under
+    transparent pixels: 16-bit grey is scaled, transparency composited over white (as a page shows
+    it), and float images, which have no fixed range, refused."""
+    if image.mode.startswith("I;16") or image.mode == "I":
+        values = np.asarray(image)
+        if values.min() < 0 or values.max() > 65535:
+            raise DataError(f"image {str(path)!r}: expected 8- or 16-bit pixels, found 32-bit integers from "
+                            f"{values.min()} to {values.max()}")
+        grey = (values.astype(np.float32) / 257.0).round().astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    if image.mode == "F":
+        raise DataError(f"image {str(path)!r}: expected 8- or 16-bit pixels, found floating-point ones, which have no "
+                        "fixed range: save it as an 8- or 16-bit PNG with the range you mean")
+    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
+        over = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        return np.asarray(Image.alpha_composite(over, image.convert("RGBA")).convert("RGB"))
+    return np.asarray(image.convert("RGB"))
 
 
 def _folder(folder: Path, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -72,9 +72,9 @@ def windows(tokens: np.ndarray, context: int) -> np.ndarray:
 
 def load_text(source: str, context: int) -> TextData:
     train, test = read_corpus(source)
-    need = 2 * (context + 1)
-    if len(train) < need or len(test) < context + 1:
-        raise DataError(f"data {source!r}: expected at least {need * HELD_OUT_EVERY} bytes of text for "
+    if len(train) < 2 * (context + 1) or len(test) < context + 1:
+        # the held-out twentieth must hold one window of context + 1 bytes
+        raise DataError(f"data {source!r}: expected at least {(context + 1) * HELD_OUT_EVERY} bytes of text for "
                         f"{context}-token windows, found {len(train) + len(test)}")
     train_ids, test_ids = np.frombuffer(train, np.uint8), np.frombuffer(test, np.uint8)
     return TextData(source, windows(train_ids, context), windows(test_ids, context), len(train_ids), len(test_ids))

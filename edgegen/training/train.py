@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..errors import ConfigError
+from ..errors import ConfigError, TrainingError
 from ..families import get as get_family
 from ..storage import refuse_existing, refuse_replacing_other
 from ..progress import Progress
@@ -17,6 +18,8 @@ from . import family_module
 from ..package import CHECKPOINT_WEIGHTS
 from .checkpoint import CHECKPOINT_KIND, checkpoint_files, make_config, save_checkpoint
 from .data import load_images
+
+MAX_SEED = 2**63 - 1   # torch.manual_seed's largest
 
 
 def train(family: str, out: str | Path, data: str | None = None, steps: int | None = None, batch_size: int | None = None,
@@ -31,8 +34,10 @@ def train(family: str, out: str | Path, data: str | None = None, steps: int | No
     steps = module.DEFAULT_STEPS if steps is None else steps
     batch_size = module.DEFAULT_BATCH if batch_size is None else batch_size
     lr = module.DEFAULT_LR if lr is None else lr
-    if steps < 1 or batch_size < 1 or lr <= 0:
+    if steps < 1 or batch_size < 1 or not 0 < lr < math.inf:
         raise ConfigError(f"training: expected positive steps, batch size and learning rate, found {steps}, {batch_size}, {lr}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"seed: expected an integer from 0 to {MAX_SEED} (torch's generator), found {seed!r}")
     # what training reads (a data folder, a ControlNet's base checkpoint) is never what it replaces;
     # both refusals come before minutes of training, not after
     given = [*model_options.values()] + ([] if data in get_family(family).builtin_data else [data])
@@ -40,13 +45,19 @@ def train(family: str, out: str | Path, data: str | None = None, steps: int | No
     refuse_existing(out, overwrite)
     refuse_replacing_other(out, CHECKPOINT_WEIGHTS, CHECKPOINT_KIND, reads, checkpoint_files)
 
+    given_image_size, given_channels = image_size, channels
     image_size = getattr(module, "DEFAULT_IMAGE_SIZE", 32) if image_size is None else image_size
+    channels = getattr(module, "DEFAULT_CHANNELS", None) if channels is None else channels   # PixelCNN's grey levels
     if hasattr(module, "prepare_data"):  # families whose data is not only images (flows: points; gpt: text)
         images, from_data = module.prepare_data(data, image_size, channels, seed, model_options)
     else:
         images = load_images(data, image_size=image_size, channels=channels, seed=seed)
         c, h, _ = images.shape
         from_data = {"image_channels": c, "image_size": h}
+    if (given_image_size is not None or given_channels is not None) and "image_size" not in images.describe():
+        option = "--image-size" if given_image_size is not None else "--channels"
+        raise ConfigError(f"{option}: expected an option of image data, found {family} training on {data!r}, "
+                          "which has no images")
     if "num_classes" in {f.name for f in dataclasses.fields(module.Config)}:
         from_data["num_classes"] = images.num_classes  # 0 (unconditional) for data without classes
     config = make_config(family, {**from_data, **model_options})
@@ -60,12 +71,14 @@ def train(family: str, out: str | Path, data: str | None = None, steps: int | No
         low, high = module.DATA_RANGE
         train_set = train_set * (high - low) + low
     train_labels = torch.from_numpy(images.train_labels) if images.train_labels is not None else None
+    batch_size = min(batch_size, len(train_set))   # a batch bigger than the data is the whole of it
     batches = _batch_indices(len(train_set), batch_size, steps, seed)
     start = time.perf_counter()
     averages: dict[str, float] = {}
     with Progress(steps, f"train {family}", enabled=progress) as bar:
-        for index in batches:
-            losses = trainer.step(train_set[index], train_labels[index] if train_labels is not None else None)
+        for step, index in enumerate(batches, 1):
+            losses = _step(trainer, model, step, lr, train_set[index],
+                           train_labels[index] if train_labels is not None else None)
             # Exponential moving averages: a readable trend rather than per-batch noise.
             averages = {k: v if k not in averages else 0.95 * averages[k] + 0.05 * v for k, v in losses.items()}
             bar.update(1, " ".join(f"{k}={v:.3f}" for k, v in averages.items()))
@@ -73,7 +86,29 @@ def train(family: str, out: str | Path, data: str | None = None, steps: int | No
     training = {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
                 "seconds": round(time.perf_counter() - start, 1), "final_losses": averages}
     data_info = {**images.describe(), "seed": seed}
+    if data not in get_family(family).builtin_data:   # a path: recorded whole, so export finds it from anywhere
+        data_info["source"] = str(Path(data).resolve())
     return save_checkpoint(out, family, config, model, data_info, training, overwrite=overwrite, reads=reads)
+
+
+def _step(trainer, model, step: int, lr: float, x, labels) -> dict[str, float]:
+    """One optimizer step; a diverged run (a loss or a weight no longer finite) is a TrainingError,
+    before any checkpoint is written, so that it never replaces a good one."""
+    try:
+        losses = trainer.step(x, labels)
+    except RuntimeError as exc:
+        # the same shapes went through every step before, so a later failure comes from the values:
+        # a loss that refuses what diverged weights made (binary cross-entropy of NaN images)
+        if step == 1 and all(torch.isfinite(p).all() for p in model.parameters()):
+            raise
+        raise TrainingError(f"training: expected step {step} to run as the steps before, found torch failing with "
+                            f"{str(exc).splitlines()[0]!r} (the run diverged: try a smaller --lr than {lr:g}); no "
+                            "checkpoint written") from None
+    diverged = sorted(k for k, v in losses.items() if not math.isfinite(v))
+    if diverged:
+        raise TrainingError(f"training: expected finite losses, found {', '.join(diverged)} = nan or inf at step {step} "
+                            f"(the run diverged: try a smaller --lr than {lr:g}); no checkpoint written")
+    return losses
 
 
 def _batch_indices(n: int, batch_size: int, steps: int, seed: int):

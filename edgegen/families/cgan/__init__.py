@@ -6,6 +6,7 @@ from .pipeline import ConditionalGANConfig, ConditionalGANPipeline
 FAMILY = register(Family(
     name="cgan",
     summary="class-conditional GAN (conditional batch norm, projection discriminator)",
+    data="digits (default: the one labelled data set; natural and folders have no classes)",
     pipeline=ConditionalGANPipeline,
     config=ConditionalGANConfig,
     graphs=("generator",),

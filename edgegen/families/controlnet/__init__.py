@@ -7,6 +7,8 @@ from .pipeline import ControlNetConfig, ControlNetPipeline
 FAMILY = register(Family(
     name="controlnet",
     summary="ControlNet over a diffusion model: samples that follow a coarse hint image",
+    data="the data its --base was trained on (default: digits, the shipped diffusion-digits'); for a folder, a "
+         "--base trained on that folder",
     pipeline=ControlNetPipeline,
     config=ControlNetConfig,
     graphs=("unet",),

@@ -134,7 +134,7 @@ def prepare_data(data, image_size, channels, seed, options):
     images = load_images(data, image_size=c.image_size, channels=c.image_channels, seed=seed)
     if images.num_classes != c.num_classes:   # the class embedding is the base's, frozen
         raise ConfigError(f"--data {data!r}: expected data with the base model's {c.num_classes} classes, "
-                          f"found {images.num_classes}")
+                          f"found {images.num_classes} (a folder needs a --base diffusion checkpoint trained on it)")
     return images, {**dataclasses.asdict(c), "base_checkpoint": str(base.resolve())}
 
 

@@ -11,7 +11,9 @@ SAMPLING_OPTIONS = (
     Option("--steps", "steps", "sampling steps", {"type": int}, DEFAULT_STEPS),
     Option("--sampler", "sampler", f"one of {', '.join(SAMPLERS)} (default: the package's, {DEFAULT_SAMPLER} for edgegen's "
            "own models, the scheduler's for an imported diffusers pipeline)", {}),
-    Option("--guidance", "guidance_scale", "classifier-free guidance scale", {"type": float}, DEFAULT_GUIDANCE),
+    # no default here: the pipeline's applies, and a scale given without a --label is refused, whatever its value
+    Option("--guidance", "guidance_scale", f"classifier-free guidance scale, with a --label (default: {DEFAULT_GUIDANCE:g})",
+           {"type": float}),
     Option("--label", "labels", "class to generate (default: unconditional)", {"type": int}),
     Option("--eta", "eta", "DDIM's eta (0 = deterministic)", {"type": float}, 0.0),
 )
@@ -32,7 +34,7 @@ def generate(pipe, request: GenerateRequest) -> str:
     from ...progress import Progress
 
     options = request.options
-    if options.get("labels") is None and options.get("guidance_scale", DEFAULT_GUIDANCE) != DEFAULT_GUIDANCE:
+    if options.get("labels") is None and options.get("guidance_scale") is not None:
         # guidance steers toward a class: without one the samples are unconditional and it does nothing
         raise ConfigError(f"--guidance {options['guidance_scale']:g}: expected with --label (classifier-free guidance "
                           "steers the samples toward a class), found it without one" if pipe.config.num_classes else

@@ -6,6 +6,7 @@ from .pipeline import PixelCNNConfig, PixelCNNPipeline
 FAMILY = register(Family(
     name="pixelcnn",
     summary="gated PixelCNN: exact likelihood, completion, fast row-cached sampling",
+    data="digits (default), natural, or a folder of your images, read as grey",
     pipeline=PixelCNNPipeline,
     config=PixelCNNConfig,
     graphs=("network", "links", "row"),

@@ -26,6 +26,7 @@ DEFAULT_STEPS = 3000
 DEFAULT_BATCH = 64
 DEFAULT_LR = 2e-3
 DEFAULT_IMAGE_SIZE = 8
+DEFAULT_CHANNELS = 1   # grey levels: photographs and folders of colour images are read as grey
 LABEL_DROPOUT = 0.1
 
 

@@ -182,7 +182,7 @@ def prepare_data(source: str, image_size: int, channels: int | None, seed: int, 
         raise DataError(f"channels: expected 3 for super-resolution (it upscales grey images as RGB), found {channels}")
     if image_size is None:   # a 0 given is refused by the crops, not replaced
         image_size = LOW_RES_CROP * (options or {}).get("scale", Config.scale)
-    train, _ = photo_split(source, seed)
+    train, _ = photo_split(source, seed, image_size)
     data = ImageData(source, random_crops(train, image_size, TRAIN_CROPS, np.random.default_rng(seed), MAX_ZOOM),
                      held_out_crops(source, image_size, seed))
     return data, {"image_channels": 3, "image_size": image_size}

@@ -208,13 +208,15 @@ def load_audio(source: str, sample_rate: int, seed: int):
         return train, train_labels, test, test_labels, len(TONE_KINDS)
     folder = Path(source)
     files = wav_files(folder) if folder.is_dir() else []
-    if not files:
-        raise DataError(f"data {source!r}: expected 'tones' or a folder of WAV files, found "
-                        f"{'no .wav files in it' if folder.is_dir() else 'nothing at that path'}")
+    if len(files) < 2:
+        found = ("one .wav file in it" if files else "no .wav files in it") if folder.is_dir() else \
+            "a file (give the folder holding it)" if folder.exists() else "nothing at that path"
+        raise DataError(f"data {source!r}: expected 'tones' or a folder of at least 2 WAV files (one held out), "
+                        f"found {found}")
     clips = [read_wav(p, sample_rate) for p in files]
     order = np.random.default_rng(seed).permutation(len(clips))
-    held = max(1, len(clips) // 10) if len(clips) > 1 else 0
-    test = [clips[i] for i in order[:held]] or clips[:1]
+    held = max(1, len(clips) // 10)
+    test = [clips[i] for i in order[:held]]
     train = [clips[i] for i in order[held:]]
     return train, None, test, None, 0
 
