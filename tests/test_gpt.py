@@ -1130,6 +1130,75 @@ def test_an_imported_grouped_query_llama_decodes_as_transformers_with_its_cache_
     assert record["calibration"]["source"].startswith("random token ids")
 
 
+def _template_tokenizer(folder):
+    """A byte-level BPE tokenizer.json whose post-processor puts <s> (id 1) in front of a text, as a
+    Llama's does."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.train_from_iterator([path.read_text() for path in stdlib_files()[:40]], trainers.BpeTrainer(
+        vocab_size=400, special_tokens=["<unk>", "<s>", "</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    tokenizer.save(str(folder / "tokenizer.json"))
+
+
+def test_llama_import_reads_what_transformers_generate_reads(tmp_path, capsys):
+    """generation_config.json's end tokens (an instruct model's end of turn is often only there), a
+    warning naming its settings edgegen applies only where asked, a text prompt encoded with the
+    tokenizer's special tokens (<s>), and the architecture read from config.json when not named."""
+    transformers = pytest.importorskip("transformers")
+    _tiny_llama(tmp_path / "hf")
+    _template_tokenizer(tmp_path / "hf")
+    generation = json.loads((tmp_path / "hf" / "generation_config.json").read_text())
+    generation.update(eos_token_id=[2, 193], repetition_penalty=1.3)
+    (tmp_path / "hf" / "generation_config.json").write_text(json.dumps(generation))
+    assert main(["export", "--from-transformers", str(tmp_path / "hf"), "--out", str(tmp_path / "pkg")]) == 0
+    assert ("edgegen: warning: " + str(tmp_path / "hf" / "generation_config.json") + ": repetition_penalty 1.3: "
+            "transformers' generate applies these by default") in capsys.readouterr().err
+    pipe = edgegen.load(tmp_path / "pkg")
+    assert (pipe.config.data["eos_token_id"], pipe.config.data["more_eos_token_ids"]) == (2, [193])
+
+    reference = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "hf"), dtype=torch.float32).eval()
+    tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_file=str(tmp_path / "hf" / "tokenizer.json"))
+    compared = []
+    for text in ("def main(", "import os\nfor", "class A:"):
+        ids = tokenizer(text).input_ids
+        assert ids[0] == 1 and pipe.tokenizer.encode(text, special_tokens=True) == ids
+        theirs = reference.generate(torch.tensor([ids]), max_new_tokens=30)[0, len(ids):].tolist()   # its own config
+        theirs = theirs[:-1] if theirs[-1] in (2, 193) else theirs   # edgegen's text leaves the end token out
+        ours = pipe.generate(text, max_new_tokens=30, do_sample=False, repetition_penalty=1.3)
+        assert ours == tokenizer.decode(theirs), text
+        compared.append(len(theirs))
+    assert max(compared) >= 10   # generations long enough to compare
+
+    (tmp_path / "hf" / "tokenizer.json").unlink()
+    (tmp_path / "hf" / "tokenizer.model").write_bytes(b"a sentencepiece model")
+    with pytest.warns(edgegen.ImportedSettingWarning, match="tokenizer.model: a sentencepiece tokenizer, which edgegen "
+                                                            "does not read"):
+        export_transformers(None, tmp_path / "hf", tmp_path / "ids-only")
+
+
+def test_sliding_windows_are_taken_as_transformers_slides(tmp_path):
+    """Mistral slides wherever sliding_window is set (its model never reads use_sliding_window), Qwen2
+    only where use_sliding_window says so; a window shorter than the import's 24-token check is
+    checked over the window."""
+    for name, model_type, overrides, context in (
+            ("mistral-told-not-to", "mistral", {"sliding_window": 32, "use_sliding_window": False}, 32),
+            ("mistral-8", "mistral", {"sliding_window": 8}, 8),
+            ("qwen2-off", "qwen2", {"sliding_window": 8, "use_sliding_window": False}, 256),
+            ("qwen2-8", "qwen2", {"sliding_window": 8, "use_sliding_window": True, "max_window_layers": 0}, 8)):
+        model = _tiny_llama(tmp_path / name / "hf", model_type, **overrides)
+        package = export_transformers(model_type, tmp_path / name / "hf", tmp_path / name / "pkg")
+        pipe = edgegen.load(package)
+        assert pipe.config.block_size == context, name
+        prompt = [1, 17, 300, 45, 9]
+        new = min(20, context - len(prompt))
+        theirs = model.generate(torch.tensor([prompt]), max_new_tokens=new, do_sample=False)   # stops at its end id
+        assert pipe.generate(prompt, max_new_tokens=new, do_sample=False) == theirs[0, len(prompt):].tolist(), name
+
+
 def test_llama_import_refuses_what_its_decoder_does_not_compute(tmp_path):
     _tiny_llama(tmp_path / "hf", hidden_act="gelu")
     with pytest.raises(CheckpointError, match="hidden_act 'gelu' \\(expected 'silu'\\)"):

@@ -39,8 +39,8 @@ class ByteTokenizer:
     kind = "bytes"
     vocab_size = 256
 
-    def encode(self, text: str) -> list[int]:
-        return list(utf8_text(text).encode("utf-8"))
+    def encode(self, text: str, special_tokens: bool = False) -> list[int]:
+        return list(utf8_text(text).encode("utf-8"))   # bytes have no special tokens
 
     def decode(self, ids: list[int]) -> str:
         return bytes(ids).decode("utf-8", errors="replace")
@@ -77,8 +77,10 @@ class BPETokenizer:
             raise PackageError(f"tokenizer {str(path)!r}: expected a tokenizers JSON file, found: {exc}") from None
         self.vocab_size = self._tokenizer.get_vocab_size(with_added_tokens=True)
 
-    def encode(self, text: str) -> list[int]:
-        return self._tokenizer.encode(utf8_text(text), add_special_tokens=False).ids
+    def encode(self, text: str, special_tokens: bool = False) -> list[int]:
+        """The text's ids; with special_tokens, those the tokenizer's post-processor adds too (a
+        Llama's start-of-text <s>), as transformers' tokenizer(text) encodes a prompt."""
+        return self._tokenizer.encode(utf8_text(text), add_special_tokens=special_tokens).ids
 
     def decode(self, ids: list[int]) -> str:
         return self._tokenizer.decode(ids, skip_special_tokens=False)

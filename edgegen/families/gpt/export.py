@@ -56,10 +56,13 @@ def _decoder_inputs(ckpt, batch, rng, data):
     prompt_call = batch == 1
     past_len = 0 if prompt_call else int(rng.integers(4, 24))
     new = int(rng.integers(3, 9)) if prompt_call else (int(rng.integers(2, 4)) if batch == TRACE_BATCH else 1)
+    context = ckpt.config.block_size   # a model of a short context (a small sliding window) stays inside it
+    new = min(new, context)
+    past_len = min(past_len, context - new)
     total = past_len + new
     ids = data.test[rng.choice(len(data.test), size=batch)][:, :total]
     mask = np.ones((batch, total), np.int64)
-    if past_len:
+    if past_len > 1:
         mask[1::2, :int(rng.integers(1, past_len))] = 0
     positions = np.maximum(np.cumsum(mask, axis=1) - 1, 0)
     feeds = {"input_ids": ids[:, past_len:], "position_ids": positions[:, past_len:], "attention_mask": mask}

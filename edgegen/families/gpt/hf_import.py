@@ -10,6 +10,7 @@ before anything is exported.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from ...errors import CheckpointError, ValidationError, not_one_of
+from ...errors import CheckpointError, ImportedSettingWarning, ValidationError, not_one_of
 from ...export.validate import compare
 from ...package import files_sha256, read_json
 from ...training.checkpoint import Checkpoint, make_config, state_dict_mismatch
@@ -29,6 +30,13 @@ ARCHITECTURES = ("gpt2", *LLAMA_TYPES)
 # max_position_embeddings ("dynamic" rescales only beyond it, and block_size stops there)
 ROPE_TYPES = ("default", "linear", "dynamic", "llama3", "yarn")
 _TANH_GELUS = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
+# generation_config.json settings that change a greedy generation, and their values that do not
+_GREEDY_CHANGING = ("repetition_penalty", "no_repeat_ngram_size", "bad_words_ids", "suppress_tokens",
+                    "begin_suppress_tokens", "forced_bos_token_id", "forced_eos_token_id", "min_new_tokens",
+                    "min_length", "sequence_bias", "encoder_repetition_penalty")
+_NEUTRAL = {"repetition_penalty": (1.0,), "no_repeat_ngram_size": (0,), "bad_words_ids": ([],), "suppress_tokens": ([],),
+            "begin_suppress_tokens": ([],), "forced_bos_token_id": (), "forced_eos_token_id": (),
+            "min_new_tokens": (0,), "min_length": (0,), "sequence_bias": ({},), "encoder_repetition_penalty": (1.0,)}
 # GPT-2 name (after "transformer.") -> ours; Conv1D weights are stored [in, out], transposed here
 _NAMES = {"attn.c_attn": "attn.qkv", "attn.c_proj": "attn.proj", "mlp.c_fc": "fc", "mlp.c_proj": "fc_out",
           "ln_1": "ln_1", "ln_2": "ln_2"}
@@ -132,12 +140,40 @@ def _imported(folder: Path, scratch: Path, architecture: str, hf: dict, config, 
     del hf_state   # copied into the model: freed before transformers' own copy is loaded for the check
     model.eval()
     tokenizer = _tokenizer_file(folder, scratch)
-    eos = hf.get("eos_token_id")
+    if tokenizer is None and (folder / "tokenizer.model").is_file():
+        warnings.warn(f"{folder / 'tokenizer.model'}: a sentencepiece tokenizer, which edgegen does not read; the "
+                      "package takes token ids only (save the tokenizer with transformers' fast tokenizer to get "
+                      "a tokenizer.json)", ImportedSettingWarning, stacklevel=2)
+    eos = _end_of_text_ids(folder, hf)
     data = {"source": "transformers", "model_type": architecture, "tokenizer": "bpe" if tokenizer else "none",
-            "eos_token_id": eos[0] if isinstance(eos, list) and eos else eos, "pad_token_id": hf.get("pad_token_id"),
-            "more_eos_token_ids": [int(t) for t in eos[1:]] if isinstance(eos, list) else [],
-            "transformers_check": check_against_transformers(folder, model, config.vocab_size)}
+            "eos_token_id": eos[0] if eos else None, "pad_token_id": hf.get("pad_token_id"),
+            "more_eos_token_ids": eos[1:],
+            "transformers_check": check_against_transformers(folder, model, config.vocab_size, config.block_size)}
     return Checkpoint(folder, "gpt", config, model, data, {}, weights_sha, _tokenizer_files(folder, tokenizer))
+
+
+def _end_of_text_ids(folder: Path, hf: dict) -> list[int]:
+    """The ids generation stops at, as transformers' generate takes them: generation_config.json's
+    eos_token_id where that file names one (an instruct model's end of turn is often only there),
+    else config.json's. Settings of that file that change greedy output and that edgegen's
+    runtime does not take by default are named in a warning."""
+    eos = hf.get("eos_token_id")
+    path = folder / "generation_config.json"
+    if path.is_file():
+        generation = read_json(path, CheckpointError)
+        if not isinstance(generation, dict):
+            raise CheckpointError(f"{path}: expected a JSON object, found {type(generation).__name__}")
+        if generation.get("eos_token_id") is not None:
+            eos = generation["eos_token_id"]
+        changing = {k: generation[k] for k in _GREEDY_CHANGING if generation.get(k) not in (None, *_NEUTRAL[k])}
+        if changing:
+            warnings.warn(f"{path}: {', '.join(f'{k} {v!r}' for k, v in changing.items())}: transformers' generate "
+                          "applies these by default, edgegen only where a call asks (generate(repetition_penalty=...))",
+                          ImportedSettingWarning, stacklevel=3)
+    ids = eos if isinstance(eos, list) else [eos] if eos is not None else []
+    if not all(isinstance(t, int) and not isinstance(t, bool) for t in ids):
+        raise CheckpointError(f"{folder}: expected eos_token_id to be an id or a list of ids, found {eos!r}")
+    return ids
 
 
 def _tokenizer_files(folder: Path, tokenizer: Path | None) -> dict[str, Path]:
@@ -149,18 +185,20 @@ def _tokenizer_files(folder: Path, tokenizer: Path | None) -> dict[str, Path]:
     return files
 
 
-def check_against_transformers(folder: Path, model, vocab_size: int) -> str:
-    """Our converted module's logits against transformers' own model's on the same ids."""
+def check_against_transformers(folder: Path, model, vocab_size: int, context: int) -> str:
+    """Our converted module's logits against transformers' own model's on the same ids (24 of
+    them, or the whole context where it is shorter)."""
     try:
         from transformers import AutoModelForCausalLM
     except ImportError:
         return "skipped: transformers is not installed"
     # in float32 whatever the checkpoint's dtype: our module holds the weights in float32 too
     reference = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
-    ids = torch.from_numpy(np.random.default_rng(0).integers(0, vocab_size, (2, 24)))
+    length = min(24, context)
+    ids = torch.from_numpy(np.random.default_rng(0).integers(0, vocab_size, (2, length)))
     with torch.inference_mode():
         theirs = reference(ids).logits.numpy()
-        ours = model(ids, torch.arange(24).expand(2, 24), torch.ones_like(ids), *model.empty_past(2))[0].numpy()
+        ours = model(ids, torch.arange(length).expand(2, length), torch.ones_like(ids), *model.empty_past(2))[0].numpy()
     result = compare("logits", 2, ours, theirs, atol=1e-4, rtol=1e-3)
     if not result.passed:
         raise ValidationError(f"import of {str(folder)!r} does not reproduce transformers: {result.line()}")
@@ -259,8 +297,10 @@ def import_llama(folder: str | Path, scratch: Path, architecture: str = "llama")
     heads = hf["num_attention_heads"]
     rope = rope_parameters(hf)
     inv_freq, scaling = _rope_frequencies(folder, rope)
-    # a sliding window at least as long as the context changes nothing; block_size stops at it
-    window = hf.get("sliding_window") if hf.get("use_sliding_window", architecture == "mistral") else None
+    # a sliding window at least as long as the context changes nothing; block_size stops at it.
+    # Mistral's model slides wherever sliding_window is set (it never reads use_sliding_window);
+    # Qwen2's only where use_sliding_window says so
+    window = hf.get("sliding_window") if architecture == "mistral" or hf.get("use_sliding_window") else None
     context = min(hf.get("max_position_embeddings", 2048), window or 1 << 30)
     tied = bool(hf.get("tie_word_embeddings", False))
     config = make_config("gpt", {

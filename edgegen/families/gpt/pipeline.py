@@ -285,7 +285,7 @@ class GPTPipeline(Pipeline):
         if self.tokenizer is None:
             raise InputError(f"{what}: this package has no tokenizer (it was imported without tokenizer files), "
                              f"expected token ids, found text")
-        ids = self.tokenizer.encode(text)
+        ids = self.tokenizer.encode(text, special_tokens=True)   # as transformers encodes a prompt
         if not ids:
             raise InputError(f"{what}: expected at least one token of text, found an empty string")
         return check_token_ids(ids, self.vocab_size, f"{what} (as tokens)")  # a tokenizer may know more tokens
