@@ -1,5 +1,8 @@
+import re
+
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from edgegen.errors import ConfigError, DataError, OutputExistsError, UnknownFamilyError
@@ -46,6 +49,8 @@ def test_data_errors(tmp_path):
         load_images("digits", channels=2)
     with pytest.raises(DataError, match="expected at most 128 for the natural crops"):
         load_images("natural", image_size=512)
+    with pytest.raises(DataError, match="--image-size: expected at most 512 for a folder of images .*found 4096"):
+        load_images(str(tmp_path), image_size=4096)
 
 
 def test_training_errors(tmp_path):
@@ -53,7 +58,7 @@ def test_training_errors(tmp_path):
         train("vqvae", tmp_path / "x")
     with pytest.raises(ConfigError, match="image_size expected a multiple of 8"):
         train("vae", tmp_path / "x", image_size=20, steps=1)
-    with pytest.raises(ConfigError, match="expected positive steps"):
+    with pytest.raises(ConfigError, match="expected a positive number of steps and batch size, found 0, "):
         train("gan", tmp_path / "x", steps=0)
     (tmp_path / "exists").mkdir()
     with pytest.raises(OutputExistsError):
@@ -99,25 +104,43 @@ def test_folder_images_are_read_as_a_viewer_shows_them(tmp_path):
     with pytest.raises(DataError, match=r"d_float.tiff': expected 8- or 16-bit pixels, found floating-point ones"):
         folder_images(folder)
     (folder / "d_float.tiff").unlink()
+    Image.fromarray(np.full((3, 3), 200, np.int32)).save(folder / "d_int32.tiff")   # 8-bit values? 12-bit? unknown
+    with pytest.raises(DataError, match=r"d_int32.tiff': expected 8- or 16-bit pixels, found 32-bit integer ones"):
+        folder_images(folder)
+    (folder / "d_int32.tiff").unlink()
     bomb = folder / "e_bomb.png"
-    Image.new("1", (30000, 30000)).save(bomb)   # a 1-bit picture Pillow refuses to decode (900 megapixels)
+    bomb.write_bytes(_png_claiming(30000, 30000))   # 900 megapixels declared: Pillow refuses it on opening
     with pytest.raises(DataError, match="e_bomb.png'.*decompression bombs"):
         folder_images(folder)
 
 
+def _png_claiming(width: int, height: int) -> bytes:
+    """A 1x1 PNG whose header declares another size (its checksum mended), read no further than that."""
+    import io
+    import struct
+    import zlib
+
+    buffer = io.BytesIO()
+    Image.new("L", (1, 1)).save(buffer, "PNG")
+    data = bytearray(buffer.getvalue())
+    header = b"IHDR" + struct.pack(">II", width, height) + bytes(data[24:29])
+    data[12:29], data[29:33] = header, struct.pack(">I", zlib.crc32(header))
+    return bytes(data)
+
+
 def test_training_refuses_values_it_cannot_train_with(tmp_path):
-    for value, match in ((float("nan"), r"learning rate, found \d+, \d+, nan"),
-                         (float("inf"), r"learning rate, found \d+, \d+, inf")):
-        with pytest.raises(ConfigError, match=match):
+    for value in (float("nan"), float("inf"), 1e300, 0.0, -1e-3):
+        with pytest.raises(ConfigError, match=r"learning rate: expected a number above 0 and at most 1000 \(Adam moves "
+                                              rf"each weight by about the rate per step\), found {re.escape(str(value))}"):
             train("gan", tmp_path / "x", lr=value)
     for seed in (-1, 2**64):
         with pytest.raises(ConfigError, match=f"seed: expected an integer from 0 to {2**63 - 1}.*found {seed}"):
             train("gan", tmp_path / "x", seed=seed)
     text = tmp_path / "short.txt"
-    text.write_text("x" * 2000)
-    with pytest.raises(DataError, match="expected at least 2580 bytes of text for 128-token windows, found 2000"):
+    text.write_text("x" * 2560)
+    with pytest.raises(DataError, match="expected at least 2561 bytes of text for 128-token windows, found 2560"):
         train("gpt", tmp_path / "x", data=str(text), steps=1)
-    text.write_text("x" * 2580)   # the least that holds a window in its held-out twentieth
+    text.write_text("x" * 2561)   # the least that holds a window in its held-out twentieth: taken
     with pytest.raises(ConfigError, match="--image-size: expected an option of image data, found gpt training on"):
         train("gpt", tmp_path / "x", data=str(text), steps=1, image_size=64)
     with pytest.raises(ConfigError, match="--channels: expected an option of image data, found flow training on 'moons'"):
@@ -132,11 +155,29 @@ def test_a_diverged_run_writes_no_checkpoint_and_keeps_the_old_one(tmp_path):
     good = train("gan", tmp_path / "ckpt", steps=2, batch_size=8, image_size=16, progress=False)
     before = sha256_file(good / "weights.safetensors")
     with pytest.raises(TrainingError, match=r"expected finite losses, found .*nan or inf at step \d+ \(the run diverged: "
-                                            r"try a smaller --lr than 100000\); no checkpoint written"):
-        train("gan", good, steps=30, batch_size=8, image_size=16, lr=1e5, overwrite=True, progress=False)
+                                            r"try a smaller --lr than 1000\); no checkpoint written"):
+        train("gan", good, steps=30, batch_size=8, image_size=16, lr=1000, overwrite=True, progress=False)
     with pytest.raises(TrainingError, match="the run diverged"):   # the VAE's loss refuses NaN images itself
-        train("vae", tmp_path / "vae", steps=30, batch_size=8, lr=1e9, progress=False)
+        train("vae", tmp_path / "vae", steps=30, batch_size=8, lr=1000, progress=False)
     assert sha256_file(good / "weights.safetensors") == before and not (tmp_path / "vae").exists()
+
+
+def test_weights_ruined_by_the_last_step_are_refused_before_anything_is_written(tmp_path, monkeypatch):
+    from edgegen.errors import TrainingError
+    from edgegen.families.gan import model as gan
+
+    step = gan.Trainer.step
+
+    def ruining(self, *args):   # a last update that leaves a weight infinite while its loss was finite
+        losses = step(self, *args)
+        with torch.no_grad():
+            next(self.model.generator_ema.parameters()).view(-1)[0] = float("inf")
+        return losses
+
+    monkeypatch.setattr(gan.Trainer, "step", ruining)
+    with pytest.raises(TrainingError, match=r"expected finite weights, found \S+ holding nan or inf after step 2"):
+        train("gan", tmp_path / "ckpt", steps=2, batch_size=8, image_size=16, progress=False)
+    assert not (tmp_path / "ckpt").exists()
 
 
 def test_a_checkpoint_records_its_data_folder_whole_and_export_says_when_it_is_gone(tmp_path, monkeypatch):
@@ -211,7 +252,7 @@ def test_audio_and_photograph_folders_name_what_they_cannot_take(tmp_path):
     photos.mkdir()
     for name, size in (("big.png", 80), ("big2.png", 80), ("small.png", 30)):
         Image.fromarray(np.zeros((size, size, 3), np.uint8)).save(photos / name)
-    with pytest.raises(DataError, match="small.png': expected at least 64 pixels on each side for crops of that size, "
+    with pytest.raises(DataError, match="small.png': expected at least 64 pixels on each side for the model's 64-pixel crops, "
                                         "found 30x30"):
         photo_split(str(photos), 0, 64)
 

@@ -1152,11 +1152,12 @@ def test_llama_import_reads_what_transformers_generate_reads(tmp_path, capsys):
     _tiny_llama(tmp_path / "hf")
     _template_tokenizer(tmp_path / "hf")
     generation = json.loads((tmp_path / "hf" / "generation_config.json").read_text())
-    generation.update(eos_token_id=[2, 193], repetition_penalty=1.3)
+    generation.update(eos_token_id=[2, 193], repetition_penalty=1.3, temperature=1.0, no_repeat_ngram_size=0)
     (tmp_path / "hf" / "generation_config.json").write_text(json.dumps(generation))
     assert main(["export", "--from-transformers", str(tmp_path / "hf"), "--out", str(tmp_path / "pkg")]) == 0
-    assert ("edgegen: warning: " + str(tmp_path / "hf" / "generation_config.json") + ": repetition_penalty 1.3: "
-            "transformers' generate applies these by default") in capsys.readouterr().err
+    assert ("edgegen: warning: " + str(tmp_path / "hf" / "generation_config.json") + ": transformers' generate applies "
+            "its settings by default; repetition_penalty 1.3: edgegen's generate takes them only as arguments "
+            "(generate(...))\n") in capsys.readouterr().err   # the neutral temperature and n-gram size unnamed
     pipe = edgegen.load(tmp_path / "pkg")
     assert (pipe.config.data["eos_token_id"], pipe.config.data["more_eos_token_ids"]) == (2, [193])
 
@@ -1175,9 +1176,21 @@ def test_llama_import_reads_what_transformers_generate_reads(tmp_path, capsys):
 
     (tmp_path / "hf" / "tokenizer.json").unlink()
     (tmp_path / "hf" / "tokenizer.model").write_bytes(b"a sentencepiece model")
-    with pytest.warns(edgegen.ImportedSettingWarning, match="tokenizer.model: a sentencepiece tokenizer, which edgegen "
-                                                            "does not read"):
+    generation.update(do_sample=True, top_k=20, no_repeat_ngram_size=3, repetition_penalty=1.0)
+    (tmp_path / "hf" / "generation_config.json").write_text(json.dumps(generation))
+    with pytest.warns(edgegen.ImportedSettingWarning) as warned:
         export_transformers(None, tmp_path / "hf", tmp_path / "ids-only")
+    assert [str(w.message).split(": ", 1)[1] for w in warned] == [
+        "a sentencepiece tokenizer, which edgegen does not read; the package takes token ids only (save the tokenizer "
+        "with transformers' fast tokenizer to get a tokenizer.json)",
+        "transformers' generate applies its settings by default; top_k 20: edgegen's generate takes them only as "
+        "arguments (generate(...)); no_repeat_ngram_size 3: edgegen has no such settings and does not apply them"]
+    generation["eos_token_id"] = "</s>"
+    (tmp_path / "hf" / "generation_config.json").write_text(json.dumps(generation))
+    with pytest.warns(edgegen.ImportedSettingWarning), \
+            pytest.raises(CheckpointError, match="generation_config.json: expected eos_token_id to be an id or a list "
+                                                 "of ids, found '</s>'"):
+        export_transformers(None, tmp_path / "hf", tmp_path / "bad")
 
 
 def test_sliding_windows_are_taken_as_transformers_slides(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 
 
 def training_labels(labels: torch.Tensor | None, n: int, num_classes: int, null_label: int,
@@ -15,6 +16,15 @@ def training_labels(labels: torch.Tensor | None, n: int, num_classes: int, null_
     if labels is None or num_classes == 0:
         return torch.full((n,), null_label, dtype=torch.long)
     return torch.where(torch.rand(n) < dropout, torch.full_like(labels, null_label), labels)
+
+
+def bernoulli_nll(recon: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy summed per image, averaged over the batch. Reconstructions that are no
+    longer finite (a diverged run) give NaN, which training's divergence check names, where torch
+    would refuse them with an error about values outside [0, 1]."""
+    if not torch.isfinite(recon).all():
+        return (recon * 0).sum() + math.nan   # still part of the graph: the step runs, and is caught after
+    return F.binary_cross_entropy(recon, images, reduction="sum") / images.shape[0]
 
 
 def adam_with_cosine(parameters, lr: float, total_steps: int, floor: float = 0.05):

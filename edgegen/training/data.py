@@ -19,6 +19,7 @@ from ..images import read_picture
 BUILTIN_IMAGE_DATA = ("digits", "natural")
 NATURAL_MAX_SIZE = 128
 DIGITS_MAX_SIZE = 256   # scikit-learn's 8x8 digits, scaled up: more pixels only take memory
+FOLDER_MAX_SIZE = 512
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 # Photographs inside the scikit-image wheel (no download); grey ones are repeated to RGB.
 _SKIMAGE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "coins", "brick", "grass", "gravel",
@@ -66,6 +67,9 @@ def load_images(source: str, image_size: int = 32, channels: int | None = None, 
                             f"photograph is 300 pixels high), found {image_size}")
         train, test = _natural_crops(image_size, seed)
     elif Path(source).is_dir():
+        if image_size > FOLDER_MAX_SIZE:
+            raise DataError(f"--image-size: expected at most {FOLDER_MAX_SIZE} for a folder of images (the families "
+                            f"train at 8 to 64 pixels; every image is held at that size), found {image_size}")
         train, test = _folder(Path(source), image_size, seed)
     else:
         raise DataError(f"data {source!r}: expected one of {', '.join(BUILTIN_IMAGE_DATA)} or a folder of images, "
@@ -183,20 +187,22 @@ def picture_rgb(image: Image.Image, path: Path) -> np.ndarray:
     white, read a float image as black and drop the alpha channel, showing the colour hidden under
     transparent pixels: 16-bit grey is scaled, transparency composited over white (as a page shows
     it), and float images, which have no fixed range, refused."""
-    if image.mode.startswith("I;16") or image.mode == "I":
-        values = np.asarray(image)
-        if values.min() < 0 or values.max() > 65535:
-            raise DataError(f"image {str(path)!r}: expected 8- or 16-bit pixels, found 32-bit integers from "
-                            f"{values.min()} to {values.max()}")
-        grey = (values.astype(np.float32) / 257.0).round().astype(np.uint8)
+    # 16-bit grey: I;16, or I as Pillow before 13 opened a 16-bit PNG
+    if image.mode.startswith("I;16") or (image.mode == "I" and image.format == "PNG"):
+        grey = (np.asarray(image).astype(np.float32) / 257.0).round().astype(np.uint8)
         return np.repeat(grey[:, :, None], 3, axis=2)
-    if image.mode == "F":
-        raise DataError(f"image {str(path)!r}: expected 8- or 16-bit pixels, found floating-point ones, which have no "
-                        "fixed range: save it as an 8- or 16-bit PNG with the range you mean")
-    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
-        over = Image.new("RGBA", image.size, (255, 255, 255, 255))
-        return np.asarray(Image.alpha_composite(over, image.convert("RGBA")).convert("RGB"))
-    return np.asarray(image.convert("RGB"))
+    if image.mode in ("F", "I"):
+        raise DataError(f"image {str(path)!r}: expected 8- or 16-bit pixels, found "
+                        f"{'floating-point' if image.mode == 'F' else '32-bit integer'} ones, which have no fixed range: "
+                        "save it as an 8- or 16-bit PNG with the range you mean")
+    try:
+        if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
+            over = Image.new("RGBA", image.size, (255, 255, 255, 255))
+            return np.asarray(Image.alpha_composite(over, image.convert("RGBA")).convert("RGB"))
+        return np.asarray(image.convert("RGB"))
+    except ValueError as exc:   # a mode Pillow cannot convert
+        raise DataError(f"image {str(path)!r}: expected a picture Pillow turns into RGB, found mode {image.mode} "
+                        f"({exc})") from None
 
 
 def _folder(folder: Path, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -70,11 +70,21 @@ def windows(tokens: np.ndarray, context: int) -> np.ndarray:
     return tokens[starts[:, None] + np.arange(context + 1)].astype(np.int64)
 
 
+def least_text_bytes(context: int) -> int:
+    """The shortest text file whose split (read_corpus) leaves a window of context + 1 bytes in
+    its held-out part and two in its training part."""
+    size = context + 1
+    while True:
+        cut = int(size * (1 - 1 / HELD_OUT_EVERY))
+        if size - cut >= context + 1 and cut >= 2 * (context + 1):
+            return size
+        size += 1
+
+
 def load_text(source: str, context: int) -> TextData:
     train, test = read_corpus(source)
     if len(train) < 2 * (context + 1) or len(test) < context + 1:
-        # the held-out twentieth must hold one window of context + 1 bytes
-        raise DataError(f"data {source!r}: expected at least {(context + 1) * HELD_OUT_EVERY} bytes of text for "
+        raise DataError(f"data {source!r}: expected at least {least_text_bytes(context)} bytes of text for "
                         f"{context}-token windows, found {len(train) + len(test)}")
     train_ids, test_ids = np.frombuffer(train, np.uint8), np.frombuffer(test, np.uint8)
     return TextData(source, windows(train_ids, context), windows(test_ids, context), len(train_ids), len(test_ids))

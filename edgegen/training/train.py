@@ -20,6 +20,7 @@ from .checkpoint import CHECKPOINT_KIND, checkpoint_files, make_config, save_che
 from .data import load_images
 
 MAX_SEED = 2**63 - 1   # torch.manual_seed's largest
+MAX_LR = 1000.0
 
 
 def train(family: str, out: str | Path, data: str | None = None, steps: int | None = None, batch_size: int | None = None,
@@ -34,8 +35,11 @@ def train(family: str, out: str | Path, data: str | None = None, steps: int | No
     steps = module.DEFAULT_STEPS if steps is None else steps
     batch_size = module.DEFAULT_BATCH if batch_size is None else batch_size
     lr = module.DEFAULT_LR if lr is None else lr
-    if steps < 1 or batch_size < 1 or not 0 < lr < math.inf:
-        raise ConfigError(f"training: expected positive steps, batch size and learning rate, found {steps}, {batch_size}, {lr}")
+    if steps < 1 or batch_size < 1:
+        raise ConfigError(f"training: expected a positive number of steps and batch size, found {steps}, {batch_size}")
+    if not 0 < lr <= MAX_LR:   # NaN fails it too
+        raise ConfigError(f"learning rate: expected a number above 0 and at most {MAX_LR:g} (Adam moves each weight by "
+                          f"about the rate per step), found {lr}")
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
         raise ConfigError(f"seed: expected an integer from 0 to {MAX_SEED} (torch's generator), found {seed!r}")
     # what training reads (a data folder, a ControlNet's base checkpoint) is never what it replaces;
@@ -82,6 +86,7 @@ def train(family: str, out: str | Path, data: str | None = None, steps: int | No
             # Exponential moving averages: a readable trend rather than per-batch noise.
             averages = {k: v if k not in averages else 0.95 * averages[k] + 0.05 * v for k, v in losses.items()}
             bar.update(1, " ".join(f"{k}={v:.3f}" for k, v in averages.items()))
+    _require_finite_weights(model, steps, lr)   # the last update is checked too, before anything is written
     model.eval()
     training = {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
                 "seconds": round(time.perf_counter() - start, 1), "final_losses": averages}
@@ -96,19 +101,21 @@ def _step(trainer, model, step: int, lr: float, x, labels) -> dict[str, float]:
     before any checkpoint is written, so that it never replaces a good one."""
     try:
         losses = trainer.step(x, labels)
-    except RuntimeError as exc:
-        # the same shapes went through every step before, so a later failure comes from the values:
-        # a loss that refuses what diverged weights made (binary cross-entropy of NaN images)
-        if step == 1 and all(torch.isfinite(p).all() for p in model.parameters()):
-            raise
-        raise TrainingError(f"training: expected step {step} to run as the steps before, found torch failing with "
-                            f"{str(exc).splitlines()[0]!r} (the run diverged: try a smaller --lr than {lr:g}); no "
-                            "checkpoint written") from None
+    except RuntimeError:
+        _require_finite_weights(model, step, lr)   # a failure of diverged weights is named so; any other stays
+        raise
     diverged = sorted(k for k, v in losses.items() if not math.isfinite(v))
     if diverged:
         raise TrainingError(f"training: expected finite losses, found {', '.join(diverged)} = nan or inf at step {step} "
                             f"(the run diverged: try a smaller --lr than {lr:g}); no checkpoint written")
     return losses
+
+
+def _require_finite_weights(model, step: int, lr: float) -> None:
+    bad = next((name for name, p in model.named_parameters() if not torch.isfinite(p).all()), None)
+    if bad is not None:
+        raise TrainingError(f"training: expected finite weights, found {bad} holding nan or inf after step {step} "
+                            f"(the run diverged: try a smaller --lr than {lr:g}); no checkpoint written")
 
 
 def _batch_indices(n: int, batch_size: int, steps: int, seed: int):

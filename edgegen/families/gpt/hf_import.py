@@ -34,7 +34,9 @@ _TANH_GELUS = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
 _GREEDY_CHANGING = ("repetition_penalty", "no_repeat_ngram_size", "bad_words_ids", "suppress_tokens",
                     "begin_suppress_tokens", "forced_bos_token_id", "forced_eos_token_id", "min_new_tokens",
                     "min_length", "sequence_bias", "encoder_repetition_penalty")
-_NEUTRAL = {"repetition_penalty": (1.0,), "no_repeat_ngram_size": (0,), "bad_words_ids": ([],), "suppress_tokens": ([],),
+# those edgegen's generate takes as arguments (its defaults: sampling at temperature 1, no top-k or top-p)
+_PASSABLE = ("do_sample", "temperature", "top_k", "top_p", "repetition_penalty")
+_NEUTRAL = {"do_sample": (True,), "temperature": (1.0,), "top_k": (), "top_p": (1.0,), "repetition_penalty": (1.0,), "no_repeat_ngram_size": (0,), "bad_words_ids": ([],), "suppress_tokens": ([],),
             "begin_suppress_tokens": ([],), "forced_bos_token_id": (), "forced_eos_token_id": (),
             "min_new_tokens": (0,), "min_length": (0,), "sequence_bias": ({},), "encoder_repetition_penalty": (1.0,)}
 # GPT-2 name (after "transformer.") -> ours; Conv1D weights are stored [in, out], transposed here
@@ -157,23 +159,35 @@ def _end_of_text_ids(folder: Path, hf: dict) -> list[int]:
     eos_token_id where that file names one (an instruct model's end of turn is often only there),
     else config.json's. Settings of that file that change greedy output and that edgegen's
     runtime does not take by default are named in a warning."""
-    eos = hf.get("eos_token_id")
+    eos, where = hf.get("eos_token_id"), folder / "config.json"
     path = folder / "generation_config.json"
     if path.is_file():
         generation = read_json(path, CheckpointError)
         if not isinstance(generation, dict):
             raise CheckpointError(f"{path}: expected a JSON object, found {type(generation).__name__}")
         if generation.get("eos_token_id") is not None:
-            eos = generation["eos_token_id"]
-        changing = {k: generation[k] for k in _GREEDY_CHANGING if generation.get(k) not in (None, *_NEUTRAL[k])}
-        if changing:
-            warnings.warn(f"{path}: {', '.join(f'{k} {v!r}' for k, v in changing.items())}: transformers' generate "
-                          "applies these by default, edgegen only where a call asks (generate(repetition_penalty=...))",
-                          ImportedSettingWarning, stacklevel=3)
+            eos, where = generation["eos_token_id"], path
+        _warn_unapplied(path, generation)
     ids = eos if isinstance(eos, list) else [eos] if eos is not None else []
     if not all(isinstance(t, int) and not isinstance(t, bool) for t in ids):
-        raise CheckpointError(f"{folder}: expected eos_token_id to be an id or a list of ids, found {eos!r}")
+        raise CheckpointError(f"{where}: expected eos_token_id to be an id or a list of ids, found {eos!r}")
     return ids
+
+
+def _warn_unapplied(path: Path, generation: dict) -> None:
+    """Name the generation_config.json settings transformers' generate applies by default and
+    edgegen's does not: sampling settings a call can pass, and greedy-changing ones it has none for."""
+    def given(keys):
+        return {k: generation[k] for k in keys if generation.get(k) not in (None, *_NEUTRAL.get(k, ()))}
+
+    passable, absent = given(_PASSABLE), given(k for k in _GREEDY_CHANGING if k not in _PASSABLE)
+    if not passable and not absent:
+        return
+    parts = [f"{', '.join(f'{k} {v!r}' for k, v in settings.items())}: {why}"
+             for settings, why in ((passable, "edgegen's generate takes them only as arguments (generate(...))"),
+                                   (absent, "edgegen has no such settings and does not apply them")) if settings]
+    warnings.warn(f"{path}: transformers' generate applies its settings by default; " + "; ".join(parts),
+                  ImportedSettingWarning, stacklevel=4)
 
 
 def _tokenizer_files(folder: Path, tokenizer: Path | None) -> dict[str, Path]:

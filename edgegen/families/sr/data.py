@@ -27,8 +27,8 @@ def photo_split(source: str, seed: int, crop: int = 0) -> tuple[list[np.ndarray]
     images = []
     for path, image in folder_images(Path(source)):
         if min(image.shape[:2]) < crop:   # named here: the crops only see arrays
-            raise DataError(f"image {str(path)!r}: expected at least {crop} pixels on each side for crops of that "
-                            f"size, found {image.shape[1]}x{image.shape[0]} (a smaller --image-size, or leave it out)")
+            raise DataError(f"image {str(path)!r}: expected at least {crop} pixels on each side for the model's "
+                            f"{crop}-pixel crops, found {image.shape[1]}x{image.shape[0]}")
         images.append(image)
     if len(images) < 2:
         raise DataError(f"data folder {source!r}: expected at least 2 images (one held out), found {len(images)}")

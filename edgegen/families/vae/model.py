@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
+
+from ...training.common import bernoulli_nll
 
 FAMILY = "vae"
 DATA_RANGE = (0.0, 1.0)
@@ -100,7 +101,7 @@ def loss_terms(model: VAE, images: torch.Tensor) -> dict[str, torch.Tensor]:
     """Negative ELBO per image: Bernoulli reconstruction plus KL to N(0, I)."""
     recon, mu, logvar = model(images)
     n = images.shape[0]
-    rec = F.binary_cross_entropy(recon, images, reduction="sum") / n
+    rec = bernoulli_nll(recon, images)
     kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp()) / n
     return {"recon": rec, "kl": kl, "loss": rec + model.config.kl_weight * kl}
 

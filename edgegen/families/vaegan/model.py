@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from ..gan import model as gan
 from ..vae import model as vae
+from ...training.common import bernoulli_nll
 
 FAMILY = "vaegan"
 DATA_RANGE = (0.0, 1.0)
@@ -85,7 +86,7 @@ class Trainer:
         self.opt_d.step()
 
         n = images.shape[0]
-        rec = F.binary_cross_entropy(recon, images, reduction="sum") / n
+        rec = bernoulli_nll(recon, images)
         kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp()) / n
         recon_logits, recon_features = d(recon)
         with torch.no_grad():
