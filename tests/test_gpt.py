@@ -1145,9 +1145,10 @@ def _template_tokenizer(folder):
 
 
 def test_llama_import_reads_what_transformers_generate_reads(tmp_path, capsys):
-    """generation_config.json's end tokens (an instruct model's end of turn is often only there), a
-    warning naming its settings edgegen applies only where asked, a text prompt encoded with the
-    tokenizer's special tokens (<s>), and the architecture read from config.json when not named."""
+    """generation_config.json's end tokens (an instruct model's end of turn is often only there) and
+    sampling settings (the package's defaults, over transformers': greedy, top-k 50), a warning
+    naming the settings edgegen has no counterpart for, a text prompt encoded with the tokenizer's
+    special tokens (<s>), and the architecture read from config.json when not named."""
     transformers = pytest.importorskip("transformers")
     _tiny_llama(tmp_path / "hf")
     _template_tokenizer(tmp_path / "hf")
@@ -1155,11 +1156,11 @@ def test_llama_import_reads_what_transformers_generate_reads(tmp_path, capsys):
     generation.update(eos_token_id=[2, 193], repetition_penalty=1.3, temperature=1.0, no_repeat_ngram_size=0)
     (tmp_path / "hf" / "generation_config.json").write_text(json.dumps(generation))
     assert main(["export", "--from-transformers", str(tmp_path / "hf"), "--out", str(tmp_path / "pkg")]) == 0
-    assert ("edgegen: warning: " + str(tmp_path / "hf" / "generation_config.json") + ": transformers' generate applies "
-            "its settings by default; repetition_penalty 1.3: edgegen's generate takes them only as arguments "
-            "(generate(...))\n") in capsys.readouterr().err   # the neutral temperature and n-gram size unnamed
+    assert "warning" not in capsys.readouterr().err   # every setting applied (a neutral n-gram size changes nothing)
     pipe = edgegen.load(tmp_path / "pkg")
     assert (pipe.config.data["eos_token_id"], pipe.config.data["more_eos_token_ids"]) == (2, [193])
+    assert pipe.generation_defaults == {"do_sample": False, "temperature": 1.0, "top_k": 50, "top_p": 1.0,
+                                        "repetition_penalty": 1.3}
 
     reference = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "hf"), dtype=torch.float32).eval()
     tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_file=str(tmp_path / "hf" / "tokenizer.json"))
@@ -1169,22 +1170,29 @@ def test_llama_import_reads_what_transformers_generate_reads(tmp_path, capsys):
         assert ids[0] == 1 and pipe.tokenizer.encode(text, special_tokens=True) == ids
         theirs = reference.generate(torch.tensor([ids]), max_new_tokens=30)[0, len(ids):].tolist()   # its own config
         theirs = theirs[:-1] if theirs[-1] in (2, 193) else theirs   # edgegen's text leaves the end token out
-        ours = pipe.generate(text, max_new_tokens=30, do_sample=False, repetition_penalty=1.3)
+        ours = pipe.generate(text, max_new_tokens=30)   # the package's defaults: greedy, with the penalty
         assert ours == tokenizer.decode(theirs), text
         compared.append(len(theirs))
     assert max(compared) >= 10   # generations long enough to compare
 
     (tmp_path / "hf" / "tokenizer.json").unlink()
     (tmp_path / "hf" / "tokenizer.model").write_bytes(b"a sentencepiece model")
-    generation.update(do_sample=True, top_k=20, no_repeat_ngram_size=3, repetition_penalty=1.0)
+    generation.update(do_sample=True, temperature=0.6, top_k=20, no_repeat_ngram_size=3, repetition_penalty=1.0)
     (tmp_path / "hf" / "generation_config.json").write_text(json.dumps(generation))
     with pytest.warns(edgegen.ImportedSettingWarning) as warned:
-        export_transformers(None, tmp_path / "hf", tmp_path / "ids-only")
+        sampled = export_transformers(None, tmp_path / "hf", tmp_path / "ids-only")
     assert [str(w.message).split(": ", 1)[1] for w in warned] == [
         "a sentencepiece tokenizer, which edgegen does not read; the package takes token ids only (save the tokenizer "
         "with transformers' fast tokenizer to get a tokenizer.json)",
-        "transformers' generate applies its settings by default; top_k 20: edgegen's generate takes them only as "
-        "arguments (generate(...)); no_repeat_ngram_size 3: edgegen has no such settings and does not apply them"]
+        "no_repeat_ngram_size 3: transformers' generate applies these by default; edgegen has no such settings and "
+        "does not apply them"]
+    pipe = edgegen.load(sampled)
+    prompt = [1, 17, 300, 45]
+    assert pipe.generate(prompt, max_new_tokens=20, seed=3) == pipe.generate(
+        prompt, max_new_tokens=20, seed=3, do_sample=True, temperature=0.6, top_k=20, top_p=1.0, repetition_penalty=1.0)
+    assert pipe.generate(prompt, max_new_tokens=20, seed=3) != pipe.generate(prompt, max_new_tokens=20, seed=3, top_k=0)
+    genai = json.loads((sampled / "genai_config.json").read_text())["search"]
+    assert (genai["do_sample"], genai["temperature"], genai["top_k"]) == (True, 0.6, 20)
     generation["eos_token_id"] = "</s>"
     (tmp_path / "hf" / "generation_config.json").write_text(json.dumps(generation))
     with pytest.warns(edgegen.ImportedSettingWarning), \

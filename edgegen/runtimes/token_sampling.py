@@ -39,8 +39,9 @@ class Sampling:
         if do_sample and temperature < 1 / LIMIT:
             raise InputError(f"temperature: expected at least {1 / LIMIT:g} when sampling, found {temperature!r} "
                              "(for greedy decoding: do_sample=False, or --greedy on the command line)")
-        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1):
-            raise InputError(f"top_k: expected a positive integer or None, found {top_k!r}")
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 0):
+            raise InputError(f"top_k: expected a positive integer, or 0 or None for none, found {top_k!r}")
+        top_k = top_k or None   # 0: every token, as transformers takes it
         if top_p is not None:
             top_p = check_number(top_p, "top_p", low=0.0, high=1.0)
             if top_p == 0:

@@ -51,7 +51,9 @@ def genai_config(config, graph_file: str) -> dict:
         "search": {"do_sample": False, "num_beams": 1, "num_return_sequences": 1, "max_length": config.block_size,
                    "min_length": 0, "temperature": 1.0, "top_k": 1, "top_p": 1.0, "repetition_penalty": 1.0,
                    "past_present_share_buffer": False, "early_stopping": True, "length_penalty": 1.0,
-                   "no_repeat_ngram_size": 0, "diversity_penalty": 0.0},
+                   "no_repeat_ngram_size": 0, "diversity_penalty": 0.0,
+                   # an imported model's generation_config.json, as GenAI's builder carries it over
+                   **{k: v for k, v in config.generation_defaults.items() if v is not None}},
     }
 
 

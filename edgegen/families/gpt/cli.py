@@ -15,12 +15,18 @@ OPTIONS = (
     Option("--prompt-ids", "prompt_ids", "token ids to continue, comma-separated (a package imported without a "
            "tokenizer takes ids only); the prompt's ids print, then the new ones as they come", {"metavar": "ID,ID,..."}, served=False),
     Option("--max-new-tokens", "max_new_tokens", "tokens to generate at most", {"type": int}, 200),
-    Option("--temperature", "temperature", "softmax temperature", {"type": float}, 1.0),
-    Option("--top-k", "top_k", "sample from the k most likely tokens", {"type": int}),
-    Option("--top-p", "top_p", "sample from the most likely tokens that make up this probability", {"type": float}),
-    Option("--repetition-penalty", "repetition_penalty", "divide the logits of tokens already seen by this",
-           {"type": float}, 1.0),
-    Option("--greedy", "greedy", "always take the most likely token", {"action": "store_true"}),
+    # the sampling settings' defaults are the package's (an imported model's generation_config.json), else
+    # edgegen's: sampling at temperature 1, no top-k or top-p, no penalty
+    Option("--temperature", "temperature", "softmax temperature (default: the package's, else 1)", {"type": float}),
+    Option("--top-k", "top_k", "sample from the k most likely tokens (0: all; default: the package's, else all)",
+           {"type": int}),
+    Option("--top-p", "top_p", "sample from the most likely tokens that make up this probability (default: the "
+           "package's, else all)", {"type": float}),
+    Option("--repetition-penalty", "repetition_penalty", "divide the logits of tokens already seen by this (default: "
+           "the package's, else 1)", {"type": float}),
+    Option("--greedy", "greedy", "always take the most likely token (the default of a package imported from "
+           "transformers, as its generate's)", {"action": "store_true"}),
+    Option("--sample", "sample", "sample the next token (edgegen's own packages' default)", {"action": "store_true"}),
     Option("--stop", "stop", "stop at this text (repeatable)", {"action": "append"}),
     Option("--prompt-lookup", "prompt_lookup_num_tokens",
            "each decoder call also checks up to N tokens copied from earlier in the text and keeps those the model "
@@ -33,7 +39,7 @@ OPTIONS = (
 def generate(pipe, request: GenerateRequest) -> str:
     options = dict(request.options)
     prompt = _prompt(options.pop("prompt", None), options.pop("prompt_ids", None))
-    options["do_sample"] = not options.pop("greedy", False)
+    options["do_sample"] = _do_sample(options)
     if request.out and os.path.isdir(request.out):   # before the text streams, not after
         raise ConfigError(f"--out {request.out!r}: expected a file to write the text to, found a directory")
     if request.out and not str(request.out).lower().endswith(".txt"):
@@ -58,6 +64,14 @@ def generate(pipe, request: GenerateRequest) -> str:
     return ""
 
 
+def _do_sample(options: dict) -> bool | None:
+    """--greedy's or --sample's choice, taken out of `options`; None (neither): the package's default."""
+    greedy, sample = options.pop("greedy", False), options.pop("sample", False)
+    if greedy and sample:
+        raise ConfigError("--greedy and --sample: expected one of them, found both")
+    return False if greedy else True if sample else None
+
+
 def _prompt(text: str | None, ids: str | None) -> str | list[int]:
     """--prompt's text or --prompt-ids' ids (one of them)."""
     if (text is None) == (ids is None):
@@ -78,7 +92,7 @@ def served(config):
 
     def answer(pipe, arguments: dict):
         arguments = dict(arguments)
-        arguments["do_sample"] = not arguments.pop("greedy", False)
+        arguments["do_sample"] = _do_sample(arguments)
         for piece in pipe.stream(arguments.pop("prompt"), **arguments):
             yield {"text": np.array([piece.encode("utf-8")], dtype=np.object_)}
 

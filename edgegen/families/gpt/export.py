@@ -124,7 +124,8 @@ def _gpt_config(ckpt: Checkpoint) -> GPTConfig:
                      head_dim=c.head_dim, n_embd=c.n_embd, tokenizer=tokenizer, architecture=c.architecture,
                      n_kv_head=c.n_kv_head,
                      eos_token_id=ckpt.data.get("eos_token_id"), pad_token_id=ckpt.data.get("pad_token_id"), data=ckpt.data,
-                     more_eos_token_ids=list(ckpt.data.get("more_eos_token_ids", [])))
+                     more_eos_token_ids=list(ckpt.data.get("more_eos_token_ids", [])),
+                     generation_defaults=dict(ckpt.data.get("generation_defaults", {})))
 
 
 SPEC = ExportSpec(

@@ -18,10 +18,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from ...errors import CheckpointError, ImportedSettingWarning, ValidationError, not_one_of
+from ...errors import CheckpointError, ImportedSettingWarning, InputError, ValidationError, not_one_of
 from ...export.validate import compare
 from ...package import files_sha256, read_json
 from ...training.checkpoint import Checkpoint, make_config, state_dict_mismatch
+from ...runtimes.token_sampling import Sampling
 from .model import build
 
 LLAMA_TYPES = ("llama", "qwen2", "mistral")   # one decoder (llama.py) covers them
@@ -30,15 +31,17 @@ ARCHITECTURES = ("gpt2", *LLAMA_TYPES)
 # max_position_embeddings ("dynamic" rescales only beyond it, and block_size stops there)
 ROPE_TYPES = ("default", "linear", "dynamic", "llama3", "yarn")
 _TANH_GELUS = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
-# generation_config.json settings that change a greedy generation, and their values that do not
-_GREEDY_CHANGING = ("repetition_penalty", "no_repeat_ngram_size", "bad_words_ids", "suppress_tokens",
-                    "begin_suppress_tokens", "forced_bos_token_id", "forced_eos_token_id", "min_new_tokens",
-                    "min_length", "sequence_bias", "encoder_repetition_penalty")
-# those edgegen's generate takes as arguments (its defaults: sampling at temperature 1, no top-k or top-p)
-_PASSABLE = ("do_sample", "temperature", "top_k", "top_p", "repetition_penalty")
-_NEUTRAL = {"do_sample": (True,), "temperature": (1.0,), "top_k": (), "top_p": (1.0,), "repetition_penalty": (1.0,), "no_repeat_ngram_size": (0,), "bad_words_ids": ([],), "suppress_tokens": ([],),
-            "begin_suppress_tokens": ([],), "forced_bos_token_id": (), "forced_eos_token_id": (),
-            "min_new_tokens": (0,), "min_length": (0,), "sequence_bias": ({},), "encoder_repetition_penalty": (1.0,)}
+# transformers' generate()'s sampling defaults (GenerationConfig._get_default_generation_params), which a
+# generation_config.json overrides: an imported package takes them as its own
+TRANSFORMERS_SAMPLING = {"do_sample": False, "temperature": 1.0, "top_k": 50, "top_p": 1.0, "repetition_penalty": 1.0}
+# generation_config.json settings that change a greedy generation and that edgegen's generate has no
+# counterpart for, and their values that change nothing
+_GREEDY_CHANGING = ("no_repeat_ngram_size", "bad_words_ids", "suppress_tokens", "begin_suppress_tokens",
+                    "forced_bos_token_id", "forced_eos_token_id", "min_new_tokens", "min_length", "sequence_bias",
+                    "encoder_repetition_penalty")
+_NEUTRAL = {"no_repeat_ngram_size": (0,), "bad_words_ids": ([],), "suppress_tokens": ([],), "begin_suppress_tokens": ([],),
+            "forced_bos_token_id": (), "forced_eos_token_id": (), "min_new_tokens": (0,), "min_length": (0,),
+            "sequence_bias": ({},), "encoder_repetition_penalty": (1.0,)}
 # GPT-2 name (after "transformer.") -> ours; Conv1D weights are stored [in, out], transposed here
 _NAMES = {"attn.c_attn": "attn.qkv", "attn.c_proj": "attn.proj", "mlp.c_fc": "fc", "mlp.c_proj": "fc_out",
           "ln_1": "ln_1", "ln_2": "ln_2"}
@@ -146,20 +149,21 @@ def _imported(folder: Path, scratch: Path, architecture: str, hf: dict, config, 
         warnings.warn(f"{folder / 'tokenizer.model'}: a sentencepiece tokenizer, which edgegen does not read; the "
                       "package takes token ids only (save the tokenizer with transformers' fast tokenizer to get "
                       "a tokenizer.json)", ImportedSettingWarning, stacklevel=2)
-    eos = _end_of_text_ids(folder, hf)
+    eos, defaults = _generation_settings(folder, hf)
     data = {"source": "transformers", "model_type": architecture, "tokenizer": "bpe" if tokenizer else "none",
             "eos_token_id": eos[0] if eos else None, "pad_token_id": hf.get("pad_token_id"),
-            "more_eos_token_ids": eos[1:],
+            "more_eos_token_ids": eos[1:], "generation_defaults": defaults,
             "transformers_check": check_against_transformers(folder, model, config.vocab_size, config.block_size)}
     return Checkpoint(folder, "gpt", config, model, data, {}, weights_sha, _tokenizer_files(folder, tokenizer))
 
 
-def _end_of_text_ids(folder: Path, hf: dict) -> list[int]:
-    """The ids generation stops at, as transformers' generate takes them: generation_config.json's
-    eos_token_id where that file names one (an instruct model's end of turn is often only there),
-    else config.json's. Settings of that file that change greedy output and that edgegen's
-    runtime does not take by default are named in a warning."""
-    eos, where = hf.get("eos_token_id"), folder / "config.json"
+def _generation_settings(folder: Path, hf: dict) -> tuple[list[int], dict]:
+    """(the ids generation stops at, generate()'s defaults) as transformers' generate takes them:
+    generation_config.json's eos_token_id where that file names one (an instruct model's end of
+    turn is often only there), else config.json's; and its sampling settings over transformers'
+    defaults (greedy; top-k 50 when sampling), which the package records as its generate()'s
+    defaults. Settings of that file edgegen has no counterpart for are named in a warning."""
+    eos, where, defaults = hf.get("eos_token_id"), folder / "config.json", dict(TRANSFORMERS_SAMPLING)
     path = folder / "generation_config.json"
     if path.is_file():
         generation = read_json(path, CheckpointError)
@@ -167,27 +171,20 @@ def _end_of_text_ids(folder: Path, hf: dict) -> list[int]:
             raise CheckpointError(f"{path}: expected a JSON object, found {type(generation).__name__}")
         if generation.get("eos_token_id") is not None:
             eos, where = generation["eos_token_id"], path
-        _warn_unapplied(path, generation)
+        defaults.update({k: generation[k] for k in TRANSFORMERS_SAMPLING if generation.get(k) is not None})
+        try:
+            Sampling.checked(**defaults)
+        except InputError as exc:
+            raise CheckpointError(f"{path}: {exc}") from None
+        absent = {k: generation[k] for k in _GREEDY_CHANGING if generation.get(k) not in (None, *_NEUTRAL[k])}
+        if absent:
+            warnings.warn(f"{path}: {', '.join(f'{k} {v!r}' for k, v in absent.items())}: transformers' generate "
+                          "applies these by default; edgegen has no such settings and does not apply them",
+                          ImportedSettingWarning, stacklevel=3)
     ids = eos if isinstance(eos, list) else [eos] if eos is not None else []
     if not all(isinstance(t, int) and not isinstance(t, bool) for t in ids):
         raise CheckpointError(f"{where}: expected eos_token_id to be an id or a list of ids, found {eos!r}")
-    return ids
-
-
-def _warn_unapplied(path: Path, generation: dict) -> None:
-    """Name the generation_config.json settings transformers' generate applies by default and
-    edgegen's does not: sampling settings a call can pass, and greedy-changing ones it has none for."""
-    def given(keys):
-        return {k: generation[k] for k in keys if generation.get(k) not in (None, *_NEUTRAL.get(k, ()))}
-
-    passable, absent = given(_PASSABLE), given(k for k in _GREEDY_CHANGING if k not in _PASSABLE)
-    if not passable and not absent:
-        return
-    parts = [f"{', '.join(f'{k} {v!r}' for k, v in settings.items())}: {why}"
-             for settings, why in ((passable, "edgegen's generate takes them only as arguments (generate(...))"),
-                                   (absent, "edgegen has no such settings and does not apply them")) if settings]
-    warnings.warn(f"{path}: transformers' generate applies its settings by default; " + "; ".join(parts),
-                  ImportedSettingWarning, stacklevel=4)
+    return ids, defaults
 
 
 def _tokenizer_files(folder: Path, tokenizer: Path | None) -> dict[str, Path]:

@@ -45,6 +45,8 @@ KV_CACHE_IN_PLACE = "in-place"
 
 
 ARCHITECTURES = ("gpt2", "llama")   # the decoders the family builds; one graph contract
+# generate()'s sampling settings where neither the call nor the package names them
+SAMPLING_DEFAULTS = {"do_sample": True, "temperature": 1.0, "top_k": None, "top_p": None, "repetition_penalty": 1.0}
 
 
 @dataclass(kw_only=True)
@@ -64,6 +66,9 @@ class GPTConfig(RuntimeConfig):
     data: dict = field(default_factory=dict)
     architecture: str = "gpt2"       # or "llama" (Llama, Qwen2, Mistral): the same graph contract
     n_kv_head: int | None = None     # grouped-query attention: the cache's heads (None: n_head)
+    # generate()'s defaults where they are not edgegen's (an imported model's generation_config.json):
+    # sampling settings of SAMPLING_DEFAULTS' names
+    generation_defaults: dict = field(default_factory=dict)
 
     @property
     def cache_heads(self) -> int:
@@ -91,6 +96,14 @@ class GPTConfig(RuntimeConfig):
             value = getattr(self, name)
             if value is not None and value < 0:
                 problems.append(f"{name} expected a token id (0 or more), found {value}")
+        unknown = sorted(set(self.generation_defaults) - set(SAMPLING_DEFAULTS))
+        if unknown:
+            problems.append(f"generation_defaults expected keys among {', '.join(SAMPLING_DEFAULTS)}, found {unknown}")
+        else:
+            try:
+                Sampling.checked(**{**SAMPLING_DEFAULTS, **self.generation_defaults})
+            except InputError as exc:
+                problems.append(f"generation_defaults: {exc}")
         return problems
 
     def graph_problems(self, graphs: dict) -> list[str]:
@@ -170,14 +183,17 @@ class GPTPipeline(Pipeline):
 
     # ---- the user's API -------------------------------------------------------------------
 
-    def generate(self, prompt, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, temperature: float = 1.0,
-                 top_k: int | None = None, top_p: float | None = None, repetition_penalty: float = 1.0,
-                 do_sample: bool = True, seed: int | None = None, stop=None, use_cache: bool = True,
+    def generate(self, prompt, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, temperature: float | None = None,
+                 top_k: int | None = None, top_p: float | None = None, repetition_penalty: float | None = None,
+                 do_sample: bool | None = None, seed: int | None = None, stop=None, use_cache: bool = True,
                  cache_budget_mb: float = DEFAULT_CACHE_BUDGET_MB, prompt_lookup_num_tokens: int = 0):
         """Continue one prompt or a batch of prompts.
 
         prompt: a string (returns the new text), a list of token ids (returns the new ids),
         or a list of either (a batch, left-padded; returns a list).
+        do_sample, temperature, top_k, top_p, repetition_penalty: None takes the package's default
+        (generation_defaults: an imported model's generation_config.json), else sampling at
+        temperature 1 with no top-k (0 also means none), no top-p and no penalty.
         stop: a string, a token id, or a list of them; generation of a row ends at the first.
         A stop string is cut from the returned text; token ids stop after the token. The
         package's end-of-text token always stops.
@@ -200,9 +216,9 @@ class GPTPipeline(Pipeline):
         out = [t.finish() for t in texts] if as_text else rows
         return out if is_batch else out[0]
 
-    def stream(self, prompt, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, temperature: float = 1.0,
-               top_k: int | None = None, top_p: float | None = None, repetition_penalty: float = 1.0,
-               do_sample: bool = True, seed: int | None = None, stop=None,
+    def stream(self, prompt, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, temperature: float | None = None,
+               top_k: int | None = None, top_p: float | None = None, repetition_penalty: float | None = None,
+               do_sample: bool | None = None, seed: int | None = None, stop=None,
                cache_budget_mb: float = DEFAULT_CACHE_BUDGET_MB, prompt_lookup_num_tokens: int = 0) -> Iterator:
         """Like generate() for one prompt, yielding as tokens come: text pieces for a string
         prompt (whole characters; text that might begin a stop string is held back until it
@@ -231,6 +247,12 @@ class GPTPipeline(Pipeline):
             piece = text.take_settled()
             if piece:
                 yield piece
+
+    @property
+    def generation_defaults(self) -> dict:
+        """What generate() and stream() take for a sampling setting the call leaves at None: the
+        package's (an imported model's generation_config.json), else edgegen's."""
+        return {**SAMPLING_DEFAULTS, **self.config.generation_defaults}
 
     def cache_bytes(self, batch: int, total_tokens: int) -> int:
         """Memory of the KV cache buffers for a run: two buffers (past and present) per tensor, or
@@ -297,7 +319,10 @@ class GPTPipeline(Pipeline):
         if longest + max_new_tokens > self.context:
             raise InputError(f"prompt ({longest} tokens) + max_new_tokens ({max_new_tokens}): expected at most the "
                              f"model's context of {self.context} tokens, found {longest + max_new_tokens}")
-        sampling = Sampling.checked(do_sample, temperature, top_k, top_p, repetition_penalty)
+        given = {"do_sample": do_sample, "temperature": temperature, "top_k": top_k, "top_p": top_p,
+                 "repetition_penalty": repetition_penalty}
+        sampling = Sampling.checked(**{name: value if value is not None else self.generation_defaults[name]
+                                       for name, value in given.items()})
         if not isinstance(use_cache, bool):
             raise InputError(f"use_cache: expected True or False, found {use_cache!r}")
         if isinstance(lookup, bool) or not isinstance(lookup, (int, np.integer)) or lookup < 0:
