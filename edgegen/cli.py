@@ -85,10 +85,12 @@ def _cmd_list(args) -> None:
 
 
 class _Parser(argparse.ArgumentParser):
-    """edgegen's parser and, through add_subparsers, every command's: help with defaults."""
+    """edgegen's parser and, through add_subparsers, every command's: help with defaults, and no
+    abbreviated options (argparse would take `--input` for the generic family's `--inputs`)."""
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("formatter_class", _HelpWithDefaults)
+        kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
 
     def error(self, message: str):

@@ -244,9 +244,9 @@ def staged_directory(out: str | os.PathLike, *, holds: str, kind: str, overwrite
             if inside:   # the old folder is gone: the process stands in the new one instead
                 os.chdir(out)
         except BaseException:
-            shutil.rmtree(stage, ignore_errors=True)
+            remove_tree(stage, ignore_errors=True)
             raise
-        shutil.rmtree(stage, ignore_errors=True)   # after a swap: the old output
+        remove_tree(stage, ignore_errors=True)   # after a swap: the old output
 
 
 def _working_directory() -> Path | None:
@@ -267,7 +267,7 @@ def _switch_in(stage: Path, out: Path) -> None:
         os.replace(out, old)
         fault_point(f"moved the old {out.name} aside")
         os.replace(stage, out)
-        shutil.rmtree(old, ignore_errors=True)
+        remove_tree(old, ignore_errors=True)
     fsync_directory(out.parent)
     fault_point(f"switched {out.name} in")
 
@@ -309,7 +309,7 @@ def clean_leftovers(out: Path) -> list[Path]:
             if moved.match(entry.name) and not out.exists():
                 os.replace(entry, out)      # the old output, restored
             elif staging.match(entry.name) or moved.match(entry.name):
-                shutil.rmtree(entry, ignore_errors=True)
+                remove_tree(entry, ignore_errors=True)
                 removed.append(entry)
     return removed
 
@@ -324,9 +324,28 @@ def remove_whole(target: Path, doing: str) -> None:
         if target.is_dir() and not target.is_symlink():
             doomed = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
             os.replace(target, doomed)   # onto the empty folder mkdtemp made
-            shutil.rmtree(doomed)   # a failure is said; what is left is a leftover, not a half `target`
+            remove_tree(doomed)   # a failure is said; what is left is a leftover, not a half `target`
         else:
             target.unlink(missing_ok=True)
+
+
+def remove_tree(path: Path, ignore_errors: bool = False) -> None:
+    """Delete a folder edgegen wrote (a staging folder, an old output), read-only folders in it
+    too: a copy of a package kept on read-only storage keeps its modes, and a folder without
+    write permission refuses the removal of what it holds, which shutil.rmtree would leave behind."""
+    def writable_and_again(function, failed, _error):
+        try:
+            for folder in {os.path.dirname(failed), failed} if os.path.isdir(failed) else {os.path.dirname(failed)}:
+                os.chmod(folder, os.stat(folder).st_mode | 0o700)
+            function(failed)
+        except OSError:
+            if not ignore_errors:
+                raise
+
+    if sys.version_info >= (3, 12):
+        shutil.rmtree(path, onexc=writable_and_again)
+    else:
+        shutil.rmtree(path, onerror=writable_and_again)
 
 
 def clean_temporaries(directory: Path) -> list[Path]:

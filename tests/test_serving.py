@@ -4,9 +4,11 @@ and the repository served by a real Triton Inference Server (the nvidia-pytriton
 tritonserver, on CPU, in its own environment: docs/serving.md) over HTTP and gRPC, its
 answers equal to edgegen.load(...) in this process."""
 
+import os
 import queue
 import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -189,9 +191,68 @@ def test_a_repository_inside_a_package_is_refused_and_a_served_package_holds_onl
     assert not (pkg / "sub").exists()
     (pkg / "notes.txt").write_text("mine")   # a user's file beside the package's: not served
     (pkg / ".edgegen-cache").mkdir()
-    write_repository([str(pkg)], tmp_path / "r", RepositoryOptions(route="pipeline"), report=lambda line: None)
-    served = {p.name for p in (tmp_path / "r" / "vae" / "1" / "package").iterdir()}
-    assert served == {"edgegen.json", "encoder.onnx", "decoder.onnx"}
+    for path in (*pkg.iterdir(), pkg):   # a package on read-only storage
+        path.chmod(0o555 if path.is_dir() else 0o444)
+    try:
+        for _ in range(2):   # the second replaces the first: no copy of it left beside (as a non-root user too)
+            write_repository([str(pkg)], tmp_path / "r", RepositoryOptions(route="pipeline"), force=True,
+                             report=lambda line: None)
+    finally:
+        for path in (pkg, *pkg.iterdir()):
+            path.chmod(0o755 if path.is_dir() else 0o644)
+    served = tmp_path / "r" / "vae" / "1" / "package"
+    assert {p.name for p in served.iterdir()} == {"edgegen.json", "encoder.onnx", "decoder.onnx"}
+    assert all(p.stat().st_mode & 0o200 for p in (served, *served.iterdir())), "the copy keeps the source's read-only modes"
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["vae"]
+
+
+def test_a_tree_with_read_only_folders_is_removed_whole(tmp_path):
+    """storage.remove_tree makes a folder writable where the system refuses a removal in it. Root is
+    never refused, so as root the removal runs in a forked child as the user nobody, on a tree
+    nobody owns."""
+    import pwd
+
+    from edgegen.storage import remove_tree
+
+    if os.geteuid() == 0:   # pytest's folders are root's alone: nobody needs one it can reach
+        import tempfile
+
+        tmp_path = Path(tempfile.mkdtemp(prefix="edgegen-remove-tree-", dir="/tmp"))
+    (tmp_path / "old" / "sub").mkdir(parents=True)
+    (tmp_path / "old" / "sub" / "graph.onnx").write_bytes(b"x")
+    tree = [tmp_path / "old", tmp_path / "old" / "sub", tmp_path / "old" / "sub" / "graph.onnx"]
+    if os.geteuid() != 0:
+        (tmp_path / "old" / "sub").chmod(0o555)
+        remove_tree(tmp_path / "old")
+    else:
+        try:
+            nobody = pwd.getpwnam("nobody")
+        except KeyError:
+            pytest.skip("running as root, with no user 'nobody' to be refused as")
+        for path in tree:
+            os.chown(path, nobody.pw_uid, nobody.pw_gid)
+        tmp_path.chmod(0o777)   # nobody may remove its folder from here
+        (tmp_path / "old" / "sub").chmod(0o555)
+        child = os.fork()
+        if child == 0:   # only file calls here, then out without Python's cleanup
+            code = 1
+            try:
+                os.setegid(nobody.pw_gid)
+                os.seteuid(nobody.pw_uid)
+                try:   # the refusal remove_tree mends: shutil's own removal is refused
+                    shutil.rmtree(tmp_path / "old" / "sub" / "graph.onnx")
+                except OSError:
+                    pass
+                remove_tree(tmp_path / "old")
+                code = 0
+            finally:
+                os._exit(code)
+        status = os.waitpid(child, 0)[1]
+        gone = not (tmp_path / "old").exists()
+        shutil.rmtree(tmp_path, ignore_errors=True)
+        assert status == 0 and gone
+        return
+    assert not (tmp_path / "old").exists()
 
 
 def test_a_family_with_file_options_and_no_declared_request_is_refused_and_pictures_travel_as_arrays():

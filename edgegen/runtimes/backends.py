@@ -65,6 +65,7 @@ def resolve_backend(backend: str) -> str:
     if backend not in available:
         raise BackendError(
             f"backend {backend!r}: expected ONNX Runtime's {ORT_BACKENDS[backend]} on this machine, found only "
-            f"{', '.join(available)} (install the [gpu] extra, and TensorRT for ort-tensorrt)"
+            f"{', '.join(available)} (pip uninstall -y onnxruntime && pip install onnxruntime-gpu: one module, two "
+            "wheels, keep the GPU one; and TensorRT for ort-tensorrt)"
         )
     return backend

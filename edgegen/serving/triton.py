@@ -19,6 +19,7 @@ leaves the repository as it was. Runtime code: no torch, no onnx, no Triton pack
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from ..families import package_config
 from ..package import CHECKPOINT_WEIGHTS, MANIFEST_NAME, PRECISIONS, Package, TensorSpec, fp32_graphs_note, package_files
 from ..runtimes.backends import KNOWN_BACKENDS
 from ..shipped import resolve as resolve_shipped
-from ..storage import atomic_write_text, refuse_replacing_other, staged_directory
+from ..storage import atomic_write_text, creation_mode, refuse_replacing_other, staged_directory
 from .requests import TRITON_TYPES, Field, served
 
 MODEL_CONFIG = "config.pbtxt"   # what every Triton model folder holds: the folders --force may replace
@@ -212,8 +213,12 @@ def _write_model(package: Package, plan: _Plan, options: RepositoryOptions, fold
         # what edgegen wrote in the package (package_files), never other files a user keeps beside them
         # (the engine cache is the serving machine's to build)
         kept = package_files(package.path) - {".edgegen-cache"}
-        shutil.copytree(package.path, version / "package",
+        # in the umask's modes, not the source's: a package on read-only storage gives a repository
+        # that --force can replace and Triton's user can read
+        shutil.copytree(package.path, version / "package", copy_function=shutil.copyfile,
                         ignore=lambda folder, names: [] if Path(folder) != package.path else [n for n in names if n not in kept])
+        for copied, _, _ in os.walk(version / "package"):
+            os.chmod(copied, creation_mode(directory=True))
     elif plan.backend == "onnxruntime":
         graph = package.graph_path(plan.graph, options.precision)
         shutil.copyfile(graph, version / "model.onnx")

@@ -29,7 +29,7 @@ def generate(pipe, request: GenerateRequest) -> str:
 
     out, seconds = request.out, request.options.get("seconds")
     if out is None or not str(out).lower().endswith(".wav"):
-        raise ConfigError(f"--out: expected a .wav file to write for a wavenet package, found {out!r}")
+        raise ConfigError(f"--out: expected a .wav file to write for a wavenet package, found {repr(out) if out else 'none'}")
     if seconds is None or not 0 < seconds <= MAX_SECONDS:
         raise ConfigError(f"--seconds: expected a duration above 0 and at most {MAX_SECONDS} for a wavenet package, "
                           f"found {seconds!r}")
