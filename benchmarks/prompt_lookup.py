@@ -68,7 +68,7 @@ def _edgegen(engine: str, root: Path):
 
     def run(workload, prompts, new, drafts):
         calls.clear()
-        options = {"top_k": TOP_K, "seed": 1} if workload == "sampled" else {"do_sample": False}
+        options = {"do_sample": True, "top_k": TOP_K, "seed": 1} if workload == "sampled" else {"do_sample": False}
         return pipe.generate(prompts, max_new_tokens=new, prompt_lookup_num_tokens=DRAFTS if drafts else 0,
                              **options), len(calls)
     run.costs = lambda: call_costs(pipe)

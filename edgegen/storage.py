@@ -332,20 +332,24 @@ def remove_whole(target: Path, doing: str) -> None:
 def remove_tree(path: Path, ignore_errors: bool = False) -> None:
     """Delete a folder edgegen wrote (a staging folder, an old output), read-only folders in it
     too: a copy of a package kept on read-only storage keeps its modes, and a folder without
-    write permission refuses the removal of what it holds, which shutil.rmtree would leave behind."""
-    def writable_and_again(function, failed, _error):
-        try:
-            for folder in {os.path.dirname(failed), failed} if os.path.isdir(failed) else {os.path.dirname(failed)}:
-                os.chmod(folder, os.stat(folder).st_mode | 0o700)
-            function(failed)
-        except OSError:
-            if not ignore_errors:
-                raise
+    write permission refuses the removal of what it holds, which shutil.rmtree would leave behind.
+    Only the folders inside `path` are made writable, never one a symbolic link in it points to."""
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
+        _owner_may_change(path)
+        for folder, names, _ in os.walk(path):   # top-down: a folder is opened after it is made readable
+            for name in names:
+                child = os.path.join(folder, name)
+                if not os.path.islink(child):
+                    _owner_may_change(Path(child))
+    shutil.rmtree(path, ignore_errors=ignore_errors)
 
-    if sys.version_info >= (3, 12):
-        shutil.rmtree(path, onexc=writable_and_again)
-    else:
-        shutil.rmtree(path, onerror=writable_and_again)
+
+def _owner_may_change(folder: Path) -> None:
+    with contextlib.suppress(OSError):   # not ours to change: rmtree says what it cannot remove
+        mode = folder.lstat().st_mode & 0o7777
+        if mode & 0o700 != 0o700:
+            os.chmod(folder, mode | 0o700)
 
 
 def clean_temporaries(directory: Path) -> list[Path]:

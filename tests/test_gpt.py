@@ -1201,6 +1201,40 @@ def test_llama_import_reads_what_transformers_generate_reads(tmp_path, capsys):
         export_transformers(None, tmp_path / "hf", tmp_path / "bad")
 
 
+def test_greedy_and_sample_choose_and_neither_takes_the_packages_default():
+    from edgegen.families.gpt.cli import _do_sample
+
+    for given, expected in (({}, None), ({"greedy": True}, False), ({"sample": True}, True),
+                            ({"greedy": False}, True), ({"sample": False}, False),   # a served request's false
+                            ({"greedy": True, "sample": False}, False)):
+        assert _do_sample(dict(given), "greedy", "sample") == expected, given
+    for given, found in (({"greedy": True, "sample": True}, "both true"), ({"greedy": False, "sample": False}, "both false")):
+        with pytest.raises(ConfigError, match=f"greedy and sample: expected one of them, found {found}"):
+            _do_sample(given, "greedy", "sample")
+
+
+def test_a_generation_config_value_the_sampler_refuses_is_named_and_left_at_transformers_default(tmp_path):
+    model = _tiny_llama(tmp_path / "hf")
+    generation = json.loads((tmp_path / "hf" / "generation_config.json").read_text())
+    generation.update(top_p=0.0, temperature=0.0, min_p=0.05)   # greedy: transformers only warns about them
+    (tmp_path / "hf" / "generation_config.json").write_text(json.dumps(generation))
+    with pytest.warns(edgegen.ImportedSettingWarning) as warned:
+        package = export_transformers(None, tmp_path / "hf", tmp_path / "pkg")
+    messages = sorted(str(w.message).split(": ", 1)[1] for w in warned)
+    assert messages == ["min_p 0.05: transformers' generate applies these by default; edgegen has no such settings and "
+                        "does not apply them",
+                        "top_p: expected a number above 0 (the kept probability mass), found 0; the package takes "
+                        "transformers' default 1.0"]
+    pipe = edgegen.load(package)
+    assert pipe.generation_defaults["temperature"] == 0.0 and pipe.generation_defaults["do_sample"] is False
+    prompt = [1, 17, 300, 45]
+    assert pipe.generate(prompt, max_new_tokens=8) == model.generate(torch.tensor([prompt]), max_new_tokens=8,
+                                                                     do_sample=False)[0, 4:].tolist()[:8]
+    with pytest.raises(InputError, match=r"temperature: expected at least .* when sampling, found 0.0 .*\(with the "
+                                         r"package's defaults \{'temperature': 0.0"):
+        pipe.generate(prompt, max_new_tokens=8, do_sample=True)
+
+
 def test_sliding_windows_are_taken_as_transformers_slides(tmp_path):
     """Mistral slides wherever sliding_window is set (its model never reads use_sliding_window), Qwen2
     only where use_sliding_window says so; a window shorter than the import's 24-token check is

@@ -207,52 +207,53 @@ def test_a_repository_inside_a_package_is_refused_and_a_served_package_holds_onl
 
 
 def test_a_tree_with_read_only_folders_is_removed_whole(tmp_path):
-    """storage.remove_tree makes a folder writable where the system refuses a removal in it. Root is
-    never refused, so as root the removal runs in a forked child as the user nobody, on a tree
-    nobody owns."""
+    """storage.remove_tree makes the folders inside the tree writable where the system refuses a
+    removal in them, and leaves a folder a symbolic link in it points to as it was. Root is never
+    refused, so as root the removal runs in a forked child as the user nobody, on a tree nobody owns."""
     import pwd
+    import tempfile
 
     from edgegen.storage import remove_tree
 
-    if os.geteuid() == 0:   # pytest's folders are root's alone: nobody needs one it can reach
-        import tempfile
-
-        tmp_path = Path(tempfile.mkdtemp(prefix="edgegen-remove-tree-", dir="/tmp"))
-    (tmp_path / "old" / "sub").mkdir(parents=True)
-    (tmp_path / "old" / "sub" / "graph.onnx").write_bytes(b"x")
-    tree = [tmp_path / "old", tmp_path / "old" / "sub", tmp_path / "old" / "sub" / "graph.onnx"]
-    if os.geteuid() != 0:
-        (tmp_path / "old" / "sub").chmod(0o555)
-        remove_tree(tmp_path / "old")
-    else:
+    nobody = None
+    if os.geteuid() == 0:
         try:
             nobody = pwd.getpwnam("nobody")
         except KeyError:
             pytest.skip("running as root, with no user 'nobody' to be refused as")
-        for path in tree:
-            os.chown(path, nobody.pw_uid, nobody.pw_gid)
-        tmp_path.chmod(0o777)   # nobody may remove its folder from here
+        tmp_path = Path(tempfile.mkdtemp(prefix="edgegen-remove-tree-", dir="/tmp"))   # pytest's are root's alone
+    try:
+        (tmp_path / "old" / "sub").mkdir(parents=True)
+        (tmp_path / "old" / "sub" / "graph.onnx").write_bytes(b"x")
+        (tmp_path / "outside").mkdir()
+        (tmp_path / "old" / "sub" / "link").symlink_to(tmp_path / "outside")
+        if nobody is not None:
+            for path in (tmp_path, tmp_path / "old", tmp_path / "old" / "sub", tmp_path / "old" / "sub" / "graph.onnx",
+                         tmp_path / "outside"):
+                os.chown(path, nobody.pw_uid, nobody.pw_gid)
+        (tmp_path / "outside").chmod(0o500)
         (tmp_path / "old" / "sub").chmod(0o555)
         child = os.fork()
         if child == 0:   # only file calls here, then out without Python's cleanup
             code = 1
             try:
-                os.setegid(nobody.pw_gid)
-                os.seteuid(nobody.pw_uid)
-                try:   # the refusal remove_tree mends: shutil's own removal is refused
-                    shutil.rmtree(tmp_path / "old" / "sub" / "graph.onnx")
-                except OSError:
-                    pass
-                remove_tree(tmp_path / "old")
-                code = 0
+                if nobody is not None:
+                    os.setegid(nobody.pw_gid)
+                    os.seteuid(nobody.pw_uid)
+                try:
+                    os.unlink(tmp_path / "old" / "sub" / "graph.onnx")
+                    code = 2   # the refusal remove_tree mends did not happen
+                except PermissionError:
+                    remove_tree(tmp_path / "old")
+                    code = 0
             finally:
                 os._exit(code)
-        status = os.waitpid(child, 0)[1]
-        gone = not (tmp_path / "old").exists()
-        shutil.rmtree(tmp_path, ignore_errors=True)
-        assert status == 0 and gone
-        return
-    assert not (tmp_path / "old").exists()
+        assert os.waitpid(child, 0)[1] >> 8 == 0
+        assert not (tmp_path / "old").exists()
+        assert (tmp_path / "outside").stat().st_mode & 0o777 == 0o500   # a link's target is not the tree's
+    finally:
+        if nobody is not None:
+            shutil.rmtree(tmp_path, ignore_errors=True)
 
 
 def test_a_family_with_file_options_and_no_declared_request_is_refused_and_pictures_travel_as_arrays():

@@ -21,7 +21,8 @@ GENAI_MODEL_TYPE = "llama"
 
 def genai_config(config, graph_file: str) -> dict:
     """The config for a GPT package's runtime config (families/gpt GPTConfig) and decoder file.
-    Greedy search by default, as `edgegen generate --greedy`. GenAI needs an end-of-text token
+    Greedy search by default, as `edgegen generate --greedy`, or an imported model's
+    generation_config.json's sampling settings (GPTConfig.generation_defaults). GenAI needs an end-of-text token
     within the vocabulary; a model without one (edgegen's byte-level GPT) gets token 0, the NUL
     byte, which text does not contain, where edgegen stops only at max_new_tokens."""
     eos = config.eos_token_id if config.eos_token_id is not None and config.eos_token_id < config.vocab_size else 0

@@ -24,8 +24,8 @@ OPTIONS = (
            "package's, else all)", {"type": float}),
     Option("--repetition-penalty", "repetition_penalty", "divide the logits of tokens already seen by this (default: "
            "the package's, else 1)", {"type": float}),
-    Option("--greedy", "greedy", "always take the most likely token (the default of a package imported from "
-           "transformers, as its generate's)", {"action": "store_true"}),
+    Option("--greedy", "greedy", "always take the most likely token (default: the package's: greedy for a model "
+           "imported from transformers unless its generation_config.json samples)", {"action": "store_true"}),
     Option("--sample", "sample", "sample the next token (edgegen's own packages' default)", {"action": "store_true"}),
     Option("--stop", "stop", "stop at this text (repeatable)", {"action": "append"}),
     Option("--prompt-lookup", "prompt_lookup_num_tokens",
@@ -39,7 +39,7 @@ OPTIONS = (
 def generate(pipe, request: GenerateRequest) -> str:
     options = dict(request.options)
     prompt = _prompt(options.pop("prompt", None), options.pop("prompt_ids", None))
-    options["do_sample"] = _do_sample(options)
+    options["do_sample"] = _do_sample(options, "--greedy", "--sample")
     if request.out and os.path.isdir(request.out):   # before the text streams, not after
         raise ConfigError(f"--out {request.out!r}: expected a file to write the text to, found a directory")
     if request.out and not str(request.out).lower().endswith(".txt"):
@@ -64,12 +64,14 @@ def generate(pipe, request: GenerateRequest) -> str:
     return ""
 
 
-def _do_sample(options: dict) -> bool | None:
-    """--greedy's or --sample's choice, taken out of `options`; None (neither): the package's default."""
-    greedy, sample = options.pop("greedy", False), options.pop("sample", False)
-    if greedy and sample:
-        raise ConfigError("--greedy and --sample: expected one of them, found both")
-    return False if greedy else True if sample else None
+def _do_sample(options: dict, *names: str) -> bool | None:
+    """The greedy and sample flags' choice, taken out of `options`; None (neither given): the
+    package's default. A served request may also send one as false, meaning the other (an older
+    client's greedy: false asks for sampling)."""
+    greedy, sample = options.pop("greedy", None), options.pop("sample", None)
+    if greedy is not None and sample is not None and greedy == sample:
+        raise ConfigError(f"{' and '.join(names)}: expected one of them, found both {'true' if greedy else 'false'}")
+    return (not greedy) if greedy is not None else sample
 
 
 def _prompt(text: str | None, ids: str | None) -> str | list[int]:
@@ -92,7 +94,7 @@ def served(config):
 
     def answer(pipe, arguments: dict):
         arguments = dict(arguments)
-        arguments["do_sample"] = _do_sample(arguments)
+        arguments["do_sample"] = _do_sample(arguments, "greedy", "sample")
         for piece in pipe.stream(arguments.pop("prompt"), **arguments):
             yield {"text": np.array([piece.encode("utf-8")], dtype=np.object_)}
 

@@ -321,8 +321,12 @@ class GPTPipeline(Pipeline):
                              f"model's context of {self.context} tokens, found {longest + max_new_tokens}")
         given = {"do_sample": do_sample, "temperature": temperature, "top_k": top_k, "top_p": top_p,
                  "repetition_penalty": repetition_penalty}
-        sampling = Sampling.checked(**{name: value if value is not None else self.generation_defaults[name]
-                                       for name, value in given.items()})
+        try:
+            sampling = Sampling.checked(**{name: value if value is not None else self.generation_defaults[name]
+                                           for name, value in given.items()})
+        except InputError as exc:   # say where a value the call did not give came from
+            taken = {n: v for n, v in self.config.generation_defaults.items() if given.get(n) is None}
+            raise InputError(f"{exc} (with the package's defaults {taken})" if taken else str(exc)) from None
         if not isinstance(use_cache, bool):
             raise InputError(f"use_cache: expected True or False, found {use_cache!r}")
         if isinstance(lookup, bool) or not isinstance(lookup, (int, np.integer)) or lookup < 0:
