@@ -351,7 +351,10 @@ class Package:
             raise ManifestError(f"package {str(self.path)!r}: {what} expected a path relative to the package, found absolute {relative!r}")
         target = (root / relative).resolve()
         if target != root and root not in target.parents:
-            raise ManifestError(f"package {str(self.path)!r}: {what} expected a path inside the package, found {relative!r} which leaves it")
+            link = next((p for p in (root / relative, *(root / relative).parents) if p.is_symlink()), None)
+            how = f" (a symbolic link: {str(link)!r} points to {os.readlink(link)!r}; copy the file in)" if link else ""
+            raise ManifestError(f"package {str(self.path)!r}: {what} expected a path inside the package, found "
+                                f"{relative!r} which leaves it{how}")
         return target
 
     def graph_path(self, part: str, precision: str = "fp32") -> Path:

@@ -36,7 +36,7 @@ _TANH_GELUS = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
 TRANSFORMERS_SAMPLING = {"do_sample": False, "temperature": 1.0, "top_k": 50, "top_p": 1.0, "repetition_penalty": 1.0}
 # generation_config.json settings that change a generation (greedy, or sampled: min_p, typical_p, the
 # cutoffs) and that edgegen's generate has no counterpart for, and their values that change nothing
-_GREEDY_CHANGING = ("no_repeat_ngram_size", "bad_words_ids", "suppress_tokens", "begin_suppress_tokens",
+_UNAPPLIED = ("no_repeat_ngram_size", "bad_words_ids", "suppress_tokens", "begin_suppress_tokens",
                     "forced_bos_token_id", "forced_eos_token_id", "min_new_tokens", "min_length", "sequence_bias",
                     "encoder_repetition_penalty", "min_p", "typical_p", "epsilon_cutoff", "eta_cutoff")
 _NEUTRAL = {"no_repeat_ngram_size": (0,), "bad_words_ids": ([],), "suppress_tokens": ([],), "begin_suppress_tokens": ([],),
@@ -180,7 +180,7 @@ def _generation_settings(folder: Path, hf: dict) -> tuple[list[int], dict]:
                 except InputError as exc:
                     warnings.warn(f"{path}: {exc}; the package takes transformers' default {defaults[key]!r}",
                                   ImportedSettingWarning, stacklevel=3)
-        absent = {k: generation[k] for k in _GREEDY_CHANGING if generation.get(k) not in (None, *_NEUTRAL[k])}
+        absent = {k: generation[k] for k in _UNAPPLIED if generation.get(k) not in (None, *_NEUTRAL[k])}
         if absent:
             warnings.warn(f"{path}: {', '.join(f'{k} {v!r}' for k, v in absent.items())}: transformers' generate "
                           "applies these by default; edgegen has no such settings and does not apply them",
