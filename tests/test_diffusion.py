@@ -108,6 +108,10 @@ def test_img2img_strength(pipe):
     (lambda p: p.sample(2, labels=[1, 2, 3]), InputError, "expected one class id or 2 of them"),
     (lambda p: p.sample(2, labels=1.5), InputError, "expected integer class ids"),
     (lambda p: p.sample(2, sampler="plms"), ConfigError, "sampler 'plms'"),
+    (lambda p: p.sample(2, sampler=""), ConfigError, "sampler '': expected one of"),   # not the package's default
+    (lambda p: p.sample(2, steps=1000), ConfigError, "steps: expected at most 999 for sampler 'dpmpp-2m'"),
+    (lambda p: p.inpaint(np.zeros((1, 1, 8, 8), np.float32), None), InputError, "mask: expected an array of 0 \(keep\) "
+                                                                                "and 1 \(generate\), found None"),
     (lambda p: p.sample(2, steps=0), ConfigError, "steps: expected an integer from 1 to 1000"),
     (lambda p: p.img2img(np.zeros((1, 1, 8, 8), np.float32) + 2), InputError, r"expected values in \[0, 1\]"),
     (lambda p: p.img2img(np.zeros((1, 1, 8, 8), np.float32), strength=1.5), InputError, "strength"),

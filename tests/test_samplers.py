@@ -215,6 +215,10 @@ def test_callback_and_after_step_see_every_step():
     (lambda: make_sampler("euler", eta=1.0), r"sampler 'euler': expected options among none, found \['eta'\]"),
     (lambda: make_sampler("ddim").timesteps(0), "steps: expected an integer from 1 to 1000, found 0"),
     (lambda: make_sampler("ddim").timesteps(1001), "found 1001"),
+    # 1,000 steps of a 1,000-step schedule repeat a timestep: the second-order step would divide by 0
+    (lambda: make_sampler("dpmpp-2m").timesteps(1000), r"steps: expected at most 999 for sampler 'dpmpp-2m' with "
+                                                       r"linspace spacing \(more repeat timesteps of the 1000-step "
+                                                       r"schedule\), found 1000"),
     (lambda: make_sampler("ddpm").sample(lambda x, t: x, X_T, 3), "expected an rng"),
 ])
 def test_sampler_errors(call, message):

@@ -158,6 +158,8 @@ def check_finite(array: np.ndarray, what: str) -> np.ndarray:
 def mask_array(mask: Any) -> np.ndarray:
     """A user's inpainting mask as float32, refused unless every value is 0 (keep) or 1 (generate):
     a 0.5 would be rounded one way or the other without a word."""
+    if mask is None:   # numpy would make it NaN
+        raise InputError("mask: expected an array of 0 (keep) and 1 (generate), found None")
     try:
         m = np.asarray(mask, dtype=np.float32)
     except (TypeError, ValueError):

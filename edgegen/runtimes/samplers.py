@@ -327,6 +327,16 @@ class DPMSolverPP2MSampler(Sampler):
     options = {"solver_type": "midpoint", "lower_order_final": True, "euler_at_final": False, "final_sigmas_type": "zero"}
 
     def timesteps(self, steps: int) -> np.ndarray:
+        visited = self._spaced(steps)
+        if len(np.unique(visited)) < len(visited):
+            # two equal timesteps make a step of no length, which the second-order update divides by
+            most = next(n for n in range(steps - 1, 0, -1) if len(np.unique(self._spaced(n))) == n)
+            raise ConfigError(f"steps: expected at most {most} for sampler 'dpmpp-2m' with {self.timestep_spacing} "
+                              f"spacing (more repeat timesteps of the {self.num_train_timesteps}-step schedule), "
+                              f"found {steps}")
+        return visited
+
+    def _spaced(self, steps: int) -> np.ndarray:
         self.check_steps(steps)
         T = self.num_train_timesteps
         if self.timestep_spacing == "linspace":

@@ -101,7 +101,7 @@ class DiffusionPipeline(Pipeline):
     def make_sampler(self, name: str | None = None, eta: float = 0.0, **options) -> Sampler:
         """A sampler configured with the package's training noise schedule (name None: the
         package's own sampler, with its settings)."""
-        name = name or self.config.sampler
+        name = self.config.sampler if name is None else name   # "" is a name, refused as one
         if name not in SAMPLERS:
             raise ConfigError(not_one_of("sampler", name, SAMPLERS))
         options = {**self.config.sampler_settings(name), **options}
