@@ -93,13 +93,20 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 def _make_room(path: Path, what: str) -> None:
     """The folders on the way to a file about to be written, made; a directory at the file's own
     path, or a file on the way, refused (said here, not as a failure to rename onto it)."""
-    if path.is_dir():
-        raise OutputExistsError(f"{what} {str(path)!r}: expected a file to write, found a directory")
+    _refuse_directory(path, what)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
-        raise OutputExistsError(f"{what} {str(path)!r}: expected a folder to write it in, found a file on the way "
-                                "to it") from None
+        raise _file_on_the_way(path, what) from None
+
+
+def _refuse_directory(path: Path, what: str) -> None:
+    if path.is_dir():
+        raise OutputExistsError(f"{what} {str(path)!r}: expected a file to write, found a directory")
+
+
+def _file_on_the_way(path: Path, what: str) -> OutputExistsError:
+    return OutputExistsError(f"{what} {str(path)!r}: expected a folder to write it in, found a file on the way to it")
 
 
 def _temporary_beside(path: Path, folder: Path | None = None) -> tuple[int, str]:
@@ -116,12 +123,10 @@ def check_writable(path: str | os.PathLike, what: str) -> None:
     file on the way to it, or a folder the system will not write in (probed with a temporary file
     in the nearest folder that exists, removed at once). No folder is made: the write makes them."""
     path = Path(path)
-    if path.is_dir():
-        raise OutputExistsError(f"{what} {str(path)!r}: expected a file to write, found a directory")
+    _refuse_directory(path, what)
     existing = next(folder for folder in path.absolute().parents if folder.exists())   # no folder made here
     if not existing.is_dir():
-        raise OutputExistsError(f"{what} {str(path)!r}: expected a folder to write it in, found a file on the way "
-                                "to it")
+        raise _file_on_the_way(path, what)
     fd, tmp = _temporary_beside(path, existing)
     os.close(fd)
     os.unlink(tmp)
@@ -365,6 +370,15 @@ def clean_temporaries(directory: Path) -> list[Path]:
 
 
 # -- the user's cache ------------------------------------------------------------------------------
+
+def data_files(folder: Path, suffixes: Iterable[str]) -> list[Path]:
+    """The files under `folder` with one of `suffixes` (any case), sorted; hidden files and folders
+    (names starting with a dot: macOS's ._ files, .ipynb_checkpoints) left out, as a user means
+    "the data in this folder"."""
+    suffixes = tuple(suffixes)
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in suffixes and p.is_file()
+                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+
 
 def user_cache_dir() -> Path:
     """edgegen's folder in the user's cache: $XDG_CACHE_HOME/edgegen, else ~/.cache/edgegen."""

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError, NonFiniteError
-from ..storage import atomic_write_bytes
+from ..storage import atomic_write_bytes, data_files
 
 
 def mu_law_encode(audio: np.ndarray, channels: int = 256) -> np.ndarray:
@@ -61,6 +61,5 @@ def read_wav(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
 
 
 def wav_files(folder: Path) -> list[Path]:
-    """The WAV files under `folder`, hidden files and folders (names starting with a dot) left out."""
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() == ".wav" and p.is_file()
-                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    """The WAV files under `folder`, hidden ones left out."""
+    return data_files(folder, (".wav",))

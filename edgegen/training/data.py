@@ -15,6 +15,7 @@ from PIL import Image
 
 from ..errors import DataError, InputError
 from ..images import read_picture
+from ..storage import data_files
 
 BUILTIN_IMAGE_DATA = ("digits", "natural")
 NATURAL_MAX_SIZE = 128
@@ -167,10 +168,9 @@ def _natural_crops(size: int, seed: int, n_train: int = 4000, n_test: int = 500)
 
 def folder_images(folder: Path) -> list[tuple[Path, np.ndarray]]:
     """Every image under `folder` as uint8 RGB [H, W, 3], with its path, as a viewer shows it:
-    turned upright by its EXIF tag, 16-bit grey scaled to 8 bits, transparency over white. Hidden
-    files and folders (names starting with a dot: macOS's ._ files, .ipynb_checkpoints) are left out."""
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    turned upright by its EXIF tag, 16-bit grey scaled to 8 bits, transparency over white; hidden
+    files left out (storage.data_files)."""
+    files = data_files(folder, IMAGE_SUFFIXES)
     if not files:
         raise DataError(f"data folder {str(folder)!r}: expected image files ({', '.join(IMAGE_SUFFIXES)}), found none")
     images = []

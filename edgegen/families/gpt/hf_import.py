@@ -35,14 +35,11 @@ _TANH_GELUS = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
 # generation_config.json overrides: an imported package takes them as its own
 TRANSFORMERS_SAMPLING = {"do_sample": False, "temperature": 1.0, "top_k": 50, "top_p": 1.0, "repetition_penalty": 1.0}
 # generation_config.json settings that change a generation (greedy, or sampled: min_p, typical_p, the
-# cutoffs) and that edgegen's generate has no counterpart for, and their values that change nothing
-_UNAPPLIED = ("no_repeat_ngram_size", "bad_words_ids", "suppress_tokens", "begin_suppress_tokens",
-                    "forced_bos_token_id", "forced_eos_token_id", "min_new_tokens", "min_length", "sequence_bias",
-                    "encoder_repetition_penalty", "min_p", "typical_p", "epsilon_cutoff", "eta_cutoff")
-_NEUTRAL = {"no_repeat_ngram_size": (0,), "bad_words_ids": ([],), "suppress_tokens": ([],), "begin_suppress_tokens": ([],),
-            "forced_bos_token_id": (), "forced_eos_token_id": (), "min_new_tokens": (0,), "min_length": (0,),
-            "sequence_bias": ({},), "encoder_repetition_penalty": (1.0,), "min_p": (), "typical_p": (1.0,),
-            "epsilon_cutoff": (0.0,), "eta_cutoff": (0.0,)}
+# cutoffs) and that edgegen's generate has no counterpart for: {name: its values that change nothing}
+_UNAPPLIED = {"no_repeat_ngram_size": (0,), "bad_words_ids": ([],), "suppress_tokens": ([],),
+              "begin_suppress_tokens": ([],), "forced_bos_token_id": (), "forced_eos_token_id": (),
+              "min_new_tokens": (0,), "min_length": (0,), "sequence_bias": ({},), "encoder_repetition_penalty": (1.0,),
+              "min_p": (), "typical_p": (1.0,), "epsilon_cutoff": (0.0,), "eta_cutoff": (0.0,)}
 # GPT-2 name (after "transformer.") -> ours; Conv1D weights are stored [in, out], transposed here
 _NAMES = {"attn.c_attn": "attn.qkv", "attn.c_proj": "attn.proj", "mlp.c_fc": "fc", "mlp.c_proj": "fc_out",
           "ln_1": "ln_1", "ln_2": "ln_2"}
@@ -180,7 +177,7 @@ def _generation_settings(folder: Path, hf: dict) -> tuple[list[int], dict]:
                 except InputError as exc:
                     warnings.warn(f"{path}: {exc}; the package takes transformers' default {defaults[key]!r}",
                                   ImportedSettingWarning, stacklevel=3)
-        absent = {k: generation[k] for k in _UNAPPLIED if generation.get(k) not in (None, *_NEUTRAL[k])}
+        absent = {k: generation[k] for k, neutral in _UNAPPLIED.items() if generation.get(k) not in (None, *neutral)}
         if absent:
             warnings.warn(f"{path}: {', '.join(f'{k} {v!r}' for k, v in absent.items())}: transformers' generate "
                           "applies these by default; edgegen has no such settings and does not apply them",
