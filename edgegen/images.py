@@ -59,15 +59,25 @@ def save_grid(images: np.ndarray, path: str | os.PathLike, nrow: int | None = No
 
 
 def load_image(path: str | os.PathLike, shape: tuple[int, int, int]) -> np.ndarray:
-    """An image file as [1, C, H, W] in [0, 1], resized (area average) to the model's shape."""
+    """A picture file as [1, C, H, W] in [0, 1], as a viewer shows it (read_picture, picture_rgb),
+    resized (area average, aspect not kept, as diffusers' image processor) to the model's shape."""
     channels, height, width = shape
-    try:
-        with Image.open(path) as image:
-            image = image.convert("L" if channels == 1 else "RGB").resize((width, height), Image.Resampling.BOX)
-    except (OSError, ValueError) as exc:
-        raise InputError(f"image {str(path)!r}: expected a picture pillow can read, found: {exc}") from None
-    pixels = np.asarray(image, dtype=np.float32) / 255.0
+    picture = _resized(path, width, height, "L" if channels == 1 else "RGB")
+    pixels = np.asarray(picture, dtype=np.float32) / 255.0
     return (pixels[None, None] if channels == 1 else pixels.transpose(2, 0, 1)[None]).copy()
+
+
+def load_mask(path: str | os.PathLike, height: int, width: int) -> np.ndarray:
+    """An inpainting mask picture as [1, 1, H, W] of 0 (keep: black) and 1 (generate: white),
+    resized to the model's size; grey, and the edges resizing blurs, go to the nearer of the two
+    (diffusers binarizes its mask at 0.5 too)."""
+    grey = np.asarray(_resized(path, width, height, "L"), dtype=np.float32) / 255.0
+    return (grey >= 0.5).astype(np.float32)[None, None]
+
+
+def _resized(path: str | os.PathLike, width: int, height: int, mode: str) -> Image.Image:
+    picture = Image.fromarray(picture_rgb(read_picture(path), path))
+    return picture.convert(mode).resize((width, height), Image.Resampling.BOX)
 
 
 PICTURE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
@@ -90,6 +100,29 @@ def read_picture(path: str | os.PathLike) -> Image.Image:
                          f"{2 * Image.MAX_IMAGE_PIXELS} pixels, its guard against decompression bombs), found: {exc}") from None
     except (OSError, ValueError) as exc:
         raise InputError(f"image {str(path)!r}: expected a picture Pillow can read, found: {exc}") from None
+
+
+def picture_rgb(image: Image.Image, path: str | os.PathLike) -> np.ndarray:
+    """A Pillow image as uint8 RGB [H, W, 3]. Pillow's convert("RGB") would clip 16-bit grey to
+    white, read a float image as black and drop the alpha channel, showing the colour hidden under
+    transparent pixels: 16-bit grey is scaled, transparency composited over white (as a page shows
+    it), and float images, which have no fixed range, refused."""
+    # 16-bit grey: I;16, or I as Pillow before 13 opened a 16-bit PNG
+    if image.mode.startswith("I;16") or (image.mode == "I" and image.format == "PNG"):
+        grey = (np.asarray(image).astype(np.float32) / 257.0).round().astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    if image.mode in ("F", "I"):
+        raise InputError(f"image {str(path)!r}: expected 8- or 16-bit pixels, found "
+                         f"{'floating-point' if image.mode == 'F' else '32-bit integer'} ones, which have no fixed range: "
+                         "save it as an 8- or 16-bit PNG with the range you mean")
+    try:
+        if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
+            over = Image.new("RGBA", image.size, (255, 255, 255, 255))
+            return np.asarray(Image.alpha_composite(over, image.convert("RGBA")).convert("RGB"))
+        return np.asarray(image.convert("RGB"))
+    except ValueError as exc:   # a mode Pillow cannot convert
+        raise InputError(f"image {str(path)!r}: expected a picture Pillow turns into RGB, found mode {image.mode} "
+                         f"({exc})") from None
 
 
 def picture_format(path: str | os.PathLike, mode: str) -> str:

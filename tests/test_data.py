@@ -73,6 +73,32 @@ def test_training_on_rgb_natural_crops(tmp_path):
     assert loaded.config.image_channels == 3 and loaded.data["source"] == "natural"
 
 
+def test_a_picture_given_to_generate_is_read_as_training_reads_one(tmp_path):
+    """--image, --control and --mask read a picture as a folder's images are read (transparency
+    over white, EXIF turned, float refused) and resize it to the package's shape; a mask is 0
+    where black, 1 where white, grey to the nearer."""
+    from edgegen.errors import InputError
+    from edgegen.images import load_image, load_mask
+
+    rgba = np.zeros((4, 4, 4), np.uint8)
+    rgba[..., 0] = 255            # red under transparent pixels
+    rgba[:2, :, 3] = 255          # the top half opaque red
+    Image.fromarray(rgba).save(tmp_path / "icon.png")
+    colour = load_image(tmp_path / "icon.png", (3, 2, 2))
+    np.testing.assert_array_equal(colour[0, :, 0, 0], [1, 0, 0])
+    np.testing.assert_array_equal(colour[0, :, 1, 0], [1, 1, 1])   # white, not the hidden red
+    sideways = Image.fromarray(np.repeat(np.array([[0, 255]], np.uint8), 4, axis=0).repeat(2, axis=1))   # 4 x 4
+    exif = sideways.getexif()
+    exif[0x0112] = 6   # turned 90 degrees clockwise on display: the white right half at the bottom
+    sideways.save(tmp_path / "phone.png", exif=exif)
+    np.testing.assert_array_equal(load_image(tmp_path / "phone.png", (1, 2, 2))[0, 0], [[0, 0], [1, 1]])
+    Image.fromarray(np.array([[0, 100], [160, 255]], np.uint8)).save(tmp_path / "mask.png")
+    np.testing.assert_array_equal(load_mask(tmp_path / "mask.png", 2, 2), [[[[0, 0], [1, 1]]]])
+    Image.fromarray(np.full((4, 4), 0.5, np.float32)).save(tmp_path / "float.tiff")
+    with pytest.raises(InputError, match="float.tiff': expected 8- or 16-bit pixels"):
+        load_image(tmp_path / "float.tiff", (1, 2, 2))
+
+
 def test_folder_images_are_read_as_a_viewer_shows_them(tmp_path):
     """16-bit grey scaled (not clipped to white), EXIF orientation applied, transparency over white
     (not the colour hidden under it), hidden files and folders left out; float pictures, which have

@@ -20,6 +20,7 @@ from edgegen.errors import CheckpointError, ConfigError, InputError  # noqa: E40
 from edgegen.export.diffusers_import import export_diffusers  # noqa: E402
 from edgegen.families.text2image.diffusers_import import _tokenizer_file, special_token  # noqa: E402
 from edgegen.runtimes.tokenizer import BPETokenizer  # noqa: E402
+from edgegen.training.data import load_images  # noqa: E402
 
 from diffusers_pipelines import ddpm_layout, sd_layout  # noqa: E402
 
@@ -268,6 +269,25 @@ def test_text_to_image_from_the_cli(sd_packages, tmp_path):
     assert default.read_bytes() == one.read_bytes() != out.read_bytes()
     assert main(["generate", str(package), "--steps", "3", "--out", str(out)]) == 2   # no --prompt
     assert main(["generate", str(package), "--prompt", "x", "--label", "3", "--out", str(out)]) == 2   # not this family's
+    # from a picture: img2img and inpainting, the pipeline's calls on it read at the package's size
+    from PIL import Image
+
+    from edgegen.images import load_image, load_mask, save_grid
+
+    pipe = edgegen.load(package)
+    Image.fromarray((load_images("digits", image_size=32).test[0, 0] * 255).astype(np.uint8)).save(tmp_path / "d.png")
+    mask = np.zeros((32, 32), np.uint8)
+    mask[16:] = 255
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    image = np.repeat(load_image(tmp_path / "d.png", pipe.image_shape), 2, axis=0)
+    for pictures, expected in ((["--strength", "0.7"], pipe.img2img("a thick seven", image, strength=0.7, steps=3, seed=1)),
+                               (["--mask", str(tmp_path / "mask.png")],
+                                pipe.inpaint("a thick seven", image, load_mask(tmp_path / "mask.png", *pipe.image_shape[1:]),
+                                             steps=3, seed=1))):
+        assert main(["generate", str(package), "--prompt", "a thick seven", "--image", str(tmp_path / "d.png"),
+                     *pictures, "--n", "2", "--steps", "3", "--seed", "1", "--out", str(out)]) == 0
+        save_grid(expected, tmp_path / "expected.png")
+        assert out.read_bytes() == (tmp_path / "expected.png").read_bytes()
 
 
 def test_bench_runs_the_imported_pipelines_folder_beside_the_package(ddpm_packages, sd_packages, tmp_path):
@@ -406,6 +426,10 @@ def test_a_text_to_image_request_is_served(sd_packages):
               "steps": np.array([3])}
     (answer,) = request.answer(pipe, arguments(request.inputs, values))
     np.testing.assert_array_equal(answer["images"], pipe("a thick seven", n=2, seed=3, steps=3))
+    image = load_images("digits", image_size=pipe.image_shape[-1], channels=pipe.image_shape[0]).test[:1]
+    (answer,) = request.answer(pipe, arguments(request.inputs, {**values, "image": image, "strength": np.array([0.5])}))
+    np.testing.assert_array_equal(answer["images"], pipe.img2img("a thick seven", np.repeat(image, 2, axis=0),
+                                                                 strength=0.5, seed=3, steps=3))
     with pytest.raises(InputError, match="request input 'prompt': expected it, found none"):
         arguments(request.inputs, {"n": np.array([1])})
 

@@ -110,8 +110,8 @@ def test_img2img_strength(pipe):
     (lambda p: p.sample(2, sampler="plms"), ConfigError, "sampler 'plms'"),
     (lambda p: p.sample(2, sampler=""), ConfigError, "sampler '': expected one of"),   # not the package's default
     (lambda p: p.sample(2, steps=1000), ConfigError, "steps: expected at most 999 for sampler 'dpmpp-2m'"),
-    (lambda p: p.inpaint(np.zeros((1, 1, 8, 8), np.float32), None), InputError, "mask: expected an array of 0 \(keep\) "
-                                                                                "and 1 \(generate\), found None"),
+    (lambda p: p.inpaint(np.zeros((1, 1, 8, 8), np.float32), None), InputError, r"mask: expected an array of 0 \(keep\) "
+                                                                                r"and 1 \(generate\), found None"),
     (lambda p: p.sample(2, steps=0), ConfigError, "steps: expected an integer from 1 to 1000"),
     (lambda p: p.img2img(np.zeros((1, 1, 8, 8), np.float32) + 2), InputError, r"expected values in \[0, 1\]"),
     (lambda p: p.img2img(np.zeros((1, 1, 8, 8), np.float32), strength=1.5), InputError, "strength"),
@@ -165,6 +165,95 @@ def test_generate_command(trained, tmp_path, capsys):
         code = main(["generate", str(trained["diffusion"][1]), "--out", str(tmp_path / "x.png"), *bad])
         err = capsys.readouterr().err
         assert code == 2 and message in err and err.count("\n") == 1, err
+
+
+def _digit_picture(path, size=32):
+    """A digit as a grey PNG larger than the package's 8x8, for --image."""
+    from PIL import Image
+
+    digit = load_images("digits", image_size=size).test[0, 0]
+    Image.fromarray((digit * 255).round().astype(np.uint8)).save(path)
+    return path
+
+
+def test_generate_starts_from_a_picture_img2img_and_inpainting(trained, pipe, tmp_path, capsys):
+    """--image (with --strength) is img2img and --mask inpainting: the grid written is the
+    pipeline's call on the picture read at the package's size, --n variations of it."""
+    from PIL import Image
+
+    from edgegen.images import load_image, load_mask, save_grid
+
+    picture = _digit_picture(tmp_path / "digit.png")
+    mask = np.zeros((32, 32), np.uint8)
+    mask[:, 16:] = 255   # the right half generated
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    package = str(trained["diffusion"][1])
+    images = np.repeat(load_image(picture, (1, 8, 8)), 3, axis=0)
+    assert main(["generate", package, "--image", str(picture), "--strength", "0.5", "--steps", "6", "--n", "3",
+                 "--label", "2", "--seed", "4", "--out", str(tmp_path / "img2img.png")]) == 0
+    assert "sampling: 3/3" in capsys.readouterr().err   # strength 0.5 of 6 steps runs the last 3
+    save_grid(pipe.img2img(images, strength=0.5, steps=6, labels=2, seed=4), tmp_path / "expected.png")
+    assert (tmp_path / "img2img.png").read_bytes() == (tmp_path / "expected.png").read_bytes()
+
+    assert main(["generate", package, "--image", str(picture), "--mask", str(tmp_path / "mask.png"), "--steps", "6",
+                 "--n", "3", "--seed", "4", "--out", str(tmp_path / "inpaint.png")]) == 0
+    generated = load_mask(tmp_path / "mask.png", 8, 8)
+    assert generated[0, 0, :, :4].max() == 0 and generated[0, 0, :, 4:].min() == 1
+    painted = pipe.inpaint(images, generated, steps=6, seed=4)
+    np.testing.assert_array_equal(painted[:, :, :, :4], images[:, :, :, :4])   # the left half kept
+    assert not np.array_equal(painted[:, :, :, 4:], images[:, :, :, 4:])
+    save_grid(painted, tmp_path / "expected.png")
+    assert (tmp_path / "inpaint.png").read_bytes() == (tmp_path / "expected.png").read_bytes()
+    # the default strength is the pipeline's
+    assert main(["generate", package, "--image", str(picture), "--steps", "5", "--n", "1", "--out",
+                 str(tmp_path / "default.png")]) == 0
+    save_grid(pipe.img2img(images[:1], steps=5, seed=0), tmp_path / "expected.png")
+    assert (tmp_path / "default.png").read_bytes() == (tmp_path / "expected.png").read_bytes()
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--mask", "{mask}"], "--mask: expected with --image (the picture to inpaint), found it without one"),
+    (["--strength", "0.5"], "--strength: expected with --image"),
+    (["--image", "{picture}", "--mask", "{mask}", "--strength", "0.5"], "--strength: expected for img2img (--image "
+     "without --mask), found it with --mask"),
+    (["--image", "{picture}", "--strength", "0.1", "--steps", "5"], "strength 0.1: expected it to run at least one of "
+     "the 5 steps"),
+    (["--image", "{picture}", "--strength", "1.5"], "strength: expected"),
+    (["--image", "{missing}"], "expected a picture Pillow can read"),
+])
+def test_generate_refuses_picture_options_that_do_not_go_together(trained, tmp_path, capsys, options, message):
+    picture = _digit_picture(tmp_path / "digit.png")
+    paths = {"picture": picture, "mask": picture, "missing": tmp_path / "missing.png"}
+    out = tmp_path / "x.png"
+    code = main(["generate", str(trained["diffusion"][1]), "--out", str(out), *(o.format(**paths) for o in options)])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and err.count("\n") == 1, err
+    assert not out.exists()
+
+
+def test_a_served_request_may_start_from_a_picture(trained, pipe):
+    """The served request carries the picture options as arrays: n variations of each image
+    sent, img2img or inpainting as the command line; merged requests with a picture run alone."""
+    from edgegen.families import get
+    from edgegen.serving.requests import served
+
+    request = served(get("diffusion"), pipe.config)
+    fields = {f.name: f for f in request.inputs}
+    assert (fields["image"].dims, fields["mask"].dims, fields["strength"].dtype) == ((-1, 1, 8, 8), (-1, -1, 8, 8), "float64")
+    images = load_images("digits", image_size=8).test[:2]
+    got = next(request.answer(pipe, {"image": images, "strength": 0.5, "n": 2, "steps": 4, "seed": 1}))["images"]
+    np.testing.assert_array_equal(got, pipe.img2img(np.repeat(images, 2, axis=0), strength=0.5, steps=4, seed=1))
+    mask = np.zeros((2, 1, 8, 8), np.float32)
+    mask[1, :, 4:] = 1
+    got = next(request.answer(pipe, {"image": images, "mask": mask, "n": 2, "steps": 4, "seed": 1}))["images"]
+    np.testing.assert_array_equal(got, pipe.inpaint(np.repeat(images, 2, axis=0), np.repeat(mask, 2, axis=0), steps=4, seed=1))
+    np.testing.assert_array_equal(got[:2], np.repeat(images[:1], 2, axis=0))   # the first image's mask keeps it all
+    calls = [{"n": 1, "seed": 2, "steps": 3}, {"image": images[:1], "strength": 1.0, "steps": 3, "seed": 2}]
+    merged = request.answer_many(pipe, calls)
+    np.testing.assert_array_equal(merged[0]["images"], pipe(1, seed=2, steps=3))
+    np.testing.assert_array_equal(merged[1]["images"], pipe.img2img(images[:1], strength=1.0, steps=3, seed=2))
+    with pytest.raises(ConfigError, match="request input 'mask': expected with request input 'image'"):
+        next(request.answer(pipe, {"mask": mask}))
 
 
 def test_a_manifest_schedule_that_underflows_is_refused_at_load(trained, tmp_path):

@@ -275,6 +275,14 @@ def test_generate_command_for_stylegan_and_controlnet(stylegan, controlnet, tmp_
     capsys.readouterr()
     assert main(["generate", str(controlnet), "--n", "2", "--steps", "3", "--out", str(out)]) == 2
     assert "--control: expected a picture" in capsys.readouterr().err
+    from edgegen.images import load_image, save_grid
+
+    pipe = edgegen.load(controlnet)   # from a picture too, following the control
+    assert main(["generate", str(controlnet), "--n", "2", "--steps", "4", "--control", str(sketch), "--image",
+                 str(sketch), "--strength", "0.5", "--seed", "1", "--out", str(out)]) == 0
+    hint, image = pipe.hint(load_image(sketch, pipe.image_shape)), np.repeat(load_image(sketch, pipe.image_shape), 2, 0)
+    save_grid(pipe.img2img(image, control=hint, strength=0.5, steps=4, seed=1), tmp_path / "expected.png")
+    assert out.read_bytes() == (tmp_path / "expected.png").read_bytes()
     assert main(["generate", str(stylegan), "--n", "2", "--control", str(sketch), "--out", str(out)]) == 2
     assert "--control: expected an option of stylegan packages (--truncation, --noise-mode)" in capsys.readouterr().err
     assert main(["info", str(stylegan)]) == 0

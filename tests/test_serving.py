@@ -351,6 +351,25 @@ def test_served_results_equal_the_pipeline_in_this_process(server, trained):
     np.testing.assert_array_equal(samples.as_numpy("samples"), edgegen.load(trained["flow2d"][1], threads=1)(5, seed=0, temperature=0.7))
 
 
+def test_a_served_diffusion_request_may_start_from_a_picture(server, trained):
+    """img2img and inpainting through Triton: the picture travels as an array, one row per request."""
+    import tritonclient.http as http
+
+    from edgegen.training.data import load_images
+
+    images = load_images("digits", image_size=8).test[:1]
+    mask = np.zeros((1, 1, 8, 8), np.float32)
+    mask[..., 4:] = 1
+    client = http.InferenceServerClient(server.http_url)
+    pipe = edgegen.load(trained["diffusion"][1], threads=1)
+    for pictures, expected in (({"strength": np.array([[0.5]])}, pipe.img2img(np.repeat(images, 2, 0), strength=0.5,
+                                                                                steps=4, seed=3)),
+                               ({"mask": mask[None]}, pipe.inpaint(np.repeat(images, 2, 0), mask, steps=4, seed=3))):
+        values = {"image": images[None], "n": np.array([[2]]), "steps": np.array([[4]]), "seed": np.array([[3]]), **pictures}
+        (answer,) = client.infer("diffusion", _inputs(http, values)).as_numpy("images")
+        np.testing.assert_allclose(answer, expected, rtol=0, atol=1e-5)   # numpy 1 and 2: see above
+
+
 def test_a_callers_mistake_is_a_400_with_edgegens_message(server):
     import tritonclient.http as http
     from tritonclient.utils import InferenceServerException

@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import DataError, InputError
-from ..images import read_picture
+from ..images import picture_rgb, read_picture
 from ..storage import data_files
 
 BUILTIN_IMAGE_DATA = ("digits", "natural")
@@ -180,29 +180,6 @@ def folder_images(folder: Path) -> list[tuple[Path, np.ndarray]]:
         except InputError as exc:
             raise DataError(str(exc)) from None
     return images
-
-
-def picture_rgb(image: Image.Image, path: Path) -> np.ndarray:
-    """A Pillow image as uint8 RGB [H, W, 3]. Pillow's convert("RGB") would clip 16-bit grey to
-    white, read a float image as black and drop the alpha channel, showing the colour hidden under
-    transparent pixels: 16-bit grey is scaled, transparency composited over white (as a page shows
-    it), and float images, which have no fixed range, refused."""
-    # 16-bit grey: I;16, or I as Pillow before 13 opened a 16-bit PNG
-    if image.mode.startswith("I;16") or (image.mode == "I" and image.format == "PNG"):
-        grey = (np.asarray(image).astype(np.float32) / 257.0).round().astype(np.uint8)
-        return np.repeat(grey[:, :, None], 3, axis=2)
-    if image.mode in ("F", "I"):
-        raise DataError(f"image {str(path)!r}: expected 8- or 16-bit pixels, found "
-                        f"{'floating-point' if image.mode == 'F' else '32-bit integer'} ones, which have no fixed range: "
-                        "save it as an 8- or 16-bit PNG with the range you mean")
-    try:
-        if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
-            over = Image.new("RGBA", image.size, (255, 255, 255, 255))
-            return np.asarray(Image.alpha_composite(over, image.convert("RGBA")).convert("RGB"))
-        return np.asarray(image.convert("RGB"))
-    except ValueError as exc:   # a mode Pillow cannot convert
-        raise DataError(f"image {str(path)!r}: expected a picture Pillow turns into RGB, found mode {image.mode} "
-                        f"({exc})") from None
 
 
 def _folder(folder: Path, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from ...errors import ConfigError
 from ...families import GenerateRequest, GenerationCall, Option
-from ..diffusion.cli import SAMPLING_OPTIONS
+from ..diffusion.cli import PICTURE_OPTIONS, SAMPLING_OPTIONS, from_picture, picture_fields, served_pictures
 from ..diffusion.cli import generate as generate_diffusion
 
-OPTIONS = (*SAMPLING_OPTIONS,
+OPTIONS = (*SAMPLING_OPTIONS, *PICTURE_OPTIONS,
            Option("--control", "control", "(required) a picture whose coarse version the samples follow",
                   {"metavar": "IMAGE"}, served=False),
            Option("--conditioning-scale", "conditioning_scale", "strength of the control (0 = the base model)",
@@ -43,14 +43,18 @@ def generate(pipe, request: GenerateRequest) -> str:
 def served(config):
     """The served request (edgegen triton): the control picture as an array ([1 or n, C, H, W]
     in [0, 1], the package's image shape), made into the hint here as `edgegen generate`
-    makes it from --control, and the sampling options; the images back."""
+    makes it from --control, the sampling options, and a picture to start from (the diffusion
+    family's picture_fields); the images back."""
     from ...serving.requests import Field, Served, option_field
 
     def answer(pipe, arguments: dict):
         arguments = dict(arguments)
         n = arguments.pop("n", 1)
-        yield {"images": pipe(n, control=pipe.hint(arguments.pop("control")), **arguments)}
+        pictures = served_pictures(arguments, n)
+        arguments["control"] = pipe.hint(arguments.pop("control"))
+        yield {"images": from_picture(pipe, pictures, **arguments) if pictures else pipe(n, **arguments)}
 
     picture = Field("control", "float32", (-1, *config.image_shape), required=True, form="array")
-    inputs = (Field("n", "int64"), Field("seed", "int64"), picture, *(option_field(o) for o in OPTIONS if o.served))
+    inputs = (Field("n", "int64"), Field("seed", "int64"), picture, *(option_field(o) for o in OPTIONS if o.served),
+              *picture_fields(config))
     return Served(inputs, (Field("images", "float32", (-1, *config.image_shape)),), answer)

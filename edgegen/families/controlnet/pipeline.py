@@ -12,7 +12,7 @@ from ...images import average_pool
 from ...runtimes.pipeline import as_float_array, check_count, check_number
 from ...runtimes.samplers import Callback
 from .. import positive
-from ..diffusion.pipeline import DEFAULT_GUIDANCE, DEFAULT_STEPS, DiffusionConfig, DiffusionPipeline
+from ..diffusion.pipeline import DEFAULT_GUIDANCE, DEFAULT_STEPS, DEFAULT_STRENGTH, DiffusionConfig, DiffusionPipeline
 
 
 @dataclass(kw_only=True)
@@ -77,7 +77,7 @@ class ControlNetPipeline(DiffusionPipeline):
         feeds = self.control_feeds(self._required(control), n, conditioning_scale)
         return self._sample(n, steps, sampler, guidance_scale, labels, seed, eta, callback, feeds)
 
-    def img2img(self, image, control=None, conditioning_scale=1.0, strength: float = 0.6, steps: int = DEFAULT_STEPS,
+    def img2img(self, image, control=None, conditioning_scale=1.0, strength: float = DEFAULT_STRENGTH, steps: int = DEFAULT_STEPS,
                 sampler: str | None = None, guidance_scale: float = DEFAULT_GUIDANCE, labels=None, seed: int | None = None, eta: float = 0.0,
                 callback: Callback | None = None) -> np.ndarray:
         feeds = self.control_feeds(self._required(control), len(self._images(image)), conditioning_scale)

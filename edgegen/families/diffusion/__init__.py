@@ -2,7 +2,7 @@
 imported diffusers UNet2DModel pipeline (DDPM/DDIM layout)."""
 
 from .. import DemoModel, Family, register
-from .cli import SAMPLING_OPTIONS, bench_generation, generate
+from .cli import PICTURE_OPTIONS, SAMPLING_OPTIONS, bench_generation, generate
 from .pipeline import DiffusionConfig, DiffusionPipeline
 
 FAMILY = register(Family(
@@ -13,9 +13,10 @@ FAMILY = register(Family(
     graphs=("unet",),
     model="edgegen.families.diffusion.model",
     export="edgegen.families.diffusion.export",
-    options=SAMPLING_OPTIONS,
+    options=(*SAMPLING_OPTIONS, *PICTURE_OPTIONS),
     generate=generate,
     bench_generation=bench_generation,
+    serving="edgegen.families.diffusion.cli:served",
     demo=(DemoModel("diffusion-digits", "digits"),),
     showcase="edgegen.families.diffusion.demo",
     smoke={"train": {"steps": 2, "batch_size": 8, "width": 8}, "generate": ["--steps", "2"]},

@@ -1,11 +1,16 @@
-"""`edgegen generate` for diffusion packages (and the hybrids built on them): progress per step."""
+"""`edgegen generate` for diffusion packages (and the hybrids built on them): from noise, or from a
+picture (img2img, inpainting), with progress per step; and their served request."""
 
 from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
 
 from ...errors import ConfigError
 from ...families import GenerateRequest, GenerationCall, Option
 from ...runtimes.samplers import SAMPLERS
-from .pipeline import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS
+from .pipeline import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS, DEFAULT_STRENGTH
 
 SAMPLING_OPTIONS = (
     Option("--steps", "steps", "sampling steps", {"type": int}, DEFAULT_STEPS),
@@ -16,6 +21,16 @@ SAMPLING_OPTIONS = (
            {"type": float}),
     Option("--label", "labels", "class to generate (default: unconditional)", {"type": int}),
     Option("--eta", "eta", "DDIM's eta (0 = deterministic)", {"type": float}, 0.0),
+)
+
+# files on the command line; a served request carries them as arrays (picture_fields)
+PICTURE_OPTIONS = (
+    Option("--image", "image", "a picture to start from instead of noise, resized to the package's image size: "
+           "img2img, or inpainting with --mask (--n variations of it)", {"metavar": "FILE"}, served=False),
+    Option("--strength", "strength", "img2img: how far --image is noised before it is denoised back (0: kept, 1: all "
+           f"the way; default {DEFAULT_STRENGTH:g})", {"type": float}, served=False),
+    Option("--mask", "mask", "inpainting: a picture, resized as --image is, whose white pixels are generated and whose "
+           "black ones are kept from --image", {"metavar": "FILE"}, served=False),
 )
 
 
@@ -31,17 +46,112 @@ def bench_generation(pipe, n: int, steps: int | None) -> GenerationCall:
 
 
 def generate(pipe, request: GenerateRequest) -> str:
-    from ...progress import Progress
-
-    options = request.options
+    options = dict(request.options)
     if options.get("labels") is None and options.get("guidance_scale") is not None:
         # guidance steers toward a class: without one the samples are unconditional and it does nothing
         raise ConfigError(f"--guidance {options['guidance_scale']:g}: expected with --label (classifier-free guidance "
                           "steers the samples toward a class), found it without one" if pipe.config.num_classes else
                           f"--guidance {options['guidance_scale']:g}: expected a class-conditional package (guidance "
                           "steers the samples toward a --label), found an unconditional one")
-    # check the sampler settings before the progress bar starts, so errors come alone
-    calls = len(pipe.make_sampler(options.get("sampler"), options["eta"]).timesteps(options["steps"]))
-    with Progress(calls, "sampling") as bar:
-        images = pipe(request.n, seed=request.seed, callback=lambda i, t, x: bar.update(1), **options)
+    pictures = starting_pictures(pipe, options, request.n)
+    images = sampled(pipe, options, pictures, request.seed,
+                     lambda callback: pipe(request.n, seed=request.seed, callback=callback, **options))
     return request.write_images(images)
+
+
+def starting_pictures(pipe, options: dict, n: int) -> dict:
+    """--image, --strength and --mask, taken out of `options` and their files read, as the
+    pipeline's picture arguments (picture_arguments)."""
+    from ...images import load_image, load_mask
+
+    image, strength, mask = (options.pop(key, None) for key in ("image", "strength", "mask"))
+    return picture_arguments(None if image is None else load_image(image, pipe.image_shape), strength,
+                             None if mask is None else load_mask(mask, *pipe.image_shape[1:]), n,
+                             lambda keyword: f"--{keyword}")
+
+
+def picture_arguments(image, strength, mask, n: int, named: Callable[[str], str]) -> dict:
+    """The arguments of the pipeline's picture calls: {} to sample from noise; {"image",
+    "strength"} for img2img; {"image", "mask"} for inpainting. Each image's row is repeated for
+    its n variations, as a per-image mask's. `named(keyword)`: how the caller gave it (a flag, a
+    request input), for the refusals."""
+    if image is None:
+        for keyword, value, use in (("mask", mask, "inpaint"), ("strength", strength, "noise for img2img")):
+            if value is not None:
+                raise ConfigError(f"{named(keyword)}: expected with {named('image')} (the picture to {use}), found it "
+                                  "without one")
+        return {}
+    image = np.repeat(np.asarray(image), n, axis=0) if np.ndim(image) == 4 else image   # the pipeline refuses others
+    if mask is None:
+        return {"image": image, "strength": DEFAULT_STRENGTH if strength is None else strength}
+    if strength is not None:
+        raise ConfigError(f"{named('strength')}: expected for img2img ({named('image')} without {named('mask')}), found "
+                          f"it with {named('mask')}: inpainting generates the masked pixels from noise")
+    if np.ndim(mask) == 4 and len(mask) > 1:
+        mask = np.repeat(np.asarray(mask), n, axis=0)
+    return {"image": image, "mask": mask}
+
+
+def sampled(pipe, options: dict, pictures: dict, seed: int | None, from_noise: Callable) -> np.ndarray:
+    """The images `edgegen generate` writes: `from_noise(callback)`, or the pipeline's img2img or
+    inpaint on `pictures` (picture_arguments) with `options`, under a progress bar of the model's
+    steps; the sampler's settings are checked before the bar starts, so that errors come alone."""
+    from ...progress import Progress
+
+    run = pipe.make_sampler(options.get("sampler"), options["eta"])
+    calls = len(run.timesteps(options["steps"]))
+    if "strength" in pictures:   # img2img runs the schedule's last steps only
+        calls -= pipe.img2img_start(run, options["steps"], pictures["strength"])
+    with Progress(calls, "sampling") as bar:
+        def callback(i, t, x):
+            bar.update(1)
+
+        return from_picture(pipe, pictures, seed=seed, callback=callback, **options) if pictures else from_noise(callback)
+
+
+def from_picture(pipe, pictures: dict, **options) -> np.ndarray:
+    """The pipeline's img2img on `pictures` (picture_arguments), or its inpaint where they have a mask."""
+    return (pipe.inpaint if "mask" in pictures else pipe.img2img)(**pictures, **options)
+
+
+def picture_fields(config) -> tuple:
+    """A served request's pictures, as the options above take them from files: `image`
+    [k, C, H, W] in [0, 1] (n variations of each), `strength`, and `mask` [H, W] or
+    [1 or k, 1 or C, H, W] of 0 (keep) and 1 (generate)."""
+    from ...serving.requests import Field
+
+    height, width = config.image_shape[1:]
+    return (Field("image", "float32", (-1, *config.image_shape), form="array"), Field("strength", "float64"),
+            Field("mask", "float32", (-1, -1, height, width), form="array"))
+
+
+def served_pictures(arguments: dict, n: int) -> dict:
+    """picture_arguments of a served request, its picture inputs taken out of `arguments`."""
+    image, strength, mask = (arguments.pop(key, None) for key in ("image", "strength", "mask"))
+    return picture_arguments(image, strength, mask, n, lambda keyword: f"request input {keyword!r}")
+
+
+def served(config):
+    """The served request of diffusion and latent diffusion packages (edgegen triton): n, seed,
+    the sampling options, and a picture to start from (picture_fields); the images back.
+    Requests from noise that Triton's batcher queued together run as one batch (sample_batched);
+    a request with a picture runs on its own."""
+    from ...serving.requests import Field, Served, option_field
+
+    def images(pipe, arguments: dict) -> np.ndarray:
+        arguments = dict(arguments)
+        n = arguments.pop("n", 1)
+        pictures = served_pictures(arguments, n)
+        return from_picture(pipe, pictures, **arguments) if pictures else pipe(n, **arguments)
+
+    def answer(pipe, arguments: dict):
+        yield {"images": images(pipe, arguments)}
+
+    def answer_many(pipe, calls: list[dict]) -> list[dict]:
+        if any(key in call for call in calls for key in ("image", "strength", "mask")):
+            return [{"images": images(pipe, call)} for call in calls]
+        return [{"images": result} for result in pipe.sample_batched(calls)]
+
+    inputs = (Field("n", "int64"), Field("seed", "int64"), *(option_field(o) for o in SAMPLING_OPTIONS),
+              *picture_fields(config))
+    return Served(inputs, (Field("images", "float32", (-1, *config.image_shape)),), answer, answer_many=answer_many)

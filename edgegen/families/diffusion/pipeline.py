@@ -27,6 +27,7 @@ from .. import positive
 DEFAULT_STEPS = 20
 DEFAULT_SAMPLER = "dpmpp-2m"
 DEFAULT_GUIDANCE = 3.0
+DEFAULT_STRENGTH = 0.6  # img2img: how far the picture is noised before it is denoised back
 MAX_GUIDANCE = 100.0    # |guidance_scale| beyond this only amplifies the model's noise (7.5 is a large one)
 
 
@@ -208,7 +209,7 @@ class DiffusionPipeline(Pipeline):
         noise [n, *space_shape] (standard normal) instead of the seed's, as diffusers' `latents=`."""
         return self._sample(check_count(n), steps, sampler, guidance_scale, labels, seed, eta, callback, noise=noise)
 
-    def img2img(self, image, strength: float = 0.6, steps: int = DEFAULT_STEPS, sampler: str | None = None,
+    def img2img(self, image, strength: float = DEFAULT_STRENGTH, steps: int = DEFAULT_STEPS, sampler: str | None = None,
                 guidance_scale: float = DEFAULT_GUIDANCE, labels=None, seed: int | None = None, eta: float = 0.0,
                 callback: Callback | None = None) -> np.ndarray:
         """Noise `image` ([n, C, H, W] in [0, 1]) part of the way (strength 0: unchanged,
@@ -270,23 +271,34 @@ class DiffusionPipeline(Pipeline):
     def _img2img(self, image, strength, steps, sampler, guidance_scale, labels, seed, eta, callback,
                  feeds=None) -> np.ndarray:
         images = self._images(image)
-        strength = check_number(strength, "strength", 0.0, 1.0)
         rng = make_rng(seed)
         run = self.make_sampler(sampler, eta)
-        run.check_steps(steps)
-        start = steps - min(int(steps * strength), steps)
-        if strength == 0:
+        start = self.img2img_start(run, steps, strength)
+        if start == len(run.timesteps(steps)):   # strength 0
             return images.copy()
-        if start >= steps:   # as diffusers refuses it: a strength that runs no step would return the input unchanged
-            least = math.ceil(1e4 / steps) / 1e4   # rounded up: a shown 0.333333 of 3 steps would run none
-            raise InputError(f"strength {strength:g}: expected it to run at least one of the {steps} steps "
-                             f"(strength x steps >= 1), found {steps * strength:g}: give a strength of at least "
-                             f"{least:g}, or more steps")
         x0 = self.to_space(images)
         noise = rng.standard_normal(x0.shape, dtype=np.float32)
         model_fn = self.conditioned_denoiser(labels, len(x0), guidance_scale, feeds)
         return self._finished(run.denoise(model_fn, run.noised(x0, noise, steps, start), steps, start, rng, callback),
                               guidance_scale, run.name)
+
+    @staticmethod
+    def img2img_start(run: Sampler, steps: int, strength: float) -> int:
+        """The step of `run`'s `steps`-step schedule img2img starts from at `strength` (as
+        diffusers: the last strength x steps of them run); all the steps' count at strength 0,
+        which runs none. A strength above 0 that runs no step is refused, as diffusers does:
+        it would return the input unchanged."""
+        strength = check_number(strength, "strength", 0.0, 1.0)
+        run.check_steps(steps)
+        if strength == 0:
+            return len(run.timesteps(steps))
+        start = steps - min(int(steps * strength), steps)
+        if start >= steps:
+            least = math.ceil(1e4 / steps) / 1e4   # rounded up: a shown 0.333333 of 3 steps would run none
+            raise InputError(f"strength {strength:g}: expected it to run at least one of the {steps} steps "
+                             f"(strength x steps >= 1), found {steps * strength:g}: give a strength of at least "
+                             f"{least:g}, or more steps")
+        return start
 
     def _inpaint(self, image, mask, steps, sampler, guidance_scale, labels, seed, eta, callback, feeds=None) -> np.ndarray:
         images = self._images(image)

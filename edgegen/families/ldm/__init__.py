@@ -1,7 +1,7 @@
 """The latent diffusion family: the diffusion UNet over a KL autoencoder's latents."""
 
 from .. import DemoModel, Family, register
-from ..diffusion.cli import SAMPLING_OPTIONS, bench_generation, generate
+from ..diffusion.cli import PICTURE_OPTIONS, SAMPLING_OPTIONS, bench_generation, generate
 from .pipeline import LatentDiffusionConfig, LatentDiffusionPipeline
 
 FAMILY = register(Family(
@@ -12,9 +12,10 @@ FAMILY = register(Family(
     graphs=("encoder", "unet", "decoder"),
     model="edgegen.families.ldm.model",
     export="edgegen.families.ldm.export",
-    options=SAMPLING_OPTIONS,
+    options=(*SAMPLING_OPTIONS, *PICTURE_OPTIONS),
     generate=generate,
     bench_generation=bench_generation,
+    serving="edgegen.families.diffusion.cli:served",
     demo=(DemoModel("ldm-digits", "digits"),),
     showcase="edgegen.families.diffusion.demo",
     smoke={"train": {"steps": 3, "batch_size": 8, "image_size": 16, "width": 8, "autoencoder_width": 8},

@@ -6,7 +6,15 @@ import numpy as np
 
 from ...errors import ConfigError
 from ...families import GenerateRequest, GenerationCall, Option
-from ..diffusion.cli import SAMPLING_OPTIONS
+from ..diffusion.cli import (
+    PICTURE_OPTIONS,
+    SAMPLING_OPTIONS,
+    from_picture,
+    picture_fields,
+    sampled,
+    served_pictures,
+    starting_pictures,
+)
 from ..diffusion.pipeline import DEFAULT_STEPS
 from .pipeline import DEFAULT_TEXT_GUIDANCE
 
@@ -16,6 +24,7 @@ OPTIONS = (
     *(o for o in SAMPLING_OPTIONS if o.keyword in ("steps", "sampler", "eta")),
     Option("--guidance", "guidance_scale", "classifier-free guidance scale (1 or less: off)", {"type": float},
            DEFAULT_TEXT_GUIDANCE),
+    *PICTURE_OPTIONS,
 )
 
 
@@ -33,26 +42,26 @@ def bench_generation(pipe, n: int, steps: int | None) -> GenerationCall:
 
 
 def generate(pipe, request: GenerateRequest) -> str:
-    from ...progress import Progress
-
     options = dict(request.options)
-    prompt = options.pop("prompt", None)
-    if prompt is None:
+    if options.get("prompt") is None:
         raise ConfigError("--prompt: expected the text to picture for a text2image package, found none")
-    # the sampler's settings checked before the progress bar starts, so errors come alone
-    calls = len(pipe.make_sampler(options.get("sampler"), options["eta"]).timesteps(options["steps"]))
-    with Progress(calls, "sampling") as bar:
-        images = pipe(prompt, n=request.n, seed=request.seed, callback=lambda i, t, x: bar.update(1), **options)
+    pictures = starting_pictures(pipe, options, request.n)
+    images = sampled(pipe, options, pictures, request.seed,
+                     lambda callback: pipe(n=request.n, seed=request.seed, callback=callback, **options))
     return request.write_images(images)
 
 
 def served(config):
-    """The served request (edgegen triton): n, seed and the options above; the images back."""
+    """The served request (edgegen triton): n, seed, the options above, and a picture to start
+    from (the diffusion family's picture_fields); the images back."""
     from ...serving.requests import Field, Served, option_field
 
     def answer(pipe, arguments: dict):
         arguments = dict(arguments)   # the prompt is a required input: arguments() refuses a request without it
-        yield {"images": np.asarray(pipe(arguments.pop("prompt"), **arguments))}
+        n = arguments.pop("n", 1)
+        pictures = served_pictures(arguments, n)
+        yield {"images": np.asarray(from_picture(pipe, pictures, **arguments) if pictures else pipe(n=n, **arguments))}
 
-    inputs = (Field("n", "int64"), Field("seed", "int64"), *(option_field(o) for o in OPTIONS))
+    inputs = (Field("n", "int64"), Field("seed", "int64"), *(option_field(o) for o in OPTIONS if o.served),
+              *picture_fields(config))
     return Served(inputs, (Field("images", "float32", (-1, *config.image_shape)),), answer)

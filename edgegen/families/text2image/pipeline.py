@@ -18,7 +18,7 @@ from ...runtimes.pipeline import check_count, check_number
 from ...runtimes.samplers import Callback
 from ...runtimes.tokenizer import load_tokenizer
 from .. import positive
-from ..diffusion.pipeline import DEFAULT_STEPS, MAX_GUIDANCE
+from ..diffusion.pipeline import DEFAULT_STEPS, DEFAULT_STRENGTH, MAX_GUIDANCE
 from ..ldm.pipeline import LatentDiffusionConfig, LatentDiffusionPipeline
 
 DEFAULT_TEXT_GUIDANCE = 7.5     # diffusers' Stable Diffusion default
@@ -130,7 +130,7 @@ class TextToImagePipeline(LatentDiffusionPipeline):
         return self._sample(len(condition.positive), steps, sampler, guidance_scale, condition, seed, eta, callback,
                             noise=noise)
 
-    def img2img(self, prompt, image, negative_prompt=None, strength: float = 0.6, steps: int = DEFAULT_STEPS,
+    def img2img(self, prompt, image, negative_prompt=None, strength: float = DEFAULT_STRENGTH, steps: int = DEFAULT_STEPS,
                 sampler: str | None = None, guidance_scale: float = DEFAULT_TEXT_GUIDANCE, seed: int | None = None,
                 eta: float = 0.0, callback: Callback | None = None) -> np.ndarray:
         """Noise `image` ([n, C, H, W] in [0, 1]) part of the way in latent space (strength 0:
