@@ -632,8 +632,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("generate", help="sample from a package and write a PNG or JPEG grid (or stream text)")
     p.add_argument("package", help=PACKAGE_HELP)
-    p.add_argument("--n", type=int, default=None, help="samples to draw, for packages that draw a grid of images "
-                   "(default 16; 1 for a pipeline imported from diffusers)")
+    p.add_argument("--n", type=int, default=None, help="samples to draw, for packages that draw a grid of images; "
+                   "with --image, variations of it (default 16 for a model trained with edgegen, the shipped ones "
+                   "included; 1 for a pipeline imported from diffusers)")
     p.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same samples")
     p.add_argument("--out", default=None, help="the file to write: a grid of images, PNG or JPEG by its extension "
                                                "(families that make text, audio or arrays say what they write below)")

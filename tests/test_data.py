@@ -99,6 +99,25 @@ def test_a_picture_given_to_generate_is_read_as_training_reads_one(tmp_path):
         load_image(tmp_path / "float.tiff", (1, 2, 2))
 
 
+def test_a_photograph_is_decoded_near_the_size_it_becomes(tmp_path):
+    """Where only a small picture is needed, a JPEG is decoded at a reduced scale (the memory of
+    a phone's photograph), never below the size asked; other formats decode whole."""
+    from edgegen.images import load_image, read_picture
+    from edgegen.training.data import load_images
+
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (1200, 1600, 3), dtype=np.uint8)).save(tmp_path / "photo.jpg")
+    assert read_picture(tmp_path / "photo.jpg").size == (1600, 1200)
+    assert read_picture(tmp_path / "photo.jpg", least_side=140).size == (200, 150)   # 1/8: both sides >= 140
+    assert read_picture(tmp_path / "photo.jpg", least_side=151).size == (400, 300)   # 1/4
+    Image.fromarray(np.zeros((40, 60, 3), np.uint8)).save(tmp_path / "small.png")
+    assert read_picture(tmp_path / "small.png", least_side=8).size == (60, 40)
+    assert load_image(tmp_path / "photo.jpg", (3, 32, 32)).shape == (1, 3, 32, 32)
+    Image.fromarray(rng.integers(0, 255, (900, 700, 3), dtype=np.uint8)).save(tmp_path / "second.jpg")
+    data = load_images(str(tmp_path), image_size=64, channels=3)
+    assert data.train.shape[1:] == (3, 64, 64) and len(data.train) + len(data.test) == 3
+
+
 def test_folder_images_are_read_as_a_viewer_shows_them(tmp_path):
     """16-bit grey scaled (not clipped to white), EXIF orientation applied, transparency over white
     (not the colour hidden under it), hidden files and folders left out; float pictures, which have

@@ -4,6 +4,7 @@ interpolation, noise modes), ControlNet (the fused graph; scale 0 is the base mo
 latent diffusion (three graphs)."""
 
 import dataclasses
+import re
 
 import numpy as np
 import pytest
@@ -198,6 +199,13 @@ def test_controlnet_fused_graph_and_scale_zero_is_the_base_model(controlnet, tin
         pipe.sample(2)
     with pytest.raises(InputError, match="control: expected 1 or 2 hint images"):
         pipe.sample(2, control=hints[:3])
+    for shape in ((8, 8), (2, 8, 8), (1, 2, 8, 8), (2, 1, 1, 8, 8)):   # one message whatever the rank
+        with pytest.raises(InputError, match=re.escape(f"control: expected hint images [1, 8, 8] (one for all) or "
+                                                       f"[n, 1, 8, 8], found {list(shape)}")):
+            pipe.sample(2, control=np.zeros(shape, np.float32), steps=2)
+    with pytest.raises(InputError, match=r"images: expected a floating-point array, found 'seven' \(are the arguments "
+                                         "in the order"):
+        pipe.img2img("seven", control=hints)
     for bad in ([1.0, 1.0, 1.0], [[1.0], [1.0, 2.0]]):
         with pytest.raises(InputError, match="conditioning_scale: expected one number or 2"):
             pipe.sample(2, control=hints[:1], conditioning_scale=bad)

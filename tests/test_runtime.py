@@ -65,7 +65,8 @@ def test_gan_generate_matches_pytorch(trained, gan):
     (np.zeros((1, 32, 32), np.float32), r"expected shape \[n, 1, 32, 32\], found \[1, 32, 32\]"),
     (np.zeros((2, 1, 32, 32), np.uint8), "divide uint8 pixels by 255"),
     (np.zeros((0, 1, 32, 32), np.float32), "empty batch"),
-    ("an image", "expected a floating-point array"),
+    ("an image", "expected a floating-point array, found 'an image' \\(are the arguments in the order"),
+    (["a", "b"], "found a list of text"),
 ])
 def test_pipeline_input_errors(vae, bad, message):
     with pytest.raises(InputError, match=message):

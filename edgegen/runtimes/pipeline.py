@@ -134,6 +134,10 @@ def as_float_array(value: Any, what: str, shape: tuple[int | None, ...]) -> np.n
         array = np.asarray(value)
     except Exception:  # noqa: BLE001 - anything numpy cannot take is the user's input error
         raise InputError(f"{what}: expected an array, found {type(value).__name__}") from None
+    if array.dtype.kind in "US":   # a text where an array belongs: often arguments in another order
+        shown = f"{value!r:.60}" if isinstance(value, (str, bytes)) else f"a {type(value).__name__} of text"
+        raise InputError(f"{what}: expected a floating-point array, found {shown} (are the arguments in the order the "
+                         "call takes them?)")
     if array.dtype.kind != "f":
         # integer dtypes that mean a scale: 8-bit pixels, 16-bit audio samples (a label is never cast here)
         hint = {np.dtype(np.uint8): " (divide uint8 pixels by 255)",

@@ -166,17 +166,18 @@ def _natural_crops(size: int, seed: int, n_train: int = 4000, n_test: int = 500)
             random_crops(photos, size, n_test, np.random.default_rng(seed + 1_000_003)))
 
 
-def folder_images(folder: Path) -> list[tuple[Path, np.ndarray]]:
+def folder_images(folder: Path, least_side: int | None = None) -> list[tuple[Path, np.ndarray]]:
     """Every image under `folder` as uint8 RGB [H, W, 3], with its path, as a viewer shows it:
     turned upright by its EXIF tag, 16-bit grey scaled to 8 bits, transparency over white; hidden
-    files left out (storage.data_files)."""
+    files left out (storage.data_files). `least_side`: read_picture's, for a caller that resizes
+    every image down to that."""
     files = data_files(folder, IMAGE_SUFFIXES)
     if not files:
         raise DataError(f"data folder {str(folder)!r}: expected image files ({', '.join(IMAGE_SUFFIXES)}), found none")
     images = []
     for path in files:
         try:
-            images.append((path, picture_rgb(read_picture(path), path)))
+            images.append((path, picture_rgb(read_picture(path, least_side), path)))
         except InputError as exc:
             raise DataError(str(exc)) from None
     return images
@@ -185,7 +186,7 @@ def folder_images(folder: Path) -> list[tuple[Path, np.ndarray]]:
 def _folder(folder: Path, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Every image under `folder`, centre-cropped to a square and resized, as RGB."""
     images = []
-    for _path, rgb in folder_images(folder):
+    for _path, rgb in folder_images(folder, least_side=size):   # a photograph is decoded near the size it becomes
         side = min(rgb.shape[:2])
         top, left = (rgb.shape[0] - side) // 2, (rgb.shape[1] - side) // 2
         images.append(_resize(rgb[top:top + side, left:left + side].astype(np.float32) / 255.0, size))

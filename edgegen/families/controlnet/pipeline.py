@@ -51,6 +51,11 @@ class ControlNetPipeline(DiffusionPipeline):
             rank = np.ndim(control)
         except ValueError:   # a ragged nested list
             raise InputError(f"control: expected hint images [n, C, H, W], found {type(control).__name__} of ragged shape") from None
+        text = np.asarray(control).dtype.kind in "US"   # as_float_array names it
+        if not text and (rank not in (3, 4) or tuple(np.shape(control)[-3:]) != tuple(self.image_shape)):
+            shape = ", ".join(map(str, self.image_shape))
+            raise InputError(f"control: expected hint images [{shape}] (one for all) or [n, {shape}], found "
+                             f"{list(np.shape(control))}")
         control = as_float_array(control, "control", (None, *self.image_shape)) if rank == 4 else \
             as_float_array(control, "control", self.image_shape)[None]
         if len(control) not in (1, n):
