@@ -46,7 +46,8 @@ def grid(images: np.ndarray, nrow: int | None = None, pad: int = 2, scale: int =
 
 def save_grid(images: np.ndarray, path: str | os.PathLike, nrow: int | None = None, scale: int | None = None) -> None:
     """Write the grid atomically as a PNG or JPEG, by the extension of `path`; the same images
-    give the same bytes. scale: pixel repetition; default enlarges each picture to about 64 pixels."""
+    give the same bytes. scale: pixel repetition; default enlarges each picture to about 64 pixels.
+    One image is written without the grid's white frame."""
     picture_format(path, "L" if images.ndim == 4 and images.shape[1] == 1 else "RGB")
     if scale is not None and (not isinstance(scale, int) or scale < 1):
         raise InputError(f"scale: expected a positive integer, found {scale!r}")
@@ -55,43 +56,48 @@ def save_grid(images: np.ndarray, path: str | os.PathLike, nrow: int | None = No
     if pixels > MAX_GRID_PIXELS:
         raise InputError(f"scale {scale}: expected a grid of at most {MAX_GRID_PIXELS // 10**6} megapixels, found "
                          f"{pixels / 1e6:.0f} (fewer images or a smaller --scale)")
-    write_picture(Image.fromarray(grid(images, nrow=nrow, scale=scale)), path)
+    # one sample is written as itself, unframed: it can be read back as a picture (generate --image)
+    pad = 0 if len(images) == 1 else 2
+    write_picture(Image.fromarray(grid(images, nrow=nrow, pad=pad, scale=scale)), path)
 
 
-def load_image(path: str | os.PathLike, shape: tuple[int, int, int]) -> np.ndarray:
+def load_image(path: str | os.PathLike, shape: tuple[int, int, int], what: str = "image") -> np.ndarray:
     """A picture file as [1, C, H, W] in [0, 1], as a viewer shows it (read_picture, picture_rgb),
-    resized (area average, aspect not kept, as diffusers' image processor) to the model's shape."""
+    resized (area average, aspect not kept, as diffusers' image processor) to the model's shape.
+    `what`: the picture's name in a refusal (a command's flag)."""
     channels, height, width = shape
-    picture = _resized(path, width, height, "L" if channels == 1 else "RGB")
+    picture = _resized(path, width, height, "L" if channels == 1 else "RGB", what, 255)
     pixels = np.asarray(picture, dtype=np.float32) / 255.0
     return (pixels[None, None] if channels == 1 else pixels.transpose(2, 0, 1)[None]).copy()
 
 
-def load_mask(path: str | os.PathLike, height: int, width: int) -> np.ndarray:
-    """An inpainting mask picture as [1, 1, H, W] of 0 (keep: black) and 1 (generate: white),
-    resized to the model's size; grey, and the edges resizing blurs, go to the nearer of the two
-    (diffusers binarizes its mask at 0.5 too)."""
-    grey = np.asarray(_resized(path, width, height, "L"), dtype=np.float32) / 255.0
+def load_mask(path: str | os.PathLike, shape: tuple[int, int, int], what: str = "mask") -> np.ndarray:
+    """An inpainting mask picture as [1, 1, H, W] (the H and W of the model's `shape`) of 0 (keep:
+    black) and 1 (generate: white), resized; grey, and the edges resizing blurs, go to the nearer of
+    the two (diffusers binarizes its mask at 0.5 too). Transparency is over black, kept: a mask is
+    often white strokes on a transparent layer."""
+    grey = np.asarray(_resized(path, shape[2], shape[1], "L", what, 0), dtype=np.float32) / 255.0
     return (grey >= 0.5).astype(np.float32)[None, None]
 
 
-def _resized(path: str | os.PathLike, width: int, height: int, mode: str) -> Image.Image:
-    picture = Image.fromarray(picture_rgb(read_picture(path, least_side=max(width, height)), path))
-    return picture.convert(mode).resize((width, height), Image.Resampling.BOX)
+def _resized(path, width: int, height: int, mode: str, what: str, background: int) -> Image.Image:
+    picture = picture_rgb(read_picture(path, least_side=max(width, height), what=what), path, what, background)
+    return Image.fromarray(picture).convert(mode).resize((width, height), Image.Resampling.BOX)
 
 
 PICTURE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
 JPEG_QUALITY = 95
 
 
-def read_picture(path: str | os.PathLike, least_side: int | None = None) -> Image.Image:
+def read_picture(path: str | os.PathLike, least_side: int | None = None, what: str = "image") -> Image.Image:
     """An image file (PNG, JPEG or anything else Pillow reads), loaded into memory and turned
     upright: a camera stores a portrait photograph sideways with an EXIF tag saying so, and
     viewers turn it, so the picture a user sees is the one processed. `least_side`, where only
     a picture that small is needed: a JPEG is decoded at the smallest of its 1/2 to 1/8 scales
-    whose sides are still at least that (a 24-megapixel photograph in 1/64 of the memory)."""
+    whose sides are still at least that (a 24-megapixel photograph in 1/64 of the memory). `what`:
+    the picture's name in a refusal."""
     if os.path.isdir(path):
-        raise InputError(f"image {str(path)!r}: expected a picture file, found a directory")
+        raise InputError(f"{what} {str(path)!r}: expected a picture file, found a directory")
     try:
         with Image.open(path) as image:
             if least_side is not None:
@@ -100,32 +106,32 @@ def read_picture(path: str | os.PathLike, least_side: int | None = None) -> Imag
             ImageOps.exif_transpose(image, in_place=True)
             return image
     except Image.DecompressionBombError as exc:
-        raise InputError(f"image {str(path)!r}: expected a picture Pillow agrees to decode (at most "
+        raise InputError(f"{what} {str(path)!r}: expected a picture Pillow agrees to decode (at most "
                          f"{2 * Image.MAX_IMAGE_PIXELS} pixels, its guard against decompression bombs), found: {exc}") from None
     except (OSError, ValueError) as exc:
-        raise InputError(f"image {str(path)!r}: expected a picture Pillow can read, found: {exc}") from None
+        raise InputError(f"{what} {str(path)!r}: expected a picture Pillow can read, found: {exc}") from None
 
 
-def picture_rgb(image: Image.Image, path: str | os.PathLike) -> np.ndarray:
+def picture_rgb(image: Image.Image, path: str | os.PathLike, what: str = "image", background: int = 255) -> np.ndarray:
     """A Pillow image as uint8 RGB [H, W, 3]. Pillow's convert("RGB") would clip 16-bit grey to
     white, read a float image as black and drop the alpha channel, showing the colour hidden under
     transparent pixels: 16-bit grey is scaled, transparency composited over white (as a page shows
-    it), and float images, which have no fixed range, refused."""
+    it; or the grey `background`), and float images, which have no fixed range, refused."""
     # 16-bit grey: I;16, or I as Pillow before 13 opened a 16-bit PNG
     if image.mode.startswith("I;16") or (image.mode == "I" and image.format == "PNG"):
         grey = (np.asarray(image).astype(np.float32) / 257.0).round().astype(np.uint8)
         return np.repeat(grey[:, :, None], 3, axis=2)
     if image.mode in ("F", "I"):
-        raise InputError(f"image {str(path)!r}: expected 8- or 16-bit pixels, found "
+        raise InputError(f"{what} {str(path)!r}: expected 8- or 16-bit pixels, found "
                          f"{'floating-point' if image.mode == 'F' else '32-bit integer'} ones, which have no fixed range: "
                          "save it as an 8- or 16-bit PNG with the range you mean")
     try:
         if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
-            over = Image.new("RGBA", image.size, (255, 255, 255, 255))
+            over = Image.new("RGBA", image.size, (background, background, background, 255))
             return np.asarray(Image.alpha_composite(over, image.convert("RGBA")).convert("RGB"))
         return np.asarray(image.convert("RGB"))
     except ValueError as exc:   # a mode Pillow cannot convert
-        raise InputError(f"image {str(path)!r}: expected a picture Pillow turns into RGB, found mode {image.mode} "
+        raise InputError(f"{what} {str(path)!r}: expected a picture Pillow turns into RGB, found mode {image.mode} "
                          f"({exc})") from None
 
 

@@ -93,10 +93,21 @@ def test_a_picture_given_to_generate_is_read_as_training_reads_one(tmp_path):
     sideways.save(tmp_path / "phone.png", exif=exif)
     np.testing.assert_array_equal(load_image(tmp_path / "phone.png", (1, 2, 2))[0, 0], [[0, 0], [1, 1]])
     Image.fromarray(np.array([[0, 100], [160, 255]], np.uint8)).save(tmp_path / "mask.png")
-    np.testing.assert_array_equal(load_mask(tmp_path / "mask.png", 2, 2), [[[[0, 0], [1, 1]]]])
+    np.testing.assert_array_equal(load_mask(tmp_path / "mask.png", (1, 2, 2)), [[[[0, 0], [1, 1]]]])
+    strokes = np.zeros((4, 4, 4), np.uint8)
+    strokes[:, 2:] = 255          # opaque white strokes on the right half of a transparent layer
+    Image.fromarray(strokes).save(tmp_path / "layer.png")
+    np.testing.assert_array_equal(load_mask(tmp_path / "layer.png", (1, 2, 2)), [[[[0, 1], [0, 1]]]])   # the rest kept
     Image.fromarray(np.full((4, 4), 0.5, np.float32)).save(tmp_path / "float.tiff")
-    with pytest.raises(InputError, match="float.tiff': expected 8- or 16-bit pixels"):
-        load_image(tmp_path / "float.tiff", (1, 2, 2))
+    with pytest.raises(InputError, match="--mask '.*float.tiff': expected 8- or 16-bit pixels"):
+        load_mask(tmp_path / "float.tiff", (1, 2, 2), "--mask")
+    # a sample written alone is the picture itself, unframed: it reads back as it was
+    from edgegen.images import save_grid
+
+    sample = np.random.default_rng(0).random((1, 1, 8, 8), dtype=np.float32)
+    save_grid(sample, tmp_path / "one.png")
+    assert Image.open(tmp_path / "one.png").size == (64, 64)
+    np.testing.assert_allclose(load_image(tmp_path / "one.png", (1, 8, 8)), sample, atol=0.5 / 255 + 1e-6)
 
 
 def test_a_photograph_is_decoded_near_the_size_it_becomes(tmp_path):

@@ -282,7 +282,7 @@ def test_text_to_image_from_the_cli(sd_packages, tmp_path):
     image = np.repeat(load_image(tmp_path / "d.png", pipe.image_shape), 2, axis=0)
     for pictures, expected in ((["--strength", "0.7"], pipe.img2img("a thick seven", image, strength=0.7, steps=3, seed=1)),
                                (["--mask", str(tmp_path / "mask.png")],
-                                pipe.inpaint("a thick seven", image, load_mask(tmp_path / "mask.png", *pipe.image_shape[1:]),
+                                pipe.inpaint("a thick seven", image, load_mask(tmp_path / "mask.png", pipe.image_shape),
                                              steps=3, seed=1))):
         assert main(["generate", str(package), "--prompt", "a thick seven", "--image", str(tmp_path / "d.png"),
                      *pictures, "--n", "2", "--steps", "3", "--seed", "1", "--out", str(out)]) == 0

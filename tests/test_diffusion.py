@@ -1,3 +1,5 @@
+from unittest.mock import patch
+
 import numpy as np
 import pytest
 import torch
@@ -197,7 +199,7 @@ def test_generate_starts_from_a_picture_img2img_and_inpainting(trained, pipe, tm
 
     assert main(["generate", package, "--image", str(picture), "--mask", str(tmp_path / "mask.png"), "--steps", "6",
                  "--n", "3", "--seed", "4", "--out", str(tmp_path / "inpaint.png")]) == 0
-    generated = load_mask(tmp_path / "mask.png", 8, 8)
+    generated = load_mask(tmp_path / "mask.png", (1, 8, 8))
     assert generated[0, 0, :, :4].max() == 0 and generated[0, 0, :, 4:].min() == 1
     painted = pipe.inpaint(images, generated, steps=6, seed=4)
     np.testing.assert_array_equal(painted[:, :, :, :4], images[:, :, :, :4])   # the left half kept
@@ -219,11 +221,23 @@ def test_generate_starts_from_a_picture_img2img_and_inpainting(trained, pipe, tm
     (["--image", "{picture}", "--strength", "0.1", "--steps", "5"], "strength 0.1: expected it to run at least one of "
      "the 5 steps"),
     (["--image", "{picture}", "--strength", "1.5"], "strength: expected"),
-    (["--image", "{missing}"], "expected a picture Pillow can read"),
+    (["--image", "{missing}"], "--image '{missing}': expected a picture Pillow can read"),
+    (["--image", "{picture}", "--mask", "{folder}"], "--mask '{folder}': expected a picture file, found a directory"),
+    (["--image", "{picture}", "--mask", "{black}"], "--mask '{black}': expected white pixels to generate, found none at "
+     "the package's 8x8"),
+    (["--image", "{picture}", "--n", "-1"], "n: expected a positive integer, found -1"),
+    (["--image", "{picture}", "--n", "100001"], "n: expected at most 100000 per call"),
 ])
 def test_generate_refuses_picture_options_that_do_not_go_together(trained, tmp_path, capsys, options, message):
+    from PIL import Image
+
     picture = _digit_picture(tmp_path / "digit.png")
-    paths = {"picture": picture, "mask": picture, "missing": tmp_path / "missing.png"}
+    stroke = np.zeros((32, 32), np.uint8)
+    stroke[:, 17] = 255   # 1 of 32 pixels wide: a quarter of an 8x8 pixel, gone
+    Image.fromarray(stroke).save(tmp_path / "thin.png")
+    paths = {"picture": picture, "mask": picture, "missing": tmp_path / "missing.png", "folder": tmp_path,
+             "black": tmp_path / "thin.png"}
+    message = message.format(**paths)
     out = tmp_path / "x.png"
     code = main(["generate", str(trained["diffusion"][1]), "--out", str(out), *(o.format(**paths) for o in options)])
     err = capsys.readouterr().err
@@ -254,6 +268,19 @@ def test_a_served_request_may_start_from_a_picture(trained, pipe):
     np.testing.assert_array_equal(merged[1]["images"], pipe.img2img(images[:1], strength=1.0, steps=3, seed=2))
     with pytest.raises(ConfigError, match="request input 'mask': expected with request input 'image'"):
         next(request.answer(pipe, {"mask": mask}))
+    for bad, message in (({"n": -1}, "n: expected a positive integer, found -1"),
+                         ({"n": 60000}, "n x the 2 images of request input 'image': expected at most 100000"),
+                         ({"mask": np.ones((3, 1, 8, 8), np.float32)}, r"request input 'mask': expected 1 row, or one "
+                                                                        r"per image \(2\), found 3")):
+        with pytest.raises(InputError, match=message):
+            next(request.answer(pipe, {"image": images, **bad}))
+    # requests from noise queued with one from a picture still run as one batch
+    calls = [{"n": 1, "seed": 2, "steps": 3}, {"image": images[:1], "steps": 3, "seed": 2}, {"n": 2, "seed": 5, "steps": 3}]
+    with patch.object(type(pipe), "sample_batched", autospec=True, side_effect=type(pipe).sample_batched) as batched:
+        merged = request.answer_many(pipe, calls)
+    assert [len(call) for call in batched.call_args.args[1:]] == [2]   # the two from noise, in one call
+    np.testing.assert_array_equal(merged[2]["images"], pipe(2, seed=5, steps=3))
+    np.testing.assert_array_equal(merged[1]["images"], pipe.img2img(images[:1], steps=3, seed=2))
 
 
 def test_a_manifest_schedule_that_underflows_is_refused_at_load(trained, tmp_path):

@@ -291,6 +291,13 @@ def test_generate_command_for_stylegan_and_controlnet(stylegan, controlnet, tmp_
     hint, image = pipe.hint(load_image(sketch, pipe.image_shape)), np.repeat(load_image(sketch, pipe.image_shape), 2, 0)
     save_grid(pipe.img2img(image, control=hint, strength=0.5, steps=4, seed=1), tmp_path / "expected.png")
     assert out.read_bytes() == (tmp_path / "expected.png").read_bytes()
+    from edgegen.serving.requests import served
+
+    request = served(edgegen.families.get("controlnet"), pipe.config)   # a control per picture follows its picture
+    digits = load_images("digits", image_size=8).test[:2]
+    got = next(request.answer(pipe, {"image": digits, "control": digits, "n": 2, "strength": 0.5, "steps": 4, "seed": 1}))
+    np.testing.assert_array_equal(got["images"], pipe.img2img(np.repeat(digits, 2, 0), control=pipe.hint(np.repeat(digits, 2, 0)),
+                                                              strength=0.5, steps=4, seed=1))
     assert main(["generate", str(stylegan), "--n", "2", "--control", str(sketch), "--out", str(out)]) == 2
     assert "--control: expected an option of stylegan packages (--truncation, --noise-mode)" in capsys.readouterr().err
     assert main(["info", str(stylegan)]) == 0

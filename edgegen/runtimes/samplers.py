@@ -531,8 +531,9 @@ class PNDMSampler(Sampler):
         if start and not self.config["skip_prk_steps"]:
             # the warm-up's four calls per step start from the top timestep: part-way in they
             # would step from the wrong sample (diffusers' PNDMScheduler does so silently)
-            raise ConfigError(f"sampler 'pndm' with its Runge-Kutta warm-up: expected to start from noise, found a "
-                              f"start at call {start} (img2img); use skip_prk_steps=True or another sampler")
+            others = ", ".join(name for name in SAMPLERS if name != "pndm")
+            raise ConfigError(f"sampler 'pndm' with its Runge-Kutta warm-up: expected to start from noise, found img2img "
+                              f"starting part-way, at call {start}: choose another sampler ({others})")
         return super().denoise(model_fn, x, steps, start, rng, callback, after_step)
 
     def _begin(self, steps, timesteps):

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from ...errors import ConfigError
 from ...families import GenerateRequest, GenerationCall, Option
-from ..diffusion.cli import PICTURE_OPTIONS, SAMPLING_OPTIONS, from_picture, picture_fields, served_pictures
+from ..diffusion.cli import PICTURE_OPTIONS, SAMPLING_OPTIONS, picture_fields, served_images
 from ..diffusion.cli import generate as generate_diffusion
 
 OPTIONS = (*SAMPLING_OPTIONS, *PICTURE_OPTIONS,
            Option("--control", "control", "(required) a picture whose coarse version the samples follow",
-                  {"metavar": "IMAGE"}, served=False),
+                  {"metavar": "FILE"}, served=False),
            Option("--conditioning-scale", "conditioning_scale", "strength of the control (0 = the base model)",
                   {"type": float}, 1.0))
 
@@ -36,23 +36,21 @@ def generate(pipe, request: GenerateRequest) -> str:
 
     if request.options.get("control") is None:
         raise ConfigError("--control: expected a picture for the samples of a controlnet package to follow, found none")
-    request.options["control"] = pipe.hint(load_image(request.options["control"], pipe.image_shape))
+    request.options["control"] = pipe.hint(load_image(request.options["control"], pipe.image_shape, "--control"))
     return generate_diffusion(pipe, request)
 
 
 def served(config):
     """The served request (edgegen triton): the control picture as an array ([1 or n, C, H, W]
-    in [0, 1], the package's image shape), made into the hint here as `edgegen generate`
-    makes it from --control, the sampling options, and a picture to start from (the diffusion
-    family's picture_fields); the images back."""
+    in [0, 1], the package's image shape; with a picture to start from, 1 or one per image),
+    made into the hint here as `edgegen generate` makes it from --control, the sampling options,
+    and a picture to start from (the diffusion family's picture_fields); the images back."""
     from ...serving.requests import Field, Served, option_field
 
     def answer(pipe, arguments: dict):
         arguments = dict(arguments)
-        n = arguments.pop("n", 1)
-        pictures = served_pictures(arguments, n)
-        arguments["control"] = pipe.hint(arguments.pop("control"))
-        yield {"images": from_picture(pipe, pictures, **arguments) if pictures else pipe(n, **arguments)}
+        arguments["control"] = pipe.hint(arguments["control"])
+        yield {"images": served_images(pipe, arguments, per_image=("control",))}
 
     picture = Field("control", "float32", (-1, *config.image_shape), required=True, form="array")
     inputs = (Field("n", "int64"), Field("seed", "int64"), picture, *(option_field(o) for o in OPTIONS if o.served),

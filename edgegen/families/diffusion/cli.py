@@ -7,8 +7,9 @@ from typing import Callable
 
 import numpy as np
 
-from ...errors import ConfigError
+from ...errors import ConfigError, InputError
 from ...families import GenerateRequest, GenerationCall, Option
+from ...runtimes.pipeline import check_count
 from ...runtimes.samplers import SAMPLERS
 from .pipeline import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS, DEFAULT_STRENGTH
 
@@ -54,45 +55,61 @@ def generate(pipe, request: GenerateRequest) -> str:
                           f"--guidance {options['guidance_scale']:g}: expected a class-conditional package (guidance "
                           "steers the samples toward a --label), found an unconditional one")
     pictures = starting_pictures(pipe, options, request.n)
-    images = sampled(pipe, options, pictures, request.seed,
+    images = sample_with_progress(pipe, options, pictures, request.seed,
                      lambda callback: pipe(request.n, seed=request.seed, callback=callback, **options))
     return request.write_images(images)
 
 
 def starting_pictures(pipe, options: dict, n: int) -> dict:
     """--image, --strength and --mask, taken out of `options` and their files read, as the
-    pipeline's picture arguments (picture_arguments)."""
+    pipeline's picture arguments (picture_arguments). A mask with nothing to generate at the
+    package's size is refused: the run would return the picture after all its steps."""
     from ...images import load_image, load_mask
 
     image, strength, mask = (options.pop(key, None) for key in ("image", "strength", "mask"))
-    return picture_arguments(None if image is None else load_image(image, pipe.image_shape), strength,
-                             None if mask is None else load_mask(mask, *pipe.image_shape[1:]), n,
-                             lambda keyword: f"--{keyword}")
+    if mask is not None:
+        path, mask = mask, load_mask(mask, pipe.image_shape, "--mask")
+        if not mask.any():
+            height, width = pipe.image_shape[1:]
+            raise InputError(f"--mask {str(path)!r}: expected white pixels to generate, found none at the package's "
+                             f"{width}x{height} (a stroke narrower than one of its pixels goes when resized)")
+    return picture_arguments(None if image is None else load_image(image, pipe.image_shape, "--image"), strength, mask,
+                             n, lambda keyword: f"--{keyword}")
 
 
-def picture_arguments(image, strength, mask, n: int, named: Callable[[str], str]) -> dict:
+def picture_arguments(image, strength, mask, n: int, named: Callable[[str], str], **per_image) -> dict:
     """The arguments of the pipeline's picture calls: {} to sample from noise; {"image",
-    "strength"} for img2img; {"image", "mask"} for inpainting. Each image's row is repeated for
-    its n variations, as a per-image mask's. `named(keyword)`: how the caller gave it (a flag, a
-    request input), for the refusals."""
+    "strength"} for img2img; {"image", "mask"} for inpainting; and `per_image` arrays (a
+    ControlNet's hints), rows of one for all or one per image. Each image's row is repeated for
+    its n variations, as a per-image mask's or hint's. `named(keyword)`: how the caller gave it
+    (a flag, a request input), for the refusals."""
     if image is None:
         for keyword, value, use in (("mask", mask, "inpaint"), ("strength", strength, "noise for img2img")):
             if value is not None:
                 raise ConfigError(f"{named(keyword)}: expected with {named('image')} (the picture to {use}), found it "
                                   "without one")
         return {}
-    image = np.repeat(np.asarray(image), n, axis=0) if np.ndim(image) == 4 else image   # the pipeline refuses others
-    if mask is None:
-        return {"image": image, "strength": DEFAULT_STRENGTH if strength is None else strength}
-    if strength is not None:
+    if mask is not None and strength is not None:
         raise ConfigError(f"{named('strength')}: expected for img2img ({named('image')} without {named('mask')}), found "
                           f"it with {named('mask')}: inpainting generates the masked pixels from noise")
-    if np.ndim(mask) == 4 and len(mask) > 1:
-        mask = np.repeat(np.asarray(mask), n, axis=0)
-    return {"image": image, "mask": mask}
+    n = check_count(n)
+    rows = {"image": image, "mask": mask, **per_image}
+    if np.ndim(image) == 4:   # other shapes: the pipeline names what it takes
+        images = len(image)
+        check_count(images * n, f"n x the {images} images of {named('image')}")
+        for keyword, value in rows.items():
+            if np.ndim(value) == 4 and len(value) not in (1, images):
+                raise InputError(f"{named(keyword)}: expected 1 row, or one per image ({images}), found {len(value)}")
+        rows = {keyword: np.repeat(np.asarray(value), n, axis=0)
+                if keyword == "image" or (np.ndim(value) == 4 and len(value) > 1) else value   # one row broadcasts
+                for keyword, value in rows.items()}
+    arguments = {keyword: value for keyword, value in rows.items() if value is not None}
+    if mask is None:
+        arguments["strength"] = DEFAULT_STRENGTH if strength is None else strength
+    return arguments
 
 
-def sampled(pipe, options: dict, pictures: dict, seed: int | None, from_noise: Callable) -> np.ndarray:
+def sample_with_progress(pipe, options: dict, pictures: dict, seed: int | None, from_noise: Callable) -> np.ndarray:
     """The images `edgegen generate` writes: `from_noise(callback)`, or the pipeline's img2img or
     inpaint on `pictures` (picture_arguments) with `options`, under a progress bar of the model's
     steps; the sampler's settings are checked before the bar starts, so that errors come alone."""
@@ -114,9 +131,14 @@ def from_picture(pipe, pictures: dict, **options) -> np.ndarray:
     return (pipe.inpaint if "mask" in pictures else pipe.img2img)(**pictures, **options)
 
 
+# -- the served request ------------------------------------------------------------------------
+
+PICTURE_INPUTS = ("image", "strength", "mask")
+
+
 def picture_fields(config) -> tuple:
     """A served request's pictures, as the options above take them from files: `image`
-    [k, C, H, W] in [0, 1] (n variations of each), `strength`, and `mask` [H, W] or
+    [k, C, H, W] in [0, 1] (n variations of each), `strength`, and `mask`
     [1 or k, 1 or C, H, W] of 0 (keep) and 1 (generate)."""
     from ...serving.requests import Field
 
@@ -125,10 +147,18 @@ def picture_fields(config) -> tuple:
             Field("mask", "float32", (-1, -1, height, width), form="array"))
 
 
-def served_pictures(arguments: dict, n: int) -> dict:
-    """picture_arguments of a served request, its picture inputs taken out of `arguments`."""
-    image, strength, mask = (arguments.pop(key, None) for key in ("image", "strength", "mask"))
-    return picture_arguments(image, strength, mask, n, lambda keyword: f"request input {keyword!r}")
+def served_images(pipe, arguments: dict, per_image: tuple[str, ...] = ()) -> np.ndarray:
+    """A served request's images: from noise, or from its picture (picture_arguments), with the
+    request's `per_image` inputs (a ControlNet's hints) repeated as its images are."""
+    arguments = dict(arguments)
+    n = arguments.pop("n", 1)
+    image, strength, mask = (arguments.pop(key, None) for key in PICTURE_INPUTS)
+    named = lambda keyword: f"request input {keyword!r}"   # noqa: E731
+    if image is None:
+        picture_arguments(None, strength, mask, n, named)   # refuses a mask or strength alone
+        return pipe(n=n, **arguments)
+    taken = {keyword: arguments.pop(keyword) for keyword in per_image if keyword in arguments}
+    return from_picture(pipe, picture_arguments(image, strength, mask, n, named, **taken), **arguments)
 
 
 def served(config):
@@ -138,19 +168,14 @@ def served(config):
     a request with a picture runs on its own."""
     from ...serving.requests import Field, Served, option_field
 
-    def images(pipe, arguments: dict) -> np.ndarray:
-        arguments = dict(arguments)
-        n = arguments.pop("n", 1)
-        pictures = served_pictures(arguments, n)
-        return from_picture(pipe, pictures, **arguments) if pictures else pipe(n, **arguments)
-
     def answer(pipe, arguments: dict):
-        yield {"images": images(pipe, arguments)}
+        yield {"images": served_images(pipe, arguments)}
 
     def answer_many(pipe, calls: list[dict]) -> list[dict]:
-        if any(key in call for call in calls for key in ("image", "strength", "mask")):
-            return [{"images": images(pipe, call)} for call in calls]
-        return [{"images": result} for result in pipe.sample_batched(calls)]
+        with_picture = [any(key in call for key in PICTURE_INPUTS) for call in calls]
+        from_noise = iter(pipe.sample_batched([call for call, picture in zip(calls, with_picture) if not picture]))
+        return [{"images": served_images(pipe, call) if picture else next(from_noise)}
+                for call, picture in zip(calls, with_picture)]
 
     inputs = (Field("n", "int64"), Field("seed", "int64"), *(option_field(o) for o in SAMPLING_OPTIONS),
               *picture_fields(config))

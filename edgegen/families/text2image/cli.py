@@ -6,15 +6,8 @@ import numpy as np
 
 from ...errors import ConfigError
 from ...families import GenerateRequest, GenerationCall, Option
-from ..diffusion.cli import (
-    PICTURE_OPTIONS,
-    SAMPLING_OPTIONS,
-    from_picture,
-    picture_fields,
-    sampled,
-    served_pictures,
-    starting_pictures,
-)
+from ..diffusion.cli import (PICTURE_OPTIONS, SAMPLING_OPTIONS, picture_fields, sample_with_progress, served_images,
+                             starting_pictures)
 from ..diffusion.pipeline import DEFAULT_STEPS
 from .pipeline import DEFAULT_TEXT_GUIDANCE
 
@@ -46,7 +39,7 @@ def generate(pipe, request: GenerateRequest) -> str:
     if options.get("prompt") is None:
         raise ConfigError("--prompt: expected the text to picture for a text2image package, found none")
     pictures = starting_pictures(pipe, options, request.n)
-    images = sampled(pipe, options, pictures, request.seed,
+    images = sample_with_progress(pipe, options, pictures, request.seed,
                      lambda callback: pipe(n=request.n, seed=request.seed, callback=callback, **options))
     return request.write_images(images)
 
@@ -56,11 +49,8 @@ def served(config):
     from (the diffusion family's picture_fields); the images back."""
     from ...serving.requests import Field, Served, option_field
 
-    def answer(pipe, arguments: dict):
-        arguments = dict(arguments)   # the prompt is a required input: arguments() refuses a request without it
-        n = arguments.pop("n", 1)
-        pictures = served_pictures(arguments, n)
-        yield {"images": np.asarray(from_picture(pipe, pictures, **arguments) if pictures else pipe(n=n, **arguments))}
+    def answer(pipe, arguments: dict):   # the prompt is a required input: arguments() refuses a request without it
+        yield {"images": np.asarray(served_images(pipe, arguments))}
 
     inputs = (Field("n", "int64"), Field("seed", "int64"), *(option_field(o) for o in OPTIONS if o.served),
               *picture_fields(config))
