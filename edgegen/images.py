@@ -57,13 +57,13 @@ def save_grid(images: np.ndarray, path: str | os.PathLike, nrow: int | None = No
         raise InputError(f"scale {scale}: expected a grid of at most {MAX_GRID_PIXELS // 10**6} megapixels, found "
                          f"{pixels / 1e6:.0f} (fewer images or a smaller --scale)")
     # one sample is written as itself, unframed: it can be read back as a picture (generate --image)
-    pad = 0 if len(images) == 1 else 2
-    write_picture(Image.fromarray(grid(images, nrow=nrow, pad=pad, scale=scale)), path)
+    alone = len(images) == 1
+    write_picture(Image.fromarray(grid(images, nrow=1 if alone else nrow, pad=0 if alone else 2, scale=scale)), path)
 
 
 def load_image(path: str | os.PathLike, shape: tuple[int, int, int], what: str = "image") -> np.ndarray:
     """A picture file as [1, C, H, W] in [0, 1], as a viewer shows it (read_picture, picture_rgb),
-    resized (area average, aspect not kept, as diffusers' image processor) to the model's shape.
+    resized to the model's shape (area average; the aspect not kept, as diffusers' image processor).
     `what`: the picture's name in a refusal (a command's flag)."""
     channels, height, width = shape
     picture = _resized(path, width, height, "L" if channels == 1 else "RGB", what, 255)

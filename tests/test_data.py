@@ -1,4 +1,5 @@
 import re
+from unittest.mock import patch
 
 import numpy as np
 import pytest
@@ -73,7 +74,7 @@ def test_training_on_rgb_natural_crops(tmp_path):
     assert loaded.config.image_channels == 3 and loaded.data["source"] == "natural"
 
 
-def test_a_picture_given_to_generate_is_read_as_training_reads_one(tmp_path):
+def test_a_picture_given_to_generate_is_decoded_as_training_decodes_one(tmp_path):
     """--image, --control and --mask read a picture as a folder's images are read (transparency
     over white, EXIF turned, float refused) and resize it to the package's shape; a mask is 0
     where black, 1 where white, grey to the nearer."""
@@ -105,7 +106,7 @@ def test_a_picture_given_to_generate_is_read_as_training_reads_one(tmp_path):
     from edgegen.images import save_grid
 
     sample = np.random.default_rng(0).random((1, 1, 8, 8), dtype=np.float32)
-    save_grid(sample, tmp_path / "one.png")
+    save_grid(sample, tmp_path / "one.png", nrow=4)   # a row of one
     assert Image.open(tmp_path / "one.png").size == (64, 64)
     np.testing.assert_allclose(load_image(tmp_path / "one.png", (1, 8, 8)), sample, atol=0.5 / 255 + 1e-6)
 
@@ -125,7 +126,13 @@ def test_a_photograph_is_decoded_near_the_size_it_becomes(tmp_path):
     assert read_picture(tmp_path / "small.png", least_side=8).size == (60, 40)
     assert load_image(tmp_path / "photo.jpg", (3, 32, 32)).shape == (1, 3, 32, 32)
     Image.fromarray(rng.integers(0, 255, (900, 700, 3), dtype=np.uint8)).save(tmp_path / "second.jpg")
-    data = load_images(str(tmp_path), image_size=64, channels=3)
+    import edgegen.training.data as data_module
+
+    asked = []
+    with patch.object(data_module, "read_picture", side_effect=lambda path, least_side=None: asked.append(least_side)
+                      or read_picture(path, least_side)):
+        data = load_images(str(tmp_path), image_size=64, channels=3)
+    assert asked == [64, 64, 64]   # each file decoded no larger than the training size needs
     assert data.train.shape[1:] == (3, 64, 64) and len(data.train) + len(data.test) == 3
 
 

@@ -119,6 +119,8 @@ def test_img2img_strength(pipe):
     (lambda p: p.img2img(np.zeros((1, 1, 8, 8), np.float32), strength=1.5), InputError, "strength"),
     (lambda p: p.inpaint(np.zeros((1, 1, 8, 8), np.float32), np.zeros((5, 5))), InputError, "mask: expected a shape"),
     (lambda p: p.inpaint(np.zeros((1, 1, 8, 8), np.float32), np.full((8, 8), 0.5)), InputError, "0 \\(keep\\) and 1"),
+    (lambda p: p.inpaint(np.zeros((1, 1, 8, 8), np.float32), np.zeros((8, 8))), InputError, "mask: expected some 1s "
+     r"\(pixels to generate\), found only 0s"),
     # values that made NaN pictures with exit status 0
     (lambda p: p.sample(2, labels=1, guidance_scale=1e30), InputError, "guidance_scale: expected a number from -100 to 100"),
     (lambda p: p.sample(2, sampler="ddim", eta=1.5), InputError, "eta: expected a number from 0 to 1, found 1.5"),
@@ -276,11 +278,17 @@ def test_a_served_request_may_start_from_a_picture(trained, pipe):
             next(request.answer(pipe, {"image": images, **bad}))
     # requests from noise queued with one from a picture still run as one batch
     calls = [{"n": 1, "seed": 2, "steps": 3}, {"image": images[:1], "steps": 3, "seed": 2}, {"n": 2, "seed": 5, "steps": 3}]
+    refused = {"image": images[:1], "strength": 0.1, "steps": 3}   # runs no step: refused, and only it
     with patch.object(type(pipe), "sample_batched", autospec=True, side_effect=type(pipe).sample_batched) as batched:
-        merged = request.answer_many(pipe, calls)
+        merged = request.answer_many(pipe, [*calls, refused])
     assert [len(call) for call in batched.call_args.args[1:]] == [2]   # the two from noise, in one call
+    np.testing.assert_array_equal(merged[0]["images"], pipe(1, seed=2, steps=3))
     np.testing.assert_array_equal(merged[2]["images"], pipe(2, seed=5, steps=3))
     np.testing.assert_array_equal(merged[1]["images"], pipe.img2img(images[:1], steps=3, seed=2))
+    assert isinstance(merged[3], InputError) and "strength 0.1" in str(merged[3])
+    # labels: one per image sent, each for its n variations
+    got = next(request.answer(pipe, {"image": images, "labels": [3, 8], "n": 2, "steps": 3, "seed": 1}))["images"]
+    np.testing.assert_array_equal(got, pipe.img2img(np.repeat(images, 2, axis=0), labels=[3, 3, 8, 8], steps=3, seed=1))
 
 
 def test_a_manifest_schedule_that_underflows_is_refused_at_load(trained, tmp_path):

@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from ..errors import ConfigError, InputError
+from ..errors import ConfigError, EdgegenError, InputError
 
 # request dtypes -> Triton's config names and the numpy dtype a client sends
 TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "float64": "TYPE_FP64", "int64": "TYPE_INT64",
@@ -44,13 +44,15 @@ class Served:
     yields one {output: array} per response (one for a plain model; one per piece when it
     `streams`, through Triton's decoupled mode). `answer_many(pipe, [arguments, ...])`, where
     the pipeline can merge several requests into one run, gives each one's outputs; Triton's
-    dynamic batcher then hands it the requests it queued together."""
+    dynamic batcher then hands it the requests it queued together. A request it runs alone may
+    come back as the EdgegenError that refused it; an error it raises fails the merged run, and
+    each request is then answered on its own."""
 
     inputs: tuple[Field, ...]
     outputs: tuple[Field, ...]
     answer: Callable[[Any, dict], Iterator[dict[str, np.ndarray]]]
     streams: bool = False
-    answer_many: Callable[[Any, list[dict]], list[dict[str, np.ndarray]]] | None = None
+    answer_many: Callable[[Any, list[dict]], list[dict[str, np.ndarray] | EdgegenError]] | None = None
 
 
 _OPTION_TYPES = {int: "int64", float: "float64", str: "string"}

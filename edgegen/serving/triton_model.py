@@ -75,12 +75,14 @@ class TritonPythonModel:
 
     def _merged(self, requests):
         """The requests Triton's batcher queued together, as one pipeline run where they can be;
-        if any of them is refused, each is answered on its own, so one mistake fails one request."""
+        if the run is refused, each is answered on its own, so one mistake fails one request (a
+        request answer_many ran alone comes back as its own error)."""
         try:
             results = self.request.answer_many(self.pipe, [self._arguments(r) for r in requests])
         except EdgegenError:
             return [self._answer(request) for request in requests]
-        return [self._response(outputs) for outputs in results]
+        return [self._error(outputs) if isinstance(outputs, EdgegenError) else self._response(outputs)
+                for outputs in results]
 
     def _arguments(self, request) -> dict:
         values = {}

@@ -7,7 +7,7 @@ from typing import Callable
 
 import numpy as np
 
-from ...errors import ConfigError, InputError
+from ...errors import ConfigError, EdgegenError, InputError
 from ...families import GenerateRequest, GenerationCall, Option
 from ...runtimes.pipeline import check_count
 from ...runtimes.samplers import SAMPLERS
@@ -119,6 +119,8 @@ def sample_with_progress(pipe, options: dict, pictures: dict, seed: int | None, 
     calls = len(run.timesteps(options["steps"]))
     if "strength" in pictures:   # img2img runs the schedule's last steps only
         calls -= pipe.img2img_start(run, options["steps"], pictures["strength"])
+    if calls == 0:   # strength 0: the picture as it is, no step to count
+        return from_picture(pipe, pictures, seed=seed, **options)
     with Progress(calls, "sampling") as bar:
         def callback(i, t, x):
             bar.update(1)
@@ -158,6 +160,9 @@ def served_images(pipe, arguments: dict, per_image: tuple[str, ...] = ()) -> np.
         picture_arguments(None, strength, mask, n, named)   # refuses a mask or strength alone
         return pipe(n=n, **arguments)
     taken = {keyword: arguments.pop(keyword) for keyword in per_image if keyword in arguments}
+    labels = arguments.get("labels")
+    if isinstance(labels, list) and np.ndim(image) == 4 and n != 1 and len(labels) == len(image):
+        arguments["labels"] = [label for label in labels for _ in range(n)]   # one per image, for its variations
     return from_picture(pipe, picture_arguments(image, strength, mask, n, named, **taken), **arguments)
 
 
@@ -171,11 +176,16 @@ def served(config):
     def answer(pipe, arguments: dict):
         yield {"images": served_images(pipe, arguments)}
 
-    def answer_many(pipe, calls: list[dict]) -> list[dict]:
+    def alone(pipe, call: dict) -> dict | EdgegenError:
+        try:
+            return {"images": served_images(pipe, call)}
+        except EdgegenError as refused:   # this request's own answer; the others' stand
+            return refused
+
+    def answer_many(pipe, calls: list[dict]) -> list:
         with_picture = [any(key in call for key in PICTURE_INPUTS) for call in calls]
         from_noise = iter(pipe.sample_batched([call for call, picture in zip(calls, with_picture) if not picture]))
-        return [{"images": served_images(pipe, call) if picture else next(from_noise)}
-                for call, picture in zip(calls, with_picture)]
+        return [alone(pipe, call) if picture else {"images": next(from_noise)} for call, picture in zip(calls, with_picture)]
 
     inputs = (Field("n", "int64"), Field("seed", "int64"), *(option_field(o) for o in SAMPLING_OPTIONS),
               *picture_fields(config))

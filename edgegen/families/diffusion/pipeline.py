@@ -341,10 +341,13 @@ class DiffusionPipeline(Pipeline):
         if m.ndim == 2:
             m = m[None, None]
         try:
-            return np.broadcast_to(m, shape)
+            m = np.broadcast_to(m, shape)
         except ValueError:
             raise InputError(f"mask: expected a shape that broadcasts to {list(shape)} ([H, W] or [n, 1, H, W]), "
                              f"found {list(np.shape(mask))}") from None
+        if not m.any():   # every step would run to give back the image itself
+            raise InputError("mask: expected some 1s (pixels to generate), found only 0s (every pixel kept)")
+        return m
 
 
 class RowGenerators:
