@@ -148,6 +148,38 @@ def test_a_served_instance_opens_its_sessions_at_its_share(trained, tmp_path, mo
         assert model.session.inference_session.get_session_options().intra_op_num_threads == expected
 
 
+def test_a_refused_request_of_a_merged_batch_fails_alone(trained):
+    """The Python-backend model hands answer_many the requests Triton queued together: a picture
+    request refused there comes back as its own 400, the others with their images."""
+    import types
+
+    from edgegen.families import get
+    from edgegen.serving.requests import served
+    from edgegen.training.data import load_images
+
+    class Tensor:
+        def __init__(self, name, value):
+            self.name, self.value = name, np.asarray(value)
+
+        def as_numpy(self):
+            return self.value
+
+    fake = types.SimpleNamespace(
+        Tensor=Tensor, get_input_tensor_by_name=lambda request, name: request.get(name),
+        InferenceResponse=lambda output_tensors, error=None: types.SimpleNamespace(outputs=output_tensors, error=error),
+        TritonError=type("TritonError", (), {"INVALID_ARG": "400", "__init__": lambda self, m, code: setattr(self, "message", m)}))
+    model = TritonPythonModel()
+    model.pb, model.route, model.batched = fake, "pipeline", True
+    model.pipe = edgegen.load(trained["diffusion"][1], threads=1)
+    model.request = served(get("diffusion"), model.pipe.config)
+    image = load_images("digits", image_size=8).test[:1][None]   # one row per request
+    requests = [{"n": Tensor("n", [[1]]), "seed": Tensor("seed", [[2]]), "steps": Tensor("steps", [[3]])},
+                {"image": Tensor("image", image), "strength": Tensor("strength", [[0.1]]), "steps": Tensor("steps", [[3]])}]
+    answered, refused = model._merged(requests)
+    assert answered.error is None and refused.error.message.startswith("strength 0.1: expected it to run at least one")
+    np.testing.assert_array_equal(answered.outputs[0].value[0], model.pipe(1, seed=2, steps=3))
+
+
 def test_refusals_leave_the_repository_as_it_was(repository, trained, tmp_path):
     before = sorted(p.relative_to(repository) for p in repository.rglob("*"))
     with pytest.raises(OutputExistsError, match="gan.*--force"):
