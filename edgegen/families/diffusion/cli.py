@@ -56,7 +56,7 @@ def generate(pipe, request: GenerateRequest) -> str:
                           "steers the samples toward a --label), found an unconditional one")
     pictures = starting_pictures(pipe, options, request.n)
     images = sample_with_progress(pipe, options, pictures, request.seed,
-                     lambda callback: pipe(request.n, seed=request.seed, callback=callback, **options))
+                                  lambda callback: pipe(request.n, seed=request.seed, callback=callback, **options))
     return request.write_images(images)
 
 

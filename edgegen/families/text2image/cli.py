@@ -40,7 +40,7 @@ def generate(pipe, request: GenerateRequest) -> str:
         raise ConfigError("--prompt: expected the text to picture for a text2image package, found none")
     pictures = starting_pictures(pipe, options, request.n)
     images = sample_with_progress(pipe, options, pictures, request.seed,
-                     lambda callback: pipe(n=request.n, seed=request.seed, callback=callback, **options))
+                                  lambda callback: pipe(n=request.n, seed=request.seed, callback=callback, **options))
     return request.write_images(images)
 
 
