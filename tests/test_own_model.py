@@ -182,6 +182,54 @@ def test_export_refuses_bad_arguments_with_their_names(user_model, tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+class _Difference(torch.nn.Module):
+    def forward(self, a, b, c=None):
+        return a - 2 * b if c is None else a - 2 * b + c
+
+
+class _KeywordOnly(torch.nn.Module):
+    def forward(self, x, *, bias):
+        return x + bias
+
+
+def test_inputs_named_as_forwards_parameters_are_bound_by_name(tmp_path):
+    """An .npz saved in another order than forward's (b before a) was fed positionally: the
+    package computed b - 2a, and the check, calling PyTorch the same way, passed. Names that are
+    forward's parameters are put in its order; a skipped one or a keyword-only one is refused."""
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((3, 4)).astype(np.float32) for _ in range(2))
+    path = export_pytorch(_Difference(), {"b": b, "a": a}, tmp_path / "diff")
+    pipe = edgegen.load(path)
+    assert [spec.name for spec in pipe.package.graphs["model"].inputs] == ["a", "b"]
+    np.testing.assert_allclose(pipe(a=a, b=b)["output"], a - 2 * b, atol=1e-6)
+    with pytest.raises(ConfigError, match=r"inputs: expected forward's first 2 parameters \(a, b\), found a, c: b would "
+                                          r"take the array named c"):
+        export_pytorch(_Difference(), {"a": a, "c": b}, tmp_path / "skipped")
+    with pytest.raises(ConfigError, match=r"inputs: expected forward's positional parameters .*found bias keyword-only"):
+        export_pytorch(_KeywordOnly(), {"x": a, "bias": b}, tmp_path / "keyword")
+    path = export_pytorch(_Difference(), {"first": a, "second": b}, tmp_path / "own")   # names of the user's: in order
+    np.testing.assert_allclose(edgegen.load(path)(first=a, second=b)["output"], a - 2 * b, atol=1e-6)
+
+
+def test_the_callers_module_keeps_its_mode_and_a_failing_module_file_is_named(tmp_path, capsys):
+    """export runs the module in eval mode and gives it back as it came; a module file or factory
+    that raises is an edgegen error naming it, not a traceback."""
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Dropout(0.5)).train()
+    export_pytorch(model, {"x": np.ones((2, 4), np.float32)}, tmp_path / "dropout")
+    assert model.training and model[1].training
+    (tmp_path / "broken.py").write_text("import torch\n\ndef make_model():\n    raise RuntimeError('weights file missing: w.pt')\n")
+    (tmp_path / "unimportable.py").write_text("import edgegen_no_such_package\n")
+    np.savez(tmp_path / "x.npz", x=np.ones((2, 4), np.float32))
+    for reference, message in ((f"{tmp_path / 'broken.py'}:make_model", "expected the factory to return a module, found "
+                                                                        "it raising RuntimeError: weights file missing: w.pt"),
+                               (f"{tmp_path / 'unimportable.py'}:make_model", "expected a Python file that imports, found "
+                                                                              "it raising ModuleNotFoundError")):
+        assert main(["export", "--module", reference, "--inputs", str(tmp_path / "x.npz"), "--out",
+                     str(tmp_path / "pkg")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"edgegen: error: --module {reference!r}: {message}") and err.count("\n") == 1, err
+
+
 UNTRACEABLE = """
 import torch
 

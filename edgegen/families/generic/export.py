@@ -43,7 +43,20 @@ DEFAULT_LIMIT_FACTOR = 4      # a non-batch dynamic dim may grow to this many ti
 SYNTHESIZED_FEEDS = 8
 
 
-def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str | os.PathLike, *,
+def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str | os.PathLike, **options) -> Path:
+    """Export `module` to a package at `out` (_export_pytorch has the options). The module is
+    traced and checked in eval mode (dropout off, batch norm's running statistics), as it runs
+    for inference, and given back in the mode it came in."""
+    if not isinstance(module, torch.nn.Module):
+        raise ConfigError(f"module: expected a torch.nn.Module, found {type(module).__name__}")
+    training = module.training
+    try:
+        return _export_pytorch(module.eval(), inputs, out, **options)
+    finally:
+        module.train(training)
+
+
+def _export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str | os.PathLike, *,
                    dynamic: Mapping[str, Mapping[int, str]] | None = None, output_names: list[str] | None = None,
                    held_out: list[Mapping[str, Any]] | str | os.PathLike | None = None,
                    dim_limits: Mapping[str, int] | None = None, name: str | None = None, opset: int = DEFAULT_OPSET,
@@ -51,7 +64,8 @@ def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str 
                    source: str = "", reads: list[str | os.PathLike] = ()) -> Path:
     """Export `module` (called as module(*inputs.values())) to a package at `out`.
 
-    inputs: example arrays (numpy or torch), by input name, in forward's order.
+    inputs: example arrays (numpy or torch), by input name: by forward's parameter names (put in
+        forward's order), or, under names of their own, in forward's order.
     dynamic: {input name: {axis: dim name}}; the same name on two inputs means the dims are
         equal. Default: axis 0 of every input is "batch". {} exports every shape static.
     held_out: inputs to gate on and to record for optimize (a list of feeds, or an .npz as
@@ -62,8 +76,6 @@ def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str 
         replaces; a held_out .npz counts without being named.
     Raises ValidationError, and writes nothing, when the graph does not reproduce PyTorch.
     """
-    if not isinstance(module, torch.nn.Module):
-        raise ConfigError(f"module: expected a torch.nn.Module, found {type(module).__name__}")
     check_opset(opset)
     for label, tolerance in (("atol", atol), ("rtol", rtol)):   # refused before the export, not after it
         if isinstance(tolerance, bool) or not isinstance(tolerance, numbers.Real) or not 0 <= tolerance < math.inf:
@@ -74,11 +86,11 @@ def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str 
     example = {str(k): _numpy(v, f"inputs[{k!r}]") for k, v in dict(inputs).items()}
     if not example:
         raise ConfigError("inputs: expected at least one named example input, found none")
+    example = _in_forward_order(module, example)
     dynamic = {k: {0: "batch"} for k, v in example.items() if v.ndim} if dynamic is None else dict(dynamic)
     specs = _input_specs(example, dynamic)
     traced = _traced_sizes(specs, example)
     limits = _dim_limits(dim_limits, traced)
-    module = module.eval()
     outputs = _output_names(output_names, _output_count(module, example, specs))
     clashes = sorted(set(outputs) & set(example))
     if clashes or len(set(outputs)) != len(outputs):
@@ -128,6 +140,34 @@ def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str 
         write_manifest(stage, manifest)
         Package(stage)
     return Path(out)
+
+
+def _in_forward_order(module: torch.nn.Module, example: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The example in the order forward takes it, where its names are forward's parameters: the
+    graph and the check call forward positionally, so an .npz saved in another order would feed
+    `b` to `a` and pass the check that calls PyTorch the same way. A name that forward takes by
+    keyword only, or one after a parameter the example skips, is refused. Names of the user's own
+    (or a forward of *args) keep the example's order."""
+    try:
+        parameters = list(inspect.signature(module.forward).parameters.values())
+    except (TypeError, ValueError):
+        return example
+    by_name = {p.name: p for p in parameters if p.kind is not p.VAR_POSITIONAL and p.kind is not p.VAR_KEYWORD}
+    if not set(example) <= set(by_name):
+        return example
+    keyword_only = [name for name in example if by_name[name].kind is inspect.Parameter.KEYWORD_ONLY]
+    if keyword_only:
+        raise ConfigError(f"inputs: expected forward's positional parameters (the graph passes its inputs in order), "
+                          f"found {', '.join(keyword_only)} keyword-only: make it positional")
+    positional = [p.name for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    taken = positional[:len(example)]
+    if set(taken) != set(example):
+        skipped = [name for name in taken if name not in example]
+        raise ConfigError(f"inputs: expected forward's first {len(example)} parameters ({', '.join(taken)}), found "
+                          f"{', '.join(example)}: {skipped[0]} would take the array named "
+                          f"{next(n for n in positional if n in example and n not in taken)}; give {skipped[0]} too, "
+                          "or reorder forward")
+    return {name: example[name] for name in taken}
 
 
 def _numpy(value: Any, what: str) -> np.ndarray:
@@ -340,7 +380,11 @@ def load_factory(reference: str) -> torch.nn.Module:
         spec = importlib.util.spec_from_file_location(f"edgegen_user_module_{path.stem}", path)
         code = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = code
-        spec.loader.exec_module(code)
+        try:
+            spec.loader.exec_module(code)
+        except Exception as exc:  # noqa: BLE001 - an import or syntax error in the user's file (--debug shows where)
+            raise ConfigError(f"--module {reference!r}: expected a Python file that imports, found it raising "
+                              f"{type(exc).__name__}: {exc}") from exc
     else:
         if os.getcwd() not in sys.path:   # as `python -m` finds them: modules in the working directory too
             sys.path.insert(0, os.getcwd())
@@ -348,6 +392,9 @@ def load_factory(reference: str) -> torch.nn.Module:
             code = importlib.import_module(location)
         except ImportError as exc:
             raise ConfigError(f"--module {reference!r}: expected an importable module {location!r}, found: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - an error inside the user's module (--debug shows where)
+            raise ConfigError(f"--module {reference!r}: expected a module that imports, found it raising "
+                              f"{type(exc).__name__}: {exc}") from exc
     factory = getattr(code, attribute, None)
     if not callable(factory):
         raise ConfigError(f"--module {reference!r}: expected a callable {attribute!r} in {location!r}, found "
@@ -356,7 +403,11 @@ def load_factory(reference: str) -> torch.nn.Module:
     if needs:
         raise ConfigError(f"--module {reference!r}: expected a factory that takes no arguments, found {attribute!r} "
                           f"needing {', '.join(needs)}")
-    module = factory()
+    try:
+        module = factory()
+    except Exception as exc:  # noqa: BLE001 - the user's code failing is theirs to read (--debug shows where)
+        raise ConfigError(f"--module {reference!r}: expected the factory to return a module, found it raising "
+                          f"{type(exc).__name__}: {exc}") from exc
     if not isinstance(module, torch.nn.Module):
         raise ConfigError(f"--module {reference!r}: expected the factory to return a torch.nn.Module, found "
                               f"{type(module).__name__}")
