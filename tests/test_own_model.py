@@ -106,9 +106,18 @@ def test_a_module_that_gives_nan_is_refused_and_nothing_is_written(tmp_path):
         def forward(self, x):
             return torch.log(x) * 2
 
+    class Double(torch.nn.Module):
+        def forward(self, x):
+            return x.double() * 2
+
     example = {"x": np.linspace(-1, 1, 12, dtype=np.float32).reshape(2, 6)}
-    with pytest.raises(ValidationError, match=r"output @ batch=\d+.*NaN/Inf"):
+    with pytest.raises(ConfigError, match=r"module: expected finite outputs on the example inputs, found NaN or Inf in "
+                                          r"output 0 from PyTorch itself"):   # not blamed on the graph
         export_pytorch(Log(), example, tmp_path / "pkg")
+    with pytest.raises(ConfigError, match=r"inputs\['x'\]: expected finite numbers, found 1 NaN"):
+        export_pytorch(Log(), {"x": np.where(example["x"] > 0.9, np.nan, example["x"]).astype(np.float32)}, tmp_path / "pkg")
+    with pytest.raises(ConfigError, match=r"output 'output': expected one of float32, .*found float64 \(cast it in forward"):
+        export_pytorch(Double(), example, tmp_path / "pkg")
     assert not (tmp_path / "pkg").exists() and not list(tmp_path.iterdir())
 
 

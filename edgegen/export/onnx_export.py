@@ -27,7 +27,15 @@ _ONNX_DTYPES = {
 def value_spec(value: onnx.ValueInfoProto) -> TensorSpec:
     tensor = value.type.tensor_type
     dims = tuple(d.dim_param if d.HasField("dim_param") else int(d.dim_value) for d in tensor.shape.dim)
-    return TensorSpec(value.name, _ONNX_DTYPES.get(tensor.elem_type, str(tensor.elem_type)), dims)
+    return TensorSpec(value.name, _ONNX_DTYPES.get(tensor.elem_type) or _numpy_name(tensor.elem_type), dims)
+
+
+def _numpy_name(elem_type: int) -> str:
+    """A dtype edgegen's packages do not hold, by numpy's name (float64), for the refusal that names it."""
+    try:
+        return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type)).name
+    except (KeyError, TypeError, ValueError):
+        return f"ONNX type {elem_type}"
 
 
 _EXPORT_OPSET: contextvars.ContextVar[int | None] = contextvars.ContextVar("edgegen_export_opset", default=None)

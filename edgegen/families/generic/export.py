@@ -115,6 +115,10 @@ def _export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str
                                   f"{_innermost(exc, module)} (docs/bring-your-own-model.md says what traces)") from exc
         onnx.save(model, str(stage / f"{GRAPH}.onnx"))
         graph_outputs = tuple(value_spec(v) for v in model.graph.output)
+        for spec in graph_outputs:   # before a session, whose refusal would name ONNX's type numbers
+            if spec.dtype not in DTYPES:
+                raise ConfigError(f"output {spec.name!r}: expected one of {', '.join(DTYPES)}, found {spec.dtype} "
+                                  "(cast it in forward, e.g. .float())")
         session = OrtSession(GRAPH, stage / f"{GRAPH}.onnx", specs, graph_outputs, backend="ort-cpu")
         try:
             results = gate_feeds(module, session, checked, atol, rtol)
@@ -176,6 +180,9 @@ def _numpy(value: Any, what: str) -> np.ndarray:
         array = array.astype(np.float32)
     if array.dtype.name not in DTYPES:
         raise ConfigError(f"{what}: expected one of the dtypes {', '.join(DTYPES)}, found {array.dtype}")
+    if array.dtype.kind == "f" and not np.isfinite(array).all():   # the check would blame the graph for it
+        raise ConfigError(f"{what}: expected finite numbers, found {int(np.size(array) - np.isfinite(array).sum())} "
+                          "NaN or Inf value(s)")
     return np.ascontiguousarray(array)
 
 
@@ -242,7 +249,12 @@ def _output_count(module, example, specs) -> int:
                                                      and all(isinstance(r, torch.Tensor) for r in result)):
         raise ConfigError(f"module: expected forward to return a tensor or a tuple of tensors, found "
                           f"{type(result).__name__}")
-    return 1 if isinstance(result, torch.Tensor) else len(result)
+    tensors = [result] if isinstance(result, torch.Tensor) else list(result)
+    for index, tensor in enumerate(tensors):   # PyTorch's own NaN, not the graph's: said as such
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise ConfigError(f"module: expected finite outputs on the example inputs, found NaN or Inf in output "
+                              f"{index} from PyTorch itself (forward, not the export)")
+    return len(tensors)
 
 
 def _output_names(given, count: int) -> tuple[str, ...]:
