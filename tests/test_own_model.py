@@ -220,6 +220,19 @@ def test_inputs_named_as_forwards_parameters_are_bound_by_name(tmp_path):
     np.testing.assert_allclose(edgegen.load(path)(first=a, second=b)["output"], a - 2 * b, atol=1e-6)
 
 
+def test_held_out_feeds_are_checked_and_recorded_for_optimize(tmp_path):
+    rng = np.random.default_rng(1)
+    feeds = [{"a": rng.standard_normal((n, 4)).astype(np.float32), "b": rng.standard_normal((n, 4)).astype(np.float32)}
+             for n in (3, 5)]
+    path = export_pytorch(_Difference(), feeds[0], tmp_path / "pkg", held_out=feeds)
+    recorded = read_feeds(path / "held_out.npz")
+    assert len(recorded) == 2 and all(np.array_equal(r["b"], f["b"]) for r, f in zip(recorded, feeds))
+    with pytest.raises(ConfigError, match=r"held_out: expected at least 2 feeds of inputs \(optimize calibrates on half "
+                                          r"of them and gates on the rest\), found 1"):   # optimize could not use it
+        export_pytorch(_Difference(), feeds[0], tmp_path / "one", held_out=feeds[:1])
+    assert not (tmp_path / "one").exists()
+
+
 def test_the_callers_module_keeps_its_mode_and_a_failing_module_file_is_named(tmp_path, capsys):
     """export runs the module in eval mode and gives it back as it came; a module file or factory
     that raises is an edgegen error naming it, not a traceback."""

@@ -349,8 +349,10 @@ def _draw_like(array: np.ndarray, shape: tuple, rng: np.random.Generator) -> np.
 
 def _held_out(held_out, specs) -> list[dict[str, np.ndarray]]:
     feeds = read_feeds(held_out) if isinstance(held_out, (str, os.PathLike)) else list(held_out)
-    if not feeds:
-        raise ConfigError("held_out: expected at least one feed of inputs, found none")
+    if len(feeds) < 2:   # recorded for optimize, which calibrates on half of them and gates on the others
+        raise ConfigError(f"held_out: expected at least 2 feeds of inputs (optimize calibrates on half of them and "
+                          f"gates on the rest), found {len(feeds)}: give more (an .npz holds several as keys 0/NAME, "
+                          "1/NAME, ...), or none, to have them drawn like the example")
     names = sorted(s.name for s in specs)
     checked = []
     for i, feed in enumerate(feeds):
