@@ -9,6 +9,7 @@ with those inputs recorded for `edgegen optimize`. The CLI form is
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import importlib.util
@@ -43,26 +44,31 @@ DEFAULT_LIMIT_FACTOR = 4      # a non-batch dynamic dim may grow to this many ti
 SYNTHESIZED_FEEDS = 8
 
 
-def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str | os.PathLike, **options) -> Path:
-    """Export `module` to a package at `out` (_export_pytorch has the options). The module is
-    traced and checked in eval mode (dropout off, batch norm's running statistics), as it runs
-    for inference, and given back in the mode it came in."""
-    if not isinstance(module, torch.nn.Module):
-        raise ConfigError(f"module: expected a torch.nn.Module, found {type(module).__name__}")
-    training = module.training
-    try:
-        return _export_pytorch(module.eval(), inputs, out, **options)
-    finally:
-        module.train(training)
+def _in_eval_mode(export):
+    """`export` of a module in eval mode (dropout off, batch norm's running statistics), as it runs
+    for inference, the caller's module given back in the mode it came in."""
+    @functools.wraps(export)
+    def run(module, *args, **kwargs):
+        if not isinstance(module, torch.nn.Module):
+            raise ConfigError(f"module: expected a torch.nn.Module, found {type(module).__name__}")
+        training = module.training
+        try:
+            return export(module.eval(), *args, **kwargs)
+        finally:
+            module.train(training)
+
+    return run
 
 
-def _export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str | os.PathLike, *,
+@_in_eval_mode
+def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str | os.PathLike, *,
                    dynamic: Mapping[str, Mapping[int, str]] | None = None, output_names: list[str] | None = None,
                    held_out: list[Mapping[str, Any]] | str | os.PathLike | None = None,
                    dim_limits: Mapping[str, int] | None = None, name: str | None = None, opset: int = DEFAULT_OPSET,
                    atol: float = 1e-4, rtol: float = 1e-3, overwrite: bool = False, seed: int = 0,
                    source: str = "", reads: list[str | os.PathLike] = ()) -> Path:
-    """Export `module` (called as module(*inputs.values())) to a package at `out`.
+    """Export `module` (called as module(*inputs.values()), in eval mode: _in_eval_mode) to a
+    package at `out`.
 
     inputs: example arrays (numpy or torch), by input name: by forward's parameter names (put in
         forward's order), or, under names of their own, in forward's order.
