@@ -136,3 +136,32 @@ def test_the_session_base_refuses_shapes_outside_the_engine_profile():
         session.run({"sample": np.zeros((32, 1, 8, 8), np.float32)})
     with pytest.raises(InputError, match="expected dtype float32"):   # the ordinary feed check comes first
         session.run({"sample": np.zeros((32, 1, 8, 8), np.float64)})
+
+
+def test_a_pipeline_batch_past_the_engine_profile_runs_in_calls_the_profile_takes():
+    """run_rows splits the batch dim into calls of the profile's largest batch and joins the
+    rows back in order; inputs without the batch dim go whole to every call, and a graph with an
+    output the rows would not join along runs whole (so its profile error stands)."""
+    from edgegen.errors import InputError
+    from edgegen.runtimes.session import Session
+
+    calls = []
+
+    class Scale(Session):
+        def _run(self, feeds):
+            calls.append(len(feeds["sample"]))
+            return {"prediction": feeds["sample"] * feeds["scale"], "total": feeds["sample"].sum(keepdims=True)}
+
+    specs = (TensorSpec("sample", "float32", ("batch", 1, 8, 8)), TensorSpec("scale", "float32", (1,)))
+    prediction = (TensorSpec("prediction", "float32", ("batch", 1, 8, 8)),)
+    profile = (("sample", (1, 1, 8, 8), (1, 1, 8, 8), (16, 1, 8, 8)), ("scale", (1,), (1,), (1,)))
+    session = Scale("unet", specs, prediction, profile=profile)
+    assert session.max_rows == 16
+    sample = np.random.default_rng(0).standard_normal((40, 1, 8, 8)).astype(np.float32)
+    out = session.run_rows({"sample": sample, "scale": np.array([2.0], np.float32)})
+    assert calls == [16, 16, 8]
+    np.testing.assert_array_equal(out["prediction"], sample * 2)
+
+    joined_wrongly = Scale("unet", specs, prediction + (TensorSpec("total", "float32", (1,)),), profile=profile)
+    with pytest.raises(InputError, match="within the engine's profile 1 to 16, found 40"):
+        joined_wrongly.run_rows({"sample": sample, "scale": np.array([2.0], np.float32)})

@@ -134,6 +134,18 @@ def test_session_checks_feeds_before_running(gan):
         session.run({"z": [[0.0] * 64]})
 
 
+def test_a_large_batch_runs_in_pieces_of_rows_per_call(gan, vae, digits, monkeypatch):
+    """run_finite, which the image families' graphs go through, splits a batch past
+    ROWS_PER_CALL into calls of that many rows, joining every output back in order."""
+    z = np.random.default_rng(0).standard_normal((5, gan.latent_dim)).astype(np.float32)
+    images, (mean, logvar) = gan.generate(z), vae.encode(digits)
+    monkeypatch.setattr("edgegen.runtimes.session.ROWS_PER_CALL", 2)
+    np.testing.assert_allclose(gan.generate(z), images, atol=1e-6)
+    pieces = vae.encode(digits)
+    np.testing.assert_allclose(pieces[0], mean, atol=1e-6)
+    np.testing.assert_allclose(pieces[1], logvar, atol=1e-6)
+
+
 def test_named_dynamic_dims_must_agree():
     from edgegen.package import TensorSpec
     from edgegen.runtimes.session import check_feeds

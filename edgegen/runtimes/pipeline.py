@@ -97,8 +97,9 @@ class Pipeline:
     def run_finite(self, part: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Graph `part`'s outputs on a user's (finite) inputs, or NonFiniteError where any holds NaN or
         Inf: inputs far past what the model was trained on (latents of 1e30) overflow inside the
-        graph, and the user gets an error naming them, never a NaN picture."""
-        out = self.sessions[part].run(feeds)
+        graph, and the user gets an error naming them, never a NaN picture. A large batch runs in
+        calls of the session's max_rows (Session.run_rows)."""
+        out = self.sessions[part].run_rows(feeds)
         bad = [name for name, value in out.items() if value.dtype.kind == "f" and not np.isfinite(value).all()]
         if bad:
             largest = max((float(np.abs(v).max()) for v in feeds.values() if v.dtype.kind == "f" and v.size), default=0.0)

@@ -151,7 +151,7 @@ class DiffusionPipeline(Pipeline):
         null = self.config.null_label
         guidance_scale = check_number(guidance_scale, "guidance_scale", -MAX_GUIDANCE, MAX_GUIDANCE)
         if not any(spec.name == "class_labels" for spec in session.inputs):   # an imported unconditional UNet
-            return lambda x, t: session.run({"sample": x, "timestep": t, **feeds})["prediction"]
+            return lambda x, t: session.run_rows({"sample": x, "timestep": t, **feeds})["prediction"]
 
         def unconditional(n: int) -> np.ndarray:
             return np.full(n, null, np.int64)
@@ -160,7 +160,7 @@ class DiffusionPipeline(Pipeline):
 
             def model_fn(x, t):
                 y = labels if labels is not None else unconditional(len(x))
-                return session.run({"sample": x, "timestep": t, "class_labels": y, **feeds})["prediction"]
+                return session.run_rows({"sample": x, "timestep": t, "class_labels": y, **feeds})["prediction"]
 
             return model_fn
 
@@ -169,7 +169,7 @@ class DiffusionPipeline(Pipeline):
         scale = np.float32(guidance_scale)
 
         def guided(x, t):
-            out = session.run({"sample": np.concatenate([x, x]), "timestep": np.concatenate([t, t]),
+            out = session.run_rows({"sample": np.concatenate([x, x]), "timestep": np.concatenate([t, t]),
                                "class_labels": both_labels, **both_feeds})["prediction"]
             cond, uncond = np.split(out, 2)
             return uncond + scale * (cond - uncond)

@@ -74,7 +74,7 @@ class PixelCNNPipeline(Pipeline):
         """Exact log-likelihood in nats per image (images quantized to the model's levels), one pass."""
         x = self.quantized(as_float_array(images, "images", (None, *self.image_shape)))
         y = class_labels(labels, len(x), self.num_classes, self.null_label)
-        logp = log_softmax(self.sessions["network"].run({"image": x, "labels": y})["logits"])
+        logp = log_softmax(self.sessions["network"].run_rows({"image": x, "labels": y})["logits"])
         codes = np.round(x * (self.levels - 1)).astype(np.int64)
         return np.take_along_axis(logp, codes, axis=1).sum(axis=(1, 2, 3))
 
@@ -93,16 +93,16 @@ class PixelCNNPipeline(Pipeline):
                 continue
             if fast:  # the rows so far (at least two: the graph's traced minimum), this row's links
                 rows = np.ascontiguousarray(x[:, :, :max(r + 1, 2)])
-                links = links_graph.run({"image": rows, "labels": y})["links"]
+                links = links_graph.run_rows({"image": rows, "labels": y})["links"]
                 links = np.ascontiguousarray(links[:, :, :, r:r + 1])
             for c in range(w):
                 if not todo[:, r, c].any():
                     continue
                 if fast:
-                    logits = row_graph.run({"row": np.ascontiguousarray(x[:, :, r:r + 1]), "links": links,
+                    logits = row_graph.run_rows({"row": np.ascontiguousarray(x[:, :, r:r + 1]), "links": links,
                                             "labels": y})["logits"][:, :, 0, c]
                 else:
-                    logits = network.run({"image": x, "labels": y})["logits"][:, :, r, c]
+                    logits = network.run_rows({"image": x, "labels": y})["logits"][:, :, r, c]
                 codes = draw(logits, sampling, rng)
                 x[:, 0, r, c] = np.where(todo[:, r, c], codes / (self.levels - 1), x[:, 0, r, c])
         return x

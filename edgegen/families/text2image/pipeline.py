@@ -103,13 +103,13 @@ class TextToImagePipeline(LatentDiffusionPipeline):
         if len(condition.positive) != n:
             raise InputError(f"prompts: expected {n} rows of states, found {len(condition.positive)}")
         if condition.negative is None:
-            return lambda x, t: session.run({"sample": x, "timestep": t,
+            return lambda x, t: session.run_rows({"sample": x, "timestep": t,
                                              "encoder_hidden_states": condition.positive})["prediction"]
         both = np.concatenate([condition.negative, condition.positive])
         scale = np.float32(guidance_scale)
 
         def guided(x, t):
-            out = session.run({"sample": np.concatenate([x, x]), "timestep": np.concatenate([t, t]),
+            out = session.run_rows({"sample": np.concatenate([x, x]), "timestep": np.concatenate([t, t]),
                                "encoder_hidden_states": both})["prediction"]
             negative, positive = np.split(out, 2)
             return negative + scale * (positive - negative)

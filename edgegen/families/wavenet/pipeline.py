@@ -97,7 +97,7 @@ class WaveNetPipeline(Pipeline):
             raise InputError(f"waveform: expected at least 2 samples, found {audio.shape[1]}")
         codes = mu_law_encode(audio, self.quantization)
         labels = class_labels(labels, len(codes), self.num_classes, self.null_label, "labels")
-        logits = self.sessions["network"].run({"codes": np.ascontiguousarray(codes[:, :-1]), "labels": labels})["logits"]
+        logits = self.sessions["network"].run_rows({"codes": np.ascontiguousarray(codes[:, :-1]), "labels": labels})["logits"]
         each = np.take_along_axis(log_softmax(logits), codes[:, None, 1:], axis=1)[:, 0]
         if per_sample:
             return each[0] if single else each
