@@ -262,6 +262,7 @@ def _cmd_generate(args) -> None:
     if note := fp32_graphs_note(pipe.precision, pipe.package.fp32_graphs(pipe.precision)):
         print(f"edgegen: {note}", file=sys.stderr)   # stdout may be the generated text
     args.n = _default_samples(pipe) if args.n is None else args.n
+    _refuse_a_grid_too_large(pipe, family, args)
 
     def require_out() -> None:
         from .images import picture_format
@@ -284,6 +285,16 @@ def _cmd_generate(args) -> None:
         line = family.generate(pipe, GenerateRequest(args.n, args.seed, args.out, options, write_images))
     if line:
         print(line)
+
+
+def _refuse_a_grid_too_large(pipe, family, args) -> None:
+    """The grid of --n pictures at --scale, refused before the sampling where save_grid would
+    refuse it after (--n 100000 of 8x8 digits at the default scale: 410 megapixels, after minutes)."""
+    shape = getattr(getattr(pipe, "config", None), "image_shape", None)
+    if family.grid_flags and args.out is not None and shape and len(shape) == 3 and isinstance(args.n, int) and args.n > 0:
+        from .images import grid_scale
+
+        grid_scale(args.n, shape[-2], shape[-1], args.scale)
 
 
 def _refuse_output_inside_package(flag: str, out, package) -> None:

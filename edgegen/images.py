@@ -44,18 +44,26 @@ def grid(images: np.ndarray, nrow: int | None = None, pad: int = 2, scale: int =
     return pixels[0] if c == 1 else pixels.transpose(1, 2, 0)
 
 
+def grid_scale(count: int, height: int, width: int, scale: int | None = None) -> int:
+    """The pixel repetition of a grid of `count` pictures of height x width: `scale`, or (None) the
+    one that enlarges each to about 64 pixels; refused where the grid would pass MAX_GRID_PIXELS.
+    generate asks before sampling, so that a grid too large is refused before minutes of work."""
+    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, int) or scale < 1):
+        raise InputError(f"scale: expected a positive integer, found {scale!r}")
+    scale = scale or max(1, round(64 / width))
+    pixels = count * height * width * scale * scale
+    if pixels > MAX_GRID_PIXELS:
+        raise InputError(f"scale {scale}: expected a grid of at most {MAX_GRID_PIXELS // 10**6} megapixels, found "
+                         f"{pixels / 1e6:.0f} (fewer images or a smaller --scale)")
+    return scale
+
+
 def save_grid(images: np.ndarray, path: str | os.PathLike, nrow: int | None = None, scale: int | None = None) -> None:
     """Write the grid atomically as a PNG or JPEG, by the extension of `path`; the same images
     give the same bytes. scale: pixel repetition; default enlarges each picture to about 64 pixels.
     One image is written without the grid's white frame."""
     picture_format(path, "L" if images.ndim == 4 and images.shape[1] == 1 else "RGB")
-    if scale is not None and (not isinstance(scale, int) or scale < 1):
-        raise InputError(f"scale: expected a positive integer, found {scale!r}")
-    scale = scale or max(1, round(64 / images.shape[-1]))
-    pixels = images.shape[0] * images.shape[-2] * images.shape[-1] * scale * scale
-    if pixels > MAX_GRID_PIXELS:
-        raise InputError(f"scale {scale}: expected a grid of at most {MAX_GRID_PIXELS // 10**6} megapixels, found "
-                         f"{pixels / 1e6:.0f} (fewer images or a smaller --scale)")
+    scale = grid_scale(len(images), images.shape[-2], images.shape[-1], scale)
     # one sample is written as itself, unframed: it can be read back as a picture (generate --image)
     alone = len(images) == 1
     write_picture(Image.fromarray(grid(images, nrow=1 if alone else nrow, pad=0 if alone else 2, scale=scale)), path)

@@ -65,6 +65,19 @@ def test_guidance_is_one_batch_of_2n(pipe, monkeypatch):
     assert all(list(c) == [10, 10] for c in calls)
 
 
+def test_a_batch_past_the_rows_per_call_runs_in_pieces_with_the_same_images(pipe, monkeypatch):
+    """A large n goes through the UNet ROWS_PER_CALL rows at a time (100,000 at once needed
+    about 22 GB), the guided batch of 2n included, and samples what one call samples."""
+    whole = pipe.sample(4, steps=5, guidance_scale=3.0, labels=[0, 1, 2, 3], seed=3)
+    session = pipe.sessions["unet"]
+    rows, original = [], session.run
+    monkeypatch.setattr("edgegen.runtimes.session.ROWS_PER_CALL", 3)
+    monkeypatch.setattr(session, "run", lambda feeds: rows.append(len(feeds["sample"])) or original(feeds))
+    pieces = pipe.sample(4, steps=5, guidance_scale=3.0, labels=[0, 1, 2, 3], seed=3)
+    assert rows == [3, 3, 2] * 5
+    np.testing.assert_allclose(pieces, whole, atol=1e-5)
+
+
 @pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpmpp-2m", "euler", "euler-a"])
 def test_every_sampler_runs_and_is_reproducible(pipe, sampler):
     a = pipe.sample(2, steps=6, sampler=sampler, labels=5, seed=11)
@@ -169,6 +182,20 @@ def test_generate_command(trained, tmp_path, capsys):
         code = main(["generate", str(trained["diffusion"][1]), "--out", str(tmp_path / "x.png"), *bad])
         err = capsys.readouterr().err
         assert code == 2 and message in err and err.count("\n") == 1, err
+
+
+def test_a_grid_too_large_is_refused_before_the_sampling(trained, tmp_path, capsys):
+    """--n 100000 of 8x8 digits at the default scale would make a 410-megapixel grid: refused
+    before minutes of sampling (it was after), naming the size and what to change."""
+    from edgegen.families.diffusion.pipeline import DiffusionPipeline
+
+    with patch.object(DiffusionPipeline, "sample", side_effect=AssertionError("sampled")):
+        code = main(["generate", str(trained["diffusion"][1]), "--n", "100000", "--out", str(tmp_path / "big.png")])
+        assert code == 2 and "scale 8: expected a grid of at most 100 megapixels, found 410 (fewer images or a " \
+                              "smaller --scale)" in capsys.readouterr().err
+        code = main(["generate", str(trained["diffusion"][1]), "--n", "4", "--scale", "0", "--out", str(tmp_path / "s.png")])
+        assert code == 2 and "scale: expected a positive integer, found 0" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
 
 
 def _digit_picture(path, size=32):
