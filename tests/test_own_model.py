@@ -67,6 +67,8 @@ def test_export_gates_at_sizes_it_did_not_trace_and_runs_without_torch(user_mode
     assert graph["inputs"][0]["shape"] == ["batch", 1, "height", "width"]
     fed = graph["validation"]["feeds"]
     assert graph["validation"]["passed"] and "batch=1, height=48, width=64" in fed and "batch=3, height=16, width=32" in fed
+    # and at each dim's limit, one at a time: what TensorRT profiles are built to
+    assert {"batch=16, height=32, width=48", "batch=1, height=128, width=48", "batch=1, height=32, width=192"} <= set(fed)
     assert manifest["config"]["dim_limits"] == {"batch": 16, "height": 128, "width": 192}
     assert manifest["config"]["example_dims"] == {"batch": 2, "height": 32, "width": 48}
     recorded = read_feeds(pkg / "held_out.npz")
@@ -114,7 +116,7 @@ def test_a_module_that_gives_nan_is_refused_and_nothing_is_written(tmp_path):
     with pytest.raises(ConfigError, match=r"module: expected finite outputs on the example inputs, found NaN or Inf in "
                                           r"output 0 from PyTorch itself"):   # not blamed on the graph
         export_pytorch(Log(), example, tmp_path / "pkg")
-    with pytest.raises(ConfigError, match=r"inputs\['x'\]: expected finite numbers, found 1 NaN"):
+    with pytest.raises(ConfigError, match=r"inputs \(--inputs\) 'x': expected finite numbers, found 1 NaN"):
         export_pytorch(Log(), {"x": np.where(example["x"] > 0.9, np.nan, example["x"]).astype(np.float32)}, tmp_path / "pkg")
     with pytest.raises(ConfigError, match=r"output 'output': expected one of float32, .*found float64 \(cast it in forward"):
         export_pytorch(Double(), example, tmp_path / "pkg")
@@ -158,13 +160,13 @@ def test_values_the_graph_cannot_take_are_an_input_error_in_one_line(tmp_path, c
 
 def test_export_refuses_bad_arguments_with_their_names(user_model, tmp_path):
     _, make_model, example = user_model
-    with pytest.raises(ConfigError, match=r"dynamic: expected input names among \['image', 'mask'\], found \['img'\]"):
+    with pytest.raises(ConfigError, match=r"dynamic \(--dynamic\): expected input names among \['image', 'mask'\], found \['img'\]"):
         export_pytorch(make_model(), example, tmp_path / "a", dynamic={"img": {0: "batch"}})
-    with pytest.raises(ConfigError, match=r"dynamic\['image'\]: expected axes 0 to 3, found \[7\]"):
+    with pytest.raises(ConfigError, match=r"dynamic \(--dynamic\) 'image': expected axes 0 to 3, found \[7\]"):
         export_pytorch(make_model(), example, tmp_path / "b", dynamic={"image": {7: "batch"}})
     with pytest.raises(ConfigError, match="expected the same size on every input"):
         export_pytorch(make_model(), example, tmp_path / "c", dynamic={"image": {2: "side"}, "mask": {3: "side"}})
-    with pytest.raises(ConfigError, match=r"output_names: expected names unlike each other and the inputs'"):
+    with pytest.raises(ConfigError, match=r"output_names \(--output-name\): expected names unlike each other and the inputs'"):
         export_pytorch(make_model(), example, tmp_path / "e", output_names=["image", "change"])
     with pytest.raises(ConfigError, match="module: expected a torch.nn.Module"):
         export_pytorch(lambda x: x, example, tmp_path / "d")
@@ -173,19 +175,19 @@ def test_export_refuses_bad_arguments_with_their_names(user_model, tmp_path):
         with pytest.raises(ConfigError, match=rf"opset: expected 18 to 23 .*found {opset}$"):
             export_pytorch(make_model(), example, tmp_path / "f", opset=opset)
     for atol in (-1.0, float("nan"), float("inf"), np.float32(-1)):
-        with pytest.raises(ConfigError, match=r"atol: expected a tolerance of 0 or more"):
+        with pytest.raises(ConfigError, match=r"atol \(--atol\): expected a tolerance of 0 or more"):
             export_pytorch(make_model(), example, tmp_path / "g", atol=atol)
-    with pytest.raises(ConfigError, match=r"inputs: expected example arrays by input name \(a dict\), found list"):
+    with pytest.raises(ConfigError, match=r"inputs \(--inputs\): expected example arrays by input name \(a dict\), found list"):
         export_pytorch(make_model(), list(example.values()), tmp_path / "h")
     # output names and dim limits: refused before the export, not split into letters or cut to ints
-    with pytest.raises(ConfigError, match=r"output_names: expected a list of names, found 'clean'"):
+    with pytest.raises(ConfigError, match=r"output_names \(--output-name\): expected a list of names, found 'clean'"):
         export_pytorch(make_model(), example, tmp_path / "i", output_names="clean")
-    with pytest.raises(ConfigError, match=r"output_names: expected 2 name\(s\), one per tensor forward returns, found 1"):
+    with pytest.raises(ConfigError, match=r"output_names \(--output-name\): expected 2 name\(s\), one per tensor forward returns, found 1"):
         export_pytorch(make_model(), example, tmp_path / "j", output_names=["clean"])
-    with pytest.raises(ConfigError, match=r"dim_limits: expected dynamic dims of the inputs \(batch\), found \['depth'\]"):
+    with pytest.raises(ConfigError, match=r"dim_limits \(--limit\): expected dynamic dims of the inputs \(batch\), found \['depth'\]"):
         export_pytorch(make_model(), example, tmp_path / "k", dim_limits={"depth": 5})
     for size in ("big", 100.7, True, 1):
-        with pytest.raises(ConfigError, match=rf"dim_limits\['batch'\]: expected a whole number of at least the "
+        with pytest.raises(ConfigError, match=rf"dim_limits \(--limit\) 'batch': expected a whole number of at least the "
                                               rf"traced size 2, found {re.escape(repr(size))}"):
             export_pytorch(make_model(), example, tmp_path / "l", dim_limits={"batch": size})
     assert not list(tmp_path.iterdir())
@@ -211,10 +213,10 @@ def test_inputs_named_as_forwards_parameters_are_bound_by_name(tmp_path):
     pipe = edgegen.load(path)
     assert [spec.name for spec in pipe.package.graphs["model"].inputs] == ["a", "b"]
     np.testing.assert_allclose(pipe(a=a, b=b)["output"], a - 2 * b, atol=1e-6)
-    with pytest.raises(ConfigError, match=r"inputs: expected forward's first 2 parameters \(a, b\), found a, c: b would "
+    with pytest.raises(ConfigError, match=r"inputs \(--inputs\): expected forward's first 2 parameters \(a, b\), found a, c: b would "
                                           r"take the array named c"):
         export_pytorch(_Difference(), {"a": a, "c": b}, tmp_path / "skipped")
-    with pytest.raises(ConfigError, match=r"inputs: expected forward's positional parameters .*found bias keyword-only"):
+    with pytest.raises(ConfigError, match=r"inputs \(--inputs\): expected forward's positional parameters .*found bias keyword-only"):
         export_pytorch(_KeywordOnly(), {"x": a, "bias": b}, tmp_path / "keyword")
     path = export_pytorch(_Difference(), {"first": a, "second": b}, tmp_path / "own")   # names of the user's: in order
     np.testing.assert_allclose(edgegen.load(path)(first=a, second=b)["output"], a - 2 * b, atol=1e-6)
@@ -227,7 +229,7 @@ def test_held_out_feeds_are_checked_and_recorded_for_optimize(tmp_path):
     path = export_pytorch(_Difference(), feeds[0], tmp_path / "pkg", held_out=feeds)
     recorded = read_feeds(path / "held_out.npz")
     assert len(recorded) == 2 and all(np.array_equal(r["b"], f["b"]) for r, f in zip(recorded, feeds))
-    with pytest.raises(ConfigError, match=r"held_out: expected at least 2 feeds of inputs \(optimize calibrates on half "
+    with pytest.raises(ConfigError, match=r"held_out \(--held-out\): expected at least 2 feeds of inputs \(optimize calibrates on half "
                                           r"of them and gates on the rest\), found 1"):   # optimize could not use it
         export_pytorch(_Difference(), feeds[0], tmp_path / "one", held_out=feeds[:1])
     assert not (tmp_path / "one").exists()
@@ -297,6 +299,49 @@ def test_a_module_torch_export_cannot_trace_or_run_is_refused_in_one_line(tmp_pa
                           "torch.export can trace") and err.count("\n") == 1   # one line: torch's graph print is kept off
     assert err.endswith(f" at {tmp_path / 'untraceable.py'}:7 in forward (docs/bring-your-own-model.md says what traces)\n")
     assert sorted(p.name for p in tmp_path.iterdir() if p.name != "__pycache__") == ["example.npz", "untraceable.py"]
+
+
+class _ShapeBranch(torch.nn.Module):
+    """Right only below width 100: the trace at 16 keeps the first branch."""
+
+    def forward(self, x):
+        return x * 2 if x.shape[-1] <= 100 else x * 3
+
+
+class _Positions(torch.nn.Module):
+    """A learned table of 40 positions: any sequence past 40 fails."""
+
+    def __init__(self):
+        super().__init__()
+        self.table = torch.nn.Parameter(torch.randn(40, 4, generator=torch.Generator().manual_seed(0)))
+
+    def forward(self, x):
+        return x + self.table[:x.shape[1]]
+
+
+def test_a_size_where_the_graph_is_wrong_or_the_module_fails_is_not_recorded_as_a_limit(tmp_path, capsys):
+    """The gate runs at each dim's recorded limit: a shape branch the trace fixed, or a table the
+    default limit outgrows, is refused naming the dim, the size and the --limit to give; below it,
+    the export passes and records that limit."""
+    wide = {"x": np.ones((2, 16), np.float32)}
+    dynamic = {"x": {0: "batch", 1: "width"}}
+    with pytest.raises(ValidationError, match=r"^export of '_ShapeBranch' does not reproduce PyTorch at width 120, the "
+                                              r"largest size recorded for width, package not written: .*batch=1, "
+                                              r"width=120.*: give --limit width=N \(dim_limits\) below 120, up to "
+                                              r"where it holds$"):
+        export_pytorch(_ShapeBranch(), wide, tmp_path / "a", dynamic=dynamic, dim_limits={"width": 120})
+    pkg = export_pytorch(_ShapeBranch(), wide, tmp_path / "b", dynamic=dynamic, dim_limits={"width": 100})
+    assert "batch=1, width=96" in json.loads((pkg / "edgegen.json").read_text())["graphs"]["model"]["validation"]["feeds"]
+
+    # the default limit (4x the traced 16) outgrows the table: the module's own failure, named
+    with pytest.raises(ValidationError, match=r"^export of '_Positions': the module or its graph failed at width 64, "
+                                              r"the largest size recorded for width \(TensorRT profiles are built to "
+                                              r"it\): .*; give --limit width=N \(dim_limits\) below 64"):
+        export_pytorch(_Positions(), {"x": np.ones((2, 16, 4), np.float32)}, tmp_path / "c",
+                       dynamic={"x": {0: "batch", 1: "width"}})
+    assert export_pytorch(_Positions(), {"x": np.ones((2, 16, 4), np.float32)}, tmp_path / "d",
+                          dynamic={"x": {0: "batch", 1: "width"}}, dim_limits={"width": 40}).exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "d"]
 
 
 def test_a_generic_package_refuses_nan_and_empty_batches_and_never_returns_nan(tmp_path):

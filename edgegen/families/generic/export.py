@@ -85,13 +85,13 @@ def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str 
     check_opset(opset)
     for label, tolerance in (("atol", atol), ("rtol", rtol)):   # refused before the export, not after it
         if isinstance(tolerance, bool) or not isinstance(tolerance, numbers.Real) or not 0 <= tolerance < math.inf:
-            raise ConfigError(f"{label}: expected a tolerance of 0 or more, found {tolerance!r}")
+            raise ConfigError(f"{label} (--{label}): expected a tolerance of 0 or more, found {tolerance!r}")
     atol, rtol = float(atol), float(rtol)   # a numpy float too, recorded in the manifest's JSON
     if not isinstance(inputs, Mapping):
-        raise ConfigError(f"inputs: expected example arrays by input name (a dict), found {type(inputs).__name__}")
-    example = {str(k): _numpy(v, f"inputs[{k!r}]") for k, v in dict(inputs).items()}
+        raise ConfigError(f"inputs (--inputs): expected example arrays by input name (a dict), found {type(inputs).__name__}")
+    example = {str(k): _numpy(v, f"inputs (--inputs) {k!r}") for k, v in dict(inputs).items()}
     if not example:
-        raise ConfigError("inputs: expected at least one named example input, found none")
+        raise ConfigError("inputs (--inputs): expected at least one named example input, found none")
     example = _in_forward_order(module, example)
     dynamic = {k: {0: "batch"} for k, v in example.items() if v.ndim} if dynamic is None else dict(dynamic)
     specs = _input_specs(example, dynamic)
@@ -100,7 +100,7 @@ def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str 
     outputs = _output_names(output_names, _output_count(module, example, specs))
     clashes = sorted(set(outputs) & set(example))
     if clashes or len(set(outputs)) != len(outputs):
-        raise ConfigError(f"output_names: expected names unlike each other and the inputs' (ONNX names each value "
+        raise ConfigError(f"output_names (--output-name): expected names unlike each other and the inputs' (ONNX names each value "
                           f"once), found {list(outputs)} with inputs {list(example)}")
     rng = np.random.default_rng(seed)
     recorded = _held_out(held_out, specs) if held_out is not None else _synthesized(specs, example, traced, limits, rng)
@@ -108,7 +108,7 @@ def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str 
     config = GenericConfig(graph=GRAPH, dim_limits=limits, example_dims=traced, source=source or type(module).__name__)
     problems = config.problems()
     if problems:
-        raise ConfigError("dim_limits: " + "; ".join(problems))
+        raise ConfigError("dim_limits (--limit): " + "; ".join(problems))
     reads = [*reads, *([held_out] if isinstance(held_out, (str, os.PathLike)) else [])]
     with staged_directory(out, overwrite=overwrite, holds=MANIFEST_NAME, kind=PACKAGE_KIND, reads=reads,
                           owns=package_files) as stage:
@@ -132,12 +132,13 @@ def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str 
             raise
         except Exception as exc:  # noqa: BLE001 - the user's module failing on a fresh size is the gate's finding
             raise ValidationError(f"export of {config.source!r}: the module or its graph failed on inputs at sizes "
-                                  f"the trace did not see ({_first_line(exc)}); give dim_limits or "
-                                  "held_out inputs of sizes it takes") from None
+                                  f"the trace did not see ({_first_line(exc)}); give dim_limits (--limit) "
+                                  "or held_out (--held-out) inputs of sizes it takes") from None
         failures = [f"graph {GRAPH!r} {r.line()} (tolerance atol {atol:g}, rtol {rtol:g})" for r in results if not r.passed]
         if failures:
             raise ValidationError(f"export of {config.source!r} does not reproduce PyTorch, package not written: "
                                   + "; ".join(failures))
+        results += _gate_at_limits(module, session, specs, example, traced, limits, rng, atol, rtol, config.source)
         write_feeds(stage / HELD_OUT_FILE, recorded)
         config.held_out = {"file": HELD_OUT_FILE, "sha256": sha256_file(stage / HELD_OUT_FILE), "feeds": len(recorded)}
         validation = {"feeds": [r.batch for r in results], "atol": atol, "rtol": rtol, "passed": True,
@@ -167,13 +168,13 @@ def _in_forward_order(module: torch.nn.Module, example: dict[str, np.ndarray]) -
         return example
     keyword_only = [name for name in example if by_name[name].kind is inspect.Parameter.KEYWORD_ONLY]
     if keyword_only:
-        raise ConfigError(f"inputs: expected forward's positional parameters (the graph passes its inputs in order), "
+        raise ConfigError(f"inputs (--inputs): expected forward's positional parameters (the graph passes its inputs in order), "
                           f"found {', '.join(keyword_only)} keyword-only: make it positional")
     positional = [p.name for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     taken = positional[:len(example)]
     if set(taken) != set(example):
         skipped = [name for name in taken if name not in example]
-        raise ConfigError(f"inputs: expected forward's first {len(example)} parameters ({', '.join(taken)}), found "
+        raise ConfigError(f"inputs (--inputs): expected forward's first {len(example)} parameters ({', '.join(taken)}), found "
                           f"{', '.join(example)}: {skipped[0]} would take the array named "
                           f"{next(n for n in positional if n in example and n not in taken)}; give {skipped[0]} too, "
                           "or reorder forward")
@@ -195,13 +196,13 @@ def _numpy(value: Any, what: str) -> np.ndarray:
 def _input_specs(example: dict[str, np.ndarray], dynamic: dict) -> tuple[TensorSpec, ...]:
     unknown = sorted(set(dynamic) - set(example))
     if unknown:
-        raise ConfigError(f"dynamic: expected input names among {sorted(example)}, found {unknown}")
+        raise ConfigError(f"dynamic (--dynamic): expected input names among {sorted(example)}, found {unknown}")
     specs = []
     for name, array in example.items():
         axes = {int(a): str(d) for a, d in dict(dynamic.get(name, {})).items()}
         bad = [a for a in axes if not 0 <= a < array.ndim]
         if bad:
-            raise ConfigError(f"dynamic[{name!r}]: expected axes 0 to {array.ndim - 1}, found {bad}")
+            raise ConfigError(f"dynamic (--dynamic) {name!r}: expected axes 0 to {array.ndim - 1}, found {bad}")
         specs.append(TensorSpec(name, array.dtype.name, tuple(axes.get(i, int(n)) for i, n in enumerate(array.shape))))
     return tuple(specs)
 
@@ -218,7 +219,7 @@ def _traced_sizes(specs, example) -> dict[str, int]:
                                       f"and {size} (input {spec.name!r})")
                 if size < 2:
                     # the exporter specialises a dim of size 1: it would not stay dynamic
-                    raise ConfigError(f"inputs[{spec.name!r}]: expected dynamic dim {dim!r} to be at least 2 in the "
+                    raise ConfigError(f"inputs (--inputs) {spec.name!r}: expected dynamic dim {dim!r} to be at least 2 in the "
                                       f"example, found {size}")
     return sizes
 
@@ -231,13 +232,13 @@ def _dim_limits(given: Mapping[str, int] | None, traced: dict[str, int]) -> dict
     if given is None:
         return limits
     if not isinstance(given, Mapping):
-        raise ConfigError(f"dim_limits: expected {{dynamic dim: largest size}}, found {type(given).__name__}")
+        raise ConfigError(f"dim_limits (--limit): expected {{dynamic dim: largest size}}, found {type(given).__name__}")
     unknown = sorted(str(d) for d in given if str(d) not in traced)
     if unknown:
-        raise ConfigError(f"dim_limits: expected dynamic dims of the inputs ({', '.join(traced) or 'none'}), found {unknown}")
+        raise ConfigError(f"dim_limits (--limit): expected dynamic dims of the inputs ({', '.join(traced) or 'none'}), found {unknown}")
     for dim, size in given.items():
         if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < traced[str(dim)]:
-            raise ConfigError(f"dim_limits[{str(dim)!r}]: expected a whole number of at least the traced size "
+            raise ConfigError(f"dim_limits (--limit) {str(dim)!r}: expected a whole number of at least the traced size "
                               f"{traced[str(dim)]}, found {size!r}")
         limits[str(dim)] = int(size)
     return limits
@@ -268,9 +269,9 @@ def _output_names(given, count: int) -> tuple[str, ...]:
     if given is None:
         return ("output",) if count == 1 else tuple(f"output.{i}" for i in range(count))
     if isinstance(given, str) or not isinstance(given, (list, tuple)) or not all(isinstance(n, str) for n in given):
-        raise ConfigError(f"output_names: expected a list of names, found {given!r:.80}")
+        raise ConfigError(f"output_names (--output-name): expected a list of names, found {given!r:.80}")
     if len(given) != count:
-        raise ConfigError(f"output_names: expected {count} name(s), one per tensor forward returns, found "
+        raise ConfigError(f"output_names (--output-name): expected {count} name(s), one per tensor forward returns, found "
                           f"{len(given)}: {list(given)}")
     return tuple(given)
 
@@ -342,6 +343,49 @@ def _synthesized(specs, example, traced, limits, rng) -> list[dict[str, np.ndarr
     return feeds
 
 
+def _largest_sizes(traced: dict[str, int], limits: dict[str, int]) -> dict[str, int]:
+    """Each dynamic dim's largest size the gate can try within its limit: the batch's limit; another
+    dim's limit rounded down to the step _fresh_sizes takes from the traced size (a strided model
+    takes only sizes its strides divide)."""
+    largest = {}
+    for dim, size in traced.items():
+        step = 1 if dim == "batch" else min(size & -size, max(1, size // 2))
+        largest[dim] = limits[dim] // step * step
+    return largest
+
+
+def _gate_at_limits(module, session, specs, example, traced, limits, rng, atol, rtol, source) -> list:
+    """The gate at each dynamic dim's recorded limit, the other dims as traced (the batch 1 beside
+    another dim's limit, to bound the memory): the manifest's limits are what TensorRT profiles
+    are built to, and a size-dependent branch (`if x.shape[-1] > 100`) that the trace fixed, or a
+    table a size outgrows, holds only below some size. Checked one dim at a time, so that a
+    failure names the dim whose --limit to lower."""
+    results = []
+    for dim, size in _largest_sizes(traced, limits).items():
+        if size <= max(_fresh_sizes(dim, traced[dim], limits[dim])):   # the gate tried it already
+            continue
+        sizes = {d: size if d == dim else (1 if d == "batch" else traced[d]) for d in traced}
+        feed = {spec.name: _draw_like(example[spec.name], tuple(sizes[d] if isinstance(d, str) else d for d in spec.shape),
+                                      rng) for spec in specs}
+        fix = f"give --limit {dim}=N (dim_limits) below {size}, up to where it holds"
+        try:
+            found = gate_feeds(module, session, [feed], atol, rtol)
+        except EdgegenError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the module failing at its recorded limit is the gate's finding
+            raise ValidationError(f"export of {source!r}: the module or its graph failed at {dim} {size}, the largest "
+                                  f"size recorded for {dim} (TensorRT profiles are built to it): {_first_line(exc)}; "
+                                  f"{fix}") from None
+        failures = [f"{r.line()} (tolerance atol {atol:g}, rtol {rtol:g})" for r in found if not r.passed]
+        if failures:
+            raise ValidationError(f"export of {source!r} does not reproduce PyTorch at {dim} {size}, the largest size "
+                                  f"recorded for {dim}, package not written: " + "; ".join(failures) + "; the trace "
+                                  f"fixes a branch on a size, or a size a table outgrows, where it holds only below "
+                                  f"some size: {fix}")
+        results += found
+    return results
+
+
 def _draw_like(array: np.ndarray, shape: tuple, rng: np.random.Generator) -> np.ndarray:
     if array.dtype == np.bool_:
         return rng.random(shape) < array.mean()
@@ -356,20 +400,20 @@ def _draw_like(array: np.ndarray, shape: tuple, rng: np.random.Generator) -> np.
 def _held_out(held_out, specs) -> list[dict[str, np.ndarray]]:
     feeds = read_feeds(held_out) if isinstance(held_out, (str, os.PathLike)) else list(held_out)
     if len(feeds) < 2:   # recorded for optimize, which calibrates on half of them and gates on the others
-        raise ConfigError(f"held_out: expected at least 2 feeds of inputs (optimize calibrates on half of them and "
+        raise ConfigError(f"held_out (--held-out): expected at least 2 feeds of inputs (optimize calibrates on half of them and "
                           f"gates on the rest), found {len(feeds)}: give more (an .npz holds several as keys 0/NAME, "
                           "1/NAME, ...), or none, to have them drawn like the example")
     names = sorted(s.name for s in specs)
     checked = []
     for i, feed in enumerate(feeds):
-        feed = {str(k): _numpy(v, f"held_out[{i}][{k!r}]") for k, v in dict(feed).items()}
+        feed = {str(k): _numpy(v, f"held_out (--held-out) feed {i} input {k!r}") for k, v in dict(feed).items()}
         if sorted(feed) != names:
-            raise ConfigError(f"held_out[{i}]: expected the inputs {names}, found {sorted(feed)}")
+            raise ConfigError(f"held_out (--held-out) feed {i}: expected the inputs {names}, found {sorted(feed)}")
         for spec in specs:
             array, shape = feed[spec.name], spec.shape
             if array.dtype.name != spec.dtype or array.ndim != len(shape) or any(
                     isinstance(d, int) and d != n for d, n in zip(shape, array.shape)):
-                raise ConfigError(f"held_out[{i}][{spec.name!r}]: expected {spec.describe()}, found "
+                raise ConfigError(f"held_out (--held-out) feed {i} input {spec.name!r}: expected {spec.describe()}, found "
                                   f"{array.dtype.name}{list(array.shape)}")
         checked.append(feed)
     return checked
