@@ -201,10 +201,10 @@ def _bench_package(path, batch, iters, warmup, backend, threads, vs_torch, preci
     whole_call = generation_call(family, pipe, batch, steps) if generation else None
     shapes = {**(family.bench_dims(pipe.config) if family.bench_dims else {}), **(shapes or {})}
     shapes.pop("batch", None)   # --batch sets it
-    unknown = sorted(set(shapes) - {d for s in pipe.sessions.values() for spec in s.inputs for d in spec.shape
-                                    if isinstance(d, str)})
-    if unknown:
-        raise ConfigError(f"--shapes: expected dynamic dims of the package's graphs, found {unknown}")
+    dims = {d for s in pipe.sessions.values() for spec in s.inputs for d in spec.shape if isinstance(d, str)}
+    if unknown := sorted(set(shapes) - dims):   # from --shapes or --sweep: both flags named
+        raise ConfigError(f"--shapes/--sweep: expected dynamic dims of the package's graphs other than the batch "
+                          f"({', '.join(sorted(dims - {'batch'})) or 'none'}), found {', '.join(unknown)}")
     feeds = {part: bench_feeds(s.inputs, batch, shapes=shapes) for part, s in pipe.sessions.items()}
     engines = {(part, f"edgegen {pipe.backend}"): (lambda s=s, f=feeds[part]: s.run(f)) for part, s in pipe.sessions.items()}
     pixels = {part: output_pixels(fn()) for (part, _), fn in engines.items()}
@@ -465,7 +465,8 @@ def format_table(report: dict) -> str:
     result = "token" if "generation" in report else "sample"
     megapixels = any("megapixels_per_s" in r for r in report["results"])
     energy = any("watts" in r for r in report["results"])
-    head = (f"| graph | engine | p50 ms | p90 ms | p99 ms | mean ms | min ms | {unit} |" + (" MP/s |" if megapixels else "")
+    basis = "p50" if "generation" in report else "mean"   # a token loop's figures are per p50 call, as the issue's
+    head = (f"| graph | engine | p50 ms | p90 ms | p99 ms | mean ms | min ms | {unit} (from the {basis}) |" + (" MP/s |" if megapixels else "")
             + (f" W | mJ/{result} |" if energy else ""))
     lines = [head + " vs torch |", "|" + "---|" * (9 + megapixels + 2 * energy)]
     for r in report["results"]:

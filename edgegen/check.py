@@ -16,7 +16,7 @@ from .errors import ConfigError, PackageError, not_one_of
 from .graph_summary import GraphSummary, read_graph_summary
 from .package import Package
 from .runtimes.engines import package_profiles, parser_errors
-from .targets import TARGETS, TENSORRT_TARGETS, get_target
+from .targets import TARGETS, TENSORRT_TARGETS, get_target, release_mismatch
 
 TABLE = Path(__file__).parent / "data" / "tensorrt_onnx_ops.json"
 
@@ -57,7 +57,10 @@ def check_package(path: str | os.PathLike, tensorrt: str | None = None, profiles
     """One GraphCheck per graph and variant. With `device_parser` (default: when the tensorrt
     module is importable and no table version is asked for) this machine's TensorRT parser
     judges each graph; otherwise the table of `tensorrt` (default: the target's release)."""
-    version = tensorrt or get_target(target, TENSORRT_TARGETS).tensorrt
+    chosen = get_target(target, TENSORRT_TARGETS)
+    if tensorrt is not None and (mismatch := release_mismatch(chosen, tensorrt, "(--tensorrt)")):
+        raise ConfigError(mismatch)   # its advice would be for another device: JetPack 6's, to a JetPack 7 user
+    version = tensorrt or chosen.tensorrt
     table = support_table(version)
     if device_parser is None:
         device_parser = tensorrt is None and importlib.util.find_spec("tensorrt") is not None

@@ -254,6 +254,10 @@ def _cmd_generate(args) -> None:
         from .images import picture_format
 
         picture_format(args.out, "RGB")
+    if args.out is not None:   # a folder the system refuses: before the sampling, not after it
+        from .storage import check_writable
+
+        check_writable(args.out, "--out")
     args.package = _package_or_name(args.package)   # a shipped name's export, after the options' checks
     _refuse_out_over_what_generate_reads(args.out, args.package, options)
     pipe = load(args.package, backend=args.backend, threads=args.threads, precision=args.precision)
@@ -291,10 +295,11 @@ def _refuse_a_grid_too_large(pipe, family, args) -> None:
     """The grid of --n pictures at --scale, refused before the sampling where save_grid would
     refuse it after (--n 100000 of 8x8 digits at the default scale: 410 megapixels, after minutes)."""
     shape = getattr(getattr(pipe, "config", None), "image_shape", None)
-    if family.grid_flags and args.out is not None and shape and len(shape) == 3 and isinstance(args.n, int) and args.n > 0:
+    if family.grid_flags and args.out is not None and shape and len(shape) == 3:
         from .images import grid_scale
+        from .runtimes.pipeline import check_count
 
-        grid_scale(args.n, shape[-2], shape[-1], args.scale)
+        grid_scale(check_count(args.n), shape[-2], shape[-1], args.scale)   # a count out of range said as such first
 
 
 def _refuse_output_inside_package(flag: str, out, package) -> None:
@@ -333,6 +338,9 @@ def _cmd_bench(args) -> None:
         _require_export("edgegen bench --vs-torch")
     if args.json:
         _refuse_output_inside_package("--json", args.json, args.package)   # before the benchmark, not after it
+    if args.bench_steps is not None and not args.generation:   # was ignored without a word
+        raise ConfigError(f"--steps {args.bench_steps}: expected with the whole generation it sets the steps of, found "
+                          "--no-generation")
     shapes = parse_dim_sizes(args.shapes, "--shapes")
     sweep = parse_sweep(args.sweep) or [{}]
     for flag, dims in (("--shapes", set(shapes)), ("--sweep", set(sweep[0]))):
@@ -387,8 +395,8 @@ def _bench_one(args, shapes: dict, generation: bool) -> dict:
     if "whole_generation" in report:
         g = report["whole_generation"]
         energy = f", {g['joules_per_result'] * 1e3:.3f} mJ per result at {g['watts']:.2f} W" if "watts" in g else ""
-        print(f"whole generation ({g['what']}): p50 {g['p50_ms']:.1f} ms, p90 {g['p90_ms']:.1f} ms over {g['calls']} "
-              f"runs, {g['per_s']:.3g} {g['unit']}/s{energy}")
+        print(f"whole generation ({g['what']}): p50 {g['p50_ms']:.1f} ms, p90 {g['p90_ms']:.1f} ms, mean "
+              f"{g['mean_ms']:.1f} ms over {g['calls']} runs, {g['per_s']:.3g} {g['unit']}/s (from the mean){energy}")
     return report
 
 
@@ -674,13 +682,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "decoding), interleaved, and report the ratio")
     p.add_argument("--shapes", action="append", default=None, metavar="NAME=SIZE[,NAME=SIZE]",
                    help="the size of each dynamic dim other than the batch, as trtexec's --shapes (default: the "
-                        "traced sizes of a generic package, else 1)")
+                        "size the family's runtime calls with, such as SR's tile; the traced sizes of a generic "
+                        "package; else 1)")
     p.add_argument("--energy", default=True, action=argparse.BooleanOptionalAction,
                    help="then run each engine alone for a second with the machine's power source read (NVML, a "
                         "Jetson's INA3221 rails or tegrastats, RAPL): watts and millijoules per result")
     p.add_argument("--generation", default=True, action=argparse.BooleanOptionalAction,
                    help="then time a whole generation at the family's defaults where it is more than one graph call "
-                        "(a diffusion sampler's steps, PixelCNN's and WaveNet's loops)")
+                        "(a diffusion sampler's steps, PixelCNN's and WaveNet's loops) (default: True)")
     p.add_argument("--steps", dest="bench_steps", type=int, default=None, metavar="N",
                    help="the whole generation's sampler steps (diffusion families; default: the family's, 20)")
     p.add_argument("--sweep", default=None, metavar="DIM[,DIM]=SIZE[,SIZE...]",

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from .errors import OutputExistsError, PackageBusyError
+from .errors import ConfigError, OutputExistsError, PackageBusyError
 
 LOCK_POLL_S = 0.2
 
@@ -127,7 +127,11 @@ def check_writable(path: str | os.PathLike, what: str) -> None:
     existing = next(folder for folder in path.absolute().parents if folder.exists())   # no folder made here
     if not existing.is_dir():
         raise _file_on_the_way(path, what)
-    fd, tmp = _temporary_beside(path, existing)
+    try:
+        fd, tmp = _temporary_beside(path, existing)
+    except OSError as exc:   # a read-only or system folder (/proc): said as the option's, not as the system's error
+        raise ConfigError(f"{what} {str(path)!r}: expected a folder this user can write a file in, found "
+                          f"{str(existing)!r} refusing one ({exc.strerror or exc})") from None
     os.close(fd)
     os.unlink(tmp)
 

@@ -57,9 +57,10 @@ def describe_targets(names: tuple[str, ...]) -> str:
     return "; ".join(f"{name}: {TARGETS[name].description}" for name in names)
 
 
-def release_mismatch(target: Target, version: str) -> str | None:
+def release_mismatch(target: Target, version: str, where: str = "on this machine") -> str | None:
     """Why this machine's TensorRT `version` is not the one `target` names, or None. Engines
-    are built on the device itself; one built against another release would not load there."""
+    are built on the device itself; one built against another release would not load there.
+    `where`: where the version came from, for the message."""
     if target.tensorrt_releases is None:
         return None
     oldest, newest = target.tensorrt_releases
@@ -67,7 +68,7 @@ def release_mismatch(target: Target, version: str) -> str | None:
     if found < _major_minor(oldest) or (newest is not None and found > _major_minor(newest)):
         expected = oldest if oldest == newest else f"{oldest} or later" if newest is None else f"{oldest} to {newest}"
         return (f"target {target.name}: expected TensorRT {expected} ({target.description}), found TensorRT {version} "
-                "on this machine")
+                f"{where}")
     return None
 
 

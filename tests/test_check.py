@@ -69,7 +69,11 @@ def test_profiles_are_checked():
 def test_a_profile_of_a_dim_the_graphs_lack_is_refused(package_copy, capsys):
     pkg = package_copy("vae")
     assert main(["check", str(pkg), "--profile", "foo=1:2:3"]) == 2   # was ignored without a word
-    assert "--profile: expected dynamic dims of the package's graphs (batch), found foo" in capsys.readouterr().err
+    assert "--profile: expected dynamic dims of the package's graphs (batch), found 'foo'" in capsys.readouterr().err
+    assert main(["check", str(pkg), "--profile", "=1:2:3"]) == 2   # an empty name, shown as one
+    assert "(batch), found ''" in capsys.readouterr().err
+    assert main(["check", str(pkg), "--profile", "batch=1:2:3", "--profile", "batch=1:1:1"]) == 2   # the last won
+    assert "--profile: expected each dim once, found 'batch' twice (1:2:3 and 1:1:1)" in capsys.readouterr().err
     assert main(["check", str(pkg), "--profile", "batch=1:2:3"]) == 0
 
 
@@ -268,3 +272,9 @@ def test_targets_pick_the_opset_and_tensorrt_release(trained, tmp_path, capsys):
     assert "expected TensorRT 10.3 " in release_mismatch(jetpack6, "10.7.0")
     assert "expected TensorRT 10.14 or later" in release_mismatch(jetpack7, "10.13.3")
     assert release_mismatch(get_target("tensorrt"), "9.0") is None
+    # a --tensorrt table the --target's device does not have: its advice would be for another device
+    assert main(["check", str(out), "--target", "jetpack7", "--tensorrt", "10.3"]) == 2
+    assert capsys.readouterr().err == ("edgegen: error: target jetpack7: expected TensorRT 10.14 or later (a Jetson on "
+                                       "JetPack 7 (L4T r38): TensorRT 10.14 or later, CUDA 13), found TensorRT 10.3 "
+                                       "(--tensorrt)\n")
+    assert main(["check", str(out), "--target", "jetpack6", "--tensorrt", "10.3"]) == 0

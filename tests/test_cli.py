@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+from unittest.mock import patch
 
 import pytest
 import torch
@@ -119,9 +120,13 @@ def test_bench_and_generate_refuse_an_output_they_cannot_or_must_not_write_befor
     code, out, err = run_cli(capsys, "bench", pkg, "--iters", "2", "--json", tmp_path)
     assert code == 2 and "expected a file to write, found a directory" in err and out == ""   # nothing ran
     code, out, err = run_cli(capsys, "bench", pkg, "--iters", "2", "--json", "/proc/edgegen-bench.json")
-    assert code == 2 and err.startswith("edgegen: error: '/proc/edgegen-bench.json': ") and out == ""
-    code, _, err = run_cli(capsys, "generate", pkg, "--n", "2", "--out", "/proc/x.png")
-    assert code == 2 and err.startswith("edgegen: error: '/proc/x.png': ")   # the output, not a temporary name
+    # /proc takes no new file, even from root: said as the option's, not as the system's FileNotFoundError
+    assert code == 2 and out == "" and err == ("edgegen: error: --json '/proc/edgegen-bench.json': expected a folder this "
+                                               "user can write a file in, found '/proc' refusing one (No such file or "
+                                               "directory)\n")
+    with patch("edgegen.families.vae.pipeline.VAEPipeline.sample", side_effect=AssertionError("sampled")):
+        code, _, err = run_cli(capsys, "generate", pkg, "--n", "2", "--out", "/proc/x.png")   # before the sampling
+    assert code == 2 and err.startswith("edgegen: error: --out '/proc/x.png': ")   # the output, not a temporary name
     code, _, err = run_cli(capsys, "bench", pkg, "--json", tmp_path / "a" / "b" / "r.json", "--shapes", "batch=4")
     assert code == 2 and not (tmp_path / "a").exists()   # the check made no folder for a command refused after it
 
@@ -131,9 +136,20 @@ def test_bench_refuses_the_batch_in_shapes_and_sweeps_and_a_dim_in_both(trained,
     for args, message in ((["--sweep", "batch=1,2"], "--sweep: expected dims other than the batch (--batch sets it)"),
                           (["--shapes", "batch=4"], "--shapes: expected dims other than the batch (--batch sets it)"),
                           (["--sweep", "height,width=32", "--shapes", "height=16,width=16"],
-                           "--shapes and --sweep: expected each dim in one of them, found height, width in both")):
+                           "--shapes and --sweep: expected each dim in one of them, found height, width in both"),
+                          # the last one won without a word
+                          (["--sweep", "height,height=16"], "--sweep 'height,height=16': expected each dim once, "
+                                                            "found height twice"),
+                          (["--shapes", "height=16", "--shapes", "height=8"], "--shapes: expected each dim once, found "
+                                                                              "height twice (16 and 8)"),
+                          # a dim the vae's graphs lack: both flags named, with the dims it has
+                          (["--sweep", "height,width=64"], "--shapes/--sweep: expected dynamic dims of the package's "
+                                                           "graphs other than the batch (none), found height, width"),
+                          # --steps sets the whole generation's steps: with none, it was ignored
+                          (["--steps", "4", "--no-generation"], "--steps 4: expected with the whole generation it sets "
+                                                                "the steps of, found --no-generation")):
         code, out, err = run_cli(capsys, "bench", pkg, "--iters", "2", *args)
-        assert code == 2 and message in err and out == ""
+        assert code == 2 and message in err and out == "", err
 
 
 def test_bench_writes_the_report(trained, tmp_path, capsys):

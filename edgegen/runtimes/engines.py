@@ -109,7 +109,7 @@ def package_profiles(package, profiles: list[str] | None = None, strict: bool = 
     dims = {d for entry in package.graphs.values() for spec in entry.inputs for d in spec.shape if isinstance(d, str)}
     if unknown := sorted(set(overrides) - dims):   # was ignored without a word
         raise ConfigError(f"--profile: expected dynamic dims of the package's graphs ({', '.join(sorted(dims)) or 'none'}), "
-                          f"found {', '.join(unknown)}")
+                          f"found {', '.join(map(repr, unknown))}")
     try:
         family, config = package_config(package)
     except UnknownFamilyError:
@@ -141,6 +141,9 @@ def parse_profiles(specs: list[str] | None) -> dict[str, tuple[int, int, int]]:
             raise ConfigError(f"--profile {spec!r}: expected NAME=MIN:OPT:MAX with integers, found another form") from None
         if not 0 < low <= opt <= high:
             raise ConfigError(f"--profile {spec!r}: expected 0 < MIN <= OPT <= MAX, found {low}, {opt}, {high}")
+        if name in profiles:   # the last one used to win without a word
+            raise ConfigError(f"--profile: expected each dim once, found {name!r} twice "
+                              f"({':'.join(map(str, profiles[name]))} and {low}:{opt}:{high})")
         profiles[name] = (low, opt, high)
     return profiles
 

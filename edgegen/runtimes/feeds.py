@@ -67,6 +67,8 @@ def parse_dim_sizes(specs: list[str] | None, flag: str) -> dict[str, int]:
             name, _, value = item.partition("=")
             if not name or not value.isdigit() or int(value) < 1:
                 raise InputError(f"{flag} {item!r}: expected NAME=SIZE with a positive integer size")
+            if name in sizes:   # the last one used to win without a word
+                raise InputError(f"{flag}: expected each dim once, found {name} twice ({sizes[name]} and {int(value)})")
             sizes[name] = int(value)
     return sizes
 
@@ -82,6 +84,8 @@ def parse_sweep(spec: str | None, flag: str = "--sweep") -> list[dict[str, int]]
     if not names or not all(v.isdigit() and int(v) > 0 for v in sizes):
         raise InputError(f"{flag} {spec!r}: expected DIM[,DIM]=SIZE[,SIZE...] with positive integer sizes, "
                          "e.g. height,width=64,128,256")
+    if repeated := sorted({name for name in names if names.count(name) > 1}):
+        raise InputError(f"{flag} {spec!r}: expected each dim once, found {', '.join(repeated)} twice")
     return [{name: int(v) for name in names} for v in sizes]
 
 
