@@ -86,6 +86,19 @@ def test_pixelcnn_fast_sampling_equals_naive_and_pytorch(pixelcnn):
     assert unconditional.shape == (3, 1, 8, 8)
 
 
+def test_pixelcnn_samples_a_batch_past_the_rows_per_call_in_pieces(pixelcnn, monkeypatch):
+    """Fast and naive sampling and log_prob run their graphs ROWS_PER_CALL rows at a time (the
+    links graph keeping only the row it is at) and give what one call gives."""
+    pipe = edgegen.load(pixelcnn["pkg"], backend="ort-cpu")
+    labels = np.array([0, 3, 7, 9, 1])
+    fast, naive = pipe.sample(5, seed=4, labels=labels), pipe.sample(5, seed=4, labels=labels, fast=False)
+    scores = pipe.log_prob(fast, labels=labels)
+    monkeypatch.setattr("edgegen.runtimes.session.ROWS_PER_CALL", 2)
+    assert np.array_equal(pipe.sample(5, seed=4, labels=labels), fast)
+    assert np.array_equal(pipe.sample(5, seed=4, labels=labels, fast=False), naive)
+    np.testing.assert_allclose(pipe.log_prob(fast, labels=labels), scores, rtol=1e-5)
+
+
 def test_pixelcnn_log_prob_is_exact_and_separates_digits_from_noise(pixelcnn):
     pipe = edgegen.load(pixelcnn["pkg"], backend="ort-cpu")
     digits = load_images("digits", image_size=8).test[:200]

@@ -161,6 +161,15 @@ def test_a_pipeline_batch_past_the_engine_profile_runs_in_calls_the_profile_take
     out = session.run_rows({"sample": sample, "scale": np.array([2.0], np.float32)})
     assert calls == [16, 16, 8]
     np.testing.assert_array_equal(out["prediction"], sample * 2)
+    kept = []   # keep: what the caller uses of each call, taken before the next
+
+    def corner(outputs):
+        kept.append(outputs["prediction"].shape[0])
+        return {"corner": outputs["prediction"][:, :, :1, :1]}
+
+    out = session.run_rows({"sample": sample, "scale": np.array([2.0], np.float32)}, keep=corner)
+    assert kept == [16, 16, 8] and list(out) == ["corner"]
+    np.testing.assert_array_equal(out["corner"], sample[:, :, :1, :1] * 2)
 
     joined_wrongly = Scale("unet", specs, prediction + (TensorSpec("total", "float32", (1,)),), profile=profile)
     with pytest.raises(InputError, match="within the engine's profile 1 to 16, found 40"):

@@ -51,18 +51,20 @@ class Session:
         return min((high[0] for name, _low, _opt, high in self.profile or () if name in batched),
                    default=ROWS_PER_CALL)
 
-    def run_rows(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def run_rows(self, feeds: Mapping[str, np.ndarray], keep=None) -> dict[str, np.ndarray]:
         """run() in calls of at most max_rows rows of the batch dim, the outputs joined: for a
         pipeline's graphs whose rows are independent samples, so that a large n needs the memory
         of max_rows, and a TensorRT engine built for 16 takes any n. Inputs without the batch dim
-        go whole to every call."""
+        go whole to every call. keep(outputs) -> outputs: the part of each call's outputs the
+        caller uses, taken before the next call, so that only that part is held for every row."""
+        keep = keep or (lambda outputs: outputs)
         rows = self._batch_rows(feeds)
         step = self.max_rows
         if rows <= step:
-            return self.run(feeds)
+            return keep(self.run(feeds))
         batched = {s.name for s in self.inputs if s.shape[:1] == (BATCH_DIM,)}
-        parts = [self.run({name: value[start:start + step] if name in batched else value
-                           for name, value in feeds.items()}) for start in range(0, rows, step)]
+        parts = [keep(self.run({name: value[start:start + step] if name in batched else value
+                                for name, value in feeds.items()})) for start in range(0, rows, step)]
         return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
 
     def _batch_rows(self, feeds: Mapping[str, np.ndarray]) -> int:

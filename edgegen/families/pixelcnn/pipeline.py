@@ -93,8 +93,9 @@ class PixelCNNPipeline(Pipeline):
                 continue
             if fast:  # the rows so far (at least two: the graph's traced minimum), this row's links
                 rows = np.ascontiguousarray(x[:, :, :max(r + 1, 2)])
-                links = links_graph.run_rows({"image": rows, "labels": y})["links"]
-                links = np.ascontiguousarray(links[:, :, :, r:r + 1])
+                # row r's links only, taken call by call: all the rows' are rows times as large to hold
+                links = links_graph.run_rows({"image": rows, "labels": y}, keep=lambda out, r=r: {
+                    "links": np.ascontiguousarray(out["links"][:, :, :, r:r + 1])})["links"]
             for c in range(w):
                 if not todo[:, r, c].any():
                     continue
