@@ -422,7 +422,7 @@ def _print_info(path) -> int:
         ins = ", ".join(f"{t.name}: {t.describe()}" for t in g.inputs)
         outs = ", ".join(f"{t.name}: {t.describe()}" for t in g.outputs)
         check = g.extra.get("validation", {})
-        at = f"batches {check['batches']}" if "batches" in check else f"{len(check.get('feeds', []))} feeds (the traced sizes, ones the trace did not see, each dim's limit)"
+        at = f"batches {check['batches']}" if "batches" in check else f"{len(check.get('feeds', []))} feeds (at the traced sizes and others: the manifest lists them)"
         gate = (f"gate {'passed' if check.get('passed') else 'FAILED'} at {at}, "
                 f"max abs diff {check.get('max_abs', float('nan')):.2g}") if check else "no gate record"
         print(f"graph     {part}: {g.file} ({size / 1024:.0f} KiB, sha256 {g.sha256[:12]}..., opset {g.extra.get('opset')})")
