@@ -14,7 +14,7 @@ import warnings
 from pathlib import Path
 
 from . import __version__
-from .errors import ConfigError, EdgegenError, EdgegenWarning, MissingExtraError, OutputExistsError
+from .errors import ConfigError, EdgegenError, EdgegenWarning, InputError, MissingExtraError, OutputExistsError
 from .targets import DEFAULT_OPSET, TARGETS, TENSORRT_TARGETS, describe_targets, get_target
 
 EXIT_USER_ERROR = 2
@@ -110,6 +110,17 @@ class _HelpWithDefaults(argparse.HelpFormatter):
         return f"{text} (default: {action.default})".lstrip()
 
 
+class _GivenOnce(argparse.Action):
+    """A family option of one value, refused when given twice: the last one used to win without
+    a word (a second --prompt dropped the first, where a user may have meant a batch)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        previous = getattr(namespace, self.dest, None)
+        if previous is not None:   # said by the command (_family_options), as edgegen's other errors
+            namespace.repeated_option = f"{option_string}: expected once, found it given twice ({previous!r} and {values!r})"
+        setattr(namespace, self.dest, values)
+
+
 def _cmd_train(args) -> None:
     from .families import families, get as get_family
     from .training.train import train
@@ -203,6 +214,8 @@ def _export_module(args):
 def _family_options(family, declared, args, command: str) -> dict:
     """{keyword: value} of the family's options for `command`: the ones given, and the defaults
     of the rest; an option of another family given here is refused, not ignored."""
+    if repeated := getattr(args, "repeated_option", None):
+        raise ConfigError(repeated)
     mine = {option.dest for option in declared}
     for dest, option in args.family_options.items():   # every family's, as the parser was built
         if dest not in mine and getattr(args, dest, None) is not None:
@@ -210,8 +223,9 @@ def _family_options(family, declared, args, command: str) -> dict:
             if command == "train":   # a training option belongs to the family trained, not to packages
                 raise ConfigError(f"{option.flag}: expected an option that 'edgegen train {family.name}' takes "
                                   f"({accepted or 'it takes none'}), found it")
+            owners = ", ".join(args.family_option_users.get(dest, ()))
             raise ConfigError(f"{option.flag}: expected an option of {family.name} packages "
-                              f"({accepted or 'they take none'}), found it")
+                              f"({accepted or 'they take none'}), found it, an option of {owners} packages")
     values = {}
     for option in declared:
         value = getattr(args, option.dest, None)
@@ -282,13 +296,27 @@ def _cmd_generate(args) -> None:
         save_grid(images, args.out, nrow=args.nrow, scale=args.scale)
         return f"wrote {args.out} ({len(images)} samples from {pipe.family} package, seed {args.seed}, backend {pipe.backend})"
 
-    if family.generate is None:
-        require_out()   # before the sampling, not after
-        line = write_images(pipe(args.n, seed=args.seed, **options))
-    else:
-        line = family.generate(pipe, GenerateRequest(args.n, args.seed, args.out, options, write_images))
+    try:
+        if family.generate is None:
+            require_out()   # before the sampling, not after
+            line = write_images(pipe(args.n, seed=args.seed, **options))
+        else:
+            line = family.generate(pipe, GenerateRequest(args.n, args.seed, args.out, options, write_images))
+    except (InputError, ConfigError) as exc:
+        raise _named_by_flag(exc, family.options) from None
     if line:
         print(line)
+
+
+def _named_by_flag(exc: EdgegenError, declared) -> EdgegenError:
+    """A pipeline's refusal of one of its arguments ("max_new_tokens: expected ..."), named by the
+    flag the command line gave it ("--max-new-tokens: expected ..."); any other, as it is."""
+    text = str(exc)
+    flags = {"n": "--n", "seed": "--seed", **{option.keyword: option.flag for option in declared}}
+    keyword = text.split(":", 1)[0]
+    if keyword in flags and ":" in text:
+        return type(exc)(flags[keyword] + text[len(keyword):])
+    return exc
 
 
 def _refuse_a_grid_too_large(pipe, family, args) -> None:
@@ -564,13 +592,15 @@ def _add_family_options(parser, command: str, declared: dict) -> None:
         kwargs = {k: v for k, v in first.kwargs.items()}
         if kwargs.get("action") == "store_true":
             kwargs["default"] = None
+        kwargs.setdefault("action", _GivenOnce)
         if any(first.flag in action.option_strings for action in parser._actions):
             raise ConfigError(f"family {taken[0][0]!r}: option {first.flag} expected a name of its own, found one that "
                               f"edgegen {command} already has")
         group.add_argument(first.flag, dest=dest, help="; ".join(f"{', '.join(names)}: {text}"
                                                                 for text, names in helps.items()), **kwargs)
     # the command's handler refuses an option of another family than the package's: it needs them all
-    parser.set_defaults(family_options={dest: taken[0][1] for dest, taken in users.items()})
+    parser.set_defaults(family_options={dest: taken[0][1] for dest, taken in users.items()},
+                        family_option_users={dest: [family for family, _ in taken] for dest, taken in users.items()})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -912,6 +942,9 @@ def _system_error(exc: BaseException) -> str:
     expected, a full disk, memory, text the terminal cannot encode."""
     if isinstance(exc, MemoryError):
         return "out of memory: expected a smaller request (fewer samples, a smaller size), found it too large for this machine"
+    if isinstance(exc, UnicodeEncodeError):   # the character, not only "ordinal not in range(128)"
+        return (f"text: expected characters the {exc.encoding} encoding can carry (a terminal's or PYTHONIOENCODING), "
+                f"found {exc.object[exc.start:exc.end]!r}: {exc.reason} ({exc.__class__.__name__})")
     if isinstance(exc, UnicodeError):
         return f"text: expected characters this terminal's encoding can carry, found {exc.reason} ({exc.__class__.__name__})"
     where = f"{exc.filename!r}: " if getattr(exc, "filename", None) else ""

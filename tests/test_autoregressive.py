@@ -110,6 +110,11 @@ def test_pixelcnn_log_prob_is_exact_and_separates_digits_from_noise(pixelcnn):
     np.testing.assert_allclose(ours, reference.numpy(), rtol=1e-4)
     noise = np.random.default_rng(0).random((200, 1, 8, 8)).astype(np.float32)
     assert roc_auc(-ours, -pipe.log_prob(noise)) >= 0.95
+    # values the quantization would clip: a likelihood of something else, refused
+    with pytest.raises(InputError, match=r"images: expected values in \[0, 1\], found 0..5$"):
+        pipe.log_prob(digits * 5)
+    with pytest.raises(InputError, match=r"image: expected values in \[0, 1\], found -1..0$"):
+        pipe.complete(digits[:2] - 1, np.ones((8, 8)), seed=0)
 
 
 def test_pixelcnn_complete_keeps_known_pixels_and_fills_the_rest(pixelcnn):
@@ -198,6 +203,8 @@ def test_shipped_wavenet_log_prob_separates_tones_from_noise(tmp_path):
         pipe.log_prob(tones[:1, None])
     with pytest.raises(InputError, match=r"found dtype int16 \(divide int16 samples by 32768\)"):
         pipe.log_prob((tones[0] * 32767).astype(np.int16))
+    with pytest.raises(InputError, match=r"waveform: expected values in \[-1, 1\], found 3..3$"):   # mu-law clips it
+        pipe.log_prob(np.full(100, 3.0, np.float32))
     with pytest.raises(InputError, match=r"temperature: expected a number from 0.0001 to 10000, found 0$"):
         pipe.generate(10, seed=0, temperature=0)   # no greedy mode to point to
 

@@ -662,7 +662,7 @@ def test_text_utf8_cannot_carry_is_an_input_error_for_both_tokenizers(gpt, tmp_p
     with pytest.raises(InputError, match=message.replace("prompt", r"prompts\[1\]", 1)):
         bpe.encode_padded(["fine", "ab\ud800"], 8, 0)
     assert main(["generate", str(gpt["pkg"]), "--prompt", "ab\udcff", "--max-new-tokens", "2"]) == 2
-    assert "edgegen: error: prompt: expected text UTF-8 can encode, found '\\udcff' at character 2" in capsys.readouterr().err
+    assert "edgegen: error: --prompt: expected text UTF-8 can encode, found '\\udcff' at character 2" in capsys.readouterr().err
 
 
 def _tiny_gpt2(folder, n_positions=256):
@@ -750,6 +750,36 @@ def test_gpt2_import_refuses_what_it_cannot_convert(tmp_path):
     with pytest.raises(CheckpointError, match="activation_function"):
         import_gpt2(tmp_path, tmp_path)
     assert main(["export", "llama", "--from-transformers", str(tmp_path), "--out", str(tmp_path / "p")]) == 2
+
+
+def test_generate_command_fits_its_default_and_refuses_what_it_would_ignore(gpt, capsys):
+    """From a walkthrough: the default --max-new-tokens (200) fits what the 256-token context
+    leaves after a long prompt; a second --prompt, and sampling settings under greedy decoding,
+    are refused, not ignored; --stop takes a token id with --prompt-ids; a refusal names the flag."""
+    pkg = str(gpt["pkg"])
+    long_prompt = "import os, sys, re, json, collections, itertools, functools\n" * 2   # 120 byte tokens
+    assert main(["generate", pkg, "--prompt", long_prompt, "--greedy"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith(long_prompt) and 0 < len(printed) - 1 - len(long_prompt) <= 256 - 120   # a character per token at most
+    for args, message in ((["--prompt", "def ", "--prompt", "class "], "--prompt: expected once, found it given twice "
+                                                                       "('def ' and 'class ')"),
+                          (["--prompt", "def ", "--greedy", "--temperature", "0.5"], "--temperature: expected with "
+                                                                                     "sampling (--sample), found --greedy"),
+                          (["--prompt", "def ", "--top-p", "2"], "--top-p: expected a number from 0 to 1, found 2.0"),
+                          (["--prompt", "def ", "--max-new-tokens", "0"], "--max-new-tokens: expected a positive integer"),
+                          (["--prompt", "def ", "--label", "3"], "found it, an option of cgan, diffusion, controlnet, ldm, "
+                                                                 "pixelcnn, wavenet packages")):
+        assert main(["generate", pkg, *args]) == 2
+        refused = capsys.readouterr()
+        assert message in refused.err and refused.out == "", refused.err
+    assert main(["generate", pkg, "--prompt-ids", "100,101,102,32", "--max-new-tokens", "8", "--greedy"]) == 0
+    ids = capsys.readouterr().out.split()
+    assert main(["generate", pkg, "--prompt-ids", "100,101,102,32", "--max-new-tokens", "8", "--greedy",
+                 "--stop", ids[5]]) == 0   # the second new token's id: the text ends after its first appearance
+    stopped = capsys.readouterr().out.split()
+    assert stopped == ids[:ids.index(ids[5], 4) + 1]
+    with pytest.raises(InputError, match=r"ids: expected token ids from 0 to 255 \(this tokenizer's bytes\), found 300$"):
+        edgegen.load(pkg).tokenizer.decode([104, 300])   # was bytes()'s bare ValueError
 
 
 def test_generate_command_streams_text(gpt, capsys, tmp_path):

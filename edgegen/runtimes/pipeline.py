@@ -122,6 +122,16 @@ class Pipeline:
         return f"<{type(self).__name__} {self.package.manifest.name!r} family={self.family} backend={self.backend} graphs={list(self.sessions)}>"
 
 
+def check_range(array: np.ndarray, what: str, low: float, high: float) -> np.ndarray:
+    """`array` (finite, non-empty) if its values lie in [low, high], else InputError naming the range
+    found: a value outside it is clipped or quantized away by the model's encoding, and what comes
+    back (a likelihood, a completion) would mean nothing."""
+    least, most = float(array.min()), float(array.max())
+    if least < low or most > high:
+        raise InputError(f"{what}: expected values in [{low:g}, {high:g}], found {least:.3g}..{most:.3g}")
+    return array
+
+
 def as_float_array(value: Any, what: str, shape: tuple[int | None, ...]) -> np.ndarray:
     """Coerce a user's array to float32 with the given shape (None = any size).
 

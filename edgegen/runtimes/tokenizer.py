@@ -43,7 +43,12 @@ class ByteTokenizer:
         return list(utf8_text(text).encode("utf-8"))   # bytes have no special tokens
 
     def decode(self, ids: list[int]) -> str:
-        return bytes(ids).decode("utf-8", errors="replace")
+        try:
+            return bytes(ids).decode("utf-8", errors="replace")
+        except (TypeError, ValueError):   # bytes() says only "bytes must be in range(0, 256)"
+            bad = [i for i in np.ravel(np.asarray(ids, dtype=object)) if not (isinstance(i, (int, np.integer)) and 0 <= i < 256)]
+            raise InputError(f"ids: expected token ids from 0 to 255 (this tokenizer's bytes), found "
+                             f"{', '.join(map(repr, bad[:5]))}" + (", ..." if len(bad) > 5 else "")) from None
 
     def stream_decoder(self) -> StreamDecoder:
         return _ByteStream()

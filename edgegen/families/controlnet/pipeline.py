@@ -9,7 +9,7 @@ import numpy as np
 
 from ...errors import InputError
 from ...images import average_pool
-from ...runtimes.pipeline import as_float_array, check_count, check_number
+from ...runtimes.pipeline import as_float_array, check_count, check_number, check_range
 from ...runtimes.samplers import Callback
 from .. import positive
 from ..diffusion.pipeline import DEFAULT_GUIDANCE, DEFAULT_STEPS, DEFAULT_STRENGTH, DiffusionConfig, DiffusionPipeline
@@ -60,8 +60,7 @@ class ControlNetPipeline(DiffusionPipeline):
             as_float_array(control, "control", self.image_shape)[None]
         if len(control) not in (1, n):
             raise InputError(f"control: expected 1 or {n} hint images, found {len(control)}")
-        if control.min() < 0 or control.max() > 1:
-            raise InputError(f"control: expected values in [0, 1], found {control.min():.3g}..{control.max():.3g}")
+        check_range(control, "control", 0, 1)
         try:
             rank = np.ndim(conditioning_scale)
         except ValueError:   # a ragged nested list

@@ -14,6 +14,7 @@ from ...runtimes.pipeline import (
     ImageConfig,
     Pipeline,
     as_float_array,
+    check_range,
     check_count,
     check_number,
     class_problems,
@@ -330,10 +331,7 @@ class DiffusionPipeline(Pipeline):
         return finite_result(self.to_images(finite_result(x, "sample", cause)), "images", cause)
 
     def _images(self, image) -> np.ndarray:
-        x = as_float_array(image, "images", (None, *self.image_shape))
-        if x.min() < 0 or x.max() > 1:
-            raise InputError(f"images: expected values in [0, 1], found {x.min():.3g}..{x.max():.3g}")
-        return x
+        return check_range(as_float_array(image, "images", (None, *self.image_shape)), "images", 0, 1)
 
     def _mask(self, mask, shape) -> np.ndarray:
         """A mask [n or 1, 1 or C, H, W] (or [H, W]) of 0/1, broadcast to the images."""

@@ -10,11 +10,14 @@ import numpy as np
 from ...errors import ConfigError
 from ...families import GenerateRequest, Option
 
+CLI_MAX_NEW_TOKENS = 200   # a terminal's continuation: longer than the Python API's default
+
 OPTIONS = (
     Option("--prompt", "prompt", "(required) text to continue (or --prompt-ids)"),
     Option("--prompt-ids", "prompt_ids", "token ids to continue, comma-separated (a package imported without a "
            "tokenizer takes ids only); the prompt's ids print, then the new ones as they come", {"metavar": "ID,ID,..."}, served=False),
-    Option("--max-new-tokens", "max_new_tokens", "tokens to generate at most", {"type": int}, 200),
+    Option("--max-new-tokens", "max_new_tokens", f"tokens to generate at most (default: {CLI_MAX_NEW_TOKENS}, or "
+           "what the model's context leaves after the prompt where that is fewer)", {"type": int}),
     # the sampling settings' defaults are the package's (an imported model's generation_config.json), else
     # edgegen's: sampling at temperature 1, no top-k or top-p, no penalty
     Option("--temperature", "temperature", "softmax temperature (default: the package's, else 1)", {"type": float}),
@@ -27,7 +30,8 @@ OPTIONS = (
     Option("--greedy", "greedy", "always take the most likely token (default: the package's: greedy for a model "
            "imported from transformers unless its generation_config.json samples)", {"action": "store_true"}),
     Option("--sample", "sample", "sample the next token (edgegen's own packages' default)", {"action": "store_true"}),
-    Option("--stop", "stop", "stop at this text (repeatable)", {"action": "append"}),
+    Option("--stop", "stop", "stop at this text, or after this token id with --prompt-ids (repeatable)",
+           {"action": "append"}),
     Option("--prompt-lookup", "prompt_lookup_num_tokens",
            "each decoder call also checks up to N tokens copied from earlier in the text and keeps those the model "
            "chooses (prompt lookup decoding: the same text, faster where it repeats its context)", {"type": int}, 0),
@@ -40,6 +44,12 @@ def generate(pipe, request: GenerateRequest) -> str:
     options = dict(request.options)
     prompt = _prompt(options.pop("prompt", None), options.pop("prompt_ids", None))
     options["do_sample"] = _do_sample(options, "--greedy", "--sample")
+    _refuse_sampling_settings_when_greedy(pipe, options)
+    if isinstance(prompt, list) and options.get("stop"):   # ids in, ids out: a stop of digits is a token id
+        options["stop"] = [int(s) if s.strip().isdigit() else s for s in options["stop"]]
+    if options.get("max_new_tokens") is None:   # the default fits the prompt (200 after a 59-token one was refused)
+        left = pipe.context_left(prompt)
+        options["max_new_tokens"] = min(CLI_MAX_NEW_TOKENS, left) if left > 0 else CLI_MAX_NEW_TOKENS
     if request.out and os.path.isdir(request.out):   # before the text streams, not after
         raise ConfigError(f"--out {request.out!r}: expected a file to write the text to, found a directory")
     if request.out and not str(request.out).lower().endswith(".txt"):
@@ -62,6 +72,19 @@ def generate(pipe, request: GenerateRequest) -> str:
     atomic_write_text(request.out, "".join(pieces))
     print(f"wrote {request.out}", file=sys.stderr)
     return ""
+
+
+def _refuse_sampling_settings_when_greedy(pipe, options: dict) -> None:
+    """--temperature, --top-k or --top-p where the decoding is greedy (--greedy, or the package's
+    default) would change nothing: refused, not ignored. (A repetition penalty changes the logits
+    greedy decoding takes the largest of: it stays.)"""
+    greedy = options["do_sample"] is False or (options["do_sample"] is None and not pipe.generation_defaults["do_sample"])
+    given = [flag for flag, key in (("--temperature", "temperature"), ("--top-k", "top_k"), ("--top-p", "top_p"))
+             if options.get(key) is not None]
+    if greedy and given:
+        how = "--greedy" if options["do_sample"] is False else "greedy decoding, this package's default"
+        raise ConfigError(f"{given[0]}: expected with sampling (--sample), found {how}: greedy takes the most likely "
+                          "token, whatever the sampling settings")
 
 
 def _do_sample(options: dict, *names: str) -> bool | None:

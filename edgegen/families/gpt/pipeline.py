@@ -303,6 +303,11 @@ class GPTPipeline(Pipeline):
                 return [check_token_ids(prompt, self.vocab_size, "prompt")], False, False
         raise InputError(f"prompt: expected a string, a list of token ids, or a non-empty list of either, found {prompt!r:.80}")
 
+    def context_left(self, prompt) -> int:
+        """The tokens the model's context leaves after `prompt` (its longest row, for a batch): the
+        most max_new_tokens can be."""
+        return self.context - max(len(row) for row in self._prompts(prompt)[0])
+
     def _encode(self, text: str, what: str) -> list[int]:
         if self.tokenizer is None:
             raise InputError(f"{what}: this package has no tokenizer (it was imported without tokenizer files), "

@@ -19,6 +19,7 @@ from ...runtimes.pipeline import (
     ImageConfig,
     Pipeline,
     as_float_array,
+    check_range,
     check_count,
     class_labels,
     class_problems,
@@ -62,7 +63,7 @@ class PixelCNNPipeline(Pipeline):
     def complete(self, image, mask, seed=None, labels=None, temperature: float = 1.0, fast: bool = True) -> np.ndarray:
         """Fill the pixels where mask is 1 (not yet generated), in raster order, keeping the rest
         (quantized to the model's levels). mask: [H, W] for every image, or [n, H, W]."""
-        images = self.quantized(as_float_array(image, "image", (None, *self.image_shape)))
+        images = self.quantized(check_range(as_float_array(image, "image", (None, *self.image_shape)), "image", 0, 1))
         todo = mask_array(mask)
         if todo.shape not in (self.image_shape[1:], (len(images), *self.image_shape[1:])):
             raise InputError(f"mask: expected shape {list(self.image_shape[1:])} or {[len(images), *self.image_shape[1:]]}, "
@@ -72,7 +73,7 @@ class PixelCNNPipeline(Pipeline):
 
     def log_prob(self, images, labels=None) -> np.ndarray:
         """Exact log-likelihood in nats per image (images quantized to the model's levels), one pass."""
-        x = self.quantized(as_float_array(images, "images", (None, *self.image_shape)))
+        x = self.quantized(check_range(as_float_array(images, "images", (None, *self.image_shape)), "images", 0, 1))
         y = class_labels(labels, len(x), self.num_classes, self.null_label)
         logp = log_softmax(self.sessions["network"].run_rows({"image": x, "labels": y})["logits"])
         codes = np.round(x * (self.levels - 1)).astype(np.int64)

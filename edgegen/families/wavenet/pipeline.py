@@ -19,7 +19,8 @@ from ...progress import Progress
 from ...runtimes.audio import mu_law_decode, mu_law_encode
 from ...runtimes.autoregressive import draw, log_softmax, sampler
 from ...runtimes.ort import OrtBinding, OrtSession
-from ...runtimes.pipeline import Pipeline, as_float_array, check_count, class_labels, class_problems, make_rng
+from ...runtimes.pipeline import (Pipeline, as_float_array, check_count, check_range, class_labels, class_problems,
+                                  make_rng)
 from .. import RuntimeConfig, dim_problems, positive
 
 MAX_SECONDS = 600   # of audio per call: about ten minutes of sample-by-sample work here (~7,800 samples/s at 8 kHz)
@@ -92,7 +93,8 @@ class WaveNetPipeline(Pipeline):
         if audio.ndim not in (1, 2):
             raise InputError(f"waveform: expected shape [T] or [n, T], found {list(audio.shape)}")
         single = audio.ndim == 1
-        audio = as_float_array(audio[None] if single else audio, "waveform", (None, None))
+        audio = check_range(as_float_array(audio[None] if single else audio, "waveform", (None, None)), "waveform",
+                            -1, 1)   # mu-law clips beyond it
         if audio.shape[1] < 2:
             raise InputError(f"waveform: expected at least 2 samples, found {audio.shape[1]}")
         codes = mu_law_encode(audio, self.quantization)
