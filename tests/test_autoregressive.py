@@ -205,6 +205,9 @@ def test_shipped_wavenet_log_prob_separates_tones_from_noise(tmp_path):
         pipe.log_prob((tones[0] * 32767).astype(np.int16))
     with pytest.raises(InputError, match=r"waveform: expected values in \[-1, 1\], found 3..3$"):   # mu-law clips it
         pipe.log_prob(np.full(100, 3.0, np.float32))
+    for empty in (np.zeros(0, np.float32), np.zeros((1, 0), np.float32)):   # its own check, not numpy's min()
+        with pytest.raises(InputError, match=r"waveform: expected at least 2 samples, found 0"):
+            pipe.log_prob(empty)
     with pytest.raises(InputError, match=r"temperature: expected a number from 0.0001 to 10000, found 0$"):
         pipe.generate(10, seed=0, temperature=0)   # no greedy mode to point to
 

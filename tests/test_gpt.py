@@ -778,6 +778,13 @@ def test_generate_command_fits_its_default_and_refuses_what_it_would_ignore(gpt,
                  "--stop", ids[5]]) == 0   # the second new token's id: the text ends after its first appearance
     stopped = capsys.readouterr().out.split()
     assert stopped == ids[:ids.index(ids[5], 4) + 1]
+    # the ids' refusal names --prompt-ids, not --prompt; a stop of non-ASCII digits is text, not an int() crash
+    assert main(["generate", pkg, "--prompt-ids", "1,999", "--max-new-tokens", "2"]) == 2
+    assert capsys.readouterr().err.startswith("edgegen: error: --prompt-ids: expected token ids")
+    assert main(["generate", pkg, "--prompt-ids", "1,2", "--stop", "\u00b2", "--max-new-tokens", "2"]) == 2
+    assert "stop: expected token ids for a prompt of token ids, found text" in capsys.readouterr().err
+    assert main(["generate", pkg, "--prompt", "x" * 256]) == 2   # nothing left for the default: the prompt's fault
+    assert "--prompt: expected fewer tokens than the model's context of 256, found 256" in capsys.readouterr().err
     with pytest.raises(InputError, match=r"ids: expected token ids from 0 to 255 \(this tokenizer's bytes\), found 300$"):
         edgegen.load(pkg).tokenizer.decode([104, 300])   # was bytes()'s bare ValueError
 

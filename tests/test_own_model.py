@@ -331,7 +331,9 @@ def test_a_size_where_the_graph_is_wrong_or_the_module_fails_is_not_recorded_as_
                                               r"where it holds$"):
         export_pytorch(_ShapeBranch(), wide, tmp_path / "a", dynamic=dynamic, dim_limits={"width": 120})
     pkg = export_pytorch(_ShapeBranch(), wide, tmp_path / "b", dynamic=dynamic, dim_limits={"width": 100})
-    assert "batch=1, width=96" in json.loads((pkg / "edgegen.json").read_text())["graphs"]["model"]["validation"]["feeds"]
+    assert "batch=1, width=100" in json.loads((pkg / "edgegen.json").read_text())["graphs"]["model"]["validation"]["feeds"]
+    with pytest.raises(ValidationError, match=r"does not reproduce PyTorch at width 101, "):   # the limit as given
+        export_pytorch(_ShapeBranch(), wide, tmp_path / "e", dynamic=dynamic, dim_limits={"width": 101})
 
     # the default limit (4x the traced 16) outgrows the table: the module's own failure, named
     with pytest.raises(ValidationError, match=r"^export of '_Positions': the module or its graph failed at width 64, "

@@ -123,9 +123,12 @@ class Pipeline:
 
 
 def check_range(array: np.ndarray, what: str, low: float, high: float) -> np.ndarray:
-    """`array` (finite, non-empty) if its values lie in [low, high], else InputError naming the range
-    found: a value outside it is clipped or quantized away by the model's encoding, and what comes
-    back (a likelihood, a completion) would mean nothing."""
+    """`array` (finite) if its values lie in [low, high], else InputError naming the range found: a
+    value outside it is clipped or quantized away by the model's encoding, and what comes back (a
+    likelihood, a completion) would mean nothing. An empty array passes: its caller says what
+    size it needs."""
+    if not array.size:
+        return array
     least, most = float(array.min()), float(array.max())
     if least < low or most > high:
         raise InputError(f"{what}: expected values in [{low:g}, {high:g}], found {least:.3g}..{most:.3g}")

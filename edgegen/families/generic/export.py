@@ -343,25 +343,15 @@ def _synthesized(specs, example, traced, limits, rng) -> list[dict[str, np.ndarr
     return feeds
 
 
-def _largest_sizes(traced: dict[str, int], limits: dict[str, int]) -> dict[str, int]:
-    """Each dynamic dim's largest size the gate can try within its limit: the batch's limit; another
-    dim's limit rounded down to the step _fresh_sizes takes from the traced size (a strided model
-    takes only sizes its strides divide)."""
-    largest = {}
-    for dim, size in traced.items():
-        step = 1 if dim == "batch" else min(size & -size, max(1, size // 2))
-        largest[dim] = limits[dim] // step * step
-    return largest
-
-
 def _gate_at_limits(module, session, specs, example, traced, limits, rng, atol, rtol, source) -> list:
-    """The gate at each dynamic dim's recorded limit, the other dims as traced (the batch 1 beside
-    another dim's limit, to bound the memory): the manifest's limits are what TensorRT profiles
-    are built to, and a size-dependent branch (`if x.shape[-1] > 100`) that the trace fixed, or a
-    table a size outgrows, holds only below some size. Checked one dim at a time, so that a
-    failure names the dim whose --limit to lower."""
+    """The gate at each dynamic dim's recorded limit, the other dims as traced (and the batch at 1
+    beside another dim's limit, so that only one dim grows at a time): the manifest's limits are
+    what TensorRT profiles are built to, and a size-dependent branch (`if x.shape[-1] > 100`) that
+    the trace fixed, or a table a size outgrows, holds only below some size. Checked one dim at a
+    time, so that a failure names the dim whose --limit to lower. The limit itself, as recorded: a
+    strided model that cannot take it cannot take every size the profile claims either."""
     results = []
-    for dim, size in _largest_sizes(traced, limits).items():
+    for dim, size in limits.items():
         if size <= max(_fresh_sizes(dim, traced[dim], limits[dim])):   # the gate tried it already
             continue
         sizes = {d: size if d == dim else (1 if d == "batch" else traced[d]) for d in traced}

@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 
-from ...errors import ConfigError
+from ...errors import ConfigError, InputError
 from ...families import GenerateRequest, Option
 
 CLI_MAX_NEW_TOKENS = 200   # a terminal's continuation: longer than the Python API's default
@@ -45,13 +45,18 @@ def generate(pipe, request: GenerateRequest) -> str:
     prompt = _prompt(options.pop("prompt", None), options.pop("prompt_ids", None))
     options["do_sample"] = _do_sample(options, "--greedy", "--sample")
     _refuse_sampling_settings_when_greedy(pipe, options)
-    if isinstance(prompt, list) and options.get("stop"):   # ids in, ids out: a stop of digits is a token id
-        options["stop"] = [int(s) if s.strip().isdigit() else s for s in options["stop"]]
-    if options.get("max_new_tokens") is None:   # the default fits the prompt (200 after a 59-token one was refused)
+    if isinstance(prompt, list) and options.get("stop"):   # ids in, ids out: a stop of digits 0-9 is a token id
+        options["stop"] = [int(s) if s.strip().isascii() and s.strip().isdigit() else s for s in options["stop"]]
+    flag = "--prompt-ids" if isinstance(prompt, list) else "--prompt"
+    try:
         left = pipe.context_left(prompt)
-        options["max_new_tokens"] = min(CLI_MAX_NEW_TOKENS, left) if left > 0 else CLI_MAX_NEW_TOKENS
-    if request.out and os.path.isdir(request.out):   # before the text streams, not after
-        raise ConfigError(f"--out {request.out!r}: expected a file to write the text to, found a directory")
+    except InputError as exc:   # the pipeline calls both "prompt"
+        raise InputError(flag + str(exc)[len("prompt"):] if str(exc).startswith("prompt:") else str(exc)) from None
+    if options.get("max_new_tokens") is None:   # the default fits the prompt (200 after a 59-token one was refused)
+        if left <= 0:
+            raise InputError(f"{flag}: expected fewer tokens than the model's context of {pipe.context}, found "
+                             f"{pipe.context - left}")
+        options["max_new_tokens"] = min(CLI_MAX_NEW_TOKENS, left)
     if request.out and not str(request.out).lower().endswith(".txt"):
         raise ConfigError(f"--out {request.out!r}: expected a .txt file to write a token package's text to, found "
                           f"{os.path.splitext(str(request.out))[1] or 'no extension'}")
