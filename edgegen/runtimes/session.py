@@ -35,6 +35,9 @@ class Session:
         self._accepts = FeedChecker(inputs)
         self.profile = profile
         self._ranges = [(name, low, high) for name, low, _opt, high in profile] if profile else []
+        # run_rows' split, fixed by the signature: the inputs cut by rows, and whether the outputs join back
+        self._batched = frozenset(s.name for s in inputs if s.shape[:1] == (BATCH_DIM,))
+        self._rows_join = all(s.shape[:1] == (BATCH_DIM,) for s in outputs)
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         if not self._accepts(feeds):
@@ -47,8 +50,7 @@ class Session:
     def max_rows(self) -> int:
         """The most rows of the batch dim run_rows puts in one call: the engine profile's largest
         batch (a TensorRT engine takes no more), else ROWS_PER_CALL."""
-        batched = {s.name for s in self.inputs if s.shape[:1] == (BATCH_DIM,)}
-        return min((high[0] for name, _low, _opt, high in self.profile or () if name in batched),
+        return min((high[0] for name, _low, _opt, high in self.profile or () if name in self._batched),
                    default=ROWS_PER_CALL)
 
     def run_rows(self, feeds: Mapping[str, np.ndarray], keep=None) -> dict[str, np.ndarray]:
@@ -62,17 +64,16 @@ class Session:
         step = self.max_rows
         if rows <= step:
             return keep(self.run(feeds))
-        batched = {s.name for s in self.inputs if s.shape[:1] == (BATCH_DIM,)}
-        parts = [keep(self.run({name: value[start:start + step] if name in batched else value
+        parts = [keep(self.run({name: value[start:start + step] if name in self._batched else value
                                 for name, value in feeds.items()})) for start in range(0, rows, step)]
         return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
 
     def _batch_rows(self, feeds: Mapping[str, np.ndarray]) -> int:
         """The batch dim's size in `feeds`, or 0 where a graph's rows cannot be split: no input
         has the batch dim, or an output lacks it (the rows would not join back)."""
-        if any(s.shape[:1] != (BATCH_DIM,) for s in self.outputs):
+        if not self._rows_join:
             return 0
-        sizes = {np.shape(feeds[s.name])[:1] for s in self.inputs if s.shape[:1] == (BATCH_DIM,) and s.name in feeds}
+        sizes = {np.shape(feeds[name])[:1] for name in self._batched if name in feeds}
         return sizes.pop()[0] if len(sizes) == 1 and () not in sizes else 0
 
     def _check_profile(self, feeds: Mapping[str, np.ndarray]) -> None:
