@@ -264,14 +264,7 @@ def _cmd_generate(args) -> None:
         raise ConfigError(f"{grid_given[0]}: expected an option of packages that draw a grid of images, found it "
                           f"given to a {family.name} package")
     options = _family_options(family, family.options, args, "generate")
-    if family.grid_flags and args.out is not None:   # pictures: an extension edgegen cannot write is refused first
-        from .images import picture_format
-
-        picture_format(args.out, "RGB")
-    if args.out is not None:   # a folder the system refuses: before the sampling, not after it
-        from .storage import check_writable
-
-        check_writable(args.out, "--out")
+    _refuse_before_loading(family, options, args.out)
     args.package = _package_or_name(args.package)   # a shipped name's export, after the options' checks
     _refuse_out_over_what_generate_reads(args.out, args.package, options)
     pipe = load(args.package, backend=args.backend, threads=args.threads, precision=args.precision)
@@ -282,23 +275,14 @@ def _cmd_generate(args) -> None:
     args.n = _default_samples(pipe) if args.n is None else args.n
     _refuse_a_grid_too_large(pipe, family, args)
 
-    def require_out() -> None:
-        from .images import picture_format
-
-        if args.out is None:
-            raise ConfigError(f"--out: expected the PNG or JPEG file to write for a {pipe.family} package, found none")
-        picture_format(args.out, "RGB")   # an extension edgegen cannot write is refused before the sampling
-
     def write_images(images) -> str:
         from .images import save_grid
 
-        require_out()
         save_grid(images, args.out, nrow=args.nrow, scale=args.scale)
         return f"wrote {args.out} ({len(images)} samples from {pipe.family} package, seed {args.seed}, backend {pipe.backend})"
 
     try:
         if family.generate is None:
-            require_out()   # before the sampling, not after
             line = write_images(pipe(args.n, seed=args.seed, **options))
         else:
             line = family.generate(pipe, GenerateRequest(args.n, args.seed, args.out, options, write_images))
@@ -306,6 +290,25 @@ def _cmd_generate(args) -> None:
         raise _named_by_flag(exc, family.options) from None
     if line:
         print(line)
+
+
+def _refuse_before_loading(family, options: dict, out) -> None:
+    """What generate refuses without the package, before it loads (and before a shipped name's
+    first export, which takes up to a minute): a grid's --out missing or of a format edgegen
+    cannot write, the family's own checks (a required option, --out's format), a folder the
+    system refuses. The sampling that follows may take minutes: none of these comes after it."""
+    if family.grid_flags:
+        from .images import picture_format
+
+        if out is None:
+            raise ConfigError(f"--out: expected the PNG or JPEG file to write for a {family.name} package, found none")
+        picture_format(out, "RGB")
+    if family.check_generate is not None:
+        family.check_generate(options, out)
+    if out is not None:
+        from .storage import check_writable
+
+        check_writable(out, "--out")
 
 
 def _named_by_flag(exc: EdgegenError, declared) -> EdgegenError:

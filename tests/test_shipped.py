@@ -26,14 +26,19 @@ REPO = Path(__file__).resolve().parent.parent
 NAME = "gan-digits"   # small and quick to export
 
 
-@pytest.fixture
-def models(tmp_path, monkeypatch):
-    """A private edgegen-models folder with one shipped checkpoint, and a private cache."""
+def private_models(tmp_path, monkeypatch, *names: str) -> Path:
+    """A private edgegen-models folder with these shipped checkpoints, and a private cache."""
     root = tmp_path / "edgegen_models"
-    shutil.copytree(shipped.checkpoints_dir() / NAME, root / "checkpoints" / NAME)
+    for name in names:
+        shutil.copytree(shipped.checkpoints_dir() / name, root / "checkpoints" / name)
     monkeypatch.setattr(shipped, "models_root", lambda: root)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     return root
+
+
+@pytest.fixture
+def models(tmp_path, monkeypatch):
+    return private_models(tmp_path, monkeypatch, NAME)
 
 
 def perturb_weights(checkpoint: Path) -> None:
@@ -62,6 +67,28 @@ def test_generate_refuses_an_option_of_another_family_before_a_name_exports(mode
     assert "--steps: expected an option of" in capsys.readouterr().err
     assert main(["generate", NAME, "--out", str(tmp_path / "x.gif")]) == 2   # an extension it cannot write, too
     assert not (tmp_path / "cache").exists() and shipped.find_shipped(NAME) is None   # nothing exported
+
+
+@pytest.mark.parametrize("name, arguments, refusal", [
+    ("gan-digits", [], "--out: expected the PNG or JPEG file to write for a gan package, found none"),
+    ("wavenet-tones", ["--out", "clip.mp3"], "--out: expected a .wav file to write"),
+    ("wavenet-tones", ["--seconds", "0", "--out", "clip.wav"], "--seconds: expected a duration above 0"),
+    ("gpt-stdlib", [], "--prompt or --prompt-ids: expected one of them for a gpt package, found neither"),
+    ("gpt-stdlib", ["--prompt", "def ", "--out", "text.md"], "expected a .txt file to write"),
+    ("text2image-digits", ["--out", "x.png"], "--prompt: expected the text to picture"),
+    ("controlnet-digits", ["--out", "x.png"], "--control: expected a picture for the samples"),
+    ("sr-photos-x4", ["--out", "x.png"], "--image: expected the picture to upscale"),
+    ("sr-photos-x4", ["--image", "in.png", "--out", "x.gif"], "expected an extension among"),
+])
+def test_generate_refuses_what_needs_no_package_before_a_name_exports(name, arguments, refusal, tmp_path, monkeypatch,
+                                                                      capsys):
+    """A first use exports the name (up to a minute): a missing option or an --out of the wrong
+    format is refused before that, as before any package loads."""
+    private_models(tmp_path, monkeypatch, name)
+    monkeypatch.chdir(tmp_path)
+    assert main(["generate", name, *arguments]) == 2
+    assert refusal in capsys.readouterr().err
+    assert not (tmp_path / "cache").exists() and shipped.find_shipped(name) is None   # nothing exported
 
 
 def test_a_newer_edgegen_exports_the_name_anew_and_leaves_the_old_export(models, monkeypatch, capsys):

@@ -178,7 +178,7 @@ class GenerationCall:
     steps: int | None = None   # the sampler's steps it runs; None: a loop without them (PixelCNN's pixels)
 
 
-# graphs: one call of each graph; tokens: whole greedy generations (the pipeline's generate and stream,
+# graphs: one call of each graph; tokens: whole greedy generations (the pipeline's context, generate and stream,
 # its decode_read_bytes(tokens) for the memory-bandwidth bound, and for --vs-torch the model's
 # greedy_cached(prompts, new_tokens))
 BENCH_MODES = ("graphs", "tokens")
@@ -203,6 +203,9 @@ class Family:
     options: tuple[Option, ...] = ()     # `edgegen generate` options, beyond --n, --seed, --out
     train_options: tuple[Option, ...] = ()   # `edgegen train` options beyond the common ones
     generate: Callable | None = None     # the CLI's generate (pipe, request); None: a PNG grid of pipe(n, ...)
+    # (options, out) -> None: what generate refuses without a package (a required option missing, --out's
+    # format), run before one loads or a shipped name's first export; `generate` may then rely on it
+    check_generate: Callable[[dict, str | None], None] | None = None
     grid_flags: bool = True              # whether `edgegen generate` --n, --nrow and --scale apply (an image grid)
     demo: tuple[DemoModel, ...] = ()
     showcase: str | None = None          # "module:function" (pipe, folder, name) -> (results dict, Markdown lines)

@@ -1,7 +1,7 @@
 """The ControlNet family: a trainable copy of a diffusion UNet's encoder, steered by a hint image."""
 
 from .. import DemoModel, Family, Option, register
-from .cli import OPTIONS, bench_generation, generate
+from .cli import OPTIONS, bench_generation, check_generate, generate
 from .pipeline import ControlNetConfig, ControlNetPipeline
 
 FAMILY = register(Family(
@@ -18,6 +18,7 @@ FAMILY = register(Family(
     train_options=(Option("--base", "base", "the diffusion checkpoint to control (default: the shipped "
                           "diffusion-digits)", {"metavar": "CHECKPOINT"}),),
     generate=generate,
+    check_generate=check_generate,
     bench_generation=bench_generation,
     serving="edgegen.families.controlnet.cli:served",
     demo=(DemoModel("controlnet-digits", "digits", checkpoints={"base": "diffusion-digits"}),),

@@ -31,11 +31,15 @@ def bench_generation(pipe, n: int, steps: int | None) -> GenerationCall:
                           f"{pipe.config.sampler}{guided}", steps)
 
 
+def check_generate(options: dict, out: str | None) -> None:
+    """Before the package loads: --control."""
+    if options.get("control") is None:
+        raise ConfigError("--control: expected a picture for the samples of a controlnet package to follow, found none")
+
+
 def generate(pipe, request: GenerateRequest) -> str:
     from ...images import load_image
 
-    if request.options.get("control") is None:
-        raise ConfigError("--control: expected a picture for the samples of a controlnet package to follow, found none")
     request.options["control"] = pipe.hint(load_image(request.options["control"], pipe.image_shape, "--control"))
     return generate_diffusion(pipe, request)
 

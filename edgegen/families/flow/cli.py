@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-from ...errors import ConfigError
 from ...families import GenerateRequest
-from ...images import picture_format
 
 
 def generate(pipe, request: GenerateRequest) -> str:
-    if not pipe.is_image:   # refused before the sampling, not after
-        if request.out is None:
-            raise ConfigError("--out: expected the PNG or JPEG file to write a 2-D flow's density plot to, found none")
-        picture_format(request.out, "RGB")
+    # --out is a picture's path: the command line checked it before the package loaded
     samples = pipe(request.n, seed=request.seed, **request.options)
     if pipe.is_image:
         return request.write_images(samples)

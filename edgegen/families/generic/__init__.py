@@ -7,7 +7,7 @@ optimize (on the held-out inputs recorded at export, or the user's), check and b
 it like any other family."""
 
 from .. import Family, Option, register
-from .cli import generate
+from .cli import check_generate, generate
 from .pipeline import GenericConfig, GenericPipeline
 
 FAMILY = register(Family(
@@ -18,6 +18,7 @@ FAMILY = register(Family(
     options=(Option("--inputs", "inputs", "an .npz of the graph's named inputs (default: the first feed "
                     "recorded at export); --out names the .npz of outputs", {"metavar": "NPZ"}, served=False),),
     generate=generate,
+    check_generate=check_generate,
     served_graph="model",   # its one graph (generic/export.py GRAPH)
     grid_flags=False,   # one text, picture, clip or set of arrays: no --n, --nrow, --scale
     dim_limits=lambda c: dict(c.dim_limits),

@@ -7,9 +7,13 @@ from ...families import GenerateRequest
 from ...runtimes.feeds import read_feeds, write_feeds
 
 
+def check_generate(options: dict, out: str | None) -> None:
+    """Before the package loads: an .npz --out."""
+    if out is None or not str(out).endswith(".npz"):
+        raise ConfigError(f"--out: expected the .npz file to write a generic package's outputs to, found {repr(out) if out else 'none'}")
+
+
 def generate(pipe, request: GenerateRequest) -> str:
-    if request.out is None or not str(request.out).endswith(".npz"):
-        raise ConfigError(f"--out: expected the .npz file to write a generic package's outputs to, found {repr(request.out) if request.out else 'none'}")
     given = request.options.get("inputs")
     feeds = read_feeds(given) if given else pipe.held_out_inputs()[:1]
     outputs = [pipe(feed) for feed in feeds]

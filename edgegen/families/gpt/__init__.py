@@ -2,7 +2,7 @@
 
 from ...training.text import BUILTIN_TEXT
 from .. import DemoModel, Family, Option, register
-from .cli import OPTIONS, generate
+from .cli import OPTIONS, check_generate, generate
 from .pipeline import ARCHITECTURES, GPTConfig, GPTPipeline, held_out_windows
 
 
@@ -26,6 +26,7 @@ FAMILY = register(Family(
                    Option("--n-kv-head", "n_kv_head", "llama: key/value heads (grouped-query attention; default: "
                           "every query head has its own)", {"type": int})),
     generate=generate,
+    check_generate=check_generate,
     serving="edgegen.families.gpt.cli:served",
     grid_flags=False,   # one text, picture, clip or set of arrays: no --n, --nrow, --scale
     demo=(DemoModel("gpt-stdlib", "stdlib"),),

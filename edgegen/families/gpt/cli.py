@@ -40,6 +40,14 @@ OPTIONS = (
 )
 
 
+def check_generate(options: dict, out: str | None) -> None:
+    """Before the package loads: one of --prompt and --prompt-ids, and a .txt --out if any."""
+    _prompt(options.get("prompt"), options.get("prompt_ids"))
+    if out and not str(out).lower().endswith(".txt"):
+        raise ConfigError(f"--out {out!r}: expected a .txt file to write a token package's text to, found "
+                          f"{os.path.splitext(str(out))[1] or 'no extension'}")
+
+
 def generate(pipe, request: GenerateRequest) -> str:
     options = dict(request.options)
     prompt = _prompt(options.pop("prompt", None), options.pop("prompt_ids", None))
@@ -57,9 +65,6 @@ def generate(pipe, request: GenerateRequest) -> str:
             raise InputError(f"{flag}: expected fewer tokens than the model's context of {pipe.context}, found "
                              f"{pipe.context - left}")
         options["max_new_tokens"] = min(CLI_MAX_NEW_TOKENS, left)
-    if request.out and not str(request.out).lower().endswith(".txt"):
-        raise ConfigError(f"--out {request.out!r}: expected a .txt file to write a token package's text to, found "
-                          f"{os.path.splitext(str(request.out))[1] or 'no extension'}")
     shown = (lambda token: f" {token}") if isinstance(prompt, list) else str   # ids as numbers, text as it is
     stream = pipe.stream(prompt, seed=request.seed, **options)
     first = next(stream, None)   # the options are checked before the first piece: a refusal prints no text

@@ -1,7 +1,7 @@
 """The super-resolution family: a compact GAN upscaler (x2, x3, x4) for images of any size, tiled."""
 
 from .. import DemoModel, Family, Option, register
-from .cli import OPTIONS, generate
+from .cli import OPTIONS, check_generate, generate
 from .pipeline import MAX_TILE_BATCH, SRConfig, SRPipeline
 
 FAMILY = register(Family(
@@ -17,6 +17,7 @@ FAMILY = register(Family(
     options=OPTIONS,
     train_options=(Option("--scale", "scale", "upscale factor: 2, 3 or 4", {"type": int, "choices": (2, 3, 4)}),),
     generate=generate,
+    check_generate=check_generate,
     serving="edgegen.families.sr.cli:served",
     grid_flags=False,   # one text, picture, clip or set of arrays: no --n, --nrow, --scale
     demo=(DemoModel("sr-photos-x4", "natural"),),

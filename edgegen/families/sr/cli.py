@@ -24,15 +24,23 @@ OPTIONS = (
 )
 
 
+def check_generate(options: dict, out: str | None) -> None:
+    """Before the package loads: --image and --out, the latter of a format edgegen writes (whether
+    the picture's alpha fits it is known once the picture is read)."""
+    from ...images import picture_format
+
+    if options.get("image") is None:
+        raise ConfigError("--image: expected the picture to upscale with a super-resolution package, found none")
+    if out is None:
+        raise ConfigError("--out: expected the picture file to write (.png or .jpg), found none")
+    picture_format(out, "RGB")
+
+
 def generate(pipe, request: GenerateRequest) -> str:
     """`edgegen generate PKG --image in.png --out out.png`: the same as `edgegen upscale`, but an
     existing --out is replaced, as generate replaces every family's output."""
     options = dict(request.options)
-    image = options.pop("image", None)
-    if image is None:
-        raise ConfigError("--image: expected the picture to upscale with a super-resolution package, found none")
-    if request.out is None:
-        raise ConfigError("--out: expected the picture file to write (.png or .jpg), found none")
+    image = options.pop("image")
     return upscale_picture(pipe, read_for_upscale(image, request.out, replace=True), request.out, **options)
 
 

@@ -3,7 +3,7 @@ latents, KL autoencoder), imported from a diffusers pipeline folder, or trained 
 digits and exported through that same import (docs/diffusers.md)."""
 
 from .. import DemoModel, Family, register
-from .cli import OPTIONS, bench_generation, generate
+from .cli import OPTIONS, bench_generation, check_generate, generate
 from .pipeline import TextToImageConfig, TextToImagePipeline
 
 FAMILY = register(Family(
@@ -18,6 +18,7 @@ FAMILY = register(Family(
     export="edgegen.families.text2image.export",
     options=OPTIONS,
     generate=generate,
+    check_generate=check_generate,
     bench_generation=bench_generation,
     serving="edgegen.families.text2image.cli:served",
     diffusers_importers={"UNet2DConditionModel": "edgegen.families.text2image.diffusers_import:import_stable_diffusion"},

@@ -34,10 +34,14 @@ def bench_generation(pipe, n: int, steps: int | None) -> GenerationCall:
                           f"{n} image{'s' * (n != 1)} of one prompt, {steps} steps of {pipe.config.sampler}{guided}", steps)
 
 
-def generate(pipe, request: GenerateRequest) -> str:
-    options = dict(request.options)
+def check_generate(options: dict, out: str | None) -> None:
+    """Before the package loads: --prompt."""
     if options.get("prompt") is None:
         raise ConfigError("--prompt: expected the text to picture for a text2image package, found none")
+
+
+def generate(pipe, request: GenerateRequest) -> str:
+    options = dict(request.options)
     pictures = starting_pictures(pipe, options, request.n)
     images = sample_with_progress(pipe, options, pictures, request.seed,
                                   lambda callback: pipe(n=request.n, seed=request.seed, callback=callback, **options))

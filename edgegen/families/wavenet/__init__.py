@@ -1,7 +1,7 @@
 """The WaveNet family: dilated causal convolutions, fast generation with per-layer queues."""
 
 from .. import DemoModel, Family, register
-from .cli import OPTIONS, bench_generation, generate
+from .cli import OPTIONS, bench_generation, check_generate, generate
 from .pipeline import WaveNetConfig, WaveNetPipeline
 
 FAMILY = register(Family(
@@ -16,6 +16,7 @@ FAMILY = register(Family(
     export="edgegen.families.wavenet.export",
     options=OPTIONS,
     generate=generate,
+    check_generate=check_generate,
     bench_generation=bench_generation,
     serving="edgegen.families.wavenet.cli:served",
     grid_flags=False,   # one text, picture, clip or set of arrays: no --n, --nrow, --scale

@@ -24,15 +24,20 @@ def bench_generation(pipe, n: int, steps: int | None) -> GenerationCall:
                           f"{samples} audio samples ({BENCH_SECONDS:g} s at {pipe.sample_rate} Hz), one at a time")
 
 
-def generate(pipe, request: GenerateRequest) -> str:
-    from ...runtimes.audio import write_wav
-
-    out, seconds = request.out, request.options.get("seconds")
+def check_generate(options: dict, out: str | None) -> None:
+    """Before the package loads: a .wav --out, and --seconds in range."""
+    seconds = options.get("seconds")
     if out is None or not str(out).lower().endswith(".wav"):
         raise ConfigError(f"--out: expected a .wav file to write for a wavenet package, found {repr(out) if out else 'none'}")
     if seconds is None or not 0 < seconds <= MAX_SECONDS:
         raise ConfigError(f"--seconds: expected a duration above 0 and at most {MAX_SECONDS} for a wavenet package, "
                           f"found {seconds!r}")
+
+
+def generate(pipe, request: GenerateRequest) -> str:
+    from ...runtimes.audio import write_wav
+
+    out, seconds = request.out, request.options["seconds"]
     samples = max(1, round(seconds * pipe.sample_rate))
     label = request.options.get("labels")
     audio = pipe(samples, seed=request.seed, labels=label, temperature=request.options["temperature"])
