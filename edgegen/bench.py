@@ -193,6 +193,7 @@ def _bench_package(path, batch, iters, warmup, backend, threads, vs_torch, preci
         if steps is not None:
             raise ConfigError(f"--steps {steps}: expected a package whose generation runs sampler steps, found a "
                               f"{pipe.family} package, which generates tokens")
+        refuse_graph_settings_for_tokens(pipe, shapes, generation)
         return bench_generation(pipe, path, batch, iters, warmup, threads, vs_torch, energy, prompt_lookup)
     if prompt_lookup:
         raise ConfigError(f"--prompt-lookup {prompt_lookup}: expected a package that generates tokens, found the "
@@ -325,28 +326,54 @@ ENERGY_SECONDS = 1.0   # per engine: power sources update every few to 100 ms
 PROMPT_TOKENS, NEW_TOKENS = 32, 128   # the reference generation a token package is timed on
 
 
+def reference_lengths(context: int) -> tuple[int, int]:
+    """(prompt tokens, new tokens) of the generation a token package is timed on: PROMPT_TOKENS
+    then NEW_TOKENS where the model's context holds them, else the context split as they are,
+    about 1 to 4 (a 64-token context: 12 and 52; an imported Mistral's context is its sliding window)."""
+    if context >= PROMPT_TOKENS + NEW_TOKENS:
+        return PROMPT_TOKENS, NEW_TOKENS
+    if context < 2:
+        raise ConfigError(f"bench: expected a model whose context holds a prompt and a new token, found a context "
+                          f"of {context}")
+    prompt = max(1, context * PROMPT_TOKENS // (PROMPT_TOKENS + NEW_TOKENS))
+    return prompt, context - prompt
+
+
+def refuse_graph_settings_for_tokens(pipe, shapes: dict | None, generation: bool) -> None:
+    """--shapes, --sweep and --no-generation set how graphs are timed one call at a time; a token
+    package is timed as whole generations, which they would not change: refused, not ignored."""
+    timed = "timed as whole greedy generations of {} + {} tokens".format(*reference_lengths(pipe.context))
+    if shapes:
+        raise ConfigError(f"--shapes/--sweep: expected a package whose graphs are timed at sizes, found a {pipe.family} "
+                          f"package, {timed}")
+    if not generation:
+        raise ConfigError(f"--no-generation: expected a package whose graphs are timed one call at a time, found a "
+                          f"{pipe.family} package, {timed}")
+
+
 def bench_generation(pipe, path, batch: int, iters: int, warmup: int, threads: int, vs_torch=None,
                      energy: bool = True, prompt_lookup: int = 0) -> dict:
-    """Token packages: whole greedy generations (PROMPT_TOKENS in, NEW_TOKENS out) rather than
-    single graph calls; tokens/s per engine, and time to first token and per output token
+    """Token packages: whole greedy generations (reference_lengths: PROMPT_TOKENS in, NEW_TOKENS
+    out, where the context holds them) rather than single graph calls; tokens/s per engine, and time to first token and per output token
     from a streamed batch-1 run. --vs-torch adds the checkpoint's own KV-cache loop in PyTorch;
     prompt_lookup the same loop with that many draft tokens per call."""
-    calls = max(1, iters // 10)  # a generation is NEW_TOKENS graph calls
-    prompts = np.random.default_rng(0).integers(0, pipe.vocab_size, (batch, PROMPT_TOKENS)).tolist()
+    calls = max(1, iters // 10)  # a generation is `new_tokens` graph calls
+    prompt_tokens, new_tokens = reference_lengths(pipe.context)
+    prompts = np.random.default_rng(0).integers(0, pipe.vocab_size, (batch, prompt_tokens)).tolist()
     ours = ("generate", f"edgegen {pipe.backend}")
-    engines = {ours: lambda: pipe.generate(prompts, max_new_tokens=NEW_TOKENS, do_sample=False)}
+    engines = {ours: lambda: pipe.generate(prompts, max_new_tokens=new_tokens, do_sample=False)}
     # a model that emits its end-of-text token stops early: count the tokens it really made
     made = engines[ours]()
     generated = sum(len(row) for row in made)
     drafted = ("generate", f"edgegen {pipe.backend}, prompt lookup {prompt_lookup}")
     if prompt_lookup:
-        engines[drafted] = lambda: pipe.generate(prompts, max_new_tokens=NEW_TOKENS, do_sample=False,
+        engines[drafted] = lambda: pipe.generate(prompts, max_new_tokens=new_tokens, do_sample=False,
                                                  prompt_lookup_num_tokens=prompt_lookup)
         same_tokens = engines[drafted]() == made
     runtime_rss = peak_rss_mb()
     versions = {}
     if vs_torch is not None:
-        engines[("generate", "torch eager")], versions["torch"] = torch_generation(vs_torch, pipe, prompts, threads)
+        engines[("generate", "torch eager")], versions["torch"] = torch_generation(vs_torch, pipe, prompts, new_tokens, threads)
     timings = interleaved_timings(engines, calls, max(1, warmup // 10))
     results = _results(timings, lambda stats: generated * 1e3 / stats["p50_ms"])
     energy_note = add_energy(results, engines, generated) if energy else "not asked for"   # a result: a token
@@ -357,13 +384,13 @@ def bench_generation(pipe, path, batch: int, iters: int, warmup: int, threads: i
     if prompt_lookup:
         lookup = {"prompt_lookup": {"drafts": prompt_lookup, "same_tokens": same_tokens, "speedup_p50": round(float(
             np.median(timings[ours]) / np.median(timings[drafted])), 3)}}
-    latency = streamed_latency(pipe, prompts[0])
+    latency = streamed_latency(pipe, prompts[0], new_tokens)
     process_rss = peak_rss_mb()   # before the bandwidth reading's matrix
-    bound = decode_bound(pipe, threads, latency["tpot_ms_p50"])
+    bound = decode_bound(pipe, threads, latency["tpot_ms_p50"], prompt_tokens + (new_tokens - 1) / 2)
     return {
         **_what_ran(pipe, path),
         "threads": threads, "batch": batch, "iters": calls, "warmup": max(1, warmup // 10),
-        "generation": {"prompt_tokens": PROMPT_TOKENS, "new_tokens": NEW_TOKENS, "greedy": True,
+        "generation": {"prompt_tokens": prompt_tokens, "new_tokens": new_tokens, "greedy": True,
                        "tokens_per_call": generated,
                        "throughput": "generated tokens per second (tokens per call / p50)",
                        **latency, "bound": bound},
@@ -376,15 +403,14 @@ def bench_generation(pipe, path, batch: int, iters: int, warmup: int, threads: i
     }
 
 
-def decode_bound(pipe, threads: int, tpot_ms: float) -> dict:
+def decode_bound(pipe, threads: int, tpot_ms: float, tokens: float) -> dict:
     """How far streamed decoding (batch 1) is from the memory-bandwidth limit: the bytes a decode
-    step must read in the middle of the streamed run (the pipeline's decode_read_bytes: weights
+    step must read after `tokens` (the middle of the streamed run; the pipeline's decode_read_bytes: weights
     as the graph stores them, and the KV cache) over the read bandwidth measured now, and the
     measured TPOT p50 over that; or {"not_measured": why}."""
     why = bound_not_measured(pipe)
     if why:
         return {"not_measured": why}
-    tokens = PROMPT_TOKENS + (NEW_TOKENS - 1) / 2
     try:
         read = pipe.decode_read_bytes(tokens)
     except PackageError as exc:   # a weight this edgegen cannot size: the timings stand without the bound
@@ -432,12 +458,12 @@ def read_bandwidth(threads: int, repeats: int = BANDWIDTH_REPEATS) -> tuple[floa
     return best, f"float32 matrix-vector product over {BANDWIDTH_MIB} MiB, {threads_used}, best of {repeats}"
 
 
-def streamed_latency(pipe, prompt: list[int], runs: int = 5) -> dict:
+def streamed_latency(pipe, prompt: list[int], new_tokens: int = NEW_TOKENS, runs: int = 5) -> dict:
     """Time to first token and time per output token (p50, p90) of streamed batch-1 generations."""
     first, gaps = [], []
     for _ in range(runs):
         stamps, start = [], time.perf_counter()
-        for _token in pipe.stream(prompt, max_new_tokens=NEW_TOKENS, do_sample=False):
+        for _token in pipe.stream(prompt, max_new_tokens=new_tokens, do_sample=False):
             stamps.append(time.perf_counter() - start)
         first.append(stamps[0])
         gaps.extend(np.diff(stamps))
@@ -446,7 +472,7 @@ def streamed_latency(pipe, prompt: list[int], runs: int = 5) -> dict:
             "tpot_ms_p90": ms(gaps, 90)}
 
 
-def torch_generation(checkpoint, pipe, prompts: list[list[int]], threads: int):
+def torch_generation(checkpoint, pipe, prompts: list[list[int]], new_tokens: int, threads: int):
     """The checkpoint's model generating greedily in PyTorch eager: a token family's model has
     `greedy_cached(prompts, new_tokens)`, its own KV-cache loop."""
     import torch
@@ -457,7 +483,7 @@ def torch_generation(checkpoint, pipe, prompts: list[list[int]], threads: int):
         model = ckpt.model
     torch.set_num_threads(threads)   # until bench_package returns (torch_threads_kept)
     ids = torch.tensor(prompts)
-    return (lambda: model.greedy_cached(ids, NEW_TOKENS)), torch.__version__
+    return (lambda: model.greedy_cached(ids, new_tokens)), torch.__version__
 
 
 def format_table(report: dict) -> str:

@@ -1321,6 +1321,31 @@ def test_bench_runs_the_transformers_folder_an_import_came_from_beside_the_packa
     assert report["speedup_vs_torch_p50"]["generate"] > 0 and "| generate | torch eager |" in capsys.readouterr().out
 
 
+def test_bench_times_a_short_context_model_on_a_generation_that_fits_it(tmp_path, capsys):
+    """The reference generation (32 + 128 tokens) does not fit a 64-token context, as an imported
+    Mistral's sliding window or a small model's block: it is split as it is, about 1 to 4. The
+    graph settings a token package is not timed by are refused, not ignored."""
+    from edgegen.bench import reference_lengths
+
+    assert reference_lengths(160) == reference_lengths(2048) == (32, 128)
+    assert reference_lengths(64) == (12, 52) and reference_lengths(2) == (1, 1)
+    _tiny_llama(tmp_path / "hf", max_position_embeddings=64)
+    package = export_transformers("llama", tmp_path / "hf", tmp_path / "pkg")
+    assert main(["bench", str(package), "--iters", "10", "--warmup", "0", "--no-energy", "--batch", "2",
+                 "--json", str(tmp_path / "b.json")]) == 0
+    report = json.loads((tmp_path / "b.json").read_text())["generation"]
+    assert (report["prompt_tokens"], report["new_tokens"]) == (12, 52)
+    assert report["bound"]["after_tokens"] == 12 + 51 / 2
+    assert "12-token prompts, 52 new tokens" in capsys.readouterr().out
+    for flags, refusal in ((["--no-generation"], "--no-generation: expected a package whose graphs are timed one "
+                            "call at a time, found a gpt package, timed as whole greedy generations of 12 + 52 tokens"),
+                           (["--shapes", "past=8"], "--shapes/--sweep: expected a package whose graphs are timed at "
+                            "sizes, found a gpt package"),
+                           (["--sweep", "past=8,16"], "--shapes/--sweep: expected")):
+        assert main(["bench", str(package), "--iters", "10", "--no-energy", *flags]) == 2
+        assert refusal in capsys.readouterr().err
+
+
 def test_a_124m_llama_imports_and_decodes_as_transformers(tmp_path):
     """The size people start from on a device: 12 layers x 768, 12 heads over 4 key/value heads,
     SwiGLU 2048, vocab 32000, untied output (about 125M parameters)."""
