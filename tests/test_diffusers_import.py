@@ -365,6 +365,16 @@ def test_layouts_edgegen_does_not_import_are_refused(ddpm_packages, sd_packages,
         {**index, "safety_checker": ["stable_diffusion", "StableDiffusionSafetyChecker"]}))
     with pytest.raises(CheckpointError, match="save the pipeline with safety_checker=None"):
         export_diffusers(sd_copy, tmp_path / "a")
+    (sd_copy / "model_index.json").write_text(json.dumps(index))
+    vocab = json.loads((sd_copy / "text_encoder" / "config.json").read_text())["vocab_size"]
+    from tokenizers import Tokenizer   # ids the text encoder has no row for: refused, not an IndexError in the check
+
+    tokenizer = Tokenizer.from_file(str(sd_copy / "tokenizer" / "tokenizer.json"))
+    tokenizer.add_tokens([f"extra{i}" for i in range(vocab + 3 - tokenizer.get_vocab_size(with_added_tokens=True))])
+    tokenizer.save(str(sd_copy / "tokenizer" / "tokenizer.json"))
+    with pytest.raises(CheckpointError, match=f"expected a tokenizer of at most the model's vocab_size of {vocab} ids, "
+                                              f"found {vocab + 3}"):
+        export_diffusers(sd_copy, tmp_path / "a")
     with pytest.raises(ConfigError, match="--from-diffusers: expected alone"):
         from edgegen.cli import _cmd_export, build_parser
 

@@ -687,6 +687,18 @@ def _tiny_gpt2(folder, n_positions=256):
     return model, fast
 
 
+def test_a_tokenizer_with_ids_beyond_the_models_vocabulary_is_refused_at_import(tmp_path):
+    """It used to export, and every prompt holding such a token failed at generate."""
+    transformers = pytest.importorskip("transformers")
+    _, tokenizer = _tiny_gpt2(tmp_path / "hf")
+    config = transformers.GPT2Config(vocab_size=300, n_positions=64, n_embd=32, n_layer=1, n_head=2)
+    transformers.GPT2LMHeadModel(config).save_pretrained(tmp_path / "hf")
+    with pytest.raises(CheckpointError, match="tokenizer.json: expected a tokenizer of at most the model's vocab_size "
+                                              "of 300 ids, found 512 .ids 300 to 511 have no row"):
+        export_transformers("gpt2", tmp_path / "hf", tmp_path / "pkg")
+    assert not (tmp_path / "pkg").exists()
+
+
 def _until_eos(ids, eos=0):
     ids = list(ids)
     return ids[:ids.index(eos) + 1] if eos in ids else ids

@@ -108,6 +108,16 @@ class BPETokenizer:
         return _BPEStream(self._tokenizer)
 
 
+def ids_beyond(path, vocab_size: int) -> str | None:
+    """Why the tokenizer.json at `path` does not fit a model of `vocab_size` embedding rows (it
+    makes ids the model has no row for: a prompt holding one fails when it is run), or None."""
+    ids = BPETokenizer(path).vocab_size
+    if ids <= vocab_size:
+        return None
+    return (f"expected a tokenizer of at most the model's vocab_size of {vocab_size} ids, found {ids} (ids {vocab_size} "
+            f"to {ids - 1} have no row in the model's embedding)")
+
+
 class _BPEStream:
     def __init__(self, tokenizer):
         from tokenizers.decoders import DecodeStream

@@ -23,6 +23,7 @@ from ...export.validate import compare
 from ...package import files_sha256, read_json
 from ...training.checkpoint import Checkpoint, make_config, state_dict_mismatch
 from ...runtimes.token_sampling import Sampling
+from ...runtimes.tokenizer import ids_beyond
 from .model import build
 
 LLAMA_TYPES = ("llama", "qwen2", "mistral")   # one decoder (llama.py) covers them
@@ -143,6 +144,8 @@ def _imported(folder: Path, scratch: Path, architecture: str, hf: dict, config, 
     del hf_state   # copied into the model: freed before transformers' own copy is loaded for the check
     model.eval()
     tokenizer = _tokenizer_file(folder, scratch)
+    if tokenizer is not None and (beyond := ids_beyond(tokenizer, config.vocab_size)):
+        raise CheckpointError(f"{tokenizer}: {beyond}")
     if tokenizer is None and (folder / "tokenizer.model").is_file():
         warnings.warn(f"{folder / 'tokenizer.model'}: a sentencepiece tokenizer, which edgegen does not read; the "
                       "package takes token ids only (save the tokenizer with transformers' fast tokenizer to get "

@@ -22,6 +22,7 @@ from ...export.diffusers_import import load_component, read_scheduler
 from ...export.spec import ExportSpec, GraphSpec
 from ...package import TensorSpec, files_sha256, read_json, sha256_file
 from ...runtimes.samplers import make_sampler
+from ...runtimes.tokenizer import ids_beyond
 from ...training.checkpoint import Checkpoint
 from ..diffusion.diffusers_import import RECORDED_FEEDS, smooth_images
 from ..diffusion.export import noised_inputs
@@ -161,6 +162,8 @@ def import_stable_diffusion(folder: Path, layout: dict, scratch: Path) -> tuple[
     pad_id = Tokenizer.from_file(str(tokenizer_file)).token_to_id(pad)
     if pad_id is None:
         raise CheckpointError(f"{tokenizer_file}: expected the pad token {pad!r} in the vocabulary, found it missing")
+    if beyond := ids_beyond(tokenizer_file, text_encoder.config.vocab_size):
+        raise CheckpointError(f"{tokenizer_file}: {beyond}")
 
     down = 2 ** (len(vae.config.block_out_channels) - 1)
     size = uc.sample_size
