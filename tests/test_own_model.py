@@ -218,6 +218,9 @@ def test_inputs_named_as_forwards_parameters_are_bound_by_name(tmp_path):
         export_pytorch(_Difference(), {"a": a, "c": b}, tmp_path / "skipped")
     with pytest.raises(ConfigError, match=r"inputs \(--inputs\): expected forward's positional parameters .*found bias keyword-only"):
         export_pytorch(_KeywordOnly(), {"x": a, "bias": b}, tmp_path / "keyword")
+    with pytest.raises(ConfigError, match=r"expected names that are all forward's parameters \(a, b, c\) or none of them "
+                                          r"\(then they go in the file's order\), found b among them and image not"):
+        export_pytorch(_Difference(), {"b": b, "image": a}, tmp_path / "mixed")   # b would have been fed as a
     path = export_pytorch(_Difference(), {"first": a, "second": b}, tmp_path / "own")   # names of the user's: in order
     np.testing.assert_allclose(edgegen.load(path)(first=a, second=b)["output"], a - 2 * b, atol=1e-6)
 

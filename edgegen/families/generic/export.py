@@ -158,13 +158,20 @@ def _in_forward_order(module: torch.nn.Module, example: dict[str, np.ndarray]) -
     graph and the check call forward positionally, so an .npz saved in another order would feed
     `b` to `a` and pass the check that calls PyTorch the same way. A name that forward takes by
     keyword only, or one after a parameter the example skips, is refused. Names of the user's own
-    (or a forward of *args) keep the example's order."""
+    (or a forward of *args) keep the example's order; a mix of the two is refused (`gain` of
+    forward(noisy, gain) saved first would be fed as `noisy`)."""
     try:
         parameters = list(inspect.signature(module.forward).parameters.values())
     except (TypeError, ValueError):
         return example
     by_name = {p.name: p for p in parameters if p.kind is not p.VAR_POSITIONAL and p.kind is not p.VAR_KEYWORD}
     if not set(example) <= set(by_name):
+        named = [name for name in example if name in by_name]
+        if named and not any(p.kind is p.VAR_POSITIONAL for p in parameters):   # by name or by order: not both
+            raise ConfigError(f"inputs (--inputs): expected names that are all forward's parameters ("
+                              f"{', '.join(by_name)}) or none of them (then they go in the file's order), found "
+                              f"{', '.join(named)} among them and {', '.join(n for n in example if n not in by_name)} "
+                              "not: rename the arrays")
         return example
     keyword_only = [name for name in example if by_name[name].kind is inspect.Parameter.KEYWORD_ONLY]
     if keyword_only:
