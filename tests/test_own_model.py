@@ -337,6 +337,14 @@ def test_a_size_where_the_graph_is_wrong_or_the_module_fails_is_not_recorded_as_
     assert "batch=1, width=100" in json.loads((pkg / "edgegen.json").read_text())["graphs"]["model"]["validation"]["feeds"]
     with pytest.raises(ValidationError, match=r"does not reproduce PyTorch at width 101, "):   # the limit as given
         export_pytorch(_ShapeBranch(), wide, tmp_path / "e", dynamic=dynamic, dim_limits={"width": 101})
+    # a branch a step up from the traced size: each failing size said once, and the sizes it holds at
+    with pytest.raises(ValidationError) as refused:
+        export_pytorch(_ShapeBranch(), {"x": np.ones((2, 96), np.float32)}, tmp_path / "f", dynamic=dynamic)
+    message = str(refused.value)
+    assert message.count("@ batch=1, width=128") == 1 and "@ batch=3" not in message   # 8 feeds, at 3 sizes
+    assert message.endswith("; it holds at batch=2, width=96 and batch=3, width=64: the trace fixed something that "
+                            "depends on a size (a branch on x.shape, a size turned into a constant), so give --dynamic "
+                            "only for dims the module takes at any size, or --limit below the sizes it fails at")
 
     # the default limit (4x the traced 16) outgrows the table: the module's own failure, named
     with pytest.raises(ValidationError, match=r"^export of '_Positions': the module or its graph failed at width 64, "

@@ -134,10 +134,9 @@ def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str 
             raise ValidationError(f"export of {config.source!r}: the module or its graph failed on inputs at sizes "
                                   f"the trace did not see ({_first_line(exc)}); give dim_limits (--limit) "
                                   "or held_out (--held-out) inputs of sizes it takes") from None
-        failures = [f"graph {GRAPH!r} {r.line()} (tolerance atol {atol:g}, rtol {rtol:g})" for r in results if not r.passed]
-        if failures:
+        if failures := _gate_failures(results, atol, rtol):
             raise ValidationError(f"export of {config.source!r} does not reproduce PyTorch, package not written: "
-                                  + "; ".join(failures))
+                                  + failures)
         results += _gate_at_limits(module, session, specs, example, traced, limits, rng, atol, rtol, config.source)
         write_feeds(stage / HELD_OUT_FILE, recorded)
         config.held_out = {"file": HELD_OUT_FILE, "sha256": sha256_file(stage / HELD_OUT_FILE), "feeds": len(recorded)}
@@ -321,6 +320,24 @@ def _line_in_source(chain: list[BaseException], module: torch.nn.Module) -> str 
         if frames:
             return f"{source}:{frames[-1].lineno} in {frames[-1].name}"
     return None
+
+
+def _gate_failures(results: list, atol: float, rtol: float) -> str:
+    """The gate's failures, the worst of each output at each size (several feeds share a size),
+    and where the graph holds at some sizes only, what that points to; "" where it passed."""
+    worst = {}
+    for r in results:
+        if not r.passed and ((r.output, r.batch) not in worst or r.max_abs > worst[r.output, r.batch].max_abs):
+            worst[r.output, r.batch] = r
+    if not worst:
+        return ""
+    lines = "; ".join(f"graph {GRAPH!r} {r.line()}" for r in worst.values()) + f" (tolerance atol {atol:g}, rtol {rtol:g})"
+    held = sorted({r.batch for r in results} - {r.batch for r in worst.values()})
+    if held:
+        lines += (f"; it holds at {' and '.join(held)}: the trace fixed something that depends on a size (a branch "
+                  "on x.shape, a size turned into a constant), so give --dynamic only for dims the module takes at "
+                  "any size, or --limit below the sizes it fails at")
+    return lines
 
 
 def _fresh_sizes(dim: str, traced: int, limit: int) -> list[int]:
