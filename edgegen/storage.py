@@ -118,19 +118,33 @@ def _temporary_beside(path: Path, folder: Path | None = None) -> tuple[int, str]
         raise OSError(exc.errno, exc.strerror, str(path)) from None
 
 
+def refuse_empty(path: str | os.PathLike, what: str) -> None:
+    """An empty path is refused: the system reads it as the working folder (which a folder output
+    would replace), or as no file at all."""
+    if str(path) == "":
+        raise ConfigError(f"{what}: expected a path, found an empty one ('')")
+
+
 def check_writable(path: str | os.PathLike, what: str) -> None:
     """Refuse, before any work, an output the command could not write at its end: a directory, a
     file on the way to it, or a folder the system will not write in (probed with a temporary file
     in the nearest folder that exists, removed at once). No folder is made: the write makes them."""
+    refuse_empty(path, what)
     path = Path(path)
     _refuse_directory(path, what)
-    existing = next(folder for folder in path.absolute().parents if folder.exists())   # no folder made here
+    _writable_folder_on_the_way(path, what, "file")
+
+
+def _writable_folder_on_the_way(path: Path, what: str, made: str) -> None:
+    """The nearest folder of `path` that exists, once it is known to be a folder this user can
+    write in (probed with a temporary file, removed at once); no folder is made here."""
+    existing = next(folder for folder in path.absolute().parents if folder.exists())
     if not existing.is_dir():
         raise _file_on_the_way(path, what)
     try:
         fd, tmp = _temporary_beside(path, existing)
     except OSError as exc:   # a read-only or system folder (/proc): said as the option's, not as the system's error
-        raise ConfigError(f"{what} {str(path)!r}: expected a folder this user can write a file in, found "
+        raise ConfigError(f"{what} {str(path)!r}: expected a folder this user can write a {made} in, found "
                           f"{str(existing)!r} refusing one ({exc.strerror or exc})") from None
     os.close(fd)
     os.unlink(tmp)
@@ -173,8 +187,21 @@ def fsync_directory(directory: str | os.PathLike) -> None:
 
 def refuse_existing(out: str | os.PathLike, overwrite: bool) -> None:
     """Raise OutputExistsError if `out` exists and replacing it was not asked for."""
+    refuse_empty(out, "output")
     if os.path.exists(out) and not overwrite:
         raise OutputExistsError(f"output {str(out)!r}: expected a path that does not exist yet, found one (pass --force, or overwrite=True in Python, to replace it)")
+
+
+def refuse_output_folder(out: str | os.PathLike, overwrite: bool, holds: str, kind: str,
+                         reads: Iterable[str | os.PathLike] = (),
+                         owns: Callable[[Path], Iterable[str]] | None = None) -> None:
+    """Every refusal of a folder output that needs no work (staged_directory's, which a long
+    command such as training calls before it starts): an empty path, one that exists where
+    replacing it was not asked for or would delete what edgegen did not write, and one that could
+    not be made (a file on the way to it, a folder the system will not write in)."""
+    refuse_existing(out, overwrite)
+    refuse_replacing_other(out, holds, kind, reads, owns)
+    _writable_folder_on_the_way(Path(os.path.realpath(out)), "output", "folder")
 
 
 LEFTOVER = re.compile(r"^\..+\.(tmp|lock|partial|old)$")
@@ -234,9 +261,8 @@ def staged_directory(out: str | os.PathLike, *, holds: str, kind: str, overwrite
     """
     # the folder itself, as the lock takes it: "." too has a name and a parent to stage beside, and a
     # symbolic link is followed, not replaced
+    refuse_output_folder(out, overwrite, holds, kind, reads, owns)   # before taking the lock: fails fast without waiting
     given, out = out, Path(os.path.realpath(out))
-    refuse_existing(given, overwrite)   # before taking the lock: fails fast without waiting
-    refuse_replacing_other(given, holds, kind, reads, owns)
     with writer_lock(out, "writing it"):
         clean_leftovers(out)   # first: it may put back an old output a killed writer moved aside
         refuse_existing(given, overwrite)   # again: a writer that held the lock may have made it

@@ -42,6 +42,32 @@ def test_train_never_replaces_what_it_reads_and_says_so_before_training(trained,
     assert code == 2 and "is the input" in err and (trained["diffusion"][0] / "weights.safetensors").is_file()
 
 
+def test_an_output_folder_that_cannot_be_made_is_refused_before_any_work(tmp_path, monkeypatch, capsys):
+    """--out "" named the working folder: the checkpoint or package there was replaced without
+    --force. A file on the way to --out, or a folder the system refuses, was found after training,
+    as the system's error about a lock file."""
+    import edgegen.training.train as training
+
+    monkeypatch.chdir(tmp_path)
+    assert run_cli(capsys, "train", "vae", "--steps", "1", "--out", "ckpt")[0] == 0
+    weights = (tmp_path / "ckpt" / "weights.safetensors").read_bytes()
+    monkeypatch.setattr(training, "load_images", lambda *a, **k: pytest.fail("trained before refusing --out"))
+    monkeypatch.chdir(tmp_path / "ckpt")
+    for command in (["train", "vae"], ["export", "."]):
+        code, _, err = run_cli(capsys, *command, "--out", "")
+        assert code == 2 and err == "edgegen: error: output: expected a path, found an empty one ('')\n"
+    assert (tmp_path / "ckpt" / "weights.safetensors").read_bytes() == weights
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("mine")
+    for out, refusal in ((tmp_path / "afile" / "ckpt", "expected a folder to write it in, found a file on the way"),
+                         ("/proc/edgegen-test/ckpt", "expected a folder this user can write a folder in, found "
+                                                     "'/proc' refusing one")):
+        for command in (["train", "vae"], ["export", "ckpt"]):
+            code, _, err = run_cli(capsys, *command, "--out", out)
+            assert code == 2 and f"edgegen: error: output '{out}': {refusal}" in err
+    assert (tmp_path / "afile").read_text() == "mine"
+
+
 def test_force_replaces_only_what_edgegen_wrote_and_never_files_put_beside_it(tmp_path, monkeypatch, capsys):
     """A file of the user's inside a checkpoint, package or Triton model folder makes --force
     refuse; what edgegen itself added later (variants, the engine cache) does not."""

@@ -12,7 +12,7 @@ import torch
 
 from ..errors import ConfigError, TrainingError
 from ..families import get as get_family
-from ..storage import refuse_existing, refuse_replacing_other
+from ..storage import refuse_output_folder
 from ..progress import Progress
 from . import family_module
 from ..package import CHECKPOINT_WEIGHTS
@@ -46,8 +46,7 @@ def train(family: str, out: str | Path, data: str | None = None, steps: int | No
     # both refusals come before minutes of training, not after
     given = [*model_options.values()] + ([] if data in get_family(family).builtin_data else [data])
     reads = [p for p in given if isinstance(p, (str, Path)) and Path(p).exists()]
-    refuse_existing(out, overwrite)
-    refuse_replacing_other(out, CHECKPOINT_WEIGHTS, CHECKPOINT_KIND, reads, checkpoint_files)
+    refuse_output_folder(out, overwrite, CHECKPOINT_WEIGHTS, CHECKPOINT_KIND, reads, checkpoint_files)
 
     given_image_size, given_channels = image_size, channels
     image_size = getattr(module, "DEFAULT_IMAGE_SIZE", 32) if image_size is None else image_size
