@@ -118,6 +118,10 @@ def test_a_zero_size_is_refused_not_taken_for_the_default(tmp_path, capsys):
     assert code == 2 and "latent_dim and width expected positive, found 0" in err
     code, _, err = run_cli(capsys, "train", "vae", "--image-size", "0", "--steps", "1", "--out", tmp_path / "ckpt")
     assert code == 2 and "image_size: expected an integer of at least 8, found 0" in err
+    # a size no memory holds: refused before the model is built (it was torch's allocation traceback)
+    code, _, err = run_cli(capsys, "train", "vae", "--latent-dim", "100000000", "--steps", "1", "--out", tmp_path / "ckpt")
+    assert code == 2 and err.startswith("edgegen: error: vae config: expected a model whose training fits in the ")
+    assert "found 614,600,269,057 parameters" in err and "latent_dim 100000000, width 32)" in err
     code, _, err = run_cli(capsys, "train", "vae", "--image-size", "100000", "--steps", "1", "--out", tmp_path / "ckpt")
     assert code == 2 and "image_size: expected at most 256 for the digits" in err
     code, _, err = run_cli(capsys, "train", "sr", "--image-size", "0", "--steps", "1", "--out", tmp_path / "ckpt")

@@ -64,6 +64,7 @@ def train(family: str, out: str | Path, data: str | None = None, steps: int | No
     if "num_classes" in {f.name for f in dataclasses.fields(module.Config)}:
         from_data["num_classes"] = images.num_classes  # 0 (unconditional) for data without classes
     config = make_config(family, {**from_data, **model_options})
+    _refuse_a_model_training_cannot_hold(module, config, family)
     torch.manual_seed(seed)
     model = module.build(config)
     model.train()
@@ -93,6 +94,40 @@ def train(family: str, out: str | Path, data: str | None = None, steps: int | No
     if data not in get_family(family).builtin_data:   # a path: recorded whole, so export finds it from anywhere
         data_info["source"] = str(Path(data).resolve())
     return save_checkpoint(out, family, config, model, data_info, training, overwrite=overwrite, reads=reads)
+
+
+TRAINING_BYTES_PER_PARAMETER = 16   # float32 weights, their gradients and Adam's two moments
+
+
+def _refuse_a_model_training_cannot_hold(module, config, family: str) -> None:
+    """A config whose model training could not hold in memory (--latent-dim 100000000: 800 GB of
+    weights) is refused, naming its sizes, before torch's allocation fails with a traceback or the
+    system kills the process. The parameters are counted on torch's meta device, which allocates
+    nothing; a model that cannot be built there is left to build for real."""
+    try:
+        with torch.device("meta"):
+            parameters = sum(p.numel() for p in module.build(config).parameters())
+    except Exception:  # noqa: BLE001 - a build that needs real tensors: no estimate, the build itself decides
+        return
+    need, available = parameters * TRAINING_BYTES_PER_PARAMETER, _available_memory()
+    if available is not None and need > available:
+        sizes = ", ".join(f"{f.name} {getattr(config, f.name)}" for f in dataclasses.fields(config)
+                          if isinstance(getattr(config, f.name), int) and not isinstance(getattr(config, f.name), bool))
+        raise ConfigError(f"{family} config: expected a model whose training fits in the {available / 1e9:.1f} GB of "
+                          f"memory available, found {parameters:,} parameters, about {need / 1e9:.1f} GB with their "
+                          f"gradients and Adam's moments ({sizes})")
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (Linux's MemAvailable), or None where unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def _step(trainer, model, step: int, lr: float, x, labels) -> dict[str, float]:
