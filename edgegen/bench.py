@@ -17,6 +17,7 @@ import numpy as np
 
 from .cpus import session_threads, usable_cores
 from .errors import ConfigError, PackageError
+from .runtimes.session import ROWS_PER_CALL
 from .families import GenerationCall
 from .families import get as get_family
 from .metrics import percentiles_ms
@@ -181,6 +182,9 @@ def _bench_package(path, batch, iters, warmup, backend, threads, vs_torch, preci
 
     if batch < 1 or iters < 1 or warmup < 0:
         raise ConfigError(f"bench: expected batch >= 1, iters >= 1, warmup >= 0, found {batch}, {iters}, {warmup}")
+    if batch > ROWS_PER_CALL:   # --batch 100000 was killed for memory, without a word
+        raise ConfigError(f"--batch: expected at most {ROWS_PER_CALL}, the most rows edgegen's pipelines put through a "
+                          f"graph in one call (a larger batch runs as calls of that many), found {batch}")
     if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
         raise ConfigError(f"--steps: expected a positive number of sampler steps, found {steps!r}")
     if steps is not None and not generation:

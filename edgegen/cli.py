@@ -700,7 +700,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="measure latency of a package's graphs")
     p.add_argument("package", help=PACKAGE_HELP)
-    p.add_argument("--batch", type=int, default=1, help="inputs per graph call")
+    p.add_argument("--batch", type=int, default=1, help="inputs per graph call (at most 256)")
     p.add_argument("--iters", type=int, default=200, help="graph calls per engine (token packages: a tenth as many whole generations)")
     p.add_argument("--warmup", type=int, default=20, help="untimed calls per engine first")
     p.add_argument("--json", default=None, help="write the report as JSON here")

@@ -177,7 +177,10 @@ def test_bench_refuses_the_batch_in_shapes_and_sweeps_and_a_dim_in_both(trained,
                                                            "graphs other than the batch (none), found height, width"),
                           # --steps sets the whole generation's steps: with none, it was ignored
                           (["--steps", "4", "--no-generation"], "--steps 4: expected with the whole generation it sets "
-                                                                "the steps of, found --no-generation")):
+                                                                "the steps of, found --no-generation"),
+                          # a batch no pipeline runs: it was killed for memory
+                          (["--batch", "100000"], "--batch: expected at most 256, the most rows edgegen's pipelines "
+                                                  "put through a graph in one call")):
         code, out, err = run_cli(capsys, "bench", pkg, "--iters", "2", *args)
         assert code == 2 and message in err and out == "", err
 
