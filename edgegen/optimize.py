@@ -201,17 +201,18 @@ def _kept_or_new(earlier: dict | None, new: dict) -> dict:
 
 def _spec_feeds(package: Package, checkpoint, calibration: int, seed: int) -> dict:
     """{part: (calibration feeds, gate feeds, data source)} made by the family's export spec from
-    the checkpoint's own data."""
+    the data the export gated on: what its --data gave, else the checkpoint's own."""
     from .export import exported_as
     from .training.checkpoint import load_source_checkpoint
 
+    given = package.manifest.provenance.get("source_checkpoint", {}).get("data")   # export's --data
     with exported_as(load_source_checkpoint(package, checkpoint)) as (ckpt, spec):
-        data = spec.load_data(ckpt, ckpt.trained_data()) if spec.needs_data else None
+        data = spec.load_data(ckpt, given or ckpt.trained_data()) if spec.needs_data else None
         feeds = {}
         for graph in spec.graphs:
             rng = np.random.default_rng(seed)
             make = lambda n: [graph.realistic_inputs(ckpt, BATCH, rng, data) for _ in range(n)]  # noqa: E731
-            feeds[graph.part] = (make(calibration // BATCH), make(GATE_BATCHES), ckpt.data.get("source"))
+            feeds[graph.part] = (make(calibration // BATCH), make(GATE_BATCHES), given or ckpt.data.get("source"))
         return feeds
 
 

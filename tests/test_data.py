@@ -7,6 +7,7 @@ import torch
 from PIL import Image
 
 from edgegen.errors import ConfigError, DataError, OutputExistsError, UnknownFamilyError
+from edgegen.package import Package
 from edgegen.training.data import digit_labels, load_images
 from edgegen.training.train import train
 
@@ -261,6 +262,13 @@ def test_a_checkpoint_records_its_data_folder_whole_and_export_says_when_it_is_g
                                         "on there, found nothing at that path .*give export its new place with --data"):
         export_checkpoint("ckpt", tmp_path / "pkg")
     assert not (tmp_path / "pkg").exists()
+    # given its new place, export records it and optimize draws from it too (it was refused, naming export)
+    from edgegen.optimize import optimize_package
+
+    export_checkpoint("ckpt", tmp_path / "pkg", data="moved")
+    assert Package(tmp_path / "pkg").manifest.provenance["source_checkpoint"]["data"] == str(tmp_path / "moved")
+    records = optimize_package(tmp_path / "pkg", "fp16", target="tensorrt", progress=lambda line: None)
+    assert records and all(r["gate_inputs"] == str(tmp_path / "moved") for r in records.values())
 
 
 def test_sigterm_cleans_up_as_ctrl_c_does(tmp_path):

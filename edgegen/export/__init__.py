@@ -96,12 +96,21 @@ def export_model(ckpt: Checkpoint, out: str | Path, data: str | None = None, ops
             name=name or Path(checkpoint).resolve().name,
             config=config.to_json(),
             graphs=graphs,
-            provenance={**provenance(opset, {"path": str(ckpt.path.resolve()), "weights_sha256": ckpt.weights_sha256},
+            provenance={**provenance(opset, {"path": str(ckpt.path.resolve()), "weights_sha256": ckpt.weights_sha256,
+                                             **_gate_data(family, data)},
                                      training=ckpt.training), "files_beside": beside},
         )
         write_manifest(stage, manifest)
         Package(stage)  # read back what we wrote, through the runtime's own checks
     return Path(out)
+
+
+def _gate_data(family, data: str | None) -> dict:
+    """{"data": the data given to the gate in place of the training data} (a path whole), which
+    optimize then draws from too (the training data moved); {} where none was given."""
+    if data is None:
+        return {}
+    return {"data": data if data in family.builtin_data else str(Path(data).resolve())}
 
 
 def export_spec(family: str) -> ExportSpec:

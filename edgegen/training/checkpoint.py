@@ -46,8 +46,8 @@ class Checkpoint:
         # training records a path whole; a name (digits, an importer's "transformers") is the family's to read
         if Path(source).is_absolute() and not Path(source).exists():
             raise DataError(f"data {source!r}: expected the data checkpoint {str(self.path)!r} was trained on there, "
-                            "found nothing at that path (moved or deleted?): give export its new place with --data, or "
-                            "optimize feeds with --inputs")
+                            "found nothing at that path (moved or deleted?): give export its new place with --data (optimize "
+                            "then draws from it too), or optimize feeds with --inputs")
         return source
 
 
