@@ -214,6 +214,9 @@ class Package:
             raise PackageError(f"package {str(self.path)!r}: expected a directory with {MANIFEST_NAME}, found a file")
         manifest_path = self.path / MANIFEST_NAME
         if not manifest_path.is_file():
+            if (self.path / CHECKPOINT_WEIGHTS).is_file():
+                raise PackageError(f"package {str(self.path)!r}: expected a package ('edgegen export' writes one), found "
+                                   "a checkpoint: export it first (edgegen export CHECKPOINT --out PACKAGE)")
             raise PackageError(f"package {str(self.path)!r}: expected {MANIFEST_NAME} in it, found none (is this a package made by 'edgegen export'?)")
         self.manifest = Manifest.from_json(read_json(manifest_path, ManifestError), str(manifest_path))
         for part, entry in self.manifest.graphs.items():

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import edgegen
-from edgegen.errors import CheckpointError, ConfigError, OutputExistsError, ValidationError
+from edgegen.errors import CheckpointError, ConfigError, OutputExistsError, PackageError, ValidationError
 from edgegen.cli import main
 from edgegen.export import compare, export_checkpoint
 from edgegen.package import CHECKPOINT_WEIGHTS, Package
@@ -138,6 +138,14 @@ def test_checkpoint_errors(trained, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError, match="expected config.json in it"):
         load_checkpoint(tmp_path / "empty")
+    # each said for what it is where the other is expected
+    ckpt, pkg = trained["vae"]
+    with pytest.raises(CheckpointError, match=r"expected a checkpoint \('edgegen train' writes one\), found an edgegen "
+                                              r"package \(edgegen.json\)"):
+        load_checkpoint(pkg)
+    with pytest.raises(PackageError, match=r"expected a package \('edgegen export' writes one\), found a checkpoint: "
+                                           r"export it first"):
+        Package(ckpt)
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / CONFIG).write_text((trained["vae"][0] / CONFIG).read_text())

@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 
 from .. import __version__
 from ..errors import CheckpointError, ConfigError, DataError, format_mismatch
-from ..package import CHECKPOINT_WEIGHTS, read_json, sha256_file
+from ..package import CHECKPOINT_WEIGHTS, MANIFEST_NAME, read_json, sha256_file
 from ..shipped import MODELS_DISTRIBUTION, SHIPPED_SOURCE, checkpoints_dir
 from ..storage import atomic_write_text, creation_mode, staged_directory
 from . import family_module
@@ -158,6 +158,10 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
                               + (f" (the shipped checkpoints come with the {MODELS_DISTRIBUTION} distribution: "
                                  f"pip install {MODELS_DISTRIBUTION}, or -e ./models in a checkout)"
                                  if missing_models else ""))
+    if not meta_path.is_file() and (path / MANIFEST_NAME).is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r}: expected a checkpoint ('edgegen train' writes one), found an "
+                              f"edgegen package ({MANIFEST_NAME}): give the checkpoint it was exported from (edgegen "
+                              "info names it)")
     for needed in (meta_path, weights_path):
         if not needed.is_file():
             raise CheckpointError(f"checkpoint {str(path)!r}: expected {needed.name} in it, found none")
