@@ -1401,9 +1401,13 @@ def test_llama_graphs_for_jetpack6_and_jetpack7_parse_by_their_tensorrt_tables(t
     assert ops["jetpack7"][0] == {23} and fused <= ops["jetpack7"][1]
 
 
-def test_a_llama_trained_here_generates_as_pytorch_and_its_weight_only_variants_are_gated(tmp_path):
+def test_a_llama_trained_here_generates_as_pytorch_and_its_weight_only_variants_are_gated(tmp_path, capsys):
     """edgegen train gpt --architecture llama: the same training, export and runtime loop."""
     from edgegen.optimize import optimize_package
+
+    assert main(["train", "gpt", "--n-kv-head", "2", "--steps", "1", "--out", str(tmp_path / "gpt2")]) == 2   # a llama's
+    assert "n_kv_head expected only with architecture 'llama' (--architecture llama), found it with 'gpt2'" in \
+        capsys.readouterr().err and not (tmp_path / "gpt2").exists()
 
     assert main(["train", "gpt", "--architecture", "llama", "--n-kv-head", "2", "--steps", "150", "--batch-size", "16",
                  "--out", str(tmp_path / "ckpt")]) == 0

@@ -51,8 +51,10 @@ class Config:
             problems.append(f"n_embd expected a multiple of n_head ({self.n_head}), found {self.n_embd}")
         if self.n_kv_head is not None and (self.n_kv_head < 1 or self.n_head % self.n_kv_head):
             problems.append(f"n_kv_head expected a divisor of n_head ({self.n_head}), found {self.n_kv_head}")
-        if self.architecture == "gpt2" and (self.n_kv_head is not None or self.head_size is not None):
-            problems.append("n_kv_head and head_size expected only with architecture 'llama', found them with 'gpt2'")
+        llama_only = [name for name in ("n_kv_head", "head_size") if getattr(self, name) is not None]
+        if self.architecture == "gpt2" and llama_only:   # --n-kv-head without --architecture llama
+            problems.append(f"{' and '.join(llama_only)} expected only with architecture 'llama' (--architecture "
+                            f"llama), found {'them' if len(llama_only) > 1 else 'it'} with 'gpt2'")
         if self.architecture == "llama" and self.n_head >= 1 and self.head_dim % 2:
             problems.append(f"head size expected even (rotary positions turn pairs), found {self.head_dim}")
         if self.rope_inv_freq is not None and self.n_head >= 1 and len(self.rope_inv_freq) != self.head_dim // 2:
