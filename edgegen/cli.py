@@ -146,6 +146,9 @@ def _has_latent_dim(family: str) -> bool:
 
 
 def _cmd_export(args) -> int:
+    from .export import check_name
+
+    check_name(args.name)   # before an import's minutes, not after them
     opset = _target_opset(args)
     options = dict(data=args.data, opset=opset, name=args.name, overwrite=args.force)
     if args.module:
@@ -660,7 +663,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", default=None, choices=tuple(TARGETS), help="where the package will run: picks the opset, "
                    "and a TensorRT target checks the graphs with that TensorRT's parser table afterwards (exit status 1 "
                    f"if one will not parse). {describe_targets(tuple(TARGETS))} (default: none, opset {DEFAULT_OPSET})")
-    p.add_argument("--name", default=None, help="the package's name (default: the checkpoint's)")
+    p.add_argument("--name", default=None, help="the package's name: letters, digits, _ . - (default: the checkpoint's folder name)")
     p.add_argument("--force", action="store_true", help="replace --out if it exists and is what edgegen writes there "
                    "(never a folder of other files, nor the command's input)")
     own = p.add_argument_group("your own PyTorch module (docs/bring-your-own-model.md)")

@@ -132,6 +132,16 @@ def test_checkpoint_is_safetensors_and_json_without_pickle(trained):
     assert len(raw) == 8 + header_len + end
 
 
+@pytest.mark.parametrize("name", ["", "../../evil", ".hidden", "two words", "a/b"])
+def test_a_package_name_a_model_folder_cannot_take_is_refused(trained, tmp_path, capsys, name):
+    """--name "" fell back to the default without a word; "../../evil" was recorded, and Triton's
+    repository named a folder after it."""
+    code = main(["export", str(trained["vae"][0]), "--out", str(tmp_path / "pkg"), "--name", name])
+    assert code == 2 and f"name (--name): expected letters, digits, '_', '.' and '-', not starting with '.' or '-' " \
+        f"(a model folder's name), found {name!r}" in capsys.readouterr().err
+    assert not (tmp_path / "pkg").exists()
+
+
 def test_checkpoint_errors(trained, tmp_path):
     with pytest.raises(CheckpointError, match="found nothing at that path"):
         load_checkpoint(tmp_path / "missing")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import platform
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -45,6 +46,17 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, data: str | None 
     return export_model(load_checkpoint(checkpoint), out, data, opset, name, overwrite, seed, progress)
 
 
+PACKAGE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")   # a folder name anywhere (a Triton model's), never hidden
+
+
+def check_name(name: str | None) -> None:
+    """A package's name as given (the default is its source folder's): one a model folder can take
+    as it is, since Triton's repository names each model's folder by it."""
+    if name is not None and (not isinstance(name, str) or not PACKAGE_NAME.fullmatch(name)):
+        raise ConfigError(f"name (--name): expected letters, digits, '_', '.' and '-', not starting with '.' or '-' "
+                          f"(a model folder's name), found {name!r}")
+
+
 def check_opset(opset) -> None:
     """The opsets edgegen exports: refused before any tracing, so a package never names another."""
     if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= DEFAULT_OPSET:
@@ -60,6 +72,7 @@ def export_model(ckpt: Checkpoint, out: str | Path, data: str | None = None, ops
     spec: the graphs to export, where they are not the family's own (an imported diffusers UNet)."""
     checkpoint = ckpt.path
     check_opset(opset)
+    check_name(name)
     family = get_family(ckpt.family)
     spec = spec or family.export_spec()
     if spec.via_import is not None:

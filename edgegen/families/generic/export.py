@@ -27,7 +27,7 @@ import onnx
 import torch
 
 from ...errors import CheckpointError, ConfigError, EdgegenError, ValidationError
-from ...export import check_opset, provenance
+from ...export import check_name, check_opset, provenance
 from ...export.onnx_export import DEFAULT_OPSET, export_module, value_spec
 from ...export.validate import gate_feeds
 from ...package import (DTYPES, MANIFEST_NAME, PACKAGE_KIND, GraphEntry, Manifest, Package, TensorSpec, package_files,
@@ -83,6 +83,7 @@ def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str 
     Raises ValidationError, and writes nothing, when the graph does not reproduce PyTorch.
     """
     check_opset(opset)
+    check_name(name)
     for label, tolerance in (("atol", atol), ("rtol", rtol)):   # refused before the export, not after it
         if isinstance(tolerance, bool) or not isinstance(tolerance, numbers.Real) or not 0 <= tolerance < math.inf:
             raise ConfigError(f"{label} (--{label}): expected a tolerance of 0 or more, found {tolerance!r}")
