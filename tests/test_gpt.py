@@ -251,8 +251,13 @@ def test_user_errors_name_the_problem(gpt):
     with pytest.raises(InputError, match="temperature"):
         pipe.generate("x", temperature=0)
     # values that overflow the logits to inf, which turned greedy text into NUL bytes
-    with pytest.raises(InputError, match=r"temperature: expected at least 0.0001 when sampling, found 1e-40"):
+    with pytest.raises(InputError, match=r"temperature: expected a number from 0.0001 to 10000 when sampling \(for greedy "
+                                         r"decoding: do_sample=False, or --greedy on the command line\), found 1e-40"):
         pipe.generate("x", temperature=1e-40)
+    with pytest.raises(InputError, match=r"temperature: expected a number from 0.0001 to 10000 when sampling .*found -1"):
+        pipe.generate("x", temperature=-1)   # said as the range sampling takes, not as 0 to 10000
+    with pytest.raises(InputError, match=r"temperature: expected a number from 0 to 10000, found -1"):
+        pipe.generate("x", do_sample=False, temperature=-1)
     with pytest.raises(InputError, match=r"repetition_penalty: expected a number from 0.0001 to 10000, found 1e-40"):
         pipe.generate("x", do_sample=False, repetition_penalty=1e-40)
     with pytest.raises(InputError, match="one prompt"):
@@ -1279,7 +1284,7 @@ def test_a_generation_config_value_the_sampler_refuses_is_named_and_left_at_tran
     prompt = [1, 17, 300, 45]
     assert pipe.generate(prompt, max_new_tokens=8) == model.generate(torch.tensor([prompt]), max_new_tokens=8,
                                                                      do_sample=False)[0, 4:].tolist()[:8]
-    with pytest.raises(InputError, match=r"temperature: expected at least .* when sampling, found 0.0 .*\(with the "
+    with pytest.raises(InputError, match=r"temperature: expected a number from .* when sampling .*found 0.0 \(with the "
                                          r"package's defaults \{'temperature': 0.0"):
         pipe.generate(prompt, max_new_tokens=8, do_sample=True)
 

@@ -35,10 +35,11 @@ class Sampling:
     def checked(cls, do_sample, temperature, top_k, top_p, repetition_penalty) -> "Sampling":
         if not isinstance(do_sample, bool):
             raise InputError(f"do_sample: expected True or False, found {do_sample!r}")
-        temperature = check_number(temperature, "temperature", low=0.0, high=LIMIT)
-        if do_sample and temperature < 1 / LIMIT:
-            raise InputError(f"temperature: expected at least {1 / LIMIT:g} when sampling, found {temperature!r} "
-                             "(for greedy decoding: do_sample=False, or --greedy on the command line)")
+        temperature = check_number(temperature, "temperature")
+        low = 1 / LIMIT if do_sample else 0.0   # greedy decoding ignores it; sampling divides by it
+        if not low <= temperature <= LIMIT:
+            greedy = " when sampling (for greedy decoding: do_sample=False, or --greedy on the command line)" if do_sample else ""
+            raise InputError(f"temperature: expected a number from {low:g} to {LIMIT:g}{greedy}, found {temperature!r}")
         if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 0):
             raise InputError(f"top_k: expected a positive integer, or 0 or None for none, found {top_k!r}")
         top_k = top_k or None   # 0: every token, as transformers takes it
