@@ -149,6 +149,15 @@ def test_bench_and_generate_refuse_an_output_they_cannot_or_must_not_write_befor
     assert (pkg / "edgegen.json").read_bytes() == manifest
     code, out, err = run_cli(capsys, "bench", pkg, "--iters", "2", "--json", tmp_path)
     assert code == 2 and "expected a file to write, found a directory" in err and out == ""   # nothing ran
+    other = package_copy("gan")   # nor inside another package (or a checkpoint), whose hashed files it would replace
+    graph = next(other.glob("*.onnx"))
+    before = graph.read_bytes()
+    for command in (["bench", pkg, "--iters", "2", "--json", graph], ["generate", pkg, "--n", "2", "--out",
+                                                                        other / "grid.png"]):
+        code, out, err = run_cli(capsys, *command)
+        assert code == 2 and out == "" and "expected a file outside edgegen's packages and checkpoints, found it " \
+            f"inside the package {str(other)!r}" in err
+    assert graph.read_bytes() == before and not (other / "grid.png").exists()
     code, out, err = run_cli(capsys, "bench", pkg, "--iters", "2", "--json", "/proc/edgegen-bench.json")
     # /proc takes no new file, even from root: said as the option's, not as the system's FileNotFoundError
     assert code == 2 and out == "" and err == ("edgegen: error: --json '/proc/edgegen-bench.json': expected a folder this "
