@@ -197,7 +197,7 @@ def _bench_package(path, batch, iters, warmup, backend, threads, vs_torch, preci
         if steps is not None:
             raise ConfigError(f"--steps {steps}: expected a package whose generation runs sampler steps, found a "
                               f"{pipe.family} package, which generates tokens")
-        refuse_graph_settings_for_tokens(pipe, shapes, generation)
+        refuse_shapes_for_tokens(pipe, shapes)
         return bench_generation(pipe, path, batch, iters, warmup, threads, vs_torch, energy, prompt_lookup)
     if prompt_lookup:
         raise ConfigError(f"--prompt-lookup {prompt_lookup}: expected a package that generates tokens, found the "
@@ -336,23 +336,24 @@ def reference_lengths(context: int) -> tuple[int, int]:
     about 1 to 4 (a 64-token context: 12 and 52; an imported Mistral's context is its sliding window)."""
     if context >= PROMPT_TOKENS + NEW_TOKENS:
         return PROMPT_TOKENS, NEW_TOKENS
-    if context < 2:
-        raise ConfigError(f"bench: expected a model whose context holds a prompt and a new token, found a context "
+    if context < 3:   # a prompt token, and two new ones: the time between them is the time per token
+        raise ConfigError(f"bench: expected a model whose context holds a prompt and two new tokens, found a context "
                           f"of {context}")
     prompt = max(1, context * PROMPT_TOKENS // (PROMPT_TOKENS + NEW_TOKENS))
     return prompt, context - prompt
 
 
-def refuse_graph_settings_for_tokens(pipe, shapes: dict | None, generation: bool) -> None:
-    """--shapes, --sweep and --no-generation set how graphs are timed one call at a time; a token
-    package is timed as whole generations, which they would not change: refused, not ignored."""
-    timed = "timed as whole greedy generations of {} + {} tokens".format(*reference_lengths(pipe.context))
+TIMED_AS_TOKENS = "timed as whole greedy generations"   # what --no-generation's refusal says of a token package
+
+
+def refuse_shapes_for_tokens(pipe, shapes: dict | None) -> None:
+    """--shapes and --sweep set the sizes graphs are timed at one call at a time; a token package
+    is timed as whole generations, which they would not change: refused, not ignored. (`generation`
+    does not apply either: its generation is all there is to time, and the command line refuses
+    --no-generation for it.)"""
     if shapes:
         raise ConfigError(f"--shapes/--sweep: expected a package whose graphs are timed at sizes, found a {pipe.family} "
-                          f"package, {timed}")
-    if not generation:
-        raise ConfigError(f"--no-generation: expected a package whose graphs are timed one call at a time, found a "
-                          f"{pipe.family} package, {timed}")
+                          f"package, {TIMED_AS_TOKENS} of {{}} + {{}} tokens".format(*reference_lengths(pipe.context)))
 
 
 def bench_generation(pipe, path, batch: int, iters: int, warmup: int, threads: int, vs_torch=None,
@@ -412,7 +413,8 @@ def decode_bound(pipe, threads: int, tpot_ms: float, tokens: float) -> dict:
     step must read after `tokens` (the middle of the streamed run; the pipeline's decode_read_bytes: weights
     as the graph stores them, and the KV cache) over the read bandwidth measured now, and the
     measured TPOT p50 over that; or {"not_measured": why}."""
-    why = bound_not_measured(pipe)
+    why = bound_not_measured(pipe) or ("the streamed run made one token: no time per token to put against it"
+                                       if tpot_ms is None else None)
     if why:
         return {"not_measured": why}
     try:
@@ -471,9 +473,17 @@ def streamed_latency(pipe, prompt: list[int], new_tokens: int = NEW_TOKENS, runs
             stamps.append(time.perf_counter() - start)
         first.append(stamps[0])
         gaps.extend(np.diff(stamps))
-    ms = lambda values, q: round(float(np.percentile(values, q)) * 1e3, 4)  # noqa: E731
+    ms = lambda values, q: round(float(np.percentile(values, q)) * 1e3, 4) if values else None  # noqa: E731
+    # None where every run made one token (a model that ends its text at once): no time between tokens
     return {"ttft_ms_p50": ms(first, 50), "ttft_ms_p90": ms(first, 90), "tpot_ms_p50": ms(gaps, 50),
             "tpot_ms_p90": ms(gaps, 90)}
+
+
+def per_token_text(generation: dict) -> str:
+    """The streamed run's time per output token, as the reports print it."""
+    if generation["tpot_ms_p50"] is None:
+        return "per output token not measured (the model ended its text after one token)"
+    return f"per output token p50 {generation['tpot_ms_p50']:.3f} ms (p90 {generation['tpot_ms_p90']:.3f})"
 
 
 def torch_generation(checkpoint, pipe, prompts: list[list[int]], new_tokens: int, threads: int):

@@ -385,6 +385,14 @@ def _cmd_bench(args) -> None:
         _require_export("edgegen bench --vs-torch")
     if args.json:
         _refuse_output_inside_package("--json", args.json, args.package)   # before the benchmark, not after it
+    if not args.generation:
+        from .bench import TIMED_AS_TOKENS
+        from .families import get as get_family
+
+        family = get_family(_family_of(args.package))
+        if family.bench == "tokens":   # was ignored without a word
+            raise ConfigError(f"--no-generation: expected a package whose graphs are timed one call at a time, found "
+                              f"a {family.name} package, {TIMED_AS_TOKENS}")
     if args.bench_steps is not None and not args.generation:   # was ignored without a word
         raise ConfigError(f"--steps {args.bench_steps}: expected with the whole generation it sets the steps of, found "
                           "--no-generation")
@@ -403,7 +411,7 @@ def _cmd_bench(args) -> None:
 
 
 def _bench_one(args, shapes: dict, generation: bool) -> dict:
-    from .bench import bench_package, format_table
+    from .bench import bench_package, format_table, per_token_text
     from .package import fp32_graphs_note
 
     try:
@@ -423,8 +431,7 @@ def _bench_one(args, shapes: dict, generation: bool) -> dict:
     if "generation" in report:
         g = report["generation"]
         print(f"greedy generation: {g['prompt_tokens']}-token prompts, {g['new_tokens']} new tokens; streamed at batch 1: "
-              f"time to first token p50 {g['ttft_ms_p50']:.2f} ms (p90 {g['ttft_ms_p90']:.2f}), per output token "
-              f"p50 {g['tpot_ms_p50']:.3f} ms (p90 {g['tpot_ms_p90']:.3f})")
+              f"time to first token p50 {g['ttft_ms_p50']:.2f} ms (p90 {g['ttft_ms_p90']:.2f}), {per_token_text(g)}")
         bound = g["bound"]
         if "not_measured" in bound:
             print(f"memory-bandwidth bound: not measured: {bound['not_measured']}")

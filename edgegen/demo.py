@@ -11,7 +11,7 @@ import shutil
 import time
 from pathlib import Path
 
-from .bench import bench_package, cores_text, format_table, machine_info
+from .bench import bench_package, cores_text, format_table, machine_info, per_token_text
 from .errors import CheckpointError, ConfigError
 from .families import PRETRAINED
 from .storage import atomic_write_text, staged_directory
@@ -93,8 +93,8 @@ def _section(name: str, origin: str, report: dict, showcase: list[str]) -> str:
     if "generation" in report:
         g = report["generation"]
         lines += [f"Greedy generation, {g['prompt_tokens']}-token prompts, {g['new_tokens']} new tokens. Streamed at "
-                  f"batch 1: time to first token p50 {g['ttft_ms_p50']:.2f} ms, per output token p50 "
-                  f"{g['tpot_ms_p50']:.3f} ms. The table times whole generations at batch {report['batch']}; "
+                  f"batch 1: time to first token p50 {g['ttft_ms_p50']:.2f} ms, {per_token_text(g)}. The table "
+                  f"times whole generations at batch {report['batch']}; "
                   "PyTorch runs the checkpoint's own KV-cache loop.", ""]
     lines += [f"Latency at batch {report['batch']}, {report['threads']} threads, {report['iters']} iterations each, "
               f"interleaved (`edgegen bench pkg/{name} --batch {report['batch']} --vs-torch ckpt/{name}`):", "",

@@ -884,6 +884,20 @@ def test_bench_says_where_it_cannot_put_decoding_against_the_bound(gpt, monkeypa
     assert report["generation"]["tpot_ms_p50"] > 0
 
 
+def test_bench_of_a_model_that_ends_its_text_at_once_says_so(gpt, monkeypatch, capsys):
+    """Every streamed run made one token (end of text first): no time between tokens, which
+    numpy's percentile of nothing turned into an IndexError."""
+    from edgegen.bench import bench_generation, per_token_text
+
+    pipe = edgegen.load(gpt["pkg"], threads=1)
+    monkeypatch.setattr(pipe, "stream", lambda prompt, **options: iter([7]))
+    report = bench_generation(pipe, gpt["pkg"], batch=1, iters=10, warmup=0, threads=1, energy=False)
+    generation = report["generation"]
+    assert generation["ttft_ms_p50"] > 0 and generation["tpot_ms_p50"] is None
+    assert generation["bound"] == {"not_measured": "the streamed run made one token: no time per token to put against it"}
+    assert per_token_text(generation) == "per output token not measured (the model ended its text after one token)"
+
+
 def test_text_generation_runs_where_torch_cannot_be_imported(gpt):
     script = (
         "import importlib.abc, sys\n"
@@ -1345,7 +1359,10 @@ def test_bench_times_a_short_context_model_on_a_generation_that_fits_it(tmp_path
     from edgegen.bench import reference_lengths
 
     assert reference_lengths(160) == reference_lengths(2048) == (32, 128)
-    assert reference_lengths(64) == (12, 52) and reference_lengths(2) == (1, 1)
+    assert reference_lengths(64) == (12, 52) and reference_lengths(3) == (1, 2)
+    with pytest.raises(ConfigError, match="expected a model whose context holds a prompt and two new tokens, found a "
+                                          "context of 2"):
+        reference_lengths(2)
     _tiny_llama(tmp_path / "hf", max_position_embeddings=64)
     package = export_transformers("llama", tmp_path / "hf", tmp_path / "pkg")
     assert main(["bench", str(package), "--iters", "10", "--warmup", "0", "--no-energy", "--batch", "2",
@@ -1355,7 +1372,7 @@ def test_bench_times_a_short_context_model_on_a_generation_that_fits_it(tmp_path
     assert report["bound"]["after_tokens"] == 12 + 51 / 2
     assert "12-token prompts, 52 new tokens" in capsys.readouterr().out
     for flags, refusal in ((["--no-generation"], "--no-generation: expected a package whose graphs are timed one "
-                            "call at a time, found a gpt package, timed as whole greedy generations of 12 + 52 tokens"),
+                            "call at a time, found a gpt package, timed as whole greedy generations"),
                            (["--shapes", "past=8"], "--shapes/--sweep: expected a package whose graphs are timed at "
                             "sizes, found a gpt package"),
                            (["--sweep", "past=8,16"], "--shapes/--sweep: expected")):
