@@ -372,8 +372,9 @@ def test_layouts_edgegen_does_not_import_are_refused(ddpm_packages, sd_packages,
     tokenizer = Tokenizer.from_file(str(sd_copy / "tokenizer" / "tokenizer.json"))
     tokenizer.add_tokens([f"extra{i}" for i in range(vocab + 3 - tokenizer.get_vocab_size(with_added_tokens=True))])
     tokenizer.save(str(sd_copy / "tokenizer" / "tokenizer.json"))
-    with pytest.raises(CheckpointError, match=f"expected a tokenizer of at most the model's vocab_size of {vocab} ids, "
-                                              f"found {vocab + 3}"):
+    with pytest.raises(CheckpointError, match=f"tokenizer.json: expected token ids below the model's vocab_size of "
+                                              f"{vocab}, found ids up to {vocab + 2} in the tokenizer's vocabulary and "
+                                              "added tokens"):
         export_diffusers(sd_copy, tmp_path / "a")
     with pytest.raises(ConfigError, match="--from-diffusers: expected alone"):
         from edgegen.cli import _cmd_export, build_parser

@@ -698,10 +698,20 @@ def test_a_tokenizer_with_ids_beyond_the_models_vocabulary_is_refused_at_import(
     _, tokenizer = _tiny_gpt2(tmp_path / "hf")
     config = transformers.GPT2Config(vocab_size=300, n_positions=64, n_embd=32, n_layer=1, n_head=2)
     transformers.GPT2LMHeadModel(config).save_pretrained(tmp_path / "hf")
-    with pytest.raises(CheckpointError, match="tokenizer.json: expected a tokenizer of at most the model's vocab_size "
-                                              "of 300 ids, found 512 .ids 300 to 511 have no row"):
+    with pytest.raises(CheckpointError, match=f"{tmp_path / 'hf' / 'tokenizer.json'}: expected token ids below the "
+                                              "model's vocab_size of 300, found ids up to 511 in the tokenizer's "
+                                              "vocabulary"):
         export_transformers("gpt2", tmp_path / "hf", tmp_path / "pkg")
     assert not (tmp_path / "pkg").exists()
+    # a pad token added without resizing the embedding (a common transformers pattern) stays importable:
+    # the runtime refuses a prompt holding it
+    transformers.GPT2LMHeadModel(transformers.GPT2Config(vocab_size=512, n_positions=64, n_embd=32, n_layer=1,
+                                                         n_head=2)).save_pretrained(tmp_path / "hf")
+    tokenizer.add_special_tokens({"pad_token": "[PAD]"})
+    tokenizer.save_pretrained(tmp_path / "hf")
+    pipe = edgegen.load(export_transformers("gpt2", tmp_path / "hf", tmp_path / "pkg"))
+    with pytest.raises(InputError, match=r"expected token ids in \[0, 512\), found 512"):
+        pipe.generate("[PAD]", max_new_tokens=2)
 
 
 def _until_eos(ids, eos=0):

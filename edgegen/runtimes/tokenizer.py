@@ -108,14 +108,18 @@ class BPETokenizer:
         return _BPEStream(self._tokenizer)
 
 
-def ids_beyond(path, vocab_size: int) -> str | None:
+def ids_beyond(path, vocab_size: int, added_tokens: bool) -> str | None:
     """Why the tokenizer.json at `path` does not fit a model of `vocab_size` embedding rows (it
-    makes ids the model has no row for: a prompt holding one fails when it is run), or None."""
-    ids = BPETokenizer(path).vocab_size
-    if ids <= vocab_size:
+    makes ids the model has no row for), or None. `added_tokens`: its added tokens count too;
+    else only its own vocabulary does (a pad token added without resizing the embedding, which
+    a runtime that refuses a prompt holding it can leave be)."""
+    ids = BPETokenizer(path)._tokenizer.get_vocab(with_added_tokens=added_tokens).values()
+    end = max(ids, default=-1) + 1   # ids need not be contiguous: the largest one needs a row
+    if end <= vocab_size:
         return None
-    return (f"expected a tokenizer of at most the model's vocab_size of {vocab_size} ids, found {ids} (ids {vocab_size} "
-            f"to {ids - 1} have no row in the model's embedding)")
+    return (f"expected token ids below the model's vocab_size of {vocab_size}, found ids up to {end - 1} in the "
+            f"tokenizer's {'vocabulary and added tokens' if added_tokens else 'vocabulary'} (no row in the model's "
+            "embedding for them)")
 
 
 class _BPEStream:

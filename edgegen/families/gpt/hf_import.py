@@ -130,10 +130,18 @@ def _tokenizer_file(folder: Path, scratch: Path) -> Path | None:
     return None
 
 
+def _tokenizer_source(folder: Path) -> Path:
+    """The user's file a tokenizer came from: tokenizer.json, else the vocab.json it was built from."""
+    return folder / "tokenizer.json" if (folder / "tokenizer.json").is_file() else folder / "vocab.json"
+
+
 def _imported(folder: Path, scratch: Path, architecture: str, hf: dict, config, convert) -> Checkpoint:
     """The checkpoint's weights (renamed by `convert`) in our module, checked against transformers,
     as a Checkpoint that carries its tokenizer files. Several end-of-text ids (Llama 3's, an
     instruct model's end of turn): the runtime stops at each."""
+    tokenizer = _tokenizer_file(folder, scratch)   # refused before minutes of loading weights, not after
+    if tokenizer is not None and (beyond := ids_beyond(tokenizer, config.vocab_size, added_tokens=False)):
+        raise CheckpointError(f"{_tokenizer_source(folder)}: {beyond}")
     hf_state, weights_sha = _load_weights(folder)
     model = build(config)
     try:
@@ -143,9 +151,6 @@ def _imported(folder: Path, scratch: Path, architecture: str, hf: dict, config, 
                               f"found: {state_dict_mismatch(exc)}") from None
     del hf_state   # copied into the model: freed before transformers' own copy is loaded for the check
     model.eval()
-    tokenizer = _tokenizer_file(folder, scratch)
-    if tokenizer is not None and (beyond := ids_beyond(tokenizer, config.vocab_size)):
-        raise CheckpointError(f"{tokenizer}: {beyond}")
     if tokenizer is None and (folder / "tokenizer.model").is_file():
         warnings.warn(f"{folder / 'tokenizer.model'}: a sentencepiece tokenizer, which edgegen does not read; the "
                       "package takes token ids only (save the tokenizer with transformers' fast tokenizer to get "

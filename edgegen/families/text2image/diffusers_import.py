@@ -162,8 +162,11 @@ def import_stable_diffusion(folder: Path, layout: dict, scratch: Path) -> tuple[
     pad_id = Tokenizer.from_file(str(tokenizer_file)).token_to_id(pad)
     if pad_id is None:
         raise CheckpointError(f"{tokenizer_file}: expected the pad token {pad!r} in the vocabulary, found it missing")
-    if beyond := ids_beyond(tokenizer_file, text_encoder.config.vocab_size):
-        raise CheckpointError(f"{tokenizer_file}: {beyond}")
+    # the text encoder's rows: a prompt's ids are not checked at run time, and the import's own check fed
+    # them (an IndexError); said of the user's file, not the one built from vocab.json in scratch
+    if beyond := ids_beyond(tokenizer_file, text_encoder.config.vocab_size, added_tokens=True):
+        shown = folder / "tokenizer" / ("tokenizer.json" if tokenizer_file.parent != scratch else "vocab.json")
+        raise CheckpointError(f"{shown}: {beyond}")
 
     down = 2 ** (len(vae.config.block_out_channels) - 1)
     size = uc.sample_size
