@@ -133,7 +133,37 @@ def cgroup_cpu_quota(root: Path = Path("/")) -> float | None:
     return min(quotas, default=None)
 
 
-def _cgroup_folders(root: Path, mounts: list[str], path: str, v2: bool) -> list[Path]:
+MEMORY_FILES = {True: ("memory.max", "memory.current"), False: ("memory.limit_in_bytes", "memory.usage_in_bytes")}
+V1_NO_MEMORY_LIMIT = 1 << 62   # cgroup v1 says "no limit" as a page-rounded LONG_MAX
+
+
+def cgroup_memory_left(root: Path = Path("/")) -> int | None:
+    """Bytes this process's cgroup memory limits leave (the least of limit - usage on its cgroup
+    and those above it), or None where none is set (a container's `-m 4g` is not in
+    /proc/meminfo, which says the host's memory). Beside the CPU quota: the same cgroups."""
+    try:
+        memberships = (root / "proc/self/cgroup").read_bytes().decode("utf-8", "surrogateescape").splitlines()
+        mounts = (root / "proc/self/mountinfo").read_bytes().decode("utf-8", "surrogateescape").splitlines()
+    except OSError:
+        return None
+    left = []
+    for line in memberships:
+        parts = line.split(":", 2)
+        if len(parts) != 3 or (parts[1] and "memory" not in parts[1].split(",")):
+            continue
+        v2 = parts[1] == ""
+        limit_file, usage_file = MEMORY_FILES[v2]
+        for folder in _cgroup_folders(root, mounts, parts[2], v2, controller="memory"):
+            try:
+                limit = (folder / limit_file).read_text().strip()
+                if limit != "max" and int(limit) < V1_NO_MEMORY_LIMIT:
+                    left.append(int(limit) - int((folder / usage_file).read_text()))
+            except (OSError, ValueError):
+                continue
+    return max(0, min(left)) if left else None
+
+
+def _cgroup_folders(root: Path, mounts: list[str], path: str, v2: bool, controller: str = "cpu") -> list[Path]:
     """The folders of cgroup `path` and of those above it, up to its hierarchy's mount. A mount's
     own root may be a cgroup below the hierarchy's (a container's, bind-mounted): the path is
     taken relative to the mount whose root holds it most closely, or, where none holds it (no
@@ -146,7 +176,7 @@ def _cgroup_folders(root: Path, mounts: list[str], path: str, v2: bool) -> list[
         if len(fields) < 5 or len(tail) < 3:
             continue
         fs_type, options = tail[0], tail[2].split(",")
-        if (fs_type != "cgroup2") if v2 else (fs_type != "cgroup" or "cpu" not in options):
+        if (fs_type != "cgroup2") if v2 else (fs_type != "cgroup" or controller not in options):
             continue
         candidates.append((Path(_unescape(fields[3])), root / _unescape(fields[4]).lstrip("/")))
     holding = [(mount_root, point) for mount_root, point in candidates if Path(path).is_relative_to(mount_root)]

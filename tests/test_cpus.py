@@ -40,6 +40,25 @@ def test_a_cgroup_v2_quota_above_the_process_cgroup_counts_and_the_smallest_wins
     assert cpus.cgroup_cpu_quota(root) == 1.0
 
 
+def test_a_container_memory_limit_is_read_as_what_it_leaves(tmp_path):
+    """docker -m: /proc/meminfo says the host's memory; the cgroup's limit less its usage is what
+    a training may take (the least over the cgroup and those above it; v1's "no limit" is none)."""
+    root = fake_root(tmp_path / "v2", "0::/app.slice/worker\n", V2_MOUNT,
+                     {"sys/fs/cgroup/app.slice/worker/memory.max": "max\n",
+                      "sys/fs/cgroup/app.slice/worker/memory.current": "100\n",
+                      "sys/fs/cgroup/app.slice/memory.max": "4294967296\n",
+                      "sys/fs/cgroup/app.slice/memory.current": "1073741824\n"})
+    assert cpus.cgroup_memory_left(root) == 3 << 30
+    (root / "sys/fs/cgroup/app.slice/memory.max").write_text("max\n")
+    assert cpus.cgroup_memory_left(root) is None
+    root = fake_root(tmp_path / "v1", "4:memory:/box\n3:cpu,cpuacct:/box\n", V1_MOUNTS.format(root="/"),
+                     {"sys/fs/cgroup/memory/box/memory.limit_in_bytes": "2147483648\n",
+                      "sys/fs/cgroup/memory/box/memory.usage_in_bytes": "1073741824\n",
+                      "sys/fs/cgroup/memory/memory.limit_in_bytes": "9223372036854771712\n",
+                      "sys/fs/cgroup/memory/memory.usage_in_bytes": "5\n"})
+    assert cpus.cgroup_memory_left(root) == 1 << 30
+
+
 def test_the_cgroup2_mount_that_holds_the_path_is_read_and_its_escapes_undone(tmp_path):
     mounts = ("29 23 0:25 /other /mnt/other rw - cgroup2 cgroup2 rw\n"
               "30 23 0:26 / /sys/fs/cgroup\\040v2 rw shared:4 master:1 - cgroup2 cgroup2 rw\n")

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..cpus import cgroup_memory_left
 from ..errors import ConfigError, TrainingError
 from ..families import get as get_family
 from ..storage import refuse_output_folder
@@ -106,28 +107,30 @@ def _refuse_a_model_training_cannot_hold(module, config, family: str) -> None:
     nothing; a model that cannot be built there is left to build for real."""
     try:
         with torch.device("meta"):
-            parameters = sum(p.numel() for p in module.build(config).parameters())
+            parameters = list(module.build(config).parameters())
     except Exception:  # noqa: BLE001 - a build that needs real tensors: no estimate, the build itself decides
         return
-    need, available = parameters * TRAINING_BYTES_PER_PARAMETER, _available_memory()
+    # a frozen weight (an EMA copy, a ControlNet's base) has no gradient or Adam moments
+    need = sum(p.numel() * (TRAINING_BYTES_PER_PARAMETER if p.requires_grad else 4) for p in parameters)
+    available = _available_memory()
     if available is not None and need > available:
         sizes = ", ".join(f"{f.name} {getattr(config, f.name)}" for f in dataclasses.fields(config)
                           if isinstance(getattr(config, f.name), int) and not isinstance(getattr(config, f.name), bool))
         raise ConfigError(f"{family} config: expected a model whose training fits in the {available / 1e9:.1f} GB of "
-                          f"memory available, found {parameters:,} parameters, about {need / 1e9:.1f} GB with their "
-                          f"gradients and Adam's moments ({sizes})")
+                          f"memory available, found {sum(p.numel() for p in parameters):,} parameters, about "
+                          f"{need / 1e9:.1f} GB with the gradients and Adam's moments of those trained ({sizes})")
 
 
 def _available_memory() -> int | None:
-    """Bytes of memory available to a new allocation (Linux's MemAvailable), or None where unknown."""
+    """Bytes of memory available to a new allocation: Linux's MemAvailable, or what a container's
+    memory limit leaves where that is less; None where neither is known."""
+    known = [cgroup_memory_left()]
     try:
         with open("/proc/meminfo", encoding="ascii") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+            known += [int(line.split()[1]) * 1024 for line in meminfo if line.startswith("MemAvailable:")]
     except (OSError, ValueError, IndexError):
         pass
-    return None
+    return min((k for k in known if k is not None), default=None)
 
 
 def _step(trainer, model, step: int, lr: float, x, labels) -> dict[str, float]:
