@@ -146,9 +146,11 @@ def _has_latent_dim(family: str) -> bool:
 
 
 def _cmd_export(args) -> int:
-    from .export import check_name
+    from .export import refuse_package_output
 
-    check_name(args.name)   # before an import's minutes, not after them
+    reads = [p for p in (args.checkpoint, args.from_transformers, args.from_diffusers, args.inputs, args.held_out,
+                         args.data, _module_file(args)) if p and os.path.exists(p)]
+    refuse_package_output(args.out, args.force, args.name, reads)   # before a module or an import loads, not after
     opset = _target_opset(args)
     options = dict(data=args.data, opset=opset, name=args.name, overwrite=args.force)
     if args.module:
@@ -204,14 +206,18 @@ def _export_module(args):
     if more:
         raise ConfigError(f"--inputs {args.inputs!r}: expected one example feed (held-out feeds go in --held-out), "
                           f"found {1 + len(more)}")
-    module_file = args.module.rpartition(":")[0]   # a FILE.py; an importable name reads no file of its own
     opset = _target_opset(args)
     check_opset(opset)   # before the user's factory loads its weights
     return export_pytorch(load_factory(args.module), example, args.out, dynamic=parse_dynamic(args.dynamic),
                           output_names=args.output_name, held_out=args.held_out,
                           dim_limits=parse_dim_sizes(args.limit, "--limit"), name=args.name, opset=opset,
                           atol=args.atol, rtol=args.rtol, overwrite=args.force, source=args.module,
-                          reads=[p for p in (module_file, args.inputs) if os.path.exists(p)])
+                          reads=[p for p in (_module_file(args), args.inputs) if os.path.exists(p)])
+
+
+def _module_file(args) -> str | None:
+    """--module's FILE.py (an importable name reads no file of its own: none that exists)."""
+    return args.module.rpartition(":")[0] if args.module else None
 
 
 def _family_options(family, declared, args, command: str) -> dict:
@@ -383,7 +389,7 @@ def _cmd_bench(args) -> None:
 
     if args.vs_torch:
         _require_export("edgegen bench --vs-torch")
-    if args.json:
+    if args.json is not None:   # "" too: refused, not taken for no --json
         _refuse_output_inside_package("--json", args.json, args.package)   # before the benchmark, not after it
     if not args.generation:
         from .bench import TIMED_AS_TOKENS

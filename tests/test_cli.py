@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from edgegen.cli import main
+from edgegen.errors import EdgegenError
 
 
 def run_cli(capsys, *args):
@@ -66,6 +67,28 @@ def test_an_output_folder_that_cannot_be_made_is_refused_before_any_work(tmp_pat
             code, _, err = run_cli(capsys, *command, "--out", out)
             assert code == 2 and f"edgegen: error: output '{out}': {refusal}" in err
     assert (tmp_path / "afile").read_text() == "mine"
+
+
+def test_an_import_is_refused_before_it_loads_where_its_output_or_name_is(tmp_path, monkeypatch):
+    """A 7B import takes minutes: an output it could not write, or a name it could not take, was
+    refused only at its end."""
+    import edgegen.export as export
+    from edgegen.export import diffusers_import
+
+    monkeypatch.setattr(export, "import_transformers", lambda *a: pytest.fail("imported"))
+    monkeypatch.setattr(diffusers_import, "import_diffusers", lambda *a: pytest.fail("imported"))
+    (tmp_path / "saved").mkdir()
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "mine.txt").write_text("mine")
+    for out, options, refusal in (("", {}, "output: expected a path, found an empty one"),
+                                  (tmp_path / "taken", {}, "expected a path that does not exist yet"),
+                                  (tmp_path / "taken", {"overwrite": True}, r"found a folder of other files \(mine.txt\)"),
+                                  (tmp_path / "new", {"name": "../up"}, r"name \(--name\): expected letters")):
+        for imported in (lambda: export.export_transformers("gpt2", tmp_path / "saved", out, **options),
+                         lambda: diffusers_import.export_diffusers(tmp_path / "saved", out, **options)):
+            with pytest.raises(EdgegenError, match=refusal):
+                imported()
+    assert (tmp_path / "taken" / "mine.txt").read_text() == "mine" and not (tmp_path / "new").exists()
 
 
 def test_force_replaces_only_what_edgegen_wrote_and_never_files_put_beside_it(tmp_path, monkeypatch, capsys):
@@ -189,7 +212,8 @@ def test_bench_refuses_the_batch_in_shapes_and_sweeps_and_a_dim_in_both(trained,
                                                                 "the steps of, found --no-generation"),
                           # a batch no pipeline runs: it was killed for memory
                           (["--batch", "100000"], "--batch: expected at most 256, the most rows edgegen's pipelines "
-                                                  "put through a graph in one call")):
+                                                  "put through a graph in one call"),
+                          (["--json", ""], "--json: expected a path, found an empty one ('')")):   # was ignored
         code, out, err = run_cli(capsys, "bench", pkg, "--iters", "2", *args)
         assert code == 2 and message in err and out == "", err
 

@@ -22,7 +22,7 @@ from ..families import get as get_family
 from ..package import (CHECKPOINT_WEIGHTS, MANIFEST_NAME, PACKAGE_KIND, GraphEntry, Manifest, Package, package_files,
                        read_json, sha256_file, write_manifest)
 from ..progress import Progress
-from ..storage import staged_directory
+from ..storage import refuse_output_folder, staged_directory
 from ..runtimes.feeds import HELD_OUT_FILE, write_feeds
 from ..runtimes.ort import OrtSession
 from ..training.checkpoint import Checkpoint, load_checkpoint
@@ -43,7 +43,15 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, data: str | None 
     data: the dataset the gate draws realistic inputs from (default: the one it was trained on).
     Raises ValidationError, and leaves nothing at `out`, when a graph does not reproduce PyTorch.
     """
+    refuse_package_output(out, overwrite, name, reads=[checkpoint])   # before the checkpoint and its data load
     return export_model(load_checkpoint(checkpoint), out, data, opset, name, overwrite, seed, progress)
+
+
+def refuse_package_output(out, overwrite: bool, name: str | None, reads=()) -> None:
+    """What refuses a package's output before any work (an import's minutes, the data loading):
+    the name, and the folder as the export's staged_directory would refuse it at the end."""
+    check_name(name)
+    refuse_output_folder(out, overwrite, MANIFEST_NAME, PACKAGE_KIND, reads, package_files)
 
 
 PACKAGE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")   # a folder name anywhere (a Triton model's), never hidden
@@ -135,6 +143,7 @@ def export_transformers(architecture: str | None, folder: str | Path, out: str |
     """`edgegen export [ARCH] --from-transformers DIR`: the folder imported by the family that takes
     ARCH (default: config.json's model_type) (import_transformers), then exported through the gate
     as any checkpoint."""
+    refuse_package_output(out, options.get("overwrite", False), options.get("name"), reads=[folder])
     architecture = architecture or model_type(folder)
     with tempfile.TemporaryDirectory(prefix="edgegen-import-") as scratch:
         return export_model(import_transformers(architecture, folder, Path(scratch)), out, **options)

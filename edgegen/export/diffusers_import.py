@@ -188,8 +188,9 @@ def import_diffusers(folder: str | Path, scratch: Path):
 
 def export_diffusers(folder: str | Path, out: str | Path, **options) -> Path:
     """`edgegen export --from-diffusers DIR`: imported (import_diffusers), then exported through the gate."""
-    from . import export_model
+    from . import export_model, refuse_package_output
 
+    refuse_package_output(out, options.get("overwrite", False), options.get("name"), reads=[folder])
     with tempfile.TemporaryDirectory(prefix="edgegen-import-") as scratch:
         ckpt, spec = import_diffusers(folder, Path(scratch))
         return export_model(ckpt, out, spec=spec, **options)
