@@ -17,13 +17,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import EdgegenError, HashMismatchError, ManifestError, PackageError, close_match, format_mismatch
+from .errors import ConfigError, EdgegenError, HashMismatchError, ManifestError, PackageError, close_match, format_mismatch
 from .external_data import external_data_files
 from .storage import atomic_write_text
 
 FORMAT = "edgegen.package/1"
 MANIFEST_NAME = "edgegen.json"
 PACKAGE_KIND = "an edgegen package"   # what --force may replace: a folder holding MANIFEST_NAME
+PACKAGE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")   # a folder name anywhere (a Triton model's), never hidden
+
+
+def check_name(name: str | None) -> None:
+    """A package's name as given (the default is its source folder's): one a model folder can take
+    as it is, since Triton's repository names each model's folder by it."""
+    if name is not None and (not isinstance(name, str) or not PACKAGE_NAME.fullmatch(name)):
+        raise ConfigError(f"name (--name): expected letters, digits, '_', '.' and '-', not starting with '.' or '-' "
+                          f"(a model folder's name), found {name!r}")
+
+
 CHECKPOINT_WEIGHTS = "weights.safetensors"   # the file every checkpoint holds (training.checkpoint)
 # numpy dtype names that a graph input or output may carry.
 DTYPES = ("float32", "float16", "int64", "int32", "int8", "uint8", "bool")

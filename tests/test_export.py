@@ -142,6 +142,18 @@ def test_a_package_name_a_model_folder_cannot_take_is_refused(trained, tmp_path,
     assert not (tmp_path / "pkg").exists()
 
 
+@pytest.mark.parametrize("name, folder", [("gan-digits", "gan-digits"), ("my model", "my_model"), (".", "model"),
+                                          ("..", "model"), (".hidden/x", "hidden_x"), ("-v", "v")])
+def test_a_triton_model_folder_takes_the_name_export_takes_or_a_safe_one(name, folder):
+    """The name rule is export's (PACKAGE_NAME); an older package's name, or a default from a
+    folder, is made one: never "." or ".." (the repository itself, or its parent), never hidden."""
+    from types import SimpleNamespace
+
+    from edgegen.serving.triton import model_name
+
+    assert model_name(SimpleNamespace(manifest=SimpleNamespace(name=name))) == folder
+
+
 def test_checkpoint_errors(trained, tmp_path):
     with pytest.raises(CheckpointError, match="found nothing at that path"):
         load_checkpoint(tmp_path / "missing")

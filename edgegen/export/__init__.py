@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import platform
-import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -19,8 +18,8 @@ from .. import __version__
 from ..errors import CheckpointError, ConfigError, ValidationError
 from ..families import RuntimeConfig
 from ..families import get as get_family
-from ..package import (CHECKPOINT_WEIGHTS, MANIFEST_NAME, PACKAGE_KIND, GraphEntry, Manifest, Package, package_files,
-                       read_json, sha256_file, write_manifest)
+from ..package import (CHECKPOINT_WEIGHTS, MANIFEST_NAME, PACKAGE_KIND, GraphEntry, Manifest, Package, check_name,
+                       package_files, read_json, sha256_file, write_manifest)
 from ..progress import Progress
 from ..storage import refuse_output_folder, staged_directory
 from ..runtimes.feeds import HELD_OUT_FILE, write_feeds
@@ -52,17 +51,6 @@ def refuse_package_output(out, overwrite: bool, name: str | None, reads=()) -> N
     the name, and the folder as the export's staged_directory would refuse it at the end."""
     check_name(name)
     refuse_output_folder(out, overwrite, MANIFEST_NAME, PACKAGE_KIND, reads, package_files)
-
-
-PACKAGE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")   # a folder name anywhere (a Triton model's), never hidden
-
-
-def check_name(name: str | None) -> None:
-    """A package's name as given (the default is its source folder's): one a model folder can take
-    as it is, since Triton's repository names each model's folder by it."""
-    if name is not None and (not isinstance(name, str) or not PACKAGE_NAME.fullmatch(name)):
-        raise ConfigError(f"name (--name): expected letters, digits, '_', '.' and '-', not starting with '.' or '-' "
-                          f"(a model folder's name), found {name!r}")
 
 
 def check_opset(opset) -> None:

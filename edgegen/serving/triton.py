@@ -29,7 +29,8 @@ from ..errors import ConfigError, OutputExistsError
 from ..external_data import external_data_files
 from ..families import get as get_family
 from ..families import package_config
-from ..package import CHECKPOINT_WEIGHTS, MANIFEST_NAME, PRECISIONS, Package, TensorSpec, fp32_graphs_note, package_files
+from ..package import (CHECKPOINT_WEIGHTS, MANIFEST_NAME, PACKAGE_NAME, PRECISIONS, Package, TensorSpec, fp32_graphs_note,
+                       package_files)
 from ..runtimes.backends import KNOWN_BACKENDS
 from ..shipped import resolve as resolve_shipped
 from ..storage import atomic_write_text, creation_mode, refuse_replacing_other, staged_directory
@@ -107,8 +108,13 @@ class ServedModel:
 
 
 def model_name(package: Package) -> str:
-    """The package's name as a Triton model name (a folder name: no slashes or spaces)."""
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", package.manifest.name) or "model"
+    """The package's name as a Triton model name: as it is where export would take it (PACKAGE_NAME),
+    else (a default name from a folder, an older package's) its other characters as "_" and no
+    leading "." or "-" (a hidden folder, "." or ".." itself)."""
+    name = package.manifest.name
+    if PACKAGE_NAME.fullmatch(name):
+        return name
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name).lstrip(".-") or "model"
 
 
 def write_repository(packages: list[str], out: str | Path, options: RepositoryOptions = RepositoryOptions(),
