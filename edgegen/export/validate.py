@@ -54,9 +54,14 @@ def gate_feeds(module: torch.nn.Module, session: Session, feeds: list[dict], ato
         sizes = {}
         for spec in session.inputs:
             sizes.update({d: n for d, n in zip(spec.shape, feed[spec.name].shape) if isinstance(d, str)})
-        label = ", ".join(f"{d}={n}" for d, n in sizes.items()) or "static shapes"
-        results += _compare_feed(module, session, feed, label, atol, rtol)
+        results += _compare_feed(module, session, feed, sizes_label(session.inputs, sizes), atol, rtol)
     return results
+
+
+def sizes_label(specs, sizes: dict[str, int]) -> str:
+    """"batch=2, width=96": dynamic dims' sizes in the order the inputs name them, as gate_feeds labels a feed."""
+    dims = dict.fromkeys(d for spec in specs for d in spec.shape if isinstance(d, str))
+    return ", ".join(f"{d}={sizes[d]}" for d in dims if d in sizes) or "static shapes"
 
 
 def _compare_feed(module, session, feeds, label, atol, rtol) -> list[Comparison]:

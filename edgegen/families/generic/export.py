@@ -29,7 +29,7 @@ import torch
 from ...errors import CheckpointError, ConfigError, EdgegenError, ValidationError
 from ...export import check_opset, provenance
 from ...export.onnx_export import DEFAULT_OPSET, export_module, value_spec
-from ...export.validate import gate_feeds
+from ...export.validate import gate_feeds, sizes_label
 from ...package import (DTYPES, MANIFEST_NAME, PACKAGE_KIND, GraphEntry, Manifest, Package, TensorSpec, check_name,
                         package_files, sha256_file, write_manifest)
 from ...storage import staged_directory
@@ -135,7 +135,7 @@ def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str 
             raise ValidationError(f"export of {config.source!r}: the module or its graph failed on inputs at sizes "
                                   f"the trace did not see ({_first_line(exc)}); give dim_limits (--limit) "
                                   "or held_out (--held-out) inputs of sizes it takes") from None
-        if failures := _gate_failures(results, atol, rtol):
+        if failures := _gate_failures(results, atol, rtol, sizes_label(specs, traced)):
             raise ValidationError(f"export of {config.source!r} does not reproduce PyTorch, package not written: "
                                   + failures)
         results += _gate_at_limits(module, session, specs, example, traced, limits, rng, atol, rtol, config.source)
@@ -323,9 +323,10 @@ def _line_in_source(chain: list[BaseException], module: torch.nn.Module) -> str 
     return None
 
 
-def _gate_failures(results: list, atol: float, rtol: float) -> str:
+def _gate_failures(results: list, atol: float, rtol: float, traced: str) -> str:
     """The gate's failures, the worst of each output at each size (several feeds share a size),
-    and where the graph holds at some sizes only, what that points to; "" where it passed."""
+    and where the graph holds at the traced size (labelled `traced`) and fails at others, what
+    that points to; "" where it passed."""
     worst = {}
     for r in results:
         if not r.passed and ((r.output, r.batch) not in worst or r.max_abs > worst[r.output, r.batch].max_abs):
@@ -334,7 +335,7 @@ def _gate_failures(results: list, atol: float, rtol: float) -> str:
         return ""
     lines = "; ".join(f"graph {GRAPH!r} {r.line()}" for r in worst.values()) + f" (tolerance atol {atol:g}, rtol {rtol:g})"
     held = sorted({r.batch for r in results} - {r.batch for r in worst.values()})
-    if held:
+    if traced in held:   # a wrong graph at the traced size itself is not the trace's fixing of a size
         lines += (f"; it holds at {' and '.join(held)}: the trace fixed something that depends on a size (a branch "
                   "on x.shape, a size turned into a constant), so give --dynamic only for dims the module takes at "
                   "any size, or --limit below the sizes it fails at")
