@@ -258,6 +258,8 @@ def test_user_errors_name_the_problem(gpt):
         pipe.generate("x", temperature=-1)   # said as the range sampling takes, not as 0 to 10000
     with pytest.raises(InputError, match=r"temperature: expected a number from 0 to 10000, found -1"):
         pipe.generate("x", do_sample=False, temperature=-1)
+    with pytest.raises(InputError, match=r"temperature: expected a number from 0.0001 to 10000, found 100000$"):
+        pipe.generate("x", temperature=1e5)   # no greedy hint: greedy decoding refuses it too
     with pytest.raises(InputError, match=r"repetition_penalty: expected a number from 0.0001 to 10000, found 1e-40"):
         pipe.generate("x", do_sample=False, repetition_penalty=1e-40)
     with pytest.raises(InputError, match="one prompt"):
@@ -1438,7 +1440,7 @@ def test_a_llama_trained_here_generates_as_pytorch_and_its_weight_only_variants_
     from edgegen.optimize import optimize_package
 
     assert main(["train", "gpt", "--n-kv-head", "2", "--steps", "1", "--out", str(tmp_path / "gpt2")]) == 2   # a llama's
-    assert "n_kv_head expected only with architecture 'llama' (--architecture llama), found it with 'gpt2'" in \
+    assert "n_kv_head expected only with architecture 'llama', found it with 'gpt2'" in \
         capsys.readouterr().err and not (tmp_path / "gpt2").exists()
 
     assert main(["train", "gpt", "--architecture", "llama", "--n-kv-head", "2", "--steps", "150", "--batch-size", "16",

@@ -53,8 +53,8 @@ class Config:
             problems.append(f"n_kv_head expected a divisor of n_head ({self.n_head}), found {self.n_kv_head}")
         llama_only = [name for name in ("n_kv_head", "head_size") if getattr(self, name) is not None]
         if self.architecture == "gpt2" and llama_only:   # --n-kv-head without --architecture llama
-            problems.append(f"{' and '.join(llama_only)} expected only with architecture 'llama' (--architecture "
-                            f"llama), found {'them' if len(llama_only) > 1 else 'it'} with 'gpt2'")
+            problems.append(f"{' and '.join(llama_only)} expected only with architecture 'llama', found "
+                            f"{'them' if len(llama_only) > 1 else 'it'} with 'gpt2'")
         if self.architecture == "llama" and self.n_head >= 1 and self.head_dim % 2:
             problems.append(f"head size expected even (rotary positions turn pairs), found {self.head_dim}")
         if self.rope_inv_freq is not None and self.n_head >= 1 and len(self.rope_inv_freq) != self.head_dim // 2:
