@@ -135,16 +135,18 @@ def check_writable(path: str | os.PathLike, what: str) -> None:
     _writable_folder_on_the_way(path, what, "file")
 
 
-def _writable_folder_on_the_way(path: Path, what: str, made: str) -> None:
-    """The nearest folder of `path` that exists, once it is known to be a folder this user can
-    write in (probed with a temporary file, removed at once); no folder is made here."""
+def _writable_folder_on_the_way(path: Path, what: str, made: str, shown: str | os.PathLike | None = None) -> None:
+    """Refuse `path` where the nearest of its folders that exists is not a folder this user can
+    write in (probed with a temporary file, removed at once); no folder is made here. `shown`:
+    the path as the user gave it, where `path` is resolved."""
+    shown = Path(path if shown is None else shown)
     existing = next(folder for folder in path.absolute().parents if folder.exists())
     if not existing.is_dir():
-        raise _file_on_the_way(path, what)
+        raise _file_on_the_way(shown, what)
     try:
         fd, tmp = _temporary_beside(path, existing)
     except OSError as exc:   # a read-only or system folder (/proc): said as the option's, not as the system's error
-        raise ConfigError(f"{what} {str(path)!r}: expected a folder this user can write a {made} in, found "
+        raise ConfigError(f"{what} {str(shown)!r}: expected a folder this user can write a {made} in, found "
                           f"{str(existing)!r} refusing one ({exc.strerror or exc})") from None
     os.close(fd)
     os.unlink(tmp)
@@ -201,7 +203,7 @@ def refuse_output_folder(out: str | os.PathLike, overwrite: bool, holds: str, ki
     not be made (a file on the way to it, a folder the system will not write in)."""
     refuse_existing(out, overwrite)
     refuse_replacing_other(out, holds, kind, reads, owns)
-    _writable_folder_on_the_way(Path(os.path.realpath(out)), "output", "folder")
+    _writable_folder_on_the_way(Path(os.path.realpath(out)), "output", "folder", shown=out)
 
 
 LEFTOVER = re.compile(r"^\..+\.(tmp|lock|partial|old)$")
