@@ -413,8 +413,18 @@ def data_files(folder: Path, suffixes: Iterable[str]) -> list[Path]:
 
 
 def user_cache_dir() -> Path:
-    """edgegen's folder in the user's cache: $XDG_CACHE_HOME/edgegen, else ~/.cache/edgegen."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgegen"
+    """edgegen's folder in the user's cache: $XDG_CACHE_HOME/edgegen, else ~/.cache/edgegen (a
+    relative XDG_CACHE_HOME is ignored, as the XDG spec says). A file where a folder of it should
+    be is refused, naming the variable, not met later as the system's NotADirectoryError."""
+    given = os.environ.get("XDG_CACHE_HOME", "")
+    base = Path(given) if os.path.isabs(given) else Path.home() / ".cache"
+    folder = base / "edgegen"
+    blocking = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        where = "$XDG_CACHE_HOME" if os.path.isabs(given) else "~/.cache"
+        raise ConfigError(f"the cache {str(folder)!r} ({where}/edgegen): expected a folder, found a file on the way to "
+                          f"it ({str(blocking)!r})")
+    return folder
 
 
 # -- writer locks ---------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from safetensors.numpy import load_file, save_file
 
 import edgegen
 import edgegen.export
-from edgegen import shipped
+from edgegen import shipped, storage
 from edgegen.cli import main
 from edgegen.errors import PackageError
 from edgegen_models import build as models_build
@@ -180,6 +180,22 @@ def test_edgegen_cache_lists_what_this_edgegen_reads_and_prune_removes_the_rest(
     assert main(["cache", "--prune"]) == 0
     assert "removed 3 stale entries" in capsys.readouterr().out   # the refused, the busy, the restored (stale too)
     assert not any(p.exists() for p in (retired, other_weights, gone)) and new.exists()
+
+
+def test_a_cache_folder_a_file_blocks_is_refused_naming_the_variable(models, tmp_path, monkeypatch, capsys):
+    """It was the system's NotADirectoryError, after a shipped name's export; a relative
+    XDG_CACHE_HOME is ignored, as the XDG spec says."""
+    (tmp_path / "a-file").write_text("mine")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "a-file"))
+    for command in (["cache"], ["generate", NAME, "--n", "2", "--out", str(tmp_path / "x.png")]):
+        assert main(command) == 2
+        assert capsys.readouterr().err.endswith(f"edgegen: error: the cache '{tmp_path / 'a-file' / 'edgegen'}' "
+                                                f"($XDG_CACHE_HOME/edgegen): expected a folder, found a file on the way "
+                                                f"to it ('{tmp_path / 'a-file'}')\n")
+    assert (tmp_path / "a-file").read_text() == "mine"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/cache")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert storage.user_cache_dir() == tmp_path / "home" / ".cache" / "edgegen"
 
 
 def test_edgegen_cache_runs_without_torch(models, tmp_path):
