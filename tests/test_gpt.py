@@ -518,8 +518,9 @@ def test_prompt_lookup_generates_the_same_tokens_in_fewer_decoder_calls(gpt, tmp
     pauses = [1, 2, 4, 8] + [16] * 8
     assert widths[:2] == [len(prompts[0]), 5] and widths[2:] == \
         sum(([1] * pause + [2] for pause in pauses), [])[:len(widths) - 2]
-    for wrong in (-1, True, 2.5, "4"):
-        with pytest.raises(InputError, match=r"prompt_lookup_num_tokens: expected a whole number of draft tokens"):
+    for wrong in (-1, True, 2.5, "4", in_place.context, 1000000):   # the last two: more than a call can hold
+        with pytest.raises(InputError, match=r"prompt_lookup_num_tokens: expected a whole number of draft tokens from "
+                                             rf"0 \(none\) to {in_place.context - 1}"):
             in_place.generate("x", prompt_lookup_num_tokens=wrong)
     with pytest.raises(InputError, match=r"prompt_lookup_num_tokens 4: expected use_cache=True"):
         in_place.generate("x", prompt_lookup_num_tokens=4, use_cache=False)

@@ -334,8 +334,10 @@ class GPTPipeline(Pipeline):
             raise InputError(f"{exc} (with the package's defaults {taken})" if taken else str(exc)) from None
         if not isinstance(use_cache, bool):
             raise InputError(f"use_cache: expected True or False, found {use_cache!r}")
-        if isinstance(lookup, bool) or not isinstance(lookup, (int, np.integer)) or lookup < 0:
-            raise InputError(f"prompt_lookup_num_tokens: expected a whole number of draft tokens (0: none), found {lookup!r}")
+        if isinstance(lookup, bool) or not isinstance(lookup, (int, np.integer)) or not 0 <= lookup < self.context:
+            raise InputError(f"prompt_lookup_num_tokens: expected a whole number of draft tokens from 0 (none) to "
+                             f"{self.context - 1} (a call holds them beside one token, within the model's context), "
+                             f"found {lookup!r}")
         if lookup and not use_cache:
             raise InputError(f"prompt_lookup_num_tokens {lookup}: expected use_cache=True (drafts are checked against "
                              "the KV cache), found use_cache=False")
