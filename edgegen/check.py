@@ -42,6 +42,8 @@ class GraphCheck:
 def support_table(version: str) -> dict:
     """{"opset": [lo, hi], "supported": set, "unsupported": set, "restricted": {op: text}} for a TensorRT version."""
     versions = json.loads(TABLE.read_text(encoding="utf-8"))["versions"]
+    # a full release (10.3.0.30, as JetPack and tensorrt.__version__ say it) takes its major.minor's table
+    version = next((v for v in versions if version.startswith(f"{v}.")), version)
     if version not in versions:
         raise ConfigError(not_one_of("TensorRT version", version, sorted(versions), "the support tables edgegen keeps"))
     entry = versions[version]

@@ -647,7 +647,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def runtime_options(p):
-        p.add_argument("--backend", default="auto", help="auto, ort-cpu, ort-cuda or ort-tensorrt (default: auto)")
+        p.add_argument("--backend", default="auto", help="auto, tensorrt (engines built for this GPU), ort-tensorrt, "
+                       "ort-cuda or ort-cpu (default: auto)")
         p.add_argument("--threads", type=int, default=None,
                        help="ONNX Runtime intra-op threads, at most 4 per logical core (default: one per physical "
                             "core this process may use, a container's CPU quota counted; or ORT_INTRA_OP_NUM_THREADS)")
@@ -830,8 +831,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--instances", type=int, default=1, help="model instances Triton runs side by side")
     p.add_argument("--kind", default="cpu", choices=KINDS, help="where Triton runs graph-route instances")
     p.add_argument("--precision", default="fp32", choices=PRECISIONS, help="serve a variant edgegen optimize wrote")
-    p.add_argument("--backend", default="auto", help="edgegen's backend inside Python-backend models: auto, ort-cpu, "
-                   "ort-cuda or ort-tensorrt")
+    p.add_argument("--backend", default="auto", help="edgegen's backend inside Python-backend models: auto, tensorrt, "
+                   "ort-tensorrt, ort-cuda or ort-cpu")
     p.add_argument("--threads", type=int, default=0,
                    help="ONNX Runtime threads per instance, Python-backend or onnxruntime backend (0: a "
                         "Python-backend instance takes its share of the cores, the onnxruntime backend its default)")

@@ -34,6 +34,8 @@ def test_check_reports_ops_opsets_quantization_and_unprofiled_dims(package_copy,
     assert not old[0].ok and "opset 23" in old[0].problems[0] and not old[0].unprofiled_dims
     assert old[0].profile == (("z", (1, 64), (1, 64), (16, 64)),)   # what build derives: batch 1:1:16
     assert main(["check", str(pkg), "--tensorrt", "10.3"]) == 1
+    # a full release number, as JetPack and tensorrt.__version__ say it: its major.minor's table
+    assert [c.problems for c in check_package(pkg, "10.3.0.30")] == [c.problems for c in old]
     assert main(["check", str(pkg), "--target", "jetpack6"]) == 1   # JetPack 6 is TensorRT 10.3
     assert "will NOT parse (judged by TensorRT 10.3's parser table)" in capsys.readouterr().out
     assert main(["check", str(pkg), "--profile", "batch=1:8:16"]) == 0
