@@ -144,6 +144,9 @@ def prune(entries: list[CacheEntry], report=print) -> list[CacheEntry]:
         if beside is not None and not there_before and beside.exists():
             report(f"restored {beside} from {entry.path.name}: the only copy of an output a killed command moved aside")
             continue
+        if entry.path.exists() or entry.path.is_symlink():   # said as removed only where it is gone
+            report(f"kept {entry.path}: it could not be removed")
+            continue
         removed.append(entry)
         report(f"removed {entry.path} ({megabytes(entry.size)}): {entry.stale}")
     return removed
@@ -157,6 +160,8 @@ def _clean_leftover(leftover: Path, beside: Path) -> None:
             leftover.unlink(missing_ok=True)
         else:
             clean_leftovers(beside)
+            if leftover.is_symlink() or leftover.is_file():   # a leftover's name on no folder: removed, not followed
+                leftover.unlink(missing_ok=True)
 
 
 def megabytes(size: int) -> str:

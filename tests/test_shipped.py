@@ -154,6 +154,8 @@ def test_edgegen_cache_lists_what_this_edgegen_reads_and_prune_removes_the_rest(
     gone = cache / "packages" / shipped.cached_export_name(NAME, "2" * 64, before)
     moved_aside = gone.parent / f".{gone.name}.123.old"
     shutil.copytree(old, moved_aside)
+    file_leftover = cache / "packages" / f".{new.name}.wxyz5678.partial"   # a leftover's name on a file: it was
+    file_leftover.write_text("x")                                          # said removed, and left
     from edgegen import cache as cache_module
 
     def remove_whole(path, doing):   # the system refuses one removal: kept, said, and the others go on
@@ -169,9 +171,9 @@ def test_edgegen_cache_lists_what_this_edgegen_reads_and_prune_removes_the_rest(
     assert f"kept {retired}: " in out and "expected no other edgegen command writing it" in out
     assert f"kept {other_weights}: [Errno 13] Permission denied" in out
     assert f"restored {gone} from {moved_aside.name}: the only copy" in out
-    assert all(f"removed {p} (" in out for p in (old, leftover, old_judge, timing_tmp))
-    assert out.splitlines()[-1].startswith(f"{cache}: removed 4 stale entries, ")
-    assert not any(p.exists() for p in (old, leftover, old_judge, moved_aside, timing_tmp))
+    assert all(f"removed {p} (" in out for p in (old, leftover, old_judge, timing_tmp, file_leftover))
+    assert out.splitlines()[-1].startswith(f"{cache}: removed 5 stale entries, ")
+    assert not any(p.exists() for p in (old, leftover, old_judge, moved_aside, timing_tmp, file_leftover))
     assert all(p.exists() for p in (new, current_judge, notes, key, retired, other_weights, gone, timing))
     assert not [p for p in (cache / "packages").iterdir() if p.name.startswith(".")]   # no staging folder left
     assert edgegen.load(NAME).package.path == new
