@@ -149,6 +149,7 @@ def optimize_package(path: str | os.PathLike, precision: str, calibration: int =
     # are for ONNX Runtime's developers, not the user: errors still show, and raise
     onnxruntime.set_default_logger_severity(3)
     given = Package(path)   # a missing or broken package is refused before waiting for its lock
+    _refuse_opset_beyond_target(given, get_target(target))
     if precision == "fused" and get_family(given.family).fusion is None:   # before anything is written
         fusable = ", ".join(f.name for f in families() if f.fusion) or "none"
         raise ConfigError(f"precision 'fused': expected a package of a transformer family ({fusable}), found a "
@@ -188,6 +189,19 @@ def optimize_package(path: str | os.PathLike, precision: str, calibration: int =
                                                      "speed on ort-cpu)" if "file" in r else f"not written: {r['refused']}{stays}"))
         _record(package, precision, {part: _kept_or_new(earlier.get(part), r) for part, r in records.items()})
     return records
+
+
+def _refuse_opset_beyond_target(package: Package, target) -> None:
+    """Variants keep their graph's opset: for a target whose parser stops below the package's
+    (JetPack 6's TensorRT 10.3 and opset 23), every one would be written and then refused by
+    `check`. Refused first, saying how to export for it."""
+    beyond = {part: entry.extra.get("opset") for part, entry in package.graphs.items()
+              if isinstance(entry.extra.get("opset"), int) and entry.extra["opset"] > target.opset}
+    if target.uses_tensorrt and beyond:
+        part, opset = next(iter(beyond.items()))
+        raise ConfigError(f"target {target.name}: expected graphs at opset {target.opset} or below ({target.description}), "
+                          f"found graph {part!r} at opset {opset}: export for it first (edgegen export ... --target "
+                          f"{target.name})")
 
 
 def _kept_or_new(earlier: dict | None, new: dict) -> dict:

@@ -269,6 +269,10 @@ def test_targets_pick_the_opset_and_tensorrt_release(trained, tmp_path, capsys):
     assert not (tmp_path / "x").exists()
     assert main(["optimize", str(out), "--precision", "fused", "--target", "jetpack6"]) == 2
     assert "precision 'fused': expected one of int8, fp16 (those the jetpack6 target takes" in capsys.readouterr().err
+    # a package of opset 23 toward JetPack 6: its variants would be written, then refused by check
+    assert main(["optimize", str(trained["gan"][1]), "--precision", "fp16", "--target", "jetpack6"]) == 2
+    assert "target jetpack6: expected graphs at opset 18 or below (Jetson Orin on JetPack 6 (L4T r36): TensorRT " \
+        "10.3, CUDA 12.6), found graph 'generator' at opset 23: export for it first" in capsys.readouterr().err
     jetpack6, jetpack7 = get_target("jetpack6"), get_target("jetpack7")
     assert release_mismatch(jetpack6, "10.3.0.30") is None and release_mismatch(jetpack7, "10.15.1") is None
     assert "expected TensorRT 10.3 " in release_mismatch(jetpack6, "10.7.0")
