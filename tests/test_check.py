@@ -63,9 +63,11 @@ def test_check_flags_unsupported_ops_custom_domains_and_nonzero_zero_points(pack
 
 def test_profiles_are_checked():
     assert parse_profiles(["batch=1:4:8", "sequence=1:64:512"]) == {"batch": (1, 4, 8), "sequence": (1, 64, 512)}
-    for bad in ("batch=1:4", "batch=8:4:1", "batch=a:b:c"):
+    for bad in ("batch=1:4", "batch=8:4:1", "batch=a:b:c", "batch=0:1:4", "past_sequence_length=0:0:0"):
         with pytest.raises(ConfigError, match="profile"):
             parse_profiles([bad])
+    # a past-cache dim starts at 0, as its default profile does: the first decode step's cache is empty
+    assert parse_profiles(["past_sequence_length=0:1:256"]) == {"past_sequence_length": (0, 1, 256)}
 
 
 def test_a_profile_of_a_dim_the_graphs_lack_is_refused(package_copy, capsys):

@@ -139,8 +139,11 @@ def parse_profiles(specs: list[str] | None) -> dict[str, tuple[int, int, int]]:
             low, opt, high = (int(v) for v in values.split(":"))
         except ValueError:
             raise ConfigError(f"--profile {spec!r}: expected NAME=MIN:OPT:MAX with integers, found another form") from None
-        if not 0 < low <= opt <= high:
-            raise ConfigError(f"--profile {spec!r}: expected 0 < MIN <= OPT <= MAX, found {low}, {opt}, {high}")
+        # MIN 0 only for a past-cache dim: the first decode step's cache is empty (the default profile's too)
+        least = 0 if name.startswith("past") else 1
+        if not least <= low <= opt <= high or high < 1:
+            raise ConfigError(f"--profile {spec!r}: expected {least} <= MIN <= OPT <= MAX (MAX at least 1), found {low}, "
+                              f"{opt}, {high}")
         if name in profiles:   # the last one used to win without a word
             raise ConfigError(f"--profile: expected each dim once, found {name!r} twice "
                               f"({':'.join(map(str, profiles[name]))} and {low}:{opt}:{high})")
