@@ -93,6 +93,13 @@ def test_build_without_tensorrt_says_what_is_missing(trained, capsys):
         pytest.skip("TensorRT is installed here: the gpu test covers build")
     assert main(["build", str(trained["gan"][1]), "--backend", "tensorrt"]) == 2
     assert "tensorrt" in capsys.readouterr().err
+    # the package's own mistakes are said first: each was said as TensorRT missing
+    for args, said in ((["--precision", "int8"], "expected int8 variants (made by 'edgegen optimize --precision int8'), "
+                                                 "found none"),
+                       (["--profile", "foo=1:1:1"], "--profile: expected dynamic dims of the package's graphs"),
+                       (["--target", "jetpack6", "--precision", "int8"], "expected int8 variants")):
+        assert main(["build", str(trained["gan"][1]), *args]) == 2
+        assert said in capsys.readouterr().err
 
 
 @pytest.mark.gpu

@@ -339,6 +339,7 @@ def build_package(path: str | os.PathLike, precision: str = "fp32", profiles: li
     """`edgegen build pkg --backend tensorrt`: an engine per graph, from the cache when its key
     matches, else built here and cached. Returns {part: engine path}. A `target` (targets.Target)
     whose TensorRT release is not this machine's is refused: engines are built on the device."""
+    package, by_part = _buildable(path, precision, profiles)   # its mistakes first, then TensorRT's absence
     if target is not None:
         from ..targets import release_mismatch
 
@@ -346,7 +347,7 @@ def build_package(path: str | os.PathLike, precision: str = "fp32", profiles: li
         if mismatch:
             raise BackendError(f"{mismatch} (build the engines on the device they will run on)")
     return {part: path for part, (path, _) in
-            cached_engines(path, precision, profiles, cache_dir, workspace_bytes, report).items()}
+            _engines(package, precision, by_part, cache_dir, workspace_bytes, report).items()}
 
 
 def cached_engines(path: str | os.PathLike, precision: str = "fp32", profiles: list[str] | None = None,
@@ -354,7 +355,15 @@ def cached_engines(path: str | os.PathLike, precision: str = "fp32", profiles: l
                    report=print) -> dict[str, tuple[Path, bytes]]:
     """{part: (engine path, its bytes as checked or built)}: build_package's work; the runtime
     deserializes these bytes, not the file read again."""
-    from ..package import Package, sha256_file
+    package, by_part = _buildable(path, precision, profiles)
+    return _engines(package, precision, by_part, cache_dir, workspace_bytes, report)
+
+
+def _buildable(path, precision: str, profiles: list[str] | None) -> tuple:
+    """(the package, {part: profile}) once what needs no TensorRT holds: the package and its
+    `precision` variants are there and unchanged, in a form TensorRT parses, and the profiles
+    fit its graphs. Said before TensorRT is looked for, so that a machine without it names them."""
+    from ..package import Package
 
     package = Package(path)
     package.require_variants(precision, BackendError)   # none written, or one changed since
@@ -369,10 +378,18 @@ def cached_engines(path: str | os.PathLike, precision: str = "fp32", profiles: l
         if ort_only:
             raise BackendError(f"package {str(package.path)!r}: the {precision} variant of graph {part!r} is {ort_only} "
                                f"(edgegen optimize --precision {precision} --target tensorrt writes TensorRT's form)")
+    return package, package_profiles(package, profiles)
+
+
+def _engines(package, precision: str, by_part: dict, cache_dir, workspace_bytes: int,
+             report) -> dict[str, tuple[Path, bytes]]:
+    """{part: (engine path, bytes)}: each from the cache where its key matches, else built and cached."""
+    from ..package import sha256_file
+
     trt_version, gpu, capability = device_identity()
     cache = EngineCache(Path(cache_dir) if cache_dir else package.path / ".edgegen-cache" / "tensorrt")
     engines = {}
-    for part, profile in package_profiles(package, profiles).items():
+    for part, profile in by_part.items():
         graph = package.graph_path(part, precision)
         key = EngineKey(sha256_file(graph), trt_version, gpu, capability, precision, profile)
         data = cache.lookup(part, key)
