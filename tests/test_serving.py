@@ -211,6 +211,16 @@ def test_refusals_leave_the_repository_as_it_was(repository, trained, tmp_path):
             write_repository([str(trained["gan"][1])], tmp_path / "r", RepositoryOptions(route=route, precision="int8"))
     with pytest.raises(ConfigError, match="instances expected an integer of at least 1, found 0"):
         write_repository([str(trained["gan"][1])], tmp_path / "r", RepositoryOptions(instances=0))
+    # an option no model of the run takes was ignored without a word (the user asked for TensorRT)
+    for packages, options, said in (
+            (["diffusion"], RepositoryOptions(graph_backend="tensorrt"), "graph_backend (--graph-backend) 'tensorrt'"),
+            (["gan"], RepositoryOptions(backend="ort-cpu"), "backend (--backend) 'ort-cpu', edgegen's backend inside a "
+                                                            "Python-backend model"),
+            (["gan"], RepositoryOptions(dynamic_batching=False, queue_delay_us=100), "queue_delay_us (--queue-delay-us) "
+                                                                                   "100, the dynamic batcher's wait, "
+                                                                                   "where it is off")):
+        with pytest.raises(ConfigError, match=re.escape(f"expected options that some model of this run takes, found {said}")):
+            write_repository([str(trained[f][1]) for f in packages], tmp_path / "r", options)
     assert sorted(p.relative_to(repository) for p in repository.rglob("*")) == before
     assert not (tmp_path / "r").exists()
 

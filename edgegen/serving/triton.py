@@ -139,6 +139,8 @@ def write_repository(packages: list[str], out: str | Path, options: RepositoryOp
             raise OutputExistsError(f"output {str(out)!r}: expected a model repository outside the packages it serves, "
                                     f"found it inside {str(package.path)!r}")
     plans = [_plan(package, name, out / name, options) for package, name in zip(opened, names)]   # refusals before writing
+    if unused := _options_no_model_takes(options, plans):
+        raise ConfigError(f"edgegen triton: expected options that some model of this run takes, found {unused[0]}")
     reads = [p.path for p in opened]   # no model folder replaced may hold a package the run reads
     for plan in plans:   # every folder checked before any is replaced
         if not force and (out / plan.name).exists():
@@ -192,6 +194,28 @@ def _plan(package: Package, name: str, folder: Path, options: RepositoryOptions)
     # batcher, where it is on, hands it several at once
     max_batch = options.max_batch_size if request.answer_many is not None else 0
     return _Plan(name, "pipeline", "python", max_batch, request.streams, folder, None, request.inputs, request.outputs)
+
+
+def _options_no_model_takes(options: RepositoryOptions, plans: list[_Plan]) -> list[str]:
+    """Options set away from their defaults that apply to no model of the run (each applies to
+    some routes or backends only; a run of several packages may set one for some of them):
+    refused, not ignored without a word."""
+    default = RepositoryOptions()
+    python = [p for p in plans if p.backend == "python"]
+    batching = [p for p in plans if p.max_batch_size > 0]
+    served = ", ".join(f"{p.name}: {p.route} route, {p.backend} backend" for p in plans)
+    unused = []
+    if options.graph_backend != default.graph_backend and not any(p.route == "graph" for p in plans):
+        unused.append(f"graph_backend (--graph-backend) {options.graph_backend!r}, which runs a graph-route model ({served})")
+    if options.backend != default.backend and not python:
+        unused.append(f"backend (--backend) {options.backend!r}, edgegen's backend inside a Python-backend model ({served})")
+    if options.max_batch_size != default.max_batch_size and not batching:
+        unused.append(f"max_batch_size (--max-batch-size) {options.max_batch_size}, where no model merges requests "
+                      f"({served}; a loop that streams, or a graph without a batch dim, takes them one at a time)")
+    if options.queue_delay_us != default.queue_delay_us and not (options.dynamic_batching and batching):
+        unused.append(f"queue_delay_us (--queue-delay-us) {options.queue_delay_us}, the dynamic batcher's wait, where "
+                      f"{'it is off' if not options.dynamic_batching else 'no model merges requests'}")
+    return unused
 
 
 def _engine_batch(package: Package, part: str, options: RepositoryOptions) -> int:
