@@ -12,7 +12,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ConfigError, PackageError, not_one_of
+from .errors import ConfigError, not_one_of
 from .graph_summary import GraphSummary, read_graph_summary
 from .package import Package
 from .runtimes.engines import package_profiles, parser_errors
@@ -33,10 +33,11 @@ class GraphCheck:
     unprofiled_dims: list[str] = field(default_factory=list)
     profile: tuple = ()      # ((input, min shape, opt shape, max shape), ...): what edgegen build would build
     judge: str = ""          # what decided: a release's parser table, or this machine's own parser
+    damaged: str = ""        # why a variant changed since optimize wrote it is not judged
 
     @property
     def ok(self) -> bool:
-        return not self.unsupported and not self.problems
+        return not self.unsupported and not self.problems and not self.damaged
 
 
 def support_table(version: str) -> dict:
@@ -67,12 +68,11 @@ def check_package(path: str | os.PathLike, tensorrt: str | None = None, profiles
     if device_parser is None:
         device_parser = tensorrt is None and importlib.util.find_spec("tensorrt") is not None
     package = Package(path)
-    for precision in package.damaged_variants:   # a changed variant is not judged as if it were the one made
-        package.require_variants(precision, PackageError)
     derived = package_profiles(package, profiles, strict=False)
     files = [(part, package.graph_path(part)) for part in package.graphs]
     files += [(f"{part} ({precision})", package.resolve(r["file"], "variant"))
-              for precision in package.manifest.variants for part, r in package.variant_files(precision).items()]
+              for precision in package.manifest.variants for part, r in package.variant_files(precision).items()
+              if part not in package.damaged_variants.get(precision, {})]
     checks = []
     for part, file in files:
         graph = read_graph_summary(file)
@@ -90,7 +90,10 @@ def check_package(path: str | os.PathLike, tensorrt: str | None = None, profiles
         else:
             result.profile = profile
         checks.append(result)
-    return checks
+    # a variant changed since it was made is not judged as if it were the one made; the others are
+    return checks + [GraphCheck(f"{part} ({precision})", package.variant_files(precision)[part]["file"], 0, 0,
+                                damaged=str(exc))
+                     for precision, parts in package.damaged_variants.items() for part, exc in parts.items()]
 
 
 def device_tensorrt_version() -> str:
@@ -133,6 +136,9 @@ def _restriction_violations(graph: GraphSummary) -> list[str]:
 def format_checks(checks: list[GraphCheck]) -> str:
     lines = []
     for c in checks:
+        if c.damaged:
+            lines.append(f"{c.part}: {c.file}: not judged: {c.damaged}")
+            continue
         verdict = "parses" if c.ok else "will NOT parse"
         lines.append(f"{c.part}: {c.file}, opset {c.opset}, {c.nodes} nodes: {verdict} (judged by {c.judge})")
         lines += [f"  problem      {p}" for p in c.problems]
