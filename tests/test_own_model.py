@@ -452,6 +452,10 @@ def test_the_command_line_takes_a_module_through_export_generate_bench_optimize_
     assert main(["check", str(pkg), "--profile", "batch=1:2:8", "--profile", "height=16:32:256",
                  "--profile", "width=16:48:256"]) in (0, 1)
     assert "model: model.onnx" in capsys.readouterr().out
+    # an engine for sizes past what the export recorded (and gated at) is refused
+    assert main(["check", str(pkg), "--profile", "height=16:32:1024"]) == 2
+    assert "--profile height: expected MAX at most 256, the largest height the generic package takes, found 1024" in \
+        capsys.readouterr().err
     assert main(["export", "--module", "model.py:nothing_here", "--inputs", "example.npz", "--out", str(tmp_path / "x")]) == 2
     assert "expected a callable 'nothing_here'" in capsys.readouterr().err
     assert main(["export", "--module", "os.path:join", "--inputs", "example.npz", "--out", str(tmp_path / "x")]) == 2

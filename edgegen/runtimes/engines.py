@@ -118,6 +118,10 @@ def package_profiles(package, profiles: list[str] | None = None, strict: bool = 
         limits, typical = {}, {}
     else:
         limits, typical = family.limits(config), (family.bench_dims(config) if family.bench_dims else {})
+    for dim, (_, _, high) in overrides.items():   # an engine for sizes the model cannot take (past its context)
+        if dim in limits and dim != "batch" and high > limits[dim]:
+            raise ConfigError(f"--profile {dim}: expected MAX at most {limits[dim]}, the largest {dim} the "
+                              f"{family.name} package takes, found {high}")
     result = {}
     for part, entry in package.graphs.items():
         try:
