@@ -650,6 +650,41 @@ def test_sampling_matches_transformers_logits_processors():
     assert set(draws) <= top3 and len(set(draws)) == 3
 
 
+def test_padded_encoding_from_several_threads_gives_each_its_own_ids(tmp_path):
+    """Truncation and padding are the shared tokenizer's state, set and reset around each call: a
+    text-to-image server's threads got each other's lengths (wrong ids without an error, or numpy's
+    ValueError on ragged rows)."""
+    import threading
+
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    from edgegen.runtimes.tokenizer import BPETokenizer
+
+    tokenizer = Tokenizer(models.WordLevel({w: i for i, w in enumerate("[PAD] a b c seven two".split())}, "[PAD]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.save(str(tmp_path / "tokenizer.json"))
+    bpe = BPETokenizer(tmp_path / "tokenizer.json")
+    calls = [(["a"], 8), (["seven " * 20, "b"], 4), (["two three", "a b c a b c"], 12)]
+    expected = [bpe.encode_padded(texts, length, 0) for texts, length in calls]
+    wrong = []
+
+    def encode(offset):
+        for i in range(1500):
+            texts, length = calls[(i + offset) % 3]
+            try:
+                ids = bpe.encode_padded(texts, length, 0)
+            except ValueError as exc:
+                wrong.append(exc)
+                continue
+            if not np.array_equal(ids, expected[(i + offset) % 3]):
+                wrong.append(ids)
+
+    threads = [threading.Thread(target=encode, args=(k,)) for k in range(4)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert not wrong
+
+
 def test_text_utf8_cannot_carry_is_an_input_error_for_both_tokenizers(gpt, tmp_path, capsys):
     """A lone surrogate (a string cut inside a pair, or argv bytes the locale could not decode)
     reached the tokenizers' own exceptions; now it is refused, naming the character and where."""

@@ -8,6 +8,7 @@ Runtime code: no torch; the `tokenizers` library (the text extra) only for BPE p
 from __future__ import annotations
 
 import codecs
+import threading
 from typing import Protocol
 
 import numpy as np
@@ -81,6 +82,7 @@ class BPETokenizer:
         except Exception as exc:  # noqa: BLE001 - the Rust side raises its own exception type
             raise PackageError(f"tokenizer {str(path)!r}: expected a tokenizers JSON file, found: {exc}") from None
         self.vocab_size = self._tokenizer.get_vocab_size(with_added_tokens=True)
+        self._settings_lock = threading.Lock()
 
     def encode(self, text: str, special_tokens: bool = False) -> list[int]:
         """The text's ids; with special_tokens, those the tokenizer's post-processor adds too (a
@@ -94,14 +96,15 @@ class BPETokenizer:
         """int64 [len(texts), length]: each text with the tokenizer's special tokens (CLIP's start
         and end of text), cut or padded to `length`, as transformers' padding="max_length",
         truncation=True (a text encoder's prompts)."""
-        self._tokenizer.enable_truncation(length)
-        self._tokenizer.enable_padding(length=length, pad_id=pad_id)
-        try:
-            encodings = self._tokenizer.encode_batch([utf8_text(t, f"prompts[{i}]" if len(texts) > 1 else "prompt")
-                                                      for i, t in enumerate(texts)], add_special_tokens=True)
-        finally:
-            self._tokenizer.no_truncation()
-            self._tokenizer.no_padding()
+        texts = [utf8_text(t, f"prompts[{i}]" if len(texts) > 1 else "prompt") for i, t in enumerate(texts)]
+        with self._settings_lock:   # truncation and padding are the shared tokenizer's state: one caller at a time
+            self._tokenizer.enable_truncation(length)
+            self._tokenizer.enable_padding(length=length, pad_id=pad_id)
+            try:
+                encodings = self._tokenizer.encode_batch(texts, add_special_tokens=True)
+            finally:
+                self._tokenizer.no_truncation()
+                self._tokenizer.no_padding()
         return np.array([e.ids for e in encodings], dtype=np.int64)
 
     def stream_decoder(self) -> StreamDecoder:

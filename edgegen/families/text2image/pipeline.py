@@ -7,6 +7,7 @@ Runtime code: numpy, and the `tokenizers` library (the text extra) for the promp
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -56,6 +57,7 @@ class TextToImagePipeline(LatentDiffusionPipeline):
         super().__init__(package, sessions, config)
         self.tokenizer = load_tokenizer(package, config.tokenizer)
         self._encoded: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._encoding = threading.Lock()
 
     def __call__(self, prompt, negative_prompt=None, **kwargs) -> np.ndarray:
         return self.sample(prompt, negative_prompt, **kwargs)
@@ -66,17 +68,18 @@ class TextToImagePipeline(LatentDiffusionPipeline):
         """The text encoder's last hidden states [len(prompts), max_length, hidden] for each prompt;
         a prompt seen lately comes from the cache, not the encoder."""
         texts = _texts(prompts, "prompt")
-        missing = list(dict.fromkeys(t for t in texts if t not in self._encoded))
-        if missing:
-            ids = self.tokenizer.encode_padded(missing, self.config.max_length, self.config.pad_token_id)
-            states = self.sessions["text_encoder"].run({"input_ids": ids})["last_hidden_state"]
-            for text, row in zip(missing, states):
-                self._encoded[text] = row
-        states = np.stack([self._encoded[t] for t in texts])
-        for text in texts:
-            self._encoded.move_to_end(text)
-        while len(self._encoded) > PROMPT_CACHE_SIZE:   # after the stack: a call may hold more prompts
-            self._encoded.popitem(last=False)
+        with self._encoding:   # the cache is shared: another thread's call would evict what this one reads
+            missing = list(dict.fromkeys(t for t in texts if t not in self._encoded))
+            if missing:
+                ids = self.tokenizer.encode_padded(missing, self.config.max_length, self.config.pad_token_id)
+                states = self.sessions["text_encoder"].run({"input_ids": ids})["last_hidden_state"]
+                for text, row in zip(missing, states):
+                    self._encoded[text] = row
+            states = np.stack([self._encoded[t] for t in texts])
+            for text in texts:
+                self._encoded.move_to_end(text)
+            while len(self._encoded) > PROMPT_CACHE_SIZE:   # after the stack: a call may hold more prompts
+                self._encoded.popitem(last=False)
         return states
 
     def prompts(self, prompt, negative_prompt, n: int, guidance_scale: float) -> Prompts:
