@@ -4,7 +4,7 @@ import torch
 
 import edgegen
 from edgegen.cli import main
-from edgegen.errors import InputError
+from edgegen.errors import InputError, NonFiniteError
 from edgegen.training.checkpoint import load_checkpoint
 from edgegen.training.data import load_images
 from edgegen.families.flow.model import make_points, standard_normal_log_prob
@@ -110,6 +110,11 @@ def test_flow_input_errors(flow2d, glow, trained, tmp_path):
         glow.interpolate(np.zeros((2, 1, 8, 8), np.float32), np.zeros((2, 1, 8, 8), np.float32), steps=1)
     with pytest.raises(InputError, match="bits_per_dim: expected an image flow package"):
         flow2d.bits_per_dim(np.zeros((2, 2), np.float32))
+    # 0-255 pictures were clipped to white and scored; a density float32 cannot hold was -inf
+    with pytest.raises(InputError, match=r"images: expected values in \[0, 1\], found 0..255"):
+        glow.anomaly_score(np.linspace(0, 255, 2 * 64, dtype=np.float32).reshape(2, 1, 8, 8))
+    with pytest.raises(NonFiniteError, match="log_prob: expected log densities float32 holds"):
+        flow2d.log_prob(np.full((1, 2), 1e30))
     from edgegen.errors import DataError
     from edgegen.export import export_checkpoint
 

@@ -47,6 +47,10 @@ def test_vae_sample_and_scores(vae, digits):
     assert scores.shape == (5,) and np.isfinite(scores).all()
     # float64 input is accepted and gives the same scores
     np.testing.assert_allclose(vae.anomaly_score(digits.astype(np.float64)), scores, rtol=1e-6)
+    # 0-255 pictures scored inf (and encoded as something else) without a word
+    for method in (vae.anomaly_score, vae.encode, vae.reconstruct):
+        with pytest.raises(InputError, match=r"images: expected values in \[0, 1\], found .*\.\.2"):
+            method(digits * 255)
 
 
 def test_gan_generate_matches_pytorch(trained, gan):

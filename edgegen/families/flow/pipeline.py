@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ...errors import InputError
-from ...runtimes.pipeline import Pipeline, as_float_array, check_count, check_number, line_steps, make_rng
+from ...errors import InputError, NonFiniteError
+from ...runtimes.pipeline import Pipeline, as_float_array, check_count, check_number, check_range, line_steps, make_rng
 from .. import RuntimeConfig, positive
 
 KINDS = ("realnvp", "glow")
@@ -75,7 +75,14 @@ class FlowPipeline(Pipeline):
         bits_per_dim for quantized images."""
         out = self.run_finite("forward", {"x": self._data(x)})
         z, logdet = out["z"].astype(np.float64), out["logdet"].astype(np.float64)
-        return (-0.5 * (z**2).sum(axis=1) - 0.5 * z.shape[1] * math.log(2 * math.pi) + logdet).astype(np.float32)
+        density = -0.5 * (z**2).sum(axis=1) - 0.5 * z.shape[1] * math.log(2 * math.pi) + logdet
+        with np.errstate(over="ignore"):   # the overflow is the finding, said below
+            held = density.astype(np.float32)
+        if not np.isfinite(held).all():   # finite latents whose density float32 cannot hold
+            raise NonFiniteError(f"log_prob: expected log densities float32 holds, found {density.min():.3g} (inputs "
+                                 f"up to {np.abs(self._data(x)).max():.3g} in magnitude: far outside the data the model "
+                                 "was trained on)")
+        return held
 
     def bits_per_dim(self, x) -> np.ndarray:
         """Images: -log2 P(pixels) / D, with each pixel's bin of the training quantization
@@ -84,7 +91,8 @@ class FlowPipeline(Pipeline):
         if not self.is_image:
             raise InputError("bits_per_dim: expected an image flow package, found a 2-D point flow (use log_prob)")
         levels = self.config.dequant_levels
-        bins = np.minimum(np.floor(np.clip(self._data(x), 0, 1) * levels), levels - 1)
+        # pictures in [0, 1]: 0-255 ones were clipped to white, and scored as such
+        bins = np.minimum(np.floor(check_range(self._data(x), "images", 0, 1) * levels), levels - 1)
         centres = (bins + 0.5) / levels
         dims = self.config.event_dim
         nats = -self.log_prob(centres.astype(np.float32)).astype(np.float64) + dims * math.log(levels)

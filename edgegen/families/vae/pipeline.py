@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...runtimes.pipeline import LatentImageConfig, Pipeline, as_float_array, check_count, standard_normal
+from ...runtimes.pipeline import LatentImageConfig, Pipeline, as_float_array, check_count, check_range, standard_normal
 
 
 @dataclass(kw_only=True)
@@ -19,9 +19,14 @@ class VAEPipeline(Pipeline):
 
     def encode(self, x) -> tuple[np.ndarray, np.ndarray]:
         """Images [n, C, H, W] in [0, 1] -> (mu, logvar), each [n, latent_dim]."""
-        x = as_float_array(x, "images", (None, *self.image_shape))
+        x = self._images(x)
         out = self.run_finite("encoder", {"image": x})
         return out["mu"], out["logvar"]
+
+    def _images(self, x) -> np.ndarray:
+        """Pictures as the encoder was trained on them: [n, C, H, W] in [0, 1] (0-255 ones would be
+        encoded as something else, and score as infinitely unlike the data)."""
+        return check_range(as_float_array(x, "images", (None, *self.image_shape)), "images", 0, 1)
 
     def decode(self, z) -> np.ndarray:
         """Latents [n, latent_dim] -> images [n, C, H, W] in [0, 1]."""
@@ -39,7 +44,7 @@ class VAEPipeline(Pipeline):
         """Negative evidence lower bound per image, in nats, at the posterior mean:
         Bernoulli reconstruction error plus the KL term. Higher means less like the
         training data."""
-        x = as_float_array(x, "images", (None, *self.image_shape))
+        x = self._images(x)
         mu, logvar = self.encode(x)
         recon = np.clip(self.decode(mu), 1e-6, 1 - 1e-6)
         bce = -(x * np.log(recon) + (1 - x) * np.log1p(-recon)).reshape(len(x), -1).sum(axis=1)
