@@ -123,6 +123,8 @@ def test_stylegan_graphs_and_what_users_do_with_them(stylegan):
     assert np.allclose(pipe.mix([11], [12], 0), b, atol=1e-6)
     mixed = pipe.mix([11, 13], [12], 4)
     assert mixed.shape == (2, 1, 32, 32) and not np.allclose(mixed[0], a) and not np.allclose(mixed[0], b)
+    # a seed past int64, which sample takes, is taken here too (it was refused as not an integer)
+    assert np.allclose(pipe.interpolate(2**64, 12, steps=2)[0], pipe.sample(1, seed=2**64)[0], atol=1e-6)
     line = pipe.interpolate(11, 12, steps=5)
     assert line.shape == (5, 1, 32, 32) and np.allclose(line[0], a[0], atol=1e-6) and np.allclose(line[-1], b[0], atol=1e-6)
     with pytest.raises(InputError, match=r"steps: expected at least 2 images \(both ends of the line\), found 1"):

@@ -135,7 +135,10 @@ class StyleGANPipeline(Pipeline):
             array = np.atleast_1d(np.asarray(seeds))
         except ValueError:
             array = np.zeros((1, 1))   # ragged: refused below
-        if array.ndim != 1 or len(array) == 0 or array.dtype.kind not in "iu" or (array < 0).any():
+        # a seed past int64 (2**64, which sample's takes) makes an object array of Python ints
+        whole = array.dtype.kind in "iu" or (array.dtype == object and all(
+            isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in array.ravel()))
+        if array.ndim != 1 or len(array) == 0 or not whole or (array < 0).any():
             raise InputError(f"{what}: expected non-negative integer seeds, found {seeds!r:.60}")
         return array
 

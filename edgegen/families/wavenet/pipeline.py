@@ -89,7 +89,10 @@ class WaveNetPipeline(Pipeline):
         """Mean log-likelihood in nats per sample of a waveform [T] (a float) or a batch [n, T];
         per_sample=True: each sample's own log-likelihood given the ones before it ([T - 1] or
         [n, T - 1]; the first sample is the context)."""
-        audio = np.asarray(waveform)
+        try:
+            audio = np.asarray(waveform)
+        except (TypeError, ValueError):   # ragged rows, text: said as the argument's, not numpy's
+            raise InputError(f"waveform: expected numbers shaped [T] or [n, T], found {waveform!r:.60}") from None
         if audio.ndim not in (1, 2):
             raise InputError(f"waveform: expected shape [T] or [n, T], found {list(audio.shape)}")
         single = audio.ndim == 1
