@@ -362,3 +362,8 @@ def test_sample_batched_gives_each_call_what_it_gets_alone(trained):
         pipe.sample_batched([dict(n=1, strength=0.5)])
     with pytest.raises(InputError, match="class ids"):
         pipe.sample_batched([dict(n=1, labels=3), dict(n=1, labels=12)])
+    # malformed calls: Python's TypeError and AttributeError before
+    for calls, said in (([1], "expected a list of calls, each a dict"), ({"n": 1}, "expected a list of calls"),
+                        ([dict(n=1, sampler=["ddim"])], r"calls\[0\]: expected single values for steps, sampler")):
+        with pytest.raises(InputError, match=f"sample_batched: {said}"):
+            pipe.sample_batched(calls)

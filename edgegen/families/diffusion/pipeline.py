@@ -234,6 +234,9 @@ class DiffusionPipeline(Pipeline):
         if not self.merges_calls:
             raise ConfigError(f"{self.family}: expected sample() for each call, found sample_batched, which this "
                               "family's pipeline does not merge (its calls carry more than labels)")
+        if not isinstance(calls, (list, tuple)) or not all(isinstance(call, dict) for call in calls):
+            raise InputError(f"sample_batched: expected a list of calls, each a dict of sample()'s arguments, found "
+                             f"{calls!r:.60}")
         groups: dict[tuple, list[int]] = {}
         for index, call in enumerate(calls):
             unknown = set(call) - {"n", "seed", "labels", "steps", "sampler", "guidance_scale", "eta"}
@@ -241,7 +244,11 @@ class DiffusionPipeline(Pipeline):
                 raise InputError(f"sample_batched: expected sample()'s arguments, found {sorted(unknown)}")
             key = (call.get("steps", DEFAULT_STEPS), call.get("sampler"),
                    call.get("guidance_scale", DEFAULT_GUIDANCE), call.get("eta", 0.0), call.get("labels") is None)
-            groups.setdefault(key, []).append(index)
+            try:
+                groups.setdefault(key, []).append(index)
+            except TypeError:   # a list where a setting goes: said as the call's, checked one by one in the loop
+                raise InputError(f"sample_batched: calls[{index}]: expected single values for steps, sampler, "
+                                 f"guidance_scale and eta, found {key[:4]!r:.80}") from None
         results: list = [None] * len(calls)
         for (steps, sampler, guidance_scale, eta, unlabelled), members in groups.items():
             counts = [check_count(calls[i].get("n", 1)) for i in members]
