@@ -40,11 +40,17 @@ class GraphCheck:
         return not self.unsupported and not self.problems and not self.damaged
 
 
+def table_version(version: str, versions=None) -> str:
+    """The table a TensorRT version is judged by: a full release (10.3.0.30, as JetPack and
+    tensorrt.__version__ say it) takes its major.minor's."""
+    versions = versions or json.loads(TABLE.read_text(encoding="utf-8"))["versions"]
+    return next((v for v in versions if version.startswith(f"{v}.")), version)
+
+
 def support_table(version: str) -> dict:
     """{"opset": [lo, hi], "supported": set, "unsupported": set, "restricted": {op: text}} for a TensorRT version."""
     versions = json.loads(TABLE.read_text(encoding="utf-8"))["versions"]
-    # a full release (10.3.0.30, as JetPack and tensorrt.__version__ say it) takes its major.minor's table
-    version = next((v for v in versions if version.startswith(f"{v}.")), version)
+    version = table_version(version, versions)
     if version not in versions:
         raise ConfigError(not_one_of("TensorRT version", version, sorted(versions), "the support tables edgegen keeps"))
     entry = versions[version]
@@ -63,7 +69,7 @@ def check_package(path: str | os.PathLike, tensorrt: str | None = None, profiles
     chosen = get_target(target, TENSORRT_TARGETS)
     if tensorrt is not None and (mismatch := release_mismatch(chosen, tensorrt, "(--tensorrt)")):
         raise ConfigError(mismatch)   # its advice would be for another device: JetPack 6's, to a JetPack 7 user
-    version = tensorrt or chosen.tensorrt
+    version = table_version(tensorrt or chosen.tensorrt)
     table = support_table(version)
     if device_parser is None:
         device_parser = tensorrt is None and importlib.util.find_spec("tensorrt") is not None

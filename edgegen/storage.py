@@ -412,7 +412,7 @@ def data_files(folder: Path, suffixes: Iterable[str]) -> list[Path]:
                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))
 
 
-def user_cache_dir() -> Path:
+def user_cache_dir(checked: bool = True) -> Path:
     """edgegen's folder in the user's cache: $XDG_CACHE_HOME/edgegen, else ~/.cache/edgegen (a
     relative XDG_CACHE_HOME is ignored, as the XDG spec says). A file where a folder of it should
     be is refused, naming the variable, not met later as the system's NotADirectoryError."""
@@ -420,7 +420,7 @@ def user_cache_dir() -> Path:
     base = Path(given) if os.path.isabs(given) else Path.home() / ".cache"
     folder = base / "edgegen"
     blocking = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
-    if blocking is not None:
+    if blocking is not None and checked:   # unchecked: for what is kept only where it can be (a judge)
         where = "$XDG_CACHE_HOME" if os.path.isabs(given) else "~/.cache"
         raise ConfigError(f"the cache {str(folder)!r} ({where}/edgegen): expected a folder, found a file on the way to "
                           f"it ({str(blocking)!r})")

@@ -36,6 +36,7 @@ def test_check_reports_ops_opsets_quantization_and_unprofiled_dims(package_copy,
     assert main(["check", str(pkg), "--tensorrt", "10.3"]) == 1
     # a full release number, as JetPack and tensorrt.__version__ say it: its major.minor's table
     assert [c.problems for c in check_package(pkg, "10.3.0.30")] == [c.problems for c in old]
+    assert main(["check", str(pkg), "--tensorrt", "10.3.0.30"]) == 1
     assert main(["check", str(pkg), "--target", "jetpack6"]) == 1   # JetPack 6 is TensorRT 10.3
     assert "will NOT parse (judged by TensorRT 10.3's parser table)" in capsys.readouterr().out
     assert main(["check", str(pkg), "--profile", "batch=1:8:16"]) == 0

@@ -101,7 +101,8 @@ def train_digit_judge(size: int = 8, steps: int = 1500, seed: int = 0) -> DigitJ
 
 def judge_path(size: int, steps: int, seed: int) -> Path:
     """Where the judge of these arguments is kept (its name: cache.judge_file_name)."""
-    return user_cache_dir() / "judges" / judge_file_name(size, steps, seed, torch_version() or torch.__version__)
+    # kept where the cache can hold it; where it cannot, the judge is trained for this process alone
+    return user_cache_dir(checked=False) / "judges" / judge_file_name(size, steps, seed, torch_version() or torch.__version__)
 
 
 def _read_judge(path: Path) -> DigitNet | None:
