@@ -352,15 +352,16 @@ def refuse_shapes_for_tokens(pipe, shapes: dict | None) -> None:
     does not apply either: its generation is all there is to time, and the command line refuses
     --no-generation for it.)"""
     if shapes:
+        prompt, new = reference_lengths(pipe.context)
         raise ConfigError(f"--shapes/--sweep: expected a package whose graphs are timed at sizes, found a {pipe.family} "
-                          f"package, {TIMED_AS_TOKENS} of {{}} + {{}} tokens".format(*reference_lengths(pipe.context)))
+                          f"package, {TIMED_AS_TOKENS} of {prompt} + {new} tokens")
 
 
 def bench_generation(pipe, path, batch: int, iters: int, warmup: int, threads: int, vs_torch=None,
                      energy: bool = True, prompt_lookup: int = 0) -> dict:
     """Token packages: whole greedy generations (reference_lengths: PROMPT_TOKENS in, NEW_TOKENS
-    out, where the context holds them) rather than single graph calls; tokens/s per engine, and time to first token and per output token
-    from a streamed batch-1 run. --vs-torch adds the checkpoint's own KV-cache loop in PyTorch;
+    out, where the context holds them) rather than single graph calls; tokens/s per engine, and
+    time to first token and per output token from a streamed batch-1 run. --vs-torch adds the checkpoint's own KV-cache loop in PyTorch;
     prompt_lookup the same loop with that many draft tokens per call."""
     calls = max(1, iters // 10)  # a generation is `new_tokens` graph calls
     prompt_tokens, new_tokens = reference_lengths(pipe.context)
