@@ -104,6 +104,16 @@ def test_finite_inputs_the_graphs_overflow_on_are_refused_not_returned_as_nan(va
     assert np.isfinite(vae.decode(np.zeros((1, 16), np.float32))).all()   # ordinary latents pass
 
 
+def test_float64_inputs_beyond_float32_are_said_as_such_not_as_nan(vae):
+    """A finite float64 of 1e300 became Inf in the cast to float32 and was reported as "NaN or Inf"."""
+    with pytest.raises(InputError, match=r"latents: expected numbers float32 can hold \(magnitude up to 3.4e\+38\), "
+                                         r"found 1e\+300"):
+        vae.decode(np.full((1, 16), 1e300))
+    with pytest.raises(InputError, match="latents: expected finite numbers, found 16 NaN or Inf"):
+        vae.decode(np.full((1, 16), np.inf))
+    assert vae.decode(np.zeros((1, 16))).dtype == np.float32   # float64 within range is cast
+
+
 def test_a_thread_count_that_is_not_a_number_is_refused_by_name(trained):
     import os
 

@@ -162,7 +162,14 @@ def as_float_array(value: Any, what: str, shape: tuple[int | None, ...]) -> np.n
         raise InputError(f"{what}: expected shape {expected}, found {list(array.shape)}")
     if array.shape[0] == 0:
         raise InputError(f"{what}: expected at least one item, found an empty batch")
-    return check_finite(np.ascontiguousarray(array, dtype=np.float32), what)
+    check_finite(array, what)   # before the cast, which turns a float64 beyond float32's range into Inf
+    with np.errstate(over="ignore"):
+        cast = np.ascontiguousarray(array, dtype=np.float32)
+    if not np.isfinite(cast).all():
+        largest = float(np.abs(array).max())
+        raise InputError(f"{what}: expected numbers float32 can hold (magnitude up to "
+                         f"{float(np.finfo(np.float32).max):.3g}), found {largest:.3g}")
+    return cast
 
 
 def check_finite(array: np.ndarray, what: str) -> np.ndarray:
