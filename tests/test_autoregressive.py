@@ -1,6 +1,7 @@
 """PixelCNN and WaveNet: causality, the split/step graphs against the full network, fast
 generation identical to the naive loop and to PyTorch, likelihoods, the CLI."""
 
+import re
 import wave
 
 import numpy as np
@@ -130,10 +131,16 @@ def test_pixelcnn_complete_keeps_known_pixels_and_fills_the_rest(pixelcnn):
     assert not np.array_equal(done[:, :, 4:], pipe.complete(digits, mask, seed=1, labels=labels)[:, :, 4:])
     with pytest.raises(InputError, match="mask"):
         pipe.complete(digits, np.zeros((7, 8)))
-    for bad in (0.5, -1.0, np.nan):   # was read as "keep" without a word: no pixel regenerated
-        with pytest.raises(InputError, match=r"mask: expected 0 \(keep\) and 1 \(generate\) only, found other values"):
+    for bad, found in ((0.5, "other values"), (-1.0, "other values"), (np.nan, "32 NaN")):   # was read as "keep"
+        with pytest.raises(InputError, match=r"mask: expected 0 \(keep\) and 1 \(generate\) only, found " + found):
             pipe.complete(digits, np.where(mask > 0, bad, 0.0), seed=0, labels=labels)
     assert np.array_equal(done, pipe.complete(digits, mask > 0, seed=0, labels=labels))   # a boolean mask is one too
+    # the diffusion families' mask shapes: per image [n, 1, H, W] (refused before) and [n, H, W]
+    assert np.array_equal(done, pipe.complete(digits, np.broadcast_to(mask, (4, 1, 8, 8)), seed=0, labels=labels))
+    assert np.array_equal(done, pipe.complete(digits, np.broadcast_to(mask, (4, 8, 8)), seed=0, labels=labels))
+    with pytest.raises(InputError, match=re.escape("mask: expected [8, 8] (one for all), [4, 8, 8] or [4, 1, 8, 8], "
+                                                   "found [3, 8, 8]")):
+        pipe.complete(digits, np.ones((3, 8, 8)))
     with pytest.raises(InputError, match="class ids in"):
         pipe.sample(2, labels=[3, 10])
 

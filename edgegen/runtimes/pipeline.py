@@ -189,12 +189,30 @@ def mask_array(mask: Any) -> np.ndarray:
         m = np.asarray(mask, dtype=np.float32)
     except (TypeError, ValueError):
         raise InputError(f"mask: expected an array of 0 and 1, found {type(mask).__name__}") from None
+    if not np.isfinite(m).all():   # said here: numpy's nanmax below warns on an all-NaN mask
+        raise InputError(f"mask: expected 0 (keep) and 1 (generate) only, found {int(np.size(m) - np.isfinite(m).sum())} "
+                         "NaN or Inf value(s)")
     others = m[~np.isin(m, (0.0, 1.0))]
     if others.size:
         shown = ", ".join(f"{v:g}" for v in np.unique(others)[:3])
-        hint = " (divide a 0/255 mask by 255)" if np.nanmax(m) == 255 else ""
+        hint = " (divide a 0/255 mask by 255)" if m.max() == 255 else ""
         raise InputError(f"mask: expected 0 (keep) and 1 (generate) only, found other values such as {shown}{hint}")
     return m
+
+
+def broadcast_mask(mask: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """A user's mask of 0/1 for images of `shape` [n, C, H, W], as a read-only view of that shape:
+    one for all [H, W], or per image [n, H, W] or [n, 1 or C, H, W] (n may be 1). Every family
+    that inpaints takes these same shapes."""
+    m = mask_array(mask)
+    m = m[None, None] if m.ndim == 2 else m[:, None] if m.ndim == 3 else m
+    try:
+        return np.broadcast_to(m, shape)
+    except ValueError:
+        n, c, h, w = shape
+        channels = "1" if c == 1 else f"1 or {c}"
+        raise InputError(f"mask: expected [{h}, {w}] (one for all), [{n}, {h}, {w}] or [{n}, {channels}, {h}, {w}], "
+                         f"found {list(np.shape(mask))}") from None
 
 
 def finite_result(array: np.ndarray, what: str, cause: str) -> np.ndarray:

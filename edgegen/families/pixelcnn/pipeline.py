@@ -19,12 +19,12 @@ from ...runtimes.pipeline import (
     ImageConfig,
     Pipeline,
     as_float_array,
+    broadcast_mask,
     check_range,
     check_count,
     class_labels,
     class_problems,
     make_rng,
-    mask_array,
 )
 from .. import positive
 
@@ -62,13 +62,10 @@ class PixelCNNPipeline(Pipeline):
 
     def complete(self, image, mask, seed=None, labels=None, temperature: float = 1.0, fast: bool = True) -> np.ndarray:
         """Fill the pixels where mask is 1 (not yet generated), in raster order, keeping the rest
-        (quantized to the model's levels). mask: [H, W] for every image, or [n, H, W]."""
+        (quantized to the model's levels). mask: [H, W] for every image, or per image [n, H, W]
+        or [n, 1, H, W], as the diffusion families take it; a pixel's channels are generated together."""
         images = self.quantized(check_range(as_float_array(image, "image", (None, *self.image_shape)), "image", 0, 1))
-        todo = mask_array(mask)
-        if todo.shape not in (self.image_shape[1:], (len(images), *self.image_shape[1:])):
-            raise InputError(f"mask: expected shape {list(self.image_shape[1:])} or {[len(images), *self.image_shape[1:]]}, "
-                             f"found {list(todo.shape)}")
-        todo = np.broadcast_to(todo > 0.5, (len(images), *self.image_shape[1:]))
+        todo = broadcast_mask(mask, (len(images), 1, *self.image_shape[1:]))[:, 0] > 0.5
         return self._fill(images.copy(), todo, labels, seed, temperature, fast)
 
     def log_prob(self, images, labels=None) -> np.ndarray:
