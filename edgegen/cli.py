@@ -282,7 +282,10 @@ def _cmd_generate(args) -> None:
     if note := fp32_graphs_note(pipe.precision, pipe.package.fp32_graphs(pipe.precision)):
         print(f"edgegen: {note}", file=sys.stderr)   # stdout may be the generated text
     args.n = _default_samples(pipe) if args.n is None else args.n
-    _refuse_a_grid_too_large(pipe, family, args)
+    try:
+        _refuse_a_grid_too_large(pipe, family, args)
+    except InputError as exc:
+        raise named_by_flag(exc, family.options) from None
 
     def write_images(images) -> str:
         from .images import save_grid
@@ -296,7 +299,7 @@ def _cmd_generate(args) -> None:
         else:
             line = family.generate(pipe, GenerateRequest(args.n, args.seed, args.out, options, write_images))
     except (InputError, ConfigError) as exc:
-        raise _named_by_flag(exc, family.options) from None
+        raise named_by_flag(exc, family.options) from None
     if line:
         print(line)
 
@@ -320,12 +323,13 @@ def _refuse_before_loading(family, options: dict, out) -> None:
         check_writable(out, "--out")
 
 
-def _named_by_flag(exc: EdgegenError, declared) -> EdgegenError:
+def named_by_flag(exc: EdgegenError, declared) -> EdgegenError:
     """A pipeline's refusal of one of its arguments ("max_new_tokens: expected ..."), named by the
     flag the command line gave it ("--max-new-tokens: expected ..."); any other, as it is."""
     text = str(exc)
-    flags = {"n": "--n", "seed": "--seed", **{option.keyword: option.flag for option in declared}}
-    keyword = text.split(":", 1)[0]
+    flags = {"n": "--n", "seed": "--seed", "nrow": "--nrow", "scale": "--scale",
+             **{option.keyword: option.flag for option in declared}}
+    keyword = text.split(":", 1)[0].split(" ", 1)[0]   # "strength 0.1: ..." names the value too
     if keyword in flags and ":" in text:
         return type(exc)(flags[keyword] + text[len(keyword):])
     return exc
@@ -334,6 +338,8 @@ def _named_by_flag(exc: EdgegenError, declared) -> EdgegenError:
 def _refuse_a_grid_too_large(pipe, family, args) -> None:
     """The grid of --n pictures at --scale, refused before the sampling where save_grid would
     refuse it after (--n 100000 of 8x8 digits at the default scale: 410 megapixels, after minutes)."""
+    if family.grid_flags and args.nrow is not None and args.nrow < 1:   # save_grid would say it after the sampling
+        raise InputError(f"nrow: expected a positive number of images per row, found {args.nrow}")
     shape = getattr(getattr(pipe, "config", None), "image_shape", None)
     if family.grid_flags and args.out is not None and shape and len(shape) == 3:
         from .images import grid_scale

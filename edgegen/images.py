@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import os
@@ -22,10 +23,26 @@ def average_pool(images: np.ndarray, factor: int) -> np.ndarray:
     return images.reshape(n, c, h // factor, factor, w // factor, factor).mean(axis=(3, 5))
 
 
+def grid_images(images) -> np.ndarray:
+    """A grid's images as an array [n, 1 or 3, H, W] of floats, or InputError: uint8 pixels would be
+    drawn white wherever they are above 0, and an empty batch has no grid."""
+    try:
+        array = np.asarray(images)
+    except ValueError:   # a ragged list
+        raise InputError(f"images: expected an array [n, 1 or 3, H, W], found a {type(images).__name__} of ragged "
+                         "shape") from None
+    if array.dtype.kind != "f":
+        hint = " (divide uint8 pixels by 255)" if array.dtype == np.uint8 else ""
+        raise InputError(f"images: expected floating-point pixels in [0, 1], found dtype {array.dtype}{hint}")
+    if array.ndim != 4 or array.shape[1] not in (1, 3) or not array.shape[0]:
+        raise InputError(f"images: expected [n, 1 or 3, H, W] with n of at least 1, found shape {list(array.shape)}")
+    return array
+
+
 def grid(images: np.ndarray, nrow: int | None = None, pad: int = 2, scale: int = 1) -> np.ndarray:
-    """Tile [n, C, H, W] images in [0, 1] into one uint8 HxWxC (or HxW) picture."""
-    if images.ndim != 4 or images.shape[1] not in (1, 3):
-        raise InputError(f"images: expected [n, 1 or 3, H, W], found shape {list(images.shape)}")
+    """Tile [n, C, H, W] images in [0, 1] (floats; values beyond are clipped) into one uint8 HxWxC
+    (or HxW) picture."""
+    images = grid_images(images)
     n, c, h, w = images.shape
     if not np.isfinite(images).all():   # a NaN picture is an error, not a black PNG with exit status 0
         raise NonFiniteError(f"images: expected finite pixels, found NaN or Inf in {int((~np.isfinite(images)).any(axis=(1, 2, 3)).sum())} "
@@ -62,7 +79,8 @@ def save_grid(images: np.ndarray, path: str | os.PathLike, nrow: int | None = No
     """Write the grid atomically as a PNG or JPEG, by the extension of `path`; the same images
     give the same bytes. scale: pixel repetition; default enlarges each picture to about 64 pixels.
     One image is written without the grid's white frame."""
-    picture_format(path, "L" if images.ndim == 4 and images.shape[1] == 1 else "RGB")
+    images = grid_images(images)
+    picture_format(path, "L" if images.shape[1] == 1 else "RGB")
     scale = grid_scale(len(images), images.shape[-2], images.shape[-1], scale)
     # one sample is written as itself, unframed: it can be read back as a picture (generate --image)
     alone = len(images) == 1
@@ -73,7 +91,7 @@ def load_image(path: str | os.PathLike, shape: tuple[int, int, int], what: str =
     """A picture file as [1, C, H, W] in [0, 1], as a viewer shows it (read_picture, picture_rgb),
     resized to the model's shape (area average; the aspect not kept, as diffusers' image processor).
     `what`: the picture's name in a refusal (a command's flag)."""
-    channels, height, width = shape
+    channels, height, width = picture_shape(shape)
     picture = _resized(path, width, height, "L" if channels == 1 else "RGB", what, 255)
     pixels = np.asarray(picture, dtype=np.float32) / 255.0
     return (pixels[None, None] if channels == 1 else pixels.transpose(2, 0, 1)[None]).copy()
@@ -84,8 +102,21 @@ def load_mask(path: str | os.PathLike, shape: tuple[int, int, int], what: str = 
     black) and 1 (generate: white), resized; grey, and the edges resizing blurs, go to the nearer of
     the two (diffusers binarizes its mask at 0.5 too). Transparency is over black, kept: a mask is
     often white strokes on a transparent layer."""
-    grey = np.asarray(_resized(path, shape[2], shape[1], "L", what, 0), dtype=np.float32) / 255.0
+    _, height, width = picture_shape(shape)
+    grey = np.asarray(_resized(path, width, height, "L", what, 0), dtype=np.float32) / 255.0
     return (grey >= 0.5).astype(np.float32)[None, None]
+
+
+def picture_shape(shape) -> tuple[int, int, int]:
+    """A model's picture shape (C, H, W): C of 1 or 3, H and W positive (a package's image_shape)."""
+    try:
+        channels, height, width = (int(v) for v in shape)
+    except (TypeError, ValueError):
+        raise InputError(f"shape: expected a picture shape (C, H, W) such as a package's image_shape, found "
+                         f"{shape!r:.60}") from None
+    if channels not in (1, 3) or height < 1 or width < 1:
+        raise InputError(f"shape: expected (C, H, W) with C 1 (grey) or 3 (RGB) and positive sides, found {tuple(shape)}")
+    return channels, height, width
 
 
 def _resized(path, width: int, height: int, mode: str, what: str, background: int) -> Image.Image:
@@ -94,6 +125,7 @@ def _resized(path, width: int, height: int, mode: str, what: str, background: in
 
 
 PICTURE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
+SIXTEEN_BIT_AS_I = ("PNG", "PPM")   # formats whose mode-I pictures hold 16-bit values (0..65535)
 JPEG_QUALITY = 95
 
 
@@ -104,15 +136,30 @@ def read_picture(path: str | os.PathLike, least_side: int | None = None, what: s
     a picture that small is needed: a JPEG is decoded at the smallest of its 1/2 to 1/8 scales
     whose sides are still at least that (a 24-megapixel photograph in 1/64 of the memory). `what`:
     the picture's name in a refusal."""
-    if os.path.isdir(path):
+    with opened_picture(path, what) as image:
+        if least_side is not None:
+            image.draft(image.mode, (least_side, least_side))   # JPEG only; other formats ignore it
+        image.load()
+        ImageOps.exif_transpose(image, in_place=True)
+        return image
+
+
+def check_picture_file(path: str | os.PathLike, what: str = "image") -> None:
+    """Refuse, from its header alone, a path that is no picture Pillow opens (a command's check
+    before minutes of work; read_picture reads the pixels later)."""
+    with opened_picture(path, what):
+        pass
+
+
+@contextlib.contextmanager
+def opened_picture(path: str | os.PathLike, what: str):
+    """Pillow's image at `path` (a file object too), its header read; what Pillow cannot open, or
+    refuses as a decompression bomb, an InputError naming the picture."""
+    if isinstance(path, (str, os.PathLike)) and os.path.isdir(path):
         raise InputError(f"{what} {str(path)!r}: expected a picture file, found a directory")
     try:
         with Image.open(path) as image:
-            if least_side is not None:
-                image.draft(image.mode, (least_side, least_side))   # JPEG only; other formats ignore it
-            image.load()
-            ImageOps.exif_transpose(image, in_place=True)
-            return image
+            yield image
     except Image.DecompressionBombError as exc:
         raise InputError(f"{what} {str(path)!r}: expected a picture Pillow agrees to decode (at most "
                          f"{2 * Image.MAX_IMAGE_PIXELS} pixels, its guard against decompression bombs), found: {exc}") from None
@@ -125,9 +172,12 @@ def picture_rgb(image: Image.Image, path: str | os.PathLike, what: str = "image"
     white, read a float image as black and drop the alpha channel, showing the colour hidden under
     transparent pixels: 16-bit grey is scaled, transparency composited over white (as a page shows
     it; or the grey `background`), and float images, which have no fixed range, refused."""
-    # 16-bit grey: I;16, or I as Pillow before 13 opened a 16-bit PNG
-    if image.mode.startswith("I;16") or (image.mode == "I" and image.format == "PNG"):
-        grey = (np.asarray(image).astype(np.float32) / 257.0).round().astype(np.uint8)
+    # 16-bit grey: I;16, or I as Pillow opens a 16-bit PGM (and before 13 a 16-bit PNG)
+    if image.mode.startswith("I;16") or (image.mode == "I" and image.format in SIXTEEN_BIT_AS_I):
+        values = np.asarray(image)
+        grey = (values.astype(np.float32) / 257.0).round().astype(np.uint8)
+        if "transparency" in image.info:   # a PNG's tRNS: the one grey value that is transparent
+            grey[values == image.info["transparency"]] = background
         return np.repeat(grey[:, :, None], 3, axis=2)
     if image.mode in ("F", "I"):
         raise InputError(f"{what} {str(path)!r}: expected 8- or 16-bit pixels, found "
@@ -154,8 +204,9 @@ def picture_format(path: str | os.PathLike, mode: str) -> str:
         raise InputError(f"output {str(path)!r}: expected an extension among {', '.join(PICTURE_FORMATS)}, "
                          f"found {suffix or 'none'}")
     if PICTURE_FORMATS[suffix] == "JPEG" and mode not in ("L", "RGB"):
-        raise InputError(f"output {str(path)!r}: JPEG holds grey or RGB pictures, found mode {mode} "
-                         "(one with an alpha channel): write a .png")
+        kind = "one with an alpha channel" if "A" in mode or "a" in mode else "16-bit or other pixels"
+        raise InputError(f"output {str(path)!r}: JPEG holds 8-bit grey or RGB pictures, found mode {mode} "
+                         f"({kind}): write a .png")
     return PICTURE_FORMATS[suffix]
 
 

@@ -112,6 +112,41 @@ def test_a_picture_given_to_generate_is_decoded_as_training_decodes_one(tmp_path
     np.testing.assert_allclose(load_image(tmp_path / "one.png", (1, 8, 8)), sample, atol=0.5 / 255 + 1e-6)
 
 
+def test_grids_and_picture_reading_refuse_what_they_cannot_draw_or_read(tmp_path):
+    """uint8 pixels were drawn white wherever above 0, an empty batch divided by zero, a shape of
+    two numbers unpacked in Python; a file object, a 16-bit PGM and a 16-bit grey PNG's
+    transparent colour are read as Pillow and viewers read them."""
+    import io
+
+    from edgegen.errors import InputError
+    from edgegen.images import load_image, picture_format, save_grid
+
+    images = np.random.default_rng(0).random((4, 1, 8, 8), dtype=np.float32)
+    for bad, message in (((images * 255).astype(np.uint8), r"found dtype uint8 \(divide uint8 pixels by 255\)"),
+                         (images[:0], r"with n of at least 1, found shape \[0, 1, 8, 8\]"),
+                         (images > 0.5, "found dtype bool"),
+                         ([images[0], images[1][:, :4]], "ragged shape")):
+        with pytest.raises(InputError, match=message):
+            save_grid(bad, tmp_path / "grid.png")
+    assert not (tmp_path / "grid.png").exists()
+    save_grid(list(images), tmp_path / "grid.png")   # a list of [C, H, W] pictures is an array of them
+    Image.fromarray(np.zeros((4, 6, 3), np.uint8)).save(tmp_path / "rgb.png")
+    for shape in ((8, 8), (2, 8, 8), (1, 0, 8)):
+        with pytest.raises(InputError, match=r"shape: expected (a picture shape )?\(C, H, W\)"):
+            load_image(tmp_path / "rgb.png", shape)
+    with open(tmp_path / "rgb.png", "rb") as file:
+        assert load_image(file, (3, 4, 6)).shape == (1, 3, 4, 6)
+    grey16 = np.array([[0, 65535], [32896, 1000]], np.uint16)
+    (tmp_path / "grey.pgm").write_bytes(b"P5\n2 2\n65535\n" + grey16.astype(">u2").tobytes())
+    np.testing.assert_allclose(load_image(tmp_path / "grey.pgm", (1, 2, 2))[0, 0], np.round(grey16 / 257) / 255)
+    keyed = Image.fromarray(grey16)
+    keyed.save(tmp_path / "keyed.png", transparency=1000)
+    assert load_image(tmp_path / "keyed.png", (1, 2, 2))[0, 0, 1, 1] == 1.0   # the transparent colour over white
+    with pytest.raises(InputError, match=r"JPEG holds 8-bit grey or RGB pictures, found mode I;16 \(16-bit or other "
+                                         r"pixels\)"):
+        picture_format(tmp_path / "x.jpg", "I;16")
+
+
 def test_a_photograph_is_decoded_near_the_size_it_becomes(tmp_path):
     """Where only a small picture is needed, a JPEG is decoded at a reduced scale (the memory of
     a phone's photograph), never below the size asked; other formats decode whole."""

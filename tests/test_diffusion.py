@@ -1,3 +1,4 @@
+import re
 from unittest.mock import patch
 
 import numpy as np
@@ -130,7 +131,8 @@ def test_img2img_strength(pipe):
     (lambda p: p.sample(2, steps=0), ConfigError, "steps: expected an integer from 1 to 1000"),
     (lambda p: p.img2img(np.zeros((1, 1, 8, 8), np.float32) + 2), InputError, r"expected values in \[0, 1\]"),
     (lambda p: p.img2img(np.zeros((1, 1, 8, 8), np.float32), strength=1.5), InputError, "strength"),
-    (lambda p: p.inpaint(np.zeros((1, 1, 8, 8), np.float32), np.zeros((5, 5))), InputError, "mask: expected a shape"),
+    (lambda p: p.inpaint(np.zeros((1, 1, 8, 8), np.float32), np.zeros((5, 5))), InputError,
+     re.escape("mask: expected [8, 8] (one for all), [1, 8, 8] or [1, 1, 8, 8], found [5, 5]")),
     (lambda p: p.inpaint(np.zeros((1, 1, 8, 8), np.float32), np.full((8, 8), 0.5)), InputError, "0 \\(keep\\) and 1"),
     (lambda p: p.inpaint(np.zeros((1, 1, 8, 8), np.float32), np.zeros((8, 8))), InputError, "mask: expected some 1s "
      r"\(pixels to generate\), found only 0s"),
@@ -139,7 +141,10 @@ def test_img2img_strength(pipe):
     (lambda p: p.sample(2, sampler="ddim", eta=1.5), InputError, "eta: expected a number from 0 to 1, found 1.5"),
     (lambda p: p.img2img(np.full((1, 1, 8, 8), np.nan, np.float32)), InputError, "images: expected finite numbers, found 64 NaN"),
     (lambda p: p.inpaint(np.full((1, 1, 8, 8), np.inf, np.float32), np.ones((8, 8))), InputError, "found 64 NaN or Inf"),
+    (lambda p: p.inpaint(np.zeros((1, 1, 8, 8), np.float32), np.full((8, 8), np.nan)), InputError,
+     r"mask: expected 0 \(keep\) and 1 \(generate\) only, found 64 NaN or Inf"),   # numpy's all-NaN warning before
 ])
+@pytest.mark.filterwarnings("error::RuntimeWarning")   # numpy's warnings are not the message
 def test_diffusion_input_errors(pipe, call, error, message):
     with pytest.raises(error, match=message):
         call(pipe)
@@ -194,8 +199,31 @@ def test_a_grid_too_large_is_refused_before_the_sampling(trained, tmp_path, caps
         assert code == 2 and "scale 8: expected a grid of at most 100 megapixels, found 410 (fewer images or a " \
                               "smaller --scale)" in capsys.readouterr().err
         code = main(["generate", str(trained["diffusion"][1]), "--n", "4", "--scale", "0", "--out", str(tmp_path / "s.png")])
-        assert code == 2 and "scale: expected a positive integer, found 0" in capsys.readouterr().err
+        assert code == 2 and "error: --scale: expected a positive integer, found 0" in capsys.readouterr().err
+        for flag, value in (("--nrow", "0"), ("--nrow", "-3"), ("--n", "0")):   # --nrow came after the sampling
+            code = main(["generate", str(trained["diffusion"][1]), flag, value, "--out", str(tmp_path / "s.png")])
+            assert code == 2 and f"error: {flag}: expected a positive" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+def test_picture_files_are_refused_before_a_shipped_models_first_export(tmp_path, capsys, monkeypatch):
+    """An unreadable --image, --mask or --control was refused after the export of the shipped
+    model on its first use (seconds to a minute)."""
+    import edgegen.cli as cli
+
+    def no_export(given):
+        raise AssertionError("exported before the refusal")
+
+    monkeypatch.setattr(cli, "_package_or_name", no_export)
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG not really")
+    picture = _digit_picture(tmp_path / "digit.png")
+    for name, options in (("diffusion-digits", ["--image", "{broken}"]),
+                          ("ldm-digits", ["--image", "{picture}", "--mask", "{broken}"]),
+                          ("controlnet-digits", ["--control", "{broken}"]),
+                          ("text2image-digits", ["--prompt", "a seven", "--image", "{broken}"])):
+        args = [o.format(broken=tmp_path / "broken.png", picture=picture) for o in options]
+        assert main(["generate", name, *args, "--out", str(tmp_path / "x.png")]) == 2
+        assert f"'{tmp_path / 'broken.png'}': expected a picture Pillow can read" in capsys.readouterr().err
 
 
 def _digit_picture(path, size=32):
@@ -247,15 +275,15 @@ def test_generate_starts_from_a_picture_img2img_and_inpainting(trained, pipe, tm
     (["--strength", "0.5"], "--strength: expected with --image"),
     (["--image", "{picture}", "--mask", "{mask}", "--strength", "0.5"], "--strength: expected for img2img (--image "
      "without --mask), found it with --mask"),
-    (["--image", "{picture}", "--strength", "0.1", "--steps", "5"], "strength 0.1: expected it to run at least one of "
-     "the 5 steps"),
+    (["--image", "{picture}", "--strength", "0.1", "--steps", "5"], "error: --strength 0.1: expected it to run at least "
+     "one of the 5 steps"),
     (["--image", "{picture}", "--strength", "1.5"], "strength: expected"),
     (["--image", "{missing}"], "--image '{missing}': expected a picture Pillow can read"),
     (["--image", "{picture}", "--mask", "{folder}"], "--mask '{folder}': expected a picture file, found a directory"),
     (["--image", "{picture}", "--mask", "{black}"], "--mask '{black}': expected white pixels to generate, found none at "
      "the package's 8x8"),
-    (["--image", "{picture}", "--n", "-1"], "n: expected a positive integer, found -1"),
-    (["--image", "{picture}", "--n", "100001"], "n: expected at most 100000 per call"),
+    (["--image", "{picture}", "--n", "-1"], "error: --n: expected a positive integer, found -1"),
+    (["--image", "{picture}", "--n", "100001"], "error: --n: expected at most 100000 per call"),
 ])
 def test_generate_refuses_picture_options_that_do_not_go_together(trained, tmp_path, capsys, options, message):
     from PIL import Image
@@ -346,6 +374,15 @@ def test_a_sample_that_turns_non_finite_is_refused_not_written(pipe, monkeypatch
     with pytest.raises(NonFiniteError, match="found NaN or Inf in 1 of 2 images"):
         save_grid(np.stack([np.zeros((1, 8, 8)), np.full((1, 8, 8), np.nan)]).astype(np.float32), tmp_path / "x.png")
     assert not (tmp_path / "x.png").exists()
+
+
+def test_a_non_finite_sample_from_the_callers_noise_names_the_noise(pipe):
+    """Finite noise of 1e30 overflows in the loop; the error used to name only the sampler and guidance."""
+    from edgegen.errors import NonFiniteError
+
+    with pytest.raises(NonFiniteError, match=r"\(sampler 'dpmpp-2m', guidance_scale 3, the given noise reaching "
+                                             r"1e\+30 in magnitude \(standard normal expected\)\)"):
+        pipe.sample(2, labels=1, steps=3, noise=np.full((2, *pipe.space_shape), 1e30, np.float32))
 
 
 def test_sample_batched_gives_each_call_what_it_gets_alone(trained):

@@ -214,6 +214,11 @@ def test_controlnet_fused_graph_and_scale_zero_is_the_base_model(controlnet, tin
     for bad in (True, None, "1"):
         with pytest.raises(InputError, match="conditioning_scale: expected a number"):
             pipe.sample(2, control=hints[:1], conditioning_scale=bad)
+    with pytest.raises(InputError, match=r"conditioning_scale: expected a number from -10 to 10, found 1e\+30"):
+        pipe.sample(2, control=hints[:1], conditioning_scale=1e30)   # made NaN images, blamed on the sampler
+    assert np.array_equal(pipe.sample(2, control=hints[:1], conditioning_scale=np.array(0.0), steps=6, seed=2),
+                          pipe.sample(2, control=hints[:1], conditioning_scale=0.0, steps=6, seed=2))   # numpy's 0-d
+    assert pipe.sample(2, control=hints[:1], conditioning_scale=np.array([0.0, 1.0]), steps=6, seed=2).shape == (2, 1, 8, 8)
 
 
 def test_controlnet_starts_as_exactly_its_base(tiny_diffusion):

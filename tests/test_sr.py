@@ -138,7 +138,7 @@ def test_transparency_colour_modes_and_16_bit_grey_are_kept(package):
     (np.full((8, 8, 3), 2.0, np.float32), "found values from 2 to 2"),
     (np.zeros((8, 8, 5), np.uint8), r"expected \[height, width\] or \[height, width, 1\|2\|3\|4\]"),
     (np.zeros((0, 8, 3), np.uint8), "found shape"),
-    (Image.new("F", (8, 8)), "found mode 'F', whose pixel range is not fixed"),
+    (Image.new("F", (8, 8)), "found mode 'F': floating-point pixels, which have no fixed range"),
     ("not a picture", r"expected an array of pixels \(uint8, uint16 or float\) or a Pillow image, found str"),
 ])
 def test_bad_pictures_are_refused_with_what_was_found(package, bad, message):
@@ -204,7 +204,7 @@ def test_upscale_command_reads_and_writes_png_and_jpeg(package, tmp_path, capsys
     assert (tmp_path / "g.png").read_bytes() == (tmp_path / "o.png").read_bytes()
     capsys.readouterr()
     for args, message in (
-            (["--out", str(tmp_path / "a.jpg")], "JPEG holds grey or RGB pictures, found mode RGBA"),
+            (["--out", str(tmp_path / "a.jpg")], "JPEG holds 8-bit grey or RGB pictures, found mode RGBA"),
             (["--out", str(tmp_path / "a.gif")], "expected an extension among .png, .jpg, .jpeg, found .gif"),
             (["--out", str(tmp_path / "a.png"), "--scale", "2"], "--scale 2: expected the factor of the package given, x4"),
             (["--out", str(tmp_path / "a.png"), "--scale", "0"], "--scale: expected an upscale factor of at least 2, found 0")):
@@ -237,11 +237,71 @@ def test_upscale_keeps_what_the_user_has_and_turns_photographs_upright(package, 
     assert main([*upscale, "--out", str(tmp_path / "big.png"), "--max-megapixels", "0.001"]) == 2
     assert "expected an output of at most 0.001 megapixels at x4, found 0.00224" in capsys.readouterr().err
     assert main([*upscale, "--out", str(tmp_path / "big.png"), "--tile-batch", "17"]) == 2
-    assert "batch: expected an integer from 1 to 16, found 17" in capsys.readouterr().err
+    assert "edgegen: error: --tile-batch: expected an integer from 1 to 16, found 17" in capsys.readouterr().err
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 30)    # 140 pixels is then twice over Pillow's guard
     assert main([*upscale, "--out", str(tmp_path / "big.png")]) == 2
     assert "expected a picture Pillow agrees to decode (at most 60 pixels" in capsys.readouterr().err
     assert not (tmp_path / "big.png").exists()
+
+
+def test_the_python_upscale_reads_a_picture_as_the_command_does(package, tmp_path):
+    """A sideways camera photograph comes back upright, as `edgegen upscale` writes it (it came
+    back sideways); premultiplied alpha and a 16-bit PGM are upscaled, not refused as modes without
+    a fixed range; a closed image is an InputError, not Pillow's bare AssertionError."""
+    pipe = edgegen.load(package)
+    photo = Image.fromarray((np.random.default_rng(5).random((10, 14, 3)) * 255).astype(np.uint8))
+    exif = photo.getexif()
+    exif[0x0112] = 6    # "rotate 90 degrees clockwise to view"
+    photo.save(tmp_path / "in.jpg", exif=exif)
+    assert main(["upscale", str(tmp_path / "in.jpg"), "--package", str(package), "--out", str(tmp_path / "o.png")]) == 0
+    with Image.open(tmp_path / "in.jpg") as sideways, Image.open(tmp_path / "o.png") as written:
+        upscaled = pipe.upscale(sideways)
+        assert upscaled.size == written.size == (40, 56)
+        assert np.array_equal(np.asarray(upscaled), np.asarray(written))
+    rgba = Image.fromarray((np.random.default_rng(6).random((6, 5, 4)) * 255).astype(np.uint8))
+    for premultiplied, mode in ((rgba.convert("RGBa"), "RGBA"), (rgba.convert("LA").convert("La"), "LA")):
+        assert pipe(premultiplied).mode == mode
+    (tmp_path / "grey.pgm").write_bytes(b"P5\n3 2\n65535\n" + np.arange(6, dtype=">u2").tobytes() * 1000)
+    with Image.open(tmp_path / "grey.pgm") as pgm:
+        assert pgm.mode == "I" and pipe(pgm).mode == "I;16"
+    with Image.open(tmp_path / "o.png") as closed:
+        pass
+    with pytest.raises(InputError, match=r"image: expected a Pillow image whose pixels can be read, found one that "
+                                         r"cannot \(AssertionError; closed\?\)"):
+        pipe(closed)
+
+
+def test_upscale_refuses_before_the_shipped_export_and_names_its_flags(package, tmp_path, capsys, monkeypatch):
+    """--out behind a file, bad tiling, an output past --max-megapixels at the shipped scale, an
+    unreadable picture: refused before the shipped model's export (up to a minute on first use),
+    where they came after it or after the whole upscale; the pipeline's refusals are named by flag."""
+    import edgegen.families.sr.commands as commands
+
+    def no_export(scale, cache=None):
+        raise AssertionError("the shipped model was exported before the refusal")
+
+    monkeypatch.setattr(commands, "shipped_package", no_export)
+    Image.fromarray(np.zeros((10, 14, 3), np.uint8)).save(tmp_path / "in.png")
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG not really")
+    Image.new("F", (4, 4)).save(tmp_path / "float.tif")
+    picture = str(tmp_path / "in.png")
+    for args, message in (
+            ([picture, "--out", str(tmp_path / "in.png" / "x.png")], "found a file on the way to it"),
+            ([picture, "--out", str(tmp_path / "o.png"), "--tile", "0"], "--tile: expected an integer at least 1, found 0"),
+            ([picture, "--out", str(tmp_path / "o.png"), "--tile", "8", "--overlap", "8"],
+             "--overlap: expected fewer pixels than the tile's 8, found 8"),
+            ([picture, "--out", str(tmp_path / "o.png"), "--max-megapixels", "0.001"],
+             "expected an output of at most 0.001 megapixels at x4, found 0.00224"),
+            ([str(tmp_path / "broken.png"), "--out", str(tmp_path / "o.png")], "expected a picture Pillow can read"),
+            ([str(tmp_path / "float.tif"), "--out", str(tmp_path / "o.png")],
+             f"image {str(tmp_path / 'float.tif')!r}: expected a picture of 8- or 16-bit pixels")):
+        assert main(["upscale", *args]) == 2, args
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "o.png").exists()
+    with pytest.raises(AssertionError, match="exported before the refusal"):   # the checks do let a good one through
+        main(["upscale", picture, "--out", str(tmp_path / "o.png")])
+    assert main(["upscale", picture, "--package", str(package), "--out", str(tmp_path / "o.png"), "--tile", "600"]) == 2
+    assert "--tile: expected an integer from 1 to 512, found 600" in capsys.readouterr().err   # the package's own limit
 
 
 def test_an_x2_model_trains_exports_and_upscales(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from ...errors import ConfigError
 from ...families import GenerateRequest, GenerationCall, Option
 from ..diffusion.cli import PICTURE_OPTIONS, SAMPLING_OPTIONS, picture_fields, served_images
+from ..diffusion.cli import check_generate as check_pictures
 from ..diffusion.cli import generate as generate_diffusion
 
 OPTIONS = (*SAMPLING_OPTIONS, *PICTURE_OPTIONS,
@@ -32,9 +33,10 @@ def bench_generation(pipe, n: int, steps: int | None) -> GenerationCall:
 
 
 def check_generate(options: dict, out: str | None) -> None:
-    """Before the package loads: --control."""
+    """Before the package loads: --control given, and the picture files opening as pictures."""
     if options.get("control") is None:
         raise ConfigError("--control: expected a picture for the samples of a controlnet package to follow, found none")
+    check_pictures(options, out)
 
 
 def generate(pipe, request: GenerateRequest) -> str:

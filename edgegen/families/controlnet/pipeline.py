@@ -14,6 +14,8 @@ from ...runtimes.samplers import Callback
 from .. import positive
 from ..diffusion.pipeline import DEFAULT_GUIDANCE, DEFAULT_STEPS, DEFAULT_STRENGTH, DiffusionConfig, DiffusionPipeline
 
+MAX_CONDITIONING_SCALE = 10.0   # 1 is the trained control; far beyond, its residuals swamp the base model (NaN at 1e30)
+
 
 @dataclass(kw_only=True)
 class ControlNetConfig(DiffusionConfig):
@@ -68,8 +70,11 @@ class ControlNetPipeline(DiffusionPipeline):
             rank = 2
         if rank > 1 or (rank == 1 and len(conditioning_scale) not in (1, n)):
             raise InputError(f"conditioning_scale: expected one number or {n}, found {conditioning_scale!r:.60}")
+        if isinstance(conditioning_scale, np.ndarray):   # np.array(1.0) or an array of n: numbers as Python's
+            conditioning_scale = conditioning_scale.tolist()
         values = [conditioning_scale] if rank == 0 else list(conditioning_scale)
-        scale = np.array([check_number(v, "conditioning_scale") for v in values], dtype=np.float64)
+        scale = np.array([check_number(v, "conditioning_scale", -MAX_CONDITIONING_SCALE, MAX_CONDITIONING_SCALE)
+                          for v in values], dtype=np.float64)
         return {"control": np.ascontiguousarray(np.broadcast_to(control, (n, *self.image_shape))),
                 "conditioning_scale": np.broadcast_to(scale, (n,)).astype(np.float32)}
 

@@ -2,7 +2,7 @@
 imported diffusers UNet2DModel pipeline (DDPM/DDIM layout)."""
 
 from .. import DemoModel, Family, register
-from .cli import PICTURE_OPTIONS, SAMPLING_OPTIONS, bench_generation, generate
+from .cli import PICTURE_OPTIONS, SAMPLING_OPTIONS, bench_generation, check_generate, generate
 from .pipeline import DiffusionConfig, DiffusionPipeline
 
 FAMILY = register(Family(
@@ -15,6 +15,7 @@ FAMILY = register(Family(
     export="edgegen.families.diffusion.export",
     options=(*SAMPLING_OPTIONS, *PICTURE_OPTIONS),
     generate=generate,
+    check_generate=check_generate,
     bench_generation=bench_generation,
     serving="edgegen.families.diffusion.cli:served",
     demo=(DemoModel("diffusion-digits", "digits"),),

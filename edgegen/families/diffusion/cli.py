@@ -60,6 +60,16 @@ def generate(pipe, request: GenerateRequest) -> str:
     return request.write_images(images)
 
 
+def check_generate(options: dict, out: str | None) -> None:
+    """Before the package loads (a shipped name's first export): the picture files given
+    (--image, --mask, a ControlNet's --control) open as pictures."""
+    from ...images import check_picture_file
+
+    for keyword in ("image", "mask", "control"):
+        if options.get(keyword) is not None:
+            check_picture_file(options[keyword], f"--{keyword}")
+
+
 def starting_pictures(pipe, options: dict, n: int) -> dict:
     """--image, --strength and --mask, taken out of `options` and their files read, as the
     pipeline's picture arguments (picture_arguments). A mask with nothing to generate at the

@@ -14,13 +14,13 @@ from ...runtimes.pipeline import (
     ImageConfig,
     Pipeline,
     as_float_array,
+    broadcast_mask,
     check_range,
     check_count,
     check_number,
     class_problems,
     finite_result,
     make_rng,
-    mask_array,
 )
 from ...runtimes.samplers import BETA_SCHEDULES, PREDICTION_TYPES, SAMPLERS, Callback, Sampler, make_sampler, schedule_problems
 from .. import positive
@@ -274,7 +274,8 @@ class DiffusionPipeline(Pipeline):
             x_T = as_float_array(noise, "noise", (None, *self.space_shape))
             if len(x_T) != n:
                 raise InputError(f"noise: expected {n} rows (n), found {len(x_T)}")
-        return self._finished(run.sample(model_fn, x_T, steps, rng=rng, callback=callback), guidance_scale, run.name)
+        return self._finished(run.sample(model_fn, x_T, steps, rng=rng, callback=callback), guidance_scale, run.name,
+                              feeds, None if noise is None else x_T)
 
     def _img2img(self, image, strength, steps, sampler, guidance_scale, labels, seed, eta, callback,
                  feeds=None) -> np.ndarray:
@@ -288,7 +289,7 @@ class DiffusionPipeline(Pipeline):
         noise = rng.standard_normal(x0.shape, dtype=np.float32)
         model_fn = self.conditioned_denoiser(labels, len(x0), guidance_scale, feeds)
         return self._finished(run.denoise(model_fn, run.noised(x0, noise, steps, start), steps, start, rng, callback),
-                              guidance_scale, run.name)
+                              guidance_scale, run.name, feeds)
 
     @staticmethod
     def img2img_start(run: Sampler, steps: int, strength: float) -> int:
@@ -328,28 +329,27 @@ class DiffusionPipeline(Pipeline):
         model_fn = self.conditioned_denoiser(labels, n, guidance_scale, feeds)
         x_T = rng.standard_normal(x0.shape, dtype=np.float32)
         generated = self._finished(run.sample(model_fn, x_T, steps, rng=rng, callback=callback, after_step=paste_known),
-                                   guidance_scale, run.name)
+                                   guidance_scale, run.name, feeds)
         # the known pixels exactly as given (in pixel space this changes nothing; a decoder's are near, not equal)
         return ((1 - pixel_mask) * images + pixel_mask * generated).astype(np.float32)
 
-    def _finished(self, x: np.ndarray, guidance_scale: float, sampler: str) -> np.ndarray:
-        """The sampled space -> images, refused if the loop produced NaN or Inf."""
+    def _finished(self, x: np.ndarray, guidance_scale: float, sampler: str, feeds: dict | None = None,
+                  noise: np.ndarray | None = None) -> np.ndarray:
+        """The sampled space -> images, refused if the loop produced NaN or Inf, naming the
+        settings that could have: the caller's own starting noise and conditioning scale too."""
         cause = f"sampler {sampler!r}, guidance_scale {guidance_scale:g}"
+        if feeds and "conditioning_scale" in feeds:
+            cause += f", conditioning_scale up to {float(np.abs(feeds['conditioning_scale']).max()):g}"
+        if noise is not None:
+            cause += f", the given noise reaching {float(np.abs(noise).max()):.3g} in magnitude (standard normal expected)"
         return finite_result(self.to_images(finite_result(x, "sample", cause)), "images", cause)
 
     def _images(self, image) -> np.ndarray:
         return check_range(as_float_array(image, "images", (None, *self.image_shape)), "images", 0, 1)
 
     def _mask(self, mask, shape) -> np.ndarray:
-        """A mask [n or 1, 1 or C, H, W] (or [H, W]) of 0/1, broadcast to the images."""
-        m = mask_array(mask)
-        if m.ndim == 2:
-            m = m[None, None]
-        try:
-            m = np.broadcast_to(m, shape)
-        except ValueError:
-            raise InputError(f"mask: expected a shape that broadcasts to {list(shape)} ([H, W] or [n, 1, H, W]), "
-                             f"found {list(np.shape(mask))}") from None
+        """A mask of 0/1 (broadcast_mask's shapes), broadcast to the images."""
+        m = broadcast_mask(mask, shape)
         if not m.any():   # every step would run to give back the image itself
             raise InputError("mask: expected some 1s (pixels to generate), found only 0s (every pixel kept)")
         return m

@@ -1,7 +1,7 @@
 """The latent diffusion family: the diffusion UNet over a KL autoencoder's latents."""
 
 from .. import DemoModel, Family, register
-from ..diffusion.cli import PICTURE_OPTIONS, SAMPLING_OPTIONS, bench_generation, generate
+from ..diffusion.cli import PICTURE_OPTIONS, SAMPLING_OPTIONS, bench_generation, check_generate, generate
 from .pipeline import LatentDiffusionConfig, LatentDiffusionPipeline
 
 FAMILY = register(Family(
@@ -14,6 +14,7 @@ FAMILY = register(Family(
     export="edgegen.families.ldm.export",
     options=(*SAMPLING_OPTIONS, *PICTURE_OPTIONS),
     generate=generate,
+    check_generate=check_generate,
     bench_generation=bench_generation,
     serving="edgegen.families.diffusion.cli:served",
     demo=(DemoModel("ldm-digits", "digits"),),

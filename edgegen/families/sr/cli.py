@@ -25,8 +25,8 @@ OPTIONS = (
 
 
 def check_generate(options: dict, out: str | None) -> None:
-    """Before the package loads: --image and --out, the latter of a format edgegen writes (whether
-    the picture's alpha fits it is known once the picture is read)."""
+    """Before the package loads (a shipped name's first export): --image, readable and of a mode
+    --out's format holds, --out, and the tiling values that are wrong for any package."""
     from ...images import picture_format
 
     if options.get("image") is None:
@@ -34,6 +34,24 @@ def check_generate(options: dict, out: str | None) -> None:
     if out is None:
         raise ConfigError("--out: expected the picture file to write (.png or .jpg), found none")
     picture_format(out, "RGB")
+    check_picture_and_tiling(options["image"], out, options, "--image")
+
+
+def check_picture_and_tiling(image: str | os.PathLike, out: str | os.PathLike, options: dict, what: str,
+                             scale: int | None = None) -> None:
+    """What an upscale refuses without the package: the picture's header (a file Pillow opens,
+    of a mode --out's format holds; the pixels are read later), the tiling values that no package
+    takes, and, where the scale is known (a shipped model's), an output past --max-megapixels."""
+    from ...images import opened_picture, picture_format
+    from .pipeline import MAX_OUTPUT_MEGAPIXELS, check_output_size, tiling
+
+    tiling(options.get("tile"), options.get("overlap"), options.get("batch"), None)
+    with opened_picture(image, what) as picture:
+        picture_format(out, output_mode(picture, f"{what} {str(image)!r}"))
+        size = (picture.height, picture.width)
+    if scale is not None:
+        max_megapixels = options.get("max_megapixels")
+        check_output_size(size, scale, MAX_OUTPUT_MEGAPIXELS if max_megapixels is None else max_megapixels)
 
 
 def generate(pipe, request: GenerateRequest) -> str:
@@ -49,9 +67,11 @@ def read_for_upscale(image: str | os.PathLike, out: str | os.PathLike, replace: 
     fits the picture (no alpha in a JPEG), it is not the input itself, and it is new unless
     `replace`. Called before any work, so a bad --out is refused before minutes of it."""
     from ...images import picture_format, read_picture
+    from ...storage import check_writable
 
+    check_writable(out, "output")   # a file or a locked folder on its way: refused before the upscale
     picture = read_picture(image)
-    picture_format(out, output_mode(picture))
+    picture_format(out, output_mode(picture, f"image {str(image)!r}"))
     if os.path.exists(out):
         if os.path.exists(image) and os.path.samefile(image, out):
             raise InputError(f"output {str(out)!r}: expected a file other than the picture being upscaled, found "

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ...errors import ConfigError, MissingExtraError
 from ...shipped import find_shipped
-from .cli import OPTIONS, read_for_upscale, upscale_picture
+from .cli import OPTIONS, check_picture_and_tiling, read_for_upscale, upscale_picture
 
 
 def shipped_package(scale: int, cache: str | os.PathLike | None = None) -> Path:
@@ -57,11 +57,25 @@ def add_commands(sub, runtime_options) -> None:
 
 
 def _cmd_upscale(args) -> None:
+    from ...cli import named_by_flag
+    from ...errors import InputError
+
+    try:
+        _upscale(args)
+    except InputError as exc:   # the pipeline's "tile: ..." said as the flag given, "--tile: ..."
+        raise named_by_flag(exc, OPTIONS[1:]) from None
+
+
+def _upscale(args) -> None:
     from ...runtimes import load
 
-    picture = read_for_upscale(args.image, args.out, replace=args.force)   # before any export or model load
     if args.scale is not None and args.scale < 2:   # 0 once picked the x4 model, then named it as the conflict
         raise ConfigError(f"--scale: expected an upscale factor of at least 2, found {args.scale}")
+    given = {option.keyword: getattr(args, option.keyword) for option in OPTIONS[1:]}
+    # before a shipped model's export: the picture's header, the tiling, the output's size at its scale
+    check_picture_and_tiling(args.image, args.out, given, "image",
+                             None if args.package else 4 if args.scale is None else args.scale)
+    picture = read_for_upscale(args.image, args.out, replace=args.force)   # before any export or model load
     package = args.package or shipped_package(4 if args.scale is None else args.scale)
     pipe = load(package, backend=args.backend, threads=args.threads, precision=args.precision)
     if pipe.family != "sr":
@@ -70,6 +84,5 @@ def _cmd_upscale(args) -> None:
     if args.scale is not None and args.scale != pipe.scale:
         raise ConfigError(f"--scale {args.scale}: expected the factor of the package given, x{pipe.scale} "
                           f"({str(package)!r}), found x{args.scale}")
-    given = {option.keyword: getattr(args, option.keyword) for option in OPTIONS[1:]}
     print(upscale_picture(pipe, picture, args.out, progress=None,
                           **{keyword: value for keyword, value in given.items() if value is not None}))

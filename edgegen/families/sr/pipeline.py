@@ -36,6 +36,7 @@ MAX_OUTPUT_MEGAPIXELS = 256.0    # a request beyond this is refused (pass max_me
 MAX_TILE_BATCH = 16              # tiles per graph call: TensorRT's profile is built up to it
 SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B")      # 16-bit grey (16-bit PNGs): upscaled as I;16
 COLOUR_MODES = ("CMYK", "YCbCr", "LAB", "HSV")       # converted to RGB, as Pillow converts them
+EXIF_ORIENTATION = 0x0112                            # the EXIF tag of a camera's sideways storage
 
 
 @dataclass(kw_only=True)
@@ -134,11 +135,7 @@ class SRPipeline(Pipeline):
         with the part the row above already added where they overlap. So the working memory
         grows with the tile and the image's width, not its height."""
         c = self.config
-        tile = c.tile if tile is None else _count(tile, "tile", c.max_tile)
-        overlap = c.overlap if overlap is None else _count(overlap, "overlap", None, low=0)
-        batch = c.tile_batch if batch is None else _count(batch, "batch", MAX_TILE_BATCH)
-        if overlap >= tile:
-            raise InputError(f"overlap: expected fewer pixels than the tile's {tile}, found {overlap}")
+        tile, overlap, batch = tiling(tile, overlap, batch, c)
         _, height, width = image.shape
         rows, cols = tile_starts(height, tile, overlap), tile_starts(width, tile, overlap)
         row_weights = blend_weights(height, rows, tile, overlap, c.receptive_radius)
@@ -181,10 +178,17 @@ class SRPipeline(Pipeline):
         return out
 
     def _upscale_pil(self, image, tile, overlap, batch, max_megapixels, progress):
-        from PIL import Image
+        from PIL import Image, ImageOps
 
         mode = output_mode(image)
         self._check_size((image.height, image.width), max_megapixels)   # before a large conversion
+        try:
+            image.load()
+        except (AssertionError, OSError, ValueError) as exc:   # Pillow asserts on a closed file
+            raise InputError(f"image: expected a Pillow image whose pixels can be read, found one that cannot "
+                             f"({type(exc).__name__}{': ' + str(exc) if str(exc) else ''}; closed?)") from None
+        if image.getexif().get(EXIF_ORIENTATION, 1) != 1:   # upright, as `edgegen upscale` reads a photo
+            image = ImageOps.exif_transpose(image)
         converted = image if image.mode == mode or mode == "I;16" else image.convert(mode)
         pixels = np.asarray(converted)
         pixels = pixels[:, :, None] if pixels.ndim == 2 else pixels
@@ -193,13 +197,31 @@ class SRPipeline(Pipeline):
         return Image.fromarray(out[:, :, 0] if out.shape[2] == 1 else out)   # the mode follows: L, LA, RGB, RGBA, I;16
 
     def _check_size(self, size: tuple[int, int], max_megapixels: float) -> None:
-        if isinstance(max_megapixels, bool) or not isinstance(max_megapixels, (int, float)) or not max_megapixels > 0:
-            raise InputError(f"max_megapixels: expected a positive number, found {max_megapixels!r}")
-        megapixels = size[0] * size[1] * self.scale ** 2 / 1e6
-        if megapixels > max_megapixels:
-            raise InputError(f"image of {size[1]}x{size[0]} pixels: expected an output of at most {max_megapixels:.3g} "
-                             f"megapixels at x{self.scale}, found {megapixels:.3g} (raise --max-megapixels, or "
-                             "max_megapixels in Python, to allow it)")
+        check_output_size(size, self.scale, max_megapixels)
+
+
+def check_output_size(size: tuple[int, int], scale: int, max_megapixels: float) -> None:
+    """Refuse an upscale of a picture of `size` (height, width) whose output passes max_megapixels."""
+    if isinstance(max_megapixels, bool) or not isinstance(max_megapixels, (int, float)) or not max_megapixels > 0:
+        raise InputError(f"max_megapixels: expected a positive number, found {max_megapixels!r}")
+    megapixels = size[0] * size[1] * scale ** 2 / 1e6
+    if megapixels > max_megapixels:
+        raise InputError(f"image of {size[1]}x{size[0]} pixels: expected an output of at most {max_megapixels:.3g} "
+                         f"megapixels at x{scale}, found {megapixels:.3g} (raise --max-megapixels, or "
+                         "max_megapixels in Python, to allow it)")
+
+
+def tiling(tile, overlap, batch, config: SRConfig | None) -> tuple:
+    """The tile side, overlap and tiles per call asked for, checked; None takes the package's
+    (`config`). Without a package (commands check before a shipped model's export) what holds
+    for every package is checked, and None stays None."""
+    max_tile = config.max_tile if config else None
+    tile = _count(tile, "tile", max_tile) if tile is not None else config and config.tile
+    overlap = _count(overlap, "overlap", None, low=0) if overlap is not None else config and config.overlap
+    batch = _count(batch, "batch", MAX_TILE_BATCH) if batch is not None else config and config.tile_batch
+    if tile is not None and overlap is not None and overlap >= tile:
+        raise InputError(f"overlap: expected fewer pixels than the tile's {tile}, found {overlap}")
+    return tile, overlap, batch
 
 
 def _paste(out: np.ndarray, tile: np.ndarray, top: int, left: int, row_weight: np.ndarray, col_weight: np.ndarray) -> None:
@@ -234,22 +256,27 @@ def _in_range(values: np.ndarray, dtype) -> np.ndarray:
     return to_integers(values, dtype)
 
 
-def output_mode(image) -> str:
+def output_mode(image, what: str = "image") -> str:
     """The Pillow mode a picture is upscaled in, and returned in: L, LA, RGB, RGBA or I;16.
     Grey and colour pictures gain alpha where they carry transparency (a PNG's tRNS chunk, a
     palette's transparent entries), a 1-bit picture becomes grey, CMYK and the other colour
-    modes RGB, and 16-bit grey stays 16-bit."""
+    modes RGB, premultiplied alpha plain alpha, and 16-bit grey stays 16-bit (a 16-bit PGM,
+    which Pillow opens as mode I, too). `what`: the picture's name in a refusal."""
+    from ...images import SIXTEEN_BIT_AS_I
+
     transparent = image.has_transparency_data
     if image.mode in ("L", "1"):
         return "LA" if transparent else "L"
     if image.mode in ("RGB", "P", "PA", *COLOUR_MODES):
         return "RGBA" if transparent else "RGB"
-    if image.mode in ("LA", "RGBA"):
-        return image.mode
-    if image.mode in SIXTEEN_BIT_MODES:
+    if image.mode in ("LA", "RGBA", "La", "RGBa"):
+        return image.mode.upper()
+    if image.mode in SIXTEEN_BIT_MODES or (image.mode == "I" and image.format in SIXTEEN_BIT_AS_I):
         return "I;16"
-    raise InputError(f"image: expected a Pillow image of mode L, LA, RGB, RGBA, P, 1, I;16 or CMYK, found mode "
-                     f"{image.mode!r}, whose pixel range is not fixed (convert it to RGB or L first)")
+    kind = {"F": "floating-point pixels", "I": "32-bit integer pixels"}.get(image.mode, "pixels")
+    raise InputError(f"{what}: expected a picture of 8- or 16-bit pixels (Pillow modes L, LA, RGB, RGBA, P, 1, I;16, "
+                     f"CMYK), found mode {image.mode!r}: {kind}, which have no fixed range (save it as an 8- or 16-bit "
+                     "PNG with the range you mean)")
 
 
 def _is_pil(image: Any) -> bool:

@@ -8,6 +8,7 @@ from ...errors import ConfigError
 from ...families import GenerateRequest, GenerationCall, Option
 from ..diffusion.cli import (PICTURE_OPTIONS, SAMPLING_OPTIONS, picture_fields, sample_with_progress, served_images,
                              starting_pictures)
+from ..diffusion.cli import check_generate as check_pictures
 from ..diffusion.pipeline import DEFAULT_STEPS
 from .pipeline import DEFAULT_TEXT_GUIDANCE
 
@@ -35,9 +36,10 @@ def bench_generation(pipe, n: int, steps: int | None) -> GenerationCall:
 
 
 def check_generate(options: dict, out: str | None) -> None:
-    """Before the package loads: --prompt."""
+    """Before the package loads: --prompt, and the picture files opening as pictures."""
     if options.get("prompt") is None:
         raise ConfigError("--prompt: expected the text to picture for a text2image package, found none")
+    check_pictures(options, out)
 
 
 def generate(pipe, request: GenerateRequest) -> str:
