@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -1258,6 +1259,58 @@ def _template_tokenizer(folder):
         vocab_size=400, special_tokens=["<unk>", "<s>", "</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
     tokenizer.save(str(folder / "tokenizer.json"))
+
+
+def _sentencepiece_tokenizer(folder):
+    """A Llama-2 / Mistral-style tokenizer.json: "▁" for spaces, byte fallback, and a decoder that
+    strips the space the first token of a text decodes to."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, processors, trainers
+
+    tokenizer = Tokenizer(models.BPE(byte_fallback=True, unk_token="<unk>", fuse_unk=True))
+    tokenizer.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    tokenizer.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                           decoders.Strip(" ", 1, 0)])
+    special = ["<unk>", "<s>", "</s>"] + [f"<0x{i:02X}>" for i in range(256)]
+    tokenizer.train_from_iterator([path.read_text() for path in stdlib_files()[:10]],
+                                  trainers.BpeTrainer(vocab_size=400, special_tokens=special))
+    tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    tokenizer.save(str(folder / "tokenizer.json"))
+
+
+def test_the_new_text_continues_the_prompts_with_a_sentencepiece_tokenizer(tmp_path):
+    """The decoder strips the space of a text's first token: decoded on its own, the first new
+    word lost its space ("x =in", where transformers decodes "x = in"). The new text is now what
+    decoding prompt and continuation together adds to the prompt's text; a stop id of the
+    caller's keeps its token's text (the row ends after it), the end-of-text token's is left out."""
+    from edgegen.runtimes.tokenizer import BPETokenizer
+
+    (tmp_path / "hf").mkdir()
+    _sentencepiece_tokenizer(tmp_path / "hf")
+    bpe = BPETokenizer(tmp_path / "hf" / "tokenizer.json")
+    prompt = bpe.encode("x =", special_tokens=True)
+    words = [i for token, i in bpe._tokenizer.get_vocab().items() if token.startswith("▁") and token.strip("▁")]
+    for first in words[:20]:
+        stream = bpe.stream_decoder(prompt)
+        new = [first, *words[:3]]
+        assert "".join(stream.step(t) for t in new) + stream.flush() == \
+            bpe.decode(prompt + new)[len(bpe.decode(prompt)):], bpe.decode([first])
+
+    model = _tiny_llama(tmp_path / "hf")
+    with torch.no_grad():   # logit 0 but for words with their space in front: greedy picks those
+        model.lm_head.weight[[i for i in range(512) if i not in words]] = 0
+    model.save_pretrained(tmp_path / "hf")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", edgegen.ImportedSettingWarning)
+        pipe = edgegen.load(export_transformers(None, tmp_path / "hf", tmp_path / "pkg"))
+    for text in ("x =", "def main(", "import os\nfor", "class A:"):
+        ids = pipe.tokenizer.encode(text, special_tokens=True)
+        new = pipe.generate(ids, max_new_tokens=12)
+        assert len(new) == 12 and "\ufffd" not in bpe.decode(new)
+        assert pipe.generate(text, max_new_tokens=12) == bpe.decode(ids + new)[len(bpe.decode(ids)):], text
+        assert "".join(pipe.stream(text, max_new_tokens=12)) == pipe.generate(text, max_new_tokens=12)
+        stop = new[3]
+        kept = pipe.generate(text, max_new_tokens=12, stop=stop)   # the row ends after the stop token, shown
+        assert kept == bpe.decode(ids + new[:new.index(stop) + 1])[len(bpe.decode(ids)):], text
 
 
 def test_llama_import_reads_what_transformers_generate_reads(tmp_path, capsys):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codecs
 import threading
+from collections.abc import Sequence
 from typing import Protocol
 
 import numpy as np
@@ -51,8 +52,8 @@ class ByteTokenizer:
             raise InputError(f"ids: expected token ids from 0 to 255 (this tokenizer's bytes), found "
                              f"{', '.join(map(repr, bad[:5]))}" + (", ..." if len(bad) > 5 else "")) from None
 
-    def stream_decoder(self) -> StreamDecoder:
-        return _ByteStream()
+    def stream_decoder(self, context: Sequence[int] = ()) -> StreamDecoder:
+        return _ByteStream()   # a text prompt's bytes end on a whole character: no context needed
 
 
 class _ByteStream:
@@ -107,8 +108,10 @@ class BPETokenizer:
                 self._tokenizer.no_padding()
         return np.array([e.ids for e in encodings], dtype=np.int64)
 
-    def stream_decoder(self) -> StreamDecoder:
-        return _BPEStream(self._tokenizer)
+    def stream_decoder(self, context: Sequence[int] = ()) -> StreamDecoder:
+        """Text of the tokens that follow `context` (the prompt's ids), as decoding them all
+        and cutting the context's text gives it."""
+        return _BPEStream(self._tokenizer, context)
 
 
 def ids_beyond(path, vocab_size: int, added_tokens: bool) -> str | None:
@@ -126,21 +129,43 @@ def ids_beyond(path, vocab_size: int, added_tokens: bool) -> str | None:
 
 
 class _BPEStream:
-    def __init__(self, tokenizer):
-        from tokenizers.decoders import DecodeStream
+    """Incremental decoding as text-generation servers do it: each step decodes a short window
+    of tokens twice, without and with the new ones, and gives out what the new ones add. Two
+    things a token-by-token decode gets wrong come out right this way:
+    - a sentencepiece decoder (Llama 2, Mistral) strips the space of the first token it decodes,
+      so the first new word lost its space ("x =in", not "x = in"): the window starts inside the
+      prompt, whose last tokens are decoded ahead of the new ones;
+    - byte-fallback tokens that do not yet make a whole character decode to U+FFFD: they are
+      held until they do (or until the end, as decode() gives them).
+    tokenizers' DecodeStream does the same but raises on byte tokens that change text it has
+    already given out (a model's invalid UTF-8): here the text given stands and the rest follows."""
 
+    CONTEXT_TOKENS = 6   # the prompt's last tokens, decoded ahead of the first new one
+
+    def __init__(self, tokenizer, context: Sequence[int] = ()):
         self._tokenizer = tokenizer
-        self._stream = DecodeStream(skip_special_tokens=False)
-        self._held: list[int] = []   # tokens of a character not complete yet
+        self._ids = [int(t) for t in list(context)[-self.CONTEXT_TOKENS:]]
+        self._start = 0                # the window decoded on each step
+        self._given = len(self._ids)   # the tokens whose text is out (the context's counts as out)
+
+    def _decode(self, ids: list[int]) -> str:
+        return self._tokenizer.decode(ids, skip_special_tokens=False)
 
     def step(self, token: int) -> str:
-        piece = self._stream.step(self._tokenizer, token)
-        self._held = [] if piece is not None else self._held + [token]
-        return piece or ""
+        self._ids.append(int(token))
+        given = self._decode(self._ids[self._start:self._given])
+        text = self._decode(self._ids[self._start:])
+        if len(text) <= len(given) or text.endswith("\ufffd"):   # nothing yet, or a character not whole
+            return ""
+        self._ids = self._ids[self._given:]   # the tokens given out now start the next window
+        self._start, self._given = 0, len(self._ids)
+        return text[len(given):]
 
     def flush(self) -> str:
-        """A character left incomplete at the end decodes as U+FFFD, as decode() gives it."""
-        return self._tokenizer.decode(self._held, skip_special_tokens=False) if self._held else ""
+        """Tokens held at the end: a character left incomplete decodes as U+FFFD, as decode() gives it."""
+        if self._given == len(self._ids):
+            return ""
+        return self._decode(self._ids[self._start:])[len(self._decode(self._ids[self._start:self._given])):]
 
 
 TOKENIZER_KINDS = ("bytes", "bpe", "none")   # none: an imported model without one (token ids only)

@@ -143,6 +143,7 @@ class _Request:
     stop_strings: tuple[str, ...]
     use_cache: bool
     lookup: int = 0    # draft tokens per call (prompt_lookup.py), 0: none
+    shown_stop_ids: frozenset[int] = frozenset()   # the caller's stop ids, not end-of-text: their text is kept
 
 
 class GPTPipeline(Pipeline):
@@ -195,8 +196,8 @@ class GPTPipeline(Pipeline):
         (generation_defaults: an imported model's generation_config.json), else sampling at
         temperature 1 with no top-k (0 also means none), no top-p and no penalty.
         stop: a string, a token id, or a list of them; generation of a row ends at the first.
-        A stop string is cut from the returned text; token ids stop after the token. The
-        package's end-of-text token always stops.
+        A stop string is cut from the returned text; token ids stop after the token (its text
+        kept). The package's end-of-text token always stops (its text left out).
         use_cache=False re-runs the whole sequence for every token (for checks and benchmarks).
         prompt_lookup_num_tokens=N: each decoder call also checks up to N tokens guessed from the
         sequence so far (prompt lookup decoding, prompt_lookup.py) and keeps those the model
@@ -207,7 +208,7 @@ class GPTPipeline(Pipeline):
                                 seed, stop, use_cache, prompt_lookup_num_tokens)
         _check_stop_strings(request, as_text)
         rows = [[] for _ in batch]
-        texts = [_TextRow(self.tokenizer, request) for _ in batch] if as_text else None
+        texts = [_TextRow(self.tokenizer, request, ids) for ids in batch] if as_text else None
         for tokens, taking, alive in self._loop(request, cache_budget_mb):
             for r in np.flatnonzero(taking):
                 rows[r].append(int(tokens[r]))
@@ -229,7 +230,7 @@ class GPTPipeline(Pipeline):
         request = self._request(batch, max_new_tokens, temperature, top_k, top_p, repetition_penalty, do_sample,
                                 seed, stop, True, prompt_lookup_num_tokens)
         _check_stop_strings(request, as_text)
-        text = _TextRow(self.tokenizer, request) if as_text else None
+        text = _TextRow(self.tokenizer, request, batch[0]) if as_text else None
         for tokens, _, alive in self._loop(request, cache_budget_mb):   # one row: it takes every token
             token = int(tokens[0])
             if text is None:
@@ -342,15 +343,13 @@ class GPTPipeline(Pipeline):
             raise InputError(f"prompt_lookup_num_tokens {lookup}: expected use_cache=True (drafts are checked against "
                              "the KV cache), found use_cache=False")
         items = _stop_items(stop)
-        stop_ids = {int(t) for t in items if not isinstance(t, str)}
-        if stop_ids:
-            check_token_ids(sorted(stop_ids), self.vocab_size, "stop")
-        if self.eos_token_id is not None:
-            stop_ids.add(int(self.eos_token_id))
-        stop_ids.update(self.config.more_eos_token_ids)
+        given_ids = {int(t) for t in items if not isinstance(t, str)}
+        if given_ids:
+            check_token_ids(sorted(given_ids), self.vocab_size, "stop")
+        ends = set(self.config.more_eos_token_ids) | ({int(self.eos_token_id)} if self.eos_token_id is not None else set())
         stop_strings = tuple(t for t in items if isinstance(t, str))
-        return _Request(batch, max_new_tokens, sampling, make_rng(seed), frozenset(stop_ids), stop_strings, use_cache,
-                        int(lookup))
+        return _Request(batch, max_new_tokens, sampling, make_rng(seed), frozenset(given_ids | ends), stop_strings,
+                        use_cache, int(lookup), frozenset(given_ids - ends))
 
     # ---- the loop --------------------------------------------------------------------------
 
@@ -764,9 +763,9 @@ class _TextRow:
     """One row's text as tokens arrive: incremental decoding, stop strings, and the part that
     is safe to show (nothing that could still turn out to be the start of a stop string)."""
 
-    def __init__(self, tokenizer, request: _Request):
-        self._decoder = tokenizer.stream_decoder()
-        self._stops, self._stop_ids = request.stop_strings, request.stop_ids
+    def __init__(self, tokenizer, request: _Request, prompt: list[int]):
+        self._decoder = tokenizer.stream_decoder(prompt)   # the new text continues the prompt's
+        self._stops, self._stop_ids, self._shown_ids = request.stop_strings, request.stop_ids, request.shown_stop_ids
         self._hold = max((len(s) for s in self._stops), default=1) - 1
         self._text = []          # settled pieces, already given out by take_settled or kept for finish
         self._pending = ""       # decoded text not yet settled
@@ -778,7 +777,8 @@ class _TextRow:
         if self.stopped:
             return True
         if token in self._stop_ids:  # end of text: its own text (e.g. "<|endoftext|>") is not shown
-            self._pending += self._decoder.flush()
+            # a stop id of the caller's ends the row after the token, as it does for token ids
+            self._pending += (self._decoder.step(token) if token in self._shown_ids else "") + self._decoder.flush()
             self.stopped = True
             self._settle(len(self._pending))
             return True
