@@ -1392,16 +1392,29 @@ def test_a_generation_config_value_the_sampler_refuses_is_named_and_left_at_tran
     messages = sorted(str(w.message).split(": ", 1)[1] for w in warned)
     assert messages == ["min_p 0.05: transformers' generate applies these by default; edgegen has no such settings and "
                         "does not apply them",
+                        "temperature 0.0: expected a value a call that samples takes too (greedy decoding ignores it, as "
+                        "transformers does with a warning), found one it refuses; the package takes transformers' "
+                        "default 1.0",
                         "top_p: expected a number above 0 (the kept probability mass), found 0; the package takes "
                         "transformers' default 1.0"]
     pipe = edgegen.load(package)
-    assert pipe.generation_defaults["temperature"] == 0.0 and pipe.generation_defaults["do_sample"] is False
+    # temperature 0 was the default, and --sample was refused naming a --temperature never given
+    assert pipe.generation_defaults["temperature"] == 1.0 and pipe.generation_defaults["do_sample"] is False
+    assert len(pipe.generate([1, 17], max_new_tokens=4, do_sample=True, seed=0)) == 4
     prompt = [1, 17, 300, 45]
     assert pipe.generate(prompt, max_new_tokens=8) == model.generate(torch.tensor([prompt]), max_new_tokens=8,
                                                                      do_sample=False)[0, 4:].tolist()[:8]
-    with pytest.raises(InputError, match=r"temperature: expected a number from .* when sampling .*found 0.0 \(with the "
-                                         r"package's defaults \{'temperature': 0.0"):
-        pipe.generate(prompt, max_new_tokens=8, do_sample=True)
+    # beam search, contrastive search, stop strings, a length limit: transformers' generate runs them, edgegen does not
+    generation = {"eos_token_id": 2, "num_beams": 4, "penalty_alpha": 0.6, "top_k": 4, "stop_strings": ["\n"],
+                  "max_new_tokens": 5, "max_length": 20}
+    (tmp_path / "hf" / "generation_config.json").write_text(json.dumps(generation))
+    with pytest.warns(edgegen.ImportedSettingWarning) as warned:
+        export_transformers(None, tmp_path / "hf", tmp_path / "beams")
+    assert [str(w.message).split(": ", 1)[1] for w in warned] == [
+        "num_beams 4, penalty_alpha 0.6: transformers' generate applies these by default; edgegen has no such settings "
+        "and does not apply them",
+        "stop_strings ['\\n'], max_new_tokens 5: transformers' generate applies these by default; edgegen's generate "
+        "takes max_new_tokens and stop per call, not from the checkpoint"]
 
 
 def test_sliding_windows_are_taken_as_transformers_slides(tmp_path):

@@ -40,7 +40,14 @@ TRANSFORMERS_SAMPLING = {"do_sample": False, "temperature": 1.0, "top_k": 50, "t
 _UNAPPLIED = {"no_repeat_ngram_size": (0,), "bad_words_ids": ([],), "suppress_tokens": ([],),
               "begin_suppress_tokens": ([],), "forced_bos_token_id": (), "forced_eos_token_id": (),
               "min_new_tokens": (0,), "min_length": (0,), "sequence_bias": ({},), "encoder_repetition_penalty": (1.0,),
-              "min_p": (), "typical_p": (1.0,), "epsilon_cutoff": (0.0,), "eta_cutoff": (0.0,)}
+              "min_p": (), "typical_p": (1.0,), "epsilon_cutoff": (0.0,), "eta_cutoff": (0.0,),
+              # other decoding strategies (beam search, contrastive search), classifier-free guidance
+              "num_beams": (1,), "num_beam_groups": (1,), "diversity_penalty": (0.0,), "penalty_alpha": (),
+              "guidance_scale": (1.0,), "force_words_ids": ([],), "constraints": ([],),
+              "exponential_decay_length_penalty": ()}
+# ... and those edgegen's generate takes per call, never from the checkpoint: {name: (neutral values, its own)}
+_PER_CALL = {"stop_strings": (([], ""), "stop"), "max_new_tokens": ((), "max_new_tokens"),
+             "max_length": ((20,), "max_new_tokens")}
 # GPT-2 name (after "transformer.") -> ours; Conv1D weights are stored [in, out], transposed here
 _NAMES = {"attn.c_attn": "attn.qkv", "attn.c_proj": "attn.proj", "mlp.c_fc": "fc", "mlp.c_proj": "fc_out",
           "ln_1": "ln_1", "ln_2": "ln_2"}
@@ -179,21 +186,44 @@ def _generation_settings(folder: Path, hf: dict) -> tuple[list[int], dict]:
             eos, where = generation["eos_token_id"], path
         for key in TRANSFORMERS_SAMPLING:   # each taken where the sampler takes it, as transformers only warns
             if generation.get(key) is not None:
+                taken = {**defaults, key: generation[key]}
                 try:
-                    Sampling.checked(**{**defaults, key: generation[key]})
-                    defaults[key] = generation[key]
+                    Sampling.checked(**taken)
                 except InputError as exc:
                     warnings.warn(f"{path}: {exc}; the package takes transformers' default {defaults[key]!r}",
                                   ImportedSettingWarning, stacklevel=3)
+                    continue
+                if key != "do_sample" and not _samples_with(taken):   # greedy ignores it; --sample would not
+                    warnings.warn(f"{path}: {key} {generation[key]!r}: expected a value a call that samples takes too "
+                                  "(greedy decoding ignores it, as transformers does with a warning), found one it "
+                                  f"refuses; the package takes transformers' default {defaults[key]!r}",
+                                  ImportedSettingWarning, stacklevel=3)
+                    continue
+                defaults[key] = generation[key]
         absent = {k: generation[k] for k, neutral in _UNAPPLIED.items() if generation.get(k) not in (None, *neutral)}
         if absent:
             warnings.warn(f"{path}: {', '.join(f'{k} {v!r}' for k, v in absent.items())}: transformers' generate "
                           "applies these by default; edgegen has no such settings and does not apply them",
                           ImportedSettingWarning, stacklevel=3)
+        per_call = {k: generation[k] for k, (neutral, _) in _PER_CALL.items() if generation.get(k) not in (None, *neutral)}
+        if per_call:
+            own = sorted({_PER_CALL[k][1] for k in per_call})
+            warnings.warn(f"{path}: {', '.join(f'{k} {v!r}' for k, v in per_call.items())}: transformers' generate "
+                          f"applies these by default; edgegen's generate takes {' and '.join(own)} per call, not from "
+                          "the checkpoint", ImportedSettingWarning, stacklevel=3)
     ids = eos if isinstance(eos, list) else [eos] if eos is not None else []
     if not all(isinstance(t, int) and not isinstance(t, bool) for t in ids):
         raise CheckpointError(f"{where}: expected eos_token_id to be an id or a list of ids, found {eos!r}")
     return ids, defaults
+
+
+def _samples_with(settings: dict) -> bool:
+    """Whether a call that samples takes these settings (a greedy package's defaults apply to one)."""
+    try:
+        Sampling.checked(**{**settings, "do_sample": True})
+    except InputError:
+        return False
+    return True
 
 
 def _tokenizer_files(folder: Path, tokenizer: Path | None) -> dict[str, Path]:
