@@ -833,6 +833,9 @@ def test_generate_command_fits_its_default_and_refuses_what_it_would_ignore(gpt,
                                                                                      "sampling (--sample), found --greedy"),
                           (["--prompt", "def ", "--top-p", "2"], "--top-p: expected a number from 0 to 1, found 2.0"),
                           (["--prompt", "def ", "--max-new-tokens", "0"], "--max-new-tokens: expected a positive integer"),
+                          (["--prompt", long_prompt, "--max-new-tokens", "200"], "--prompt (120 tokens) + --max-new-tokens "
+                                                                                  "(200): expected at most the model's "
+                                                                                  "context of 256 tokens, found 320"),
                           (["--prompt", "def ", "--label", "3"], "found it, an option of cgan, diffusion, controlnet, ldm, "
                                                                  "pixelcnn, wavenet packages")):
         assert main(["generate", pkg, *args]) == 2

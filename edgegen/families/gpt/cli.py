@@ -65,6 +65,10 @@ def generate(pipe, request: GenerateRequest) -> str:
             raise InputError(f"{flag}: expected fewer tokens than the model's context of {pipe.context}, found "
                              f"{pipe.context - left}")
         options["max_new_tokens"] = min(CLI_MAX_NEW_TOKENS, left)
+    elif isinstance(options["max_new_tokens"], int) and options["max_new_tokens"] > max(left, 0):   # named by flags
+        given, used = options["max_new_tokens"], pipe.context - left
+        raise InputError(f"{flag} ({used} tokens) + --max-new-tokens ({given}): expected at most the model's context "
+                         f"of {pipe.context} tokens, found {used + given}")
     shown = (lambda token: f" {token}") if isinstance(prompt, list) else str   # ids as numbers, text as it is
     stream = pipe.stream(prompt, seed=request.seed, **options)
     first = next(stream, None)   # the options are checked before the first piece: a refusal prints no text
