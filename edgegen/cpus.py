@@ -112,24 +112,7 @@ def cgroup_cpu_quota(root: Path = Path("/")) -> float | None:
     """The CPUs' worth of time a cgroup quota allows this process (the smallest quota on its
     cgroup and those above it), or None where none is set or the files cannot be read. `root`
     is the file system's root (a test's fake one)."""
-    try:   # mount points are bytes to the kernel: one that is not UTF-8 must not stop a load
-        memberships = (root / "proc/self/cgroup").read_bytes().decode("utf-8", "surrogateescape").splitlines()
-        mounts = (root / "proc/self/mountinfo").read_bytes().decode("utf-8", "surrogateescape").splitlines()
-    except OSError:
-        return None
-    quotas = []
-    for line in memberships:   # "0::/path" (v2), "4:cpu,cpuacct:/path" (v1)
-        parts = line.split(":", 2)
-        if len(parts) != 3:
-            continue
-        _, controllers, path = parts
-        v2 = controllers == ""
-        if not v2 and "cpu" not in controllers.split(","):
-            continue
-        for folder in _cgroup_folders(root, mounts, path, v2):
-            quota = _read_quota(folder, v2)
-            if quota is not None:
-                quotas.append(quota)
+    quotas = [q for folder, v2 in _controller_folders(root, "cpu") if (q := _read_quota(folder, v2)) is not None]
     return min(quotas, default=None)
 
 
@@ -141,26 +124,37 @@ def cgroup_memory_left(root: Path = Path("/")) -> int | None:
     """Bytes this process's cgroup memory limits leave (the least of limit - usage on its cgroup
     and those above it), or None where none is set (a container's `-m 4g` is not in
     /proc/meminfo, which says the host's memory). Beside the CPU quota: the same cgroups."""
-    try:
+    left = []
+    for folder, v2 in _controller_folders(root, "memory"):
+        limit_file, usage_file = MEMORY_FILES[v2]
+        try:
+            limit = (folder / limit_file).read_text().strip()
+            if limit != "max" and int(limit) < V1_NO_MEMORY_LIMIT:
+                left.append(int(limit) - int((folder / usage_file).read_text()))
+        except (OSError, ValueError):
+            continue
+    return max(0, min(left)) if left else None
+
+
+def _controller_folders(root: Path, controller: str) -> list[tuple[Path, bool]]:
+    """(folder, is cgroup v2) of each cgroup this process is in for `controller` ("cpu",
+    "memory"), and of those above it; none where /proc cannot be read."""
+    try:   # mount points are bytes to the kernel: one that is not UTF-8 must not stop a load
         memberships = (root / "proc/self/cgroup").read_bytes().decode("utf-8", "surrogateescape").splitlines()
         mounts = (root / "proc/self/mountinfo").read_bytes().decode("utf-8", "surrogateescape").splitlines()
     except OSError:
-        return None
-    left = []
-    for line in memberships:
+        return []
+    folders = []
+    for line in memberships:   # "0::/path" (v2), "4:cpu,cpuacct:/path" (v1)
         parts = line.split(":", 2)
-        if len(parts) != 3 or (parts[1] and "memory" not in parts[1].split(",")):
+        if len(parts) != 3:
             continue
-        v2 = parts[1] == ""
-        limit_file, usage_file = MEMORY_FILES[v2]
-        for folder in _cgroup_folders(root, mounts, parts[2], v2, controller="memory"):
-            try:
-                limit = (folder / limit_file).read_text().strip()
-                if limit != "max" and int(limit) < V1_NO_MEMORY_LIMIT:
-                    left.append(int(limit) - int((folder / usage_file).read_text()))
-            except (OSError, ValueError):
-                continue
-    return max(0, min(left)) if left else None
+        _, controllers, path = parts
+        v2 = controllers == ""
+        if not v2 and controller not in controllers.split(","):
+            continue
+        folders += [(folder, v2) for folder in _cgroup_folders(root, mounts, path, v2, controller=controller)]
+    return folders
 
 
 def _cgroup_folders(root: Path, mounts: list[str], path: str, v2: bool, controller: str = "cpu") -> list[Path]:

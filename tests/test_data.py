@@ -116,7 +116,6 @@ def test_grids_and_picture_reading_refuse_what_they_cannot_draw_or_read(tmp_path
     """uint8 pixels were drawn white wherever above 0, an empty batch divided by zero, a shape of
     two numbers unpacked in Python; a file object, a 16-bit PGM and a 16-bit grey PNG's
     transparent colour are read as Pillow and viewers read them."""
-    import io
 
     from edgegen.errors import InputError
     from edgegen.images import load_image, picture_format, save_grid
