@@ -401,6 +401,9 @@ def test_sample_batched_gives_each_call_what_it_gets_alone(trained):
         pipe.sample_batched([dict(n=1, labels=3), dict(n=1, labels=12)])
     # malformed calls: Python's TypeError and AttributeError before
     for calls, said in (([1], "expected a list of calls, each a dict"), ({"n": 1}, "expected a list of calls"),
-                        ([dict(n=1, sampler=["ddim"])], r"calls\[0\]: expected single values for steps, sampler")):
+                        ([dict(n=1, sampler=["ddim"])], r"calls\[0\]: expected single values for steps, sampler"),
+                        ([dict(n=1), dict(n=0)], r"calls\[1\]: n: expected a positive integer, found 0"),
+                        ([dict(n=60_000), dict(n=60_000, labels=1)], r"n of all the calls together: expected at most "
+                                                                     r"100000 per call \(call in batches\), found 120000")):
         with pytest.raises(InputError, match=f"sample_batched: {said}"):
             pipe.sample_batched(calls)

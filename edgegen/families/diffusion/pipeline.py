@@ -249,14 +249,16 @@ class DiffusionPipeline(Pipeline):
             except TypeError:   # a list where a setting goes: said as the call's, checked one by one in the loop
                 raise InputError(f"sample_batched: calls[{index}]: expected single values for steps, sampler, "
                                  f"guidance_scale and eta, found {key[:4]!r:.80}") from None
+        counts = {i: check_count(call.get("n", 1), f"sample_batched: calls[{i}]: n") for i, call in enumerate(calls)}
+        check_count(sum(counts.values()), "sample_batched: n of all the calls together")   # each within the cap is not enough
         results: list = [None] * len(calls)
         for (steps, sampler, guidance_scale, eta, unlabelled), members in groups.items():
-            counts = [check_count(calls[i].get("n", 1)) for i in members]
-            rngs = RowGenerators([make_rng(calls[i].get("seed")) for i in members], counts)
+            counts_here = [counts[i] for i in members]
+            rngs = RowGenerators([make_rng(calls[i].get("seed")) for i in members], counts_here)
             labels = None if unlabelled else np.concatenate([self._labels(calls[i]["labels"], n)
-                                                             for i, n in zip(members, counts)])
-            images = self._sample(sum(counts), steps, sampler, guidance_scale, labels, None, eta, None, rng=rngs)
-            for index, part in zip(members, np.split(images, np.cumsum(counts)[:-1])):
+                                                             for i, n in zip(members, counts_here)])
+            images = self._sample(sum(counts_here), steps, sampler, guidance_scale, labels, None, eta, None, rng=rngs)
+            for index, part in zip(members, np.split(images, np.cumsum(counts_here)[:-1])):
                 results[index] = part
         return results
 
