@@ -200,6 +200,9 @@ def picture_format(path: str | os.PathLike, mode: str) -> str:
     if os.path.isdir(path):
         raise InputError(f"output {str(path)!r}: expected a picture file path, found a directory")
     suffix = os.path.splitext(str(path))[1].lower()
+    if os.path.basename(str(path)).lower() in PICTURE_FORMATS:   # ".png": splitext reads it as a name, no extension
+        raise InputError(f"output {str(path)!r}: expected a file name before the extension, found only the extension "
+                         "(a hidden file)")
     if suffix not in PICTURE_FORMATS:
         raise InputError(f"output {str(path)!r}: expected an extension among {', '.join(PICTURE_FORMATS)}, "
                          f"found {suffix or 'none'}")

@@ -988,6 +988,8 @@ def test_gpt2_without_tokenizer_files_takes_token_ids_and_pickles_are_refused(tm
     assert out.read_text() == " ".join(map(str, [5, 6, 7, *greedy]))
     assert main(["generate", str(tmp_path / "pkg"), "--prompt-ids", "5", "--out", str(tmp_path / "ids.png")]) == 2
     assert not (tmp_path / "ids.png").exists()   # text is written to .txt only, refused before generating
+    assert main(["generate", str(tmp_path / "pkg"), "--prompt-ids", "5", "--out", str(tmp_path / ".txt")]) == 2
+    assert not (tmp_path / ".txt").exists()   # a hidden file of no name
     assert main(["generate", str(tmp_path / "pkg"), "--prompt-ids", "5;6", "--out", str(out)]) == 2
     assert main(["generate", str(tmp_path / "pkg"), "--prompt-ids", "5", "--prompt", "x", "--out", str(out)]) == 2
     (tmp_path / "hf" / "model.safetensors").rename(tmp_path / "hf" / "pytorch_model.bin")
