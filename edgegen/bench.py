@@ -182,6 +182,10 @@ def _bench_package(path, batch, iters, warmup, backend, threads, vs_torch, preci
 
     if batch < 1 or iters < 1 or warmup < 0:
         raise ConfigError(f"bench: expected batch >= 1, iters >= 1, warmup >= 0, found {batch}, {iters}, {warmup}")
+    for flag, count in (("--iters", iters), ("--warmup", warmup)):   # 10**12 ran until killed
+        if count > MAX_ITERS:
+            raise ConfigError(f"{flag}: expected at most {MAX_ITERS} calls per engine (more adds no precision to a "
+                              f"median), found {count}")
     if batch > ROWS_PER_CALL:   # --batch 100000 was killed for memory, without a word
         raise ConfigError(f"--batch: expected at most {ROWS_PER_CALL}, the most rows edgegen's pipelines put through a "
                           f"graph in one call (a larger batch runs as calls of that many), found {batch}")
@@ -250,6 +254,7 @@ def _what_ran(pipe, path) -> dict:
 
 
 GENERATION_SECONDS = 3.0   # a whole generation is timed this long at least (and at least MIN_GENERATIONS times) ...
+MAX_ITERS = 100_000        # timed (or warm-up) calls per engine: past this a typo runs for days
 MIN_GENERATIONS = 3        # ... and at most --iters times
 
 

@@ -11,7 +11,7 @@ import shutil
 import time
 from pathlib import Path
 
-from .bench import bench_package, cores_text, format_table, machine_info, per_token_text
+from .bench import MAX_ITERS, bench_package, cores_text, format_table, machine_info, per_token_text
 from .errors import CheckpointError, ConfigError
 from .families import PRETRAINED
 from .storage import atomic_write_text, staged_directory
@@ -50,8 +50,8 @@ def run_demo(out: str | Path, train_models: bool = False, overwrite: bool = Fals
     from .runtimes import load
     from .training.train import train
 
-    if isinstance(iters, bool) or not isinstance(iters, int) or iters < 1:   # before the exports, not after them
-        raise ConfigError(f"--iters: expected at least 1 benchmark iteration, found {iters!r}")
+    if isinstance(iters, bool) or not isinstance(iters, int) or not 1 <= iters <= MAX_ITERS:   # before the exports
+        raise ConfigError(f"--iters: expected from 1 to {MAX_ITERS} benchmark iterations, found {iters!r}")
     models = demo_models(only)
     if not models:
         raise ConfigError(f"demo: expected families with demo models, found none among {only}")

@@ -213,6 +213,9 @@ def test_bench_refuses_the_batch_in_shapes_and_sweeps_and_a_dim_in_both(trained,
                           # a batch no pipeline runs: it was killed for memory
                           (["--batch", "100000"], "--batch: expected at most 256, the most rows edgegen's pipelines "
                                                   "put through a graph in one call"),
+                          # ran until killed
+                          (["--iters", str(10**12)], "--iters: expected at most 100000 calls per engine"),
+                          (["--warmup", "200000"], "--warmup: expected at most 100000 calls per engine"),
                           (["--json", ""], "--json: expected a path, found an empty one ('')")):   # was ignored
         code, out, err = run_cli(capsys, "bench", pkg, "--iters", "2", *args)
         assert code == 2 and message in err and out == "", err
