@@ -273,6 +273,8 @@ def _cmd_generate(args) -> None:
         raise ConfigError(f"{grid_given[0]}: expected an option of packages that draw a grid of images, found it "
                           f"given to a {family.name} package")
     options = _family_options(family, family.options, args, "generate")
+    if args.seed < 0:   # the pipelines' message offers None, which the command line has no way to give
+        raise ConfigError(f"--seed: expected a non-negative integer, found {args.seed}")
     _refuse_before_loading(family, options, args.out)
     args.package = _package_or_name(args.package)   # a shipped name's export, after the options' checks
     _refuse_out_over_what_generate_reads(args.out, args.package, options)

@@ -462,6 +462,8 @@ def test_generate_writes_the_format_its_extension_names_or_refuses_it(trained, t
     assert not (tmp_path / "d.gif").exists()
     assert main(["generate", ddpm, "--n", "2", "--steps", "2", "--out", str(tmp_path / ".PNG")]) == 2   # no name
     assert "expected a file name before the extension, found only the extension (a hidden file)" in capsys.readouterr().err
+    assert main(["generate", ddpm, "--seed", "-1", "--out", str(tmp_path / "d.png")]) == 2   # "or None" was offered
+    assert "edgegen: error: --seed: expected a non-negative integer, found -1\n" == capsys.readouterr().err
 
 
 def test_generate_out_is_compared_with_options_that_are_files_only(tmp_path):
