@@ -273,6 +273,10 @@ def _cmd_generate(args) -> None:
         raise ConfigError(f"{grid_given[0]}: expected an option of packages that draw a grid of images, found it "
                           f"given to a {family.name} package")
     options = _family_options(family, family.options, args, "generate")
+    if args.seed is not None and not family.seeded:   # it would change nothing
+        raise ConfigError(f"--seed: expected an option of packages that draw at random, found it given to a "
+                          f"{family.name} package, whose result the input alone sets")
+    args.seed = 0 if args.seed is None else args.seed
     if args.seed < 0:   # the pipelines' message offers None, which the command line has no way to give
         raise ConfigError(f"--seed: expected a non-negative integer, found {args.seed}")
     _refuse_before_loading(family, options, args.out)
@@ -725,7 +729,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=None, help="samples to draw, for packages that draw a grid of images; "
                    "with --image, variations of it (default 16 for a model trained with edgegen, the shipped ones "
                    "included; 1 for a pipeline imported from diffusers)")
-    p.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same samples")
+    p.add_argument("--seed", type=int, default=None, help="random seed: the same seed gives the same samples "
+                   "(default 0; refused by packages that draw nothing at random)")
     p.add_argument("--out", default=None, help="the file to write: a grid of images, PNG or JPEG by its extension "
                                                "(families that make text, audio or arrays say what they write below)")
     p.add_argument("--precision", default="fp32", choices=PRECISIONS,

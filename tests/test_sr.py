@@ -203,6 +203,10 @@ def test_upscale_command_reads_and_writes_png_and_jpeg(package, tmp_path, capsys
     assert main(["generate", str(package), "--image", str(tmp_path / "in.png"), "--out", str(tmp_path / "g.png")]) == 0
     assert (tmp_path / "g.png").read_bytes() == (tmp_path / "o.png").read_bytes()
     capsys.readouterr()
+    assert main(["generate", str(package), "--image", str(tmp_path / "in.png"), "--seed", "3", "--out",
+                 str(tmp_path / "s.png")]) == 2   # accepted and ignored before
+    assert "--seed: expected an option of packages that draw at random, found it given to a sr package" in \
+        capsys.readouterr().err
     for args, message in (
             (["--out", str(tmp_path / "a.jpg")], "JPEG holds 8-bit grey or RGB pictures, found mode RGBA"),
             (["--out", str(tmp_path / "a.gif")], "expected an extension among .png, .jpg, .jpeg, found .gif"),

@@ -207,6 +207,7 @@ class Family:
     # format), run before one loads or a shipped name's first export; `generate` may then rely on it
     check_generate: Callable[[dict, str | None], None] | None = None
     grid_flags: bool = True              # whether `edgegen generate` --n, --nrow and --scale apply (an image grid)
+    seeded: bool = True                  # whether --seed applies (False: the input alone sets the result)
     demo: tuple[DemoModel, ...] = ()
     showcase: str | None = None          # "module:function" (pipe, folder, name) -> (results dict, Markdown lines)
     bench: str = "graphs"

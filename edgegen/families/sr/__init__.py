@@ -20,6 +20,7 @@ FAMILY = register(Family(
     check_generate=check_generate,
     serving="edgegen.families.sr.cli:served",
     grid_flags=False,   # one text, picture, clip or set of arrays: no --n, --nrow, --scale
+    seeded=False,       # the picture alone sets the upscale: --seed is refused, not ignored
     demo=(DemoModel("sr-photos-x4", "natural"),),
     showcase="edgegen.families.sr.demo",
     # TensorRT profiles: tiles up to max_tile on a side, batches up to 16
