@@ -112,6 +112,8 @@ def test_stylegan_graphs_and_what_users_do_with_them(stylegan):
     assert sorted(graphs) == ["mapping", "synthesis"] and all(g.extra["validation"]["passed"] for g in graphs.values())
     assert [t.name for t in graphs["synthesis"].inputs] == ["ws"] + [f"noise.{i}" for i in range(7)]
     assert pipe.num_ws == 8 and len(pipe.w_avg) == 16
+    # a zero latent: the mapping's epsilon (dropped by torch.onnx's optimizer as + 1e-8) keeps w finite
+    assert np.isfinite(pipe.map(np.zeros((2, pipe.latent_dim), np.float32))).all()
     one = pipe.sample(3, seed=4)
     assert one.shape == (3, 1, 32, 32) and np.array_equal(one, pipe.sample(3, seed=4))      # const noise: repeatable
     # truncation 0: every latent becomes the stored average w, so every image is the same

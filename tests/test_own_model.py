@@ -123,6 +123,28 @@ def test_a_module_that_gives_nan_is_refused_and_nothing_is_written(tmp_path):
     assert not (tmp_path / "pkg").exists() and not list(tmp_path.iterdir())
 
 
+def test_an_epsilon_the_exporters_optimizer_drops_is_refused_not_shipped(tmp_path):
+    """torch.onnx's optimizer takes `+ 1e-8` for `+ 0` and removes it: the graph gave NaN at a zero
+    input where PyTorch gives 0, and the gate's random inputs passed it. clamp_min keeps it."""
+    from edgegen.errors import ValidationError
+
+    class PixelNorm(torch.nn.Module):
+        def forward(self, x):
+            return x * torch.rsqrt(x.square().mean(dim=1, keepdim=True) + 1e-8)
+
+    class Clamped(torch.nn.Module):
+        def forward(self, x):
+            return x * torch.rsqrt(x.square().mean(dim=1, keepdim=True).clamp_min(1e-8))
+
+    example = {"x": np.random.default_rng(0).standard_normal((2, 6)).astype(np.float32)}
+    with pytest.raises(ValidationError, match=r"graph 'model': expected finite output at all-zero inputs, as PyTorch "
+                                              r"gives, found NaN or Inf: an epsilon of 1e-8 or less .*clamp_min\(1e-8\)"):
+        export_pytorch(PixelNorm(), example, tmp_path / "pkg")
+    assert not (tmp_path / "pkg").exists()
+    pipe = edgegen.load(export_pytorch(Clamped(), example, tmp_path / "pkg"))
+    assert np.array_equal(pipe(x=np.zeros((1, 6), np.float32))["output"], np.zeros((1, 6), np.float32))
+
+
 def test_values_the_graph_cannot_take_are_an_input_error_in_one_line(tmp_path, capsys):
     """Right names, types and shapes, but a label past the embedding's table: ONNX Runtime's own
     refusal comes back as edgegen's InputError (a one-line error on the command line)."""

@@ -27,7 +27,7 @@ from ..runtimes.ort import OrtSession
 from ..training.checkpoint import Checkpoint, load_checkpoint
 from .onnx_export import DEFAULT_OPSET, export_module, value_spec
 from .spec import TRACE_BATCH, ExportSpec, GraphSpec
-from .validate import Comparison, compare, gate_graph
+from .validate import Comparison, compare, gate_graph, refuse_lost_epsilons
 
 MIN_OPSET = 18
 EXPORT_BATCH = TRACE_BATCH  # traced at 2 ...
@@ -237,6 +237,7 @@ def _export_graph(graph: GraphSpec, ckpt, images, stage: Path, opset: int, seed:
                          graph.atol, graph.rtol)
     if graph.also_gate is not None:
         results += graph.also_gate(module, session, example, graph.atol, graph.rtol)
+    refuse_lost_epsilons(graph.part, module, session, example)
     validation = {
         "batches": list(GATE_BATCHES),
         "atol": graph.atol,

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..errors import ValidationError
 from ..runtimes.session import Session
 
 
@@ -72,3 +73,22 @@ def _compare_feed(module, session, feeds, label, atol, rtol) -> list[Comparison]
     ours = session.run(feeds)
     return [compare(spec.name, label, ours[spec.name], ref.numpy(), atol, rtol)
             for spec, ref in zip(session.outputs, reference)]
+
+
+def refuse_lost_epsilons(part: str, module: torch.nn.Module, session: Session, feed: dict) -> None:
+    """ValidationError where the graph turns all-zero float inputs into NaN or Inf that PyTorch
+    keeps finite. torch.onnx's optimizer (onnxscript's no-op rules) removes `x + c` and `x - c`
+    where |c| <= 1e-8, taking c for 0: the epsilon of `z * rsqrt(mean(z**2) + 1e-8)` vanishes, and
+    the graph divides by zero where the module does not. The gate's random inputs never show it."""
+    zeros = {name: np.zeros_like(value) if value.dtype.kind == "f" else value for name, value in feed.items()}
+    with torch.inference_mode():
+        reference = module(*(torch.from_numpy(zeros[s.name]) for s in session.inputs))
+    reference = (reference,) if isinstance(reference, torch.Tensor) else reference
+    ours = session.run(zeros)
+    lost = [spec.name for spec, ref in zip(session.outputs, reference)
+            if np.isfinite(ref.numpy()).all() and not np.isfinite(ours[spec.name]).all()]
+    if lost:
+        raise ValidationError(
+            f"graph {part!r}: expected finite {', '.join(lost)} at all-zero inputs, as PyTorch gives, found NaN or Inf: "
+            "an epsilon of 1e-8 or less added in forward (x + 1e-8) is removed by torch.onnx's optimizer as adding 0; "
+            "write it as .clamp_min(1e-8), or use 1e-6 or more. Package not written")

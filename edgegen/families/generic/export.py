@@ -29,7 +29,7 @@ import torch
 from ...errors import CheckpointError, ConfigError, EdgegenError, ValidationError
 from ...export import check_opset, provenance
 from ...export.onnx_export import DEFAULT_OPSET, export_module, value_spec
-from ...export.validate import gate_feeds, sizes_label
+from ...export.validate import gate_feeds, refuse_lost_epsilons, sizes_label
 from ...package import (DTYPES, MANIFEST_NAME, PACKAGE_KIND, GraphEntry, Manifest, Package, TensorSpec, check_name,
                         package_files, sha256_file, write_manifest)
 from ...storage import staged_directory
@@ -138,6 +138,7 @@ def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str 
         if failures := _gate_failures(results, atol, rtol, sizes_label(specs, traced)):
             raise ValidationError(f"export of {config.source!r} does not reproduce PyTorch, package not written: "
                                   + failures)
+        refuse_lost_epsilons(GRAPH, module, session, checked[0])
         results += _gate_at_limits(module, session, specs, example, traced, limits, rng, atol, rtol, config.source)
         write_feeds(stage / HELD_OUT_FILE, recorded)
         config.held_out = {"file": HELD_OUT_FILE, "sha256": sha256_file(stage / HELD_OUT_FILE), "feeds": len(recorded)}

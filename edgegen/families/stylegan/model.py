@@ -97,7 +97,8 @@ class MappingNetwork(nn.Module):
         self.layers = nn.ModuleList(EqualLinear(a, b) for a, b in zip(dims, dims[1:]))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        x = z * torch.rsqrt(z.square().mean(dim=1, keepdim=True) + 1e-8)
+        # clamp_min, not + 1e-8: torch.onnx's optimizer drops an addend that small (a zero z gave NaN)
+        x = z * torch.rsqrt(z.square().mean(dim=1, keepdim=True).clamp_min(1e-8))
         for layer in self.layers:
             x = F.leaky_relu(layer(x), 0.2) * LRELU_GAIN
         return x
@@ -122,7 +123,7 @@ class ModulatedConv(nn.Module):
         if self.demodulate:
             # Mul + ReduceSum rather than a MatMul: the optimizer's int8 pass leaves it in float
             energy = (styles.square()[:, None, :] * self.weight.square().sum(dim=(2, 3))[None]).sum(dim=2)
-            x = x * torch.rsqrt(energy + 1e-8)[:, :, None, None]
+            x = x * torch.rsqrt(energy.clamp_min(1e-8))[:, :, None, None]
         return x
 
 
