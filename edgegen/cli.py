@@ -384,14 +384,19 @@ def _refuse_out_over_what_generate_reads(out, package, options: dict) -> None:
     if out is None:
         return
     _refuse_output_inside_package("--out", out, package)
+    _refuse_output_over_inputs("--out", out, options.values())
+
+
+def _refuse_output_over_inputs(flag: str, out, values) -> None:
+    """An output is written after its command read its inputs: never over one of them."""
     target = Path(out).resolve()
-    for value in options.values():
+    for value in values:
         try:   # a prompt is a string too, and one too long for a file name is no file
             same = isinstance(value, (str, os.PathLike)) and Path(value).is_file() and Path(value).resolve() == target
         except OSError:
             continue
         if same:
-            raise OutputExistsError(f"--out {str(out)!r}: expected a file other than the input it reads, found the "
+            raise OutputExistsError(f"{flag} {str(out)!r}: expected a file other than the input it reads, found the "
                                     "same file")
 
 
@@ -403,6 +408,12 @@ def _cmd_bench(args) -> None:
         _require_export("edgegen bench --vs-torch")
     if args.json is not None:   # "" too: refused, not taken for no --json
         _refuse_output_inside_package("--json", args.json, args.package)   # before the benchmark, not after it
+        if args.vs_torch:   # a checkpoint folder, a transformers folder, or FILE.py:FACTORY (the report replaced the .py)
+            _refuse_output_over_inputs("--json", args.json, [args.vs_torch, args.vs_torch.rsplit(":", 1)[0]])
+            source = Path(args.vs_torch)
+            if source.is_dir() and Path(args.json).resolve().is_relative_to(source.resolve()):
+                raise OutputExistsError(f"--json {args.json!r}: expected a file outside --vs-torch {args.vs_torch!r}, "
+                                        "which the benchmark reads, found it inside")
     if not args.generation:
         from .bench import TIMED_AS_TOKENS
         from .families import get as get_family

@@ -462,6 +462,10 @@ def test_the_command_line_takes_a_module_through_export_generate_bench_optimize_
                  "--vs-torch", "model.py:make_model", "--json", str(tmp_path / "bench.json")]) == 0
     report = json.loads((tmp_path / "bench.json").read_text())
     assert report["batch"] == 2 and report["shapes"] == {"height": 24, "width": 40}
+    source = (root / "model.py").read_bytes()   # the report replaced the module's source, exit status 0
+    assert main(["bench", str(pkg), "--iters", "2", "--vs-torch", "model.py:make_model", "--json", "model.py"]) == 2
+    assert "--json 'model.py': expected a file other than the input it reads" in capsys.readouterr().err
+    assert (root / "model.py").read_bytes() == source
     assert {r["engine"] for r in report["results"]} == {"edgegen ort-cpu", "torch eager"}
     assert main(["bench", str(pkg), "--shapes", "depth=3", "--iters", "2"]) == 2
     assert "--shapes/--sweep: expected dynamic dims of the package's graphs other than the batch (height, width), " \
