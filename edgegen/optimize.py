@@ -293,7 +293,11 @@ def _variant(package, part, precision, target, calibration_feeds, gate_feeds, ga
                 # where this CPU's int8 kernels saturate, 7-bit weights keep their sums in range
                 # (ONNX Runtime's advice); TensorRT's int8 does not saturate
                 saturates = None if for_tensorrt else int8_sums_saturate()
-                _quantize_int8(fp32_copy, out, calibration_feeds, model, reduce_range=saturates is not None)
+                weighted = _quantize_int8(fp32_copy, out, calibration_feeds, model, reduce_range=saturates is not None)
+                if weighted <= 2:   # the first and last stay float: what was written is the fp32 graph, called int8
+                    return {"refused": f"nothing to quantize: int8 keeps a graph's first and last weighted layers "
+                                       f"({', '.join(sorted(_WEIGHTED))}) in float, and this one has {weighted}",
+                            "target": target}
             elif precision == "fused":
                 _fuse(package, part, out)
             elif precision in WEIGHT_ONLY_BITS:
@@ -381,7 +385,9 @@ def _in_form(form, part: str, entry, out: Path, variant, disabled, feeds: list[d
     return rewritten, after, None
 
 
-def _quantize_int8(source: Path, out: Path, feeds: list[dict], model: onnx.ModelProto, reduce_range: bool) -> None:
+def _quantize_int8(source: Path, out: Path, feeds: list[dict], model: onnx.ModelProto, reduce_range: bool) -> int:
+    """Static QDQ int8 of every weighted layer but the first and last (the ones most sensitive to
+    it); the count of weighted layers the graph has."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     class Reader(CalibrationDataReader):
@@ -405,6 +411,7 @@ def _quantize_int8(source: Path, out: Path, feeds: list[dict], model: onnx.Model
                         extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
     finally:
         root.removeFilter(advice)
+    return len(weighted)
 
 
 class _DropMessage(logging.Filter):

@@ -145,6 +145,28 @@ def test_an_epsilon_the_exporters_optimizer_drops_is_refused_not_shipped(tmp_pat
     assert np.array_equal(pipe(x=np.zeros((1, 6), np.float32))["output"], np.zeros((1, 6), np.float32))
 
 
+def test_int8_of_a_graph_with_no_layer_between_its_first_and_last_is_refused(tmp_path):
+    """Its first and last weighted layers stay float: the "int8" variant was the fp32 graph,
+    written with a PSNR of inf, and bench timed it as int8."""
+    from edgegen.optimize import optimize_package
+
+    class TwoLayers(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = torch.nn.Linear(8, 16), torch.nn.Linear(16, 4)
+
+        def forward(self, x):
+            return self.b(torch.relu(self.a(x)))
+
+    rng = np.random.default_rng(0)
+    feeds = [{"x": rng.standard_normal((2, 8)).astype(np.float32)} for _ in range(4)]
+    pkg = export_pytorch(TwoLayers(), feeds[0], tmp_path / "pkg", held_out=feeds)
+    record = optimize_package(pkg, "int8", progress=lambda *a, **k: None)["model"]
+    assert record["refused"] == ("nothing to quantize: int8 keeps a graph's first and last weighted layers (Conv, "
+                                 "ConvTranspose, Gemm, MatMul) in float, and this one has 2")
+    assert "file" not in json.loads((pkg / "edgegen.json").read_text())["variants"]["int8"]["model"]   # why, no graph
+
+
 def test_values_the_graph_cannot_take_are_an_input_error_in_one_line(tmp_path, capsys):
     """Right names, types and shapes, but a label past the embedding's table: ONNX Runtime's own
     refusal comes back as edgegen's InputError (a one-line error on the command line)."""
