@@ -193,6 +193,22 @@ def test_bench_and_generate_refuse_an_output_they_cannot_or_must_not_write_befor
     assert code == 2 and not (tmp_path / "a").exists()   # the check made no folder for a command refused after it
 
 
+def test_the_bench_table_gives_each_row_its_own_ratio_and_slow_rates_their_digits():
+    """The prompt-lookup row showed the plain loop's ratio to torch; a rate below 0.5 per second
+    was printed (and written to the JSON) as 0."""
+    from edgegen.bench import _results, format_table
+
+    timings = {("generate", "edgegen ort-cpu"): [0.111] * 3, ("generate", "edgegen ort-cpu, prompt lookup 3"): [0.087] * 3,
+               ("generate", "torch eager"): [2.9856] * 3, ("upscaler", "edgegen ort-cpu"): [66.16] * 3}
+    results = _results(timings, lambda stats: 1e3 / stats["p50_ms"])
+    assert results[-1]["throughput_per_s"] == 0.01511
+    table = format_table({"results": results, "speedup_vs_torch_p50": {"generate": 26.9}, "energy": ""})
+    rows = {tuple(line.split(" | ")[:2]): line for line in table.splitlines()[2:]}
+    assert rows["| generate", "edgegen ort-cpu"].endswith(" 26.90x |")
+    assert rows["| generate", "edgegen ort-cpu, prompt lookup 3"].endswith(" 34.32x |")
+    assert " | 0.0151 | " in rows["| upscaler", "edgegen ort-cpu"]   # the 66 s call's rate
+
+
 def test_bench_refuses_the_batch_in_shapes_and_sweeps_and_a_dim_in_both(trained, capsys):
     pkg = trained["vae"][1]
     for args, message in ((["--sweep", "batch=1,2"], "--sweep: expected dims other than the batch (--batch sets it)"),
