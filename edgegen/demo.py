@@ -81,14 +81,14 @@ def run_demo(out: str | Path, train_models: bool = False, overwrite: bool = Fals
             report = bench_package(pkg, batch=BENCH_BATCH, iters=iters, vs_torch=ckpt, generation=False)   # its rows only
             report["package"] = f"pkg/{model.name}"  # relative to the demo folder, not the staging name
             summary["families"][model.name] = {"origin": origin, "bench": report, **extra}
-            sections.append(_section(model.name, origin, report, lines))
+            sections.append(_section(model.name, origin, report, lines, iters))
         summary["seconds"] = round(time.perf_counter() - started, 1)
         atomic_write_text(stage / "results.json", json.dumps(summary, indent=2) + "\n")
         atomic_write_text(stage / "index.md", _index(sections, summary))
     return out / "index.md"
 
 
-def _section(name: str, origin: str, report: dict, showcase: list[str]) -> str:
+def _section(name: str, origin: str, report: dict, showcase: list[str], iters: int) -> str:
     lines = [f"## {name}", "", f"Checkpoint: {origin}.", "", *showcase]
     if "generation" in report:
         g = report["generation"]
@@ -96,8 +96,12 @@ def _section(name: str, origin: str, report: dict, showcase: list[str]) -> str:
                   f"batch 1: time to first token p50 {g['ttft_ms_p50']:.2f} ms, {per_token_text(g)}. The table "
                   f"times whole generations at batch {report['batch']}; "
                   "PyTorch runs the checkpoint's own KV-cache loop.", ""]
+    # the command that reproduces this table: the demo's --iters, and its graphs' rows only where a
+    # whole generation would follow them (token packages time whole generations: no --no-generation)
+    rows_only = "" if "generation" in report else " --no-generation"
     lines += [f"Latency at batch {report['batch']}, {report['threads']} threads, {report['iters']} iterations each, "
-              f"interleaved (`edgegen bench pkg/{name} --batch {report['batch']} --vs-torch ckpt/{name}`):", "",
+              f"interleaved (`edgegen bench pkg/{name} --batch {report['batch']} --iters {iters}{rows_only} "
+              f"--vs-torch ckpt/{name}`):", "",
               format_table(report), ""]
     return "\n".join(lines)
 

@@ -22,6 +22,9 @@ def test_demo_with_shipped_weights(tmp_path):
     assert "| decoder | edgegen ort-cpu |" in text and "| generator | torch eager |" in text
     assert "| unet | edgegen ort-cpu |" in text and "| inverse | torch eager |" in text
     assert "| generate | edgegen ort-cpu |" in text and "| generate | torch eager |" in text
+    # the command each table says reproduces it runs what the demo ran
+    assert "`edgegen bench pkg/vae-digits --batch 8 --iters 5 --no-generation --vs-torch ckpt/vae-digits`" in text
+    assert "`edgegen bench pkg/gpt-stdlib --batch 8 --iters 5 --vs-torch ckpt/gpt-stdlib`" in text
     samples = (demo / "gpt-stdlib_samples.txt").read_text()
     assert samples.startswith("def ") and "```python\nimport " in text
     results = json.loads((demo / "results.json").read_text())
