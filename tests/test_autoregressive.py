@@ -172,6 +172,23 @@ def test_step_graph_equals_full_sequence_graph_at_every_position(wavenet):
         queues = {f"state.{i}": out[f"next_state.{i}"] for i in range(len(pipe.queue_lengths))}
 
 
+def test_log_prob_of_a_long_waveform_runs_in_windows_and_equals_the_whole_call(wavenet):
+    """Two and a half seconds: windows of the package's sample limit, each a receptive field
+    early, give each sample's log-probability as one call over the whole waveform gives it (a
+    minute of audio took 4.5 GB in one call)."""
+    from edgegen.runtimes.autoregressive import log_softmax
+
+    pipe = edgegen.load(wavenet["pkg"], backend="ort-cpu")
+    audio = np.stack([synth_clip("chord", np.random.default_rng(i), 8000, seconds=2.5) for i in range(2)])
+    codes = mu_law_encode(audio)
+    labels = np.array([1] * len(codes))
+    whole = pipe.sessions["network"].run({"codes": codes[:, :-1], "labels": labels})["logits"]
+    expected = np.take_along_axis(log_softmax(whole), codes[:, None, 1:], axis=1)[:, 0]
+    windowed = pipe.log_prob(audio, labels=1, per_sample=True)
+    assert windowed.shape == expected.shape and codes.shape[1] > 2 * pipe.sample_rate
+    np.testing.assert_allclose(windowed, expected, atol=1e-4, rtol=1e-4)
+
+
 def test_fast_generation_equals_naive_and_pytorch_for_2000_samples(wavenet):
     pipe = edgegen.load(wavenet["pkg"], backend="ort-cpu")
     fast = pipe.generate_codes(2000, seed=5, labels=2)

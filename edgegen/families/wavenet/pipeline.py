@@ -102,11 +102,29 @@ class WaveNetPipeline(Pipeline):
             raise InputError(f"waveform: expected at least 2 samples, found {audio.shape[1]}")
         codes = mu_law_encode(audio, self.quantization)
         labels = class_labels(labels, len(codes), self.num_classes, self.null_label, "labels")
-        logits = self.sessions["network"].run_rows({"codes": np.ascontiguousarray(codes[:, :-1]), "labels": labels})["logits"]
-        each = np.take_along_axis(log_softmax(logits), codes[:, None, 1:], axis=1)[:, 0]
+        each = self._log_probs(codes, labels)
         if per_sample:
             return each[0] if single else each
         return float(each[0].mean()) if single else each.mean(axis=1)
+
+    def _log_probs(self, codes: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """Each code's log-probability given those before it, [n, T - 1], in windows of the
+        network's calls: each window starts a receptive field early, so its outputs are the ones
+        the whole waveform gives (the network is causal), and no call runs longer than the
+        package's sample limit (what the export gated and TensorRT's profile is built to). The
+        memory does not grow with the waveform's logits (a minute of audio took 4.5 GB whole)."""
+        context = self.config.receptive_field
+        inputs, targets = codes[:, :-1], codes[:, 1:]
+        length = inputs.shape[1]
+        window = max(1, self.sample_rate - context)   # outputs per call
+        each = np.empty(targets.shape, np.float32)
+        for start in range(0, length, window):
+            first = max(0, start - context)
+            chunk = np.ascontiguousarray(inputs[:, first:start + window])
+            logits = self.sessions["network"].run_rows({"codes": chunk, "labels": labels})["logits"][:, :, start - first:]
+            end = start + logits.shape[2]
+            each[:, start:end] = np.take_along_axis(log_softmax(logits), targets[:, None, start:end], axis=1)[:, 0]
+        return each
 
     def _naive(self, num_samples, labels, sampling, rng) -> np.ndarray:
         network = self.sessions["network"]
