@@ -290,7 +290,7 @@ def _cmd_generate(args) -> None:
     args.n = _default_samples(pipe) if args.n is None else args.n
     try:
         _refuse_a_grid_too_large(pipe, family, args)
-    except InputError as exc:
+    except (InputError, ConfigError) as exc:
         raise named_by_flag(exc, family.options) from None
 
     def write_images(images) -> str:
@@ -347,6 +347,11 @@ def _refuse_a_grid_too_large(pipe, family, args) -> None:
     if family.grid_flags and args.nrow is not None and args.nrow < 1:   # save_grid would say it after the sampling
         raise InputError(f"nrow: expected a positive number of images per row, found {args.nrow}")
     shape = getattr(getattr(pipe, "config", None), "image_shape", None)
+    drawn = [flag for flag, value in (("--nrow", args.nrow), ("--scale", args.scale)) if value is not None]
+    if family.grid_flags and drawn and not (shape and len(shape) == 3):   # a 2-D flow's density plot: were ignored
+        raise ConfigError(f"{drawn[0]}: expected an option of packages that draw a grid of images, found it given to a "
+                          f"{family.name} package that draws no images (its samples are points, plotted over their "
+                          "density)")
     if family.grid_flags and args.out is not None and shape and len(shape) == 3:
         from .images import grid_scale
         from .runtimes.pipeline import check_count

@@ -24,13 +24,17 @@ def _pyplot():
     return plt
 
 
+MIN_HALF_SPAN = 0.5   # of the plotted square beyond the samples' middle, on each axis
+
+
 def save_density_plot(pipe, samples: np.ndarray, path: str | os.PathLike, grid: int = 200) -> None:
     """A 2-D flow's samples scattered over its log-density heat map (the forward graph on a grid),
     as a PNG or JPEG by the extension of `path`: with matplotlib, titled and with a colour bar;
     without it (a device's runtime alone), the same map drawn with numpy and Pillow."""
     kind = picture_format(path, "RGB")
     low, high = np.percentile(samples, 0.5, axis=0), np.percentile(samples, 99.5, axis=0)
-    pad = 0.25 * (high - low)
+    # samples that collapse to a point (--n 1, temperature 0) span nothing: a unit square around them
+    pad = np.maximum(0.25 * (high - low), MIN_HALF_SPAN - (high - low) / 2)
     xs = np.linspace(low[0] - pad[0], high[0] + pad[0], grid, dtype=np.float32)
     ys = np.linspace(low[1] - pad[1], high[1] + pad[1], grid, dtype=np.float32)
     mesh = np.stack(np.meshgrid(xs, ys), axis=-1).reshape(-1, 2)

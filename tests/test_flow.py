@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -131,6 +133,14 @@ def test_generate_density_plot_and_image_grid(trained, tmp_path):
     grid = tmp_path / "grid.png"
     assert main(["generate", str(trained["flow"][1]), "--n", "9", "--temperature", "0.7", "--out", str(grid)]) == 0
     assert grid.read_bytes()[:4] == b"\x89PNG"
+    for flag in ("--nrow", "--scale"):   # a density plot draws no grid: they were ignored
+        assert main(["generate", str(trained["flow2d"][1]), "--n", "50", flag, "3", "--out", str(tmp_path / "n.png")]) == 2
+    assert not (tmp_path / "n.png").exists()
+    # samples at one point (one sample, or temperature 0) span nothing: the plot spans a unit square around them
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")   # matplotlib's "identical low and high ylims", numpy's division by 0
+        for args in (["--n", "1"], ["--n", "50", "--temperature", "0"]):
+            assert main(["generate", str(trained["flow2d"][1]), *args, "--out", str(tmp_path / "one.png")]) == 0
 
 
 def test_a_density_map_without_matplotlib(trained, tmp_path, monkeypatch):
