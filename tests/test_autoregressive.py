@@ -155,6 +155,22 @@ def test_mu_law_round_trip_and_wav_files(tmp_path):
     write_wav(tmp_path / "a.wav", audio, 8000)
     np.testing.assert_allclose(read_wav(tmp_path / "a.wav", 8000), audio, atol=1e-4)
     assert len(read_wav(tmp_path / "a.wav", 16000)) == 2002   # resampled
+    from edgegen.errors import DataError
+
+    (tmp_path / "empty.wav").write_bytes(b"")
+    with pytest.raises(DataError, match="expected a 16-bit PCM WAV file, found an empty or truncated file"):
+        read_wav(tmp_path / "empty.wav", 8000)   # "found: " and nothing
+    header = bytearray((tmp_path / "a.wav").read_bytes())
+    header[20:22] = (3).to_bytes(2, "little")   # the format tag of float samples
+    (tmp_path / "float.wav").write_bytes(bytes(header))
+    with pytest.raises(DataError, match=r"found floating-point samples \(format 3\): save it as 16-bit PCM"):
+        read_wav(tmp_path / "float.wav", 8000)
+    # down to 8 kHz: what lies above 4 kHz is filtered out first, not folded into the band (5 kHz came back as 3)
+    t = np.arange(44100) / 44100
+    for hertz, kept in ((5000, False), (4100, False), (1000, True), (3300, True)):
+        write_wav(tmp_path / "tone.wav", (0.5 * np.sin(2 * np.pi * hertz * t)).astype(np.float32), 44100)
+        rms = float(np.sqrt(np.mean(read_wav(tmp_path / "tone.wav", 8000)[500:-500] ** 2)))
+        assert (abs(rms - 0.5 / np.sqrt(2)) < 0.01) if kept else rms < 1e-3, (hertz, rms)
     with pytest.raises(NonFiniteError, match="expected finite samples, found NaN or Inf"):
         write_wav(tmp_path / "b.wav", np.array([0.0, np.nan], np.float32), 8000)
     assert not (tmp_path / "b.wav").exists()

@@ -43,21 +43,45 @@ def write_wav(path: str | os.PathLike, audio: np.ndarray, sample_rate: int) -> N
     atomic_write_bytes(path, buffer.getvalue())
 
 
+# what Python's wave module says of the WAV files it cannot read, as a user can act on it
+WAV_FORMATS = {"unknown format: 3": "floating-point samples (format 3): save it as 16-bit PCM",
+               "unknown format: 65534": "WAVE_FORMAT_EXTENSIBLE, which this Python's wave module does not read (3.12 "
+                                        "and later do): save it as plain 16-bit PCM"}
+
+
 def read_wav(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
-    """A 16-bit PCM WAV as float32 mono in [-1, 1], channels averaged, linearly resampled."""
+    """A 16-bit PCM WAV as float32 mono in [-1, 1], channels averaged, resampled to `sample_rate`:
+    low-passed below its Nyquist frequency first where that is lower than the file's (a 5 kHz
+    tone of a 44.1 kHz file came back as a 3 kHz one at 8 kHz), then interpolated linearly."""
     try:
         with wave.open(str(path), "rb") as w:
             width, channels, rate, frames = w.getsampwidth(), w.getnchannels(), w.getframerate(), w.readframes(w.getnframes())
     except (wave.Error, EOFError) as exc:
-        raise DataError(f"{path}: expected a PCM WAV file, found: {exc}") from None
+        found = WAV_FORMATS.get(str(exc), str(exc) or "an empty or truncated file")
+        raise DataError(f"{path}: expected a 16-bit PCM WAV file, found {found}") from None
     if width != 2:
         raise DataError(f"{path}: expected 16-bit PCM samples, found {8 * width}-bit")
     frames = frames[:len(frames) - len(frames) % (width * channels)]   # a truncated file's last partial frame
     audio = np.frombuffer(frames, "<i2").astype(np.float32).reshape(-1, channels).mean(axis=1) / 32768
+    if rate > sample_rate:
+        audio = low_passed(audio, ANTI_ALIAS_CUTOFF * sample_rate / rate)
     if rate != sample_rate and len(audio) > 1:
         times = np.arange(int(len(audio) * sample_rate / rate)) / sample_rate
         audio = np.interp(times, np.arange(len(audio)) / rate, audio).astype(np.float32)
     return audio
+
+
+ANTI_ALIAS_CUTOFF = 0.45   # of the new sample rate: the filter's transition band ends below its Nyquist (0.5)
+
+
+def low_passed(audio: np.ndarray, cutoff: float) -> np.ndarray:
+    """`audio` through a Blackman-windowed sinc low-pass at `cutoff` cycles per sample (about 74 dB
+    down in the stop band), its delay taken out: what resampling to a lower rate needs first."""
+    half = int(np.ceil(16 / cutoff))   # the transition band (5.5 / taps wide) within 0.05 of the new rate either side
+    n = np.arange(-half, half + 1)
+    taps = 2 * cutoff * np.sinc(2 * cutoff * n) * np.blackman(len(n))
+    taps /= taps.sum()   # a constant passes unchanged
+    return np.convolve(audio, taps.astype(np.float32), mode="full")[half:half + len(audio)].astype(np.float32)
 
 
 def wav_files(folder: Path) -> list[Path]:
