@@ -62,6 +62,9 @@ def _package_or_name(given: str) -> str:
         from .export.shipped import export_shipped
 
         found = export_shipped(given, report=lambda line: print(f"edgegen: {line}", file=sys.stderr))
+        from .bench import reset_peak_rss
+
+        reset_peak_rss()   # torch's memory in the export is not what bench reports as the runtime's
     return str(found)
 
 
