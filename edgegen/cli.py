@@ -764,7 +764,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("package", help=PACKAGE_HELP)
     p.add_argument("--batch", type=int, default=1, help="inputs per graph call (at most 256)")
     p.add_argument("--iters", type=int, default=200, help="graph calls per engine (token packages: a tenth as many whole generations)")
-    p.add_argument("--warmup", type=int, default=20, help="untimed calls per engine first")
+    p.add_argument("--warmup", type=int, default=20, help="untimed calls per engine first (token packages: a tenth "
+                   "as many whole generations, at least 1)")
     p.add_argument("--json", default=None, help="write the report as JSON here")
     p.add_argument("--precision", default="fp32", choices=PRECISIONS,
                    help="run the package's int8 / fp16 / fused variants where it has them")
