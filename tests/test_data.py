@@ -352,6 +352,18 @@ def test_audio_and_photograph_folders_name_what_they_cannot_take(tmp_path):
         load_audio(str(folder), 8000, 0)
     with pytest.raises(DataError, match="found a file \\(give the folder holding it\\)"):
         load_audio(str(stereo), 8000, 0)
+    # a short clip is left out before the split: the one held out could be it, and training said "found none"
+    for name, seconds in (("long.wav", 1.0), ("long2.wav", 1.0), ("short.wav", 0.01)):
+        with wave.open(str(folder / name), "wb") as w:
+            w.setnchannels(1), w.setsampwidth(2), w.setframerate(8000)
+            w.writeframes(np.zeros(int(8000 * seconds), "<i2").tobytes())
+    for seed in range(4):
+        train, _, test, _, _ = load_audio(str(folder), 8000, seed, min_samples=1026)
+        assert len(train) == len(test) == 1 and all(len(c) == 8000 for c in train + test)
+    (folder / "long2.wav").unlink()
+    with pytest.raises(DataError, match=r"expected at least 2 WAV files \(one held out\) of 1026 samples or more at "
+                                        r"8000 Hz, found 1; shorter: 0.wav, short.wav"):
+        load_audio(str(folder), 8000, 0, min_samples=1026)
 
     photos = tmp_path / "photos"
     photos.mkdir()

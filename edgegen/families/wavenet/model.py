@@ -197,8 +197,10 @@ def tone_clips(n_per_kind: int, seed: int, sample_rate: int) -> tuple[list[np.nd
     return clips, np.array(labels, np.int64)
 
 
-def load_audio(source: str, sample_rate: int, seed: int):
-    """(train clips, train labels, test clips, test labels, number of classes)."""
+def load_audio(source: str, sample_rate: int, seed: int, min_samples: int = 0):
+    """(train clips, train labels, test clips, test labels, number of classes). A folder's clips
+    shorter than `min_samples` are left out before the held-out split, which could otherwise hold
+    only short ones and leave nothing to test on."""
     from ...errors import DataError
     from ...runtimes.audio import read_wav, wav_files
 
@@ -214,6 +216,12 @@ def load_audio(source: str, sample_rate: int, seed: int):
         raise DataError(f"data {source!r}: expected 'tones' or a folder of at least 2 WAV files (one held out), "
                         f"found {found}")
     clips = [read_wav(p, sample_rate) for p in files]
+    short = [p.name for p, c in zip(files, clips) if len(c) < min_samples]
+    clips = [c for c in clips if len(c) >= min_samples]
+    if len(clips) < 2:
+        raise DataError(f"data {source!r}: expected at least 2 WAV files (one held out) of {min_samples} samples or more "
+                        f"at {sample_rate} Hz, found {len(clips)}; shorter: {', '.join(short[:5])}"
+                        + (f" and {len(short) - 5} more" if len(short) > 5 else ""))
     order = np.random.default_rng(seed).permutation(len(clips))
     held = max(1, len(clips) // 10)
     test = [clips[i] for i in order[:held]]
@@ -231,7 +239,7 @@ def prepare_data(source: str, image_size: int, channels: int | None, seed: int, 
     rate = options.get("sample_rate", Config.sample_rate)
     length = options.get("train_samples", Config.train_samples)
     q = options.get("quantization", Config.quantization)
-    train, train_labels, test, test_labels, classes = load_audio(source, rate, seed)
+    train, train_labels, test, test_labels, classes = load_audio(source, rate, seed, min_samples=length + 2)
 
     def cut(clips, labels):
         parts = [windows(mu_law_encode(c, q), length) for c in clips if len(c) > length + 1]
