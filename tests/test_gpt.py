@@ -1299,6 +1299,14 @@ def test_the_new_text_continues_the_prompts_with_a_sentencepiece_tokenizer(tmp_p
         new = [first, *words[:3]]
         assert "".join(stream.step(t) for t in new) + stream.flush() == \
             bpe.decode(prompt + new)[len(bpe.decode(prompt)):], bpe.decode([first])
+    # a prompt that ends in byte-fallback tokens: the window must not start inside a character (the
+    # new text came out as U+FFFD), wherever the prompt and its continuation are cut apart
+    for text in ("ok 🎉🎉鬱 a", "x = ñ z", "naïve café 🎉 é"):
+        ids = bpe.encode(text, special_tokens=True)
+        for cut in (c for c in range(1, len(ids)) if "\ufffd" not in bpe.decode(ids[:c])):   # a text prompt's cuts
+            stream = bpe.stream_decoder(ids[:cut])
+            assert "".join(stream.step(t) for t in ids[cut:]) + stream.flush() == \
+                bpe.decode(ids)[len(bpe.decode(ids[:cut])):], (text, cut)
 
     model = _tiny_llama(tmp_path / "hf")
     with torch.no_grad():   # logit 0 but for words with their space in front: greedy picks those

@@ -141,10 +141,15 @@ class _BPEStream:
     already given out (a model's invalid UTF-8): here the text given stands and the rest follows."""
 
     CONTEXT_TOKENS = 6   # the prompt's last tokens, decoded ahead of the first new one
+    MAX_HELD = 8         # tokens held for a character to complete (UTF-8's is at most 4 bytes)
 
     def __init__(self, tokenizer, context: Sequence[int] = ()):
         self._tokenizer = tokenizer
         self._ids = [int(t) for t in list(context)[-self.CONTEXT_TOKENS:]]
+        # a window that starts inside a character (its last bytes, as byte-fallback tokens) decodes
+        # to U+FFFD, and new bytes would join that broken run: start it where a character starts
+        while self._ids and self._decode(self._ids).startswith("\ufffd"):
+            self._ids.pop(0)
         self._start = 0                # the window decoded on each step
         self._given = len(self._ids)   # the tokens whose text is out (the context's counts as out)
 
@@ -155,8 +160,9 @@ class _BPEStream:
         self._ids.append(int(token))
         given = self._decode(self._ids[self._start:self._given])
         text = self._decode(self._ids[self._start:])
-        if len(text) <= len(given) or text.endswith("\ufffd"):   # nothing yet, or a character not whole
-            return ""
+        held = len(self._ids) - self._given
+        if len(text) <= len(given) or (text.endswith("\ufffd") and held < self.MAX_HELD):   # a character not whole
+            return ""   # (held no longer than a character takes: a model's invalid bytes come out as U+FFFD)
         self._ids = self._ids[self._given:]   # the tokens given out now start the next window
         self._start, self._given = 0, len(self._ids)
         return text[len(given):]
