@@ -351,7 +351,7 @@ def _results(timings: dict, throughput: Callable[[dict], float]) -> list[dict]:
     for (part, engine), seconds in timings.items():
         stats = percentiles_ms(seconds)
         rows.append({"graph": part, "engine": engine, **{k: round(v, 4) for k, v in stats.items()},
-                     "throughput_per_s": float(f"{throughput(stats):.4g}")})   # a 60 s call's is not 0.0
+                     "throughput_per_s": _rate(throughput(stats))})
     return rows
 
 
@@ -419,6 +419,9 @@ def bench_generation(pipe, path, batch: int, iters: int, warmup: int, threads: i
     if prompt_lookup:
         lookup = {"prompt_lookup": {"drafts": prompt_lookup, "same_tokens": same_tokens, "speedup_p50": round(float(
             np.median(timings[ours]) / np.median(timings[drafted])), 3)}}
+        if vs_torch is not None:   # its own ratio, as the table's row shows it (speedup_vs_torch_p50: the plain loop's)
+            lookup["prompt_lookup"]["speedup_vs_torch_p50"] = round(float(
+                np.median(timings[("generate", "torch eager")]) / np.median(timings[drafted])), 3)
     latency = streamed_latency(pipe, prompts[0], new_tokens)
     process_rss = peak_rss_mb()   # before the bandwidth reading's matrix
     bound = decode_bound(pipe, threads, latency["tpot_ms_p50"], prompt_tokens + (new_tokens - 1) / 2)
@@ -551,6 +554,12 @@ def format_table(report: dict) -> str:
     if not energy and report.get("energy"):
         lines.append(f"energy: not measured: {report['energy']}")
     return "\n".join(lines)
+
+
+def _rate(value: float) -> float:
+    """A rate per second for the report: to 0.1 from 100 up, four significant digits below (a 60 s
+    call's 0.01511 was rounded to 0.0)."""
+    return round(value, 1) if value >= 100 else float(f"{value:.4g}")
 
 
 def _per_second(value: float) -> str:

@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from .errors import InputError, NonFiniteError
-from .storage import atomic_write_bytes
+from .storage import atomic_write_bytes, refuse_nameless
 
 
 MAX_GRID_PIXELS = 100 * 10**6   # a sample grid larger than this is a mistake (--scale 100000), not a picture
@@ -200,9 +200,8 @@ def picture_format(path: str | os.PathLike, mode: str) -> str:
     if os.path.isdir(path):
         raise InputError(f"output {str(path)!r}: expected a picture file path, found a directory")
     suffix = os.path.splitext(str(path))[1].lower()
-    if os.path.basename(str(path)).lower() in PICTURE_FORMATS:   # ".png": splitext reads it as a name, no extension
-        raise InputError(f"output {str(path)!r}: expected a file name before the extension, found only the extension "
-                         "(a hidden file)")
+    for extension in PICTURE_FORMATS:   # ".png": splitext sees a name without an extension
+        refuse_nameless(path, extension, "output")
     if suffix not in PICTURE_FORMATS:
         raise InputError(f"output {str(path)!r}: expected an extension among {', '.join(PICTURE_FORMATS)}, "
                          f"found {suffix or 'none'}")

@@ -293,11 +293,13 @@ def _variant(package, part, precision, target, calibration_feeds, gate_feeds, ga
                 # where this CPU's int8 kernels saturate, 7-bit weights keep their sums in range
                 # (ONNX Runtime's advice); TensorRT's int8 does not saturate
                 saturates = None if for_tensorrt else int8_sums_saturate()
-                weighted = _quantize_int8(fp32_copy, out, calibration_feeds, model, reduce_range=saturates is not None)
-                if weighted <= 2:   # the first and last stay float: what was written is the fp32 graph, called int8
+                weighted, quantized = _int8_layers(model)
+                if not quantized:   # before calibrating: the variant would be the fp32 graph, called int8
                     return {"refused": f"nothing to quantize: int8 keeps a graph's first and last weighted layers "
-                                       f"({', '.join(sorted(_WEIGHTED))}) in float, and this one has {weighted}",
-                            "target": target}
+                                       f"({', '.join(sorted(_WEIGHTED))}) in float and quantizes the "
+                                       f"{', '.join(sorted(set(_WEIGHTED) & set(INT8_OPS)))} between them; this one has "
+                                       f"{len(weighted)} weighted, none of them between", "target": target}
+                _quantize_int8(fp32_copy, out, calibration_feeds, weighted, reduce_range=saturates is not None)
             elif precision == "fused":
                 _fuse(package, part, out)
             elif precision in WEIGHT_ONLY_BITS:
@@ -385,9 +387,15 @@ def _in_form(form, part: str, entry, out: Path, variant, disabled, feeds: list[d
     return rewritten, after, None
 
 
-def _quantize_int8(source: Path, out: Path, feeds: list[dict], model: onnx.ModelProto, reduce_range: bool) -> int:
-    """Static QDQ int8 of every weighted layer but the first and last (the ones most sensitive to
-    it); the count of weighted layers the graph has."""
+def _int8_layers(model: onnx.ModelProto) -> tuple[list[str], list[str]]:
+    """(the graph's weighted layers, those int8 quantizes: every one of INT8_OPS but the first and
+    last weighted layers, the ones most sensitive to it)."""
+    nodes = [n for n in model.graph.node if n.op_type in _WEIGHTED]
+    return [n.name for n in nodes], [n.name for n in nodes[1:-1] if n.op_type in INT8_OPS]
+
+
+def _quantize_int8(source: Path, out: Path, feeds: list[dict], weighted: list[str], reduce_range: bool) -> None:
+    """Static QDQ int8 of the graph at `source`, its first and last `weighted` layers left in float."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     class Reader(CalibrationDataReader):
@@ -397,7 +405,6 @@ def _quantize_int8(source: Path, out: Path, feeds: list[dict], model: onnx.Model
         def get_next(self):
             return next(self._items, None)
 
-    weighted = [n.name for n in model.graph.node if n.op_type in _WEIGHTED]
     # quantize_static logs "Please consider pre-processing before quantization" on the root logger, which
     # prints it on the user's terminal: advice to whoever calls the quantizer, not to the user
     root = logging.getLogger()
@@ -411,7 +418,6 @@ def _quantize_int8(source: Path, out: Path, feeds: list[dict], model: onnx.Model
                         extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
     finally:
         root.removeFilter(advice)
-    return len(weighted)
 
 
 class _DropMessage(logging.Filter):

@@ -125,6 +125,13 @@ def refuse_empty(path: str | os.PathLike, what: str) -> None:
         raise ConfigError(f"{what}: expected a path, found an empty one ('')")
 
 
+def refuse_nameless(path: str | os.PathLike, extension: str, what: str) -> None:
+    """A file named only by its extension (".txt") is a hidden file of no name: refused."""
+    if os.path.basename(str(path)).lower() == extension:
+        raise ConfigError(f"{what} {str(path)!r}: expected a file name before {extension}, found only the extension "
+                          "(a hidden file)")
+
+
 def check_writable(path: str | os.PathLike, what: str) -> None:
     """Refuse, before any work, an output the command could not write at its end: a directory, a
     file on the way to it, or a folder the system will not write in (probed with a temporary file

@@ -141,6 +141,9 @@ def test_pixelcnn_complete_keeps_known_pixels_and_fills_the_rest(pixelcnn):
     with pytest.raises(InputError, match=re.escape("mask: expected [8, 8] (one for all), [4, 8, 8] or [4, 1, 8, 8], "
                                                    "found [3, 8, 8]")):
         pipe.complete(digits, np.ones((3, 8, 8)))
+    for shape in ((), (8,)):   # a number or a row broadcast over everything
+        with pytest.raises(InputError, match=re.escape(f"found {list(shape)}")):
+            pipe.complete(digits, np.ones(shape))
     with pytest.raises(InputError, match="class ids in"):
         pipe.sample(2, labels=[3, 10])
 
@@ -165,6 +168,8 @@ def test_mu_law_round_trip_and_wav_files(tmp_path):
     (tmp_path / "float.wav").write_bytes(bytes(header))
     with pytest.raises(DataError, match=r"found floating-point samples \(format 3\): save it as 16-bit PCM"):
         read_wav(tmp_path / "float.wav", 8000)
+    write_wav(tmp_path / "silent.wav", np.zeros(0, np.float32), 44100)   # no frames: nothing to filter
+    assert read_wav(tmp_path / "silent.wav", 8000).shape == (0,)
     # down to 8 kHz: what lies above 4 kHz is filtered out first, not folded into the band (5 kHz came back as 3)
     t = np.arange(44100) / 44100
     for hertz, kept in ((5000, False), (4100, False), (1000, True), (3300, True)):
@@ -263,6 +268,8 @@ def test_wavenet_cli_writes_a_wav_and_trains_on_a_wav_folder(wavenet, tmp_path):
     with wave.open(str(out)) as w:
         assert w.getnframes() == 8000
     assert main(["generate", str(wavenet["pkg"]), "--seconds", "0.05", "--out", str(tmp_path / "x.png")]) == 2
+    assert main(["generate", str(wavenet["pkg"]), "--seconds", "0.05", "--out", str(tmp_path / ".wav")]) == 2
+    assert not (tmp_path / ".wav").exists()   # a hidden file of no name
     assert main(["generate", str(wavenet["pkg"]), "--seconds", "0.05", "--label", "9", "--out", str(out)]) == 2
     folder = tmp_path / "wavs"
     folder.mkdir()

@@ -153,6 +153,9 @@ def test_bad_tiling_and_huge_outputs_are_refused(package):
         pipe.upscale(image, tile=513)
     with pytest.raises(InputError, match="overlap: expected fewer pixels than the tile's 16, found 16"):
         pipe.upscale(image, tile=16, overlap=16)
+    with pytest.raises(InputError, match=r"tile: expected more pixels than the package's overlap of 8 \(or a smaller "
+                                         r"overlap\), found 4"):   # the overlap not given: the tile is named
+        pipe.upscale(image, tile=4)
     with pytest.raises(InputError, match=r"expected an output of at most 0.001 megapixels at x4, found 0.00102 "
                                          r"\(raise --max-megapixels"):
         pipe.upscale(image, max_megapixels=0.001)

@@ -63,7 +63,7 @@ def read_wav(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
         raise DataError(f"{path}: expected 16-bit PCM samples, found {8 * width}-bit")
     frames = frames[:len(frames) - len(frames) % (width * channels)]   # a truncated file's last partial frame
     audio = np.frombuffer(frames, "<i2").astype(np.float32).reshape(-1, channels).mean(axis=1) / 32768
-    if rate > sample_rate:
+    if rate > sample_rate and len(audio) > 1:   # a file of no frames stays empty (a short clip, left out)
         audio = low_passed(audio, ANTI_ALIAS_CUTOFF * sample_rate / rate)
     if rate != sample_rate and len(audio) > 1:
         times = np.arange(int(len(audio) * sample_rate / rate)) / sample_rate

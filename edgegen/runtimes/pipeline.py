@@ -207,6 +207,8 @@ def broadcast_mask(mask: Any, shape: tuple[int, ...]) -> np.ndarray:
     m = mask_array(mask)
     m = m[None, None] if m.ndim == 2 else m[:, None] if m.ndim == 3 else m
     try:
+        if m.ndim != 4:   # a number or a row [W] would broadcast over everything without a word
+            raise ValueError
         return np.broadcast_to(m, shape)
     except ValueError:
         n, c, h, w = shape

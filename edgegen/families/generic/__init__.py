@@ -21,6 +21,7 @@ FAMILY = register(Family(
     check_generate=check_generate,
     served_graph="model",   # its one graph (generic/export.py GRAPH)
     grid_flags=False,   # one text, picture, clip or set of arrays: no --n, --nrow, --scale
+    seeded=False,       # its inputs alone set its outputs: --seed is refused, not ignored
     dim_limits=lambda c: dict(c.dim_limits),
     bench_dims=lambda c: dict(c.example_dims),
     eager_modules="edgegen.families.generic.export:eager_modules",

@@ -5,12 +5,14 @@ from __future__ import annotations
 from ...errors import ConfigError
 from ...families import GenerateRequest
 from ...runtimes.feeds import read_feeds, write_feeds
+from ...storage import refuse_nameless
 
 
 def check_generate(options: dict, out: str | None) -> None:
     """Before the package loads: an .npz --out."""
     if out is None or not str(out).endswith(".npz"):
         raise ConfigError(f"--out: expected the .npz file to write a generic package's outputs to, found {repr(out) if out else 'none'}")
+    refuse_nameless(out, ".npz", "--out")
 
 
 def generate(pipe, request: GenerateRequest) -> str:

@@ -9,6 +9,7 @@ import numpy as np
 
 from ...errors import ConfigError, InputError
 from ...families import GenerateRequest, Option
+from ...storage import refuse_nameless
 
 CLI_MAX_NEW_TOKENS = 200   # a terminal's continuation: longer than the Python API's default
 
@@ -43,8 +44,8 @@ OPTIONS = (
 def check_generate(options: dict, out: str | None) -> None:
     """Before the package loads: one of --prompt and --prompt-ids, and a .txt --out if any."""
     _prompt(options.get("prompt"), options.get("prompt_ids"))
-    if out and os.path.basename(str(out)).lower() == ".txt":
-        raise ConfigError(f"--out {out!r}: expected a file name before .txt, found only the extension (a hidden file)")
+    if out:
+        refuse_nameless(out, ".txt", "--out")
     if out and not str(out).lower().endswith(".txt"):
         raise ConfigError(f"--out {out!r}: expected a .txt file to write a token package's text to, found "
                           f"{os.path.splitext(str(out))[1] or 'no extension'}")

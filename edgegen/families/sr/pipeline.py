@@ -216,10 +216,14 @@ def tiling(tile, overlap, batch, config: SRConfig | None) -> tuple:
     (`config`). Without a package (commands check before a shipped model's export) what holds
     for every package is checked, and None stays None."""
     max_tile = config.max_tile if config else None
+    overlap_given = overlap is not None
     tile = _count(tile, "tile", max_tile) if tile is not None else config and config.tile
     overlap = _count(overlap, "overlap", None, low=0) if overlap is not None else config and config.overlap
     batch = _count(batch, "batch", MAX_TILE_BATCH) if batch is not None else config and config.tile_batch
     if tile is not None and overlap is not None and overlap >= tile:
+        if not overlap_given:   # the package's own overlap: the tile asked for is what is too small
+            raise InputError(f"tile: expected more pixels than the package's overlap of {overlap} (or a smaller "
+                             f"overlap), found {tile}")
         raise InputError(f"overlap: expected fewer pixels than the tile's {tile}, found {overlap}")
     return tile, overlap, batch
 

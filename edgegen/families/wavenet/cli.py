@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ...errors import ConfigError
 from ...families import GenerateRequest, GenerationCall, Option
+from ...storage import refuse_nameless
 from .pipeline import MAX_SECONDS
 
 OPTIONS = (
@@ -29,6 +30,7 @@ def check_generate(options: dict, out: str | None) -> None:
     seconds = options.get("seconds")
     if out is None or not str(out).lower().endswith(".wav"):
         raise ConfigError(f"--out: expected a .wav file to write for a wavenet package, found {repr(out) if out else 'none'}")
+    refuse_nameless(out, ".wav", "--out")
     if seconds is None or not 0 < seconds <= MAX_SECONDS:
         raise ConfigError(f"--seconds: expected a duration above 0 and at most {MAX_SECONDS} for a wavenet package, "
                           f"found {seconds!r}")
