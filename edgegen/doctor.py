@@ -25,15 +25,18 @@ def _version(module: str) -> str | None:
         return f"broken ({type(exc).__name__}: {exc})"
 
 
-def _nvidia_gpus() -> list[str]:
+def _nvidia_gpus(run=subprocess.run) -> tuple[list[str], str | None]:
+    """(the GPUs nvidia-smi lists, why none are listed where there are none). The reason is kept
+    apart from the list, so that `doctor --json` never reads a reason as a GPU's name."""
     if shutil.which("nvidia-smi") is None:
-        return []
+        return [], "no nvidia-smi"
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name,compute_cap,driver_version,memory.total",
-                              "--format=csv,noheader"], capture_output=True, text=True, timeout=20, check=True)
-    except (OSError, subprocess.SubprocessError):
-        return ["nvidia-smi present but did not answer"]
-    return [line.strip() for line in out.stdout.splitlines() if line.strip()]
+        out = run(["nvidia-smi", "--query-gpu=name,compute_cap,driver_version,memory.total",
+                   "--format=csv,noheader"], capture_output=True, text=True, timeout=20, check=True)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return [], f"nvidia-smi present but did not answer ({type(exc).__name__})"
+    gpus = [line.strip() for line in out.stdout.splitlines() if line.strip()]
+    return gpus, None if gpus else "nvidia-smi listed none"
 
 
 # Jetson Linux (L4T) release -> JetPack release, from NVIDIA's JetPack release notes; the
@@ -121,13 +124,15 @@ def report() -> dict:
         import torch
 
         torch_cuda = torch.version.cuda if torch.cuda.is_available() else None
+    gpus, no_gpus_because = _nvidia_gpus()
     return {
         "edgegen": __version__,
         "machine": machine_info(),
         "onnxruntime": {"version": ort.__version__, "device": ort.get_device(), "providers": ort.get_available_providers()},
         "backends": backends,
         "auto_backend": backends[0],
-        "nvidia_gpus": _nvidia_gpus(),
+        "nvidia_gpus": gpus,
+        "nvidia_gpus_none_because": no_gpus_because,
         "tensorrt": _version("tensorrt"),
         "cuda_python": _version("cuda.bindings") or _version("cuda"),
         "torch": torch_version,
@@ -159,7 +164,7 @@ def format_report(info: dict) -> str:
         ("onnxruntime", f"{info['onnxruntime']['version']} ({info['onnxruntime']['device']})"),
         ("ORT providers", ", ".join(info["onnxruntime"]["providers"])),
         ("backends", ", ".join(info["backends"]) + f"   (auto picks {info['auto_backend']})"),
-        ("NVIDIA GPUs", "; ".join(info["nvidia_gpus"]) or "none found (no nvidia-smi)"),
+        ("NVIDIA GPUs", "; ".join(info["nvidia_gpus"]) or f"none found ({info['nvidia_gpus_none_because']})"),
         ("CUDA (torch)", info["torch_cuda"] or "not available"),
         ("TensorRT", info["tensorrt"] or "not installed"),
         ("cuda-python", info["cuda_python"] or "not installed"),

@@ -384,7 +384,9 @@ def test_doctor(capsys):
     code, out, _ = run_cli(capsys, "doctor")
     assert code == 0 and "CPUExecutionProvider" in out and "auto picks" in out and "TensorRT" in out
     code, out, _ = run_cli(capsys, "doctor", "--json")
-    assert "ort-cpu" in json.loads(out)["backends"]
+    report = json.loads(out)
+    assert "ort-cpu" in report["backends"]
+    assert bool(report["nvidia_gpus"]) != bool(report["nvidia_gpus_none_because"])   # GPUs, or why none
 
 
 @pytest.mark.parametrize("args, message", [

@@ -39,6 +39,23 @@ def test_doctor_on_a_machine_that_is_not_a_jetson(tmp_path):
     assert "unknown" in doctor._jetson_target(info)
 
 
+def test_doctor_keeps_why_no_gpu_is_listed_apart_from_the_gpus(monkeypatch):
+    import subprocess
+
+    monkeypatch.setattr(doctor.shutil, "which", lambda name: None)
+    assert doctor._nvidia_gpus() == ([], "no nvidia-smi")
+    monkeypatch.setattr(doctor.shutil, "which", lambda name: "/usr/bin/" + name)
+
+    def hangs(*args, **kwargs):
+        raise subprocess.TimeoutExpired("nvidia-smi", 20)
+
+    assert doctor._nvidia_gpus(run=hangs) == ([], "nvidia-smi present but did not answer (TimeoutExpired)")
+    listed = subprocess.CompletedProcess([], 0, stdout="NVIDIA H200, 9.0, 580.1, 143771 MiB\n\n")
+    assert doctor._nvidia_gpus(run=lambda *a, **k: listed) == (["NVIDIA H200, 9.0, 580.1, 143771 MiB"], None)
+    empty = subprocess.CompletedProcess([], 0, stdout="")
+    assert doctor._nvidia_gpus(run=lambda *a, **k: empty) == ([], "nvidia-smi listed none")
+
+
 def test_jetson_rails_from_sysfs_prefer_the_module_input():
     rails = power.Ina3221(JETSON / "sys/bus/i2c/drivers/ina3221")
     assert rails.problem() is None
