@@ -131,6 +131,14 @@ def test_stylegan_graphs_and_what_users_do_with_them(stylegan):
     assert line.shape == (5, 1, 32, 32) and np.allclose(line[0], a[0], atol=1e-6) and np.allclose(line[-1], b[0], atol=1e-6)
     with pytest.raises(InputError, match=r"steps: expected at least 2 images \(both ends of the line\), found 1"):
         pipe.interpolate(11, 12, steps=1)
+    # random noise: each image's is its seed's, as sample(1, seed=s) draws it, so a line's frames
+    # share theirs (they were drawn anew per frame, so fine detail flickered along the line)
+    a_random = pipe.sample(1, seed=11, noise_mode="random")
+    assert not np.allclose(a_random, a, atol=1e-3)
+    assert np.allclose(pipe.mix([11, 13], [12], pipe.num_ws, noise_mode="random")[0], a_random[0], atol=1e-6)
+    assert np.allclose(pipe.interpolate(11, 12, steps=3, noise_mode="random")[0], a_random[0], atol=1e-6)
+    still = pipe.interpolate(11, 11, steps=3, noise_mode="random")
+    assert np.allclose(still, still[:1], atol=1e-6)
     # noise modes: random noise changes with its seed, none differs from const
     assert not np.array_equal(pipe.synthesize(pipe.map(np.ones((1, 64), np.float32)), "random", seed=1),
                               pipe.synthesize(pipe.map(np.ones((1, 64), np.float32)), "random", seed=2))

@@ -71,6 +71,12 @@ class StyleGANPipeline(Pipeline):
         layer) or [n, num_ws, w_dim] (one per layer). noise_mode: "const" (the package's
         fixed noise, the same image every call), "random" (fresh noise from `seed`: fine
         detail varies) or "none"."""
+        return self._synthesize(ws, noise_mode, seed)
+
+    def _synthesize(self, ws, noise_mode: str, seed: int | None, row_seeds: np.ndarray | None = None) -> np.ndarray:
+        """synthesize, where `row_seeds` (one per image) draws each image's random noise as
+        sample(1, seed=row_seeds[i]) draws it: the frames of a line share their noise, and seed s's
+        image is the same in mix, interpolate and sample."""
         try:
             rank = np.ndim(ws)
         except ValueError:   # a ragged nested list
@@ -78,7 +84,12 @@ class StyleGANPipeline(Pipeline):
         if rank == 2:
             ws = np.repeat(as_float_array(ws, "ws", (None, self.w_dim))[:, None], self.num_ws, axis=1)
         ws = as_float_array(ws, "ws", (None, self.num_ws, self.w_dim))
-        return self.run_finite("synthesis", {"ws": ws, **self.noise(len(ws), noise_mode, seed)})["image"]
+        if row_seeds is None or noise_mode != "random":
+            noise = self.noise(len(ws), noise_mode, seed)
+        else:
+            drawn = {s: self.noise(1, noise_mode, s) for s in dict.fromkeys(row_seeds.tolist())}
+            noise = {name: np.concatenate([drawn[s][name] for s in row_seeds.tolist()]) for name in next(iter(drawn.values()))}
+        return self.run_finite("synthesis", {"ws": ws, **noise})["image"]
 
     def noise(self, n: int, mode: str = "const", seed: int | None = None) -> dict[str, np.ndarray]:
         """The synthesis graph's noise inputs for a batch of n."""
@@ -120,7 +131,7 @@ class StyleGANPipeline(Pipeline):
         wb = np.broadcast_to(self.map(self._latents(b), truncation), (n, self.w_dim))
         ws = np.concatenate([np.repeat(wa[:, None], crossover_layer, axis=1),
                              np.repeat(wb[:, None], self.num_ws - crossover_layer, axis=1)], axis=1)
-        return self.synthesize(ws, noise_mode, int(a[0]))
+        return self._synthesize(ws, noise_mode, None, np.broadcast_to(a, (n,)))
 
     def interpolate(self, seed_a: int, seed_b: int, steps: int = 8, truncation: float = 1.0,
                     noise_mode: str = "const") -> np.ndarray:
@@ -128,7 +139,8 @@ class StyleGANPipeline(Pipeline):
         steps = line_steps(steps)
         w = self.map(self._latents(self._seeds([seed_a, seed_b], "seed_a, seed_b")), truncation)
         t = np.linspace(0.0, 1.0, steps, dtype=np.float32)[:, None]
-        return self.synthesize(((1 - t) * w[0] + t * w[1]).astype(np.float32), noise_mode, int(seed_a))
+        line = ((1 - t) * w[0] + t * w[1]).astype(np.float32)
+        return self._synthesize(line, noise_mode, None, np.repeat(self._seeds([seed_a], "seed_a"), steps))
 
     def _seeds(self, seeds, what: str) -> np.ndarray:
         try:
