@@ -64,6 +64,9 @@ def test_guidance_is_one_batch_of_2n(pipe, monkeypatch):
     calls.clear()
     pipe.sample(2, steps=5)  # no labels: the unconditional branch alone
     assert all(list(c) == [10, 10] for c in calls)
+    calls.clear()
+    pipe.sample(2, steps=5, guidance_scale=1.0)  # guidance off, said without labels: taken
+    assert all(list(c) == [10, 10] for c in calls)
 
 
 def test_a_batch_past_the_rows_per_call_runs_in_pieces_with_the_same_images(pipe, monkeypatch):
@@ -139,6 +142,12 @@ def test_img2img_strength(pipe):
     # values that made NaN pictures with exit status 0
     (lambda p: p.sample(2, labels=1, guidance_scale=1e30), InputError, "guidance_scale: expected a number from -100 to 100"),
     (lambda p: p.sample(2, sampler="ddim", eta=1.5), InputError, "eta: expected a number from 0 to 1, found 1.5"),
+    # guidance without labels would do nothing (the CLI refuses --guidance without --label): refused
+    (lambda p: p.sample(2, guidance_scale=3.0), InputError, "guidance_scale 3: expected with labels .* found labels=None"),
+    (lambda p: p.img2img(np.zeros((1, 1, 8, 8), np.float32), guidance_scale=5), InputError, "guidance_scale 5: expected with labels"),
+    (lambda p: p.inpaint(np.zeros((1, 1, 8, 8), np.float32), np.ones((8, 8)), guidance_scale=2), InputError,
+     "guidance_scale 2: expected with labels"),
+    (lambda p: p.sample_batched([dict(n=1, guidance_scale=2.0)]), InputError, "guidance_scale 2: expected with labels"),
     (lambda p: p.img2img(np.full((1, 1, 8, 8), np.nan, np.float32)), InputError, "images: expected finite numbers, found 64 NaN"),
     (lambda p: p.inpaint(np.full((1, 1, 8, 8), np.inf, np.float32), np.ones((8, 8))), InputError, "found 64 NaN or Inf"),
     (lambda p: p.inpaint(np.zeros((1, 1, 8, 8), np.float32), np.full((8, 8), np.nan)), InputError,

@@ -202,22 +202,22 @@ class DiffusionPipeline(Pipeline):
 
     # -- the public API -------------------------------------------------------------------------
 
-    def sample(self, n: int, steps: int = DEFAULT_STEPS, sampler: str | None = None, guidance_scale: float = DEFAULT_GUIDANCE, labels=None,
+    def sample(self, n: int, steps: int = DEFAULT_STEPS, sampler: str | None = None, guidance_scale: float | None = None, labels=None,
                seed: int | None = None, eta: float = 0.0, callback: Callback | None = None,
                noise: np.ndarray | None = None) -> np.ndarray:
         """n images [n, C, H, W] in [0, 1]. labels: None (unconditional), a class id, or n ids;
-        guidance_scale applies when labels are given (1.0 turns guidance off). noise: the starting
+        guidance_scale (DEFAULT_GUIDANCE unless given) takes labels, 1.0 turning guidance off. noise: the starting
         noise [n, *space_shape] (standard normal) instead of the seed's, as diffusers' `latents=`."""
         return self._sample(check_count(n), steps, sampler, guidance_scale, labels, seed, eta, callback, noise=noise)
 
     def img2img(self, image, strength: float = DEFAULT_STRENGTH, steps: int = DEFAULT_STEPS, sampler: str | None = None,
-                guidance_scale: float = DEFAULT_GUIDANCE, labels=None, seed: int | None = None, eta: float = 0.0,
+                guidance_scale: float | None = None, labels=None, seed: int | None = None, eta: float = 0.0,
                 callback: Callback | None = None) -> np.ndarray:
         """Noise `image` ([n, C, H, W] in [0, 1]) part of the way (strength 0: unchanged,
         1: all the way) and denoise it back, as diffusers' img2img pipelines do."""
         return self._img2img(image, strength, steps, sampler, guidance_scale, labels, seed, eta, callback)
 
-    def inpaint(self, image, mask, steps: int = DEFAULT_STEPS, sampler: str | None = None, guidance_scale: float = DEFAULT_GUIDANCE,
+    def inpaint(self, image, mask, steps: int = DEFAULT_STEPS, sampler: str | None = None, guidance_scale: float | None = None,
                 labels=None, seed: int | None = None, eta: float = 0.0, callback: Callback | None = None) -> np.ndarray:
         """Generate the pixels where mask is 1 and keep the others: after every step the
         known part is replaced by the image noised to the next step's level, and at the end
@@ -243,7 +243,7 @@ class DiffusionPipeline(Pipeline):
             if unknown:
                 raise InputError(f"sample_batched: expected sample()'s arguments, found {sorted(unknown)}")
             key = (call.get("steps", DEFAULT_STEPS), call.get("sampler"),
-                   call.get("guidance_scale", DEFAULT_GUIDANCE), call.get("eta", 0.0), call.get("labels") is None)
+                   call.get("guidance_scale"), call.get("eta", 0.0), call.get("labels") is None)
             try:
                 groups.setdefault(key, []).append(index)
             except TypeError:   # a list where a setting goes: said as the call's, checked one by one in the loop
@@ -267,6 +267,7 @@ class DiffusionPipeline(Pipeline):
     def _sample(self, n, steps, sampler, guidance_scale, labels, seed, eta, callback, feeds=None, noise=None,
                 rng=None) -> np.ndarray:
         """rng: the draws' source instead of the seed's (sample_batched's per-call generators)."""
+        guidance_scale = self._guidance(guidance_scale, labels)
         rng = rng or make_rng(seed)
         run = self.make_sampler(sampler, eta)
         model_fn = self.conditioned_denoiser(labels, n, guidance_scale, feeds)
@@ -281,6 +282,7 @@ class DiffusionPipeline(Pipeline):
 
     def _img2img(self, image, strength, steps, sampler, guidance_scale, labels, seed, eta, callback,
                  feeds=None) -> np.ndarray:
+        guidance_scale = self._guidance(guidance_scale, labels)
         images = self._images(image)
         rng = make_rng(seed)
         run = self.make_sampler(sampler, eta)
@@ -312,6 +314,7 @@ class DiffusionPipeline(Pipeline):
         return start
 
     def _inpaint(self, image, mask, steps, sampler, guidance_scale, labels, seed, eta, callback, feeds=None) -> np.ndarray:
+        guidance_scale = self._guidance(guidance_scale, labels)
         images = self._images(image)
         pixel_mask = self._mask(mask, images.shape)
         x0 = self.to_space(images)
@@ -334,6 +337,19 @@ class DiffusionPipeline(Pipeline):
                                    guidance_scale, run.name, feeds)
         # the known pixels exactly as given (in pixel space this changes nothing; a decoder's are near, not equal)
         return ((1 - pixel_mask) * images + pixel_mask * generated).astype(np.float32)
+
+    def _guidance(self, guidance_scale, labels) -> float:
+        """The guidance scale of a call: DEFAULT_GUIDANCE where none is given. One given without
+        labels is refused (unless 1.0, guidance off), as the CLI refuses --guidance without
+        --label: unlabelled samples are unconditional, and the scale would do nothing."""
+        if guidance_scale is None:
+            return DEFAULT_GUIDANCE
+        scale = check_number(guidance_scale, "guidance_scale", -MAX_GUIDANCE, MAX_GUIDANCE)
+        if labels is None and scale != 1.0:
+            raise InputError(f"guidance_scale {scale:g}: expected with labels (classifier-free guidance steers "
+                             "toward a class; samples without labels are unconditional, so it would do nothing), "
+                             "found labels=None")
+        return scale
 
     def _finished(self, x: np.ndarray, guidance_scale: float, sampler: str, feeds: dict | None = None,
                   noise: np.ndarray | None = None) -> np.ndarray:
