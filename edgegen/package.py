@@ -123,10 +123,41 @@ class Manifest:
         variants = data.get("variants", {})
         if not isinstance(variants, dict):
             raise ManifestError(f"{where}: expected 'variants' to be an object, found {type(variants).__name__}")
+        for precision, parts in variants.items():
+            _check_variant_records(precision, parts, f"{where}: variants.{precision}")
         provenance = data.get("provenance", {})
         if not isinstance(provenance, dict):
             raise ManifestError(f"{where}: expected 'provenance' to be an object, found {type(provenance).__name__}")
         return cls(family, name, config, graphs, variants, provenance, fmt)
+
+
+# the fields of a variant record that edgegen reads back (optimize writes them), with their JSON types;
+# a hand-edited or damaged one is refused as the manifest's error instead of failing where it is read
+_VARIANT_FIELDS = {"file": str, "sha256": str, "refused": str, "target": str, "gate": dict, "last_refused": dict,
+                   "speedup_ort_cpu": (int, float), "speed_measured_at": str, "disabled_optimizers": list,
+                   "weights": str, "spared_matmuls": list, "spared_share": (int, float), "ort_form": str,
+                   "ort_form_declined": str, "external_data": dict, "block_size": int, "form": str, "search": dict}
+_JSON_TYPES = {str: "a string", dict: "an object", list: "a list", int: "an integer", (int, float): "a number"}
+
+
+def _check_variant_records(precision: str, parts: Any, where: str) -> None:
+    if precision not in VARIANT_PRECISIONS:
+        raise ManifestError(f"{where}: expected a precision among {', '.join(VARIANT_PRECISIONS)}, found {precision!r}")
+    if not isinstance(parts, dict):
+        raise ManifestError(f"{where}: expected an object of graph records, found {parts!r:.60}")
+    for part, record in parts.items():
+        if not isinstance(record, dict):
+            raise ManifestError(f"{where}.{part}: expected an object, found {record!r:.60}")
+        for key, kind in _VARIANT_FIELDS.items():
+            value = record.get(key)
+            if key in record and (not isinstance(value, kind) or isinstance(value, bool)):
+                raise ManifestError(f"{where}.{part}.{key}: expected {_JSON_TYPES[kind]}, found {value!r:.60}")
+        if "file" in record and record.get("gate", {}).get("passed") is not True:
+            raise ManifestError(f"{where}.{part}: a written variant expected a gate that passed (gate.passed true), "
+                                f"found gate.passed {record.get('gate', {}).get('passed')!r:.40}")
+        if not all(isinstance(name, str) for name in record.get("disabled_optimizers", [])):
+            raise ManifestError(f"{where}.{part}.disabled_optimizers: expected a list of ONNX Runtime optimizer names, "
+                                f"found {record['disabled_optimizers']!r:.60}")
 
 
 def _field(obj: dict, key: str, kind: type, where: str) -> Any:

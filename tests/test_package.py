@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 import edgegen
+from edgegen.cli import main
 from edgegen.errors import HashMismatchError, ManifestError, OutputExistsError, PackageError, UnknownFamilyError
 from edgegen.package import FORMAT, Package
 from edgegen.storage import atomic_write_bytes, staged_directory
@@ -50,6 +51,9 @@ def test_manifest_that_is_not_json(package_copy):
         edgegen.load(pkg)
 
 
+_WRITTEN = {"file": "generator.int8.onnx", "sha256": "0" * 64, "gate": {"passed": True}}
+
+
 @pytest.mark.parametrize("change, message", [
     (lambda d: d.update(format="edgegen.package/9"), "expected format 'edgegen.package/1', found 'edgegen.package/9' "
                                                      "(written by a newer edgegen: upgrade edgegen to read it)"),
@@ -62,14 +66,29 @@ def test_manifest_that_is_not_json(package_copy):
     (lambda d: d["graphs"]["generator"]["inputs"][0].update(shape=["batch", -3]), "found -3"),
     (lambda d: d["graphs"]["generator"].update(file="../../etc/passwd"), "which leaves it"),
     (lambda d: d["graphs"]["generator"].update(file="/etc/passwd"), "found absolute"),
+    # variant records: refused where read, not a traceback in info or fp32 run in their place
+    (lambda d: d.update(variants={"int3": {}}), "variants.int3: expected a precision among int8, fp16"),
+    (lambda d: d.update(variants={"int8": [1]}), "variants.int8: expected an object of graph records, found [1]"),
+    (lambda d: d.update(variants={"int8": {"generator": None}}), "variants.int8.generator: expected an object, found None"),
+    (lambda d: d.update(variants={"int8": {"generator": {"refused": "x", "speedup_ort_cpu": "fast"}}}),
+     "variants.int8.generator.speedup_ort_cpu: expected a number, found 'fast'"),
+    (lambda d: d.update(variants={"int8": {"generator": {**_WRITTEN, "gate": "x"}}}),
+     "variants.int8.generator.gate: expected an object, found 'x'"),
+    (lambda d: d.update(variants={"int8": {"generator": {**_WRITTEN, "gate": {"passed": False}}}}),
+     "a written variant expected a gate that passed (gate.passed true), found gate.passed False"),
+    (lambda d: d.update(variants={"fp16": {"generator": {**_WRITTEN, "disabled_optimizers": "QDQPropagation"}}}),
+     "disabled_optimizers: expected a list, found 'QDQPropagation'"),
+    (lambda d: d.update(variants={"fp16": {"generator": {**_WRITTEN, "disabled_optimizers": [1]}}}),
+     "expected a list of ONNX Runtime optimizer names, found [1]"),
 ])
-def test_hand_edited_manifest_is_refused(package_copy, change, message):
+def test_hand_edited_manifest_is_refused(package_copy, change, message, capsys):
     pkg = package_copy("gan")
     edit_manifest(pkg, change)
     with pytest.raises(ManifestError) as info:
         edgegen.load(pkg)
     assert message in str(info.value)
     assert "edgegen.json" in str(info.value) or "package" in str(info.value)
+    assert main(["info", str(pkg)]) == 2 and message in capsys.readouterr().err   # a line, not a traceback
 
 
 def test_symlink_leaving_the_package_is_refused(package_copy, tmp_path):
