@@ -1,6 +1,7 @@
 """GPU figures for every shipped model, in one run, into one JSON file: each graph at batch 8
 on ONNX Runtime's CUDA and TensorRT execution providers (where onnxruntime-gpu and TensorRT
-are installed) beside PyTorch CUDA eager on the same inputs, interleaved; and what could not
+are installed) and on edgegen's own TensorRT engines (where tensorrt and cuda-python are), beside
+PyTorch CUDA eager on the same inputs, interleaved; and what could not
 run and why. Run through benchmarks/gpu_check.sh, which runs the `gpu` tests first.
 
     python benchmarks/gpu.py --out gpu_check.json
@@ -22,7 +23,9 @@ from edgegen.export import export_checkpoint, export_spec
 from edgegen.metrics import percentiles_ms
 from edgegen.training.checkpoint import load_checkpoint
 from edgegen.storage import atomic_write_text
+from edgegen.errors import BackendError
 from edgegen.runtimes import available_backends, load
+from edgegen.runtimes.backends import resolve_backend
 
 BATCH, ITERS = 8, 100
 
@@ -72,8 +75,11 @@ def main() -> None:
         if backend not in gpu_backends:
             report["unmeasured"].append(f"{backend}: not available (needs onnxruntime-gpu"
                                         f"{' and TensorRT' if backend == 'ort-tensorrt' else ''})")
-    report["unmeasured"].append("native tensorrt backend: engines are built by `edgegen build`, but running them "
-                                "through edgegen.load(backend='tensorrt') is not implemented yet")
+    try:
+        resolve_backend("tensorrt")
+        gpu_backends.append("tensorrt")   # edgegen's own engines, built on first load into the cache
+    except BackendError as missing:
+        report["unmeasured"].append(f"tensorrt (native): {missing}")
     scratch = Path(tempfile.mkdtemp(prefix="edgegen-gpu-"))
     for family, model in demo_models():
         family, name = family.name, model.name
@@ -98,6 +104,7 @@ def main() -> None:
             entry[graph.part] = time_engines(engines)
             print(name, graph.part, {k: v["p50_ms"] for k, v in entry[graph.part].items()}, flush=True)
         report["packages"][name] = entry
+        atomic_write_text(args.out, json.dumps(report, indent=2) + "\n")   # each model's kept if a later one fails
     atomic_write_text(args.out, json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out}")
 

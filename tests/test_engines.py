@@ -103,12 +103,12 @@ def test_build_without_tensorrt_says_what_is_missing(trained, capsys):
 
 
 @pytest.mark.gpu
-def test_engine_build_then_cache_hit_on_a_gpu(package_copy):
+def test_engine_build_then_cache_hit_on_a_gpu(request):
     if importlib.util.find_spec("tensorrt") is None or importlib.util.find_spec("cuda") is None:
         pytest.skip("needs TensorRT and cuda-python on an NVIDIA GPU (pip install edgegen[tensorrt])")
     from edgegen.runtimes.engines import build_package
 
-    pkg = package_copy("gan")
+    pkg = request.getfixturevalue("package_copy")("gan")   # after the skip: the fixture trains for a minute
     lines = []
     first = build_package(pkg, report=lines.append)
     assert first["generator"].stat().st_size > 0 and "building" in lines[-1]

@@ -200,9 +200,10 @@ def test_threads_are_applied(trained):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("backend", ["ort-cuda", "ort-tensorrt"])
-def test_gpu_backend_matches_cpu(trained, tmp_path, backend):
-    if backend not in available_backends():
+def test_gpu_backend_matches_cpu(request, tmp_path, backend):
+    if backend not in available_backends():   # before the trained fixture, which trains for a minute
         pytest.skip(f"{backend} is not available here (needs onnxruntime-gpu{' and TensorRT' if 'tensorrt' in backend else ''} and an NVIDIA GPU)")
+    trained = request.getfixturevalue("trained")
     cpu = edgegen.load(trained["gan"][1], backend="ort-cpu")
     gpu = edgegen.load(trained["gan"][1], backend=backend, cache_dir=tmp_path)
     z = np.random.default_rng(0).standard_normal((4, 64)).astype(np.float32)
