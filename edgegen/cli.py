@@ -41,9 +41,10 @@ def _require_export(what: str) -> None:
         raise MissingExtraError(f"{what} needs the export extra: {EXPORT_EXTRA} (found no {', '.join(missing)} here)")
 
 
-# read-only commands that take a shipped model's name, resolved before they run (generate resolves
-# its own, after checking its options: a shipped name may export first, which takes a while)
-NAMED_COMMANDS = ("bench", "info", "check")
+# commands that take a shipped model's name and write nothing into its package (build's engines go
+# into the cache), resolved before they run (generate resolves its own, after checking its options:
+# a shipped name may export first, which takes a while)
+NAMED_COMMANDS = ("bench", "info", "check", "build")
 
 
 def _package_or_name(given: str) -> str:
@@ -564,6 +565,7 @@ def _load_refusal(package) -> int:
 def _cmd_optimize(args) -> int:
     from .optimize import optimize_package
 
+    _refuse_shipped_name(args.package)
     # an option of another precision is refused, not ignored (int8 does not take --block-size)
     settings = {"calibration": ("--calibration", ("int8",)), "block_size": ("--block-size", ("int4", "int8-weights")),
                 "max_8bit_share": ("--max-8bit-share", ("int4",))}
@@ -577,6 +579,20 @@ def _cmd_optimize(args) -> int:
                                inputs=args.inputs, bar=None, **given)
     _print_info(args.package)
     return 0 if any("file" in r for r in records.values()) else 1   # 1: this run wrote no variant
+
+
+def _refuse_shipped_name(given: str) -> None:
+    """optimize writes its variants into the package: a shipped model's package is shared by every use
+    of its name (and may lie in a read-only install), so a copy is optimized instead."""
+    from .shipped import find_shipped, is_shipped_name
+
+    if os.path.exists(given) or not is_shipped_name(given):
+        return
+    found = find_shipped(given)
+    copy = f"cp -r {found} pkg-{given}" if found else f"edgegen info {given} exports it and prints its folder: copy that to pkg-{given}"
+    raise ConfigError(f"package {given!r}: expected a package directory to write variants into, found the name of a "
+                      f"shipped model, whose package every use of the name shares: optimize a copy ({copy}, then "
+                      f"edgegen optimize pkg-{given} ...)")
 
 
 def _cmd_check(args) -> int:
@@ -796,7 +812,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("optimize", help="add int8, fp16 or weight-only int4 variants of a package's graphs, each "
                                         "behind a quality gate")
-    p.add_argument("package", help=PACKAGE_HELP)
+    p.add_argument("package", help="a package directory, where the variants are written (a shipped model's: optimize a copy "
+                                   "of its package)")
     p.add_argument("--precision", required=True, choices=VARIANT_PRECISIONS,
                    help="fused: fp32 after ONNX Runtime's transformer fusions (the transformer families: "
                         f"{', '.join(f.name for f in registered if f.fusion)}; ort-cpu only); int4 and int8-weights: "

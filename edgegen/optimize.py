@@ -28,6 +28,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -136,14 +137,7 @@ def optimize_package(path: str | os.PathLike, precision: str, calibration: int =
         raise ConfigError(not_one_of("precision", precision, get_target(target).variant_precisions,
                                      f"those the {target} target takes; fused and int8-weights are ONNX Runtime's own "
                                      f"contrib ops, which TensorRT does not read{int4}"))
-    if isinstance(calibration, bool) or not isinstance(calibration, int) or not BATCH <= calibration <= MAX_CALIBRATION:
-        raise ConfigError(f"calibration: expected {BATCH} to {MAX_CALIBRATION} inputs, found {calibration!r}")
-    if (isinstance(block_size, bool) or not isinstance(block_size, int) or not 16 <= block_size <= MAX_BLOCK_SIZE
-            or block_size & (block_size - 1)):
-        raise ConfigError(f"block size: expected a power of 2 from 16 to {MAX_BLOCK_SIZE} (MatMulNBits' blocks), "
-                          f"found {block_size!r}")
-    if isinstance(max_8bit_share, bool) or not isinstance(max_8bit_share, (int, float)) or not 0 <= max_8bit_share <= 1:
-        raise ConfigError(f"8-bit share: expected a fraction of the MatMul weights from 0 to 1, found {max_8bit_share!r}")
+    _check_settings(precision, calibration, block_size, max_8bit_share, gate_threshold, checkpoint, inputs)
     # the quantizers and the gate open sessions of their own, at ONNX Runtime's default log level, whose
     # warnings about the graphs (an initializer that is also an input: the GPT decoder's logits_to_keep)
     # are for ONNX Runtime's developers, not the user: errors still show, and raise
@@ -191,6 +185,29 @@ def optimize_package(path: str | os.PathLike, precision: str, calibration: int =
     return records
 
 
+def _check_settings(precision: str, calibration, block_size, max_8bit_share, gate_threshold, checkpoint, inputs) -> None:
+    """optimize_package's settings, each named as the API and the command line name it."""
+    if (isinstance(calibration, bool) or not isinstance(calibration, int) or not BATCH <= calibration <= MAX_CALIBRATION
+            or calibration % BATCH):
+        raise ConfigError(f"calibration (--calibration): expected {BATCH} to {MAX_CALIBRATION} inputs, a multiple of "
+                          f"{BATCH} (they are run in batches of {BATCH}), found {calibration!r}")
+    if (isinstance(block_size, bool) or not isinstance(block_size, int) or not 16 <= block_size <= MAX_BLOCK_SIZE
+            or block_size & (block_size - 1)):
+        raise ConfigError(f"block_size (--block-size): expected a power of 2 from 16 to {MAX_BLOCK_SIZE} (MatMulNBits' "
+                          f"blocks), found {block_size!r}")
+    if isinstance(max_8bit_share, bool) or not isinstance(max_8bit_share, (int, float)) or not 0 <= max_8bit_share <= 1:
+        raise ConfigError(f"max_8bit_share (--max-8bit-share): expected a fraction of the MatMul weights from 0 to 1, "
+                          f"found {max_8bit_share!r}")
+    if gate_threshold is not None and (isinstance(gate_threshold, bool) or not isinstance(gate_threshold, (int, float))
+                                       or not math.isfinite(gate_threshold)):
+        raise ConfigError(f"gate_threshold: expected a finite number or None (the precision's own), found {gate_threshold!r}")
+    if precision in WEIGHT_ONLY_BITS:   # gated on the family's held-out text, from the package alone
+        given = [name for name, value in (("--checkpoint", checkpoint), ("--inputs", inputs)) if value is not None]
+        if given:
+            raise ConfigError(f"{' and '.join(given)}: expected none with --precision {precision}, whose variants are "
+                              f"gated on the family's held-out text from the package alone, found {' and '.join(given)} given")
+
+
 def _refuse_opset_beyond_target(package: Package, target) -> None:
     """Variants keep their graph's opset: for a target whose parser stops below the package's
     (JetPack 6's TensorRT 10.3 and opset 23), every one would be written and then refused by
@@ -222,12 +239,31 @@ def _spec_feeds(package: Package, checkpoint, calibration: int, seed: int) -> di
     given = package.manifest.provenance.get("source_checkpoint", {}).get("data")   # export's --data
     with exported_as(load_source_checkpoint(package, checkpoint)) as (ckpt, spec):
         data = spec.load_data(ckpt, given or ckpt.trained_data()) if spec.needs_data else None
+        calibration_data, gate_data = _split_held_out(data)
         feeds = {}
         for graph in spec.graphs:
             rng = np.random.default_rng(seed)
-            make = lambda n: [graph.realistic_inputs(ckpt, BATCH, rng, data) for _ in range(n)]  # noqa: E731
-            feeds[graph.part] = (make(calibration // BATCH), make(GATE_BATCHES), given or ckpt.data.get("source"))
+            make = lambda n, d: [graph.realistic_inputs(ckpt, BATCH, rng, d) for _ in range(n)]  # noqa: E731
+            feeds[graph.part] = (make(calibration // BATCH, calibration_data), make(GATE_BATCHES, gate_data),
+                                 given or ckpt.data.get("source"))
         return feeds
+
+
+def _split_held_out(data):
+    """(calibration data, gate data): the held-out rows split in two halves, so that the gate judges a
+    variant on inputs its calibration never saw (drawn from the same rows, a calibrated range would fit
+    the very images it is judged on). A set of one row, or none, is left whole for both."""
+    if data is None or len(data.test) < 2:
+        return data, data
+    half = len(data.test) // 2
+    halves = []
+    for rows in (slice(None, half), slice(half, None)):
+        part = copy.copy(data)
+        part.test = data.test[rows]
+        if getattr(data, "test_labels", None) is not None:
+            part.test_labels = data.test_labels[rows]
+        halves.append(part)
+    return tuple(halves)
 
 
 def _held_out_feeds(package: Package, family, config, seed: int, calibration_batches: int = 0) -> tuple[dict, dict]:

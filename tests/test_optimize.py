@@ -245,11 +245,15 @@ def test_optimize_errors_and_cli(package_copy, trained, tmp_path, capsys):
     assert (pkg / "edgegen.json").read_bytes() == manifest
     with pytest.raises(ConfigError, match="calibration"):
         optimize_package(pkg, "int8", calibration=3)
-    with pytest.raises(ConfigError, match=r"calibration: expected 8 to 4096 inputs, found 100000000"):
+    with pytest.raises(ConfigError, match=r"calibration \(--calibration\): expected 8 to 4096 inputs, .*found 100000000"):
         optimize_package(pkg, "int8", calibration=100_000_000)   # was killed for memory
+    with pytest.raises(ConfigError, match=r"a multiple of 8 \(they are run in batches of 8\), found 15"):
+        optimize_package(pkg, "int8", calibration=15)   # was rounded down to 8 unsaid
     for size in (1_048_576, 512, 48):
-        with pytest.raises(ConfigError, match=rf"block size: expected a power of 2 from 16 to 256 .*found {size}"):
+        with pytest.raises(ConfigError, match=rf"block_size \(--block-size\): expected a power of 2 from 16 to 256 .*found {size}"):
             optimize_package(pkg, "int4", block_size=size)
+    with pytest.raises(ConfigError, match=r"gate_threshold: expected a finite number or None .*found nan"):
+        optimize_package(pkg, "int8", gate_threshold=float("nan"))
     # an option of another precision is refused, not ignored
     for args, message in ((["int8", "--block-size", "64"], "--block-size: expected an option of --precision int4 or "
                                                            "int8-weights, found it given with --precision int8"),
@@ -257,6 +261,15 @@ def test_optimize_errors_and_cli(package_copy, trained, tmp_path, capsys):
                                                             "found it given with --precision fp16")):
         assert main(["optimize", str(pkg), "--precision", *args]) == 2
         assert message in capsys.readouterr().err
+    # int4's windows come from the package alone: a checkpoint or feeds given are refused, not ignored
+    assert main(["optimize", str(pkg), "--precision", "int4", "--inputs", "feeds.npz", "--checkpoint", "ckpt"]) == 2
+    assert ("--checkpoint and --inputs: expected none with --precision int4, whose variants are gated on the family's "
+            "held-out text from the package alone") in capsys.readouterr().err
+    # a shipped model's package is shared by every use of its name: a copy is optimized
+    assert main(["optimize", "gan-digits", "--precision", "int8"]) == 2
+    err = capsys.readouterr().err
+    assert "package 'gan-digits': expected a package directory to write variants into, found the name of a shipped " \
+           "model" in err and "then edgegen optimize pkg-gan-digits" in err
     moved = tmp_path / "elsewhere"
     shutil.copytree(trained["gan"][0], moved)
     with pytest.raises(CheckpointError, match="--checkpoint|weights"):
@@ -454,6 +467,19 @@ def test_the_search_windows_overlap_none_of_the_gates_and_leave_the_gates_as_the
     assert len(with_search) == 8 and all(np.array_equal(a["input_ids"], b["input_ids"]) for a, b in zip(alone, with_search))
     gate = {tuple(row[:32]) for feed in alone for row in feed["input_ids"]}
     assert not gate & {tuple(row[:32]) for feed in with_search[4:] for row in feed["input_ids"]}
+
+
+def test_int8_is_gated_on_held_out_images_its_calibration_never_saw(trained):
+    """The gate judges a variant on other held-out rows than its calibration drew from (from the same
+    rows, a calibrated range would fit the very images it is judged on)."""
+    from edgegen.optimize import _spec_feeds
+    from edgegen.package import Package
+
+    feeds = _spec_feeds(Package(trained["vae"][1]), None, 256, seed=0)
+    calibration, gate, _ = feeds["encoder"]
+    rows = lambda batches: {row.tobytes() for feed in batches for row in feed["image"]}  # noqa: E731
+    assert len(rows(calibration)) > 100 and len(rows(gate)) > 20
+    assert not rows(calibration) & rows(gate)
 
 
 def test_weights_reach_matmuls_directly_gemms_with_their_bias_and_a_tied_head_transposed(tmp_path):

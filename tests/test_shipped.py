@@ -60,6 +60,12 @@ def test_a_name_exports_once_into_the_cache_then_finds_it(models, tmp_path, caps
     assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
     assert edgegen.load(NAME).package.path == shipped.cache_path(NAME)
     assert main(["info", NAME]) == 0 and main(["check", NAME]) == 0
+    capsys.readouterr()
+    assert main(["build", NAME]) == 2   # the name found: what is missing is TensorRT, not a package
+    assert "tensorrt" in capsys.readouterr().err and not (Path.cwd() / NAME).exists()
+    # optimize writes into its package: it names the copy to make of the shared one
+    assert main(["optimize", NAME, "--precision", "int8"]) == 2
+    assert f"optimize a copy (cp -r {shipped.cache_path(NAME)} pkg-{NAME}, then" in capsys.readouterr().err
 
 
 def test_generate_refuses_an_option_of_another_family_before_a_name_exports(models, tmp_path, capsys):
