@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import signal
+import shutil
 import sys
 import traceback
 import warnings
@@ -1030,6 +1031,11 @@ def _system_error(exc: BaseException) -> str:
                 f"found {exc.object[exc.start:exc.end]!r}: {exc.reason} ({exc.__class__.__name__})")
     if isinstance(exc, UnicodeError):
         return f"text: expected characters this terminal's encoding can carry, found {exc.reason} ({exc.__class__.__name__})"
+    if isinstance(exc, shutil.Error) and exc.args and isinstance(exc.args[0], list) and exc.args[0]:
+        # a folder copy's errors, one (source, destination, why) per file: the first, and how many more
+        source, destination, why = exc.args[0][0]
+        more = f" (and {len(exc.args[0]) - 1} more files)" if len(exc.args[0]) > 1 else ""
+        return f"{str(destination)!r}: expected a copy of {str(source)!r}, found the system refusing it: {why}{more}"
     where = f"{exc.filename!r}: " if getattr(exc, "filename", None) else ""
     return f"{where}{exc.strerror or exc} ({exc.__class__.__name__})"
 

@@ -142,6 +142,11 @@ def check_writable(path: str | os.PathLike, what: str) -> None:
     _writable_folder_on_the_way(path, what, "file")
 
 
+def check_folder_writable(out: str | os.PathLike, what: str = "output") -> None:
+    """Refuse, before any work, a folder output the system will not let this user make (no folder is made)."""
+    _writable_folder_on_the_way(Path(os.path.realpath(out)), what, "folder", shown=out)
+
+
 def _writable_folder_on_the_way(path: Path, what: str, made: str, shown: str | os.PathLike | None = None) -> None:
     """Refuse `path` where the nearest of its folders that exists is not a folder this user can
     write in (probed with a temporary file, removed at once); no folder is made here. `shown`:
@@ -210,7 +215,7 @@ def refuse_output_folder(out: str | os.PathLike, overwrite: bool, holds: str, ki
     not be made (a file on the way to it, a folder the system will not write in)."""
     refuse_existing(out, overwrite)
     refuse_replacing_other(out, holds, kind, reads, owns)
-    _writable_folder_on_the_way(Path(os.path.realpath(out)), "output", "folder", shown=out)
+    check_folder_writable(out)
 
 
 LEFTOVER = re.compile(r"^\..+\.(tmp|lock|partial|old)$")

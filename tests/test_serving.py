@@ -209,8 +209,17 @@ def test_refusals_leave_the_repository_as_it_was(repository, trained, tmp_path):
         with pytest.raises(ConfigError, match=re.escape(f"expected {what} (made by 'edgegen optimize --precision "
                                                         "int8'), found none")):
             write_repository([str(trained["gan"][1])], tmp_path / "r", RepositoryOptions(route=route, precision="int8"))
-    with pytest.raises(ConfigError, match="instances expected an integer of at least 1, found 0"):
-        write_repository([str(trained["gan"][1])], tmp_path / "r", RepositoryOptions(instances=0))
+    for instances in (0, True):
+        with pytest.raises(ConfigError, match=f"instances expected an integer of at least 1, found {instances}"):
+            write_repository([str(trained["gan"][1])], tmp_path / "r", RepositoryOptions(instances=instances))
+    with pytest.raises(ConfigError, match=r"output: expected a path, found an empty one \(''\)"):
+        write_repository([str(trained["gan"][1])], "")   # was the working folder
+    # inside a model folder of the repository (or a package, a checkpoint): taken for a part of it
+    with pytest.raises(OutputExistsError, match="expected a model repository of its own, found it in a Triton model folder"):
+        write_repository([str(trained["vae"][1])], repository / "gan" / "more")
+    with pytest.raises(OutputExistsError, match="found it in an edgegen checkpoint"):
+        write_repository([str(trained["vae"][1])], trained["gan"][0] / "repo")
+    assert not (trained["gan"][0] / "repo").exists()
     # an option no model of the run takes was ignored without a word (the user asked for TensorRT)
     for packages, options, said in (
             (["diffusion"], RepositoryOptions(graph_backend="tensorrt"), "graph_backend (--graph-backend) 'tensorrt'"),
@@ -218,7 +227,11 @@ def test_refusals_leave_the_repository_as_it_was(repository, trained, tmp_path):
                                                             "Python-backend model"),
             (["gan"], RepositoryOptions(dynamic_batching=False, queue_delay_us=100), "queue_delay_us (--queue-delay-us) "
                                                                                    "100, the dynamic batcher's wait, "
-                                                                                   "where it is off")):
+                                                                                   "where it is off"),
+            (["diffusion"], RepositoryOptions(kind="gpu"), "kind (--kind) 'gpu', the device of an ONNX Runtime "
+                                                           "graph-route model's instances, where there is none"),
+            (["flow"], RepositoryOptions(dynamic_batching=False), "dynamic_batching off (--no-dynamic-batching), where "
+                                                                  "no model merges requests (flow: pipeline route")):
         with pytest.raises(ConfigError, match=re.escape(f"expected options that some model of this run takes, found {said}")):
             write_repository([str(trained[f][1]) for f in packages], tmp_path / "r", options)
     assert sorted(p.relative_to(repository) for p in repository.rglob("*")) == before
@@ -341,6 +354,21 @@ def test_the_command_line_writes_a_repository(trained, tmp_path, capsys):
     assert read_config(out / "gan").instance_group[0].count == 2
     assert main(["triton", str(trained["gan"][1]), "--out", str(out), "--force"]) == 0
     assert read_config(out / "gan").instance_group[0].count == 1
+    capsys.readouterr()
+
+
+def test_a_full_disk_while_copying_a_package_is_one_line_and_leaves_nothing(trained, tmp_path, monkeypatch, capsys):
+    import errno
+
+    def full(source, destination, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(destination))
+
+    monkeypatch.setattr(shutil, "copyfile", full)
+    assert main(["triton", str(trained["vae"][1]), "--out", str(tmp_path / "repo"), "--route", "pipeline"]) == 2
+    err = capsys.readouterr().err
+    assert "expected a copy of" in err and "No space left on device" in err and "more files)" in err
+    assert err.count("\n") == 1 and "[(" not in err   # was shutil.Error's list of every file's tuple
+    assert list((tmp_path / "repo").iterdir()) == []
 
 
 # -- a real server ---------------------------------------------------------------------------------

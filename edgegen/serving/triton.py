@@ -33,7 +33,8 @@ from ..package import (CHECKPOINT_WEIGHTS, MANIFEST_NAME, PACKAGE_NAME, PRECISIO
                        package_files)
 from ..runtimes.backends import KNOWN_BACKENDS
 from ..shipped import resolve as resolve_shipped
-from ..storage import atomic_write_text, creation_mode, refuse_replacing_other, staged_directory
+from ..storage import (atomic_write_text, check_folder_writable, creation_mode, refuse_empty, refuse_replacing_other,
+                       staged_directory)
 from .requests import TRITON_TYPES, Field, served
 
 MODEL_CONFIG = "config.pbtxt"   # what every Triton model folder holds: the folders --force may replace
@@ -90,7 +91,8 @@ class RepositoryOptions:
         if self.backend not in KNOWN_BACKENDS:
             problems.append(f"backend expected one of {', '.join(KNOWN_BACKENDS)}, found {self.backend!r}")
         for name, low in (("max_batch_size", 1), ("instances", 1), ("queue_delay_us", 0), ("threads", 0)):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < low:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 problems.append(f"{name} expected an integer of at least {low}, found {getattr(self, name)!r}")
         return problems
 
@@ -128,6 +130,7 @@ def write_repository(packages: list[str], out: str | Path, options: RepositoryOp
     names = [model_name(p) for p in opened]
     for name in {n for n in names if names.count(n) > 1}:
         raise ConfigError(f"model {name!r}: expected one package per model name, found {names.count(name)} packages named so")
+    refuse_empty(out, "output")   # the working folder, which the hint would then name as ''
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise OutputExistsError(f"output {str(out)!r}: expected a model repository directory, found a file")
@@ -138,6 +141,7 @@ def write_repository(packages: list[str], out: str | Path, options: RepositoryOp
         if out.resolve().is_relative_to(package.path.resolve()):
             raise OutputExistsError(f"output {str(out)!r}: expected a model repository outside the packages it serves, "
                                     f"found it inside {str(package.path)!r}")
+    _refuse_inside_edgegen_folder(out)
     plans = [_plan(package, name, out / name, options) for package, name in zip(opened, names)]   # refusals before writing
     if unused := _options_no_model_takes(options, plans):
         raise ConfigError(f"edgegen triton: expected options that some model of this run takes, found {unused[0]}")
@@ -147,6 +151,7 @@ def write_repository(packages: list[str], out: str | Path, options: RepositoryOp
             raise OutputExistsError(f"model {str(out / plan.name)!r}: expected a model folder that does not exist "
                                     "yet, found one (pass --force, or force=True in Python, to replace it)")
         refuse_replacing_other(out / plan.name, MODEL_CONFIG, MODEL_FOLDER, reads, model_folder_files)
+        check_folder_writable(out / plan.name)   # a read-only folder said before any model is written
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for package, plan in zip(opened, plans):
@@ -160,6 +165,17 @@ def write_repository(packages: list[str], out: str | Path, options: RepositoryOp
         if plan.route == "pipeline" and (note := fp32_graphs_note(options.precision, package.fp32_graphs(options.precision))):
             report(f"{plan.name}: {note}")
     return written
+
+
+def _refuse_inside_edgegen_folder(out: Path) -> None:
+    """A repository inside another package, a checkpoint or a model folder would be taken for a part of
+    it (and a model folder's version 1/ would hold other models)."""
+    for folder in (out.resolve(), *out.resolve().parents):
+        for holds, what in ((MANIFEST_NAME, "an edgegen package"), (CHECKPOINT_WEIGHTS, "an edgegen checkpoint"),
+                            (MODEL_CONFIG, "a Triton model folder")):
+            if (folder / holds).is_file():
+                raise OutputExistsError(f"output {str(out)!r}: expected a model repository of its own, found it in "
+                                        f"{what}, {str(folder)!r}: choose another output")
 
 
 @dataclass(frozen=True)
@@ -212,6 +228,12 @@ def _options_no_model_takes(options: RepositoryOptions, plans: list[_Plan]) -> l
     if options.max_batch_size != default.max_batch_size and not batching:
         unused.append(f"max_batch_size (--max-batch-size) {options.max_batch_size}, where no model merges requests "
                       f"({served}; a loop that streams, or a graph without a batch dim, takes them one at a time)")
+    if options.kind != default.kind and not any(p.backend == "onnxruntime" for p in plans):
+        unused.append(f"kind (--kind) {options.kind!r}, the device of an ONNX Runtime graph-route model's instances, "
+                      f"where there is none ({served}; a Python-backend model runs on its --backend, a TensorRT plan "
+                      "on the GPU)")
+    if not options.dynamic_batching and not batching:
+        unused.append(f"dynamic_batching off (--no-dynamic-batching), where no model merges requests ({served})")
     if options.queue_delay_us != default.queue_delay_us and not (options.dynamic_batching and batching):
         unused.append(f"queue_delay_us (--queue-delay-us) {options.queue_delay_us}, the dynamic batcher's wait, where "
                       f"{'it is off' if not options.dynamic_batching else 'no model merges requests'}")
