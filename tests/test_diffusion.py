@@ -126,6 +126,7 @@ def test_img2img_strength(pipe):
     (lambda p: p.sample(3, labels=[12, -1, 3]), InputError, "expected class ids from 0 to 9, found -1, 12$"),
     (lambda p: p.sample(2, labels=[1, 2, 3]), InputError, "expected one class id or 2 of them"),
     (lambda p: p.sample(2, labels=1.5), InputError, "expected integer class ids"),
+    (lambda p: p.sample(2, labels=[]), InputError, r"labels: expected one class id or 2 of them, found none \(shape \[0\]\)"),
     (lambda p: p.sample(2, sampler="plms"), ConfigError, "sampler 'plms'"),
     (lambda p: p.sample(2, sampler=""), ConfigError, "sampler '': expected one of"),   # not the package's default
     (lambda p: p.sample(2, steps=1000), ConfigError, "steps: expected at most 999 for sampler 'dpmpp-2m'"),
@@ -148,7 +149,7 @@ def test_img2img_strength(pipe):
     (lambda p: p.inpaint(np.zeros((1, 1, 8, 8), np.float32), np.ones((8, 8)), guidance_scale=2), InputError,
      "guidance_scale 2: expected with labels"),
     (lambda p: p.sample_batched([dict(n=1, guidance_scale=2.0)]), InputError, "guidance_scale 2: expected with labels"),
-    (lambda p: p.img2img(np.full((1, 1, 8, 8), np.nan, np.float32)), InputError, "images: expected finite numbers, found 64 NaN"),
+    (lambda p: p.img2img(np.full((1, 1, 8, 8), np.nan, np.float32)), InputError, "image: expected finite numbers, found 64 NaN"),
     (lambda p: p.inpaint(np.full((1, 1, 8, 8), np.inf, np.float32), np.ones((8, 8))), InputError, "found 64 NaN or Inf"),
     (lambda p: p.inpaint(np.zeros((1, 1, 8, 8), np.float32), np.full((8, 8), np.nan)), InputError,
      r"mask: expected 0 \(keep\) and 1 \(generate\) only, found 64 NaN or Inf"),   # numpy's all-NaN warning before

@@ -253,7 +253,7 @@ def test_user_errors_name_the_problem(gpt):
         pipe.generate("x", temperature=0)
     # values that overflow the logits to inf, which turned greedy text into NUL bytes
     with pytest.raises(InputError, match=r"temperature: expected a number from 0.0001 to 10000 when sampling \(for greedy "
-                                         r"decoding: do_sample=False, or --greedy on the command line\), found 1e-40"):
+                                         r"decoding: do_sample=False, --greedy on the command line, or greedy true in a served request\), found 1e-40"):
         pipe.generate("x", temperature=1e-40)
     with pytest.raises(InputError, match=r"temperature: expected a number from 0.0001 to 10000 when sampling .*found -1"):
         pipe.generate("x", temperature=-1)   # said as the range sampling takes, not as 0 to 10000

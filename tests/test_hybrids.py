@@ -215,9 +215,13 @@ def test_controlnet_fused_graph_and_scale_zero_is_the_base_model(controlnet, tin
         with pytest.raises(InputError, match=re.escape(f"control: expected hint images [1, 8, 8] (one for all) or "
                                                        f"[n, 1, 8, 8], found {list(shape)}")):
             pipe.sample(2, control=np.zeros(shape, np.float32), steps=2)
-    with pytest.raises(InputError, match=r"images: expected a floating-point array, found 'seven' \(are the arguments "
+    with pytest.raises(InputError, match=r"image: expected a floating-point array, found 'seven' \(are the arguments "
                                          "in the order"):
         pipe.img2img("seven", control=hints)
+    with pytest.raises(InputError, match=r"^image: expected values in \[0, 1\]"):   # the picture, not the control
+        pipe.img2img(hints + 1.5, control=hints)
+    with pytest.raises(InputError, match=r"^control: expected values in \[0, 1\]"):
+        pipe.img2img(hints, control=hints + 1.5)
     for bad in ([1.0, 1.0, 1.0], [[1.0], [1.0, 2.0]]):
         with pytest.raises(InputError, match="conditioning_scale: expected one number or 2"):
             pipe.sample(2, control=hints[:1], conditioning_scale=bad)

@@ -38,7 +38,8 @@ class Sampling:
         temperature = check_number(temperature, "temperature")
         low = 1 / LIMIT if do_sample else 0.0   # greedy decoding ignores it; sampling divides by it
         if not low <= temperature <= LIMIT:
-            greedy = (" when sampling (for greedy decoding: do_sample=False, or --greedy on the command line)"
+            greedy = (" when sampling (for greedy decoding: do_sample=False, --greedy on the command line, or greedy "
+                      "true in a served request)"
                       if do_sample and temperature < low else "")
             raise InputError(f"temperature: expected a number from {low:g} to {LIMIT:g}{greedy}, found {temperature!r}")
         if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 0):

@@ -44,7 +44,7 @@ class ControlNetPipeline(DiffusionPipeline):
 
     def hint(self, images) -> np.ndarray:
         """The control image for each image [n, C, H, W] in [0, 1], as the model was trained to follow."""
-        return coarse_hint(self._images(images), self.config.hint_factor)
+        return coarse_hint(self._images(images, "images"), self.config.hint_factor)
 
     def control_feeds(self, control, n: int, conditioning_scale) -> dict[str, np.ndarray]:
         """The graph's control and conditioning_scale inputs for n images: one control image

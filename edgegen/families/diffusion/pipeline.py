@@ -131,6 +131,8 @@ class DiffusionPipeline(Pipeline):
         if self.num_classes == 0:
             raise InputError("labels: this package's model is unconditional (trained without classes), found labels")
         array = np.asarray(labels)
+        if array.size == 0:   # before its dtype: an empty list is numpy's float64
+            raise InputError(f"labels: expected one class id or {n} of them, found none (shape {list(array.shape)})")
         if array.dtype.kind not in "iu":
             raise InputError(f"labels: expected integer class ids, found dtype {array.dtype}")
         array = np.full(n, int(array), np.int64) if array.ndim == 0 else array.astype(np.int64)
@@ -362,8 +364,9 @@ class DiffusionPipeline(Pipeline):
             cause += f", the given noise reaching {float(np.abs(noise).max()):.3g} in magnitude (standard normal expected)"
         return finite_result(self.to_images(finite_result(x, "sample", cause)), "images", cause)
 
-    def _images(self, image) -> np.ndarray:
-        return check_range(as_float_array(image, "images", (None, *self.image_shape)), "images", 0, 1)
+    def _images(self, image, what: str = "image") -> np.ndarray:
+        """Pictures [n, C, H, W] in [0, 1], named in an error as the caller's argument (img2img's `image`)."""
+        return check_range(as_float_array(image, what, (None, *self.image_shape)), what, 0, 1)
 
     def _mask(self, mask, shape) -> np.ndarray:
         """A mask of 0/1 (broadcast_mask's shapes), broadcast to the images."""

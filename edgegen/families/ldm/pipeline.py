@@ -45,7 +45,7 @@ class LatentDiffusionPipeline(DiffusionPipeline):
 
     def encode(self, images) -> np.ndarray:
         """Images [n, C, H, W] in [0, 1] -> latents [n, *latent_shape] (scaled, as the UNet sees them)."""
-        return self.to_space(self._images(images))
+        return self.to_space(self._images(images, "images"))
 
     def decode(self, latents) -> np.ndarray:
         """Latents [n, *latent_shape] -> images [n, C, H, W] in [0, 1]."""
