@@ -131,7 +131,7 @@ def wavenet_numbers(pkg: Path) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="edgegen-ar-bench-"))

@@ -142,7 +142,7 @@ def cache_versus_recompute(pipe, prompt: list[int], rounds: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5, help="rounds; each engine generates 3 times per round")
     parser.add_argument("--optimum-python", default=None, help="a Python that has optimum-onnx installed")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))

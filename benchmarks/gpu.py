@@ -82,7 +82,7 @@ def time_model(name: str, scratch: Path, gpu_backends: list[str], cuda: bool) ->
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="gpu_check.json")
     parser.add_argument("--only", nargs="+", metavar="NAME", default=None, help="these shipped models (default: all)")
     args = parser.parse_args()

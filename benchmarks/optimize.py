@@ -23,7 +23,7 @@ from edgegen.optimize import optimize_package, speedup
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     parser.add_argument("--only", nargs="+", default=None, choices=[model.name for _, model in demo_models()],
                         help="these shipped models only (results written as optimize_<names>)")

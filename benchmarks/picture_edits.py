@@ -25,7 +25,7 @@ STRENGTHS = (0.2, 0.4, 0.6, 0.8, 1.0)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--digits", type=int, default=200, help="held-out digits edited")
     parser.add_argument("--steps", type=int, default=20, help="sampler steps (DPM-Solver++, the package's)")
     parser.add_argument("--out", default="benchmarks/results")

@@ -99,7 +99,7 @@ def large_image(pipes: dict, module, rounds: int = 3) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--iters", type=int, default=60)
     parser.add_argument("--checkpoint", default=str(MODEL), help="default: the shipped x4 model")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))

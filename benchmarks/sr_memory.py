@@ -47,7 +47,7 @@ print(f"{edgegen.__file__}: 1024x768 -> {out.width}x{out.height} {out.mode}: pea
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--source", default=str(Path(__file__).resolve().parents[1]),
                         help="the checkout whose edgegen runs the upscale (default: this one)")
     args = parser.parse_args()

@@ -19,7 +19,7 @@ GUIDANCES = (1.0, 1.5, 2.0, 4.0, 7.5)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--package", default="text2image-digits", help="a package path or a shipped name")
     parser.add_argument("--per-caption", type=int, default=20, help="samples of each of the 20 prompts")
     parser.add_argument("--out", default="benchmarks/results")

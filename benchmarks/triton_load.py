@@ -210,7 +210,7 @@ def table(results: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=4.0, help="load time per model and concurrency")
     parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads, in-process and per server instance")
     parser.add_argument("--queue-delay-us", type=int, default=0, help="the dynamic batcher's wait for more requests")
