@@ -525,7 +525,8 @@ def _print_info(path) -> int:
     for precision, parts in m.variants.items():
         for part, record in parts.items():
             gate = record.get("gate", {})
-            verdict = (f"{record['file']} (gate {gate.get('line')}" + (f", {record['speedup_ort_cpu']:.2f}x fp32's speed on ort-cpu" if "speedup_ort_cpu" in record else "")
+            made_for = f" for {record['target']}" if record.get("target") else ""
+            verdict = (f"{record['file']}{made_for} (gate {gate.get('line')}" + (f", {record['speedup_ort_cpu']:.2f}x fp32's speed on ort-cpu" if "speedup_ort_cpu" in record else "")
                        + ")") if "file" in record else f"not written: {record.get('refused')}"
             print(f"variant   {precision} {part}: {verdict}")
             later = record.get("last_refused")

@@ -25,8 +25,10 @@ a TensorRT target (tensorrt, jetpack6, jetpack7) every variant that passes.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
+import io
 import logging
 import math
 import os
@@ -44,7 +46,7 @@ from .families import families, package_config
 from .families import get as get_family
 from .package import VARIANT_FILE, VARIANT_PRECISIONS, Package, spared_text, write_manifest
 from .progress import Progress
-from .storage import atomic_write_bytes, clean_temporaries, fault_point, writer_lock
+from .storage import atomic_write_bytes, check_files_writable_in, clean_temporaries, fault_point, writer_lock
 from .targets import get_target
 
 MIN_PSNR_DB = {"int8": 30.0, "fp16": 40.0, "fused": 60.0}
@@ -143,6 +145,7 @@ def optimize_package(path: str | os.PathLike, precision: str, calibration: int =
     # are for ONNX Runtime's developers, not the user: errors still show, and raise
     onnxruntime.set_default_logger_severity(3)
     given = Package(path)   # a missing or broken package is refused before waiting for its lock
+    check_files_writable_in(given.path, "package")   # a read-only one before the work, not at its end
     _refuse_opset_beyond_target(given, get_target(target))
     if precision == "fused" and get_family(given.family).fusion is None:   # before anything is written
         fusable = ", ".join(f.name for f in families() if f.fusion) or "none"
@@ -179,8 +182,11 @@ def optimize_package(path: str | os.PathLike, precision: str, calibration: int =
                 shown.update(1, info=f"{part} done")
                 spared = f", {spared_text(r)}" if r.get("spared_matmuls") else ""
                 stays = f"; the {precision} variant written before stays ({earlier[part]['file']})" if part in earlier else ""
-                progress(f"{part}: {precision} " + (f"written ({r['gate']['line']}{spared}, {r['speedup_ort_cpu']:.2f}x fp32's "
-                                                     "speed on ort-cpu)" if "file" in r else f"not written: {r['refused']}{stays}"))
+                before = earlier.get(part, {}).get("target")
+                replaces = f"; it replaces the one made for {before}" if before not in (None, target) else ""
+                progress(f"{part}: {precision} " + (f"written for {target} ({r['gate']['line']}{spared}, {r['speedup_ort_cpu']:.2f}x "
+                                                     f"fp32's speed on ort-cpu){replaces}" if "file" in r
+                                                     else f"not written: {r['refused']}{stays}"))
         _record(package, precision, {part: _kept_or_new(earlier.get(part), r) for part, r in records.items()})
     return records
 
@@ -654,10 +660,14 @@ def _refusal_hint(record: dict) -> str:
         return f"{kept} ({what} cleared the search's own windows at top-1 {search['top1']:.4g}; the gate's are others)"
     missed = (f"top-1 {search['top1']:.4g} < {search['bar']:g}" if search["top1"] < search["bar"]
               else f"perplexity {search['perplexity_ratio']:.4g}x fp32's > {MAX_PERPLEXITY_RATIO:g}x")
+    # for TensorRT the spared weights stay in float, and int8-weights (ONNX Runtime's MatMulNBits) is not there
+    in_float = record.get("spared_as") == "float"
+    kept_as, instead = ("in float", "int8 or fp16") if in_float else ("at 8 bits", "int8-weights")
+    stopped = search["stopped"].replace("at 8 bits", kept_as)
     if search["stopped"] == STOPPED_SHARE and search["max_8bit_share"] < 1:
-        return (f"{kept}; keeping weights at 8 bits up to --max-8bit-share {search['max_8bit_share']:g} did not clear "
-                f"the search's bars ({missed}): raise it, or take --precision int8-weights")
-    return f"{kept}; the search stopped at {search['stopped']} ({missed}): take --precision int8-weights"
+        return (f"{kept}; keeping weights {kept_as} up to --max-8bit-share {search['max_8bit_share']:g} did not clear "
+                f"the search's bars ({missed}): raise it, or take --precision {instead}")
+    return f"{kept}; the search stopped at {stopped} ({missed}): take --precision {instead}"
 
 
 def weight_matmul_form(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -731,7 +741,16 @@ def _fuse(package: Package, part: str, out: Path) -> None:
     from onnxruntime.transformers.optimizer import optimize_model
 
     family, config = package_config(package)   # a transformer family: optimize_package checked
-    fused = optimize_model(str(package.graph_path(part)), opt_level=0, **family.fusion(config))
+    # its symbolic shape inference fails on these graphs' dynamic dims, and it skips the fusions that need
+    # it, saying so by print and by warnings of loggers named after its modules (it imports them as
+    # top-level modules: fusion_skiplayernorm, ...): words for ONNX Runtime's developers, not the user
+    disabled = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            fused = optimize_model(str(package.graph_path(part)), opt_level=0, **family.fusion(config))
+    finally:
+        logging.disable(disabled)
     fused.save_model_to_file(str(out))
 
 

@@ -142,6 +142,12 @@ def check_writable(path: str | os.PathLike, what: str) -> None:
     _writable_folder_on_the_way(path, what, "file")
 
 
+def check_files_writable_in(folder: str | os.PathLike, what: str) -> None:
+    """Refuse, before any work, an existing folder the system will not let this user write files in
+    (a package on read-only storage that a command adds files to)."""
+    _writable_folder_on_the_way(Path(folder) / ".probe", what, "file", shown=folder)
+
+
 def check_folder_writable(out: str | os.PathLike, what: str = "output") -> None:
     """Refuse, before any work, a folder output the system will not let this user make (no folder is made)."""
     _writable_folder_on_the_way(Path(os.path.realpath(out)), what, "folder", shown=out)

@@ -1,6 +1,7 @@
 """int8 / fp16 variants: what the quantized file holds, the gate, the manifest, the runtime."""
 
 import json
+import re
 import shutil
 import warnings
 from pathlib import Path
@@ -254,6 +255,14 @@ def test_optimize_errors_and_cli(package_copy, trained, tmp_path, capsys):
             optimize_package(pkg, "int4", block_size=size)
     with pytest.raises(ConfigError, match=r"gate_threshold: expected a finite number or None .*found nan"):
         optimize_package(pkg, "int8", gate_threshold=float("nan"))
+    with pytest.MonkeyPatch.context() as patch:   # read-only storage (this suite may run as root, whom modes do not stop)
+        def refused(*args, **kwargs):
+            raise PermissionError(13, "Permission denied")
+
+        patch.setattr("edgegen.storage.tempfile.mkstemp", refused)
+        with pytest.raises(ConfigError, match=r"package '.*': expected a folder this user can write a file in, found "
+                                              r"'.*' refusing one \(Permission denied\)"):
+            optimize_package(pkg, "int8", progress=_quiet)   # before calibrating, not after
     # an option of another precision is refused, not ignored
     for args, message in ((["int8", "--block-size", "64"], "--block-size: expected an option of --precision int4 or "
                                                            "int8-weights, found it given with --precision int8"),
@@ -276,7 +285,14 @@ def test_optimize_errors_and_cli(package_copy, trained, tmp_path, capsys):
         optimize_package(pkg, "int8", checkpoint=trained["vae"][0], progress=_quiet)
     assert main(["optimize", str(pkg), "--precision", "int8", "--target", "tensorrt", "--checkpoint", str(moved),
                  "--calibration", "16"]) == 0
-    assert "variant   int8 generator: generator.int8." in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "generator: int8 written for tensorrt (" in out
+    assert re.search(r"variant   int8 generator: generator\.int8\.[0-9a-f]{12}\.onnx for tensorrt \(gate PSNR", out)
+    # a run for another target replaces it, and says so
+    assert main(["optimize", str(pkg), "--precision", "int8", "--target", "jetpack7", "--checkpoint", str(moved),
+                 "--calibration", "16"]) == 0
+    assert "generator: int8 written for jetpack7 (" in (out := capsys.readouterr().out) and \
+        "; it replaces the one made for tensorrt" in out
     assert main(["bench", str(pkg), "--precision", "int8", "--iters", "5", "--warmup", "1", "--backend", "ort-cpu"]) == 0
     assert "precision int8" in capsys.readouterr().out
 
@@ -430,9 +446,10 @@ def test_int4_search_keeps_within_its_share_and_says_what_to_do_where_it_runs_ou
     assert groups[first][0] > 0.05 * sum(size for size, _ in groups.values()) and sorted(search["ranked"]) == sorted(groups)
     assert not set(groups[first][1]) & set(record["spared_matmuls"])   # passed over, not the end of the search
     assert not search["passed"] and search["stopped"] == STOPPED_SHARE
-    assert record["refused"].endswith(f"{record['spared_as']}; keeping weights at 8 bits up to --max-8bit-share 0.05 "
+    # for TensorRT the kept weights are float, and int8-weights is not a TensorRT precision
+    assert record["refused"].endswith(f"{record['spared_as']}; keeping weights in float up to --max-8bit-share 0.05 "
                                       f"did not clear the search's bars (top-1 {search['top1']:.4g} < 0.96): raise it, "
-                                      "or take --precision int8-weights")
+                                      "or take --precision int8 or fp16")
     tiny = optimize_package(pkg, "int4", target="tensorrt", max_8bit_share=0.001, progress=_quiet)["decoder"]
     assert tiny["spared_matmuls"] == [] and tiny["search"]["judgements"] == 1 and tiny["search"]["stopped"] == STOPPED_SHARE
     assert "did not clear the search's bars" in tiny["refused"]
@@ -440,8 +457,8 @@ def test_int4_search_keeps_within_its_share_and_says_what_to_do_where_it_runs_ou
                              progress=_quiet)["decoder"]
     assert len(whole["spared_matmuls"]) == 16 and whole["search"]["stopped"] == STOPPED_ALL_BUT_ONE
     assert whole["search"]["judgements"] == 1 + 17 + 16
-    assert whole["refused"].endswith(f"; the search stopped at {STOPPED_ALL_BUT_ONE} (top-1 {whole['search']['top1']:.4g} "
-                                     "< 1.51): take --precision int8-weights")
+    assert whole["refused"].endswith(f"; the search stopped at every weight but one in float (top-1 "
+                                     f"{whole['search']['top1']:.4g} < 1.51): take --precision int8 or fp16")
 
 
 def test_the_search_windows_overlap_none_of_the_gates_and_leave_the_gates_as_they_were(tmp_path, monkeypatch):
@@ -527,7 +544,7 @@ def test_weight_only_precisions_are_for_token_models(trained, tmp_path):
     with pytest.raises(ConfigError, match="block size: expected a power of 2 from 16 to 256 .*, found 24"):
         optimize_package(pkg, "int4", block_size=24, progress=_quiet)
     for share in (-0.1, 1.5, True, "half"):
-        with pytest.raises(ConfigError, match=f"8-bit share: expected a fraction of the MatMul weights from 0 to 1, "
+        with pytest.raises(ConfigError, match=f"max_8bit_share \\(--max-8bit-share\\): expected a fraction of the MatMul weights from 0 to 1, "
                                               f"found {share!r}"):
             optimize_package(pkg, "int4", max_8bit_share=share, progress=_quiet)
     with pytest.raises(ConfigError, match="precision 'int4': expected one of int8, fp16 \\(those the jetpack6 target takes.*int4's blocks need opset 21"):
@@ -539,5 +556,14 @@ def test_a_checkpoint_that_is_not_there_is_said_to_be_missing(trained, tmp_path)
     from edgegen.training.checkpoint import load_source_checkpoint
 
     with pytest.raises(CheckpointError, match=r"expected the checkpoint it was exported from, found no checkpoint "
-                                              r"folder at '.*moved'; pass it \(--checkpoint, --vs-torch\)"):
+                                              r"folder at '.*moved'; pass it \(--checkpoint CHECKPOINT\)"):
         load_source_checkpoint(Package(trained["vae"][1]), tmp_path / "moved")
+    # a hand-edited record of where it came from: the manifest's error, not a TypeError
+    pkg = shutil.copytree(trained["vae"][1], tmp_path / "pkg")
+    manifest = json.loads((pkg / "edgegen.json").read_text())
+    manifest["provenance"]["source_checkpoint"]["path"] = 5
+    (pkg / "edgegen.json").write_text(json.dumps(manifest))
+    from edgegen.errors import ManifestError
+
+    with pytest.raises(ManifestError, match="provenance.source_checkpoint.path expected a string, found 5"):
+        optimize_package(pkg, "int8", progress=_quiet)

@@ -508,7 +508,7 @@ def test_the_command_line_takes_a_module_through_export_generate_bench_optimize_
            "found depth" in capsys.readouterr().err
     assert main(["optimize", str(pkg), "--precision", "int8", "--target", "tensorrt"]) == 0
     out = capsys.readouterr().out
-    assert "model: int8 written (PSNR dB" in out or "model: int8 not written" in out
+    assert "model: int8 written for tensorrt (PSNR dB" in out or "model: int8 not written" in out
     manifest = json.loads((pkg / "edgegen.json").read_text())
     assert manifest["variants"]["int8"]["model"]["calibration"]["source"] == "held-out inputs recorded at export"
     assert main(["check", str(pkg), "--profile", "batch=1:2:8", "--profile", "height=16:32:256",

@@ -170,14 +170,13 @@ def source_model(package: Package, given: str | Path | None = None):
     folder, that folder imported again; either refused unless its weights are the ones the package
     came from. What `bench --vs-torch` runs beside the graphs."""
     from ..shipped import SHIPPED_SOURCE
-    from ..training.checkpoint import load_source_checkpoint, require_recorded_weights
+    from ..training.checkpoint import load_source_checkpoint, recorded_source, require_recorded_weights
 
-    recorded = package.manifest.provenance.get("source_checkpoint", {})
-    source = given or recorded.get("path")
+    source = given or recorded_source(package)
     folder = Path(source) if source else None
     if (folder is None or str(source).startswith(SHIPPED_SOURCE) or (folder / CHECKPOINT_WEIGHTS).is_file()
             or not folder.is_dir()):
-        with exported_as(load_source_checkpoint(package, given)) as pair:   # which says what is missing
+        with exported_as(load_source_checkpoint(package, given, "--vs-torch")) as pair:   # which says what is missing
             yield pair
         return
     with tempfile.TemporaryDirectory(prefix="edgegen-import-") as scratch:

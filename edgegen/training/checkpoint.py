@@ -17,7 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .. import __version__
-from ..errors import CheckpointError, ConfigError, DataError, format_mismatch
+from ..errors import CheckpointError, ConfigError, DataError, ManifestError, format_mismatch
 from ..package import CHECKPOINT_WEIGHTS, MANIFEST_NAME, read_json, sha256_file
 from ..shipped import MODELS_DISTRIBUTION, SHIPPED_SOURCE, checkpoints_dir
 from ..storage import atomic_write_text, creation_mode, staged_directory
@@ -116,17 +116,27 @@ def save_checkpoint(out: str | Path, family: str, config: Any, model: torch.nn.M
     return Path(out)
 
 
-def load_source_checkpoint(package, given: str | Path | None = None) -> Checkpoint:
-    """The checkpoint a package was exported from (`given`, else the path its manifest records),
-    refused unless its weights are the ones the package was exported from."""
+def recorded_source(package) -> str | None:
+    """The path of the checkpoint or folder the package's manifest says it came from, or None."""
     recorded = package.manifest.provenance.get("source_checkpoint", {})
-    source = given or recorded.get("path")
+    path = recorded.get("path") if isinstance(recorded, dict) else None
+    if path is not None and not isinstance(path, str):
+        raise ManifestError(f"package {str(package.path)!r}: provenance.source_checkpoint.path expected a string, "
+                            f"found {path!r:.60}")
+    return path
+
+
+def load_source_checkpoint(package, given: str | Path | None = None, flag: str = "--checkpoint") -> Checkpoint:
+    """The checkpoint a package was exported from (`given`, else the path its manifest records),
+    refused unless its weights are the ones the package was exported from. `flag`: the option that
+    gives it, for the refusal's hint."""
+    source = given or recorded_source(package)
     if not given and source and source.startswith(SHIPPED_SOURCE):   # a shipped package names its checkpoint
         source = checkpoints_dir() / source[len(SHIPPED_SOURCE):]
     if not source or not Path(source).is_dir():
         found = f"no checkpoint folder at {str(source)!r}" if source else "no path to it recorded"
         raise CheckpointError(f"package {str(package.path)!r}: expected the checkpoint it was exported from, found "
-                              f"{found}; pass it (--checkpoint, --vs-torch)")
+                              f"{found}; pass it ({flag} CHECKPOINT)")
     return require_recorded_weights(package, load_checkpoint(source), f"checkpoint {str(source)!r}", "exported")
 
 
