@@ -104,3 +104,17 @@ def not_one_of(thing: str, found: str, allowed, what: str = "") -> str:
     close = close_match(found, allowed)
     return (f"{thing} {found!r}: expected one of {', '.join(allowed) or 'none'}{f' ({what})' if what else ''}, "
             f"found {found!r}" + (f" (did you mean {close!r}?)" if close else ""))
+
+
+def warn_caller(message: str, category: type[Warning]) -> None:
+    """warnings.warn pointed at the first frame outside edgegen: the user's own line, however many of
+    edgegen's calls lie between (edgegen.load, then edgegen.runtimes.load, then ...)."""
+    import os
+    import sys
+    import warnings
+
+    inside = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frame, level = sys._getframe(1), 2   # level 2: warn_caller's caller
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(inside):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)

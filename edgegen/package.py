@@ -196,6 +196,9 @@ def _graph_entry(obj: Any, where: str) -> GraphEntry:
     if not inputs or not outputs:
         raise ManifestError(f"{where}: expected at least one input and one output")
     extra = {k: v for k, v in obj.items() if k not in ("file", "sha256", "inputs", "outputs")}
+    opset = extra.get("opset")   # the targets' parsers are judged by it (a string passed every check)
+    if "opset" in extra and (isinstance(opset, bool) or not isinstance(opset, int) or opset < 1):
+        raise ManifestError(f"{where}: expected opset to be a positive integer, found {opset!r:.40}")
     return GraphEntry(file, sha, inputs, outputs, extra)
 
 

@@ -92,8 +92,12 @@ def test_int8_for_a_cpu_whose_int8_sums_saturate_has_7_bit_weights(package_copy,
     # 8-bit weights on a CPU whose sums saturate: the runtime says so, the command line in one line
     if saturating:
         with pytest.warns(PrecisionWarning, match=r"int8 variant of generator in .*: expected 7-bit weights on an x86 "
-                                                  r"CPU without VNNI \(a test\), found 8-bit ones"):
+                                                  r"CPU without VNNI \(a test\), found 8-bit ones") as said:
             edgegen.load(pkg, backend="ort-cpu", precision="int8")
+        assert said[0].filename == __file__   # the user's line, through edgegen.load's extra call too
+        with pytest.warns(PrecisionWarning) as said:
+            edgegen.runtimes.load(pkg, backend="ort-cpu", precision="int8")
+        assert said[0].filename == __file__
         capsys.readouterr()
         assert main(["generate", str(pkg), "--precision", "int8", "--backend", "ort-cpu", "--n", "1",
                      "--out", str(pkg.parent / "one.png")]) == 0

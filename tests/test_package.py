@@ -66,6 +66,8 @@ _WRITTEN = {"file": "generator.int8.onnx", "sha256": "0" * 64, "gate": {"passed"
     (lambda d: d["graphs"]["generator"]["inputs"][0].update(shape=["batch", -3]), "found -3"),
     (lambda d: d["graphs"]["generator"].update(file="../../etc/passwd"), "which leaves it"),
     (lambda d: d["graphs"]["generator"].update(file="/etc/passwd"), "found absolute"),
+    (lambda d: d["graphs"]["generator"].update(opset="23"), "graphs.generator: expected opset to be a positive integer, "
+                                                            "found '23'"),
     # variant records: refused where read, not a traceback in info or fp32 run in their place
     (lambda d: d.update(variants={"int3": {}}), "variants.int3: expected a precision among int8, fp16"),
     (lambda d: d.update(variants={"int8": [1]}), "variants.int8: expected an object of graph records, found [1]"),

@@ -6,10 +6,9 @@ Runtime code: nothing here imports torch or onnx, so it installs on a device wit
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 
-from ..errors import BackendError, PackageError, PrecisionWarning, not_one_of
+from ..errors import BackendError, PackageError, PrecisionWarning, not_one_of, warn_caller
 from ..families import package_config
 from ..package import PRECISIONS, Package
 from ..shipped import resolve as resolve_shipped
@@ -68,10 +67,10 @@ def _warn_if_int8_saturates(package: Package) -> None:
                        if not str(record.get("weights", "")).startswith("7-bit"))
     why = int8_sums_saturate() if eight_bit else None
     if why:
-        warnings.warn(f"int8 variant of {', '.join(eight_bit)} in {str(package.path)!r}: expected 7-bit weights on {why}, "
-                      "found 8-bit ones, whose sums ONNX Runtime's int8 kernels saturate here: its outputs may be "
-                      "further from fp32's than its gate measured (edgegen optimize --precision int8 on this kind "
-                      "of CPU makes 7-bit ones)", PrecisionWarning, stacklevel=4)   # the caller of load
+        warn_caller(f"int8 variant of {', '.join(eight_bit)} in {str(package.path)!r}: expected 7-bit weights on {why}, "
+                    "found 8-bit ones, whose sums ONNX Runtime's int8 kernels saturate here: its outputs may be "
+                    "further from fp32's than its gate measured (edgegen optimize --precision int8 on this kind "
+                    "of CPU makes 7-bit ones)", PrecisionWarning)
 
 
 def load(path: str | os.PathLike, backend: str = "auto", threads: int | None = None,
