@@ -570,3 +570,20 @@ def test_gpt_streams_over_http_generate_stream(server, gpt_package):
     pieces = [json.loads(event)["text"] for event in events]
     assert len(pieces) > 1
     assert "".join(pieces) == edgegen.load(gpt_package, threads=1).generate("def ", max_new_tokens=12, do_sample=False)
+
+
+def test_a_server_that_fails_to_start_is_said_by_its_error_lines_and_what_to_write_instead(tmp_path):
+    """A failed load is followed by the server's shutdown lines: the cause is its error line, and a
+    model that wants a backend this server lacks is told how to write it."""
+    from edgegen.serving.local_server import _tail
+
+    log = tmp_path / "tritonserver.log"
+    log.write_text("I1204 12:00:00.000001 1 model_lifecycle.cc:469] loading: vae:1\n"
+                   "E1204 12:00:00.000002 1 model_lifecycle.cc:638] failed to load 'vae' version 1: Invalid argument: "
+                   "unable to find backend library for backend 'onnxruntime', try specifying runtime on the model "
+                   "configuration.\n" + "".join(f"I1204 12:00:01.{i:06d} 1 server.cc:607] shutting down\n" for i in range(40)))
+    said = _tail(log)
+    assert said.startswith("E1204") and "unable to find backend library for backend 'onnxruntime'" in said
+    assert "shutting down" not in said and said.endswith("write the repository with edgegen triton --graph-backend python)")
+    log.write_text("".join(f"I1204 line {i}\n" for i in range(40)))   # no error line: the tail
+    assert _tail(log).splitlines() == [f"I1204 line {i}" for i in range(10, 40)]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -129,8 +130,24 @@ def _wait_ready(server: Server, seconds: float) -> None:
     raise BackendError(f"tritonserver: expected it ready within {seconds:g} s, found it was not:\n{_tail(server.log)}")
 
 
+# Triton's log marks an error line "E" and the date (E1204 12:00:00.000000 ...); the lines of its
+# shutdown follow a failed load, so the log's tail alone hides the cause
+TRITON_ERROR_LINE = re.compile(r"^E\d{4} ")
+MISSING_BACKEND = re.compile(r"unable to find (backend library for backend|'libtriton_)")
+
+
 def _tail(log: Path, lines: int = 30) -> str:
-    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) if log.exists() else "(no log)"
+    """The server's error lines (else the log's last lines), and where a model wants a backend this
+    server lacks, what to write instead."""
+    if not log.exists():
+        return "(no log)"
+    text = log.read_text(errors="replace").splitlines()
+    errors = [line for line in text if TRITON_ERROR_LINE.match(line)]
+    shown = "\n".join((errors or text)[-lines:])
+    if any(MISSING_BACKEND.search(line) for line in errors):
+        shown += ("\n(this server has Triton's Python backend only: write the repository with edgegen triton "
+                  "--graph-backend python)")
+    return shown
 
 
 def _stop(process: subprocess.Popen) -> None:
