@@ -513,8 +513,9 @@ class PNDMSampler(Sampler):
         if self.config["skip_prk_steps"]:
             return np.array([], np.int64)
         if steps < self.ORDER:
+            others = ", ".join(name for name in SAMPLERS if name != "pndm")
             raise ConfigError(f"steps: sampler 'pndm' with its Runge-Kutta warm-up expected at least {self.ORDER}, found "
-                              f"{steps} (skip_prk_steps=True samples with fewer)")
+                              f"{steps}: give more steps, or choose another sampler ({others})")
         half = self.num_train_timesteps // steps // 2
         prk = np.repeat(self._ascending(steps)[-self.ORDER:], 2) + np.tile(np.array([0, half]), self.ORDER)
         return np.repeat(prk[:-1], 2)[1:-1][::-1]
