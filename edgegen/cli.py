@@ -541,6 +541,10 @@ def _print_info(path) -> int:
                 print(f"            {spared_text(record)}")
             if "file" in record and (record.get("ort_form") or record.get("ort_form_declined")):
                 print(f"            {record.get('ort_form') or record['ort_form_declined']}")
+    held = m.config.get("held_out")
+    if isinstance(held, dict):
+        missing = "" if (package.path / str(held.get("file"))).is_file() else "; MISSING: optimize then needs --inputs NPZ"
+        print(f"held out  {held.get('feeds')} feeds in {held.get('file')} (what optimize calibrates and gates on{missing})")
     p = m.provenance
     made = ", ".join(f"{tool} {p[tool]}" for tool in ("edgegen", "torch", "onnx", "onnxruntime", "opset") if p.get(tool))
     print(f"made by   {made or 'not recorded'}" + (f", {p['created']}" if p.get("created") else ""))

@@ -278,7 +278,7 @@ def test_inputs_named_as_forwards_parameters_are_bound_by_name(tmp_path):
     np.testing.assert_allclose(edgegen.load(path)(first=a, second=b)["output"], a - 2 * b, atol=1e-6)
 
 
-def test_held_out_feeds_are_checked_and_recorded_for_optimize(tmp_path):
+def test_held_out_feeds_are_checked_and_recorded_for_optimize(tmp_path, capsys):
     rng = np.random.default_rng(1)
     feeds = [{"a": rng.standard_normal((n, 4)).astype(np.float32), "b": rng.standard_normal((n, 4)).astype(np.float32)}
              for n in (3, 5)]
@@ -289,6 +289,13 @@ def test_held_out_feeds_are_checked_and_recorded_for_optimize(tmp_path):
                                           r"of them and gates on the rest\), found 1"):   # optimize could not use it
         export_pytorch(_Difference(), feeds[0], tmp_path / "one", held_out=feeds[:1])
     assert not (tmp_path / "one").exists()
+    # info says they are there, and when they are gone, what optimize then needs
+    assert main(["info", str(path)]) == 0
+    assert "held out  2 feeds in held_out.npz (what optimize calibrates and gates on)\n" in capsys.readouterr().out
+    (path / "held_out.npz").unlink()
+    main(["info", str(path)])
+    assert "held out  2 feeds in held_out.npz (what optimize calibrates and gates on; MISSING: optimize then needs " \
+           "--inputs NPZ)" in capsys.readouterr().out
 
 
 def test_the_callers_module_keeps_its_mode_and_a_failing_module_file_is_named(tmp_path, capsys):
