@@ -42,9 +42,10 @@ def _require_export(what: str) -> None:
         raise MissingExtraError(f"{what} needs the export extra: {EXPORT_EXTRA} (found no {', '.join(missing)} here)")
 
 
-# commands that take a shipped model's name and write nothing into its package (build's engines go
-# into the cache), resolved before they run (generate resolves its own, after checking its options:
-# a shipped name may export first, which takes a while)
+# commands that take a shipped model's name, resolved before they run (generate resolves its own,
+# after checking its options: a shipped name may export first, which takes a while). None writes its
+# variants into the shared package (optimize refuses a name); build keeps its engines in the package's
+# engine cache, or --cache-dir.
 NAMED_COMMANDS = ("bench", "info", "check", "build")
 
 
@@ -826,7 +827,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "block-wise weight-only quantization of token models (ONNX Runtime's MatMulNBits; int4 for a "
                         "TensorRT target: DequantizeLinear of int4 blocks)")
     p.add_argument("--calibration", type=int, default=None,
-                   help="int8: inputs to calibrate activation ranges on, 8 to 4096 (default 64)")
+                   help="int8: inputs to calibrate activation ranges on, a multiple of 8 from 8 to 4096 (default 64)")
     p.add_argument("--block-size", type=int, default=None,
                    help="int4 and int8-weights: weights per quantization scale, a power of 2 from 16 to 256 (default 32)")
     p.add_argument("--max-8bit-share", type=float, default=None, metavar="FRACTION",
@@ -983,6 +984,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if getattr(args, "export_side", None):
             _require_export(args.export_side)
+        if args.command == "build" and not os.path.exists(args.package):
+            from .runtimes.backends import resolve_backend
+
+            resolve_backend("tensorrt")   # TensorRT missing is said before a shipped name exports (minutes)
         if args.command in NAMED_COMMANDS:
             args.package = _package_or_name(args.package)
         with warnings.catch_warnings(), _terminate_as_interrupt():   # edgegen's own warnings in one line, as its errors

@@ -33,6 +33,7 @@ import logging
 import math
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -743,14 +744,20 @@ def _fuse(package: Package, part: str, out: Path) -> None:
     family, config = package_config(package)   # a transformer family: optimize_package checked
     # its symbolic shape inference fails on these graphs' dynamic dims, and it skips the fusions that need
     # it, saying so by print and by warnings of loggers named after its modules (it imports them as
-    # top-level modules: fusion_skiplayernorm, ...): words for ONNX Runtime's developers, not the user
-    disabled = logging.root.manager.disable
-    logging.disable(logging.WARNING)
+    # top-level modules: fusion_skiplayernorm, ...): words for ONNX Runtime's developers, not the user.
+    # Only those loggers are quieted, not the process's others; stdout is swapped for the call (its one print).
+    folder = Path(optimize_model.__code__.co_filename).parent
+    loggers = [logging.getLogger(name) for name, module in list(sys.modules.items())
+               if Path(getattr(module, "__file__", None) or "/").parent == folder]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             fused = optimize_model(str(package.graph_path(part)), opt_level=0, **family.fusion(config))
     finally:
-        logging.disable(disabled)
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
     fused.save_model_to_file(str(out))
 
 

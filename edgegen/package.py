@@ -128,6 +128,7 @@ class Manifest:
         provenance = data.get("provenance", {})
         if not isinstance(provenance, dict):
             raise ManifestError(f"{where}: expected 'provenance' to be an object, found {type(provenance).__name__}")
+        _check_source_record(provenance.get("source_checkpoint"), f"{where}: provenance.source_checkpoint")
         return cls(family, name, config, graphs, variants, provenance, fmt)
 
 
@@ -140,9 +141,22 @@ _VARIANT_FIELDS = {"file": str, "sha256": str, "refused": str, "target": str, "g
 _JSON_TYPES = {str: "a string", dict: "an object", list: "a list", int: "an integer", (int, float): "a number"}
 
 
+def _check_source_record(source: Any, where: str) -> None:
+    """Where the package came from, as optimize and bench --vs-torch read it back: its checkpoint's
+    path, the data export gated on, the weights' sha256."""
+    if source is None:
+        return
+    if not isinstance(source, dict):
+        raise ManifestError(f"{where}: expected an object, found {source!r:.60}")
+    for key in ("path", "data", "weights_sha256"):
+        if source.get(key) is not None and not isinstance(source[key], str):
+            raise ManifestError(f"{where}.{key}: expected a string, found {source[key]!r:.60}")
+
+
 def _check_variant_records(precision: str, parts: Any, where: str) -> None:
     if precision not in VARIANT_PRECISIONS:
-        raise ManifestError(f"{where}: expected a precision among {', '.join(VARIANT_PRECISIONS)}, found {precision!r}")
+        raise ManifestError(f"{where}: expected a precision among {', '.join(VARIANT_PRECISIONS)}, found {precision!r} "
+                            "(written by a newer edgegen? upgrade edgegen to read it)")
     if not isinstance(parts, dict):
         raise ManifestError(f"{where}: expected an object of graph records, found {parts!r:.60}")
     for part, record in parts.items():

@@ -156,7 +156,7 @@ def test_a_refused_attempt_keeps_the_variant_written_before_and_exits_1(package_
     assert edgegen.load(pkg, precision="int8").package.variant_files("int8")["generator"]["file"] == written["file"]
     capsys.readouterr()
     assert main(["info", str(pkg)]) == 0
-    assert (f"variant   int8 generator: {written['file']} (gate" in (out := capsys.readouterr().out)
+    assert (f"variant   int8 generator: {written['file']} for tensorrt (gate" in (out := capsys.readouterr().out)
             and f"\n            kept: a later attempt (target tensorrt) was not written: {refused['refused']}\n" in out)
     # a success replaces it, and the note of the refusal goes with it
     again = optimize_package(pkg, "int8", calibration=16, target="tensorrt", seed=1, progress=_quiet)["generator"]
@@ -545,7 +545,7 @@ def test_weight_only_precisions_are_for_token_models(trained, tmp_path):
     shutil.copytree(trained["vae"][1], pkg)
     with pytest.raises(ConfigError, match="weight-only precisions: expected a token model \\(gpt\\), found a vae package"):
         optimize_package(pkg, "int4", progress=_quiet)
-    with pytest.raises(ConfigError, match="block size: expected a power of 2 from 16 to 256 .*, found 24"):
+    with pytest.raises(ConfigError, match=r"block_size \(--block-size\): expected a power of 2 from 16 to 256 .*, found 24"):
         optimize_package(pkg, "int4", block_size=24, progress=_quiet)
     for share in (-0.1, 1.5, True, "half"):
         with pytest.raises(ConfigError, match=f"max_8bit_share \\(--max-8bit-share\\): expected a fraction of the MatMul weights from 0 to 1, "
@@ -569,5 +569,9 @@ def test_a_checkpoint_that_is_not_there_is_said_to_be_missing(trained, tmp_path)
     (pkg / "edgegen.json").write_text(json.dumps(manifest))
     from edgegen.errors import ManifestError
 
-    with pytest.raises(ManifestError, match="provenance.source_checkpoint.path expected a string, found 5"):
+    with pytest.raises(ManifestError, match="provenance.source_checkpoint.path: expected a string, found 5"):
+        optimize_package(pkg, "int8", progress=_quiet)
+    manifest["provenance"]["source_checkpoint"] = "ckpt"   # not an object: was an AttributeError in optimize
+    (pkg / "edgegen.json").write_text(json.dumps(manifest))
+    with pytest.raises(ManifestError, match="provenance.source_checkpoint: expected an object, found 'ckpt'"):
         optimize_package(pkg, "int8", progress=_quiet)

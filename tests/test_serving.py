@@ -581,9 +581,13 @@ def test_a_server_that_fails_to_start_is_said_by_its_error_lines_and_what_to_wri
     log.write_text("I1204 12:00:00.000001 1 model_lifecycle.cc:469] loading: vae:1\n"
                    "E1204 12:00:00.000002 1 model_lifecycle.cc:638] failed to load 'vae' version 1: Invalid argument: "
                    "unable to find backend library for backend 'onnxruntime', try specifying runtime on the model "
-                   "configuration.\n" + "".join(f"I1204 12:00:01.{i:06d} 1 server.cc:607] shutting down\n" for i in range(40)))
+                   "configuration.\n"
+                   "E1204 12:00:00.000003 1 stub_launcher.cc:385] Failed to initialize Python stub: ValueError: x\n"
+                   "\nAt:\n  model.py(12): initialize\n"
+                   + "".join(f"I1204 12:00:01.{i:06d} 1 server.cc:607] shutting down\n" for i in range(40)))
     said = _tail(log)
     assert said.startswith("E1204") and "unable to find backend library for backend 'onnxruntime'" in said
+    assert "At:\n  model.py(12): initialize" in said   # an error's continuation lines stay with it
     assert "shutting down" not in said and said.endswith("write the repository with edgegen triton --graph-backend python)")
     log.write_text("".join(f"I1204 line {i}\n" for i in range(40)))   # no error line: the tail
     assert _tail(log).splitlines() == [f"I1204 line {i}" for i in range(10, 40)]

@@ -68,6 +68,14 @@ def test_a_name_exports_once_into_the_cache_then_finds_it(models, tmp_path, caps
     assert f"optimize a copy (cp -r {shipped.cache_path(NAME)} pkg-{NAME}, then" in capsys.readouterr().err
 
 
+def test_build_says_tensorrt_is_missing_before_a_name_exports(models, capsys):
+    if importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("TensorRT is here: build would build")
+    assert main(["build", NAME]) == 2
+    assert "expected the tensorrt and cuda-python packages" in capsys.readouterr().err
+    assert shipped.find_shipped(NAME) is None   # not exported (minutes) only to be refused
+
+
 def test_generate_refuses_an_option_of_another_family_before_a_name_exports(models, tmp_path, capsys):
     assert main(["generate", NAME, "--steps", "2", "--out", str(tmp_path / "x.png")]) == 2
     assert "--steps: expected an option of" in capsys.readouterr().err

@@ -133,6 +133,7 @@ def _wait_ready(server: Server, seconds: float) -> None:
 # Triton's log marks an error line "E" and the date (E1204 12:00:00.000000 ...); the lines of its
 # shutdown follow a failed load, so the log's tail alone hides the cause
 TRITON_ERROR_LINE = re.compile(r"^E\d{4} ")
+TRITON_LOG_LINE = re.compile(r"^[IWE]\d{4} ")
 MISSING_BACKEND = re.compile(r"unable to find (backend library for backend|'libtriton_)")
 
 
@@ -142,7 +143,11 @@ def _tail(log: Path, lines: int = 30) -> str:
     if not log.exists():
         return "(no log)"
     text = log.read_text(errors="replace").splitlines()
-    errors = [line for line in text if TRITON_ERROR_LINE.match(line)]
+    errors, within = [], False
+    for line in text:   # an error line and the lines that continue it (a Python stub's traceback)
+        within = bool(TRITON_ERROR_LINE.match(line)) or (within and not TRITON_LOG_LINE.match(line))
+        if within:
+            errors.append(line)
     shown = "\n".join((errors or text)[-lines:])
     if any(MISSING_BACKEND.search(line) for line in errors):
         shown += ("\n(this server has Triton's Python backend only: write the repository with edgegen triton "

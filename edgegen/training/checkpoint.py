@@ -17,7 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .. import __version__
-from ..errors import CheckpointError, ConfigError, DataError, ManifestError, format_mismatch
+from ..errors import CheckpointError, ConfigError, DataError, format_mismatch
 from ..package import CHECKPOINT_WEIGHTS, MANIFEST_NAME, read_json, sha256_file
 from ..shipped import MODELS_DISTRIBUTION, SHIPPED_SOURCE, checkpoints_dir
 from ..storage import atomic_write_text, creation_mode, staged_directory
@@ -117,13 +117,9 @@ def save_checkpoint(out: str | Path, family: str, config: Any, model: torch.nn.M
 
 
 def recorded_source(package) -> str | None:
-    """The path of the checkpoint or folder the package's manifest says it came from, or None."""
-    recorded = package.manifest.provenance.get("source_checkpoint", {})
-    path = recorded.get("path") if isinstance(recorded, dict) else None
-    if path is not None and not isinstance(path, str):
-        raise ManifestError(f"package {str(package.path)!r}: provenance.source_checkpoint.path expected a string, "
-                            f"found {path!r:.60}")
-    return path
+    """The path of the checkpoint or folder the package's manifest says it came from, or None (the
+    manifest's reader checked that it is a string)."""
+    return (package.manifest.provenance.get("source_checkpoint") or {}).get("path")
 
 
 def load_source_checkpoint(package, given: str | Path | None = None, flag: str = "--checkpoint") -> Checkpoint:
