@@ -531,7 +531,7 @@ def test_a_tensorrt_backend_model_holds_the_engine_built_here(trained, tmp_path,
 
     monkeypatch.setattr(engines, "cached_engines", fake_cached_engines)
     out = tmp_path / "repo"
-    write_repository([str(trained["gan"][1])], out, RepositoryOptions(graph_backend="tensorrt", kind="gpu",
+    write_repository([str(trained["gan"][1])], out, RepositoryOptions(graph_backend="tensorrt",
                                                                       max_batch_size=64), report=QUIET)
     config = read_config(out / "gan")
     assert (config.platform, config.default_model_filename) == ("tensorrt_plan", "model.plan")
