@@ -93,7 +93,7 @@ class RepositoryOptions:
         for name, low in (("max_batch_size", 1), ("instances", 1), ("queue_delay_us", 0), ("threads", 0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                problems.append(f"{name} expected an integer of at least {low}, found {getattr(self, name)!r}")
+                problems.append(f"{name} expected an integer of at least {low}, found {value!r}")
         return problems
 
 
