@@ -301,9 +301,10 @@ def test_held_out_feeds_are_checked_and_recorded_for_optimize(tmp_path, capsys):
 def test_the_callers_module_keeps_its_mode_and_a_failing_module_file_is_named(tmp_path, capsys):
     """export runs the module in eval mode and gives it back as it came; a module file or factory
     that raises is an edgegen error naming it, not a traceback."""
-    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Dropout(0.5)).train()
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Dropout(0.5), torch.nn.BatchNorm1d(4)).train()
+    model[2].eval()   # a frozen batch norm inside a training model stays frozen
     export_pytorch(model, {"x": np.ones((2, 4), np.float32)}, tmp_path / "dropout")
-    assert model.training and model[1].training
+    assert model.training and model[1].training and not model[2].training
     (tmp_path / "broken.py").write_text("import torch\n\ndef make_model():\n    raise RuntimeError('weights file missing: w.pt')\n")
     (tmp_path / "unimportable.py").write_text("import edgegen_no_such_package\n")
     np.savez(tmp_path / "x.npz", x=np.ones((2, 4), np.float32))
@@ -548,3 +549,30 @@ def test_feeds_files_say_what_they_hold_and_what_was_expected(tmp_path):
     assert [f["x"].shape for f in read_feeds(tmp_path / "two.npz")] == [(1, 2), (3, 2)]
     np.savez(tmp_path / "one.npz", x=np.zeros((16, 2), np.float32))   # one feed, whatever its batch
     assert len(read_feeds(tmp_path / "one.npz")) == 1
+    np.save(tmp_path / "bare.npy", np.zeros((16, 2), np.float32))   # numpy.save for numpy.savez
+    with pytest.raises(InputError, match=r"expected an .npz of named arrays \(numpy.savez\), found one bare array "
+                                         r"\(.npy, shape \[16, 2\]\): save it with numpy.savez\(path, NAME=array\)"):
+        read_feeds(tmp_path / "bare.npy")
+
+
+class SubtractsInPlace(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 3)
+
+    def forward(self, x):
+        x.sub_(0.5)   # changes its argument: the gate must hand PyTorch copies
+        return self.linear(x)
+
+
+def test_a_module_that_changes_its_input_in_place_is_exported_and_the_callers_arrays_are_kept(tmp_path):
+    x = np.random.default_rng(0).standard_normal((2, 4)).astype(np.float32)
+    held = [{"x": np.ones((3, 4), np.float32)}, {"x": np.full((1, 4), 2, np.float32)}]
+    kept, held_kept = x.copy(), [feed["x"].copy() for feed in held]
+    torch.manual_seed(0)
+    module = SubtractsInPlace()
+    path = export_pytorch(module, {"x": x}, tmp_path / "inplace", held_out=held)
+    assert np.array_equal(x, kept) and all(np.array_equal(f["x"], k) for f, k in zip(held, held_kept))
+    with torch.inference_mode():
+        expected = module(torch.from_numpy(x.copy())).numpy()
+    np.testing.assert_allclose(edgegen.load(path)(x=x)["output"], expected, atol=1e-5)

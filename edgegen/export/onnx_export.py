@@ -17,6 +17,7 @@ import torch
 from ..errors import ValidationError
 from ..package import TensorSpec
 from ..targets import DEFAULT_OPSET
+from .validate import torch_inputs
 _ONNX_DTYPES = {
     onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16", onnx.TensorProto.INT64: "int64",
     onnx.TensorProto.INT32: "int32", onnx.TensorProto.INT8: "int8", onnx.TensorProto.UINT8: "uint8",
@@ -53,7 +54,7 @@ def export_module(module: torch.nn.Module, part: str, inputs: tuple[TensorSpec, 
     and confirm the graph's signature is the one asked for."""
     dims = {d: torch.export.Dim(d) for spec in inputs for d in spec.shape if isinstance(d, str)}
     per_input = [{i: dims[d] for i, d in enumerate(spec.shape) if isinstance(d, str)} for spec in inputs]
-    args = tuple(torch.from_numpy(example[spec.name]) for spec in inputs)
+    args = tuple(torch_inputs(example, inputs))
     module = module.eval()
     dynamic_shapes = _by_signature(module, per_input)
     token = _EXPORT_OPSET.set(opset)

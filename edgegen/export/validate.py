@@ -26,6 +26,13 @@ class Comparison:
         return f"{self.output} @ {where}: max abs {self.max_abs:.3g}, max rel {self.max_rel:.3g} [{verdict}]"
 
 
+def torch_inputs(feeds: dict[str, np.ndarray], specs) -> list[torch.Tensor]:
+    """The module's arguments in the specs' order, each a copy of its feed: torch.from_numpy shares
+    the array's memory, and a module that changes its input in place (x.sub_(0.5)) would change the
+    caller's array and what ONNX Runtime is given next."""
+    return [torch.from_numpy(np.array(feeds[spec.name])) for spec in specs]
+
+
 def compare(output: str, batch: int, ours: np.ndarray, reference: np.ndarray, atol: float, rtol: float) -> Comparison:
     """allclose-style: every element within atol + rtol * |reference|; NaN or Inf anywhere fails."""
     finite = bool(np.isfinite(ours).all() and np.isfinite(reference).all())
@@ -67,7 +74,7 @@ def sizes_label(specs, sizes: dict[str, int]) -> str:
 
 def _compare_feed(module, session, feeds, label, atol, rtol) -> list[Comparison]:
     with torch.inference_mode():
-        reference = module(*(torch.from_numpy(feeds[s.name]) for s in session.inputs))
+        reference = module(*torch_inputs(feeds, session.inputs))
     if isinstance(reference, torch.Tensor):
         reference = (reference,)
     ours = session.run(feeds)
@@ -83,7 +90,7 @@ def refuse_lost_epsilons(part: str, module: torch.nn.Module, session: Session, f
     zeros = {name: np.zeros_like(value) if value.dtype.kind == "f" else value for name, value in feed.items()}
     try:
         with torch.inference_mode():
-            reference = module(*(torch.from_numpy(zeros[s.name]) for s in session.inputs))
+            reference = module(*torch_inputs(zeros, session.inputs))
     except Exception:  # noqa: BLE001 - a module that refuses zeros (its own checks) has nothing to compare there
         return
     reference = (reference,) if isinstance(reference, torch.Tensor) else reference

@@ -22,10 +22,11 @@ HELD_OUT_FILE = "held_out.npz"   # a package's recorded inputs: config.held_out 
 def read_feeds(path: str | os.PathLike) -> list[dict[str, np.ndarray]]:
     path = Path(path)
     try:
-        with np.load(path, allow_pickle=False) as data:
-            if not isinstance(data, np.lib.npyio.NpzFile):
-                raise InputError(f"inputs {str(path)!r}: expected an .npz of named arrays (numpy.savez), found one "
-                                 "bare array (.npy)")
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):   # an .npy: a bare array, not a context manager
+            raise InputError(f"inputs {str(path)!r}: expected an .npz of named arrays (numpy.savez), found one "
+                             f"bare array (.npy, shape {list(data.shape)}): save it with numpy.savez(path, NAME=array)")
+        with data:
             arrays = {key: data[key] for key in data.files}
     except FileNotFoundError:
         raise InputError(f"inputs {str(path)!r}: expected an .npz file, found nothing at that path") from None

@@ -29,7 +29,7 @@ import torch
 from ...errors import CheckpointError, ConfigError, EdgegenError, ValidationError
 from ...export import check_opset, provenance
 from ...export.onnx_export import DEFAULT_OPSET, export_module, value_spec
-from ...export.validate import gate_feeds, refuse_lost_epsilons, sizes_label
+from ...export.validate import gate_feeds, refuse_lost_epsilons, sizes_label, torch_inputs
 from ...package import (DTYPES, MANIFEST_NAME, PACKAGE_KIND, GraphEntry, Manifest, Package, TensorSpec, check_name,
                         package_files, sha256_file, write_manifest)
 from ...storage import staged_directory
@@ -51,11 +51,14 @@ def _in_eval_mode(export):
     def run(module, *args, **kwargs):
         if not isinstance(module, torch.nn.Module):
             raise ConfigError(f"module: expected a torch.nn.Module, found {type(module).__name__}")
-        training = module.training
+        # each submodule's own flag: module.train(flag) would set them all alike, and a user who froze
+        # a batch norm (module.bn.eval() inside a training module) would find it training again
+        modes = [(m, m.training) for m in module.modules()]
         try:
             return export(module.eval(), *args, **kwargs)
         finally:
-            module.train(training)
+            for m, training in modes:
+                m.training = training
 
     return run
 
@@ -257,7 +260,7 @@ def _output_count(module, example, specs) -> int:
     module that fails on its own example, or returns something else, is said so at once."""
     try:
         with torch.inference_mode():
-            result = module(*(torch.from_numpy(example[s.name]) for s in specs))
+            result = module(*torch_inputs(example, specs))
     except Exception as exc:  # noqa: BLE001 - the user's module failing on the user's example
         raise ConfigError(f"module: expected forward to run on the example inputs, found {_first_line(exc)}") from exc
     if not isinstance(result, torch.Tensor) and not (isinstance(result, (tuple, list)) and result

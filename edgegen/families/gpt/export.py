@@ -107,10 +107,10 @@ def with_logits_to_keep(model):
 
 def _last_logits_gate(module, session, feeds, atol, rtol) -> list:
     """with_logits_to_keep's slice against PyTorch: logits_to_keep 1 gives the module's last row."""
-    from ...export.validate import compare
+    from ...export.validate import compare, torch_inputs
 
     with torch.inference_mode():
-        reference = module(*(torch.from_numpy(feeds[s.name]) for s in session.inputs))[0][:, -1:].numpy()
+        reference = module(*torch_inputs(feeds, session.inputs))[0][:, -1:].numpy()
     ours = session.inference_session.run(["logits"], {**feeds, LOGITS_TO_KEEP: np.array([1], np.int64)})[0]
     return [compare(f"logits ({LOGITS_TO_KEEP} 1)", len(reference), ours, reference, atol, rtol)]
 
