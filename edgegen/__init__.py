@@ -40,6 +40,9 @@ def load(path, backend: str = "auto", threads: int | None = None, cache_dir=None
 def export_pytorch(module, inputs, out, **options):
     """Export a user's own torch.nn.Module through the validation gate into a package of the
     generic family (see edgegen.families.generic.export.export_pytorch; needs the export extra)."""
+    from .errors import require_export
+
+    require_export("edgegen.export_pytorch")
     from .families.generic.export import export_pytorch as export
 
     return export(module, inputs, out, **options)

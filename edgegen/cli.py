@@ -15,7 +15,8 @@ import warnings
 from pathlib import Path
 
 from . import __version__
-from .errors import ConfigError, EdgegenError, EdgegenWarning, InputError, MissingExtraError, OutputExistsError
+from .errors import (EXPORT_EXTRA, ConfigError, EdgegenError, EdgegenWarning, InputError, MissingExtraError,
+                     OutputExistsError, require_export)
 from .targets import DEFAULT_OPSET, TARGETS, TENSORRT_TARGETS, describe_targets, get_target
 
 EXIT_USER_ERROR = 2
@@ -23,23 +24,7 @@ EXIT_PIPE_CLOSED = 128 + 13   # what a shell reports for a command SIGPIPE ended
 # the export extra's modules (pyproject.toml): a runtime-only install has none of them
 EXPORT_MODULES = ("torch", "onnx", "onnxscript", "safetensors", "sklearn", "skimage", "matplotlib", "diffusers",
                   "transformers")
-EXPORT_EXTRA = "pip install 'edgegen[export]'"
 PACKAGE_HELP = "a package directory, or the name of a shipped package (edgegen list)"
-
-
-def _require_export(what: str) -> None:
-    """A command of the export side, on an install without it: one line, before any work."""
-    import importlib.util
-
-    def absent(module: str) -> bool:
-        try:
-            return importlib.util.find_spec(module) is None
-        except (ImportError, ValueError):   # a broken install, or a module set to None in sys.modules
-            return True
-
-    missing = [m for m in ("torch", "onnx", "onnxscript", "safetensors") if absent(m)]
-    if missing:
-        raise MissingExtraError(f"{what} needs the export extra: {EXPORT_EXTRA} (found no {', '.join(missing)} here)")
 
 
 # commands that take a shipped model's name, resolved before they run (generate resolves its own,
@@ -59,7 +44,7 @@ def _package_or_name(given: str) -> str:
     found = find_shipped(given)
     if found is None:
         try:
-            _require_export(f"shipped model {given!r}")
+            require_export(f"shipped model {given!r}")
         except MissingExtraError:
             return str(resolve(given))   # raises: says where the packages come from
         from .export.shipped import export_shipped
@@ -416,7 +401,7 @@ def _cmd_bench(args) -> None:
     from .runtimes.feeds import parse_dim_sizes, parse_sweep
 
     if args.vs_torch:
-        _require_export("edgegen bench --vs-torch")
+        require_export("edgegen bench --vs-torch")
     if args.json is not None:   # "" too: refused, not taken for no --json
         _refuse_output_inside_package("--json", args.json, args.package)   # before the benchmark, not after it
         if args.vs_torch:   # a checkpoint folder, a transformers folder, or FILE.py:FACTORY (the report replaced the .py)
@@ -983,7 +968,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if getattr(args, "export_side", None):
-            _require_export(args.export_side)
+            require_export(args.export_side)
         if args.command == "build" and not os.path.exists(args.package):
             from .runtimes.backends import resolve_backend
 

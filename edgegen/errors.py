@@ -66,6 +66,25 @@ class MissingExtraError(EdgegenError):
     """A command needs a part of edgegen this install left out (the export side on a device)."""
 
 
+EXPORT_EXTRA = "pip install 'edgegen[export]'"
+
+
+def require_export(what: str) -> None:
+    """MissingExtraError where the export side is not installed (a runtime-only install on a device):
+    one line naming `what` and the extra, before any work."""
+    import importlib.util
+
+    def absent(module: str) -> bool:
+        try:
+            return importlib.util.find_spec(module) is None
+        except (ImportError, ValueError):   # a broken install, or a module set to None in sys.modules
+            return True
+
+    missing = [m for m in ("torch", "onnx", "onnxscript", "safetensors") if absent(m)]
+    if missing:
+        raise MissingExtraError(f"{what} needs the export extra: {EXPORT_EXTRA} (found no {', '.join(missing)} here)")
+
+
 class EdgegenWarning(UserWarning):
     """Base class of edgegen's warnings: what runs, but not quite as the user may expect."""
 

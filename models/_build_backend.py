@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zipfile
 from pathlib import Path
 
 from setuptools import build_meta as _setuptools
@@ -38,4 +39,20 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
     if stale:
         raise SystemExit(f"edgegen-models: expected an exported package beside every checkpoint, found none made from "
                          f"the weights of {', '.join(stale)}; run 'python -m edgegen_models.build' first")
-    return _setuptools.build_wheel(wheel_directory, config_settings, metadata_directory)
+    name = _setuptools.build_wheel(wheel_directory, config_settings, metadata_directory)
+    wheel = Path(wheel_directory) / name
+    left_out = files_left_out(wheel)
+    if left_out:   # a package-data pattern missed a file a package needs (held_out.npz once was)
+        wheel.unlink()
+        raise SystemExit(f"edgegen-models: expected every file of the exported packages in the wheel, found "
+                         f"{', '.join(left_out)} left out; add its pattern to pyproject.toml's package-data")
+    return name
+
+
+def files_left_out(wheel: Path, models: Path = MODELS) -> list[str]:
+    """The exported packages' files (edgegen_models/packages/NAME/FILE) that the wheel lacks."""
+    with zipfile.ZipFile(wheel) as built:
+        inside = set(built.namelist())
+    wanted = [f"{models.name}/packages/{path.parent.name}/{path.name}"
+              for path in sorted((models / "packages").glob("*/*")) if path.is_file() and not path.name.startswith(".")]
+    return [name for name in wanted if name not in inside]

@@ -36,6 +36,12 @@ BLOCK_AND_LOAD = textwrap.dedent("""
     flow_images = glow.sample(3, seed=0, temperature=0.7)
     assert glow.bits_per_dim(flow_images).shape == (3,)
     assert glow.interpolate(flow_images[:1], flow_images[1:2], steps=3).shape == (1, 3, 1, 8, 8)
+    try:   # the Python API's one export-side call says what to install, as the commands do
+        edgegen.export_pytorch(object(), {}, "never-written")
+    except edgegen.MissingExtraError as exc:
+        assert str(exc).startswith("edgegen.export_pytorch needs the export extra: pip install 'edgegen[export]'"), exc
+    else:
+        raise SystemExit("export_pytorch ran without the export side")
     blocked = [m for m in sys.modules if m.split(".")[0] in ("torch", "onnx", "onnxscript")]
     assert not blocked, blocked
     print("ok")

@@ -301,6 +301,30 @@ def test_the_wheel_build_refuses_missing_packages(models):
     assert backend.stale_packages(models) == []
 
 
+def test_the_wheel_build_refuses_a_wheel_that_leaves_out_a_packages_file(tmp_path):
+    """Every file an exported package holds goes into the wheel: the patterns of package-data cover
+    what an export writes, and a wheel lacking one (held_out.npz once) is refused."""
+    import fnmatch
+    import tomllib
+    import zipfile
+
+    backend = _build_backend()
+    package = tmp_path / "edgegen_models" / "packages" / "text2image-digits"
+    package.mkdir(parents=True)
+    names = ["edgegen.json", "unet.onnx", "unet.onnx.data", "tokenizer.json", "held_out.npz"]
+    for name in names:
+        (package / name).write_bytes(b"x")
+    (package / ".edgegen-cache").mkdir()   # the runtime's, never shipped
+    patterns = tomllib.loads((REPO / "models" / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"][
+        "edgegen_models"]
+    assert all(any(fnmatch.fnmatch(f"packages/{package.name}/{n}", p) for p in patterns) for n in names), patterns
+    with zipfile.ZipFile(tmp_path / "built.whl", "w") as wheel:
+        for name in names[:-1]:
+            wheel.writestr(f"edgegen_models/packages/{package.name}/{name}", b"x")
+    assert backend.files_left_out(tmp_path / "built.whl", tmp_path / "edgegen_models") == [
+        f"edgegen_models/packages/{package.name}/held_out.npz"]
+
+
 def test_runtime_only_install_without_the_package_says_what_to_do(models, monkeypatch, capsys):
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",

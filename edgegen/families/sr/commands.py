@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ...errors import ConfigError, MissingExtraError
+from ...errors import EXPORT_EXTRA, ConfigError, MissingExtraError
 from ...shipped import find_shipped
 from .cli import OPTIONS, check_picture_and_tiling, read_for_upscale, upscale_picture
 
@@ -29,8 +29,8 @@ def shipped_package(scale: int, cache: str | os.PathLike | None = None) -> Path:
     try:
         from ...export.shipped import export_shipped
     except ImportError as exc:
-        raise MissingExtraError(f"the shipped {name} model: exporting it needs the export extra (pip install "
-                                f"'edgegen[export]'), found {exc.name} missing; or pass an exported package with "
+        raise MissingExtraError(f"the shipped {name} model: exporting it needs the export extra ({EXPORT_EXTRA}), "
+                                f"found {exc.name} missing; or pass an exported package with "
                                 "--package") from None
     return export_shipped(name, cache, report=lambda line: None)
 
