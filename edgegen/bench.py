@@ -232,6 +232,11 @@ def _bench_package(path, batch, iters, warmup, backend, threads, vs_torch, preci
     if unknown := sorted(set(shapes) - dims):   # from --shapes or --sweep: both flags named
         raise ConfigError(f"--shapes/--sweep: expected dynamic dims of the package's graphs other than the batch "
                           f"({', '.join(sorted(dims - {'batch'})) or 'none'}), found {', '.join(unknown)}")
+    if batch > 1 and "batch" not in dims:   # nothing to set it on: every call would time the same shapes
+        sizes = "; ".join(f"{spec.name} {spec.dtype}[{', '.join(map(str, spec.shape))}]"
+                          for s in pipe.sessions.values() for spec in s.inputs)
+        raise ConfigError(f"--batch {batch}: expected a package whose graphs have a dynamic dim named 'batch', found "
+                          f"none ({sizes}); time other sizes with --shapes DIM=N")
     beyond = {d: (n, limit) for d, n in shapes.items()
               if (limit := family.limits(pipe.config).get(d)) is not None and n > limit}
     for dim, (size, limit) in beyond.items():   # timed as asked, but said: the export never checked the graph there

@@ -217,12 +217,18 @@ def test_export_refuses_bad_arguments_with_their_names(user_model, tmp_path):
         export_pytorch(make_model(), example, tmp_path / "a", dynamic={"img": {0: "batch"}})
     with pytest.raises(ConfigError, match=r"dynamic \(--dynamic\) 'image': expected axes 0 to 3, found \[7\]"):
         export_pytorch(make_model(), example, tmp_path / "b", dynamic={"image": {7: "batch"}})
+    with pytest.raises(ConfigError, match=r"dynamic \(--dynamic\) 'image': expected dim names of letters, digits and _ "
+                                          r"\(batch, height_2\), found \['batch-size'\]"):
+        export_pytorch(make_model(), example, tmp_path / "b", dynamic={"image": {0: "batch-size"}})
     with pytest.raises(ConfigError, match="expected the same size on every input"):
         export_pytorch(make_model(), example, tmp_path / "c", dynamic={"image": {2: "side"}, "mask": {3: "side"}})
     with pytest.raises(ConfigError, match=r"output_names \(--output-name\): expected names unlike each other and the inputs'"):
         export_pytorch(make_model(), example, tmp_path / "e", output_names=["image", "change"])
     with pytest.raises(ConfigError, match="module: expected a torch.nn.Module"):
         export_pytorch(lambda x: x, example, tmp_path / "d")
+    with pytest.raises(ConfigError, match=r"module: expected its weights on the CPU \(export module.cpu\(\); the package "
+                                          r"runs on any device\), found them on meta$"):   # as on cuda:0
+        export_pytorch(make_model().to("meta"), example, tmp_path / "d")
     # refused before the tracing, so no package can name an opset its graph is not
     for opset in (7, 99, 0):
         with pytest.raises(ConfigError, match=rf"opset: expected 18 to 23 .*found {opset}$"):
@@ -565,14 +571,21 @@ class SubtractsInPlace(torch.nn.Module):
         return self.linear(x)
 
 
-def test_a_module_that_changes_its_input_in_place_is_exported_and_the_callers_arrays_are_kept(tmp_path):
+def test_a_module_that_changes_its_input_in_place_is_exported_and_the_callers_arrays_are_kept(tmp_path, capsys):
+    """The gate hands PyTorch copies. The package's one dynamic dim is not named batch, so bench
+    has nothing to set --batch on and refuses it rather than time the same call as 8 rows."""
     x = np.random.default_rng(0).standard_normal((2, 4)).astype(np.float32)
     held = [{"x": np.ones((3, 4), np.float32)}, {"x": np.full((1, 4), 2, np.float32)}]
     kept, held_kept = x.copy(), [feed["x"].copy() for feed in held]
     torch.manual_seed(0)
     module = SubtractsInPlace()
-    path = export_pytorch(module, {"x": x}, tmp_path / "inplace", held_out=held)
+    path = export_pytorch(module, {"x": x}, tmp_path / "inplace", held_out=held, dynamic={"x": {0: "rows"}})
     assert np.array_equal(x, kept) and all(np.array_equal(f["x"], k) for f, k in zip(held, held_kept))
     with torch.inference_mode():
         expected = module(torch.from_numpy(x.copy())).numpy()
     np.testing.assert_allclose(edgegen.load(path)(x=x)["output"], expected, atol=1e-5)
+    assert main(["bench", str(path), "--batch", "8", "--iters", "2", "--warmup", "0", "--no-generation"]) == 2
+    assert capsys.readouterr().err == ("edgegen: error: --batch 8: expected a package whose graphs have a dynamic dim "
+                                       "named 'batch', found none (x float32[rows, 4]); time other sizes with --shapes "
+                                       "DIM=N\n")
+    assert main(["bench", str(path), "--shapes", "rows=8", "--iters", "2", "--warmup", "0", "--no-generation"]) == 0

@@ -51,6 +51,10 @@ def _in_eval_mode(export):
     def run(module, *args, **kwargs):
         if not isinstance(module, torch.nn.Module):
             raise ConfigError(f"module: expected a torch.nn.Module, found {type(module).__name__}")
+        devices = sorted({str(t.device) for t in (*module.parameters(), *module.buffers()) if t.device.type != "cpu"})
+        if devices:   # the example arrays become CPU tensors, and the check runs ONNX Runtime on the CPU
+            raise ConfigError(f"module: expected its weights on the CPU (export module.cpu(); the package runs on any "
+                              f"device), found them on {', '.join(devices)}")
         # each submodule's own flag: module.train(flag) would set them all alike, and a user who froze
         # a batch norm (module.bn.eval() inside a training module) would find it training again
         modes = [(m, m.training) for m in module.modules()]
@@ -214,6 +218,10 @@ def _input_specs(example: dict[str, np.ndarray], dynamic: dict) -> tuple[TensorS
         bad = [a for a in axes if not 0 <= a < array.ndim]
         if bad:
             raise ConfigError(f"dynamic (--dynamic) {name!r}: expected axes 0 to {array.ndim - 1}, found {bad}")
+        named_badly = [d for d in axes.values() if not d.isidentifier()]   # torch.export.Dim takes identifiers only
+        if named_badly:
+            raise ConfigError(f"dynamic (--dynamic) {name!r}: expected dim names of letters, digits and _ (batch, "
+                              f"height_2), found {named_badly}")
         specs.append(TensorSpec(name, array.dtype.name, tuple(axes.get(i, int(n)) for i, n in enumerate(array.shape))))
     return tuple(specs)
 
