@@ -294,6 +294,12 @@ def test_held_out_feeds_are_checked_and_recorded_for_optimize(tmp_path, capsys):
     with pytest.raises(ConfigError, match=r"held_out \(--held-out\): expected at least 2 feeds of inputs \(optimize calibrates on half "
                                           r"of them and gates on the rest\), found 1"):   # optimize could not use it
         export_pytorch(_Difference(), feeds[0], tmp_path / "one", held_out=feeds[:1])
+    with pytest.raises(ConfigError, match=r"held_out \(--held-out\): expected a list of feeds \(each a dict of input name "
+                                          r"-> array\), found one dict of \['a', 'b'\]: give \[feed, feed, ...\], at least 2"):
+        export_pytorch(_Difference(), feeds[0], tmp_path / "one", held_out=feeds[0])
+    with pytest.raises(ConfigError, match=r"held_out \(--held-out\): expected a list of feeds \(each a dict of input name "
+                                          r"-> array\), found items of type ndarray"):
+        export_pytorch(_Difference(), feeds[0], tmp_path / "one", held_out=list(feeds[0].values()))
     assert not (tmp_path / "one").exists()
     # info says they are there, and when they are gone, what optimize then needs
     assert main(["info", str(path)]) == 0
@@ -442,6 +448,9 @@ def test_a_generic_package_refuses_nan_and_empty_batches_and_never_returns_nan(t
     with pytest.raises(InputError, match=r"input 'scores': expected at least one item, found an empty batch of "
                                          r"shape \[0, 6\]"):
         pipe(scores=np.zeros((0, 6), np.float32), mask=np.zeros((0, 6), np.float32))
+    with pytest.raises(InputError, match=r"input 'scores': expected float32\[batch, 6\], found a value numpy cannot make "
+                                         r"one array of \(setting an array element with a sequence"):
+        pipe(scores=[[1.0] * 6, [1.0] * 5], mask=mask)   # a ragged list
     with pytest.raises(NonFiniteError, match=r"output 'output': expected numbers, found NaN in the result"):
         pipe(scores=-example["scores"][:1], mask=mask)   # the square root of a negative sum
 

@@ -426,7 +426,13 @@ def _draw_like(array: np.ndarray, shape: tuple, rng: np.random.Generator) -> np.
 
 
 def _held_out(held_out, specs) -> list[dict[str, np.ndarray]]:
+    if isinstance(held_out, Mapping):   # one feed given where a list of them is asked for
+        raise ConfigError(f"held_out (--held-out): expected a list of feeds (each a dict of input name -> array), found "
+                          f"one dict of {sorted(map(str, held_out))}: give [feed, feed, ...], at least 2")
     feeds = read_feeds(held_out) if isinstance(held_out, (str, os.PathLike)) else list(held_out)
+    if not_feeds := sorted({type(f).__name__ for f in feeds if not isinstance(f, Mapping)}):
+        raise ConfigError(f"held_out (--held-out): expected a list of feeds (each a dict of input name -> array), found "
+                          f"items of type {', '.join(not_feeds)}")
     if len(feeds) < 2:   # recorded for optimize, which calibrates on half of them and gates on the others
         raise ConfigError(f"held_out (--held-out): expected at least 2 feeds of inputs (optimize calibrates on half of them and "
                           f"gates on the rest), found {len(feeds)}: give more (an .npz holds several as keys 0/NAME, "

@@ -88,7 +88,11 @@ class GenericPipeline(Pipeline):
 def _as_array(value: Any, spec: TensorSpec) -> np.ndarray:
     """A user's value as the graph's dtype when that keeps its kind (lists, float64 -> float32);
     an integer array for a float input, or the reverse, is refused rather than cast."""
-    array = np.asarray(value)
+    try:
+        array = np.asarray(value)
+    except ValueError as exc:   # a ragged list: rows of different lengths
+        raise InputError(f"input {spec.name!r}: expected {spec.describe()}, found a value numpy cannot make one array "
+                         f"of ({str(exc).splitlines()[0]})") from None
     expected = np.dtype(spec.dtype)
     if array.dtype.kind != expected.kind and not (array.dtype.kind in "iu" and expected.kind in "iu"):
         raise InputError(f"input {spec.name!r}: expected {spec.describe()}, found dtype {array.dtype}")
