@@ -73,6 +73,7 @@ def test_export_gates_at_sizes_it_did_not_trace_and_runs_without_torch(user_mode
     assert manifest["config"]["example_dims"] == {"batch": 2, "height": 32, "width": 48}
     recorded = read_feeds(pkg / "held_out.npz")
     assert len(recorded) == 8 and {f["image"].shape[2] for f in recorded} == {16, 32, 48}
+    assert len(fed) == len(recorded) + 3   # a label per feed (not per output: the module returns 2), 3 limits
     pipe = edgegen.load(pkg, backend="ort-cpu")
     image = np.random.default_rng(1).random((3, 1, 40, 24), dtype=np.float32)
     mask = np.ones_like(image)

@@ -149,7 +149,8 @@ def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str 
         results += _gate_at_limits(module, session, specs, example, traced, limits, rng, atol, rtol, config.source)
         write_feeds(stage / HELD_OUT_FILE, recorded)
         config.held_out = {"file": HELD_OUT_FILE, "sha256": sha256_file(stage / HELD_OUT_FILE), "feeds": len(recorded)}
-        validation = {"feeds": [r.batch for r in results], "atol": atol, "rtol": rtol, "passed": True,
+        # results: one comparison per output of each feed, in feed order; one label per feed
+        validation = {"feeds": [r.batch for r in results[::len(graph_outputs)]], "atol": atol, "rtol": rtol, "passed": True,
                       "max_abs": max(r.max_abs for r in results), "max_rel": max(r.max_rel for r in results)}
         entry = GraphEntry(f"{GRAPH}.onnx", sha256_file(stage / f"{GRAPH}.onnx"), specs, graph_outputs,
                            extra={"opset": opset, "validation": validation})
