@@ -526,6 +526,9 @@ def test_the_command_line_takes_a_module_through_export_generate_bench_optimize_
     assert main(["bench", str(pkg), "--iters", "2", "--vs-torch", "model.py:make_model", "--json", "model.py"]) == 2
     assert "--json 'model.py': expected a file other than the input it reads" in capsys.readouterr().err
     assert (root / "model.py").read_bytes() == source
+    assert main(["bench", str(pkg), "--iters", "2", "--vs-torch", "nope.py:make_model"]) == 2
+    assert "edgegen: error: --vs-torch 'nope.py:make_model': expected a Python file at 'nope.py', found nothing there" \
+        in capsys.readouterr().err
     assert {r["engine"] for r in report["results"]} == {"edgegen ort-cpu", "torch eager"}
     assert main(["bench", str(pkg), "--shapes", "depth=3", "--iters", "2"]) == 2
     assert "--shapes/--sweep: expected dynamic dims of the package's graphs other than the batch (height, width), " \

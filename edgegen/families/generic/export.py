@@ -465,15 +465,16 @@ def _required_arguments(factory) -> list[str]:
                                                                               p.KEYWORD_ONLY)]
 
 
-def load_factory(reference: str) -> torch.nn.Module:
-    """`path/to/model.py:make_model` or `package.module:make_model` -> the module the factory returns."""
+def load_factory(reference: str, flag: str = "--module") -> torch.nn.Module:
+    """`path/to/model.py:make_model` or `package.module:make_model` -> the module the factory returns;
+    `flag` is the option that gave it, which every refusal names."""
     location, _, attribute = reference.rpartition(":")
     if not location or not attribute:
-        raise ConfigError(f"--module {reference!r}: expected FILE.py:FACTORY or package.module:FACTORY")
+        raise ConfigError(f"{flag} {reference!r}: expected FILE.py:FACTORY or package.module:FACTORY")
     if location.endswith(".py"):
         path = Path(location).resolve()
         if not path.is_file():
-            raise ConfigError(f"--module {reference!r}: expected a Python file at {location!r}, found nothing there")
+            raise ConfigError(f"{flag} {reference!r}: expected a Python file at {location!r}, found nothing there")
         if str(path.parent) not in sys.path:   # the file's own imports of its neighbours
             sys.path.insert(0, str(path.parent))
         spec = importlib.util.spec_from_file_location(f"edgegen_user_module_{path.stem}", path)
@@ -482,7 +483,7 @@ def load_factory(reference: str) -> torch.nn.Module:
         try:
             spec.loader.exec_module(code)
         except Exception as exc:  # noqa: BLE001 - an import or syntax error in the user's file (--debug shows where)
-            raise ConfigError(f"--module {reference!r}: expected a Python file that imports, found it raising "
+            raise ConfigError(f"{flag} {reference!r}: expected a Python file that imports, found it raising "
                               f"{type(exc).__name__}: {exc}") from exc
     else:
         if os.getcwd() not in sys.path:   # as `python -m` finds them: modules in the working directory too
@@ -490,25 +491,25 @@ def load_factory(reference: str) -> torch.nn.Module:
         try:
             code = importlib.import_module(location)
         except ImportError as exc:
-            raise ConfigError(f"--module {reference!r}: expected an importable module {location!r}, found: {exc}") from None
+            raise ConfigError(f"{flag} {reference!r}: expected an importable module {location!r}, found: {exc}") from None
         except Exception as exc:  # noqa: BLE001 - an error inside the user's module (--debug shows where)
-            raise ConfigError(f"--module {reference!r}: expected a module that imports, found it raising "
+            raise ConfigError(f"{flag} {reference!r}: expected a module that imports, found it raising "
                               f"{type(exc).__name__}: {exc}") from exc
     factory = getattr(code, attribute, None)
     if not callable(factory):
-        raise ConfigError(f"--module {reference!r}: expected a callable {attribute!r} in {location!r}, found "
+        raise ConfigError(f"{flag} {reference!r}: expected a callable {attribute!r} in {location!r}, found "
                           f"{type(factory).__name__ if factory is not None else 'nothing'}")
     needs = _required_arguments(factory)
     if needs:
-        raise ConfigError(f"--module {reference!r}: expected a factory that takes no arguments, found {attribute!r} "
+        raise ConfigError(f"{flag} {reference!r}: expected a factory that takes no arguments, found {attribute!r} "
                           f"needing {', '.join(needs)}")
     try:
         module = factory()
     except Exception as exc:  # noqa: BLE001 - the user's code failing is theirs to read (--debug shows where)
-        raise ConfigError(f"--module {reference!r}: expected the factory to return a module, found it raising "
+        raise ConfigError(f"{flag} {reference!r}: expected the factory to return a module, found it raising "
                           f"{type(exc).__name__}: {exc}") from exc
     if not isinstance(module, torch.nn.Module):
-        raise ConfigError(f"--module {reference!r}: expected the factory to return a torch.nn.Module, found "
+        raise ConfigError(f"{flag} {reference!r}: expected the factory to return a torch.nn.Module, found "
                               f"{type(module).__name__}")
     return module
 
@@ -540,7 +541,7 @@ def weights_sha256(module: torch.nn.Module) -> str:
 def eager_modules(reference: str, package) -> dict[str, torch.nn.Module]:
     """`edgegen bench PKG --vs-torch FILE.py:FACTORY`: the module the package was exported from,
     refused when its weights are not the exported ones."""
-    module = load_factory(str(reference)).eval()
+    module = load_factory(str(reference), "--vs-torch").eval()
     expected = package.manifest.provenance.get("source_module", {}).get("weights_sha256")
     found = weights_sha256(module)
     if expected and expected != found:
