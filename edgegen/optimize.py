@@ -42,7 +42,7 @@ import numpy as np
 import onnx
 import onnxruntime
 
-from .errors import ConfigError, PackageError, not_one_of
+from .errors import ConfigError, InputError, PackageError, not_one_of
 from .families import families, package_config
 from .families import get as get_family
 from .package import VARIANT_FILE, VARIANT_PRECISIONS, Package, spared_text, write_manifest
@@ -307,10 +307,14 @@ def _given_feeds(package: Package, family, config, inputs) -> dict:
     out = {}
     for part, entry in package.graphs.items():
         names = [s.name for s in entry.inputs]
-        missing = sorted({n for feed in feeds for n in names if n not in feed})
-        if missing:
-            raise ConfigError(f"inputs ({source}): expected graph {part!r}'s inputs {names} in every feed, "
-                              f"found {missing} missing")
+        for i, feed in enumerate(feeds):
+            if missing := [n for n in names if n not in feed]:
+                raise ConfigError(f"inputs ({source}): expected graph {part!r}'s inputs {names} in every feed, found "
+                                  f"feed {i} holding {sorted(feed)}, without {missing}")
+            for name in names:   # the gate would blame the variant for the NaN it was given
+                if feed[name].dtype.kind == "f" and not np.isfinite(feed[name]).all():
+                    raise InputError(f"inputs ({source}): expected finite numbers, found feed {i} input {name!r} holding "
+                                     f"{int(np.size(feed[name]) - np.isfinite(feed[name]).sum())} NaN or Inf value(s)")
         picked = [{n: feed[n] for n in names} for feed in feeds]
         out[part] = (picked[:half], picked[half:], source)
     return out
