@@ -15,6 +15,7 @@ import edgegen
 from edgegen import export_pytorch
 from edgegen.cli import main
 from edgegen.errors import BackendError, ConfigError, InputError, ManifestError, NonFiniteError, PackageError, ValidationError
+from edgegen.families.generic.export import parse_dynamic
 from edgegen.runtimes.feeds import read_feeds
 from edgegen.runtimes.ort import OrtBinding
 
@@ -251,6 +252,18 @@ def test_export_refuses_bad_arguments_with_their_names(user_model, tmp_path):
                                               rf"traced size 2, found {re.escape(repr(size))}"):
             export_pytorch(make_model(), example, tmp_path / "l", dim_limits={"batch": size})
     assert not list(tmp_path.iterdir())
+
+
+def test_dynamic_options_are_read_per_input_and_axis_and_a_renamed_axis_is_refused():
+    assert parse_dynamic(None) is None
+    assert parse_dynamic(["image:0=batch", "image:2=height", "a:b:1=n", "image:0=batch"]) == {
+        "image": {0: "batch", 2: "height"}, "a:b": {1: "n"}}   # an input name may hold a colon
+    for spec in ("image=batch", "image:x=batch", ":0=batch", "image:0="):
+        with pytest.raises(ConfigError, match=rf"--dynamic '{spec}': expected INPUT:AXIS=NAME, e.g. image:0=batch$"):
+            parse_dynamic([spec])
+    with pytest.raises(ConfigError, match=r"--dynamic 'image:0=n': expected one name per axis, found image:0 named "
+                                          r"'batch' already$"):
+        parse_dynamic(["image:0=batch", "image:0=n"])
 
 
 class _Difference(torch.nn.Module):

@@ -524,7 +524,11 @@ def parse_dynamic(specs: list[str] | None) -> dict[str, dict[int, str]] | None:
         name, _, axis = where.rpartition(":")
         if not name or not axis.isdigit() or not dim:
             raise ConfigError(f"--dynamic {spec!r}: expected INPUT:AXIS=NAME, e.g. image:0=batch")
-        dynamic.setdefault(name, {})[int(axis)] = dim
+        axes = dynamic.setdefault(name, {})
+        if int(axis) in axes and axes[int(axis)] != dim:   # the later would silently win
+            raise ConfigError(f"--dynamic {spec!r}: expected one name per axis, found {name}:{axis} named "
+                              f"{axes[int(axis)]!r} already")
+        axes[int(axis)] = dim
     return dynamic
 
 
