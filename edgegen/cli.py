@@ -270,7 +270,10 @@ def _cmd_generate(args) -> None:
     args.seed = 0 if args.seed is None else args.seed
     if args.seed < 0:   # the pipelines' message offers None, which the command line has no way to give
         raise ConfigError(f"--seed: expected a non-negative integer, found {args.seed}")
-    _refuse_before_loading(family, options, args.out)
+    try:
+        _refuse_before_loading(family, options, args.out)
+    except (InputError, ConfigError) as exc:   # the family's checks name its keywords (batch): the flags here
+        raise named_by_flag(exc, family.options) from None
     args.package = _package_or_name(args.package)   # a shipped name's export, after the options' checks
     _refuse_out_over_what_generate_reads(args.out, args.package, options)
     pipe = load(args.package, backend=args.backend, threads=args.threads, precision=args.precision)

@@ -310,6 +310,11 @@ def test_upscale_refuses_before_the_shipped_export_and_names_its_flags(package, 
              f"image {str(tmp_path / 'float.tif')!r}: expected a picture of 8- or 16-bit pixels")):
         assert main(["upscale", *args]) == 2, args
         assert message in capsys.readouterr().err
+    # generate checks the same values before loading, and names them by the same flags
+    for flags, message in ((["--tile-batch", "0"], "--tile-batch: expected an integer from 1 to 16, found 0"),
+                           (["--tile", "0"], "--tile: expected an integer at least 1, found 0")):
+        assert main(["generate", "sr-photos-x4", "--image", picture, "--out", str(tmp_path / "o.png"), *flags]) == 2
+        assert f"edgegen: error: {message}\n" in capsys.readouterr().err
     assert not (tmp_path / "o.png").exists()
     with pytest.raises(AssertionError, match="exported before the refusal"):   # the checks do let a good one through
         main(["upscale", picture, "--out", str(tmp_path / "o.png")])
