@@ -57,11 +57,11 @@ def _package_or_name(given: str) -> str:
 
 
 def _cmd_list(args) -> None:
-    from .shipped import cache_path, find_shipped, models_root, shipped_family, shipped_names
+    from .shipped import MODELS_MISSING, cache_path, find_shipped, models_root, shipped_family, shipped_names
 
     names = shipped_names()
     if not names:
-        print("no shipped models: they come with the edgegen-models distribution (pip install edgegen-models)")
+        print(f"no shipped models: {MODELS_MISSING}")
         return
     rows = []
     for name in names:

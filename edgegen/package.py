@@ -251,9 +251,13 @@ def spared_text(record: dict) -> str:
 
 def _shipped_hint(path) -> str:
     """For a bare name that is no path: the shipped model it is closest to, if one is close (a typo)."""
-    from .shipped import is_bare_name, shipped_names
+    from .shipped import MODELS_MISSING, is_bare_name, shipped_names
 
-    close = close_match(str(path), shipped_names()) if is_bare_name(path) else None
+    if not is_bare_name(path):
+        return ""
+    if not shipped_names():
+        return f" (if it names a shipped model: {MODELS_MISSING})"
+    close = close_match(str(path), shipped_names())
     return f" (did you mean the shipped model {close!r}?)" if close else ""
 
 

@@ -28,6 +28,7 @@ from .package import CHECKPOINT_WEIGHTS, read_json, sha256_file
 from .storage import user_cache_dir
 
 MODELS_DISTRIBUTION = "edgegen-models"
+MODELS_MISSING = f"the {MODELS_DISTRIBUTION} distribution, which holds them, is not installed here (pip install {MODELS_DISTRIBUTION})"
 SHIPPED_SOURCE = "shipped:"   # how a shipped package's manifest names its source checkpoint
 
 
@@ -100,6 +101,8 @@ CACHED_EXPORT = re.compile(r"^(?P<name>.+)-(?P<weights>[0-9a-f]{16})-edgegen-(?P
 def find_shipped(name: str, cache: str | os.PathLike | None = None) -> Path | None:
     """The exported package of the shipped `name` made from its checkpoint's very weights: the
     one edgegen-models carries, else one exported earlier into the cache; None if neither."""
+    if not shipped_names():
+        raise PackageError(f"shipped model {name!r}: expected one of the shipped models, found none: {MODELS_MISSING}")
     if name not in shipped_names():
         raise PackageError(not_one_of("shipped model", name, shipped_names(), f"the {MODELS_DISTRIBUTION} distribution's"))
     weights = weights_sha256(name)

@@ -6,6 +6,7 @@ the wheel build find it."""
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -349,3 +350,22 @@ def test_a_typo_in_a_shipped_name_suggests_the_name(models, tmp_path, monkeypatc
     assert capsys.readouterr().err.strip().endswith(f"found nothing at that path (did you mean the shipped model {NAME!r}?)")
     assert main(["info", "nothing-like-any"]) == 2
     assert capsys.readouterr().err.strip().endswith("found nothing at that path")
+
+
+def test_without_the_models_distribution_a_name_says_what_to_install(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(shipped, "models_root", lambda: None)
+    monkeypatch.chdir(tmp_path)
+    missing = "the edgegen-models distribution, which holds them, is not installed here (pip install edgegen-models)"
+    assert main(["list"]) == 0
+    assert capsys.readouterr().out == f"no shipped models: {missing}\n"
+    with pytest.raises(PackageError, match=re.escape(f"package 'vae-digits': expected a package directory, found nothing "
+                                                     f"at that path (if it names a shipped model: {missing})")):
+        edgegen.load("vae-digits")
+    with pytest.raises(PackageError, match=re.escape(f"shipped model 'sr-photos-x4': expected one of the shipped "
+                                                     f"models, found none: {missing}")):
+        shipped.find_shipped("sr-photos-x4")
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "photo.png")
+    assert main(["upscale", str(tmp_path / "photo.png"), "--out", str(tmp_path / "x.png")]) == 2
+    assert missing in capsys.readouterr().err
