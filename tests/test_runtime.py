@@ -114,7 +114,7 @@ def test_float64_inputs_beyond_float32_are_said_as_such_not_as_nan(vae):
     assert vae.decode(np.zeros((1, 16))).dtype == np.float32   # float64 within range is cast
 
 
-def test_a_thread_count_that_is_not_a_number_is_refused_by_name(trained):
+def test_a_thread_count_or_cache_folder_of_another_type_is_refused_by_name(trained):
     import os
 
     for threads in ("2", 1.5, True, 0):
@@ -123,6 +123,8 @@ def test_a_thread_count_that_is_not_a_number_is_refused_by_name(trained):
     with pytest.raises(BackendError, match=rf"threads: expected at most 4 per logical core \({4 * os.cpu_count()} on "
                                            r"this machine\), found 2000"):
         edgegen.load(trained["gan"][1], threads=2000)   # would spin 2,000 threads: a tiny run hung
+    with pytest.raises(BackendError, match=r"cache_dir: expected a folder's path for the TensorRT engines, found int"):
+        edgegen.load(trained["gan"][1], cache_dir=3)
 
 
 def test_only_integer_pixels_and_samples_get_a_scale_hint(vae, gan):

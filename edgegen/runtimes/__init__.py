@@ -30,6 +30,8 @@ def open_sessions(package: Package, backend: str = "auto", threads: int | None =
         raise BackendError(not_one_of("precision", precision, PRECISIONS))
     package.require_variants(precision, BackendError)
     concrete = resolve_backend(backend)
+    if cache_dir is not None and not isinstance(cache_dir, (str, os.PathLike)):
+        raise BackendError(f"cache_dir: expected a folder's path for the TensorRT engines, found {type(cache_dir).__name__}")
     cache = Path(cache_dir) if cache_dir is not None else package.path / ".edgegen-cache"
     if concrete == "tensorrt":
         from .engines import open_tensorrt_sessions
