@@ -228,6 +228,14 @@ def test_fast_generation_equals_naive_and_pytorch_for_2000_samples(wavenet):
     assert np.array_equal(audio, mu_law_decode(fast[:400]))
 
 
+
+def test_a_second_of_audio_writes_no_progress_line_where_stderr_is_no_terminal(wavenet, capsys):
+    """A bar is for a person at a terminal; a library call logged elsewhere gets no line unasked."""
+    pipe = edgegen.load(wavenet["pkg"], backend="ort-cpu")
+    assert len(pipe.generate_codes(pipe.sample_rate, seed=0)) == pipe.sample_rate
+    assert capsys.readouterr().err == ""
+
+
 def test_shipped_wavenet_log_prob_separates_tones_from_noise(tmp_path):
     pipe = edgegen.load(export_checkpoint(PRETRAINED / "wavenet-tones", tmp_path / "pkg"), backend="ort-cpu")
     rng = np.random.default_rng(1)

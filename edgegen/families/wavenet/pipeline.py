@@ -10,6 +10,7 @@ over everything generated so far for every sample (quadratic; kept to check and 
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -152,8 +153,10 @@ class WaveNetPipeline(Pipeline):
                 binding.output(f"next_state.{i}", dst)
             bindings.append(binding)
         out = np.empty(num_samples, np.int64)
-        # long audio is minutes of work: a bar on a terminal (every 1000 samples, to cost nothing)
-        with Progress(num_samples, "" if num_samples < self.sample_rate else "generate", enabled=None) as bar:
+        # long audio is minutes of work: a bar on a terminal (every 1000 samples, to cost nothing); a
+        # library call's stderr elsewhere (a log, a service) gets no line it did not ask for
+        shown = num_samples >= self.sample_rate and sys.stderr.isatty()
+        with Progress(num_samples, "generate" if shown else "", enabled=shown) as bar:
             for t in range(num_samples):
                 bindings[t % 2].run()
                 out[t] = code[0] = draw(logits, sampling, rng)[0]
