@@ -131,6 +131,8 @@ def test_pixelcnn_complete_keeps_known_pixels_and_fills_the_rest(pixelcnn):
     assert not np.array_equal(done[:, :, 4:], pipe.complete(digits, mask, seed=1, labels=labels)[:, :, 4:])
     with pytest.raises(InputError, match="mask"):
         pipe.complete(digits, np.zeros((7, 8)))
+    with pytest.raises(InputError, match=r"mask: expected some 1s \(pixels to generate\), found only 0s"):
+        pipe.complete(digits, np.zeros((8, 8)))   # as inpaint: nothing to generate is a mistake, not a copy
     for bad, found in ((0.5, "other values"), (-1.0, "other values"), (np.nan, "32 NaN")):   # was read as "keep"
         with pytest.raises(InputError, match=r"mask: expected 0 \(keep\) and 1 \(generate\) only, found " + found):
             pipe.complete(digits, np.where(mask > 0, bad, 0.0), seed=0, labels=labels)

@@ -203,18 +203,22 @@ def mask_array(mask: Any) -> np.ndarray:
 def broadcast_mask(mask: Any, shape: tuple[int, ...]) -> np.ndarray:
     """A user's mask of 0/1 for images of `shape` [n, C, H, W], as a read-only view of that shape:
     one for all [H, W], or per image [n, H, W] or [n, 1 or C, H, W] (n may be 1). Every family
-    that inpaints takes these same shapes."""
+    that inpaints takes these same shapes, and refuses a mask without a 1: it would run to give
+    back the images themselves."""
     m = mask_array(mask)
     m = m[None, None] if m.ndim == 2 else m[:, None] if m.ndim == 3 else m
     try:
         if m.ndim != 4:   # a number or a row [W] would broadcast over everything without a word
             raise ValueError
-        return np.broadcast_to(m, shape)
+        m = np.broadcast_to(m, shape)
     except ValueError:
         n, c, h, w = shape
         channels = "1" if c == 1 else f"1 or {c}"
         raise InputError(f"mask: expected [{h}, {w}] (one for all), [{n}, {h}, {w}] or [{n}, {channels}, {h}, {w}], "
                          f"found {list(np.shape(mask))}") from None
+    if not m.any():
+        raise InputError("mask: expected some 1s (pixels to generate), found only 0s (every pixel kept)")
+    return m
 
 
 def finite_result(array: np.ndarray, what: str, cause: str) -> np.ndarray:

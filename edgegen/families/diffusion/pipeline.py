@@ -318,7 +318,7 @@ class DiffusionPipeline(Pipeline):
     def _inpaint(self, image, mask, steps, sampler, guidance_scale, labels, seed, eta, callback, feeds=None) -> np.ndarray:
         guidance_scale = self._guidance(guidance_scale, labels)
         images = self._images(image)
-        pixel_mask = self._mask(mask, images.shape)
+        pixel_mask = broadcast_mask(mask, images.shape)
         x0 = self.to_space(images)
         keep = 1.0 - self.space_mask(pixel_mask)
         n = len(x0)
@@ -367,13 +367,6 @@ class DiffusionPipeline(Pipeline):
     def _images(self, image, what: str = "image") -> np.ndarray:
         """Pictures [n, C, H, W] in [0, 1], named in an error as the caller's argument (img2img's `image`)."""
         return check_range(as_float_array(image, what, (None, *self.image_shape)), what, 0, 1)
-
-    def _mask(self, mask, shape) -> np.ndarray:
-        """A mask of 0/1 (broadcast_mask's shapes), broadcast to the images."""
-        m = broadcast_mask(mask, shape)
-        if not m.any():   # every step would run to give back the image itself
-            raise InputError("mask: expected some 1s (pixels to generate), found only 0s (every pixel kept)")
-        return m
 
 
 class RowGenerators:
