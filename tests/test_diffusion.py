@@ -169,7 +169,7 @@ def test_unconditional_model_on_natural_crops(tmp_path):
     pipe = edgegen.load(export_checkpoint(ckpt, tmp_path / "pkg"))
     assert pipe.num_classes == 0 and pipe.config.null_label == 0
     assert pipe.sample(2, steps=3).shape == (2, 1, 8, 8)
-    with pytest.raises(InputError, match="this package's model is unconditional"):
+    with pytest.raises(InputError, match="labels: expected none for this unconditional model"):
         pipe.sample(2, steps=3, labels=1)
 
 

@@ -241,18 +241,25 @@ def check_count(n: Any, what: str = "n", limit: int | None = None) -> int:
     return int(n)
 
 
-def class_labels(labels, n: int, num_classes: int, null_label: int, what: str = "labels") -> np.ndarray:
-    """None -> the "no label" index; one id or n ids -> int64 [n], each in [0, num_classes)."""
+def class_labels(labels, n: int, num_classes: int, null_label: int | None, what: str = "labels") -> np.ndarray | None:
+    """None -> the "no label" index (None where null_label is None: an unconditional call); one id
+    or n ids -> int64 [n], each in [0, num_classes). Every family with classes reads them here."""
     if labels is None:
-        return np.full(n, null_label, np.int64)
+        return None if null_label is None else np.full(n, null_label, np.int64)
     if num_classes == 0:
         raise InputError(f"{what}: expected none for this unconditional model (trained on data without classes), "
-                         f"found {labels!r}")
+                         f"found {labels!r:.60}")
     array = np.asarray(labels)
-    if array.dtype.kind not in "iu" or array.ndim > 1 or (array.ndim == 1 and len(array) != n):
-        raise InputError(f"{what}: expected None, one class id or {n} class ids, found {labels!r:.60}")
+    if array.size == 0:   # before its dtype: an empty list is numpy's float64
+        raise InputError(f"{what}: expected one class id or {n} of them, found none (shape {list(array.shape)})")
+    if array.dtype.kind not in "iu":
+        raise InputError(f"{what}: expected integer class ids, found dtype {array.dtype}")
+    if array.ndim > 1 or (array.ndim == 1 and len(array) != n):
+        raise InputError(f"{what}: expected one class id or {n} of them, found shape {list(array.shape)}")
     if ((array < 0) | (array >= num_classes)).any():
-        raise InputError(f"{what}: expected class ids in [0, {num_classes}), found {array.tolist()}")
+        outside = sorted({int(v) for v in array.reshape(-1) if not 0 <= v < num_classes})
+        raise InputError(f"{what}: expected class ids from 0 to {num_classes - 1}, found "
+                         + ", ".join(map(str, outside[:5])) + (", ..." if len(outside) > 5 else ""))
     return np.broadcast_to(array, (n,)).astype(np.int64)
 
 

@@ -18,6 +18,7 @@ from ...runtimes.pipeline import (
     check_range,
     check_count,
     check_number,
+    class_labels,
     class_problems,
     finite_result,
     make_rng,
@@ -126,23 +127,7 @@ class DiffusionPipeline(Pipeline):
 
     def _labels(self, labels: Any, n: int) -> np.ndarray | None:
         """None (unconditional), one class id for all, or one per image -> int64 [n]."""
-        if labels is None:
-            return None
-        if self.num_classes == 0:
-            raise InputError("labels: this package's model is unconditional (trained without classes), found labels")
-        array = np.asarray(labels)
-        if array.size == 0:   # before its dtype: an empty list is numpy's float64
-            raise InputError(f"labels: expected one class id or {n} of them, found none (shape {list(array.shape)})")
-        if array.dtype.kind not in "iu":
-            raise InputError(f"labels: expected integer class ids, found dtype {array.dtype}")
-        array = np.full(n, int(array), np.int64) if array.ndim == 0 else array.astype(np.int64)
-        if array.shape != (n,):
-            raise InputError(f"labels: expected one class id or {n} of them, found shape {list(array.shape)}")
-        if array.min() < 0 or array.max() >= self.num_classes:
-            outside = sorted({int(v) for v in array if not 0 <= v < self.num_classes})
-            raise InputError(f"labels: expected class ids from 0 to {self.num_classes - 1}, found "
-                             + ", ".join(map(str, outside[:5])) + (", ..." if len(outside) > 5 else ""))
-        return array
+        return class_labels(labels, n, self.num_classes, None)
 
     def denoiser(self, labels: np.ndarray | None, guidance_scale: float, feeds: dict[str, np.ndarray] | None = None):
         """model_fn(x, t) for the samplers. With labels and guidance_scale != 1, the
