@@ -3,8 +3,6 @@
 Importing edgegen is light: the runtime (numpy, onnxruntime) loads on the first `load()`.
 """
 
-from __future__ import annotations
-
 from .errors import (
     BackendError,
     CheckpointError,

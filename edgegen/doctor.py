@@ -165,7 +165,7 @@ def format_report(info: dict) -> str:
         ("ORT providers", ", ".join(info["onnxruntime"]["providers"])),
         ("backends", ", ".join(info["backends"]) + f"   (auto picks {info['auto_backend']})"),
         ("NVIDIA GPUs", "; ".join(info["nvidia_gpus"]) or f"none found ({info['nvidia_gpus_none_because']})"),
-        ("CUDA (torch)", info["torch_cuda"] or "not available"),
+        ("CUDA (torch)", info["torch_cuda"] or ("not available" if info["torch"] else "no torch here")),
         ("TensorRT", info["tensorrt"] or "not installed"),
         ("cuda-python", info["cuda_python"] or "not installed"),
         ("torch", info["torch"] or "not installed (runtime-only install: train/export unavailable)"),
