@@ -145,10 +145,13 @@ def torch_runners(checkpoint: str | os.PathLike, pipe, feeds: dict[str, dict[str
     until bench_package returns (torch_threads_kept)."""
     import torch
 
+    from .export.validate import torch_inputs
+
     torch.set_num_threads(threads)
     runners = {}
     for part, module in eager_modules(checkpoint, pipe).items():
-        tensors = [torch.from_numpy(feeds[part][s.name]) for s in pipe.sessions[part].inputs]
+        # copies: a module that changes its input in place must not change what ONNX Runtime is timed on
+        tensors = torch_inputs(feeds[part], pipe.sessions[part].inputs)
 
         def run(module=module, tensors=tensors):
             with torch.inference_mode():
@@ -176,11 +179,15 @@ def torch_threads_kept(vs_torch):
         torch.set_num_threads(before)
 
 
-def bench_package(path: str | os.PathLike, batch: int = 8, iters: int = 200, warmup: int = 20, backend: str = "auto",
+DEFAULT_BATCH = 8   # bench_package's, from Python; the command line's --batch is 1
+
+
+def bench_package(path: str | os.PathLike, batch: int | None = None, iters: int = 200, warmup: int = 20, backend: str = "auto",
                   threads: int | None = None, vs_torch: str | os.PathLike | None = None, precision: str = "fp32",
                   shapes: dict[str, int] | None = None, energy: bool = True, prompt_lookup: int = 0,
                   generation: bool = True, steps: int | None = None) -> dict:
     """Time every graph of the package; with vs_torch, PyTorch eager on the same inputs, interleaved.
+    batch: the size of the dims named batch (default DEFAULT_BATCH; 1 for a package without one).
     shapes: the size of each dynamic dim other than the batch (default: the family's, else 1).
     energy: then run each engine again for ENERGY_SECONDS with the machine's power source read
     (power.py), for watts and joules per result (one result: one batch item).
@@ -197,6 +204,8 @@ def _bench_package(path, batch, iters, warmup, backend, threads, vs_torch, preci
                    generation, steps) -> dict:
     from .runtimes import load
 
+    batch_given = batch is not None
+    batch = DEFAULT_BATCH if batch is None else batch
     for flag, count, least in (("--batch", batch, 1), ("--iters", iters, 1), ("--warmup", warmup, 0)):
         if count < least:
             raise ConfigError(f"{flag}: expected at least {least}, found {count}")
@@ -232,6 +241,8 @@ def _bench_package(path, batch, iters, warmup, backend, threads, vs_torch, preci
     if unknown := sorted(set(shapes) - dims):   # from --shapes or --sweep: both flags named
         raise ConfigError(f"--shapes/--sweep: expected dynamic dims of the package's graphs other than the batch "
                           f"({', '.join(sorted(dims - {'batch'})) or 'none'}), found {', '.join(unknown)}")
+    if "batch" not in dims and not batch_given:
+        batch = 1
     if batch > 1 and "batch" not in dims:   # nothing to set it on: every call would time the same shapes
         sizes = "; ".join(f"{spec.name} {spec.dtype}[{', '.join(map(str, spec.shape))}]"
                           for s in pipe.sessions.values() for spec in s.inputs)

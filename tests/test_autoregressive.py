@@ -146,7 +146,7 @@ def test_pixelcnn_complete_keeps_known_pixels_and_fills_the_rest(pixelcnn):
     for shape in ((), (8,)):   # a number or a row broadcast over everything
         with pytest.raises(InputError, match=re.escape(f"found {list(shape)}")):
             pipe.complete(digits, np.ones(shape))
-    with pytest.raises(InputError, match="class ids in"):
+    with pytest.raises(InputError, match="labels: expected class ids from 0 to 9, found 10$"):
         pipe.sample(2, labels=[3, 10])
 
 
@@ -230,12 +230,16 @@ def test_fast_generation_equals_naive_and_pytorch_for_2000_samples(wavenet):
     assert np.array_equal(audio, mu_law_decode(fast[:400]))
 
 
-
-def test_a_second_of_audio_writes_no_progress_line_where_stderr_is_no_terminal(wavenet, capsys):
-    """A bar is for a person at a terminal; a library call logged elsewhere gets no line unasked."""
+def test_a_second_of_audio_shows_progress_only_when_asked(wavenet, capsys):
+    """A library call (a service's log) gets no line unasked; progress=None, as edgegen generate
+    passes it, a bar on a terminal and one summary line elsewhere."""
     pipe = edgegen.load(wavenet["pkg"], backend="ort-cpu")
-    assert len(pipe.generate_codes(pipe.sample_rate, seed=0)) == pipe.sample_rate
+    quiet = pipe.generate_codes(pipe.sample_rate, seed=0)
     assert capsys.readouterr().err == ""
+    assert np.array_equal(quiet, pipe.generate_codes(pipe.sample_rate, seed=0, progress=None))
+    assert re.fullmatch(rf"generate: {pipe.sample_rate}/{pipe.sample_rate} in [0-9.]+s \n", capsys.readouterr().err)
+    with pytest.raises(InputError, match=r"progress: expected False, None \(a bar on a terminal\) or True, found 'yes'"):
+        pipe.generate(10, progress="yes")
 
 
 def test_shipped_wavenet_log_prob_separates_tones_from_noise(tmp_path):

@@ -45,26 +45,33 @@ SYNTHESIZED_FEEDS = 8
 
 
 def _in_eval_mode(export):
-    """`export` of a module in eval mode (dropout off, batch norm's running statistics), as it runs
-    for inference, the caller's module given back in the mode it came in."""
+    """`export` of a CPU module in eval mode (dropout off, batch norm's running statistics), as it
+    runs for inference, the caller's module given back in the mode it came in."""
     @functools.wraps(export)
     def run(module, *args, **kwargs):
-        if not isinstance(module, torch.nn.Module):
-            raise ConfigError(f"module: expected a torch.nn.Module, found {type(module).__name__}")
-        devices = sorted({str(t.device) for t in (*module.parameters(), *module.buffers()) if t.device.type != "cpu"})
-        if devices:   # the example arrays become CPU tensors, and the check runs ONNX Runtime on the CPU
-            raise ConfigError(f"module: expected its weights on the CPU (export module.cpu(); the package runs on any "
-                              f"device), found them on {', '.join(devices)}")
-        # each submodule's own flag: module.train(flag) would set them all alike, and a user who froze
-        # a batch norm (module.bn.eval() inside a training module) would find it training again
+        _refuse_other_than_a_cpu_module(module)
+        # each submodule's own flag: module.train(flag) sets them all alike, and a user who froze a
+        # batch norm (module.bn.eval() inside a training module) would find it training again. Set
+        # through train(), top down, so that a module's own train() override still runs.
         modes = [(m, m.training) for m in module.modules()]
         try:
             return export(module.eval(), *args, **kwargs)
         finally:
-            for m, training in modes:
-                m.training = training
+            module.train(modes[0][1])
+            for m, training in modes[1:]:
+                if m.training != training:
+                    m.train(training)
 
     return run
+
+
+def _refuse_other_than_a_cpu_module(module) -> None:
+    if not isinstance(module, torch.nn.Module):
+        raise ConfigError(f"module: expected a torch.nn.Module, found {type(module).__name__}")
+    devices = sorted({str(t.device) for t in (*module.parameters(), *module.buffers()) if t.device.type != "cpu"})
+    if devices:   # the example arrays become CPU tensors, and the check runs ONNX Runtime on the CPU
+        raise ConfigError(f"module: expected its weights on the CPU (export module.cpu(); the package runs on any "
+                          f"device), found them on {', '.join(devices)}")
 
 
 @_in_eval_mode
@@ -427,6 +434,9 @@ def _draw_like(array: np.ndarray, shape: tuple, rng: np.random.Generator) -> np.
 
 
 def _held_out(held_out, specs) -> list[dict[str, np.ndarray]]:
+    if isinstance(held_out, np.lib.npyio.NpzFile):   # np.load's result, itself a Mapping
+        raise ConfigError("held_out (--held-out): expected the .npz file's path or a list of feeds, found an opened "
+                          "NpzFile: give its path")
     if isinstance(held_out, Mapping):   # one feed given where a list of them is asked for
         raise ConfigError(f"held_out (--held-out): expected a list of feeds (each a dict of input name -> array), found "
                           f"one dict of {sorted(map(str, held_out))}: give [feed, feed, ...], at least 2")

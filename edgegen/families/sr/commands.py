@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ...errors import EXPORT_EXTRA, ConfigError, MissingExtraError
+from ...errors import EXPORT_EXTRA, ConfigError, MissingExtraError, PackageError
 from ...shipped import find_shipped
 from .cli import OPTIONS, check_picture_and_tiling, read_for_upscale, upscale_picture
 
@@ -23,7 +23,10 @@ def shipped_package(scale: int, cache: str | os.PathLike | None = None) -> Path:
     if name is None:
         raise ConfigError(f"--scale {scale}: expected a scale with a shipped model ({', '.join(names)}), found none; "
                           f"train one (edgegen train sr --scale {scale}) and pass its exported package with --package")
-    found = find_shipped(name, cache)
+    try:
+        found = find_shipped(name, cache)
+    except PackageError as exc:   # edgegen-models not installed
+        raise PackageError(f"{exc}; or pass an exported package with --package") from None
     if found is not None:
         return found
     try:

@@ -42,7 +42,7 @@ def generate(pipe, request: GenerateRequest) -> str:
     out, seconds = request.out, request.options["seconds"]
     samples = max(1, round(seconds * pipe.sample_rate))
     label = request.options.get("labels")
-    audio = pipe(samples, seed=request.seed, labels=label, temperature=request.options["temperature"])
+    audio = pipe(samples, seed=request.seed, labels=label, temperature=request.options["temperature"], progress=None)
     write_wav(out, audio, pipe.sample_rate)
     return (f"wrote {out} ({samples} samples, {samples / pipe.sample_rate:.2f} s at {pipe.sample_rate} Hz, "
             f"label {label}, seed {request.seed})")

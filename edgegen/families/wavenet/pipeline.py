@@ -10,7 +10,6 @@ over everything generated so far for every sample (quadratic; kept to check and 
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -72,19 +71,27 @@ class WaveNetPipeline(Pipeline):
         self.queue_lengths, self.channels = list(config.queue_lengths), config.residual_channels
         self.silence = int(mu_law_encode(np.zeros(1), self.quantization)[0])
 
-    def generate(self, num_samples: int, seed=None, labels=None, temperature: float = 1.0, fast: bool = True) -> np.ndarray:
+    def generate(self, num_samples: int, seed=None, labels=None, temperature: float = 1.0, fast: bool = True,
+                 progress: bool | None = False) -> np.ndarray:
         """float32 waveform [num_samples] in [-1, 1] at the package's sample_rate."""
-        return mu_law_decode(self.generate_codes(num_samples, seed, labels, temperature, fast), self.quantization)
+        return mu_law_decode(self.generate_codes(num_samples, seed, labels, temperature, fast, progress),
+                             self.quantization)
 
     def generate_codes(self, num_samples: int, seed=None, labels=None, temperature: float = 1.0,
-                       fast: bool = True) -> np.ndarray:
-        """The mu-law codes [num_samples] that generate() decodes."""
+                       fast: bool = True, progress: bool | None = False) -> np.ndarray:
+        """The mu-law codes [num_samples] that generate() decodes. progress, for a second of audio or
+        more (minutes of work): False silent (a library call's stderr may be a service's log), None a
+        bar on a terminal and one line in a log (edgegen generate), True a bar."""
         num_samples = check_count(num_samples, "num_samples", MAX_SECONDS * self.sample_rate)
         if not isinstance(fast, bool):
             raise InputError(f"fast: expected True or False, found {fast!r}")
         labels = class_labels(labels, 1, self.num_classes, self.null_label, "labels")
-        loop = self._fast if fast else self._naive
-        return loop(num_samples, labels, sampler(temperature), make_rng(seed))
+        if progress not in (False, None, True):
+            raise InputError(f"progress: expected False, None (a bar on a terminal) or True, found {progress!r}")
+        if not fast:
+            return self._naive(num_samples, labels, sampler(temperature), make_rng(seed))
+        shown = progress if num_samples >= self.sample_rate else False
+        return self._fast(num_samples, labels, sampler(temperature), make_rng(seed), shown)
 
     def log_prob(self, waveform, labels=None, per_sample: bool = False) -> np.ndarray | float:
         """Mean log-likelihood in nats per sample of a waveform [T] (a float) or a batch [n, T];
@@ -136,7 +143,7 @@ class WaveNetPipeline(Pipeline):
             codes[0, t + 1] = draw(logits, sampling, rng)[0]
         return codes[0, 1:]
 
-    def _fast(self, num_samples, labels, sampling, rng) -> np.ndarray:
+    def _fast(self, num_samples, labels, sampling, rng, progress: bool | None = False) -> np.ndarray:
         step = self.sessions["step"]
         if not isinstance(step, OrtSession):
             raise InputError(f"backend {self.backend!r}: fast generation needs an ONNX Runtime session")
@@ -153,10 +160,8 @@ class WaveNetPipeline(Pipeline):
                 binding.output(f"next_state.{i}", dst)
             bindings.append(binding)
         out = np.empty(num_samples, np.int64)
-        # long audio is minutes of work: a bar on a terminal (every 1000 samples, to cost nothing); a
-        # library call's stderr elsewhere (a log, a service) gets no line it did not ask for
-        shown = num_samples >= self.sample_rate and sys.stderr.isatty()
-        with Progress(num_samples, "generate" if shown else "", enabled=shown) as bar:
+        # the bar moves every 1000 samples, to cost nothing
+        with Progress(num_samples, "" if progress is False else "generate", enabled=progress) as bar:
             for t in range(num_samples):
                 bindings[t % 2].run()
                 out[t] = code[0] = draw(logits, sampling, rng)[0]
