@@ -322,6 +322,9 @@ def test_held_out_feeds_are_checked_and_recorded_for_optimize(tmp_path, capsys):
     main(["info", str(path)])
     assert "held out  2 feeds in held_out.npz (what optimize calibrates and gates on; MISSING: optimize then needs " \
            "--inputs NPZ)" in capsys.readouterr().out
+    assert main(["optimize", str(path), "--precision", "fp16"]) == 2   # and optimize says so too
+    assert "held-out inputs expected at 'held_out.npz', found no such file (removed, or left out of a copy): pass " \
+           "your own inputs instead (--inputs NPZ)\n" in capsys.readouterr().err
 
 
 def test_the_callers_module_keeps_its_mode_and_a_failing_module_file_is_named(tmp_path, capsys):

@@ -103,7 +103,8 @@ def recorded_feeds(package, config) -> list[dict[str, np.ndarray]]:
     path = package.resolve(str(held_out["file"]), "config.held_out.file")
     if not path.is_file():
         raise PackageError(f"package {str(package.path)!r}: held-out inputs expected at {held_out['file']!r}, "
-                           "found no such file")
+                           "found no such file (removed, or left out of a copy): pass your own inputs instead "
+                           "(--inputs NPZ)")
     if sha256_file(path) != held_out["sha256"]:
         raise HashMismatchError(f"package {str(package.path)!r}: held-out inputs {held_out['file']!r} expected "
                                 f"sha256 {str(held_out['sha256'])[:16]}..., found another (changed after export)")
