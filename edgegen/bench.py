@@ -204,16 +204,14 @@ def _bench_package(path, batch, iters, warmup, backend, threads, vs_torch, preci
                    generation, steps) -> dict:
     from .runtimes import load
 
-    batch_given = batch is not None
-    batch = DEFAULT_BATCH if batch is None else batch
     for flag, count, least in (("--batch", batch, 1), ("--iters", iters, 1), ("--warmup", warmup, 0)):
-        if count < least:
+        if count is not None and count < least:
             raise ConfigError(f"{flag}: expected at least {least}, found {count}")
     for flag, count in (("--iters", iters), ("--warmup", warmup)):   # 10**12 ran until killed
         if count > MAX_ITERS:
             raise ConfigError(f"{flag}: expected at most {MAX_ITERS} calls per engine (more adds no precision to a "
                               f"median), found {count}")
-    if batch > ROWS_PER_CALL:   # --batch 100000 was killed for memory, without a word
+    if batch is not None and batch > ROWS_PER_CALL:   # --batch 100000 was killed for memory, without a word
         raise ConfigError(f"--batch: expected at most {ROWS_PER_CALL}, the most rows edgegen's pipelines put through a "
                           f"graph in one call (a larger batch runs as calls of that many), found {batch}")
     if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
@@ -229,25 +227,26 @@ def _bench_package(path, batch, iters, warmup, backend, threads, vs_torch, preci
             raise ConfigError(f"--steps {steps}: expected a package whose generation runs sampler steps, found a "
                               f"{pipe.family} package, which generates tokens")
         refuse_shapes_for_tokens(pipe, shapes)
-        return bench_generation(pipe, path, batch, iters, warmup, threads, vs_torch, energy, prompt_lookup)
+        return bench_generation(pipe, path, DEFAULT_BATCH if batch is None else batch, iters, warmup, threads,
+                                vs_torch, energy, prompt_lookup)
     if prompt_lookup:
         raise ConfigError(f"--prompt-lookup {prompt_lookup}: expected a package that generates tokens, found the "
                           f"{pipe.family!r} family's")
-    family = get_family(pipe.family)
-    whole_call = generation_call(family, pipe, batch, steps) if generation else None
-    shapes = {**(family.bench_dims(pipe.config) if family.bench_dims else {}), **(shapes or {})}
-    shapes.pop("batch", None)   # --batch sets it
     dims = {d for s in pipe.sessions.values() for spec in s.inputs for d in spec.shape if isinstance(d, str)}
-    if unknown := sorted(set(shapes) - dims):   # from --shapes or --sweep: both flags named
-        raise ConfigError(f"--shapes/--sweep: expected dynamic dims of the package's graphs other than the batch "
-                          f"({', '.join(sorted(dims - {'batch'})) or 'none'}), found {', '.join(unknown)}")
-    if "batch" not in dims and not batch_given:
-        batch = 1
-    if batch > 1 and "batch" not in dims:   # nothing to set it on: every call would time the same shapes
+    if batch is None:
+        batch = DEFAULT_BATCH if "batch" in dims else 1
+    elif batch > 1 and "batch" not in dims:   # nothing to set it on: every call would time the same shapes
         sizes = "; ".join(f"{spec.name} {spec.dtype}[{', '.join(map(str, spec.shape))}]"
                           for s in pipe.sessions.values() for spec in s.inputs)
         raise ConfigError(f"--batch {batch}: expected a package whose graphs have a dynamic dim named 'batch', found "
                           f"none ({sizes}); time other sizes with --shapes DIM=N")
+    family = get_family(pipe.family)
+    whole_call = generation_call(family, pipe, batch, steps) if generation else None
+    shapes = {**(family.bench_dims(pipe.config) if family.bench_dims else {}), **(shapes or {})}
+    shapes.pop("batch", None)   # --batch sets it
+    if unknown := sorted(set(shapes) - dims):   # from --shapes or --sweep: both flags named
+        raise ConfigError(f"--shapes/--sweep: expected dynamic dims of the package's graphs other than the batch "
+                          f"({', '.join(sorted(dims - {'batch'})) or 'none'}), found {', '.join(unknown)}")
     beyond = {d: (n, limit) for d, n in shapes.items()
               if (limit := family.limits(pipe.config).get(d)) is not None and n > limit}
     for dim, (size, limit) in beyond.items():   # timed as asked, but said: the export never checked the graph there

@@ -42,7 +42,7 @@ import numpy as np
 import onnx
 import onnxruntime
 
-from .errors import ConfigError, InputError, PackageError, not_one_of
+from .errors import ConfigError, PackageError, not_one_of
 from .families import families, package_config
 from .families import get as get_family
 from .package import VARIANT_FILE, VARIANT_PRECISIONS, Package, spared_text, write_manifest
@@ -292,6 +292,7 @@ def _held_out_feeds(package: Package, family, config, seed: int, calibration_bat
 def _given_feeds(package: Package, family, config, inputs) -> dict:
     """{part: (calibration feeds, gate feeds, source)} from an .npz of feeds or the recorded ones."""
     from .runtimes.feeds import read_feeds, recorded_feeds
+    from .runtimes.pipeline import check_finite
 
     if inputs is not None:
         feeds, source = read_feeds(inputs), str(inputs)
@@ -312,9 +313,8 @@ def _given_feeds(package: Package, family, config, inputs) -> dict:
                 raise ConfigError(f"inputs ({source}): expected graph {part!r}'s inputs {names} in every feed, found "
                                   f"feed {i} holding {sorted(feed)}, without {missing}")
             for name in names:   # the gate would blame the variant for the NaN it was given
-                if feed[name].dtype.kind == "f" and not np.isfinite(feed[name]).all():
-                    raise InputError(f"inputs ({source}): expected finite numbers, found feed {i} input {name!r} holding "
-                                     f"{int(np.size(feed[name]) - np.isfinite(feed[name]).sum())} NaN or Inf value(s)")
+                if feed[name].dtype.kind == "f":
+                    check_finite(feed[name], f"inputs ({source}) feed {i} input {name!r}")
         picked = [{n: feed[n] for n in names} for feed in feeds]
         out[part] = (picked[:half], picked[half:], source)
     return out

@@ -255,9 +255,10 @@ def _shipped_hint(path) -> str:
 
     if not is_bare_name(path):
         return ""
-    if not shipped_names():
+    names = shipped_names()
+    if not names:
         return f" (if it names a shipped model: {MODELS_MISSING})"
-    close = close_match(str(path), shipped_names())
+    close = close_match(str(path), names)
     return f" (did you mean the shipped model {close!r}?)" if close else ""
 
 

@@ -101,10 +101,11 @@ CACHED_EXPORT = re.compile(r"^(?P<name>.+)-(?P<weights>[0-9a-f]{16})-edgegen-(?P
 def find_shipped(name: str, cache: str | os.PathLike | None = None) -> Path | None:
     """The exported package of the shipped `name` made from its checkpoint's very weights: the
     one edgegen-models carries, else one exported earlier into the cache; None if neither."""
-    if not shipped_names():
+    names = shipped_names()   # a directory listing
+    if not names:
         raise PackageError(f"shipped model {name!r}: expected one of the shipped models, found none: {MODELS_MISSING}")
-    if name not in shipped_names():
-        raise PackageError(not_one_of("shipped model", name, shipped_names(), f"the {MODELS_DISTRIBUTION} distribution's"))
+    if name not in names:
+        raise PackageError(not_one_of("shipped model", name, names, f"the {MODELS_DISTRIBUTION} distribution's"))
     weights = weights_sha256(name)
     for package in (models_root() / "packages" / name, cache_path(name, cache)):
         if recorded_weights(package) == weights:

@@ -554,10 +554,10 @@ def test_the_command_line_takes_a_module_through_export_generate_bench_optimize_
     np.savez(tmp_path / "nan.npz", **{"0/image": image, "0/mask": mask, "1/image": image * np.nan, "1/mask": mask})
     for feeds, message in (("typo.npz", "expected graph 'model''s inputs ['image', 'mask'] in every feed, found feed 1 "
                                         "holding ['image', 'msk'], without ['mask']"),
-                           ("nan.npz", f"expected finite numbers, found feed 1 input 'image' holding {image.size} NaN or "
-                                       "Inf value(s)")):
+                           ("nan.npz", f"expected finite numbers, found {image.size} NaN or Inf value(s)")):
         assert main(["optimize", str(pkg), "--precision", "fp16", "--inputs", str(tmp_path / feeds)]) == 2
-        assert f"edgegen: error: inputs ({tmp_path / feeds}): {message}\n" in capsys.readouterr().err
+        where = " feed 1 input 'image'" if feeds == "nan.npz" else ""
+        assert f"edgegen: error: inputs ({tmp_path / feeds}){where}: {message}\n" in capsys.readouterr().err
     assert main(["optimize", str(pkg), "--precision", "int8", "--target", "tensorrt"]) == 0
     out = capsys.readouterr().out
     assert "model: int8 written for tensorrt (PSNR dB" in out or "model: int8 not written" in out
