@@ -1561,7 +1561,7 @@ def test_a_llama_trained_here_generates_as_pytorch_and_its_weight_only_variants_
     assert "n_kv_head expected only with architecture 'llama', found it with 'gpt2'" in \
         capsys.readouterr().err and not (tmp_path / "gpt2").exists()
 
-    assert main(["train", "gpt", "--architecture", "llama", "--n-kv-head", "2", "--steps", "150", "--batch-size", "16",
+    assert main(["train", "gpt", "--architecture", "llama", "--n-kv-head", "2", "--steps", "40", "--batch-size", "16",
                  "--out", str(tmp_path / "ckpt")]) == 0
     ckpt = load_checkpoint(tmp_path / "ckpt")
     assert ckpt.config.architecture == "llama" and ckpt.model.config.kv_heads == 2
