@@ -59,25 +59,39 @@ def run_cache(tmp_path_factory):
         yield
 
 
+TRAINED_RUNS = {"vae": dict(family="vae", data="digits", steps=15, batch_size=32),
+                "gan": dict(family="gan", data="digits", steps=15, batch_size=32),
+                "diffusion": dict(family="diffusion", data="digits", steps=15, batch_size=32),
+                "flow2d": dict(family="flow", data="moons", steps=300),
+                "flow": dict(family="flow", data="digits", steps=30)}
+
+
+class TrainedModels:
+    """trained[name] -> (checkpoint, package), each made on first use by the worker that asks
+    first while a worker that asks for the same one waits (writer_lock): one per lock, so a worker
+    that needs the GAN does not wait while another trains the flows."""
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def __getitem__(self, name: str) -> tuple[Path, Path]:
+        ckpt, pkg = self.root / "ckpt" / name, self.root / "pkg" / name
+        done = self.root / f"{name}.complete"
+        with writer_lock(self.root / name, f"training the tests' {name} checkpoint"):
+            if not done.is_file():
+                for leftover in (ckpt, pkg):   # of a worker that died while making them
+                    shutil.rmtree(leftover, ignore_errors=True)
+                train(out=ckpt, progress=False, **TRAINED_RUNS[name])
+                export_checkpoint(ckpt, pkg)
+                done.touch()
+        return ckpt, pkg
+
+
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory):
-    """Tiny checkpoints (a few steps) and their exported packages, made once per run by the
-    first worker that asks and read by every test (a test that damages one takes package_copy)."""
-    root = shared_dir(tmp_path_factory) / "trained"
-    runs = {"vae": dict(family="vae", data="digits", steps=15, batch_size=32),
-            "gan": dict(family="gan", data="digits", steps=15, batch_size=32),
-            "diffusion": dict(family="diffusion", data="digits", steps=15, batch_size=32),
-            "flow2d": dict(family="flow", data="moons", steps=300),
-            "flow": dict(family="flow", data="digits", steps=30)}
-    out = {name: (root / "ckpt" / name, root / "pkg" / name) for name in runs}
-    with writer_lock(root, "training the tests' checkpoints"):
-        if not (root / "complete").is_file():
-            shutil.rmtree(root, ignore_errors=True)   # a worker that died while making them
-            for name, options in runs.items():
-                train(out=out[name][0], progress=False, **options)
-                export_checkpoint(*out[name])
-            (root / "complete").touch()
-    return out
+    """Tiny checkpoints (a few steps) and their exported packages, made once per run and read by
+    every test (a test that damages one takes package_copy)."""
+    return TrainedModels(shared_dir(tmp_path_factory) / "trained")
 
 
 @pytest.fixture
