@@ -94,6 +94,16 @@ def trained(tmp_path_factory):
     return TrainedModels(shared_dir(tmp_path_factory) / "trained")
 
 
+@pytest.fixture(scope="session")
+def shipped_package(run_cache):
+    """shipped_package(NAME) -> the shipped NAME's package, exported once per run into the run's
+    cache (as a checkout's first use exports it) and read by every test that asks for it; a test
+    that changes it works on a copy."""
+    from edgegen.export.shipped import export_shipped
+
+    return lambda name: export_shipped(name, report=lambda line: None)
+
+
 @pytest.fixture
 def package_copy(trained, tmp_path):
     """A private copy of a package that a test may damage."""

@@ -242,8 +242,8 @@ def test_a_second_of_audio_shows_progress_only_when_asked(wavenet, capsys):
         pipe.generate(10, progress="yes")
 
 
-def test_shipped_wavenet_log_prob_separates_tones_from_noise(tmp_path):
-    pipe = edgegen.load(export_checkpoint(PRETRAINED / "wavenet-tones", tmp_path / "pkg"), backend="ort-cpu")
+def test_shipped_wavenet_log_prob_separates_tones_from_noise(shipped_package):
+    pipe = edgegen.load(shipped_package("wavenet-tones"), backend="ort-cpu")
     rng = np.random.default_rng(1)
     tones = np.stack([synth_clip(kind, rng, 8000)[:800] for kind in ("tone", "chord", "chirp", "mixture") * 5])
     noise = rng.uniform(-0.5, 0.5, tones.shape).astype(np.float32)

@@ -574,14 +574,11 @@ def test_prompt_lookup_rows_of_a_batch_keep_their_own_drafts(gpt, tmp_path, monk
             cut, name
 
 
-def test_prompt_lookup_in_a_batch_of_held_out_text_to_the_context_end(tmp_path):
+def test_prompt_lookup_in_a_batch_of_held_out_text_to_the_context_end(shipped_package):
     """The shipped gpt-stdlib continuing 8 held-out windows of Python source as one batch, to its
     context's end: rows keep different numbers of drafts and end at different calls, and the
     tokens are those without drafts (a row that had ended once took positions past the model's)."""
-    from edgegen.export.shipped import export_shipped
-
-    # exported here as a checkout's first use exports it (an installed edgegen-models carries it)
-    pipe = edgegen.load(export_shipped("gpt-stdlib", tmp_path / "cache", report=lambda line: None))
+    pipe = edgegen.load(shipped_package("gpt-stdlib"))
     ids = pipe.tokenizer.encode(read_corpus("stdlib")[1][:1 << 18].decode("utf-8", errors="replace"))
     prompts = [ids[s:s + 128] for s in np.random.default_rng(3).integers(0, len(ids) - 128, 8)]
     new = pipe.context - 128

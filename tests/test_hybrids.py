@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 import edgegen
-from edgegen.demo import PRETRAINED
 from edgegen.errors import ConfigError, InputError
 from edgegen.training.data import load_images
 from edgegen.export import export_checkpoint
@@ -79,8 +78,8 @@ def judge():
     return train_digit_judge(8)   # the digits' own size: fast to train; 32x32 samples are averaged back down to 8x8
 
 
-def test_shipped_cgan_draws_the_requested_digit(tmp_path, judge):
-    pipe = edgegen.load(export_checkpoint(PRETRAINED / "cgan-digits", tmp_path / "pkg"), backend="ort-cpu")
+def test_shipped_cgan_draws_the_requested_digit(shipped_package, judge):
+    pipe = edgegen.load(shipped_package("cgan-digits"), backend="ort-cpu")
     labels = np.arange(500) % 10
     images = pipe.sample(500, labels=labels, seed=0)
     accuracy = (judge.predict(images) == labels).mean()
@@ -326,32 +325,32 @@ def test_generate_command_for_stylegan_and_controlnet(stylegan, controlnet, tmp_
     assert '"w_avg": [' in info and '"... 16 values"]' in info   # the average w, abridged
 
 
-def test_shipped_stylegan_draws_every_digit(tmp_path, judge):
+def test_shipped_stylegan_draws_every_digit(shipped_package, judge):
     """No mode collapse (the first StyleGAN trained here drew one image for every seed)."""
-    pipe = edgegen.load(export_checkpoint(PRETRAINED / "stylegan-digits", tmp_path / "pkg"), backend="ort-cpu")
+    pipe = edgegen.load(shipped_package("stylegan-digits"), backend="ort-cpu")
     images = pipe.sample(500, seed=0)
     shares = np.bincount(judge.predict(images), minlength=10) / 500
     assert (shares >= 0.03).all() and shares.max() < 0.25, shares
 
 
-def test_shipped_controlnet_follows_its_hints(tmp_path, judge):
+def test_shipped_controlnet_follows_its_hints(shipped_package, judge):
     from edgegen.training.data import digit_labels
     from edgegen.families.controlnet.pipeline import coarse_hint
 
-    pipe = edgegen.load(export_checkpoint(PRETRAINED / "controlnet-digits", tmp_path / "pkg"), backend="ort-cpu")
+    pipe = edgegen.load(shipped_package("controlnet-digits"), backend="ort-cpu")
     _, _, digits, labels = digit_labels(8)
     hints = pipe.hint(digits[:100])
     followed = pipe.sample(100, control=hints, steps=10, seed=0)
     base = pipe.sample(100, control=hints, conditioning_scale=0.0, steps=10, seed=0)
     l1 = lambda x: np.abs(coarse_hint(x, 2) - hints).mean()
     assert l1(followed) < 0.25 * l1(base)
-    plain = edgegen.load(export_checkpoint(PRETRAINED / "diffusion-digits", tmp_path / "base"), backend="ort-cpu")
+    plain = edgegen.load(shipped_package("diffusion-digits"), backend="ort-cpu")
     assert np.allclose(base, plain.sample(100, steps=10, seed=0), atol=1e-5)   # scale 0: the shipped base model
     assert (judge.predict(followed) == labels[:100]).mean() >= 0.8
 
 
-def test_shipped_latent_diffusion_draws_the_requested_digit(tmp_path, judge):
-    pipe = edgegen.load(export_checkpoint(PRETRAINED / "ldm-digits", tmp_path / "pkg"), backend="ort-cpu")
+def test_shipped_latent_diffusion_draws_the_requested_digit(shipped_package, judge):
+    pipe = edgegen.load(shipped_package("ldm-digits"), backend="ort-cpu")
     labels = np.arange(100) % 10
     images = pipe.sample(100, labels=labels, steps=10, seed=0)
     assert (judge.predict(images) == labels).mean() >= 0.9

@@ -346,12 +346,10 @@ def test_weight_only_variants_of_an_imported_llama_need_no_checkpoint_and_are_ga
     assert edgegen.load(pkg, precision="int4").generate([1, 5, 9], max_new_tokens=5, do_sample=False)
 
 
-def _gpt_stdlib(tmp_path):
-    """A copy of the shipped gpt-stdlib to optimize (export_shipped may find the installed one)."""
-    from edgegen.export.shipped import export_shipped
-
-    found = export_shipped("gpt-stdlib", tmp_path / "cache", report=_quiet)
-    shutil.copytree(found, tmp_path / "gpt-stdlib")
+@pytest.fixture
+def gpt_stdlib(shipped_package, tmp_path):
+    """A copy of the shipped gpt-stdlib to optimize."""
+    shutil.copytree(shipped_package("gpt-stdlib"), tmp_path / "gpt-stdlib")
     return tmp_path / "gpt-stdlib"
 
 
@@ -366,13 +364,13 @@ def _constant_matmul_names(pkg):
     return [name for _, names in _weight_groups(pkg).values() for name in names]
 
 
-def test_int4_keeps_the_matmuls_that_cost_the_most_at_8_bits_where_4_bits_everywhere_miss_the_gate(tmp_path, capsys):
+def test_int4_keeps_the_matmuls_that_cost_the_most_at_8_bits_where_4_bits_everywhere_miss_the_gate(gpt_stdlib, capsys):
     """gpt-stdlib (4 x 128) loses 9% of fp32's argmaxes with every MatMul at 4 bits. The search,
     on windows apart from the gate's, keeps the MatMuls that cost the most at 8 bits until it
     clears the bar there; the gate then judges the result on its own windows."""
     from edgegen.optimize import DEFAULT_MAX_8BIT_SHARE, MIN_TOP1, SEARCH_MARGIN
 
-    pkg = _gpt_stdlib(tmp_path)
+    pkg = gpt_stdlib
     assert main(["optimize", str(pkg), "--precision", "int4", "--max-8bit-share", "0"]) == 1   # 1: nothing written
     pure = json.loads((pkg / "edgegen.json").read_text())["variants"]["int4"]["decoder"]
     assert pure["refused"].startswith("gate top-1 agreement 0.9") and "spared_matmuls" not in pure
@@ -433,7 +431,7 @@ def test_weight_only_keeps_the_spared_matmuls_at_8_bits_and_names_unnamed_ones()
         onnxruntime.InferenceSession(qdq.SerializeToString()).run(None, {"x": x})
 
 
-def test_int4_search_keeps_within_its_share_and_says_what_to_do_where_it_runs_out(tmp_path):
+def test_int4_search_keeps_within_its_share_and_says_what_to_do_where_it_runs_out(gpt_stdlib):
     """A share below the weight the ranking put first: the search passes it over for smaller
     ones, never past the share, and where the gate refuses, the refusal says what to raise or
     take instead. A share below every weight: no search beyond all-4-bit's judgement. A bar no
@@ -441,7 +439,7 @@ def test_int4_search_keeps_within_its_share_and_says_what_to_do_where_it_runs_ou
     be int8-weights, and TensorRT's form would hold no int4)."""
     from edgegen.optimize import STOPPED_ALL_BUT_ONE, STOPPED_SHARE
 
-    pkg = _gpt_stdlib(tmp_path)
+    pkg = gpt_stdlib
     groups = _weight_groups(pkg)
     record = optimize_package(pkg, "int4", target="tensorrt", max_8bit_share=0.05, progress=_quiet)["decoder"]
     search = record["search"]
@@ -465,7 +463,7 @@ def test_int4_search_keeps_within_its_share_and_says_what_to_do_where_it_runs_ou
                                      f"{whole['search']['top1']:.4g} < 1.51): take --precision int8 or fp16")
 
 
-def test_the_search_windows_overlap_none_of_the_gates_and_leave_the_gates_as_they_were(tmp_path, monkeypatch):
+def test_the_search_windows_overlap_none_of_the_gates_and_leave_the_gates_as_they_were(gpt_stdlib, monkeypatch):
     from edgegen.families import package_config
     from edgegen.families.gpt.pipeline import _starts_apart, held_out_windows
     from edgegen.package import Package
@@ -474,7 +472,7 @@ def test_the_search_windows_overlap_none_of_the_gates_and_leave_the_gates_as_the
     taken = rng.integers(0, 20000, 32)
     starts = _starts_apart(rng, taken, 20000, 64, 32)
     assert len(starts) == 32 and np.abs(starts[:, None] - taken[None, :]).min() >= 64
-    package = Package(_gpt_stdlib(tmp_path))
+    package = Package(gpt_stdlib)
     config = package_config(package)[1]
     calls = []
 

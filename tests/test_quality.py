@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 
 import edgegen
-from edgegen.demo import PRETRAINED
 from edgegen.export import export_checkpoint
 from edgegen.evaluation import anomaly_aucs
 from edgegen.metrics import roc_auc
@@ -66,9 +65,9 @@ def test_frechet_distance():
     assert frechet_distance(a, 2 * rng.standard_normal((4000, 3))) == pytest.approx(3, abs=0.2)
 
 
-def test_shipped_diffusion_model_draws_the_requested_digits(tmp_path):
+def test_shipped_diffusion_model_draws_the_requested_digits(shipped_package):
     """The shipped weights, through the runtime: a digit classifier agrees with the label asked for."""
-    pipe = edgegen.load(export_checkpoint(PRETRAINED / "diffusion-digits", tmp_path / "pkg"))
+    pipe = edgegen.load(shipped_package("diffusion-digits"))
     labels = np.arange(200) % 10
     images = pipe.sample(len(labels), steps=20, sampler="dpmpp-2m", guidance_scale=3.0, labels=labels, seed=0)
     judge = train_digit_judge(8)   # the judge the demo and the hybrids' tests use: trained once
