@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -48,8 +49,6 @@ def demo_files(folder: Path) -> set[str]:
 def run_demo(out: str | Path, train_models: bool = False, overwrite: bool = False, iters: int = 200,
              only: list[str] | None = None) -> Path:
     """Write the demo into `out` (atomically: a failed demo leaves no half-written folder)."""
-    from .export import export_checkpoint
-    from .export.shipped import export_shipped
     from .runtimes import load
     from .training.train import train
 
@@ -78,12 +77,7 @@ def run_demo(out: str | Path, train_models: bool = False, overwrite: bool = Fals
                 shutil.copytree(shipped, ckpt)
                 origin = f"shipped weights, made by `{model.command(family.name)}`"
             pkg = stage / "pkg" / model.name
-            if not train_models and model.folder is None:
-                # the package every use of the shipped name reads: exported through the same gate once
-                # per machine and edgegen version (or carried by edgegen-models), not once per demo
-                shutil.copytree(export_shipped(model.name), pkg)
-            else:
-                export_checkpoint(ckpt, pkg)
+            _export(ckpt, pkg, shipped_name=model.name if not train_models and model.folder is None else None)
             pipe = load(pkg, backend="ort-cpu")
             extra, lines = family.showcase_function()(pipe, stage, model.name)
             report = bench_package(pkg, batch=BENCH_BATCH, iters=iters, vs_torch=ckpt, generation=False)   # its rows only
@@ -94,6 +88,26 @@ def run_demo(out: str | Path, train_models: bool = False, overwrite: bool = Fals
         atomic_write_text(stage / "results.json", json.dumps(summary, indent=2) + "\n")
         atomic_write_text(stage / "index.md", _index(sections, summary))
     return out / "index.md"
+
+
+def _export(ckpt: Path, pkg: Path, shipped_name: str | None) -> None:
+    """Export ckpt into pkg. A shipped checkpoint's package is the one every use of its name reads
+    (exported through the same gate once per machine and edgegen version, or carried by
+    edgegen-models), copied, not exported again for every demo; where edgegen's cache cannot be
+    written, the demo exports its own."""
+    from .export import export_checkpoint
+    from .export.shipped import export_shipped
+
+    if shipped_name is not None:
+        try:
+            found = export_shipped(shipped_name)
+        except (OSError, ConfigError) as error:   # a cache folder that cannot be made or written
+            print(f"edgegen: demo: exporting {shipped_name} into the demo only, not into edgegen's cache: {error}",
+                  file=sys.stderr)
+        else:
+            shutil.copytree(found, pkg)
+            return
+    export_checkpoint(ckpt, pkg)
 
 
 def _section(name: str, origin: str, report: dict, showcase: list[str], iters: int) -> str:

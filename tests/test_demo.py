@@ -12,7 +12,7 @@ def test_shipped_weights_are_safetensors_checkpoints():
 
 
 def test_demo_with_shipped_weights(tmp_path):
-    index = run_demo(tmp_path / "demo", iters=5)
+    index = run_demo(tmp_path / "demo", iters=2)
     demo = index.parent
     text = index.read_text()
     pictures = [f"{model.name}_samples.png" for family, model in demo_models() if family.name != "gpt"]
@@ -23,8 +23,8 @@ def test_demo_with_shipped_weights(tmp_path):
     assert "| unet | edgegen ort-cpu |" in text and "| inverse | torch eager |" in text
     assert "| generate | edgegen ort-cpu |" in text and "| generate | torch eager |" in text
     # the command each table says reproduces it runs what the demo ran
-    assert "`edgegen bench pkg/vae-digits --batch 8 --iters 5 --no-generation --vs-torch ckpt/vae-digits`" in text
-    assert "`edgegen bench pkg/gpt-stdlib --batch 8 --iters 5 --vs-torch ckpt/gpt-stdlib`" in text
+    assert "`edgegen bench pkg/vae-digits --batch 8 --iters 2 --no-generation --vs-torch ckpt/vae-digits`" in text
+    assert "`edgegen bench pkg/gpt-stdlib --batch 8 --iters 2 --vs-torch ckpt/gpt-stdlib`" in text
     samples = (demo / "gpt-stdlib_samples.txt").read_text()
     assert samples.startswith("def ") and "```python\nimport " in text
     results = json.loads((demo / "results.json").read_text())
@@ -49,7 +49,7 @@ def test_demo_with_shipped_weights(tmp_path):
     assert {p.name for p in demo.iterdir()} <= demo_files(demo)
     (demo / "notes.txt").write_text("mine")
     with pytest.raises(OutputExistsError, match="found notes.txt beside it"):
-        run_demo(demo, overwrite=True, iters=5)
+        run_demo(demo, overwrite=True, iters=2)
 
 
 def test_demo_refuses_a_benchmark_of_no_iterations_before_any_export(tmp_path):
@@ -59,3 +59,24 @@ def test_demo_refuses_a_benchmark_of_no_iterations_before_any_export(tmp_path):
         with pytest.raises(ConfigError, match=f"--iters: expected from 1 to 100000 benchmark iterations, found {iters}"):
             run_demo(tmp_path / "d", iters=iters, only=["vae"])
     assert not (tmp_path / "d").exists()
+
+
+def test_a_shipped_models_export_is_made_once_per_machine_and_a_cache_that_cannot_be_written_is_done_without(
+        tmp_path, monkeypatch, capsys):
+    from edgegen.export import shipped
+
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "a-file" / "cache"))   # a file on the way to the cache
+    run_demo(tmp_path / "own", iters=1, only=["gan"])
+    assert "exporting gan-digits into the demo only, not into edgegen's cache" in capsys.readouterr().err
+    assert (tmp_path / "own" / "pkg" / "gan-digits" / "edgegen.json").is_file()
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    run_demo(tmp_path / "first", iters=1, only=["gan"])
+    (cached,) = (tmp_path / "cache" / "edgegen" / "packages").iterdir()
+    copied = tmp_path / "first" / "pkg" / "gan-digits"
+    assert sorted(p.name for p in copied.iterdir()) == sorted(p.name for p in cached.iterdir())
+    assert (copied / "edgegen.json").read_bytes() == (cached / "edgegen.json").read_bytes()
+    monkeypatch.setattr(shipped, "export_checkpoint", lambda *args: pytest.fail("exported again"))
+    run_demo(tmp_path / "second", iters=1, only=["gan"])   # the package the first demo exported
+    assert (tmp_path / "second" / "pkg" / "gan-digits" / "edgegen.json").read_bytes() == (cached / "edgegen.json").read_bytes()
