@@ -24,11 +24,15 @@ from edgegen.training.train import train
 # a small machine) only slows the suite down.
 os.environ.setdefault("EDGEGEN_BENCH_SETTLE_S", "0")
 
-# The longest modules, measured (--durations), longest first. A module runs whole on one worker
-# (--dist loadfile), and workers take the next modules as they run low; started last, the demo's
-# five minutes would leave the other worker idle for most of them.
-LONGEST_FIRST = ("test_demo.py", "test_gpt.py", "test_quality.py", "test_families.py", "test_diffusers_import.py",
-                 "test_hybrids.py", "test_autoregressive.py", "test_optimize.py")
+# The modules by their time, measured (--durations), longest first; the rest, each short, follow in
+# name order. A module runs whole on one worker (--dist loadfile), and a worker is given its next
+# module while it still runs the last two tests of one: a long module left for the end would keep
+# one worker busy while the other has nothing left (the demo's minutes, or test_sr's last test).
+LONGEST_FIRST = ("test_demo.py", "test_gpt.py", "test_families.py", "test_diffusers_import.py", "test_hybrids.py",
+                 "test_autoregressive.py", "test_optimize.py", "test_crash_safety.py", "test_sr.py",
+                 "test_quality.py", "test_flow.py", "test_text2image_training.py", "test_cli.py", "test_diffusion.py",
+                 "test_serving.py", "test_shipped.py", "test_own_model.py", "test_readme.py", "test_check.py",
+                 "test_export.py", "test_data.py", "test_runtime.py", "test_package.py")
 
 
 @pytest.hookimpl(optionalhook=True)   # pytest without xdist (-p no:xdist) does not know the hook

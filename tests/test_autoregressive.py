@@ -27,7 +27,7 @@ WAVENET_TINY = dict(residual_channels=8, skip_channels=16, layers_per_cycle=5, d
 @pytest.fixture(scope="module")
 def pixelcnn(tmp_path_factory):
     root = tmp_path_factory.mktemp("pixelcnn")
-    ckpt = train("pixelcnn", root / "ckpt", steps=150, batch_size=64, progress=False, width=24)
+    ckpt = train("pixelcnn", root / "ckpt", steps=50, batch_size=64, progress=False, width=24)
     return {"ckpt": ckpt, "model": load_checkpoint(ckpt).model, "pkg": export_checkpoint(ckpt, root / "pkg")}
 
 
