@@ -2,8 +2,8 @@
 
 For each family: a checkpoint (the shipped weights, or trained here with --train), export
 through the validation gate, samples from the runtime, a benchmark beside PyTorch eager. The
-shipped weights' packages are those `edgegen generate NAME` reads: exported once per machine
-into edgegen's cache (shipped.py), or carried by edgegen-models.
+shipped weights' packages are those `edgegen generate NAME` reads: carried by edgegen-models, or
+exported once into edgegen's cache (shipped.py).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from .bench import MAX_ITERS, bench_package, cores_text, format_table, machine_info, per_token_text
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, OutputExistsError
 from .families import PRETRAINED
 from .storage import atomic_write_text, staged_directory
 
@@ -92,20 +92,21 @@ def run_demo(out: str | Path, train_models: bool = False, overwrite: bool = Fals
 
 def _export(ckpt: Path, pkg: Path, shipped_name: str | None) -> None:
     """Export ckpt into pkg. A shipped checkpoint's package is the one every use of its name reads
-    (exported through the same gate once per machine and edgegen version, or carried by
-    edgegen-models), copied, not exported again for every demo; where edgegen's cache cannot be
-    written, the demo exports its own."""
+    (shipped.py: carried by edgegen-models, or exported through the same gate once into edgegen's
+    cache), copied, not exported again for every demo; where that cache cannot be written, or holds
+    a damaged entry, the demo exports its own."""
     from .export import export_checkpoint
     from .export.shipped import export_shipped
+    from .package import copy_package
 
     if shipped_name is not None:
         try:
-            found = export_shipped(shipped_name)
-        except (OSError, ConfigError) as error:   # a cache folder that cannot be made or written
+            found = export_shipped(shipped_name, report=lambda line: print(f"edgegen: {line}", file=sys.stderr))
+        except (OSError, ConfigError, OutputExistsError) as error:
             print(f"edgegen: demo: exporting {shipped_name} into the demo only, not into edgegen's cache: {error}",
                   file=sys.stderr)
         else:
-            shutil.copytree(found, pkg)
+            copy_package(found, pkg)
             return
     export_checkpoint(ckpt, pkg)
 
@@ -134,6 +135,7 @@ def _index(sections: list[str], summary: dict) -> str:
             f"Machine: {m['cpu']}, {cores_text(m)}, {m['os']}; onnxruntime {m['onnxruntime']}. "
             f"Total time {summary['seconds']} s.", "",
             "Each family: checkpoint -> `edgegen export` (validated against PyTorch at batch 1 and 3; shipped "
-            "weights' packages are those `edgegen generate NAME` reads, exported once per machine, and copied here) -> "
+            "weights' packages are those `edgegen generate NAME` reads, carried by edgegen-models or exported once "
+            "into edgegen's cache, and copied here) -> "
             "runtime samples (seed 0) -> benchmark beside PyTorch eager.", ""]
     return "\n".join(head + sections)

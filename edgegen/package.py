@@ -19,7 +19,7 @@ from typing import Any
 
 from .errors import ConfigError, EdgegenError, HashMismatchError, ManifestError, PackageError, close_match, format_mismatch
 from .external_data import external_data_files
-from .storage import atomic_write_text
+from .storage import atomic_write_text, creation_mode
 
 FORMAT = "edgegen.package/1"
 MANIFEST_NAME = "edgegen.json"
@@ -458,7 +458,8 @@ VARIANT_FILE = re.compile(r"^.+\.(int8|fp16|fused|int4|int8-weights)(\.[0-9a-f]{
 GENAI_CONFIG = "genai_config.json"
 # written into packages that do not record them: ONNX Runtime GenAI's config and an imported
 # tokenizer's settings (packages exported before provenance.files_beside), the engine cache
-UNRECORDED_FILES = (GENAI_CONFIG, "tokenizer_config.json", ".edgegen-cache")
+ENGINE_CACHE = ".edgegen-cache"   # engines built from a package on the machine that uses it (runtimes.engines)
+UNRECORDED_FILES = (GENAI_CONFIG, "tokenizer_config.json", ENGINE_CACHE)
 # what an export writes, by name, for a package whose manifest cannot be read (a re-export mends it)
 EXPORTED_NAME = re.compile(r"^[^.].*\.(onnx|onnx\.data|data|npz|json)$")
 
@@ -486,6 +487,21 @@ def package_files(folder: Path) -> set[str]:
     return {MANIFEST_NAME, *UNRECORDED_FILES, *(n for n in names if VARIANT_FILE.match(n)),
             *(n for n in beside if isinstance(n, str)),
             *(Path(name).parts[0] for name in recorded(manifest) if Path(name).parts)}
+
+
+def copy_package(source: Path, dest: Path) -> None:
+    """A copy of what edgegen wrote in the package `source` (package_files), never other files a
+    user keeps beside them, nor its engine cache (the using machine's to build), in the umask's
+    modes, not the source's: a copy of a package on read-only storage can be optimized and
+    replaced."""
+    import shutil
+
+    source = Path(source)
+    kept = package_files(source) - {ENGINE_CACHE}
+    shutil.copytree(source, dest, copy_function=shutil.copyfile,
+                    ignore=lambda folder, names: [] if Path(folder) != source else [n for n in names if n not in kept])
+    for copied, _, _ in os.walk(dest):
+        os.chmod(copied, creation_mode(directory=True))
 
 
 def write_manifest(directory: str | os.PathLike, manifest: Manifest) -> None:

@@ -63,8 +63,15 @@ def test_demo_refuses_a_benchmark_of_no_iterations_before_any_export(tmp_path):
 
 def test_a_shipped_models_export_is_made_once_per_machine_and_a_cache_that_cannot_be_written_is_done_without(
         tmp_path, monkeypatch, capsys):
+    import shutil
+
+    from edgegen import shipped as shipped_models
     from edgegen.export import shipped
 
+    # the checkpoint alone, as a checkout's editable install has it (one may hold built packages too)
+    root = tmp_path / "edgegen_models"
+    shutil.copytree(shipped_models.checkpoints_dir() / "gan-digits", root / "checkpoints" / "gan-digits")
+    monkeypatch.setattr(shipped_models, "models_root", lambda: root)
     (tmp_path / "a-file").write_text("")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "a-file" / "cache"))   # a file on the way to the cache
     run_demo(tmp_path / "own", iters=1, only=["gan"])
@@ -77,6 +84,13 @@ def test_a_shipped_models_export_is_made_once_per_machine_and_a_cache_that_canno
     copied = tmp_path / "first" / "pkg" / "gan-digits"
     assert sorted(p.name for p in copied.iterdir()) == sorted(p.name for p in cached.iterdir())
     assert (copied / "edgegen.json").read_bytes() == (cached / "edgegen.json").read_bytes()
+    (cached / ".edgegen-cache").mkdir()   # engines built here (edgegen build gan-digits) and a file of the user's
+    (cached / "notes.txt").write_text("mine")
+    for path in cached.iterdir():
+        path.chmod(0o555 if path.is_dir() else 0o444)   # as an installed edgegen-models may be
     monkeypatch.setattr(shipped, "export_checkpoint", lambda *args: pytest.fail("exported again"))
     run_demo(tmp_path / "second", iters=1, only=["gan"])   # the package the first demo exported
-    assert (tmp_path / "second" / "pkg" / "gan-digits" / "edgegen.json").read_bytes() == (cached / "edgegen.json").read_bytes()
+    second = tmp_path / "second" / "pkg" / "gan-digits"
+    assert (second / "edgegen.json").read_bytes() == (cached / "edgegen.json").read_bytes()
+    assert sorted(p.name for p in second.iterdir()) == sorted(p.name for p in copied.iterdir())   # neither copied
+    assert all(p.stat().st_mode & 0o200 for p in second.iterdir())   # in the umask's modes: optimize can write

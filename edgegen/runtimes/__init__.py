@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..errors import BackendError, PackageError, PrecisionWarning, not_one_of, warn_caller
 from ..families import package_config
-from ..package import PRECISIONS, Package
+from ..package import ENGINE_CACHE, PRECISIONS, Package
 from ..shipped import resolve as resolve_shipped
 from .backends import available_backends, resolve_backend
 from .ort import OrtSession
@@ -32,7 +32,7 @@ def open_sessions(package: Package, backend: str = "auto", threads: int | None =
     concrete = resolve_backend(backend)
     if cache_dir is not None and not isinstance(cache_dir, (str, os.PathLike)):
         raise BackendError(f"cache_dir: expected a folder's path for the TensorRT engines, found {type(cache_dir).__name__}")
-    cache = Path(cache_dir) if cache_dir is not None else package.path / ".edgegen-cache"
+    cache = Path(cache_dir) if cache_dir is not None else package.path / ENGINE_CACHE
     if concrete == "tensorrt":
         from .engines import open_tensorrt_sessions
 

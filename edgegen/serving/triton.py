@@ -19,7 +19,6 @@ leaves the repository as it was. Runtime code: no torch, no onnx, no Triton pack
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 from dataclasses import dataclass
@@ -29,11 +28,11 @@ from ..errors import ConfigError, OutputExistsError
 from ..external_data import external_data_files
 from ..families import get as get_family
 from ..families import package_config
-from ..package import (CHECKPOINT_WEIGHTS, MANIFEST_NAME, PACKAGE_NAME, PRECISIONS, Package, TensorSpec, fp32_graphs_note,
-                       package_files)
+from ..package import (CHECKPOINT_WEIGHTS, MANIFEST_NAME, PACKAGE_NAME, PRECISIONS, Package, TensorSpec, copy_package,
+                       fp32_graphs_note)
 from ..runtimes.backends import KNOWN_BACKENDS
 from ..shipped import resolve as resolve_shipped
-from ..storage import (atomic_write_text, check_folder_writable, creation_mode, refuse_empty, refuse_replacing_other,
+from ..storage import (atomic_write_text, check_folder_writable, refuse_empty, refuse_replacing_other,
                        staged_directory)
 from .requests import TRITON_TYPES, Field, served
 
@@ -262,15 +261,7 @@ def _write_model(package: Package, plan: _Plan, options: RepositoryOptions, fold
     version.mkdir()
     if plan.backend == "python":
         atomic_write_text(version / "model.py", MODEL_SHIM)
-        # what edgegen wrote in the package (package_files), never other files a user keeps beside them
-        # (the engine cache is the serving machine's to build)
-        kept = package_files(package.path) - {".edgegen-cache"}
-        # in the umask's modes, not the source's: a package on read-only storage gives a repository
-        # that --force can replace and Triton's user can read
-        shutil.copytree(package.path, version / "package", copy_function=shutil.copyfile,
-                        ignore=lambda folder, names: [] if Path(folder) != package.path else [n for n in names if n not in kept])
-        for copied, _, _ in os.walk(version / "package"):
-            os.chmod(copied, creation_mode(directory=True))
+        copy_package(package.path, version / "package")   # a repository Triton's user can read, --force replace
     elif plan.backend == "onnxruntime":
         graph = package.graph_path(plan.graph, options.precision)
         shutil.copyfile(graph, version / "model.onnx")
