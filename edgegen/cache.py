@@ -1,8 +1,9 @@
 """What edgegen keeps in the user's cache, and which of it this edgegen no longer reads: `edgegen cache`.
 
 The cache (storage.user_cache_dir) holds shipped models exported once on this machine (shipped.py),
-the digit judge the image metrics train once (training/classifier.py), TensorRT's timing caches
-and the key that signs this user's engine records (runtimes/engines.py). Exports and judges are
+the digit judge the image metrics train once (training/classifier.py), TensorRT's timing caches,
+the key that signs this user's engine records (runtimes/engines.py) and the engines of packages this
+user cannot write in (package.engine_cache_dir). Exports and judges are
 kept per edgegen version and per weights, so an upgrade leaves the old ones behind: on a Jetson's
 eMMC that is space worth having back. Nothing here needs torch.
 """
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import PackageBusyError
+from .package import MANIFEST_NAME, READ_ONLY_ENGINES, engines_package
 from .shipped import CACHED_EXPORT, edgegen_version, models_root, shipped_names, weights_sha256
 from .storage import clean_leftovers, remove_whole, user_cache_dir, writer_lock
 
@@ -48,7 +50,8 @@ def cache_entries(root: Path | None = None) -> list[CacheEntry]:
     entries = []
     for folder, judge in ((root / "packages", functools.partial(_export_staleness, weights=weights)),
                           (root / "judges", _judge_staleness),
-                          (root / "tensorrt", lambda path: ("TensorRT timing cache", None))):
+                          (root / "tensorrt", lambda path: ("TensorRT timing cache", None)),
+                          (root / READ_ONLY_ENGINES, _engines_staleness)):
         for path in _listed(folder):
             leftover = LEFTOVER.match(path.name)
             if leftover:
@@ -83,6 +86,16 @@ def _export_staleness(path: Path, weights) -> tuple[str, str | None]:
         return kind, "the installed edgegen-models ships no model of that name"
     if weights(match["name"]) != match["weights"]:
         return kind, f"exported from other weights than the installed edgegen-models' {match['name']}"
+    return kind, None
+
+
+def _engines_staleness(path: Path) -> tuple[str, str | None]:
+    package = engines_package(path) if path.is_dir() else None
+    if package is None:
+        return "not written by edgegen", None
+    kind = f"engines of the package {package}, which this user cannot write in"
+    if not (Path(package) / MANIFEST_NAME).is_file():
+        return kind, f"the package {package} is gone"
     return kind, None
 
 

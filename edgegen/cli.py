@@ -30,7 +30,7 @@ PACKAGE_HELP = "a package directory, or the name of a shipped package (edgegen l
 # commands that take a shipped model's name, resolved before they run (generate resolves its own,
 # after checking its options: a shipped name may export first, which takes a while). None writes its
 # variants into the shared package (optimize refuses a name); build keeps its engines in the package's
-# engine cache, or --cache-dir.
+# engine cache, in the user's cache where the package cannot be written (a system-wide install), or --cache-dir.
 NAMED_COMMANDS = ("bench", "info", "check", "build")
 
 
@@ -854,7 +854,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "precision is in the graph)")
     p.add_argument("--profile", action="append", default=None, metavar="NAME=MIN:OPT:MAX",
                    help="optimization profile of a dynamic dim (default: batch 1:1:16, others 1:1:their limit)")
-    p.add_argument("--cache-dir", default=None, help="engine cache folder (default: PACKAGE/.edgegen-cache/tensorrt)")
+    p.add_argument("--cache-dir", default=None, help="engine cache folder (default: PACKAGE/.edgegen-cache/tensorrt, or "
+                   "~/.cache/edgegen/engines/NAME-HASH/tensorrt for a package this user cannot write in)")
     p.set_defaults(func=_cmd_build)
 
     p = sub.add_parser("triton", help="write a Triton Inference Server model repository that serves packages",

@@ -459,6 +459,8 @@ GENAI_CONFIG = "genai_config.json"
 # written into packages that do not record them: ONNX Runtime GenAI's config and an imported
 # tokenizer's settings (packages exported before provenance.files_beside), the engine cache
 ENGINE_CACHE = ".edgegen-cache"   # engines built from a package on the machine that uses it (runtimes.engines)
+READ_ONLY_ENGINES = "engines"     # the user's cache's folder for the engines of packages it cannot write in
+ENGINES_PACKAGE_RECORD = "package-path.txt"   # in each of its folders: the package the engines were built from
 UNRECORDED_FILES = (GENAI_CONFIG, "tokenizer_config.json", ENGINE_CACHE)
 # what an export writes, by name, for a package whose manifest cannot be read (a re-export mends it)
 EXPORTED_NAME = re.compile(r"^[^.].*\.(onnx|onnx\.data|data|npz|json)$")
@@ -487,6 +489,36 @@ def package_files(folder: Path) -> set[str]:
     return {MANIFEST_NAME, *UNRECORDED_FILES, *(n for n in names if VARIANT_FILE.match(n)),
             *(n for n in beside if isinstance(n, str)),
             *(Path(name).parts[0] for name in recorded(manifest) if Path(name).parts)}
+
+
+def engine_cache_dir(package_path: str | os.PathLike) -> Path:
+    """Where the engines built from the package at `package_path` are kept unless cache_dir= says:
+    inside it (ENGINE_CACHE), beside the graphs they were built from and removed with them, where
+    this user can make files there; else (a package on read-only storage or another user's, as a
+    shipped model in a system-wide install is) in the user's cache, in a folder of its own per
+    package path that records the path, so that `edgegen cache` can tell when the package is gone.
+    Engines are keyed by their graph's sha256, so a package changed in place is rebuilt either way."""
+    from .storage import can_write_files_in, user_cache_dir
+
+    package_path = Path(package_path)
+    inside = package_path / ENGINE_CACHE
+    if can_write_files_in(inside if inside.is_dir() else package_path):
+        return inside
+    where = str(package_path.resolve())
+    folder = user_cache_dir() / READ_ONLY_ENGINES / f"{package_path.resolve().name}-{hashlib.sha256(where.encode()).hexdigest()[:16]}"
+    if engines_package(folder) != where:
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(folder / ENGINES_PACKAGE_RECORD, where)
+    return folder
+
+
+def engines_package(folder: Path) -> str | None:
+    """The package path a user-cache engines folder (engine_cache_dir) records, or None where it
+    records none that can be read."""
+    try:
+        return (Path(folder) / ENGINES_PACKAGE_RECORD).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 def copy_package(source: Path, dest: Path) -> None:

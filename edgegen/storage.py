@@ -148,6 +148,18 @@ def check_files_writable_in(folder: str | os.PathLike, what: str) -> None:
     _writable_folder_on_the_way(Path(folder) / ".probe", what, "file", shown=folder)
 
 
+def can_write_files_in(folder: str | os.PathLike) -> bool:
+    """Whether this user can make a file in the existing `folder` (probed with a temporary file,
+    removed at once: the file modes do not tell, a read-only mount or root's bypass)."""
+    try:
+        fd, tmp = _temporary_beside(Path(folder) / ".probe", Path(folder))
+    except OSError:
+        return False
+    os.close(fd)
+    os.unlink(tmp)
+    return True
+
+
 def check_folder_writable(out: str | os.PathLike, what: str = "output") -> None:
     """Refuse, before any work, a folder output the system will not let this user make (no folder is made)."""
     _writable_folder_on_the_way(Path(os.path.realpath(out)), what, "folder", shown=out)

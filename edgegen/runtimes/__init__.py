@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..errors import BackendError, PackageError, PrecisionWarning, not_one_of, warn_caller
 from ..families import package_config
-from ..package import ENGINE_CACHE, PRECISIONS, Package
+from ..package import PRECISIONS, Package, engine_cache_dir
 from ..shipped import resolve as resolve_shipped
 from .backends import available_backends, resolve_backend
 from .ort import OrtSession
@@ -32,7 +32,9 @@ def open_sessions(package: Package, backend: str = "auto", threads: int | None =
     concrete = resolve_backend(backend)
     if cache_dir is not None and not isinstance(cache_dir, (str, os.PathLike)):
         raise BackendError(f"cache_dir: expected a folder's path for the TensorRT engines, found {type(cache_dir).__name__}")
-    cache = Path(cache_dir) if cache_dir is not None else package.path / ENGINE_CACHE
+    # only the TensorRT backends keep engines: ort-cpu and ort-cuda look for no cache folder
+    cache = (Path(cache_dir) if cache_dir is not None else engine_cache_dir(package.path)
+             if concrete in ("tensorrt", "ort-tensorrt") else None)
     if concrete == "tensorrt":
         from .engines import open_tensorrt_sessions
 
@@ -45,7 +47,7 @@ def open_sessions(package: Package, backend: str = "auto", threads: int | None =
         try:
             sessions[part] = OrtSession(part, package.graph_path(part, precision), entry.inputs, entry.outputs,
                                         backend=concrete, threads=threads,
-                                        cache_dir=cache if concrete == "ort-tensorrt" else None, spin=spin,
+                                        cache_dir=cache, spin=spin,
                                         disabled_optimizers=tuple(record.get("disabled_optimizers", ())))
         except PackageError as exc:
             if not record.get("ort_form"):
@@ -85,7 +87,8 @@ def load(path: str | os.PathLike, backend: str = "auto", threads: int | None = N
     threads: ONNX Runtime intra-op threads (default: ONNX Runtime's, a thread per physical core or
         ORT_INTRA_OP_NUM_THREADS; one per core allowed where a container's CPU quota or a cpuset
         allows fewer physical cores than the machine's: edgegen.cpus).
-    cache_dir: where TensorRT engines are cached (default: inside the package).
+    cache_dir: where TensorRT engines are cached (default: inside the package; in the user's cache,
+        ~/.cache/edgegen/engines/, for a package this user cannot write in: package.engine_cache_dir).
     precision: "fp32", or "int8" / "fp16" for the variants `edgegen optimize` added.
     """
     package = Package(resolve_shipped(path))

@@ -32,7 +32,7 @@ import numpy as np
 
 from ..errors import BackendError, ConfigError, InputError, UnknownFamilyError
 from ..families import package_config
-from ..package import ENGINE_CACHE, TensorSpec
+from ..package import TensorSpec, engine_cache_dir
 from ..storage import atomic_write_bytes, atomic_write_text, user_cache_dir, writer_lock
 from .session import Session
 
@@ -391,7 +391,7 @@ def _engines(package, precision: str, by_part: dict, cache_dir, workspace_bytes:
     from ..package import sha256_file
 
     trt_version, gpu, capability = device_identity()
-    cache = EngineCache(Path(cache_dir) if cache_dir else package.path / ENGINE_CACHE / "tensorrt")
+    cache = EngineCache(Path(cache_dir) if cache_dir else engine_cache_dir(package.path) / "tensorrt")
     engines = {}
     for part, profile in by_part.items():
         graph = package.graph_path(part, precision)
