@@ -86,6 +86,7 @@ INT8_DISABLED_OPTIMIZERS = ("QDQPropagationTransformer",)
 # target's int8 gate, run here on ONNX Runtime's CPU provider, computes the Q/DQ nodes as written
 # (dequantized, in float) instead of fusing them into the CPU's int8 kernels: its figure is the
 # target's, whatever CPU it was made on.
+ONNXRUNTIME_DEFAULT_SEVERITY = 2   # its default logger's level until a program sets one: warnings
 EXACT_QDQ_OPTIMIZERS = ("QDQSelectorActionTransformer",)
 _WEIGHTED = ("Conv", "MatMul", "Gemm", "ConvTranspose")
 
@@ -141,55 +142,66 @@ def optimize_package(path: str | os.PathLike, precision: str, calibration: int =
                                      f"those the {target} target takes; fused and int8-weights are ONNX Runtime's own "
                                      f"contrib ops, which TensorRT does not read{int4}"))
     _check_settings(precision, calibration, block_size, max_8bit_share, gate_threshold, checkpoint, inputs)
-    # the quantizers and the gate open sessions of their own, at ONNX Runtime's default log level, whose
-    # warnings about the graphs (an initializer that is also an input: the GPT decoder's logits_to_keep)
-    # are for ONNX Runtime's developers, not the user: errors still show, and raise
+    with _onnxruntime_errors_only():
+        given = Package(path)   # a missing or broken package is refused before waiting for its lock
+        check_files_writable_in(given.path, "package")   # a read-only one before the work, not at its end
+        _refuse_opset_beyond_target(given, get_target(target))
+        if precision == "fused" and get_family(given.family).fusion is None:   # before anything is written
+            fusable = ", ".join(f.name for f in families() if f.fusion) or "none"
+            raise ConfigError(f"precision 'fused': expected a package of a transformer family ({fusable}), found a "
+                              f"{given.family} package")
+        with writer_lock(path, f"optimize --precision {precision}"):
+            package = Package(path)   # as the last writer left it
+            _clean(package)
+            family, config = package_config(package)
+            speed_calls = {}
+            if precision in WEIGHT_ONLY_BITS:
+                # int4's search for the MatMuls to keep at 8 bits judges on windows of its own
+                searched = precision == "int4" and max_8bit_share > 0
+                feeds, speed_calls = _held_out_feeds(package, family, config, seed, GATE_BATCHES if searched else 0)
+            elif inputs is not None or family.model is None or getattr(config, "held_out", None) is not None:
+                # no checkpoint to draw from: the user's inputs, or those the export recorded
+                feeds = _given_feeds(package, family, config, inputs)
+            elif family.held_out_tokens is not None and checkpoint is None and not package.manifest.provenance.get("training"):
+                # a token package imported from transformers (nothing trained it here): no edgegen
+                # checkpoint to draw from, its held-out text
+                feeds, speed_calls = _held_out_feeds(package, family, config, seed,
+                                                     calibration // BATCH if precision == "int8" else 0)
+            else:
+                feeds = _spec_feeds(package, checkpoint, calibration, seed)
+            damaged = package.damaged_variants.get(precision, {})   # replaced, never kept beside a refusal
+            records, earlier = {}, {p: r for p, r in package.variant_files(precision).items() if p not in damaged}
+            with Progress(len(feeds), f"optimize {precision}", enabled=bar) as shown:
+                for part, (calibration_feeds, gate_feeds, source) in feeds.items():
+                    shown.update(0, info=f"{part}: converting, gating and timing")
+                    records[part] = _variant(package, part, precision, target, calibration_feeds, gate_feeds, gate_threshold, source,
+                                             block_size, speed_calls.get(part), max_8bit_share,
+                                             lambda text, part=part: shown.update(0, info=f"{part}: {text}"))
+                    r = records[part]
+                    shown.update(1, info=f"{part} done")
+                    spared = f", {spared_text(r)}" if r.get("spared_matmuls") else ""
+                    stays = f"; the {precision} variant written before stays ({earlier[part]['file']})" if part in earlier else ""
+                    before = earlier.get(part, {}).get("target")
+                    replaces = f"; it replaces the one made for {before}" if before not in (None, target) else ""
+                    progress(f"{part}: {precision} " + (f"written for {target} ({r['gate']['line']}{spared}, {r['speedup_ort_cpu']:.2f}x "
+                                                         f"fp32's speed on ort-cpu){replaces}" if "file" in r
+                                                         else f"not written: {r['refused']}{stays}"))
+            _record(package, precision, {part: _kept_or_new(earlier.get(part), r) for part, r in records.items()})
+        return records
+
+
+@contextlib.contextmanager
+def _onnxruntime_errors_only():
+    """ONNX Runtime's default logger at errors for an optimize run: the quantizers and the gate open
+    sessions of their own, at that level, whose warnings about the graphs (an initializer that is
+    also an input: the GPT decoder's logits_to_keep) are for ONNX Runtime's developers, not the user;
+    errors still show, and raise. ONNX Runtime has no getter for the level, so its own default,
+    warnings, is set back after, rather than leaving a caller's process muted."""
     onnxruntime.set_default_logger_severity(3)
-    given = Package(path)   # a missing or broken package is refused before waiting for its lock
-    check_files_writable_in(given.path, "package")   # a read-only one before the work, not at its end
-    _refuse_opset_beyond_target(given, get_target(target))
-    if precision == "fused" and get_family(given.family).fusion is None:   # before anything is written
-        fusable = ", ".join(f.name for f in families() if f.fusion) or "none"
-        raise ConfigError(f"precision 'fused': expected a package of a transformer family ({fusable}), found a "
-                          f"{given.family} package")
-    with writer_lock(path, f"optimize --precision {precision}"):
-        package = Package(path)   # as the last writer left it
-        _clean(package)
-        family, config = package_config(package)
-        speed_calls = {}
-        if precision in WEIGHT_ONLY_BITS:
-            # int4's search for the MatMuls to keep at 8 bits judges on windows of its own
-            searched = precision == "int4" and max_8bit_share > 0
-            feeds, speed_calls = _held_out_feeds(package, family, config, seed, GATE_BATCHES if searched else 0)
-        elif inputs is not None or family.model is None or getattr(config, "held_out", None) is not None:
-            # no checkpoint to draw from: the user's inputs, or those the export recorded
-            feeds = _given_feeds(package, family, config, inputs)
-        elif family.held_out_tokens is not None and checkpoint is None and not package.manifest.provenance.get("training"):
-            # a token package imported from transformers (nothing trained it here): no edgegen
-            # checkpoint to draw from, its held-out text
-            feeds, speed_calls = _held_out_feeds(package, family, config, seed,
-                                                 calibration // BATCH if precision == "int8" else 0)
-        else:
-            feeds = _spec_feeds(package, checkpoint, calibration, seed)
-        damaged = package.damaged_variants.get(precision, {})   # replaced, never kept beside a refusal
-        records, earlier = {}, {p: r for p, r in package.variant_files(precision).items() if p not in damaged}
-        with Progress(len(feeds), f"optimize {precision}", enabled=bar) as shown:
-            for part, (calibration_feeds, gate_feeds, source) in feeds.items():
-                shown.update(0, info=f"{part}: converting, gating and timing")
-                records[part] = _variant(package, part, precision, target, calibration_feeds, gate_feeds, gate_threshold, source,
-                                         block_size, speed_calls.get(part), max_8bit_share,
-                                         lambda text, part=part: shown.update(0, info=f"{part}: {text}"))
-                r = records[part]
-                shown.update(1, info=f"{part} done")
-                spared = f", {spared_text(r)}" if r.get("spared_matmuls") else ""
-                stays = f"; the {precision} variant written before stays ({earlier[part]['file']})" if part in earlier else ""
-                before = earlier.get(part, {}).get("target")
-                replaces = f"; it replaces the one made for {before}" if before not in (None, target) else ""
-                progress(f"{part}: {precision} " + (f"written for {target} ({r['gate']['line']}{spared}, {r['speedup_ort_cpu']:.2f}x "
-                                                     f"fp32's speed on ort-cpu){replaces}" if "file" in r
-                                                     else f"not written: {r['refused']}{stays}"))
-        _record(package, precision, {part: _kept_or_new(earlier.get(part), r) for part, r in records.items()})
-    return records
+    try:
+        yield
+    finally:
+        onnxruntime.set_default_logger_severity(ONNXRUNTIME_DEFAULT_SEVERITY)
 
 
 def _check_settings(precision: str, calibration, block_size, max_8bit_share, gate_threshold, checkpoint, inputs) -> None:

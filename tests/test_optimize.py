@@ -264,9 +264,12 @@ def test_optimize_errors_and_cli(package_copy, trained, tmp_path, capsys):
             raise PermissionError(13, "Permission denied")
 
         patch.setattr("edgegen.storage.tempfile.mkstemp", refused)
+        levels = []
+        patch.setattr("edgegen.optimize.onnxruntime.set_default_logger_severity", levels.append)
         with pytest.raises(ConfigError, match=r"package '.*': expected a folder this user can write a file in, found "
                                               r"'.*' refusing one \(Permission denied\)"):
             optimize_package(pkg, "int8", progress=_quiet)   # before calibrating, not after
+        assert levels == [3, 2]   # ONNX Runtime's warnings quieted for the run, then back to its default for the caller
     # an option of another precision is refused, not ignored
     for args, message in ((["int8", "--block-size", "64"], "--block-size: expected an option of --precision int4 or "
                                                            "int8-weights, found it given with --precision int8"),
