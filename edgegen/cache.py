@@ -3,7 +3,7 @@
 The cache (storage.user_cache_dir) holds shipped models exported once on this machine (shipped.py),
 the digit judge the image metrics train once (training/classifier.py), TensorRT's timing caches,
 the key that signs this user's engine records (runtimes/engines.py) and the engines of packages this
-user cannot write in (package.engine_cache_dir). Exports and judges are
+user cannot write in (package.user_engines_dir). Exports and judges are
 kept per edgegen version and per weights, so an upgrade leaves the old ones behind: on a Jetson's
 eMMC that is space worth having back. Nothing here needs torch.
 """
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import PackageBusyError
-from .package import MANIFEST_NAME, READ_ONLY_ENGINES, engines_package
+from .package import MANIFEST_NAME, USER_ENGINES, engines_package
 from .shipped import CACHED_EXPORT, edgegen_version, models_root, shipped_names, weights_sha256
 from .storage import clean_leftovers, remove_whole, user_cache_dir, writer_lock
 
@@ -51,7 +51,7 @@ def cache_entries(root: Path | None = None) -> list[CacheEntry]:
     for folder, judge in ((root / "packages", functools.partial(_export_staleness, weights=weights)),
                           (root / "judges", _judge_staleness),
                           (root / "tensorrt", lambda path: ("TensorRT timing cache", None)),
-                          (root / READ_ONLY_ENGINES, _engines_staleness)):
+                          (root / USER_ENGINES, _engines_staleness)):
         for path in _listed(folder):
             leftover = LEFTOVER.match(path.name)
             if leftover:
@@ -93,10 +93,12 @@ def _engines_staleness(path: Path) -> tuple[str, str | None]:
     package = engines_package(path) if path.is_dir() else None
     if package is None:
         return "not written by edgegen", None
-    kind = f"engines of the package {package}, which this user cannot write in"
-    if not (Path(package) / MANIFEST_NAME).is_file():
-        return kind, f"the package {package} is gone"
-    return kind, None
+    kind = f"engines of the package {package}, which this user could not write in"
+    try:
+        gone = not (Path(package) / MANIFEST_NAME).is_file()
+    except OSError:   # a folder on the way this user may not enter now: kept, since it may be there
+        return kind, None
+    return kind, f"the package {package} is gone" if gone else None
 
 
 def _judge_staleness(path: Path) -> tuple[str, str | None]:

@@ -896,7 +896,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("cache", help="what edgegen keeps in the user's cache, and which of it is stale",
                        epilog="the cache: $XDG_CACHE_HOME/edgegen, else ~/.cache/edgegen (docs/cli.md)")
     p.add_argument("--prune", action="store_true", help="remove the entries this edgegen never reads: exports and "
-                   "judges of other edgegen versions or weights, and what killed commands left")
+                   "judges of other edgegen versions or weights, engines whose package is gone, and what killed commands left")
     p.set_defaults(func=_cmd_cache)
 
     p = sub.add_parser("doctor", help="which backends and versions this machine has")

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, EdgegenError, HashMismatchError, ManifestError, PackageError, close_match, format_mismatch
+from .errors import BackendError, ConfigError, EdgegenError, HashMismatchError, ManifestError, PackageError, close_match, format_mismatch
 from .external_data import external_data_files
-from .storage import atomic_write_text, creation_mode
+from .storage import atomic_write_text, can_write_files_in, creation_mode, user_cache_dir
 
 FORMAT = "edgegen.package/1"
 MANIFEST_NAME = "edgegen.json"
@@ -459,7 +459,7 @@ GENAI_CONFIG = "genai_config.json"
 # written into packages that do not record them: ONNX Runtime GenAI's config and an imported
 # tokenizer's settings (packages exported before provenance.files_beside), the engine cache
 ENGINE_CACHE = ".edgegen-cache"   # engines built from a package on the machine that uses it (runtimes.engines)
-READ_ONLY_ENGINES = "engines"     # the user's cache's folder for the engines of packages it cannot write in
+USER_ENGINES = "engines"   # the user's cache's folder for the engines of packages this user cannot write in
 ENGINES_PACKAGE_RECORD = "package-path.txt"   # in each of its folders: the package the engines were built from
 UNRECORDED_FILES = (GENAI_CONFIG, "tokenizer_config.json", ENGINE_CACHE)
 # what an export writes, by name, for a package whose manifest cannot be read (a re-export mends it)
@@ -491,30 +491,55 @@ def package_files(folder: Path) -> set[str]:
             *(Path(name).parts[0] for name in recorded(manifest) if Path(name).parts)}
 
 
-def engine_cache_dir(package_path: str | os.PathLike) -> Path:
-    """Where the engines built from the package at `package_path` are kept unless cache_dir= says:
-    inside it (ENGINE_CACHE), beside the graphs they were built from and removed with them, where
-    this user can make files there; else (a package on read-only storage or another user's, as a
-    shipped model in a system-wide install is) in the user's cache, in a folder of its own per
-    package path that records the path, so that `edgegen cache` can tell when the package is gone.
-    Engines are keyed by their graph's sha256, so a package changed in place is rebuilt either way."""
-    from .storage import can_write_files_in, user_cache_dir
-
+def engine_cache_dir(package_path: str | os.PathLike, kind: str) -> Path:
+    """The folder under which `kind`'s engines ("tensorrt": edgegen's, "ort-tensorrt": ONNX
+    Runtime's), built from the package at `package_path`, are kept unless cache_dir= says: inside
+    it (ENGINE_CACHE), beside the graphs they were built from and removed with them, where this user
+    can make files in the nearest of ENGINE_CACHE/kind, ENGINE_CACHE and the package that exists.
+    Else (a package on read-only storage or another user's, as a shipped model installed
+    system-wide is) user_engines_dir, except that ONNX Runtime's engines already inside stay read
+    there (it takes one folder). edgegen's own engines inside are read too (runtimes.engines).
+    Nothing is made here: prepare_engine_folder makes the folder before engines are written."""
     package_path = Path(package_path)
     inside = package_path / ENGINE_CACHE
-    if can_write_files_in(inside if inside.is_dir() else package_path):
+    nearest = next((p for p in (inside / kind, inside) if p.is_dir()), package_path)
+    if can_write_files_in(nearest) or (kind == "ort-tensorrt" and _holds_files(inside / kind)):
         return inside
-    where = str(package_path.resolve())
-    folder = user_cache_dir() / READ_ONLY_ENGINES / f"{package_path.resolve().name}-{hashlib.sha256(where.encode()).hexdigest()[:16]}"
-    if engines_package(folder) != where:
+    return user_engines_dir(package_path)
+
+
+def user_engines_dir(package_path: str | os.PathLike) -> Path:
+    """The user's cache's folder for the engines of the package at `package_path`, which this user
+    cannot write in: one per resolved path (every spelling of it the same), named after the package."""
+    where = Path(package_path).resolve()
+    digest = hashlib.sha256(str(where).encode()).hexdigest()[:16]
+    return user_cache_dir() / USER_ENGINES / f"{where.name[:64]}-{digest}"
+
+
+def prepare_engine_folder(folder: Path, package_path: str | os.PathLike) -> None:
+    """Make `folder` before engines are written into it and, where it lies in the package's
+    user_engines_dir, record the package's path there for `edgegen cache` (which prunes the engines
+    once the package is gone). A folder this user cannot make is refused, naming cache_dir=."""
+    where = Path(package_path).resolve()
+    own = user_engines_dir(where)
+    try:
         folder.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(folder / ENGINES_PACKAGE_RECORD, where)
-    return folder
+        if folder.resolve().is_relative_to(own.resolve()) and engines_package(own) != str(where):
+            atomic_write_text(own / ENGINES_PACKAGE_RECORD, str(where))
+    except OSError as exc:
+        raise BackendError(f"engine cache {str(folder)!r}: expected a folder this user can write engines in, found "
+                           f"{exc.strerror or exc} (pass cache_dir=, or --cache-dir, for another)") from None
+
+
+def _holds_files(folder: Path) -> bool:
+    try:
+        return any(p.is_file() for p in folder.iterdir())
+    except OSError:
+        return False
 
 
 def engines_package(folder: Path) -> str | None:
-    """The package path a user-cache engines folder (engine_cache_dir) records, or None where it
-    records none that can be read."""
+    """The package path a user_engines_dir records, or None where it records none that can be read."""
     try:
         return (Path(folder) / ENGINES_PACKAGE_RECORD).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):

@@ -152,11 +152,9 @@ def can_write_files_in(folder: str | os.PathLike) -> bool:
     """Whether this user can make a file in the existing `folder` (probed with a temporary file,
     removed at once: the file modes do not tell, a read-only mount or root's bypass)."""
     try:
-        fd, tmp = _temporary_beside(Path(folder) / ".probe", Path(folder))
+        _probe_file_in(Path(folder), Path(folder) / ".probe")
     except OSError:
         return False
-    os.close(fd)
-    os.unlink(tmp)
     return True
 
 
@@ -174,10 +172,15 @@ def _writable_folder_on_the_way(path: Path, what: str, made: str, shown: str | o
     if not existing.is_dir():
         raise _file_on_the_way(shown, what)
     try:
-        fd, tmp = _temporary_beside(path, existing)
+        _probe_file_in(existing, path)
     except OSError as exc:   # a read-only or system folder (/proc): said as the option's, not as the system's error
         raise ConfigError(f"{what} {str(shown)!r}: expected a folder this user can write a {made} in, found "
                           f"{str(existing)!r} refusing one ({exc.strerror or exc})") from None
+
+
+def _probe_file_in(folder: Path, path: Path) -> None:
+    """Make a temporary file in `folder` and remove it at once, or raise OSError naming `path`."""
+    fd, tmp = _temporary_beside(path, folder)
     os.close(fd)
     os.unlink(tmp)
 

@@ -71,50 +71,66 @@ def test_only_engines_this_users_edgegen_built_are_trusted(tmp_path, monkeypatch
 def test_a_package_this_user_cannot_write_in_keeps_its_engines_in_the_users_cache(trained, tmp_path, monkeypatch):
     """A shipped model installed system-wide (read-only storage, or another user's files) cannot hold
     the engines built from it: they go to the user's cache, a folder per package path, where the
-    next build finds them; `edgegen cache` lists them and prunes them once the package is gone. No
-    TensorRT here: the device and its builder are stand-ins."""
+    next build finds them; `edgegen cache` lists them and prunes them once the package is gone.
+    Engines built inside a package before it became read-only are still read there. No TensorRT
+    here: the device and its builder are stand-ins."""
     import shutil
     import tempfile
     from pathlib import Path
 
     import edgegen.runtimes.engines as engines
     from edgegen.cache import cache_entries, prune
+    from edgegen.errors import BackendError
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user"))
     monkeypatch.setattr(engines, "device_identity", lambda: ("10.3.0", "Orin", "8.7"))
     built = []
     monkeypatch.setattr(engines, "build_engine", lambda graph, *args: built.append(graph.name) or b"engine")
-    writable = shutil.copytree(trained["gan"][1], tmp_path / "writable")
-    assert engines.cached_engines(writable, report=built.append)["generator"][0] == \
-        writable / ".edgegen-cache" / "tensorrt" / "generator.fp32.engine"
-
-    pkg = shutil.copytree(trained["gan"][1], tmp_path / "system" / "gan-digits")
+    read_only = []   # folders the system refuses new files in (this suite may run as root, whom modes do not stop)
     make_temporary = tempfile.mkstemp
 
-    def refused_in_the_package(*args, dir=None, **kwargs):   # read-only storage (root passes any file mode)
-        if dir is not None and Path(dir).resolve().is_relative_to(pkg.resolve()):
+    def refused_in_read_only(*args, dir=None, **kwargs):
+        if dir is not None and any(Path(dir).resolve().is_relative_to(folder.resolve()) for folder in read_only):
             raise PermissionError(13, "Permission denied")
         return make_temporary(*args, dir=dir, **kwargs)
 
-    monkeypatch.setattr("edgegen.storage.tempfile.mkstemp", refused_in_the_package)
+    monkeypatch.setattr("edgegen.storage.tempfile.mkstemp", refused_in_read_only)
+    users = tmp_path / "user" / "edgegen" / "engines"
+    quiet = lambda line: None   # noqa: E731
+
+    writable = shutil.copytree(trained["gan"][1], tmp_path / "writable")
+    inside = writable / ".edgegen-cache" / "tensorrt" / "generator.fp32.engine"
+    assert engines.cached_engines(writable, report=quiet)["generator"][0] == inside
+    read_only.append(writable)   # then mounted read-only: its engines are read where they are
+    lines = []
+    assert engines.cached_engines(writable, report=lines.append)["generator"][0] == inside
+    assert built == ["generator.onnx"] and "cached engine matches" in lines[-1] and not users.exists()
+
     built.clear()
-    path, data = engines.cached_engines(pkg, report=lambda line: None)["generator"]
+    pkg = shutil.copytree(trained["gan"][1], tmp_path / "system" / "gan-digits")
+    read_only.append(pkg)
+    path, data = engines.cached_engines(pkg, report=quiet)["generator"]
     folder = path.parent.parent
-    assert folder.parent == tmp_path / "user" / "edgegen" / "engines" and folder.name.startswith("gan-digits-")
+    assert folder.parent == users and folder.name.startswith("gan-digits-")
     assert (built, data, path.read_bytes()) == (["generator.onnx"], b"engine", b"engine")
     assert not (pkg / ".edgegen-cache").exists()
-    lines = []
-    engines.cached_engines(pkg, report=lines.append)   # found again, not rebuilt
+    (tmp_path / "link").symlink_to(pkg)   # another spelling of the same package: the same folder
+    assert engines.cached_engines(tmp_path / "link", report=lines.append)["generator"][0] == path
     assert built == ["generator.onnx"] and "cached engine matches" in lines[-1]
 
     root = tmp_path / "user" / "edgegen"
     (entry,) = [e for e in cache_entries(root) if e.path == folder]
-    assert entry.kind == f"engines of the package {pkg.resolve()}, which this user cannot write in"
+    assert entry.kind == f"engines of the package {pkg.resolve()}, which this user could not write in"
     assert entry.stale is None and entry.size > 0
+    other = shutil.copytree(trained["gan"][1], tmp_path / "elsewhere" / "gan-digits")
+    read_only.extend([other, users])   # nor the user's cache: said, with the way out
+    with pytest.raises(BackendError, match=r"engine cache '.*engines/gan-digits-.*': expected a folder this user can "
+                                           r"write engines in, found Permission denied \(pass cache_dir=, or --cache-dir"):
+        engines.cached_engines(other, report=quiet)
     shutil.rmtree(pkg)
     (entry,) = [e for e in cache_entries(root) if e.path == folder]
     assert entry.stale == f"the package {pkg.resolve()} is gone"
-    assert prune([entry], report=lambda line: None) == [entry] and not folder.exists()
+    assert prune([entry], report=quiet) == [entry] and not folder.exists()
 
 
 def test_profiles_come_from_the_manifest_dims(trained):

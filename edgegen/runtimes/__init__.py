@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..errors import BackendError, PackageError, PrecisionWarning, not_one_of, warn_caller
 from ..families import package_config
-from ..package import PRECISIONS, Package, engine_cache_dir
+from ..package import PRECISIONS, Package, engine_cache_dir, prepare_engine_folder
 from ..shipped import resolve as resolve_shipped
 from .backends import available_backends, resolve_backend
 from .ort import OrtSession
@@ -32,13 +32,15 @@ def open_sessions(package: Package, backend: str = "auto", threads: int | None =
     concrete = resolve_backend(backend)
     if cache_dir is not None and not isinstance(cache_dir, (str, os.PathLike)):
         raise BackendError(f"cache_dir: expected a folder's path for the TensorRT engines, found {type(cache_dir).__name__}")
-    # only the TensorRT backends keep engines: ort-cpu and ort-cuda look for no cache folder
-    cache = (Path(cache_dir) if cache_dir is not None else engine_cache_dir(package.path)
-             if concrete in ("tensorrt", "ort-tensorrt") else None)
     if concrete == "tensorrt":
         from .engines import open_tensorrt_sessions
 
-        return open_tensorrt_sessions(package, precision, cache_dir=cache / "tensorrt")
+        return open_tensorrt_sessions(package, precision,
+                                      cache_dir=Path(cache_dir) / "tensorrt" if cache_dir is not None else None)
+    cache = None   # ort-cpu and ort-cuda keep no engines
+    if concrete == "ort-tensorrt":
+        cache = Path(cache_dir) if cache_dir is not None else engine_cache_dir(package.path, "ort-tensorrt")
+        prepare_engine_folder(cache / "ort-tensorrt", package.path)
     if precision == "int8" and concrete == "ort-cpu":
         _warn_if_int8_saturates(package)
     sessions = {}

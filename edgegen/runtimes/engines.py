@@ -1,4 +1,5 @@
-"""TensorRT engines: built on the device, cached beside the package, never moved.
+"""TensorRT engines: built on the device, cached beside the package (in the user's cache for a
+package this user cannot write in: package.engine_cache_dir), never moved.
 
 The cache key is everything an engine depends on (docs/architecture.md): the graph file's sha256, the
 TensorRT version, the GPU's name and compute capability, the precision and the shape
@@ -32,7 +33,7 @@ import numpy as np
 
 from ..errors import BackendError, ConfigError, InputError, UnknownFamilyError
 from ..families import package_config
-from ..package import TensorSpec, engine_cache_dir
+from ..package import ENGINE_CACHE, TensorSpec, engine_cache_dir, prepare_engine_folder
 from ..storage import atomic_write_bytes, atomic_write_text, user_cache_dir, writer_lock
 from .session import Session
 
@@ -156,23 +157,32 @@ def parse_profiles(specs: list[str] | None) -> dict[str, tuple[int, int, int]]:
 
 
 class EngineCache:
-    """One engine per (graph, precision) in `folder`, with its key beside it."""
+    """One engine per (graph, precision) in `folder`, with its key beside it; `read_too`: folders
+    looked in after it, never written (a read-only package's own engines)."""
 
-    def __init__(self, folder: str | os.PathLike):
+    def __init__(self, folder: str | os.PathLike, read_too: tuple[Path, ...] = ()):
         self.folder = Path(folder)
+        self.read_too = tuple(Path(f) for f in read_too if Path(f) != self.folder)
         self.rejected: list[str] = []   # why cached engines were not used, for the user
+        self.found: Path | None = None   # the engine file the last lookup returned
 
-    def engine_path(self, part: str, precision: str) -> Path:
-        return self._paths(part, precision)[0]
-
-    def _paths(self, part: str, precision: str) -> tuple[Path, Path]:
-        return self.folder / f"{part}.{precision}.engine", self.folder / f"{part}.{precision}.json"
+    @staticmethod
+    def _paths(folder: Path, part: str, precision: str) -> tuple[Path, Path]:
+        return folder / f"{part}.{precision}.engine", folder / f"{part}.{precision}.json"
 
     def lookup(self, part: str, key: EngineKey) -> bytes | None:
-        """The cached engine for this key, or None (with the reason in `rejected`) if there is
-        none, this user's edgegen did not sign its record, it was built for another key, or its
-        bytes changed."""
-        engine, sidecar = self._paths(part, key.precision)
+        """The cached engine for this key from the first folder that holds one (its file in
+        `found`), or None (with the reasons in `rejected`) if none does: there is none, this user's
+        edgegen did not sign its record, it was built for another key, or its bytes changed."""
+        for folder in (self.folder, *self.read_too):
+            data = self._lookup_in(folder, part, key)
+            if data is not None:
+                self.found = self._paths(folder, part, key.precision)[0]
+                return data
+        return None
+
+    def _lookup_in(self, folder: Path, part: str, key: EngineKey) -> bytes | None:
+        engine, sidecar = self._paths(folder, part, key.precision)
         if not engine.is_file() or not sidecar.is_file():
             return None
         try:
@@ -198,15 +208,16 @@ class EngineCache:
         return data
 
     def store(self, part: str, key: EngineKey, data: bytes) -> Path:
-        engine, sidecar = self._paths(part, key.precision)
+        engine, sidecar = self._paths(self.folder, part, key.precision)
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
+            digest = hashlib.sha256(data).hexdigest()
+            atomic_write_bytes(engine, data)
+            atomic_write_text(sidecar, json.dumps({"key": key.to_json(), "engine_sha256": digest, "bytes": len(data),
+                                                   "signature": _signature(key.to_json(), digest)}, indent=2) + "\n")
         except OSError as exc:
-            raise BackendError(f"engine cache {str(self.folder)!r}: expected a writable folder, found: {exc.strerror}") from None
-        digest = hashlib.sha256(data).hexdigest()
-        atomic_write_bytes(engine, data)
-        atomic_write_text(sidecar, json.dumps({"key": key.to_json(), "engine_sha256": digest, "bytes": len(data),
-                                               "signature": _signature(key.to_json(), digest)}, indent=2) + "\n")
+            raise BackendError(f"engine cache {str(self.folder)!r}: expected a folder this user can write engines in, "
+                               f"found {exc.strerror or exc} (pass cache_dir=, or --cache-dir, for another)") from None
         return engine
 
 
@@ -391,7 +402,9 @@ def _engines(package, precision: str, by_part: dict, cache_dir, workspace_bytes:
     from ..package import sha256_file
 
     trt_version, gpu, capability = device_identity()
-    cache = EngineCache(Path(cache_dir) if cache_dir else engine_cache_dir(package.path) / "tensorrt")
+    inside = package.path / ENGINE_CACHE / "tensorrt"   # read even where it cannot be written
+    cache = EngineCache(Path(cache_dir) if cache_dir else engine_cache_dir(package.path, "tensorrt") / "tensorrt",
+                        read_too=() if cache_dir else (inside,))
     engines = {}
     for part, profile in by_part.items():
         graph = package.graph_path(part, precision)
@@ -403,10 +416,11 @@ def _engines(package, precision: str, by_part: dict, cache_dir, workspace_bytes:
         if data is None:
             report(f"{part}: building a TensorRT {trt_version} engine for {gpu} (sm {capability}), {precision}")
             data = build_engine(graph, profile, workspace_bytes, timing_cache_path(trt_version, gpu, capability))
-            cache.store(part, key, data)
+            prepare_engine_folder(cache.folder, package.path)
+            engines[part] = (cache.store(part, key, data), data)
         else:
             report(f"{part}: cached engine matches ({gpu}, TensorRT {trt_version}, {precision})")
-        engines[part] = (cache.engine_path(part, precision), data)
+            engines[part] = (cache.found, data)
     return engines
 
 

@@ -108,14 +108,9 @@ def provider_list(backend: str, cache_dir: Path | None, device_id: int = 0) -> l
     if backend == "ort-tensorrt":
         trt_options = {"device_id": device_id, "trt_max_workspace_size": 2 << 30}
         if cache_dir is not None:
-            # Engines and timing caches live in the package's cache folder so that a
-            # second load on the same device skips the engine build.
+            # engines and timing caches kept (package.engine_cache_dir) so that a second load on the same
+            # device skips the engine build; open_sessions made the folder
             engines = cache_dir / "ort-tensorrt"
-            try:
-                engines.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise BackendError(f"cache_dir {str(cache_dir)!r}: expected a writable folder for TensorRT engines, "
-                                   f"found: {exc.strerror} (pass cache_dir= elsewhere)") from None
             trt_options.update({
                 "trt_engine_cache_enable": True,
                 "trt_engine_cache_path": str(engines),
