@@ -86,7 +86,6 @@ INT8_DISABLED_OPTIMIZERS = ("QDQPropagationTransformer",)
 # target's int8 gate, run here on ONNX Runtime's CPU provider, computes the Q/DQ nodes as written
 # (dequantized, in float) instead of fusing them into the CPU's int8 kernels: its figure is the
 # target's, whatever CPU it was made on.
-ONNXRUNTIME_DEFAULT_SEVERITY = 2   # its default logger's level until a program sets one: warnings
 EXACT_QDQ_OPTIMIZERS = ("QDQSelectorActionTransformer",)
 _WEIGHTED = ("Conv", "MatMul", "Gemm", "ConvTranspose")
 
@@ -190,6 +189,10 @@ def optimize_package(path: str | os.PathLike, precision: str, calibration: int =
         return records
 
 
+ONNXRUNTIME_ERRORS = 3             # ONNX Runtime's logger severities: errors and worse
+ONNXRUNTIME_DEFAULT_SEVERITY = 2   # warnings and worse, its default logger's until a program sets another
+
+
 @contextlib.contextmanager
 def _onnxruntime_errors_only():
     """ONNX Runtime's default logger at errors for an optimize run: the quantizers and the gate open
@@ -197,7 +200,7 @@ def _onnxruntime_errors_only():
     also an input: the GPT decoder's logits_to_keep) are for ONNX Runtime's developers, not the user;
     errors still show, and raise. ONNX Runtime has no getter for the level, so its own default,
     warnings, is set back after, rather than leaving a caller's process muted."""
-    onnxruntime.set_default_logger_severity(3)
+    onnxruntime.set_default_logger_severity(ONNXRUNTIME_ERRORS)
     try:
         yield
     finally:
