@@ -1,4 +1,5 @@
 import re
+import warnings
 from unittest.mock import patch
 
 import numpy as np
@@ -379,8 +380,13 @@ def test_a_sample_that_turns_non_finite_is_refused_not_written(pipe, monkeypatch
     real = pipe.sessions["unet"].run
     monkeypatch.setattr(pipe.sessions["unet"], "run", lambda feeds: {"prediction": real(feeds)["prediction"] * np.inf})
     with pytest.raises(NonFiniteError, match="sample: expected finite values, found NaN or Inf in the result "
-                                             "\\(sampler 'dpmpp-2m', guidance_scale 3\\)"):
+                                             "\\(sampler 'dpmpp-2m', guidance_scale 3\\)"), warnings.catch_warnings():
+        warnings.simplefilter("error")   # the error alone, not numpy's RuntimeWarnings on the way to it
         pipe.sample(2, labels=1)
+    for sampler in ("euler", "lms"):   # unlabelled, so unguided (and said so): through the samplers' own arithmetic
+        with pytest.raises(NonFiniteError, match=f"sampler '{sampler}', guidance_scale 1\\)"), warnings.catch_warnings():
+            warnings.simplefilter("error")
+            pipe.sample(2, sampler=sampler, steps=3)
     with pytest.raises(NonFiniteError, match="found NaN or Inf in 1 of 2 images"):
         save_grid(np.stack([np.zeros((1, 8, 8)), np.full((1, 8, 8), np.nan)]).astype(np.float32), tmp_path / "x.png")
     assert not (tmp_path / "x.png").exists()

@@ -264,8 +264,9 @@ class DiffusionPipeline(Pipeline):
             x_T = as_float_array(noise, "noise", (None, *self.space_shape))
             if len(x_T) != n:
                 raise InputError(f"noise: expected {n} rows (n), found {len(x_T)}")
-        return self._finished(run.sample(model_fn, x_T, steps, rng=rng, callback=callback), guidance_scale, run.name,
-                              feeds, None if noise is None else x_T)
+        with _warnings_left_to_finished():
+            x = run.sample(model_fn, x_T, steps, rng=rng, callback=callback)
+        return self._finished(x, guidance_scale, run.name, feeds, None if noise is None else x_T)
 
     def _img2img(self, image, strength, steps, sampler, guidance_scale, labels, seed, eta, callback,
                  feeds=None) -> np.ndarray:
@@ -279,8 +280,9 @@ class DiffusionPipeline(Pipeline):
         x0 = self.to_space(images)
         noise = rng.standard_normal(x0.shape, dtype=np.float32)
         model_fn = self.conditioned_denoiser(labels, len(x0), guidance_scale, feeds)
-        return self._finished(run.denoise(model_fn, run.noised(x0, noise, steps, start), steps, start, rng, callback),
-                              guidance_scale, run.name, feeds)
+        with _warnings_left_to_finished():
+            x = run.denoise(model_fn, run.noised(x0, noise, steps, start), steps, start, rng, callback)
+        return self._finished(x, guidance_scale, run.name, feeds)
 
     @staticmethod
     def img2img_start(run: Sampler, steps: int, strength: float) -> int:
@@ -320,17 +322,19 @@ class DiffusionPipeline(Pipeline):
 
         model_fn = self.conditioned_denoiser(labels, n, guidance_scale, feeds)
         x_T = rng.standard_normal(x0.shape, dtype=np.float32)
-        generated = self._finished(run.sample(model_fn, x_T, steps, rng=rng, callback=callback, after_step=paste_known),
-                                   guidance_scale, run.name, feeds)
+        with _warnings_left_to_finished():
+            x = run.sample(model_fn, x_T, steps, rng=rng, callback=callback, after_step=paste_known)
+        generated = self._finished(x, guidance_scale, run.name, feeds)
         # the known pixels exactly as given (in pixel space this changes nothing; a decoder's are near, not equal)
         return ((1 - pixel_mask) * images + pixel_mask * generated).astype(np.float32)
 
     def _guidance(self, guidance_scale, labels) -> float:
-        """The guidance scale of a call: DEFAULT_GUIDANCE where none is given. One given without
-        labels is refused (unless 1.0, guidance off), as the CLI refuses --guidance without
-        --label: unlabelled samples are unconditional, and the scale would do nothing."""
+        """The guidance scale of a call: DEFAULT_GUIDANCE where none is given, 1.0 (off) for
+        unlabelled samples, which are unconditional (an error names the scale a sample ran at). One
+        given without labels is refused (unless 1.0), as the CLI refuses --guidance without --label:
+        the scale would do nothing."""
         if guidance_scale is None:
-            return DEFAULT_GUIDANCE
+            return DEFAULT_GUIDANCE if labels is not None else 1.0
         scale = check_number(guidance_scale, "guidance_scale", -MAX_GUIDANCE, MAX_GUIDANCE)
         if labels is None and scale != 1.0:
             raise InputError(f"guidance_scale {scale:g}: expected with labels (classifier-free guidance steers "
@@ -366,6 +370,13 @@ class RowGenerators:
             raise ValueError(f"expected a draw of {sum(self.counts)} rows, found {shape[0]}")
         return np.concatenate([g.standard_normal((n, *shape[1:]), dtype=dtype)
                                for g, n in zip(self.generators, self.counts)])
+
+
+def _warnings_left_to_finished():
+    """numpy's warnings off for a sampling loop: a NaN or Inf it reaches is refused by _finished,
+    naming the settings that could have made it, and numpy's RuntimeWarnings before that error
+    would only say where in the arithmetic it first showed."""
+    return np.errstate(invalid="ignore", over="ignore", divide="ignore")
 
 
 def _to_unit(x: np.ndarray) -> np.ndarray:
