@@ -545,12 +545,16 @@ def _print_info(path) -> int:
 
 
 def _load_refusal(package) -> int:
-    """1, saying why, where edgegen.load refuses the package (its family's config and graphs);
-    info reads the manifest alone, and a user checks a package with it."""
+    """1, saying why, where edgegen.load refuses the package (its family's config and graphs, its
+    tokenizer: the file, its hash, and the text extra a Hugging Face tokenizer needs); info reads
+    the manifest alone, and a user checks a package with it."""
     from .families import package_config
+    from .runtimes.tokenizer import load_tokenizer
 
     try:
-        package_config(package)
+        _, config = package_config(package)
+        if getattr(config, "tokenizer", None) is not None:
+            load_tokenizer(package, config.tokenizer)
     except EdgegenError as exc:
         print(f"refused   edgegen.load refuses it: {exc}")
         return 1

@@ -20,7 +20,7 @@ from onnx import numpy_helper
 
 import edgegen
 from edgegen.cli import main
-from edgegen.errors import CheckpointError, ConfigError, DataError, InputError, PackageError
+from edgegen.errors import CheckpointError, ConfigError, DataError, InputError, MissingExtraError, PackageError
 from edgegen.export import export_checkpoint, export_model, export_transformers
 from edgegen.families.gpt.hf_import import import_gpt2
 from edgegen.training.checkpoint import load_checkpoint, save_checkpoint
@@ -755,9 +755,17 @@ def _until_eos(ids, eos=0):
     return ids[:ids.index(eos) + 1] if eos in ids else ids
 
 
-def test_imported_gpt2_greedy_equals_transformers_generate(tmp_path):
+def test_imported_gpt2_greedy_equals_transformers_generate(tmp_path, capsys):
     model, tokenizer = _tiny_gpt2(tmp_path / "hf")
     assert main(["export", "gpt2", "--from-transformers", str(tmp_path / "hf"), "--out", str(tmp_path / "pkg")]) == 0
+    with pytest.MonkeyPatch.context() as patch:   # an install without the text extra: info says load refuses it
+        patch.setitem(sys.modules, "tokenizers", None)
+        capsys.readouterr()
+        assert main(["info", str(tmp_path / "pkg")]) == 1
+        assert "refused   edgegen.load refuses it: tokenizer '" in capsys.readouterr().out
+        with pytest.raises(MissingExtraError, match=r"needs the text extra: pip install 'edgegen\[text\]'"):
+            edgegen.load(tmp_path / "pkg")
+    assert main(["info", str(tmp_path / "pkg")]) == 0
     pipe = edgegen.load(tmp_path / "pkg", backend="ort-cpu")
     assert pipe.config.tokenizer["kind"] == "bpe" and pipe.config.eos_token_id == 0
     assert "matches transformers" in pipe.config.data["transformers_check"]
