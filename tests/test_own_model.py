@@ -465,6 +465,11 @@ def test_a_generic_package_refuses_nan_and_empty_batches_and_never_returns_nan(t
     with pytest.raises(InputError, match=r"input 'scores': expected at least one item, found an empty batch of "
                                          r"shape \[0, 6\]"):
         pipe(scores=np.zeros((0, 6), np.float32), mask=np.zeros((0, 6), np.float32))
+    rows = edgegen.load(export_pytorch(MaskedSoftmax(), example, tmp_path / "rows",   # the leading dim named otherwise
+                                       dynamic={"scores": {0: "rows"}, "mask": {0: "rows"}}))
+    with pytest.raises(InputError, match=r"input 'scores': expected at least one item, found an empty dim 'rows' of "
+                                         r"shape \[0, 6\]"):
+        rows(scores=np.zeros((0, 6), np.float32), mask=np.zeros((0, 6), np.float32))
     with pytest.raises(InputError, match=r"input 'scores': expected float32\[batch, 6\], found a value numpy cannot make "
                                          r"one array of \(setting an array element with a sequence"):
         pipe(scores=[[1.0] * 6, [1.0] * 5], mask=mask)   # a ragged list

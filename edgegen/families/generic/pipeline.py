@@ -96,8 +96,10 @@ def _as_array(value: Any, spec: TensorSpec) -> np.ndarray:
     expected = np.dtype(spec.dtype)
     if array.dtype.kind != expected.kind and not (array.dtype.kind in "iu" and expected.kind in "iu"):
         raise InputError(f"input {spec.name!r}: expected {spec.describe()}, found dtype {array.dtype}")
-    if array.ndim and spec.shape and spec.shape[0] == "batch" and array.shape[0] == 0:
-        raise InputError(f"input {spec.name!r}: expected at least one item, found an empty batch of shape "
+    leading = spec.shape[0] if spec.shape else None   # a dynamic leading dim, whatever the export named it
+    if array.ndim and isinstance(leading, str) and array.shape[0] == 0:
+        empty = "batch" if leading == "batch" else f"dim {leading!r}"
+        raise InputError(f"input {spec.name!r}: expected at least one item, found an empty {empty} of shape "
                          f"{list(array.shape)}")
     # NaN is refused; an infinity may be meant (an additive -inf attention mask), as in PyTorch
     if array.dtype.kind == "f" and np.isnan(array).any():
