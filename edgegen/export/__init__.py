@@ -155,10 +155,8 @@ def import_transformers(architecture: str, folder: str | Path, scratch: Path) ->
     """A transformers save_pretrained folder of `architecture` as the checkpoint the family that
     takes it makes (Family.importers: (architecture, folder, scratch) -> Checkpoint)."""
     from ..families import transformers_importer
-    from .hub_libraries import quiet_hub_libraries
 
-    with quiet_hub_libraries():
-        ckpt = transformers_importer(architecture)(architecture, folder, scratch)
+    ckpt = transformers_importer(architecture)(architecture, folder, scratch)
     if not isinstance(ckpt, Checkpoint):
         raise ConfigError(f"the importer of {architecture!r} (Family.importers): expected (architecture, folder, scratch) "
                           f"-> Checkpoint, found it returning {type(ckpt).__name__}")
@@ -209,12 +207,8 @@ def exported_as(ckpt: Checkpoint, spec: ExportSpec | None = None):
     if spec.via_import is None:
         yield ckpt, spec
         return
-    from .hub_libraries import quiet_hub_libraries
-
     with tempfile.TemporaryDirectory(prefix="edgegen-export-") as scratch:
-        with quiet_hub_libraries():
-            imported = spec.via_import(ckpt, Path(scratch))
-        yield imported
+        yield spec.via_import(ckpt, Path(scratch))
 
 
 def _runtime_config(family, spec: ExportSpec, ckpt) -> RuntimeConfig:

@@ -178,10 +178,7 @@ def import_diffusers(folder: str | Path, scratch: Path):
     from ..training.checkpoint import Checkpoint
     from .spec import ExportSpec
 
-    from .hub_libraries import quiet_hub_libraries
-
-    with quiet_hub_libraries():
-        imported = _resolve(known[denoiser].diffusers_importers[denoiser], "")(folder, layout, scratch)
+    imported = _resolve(known[denoiser].diffusers_importers[denoiser], "")(folder, layout, scratch)
     if not (isinstance(imported, tuple) and len(imported) == 2 and isinstance(imported[0], Checkpoint)
             and isinstance(imported[1], ExportSpec)):
         raise ConfigError(f"the importer of {denoiser!r} pipelines (Family.diffusers_importers): expected (folder, "
