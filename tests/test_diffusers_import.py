@@ -16,7 +16,7 @@ pytest.importorskip("transformers")
 
 import edgegen  # noqa: E402
 from edgegen.cli import main  # noqa: E402
-from edgegen.errors import CheckpointError, ConfigError, InputError  # noqa: E402
+from edgegen.errors import CheckpointError, ConfigError, EdgegenWarning, InputError  # noqa: E402
 from edgegen.export.diffusers_import import export_diffusers  # noqa: E402
 from edgegen.families.text2image.diffusers_import import _tokenizer_file, special_token  # noqa: E402
 from edgegen.runtimes.tokenizer import BPETokenizer  # noqa: E402
@@ -357,6 +357,30 @@ def test_layouts_edgegen_does_not_import_are_refused(ddpm_packages, sd_packages,
         weights.rename(weights.with_suffix(".bin"))
     with pytest.raises(CheckpointError, match="expected safetensors weights, found .*pickled weights are not loaded"):
         export_diffusers(copy, tmp_path / "a")
+    for weights in (copy / "unet").glob("*.bin"):
+        weights.rename(weights.with_suffix(".safetensors"))
+    from safetensors.torch import load_file, save_file
+
+    (weights,) = (copy / "unet").glob("*.safetensors")   # a parameter without weights: random where it loaded
+    state = load_file(weights)
+    state["not_in_the_model.weight"] = state.pop("conv_in.bias")
+    save_file(state, weights)
+    with pytest.raises(CheckpointError, match=r"unet: expected weights for every parameter of its UNet2DModel, found "
+                                              r"no weights for conv_in.bias \(loaded, those would be random\)"):
+        export_diffusers(copy, tmp_path / "a")
+    state["conv_in.bias"] = state["conv_out.bias"].new_zeros(state["conv_in.weight"].shape[0])
+    save_file(state, weights)   # complete, with a weight the model does not use: said, and exported
+    with pytest.warns(EdgegenWarning, match="weights its UNet2DModel does not use were left out: not_in_the_model.weight"):
+        assert export_diffusers(copy, tmp_path / "exported").is_dir()
+    text_copy = tmp_path / "partial-text-encoder"   # transformers' components too
+    shutil.copytree(sd_packages["sd8"][0], text_copy)
+    (weights,) = (text_copy / "text_encoder").glob("*.safetensors")
+    state = load_file(weights)
+    state.pop(next(key for key in state if key.endswith("layers.0.layer_norm1.bias")))
+    save_file(state, weights, metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match=r"text_encoder: expected weights for every parameter of its CLIPTextModel, "
+                                              r"found no weights for \S*layers.0.layer_norm1.bias \("):
+        export_diffusers(text_copy, tmp_path / "b")
     sd_folder, _ = sd_packages["sd8"]
     sd_copy = tmp_path / "with-checker"
     shutil.copytree(sd_folder, sd_copy)

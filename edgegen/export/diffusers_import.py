@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, EdgegenWarning, warn_caller
 from ..families import _resolve, families
 from ..package import read_json
 
@@ -161,8 +161,31 @@ def load_component(folder: Path, layout: dict, component: str, expected: tuple[s
     # transformers 5 renamed torch_dtype; diffusers without accelerate asks for it unless told not to
     more = {"dtype": torch.float32} if library == "transformers" else {"torch_dtype": torch.float32,
                                                                          "low_cpu_mem_usage": False}
-    model = getattr(module, found).from_pretrained(str(folder / component), use_safetensors=True, **more)
+    model, loading = getattr(module, found).from_pretrained(str(folder / component), use_safetensors=True,
+                                                            output_loading_info=True, **more)
+    _refuse_partly_loaded(folder / component, found, loading)
     return model.eval(), weights
+
+
+def _refuse_partly_loaded(component: Path, found: str, loading: dict) -> None:
+    """A component whose weights do not cover its parameters is refused: from_pretrained fills a missing
+    or differently shaped one at random and only logs it, and the export's check compares the graph with
+    that same partly random model, so nothing else would tell. Weights the model does not use (an older
+    save's buffers) are said, not refused."""
+    def named(keys) -> str:
+        names = sorted(str(k[0] if isinstance(k, tuple) else k) for k in keys)
+        return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+
+    problems = [f"{what} {named(keys)}" for what, keys in (("no weights for", loading.get("missing_keys")),
+                                                           ("weights of another shape for", loading.get("mismatched_keys")))
+                if keys]
+    problems += [str(message) for message in loading.get("error_msgs") or ()]
+    if problems:
+        raise CheckpointError(f"{component}: expected weights for every parameter of its {found}, found "
+                              f"{'; '.join(problems)} (loaded, those would be random)")
+    if loading.get("unexpected_keys"):
+        warn_caller(f"{component}: weights its {found} does not use were left out: "
+                    f"{named(loading['unexpected_keys'])}", EdgegenWarning)
 
 
 def import_diffusers(folder: str | Path, scratch: Path):
