@@ -45,6 +45,12 @@ PRECISIONS = ("fp32", *VARIANT_PRECISIONS)
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
+def may_be_empty(dim: str) -> bool:
+    """Whether a dynamic dim may be 0: a past cache's length ("past..."), empty at the first decode
+    step. edgegen's TensorRT profiles and a user's module's input checks share the rule."""
+    return dim.startswith("past")
+
+
 @dataclass(frozen=True)
 class TensorSpec:
     """One graph input or output: its name, numpy dtype name and shape.
@@ -459,6 +465,9 @@ GENAI_CONFIG = "genai_config.json"
 # written into packages that do not record them: ONNX Runtime GenAI's config and an imported
 # tokenizer's settings (packages exported before provenance.files_beside), the engine cache
 ENGINE_CACHE = ".edgegen-cache"   # engines built from a package on the machine that uses it (runtimes.engines)
+# how a user names another engine folder than one this user cannot write in
+ANOTHER_ENGINE_FOLDER = ("pass edgegen.load's cache_dir= or edgegen build's --cache-dir, or set XDG_CACHE_HOME for "
+                         "the user's cache")
 USER_ENGINES = "engines"   # the user's cache's folder for the engines of packages this user cannot write in
 ENGINES_PACKAGE_RECORD = "package-path.txt"   # in each of its folders: the package the engines were built from
 UNRECORDED_FILES = (GENAI_CONFIG, "tokenizer_config.json", ENGINE_CACHE)
@@ -528,7 +537,7 @@ def prepare_engine_folder(folder: Path, package_path: str | os.PathLike) -> None
             atomic_write_text(own / ENGINES_PACKAGE_RECORD, str(where))
     except OSError as exc:
         raise BackendError(f"engine cache {str(folder)!r}: expected a folder this user can write engines in, found "
-                           f"{exc.strerror or exc} (pass cache_dir=, or --cache-dir, for another)") from None
+                           f"{exc.strerror or exc} ({ANOTHER_ENGINE_FOLDER})") from None
 
 
 def _holds_files(folder: Path) -> bool:

@@ -470,6 +470,14 @@ def test_a_generic_package_refuses_nan_and_empty_batches_and_never_returns_nan(t
     with pytest.raises(InputError, match=r"input 'scores': expected at least one item, found an empty dim 'rows' of "
                                          r"shape \[0, 6\]"):
         rows(scores=np.zeros((0, 6), np.float32), mask=np.zeros((0, 6), np.float32))
+
+    class SequenceFirst(torch.nn.Module):   # a past cache leads, empty at a first step: taken
+        def forward(self, past, x):
+            return torch.cat([past, x]).mean(dim=0)
+
+    seq = {"past": np.ones((2, 3), np.float32), "x": np.ones((1, 3), np.float32)}
+    first = edgegen.load(export_pytorch(SequenceFirst(), seq, tmp_path / "seq", dynamic={"past": {0: "past_length"}}))
+    assert first(past=np.zeros((0, 3), np.float32), x=np.full((1, 3), 2, np.float32))["output"].tolist() == [2, 2, 2]
     with pytest.raises(InputError, match=r"input 'scores': expected float32\[batch, 6\], found a value numpy cannot make "
                                          r"one array of \(setting an array element with a sequence"):
         pipe(scores=[[1.0] * 6, [1.0] * 5], mask=mask)   # a ragged list

@@ -13,7 +13,7 @@ import numpy as np
 
 from ...errors import InputError, NonFiniteError, PackageError
 from ...families import RuntimeConfig
-from ...package import TensorSpec
+from ...package import TensorSpec, may_be_empty
 from ...runtimes.feeds import recorded_feeds
 from ...runtimes.pipeline import Pipeline
 
@@ -97,7 +97,7 @@ def _as_array(value: Any, spec: TensorSpec) -> np.ndarray:
     if array.dtype.kind != expected.kind and not (array.dtype.kind in "iu" and expected.kind in "iu"):
         raise InputError(f"input {spec.name!r}: expected {spec.describe()}, found dtype {array.dtype}")
     leading = spec.shape[0] if spec.shape else None   # a dynamic leading dim, whatever the export named it
-    if array.ndim and isinstance(leading, str) and array.shape[0] == 0:
+    if array.ndim and isinstance(leading, str) and not may_be_empty(leading) and array.shape[0] == 0:
         empty = "batch" if leading == "batch" else f"dim {leading!r}"
         raise InputError(f"input {spec.name!r}: expected at least one item, found an empty {empty} of shape "
                          f"{list(array.shape)}")
