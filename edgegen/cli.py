@@ -549,12 +549,14 @@ def _load_refusal(package) -> int:
     tokenizer: the file, its hash, and the text extra a Hugging Face tokenizer needs); info reads
     the manifest alone, and a user checks a package with it."""
     from .families import package_config
-    from .runtimes.tokenizer import load_tokenizer
+    from .runtimes.tokenizer import TOKENIZER_KINDS, load_tokenizer
 
     try:
         _, config = package_config(package)
-        if getattr(config, "tokenizer", None) is not None:
-            load_tokenizer(package, config.tokenizer)
+        tokenizer = getattr(config, "tokenizer", None)
+        # edgegen's tokenizer record (a family of another's may keep one of its own under that name)
+        if isinstance(tokenizer, dict) and tokenizer.get("kind") in TOKENIZER_KINDS:
+            load_tokenizer(package, tokenizer)
     except EdgegenError as exc:
         print(f"refused   edgegen.load refuses it: {exc}")
         return 1
@@ -858,8 +860,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "precision is in the graph)")
     p.add_argument("--profile", action="append", default=None, metavar="NAME=MIN:OPT:MAX",
                    help="optimization profile of a dynamic dim (default: batch 1:1:16, others 1:1:their limit)")
-    p.add_argument("--cache-dir", default=None, help="engine cache folder (default: PACKAGE/.edgegen-cache/tensorrt, or "
-                   "~/.cache/edgegen/engines/NAME-HASH/tensorrt for a package this user cannot write in)")
+    p.add_argument("--cache-dir", default=None, help="engine cache folder, as edgegen.load's cache_dir: the engines go "
+                   "in its tensorrt/ (default: PACKAGE/.edgegen-cache, or ~/.cache/edgegen/engines/NAME-HASH for a "
+                   "package this user cannot write in)")
     p.set_defaults(func=_cmd_build)
 
     p = sub.add_parser("triton", help="write a Triton Inference Server model repository that serves packages",

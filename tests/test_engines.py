@@ -125,12 +125,17 @@ def test_a_package_this_user_cannot_write_in_keeps_its_engines_in_the_users_cach
     other = shutil.copytree(trained["gan"][1], tmp_path / "elsewhere" / "gan-digits")
     read_only.extend([other, users])   # nor the user's cache: said, with the way out
     with pytest.raises(BackendError, match=r"engine cache '.*engines/gan-digits-.*': expected a folder this user can "
-                                           r"write engines in, found Permission denied \(pass cache_dir=, or --cache-dir"):
+                                           r"write engines in, found Permission denied \(pass edgegen.load's cache_dir= or "
+                                           r"edgegen build's --cache-dir, or set XDG_CACHE_HOME"):
         engines.cached_engines(other, report=quiet)
     shutil.rmtree(pkg)
     (entry,) = [e for e in cache_entries(root) if e.path == folder]
     assert entry.stale == f"the package {pkg.resolve()} is gone"
     assert prune([entry], report=quiet) == [entry] and not folder.exists()
+    # a folder given (edgegen build --cache-dir, edgegen.load's cache_dir) holds them as the default's does
+    read_only.clear()
+    assert engines.cached_engines(writable, cache_dir=tmp_path / "given", report=quiet)["generator"][0] == \
+        tmp_path / "given" / "tensorrt" / "generator.fp32.engine"
 
 
 def test_profiles_come_from_the_manifest_dims(trained):

@@ -35,8 +35,7 @@ def open_sessions(package: Package, backend: str = "auto", threads: int | None =
     if concrete == "tensorrt":
         from .engines import open_tensorrt_sessions
 
-        return open_tensorrt_sessions(package, precision,
-                                      cache_dir=Path(cache_dir) / "tensorrt" if cache_dir is not None else None)
+        return open_tensorrt_sessions(package, precision, cache_dir=cache_dir)
     cache = None   # ort-cpu and ort-cuda keep no engines
     if concrete == "ort-tensorrt":
         cache = Path(cache_dir) if cache_dir is not None else engine_cache_dir(package.path, "ort-tensorrt")

@@ -33,7 +33,7 @@ import numpy as np
 
 from ..errors import BackendError, ConfigError, InputError, UnknownFamilyError
 from ..families import package_config
-from ..package import ENGINE_CACHE, TensorSpec, engine_cache_dir, prepare_engine_folder
+from ..package import ANOTHER_ENGINE_FOLDER, ENGINE_CACHE, TensorSpec, engine_cache_dir, may_be_empty, prepare_engine_folder
 from ..storage import atomic_write_bytes, atomic_write_text, user_cache_dir, writer_lock
 from .session import Session
 
@@ -82,7 +82,7 @@ def derive_profile(inputs: tuple[TensorSpec, ...], limits: dict[str, int],
                 high = int(limits.get(dim, high))
                 values = (low, min(int(typical.get(dim, opt)), high), high)
             elif dim in limits:
-                values = (0 if dim.startswith("past") else 1, min(int(typical.get(dim, 1)), int(limits[dim])),
+                values = (0 if may_be_empty(dim) else 1, min(int(typical.get(dim, 1)), int(limits[dim])),
                           int(limits[dim]))
             else:
                 raise ConfigError(f"input {spec.name!r}: dynamic dim {dim!r} has no profile; expected "
@@ -145,7 +145,7 @@ def parse_profiles(specs: list[str] | None) -> dict[str, tuple[int, int, int]]:
         except ValueError:
             raise ConfigError(f"--profile {spec!r}: expected NAME=MIN:OPT:MAX with integers, found another form") from None
         # MIN 0 only for a past-cache dim: the first decode step's cache is empty (the default profile's too)
-        least = 0 if name.startswith("past") else 1
+        least = 0 if may_be_empty(name) else 1
         if not least <= low <= opt <= high or high < 1:
             raise ConfigError(f"--profile {spec!r}: expected {least} <= MIN <= OPT <= MAX (MAX at least 1), found {low}, "
                               f"{opt}, {high}")
@@ -217,7 +217,7 @@ class EngineCache:
                                                    "signature": _signature(key.to_json(), digest)}, indent=2) + "\n")
         except OSError as exc:
             raise BackendError(f"engine cache {str(self.folder)!r}: expected a folder this user can write engines in, "
-                               f"found {exc.strerror or exc} (pass cache_dir=, or --cache-dir, for another)") from None
+                               f"found {exc.strerror or exc} ({ANOTHER_ENGINE_FOLDER})") from None
         return engine
 
 
@@ -402,9 +402,10 @@ def _engines(package, precision: str, by_part: dict, cache_dir, workspace_bytes:
     from ..package import sha256_file
 
     trt_version, gpu, capability = device_identity()
+    # cache_dir as edgegen.load's: the engines in its tensorrt/ (ONNX Runtime's TensorRT provider's in ort-tensorrt/)
+    base = Path(cache_dir) if cache_dir else engine_cache_dir(package.path, "tensorrt")
     inside = package.path / ENGINE_CACHE / "tensorrt"   # read even where it cannot be written
-    cache = EngineCache(Path(cache_dir) if cache_dir else engine_cache_dir(package.path, "tensorrt") / "tensorrt",
-                        read_too=() if cache_dir else (inside,))
+    cache = EngineCache(base / "tensorrt", read_too=() if cache_dir else (inside,))
     engines = {}
     for part, profile in by_part.items():
         graph = package.graph_path(part, precision)
