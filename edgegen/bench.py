@@ -255,7 +255,8 @@ def _bench_package(path, batch, iters, warmup, backend, threads, vs_torch, preci
                       EdgegenWarning, stacklevel=2)
     feeds = {part: bench_feeds(s.inputs, batch, shapes=shapes) for part, s in pipe.sessions.items()}
     engines = {(part, f"edgegen {pipe.backend}"): (lambda s=s, f=feeds[part]: s.run(f)) for part, s in pipe.sessions.items()}
-    pixels = {part: output_pixels(fn()) for (part, _), fn in engines.items()}
+    pictures = get_family(pipe.family).picture_outputs
+    pixels = {part: output_pixels(fn(), pictures) for (part, _), fn in engines.items()}
     runtime_rss = peak_rss_mb()
     versions = {}
     if vs_torch is not None:
@@ -352,10 +353,13 @@ def add_energy(results: list[dict], engines: dict, results_per_call: int, second
     return f"measured with {source.name}, each engine run alone for {ENERGY_SECONDS:g} s or more"
 
 
-def output_pixels(outputs: dict) -> int:
-    """Pixels in one call's image output ([N, 1|3|4, H, W] floats), 0 for a graph without one."""
-    for array in outputs.values():
-        if array.ndim == 4 and array.shape[1] in (1, 3, 4) and array.dtype.kind == "f":
+def output_pixels(outputs: dict, pictures: tuple[str, ...] | None = None) -> int:
+    """Pixels in one call's picture output ([N, C, H, W] floats), 0 for a graph without one.
+    pictures: the names of the outputs that are pictures (Family.picture_outputs); None: any
+    output of 1, 3 or 4 channels (a user's module, whose outputs edgegen cannot otherwise tell)."""
+    for name, array in outputs.items():
+        if array.ndim == 4 and array.dtype.kind == "f" and (
+                name in pictures if pictures is not None else array.shape[1] in (1, 3, 4)):
             return int(array.shape[0] * array.shape[2] * array.shape[3])
     return 0
 

@@ -296,15 +296,19 @@ def test_bench_times_a_whole_generation_beside_the_graphs(trained, tmp_path, cap
     report_path = tmp_path / "bench.json"
     code, out, _ = run_cli(capsys, "bench", trained["diffusion"][1], "--batch", "2", "--iters", "4", "--warmup", "1",
                            "--no-energy", "--json", report_path)
-    whole = json.loads(report_path.read_text())["whole_generation"]
+    report = json.loads(report_path.read_text())
+    whole = report["whole_generation"]
     assert code == 0 and whole["unit"] == "images" and 3 <= whole["calls"] <= 4 and whole["per_s"] > 0
+    assert all("megapixels_per_s" not in row for row in report["results"])   # a UNet's prediction is no picture
     assert whole["what"].startswith("2 images, 20 steps of ") and "a batch of 4 per call" in whole["what"]
     assert whole["steps"] == 20
     assert whole["min_ms"] <= whole["p50_ms"] <= whole["p90_ms"]
     assert f"whole generation ({whole['what']}): p50 " in out and " images/s" in out
     code, out, _ = run_cli(capsys, "bench", trained["vae"][1], "--iters", "2", "--warmup", "0", "--no-energy",
                            "--json", report_path)
-    assert code == 0 and "whole_generation" not in json.loads(report_path.read_text()) and "whole generation" not in out
+    report = json.loads(report_path.read_text())
+    assert code == 0 and "whole_generation" not in report and "whole generation" not in out
+    assert {row["graph"] for row in report["results"] if "megapixels_per_s" in row} == {"decoder"}   # its pictures
     code, _, err = run_cli(capsys, "bench", trained["diffusion"][1], "--iters", "2", "--steps", "3", "--no-energy",
                            "--json", report_path)
     assert code == 0 and json.loads(report_path.read_text())["whole_generation"]["what"].startswith("1 image, 3 steps")

@@ -73,6 +73,8 @@ def test_family_contract(family, tmp_path, registered):
     assert manifest["family"] == family.name
     assert set(manifest["graphs"]) == set(family.graphs)   # what load requires is what the export writes
     assert all(g["validation"]["passed"] for g in manifest["graphs"].values())
+    outputs = {o["name"] for g in manifest["graphs"].values() for o in g["outputs"]}
+    assert family.picture_outputs is None or set(family.picture_outputs) <= outputs   # bench's MP/s names real ones
     config = family.runtime_config(manifest["config"], "the exported manifest")
     assert isinstance(config, family.config)
     hint = tmp_path / "hint.png"

@@ -211,6 +211,9 @@ class Family:
     demo: tuple[DemoModel, ...] = ()
     showcase: str | None = None          # "module:function" (pipe, folder, name) -> (results dict, Markdown lines)
     bench: str = "graphs"
+    # the graph outputs that are pictures, by name: bench gives their megapixels per second (None: any
+    # float output shaped [N, 1|3|4, H, W], as a user's module's; a UNet's prediction or a latent is not one)
+    picture_outputs: tuple[str, ...] | None = None
     gate: str = "psnr"
     dim_limits: Callable[[Any], dict[str, int]] | None = None   # runtime config -> largest value of each dynamic dim
     fusion: Callable[[Any], dict] | None = None   # runtime config -> ONNX Runtime transformer-optimizer settings

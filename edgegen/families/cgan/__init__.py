@@ -10,6 +10,7 @@ FAMILY = register(Family(
     pipeline=ConditionalGANPipeline,
     config=ConditionalGANConfig,
     graphs=("generator",),
+    picture_outputs=("image",),
     model="edgegen.families.cgan.model",
     export="edgegen.families.cgan.export",
     options=(Option("--label", "labels", "class to generate (default: random classes)", {"type": int}),

@@ -12,6 +12,7 @@ FAMILY = register(Family(
     pipeline=ControlNetPipeline,
     config=ControlNetConfig,
     graphs=("unet",),
+    picture_outputs=(),
     model="edgegen.families.controlnet.model",
     export="edgegen.families.controlnet.export",
     options=OPTIONS,

@@ -11,6 +11,7 @@ FAMILY = register(Family(
     pipeline=DiffusionPipeline,
     config=DiffusionConfig,
     graphs=("unet",),
+    picture_outputs=(),
     model="edgegen.families.diffusion.model",
     export="edgegen.families.diffusion.export",
     options=(*SAMPLING_OPTIONS, *PICTURE_OPTIONS),

@@ -11,6 +11,7 @@ FAMILY = register(Family(
     pipeline=FlowPipeline,
     config=FlowConfig,
     graphs=("forward", "inverse"),
+    picture_outputs=("x",),
     data="digits (default), natural, a folder of images; moons, circles, blobs (2-D points: RealNVP)",
     builtin_data=(*BUILTIN_IMAGE_DATA, *POINT_DATA),
     model="edgegen.families.flow.model",

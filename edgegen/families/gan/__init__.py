@@ -9,6 +9,7 @@ FAMILY = register(Family(
     pipeline=GANPipeline,
     config=GANConfig,
     graphs=("generator",),
+    picture_outputs=("image",),
     model="edgegen.families.gan.model",
     export="edgegen.families.gan.export",
     demo=(DemoModel("gan-digits", "digits"),),

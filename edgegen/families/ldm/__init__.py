@@ -10,6 +10,7 @@ FAMILY = register(Family(
     pipeline=LatentDiffusionPipeline,
     config=LatentDiffusionConfig,
     graphs=("encoder", "unet", "decoder"),
+    picture_outputs=("image",),
     model="edgegen.families.ldm.model",
     export="edgegen.families.ldm.export",
     options=(*SAMPLING_OPTIONS, *PICTURE_OPTIONS),

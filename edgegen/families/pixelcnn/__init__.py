@@ -10,6 +10,7 @@ FAMILY = register(Family(
     pipeline=PixelCNNPipeline,
     config=PixelCNNConfig,
     graphs=("network", "links", "row"),
+    picture_outputs=(),
     model="edgegen.families.pixelcnn.model",
     export="edgegen.families.pixelcnn.export",
     options=(Option("--label", "labels", "class to generate (default: unconditional)", {"type": int}),

@@ -10,6 +10,7 @@ FAMILY = register(Family(
     pipeline=SRPipeline,
     config=SRConfig,
     graphs=("upscaler",),
+    picture_outputs=("upscaled",),
     data="natural (default: the shipped photographs, two held out) or a folder of your photographs",
     builtin_data=("natural",),
     model="edgegen.families.sr.model",

@@ -9,6 +9,7 @@ FAMILY = register(Family(
     pipeline=StyleGANPipeline,
     config=StyleGANConfig,
     graphs=("mapping", "synthesis"),
+    picture_outputs=("image",),
     model="edgegen.families.stylegan.model",
     export="edgegen.families.stylegan.export",
     options=(Option("--truncation", "truncation", "truncation psi toward the average w (e.g. 0.7)", {"type": float}, 1.0),

@@ -12,6 +12,7 @@ FAMILY = register(Family(
     pipeline=TextToImagePipeline,
     config=TextToImageConfig,
     graphs=("text_encoder", "unet", "decoder", "encoder"),
+    picture_outputs=("image",),
     data="digits (captioned by digit and stroke thickness)",
     builtin_data=("digits",),
     model="edgegen.families.text2image.model",

@@ -9,6 +9,7 @@ FAMILY = register(Family(
     pipeline=VAEPipeline,
     config=VAEConfig,
     graphs=("encoder", "decoder"),
+    picture_outputs=("image",),
     model="edgegen.families.vae.model",
     export="edgegen.families.vae.export",
     demo=(DemoModel("vae-digits", "digits"),),

@@ -10,6 +10,7 @@ FAMILY = register(Family(
     pipeline=VAEGANPipeline,
     config=VAEConfig,
     graphs=("encoder", "decoder"),
+    picture_outputs=("image",),
     model="edgegen.families.vaegan.model",
     export="edgegen.families.vaegan.export",
     demo=(DemoModel("vaegan-digits", "digits"),),

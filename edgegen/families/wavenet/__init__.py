@@ -10,6 +10,7 @@ FAMILY = register(Family(
     pipeline=WaveNetPipeline,
     config=WaveNetConfig,
     graphs=("network", "step"),
+    picture_outputs=(),
     data="tones (default: synthesized) or a folder of WAV files",
     builtin_data=("tones",),
     model="edgegen.families.wavenet.model",
