@@ -411,6 +411,13 @@ def test_sample_batched_gives_each_call_what_it_gets_alone(trained):
              dict(n=1, seed=5, labels=0, steps=4, sampler="ddim")]
     for call, got in zip(calls, pipe.sample_batched(calls)):
         np.testing.assert_allclose(got, pipe(**call), rtol=0, atol=1e-6)
+    loops = []   # calls that run alike share a loop: the default scale and the one it resolves to
+    with patch.object(pipe, "_sample", lambda n, *args, **kwargs: loops.append(n) or np.zeros((n, *pipe.image_shape))):
+        pipe.sample_batched([dict(n=1, labels=2), dict(n=2, labels=3, guidance_scale=3.0), dict(n=1),
+                             dict(n=1, guidance_scale=1.0)])
+    assert sorted(loops) == [2, 3]
+    with pytest.raises(InputError, match=r"calls\[1\]: guidance_scale 2: expected with labels"):
+        pipe.sample_batched([dict(n=1), dict(n=1, guidance_scale=2.0)])
     with pytest.raises(InputError, match=r"expected sample\(\)'s arguments, found \['strength'\]"):
         pipe.sample_batched([dict(n=1, strength=0.5)])
     with pytest.raises(InputError, match="class ids"):
@@ -418,6 +425,7 @@ def test_sample_batched_gives_each_call_what_it_gets_alone(trained):
     # malformed calls: Python's TypeError and AttributeError before
     for calls, said in (([1], "expected a list of calls, each a dict"), ({"n": 1}, "expected a list of calls"),
                         ([dict(n=1, sampler=["ddim"])], r"calls\[0\]: expected single values for steps, sampler"),
+                        ([dict(n=1, labels=1, guidance_scale=[2])], r"calls\[0\]: guidance_scale: expected a number"),
                         ([dict(n=1), dict(n=0)], r"calls\[1\]: n: expected a positive integer, found 0"),
                         ([dict(n=60_000), dict(n=60_000, labels=1)], r"n of all the calls together: expected at most "
                                                                      r"100000 per call \(call in batches\), found 120000")):

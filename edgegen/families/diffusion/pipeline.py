@@ -229,13 +229,17 @@ class DiffusionPipeline(Pipeline):
             unknown = set(call) - {"n", "seed", "labels", "steps", "sampler", "guidance_scale", "eta"}
             if unknown:
                 raise InputError(f"sample_batched: expected sample()'s arguments, found {sorted(unknown)}")
-            key = (call.get("steps", DEFAULT_STEPS), call.get("sampler"),
-                   call.get("guidance_scale"), call.get("eta", 0.0), call.get("labels") is None)
+            try:   # the scale the call runs at: None and 1.0 run alike unlabelled, None and 3.0 labelled
+                guidance_scale = self._guidance(call.get("guidance_scale"), call.get("labels"))
+            except InputError as exc:
+                raise InputError(f"sample_batched: calls[{index}]: {exc}") from None
+            key = (call.get("steps", DEFAULT_STEPS), call.get("sampler"), guidance_scale, call.get("eta", 0.0),
+                   call.get("labels") is None)
             try:
                 groups.setdefault(key, []).append(index)
             except TypeError:   # a list where a setting goes: said as the call's, checked one by one in the loop
-                raise InputError(f"sample_batched: calls[{index}]: expected single values for steps, sampler, "
-                                 f"guidance_scale and eta, found {key[:4]!r:.80}") from None
+                raise InputError(f"sample_batched: calls[{index}]: expected single values for steps, sampler "
+                                 f"and eta, found {key[:4]!r:.80}") from None
         counts = {i: check_count(call.get("n", 1), f"sample_batched: calls[{i}]: n") for i, call in enumerate(calls)}
         check_count(sum(counts.values()), "sample_batched: n of all the calls together")   # each within the cap is not enough
         results: list = [None] * len(calls)
