@@ -101,6 +101,12 @@ def test_registry_shipped_checkpoints_and_demo_agree():
         assert json.loads((PRETRAINED / name / "config.json").read_text())["family"] == family
     built_in = [f for f in TRAINABLE if f.pipeline.__module__.startswith("edgegen.")]
     assert all(f.demo and f.showcase for f in built_in)
+    trained_before = set()   # the demo's "made by" commands, run in its order, train each into ckpt/
+    for family, model in demo_models():
+        command = model.command(family.name)
+        assert command.startswith(f"edgegen train {family.name} ") and command.endswith(f" --out ckpt/{model.name}")
+        assert all(f" ckpt/{base} " in command and base in trained_before for base in model.checkpoints.values())
+        trained_before.add(model.name)
 
 
 def test_an_outside_family_through_the_command_line_with_no_edit_to_edgegen(tmp_path):

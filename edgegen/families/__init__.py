@@ -143,16 +143,19 @@ class Option:
 
 @dataclass(frozen=True)
 class DemoModel:
-    """A shipped checkpoint the demo runs: its name in edgegen/pretrained and how it was trained."""
+    """A shipped checkpoint the demo runs: its name among the shipped checkpoints (PRETRAINED) and how it
+    was trained."""
 
     name: str
     data: str
     checkpoints: dict = field(default_factory=dict)   # train keyword -> the demo model it builds on (a ControlNet's base)
-    folder: str | None = None    # where its shipped checkpoint lies (default: edgegen/pretrained)
+    folder: str | None = None    # where its shipped checkpoint lies (default: PRETRAINED)
 
     def command(self, family: str) -> str:
-        extra = "".join(f" --{k.replace('_', '-')} edgegen/pretrained/{v}" for k, v in self.checkpoints.items())
-        return f"edgegen train {family} --data {self.data}{extra} --out edgegen/pretrained/{self.name}"
+        """The command that trains it again, into the user's ckpt/ (a shipped checkpoint lies in an
+        installed distribution's folder, not one to write into), a model it builds on from there too."""
+        extra = "".join(f" --{k.replace('_', '-')} ckpt/{v}" for k, v in self.checkpoints.items())
+        return f"edgegen train {family} --data {self.data}{extra} --out ckpt/{self.name}"
 
 
 @dataclass
