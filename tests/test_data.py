@@ -60,8 +60,13 @@ def test_training_errors(tmp_path):
         train("vqvae", tmp_path / "x")
     with pytest.raises(ConfigError, match="image_size expected a multiple of 8"):
         train("vae", tmp_path / "x", image_size=20, steps=1)
-    with pytest.raises(ConfigError, match="expected a positive number of steps and batch size, found 0, "):
+    with pytest.raises(ConfigError, match=r"training steps \(--steps\): expected a positive integer, found 0"):
         train("gan", tmp_path / "x", steps=0)
+    with pytest.raises(ConfigError, match=r"training batch_size \(--batch-size\): expected a positive integer, found -3"):
+        train("gan", tmp_path / "x", batch_size=-3)
+    with pytest.raises(DataError, match="data 'moons': expected one of digits, natural or a folder of images, found a "
+                                        "data set of the flow family, not of images"):
+        train("vae", tmp_path / "x", data="moons", steps=1)
     (tmp_path / "exists").mkdir()
     with pytest.raises(OutputExistsError):
         train("gan", tmp_path / "exists", steps=1)

@@ -74,8 +74,18 @@ def load_images(source: str, image_size: int = 32, channels: int | None = None, 
         train, test = _folder(Path(source), image_size, seed)
     else:
         raise DataError(f"data {source!r}: expected one of {', '.join(BUILTIN_IMAGE_DATA)} or a folder of images, "
-                        f"found {'a file' if Path(source).exists() else 'no such folder'}")
+                        f"found {_what_else(source)}")
     return ImageData(source, _to_channels(train, channels), _to_channels(test, channels))
+
+
+def _what_else(source: str) -> str:
+    """What an image family's --data names instead: another family's data set, a file, or nothing."""
+    from ..families import families
+
+    takers = [f.name for f in families() if source in f.builtin_data]
+    if takers:
+        return f"a data set of the {', '.join(takers)} {'family' if len(takers) == 1 else 'families'}, not of images"
+    return "a file" if Path(source).exists() else "no such folder"
 
 
 def _to_channels(images: np.ndarray, channels: int | None) -> np.ndarray:

@@ -36,8 +36,9 @@ def train(family: str, out: str | Path, data: str | None = None, steps: int | No
     steps = module.DEFAULT_STEPS if steps is None else steps
     batch_size = module.DEFAULT_BATCH if batch_size is None else batch_size
     lr = module.DEFAULT_LR if lr is None else lr
-    if steps < 1 or batch_size < 1:
-        raise ConfigError(f"training: expected a positive number of steps and batch size, found {steps}, {batch_size}")
+    for name, value in (("steps (--steps)", steps), ("batch_size (--batch-size)", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"training {name}: expected a positive integer, found {value!r}")
     if not 0 < lr <= MAX_LR:   # NaN fails it too
         raise ConfigError(f"learning rate: expected a number above 0 and at most {MAX_LR:g} (Adam moves each weight by "
                           f"about the rate per step), found {lr}")

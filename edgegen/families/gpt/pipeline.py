@@ -312,7 +312,7 @@ class GPTPipeline(Pipeline):
     def _encode(self, text: str, what: str) -> list[int]:
         if self.tokenizer is None:
             raise InputError(f"{what}: this package has no tokenizer (it was imported without tokenizer files), "
-                             f"expected token ids, found text")
+                             f"expected token ids (--prompt-ids on the command line), found text")
         ids = self.tokenizer.encode(text, special_tokens=True)   # as transformers encodes a prompt
         if not ids:
             raise InputError(f"{what}: expected at least one token of text, found an empty string")
