@@ -974,12 +974,21 @@ def test_text_generation_runs_where_torch_cannot_be_imported(gpt):
 
 
 def test_gpt2_without_tokenizer_files_takes_token_ids_and_pickles_are_refused(tmp_path):
+    from edgegen.errors import ValidationError
+    from edgegen.families.gpt.hf_import import check_against_transformers
+
     model, _ = _tiny_gpt2(tmp_path / "hf")
     for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt"):
         (tmp_path / "hf" / name).unlink(missing_ok=True)
     with tempfile.TemporaryDirectory() as scratch:
         ckpt = import_gpt2(tmp_path / "hf", Path(scratch))
         assert ckpt.data["tokenizer"] == "none" and not ckpt.files
+        with torch.no_grad():   # a conversion off by a little in one weight is still refused
+            next(ckpt.model.parameters()).mul_(1.01)
+        with pytest.raises(ValidationError, match="does not reproduce transformers: logits @ batch 2: .*MISMATCH"):
+            check_against_transformers(tmp_path / "hf", ckpt.model, 512, 256)
+        with torch.no_grad():
+            next(ckpt.model.parameters()).div_(1.01)
         export_model(ckpt, tmp_path / "pkg")
     pipe = edgegen.load(tmp_path / "pkg", backend="ort-cpu")
     assert len(pipe.generate([5, 6, 7], max_new_tokens=5, seed=0)) <= 5

@@ -249,7 +249,11 @@ def check_against_transformers(folder: Path, model, vocab_size: int, context: in
     with torch.inference_mode():
         theirs = reference(ids).logits.numpy()
         ours = model(ids, torch.arange(length).expand(2, length), torch.ones_like(ids), *model.empty_past(2))[0].numpy()
-    result = compare("logits", 2, ours, theirs, atol=1e-4, rtol=1e-3)
+    # two float32 forward passes on one CPU differ by about 1e-5 of the logits' magnitude, from run to run
+    # too (a GEMM's path can hang on memory alignment): near zero that passed or failed a fixed 1e-4 by
+    # chance, so the tolerance scales with the logits' range; a wrong conversion is off by far more
+    scale = max(1.0, float(np.abs(theirs).max()))
+    result = compare("logits", 2, ours, theirs, atol=1e-4 * scale, rtol=1e-3)
     if not result.passed:
         raise ValidationError(f"import of {str(folder)!r} does not reproduce transformers: {result.line()}")
     return f"matches transformers {type(reference).__name__} (max abs diff {result.max_abs:.2g})"
