@@ -536,8 +536,13 @@ def prepare_engine_folder(folder: Path, package_path: str | os.PathLike) -> None
         if folder.resolve().is_relative_to(own.resolve()) and engines_package(own) != str(where):
             atomic_write_text(own / ENGINES_PACKAGE_RECORD, str(where))
     except OSError as exc:
-        raise BackendError(f"engine cache {str(folder)!r}: expected a folder this user can write engines in, found "
-                           f"{exc.strerror or exc} ({ANOTHER_ENGINE_FOLDER})") from None
+        raise engine_folder_refused(folder, exc) from None
+
+
+def engine_folder_refused(folder: Path, exc: OSError) -> BackendError:
+    """The error for an engine folder the system would not let this user make or write in."""
+    return BackendError(f"engine cache {str(folder)!r}: expected a folder this user can write engines in, found "
+                        f"{exc.strerror or exc} ({ANOTHER_ENGINE_FOLDER})")
 
 
 def _holds_files(folder: Path) -> bool:

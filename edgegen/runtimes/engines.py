@@ -33,7 +33,8 @@ import numpy as np
 
 from ..errors import BackendError, ConfigError, InputError, UnknownFamilyError
 from ..families import package_config
-from ..package import ANOTHER_ENGINE_FOLDER, ENGINE_CACHE, TensorSpec, engine_cache_dir, may_be_empty, prepare_engine_folder
+from ..package import (ENGINE_CACHE, TensorSpec, engine_cache_dir, engine_folder_refused, may_be_empty,
+                       prepare_engine_folder)
 from ..storage import atomic_write_bytes, atomic_write_text, user_cache_dir, writer_lock
 from .session import Session
 
@@ -216,8 +217,7 @@ class EngineCache:
             atomic_write_text(sidecar, json.dumps({"key": key.to_json(), "engine_sha256": digest, "bytes": len(data),
                                                    "signature": _signature(key.to_json(), digest)}, indent=2) + "\n")
         except OSError as exc:
-            raise BackendError(f"engine cache {str(self.folder)!r}: expected a folder this user can write engines in, "
-                               f"found {exc.strerror or exc} ({ANOTHER_ENGINE_FOLDER})") from None
+            raise engine_folder_refused(self.folder, exc) from None
         return engine
 
 
