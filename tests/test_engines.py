@@ -138,6 +138,47 @@ def test_a_package_this_user_cannot_write_in_keeps_its_engines_in_the_users_cach
         tmp_path / "given" / "tensorrt" / "generator.fp32.engine"
 
 
+def test_two_processes_wanting_one_engine_build_it_once(trained, tmp_path, monkeypatch):
+    """A second build of the same engine waits on the first's writer lock and reads its engine,
+    instead of building another and storing it over the first's (an engine beside the other
+    build's record, which the next load would call changed bytes). Threads stand in for the two
+    processes (each takes its own flock); the first build waits until the second has reached the
+    lock, or has started a build of its own."""
+    import shutil
+    import threading
+
+    import edgegen.runtimes.engines as engines
+    import edgegen.storage as storage
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user"))
+    monkeypatch.setattr(engines, "device_identity", lambda: ("10.3.0", "Orin", "8.7"))
+    second_arrived = threading.Event()
+    try_lock = storage._try_lock
+    monkeypatch.setattr(storage, "_try_lock", lambda fd: try_lock(fd) or second_arrived.set())
+    builds = []
+
+    def build(graph, *args):
+        builds.append(threading.current_thread().name)
+        if len(builds) == 1:
+            second.start()
+            assert second_arrived.wait(timeout=60)
+        else:
+            second_arrived.set()
+        return f"engine {len(builds)}".encode()
+
+    monkeypatch.setattr(engines, "build_engine", build)
+    pkg = shutil.copytree(trained["gan"][1], tmp_path / "gan")
+    said, got = [], {}
+    second = threading.Thread(name="second", target=lambda: got.update(
+        second=engines.cached_engines(pkg, report=said.append)["generator"]))
+    got["first"] = engines.cached_engines(pkg, report=lambda line: None)["generator"]
+    second.join(timeout=60)
+    assert builds == ["MainThread"] and got["second"] == got["first"]
+    assert said[-1] == "generator: another process built its engine meanwhile: using it"
+    assert engines.cached_engines(pkg, report=said.append)["generator"][1] == b"engine 1"
+    assert "cached engine matches" in said[-1]
+
+
 def test_profiles_come_from_the_manifest_dims(trained):
     package = Package(trained["gan"][1])
     (profile,) = derive_profile(package.graphs["generator"].inputs, dim_limits(package))

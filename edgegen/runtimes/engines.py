@@ -171,6 +171,10 @@ class EngineCache:
     def _paths(folder: Path, part: str, precision: str) -> tuple[Path, Path]:
         return folder / f"{part}.{precision}.engine", folder / f"{part}.{precision}.json"
 
+    def engine_path(self, part: str, precision: str) -> Path:
+        """Where store writes the engine of `part` at `precision`."""
+        return self._paths(self.folder, part, precision)[0]
+
     def lookup(self, part: str, key: EngineKey) -> bytes | None:
         """The cached engine for this key from the first folder that holds one (its file in
         `found`), or None (with the reasons in `rejected`) if none does: there is none, this user's
@@ -415,14 +419,35 @@ def _engines(package, precision: str, by_part: dict, cache_dir, workspace_bytes:
             report(f"{part}: {reason}")
         cache.rejected.clear()
         if data is None:
-            report(f"{part}: building a TensorRT {trt_version} engine for {gpu} (sm {capability}), {precision}")
-            data = build_engine(graph, profile, workspace_bytes, timing_cache_path(trt_version, gpu, capability))
-            prepare_engine_folder(cache.folder, package.path)
-            engines[part] = (cache.store(part, key, data), data)
+            engines[part] = _build_and_store(cache, package.path, part, key, graph, workspace_bytes, report)
         else:
             report(f"{part}: cached engine matches ({gpu}, TensorRT {trt_version}, {precision})")
             engines[part] = (cache.found, data)
     return engines
+
+
+def _build_and_store(cache: EngineCache, package_path: Path, part: str, key: EngineKey, graph: Path,
+                     workspace_bytes: int, report) -> tuple[Path, bytes]:
+    """Build the engine `key` names and store it, under that engine's writer lock: a second process
+    that wants the same engine waits and reads the first's, instead of building its own and storing
+    it over the first's (one's engine beside the other's record, which the next load would call
+    changed bytes and build again)."""
+    prepare_engine_folder(cache.folder, package_path)   # a folder that cannot be written: refused before the build
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(writer_lock(cache.engine_path(part, key.precision), "building it"))
+        except OSError as exc:
+            raise engine_folder_refused(cache.folder, exc) from None
+        data = cache.lookup(part, key)   # another process built it while this one waited
+        cache.rejected.clear()           # what it found otherwise was said before the wait
+        if data is not None:
+            report(f"{part}: another process built its engine meanwhile: using it")
+            return cache.found, data
+        report(f"{part}: building a TensorRT {key.tensorrt} engine for {key.gpu} (sm {key.compute_capability}), "
+               f"{key.precision}")
+        data = build_engine(graph, key.profile, workspace_bytes,
+                            timing_cache_path(key.tensorrt, key.gpu, key.compute_capability))
+        return cache.store(part, key, data), data
 
 
 def _cuda(result):
