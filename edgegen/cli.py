@@ -18,6 +18,7 @@ from . import __version__
 from .errors import (EXPORT_EXTRA, ConfigError, EdgegenError, EdgegenWarning, InputError, MissingExtraError,
                      OutputExistsError, require_export)
 from .targets import DEFAULT_OPSET, TARGETS, TENSORRT_TARGETS, describe_targets, get_target
+from .wording import counted
 
 EXIT_USER_ERROR = 2
 EXIT_PIPE_CLOSED = 128 + 13   # what a shell reports for a command SIGPIPE ended
@@ -291,7 +292,7 @@ def _cmd_generate(args) -> None:
         from .images import save_grid
 
         save_grid(images, args.out, nrow=args.nrow, scale=args.scale)
-        return f"wrote {args.out} ({len(images)} samples from {pipe.family} package, seed {args.seed}, backend {pipe.backend})"
+        return f"wrote {args.out} ({counted(len(images), 'sample')} from {pipe.family} package, seed {args.seed}, backend {pipe.backend})"
 
     try:
         if family.generate is None:
@@ -452,7 +453,7 @@ def _bench_one(args, shapes: dict, generation: bool) -> dict:
                           + ": expected a batch this machine's memory holds, found it running out of memory") from None
     print(f"{report['package']}: {report['family']}, backend {report['backend']}, precision {report['precision']}, "
           f"batch {report['batch']}" + "".join(f", {d} {n}" for d, n in report.get("shapes", {}).items())
-          + f", threads {report['threads']}, {report['iters']} iters; "
+          + f", threads {report['threads']}, {counted(report['iters'], 'iter')}; "
           f"peak RSS {report['peak_rss_mb']['runtime']} MB (runtime), {report['peak_rss_mb']['process']} MB (process)")
     if note := fp32_graphs_note(report["precision"], report["fp32_graphs"]):
         print(note)

@@ -304,10 +304,11 @@ def test_bench_times_a_whole_generation_beside_the_graphs(trained, tmp_path, cap
     assert whole["steps"] == 20
     assert whole["min_ms"] <= whole["p50_ms"] <= whole["p90_ms"]
     assert f"whole generation ({whole['what']}): p50 " in out and " images/s" in out
-    code, out, _ = run_cli(capsys, "bench", trained["vae"][1], "--iters", "2", "--warmup", "0", "--no-energy",
+    code, out, _ = run_cli(capsys, "bench", trained["vae"][1], "--iters", "1", "--warmup", "0", "--no-energy",
                            "--json", report_path)
     report = json.loads(report_path.read_text())
     assert code == 0 and "whole_generation" not in report and "whole generation" not in out
+    assert ", 1 iter; peak RSS" in out   # one count, one word: not "1 iters"
     assert {row["graph"] for row in report["results"] if "megapixels_per_s" in row} == {"decoder"}   # its pictures
     code, _, err = run_cli(capsys, "bench", trained["diffusion"][1], "--iters", "2", "--steps", "3", "--no-energy",
                            "--json", report_path)
@@ -505,6 +506,8 @@ def test_generate_writes_the_format_its_extension_names_or_refuses_it(trained, t
     assert main(["generate", ddpm, "--n", "2", "--steps", "2", "--out", str(tmp_path / "d.png")]) == 0
     assert (tmp_path / "d.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     capsys.readouterr()
+    assert main(["generate", ddpm, "--n", "1", "--steps", "2", "--out", str(tmp_path / "d.png")]) == 0
+    assert f"wrote {tmp_path / 'd.png'} (1 sample from diffusion package" in capsys.readouterr().out
     assert main(["generate", ddpm, "--n", "2", "--steps", "2", "--out", str(tmp_path / "d.gif")]) == 2
     assert "expected an extension among .png, .jpg, .jpeg, found .gif" in capsys.readouterr().err
     assert not (tmp_path / "d.gif").exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ...errors import ConfigError
 from ...families import GenerateRequest, GenerationCall, Option
+from ...wording import counted
 from ..diffusion.cli import PICTURE_OPTIONS, SAMPLING_OPTIONS, picture_fields, served_images
 from ..diffusion.cli import check_generate as check_pictures
 from ..diffusion.cli import generate as generate_diffusion
@@ -28,7 +29,7 @@ def bench_generation(pipe, n: int, steps: int | None) -> GenerationCall:
     label = 0 if pipe.config.num_classes else None   # a class-conditional base is used with a label
     guided = f", label 0 at guidance {DEFAULT_GUIDANCE:g} (a batch of {2 * n} per call)" if label is not None else ""
     return GenerationCall(lambda: pipe.sample(n, control=hint, steps=steps, seed=0, labels=label), n, "images",
-                          f"{n} image{'s' * (n != 1)} following one control picture, {steps} steps of "
+                          f"{counted(n, 'image')} following one control picture, {steps} steps of "
                           f"{pipe.config.sampler}{guided}", steps)
 
 

@@ -61,7 +61,7 @@ class ControlNetPipeline(DiffusionPipeline):
         control = as_float_array(control, "control", (None, *self.image_shape)) if rank == 4 else \
             as_float_array(control, "control", self.image_shape)[None]
         if len(control) not in (1, n):
-            raise InputError(f"control: expected {'1' if n == 1 else f'1 or {n}'} hint image{'s' * (n != 1)}, found "
+            raise InputError(f"control: expected {'1' if n == 1 else f'1 or {n}'} hint {'image' if n == 1 else 'images'}, found "
                              f"{len(control)}")
         check_range(control, "control", 0, 1)
         try:

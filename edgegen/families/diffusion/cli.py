@@ -11,6 +11,7 @@ from ...errors import ConfigError, EdgegenError, InputError
 from ...families import GenerateRequest, GenerationCall, Option
 from ...runtimes.pipeline import check_count
 from ...runtimes.samplers import SAMPLERS
+from ...wording import counted
 from .pipeline import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS, DEFAULT_STRENGTH
 
 SAMPLING_OPTIONS = (
@@ -43,7 +44,7 @@ def bench_generation(pipe, n: int, steps: int | None) -> GenerationCall:
     label = 0 if pipe.config.num_classes else None
     guided = f", label 0 at guidance {DEFAULT_GUIDANCE:g} (a batch of {2 * n} per call)" if label is not None else ""
     return GenerationCall(lambda: pipe.sample(n, steps=steps, seed=0, labels=label), n, "images",
-                          f"{n} image{'s' * (n != 1)}, {steps} steps of {pipe.config.sampler}{guided}", steps)
+                          f"{counted(n, 'image')}, {steps} steps of {pipe.config.sampler}{guided}", steps)
 
 
 def generate(pipe, request: GenerateRequest) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ...families import GenerateRequest
+from ...wording import counted
 
 
 def generate(pipe, request: GenerateRequest) -> str:
@@ -13,4 +14,4 @@ def generate(pipe, request: GenerateRequest) -> str:
     from ...plots import save_density_plot
 
     save_density_plot(pipe, samples, request.out)
-    return f"wrote {request.out} ({len(samples)} samples over the learned log density, seed {request.seed})"
+    return f"wrote {request.out} ({counted(len(samples), 'sample')} over the learned log density, seed {request.seed})"

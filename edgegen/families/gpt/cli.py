@@ -10,6 +10,7 @@ import numpy as np
 from ...errors import ConfigError, InputError
 from ...families import GenerateRequest, Option
 from ...storage import refuse_nameless
+from ...wording import counted
 
 CLI_MAX_NEW_TOKENS = 200   # a terminal's continuation: longer than the Python API's default
 
@@ -70,7 +71,7 @@ def generate(pipe, request: GenerateRequest) -> str:
         options["max_new_tokens"] = min(CLI_MAX_NEW_TOKENS, left)
     elif isinstance(options["max_new_tokens"], int) and options["max_new_tokens"] > max(left, 0):   # named by flags
         given, used = options["max_new_tokens"], pipe.context - left
-        raise InputError(f"{flag} ({used} tokens) + --max-new-tokens ({given}): expected at most the model's context "
+        raise InputError(f"{flag} ({counted(used, 'token')}) + --max-new-tokens ({given}): expected at most the model's context "
                          f"of {pipe.context} tokens, found {used + given}")
     shown = (lambda token: f" {token}") if isinstance(prompt, list) else str   # ids as numbers, text as it is
     stream = pipe.stream(prompt, seed=request.seed, **options)

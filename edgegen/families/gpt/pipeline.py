@@ -24,6 +24,7 @@ from ...runtimes.ort import OrtBinding, OrtSession
 from ...runtimes.pipeline import Pipeline, check_count, check_number, make_rng
 from ...runtimes.token_sampling import Sampling, next_tokens
 from ...runtimes.tokenizer import TOKENIZER_KINDS, check_token_ids, load_tokenizer
+from ...wording import counted
 from .. import RuntimeConfig, dim_problems, positive
 from .prompt_lookup import batch_drafts
 
@@ -323,7 +324,7 @@ class GPTPipeline(Pipeline):
         max_new_tokens = check_count(max_new_tokens, "max_new_tokens")
         longest = max(len(p) for p in batch)
         if longest + max_new_tokens > self.context:
-            raise InputError(f"prompt ({longest} tokens) + max_new_tokens ({max_new_tokens}): expected at most the "
+            raise InputError(f"prompt ({counted(longest, 'token')}) + max_new_tokens ({max_new_tokens}): expected at most the "
                              f"model's context of {self.context} tokens, found {longest + max_new_tokens}")
         given = {"do_sample": do_sample, "temperature": temperature, "top_k": top_k, "top_p": top_p,
                  "repetition_penalty": repetition_penalty}

@@ -1,5 +1,6 @@
 """The PixelCNN family: a gated PixelCNN sampled pixel by pixel with a cached row loop."""
 
+from ...wording import counted
 from .. import DemoModel, Family, GenerationCall, Option, register
 from .pipeline import PixelCNNConfig, PixelCNNPipeline
 
@@ -19,7 +20,7 @@ FAMILY = register(Family(
     showcase="edgegen.families.pixelcnn.demo",
     dim_limits=lambda c: {"rows": c.image_shape[-2]},
     bench_generation=lambda pipe, n, steps: GenerationCall(lambda: pipe(n, seed=0), n, "images",
-                                                    f"{n} image{'s' * (n != 1)}, pixel by pixel with the cached rows"),
+                                                    f"{counted(n, 'image')}, pixel by pixel with the cached rows"),
     smoke={"train": {"steps": 2, "batch_size": 8, "width": 8, "layers": 2}},
     order=110,
 ))

@@ -1,5 +1,6 @@
 """The StyleGAN family: mapping (z -> w) and synthesis (one w per layer and noise -> image) graphs."""
 
+from ...wording import counted
 from .. import DemoModel, Family, GenerationCall, Option, register
 from .pipeline import NOISE_MODES, StyleGANConfig, StyleGANPipeline
 
@@ -17,7 +18,7 @@ FAMILY = register(Family(
     demo=(DemoModel("stylegan-digits", "digits"),),
     showcase="edgegen.families.stylegan.demo",
     bench_generation=lambda pipe, n, steps: GenerationCall(lambda: pipe(n, seed=0), n, "images",
-                                                    f"{n} image{'s' * (n != 1)}: the mapping, then the synthesis"),
+                                                    f"{counted(n, 'image')}: the mapping, then the synthesis"),
     smoke={"train": {"steps": 2, "batch_size": 8, "image_size": 16, "width": 8, "w_dim": 16, "latent_dim": 16}},
     order=50,
 ))

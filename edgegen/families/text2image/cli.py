@@ -6,6 +6,7 @@ import numpy as np
 
 from ...errors import ConfigError
 from ...families import GenerateRequest, GenerationCall, Option
+from ...wording import counted
 from ..diffusion.cli import (PICTURE_OPTIONS, SAMPLING_OPTIONS, picture_fields, sample_with_progress, served_images,
                              starting_pictures)
 from ..diffusion.cli import check_generate as check_pictures
@@ -32,7 +33,7 @@ def bench_generation(pipe, n: int, steps: int | None) -> GenerationCall:
     pipe.make_sampler(None, 0.0).timesteps(steps)   # refuses steps the package's sampler cannot take, before any timing
     guided = f", guidance {DEFAULT_TEXT_GUIDANCE:g} (a batch of {2 * n} per UNet call)" if DEFAULT_TEXT_GUIDANCE > 1 else ""
     return GenerationCall(lambda: pipe.sample(BENCH_PROMPT, n=n, steps=steps, seed=0), n, "images",
-                          f"{n} image{'s' * (n != 1)} of one prompt, {steps} steps of {pipe.config.sampler}{guided}", steps)
+                          f"{counted(n, 'image')} of one prompt, {steps} steps of {pipe.config.sampler}{guided}", steps)
 
 
 def check_generate(options: dict, out: str | None) -> None:
