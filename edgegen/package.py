@@ -299,7 +299,7 @@ class Package:
                 if found != entry.sha256:
                     raise HashMismatchError(
                         f"package {str(self.path)!r}: graph {part!r} file {entry.file!r} expected sha256 {entry.sha256[:16]}..., "
-                        f"found {found[:16]}... (the file was changed after export)"
+                        f"found {found[:16]}... ({CHANGED_AFTER_EXPORT})"
                     )
                 self._check_external_data(path, entry.extra.get("external_data"), f"graph {part!r}")
         # a damaged variant (its file changed or gone) keeps the rest of the package usable: fp32, the
@@ -403,7 +403,7 @@ class Package:
             if not path.is_file() or sha256_file(path) != recorded[location]:
                 raise HashMismatchError(f"package {str(self.path)!r}: {what}'s external data {location!r} expected sha256 "
                                         f"{str(recorded[location])[:16]}..., found "
-                                        + ("no such file" if not path.is_file() else "another (changed after export)"))
+                                        + ("no such file" if not path.is_file() else f"another ({CHANGED_AFTER_EXPORT})"))
 
     @property
     def family(self) -> str:
@@ -473,6 +473,8 @@ ENGINES_PACKAGE_RECORD = "package-path.txt"   # in each of its folders: the pack
 UNRECORDED_FILES = (GENAI_CONFIG, "tokenizer_config.json", ENGINE_CACHE)
 # what an export writes, by name, for a package whose manifest cannot be read (a re-export mends it)
 EXPORTED_NAME = re.compile(r"^[^.].*\.(onnx|onnx\.data|data|npz|json)$")
+# why a file hashed at export no longer matches its record, and the way out
+CHANGED_AFTER_EXPORT = "the file was changed after export: export the package again to replace it"
 
 
 def package_files(folder: Path) -> set[str]:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import HashMismatchError, InputError, PackageError
+from ..package import CHANGED_AFTER_EXPORT
 from ..storage import atomic_write_bytes
 
 HELD_OUT_FILE = "held_out.npz"   # a package's recorded inputs: config.held_out = {"file", "sha256", "feeds"}
@@ -107,5 +108,5 @@ def recorded_feeds(package, config) -> list[dict[str, np.ndarray]]:
                            "(--inputs NPZ)")
     if sha256_file(path) != held_out["sha256"]:
         raise HashMismatchError(f"package {str(package.path)!r}: held-out inputs {held_out['file']!r} expected "
-                                f"sha256 {str(held_out['sha256'])[:16]}..., found another (changed after export)")
+                                f"sha256 {str(held_out['sha256'])[:16]}..., found another ({CHANGED_AFTER_EXPORT})")
     return read_feeds(path)

@@ -15,7 +15,7 @@ from typing import Protocol
 import numpy as np
 
 from ..errors import HashMismatchError, InputError, MissingExtraError, PackageError
-from ..package import Package, sha256_file
+from ..package import CHANGED_AFTER_EXPORT, Package, sha256_file
 
 
 class StreamDecoder(Protocol):
@@ -191,7 +191,7 @@ def load_tokenizer(package: Package, spec: dict) -> ByteTokenizer | BPETokenizer
             raise PackageError(f"package {str(package.path)!r}: tokenizer expected at {spec.get('file')!r}, found no such file")
         if sha256_file(path) != spec.get("sha256"):
             raise HashMismatchError(f"package {str(package.path)!r}: tokenizer {spec.get('file')!r} expected sha256 "
-                                    f"{str(spec.get('sha256'))[:16]}..., found another (the file was changed after export)")
+                                    f"{str(spec.get('sha256'))[:16]}..., found another ({CHANGED_AFTER_EXPORT})")
         return BPETokenizer(path)
     raise PackageError(f"package {str(package.path)!r}: expected config.tokenizer.kind one of {', '.join(TOKENIZER_KINDS)}, "
                        f"found {kind!r}")
