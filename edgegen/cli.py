@@ -226,7 +226,7 @@ def _family_options(family, declared, args, command: str) -> dict:
                                   f"({accepted or 'it takes none'}), found it")
             owners = ", ".join(args.family_option_users.get(dest, ()))
             raise ConfigError(f"{option.flag}: expected an option of {family.name} packages "
-                              f"({accepted or 'they take none'}), found it, an option of {owners} packages")
+                              f"({accepted or 'they take none'}), found it, which {owners} packages take")
     values = {}
     for option in declared:
         value = getattr(args, option.dest, None)
