@@ -109,6 +109,7 @@ def test_pixelcnn_log_prob_is_exact_and_separates_digits_from_noise(pixelcnn):
         logits = pixelcnn["model"](x, torch.full((len(x),), 10))
     reference = -torch.nn.functional.cross_entropy(logits, torch.round(x * 3).long()[:, 0], reduction="none").sum((1, 2))
     np.testing.assert_allclose(ours, reference.numpy(), rtol=1e-4)
+    assert ours.dtype == np.float32   # as every family's log_prob gives
     noise = np.random.default_rng(0).random((200, 1, 8, 8)).astype(np.float32)
     assert roc_auc(-ours, -pipe.log_prob(noise)) >= 0.95
     # values the quantization would clip: a likelihood of something else, refused

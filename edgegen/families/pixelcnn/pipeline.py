@@ -69,12 +69,13 @@ class PixelCNNPipeline(Pipeline):
         return self._fill(images.copy(), todo, labels, seed, temperature, fast)
 
     def log_prob(self, images, labels=None) -> np.ndarray:
-        """Exact log-likelihood in nats per image (images quantized to the model's levels), one pass."""
+        """Exact log-likelihood in nats per image (images quantized to the model's levels), one pass:
+        summed in float64, given in float32 as the flow's and WaveNet's are."""
         x = self.quantized(check_range(as_float_array(images, "images", (None, *self.image_shape)), "images", 0, 1))
         y = class_labels(labels, len(x), self.num_classes, self.null_label)
         logp = log_softmax(self.sessions["network"].run_rows({"image": x, "labels": y})["logits"])
         codes = np.round(x * (self.levels - 1)).astype(np.int64)
-        return np.take_along_axis(logp, codes, axis=1).sum(axis=(1, 2, 3))
+        return np.take_along_axis(logp, codes, axis=1).sum(axis=(1, 2, 3)).astype(np.float32)
 
     def quantized(self, images: np.ndarray) -> np.ndarray:
         return (np.round(np.clip(images, 0, 1) * (self.levels - 1)) / (self.levels - 1)).astype(np.float32)
