@@ -380,9 +380,23 @@ def test_bench_refuses_prompt_lookup_for_a_package_that_does_not_generate_tokens
     assert code == 2 and "--prompt-lookup: expected a number of draft tokens (0 or more), found -2" in err
 
 
-def test_bench_refuses_a_checkpoint_the_package_was_not_made_from(trained, capsys):
-    code, _, err = run_cli(capsys, "bench", trained["vae"][1], "--iters", "1", "--vs-torch", trained["gan"][0])
-    assert code == 2 and "expected the weights package" in err
+def test_bench_refuses_a_checkpoint_the_package_was_not_made_from(trained, tmp_path, capsys):
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    vae, gan = trained["vae"], trained["gan"]
+    code, _, err = run_cli(capsys, "bench", vae[1], "--iters", "1", "--vs-torch", gan[0])
+    assert code == 2 and f"checkpoint {str(gan[0])!r}: expected a vae model, the family of the package " \
+        f"{str(vae[1])!r}, found a gan model" in err   # said as another family, not only as other weights
+    other = shutil.copytree(vae[0], tmp_path / "retrained")
+    weights = load_file(other / "weights.safetensors")
+    first = sorted(weights)[0]
+    weights[first] = weights[first] + 1
+    save_file(weights, other / "weights.safetensors")
+    code, _, err = run_cli(capsys, "bench", vae[1], "--iters", "1", "--vs-torch", other)
+    assert code == 2 and f"checkpoint {str(other)!r}: expected the weights package {str(vae[1])!r} was exported " \
+        "from (sha256 " in err
 
 
 def test_doctor(capsys):

@@ -139,6 +139,9 @@ def load_source_checkpoint(package, given: str | Path | None = None, flag: str =
 def require_recorded_weights(package, ckpt: Checkpoint, what: str, how: str) -> Checkpoint:
     """`ckpt`, refused unless its weights are the ones `package` records it was `how` (exported,
     imported) from."""
+    if ckpt.family != package.family:   # the likelier slip, said as such rather than as other weights
+        raise CheckpointError(f"{what}: expected a {package.family} model, the family of the package "
+                              f"{str(package.path)!r}, found a {ckpt.family} model")
     expected = package.manifest.provenance.get("source_checkpoint", {}).get("weights_sha256")
     if expected and expected != ckpt.weights_sha256:
         raise CheckpointError(f"{what}: expected the weights package {str(package.path)!r} was {how} from "
