@@ -77,7 +77,8 @@ def run_demo(out: str | Path, train_models: bool = False, overwrite: bool = Fals
                 shutil.copytree(shipped, ckpt)
                 origin = f"shipped weights, made by `{model.command(family.name)}`"
             pkg = stage / "pkg" / model.name
-            _export(ckpt, pkg, shipped_name=model.name if not train_models and model.folder is None else None)
+            _export(ckpt, pkg, shipped_name=model.name if not train_models and model.folder is None else None,
+                    final_ckpt=out.resolve() / "ckpt" / model.name)
             pipe = load(pkg, backend="ort-cpu")
             extra, lines = family.showcase_function()(pipe, stage, model.name)
             report = bench_package(pkg, batch=BENCH_BATCH, iters=iters, vs_torch=ckpt, generation=False)   # its rows only
@@ -90,11 +91,12 @@ def run_demo(out: str | Path, train_models: bool = False, overwrite: bool = Fals
     return out / "index.md"
 
 
-def _export(ckpt: Path, pkg: Path, shipped_name: str | None) -> None:
+def _export(ckpt: Path, pkg: Path, shipped_name: str | None, final_ckpt: Path) -> None:
     """Export ckpt into pkg. A shipped checkpoint's package is the one every use of its name reads
     (shipped.py: carried by edgegen-models, or exported through the same gate once into edgegen's
     cache), copied, not exported again for every demo; where that cache cannot be written, or holds
-    a damaged entry, the demo exports its own."""
+    a damaged entry, the demo exports its own, recording the checkpoint where the finished demo
+    holds it (`final_ckpt`), not in the staging folder, so that optimize and bench --vs-torch find it."""
     from .export import export_checkpoint
     from .export.shipped import export_shipped
     from .package import copy_package
@@ -108,7 +110,7 @@ def _export(ckpt: Path, pkg: Path, shipped_name: str | None) -> None:
         else:
             copy_package(found, pkg)
             return
-    export_checkpoint(ckpt, pkg)
+    export_checkpoint(ckpt, pkg, recorded_as=final_ckpt)
 
 
 def _section(name: str, origin: str, report: dict, showcase: list[str], iters: int) -> str:

@@ -77,6 +77,12 @@ def test_a_shipped_models_export_is_made_once_per_machine_and_a_cache_that_canno
     run_demo(tmp_path / "own", iters=1, only=["gan"])
     assert "exporting gan-digits into the demo only, not into edgegen's cache" in capsys.readouterr().err
     assert (tmp_path / "own" / "pkg" / "gan-digits" / "edgegen.json").is_file()
+    # its source is the checkpoint where the demo holds it, not in the staging folder renamed to the demo
+    from edgegen.package import Package
+    from edgegen.training.checkpoint import load_source_checkpoint
+
+    own = load_source_checkpoint(Package(tmp_path / "own" / "pkg" / "gan-digits"))   # what optimize and --vs-torch read
+    assert own.path == (tmp_path / "own" / "ckpt" / "gan-digits").resolve()
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     run_demo(tmp_path / "first", iters=1, only=["gan"])

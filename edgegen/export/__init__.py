@@ -36,14 +36,17 @@ GATE_BATCHES = (1, 3)       # ... checked at sizes it was not traced at
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path, data: str | None = None, opset: int = DEFAULT_OPSET,
                       name: str | None = None, overwrite: bool = False, seed: int = 0,
-                      progress: bool | None = False) -> Path:
+                      progress: bool | None = False, recorded_as: str | Path | None = None) -> Path:
     """Export every graph of a checkpoint, gate each against PyTorch, and write the package.
 
     data: the dataset the gate draws realistic inputs from (default: the one it was trained on).
+    recorded_as: the checkpoint's path to record as the package's source, where that is not
+    `checkpoint` (the demo's, staged in a folder that is renamed to the demo's when it is done).
     Raises ValidationError, and leaves nothing at `out`, when a graph does not reproduce PyTorch.
     """
     refuse_package_output(out, overwrite, name, reads=[checkpoint])   # before the checkpoint and its data load
-    return export_model(load_checkpoint(checkpoint), out, data, opset, name, overwrite, seed, progress)
+    return export_model(load_checkpoint(checkpoint), out, data, opset, name, overwrite, seed, progress,
+                        recorded_as=recorded_as)
 
 
 def refuse_package_output(out, overwrite: bool, name: str | None, reads=()) -> None:
@@ -62,7 +65,7 @@ def check_opset(opset) -> None:
 
 def export_model(ckpt: Checkpoint, out: str | Path, data: str | None = None, opset: int = DEFAULT_OPSET,
                  name: str | None = None, overwrite: bool = False, seed: int = 0, progress: bool | None = False,
-                 spec: ExportSpec | None = None) -> Path:
+                 spec: ExportSpec | None = None, recorded_as: str | Path | None = None) -> Path:
     """export_checkpoint for a checkpoint already in memory (an imported model, for one).
     progress: a bar per graph (None: on a terminal, a summary line in logs; False: silent).
     spec: the graphs to export, where they are not the family's own (an imported diffusers UNet)."""
@@ -73,7 +76,8 @@ def export_model(ckpt: Checkpoint, out: str | Path, data: str | None = None, ops
     spec = spec or family.export_spec()
     if spec.via_import is not None:
         with exported_as(ckpt, spec) as (imported, imported_spec):
-            return export_model(imported, out, data, opset, name, overwrite, seed, progress, spec=imported_spec)
+            return export_model(imported, out, data, opset, name, overwrite, seed, progress, spec=imported_spec,
+                                recorded_as=recorded_as)
     images = None
     if spec.needs_data:
         images = spec.load_data(ckpt, data or ckpt.trained_data())
@@ -105,7 +109,8 @@ def export_model(ckpt: Checkpoint, out: str | Path, data: str | None = None, ops
             name=name or Path(checkpoint).resolve().name,
             config=config.to_json(),
             graphs=graphs,
-            provenance={**provenance(opset, {"path": str(ckpt.path.resolve()), "weights_sha256": ckpt.weights_sha256,
+            provenance={**provenance(opset, {"path": str(Path(recorded_as or ckpt.path).resolve()),
+                                             "weights_sha256": ckpt.weights_sha256,
                                              **_gate_data(family, data)},
                                      training=ckpt.training), "files_beside": beside},
         )
