@@ -292,3 +292,15 @@ def test_a_pipeline_batch_past_the_engine_profile_runs_in_calls_the_profile_take
     joined_wrongly = Scale("unet", specs, prediction + (TensorSpec("total", "float32", (1,)),), profile=profile)
     with pytest.raises(InputError, match="within the engine's profile 1 to 16, found 40"):
         joined_wrongly.run_rows({"sample": sample, "scale": np.array([2.0], np.float32)})
+
+    # an engine whose smallest batch is 4 (--profile batch=4:8:16): a call of fewer rows is padded with
+    # copies of its last row, whose outputs are dropped, where it used to be refused by the profile
+    calls.clear()
+    at_least_4 = Scale("unet", specs, prediction, profile=((("sample", (4, 1, 8, 8), (8, 1, 8, 8), (16, 1, 8, 8)),
+                                                            ("scale", (1,), (1,), (1,)))))
+    assert at_least_4.min_rows == 4
+    for n, sizes in ((18, [16, 4]), (3, [4])):
+        out = at_least_4.run_rows({"sample": sample[:n], "scale": np.array([2.0], np.float32)}, keep=corner)
+        assert calls[-len(sizes):] == sizes
+        np.testing.assert_array_equal(out["corner"], sample[:n, :, :1, :1] * 2)   # n rows, in order
+    assert kept[-1] == 3   # keep sees the rows asked for, never the padding

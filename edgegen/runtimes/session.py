@@ -53,20 +53,36 @@ class Session:
         return min((high[0] for name, _low, _opt, high in self.profile or () if name in self._batched),
                    default=ROWS_PER_CALL)
 
+    @property
+    def min_rows(self) -> int:
+        """The fewest rows of the batch dim a call takes: the engine profile's smallest batch, else 1."""
+        return max((low[0] for name, low, _opt, _high in self.profile or () if name in self._batched), default=1)
+
     def run_rows(self, feeds: Mapping[str, np.ndarray], keep=None) -> dict[str, np.ndarray]:
         """run() in calls of at most max_rows rows of the batch dim, the outputs joined: for a
         pipeline's graphs whose rows are independent samples, so that a large n needs the memory
-        of max_rows, and a TensorRT engine built for 16 takes any n. Inputs without the batch dim
+        of max_rows, and a TensorRT engine built for 16 takes any n. A call of fewer rows than
+        min_rows (an engine built with --profile batch=4:8:16, the last call of 18 rows) is padded
+        with copies of its last row, whose outputs are dropped. Inputs without the batch dim
         go whole to every call. keep(outputs) -> outputs: the part of each call's outputs the
         caller uses, taken before the next call, so that only that part is held for every row."""
         keep = keep or (lambda outputs: outputs)
         rows = self._batch_rows(feeds)
-        step = self.max_rows
-        if rows <= step:
+        if rows == 0:
             return keep(self.run(feeds))
-        parts = [keep(self.run({name: value[start:start + step] if name in self._batched else value
-                                for name, value in feeds.items()})) for start in range(0, rows, step)]
-        return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+        step = self.max_rows
+        parts = [keep(self._run_padded({name: value[start:start + step] if name in self._batched else value
+                                        for name, value in feeds.items()}, min(step, rows - start)))
+                 for start in range(0, rows, step)]
+        return parts[0] if len(parts) == 1 else {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+
+    def _run_padded(self, feeds: Mapping[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
+        short = self.min_rows - rows
+        if short <= 0:
+            return self.run(feeds)
+        padded = {name: np.concatenate([value, np.repeat(value[-1:], short, axis=0)]) if name in self._batched else value
+                  for name, value in feeds.items()}
+        return {name: value[:rows] for name, value in self.run(padded).items()}
 
     def _batch_rows(self, feeds: Mapping[str, np.ndarray]) -> int:
         """The batch dim's size in `feeds`, or 0 where a graph's rows cannot be split: no input
