@@ -218,6 +218,33 @@ def test_a_shipped_models_export_is_not_counted_in_the_benchmarks_peak_memory(mo
     assert peak_rss_mb() < before + 200
 
 
+def test_interleaved_timings_time_no_call_that_wakes_an_engine_from_its_pause(monkeypatch):
+    """Each block of calls comes after a pause (for the other engine's threads to sleep), and the
+    first calls after it wake this engine's threads and caches: with a warm-up asked for, those
+    are made untimed (about 10 ms of them, 1 to 3; none for a call of a second or more), and a
+    lone engine, which never pauses, gets none."""
+    from edgegen import bench
+
+    assert [bench.rewarm_calls(s) for s in (1e-5, 0.004, 0.02, 0.5, 1.0, 30.0)] == [3, 2, 1, 1, 0, 0]
+    calls = {"a": 0, "b": 0}
+
+    def engine(name):
+        def call():
+            calls[name] += 1
+        return call
+
+    monkeypatch.setattr(bench, "rewarm_calls", lambda seconds: 3 if seconds < 1 else 0)
+    times = bench.interleaved_timings({"a": engine("a"), "b": engine("b")}, iters=20, warmup=2, rounds=10)
+    assert {name: len(t) for name, t in times.items()} == {"a": 20, "b": 20}
+    assert calls == {"a": 2 + 10 * 3 + 20, "b": 2 + 10 * 3 + 20}   # warm-up, 3 untimed a block, the timed
+    calls.update(a=0, b=0)
+    bench.interleaved_timings({"a": engine("a"), "b": engine("b")}, iters=20, warmup=0, rounds=10)
+    assert calls == {"a": 20, "b": 20}   # no warm-up asked for: every call timed as it comes
+    calls.update(a=0)
+    bench.interleaved_timings({"a": engine("a")}, iters=20, warmup=2, rounds=10)
+    assert calls["a"] == 22
+
+
 def test_the_bench_table_gives_each_row_its_own_ratio_and_slow_rates_their_digits():
     """The prompt-lookup row showed the plain loop's ratio to torch; a rate below 0.5 per second
     was printed (and written to the JSON) as 0."""
