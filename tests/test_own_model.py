@@ -266,6 +266,26 @@ def test_dynamic_options_are_read_per_input_and_axis_and_a_renamed_axis_is_refus
         parse_dynamic(["image:0=batch", "image:0=n"])
 
 
+def test_a_dynamic_that_names_no_axis_0_warns_that_the_rows_are_fixed(user_model, tmp_path):
+    """`dynamic` replaces the default batch: naming only the height fixes the rows at the example's
+    2, which is said with the way to keep a batch; one row fixed (a model for batch 1) is not."""
+    import warnings
+
+    from edgegen.errors import EdgegenWarning
+
+    _, make_model, example = user_model
+    heights = {"image": {2: "height"}, "mask": {2: "height"}}
+    with pytest.warns(EdgegenWarning, match=r"no input's axis 0 is dynamic, so the package takes exactly the example's "
+                                            r"rows \(image 2, mask 2\); name it to keep a batch: --dynamic image:0=batch"):
+        export_pytorch(make_model(), example, tmp_path / "rows", dynamic=heights)
+    assert [s.shape for s in edgegen.load(tmp_path / "rows").inputs] == [(2, 1, "height", 48)] * 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", EdgegenWarning)
+        export_pytorch(make_model(), {k: v[:1] for k, v in example.items()}, tmp_path / "one", dynamic=heights)
+        export_pytorch(make_model(), example, tmp_path / "batch", dynamic={"image": {0: "batch", 2: "height"},
+                                                                           "mask": {0: "batch", 2: "height"}})
+
+
 class _Difference(torch.nn.Module):
     def forward(self, a, b, c=None):
         return a - 2 * b if c is None else a - 2 * b + c

@@ -19,6 +19,7 @@ import numbers
 import os
 import sys
 import traceback
+import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -26,7 +27,7 @@ import numpy as np
 import onnx
 import torch
 
-from ...errors import CheckpointError, ConfigError, EdgegenError, ValidationError
+from ...errors import CheckpointError, ConfigError, EdgegenError, EdgegenWarning, ValidationError
 from ...export import check_opset, provenance
 from ...export.onnx_export import DEFAULT_OPSET, export_module, value_spec
 from ...export.validate import gate_feeds, refuse_lost_epsilons, sizes_label, torch_inputs
@@ -108,8 +109,11 @@ def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str 
     if not example:
         raise ConfigError("inputs (--inputs): expected at least one named example input, found none")
     example = _in_forward_order(module, example)
+    given = dynamic is not None
     dynamic = {k: {0: "batch"} for k, v in example.items() if v.ndim} if dynamic is None else dict(dynamic)
     specs = _input_specs(example, dynamic)
+    if given:
+        _warn_of_fixed_rows(specs)
     traced = _traced_sizes(specs, example)
     limits = _dim_limits(dim_limits, traced)
     outputs = _output_names(output_names, _output_count(module, example, specs))
@@ -214,6 +218,18 @@ def _numpy(value: Any, what: str) -> np.ndarray:
         raise ConfigError(f"{what}: expected finite numbers, found {int(np.size(array) - np.isfinite(array).sum())} "
                           "NaN or Inf value(s)")
     return np.ascontiguousarray(array)
+
+
+def _warn_of_fixed_rows(specs: tuple[TensorSpec, ...]) -> None:
+    """A `dynamic` given replaces the default (axis 0 of every input is batch); where it names no
+    input's axis 0 and the example's has several rows, the package takes exactly that many, which
+    a user who named only a sequence dim rarely means: said, with the way to keep the batch."""
+    rows = {s.name: s.shape[0] for s in specs if s.shape}
+    if rows and all(isinstance(n, int) for n in rows.values()) and max(rows.values()) > 1:
+        name = next(iter(rows))
+        warnings.warn(f"dynamic (--dynamic): no input's axis 0 is dynamic, so the package takes exactly the example's "
+                      f"rows ({', '.join(f'{k} {n}' for k, n in rows.items())}); name it to keep a batch: --dynamic "
+                      f"{name}:0=batch, dynamic={{{name!r}: {{0: 'batch', ...}}}}", EdgegenWarning, stacklevel=3)
 
 
 def _input_specs(example: dict[str, np.ndarray], dynamic: dict) -> tuple[TensorSpec, ...]:
