@@ -493,6 +493,8 @@ def _abridged(value, longest: int = 8):
 
 
 def _print_info(path) -> int:
+    from .errors import UnknownFamilyError
+    from .families import get as get_family
     from .package import Package
 
     package = Package(path)
@@ -511,7 +513,11 @@ def _print_info(path) -> int:
         print(f"graph     {part}: {g.file} ({size / 1024:.0f} KiB, sha256 {g.sha256[:12]}..., opset {g.extra.get('opset')})")
         print(f"            in  {ins}\n            out {outs}\n            {gate}")
     if not m.variants:
-        print("variants  none (fp32 only; 'edgegen optimize' adds int8 / fp16 / int4 variants)")
+        try:
+            offered = " / ".join(get_family(m.family).variant_precisions())
+        except UnknownFamilyError:   # a plugin's family not installed here
+            offered = "other precisions'"
+        print(f"variants  none (fp32 only; 'edgegen optimize' adds {offered} variants)")
     for precision, parts in m.variants.items():
         for part, record in parts.items():
             gate = record.get("gate", {})

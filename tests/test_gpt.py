@@ -766,6 +766,7 @@ def test_imported_gpt2_greedy_equals_transformers_generate(tmp_path, capsys):
         with pytest.raises(MissingExtraError, match=r"needs the text extra: pip install 'edgegen\[text\]'"):
             edgegen.load(tmp_path / "pkg")
     assert main(["info", str(tmp_path / "pkg")]) == 0
+    assert "'edgegen optimize' adds int8 / fp16 / fused / int4 / int8-weights variants" in capsys.readouterr().out
     pipe = edgegen.load(tmp_path / "pkg", backend="ort-cpu")
     assert pipe.config.tokenizer["kind"] == "bpe" and pipe.config.eos_token_id == 0
     assert "matches transformers" in pipe.config.data["transformers_check"]

@@ -337,7 +337,9 @@ def test_held_out_feeds_are_checked_and_recorded_for_optimize(tmp_path, capsys):
     assert not (tmp_path / "one").exists()
     # info says they are there, and when they are gone, what optimize then needs
     assert main(["info", str(path)]) == 0
-    assert "held out  2 feeds in held_out.npz (what optimize calibrates and gates on)\n" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "held out  2 feeds in held_out.npz (what optimize calibrates and gates on)\n" in out
+    assert "variants  none (fp32 only; 'edgegen optimize' adds int8 / fp16 variants)" in out   # int4 is a token model's
     (path / "held_out.npz").unlink()
     main(["info", str(path)])
     assert "held out  2 feeds in held_out.npz (what optimize calibrates and gates on; MISSING: optimize then needs " \

@@ -288,6 +288,12 @@ class Family:
     def limits(self, config: RuntimeConfig) -> dict[str, int]:
         return dict(self.dim_limits(config)) if self.dim_limits else {}
 
+    def variant_precisions(self) -> tuple[str, ...]:
+        """The precisions `edgegen optimize` writes for this family's packages: fused for a
+        transformer (fusion), the weight-only ones for a token model (held_out_tokens)."""
+        return ("int8", "fp16", *(("fused",) if self.fusion else ()),
+                *(("int4", "int8-weights") if self.held_out_tokens else ()))
+
     def eager_modules_function(self) -> Callable | None:
         return None if self.eager_modules is None else _resolve(self.eager_modules, "")
 
