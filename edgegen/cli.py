@@ -145,6 +145,12 @@ def _cmd_export(args) -> int:
     refuse_package_output(args.out, args.force, args.name, reads)   # before a module or an import loads, not after
     opset = _target_opset(args)
     options = dict(data=args.data, opset=opset, name=args.name, overwrite=args.force)
+    module_only = [flag for flag, value in MODULE_EXPORT_OPTIONS.items() if getattr(args, value) is not None]
+    if module_only and not args.module:   # they would be dropped without a word: the user thinks they took effect
+        route = ("--from-transformers" if args.from_transformers else "--from-diffusers" if args.from_diffusers
+                 else "a checkpoint" if args.checkpoint else "no --module")
+        raise ConfigError(f"{module_only[0]}: expected an option of a module's export (with --module), found it with "
+                          f"{route}")
     if args.module:
         if args.from_diffusers:
             raise ConfigError("--module: expected alone, found --from-diffusers with it")
@@ -171,6 +177,11 @@ def _cmd_export(args) -> int:
     if args.target is not None and get_target(args.target).uses_tensorrt:
         return _cmd_check(argparse.Namespace(package=out, target=args.target, tensorrt=None, profile=None))
     return 0
+
+
+# the options of `export --module` alone (flag: argparse dest), refused with a checkpoint or an import
+MODULE_EXPORT_OPTIONS = {"--inputs": "inputs", "--dynamic": "dynamic", "--output-name": "output_name",
+                         "--held-out": "held_out", "--limit": "limit", "--atol": "atol", "--rtol": "rtol"}
 
 
 def _target_opset(args) -> int:
@@ -203,7 +214,8 @@ def _export_module(args):
     return export_pytorch(load_factory(args.module), example, args.out, dynamic=parse_dynamic(args.dynamic),
                           output_names=args.output_name, held_out=args.held_out,
                           dim_limits=parse_dim_sizes(args.limit, "--limit"), name=args.name, opset=opset,
-                          atol=args.atol, rtol=args.rtol, overwrite=args.force, source=args.module,
+                          overwrite=args.force, source=args.module,
+                          **{name: value for name, value in (("atol", args.atol), ("rtol", args.rtol)) if value is not None},
                           reads=[p for p in (_module_file(args), args.inputs) if os.path.exists(p)])
 
 
@@ -763,8 +775,8 @@ def build_parser() -> argparse.ArgumentParser:
     own.add_argument("--limit", action="append", default=None, metavar="NAME=SIZE",
                      help="the largest value of a dynamic dim, for TensorRT profiles (default: batch 16, others 4x "
                           "their traced size)")
-    own.add_argument("--atol", type=float, default=1e-4, help="the gate's absolute tolerance (default 1e-4)")
-    own.add_argument("--rtol", type=float, default=1e-3, help="the gate's relative tolerance (default 1e-3)")
+    own.add_argument("--atol", type=float, default=None, help="the gate's absolute tolerance (default 1e-4)")
+    own.add_argument("--rtol", type=float, default=None, help="the gate's relative tolerance (default 1e-3)")
     p.set_defaults(func=_cmd_export, export_side="edgegen export")
 
     p = sub.add_parser("generate", help="sample from a package and write a PNG or JPEG grid (or stream text)")

@@ -441,6 +441,13 @@ def test_doctor(capsys):
     (["export", "/no/such/ckpt", "--out", "pkg"], "checkpoint '/no/such/ckpt': expected a directory"),
     (["train", "flowgan", "--out", "x"], "family 'flowgan': expected one of vae, gan"),
     (["train", "vae", "--data", "nowhere", "--out", "x"], "data 'nowhere': expected one of digits, natural"),
+    # an option of a module's export was dropped without a word with a checkpoint or an import
+    (["export", "/no/such/ckpt", "--limit", "batch=8", "--out", "pkg"],
+     "--limit: expected an option of a module's export (with --module), found it with a checkpoint"),
+    (["export", "--from-diffusers", "/no/such/dir", "--atol", "1e-3", "--out", "pkg"],
+     "--atol: expected an option of a module's export (with --module), found it with --from-diffusers"),
+    (["export", "--inputs", "x.npz", "--out", "pkg"], "--inputs: expected an option of a module's export (with "
+                                                      "--module), found it with no --module"),
 ])
 def test_user_errors_are_one_line_without_traceback(args, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -19,7 +19,6 @@ import numbers
 import os
 import sys
 import traceback
-import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -27,7 +26,7 @@ import numpy as np
 import onnx
 import torch
 
-from ...errors import CheckpointError, ConfigError, EdgegenError, EdgegenWarning, ValidationError
+from ...errors import CheckpointError, ConfigError, EdgegenError, EdgegenWarning, ValidationError, warn_caller
 from ...export import check_opset, provenance
 from ...export.onnx_export import DEFAULT_OPSET, export_module, value_spec
 from ...export.validate import gate_feeds, refuse_lost_epsilons, sizes_label, torch_inputs
@@ -112,8 +111,6 @@ def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str 
     given = dynamic is not None
     dynamic = {k: {0: "batch"} for k, v in example.items() if v.ndim} if dynamic is None else dict(dynamic)
     specs = _input_specs(example, dynamic)
-    if given:
-        _warn_of_fixed_rows(specs)
     traced = _traced_sizes(specs, example)
     limits = _dim_limits(dim_limits, traced)
     outputs = _output_names(output_names, _output_count(module, example, specs))
@@ -121,6 +118,8 @@ def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str 
     if clashes or len(set(outputs)) != len(outputs):
         raise ConfigError(f"output_names (--output-name): expected names unlike each other and the inputs' (ONNX names each value "
                           f"once), found {list(outputs)} with inputs {list(example)}")
+    if given:   # said once the arguments are known good, not before a refusal of them
+        _warn_of_fixed_rows(specs)
     rng = np.random.default_rng(seed)
     recorded = _held_out(held_out, specs) if held_out is not None else _synthesized(specs, example, traced, limits, rng)
     checked = recorded + (_synthesized(specs, example, traced, limits, rng) if held_out is not None else [])
@@ -227,9 +226,9 @@ def _warn_of_fixed_rows(specs: tuple[TensorSpec, ...]) -> None:
     rows = {s.name: s.shape[0] for s in specs if s.shape}
     if rows and all(isinstance(n, int) for n in rows.values()) and max(rows.values()) > 1:
         name = next(iter(rows))
-        warnings.warn(f"dynamic (--dynamic): no input's axis 0 is dynamic, so the package takes exactly the example's "
-                      f"rows ({', '.join(f'{k} {n}' for k, n in rows.items())}); name it to keep a batch: --dynamic "
-                      f"{name}:0=batch, dynamic={{{name!r}: {{0: 'batch', ...}}}}", EdgegenWarning, stacklevel=3)
+        warn_caller(f"dynamic (--dynamic): no input's axis 0 is dynamic, so the package takes exactly the example's "
+                    f"rows ({', '.join(f'{k} {n}' for k, n in rows.items())}); name it to keep a batch: --dynamic "
+                    f"{name}:0=batch, dynamic={{{name!r}: {{0: 'batch', ...}}}}", EdgegenWarning)
 
 
 def _input_specs(example: dict[str, np.ndarray], dynamic: dict) -> tuple[TensorSpec, ...]:
