@@ -202,6 +202,14 @@ def test_values_the_graph_cannot_take_are_an_input_error_in_one_line(tmp_path, c
     assert "edgegen: error: graph 'model': expected input values" in err and "Traceback" not in err
     assert not (tmp_path / "o.npz").exists()
 
+    # values the cast to the graph's dtype would change: an int32 label past int32's range (it wrapped
+    # to 1 and ran), a float64 past float32's (it became inf, then was blamed on the graph)
+    narrow = edgegen.load(export_pytorch(Labelled(), {"label": np.array([1, 7], np.int32)}, tmp_path / "int32"))
+    assert narrow(label=np.array([2], np.int64))["output"].shape == (1, 4)   # a cast that keeps the value: taken
+    with pytest.raises(InputError, match=r"input 'label': expected integers int32 holds \(-2147483648 to 2147483647\), "
+                                         r"found 1..4294967297$"):
+        narrow(label=np.array([1, 2**32 + 1], np.int64))
+
     # The same failure through IO binding, which generation loops (GPT's cache, WaveNet's queues)
     # run: its error has lost ONNX Runtime's status code, so it is a BackendError, in one line too
     binding = OrtBinding(pipe.sessions["model"])
@@ -484,6 +492,9 @@ def test_a_generic_package_refuses_nan_and_empty_batches_and_never_returns_nan(t
     assert np.isfinite(masked).all() and (masked[:, 4:] == 0).all()
     with pytest.raises(InputError, match=r"input 'scores': expected numbers, found 1 NaN value\(s\)"):
         pipe(scores=np.array([[1, 2, 3, 4, 5, np.nan]], np.float32), mask=mask)
+    with pytest.raises(InputError, match=r"input 'scores': expected values float32 holds \(magnitudes up to 3.4e\+38\), "
+                                         r"found 1e\+40$"):   # float64 that the cast would make inf: said as such
+        pipe(scores=np.full((1, 6), 1e40), mask=mask)
     with pytest.raises(InputError, match=r"input 'scores': expected at least one item, found an empty batch of "
                                          r"shape \[0, 6\]"):
         pipe(scores=np.zeros((0, 6), np.float32), mask=np.zeros((0, 6), np.float32))

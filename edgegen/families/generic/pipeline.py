@@ -104,6 +104,24 @@ def _as_array(value: Any, spec: TensorSpec) -> np.ndarray:
     # NaN is refused; an infinity may be meant (an additive -inf attention mask), as in PyTorch
     if array.dtype.kind == "f" and np.isnan(array).any():
         raise InputError(f"input {spec.name!r}: expected numbers, found {int(np.isnan(array).sum())} NaN value(s)")
+    if array.dtype != expected and array.size:
+        _refuse_values_the_cast_changes(array, expected, spec.name)
     return np.ascontiguousarray(array, dtype=expected)
+
+
+def _refuse_values_the_cast_changes(array: np.ndarray, expected: np.dtype, name: str) -> None:
+    """The cast to the graph's dtype wraps an integer past its range (2**32 + 1 as int32 is 1) and
+    makes a finite float past it infinite: refused, as the values they are."""
+    if expected.kind in "iu":
+        held = np.iinfo(expected)
+        low, high = int(array.min()), int(array.max())
+        if low < held.min or high > held.max:
+            raise InputError(f"input {name!r}: expected integers {expected.name} holds ({held.min} to {held.max}), "
+                             f"found {low}..{high}")
+    elif expected.kind == "f" and array.dtype.itemsize > expected.itemsize:
+        finite = np.abs(array[np.isfinite(array)])
+        if finite.size and finite.max() > np.finfo(expected).max:
+            raise InputError(f"input {name!r}: expected values {expected.name} holds (magnitudes up to "
+                             f"{np.finfo(expected).max:.3g}), found {finite.max():.3g}")
 
 
