@@ -202,6 +202,13 @@ def test_values_the_graph_cannot_take_are_an_input_error_in_one_line(tmp_path, c
     assert "edgegen: error: graph 'model': expected input values" in err and "Traceback" not in err
     assert not (tmp_path / "o.npz").exists()
 
+    # a held-out feed the module cannot take is named as that feed, not blamed on sizes the trace did not see
+    with pytest.raises(ValidationError, match=r"failed on held-out feed 1 \(held_out, --held-out\) \(IndexError: index "
+                                              r"out of range in self\); check its values and sizes$"):
+        export_pytorch(Labelled(), {"label": np.array([1, 7])}, tmp_path / "held",
+                       held_out=[{"label": np.array([2, 3])}, {"label": np.array([20, 3])}])
+    assert not (tmp_path / "held").exists()
+
     # values the cast to the graph's dtype would change: an int32 label past int32's range (it wrapped
     # to 1 and ran), a float64 past float32's (it became inf, then was blamed on the graph)
     narrow = edgegen.load(export_pytorch(Labelled(), {"label": np.array([1, 7], np.int32)}, tmp_path / "int32"))

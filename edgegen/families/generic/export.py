@@ -108,7 +108,7 @@ def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str 
     if not example:
         raise ConfigError("inputs (--inputs): expected at least one named example input, found none")
     example = _in_forward_order(module, example)
-    given = dynamic is not None
+    dynamic_given = dynamic is not None
     dynamic = {k: {0: "batch"} for k, v in example.items() if v.ndim} if dynamic is None else dict(dynamic)
     specs = _input_specs(example, dynamic)
     traced = _traced_sizes(specs, example)
@@ -118,7 +118,7 @@ def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str 
     if clashes or len(set(outputs)) != len(outputs):
         raise ConfigError(f"output_names (--output-name): expected names unlike each other and the inputs' (ONNX names each value "
                           f"once), found {list(outputs)} with inputs {list(example)}")
-    if given:   # said once the arguments are known good, not before a refusal of them
+    if dynamic_given:   # said once the arguments are known good, not before a refusal of them
         _warn_of_fixed_rows(specs)
     rng = np.random.default_rng(seed)
     recorded = _held_out(held_out, specs) if held_out is not None else _synthesized(specs, example, traced, limits, rng)
@@ -144,14 +144,19 @@ def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str 
                 raise ConfigError(f"output {spec.name!r}: expected one of {', '.join(DTYPES)}, found {spec.dtype} "
                                   "(cast it in forward, e.g. .float())")
         session = OrtSession(GRAPH, stage / f"{GRAPH}.onnx", specs, graph_outputs, backend="ort-cpu")
-        try:
-            results = gate_feeds(module, session, checked, atol, rtol)
-        except EdgegenError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - the user's module failing on a fresh size is the gate's finding
-            raise ValidationError(f"export of {config.source!r}: the module or its graph failed on inputs at sizes "
-                                  f"the trace did not see ({_first_line(exc)}); give dim_limits (--limit) "
-                                  "or held_out (--held-out) inputs of sizes it takes") from None
+        users_feeds = len(recorded) if held_out is not None else 0   # checked holds them first
+        results = []
+        for i, feed in enumerate(checked):
+            try:
+                results += gate_feeds(module, session, [feed], atol, rtol)
+            except EdgegenError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the user's module failing on a feed is the gate's finding
+                raise ValidationError(f"export of {config.source!r}: the module or its graph failed on "
+                                      + (f"held-out feed {i} (held_out, --held-out) ({_first_line(exc)}); check its "
+                                         "values and sizes" if i < users_feeds else
+                                         f"inputs at sizes the trace did not see ({_first_line(exc)}); give dim_limits "
+                                         "(--limit) or held_out (--held-out) inputs of sizes it takes")) from None
         if failures := _gate_failures(results, atol, rtol, sizes_label(specs, traced)):
             raise ValidationError(f"export of {config.source!r} does not reproduce PyTorch, package not written: "
                                   + failures)
