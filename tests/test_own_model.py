@@ -281,7 +281,7 @@ def test_dynamic_options_are_read_per_input_and_axis_and_a_renamed_axis_is_refus
         parse_dynamic(["image:0=batch", "image:0=n"])
 
 
-def test_a_dynamic_that_names_no_axis_0_warns_that_the_rows_are_fixed(user_model, tmp_path):
+def test_a_dynamic_that_names_no_axis_0_warns_that_the_rows_are_fixed(user_model, tmp_path, capsys):
     """`dynamic` replaces the default batch: naming only the height fixes the rows at the example's
     2, which is said with the way to keep a batch; one row fixed (a model for batch 1) is not."""
     import warnings
@@ -299,6 +299,15 @@ def test_a_dynamic_that_names_no_axis_0_warns_that_the_rows_are_fixed(user_model
         export_pytorch(make_model(), {k: v[:1] for k, v in example.items()}, tmp_path / "one", dynamic=heights)
         export_pytorch(make_model(), example, tmp_path / "batch", dynamic={"image": {0: "batch", 2: "height"},
                                                                            "mask": {0: "batch", 2: "height"}})
+    # bench times what each call runs: the 2 fixed rows (it said batch 1, and half the samples/s)
+    assert main(["bench", str(tmp_path / "rows"), "--iters", "2", "--warmup", "0", "--no-energy", "--json",
+                 str(tmp_path / "rows.json")]) == 0
+    report = json.loads((tmp_path / "rows.json").read_text())
+    assert report["batch"] == 2
+    assert report["results"][0]["throughput_per_s"] == pytest.approx(2e3 / report["results"][0]["mean_ms"], rel=0.02)
+    assert main(["bench", str(tmp_path / "rows"), "--iters", "2", "--batch", "4"]) == 2
+    assert "--batch 4: expected a package whose graphs have a dynamic dim named 'batch', found none (image " \
+        "float32[2, 1, height, 48]; mask float32[2, 1, height, 48])" in capsys.readouterr().err
 
 
 class _Difference(torch.nn.Module):
