@@ -338,6 +338,24 @@ def test_inputs_named_as_forwards_parameters_are_bound_by_name(tmp_path):
     with pytest.raises(ConfigError, match=r"expected names that are all forward's parameters \(a, b, c\) or none of them "
                                           r"\(then they go in the file's order\), found b among them and image not"):
         export_pytorch(_Difference(), {"b": b, "image": a}, tmp_path / "mixed")   # b would have been fed as a
+    with pytest.raises(ConfigError, match=r"expected an array for each of forward's parameters \(a, b, c\) and no more, "
+                                          r"found 3 arrays, image not among them \(leave it out of the example\)$"):
+        export_pytorch(_Difference(), {"a": a, "b": b, "image": a}, tmp_path / "extra")   # one too many, not a mix
+
+    class Returns(torch.nn.Module):   # forward returning what a graph cannot: named, with the way out
+        def __init__(self, result):
+            super().__init__()
+            self.result = result
+
+        def forward(self, x):
+            return self.result(x)
+
+    for result, said in ((lambda x: (x, None), "a tuple with NoneType at position 1"),
+                         (lambda x: {"clean": x, "noise": -x}, r"a dict \(clean, noise\): return its tensors as a tuple "
+                                                              r"and name them with output_names \(--output-name\)")):
+        with pytest.raises(ConfigError, match=rf"module: expected forward to return a tensor or a tuple of tensors, "
+                                              rf"found {said}$"):
+            export_pytorch(Returns(result), {"x": a}, tmp_path / "returns")
     path = export_pytorch(_Difference(), {"first": a, "second": b}, tmp_path / "own")   # names of the user's: in order
     np.testing.assert_allclose(edgegen.load(path)(first=a, second=b)["output"], a - 2 * b, atol=1e-6)
 

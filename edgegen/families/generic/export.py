@@ -191,6 +191,12 @@ def _in_forward_order(module: torch.nn.Module, example: dict[str, np.ndarray]) -
     by_name = {p.name: p for p in parameters if p.kind is not p.VAR_POSITIONAL and p.kind is not p.VAR_KEYWORD}
     if not set(example) <= set(by_name):
         named = [name for name in example if name in by_name]
+        extra = [name for name in example if name not in by_name]
+        needed = [p.name for p in by_name.values() if p.default is p.empty and p.kind is not p.KEYWORD_ONLY]
+        if named and set(needed) <= set(named) and not any(p.kind is p.VAR_POSITIONAL for p in parameters):
+            raise ConfigError(f"inputs (--inputs): expected an array for each of forward's parameters "
+                              f"({', '.join(by_name)}) and no more, found {len(example)} arrays, "
+                              f"{', '.join(extra)} not among them (leave it out of the example)")
         if named and not any(p.kind is p.VAR_POSITIONAL for p in parameters):   # by name or by order: not both
             raise ConfigError(f"inputs (--inputs): expected names that are all forward's parameters ("
                               f"{', '.join(by_name)}) or none of them (then they go in the file's order), found "
@@ -291,6 +297,17 @@ def _dim_limits(given: Mapping[str, int] | None, traced: dict[str, int]) -> dict
     return limits
 
 
+def _returned(result) -> str:
+    """What forward returned instead of tensors, in words that point at the fix."""
+    if isinstance(result, dict):
+        return (f"a dict ({', '.join(map(str, list(result)[:4]))}): return its tensors as a tuple and name them with "
+                "output_names (--output-name)")
+    if isinstance(result, (tuple, list)) and result:
+        index, item = next((i, r) for i, r in enumerate(result) if not isinstance(r, torch.Tensor))
+        return f"a {type(result).__name__} with {type(item).__name__} at position {index}"
+    return type(result).__name__
+
+
 def _output_count(module, example, specs) -> int:
     """How many tensors forward returns on the example: run once, before the export, so that a
     module that fails on its own example, or returns something else, is said so at once."""
@@ -302,7 +319,7 @@ def _output_count(module, example, specs) -> int:
     if not isinstance(result, torch.Tensor) and not (isinstance(result, (tuple, list)) and result
                                                      and all(isinstance(r, torch.Tensor) for r in result)):
         raise ConfigError(f"module: expected forward to return a tensor or a tuple of tensors, found "
-                          f"{type(result).__name__}")
+                          f"{_returned(result)}")
     tensors = [result] if isinstance(result, torch.Tensor) else list(result)
     for index, tensor in enumerate(tensors):   # PyTorch's own NaN, not the graph's: said as such
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
