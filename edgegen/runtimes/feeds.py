@@ -22,6 +22,8 @@ HELD_OUT_FILE = "held_out.npz"   # a package's recorded inputs: config.held_out 
 
 def read_feeds(path: str | os.PathLike) -> list[dict[str, np.ndarray]]:
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"inputs {str(path)!r}: expected an .npz file of named arrays (numpy.savez), found a folder")
     try:
         data = np.load(path, allow_pickle=False)
         if not isinstance(data, np.lib.npyio.NpzFile):   # an .npy: a bare array, not a context manager
