@@ -304,7 +304,8 @@ def _cmd_generate(args) -> None:
         from .images import save_grid
 
         save_grid(images, args.out, nrow=args.nrow, scale=args.scale)
-        return f"wrote {args.out} ({counted(len(images), 'sample')} from {pipe.family} package, seed {args.seed}, backend {pipe.backend})"
+        return (f"wrote {args.out} ({counted(len(images), 'sample')} from {pipe.family} package, seed {args.seed}, "
+                f"backend {pipe.backend}, precision {pipe.precision})")
 
     try:
         if family.generate is None:

@@ -555,7 +555,8 @@ def test_generate_writes_the_format_its_extension_names_or_refuses_it(trained, t
     assert (tmp_path / "d.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     capsys.readouterr()
     assert main(["generate", ddpm, "--n", "1", "--steps", "2", "--out", str(tmp_path / "d.png")]) == 0
-    assert f"wrote {tmp_path / 'd.png'} (1 sample from diffusion package" in capsys.readouterr().out
+    assert f"wrote {tmp_path / 'd.png'} (1 sample from diffusion package, seed 0, backend ort-cpu, precision fp32)" \
+        in capsys.readouterr().out
     assert main(["generate", ddpm, "--n", "2", "--steps", "2", "--out", str(tmp_path / "d.gif")]) == 2
     assert "expected an extension among .png, .jpg, .jpeg, found .gif" in capsys.readouterr().err
     assert not (tmp_path / "d.gif").exists()
