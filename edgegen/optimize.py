@@ -416,7 +416,8 @@ def _variant(package, part, precision, target, calibration_feeds, gate_feeds, ga
         if target == "ort-cpu" and record["speedup_ort_cpu"] < MIN_SPEEDUP:
             keeps = "; --target tensorrt keeps it" if precision in get_target("tensorrt").variant_precisions else ""
             return {**record, "refused": f"does not pay on ort-cpu: {record['speedup_ort_cpu']:.3f}x the fp32 graph's "
-                                         f"speed at {call} (below {MIN_SPEEDUP}x{keeps})"}
+                                         f"speed at {call} (below {MIN_SPEEDUP}x{keeps}), though its gate passed "
+                                         f"({gate.line()})"}
         data = out.read_bytes()
         digest = hashlib.sha256(data).hexdigest()
         # a new name for new bytes: the manifest still names the old file until it is switched

@@ -54,6 +54,16 @@ def _int8_weights(path):
                if t.name in quantized and t.data_type == onnx.TensorProto.INT8 and len(t.dims) > 1)
 
 
+def test_a_variant_that_does_not_pay_on_ort_cpu_says_its_gate_passed(package_copy, monkeypatch):
+    """Refused for its speed alone: the refusal says so, so that a user does not take it for a
+    quality failure (--target tensorrt, where speed is TensorRT's, keeps it)."""
+    monkeypatch.setattr("edgegen.optimize.MIN_SPEEDUP", 1e9)   # nothing pays
+    record = optimize_package(package_copy("gan"), "int8", calibration=16, target="ort-cpu", progress=_quiet)["generator"]
+    assert "file" not in record
+    assert re.fullmatch(r"does not pay on ort-cpu: [0-9.]+x the fp32 graph's speed at .* \(below 1000000000.0x; --target "
+                        r"tensorrt keeps it\), though its gate passed \(PSNR dB [0-9.]+ >= 30\)", record["refused"])
+
+
 @pytest.mark.parametrize("saturating", [True, False])
 def test_int8_for_a_cpu_whose_int8_sums_saturate_has_7_bit_weights(package_copy, monkeypatch, capsys, saturating):
     """An x86 CPU without VNNI multiplies int8 with 16-bit pairwise sums, which 8-bit weights
