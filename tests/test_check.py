@@ -7,7 +7,7 @@ import onnx
 import pytest
 from onnx import helper
 
-from edgegen.check import check_package, support_table
+from edgegen.check import check_package, format_checks, support_table
 from edgegen.cli import main
 from edgegen.errors import ConfigError
 from edgegen.optimize import optimize_package
@@ -40,7 +40,11 @@ def test_check_reports_ops_opsets_quantization_and_unprofiled_dims(package_copy,
     assert main(["check", str(pkg), "--target", "jetpack6"]) == 1   # JetPack 6 is TensorRT 10.3
     assert "will NOT parse (judged by TensorRT 10.3's parser table)" in capsys.readouterr().out
     assert main(["check", str(pkg), "--profile", "batch=1:8:16"]) == 0
-    assert "parses (judged by TensorRT 10.15's parser table)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "parses (judged by TensorRT 10.15's parser table)" in out
+    # a restriction is listed with whether it was checked and met, not as if it were a problem
+    assert "  restricted   QuantizeLinear: zero point must be 0 (symmetric) (zero points checked here: met)\n" in out
+    assert "  restricted   Resize: nearest or linear;" in out and "(not checked here: TensorRT's parser tells)" in out
 
 
 def test_check_flags_unsupported_ops_custom_domains_and_nonzero_zero_points(package_copy):
@@ -60,6 +64,8 @@ def test_check_flags_unsupported_ops_custom_domains_and_nonzero_zero_points(pack
     assert check.unsupported == {"Unique": 1} and not check.ok
     assert any("com.microsoft.FastGelu" in p for p in check.problems)
     assert any("zero point is not 0" in p for p in check.problems)
+    assert "restricted   QuantizeLinear: zero point must be 0 (symmetric) (zero points checked here: NOT met, above)" \
+        in format_checks([check])
 
 
 def test_profiles_are_checked():
