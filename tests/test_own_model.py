@@ -308,6 +308,13 @@ def test_a_dynamic_that_names_no_axis_0_warns_that_the_rows_are_fixed(user_model
     assert main(["bench", str(tmp_path / "rows"), "--iters", "2", "--batch", "4"]) == 2
     assert "--batch 4: expected a package whose graphs have a dynamic dim named 'batch', found none (image " \
         "float32[2, 1, height, 48]; mask float32[2, 1, height, 48])" in capsys.readouterr().err
+    # past the batch the export gated at (16): timed, and said, as --shapes past a limit is
+    assert main(["bench", str(tmp_path / "batch"), "--iters", "1", "--warmup", "0", "--no-energy", "--batch", "20"]) == 0
+    assert "--batch 20: beyond the largest batch the package was gated at and its TensorRT profiles are built to " \
+        "(16); timed as asked" in capsys.readouterr().err
+    assert main(["check", str(tmp_path / "batch"), "--profile", "batch=1:4:64"]) == 0   # and an engine's profile
+    assert "--profile batch: MAX 64 is beyond the largest batch the package was gated at (16); taken as asked" \
+        in capsys.readouterr().err
 
 
 class _Difference(torch.nn.Module):

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BackendError, ConfigError, InputError, UnknownFamilyError
+from ..errors import BackendError, ConfigError, EdgegenWarning, InputError, UnknownFamilyError, warn_caller
 from ..families import package_config
 from ..package import (ENGINE_CACHE, TensorSpec, engine_cache_dir, engine_folder_refused, may_be_empty,
                        prepare_engine_folder)
@@ -124,6 +124,10 @@ def package_profiles(package, profiles: list[str] | None = None, strict: bool = 
         if dim in limits and dim != "batch" and high > limits[dim]:
             raise ConfigError(f"--profile {dim}: expected MAX at most {limits[dim]}, the largest {dim} the "
                               f"{family.name} package takes, found {high}")
+        if dim == "batch" and dim in limits and high > limits[dim]:   # rows are independent: taken, but said
+            warn_caller(f"--profile batch: MAX {high} is beyond the largest batch the package was gated at "
+                        f"({limits[dim]}); taken as asked, for batches whose outputs the export never checked",
+                        EdgegenWarning)
     result = {}
     for part, entry in package.graphs.items():
         try:
