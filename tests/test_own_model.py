@@ -241,6 +241,11 @@ def test_export_refuses_bad_arguments_with_their_names(user_model, tmp_path):
         export_pytorch(make_model(), example, tmp_path / "c", dynamic={"image": {2: "side"}, "mask": {3: "side"}})
     with pytest.raises(ConfigError, match=r"output_names \(--output-name\): expected names unlike each other and the inputs'"):
         export_pytorch(make_model(), example, tmp_path / "e", output_names=["image", "change"])
+    with pytest.raises(ValidationError, match=r"the exporter produced \['float32\[batch, 4, 16\]'\]: the module fixed "
+                                              r"dim 'ch' of input 'x' \(axis 1\) at 4 \(a layer that takes one size there"):
+        torch.manual_seed(0)   # a convolution's channels named dynamic: the trace fixes them, said as such
+        export_pytorch(torch.nn.Conv1d(4, 8, 3), {"x": np.zeros((2, 4, 16), np.float32)}, tmp_path / "ch",
+                       dynamic={"x": {0: "batch", 1: "ch"}})
     with pytest.raises(ConfigError, match="module: expected a torch.nn.Module"):
         export_pytorch(lambda x: x, example, tmp_path / "d")
     with pytest.raises(ConfigError, match=r"module: expected its weights on the CPU \(export module.cpu\(\); the package "

@@ -72,8 +72,13 @@ def export_module(module: torch.nn.Module, part: str, inputs: tuple[TensorSpec, 
         raise ValidationError(f"graph {part!r}: expected a valid ONNX model, onnx.checker found: {exc}") from None
     found_inputs = tuple(value_spec(v) for v in model.graph.input)
     if found_inputs != tuple(inputs):
+        fixed = [f"dim {want!r} of input {spec.name!r} (axis {axis}) at {got}"
+                 for spec, made in zip(inputs, found_inputs) if spec.name == made.name and len(spec.shape) == len(made.shape)
+                 for axis, (want, got) in enumerate(zip(spec.shape, made.shape)) if isinstance(want, str) and isinstance(got, int)]
+        why = (f": the module fixed {', '.join(fixed)} (a layer that takes one size there, such as a convolution's "
+               "channels): make only dims it takes at any size dynamic") if fixed else ""
         raise ValidationError(f"graph {part!r}: expected inputs {[s.describe() for s in inputs]}, "
-                              f"the exporter produced {[s.describe() for s in found_inputs]}")
+                              f"the exporter produced {[s.describe() for s in found_inputs]}{why}")
     found_outputs = [v.name for v in model.graph.output]
     if found_outputs != list(outputs):
         raise ValidationError(f"graph {part!r}: expected outputs {list(outputs)}, the exporter produced {found_outputs}")
