@@ -298,7 +298,7 @@ def test_optimize_errors_and_cli(package_copy, trained, tmp_path, capsys):
            "model" in err and "then edgegen optimize pkg-gan-digits" in err
     moved = tmp_path / "elsewhere"
     shutil.copytree(trained["gan"][0], moved)
-    with pytest.raises(CheckpointError, match="--checkpoint|weights"):
+    with pytest.raises(CheckpointError, match="expected a gan model, the family of the package .*, found a vae model"):
         optimize_package(pkg, "int8", checkpoint=trained["vae"][0], progress=_quiet)
     assert main(["optimize", str(pkg), "--precision", "int8", "--target", "tensorrt", "--checkpoint", str(moved),
                  "--calibration", "16"]) == 0
