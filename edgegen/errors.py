@@ -125,6 +125,13 @@ def not_one_of(thing: str, found: str, allowed, what: str = "") -> str:
             f"found {found!r}" + (f" (did you mean {close!r}?)" if close else ""))
 
 
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception's message cut to its first line, for a one-line error (its type's name where it
+    has no message): a library's multi-line text, or its traceback, is not the user's to read."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__
+
+
 def warn_caller(message: str, category: type[Warning]) -> None:
     """warnings.warn pointed at the first frame outside edgegen: the user's own line, however many of
     edgegen's calls lie between (edgegen.load, then edgegen.runtimes.load, then ...)."""

@@ -42,7 +42,7 @@ import numpy as np
 import onnx
 import onnxruntime
 
-from .errors import ConfigError, PackageError, not_one_of
+from .errors import ConfigError, PackageError, first_line, not_one_of
 from .families import families, package_config
 from .families import get as get_family
 from .package import VARIANT_FILE, VARIANT_PRECISIONS, Package, spared_text, write_manifest
@@ -377,8 +377,7 @@ def _variant(package, part, precision, target, calibration_feeds, gate_feeds, ga
             disabled = INT8_DISABLED_OPTIMIZERS if precision == "int8" else ()
             variant = OrtSession(part, out, entry.inputs, entry.outputs, threads=None, disabled_optimizers=disabled)
         except Exception as exc:  # noqa: BLE001 - a converter failure refuses this graph, not the package
-            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            return {"refused": f"the {precision} conversion failed: {first_line[:300]}", "target": target}
+            return {"refused": f"the {precision} conversion failed: {first_line(exc)}", "target": target}
         feeds, call = speed_call or _speed_feeds(package, entry, gate_feeds[0])
         form = None if for_tensorrt else get_family(package.family).ort_form_object()
         form_record, variant_feeds = {}, gate_feeds
@@ -443,8 +442,7 @@ def _in_form(form, part: str, entry, out: Path, variant, disabled, feeds: list[d
     except EdgegenError as exc:
         return out, variant, f"{form.name}: not applied ({exc})"
     except Exception as exc:  # noqa: BLE001 - ONNX Runtime's own errors while checking: the exported form stays
-        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-        return out, variant, f"{form.name}: not applied (checking it failed: {first})"
+        return out, variant, f"{form.name}: not applied (checking it failed: {first_line(exc)})"
     if missed:
         return out, variant, f"{form.name}: not applied, its outputs differ from the variant's: {'; '.join(missed[:3])}"
     return rewritten, after, None

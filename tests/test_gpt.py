@@ -1468,6 +1468,8 @@ def test_sliding_windows_are_taken_as_transformers_slides(tmp_path):
 
 
 def test_llama_import_refuses_what_its_decoder_does_not_compute(tmp_path):
+    from edgegen.export import model_type as architecture_of
+
     _tiny_llama(tmp_path / "hf", hidden_act="gelu")
     with pytest.raises(CheckpointError, match="hidden_act 'gelu' \\(expected 'silu'\\)"):
         export_transformers("llama", tmp_path / "hf", tmp_path / "pkg")
@@ -1478,8 +1480,28 @@ def test_llama_import_refuses_what_its_decoder_does_not_compute(tmp_path):
     with pytest.raises(CheckpointError, match=r"architecture 'lama': expected one of gpt2, llama.*found 'lama' "
                                               r"\(did you mean 'llama'\?\)"):
         export_transformers("lama", tmp_path / "hf", tmp_path / "pkg")
-    # a config.json that disagrees with the weights: the tensors missing are named, not only torch's header
     config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    # a pad token added to the tokenizer but not to the model: transformers cannot build it either (it was
+    # its AssertionError's traceback); and a config without model_type, which naming the architecture cannot mend
+    (tmp_path / "hf" / "config.json").write_text(json.dumps({**config, "hidden_act": "silu",
+                                                             "pad_token_id": config["vocab_size"]}))
+    with pytest.raises(CheckpointError, match=rf"expected pad_token_id below vocab_size {config['vocab_size']}, found "
+                                              rf"{config['vocab_size']} \(a pad token added to the tokenizer, and not to "
+                                              r"the model: model.resize_token_embeddings"):
+        export_transformers("llama", tmp_path / "hf", tmp_path / "pkg")
+    (tmp_path / "hf" / "config.json").write_text(json.dumps({**config, "hidden_act": "silu"}))
+    with pytest.MonkeyPatch.context() as patch:   # whatever else transformers cannot load: one line, not its traceback
+        patch.setattr("transformers.AutoModelForCausalLM.from_pretrained",
+                      lambda *args, **kwargs: (_ for _ in ()).throw(AssertionError("Padding_idx must be within\nmore")))
+        with pytest.raises(CheckpointError, match=r"expected a checkpoint transformers loads, to check the import against, "
+                                                  r"found it failing: AssertionError: Padding_idx must be within$"):
+            export_transformers("llama", tmp_path / "hf", tmp_path / "pkg")
+    (tmp_path / "hf" / "config.json").write_text(json.dumps({k: v for k, v in config.items() if k != "model_type"}))
+    assert main(["export", "--from-transformers", str(tmp_path / "hf"), "--out", str(tmp_path / "pkg")]) == 2
+    with pytest.raises(CheckpointError, match=r"expected a model_type naming the architecture, found None \(transformers "
+                                              r'needs it too: add "model_type": "llama"'):
+        architecture_of(tmp_path / "hf")
+    # a config.json that disagrees with the weights: the tensors missing are named, not only torch's header
     (tmp_path / "hf" / "config.json").write_text(json.dumps({**config, "hidden_act": "silu", "num_hidden_layers": 3}))
     with pytest.raises(CheckpointError, match=r"expected the tensors config.json describes, found: Missing key\(s\) in "
                                               r'state_dict: "layers\.2\.input_layernorm\.weight"'):

@@ -151,8 +151,8 @@ def model_type(folder: str | Path) -> str:
     config = read_json(path, CheckpointError)
     found = config.get("model_type") if isinstance(config, dict) else None
     if not isinstance(found, str):
-        raise CheckpointError(f"{path}: expected a model_type naming the architecture, found {found!r} (or name it: "
-                              "edgegen export llama --from-transformers DIR)")
+        raise CheckpointError(f"{path}: expected a model_type naming the architecture, found {found!r} "
+                              "(transformers needs it too: add \"model_type\": \"llama\", or qwen2, mistral, gpt2)")
     return found
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..errors import ValidationError
+from ..errors import ValidationError, first_line
 from ..runtimes.session import Session
 
 
@@ -97,9 +97,8 @@ def refuse_lost_epsilons(part: str, module: torch.nn.Module, session: Session, f
     try:
         ours = session.run(zeros)
     except Exception as exc:  # noqa: BLE001 - PyTorch ran these inputs: the graph's failure is the finding
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ValidationError(f"graph {part!r}: expected it to run at all-zero inputs, as PyTorch does, found: "
-                              f"{first[:300]}. Package not written") from None
+                              f"{first_line(exc)}. Package not written") from None
     lost = [spec.name for spec, ref in zip(session.outputs, reference)
             if np.isfinite(ref.numpy()).all() and not np.isfinite(ours[spec.name]).all()]
     if lost:

@@ -26,7 +26,7 @@ import numpy as np
 import onnx
 import torch
 
-from ...errors import CheckpointError, ConfigError, EdgegenError, EdgegenWarning, ValidationError, warn_caller
+from ...errors import CheckpointError, ConfigError, EdgegenError, EdgegenWarning, ValidationError, first_line, warn_caller
 from ...export import check_opset, provenance
 from ...export.onnx_export import DEFAULT_OPSET, export_module, value_spec
 from ...export.validate import gate_feeds, refuse_lost_epsilons, sizes_label, torch_inputs
@@ -341,8 +341,7 @@ def _output_names(given, count: int) -> tuple[str, ...]:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0][:300]}" if text else type(exc).__name__
+    return f"{type(exc).__name__}: {first_line(exc)}" if str(exc).strip() else type(exc).__name__
 
 
 def _innermost(exc: BaseException, module: torch.nn.Module) -> str:

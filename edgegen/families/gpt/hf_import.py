@@ -18,7 +18,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from ...errors import CheckpointError, ImportedSettingWarning, InputError, ValidationError, not_one_of
+from ...errors import CheckpointError, ImportedSettingWarning, InputError, ValidationError, first_line, not_one_of
 from ...export.validate import compare
 from ...package import files_sha256, read_json
 from ...training.checkpoint import Checkpoint, make_config, state_dict_mismatch
@@ -75,7 +75,18 @@ def read_gpt2_config(folder: Path) -> dict:
         unsupported.append("untied output embeddings")
     if unsupported:
         raise CheckpointError(f"{path}: expected a standard GPT-2, found " + "; ".join(unsupported))
+    _refuse_pad_outside_vocabulary(path, hf, hf.get("vocab_size", 50257))
     return hf
+
+
+def _refuse_pad_outside_vocabulary(path: Path, hf: dict, vocab_size) -> None:
+    """A pad token added to the tokenizer without resizing the model's embeddings leaves a
+    pad_token_id past the vocabulary, which transformers itself cannot build the model with."""
+    pad = hf.get("pad_token_id")
+    if isinstance(pad, int) and isinstance(vocab_size, int) and not 0 <= pad < vocab_size:
+        raise CheckpointError(f"{path}: expected pad_token_id below vocab_size {vocab_size}, found {pad} (a pad "
+                              "token added to the tokenizer, and not to the model: model.resize_token_embeddings("
+                              "len(tokenizer)) before save_pretrained, or pad_token_id null)")
 
 
 def _load_weights(folder: Path) -> tuple[dict[str, torch.Tensor], str]:
@@ -243,7 +254,11 @@ def check_against_transformers(folder: Path, model, vocab_size: int, context: in
     except ImportError:
         return "skipped: transformers is not installed"
     # in float32 whatever the checkpoint's dtype: our module holds the weights in float32 too
-    reference = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
+    try:
+        reference = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
+    except Exception as exc:  # noqa: BLE001 - what transformers cannot load, it cannot vouch for: one line, not its traceback
+        raise CheckpointError(f"{str(folder)!r}: expected a checkpoint transformers loads, to check the import against, "
+                              f"found it failing: {type(exc).__name__}: {first_line(exc)}") from None
     length = min(24, context)
     ids = torch.from_numpy(np.random.default_rng(0).integers(0, vocab_size, (2, length)))
     with torch.inference_mode():
@@ -297,6 +312,7 @@ def read_llama_config(folder: Path, architecture: str) -> dict:
         unsupported.append(f"rope type {rope_type!r} (expected one of {', '.join(ROPE_TYPES)})")
     if unsupported:
         raise CheckpointError(f"{path}: expected a standard {architecture}, found " + "; ".join(unsupported))
+    _refuse_pad_outside_vocabulary(path, hf, hf.get("vocab_size", 32000))
     return hf
 
 

@@ -18,7 +18,7 @@ from typing import Iterator
 
 import numpy as np
 
-from ...errors import InputError, ManifestError
+from ...errors import InputError, ManifestError, first_line
 from ...graph_summary import read_graph_summary
 from ...runtimes.ort import OrtBinding, OrtSession
 from ...runtimes.pipeline import Pipeline, check_count, check_number, make_rng
@@ -179,9 +179,8 @@ class GPTPipeline(Pipeline):
         try:
             self.decoder.run(feeds)
         except Exception as exc:  # noqa: BLE001 - ONNX Runtime's own error types: the manifest is what is wrong
-            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
             raise ManifestError(f"package {str(self.package.path)!r}: block_size {self.context}: expected the decoder "
-                                f"to take position {self.context - 1}, found it refused ({first})") from None
+                                f"to take position {self.context - 1}, found it refused ({first_line(exc, 200)})") from None
 
     # ---- the user's API -------------------------------------------------------------------
 
