@@ -15,7 +15,7 @@ from pathlib import Path
 from .errors import ConfigError, not_one_of
 from .graph_summary import GraphSummary, read_graph_summary
 from .package import Package
-from .runtimes.engines import package_profiles, parser_errors
+from .runtimes.engines import ort_only, package_profiles, parser_errors, tensorrt_form_advice
 from .targets import TARGETS, TENSORRT_TARGETS, get_target, release_mismatch
 
 TABLE = Path(__file__).parent / "data" / "tensorrt_onnx_ops.json"
@@ -75,12 +75,12 @@ def check_package(path: str | os.PathLike, tensorrt: str | None = None, profiles
         device_parser = tensorrt is None and importlib.util.find_spec("tensorrt") is not None
     package = Package(path)
     derived = package_profiles(package, profiles, strict=False)
-    files = [(part, package.graph_path(part)) for part in package.graphs]
-    files += [(f"{part} ({precision})", package.resolve(r["file"], "variant"))
+    files = [(part, package.graph_path(part), None) for part in package.graphs]
+    files += [(f"{part} ({precision})", package.resolve(r["file"], "variant"), (precision, r))
               for precision in package.manifest.variants for part, r in package.variant_files(precision).items()
               if part not in package.damaged_variants.get(precision, {})]
     checks = []
-    for part, file in files:
+    for part, file, variant in files:
         graph = read_graph_summary(file)
         result = GraphCheck(part, file.name, graph.opset, len(graph.nodes))
         if device_parser:
@@ -90,6 +90,8 @@ def check_package(path: str | os.PathLike, tensorrt: str | None = None, profiles
             result.judge = f"TensorRT {version}'s parser table"
             _table_verdict(result, graph, table, version)
         result.problems += _restriction_violations(graph)
+        if variant is not None and variant[1].get("ort_form"):   # parses, maybe, but build makes no engine of it
+            result.problems.append(f"{ort_only(variant[1])}: edgegen build refuses it ({tensorrt_form_advice(variant[0])})")
         profile = derived[part.split(" ")[0]]
         if isinstance(profile, list):   # dynamic dims neither the family's limits nor --profile cover
             result.unprofiled_dims = profile

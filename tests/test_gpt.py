@@ -429,6 +429,13 @@ def test_the_in_place_form_is_checked_and_where_it_does_not_hold_the_variant_kee
                                            r"written in place.*\), made for ort-cpu \(edgegen optimize --precision "
                                            r"int8 --target tensorrt"):
         cached_engines(pkg, "int8")
+    # and check, which may find it parses, says so too (it said "parses" of a variant build refuses)
+    from edgegen.check import check_package
+
+    (int8,) = [c for c in check_package(pkg, target="jetpack7", device_parser=False) if c.part == "decoder (int8)"]
+    assert not int8.ok and any(p.startswith("in ONNX Runtime's form (KV cache written in place") and
+                               p.endswith("made for ort-cpu: edgegen build refuses it (edgegen optimize --precision "
+                                          "int8 --target tensorrt writes TensorRT's form)") for p in int8.problems)
 
 
 def test_prompt_lookup_drafts_copy_the_sequence_where_its_last_tokens_occurred_before():

@@ -391,17 +391,26 @@ def _buildable(path, precision: str, profiles: list[str] | None) -> tuple:
     package = Package(path)
     package.require_variants(precision, BackendError)   # none written, or one changed since
     for part, record in package.variant_files(precision).items() if precision != "fp32" else ():
-        # ONNX Runtime's own forms: its MatMulNBits op, which TensorRT cannot parse; a graph rewritten
-        # into the family's ort_form (the GPT decoder's cache written in place into its input's
-        # memory), which engines are not built from: whether TensorRT runs that aliasing is unmeasured
-        ort_only = ("ONNX Runtime's MatMulNBits, which TensorRT cannot parse"
-                    if str(record.get("form", "")).startswith("MatMulNBits") else
-                    f"in ONNX Runtime's form ({record['ort_form']}), made for {record.get('target')}"
-                    if record.get("ort_form") else None)
-        if ort_only:
-            raise BackendError(f"package {str(package.path)!r}: the {precision} variant of graph {part!r} is {ort_only} "
-                               f"(edgegen optimize --precision {precision} --target tensorrt writes TensorRT's form)")
+        if why := ort_only(record):
+            raise BackendError(f"package {str(package.path)!r}: the {precision} variant of graph {part!r} is {why} "
+                               f"({tensorrt_form_advice(precision)})")
     return package, package_profiles(package, profiles)
+
+
+def ort_only(record: dict) -> str | None:
+    """Why a variant (its manifest record) is ONNX Runtime's alone, which no engine is built from,
+    or None: its MatMulNBits op, which TensorRT cannot parse; a graph rewritten into the family's
+    ort_form (the GPT decoder's cache written in place into its input's memory), which TensorRT's
+    parser may take, but whether TensorRT runs that aliasing is unmeasured."""
+    if str(record.get("form", "")).startswith("MatMulNBits"):
+        return "ONNX Runtime's MatMulNBits, which TensorRT cannot parse"
+    if record.get("ort_form"):
+        return f"in ONNX Runtime's form ({record['ort_form']}), made for {record.get('target')}"
+    return None
+
+
+def tensorrt_form_advice(precision: str) -> str:
+    return f"edgegen optimize --precision {precision} --target tensorrt writes TensorRT's form"
 
 
 def _engines(package, precision: str, by_part: dict, cache_dir, workspace_bytes: int,
