@@ -790,7 +790,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="the file to write: a grid of images, PNG or JPEG by its extension "
                                                "(families that make text, audio or arrays say what they write below)")
     p.add_argument("--precision", default="fp32", choices=PRECISIONS,
-                   help="run the package's int8 / fp16 / fused variant (edgegen optimize adds them)")
+                   help="run the package's variant of this precision (edgegen optimize adds them; which a "
+                        "package has: edgegen info)")
     p.add_argument("--nrow", type=int, default=None, help="images per row (default: square grid)")
     p.add_argument("--scale", type=int, default=None, help="pixel upscaling of the grid (default: to ~64 px a picture)")
     _add_family_options(p, "generate", {f.name: f.options for f in registered})
@@ -805,7 +806,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "as many whole generations, at least 1)")
     p.add_argument("--json", default=None, help="write the report as JSON here")
     p.add_argument("--precision", default="fp32", choices=PRECISIONS,
-                   help="run the package's int8 / fp16 / fused variants where it has them")
+                   help="run the package's variants of this precision where it has them (edgegen info lists them)")
     p.add_argument("--vs-torch", default=None, metavar="CHECKPOINT",
                    help="also run PyTorch eager from this checkpoint (an imported package: the transformers or diffusers "
                         "folder it came from; a generic package: its FILE.py:FACTORY), "
