@@ -116,11 +116,12 @@ def close_match(found: str, known) -> str | None:
     return close[0] if close else None
 
 
-def not_one_of(thing: str, found: str, allowed, what: str = "") -> str:
+def not_one_of(thing: str, found: str, allowed, what: str = "", known=()) -> str:
     """The message for a name outside a known set: "THING 'x': expected one of a, b (WHAT), found
-    'x'", with the closest known name suggested where one is close (a typo)."""
+    'x'", with the closest known name suggested where one is close (a typo), unless `found` is
+    among `known`: a real name of another set (a precision another target takes) is no typo."""
     allowed = list(allowed)
-    close = close_match(found, allowed)
+    close = None if found in known else close_match(found, allowed)
     return (f"{thing} {found!r}: expected one of {', '.join(allowed) or 'none'}{f' ({what})' if what else ''}, "
             f"found {found!r}" + (f" (did you mean {close!r}?)" if close else ""))
 

@@ -139,7 +139,7 @@ def optimize_package(path: str | os.PathLike, precision: str, calibration: int =
         int4 = "; int4's blocks need opset 21, above what it parses" if precision == "int4" else ""
         raise ConfigError(not_one_of("precision", precision, get_target(target).variant_precisions,
                                      f"those the {target} target takes; fused and int8-weights are ONNX Runtime's own "
-                                     f"contrib ops, which TensorRT does not read{int4}"))
+                                     f"contrib ops, which TensorRT does not read{int4}", known=VARIANT_PRECISIONS))
     _check_settings(precision, calibration, block_size, max_8bit_share, gate_threshold, checkpoint, inputs)
     with _onnxruntime_errors_only():
         given = Package(path)   # a missing or broken package is refused before waiting for its lock

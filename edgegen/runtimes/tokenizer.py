@@ -204,6 +204,9 @@ def check_token_ids(ids, vocab_size: int, what: str) -> list[int]:
     if not isinstance(ids, (list, tuple)) or not ids:
         raise InputError(f"{what}: expected a non-empty list of token ids, found {ids!r}")
     for token in ids:
-        if isinstance(token, bool) or not isinstance(token, (int, np.integer)) or not 0 <= int(token) < vocab_size:
+        if isinstance(token, bool) or not isinstance(token, (int, np.integer)):
+            raise InputError(f"{what}: expected token ids, integers in [0, {vocab_size}), found {token!r} "
+                             f"({type(token).__name__})")
+        if not 0 <= int(token) < vocab_size:
             raise InputError(f"{what}: expected token ids in [0, {vocab_size}), found {token!r}")
     return [int(t) for t in ids]
