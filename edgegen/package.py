@@ -287,6 +287,12 @@ class Package:
             if (self.path / CHECKPOINT_WEIGHTS).is_file():
                 raise PackageError(f"package {str(self.path)!r}: expected a package ('edgegen export' writes one), found "
                                    "a checkpoint: export it first (edgegen export CHECKPOINT --out PACKAGE)")
+            for markers, route, what in ((("model_index.json",), "--from-diffusers", "a diffusers pipeline"),
+                                         (("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin"),
+                                          "--from-transformers", "a transformers save_pretrained folder")):
+                if any((self.path / marker).is_file() for marker in markers):   # from Hugging Face: the way in
+                    raise PackageError(f"package {str(self.path)!r}: expected a package ('edgegen export' writes one), "
+                                       f"found {what}: import it first (edgegen export {route} DIR --out PACKAGE)")
             raise PackageError(f"package {str(self.path)!r}: expected {MANIFEST_NAME} in it, found none (is this a package made by 'edgegen export'?)")
         self.manifest = Manifest.from_json(read_json(manifest_path, ManifestError), str(manifest_path))
         for part, entry in self.manifest.graphs.items():

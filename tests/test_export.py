@@ -169,6 +169,13 @@ def test_checkpoint_errors(trained, tmp_path):
     with pytest.raises(PackageError, match=r"expected a package \('edgegen export' writes one\), found a checkpoint: "
                                            r"export it first"):
         Package(ckpt)
+    for marker, route, what in (("model.safetensors", "--from-transformers", "a transformers save_pretrained folder"),
+                                ("model_index.json", "--from-diffusers", "a diffusers pipeline")):
+        (tmp_path / route).mkdir()   # what users bring from Hugging Face, given where a package is expected
+        (tmp_path / route / marker).write_text("")
+        with pytest.raises(PackageError, match=rf"found {what}: import it first \(edgegen export {route} DIR --out "
+                                               r"PACKAGE\)$"):
+            Package(tmp_path / route)
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / CONFIG).write_text((trained["vae"][0] / CONFIG).read_text())
