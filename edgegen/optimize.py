@@ -102,6 +102,8 @@ class GateResult:
         """The metric against its threshold, and the gate's other conditions where they are the ones that failed
         or (perplexity) always."""
         text = f"{self.metric} {self.value:.4g} {'>=' if self.value >= self.threshold else '<'} {self.threshold:g}"
+        if self.value < self.threshold:   # beside the figure it is of, not after the conditions that follow
+            text += f" (missed by {self.threshold - self.value:.3g})"
         cosine, least = self.detail.get("cosine"), self.detail.get("min_cosine")
         if least is not None and cosine < least:
             text += f", cosine {cosine:.4g} < {least:g}"
@@ -405,9 +407,7 @@ def _variant(package, part, precision, target, calibration_feeds, gate_feeds, ga
             if search is not None:
                 record.update(search)
         if not gate.passed:
-            return {**record, "refused": f"gate {gate.line()}" + (f" (missed by {gate.threshold - gate.value:.3g})"
-                                                                   if gate.value < gate.threshold else "")
-                    + _refusal_hint(record)}
+            return {**record, "refused": f"gate {gate.line()}" + _refusal_hint(record)}
         calls = ((form.timed_call(fp32, feeds), form.timed_call(variant, feeds)) if form is not None
                  else (lambda: fp32.run(feeds), lambda: variant.run(feeds)))
         record["speedup_ort_cpu"] = round(speedup_of_calls(*calls), 3)

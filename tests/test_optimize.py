@@ -337,6 +337,7 @@ def test_weight_only_variants_of_an_imported_llama_need_no_checkpoint_and_are_ga
     pkg = _imported_llama(tmp_path)
     refused = optimize_package(pkg, "int4", progress=_quiet)["decoder"]
     assert "file" not in refused and refused["refused"].startswith("gate top-1 agreement")
+    assert re.match(r"gate top-1 agreement [0-9.]+ < 0.95 \(missed by [0-9.e-]+\), perplexity ", refused["refused"])
     assert {"perplexity", "fp32_perplexity", "perplexity_ratio"} <= set(refused["gate"])
     # the search for MatMuls to keep at 8 bits went as far as the share allows, and the refusal says so
     assert refused["spared_share"] <= 0.5 and not refused["search"]["passed"]
