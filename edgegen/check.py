@@ -119,8 +119,9 @@ def _table_verdict(result: GraphCheck, graph: GraphSummary, table: dict, version
     ops = Counter((n.domain, n.op_type) for n in graph.nodes)
     for (domain, op), count in sorted(ops.items()):
         if domain not in ("", "ai.onnx"):
-            hint = (" (ONNX Runtime's weight-only form: edgegen optimize --precision int4 --target tensorrt writes "
-                    "TensorRT's, DequantizeLinear of int4 blocks)" if op == "MatMulNBits" else "")
+            hint = (" (ONNX Runtime's weight-only form: for TensorRT, edgegen optimize --precision int4 --target "
+                    "tensorrt writes DequantizeLinear of int4 blocks; int8-weights has no TensorRT form, int8 and "
+                    "fp16 do)" if op == "MatMulNBits" else "")
             result.problems.append(f"{count} {domain}.{op} node(s): a custom domain TensorRT has no parser for{hint}")
         elif op in table["unsupported"] or op not in table["supported"]:
             result.unsupported[op] = count

@@ -53,6 +53,8 @@ def test_check_flags_unsupported_ops_custom_domains_and_nonzero_zero_points(pack
     model = onnx.load(str(path))
     model.graph.node.append(helper.make_node("Unique", ["image"], ["unique_out"], name="unique"))
     model.graph.node.append(helper.make_node("FastGelu", ["image"], ["gelu_out"], name="gelu", domain="com.microsoft"))
+    model.graph.node.append(helper.make_node("MatMulNBits", ["image", "scale"], ["nbits_out"], name="nbits",
+                                             domain="com.microsoft"))
     model.graph.initializer.append(helper.make_tensor("zp", onnx.TensorProto.INT8, [], [3]))
     model.graph.initializer.append(helper.make_tensor("scale", onnx.TensorProto.FLOAT, [], [0.1]))
     model.graph.node.append(helper.make_node("QuantizeLinear", ["image", "scale", "zp"], ["q_out"], name="q"))
@@ -63,6 +65,10 @@ def test_check_flags_unsupported_ops_custom_domains_and_nonzero_zero_points(pack
     (check,) = check_package(pkg)
     assert check.unsupported == {"Unique": 1} and not check.ok
     assert any("com.microsoft.FastGelu" in p for p in check.problems)
+    assert any(p.startswith("1 com.microsoft.MatMulNBits node(s): a custom domain TensorRT has no parser for (ONNX "
+                            "Runtime's weight-only form: for TensorRT, edgegen optimize --precision int4 --target "
+                            "tensorrt writes DequantizeLinear of int4 blocks; int8-weights has no TensorRT form")
+               for p in check.problems)
     assert any("zero point is not 0" in p for p in check.problems)
     assert "restricted   QuantizeLinear: zero point must be 0 (symmetric) (zero points checked here: NOT met, above)" \
         in format_checks([check])
