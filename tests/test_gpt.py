@@ -1432,9 +1432,9 @@ def test_a_generation_config_value_the_sampler_refuses_is_named_and_left_at_tran
     messages = sorted(str(w.message).split(": ", 1)[1] for w in warned)
     assert messages == ["min_p 0.05: transformers' generate applies these by default; edgegen has no such settings and "
                         "does not apply them",
-                        "temperature 0.0: expected a value a call that samples takes too (greedy decoding ignores it, as "
-                        "transformers does with a warning), found one it refuses; the package takes transformers' "
-                        "default 1.0",
+                        "temperature 0.0: expected a value sampling takes, found one only greedy decoding can take, "
+                        "since it ignores it (as transformers does, with a warning); the package takes transformers' "
+                        "default 1.0, which sampling takes too",
                         "top_p: expected a number above 0 (the kept probability mass), found 0; the package takes "
                         "transformers' default 1.0"]
     pipe = edgegen.load(package)
@@ -1510,6 +1510,14 @@ def test_llama_import_refuses_what_its_decoder_does_not_compute(tmp_path):
     with pytest.raises(CheckpointError, match=r"expected a model_type naming the architecture, found None \(transformers "
                                               r'needs it too: add "model_type": "llama"'):
         architecture_of(tmp_path / "hf")
+    # a sharded save with a shard missing (a download cut short): the index and the shard are named
+    _tiny_llama(tmp_path / "hf").save_pretrained(tmp_path / "sharded", max_shard_size="100KB")
+    shards = sorted((tmp_path / "sharded").glob("model-*.safetensors"))
+    assert len(shards) > 1
+    shards[-1].unlink()
+    with pytest.raises(CheckpointError, match=rf"model.safetensors.index.json: expected the shards its weight_map names, "
+                                              rf"found {shards[-1].name} missing from"):
+        export_transformers("llama", tmp_path / "sharded", tmp_path / "pkg")
     # a config.json that disagrees with the weights: the tensors missing are named, not only torch's header
     (tmp_path / "hf" / "config.json").write_text(json.dumps({**config, "hidden_act": "silu", "num_hidden_layers": 3}))
     with pytest.raises(CheckpointError, match=r"expected the tensors config.json describes, found: Missing key\(s\) in "

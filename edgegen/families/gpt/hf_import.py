@@ -106,6 +106,9 @@ def _load_weights(folder: Path) -> tuple[dict[str, torch.Tensor], str]:
                                  if pickled else "no weights"))
     state = {}
     for name in files:
+        if not (folder / name).is_file():   # a download cut short: the index names a shard not there
+            raise CheckpointError(f"{index}: expected the shards its weight_map names, found {name} missing from "
+                                  f"{str(folder)!r}")
         try:
             state.update(load_file(str(folder / name)))
         except (SafetensorError, OSError) as exc:
@@ -205,9 +208,9 @@ def _generation_settings(folder: Path, hf: dict) -> tuple[list[int], dict]:
                                   ImportedSettingWarning, stacklevel=3)
                     continue
                 if key != "do_sample" and not _samples_with(taken):   # greedy ignores it; --sample would not
-                    warnings.warn(f"{path}: {key} {generation[key]!r}: expected a value a call that samples takes too "
-                                  "(greedy decoding ignores it, as transformers does with a warning), found one it "
-                                  f"refuses; the package takes transformers' default {defaults[key]!r}",
+                    warnings.warn(f"{path}: {key} {generation[key]!r}: expected a value sampling takes, found one only "
+                                  "greedy decoding can take, since it ignores it (as transformers does, with a warning); "
+                                  f"the package takes transformers' default {defaults[key]!r}, which sampling takes too",
                                   ImportedSettingWarning, stacklevel=3)
                     continue
                 defaults[key] = generation[key]
