@@ -1467,7 +1467,14 @@ def test_sliding_windows_are_taken_as_transformers_slides(tmp_path):
             ("qwen2-off", "qwen2", {"sliding_window": 8, "use_sliding_window": False}, 256),
             ("qwen2-8", "qwen2", {"sliding_window": 8, "use_sliding_window": True, "max_window_layers": 0}, 8)):
         model = _tiny_llama(tmp_path / name / "hf", model_type, **overrides)
-        package = export_transformers(model_type, tmp_path / name / "hf", tmp_path / name / "pkg")
+        with warnings.catch_warnings(record=True) as warned:   # a window that caps the context is said at import
+            warnings.simplefilter("always", edgegen.ImportedSettingWarning)
+            package = export_transformers(model_type, tmp_path / name / "hf", tmp_path / name / "pkg")
+        capped = [str(w.message) for w in warned if "caps the package's context" in str(w.message)]
+        assert capped == ([] if context == 256 else [f"{tmp_path / name / 'hf' / 'config.json'}: sliding_window {context} "
+                                                     f"caps the package's context at {context} tokens, below "
+                                                     "max_position_embeddings 256: edgegen attends to every token, so "
+                                                     "no sequence may pass the window"]), name
         pipe = edgegen.load(package)
         assert pipe.config.block_size == context, name
         prompt = [1, 17, 300, 45, 9]

@@ -375,6 +375,10 @@ def import_llama(folder: str | Path, scratch: Path, architecture: str = "llama")
     # Qwen2's only where use_sliding_window says so
     window = hf.get("sliding_window") if architecture == "mistral" or hf.get("use_sliding_window") else None
     context = min(hf.get("max_position_embeddings", 2048), window or 1 << 30)
+    if context < hf.get("max_position_embeddings", 2048):   # said now, not first as a prompt refused later
+        warnings.warn(f"{folder / 'config.json'}: sliding_window {window} caps the package's context at {context} tokens, "
+                      f"below max_position_embeddings {hf.get('max_position_embeddings', 2048)}: edgegen attends to "
+                      "every token, so no sequence may pass the window", ImportedSettingWarning, stacklevel=3)
     tied = bool(hf.get("tie_word_embeddings", False))
     config = make_config("gpt", {
         "architecture": "llama", "vocab_size": hf["vocab_size"], "block_size": context,
