@@ -105,7 +105,22 @@ def fixed_rows(pipe) -> int:
     """The rows each call runs where no graph has a dynamic batch: the leading dim every input
     shares (a user's module exported with its batch fixed at 2 runs 2 samples a call), else 1."""
     leading = {spec.shape[0] for s in pipe.sessions.values() for spec in s.inputs if spec.shape}
-    return leading.pop() if len(leading) == 1 and isinstance(next(iter(leading)), int) else 1
+    (rows,) = leading if len(leading) == 1 else (1,)
+    return rows if isinstance(rows, int) else 1
+
+
+def _timed_batch(pipe, batch: int | None, dims: set) -> int:
+    """The rows each timed call runs: `batch` (default DEFAULT_BATCH) on the dynamic batch dim, or
+    where the graphs have none, their own rows (fixed_rows), which a --batch other than them cannot change."""
+    if "batch" in dims:
+        return DEFAULT_BATCH if batch is None else batch
+    rows = fixed_rows(pipe)
+    if batch not in (None, 1, rows):   # nothing to set it on: every call would time the same shapes
+        sizes = "; ".join(f"{spec.name} {spec.dtype}[{', '.join(map(str, spec.shape))}]"
+                          for s in pipe.sessions.values() for spec in s.inputs)
+        raise ConfigError(f"--batch {batch}: expected a package whose graphs have a dynamic dim named 'batch', "
+                          f"found none ({sizes}); time other sizes with --shapes DIM=N")
+    return rows
 
 
 def rewarm_calls(call_s: float) -> int:
@@ -259,16 +274,7 @@ def _bench_package(path, batch, iters, warmup, backend, threads, vs_torch, preci
         raise ConfigError(f"--prompt-lookup {prompt_lookup}: expected a package that generates tokens, found the "
                           f"{pipe.family!r} family's")
     dims = {d for s in pipe.sessions.values() for spec in s.inputs for d in spec.shape if isinstance(d, str)}
-    if "batch" not in dims:   # the graphs' own rows are what each call runs
-        rows = fixed_rows(pipe)
-        if batch not in (None, 1, rows):   # nothing to set it on: every call would time the same shapes
-            sizes = "; ".join(f"{spec.name} {spec.dtype}[{', '.join(map(str, spec.shape))}]"
-                              for s in pipe.sessions.values() for spec in s.inputs)
-            raise ConfigError(f"--batch {batch}: expected a package whose graphs have a dynamic dim named 'batch', "
-                              f"found none ({sizes}); time other sizes with --shapes DIM=N")
-        batch = rows
-    elif batch is None:
-        batch = DEFAULT_BATCH
+    batch = _timed_batch(pipe, batch, dims)
     family = get_family(pipe.family)
     whole_call = generation_call(family, pipe, batch, steps) if generation else None
     shapes = {**(family.bench_dims(pipe.config) if family.bench_dims else {}), **(shapes or {})}

@@ -145,12 +145,7 @@ def _cmd_export(args) -> int:
     refuse_package_output(args.out, args.force, args.name, reads)   # before a module or an import loads, not after
     opset = _target_opset(args)
     options = dict(data=args.data, opset=opset, name=args.name, overwrite=args.force)
-    module_only = [flag for flag, value in MODULE_EXPORT_OPTIONS.items() if getattr(args, value) is not None]
-    if module_only and not args.module:   # they would be dropped without a word: the user thinks they took effect
-        route = ("--from-transformers" if args.from_transformers else "--from-diffusers" if args.from_diffusers
-                 else "a checkpoint" if args.checkpoint else "no --module")
-        raise ConfigError(f"{module_only[0]}: expected an option of a module's export (with --module), found it with "
-                          f"{route}")
+    _refuse_module_options_without_module(args)
     if args.module:
         if args.from_diffusers:
             raise ConfigError("--module: expected alone, found --from-diffusers with it")
@@ -182,6 +177,16 @@ def _cmd_export(args) -> int:
 # the options of `export --module` alone (flag: argparse dest), refused with a checkpoint or an import
 MODULE_EXPORT_OPTIONS = {"--inputs": "inputs", "--dynamic": "dynamic", "--output-name": "output_name",
                          "--held-out": "held_out", "--limit": "limit", "--atol": "atol", "--rtol": "rtol"}
+
+
+def _refuse_module_options_without_module(args) -> None:
+    """An option of a module's export given to a checkpoint's or an import's: it would be dropped
+    without a word, and the user would think it took effect (--limit batch=8)."""
+    given = [flag for flag, dest in MODULE_EXPORT_OPTIONS.items() if getattr(args, dest) is not None]
+    if given and not args.module:
+        route = ("--from-transformers" if args.from_transformers else "--from-diffusers" if args.from_diffusers
+                 else "a checkpoint" if args.checkpoint else "no --module")
+        raise ConfigError(f"{given[0]}: expected an option of a module's export (with --module), found it with {route}")
 
 
 def _target_opset(args) -> int:

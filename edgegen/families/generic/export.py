@@ -144,19 +144,8 @@ def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str 
                 raise ConfigError(f"output {spec.name!r}: expected one of {', '.join(DTYPES)}, found {spec.dtype} "
                                   "(cast it in forward, e.g. .float())")
         session = OrtSession(GRAPH, stage / f"{GRAPH}.onnx", specs, graph_outputs, backend="ort-cpu")
-        users_feeds = len(recorded) if held_out is not None else 0   # checked holds them first
-        results = []
-        for i, feed in enumerate(checked):
-            try:
-                results += gate_feeds(module, session, [feed], atol, rtol)
-            except EdgegenError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - the user's module failing on a feed is the gate's finding
-                raise ValidationError(f"export of {config.source!r}: the module or its graph failed on "
-                                      + (f"held-out feed {i} (held_out, --held-out) ({_first_line(exc)}); check its "
-                                         "values and sizes" if i < users_feeds else
-                                         f"inputs at sizes the trace did not see ({_first_line(exc)}); give dim_limits "
-                                         "(--limit) or held_out (--held-out) inputs of sizes it takes")) from None
+        results = _gate_each(module, session, checked, len(recorded) if held_out is not None else 0, atol, rtol,
+                             config.source)
         if failures := _gate_failures(results, atol, rtol, sizes_label(specs, traced)):
             raise ValidationError(f"export of {config.source!r} does not reproduce PyTorch, package not written: "
                                   + failures)
@@ -228,6 +217,25 @@ def _numpy(value: Any, what: str) -> np.ndarray:
         raise ConfigError(f"{what}: expected finite numbers, found {int(np.size(array) - np.isfinite(array).sum())} "
                           "NaN or Inf value(s)")
     return np.ascontiguousarray(array)
+
+
+def _gate_each(module, session, feeds: list[dict], users_feeds: int, atol: float, rtol: float, source: str) -> list:
+    """gate_feeds over `feeds`, the user's held-out ones first (`users_feeds` of them): a feed the
+    module or its graph fails on is the gate's finding, named as the user's feed (its values may be
+    what is wrong) or as one drawn at sizes the trace did not see."""
+    results = []
+    for i, feed in enumerate(feeds):
+        try:
+            results += gate_feeds(module, session, [feed], atol, rtol)
+        except EdgegenError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the user's module failing on a feed is the gate's finding
+            raise ValidationError(f"export of {source!r}: the module or its graph failed on "
+                                  + (f"held-out feed {i} (held_out, --held-out) ({_first_line(exc)}); check its "
+                                     "values and sizes" if i < users_feeds else
+                                     f"inputs at sizes the trace did not see ({_first_line(exc)}); give dim_limits "
+                                     "(--limit) or held_out (--held-out) inputs of sizes it takes")) from None
+    return results
 
 
 def _warn_of_fixed_rows(specs: tuple[TensorSpec, ...]) -> None:
