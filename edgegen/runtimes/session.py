@@ -68,16 +68,16 @@ class Session:
         caller uses, taken before the next call, so that only that part is held for every row."""
         keep = keep or (lambda outputs: outputs)
         rows = self._batch_rows(feeds)
-        if rows == 0:
-            return keep(self.run(feeds))
         step = self.max_rows
+        if rows <= step:   # one call, as most are: no slicing on the way (a pipeline call's few microseconds)
+            return keep(self._run_padded(feeds, rows))
         parts = [keep(self._run_padded({name: value[start:start + step] if name in self._batched else value
                                         for name, value in feeds.items()}, min(step, rows - start)))
                  for start in range(0, rows, step)]
-        return parts[0] if len(parts) == 1 else {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+        return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
 
     def _run_padded(self, feeds: Mapping[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
-        short = self.min_rows - rows
+        short = self.min_rows - rows if self.profile and rows else 0   # rows 0: a graph whose rows cannot be split
         if short <= 0:
             return self.run(feeds)
         padded = {name: np.concatenate([value, np.repeat(value[-1:], short, axis=0)]) if name in self._batched else value
