@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import platform
 import resource
@@ -109,11 +110,12 @@ def fixed_rows(pipe) -> int:
     return rows if isinstance(rows, int) else 1
 
 
-def _timed_batch(pipe, batch: int | None, dims: set) -> int:
-    """The rows each timed call runs: `batch` (default DEFAULT_BATCH) on the dynamic batch dim, or
-    where the graphs have none, their own rows (fixed_rows), which a --batch other than them cannot change."""
+def _timed_batch(pipe, batch: int | None, dims: set, limit: int | None) -> int:
+    """The rows each timed call runs: `batch` (default DEFAULT_BATCH, or the package's batch `limit`
+    where that is less) on the dynamic batch dim, or where the graphs have none, their own rows
+    (fixed_rows), which a --batch other than them cannot change."""
     if "batch" in dims:
-        return DEFAULT_BATCH if batch is None else batch
+        return min(DEFAULT_BATCH, limit or DEFAULT_BATCH) if batch is None else batch
     rows = fixed_rows(pipe)
     if batch not in (None, 1, rows):   # nothing to set it on: every call would time the same shapes
         sizes = "; ".join(f"{spec.name} {spec.dtype}[{', '.join(map(str, spec.shape))}]"
@@ -141,12 +143,12 @@ def interleaved_timings(engines: dict[str, Callable[[], object]], iters: int, wa
     untimed calls (rewarm_calls). Measured on a 0.013 ms graph: 10 iterations, each call the first
     of its block, timed ONNX Runtime at 27x its speed and PyTorch at 270x (20x apart, 2.3x at 200
     iterations); with one untimed call 4.2x apart, with three 1.9x."""
-    warm_s = {}
+    warm_s = {}   # each engine's fastest warm-up call (its first may hold lazy set-up)
     for name, fn in engines.items():
         for _ in range(warmup):
             start = time.perf_counter()
             fn()
-            warm_s[name] = time.perf_counter() - start
+            warm_s[name] = min(warm_s.get(name, math.inf), time.perf_counter() - start)
     rewarm = {name: rewarm_calls(seconds) for name, seconds in warm_s.items()} if len(engines) > 1 else {}
     times = {name: [] for name in engines}
     per_round = max(1, iters // rounds)
@@ -274,8 +276,8 @@ def _bench_package(path, batch, iters, warmup, backend, threads, vs_torch, preci
         raise ConfigError(f"--prompt-lookup {prompt_lookup}: expected a package that generates tokens, found the "
                           f"{pipe.family!r} family's")
     dims = {d for s in pipe.sessions.values() for spec in s.inputs for d in spec.shape if isinstance(d, str)}
-    batch = _timed_batch(pipe, batch, dims)
     family = get_family(pipe.family)
+    batch = _timed_batch(pipe, batch, dims, family.limits(pipe.config).get("batch"))
     whole_call = generation_call(family, pipe, batch, steps) if generation else None
     shapes = {**(family.bench_dims(pipe.config) if family.bench_dims else {}), **(shapes or {})}
     shapes.pop("batch", None)   # --batch sets it

@@ -15,7 +15,7 @@ from pathlib import Path
 from .errors import ConfigError, not_one_of
 from .graph_summary import GraphSummary, read_graph_summary
 from .package import Package
-from .runtimes.engines import ort_only, package_profiles, parser_errors, tensorrt_form_advice
+from .runtimes.engines import package_profiles, parser_errors, tensorrt_form_advice
 from .targets import TARGETS, TENSORRT_TARGETS, get_target, release_mismatch
 
 TABLE = Path(__file__).parent / "data" / "tensorrt_onnx_ops.json"
@@ -34,10 +34,11 @@ class GraphCheck:
     profile: tuple = ()      # ((input, min shape, opt shape, max shape), ...): what edgegen build would build
     judge: str = ""          # what decided: a release's parser table, or this machine's own parser
     damaged: str = ""        # why a variant changed since optimize wrote it is not judged
+    build_refuses: str = ""  # why edgegen build makes no engine of it, whatever the parser says (ONNX Runtime's form)
 
     @property
     def ok(self) -> bool:
-        return not self.unsupported and not self.problems and not self.damaged
+        return not self.unsupported and not self.problems and not self.damaged and not self.build_refuses
 
 
 def table_version(version: str, versions=None) -> str:
@@ -91,7 +92,9 @@ def check_package(path: str | os.PathLike, tensorrt: str | None = None, profiles
             _table_verdict(result, graph, table, version)
         result.problems += _restriction_violations(graph)
         if variant is not None and variant[1].get("ort_form"):   # parses, maybe, but build makes no engine of it
-            result.problems.append(f"{ort_only(variant[1])}: edgegen build refuses it ({tensorrt_form_advice(variant[0])})")
+            precision, record = variant
+            result.build_refuses = (f"in ONNX Runtime's form ({record['ort_form']}), made for {record.get('target')}: "
+                                    f"edgegen build refuses it ({tensorrt_form_advice(precision)})")
         profile = derived[part.split(" ")[0]]
         if isinstance(profile, list):   # dynamic dims neither the family's limits nor --profile cover
             result.unprofiled_dims = profile
@@ -161,9 +164,11 @@ def format_checks(checks: list[GraphCheck]) -> str:
         if c.damaged:
             lines.append(f"{c.part}: {c.file}: not judged: {c.damaged}")
             continue
-        verdict = "parses" if c.ok else "will NOT parse"
-        lines.append(f"{c.part}: {c.file}, opset {c.opset}, {c.nodes} nodes: {verdict} (judged by {c.judge})")
+        verdict = "will NOT parse" if c.unsupported or c.problems else "parses"
+        lines.append(f"{c.part}: {c.file}, opset {c.opset}, {c.nodes} nodes: {verdict} (judged by {c.judge})"
+                     + (", but no engine is built from it" if c.build_refuses else ""))
         lines += [f"  problem      {p}" for p in c.problems]
+        lines += [f"  not built    {c.build_refuses}"] if c.build_refuses else []
         lines += [f"  unsupported  {op} x{n}" for op, n in c.unsupported.items()]
         lines += [f"  restricted   {op}: {text} ({_restriction_state(op, c.problems)})" for op, text in c.restricted.items()]
         if c.unprofiled_dims:

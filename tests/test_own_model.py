@@ -317,6 +317,13 @@ def test_a_dynamic_that_names_no_axis_0_warns_that_the_rows_are_fixed(user_model
     assert main(["bench", str(tmp_path / "batch"), "--iters", "1", "--warmup", "0", "--no-energy", "--batch", "20"]) == 0
     assert "--batch 20: beyond the largest batch the package was gated at and its TensorRT profiles are built to " \
         "(16); timed as asked" in capsys.readouterr().err
+    # bench's own default batch (8, from Python) stays within a package gated only up to 4: no warning of a flag not given
+    from edgegen.bench import bench_package
+
+    small = export_pytorch(make_model(), example, tmp_path / "small", dim_limits={"batch": 4})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", EdgegenWarning)
+        assert bench_package(small, iters=1, warmup=0, energy=False)["batch"] == 4
     assert main(["check", str(tmp_path / "batch"), "--profile", "batch=1:4:64"]) == 0   # and an engine's profile
     assert "--profile batch: MAX 64 is beyond the largest batch the package was gated at (16); taken as asked" \
         in capsys.readouterr().err
@@ -350,9 +357,11 @@ def test_inputs_named_as_forwards_parameters_are_bound_by_name(tmp_path):
     with pytest.raises(ConfigError, match=r"expected names that are all forward's parameters \(a, b, c\) or none of them "
                                           r"\(then they go in the file's order\), found b among them and image not"):
         export_pytorch(_Difference(), {"b": b, "image": a}, tmp_path / "mixed")   # b would have been fed as a
-    with pytest.raises(ConfigError, match=r"expected an array for each of forward's parameters \(a, b, c\) and no more, "
-                                          r"found 3 arrays, image not among them \(leave it out of the example\)$"):
-        export_pytorch(_Difference(), {"a": a, "b": b, "image": a}, tmp_path / "extra")   # one too many, not a mix
+    with pytest.raises(ConfigError, match=r"expected at most an array for each of forward's parameters \(a, b, c\), "
+                                          r"found 4 arrays, image not among them \(leave it out of the example\)$"):
+        export_pytorch(_Difference(), {"a": a, "b": b, "c": b, "image": a}, tmp_path / "extra")   # one too many
+    with pytest.raises(ConfigError, match=r"expected names that are all forward's parameters \(a, b, c\) or none"):
+        export_pytorch(_Difference(), {"a": a, "b": b, "image": a}, tmp_path / "extra")   # image for c? a mix, said so
 
     class Returns(torch.nn.Module):   # forward returning what a graph cannot: named, with the way out
         def __init__(self, result):
@@ -362,7 +371,8 @@ def test_inputs_named_as_forwards_parameters_are_bound_by_name(tmp_path):
         def forward(self, x):
             return self.result(x)
 
-    for result, said in ((lambda x: (x, None), "a tuple with NoneType at position 1"),
+    for result, said in ((lambda x: (x, None), r"a tuple with NoneType at position 1 \(return only tensors, and name "
+                                               r"them with output_names \(--output-name\)\)"),
                          (lambda x: {"clean": x, "noise": -x}, r"a dict \(clean, noise\): return its tensors as a tuple "
                                                               r"and name them with output_names \(--output-name\)")):
         with pytest.raises(ConfigError, match=rf"module: expected forward to return a tensor or a tuple of tensors, "

@@ -38,6 +38,11 @@ class Session:
         # run_rows' split, fixed by the signature: the inputs cut by rows, and whether the outputs join back
         self._batched = frozenset(s.name for s in inputs if s.shape[:1] == (BATCH_DIM,))
         self._rows_join = all(s.shape[:1] == (BATCH_DIM,) for s in outputs)
+        batch_ranges = [(low[0], high[0]) for name, low, _opt, high in profile or () if name in self._batched]
+        # the most rows of the batch dim run_rows puts in one call: the engine profile's largest batch (a
+        # TensorRT engine takes no more), else ROWS_PER_CALL; and the fewest: its smallest, else 1
+        self.max_rows = min((high for _, high in batch_ranges), default=ROWS_PER_CALL)
+        self.min_rows = max((low for low, _ in batch_ranges), default=1)
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         if not self._accepts(feeds):
@@ -45,18 +50,6 @@ class Session:
         if self._ranges:
             self._check_profile(feeds)
         return self._run(feeds)
-
-    @property
-    def max_rows(self) -> int:
-        """The most rows of the batch dim run_rows puts in one call: the engine profile's largest
-        batch (a TensorRT engine takes no more), else ROWS_PER_CALL."""
-        return min((high[0] for name, _low, _opt, high in self.profile or () if name in self._batched),
-                   default=ROWS_PER_CALL)
-
-    @property
-    def min_rows(self) -> int:
-        """The fewest rows of the batch dim a call takes: the engine profile's smallest batch, else 1."""
-        return max((low[0] for name, low, _opt, _high in self.profile or () if name in self._batched), default=1)
 
     def run_rows(self, feeds: Mapping[str, np.ndarray], keep=None) -> dict[str, np.ndarray]:
         """run() in calls of at most max_rows rows of the batch dim, the outputs joined: for a
@@ -77,7 +70,7 @@ class Session:
         return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
 
     def _run_padded(self, feeds: Mapping[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
-        short = self.min_rows - rows if self.profile and rows else 0   # rows 0: a graph whose rows cannot be split
+        short = self.min_rows - rows if rows else 0   # rows 0: a graph whose rows cannot be split
         if short <= 0:
             return self.run(feeds)
         padded = {name: np.concatenate([value, np.repeat(value[-1:], short, axis=0)]) if name in self._batched else value

@@ -180,12 +180,12 @@ def _in_forward_order(module: torch.nn.Module, example: dict[str, np.ndarray]) -
     by_name = {p.name: p for p in parameters if p.kind is not p.VAR_POSITIONAL and p.kind is not p.VAR_KEYWORD}
     if not set(example) <= set(by_name):
         named = [name for name in example if name in by_name]
-        extra = [name for name in example if name not in by_name]
-        needed = [p.name for p in by_name.values() if p.default is p.empty and p.kind is not p.KEYWORD_ONLY]
-        if named and set(needed) <= set(named) and not any(p.kind is p.VAR_POSITIONAL for p in parameters):
-            raise ConfigError(f"inputs (--inputs): expected an array for each of forward's parameters "
-                              f"({', '.join(by_name)}) and no more, found {len(example)} arrays, "
-                              f"{', '.join(extra)} not among them (leave it out of the example)")
+        positional = [p.name for p in by_name.values() if p.kind is not p.KEYWORD_ONLY]
+        if named and len(example) > len(positional) and not any(p.kind is p.VAR_POSITIONAL for p in parameters):
+            extra = [name for name in example if name not in by_name]
+            raise ConfigError(f"inputs (--inputs): expected at most an array for each of forward's parameters "
+                              f"({', '.join(positional)}), found {len(example)} arrays, {', '.join(extra)} not "
+                              "among them (leave it out of the example)")
         if named and not any(p.kind is p.VAR_POSITIONAL for p in parameters):   # by name or by order: not both
             raise ConfigError(f"inputs (--inputs): expected names that are all forward's parameters ("
                               f"{', '.join(by_name)}) or none of them (then they go in the file's order), found "
@@ -312,7 +312,8 @@ def _returned(result) -> str:
                 "output_names (--output-name)")
     if isinstance(result, (tuple, list)) and result:
         index, item = next((i, r) for i, r in enumerate(result) if not isinstance(r, torch.Tensor))
-        return f"a {type(result).__name__} with {type(item).__name__} at position {index}"
+        return (f"a {type(result).__name__} with {type(item).__name__} at position {index} (return only tensors, "
+                "and name them with output_names (--output-name))")
     return type(result).__name__
 
 

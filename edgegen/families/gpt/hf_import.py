@@ -75,13 +75,13 @@ def read_gpt2_config(folder: Path) -> dict:
         unsupported.append("untied output embeddings")
     if unsupported:
         raise CheckpointError(f"{path}: expected a standard GPT-2, found " + "; ".join(unsupported))
-    _refuse_pad_outside_vocabulary(path, hf, hf.get("vocab_size", 50257))
-    return hf
+    return hf   # a pad_token_id past the vocabulary is common here, and harmless: GPT-2's embedding has no padding_idx
 
 
 def _refuse_pad_outside_vocabulary(path: Path, hf: dict, vocab_size) -> None:
     """A pad token added to the tokenizer without resizing the model's embeddings leaves a
-    pad_token_id past the vocabulary, which transformers itself cannot build the model with."""
+    pad_token_id past the vocabulary, which transformers itself cannot build a Llama-family model
+    with (its embedding takes the pad as padding_idx; GPT-2's does not, and takes such a config)."""
     pad = hf.get("pad_token_id")
     if isinstance(pad, int) and isinstance(vocab_size, int) and not 0 <= pad < vocab_size:
         raise CheckpointError(f"{path}: expected pad_token_id below vocab_size {vocab_size}, found {pad} (a pad "
