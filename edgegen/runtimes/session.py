@@ -39,10 +39,14 @@ class Session:
         self._batched = frozenset(s.name for s in inputs if s.shape[:1] == (BATCH_DIM,))
         self._rows_join = all(s.shape[:1] == (BATCH_DIM,) for s in outputs)
         batch_ranges = [(low[0], high[0]) for name, low, _opt, high in profile or () if name in self._batched]
-        # the most rows of the batch dim run_rows puts in one call: the engine profile's largest batch (a
-        # TensorRT engine takes no more), else ROWS_PER_CALL; and the fewest: its smallest, else 1
-        self.max_rows = min((high for _, high in batch_ranges), default=ROWS_PER_CALL)
-        self.min_rows = max((low for low, _ in batch_ranges), default=1)
+        self._profile_rows = min((high for _, high in batch_ranges), default=None)
+        self.min_rows = max((low for low, _ in batch_ranges), default=1)   # the fewest rows a call takes
+
+    @property
+    def max_rows(self) -> int:
+        """The most rows of the batch dim run_rows puts in one call: the engine profile's largest
+        batch (a TensorRT engine takes no more), else ROWS_PER_CALL."""
+        return ROWS_PER_CALL if self._profile_rows is None else self._profile_rows
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         if not self._accepts(feeds):
