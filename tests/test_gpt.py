@@ -1464,6 +1464,21 @@ def test_a_generation_config_value_the_sampler_refuses_is_named_and_left_at_tran
         "takes max_new_tokens and stop per call, not from the checkpoint"]
 
 
+def test_an_imported_setting_is_said_once_at_export_and_transformers_bars_stay_out(tmp_path, capsys):
+    """The import's warnings describe the folder's settings: said by the export, not again by every
+    command that imports the folder again for PyTorch's side (bench --vs-torch, optimize). The
+    import's check loads transformers' model without its own progress bar."""
+    _tiny_llama(tmp_path / "hf", "mistral", sliding_window=64)
+    capsys.readouterr()
+    main(["export", "--from-transformers", str(tmp_path / "hf"), "--out", str(tmp_path / "pkg")])
+    said = capsys.readouterr().err
+    assert said.count("sliding_window 64 caps the package's context") == 1 and "Loading weights" not in said
+    main(["bench", str(tmp_path / "pkg"), "--vs-torch", str(tmp_path / "hf"), "--iters", "10", "--warmup", "10"])
+    said = capsys.readouterr()
+    assert "| torch eager |" in said.out
+    assert "sliding_window" not in said.err and "Loading weights" not in said.err
+
+
 def test_sliding_windows_are_taken_as_transformers_slides(tmp_path):
     """Mistral slides wherever sliding_window is set (its model never reads use_sliding_window), Qwen2
     only where use_sliding_window says so; a window shorter than the import's 24-token check is

@@ -7,6 +7,7 @@ import datetime
 import platform
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ import onnxruntime
 import torch
 
 from .. import __version__
-from ..errors import CheckpointError, ConfigError, ValidationError
+from ..errors import CheckpointError, ConfigError, ImportedSettingWarning, ValidationError
 from ..families import RuntimeConfig
 from ..families import get as get_family
 from ..package import (CHECKPOINT_WEIGHTS, MANIFEST_NAME, PACKAGE_KIND, GraphEntry, Manifest, Package, check_name,
@@ -200,7 +201,9 @@ def _imported_again(folder: Path, scratch: Path) -> tuple[Checkpoint, ExportSpec
         raise CheckpointError(f"{str(folder)!r}: expected an edgegen checkpoint (weights.safetensors), a "
                               "transformers save_pretrained folder (config.json) or a diffusers pipeline "
                               "(model_index.json), found none of them")
-    return import_transformers(model_type(folder), folder, scratch), None
+    with warnings.catch_warnings():   # what the import says of the folder's settings, the export said once
+        warnings.simplefilter("ignore", ImportedSettingWarning)
+        return import_transformers(model_type(folder), folder, scratch), None
 
 
 @contextlib.contextmanager

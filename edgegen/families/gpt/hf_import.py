@@ -10,6 +10,7 @@ before anything is exported.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from pathlib import Path
 
@@ -258,7 +259,8 @@ def check_against_transformers(folder: Path, model, vocab_size: int, context: in
         return "skipped: transformers is not installed"
     # in float32 whatever the checkpoint's dtype: our module holds the weights in float32 too
     try:
-        reference = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
+        with _no_transformers_bars():
+            reference = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
     except Exception as exc:  # noqa: BLE001 - what transformers cannot load, it cannot vouch for: one line, not its traceback
         raise CheckpointError(f"{str(folder)!r}: expected a checkpoint transformers loads, to check the import against, "
                               f"found it failing: {type(exc).__name__}: {first_line(exc)}") from None
@@ -277,12 +279,32 @@ def check_against_transformers(folder: Path, model, vocab_size: int, context: in
     return f"matches transformers {type(reference).__name__} (max abs diff {result.max_abs:.2g})"
 
 
-def import_gpt2(folder: str | Path, scratch: Path) -> Checkpoint:
-    """A Checkpoint of our GPT holding the GPT-2 weights; a built tokenizer goes to `scratch`."""
+@contextlib.contextmanager
+def _no_transformers_bars():
+    """transformers' own progress bars off (its "Loading weights" bar for the check's reference
+    model): the export's progress line already says where it is."""
+    from transformers.utils import logging
+
+    was_on = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            logging.enable_progress_bar()
+
+
+def _save_pretrained_folder(folder: str | Path) -> Path:
     folder = Path(folder)
     if not folder.is_dir():
         raise CheckpointError(f"transformers checkpoint {str(folder)!r}: expected a save_pretrained directory, found "
                               f"{'a file' if folder.exists() else 'nothing at that path'}")
+    return folder
+
+
+def import_gpt2(folder: str | Path, scratch: Path) -> Checkpoint:
+    """A Checkpoint of our GPT holding the GPT-2 weights; a built tokenizer goes to `scratch`."""
+    folder = _save_pretrained_folder(folder)
     hf = read_gpt2_config(folder)
     n_layer = hf.get("n_layer", 12)
     config = make_config("gpt", {
@@ -357,10 +379,7 @@ def convert_llama_state(hf_state: dict[str, torch.Tensor], tied: bool) -> dict[s
 
 def import_llama(folder: str | Path, scratch: Path, architecture: str = "llama") -> Checkpoint:
     """A Checkpoint of the llama architecture holding a Llama, Qwen2 or Mistral checkpoint's weights."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise CheckpointError(f"transformers checkpoint {str(folder)!r}: expected a save_pretrained directory, found "
-                              f"{'a file' if folder.exists() else 'nothing at that path'}")
+    folder = _save_pretrained_folder(folder)
     hf = read_llama_config(folder, architecture)
     missing = [k for k in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
                if not isinstance(hf.get(k), int)]
