@@ -179,8 +179,10 @@ def test_int8_of_a_graph_with_no_layer_between_its_first_and_last_is_refused(tmp
 
 
 def test_values_the_graph_cannot_take_are_an_input_error_in_one_line(tmp_path, capsys):
-    """Right names, types and shapes, but a label past the embedding's table: ONNX Runtime's own
-    refusal comes back as edgegen's InputError (a one-line error on the command line)."""
+    """Right names, types and shapes, but a label past the embedding's table: refused as PyTorch's
+    embedding refuses it, negative ones too (ONNX's Gather counts those from the end, and gave a row
+    the module never would), in one line on the command line. Where the graph itself refuses a
+    value, ONNX Runtime's refusal comes back as edgegen's InputError."""
     class Labelled(torch.nn.Module):
         def __init__(self):
             super().__init__()
@@ -192,15 +194,20 @@ def test_values_the_graph_cannot_take_are_an_input_error_in_one_line(tmp_path, c
 
     pkg = export_pytorch(Labelled(), {"label": np.array([1, 7], dtype=np.int64)}, tmp_path / "pkg")
     pipe = edgegen.load(pkg)
-    assert pipe(label=np.array([9], dtype=np.int64))["output"].shape == (1, 4)
-    with pytest.raises(InputError, match=r"graph 'model': expected input values it can compute on, found ONNX Runtime "
-                                         r"refusing them: .*idx=20"):
-        pipe(label=np.array([20], dtype=np.int64))
-    np.savez(tmp_path / "bad.npz", label=np.array([20], dtype=np.int64))
+    assert pipe.config.index_limits == {"label": 10}
+    assert pipe(label=np.array([9, 0], dtype=np.int64))["output"].shape == (2, 4)
+    for label, found in (([20], "20..20"), ([3, -1], "-1..3")):
+        with pytest.raises(InputError, match=rf"^input 'label': expected indices into an embedding of 10 rows \(0 to 9\), "
+                                             rf"found {found}$"):
+            pipe(label=np.array(label, dtype=np.int64))
+    np.savez(tmp_path / "bad.npz", label=np.array([-1], dtype=np.int64))
     assert main(["generate", str(pkg), "--inputs", str(tmp_path / "bad.npz"), "--out", str(tmp_path / "o.npz")]) == 2
     err = capsys.readouterr().err
-    assert "edgegen: error: graph 'model': expected input values" in err and "Traceback" not in err
+    assert "edgegen: error: input 'label': expected indices into an embedding" in err and "Traceback" not in err
     assert not (tmp_path / "o.npz").exists()
+    with pytest.raises(InputError, match=r"graph 'model': expected input values it can compute on, found ONNX Runtime "
+                                         r"refusing them: .*idx=20"):
+        pipe.session.run({"label": np.array([20], dtype=np.int64)})
 
     # a held-out feed the module cannot take is named as that feed, not blamed on sizes the trace did not see
     with pytest.raises(ValidationError, match=r"failed on held-out feed 1 \(held_out, --held-out\) \(IndexError: index "
@@ -226,6 +233,31 @@ def test_values_the_graph_cannot_take_are_an_input_error_in_one_line(tmp_path, c
     with pytest.raises(BackendError, match=r"graph 'model': expected ONNX Runtime to run it, found it failing: "
                                            r"Non-zero status code .*idx=20 must be within the inclusive range \[-10,9\]$"):
         binding.run()
+
+
+def test_only_an_embeddings_indices_are_bounded_and_plain_indexing_keeps_pythons_negatives(tmp_path):
+    """An nn.Embedding reached through a cast is bounded by its table; `table[ids]` indexes as Python
+    does in PyTorch (-1 is the last row), and so in the graph: left alone."""
+    class Both(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.embedding = torch.nn.Embedding(12, 3)
+            self.table = torch.nn.Parameter(torch.randn(7, 3))
+
+        def forward(self, ids, rows):
+            return self.embedding(ids.long()) + self.table[rows]
+
+    module = Both()
+    example = {"ids": np.array([[1, 2], [3, 4]], np.int32), "rows": np.array([[0, 1], [5, 6]])}
+    pipe = edgegen.load(export_pytorch(module, example, tmp_path / "pkg"))
+    assert pipe.config.index_limits == {"ids": 12}
+    feeds = {"ids": np.array([[11, 0]], np.int32), "rows": np.array([[-1, -7]])}
+    with torch.inference_mode():
+        expected = module(*(torch.from_numpy(v) for v in feeds.values())).numpy()
+    np.testing.assert_allclose(pipe(feeds)["output"], expected, rtol=1e-6)
+    with pytest.raises(InputError, match=r"input 'ids': expected indices into an embedding of 12 rows"):
+        pipe(ids=np.array([[12, 0]], np.int32), rows=np.array([[0, 0]]))
 
 
 def test_export_refuses_bad_arguments_with_their_names(user_model, tmp_path):

@@ -137,6 +137,7 @@ def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str 
         except Exception as exc:  # noqa: BLE001 - a module torch.export cannot trace is the user's to change
             raise ValidationError(f"export of {config.source!r}: expected a module torch.export can trace, found "
                                   f"{_innermost(exc, module)} (docs/bring-your-own-model.md says what traces)") from exc
+        config.index_limits = embedding_rows(model)
         onnx.save(model, str(stage / f"{GRAPH}.onnx"))
         graph_outputs = tuple(value_spec(v) for v in model.graph.output)
         for spec in graph_outputs:   # before a session, whose refusal would name ONNX's type numbers
@@ -465,6 +466,36 @@ def _gate_at_limits(module, session, specs, example, traced, limits, rng, atol, 
                                   f"some size: {fix}")
         results += found
     return results
+
+
+# ops that pass an integer input's values through unchanged on their way to a Gather
+VALUE_PRESERVING_OPS = {"Cast", "Identity", "Reshape", "Unsqueeze", "Squeeze", "Flatten"}
+
+
+def embedding_rows(model: onnx.ModelProto) -> dict[str, int]:
+    """{graph input: rows of the embedding table it indexes}, for each input that reaches an
+    nn.Embedding lookup's indices (a Gather the exporter marks as aten.embedding). PyTorch's
+    embedding refuses an index outside [0, rows), but ONNX's Gather takes a negative one as
+    counted from the end, so the runtime checks these inputs' values (GenericPipeline). A plain
+    `table[ids]` indexes as Python does, negatives included, and is left alone."""
+    tables = {t.name: list(t.dims) for t in model.graph.initializer}
+    producers = {output: node for node in model.graph.node for output in node.output}
+    inputs = {i.name for i in model.graph.input}
+    rows: dict[str, int] = {}
+    for node in model.graph.node:
+        if node.op_type != "Gather" or not _marked_embedding(node) or not tables.get(node.input[0]):
+            continue
+        name = node.input[1]
+        while name in producers and producers[name].op_type in VALUE_PRESERVING_OPS:
+            name = producers[name].input[0]
+        if name in inputs:
+            rows[name] = min(rows.get(name, tables[node.input[0]][0]), tables[node.input[0]][0])
+    return rows
+
+
+def _marked_embedding(node: onnx.NodeProto) -> bool:
+    """The torch.export exporter records each node's aten op in its metadata."""
+    return any(p.key == "pkg.torch.onnx.class_hierarchy" and "aten.embedding" in p.value for p in node.metadata_props)
 
 
 def _draw_like(array: np.ndarray, shape: tuple, rng: np.random.Generator) -> np.ndarray:

@@ -6,7 +6,7 @@ example's) so that `edgegen optimize` can calibrate and gate variants without th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -26,6 +26,7 @@ class GenericConfig(RuntimeConfig):
     dim_limits: dict      # dynamic dim -> its largest value (TensorRT profiles)
     example_dims: dict    # dynamic dim -> the size it was traced at (bench's default)
     held_out: dict | None = None                        # {"file": "held_out.npz", "sha256": ..., "feeds": n}
+    index_limits: dict = field(default_factory=dict)    # input -> rows of the embedding table it indexes
     source: str = ""                                    # where the module came from, for the reader
 
     def problems(self) -> list[str]:
@@ -38,6 +39,9 @@ class GenericConfig(RuntimeConfig):
                 and isinstance(v, int) and isinstance(self.dim_limits[d], int) and v > self.dim_limits[d]}
         if over:
             problems.append(f"example_dims expected within dim_limits, found (size, limit) {over}")
+        bad = {k: v for k, v in self.index_limits.items() if isinstance(v, bool) or not isinstance(v, int) or v < 1}
+        if bad:
+            problems.append(f"index_limits expected positive integer table sizes, found {bad}")
         if self.held_out is not None and not {"file", "sha256"} <= set(self.held_out):
             problems.append(f"held_out expected file and sha256, found keys {sorted(self.held_out)}")
         return problems
@@ -70,8 +74,10 @@ class GenericPipeline(Pipeline):
                                  f"found one {type(feeds).__name__}")
             feeds = {self.inputs[0].name: feeds}
         given = {**(feeds or {}), **named}
-        outputs = self.session.run({spec.name: _as_array(given.get(spec.name), spec) for spec in self.inputs}
-                                   if set(given) == {s.name for s in self.inputs} else given)
+        if set(given) == {s.name for s in self.inputs}:
+            given = {spec.name: _as_array(given[spec.name], spec) for spec in self.inputs}
+            self._refuse_indices_past_their_tables(given)
+        outputs = self.session.run(given)
         for name, value in outputs.items():   # a NaN result is an error, never an array written out
             if value.dtype.kind == "f" and np.isnan(value).any():
                 raise NonFiniteError(f"output {name!r}: expected numbers, found NaN in the result (the graph made "
@@ -79,6 +85,15 @@ class GenericPipeline(Pipeline):
         return outputs
 
     run = __call__
+
+    def _refuse_indices_past_their_tables(self, feeds: dict[str, np.ndarray]) -> None:
+        """An embedding's index outside its table is PyTorch's IndexError; ONNX's Gather would take
+        a negative one as counted from the end, and give a row the module never would."""
+        for name, rows in self.config.index_limits.items():
+            values = feeds.get(name)
+            if values is not None and values.size and (values.min() < 0 or values.max() >= rows):
+                raise InputError(f"input {name!r}: expected indices into an embedding of {rows} rows (0 to {rows - 1}), "
+                                 f"found {int(values.min())}..{int(values.max())}")
 
     def held_out_inputs(self) -> list[dict[str, np.ndarray]]:
         """The inputs recorded at export (held out from the trace), as a list of feeds."""
