@@ -267,6 +267,13 @@ def test_user_errors_name_the_problem(gpt):
         list(pipe.stream(["a", "b"]))
     with pytest.raises(InputError, match="max_new_tokens"):
         pipe.generate("x", max_new_tokens=0)
+    # a refused value the call did not give is named as the package's default; the others are not listed
+    pipe.config.generation_defaults = {"do_sample": False, "temperature": 0.0, "top_k": 20}
+    with pytest.raises(InputError, match=r"temperature: expected a number from 0.0001 to 10000 when sampling .*found "
+                                         r"0.0 \(the package's default temperature; give temperature to override it\)$"):
+        pipe.generate("x", do_sample=True)
+    with pytest.raises(InputError, match=r"top_p: expected a number from 0 to 1, found 1.5$"):
+        pipe.generate("x", do_sample=True, temperature=0.7, top_p=1.5)
 
 
 def test_kv_cache_is_allocated_once_per_run_and_sized_from_the_request(gpt, monkeypatch):

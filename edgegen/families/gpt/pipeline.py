@@ -330,9 +330,11 @@ class GPTPipeline(Pipeline):
         try:
             sampling = Sampling.checked(**{name: value if value is not None else self.generation_defaults[name]
                                            for name, value in given.items()})
-        except InputError as exc:   # say where a value the call did not give came from
-            taken = {n: v for n, v in self.config.generation_defaults.items() if given.get(n) is None}
-            raise InputError(f"{exc} (with the package's defaults {taken})" if taken else str(exc)) from None
+        except InputError as exc:   # a refused value the call did not give is the package's: say so
+            name = str(exc).split(":", 1)[0]
+            if given.get(name) is None and name in self.config.generation_defaults:
+                raise InputError(f"{exc} (the package's default {name}; give {name} to override it)") from None
+            raise
         if not isinstance(use_cache, bool):
             raise InputError(f"use_cache: expected True or False, found {use_cache!r}")
         if isinstance(lookup, bool) or not isinstance(lookup, (int, np.integer)) or not 0 <= lookup < self.context:
