@@ -1556,8 +1556,14 @@ def test_llama_import_refuses_what_its_decoder_does_not_compute(tmp_path):
         export_transformers("llama", tmp_path / "sharded", tmp_path / "pkg")
     # a config.json that disagrees with the weights: the tensors missing are named, not only torch's header
     (tmp_path / "hf" / "config.json").write_text(json.dumps({**config, "hidden_act": "silu", "num_hidden_layers": 3}))
-    with pytest.raises(CheckpointError, match=r"expected the tensors config.json describes, found: Missing key\(s\) in "
-                                              r'state_dict: "layers\.2\.input_layernorm\.weight"'):
+    with pytest.raises(CheckpointError, match=r"expected the tensors config.json describes, found tensors 9 missing "
+                                              r"\(layers\.2\.input_layernorm\.weight, layers\.2\.self_attn\.q_proj\.weight, "
+                                              r"layers\.2\.self_attn\.k_proj\.weight, \.\.\.\)$"):
+        export_transformers("llama", tmp_path / "hf", tmp_path / "pkg")
+    # sizes that disagree are said with both shapes, in one clause, not torch's sentence per tensor
+    (tmp_path / "hf" / "config.json").write_text(json.dumps({**config, "hidden_act": "silu", "intermediate_size": 100}))
+    with pytest.raises(CheckpointError, match=r"found tensors 6 of another shape \(layers\.0\.mlp\.gate_proj\.weight "
+                                              r"\[96, 64\] against the model's \[100, 64\], "):
         export_transformers("llama", tmp_path / "hf", tmp_path / "pkg")
 
 

@@ -149,12 +149,20 @@ def require_recorded_weights(package, ckpt: Checkpoint, what: str, how: str) -> 
     return ckpt
 
 
-def state_dict_mismatch(exc: Exception, limit: int = 600) -> str:
-    """What load_state_dict (or a renaming of weights) found wrong, on one line: torch puts a header
-    line first and the missing keys, unexpected keys and size mismatches on the lines after it."""
-    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-    text = "; ".join(lines[1:] if len(lines) > 1 and lines[0].startswith("Error(s) in loading") else lines)
-    return text if len(text) <= limit else text[:limit] + "..."
+def state_dict_mismatch(model: torch.nn.Module, state: dict, shown: int = 3) -> str | None:
+    """What keeps `state` from loading into `model` strictly, on one line (the tensors missing, those
+    the model has no place for, those of another shape, a few of each named), or None where it
+    loads. Said in the model's terms rather than in torch's multi-clause refusal."""
+    own = model.state_dict()
+    groups = {
+        "missing": [name for name in own if name not in state],
+        "not in the model": [name for name in state if name not in own],
+        "of another shape": [f"{name} {list(state[name].shape)} against the model's {list(own[name].shape)}"
+                             for name in own if name in state and tuple(state[name].shape) != tuple(own[name].shape)],
+    }
+    said = [f"{len(names)} {what} ({', '.join(names[:shown])}{', ...' if len(names) > shown else ''})"
+            for what, names in groups.items() if names]
+    return "; ".join(said) or None
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
@@ -187,11 +195,10 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         state = load_file(str(weights_path))
     except (SafetensorError, OSError) as exc:
         raise CheckpointError(f"{weights_path}: expected a safetensors file, found: {exc}") from None
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise CheckpointError(f"{weights_path}: expected weights of the {family} model described by {CONFIG}, found: "
-                              f"{state_dict_mismatch(exc)}") from None
+    if wrong := state_dict_mismatch(model, state):
+        raise CheckpointError(f"{weights_path}: expected weights of the {family} model described by {CONFIG}, found "
+                              f"tensors {wrong}")
+    model.load_state_dict(state, strict=True)
     model.eval()
     return Checkpoint(path, family, config, model, meta.get("data", {}), meta.get("training", {}),
                       sha256_file(weights_path))

@@ -167,10 +167,16 @@ def _imported(folder: Path, scratch: Path, architecture: str, hf: dict, config, 
     hf_state, weights_sha = _load_weights(folder)
     model = build(config)
     try:
-        model.load_state_dict(convert(hf_state), strict=True)
-    except (KeyError, RuntimeError) as exc:
+        state = convert(hf_state)
+    except KeyError as exc:
+        state = {}   # the renaming needed a tensor the checkpoint lacks: named below with the rest
+        missing = f" ({exc.args[0]} among them)"
+    else:
+        missing = ""
+    if wrong := state_dict_mismatch(model, state):
         raise CheckpointError(f"{architecture} weights in {str(folder)!r}: expected the tensors config.json describes, "
-                              f"found: {state_dict_mismatch(exc)}") from None
+                              f"found tensors {wrong}{missing}")
+    model.load_state_dict(state, strict=True)
     del hf_state   # copied into the model: freed before transformers' own copy is loaded for the check
     model.eval()
     if tokenizer is None and (folder / "tokenizer.model").is_file():
