@@ -304,3 +304,75 @@ def test_a_pipeline_batch_past_the_engine_profile_runs_in_calls_the_profile_take
         assert calls[-len(sizes):] == sizes
         np.testing.assert_array_equal(out["corner"], sample[:n, :, :1, :1] * 2)   # n rows, in order
     assert kept[-1] == 3   # keep sees the rows asked for, never the padding
+
+
+class _OneDeviceContext:
+    """A stand-in for TensorRT's execution context and cuda-python's runtime: "device" buffers are
+    bytearrays by address, and the engine doubles its input slowly, so that two calls at once
+    overlap and mix their buffers unless the session makes them take turns."""
+
+    def __init__(self):
+        self.memory, self.shapes = {1: bytearray(64), 2: bytearray(64)}, {}
+
+    def set_input_shape(self, name, shape):
+        self.shapes[name] = tuple(shape)
+        return True
+
+    def get_tensor_shape(self, name):
+        return self.shapes["x"]
+
+    def execute_async_v3(self, stream):
+        import time
+
+        time.sleep(0.002)   # a call's run: long enough for another thread's copies to land meanwhile
+        doubled = np.frombuffer(bytes(self.memory[1]), np.float32) * 2
+        self.memory[2][:] = doubled.tobytes()
+        return True
+
+    def cudaMemcpyAsync(self, destination, source, size, kind, stream):   # noqa: N802 - cuda-python's name
+        import ctypes
+
+        if destination in self.memory:
+            self.memory[destination][:size] = ctypes.string_at(source, size)
+        else:
+            ctypes.memmove(destination, bytes(self.memory[source][:size]), size)
+        return (0,)
+
+    def cudaStreamSynchronize(self, stream):   # noqa: N802
+        return (0,)
+
+    def cudaFree(self, pointer):   # noqa: N802
+        return (0,)
+
+
+def test_a_tensorrt_session_called_from_several_threads_gives_each_its_own_result():
+    """The engine's buffers and shapes are its one context's: calls from threads take turns, where
+    at once one thread's input was doubled into another's result. (A stand-in device: no GPU here.)"""
+    import threading
+    from edgegen.runtimes.engines import TensorRTSession
+    from edgegen.runtimes.session import Session
+
+    spec = (TensorSpec("x", "float32", ("batch", 4)),)
+    session = TensorRTSession.__new__(TensorRTSession)
+    Session.__init__(session, "graph", spec, (TensorSpec("y", "float32", ("batch", 4)),),
+                     (("x", (1, 4), (1, 4), (4, 4)),))
+    device = _OneDeviceContext()
+    session._context = session._cudart = device
+    session._cudart.cudaMemcpyKind = type("Kinds", (), {"cudaMemcpyHostToDevice": 1, "cudaMemcpyDeviceToHost": 2})
+    session._stream, session._buffers = None, {"x": 1, "y": 2}
+    session._dtypes, session._capacity = {"x": np.dtype(np.float32), "y": np.dtype(np.float32)}, {"x": 64, "y": 64}
+    session._one_call_at_a_time = threading.Lock()
+    wrong = []
+
+    def calls(value):
+        for _ in range(20):
+            out = session.run({"x": np.full((1, 4), value, np.float32)})["y"]
+            if not (out == 2 * value).all():
+                wrong.append((value, out.tolist()))
+
+    threads = [threading.Thread(target=calls, args=(float(v),)) for v in range(1, 5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert wrong == []

@@ -194,3 +194,36 @@ def test_check_reads_a_package_whose_family_is_not_installed_here(registered, tm
     assert checks and all(c.ok for c in checks)
     batches = {(low[0], opt[0], high[0]) for c in checks for _, low, opt, high in c.profile}
     assert batches == {(1, 2, 8)}
+
+
+FIRST_LOOKUPS_IN_THREADS = """
+import threading
+from edgegen import families
+names = ["gpt", "wavenet", "sr", "vae", "text2image", "ldm"]
+start, errors = threading.Barrier(len(names)), []
+
+def first_lookup(name):
+    start.wait()
+    try:
+        families.get(name)
+    except Exception as exc:
+        errors.append(f"{name}: {exc}")
+
+threads = [threading.Thread(target=first_lookup, args=(name,)) for name in names]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+print(errors)
+"""
+
+
+def test_threads_that_look_families_up_first_at_once_each_find_them():
+    """A server loading several packages in threads at start-up: each lookup waits for the whole
+    registry (they read it half filled, and refused families not imported yet). In a fresh process,
+    since discovery runs once per process; it failed in every one of three runs before the lock."""
+    for _ in range(3):
+        result = subprocess.run([sys.executable, "-c", FIRST_LOOKUPS_IN_THREADS], capture_output=True, text=True,
+                                timeout=120)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == "[]"

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import pkgutil
+import threading
 import types
 import typing
 from dataclasses import dataclass, field
@@ -321,7 +322,9 @@ def _resolve(reference: str, default_name: str) -> Any:
 
 _REGISTRY: dict[str, Family] = {}
 _BROKEN: dict[str, str] = {}   # entry point name -> why it did not load (said when that family is asked for)
-_DISCOVERED = False
+_DISCOVERED = False                # set once discovery has finished, so a reader sees every family
+_DISCOVERING = False               # True while this process's one discovery runs (its own imports may ask)
+_DISCOVERY_LOCK = threading.RLock()
 
 
 def register(family: Family) -> Family:
@@ -336,11 +339,24 @@ def register(family: Family) -> Family:
 
 
 def _discover() -> None:
-    """Import the built-in family folders, then the entry points of installed packages, once."""
-    global _DISCOVERED
+    """Import the built-in family folders, then the entry points of installed packages, once. Under
+    a lock: threads loading their first packages at once (a server warming its models) each wait
+    for the whole registry, where they read it half filled and refused families not yet imported."""
+    global _DISCOVERED, _DISCOVERING
     if _DISCOVERED:
         return
-    _DISCOVERED = True
+    with _DISCOVERY_LOCK:
+        if _DISCOVERED or _DISCOVERING:   # another thread finished it, or this one is inside it
+            return
+        _DISCOVERING = True
+        try:
+            _import_families()
+            _DISCOVERED = True
+        finally:
+            _DISCOVERING = False
+
+
+def _import_families() -> None:
     for info in pkgutil.iter_modules(__path__):
         if info.ispkg:
             importlib.import_module(f"{__name__}.{info.name}")

@@ -25,6 +25,7 @@ import json
 import os
 import secrets
 import tempfile
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -475,7 +476,9 @@ class TensorRTSession(Session):
     """One engine, run with execute_async_v3: device buffers for the profile's largest shapes
     allocated once and reused, input shapes set per call, copies and the run on one stream.
     The Session base checks each feed, and its shapes against the engine's profile, before
-    anything is copied to the device."""
+    anything is copied to the device. The buffers, shapes and stream are the one execution
+    context's, so calls from several threads take turns (_one_call_at_a_time): run at once they
+    would write over each other's inputs and read each other's outputs."""
 
     backend = "tensorrt"
 
@@ -492,6 +495,7 @@ class TensorRTSession(Session):
             raise BackendError(f"graph {graph_name!r}: TensorRT could not deserialize its engine (another TensorRT "
                                "or GPU? rebuild it with edgegen build)")
         self._context = self._engine.create_execution_context()
+        self._one_call_at_a_time = threading.Lock()
         self._stream = _cuda(cudart.cudaStreamCreate())
         self._dtypes = {n: np.dtype(trt.nptype(self._engine.get_tensor_dtype(n)))
                         for n in [s.name for s in inputs + outputs]}
@@ -505,6 +509,10 @@ class TensorRTSession(Session):
             self._context.set_tensor_address(name, int(pointer))
 
     def _run(self, feeds) -> dict[str, np.ndarray]:
+        with self._one_call_at_a_time:
+            return self._run_alone(feeds)
+
+    def _run_alone(self, feeds) -> dict[str, np.ndarray]:
         cudart, stream = self._cudart, self._stream
         for spec in self.inputs:
             array = np.ascontiguousarray(feeds[spec.name], dtype=self._dtypes[spec.name])
