@@ -57,6 +57,12 @@ def _package_or_name(given: str) -> str:
     return str(found)
 
 
+def _shipped_but_not_exported(given: str) -> bool:
+    from .shipped import find_shipped, is_shipped_name
+
+    return not os.path.exists(given) and is_shipped_name(given) and find_shipped(given) is None
+
+
 def _cmd_list(args) -> None:
     from .shipped import MODELS_MISSING, cache_path, find_shipped, models_root, shipped_family, shipped_names
 
@@ -1006,10 +1012,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if getattr(args, "export_side", None):
             require_export(args.export_side)
-        if args.command == "build" and not os.path.exists(args.package):
-            from .runtimes.backends import resolve_backend
+        if args.command == "build" and _shipped_but_not_exported(args.package):
+            from .runtimes.backends import require_tensorrt
 
-            resolve_backend("tensorrt")   # TensorRT missing is said before a shipped name exports (minutes)
+            require_tensorrt()   # TensorRT missing is said before a shipped name exports (minutes), not after
         if args.command in NAMED_COMMANDS:
             args.package = _package_or_name(args.package)
         with warnings.catch_warnings(), _terminate_as_interrupt():   # edgegen's own warnings in one line, as its errors

@@ -64,6 +64,10 @@ def test_a_name_exports_once_into_the_cache_then_finds_it(models, tmp_path, caps
     capsys.readouterr()
     assert main(["build", NAME]) == 2   # the name found: what is missing is TensorRT, not a package
     assert "tensorrt" in capsys.readouterr().err and not (Path.cwd() / NAME).exists()
+    assert main(["build", NAME, "--precision", "int8"]) == 2   # the package's own mistakes first, as for a path
+    assert "expected int8 variants (made by 'edgegen optimize --precision int8'), found none" in capsys.readouterr().err
+    assert main(["build", "no-such-package"]) == 2   # not a name: a path, said missing as a path is
+    assert "package 'no-such-package': expected a package directory, found nothing" in capsys.readouterr().err
     # optimize writes into its package: it names the copy to make of the shared one
     assert main(["optimize", NAME, "--precision", "int8"]) == 2
     assert f"optimize a copy (cp -r {shipped.cache_path(NAME)} pkg-{NAME}, then" in capsys.readouterr().err

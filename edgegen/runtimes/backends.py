@@ -48,16 +48,21 @@ def available_backends() -> list[str]:
     return found
 
 
+def require_tensorrt(backend: str = "tensorrt") -> None:
+    """BackendError, with the way to install them, where TensorRT's or cuda-python's module is missing."""
+    missing = [m for m in ("tensorrt", "cuda") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise BackendError(f"backend {backend!r}: expected the tensorrt and cuda-python packages and an NVIDIA "
+                           f"GPU, found {' and '.join(missing)} missing (pip install 'edgegen[tensorrt]'; "
+                           f"on a Jetson, JetPack's TensorRT and pip install cuda-python)")
+
+
 def resolve_backend(backend: str) -> str:
     """Turn a user's backend choice into a concrete one, or raise BackendError."""
     if backend not in KNOWN_BACKENDS:
         raise BackendError(not_one_of("backend", backend, KNOWN_BACKENDS))
     if backend in NATIVE_BACKENDS:
-        missing = [m for m in ("tensorrt", "cuda") if importlib.util.find_spec(m) is None]
-        if missing:
-            raise BackendError(f"backend {backend!r}: expected the tensorrt and cuda-python packages and an NVIDIA "
-                               f"GPU, found {' and '.join(missing)} missing (pip install edgegen[tensorrt]; "
-                               f"on Jetson use JetPack's TensorRT)")
+        require_tensorrt(backend)
         return backend
     available = available_backends()
     if backend == "auto":

@@ -37,6 +37,7 @@ from ..families import package_config
 from ..package import (ENGINE_CACHE, TensorSpec, engine_cache_dir, engine_folder_refused, may_be_empty,
                        prepare_engine_folder)
 from ..storage import atomic_write_bytes, atomic_write_text, user_cache_dir, writer_lock
+from .backends import require_tensorrt
 from .session import Session
 
 # the fused and int8-weights variants (and int4 made for ort-cpu) hold ONNX Runtime's own ops;
@@ -344,12 +345,13 @@ def timing_cache_path(trt_version: str, gpu: str, capability: str) -> Path:
 
 def device_identity() -> tuple[str, str, str]:
     """(TensorRT version, GPU name, compute capability) of this machine, through TensorRT and cuda-python."""
+    require_tensorrt()
     try:
         import tensorrt as trt
         from cuda.bindings import runtime as cudart
-    except ImportError:
-        raise BackendError("backend 'tensorrt': expected the tensorrt and cuda-python packages "
-                           "(pip install edgegen[tensorrt]), found them missing") from None
+    except ImportError as exc:   # a cuda-python before its cuda.bindings module
+        raise BackendError(f"backend 'tensorrt': expected cuda-python with its cuda.bindings module (12.6 or "
+                           f"later), found {type(exc).__name__}: {exc}") from None
     err, props = cudart.cudaGetDeviceProperties(0)
     if int(err) != 0:
         raise BackendError(f"backend 'tensorrt': expected a CUDA device, found none (cudaGetDeviceProperties: {err})")
