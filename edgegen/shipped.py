@@ -28,7 +28,10 @@ from .package import CHECKPOINT_WEIGHTS, read_json, sha256_file
 from .storage import user_cache_dir
 
 MODELS_DISTRIBUTION = "edgegen-models"
-MODELS_MISSING = f"the {MODELS_DISTRIBUTION} distribution, which holds them, is not installed here (pip install {MODELS_DISTRIBUTION})"
+# not on PyPI: the wheel is built with the runtime's (README, "Installing")
+MODELS_INSTALL = ("pip install dist/edgegen_models-*.whl, the wheel built on the development machine beside edgegen's; "
+                  "in a checkout, pip install -e ./models")
+MODELS_MISSING = f"the {MODELS_DISTRIBUTION} distribution, which holds them, is not installed here ({MODELS_INSTALL})"
 SHIPPED_SOURCE = "shipped:"   # how a shipped package's manifest names its source checkpoint
 
 

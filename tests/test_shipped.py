@@ -360,7 +360,9 @@ def test_a_typo_in_a_shipped_name_suggests_the_name(models, tmp_path, monkeypatc
 def test_without_the_models_distribution_a_name_says_what_to_install(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(shipped, "models_root", lambda: None)
     monkeypatch.chdir(tmp_path)
-    missing = "the edgegen-models distribution, which holds them, is not installed here (pip install edgegen-models)"
+    missing = ("the edgegen-models distribution, which holds them, is not installed here (pip install "
+               "dist/edgegen_models-*.whl, the wheel built on the development machine beside edgegen's; in a checkout, "
+               "pip install -e ./models)")   # not PyPI's: neither distribution is there
     assert main(["list"]) == 0
     assert capsys.readouterr().out == f"no shipped models: {missing}\n"
     with pytest.raises(PackageError, match=re.escape(f"package 'vae-digits': expected a package directory, found nothing "

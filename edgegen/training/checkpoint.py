@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from .. import __version__
 from ..errors import CheckpointError, ConfigError, DataError, format_mismatch
 from ..package import CHECKPOINT_WEIGHTS, MANIFEST_NAME, read_json, sha256_file
-from ..shipped import MODELS_DISTRIBUTION, SHIPPED_SOURCE, checkpoints_dir
+from ..shipped import MODELS_DISTRIBUTION, MODELS_INSTALL, SHIPPED_SOURCE, checkpoints_dir
 from ..storage import atomic_write_text, creation_mode, staged_directory
 from . import family_module
 
@@ -173,7 +173,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         raise CheckpointError(f"checkpoint {str(path)!r}: expected a directory with {CONFIG} and {CHECKPOINT_WEIGHTS}, "
                               f"found {'a file' if path.exists() else 'nothing at that path'}"
                               + (f" (the shipped checkpoints come with the {MODELS_DISTRIBUTION} distribution: "
-                                 f"pip install {MODELS_DISTRIBUTION}, or -e ./models in a checkout)"
+                                 f"{MODELS_INSTALL})"
                                  if missing_models else ""))
     if not meta_path.is_file() and (path / MANIFEST_NAME).is_file():
         raise CheckpointError(f"checkpoint {str(path)!r}: expected a checkpoint ('edgegen train' writes one), found an "
