@@ -480,7 +480,8 @@ UNRECORDED_FILES = (GENAI_CONFIG, "tokenizer_config.json", ENGINE_CACHE)
 # what an export writes, by name, for a package whose manifest cannot be read (a re-export mends it)
 EXPORTED_NAME = re.compile(r"^[^.].*\.(onnx|onnx\.data|data|npz|json)$")
 # why a file hashed at export no longer matches its record, and the way out
-CHANGED_AFTER_EXPORT = "the file was changed after export: export the package again to replace it"
+CHANGED_AFTER_EXPORT = ("the file was changed after export: copy or install the package again from where it was "
+                        "made, or export it again")   # a device may have no export
 
 
 def package_files(folder: Path) -> set[str]:

@@ -118,7 +118,7 @@ def test_changed_graph_file_fails_its_hash(package_copy):
     with open(pkg / "decoder.onnx", "ab") as f:
         f.write(b"\0")
     with pytest.raises(HashMismatchError, match=r"graph 'decoder' file 'decoder.onnx' expected sha256 .*changed after "
-                                                 r"export: export the package again to replace it\)"):
+                                                 r"export: copy or install the package again from where it was made, or export it again\)"):
         edgegen.load(pkg)
 
 
