@@ -2,6 +2,7 @@
 import path (docs/diffusers.md)."""
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -66,8 +67,24 @@ def test_the_runtime_tokenizer_gives_the_ids_the_model_was_trained_on(exported):
     pipe = edgegen.load(exported[1])
     tokens = Tokens(pipe.config.max_length)
     texts = [caption(d, a) for d in range(10) for a in (None, *ATTRIBUTES)] + [""]
-    ids = pipe.tokenizer.encode_padded(texts, pipe.config.max_length, pipe.config.pad_token_id)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")   # every caption fits: nothing is said
+        ids = pipe.tokenizer.encode_padded(texts, pipe.config.max_length, pipe.config.pad_token_id)
     assert ids.tolist() == [tokens.ids(t) for t in texts]
+
+
+def test_a_prompt_past_the_text_encoders_length_is_cut_with_a_warning_naming_the_words_cut(exported):
+    """As diffusers cuts and says it: the image follows the prompt's start only, which the user is told
+    (two prompts gave the same image without a word). Once per prompt: a cached prompt is not encoded again."""
+    pipe = edgegen.load(exported[1])
+    long = "a thick seven and a thin two and a zero next to it"
+    with pytest.warns(edgegen.EdgegenWarning, match=r"^prompt: the text encoder takes 8 tokens, its start and end of text "
+                                                    r"among them; the rest was cut: 'a thin two and a zero next to it'$"):
+        cut = pipe.encode_prompt(long)
+    np.testing.assert_array_equal(cut, pipe.encode_prompt("a thick seven and"))   # what was kept
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pipe.encode_prompt(long)
 
 
 def test_the_export_goes_through_the_diffusers_import_and_names_the_checkpoint(exported):

@@ -14,7 +14,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ..errors import HashMismatchError, InputError, MissingExtraError, PackageError
+from ..errors import EdgegenWarning, HashMismatchError, InputError, MissingExtraError, PackageError, warn_caller
 from ..package import CHANGED_AFTER_EXPORT, Package, sha256_file
 
 
@@ -106,6 +106,12 @@ class BPETokenizer:
             finally:
                 self._tokenizer.no_truncation()
                 self._tokenizer.no_padding()
+        for i, (text, encoding) in enumerate(zip(texts, encodings)):
+            if encoding.overflowing:   # said, as diffusers says it: the picture would follow only the start
+                kept_to = max(end for _start, end in encoding.offsets)   # special tokens sit at (0, 0)
+                warn_caller(f"{f'prompts[{i}]' if len(texts) > 1 else 'prompt'}: the text encoder takes {length} tokens, "
+                            f"its start and end of text among them; the rest was cut: {text[kept_to:].strip()!r}",
+                            EdgegenWarning)
         return np.array([e.ids for e in encodings], dtype=np.int64)
 
     def stream_decoder(self, context: Sequence[int] = ()) -> StreamDecoder:
