@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .pipeline import POINT_DATA
+from .pipeline import LOGIT_ALPHA, POINT_DATA
 
 FAMILY = "flow"
 DATA_RANGE = (0.0, 1.0)
@@ -29,7 +29,6 @@ DEFAULT_IMAGE_SIZE = 8
 TRAIN_POINTS, TEST_POINTS = 20000, 2000   # synthetic, so plenty: a flow this size overfits 4,000
 DEQUANT_LEVELS = 17       # the digits' grey levels 0..16: uniform dequantization over 1/17 bins
 IMAGE_LEVELS = 256        # 8-bit photographs and user images
-LOGIT_ALPHA = 0.05        # pixels are squeezed into [alpha, 1 - alpha] before the logit
 
 
 @dataclass

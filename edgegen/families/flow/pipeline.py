@@ -37,6 +37,12 @@ class FlowConfig(RuntimeConfig):
         return problems
 
 
+LOGIT_ALPHA = 0.05        # an image flow squeezes pixels into [alpha, 1 - alpha] before its logit (model.preprocess)
+# the pixel values that squeeze maps inside (0, 1), where the logit is finite: [0, 1] and a little
+# more on each side, which decode may give back
+IMAGE_DOMAIN = (-LOGIT_ALPHA / (1 - 2 * LOGIT_ALPHA), (1 - LOGIT_ALPHA) / (1 - 2 * LOGIT_ALPHA))
+
+
 class FlowPipeline(Pipeline):
     family = "flow"
 
@@ -49,7 +55,16 @@ class FlowPipeline(Pipeline):
         return self.config.kind == "glow"
 
     def _data(self, x) -> np.ndarray:
-        return as_float_array(x, "images" if self.is_image else "points", (None, *self.data_shape))
+        """Images, refused outside the pixel values the model has a density for (its logit of 0-255
+        pictures was NaN, said as the graph's fault), or points."""
+        data = as_float_array(x, "images" if self.is_image else "points", (None, *self.data_shape))
+        if self.is_image and data.size:
+            low, high = IMAGE_DOMAIN
+            least, most = float(data.min()), float(data.max())
+            if not low < least <= most < high:
+                raise InputError(f"images: expected values in [0, 1] (the model's logit takes {low:.4g} to {high:.4g}, as "
+                                 f"decode may give them), found {least:.3g}..{most:.3g}")
+        return data
 
     def encode(self, x) -> np.ndarray:
         """Data -> latents z [n, D]."""
