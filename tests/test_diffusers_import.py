@@ -323,7 +323,8 @@ def test_bench_runs_the_imported_pipelines_folder_beside_the_package(ddpm_packag
     ({"_class_name": "DPMSolverMultistepScheduler", "algorithm_type": "sde-dpmsolver++"}, "algorithm_type='dpmsolver"),
     ({"_class_name": "DPMSolverMultistepScheduler", "solver_order": 3}, "solver_order=3"),
     ({"_class_name": "EulerDiscreteScheduler", "final_sigmas_type": "sigma_min"}, "final_sigmas_type='sigma_min'"),
-    ({"_class_name": "DDPMScheduler", "variance_type": "learned_range"}, "variance_type='learned_range'"),
+    ({"_class_name": "DDPMScheduler", "variance_type": "learned_range"}, "variance_type='learned_range': edgegen's ddpm "
+     "sampler implements variance_type=None or variance_type='fixed_small' or variance_type='fixed_large' only"),
     ({"_class_name": "PNDMScheduler", "prediction_type": "sample"}, "pndm': expected prediction_type epsilon"),
     ({"trained_betas": [0.1, 0.2]}, "trained_betas"),
     ({"some_new_setting": 3}, "some_new_setting=3 is not one edgegen's ddim sampler implements"),
@@ -406,6 +407,49 @@ def test_layouts_edgegen_does_not_import_are_refused(ddpm_packages, sd_packages,
         from edgegen.cli import _cmd_export, build_parser
 
         _cmd_export(build_parser().parse_args(["export", "ckpt", "--from-diffusers", str(folder), "--out", "x"]))
+
+
+def test_components_that_disagree_are_refused_in_one_line_and_variant_weights_load(sd_packages, tmp_path):
+    """What a Hub folder or an edit gives: a UNet whose cross-attention width is not the text
+    encoder's (torch.export's hundreds of lines, before), a config.json its weights do not fit
+    (diffusers' state-dict traceback), and weights saved with save_pretrained(variant="fp16")
+    (diffusers' "no file named" error): the first two refused in one line, the third loaded.
+    --data, which an imported pipeline's gate never reads, is refused rather than recorded."""
+    from edgegen.cli import _cmd_export, build_parser
+    from edgegen.export.diffusers_import import load_component, read_layout
+
+    swapped = tmp_path / "swapped"
+    shutil.copytree(sd_packages["sd16"][0], swapped)
+    shutil.rmtree(swapped / "unet")
+    shutil.copytree(sd_packages["sd8"][0] / "unet", swapped / "unet")   # cross_attention_dim 24 beside a 32-wide encoder
+    with pytest.raises(CheckpointError, match=r"unet: expected cross_attention_dim 32 \(the text encoder's hidden_size, "
+                                              r"which its attention reads\), found 24$"):
+        export_diffusers(swapped, tmp_path / "a")
+    edited = tmp_path / "edited"
+    shutil.copytree(sd_packages["sd16"][0], edited)
+    config = json.loads((edited / "unet" / "config.json").read_text())
+    (edited / "unet" / "config.json").write_text(json.dumps({**config, "cross_attention_dim": 24}))
+    with pytest.raises(CheckpointError, match=r"unet: expected the UNet2DConditionModel its config.json describes, with its "
+                                              r"weights, found diffusers refusing them: \d+ of another shape \(\S+attn2.to_k"
+                                              r".weight \[\d+, 32\] against the config's \[\d+, 24\], "):
+        export_diffusers(edited, tmp_path / "a")
+    assert not (tmp_path / "a").exists()
+    variant = tmp_path / "variant"
+    shutil.copytree(sd_packages["sd16"][0], variant)
+    (weights,) = (variant / "unet").glob("*.safetensors")
+    weights.rename(weights.with_name("diffusion_pytorch_model.fp16.safetensors"))
+    folder, layout = read_layout(variant)
+    unet, _ = load_component(folder, layout, "unet", ("UNet2DConditionModel",))
+    original, _ = load_component(*read_layout(sd_packages["sd16"][0]), "unet", ("UNet2DConditionModel",))
+    assert all(torch.equal(a, b) for a, b in zip(unet.state_dict().values(), original.state_dict().values()))
+    (variant / "unet" / "diffusion_pytorch_model.bf16.safetensors").write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"unet: expected one set of weights, found variants bf16, fp16 and no plain"):
+        load_component(folder, layout, "unet", ("UNet2DConditionModel",))
+    args = ["export", "--from-diffusers", str(sd_packages["sd16"][0]), "--out", str(tmp_path / "b"), "--data", "digits"]
+    with pytest.raises(ConfigError, match=r"data \(--data\) 'digits': expected a family whose export gates on data, "
+                                          r"found text2image, whose gate draws its own inputs"):
+        _cmd_export(build_parser().parse_args(args))
+    assert not (tmp_path / "b").exists()
 
 
 # -- optimize and check on imported packages ------------------------------------------------------------

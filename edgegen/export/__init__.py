@@ -79,6 +79,9 @@ def export_model(ckpt: Checkpoint, out: str | Path, data: str | None = None, ops
         with exported_as(ckpt, spec) as (imported, imported_spec):
             return export_model(imported, out, data, opset, name, overwrite, seed, progress, spec=imported_spec,
                                 recorded_as=recorded_as)
+    if data is not None and not spec.needs_data:   # recorded for optimize, which would not read it either
+        raise ConfigError(f"data (--data) {data!r}: expected a family whose export gates on data, found {ckpt.family}, "
+                          "whose gate draws its own inputs (the data would be recorded and never read)")
     images = None
     if spec.needs_data:
         images = spec.load_data(ckpt, data or ckpt.trained_data())

@@ -9,12 +9,13 @@ denoiser's class (`Family.diffusers_importers`), and hands it the folder.
 from __future__ import annotations
 
 import math
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import CheckpointError, ConfigError, EdgegenWarning, warn_caller
+from ..errors import CheckpointError, ConfigError, EdgegenWarning, first_line, warn_caller
 from ..families import _resolve, families
 from ..package import read_json
 
@@ -85,8 +86,9 @@ def scheduler_settings(config: dict, where: str) -> SchedulerSettings:
                                   "implements; expected only the settings of diffusers' defaults")
         only = _ONLY_FOR.get((key, value)) if isinstance(value, (str, int, float, type(None))) else None
         if value not in FIXED[key] or (only is not None and only != sampler):
+            implemented = " or ".join(f"{key}={v!r}" for v in FIXED[key] if _ONLY_FOR.get((key, v), sampler) == sampler)
             raise CheckpointError(f"{where}: {name} with {key}={value!r}: edgegen's {sampler} sampler implements "
-                                  f"{key}={FIXED[key][0]!r} only; re-save the scheduler with that, or use one of "
+                                  f"{implemented} only; re-save the scheduler with that, or use one of "
                                   f"{', '.join(SCHEDULERS)} at its defaults")
     schedule = {key: config.get(key, default) for key, default in
                 zip(SCHEDULE_KEYS, (1000, "linear", 0.0001, 0.02, "epsilon"))}
@@ -161,10 +163,44 @@ def load_component(folder: Path, layout: dict, component: str, expected: tuple[s
     # transformers 5 renamed torch_dtype; diffusers without accelerate asks for it unless told not to
     more = {"dtype": torch.float32} if library == "transformers" else {"torch_dtype": torch.float32,
                                                                          "low_cpu_mem_usage": False}
-    model, loading = getattr(module, found).from_pretrained(str(folder / component), use_safetensors=True,
-                                                            output_loading_info=True, **more)
+    variant = _weights_variant(folder / component, weights)
+    try:
+        model, loading = getattr(module, found).from_pretrained(str(folder / component), use_safetensors=True,
+                                                                output_loading_info=True, variant=variant, **more)
+    except (OSError, RuntimeError, ValueError, TypeError, KeyError) as exc:   # one line, not the library's traceback
+        raise CheckpointError(f"{folder / component}: expected the {found} its config.json describes, with its "
+                              f"weights, found {library} refusing them: {_loading_failure(exc)}") from None
     _refuse_partly_loaded(folder / component, found, loading)
     return model.eval(), weights
+
+
+PLAIN_WEIGHTS = re.compile(r"(diffusion_pytorch_model|model)(-\d+-of-\d+)?\.safetensors")
+VARIANT_WEIGHTS = re.compile(r"(?:diffusion_pytorch_model|model)\.([A-Za-z0-9_]+)(?:-\d+-of-\d+)?\.safetensors")
+
+
+def _weights_variant(component: Path, weights: list[Path]) -> str | None:
+    """The variant a component's weights were saved as (save_pretrained(variant="fp16") writes
+    diffusion_pytorch_model.fp16.safetensors, as many Hub pipelines hold them), where it holds no
+    plain ones: loaded as that variant. None where plain weights are there."""
+    if any(PLAIN_WEIGHTS.fullmatch(p.name) for p in weights):
+        return None
+    variants = sorted({m.group(1) for p in weights if (m := VARIANT_WEIGHTS.fullmatch(p.name))})
+    if len(variants) > 1:
+        raise CheckpointError(f"{component}: expected one set of weights, found variants {', '.join(variants)} and "
+                              "no plain ones (keep the one to import, or re-save without variant=)")
+    return variants[0] if variants else None
+
+
+def _loading_failure(exc: Exception) -> str:
+    """A from_pretrained failure on one line: torch's state-dict refusal as its size mismatches
+    (each "size mismatch for NAME: copying a param with shape A from checkpoint, the shape in current
+    model is B"), anything else as its first line."""
+    mismatches = re.findall(r"size mismatch for ([\w.]+): copying a param with shape torch\.Size\((\[[\d, ]*\])\) "
+                            r"from checkpoint, the shape in current model is torch\.Size\((\[[\d, ]*\])\)", str(exc))
+    if mismatches:
+        shown = ", ".join(f"{name} {theirs} against the config's {ours}" for name, theirs, ours in mismatches[:3])
+        return f"{len(mismatches)} of another shape ({shown}{', ...' if len(mismatches) > 3 else ''})"
+    return f"{type(exc).__name__}: {first_line(exc)}"
 
 
 def _refuse_partly_loaded(component: Path, found: str, loading: dict) -> None:

@@ -145,8 +145,12 @@ def import_stable_diffusion(folder: Path, layout: dict, scratch: Path) -> tuple[
         raise CheckpointError(f"{folder / 'unet'}: expected a UNet conditioned on text states only (Stable Diffusion "
                               f"1.x and 2.x), found {refused} (SDXL-style extra conditioning is not imported)")
     if uc.in_channels != vae.config.latent_channels:
+        inpainting = " (an inpainting UNet's 9 channels are not imported)" if uc.in_channels == 9 else ""
         raise CheckpointError(f"{folder / 'unet'}: expected in_channels {vae.config.latent_channels} (the VAE's latent "
-                              f"channels), found {uc.in_channels} (an inpainting UNet's 9 channels are not imported)")
+                              f"channels), found {uc.in_channels}{inpainting}")
+    if uc.cross_attention_dim != text_encoder.config.hidden_size:   # else torch.export's hundreds of lines
+        raise CheckpointError(f"{folder / 'unet'}: expected cross_attention_dim {text_encoder.config.hidden_size} (the "
+                              f"text encoder's hidden_size, which its attention reads), found {uc.cross_attention_dim}")
     if uc.out_channels != uc.in_channels:
         raise CheckpointError(f"{folder / 'unet'}: expected out_channels {uc.in_channels} (a prediction of the latents' "
                               f"shape), found {uc.out_channels}")
