@@ -546,3 +546,25 @@ def test_imported_packages_run_without_torch_transformers_or_diffusers(sd_packag
                              str(ddpm_packages["grey"][1])], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "ok"
+
+
+def test_a_manifest_whose_shapes_disagree_with_its_graphs_is_refused_at_load(sd_packages, ddpm_packages, tmp_path):
+    """An edited latent_shape, max_length (text2image) or image_shape (an imported UNet2DModel's) loaded,
+    and the first call failed mid-run on the graph's shapes; now the load names the field."""
+    from edgegen.errors import ManifestError
+
+    for name, source, field, value, said in (
+            ("latents", sd_packages["sd16"][1], "latent_shape", [4, 8, 8],
+             r"latent_shape 8: expected sample of graph 'unet' to have 8 at axis 2, found 16"),
+            ("tokens", sd_packages["sd16"][1], "max_length", 20,
+             r"max_length 20: expected input_ids of graph 'text_encoder' to have 20 at axis 1, found 16"),
+            ("pixels", ddpm_packages["rgb"][1], "image_shape", [1, 16, 16],
+             r"image_shape 1: expected sample of graph 'unet' to have 1 at axis 1, found 3")):
+        copy = tmp_path / name
+        shutil.copytree(source, copy)
+        manifest = json.loads((copy / "edgegen.json").read_text())
+        manifest["config"][field] = value
+        (copy / "edgegen.json").write_text(json.dumps(manifest))
+        with pytest.raises(ManifestError, match=rf"disagrees with its graphs: .*{said}"):
+            edgegen.load(copy)
+        assert main(["info", str(copy)]) == 1, name

@@ -24,7 +24,7 @@ from ...runtimes.pipeline import (
     make_rng,
 )
 from ...runtimes.samplers import BETA_SCHEDULES, PREDICTION_TYPES, SAMPLERS, Callback, Sampler, make_sampler, schedule_problems
-from .. import positive
+from .. import dim_problems, positive
 
 DEFAULT_STEPS = 20
 DEFAULT_SAMPLER = "dpmpp-2m"
@@ -82,6 +82,16 @@ class DiffusionConfig(ImageConfig):
             problems += next((found for found in (s.settings_problems(self.sampler_settings(name))
                                                   for name, s in SAMPLERS.items()) if found), [])
         return problems
+
+    denoised_space = "image_shape"   # the config field the UNet's sample is shaped by (ldm: latent_shape)
+
+    def graph_problems(self, graphs: dict) -> list[str]:
+        """And the UNet's sample and prediction (and a latent model's latents) have the space's shape:
+        an edited shape loaded, and the first call failed mid-run."""
+        space = getattr(self, self.denoised_space)
+        return super().graph_problems(graphs) + dim_problems(
+            graphs, [(part, tensor, axis + 1, self.denoised_space, size) for part in graphs
+                     for tensor in ("sample", "prediction", "latent") for axis, size in enumerate(space)])
 
     def sampler_settings(self, name: str) -> dict:
         """The package's sampler settings that sampler `name` takes (as diffusers' from_config

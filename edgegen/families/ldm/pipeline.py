@@ -18,6 +18,7 @@ class LatentDiffusionConfig(DiffusionConfig):
     """The diffusion config, over the autoencoder's latent space."""
     latent_shape: list[int]   # [channels, height, width] the UNet denoises
     scale_factor: float            # baked into the encoder and decoder graphs; kept for reference
+    denoised_space = "latent_shape"
 
     def problems(self) -> list[str]:
         problems = super().problems()

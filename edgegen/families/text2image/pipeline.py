@@ -18,7 +18,7 @@ from ...errors import InputError
 from ...runtimes.pipeline import check_count, check_number
 from ...runtimes.samplers import Callback
 from ...runtimes.tokenizer import load_tokenizer
-from .. import positive
+from .. import dim_problems, positive
 from ..diffusion.pipeline import DEFAULT_STEPS, DEFAULT_STRENGTH, MAX_GUIDANCE
 from ..ldm.pipeline import LatentDiffusionConfig, LatentDiffusionPipeline
 
@@ -38,6 +38,12 @@ class TextToImageConfig(LatentDiffusionConfig):
         if self.tokenizer.get("kind") != "bpe":
             problems.append(f"tokenizer.kind expected 'bpe', found {self.tokenizer.get('kind')!r}")
         return problems
+
+    def graph_problems(self, graphs: dict) -> list[str]:
+        """And the prompt's tokens are the text encoder's, and its states the UNet's."""
+        return super().graph_problems(graphs) + dim_problems(
+            graphs, [("text_encoder", "input_ids", 1, "max_length", self.max_length),
+                     ("unet", "encoder_hidden_states", 1, "max_length", self.max_length)])
 
 
 @dataclass(frozen=True)
