@@ -159,9 +159,10 @@ class OrtSession(Session):
                 static = [d if isinstance(d, int) else "?" for d in node.shape]
                 promised = [d if isinstance(d, int) else "?" for d in spec.shape]
                 if dtype != spec.dtype or static != promised:
+                    in_file = TensorSpec(spec.name, dtype, tuple(node.shape)).describe()   # written as the manifest's
                     raise PackageError(
-                        f"graph {self.graph_name!r} {kind} {spec.name!r}: manifest says {spec.describe()}, "
-                        f"graph file has {dtype}{list(node.shape)}"
+                        f"graph {self.graph_name!r} {kind} {spec.name!r}: expected the manifest's {spec.describe()}, "
+                        f"found {in_file} in {str(self.path)!r} (export the package again)"
                     )
 
     @property
