@@ -276,6 +276,9 @@ class Package:
         if not isinstance(path, (str, os.PathLike)):
             raise PackageError(f"package: expected a package directory's path or a shipped model's name, found "
                                f"{type(path).__name__}")
+        if not os.fspath(path):   # Path("") would be the current folder, said as '.'
+            raise PackageError("package: expected a package directory's path or a shipped model's name, found an "
+                               "empty path")
         self.path = Path(path)
         if not self.path.exists():
             raise PackageError(f"package {str(self.path)!r}: expected a package directory, found nothing at that path"

@@ -118,8 +118,8 @@ def find_shipped(name: str, cache: str | os.PathLike | None = None) -> Path | No
 
 def resolve(path_or_name: str | os.PathLike, cache: str | os.PathLike | None = None) -> Path:
     """A package path as given, or the exported package of a shipped model's name."""
-    if not isinstance(path_or_name, (str, os.PathLike)):
-        return path_or_name   # not a path at all: Package says so
+    if not isinstance(path_or_name, (str, os.PathLike)) or not os.fspath(path_or_name):
+        return path_or_name   # not a path at all, or an empty one: Package says so
     if Path(path_or_name).exists() or not is_shipped_name(path_or_name):
         return Path(path_or_name)
     found = find_shipped(str(path_or_name), cache)

@@ -726,6 +726,9 @@ def test_feeds_files_say_what_they_hold_and_what_was_expected(tmp_path):
     with pytest.raises(PackageError, match="package: expected a package directory's path or a shipped model's name, "
                                            "found NoneType"):
         edgegen.load(None)
+    with pytest.raises(PackageError, match="package: expected a package directory's path or a shipped model's name, "
+                                           "found an empty path$"):   # not the current folder, said as '.'
+        edgegen.load("")
     np.savez(tmp_path / "two.npz", **{"0/x": np.zeros((1, 2), np.float32), "1/x": np.ones((3, 2), np.float32)})
     assert [f["x"].shape for f in read_feeds(tmp_path / "two.npz")] == [(1, 2), (3, 2)]
     np.savez(tmp_path / "one.npz", x=np.zeros((16, 2), np.float32))   # one feed, whatever its batch
