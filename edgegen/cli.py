@@ -38,9 +38,9 @@ NAMED_COMMANDS = ("bench", "info", "check", "build")
 def _package_or_name(given: str) -> str:
     """A package path as given, or the exported package of a shipped model's name: found in
     edgegen-models or the cache, else exported into the cache here when the export extra is."""
-    from .shipped import find_shipped, is_shipped_name, resolve
+    from .shipped import find_shipped, resolve
 
-    if os.path.exists(given) or not is_shipped_name(given):
+    if not _shipped_name_given(given):
         return given
     found = find_shipped(given)
     if found is None:
@@ -57,10 +57,16 @@ def _package_or_name(given: str) -> str:
     return str(found)
 
 
-def _shipped_but_not_exported(given: str) -> bool:
-    from .shipped import find_shipped, is_shipped_name
+def _shipped_name_given(given: str) -> bool:
+    from .shipped import is_shipped_name
 
-    return not os.path.exists(given) and is_shipped_name(given) and find_shipped(given) is None
+    return not os.path.exists(given) and is_shipped_name(given)
+
+
+def _shipped_but_not_exported(given: str) -> bool:
+    from .shipped import find_shipped
+
+    return _shipped_name_given(given) and find_shipped(given) is None
 
 
 def _cmd_list(args) -> None:
@@ -516,7 +522,8 @@ def _abridged(value, longest: int = 8):
     return value
 
 
-def _print_info(path) -> int:
+def _print_info(path, shipped_name: str | None = None) -> int:
+    """shipped_name: the shipped model's name the package was given by (its variants go into a copy)."""
     from .errors import UnknownFamilyError
     from .families import get as get_family
     from .package import Package
@@ -541,7 +548,8 @@ def _print_info(path) -> int:
             offered = " / ".join(get_family(m.family).variant_precisions())
         except UnknownFamilyError:   # a plugin's family not installed here
             offered = "other precisions'"
-        print(f"variants  none (fp32 only; 'edgegen optimize' adds {offered} variants)")
+        where = f" to a copy (cp -r {package.path} pkg-{shipped_name})" if shipped_name else ""
+        print(f"variants  none (fp32 only; 'edgegen optimize' adds {offered} variants{where})")
     for precision, parts in m.variants.items():
         for part, record in parts.items():
             gate = record.get("gate", {})
@@ -616,9 +624,9 @@ def _cmd_optimize(args) -> int:
 def _refuse_shipped_name(given: str) -> None:
     """optimize writes its variants into the package: a shipped model's package is shared by every use
     of its name (and may lie in a read-only install), so a copy is optimized instead."""
-    from .shipped import find_shipped, is_shipped_name
+    from .shipped import find_shipped
 
-    if os.path.exists(given) or not is_shipped_name(given):
+    if not _shipped_name_given(given):
         return
     found = find_shipped(given)
     copy = f"cp -r {found} pkg-{given}" if found else f"edgegen info {given} exports it and prints its folder: copy that to pkg-{given}"
@@ -669,7 +677,7 @@ def _cmd_cache(args) -> None:
 
 
 def _cmd_info(args) -> int:
-    return _print_info(args.package)
+    return _print_info(args.package, args.named)
 
 
 def _cmd_doctor(args) -> None:
@@ -1017,6 +1025,7 @@ def main(argv: list[str] | None = None) -> int:
 
             require_tensorrt()   # TensorRT missing is said before a shipped name exports (minutes), not after
         if args.command in NAMED_COMMANDS:
+            args.named = args.package if _shipped_name_given(args.package) else None
             args.package = _package_or_name(args.package)
         with warnings.catch_warnings(), _terminate_as_interrupt():   # edgegen's own warnings in one line, as its errors
             warnings.showwarning = _show_warning

@@ -60,7 +60,10 @@ def test_a_name_exports_once_into_the_cache_then_finds_it(models, tmp_path, caps
     assert "exporting" not in capsys.readouterr().err
     assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
     assert edgegen.load(NAME).package.path == shipped.cache_path(NAME)
-    assert main(["info", NAME]) == 0 and main(["check", NAME]) == 0
+    assert main(["info", NAME]) == 0   # its variants go into a copy: optimize refuses the shared package
+    assert f"'edgegen optimize' adds int8 / fp16 variants to a copy (cp -r {shipped.cache_path(NAME)} pkg-{NAME})" \
+        in capsys.readouterr().out
+    assert main(["check", NAME]) == 0
     capsys.readouterr()
     assert main(["build", NAME]) == 2   # the name found: what is missing is TensorRT, not a package
     assert "tensorrt" in capsys.readouterr().err and not (Path.cwd() / NAME).exists()
