@@ -489,6 +489,7 @@ def test_what_the_system_refuses_is_one_line_too(package_copy, capsys, tmp_path,
     import os
 
     pkg = package_copy("gan")
+    capsys.readouterr()   # the training and export a first use of the fixture prints, run alone
     (tmp_path / "file").write_text("")
     code, _, err = run_cli(capsys, "generate", pkg, "--out", tmp_path / "file" / "x.png")
     assert code == 2 and err.startswith("edgegen: error: ") and err.count("\n") == 1
@@ -514,7 +515,7 @@ def test_what_the_system_refuses_is_one_line_too(package_copy, capsys, tmp_path,
     assert code == 141 and capsys.readouterr().err == ""   # quietly, as cat and grep end at `| head`
 
     # a broken pipe that is not standard output's (a subprocess's, a socket's) is an error to say
-    monkeypatch.setattr("edgegen.cli._print_info", lambda path: (_ for _ in ()).throw(BrokenPipeError(32, "Broken pipe")))
+    monkeypatch.setattr("edgegen.cli._print_info", lambda *args: (_ for _ in ()).throw(BrokenPipeError(32, "Broken pipe")))
     code, _, err = run_cli(capsys, "info", pkg)
     assert code == 2 and "Broken pipe (BrokenPipeError)" in err
     monkeypatch.undo()
