@@ -132,7 +132,7 @@ def rewarm_calls(call_s: float) -> int:
 
 
 def interleaved_timings(engines: dict[str, Callable[[], object]], iters: int, warmup: int, rounds: int = ROUNDS,
-                        progress: bool | None = None) -> dict[str, np.ndarray]:
+                        progress: bool | None = None, rewarm: int | None = None) -> dict[str, np.ndarray]:
     """Warm each engine up, then time `iters` calls of each, taking turns in `rounds` blocks.
     Before each block the machine settles for SETTLE_S: the engine timed before it leaves its
     thread pool spinning (ONNX Runtime's and OpenMP's pools spin for a while after a call, to
@@ -142,14 +142,17 @@ def interleaved_timings(engines: dict[str, Callable[[], object]], iters: int, wa
     the caches the other engine's calls took, so with a warm-up asked for each block starts with
     untimed calls (rewarm_calls). Measured on a 0.013 ms graph: 10 iterations, each call the first
     of its block, timed ONNX Runtime at 27x its speed and PyTorch at 270x (20x apart, 2.3x at 200
-    iterations); with one untimed call 4.2x apart, with three 1.9x."""
+    iterations); with one untimed call 4.2x apart, with three 1.9x.
+    `rewarm`: that many untimed calls instead, whatever a call takes: 1 for calls of a second or more
+    whose first after the pause is not their own (a large output's fresh memory: benchmarks/sr.py)"""
     warm_s = {}   # each engine's fastest warm-up call (its first may hold lazy set-up)
     for name, fn in engines.items():
         for _ in range(warmup):
             start = time.perf_counter()
             fn()
             warm_s[name] = min(warm_s.get(name, math.inf), time.perf_counter() - start)
-    rewarm = {name: rewarm_calls(seconds) for name, seconds in warm_s.items()} if len(engines) > 1 else {}
+    rewarm = ({name: rewarm_calls(seconds) if rewarm is None else rewarm for name, seconds in warm_s.items()}
+              if len(engines) > 1 else {})
     times = {name: [] for name in engines}
     per_round = max(1, iters // rounds)
     settle = settle_seconds() if len(engines) > 1 else 0.0

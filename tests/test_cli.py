@@ -243,6 +243,9 @@ def test_interleaved_timings_time_no_call_that_wakes_an_engine_from_its_pause(mo
     calls.update(a=0)
     bench.interleaved_timings({"a": engine("a")}, iters=20, warmup=2, rounds=10)
     assert calls["a"] == 22
+    calls.update(a=0, b=0)   # a caller's own count, for calls past the second whose first pays for fresh memory
+    bench.interleaved_timings({"a": engine("a"), "b": engine("b")}, iters=3, warmup=1, rounds=3, rewarm=1)
+    assert calls == {"a": 1 + 3 * 1 + 3, "b": 1 + 3 * 1 + 3}
 
 
 def test_the_bench_table_gives_each_row_its_own_ratio_and_slow_rates_their_digits():
