@@ -7,8 +7,8 @@ x4 model (models/edgegen_models/checkpoints/sr-photos-x4):
 3. `edgegen optimize --precision int8`: its gate and its speed against fp32 on ONNX Runtime CPU.
 4. Tile sizes: megapixels per second of one graph call at tiles 64, 128 and 256, ONNX Runtime
    fp32 and int8 against PyTorch eager, interleaved.
-5. A 1024x768 photograph upscaled to 4096x3072 through the tiled runtime, fp32 against int8,
-   interleaved, beside PyTorch eager on the whole image.
+5. A 1024x768 photograph upscaled to 4096x3072 through the tiled runtime, fp32 against int8 (and the
+   time in their graph calls), interleaved, beside PyTorch eager on the whole image.
 
 Every side-by-side timing lets the machine settle between engines (bench.SETTLE_S): a thread
 pool left spinning by the engine before takes the cores from the one being timed.
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,7 @@ from edgegen.training.checkpoint import load_checkpoint
 MODEL = PRETRAINED / "sr-photos-x4"
 TILES = (64, 128, 256)
 LARGE = (768, 1024)       # height, width of the large input
+LARGE_ROUNDS = 5
 
 
 def seams(pipe) -> dict:
@@ -80,8 +82,16 @@ def tile_sweep(pipes: dict, module, iters: int) -> list[dict]:
     return rows
 
 
-def large_image(pipes: dict, module, rounds: int = 3) -> dict:
-    """The large photograph through each engine, `rounds` times each, taking turns."""
+def large_image(pipes: dict, module, rounds: int = LARGE_ROUNDS) -> dict:
+    """The large photograph through each engine, `rounds` times each, taking turns, each timed call
+    right after an untimed one of its own; and, for edgegen, the seconds spent in its graph calls
+    (the median over every call). The rest of a call is the tiling's numpy work and the writing of
+    its 151 MB result into fresh memory, which on the development VM costs from 0.15 s to 2 s a
+    call, varying from call to call and with what ran before (a fresh 151 MB array written after a
+    2 s pause: 0.7-1.35 s, 0.03 s without the pause). It fell on the engine's place in the order, not
+    its precision: the second tiled engine took 0.3-0.5 s more, int8 or fp32 (swapped, one run each),
+    and the runs before this breakdown read fp32 2.7x-3.5x slower than int8, where their graph calls
+    differed by 1.1x-1.2x. The graph calls are the engines' own comparison."""
     photo = Image.fromarray(photo_split("natural", 0)[1][1])   # the held-out coffee photograph, enlarged
     image = np.asarray(photo.resize(LARGE[::-1], Image.BICUBIC), dtype=np.float32) / 255
     tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)[None]))
@@ -90,12 +100,33 @@ def large_image(pipes: dict, module, rounds: int = 3) -> dict:
         with torch.inference_mode():
             return module(tensor)
 
-    engines = {f"edgegen {p}, tile {pipe.config.tile}": (lambda pipe=pipe: pipe.upscale(image)) for p, pipe in pipes.items()}
+    in_graphs = {f"edgegen {p}, tile {pipe.config.tile}": [] for p, pipe in pipes.items()}
+    engines = {name: _timing_graph_calls(pipe, image, in_graphs[name]) for name, pipe in zip(in_graphs, pipes.values())}
     engines["torch eager fp32, whole image"] = eager
-    times = interleaved_timings(engines, rounds, 1, rounds=rounds)
+    times = interleaved_timings(engines, rounds, 1, rounds=rounds, rewarm=1)
     out_mp = LARGE[0] * LARGE[1] * 16 / 1e6
-    return {name: {"seconds_p50": round(float(np.median(t)), 3), "megapixels_per_s": round(out_mp / float(np.median(t)), 3)}
+    return {name: {"seconds_p50": round(float(np.median(t)), 3), "megapixels_per_s": round(out_mp / float(np.median(t)), 3),
+                   **({"graph_seconds_median": round(float(np.median(in_graphs[name])), 3)} if name in in_graphs else {})}
             for name, t in times.items()}
+
+
+def _timing_graph_calls(pipe, image: np.ndarray, spent: list):
+    """pipe.upscale(image), adding the seconds its graph calls took as one more entry of `spent`."""
+    session = pipe.sessions["upscaler"]
+    run = session.run
+
+    def timed_run(feeds):
+        start = time.perf_counter()
+        out = run(feeds)
+        spent[-1] += time.perf_counter() - start
+        return out
+
+    session.run = timed_run
+
+    def upscale():
+        spent.append(0.0)
+        return pipe.upscale(image)
+    return upscale
 
 
 def main() -> None:
@@ -162,8 +193,12 @@ def markdown(r: dict) -> str:
     lines += [f"| {row['tile']} | {row['engine']} | {row['p50_ms']:.1f} | {row['megapixels_per_s']:.2f} |"
               for row in r["tiles"]]
     lines += ["", f"## A {LARGE[1]}x{LARGE[0]} photograph to {LARGE[1] * 4}x{LARGE[0] * 4}", "",
-              "| engine | seconds (p50 of 3) | output MP/s |", "|---|---|---|"]
-    lines += [f"| {name} | {v['seconds_p50']:.2f} | {v['megapixels_per_s']:.2f} |" for name, v in r["large_image"].items()]
+              f"| engine | seconds (p50 of {LARGE_ROUNDS}) | output MP/s | in graph calls, s (median) |",
+              "|---|---|---|---|"]
+    lines += [f"| {name} | {v['seconds_p50']:.2f} | {v['megapixels_per_s']:.2f} | "
+              f"{v['graph_seconds_median']:.2f} |" if "graph_seconds_median" in v else
+              f"| {name} | {v['seconds_p50']:.2f} | {v['megapixels_per_s']:.2f} | (not tiled) |"
+              for name, v in r["large_image"].items()]
     return "\n".join(lines) + "\n"
 
 
