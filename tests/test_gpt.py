@@ -748,6 +748,18 @@ def _tiny_gpt2(folder, n_positions=256):
     return model, fast
 
 
+def test_a_gpt2_config_naming_more_layers_than_its_weights_names_the_missing_tensors(tmp_path):
+    """Only the third layer's tensors are missing, and those are named; the rest are there."""
+    pytest.importorskip("transformers")
+    _tiny_gpt2(tmp_path / "hf")
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    (tmp_path / "hf" / "config.json").write_text(json.dumps({**config, "n_layer": 3}))
+    with pytest.raises(CheckpointError, match=r"expected the tensors config.json describes, found tensors 12 missing "
+                                              r"\(blocks\.2\.ln_1\.weight, blocks\.2\.ln_1\.bias, \S+, \.\.\.\)$"):
+        export_transformers("gpt2", tmp_path / "hf", tmp_path / "pkg")
+    assert not (tmp_path / "pkg").exists()
+
+
 def test_a_tokenizer_with_ids_beyond_the_models_vocabulary_is_refused_at_import(tmp_path):
     """It used to export, and every prompt holding such a token failed at generate."""
     transformers = pytest.importorskip("transformers")

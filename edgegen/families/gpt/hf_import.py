@@ -121,16 +121,18 @@ def _load_weights(folder: Path) -> tuple[dict[str, torch.Tensor], str]:
 def convert_state(hf_state: dict[str, torch.Tensor], n_layer: int) -> dict[str, torch.Tensor]:
     """GPT-2's tensors under our names; buffers (attn.bias masks) dropped, tied lm_head checked."""
     state = {k.removeprefix("transformer."): v for k, v in hf_state.items()}
-    ours = {"wte.weight": state.pop("wte.weight"), "wpe.weight": state.pop("wpe.weight"),
-            "ln_f.weight": state.pop("ln_f.weight"), "ln_f.bias": state.pop("ln_f.bias")}
+    # a tensor the checkpoint lacks is left out here: the caller names what is missing against the model
+    ours = {name: state.pop(name) for name in ("wte.weight", "wpe.weight", "ln_f.weight", "ln_f.bias") if name in state}
     head = state.pop("lm_head.weight", None)
-    if head is not None and not torch.equal(head, ours["wte.weight"]):
+    if head is not None and "wte.weight" in ours and not torch.equal(head, ours["wte.weight"]):
         raise CheckpointError("lm_head.weight: expected the token embedding (tied weights), found a different matrix")
     for i in range(n_layer):
         for theirs, mine in _NAMES.items():
             for kind in ("weight", "bias"):
-                tensor = state.pop(f"h.{i}.{theirs}.{kind}")
-                ours[f"blocks.{i}.{mine}.{kind}"] = tensor.t().contiguous() if kind == "weight" and theirs in _CONV1D else tensor
+                tensor = state.pop(f"h.{i}.{theirs}.{kind}", None)
+                if tensor is not None:
+                    ours[f"blocks.{i}.{mine}.{kind}"] = (tensor.t().contiguous() if kind == "weight" and theirs in _CONV1D
+                                                         else tensor)
     leftover = [k for k in state if not k.endswith((".attn.bias", ".attn.masked_bias"))]
     if leftover:
         raise CheckpointError(f"GPT-2 weights: expected only the standard tensors, found unknown {leftover[:5]}")
@@ -166,16 +168,10 @@ def _imported(folder: Path, scratch: Path, architecture: str, hf: dict, config, 
         raise CheckpointError(f"{_tokenizer_source(folder)}: {beyond}")
     hf_state, weights_sha = _load_weights(folder)
     model = build(config)
-    try:
-        state = convert(hf_state)
-    except KeyError as exc:
-        state = {}   # the renaming needed a tensor the checkpoint lacks: named below with the rest
-        missing = f" ({exc.args[0]} among them)"
-    else:
-        missing = ""
+    state = convert(hf_state)
     if wrong := state_dict_mismatch(model, state):
         raise CheckpointError(f"{architecture} weights in {str(folder)!r}: expected the tensors config.json describes, "
-                              f"found tensors {wrong}{missing}")
+                              f"found tensors {wrong}")
     model.load_state_dict(state, strict=True)
     del hf_state   # copied into the model: freed before transformers' own copy is loaded for the check
     model.eval()
@@ -376,7 +372,7 @@ def convert_llama_state(hf_state: dict[str, torch.Tensor], tied: bool) -> dict[s
     """transformers' names without "model."; a tied lm_head checked and dropped."""
     state = {k.removeprefix("model."): v for k, v in hf_state.items() if not k.endswith("rotary_emb.inv_freq")}
     head = state.get("lm_head.weight")
-    if tied and head is not None:
+    if tied and head is not None and "embed_tokens.weight" in state:
         if not torch.equal(head, state["embed_tokens.weight"]):
             raise CheckpointError("lm_head.weight: expected the token embedding (tie_word_embeddings), found another matrix")
         del state["lm_head.weight"]
