@@ -85,6 +85,12 @@ def test_a_prompt_past_the_text_encoders_length_is_cut_with_a_warning_naming_the
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         pipe.encode_prompt(long)
+    # each named as the caller gave it: its place among the prompts, the negative prompt as such
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        pipe.prompts(["a seven", "a seven", "a thin two and a zero and a thick seven"],
+                     "a thick one and a thin four and a zero", n=1, guidance_scale=3.0)
+    assert [str(w.message).split(":")[0] for w in said] == ["prompt[2]", "negative_prompt"]
 
 
 def test_the_export_goes_through_the_diffusers_import_and_names_the_checkpoint(exported):

@@ -93,11 +93,13 @@ class BPETokenizer:
     def decode(self, ids: list[int]) -> str:
         return self._tokenizer.decode(ids, skip_special_tokens=False)
 
-    def encode_padded(self, texts: list[str], length: int, pad_id: int) -> np.ndarray:
+    def encode_padded(self, texts: list[str], length: int, pad_id: int, labels: list[str] | None = None) -> np.ndarray:
         """int64 [len(texts), length]: each text with the tokenizer's special tokens (CLIP's start
         and end of text), cut or padded to `length`, as transformers' padding="max_length",
-        truncation=True (a text encoder's prompts)."""
-        texts = [utf8_text(t, f"prompts[{i}]" if len(texts) > 1 else "prompt") for i, t in enumerate(texts)]
+        truncation=True (a text encoder's prompts). A text cut short is said in a warning, under its
+        label in `labels` (default: prompt, or prompts[i] for several)."""
+        labels = labels or [f"prompts[{i}]" if len(texts) > 1 else "prompt" for i in range(len(texts))]
+        texts = [utf8_text(t, label) for t, label in zip(texts, labels)]
         with self._settings_lock:   # truncation and padding are the shared tokenizer's state: one caller at a time
             self._tokenizer.enable_truncation(length)
             self._tokenizer.enable_padding(length=length, pad_id=pad_id)
@@ -106,12 +108,11 @@ class BPETokenizer:
             finally:
                 self._tokenizer.no_truncation()
                 self._tokenizer.no_padding()
-        for i, (text, encoding) in enumerate(zip(texts, encodings)):
+        for label, text, encoding in zip(labels, texts, encodings):
             if encoding.overflowing:   # said, as diffusers says it: the picture would follow only the start
                 kept_to = max(end for _start, end in encoding.offsets)   # special tokens sit at (0, 0)
-                warn_caller(f"{f'prompts[{i}]' if len(texts) > 1 else 'prompt'}: the text encoder takes {length} tokens, "
-                            f"its start and end of text among them; the rest was cut: {text[kept_to:].strip()!r}",
-                            EdgegenWarning)
+                warn_caller(f"{label}: the text encoder takes {length} tokens, its start and end of text among them; "
+                            f"the rest was cut: {text[kept_to:].strip()!r}", EdgegenWarning)
         return np.array([e.ids for e in encodings], dtype=np.int64)
 
     def stream_decoder(self, context: Sequence[int] = ()) -> StreamDecoder:

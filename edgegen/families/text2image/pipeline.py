@@ -70,14 +70,16 @@ class TextToImagePipeline(LatentDiffusionPipeline):
 
     # -- prompts -------------------------------------------------------------------------------
 
-    def encode_prompt(self, prompts: str | list[str]) -> np.ndarray:
+    def encode_prompt(self, prompts: str | list[str], what: str = "prompt") -> np.ndarray:
         """The text encoder's last hidden states [len(prompts), max_length, hidden] for each prompt;
-        a prompt seen lately comes from the cache, not the encoder."""
-        texts = _texts(prompts, "prompt")
+        a prompt seen lately comes from the cache, not the encoder. `what`: the prompts' name in
+        a message (negative_prompt), with the index of a prompt's first place where they differ."""
+        texts = _texts(prompts, what)
         with self._encoding:   # the cache is shared: another thread's call would evict what this one reads
             missing = list(dict.fromkeys(t for t in texts if t not in self._encoded))
             if missing:
-                ids = self.tokenizer.encode_padded(missing, self.config.max_length, self.config.pad_token_id)
+                labels = [what if len(set(texts)) == 1 else f"{what}[{texts.index(t)}]" for t in missing]
+                ids = self.tokenizer.encode_padded(missing, self.config.max_length, self.config.pad_token_id, labels)
                 states = self.sessions["text_encoder"].run({"input_ids": ids})["last_hidden_state"]
                 for text, row in zip(missing, states):
                     self._encoded[text] = row
@@ -103,7 +105,7 @@ class TextToImagePipeline(LatentDiffusionPipeline):
             negative = negative * len(texts)
         if len(negative) != len(texts):
             raise InputError(f"negative_prompt: expected one, or one per prompt ({len(texts)}), found {len(negative)}")
-        return Prompts(positive, np.repeat(self.encode_prompt(negative), n, axis=0))
+        return Prompts(positive, np.repeat(self.encode_prompt(negative, "negative_prompt"), n, axis=0))
 
     def conditioned_denoiser(self, condition: Prompts, n: int, guidance_scale: float, feeds=None):
         """model_fn(x, t): the UNet on the prompt's states; with guidance, the negative and the
