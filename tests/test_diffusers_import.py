@@ -448,7 +448,7 @@ def test_components_that_disagree_are_refused_in_one_line_and_variant_weights_lo
         load_component(folder, layout, "unet", ("UNet2DConditionModel",))
     args = ["export", "--from-diffusers", str(sd_packages["sd16"][0]), "--out", str(tmp_path / "b"), "--data", "digits"]
     with pytest.raises(ConfigError, match=r"data \(--data\) 'digits': expected a family whose export gates on data, "
-                                          r"found text2image, whose gate draws its own inputs"):
+                                          r"found an imported diffusers pipeline, whose gate draws its own inputs"):
         _cmd_export(build_parser().parse_args(args))
     assert not (tmp_path / "b").exists()
 

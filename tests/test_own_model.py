@@ -259,6 +259,20 @@ def test_only_an_embeddings_indices_are_bounded_and_plain_indexing_keeps_pythons
     with pytest.raises(InputError, match=r"input 'ids': expected indices into an embedding of 12 rows"):
         pipe(ids=np.array([[12, 0]], np.int32), rows=np.array([[0, 0]]))
 
+    class FloatIds(torch.nn.Module):   # floats cast to long: truncated toward 0, as PyTorch takes them
+        def __init__(self):
+            super().__init__()
+            self.embedding = torch.nn.Embedding(10, 3)
+
+        def forward(self, x):
+            return self.embedding(x.long())
+
+    floats = edgegen.load(export_pytorch(FloatIds(), {"x": np.array([[1.0, 2.0], [3.0, 9.0]], np.float32)},
+                                         tmp_path / "floats"))
+    assert floats(x=np.array([[-0.5, 9.5]], np.float32))["output"].shape == (1, 2, 3)
+    with pytest.raises(InputError, match=r"expected indices into an embedding of 10 rows \(0 to 9\), found -0.5..10.2$"):
+        floats(x=np.array([[-0.5, 10.2]], np.float32))
+
 
 def test_export_refuses_bad_arguments_with_their_names(user_model, tmp_path):
     _, make_model, example = user_model

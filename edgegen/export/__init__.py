@@ -75,13 +75,12 @@ def export_model(ckpt: Checkpoint, out: str | Path, data: str | None = None, ops
     check_name(name)
     family = get_family(ckpt.family)
     spec = spec or family.export_spec()
+    if data is not None and not spec.needs_data:   # before an import's loading; optimize would not read it either
+        raise_unread_data(data, ckpt.family)
     if spec.via_import is not None:
         with exported_as(ckpt, spec) as (imported, imported_spec):
             return export_model(imported, out, data, opset, name, overwrite, seed, progress, spec=imported_spec,
                                 recorded_as=recorded_as)
-    if data is not None and not spec.needs_data:   # recorded for optimize, which would not read it either
-        raise ConfigError(f"data (--data) {data!r}: expected a family whose export gates on data, found {ckpt.family}, "
-                          "whose gate draws its own inputs (the data would be recorded and never read)")
     images = None
     if spec.needs_data:
         images = spec.load_data(ckpt, data or ckpt.trained_data())
@@ -121,6 +120,11 @@ def export_model(ckpt: Checkpoint, out: str | Path, data: str | None = None, ops
         write_manifest(stage, manifest)
         Package(stage)  # read back what we wrote, through the runtime's own checks
     return Path(out)
+
+
+def raise_unread_data(data: str, family: str) -> None:
+    raise ConfigError(f"data (--data) {data!r}: expected a family whose export gates on data, found {family}, whose "
+                      "gate draws its own inputs (the data would be recorded and never read)")
 
 
 def _gate_data(family, data: str | None) -> dict:

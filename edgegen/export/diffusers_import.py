@@ -247,9 +247,11 @@ def import_diffusers(folder: str | Path, scratch: Path):
 
 def export_diffusers(folder: str | Path, out: str | Path, **options) -> Path:
     """`edgegen export --from-diffusers DIR`: imported (import_diffusers), then exported through the gate."""
-    from . import export_model, refuse_package_output
+    from . import export_model, raise_unread_data, refuse_package_output
 
     refuse_package_output(out, options.get("overwrite", False), options.get("name"), reads=[folder])
+    if options.get("data") is not None:   # every imported pipeline's gate draws its own inputs: said before loading
+        raise_unread_data(options["data"], "an imported diffusers pipeline")
     with tempfile.TemporaryDirectory(prefix="edgegen-import-") as scratch:
         ckpt, spec = import_diffusers(folder, Path(scratch))
         return export_model(ckpt, out, spec=spec, **options)

@@ -91,9 +91,12 @@ class GenericPipeline(Pipeline):
         a negative one as counted from the end, and give a row the module never would."""
         for name, rows in self.config.index_limits.items():
             values = feeds.get(name)
-            if values is not None and values.size and (values.min() < 0 or values.max() >= rows):
+            if values is None or not values.size:
+                continue
+            indices = np.trunc(values) if values.dtype.kind == "f" else values   # a float cast to long is truncated
+            if indices.min() < 0 or indices.max() >= rows:
                 raise InputError(f"input {name!r}: expected indices into an embedding of {rows} rows (0 to {rows - 1}), "
-                                 f"found {int(values.min())}..{int(values.max())}")
+                                 f"found {values.min():g}..{values.max():g}")
 
     def held_out_inputs(self) -> list[dict[str, np.ndarray]]:
         """The inputs recorded at export (held out from the trace), as a list of feeds."""
