@@ -151,8 +151,8 @@ def interleaved_timings(engines: dict[str, Callable[[], object]], iters: int, wa
             start = time.perf_counter()
             fn()
             warm_s[name] = min(warm_s.get(name, math.inf), time.perf_counter() - start)
-    rewarm = ({name: rewarm_calls(seconds) if rewarm is None else rewarm for name, seconds in warm_s.items()}
-              if len(engines) > 1 else {})
+    untimed = ({name: rewarm_calls(seconds) if rewarm is None else rewarm for name, seconds in warm_s.items()}
+               if len(engines) > 1 else {})
     times = {name: [] for name in engines}
     per_round = max(1, iters // rounds)
     settle = settle_seconds() if len(engines) > 1 else 0.0
@@ -162,7 +162,7 @@ def interleaved_timings(engines: dict[str, Callable[[], object]], iters: int, wa
             block = min(per_round, iters - done)
             for name, fn in engines.items():
                 time.sleep(settle)
-                for _ in range(rewarm.get(name, 0)):
+                for _ in range(untimed.get(name, 0)):
                     fn()
                 for _ in range(block):
                     start = time.perf_counter()

@@ -556,11 +556,11 @@ def test_a_manifest_whose_shapes_disagree_with_its_graphs_is_refused_at_load(sd_
 
     for name, source, field, value, said in (
             ("latents", sd_packages["sd16"][1], "latent_shape", [4, 8, 8],
-             r"latent_shape 8: expected sample of graph 'unet' to have 8 at axis 2, found 16"),
+             r"latent_shape \[4, 8, 8\]: expected sample of graph 'unet' to have 8 at axis 2, found 16"),
             ("tokens", sd_packages["sd16"][1], "max_length", 20,
              r"max_length 20: expected input_ids of graph 'text_encoder' to have 20 at axis 1, found 16"),
             ("pixels", ddpm_packages["rgb"][1], "image_shape", [1, 16, 16],
-             r"image_shape 1: expected sample of graph 'unet' to have 1 at axis 1, found 3")):
+             r"image_shape \[1, 16, 16\]: expected sample of graph 'unet' to have 1 at axis 1, found 3")):
         copy = tmp_path / name
         shutil.copytree(source, copy)
         manifest = json.loads((copy / "edgegen.json").read_text())

@@ -119,8 +119,8 @@ def test_flow_input_errors(flow2d, glow, trained, tmp_path):
         flow2d.log_prob(np.full((1, 2), 1e30))
     # pictures past the logit's domain have no density: refused as the input, not as the graph's NaN
     for method in (glow.log_prob, glow.encode):
-        with pytest.raises(InputError, match=r"^images: expected values in \[0, 1\] \(the model's logit takes -0.05556 to "
-                                             r"1.056, as decode may give them\), found 0..3$"):
+        with pytest.raises(InputError, match=r"^images: expected values in \[0, 1\] \(the model's logit takes them from "
+                                             r"-0.05556 to 1.056, ends excluded: .*\), found 0..3$"):
             method(np.linspace(0, 3, 2 * 64, dtype=np.float32).reshape(2, 1, 8, 8))
     edge = np.full((1, 1, 8, 8), 1.05, np.float32)   # past [0, 1], within the domain: a density, as decode's output has
     assert np.isfinite(glow.log_prob(edge)).all()

@@ -407,18 +407,19 @@ def package_config(package) -> tuple[Family, RuntimeConfig]:
     return family, config
 
 
-def dim_problems(graphs: dict, expected: list[tuple[str, str, int, str, int]]) -> list[str]:
-    """[(graph, tensor, axis, config field, its value)] -> where a tensor's static dim differs from
-    the config field it must equal. A dynamic dim, or a tensor the graph lacks, says nothing here
-    (the graph's own input checks catch those)."""
+def dim_problems(graphs: dict, expected: list[tuple]) -> list[str]:
+    """[(graph, tensor, axis, config field, its value[, the whole field])] -> where a tensor's static
+    dim differs from the config field it must equal (one entry of a shape field, which the message
+    shows whole). A dynamic dim, or a tensor the graph lacks, says nothing here (the graph's own
+    input checks catch those)."""
     problems = []
-    for part, tensor, axis, name, value in expected:
+    for part, tensor, axis, name, value, *whole in expected:
         entry = graphs.get(part)
         specs = {t.name: t for t in (*entry.inputs, *entry.outputs)} if entry else {}
         shape = specs[tensor].shape if tensor in specs else ()
         if -len(shape) <= axis < len(shape) and isinstance(shape[axis], int) and shape[axis] != value:
-            problems.append(f"{name} {value}: expected {tensor} of graph {part!r} to have {value} at axis {axis}, "
-                            f"found {shape[axis]}")
+            problems.append(f"{name} {whole[0] if whole else value}: expected {tensor} of graph {part!r} to have {value} "
+                            f"at axis {axis}, found {shape[axis]}")
     return problems
 
 

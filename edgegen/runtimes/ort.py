@@ -15,7 +15,7 @@ import numpy as np
 import onnxruntime as ort
 
 from ..errors import BackendError, InputError, PackageError, not_one_of
-from ..package import TensorSpec
+from ..package import CHANGED_AFTER_EXPORT, TensorSpec
 from .backends import ORT_BACKENDS
 from ..cpus import default_threads, session_threads
 from .session import Session, check_feeds
@@ -162,7 +162,7 @@ class OrtSession(Session):
                     in_file = TensorSpec(spec.name, dtype, tuple(node.shape)).describe()   # written as the manifest's
                     raise PackageError(
                         f"graph {self.graph_name!r} {kind} {spec.name!r}: expected the manifest's {spec.describe()}, "
-                        f"found {in_file} in {str(self.path)!r} (export the package again)"
+                        f"found {in_file} in {str(self.path)!r} ({CHANGED_AFTER_EXPORT})"
                     )
 
     @property

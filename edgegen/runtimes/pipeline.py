@@ -26,7 +26,7 @@ class ImageConfig(RuntimeConfig):
 
     def graph_problems(self, graphs: dict) -> list[str]:
         """Every graph's `image` tensor is [batch, *image_shape]."""
-        return dim_problems(graphs, [(part, "image", axis + 1, "image_shape", size)
+        return dim_problems(graphs, [(part, "image", axis + 1, "image_shape", size, list(self.image_shape))
                                      for part in graphs for axis, size in enumerate(self.image_shape)])
 
 

@@ -90,7 +90,7 @@ class DiffusionConfig(ImageConfig):
         an edited shape loaded, and the first call failed mid-run."""
         space = getattr(self, self.denoised_space)
         return super().graph_problems(graphs) + dim_problems(
-            graphs, [(part, tensor, axis + 1, self.denoised_space, size) for part in graphs
+            graphs, [(part, tensor, axis + 1, self.denoised_space, size, list(space)) for part in graphs
                      for tensor in ("sample", "prediction", "latent") for axis, size in enumerate(space)])
 
     def sampler_settings(self, name: str) -> dict:

@@ -39,7 +39,7 @@ class FlowConfig(RuntimeConfig):
 
 LOGIT_ALPHA = 0.05        # an image flow squeezes pixels into [alpha, 1 - alpha] before its logit (model.preprocess)
 # the pixel values that squeeze maps inside (0, 1), where the logit is finite: [0, 1] and a little
-# more on each side, which decode may give back
+# more on each side, which decode gives back short of its sigmoid's saturation (latents far out)
 IMAGE_DOMAIN = (-LOGIT_ALPHA / (1 - 2 * LOGIT_ALPHA), (1 - LOGIT_ALPHA) / (1 - 2 * LOGIT_ALPHA))
 
 
@@ -62,8 +62,9 @@ class FlowPipeline(Pipeline):
             low, high = IMAGE_DOMAIN
             least, most = float(data.min()), float(data.max())
             if not low < least <= most < high:
-                raise InputError(f"images: expected values in [0, 1] (the model's logit takes {low:.4g} to {high:.4g}, as "
-                                 f"decode may give them), found {least:.3g}..{most:.3g}")
+                raise InputError(f"images: expected values in [0, 1] (the model's logit takes them from {low:.4g} to "
+                                 f"{high:.4g}, ends excluded: decode's output reaches the ends only where its sigmoid "
+                                 f"saturates), found {least:.4g}..{most:.4g}")
         return data
 
     def encode(self, x) -> np.ndarray:
