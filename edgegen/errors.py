@@ -133,6 +133,12 @@ def first_line(exc: BaseException, limit: int = 300) -> str:
     return text.splitlines()[0][:limit] if text else type(exc).__name__
 
 
+def described(exc: BaseException) -> str:
+    """"Type: first line" of an exception, or its type alone where it has no message: a library's
+    failure said in one line with what kind it was."""
+    return f"{type(exc).__name__}: {first_line(exc)}" if str(exc).strip() else type(exc).__name__
+
+
 def warn_caller(message: str, category: type[Warning]) -> None:
     """warnings.warn pointed at the first frame outside edgegen: the user's own line, however many of
     edgegen's calls lie between (edgegen.load, then edgegen.runtimes.load, then ...)."""

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import CheckpointError, ConfigError, EdgegenWarning, first_line, warn_caller
+from ..errors import CheckpointError, ConfigError, EdgegenWarning, described, warn_caller
 from ..families import _resolve, families
 from ..package import read_json
+from ..training.checkpoint import save_pretrained_folder
 
 # diffusers scheduler class -> edgegen sampler (each matches it call for call: tests/test_samplers.py)
 SCHEDULERS = {"DDPMScheduler": "ddpm", "DDIMScheduler": "ddim", "PNDMScheduler": "pndm",
@@ -105,10 +106,7 @@ def scheduler_settings(config: dict, where: str) -> SchedulerSettings:
 
 def read_layout(folder: str | Path) -> tuple[Path, dict]:
     """The folder and its model_index.json: {component: [library, class]}."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise CheckpointError(f"diffusers pipeline {str(folder)!r}: expected a save_pretrained directory, found "
-                              f"{'a file' if folder.exists() else 'nothing at that path'}")
+    folder = save_pretrained_folder(folder, "diffusers pipeline")
     index = folder / "model_index.json"
     if not index.is_file():
         raise CheckpointError(f"diffusers pipeline {str(folder)!r}: expected model_index.json in it (the folder "
@@ -200,7 +198,7 @@ def _loading_failure(exc: Exception) -> str:
     if mismatches:
         shown = ", ".join(f"{name} {theirs} against the config's {ours}" for name, theirs, ours in mismatches[:3])
         return f"{len(mismatches)} of another shape ({shown}{', ...' if len(mismatches) > 3 else ''})"
-    return f"{type(exc).__name__}: {first_line(exc)}"
+    return described(exc)
 
 
 def _refuse_partly_loaded(component: Path, found: str, loading: dict) -> None:

@@ -165,6 +165,16 @@ def state_dict_mismatch(model: torch.nn.Module, state: dict, shown: int = 3) -> 
     return "; ".join(said) or None
 
 
+def save_pretrained_folder(folder: str | Path, what: str) -> Path:
+    """`folder` as a Path where it is a directory (a transformers or diffusers save_pretrained
+    folder, `what`), else CheckpointError saying what is there instead."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CheckpointError(f"{what} {str(folder)!r}: expected a save_pretrained directory, found "
+                              f"{'a file' if folder.exists() else 'nothing at that path'}")
+    return folder
+
+
 def load_checkpoint(path: str | Path) -> Checkpoint:
     path = Path(path)
     meta_path, weights_path = path / CONFIG, path / CHECKPOINT_WEIGHTS

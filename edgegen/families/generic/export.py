@@ -26,7 +26,7 @@ import numpy as np
 import onnx
 import torch
 
-from ...errors import CheckpointError, ConfigError, EdgegenError, EdgegenWarning, ValidationError, first_line, warn_caller
+from ...errors import CheckpointError, ConfigError, EdgegenError, EdgegenWarning, ValidationError, described, warn_caller
 from ...export import check_opset, provenance
 from ...export.onnx_export import DEFAULT_OPSET, export_module, value_spec
 from ...export.validate import gate_feeds, refuse_lost_epsilons, sizes_label, torch_inputs
@@ -232,9 +232,9 @@ def _gate_each(module, session, feeds: list[dict], users_feeds: int, atol: float
             raise
         except Exception as exc:  # noqa: BLE001 - the user's module failing on a feed is the gate's finding
             raise ValidationError(f"export of {source!r}: the module or its graph failed on "
-                                  + (f"held-out feed {i} (held_out, --held-out) ({_first_line(exc)}); check its "
+                                  + (f"held-out feed {i} (held_out, --held-out) ({described(exc)}); check its "
                                      "values and sizes" if i < users_feeds else
-                                     f"inputs at sizes the trace did not see ({_first_line(exc)}); give dim_limits "
+                                     f"inputs at sizes the trace did not see ({described(exc)}); give dim_limits "
                                      "(--limit) or held_out (--held-out) inputs of sizes it takes")) from None
     return results
 
@@ -325,7 +325,7 @@ def _output_count(module, example, specs) -> int:
         with torch.inference_mode():
             result = module(*torch_inputs(example, specs))
     except Exception as exc:  # noqa: BLE001 - the user's module failing on the user's example
-        raise ConfigError(f"module: expected forward to run on the example inputs, found {_first_line(exc)}") from exc
+        raise ConfigError(f"module: expected forward to run on the example inputs, found {described(exc)}") from exc
     if not isinstance(result, torch.Tensor) and not (isinstance(result, (tuple, list)) and result
                                                      and all(isinstance(r, torch.Tensor) for r in result)):
         raise ConfigError(f"module: expected forward to return a tensor or a tuple of tensors, found "
@@ -350,10 +350,6 @@ def _output_names(given, count: int) -> tuple[str, ...]:
     return tuple(given)
 
 
-def _first_line(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {first_line(exc)}" if str(exc).strip() else type(exc).__name__
-
-
 def _innermost(exc: BaseException, module: torch.nn.Module) -> str:
     """torch.export's failure in one line: its innermost cause, and the line of the module's own
     source where it stopped, where one can be found (torch's "Caused by" may point into torch
@@ -362,7 +358,7 @@ def _innermost(exc: BaseException, module: torch.nn.Module) -> str:
     while chain[-1].__cause__ is not None:
         chain.append(chain[-1].__cause__)
     where = _line_in_source(chain, module)
-    return _first_line(chain[-1]) + (f" at {where}" if where else "")
+    return described(chain[-1]) + (f" at {where}" if where else "")
 
 
 def _line_in_source(chain: list[BaseException], module: torch.nn.Module) -> str | None:
@@ -456,7 +452,7 @@ def _gate_at_limits(module, session, specs, example, traced, limits, rng, atol, 
             raise
         except Exception as exc:  # noqa: BLE001 - the module failing at its recorded limit is the gate's finding
             raise ValidationError(f"export of {source!r}: the module or its graph failed at {dim} {size}, the largest "
-                                  f"size recorded for {dim} (TensorRT profiles are built to it): {_first_line(exc)}; "
+                                  f"size recorded for {dim} (TensorRT profiles are built to it): {described(exc)}; "
                                   f"{fix}") from None
         failures = [f"{r.line()} (tolerance atol {atol:g}, rtol {rtol:g})" for r in found if not r.passed]
         if failures:

@@ -19,10 +19,10 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from ...errors import CheckpointError, ImportedSettingWarning, InputError, ValidationError, first_line, not_one_of
+from ...errors import CheckpointError, ImportedSettingWarning, InputError, ValidationError, described, not_one_of
 from ...export.validate import compare
 from ...package import files_sha256, read_json
-from ...training.checkpoint import Checkpoint, make_config, state_dict_mismatch
+from ...training.checkpoint import Checkpoint, make_config, save_pretrained_folder, state_dict_mismatch
 from ...runtimes.token_sampling import Sampling
 from ...runtimes.tokenizer import ids_beyond
 from .model import build
@@ -265,7 +265,7 @@ def check_against_transformers(folder: Path, model, vocab_size: int, context: in
             reference = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
     except Exception as exc:  # noqa: BLE001 - what transformers cannot load, it cannot vouch for: one line, not its traceback
         raise CheckpointError(f"{str(folder)!r}: expected a checkpoint transformers loads, to check the import against, "
-                              f"found it failing: {type(exc).__name__}: {first_line(exc)}") from None
+                              f"found it failing: {described(exc)}") from None
     length = min(24, context)
     ids = torch.from_numpy(np.random.default_rng(0).integers(0, vocab_size, (2, length)))
     with torch.inference_mode():
@@ -296,17 +296,9 @@ def _no_transformers_bars():
             logging.enable_progress_bar()
 
 
-def _save_pretrained_folder(folder: str | Path) -> Path:
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise CheckpointError(f"transformers checkpoint {str(folder)!r}: expected a save_pretrained directory, found "
-                              f"{'a file' if folder.exists() else 'nothing at that path'}")
-    return folder
-
-
 def import_gpt2(folder: str | Path, scratch: Path) -> Checkpoint:
     """A Checkpoint of our GPT holding the GPT-2 weights; a built tokenizer goes to `scratch`."""
-    folder = _save_pretrained_folder(folder)
+    folder = save_pretrained_folder(folder, "transformers checkpoint")
     hf = read_gpt2_config(folder)
     n_layer = hf.get("n_layer", 12)
     config = make_config("gpt", {
@@ -381,7 +373,7 @@ def convert_llama_state(hf_state: dict[str, torch.Tensor], tied: bool) -> dict[s
 
 def import_llama(folder: str | Path, scratch: Path, architecture: str = "llama") -> Checkpoint:
     """A Checkpoint of the llama architecture holding a Llama, Qwen2 or Mistral checkpoint's weights."""
-    folder = _save_pretrained_folder(folder)
+    folder = save_pretrained_folder(folder, "transformers checkpoint")
     hf = read_llama_config(folder, architecture)
     missing = [k for k in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
                if not isinstance(hf.get(k), int)]
