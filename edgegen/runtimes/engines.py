@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BackendError, ConfigError, EdgegenWarning, InputError, UnknownFamilyError, warn_caller
+from ..errors import BackendError, ConfigError, EdgegenWarning, InputError, UnknownFamilyError, described, warn_caller
 from ..families import package_config
 from ..package import (ENGINE_CACHE, TensorSpec, engine_cache_dir, engine_folder_refused, may_be_empty,
                        prepare_engine_folder)
@@ -351,7 +351,7 @@ def device_identity() -> tuple[str, str, str]:
         from cuda.bindings import runtime as cudart
     except ImportError as exc:   # a cuda-python before its cuda.bindings module
         raise BackendError(f"backend 'tensorrt': expected cuda-python with its cuda.bindings module (12.6 or "
-                           f"later), found {type(exc).__name__}: {exc}") from None
+                           f"later), found {described(exc)}") from None
     err, props = cudart.cudaGetDeviceProperties(0)
     if int(err) != 0:
         raise BackendError(f"backend 'tensorrt': expected a CUDA device, found none (cudaGetDeviceProperties: {err})")
