@@ -14,7 +14,7 @@ from onnx import numpy_helper
 
 import edgegen
 from edgegen.cli import main
-from edgegen.errors import BackendError, CheckpointError, ConfigError, HashMismatchError, PrecisionWarning
+from edgegen.errors import CheckpointError, ConfigError, HashMismatchError, PackageError, PrecisionWarning
 from edgegen.optimize import optimize_package, psnr
 
 
@@ -134,8 +134,10 @@ def test_load_with_precision_runs_the_variant_and_stays_close_to_fp32(package_co
     fp32, int8 = edgegen.load(pkg, backend="ort-cpu"), edgegen.load(pkg, backend="ort-cpu", precision="int8")
     assert int8.precision == "int8" and int8.sessions["generator"].path.name.startswith("generator.int8.")
     assert psnr(fp32.sample(16, seed=3).astype(np.float64), int8.sample(16, seed=3).astype(np.float64)) >= 30
-    with pytest.raises(BackendError, match="fp16 variants"):
+    with pytest.raises(PackageError, match="fp16 variants"):   # the package has none
         edgegen.load(pkg, backend="ort-cpu", precision="fp16")
+    with pytest.raises(ConfigError, match=r"precision 'int9': expected one of fp32, .* \(did you mean 'int8'\?\)"):
+        edgegen.load(pkg, backend="ort-cpu", precision="int9")
 
 
 def test_a_variant_below_its_gate_is_not_written_and_the_refusal_is_recorded(package_copy):
@@ -145,7 +147,7 @@ def test_a_variant_below_its_gate_is_not_written_and_the_refusal_is_recorded(pac
     assert not list(pkg.glob("*.int8.onnx"))
     manifest = json.loads((pkg / "edgegen.json").read_text())
     assert set(manifest["variants"]["int8"]) == {"encoder", "decoder"}
-    with pytest.raises(BackendError, match=r"found none written \(encoder: gate PSNR .* \(missed by"):
+    with pytest.raises(PackageError, match=r"found none written \(encoder: gate PSNR .* \(missed by"):
         edgegen.load(pkg, precision="int8")
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..errors import BackendError, PackageError, PrecisionWarning, not_one_of, warn_caller
+from ..errors import BackendError, ConfigError, PackageError, PrecisionWarning, not_one_of, warn_caller
 from ..families import package_config
 from ..package import PRECISIONS, Package, engine_cache_dir, prepare_engine_folder
 from ..shipped import resolve as resolve_shipped
@@ -27,8 +27,8 @@ def open_sessions(package: Package, backend: str = "auto", threads: int | None =
     (the others stay fp32); asking for a precision the package has no variant of is an error.
     """
     if precision not in PRECISIONS:
-        raise BackendError(not_one_of("precision", precision, PRECISIONS))
-    package.require_variants(precision, BackendError)
+        raise ConfigError(not_one_of("precision", precision, PRECISIONS))
+    package.require_variants(precision, PackageError)   # the package has none of that precision
     concrete = resolve_backend(backend)
     if cache_dir is not None and not isinstance(cache_dir, (str, os.PathLike)):
         raise BackendError(f"cache_dir: expected a folder's path for the TensorRT engines, found {type(cache_dir).__name__}")

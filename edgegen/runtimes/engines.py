@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BackendError, ConfigError, EdgegenWarning, InputError, UnknownFamilyError, described, warn_caller
+from ..errors import BackendError, ConfigError, EdgegenWarning, InputError, PackageError, UnknownFamilyError, described, warn_caller
 from ..families import package_config
 from ..package import (ENGINE_CACHE, TensorSpec, engine_cache_dir, engine_folder_refused, may_be_empty,
                        prepare_engine_folder)
@@ -392,7 +392,7 @@ def _buildable(path, precision: str, profiles: list[str] | None) -> tuple:
     from ..package import Package
 
     package = Package(path)
-    package.require_variants(precision, BackendError)   # none written, or one changed since
+    package.require_variants(precision, PackageError)   # none written, or one changed since
     for part, record in package.variant_files(precision).items() if precision != "fp32" else ():
         if why := ort_only(record):
             raise BackendError(f"package {str(package.path)!r}: the {precision} variant of graph {part!r} is {why} "
