@@ -359,13 +359,16 @@ def test_onnx_runtime_variants_write_the_kv_cache_in_place_and_generate_as_the_e
     in_place.generate(list(b"abc"), max_new_tokens=50, do_sample=False)
     assert [s for s in allocations if s == 1 * 4 * (3 + 50) * 16] == [1 * 4 * 53 * 16] * (2 * 2)
     assert in_place.cache_bytes(1, 53) * 2 == exported.cache_bytes(1, 53)
-    # onnxruntime-genai's loop runs the form with a buffer shared between past and present
+    # onnxruntime-genai's loop runs the form with a buffer shared between past and present: the
+    # overlay edgegen gives says both, and leaves the package's genai_config.json as exported
+    from edgegen.serving.genai import genai_overlay
+
+    assert json.loads(genai_overlay(pkg, "fused")) == {"model": {"decoder": {"filename": record["file"]}},
+                                                      "search": {"past_present_share_buffer": True}}
     if importlib.util.find_spec("onnxruntime_genai"):
-        genai = json.loads((pkg / "genai_config.json").read_text())
-        genai["model"]["decoder"]["filename"] = record["file"]
-        genai["search"]["past_present_share_buffer"] = True
-        (pkg / "genai_config.json").write_text(json.dumps(genai))
-        assert _genai_greedy(pkg, prompts[0], 40) == expected[0]
+        written = (pkg / "genai_config.json").read_bytes()
+        assert _genai_greedy(pkg, prompts[0], 40, precision="fused") == expected[0]
+        assert (pkg / "genai_config.json").read_bytes() == written
 
 
 def test_the_in_place_form_is_checked_and_where_it_does_not_hold_the_variant_keeps_the_exported_form(gpt, tmp_path,
@@ -1153,11 +1156,16 @@ def test_an_end_token_far_beyond_the_vocabulary_costs_nothing_per_call(gpt, tmp_
     assert isinstance(text, str) and peak < 10 * 2**20
 
 
-def _genai_greedy(package, prompt: list[int], new_tokens: int) -> list[int]:
-    """ONNX Runtime GenAI's own loop over the package's decoder, read from its genai_config.json."""
+def _genai_greedy(package, prompt: list[int], new_tokens: int, precision: str = "fp32") -> list[int]:
+    """ONNX Runtime GenAI's own loop over the package's decoder, read from its genai_config.json
+    with edgegen's overlay for the precision (docs/serving.md)."""
     import onnxruntime_genai as og
 
-    model = og.Model(str(package))
+    from edgegen.serving.genai import genai_overlay
+
+    config = og.Config(str(package))
+    config.overlay(genai_overlay(package, precision))
+    model = og.Model(config)
     params = og.GeneratorParams(model)
     params.set_search_options(max_length=len(prompt) + new_tokens, do_sample=False)
     generator = og.Generator(model, params)
@@ -1167,6 +1175,20 @@ def _genai_greedy(package, prompt: list[int], new_tokens: int) -> list[int]:
         generator.generate_next_token()
         tokens.append(int(generator.get_next_tokens()[0]))
     return tokens
+
+
+def test_the_genai_overlay_names_the_fp32_decoder_and_refuses_what_genai_cannot_run(gpt, trained):
+    from edgegen.serving.genai import genai_overlay
+
+    assert json.loads(genai_overlay(gpt["pkg"])) == {"model": {"decoder": {"filename": "decoder.onnx"}},
+                                                    "search": {"past_present_share_buffer": False}}
+    with pytest.raises(PackageError, match=r"int4 variant.* found none"):
+        genai_overlay(gpt["pkg"], "int4")
+    with pytest.raises(ConfigError, match=r"precision 'int9': expected one of fp32, "):
+        genai_overlay(gpt["pkg"], "int9")
+    with pytest.raises(PackageError, match=r"expected a GPT package \(ONNX Runtime GenAI runs text decoders\), found a "
+                                           r"vae package"):
+        genai_overlay(trained["vae"][1])
 
 
 def test_onnxruntime_genai_runs_the_exported_decoder_with_edgegens_greedy_tokens(gpt, tmp_path):

@@ -1,5 +1,6 @@
 """genai_config.json: what ONNX Runtime GenAI (onnxruntime-genai) reads to run a GPT package's
-decoder with its own generation loop (docs/serving.md).
+decoder with its own generation loop (docs/serving.md), and the overlay that runs a variant
+`edgegen optimize` wrote instead of the fp32 decoder the file names.
 
 edgegen's decoder graph has the inputs and outputs GenAI's decoder-only models name (input_ids,
 attention_mask, position_ids, past_key_values.N.key/value -> logits, present.N.key/value), in
@@ -16,6 +17,7 @@ import json
 from pathlib import Path
 
 from ..package import GENAI_CONFIG
+
 GENAI_MODEL_TYPE = "llama"
 
 
@@ -65,3 +67,26 @@ def write_genai_config(folder: str | Path, config, graph_file: str) -> Path:
     path = Path(folder) / GENAI_CONFIG
     atomic_write_text(path, json.dumps(genai_config(config, graph_file), indent=2) + "\n")
     return path
+
+
+def genai_overlay(package, precision: str = "fp32") -> str:
+    """The JSON that `og.Config.overlay` takes to run a GPT package's `precision` decoder (a path or
+    a shipped model's name): the variant's file and, for a variant that writes its KV cache in
+    place, past and present sharing one buffer, as edgegen's loop runs it (GenAI's separate
+    buffers fail in its TensorScatter). genai_config.json itself stays as exported, naming fp32's."""
+    from ..errors import ConfigError, PackageError, not_one_of
+    from ..package import PRECISIONS, Package
+    from ..shipped import resolve
+
+    if precision not in PRECISIONS:
+        raise ConfigError(not_one_of("precision", precision, PRECISIONS))
+    pkg = Package(resolve(package))
+    if pkg.family != "gpt":
+        raise PackageError(f"package {str(pkg.path)!r}: expected a GPT package (ONNX Runtime GenAI runs text decoders), "
+                           f"found a {pkg.family} package")
+    pkg.require_variants(precision, PackageError)
+    record = pkg.variant_files(precision).get("decoder") if precision != "fp32" else None
+    # the only form a GPT decoder's variant takes for ONNX Runtime (families/gpt/cache_in_place.py)
+    in_place = bool(record and record.get("ort_form"))
+    filename = record["file"] if record else pkg.manifest.graphs["decoder"].file
+    return json.dumps({"model": {"decoder": {"filename": filename}}, "search": {"past_present_share_buffer": in_place}})
