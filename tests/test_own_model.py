@@ -613,7 +613,7 @@ def test_a_generic_package_refuses_nan_and_empty_batches_and_never_returns_nan(t
     seq = {"past": np.ones((2, 3), np.float32), "x": np.ones((1, 3), np.float32)}
     first = edgegen.load(export_pytorch(SequenceFirst(), seq, tmp_path / "seq", dynamic={"past": {0: "past_length"}}))
     assert first(past=np.zeros((0, 3), np.float32), x=np.full((1, 3), 2, np.float32))["output"].tolist() == [2, 2, 2]
-    with pytest.raises(InputError, match=r"input 'scores': expected float32\[batch, 6\], found a value numpy cannot make "
+    with pytest.raises(InputError, match=r"input 'scores': expected float32\[batch, 6\], found a list numpy cannot make "
                                          r"one array of \(setting an array element with a sequence"):
         pipe(scores=[[1.0] * 6, [1.0] * 5], mask=mask)   # a ragged list
     with pytest.raises(NonFiniteError, match=r"output 'output': expected numbers, found NaN in the result"):

@@ -144,10 +144,7 @@ def as_float_array(value: Any, what: str, shape: tuple[int | None, ...]) -> np.n
     if (type(value) is np.ndarray and value.dtype == np.float32 and value.flags.c_contiguous
             and value.shape[1:] == shape[1:] and value.ndim == len(shape) and value.shape[0] > 0):
         return check_finite(value, what)  # the common case (any batch, exact item shape), without copies
-    try:
-        array = np.asarray(value)
-    except Exception:  # noqa: BLE001 - anything numpy cannot take is the user's input error
-        raise InputError(f"{what}: expected an array, found {type(value).__name__}") from None
+    array = user_array(value, what, "a floating-point array")
     if array.dtype.kind in "US":   # a text where an array belongs: often arguments in another order
         shown = f"{value!r:.60}" if isinstance(value, (str, bytes)) else f"a {type(value).__name__} of text"
         raise InputError(f"{what}: expected a floating-point array, found {shown} (are the arguments in the order the "
@@ -170,6 +167,16 @@ def as_float_array(value: Any, what: str, shape: tuple[int | None, ...]) -> np.n
         raise InputError(f"{what}: expected numbers float32 can hold (magnitude up to "
                          f"{float(np.finfo(np.float32).max):.3g}), found {largest:.3g}")
     return cast
+
+
+def user_array(value: Any, what: str, expected: str) -> np.ndarray:
+    """np.asarray of what a user gave, or InputError naming the argument where numpy cannot make
+    one array of it (a ragged list: rows of different lengths), not numpy's ValueError."""
+    try:
+        return np.asarray(value)
+    except Exception as exc:  # noqa: BLE001 - anything numpy cannot take is the user's input error
+        raise InputError(f"{what}: expected {expected}, found a {type(value).__name__} numpy cannot make one array of "
+                         f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
 
 
 def check_finite(array: np.ndarray, what: str) -> np.ndarray:
@@ -249,7 +256,7 @@ def class_labels(labels, n: int, num_classes: int, null_label: int | None, what:
     if num_classes == 0:
         raise InputError(f"{what}: expected none for this unconditional model (trained on data without classes), "
                          f"found {labels!r:.60}")
-    array = np.asarray(labels)
+    array = user_array(labels, what, f"one class id or {n} of them")
     if array.size == 0:   # before its dtype: an empty list is numpy's float64
         raise InputError(f"{what}: expected one class id or {n} of them, found none (shape {list(array.shape)})")
     if array.dtype.kind not in "iu":

@@ -9,7 +9,7 @@ import numpy as np
 
 from ...errors import InputError
 from ...images import average_pool
-from ...runtimes.pipeline import as_float_array, check_count, check_number, check_range
+from ...runtimes.pipeline import as_float_array, check_count, check_number, check_range, user_array
 from ...runtimes.samplers import Callback
 from .. import positive
 from ..diffusion.pipeline import DEFAULT_STEPS, DEFAULT_STRENGTH, DiffusionConfig, DiffusionPipeline
@@ -49,17 +49,14 @@ class ControlNetPipeline(DiffusionPipeline):
     def control_feeds(self, control, n: int, conditioning_scale) -> dict[str, np.ndarray]:
         """The graph's control and conditioning_scale inputs for n images: one control image
         [C, H, W] or [1, C, H, W] for all, or n of them; one scale for all, or n."""
-        try:
-            rank = np.ndim(control)
-        except ValueError:   # a ragged nested list
-            raise InputError(f"control: expected hint images [n, C, H, W], found {type(control).__name__} of ragged shape") from None
-        text = np.asarray(control).dtype.kind in "US"   # as_float_array names it
-        if not text and (rank not in (3, 4) or tuple(np.shape(control)[-3:]) != tuple(self.image_shape)):
+        array = user_array(control, "control", "hint images [n, C, H, W]")
+        text = array.dtype.kind in "US"   # as_float_array names it
+        if not text and (array.ndim not in (3, 4) or tuple(array.shape[-3:]) != tuple(self.image_shape)):
             shape = ", ".join(map(str, self.image_shape))
             raise InputError(f"control: expected hint images [{shape}] (one for all) or [n, {shape}], found "
-                             f"{list(np.shape(control))}")
-        control = as_float_array(control, "control", (None, *self.image_shape)) if rank == 4 else \
-            as_float_array(control, "control", self.image_shape)[None]
+                             f"{list(array.shape)}")
+        control = as_float_array(array, "control", (None, *self.image_shape)) if array.ndim == 4 else \
+            as_float_array(array, "control", self.image_shape)[None]
         if len(control) not in (1, n):
             raise InputError(f"control: expected {'1' if n == 1 else f'1 or {n}'} hint {'image' if n == 1 else 'images'}, found "
                              f"{len(control)}")

@@ -15,7 +15,7 @@ from ...errors import InputError, NonFiniteError, PackageError
 from ...families import RuntimeConfig
 from ...package import TensorSpec, may_be_empty
 from ...runtimes.feeds import recorded_feeds
-from ...runtimes.pipeline import Pipeline
+from ...runtimes.pipeline import Pipeline, user_array
 
 
 @dataclass(kw_only=True)
@@ -106,11 +106,7 @@ class GenericPipeline(Pipeline):
 def _as_array(value: Any, spec: TensorSpec) -> np.ndarray:
     """A user's value as the graph's dtype when that keeps its kind (lists, float64 -> float32);
     an integer array for a float input, or the reverse, is refused rather than cast."""
-    try:
-        array = np.asarray(value)
-    except ValueError as exc:   # a ragged list: rows of different lengths
-        raise InputError(f"input {spec.name!r}: expected {spec.describe()}, found a value numpy cannot make one array "
-                         f"of ({str(exc).splitlines()[0]})") from None
+    array = user_array(value, f"input {spec.name!r}", spec.describe())
     expected = np.dtype(spec.dtype)
     if array.dtype.kind != expected.kind and not (array.dtype.kind in "iu" and expected.kind in "iu"):
         raise InputError(f"input {spec.name!r}: expected {spec.describe()}, found dtype {array.dtype}")

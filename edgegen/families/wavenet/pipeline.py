@@ -20,7 +20,7 @@ from ...runtimes.audio import mu_law_decode, mu_law_encode
 from ...runtimes.autoregressive import draw, log_softmax, sampler
 from ...runtimes.ort import OrtBinding, OrtSession
 from ...runtimes.pipeline import (Pipeline, as_float_array, check_count, check_range, class_labels, class_problems,
-                                  make_rng)
+                                  make_rng, user_array)
 from .. import RuntimeConfig, dim_problems, positive
 
 MAX_SECONDS = 600   # of audio per call: about ten minutes of sample-by-sample work here (~7,800 samples/s at 8 kHz)
@@ -97,10 +97,7 @@ class WaveNetPipeline(Pipeline):
         """Mean log-likelihood in nats per sample of a waveform [T] (a float) or a batch [n, T];
         per_sample=True: each sample's own log-likelihood given the ones before it ([T - 1] or
         [n, T - 1]; the first sample is the context)."""
-        try:
-            audio = np.asarray(waveform)
-        except (TypeError, ValueError):   # ragged rows, text: said as the argument's, not numpy's
-            raise InputError(f"waveform: expected numbers shaped [T] or [n, T], found {waveform!r:.60}") from None
+        audio = user_array(waveform, "waveform", "numbers shaped [T] or [n, T]")
         if audio.ndim not in (1, 2):
             raise InputError(f"waveform: expected shape [T] or [n, T], found {list(audio.shape)}")
         single = audio.ndim == 1
