@@ -51,6 +51,11 @@ def test_vae_sample_and_scores(vae, digits):
     for method in (vae.anomaly_score, vae.encode, vae.reconstruct):
         with pytest.raises(InputError, match=r"images: expected values in \[0, 1\], found .*\.\.2"):
             method(digits * 255)
+    # a value just past the range is shown to the digits that show it past: "0..1" would hide it
+    nudged = digits.astype(np.float64)
+    nudged[0, 0, 0, 0] = 1.0001
+    with pytest.raises(InputError, match=r"images: expected values in \[0, 1\], found 0\.\.1\.0001$"):
+        vae.anomaly_score(nudged)
 
 
 def test_gan_generate_matches_pytorch(trained, gan):

@@ -131,8 +131,19 @@ def check_range(array: np.ndarray, what: str, low: float, high: float) -> np.nda
         return array
     least, most = float(array.min()), float(array.max())
     if least < low or most > high:
-        raise InputError(f"{what}: expected values in [{low:g}, {high:g}], found {least:.3g}..{most:.3g}")
+        raise InputError(f"{what}: expected values in [{low:g}, {high:g}], found {shown_against(least, low, high)}.."
+                         f"{shown_against(most, low, high)}")
     return array
+
+
+def shown_against(value: float, low: float, high: float, digits: int = 3) -> str:
+    """`value` to `digits` significant digits, or to as many more as show it on its side of each
+    bound: 1.0001 against [0, 1] is not "1", which would hide what a range refusal refuses."""
+    for places in range(digits, 18):
+        text = f"{value:.{places}g}"
+        if all(np.sign(float(text) - bound) == np.sign(value - bound) for bound in (low, high)):
+            return text
+    return repr(value)
 
 
 def as_float_array(value: Any, what: str, shape: tuple[int | None, ...]) -> np.ndarray:

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ...errors import InputError, NonFiniteError
-from ...runtimes.pipeline import Pipeline, as_float_array, check_count, check_number, check_range, line_steps, make_rng
+from ...runtimes.pipeline import (Pipeline, as_float_array, check_count, check_number, check_range, line_steps, make_rng,
+                                  shown_against)
 from .. import RuntimeConfig, positive
 
 KINDS = ("realnvp", "glow")
@@ -64,7 +65,7 @@ class FlowPipeline(Pipeline):
             if not low < least <= most < high:
                 raise InputError(f"images: expected values in [0, 1] (the model's logit takes them from {low:.4g} to "
                                  f"{high:.4g}, ends excluded: decode's output reaches the ends only where its sigmoid "
-                                 f"saturates), found {least:.4g}..{most:.4g}")
+                                 f"saturates), found {shown_against(least, low, high, 4)}..{shown_against(most, low, high, 4)}")
         return data
 
     def encode(self, x) -> np.ndarray:
