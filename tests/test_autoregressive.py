@@ -151,6 +151,31 @@ def test_pixelcnn_complete_keeps_known_pixels_and_fills_the_rest(pixelcnn):
         pipe.sample(2, labels=[3, 10])
 
 
+@pytest.mark.parametrize("family, change, message", [
+    ("pixelcnn", dict(levels=3), r"levels 3: expected logits of graph 'network' to have 3 at axis 1, found 4"),
+    ("pixelcnn", dict(layers=5), r"layers 5: expected links of graph 'links' to have 5 at axis 1, found 6"),
+    ("pixelcnn", dict(width=32), r"width 32: expected links of graph 'links' to have 64 at axis 2, found 48"),
+    ("pixelcnn", dict(null_label=0), r"null_label expected num_classes \(10: the index after the classes, the model's "
+                                     r"'no label'\), found 0"),
+    ("wavenet", dict(receptive_field=10), r"receptive_field expected \d+ \(the queue_lengths' sum \+ 1\), found 10"),
+    ("wavenet", dict(null_label=99), r"null_label expected num_classes \(\d+: the index after the classes"),
+])
+def test_a_config_that_disagrees_with_the_model_is_refused_at_load(pixelcnn, wavenet, tmp_path, family, change, message):
+    """Each field of the config a sampling loop reads: a wrong one made samples outside [0, 1]
+    (levels), log-likelihoods of other windows (receptive_field) or class 0 for "no label"."""
+    import json
+    import shutil
+
+    from edgegen.errors import ManifestError
+
+    pkg = shutil.copytree({"pixelcnn": pixelcnn, "wavenet": wavenet}[family]["pkg"], tmp_path / "pkg")
+    manifest = json.loads((pkg / "edgegen.json").read_text())
+    manifest["config"].update(change)
+    (pkg / "edgegen.json").write_text(json.dumps(manifest))
+    with pytest.raises(ManifestError, match=message):
+        edgegen.load(pkg)
+
+
 # ---- WaveNet -------------------------------------------------------------------------------
 
 def test_mu_law_round_trip_and_wav_files(tmp_path):

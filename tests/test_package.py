@@ -283,7 +283,8 @@ def test_package_without_hash_check_still_validates_schema(package_copy):
     (lambda c: c.update(num_train_timesteps="1000"), r"config.num_train_timesteps: expected int, found str '1000'"),
     (lambda c: c.update(image_shape=[1, 8]), r"image_shape expected \[channels, height, width\], found \[1, 8\]"),
     (lambda c: c.update(beta_start=0.5, beta_end=0.1), "beta_start and beta_end expected 0 < start < end < 1"),
-    (lambda c: c.update(null_label=99), r"null_label expected 0 to num_classes \(10\), found 99"),
+    (lambda c: c.update(null_label=99), r"null_label expected num_classes \(10: the index after the classes, the model's "
+                                         r"'no label'\), found 99"),
 ])
 def test_a_bad_config_value_is_found_at_load_time_with_the_field_named(package_copy, change, message):
     """The family's typed config checks the manifest when the package loads, not when sampling

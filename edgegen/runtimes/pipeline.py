@@ -45,9 +45,14 @@ class LatentImageConfig(ImageConfig):
 
 
 def class_problems(config) -> list[str]:
-    """A conditional family's classes: 0 (unconditional) or more, and the "no label" index among 0..num_classes."""
-    if config.num_classes < 0 or not 0 <= config.null_label <= config.num_classes:
-        return [f"null_label expected 0 to num_classes ({config.num_classes}), found {config.null_label}"]
+    """A conditional family's classes: 0 (unconditional) or more, and the "no label" index right
+    after them, where every model edgegen trains or imports has it (another index would make an
+    unlabelled call one of the classes, without a word)."""
+    if config.num_classes < 0:
+        return [f"num_classes expected 0 or more, found {config.num_classes}"]
+    if config.null_label != config.num_classes:
+        return [f"null_label expected num_classes ({config.num_classes}: the index after the classes, the model's "
+                f"'no label'), found {config.null_label}"]
     return []
 
 

@@ -26,7 +26,7 @@ from ...runtimes.pipeline import (
     class_problems,
     make_rng,
 )
-from .. import positive
+from .. import dim_problems, positive
 
 
 @dataclass(kw_only=True)
@@ -44,6 +44,14 @@ class PixelCNNConfig(ImageConfig):
             problems.append(f"levels expected at least 2, found {self.levels}")
         problems += class_problems(self)
         return problems
+
+    def graph_problems(self, graphs: dict) -> list[str]:
+        """The logits have `levels` channels (the grey levels sample draws from); the links carry
+        `layers` layers of 2 x `width` channels."""
+        return super().graph_problems(graphs) + dim_problems(graphs, [
+            ("network", "logits", 1, "levels", self.levels), ("row", "logits", 1, "levels", self.levels),
+            ("links", "links", 1, "layers", self.layers), ("row", "links", 1, "layers", self.layers),
+            ("links", "links", 2, "width", 2 * self.width, self.width), ("row", "links", 2, "width", 2 * self.width, self.width)])
 
 
 class PixelCNNPipeline(Pipeline):

@@ -42,6 +42,9 @@ class WaveNetConfig(RuntimeConfig):
         problems = positive(self, "sample_rate", "residual_channels", "queue_lengths", "receptive_field")
         if self.quantization < 2:
             problems.append(f"quantization expected at least 2 mu-law channels, found {self.quantization}")
+        if not problems and self.receptive_field != sum(self.queue_lengths) + 1:   # log_prob's windows overlap by it
+            problems.append(f"receptive_field expected {sum(self.queue_lengths) + 1} (the queue_lengths' sum + 1), found "
+                            f"{self.receptive_field}")
         problems += class_problems(self)
         return problems
 
