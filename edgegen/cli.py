@@ -430,6 +430,16 @@ def _refuse_output_over_inputs(flag: str, out, values) -> None:
                                     "same file")
 
 
+def _refuse_other_than_json(option: str, given: str) -> None:
+    """A report is written only to a .json name: a slip of the name (`--json out/chord.wav`)
+    replaced the user's file with the report, and /dev/stdout's link with a file (the report is
+    written under a temporary name and renamed over the name given)."""
+    suffix = Path(given).suffix
+    if suffix.lower() != ".json" and not os.path.isdir(given):   # a folder: said as one by the write
+        raise ConfigError(f"{option} {given!r}: expected a file name ending in .json (the report is written there as "
+                          f"JSON), found {suffix or 'no extension'}")
+
+
 def _cmd_bench(args) -> None:
     from .bench import write_report
     from .runtimes.feeds import parse_dim_sizes, parse_sweep
@@ -444,6 +454,7 @@ def _cmd_bench(args) -> None:
             if source.is_dir() and Path(args.json).resolve().is_relative_to(source.resolve()):
                 raise OutputExistsError(f"--json {args.json!r}: expected a file outside --vs-torch {args.vs_torch!r}, "
                                         "which the benchmark reads, found it inside")
+        _refuse_other_than_json("--json", args.json)
     if not args.generation:
         from .bench import TIMED_AS_TOKENS
         from .families import get as get_family
@@ -823,7 +834,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iters", type=int, default=200, help="graph calls per engine (token packages: a tenth as many whole generations)")
     p.add_argument("--warmup", type=int, default=20, help="untimed calls per engine first (token packages: a tenth "
                    "as many whole generations, at least 1)")
-    p.add_argument("--json", default=None, help="write the report as JSON here")
+    p.add_argument("--json", default=None, help="write the report as JSON to this .json file")
     p.add_argument("--precision", default="fp32", choices=PRECISIONS,
                    help="run the package's variants of this precision where it has them (edgegen info lists them)")
     p.add_argument("--vs-torch", default=None, metavar="CHECKPOINT",

@@ -193,6 +193,12 @@ def test_bench_and_generate_refuse_an_output_they_cannot_or_must_not_write_befor
     assert code == 2 and err.startswith("edgegen: error: --out '/proc/x.png': ")   # the output, not a temporary name
     code, _, err = run_cli(capsys, "bench", pkg, "--json", tmp_path / "a" / "b" / "r.json", "--shapes", "batch=4")
     assert code == 2 and not (tmp_path / "a").exists()   # the check made no folder for a command refused after it
+    # a slip of the name replaced the user's recording with the report
+    (tmp_path / "chord.wav").write_bytes(b"RIFF")
+    code, out, err = run_cli(capsys, "bench", pkg, "--iters", "2", "--json", tmp_path / "chord.wav")
+    assert code == 2 and out == "" and err == (f"edgegen: error: --json {str(tmp_path / 'chord.wav')!r}: expected a file "
+                                               "name ending in .json (the report is written there as JSON), found .wav\n")
+    assert (tmp_path / "chord.wav").read_bytes() == b"RIFF"
 
 
 def test_a_shipped_models_export_is_not_counted_in_the_benchmarks_peak_memory(monkeypatch, tmp_path):
