@@ -49,7 +49,7 @@ def grid(images: np.ndarray, nrow: int | None = None, pad: int = 2, scale: int =
                              f"of {n} images")
     if nrow is not None and (not isinstance(nrow, int) or nrow < 1):
         raise InputError(f"nrow: expected a positive number of images per row, found {nrow!r}")
-    nrow = nrow or math.ceil(math.sqrt(n))
+    nrow = min(nrow or math.ceil(math.sqrt(n)), n)   # more per row than images: empty cells, as torchvision's make_grid
     rows = math.ceil(n / nrow)
     canvas = np.ones((c, rows * (h + pad) + pad, nrow * (w + pad) + pad), dtype=np.float32)
     for i, image in enumerate(images):
@@ -67,11 +67,13 @@ def grid_scale(count: int, height: int, width: int, scale: int | None = None) ->
     generate asks before sampling, so that a grid too large is refused before minutes of work."""
     if scale is not None and (isinstance(scale, bool) or not isinstance(scale, int) or scale < 1):
         raise InputError(f"scale: expected a positive integer, found {scale!r}")
-    scale = scale or max(1, round(64 / width))
+    given, scale = scale, scale or max(1, round(64 / width))
     pixels = count * height * width * scale * scale
-    if pixels > MAX_GRID_PIXELS:
-        raise InputError(f"scale {scale}: expected a grid of at most {MAX_GRID_PIXELS // 10**6} megapixels, found "
-                         f"{pixels / 1e6:.0f} (fewer images or a smaller --scale)")
+    if pixels > MAX_GRID_PIXELS:   # named by what to change: the scale given, else the count
+        named = f"scale {scale}" if given is not None and scale > 1 else f"n {count}"
+        raise InputError(f"{named}: expected a grid of at most {MAX_GRID_PIXELS // 10**6} megapixels, found "
+                         f"{pixels / 1e6:.0f} megapixels{'' if given is not None else f' at the default scale {scale}'} "
+                         f"(fewer images{' or a smaller --scale' if scale > 1 else ''})")
     return scale
 
 

@@ -209,8 +209,11 @@ def test_a_grid_too_large_is_refused_before_the_sampling(trained, tmp_path, caps
 
     with patch.object(DiffusionPipeline, "sample", side_effect=AssertionError("sampled")):
         code = main(["generate", str(trained["diffusion"][1]), "--n", "100000", "--out", str(tmp_path / "big.png")])
-        assert code == 2 and "scale 8: expected a grid of at most 100 megapixels, found 410 (fewer images or a " \
-                              "smaller --scale)" in capsys.readouterr().err
+        assert code == 2 and "error: --n 100000: expected a grid of at most 100 megapixels, found 410 megapixels at the " \
+                              "default scale 8 (fewer images or a smaller --scale)" in capsys.readouterr().err
+        code = main(["generate", str(trained["diffusion"][1]), "--n", "100000", "--scale", "4", "--out", str(tmp_path / "big.png")])
+        assert code == 2 and "error: --scale 4: expected a grid of at most 100 megapixels, found 102 megapixels (fewer " \
+                              "images or a smaller --scale)" in capsys.readouterr().err
         code = main(["generate", str(trained["diffusion"][1]), "--n", "4", "--scale", "0", "--out", str(tmp_path / "s.png")])
         assert code == 2 and "error: --scale: expected a positive integer, found 0" in capsys.readouterr().err
         for flag, value in (("--nrow", "0"), ("--nrow", "-3"), ("--n", "0")):   # --nrow came after the sampling

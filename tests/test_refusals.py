@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from edgegen.errors import InputError
-from edgegen.images import save_grid
+from edgegen.images import grid, save_grid
 from edgegen.runtimes.pipeline import MAX_COUNT, check_count
 
 
@@ -17,6 +17,9 @@ def test_counts_are_capped_per_call():
 
 
 def test_a_grid_scaled_beyond_any_picture_is_refused_before_it_is_drawn(tmp_path):
-    with pytest.raises(InputError, match=r"scale 100000: expected a grid of at most 100 megapixels, found 640000 "):
+    with pytest.raises(InputError, match=r"scale 100000: expected a grid of at most 100 megapixels, found 640000 megapixels \("):
         save_grid(np.zeros((1, 1, 8, 8), np.float32), tmp_path / "x.png", scale=100000)
     assert not (tmp_path / "x.png").exists()
+    # more images per row than images: the row holds them all, not 96 empty cells beside them
+    four = np.zeros((4, 1, 8, 8), np.float32)
+    assert grid(four, nrow=100).shape == grid(four, nrow=4).shape == (2 + 10, 2 + 4 * 10)
