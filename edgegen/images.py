@@ -39,14 +39,24 @@ def grid_images(images) -> np.ndarray:
     return array
 
 
+# how far past [0, 1] a grid clips pixels: a flow's decode spans a little more (flow/pipeline.py's
+# IMAGE_DOMAIN); further is another scale (0-255, [-1, 1]), which clipping would draw white or black
+CLIPPED_BEYOND = 0.1
+
+
 def grid(images: np.ndarray, nrow: int | None = None, pad: int = 2, scale: int = 1) -> np.ndarray:
-    """Tile [n, C, H, W] images in [0, 1] (floats; values beyond are clipped) into one uint8 HxWxC
-    (or HxW) picture."""
+    """Tile [n, C, H, W] images in [0, 1] (floats; values a little beyond are clipped) into one
+    uint8 HxWxC (or HxW) picture."""
     images = grid_images(images)
     n, c, h, w = images.shape
     if not np.isfinite(images).all():   # a NaN picture is an error, not a black PNG with exit status 0
         raise NonFiniteError(f"images: expected finite pixels, found NaN or Inf in {int((~np.isfinite(images)).any(axis=(1, 2, 3)).sum())} "
                              f"of {n} images")
+    least, most = float(images.min()), float(images.max())
+    if least < -CLIPPED_BEYOND or most > 1 + CLIPPED_BEYOND:   # other pixel scales, drawn white or black
+        hint = " (0-255 pixels: divide by 255)" if most > 2 else " ([-1, 1] pixels: (x + 1) / 2)" if least < -0.5 else ""
+        raise InputError(f"images: expected pixels in [0, 1] (up to {CLIPPED_BEYOND:g} beyond is clipped), found "
+                         f"{least:.3g}..{most:.3g}{hint}")
     if nrow is not None and (not isinstance(nrow, int) or nrow < 1):
         raise InputError(f"nrow: expected a positive number of images per row, found {nrow!r}")
     nrow = min(nrow or math.ceil(math.sqrt(n)), n)   # more per row than images: empty cells, as torchvision's make_grid
