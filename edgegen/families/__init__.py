@@ -27,7 +27,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..errors import CheckpointError, ConfigError, ManifestError, UnknownFamilyError, not_one_of
+from ..errors import CheckpointError, ConfigError, ManifestError, PackageError, UnknownFamilyError, not_one_of
 from ..shipped import checkpoints_dir
 from ..training.data import BUILTIN_IMAGE_DATA
 
@@ -383,6 +383,16 @@ def families() -> list[Family]:
     """Every registered family, built-ins first in their own order."""
     _discover()
     return sorted(_REGISTRY.values(), key=lambda f: (f.order, f.name))
+
+
+def require_offered_precision(package, precision: str) -> None:
+    """Where `precision` is one `edgegen optimize` never writes for the package's family (int4 for a
+    VAE), a PackageError saying so: the advice to optimize, which a missing variant gives, would be
+    refused there."""
+    offered = get(package.family).variant_precisions()
+    if precision != "fp32" and precision not in offered:
+        raise PackageError(f"package {str(package.path)!r}: expected a precision edgegen optimize writes for "
+                           f"{package.family} packages (fp32, {', '.join(offered)}), found {precision!r}")
 
 
 def package_config(package) -> tuple[Family, RuntimeConfig]:

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 from ..errors import BackendError, ConfigError, PackageError, PrecisionWarning, not_one_of, warn_caller
-from ..families import package_config
+from ..families import package_config, require_offered_precision
 from ..package import PRECISIONS, Package, engine_cache_dir, prepare_engine_folder
 from ..shipped import resolve as resolve_shipped
 from .backends import available_backends, resolve_backend
@@ -28,6 +28,7 @@ def open_sessions(package: Package, backend: str = "auto", threads: int | None =
     """
     if precision not in PRECISIONS:
         raise ConfigError(not_one_of("precision", precision, PRECISIONS))
+    require_offered_precision(package, precision)
     package.require_variants(precision, PackageError)   # the package has none of that precision
     concrete = resolve_backend(backend)
     if cache_dir is not None and not isinstance(cache_dir, (str, os.PathLike)):

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import BackendError, ConfigError, EdgegenWarning, InputError, PackageError, UnknownFamilyError, described, warn_caller
-from ..families import package_config
+from ..families import package_config, require_offered_precision
 from ..package import (ENGINE_CACHE, TensorSpec, engine_cache_dir, engine_folder_refused, may_be_empty,
                        prepare_engine_folder)
 from ..storage import atomic_write_bytes, atomic_write_text, user_cache_dir, writer_lock
@@ -392,6 +392,7 @@ def _buildable(path, precision: str, profiles: list[str] | None) -> tuple:
     from ..package import Package
 
     package = Package(path)
+    require_offered_precision(package, precision)
     package.require_variants(precision, PackageError)   # none written, or one changed since
     for part, record in package.variant_files(precision).items() if precision != "fp32" else ():
         if why := ort_only(record):
