@@ -144,6 +144,11 @@ def test_stylegan_graphs_and_what_users_do_with_them(stylegan):
     assert not np.array_equal(pipe.sample(2, seed=4, noise_mode="none"), pipe.sample(2, seed=4))
     with pytest.raises(InputError, match="noise_mode"):
         pipe.sample(1, noise_mode="fresh")
+    with pytest.raises(InputError, match=r"seed: expected only with noise_mode 'random' \(synthesize draws nothing "
+                                         r"else\), found seed 3 with noise_mode 'const'"):   # was ignored
+        pipe.synthesize(pipe.map(np.ones((1, 64), np.float32)), seed=3)
+    with pytest.raises(InputError, match=r"ws: expected \[n, w_dim\] or \[n, \d+, w_dim\], found a list numpy cannot"):
+        pipe.synthesize([[0.0] * 64, [0.0]])
     with pytest.raises(InputError, match="crossover_layer: expected an integer from 0 to 8"):
         pipe.mix([1], [2], 9)
     with pytest.raises(InputError, match="same number of seeds"):

@@ -19,6 +19,7 @@ from ...runtimes.pipeline import (
     check_number,
     make_rng,
     standard_normal,
+    user_array,
 )
 from .. import positive
 
@@ -71,17 +72,17 @@ class StyleGANPipeline(Pipeline):
         layer) or [n, num_ws, w_dim] (one per layer). noise_mode: "const" (the package's
         fixed noise, the same image every call), "random" (fresh noise from `seed`: fine
         detail varies) or "none"."""
+        if seed is not None and noise_mode != "random":   # it would be ignored: the same image for every seed
+            raise InputError(f"seed: expected only with noise_mode 'random' (synthesize draws nothing else), found "
+                             f"seed {seed!r} with noise_mode {noise_mode!r}")
         return self._synthesize(ws, noise_mode, seed)
 
     def _synthesize(self, ws, noise_mode: str, seed: int | None, row_seeds: np.ndarray | None = None) -> np.ndarray:
         """synthesize, where `row_seeds` (one per image) draws each image's random noise as
         sample(1, seed=row_seeds[i]) draws it: the frames of a line share their noise, and seed s's
         image is the same in mix, interpolate and sample."""
-        try:
-            rank = np.ndim(ws)
-        except ValueError:   # a ragged nested list
-            raise InputError(f"ws: expected [n, w_dim] or [n, {self.num_ws}, w_dim], found a ragged {type(ws).__name__}") from None
-        if rank == 2:
+        ws = user_array(ws, "ws", f"[n, w_dim] or [n, {self.num_ws}, w_dim]")
+        if ws.ndim == 2:
             ws = np.repeat(as_float_array(ws, "ws", (None, self.w_dim))[:, None], self.num_ws, axis=1)
         ws = as_float_array(ws, "ws", (None, self.num_ws, self.w_dim))
         if row_seeds is None or noise_mode != "random":
@@ -112,7 +113,7 @@ class StyleGANPipeline(Pipeline):
     def sample(self, n: int, seed: int | None = None, truncation: float = 1.0, noise_mode: str = "const") -> np.ndarray:
         """n images from latents drawn with `seed` (sample(1, seed=s) is seed s's image in mix and interpolate)."""
         z = standard_normal(check_count(n), self.latent_dim, seed)
-        return self.synthesize(self.map(z, truncation), noise_mode, seed)
+        return self._synthesize(self.map(z, truncation), noise_mode, seed)   # the seed draws z, and the noise if random
 
     def mix(self, seeds_a: Sequence[int], seeds_b: Sequence[int], crossover_layer: int, truncation: float = 1.0,
             noise_mode: str = "const") -> np.ndarray:
