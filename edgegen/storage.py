@@ -175,7 +175,7 @@ def _writable_folder_on_the_way(path: Path, what: str, made: str, shown: str | o
         _probe_file_in(existing, path)
     except OSError as exc:   # a read-only or system folder (/proc): said as the option's, not as the system's error
         raise ConfigError(f"{what} {str(shown)!r}: expected a folder this user can write a {made} in, found "
-                          f"{str(existing)!r} refusing one ({exc.strerror or exc})") from None
+                          f"{str(existing)!r}, where the system refused one ({exc.strerror or exc})") from None
 
 
 def _probe_file_in(folder: Path, path: Path) -> None:

@@ -64,7 +64,7 @@ def test_an_output_folder_that_cannot_be_made_is_refused_before_any_work(tmp_pat
     (tmp_path / "afile").write_text("mine")
     for out, refusal in ((tmp_path / "afile" / "ckpt", "expected a folder to write it in, found a file on the way"),
                          ("/proc/edgegen-test/ckpt", "expected a folder this user can write a folder in, found "
-                                                     "'/proc' refusing one")):
+                                                     "'/proc', where the system refused one")):
         for command in (["train", "vae"], ["export", "ckpt"]):
             code, _, err = run_cli(capsys, *command, "--out", out)
             assert code == 2 and f"edgegen: error: output '{out}': {refusal}" in err
@@ -186,7 +186,7 @@ def test_bench_and_generate_refuse_an_output_they_cannot_or_must_not_write_befor
     code, out, err = run_cli(capsys, "bench", pkg, "--iters", "2", "--json", "/proc/edgegen-bench.json")
     # /proc takes no new file, even from root: said as the option's, not as the system's FileNotFoundError
     assert code == 2 and out == "" and err == ("edgegen: error: --json '/proc/edgegen-bench.json': expected a folder this "
-                                               "user can write a file in, found '/proc' refusing one (No such file or "
+                                               "user can write a file in, found '/proc', where the system refused one (No such file or "
                                                "directory)\n")
     with patch("edgegen.families.vae.pipeline.VAEPipeline.sample", side_effect=AssertionError("sampled")):
         code, _, err = run_cli(capsys, "generate", pkg, "--n", "2", "--out", "/proc/x.png")   # before the sampling

@@ -283,7 +283,7 @@ def test_optimize_errors_and_cli(package_copy, trained, tmp_path, capsys):
         levels = []
         patch.setattr("edgegen.optimize.onnxruntime.set_default_logger_severity", levels.append)
         with pytest.raises(ConfigError, match=r"package '.*': expected a folder this user can write a file in, found "
-                                              r"'.*' refusing one \(Permission denied\)"):
+                                              r"'.*', where the system refused one \(Permission denied\)"):
             optimize_package(pkg, "int8", progress=_quiet)   # before calibrating, not after
         assert levels == [3, 2]   # ONNX Runtime's warnings quieted for the run, then back to its default for the caller
     # an option of another precision is refused, not ignored

@@ -217,6 +217,12 @@ def test_a_cache_folder_a_file_blocks_is_refused_naming_the_variable(models, tmp
                                                 f"($XDG_CACHE_HOME/edgegen): expected a folder, found a file on the way "
                                                 f"to it ('{tmp_path / 'a-file'}')\n")
     assert (tmp_path / "a-file").read_text() == "mine"
+    # a folder the system will not write in (/proc) was the system's FileNotFoundError
+    monkeypatch.setenv("XDG_CACHE_HOME", "/proc/edgegen-nowhere")
+    assert main(["generate", NAME, "--n", "2", "--out", str(tmp_path / "x.png")]) == 2
+    assert capsys.readouterr().err.endswith("edgegen: error: the cache '/proc/edgegen-nowhere/edgegen/packages': expected a "
+                                            "folder this user can write a folder in, found '/proc', where the system "
+                                            "refused one (No such file or directory)\n")
     monkeypatch.setenv("XDG_CACHE_HOME", "relative/cache")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert storage.user_cache_dir() == tmp_path / "home" / ".cache" / "edgegen"

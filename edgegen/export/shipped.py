@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..errors import OutputExistsError
 from ..shipped import cache_path, checkpoints_dir, find_shipped, recorded_weights, weights_sha256
+from ..storage import check_folder_writable
 from . import export_checkpoint
 
 
@@ -18,6 +19,7 @@ def export_shipped(name: str, cache: str | os.PathLike | None = None, report=pri
     if found is not None:
         return found
     package = cache_path(name, cache)
+    check_folder_writable(package.parent, "the cache")   # said as the cache's, not as the system's FileNotFoundError
     report(f"exporting the shipped {name} once into {package}")
     package.parent.mkdir(parents=True, exist_ok=True)
     try:
