@@ -846,8 +846,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "decoding), interleaved, and report the ratio")
     p.add_argument("--shapes", action="append", default=None, metavar="NAME=SIZE[,NAME=SIZE]",
                    help="the size of each dynamic dim other than the batch, as trtexec's --shapes (default: the "
-                        "size the family's runtime calls with, such as SR's tile; the traced sizes of a generic "
-                        "package; else 1)")
+                        "size the family's runtime calls with: SR's tile, WaveNet's one-second window, PixelCNN's "
+                        "whole image of links; the traced sizes of a generic package; else 1)")
     p.add_argument("--energy", default=True, action=argparse.BooleanOptionalAction,
                    help="then run each engine alone for a second with the machine's power source read (NVML, a "
                         "Jetson's INA3221 rails or tegrastats, RAPL): watts and millijoules per result")
