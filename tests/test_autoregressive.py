@@ -1,6 +1,7 @@
 """PixelCNN and WaveNet: causality, the split/step graphs against the full network, fast
 generation identical to the naive loop and to PyTorch, likelihoods, the CLI."""
 
+import json
 import re
 import wave
 
@@ -163,7 +164,6 @@ def test_pixelcnn_complete_keeps_known_pixels_and_fills_the_rest(pixelcnn):
 def test_a_config_that_disagrees_with_the_model_is_refused_at_load(pixelcnn, wavenet, tmp_path, family, change, message):
     """Each field of the config a sampling loop reads: a wrong one made samples outside [0, 1]
     (levels), log-likelihoods of other windows (receptive_field) or class 0 for "no label"."""
-    import json
     import shutil
 
     from edgegen.errors import ManifestError
@@ -300,7 +300,7 @@ def test_shipped_wavenet_log_prob_separates_tones_from_noise(shipped_package):
         pipe.generate(10, seed=0, temperature=0)   # no greedy mode to point to
 
 
-def test_wavenet_cli_writes_a_wav_and_trains_on_a_wav_folder(wavenet, tmp_path):
+def test_wavenet_cli_writes_a_wav_and_trains_on_a_wav_folder(wavenet, pixelcnn, tmp_path):
     out = tmp_path / "tone.wav"
     assert main(["generate", str(wavenet["pkg"]), "--seconds", "0.05", "--label", "1", "--out", str(out)]) == 0
     with wave.open(str(out)) as w:
@@ -311,6 +311,12 @@ def test_wavenet_cli_writes_a_wav_and_trains_on_a_wav_folder(wavenet, tmp_path):
     assert main(["generate", str(wavenet["pkg"]), "--seconds", "0.05", "--out", str(tmp_path / "x.png")]) == 2
     assert main(["generate", str(wavenet["pkg"]), "--seconds", "0.05", "--out", str(tmp_path / ".wav")]) == 2
     assert not (tmp_path / ".wav").exists()   # a hidden file of no name
+    # bench times the calls the runtime makes: a second through the network (it timed 1 sample), and
+    # PixelCNN's links over the whole image (1 row)
+    for package, shapes in ((wavenet["pkg"], {"samples": 8000}), (pixelcnn["pkg"], {"rows": 8})):
+        assert main(["bench", str(package), "--iters", "2", "--warmup", "1", "--no-generation", "--no-energy", "--json",
+                     str(tmp_path / "bench.json")]) == 0
+        assert json.loads((tmp_path / "bench.json").read_text())["shapes"] == shapes
     assert main(["generate", str(wavenet["pkg"]), "--seconds", "0.05", "--label", "9", "--out", str(out)]) == 2
     folder = tmp_path / "wavs"
     folder.mkdir()
