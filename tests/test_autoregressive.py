@@ -266,6 +266,10 @@ def test_a_second_of_audio_shows_progress_only_when_asked(wavenet, capsys):
     assert re.fullmatch(rf"generate: {pipe.sample_rate}/{pipe.sample_rate} in [0-9.]+s \n", capsys.readouterr().err)
     with pytest.raises(InputError, match=r"progress: expected False, None \(a bar on a terminal\) or True, found 'yes'"):
         pipe.generate(10, progress="yes")
+    # a clip longer than a call takes is not made of calls in batches: each starts from silence
+    with pytest.raises(InputError, match=rf"num_samples: expected at most {600 * pipe.sample_rate} \(600 s at "
+                                         rf"{pipe.sample_rate} Hz\) per call: each call starts from silence, found "):
+        pipe.generate(600 * pipe.sample_rate + 1)
 
 
 def test_shipped_wavenet_log_prob_separates_tones_from_noise(shipped_package):

@@ -254,13 +254,14 @@ def finite_result(array: np.ndarray, what: str, cause: str) -> np.ndarray:
 MAX_COUNT = 100_000   # samples per call: beyond this a request allocates without bound (call in batches)
 
 
-def check_count(n: Any, what: str = "n", limit: int | None = None) -> int:
-    """A positive integer up to `limit` (default MAX_COUNT), or InputError."""
+def check_count(n: Any, what: str = "n", limit: int | None = None, per_call: str = "per call (call in batches)") -> int:
+    """A positive integer up to `limit` (default MAX_COUNT), or InputError; `per_call`: what the
+    limit is, where calls in batches are not the way past it."""
     limit = MAX_COUNT if limit is None else limit
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise InputError(f"{what}: expected a positive integer, found {n!r}")
     if n > limit:
-        raise InputError(f"{what}: expected at most {limit} per call (call in batches), found {n}")
+        raise InputError(f"{what}: expected at most {limit} {per_call}, found {n}")
     return int(n)
 
 

@@ -85,7 +85,8 @@ class WaveNetPipeline(Pipeline):
         """The mu-law codes [num_samples] that generate() decodes. progress, for a second of audio or
         more (minutes of work): False silent (a library call's stderr may be a service's log), None a
         bar on a terminal and one line in a log (edgegen generate), True a bar."""
-        num_samples = check_count(num_samples, "num_samples", MAX_SECONDS * self.sample_rate)
+        num_samples = check_count(num_samples, "num_samples", MAX_SECONDS * self.sample_rate,
+                                  f"({MAX_SECONDS} s at {self.sample_rate} Hz) per call: each call starts from silence")
         if not isinstance(fast, bool):
             raise InputError(f"fast: expected True or False, found {fast!r}")
         labels = class_labels(labels, 1, self.num_classes, self.null_label, "labels")
