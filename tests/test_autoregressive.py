@@ -310,6 +310,12 @@ def test_shipped_wavenet_log_prob_separates_tones_from_noise(shipped_package):
     with pytest.raises(InputError, match=r"waveform: expected numbers shaped \[T\] or \[n, T\], found a list numpy cannot make one "
                                            r"array of \(setting an array element with a sequence"):
         pipe.log_prob([[0.1, 0.2], [0.3]])   # ragged rows: numpy's ValueError before
+    with pytest.raises(InputError, match=r"per_sample: expected True or False, found 'yes'"):   # was taken as True
+        pipe.log_prob(tones[0], per_sample="yes")
+    with pytest.raises(InputError, match=r"waveform: expected a floating-point array, found 'abc'"):   # was "found []"
+        pipe.log_prob("abc")
+    with pytest.raises(InputError, match=r"fast: expected True or False, found 1"):
+        pipe.generate(10, fast=1)
     with pytest.raises(InputError, match=r"found dtype int16 \(divide int16 samples by 32768\)"):
         pipe.log_prob((tones[0] * 32767).astype(np.int16))
     with pytest.raises(InputError, match=r"waveform: expected values in \[-1, 1\], found 3..3$"):   # mu-law clips it

@@ -302,6 +302,14 @@ def make_rng(seed: Any) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
+def check_flag(value: Any, what: str) -> bool:
+    """True or False (numpy's too), or InputError: 'yes', 1 or None taken as a truth value would
+    run another mode than asked without a word."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise InputError(f"{what}: expected True or False, found {value!r}")
+    return bool(value)
+
+
 def check_number(value: Any, what: str, low: float | None = None, high: float | None = None) -> float:
     """A real number within [low, high], or InputError."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not np.isfinite(value):

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputError
-from .pipeline import check_number
+from .pipeline import check_flag, check_number
 
 # top-p looks at the most likely tokens first and sorts the whole vocabulary only when
 # these do not already hold the requested mass (a full sort of 50k logits costs ~3 ms).
@@ -33,8 +33,7 @@ class Sampling:
 
     @classmethod
     def checked(cls, do_sample, temperature, top_k, top_p, repetition_penalty) -> "Sampling":
-        if not isinstance(do_sample, bool):
-            raise InputError(f"do_sample: expected True or False, found {do_sample!r}")
+        do_sample = check_flag(do_sample, "do_sample")
         temperature = check_number(temperature, "temperature")
         low = 1 / LIMIT if do_sample else 0.0   # greedy decoding ignores it; sampling divides by it
         if not low <= temperature <= LIMIT:

@@ -21,7 +21,7 @@ import numpy as np
 from ...errors import InputError, ManifestError, first_line
 from ...graph_summary import read_graph_summary
 from ...runtimes.ort import OrtBinding, OrtSession
-from ...runtimes.pipeline import Pipeline, check_count, check_number, make_rng
+from ...runtimes.pipeline import Pipeline, check_count, check_flag, check_number, make_rng
 from ...runtimes.token_sampling import Sampling, next_tokens
 from ...runtimes.tokenizer import TOKENIZER_KINDS, check_token_ids, load_tokenizer
 from ...wording import counted
@@ -335,8 +335,7 @@ class GPTPipeline(Pipeline):
             if given.get(name) is None and name in self.config.generation_defaults:
                 raise InputError(f"{exc} (the package's default {name}; give {name} to override it)") from None
             raise
-        if not isinstance(use_cache, bool):
-            raise InputError(f"use_cache: expected True or False, found {use_cache!r}")
+        use_cache = check_flag(use_cache, "use_cache")
         if isinstance(lookup, bool) or not isinstance(lookup, (int, np.integer)) or not 0 <= lookup < self.context:
             raise InputError(f"prompt_lookup_num_tokens: expected a whole number of draft tokens from 0 (none) to "
                              f"{self.context - 1} (a call holds them beside one token, within the model's context), "

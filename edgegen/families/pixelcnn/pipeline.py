@@ -13,12 +13,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...errors import InputError
 from ...runtimes.autoregressive import draw, log_softmax, sampler
 from ...runtimes.pipeline import (
     ImageConfig,
     Pipeline,
     as_float_array,
+    check_flag,
     broadcast_mask,
     check_range,
     check_count,
@@ -89,8 +89,7 @@ class PixelCNNPipeline(Pipeline):
         return (np.round(np.clip(images, 0, 1) * (self.levels - 1)) / (self.levels - 1)).astype(np.float32)
 
     def _fill(self, x, todo, labels, seed, temperature, fast) -> np.ndarray:
-        if not isinstance(fast, bool):
-            raise InputError(f"fast: expected True or False, found {fast!r}")
+        fast = check_flag(fast, "fast")
         y = class_labels(labels, len(x), self.num_classes, self.null_label)
         sampling, rng = sampler(temperature), make_rng(seed)
         network, links_graph, row_graph = self.sessions["network"], self.sessions["links"], self.sessions["row"]

@@ -19,8 +19,8 @@ from ...progress import Progress
 from ...runtimes.audio import mu_law_decode, mu_law_encode
 from ...runtimes.autoregressive import draw, log_softmax, sampler
 from ...runtimes.ort import OrtBinding, OrtSession
-from ...runtimes.pipeline import (Pipeline, as_float_array, check_count, check_range, class_labels, class_problems,
-                                  make_rng, user_array)
+from ...runtimes.pipeline import (Pipeline, as_float_array, check_count, check_flag, check_range, class_labels,
+                                  class_problems, make_rng, user_array)
 from .. import RuntimeConfig, dim_problems, positive
 
 MAX_SECONDS = 600   # of audio per call: about ten minutes of sample-by-sample work here (~7,800 samples/s at 8 kHz)
@@ -87,8 +87,7 @@ class WaveNetPipeline(Pipeline):
         bar on a terminal and one line in a log (edgegen generate), True a bar."""
         num_samples = check_count(num_samples, "num_samples", MAX_SECONDS * self.sample_rate,
                                   f"({MAX_SECONDS} s at {self.sample_rate} Hz) per call: each call starts from silence")
-        if not isinstance(fast, bool):
-            raise InputError(f"fast: expected True or False, found {fast!r}")
+        fast = check_flag(fast, "fast")
         labels = class_labels(labels, 1, self.num_classes, self.null_label, "labels")
         if progress not in (False, None, True):
             raise InputError(f"progress: expected False, None (a bar on a terminal) or True, found {progress!r}")
@@ -101,7 +100,10 @@ class WaveNetPipeline(Pipeline):
         """Mean log-likelihood in nats per sample of a waveform [T] (a float) or a batch [n, T];
         per_sample=True: each sample's own log-likelihood given the ones before it ([T - 1] or
         [n, T - 1]; the first sample is the context)."""
+        per_sample = check_flag(per_sample, "per_sample")
         audio = user_array(waveform, "waveform", "numbers shaped [T] or [n, T]")
+        if audio.dtype.kind in "US":
+            as_float_array(waveform, "waveform", (None, None))   # refuses it, naming the text as given
         if audio.ndim not in (1, 2):
             raise InputError(f"waveform: expected shape [T] or [n, T], found {list(audio.shape)}")
         single = audio.ndim == 1
