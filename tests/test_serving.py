@@ -321,6 +321,8 @@ def test_a_family_with_file_options_and_no_declared_request_is_refused_and_pictu
         served(get("generic"), None)   # its graph route is what serves it
     picture = {f.name: f for f in served(get("sr"), None).inputs}["image"]
     assert (picture.dtype, picture.dims, picture.required, picture.form) == ("uint8", (-1, -1, -1), True, "array")
+    label = {f.name: f for f in served(get("wavenet"), None).inputs}["labels"]   # one clip: one label
+    assert (label.dims, label.form) == ((1,), "value")
     control = served(get("controlnet"), SimpleNamespace(image_shape=[1, 8, 8]))
     assert {f.name: f.dims for f in control.inputs}["control"] == (-1, 1, 8, 8)
     assert control.answer_many is None   # its calls carry a picture each: not merged

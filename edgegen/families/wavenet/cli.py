@@ -55,6 +55,7 @@ def served(config):
     def answer(pipe, arguments: dict):
         yield {"audio": pipe(**arguments)}
 
-    inputs = (Field("num_samples", "int64", required=True), Field("seed", "int64"),
-              *(option_field(o) for o in OPTIONS if o.keyword != "seconds"))
+    # one clip a request: one class label, not one per sample as the image families take them
+    inputs = (Field("num_samples", "int64", required=True), Field("seed", "int64"), Field("labels", "int64"),
+              *(option_field(o) for o in OPTIONS if o.keyword not in ("seconds", "labels")))
     return Served(inputs, (Field("audio", "float32", (-1,)),), answer)
