@@ -12,7 +12,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ConfigError, not_one_of
+from .errors import ConfigError, missing_export_modules, not_one_of
 from .graph_summary import GraphSummary, read_graph_summary
 from .package import Package
 from .runtimes.engines import package_profiles, parser_errors, tensorrt_form_advice
@@ -120,7 +120,9 @@ def _table_verdict(result: GraphCheck, graph: GraphSummary, table: dict, version
     low, high = table["opset"]
     if not low <= graph.opset <= high:
         fits = [t for t in TARGETS.values() if t.tensorrt == version and low <= t.opset <= high]
-        hint = f" (export again with --target {fits[0].name}, which writes opset {fits[0].opset})" if fits else ""
+        # a device with the runtime alone exports nowhere: the advice is for the development machine
+        where = ", on a machine with the export extra" if missing_export_modules() else ""
+        hint = f" (export again with --target {fits[0].name}, which writes opset {fits[0].opset}{where})" if fits else ""
         result.problems.append(f"opset {graph.opset}: TensorRT {version} parses opsets {low} to {high}{hint}")
     ops = Counter((n.domain, n.op_type) for n in graph.nodes)
     for (domain, op), count in sorted(ops.items()):

@@ -69,9 +69,8 @@ class MissingExtraError(EdgegenError):
 EXPORT_EXTRA = "pip install 'edgegen[export]'"
 
 
-def require_export(what: str) -> None:
-    """MissingExtraError where the export side is not installed (a runtime-only install on a device):
-    one line naming `what` and the extra, before any work."""
+def missing_export_modules() -> list[str]:
+    """The export side's modules this install lacks (a runtime-only install on a device: all)."""
     import importlib.util
 
     def absent(module: str) -> bool:
@@ -80,7 +79,13 @@ def require_export(what: str) -> None:
         except (ImportError, ValueError):   # a broken install, or a module set to None in sys.modules
             return True
 
-    missing = [m for m in ("torch", "onnx", "onnxscript", "safetensors") if absent(m)]
+    return [m for m in ("torch", "onnx", "onnxscript", "safetensors") if absent(m)]
+
+
+def require_export(what: str) -> None:
+    """MissingExtraError where the export side is not installed (a runtime-only install on a device):
+    one line naming `what` and the extra, before any work."""
+    missing = missing_export_modules()
     if missing:
         raise MissingExtraError(f"{what} needs the export extra: {EXPORT_EXTRA} (found no {', '.join(missing)} here)")
 
