@@ -434,8 +434,11 @@ def _refuse_other_than_json(option: str, given: str) -> None:
     """A report is written only to a .json name: a slip of the name (`--json out/chord.wav`)
     replaced the user's file with the report, and /dev/stdout's link with a file (the report is
     written under a temporary name and renamed over the name given)."""
+    from .storage import refuse_nameless
+
+    refuse_nameless(given, ".json", option)
     suffix = Path(given).suffix
-    if suffix.lower() != ".json" and not os.path.isdir(given):   # a folder: said as one by the write
+    if suffix.lower() != ".json":
         raise ConfigError(f"{option} {given!r}: expected a file name ending in .json (the report is written there as "
                           f"JSON), found {suffix or 'no extension'}")
 

@@ -59,7 +59,7 @@ def grid(images: np.ndarray, nrow: int | None = None, pad: int = 2, scale: int =
                          f"{least:.3g}..{most:.3g}{hint}")
     if nrow is not None and (not isinstance(nrow, int) or nrow < 1):
         raise InputError(f"nrow: expected a positive number of images per row, found {nrow!r}")
-    nrow = min(nrow or math.ceil(math.sqrt(n)), n)   # more per row than images: empty cells, as torchvision's make_grid
+    nrow = min(nrow or math.ceil(math.sqrt(n)), n)   # no empty cells beside one row of all (torchvision's make_grid too)
     rows = math.ceil(n / nrow)
     canvas = np.ones((c, rows * (h + pad) + pad, nrow * (w + pad) + pad), dtype=np.float32)
     for i, image in enumerate(images):

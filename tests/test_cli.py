@@ -199,6 +199,8 @@ def test_bench_and_generate_refuse_an_output_they_cannot_or_must_not_write_befor
     assert code == 2 and out == "" and err == (f"edgegen: error: --json {str(tmp_path / 'chord.wav')!r}: expected a file "
                                                "name ending in .json (the report is written there as JSON), found .wav\n")
     assert (tmp_path / "chord.wav").read_bytes() == b"RIFF"
+    code, out, err = run_cli(capsys, "bench", pkg, "--iters", "2", "--json", tmp_path / ".json")
+    assert code == 2 and "expected a file name before .json, found only the extension (a hidden file)" in err
 
 
 def test_a_shipped_models_export_is_not_counted_in_the_benchmarks_peak_memory(monkeypatch, tmp_path):

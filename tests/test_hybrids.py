@@ -147,6 +147,10 @@ def test_stylegan_graphs_and_what_users_do_with_them(stylegan):
     with pytest.raises(InputError, match=r"seed: expected only with noise_mode 'random' \(synthesize draws nothing "
                                          r"else\), found seed 3 with noise_mode 'const'"):   # was ignored
         pipe.synthesize(pipe.map(np.ones((1, 64), np.float32)), seed=3)
+    with pytest.raises(InputError, match=r"noise_mode: expected one of const, random, none, found 'fresh'"):
+        pipe.synthesize(pipe.map(np.ones((1, 64), np.float32)), "fresh", seed=3)   # the mode, not the seed
+    with pytest.raises(InputError, match=r"ws: expected a floating-point array, found 'abc'"):
+        pipe.synthesize("abc")
     with pytest.raises(InputError, match=r"ws: expected \[n, w_dim\] or \[n, \d+, w_dim\], found a list numpy cannot"):
         pipe.synthesize([[0.0] * 64, [0.0]])
     with pytest.raises(InputError, match="crossover_layer: expected an integer from 0 to 8"):

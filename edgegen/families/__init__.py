@@ -391,8 +391,8 @@ def require_offered_precision(package, precision: str) -> None:
     refused there."""
     offered = get(package.family).variant_precisions()
     if precision != "fp32" and precision not in offered:
-        raise PackageError(f"package {str(package.path)!r}: expected a precision edgegen optimize writes for "
-                           f"{package.family} packages (fp32, {', '.join(offered)}), found {precision!r}")
+        raise PackageError(f"package {str(package.path)!r}: expected fp32 or a precision edgegen optimize writes for "
+                           f"{package.family} packages ({', '.join(offered)}), found {precision!r}")
 
 
 def package_config(package) -> tuple[Family, RuntimeConfig]:

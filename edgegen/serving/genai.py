@@ -16,7 +16,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..package import GENAI_CONFIG
+from ..errors import ConfigError, PackageError, not_one_of
+from ..package import GENAI_CONFIG, PRECISIONS, Package
+from ..shipped import resolve
 
 GENAI_MODEL_TYPE = "llama"
 
@@ -70,14 +72,10 @@ def write_genai_config(folder: str | Path, config, graph_file: str) -> Path:
 
 
 def genai_overlay(package, precision: str = "fp32") -> str:
-    """The JSON that `og.Config.overlay` takes to run a GPT package's `precision` decoder (a path or
-    a shipped model's name): the variant's file and, for a variant that writes its KV cache in
+    """The JSON that `og.Config.overlay` takes to run a GPT package's `precision` decoder: the
+    variant's file and, for a variant that writes its KV cache in
     place, past and present sharing one buffer, as edgegen's loop runs it (GenAI's separate
     buffers fail in its TensorScatter). genai_config.json itself stays as exported, naming fp32's."""
-    from ..errors import ConfigError, PackageError, not_one_of
-    from ..package import PRECISIONS, Package
-    from ..shipped import resolve
-
     if precision not in PRECISIONS:
         raise ConfigError(not_one_of("precision", precision, PRECISIONS))
     pkg = Package(resolve(package))

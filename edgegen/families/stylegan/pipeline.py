@@ -26,6 +26,11 @@ from .. import positive
 NOISE_MODES = ("const", "random", "none")
 
 
+def check_noise_mode(mode) -> None:
+    if mode not in NOISE_MODES:
+        raise InputError(f"noise_mode: expected one of {', '.join(NOISE_MODES)}, found {mode!r}")
+
+
 @dataclass(kw_only=True)
 class StyleGANConfig(LatentImageConfig):
     """The mapping's and synthesis' sizes, the average w (truncation's centre) and the const noise."""
@@ -72,6 +77,7 @@ class StyleGANPipeline(Pipeline):
         layer) or [n, num_ws, w_dim] (one per layer). noise_mode: "const" (the package's
         fixed noise, the same image every call), "random" (fresh noise from `seed`: fine
         detail varies) or "none"."""
+        check_noise_mode(noise_mode)
         if seed is not None and noise_mode != "random":   # it would be ignored: the same image for every seed
             raise InputError(f"seed: expected only with noise_mode 'random' (synthesize draws nothing else), found "
                              f"seed {seed!r} with noise_mode {noise_mode!r}")
@@ -94,8 +100,7 @@ class StyleGANPipeline(Pipeline):
 
     def noise(self, n: int, mode: str = "const", seed: int | None = None) -> dict[str, np.ndarray]:
         """The synthesis graph's noise inputs for a batch of n."""
-        if mode not in NOISE_MODES:
-            raise InputError(f"noise_mode: expected one of {', '.join(NOISE_MODES)}, found {mode!r}")
+        check_noise_mode(mode)
         shapes = list(self.config.noise_shapes)
         if mode == "random":
             make_rng(seed)  # the same checks as every seed

@@ -25,7 +25,8 @@ FAMILY = register(Family(
     showcase="edgegen.families.wavenet.demo",
     # one second through the full-sequence graph
     dim_limits=lambda c: {"samples": c.sample_rate},
-    bench_dims=lambda c: {"samples": c.sample_rate},   # a window of log_prob's, a second of audio a call
+    # a window of log_prob's: one clip, a second of audio a call (bench's --batch sets its own batch)
+    bench_dims=lambda c: {"batch": 1, "samples": c.sample_rate},
     smoke={"train": {"steps": 2, "batch_size": 2, "residual_channels": 8, "skip_channels": 8, "layers_per_cycle": 3,
                      "dilation_cycles": 1, "train_samples": 256},
            "generate": ["--seconds", "0.01"], "out": "audio.wav"},
