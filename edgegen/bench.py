@@ -212,17 +212,14 @@ def torch_threads_kept(vs_torch):
     """torch's thread count as the caller had it once bench returns: the eager runners set the
     process-wide count to bench's, and bench runs in a user's process (a notebook that trains next)."""
     try:
-        import torch
+        from .training.common import torch_threads
     except ImportError:   # the export extra is missing: bench's checks come first, then torch_runners says so
-        torch = None
-    if vs_torch is None or torch is None:
+        torch_threads = None
+    if vs_torch is None or torch_threads is None:
         yield
         return
-    before = torch.get_num_threads()
-    try:
+    with torch_threads():
         yield
-    finally:
-        torch.set_num_threads(before)
 
 
 DEFAULT_BATCH = 8   # bench_package's, from Python; the command line's --batch is 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -59,3 +60,16 @@ class LikelihoodTrainer:
         self.optimizer.step()
         self.scheduler.step()
         return {self.metric: loss.item()}
+
+
+@contextlib.contextmanager
+def torch_threads(count: int | None = None):
+    """torch's process-wide thread count set to `count` (None: left as it is) and, on leaving, as
+    it was: what edgegen sets for its own work is not left to the user's process (a notebook)."""
+    before = torch.get_num_threads()
+    if count is not None:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -27,7 +27,7 @@ import numpy as np
 from ...errors import InputError
 from ...families import RuntimeConfig, positive
 from ...progress import Progress
-from ...runtimes.pipeline import Pipeline
+from ...runtimes.pipeline import Pipeline, user_array
 from .degrade import bicubic, from_integers, to_integers
 
 GRAPH, INPUT, OUTPUT = "upscaler", "image", "upscaled"
@@ -290,10 +290,7 @@ def _is_pil(image: Any) -> bool:
 def _as_planes(image: Any) -> tuple[np.ndarray, type]:
     """An array [H, W] or [H, W, 1|2|3|4] -> float32 planes [C, H, W] in [0, 1], and the dtype
     to return (uint8, uint16 or float32)."""
-    try:
-        array = np.asarray(image)
-    except Exception:  # noqa: BLE001 - anything numpy cannot take is the user's input error
-        raise InputError(f"image: expected an array or a Pillow image, found {type(image).__name__}") from None
+    array = user_array(image, "image", "an array or a Pillow image")
     if array.dtype.kind not in "uif":
         raise InputError(f"image: expected an array of pixels (uint8, uint16 or float) or a Pillow image, found "
                          f"{type(image).__name__} of dtype {array.dtype}")

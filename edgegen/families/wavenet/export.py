@@ -3,14 +3,13 @@ queue as state in and out), gated on held-out audio and on queues PyTorch steppe
 
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 import torch
 
 from ...export.spec import ExportSpec, GraphSpec, mixed_labels
 from ...package import TensorSpec
 from ...training.checkpoint import Checkpoint
+from ...training.common import torch_threads
 from . import model as wavenet
 from .pipeline import WaveNetConfig
 
@@ -33,25 +32,14 @@ def _wavenet_network_inputs(ckpt, batch, rng, data):
     return {"codes": _held_out_codes(data, batch, rng, length), "labels": mixed_labels(ckpt, batch, rng)}
 
 
-@contextlib.contextmanager
-def _one_thread():
-    """torch on one thread, then as it was: a step's convolutions are a few microseconds of work,
-    which a second thread only waits on. Building the step gate's queues (thousands of steps per
-    export or optimize) took 4-10x longer on 2 threads of a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _wavenet_step_inputs(ckpt, batch, rng, data):
     """The queues after PyTorch has stepped through a held-out prefix, and the next code."""
     t = int(rng.integers(20, min(600, data.test.shape[1] - 1)))
     codes, labels = _held_out_codes(data, batch, rng, t + 1), mixed_labels(ckpt, batch, rng)
     model = ckpt.model
-    with torch.inference_mode(), _one_thread():
+    # one thread: a step's convolutions are a few microseconds of work, which a second thread only
+    # waits on; the gate's thousands of steps took 4-10x longer on 2 threads of a busy 2-core machine
+    with torch.inference_mode(), torch_threads(1):
         queues, labels_t = model.empty_queues(batch), torch.from_numpy(labels)
         for i in range(t):
             queues = model.step(torch.from_numpy(codes[:, i]), labels_t, *queues)[1:]
