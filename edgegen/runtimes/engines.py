@@ -32,7 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BackendError, ConfigError, EdgegenWarning, InputError, PackageError, UnknownFamilyError, described, warn_caller
+from ..errors import (BackendError, ConfigError, EdgegenWarning, InputError, PackageError, UnknownFamilyError, described,
+                      warn_caller)
 from ..families import package_config, require_offered_precision
 from ..package import (ENGINE_CACHE, TensorSpec, engine_cache_dir, engine_folder_refused, may_be_empty,
                        prepare_engine_folder)

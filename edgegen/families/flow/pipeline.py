@@ -65,7 +65,8 @@ class FlowPipeline(Pipeline):
             if not low < least <= most < high:
                 raise InputError(f"images: expected values in [0, 1] (the model's logit takes them from {low:.4g} to "
                                  f"{high:.4g}, ends excluded: decode's output reaches the ends only where its sigmoid "
-                                 f"saturates), found {shown_against(least, low, high, 4)}..{shown_against(most, low, high, 4)}")
+                                 f"saturates), found {shown_against(least, low, high, 4)}.."
+                                 f"{shown_against(most, low, high, 4)}")
         return data
 
     def encode(self, x) -> np.ndarray:

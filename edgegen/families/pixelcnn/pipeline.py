@@ -51,7 +51,8 @@ class PixelCNNConfig(ImageConfig):
         return super().graph_problems(graphs) + dim_problems(graphs, [
             ("network", "logits", 1, "levels", self.levels), ("row", "logits", 1, "levels", self.levels),
             ("links", "links", 1, "layers", self.layers), ("row", "links", 1, "layers", self.layers),
-            ("links", "links", 2, "width", 2 * self.width, self.width), ("row", "links", 2, "width", 2 * self.width, self.width)])
+            ("links", "links", 2, "width", 2 * self.width, self.width),
+            ("row", "links", 2, "width", 2 * self.width, self.width)])
 
 
 class PixelCNNPipeline(Pipeline):
