@@ -1079,7 +1079,28 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"edgegen: error: {_system_error(exc)}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except Exception as exc:
+        stop = _stop_within(exc)
+        if stop is None:
+            raise
+        if args.debug:
+            traceback.print_exc()
+        # Ctrl-C or SIGTERM landing inside a library that wraps it in its own error (torch.export's
+        # TorchExportError, around an import that the interrupt cut short): said as the stop it was
+        print("edgegen: terminated" if isinstance(stop, Terminated) else "edgegen: interrupted", file=sys.stderr)
+        return 128 + signal.SIGTERM if isinstance(stop, Terminated) else 130
     return code if isinstance(code, int) else 0
+
+
+def _stop_within(exc: BaseException) -> BaseException | None:
+    """The KeyboardInterrupt or Terminated an exception was raised from or while handling, or None."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, (KeyboardInterrupt, Terminated)):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def _system_error(exc: BaseException) -> str:

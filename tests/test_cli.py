@@ -583,3 +583,26 @@ def test_generate_out_is_compared_with_options_that_are_files_only(tmp_path):
     from edgegen.cli import _refuse_out_over_what_generate_reads
 
     _refuse_out_over_what_generate_reads(tmp_path / "story.txt", tmp_path / "pkg", {"prompt": "Once upon a time " * 40})
+
+
+@pytest.mark.parametrize("stop, said, code", [(KeyboardInterrupt, "edgegen: interrupted", 130),
+                                              ("terminated", "edgegen: terminated", 128 + 15)])
+def test_a_stop_a_library_wraps_in_its_own_error_is_said_as_the_stop(trained, monkeypatch, capsys, stop, said, code):
+    """Ctrl-C landing while torch.export imported a module came out as its TorchExportError: a
+    108-line traceback and status 1 (helper 72)."""
+    from edgegen import cli
+
+    def wrapped(args):
+        try:
+            raise cli.Terminated() if stop == "terminated" else stop()
+        except BaseException as exc:
+            raise RuntimeError("Failed to export the model with torch.export") from exc
+
+    pkg = str(trained["vae"][1])
+    capsys.readouterr()   # the fixture's training
+    monkeypatch.setattr(cli, "_cmd_info", wrapped)
+    assert main(["info", pkg]) == code
+    assert capsys.readouterr().err == said + "\n"
+    monkeypatch.setattr(cli, "_cmd_info", lambda args: 1 / 0)   # any other error is still Python's own
+    with pytest.raises(ZeroDivisionError):
+        main(["info", pkg])
