@@ -432,6 +432,10 @@ def test_the_in_place_form_is_checked_and_where_it_does_not_hold_the_variant_kee
     pipe = edgegen.load(pkg, precision="int8")
     assert pipe._in_place and pipe.generate([list(b"def "), list(b"x = ")], max_new_tokens=12, do_sample=False) == \
         pipe.generate([list(b"def "), list(b"x = ")], max_new_tokens=12, do_sample=False, use_cache=False)
+    # GenAI runs it with the optimizer edgegen turns off left out (its QDQ propagation refused it at load)
+    if importlib.util.find_spec("onnxruntime_genai"):
+        assert _genai_greedy(pkg, list(b"def "), 12, precision="int8") == \
+            pipe.generate(list(b"def "), max_new_tokens=12, do_sample=False)
     from edgegen.errors import BackendError
     from edgegen.runtimes.engines import cached_engines
 

@@ -86,5 +86,10 @@ def genai_overlay(package, precision: str = "fp32") -> str:
     record = pkg.variant_files(precision).get("decoder") if precision != "fp32" else None
     # the only form a GPT decoder's variant takes for ONNX Runtime (families/gpt/cache_in_place.py)
     in_place = bool(record and record.get("ort_form"))
-    filename = record["file"] if record else pkg.manifest.graphs["decoder"].file
-    return json.dumps({"model": {"decoder": {"filename": filename}}, "search": {"past_present_share_buffer": in_place}})
+    decoder = {"filename": record["file"] if record else pkg.manifest.graphs["decoder"].file}
+    if record and record.get("disabled_optimizers"):
+        # edgegen's sessions turn off by name the optimizers that break this variant (the int8 form's
+        # QDQ propagation); GenAI's config cannot name one, and at the basic level they do not run:
+        # onnxruntime-genai 0.18 refused the int8 variant at load without it, and ran it with it
+        decoder["session_options"] = {"graph_optimization_level": "ORT_ENABLE_BASIC"}
+    return json.dumps({"model": {"decoder": decoder}, "search": {"past_present_share_buffer": in_place}})
