@@ -272,7 +272,7 @@ def test_user_errors_name_the_problem(gpt):
     with pytest.raises(InputError, match=r"temperature: expected a number from 0.0001 to 10000 when sampling .*found "
                                          r"0.0 \(the package's default temperature; give temperature to override it\)$"):
         pipe.generate("x", do_sample=True)
-    with pytest.raises(InputError, match=r"top_p: expected a number from 0 to 1, found 1.5$"):
+    with pytest.raises(InputError, match=r"top_p: expected a number above 0 and at most 1 \(the kept probability mass\), found 1.5$"):
         pipe.generate("x", do_sample=True, temperature=0.7, top_p=1.5)
 
 
@@ -880,7 +880,7 @@ def test_generate_command_fits_its_default_and_refuses_what_it_would_ignore(gpt,
                                                                        "('def ' and 'class ')"),
                           (["--prompt", "def ", "--greedy", "--temperature", "0.5"], "--temperature: expected with "
                                                                                      "sampling (--sample), found --greedy"),
-                          (["--prompt", "def ", "--top-p", "2"], "--top-p: expected a number from 0 to 1, found 2.0"),
+                          (["--prompt", "def ", "--top-p", "2"], "--top-p: expected a number above 0 and at most 1 (the kept probability mass), found 2"),
                           (["--prompt", "def ", "--max-new-tokens", "0"], "--max-new-tokens: expected a positive integer"),
                           (["--prompt", long_prompt, "--max-new-tokens", "200"], "--prompt (120 tokens) + --max-new-tokens "
                                                                                   "(200): expected at most the model's "
@@ -1488,7 +1488,7 @@ def test_a_generation_config_value_the_sampler_refuses_is_named_and_left_at_tran
                         "temperature 0.0: expected a value sampling takes, found one only greedy decoding can take, "
                         "since it ignores it (as transformers does, with a warning); the package takes transformers' "
                         "default 1.0, which sampling takes too",
-                        "top_p: expected a number above 0 (the kept probability mass), found 0; the package takes "
+                        "top_p: expected a number above 0 and at most 1 (the kept probability mass), found 0; the package takes "
                         "transformers' default 1.0"]
     pipe = edgegen.load(package)
     # temperature 0 was the default, and --sample was refused naming a --temperature never given

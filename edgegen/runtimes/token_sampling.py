@@ -45,9 +45,10 @@ class Sampling:
             raise InputError(f"top_k: expected a positive integer, or 0 or None for none, found {top_k!r}")
         top_k = top_k or None   # 0: every token, as transformers takes it
         if top_p is not None:
-            top_p = check_number(top_p, "top_p", low=0.0, high=1.0)
-            if top_p == 0:
-                raise InputError("top_p: expected a number above 0 (the kept probability mass), found 0")
+            top_p = check_number(top_p, "top_p")
+            if not 0 < top_p <= 1:
+                raise InputError(f"top_p: expected a number above 0 and at most 1 (the kept probability mass), "
+                                 f"found {top_p:g}")
         penalty = check_number(repetition_penalty, "repetition_penalty", low=1 / LIMIT, high=LIMIT)
         return cls(do_sample, temperature, None if top_k is None else int(top_k), top_p, penalty)
 
