@@ -162,7 +162,8 @@ def as_float_array(value: Any, what: str, shape: tuple[int | None, ...]) -> np.n
         return check_finite(value, what)  # the common case (any batch, exact item shape), without copies
     array = user_array(value, what, "a floating-point array")
     if array.dtype.kind in "US":   # a text where an array belongs: often arguments in another order
-        shown = f"{array.item()!r:.60}" if array.ndim == 0 else f"an array of text {array.dtype}"
+        kind = "an array" if isinstance(value, np.ndarray) else f"a {type(value).__name__}"
+        shown = f"{array.item()!r:.60}" if array.ndim == 0 else f"{kind} of text"
         raise InputError(f"{what}: expected a floating-point array, found {shown} (are the arguments in the order the "
                          "call takes them?)")
     if array.dtype.kind != "f":
