@@ -15,7 +15,7 @@ import warnings
 from pathlib import Path
 
 from . import __version__
-from .errors import (EXPORT_EXTRA, ConfigError, EdgegenError, EdgegenWarning, InputError, MissingExtraError,
+from .errors import (EXPORT_EXTRA, EXPORT_SIDE_MODULES, ConfigError, EdgegenError, EdgegenWarning, InputError, MissingExtraError,
                      OutputExistsError, require_export)
 from .targets import DEFAULT_OPSET, TARGETS, TENSORRT_TARGETS, describe_targets, get_target
 from .wording import counted
@@ -23,8 +23,7 @@ from .wording import counted
 EXIT_USER_ERROR = 2
 EXIT_PIPE_CLOSED = 128 + 13   # what a shell reports for a command SIGPIPE ended
 # the export extra's modules (pyproject.toml): a runtime-only install has none of them
-EXPORT_MODULES = ("torch", "onnx", "onnxscript", "safetensors", "sklearn", "skimage", "matplotlib", "diffusers",
-                  "transformers")
+EXPORT_MODULES = (*EXPORT_SIDE_MODULES, "sklearn", "skimage", "matplotlib", "diffusers", "transformers")
 PACKAGE_HELP = "a package directory, or the name of a shipped package (edgegen list)"
 
 
@@ -1049,12 +1048,8 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"edgegen: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except Terminated:
-        print("edgegen: terminated", file=sys.stderr)
-        return 128 + signal.SIGTERM
-    except KeyboardInterrupt:
-        print("edgegen: interrupted", file=sys.stderr)
-        return 130
+    except (Terminated, KeyboardInterrupt) as stop:
+        return _said_stopped(stop)
     except ModuleNotFoundError as exc:
         if (exc.name or "").split(".")[0] not in EXPORT_MODULES:
             raise
@@ -1087,9 +1082,17 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         # Ctrl-C or SIGTERM landing inside a library that wraps it in its own error (torch.export's
         # TorchExportError, around an import that the interrupt cut short): said as the stop it was
-        print("edgegen: terminated" if isinstance(stop, Terminated) else "edgegen: interrupted", file=sys.stderr)
-        return 128 + signal.SIGTERM if isinstance(stop, Terminated) else 130
+        return _said_stopped(stop)
     return code if isinstance(code, int) else 0
+
+
+def _said_stopped(stop: BaseException) -> int:
+    """SIGTERM or Ctrl-C said in one line, with the status a shell gives a command the signal ended."""
+    if isinstance(stop, Terminated):
+        print("edgegen: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
+    print("edgegen: interrupted", file=sys.stderr)
+    return 130
 
 
 def _stop_within(exc: BaseException) -> BaseException | None:

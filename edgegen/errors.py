@@ -67,6 +67,8 @@ class MissingExtraError(EdgegenError):
 
 
 EXPORT_EXTRA = "pip install 'edgegen[export]'"
+# what every export-side command imports: a runtime-only install lacks them all
+EXPORT_SIDE_MODULES = ("torch", "onnx", "onnxscript", "safetensors")
 
 
 def missing_export_modules() -> list[str]:
@@ -79,7 +81,7 @@ def missing_export_modules() -> list[str]:
         except (ImportError, ValueError):   # a broken install, or a module set to None in sys.modules
             return True
 
-    return [m for m in ("torch", "onnx", "onnxscript", "safetensors") if absent(m)]
+    return [m for m in EXPORT_SIDE_MODULES if absent(m)]
 
 
 def require_export(what: str) -> None:
