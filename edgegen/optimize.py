@@ -842,19 +842,24 @@ def psnr(reference: np.ndarray, test: np.ndarray) -> float:
 
 def _speed_feeds(package, entry, gate_feed: dict) -> tuple[dict, str]:
     """The call a variant's speed is judged at, and its description: the family's typical call
-    where it declares sizes beyond the batch (a super-resolution package's default tiles: the
-    gate's small crops would judge int8 on overhead, not on the work), else a gate feed (batch 8)."""
+    where it declares one (a super-resolution package's default tiles: the gate's small crops
+    would judge int8 on overhead, not on the work; WaveNet's step at the batch of 1 it generates
+    at), else a gate feed (batch 8)."""
     from .bench import bench_feeds
 
     family, config = package_config(package)
     typical = family.bench_dims(config) if family.bench_dims else {}
     names = {d for spec in entry.inputs for d in spec.shape if isinstance(d, str)}
     sizes = {d: n for d, n in typical.items() if d in names and d != "batch"}
-    if not sizes:
+    batch = int(typical.get("batch", BATCH)) if "batch" in names else BATCH
+    if sizes:
+        return (bench_feeds(entry.inputs, batch, shapes=sizes),
+                f"batch {batch}" + "".join(f", {d} {n}" for d, n in sizes.items()))
+    if batch == BATCH:
         return gate_feed, f"batch {BATCH}"
-    batch = int(typical.get("batch", BATCH))
-    return (bench_feeds(entry.inputs, batch, shapes=sizes),
-            f"batch {batch}" + "".join(f", {d} {n}" for d, n in sizes.items()))
+    # the gate's held-out rows, fewer of them: real inputs at the typical call's batch
+    return ({spec.name: gate_feed[spec.name][:batch] if spec.shape[:1] == ("batch",) else gate_feed[spec.name]
+             for spec in entry.inputs}, f"batch {batch}")
 
 
 def speedup(fp32, variant, feeds: dict, rounds: int = 5, per_round: int = 20) -> float:

@@ -3,6 +3,7 @@ generation identical to the naive loop and to PyTorch, likelihoods, the CLI."""
 
 import json
 import re
+import shutil
 import wave
 
 import numpy as np
@@ -164,8 +165,6 @@ def test_pixelcnn_complete_keeps_known_pixels_and_fills_the_rest(pixelcnn):
 def test_a_config_that_disagrees_with_the_model_is_refused_at_load(pixelcnn, wavenet, tmp_path, family, change, message):
     """Each field of the config a sampling loop reads: a wrong one made samples outside [0, 1]
     (levels), log-likelihoods of other windows (receptive_field) or class 0 for "no label"."""
-    import shutil
-
     from edgegen.errors import ManifestError
 
     pkg = shutil.copytree({"pixelcnn": pixelcnn, "wavenet": wavenet}[family]["pkg"], tmp_path / "pkg")
@@ -353,6 +352,22 @@ def test_wavenet_cli_writes_a_wav_and_trains_on_a_wav_folder(wavenet, pixelcnn, 
     assert load_checkpoint(ckpt).config.num_classes == 0
     with pytest.raises(edgegen.EdgegenError, match="WAV"):
         train("wavenet", tmp_path / "c2", data=str(tmp_path / "empty"), steps=1, progress=False)
+
+
+def test_optimize_judges_each_graphs_speed_at_the_call_generation_makes(pixelcnn, wavenet, tmp_path):
+    """WaveNet's step runs one sample of one clip per call, its network a second of audio, and
+    PixelCNN's links the whole image: a variant that pays at the gate's batch of 8 may not there."""
+    from edgegen.optimize import optimize_package
+
+    calls = {}
+    for name, fixture in (("wavenet", wavenet), ("pixelcnn", pixelcnn)):
+        pkg = shutil.copytree(fixture["pkg"], tmp_path / name)
+        # the tensorrt target keeps every variant that passes its gate, whatever its speed here
+        optimize_package(pkg, "fp16", checkpoint=fixture["ckpt"], target="tensorrt", progress=lambda *a: None)
+        variants = json.loads((pkg / "edgegen.json").read_text())["variants"]["fp16"]
+        calls[name] = {part: record["speed_measured_at"] for part, record in variants.items()}
+    assert calls == {"wavenet": {"network": "batch 1, samples 8000", "step": "batch 1"},
+                     "pixelcnn": {"network": "batch 8", "row": "batch 8", "links": "batch 8, rows 8"}}
 
 
 def test_pixelcnn_and_wavenet_run_where_torch_cannot_be_imported(pixelcnn, wavenet, tmp_path):
