@@ -287,7 +287,7 @@ def _bench_package(path, batch, iters, warmup, backend, threads, vs_torch, preci
     beyond = {d: (n, limit) for d, n in {**shapes, "batch": batch}.items()
               if (limit := family.limits(pipe.config).get(d)) is not None and n > limit and d in dims}
     for dim, (size, limit) in beyond.items():   # timed as asked, but said: the export never checked the graph there
-        flag = "--batch " if dim == "batch" else f"--shapes {dim}="
+        flag = "--batch " if dim == "batch" else f"--shapes/--sweep {dim}="   # either set it
         warnings.warn(f"{flag}{size}: beyond the largest {dim} the package was gated at and its TensorRT "
                       f"profiles are built to ({limit}); timed as asked, at a size where its outputs are unchecked",
                       EdgegenWarning, stacklevel=2)

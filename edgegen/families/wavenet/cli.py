@@ -5,6 +5,7 @@ from __future__ import annotations
 from ...errors import ConfigError
 from ...families import GenerateRequest, GenerationCall, Option
 from ...storage import refuse_nameless
+from ...wording import counted
 from .pipeline import MAX_SECONDS
 
 OPTIONS = (
@@ -44,7 +45,8 @@ def generate(pipe, request: GenerateRequest) -> str:
     label = request.options.get("labels")
     audio = pipe(samples, seed=request.seed, labels=label, temperature=request.options["temperature"], progress=None)
     write_wav(out, audio, pipe.sample_rate)
-    return (f"wrote {out} ({samples} samples, {samples / pipe.sample_rate:.2f} s at {pipe.sample_rate} Hz, "
+    # 4 figures: a clip shorter than 5 ms read "0.00 s"
+    return (f"wrote {out} ({counted(samples, 'sample')}, {samples / pipe.sample_rate:.4g} s at {pipe.sample_rate} Hz, "
             f"label {label}, seed {request.seed})")
 
 
