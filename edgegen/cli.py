@@ -37,12 +37,12 @@ NAMED_COMMANDS = ("bench", "info", "check", "build")
 def _package_or_name(given: str) -> str:
     """A package path as given, or the exported package of a shipped model's name: found in
     edgegen-models or the cache, else exported into the cache here when the export extra is."""
-    from .shipped import find_shipped, resolve
+    from .shipped import cached_export_damage, find_shipped, resolve
 
     if not _shipped_name_given(given):
         return given
     found = find_shipped(given)
-    if found is None:
+    if found is None or cached_export_damage(found):
         try:
             require_export(f"shipped model {given!r}")
         except MissingExtraError:
@@ -69,7 +69,8 @@ def _shipped_but_not_exported(given: str) -> bool:
 
 
 def _cmd_list(args) -> None:
-    from .shipped import MODELS_MISSING, cache_path, find_shipped, models_root, shipped_family, shipped_names
+    from .shipped import MODELS_MISSING, cache_path, cached_export_damage, find_shipped, models_root, shipped_family, \
+        shipped_names
 
     names = shipped_names()
     if not names:
@@ -80,6 +81,8 @@ def _cmd_list(args) -> None:
         family = shipped_family(name)
         found = find_shipped(name)
         where = ("exported, in edgegen-models" if found and found.parent == models_root() / "packages" else
+                 f"damaged in {found}: exported again on first use (needs the export extra)"
+                 if found and cached_export_damage(found) else
                  f"exported, in {found}" if found else
                  f"checkpoint only: exported into {cache_path(name).parent} on first use (needs the export extra)")
         rows.append((name, family, where))

@@ -116,6 +116,22 @@ def find_shipped(name: str, cache: str | os.PathLike | None = None) -> Path | No
     return None
 
 
+def cached_export_damage(package: Path) -> str | None:
+    """Why the shipped export `package` found in the user's cache cannot be read (a file changed or
+    gone since edgegen wrote it), or None: it is intact, or it is edgegen-models' own (pip
+    reinstalls that one; the cache's is edgegen's to export again)."""
+    from .package import CHANGED_AFTER_EXPORT, Package
+
+    if models_root() is not None and package.parent == models_root() / "packages":
+        return None
+    try:
+        Package(package)
+    except PackageError as exc:
+        # its advice is for a user's package: copy it again, or export it again
+        return str(exc).removeprefix(f"package {str(package)!r}: ").replace(f" ({CHANGED_AFTER_EXPORT})", "")
+    return None
+
+
 def resolve(path_or_name: str | os.PathLike, cache: str | os.PathLike | None = None) -> Path:
     """A package path as given, or the exported package of a shipped model's name."""
     if not isinstance(path_or_name, (str, os.PathLike)) or not os.fspath(path_or_name):
@@ -128,4 +144,8 @@ def resolve(path_or_name: str | os.PathLike, cache: str | os.PathLike | None = N
                            f"its weights (a checkout's editable install holds the checkpoints only): export them with "
                            f"'python -m edgegen_models.build', or give the name to an edgegen command once, which "
                            f"exports it into {cache_path(str(path_or_name), cache).parent} (both need the export extra)")
+    if damage := cached_export_damage(found):
+        raise PackageError(f"shipped model {str(path_or_name)!r}: expected its export in the cache intact, found "
+                           f"{found} damaged ({damage}): give the name to an edgegen command where the export extra "
+                           f"is installed, which exports it again, or remove that folder (edgegen cache --prune)")
     return found

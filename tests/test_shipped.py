@@ -126,6 +126,28 @@ def test_a_newer_edgegen_exports_the_name_anew_and_leaves_the_old_export(models,
     assert edgegen.load(NAME).package.path == new
 
 
+def test_a_damaged_export_in_the_cache_is_said_and_exported_again(models, tmp_path, monkeypatch, capsys):
+    """The cache is edgegen's, made from the checkpoint alone: a changed file there was refused on
+    every use, with advice to copy or export a package the user never made."""
+    from edgegen.export.shipped import export_shipped
+
+    package = export_shipped(NAME, report=lambda line: None)
+    graph = package / "generator.onnx"
+    graph.write_bytes(graph.read_bytes()[:-1] + b"\0")
+    assert main(["list"]) == 0
+    assert f"{NAME}  gan         damaged in {package}: exported again on first use" in capsys.readouterr().out
+    assert main(["cache"]) == 0
+    assert "stale: damaged (graph 'generator' file 'generator.onnx' expected sha256" in capsys.readouterr().out
+    with pytest.raises(PackageError, match=rf"shipped model '{NAME}': expected its export in the cache intact, found "
+                                           rf".* damaged \(graph 'generator' file 'generator.onnx' expected sha256 "
+                                           r"[0-9a-f]{16}\.\.\., found [0-9a-f]{16}\.\.\.\): give the name to an edgegen"):
+        edgegen.load(NAME)   # the runtime's load exports nothing: it says what to do
+    assert main(["generate", NAME, "--n", "4", "--out", str(tmp_path / "a.png")]) == 0
+    assert f"the export of the shipped {NAME} in {package} is damaged (graph 'generator'" in capsys.readouterr().err
+    assert edgegen.load(NAME).package.path == package and shipped.cached_export_damage(package) is None
+    assert not [p.name for p in package.parent.iterdir() if p.name.startswith(".") and not p.name.endswith(".lock")]
+
+
 def test_edgegen_cache_lists_what_this_edgegen_reads_and_prune_removes_the_rest(models, monkeypatch, tmp_path, capsys):
     """After an upgrade the old exports and judges stay in the cache: `edgegen cache` says which
     entries this edgegen never reads, and --prune removes them whole, keeping what it reads, what

@@ -6,21 +6,27 @@ import os
 from pathlib import Path
 
 from ..errors import OutputExistsError
-from ..shipped import cache_path, checkpoints_dir, find_shipped, recorded_weights, weights_sha256
-from ..storage import check_folder_writable
+from ..shipped import cache_path, cached_export_damage, checkpoints_dir, find_shipped, recorded_weights, weights_sha256
+from ..storage import check_folder_writable, remove_whole
 from . import export_checkpoint
 
 
 def export_shipped(name: str, cache: str | os.PathLike | None = None, report=print) -> Path:
     """The shipped `name`'s package: found (shipped.find_shipped), else exported now into the
-    cache. Two commands that race export it once: the second waits for the writer lock, then
-    finds the package there."""
+    cache, as is one whose export in the cache was damaged since (a file changed or gone: the
+    cache is edgegen's own, made from the checkpoint alone). Two commands that race export it
+    once: the second waits for the writer lock, then finds the package there."""
     found = find_shipped(name, cache)
-    if found is not None:
+    damage = cached_export_damage(found) if found is not None else None
+    if found is not None and damage is None:
         return found
     package = cache_path(name, cache)
     check_folder_writable(package.parent, "the cache")   # said as the cache's, not as the system's FileNotFoundError
-    report(f"exporting the shipped {name} once into {package}")
+    if damage:
+        report(f"the export of the shipped {name} in {package} is damaged ({damage}): exporting it again")
+        remove_whole(package, f"remove the damaged export of {name}")
+    else:
+        report(f"exporting the shipped {name} once into {package}")
     package.parent.mkdir(parents=True, exist_ok=True)
     try:
         return export_checkpoint(checkpoints_dir() / name, package)
