@@ -585,6 +585,9 @@ def _print_info(path, shipped_name: str | None = None) -> int:
                 print(f"            {spared_text(record)}")
             if "file" in record and (record.get("ort_form") or record.get("ort_form_declined")):
                 print(f"            {record.get('ort_form') or record['ort_form_declined']}")
+    for precision in m.foreign_variants:
+        print(f"variant   {precision}: a precision edgegen {__version__} does not know (written by a newer edgegen?); "
+              "not read here, kept as it is")
     held = m.config.get("held_out")
     if isinstance(held, dict):
         missing = "" if (package.path / str(held.get("file"))).is_file() else "; MISSING: optimize then needs --inputs NPZ"

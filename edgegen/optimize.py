@@ -895,6 +895,8 @@ def _clean(package: Package) -> None:
     named = {Path(r["file"]).name for precision in package.manifest.variants
              for r in package.variant_files(precision).values()}
     named |= {Path(g.file).name for g in package.graphs.values()}
+    named |= {Path(r["file"]).name for parts in package.manifest.foreign_variants.values() if isinstance(parts, dict)
+              for r in parts.values() if isinstance(r, dict) and isinstance(r.get("file"), str)}   # a newer edgegen's
     clean_temporaries(package.path)
     for entry in package.path.iterdir():
         if VARIANT_FILE.match(entry.name) and entry.name not in named and entry.is_file():

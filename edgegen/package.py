@@ -99,6 +99,9 @@ class Manifest:
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
     format: str = FORMAT
+    # variants of precisions this edgegen does not know, which a newer one wrote: never read, and
+    # written back as they are, so that optimizing here keeps them for the edgegen that reads them
+    foreign_variants: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -107,7 +110,7 @@ class Manifest:
             "name": self.name,
             "config": self.config,
             "graphs": {part: g.to_json() for part, g in self.graphs.items()},
-            "variants": self.variants,
+            "variants": {**self.variants, **self.foreign_variants},
             "provenance": self.provenance,
         }
 
@@ -129,13 +132,16 @@ class Manifest:
         variants = data.get("variants", {})
         if not isinstance(variants, dict):
             raise ManifestError(f"{where}: expected 'variants' to be an object, found {type(variants).__name__}")
+        # a device's older runtime still runs fp32 and the precisions it knows of a newer edgegen's package
+        foreign = {p: parts for p, parts in variants.items() if p not in VARIANT_PRECISIONS}
+        variants = {p: parts for p, parts in variants.items() if p not in foreign}
         for precision, parts in variants.items():
             _check_variant_records(precision, parts, f"{where}: variants.{precision}")
         provenance = data.get("provenance", {})
         if not isinstance(provenance, dict):
             raise ManifestError(f"{where}: expected 'provenance' to be an object, found {type(provenance).__name__}")
         _check_source_record(provenance.get("source_checkpoint"), f"{where}: provenance.source_checkpoint")
-        return cls(family, name, config, graphs, variants, provenance, fmt)
+        return cls(family, name, config, graphs, variants, provenance, fmt, foreign)
 
 
 # the fields of a variant record that edgegen reads back (optimize writes them), with their JSON types;
@@ -160,9 +166,6 @@ def _check_source_record(source: Any, where: str) -> None:
 
 
 def _check_variant_records(precision: str, parts: Any, where: str) -> None:
-    if precision not in VARIANT_PRECISIONS:
-        raise ManifestError(f"{where}: expected a precision among {', '.join(VARIANT_PRECISIONS)}, found {precision!r} "
-                            "(written by a newer edgegen? upgrade edgegen to read it)")
     if not isinstance(parts, dict):
         raise ManifestError(f"{where}: expected an object of graph records, found {parts!r:.60}")
     for part, record in parts.items():

@@ -8,7 +8,8 @@ import pytest
 
 import edgegen
 from edgegen.cli import main
-from edgegen.errors import HashMismatchError, ManifestError, OutputExistsError, PackageError, UnknownFamilyError
+from edgegen.errors import ConfigError, HashMismatchError, ManifestError, OutputExistsError, PackageError, \
+    UnknownFamilyError
 from edgegen.package import FORMAT, Package
 from edgegen.storage import atomic_write_bytes, staged_directory
 
@@ -69,7 +70,6 @@ _WRITTEN = {"file": "generator.int8.onnx", "sha256": "0" * 64, "gate": {"passed"
     (lambda d: d["graphs"]["generator"].update(opset="23"), "graphs.generator: expected opset to be a positive integer, "
                                                             "found '23'"),
     # variant records: refused where read, not a traceback in info or fp32 run in their place
-    (lambda d: d.update(variants={"int3": {}}), "variants.int3: expected a precision among int8, fp16"),
     (lambda d: d.update(variants={"int8": [1]}), "variants.int8: expected an object of graph records, found [1]"),
     (lambda d: d.update(variants={"int8": {"generator": None}}), "variants.int8.generator: expected an object, found None"),
     (lambda d: d.update(variants={"int8": {"generator": {"refused": "x", "speedup_ort_cpu": "fast"}}}),
@@ -91,6 +91,28 @@ def test_hand_edited_manifest_is_refused(package_copy, change, message, capsys):
     assert message in str(info.value)
     assert "edgegen.json" in str(info.value) or "package" in str(info.value)
     assert main(["info", str(pkg)]) == 2 and message in capsys.readouterr().err   # a line, not a traceback
+
+
+def test_a_variant_of_a_precision_a_newer_edgegen_wrote_is_kept_and_not_read(package_copy, capsys):
+    """A device's older runtime refused the whole package for one variant it cannot run; it runs
+    fp32 and the precisions it knows, and optimizing here keeps the newer one's record and file."""
+    from edgegen.optimize import optimize_package
+
+    pkg = package_copy("gan")
+    (pkg / "generator.int3.0123456789abcdef.onnx").write_bytes(b"a newer edgegen's graph")
+    record = {"generator": {"file": "generator.int3.0123456789abcdef.onnx", "sha256": "1" * 64, "ternary": True}}
+    edit_manifest(pkg, lambda d: d.update(variants={"int3": record}))
+    assert edgegen.load(pkg).precision == "fp32"
+    with pytest.raises(ConfigError, match="precision 'int3': expected one of fp32, int8, fp16"):
+        edgegen.load(pkg, precision="int3")
+    assert main(["info", str(pkg)]) == 0
+    assert "variant   int3: a precision edgegen 0.1.0 does not know (written by a newer edgegen?); not read here, " \
+           "kept as it is" in capsys.readouterr().out
+    optimize_package(pkg, "fp16", target="tensorrt", progress=lambda line: None)
+    variants = json.loads((pkg / "edgegen.json").read_text())["variants"]
+    assert variants["int3"] == record and "file" in variants["fp16"]["generator"]
+    assert (pkg / "generator.int3.0123456789abcdef.onnx").is_file()   # not taken for a killed run's leftover
+    assert edgegen.load(pkg, precision="fp16").precision == "fp16"
 
 
 def test_symlink_leaving_the_package_is_refused(package_copy, tmp_path):
