@@ -1696,10 +1696,16 @@ def test_a_llama_trained_here_generates_as_pytorch_and_its_weight_only_variants_
     assert "n_kv_head expected only with architecture 'llama', found it with 'gpt2'" in \
         capsys.readouterr().err and not (tmp_path / "gpt2").exists()
 
+    assert main(["train", "gpt", "--n-head", "3", "--steps", "1", "--out", str(tmp_path / "gpt2")]) == 2
+    assert "n_embd expected a multiple of n_head (3), found 128" in capsys.readouterr().err
+
     assert main(["train", "gpt", "--architecture", "llama", "--n-kv-head", "2", "--steps", "40", "--batch-size", "16",
+                 "--n-layer", "2", "--n-embd", "64", "--block-size", "128", "--train-context", "64",
                  "--out", str(tmp_path / "ckpt")]) == 0
     ckpt = load_checkpoint(tmp_path / "ckpt")
     assert ckpt.config.architecture == "llama" and ckpt.model.config.kv_heads == 2
+    c = ckpt.config
+    assert (c.n_layer, c.n_head, c.n_embd, c.block_size, c.train_context) == (2, 4, 64, 128, 64)   # the size options
     assert main(["export", str(tmp_path / "ckpt"), "--out", str(tmp_path / "pkg")]) == 0
     prompt = list(b"def __init__(self")
     assert edgegen.load(tmp_path / "pkg").generate(prompt, max_new_tokens=40, do_sample=False) == \

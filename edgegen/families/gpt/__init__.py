@@ -24,7 +24,15 @@ FAMILY = register(Family(
     train_options=(Option("--architecture", "architecture", "gpt2 (LayerNorm, learned positions) or llama (RMSNorm, "
                           "rotary positions, grouped-query attention, SwiGLU)", {"choices": ARCHITECTURES}),
                    Option("--n-kv-head", "n_kv_head", "llama: key/value heads (grouped-query attention; default: "
-                          "every query head has its own)", {"type": int})),
+                          "every query head has its own)", {"type": int}),
+                   # the model's size: the defaults (4 x 128, 256 positions) train in minutes on 2 cores
+                   Option("--n-layer", "n_layer", "transformer blocks (default: 4)", {"type": int}),
+                   Option("--n-head", "n_head", "attention heads, a divisor of --n-embd (default: 4)", {"type": int}),
+                   Option("--n-embd", "n_embd", "hidden size (default: 128)", {"type": int}),
+                   Option("--block-size", "block_size", "the most positions, prompt and output together, the model "
+                          "reads (default: 256)", {"type": int}),
+                   Option("--train-context", "train_context", "tokens per training window, at most --block-size "
+                          "(default: 128)", {"type": int})),
     generate=generate,
     check_generate=check_generate,
     serving="edgegen.families.gpt.cli:served",
