@@ -221,6 +221,17 @@ def test_callback_and_after_step_see_every_step():
                                                        r"linspace spacing \(more repeat timesteps of the 1000-step "
                                                        r"schedule\), found 1000"),
     (lambda: make_sampler("ddpm").sample(lambda x, t: x, X_T, 3), "expected an rng"),
+    # each made every image black (clipped to [0, 0]), or indexed past the schedule mid-run
+    (lambda: make_sampler("ddim", clip_sample_range=-1.0), r"sampler 'ddim' option 'clip_sample_range': expected a "
+                                                           r"positive number \(the largest \|x0\| kept\), found -1.0"),
+    (lambda: make_sampler("ddpm", clip_sample_range=0.0), "expected a positive number"),
+    (lambda: make_sampler("ddim", steps_offset=1000), r"steps_offset: expected less than num_train_timesteps \(1000\), "
+                                                      "found 1000"),
+    (lambda: make_sampler("ddim", steps_offset=1).timesteps(1000), "steps: with steps_offset 1, 1000 steps of leading "
+                                                                   "spacing start at timestep 1000, past the 1000-step "
+                                                                   "schedule: expected fewer steps"),
+    (lambda: make_sampler("dpmpp-2m", steps_offset=1, timestep_spacing="leading").timesteps(999),
+     "999 steps of leading spacing start at timestep 1000"),
 ])
 def test_sampler_errors(call, message):
     with pytest.raises(ConfigError, match=message):

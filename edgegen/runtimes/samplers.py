@@ -110,6 +110,9 @@ class Sampler:
         spacing = timestep_spacing or self.default_spacing
         if not isinstance(num_train_timesteps, int) or num_train_timesteps < 2:
             raise ConfigError(f"num_train_timesteps: expected an integer >= 2, found {num_train_timesteps!r}")
+        if steps_offset >= num_train_timesteps:   # every timestep past the schedule's end
+            raise ConfigError(f"steps_offset: expected less than num_train_timesteps ({num_train_timesteps}), found "
+                              f"{steps_offset}")
         problems = schedule_problems(beta_schedule, num_train_timesteps, beta_start, beta_end)
         if problems:
             raise ConfigError(problems[0])
@@ -141,6 +144,9 @@ class Sampler:
             if name in cls.options and not _of_the_kind_of(value, cls.options[name]):
                 problems.append(f"sampler {cls.name!r} option {name!r}: expected a {type(cls.options[name]).__name__} "
                                 f"like its default {cls.options[name]!r}, found {value!r}")
+            elif name == "clip_sample_range" and not 0 < value < float("inf"):   # 0 or less: every image black
+                problems.append(f"sampler {cls.name!r} option 'clip_sample_range': expected a positive number (the "
+                                f"largest |x0| kept), found {value!r}")
         spacing = settings.get("timestep_spacing")
         if spacing is not None and spacing not in TIMESTEP_SPACINGS:
             problems.append(f"timestep_spacing: expected one of {', '.join(TIMESTEP_SPACINGS)}, found {spacing!r}")
@@ -167,8 +173,17 @@ class Sampler:
         if self.timestep_spacing == "linspace":
             return np.linspace(0, T - 1, steps).round()[::-1].astype(np.int64)
         if self.timestep_spacing == "leading":
-            return (np.arange(0, steps) * (T // steps)).round()[::-1].astype(np.int64) + self.steps_offset
+            return self._offset((np.arange(0, steps) * (T // steps)).round()[::-1].astype(np.int64), steps)
         return np.round(np.arange(T, 0, -T / steps)).astype(np.int64) - 1
+
+    def _offset(self, timesteps: np.ndarray, steps: int) -> np.ndarray:
+        """Leading spacing's timesteps moved by steps_offset, or ConfigError where that moves the
+        first past the schedule (diffusers indexes past its arrays there)."""
+        if timesteps[0] + self.steps_offset >= self.num_train_timesteps:
+            raise ConfigError(f"steps: with steps_offset {self.steps_offset}, {steps} steps of leading spacing start at "
+                              f"timestep {timesteps[0] + self.steps_offset}, past the {self.num_train_timesteps}-step "
+                              f"schedule: expected fewer steps")
+        return timesteps + self.steps_offset
 
     def init_noise_sigma(self, steps: int) -> float:
         """How much x_T (standard normal) is scaled before the first step."""
@@ -343,7 +358,7 @@ class DPMSolverPP2MSampler(Sampler):
             return np.linspace(0, T - 1, steps + 1).round()[::-1][:-1].astype(np.int64)
         if self.timestep_spacing == "leading":
             ratio = T // (steps + 1)
-            return (np.arange(0, steps + 1) * ratio).round()[::-1][:-1].astype(np.int64) + self.steps_offset
+            return self._offset((np.arange(0, steps + 1) * ratio).round()[::-1][:-1].astype(np.int64), steps)
         return np.arange(T, 0, -T / steps).round().astype(np.int64) - 1
 
     def _begin(self, steps, timesteps):
