@@ -222,6 +222,11 @@ def _graph_entry(obj: Any, where: str) -> GraphEntry:
     opset = extra.get("opset")   # the targets' parsers are judged by it (a string passed every check)
     if "opset" in extra and (isinstance(opset, bool) or not isinstance(opset, int) or opset < 1):
         raise ManifestError(f"{where}: expected opset to be a positive integer, found {opset!r:.40}")
+    validation = extra.get("validation")   # the export writes no graph that failed its check against PyTorch
+    if validation is not None and (not isinstance(validation, dict) or validation.get("passed") is not True):
+        found = validation.get("passed") if isinstance(validation, dict) else validation
+        raise ManifestError(f"{where}.validation: expected the record of a check against PyTorch that passed "
+                            f"(passed true: the export writes no other), found passed {found!r:.40}")
     return GraphEntry(file, sha, inputs, outputs, extra)
 
 

@@ -69,6 +69,9 @@ _WRITTEN = {"file": "generator.int8.onnx", "sha256": "0" * 64, "gate": {"passed"
     (lambda d: d["graphs"]["generator"].update(file="/etc/passwd"), "found absolute"),
     (lambda d: d["graphs"]["generator"].update(opset="23"), "graphs.generator: expected opset to be a positive integer, "
                                                             "found '23'"),
+    (lambda d: d["graphs"]["generator"]["validation"].update(passed=False),   # it loaded and ran without a word
+     "graphs.generator.validation: expected the record of a check against PyTorch that passed (passed true: the "
+     "export writes no other), found passed False"),
     # variant records: refused where read, not a traceback in info or fp32 run in their place
     (lambda d: d.update(variants={"int8": [1]}), "variants.int8: expected an object of graph records, found [1]"),
     (lambda d: d.update(variants={"int8": {"generator": None}}), "variants.int8.generator: expected an object, found None"),
