@@ -389,25 +389,14 @@ def _refuse_a_grid_too_large(pipe, family, args) -> None:
 def _refuse_output_inside_package(flag: str, out, package) -> None:
     """An output never goes inside the package the command reads (over its manifest, a graph, its
     held-out inputs), and is refused before any work where it could not be written."""
+    from .package import refuse_output_inside_edgegens
     from .storage import check_writable
 
     if Path(out).resolve().is_relative_to(Path(package).resolve()):
         raise OutputExistsError(f"{flag} {str(out)!r}: expected a file outside the package it reads "
                                 f"({str(package)!r}), found it inside")
     check_writable(out, flag)
-    _refuse_output_inside_edgegens(flag, out)
-
-
-def _refuse_output_inside_edgegens(flag: str, out) -> None:
-    """Nor inside another package or a checkpoint: their files are hashed, and one replaced (a
-    graph, the manifest) breaks it; a file added makes --force refuse to replace it."""
-    from .package import CHECKPOINT_WEIGHTS, MANIFEST_NAME
-
-    for folder in Path(out).resolve().parents:
-        for kind, markers in (("package", (MANIFEST_NAME,)), ("checkpoint", (CHECKPOINT_WEIGHTS, "config.json"))):
-            if all((folder / marker).is_file() for marker in markers):
-                raise OutputExistsError(f"{flag} {str(out)!r}: expected a file outside edgegen's packages and "
-                                        f"checkpoints, found it inside the {kind} {str(folder)!r}")
+    refuse_output_inside_edgegens(flag, out)
 
 
 def _refuse_out_over_what_generate_reads(out, package, options: dict) -> None:

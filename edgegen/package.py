@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import BackendError, ConfigError, EdgegenError, HashMismatchError, ManifestError, PackageError, close_match, format_mismatch
+from .errors import BackendError, ConfigError, EdgegenError, HashMismatchError, ManifestError, OutputExistsError, PackageError, \
+    close_match, format_mismatch
 from .external_data import external_data_files
 from .storage import atomic_write_text, can_write_files_in, creation_mode, user_cache_dir
 
@@ -458,6 +459,17 @@ class Package:
 def _not_a_file(path: Path) -> str:
     """What lies at a path where a file was expected: a folder, or nothing."""
     return "a folder" if path.is_dir() else "no such file"
+
+
+def refuse_output_inside_edgegens(what: str, out: str | os.PathLike) -> None:
+    """An output (a file or a folder) never goes inside an edgegen package or checkpoint: their
+    files are hashed, and one replaced (a graph, the manifest) breaks it; a file or folder added
+    makes --force refuse to replace it."""
+    for folder in Path(out).resolve().parents:
+        for kind, markers in (("package", (MANIFEST_NAME,)), ("checkpoint", (CHECKPOINT_WEIGHTS, "config.json"))):
+            if all((folder / marker).is_file() for marker in markers):
+                raise OutputExistsError(f"{what} {str(out)!r}: expected a path outside edgegen's packages and "
+                                        f"checkpoints, found it inside the {kind} {str(folder)!r}")
 
 
 def fp32_graphs_note(precision: str, graphs: dict[str, str]) -> str | None:

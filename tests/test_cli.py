@@ -164,6 +164,20 @@ def test_a_builtin_data_name_is_not_a_path_training_reads(tmp_path, monkeypatch,
     assert (tmp_path / "digits" / "weights.safetensors").read_bytes() != first
 
 
+def test_export_and_train_refuse_an_output_folder_inside_a_package_or_checkpoint(trained, tmp_path, capsys):
+    """A package written into its own checkpoint made that checkpoint refuse `train --force` after,
+    and one inside a package broke its hashes' promise; both are refused before any work."""
+    ckpt, pkg = trained["vae"]
+    before = sorted(p.name for p in ckpt.iterdir()), sorted(p.name for p in pkg.iterdir())
+    for command, inside, kind in ((["export", ckpt, "--out", ckpt / "pkg"], ckpt, "checkpoint"),
+                                  (["export", ckpt, "--out", pkg / "nested"], pkg, "package"),
+                                  (["train", "vae", "--steps", "1", "--out", pkg / "ckpt"], pkg, "package")):
+        code, out, err = run_cli(capsys, *command)
+        assert code == 2 and f"edgegen: error: output {str(command[-1])!r}: expected a path outside edgegen's packages " \
+            f"and checkpoints, found it inside the {kind} {str(inside)!r}" in err
+    assert (sorted(p.name for p in ckpt.iterdir()), sorted(p.name for p in pkg.iterdir())) == before
+
+
 def test_bench_and_generate_refuse_an_output_they_cannot_or_must_not_write_before_any_work(package_copy, tmp_path, capsys):
     """--json inside the package would replace its manifest or a graph; an output in a folder the
     system will not write in fails at the end; both are refused first, naming the output."""
@@ -180,7 +194,7 @@ def test_bench_and_generate_refuse_an_output_they_cannot_or_must_not_write_befor
     for command in (["bench", pkg, "--iters", "2", "--json", graph], ["generate", pkg, "--n", "2", "--out",
                                                                         other / "grid.png"]):
         code, out, err = run_cli(capsys, *command)
-        assert code == 2 and out == "" and "expected a file outside edgegen's packages and checkpoints, found it " \
+        assert code == 2 and out == "" and "expected a path outside edgegen's packages and checkpoints, found it " \
             f"inside the package {str(other)!r}" in err
     assert graph.read_bytes() == before and not (other / "grid.png").exists()
     code, out, err = run_cli(capsys, "bench", pkg, "--iters", "2", "--json", "/proc/edgegen-bench.json")

@@ -20,7 +20,7 @@ from ..errors import CheckpointError, ConfigError, ImportedSettingWarning, Valid
 from ..families import RuntimeConfig
 from ..families import get as get_family
 from ..package import (CHECKPOINT_WEIGHTS, MANIFEST_NAME, PACKAGE_KIND, GraphEntry, Manifest, Package, check_name,
-                       package_files, read_json, sha256_file, write_manifest)
+                       package_files, read_json, refuse_output_inside_edgegens, sha256_file, write_manifest)
 from ..progress import Progress
 from ..storage import refuse_output_folder, staged_directory
 from ..runtimes.feeds import HELD_OUT_FILE, write_feeds
@@ -54,6 +54,7 @@ def refuse_package_output(out, overwrite: bool, name: str | None, reads=()) -> N
     """What refuses a package's output before any work (an import's minutes, the data loading):
     the name, and the folder as the export's staged_directory would refuse it at the end."""
     check_name(name)
+    refuse_output_inside_edgegens("output", out)
     refuse_output_folder(out, overwrite, MANIFEST_NAME, PACKAGE_KIND, reads, package_files)
 
 

@@ -16,7 +16,7 @@ from ..families import get as get_family
 from ..storage import refuse_output_folder
 from ..progress import Progress
 from . import family_module
-from ..package import CHECKPOINT_WEIGHTS
+from ..package import CHECKPOINT_WEIGHTS, refuse_output_inside_edgegens
 from .checkpoint import CHECKPOINT_KIND, checkpoint_files, make_config, save_checkpoint
 from .data import load_images
 
@@ -48,6 +48,7 @@ def train(family: str, out: str | Path, data: str | None = None, steps: int | No
     # both refusals come before minutes of training, not after
     given = [*model_options.values()] + ([] if data in get_family(family).builtin_data else [data])
     reads = [p for p in given if isinstance(p, (str, Path)) and Path(p).exists()]
+    refuse_output_inside_edgegens("output", out)
     refuse_output_folder(out, overwrite, CHECKPOINT_WEIGHTS, CHECKPOINT_KIND, reads, checkpoint_files)
 
     given_image_size, given_channels = image_size, channels

@@ -31,7 +31,7 @@ from ...export import check_opset, provenance
 from ...export.onnx_export import DEFAULT_OPSET, export_module, value_spec
 from ...export.validate import gate_feeds, refuse_lost_epsilons, sizes_label, torch_inputs
 from ...package import (DTYPES, MANIFEST_NAME, PACKAGE_KIND, GraphEntry, Manifest, Package, TensorSpec, check_name,
-                        package_files, sha256_file, write_manifest)
+                        package_files, refuse_output_inside_edgegens, sha256_file, write_manifest)
 from ...storage import staged_directory
 from ...runtimes.engines import DEFAULT_BATCH_PROFILE
 from ...runtimes.feeds import HELD_OUT_FILE, read_feeds, write_feeds
@@ -98,6 +98,7 @@ def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str 
     """
     check_opset(opset)
     check_name(name)
+    refuse_output_inside_edgegens("output", out)
     for label, tolerance in (("atol", atol), ("rtol", rtol)):   # refused before the export, not after it
         if isinstance(tolerance, bool) or not isinstance(tolerance, numbers.Real) or not 0 <= tolerance < math.inf:
             raise ConfigError(f"{label} (--{label}): expected a tolerance of 0 or more, found {tolerance!r}")
