@@ -183,6 +183,24 @@ def test_the_graph_takes_any_height_and_width_and_was_gated_at_unseen_ones(packa
     assert out["upscaled"].shape == (2, 3, 28, 44)
 
 
+@pytest.mark.parametrize("scale", [2, 8])
+def test_a_scale_other_than_the_graphs_is_refused_at_load(package, tmp_path, scale):
+    """scale 2 on the x4 graph pasted its tiles onto an x2 grid (a scrambled picture, exit 0);
+    scale 8 failed in numpy's broadcasting."""
+    import shutil
+
+    from edgegen.errors import ManifestError
+
+    copy = shutil.copytree(package, tmp_path / "pkg")
+    manifest = json.loads((copy / "edgegen.json").read_text())
+    manifest["config"]["scale"] = scale
+    (copy / "edgegen.json").write_text(json.dumps(manifest))
+    with pytest.raises(ManifestError, match=rf"config disagrees with its graphs: scale {scale}: expected upscaled of "
+                                            rf"graph 'upscaler' to be {scale} times image at axis 2, found 4\*height "
+                                            r"\(a x4 model\)"):
+        edgegen.load(copy)
+
+
 def test_tensorrt_profile_spans_height_and_width_from_the_declared_limits(package, capsys):
     (profile,) = package_profiles(edgegen.load(package).package).values()
     assert profile == (("image", (1, 3, 1, 1), (4, 3, 128, 128), (16, 3, 512, 512)),)

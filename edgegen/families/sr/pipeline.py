@@ -19,6 +19,7 @@ with alpha where the picture has transparency; 16-bit grey stays 16-bit).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,6 +59,31 @@ class SRConfig(RuntimeConfig):
             problems.append(f"tiling expected 0 <= overlap < tile <= max_tile and receptive_radius >= 0, found overlap "
                             f"{self.overlap}, tile {self.tile}, max_tile {self.max_tile}, radius {self.receptive_radius}")
         return problems
+
+    def graph_problems(self, graphs: dict) -> list[str]:
+        """The graph upscales by `scale`: an edited scale pasted the graph's tiles onto a grid of
+        another size (exit 0, a scrambled picture), or failed in numpy's broadcasting."""
+        entry = graphs.get(GRAPH)
+        specs = {t.name: t.shape for t in (*entry.inputs, *entry.outputs)} if entry else {}
+        if INPUT not in specs or OUTPUT not in specs or len(specs[INPUT]) != 4 or len(specs[OUTPUT]) != 4:
+            return []   # the graph's own checks say what it lacks
+        for axis in (2, 3):
+            factor = _factor(specs[INPUT][axis], specs[OUTPUT][axis])
+            if factor is not None and factor != self.scale:
+                return [f"scale {self.scale}: expected {OUTPUT} of graph {GRAPH!r} to be {self.scale} times {INPUT} at "
+                        f"axis {axis}, found {specs[OUTPUT][axis]} (a x{factor} model)"]
+        return []
+
+
+def _factor(inside, outside) -> int | None:
+    """How many times `inside` a dim `outside` is: static sizes, or the exporter's symbolic
+    "4*height" for "height"; None where it cannot be told."""
+    if isinstance(inside, int) and isinstance(outside, int):
+        return outside // inside if inside and outside % inside == 0 else None
+    if isinstance(inside, str) and isinstance(outside, str):
+        found = re.fullmatch(rf"(\d+)\*{re.escape(inside)}|{re.escape(inside)}\*(\d+)", outside)
+        return int(found[1] or found[2]) if found else None
+    return None
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
