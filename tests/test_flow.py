@@ -133,6 +133,25 @@ def test_flow_input_errors(flow2d, glow, trained, tmp_path):
         export_checkpoint(trained["flow"][0], tmp_path / "pkg", data="moons")
 
 
+@pytest.mark.parametrize("package, kind, message", [
+    ("flow", "realnvp", r"data_shape expected \[dims\] points for realnvp, found \[1, 8, 8\] and image_shape \[1, 8, 8\]"),
+    ("flow2d", "glow", r"data_shape expected \[channels, height, width\] images for glow, found \[2\]"),
+])
+def test_a_kind_other_than_the_datas_is_refused_at_load(trained, tmp_path, package, kind, message):
+    """glow read as realnvp ran: other log-densities, and anomaly scores in nats, not bits/dim."""
+    import json
+    import shutil
+
+    from edgegen.errors import ManifestError
+
+    copy = shutil.copytree(trained[package][1], tmp_path / "pkg")
+    manifest = json.loads((copy / "edgegen.json").read_text())
+    manifest["config"]["kind"] = kind
+    (copy / "edgegen.json").write_text(json.dumps(manifest))
+    with pytest.raises(ManifestError, match=message):
+        edgegen.load(copy)
+
+
 def test_generate_density_plot_and_image_grid(trained, tmp_path):
     out = tmp_path / "density.png"
     assert main(["generate", str(trained["flow2d"][1]), "--n", "500", "--out", str(out)]) == 0

@@ -31,6 +31,11 @@ class FlowConfig(RuntimeConfig):
         if self.kind not in KINDS:
             return [f"kind expected one of {', '.join(KINDS)}, found {self.kind!r}"]
         problems = positive(self, "data_shape", "event_dim", "dequant_levels")
+        # a glow package read as realnvp ran, with other log-densities and anomaly scores in nats
+        rank = {"realnvp": (1, "[dims] points"), "glow": (3, "[channels, height, width] images")}[self.kind]
+        if len(self.data_shape) != rank[0] or (self.kind == "realnvp" and self.image_shape is not None):
+            problems.append(f"data_shape expected {rank[1]} for {self.kind}, found {self.data_shape!r}"
+                            + (f" and image_shape {self.image_shape!r}" if self.image_shape is not None else ""))
         if self.kind == "glow" and self.image_shape != self.data_shape:
             problems.append(f"image_shape expected to equal data_shape for glow, found {self.image_shape!r}")
         if not problems and self.event_dim != math.prod(self.data_shape):
