@@ -105,6 +105,33 @@ def stylegan(tmp_path_factory):
     return export_checkpoint(ckpt, root / "pkg")
 
 
+@pytest.mark.parametrize("change, message", [
+    # each loaded, and then every call was refused naming an input the user never gave, or numpy's
+    # ValueError ended the command
+    (dict(num_ws=4), r"num_ws 4: expected ws of graph 'synthesis' to have 4 at axis 1, found \d+"),
+    (dict(w_dim=17, w_avg=[0.0] * 17), r"w_dim 17: expected w of graph 'mapping' to have 17 at axis 1"),
+    (dict(noise_shapes=[4]), r"noise_shapes expected one resolution per noise input of graph 'synthesis' \(\d+\), "
+                             r"found 1"),
+    (dict(noise_seed=-1), r"noise_seed expected a non-negative integer \(the const noise's\), found -1"),
+    (dict(w_avg=None), r"w_avg expected finite numbers \(truncation's centre\), found NaN or Inf"),
+])
+def test_a_stylegan_config_that_disagrees_with_its_graphs_is_refused_at_load(stylegan, tmp_path, change, message):
+    import json
+    import shutil
+
+    from edgegen.errors import ManifestError
+
+    copy = shutil.copytree(stylegan, tmp_path / "pkg")
+    manifest = json.loads((copy / "edgegen.json").read_text())
+    config = manifest["config"]
+    config.update(change)
+    if config["w_avg"] is None:
+        config["w_avg"] = [float("nan")] * config["w_dim"]
+    (copy / "edgegen.json").write_text(json.dumps(manifest))
+    with pytest.raises(ManifestError, match=message):
+        edgegen.load(copy)
+
+
 def test_stylegan_graphs_and_what_users_do_with_them(stylegan):
     pipe = edgegen.load(stylegan, backend="ort-cpu")
     graphs = pipe.package.graphs

@@ -21,7 +21,7 @@ from ...runtimes.pipeline import (
     standard_normal,
     user_array,
 )
-from .. import positive
+from .. import dim_problems, positive
 
 NOISE_MODES = ("const", "random", "none")
 
@@ -44,7 +44,25 @@ class StyleGANConfig(LatentImageConfig):
         problems = super().problems() + positive(self, "w_dim", "num_ws", "noise_shapes")
         if not problems and len(self.w_avg) != self.w_dim:
             problems.append(f"w_avg expected {self.w_dim} values (w_dim), found {len(self.w_avg)}")
+        elif not problems and not np.isfinite(np.asarray(self.w_avg, np.float64)).all():   # blamed on "ws" at run
+            problems.append("w_avg expected finite numbers (truncation's centre), found NaN or Inf")
+        if isinstance(self.noise_seed, bool) or not isinstance(self.noise_seed, int) or self.noise_seed < 0:
+            problems.append(f"noise_seed expected a non-negative integer (the const noise's), found {self.noise_seed!r}")
         return problems
+
+    def graph_problems(self, graphs: dict) -> list[str]:
+        """And the synthesis takes num_ws styles of w_dim, and one noise input per noise_shapes entry
+        of that resolution: an edited num_ws or noise_shapes loaded, and every call was refused."""
+        inputs = [t.name for t in graphs["synthesis"].inputs] if "synthesis" in graphs else []
+        noises = sorted(n for n in inputs if n.startswith("noise."))
+        if inputs and len(noises) != len(self.noise_shapes):
+            return [f"noise_shapes expected one resolution per noise input of graph 'synthesis' ({len(noises)}), "
+                    f"found {len(self.noise_shapes)}"]
+        return super().graph_problems(graphs) + dim_problems(graphs, [
+            ("mapping", "w", 1, "w_dim", self.w_dim), ("synthesis", "ws", 1, "num_ws", self.num_ws),
+            ("synthesis", "ws", 2, "w_dim", self.w_dim),
+            *((("synthesis", f"noise.{i}", axis, "noise_shapes", size, self.noise_shapes))
+              for i, size in enumerate(self.noise_shapes) for axis in (2, 3))])
 
 
 class StyleGANPipeline(Pipeline):
