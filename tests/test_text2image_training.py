@@ -93,6 +93,23 @@ def test_a_prompt_past_the_text_encoders_length_is_cut_with_a_warning_naming_the
     assert [str(w.message).split(":")[0] for w in said] == ["prompt[2]", "negative_prompt"]
 
 
+@pytest.mark.parametrize("pad, message", [
+    (-1, r"pad_token_id expected a token id \(0 or more\), found -1"),   # the tokenizers library's OverflowError
+    (99999, r"pad_token_id expected an id of its tokenizer \(below \d+\), found 99999"),   # ONNX Runtime's Gather
+])
+def test_a_pad_token_the_tokenizer_lacks_is_refused_at_load(exported, tmp_path, pad, message):
+    import shutil
+
+    from edgegen.errors import ManifestError
+
+    copy = shutil.copytree(exported[1], tmp_path / "pkg")
+    manifest = json.loads((copy / "edgegen.json").read_text())
+    manifest["config"]["pad_token_id"] = pad
+    (copy / "edgegen.json").write_text(json.dumps(manifest))
+    with pytest.raises(ManifestError, match=message):
+        edgegen.load(copy)
+
+
 def test_the_export_goes_through_the_diffusers_import_and_names_the_checkpoint(exported):
     ckpt, pkg = exported
     manifest = json.loads((pkg / "edgegen.json").read_text())

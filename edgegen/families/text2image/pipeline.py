@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import InputError
+from ...errors import InputError, ManifestError
 from ...runtimes.pipeline import check_count, check_number
 from ...runtimes.samplers import Callback
 from ...runtimes.tokenizer import load_tokenizer
@@ -37,6 +37,8 @@ class TextToImageConfig(LatentDiffusionConfig):
         problems = super().problems() + positive(self, "max_length")
         if self.tokenizer.get("kind") != "bpe":
             problems.append(f"tokenizer.kind expected 'bpe', found {self.tokenizer.get('kind')!r}")
+        if isinstance(self.pad_token_id, bool) or not isinstance(self.pad_token_id, int) or self.pad_token_id < 0:
+            problems.append(f"pad_token_id expected a token id (0 or more), found {self.pad_token_id!r}")
         return problems
 
     def graph_problems(self, graphs: dict) -> list[str]:
@@ -62,6 +64,9 @@ class TextToImagePipeline(LatentDiffusionPipeline):
     def __init__(self, package, sessions, config):
         super().__init__(package, sessions, config)
         self.tokenizer = load_tokenizer(package, config.tokenizer)
+        if config.pad_token_id >= self.tokenizer.vocab_size:   # ONNX Runtime's Gather said it, at the first prompt
+            raise ManifestError(f"package {str(package.path)!r}: edgegen.json config: pad_token_id expected an id of "
+                                f"its tokenizer (below {self.tokenizer.vocab_size}), found {config.pad_token_id}")
         self._encoded: OrderedDict[str, np.ndarray] = OrderedDict()
         self._encoding = threading.Lock()
 
