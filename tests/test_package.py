@@ -150,7 +150,8 @@ def test_changed_graph_file_fails_its_hash(package_copy):
 def test_manifest_signature_must_match_the_graph_file(package_copy):
     pkg = package_copy("gan")
     edit_manifest(pkg, lambda d: d["graphs"]["generator"]["inputs"][0].update(name="latent"))
-    with pytest.raises(PackageError, match=r"manifest inputs \['latent'\] differ from the graph file's \['z'\]"):
+    with pytest.raises(PackageError, match=r"manifest inputs \['latent'\] differ from the graph file's \['z'\] \(the "
+                                           r"manifest or the graph file was changed after export"):
         edgegen.load(pkg)
     pkg = package_copy("vae")
     # the config agrees with the edited signature, so only the graph file can tell it is wrong
@@ -158,7 +159,8 @@ def test_manifest_signature_must_match_the_graph_file(package_copy):
                                   d["graphs"]["encoder"]["outputs"][0].update(shape=["batch", 99]),
                                   d["config"].update(latent_dim=99)))
     with pytest.raises(PackageError, match=r"expected the manifest's float32\[batch, 99\], found float32\[batch, \d+\] in "
-                                           r"'.*\.onnx' \(the file was changed after export: copy or install .*\)$"):
+                                           r"'.*\.onnx' \(the manifest or the graph file was changed after export: "
+                                           r"copy or install .*\)$"):
         edgegen.load(pkg)
 
 

@@ -16,6 +16,10 @@ import onnxruntime as ort
 
 from ..errors import BackendError, InputError, PackageError, not_one_of
 from ..package import CHANGED_AFTER_EXPORT, TensorSpec
+
+# a package's graph file is checked against its sha256 before this: the manifest may be what changed
+MANIFEST_OR_GRAPH_CHANGED = CHANGED_AFTER_EXPORT.replace("the file was changed", "the manifest or the graph file was "
+                                                         "changed", 1)
 from .backends import ORT_BACKENDS
 from ..cpus import default_threads, session_threads
 from .session import Session, check_feeds
@@ -152,7 +156,8 @@ class OrtSession(Session):
                                        ("output", self.outputs, self._session.get_outputs())):
             found = {a.name: a for a in actual}
             if sorted(found) != sorted(d.name for d in declared):
-                raise PackageError(f"graph {self.graph_name!r}: manifest {kind}s {sorted(d.name for d in declared)} differ from the graph file's {sorted(found)}")
+                raise PackageError(f"graph {self.graph_name!r}: manifest {kind}s {sorted(d.name for d in declared)} differ "
+                                   f"from the graph file's {sorted(found)} ({MANIFEST_OR_GRAPH_CHANGED})")
             for spec in declared:
                 node = found[spec.name]
                 dtype = _ORT_DTYPES.get(node.type, node.type)
@@ -162,7 +167,7 @@ class OrtSession(Session):
                     in_file = TensorSpec(spec.name, dtype, tuple(node.shape)).describe()   # written as the manifest's
                     raise PackageError(
                         f"graph {self.graph_name!r} {kind} {spec.name!r}: expected the manifest's {spec.describe()}, "
-                        f"found {in_file} in {str(self.path)!r} ({CHANGED_AFTER_EXPORT})"
+                        f"found {in_file} in {str(self.path)!r} ({MANIFEST_OR_GRAPH_CHANGED})"
                     )
 
     @property
