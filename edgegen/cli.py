@@ -383,7 +383,8 @@ def _refuse_a_grid_too_large(pipe, family, args) -> None:
         from .images import grid_scale
         from .runtimes.pipeline import check_count
 
-        grid_scale(check_count(args.n), shape[-2], shape[-1], args.scale)   # a count out of range said as such first
+        # a count out of range said as such first
+        grid_scale(check_count(args.n), shape[-2], shape[-1], args.scale, args.nrow)
 
 
 def _refuse_output_inside_package(flag: str, out, package) -> None:

@@ -57,11 +57,8 @@ def grid(images: np.ndarray, nrow: int | None = None, pad: int = 2, scale: int =
         hint = " (0-255 pixels: divide by 255)" if most > 2 else " ([-1, 1] pixels: (x + 1) / 2)" if least < -0.5 else ""
         raise InputError(f"images: expected pixels in [0, 1] (up to {CLIPPED_BEYOND:g} beyond is clipped), found "
                          f"{least:.3g}..{most:.3g}{hint}")
-    if nrow is not None and (not isinstance(nrow, int) or nrow < 1):
-        raise InputError(f"nrow: expected a positive number of images per row, found {nrow!r}")
-    nrow = min(nrow or math.ceil(math.sqrt(n)), n)   # no empty cells beside one row of all (torchvision's make_grid too)
-    rows = math.ceil(n / nrow)
-    canvas = np.ones((c, rows * (h + pad) + pad, nrow * (w + pad) + pad), dtype=np.float32)
+    nrow = grid_columns(n, nrow)
+    canvas = np.ones((c, *grid_size(n, h, w, nrow, pad)), dtype=np.float32)
     for i, image in enumerate(images):
         top, left = pad + (i // nrow) * (h + pad), pad + (i % nrow) * (w + pad)
         canvas[:, top:top + h, left:left + w] = image
@@ -71,14 +68,31 @@ def grid(images: np.ndarray, nrow: int | None = None, pad: int = 2, scale: int =
     return pixels[0] if c == 1 else pixels.transpose(1, 2, 0)
 
 
-def grid_scale(count: int, height: int, width: int, scale: int | None = None) -> int:
-    """The pixel repetition of a grid of `count` pictures of height x width: `scale`, or (None) the
-    one that enlarges each to about 64 pixels; refused where the grid would pass MAX_GRID_PIXELS.
-    generate asks before sampling, so that a grid too large is refused before minutes of work."""
+def grid_columns(count: int, nrow: int | None) -> int:
+    """The pictures per row of a grid of `count`: `nrow`, at most `count` (no empty cells beside
+    one row of all, as torchvision's make_grid), else about the square root."""
+    if nrow is not None and (isinstance(nrow, bool) or not isinstance(nrow, int) or nrow < 1):
+        raise InputError(f"nrow: expected a positive number of images per row, found {nrow!r}")
+    return min(nrow or math.ceil(math.sqrt(count)), count)
+
+
+def grid_size(count: int, height: int, width: int, nrow: int, pad: int) -> tuple[int, int]:
+    """The height and width of a grid of `count` pictures, `nrow` to a row, `pad` pixels between
+    and around them (before any scale)."""
+    return math.ceil(count / nrow) * (height + pad) + pad, nrow * (width + pad) + pad
+
+
+def grid_scale(count: int, height: int, width: int, scale: int | None = None, nrow: int | None = None) -> int:
+    """The pixel repetition of a grid of `count` pictures of height x width, `nrow` to a row:
+    `scale`, or (None) the one that enlarges each to about 64 pixels; refused where the grid, its
+    frame and padding counted, would pass MAX_GRID_PIXELS. generate asks before sampling, so that
+    a grid too large is refused before minutes of work."""
     if scale is not None and (isinstance(scale, bool) or not isinstance(scale, int) or scale < 1):
         raise InputError(f"scale: expected a positive integer, found {scale!r}")
     given, scale = scale, scale or max(1, round(64 / width))
-    pixels = count * height * width * scale * scale
+    alone = count == 1   # written unframed (save_grid)
+    rows, columns = grid_size(count, height, width, 1 if alone else grid_columns(count, nrow), 0 if alone else 2)
+    pixels = rows * columns * scale * scale
     if pixels > MAX_GRID_PIXELS:   # named by what to change: the scale given, else the count
         named = f"scale {scale}" if given is not None and scale > 1 else f"n {count}"
         raise InputError(f"{named}: expected a grid of at most {MAX_GRID_PIXELS // 10**6} megapixels, found "
@@ -93,7 +107,7 @@ def save_grid(images: np.ndarray, path: str | os.PathLike, nrow: int | None = No
     One image is written without the grid's white frame."""
     images = grid_images(images)
     picture_format(path, "L" if images.shape[1] == 1 else "RGB")
-    scale = grid_scale(len(images), images.shape[-2], images.shape[-1], scale)
+    scale = grid_scale(len(images), images.shape[-2], images.shape[-1], scale, nrow)
     # one sample is written as itself, unframed: it can be read back as a picture (generate --image)
     alone = len(images) == 1
     write_picture(Image.fromarray(grid(images, nrow=1 if alone else nrow, pad=0 if alone else 2, scale=scale)), path)

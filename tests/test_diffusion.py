@@ -203,17 +203,23 @@ def test_generate_command(trained, tmp_path, capsys):
 
 
 def test_a_grid_too_large_is_refused_before_the_sampling(trained, tmp_path, capsys):
-    """--n 100000 of 8x8 digits at the default scale would make a 410-megapixel grid: refused
-    before minutes of sampling (it was after), naming the size and what to change."""
+    """--n 100000 of 8x8 digits at the default scale would make a 642-megapixel grid: refused
+    before minutes of sampling (it was after), naming the size and what to change. The grid's
+    padding and --nrow count (a 120-megapixel grid of one long row was written)."""
     from edgegen.families.diffusion.pipeline import DiffusionPipeline
 
     with patch.object(DiffusionPipeline, "sample", side_effect=AssertionError("sampled")):
         code = main(["generate", str(trained["diffusion"][1]), "--n", "100000", "--out", str(tmp_path / "big.png")])
-        assert code == 2 and "error: --n 100000: expected a grid of at most 100 megapixels, found 410 megapixels at the " \
+        assert code == 2 and "error: --n 100000: expected a grid of at most 100 megapixels, found 642 megapixels at the " \
                               "default scale 8 (fewer images or a smaller --scale)" in capsys.readouterr().err
         code = main(["generate", str(trained["diffusion"][1]), "--n", "100000", "--scale", "4", "--out", str(tmp_path / "big.png")])
-        assert code == 2 and "error: --scale 4: expected a grid of at most 100 megapixels, found 102 megapixels (fewer " \
+        assert code == 2 and "error: --scale 4: expected a grid of at most 100 megapixels, found 160 megapixels (fewer " \
                               "images or a smaller --scale)" in capsys.readouterr().err
+        code = main(["generate", str(trained["diffusion"][1]), "--n", "90000", "--scale", "4", "--out", str(tmp_path / "big.png")])
+        assert code == 2 and "found 144 megapixels" in capsys.readouterr().err   # 92 without the padding
+        code = main(["generate", str(trained["diffusion"][1]), "--n", "50000", "--nrow", "50000", "--scale", "5",
+                     "--out", str(tmp_path / "big.png")])   # one row 500,002 wide and 12 high, 5 times over
+        assert code == 2 and "found 150 megapixels" in capsys.readouterr().err
         code = main(["generate", str(trained["diffusion"][1]), "--n", "4", "--scale", "0", "--out", str(tmp_path / "s.png")])
         assert code == 2 and "error: --scale: expected a positive integer, found 0" in capsys.readouterr().err
         for flag, value in (("--nrow", "0"), ("--nrow", "-3"), ("--n", "0")):   # --nrow came after the sampling
