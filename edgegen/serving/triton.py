@@ -194,7 +194,8 @@ def _plan(package: Package, name: str, folder: Path, options: RepositoryOptions)
         part = family.served_graph
         if part is None or part not in package.graphs:
             raise ConfigError(f"package {str(package.path)!r}: the graph route expected a family whose generation is one "
-                              f"graph call, found family {family.name!r}, whose generation is a loop (use --route pipeline)")
+                              f"graph call, found family {family.name!r}, whose generation is more than one graph call (a loop, or graphs in "
+                              "turn, as StyleGAN's mapping and synthesis): use --route pipeline")
         if missing := package.missing_variants(options.precision, part):
             raise ConfigError(missing)
         entry = package.graphs[part]
