@@ -356,11 +356,12 @@ def _refuse_before_loading(family, options: dict, out) -> None:
         check_writable(out, "--out")
 
 
-def named_by_flag(exc: EdgegenError, declared) -> EdgegenError:
+def named_by_flag(exc: EdgegenError, declared, flags: dict | None = None) -> EdgegenError:
     """A pipeline's refusal of one of its arguments ("max_new_tokens: expected ..."), named by the
-    flag the command line gave it ("--max-new-tokens: expected ..."); any other, as it is."""
+    flag the command line gave it ("--max-new-tokens: expected ..."); any other, as it is.
+    declared: the family's options; flags: {keyword: --flag} of other options given."""
     text = str(exc)
-    flags = {"n": "--n", "seed": "--seed", "nrow": "--nrow", "scale": "--scale",
+    flags = {"n": "--n", "seed": "--seed", "nrow": "--nrow", "scale": "--scale", **(flags or {}),
              **{option.keyword: option.flag for option in declared}}
     keyword = text.split(":", 1)[0].split(" ", 1)[0]   # "strength 0.1: ..." names the value too
     if keyword in flags and ":" in text:
@@ -1019,6 +1020,16 @@ def _terminate_as_interrupt():
         signal.signal(signal.SIGTERM, previous)
 
 
+def _given_flags(parser: argparse.ArgumentParser, args) -> dict[str, str]:
+    """{keyword: --flag} of the options given to the command, by the keyword the Python functions
+    they reach name them with (threads, image_size, max_batch_size): what their refusals start
+    with. Options left at their default are not named: a value from elsewhere (the manifest's
+    checkpoint) is not the flag's."""
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    return {action.dest: max(action.option_strings, key=len) for action in commands[args.command]._actions
+            if action.option_strings and getattr(args, action.dest, action.default) != action.default}
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         parser = build_parser()
@@ -1042,7 +1053,7 @@ def main(argv: list[str] | None = None) -> int:
     except EdgegenError as exc:
         if args.debug:
             traceback.print_exc()
-        print(f"edgegen: error: {exc}", file=sys.stderr)
+        print(f"edgegen: error: {named_by_flag(exc, (), _given_flags(parser, args))}", file=sys.stderr)
         return EXIT_USER_ERROR
     except (Terminated, KeyboardInterrupt) as stop:
         return _said_stopped(stop)

@@ -142,16 +142,30 @@ def test_a_zero_size_is_refused_not_taken_for_the_default(tmp_path, capsys):
     code, _, err = run_cli(capsys, "train", "vae", "--latent-dim", "0", "--steps", "1", "--out", tmp_path / "ckpt")
     assert code == 2 and "latent_dim and width expected positive, found 0" in err
     code, _, err = run_cli(capsys, "train", "vae", "--image-size", "0", "--steps", "1", "--out", tmp_path / "ckpt")
-    assert code == 2 and "image_size: expected an integer of at least 8, found 0" in err
+    assert code == 2 and "error: --image-size: expected an integer of at least 8, found 0" in err   # named by its flag
     # a size no memory holds: refused before the model is built (it was torch's allocation traceback)
     code, _, err = run_cli(capsys, "train", "vae", "--latent-dim", "100000000", "--steps", "1", "--out", tmp_path / "ckpt")
     assert code == 2 and err.startswith("edgegen: error: vae config: expected a model whose training fits in the ")
     assert "found 614,600,269,057 parameters" in err and "latent_dim 100000000, width 32)" in err
     code, _, err = run_cli(capsys, "train", "vae", "--image-size", "100000", "--steps", "1", "--out", tmp_path / "ckpt")
-    assert code == 2 and "image_size: expected at most 256 for the digits" in err
+    assert code == 2 and "--image-size: expected at most 256 for the digits" in err
     code, _, err = run_cli(capsys, "train", "sr", "--image-size", "0", "--steps", "1", "--out", tmp_path / "ckpt")
     assert code == 2 and "sr config: image_size expected a multiple of scale 4 of at least 32, found 0" in err
     assert not (tmp_path / "ckpt").exists()
+
+
+def test_a_value_refused_past_the_command_line_is_named_by_its_flag(trained, tmp_path, capsys):
+    """The functions the options reach name them by their keywords (threads, max_batch_size): the
+    command line says the flag the user typed."""
+    package = str(trained["vae"][1])
+    for args, said in ((["bench", package, "--threads", "0"], "--threads: expected a positive number of intra-op "
+                                                              "threads, found 0"),
+                       (["triton", package, "--out", tmp_path / "r", "--max-batch-size", "0"],
+                        "--max-batch-size: expected an integer of at least 1, found 0"),
+                       (["triton", package, "--out", tmp_path / "r", "--queue-delay-us", "-1"],
+                        "--queue-delay-us: expected an integer of at least 0, found -1")):
+        code, _, err = run_cli(capsys, *args)
+        assert code == 2 and err.splitlines()[-1] == f"edgegen: error: {said}"   # the fixture's bars before it
 
 
 def test_a_builtin_data_name_is_not_a_path_training_reads(tmp_path, monkeypatch, capsys):

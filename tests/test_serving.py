@@ -210,7 +210,7 @@ def test_refusals_leave_the_repository_as_it_was(repository, trained, tmp_path):
                                                         "int8'), found none")):
             write_repository([str(trained["gan"][1])], tmp_path / "r", RepositoryOptions(route=route, precision="int8"))
     for instances in (0, True):
-        with pytest.raises(ConfigError, match=f"instances expected an integer of at least 1, found {instances}"):
+        with pytest.raises(ConfigError, match=f"instances: expected an integer of at least 1, found {instances}"):
             write_repository([str(trained["gan"][1])], tmp_path / "r", RepositoryOptions(instances=instances))
     with pytest.raises(ConfigError, match=r"output: expected a path, found an empty one \(''\)"):
         write_repository([str(trained["gan"][1])], "")   # was the working folder

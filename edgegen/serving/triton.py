@@ -80,19 +80,19 @@ class RepositoryOptions:
     def problems(self) -> list[str]:
         problems = []
         if self.route is not None and self.route not in ROUTES:
-            problems.append(f"route expected one of {', '.join(ROUTES)}, found {self.route!r}")
+            problems.append(f"route: expected one of {', '.join(ROUTES)}, found {self.route!r}")
         if self.graph_backend not in GRAPH_BACKENDS:
-            problems.append(f"graph backend expected one of {', '.join(GRAPH_BACKENDS)}, found {self.graph_backend!r}")
+            problems.append(f"graph_backend: expected one of {', '.join(GRAPH_BACKENDS)}, found {self.graph_backend!r}")
         if self.kind not in KINDS:
-            problems.append(f"kind expected one of {', '.join(KINDS)}, found {self.kind!r}")
+            problems.append(f"kind: expected one of {', '.join(KINDS)}, found {self.kind!r}")
         if self.precision not in PRECISIONS:
-            problems.append(f"precision expected one of {', '.join(PRECISIONS)}, found {self.precision!r}")
+            problems.append(f"precision: expected one of {', '.join(PRECISIONS)}, found {self.precision!r}")
         if self.backend not in KNOWN_BACKENDS:
-            problems.append(f"backend expected one of {', '.join(KNOWN_BACKENDS)}, found {self.backend!r}")
+            problems.append(f"backend: expected one of {', '.join(KNOWN_BACKENDS)}, found {self.backend!r}")
         for name, low in (("max_batch_size", 1), ("instances", 1), ("queue_delay_us", 0), ("threads", 0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                problems.append(f"{name} expected an integer of at least {low}, found {value!r}")
+                problems.append(f"{name}: expected an integer of at least {low}, found {value!r}")
         return problems
 
 
@@ -124,7 +124,7 @@ def write_repository(packages: list[str], out: str | Path, options: RepositoryOp
     that exists already is refused unless `force`; every package is checked before any is written."""
     problems = options.problems()
     if problems:
-        raise ConfigError("edgegen triton: " + "; ".join(problems))
+        raise ConfigError(problems[0])   # named by its keyword, which the command line says as its flag
     opened = [Package(resolve_shipped(p)) for p in packages]
     names = [model_name(p) for p in opened]
     for name in {n for n in names if names.count(n) > 1}:
