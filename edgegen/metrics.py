@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+
+
+def standard_normal_log_density(z: np.ndarray, logdet: np.ndarray) -> np.ndarray:
+    """A flow's log density in nats per example (float64): log N(z; 0, I) + log|det dz/dx|, from
+    the latents [n, D] and log-determinants [n] its forward graph gives."""
+    z = np.asarray(z, np.float64)
+    return -0.5 * (z**2).sum(axis=1) - 0.5 * z.shape[1] * math.log(2 * math.pi) + np.asarray(logdet, np.float64)
 
 
 def roc_auc(negatives: np.ndarray, positives: np.ndarray) -> float:

@@ -593,3 +593,37 @@ def test_a_checkpoint_that_is_not_there_is_said_to_be_missing(trained, tmp_path)
     (pkg / "edgegen.json").write_text(json.dumps(manifest))
     with pytest.raises(ManifestError, match="provenance.source_checkpoint: expected an object, found 'ckpt'"):
         optimize_package(pkg, "int8", progress=_quiet)
+
+
+class _Outputs:
+    """A stand-in session: fixed outputs for any feed."""
+
+    def __init__(self, outputs: dict):
+        self.outputs = [type("Spec", (), {"name": name}) for name in outputs]
+        self._outputs = outputs
+
+    def run(self, feed):
+        return self._outputs
+
+
+def test_a_flow_variant_must_keep_the_log_densities_not_only_the_latents_psnr():
+    """flow-digits' int8 density graph passed at 33 dB of PSNR with log densities up to 29 nats
+    off, which moved anomaly scores' ranks: the flow gate also bounds the log-density error."""
+    from edgegen.optimize import MAX_LOG_DENSITY_ERROR, gate_variant
+
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((64, 16)).astype(np.float32)
+    logdet = rng.normal(0, 3, 64).astype(np.float32)
+    fp32 = _Outputs({"z": z, "logdet": logdet})
+    spread = np.std(-0.5 * (z.astype(np.float64) ** 2).sum(1) + logdet)
+    for shift, passed in ((0.01 * spread, True), (0.08 * spread, False)):
+        moved = _Outputs({"z": z, "logdet": logdet + np.float32(shift) * np.sign(rng.standard_normal(64)).astype(np.float32)})
+        gate = gate_variant("flow", "int8", fp32, moved, [{}], None)
+        assert gate.passed is passed and gate.detail["max_log_density_error"] == MAX_LOG_DENSITY_ERROR
+        assert gate.line().endswith(f"log-density error {gate.detail['log_density_error']:.3g} of its spread "
+                                    f"{'<=' if passed else '>'} {MAX_LOG_DENSITY_ERROR:g}")
+    # the same outputs judged as another family's: PSNR alone, which the moved logdet passes
+    assert gate_variant("vae", "int8", fp32, moved, [{}], None).passed and "log_density_error" not in \
+        gate_variant("vae", "int8", fp32, moved, [{}], None).detail
+    # the inverse graph (x out) is judged by PSNR alone
+    assert "log_density_error" not in gate_variant("flow", "int8", _Outputs({"x": z}), _Outputs({"x": z}), [{}], None).detail

@@ -186,7 +186,9 @@ class GenerationCall:
 # its decode_read_bytes(tokens) for the memory-bandwidth bound, and for --vs-torch the model's
 # greedy_cached(prompts, new_tokens))
 BENCH_MODES = ("graphs", "tokens")
-GATE_KINDS = ("psnr", "logits")      # how a variant's outputs are compared with fp32's
+# how a variant's outputs are compared with fp32's: PSNR; top-1 agreement of logits; PSNR and,
+# of a graph giving a flow's z and logdet, the log densities anomaly scores rank by
+GATE_KINDS = ("psnr", "logits", "density")
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ FAMILY = register(Family(
     config=FlowConfig,
     graphs=("forward", "inverse"),
     picture_outputs=("x",),
+    gate="density",   # the forward graph's variants keep the log densities, not only z's PSNR
     data="digits (default), natural, a folder of images; moons, circles, blobs (2-D points: RealNVP)",
     builtin_data=(*BUILTIN_IMAGE_DATA, *POINT_DATA),
     model="edgegen.families.flow.model",

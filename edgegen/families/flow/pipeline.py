@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ...errors import InputError, NonFiniteError
+from ...metrics import standard_normal_log_density
 from ...runtimes.pipeline import (Pipeline, as_float_array, check_count, check_number, check_range, line_steps, make_rng,
                                   shown_against)
 from .. import RuntimeConfig, positive
@@ -97,8 +98,7 @@ class FlowPipeline(Pipeline):
         For images this is the density of the continuous pixel values given; use
         bits_per_dim for quantized images."""
         out = self.run_finite("forward", {"x": self._data(x)})
-        z, logdet = out["z"].astype(np.float64), out["logdet"].astype(np.float64)
-        density = -0.5 * (z**2).sum(axis=1) - 0.5 * z.shape[1] * math.log(2 * math.pi) + logdet
+        density = standard_normal_log_density(out["z"], out["logdet"])
         with np.errstate(over="ignore"):   # the overflow is the finding, said below
             held = density.astype(np.float32)
         if not np.isfinite(held).all():   # finite latents whose density float32 cannot hold
