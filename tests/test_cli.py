@@ -452,6 +452,8 @@ def test_bench_refuses_a_checkpoint_the_package_was_not_made_from(trained, tmp_p
     from safetensors.numpy import load_file, save_file
 
     vae, gan = trained["vae"], trained["gan"]
+    code, _, err = run_cli(capsys, "bench", vae[1], "--iters", "1", "--vs-torch", tmp_path / "nowhere")
+    assert code == 2 and err.endswith(f"found no checkpoint folder at {str(tmp_path / 'nowhere')!r}\n")   # not "pass it"
     code, _, err = run_cli(capsys, "bench", vae[1], "--iters", "1", "--vs-torch", gan[0])
     assert code == 2 and f"checkpoint {str(gan[0])!r}: expected a vae model, the family of the package " \
         f"{str(vae[1])!r}, found a gan model" in err   # said as another family, not only as other weights

@@ -391,5 +391,9 @@ def test_the_shipped_x4_model_beats_bicubic_on_held_out_photographs_and_its_int8
     assert scores["edgegen_psnr"] > scores["bicubic_psnr"] and scores["edgegen_ssim"] > scores["bicubic_ssim"]
     (record,) = optimize_package(package, "int8", target="tensorrt", progress=lambda line: None).values()
     assert record["gate"]["passed"] and "file" in record
-    with pytest.raises(ConfigError, match="--scale 2: expected a scale with a shipped model"):
+    with pytest.raises(ConfigError, match=r"--scale 2: expected a scale with a shipped model .*; train one \(edgegen "
+                                          r"train sr --scale 2\)"):
         shipped_package(2)
+    with pytest.raises(ConfigError, match=r"--scale 5: expected a scale with a shipped model \(.*\), found none "
+                                          r"\(edgegen trains x2, x3, x4\)$"):   # it said to train one, which train refuses
+        shipped_package(5)

@@ -131,8 +131,9 @@ def load_source_checkpoint(package, given: str | Path | None = None, flag: str =
         source = checkpoints_dir() / source[len(SHIPPED_SOURCE):]
     if not source or not Path(source).is_dir():
         found = f"no checkpoint folder at {str(source)!r}" if source else "no path to it recorded"
+        hint = "" if given else f"; pass it ({flag} CHECKPOINT)"   # given: the path given is what is missing
         raise CheckpointError(f"package {str(package.path)!r}: expected the checkpoint it was exported from, found "
-                              f"{found}; pass it ({flag} CHECKPOINT)")
+                              f"{found}{hint}")
     return require_recorded_weights(package, load_checkpoint(source), f"checkpoint {str(source)!r}", "exported")
 
 

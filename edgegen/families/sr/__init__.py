@@ -2,7 +2,7 @@
 
 from .. import DemoModel, Family, Option, register
 from .cli import OPTIONS, check_generate, generate
-from .pipeline import MAX_TILE_BATCH, SRConfig, SRPipeline
+from .pipeline import MAX_TILE_BATCH, TRAINED_SCALES, SRConfig, SRPipeline
 
 FAMILY = register(Family(
     name="sr",
@@ -16,7 +16,7 @@ FAMILY = register(Family(
     model="edgegen.families.sr.model",
     export="edgegen.families.sr.export",
     options=OPTIONS,
-    train_options=(Option("--scale", "scale", "upscale factor: 2, 3 or 4", {"type": int, "choices": (2, 3, 4)}),),
+    train_options=(Option("--scale", "scale", "upscale factor: 2, 3 or 4", {"type": int, "choices": TRAINED_SCALES}),),
     generate=generate,
     check_generate=check_generate,
     serving="edgegen.families.sr.cli:served",

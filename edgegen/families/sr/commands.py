@@ -11,6 +11,7 @@ from pathlib import Path
 from ...errors import EXPORT_EXTRA, ConfigError, MissingExtraError, PackageError
 from ...shipped import find_shipped
 from .cli import OPTIONS, check_picture_and_tiling, read_for_upscale, upscale_picture
+from .pipeline import TRAINED_SCALES
 
 
 def shipped_package(scale: int, cache: str | os.PathLike | None = None) -> Path:
@@ -21,8 +22,10 @@ def shipped_package(scale: int, cache: str | os.PathLike | None = None) -> Path:
     names = [m.name for m in get("sr").demo]
     name = next((n for n in names if n.endswith(f"-x{scale}")), None)
     if name is None:
-        raise ConfigError(f"--scale {scale}: expected a scale with a shipped model ({', '.join(names)}), found none; "
-                          f"train one (edgegen train sr --scale {scale}) and pass its exported package with --package")
+        trains = (f"; train one (edgegen train sr --scale {scale}) and pass its exported package with --package"
+                  if scale in TRAINED_SCALES else f" (edgegen trains x{', x'.join(map(str, TRAINED_SCALES))})")
+        raise ConfigError(f"--scale {scale}: expected a scale with a shipped model ({', '.join(names)}), found none"
+                          + trains)
     try:
         found = find_shipped(name, cache)
     except PackageError as exc:   # edgegen-models not installed

@@ -24,6 +24,7 @@ from ...training.data import ImageData, random_crops
 from ...training.ema import EMA
 from .data import MAX_ZOOM, held_out_crops, photo_split
 from .degrade import Degradation, bicubic, degrade, jpeg
+from .pipeline import TRAINED_SCALES
 
 FAMILY = "sr"
 DATA_RANGE = None              # images stay in [0, 1]
@@ -33,7 +34,7 @@ LOW_RES_CROP = 16              # input pixels per training crop side (64 at x4, 
 DEFAULT_STEPS = 4000
 DEFAULT_BATCH = 16
 DEFAULT_LR = 7e-4
-SCALES = (2, 3, 4)
+SCALES = TRAINED_SCALES
 TRAIN_CROPS = 3000
 
 

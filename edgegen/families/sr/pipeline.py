@@ -35,6 +35,7 @@ GRAPH, INPUT, OUTPUT = "upscaler", "image", "upscaled"
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)   # ITU-R 601, as Pillow's "L" conversion
 MAX_OUTPUT_MEGAPIXELS = 256.0    # a request beyond this is refused (pass max_megapixels to go further)
 MAX_TILE_BATCH = 16              # tiles per graph call: TensorRT's profile is built up to it
+TRAINED_SCALES = (2, 3, 4)       # the upscale factors edgegen trains (model.py)
 SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B")      # 16-bit grey (16-bit PNGs): upscaled as I;16
 COLOUR_MODES = ("CMYK", "YCbCr", "LAB", "HSV")       # converted to RGB, as Pillow converts them
 EXIF_ORIENTATION = 0x0112                            # the EXIF tag of a camera's sideways storage
