@@ -39,8 +39,14 @@ def test_folder_of_user_images(tmp_path):
 
 
 def test_data_errors(tmp_path):
+    from edgegen.families.sr.data import photo_split
+
     with pytest.raises(DataError, match="expected one of digits, natural or a folder of images, found no such folder"):
         load_images("mnist")
+    # super-resolution trains on photographs: digits was said to be "no such folder"
+    with pytest.raises(DataError, match=r"data 'digits': expected natural or a folder of photographs, found a data set "
+                                        r"of the vae, gan, .*pixelcnn families, not of photographs$"):
+        photo_split("digits", 0)
     with pytest.raises(DataError, match="found none"):
         load_images(str(tmp_path))
     (tmp_path / "broken.png").write_bytes(b"not a png")

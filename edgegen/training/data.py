@@ -74,17 +74,18 @@ def load_images(source: str, image_size: int = 32, channels: int | None = None, 
         train, test = _folder(Path(source), image_size, seed)
     else:
         raise DataError(f"data {source!r}: expected one of {', '.join(BUILTIN_IMAGE_DATA)} or a folder of images, "
-                        f"found {_what_else(source)}")
+                        f"found {what_else(source, 'images')}")
     return ImageData(source, _to_channels(train, channels), _to_channels(test, channels))
 
 
-def _what_else(source: str) -> str:
-    """What an image family's --data names instead: another family's data set, a file, or nothing."""
+def what_else(source: str, wanted: str) -> str:
+    """What a family's --data names instead of the `wanted` data (images, photographs): another
+    family's data set, a file, or nothing."""
     from ..families import families
 
-    takers = [f.name for f in families() if source in f.builtin_data]
+    takers = [f.name for f in families() if source in f.builtin_data and f.model]   # those that train
     if takers:
-        return f"a data set of the {', '.join(takers)} {'family' if len(takers) == 1 else 'families'}, not of images"
+        return f"a data set of the {', '.join(takers)} {'family' if len(takers) == 1 else 'families'}, not of {wanted}"
     return "a file" if Path(source).exists() else "no such folder"
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import DataError
-from ...training.data import folder_images, photographs, random_crops
+from ...training.data import folder_images, photographs, random_crops, what_else
 
 # Whole photographs the built-in data never trains on: the held-out set of the quality report.
 HELD_OUT_PHOTOS = ("chelsea", "coffee")
@@ -23,7 +23,7 @@ def photo_split(source: str, seed: int, crop: int = 0) -> tuple[list[np.ndarray]
         return [p for name, p in photos.items() if name not in HELD_OUT_PHOTOS], [photos[n] for n in HELD_OUT_PHOTOS]
     if not Path(source).is_dir():
         raise DataError(f"data {source!r}: expected natural or a folder of photographs, found "
-                        f"{'a file' if Path(source).exists() else 'no such folder'}")
+                        f"{what_else(source, 'photographs')}")
     images = []
     for path, image in folder_images(Path(source)):
         if min(image.shape[:2]) < crop:   # named here: the crops only see arrays
