@@ -299,7 +299,7 @@ def test_targets_pick_the_opset_and_tensorrt_release(trained, tmp_path, capsys):
     assert release_mismatch(get_target("tensorrt"), "9.0") is None
     # a --tensorrt table the --target's device does not have: its advice would be for another device
     assert main(["check", str(out), "--target", "jetpack7", "--tensorrt", "10.3"]) == 2
-    assert capsys.readouterr().err == ("edgegen: error: target jetpack7: expected TensorRT 10.14 or later (a Jetson on "
+    assert capsys.readouterr().err == ("edgegen: error: --target jetpack7: expected TensorRT 10.14 or later (a Jetson on "
                                        "JetPack 7 (L4T r38): TensorRT 10.14 or later, CUDA 13), found TensorRT 10.3 "
                                        "(--tensorrt)\n")
     assert main(["check", str(out), "--target", "jetpack6", "--tensorrt", "10.3"]) == 0

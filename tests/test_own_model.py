@@ -705,7 +705,7 @@ def test_the_command_line_takes_a_module_through_export_generate_bench_optimize_
                            ("nan.npz", f"expected finite numbers, found {image.size} NaN or Inf value(s)")):
         assert main(["optimize", str(pkg), "--precision", "fp16", "--inputs", str(tmp_path / feeds)]) == 2
         where = " feed 1 input 'image'" if feeds == "nan.npz" else ""
-        assert f"edgegen: error: inputs ({tmp_path / feeds}){where}: {message}\n" in capsys.readouterr().err
+        assert f"edgegen: error: --inputs ({tmp_path / feeds}){where}: {message}\n" in capsys.readouterr().err
     assert main(["optimize", str(pkg), "--precision", "int8", "--target", "tensorrt"]) == 0
     out = capsys.readouterr().out
     assert "model: int8 written for tensorrt (PSNR dB" in out or "model: int8 not written" in out
