@@ -342,6 +342,9 @@ def test_request_arguments_become_the_pipelines_keywords():
     assert arguments(fields[2:3], {"labels": np.array([1, 2])}) == {"labels": [1, 2]}
     with pytest.raises(edgegen.errors.InputError, match="'prompt': expected it, found none"):
         arguments(fields, {})
+    with pytest.raises(edgegen.errors.InputError, match="request input 'prompt': expected UTF-8 text, found a byte that "
+                                                        "is not UTF-8 at offset 1$"):
+        arguments(fields, {"prompt": np.array([b"a\xff"], dtype=object)})
 
 
 def test_the_command_line_writes_a_repository(trained, tmp_path, capsys):

@@ -111,7 +111,7 @@ def _text(value: bytes, name: str) -> str:
     try:
         return value.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise InputError(f"request input {name!r}: expected UTF-8 text, found a byte that is not at offset {exc.start}") from None
+        raise InputError(f"request input {name!r}: expected UTF-8 text, found a byte that is not UTF-8 at offset {exc.start}") from None
 
 
 def arguments(fields: tuple[Field, ...], values: dict[str, np.ndarray]) -> dict[str, Any]:
