@@ -267,6 +267,8 @@ def test_user_errors_name_the_problem(gpt):
         list(pipe.stream(["a", "b"]))
     with pytest.raises(InputError, match="max_new_tokens"):
         pipe.generate("x", max_new_tokens=0)
+    with pytest.raises(InputError, match=r"^max_new_tokens: expected at most 100000 new tokens, found 1000000$"):
+        pipe.generate("x", max_new_tokens=10**6)   # "(call in batches)" is no way past it
     # a refused value the call did not give is named as the package's default; the others are not listed
     pipe.config.generation_defaults = {"do_sample": False, "temperature": 0.0, "top_k": 20}
     with pytest.raises(InputError, match=r"temperature: expected a number from 0.0001 to 10000 when sampling .*found "

@@ -15,6 +15,11 @@ def test_counts_are_capped_per_call():
         check_count(10**9)
     with pytest.raises(InputError, match="num_samples: expected at most 4800000"):
         check_count(10**9, "num_samples", 600 * 8000)
+    # where calls in batches are not the way past the cap, none is offered
+    from edgegen.runtimes.pipeline import line_steps
+
+    with pytest.raises(InputError, match=r"^steps: expected at most 100000 images on one line, found 1000000$"):
+        line_steps(10**6)
 
 
 def test_a_grid_scaled_beyond_any_picture_is_refused_before_it_is_drawn(tmp_path):

@@ -290,7 +290,7 @@ def class_labels(labels, n: int, num_classes: int, null_label: int | None, what:
 
 def line_steps(steps: Any) -> int:
     """The points of an interpolation line, both ends included: at least 2, or InputError."""
-    steps = check_count(steps, "steps")
+    steps = check_count(steps, "steps", per_call="images on one line")
     if steps < 2:
         raise InputError(f"steps: expected at least 2 images (both ends of the line), found {steps}")
     return steps

@@ -320,7 +320,7 @@ class GPTPipeline(Pipeline):
 
     def _request(self, batch, max_new_tokens, temperature, top_k, top_p, repetition_penalty, do_sample, seed, stop,
                  use_cache, lookup) -> _Request:
-        max_new_tokens = check_count(max_new_tokens, "max_new_tokens")
+        max_new_tokens = check_count(max_new_tokens, "max_new_tokens", per_call="new tokens")
         longest = max(len(p) for p in batch)
         if longest + max_new_tokens > self.context:
             raise InputError(f"prompt ({counted(longest, 'token')}) + max_new_tokens ({max_new_tokens}): expected at most the "
