@@ -54,6 +54,9 @@ MIN_PSNR_DB = {"int8": 30.0, "fp16": 40.0, "fused": 60.0}
 MIN_TOP1, MIN_COSINE = 0.95, 0.995
 GATE_BATCHES, BATCH = 4, 8
 MIN_SPEEDUP = 1.05        # "where it pays" on ort-cpu
+# a first timing this near MIN_SPEEDUP is noise's to decide (runs of one graph differ by a few
+# percent here): the verdict is timed again, VERDICT_ROUNDS rounds instead of 5, and that decides
+VERDICT_MARGIN, VERDICT_ROUNDS = 0.05, 15
 WEIGHT_ONLY_BITS = {"int4": 4, "int8-weights": 8}
 # MatMulNBits' compute: 4 quantizes each block of activations to int8 inside the op (the graph's
 # activations stay float), as onnxruntime-genai's builder does for CPU. Measured on a 124M Llama's
@@ -417,7 +420,12 @@ def _variant(package, part, precision, target, calibration_feeds, gate_feeds, ga
             return {**record, "refused": f"gate {gate.line()}" + _refusal_hint(record)}
         calls = ((form.timed_call(fp32, feeds), form.timed_call(variant, feeds)) if form is not None
                  else (lambda: fp32.run(feeds), lambda: variant.run(feeds)))
-        record["speedup_ort_cpu"] = round(speedup_of_calls(*calls), 3)
+        speed = speedup_of_calls(*calls)
+        if target == "ort-cpu" and abs(speed - MIN_SPEEDUP) < VERDICT_MARGIN:
+            speed = speedup_of_calls(*calls, rounds=VERDICT_ROUNDS)
+            call += f", timed again over {VERDICT_ROUNDS} rounds (the first timing was within {VERDICT_MARGIN:g} of " \
+                    f"{MIN_SPEEDUP:g}x)"
+        record["speedup_ort_cpu"] = round(speed, 3)
         record["speed_measured_at"] = call
         if target == "ort-cpu" and record["speedup_ort_cpu"] < MIN_SPEEDUP:
             keeps = "; --target tensorrt keeps it" if precision in get_target("tensorrt").variant_precisions else ""
