@@ -69,8 +69,7 @@ def _shipped_but_not_exported(given: str) -> bool:
 
 
 def _cmd_list(args) -> None:
-    from .shipped import MODELS_MISSING, cache_path, cached_export_damage, find_shipped, models_root, shipped_family, \
-        shipped_names
+    from .shipped import MODELS_MISSING, cache_damage, cache_path, find_shipped, models_root, shipped_family, shipped_names
 
     names = shipped_names()
     if not names:
@@ -80,9 +79,10 @@ def _cmd_list(args) -> None:
     for name in names:
         family = shipped_family(name)
         found = find_shipped(name)
-        where = ("exported, in edgegen-models" if found and found.parent == models_root() / "packages" else
-                 f"damaged in {found}: exported again on first use (needs the export extra)"
-                 if found and cached_export_damage(found) else
+        in_models = found is not None and found.parent == models_root() / "packages"
+        where = ("exported, in edgegen-models" if in_models else
+                 f"damaged in {cache_path(name)}: exported again on first use (needs the export extra)"
+                 if cache_damage(name) else
                  f"exported, in {found}" if found else
                  f"checkpoint only: exported into {cache_path(name).parent} on first use (needs the export extra)")
         rows.append((name, family, where))
@@ -356,17 +356,31 @@ def _refuse_before_loading(family, options: dict, out) -> None:
         check_writable(out, "--out")
 
 
-def named_by_flag(exc: EdgegenError, declared, flags: dict | None = None) -> EdgegenError:
-    """A pipeline's refusal of one of its arguments ("max_new_tokens: expected ..."), named by the
-    flag the command line gave it ("--max-new-tokens: expected ..."); any other, as it is.
-    declared: the family's options; flags: {keyword: --flag} of other options given."""
-    text = str(exc)
-    flags = {"n": "--n", "seed": "--seed", "nrow": "--nrow", "scale": "--scale", **(flags or {}),
+def named_by_flag(exc: EdgegenError, declared) -> EdgegenError:
+    """A pipeline's refusal of one of generate's arguments ("max_new_tokens: expected ..."), named
+    by the flag the command line gave it ("--max-new-tokens: expected ..."); any other, as it is.
+    declared: the family's options."""
+    flags = {"n": "--n", "seed": "--seed", "nrow": "--nrow", "scale": "--scale",
              **{option.keyword: option.flag for option in declared}}
+    return _renamed(exc, flags)
+
+
+def _renamed(exc: EdgegenError, flags: dict[str, str], given: dict | None = None) -> EdgegenError:
+    """`exc` with its first word, a keyword of `flags`, said as that flag. With `given` (keyword ->
+    the value the user gave), only where the message names that value or none ("threads: ..."): a
+    message about another value is about something else (require_tensorrt's "backend 'tensorrt'"
+    beside the user's --backend ort-cpu)."""
+    text = str(exc)
     keyword = text.split(":", 1)[0].split(" ", 1)[0]   # "strength 0.1: ..." names the value too
-    if keyword in flags and ":" in text:
-        return type(exc)(flags[keyword] + text[len(keyword):])
-    return exc
+    if keyword not in flags or ":" not in text:
+        return exc
+    rest = text[len(keyword):]
+    if rest.startswith(f" ({flags[keyword]})"):   # "name (--name): ..." names its flag already
+        return exc
+    if given is not None and not rest.startswith(":") and not any(
+            rest.startswith(f" {shown}") for shown in (repr(given[keyword]), str(given[keyword]))):
+        return exc
+    return type(exc)(flags[keyword] + rest)
 
 
 def _refuse_a_grid_too_large(pipe, family, args) -> None:
@@ -1020,14 +1034,19 @@ def _terminate_as_interrupt():
         signal.signal(signal.SIGTERM, previous)
 
 
-def _given_flags(parser: argparse.ArgumentParser, args) -> dict[str, str]:
-    """{keyword: --flag} of the options given to the command, by the keyword the Python functions
-    they reach name them with (threads, image_size, max_batch_size): what their refusals start
-    with. Options left at their default are not named: a value from elsewhere (the manifest's
-    checkpoint) is not the flag's."""
+def _said_by_flag(exc: EdgegenError, parser: argparse.ArgumentParser, args) -> EdgegenError:
+    """A refusal of a value the user gave, by the keyword the Python function it reached names it
+    with (threads, image_size, max_batch_size; "output" for --out), said as the flag. Options left
+    at their default are not named: a value from elsewhere (the manifest's checkpoint) is not the
+    flag's."""
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
-    return {action.dest: max(action.option_strings, key=len) for action in commands[args.command]._actions
-            if action.option_strings and getattr(args, action.dest, action.default) != action.default}
+    given = [a for a in commands[args.command]._actions
+             if a.option_strings and getattr(args, a.dest, a.default) != a.default]
+    flags = {a.dest: max(a.option_strings, key=len) for a in given}
+    values = {a.dest: getattr(args, a.dest) for a in given}
+    if "out" in flags:   # export's and train's folder refusals say "output '...'"
+        flags["output"], values["output"] = flags["out"], values["out"]
+    return _renamed(exc, flags, values)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1053,7 +1072,7 @@ def main(argv: list[str] | None = None) -> int:
     except EdgegenError as exc:
         if args.debug:
             traceback.print_exc()
-        print(f"edgegen: error: {named_by_flag(exc, (), _given_flags(parser, args))}", file=sys.stderr)
+        print(f"edgegen: error: {_said_by_flag(exc, parser, args)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except (Terminated, KeyboardInterrupt) as stop:
         return _said_stopped(stop)

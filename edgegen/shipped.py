@@ -132,6 +132,13 @@ def cached_export_damage(package: Path) -> str | None:
     return None
 
 
+def cache_damage(name: str, cache: str | os.PathLike | None = None) -> str | None:
+    """Why the folder where the shipped `name` is exported in the cache cannot be read (a graph
+    changed, the manifest itself unreadable), or None: intact, or not there."""
+    package = cache_path(name, cache)
+    return cached_export_damage(package) if package.exists() else None
+
+
 def resolve(path_or_name: str | os.PathLike, cache: str | os.PathLike | None = None) -> Path:
     """A package path as given, or the exported package of a shipped model's name."""
     if not isinstance(path_or_name, (str, os.PathLike)) or not os.fspath(path_or_name):
@@ -139,13 +146,15 @@ def resolve(path_or_name: str | os.PathLike, cache: str | os.PathLike | None = N
     if Path(path_or_name).exists() or not is_shipped_name(path_or_name):
         return Path(path_or_name)
     found = find_shipped(str(path_or_name), cache)
+    damage = cached_export_damage(found) if found is not None else cache_damage(str(path_or_name), cache)
+    if damage:
+        raise PackageError(f"shipped model {str(path_or_name)!r}: expected its export in the cache intact, found "
+                           f"{cache_path(str(path_or_name), cache)} damaged ({damage}): give the name to an edgegen "
+                           "command where the export extra is installed, which exports it again, or remove that "
+                           "folder (edgegen cache --prune)")
     if found is None:
         raise PackageError(f"shipped model {str(path_or_name)!r}: expected its exported package, found none made from "
                            f"its weights (a checkout's editable install holds the checkpoints only): export them with "
                            f"'python -m edgegen_models.build', or give the name to an edgegen command once, which "
                            f"exports it into {cache_path(str(path_or_name), cache).parent} (both need the export extra)")
-    if damage := cached_export_damage(found):
-        raise PackageError(f"shipped model {str(path_or_name)!r}: expected its export in the cache intact, found "
-                           f"{found} damaged ({damage}): give the name to an edgegen command where the export extra "
-                           f"is installed, which exports it again, or remove that folder (edgegen cache --prune)")
     return found

@@ -384,12 +384,16 @@ def clean_leftovers(out: Path) -> list[Path]:
     return removed
 
 
-def remove_whole(target: Path, doing: str) -> None:
+def remove_whole(target: Path, doing: str, wait: bool = False, still: Callable[[], bool] | None = None) -> None:
     """Remove the file or folder `target` so that no reader ever finds part of it: under its writer
-    lock (PackageBusyError while another command writes it), leftovers of killed writers first,
-    then a folder is moved to a staging name and deleted there; a kill during the deletion leaves
-    that staging folder for the next holder's clean_leftovers, never a half folder at `target`."""
-    with writer_lock(target, doing, wait=False):
+    lock (PackageBusyError while another command writes it, or with `wait` after it), leftovers of
+    killed writers first, then a folder is moved to a staging name and deleted there; a kill during
+    the deletion leaves that staging folder for the next holder's clean_leftovers, never a half
+    folder at `target`. `still`: asked under the lock, whether the reason to remove it holds yet
+    (another command may have replaced it while this one waited)."""
+    with writer_lock(target, doing, wait=wait):
+        if still is not None and not still():
+            return
         clean_leftovers(target)
         if target.is_dir() and not target.is_symlink():
             doomed = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))

@@ -146,6 +146,14 @@ def test_a_damaged_export_in_the_cache_is_said_and_exported_again(models, tmp_pa
     assert f"the export of the shipped {NAME} in {package} is damaged (graph 'generator'" in capsys.readouterr().err
     assert edgegen.load(NAME).package.path == package and shipped.cached_export_damage(package) is None
     assert not [p.name for p in package.parent.iterdir() if p.name.startswith(".") and not p.name.endswith(".lock")]
+    # the manifest itself unreadable: the folder records no weights, and was taken for none there
+    (package / "edgegen.json").write_text('{"format": ')
+    assert main(["list"]) == 0 and f"damaged in {package}: exported again" in capsys.readouterr().out
+    with pytest.raises(PackageError, match=r"expected its export in the cache intact, found .* damaged \(.*expected "
+                                           r"valid JSON"):
+        edgegen.load(NAME)
+    assert main(["generate", NAME, "--n", "4", "--out", str(tmp_path / "b.png")]) == 0
+    assert "is damaged (" in capsys.readouterr().err and edgegen.load(NAME).package.path == package
 
 
 def test_edgegen_cache_lists_what_this_edgegen_reads_and_prune_removes_the_rest(models, monkeypatch, tmp_path, capsys):
@@ -407,3 +415,17 @@ def test_without_the_models_distribution_a_name_says_what_to_install(tmp_path, m
     Image.new("RGB", (8, 8)).save(tmp_path / "photo.png")
     assert main(["upscale", str(tmp_path / "photo.png"), "--out", str(tmp_path / "x.png")]) == 2
     assert f"{missing}; or pass an exported package with --package\n" in capsys.readouterr().err
+
+
+def test_remove_whole_keeps_a_folder_whose_reason_to_go_no_longer_holds(tmp_path):
+    """Two commands that find one export damaged: the second, after waiting for the first's new
+    export, must not remove it."""
+    from edgegen.storage import remove_whole
+
+    folder = tmp_path / "pkg"
+    folder.mkdir()
+    (folder / "edgegen.json").write_text("{}")
+    remove_whole(folder, "test", wait=True, still=lambda: False)
+    assert (folder / "edgegen.json").is_file()
+    remove_whole(folder, "test", wait=True, still=lambda: True)
+    assert not folder.exists() and not list(tmp_path.iterdir())

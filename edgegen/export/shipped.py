@@ -6,7 +6,8 @@ import os
 from pathlib import Path
 
 from ..errors import OutputExistsError
-from ..shipped import cache_path, cached_export_damage, checkpoints_dir, find_shipped, recorded_weights, weights_sha256
+from ..shipped import cache_damage, cache_path, cached_export_damage, checkpoints_dir, find_shipped, recorded_weights, \
+    weights_sha256
 from ..storage import check_folder_writable, remove_whole
 from . import export_checkpoint
 
@@ -17,14 +18,16 @@ def export_shipped(name: str, cache: str | os.PathLike | None = None, report=pri
     cache is edgegen's own, made from the checkpoint alone). Two commands that race export it
     once: the second waits for the writer lock, then finds the package there."""
     found = find_shipped(name, cache)
-    damage = cached_export_damage(found) if found is not None else None
+    damage = cached_export_damage(found) if found is not None else cache_damage(name, cache)
     if found is not None and damage is None:
         return found
     package = cache_path(name, cache)
     check_folder_writable(package.parent, "the cache")   # said as the cache's, not as the system's FileNotFoundError
     if damage:
         report(f"the export of the shipped {name} in {package} is damaged ({damage}): exporting it again")
-        remove_whole(package, f"remove the damaged export of {name}")
+        # after a command exporting it now, and only if it is damaged yet: not another's fresh export
+        remove_whole(package, f"remove the damaged export of {name}", wait=True,
+                     still=lambda: cache_damage(name, cache) is not None)
     else:
         report(f"exporting the shipped {name} once into {package}")
     package.parent.mkdir(parents=True, exist_ok=True)
