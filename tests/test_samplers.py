@@ -238,5 +238,14 @@ def test_sampler_errors(call, message):
         call()
 
 
+def test_the_settings_refused_above_are_taken_where_they_do_no_harm():
+    """A clip range with clipping off is never read; Euler interpolates its sigmas, clamped, as
+    diffusers does, where the samplers that index by timestep fail one past the schedule."""
+    assert make_sampler("ddim", clip_sample=False, clip_sample_range=0.0).config["clip_sample_range"] == 0.0
+    timesteps = make_sampler("euler", steps_offset=1, timestep_spacing="leading").timesteps(1000)
+    assert timesteps[0] == 1000 and np.isfinite(make_sampler("euler", steps_offset=1, timestep_spacing="leading")
+                                                ._sigmas(timesteps)).all()
+
+
 def test_every_sampler_is_named():
     assert set(SAMPLERS) == {"ddpm", "ddim", "dpmpp-2m", "euler", "euler-a", "pndm", "lms"}

@@ -98,6 +98,9 @@ class Sampler:
     default_spacing = "leading"
     options: dict = {}          # the sampler's own options and their defaults
     stochastic = False
+    # whether a timestep past the schedule's end fails its steps (arrays read at it; a division by
+    # 0): steps_offset may not move one there. Euler interpolates its sigmas, clamped, as diffusers
+    past_schedule_fails = True
 
     def __init__(self, num_train_timesteps: int = 1000, beta_schedule: str = "linear", beta_start: float = 0.0001,
                  beta_end: float = 0.02, prediction_type: str = "epsilon", timestep_spacing: str | None = None,
@@ -144,7 +147,8 @@ class Sampler:
             if name in cls.options and not _of_the_kind_of(value, cls.options[name]):
                 problems.append(f"sampler {cls.name!r} option {name!r}: expected a {type(cls.options[name]).__name__} "
                                 f"like its default {cls.options[name]!r}, found {value!r}")
-            elif name == "clip_sample_range" and not 0 < value < float("inf"):   # 0 or less: every image black
+            elif name == "clip_sample_range" and options.get("clip_sample", cls.options.get("clip_sample")) and \
+                    not 0 < value < float("inf"):   # 0 or less, clipping: every image black
                 problems.append(f"sampler {cls.name!r} option 'clip_sample_range': expected a positive number (the "
                                 f"largest |x0| kept), found {value!r}")
         spacing = settings.get("timestep_spacing")
@@ -179,7 +183,7 @@ class Sampler:
     def _offset(self, timesteps: np.ndarray, steps: int) -> np.ndarray:
         """Leading spacing's timesteps moved by steps_offset, or ConfigError where that moves the
         first past the schedule (diffusers indexes past its arrays there)."""
-        if timesteps[0] + self.steps_offset >= self.num_train_timesteps:
+        if self.past_schedule_fails and timesteps[0] + self.steps_offset >= self.num_train_timesteps:
             raise ConfigError(f"steps: with steps_offset {self.steps_offset}, {steps} steps of leading spacing start at "
                               f"timestep {timesteps[0] + self.steps_offset}, past the {self.num_train_timesteps}-step "
                               f"schedule: expected fewer steps")
@@ -409,6 +413,7 @@ class EulerSampler(Sampler):
     name = "euler"
     default_spacing = "linspace"
     options = {}
+    past_schedule_fails = False
 
     def timesteps(self, steps: int) -> np.ndarray:
         if self.timestep_spacing == "linspace":  # not rounded: fractional timesteps, as diffusers
@@ -473,6 +478,7 @@ class LMSSampler(EulerSampler):
 
     name = "lms"
     ORDER = 4   # diffusers' step() default, which its pipelines use
+    past_schedule_fails = True   # two clamped sigmas alike: its polynomial divides by their difference
 
     def _begin(self, steps, timesteps):
         return {**super()._begin(steps, timesteps), "derivatives": []}
