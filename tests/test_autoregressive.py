@@ -370,6 +370,17 @@ def test_optimize_judges_each_graphs_speed_at_the_call_generation_makes(pixelcnn
         calls[name] = {part: record["speed_measured_at"] for part, record in variants.items()}
     assert calls == {"wavenet": {"network": "batch 1, samples 8000", "step": "batch 1"},
                      "pixelcnn": {"network": "batch 8", "row": "batch 8", "links": "batch 8, rows 8"}}
+    # and the rows fed are the ones said: the step's first held-out row, not the gate's 8
+    from edgegen.optimize import _speed_feeds
+    from edgegen.package import Package
+
+    package = Package(wavenet["pkg"])
+    entry = package.graphs["step"]
+    gate_feed = {spec.name: np.random.default_rng(0).standard_normal(
+        [8 if d == "batch" else d for d in spec.shape]).astype(np.float32 if spec.dtype == "float32" else np.int64)
+        for spec in entry.inputs}
+    feeds, said = _speed_feeds(package, entry, gate_feed)
+    assert said == "batch 1" and all(np.array_equal(feeds[name], value[:1]) for name, value in gate_feed.items())
 
 
 def test_pixelcnn_and_wavenet_run_where_torch_cannot_be_imported(pixelcnn, wavenet, tmp_path):

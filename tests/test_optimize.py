@@ -650,3 +650,12 @@ def test_a_speed_verdict_near_the_line_is_timed_again_longer(package_copy, monke
     monkeypatch.setattr(optimize, "speedup_of_calls", lambda *calls, rounds=5, per_round=20: timed.append(rounds) or 0.8)
     (record,) = optimize_package(pkg, "fp16", progress=lambda line: None).values()
     assert timed == [5] and "does not pay on ort-cpu: 0.800x" in record["refused"]   # far from the line: once
+
+
+def test_a_typical_call_larger_than_the_gates_feed_repeats_its_held_out_rows():
+    """A module traced at batch 16 judged on a gate feed of 8 rows: the rows said, real ones."""
+    from edgegen.optimize import _rows
+
+    rows = np.arange(6).reshape(3, 2)
+    assert np.array_equal(_rows(rows, 2), rows[:2])
+    assert np.array_equal(_rows(rows, 5), np.concatenate([rows, rows[:2]]))
