@@ -385,7 +385,7 @@ def _renamed(exc: EdgegenError, flags: dict[str, str], given: dict | None = None
 
 def _refuse_a_grid_too_large(pipe, family, args) -> None:
     """The grid of --n pictures at --scale, refused before the sampling where save_grid would
-    refuse it after (--n 100000 of 8x8 digits at the default scale: 410 megapixels, after minutes)."""
+    refuse it after (--n 100000 of 8x8 digits at the default scale: 642 megapixels, after minutes)."""
     if family.grid_flags and args.nrow is not None and args.nrow < 1:   # save_grid would say it after the sampling
         raise InputError(f"nrow: expected a positive number of images per row, found {args.nrow}")
     shape = getattr(getattr(pipe, "config", None), "image_shape", None)

@@ -95,9 +95,10 @@ def grid_scale(count: int, height: int, width: int, scale: int | None = None, nr
     pixels = rows * columns * scale * scale
     if pixels > MAX_GRID_PIXELS:   # named by what to change: the scale given, else the count
         named = f"scale {scale}" if given is not None and scale > 1 else f"n {count}"
+        ways = ["fewer images", *(["a smaller --scale"] if scale > 1 else []), *(["another --nrow"] if nrow else [])]
         raise InputError(f"{named}: expected a grid of at most {MAX_GRID_PIXELS // 10**6} megapixels, found "
                          f"{pixels / 1e6:.0f} megapixels{'' if given is not None else f' at the default scale {scale}'} "
-                         f"(fewer images{' or a smaller --scale' if scale > 1 else ''})")
+                         f"({', '.join(ways[:-1])}{' or ' if len(ways) > 1 else ''}{ways[-1]})")
     return scale
 
 

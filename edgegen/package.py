@@ -505,6 +505,9 @@ EXPORTED_NAME = re.compile(r"^[^.].*\.(onnx|onnx\.data|data|npz|json)$")
 # why a file hashed at export no longer matches its record, and the way out
 CHANGED_AFTER_EXPORT = ("the file was changed after export: copy or install the package again from where it was "
                         "made, or export it again")   # a device may have no export
+# where a hash-checked graph file and the manifest disagree: the manifest may be what changed
+MANIFEST_OR_GRAPH_CHANGED = ("the manifest or the graph file was changed after export: copy or install the package "
+                             "again from where it was made, or export it again")
 
 
 def package_files(folder: Path) -> set[str]:

@@ -219,7 +219,8 @@ def test_a_grid_too_large_is_refused_before_the_sampling(trained, tmp_path, caps
         assert code == 2 and "found 144 megapixels" in capsys.readouterr().err   # 92 without the padding
         code = main(["generate", str(trained["diffusion"][1]), "--n", "50000", "--nrow", "50000", "--scale", "5",
                      "--out", str(tmp_path / "big.png")])   # one row 500,002 wide and 12 high, 5 times over
-        assert code == 2 and "found 150 megapixels" in capsys.readouterr().err
+        assert code == 2 and "found 150 megapixels (fewer images, a smaller --scale or another --nrow)" in \
+            capsys.readouterr().err
         code = main(["generate", str(trained["diffusion"][1]), "--n", "4", "--scale", "0", "--out", str(tmp_path / "s.png")])
         assert code == 2 and "error: --scale: expected a positive integer, found 0" in capsys.readouterr().err
         for flag, value in (("--nrow", "0"), ("--nrow", "-3"), ("--n", "0")):   # --nrow came after the sampling

@@ -15,11 +15,7 @@ import numpy as np
 import onnxruntime as ort
 
 from ..errors import BackendError, InputError, PackageError, not_one_of
-from ..package import CHANGED_AFTER_EXPORT, TensorSpec
-
-# a package's graph file is checked against its sha256 before this: the manifest may be what changed
-MANIFEST_OR_GRAPH_CHANGED = CHANGED_AFTER_EXPORT.replace("the file was changed", "the manifest or the graph file was "
-                                                         "changed", 1)
+from ..package import MANIFEST_OR_GRAPH_CHANGED, TensorSpec
 from .backends import ORT_BACKENDS
 from ..cpus import default_threads, session_threads
 from .session import Session, check_feeds
