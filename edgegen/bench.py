@@ -24,6 +24,7 @@ from .families import GenerationCall
 from .families import get as get_family
 from .metrics import percentiles_ms
 from .package import TensorSpec
+from .wording import counted
 from .storage import atomic_write_text
 from .progress import Progress
 
@@ -542,7 +543,7 @@ def read_bandwidth(threads: int, repeats: int = BANDWIDTH_REPEATS) -> tuple[floa
     matrix, vector = np.ones((rows, 4096), np.float32), np.ones(4096, np.float32)
     try:
         from threadpoolctl import threadpool_limits
-        limit, threads_used = threadpool_limits(threads), f"{threads} threads"
+        limit, threads_used = threadpool_limits(threads), counted(threads, "thread")
     except ImportError:
         limit, threads_used = contextlib.nullcontext(), "numpy's BLAS threads (threadpoolctl is not installed)"
     best = 0.0
@@ -606,7 +607,7 @@ def format_table(report: dict) -> str:
         mp = (f" {r['megapixels_per_s']:.2f} |" if "megapixels_per_s" in r else " |") if megapixels else ""   # not an image: blank
         joules = f" {r['watts']:.2f} | {r['joules_per_result'] * 1e3:.3f} |" if energy else ""
         lines.append(f"| {r['graph']} | {r['engine']} | {r['p50_ms']:.3f} | {r['p90_ms']:.3f} | {r['p99_ms']:.3f} | "
-                     f"{r['mean_ms']:.3f} | {r['min_ms']:.3f} | {_per_second(r['throughput_per_s'])} |{mp}{joules} "
+                     f"{r['mean_ms']:.3f} | {r['min_ms']:.3f} | {rate_text(r['throughput_per_s'])} |{mp}{joules} "
                      f"{f'{ratio:.2f}x' if ratio else ''} |")
     if not energy and report.get("energy"):
         lines.append(f"energy: not measured: {report['energy']}")
@@ -619,7 +620,7 @@ def _rate(value: float) -> float:
     return round(value, 1) if value >= 100 else float(f"{value:.4g}")
 
 
-def _per_second(value: float) -> str:
+def rate_text(value: float) -> str:
     """A rate as a table shows it: whole numbers from 100 up, three significant digits below (0.0151)."""
     return f"{value:.0f}" if value >= 100 else f"{value:.3g}"
 

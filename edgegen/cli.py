@@ -378,7 +378,7 @@ def _renamed(exc: EdgegenError, flags: dict[str, str], given: dict | None = None
     if rest.startswith(f" ({flags[keyword]})"):   # "name (--name): ..." names its flag already
         return exc
     if given is not None and not rest.startswith(":") and not any(
-            rest.startswith(f" {shown}") for shown in (repr(given[keyword]), str(given[keyword]))):
+            rest.startswith(f" {shown}") for shown in (repr(given[keyword]), str(given[keyword]), f"({given[keyword]})")):
         return exc
     return type(exc)(flags[keyword] + rest)
 
@@ -477,7 +477,10 @@ def _cmd_bench(args) -> None:
         raise ConfigError(f"--steps {args.bench_steps}: expected with the whole generation it sets the steps of, found "
                           "--no-generation")
     shapes = parse_dim_sizes(args.shapes, "--shapes")
-    sweep = parse_sweep(args.sweep) or [{}]
+    if args.sweep is not None and len(args.sweep) > 1:   # the last one was taken without a word
+        raise ConfigError(f"--sweep: expected once (the dims it names are set together: height,width=64,128), found "
+                          f"it {len(args.sweep)} times")
+    sweep = parse_sweep(args.sweep[0] if args.sweep else None) or [{}]
     for flag, dims in (("--shapes", set(shapes)), ("--sweep", set(sweep[0]))):
         if "batch" in dims:   # was taken, then run at --batch's size without a word
             raise ConfigError(f"{flag}: expected dims other than the batch (--batch sets it), found batch")
@@ -491,7 +494,7 @@ def _cmd_bench(args) -> None:
 
 
 def _bench_one(args, shapes: dict, generation: bool) -> dict:
-    from .bench import bench_package, format_table, per_token_text
+    from .bench import bench_package, format_table, per_token_text, rate_text
     from .package import fp32_graphs_note
 
     try:
@@ -530,7 +533,8 @@ def _bench_one(args, shapes: dict, generation: bool) -> dict:
         g = report["whole_generation"]
         energy = f", {g['joules_per_result'] * 1e3:.3f} mJ per result at {g['watts']:.2f} W" if "watts" in g else ""
         print(f"whole generation ({g['what']}): p50 {g['p50_ms']:.1f} ms, p90 {g['p90_ms']:.1f} ms, mean "
-              f"{g['mean_ms']:.1f} ms over {g['calls']} runs, {g['per_s']:.3g} {g['unit']}/s (from the mean){energy}")
+              f"{g['mean_ms']:.1f} ms over {counted(g['calls'], 'run')}, {rate_text(g['per_s'])} {g['unit']}/s (from the "
+              f"mean){energy}")
     return report
 
 
@@ -869,7 +873,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(a diffusion sampler's steps, PixelCNN's and WaveNet's loops) (default: True)")
     p.add_argument("--steps", dest="bench_steps", type=int, default=None, metavar="N",
                    help="the whole generation's sampler steps (diffusion families; default: the family's, 20)")
-    p.add_argument("--sweep", default=None, metavar="DIM[,DIM]=SIZE[,SIZE...]",
+    p.add_argument("--sweep", default=None, action="append", metavar="DIM[,DIM]=SIZE[,SIZE...]",
                    help="time each size in turn, the named dims set together, e.g. height,width=64,128,256 "
                         "(tile sizes of a super-resolution package); one table per size")
     runtime_options(p)

@@ -319,6 +319,10 @@ def test_bench_refuses_the_batch_in_shapes_and_sweeps_and_a_dim_in_both(trained,
                           # the last one won without a word
                           (["--sweep", "height,height=16"], "--sweep 'height,height=16': expected each dim once, "
                                                             "found height twice"),
+                          (["--sweep", "height=16", "--sweep", "width=16"], "--sweep: expected once (the dims it names "
+                                                                            "are set together"),
+                          (["--sweep", "height=16,8,16"], "--sweep 'height=16,8,16': expected each size once, found 16 "
+                                                          "more than once"),
                           (["--shapes", "height=16", "--shapes", "height=8"], "--shapes: expected each dim once, found "
                                                                               "height twice (16 and 8)"),
                           # a dim the vae's graphs lack: both flags named, with the dims it has
@@ -378,6 +382,7 @@ def test_bench_times_a_whole_generation_beside_the_graphs(trained, tmp_path, cap
     assert whole["steps"] == 20
     assert whole["min_ms"] <= whole["p50_ms"] <= whole["p90_ms"]
     assert f"whole generation ({whole['what']}): p50 " in out and " images/s" in out
+    assert f" over {whole['calls']} runs, " in out
     code, out, _ = run_cli(capsys, "bench", trained["vae"][1], "--iters", "1", "--warmup", "0", "--no-energy",
                            "--json", report_path)
     report = json.loads(report_path.read_text())

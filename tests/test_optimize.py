@@ -578,11 +578,16 @@ def test_a_checkpoint_that_is_not_there_is_said_to_be_missing(trained, tmp_path)
     from edgegen.training.checkpoint import load_source_checkpoint
 
     with pytest.raises(CheckpointError, match=r"expected the checkpoint it was exported from, found no checkpoint "
-                                              r"folder at '.*moved'; pass it \(--checkpoint CHECKPOINT\)"):
+                                              r"folder at '.*moved'$"):   # the path given: not told to pass one
         load_source_checkpoint(Package(trained["vae"][1]), tmp_path / "moved")
-    # a hand-edited record of where it came from: the manifest's error, not a TypeError
     pkg = shutil.copytree(trained["vae"][1], tmp_path / "pkg")
     manifest = json.loads((pkg / "edgegen.json").read_text())
+    manifest["provenance"]["source_checkpoint"]["path"] = str(tmp_path / "gone")
+    (pkg / "edgegen.json").write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointError, match=r"found no checkpoint folder at '.*gone'; pass it \(--checkpoint "
+                                              r"CHECKPOINT\)$"):   # the recorded path moved
+        load_source_checkpoint(Package(pkg))
+    # a hand-edited record of where it came from: the manifest's error, not a TypeError
     manifest["provenance"]["source_checkpoint"]["path"] = 5
     (pkg / "edgegen.json").write_text(json.dumps(manifest))
     from edgegen.errors import ManifestError

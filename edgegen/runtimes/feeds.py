@@ -90,6 +90,8 @@ def parse_sweep(spec: str | None, flag: str = "--sweep") -> list[dict[str, int]]
                          "e.g. height,width=64,128,256")
     if repeated := sorted({name for name in names if names.count(name) > 1}):
         raise InputError(f"{flag} {spec!r}: expected each dim once, found {', '.join(repeated)} twice")
+    if repeated := sorted({int(v) for v in sizes if sizes.count(v) > 1}):   # was timed twice over
+        raise InputError(f"{flag} {spec!r}: expected each size once, found {', '.join(map(str, repeated))} more than once")
     return [{name: int(v) for name in names} for v in sizes]
 
 
