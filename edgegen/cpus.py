@@ -30,6 +30,10 @@ from pathlib import Path
 from .errors import ConfigError
 
 ORT_THREADS_ENV = "ORT_INTRA_OP_NUM_THREADS"
+# intra-op threads per logical CPU: more than cores only contend (ONNX Runtime's pools spin); a few
+# per core are allowed, for whoever measures it, and far more are a mistake (2,000 spinning
+# threads hung a tiny run on 2 cores)
+MAX_THREADS_PER_CORE = 4
 
 
 def usable_cores(root: Path = Path("/")) -> int:
@@ -77,6 +81,10 @@ def named_threads() -> int | None:
             raise ConfigError(f"{ORT_THREADS_ENV}: expected a whole number of threads (0: ONNX Runtime's default), "
                               f"found {value!r}")
         return None
+    most = MAX_THREADS_PER_CORE * (os.cpu_count() or 1)
+    if int(value) > most:   # as --threads refuses it: the variable was taken at any size
+        raise ConfigError(f"{ORT_THREADS_ENV}: expected at most {MAX_THREADS_PER_CORE} threads per logical core ({most} "
+                          f"on this machine), found {value}")
     return int(value) or None
 
 

@@ -175,6 +175,10 @@ def test_a_thread_count_in_the_environment_is_read_as_onnx_runtime_reads_it(monk
         monkeypatch.setenv(cpus.ORT_THREADS_ENV, value)
         with pytest.raises(ConfigError, match="ORT_INTRA_OP_NUM_THREADS: expected a whole number of threads"):
             cpus.named_threads()
+    monkeypatch.setenv(cpus.ORT_THREADS_ENV, "100000")   # as --threads 100000 is refused
+    with pytest.raises(ConfigError, match=r"ORT_INTRA_OP_NUM_THREADS: expected at most 4 threads per logical core "
+                                          r"\(\d+ on this machine\), found 100000"):
+        cpus.named_threads()
 
 
 def test_a_session_held_to_one_core_runs_one_thread(trained, monkeypatch):

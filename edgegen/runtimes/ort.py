@@ -17,7 +17,7 @@ import onnxruntime as ort
 from ..errors import BackendError, InputError, PackageError, not_one_of
 from ..package import MANIFEST_OR_GRAPH_CHANGED, TensorSpec
 from .backends import ORT_BACKENDS
-from ..cpus import default_threads, session_threads
+from ..cpus import MAX_THREADS_PER_CORE, default_threads, session_threads
 from .session import Session, check_feeds
 
 # ONNX Runtime's element type strings, mapped to the numpy names the manifest uses.
@@ -32,11 +32,6 @@ _ORT_DTYPES = {
 }
 
 
-# more threads than cores only contend (ONNX Runtime's pools spin); a few per core are allowed, for
-# whoever measures it, and far more are a mistake
-MAX_THREADS_PER_CORE = 4
-
-
 def session_options(threads: int | None, spin: bool = True) -> ort.SessionOptions:
     """spin=False: the intra-op threads sleep as soon as a run ends instead of spinning for
     the next one, for pipelines that alternate between graphs (each session has its own
@@ -48,7 +43,7 @@ def session_options(threads: int | None, spin: bool = True) -> ort.SessionOption
         if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
             raise BackendError(f"threads: expected a positive number of intra-op threads, found {threads!r}")
         most = MAX_THREADS_PER_CORE * (os.cpu_count() or 1)
-        if threads > most:   # 2,000 spinning threads hung a tiny run on 2 cores
+        if threads > most:
             raise BackendError(f"threads: expected at most {MAX_THREADS_PER_CORE} per logical core ({most} on this "
                                f"machine), found {threads}")
         options.intra_op_num_threads = threads
