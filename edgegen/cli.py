@@ -1038,6 +1038,11 @@ def _terminate_as_interrupt():
         signal.signal(signal.SIGTERM, previous)
 
 
+# the options the functions they reach name otherwise: export's and train's folder refusals say
+# "output '...'", the pipeline's keyword for --prompt-lookup is transformers'
+KEYWORDS_OF_OPTIONS = {"out": "output", "prompt_lookup": "prompt_lookup_num_tokens"}
+
+
 def _said_by_flag(exc: EdgegenError, parser: argparse.ArgumentParser, args) -> EdgegenError:
     """A refusal of a value the user gave, by the keyword the Python function it reached names it
     with (threads, image_size, max_batch_size; "output" for --out), said as the flag. Options left
@@ -1048,9 +1053,11 @@ def _said_by_flag(exc: EdgegenError, parser: argparse.ArgumentParser, args) -> E
              if a.option_strings and getattr(args, a.dest, a.default) != a.default]
     flags = {a.dest: max(a.option_strings, key=len) for a in given}
     values = {a.dest: getattr(args, a.dest) for a in given}
-    if "out" in flags:   # export's and train's folder refusals say "output '...'"
-        flags["output"], values["output"] = flags["out"], values["out"]
+    for dest, keyword in KEYWORDS_OF_OPTIONS.items():
+        if dest in flags:
+            flags[keyword], values[keyword] = flags[dest], values[dest]
     return _renamed(exc, flags, values)
+
 
 
 def main(argv: list[str] | None = None) -> int:

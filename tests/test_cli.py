@@ -154,7 +154,7 @@ def test_a_zero_size_is_refused_not_taken_for_the_default(tmp_path, capsys):
     assert not (tmp_path / "ckpt").exists()
 
 
-def test_a_value_refused_past_the_command_line_is_named_by_its_flag(trained, tmp_path, capsys):
+def test_a_value_refused_past_the_command_line_is_named_by_its_flag(trained, shipped_package, tmp_path, capsys):
     """The functions the options reach name them by their keywords (threads, max_batch_size): the
     command line says the flag the user typed."""
     package = str(trained["vae"][1])
@@ -163,7 +163,10 @@ def test_a_value_refused_past_the_command_line_is_named_by_its_flag(trained, tmp
                        (["triton", package, "--out", tmp_path / "r", "--max-batch-size", "0"],
                         "--max-batch-size: expected an integer of at least 1, found 0"),
                        (["triton", package, "--out", tmp_path / "r", "--queue-delay-us", "-1"],
-                        "--queue-delay-us: expected an integer of at least 0, found -1")):
+                        "--queue-delay-us: expected an integer of at least 0, found -1"),
+                       (["bench", shipped_package("gpt-stdlib"), "--prompt-lookup", "1000", "--iters", "2"],
+                        "--prompt-lookup: expected a whole number of draft tokens from 0 (none) to 255 (a call holds "
+                        "them beside one token, within the model's context), found 1000")):
         code, _, err = run_cli(capsys, *args)
         assert code == 2 and err.splitlines()[-1] == f"edgegen: error: {said}"   # the fixture's bars before it
     from edgegen.cli import _renamed
