@@ -361,7 +361,7 @@ def test_a_dynamic_that_names_no_axis_0_warns_that_the_rows_are_fixed(user_model
         "float32[2, 1, height, 48]; mask float32[2, 1, height, 48])" in capsys.readouterr().err
     # past the batch the export gated at (16): timed, and said, as --shapes past a limit is
     assert main(["bench", str(tmp_path / "batch"), "--iters", "1", "--warmup", "0", "--no-energy", "--batch", "20"]) == 0
-    assert "--batch 20: beyond the largest batch the package was gated at and its TensorRT profiles are built to " \
+    assert "--batch 20: beyond the largest batch the package declares, which its TensorRT profiles are built to " \
         "(16); timed as asked" in capsys.readouterr().err
     # bench's own default batch (8, from Python) stays within a package gated only up to 4: no warning of a flag not given
     from edgegen.bench import bench_package
@@ -371,7 +371,7 @@ def test_a_dynamic_that_names_no_axis_0_warns_that_the_rows_are_fixed(user_model
         warnings.simplefilter("error", EdgegenWarning)
         assert bench_package(small, iters=1, warmup=0, energy=False)["batch"] == 4
     assert main(["check", str(tmp_path / "batch"), "--profile", "batch=1:4:64"]) == 0   # and an engine's profile
-    assert "--profile batch: MAX 64 is beyond the largest batch the package was gated at (16); taken as asked" \
+    assert "--profile batch: MAX 64 is beyond the largest batch the package declares (16); taken as asked" \
         in capsys.readouterr().err
 
 

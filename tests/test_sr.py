@@ -210,7 +210,7 @@ def test_tensorrt_profile_spans_height_and_width_from_the_declared_limits(packag
     assert "profile      image: min [1, 3, 1, 1], opt [4, 3, 128, 128], max [16, 3, 512, 512]" in capsys.readouterr().out
     # bench times a size past them as asked, and says so (it ran 66 s at height 100000 without a word)
     assert main(["bench", str(package), "--shapes", "height=520,width=8", "--batch", "1", "--iters", "2"]) == 0
-    assert "--shapes/--sweep height=520: beyond the largest height the package was gated at and its TensorRT " \
+    assert "--shapes/--sweep height=520: beyond the largest height the package declares, which its TensorRT " \
            "profiles are built to (512); timed as asked" in capsys.readouterr().err
     assert main(["bench", str(package), "--sweep", "height=8,520", "--shapes", "width=8", "--batch", "1", "--iters", "2",
                  "--no-generation"]) == 0

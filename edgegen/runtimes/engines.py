@@ -128,7 +128,7 @@ def package_profiles(package, profiles: list[str] | None = None, strict: bool = 
             raise ConfigError(f"--profile {dim}: expected MAX at most {limits[dim]}, the largest {dim} the "
                               f"{family.name} package takes, found {high}")
         if dim == "batch" and dim in limits and high > limits[dim]:   # rows are independent: taken, but said
-            warn_caller(f"--profile batch: MAX {high} is beyond the largest batch the package was gated at "
+            warn_caller(f"--profile batch: MAX {high} is beyond the largest batch the package declares "
                         f"({limits[dim]}); taken as asked, for batches whose outputs the export never checked",
                         EdgegenWarning)
     result = {}
