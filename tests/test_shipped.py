@@ -379,6 +379,22 @@ def test_runtime_only_install_without_the_package_says_what_to_do(models, monkey
         capsys.readouterr().err
 
 
+def test_the_models_build_on_a_runtime_only_install_says_what_it_needs(models, monkeypatch, capsys):
+    """A device's install holds the packages: the build finds them current; what needs an export
+    (--check, a stale package) says the extra, not ModuleNotFoundError's traceback."""
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name in ("torch", "onnx") else real_find_spec(name, *a))
+    assert models_build.main(["--check", NAME]) == 2
+    assert "python -m edgegen_models.build --check, which compares each package with a fresh export, needs the " \
+        "export extra" in capsys.readouterr().err
+    monkeypatch.setattr(models_build, "stale", lambda names, root=None: list(names))
+    assert models_build.main([NAME]) == 2 and "python -m edgegen_models.build needs the export extra" in \
+        capsys.readouterr().err
+    monkeypatch.setattr(models_build, "stale", lambda names, root=None: [])
+    assert models_build.main([NAME]) == 0 and "0 exported, 1 already current" in capsys.readouterr().out
+
+
 def _build_backend():
     sys.path.insert(0, str(REPO / "models"))
     try:

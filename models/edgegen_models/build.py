@@ -38,13 +38,17 @@ def stale(names: list[str], root: Path = ROOT) -> list[str]:
 
 
 def build(names: list[str], root: Path = ROOT, report=print) -> list[Path]:
-    from edgegen.export import export_checkpoint
     from edgegen.shipped import SHIPPED_SOURCE
     from edgegen.storage import atomic_write_text
 
+    todo = stale(names, root)
+    if not todo:   # nothing to export: a runtime-only install has no export side to import
+        return []
+    from edgegen.export import export_checkpoint
+
     (root / "packages").mkdir(exist_ok=True)
     written = []
-    for name in stale(names, root):
+    for name in todo:
         report(f"exporting {name}")
         # the export checks every graph against PyTorch, writes to a temporary name and renames
         package = export_checkpoint(root / "checkpoints" / name, root / "packages" / name, overwrite=True)
@@ -138,11 +142,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="compare instead of writing (see above)")
     args = parser.parse_args(argv)
     names = args.names or names_in()
-    if args.check:
-        problems = check(names)
-        print("\n".join(problems) or f"all {len(names)} packages match their checkpoints")
-        return 1 if problems else 0
-    written = build(names)
+    from edgegen.errors import EdgegenError, require_export
+
+    try:   # a runtime-only install (a device's) has the packages, and no export side to check or make them
+        if args.check:
+            require_export(f"{parser.prog} --check, which compares each package with a fresh export,")
+            problems = check(names)
+            print("\n".join(problems) or f"all {len(names)} packages match their checkpoints")
+            return 1 if problems else 0
+        if stale(names):
+            require_export(parser.prog)
+        written = build(names)
+    except EdgegenError as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 2
     print(f"{len(written)} exported, {len(names) - len(written)} already current, in {ROOT / 'packages'}")
     return 0
 
