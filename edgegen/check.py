@@ -16,7 +16,7 @@ from .errors import ConfigError, missing_export_modules, not_one_of
 from .graph_summary import GraphSummary, read_graph_summary
 from .package import Package
 from .runtimes.engines import package_profiles, parser_errors, tensorrt_form_advice
-from .targets import TARGETS, TENSORRT_TARGETS, get_target, release_mismatch
+from .targets import INT4_OPSET, TARGETS, TENSORRT_TARGETS, get_target, release_mismatch
 
 TABLE = Path(__file__).parent / "data" / "tensorrt_onnx_ops.json"
 
@@ -127,9 +127,10 @@ def _table_verdict(result: GraphCheck, graph: GraphSummary, table: dict, version
     ops = Counter((n.domain, n.op_type) for n in graph.nodes)
     for (domain, op), count in sorted(ops.items()):
         if domain not in ("", "ai.onnx"):
-            hint = (" (ONNX Runtime's weight-only form: for TensorRT, edgegen optimize --precision int4 --target "
-                    "tensorrt writes DequantizeLinear of int4 blocks; int8-weights has no TensorRT form, int8 and "
-                    "fp16 do)" if op == "MatMulNBits" else "")
+            int4 = (f"int4 blocks need opset {INT4_OPSET}, above what TensorRT {version} parses" if high < INT4_OPSET
+                    else "edgegen optimize --precision int4 --target tensorrt writes DequantizeLinear of int4 blocks")
+            hint = (f" (ONNX Runtime's weight-only form: for TensorRT, {int4}; int8-weights has no TensorRT form, int8 "
+                    "and fp16 do)" if op == "MatMulNBits" else "")
             result.problems.append(f"{count} {domain}.{op} node(s): a custom domain TensorRT has no parser for{hint}")
         elif op in table["unsupported"] or op not in table["supported"]:
             result.unsupported[op] = count

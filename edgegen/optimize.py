@@ -48,7 +48,7 @@ from .families import get as get_family
 from .package import VARIANT_FILE, VARIANT_PRECISIONS, Package, spared_text, write_manifest
 from .progress import Progress
 from .storage import atomic_write_bytes, check_files_writable_in, clean_temporaries, fault_point, writer_lock
-from .targets import get_target
+from .targets import INT4_OPSET, get_target
 
 MIN_PSNR_DB = {"int8": 30.0, "fp16": 40.0, "fused": 60.0}
 MIN_TOP1, MIN_COSINE = 0.95, 0.995
@@ -148,7 +148,7 @@ def optimize_package(path: str | os.PathLike, precision: str, calibration: int =
     if precision not in VARIANT_PRECISIONS:
         raise ConfigError(not_one_of("precision", precision, VARIANT_PRECISIONS))
     if precision not in get_target(target).variant_precisions:
-        int4 = "; int4's blocks need opset 21, above what it parses" if precision == "int4" else ""
+        int4 = f"; int4's blocks need opset {INT4_OPSET}, above what it parses" if precision == "int4" else ""
         raise ConfigError(not_one_of("precision", precision, get_target(target).variant_precisions,
                                      f"those the {target} target takes; fused and int8-weights are ONNX Runtime's own "
                                      f"contrib ops, which TensorRT does not read{int4}", known=VARIANT_PRECISIONS))

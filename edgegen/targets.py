@@ -17,6 +17,9 @@ from .errors import ConfigError, not_one_of
 DEFAULT_OPSET = 23   # ONNX Runtime's fused Attention op; the ort-cpu and desktop TensorRT targets
 
 
+INT4_OPSET = 21   # ONNX's DequantizeLinear takes int4 blocks from it: int4 for TensorRT needs a parser of it
+
+
 @dataclass(frozen=True)
 class Target:
     name: str
