@@ -53,7 +53,8 @@ def _package_or_name(given: str) -> str:
         from .bench import reset_peak_rss
 
         reset_peak_rss()   # torch's memory in the export is not what bench reports as the runtime's
-    return str(found)
+        return str(found)
+    return str(resolve(given))   # the one found; edgegen-models' own, damaged, said with how to install it again
 
 
 def _shipped_name_given(given: str) -> bool:
@@ -69,7 +70,8 @@ def _shipped_but_not_exported(given: str) -> bool:
 
 
 def _cmd_list(args) -> None:
-    from .shipped import MODELS_MISSING, cache_damage, cache_path, find_shipped, models_root, shipped_family, shipped_names
+    from .shipped import (MODELS_MISSING, MODELS_REINSTALL, cache_damage, cache_path, find_shipped, models_damage,
+                          models_root, shipped_family, shipped_names)
 
     names = shipped_names()
     if not names:
@@ -80,7 +82,8 @@ def _cmd_list(args) -> None:
         family = shipped_family(name)
         found = find_shipped(name)
         in_models = found is not None and found.parent == models_root() / "packages"
-        where = ("exported, in edgegen-models" if in_models else
+        where = (f"damaged in edgegen-models: {MODELS_REINSTALL}" if in_models and models_damage(found) else
+                 "exported, in edgegen-models" if in_models else
                  f"damaged in {cache_path(name)}: exported again on first use (needs the export extra)"
                  if cache_damage(name) else
                  f"exported, in {found}" if found else

@@ -32,6 +32,8 @@ MODELS_DISTRIBUTION = "edgegen-models"
 MODELS_INSTALL = ("pip install dist/edgegen_models-*.whl, the wheel built on the development machine beside edgegen's; "
                   "in a checkout, pip install -e ./models")
 MODELS_MISSING = f"the {MODELS_DISTRIBUTION} distribution, which holds them, is not installed here ({MODELS_INSTALL})"
+MODELS_REINSTALL = (f"install {MODELS_DISTRIBUTION} again (pip install --force-reinstall dist/edgegen_models-*.whl, the "
+                    "wheel built on the development machine; in a checkout, python -m edgegen_models.build)")
 SHIPPED_SOURCE = "shipped:"   # how a shipped package's manifest names its source checkpoint
 
 
@@ -116,14 +118,27 @@ def find_shipped(name: str, cache: str | os.PathLike | None = None) -> Path | No
     return None
 
 
+def in_models(package: Path) -> bool:
+    """Whether `package` is one edgegen-models carries (pip installs it), not the cache's."""
+    return models_root() is not None and package.parent == models_root() / "packages"
+
+
 def cached_export_damage(package: Path) -> str | None:
     """Why the shipped export `package` found in the user's cache cannot be read (a file changed or
     gone since edgegen wrote it), or None: it is intact, or it is edgegen-models' own (pip
-    reinstalls that one; the cache's is edgegen's to export again)."""
+    reinstalls that one, see models_damage; the cache's is edgegen's to export again)."""
+    return None if in_models(package) else _damage(package)
+
+
+def models_damage(package: Path) -> str | None:
+    """Why edgegen-models' own `package` cannot be read (a file of the install changed or gone), or
+    None; where the package is the cache's, None (cached_export_damage says that one)."""
+    return _damage(package) if in_models(package) else None
+
+
+def _damage(package: Path) -> str | None:
     from .package import CHANGED_AFTER_EXPORT, Package
 
-    if models_root() is not None and package.parent == models_root() / "packages":
-        return None
     try:
         Package(package)
     except PackageError as exc:
@@ -152,6 +167,9 @@ def resolve(path_or_name: str | os.PathLike, cache: str | os.PathLike | None = N
                            f"{cache_path(str(path_or_name), cache)} damaged ({damage}): give the name to an edgegen "
                            "command where the export extra is installed, which exports it again, or remove that "
                            "folder (edgegen cache --prune)")
+    if found is not None and (damage := models_damage(found)):
+        raise PackageError(f"shipped model {str(path_or_name)!r}: expected the package edgegen-models installed intact, "
+                           f"found {found} damaged ({damage}): {MODELS_REINSTALL}")
     if found is None:
         raise PackageError(f"shipped model {str(path_or_name)!r}: expected its exported package, found none made from "
                            f"its weights (a checkout's editable install holds the checkpoints only): export them with "

@@ -445,3 +445,20 @@ def test_remove_whole_keeps_a_folder_whose_reason_to_go_no_longer_holds(tmp_path
     assert (folder / "edgegen.json").is_file()
     remove_whole(folder, "test", wait=True, still=lambda: True)
     assert not folder.exists() and not list(tmp_path.iterdir())
+
+
+def test_a_damaged_package_of_the_models_install_says_to_install_it_again(models, tmp_path, capsys):
+    """pip installed it: exporting it into the cache would hide the damage, and "copy or export the
+    package again" was no advice for a device."""
+    (package,) = models_build.build([NAME], models, report=lambda line: None)
+    graph = package / "generator.onnx"
+    graph.write_bytes(graph.read_bytes()[:-1] + b"\0")
+    assert main(["list"]) == 0 and f"{NAME}  gan         damaged in edgegen-models: install edgegen-models again " \
+        "(pip install --force-reinstall dist/edgegen_models-*.whl" in capsys.readouterr().out
+    for call in (lambda: edgegen.load(NAME), lambda: shipped.resolve(NAME)):
+        with pytest.raises(PackageError, match=rf"shipped model '{NAME}': expected the package edgegen-models installed "
+                                               r"intact, found .* damaged \(graph 'generator' .*\): install "
+                                               r"edgegen-models again"):
+            call()
+    assert main(["generate", NAME, "--n", "2", "--out", str(tmp_path / "x.png")]) == 2
+    assert "install edgegen-models again" in capsys.readouterr().err and not (tmp_path / "x.png").exists()
