@@ -596,3 +596,14 @@ def test_a_server_that_fails_to_start_is_said_by_its_error_lines_and_what_to_wri
     assert "shutting down" not in said and said.endswith("write the repository with edgegen triton --graph-backend python)")
     log.write_text("".join(f"I1204 line {i}\n" for i in range(40)))   # no error line: the tail
     assert _tail(log).splitlines() == [f"I1204 line {i}" for i in range(10, 40)]
+
+
+def test_a_model_whose_python_backend_needs_the_text_extra_says_so(shipped_package, tmp_path):
+    """text2image's prompts go through the tokenizers library: the server's Python needs edgegen's
+    text extra, which was found missing at the server's first load only."""
+    said = []
+    write_repository([str(shipped_package("text2image-digits")), str(shipped_package("gpt-stdlib"))], tmp_path / "r",
+                     report=said.append)
+    needs = [line for line in said if "needs edgegen's text extra" in line]
+    assert needs == ["text2image-digits: its Python backend needs edgegen's text extra in the server's Python (the "
+                     "tokenizers library, for its Hugging Face tokenizer)"]   # gpt-stdlib's tokenizer is bytes

@@ -163,6 +163,11 @@ def write_repository(packages: list[str], out: str | Path, options: RepositoryOp
                + (", decoupled (streams)" if plan.streams else ""))
         if plan.route == "pipeline" and (note := fp32_graphs_note(options.precision, package.fp32_graphs(options.precision))):
             report(f"{plan.name}: {note}")
+        tokenizer = package.config.get("tokenizer")
+        if plan.route == "pipeline" and isinstance(tokenizer, dict) and tokenizer.get("kind") == "bpe":
+            # its Python backend imports tokenizers: said here, not at the server's first load
+            report(f"{plan.name}: its Python backend needs edgegen's text extra in the server's Python "
+                   "(the tokenizers library, for its Hugging Face tokenizer)")
     return written
 
 
