@@ -947,10 +947,14 @@ def test_generate_command_streams_text(gpt, capsys, tmp_path):
     assert tokens == 32 + 127 / 2   # the middle of the streamed run: a 32-token prompt, 128 new tokens
     cache = 2 * config["n_layer"] * (config.get("n_kv_head") or config["n_head"]) * config["head_dim"] * tokens * 4
     assert bound["kv_cache_mb"] == round(cache / 1e6, 3)
-    assert bound["bandwidth_gb_s"] > 0 and f"{report['threads']} threads" in bound["bandwidth_measured_by"]
+    from edgegen.cli import BELOW_THE_BOUND
+    from edgegen.wording import counted
+
+    assert bound["bandwidth_gb_s"] > 0 and counted(report["threads"], "thread") in bound["bandwidth_measured_by"]
     assert bound["bound_ms"] == pytest.approx((weights + cache) / (bound["bandwidth_gb_s"] * 1e9) * 1e3, rel=1e-2)
     assert bound["tpot_over_bound"] == pytest.approx(report["generation"]["tpot_ms_p50"] / bound["bound_ms"], rel=1e-2)
     assert f"TPOT p50 is {bound['tpot_over_bound']:.2f}x that" in printed
+    assert (BELOW_THE_BOUND in printed) == (bound["tpot_over_bound"] < 1)   # said where the bound means nothing
     assert report["prompt_lookup"]["drafts"] == 3 and report["prompt_lookup"]["same_tokens"] is True
     assert report["prompt_lookup"]["speedup_p50"] > 0
     assert {r["engine"] for r in report["results"]} == {"edgegen ort-cpu", "edgegen ort-cpu, prompt lookup 3"}
