@@ -37,12 +37,12 @@ NAMED_COMMANDS = ("bench", "info", "check", "build")
 def _package_or_name(given: str) -> str:
     """A package path as given, or the exported package of a shipped model's name: found in
     edgegen-models or the cache, else exported into the cache here when the export extra is."""
-    from .shipped import cached_export_damage, find_shipped, resolve
+    from .shipped import cache_damage, find_shipped, in_models, resolve
 
     if not _shipped_name_given(given):
         return given
     found = find_shipped(given)
-    if found is None or cached_export_damage(found):
+    if found is None or cache_damage(given, found=found):
         try:
             require_export(f"shipped model {given!r}")
         except MissingExtraError:
@@ -54,7 +54,8 @@ def _package_or_name(given: str) -> str:
 
         reset_peak_rss()   # torch's memory in the export is not what bench reports as the runtime's
         return str(found)
-    return str(resolve(given))   # the one found; edgegen-models' own, damaged, said with how to install it again
+    # edgegen-models' own, checked as resolve checks it: damaged, said with how to install it again
+    return str(resolve(given)) if in_models(found) else str(found)
 
 
 def _shipped_name_given(given: str) -> bool:
@@ -70,8 +71,8 @@ def _shipped_but_not_exported(given: str) -> bool:
 
 
 def _cmd_list(args) -> None:
-    from .shipped import (MODELS_MISSING, MODELS_REINSTALL, cache_damage, cache_path, find_shipped, models_damage,
-                          models_root, shipped_family, shipped_names)
+    from .shipped import (MODELS_MISSING, MODELS_REINSTALL, cache_damage, cache_path, find_shipped, in_models,
+                          models_damage, shipped_family, shipped_names)
 
     names = shipped_names()
     if not names:
@@ -81,9 +82,9 @@ def _cmd_list(args) -> None:
     for name in names:
         family = shipped_family(name)
         found = find_shipped(name)
-        in_models = found is not None and found.parent == models_root() / "packages"
-        where = (f"damaged in edgegen-models: {MODELS_REINSTALL}" if in_models and models_damage(found) else
-                 "exported, in edgegen-models" if in_models else
+        installed = found is not None and in_models(found)
+        where = (f"damaged in edgegen-models: {MODELS_REINSTALL}" if installed and models_damage(found) else
+                 "exported, in edgegen-models" if installed else
                  f"damaged in {cache_path(name)}: exported again on first use (needs the export extra)"
                  if cache_damage(name) else
                  f"exported, in {found}" if found else

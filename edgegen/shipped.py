@@ -147,11 +147,14 @@ def _damage(package: Path) -> str | None:
     return None
 
 
-def cache_damage(name: str, cache: str | os.PathLike | None = None) -> str | None:
+def cache_damage(name: str, cache: str | os.PathLike | None = None, found: Path | None = None) -> str | None:
     """Why the folder where the shipped `name` is exported in the cache cannot be read (a graph
-    changed, the manifest itself unreadable), or None: intact, or not there."""
+    changed, the manifest itself unreadable, when find_shipped took it for none), or None: intact,
+    not there, or not the one used (`found`, find_shipped's answer, is edgegen-models' own)."""
+    if found is not None and in_models(found):
+        return None
     package = cache_path(name, cache)
-    return cached_export_damage(package) if package.exists() else None
+    return _damage(package) if package.exists() else None
 
 
 def resolve(path_or_name: str | os.PathLike, cache: str | os.PathLike | None = None) -> Path:
@@ -161,8 +164,7 @@ def resolve(path_or_name: str | os.PathLike, cache: str | os.PathLike | None = N
     if Path(path_or_name).exists() or not is_shipped_name(path_or_name):
         return Path(path_or_name)
     found = find_shipped(str(path_or_name), cache)
-    damage = cached_export_damage(found) if found is not None else cache_damage(str(path_or_name), cache)
-    if damage:
+    if damage := cache_damage(str(path_or_name), cache, found):
         raise PackageError(f"shipped model {str(path_or_name)!r}: expected its export in the cache intact, found "
                            f"{cache_path(str(path_or_name), cache)} damaged ({damage}): give the name to an edgegen "
                            "command where the export extra is installed, which exports it again, or remove that "

@@ -6,8 +6,7 @@ import os
 from pathlib import Path
 
 from ..errors import OutputExistsError
-from ..shipped import cache_damage, cache_path, cached_export_damage, checkpoints_dir, find_shipped, recorded_weights, \
-    weights_sha256
+from ..shipped import cache_damage, cache_path, checkpoints_dir, find_shipped, recorded_weights, weights_sha256
 from ..storage import check_folder_writable, remove_whole
 from . import export_checkpoint
 
@@ -18,7 +17,7 @@ def export_shipped(name: str, cache: str | os.PathLike | None = None, report=pri
     cache is edgegen's own, made from the checkpoint alone). Two commands that race export it
     once: the second waits for the writer lock, then finds the package there."""
     found = find_shipped(name, cache)
-    damage = cached_export_damage(found) if found is not None else cache_damage(name, cache)
+    damage = cache_damage(name, cache, found)
     if found is not None and damage is None:
         return found
     package = cache_path(name, cache)
