@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .errors import PackageBusyError
 from .package import MANIFEST_NAME, USER_ENGINES, engines_package
-from .shipped import CACHED_EXPORT, cached_export_damage, edgegen_version, models_root, shipped_names, weights_sha256
+from .shipped import CACHED_EXPORT, edgegen_version, package_damage, models_root, shipped_names, weights_sha256
 from .storage import clean_leftovers, remove_whole, user_cache_dir, writer_lock
 
 JUDGE = re.compile(r"^digits-\d+px-\d+steps-seed\d+-edgegen-(?P<edgegen>.+)-torch-(?P<torch>.+)\.safetensors$")
@@ -86,7 +86,7 @@ def _export_staleness(path: Path, weights) -> tuple[str, str | None]:
         return kind, "the installed edgegen-models ships no model of that name"
     if weights(match["name"]) != match["weights"]:
         return kind, f"exported from other weights than the installed edgegen-models' {match['name']}"
-    if damage := cached_export_damage(path):
+    if damage := package_damage(path):
         return kind, f"damaged ({damage}); a command given the name exports it again"
     return kind, None
 

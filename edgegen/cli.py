@@ -72,7 +72,7 @@ def _shipped_but_not_exported(given: str) -> bool:
 
 def _cmd_list(args) -> None:
     from .shipped import (MODELS_MISSING, MODELS_REINSTALL, cache_damage, cache_path, find_shipped, in_models,
-                          models_damage, shipped_family, shipped_names)
+                          package_damage, shipped_family, shipped_names)
 
     names = shipped_names()
     if not names:
@@ -83,7 +83,7 @@ def _cmd_list(args) -> None:
         family = shipped_family(name)
         found = find_shipped(name)
         installed = found is not None and in_models(found)
-        where = (f"damaged in edgegen-models: {MODELS_REINSTALL}" if installed and models_damage(found) else
+        where = (f"damaged in edgegen-models: {MODELS_REINSTALL}" if installed and package_damage(found) else
                  "exported, in edgegen-models" if installed else
                  f"damaged in {cache_path(name)}: exported again on first use (needs the export extra)"
                  if cache_damage(name) else

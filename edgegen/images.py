@@ -76,6 +76,12 @@ def grid_columns(count: int, nrow: int | None) -> int:
     return min(nrow or math.ceil(math.sqrt(count)), count)
 
 
+def grid_layout(count: int, nrow: int | None) -> tuple[int, int]:
+    """(pictures per row, padding) of the grid save_grid writes: one picture unframed, so that it
+    can be read back as a picture (generate --image); more in rows with 2 pixels between them."""
+    return (1, 0) if count == 1 else (grid_columns(count, nrow), 2)
+
+
 def grid_size(count: int, height: int, width: int, nrow: int, pad: int) -> tuple[int, int]:
     """The height and width of a grid of `count` pictures, `nrow` to a row, `pad` pixels between
     and around them (before any scale)."""
@@ -90,8 +96,7 @@ def grid_scale(count: int, height: int, width: int, scale: int | None = None, nr
     if scale is not None and (isinstance(scale, bool) or not isinstance(scale, int) or scale < 1):
         raise InputError(f"scale: expected a positive integer, found {scale!r}")
     given, scale = scale, scale or max(1, round(64 / width))
-    alone = count == 1   # written unframed (save_grid)
-    rows, columns = grid_size(count, height, width, 1 if alone else grid_columns(count, nrow), 0 if alone else 2)
+    rows, columns = grid_size(count, height, width, *grid_layout(count, nrow))
     pixels = rows * columns * scale * scale
     if pixels > MAX_GRID_PIXELS:   # named by what to change: the scale given, else the count
         named = f"scale {scale}" if given is not None and scale > 1 else f"n {count}"
@@ -110,8 +115,8 @@ def save_grid(images: np.ndarray, path: str | os.PathLike, nrow: int | None = No
     picture_format(path, "L" if images.shape[1] == 1 else "RGB")
     scale = grid_scale(len(images), images.shape[-2], images.shape[-1], scale, nrow)
     # one sample is written as itself, unframed: it can be read back as a picture (generate --image)
-    alone = len(images) == 1
-    write_picture(Image.fromarray(grid(images, nrow=1 if alone else nrow, pad=0 if alone else 2, scale=scale)), path)
+    columns, pad = grid_layout(len(images), nrow)
+    write_picture(Image.fromarray(grid(images, nrow=columns, pad=pad, scale=scale)), path)
 
 
 def load_image(path: str | os.PathLike, shape: tuple[int, int, int], what: str = "image") -> np.ndarray:

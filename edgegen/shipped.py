@@ -123,20 +123,9 @@ def in_models(package: Path) -> bool:
     return models_root() is not None and package.parent == models_root() / "packages"
 
 
-def cached_export_damage(package: Path) -> str | None:
-    """Why the shipped export `package` found in the user's cache cannot be read (a file changed or
-    gone since edgegen wrote it), or None: it is intact, or it is edgegen-models' own (pip
-    reinstalls that one, see models_damage; the cache's is edgegen's to export again)."""
-    return None if in_models(package) else _damage(package)
-
-
-def models_damage(package: Path) -> str | None:
-    """Why edgegen-models' own `package` cannot be read (a file of the install changed or gone), or
-    None; where the package is the cache's, None (cached_export_damage says that one)."""
-    return _damage(package) if in_models(package) else None
-
-
-def _damage(package: Path) -> str | None:
+def package_damage(package: Path) -> str | None:
+    """Why a shipped model's package (the cache's export, or edgegen-models' own) cannot be read: a
+    file changed or gone since it was written, its manifest unreadable; None where it is intact."""
     from .package import CHANGED_AFTER_EXPORT, Package
 
     try:
@@ -154,7 +143,7 @@ def cache_damage(name: str, cache: str | os.PathLike | None = None, found: Path 
     if found is not None and in_models(found):
         return None
     package = cache_path(name, cache)
-    return _damage(package) if package.exists() else None
+    return package_damage(package) if package.exists() else None
 
 
 def resolve(path_or_name: str | os.PathLike, cache: str | os.PathLike | None = None) -> Path:
@@ -169,7 +158,7 @@ def resolve(path_or_name: str | os.PathLike, cache: str | os.PathLike | None = N
                            f"{cache_path(str(path_or_name), cache)} damaged ({damage}): give the name to an edgegen "
                            "command where the export extra is installed, which exports it again, or remove that "
                            "folder (edgegen cache --prune)")
-    if found is not None and (damage := models_damage(found)):
+    if found is not None and in_models(found) and (damage := package_damage(found)):
         raise PackageError(f"shipped model {str(path_or_name)!r}: expected the package edgegen-models installed intact, "
                            f"found {found} damaged ({damage}): {MODELS_REINSTALL}")
     if found is None:

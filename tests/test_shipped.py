@@ -144,7 +144,7 @@ def test_a_damaged_export_in_the_cache_is_said_and_exported_again(models, tmp_pa
         edgegen.load(NAME)   # the runtime's load exports nothing: it says what to do
     assert main(["generate", NAME, "--n", "4", "--out", str(tmp_path / "a.png")]) == 0
     assert f"the export of the shipped {NAME} in {package} is damaged (graph 'generator'" in capsys.readouterr().err
-    assert edgegen.load(NAME).package.path == package and shipped.cached_export_damage(package) is None
+    assert edgegen.load(NAME).package.path == package and shipped.package_damage(package) is None
     assert not [p.name for p in package.parent.iterdir() if p.name.startswith(".") and not p.name.endswith(".lock")]
     # the manifest itself unreadable: the folder records no weights, and was taken for none there
     (package / "edgegen.json").write_text('{"format": ')
