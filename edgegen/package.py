@@ -277,6 +277,18 @@ def _shipped_hint(path) -> str:
     return f" (did you mean the shipped model {close!r}?)" if close else ""
 
 
+
+def _shadows_shipped(path: Path) -> str:
+    """The hint, where a folder that is no package is named like a shipped model, that the name reached
+    that folder (a path that exists is taken as given), not the model."""
+    from .shipped import is_shipped_name
+
+    if not is_shipped_name(str(path)):
+        return ""
+    return (f"; {str(path)!r} is also a shipped model's name, and a folder that exists is read as the package: "
+            "for the shipped model, run the command from another folder, or rename this one")
+
+
 class Package:
     """A package read from disk and checked: the manifest is valid, every file is inside
     the package and has the recorded hash."""
@@ -305,7 +317,8 @@ class Package:
                 if any((self.path / marker).is_file() for marker in markers):   # from Hugging Face: the way in
                     raise PackageError(f"package {str(self.path)!r}: expected a package ('edgegen export' writes one), "
                                        f"found {what}: import it first (edgegen export {route} DIR --out PACKAGE)")
-            raise PackageError(f"package {str(self.path)!r}: expected {MANIFEST_NAME} in it, found none (is this a package made by 'edgegen export'?)")
+            raise PackageError(f"package {str(self.path)!r}: expected {MANIFEST_NAME} in it, found none (is this a "
+                               f"package made by 'edgegen export'?){_shadows_shipped(self.path)}")
         self.manifest = Manifest.from_json(read_json(manifest_path, ManifestError), str(manifest_path))
         for part, entry in self.manifest.graphs.items():
             path = self.resolve(entry.file, f"graphs.{part}.file")

@@ -412,6 +412,20 @@ def test_a_typo_in_a_shipped_name_suggests_the_name(models, tmp_path, monkeypatc
     assert capsys.readouterr().err.strip().endswith("found nothing at that path")
 
 
+def test_a_folder_named_like_a_shipped_model_says_it_hides_the_model(models, tmp_path, monkeypatch, capsys):
+    """An empty folder (or any folder that is no package) named vae-digits is read as given: the
+    refusal says why the shipped model was not used."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / NAME).mkdir()
+    (tmp_path / "mine").mkdir()
+    assert main(["generate", NAME, "--out", "a.png"]) == 2
+    assert capsys.readouterr().err.strip().endswith(
+        f"{NAME!r} is also a shipped model's name, and a folder that exists is read as the package: for the shipped "
+        "model, run the command from another folder, or rename this one")
+    assert main(["info", "mine"]) == 2
+    assert "shipped model" not in capsys.readouterr().err
+
+
 def test_without_the_models_distribution_a_name_says_what_to_install(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(shipped, "models_root", lambda: None)
     monkeypatch.chdir(tmp_path)
