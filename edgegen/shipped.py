@@ -112,10 +112,10 @@ def find_shipped(name: str, cache: str | os.PathLike | None = None) -> Path | No
     if name not in names:
         raise PackageError(not_one_of("shipped model", name, names, f"the {MODELS_DISTRIBUTION} distribution's"))
     weights = weights_sha256(name)
-    for package in (models_root() / "packages" / name, cache_path(name, cache)):
-        if recorded_weights(package) == weights:
-            return package
-    return None
+    if recorded_weights(models_root() / "packages" / name) == weights:
+        return models_root() / "packages" / name
+    # only now the cache: where edgegen-models carries the package, a device needs none
+    return cache_path(name, cache) if recorded_weights(cache_path(name, cache)) == weights else None
 
 
 def in_models(package: Path) -> bool:

@@ -279,6 +279,16 @@ def test_the_distributions_package_is_preferred_and_names_its_checkpoint_as_ship
     assert models_build.check([NAME], models, report=lambda line: None) == []
 
 
+def test_the_distributions_package_needs_no_cache(models, tmp_path, monkeypatch, capsys):
+    """A device whose $XDG_CACHE_HOME cannot hold edgegen's cache still runs what edgegen-models carries."""
+    models_build.build([NAME], models, report=lambda line: None)
+    (tmp_path / "not-a-folder").write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "not-a-folder"))
+    assert main(["generate", NAME, "--n", "2", "--out", str(tmp_path / "a.png")]) == 0, capsys.readouterr().err
+    assert main(["list"]) == 0
+    assert edgegen.load(NAME).package.path == models / "packages" / NAME
+
+
 def test_a_package_that_drifted_from_its_checkpoint_is_not_used(models):
     models_build.build([NAME], models, report=lambda line: None)
     perturb_weights(models / "checkpoints" / NAME)    # new weights, old package
