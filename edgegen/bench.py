@@ -316,7 +316,7 @@ def _bench_package(path, batch, iters, warmup, backend, threads, vs_torch, preci
             ratios[part] = round(float(np.median(ref) / np.median(ours)), 3)
     return {
         **_what_ran(pipe, path),
-        "threads": threads, "batch": batch, "shapes": shapes, "iters": iters, "warmup": warmup,
+        "threads": threads, "batch": batch, "row": family.bench_row, "shapes": shapes, "iters": iters, "warmup": warmup,
         "peak_rss_mb": {"runtime": runtime_rss, "process": peak_rss_mb()},
         "machine": {**machine_info(), **versions},
         "results": results,
@@ -596,8 +596,8 @@ def torch_generation(checkpoint, pipe, prompts: list[list[int]], new_tokens: int
 
 
 def format_table(report: dict) -> str:
-    unit = "tokens/s" if "generation" in report else "samples/s"
-    result = "token" if "generation" in report else "sample"
+    result = "token" if "generation" in report else report.get("row", "sample")
+    unit = f"{result}s/s"
     megapixels = any("megapixels_per_s" in r for r in report["results"])
     energy = any("watts" in r for r in report["results"])
     basis = "p50" if "generation" in report else "mean"   # a token loop's figures are per p50 call, as the issue's

@@ -341,10 +341,14 @@ def test_wavenet_cli_writes_a_wav_and_trains_on_a_wav_folder(wavenet, pixelcnn, 
     assert not (tmp_path / ".wav").exists()   # a hidden file of no name
     # bench times the calls the runtime makes: a second through the network (it timed 1 sample), and
     # PixelCNN's links over the whole image (1 row)
-    for package, shapes in ((wavenet["pkg"], {"samples": 8000}), (pixelcnn["pkg"], {"rows": 8})):
+    for package, shapes, rate in ((wavenet["pkg"], {"samples": 8000}, "clips/s"),
+                                  (pixelcnn["pkg"], {"rows": 8}, "samples/s")):
+        capsys.readouterr()
         assert main(["bench", str(package), "--iters", "2", "--warmup", "1", "--no-generation", "--no-energy", "--json",
                      str(tmp_path / "bench.json")]) == 0
         assert json.loads((tmp_path / "bench.json").read_text())["shapes"] == shapes
+        # a WaveNet row is a clip: "samples/s" beside its 8000 audio samples read as those
+        assert f"| min ms | {rate} (from the mean) |" in capsys.readouterr().out
     assert main(["generate", str(wavenet["pkg"]), "--seconds", "0.05", "--label", "9", "--out", str(out)]) == 2
     folder = tmp_path / "wavs"
     folder.mkdir()

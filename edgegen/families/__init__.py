@@ -221,6 +221,7 @@ class Family:
     # float output shaped [N, 1|3|4, H, W], as a user's module's; a UNet's prediction or a latent is not one)
     picture_outputs: tuple[str, ...] | None = None
     gate: str = "psnr"
+    bench_row: str = "sample"            # what one batch row of a graph call is, in bench's table's rate
     dim_limits: Callable[[Any], dict[str, int]] | None = None   # runtime config -> largest value of each dynamic dim
     fusion: Callable[[Any], dict] | None = None   # runtime config -> ONNX Runtime transformer-optimizer settings
     # "module:NAME" of an export.graph_rewrites.GraphForm: the form `edgegen optimize` gives the
