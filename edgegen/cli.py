@@ -696,7 +696,7 @@ def _cmd_triton(args) -> None:
                                 dynamic_batching=args.dynamic_batching, queue_delay_us=args.queue_delay_us,
                                 instances=args.instances, kind=args.kind, precision=args.precision,
                                 backend=args.backend, threads=args.threads)
-    models = write_repository([_package_or_name(p) for p in args.packages], args.out, options, force=args.force)
+    models = write_repository([_package_or_name(p) for p in args.packages], args.out, options, overwrite=args.force)
     print(f"{len(models)} model(s) in {args.out}: tritonserver --model-repository {args.out} (docs/serving.md)")
 
 

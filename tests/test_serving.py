@@ -182,7 +182,7 @@ def test_a_refused_request_of_a_merged_batch_fails_alone(trained):
 
 def test_refusals_leave_the_repository_as_it_was(repository, trained, tmp_path):
     before = sorted(p.relative_to(repository) for p in repository.rglob("*"))
-    with pytest.raises(OutputExistsError, match="gan.*--force"):
+    with pytest.raises(OutputExistsError, match=r"gan.*--force, or overwrite=True in Python"):
         write_repository([str(trained["gan"][1])], repository, report=lambda line: None)
     # --force: every model folder is checked before any is replaced, so a folder that is not a
     # Triton model's refuses the whole repository, not the models after the ones replaced
@@ -192,14 +192,14 @@ def test_refusals_leave_the_repository_as_it_was(repository, trained, tmp_path):
     (foreign / "vae" / "notes.txt").write_text("mine")
     gan_before = (foreign / "gan" / "config.pbtxt").read_bytes()
     with pytest.raises(OutputExistsError, match="expected a Triton model folder to replace"):
-        write_repository([str(trained["gan"][1]), str(trained["vae"][1])], foreign, force=True, report=lambda line: None)
+        write_repository([str(trained["gan"][1]), str(trained["vae"][1])], foreign, overwrite=True, report=lambda line: None)
     assert (foreign / "gan" / "config.pbtxt").read_bytes() == gan_before and (foreign / "vae" / "notes.txt").is_file()
     # a version of the user's beside edgegen's 1/ is the user's too
     (foreign / "vae" / "notes.txt").unlink()
     shutil.copytree(foreign / "gan", foreign / "vae", dirs_exist_ok=True)
     (foreign / "vae" / "2").mkdir()
     with pytest.raises(OutputExistsError, match="found 2 beside it"):
-        write_repository([str(trained["vae"][1])], foreign, force=True, report=lambda line: None)
+        write_repository([str(trained["vae"][1])], foreign, overwrite=True, report=lambda line: None)
     assert (foreign / "vae" / "2").is_dir() and (foreign / "vae" / "1").is_dir()
     with pytest.raises(ConfigError, match="graph route expected a family whose generation is one graph call.*diffusion"):
         write_repository([str(trained["diffusion"][1])], tmp_path / "r", RepositoryOptions(route="graph"))
@@ -250,7 +250,7 @@ def test_a_repository_inside_a_package_is_refused_and_a_served_package_holds_onl
         path.chmod(0o555 if path.is_dir() else 0o444)
     try:
         for _ in range(2):   # the second replaces the first: no copy of it left beside (as a non-root user too)
-            write_repository([str(pkg)], tmp_path / "r", RepositoryOptions(route="pipeline"), force=True,
+            write_repository([str(pkg)], tmp_path / "r", RepositoryOptions(route="pipeline"), overwrite=True,
                              report=lambda line: None)
     finally:
         for path in (pkg, *pkg.iterdir()):

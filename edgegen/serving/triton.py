@@ -119,9 +119,9 @@ def model_name(package: Package) -> str:
 
 
 def write_repository(packages: list[str], out: str | Path, options: RepositoryOptions = RepositoryOptions(),
-                     force: bool = False, report=print) -> list[ServedModel]:
+                     overwrite: bool = False, report=print) -> list[ServedModel]:
     """A model folder in `out` for each package (a path or a shipped model's name). A folder
-    that exists already is refused unless `force`; every package is checked before any is written."""
+    that exists already is refused unless `overwrite`; every package is checked before any is written."""
     problems = options.problems()
     if problems:
         raise ConfigError(problems[0])   # named by its keyword, which the command line says as its flag
@@ -146,15 +146,15 @@ def write_repository(packages: list[str], out: str | Path, options: RepositoryOp
         raise ConfigError(f"edgegen triton: expected options that some model of this run takes, found {unused[0]}")
     reads = [p.path for p in opened]   # no model folder replaced may hold a package the run reads
     for plan in plans:   # every folder checked before any is replaced
-        if not force and (out / plan.name).exists():
+        if not overwrite and (out / plan.name).exists():
             raise OutputExistsError(f"model {str(out / plan.name)!r}: expected a model folder that does not exist "
-                                    "yet, found one (pass --force, or force=True in Python, to replace it)")
+                                    "yet, found one (pass --force, or overwrite=True in Python, to replace it)")
         refuse_replacing_other(out / plan.name, MODEL_CONFIG, MODEL_FOLDER, reads, model_folder_files)
         check_folder_writable(out / plan.name)   # a read-only folder said before any model is written
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for package, plan in zip(opened, plans):
-        with staged_directory(out / plan.name, overwrite=force, holds=MODEL_CONFIG, kind=MODEL_FOLDER,
+        with staged_directory(out / plan.name, overwrite=overwrite, holds=MODEL_CONFIG, kind=MODEL_FOLDER,
                                reads=reads, owns=model_folder_files) as stage:
             _write_model(package, plan, options, stage)
         written.append(plan)
