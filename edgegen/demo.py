@@ -17,6 +17,7 @@ from pathlib import Path
 from .bench import MAX_ITERS, bench_package, cores_text, format_table, machine_info, per_token_text
 from .errors import CheckpointError, ConfigError, OutputExistsError
 from .families import PRETRAINED
+from .package import CHECKPOINT_WEIGHTS, MANIFEST_NAME
 from .storage import atomic_write_text, staged_directory
 
 BENCH_BATCH = 8
@@ -46,6 +47,22 @@ def demo_files(folder: Path) -> set[str]:
             *(e.name for e in Path(folder).iterdir() if prefixes and e.name.startswith(prefixes))}
 
 
+def refuse_others_in_models(out: Path) -> None:
+    """Replacing a demo folder replaces its pkg/ and ckpt/ whole: each must hold only the packages
+    and checkpoints edgegen wrote there (demo_files judges the folder's top only; a note dropped
+    into pkg/NAME/ would go with it)."""
+    from .package import PACKAGE_KIND, package_files
+    from .storage import LEFTOVER, refuse_replacing_other
+    from .training.checkpoint import CHECKPOINT_KIND, checkpoint_files
+
+    for sub, holds, kind, owns in (("pkg", MANIFEST_NAME, PACKAGE_KIND, package_files),
+                                   ("ckpt", CHECKPOINT_WEIGHTS, CHECKPOINT_KIND, checkpoint_files)):
+        if (out / sub).is_dir() and not (out / sub).is_symlink():
+            for entry in sorted((out / sub).iterdir()):
+                if not LEFTOVER.match(entry.name):
+                    refuse_replacing_other(entry, holds, kind, owns=owns)
+
+
 def run_demo(out: str | Path, train_models: bool = False, overwrite: bool = False, iters: int = 200,
              only: list[str] | None = None) -> Path:
     """Write the demo into `out` (atomically: a failed demo leaves no half-written folder)."""
@@ -58,6 +75,8 @@ def run_demo(out: str | Path, train_models: bool = False, overwrite: bool = Fals
     if not models:
         raise ConfigError(f"demo: expected families with demo models, found none among {only}")
     out = Path(out)
+    if overwrite:
+        refuse_others_in_models(out)
     started = time.perf_counter()
     with staged_directory(out, overwrite=overwrite, holds="results.json", kind="an edgegen demo",
                           owns=demo_files) as stage:

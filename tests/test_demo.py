@@ -50,6 +50,17 @@ def test_demo_with_shipped_weights(tmp_path):
     (demo / "notes.txt").write_text("mine")
     with pytest.raises(OutputExistsError, match="found notes.txt beside it"):
         run_demo(demo, overwrite=True, iters=2)
+    (demo / "notes.txt").unlink()
+    # ... and inside the packages and checkpoints it replaces whole (helper 79: they went, with exit 0)
+    for placed, found in ((demo / "pkg" / "gan-digits" / "notes.txt", "found notes.txt beside it"),
+                          (demo / "ckpt" / "vae-digits" / "sub" / "a.txt", "found sub beside it"),
+                          (demo / "pkg" / "notes.txt", "expected a directory to replace, found a file")):
+        placed.parent.mkdir(exist_ok=True)
+        placed.write_text("mine")
+        with pytest.raises(OutputExistsError, match=found):
+            run_demo(demo, overwrite=True, iters=2, only=["vae"])
+        assert placed.read_text() == "mine"
+        placed.unlink()
 
 
 def test_demo_refuses_a_benchmark_of_no_iterations_before_any_export(tmp_path):
