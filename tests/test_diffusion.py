@@ -413,6 +413,21 @@ def test_a_non_finite_sample_from_the_callers_noise_names_the_noise(pipe):
         pipe.sample(2, labels=1, steps=3, noise=np.full((2, *pipe.space_shape), 1e30, np.float32))
 
 
+@pytest.mark.parametrize("sampler, eta", [("ddpm", 0.0), ("ddim", 1.0), ("euler-a", 0.0), ("dpmpp-2m", 0.0)])
+def test_a_seed_gives_each_row_the_same_image_at_any_n(pipe, sampler, eta):
+    """The noise drawn at every step (the stochastic samplers', inpaint's re-noised known pixels) is
+    each row's own: drawn as one [n, ...] array, row 0 of a seed changed with n (helper 79)."""
+    settings = dict(steps=6, sampler=sampler, eta=eta, labels=7, seed=0)
+    np.testing.assert_allclose(pipe.sample(3, **settings)[:1], pipe.sample(1, **settings), rtol=0, atol=1e-6)
+    images = pipe.sample(3, steps=4, seed=1)
+    mask = np.zeros((8, 8), np.float32)
+    mask[4:] = 1
+    np.testing.assert_allclose(pipe.inpaint(images, mask, **settings)[:1], pipe.inpaint(images[:1], mask, **settings),
+                               rtol=0, atol=1e-6)
+    np.testing.assert_allclose(pipe.img2img(images, 0.6, **settings)[:2], pipe.img2img(images[:2], 0.6, **settings),
+                               rtol=0, atol=1e-6)
+
+
 def test_sample_batched_gives_each_call_what_it_gets_alone(trained):
     """A server's merged requests: one loop per group of equal settings, each call's noise from
     its own seed (the stochastic samplers too), labelled and unlabelled calls apart."""

@@ -279,7 +279,7 @@ class DiffusionPipeline(Pipeline):
             if len(x_T) != n:
                 raise InputError(f"noise: expected {n} rows (n), found {len(x_T)}")
         with _warnings_left_to_finished():
-            x = run.sample(model_fn, x_T, steps, rng=rng, callback=callback)
+            x = run.sample(model_fn, x_T, steps, rng=step_noise(rng, n), callback=callback)
         return self._finished(x, guidance_scale, run.name, feeds, None if noise is None else x_T)
 
     def _img2img(self, image, strength, steps, sampler, guidance_scale, labels, seed, eta, callback,
@@ -295,7 +295,8 @@ class DiffusionPipeline(Pipeline):
         noise = rng.standard_normal(x0.shape, dtype=np.float32)
         model_fn = self.conditioned_denoiser(labels, len(x0), guidance_scale, feeds)
         with _warnings_left_to_finished():
-            x = run.denoise(model_fn, run.noised(x0, noise, steps, start), steps, start, rng, callback)
+            x = run.denoise(model_fn, run.noised(x0, noise, steps, start), steps, start, step_noise(rng, len(x0)),
+                            callback)
         return self._finished(x, guidance_scale, run.name, feeds)
 
     @staticmethod
@@ -326,18 +327,19 @@ class DiffusionPipeline(Pipeline):
         rng = make_rng(seed)
         run = self.make_sampler(sampler, eta)
         last = len(run.timesteps(steps)) - 1   # PNDM calls the model more often than `steps`
+        each_row = step_noise(rng, n)   # the sampler's and the known pixels' noise at every step
 
         def paste_known(i: int, x: np.ndarray) -> np.ndarray:
             if i == last:
                 known = x0
             else:
-                known = run.noised(x0, rng.standard_normal(x0.shape, dtype=np.float32), steps, i + 1)
+                known = run.noised(x0, each_row.standard_normal(x0.shape, dtype=np.float32), steps, i + 1)
             return (keep * known + (1 - keep) * x).astype(np.float32)
 
         model_fn = self.conditioned_denoiser(labels, n, guidance_scale, feeds)
         x_T = rng.standard_normal(x0.shape, dtype=np.float32)
         with _warnings_left_to_finished():
-            x = run.sample(model_fn, x_T, steps, rng=rng, callback=callback, after_step=paste_known)
+            x = run.sample(model_fn, x_T, steps, rng=each_row, callback=callback, after_step=paste_known)
         generated = self._finished(x, guidance_scale, run.name, feeds)
         # the known pixels exactly as given (in pixel space this changes nothing; a decoder's are near, not equal)
         return ((1 - pixel_mask) * images + pixel_mask * generated).astype(np.float32)
@@ -384,6 +386,19 @@ class RowGenerators:
             raise ValueError(f"expected a draw of {sum(self.counts)} rows, found {shape[0]}")
         return np.concatenate([g.standard_normal((n, *shape[1:]), dtype=dtype)
                                for g, n in zip(self.generators, self.counts)])
+
+    def per_row(self) -> RowGenerators:
+        """A generator of each row's own, spawned from its call's (Generator.spawn: child r is the same
+        whatever the count), for the noise drawn at every step: drawn as one [N, ...] array from
+        one generator, a row's noise would depend on how many rows are beside it."""
+        return RowGenerators([child for g, n in zip(self.generators, self.counts) for child in g.spawn(n)],
+                             [1] * sum(self.counts))
+
+
+def step_noise(rng: np.random.Generator | RowGenerators, n: int) -> RowGenerators:
+    """The source of the noise a sampling loop draws after its first: each row's own (RowGenerators.per_row),
+    so that a seed gives row r the same image at any n, as the first noise (drawn row by row) already does."""
+    return (rng if isinstance(rng, RowGenerators) else RowGenerators([rng], [n])).per_row()
 
 
 def _warnings_left_to_finished():
