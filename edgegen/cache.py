@@ -20,7 +20,7 @@ from pathlib import Path
 from .errors import PackageBusyError
 from .package import MANIFEST_NAME, USER_ENGINES, engines_package
 from .shipped import CACHED_EXPORT, edgegen_version, package_damage, models_root, shipped_names, weights_sha256
-from .storage import clean_leftovers, remove_whole, user_cache_dir, writer_lock
+from .storage import clean_leftovers, remove_whole, user_cache_dir, writer_lock, writing_now
 
 JUDGE = re.compile(r"^digits-\d+px-\d+steps-seed\d+-edgegen-(?P<edgegen>.+)-torch-(?P<torch>.+)\.safetensors$")
 # what killed writers leave beside what they wrote: staging folders and old outputs moved aside
@@ -54,7 +54,9 @@ def cache_entries(root: Path | None = None) -> list[CacheEntry]:
                           (root / USER_ENGINES, _engines_staleness)):
         for path in _listed(folder):
             leftover = LEFTOVER.match(path.name)
-            if leftover:
+            if leftover and (writer := writing_now(folder / leftover["name"])):   # a part of a live write
+                entries.append(CacheEntry(path, f"being written now by {writer}", _size(path), None))
+            elif leftover:
                 entries.append(CacheEntry(path, "left by an interrupted write", _size(path),
                                           f"a part of {leftover['name']} a killed command left"))
             else:

@@ -501,6 +501,25 @@ def writer_lock(target: str | os.PathLike, doing: str, wait: bool = True) -> Ite
         os.close(fd)   # releases the lock
 
 
+def writing_now(target: str | os.PathLike) -> str | None:
+    """Who holds the writer lock of `target` now (writer_lock's holder text), or None: a look, not
+    a wait, that creates nothing."""
+    target = Path(target).resolve()
+    try:
+        fd = os.open(target.parent / f".{target.name}.lock", os.O_RDWR)
+    except OSError:   # no lock file: no writer (or one this user may not open: said as none)
+        return None
+    try:
+        if not _try_lock(fd):
+            return _read_holder(fd)
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
 def _try_lock(fd: int) -> bool:
     import fcntl   # POSIX: Linux, macOS, the Jetson's L4T
 

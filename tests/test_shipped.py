@@ -201,6 +201,12 @@ def test_edgegen_cache_lists_what_this_edgegen_reads_and_prune_removes_the_rest(
         assert "stale" not in lines[str(path.relative_to(cache))]
     total = lines[str(cache) + ":"]
     assert " in 11 entries, " in total and total.endswith(" in 6 stale ones (edgegen cache --prune removes them)")
+    # a part of a write running now is said as that, not as a killed command's (helper 79)
+    with writer_lock(new, "exporting it in this test"):
+        assert main(["cache"]) == 0
+    line = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}[str(leftover.relative_to(cache))]
+    assert f"being written now by pid {os.getpid()} (" in line and line.endswith(": exporting it in this test)")
+    assert "stale" not in line
 
     # a killed writer's only copy of an old output, moved aside with nothing in its place: put back, not removed
     gone = cache / "packages" / shipped.cached_export_name(NAME, "2" * 64, before)
