@@ -189,6 +189,24 @@ def test_backend_choice(trained):
         edgegen.load(trained["gan"][1], backend="ort-cpu", threads=0)
 
 
+def test_tensorrt_missing_is_said_with_what_helps_on_this_machine(tmp_path, monkeypatch):
+    """Without a GPU, installing TensorRT cannot help: the message says so (helper 79: it sent a
+    machine without a GPU to pip)."""
+    from edgegen.runtimes import backends
+
+    monkeypatch.setattr(backends.importlib.util, "find_spec", lambda name: None)
+    looks_in = backends.no_nvidia_gpu_here
+    monkeypatch.setattr(backends, "no_nvidia_gpu_here", lambda: looks_in(tmp_path))   # a machine's root of our own
+    with pytest.raises(BackendError, match=r"found tensorrt and cuda missing and no NVIDIA GPU on this machine \(none "
+                                           r"of /dev/nvidia0, /dev/dxg, /etc/nv_tegra_release\): TensorRT engines are "
+                                           r"built on the GPU that runs them; here, 'edgegen check PACKAGE --target"):
+        backends.require_tensorrt()
+    (tmp_path / "dev").mkdir()
+    (tmp_path / "dev" / "nvidia0").write_text("")
+    with pytest.raises(BackendError, match=r"found tensorrt and cuda missing \(pip install 'edgegen\[tensorrt\]'"):
+        backends.require_tensorrt()
+
+
 @pytest.mark.skipif("CUDAExecutionProvider" in __import__("onnxruntime").get_available_providers(),
                     reason="this machine has the CUDA provider")
 def test_gpu_backends_are_refused_where_absent(trained):

@@ -6,6 +6,7 @@ Runtime code: never imports torch or onnx.
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 from ..errors import BackendError, not_one_of
 
@@ -48,13 +49,30 @@ def available_backends() -> list[str]:
     return found
 
 
+# what a machine with an NVIDIA GPU has: a driver's device node (Linux; /dev/dxg under WSL 2), or
+# Jetson Linux's release file
+GPU_SIGNS = ("dev/nvidia0", "dev/dxg", "etc/nv_tegra_release")
+
+
+def no_nvidia_gpu_here(root: Path = Path("/")) -> bool:
+    return not any((root / sign).exists() for sign in GPU_SIGNS)
+
+
 def require_tensorrt(backend: str = "tensorrt") -> None:
-    """BackendError, with the way to install them, where TensorRT's or cuda-python's module is missing."""
+    """BackendError, with the way to install them, where TensorRT's or cuda-python's module is missing
+    (on a machine without a GPU, what to do instead: installing them cannot help there)."""
     missing = [m for m in ("tensorrt", "cuda") if importlib.util.find_spec(m) is None]
-    if missing:
-        raise BackendError(f"backend {backend!r}: expected the tensorrt and cuda-python packages and an NVIDIA "
-                           f"GPU, found {' and '.join(missing)} missing (pip install 'edgegen[tensorrt]'; "
-                           f"on a Jetson, JetPack's TensorRT and pip install cuda-python)")
+    if not missing:
+        return
+    found = f"found {' and '.join(missing)} missing"
+    if no_nvidia_gpu_here():
+        raise BackendError(f"backend {backend!r}: expected the tensorrt and cuda-python packages and an NVIDIA GPU, "
+                           f"{found} and no NVIDIA GPU on this machine (none of /{', /'.join(GPU_SIGNS)}): TensorRT "
+                           "engines are built on the GPU that runs them; here, 'edgegen check PACKAGE --target "
+                           "TARGET' says what TensorRT's parser will refuse")
+    raise BackendError(f"backend {backend!r}: expected the tensorrt and cuda-python packages and an NVIDIA GPU, "
+                       f"{found} (pip install 'edgegen[tensorrt]'; on a Jetson, JetPack's TensorRT and pip install "
+                       "cuda-python)")
 
 
 def resolve_backend(backend: str) -> str:
