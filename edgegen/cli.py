@@ -183,8 +183,11 @@ def _cmd_export(args) -> int:
                           "--module FILE.py:FACTORY, found none")
     else:
         from .export import export_checkpoint
+        from .shipped import checkpoints_dir
 
-        out = export_checkpoint(args.checkpoint, args.out, progress=None, **options)
+        # a shipped model's name: its checkpoint (`check` advises exporting it again with --target)
+        checkpoint = checkpoints_dir() / args.checkpoint if _shipped_name_given(args.checkpoint) else args.checkpoint
+        out = export_checkpoint(checkpoint, args.out, progress=None, **options)
     print(f"wrote package {out}")
     _print_info(out)
     if args.target is not None and get_target(args.target).uses_tensorrt:
@@ -800,7 +803,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="export a checkpoint to a validated model package")
     p.add_argument("checkpoint", nargs="?", default=None,
-                   help="checkpoint directory (or, with --from-transformers, the architecture: "
+                   help="checkpoint directory, or a shipped model's name (edgegen list) for its checkpoint (or, with "
+                        "--from-transformers, the architecture: "
                         f"{', '.join(a for f in registered for a in f.importers)}; default: config.json's model_type)")
     p.add_argument("--from-transformers", default=None, metavar="DIR",
                    help="import a Hugging Face save_pretrained directory instead of an edgegen checkpoint")

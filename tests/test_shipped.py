@@ -76,6 +76,16 @@ def test_a_name_exports_once_into_the_cache_then_finds_it(models, tmp_path, caps
     assert f"optimize a copy (cp -r {shipped.cache_path(NAME)} pkg-{NAME}, then" in capsys.readouterr().err
 
 
+def test_export_takes_a_shipped_name_for_its_checkpoint(models, tmp_path, capsys):
+    """check advises exporting a shipped package again with --target jetpack6: the name is its
+    checkpoint there (it was refused as no checkpoint at that path; helper 79)."""
+    out = tmp_path / "pkg"
+    assert main(["export", NAME, "--target", "jetpack6", "--out", str(out)]) == 0, capsys.readouterr().err
+    manifest = json.loads((out / "edgegen.json").read_text())
+    assert manifest["name"] == NAME and manifest["provenance"]["opset"] == 18
+    assert manifest["provenance"]["source_checkpoint"]["path"] == str((models / "checkpoints" / NAME).resolve())
+
+
 def test_build_says_tensorrt_is_missing_before_a_name_exports(models, capsys):
     if importlib.util.find_spec("tensorrt") is not None:
         pytest.skip("TensorRT is here: build would build")
