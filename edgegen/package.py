@@ -274,8 +274,7 @@ def _shipped_hint(path) -> str:
     if not names:
         return f" (if it names a shipped model: {MODELS_MISSING})"
     close = close_match(str(path), names)
-    return f" (did you mean the shipped model {close!r}?)" if close else ""
-
+    return f" (did you mean the shipped model {close!r}?)" if close else " (nor a shipped model's name: edgegen list)"
 
 
 def _shadows_shipped(path: Path) -> str:

@@ -435,6 +435,8 @@ def test_a_typo_in_a_shipped_name_suggests_the_name(models, tmp_path, monkeypatc
     assert main(["generate", NAME[:-1], "--out", "a.png"]) == 2
     assert capsys.readouterr().err.strip().endswith(f"found nothing at that path (did you mean the shipped model {NAME!r}?)")
     assert main(["info", "nothing-like-any"]) == 2
+    assert capsys.readouterr().err.strip().endswith("found nothing at that path (nor a shipped model's name: edgegen list)")
+    assert main(["info", "./nothing-like-any"]) == 2   # a path, not a name: nothing to say of names
     assert capsys.readouterr().err.strip().endswith("found nothing at that path")
 
 
