@@ -569,3 +569,29 @@ def test_a_manifest_whose_shapes_disagree_with_its_graphs_is_refused_at_load(sd_
         with pytest.raises(ManifestError, match=rf"disagrees with its graphs: .*{said}"):
             edgegen.load(copy)
         assert main(["info", str(copy)]) == 1, name
+
+
+def test_hugging_face_bars_and_the_torchvision_notice_are_quiet_inside_the_block_only():
+    """text2image's export printed transformers' torchvision notices and its "Writing model shards"
+    and "Loading weights" bars between its own progress lines (helper 79); other warnings stay."""
+    import logging
+
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    from edgegen.export.hugging_face import TORCHVISION_NOTICE_LOGGER, quiet_hugging_face
+
+    notice, seen = logging.getLogger(TORCHVISION_NOTICE_LOGGER), []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())
+    notice.addHandler(handler)
+    try:
+        with quiet_hugging_face():
+            assert not transformers_logging.is_progress_bar_enabled() and not diffusers_logging.is_progress_bar_enabled()
+            notice.warning("`CLIPImageProcessor` requires torchvision (not installed); falling back to ...")
+            notice.warning("another warning")
+        notice.warning("`SiglipImageProcessor` requires torchvision (not installed); falling back to ...")
+    finally:
+        notice.removeHandler(handler)
+    assert transformers_logging.is_progress_bar_enabled() and diffusers_logging.is_progress_bar_enabled()
+    assert seen == ["another warning", "`SiglipImageProcessor` requires torchvision (not installed); falling back to ..."]

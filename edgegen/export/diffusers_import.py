@@ -19,6 +19,7 @@ from ..errors import CheckpointError, ConfigError, EdgegenWarning, described, wa
 from ..families import _resolve, families
 from ..package import read_json
 from ..training.checkpoint import save_pretrained_folder
+from .hugging_face import quiet_hugging_face
 
 # diffusers scheduler class -> edgegen sampler (each matches it call for call: tests/test_samplers.py)
 SCHEDULERS = {"DDPMScheduler": "ddpm", "DDIMScheduler": "ddim", "PNDMScheduler": "pndm",
@@ -235,7 +236,8 @@ def import_diffusers(folder: str | Path, scratch: Path):
     from ..training.checkpoint import Checkpoint
     from .spec import ExportSpec
 
-    imported = _resolve(known[denoiser].diffusers_importers[denoiser], "")(folder, layout, scratch)
+    with quiet_hugging_face():
+        imported = _resolve(known[denoiser].diffusers_importers[denoiser], "")(folder, layout, scratch)
     if not (isinstance(imported, tuple) and len(imported) == 2 and isinstance(imported[0], Checkpoint)
             and isinstance(imported[1], ExportSpec)):
         raise ConfigError(f"the importer of {denoiser!r} pipelines (Family.diffusers_importers): expected (folder, "

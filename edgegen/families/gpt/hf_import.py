@@ -10,7 +10,6 @@ before anything is exported.
 
 from __future__ import annotations
 
-import contextlib
 import warnings
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from ...errors import CheckpointError, ImportedSettingWarning, InputError, ValidationError, described, not_one_of
+from ...export.hugging_face import quiet_hugging_face
 from ...export.validate import compare
 from ...package import files_sha256, read_json
 from ...training.checkpoint import Checkpoint, make_config, save_pretrained_folder, state_dict_mismatch
@@ -261,7 +261,7 @@ def check_against_transformers(folder: Path, model, vocab_size: int, context: in
         return "skipped: transformers is not installed"
     # in float32 whatever the checkpoint's dtype: our module holds the weights in float32 too
     try:
-        with _no_transformers_bars():
+        with quiet_hugging_face(("transformers",)):
             reference = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
     except Exception as exc:  # noqa: BLE001 - what transformers cannot load, it cannot vouch for: one line, not its traceback
         raise CheckpointError(f"{str(folder)!r}: expected a checkpoint transformers loads, to check the import against, "
@@ -279,21 +279,6 @@ def check_against_transformers(folder: Path, model, vocab_size: int, context: in
     if not result.passed:
         raise ValidationError(f"import of {str(folder)!r} does not reproduce transformers: {result.line()}")
     return f"matches transformers {type(reference).__name__} (max abs diff {result.max_abs:.2g})"
-
-
-@contextlib.contextmanager
-def _no_transformers_bars():
-    """transformers' own progress bars off (its "Loading weights" bar for the check's reference
-    model): the export's progress line already says where it is."""
-    from transformers.utils import logging
-
-    was_on = logging.is_progress_bar_enabled()
-    logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_on:
-            logging.enable_progress_bar()
 
 
 def import_gpt2(folder: str | Path, scratch: Path) -> Checkpoint:

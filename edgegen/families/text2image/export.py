@@ -10,6 +10,7 @@ import copy
 import dataclasses
 from pathlib import Path
 
+from ...export.hugging_face import quiet_hugging_face
 from ...export.diffusers_import import read_layout
 from ...export.spec import ExportSpec
 from ...training.checkpoint import Checkpoint
@@ -45,7 +46,8 @@ def as_pipeline_folder(ckpt: Checkpoint, folder: Path, scheduler: str = SCHEDULE
 
 def through_import(ckpt: Checkpoint, scratch: Path) -> tuple[Checkpoint, ExportSpec]:
     """ExportSpec.via_import: the import of as_pipeline_folder(ckpt), as coming from ckpt."""
-    imported, spec = import_stable_diffusion(*read_layout(as_pipeline_folder(ckpt, scratch)), scratch)
+    with quiet_hugging_face():   # a pipeline folder of edgegen's own making: its bars are noise in the export's
+        imported, spec = import_stable_diffusion(*read_layout(as_pipeline_folder(ckpt, scratch)), scratch)
     described = {**ckpt.data, "captions": captions_described(ckpt.config.ink_medians)}
 
     def runtime_config(_):
