@@ -29,11 +29,19 @@ PACKAGE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")   # a folder name anyw
 
 
 def check_name(name: str | None) -> None:
-    """A package's name as given (the default is its source folder's): one a model folder can take
+    """A package's name as given (the default, its source folder's, made to fit by name_from_folder): one a model folder can take
     as it is, since Triton's repository names each model's folder by it."""
     if name is not None and (not isinstance(name, str) or not PACKAGE_NAME.fullmatch(name)):
         raise ConfigError(f"name (--name): expected letters, digits, '_', '.' and '-', not starting with '.' or '-' "
                           f"(a model folder's name), found {name!r}")
+
+
+def name_from_folder(folder_name: str) -> str:
+    """A package's default name, from the folder it came from, as check_name takes it: its other
+    characters as "_" and no leading "." or "-" (a hidden folder, "." or ".." itself)."""
+    if PACKAGE_NAME.fullmatch(folder_name):
+        return folder_name
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", folder_name).lstrip(".-") or "model"
 
 
 CHECKPOINT_WEIGHTS = "weights.safetensors"   # the file every checkpoint holds (training.checkpoint)

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from .errors import ConfigError, OutputExistsError, PackageBusyError
+from .errors import ConfigError, DataError, OutputExistsError, PackageBusyError
 
 LOCK_POLL_S = 0.2
 
@@ -234,8 +234,11 @@ def refuse_output_folder(out: str | os.PathLike, overwrite: bool, holds: str, ki
     command such as training calls before it starts): an empty path, one that exists where
     replacing it was not asked for or would delete what edgegen did not write, and one that could
     not be made (a file on the way to it, a folder the system will not write in)."""
-    refuse_existing(out, overwrite)
+    refuse_empty(out, "output")
+    # first what --force could not replace either (a folder of other files, the input): said as that,
+    # not with the advice to pass --force
     refuse_replacing_other(out, holds, kind, reads, owns)
+    refuse_existing(out, overwrite)
     check_folder_writable(out)
 
 
@@ -445,8 +448,13 @@ def data_files(folder: Path, suffixes: Iterable[str]) -> list[Path]:
     (names starting with a dot: macOS's ._ files, .ipynb_checkpoints) left out, as a user means
     "the data in this folder"."""
     suffixes = tuple(suffixes)
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in suffixes and p.is_file()
-                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in suffixes and (p.is_file() or p.is_symlink())
+                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    for path in files:   # a link to nothing was left out unsaid, where an unreadable file stops training
+        if not path.exists():
+            raise DataError(f"data file {str(path)!r}: expected a file to read, found a link to nothing "
+                            f"({os.readlink(path)!r}): mend or remove the link")
+    return [p for p in files if p.is_file()]   # a link to a folder named like an image: not a file
 
 
 def user_cache_dir(checked: bool = True) -> Path:

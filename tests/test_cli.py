@@ -82,8 +82,12 @@ def test_an_import_is_refused_before_it_loads_where_its_output_or_name_is(tmp_pa
     (tmp_path / "saved").mkdir()
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "mine.txt").write_text("mine")
+    (tmp_path / "empty").mkdir()
     for out, options, refusal in (("", {}, "output: expected a path, found an empty one"),
-                                  (tmp_path / "taken", {}, "expected a path that does not exist yet"),
+                                  (tmp_path / "empty", {}, r"expected a path that does not exist yet, found one \(pass "
+                                                           r"--force"),
+                                  # what --force could not replace either: said so, not "pass --force" (helper 78)
+                                  (tmp_path / "taken", {}, r"found a folder of other files \(mine.txt\)"),
                                   (tmp_path / "taken", {"overwrite": True}, r"found a folder of other files \(mine.txt\)"),
                                   (tmp_path / "new", {"name": "../up"}, r"name \(--name\): expected letters")):
         for imported in (lambda: export.export_transformers("gpt2", tmp_path / "saved", out, **options),

@@ -8,6 +8,7 @@ from PIL import Image
 
 from edgegen.errors import ConfigError, DataError, OutputExistsError, UnknownFamilyError
 from edgegen.package import Package
+from edgegen.storage import data_files
 from edgegen.training.data import digit_labels, load_images
 from edgegen.training.train import train
 
@@ -61,9 +62,41 @@ def test_data_errors(tmp_path):
         load_images(str(tmp_path), image_size=4096)
 
 
+def test_a_link_to_nothing_among_the_images_is_said_as_a_broken_file_is(tmp_path):
+    """It was left out without a word, where an unreadable file stops training (helper 78)."""
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(tmp_path / f"im{i}.png")
+    (tmp_path / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    with pytest.raises(DataError, match=r"gone.png': expected a file to read, found a link to nothing \('.*nowhere.png'\)"):
+        load_images(str(tmp_path), image_size=16)
+    (tmp_path / "gone.png").unlink()
+    (tmp_path / "im.png").mkdir()   # a folder named like a picture is no file: left out
+    (tmp_path / "also.png").symlink_to(tmp_path / "im0.png")   # a link to a picture is read
+    assert [p.name for p in data_files(tmp_path, (".png",))] == ["also.png", "im0.png", "im1.png", "im2.png"]
+
+
+def test_a_built_in_sets_name_beside_a_folder_of_that_name_is_said(tmp_path, monkeypatch):
+    """--data digits with a folder named digits here trains on the built-in set, as the name says:
+    it did so without a word (helper 78); ./digits is the folder."""
+    from edgegen.errors import EdgegenWarning
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "digits").mkdir()
+    with pytest.warns(EdgegenWarning, match=r"--data 'digits': the built-in data set, not the folder of that name here "
+                                            r"\(give ./digits to train on it\)"):
+        train("vae", tmp_path / "x", data="digits", steps=1, progress=False)
+
+
 def test_training_errors(tmp_path):
-    with pytest.raises(UnknownFamilyError, match="family 'vqvae': expected one of vae, gan"):
+    with pytest.raises(UnknownFamilyError, match="family 'vqvae': expected one of vae, gan") as refused:
         train("vqvae", tmp_path / "x")
+    assert "generic" not in str(refused.value)   # which train refuses (helper 78)
+    with pytest.raises(UnknownFamilyError, match="family 'generic': expected one that edgegen trains"):
+        train("generic", tmp_path / "x")
+    with pytest.raises(ConfigError, match=r"training steps \(--steps\): expected at least 2 for latent diffusion, whose "
+                                          r"autoencoder trains first and its UNet after"):
+        train("ldm", tmp_path / "x", steps=1)   # the UNet was left untrained, and exported (helper 78)
     with pytest.raises(ConfigError, match="image_size expected a multiple of 8"):
         train("vae", tmp_path / "x", image_size=20, steps=1)
     with pytest.raises(ConfigError, match=r"training steps \(--steps\): expected a positive integer, found 0"):

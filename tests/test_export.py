@@ -250,3 +250,15 @@ def test_sibling_matmuls_fuse_into_one_and_compute_the_same():
     after = ort.InferenceSession(fused.SerializeToString()).run(None, feeds)
     for a, b in zip(before, after):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_a_default_name_from_a_folder_fits_the_name_rule(trained, tmp_path):
+    """A checkpoint folder "my gan 7" made a package named "my gan 7", which --name refuses and
+    Triton's repository renamed (helper 78)."""
+    import shutil
+
+    from edgegen.package import name_from_folder
+
+    ckpt = shutil.copytree(trained["gan"][0], tmp_path / "my gan 7")
+    assert Package(export_checkpoint(ckpt, tmp_path / "pkg")).manifest.name == "my_gan_7"
+    assert [name_from_folder(n) for n in ("ok-1.2", ".hidden", "..", "-x y")] == ["ok-1.2", "hidden", "model", "x_y"]

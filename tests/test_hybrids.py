@@ -5,12 +5,14 @@ latent diffusion (three graphs)."""
 
 import dataclasses
 import re
+import shutil
+import warnings
 
 import numpy as np
 import pytest
 
 import edgegen
-from edgegen.errors import ConfigError, InputError
+from edgegen.errors import ConfigError, DataError, InputError
 from edgegen.training.data import load_images
 from edgegen.export import export_checkpoint
 from edgegen.training.checkpoint import load_checkpoint
@@ -298,10 +300,35 @@ def test_controlnet_refuses_a_base_that_is_not_a_diffusion_checkpoint(tmp_path):
 
 
 def test_controlnet_refuses_what_would_not_fit_its_base(tiny_diffusion, tmp_path):
-    with pytest.raises(ConfigError, match="expected data with the base model's 10 classes, found 0"):
+    from edgegen.errors import EdgegenWarning
+
+    with pytest.warns(EdgegenWarning, match="--data 'natural': the base .* was trained on 'digits'"), \
+            pytest.raises(ConfigError, match="expected data with the base model's 10 classes, found 0"):
         train("controlnet", tmp_path / "c", data="natural", steps=1, progress=False, base=str(tiny_diffusion[0]))
     with pytest.raises(ConfigError, match=r"the base checkpoint fixes the architecture\), found \['width'\]"):
         train("controlnet", tmp_path / "c", steps=1, progress=False, base=str(tiny_diffusion[0]), width=16)
+
+
+def test_controlnet_trains_on_its_bases_data_by_default(tmp_path):
+    """A base trained on a folder: the ControlNet took digits, and blamed '--data digits', which the
+    user never gave, for its classes (helper 78)."""
+    from PIL import Image
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    base = train("diffusion", tmp_path / "base", data=str(folder), image_size=8, steps=1, batch_size=4,
+                 progress=False, width=8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")   # the base's own data: no warning
+        ckpt = train("controlnet", tmp_path / "c", steps=1, batch_size=4, progress=False, base=str(base))
+    assert load_checkpoint(ckpt).data["source"] == str(folder.resolve())
+    shutil.move(folder, tmp_path / "moved")
+    with pytest.raises(DataError, match=r"--data: expected the data --base .* was trained on at .*photos', found "
+                                        r"nothing at that path \(moved or deleted\?\): give its new place with --data"):
+        train("controlnet", tmp_path / "c2", steps=1, progress=False, base=str(base))
 
 
 def test_latent_diffusion_three_graphs(tmp_path):

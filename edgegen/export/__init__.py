@@ -20,7 +20,7 @@ from ..errors import CheckpointError, ConfigError, ImportedSettingWarning, Valid
 from ..families import RuntimeConfig
 from ..families import get as get_family
 from ..package import (CHECKPOINT_WEIGHTS, MANIFEST_NAME, PACKAGE_KIND, GraphEntry, Manifest, Package, check_name,
-                       package_files, read_json, refuse_output_inside_edgegens, sha256_file, write_manifest)
+                       name_from_folder, package_files, read_json, refuse_output_inside_edgegens, sha256_file, write_manifest)
 from ..progress import Progress
 from ..storage import refuse_output_folder, staged_directory
 from ..runtimes.feeds import HELD_OUT_FILE, write_feeds
@@ -110,7 +110,7 @@ def export_model(ckpt: Checkpoint, out: str | Path, data: str | None = None, ops
         beside = sorted(e.name for e in stage.iterdir() if e.name not in {g.file for g in graphs.values()})
         manifest = Manifest(
             family=ckpt.family,
-            name=name or Path(checkpoint).resolve().name,
+            name=name or name_from_folder(Path(checkpoint).resolve().name),
             config=config.to_json(),
             graphs=graphs,
             provenance={**provenance(opset, {"path": str(Path(recorded_as or ckpt.path).resolve()),

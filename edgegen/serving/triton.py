@@ -19,7 +19,6 @@ leaves the repository as it was. Runtime code: no torch, no onnx, no Triton pack
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,7 @@ from ..errors import ConfigError, OutputExistsError
 from ..external_data import external_data_files
 from ..families import get as get_family
 from ..families import package_config
-from ..package import (CHECKPOINT_WEIGHTS, MANIFEST_NAME, PACKAGE_NAME, PRECISIONS, Package, TensorSpec, copy_package,
+from ..package import (CHECKPOINT_WEIGHTS, MANIFEST_NAME, PRECISIONS, Package, TensorSpec, copy_package, name_from_folder,
                        fp32_graphs_note)
 from ..runtimes.backends import KNOWN_BACKENDS
 from ..shipped import resolve as resolve_shipped
@@ -109,13 +108,9 @@ class ServedModel:
 
 
 def model_name(package: Package) -> str:
-    """The package's name as a Triton model name: as it is where export would take it (PACKAGE_NAME),
-    else (a default name from a folder, an older package's) its other characters as "_" and no
-    leading "." or "-" (a hidden folder, "." or ".." itself)."""
-    name = package.manifest.name
-    if PACKAGE_NAME.fullmatch(name):
-        return name
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", name).lstrip(".-") or "model"
+    """The package's name as a Triton model name: as export takes it, the name rule's (an older
+    package's default name from its folder, sanitized as export now sanitizes one)."""
+    return name_from_folder(package.manifest.name)
 
 
 def write_repository(packages: list[str], out: str | Path, options: RepositoryOptions = RepositoryOptions(),

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..cpus import cgroup_memory_left
-from ..errors import ConfigError, TrainingError
+from ..errors import ConfigError, EdgegenWarning, TrainingError
 from ..families import get as get_family
 from ..storage import refuse_output_folder
 from ..progress import Progress
@@ -32,7 +34,11 @@ def train(family: str, out: str | Path, data: str | None = None, steps: int | No
     data: default the family's DEFAULT_DATA (digits for the image families, stdlib for gpt).
     """
     module = family_module(family)
-    data = data or getattr(module, "DEFAULT_DATA", "digits")
+    if not data:   # a ControlNet's: its base's (default_data)
+        data = module.default_data(model_options) if hasattr(module, "default_data") else getattr(module, "DEFAULT_DATA", "digits")
+    elif data in get_family(family).builtin_data and os.path.exists(data):   # the name wins: said, not silent
+        warnings.warn(f"--data {data!r}: the built-in data set, not the {'folder' if os.path.isdir(data) else 'file'} "
+                      f"of that name here (give ./{data} to train on it)", EdgegenWarning, stacklevel=2)
     steps = module.DEFAULT_STEPS if steps is None else steps
     batch_size = module.DEFAULT_BATCH if batch_size is None else batch_size
     lr = module.DEFAULT_LR if lr is None else lr

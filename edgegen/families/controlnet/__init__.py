@@ -7,8 +7,8 @@ from .pipeline import ControlNetConfig, ControlNetPipeline
 FAMILY = register(Family(
     name="controlnet",
     summary="ControlNet over a diffusion model: samples that follow a coarse hint image",
-    data="the data its --base was trained on (default: digits, the shipped diffusion-digits'); for a folder, a "
-         "--base trained on that folder",
+    data="default: the data its --base was trained on (digits for the shipped diffusion-digits); other data is "
+         "trained on with a warning",
     pipeline=ControlNetPipeline,
     config=ControlNetConfig,
     graphs=("unet",),

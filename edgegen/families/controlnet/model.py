@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
-from ...errors import ConfigError
+from ...errors import CheckpointError, ConfigError, DataError, EdgegenWarning
 from .. import PRETRAINED
 from ..diffusion import model as diffusion
 from .pipeline import coarse_hint
@@ -113,6 +114,22 @@ def build(config: Config) -> ControlNetModel:
     return ControlNetModel(config)
 
 
+def default_data(options: dict) -> str:
+    """The data --base was trained on, as its training recorded it (a built-in set's name or a
+    folder's path): a ControlNet learns on its base's data, whose class embedding it keeps."""
+    from ...package import read_json
+
+    base = Path(options.get("base") or DEFAULT_BASE)
+    try:
+        source = read_json(base / "config.json", CheckpointError).get("data", {}).get("source", "digits")
+    except (CheckpointError, AttributeError):
+        return "digits"   # prepare_data says what is wrong with the base
+    if Path(source).is_absolute() and not Path(source).exists():
+        raise DataError(f"--data: expected the data --base {str(base)!r} was trained on at {source!r}, found nothing "
+                        "at that path (moved or deleted?): give its new place with --data")
+    return source
+
+
 def prepare_data(data, image_size, channels, seed, options):
     """The base diffusion checkpoint decides the model's shape: its config becomes this
     one's, at its image size and channels."""
@@ -131,6 +148,11 @@ def prepare_data(data, image_size, channels, seed, options):
     if shaping:
         raise ConfigError(f"controlnet options: expected only {sorted(CONTROL_OPTIONS)} (the base checkpoint fixes the "
                           f"architecture), found {shaping}")
+    trained_on = ckpt.data.get("source", "digits")
+    if (str(Path(data).resolve()) if Path(trained_on).is_absolute() else data) != trained_on:
+        warnings.warn(f"--data {data!r}: the base {str(base)!r} was trained on {trained_on!r}; a ControlNet learns to "
+                      "steer the base on the data the base knows (without --data, train takes the base's)",
+                      EdgegenWarning, stacklevel=2)
     images = load_images(data, image_size=c.image_size, channels=c.image_channels, seed=seed)
     if images.num_classes != c.num_classes:   # the class embedding is the base's, frozen
         raise ConfigError(f"--data {data!r}: expected data with the base model's {c.num_classes} classes, "

@@ -31,7 +31,7 @@ from ...export import check_opset, provenance
 from ...export.onnx_export import DEFAULT_OPSET, export_module, value_spec
 from ...export.validate import gate_feeds, refuse_lost_epsilons, sizes_label, torch_inputs
 from ...package import (DTYPES, MANIFEST_NAME, PACKAGE_KIND, GraphEntry, Manifest, Package, TensorSpec, check_name,
-                        package_files, refuse_output_inside_edgegens, sha256_file, write_manifest)
+                        name_from_folder, package_files, refuse_output_inside_edgegens, sha256_file, write_manifest)
 from ...storage import staged_directory
 from ...runtimes.engines import DEFAULT_BATCH_PROFILE
 from ...runtimes.feeds import HELD_OUT_FILE, read_feeds, write_feeds
@@ -160,7 +160,7 @@ def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str 
                       "max_abs": max(r.max_abs for r in results), "max_rel": max(r.max_rel for r in results)}
         entry = GraphEntry(f"{GRAPH}.onnx", sha256_file(stage / f"{GRAPH}.onnx"), specs, graph_outputs,
                            extra={"opset": opset, "validation": validation})
-        manifest = Manifest(family=FAMILY.name, name=name or Path(out).resolve().name, config=config.to_json(),
+        manifest = Manifest(family=FAMILY.name, name=name or name_from_folder(Path(out).resolve().name), config=config.to_json(),
                             graphs={GRAPH: entry},
                             provenance=provenance(opset, {"module": config.source, "weights_sha256": weights_sha256(module)}))
         write_manifest(stage, manifest)

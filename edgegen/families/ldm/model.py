@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ...errors import ConfigError
 from ..diffusion import model as diffusion
 
 FAMILY = "ldm"
@@ -131,8 +132,12 @@ class Trainer(diffusion.Trainer):
 
     def __init__(self, model: nn.Module, lr: float, total_steps: int = 1, trained: nn.Module | None = None,
                  ema_target: nn.Module | None = None):
+        if total_steps < 2:   # one step would train the autoencoder alone: an untrained UNet, exported
+            raise ConfigError(f"training steps (--steps): expected at least 2 for latent diffusion, whose autoencoder "
+                              f"trains first and its UNet after, a step each at the least, found {total_steps}")
         super().__init__(model, lr, total_steps, trained, ema_target)
-        self.autoencoder_steps = max(1, round(total_steps * model.config.autoencoder_share))
+        share = round(total_steps * model.config.autoencoder_share)
+        self.autoencoder_steps = min(max(1, share), total_steps - 1)   # the UNet's at least one
         self.autoencoder_optimizer = torch.optim.Adam(model.autoencoder.parameters(), lr=lr)
         self.steps = 0
 
