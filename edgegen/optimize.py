@@ -48,6 +48,7 @@ from .families import get as get_family
 from .package import VARIANT_FILE, VARIANT_PRECISIONS, Package, spared_text, write_manifest
 from .progress import Progress
 from .storage import atomic_write_bytes, check_files_writable_in, clean_temporaries, fault_point, writer_lock
+from .shipped import shared_package_of
 from .targets import INT4_OPSET, get_target
 
 MIN_PSNR_DB = {"int8": 30.0, "fp16": 40.0, "fused": 60.0}
@@ -155,6 +156,10 @@ def optimize_package(path: str | os.PathLike, precision: str, calibration: int =
     _check_settings(precision, calibration, block_size, max_8bit_share, gate_threshold, checkpoint, inputs)
     with _onnxruntime_errors_only():
         given = Package(path)   # a missing or broken package is refused before waiting for its lock
+        if (shipped := shared_package_of(given.path)) is not None:   # given by its path (list and info print it)
+            raise ConfigError(f"package {str(path)!r}: expected a package directory to write variants into, found the "
+                              f"package of the shipped model {shipped!r}, which every use of the name shares: optimize "
+                              f"a copy (cp -r {given.path} pkg-{shipped}, then edgegen optimize pkg-{shipped} ...)")
         check_files_writable_in(given.path, "package")   # a read-only one before the work, not at its end
         _refuse_opset_beyond_target(given, get_target(target))
         if precision == "fused" and get_family(given.family).fusion is None:   # before anything is written

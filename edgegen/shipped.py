@@ -118,6 +118,18 @@ def find_shipped(name: str, cache: str | os.PathLike | None = None) -> Path | No
     return cache_path(name, cache) if recorded_weights(cache_path(name, cache)) == weights else None
 
 
+def shared_package_of(package: str | os.PathLike) -> str | None:
+    """The shipped model whose shared package `package` is (edgegen-models' own, or its export in
+    the cache), which every use of the name reads; None for any other folder."""
+    package = Path(package).resolve()
+    if models_root() is not None and package.parent == (models_root() / "packages").resolve():
+        return package.name
+    match = CACHED_EXPORT.match(package.name)
+    if match and package.parent == (user_cache_dir(checked=False) / "packages").resolve():
+        return match["name"]
+    return None
+
+
 def in_models(package: Path) -> bool:
     """Whether `package` is one edgegen-models carries (pip installs it), not the cache's."""
     return models_root() is not None and package.parent == models_root() / "packages"

@@ -74,6 +74,12 @@ def test_a_name_exports_once_into_the_cache_then_finds_it(models, tmp_path, caps
     # optimize writes into its package: it names the copy to make of the shared one
     assert main(["optimize", NAME, "--precision", "int8"]) == 2
     assert f"optimize a copy (cp -r {shipped.cache_path(NAME)} pkg-{NAME}, then" in capsys.readouterr().err
+    # ... and given by the path list and info print (helper 80: it wrote its int8 variant there)
+    manifest = (shipped.cache_path(NAME) / "edgegen.json").read_bytes()
+    assert main(["optimize", str(shipped.cache_path(NAME)), "--precision", "int8"]) == 2
+    assert f"found the package of the shipped model {NAME!r}, which every use of the name shares: optimize a copy " \
+           f"(cp -r {shipped.cache_path(NAME)} pkg-{NAME}, then" in capsys.readouterr().err
+    assert (shipped.cache_path(NAME) / "edgegen.json").read_bytes() == manifest
 
 
 def test_export_takes_a_shipped_name_for_its_checkpoint(models, tmp_path, capsys):
@@ -288,6 +294,7 @@ def test_the_distributions_package_is_preferred_and_names_its_checkpoint_as_ship
     (package,) = models_build.build([NAME], models, report=lambda line: None)
     assert models_build.build([NAME], models, report=lambda line: None) == []   # current: kept
     assert shipped.find_shipped(NAME) == package == models / "packages" / NAME
+    assert shipped.shared_package_of(package) == NAME and shipped.shared_package_of(models) is None   # optimize refuses it
     pipe = edgegen.load(NAME)
     assert pipe.package.manifest.provenance["source_checkpoint"]["path"] == f"shipped:{NAME}"
     # optimize and bench --vs-torch find the checkpoint through the shipped name
