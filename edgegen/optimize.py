@@ -42,7 +42,7 @@ import numpy as np
 import onnx
 import onnxruntime
 
-from .errors import ConfigError, PackageError, first_line, not_one_of
+from .errors import ConfigError, InputError, PackageError, first_line, not_one_of
 from .families import families, package_config
 from .families import get as get_family
 from .package import VARIANT_FILE, VARIANT_PRECISIONS, Package, spared_text, write_manifest
@@ -325,6 +325,7 @@ def _given_feeds(package: Package, family, config, inputs) -> dict:
     """{part: (calibration feeds, gate feeds, source)} from an .npz of feeds or the recorded ones."""
     from .runtimes.feeds import read_feeds, recorded_feeds
     from .runtimes.pipeline import check_finite
+    from .runtimes.session import check_feeds
 
     if inputs is not None:
         feeds, source = read_feeds(inputs), str(inputs)
@@ -348,6 +349,11 @@ def _given_feeds(package: Package, family, config, inputs) -> dict:
                 if feed[name].dtype.kind == "f":
                     check_finite(feed[name], f"inputs ({source}) feed {i} input {name!r}")
         picked = [{n: feed[n] for n in names} for feed in feeds]
+        for i, feed in enumerate(picked):   # for every precision: int8's calibration met them as ONNX Runtime's error
+            try:
+                check_feeds(part, entry.inputs, feed)
+            except InputError as exc:
+                raise ConfigError(f"inputs ({source}) feed {i}: {exc}") from None
         out[part] = (picked[:half], picked[half:], source)
     return out
 

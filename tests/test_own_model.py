@@ -781,3 +781,22 @@ def test_a_module_that_changes_its_input_in_place_is_exported_and_the_callers_ar
                                        "named 'batch', found none (x float32[rows, 4]); time other sizes with --shapes "
                                        "DIM=N\n")
     assert main(["bench", str(path), "--shapes", "rows=8", "--iters", "2", "--warmup", "0", "--no-generation"]) == 0
+
+
+def test_inputs_of_another_shape_or_dtype_are_refused_for_every_precision(tmp_path, capsys):
+    """int8's calibration met them as ONNX Runtime's cut-off error, recorded as the variant's refusal,
+    and a package of several graphs exited 0 with the rest written (helper 80); fp16 said them."""
+    from edgegen.runtimes.feeds import write_feeds
+
+    rng = np.random.default_rng(1)
+    good = [{"a": rng.standard_normal((2, 4)).astype(np.float32), "b": rng.standard_normal((2, 4)).astype(np.float32)}
+            for _ in range(4)]
+    path = export_pytorch(_Difference(), good[0], tmp_path / "pkg", held_out=good)
+    manifest = (path / "edgegen.json").read_bytes()
+    for changed, said in (({"a": good[0]["a"][:, :3]}, r"input 'a': expected float32\[batch, 4\], found shape \[2, 3\]"),
+                          ({"b": good[0]["b"].astype(np.float64)}, r"input 'b': expected dtype float32, found float64")):
+        write_feeds(tmp_path / "bad.npz", [good[0], good[1], {**good[2], **changed}, good[3]])
+        for precision in ("int8", "fp16"):
+            assert main(["optimize", str(path), "--precision", precision, "--inputs", str(tmp_path / "bad.npz")]) == 2
+            assert re.search(rf"inputs \(.*bad.npz\) feed 2: graph '.*' {said}", capsys.readouterr().err)
+    assert (path / "edgegen.json").read_bytes() == manifest   # no refusal recorded as the variant's
