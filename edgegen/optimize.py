@@ -432,6 +432,10 @@ def _variant(package, part, precision, target, calibration_feeds, gate_feeds, ga
         calls = ((form.timed_call(fp32, feeds), form.timed_call(variant, feeds)) if form is not None
                  else (lambda: fp32.run(feeds), lambda: variant.run(feeds)))
         speed = speedup_of_calls(*calls)
+        if target == "ort-cpu" and speed >= MIN_SPEEDUP + VERDICT_MARGIN:
+            # a variant is kept, and then loaded, on a timing: one noisy timing of 1.19x kept a variant
+            # that runs at 1.0x, so a keep is timed twice and the lower figure judges
+            speed = min(speed, speedup_of_calls(*calls))
         if target == "ort-cpu" and abs(speed - MIN_SPEEDUP) < VERDICT_MARGIN:
             speed = speedup_of_calls(*calls, rounds=VERDICT_ROUNDS)
             call += f", timed again over {VERDICT_ROUNDS} rounds (the first timing was within {VERDICT_MARGIN:g} of " \
