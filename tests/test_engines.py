@@ -381,3 +381,12 @@ def test_a_tensorrt_session_called_from_several_threads_gives_each_its_own_resul
     for thread in threads:
         thread.join()
     assert wrong == []
+
+
+def test_the_advice_for_an_ort_only_variant_names_a_command_optimize_takes():
+    """check advised 'optimize --precision fused --target tensorrt', which optimize refuses (helper 80)."""
+    from edgegen.runtimes.engines import tensorrt_form_advice
+
+    assert tensorrt_form_advice("int8") == "edgegen optimize --precision int8 --target tensorrt writes TensorRT's form"
+    for precision in ("fused", "int8-weights"):
+        assert tensorrt_form_advice(precision).startswith(f"{precision} has no TensorRT form: build from fp32")

@@ -415,7 +415,15 @@ def ort_only(record: dict) -> str | None:
 
 
 def tensorrt_form_advice(precision: str) -> str:
-    return f"edgegen optimize --precision {precision} --target tensorrt writes TensorRT's form"
+    """What makes an engine where the `precision` variant is ONNX Runtime's alone: its TensorRT form,
+    where the tensorrt target has that precision; else the fp32 graph (fused and int8-weights are
+    ONNX Runtime's contrib ops, which optimize refuses for TensorRT)."""
+    from ..targets import get_target
+
+    if precision in get_target("tensorrt").variant_precisions:
+        return f"edgegen optimize --precision {precision} --target tensorrt writes TensorRT's form"
+    return (f"{precision} has no TensorRT form: build from fp32 (TensorRT fuses by itself), or from an int8, fp16 or "
+            f"int4 variant made with --target tensorrt")
 
 
 def _engines(package, precision: str, by_part: dict, cache_dir, workspace_bytes: int,
