@@ -668,6 +668,25 @@ def test_a_speed_verdict_near_the_line_is_timed_again_longer_and_a_keep_twice(pa
     assert timed == [5, 5] and record["speedup_ort_cpu"] == 1.3 and "file" in record
 
 
+def test_a_variant_made_for_tensorrt_and_timed_slower_on_the_cpu_is_said_when_the_cpu_loads_it(package_copy,
+                                                                                                 monkeypatch):
+    """It ran there without a word, though its optimize had timed it slower than fp32 (helper 80)."""
+    import warnings
+
+    import edgegen.optimize as optimize
+    from edgegen.errors import PrecisionWarning
+
+    pkg = package_copy("gan")
+    monkeypatch.setattr(optimize, "speedup_of_calls", lambda *calls, rounds=5, per_round=20: 0.5)
+    optimize_package(pkg, "fp16", target="tensorrt", progress=lambda line: None)
+    with pytest.warns(PrecisionWarning, match=r"fp16 variant in .*: made for tensorrt, and timed slower than fp32 on "
+                                              r"ort-cpu when it was made \(generator 0.50x fp32's speed\)"):
+        edgegen.load(pkg, backend="ort-cpu", precision="fp16")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        edgegen.load(pkg, backend="ort-cpu")   # fp32: nothing to say
+
+
 def test_a_typical_call_larger_than_the_gates_feed_repeats_its_held_out_rows():
     """A module traced at batch 16 judged on a gate feed of 8 rows: the rows said, real ones."""
     from edgegen.optimize import _rows

@@ -43,6 +43,8 @@ def open_sessions(package: Package, backend: str = "auto", threads: int | None =
         prepare_engine_folder(cache / "ort-tensorrt", package.path)
     if precision == "int8" and concrete == "ort-cpu":
         _warn_if_int8_saturates(package)
+    if concrete == "ort-cpu":
+        _warn_if_slower_than_fp32(package, precision)
     sessions = {}
     for part, entry in package.graphs.items():
         record = package.variant_files(precision).get(part, {})
@@ -62,6 +64,20 @@ def open_sessions(package: Package, backend: str = "auto", threads: int | None =
                                f"{onnxruntime.__version__}: update it, or run edgegen optimize --precision {precision} "
                                "here, where the form is used only if this ONNX Runtime runs it)") from None
     return sessions
+
+
+def _warn_if_slower_than_fp32(package: Package, precision: str) -> None:
+    """A variant made for another target (TensorRT: kept for its gate alone) that its optimize timed
+    slower than fp32 on ONNX Runtime's CPU provider: asked for here, it runs, and is said."""
+    slower = {part: record["speedup_ort_cpu"] for part, record in package.variant_files(precision).items()
+              if record.get("target") not in (None, "ort-cpu")
+              and isinstance(record.get("speedup_ort_cpu"), (int, float)) and record["speedup_ort_cpu"] < 1}
+    if slower:
+        timed = ", ".join(f"{part} {speed:.2f}x" for part, speed in sorted(slower.items()))
+        target = package.variant_files(precision)[next(iter(slower))]["target"]
+        warn_caller(f"{precision} variant in {str(package.path)!r}: made for {target}, and timed slower than fp32 on "
+                    f"ort-cpu when it was made ({timed} fp32's speed): on this backend fp32 runs faster "
+                    "(precision 'fp32')", PrecisionWarning)
 
 
 def _warn_if_int8_saturates(package: Package) -> None:
