@@ -59,8 +59,13 @@ def refuse_others_in_models(out: Path) -> None:
                                    ("ckpt", CHECKPOINT_WEIGHTS, CHECKPOINT_KIND, checkpoint_files)):
         if (out / sub).is_dir() and not (out / sub).is_symlink():
             for entry in sorted((out / sub).iterdir()):
-                if not LEFTOVER.match(entry.name):
+                if LEFTOVER.match(entry.name):
+                    continue
+                try:
                     refuse_replacing_other(entry, holds, kind, owns=owns)
+                except OutputExistsError as exc:   # said as the demo's: the user gave the demo's folder
+                    raise OutputExistsError(f"demo {str(out)!r}: expected its {sub}/ to hold only what edgegen wrote "
+                                            f"there, since --force replaces {sub}/ whole, found otherwise: {exc}") from None
 
 
 def run_demo(out: str | Path, train_models: bool = False, overwrite: bool = False, iters: int = 200,

@@ -115,7 +115,8 @@ def find_shipped(name: str, cache: str | os.PathLike | None = None) -> Path | No
     if recorded_weights(models_root() / "packages" / name) == weights:
         return models_root() / "packages" / name
     # only now the cache: where edgegen-models carries the package, a device needs none
-    return cache_path(name, cache) if recorded_weights(cache_path(name, cache)) == weights else None
+    exported = cache_path(name, cache)
+    return exported if recorded_weights(exported) == weights else None
 
 
 def shared_package_of(package: str | os.PathLike) -> str | None:

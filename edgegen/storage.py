@@ -268,7 +268,11 @@ def refuse_replacing_other(out: str | os.PathLike, holds: str, kind: str, reads:
     # what edgegen's own writes leave inside (a killed one's .NAME.XXXX.tmp, a nested output's lock,
     # stage or moved-aside copy) does not make a folder someone else's; anything else does, hidden
     # (.git, .venv) or not
-    entries = sorted(e.name for e in out.iterdir() if not LEFTOVER.match(e.name))
+    try:
+        entries = sorted(e.name for e in out.iterdir() if not LEFTOVER.match(e.name))
+    except PermissionError:   # what replacing it would delete cannot be told
+        raise OutputExistsError(f"output {str(out)!r}: expected a folder this user may list, to tell what replacing it "
+                                "would delete, found one it may not (its permissions)") from None
     if entries and holds not in entries:
         shown = ", ".join(entries[:4]) + (", ..." if len(entries) > 4 else "")
         raise OutputExistsError(f"output {str(out)!r}: expected {kind} to replace ({holds} in it) or an empty folder, "
@@ -303,8 +307,9 @@ def staged_directory(out: str | os.PathLike, *, holds: str, kind: str, overwrite
     given, out = out, Path(os.path.realpath(out))
     with writer_lock(out, "writing it"):
         clean_leftovers(out)   # first: it may put back an old output a killed writer moved aside
-        refuse_existing(given, overwrite)   # again: a writer that held the lock may have made it
+        # again, in refuse_output_folder's order: a writer that held the lock may have made it
         refuse_replacing_other(given, holds, kind, reads, owns)
+        refuse_existing(given, overwrite)
         stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
         try:
             os.chmod(stage, creation_mode(directory=True))
@@ -511,7 +516,8 @@ def writer_lock(target: str | os.PathLike, doing: str, wait: bool = True) -> Ite
 
 def writing_now(target: str | os.PathLike) -> str | None:
     """Who holds the writer lock of `target` now (writer_lock's holder text), or None: a look, not
-    a wait, that creates nothing."""
+    a wait, that creates nothing. An flock cannot be tested without taking it: a writer that asks in
+    that moment waits a poll (LOCK_POLL_S), or with wait=False is refused, as if another command held it."""
     target = Path(target).resolve()
     try:
         fd = os.open(target.parent / f".{target.name}.lock", os.O_RDWR)

@@ -94,9 +94,11 @@ def test_training_errors(tmp_path):
     assert "generic" not in str(refused.value)   # which train refuses (helper 78)
     with pytest.raises(UnknownFamilyError, match="family 'generic': expected one that edgegen trains"):
         train("generic", tmp_path / "x")
-    with pytest.raises(ConfigError, match=r"training steps \(--steps\): expected at least 2 for latent diffusion, whose "
-                                          r"autoencoder trains first and its UNet after"):
-        train("ldm", tmp_path / "x", steps=1)   # the UNet was left untrained, and exported (helper 78)
+    for family in ("ldm", "text2image"):   # the UNet was left untrained, and exported (helper 78)
+        with pytest.raises(ConfigError, match=rf"training steps \(--steps\): expected at least 2 for {family}, whose "
+                                              r"autoencoder trains first and its UNet after, a step each at the least, "
+                                              r"found 1"), patch("edgegen.training.train.load_images", side_effect=AssertionError):
+            train(family, tmp_path / "x", steps=1)   # before the data loads
     with pytest.raises(ConfigError, match="image_size expected a multiple of 8"):
         train("vae", tmp_path / "x", image_size=20, steps=1)
     with pytest.raises(ConfigError, match=r"training steps \(--steps\): expected a positive integer, found 0"):

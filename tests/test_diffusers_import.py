@@ -581,6 +581,8 @@ def test_hugging_face_bars_and_the_torchvision_notice_are_quiet_inside_the_block
 
     from edgegen.export.hugging_face import TORCHVISION_NOTICE_LOGGER, quiet_hugging_face
 
+    transformers_logging.enable_progress_bar()   # as a process starts (HF_HUB_DISABLE_PROGRESS_BARS unset)
+    diffusers_logging.enable_progress_bar()
     notice, seen = logging.getLogger(TORCHVISION_NOTICE_LOGGER), []
     handler = logging.Handler()
     handler.emit = lambda record: seen.append(record.getMessage())

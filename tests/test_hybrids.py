@@ -329,6 +329,10 @@ def test_controlnet_trains_on_its_bases_data_by_default(tmp_path):
     with pytest.raises(DataError, match=r"--data: expected the data --base .* was trained on at .*photos', found "
                                         r"nothing at that path \(moved or deleted\?\): give its new place with --data"):
         train("controlnet", tmp_path / "c2", steps=1, progress=False, base=str(base))
+    with warnings.catch_warnings():   # and given its new place, as said: not another data's warning (helper 81)
+        warnings.simplefilter("error")
+        train("controlnet", tmp_path / "c2", data=str(tmp_path / "moved"), steps=1, batch_size=4, progress=False,
+              base=str(base))
 
 
 def test_latent_diffusion_three_graphs(tmp_path):

@@ -198,11 +198,12 @@ def test_tensorrt_missing_is_said_with_what_helps_on_this_machine(tmp_path, monk
     looks_in = backends.no_nvidia_gpu_here
     monkeypatch.setattr(backends, "no_nvidia_gpu_here", lambda: looks_in(tmp_path))   # a machine's root of our own
     with pytest.raises(BackendError, match=r"found tensorrt and cuda missing and no NVIDIA GPU on this machine \(none "
-                                           r"of /dev/nvidia0, /dev/dxg, /etc/nv_tegra_release\): TensorRT engines are "
-                                           r"built on the GPU that runs them; here, 'edgegen check PACKAGE --target"):
+                                           r"of /dev/nvidiactl, /dev/nvidia\[0-9\]\*, /dev/dxg, /etc/nv_tegra_release\): "
+                                           r"TensorRT engines are built on the GPU that runs them; here, 'edgegen check "
+                                           r"PACKAGE --target"):
         backends.require_tensorrt()
     (tmp_path / "dev").mkdir()
-    (tmp_path / "dev" / "nvidia0").write_text("")
+    (tmp_path / "dev" / "nvidia1").write_text("")   # a container given GPU 1 alone (helper 81)
     with pytest.raises(BackendError, match=r"found tensorrt and cuda missing \(pip install 'edgegen\[tensorrt\]'"):
         backends.require_tensorrt()
 

@@ -22,17 +22,16 @@ def quiet_hugging_face(libraries: tuple[str, ...] = ("transformers", "diffusers"
     """For the block: transformers' and diffusers' progress bars off (an export's own progress line
     says where it is; their "Loading weights" and "Writing model shards" bars interleaved with it)
     and the torchvision notice dropped. Their other warnings stay."""
-    bars = []
-    for library in libraries:   # only those the block uses: importing diffusers takes seconds
-        if importlib.util.find_spec(library) is None:
-            continue
-        hub_logging = importlib.import_module(f"{library}.utils.logging")
-        if hub_logging.is_progress_bar_enabled():
-            hub_logging.disable_progress_bar()
-            bars.append(hub_logging)
-    notice = _TorchvisionNotice()
+    bars, notice = [], _TorchvisionNotice()
     logging.getLogger(TORCHVISION_NOTICE_LOGGER).addFilter(notice)
-    try:
+    try:   # from here: a library whose import fails leaves the others' bars as they were
+        for library in libraries:   # only those the block uses: importing diffusers takes seconds
+            if importlib.util.find_spec(library) is None:
+                continue
+            hub_logging = importlib.import_module(f"{library}.utils.logging")
+            if hub_logging.is_progress_bar_enabled():
+                hub_logging.disable_progress_bar()
+                bars.append(hub_logging)
         yield
     finally:
         logging.getLogger(TORCHVISION_NOTICE_LOGGER).removeFilter(notice)

@@ -49,13 +49,13 @@ def available_backends() -> list[str]:
     return found
 
 
-# what a machine with an NVIDIA GPU has: a driver's device node (Linux; /dev/dxg under WSL 2), or
-# Jetson Linux's release file
-GPU_SIGNS = ("dev/nvidia0", "dev/dxg", "etc/nv_tegra_release")
+# what a machine with an NVIDIA GPU has: the driver's control node and one node per GPU (Linux; a
+# container given GPU 1 alone has /dev/nvidia1), /dev/dxg under WSL 2, or Jetson Linux's release file
+GPU_SIGNS = ("dev/nvidiactl", "dev/nvidia[0-9]*", "dev/dxg", "etc/nv_tegra_release")
 
 
 def no_nvidia_gpu_here(root: Path = Path("/")) -> bool:
-    return not any((root / sign).exists() for sign in GPU_SIGNS)
+    return not any(any(root.glob(sign)) for sign in GPU_SIGNS)
 
 
 def require_tensorrt(backend: str = "tensorrt") -> None:

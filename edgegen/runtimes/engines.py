@@ -422,8 +422,8 @@ def tensorrt_form_advice(precision: str) -> str:
 
     if precision in get_target("tensorrt").variant_precisions:
         return f"edgegen optimize --precision {precision} --target tensorrt writes TensorRT's form"
-    return (f"{precision} has no TensorRT form: build from fp32 (TensorRT fuses by itself), or from an int8, fp16 or "
-            f"int4 variant made with --target tensorrt")
+    return (f"{precision} has no TensorRT form: build from fp32 (TensorRT fuses by itself), or from a variant of "
+            f"{', '.join(get_target('tensorrt').variant_precisions)} made with --target tensorrt")
 
 
 def _engines(package, precision: str, by_part: dict, cache_dir, workspace_bytes: int,

@@ -14,5 +14,6 @@ def family_module(family: str) -> ModuleType:
     # known one without a training side, or a family whose entry point failed, says so itself (get)
     if family not in names() and family not in _BROKEN:
         raise UnknownFamilyError(not_one_of("family", family, [f.name for f in families() if f.model],
-                                            "the families edgegen trains"))
+                                            "the families edgegen trains; a family of your own registers through "
+                                            "the 'edgegen.families' entry point"))
     return get(family).model_module()

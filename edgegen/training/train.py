@@ -45,6 +45,9 @@ def train(family: str, out: str | Path, data: str | None = None, steps: int | No
     for name, value in (("steps (--steps)", steps), ("batch_size (--batch-size)", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"training {name}: expected a positive integer, found {value!r}")
+    if steps < getattr(module, "MIN_STEPS", 1):
+        raise ConfigError(f"training steps (--steps): expected at least {module.MIN_STEPS} for {family}, "
+                          f"{module.MIN_STEPS_WHY}, found {steps}")
     if not 0 < lr <= MAX_LR:   # NaN fails it too
         raise ConfigError(f"learning rate: expected a number above 0 and at most {MAX_LR:g} (Adam moves each weight by "
                           f"about the rate per step), found {lr}")

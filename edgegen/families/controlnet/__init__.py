@@ -7,8 +7,8 @@ from .pipeline import ControlNetConfig, ControlNetPipeline
 FAMILY = register(Family(
     name="controlnet",
     summary="ControlNet over a diffusion model: samples that follow a coarse hint image",
-    data="default: the data its --base was trained on (digits for the shipped diffusion-digits); other data is "
-         "trained on with a warning",
+    data="the data its --base was trained on, by default (digits, for the shipped diffusion-digits); other data "
+         "with a warning",
     pipeline=ControlNetPipeline,
     config=ControlNetConfig,
     graphs=("unet",),

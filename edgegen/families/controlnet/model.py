@@ -149,7 +149,8 @@ def prepare_data(data, image_size, channels, seed, options):
         raise ConfigError(f"controlnet options: expected only {sorted(CONTROL_OPTIONS)} (the base checkpoint fixes the "
                           f"architecture), found {shaping}")
     trained_on = ckpt.data.get("source", "digits")
-    if (str(Path(data).resolve()) if Path(trained_on).is_absolute() else data) != trained_on:
+    moved = Path(trained_on).is_absolute() and not Path(trained_on).exists()   # given anew with --data: no warning
+    if not moved and (str(Path(data).resolve()) if Path(trained_on).is_absolute() else data) != trained_on:
         warnings.warn(f"--data {data!r}: the base {str(base)!r} was trained on {trained_on!r}; a ControlNet learns to "
                       "steer the base on the data the base knows (without --data, train takes the base's)",
                       EdgegenWarning, stacklevel=2)

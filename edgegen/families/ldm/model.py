@@ -18,12 +18,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ...errors import ConfigError
 from ..diffusion import model as diffusion
 
 FAMILY = "ldm"
 DATA_RANGE = (-1.0, 1.0)
 DEFAULT_STEPS = 8000
+# the autoencoder trains first and the UNet after, a step each at the least (train refuses fewer:
+# one step left the UNet untrained, and the export took it)
+MIN_STEPS, MIN_STEPS_WHY = 2, "whose autoencoder trains first and its UNet after, a step each at the least"
 DEFAULT_BATCH = 64
 DEFAULT_LR = 1e-3
 DEFAULT_IMAGE_SIZE = 32
@@ -132,9 +134,6 @@ class Trainer(diffusion.Trainer):
 
     def __init__(self, model: nn.Module, lr: float, total_steps: int = 1, trained: nn.Module | None = None,
                  ema_target: nn.Module | None = None):
-        if total_steps < 2:   # one step would train the autoencoder alone: an untrained UNet, exported
-            raise ConfigError(f"training steps (--steps): expected at least 2 for latent diffusion, whose autoencoder "
-                              f"trains first and its UNet after, a step each at the least, found {total_steps}")
         super().__init__(model, lr, total_steps, trained, ema_target)
         share = round(total_steps * model.config.autoencoder_share)
         self.autoencoder_steps = min(max(1, share), total_steps - 1)   # the UNet's at least one
