@@ -39,6 +39,10 @@ def test_conditional_generator_graph_and_sampling(cgan):
     s = pipe.sample(6, labels=[0, 1, 2, 3, 4, 5], truncation=0.5, seed=1)
     assert np.array_equal(s, pipe.sample(6, labels=[0, 1, 2, 3, 4, 5], truncation=0.5, seed=1))
     assert pipe.sample(4, seed=2).shape == (4, 1, 32, 32)                # classes drawn with the seed
+    # image i of a seed is the same at any n: drawn classes and truncated latents too (helper 81)
+    for settings in ({}, {"truncation": 0.5}, {"labels": 3, "truncation": 0.3}):
+        np.testing.assert_allclose(pipe.sample(5, seed=2, **settings)[:2], pipe.sample(2, seed=2, **settings),
+                                   rtol=0, atol=1e-6)
     with pytest.raises(InputError, match="labels: expected class ids from 0 to 9, found 10$"):
         pipe.sample(2, labels=[1, 10])
     for low in (0, -1.0):   # one message below 0 and at it
@@ -165,6 +169,7 @@ def test_stylegan_graphs_and_what_users_do_with_them(stylegan):
     assert not np.allclose(a_random, a, atol=1e-3)
     assert np.allclose(pipe.mix([11, 13], [12], pipe.num_ws, noise_mode="random")[0], a_random[0], atol=1e-6)
     assert np.allclose(pipe.interpolate(11, 12, steps=3, noise_mode="random")[0], a_random[0], atol=1e-6)
+    np.testing.assert_allclose(pipe.sample(3, seed=11, noise_mode="random")[:1], a_random, rtol=0, atol=1e-6)   # any n
     still = pipe.interpolate(11, 11, steps=3, noise_mode="random")
     assert np.allclose(still, still[:1], atol=1e-6)
     # noise modes: random noise changes with its seed, none differs from const

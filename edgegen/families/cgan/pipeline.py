@@ -49,11 +49,14 @@ class ConditionalGANPipeline(Pipeline):
         if truncation is not None and check_number(truncation, "truncation") <= 0:
             raise InputError(f"truncation: expected a number above 0 (the largest latent magnitude kept), found {truncation}")
         rng = make_rng(seed)
+        # the labels and the truncation's redraws from streams of their own (spawned), row by row: drawn
+        # from the latents' stream, or for the batch at once, image i of a seed would change with n
+        label_rng = rng.spawn(1)[0]
         if labels is None:
-            labels = rng.integers(0, self.num_classes, size=n)
+            labels = label_rng.integers(0, self.num_classes, size=n)
         z = rng.standard_normal((n, self.latent_dim), dtype=np.float32)
         if truncation is not None:
-            z = truncated_normal(z, float(truncation), rng)
+            z = np.concatenate([truncated_normal(row[None], float(truncation), g) for row, g in zip(z, rng.spawn(n))])
         return self.generate(z, labels)
 
     @property

@@ -124,7 +124,10 @@ class StyleGANPipeline(Pipeline):
             make_rng(seed)  # the same checks as every seed
             # a stream of its own: noise drawn from `seed` itself would repeat the latent's values
             rng = np.random.default_rng(None if seed is None else [int(seed), 1])
-            return {f"noise.{i}": rng.standard_normal((n, 1, r, r), dtype=np.float32) for i, r in enumerate(shapes)}
+            # each row's own generator (spawned): drawn as one [n, ...] array per layer, a row's noise
+            # past the first layer would depend on how many rows are beside it
+            rows = [[g.standard_normal((1, 1, r, r), dtype=np.float32) for r in shapes] for g in rng.spawn(n)]
+            return {f"noise.{i}": np.concatenate([row[i] for row in rows]) for i in range(len(shapes))}
         if mode == "none":
             return {f"noise.{i}": np.zeros((n, 1, r, r), np.float32) for i, r in enumerate(shapes)}
         fixed = np.random.default_rng(self.config.noise_seed)
