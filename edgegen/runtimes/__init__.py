@@ -79,8 +79,8 @@ def _warn_if_slower_than_fp32(package: Package, precision: str) -> None:
         timed = ", ".join(f"{part} {speed:.2f}x" for part, speed in sorted(slower.items()))
         target = package.variant_files(precision)[next(iter(slower))]["target"]
         warn_caller(f"{precision} variant in {str(package.path)!r}: made for {target}, and timed slower than fp32 on "
-                    f"ort-cpu when it was made ({timed} fp32's speed): fp32 ran faster on this backend where it was "
-                    "made (precision 'fp32')", PrecisionWarning)
+                    f"ort-cpu when it was made ({timed} fp32's speed): on this backend fp32 (precision 'fp32') is "
+                    "likely the faster", PrecisionWarning)
 
 
 def _warn_if_int8_saturates(package: Package) -> None:
