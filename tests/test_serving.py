@@ -479,8 +479,10 @@ def test_concurrent_diffusion_requests_are_merged_and_each_gets_its_own_images(s
     with ThreadPoolExecutor(len(calls)) as pool:
         answers = list(pool.map(send, calls))
     pipe = edgegen.load(trained["diffusion"][1], threads=1)
+    # numpy 1 and 2 (see above), and the merged batch of 6 rows, whose denoiser calls round otherwise
+    # than a call's alone, which Euler ancestral's steps carry on: measured 1.2e-5 at most
     for call, answer in zip(calls[:3], answers):
-        np.testing.assert_allclose(answer, pipe(steps=4, **call), rtol=0, atol=1e-5)   # numpy 1 and 2: see above
+        np.testing.assert_allclose(answer, pipe(steps=4, **call), rtol=0, atol=5e-5)
     assert isinstance(answers[3], InferenceServerException) and "class ids" in str(answers[3])
     statistics = http.InferenceServerClient(server.http_url).get_inference_statistics("diffusion")
     batches = {int(b["batch_size"]) for b in statistics["model_stats"][0]["batch_stats"]}
