@@ -1072,7 +1072,6 @@ def _said_by_flag(exc: EdgegenError, parser: argparse.ArgumentParser, args) -> E
     return _renamed(exc, flags, values)
 
 
-
 def main(argv: list[str] | None = None) -> int:
     try:
         parser = build_parser()

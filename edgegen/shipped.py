@@ -123,7 +123,7 @@ def shared_package_of(package: str | os.PathLike) -> str | None:
     """The shipped model whose shared package `package` is (edgegen-models' own, or its export in
     the cache), which every use of the name reads; None for any other folder."""
     package = Path(package).resolve()
-    if models_root() is not None and package.parent == (models_root() / "packages").resolve():
+    if in_models(package):
         return package.name
     match = CACHED_EXPORT.match(package.name)
     if match and package.parent == (user_cache_dir(checked=False) / "packages").resolve():
@@ -133,7 +133,7 @@ def shared_package_of(package: str | os.PathLike) -> str | None:
 
 def in_models(package: Path) -> bool:
     """Whether `package` is one edgegen-models carries (pip installs it), not the cache's."""
-    return models_root() is not None and package.parent == models_root() / "packages"
+    return models_root() is not None and Path(package).resolve().parent == (models_root() / "packages").resolve()
 
 
 def package_damage(package: Path) -> str | None:

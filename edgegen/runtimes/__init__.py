@@ -72,12 +72,13 @@ SLOWER = 0.9   # a variant's speed against fp32 said at load below this: further
 def _warn_if_slower_than_fp32(package: Package, precision: str) -> None:
     """A variant made for another target (TensorRT: kept for its gate alone) that its optimize timed
     slower than fp32 on ONNX Runtime's CPU provider: asked for here, it runs, and is said."""
-    slower = {part: record["speedup_ort_cpu"] for part, record in package.variant_files(precision).items()
+    variants = package.variant_files(precision)
+    slower = {part: record["speedup_ort_cpu"] for part, record in variants.items()
               if record.get("target") not in (None, "ort-cpu")
               and isinstance(record.get("speedup_ort_cpu"), (int, float)) and record["speedup_ort_cpu"] < SLOWER}
     if slower:
         timed = ", ".join(f"{part} {speed:.2f}x" for part, speed in sorted(slower.items()))
-        target = package.variant_files(precision)[next(iter(slower))]["target"]
+        target = variants[next(iter(slower))]["target"]
         warn_caller(f"{precision} variant in {str(package.path)!r}: made for {target}, and timed slower than fp32 on "
                     f"ort-cpu when it was made ({timed} fp32's speed): on this backend fp32 (precision 'fp32') is "
                     "likely the faster", PrecisionWarning)

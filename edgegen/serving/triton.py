@@ -31,8 +31,7 @@ from ..package import (CHECKPOINT_WEIGHTS, MANIFEST_NAME, PRECISIONS, Package, T
                        fp32_graphs_note)
 from ..runtimes.backends import KNOWN_BACKENDS
 from ..shipped import resolve as resolve_shipped
-from ..storage import (atomic_write_text, check_folder_writable, refuse_empty, refuse_replacing_other,
-                       staged_directory)
+from ..storage import atomic_write_text, refuse_empty, refuse_output_folder, staged_directory
 from .requests import TRITON_TYPES, Field, served
 
 MODEL_CONFIG = "config.pbtxt"   # what every Triton model folder holds: the folders --force may replace
@@ -140,12 +139,8 @@ def write_repository(packages: list[str], out: str | Path, options: RepositoryOp
     if unused := _options_no_model_takes(options, plans):
         raise ConfigError(f"edgegen triton: expected options that some model of this run takes, found {unused[0]}")
     reads = [p.path for p in opened]   # no model folder replaced may hold a package the run reads
-    for plan in plans:   # every folder checked before any is replaced
-        if not overwrite and (out / plan.name).exists():
-            raise OutputExistsError(f"model {str(out / plan.name)!r}: expected a model folder that does not exist "
-                                    "yet, found one (pass --force, or overwrite=True in Python, to replace it)")
-        refuse_replacing_other(out / plan.name, MODEL_CONFIG, MODEL_FOLDER, reads, model_folder_files)
-        check_folder_writable(out / plan.name)   # a read-only folder said before any model is written
+    for plan in plans:   # every folder checked before any is replaced, a read-only one too
+        refuse_output_folder(out / plan.name, overwrite, MODEL_CONFIG, MODEL_FOLDER, reads, model_folder_files)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for package, plan in zip(opened, plans):
