@@ -133,6 +133,10 @@ class Manifest:
             raise ManifestError(format_mismatch(where, FORMAT, fmt))
         family = _field(data, "family", str, where)
         name = _field(data, "name", str, where)
+        if not name.strip() or name in (".", "..") or any(c in name for c in "/\\\0"):
+            # older packages took their folder's name as it was (spaces kept): only a name that reads as a path is refused,
+            # since a Triton model folder or a user's own files are named by it
+            raise ManifestError(f"{where}: expected 'name' to be a model's name, not a path, found {name!r}")
         config = _field(data, "config", dict, where)
         graphs_json = _field(data, "graphs", dict, where)
         if not graphs_json:

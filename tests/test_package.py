@@ -61,6 +61,8 @@ _WRITTEN = {"file": "generator.int8.onnx", "sha256": "0" * 64, "gate": {"passed"
     (lambda d: d.update(format="onnx-bundle/2"), "expected format 'edgegen.package/1', found 'onnx-bundle/2'"),
     (lambda d: d.pop("family"), "missing required field 'family'"),
     (lambda d: d.update(graphs={}), "expected at least one graph"),
+    (lambda d: d.update(name="../../evil"), "expected 'name' to be a model's name, not a path, found '../../evil'"),
+    (lambda d: d.update(name=" "), "expected 'name' to be a model's name, not a path, found ' '"),
     (lambda d: d.update(config=[1, 2]), "expected 'config' to be dict, found list"),
     (lambda d: d["graphs"]["generator"].update(sha256="abc"), "expected sha256 to be 64 lowercase hex digits"),
     (lambda d: d["graphs"]["generator"]["inputs"][0].update(dtype="float99"), "found 'float99'"),
@@ -94,6 +96,13 @@ def test_hand_edited_manifest_is_refused(package_copy, change, message, capsys):
     assert message in str(info.value)
     assert "edgegen.json" in str(info.value) or "package" in str(info.value)
     assert main(["info", str(pkg)]) == 2 and message in capsys.readouterr().err   # a line, not a traceback
+
+
+def test_an_older_packages_name_with_a_space_still_loads(package_copy):
+    """Before check_name, a package took its folder's name as it was: only a name that reads as a path is refused."""
+    pkg = package_copy("gan")
+    edit_manifest(pkg, lambda d: d.update(name="my gan"))
+    assert edgegen.load(pkg).package.manifest.name == "my gan"
 
 
 def test_a_variant_of_a_precision_a_newer_edgegen_wrote_is_kept_and_not_read(package_copy, capsys):
