@@ -630,7 +630,7 @@ def rate_text(value: float) -> str:
 
 
 def write_report(report: dict, path: str | os.PathLike) -> None:
-    atomic_write_text(path, json.dumps(report, indent=2) + "\n")
+    atomic_write_text(path, json.dumps(report, indent=2) + "\n", follow_symlink=True)
 
 
 def write_results(folder: str | os.PathLike, name: str, report: dict, markdown: str) -> None:

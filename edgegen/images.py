@@ -249,4 +249,4 @@ def write_picture(image: Image.Image, path: str | os.PathLike) -> None:
     kind = picture_format(path, image.mode)
     buffer = io.BytesIO()
     image.save(buffer, format=kind, **({"quality": JPEG_QUALITY} if kind == "JPEG" else {}))
-    atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_bytes(path, buffer.getvalue(), follow_symlink=True)

@@ -55,7 +55,7 @@ def save_density_plot(pipe, samples: np.ndarray, path: str | os.PathLike, grid: 
     buffer = io.BytesIO()
     fig.savefig(buffer, format=kind.lower(), bbox_inches="tight")
     plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_bytes(path, buffer.getvalue(), follow_symlink=True)
 
 
 # viridis at five points, from low to high: enough for a heat map whose reading is "brighter is likelier"
@@ -92,4 +92,4 @@ def save_spectrograms(clips: dict, sample_rate: int, path: str | os.PathLike) ->
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=80)
     plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_bytes(path, buffer.getvalue(), follow_symlink=True)

@@ -62,12 +62,19 @@ def _kill_self() -> None:
 
 # -- whole files ----------------------------------------------------------------------------------
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, follow_symlink: bool = False) -> None:
     """Write to a temporary name beside `path`, flush it to disk, then rename over it: a reader
     never sees half a file, a failed write leaves the old one in place, and after a crash the
     name holds the old bytes or the new, never an empty file. The file gets the mode the umask
-    gives a new file (or keeps the one it had), as other tools' files do."""
+    gives a new file (or keeps the one it had), as other tools' files do.
+
+    follow_symlink, for a file the user named (--out, --json): a symbolic link there is written
+    through, as a shell's > and Pillow's save write through it, so the link stays and the file it
+    points to (made, if it is missing) gets the bytes. A package's own files are never followed:
+    a link in a received package could point anywhere."""
     path = Path(path)
+    if follow_symlink and path.is_symlink():
+        path = Path(os.path.realpath(path))
     _make_room(path, "output")
     try:
         mode = path.stat().st_mode & 0o7777
@@ -81,13 +88,22 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         fault_point(f"written {path.name} under a temporary name")
-        os.replace(tmp, path)
+        _rename_onto(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
     fsync_directory(path.parent)
     fault_point(f"renamed {path.name} into place")
+
+
+def _rename_onto(tmp: str, path: Path) -> None:
+    """os.replace, whose refusal (an immutable or otherwise protected file) names `path`, the
+    user's output, not the temporary name it would have named first."""
+    try:
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
 
 
 def _make_room(path: Path, what: str) -> None:
@@ -185,8 +201,8 @@ def _probe_file_in(folder: Path, path: Path) -> None:
     os.unlink(tmp)
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
+def atomic_write_text(path: str | os.PathLike, text: str, follow_symlink: bool = False) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"), follow_symlink)
 
 
 def creation_mode(directory: bool) -> int:

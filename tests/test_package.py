@@ -304,6 +304,37 @@ def test_atomic_write_replaces_whole_files(tmp_path):
     assert [p.name for p in target.parent.iterdir()] == ["file.bin"]
 
 
+def test_an_output_named_by_a_link_is_written_through_it_and_the_link_stays(tmp_path, capsys):
+    """As a shell's > and Pillow's save do: the user's link is theirs, not edgegen's to replace."""
+    (tmp_path / "real.png").write_bytes(b"old")
+    (tmp_path / "latest.png").symlink_to("real.png")
+    (tmp_path / "report.json").symlink_to("runs/first.json")   # dangling: the file it names is made
+    assert main(["generate", "gan-digits", "--n", "2", "--out", str(tmp_path / "latest.png")]) == 0
+    assert main(["bench", "gan-digits", "--iters", "2", "--warmup", "1", "--json", str(tmp_path / "report.json")]) == 0
+    assert (tmp_path / "latest.png").is_symlink() and (tmp_path / "real.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "report.json").is_symlink() and json.loads((tmp_path / "runs" / "first.json").read_text())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.png", "real.png", "report.json", "runs"]
+
+
+def test_a_package_file_that_is_a_link_is_replaced_not_written_through(tmp_path):
+    """A received package's link could point anywhere: edgegen's own writes never follow one."""
+    (tmp_path / "elsewhere").write_bytes(b"theirs")
+    (tmp_path / "edgegen.json").symlink_to(tmp_path / "elsewhere")
+    atomic_write_bytes(tmp_path / "edgegen.json", b"{}")
+    assert (tmp_path / "elsewhere").read_bytes() == b"theirs" and not (tmp_path / "edgegen.json").is_symlink()
+
+
+def test_a_refused_rename_names_the_output_not_the_temporary_file(tmp_path, monkeypatch):
+    """An immutable file (chattr +i) refuses the rename onto it; the message said '.x.json.3gbiam0g.tmp'."""
+    def refuse(source, target):
+        raise PermissionError(1, "Operation not permitted", source, target)
+
+    monkeypatch.setattr(os, "replace", refuse)
+    with pytest.raises(PermissionError) as info:
+        atomic_write_bytes(tmp_path / "x.json", b"{}")
+    assert info.value.filename == str(tmp_path / "x.json") and list(tmp_path.iterdir()) == []
+
+
 def test_package_without_hash_check_still_validates_schema(package_copy):
     pkg = package_copy("gan")
     with open(pkg / "generator.onnx", "ab") as f:

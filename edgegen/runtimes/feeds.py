@@ -60,7 +60,7 @@ def write_feeds(path: str | os.PathLike, feeds: list[dict[str, np.ndarray]]) -> 
     arrays = feeds[0] if len(feeds) == 1 else {f"{i}/{name}": a for i, feed in enumerate(feeds) for name, a in feed.items()}
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
-    atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_bytes(path, buffer.getvalue(), follow_symlink=True)
 
 
 def parse_dim_sizes(specs: list[str] | None, flag: str) -> dict[str, int]:

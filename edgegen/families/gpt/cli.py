@@ -87,7 +87,7 @@ def generate(pipe, request: GenerateRequest) -> str:
         return ""
     from ...storage import atomic_write_text
 
-    atomic_write_text(request.out, "".join(pieces))
+    atomic_write_text(request.out, "".join(pieces), follow_symlink=True)
     print(f"wrote {request.out}", file=sys.stderr)
     return ""
 
