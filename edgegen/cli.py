@@ -310,7 +310,7 @@ def _cmd_generate(args) -> None:
     if args.seed < 0:   # the pipelines' message offers None, which the command line has no way to give
         raise ConfigError(f"--seed: expected a non-negative integer, found {args.seed}")
     try:
-        _refuse_before_loading(family, options, args.out)
+        _refuse_before_loading(family, options, args.out, args.package)
     except (InputError, ConfigError) as exc:   # the family's checks name its keywords (batch): the flags here
         raise named_by_flag(exc, family.options) from None
     args.package = _package_or_name(args.package)   # a shipped name's export, after the options' checks
@@ -344,7 +344,7 @@ def _cmd_generate(args) -> None:
         print(line)
 
 
-def _refuse_before_loading(family, options: dict, out) -> None:
+def _refuse_before_loading(family, options: dict, out, package) -> None:
     """What generate refuses without the package, before it loads (and before a shipped name's
     first export, which takes up to a minute): a grid's --out missing or of a format edgegen
     cannot write, the family's own checks (a required option, --out's format), a folder the
@@ -360,6 +360,8 @@ def _refuse_before_loading(family, options: dict, out) -> None:
     if out is not None:
         from .storage import check_writable
 
+        if Path(package).is_dir():   # said as what it is, before check_writable's probe file lands in the package
+            _refuse_inside_package("--out", out, package)
         check_writable(out, "--out")
 
 
@@ -415,11 +417,15 @@ def _refuse_output_inside_package(flag: str, out, package) -> None:
     from .package import refuse_output_inside_edgegens
     from .storage import check_writable
 
+    _refuse_inside_package(flag, out, package)
+    check_writable(out, flag)
+    refuse_output_inside_edgegens(flag, out)
+
+
+def _refuse_inside_package(flag: str, out, package) -> None:
     if Path(out).resolve().is_relative_to(Path(package).resolve()):
         raise OutputExistsError(f"{flag} {str(out)!r}: expected a file outside the package it reads "
                                 f"({str(package)!r}), found it inside")
-    check_writable(out, flag)
-    refuse_output_inside_edgegens(flag, out)
 
 
 def _refuse_out_over_what_generate_reads(out, package, options: dict) -> None:

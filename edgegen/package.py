@@ -111,6 +111,8 @@ class Manifest:
     # variants of precisions this edgegen does not know, which a newer one wrote: never read, and
     # written back as they are, so that optimizing here keeps them for the edgegen that reads them
     foreign_variants: dict[str, Any] = field(default_factory=dict)
+    # top-level fields this edgegen does not know (a newer one's records): written back as they are
+    foreign_fields: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -121,6 +123,7 @@ class Manifest:
             "graphs": {part: g.to_json() for part, g in self.graphs.items()},
             "variants": {**self.variants, **self.foreign_variants},
             "provenance": self.provenance,
+            **self.foreign_fields,
         }
 
     @classmethod
@@ -154,7 +157,9 @@ class Manifest:
         if not isinstance(provenance, dict):
             raise ManifestError(f"{where}: expected 'provenance' to be an object, found {type(provenance).__name__}")
         _check_source_record(provenance.get("source_checkpoint"), f"{where}: provenance.source_checkpoint")
-        return cls(family, name, config, graphs, variants, provenance, fmt, foreign)
+        known = ("format", "family", "name", "config", "graphs", "variants", "provenance")
+        fields = {key: value for key, value in data.items() if key not in known}
+        return cls(family, name, config, graphs, variants, provenance, fmt, foreign, fields)
 
 
 # the fields of a variant record that edgegen reads back (optimize writes them), with their JSON types;
@@ -220,13 +225,18 @@ def _tensor_spec(obj: Any, where: str) -> TensorSpec:
     return TensorSpec(name, dtype, tuple(shape))
 
 
+def _check_sha256(sha: Any, where: str) -> None:
+    """A recorded sha256 that is no digest is a broken manifest, not a file changed after export."""
+    if not isinstance(sha, str) or not _SHA256.match(sha):
+        raise ManifestError(f"{where}: expected sha256 to be 64 lowercase hex digits, found {sha!r:.80}")
+
+
 def _graph_entry(obj: Any, where: str) -> GraphEntry:
     if not isinstance(obj, dict):
         raise ManifestError(f"{where}: expected an object, found {type(obj).__name__}")
     file = _field(obj, "file", str, where)
     sha = _field(obj, "sha256", str, where)
-    if not _SHA256.match(sha):
-        raise ManifestError(f"{where}: expected sha256 to be 64 lowercase hex digits, found {sha!r:.80}")
+    _check_sha256(sha, where)
     inputs = tuple(_tensor_spec(t, f"{where}.inputs") for t in _field(obj, "inputs", list, where))
     outputs = tuple(_tensor_spec(t, f"{where}.outputs") for t in _field(obj, "outputs", list, where))
     if not inputs or not outputs:
@@ -249,6 +259,11 @@ def read_json(path: Path, error: type[Exception]) -> Any:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise error(f"{path}: expected valid JSON, found a parse error: {exc}") from None
+    except RecursionError:
+        raise error(f"{path}: expected valid JSON, found arrays or objects nested deeper than Python's parser "
+                    "goes") from None
+    except OSError as exc:   # unreadable (another user's mode), a FIFO that errs, a name too long
+        raise error(f"{path}: expected a JSON file this user can read, found {exc.strerror or exc}") from None
 
 
 def files_sha256(paths: list) -> str:
@@ -330,6 +345,7 @@ class Package:
                                        f"found {what}: import it first (edgegen export {route} DIR --out PACKAGE)")
             raise PackageError(f"package {str(self.path)!r}: expected {MANIFEST_NAME} in it, found none (is this a "
                                f"package made by 'edgegen export'?){_shadows_shipped(self.path)}")
+        self.resolve(MANIFEST_NAME, MANIFEST_NAME)   # a link to a file outside is refused, as a graph's is
         self.manifest = Manifest.from_json(read_json(manifest_path, ManifestError), str(manifest_path))
         for part, entry in self.manifest.graphs.items():
             path = self.resolve(entry.file, f"graphs.{part}.file")
@@ -416,10 +432,10 @@ class Package:
 
     def _check_variant(self, precision: str, part: str, record: dict, verify_hashes: bool) -> None:
         where = f"variants.{precision}.{part}"
-        for key in ("file", "sha256"):   # a broken manifest, not a variant to write again
-            if not isinstance(record.get(key), str):
-                raise ManifestError(f"package {str(self.path)!r}: {where}.{key} expected a string, found "
-                                    f"{record.get(key)!r:.60}")
+        if not isinstance(record.get("file"), str):   # a broken manifest, not a variant to write again
+            raise ManifestError(f"package {str(self.path)!r}: {where}.file expected a string, found "
+                                f"{record.get('file')!r:.60}")
+        _check_sha256(record.get("sha256"), f"package {str(self.path)!r}: {where}")
         if part not in self.manifest.graphs:
             raise ManifestError(f"package {str(self.path)!r}: {where} expected to name a graph of the package, found {part!r}")
         path = self.resolve(str(record["file"]), f"{where}.file")
@@ -442,6 +458,7 @@ class Package:
             if location not in recorded:
                 raise HashMismatchError(f"package {str(self.path)!r}: {what} reads external data {location!r}, expected "
                                         "its sha256 in the manifest, found none (added after export?)")
+            _check_sha256(recorded[location], f"package {str(self.path)!r}: {what}'s external data {location!r}")
             if not path.is_file() or sha256_file(path) != recorded[location]:
                 raise HashMismatchError(f"package {str(self.path)!r}: {what}'s external data {location!r} expected sha256 "
                                         f"{str(recorded[location])[:16]}..., found "
@@ -464,13 +481,36 @@ class Package:
         root = self.path.resolve()
         if os.path.isabs(relative):
             raise ManifestError(f"package {str(self.path)!r}: {what} expected a path relative to the package, found absolute {relative!r}")
-        target = (root / relative).resolve()
+        try:
+            target = (root / relative).resolve()
+            target.is_file()   # a name too long for the system is refused here, not where the file is opened
+        except (ValueError, RuntimeError, OSError) as exc:   # a NUL in the name; a symbolic link to itself; ENAMETOOLONG
+            found = getattr(exc, "strerror", None) or str(exc)
+            raise ManifestError(f"package {str(self.path)!r}: {what} expected a file name the system can open, found "
+                                f"{relative!r:.100} ({found})") from None
         if target != root and root not in target.parents:
             link = next((p for p in (root / relative, *(root / relative).parents) if p.is_symlink()), None)
             how = f" (a symbolic link: {str(link)!r} points to {os.readlink(link)!r}; copy the file in)" if link else ""
             raise ManifestError(f"package {str(self.path)!r}: {what} expected a path inside the package, found "
                                 f"{relative!r} which leaves it{how}")
         return target
+
+    def recorded_file(self, record: Any, field: str, what: str, missing: str = "") -> Path:
+        """The file a config record names with its sha256 ({"file", "sha256"}: the tokenizer, the
+        held-out inputs), inside the package, there, and with the bytes recorded. `field` names the
+        record in the manifest, `what` the file in messages, `missing` what to do if it is gone."""
+        file = record.get("file") if isinstance(record, dict) else None
+        if not isinstance(file, str) or not file:
+            raise ManifestError(f"package {str(self.path)!r}: {field}.file expected a file name, found {file!r:.80}")
+        sha = record.get("sha256")
+        _check_sha256(sha, f"package {str(self.path)!r}: {field}")
+        path = self.resolve(file, f"{field}.file")
+        if not path.is_file():
+            raise PackageError(f"package {str(self.path)!r}: {what} expected at {file!r}, found {_not_a_file(path)}{missing}")
+        if sha256_file(path) != sha:
+            raise HashMismatchError(f"package {str(self.path)!r}: {what} {file!r} expected sha256 {sha[:16]}..., found "
+                                    f"another ({CHANGED_AFTER_EXPORT})")
+        return path
 
     def graph_path(self, part: str, precision: str = "fp32") -> Path:
         """The graph file of `part`; for another precision its variant where one was written, else fp32's."""
@@ -481,8 +521,8 @@ class Package:
 
 
 def _not_a_file(path: Path) -> str:
-    """What lies at a path where a file was expected: a folder, or nothing."""
-    return "a folder" if path.is_dir() else "no such file"
+    """What lies at a path where a file was expected: a folder, something else (a FIFO), or nothing."""
+    return "a folder" if path.is_dir() else "something other than a file" if path.exists() else "no such file"
 
 
 def refuse_output_inside_edgegens(what: str, out: str | os.PathLike) -> None:
@@ -628,10 +668,22 @@ def copy_package(source: Path, dest: Path) -> None:
 
     source = Path(source)
     kept = package_files(source) - {ENGINE_CACHE}
+    _refuse_links_leaving(source, kept)
     shutil.copytree(source, dest, copy_function=shutil.copyfile,
                     ignore=lambda folder, names: [] if Path(folder) != source else [n for n in names if n not in kept])
     for copied, _, _ in os.walk(dest):
         os.chmod(copied, creation_mode(directory=True))
+
+
+def _refuse_links_leaving(source: Path, names: set[str]) -> None:
+    """A symbolic link among a package's files that points outside it is refused before a copy,
+    which would follow it and put the file it points to (anything this user can read) into the copy."""
+    root = source.resolve()
+    for name in sorted(names):
+        for path in [source / name, *((source / name).rglob("*") if (source / name).is_dir() else ())]:
+            if path.is_symlink() and not path.resolve().is_relative_to(root):
+                raise PackageError(f"package {str(source)!r}: expected its files inside it, found {str(path)!r}, a "
+                                   f"symbolic link to {os.readlink(path)!r} that leaves it (copy the file in)")
 
 
 def write_manifest(directory: str | os.PathLike, manifest: Manifest) -> None:

@@ -20,7 +20,8 @@ from onnx import numpy_helper
 
 import edgegen
 from edgegen.cli import main
-from edgegen.errors import CheckpointError, ConfigError, DataError, InputError, MissingExtraError, PackageError
+from edgegen.errors import CheckpointError, ConfigError, DataError, InputError, ManifestError, MissingExtraError, \
+    PackageError
 from edgegen.export import export_checkpoint, export_model, export_transformers
 from edgegen.families.gpt.hf_import import import_gpt2
 from edgegen.training.checkpoint import load_checkpoint, save_checkpoint
@@ -830,6 +831,14 @@ def test_imported_gpt2_greedy_equals_transformers_generate(tmp_path, capsys):
     assert ours == [_until_eos(r[width:].tolist()) for r in theirs]
     text = pipe.generate(prompts[0], max_new_tokens=30, do_sample=False)
     assert text == tokenizer.decode(_until_eos(ours[0])[:30], skip_special_tokens=True)
+    # a tokenizer record without its sha256 is a broken manifest, not a tokenizer changed after export
+    broken = tmp_path / "broken"
+    shutil.copytree(tmp_path / "pkg", broken)
+    manifest = json.loads((broken / "edgegen.json").read_text())
+    del manifest["config"]["tokenizer"]["sha256"]
+    (broken / "edgegen.json").write_text(json.dumps(manifest))
+    with pytest.raises(ManifestError, match="config.tokenizer: expected sha256 to be 64 lowercase hex digits, found None"):
+        edgegen.load(broken)
     # what the import wrote beside the graphs (tokenizer files, genai_config.json) is edgegen's: --force replaces it
     assert {"tokenizer_config.json", "genai_config.json"} <= set(os.listdir(tmp_path / "pkg"))
     assert main(["export", "gpt2", "--from-transformers", str(tmp_path / "hf"), "--out", str(tmp_path / "pkg"),

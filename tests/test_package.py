@@ -10,7 +10,7 @@ import edgegen
 from edgegen.cli import main
 from edgegen.errors import ConfigError, HashMismatchError, ManifestError, OutputExistsError, PackageError, \
     UnknownFamilyError
-from edgegen.package import FORMAT, Package
+from edgegen.package import FORMAT, Package, write_manifest
 from edgegen.storage import atomic_write_bytes, staged_directory
 
 
@@ -63,6 +63,15 @@ _WRITTEN = {"file": "generator.int8.onnx", "sha256": "0" * 64, "gate": {"passed"
     (lambda d: d.update(graphs={}), "expected at least one graph"),
     (lambda d: d.update(name="../../evil"), "expected 'name' to be a model's name, not a path, found '../../evil'"),
     (lambda d: d.update(name=" "), "expected 'name' to be a model's name, not a path, found ' '"),
+    # names the system cannot open: a ValueError, and an OSError from load (one line naming neither package nor field)
+    (lambda d: d["graphs"]["generator"].update(file="generator.onnx\u0000"),
+     "graphs.generator.file expected a file name the system can open, found 'generator.onnx\\x00' (embedded null byte)"),
+    (lambda d: d["graphs"]["generator"].update(file="g" * 300 + ".onnx"),
+     "graphs.generator.file expected a file name the system can open, found 'ggg"),
+    (lambda d: d.update(variants={"int8": {"generator": {**_WRITTEN, "file": "x\u0000"}}}),
+     "variants.int8.generator.file expected a file name the system can open"),
+    (lambda d: d.update(variants={"int8": {"generator": {**_WRITTEN, "sha256": "7"}}}),   # not "changed after optimize"
+     "variants.int8.generator: expected sha256 to be 64 lowercase hex digits, found '7'"),
     (lambda d: d.update(config=[1, 2]), "expected 'config' to be dict, found list"),
     (lambda d: d["graphs"]["generator"].update(sha256="abc"), "expected sha256 to be 64 lowercase hex digits"),
     (lambda d: d["graphs"]["generator"]["inputs"][0].update(dtype="float99"), "found 'float99'"),
@@ -96,6 +105,72 @@ def test_hand_edited_manifest_is_refused(package_copy, change, message, capsys):
     assert message in str(info.value)
     assert "edgegen.json" in str(info.value) or "package" in str(info.value)
     assert main(["info", str(pkg)]) == 2 and message in capsys.readouterr().err   # a line, not a traceback
+
+
+def test_a_graph_that_is_a_link_to_itself_or_a_fifo_and_a_manifest_too_deep_are_said_in_one_line(package_copy, tmp_path):
+    pkg = package_copy("gan")
+    (pkg / "generator.onnx").unlink()
+    (pkg / "generator.onnx").symlink_to("generator.onnx")
+    with pytest.raises(ManifestError, match=r"graphs.generator.file expected a file name the system can open, found "
+                                            r"'generator.onnx' \(Symlink loop"):
+        edgegen.load(pkg)
+    (pkg / "generator.onnx").unlink()
+    os.mkfifo(pkg / "generator.onnx")   # never opened: hashing a FIFO would wait for a writer
+    with pytest.raises(PackageError, match="graph 'generator' expected at 'generator.onnx', found something other than a file"):
+        edgegen.load(pkg)
+    (pkg / "edgegen.json").write_text("[" * 100_000)
+    with pytest.raises(ManifestError, match="expected valid JSON, found arrays or objects nested deeper than Python's parser"):
+        edgegen.load(pkg)
+
+
+def test_a_manifest_that_is_a_link_leaving_the_package_is_refused(package_copy, tmp_path):
+    pkg = package_copy("gan")
+    (pkg / "edgegen.json").rename(tmp_path / "elsewhere.json")
+    (pkg / "edgegen.json").symlink_to(tmp_path / "elsewhere.json")
+    with pytest.raises(ManifestError, match="edgegen.json expected a path inside the package, found 'edgegen.json' which "
+                                            "leaves it \\(a symbolic link"):
+        edgegen.load(pkg)
+
+
+def test_a_copy_of_a_package_for_triton_never_follows_a_link_out_of_it(package_copy, tmp_path, capsys):
+    """A received package's genai_config.json linked to a file outside: triton copied that file, readable by all."""
+    pkg = package_copy("gan")
+    (tmp_path / "secret.txt").write_text("SECRET")
+    (pkg / "genai_config.json").symlink_to(tmp_path / "secret.txt")
+    assert main(["triton", str(pkg), "--graph-backend", "python", "--out", str(tmp_path / "repo")]) == 2
+    assert f"expected its files inside it, found '{pkg / 'genai_config.json'}', a symbolic link to " in capsys.readouterr().err
+    assert not any("SECRET" in p.read_text(errors="replace") for p in tmp_path.joinpath("repo").rglob("*") if p.is_file())
+
+
+def test_fields_a_newer_edgegen_wrote_at_the_top_of_the_manifest_are_kept_when_it_is_written_again(package_copy):
+    pkg = package_copy("gan")
+    edit_manifest(pkg, lambda d: d.update(model_card={"license": "apache-2.0"}))
+    package = Package(pkg)
+    write_manifest(pkg, package.manifest)   # as optimize writes it back
+    assert json.loads((pkg / "edgegen.json").read_text())["model_card"] == {"license": "apache-2.0"}
+    edgegen.load(pkg)
+
+
+def test_an_output_inside_the_package_is_refused_before_any_file_is_probed_there(package_copy, monkeypatch, capsys):
+    """check_writable's probe file landed in the package (and a read-only one was said as unwritable)."""
+    import edgegen.storage
+
+    pkg = package_copy("gan")
+
+    def probed(path, flag):
+        raise AssertionError(f"probed {path}")
+
+    monkeypatch.setattr(edgegen.storage, "check_writable", probed)
+    assert main(["generate", str(pkg), "--out", str(pkg / "x.png")]) == 2
+    assert "expected a file outside the package it reads" in capsys.readouterr().err
+
+
+def test_a_package_path_onnx_runtime_cannot_take_is_said_as_such(package_copy, tmp_path):
+    pkg = package_copy("gan")
+    odd = tmp_path / os.fsdecode(b"gan\xff")
+    pkg.rename(odd)
+    with pytest.raises(PackageError, match=r"expected a path ONNX Runtime can open \(UTF-8 text\), found bytes that are not"):
+        edgegen.load(odd)
 
 
 def test_an_older_packages_name_with_a_space_still_loads(package_copy):

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import HashMismatchError, InputError, PackageError
-from ..package import CHANGED_AFTER_EXPORT
+from ..errors import InputError, PackageError
 from ..storage import atomic_write_bytes
 
 HELD_OUT_FILE = "held_out.npz"   # a package's recorded inputs: config.held_out = {"file", "sha256", "feeds"}
@@ -99,18 +98,10 @@ def recorded_feeds(package, config) -> list[dict[str, np.ndarray]]:
     """The held-out feeds an export recorded (config.held_out) in a package with no checkpoint to
     draw inputs from (your own module, an imported diffusers pipeline), checked against their hash:
     what optimize calibrates and gates on."""
-    from ..package import sha256_file
-
     held_out = getattr(config, "held_out", None)
     if held_out is None:
         raise PackageError(f"package {str(package.path)!r}: expected inputs recorded at export (config.held_out), "
                            "found none; pass an .npz of inputs instead")
-    path = package.resolve(str(held_out["file"]), "config.held_out.file")
-    if not path.is_file():
-        raise PackageError(f"package {str(package.path)!r}: held-out inputs expected at {held_out['file']!r}, "
-                           "found no such file (removed, or left out of a copy): pass your own inputs instead "
-                           "(--inputs NPZ)")
-    if sha256_file(path) != held_out["sha256"]:
-        raise HashMismatchError(f"package {str(package.path)!r}: held-out inputs {held_out['file']!r} expected "
-                                f"sha256 {str(held_out['sha256'])[:16]}..., found another ({CHANGED_AFTER_EXPORT})")
+    path = package.recorded_file(held_out, "config.held_out", "held-out inputs",
+                                 " (removed, or left out of a copy): pass your own inputs instead (--inputs NPZ)")
     return read_feeds(path)

@@ -130,6 +130,11 @@ class OrtSession(Session):
         options = session_options(default_threads() if threads is None else threads, spin)
         providers = provider_list(backend, cache_dir)
         try:
+            str(path).encode("utf-8")
+        except UnicodeEncodeError:   # ONNX Runtime's binding takes UTF-8 paths only, and says so as a signature dump
+            raise PackageError(f"graph {graph_name!r} at {str(path)!r}: expected a path ONNX Runtime can open (UTF-8 "
+                               "text), found bytes that are not: rename the folder") from None
+        try:
             self._session = ort.InferenceSession(str(path), sess_options=options, providers=providers,
                                                  disabled_optimizers=list(disabled_optimizers) or None)
         except Exception as exc:  # noqa: BLE001 - ONNX Runtime raises its own exception types for a bad model

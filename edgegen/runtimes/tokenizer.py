@@ -14,8 +14,8 @@ from typing import Protocol
 
 import numpy as np
 
-from ..errors import EdgegenWarning, HashMismatchError, InputError, MissingExtraError, PackageError, warn_caller
-from ..package import CHANGED_AFTER_EXPORT, Package, sha256_file
+from ..errors import EdgegenWarning, InputError, MissingExtraError, PackageError, warn_caller
+from ..package import Package
 
 
 class StreamDecoder(Protocol):
@@ -193,13 +193,7 @@ def load_tokenizer(package: Package, spec: dict) -> ByteTokenizer | BPETokenizer
     if kind == "none":
         return None
     if kind == "bpe":
-        path = package.resolve(str(spec.get("file", "")), "config.tokenizer.file")
-        if not path.is_file():
-            raise PackageError(f"package {str(package.path)!r}: tokenizer expected at {spec.get('file')!r}, found no such file")
-        if sha256_file(path) != spec.get("sha256"):
-            raise HashMismatchError(f"package {str(package.path)!r}: tokenizer {spec.get('file')!r} expected sha256 "
-                                    f"{str(spec.get('sha256'))[:16]}..., found another ({CHANGED_AFTER_EXPORT})")
-        return BPETokenizer(path)
+        return BPETokenizer(package.recorded_file(spec, "config.tokenizer", "tokenizer"))
     raise PackageError(f"package {str(package.path)!r}: expected config.tokenizer.kind one of {', '.join(TOKENIZER_KINDS)}, "
                        f"found {kind!r}")
 
