@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .errors import ConfigError, missing_export_modules, not_one_of
 from .graph_summary import GraphSummary, read_graph_summary
-from .package import Package
+from .package import Package, names_differ
 from .runtimes.engines import package_profiles, parser_errors, tensorrt_form_advice
 from .targets import INT4_OPSET, TARGETS, TENSORRT_TARGETS, get_target, release_mismatch
 
@@ -86,6 +86,8 @@ def check_package(path: str | os.PathLike, tensorrt: str | None = None, profiles
     checks = []
     for part, file, variant in files:
         graph = read_graph_summary(file)
+        if variant is None:
+            _refuse_another_signature(package, part, graph)
         result = GraphCheck(part, file.name, graph.opset, len(graph.nodes))
         if device_parser:
             result.judge = f"this machine's TensorRT {device_tensorrt_version()} parser"
@@ -140,6 +142,15 @@ def _table_verdict(result: GraphCheck, graph: GraphSummary, table: dict, version
 
 # what _restriction_violations verifies of an op's restriction from the file (the rest, TensorRT's parser tells)
 VERIFIED_PART = {"QuantizeLinear": "zero points", "DequantizeLinear": "zero points", "Attention": "past inputs"}
+
+
+def _refuse_another_signature(package: Package, part: str, graph: GraphSummary) -> None:
+    """A graph whose input or output names differ from its manifest's is refused, as load refuses
+    it (runtimes.ort): its profiles and verdicts would be for names the graph does not have."""
+    entry = package.graphs[part]
+    for kind, declared, found in (("input", entry.inputs, graph.inputs), ("output", entry.outputs, graph.outputs)):
+        if sorted(spec.name for spec in declared) != sorted(found):
+            raise names_differ(part, kind, declared, found)
 
 
 def _restriction_violations(graph: GraphSummary) -> list[str]:

@@ -18,7 +18,8 @@ from .external_data import MODEL_GRAPH, _fields, _varint
 
 # field numbers of onnx.proto3
 MODEL_OPSET_IMPORT, OPSET_DOMAIN, OPSET_VERSION = 8, 1, 2
-GRAPH_NODE, GRAPH_INITIALIZER = 1, 5
+GRAPH_NODE, GRAPH_INITIALIZER, GRAPH_INPUT, GRAPH_OUTPUT = 1, 5, 11, 12
+VALUE_INFO_NAME = 1
 NODE_INPUT, NODE_NAME, NODE_OP_TYPE, NODE_DOMAIN = 1, 3, 4, 7
 TENSOR_DIMS, TENSOR_DATA_TYPE, TENSOR_STRING_DATA, TENSOR_NAME, TENSOR_RAW_DATA = 1, 2, 6, 8, 9
 TENSOR_STRING = 8   # its size is its strings' bytes
@@ -52,6 +53,13 @@ class GraphSummary:
     # as stored, external data included; None for a data type this reader does not know
     initializer_bytes: dict[str, int | None] = field(default_factory=dict)
     path: str = ""   # the graph file read
+    declared_inputs: list[str] = field(default_factory=list)   # GraphProto.input, initializers too in old IR versions
+    outputs: list[str] = field(default_factory=list)
+
+    @property
+    def inputs(self) -> list[str]:
+        """The graph's inputs a caller feeds: its declared ones that no initializer holds."""
+        return [name for name in self.declared_inputs if name not in self.initializer_bytes]
 
     @property
     def opset(self) -> int:
@@ -101,6 +109,9 @@ def _graph(data, start: int, end: int, summary: GraphSummary) -> None:
     for number, value in _fields(data, start, end):
         if number == GRAPH_NODE and isinstance(value, tuple):
             summary.nodes.append(_node(data, *value))
+        elif number in (GRAPH_INPUT, GRAPH_OUTPUT) and isinstance(value, tuple):
+            name = _text(data, dict(_fields(data, *value)).get(VALUE_INFO_NAME))
+            (summary.declared_inputs if number == GRAPH_INPUT else summary.outputs).append(name)
         elif number == GRAPH_INITIALIZER and isinstance(value, tuple):
             name, size = _tensor_size(data, *value)
             summary.initializer_bytes[name] = size

@@ -574,6 +574,12 @@ MANIFEST_OR_GRAPH_CHANGED = ("the manifest or the graph file was changed after e
                              "again from where it was made, or export it again")
 
 
+def names_differ(graph_name: str, kind: str, declared, found) -> PackageError:
+    """The refusal of a graph file whose input or output names are not its manifest's (declared: TensorSpecs)."""
+    return PackageError(f"graph {graph_name!r}: manifest {kind}s {sorted(spec.name for spec in declared)} differ from "
+                        f"the graph file's {sorted(found)} ({MANIFEST_OR_GRAPH_CHANGED})")
+
+
 def package_files(folder: Path) -> set[str]:
     """The names at the top of a package folder that edgegen wrote: the manifest, every file it
     records (graphs, variants, their external data, held-out feeds, the tokenizer, the files the

@@ -231,12 +231,19 @@ def test_changed_graph_file_fails_its_hash(package_copy):
         edgegen.load(pkg)
 
 
-def test_manifest_signature_must_match_the_graph_file(package_copy):
+def test_manifest_signature_must_match_the_graph_file(package_copy, capsys):
     pkg = package_copy("gan")
     edit_manifest(pkg, lambda d: d["graphs"]["generator"]["inputs"][0].update(name="latent"))
     with pytest.raises(PackageError, match=r"manifest inputs \['latent'\] differ from the graph file's \['z'\] \(the "
                                            r"manifest or the graph file was changed after export"):
         edgegen.load(pkg)
+    # check, which reads the graph without ONNX Runtime, refuses it too: it passed, with a profile for 'latent'
+    assert main(["check", str(pkg), "--target", "jetpack7"]) == 2
+    assert "manifest inputs ['latent'] differ from the graph file's ['z']" in capsys.readouterr().err
+    edit_manifest(pkg, lambda d: (d["graphs"]["generator"]["inputs"][0].update(name="z"),
+                                  d["graphs"]["generator"]["outputs"][0].update(name="picture")))
+    assert main(["check", str(pkg), "--target", "jetpack7"]) == 2
+    assert "manifest outputs ['picture'] differ from the graph file's ['image']" in capsys.readouterr().err
     pkg = package_copy("vae")
     # the config agrees with the edited signature, so only the graph file can tell it is wrong
     edit_manifest(pkg, lambda d: (d["graphs"]["decoder"]["inputs"][0].update(shape=["batch", 99]),
