@@ -612,12 +612,12 @@ def engine_cache_dir(package_path: str | os.PathLike, kind: str) -> Path:
     can make files in the nearest of ENGINE_CACHE/kind, ENGINE_CACHE and the package that exists.
     Else (a package on read-only storage or another user's, as a shipped model installed
     system-wide is) user_engines_dir, except that ONNX Runtime's engines already inside stay read
-    there (it takes one folder). edgegen's own engines inside are read too (runtimes.engines).
+    there (it takes one folder) where runtimes.engines.ort_engine_cache trusts them. edgegen's own engines inside are read too (runtimes.engines).
     Nothing is made here: prepare_engine_folder makes the folder before engines are written."""
     package_path = Path(package_path)
     inside = package_path / ENGINE_CACHE
     nearest = next((p for p in (inside / kind, inside) if p.is_dir()), package_path)
-    if can_write_files_in(nearest) or (kind == "ort-tensorrt" and _holds_files(inside / kind)):
+    if can_write_files_in(nearest) or (kind == "ort-tensorrt" and holds_files(inside / kind)):
         return inside
     return user_engines_dir(package_path)
 
@@ -650,7 +650,7 @@ def engine_folder_refused(folder: Path, exc: OSError) -> BackendError:
                         f"{exc.strerror or exc} ({ANOTHER_ENGINE_FOLDER})")
 
 
-def _holds_files(folder: Path) -> bool:
+def holds_files(folder: Path) -> bool:
     try:
         return any(p.is_file() for p in folder.iterdir())
     except OSError:

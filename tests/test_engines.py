@@ -68,6 +68,33 @@ def test_only_engines_this_users_edgegen_built_are_trusted(tmp_path, monkeypatch
     assert cache.lookup("generator", _key()) is None and "unreadable record" in cache.rejected[-1]
 
 
+def test_onnx_runtimes_engines_inside_a_package_are_read_only_where_this_users_edgegen_made_their_folder(
+        trained, tmp_path, monkeypatch):
+    """ONNX Runtime deserializes every engine in its folder unchecked: engines that came with a
+    received package (a colleague's, or copied from another path) were read. No TensorRT here:
+    the folder is chosen before ONNX Runtime is asked for anything."""
+    import shutil
+
+    from edgegen.package import user_engines_dir
+    from edgegen.runtimes.engines import ORT_ENGINES_MARK, ort_engine_cache
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user"))
+    pkg = shutil.copytree(trained["gan"][1], tmp_path / "mine")
+    assert ort_engine_cache(pkg) == pkg / ".edgegen-cache"   # made here, and marked before any engine
+    (pkg / ".edgegen-cache" / "ort-tensorrt" / "TensorrtExecutionProvider_graph.engine").write_bytes(b"built here")
+    assert ort_engine_cache(pkg) == pkg / ".edgegen-cache"   # read again at the next load
+    copy = shutil.copytree(pkg, tmp_path / "copied")          # its engines and mark, at another path
+    assert ort_engine_cache(copy) == user_engines_dir(copy)
+    received = shutil.copytree(trained["gan"][1], tmp_path / "received")
+    (received / ".edgegen-cache" / "ort-tensorrt").mkdir(parents=True)
+    (received / ".edgegen-cache" / "ort-tensorrt" / "TensorrtExecutionProvider_graph.engine").write_bytes(b"theirs")
+    (received / ".edgegen-cache" / "ort-tensorrt" / ORT_ENGINES_MARK).write_text('{"signature": "0"}')
+    assert ort_engine_cache(received) == user_engines_dir(received)
+    assert (received / ".edgegen-cache" / "ort-tensorrt" / "TensorrtExecutionProvider_graph.engine").read_bytes() == b"theirs"
+    assert (user_engines_dir(received) / "ort-tensorrt" / ORT_ENGINES_MARK).is_file()
+    assert ort_engine_cache(received, cache_dir=tmp_path / "chosen") == tmp_path / "chosen"   # the caller's folder
+
+
 def test_a_package_this_user_cannot_write_in_keeps_its_engines_in_the_users_cache(trained, tmp_path, monkeypatch):
     """A shipped model installed system-wide (read-only storage, or another user's files) cannot hold
     the engines built from it: they go to the user's cache, a folder per package path, where the

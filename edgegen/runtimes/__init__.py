@@ -6,11 +6,10 @@ Runtime code: nothing here imports torch or onnx, so it installs on a device wit
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from ..errors import BackendError, ConfigError, PackageError, PrecisionWarning, not_one_of, warn_caller
 from ..families import package_config, require_offered_precision
-from ..package import PRECISIONS, Package, engine_cache_dir, prepare_engine_folder
+from ..package import PRECISIONS, Package
 from ..shipped import resolve as resolve_shipped
 from .backends import available_backends, resolve_backend
 from .ort import OrtSession
@@ -39,8 +38,9 @@ def open_sessions(package: Package, backend: str = "auto", threads: int | None =
         return open_tensorrt_sessions(package, precision, cache_dir=cache_dir)
     cache = None   # ort-cpu and ort-cuda keep no engines
     if concrete == "ort-tensorrt":
-        cache = Path(cache_dir) if cache_dir is not None else engine_cache_dir(package.path, "ort-tensorrt")
-        prepare_engine_folder(cache / "ort-tensorrt", package.path)
+        from .engines import ort_engine_cache
+
+        cache = ort_engine_cache(package.path, cache_dir)
     if precision == "int8" and concrete == "ort-cpu":
         _warn_if_int8_saturates(package)
     if concrete == "ort-cpu":

@@ -35,8 +35,8 @@ import numpy as np
 from ..errors import (BackendError, ConfigError, EdgegenWarning, InputError, PackageError, UnknownFamilyError, described,
                       warn_caller)
 from ..families import package_config, require_offered_precision
-from ..package import (ENGINE_CACHE, TensorSpec, engine_cache_dir, engine_folder_refused, may_be_empty,
-                       prepare_engine_folder)
+from ..package import (ENGINE_CACHE, TensorSpec, engine_cache_dir, engine_folder_refused, holds_files,
+                       may_be_empty, prepare_engine_folder, user_engines_dir)
 from ..storage import atomic_write_bytes, atomic_write_text, user_cache_dir, writer_lock
 from .backends import require_tensorrt
 from .session import Session
@@ -233,6 +233,45 @@ class EngineCache:
 
 
 ENGINE_KEY_NAME = "engine.key"
+ORT_ENGINES_MARK = "edgegen-made.json"   # in ONNX Runtime's engine folder: this user's edgegen made it there
+
+
+def ort_engine_cache(package_path: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> Path:
+    """The folder (package.engine_cache_dir, or cache_dir=) whose ort-tensorrt/ ONNX Runtime's
+    TensorRT provider keeps its engines in, made. ONNX Runtime deserializes every engine it finds
+    there, unchecked, and an engine is code for the GPU, so one inside a package is read only where
+    this user's edgegen made that folder at that path (its mark, signed with the engine key):
+    a folder that came with a received package (a colleague's, a copy from another path, one an
+    older edgegen made) is left as it is, and the engines are built in the user's cache."""
+    if cache_dir is not None:   # the caller's own folder
+        prepare_engine_folder(Path(cache_dir) / "ort-tensorrt", package_path)
+        return Path(cache_dir)
+    cache = engine_cache_dir(package_path, "ort-tensorrt")
+    folder = cache / "ort-tensorrt"
+    if cache == Path(package_path) / ENGINE_CACHE and holds_files(folder) and not _marked(folder):
+        cache = user_engines_dir(package_path)
+        folder = cache / "ort-tensorrt"
+    prepare_engine_folder(folder, package_path)
+    if not holds_files(folder):   # new: marked before ONNX Runtime writes in it
+        try:
+            atomic_write_text(folder / ORT_ENGINES_MARK, json.dumps({"signature": _folder_signature(folder)}) + "\n")
+        except OSError as exc:
+            raise engine_folder_refused(folder, exc) from None
+    return cache
+
+
+def _marked(folder: Path) -> bool:
+    try:
+        signature = json.loads((folder / ORT_ENGINES_MARK).read_text(encoding="utf-8"))["signature"]
+    except (OSError, ValueError, TypeError, KeyError):
+        return False
+    return hmac.compare_digest(str(signature).encode("utf-8", "replace"), _folder_signature(folder).encode())
+
+
+def _folder_signature(folder: Path) -> str:
+    """HMAC-SHA256 of the folder's resolved path, with this user's engine key."""
+    message = json.dumps({"ort-tensorrt engines in": str(folder.resolve())}).encode()
+    return hmac.new(_engine_key(), message, hashlib.sha256).hexdigest()
 
 
 def _signature(key: Any, engine_sha256: Any) -> str:
