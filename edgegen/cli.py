@@ -587,7 +587,8 @@ def _print_info(path, shipped_name: str | None = None) -> int:
         except UnknownFamilyError:   # a plugin's family not installed here
             offered = "other precisions'"
         where = f" to a copy (cp -r {package.path} pkg-{shipped_name})" if shipped_name else ""
-        print(f"variants  none (fp32 only; 'edgegen optimize' adds {offered} variants{where})")
+        known = "none this edgegen reads" if m.foreign_variants else "none"   # the foreign ones are listed below
+        print(f"variants  {known} (fp32 only; 'edgegen optimize' adds {offered} variants{where})")
     for precision, parts in m.variants.items():
         for part, record in parts.items():
             gate = record.get("gate", {})

@@ -193,8 +193,10 @@ def test_a_variant_of_a_precision_a_newer_edgegen_wrote_is_kept_and_not_read(pac
     with pytest.raises(ConfigError, match="precision 'int3': expected one of fp32, int8, fp16"):
         edgegen.load(pkg, precision="int3")
     assert main(["info", str(pkg)]) == 0
+    out = capsys.readouterr().out
     assert "variant   int3: a precision edgegen 0.1.0 does not know (written by a newer edgegen?); not read here, " \
-           "kept as it is" in capsys.readouterr().out
+           "kept as it is" in out
+    assert "variants  none this edgegen reads (fp32 only" in out   # it said "none", then listed one
     optimize_package(pkg, "fp16", target="tensorrt", progress=lambda line: None)
     variants = json.loads((pkg / "edgegen.json").read_text())["variants"]
     assert variants["int3"] == record and "file" in variants["fp16"]["generator"]
