@@ -20,8 +20,8 @@ from onnx import numpy_helper
 
 import edgegen
 from edgegen.cli import main
-from edgegen.errors import CheckpointError, ConfigError, DataError, InputError, ManifestError, MissingExtraError, \
-    PackageError
+from edgegen.errors import CheckpointError, ConfigError, DataError, ImportedSettingWarning, InputError, ManifestError, \
+    MissingExtraError, PackageError
 from edgegen.export import export_checkpoint, export_model, export_transformers
 from edgegen.families.gpt.hf_import import import_gpt2
 from edgegen.training.checkpoint import load_checkpoint, save_checkpoint
@@ -852,7 +852,11 @@ def test_gpt2_with_an_end_token_outside_its_vocabulary_pads_batches(tmp_path):
     torch.manual_seed(0)
     model = transformers.GPT2LMHeadModel(config).eval()
     model.save_pretrained(tmp_path / "hf")
-    export_transformers("gpt2", tmp_path / "hf", tmp_path / "pkg")
+    # GenAI takes no end token outside the vocabulary, and any inside it (token 0 was written) ended its text early
+    with pytest.warns(ImportedSettingWarning, match=r"genai_config.json not written \(eos_token_id: expected an "
+                                                    r"end-of-text token within the vocabulary \(0 to 511\)"):
+        export_transformers("gpt2", tmp_path / "hf", tmp_path / "pkg")
+    assert not (tmp_path / "pkg" / "genai_config.json").exists()
     pipe = edgegen.load(tmp_path / "pkg", backend="ort-cpu")
     prompts = [[1, 2, 3], [4, 5, 6, 7, 8, 9]]
     ours = pipe.generate(prompts, max_new_tokens=20, do_sample=False)
@@ -1197,6 +1201,22 @@ def _genai_greedy(package, prompt: list[int], new_tokens: int, precision: str = 
         generator.generate_next_token()
         tokens.append(int(generator.get_next_tokens()[0]))
     return tokens
+
+
+def test_genai_is_given_the_end_tokens_inside_the_vocabulary():
+    """A Llama config naming [2, 74, 600] on 512 tokens: GenAI refused the model at load
+    ("eos_token_id (600) must be in range"), where 600 is never generated anyway."""
+    from types import SimpleNamespace
+
+    from edgegen.serving.genai import genai_end_tokens
+
+    def config(eos, more=(), kind="bpe"):
+        return SimpleNamespace(eos_token_id=eos, more_eos_token_ids=list(more), vocab_size=512, tokenizer={"kind": kind})
+
+    assert genai_end_tokens(config(2, [74, 600])) == [2, 74]
+    assert genai_end_tokens(config(600, [3])) == [3]
+    assert genai_end_tokens(config(None, kind="bytes")) == [0]   # the NUL byte, which text does not contain
+    assert genai_end_tokens(config(50256)) is None               # any id would be one the model may generate
 
 
 def test_the_genai_overlay_names_the_fp32_decoder_and_refuses_what_genai_cannot_run(gpt, trained):

@@ -23,13 +23,29 @@ from ..shipped import resolve
 GENAI_MODEL_TYPE = "llama"
 
 
+def genai_end_tokens(config) -> list[int] | None:
+    """The end-of-text ids GenAI is given (it refuses one outside the vocabulary): the model's own
+    within its vocabulary, since one outside it is never generated; for edgegen's byte-level GPT,
+    which has none, token 0, the NUL byte, which text does not contain. None for another model
+    with none inside its vocabulary: any id GenAI stopped at is one the model may generate, where
+    edgegen and transformers go on to max_new_tokens."""
+    ids = [i for i in (config.eos_token_id, *config.more_eos_token_ids) if i is not None and 0 <= i < config.vocab_size]
+    if ids:
+        return ids
+    return [0] if config.tokenizer.get("kind") == "bytes" else None
+
+
 def genai_config(config, graph_file: str) -> dict:
-    """The config for a GPT package's runtime config (families/gpt GPTConfig) and decoder file.
-    Greedy search by default, as `edgegen generate --greedy`, or an imported model's
-    generation_config.json's sampling settings (GPTConfig.generation_defaults). GenAI needs an end-of-text token
-    within the vocabulary; a model without one (edgegen's byte-level GPT) gets token 0, the NUL
-    byte, which text does not contain, where edgegen stops only at max_new_tokens."""
-    eos = config.eos_token_id if config.eos_token_id is not None and config.eos_token_id < config.vocab_size else 0
+    """The config for a GPT package's runtime config (families/gpt GPTConfig) and decoder file
+    (a model genai_end_tokens gives none is refused). Greedy search by default, as `edgegen
+    generate --greedy`, or an imported model's generation_config.json's sampling settings
+    (GPTConfig.generation_defaults)."""
+    ends = genai_end_tokens(config)
+    if ends is None:
+        raise ConfigError(f"eos_token_id: expected an end-of-text token within the vocabulary (0 to "
+                          f"{config.vocab_size - 1}) for ONNX Runtime GenAI, found "
+                          f"{[config.eos_token_id, *config.more_eos_token_ids]}: any other id would end GenAI's text "
+                          "where edgegen's and transformers' go on")
     pad = config.padding_id
     return {
         "model": {
@@ -37,7 +53,7 @@ def genai_config(config, graph_file: str) -> dict:
             "context_length": config.block_size,
             "vocab_size": config.vocab_size,
             "bos_token_id": pad,   # GenAI requires one; edgegen's loop never inserts it (the prompt is as given)
-            "eos_token_id": [eos, *config.more_eos_token_ids] if config.more_eos_token_ids else eos,
+            "eos_token_id": ends if len(ends) > 1 else ends[0],
             "pad_token_id": pad,
             "decoder": {
                 "filename": graph_file,
@@ -62,12 +78,21 @@ def genai_config(config, graph_file: str) -> dict:
     }
 
 
-def write_genai_config(folder: str | Path, config, graph_file: str) -> Path:
-    """genai_config.json in a package folder being written (the export's staging folder)."""
+def write_genai_config(folder: str | Path, config, graph_file: str) -> Path | None:
+    """genai_config.json in a package folder being written (the export's staging folder); for a
+    model with no end-of-text token GenAI can take (genai_end_tokens), none, with a warning: the
+    package runs in edgegen as it is."""
+    from ..errors import ImportedSettingWarning, warn_caller
     from ..storage import atomic_write_text
 
+    try:
+        text = json.dumps(genai_config(config, graph_file), indent=2) + "\n"
+    except ConfigError as exc:
+        warn_caller(f"{GENAI_CONFIG} not written ({exc}); to run the package with GenAI, set eos_token_id in the "
+                    "model's config.json to its tokenizer's end-of-text token and import it again", ImportedSettingWarning)
+        return None
     path = Path(folder) / GENAI_CONFIG
-    atomic_write_text(path, json.dumps(genai_config(config, graph_file), indent=2) + "\n")
+    atomic_write_text(path, text)
     return path
 
 
