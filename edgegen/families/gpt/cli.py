@@ -36,7 +36,8 @@ OPTIONS = (
            {"action": "append"}),
     Option("--prompt-lookup", "prompt_lookup_num_tokens",
            "each decoder call also checks up to N tokens copied from earlier in the text and keeps those the model "
-           "chooses (prompt lookup decoding: the same text, faster where it repeats its context)", {"type": int}, 0),
+           "chooses (prompt lookup decoding: the same text, faster where it repeats its context; int4 and int8-weights "
+           "round a call of several tokens differently, so their sampled text may part from it)", {"type": int}, 0),
     Option("--cache-budget-mb", "cache_budget_mb",
            "refuse a run whose KV cache (and logits) would need more memory", {"type": float}, 1024.0),
 )
