@@ -258,7 +258,9 @@ def test_user_errors_name_the_problem(gpt):
         pipe.generate("x", temperature=1e-40)
     with pytest.raises(InputError, match=r"temperature: expected a number from 0.0001 to 10000 when sampling .*found -1"):
         pipe.generate("x", temperature=-1)   # said as the range sampling takes, not as 0 to 10000
-    with pytest.raises(InputError, match=r"temperature: expected a number from 0 to 10000, found -1"):
+    # a sampling setting greedy decoding would ignore is refused, as the command line refuses it (it was ignored)
+    with pytest.raises(InputError, match=r"^temperature: expected with sampling \(do_sample=True\), found do_sample=False: "
+                                         r"greedy takes the most likely token, whatever the sampling settings$"):
         pipe.generate("x", do_sample=False, temperature=-1)
     with pytest.raises(InputError, match=r"temperature: expected a number from 0.0001 to 10000, found 100000.0$"):
         pipe.generate("x", temperature=1e5)   # no greedy hint: greedy decoding refuses it too
@@ -277,6 +279,9 @@ def test_user_errors_name_the_problem(gpt):
         pipe.generate("x", do_sample=True)
     with pytest.raises(InputError, match=r"top_p: expected a number above 0 and at most 1 \(the kept probability mass\), found 1.5$"):
         pipe.generate("x", do_sample=True, temperature=0.7, top_p=1.5)
+    with pytest.raises(InputError, match=r"^top_k: expected with sampling \(do_sample=True\), found greedy decoding, this "
+                                         r"package's default"):
+        pipe.generate("x", top_k=5)   # an imported model's default: it gave the greedy text without a word
 
 
 def test_kv_cache_is_allocated_once_per_run_and_sized_from_the_request(gpt, monkeypatch):

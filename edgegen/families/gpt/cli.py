@@ -95,15 +95,13 @@ def generate(pipe, request: GenerateRequest) -> str:
 
 def _refuse_sampling_settings_when_greedy(pipe, options: dict) -> None:
     """--temperature, --top-k or --top-p where the decoding is greedy (--greedy, or the package's
-    default) would change nothing: refused, not ignored. (A repetition penalty changes the logits
-    greedy decoding takes the largest of: it stays.)"""
-    greedy = options["do_sample"] is False or (options["do_sample"] is None and not pipe.generation_defaults["do_sample"])
-    given = [flag for flag, key in (("--temperature", "temperature"), ("--top-k", "top_k"), ("--top-p", "top_p"))
-             if options.get(key) is not None]
-    if greedy and given:
+    default), said with the command line's flags (the pipeline refuses them too, by keyword)."""
+    flags = {"temperature": "--temperature", "top_k": "--top-k", "top_p": "--top-p"}
+    unused = pipe.unused_by_greedy(options["do_sample"], **{key: options.get(key) for key in flags})
+    if unused:
         how = "--greedy" if options["do_sample"] is False else "greedy decoding, this package's default"
-        raise ConfigError(f"{given[0]}: expected with sampling (--sample), found {how}: greedy takes the most likely "
-                          "token, whatever the sampling settings")
+        raise ConfigError(f"{flags[unused[0]]}: expected with sampling (--sample), found {how}: greedy takes the most "
+                          "likely token, whatever the sampling settings")
 
 
 def _do_sample(options: dict, *names: str) -> bool | None:

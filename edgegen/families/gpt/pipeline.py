@@ -318,6 +318,13 @@ class GPTPipeline(Pipeline):
             raise InputError(f"{what}: expected at least one token of text, found an empty string")
         return check_token_ids(ids, self.vocab_size, f"{what} (as tokens)")  # a tokenizer may know more tokens
 
+    def unused_by_greedy(self, do_sample, **settings) -> list[str]:
+        """The sampling settings given (not None) that greedy decoding would ignore, where it is
+        greedy (do_sample False, or None with a package whose default is greedy): refused, not
+        ignored. (A repetition penalty changes the logits greedy takes the largest of: it counts.)"""
+        greedy = do_sample is False or (do_sample is None and not self.generation_defaults["do_sample"])
+        return [name for name, value in settings.items() if value is not None] if greedy else []
+
     def _request(self, batch, max_new_tokens, temperature, top_k, top_p, repetition_penalty, do_sample, seed, stop,
                  use_cache, lookup) -> _Request:
         max_new_tokens = check_count(max_new_tokens, "max_new_tokens", per_call="new tokens")
@@ -325,6 +332,10 @@ class GPTPipeline(Pipeline):
         if longest + max_new_tokens > self.context:
             raise InputError(f"prompt ({counted(longest, 'token')}) + max_new_tokens ({max_new_tokens}): expected at most the "
                              f"model's context of {self.context} tokens, found {longest + max_new_tokens}")
+        if unused := self.unused_by_greedy(do_sample, temperature=temperature, top_k=top_k, top_p=top_p):
+            how = "do_sample=False" if do_sample is False else "greedy decoding, this package's default"
+            raise InputError(f"{unused[0]}: expected with sampling (do_sample=True), found {how}: greedy takes the most "
+                             "likely token, whatever the sampling settings")
         given = {"do_sample": do_sample, "temperature": temperature, "top_k": top_k, "top_p": top_p,
                  "repetition_penalty": repetition_penalty}
         try:
