@@ -5,6 +5,7 @@ import importlib.util
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -921,6 +922,8 @@ def test_generate_command_fits_its_default_and_refuses_what_it_would_ignore(gpt,
     assert capsys.readouterr().err.startswith("edgegen: error: --prompt-ids: expected token ids")
     assert main(["generate", pkg, "--prompt-ids", "1,2", "--stop", "\u00b2", "--max-new-tokens", "2"]) == 2
     assert "stop: expected token ids for a prompt of token ids, found text" in capsys.readouterr().err
+    assert main(["generate", pkg, "--prompt-ids", "1,2", "--stop", "-5", "--max-new-tokens", "2"]) == 2
+    assert "--stop: expected token ids in [0, 256), found -5" in capsys.readouterr().err   # it said "found text ['-5']"
     assert main(["generate", pkg, "--prompt", "x" * 256]) == 2   # nothing left for the default: the prompt's fault
     assert "--prompt: expected fewer tokens than the model's context of 256, found 256" in capsys.readouterr().err
     with pytest.raises(InputError, match=r"ids: expected token ids from 0 to 255 \(this tokenizer's bytes\), found 300$"):
@@ -933,6 +936,14 @@ def test_generate_command_streams_text(gpt, capsys, tmp_path):
                  "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert printed.startswith("def ") and out.read_text() == printed.rstrip("\n")
+    # the reader of stdout going away (| head -c 5) ends the command quietly, and --out still gets the whole text
+    piped = subprocess.run(f"{shlex.quote(sys.executable)} -m edgegen.cli generate {shlex.quote(str(gpt['pkg']))} --prompt "
+                           f"'def ' --max-new-tokens 120 --seed 0 --out {shlex.quote(str(tmp_path / 'piped.txt'))} "
+                           "| head -c 5; exit ${PIPESTATUS[0]}", shell=True, executable="/bin/bash", capture_output=True,
+                           text=True)
+    assert piped.stdout == "def " + (tmp_path / "piped.txt").read_text()[4:5]
+    assert piped.returncode == 141 and "error" not in piped.stderr, piped.stderr
+    assert len((tmp_path / "piped.txt").read_text()) > 5 and (tmp_path / "piped.txt").read_text().startswith("def ")
     assert main(["generate", str(gpt["pkg"]), "--max-new-tokens", "3"]) == 2
     assert "--prompt" in capsys.readouterr().err
     # a refused option prints no text before the error, and the hint names the command line's flag

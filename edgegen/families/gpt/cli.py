@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 import numpy as np
@@ -58,8 +59,8 @@ def generate(pipe, request: GenerateRequest) -> str:
     prompt = _prompt(options.pop("prompt", None), options.pop("prompt_ids", None))
     options["do_sample"] = _do_sample(options, "--greedy", "--sample")
     _refuse_sampling_settings_when_greedy(pipe, options)
-    if isinstance(prompt, list) and options.get("stop"):   # ids in, ids out: a stop of digits 0-9 is a token id
-        options["stop"] = [int(s) if s.strip().isascii() and s.strip().isdigit() else s for s in options["stop"]]
+    if isinstance(prompt, list) and options.get("stop"):   # ids in, ids out: a stop of digits is a token id
+        options["stop"] = [int(s) if re.fullmatch(r"\s*-?[0-9]+\s*", s) else s for s in options["stop"]]   # -5: refused as an id
     flag = "--prompt-ids" if isinstance(prompt, list) else "--prompt"
     try:
         left = pipe.context_left(prompt)
@@ -79,17 +80,30 @@ def generate(pipe, request: GenerateRequest) -> str:
     first = next(stream, None)   # the options are checked before the first piece: a refusal prints no text
     pieces = [" ".join(map(str, prompt)) if isinstance(prompt, list) else prompt]
     pieces += [shown(first)] if first is not None else []
-    print("".join(pieces), end="", flush=True)
+    reader_gone = None   # stdout's reader went away (| head): with --out the text still goes whole to the file
+
+    def show(text: str) -> None:
+        nonlocal reader_gone
+        if reader_gone is None:
+            try:
+                print(text, end="", flush=True)
+            except BrokenPipeError as exc:
+                if not request.out:
+                    raise
+                reader_gone = exc
+
+    show("".join(pieces))
     for piece in stream:
         pieces.append(shown(piece))
-        print(pieces[-1], end="", flush=True)
-    print()
-    if not request.out:
-        return ""
-    from ...storage import atomic_write_text
+        show(pieces[-1])
+    show("\n")
+    if request.out:
+        from ...storage import atomic_write_text
 
-    atomic_write_text(request.out, "".join(pieces), follow_symlink=True)
-    print(f"wrote {request.out}", file=sys.stderr)
+        atomic_write_text(request.out, "".join(pieces), follow_symlink=True)
+        print(f"wrote {request.out}", file=sys.stderr)
+    if reader_gone is not None:
+        raise reader_gone   # the quiet status 141 the command gives a closed pipe, now that the file is written
     return ""
 
 
