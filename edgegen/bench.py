@@ -636,5 +636,5 @@ def write_report(report: dict, path: str | os.PathLike) -> None:
 def write_results(folder: str | os.PathLike, name: str, report: dict, markdown: str) -> None:
     """A benchmark script's output: NAME.json and NAME.md in `folder`, and the Markdown on stdout."""
     write_report(report, Path(folder) / f"{name}.json")
-    atomic_write_text(Path(folder) / f"{name}.md", markdown)
+    atomic_write_text(Path(folder) / f"{name}.md", markdown, follow_symlink=True)
     print(markdown)

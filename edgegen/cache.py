@@ -97,7 +97,7 @@ def _engines_staleness(path: Path) -> tuple[str, str | None]:
     package = engines_package(path) if path.is_dir() else None
     if package is None:
         return "not written by edgegen", None
-    kind = f"engines of the package {package}, which this user could not write in"
+    kind = f"engines of the package {package}, built here since this user could not write in it or its engines there were not this user's"
     try:
         gone = not (Path(package) / MANIFEST_NAME).is_file()
     except OSError:   # a folder on the way this user may not enter now: kept, since it may be there

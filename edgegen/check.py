@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .errors import ConfigError, missing_export_modules, not_one_of
 from .graph_summary import GraphSummary, read_graph_summary
-from .package import Package, names_differ
+from .package import Package, refuse_other_names
 from .runtimes.engines import package_profiles, parser_errors, tensorrt_form_advice
 from .targets import INT4_OPSET, TARGETS, TENSORRT_TARGETS, get_target, release_mismatch
 
@@ -149,8 +149,7 @@ def _refuse_another_signature(package: Package, part: str, graph: GraphSummary) 
     it (runtimes.ort): its profiles and verdicts would be for names the graph does not have."""
     entry = package.graphs[part]
     for kind, declared, found in (("input", entry.inputs, graph.inputs), ("output", entry.outputs, graph.outputs)):
-        if sorted(spec.name for spec in declared) != sorted(found):
-            raise names_differ(part, kind, declared, found)
+        refuse_other_names(part, kind, declared, found)
 
 
 def _restriction_violations(graph: GraphSummary) -> list[str]:

@@ -9,6 +9,7 @@ This module is runtime code: it must never import torch or onnx.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -116,6 +117,7 @@ class Manifest:
 
     def to_json(self) -> dict[str, Any]:
         return {
+            **self.foreign_fields,   # first: a field this edgegen writes is never one read back from disk
             "format": self.format,
             "family": self.family,
             "name": self.name,
@@ -123,7 +125,6 @@ class Manifest:
             "graphs": {part: g.to_json() for part, g in self.graphs.items()},
             "variants": {**self.variants, **self.foreign_variants},
             "provenance": self.provenance,
-            **self.foreign_fields,
         }
 
     @classmethod
@@ -135,11 +136,7 @@ class Manifest:
         if fmt != FORMAT:
             raise ManifestError(format_mismatch(where, FORMAT, fmt))
         family = _field(data, "family", str, where)
-        name = _field(data, "name", str, where)
-        if not name.strip() or name in (".", "..") or any(c in name for c in "/\\\0"):
-            # older packages took their folder's name as it was (spaces kept): only a name that reads as a path is refused,
-            # since a Triton model folder or a user's own files are named by it
-            raise ManifestError(f"{where}: expected 'name' to be a model's name, not a path, found {name!r}")
+        name = _field(data, "name", str, where)   # never a path: triton names folders by name_from_folder(name)
         config = _field(data, "config", dict, where)
         graphs_json = _field(data, "graphs", dict, where)
         if not graphs_json:
@@ -483,9 +480,14 @@ class Package:
             raise ManifestError(f"package {str(self.path)!r}: {what} expected a path relative to the package, found absolute {relative!r}")
         try:
             target = (root / relative).resolve()
-            target.is_file()   # a name too long for the system is refused here, not where the file is opened
-        except (ValueError, RuntimeError, OSError) as exc:   # a NUL in the name; a symbolic link to itself; ENAMETOOLONG
+            os.stat(target)   # a link to itself or a name too long is refused here, not where the file is opened
+        except (FileNotFoundError, NotADirectoryError):
+            pass   # said by the caller, which knows what was expected there
+        except (ValueError, RuntimeError, OSError) as exc:   # a NUL in the name; a link loop (Python < 3.13 raises)
             found = getattr(exc, "strerror", None) or str(exc)
+            if isinstance(exc, OSError) and exc.errno not in (errno.ELOOP, errno.ENAMETOOLONG):
+                raise PackageError(f"package {str(self.path)!r}: {what} {relative!r} expected a file this user can "
+                                   f"read, found {found}") from None
             raise ManifestError(f"package {str(self.path)!r}: {what} expected a file name the system can open, found "
                                 f"{relative!r:.100} ({found})") from None
         if target != root and root not in target.parents:
@@ -574,10 +576,11 @@ MANIFEST_OR_GRAPH_CHANGED = ("the manifest or the graph file was changed after e
                              "again from where it was made, or export it again")
 
 
-def names_differ(graph_name: str, kind: str, declared, found) -> PackageError:
-    """The refusal of a graph file whose input or output names are not its manifest's (declared: TensorSpecs)."""
-    return PackageError(f"graph {graph_name!r}: manifest {kind}s {sorted(spec.name for spec in declared)} differ from "
-                        f"the graph file's {sorted(found)} ({MANIFEST_OR_GRAPH_CHANGED})")
+def refuse_other_names(graph_name: str, kind: str, declared, found) -> None:
+    """Refuse a graph file whose input or output names (found) are not its manifest's (declared: TensorSpecs)."""
+    if sorted(spec.name for spec in declared) != sorted(found):
+        raise PackageError(f"graph {graph_name!r}: manifest {kind}s {sorted(spec.name for spec in declared)} differ from "
+                           f"the graph file's {sorted(found)} ({MANIFEST_OR_GRAPH_CHANGED})")
 
 
 def package_files(folder: Path) -> set[str]:
@@ -685,7 +688,8 @@ def _refuse_links_leaving(source: Path, names: set[str]) -> None:
     """A symbolic link among a package's files that points outside it is refused before a copy,
     which would follow it and put the file it points to (anything this user can read) into the copy."""
     root = source.resolve()
-    for name in sorted(names):
+    for name in sorted(names & {entry.name for entry in source.iterdir()}):   # the manifest may name '..' or '/'
+
         for path in [source / name, *((source / name).rglob("*") if (source / name).is_dir() else ())]:
             if path.is_symlink() and not path.resolve().is_relative_to(root):
                 raise PackageError(f"package {str(source)!r}: expected its files inside it, found {str(path)!r}, a "

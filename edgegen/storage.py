@@ -155,7 +155,7 @@ def check_writable(path: str | os.PathLike, what: str) -> None:
     refuse_empty(path, what)
     path = Path(path)
     _refuse_directory(path, what)
-    _writable_folder_on_the_way(path, what, "file")
+    _writable_folder_on_the_way(Path(os.path.realpath(path)), what, "file", shown=path)   # a link: where it points
 
 
 def check_files_writable_in(folder: str | os.PathLike, what: str) -> None:

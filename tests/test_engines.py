@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from edgegen.cli import main
-from edgegen.errors import ConfigError
+from edgegen.errors import BackendError, ConfigError, EdgegenWarning
 from edgegen.package import Package, TensorSpec
 from edgegen.families import get as get_family
 from edgegen.runtimes.engines import EngineCache, EngineKey, derive_profile, dim_limits
@@ -84,15 +84,25 @@ def test_onnx_runtimes_engines_inside_a_package_are_read_only_where_this_users_e
     (pkg / ".edgegen-cache" / "ort-tensorrt" / "TensorrtExecutionProvider_graph.engine").write_bytes(b"built here")
     assert ort_engine_cache(pkg) == pkg / ".edgegen-cache"   # read again at the next load
     copy = shutil.copytree(pkg, tmp_path / "copied")          # its engines and mark, at another path
-    assert ort_engine_cache(copy) == user_engines_dir(copy)
+    with pytest.warns(EdgegenWarning, match="not made by this user's edgegen at this path"):
+        assert ort_engine_cache(copy) == user_engines_dir(copy)
     received = shutil.copytree(trained["gan"][1], tmp_path / "received")
     (received / ".edgegen-cache" / "ort-tensorrt").mkdir(parents=True)
     (received / ".edgegen-cache" / "ort-tensorrt" / "TensorrtExecutionProvider_graph.engine").write_bytes(b"theirs")
     (received / ".edgegen-cache" / "ort-tensorrt" / ORT_ENGINES_MARK).write_text('{"signature": "0"}')
-    assert ort_engine_cache(received) == user_engines_dir(received)
+    with pytest.warns(EdgegenWarning, match=r"engines in .*received/.edgegen-cache/ort-tensorrt' were not made by this "
+                                            r"user's edgegen at this path .*: not read, and built in .* instead \(remove"):
+        assert ort_engine_cache(received) == user_engines_dir(received)
     assert (received / ".edgegen-cache" / "ort-tensorrt" / "TensorrtExecutionProvider_graph.engine").read_bytes() == b"theirs"
     assert (user_engines_dir(received) / "ort-tensorrt" / ORT_ENGINES_MARK).is_file()
     assert ort_engine_cache(received, cache_dir=tmp_path / "chosen") == tmp_path / "chosen"   # the caller's folder
+    def no_key():   # a read-only HOME: the key cannot be made (root passes any mode, so said here)
+        raise BackendError("engine key '/home/.cache/edgegen/engine.key': expected a readable, writable file in the "
+                           "user's cache (it signs the engines this user builds), found: Read-only file system")
+
+    monkeypatch.setattr("edgegen.runtimes.engines._engine_key", no_key)
+    with pytest.raises(BackendError, match="engine key .*; for ONNX Runtime's engines alone, pass edgegen.load's cache_dir="):
+        ort_engine_cache(shutil.copytree(trained["gan"][1], tmp_path / "another"))
 
 
 def test_a_package_this_user_cannot_write_in_keeps_its_engines_in_the_users_cache(trained, tmp_path, monkeypatch):
@@ -147,7 +157,8 @@ def test_a_package_this_user_cannot_write_in_keeps_its_engines_in_the_users_cach
 
     root = tmp_path / "user" / "edgegen"
     (entry,) = [e for e in cache_entries(root) if e.path == folder]
-    assert entry.kind == f"engines of the package {pkg.resolve()}, which this user could not write in"
+    assert entry.kind == (f"engines of the package {pkg.resolve()}, built here since this user could not write in it or "
+                          "its engines there were not this user's")
     assert entry.stale is None and entry.size > 0
     other = shutil.copytree(trained["gan"][1], tmp_path / "elsewhere" / "gan-digits")
     read_only.extend([other, users])   # nor the user's cache: said, with the way out

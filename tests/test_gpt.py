@@ -283,6 +283,8 @@ def test_user_errors_name_the_problem(gpt):
     with pytest.raises(InputError, match=r"^top_k: expected with sampling \(do_sample=True\), found greedy decoding, this "
                                          r"package's default"):
         pipe.generate("x", top_k=5)   # an imported model's default: it gave the greedy text without a word
+    greedy = pipe.generate("x", max_new_tokens=3)   # values that change no draw pass, as transformers takes them
+    assert pipe.generate("x", max_new_tokens=3, temperature=1.0, top_k=0, top_p=1.0) == greedy
 
 
 def test_kv_cache_is_allocated_once_per_run_and_sized_from_the_request(gpt, monkeypatch):
@@ -795,7 +797,8 @@ def test_a_tokenizer_with_ids_beyond_the_models_vocabulary_is_refused_at_import(
                                                          n_head=2, pad_token_id=512)).save_pretrained(tmp_path / "hf")
     tokenizer.add_special_tokens({"pad_token": "[PAD]"})
     tokenizer.save_pretrained(tmp_path / "hf")
-    pipe = edgegen.load(export_transformers("gpt2", tmp_path / "hf", tmp_path / "pkg"))
+    with pytest.warns(ImportedSettingWarning, match="genai_config.json not written"):   # GPT2Config's eos 50256
+        pipe = edgegen.load(export_transformers("gpt2", tmp_path / "hf", tmp_path / "pkg"))
     with pytest.raises(InputError, match=r"expected token ids in \[0, 512\), found 512"):
         pipe.generate("[PAD]", max_new_tokens=2)
     with pytest.raises(InputError, match=r"expected token ids, integers in \[0, 512\), found 0.0 \(float\)$"):
@@ -863,6 +866,10 @@ def test_gpt2_with_an_end_token_outside_its_vocabulary_pads_batches(tmp_path):
                                                     r"end-of-text token within the vocabulary \(0 to 511\)"):
         export_transformers("gpt2", tmp_path / "hf", tmp_path / "pkg")
     assert not (tmp_path / "pkg" / "genai_config.json").exists()
+    from edgegen.serving.genai import genai_overlay
+
+    with pytest.raises(PackageError, match="expected genai_config.json beside its decoder .*found none"):
+        genai_overlay(tmp_path / "pkg")   # it gave an overlay, and GenAI failed on its own terms
     pipe = edgegen.load(tmp_path / "pkg", backend="ort-cpu")
     prompts = [[1, 2, 3], [4, 5, 6, 7, 8, 9]]
     ours = pipe.generate(prompts, max_new_tokens=20, do_sample=False)

@@ -61,8 +61,6 @@ _WRITTEN = {"file": "generator.int8.onnx", "sha256": "0" * 64, "gate": {"passed"
     (lambda d: d.update(format="onnx-bundle/2"), "expected format 'edgegen.package/1', found 'onnx-bundle/2'"),
     (lambda d: d.pop("family"), "missing required field 'family'"),
     (lambda d: d.update(graphs={}), "expected at least one graph"),
-    (lambda d: d.update(name="../../evil"), "expected 'name' to be a model's name, not a path, found '../../evil'"),
-    (lambda d: d.update(name=" "), "expected 'name' to be a model's name, not a path, found ' '"),
     # names the system cannot open: a ValueError, and an OSError from load (one line naming neither package nor field)
     (lambda d: d["graphs"]["generator"].update(file="generator.onnx\u0000"),
      "graphs.generator.file expected a file name the system can open, found 'generator.onnx\\x00' (embedded null byte)"),
@@ -140,6 +138,11 @@ def test_a_copy_of_a_package_for_triton_never_follows_a_link_out_of_it(package_c
     assert main(["triton", str(pkg), "--graph-backend", "python", "--out", str(tmp_path / "repo")]) == 2
     assert f"expected its files inside it, found '{pkg / 'genai_config.json'}', a symbolic link to " in capsys.readouterr().err
     assert not any("SECRET" in p.read_text(errors="replace") for p in tmp_path.joinpath("repo").rglob("*") if p.is_file())
+    # a manifest naming '../..' walks no folder outside the package: a link beside it is not the package's
+    (pkg / "genai_config.json").unlink()
+    (tmp_path / "secret-link.txt").symlink_to(tmp_path / "secret.txt")   # beside the package, not in it
+    edit_manifest(pkg, lambda d: d["config"].update(note={"file": "../secret-link.txt"}))
+    assert main(["triton", str(pkg), "--graph-backend", "python", "--out", str(tmp_path / "repo")]) == 0
 
 
 def test_fields_a_newer_edgegen_wrote_at_the_top_of_the_manifest_are_kept_when_it_is_written_again(package_copy):
@@ -149,6 +152,8 @@ def test_fields_a_newer_edgegen_wrote_at_the_top_of_the_manifest_are_kept_when_i
     write_manifest(pkg, package.manifest)   # as optimize writes it back
     assert json.loads((pkg / "edgegen.json").read_text())["model_card"] == {"license": "apache-2.0"}
     edgegen.load(pkg)
+    package.manifest.foreign_fields["format"] = "stale"   # a field this edgegen writes is never one read back
+    assert package.manifest.to_json()["format"] == FORMAT
 
 
 def test_an_output_inside_the_package_is_refused_before_any_file_is_probed_there(package_copy, monkeypatch, capsys):
@@ -173,11 +178,15 @@ def test_a_package_path_onnx_runtime_cannot_take_is_said_as_such(package_copy, t
         edgegen.load(odd)
 
 
-def test_an_older_packages_name_with_a_space_still_loads(package_copy):
-    """Before check_name, a package took its folder's name as it was: only a name that reads as a path is refused."""
+@pytest.mark.parametrize("name", ["my gan", "meta-llama/Llama-3.2-1B", ".."])
+def test_an_older_packages_name_loads_and_names_no_folder(package_copy, tmp_path, name):
+    """Before check_name (--name was free, and `--out ..` named a package '..') a name could be
+    anything: it still loads, and the one folder named after it, Triton's, takes name_from_folder."""
     pkg = package_copy("gan")
-    edit_manifest(pkg, lambda d: d.update(name="my gan"))
-    assert edgegen.load(pkg).package.manifest.name == "my gan"
+    edit_manifest(pkg, lambda d: d.update(name=name))
+    assert edgegen.load(pkg).package.manifest.name == name
+    assert main(["triton", str(pkg), "--out", str(tmp_path / "repo")]) == 0
+    assert [p.parent for p in tmp_path.rglob("config.pbtxt")] == [tmp_path / "repo" / p.name for p in (tmp_path / "repo").iterdir()]
 
 
 def test_a_variant_of_a_precision_a_newer_edgegen_wrote_is_kept_and_not_read(package_copy, capsys):
@@ -398,6 +407,9 @@ def test_an_output_named_by_a_link_is_written_through_it_and_the_link_stays(tmp_
     assert (tmp_path / "latest.png").is_symlink() and (tmp_path / "real.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "report.json").is_symlink() and json.loads((tmp_path / "runs" / "first.json").read_text())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.png", "real.png", "report.json", "runs"]
+    (tmp_path / "blocked.png").symlink_to("real.png/inside.png")   # where it points, a file is on the way: refused first
+    assert main(["generate", "gan-digits", "--n", "2", "--out", str(tmp_path / "blocked.png")]) == 2
+    assert "blocked.png': expected a folder to write it in, found a file on the way to it" in capsys.readouterr().err
 
 
 def test_a_package_file_that_is_a_link_is_replaced_not_written_through(tmp_path):

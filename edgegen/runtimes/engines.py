@@ -246,17 +246,23 @@ def ort_engine_cache(package_path: str | os.PathLike, cache_dir: str | os.PathLi
     if cache_dir is not None:   # the caller's own folder
         prepare_engine_folder(Path(cache_dir) / "ort-tensorrt", package_path)
         return Path(cache_dir)
-    cache = engine_cache_dir(package_path, "ort-tensorrt")
-    folder = cache / "ort-tensorrt"
-    if cache == Path(package_path) / ENGINE_CACHE and holds_files(folder) and not _marked(folder):
-        cache = user_engines_dir(package_path)
+    try:
+        cache = engine_cache_dir(package_path, "ort-tensorrt")
         folder = cache / "ort-tensorrt"
-    prepare_engine_folder(folder, package_path)
-    if not holds_files(folder):   # new: marked before ONNX Runtime writes in it
-        try:
-            atomic_write_text(folder / ORT_ENGINES_MARK, json.dumps({"signature": _folder_signature(folder)}) + "\n")
-        except OSError as exc:
-            raise engine_folder_refused(folder, exc) from None
+        if cache == Path(package_path) / ENGINE_CACHE and holds_files(folder) and not _marked(folder):
+            cache = user_engines_dir(package_path)
+            warn_caller(f"ONNX Runtime's engines in {str(folder)!r} were not made by this user's edgegen at this path (a "
+                        f"received package's, or an older edgegen's): not read, and built in {str(cache)!r} instead "
+                        f"(remove {str(folder)!r} to build them in the package again)", EdgegenWarning)
+            folder = cache / "ort-tensorrt"
+        prepare_engine_folder(folder, package_path)
+        if not holds_files(folder):   # new: marked before ONNX Runtime writes in it
+            try:
+                atomic_write_text(folder / ORT_ENGINES_MARK, json.dumps({"signature": _folder_signature(folder)}) + "\n")
+            except OSError as exc:
+                raise engine_folder_refused(folder, exc) from None
+    except BackendError as exc:   # the engine key, in a user's cache this user cannot write in
+        raise BackendError(f"{exc}; for ONNX Runtime's engines alone, pass edgegen.load's cache_dir=") from None
     return cache
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import onnxruntime as ort
 
 from ..errors import BackendError, InputError, PackageError, not_one_of
-from ..package import MANIFEST_OR_GRAPH_CHANGED, TensorSpec, names_differ
+from ..package import MANIFEST_OR_GRAPH_CHANGED, TensorSpec, refuse_other_names
 from .backends import ORT_BACKENDS
 from ..cpus import MAX_THREADS_PER_CORE, default_threads, session_threads
 from .session import Session, check_feeds
@@ -151,8 +151,7 @@ class OrtSession(Session):
         for kind, declared, actual in (("input", self.inputs, self._session.get_inputs()),
                                        ("output", self.outputs, self._session.get_outputs())):
             found = {a.name: a for a in actual}
-            if sorted(found) != sorted(d.name for d in declared):
-                raise names_differ(self.graph_name, kind, declared, found)
+            refuse_other_names(self.graph_name, kind, declared, found)
             for spec in declared:
                 node = found[spec.name]
                 dtype = _ORT_DTYPES.get(node.type, node.type)

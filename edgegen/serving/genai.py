@@ -88,8 +88,9 @@ def write_genai_config(folder: str | Path, config, graph_file: str) -> Path | No
     try:
         text = json.dumps(genai_config(config, graph_file), indent=2) + "\n"
     except ConfigError as exc:
-        warn_caller(f"{GENAI_CONFIG} not written ({exc}); to run the package with GenAI, set eos_token_id in the "
-                    "model's config.json to its tokenizer's end-of-text token and import it again", ImportedSettingWarning)
+        warn_caller(f"{GENAI_CONFIG} not written ({exc}); to run the package with GenAI, set eos_token_id to its "
+                    "tokenizer's end-of-text token in the model's generation_config.json (read first) or config.json, "
+                    "and import it again", ImportedSettingWarning)
         return None
     path = Path(folder) / GENAI_CONFIG
     atomic_write_text(path, text)
@@ -107,6 +108,10 @@ def genai_overlay(package, precision: str = "fp32") -> str:
     if pkg.family != "gpt":
         raise PackageError(f"package {str(pkg.path)!r}: expected a GPT package (ONNX Runtime GenAI runs text decoders), "
                            f"found a {pkg.family} package")
+    if not (pkg.path / GENAI_CONFIG).is_file():
+        raise PackageError(f"package {str(pkg.path)!r}: expected {GENAI_CONFIG} beside its decoder (the export writes "
+                           f"it), found none (an import whose model has no end-of-text token in its vocabulary gets "
+                           "none: its export said why)")
     pkg.require_variants(precision, PackageError)
     record = pkg.variant_files(precision).get("decoder") if precision != "fp32" else None
     # the only form a GPT decoder's variant takes for ONNX Runtime (families/gpt/cache_in_place.py)

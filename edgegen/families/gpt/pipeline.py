@@ -47,6 +47,7 @@ KV_CACHE_IN_PLACE = "in-place"
 
 ARCHITECTURES = ("gpt2", "llama")   # the decoders the family builds; one graph contract
 # generate()'s sampling settings where neither the call nor the package names them
+NEUTRAL_SAMPLING = {"temperature": 1.0, "top_k": 0, "top_p": 1.0}   # values that leave every draw as it is
 SAMPLING_DEFAULTS = {"do_sample": True, "temperature": 1.0, "top_k": None, "top_p": None, "repetition_penalty": 1.0}
 
 
@@ -319,11 +320,13 @@ class GPTPipeline(Pipeline):
         return check_token_ids(ids, self.vocab_size, f"{what} (as tokens)")  # a tokenizer may know more tokens
 
     def unused_by_greedy(self, do_sample, **settings) -> list[str]:
-        """The sampling settings given (not None) that greedy decoding would ignore, where it is
+        """The sampling settings given (not None, nor a value that changes nothing: NEUTRAL_SAMPLING)
+        that greedy decoding would ignore, where it is
         greedy (do_sample False, or None with a package whose default is greedy): refused, not
         ignored. (A repetition penalty changes the logits greedy takes the largest of: it counts.)"""
         greedy = do_sample is False or (do_sample is None and not self.generation_defaults["do_sample"])
-        return [name for name, value in settings.items() if value is not None] if greedy else []
+        return [name for name, value in settings.items() if value is not None and value != NEUTRAL_SAMPLING.get(name)] \
+            if greedy else []
 
     def _request(self, batch, max_new_tokens, temperature, top_k, top_p, repetition_penalty, do_sample, seed, stop,
                  use_cache, lookup) -> _Request:
