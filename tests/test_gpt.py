@@ -931,6 +931,8 @@ def test_generate_command_fits_its_default_and_refuses_what_it_would_ignore(gpt,
     assert "stop: expected token ids for a prompt of token ids, found text" in capsys.readouterr().err
     assert main(["generate", pkg, "--prompt-ids", "1,2", "--stop", "-5", "--max-new-tokens", "2"]) == 2
     assert "--stop: expected token ids in [0, 256), found -5" in capsys.readouterr().err   # it said "found text ['-5']"
+    assert main(["generate", pkg, "--prompt", "def", "--cache-budget-mb", "0.001"]) == 2   # advice in the flags' names
+    assert "(lower --max-new-tokens, the prompt or the batch, or raise --cache-budget-mb)" in capsys.readouterr().err
     assert main(["generate", pkg, "--prompt", "x" * 256]) == 2   # nothing left for the default: the prompt's fault
     assert "--prompt: expected fewer tokens than the model's context of 256, found 256" in capsys.readouterr().err
     with pytest.raises(InputError, match=r"ids: expected token ids from 0 to 255 \(this tokenizer's bytes\), found 300$"):

@@ -76,8 +76,14 @@ def generate(pipe, request: GenerateRequest) -> str:
         raise InputError(f"{flag} ({counted(used, 'token')}) + --max-new-tokens ({given}): expected at most the model's context "
                          f"of {pipe.context} tokens, found {used + given}")
     shown = (lambda token: f" {token}") if isinstance(prompt, list) else str   # ids as numbers, text as it is
+    from . import pipeline
+
     stream = pipe.stream(prompt, seed=request.seed, **options)
-    first = next(stream, None)   # the options are checked before the first piece: a refusal prints no text
+    try:
+        first = next(stream, None)   # the options are checked before the first piece: a refusal prints no text
+    except pipeline.CacheBudgetError as exc:   # its advice names the Python keywords: here, the flags
+        raise pipeline.CacheBudgetError(str(exc).replace("max_new_tokens", "--max-new-tokens")
+                               .replace("cache_budget_mb", "--cache-budget-mb")) from None
     pieces = [" ".join(map(str, prompt)) if isinstance(prompt, list) else prompt]
     pieces += [shown(first)] if first is not None else []
     reader_gone = None   # stdout's reader went away (| head): with --out the text still goes whole to the file
