@@ -21,7 +21,7 @@ from edgegen.training.data import load_images
 from edgegen.training.train import train
 from edgegen.families.wavenet.model import synth_clip
 from edgegen.runtimes.audio import mu_law_decode, mu_law_encode, read_wav, write_wav
-from edgegen.runtimes.autoregressive import draw, sampler
+from edgegen.runtimes.autoregressive import draw, row_uniforms, sampler
 
 WAVENET_TINY = dict(residual_channels=8, skip_channels=16, layers_per_cycle=5, dilation_cycles=2, train_samples=256)
 
@@ -62,9 +62,9 @@ def test_pixelcnn_package_has_the_network_and_its_two_stacks(pixelcnn):
 
 
 def _torch_sample(model, n, labels, seed, levels, start=None, todo=None):
-    """PyTorch's own naive loop, drawing with the runtime's sampler and random numbers;
-    with start and todo [8, 8], only the todo pixels are drawn (completion)."""
-    rng, sampling = np.random.default_rng(seed), sampler(1.0)
+    """PyTorch's own naive loop, drawing with the runtime's sampler and random numbers (each row's
+    own, a number per pixel); with start and todo [8, 8], only the todo pixels are drawn (completion)."""
+    uniforms, sampling = row_uniforms(np.random.default_rng(seed), n, 64), sampler(1.0)
     x = torch.zeros(n, 1, 8, 8) if start is None else torch.from_numpy(start.copy())
     todo = np.ones((8, 8), bool) if todo is None else todo
     with torch.inference_mode():
@@ -73,7 +73,7 @@ def _torch_sample(model, n, labels, seed, levels, start=None, todo=None):
                 if not todo[r, c]:
                     continue
                 logits = model(x, torch.from_numpy(labels))[:, :, r, c].numpy()
-                x[:, 0, r, c] = torch.from_numpy(draw(logits, sampling, rng) / (levels - 1)).float()
+                x[:, 0, r, c] = torch.from_numpy(draw(logits, sampling, None, uniforms[:, r * 8 + c]) / (levels - 1)).float()
     return x.numpy()
 
 
@@ -87,6 +87,9 @@ def test_pixelcnn_fast_sampling_equals_naive_and_pytorch(pixelcnn):
     assert not np.array_equal(fast, pipe.sample(6, seed=12, labels=labels))
     unconditional = pipe.sample(3, seed=0)   # the "no label" index
     assert unconditional.shape == (3, 1, 8, 8)
+    # a seed gives image i the same at any n (each pixel's draw took a number of the batch's one stream)
+    assert np.array_equal(pipe.sample(3, seed=11, labels=labels[:3]), fast[:3])
+    assert np.array_equal(pipe.sample(1, seed=0), unconditional[:1])
 
 
 def test_pixelcnn_samples_a_batch_past_the_rows_per_call_in_pieces(pixelcnn, monkeypatch):
@@ -267,6 +270,7 @@ def test_fast_generation_equals_naive_and_pytorch_for_2000_samples(wavenet):
             theirs.append(int(draw(out[0].numpy(), sampling, rng)[0]))
             code = torch.tensor(theirs[-1:])
     assert fast.tolist() == theirs
+    assert np.array_equal(pipe.generate_codes(700, seed=5, labels=2), fast[:700])   # a seed's start at any length
     audio = pipe.generate(400, seed=5, labels=2)
     assert audio.dtype == np.float32 and audio.shape == (400,) and np.abs(audio).max() <= 1
     assert np.array_equal(audio, mu_law_decode(fast[:400]))

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...runtimes.autoregressive import draw, log_softmax, sampler
+from ...runtimes.autoregressive import draw, log_softmax, row_uniforms, sampler
 from ...runtimes.pipeline import (
     ImageConfig,
     Pipeline,
@@ -95,6 +95,7 @@ class PixelCNNPipeline(Pipeline):
         sampling, rng = sampler(temperature), make_rng(seed)
         network, links_graph, row_graph = self.sessions["network"], self.sessions["links"], self.sessions["row"]
         h, w = x.shape[2:]
+        uniforms = row_uniforms(rng, len(x), h * w)   # pixel (r, c) of row i takes uniforms[i, r * w + c]
         for r in range(h):
             if not todo[:, r].any():
                 continue
@@ -111,6 +112,6 @@ class PixelCNNPipeline(Pipeline):
                                             "labels": y})["logits"][:, :, 0, c]
                 else:
                     logits = network.run_rows({"image": x, "labels": y})["logits"][:, :, r, c]
-                codes = draw(logits, sampling, rng)
+                codes = draw(logits, sampling, None, uniforms[:, r * w + c])
                 x[:, 0, r, c] = np.where(todo[:, r, c], codes / (self.levels - 1), x[:, 0, r, c])
         return x
