@@ -306,7 +306,7 @@ def _cmd_generate(args) -> None:
     if args.seed is not None and not family.seeded:   # it would change nothing
         raise ConfigError(f"--seed: expected an option of packages that draw at random, found it given to a "
                           f"{family.name} package, whose result the input alone sets")
-    args.seed = 0 if args.seed is None else args.seed
+    seed_given, args.seed = args.seed is not None, 0 if args.seed is None else args.seed
     if args.seed < 0:   # the pipelines' message offers None, which the command line has no way to give
         raise ConfigError(f"--seed: expected a non-negative integer, found {args.seed}")
     try:
@@ -337,7 +337,7 @@ def _cmd_generate(args) -> None:
         if family.generate is None:
             line = write_images(pipe(args.n, seed=args.seed, **options))
         else:
-            line = family.generate(pipe, GenerateRequest(args.n, args.seed, args.out, options, write_images))
+            line = family.generate(pipe, GenerateRequest(args.n, args.seed, args.out, options, write_images, seed_given))
     except (InputError, ConfigError) as exc:
         raise named_by_flag(exc, family.options) from None
     if line:

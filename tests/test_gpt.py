@@ -959,6 +959,8 @@ def test_generate_command_streams_text(gpt, capsys, tmp_path):
     assert main(["generate", str(gpt["pkg"]), "--prompt", "def ", "--temperature", "0"]) == 2
     refused = capsys.readouterr()
     assert refused.out == "" and "--greedy on the command line" in refused.err
+    assert main(["generate", str(gpt["pkg"]), "--prompt", "def ", "--greedy", "--seed", "7"]) == 2   # it changed nothing
+    assert "--seed: expected with sampling (--sample), found --greedy" in capsys.readouterr().err
     # prompt lookup: the same text; edgegen bench times it beside the plain loop
     printed = []
     for drafts in ("0", "4"):

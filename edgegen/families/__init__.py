@@ -168,6 +168,7 @@ class GenerateRequest:
     out: str | None
     options: dict                          # keyword -> value: the family's options given, and their defaults
     write_images: Callable[[Any], str]     # images [n, C, H, W] -> a PNG grid at `out`; returns the line to print
+    seed_given: bool = False               # --seed on the command line (seed is 0 without it)
 
 
 @dataclass(frozen=True)

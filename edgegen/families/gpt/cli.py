@@ -58,7 +58,7 @@ def generate(pipe, request: GenerateRequest) -> str:
     options = dict(request.options)
     prompt = _prompt(options.pop("prompt", None), options.pop("prompt_ids", None))
     options["do_sample"] = _do_sample(options, "--greedy", "--sample")
-    _refuse_sampling_settings_when_greedy(pipe, options)
+    _refuse_sampling_settings_when_greedy(pipe, {**options, "seed": request.seed if request.seed_given else None})
     if isinstance(prompt, list) and options.get("stop"):   # ids in, ids out: a stop of digits is a token id
         options["stop"] = [int(s) if re.fullmatch(r"\s*-?[0-9]+\s*", s) else s for s in options["stop"]]   # -5: refused as an id
     flag = "--prompt-ids" if isinstance(prompt, list) else "--prompt"
@@ -114,9 +114,10 @@ def generate(pipe, request: GenerateRequest) -> str:
 
 
 def _refuse_sampling_settings_when_greedy(pipe, options: dict) -> None:
-    """--temperature, --top-k or --top-p where the decoding is greedy (--greedy, or the package's
-    default), said with the command line's flags (the pipeline refuses them too, by keyword)."""
-    flags = {"temperature": "--temperature", "top_k": "--top-k", "top_p": "--top-p"}
+    """--temperature, --top-k, --top-p or --seed where the decoding is greedy (--greedy, or the
+    package's default), said with the command line's flags (the pipeline refuses the first three
+    too, by keyword; a seed it takes, as transformers does, since a caller may pass one always)."""
+    flags = {"temperature": "--temperature", "top_k": "--top-k", "top_p": "--top-p", "seed": "--seed"}
     unused = pipe.unused_by_greedy(options["do_sample"], **{key: options.get(key) for key in flags})
     if unused:
         how = "--greedy" if options["do_sample"] is False else "greedy decoding, this package's default"
