@@ -42,13 +42,20 @@ class Checkpoint:
         """The data this checkpoint was trained on, as training recorded it (a built-in set's name, or
         a file or folder's absolute path), for the gates that draw from it; a path refused where it
         is gone."""
-        source = self.data.get("source", "digits")
-        # training records a path whole; a name (digits, an importer's "transformers") is the family's to read
-        if Path(source).is_absolute() and not Path(source).exists():
+        source, gone = data_trained_on(self.data)
+        if gone:
             raise DataError(f"data {source!r}: expected the data checkpoint {str(self.path)!r} was trained on there, "
                             "found nothing at that path (moved or deleted?): give export its new place with --data (optimize "
                             "then draws from it too), or optimize feeds with --inputs")
         return source
+
+
+def data_trained_on(data: dict) -> tuple[str, bool]:
+    """(the data a checkpoint's training recorded in its config's "data": a built-in set's name or a
+    file or folder's absolute path, whether that path is gone)."""
+    source = data.get("source", "digits")
+    # training records a path whole; a name (digits, an importer's "transformers") is the family's to read
+    return source, Path(source).is_absolute() and not Path(source).exists()
 
 
 def make_config(family: str, values: dict) -> Any:

@@ -118,13 +118,14 @@ def default_data(options: dict) -> str:
     """The data --base was trained on, as its training recorded it (a built-in set's name or a
     folder's path): a ControlNet learns on its base's data, whose class embedding it keeps."""
     from ...package import read_json
+    from ...training.checkpoint import data_trained_on
 
     base = Path(options.get("base") or DEFAULT_BASE)
-    try:
-        source = read_json(base / "config.json", CheckpointError).get("data", {}).get("source", "digits")
+    try:   # the config alone: the weights load in prepare_data
+        source, gone = data_trained_on(read_json(base / "config.json", CheckpointError).get("data", {}))
     except (CheckpointError, AttributeError):
         return "digits"   # prepare_data says what is wrong with the base
-    if Path(source).is_absolute() and not Path(source).exists():
+    if gone:
         raise DataError(f"--data: expected the data --base {str(base)!r} was trained on at {source!r}, found nothing "
                         "at that path (moved or deleted?): give its new place with --data")
     return source
@@ -133,7 +134,7 @@ def default_data(options: dict) -> str:
 def prepare_data(data, image_size, channels, seed, options):
     """The base diffusion checkpoint decides the model's shape: its config becomes this
     one's, at its image size and channels."""
-    from ...training.checkpoint import load_checkpoint
+    from ...training.checkpoint import load_checkpoint, data_trained_on
     from ...training.data import load_images
 
     base = Path(options.pop("base", None) or DEFAULT_BASE)
@@ -148,8 +149,7 @@ def prepare_data(data, image_size, channels, seed, options):
     if shaping:
         raise ConfigError(f"controlnet options: expected only {sorted(CONTROL_OPTIONS)} (the base checkpoint fixes the "
                           f"architecture), found {shaping}")
-    trained_on = ckpt.data.get("source", "digits")
-    moved = Path(trained_on).is_absolute() and not Path(trained_on).exists()   # given anew with --data: no warning
+    trained_on, moved = data_trained_on(ckpt.data)   # moved: given anew with --data, no warning
     if not moved and (str(Path(data).resolve()) if Path(trained_on).is_absolute() else data) != trained_on:
         warnings.warn(f"--data {data!r}: the base {str(base)!r} was trained on {trained_on!r}; a ControlNet learns to "
                       "steer the base on the data the base knows (without --data, train takes the base's)",
