@@ -243,7 +243,7 @@ def test_user_errors_name_the_problem(gpt):
     pipe = edgegen.load(gpt["pkg"], backend="ort-cpu")
     with pytest.raises(InputError, match="context of 256"):
         pipe.generate("x" * 200, max_new_tokens=100)
-    with pytest.raises(CacheBudgetError, match="budget"):
+    with pytest.raises(CacheBudgetError, match=r"budget .* \(lower max_new_tokens, the prompt or the batch, or raise cache_budget_mb\)$"):
         pipe.generate("x", max_new_tokens=200, cache_budget_mb=0.01)
     with pytest.raises(InputError, match="token ids in"):
         pipe.generate([1, 2, 999])
@@ -932,7 +932,8 @@ def test_generate_command_fits_its_default_and_refuses_what_it_would_ignore(gpt,
     assert main(["generate", pkg, "--prompt-ids", "1,2", "--stop", "-5", "--max-new-tokens", "2"]) == 2
     assert "--stop: expected token ids in [0, 256), found -5" in capsys.readouterr().err   # it said "found text ['-5']"
     assert main(["generate", pkg, "--prompt", "def", "--cache-budget-mb", "0.001"]) == 2   # advice in the flags' names
-    assert "(lower --max-new-tokens, the prompt or the batch, or raise --cache-budget-mb)" in capsys.readouterr().err
+    assert "tokens: expected at most the budget of 0.001 MB, found" in (said := capsys.readouterr().err)
+    assert said.rstrip().endswith("needed (lower --max-new-tokens or the prompt, or raise --cache-budget-mb)")   # no batch here
     assert main(["generate", pkg, "--prompt", "x" * 256]) == 2   # nothing left for the default: the prompt's fault
     assert "--prompt: expected fewer tokens than the model's context of 256, found 256" in capsys.readouterr().err
     with pytest.raises(InputError, match=r"ids: expected token ids from 0 to 255 \(this tokenizer's bytes\), found 300$"):

@@ -81,9 +81,8 @@ def generate(pipe, request: GenerateRequest) -> str:
     stream = pipe.stream(prompt, seed=request.seed, **options)
     try:
         first = next(stream, None)   # the options are checked before the first piece: a refusal prints no text
-    except pipeline.CacheBudgetError as exc:   # its advice names the Python keywords: here, the flags
-        raise pipeline.CacheBudgetError(str(exc).replace("max_new_tokens", "--max-new-tokens")
-                               .replace("cache_budget_mb", "--cache-budget-mb")) from None
+    except pipeline.CacheBudgetError as exc:
+        raise exc.on_command_line() from None
     pieces = [" ".join(map(str, prompt)) if isinstance(prompt, list) else prompt]
     pieces += [shown(first)] if first is not None else []
     reader_gone = None   # stdout's reader went away (| head): with --out the text still goes whole to the file

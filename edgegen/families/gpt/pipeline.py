@@ -131,7 +131,16 @@ def writes_cache_in_place(session) -> bool:
 
 
 class CacheBudgetError(InputError):
-    """The KV cache a request needs is larger than the memory budget the user set."""
+    """The KV cache a request needs is larger than the memory budget the user set. Its advice names
+    the Python keywords; `on_command_line()` says the same in `edgegen generate`'s flags."""
+
+    def __init__(self, finding: str, lower: str = "max_new_tokens, the prompt or the batch",
+                 budget: str = "cache_budget_mb"):
+        self.finding = finding
+        super().__init__(f"{finding} (lower {lower}, or raise {budget})")
+
+    def on_command_line(self) -> CacheBudgetError:
+        return CacheBudgetError(self.finding, "--max-new-tokens or the prompt", "--cache-budget-mb")   # one prompt: no batch
 
 
 @dataclass
@@ -381,8 +390,7 @@ class GPTPipeline(Pipeline):
             b, prompt_len, 1 + min(request.lookup, request.max_new_tokens))
         if needed > budget * 2**20:
             raise CacheBudgetError(f"KV cache and logits for batch {b} x {total_max} tokens: expected at most "
-                                   f"the budget of {budget:g} MB, found {needed / 2**20:.3g} MB needed "
-                                   f"(lower max_new_tokens, the prompt or the batch, or raise cache_budget_mb)")
+                                   f"the budget of {budget:g} MB, found {needed / 2**20:.3g} MB needed")
         pad = prompt_len - lengths                     # left padding per row
         ids = np.full((b, prompt_len), self.pad_token_id, np.int64)
         for r, p in enumerate(request.prompts):
