@@ -450,6 +450,9 @@ class Package:
         sha256}, written by external_data_record); an unrecorded one is refused."""
         recorded = recorded if isinstance(recorded, dict) else {}
         for location in external_data_files(graph):
+            if os.path.isabs(location):   # said as the graph names it, not as a path climbing out of the package
+                raise ManifestError(f"package {str(self.path)!r}: {what}'s external data expected a path relative to "
+                                    f"the graph, inside the package, found absolute {location!r}")
             relative = os.path.relpath(os.path.join(graph.parent, location), self.path.resolve())
             path = self.resolve(relative, f"{what} external data")   # refused if it leaves the package
             if location not in recorded:

@@ -549,6 +549,37 @@ def test_external_data_files_are_found_without_onnx_and_must_be_hashed(package_c
     assert external_data_files(package_copy("vae") / "decoder.onnx") == []
 
 
+@pytest.mark.parametrize("where", ["outside", "absolute"])
+def test_external_data_outside_the_package_is_refused_as_the_graph_names_it(package_copy, tmp_path, where):
+    """Weights kept beside the package, named by a relative path that climbs out or by an absolute
+    one: refused before any hash is read, naming the location the graph gives (an absolute one was
+    said as '../../..' relative to the package)."""
+    import onnx
+    from onnx.external_data_helper import convert_model_to_external_data
+
+    pkg = package_copy("gan")
+    graph = pkg / "generator.onnx"
+    model = onnx.load(str(graph))
+    weights = tmp_path / "elsewhere.weights"
+    location = str(weights) if where == "absolute" else os.path.relpath(weights, pkg)
+    convert_model_to_external_data(model, all_tensors_to_one_file=True, location="w.bin", size_threshold=1024)
+    onnx.save_model(model, str(graph))   # writes w.bin beside the graph; the graph then names `location`
+    os.replace(pkg / "w.bin", weights)
+    named = onnx.load(str(graph), load_external_data=False)
+    for tensor in named.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = location
+    onnx.save_model(named, str(graph))
+    manifest = json.loads((pkg / "edgegen.json").read_text())
+    manifest["graphs"]["generator"]["sha256"] = hashlib.sha256(graph.read_bytes()).hexdigest()
+    (pkg / "edgegen.json").write_text(json.dumps(manifest))
+    expected = (f"found absolute {location!r}" if where == "absolute"
+                else f"expected a path inside the package, found {location!r} which leaves it")
+    with pytest.raises(ManifestError, match=re.escape(expected)):
+        Package(pkg)
+
+
 def test_external_data_of_a_model_function_is_found(tmp_path):
     """A constant inside a model-local function, kept in an external file: ONNX Runtime reads it,
     so it is among the files the package must hash."""
