@@ -251,11 +251,18 @@ def refuse_output_folder(out: str | os.PathLike, overwrite: bool, holds: str, ki
     replacing it was not asked for or would delete what edgegen did not write, and one that could
     not be made (a file on the way to it, a folder the system will not write in)."""
     refuse_empty(out, "output")
-    # first what --force could not replace either (a folder of other files, the input): said as that,
-    # not with the advice to pass --force
+    refuse_replacing(out, overwrite, holds, kind, reads, owns)
+    check_folder_writable(out)
+
+
+def refuse_replacing(out: str | os.PathLike, overwrite: bool, holds: str, kind: str,
+                     reads: Iterable[str | os.PathLike] = (),
+                     owns: Callable[[Path], Iterable[str]] | None = None) -> None:
+    """An existing `out` that may not be replaced: first what --force could not replace either (a
+    folder of other files, the input), said as that, not with the advice to pass --force; then one
+    that exists where replacing it was not asked for."""
     refuse_replacing_other(out, holds, kind, reads, owns)
     refuse_existing(out, overwrite)
-    check_folder_writable(out)
 
 
 LEFTOVER = re.compile(r"^\..+\.(tmp|lock|partial|old)$")
@@ -323,9 +330,7 @@ def staged_directory(out: str | os.PathLike, *, holds: str, kind: str, overwrite
     given, out = out, Path(os.path.realpath(out))
     with writer_lock(out, "writing it"):
         clean_leftovers(out)   # first: it may put back an old output a killed writer moved aside
-        # again, in refuse_output_folder's order: a writer that held the lock may have made it
-        refuse_replacing_other(given, holds, kind, reads, owns)
-        refuse_existing(given, overwrite)
+        refuse_replacing(given, overwrite, holds, kind, reads, owns)   # again: a writer that held the lock may have made it
         stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
         try:
             os.chmod(stage, creation_mode(directory=True))
