@@ -20,12 +20,9 @@ from pathlib import Path
 from .errors import PackageBusyError
 from .package import MANIFEST_NAME, USER_ENGINES, engines_package
 from .shipped import CACHED_EXPORT, edgegen_version, package_damage, models_root, shipped_names, weights_sha256
-from .storage import clean_leftovers, remove_whole, user_cache_dir, writer_lock, writing_now
+from .storage import KILLED_WRITERS_LEFTOVER, clean_leftover, remove_whole, user_cache_dir, writing_now
 
 JUDGE = re.compile(r"^digits-\d+px-\d+steps-seed\d+-edgegen-(?P<edgegen>.+)-torch-(?P<torch>.+)\.safetensors$")
-# what killed writers leave beside what they wrote: staging folders and old outputs moved aside
-# (storage.clean_leftovers), temporary files (storage.atomic_write_bytes)
-LEFTOVER = re.compile(r"^\.(?P<name>.+)\.([a-z0-9_]{8}\.(partial|tmp)|\d+\.old)$")
 
 
 def judge_file_name(size: int, steps: int, seed: int, torch_version: str) -> str:
@@ -53,7 +50,7 @@ def cache_entries(root: Path | None = None) -> list[CacheEntry]:
                           (root / "tensorrt", lambda path: ("TensorRT timing cache", None)),
                           (root / USER_ENGINES, _engines_staleness)):
         for path in _listed(folder):
-            leftover = LEFTOVER.match(path.name)
+            leftover = KILLED_WRITERS_LEFTOVER.match(path.name)
             if leftover and (writer := writing_now(folder / leftover["name"])):   # a part of a live write
                 entries.append(CacheEntry(path, f"being written now by {writer}", _size(path), None))
             elif leftover:
@@ -149,12 +146,12 @@ def prune(entries: list[CacheEntry], report=print) -> list[CacheEntry]:
     for entry in entries:
         if entry.stale is None:
             continue
-        leftover = LEFTOVER.match(entry.path.name)
+        leftover = KILLED_WRITERS_LEFTOVER.match(entry.path.name)
         beside = entry.path.parent / leftover["name"] if leftover else None
         there_before = beside is not None and beside.exists()
         try:
             if beside is not None:
-                _clean_leftover(entry.path, beside)
+                clean_leftover(entry.path)
             else:
                 remove_whole(entry.path, "removing it from the cache")
         except (PackageBusyError, OSError) as exc:
@@ -169,18 +166,6 @@ def prune(entries: list[CacheEntry], report=print) -> list[CacheEntry]:
         removed.append(entry)
         report(f"removed {entry.path} ({megabytes(entry.size)}): {entry.stale}")
     return removed
-
-
-def _clean_leftover(leftover: Path, beside: Path) -> None:
-    """Remove what a killed writer of `beside` left, holding `beside`'s lock so that no live writer's
-    part is taken (an old output moved aside with nothing in its place is put back: the only copy)."""
-    with writer_lock(beside, "cleaning what a killed command left", wait=False):
-        if leftover.name.endswith(".tmp"):
-            leftover.unlink(missing_ok=True)
-        else:
-            clean_leftovers(beside)
-            if leftover.is_symlink() or leftover.is_file():   # a leftover's name on no folder: removed, not followed
-                leftover.unlink(missing_ok=True)
 
 
 def megabytes(size: int) -> str:

@@ -413,6 +413,27 @@ def clean_leftovers(out: Path) -> list[Path]:
     return removed
 
 
+# what killed writers leave beside what they wrote: staging folders and old outputs moved aside
+# (clean_leftovers), temporary files (atomic_write_bytes); `name` is what they were writing
+KILLED_WRITERS_LEFTOVER = re.compile(r"^\.(?P<name>.+)\.([a-z0-9_]{8}\.(partial|tmp)|\d+\.old)$")
+
+
+def clean_leftover(leftover: Path) -> Path:
+    """Remove `leftover` (a KILLED_WRITERS_LEFTOVER name) and what else killed writers of its
+    output left, holding that output's lock so that no live writer's part is taken
+    (PackageBusyError while one writes it); an old output moved aside with nothing in its place is
+    put back, the only copy. Returns the output's path."""
+    beside = leftover.parent / KILLED_WRITERS_LEFTOVER.match(leftover.name)["name"]
+    with writer_lock(beside, "cleaning what a killed command left", wait=False):
+        if leftover.name.endswith(".tmp"):
+            leftover.unlink(missing_ok=True)
+        else:
+            clean_leftovers(beside)
+            if leftover.is_symlink() or leftover.is_file():   # a leftover's name on no folder: removed, not followed
+                leftover.unlink(missing_ok=True)
+    return beside
+
+
 def remove_whole(target: Path, doing: str, wait: bool = False, still: Callable[[], bool] | None = None) -> None:
     """Remove the file or folder `target` so that no reader ever finds part of it: under its writer
     lock (PackageBusyError while another command writes it, or with `wait` after it), leftovers of

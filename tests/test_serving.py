@@ -385,6 +385,28 @@ def _server_env_or_skip():
         pytest.skip(f"no Triton server environment: {exc}")
 
 
+def test_what_a_killed_write_left_in_a_repository_is_cleaned_by_the_next_and_refused_by_the_server(trained, tmp_path):
+    """A kill during `edgegen triton` leaves a model's staging folder (or an old one moved aside) in
+    the repository, which Triton loads as a model and fails to start on, blaming a backend. The next
+    write cleans every model's (putting back a moved-aside one that is the only copy), and
+    local_server says what it is before starting."""
+    out = tmp_path / "models"
+    write_repository([str(trained["gan"][1])], out, RepositoryOptions(graph_backend="python"), report=QUIET)
+    staging = out / ".gan.k3x9q2ab.partial"
+    shutil.copytree(out / "gan", staging)             # the kill came mid-copy of gan
+    shutil.copytree(out / "gan", out / ".vae.4242.old")   # and once between moving vae aside and switching it in
+    with pytest.raises(ConfigError, match=re.escape(f"model repository {str(out)!r}: expected model folders only, "
+                                                    "found '.gan.k3x9q2ab.partial' and 1 more, left by a killed edgegen "
+                                                    "triton")):
+        with local_server(out):
+            pass
+    said = []
+    write_repository([str(trained["flow2d"][1])], out, report=said.append)   # another model: cleaned all the same
+    assert said[:2] == ["removed .gan.k3x9q2ab.partial, left by a killed edgegen triton (Triton would load it as a model)",
+                        "restored vae from .vae.4242.old, the only copy of it, moved aside by a killed edgegen triton"]
+    assert sorted(p.name for p in out.iterdir()) == ["flow2d", "gan", "vae"]
+
+
 @pytest.fixture(scope="module")
 def server(repository):
     _server_env_or_skip()
@@ -596,6 +618,10 @@ def test_a_server_that_fails_to_start_is_said_by_its_error_lines_and_what_to_wri
     assert said.startswith("E1204") and "unable to find backend library for backend 'onnxruntime'" in said
     assert "At:\n  model.py(12): initialize" in said   # an error's continuation lines stay with it
     assert "shutting down" not in said and said.endswith("write the repository with edgegen triton --graph-backend python)")
+    # a folder Triton took for a model (a killed write's) is no backend this server lacks: no such advice
+    log.write_text("E1204 12:00:00.000002 1 model_lifecycle.cc:638] failed to load '.gan.k3x9q2ab.partial' version 1: "
+                   "Invalid argument: unable to find backend library for backend 'gan.k3x9q2ab.partial'\n")
+    assert "--graph-backend python" not in _tail(log)
     log.write_text("".join(f"I1204 line {i}\n" for i in range(40)))   # no error line: the tail
     assert _tail(log).splitlines() == [f"I1204 line {i}" for i in range(10, 40)]
 

@@ -86,6 +86,7 @@ def local_server(repository: str | os.PathLike, env: str | os.PathLike | None = 
                  ready_seconds: float = READY_SECONDS) -> Iterator[Server]:
     """Start tritonserver on free loopback ports with `repository`, wait until every model is
     ready, yield it, and always stop it (its whole process group) on the way out."""
+    _refuse_killed_writes(Path(repository))
     site = pytriton_root(env)
     python_version = site.parent.name.removeprefix("python")
     with tempfile.TemporaryDirectory(prefix="edgegen-triton-") as scratch:
@@ -114,6 +115,20 @@ def local_server(repository: str | os.PathLike, env: str | os.PathLike | None = 
             _stop(process)
 
 
+def _refuse_killed_writes(repository: Path) -> None:
+    """A folder a killed edgegen triton left (.NAME.XXXXXXXX.partial) is one Triton would try to
+    load as a model and fail to start on, blaming a backend: said as what it is, before the start."""
+    from ..storage import KILLED_WRITERS_LEFTOVER
+
+    with contextlib.suppress(OSError):   # a missing repository: tritonserver says so
+        left = sorted(e.name for e in repository.iterdir() if e.is_dir() and KILLED_WRITERS_LEFTOVER.match(e.name))
+        if left:
+            raise ConfigError(f"model repository {str(repository)!r}: expected model folders only, found {left[0]!r}"
+                              f"{f' and {len(left) - 1} more' if len(left) > 1 else ''}, left by a killed edgegen triton "
+                              "(Triton would load it as a model and fail): run edgegen triton with this --out again, "
+                              "which removes it, or remove it yourself")
+
+
 def _wait_ready(server: Server, seconds: float) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -134,7 +149,7 @@ def _wait_ready(server: Server, seconds: float) -> None:
 # shutdown follow a failed load, so the log's tail alone hides the cause
 TRITON_ERROR_LINE = re.compile(r"^E\d{4} ")
 TRITON_LOG_LINE = re.compile(r"^[IWE]\d{4} ")
-MISSING_BACKEND = re.compile(r"unable to find (backend library for backend|'libtriton_)")
+MISSING_BACKEND = re.compile(r"unable to find (backend library for backend '(onnxruntime|tensorrt)'|'libtriton_)")
 
 
 def _tail(log: Path, lines: int = 30) -> str:

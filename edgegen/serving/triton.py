@@ -18,12 +18,13 @@ leaves the repository as it was. Runtime code: no torch, no onnx, no Triton pack
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ConfigError, OutputExistsError
+from ..errors import ConfigError, OutputExistsError, PackageBusyError
 from ..external_data import external_data_files
 from ..families import get as get_family
 from ..families import package_config
@@ -31,7 +32,8 @@ from ..package import (CHECKPOINT_WEIGHTS, MANIFEST_NAME, PRECISIONS, Package, T
                        fp32_graphs_note)
 from ..runtimes.backends import KNOWN_BACKENDS
 from ..shipped import resolve as resolve_shipped
-from ..storage import atomic_write_text, refuse_empty, refuse_output_folder, staged_directory
+from ..storage import (KILLED_WRITERS_LEFTOVER, atomic_write_text, clean_leftover, refuse_empty, refuse_output_folder,
+                       staged_directory)
 from .requests import TRITON_TYPES, Field, served
 
 MODEL_CONFIG = "config.pbtxt"   # what every Triton model folder holds: the folders --force may replace
@@ -142,6 +144,7 @@ def write_repository(packages: list[str], out: str | Path, options: RepositoryOp
     for plan in plans:   # every folder checked before any is replaced, a read-only one too
         refuse_output_folder(out / plan.name, overwrite, MODEL_CONFIG, MODEL_FOLDER, reads, model_folder_files)
     out.mkdir(parents=True, exist_ok=True)
+    _clean_killed_writes(out, report)
     written = []
     for package, plan in zip(opened, plans):
         with staged_directory(out / plan.name, overwrite=overwrite, holds=MODEL_CONFIG, kind=MODEL_FOLDER,
@@ -159,6 +162,23 @@ def write_repository(packages: list[str], out: str | Path, options: RepositoryOp
             report(f"{plan.name}: its Python backend needs edgegen's text extra in the server's Python "
                    "(the tokenizers library, for its Hugging Face tokenizer)")
     return written
+
+
+def _clean_killed_writes(out: Path, report) -> None:
+    """What a killed edgegen triton left in the repository (a model's staging folder, an old one
+    moved aside) is a folder Triton tries to load as a model, failing the server's start: removed
+    before this run writes, whichever models it names (one another edgegen writes now is its own)."""
+    for entry in sorted(out.iterdir()):
+        leftover = KILLED_WRITERS_LEFTOVER.match(entry.name)
+        if not leftover or not (entry.exists() or entry.is_symlink()):   # gone with an earlier one of its model
+            continue
+        model = out / leftover["name"]
+        there = model.exists()
+        with contextlib.suppress(PackageBusyError):
+            clean_leftover(entry)
+            report(f"restored {model.name} from {entry.name}, the only copy of it, moved aside by a killed edgegen triton"
+                   if not there and model.exists() else
+                   f"removed {entry.name}, left by a killed edgegen triton (Triton would load it as a model)")
 
 
 def _refuse_inside_edgegen_folder(out: Path) -> None:
