@@ -4,6 +4,7 @@ and the repository served by a real Triton Inference Server (the nvidia-pytriton
 tritonserver, on CPU, in its own environment: docs/serving.md) over HTTP and gRPC, its
 answers equal to edgegen.load(...) in this process."""
 
+import importlib.util
 import os
 import queue
 import re
@@ -16,7 +17,7 @@ import pytest
 import edgegen
 from edgegen import cpus
 from edgegen.cli import main
-from edgegen.errors import ConfigError, OutputExistsError
+from edgegen.errors import BackendError, ConfigError, OutputExistsError
 from edgegen.serving.local_server import local_server, pytriton_root
 from edgegen.serving.requests import Field, arguments
 from edgegen.serving.triton import RepositoryOptions, write_repository
@@ -373,7 +374,7 @@ def test_a_full_disk_while_copying_a_package_is_one_line_and_leaves_nothing(trai
     err = capsys.readouterr().err
     assert "expected a copy of" in err and "No space left on device" in err and "more files)" in err
     assert err.count("\n") == 1 and "[(" not in err   # was shutil.Error's list of every file's tuple
-    assert list((tmp_path / "repo").iterdir()) == []
+    assert not (tmp_path / "repo").exists()   # made for the run, and left empty: removed
 
 
 # -- a real server ---------------------------------------------------------------------------------
@@ -567,7 +568,19 @@ def test_a_tensorrt_backend_model_holds_the_engine_built_here(trained, tmp_path,
     assert config.max_batch_size == 16   # the default profile's largest batch (batch 1:1:16)
     assert config.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
     assert (out / "gan" / "1" / "model.plan").read_bytes() == b"serialized engine"
-    assert built == [(str(trained["gan"][1]), "fp32")]
+    assert built == [(str(trained["gan"][1]), "fp32")] * 2   # before any folder is written, then read into it
+
+
+def test_a_tensorrt_model_is_refused_before_any_model_is_written(trained, tmp_path):
+    """Without TensorRT (this machine), a repository of a pipeline-route model and a TensorRT one
+    was refused after the first was written, leaving it and an --out made for the run."""
+    if all(importlib.util.find_spec(m) for m in ("tensorrt", "cuda")):
+        pytest.skip("TensorRT is here: the refusal is for a machine without it")
+    out = tmp_path / "repo"
+    with pytest.raises(BackendError, match="backend 'tensorrt': expected the tensorrt and cuda-python packages"):
+        write_repository([str(trained["diffusion"][1]), str(trained["gan"][1])], out,
+                         RepositoryOptions(graph_backend="tensorrt"), report=QUIET)
+    assert not out.exists()
 
 
 def test_a_one_value_per_item_tensor_travels_as_one_dim_reshaped_away():

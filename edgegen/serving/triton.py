@@ -143,25 +143,38 @@ def write_repository(packages: list[str], out: str | Path, options: RepositoryOp
     reads = [p.path for p in opened]   # no model folder replaced may hold a package the run reads
     for plan in plans:   # every folder checked before any is replaced, a read-only one too
         refuse_output_folder(out / plan.name, overwrite, MODEL_CONFIG, MODEL_FOLDER, reads, model_folder_files)
+    for package, plan in zip(opened, plans):   # built, or found in the cache, before any folder is written
+        if plan.backend == "tensorrt":
+            _engine(package, plan, options, report)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    _clean_killed_writes(out, report)
-    written = []
-    for package, plan in zip(opened, plans):
-        with staged_directory(out / plan.name, overwrite=overwrite, holds=MODEL_CONFIG, kind=MODEL_FOLDER,
-                               reads=reads, owns=model_folder_files) as stage:
-            _write_model(package, plan, options, stage)
-        written.append(plan)
-        report(f"{plan.name}: {plan.route} route, Triton's {plan.backend} backend"
-               + (f", batches of up to {plan.max_batch_size}" if plan.max_batch_size else "")
-               + (", decoupled (streams)" if plan.streams else ""))
-        if plan.route == "pipeline" and (note := fp32_graphs_note(options.precision, package.fp32_graphs(options.precision))):
-            report(f"{plan.name}: {note}")
-        tokenizer = package.config.get("tokenizer")
-        if plan.route == "pipeline" and isinstance(tokenizer, dict) and tokenizer.get("kind") == "bpe":
-            # its Python backend imports tokenizers: said here, not at the server's first load
-            report(f"{plan.name}: its Python backend needs edgegen's text extra in the server's Python "
-                   "(the tokenizers library, for its Hugging Face tokenizer)")
-    return written
+    try:
+        _clean_killed_writes(out, report)
+        return [_write_and_say(package, plan, options, out, overwrite, reads, report)
+                for package, plan in zip(opened, plans)]
+    except BaseException:
+        if created:   # a failure writing the first model leaves no empty repository behind
+            with contextlib.suppress(OSError):
+                out.rmdir()
+        raise
+
+
+def _write_and_say(package: Package, plan: _Plan, options: RepositoryOptions, out: Path, overwrite: bool,
+                   reads: list[Path], report) -> _Plan:
+    with staged_directory(out / plan.name, overwrite=overwrite, holds=MODEL_CONFIG, kind=MODEL_FOLDER,
+                          reads=reads, owns=model_folder_files) as stage:
+        _write_model(package, plan, options, stage)
+    report(f"{plan.name}: {plan.route} route, Triton's {plan.backend} backend"
+           + (f", batches of up to {plan.max_batch_size}" if plan.max_batch_size else "")
+           + (", decoupled (streams)" if plan.streams else ""))
+    if plan.route == "pipeline" and (note := fp32_graphs_note(options.precision, package.fp32_graphs(options.precision))):
+        report(f"{plan.name}: {note}")
+    tokenizer = package.config.get("tokenizer")
+    if plan.route == "pipeline" and isinstance(tokenizer, dict) and tokenizer.get("kind") == "bpe":
+        # its Python backend imports tokenizers: said here, not at the server's first load
+        report(f"{plan.name}: its Python backend needs edgegen's text extra in the server's Python "
+               "(the tokenizers library, for its Hugging Face tokenizer)")
+    return plan
 
 
 def _clean_killed_writes(out: Path, report) -> None:
@@ -284,11 +297,17 @@ def _write_model(package: Package, plan: _Plan, options: RepositoryOptions, fold
         for location in external_data_files(graph):   # the graph names them relative to itself
             shutil.copyfile(graph.parent / location, version / location)
     else:
-        from ..runtimes.engines import cached_engines
-
-        engines = cached_engines(package.path, options.precision)
-        (version / "model.plan").write_bytes(engines[plan.graph][1])
+        (version / "model.plan").write_bytes(_engine(package, plan, options, report=lambda line: None))
     atomic_write_text(folder / MODEL_CONFIG, config_text(plan, options))
+
+
+def _engine(package: Package, plan: _Plan, options: RepositoryOptions, report) -> bytes:
+    """The TensorRT engine of a tensorrt-backend model's graph, from edgegen's engine cache (built
+    there on a miss). write_repository asks for each before writing any folder, so that a machine
+    without TensorRT, or a graph it cannot build, is refused with the repository as it was."""
+    from ..runtimes.engines import cached_engines
+
+    return cached_engines(package.path, options.precision, report=report)[plan.graph][1]
 
 
 def config_text(plan: _Plan, options: RepositoryOptions) -> str:
