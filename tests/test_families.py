@@ -27,6 +27,7 @@ OWN_FAMILY = Path(__file__).parent / "own_family"   # a separate package, found 
 families.families()
 sys.path.insert(0, str(OWN_FAMILY))
 import edgegen_pca  # noqa: E402
+import edgegen_pca.model  # noqa: E402
 
 TRAINABLE = [f for f in families.families() if f.model is not None] + [edgegen_pca.FAMILY]
 
@@ -227,3 +228,72 @@ def test_threads_that_look_families_up_first_at_once_each_find_them():
                                 timeout=120)
         assert result.returncode == 0, result.stderr
         assert result.stdout.strip() == "[]"
+
+
+def test_a_family_authors_config_mistakes_are_named_before_training(registered, monkeypatch, tmp_path):
+    """What a newcomer's Config gets wrong (helper 86's walk through adding-a-family.md): a
+    validate() that returns a string, a bool or None; a tuple field, which config.json gives back
+    as a list (export refused the checkpoint training had written); a Config without a field
+    edgegen fills from the data (said as an unknown key the user had given)."""
+    from dataclasses import dataclass
+
+    from edgegen.training import checkpoint
+
+    for returned, found in (("latent_dim too small", "str 'latent_dim too small'"), (False, "bool False"),
+                            (None, "NoneType None")):
+        @dataclass
+        class Odd:
+            latent_dim: int = 8
+
+            def validate(self):
+                return returned
+
+        monkeypatch.setattr(edgegen_pca.model, "Config", Odd)
+        with pytest.raises(ConfigError, match=f"family 'pca': expected its Config.validate\\(\\) to return a list of "
+                                              f"problems, each a sentence .*, found {found}"):
+            checkpoint.make_config("pca", {})
+
+    @dataclass
+    class Widths:
+        widths: tuple[int, ...] = (4, 4)
+
+    monkeypatch.setattr(edgegen_pca.model, "Config", Widths)   # no validate(): nothing to check
+    assert checkpoint.make_config("pca", {"widths": [8, 8]}).widths == (8, 8)
+
+    @dataclass
+    class NoChannels:
+        image_size: int = 8
+        latent_dim: int = 8
+
+        def validate(self):
+            return []
+
+    monkeypatch.setattr(edgegen_pca.model, "Config", NoChannels)
+    with pytest.raises(ConfigError, match=r"family 'pca': expected its Config to have a field image_channels, which "
+                                          r"edgegen fills from the data \(image_channels=1 here\), found none"):
+        train("pca", tmp_path / "ckpt", steps=1, progress=False)
+    assert not (tmp_path / "ckpt").exists()
+
+
+def test_a_checkpoint_of_tied_weights_is_written_and_loads_tied(tmp_path):
+    """A model whose encoder and decoder share a codebook: safetensors refuses tensors sharing
+    memory, so training ran to its end and then lost everything in a traceback."""
+    import torch
+    from safetensors.torch import load_file
+
+    from edgegen.training.checkpoint import save_checkpoint
+
+    class Tied(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encode = torch.nn.Embedding(10, 4)
+            self.decode = torch.nn.Linear(4, 10, bias=False)
+            self.decode.weight = self.encode.weight
+
+    model = Tied()
+    out = save_checkpoint(tmp_path / "ckpt", "pca", edgegen_pca.model.Config(), model, {}, {})
+    weights = load_file(str(out / "weights.safetensors"))
+    assert torch.equal(weights["encode.weight"], weights["decode.weight"])
+    again = Tied()
+    again.load_state_dict(weights)
+    assert again.decode.weight is again.encode.weight and torch.equal(again.encode.weight, model.encode.weight)

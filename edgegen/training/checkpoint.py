@@ -65,11 +65,14 @@ def make_config(family: str, values: dict) -> Any:
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(f"{family} config: expected keys among {sorted(known)}, found unknown {unknown}")
-    config = config_class(**values)
     try:
         hints = typing.get_type_hints(config_class)
     except Exception:  # noqa: BLE001 - a family's annotation that cannot be resolved here: checked by its defaults
         hints = {}
+    # a tuple field comes back from config.json as a list
+    values = {k: tuple(v) if isinstance(v, list) and tuple in (_annotated_types(hints.get(k)) or ()) else v
+              for k, v in values.items()}
+    config = config_class(**values)
     for f in dataclasses.fields(config_class):
         kinds = _annotated_types(hints.get(f.name))
         if kinds is None:   # no usable annotation (Any, Literal, a string): the default's type
@@ -81,7 +84,11 @@ def make_config(family: str, values: dict) -> Any:
         if not ok or (isinstance(value, bool) and bool not in kinds):
             expected = " or ".join("None" if k is type(None) else k.__name__ for k in kinds)
             raise ConfigError(f"{family} config: expected {f.name} to be {expected}, found {type(value).__name__} {value!r}")
-    problems = config.validate()
+    validate = getattr(config, "validate", None)
+    problems = validate() if callable(validate) else []
+    if not isinstance(problems, (list, tuple)) or not all(isinstance(p, str) for p in problems):
+        raise ConfigError(f"family {family!r}: expected its Config.validate() to return a list of problems, each a "
+                          f"sentence (empty when the values are possible), found {type(problems).__name__} {problems!r:.80}")
     if problems:
         raise ConfigError(f"{family} config: " + "; ".join(problems))
     return config
@@ -109,7 +116,7 @@ def save_checkpoint(out: str | Path, family: str, config: Any, model: torch.nn.M
     that is or holds one of `reads` (what made it)."""
     with staged_directory(out, overwrite=overwrite, holds=CHECKPOINT_WEIGHTS, kind=CHECKPOINT_KIND, reads=reads,
                           owns=checkpoint_files) as stage:
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(stage / CHECKPOINT_WEIGHTS))
+        save_file(_unshared(model.state_dict()), str(stage / CHECKPOINT_WEIGHTS))
         os.chmod(stage / CHECKPOINT_WEIGHTS, creation_mode(directory=False))   # safetensors writes it private (0600)
         meta = {
             "format": CHECKPOINT_FORMAT,
@@ -121,6 +128,19 @@ def save_checkpoint(out: str | Path, family: str, config: Any, model: torch.nn.M
         }
         atomic_write_text(stage / CONFIG, json.dumps(meta, indent=2) + "\n")
     return Path(out)
+
+
+def _unshared(state: dict) -> dict:
+    """The state dict with no two tensors sharing memory, which safetensors refuses (tied weights:
+    a codebook an encoder and a decoder share, an embedding tied to the output head). Each name
+    gets its own copy; load_state_dict loads both into the one tied parameter again."""
+    storages, unshared = set(), {}
+    for name, tensor in state.items():
+        tensor = tensor.contiguous()
+        storage = tensor.untyped_storage().data_ptr()
+        unshared[name] = tensor.clone() if storage in storages else tensor
+        storages.add(storage)
+    return unshared
 
 
 def recorded_source(package) -> str | None:

@@ -73,8 +73,12 @@ def train(family: str, out: str | Path, data: str | None = None, steps: int | No
         option = "--image-size" if given_image_size is not None else "--channels"
         raise ConfigError(f"{option}: expected an option of image data, found {family} training on {data!r}, "
                           "which has no images")
-    if "num_classes" in {f.name for f in dataclasses.fields(module.Config)}:
+    fields = {f.name for f in dataclasses.fields(module.Config)}
+    if "num_classes" in fields:
         from_data["num_classes"] = images.num_classes  # 0 (unconditional) for data without classes
+    if missing := [name for name in from_data if name not in fields]:   # said as the Config's, not the user's, keys
+        raise ConfigError(f"family {family!r}: expected its Config to have a field {missing[0]}, which edgegen fills "
+                          f"from the data ({missing[0]}={from_data[missing[0]]!r} here), found none")
     config = make_config(family, {**from_data, **model_options})
     _refuse_a_model_training_cannot_hold(module, config, family)
     torch.manual_seed(seed)
