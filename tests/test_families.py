@@ -297,3 +297,17 @@ def test_a_checkpoint_of_tied_weights_is_written_and_loads_tied(tmp_path):
     again = Tied()
     again.load_state_dict(weights)
     assert again.decode.weight is again.encode.weight and torch.equal(again.encode.weight, model.encode.weight)
+
+
+def test_a_pipeline_class_that_leaves_out_its_family_name_is_named_by_the_registry(registered, monkeypatch, tmp_path,
+                                                                                  capsys):
+    """A family's Pipeline without `family = "..."`: generate said 'from  package' and bench
+    looked up the family '' and failed."""
+    import edgegen
+    from edgegen.cli import main
+
+    monkeypatch.setattr(edgegen_pca.PCAPipeline, "family", "")
+    ckpt = train("pca", tmp_path / "ckpt", steps=2, latent_dim=4, progress=False)
+    pkg = export_checkpoint(ckpt, tmp_path / "pkg")
+    assert edgegen.load(pkg).family == "pca"
+    assert main(["bench", str(pkg), "--iters", "2", "--warmup", "1", "--no-generation"]) == 0, capsys.readouterr().err

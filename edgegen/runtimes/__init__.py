@@ -118,6 +118,7 @@ def load(path: str | os.PathLike, backend: str = "auto", threads: int | None = N
     spin = not family.pipeline.alternates_graphs
     pipe = family.pipeline(package, open_sessions(package, backend, threads, cache_dir, spin, precision), config)
     pipe.precision = precision
+    pipe.family = family.name   # the registry's name, whatever a family's Pipeline class says (or leaves out)
     return pipe
 
 
