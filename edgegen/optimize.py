@@ -282,7 +282,7 @@ def _spec_feeds(package: Package, checkpoint, calibration: int, seed: int) -> di
         feeds = {}
         for graph in spec.graphs:
             rng = np.random.default_rng(seed)
-            make = lambda n, d: [graph.realistic_inputs(ckpt, BATCH, rng, d) for _ in range(n)]  # noqa: E731
+            make = lambda n, d: [graph.feeds(ckpt, BATCH, rng, d) for _ in range(n)]  # noqa: E731
             feeds[graph.part] = (make(calibration // BATCH, calibration_data), make(GATE_BATCHES, gate_data),
                                  given or ckpt.data.get("source"))
         return feeds

@@ -5,6 +5,7 @@ And the registry, the shipped checkpoints and the demo agree."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -311,3 +312,22 @@ def test_a_pipeline_class_that_leaves_out_its_family_name_is_named_by_the_regist
     pkg = export_checkpoint(ckpt, tmp_path / "pkg")
     assert edgegen.load(pkg).family == "pca"
     assert main(["bench", str(pkg), "--iters", "2", "--warmup", "1", "--no-generation"]) == 0, capsys.readouterr().err
+
+
+def test_an_input_function_that_names_other_inputs_is_refused_naming_the_graph(registered, monkeypatch, tmp_path):
+    """An export spec whose realistic_inputs returns {"codes": ...} for a graph whose input is "z":
+    a bare KeyError from inside the gate before."""
+    import dataclasses
+
+    import edgegen_pca.export as pca_export
+
+    decoder = next(g for g in pca_export.SPEC.graphs if g.part == "decoder")
+    wrong = dataclasses.replace(decoder, realistic_inputs=lambda ckpt, batch, rng, data: {"codes": np.zeros((batch, 4), np.float32)})
+    monkeypatch.setattr(pca_export, "SPEC", dataclasses.replace(
+        pca_export.SPEC, graphs=tuple(wrong if g is decoder else g for g in pca_export.SPEC.graphs)))
+    ckpt = train("pca", tmp_path / "ckpt", steps=2, latent_dim=4, progress=False)
+    expected = [spec.name for spec in decoder.inputs(edgegen_pca.model.Config(latent_dim=4))]
+    with pytest.raises(ConfigError, match=re.escape(f"graph 'decoder': expected its realistic_inputs to return a feed of "
+                                                    f"each input, {expected}, found ['codes']")):
+        export_checkpoint(ckpt, tmp_path / "pkg")
+    assert not (tmp_path / "pkg").exists()

@@ -239,7 +239,7 @@ def _export_graph(graph: GraphSpec, ckpt, images, stage: Path, opset: int, seed:
     rng = np.random.default_rng(seed)
     module = graph.submodule(ckpt.model).eval()
     inputs = graph.inputs(ckpt.config)
-    example = graph.realistic_inputs(ckpt, EXPORT_BATCH, rng, images)
+    example = graph.feeds(ckpt, EXPORT_BATCH, rng, images)
     model = export_module(module, graph.part, inputs, graph.output_names(ckpt.config), example, opset)
     if graph.rewrite is not None:
         model = graph.rewrite(model)
@@ -248,7 +248,7 @@ def _export_graph(graph: GraphSpec, ckpt, images, stage: Path, opset: int, seed:
     outputs = tuple(value_spec(v) for v in model.graph.output)
     session = OrtSession(graph.part, stage / file, inputs, outputs, backend="ort-cpu")
     results = gate_graph(graph.part, module, session,
-                         lambda batch: graph.realistic_inputs(ckpt, batch, rng, images), GATE_BATCHES,
+                         lambda batch: graph.feeds(ckpt, batch, rng, images), GATE_BATCHES,
                          graph.atol, graph.rtol)
     if graph.also_gate is not None:
         results += graph.also_gate(module, session, example, graph.atol, graph.rtol)
@@ -274,7 +274,7 @@ def _record_feeds(stage: Path, spec: ExportSpec, ckpt, images, seed: int) -> dic
     for _ in range(spec.recorded_feeds):
         feed = {}
         for graph in spec.graphs:
-            feed.update(graph.realistic_inputs(ckpt, EXPORT_BATCH, rng, images))
+            feed.update(graph.feeds(ckpt, EXPORT_BATCH, rng, images))
         feeds.append(feed)
     write_feeds(stage / HELD_OUT_FILE, feeds)
     return {"file": HELD_OUT_FILE, "sha256": sha256_file(stage / HELD_OUT_FILE), "feeds": len(feeds)}

@@ -10,6 +10,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..errors import ConfigError
 from ..package import TensorSpec
 from ..training.checkpoint import Checkpoint
 from ..training.data import ImageData, load_images
@@ -38,6 +39,17 @@ class GraphSpec:
 
     def output_names(self, config) -> tuple[str, ...]:
         return self.outputs(config) if callable(self.outputs) else self.outputs
+
+    def feeds(self, ckpt: Checkpoint, batch: int, rng: np.random.Generator, data) -> dict[str, np.ndarray]:
+        """realistic_inputs' feeds, refused unless they name the graph's inputs (a family author's
+        input function returning {"z": ...} for an input "codes" was a bare KeyError)."""
+        feeds = self.realistic_inputs(ckpt, batch, rng, data)
+        expected = [spec.name for spec in self.inputs(ckpt.config)]
+        if not isinstance(feeds, dict) or sorted(feeds) != sorted(expected):
+            found = sorted(feeds) if isinstance(feeds, dict) else f"a {type(feeds).__name__}"
+            raise ConfigError(f"graph {self.part!r}: expected its realistic_inputs to return a feed of each input, "
+                              f"{expected}, found {found}")
+        return feeds
 
 
 def training_images(ckpt: Checkpoint, source: str) -> ImageData:
