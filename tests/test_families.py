@@ -3,6 +3,7 @@ outside edgegen, tests/own_family): a tiny config through a few training steps, 
 gate, a load in a process where torch cannot be imported, and generation through the CLI.
 And the registry, the shipped checkpoints and the demo agree."""
 
+import dataclasses
 import json
 import os
 import re
@@ -329,5 +330,18 @@ def test_an_input_function_that_names_other_inputs_is_refused_naming_the_graph(r
     expected = [spec.name for spec in decoder.inputs(edgegen_pca.model.Config(latent_dim=4))]
     with pytest.raises(ConfigError, match=re.escape(f"graph 'decoder': expected its realistic_inputs to return a feed of "
                                                     f"each input, {expected}, found ['codes']")):
+        export_checkpoint(ckpt, tmp_path / "pkg")
+    assert not (tmp_path / "pkg").exists()
+
+
+def test_an_export_spec_without_a_graph_the_family_names_is_refused_before_the_gate(registered, monkeypatch, tmp_path):
+    """Family.graphs names a graph the export spec does not make: export wrote a package (exit 0)
+    that load then refused."""
+    monkeypatch.setitem(families._REGISTRY, "pca", dataclasses.replace(edgegen_pca.FAMILY,
+                                                                       graphs=("encoder", "decoder", "prior")))
+    ckpt = train("pca", tmp_path / "ckpt", steps=2, latent_dim=4, progress=False)
+    with pytest.raises(ConfigError, match=re.escape("family 'pca': expected its export spec to make the graphs every pca "
+                                                    "package has (encoder, decoder, prior), found encoder, decoder: "
+                                                    "prior missing")):
         export_checkpoint(ckpt, tmp_path / "pkg")
     assert not (tmp_path / "pkg").exists()

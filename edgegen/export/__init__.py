@@ -17,7 +17,7 @@ import torch
 
 from .. import __version__
 from ..errors import CheckpointError, ConfigError, ImportedSettingWarning, ValidationError
-from ..families import RuntimeConfig
+from ..families import RuntimeConfig, package_config
 from ..families import get as get_family
 from ..package import (CHECKPOINT_WEIGHTS, MANIFEST_NAME, PACKAGE_KIND, GraphEntry, Manifest, Package, check_name,
                        name_from_folder, package_files, read_json, refuse_output_inside_edgegens, sha256_file, write_manifest)
@@ -82,6 +82,10 @@ def export_model(ckpt: Checkpoint, out: str | Path, data: str | None = None, ops
         with exported_as(ckpt, spec) as (imported, imported_spec):
             return export_model(imported, out, data, opset, name, overwrite, seed, progress, spec=imported_spec,
                                 recorded_as=recorded_as)
+    if missing := [part for part in family.graphs if part not in {g.part for g in spec.graphs}]:   # load would refuse it
+        raise ConfigError(f"family {family.name!r}: expected its export spec to make the graphs every {family.name} "
+                          f"package has ({', '.join(family.graphs)}), found {', '.join(g.part for g in spec.graphs) or 'none'}"
+                          f": {', '.join(missing)} missing")
     images = None
     if spec.needs_data:
         images = spec.load_data(ckpt, data or ckpt.trained_data())
@@ -119,7 +123,7 @@ def export_model(ckpt: Checkpoint, out: str | Path, data: str | None = None, ops
                                      training=ckpt.training), "files_beside": beside},
         )
         write_manifest(stage, manifest)
-        Package(stage)  # read back what we wrote, through the runtime's own checks
+        package_config(Package(stage))  # read back what we wrote, through the runtime's own checks, as load() does
     return Path(out)
 
 
