@@ -153,6 +153,26 @@ def test_a_broken_outside_package_is_reported_for_its_own_family_only(monkeypatc
         families.get("brokenfam")
 
 
+def test_an_outside_family_under_a_built_in_name_is_said_when_the_registry_is_read(monkeypatch):
+    """A package whose family (and entry point) is named 'vae': `train vae` trained the built-in and
+    the package was never mentioned."""
+    import importlib.metadata
+
+    from edgegen.errors import EdgegenWarning
+
+    monkeypatch.setattr(edgegen_pca, "CLASHING", dataclasses.replace(edgegen_pca.FAMILY, name="vae"), raising=False)
+    point = importlib.metadata.EntryPoint("vae", "edgegen_pca:CLASHING", families.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group=None: [point] if group else [])
+    families.families()
+    monkeypatch.setattr(families, "_REGISTRY", dict(families._REGISTRY))
+    monkeypatch.setattr(families, "_BROKEN", {})
+    monkeypatch.setattr(families, "_DISCOVERED", False)
+    with pytest.warns(EdgegenWarning, match=r"entry point 'vae' \(edgegen_pca:CLASHING\) of edgegen.families: family "
+                                            r"'vae': expected a new name, found one already registered .*; edgegen leaves "
+                                            r"it out: give the family a name of its own"):
+        assert families.get("vae").summary != edgegen_pca.FAMILY.summary
+
+
 def test_a_family_option_that_clashes_with_the_commands_own_is_refused(registered, capsys):
     from edgegen.cli import main
 

@@ -24,10 +24,11 @@ import pkgutil
 import threading
 import types
 import typing
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..errors import CheckpointError, ConfigError, ManifestError, PackageError, UnknownFamilyError, not_one_of
+from ..errors import CheckpointError, ConfigError, EdgegenWarning, ManifestError, PackageError, UnknownFamilyError, not_one_of
 from ..shipped import checkpoints_dir
 from ..training.data import BUILTIN_IMAGE_DATA
 
@@ -381,6 +382,9 @@ def _import_families() -> None:
             register(family)
         except ConfigError as exc:
             _BROKEN[point.name] = str(exc)
+            # its name taken (a built-in's): asked for by that name, the other family answers, so said now
+            warnings.warn(f"entry point {point.name!r} ({point.value}) of {ENTRY_POINT_GROUP}: {exc}; edgegen leaves "
+                          f"it out: give the family a name of its own", EdgegenWarning, stacklevel=2)
 
 
 def families() -> list[Family]:
