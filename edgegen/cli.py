@@ -755,6 +755,7 @@ def _add_family_options(parser, command: str, declared: dict) -> None:
         for family, option in taken:
             text = option.help + (f" (default {option.default})" if option.default is not None else "")
             helps.setdefault(text, []).append(family)
+        _refuse_a_shared_flag_read_otherwise(taken)
         kwargs = {k: v for k, v in first.kwargs.items()}
         if kwargs.get("action") == "store_true":
             kwargs["default"] = None
@@ -767,6 +768,24 @@ def _add_family_options(parser, command: str, declared: dict) -> None:
     # the command's handler refuses an option of another family than the package's: it needs them all
     parser.set_defaults(family_options={dest: taken[0][1] for dest, taken in users.items()},
                         family_option_users={dest: [family for family, _ in taken] for dest, taken in users.items()})
+
+
+def _refuse_a_shared_flag_read_otherwise(taken: list) -> None:
+    """Families that share a flag share one argparse argument, read as the first declares it: one
+    that reads it otherwise (--steps as a float where diffusion's is an int) would get values it
+    never asked for, so it is refused by name."""
+    def kind(option) -> str:
+        return ", ".join(f"{k} {getattr(v, '__name__', v)}" for k, v in sorted(option.kwargs.items()) if k in READ_AS) or "text"
+
+    (first_family, first), *others = taken
+    for family, option in others:
+        if kind(option) != kind(first):
+            raise ConfigError(f"family {family!r}: option {option.flag} expected to be read as {first.flag} of family "
+                              f"{first_family!r} is ({kind(first)}), which shares its name, found {kind(option)}: give it "
+                              "a name of its own")
+
+
+READ_AS = ("type", "action", "choices", "nargs")   # what makes argparse read a flag one way or another
 
 
 def build_parser() -> argparse.ArgumentParser:

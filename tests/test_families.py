@@ -186,6 +186,23 @@ def test_a_family_option_that_clashes_with_the_commands_own_is_refused(registere
     assert "family 'clash': option --seed expected a name of its own" in capsys.readouterr().err
 
 
+def test_a_family_option_that_reads_a_shared_flag_otherwise_is_refused(registered, capsys):
+    """A family's --steps read as a float where diffusion's is an int: the flags merged, so --steps
+    0.5 was refused as an int and --steps 2 reached the family as an int."""
+    from edgegen.cli import main
+
+    floating = families.Family("floatsteps", "a family with a float --steps", edgegen_pca.PCAPipeline,
+                               edgegen_pca.PCAConfig, options=(families.Option("--steps", "steps", "its own steps",
+                                                                               {"type": float}),))
+    families._REGISTRY["floatsteps"] = floating
+    try:
+        assert main(["doctor"]) == 2
+    finally:
+        del families._REGISTRY["floatsteps"]
+    assert ("family 'floatsteps': option --steps expected to be read as --steps of family 'diffusion' is (type int), "
+            "which shares its name, found type float: give it a name of its own") in capsys.readouterr().err
+
+
 def test_a_familys_broken_commands_are_named_and_the_rest_of_the_command_line_works(registered, capsys):
     from edgegen.cli import main
 
