@@ -90,6 +90,11 @@ INT8_OPS = ["Conv", "MatMul", "Gemm", "Resize", "Relu"]
 # load); without it the variants load and, measured here, run faster. The manifest records
 # it with the variant, and the runtime opens the variant the same way.
 INT8_DISABLED_OPTIMIZERS = ("QDQPropagationTransformer",)
+# ONNX Runtime's NCHWc layout transformer (x86-64) dereferences a null operator on the
+# Transpose -> Cast(fp16 -> fp32) -> MatMul chains the fp16 conversion makes around ops kept in
+# fp32 (a GRU's state: microsoft/onnxruntime#28392): the process dies at session creation, in
+# optimize's gate and in the runtime. fp16 variants open without it (recorded, as int8's is).
+FP16_DISABLED_OPTIMIZERS = ("NchwcTransformer",)
 # TensorRT's int8 sums in 32 bits; a CPU without VNNI does not (int8_sums_saturate). A TensorRT
 # target's int8 gate, run here on ONNX Runtime's CPU provider, computes the Q/DQ nodes as written
 # (dequantized, in float) instead of fusing them into the CPU's int8 kernels: its figure is the
@@ -397,7 +402,7 @@ def _variant(package, part, precision, target, calibration_feeds, gate_feeds, ga
                                        in_place=True), str(out))
             else:
                 onnx.save(_to_fp16(model), str(out))
-            disabled = INT8_DISABLED_OPTIMIZERS if precision == "int8" else ()
+            disabled = {"int8": INT8_DISABLED_OPTIMIZERS, "fp16": FP16_DISABLED_OPTIMIZERS}.get(precision, ())
             variant = OrtSession(part, out, entry.inputs, entry.outputs, threads=None, disabled_optimizers=disabled)
         except Exception as exc:  # noqa: BLE001 - a converter failure refuses this graph, not the package
             return {"refused": f"the {precision} conversion failed: {first_line(exc)}", "target": target}

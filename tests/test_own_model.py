@@ -800,3 +800,39 @@ def test_inputs_of_another_shape_or_dtype_are_refused_for_every_precision(tmp_pa
             assert main(["optimize", str(path), "--precision", precision, "--inputs", str(tmp_path / "bad.npz")]) == 2
             assert re.search(rf"inputs \(.*bad.npz\) feed 2: graph '.*' {said}", capsys.readouterr().err)
     assert (path / "edgegen.json").read_bytes() == manifest   # no refusal recorded as the variant's
+
+
+class GRUStep(torch.nn.Module):
+    """One token of a recurrent text model, its state batch first (as a runtime-owned loop passes it):
+    the state's transposes around the GRU, kept in fp32 in an fp16 variant, are what crashed ONNX Runtime."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed, self.gru, self.head = torch.nn.Embedding(64, 32), torch.nn.GRU(32, 48, batch_first=True), torch.nn.Linear(48, 64)
+
+    def forward(self, input_ids, state):   # [batch], [batch, 1, 48]
+        y, new = self.gru(self.embed(input_ids[:, None]), state.transpose(0, 1).contiguous())
+        return self.head(y)[:, 0], new.transpose(0, 1)
+
+
+def test_an_fp16_variant_of_a_recurrent_graph_opens_and_runs_where_onnx_runtime_crashed(tmp_path):
+    """ONNX Runtime's NCHWc transformer died (SIGSEGV, no message) opening the fp16 graph of a GRU
+    step: optimize's gate and the runtime both. In a child process, so that a crash fails this test only."""
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    feeds = [{"input_ids": rng.integers(0, 64, (2,)).astype(np.int64),
+              "state": rng.standard_normal((2, 1, 48)).astype(np.float32)} for _ in range(4)]
+    pkg = export_pytorch(GRUStep().eval(), feeds[0], tmp_path / "pkg", held_out=feeds)
+    script = textwrap.dedent(f"""
+        import numpy as np, edgegen
+        from edgegen.optimize import optimize_package
+        record = optimize_package({str(pkg)!r}, "fp16", target="tensorrt", progress=lambda *a, **k: None)["model"]
+        assert record["gate"]["passed"] and "refused" not in record, record
+        logits, state = edgegen.load({str(pkg)!r}, precision="fp16", backend="ort-cpu")(
+            input_ids=np.array([1, 2]), state=np.zeros((2, 1, 48), np.float32)).values()
+        print(logits.shape, state.shape)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0 and done.stdout.split("\n")[-2] == "(2, 64) (2, 1, 48)", (done.returncode, done.stderr[-2000:])
+    record = json.loads((pkg / "edgegen.json").read_text())["variants"]["fp16"]["model"]
+    assert record["disabled_optimizers"] == ["NchwcTransformer"]
