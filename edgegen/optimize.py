@@ -126,6 +126,9 @@ class GateResult:
         error, most = self.detail.get("log_density_error"), self.detail.get("max_log_density_error")
         if most is not None:
             text += f", log-density error {error:.3g} of its spread {'<=' if error <= most else '>'} {most:g}"
+        agreement, least = self.detail.get("agreement"), self.detail.get("min_agreement")
+        if least is not None:   # id outputs beside float ones
+            text += "".join(f", {name} agreement {a:.4g} {'>=' if a >= least else '<'} {least:g}" for name, a in agreement.items())
         return text
 
 
@@ -846,14 +849,26 @@ def gate_variant(family: str, precision: str, fp32, variant, feeds: list[dict], 
         passed = top1 >= least and cosine >= MIN_COSINE
         return GateResult("top-1 agreement", top1, least, passed, {"cosine": round(cosine, 5),
                                                                       "min_cosine": MIN_COSINE})
+    # ids (a VQ encoder's codes, classes) agree or not: a PSNR of them means nothing
+    whole = [n for n in names if reference[0][n].dtype.kind in "iub"]
+    if whole:
+        agreement = {n: float(np.mean(np.concatenate([r[n].ravel() for r in reference])
+                                      == np.concatenate([o[n].ravel() for o in ours]))) for n in whole}
+        least = MIN_TOP1 if gate_threshold is None or len(whole) < len(names) else float(gate_threshold)
+        if len(whole) == len(names):
+            return GateResult("agreement", min(agreement.values()), least, min(agreement.values()) >= least,
+                              {"per_output": {n: round(a, 4) for n, a in agreement.items()}})
     threshold = MIN_PSNR_DB[precision] if gate_threshold is None else float(gate_threshold)
     worst, per_output = np.inf, {}
-    for name in names:
+    for name in (n for n in names if n not in whole):
         ref = np.concatenate([r[name].ravel() for r in reference]).astype(np.float64)
         got = np.concatenate([o[name].ravel() for o in ours]).astype(np.float64)
         per_output[name] = round(psnr(ref, got), 2)
         worst = min(worst, per_output[name])
     detail, passed = {"per_output": per_output}, worst >= threshold
+    if whole:   # beside float outputs: each id output must agree as a token model's top-1 does
+        detail.update(agreement={n: round(a, 4) for n, a in agreement.items()}, min_agreement=least)
+        passed = passed and min(agreement.values()) >= least
     if get_family(family).gate == "density" and {"z", "logdet"} <= set(names):
         error = log_density_error(reference, ours)
         detail.update(log_density_error=round(error, 4), max_log_density_error=MAX_LOG_DENSITY_ERROR)

@@ -836,3 +836,42 @@ def test_an_fp16_variant_of_a_recurrent_graph_opens_and_runs_where_onnx_runtime_
     assert done.returncode == 0 and done.stdout.split("\n")[-2] == "(2, 64) (2, 1, 48)", (done.returncode, done.stderr[-2000:])
     record = json.loads((pkg / "edgegen.json").read_text())["variants"]["fp16"]["model"]
     assert record["disabled_optimizers"] == ["NchwcTransformer"]
+
+
+class NearestCode(torch.nn.Module):
+    """A VQ encoder's last step: the id of each row's nearest codebook entry (int64), and its distance."""
+
+    def __init__(self):
+        super().__init__()
+        self.project, self.codebook = torch.nn.Linear(8, 16), torch.nn.Parameter(torch.randn(32, 16))
+
+    def forward(self, x):
+        distances = torch.cdist(self.project(x), self.codebook)
+        return distances.argmin(-1), distances.min(-1).values
+
+
+def test_id_outputs_are_gated_by_agreement_not_psnr(tmp_path):
+    """A graph that outputs ids (a VQ encoder's codes): its variants were judged by the PSNR of the
+    ids (an fp16 variant passed at 47 dB moving 4.6% of the codes; int8's refusal read '22 dB')."""
+    from types import SimpleNamespace
+
+    from edgegen.optimize import gate_variant, optimize_package
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    feeds = [{"x": rng.standard_normal((16, 8)).astype(np.float32)} for _ in range(4)]
+    pkg = export_pytorch(NearestCode().eval(), feeds[0], tmp_path / "pkg", held_out=feeds)
+    record = optimize_package(pkg, "fp16", target="tensorrt", progress=lambda *a, **k: None)["model"]
+    assert record["gate"]["metric"] == "PSNR dB" and set(record["gate"]["agreement"]) == {"output.0"}
+    assert re.search(r", output\.0 agreement [0-9.]+ (>=|<) 0\.95$", record["gate"]["line"]), record["gate"]["line"]
+
+    def session(codes):
+        return SimpleNamespace(outputs=[SimpleNamespace(name="codes")], run=lambda feed: {"codes": codes})
+
+    truth = np.arange(100)
+    moved = truth.copy()
+    moved[:6] += 1   # 94 of 100 ids kept
+    gate = gate_variant("generic", "fp16", session(truth), session(moved), [{}], None)
+    assert (gate.metric, gate.value, gate.passed) == ("agreement", 0.94, False)
+    assert gate.line() == "agreement 0.94 < 0.95 (missed by 0.01)"
+    assert gate_variant("generic", "fp16", session(truth), session(truth), [{}], None).passed
