@@ -16,10 +16,10 @@ class PCAPipeline(Pipeline):
     family = "pca"
 
     def encode(self, images) -> np.ndarray:
-        return self.sessions["encoder"].run({"image": as_float_array(images, "images", (None, *self.image_shape))})["z"]
+        return self.run_finite("encoder", {"image": as_float_array(images, "images", (None, *self.image_shape))})["z"]
 
     def decode(self, z) -> np.ndarray:
-        return self.sessions["decoder"].run({"z": as_float_array(z, "codes", (None, self.latent_dim))})["image"]
+        return self.run_finite("decoder", {"z": as_float_array(z, "codes", (None, self.latent_dim))})["image"]
 
     def sample(self, n: int, seed=None, spread: float = 1.0) -> np.ndarray:
         spread = check_number(spread, "spread", 0.0)
