@@ -386,6 +386,35 @@ def _server_env_or_skip():
         pytest.skip(f"no Triton server environment: {exc}")
 
 
+def test_force_refuses_to_lose_an_operators_changes_inside_a_model_folder(trained, tmp_path):
+    """--force replaced a config.pbtxt tuned by hand (instance_group) and deleted notes in 1/
+    without a word: only the folder's top level was checked."""
+    out = tmp_path / "models"
+    options = RepositoryOptions(graph_backend="python")
+    write_repository([str(trained["gan"][1])], out, options, report=QUIET)
+    config = out / "gan" / "config.pbtxt"
+    written = config.read_text()
+    assert written.startswith("# written by edgegen triton; --force replaces it only as written (sha256 of the lines "
+                              "below: ") and read_config(out / "gan").name == "gan"   # Triton's parser skips the mark
+    config.write_text(written.replace("count: 1", "count: 2"))
+    with pytest.raises(OutputExistsError, match=r"expected its config.pbtxt as edgegen triton wrote it, found it "
+                                                r"changed since: replacing the folder would lose that"):
+        write_repository([str(trained["gan"][1])], out, options, overwrite=True, report=QUIET)
+    assert "count: 2" in config.read_text()
+    config.write_text(written.split("\n", 1)[1])   # no mark: by hand, or by an older edgegen
+    with pytest.raises(OutputExistsError, match="found no mark of edgegen's"):
+        write_repository([str(trained["gan"][1])], out, options, overwrite=True, report=QUIET)
+    config.write_text(written)
+    (out / "gan" / "1" / "NOTES.txt").write_text("tuned for the night shift")
+    (out / "gan" / "1" / "__pycache__").mkdir()   # the server's own
+    with pytest.raises(OutputExistsError, match=r"expected only what edgegen writes in version 1/, found NOTES.txt there"):
+        write_repository([str(trained["gan"][1])], out, options, overwrite=True, report=QUIET)
+    assert (out / "gan" / "1" / "NOTES.txt").is_file()
+    (out / "gan" / "1" / "NOTES.txt").unlink()
+    write_repository([str(trained["gan"][1])], out, options, overwrite=True, report=QUIET)
+    assert config.read_text() == written
+
+
 def test_what_a_killed_write_left_in_a_repository_is_cleaned_by_the_next_and_refused_by_the_server(trained, tmp_path):
     """A kill during `edgegen triton` leaves a model's staging folder (or an old one moved aside) in
     the repository, which Triton loads as a model and fails to start on, blaming a backend. The next

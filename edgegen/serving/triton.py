@@ -19,7 +19,9 @@ leaves the repository as it was. Runtime code: no torch, no onnx, no Triton pack
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,6 +145,7 @@ def write_repository(packages: list[str], out: str | Path, options: RepositoryOp
     reads = [p.path for p in opened]   # no model folder replaced may hold a package the run reads
     for plan in plans:   # every folder checked before any is replaced, a read-only one too
         refuse_output_folder(out / plan.name, overwrite, MODEL_CONFIG, MODEL_FOLDER, reads, model_folder_files)
+        _refuse_losing_changes(out / plan.name)
     for package, plan in zip(opened, plans):   # built, or found in the cache, before any folder is written
         if plan.backend == "tensorrt":
             _engine(package, plan, options, report)
@@ -175,6 +178,43 @@ def _write_and_say(package: Package, plan: _Plan, options: RepositoryOptions, ou
         report(f"{plan.name}: its Python backend needs edgegen's text extra in the server's Python "
                "(the tokenizers library, for its Hugging Face tokenizer)")
     return plan
+
+
+# the first line of a config.pbtxt edgegen writes (a protobuf text comment, which Triton skips):
+# the hash of the lines below it, so that --force tells a config changed by hand from its own
+CONFIG_MARK = "# written by edgegen triton; --force replaces it only as written (sha256 of the lines below: {})"
+CONFIG_MARK_LINE = re.compile(r"^# written by edgegen triton; .*\(sha256 of the lines below: ([0-9a-f]{64})\)$")
+# what Triton's Python backend adds in a version folder (its stub imports model.py)
+SERVER_MADE = {"__pycache__"}
+
+
+def _marked(text: str) -> str:
+    return CONFIG_MARK.format(hashlib.sha256(text.encode()).hexdigest()) + "\n" + text
+
+
+def _refuse_losing_changes(folder: Path) -> None:
+    """--force replaces a model folder whole: refused where that would lose what an operator
+    changed or added in it (instance_group or batching tuned in config.pbtxt, notes in 1/), which
+    the folder-level check (only config.pbtxt and 1/ in it) does not see."""
+    config = folder / MODEL_CONFIG
+    if not config.is_file():
+        return
+    first, _, rest = config.read_text(errors="replace").partition("\n")
+    mark = CONFIG_MARK_LINE.match(first)
+    if mark is None or hashlib.sha256(rest.encode()).hexdigest() != mark[1]:
+        found = "no mark of edgegen's (written by hand, or by an older edgegen)" if mark is None else "it changed since"
+        raise OutputExistsError(f"output {str(folder)!r}: expected its {MODEL_CONFIG} as edgegen triton wrote it, found "
+                                f"{found}: replacing the folder would lose that; set what you changed with edgegen "
+                                "triton's options (--instances, --max-batch-size, --queue-delay-us, --kind, --threads), "
+                                "or move the folder aside yourself")
+    version = folder / MODEL_VERSION
+    written = {"model.py", "package", "model.onnx", "model.plan", *SERVER_MADE}
+    if (version / "model.onnx").is_file():
+        written |= set(external_data_files(version / "model.onnx"))
+    if version.is_dir() and (other := sorted(e.name for e in version.iterdir() if e.name not in written)):
+        raise OutputExistsError(f"output {str(folder)!r}: expected only what edgegen writes in version {MODEL_VERSION}/, "
+                                f"found {', '.join(other[:4])}{', ...' if len(other) > 4 else ''} there, which replacing "
+                                "the folder would delete: move them out, or move the folder aside yourself")
 
 
 def _clean_killed_writes(out: Path, report) -> None:
@@ -298,7 +338,7 @@ def _write_model(package: Package, plan: _Plan, options: RepositoryOptions, fold
             shutil.copyfile(graph.parent / location, version / location)
     else:
         (version / "model.plan").write_bytes(_engine(package, plan, options, report=lambda line: None))
-    atomic_write_text(folder / MODEL_CONFIG, config_text(plan, options))
+    atomic_write_text(folder / MODEL_CONFIG, _marked(config_text(plan, options)))
 
 
 def _engine(package: Package, plan: _Plan, options: RepositoryOptions, report) -> bytes:
