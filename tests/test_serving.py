@@ -643,6 +643,15 @@ def test_gpt_streams_over_http_generate_stream(server, gpt_package):
     assert "".join(pieces) == edgegen.load(gpt_package, threads=1).generate("def ", max_new_tokens=12, do_sample=False)
 
 
+def test_a_missing_server_environment_says_how_to_make_and_name_one(tmp_path):
+    """With edgegen installed from a wheel there is no checkout's .venv-triton: the refusal names env=
+    and EDGEGEN_TRITON_ENV, not only the checkout's command."""
+    with pytest.raises(ConfigError, match=re.escape(f"Triton server environment {str(tmp_path)!r}: expected "
+                                                    "nvidia-pytriton's tritonserver in it, found none (make one: ")
+                       + r".*then pass env= or set EDGEGEN_TRITON_ENV to it\)$"):
+        pytriton_root(tmp_path)
+
+
 def test_a_server_that_fails_to_start_is_said_by_its_error_lines_and_what_to_write_instead(tmp_path):
     """A failed load is followed by the server's shutdown lines: the cause is its error line, and a
     model that wants a backend this server lacks is told how to write it."""

@@ -59,8 +59,8 @@ def pytriton_root(env: str | os.PathLike | None = None) -> Path:
     found = sorted(root.glob("lib/python3*/site-packages/pytriton/tritonserver/bin/tritonserver"))
     if not found:
         raise ConfigError(f"Triton server environment {str(root)!r}: expected nvidia-pytriton's tritonserver in it, found "
-                          "none (python3 -m venv .venv-triton && .venv-triton/bin/pip install nvidia-pytriton==0.7.0 "
-                          "\"numpy<2\" -e \".[text]\")")
+                          f"none (make one: python3 -m venv .venv-triton && .venv-triton/bin/pip install nvidia-pytriton==0.7.0 "
+                          f"\"numpy<2\" and edgegen; then pass env= or set {ENV_VARIABLE} to it)")
     return found[-1].parents[3]
 
 
