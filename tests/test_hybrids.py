@@ -251,6 +251,14 @@ def test_controlnet_fused_graph_and_scale_zero_is_the_base_model(controlnet, tin
     assert pipe.img2img(digits, control=hints, strength=0.5, steps=6).shape == digits.shape
     with pytest.raises(InputError, match="control: expected hint images"):
         pipe.sample(2)
+    from edgegen.families import get
+    from edgegen.serving.requests import served
+
+    answer = served(get("controlnet"), pipe.config).answer   # a served request's pictures: named as its input
+    broken = digits[:1].copy()
+    broken[0, 0, 0, 0] = np.nan
+    with pytest.raises(InputError, match=r"^control: expected finite numbers, found 1 NaN"):
+        next(answer(pipe, {"n": 1, "control": broken, "steps": 2}))
     with pytest.raises(InputError, match="control: expected 1 or 2 hint images"):
         pipe.sample(2, control=hints[:3])
     for shape in ((8, 8), (2, 8, 8), (1, 2, 8, 8), (2, 1, 1, 8, 8)):   # one message whatever the rank

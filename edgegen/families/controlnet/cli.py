@@ -56,7 +56,7 @@ def served(config):
 
     def answer(pipe, arguments: dict):
         arguments = dict(arguments)
-        arguments["control"] = pipe.hint(arguments["control"])
+        arguments["control"] = pipe.hint(arguments["control"], "control")   # its NaN said as the request's input
         yield {"images": served_images(pipe, arguments, per_image=("control",))}
 
     picture = Field("control", "float32", (-1, *config.image_shape), required=True, form="array")

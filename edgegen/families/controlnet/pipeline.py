@@ -42,9 +42,10 @@ class ControlNetPipeline(DiffusionPipeline):
 
     merges_calls = False   # its calls carry control pictures
 
-    def hint(self, images) -> np.ndarray:
-        """The control image for each image [n, C, H, W] in [0, 1], as the model was trained to follow."""
-        return coarse_hint(self._images(images, "images"), self.config.hint_factor)
+    def hint(self, images, what: str = "images") -> np.ndarray:
+        """The control image for each image [n, C, H, W] in [0, 1], as the model was trained to follow.
+        `what`: the pictures' name in an error (a served request's `control`)."""
+        return coarse_hint(self._images(images, what), self.config.hint_factor)
 
     def control_feeds(self, control, n: int, conditioning_scale) -> dict[str, np.ndarray]:
         """The graph's control and conditioning_scale inputs for n images: one control image
