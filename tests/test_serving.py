@@ -643,6 +643,23 @@ def test_gpt_streams_over_http_generate_stream(server, gpt_package):
     assert "".join(pieces) == edgegen.load(gpt_package, threads=1).generate("def ", max_new_tokens=12, do_sample=False)
 
 
+def test_a_server_python_without_edgegen_is_told_to_install_it(trained, tmp_path):
+    """A Python-backend model in a server whose Python lacks edgegen: the log said only
+    "No module named 'edgegen'"."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "models"
+    write_repository([str(trained["gan"][1])], out, RepositoryOptions(graph_backend="python"), report=QUIET)
+    bare = Path(sys.base_prefix) / "bin" / "python3"   # the interpreter the environments were made from: no edgegen
+    if subprocess.run([str(bare), "-I", "-c", "import edgegen"], capture_output=True).returncode == 0:
+        pytest.skip(f"{bare} has edgegen")
+    done = subprocess.run([str(bare), "-I", str(out / "gan" / "1" / "model.py")], capture_output=True, text=True)
+    assert done.returncode != 0 and done.stderr.rstrip().endswith(
+        "ModuleNotFoundError: edgegen: expected edgegen's runtime in this Triton server's Python, found none: install "
+        "it there (pip install the edgegen wheel; see edgegen's docs/serving.md, 'The server's Python')"), done.stderr
+
+
 def test_a_missing_server_environment_says_how_to_make_and_name_one(tmp_path):
     """With edgegen installed from a wheel there is no checkout's .venv-triton: the refusal names env=
     and EDGEGEN_TRITON_ENV, not only the checkout's command."""

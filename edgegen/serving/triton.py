@@ -55,7 +55,14 @@ KINDS = ("cpu", "gpu")
 MODEL_SHIM = '''"""A Triton Python-backend model written by `edgegen triton`: edgegen's own model class runs
 the package in package/ (edgegen's runtime must be importable by this server's Python)."""
 
-from edgegen.serving.triton_model import TritonPythonModel  # noqa: F401
+try:
+    from edgegen.serving.triton_model import TritonPythonModel  # noqa: F401
+except ModuleNotFoundError as exc:   # said in the server's log as what to do, not as a bare import error
+    if exc.name != "edgegen":
+        raise
+    raise ModuleNotFoundError("edgegen: expected edgegen's runtime in this Triton server's Python, found none: install "
+                              "it there (pip install the edgegen wheel; see edgegen's docs/serving.md, 'The server's "
+                              "Python')", name="edgegen") from None
 '''
 
 
