@@ -30,7 +30,9 @@ def demo_models(only: list[str] | None = None) -> list[tuple]:
 
     if only:
         for name in only:
-            get(name)   # an unknown name is an error, not an empty demo
+            if not get(name).demo:   # an unknown name is an error, not an empty demo; one without demo models too
+                raise ConfigError(f"demo --only {name}: expected a family with demo models, found {name!r} with none "
+                                  "(its Family declares no demo=): leave it out")
     return [(family, model) for family in families() for model in family.demo if not only or family.name in only]
 
 

@@ -69,6 +69,10 @@ def test_demo_refuses_a_benchmark_of_no_iterations_before_any_export(tmp_path):
     for iters in (0, 10**12):
         with pytest.raises(ConfigError, match=f"--iters: expected from 1 to 100000 benchmark iterations, found {iters}"):
             run_demo(tmp_path / "d", iters=iters, only=["vae"])
+    # a family without demo models among --only was left out without a word (the others ran)
+    with pytest.raises(ConfigError, match=r"demo --only generic: expected a family with demo models, found 'generic' "
+                                          r"with none \(its Family declares no demo=\): leave it out"):
+        run_demo(tmp_path / "d", only=["vae", "generic"])
     assert not (tmp_path / "d").exists()
 
 
