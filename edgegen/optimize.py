@@ -33,6 +33,7 @@ import logging
 import math
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -90,10 +91,12 @@ INT8_OPS = ["Conv", "MatMul", "Gemm", "Resize", "Relu"]
 # load); without it the variants load and, measured here, run faster. The manifest records
 # it with the variant, and the runtime opens the variant the same way.
 INT8_DISABLED_OPTIMIZERS = ("QDQPropagationTransformer",)
-# ONNX Runtime's NCHWc layout transformer (x86-64) dereferences a null operator on the
-# Transpose -> Cast(fp16 -> fp32) -> MatMul chains the fp16 conversion makes around ops kept in
-# fp32 (a GRU's state: microsoft/onnxruntime#28392): the process dies at session creation, in
-# optimize's gate and in the runtime. fp16 variants open without it (recorded, as int8's is).
+# ONNX Runtime's NCHWc layout transformer (x86-64) dereferences a null operator on some
+# Transpose -> Cast(fp16 -> fp32) -> MatMul chains that casts around an op without an fp16 CPU
+# kernel make (a GRU step's fp16 graph: microsoft/onnxruntime#28392): the process dies opening it,
+# in optimize's gate and in the runtime. An fp16 variant that does so in a child process opens
+# without it (recorded, as int8's is); the others keep it: without it a conv net's fp16 graph ran
+# 1.9x-3.6x slower on CPU (GAN, diffusion UNet, super-resolution; measured here).
 FP16_DISABLED_OPTIMIZERS = ("NchwcTransformer",)
 # TensorRT's int8 sums in 32 bits; a CPU without VNNI does not (int8_sums_saturate). A TensorRT
 # target's int8 gate, run here on ONNX Runtime's CPU provider, computes the Q/DQ nodes as written
@@ -405,7 +408,8 @@ def _variant(package, part, precision, target, calibration_feeds, gate_feeds, ga
                                        in_place=True), str(out))
             else:
                 onnx.save(_to_fp16(model), str(out))
-            disabled = {"int8": INT8_DISABLED_OPTIMIZERS, "fp16": FP16_DISABLED_OPTIMIZERS}.get(precision, ())
+            disabled = INT8_DISABLED_OPTIMIZERS if precision == "int8" else \
+                FP16_DISABLED_OPTIMIZERS if precision == "fp16" and not opens_on_cpu(out) else ()
             variant = OrtSession(part, out, entry.inputs, entry.outputs, threads=None, disabled_optimizers=disabled)
         except Exception as exc:  # noqa: BLE001 - a converter failure refuses this graph, not the package
             return {"refused": f"the {precision} conversion failed: {first_line(exc)}", "target": target}
@@ -463,6 +467,14 @@ def _variant(package, part, precision, target, calibration_feeds, gate_feeds, ga
         atomic_write_bytes(package.path / file, data)
         return {**record, "file": file, "sha256": digest,
                 **({"disabled_optimizers": list(disabled)} if disabled else {})}
+
+
+def opens_on_cpu(graph: Path) -> bool:
+    """Whether ONNX Runtime's CPU provider opens the graph at its full optimization level, tried in
+    a child process: an optimizer that crashes on it (FP16_DISABLED_OPTIMIZERS) would take this one
+    down with it. A refusal there that is no crash counts as opening: this process's own open says it."""
+    code = "import sys, onnxruntime as ort; ort.InferenceSession(sys.argv[1], providers=['CPUExecutionProvider'])"
+    return subprocess.run([sys.executable, "-c", code, str(graph)], capture_output=True).returncode >= 0
 
 
 def _in_form(form, part: str, entry, out: Path, variant, disabled, feeds: list[dict]) -> tuple:
