@@ -1,6 +1,7 @@
 """The GPT family: training on the standard library's source, the decoder graph's KV-cache
 contract, the runtime's generation loop against PyTorch and transformers, sampling options."""
 
+import copy
 import importlib.util
 import json
 import os
@@ -376,6 +377,16 @@ def test_onnx_runtime_variants_write_the_kv_cache_in_place_and_generate_as_the_e
 
     assert json.loads(genai_overlay(pkg, "fused")) == {"model": {"decoder": {"filename": record["file"]}},
                                                       "search": {"past_present_share_buffer": True}}
+    # a variant edgegen opens with an optimizer off: GenAI runs it below that optimizer's level (int8's
+    # Q/DQ propagation: basic; an fp16 graph's NCHWc layout: extended, which keeps the other fusions)
+    manifest = json.loads((pkg / "edgegen.json").read_text())
+    for disabled, level in ((["NchwcTransformer"], "ORT_ENABLE_EXTENDED"), (["QDQPropagationTransformer"], "ORT_ENABLE_BASIC")):
+        edited = copy.deepcopy(manifest)
+        edited["variants"]["fused"]["decoder"]["disabled_optimizers"] = disabled
+        (pkg / "edgegen.json").write_text(json.dumps(edited))
+        assert json.loads(genai_overlay(pkg, "fused"))["model"]["decoder"]["session_options"] == {
+            "graph_optimization_level": level}
+    (pkg / "edgegen.json").write_text(json.dumps(manifest))
     if importlib.util.find_spec("onnxruntime_genai"):
         written = (pkg / "genai_config.json").read_bytes()
         assert _genai_greedy(pkg, prompts[0], 40, precision="fused") == expected[0]
