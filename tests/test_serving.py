@@ -401,9 +401,15 @@ def test_force_refuses_to_lose_an_operators_changes_inside_a_model_folder(traine
                                                 r"changed since: replacing the folder would lose that"):
         write_repository([str(trained["gan"][1])], out, options, overwrite=True, report=QUIET)
     assert "count: 2" in config.read_text()
-    config.write_text(written.split("\n", 1)[1])   # no mark: by hand, or by an older edgegen
+    unmarked = written.split("\n", 1)[1]   # an older edgegen's: replaced where it is what this run writes
+    config.write_text(unmarked)
+    write_repository([str(trained["gan"][1])], out, options, overwrite=True, report=QUIET)
+    assert config.read_text() == written
+    config.write_text(unmarked.replace("count: 1", "count: 2"))   # no mark, and not what edgegen writes
     with pytest.raises(OutputExistsError, match="found no mark of edgegen's"):
         write_repository([str(trained["gan"][1])], out, options, overwrite=True, report=QUIET)
+    config.write_text(written + "\n")   # an editor's trailing newline changes nothing
+    write_repository([str(trained["gan"][1])], out, options, overwrite=True, report=QUIET)
     config.write_text(written)
     (out / "gan" / "1" / "NOTES.txt").write_text("tuned for the night shift")
     (out / "gan" / "1" / "__pycache__").mkdir()   # the server's own

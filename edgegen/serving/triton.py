@@ -152,7 +152,7 @@ def write_repository(packages: list[str], out: str | Path, options: RepositoryOp
     reads = [p.path for p in opened]   # no model folder replaced may hold a package the run reads
     for plan in plans:   # every folder checked before any is replaced, a read-only one too
         refuse_output_folder(out / plan.name, overwrite, MODEL_CONFIG, MODEL_FOLDER, reads, model_folder_files)
-        _refuse_losing_changes(out / plan.name)
+        _refuse_losing_changes(out / plan.name, config_text(plan, options))
     for package, plan in zip(opened, plans):   # built, or found in the cache, before any folder is written
         if plan.backend == "tensorrt":
             _engine(package, plan, options, report)
@@ -196,19 +196,26 @@ SERVER_MADE = {"__pycache__"}
 
 
 def _marked(text: str) -> str:
-    return CONFIG_MARK.format(hashlib.sha256(text.encode()).hexdigest()) + "\n" + text
+    return CONFIG_MARK.format(_config_hash(text)) + "\n" + text
 
 
-def _refuse_losing_changes(folder: Path) -> None:
+def _config_hash(text: str) -> str:
+    return hashlib.sha256(text.rstrip("\n").encode()).hexdigest()   # a trailing newline an editor adds is no change
+
+
+def _refuse_losing_changes(folder: Path, written_now: str) -> None:
     """--force replaces a model folder whole: refused where that would lose what an operator
     changed or added in it (instance_group or batching tuned in config.pbtxt, notes in 1/), which
-    the folder-level check (only config.pbtxt and 1/ in it) does not see."""
+    the folder-level check (only config.pbtxt and 1/ in it) does not see. A config as edgegen wrote
+    it (its mark's hash holds), or the same as this run writes (an older edgegen's, unmarked), loses nothing."""
     config = folder / MODEL_CONFIG
     if not config.is_file():
         return
-    first, _, rest = config.read_text(errors="replace").partition("\n")
+    text = config.read_text(errors="replace")
+    first, _, rest = text.partition("\n")
     mark = CONFIG_MARK_LINE.match(first)
-    if mark is None or hashlib.sha256(rest.encode()).hexdigest() != mark[1]:
+    body = rest if mark else text
+    if body.rstrip("\n") != written_now.rstrip("\n") and (mark is None or _config_hash(rest) != mark[1]):
         found = "no mark of edgegen's (written by hand, or by an older edgegen)" if mark is None else "it changed since"
         raise OutputExistsError(f"output {str(folder)!r}: expected its {MODEL_CONFIG} as edgegen triton wrote it, found "
                                 f"{found}: replacing the folder would lose that; set what you changed with edgegen "
