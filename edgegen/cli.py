@@ -774,18 +774,23 @@ def _refuse_a_shared_flag_read_otherwise(taken: list) -> None:
     """Families that share a flag share one argparse argument, read as the first declares it: one
     that reads it otherwise (--steps as a float where diffusion's is an int) would get values it
     never asked for, so it is refused by name."""
-    def kind(option) -> str:
-        return ", ".join(f"{k} {getattr(v, '__name__', v)}" for k, v in sorted(option.kwargs.items()) if k in READ_AS) or "text"
+    def read_as(option) -> tuple:   # argparse's defaults filled in: {} reads as {"type": str}
+        kwargs = option.kwargs
+        choices = kwargs.get("choices")
+        return (kwargs.get("type", str), kwargs.get("action", "store"), None if choices is None else tuple(choices),
+                kwargs.get("nargs"))
+
+    def said(option) -> str:
+        type_, action, choices, nargs = read_as(option)
+        return ", ".join(f"{k} {v}" for k, v in (("type", getattr(type_, "__name__", type_)), ("action", action),
+                                                  ("choices", choices), ("nargs", nargs)) if v is not None)
 
     (first_family, first), *others = taken
     for family, option in others:
-        if kind(option) != kind(first):
+        if any(a is not b and a != b for a, b in zip(read_as(option), read_as(first))):   # a type by identity, not name
             raise ConfigError(f"family {family!r}: option {option.flag} expected to be read as {first.flag} of family "
-                              f"{first_family!r} is ({kind(first)}), which shares its name, found {kind(option)}: give it "
+                              f"{first_family!r} is ({said(first)}), which shares its name, found {said(option)}: give it "
                               "a name of its own")
-
-
-READ_AS = ("type", "action", "choices", "nargs")   # what makes argparse read a flag one way or another
 
 
 def build_parser() -> argparse.ArgumentParser:

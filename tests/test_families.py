@@ -199,8 +199,19 @@ def test_a_family_option_that_reads_a_shared_flag_otherwise_is_refused(registere
         assert main(["doctor"]) == 2
     finally:
         del families._REGISTRY["floatsteps"]
-    assert ("family 'floatsteps': option --steps expected to be read as --steps of family 'diffusion' is (type int), "
-            "which shares its name, found type float: give it a name of its own") in capsys.readouterr().err
+    assert ("family 'floatsteps': option --steps expected to be read as --steps of family 'diffusion' is (type int, "
+            "action store), which shares its name, found type float, action store: give it a name of its own") \
+        in capsys.readouterr().err
+    from edgegen.cli import _refuse_a_shared_flag_read_otherwise
+
+    def option(**kwargs):
+        return families.Option("--mode", "mode", "a mode", kwargs)
+
+    # read the same way: no refusal (argparse's default type, choices as a list or a tuple, another metavar)
+    _refuse_a_shared_flag_read_otherwise([("a", option()), ("b", option(type=str, metavar="M"))])
+    _refuse_a_shared_flag_read_otherwise([("a", option(choices=["x", "y"])), ("b", option(choices=("x", "y")))])
+    with pytest.raises(ConfigError, match="family 'b': option --mode expected to be read as --mode of family 'a'"):
+        _refuse_a_shared_flag_read_otherwise([("a", option(type=lambda v: v)), ("b", option(type=lambda v: v))])
 
 
 def test_a_familys_broken_commands_are_named_and_the_rest_of_the_command_line_works(registered, capsys):
