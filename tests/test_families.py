@@ -310,6 +310,15 @@ def test_a_family_authors_config_mistakes_are_named_before_training(registered, 
     monkeypatch.setattr(edgegen_pca.model, "Config", Widths)   # no validate(): nothing to check
     assert checkpoint.make_config("pca", {"widths": [8, 8]}).widths == (8, 8)
 
+    @dataclass(frozen=True)
+    class Nested:
+        kernels: tuple[tuple[int, int], ...] = ((3, 3),)
+        maybe: tuple[int, ...] | None = None
+
+    monkeypatch.setattr(edgegen_pca.model, "Config", Nested)
+    read = checkpoint.make_config("pca", {"kernels": [[3, 4], [5, 6]], "maybe": [1]})
+    assert read == Nested(((3, 4), (5, 6)), (1,)) and hash(read)   # a frozen Config's hash needs tuples all the way
+
     @dataclass
     class NoChannels:
         image_size: int = 8

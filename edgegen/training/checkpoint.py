@@ -69,9 +69,7 @@ def make_config(family: str, values: dict) -> Any:
         hints = typing.get_type_hints(config_class)
     except Exception:  # noqa: BLE001 - a family's annotation that cannot be resolved here: checked by its defaults
         hints = {}
-    # a tuple field comes back from config.json as a list
-    values = {k: tuple(v) if isinstance(v, list) and tuple in (_annotated_types(hints.get(k)) or ()) else v
-              for k, v in values.items()}
+    values = {k: _tuples(v, hints.get(k)) for k, v in values.items()}
     config = config_class(**values)
     for f in dataclasses.fields(config_class):
         kinds = _annotated_types(hints.get(f.name))
@@ -92,6 +90,22 @@ def make_config(family: str, values: dict) -> Any:
     if problems:
         raise ConfigError(f"{family} config: " + "; ".join(problems))
     return config
+
+
+def _tuples(value, hint):
+    """`value` read back from config.json's lists as the tuples its annotation names, at every depth
+    (tuple[tuple[int, int], ...] from [[3, 4], [5, 6]]); anything else as it is."""
+    if not isinstance(value, list):
+        return value
+    members = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    for member in members:
+        origin, args = typing.get_origin(member) or member, typing.get_args(member)
+        if origin is tuple:   # tuple[X, ...] or tuple[X, Y]
+            inner = [args[0]] * len(value) if len(args) == 2 and args[1] is Ellipsis else list(args) or [None] * len(value)
+            return tuple(_tuples(v, h) for v, h in zip(value, inner)) if len(inner) == len(value) else tuple(value)
+        if origin is list:
+            return [_tuples(v, args[0] if args else None) for v in value]
+    return value
 
 
 def _annotated_types(hint) -> tuple[type, ...] | None:
