@@ -840,8 +840,10 @@ def gate_variant(family: str, precision: str, fp32, variant, feeds: list[dict], 
                  variant_feeds: list[dict] | None = None, reference: list[dict] | None = None) -> GateResult:
     """The variant's outputs against fp32's on held-out inputs (variant_feeds: the same inputs as
     a variant in another form takes them; reference: fp32's outputs on them, where the caller ran
-    it already). gate_threshold: the least PSNR (dB) or top-1 agreement to pass, instead of the
-    precision's default (tests of the mechanics)."""
+    it already). gate_threshold: the gate's own metric's least value to pass, instead of the
+    precision's default (tests of the mechanics): top-1 agreement for a token model, the share of
+    ids kept for a graph whose outputs are all ids, else PSNR in dB (the ids beside float outputs
+    then keep the default 0.95)."""
     reference = [fp32.run(f) for f in feeds] if reference is None else reference
     ours = [variant.run(f) for f in (feeds if variant_feeds is None else variant_feeds)]
     names = [o.name for o in fp32.outputs]

@@ -391,6 +391,22 @@ def test_an_input_function_that_names_other_inputs_is_refused_naming_the_graph(r
     assert not (tmp_path / "pkg").exists()
 
 
+def test_a_runtime_config_that_disagrees_with_the_graphs_is_refused_at_export(registered, monkeypatch, tmp_path):
+    """A family's runtime_config saying latent_dim 5 for graphs whose z is 4 wide: the package was
+    written (exit 0) and load refused it; export now reads it back as load does, and writes nothing."""
+    import edgegen_pca.export as pca_export
+    from edgegen.errors import ManifestError
+    from edgegen.export.spec import latent_image_config
+
+    monkeypatch.setattr(pca_export, "SPEC", dataclasses.replace(
+        pca_export.SPEC, runtime_config=lambda ckpt: dataclasses.replace(
+            latent_image_config(edgegen_pca.PCAConfig, ckpt), latent_dim=5)))
+    ckpt = train("pca", tmp_path / "ckpt", steps=2, latent_dim=4, progress=False)
+    with pytest.raises(ManifestError, match=r"edgegen.json config disagrees with its graphs: .*latent_dim"):
+        export_checkpoint(ckpt, tmp_path / "pkg")
+    assert not (tmp_path / "pkg").exists()
+
+
 def test_an_export_spec_without_a_graph_the_family_names_is_refused_before_the_gate(registered, monkeypatch, tmp_path):
     """Family.graphs names a graph the export spec does not make: export wrote a package (exit 0)
     that load then refused."""

@@ -60,7 +60,8 @@ def pytriton_root(env: str | os.PathLike | None = None) -> Path:
     if not found:
         raise ConfigError(f"Triton server environment {str(root)!r}: expected nvidia-pytriton's tritonserver in it, found "
                           f"none (make one: python3 -m venv .venv-triton && .venv-triton/bin/pip install nvidia-pytriton==0.7.0 "
-                          f"\"numpy<2\" and edgegen; then pass env= or set {ENV_VARIABLE} to it)")
+                          f"\"numpy<2\" EDGEGEN, where EDGEGEN is edgegen's wheel, or \".[text]\" in a checkout; then "
+                          f"pass env= or set {ENV_VARIABLE} to it)")
     return found[-1].parents[3]
 
 
