@@ -242,6 +242,12 @@ def test_stop_strings_and_stop_ids(gpt):
 
 def test_user_errors_name_the_problem(gpt):
     pipe = edgegen.load(gpt["pkg"], backend="ort-cpu")
+    # stream() refuses when called, not at its first piece: a server has not begun its answer yet
+    for arguments, error in (({"max_new_tokens": -1}, InputError), ({"max_new_tokens": 300}, InputError),
+                             ({"cache_budget_mb": 0.0001}, CacheBudgetError), ({"temperature": 0.5, "do_sample": False},
+                                                                               InputError)):
+        with pytest.raises(error):
+            pipe.stream("def ", **arguments)
     with pytest.raises(InputError, match="context of 256"):
         pipe.generate("x" * 200, max_new_tokens=100)
     with pytest.raises(CacheBudgetError, match=r"budget .* \(lower max_new_tokens, the prompt or the batch, or raise cache_budget_mb\)$"):

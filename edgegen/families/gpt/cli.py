@@ -78,9 +78,9 @@ def generate(pipe, request: GenerateRequest) -> str:
     shown = (lambda token: f" {token}") if isinstance(prompt, list) else str   # ids as numbers, text as it is
     from . import pipeline
 
-    stream = pipe.stream(prompt, seed=request.seed, **options)
-    try:
-        first = next(stream, None)   # the options are checked before the first piece: a refusal prints no text
+    try:   # the options are checked before the first piece: a refusal prints no text
+        stream = pipe.stream(prompt, seed=request.seed, **options)
+        first = next(stream, None)
     except pipeline.CacheBudgetError as exc:
         raise exc.on_command_line() from None
     pieces = [" ".join(map(str, prompt)) if isinstance(prompt, list) else prompt]

@@ -233,14 +233,20 @@ class GPTPipeline(Pipeline):
                cache_budget_mb: float = DEFAULT_CACHE_BUDGET_MB, prompt_lookup_num_tokens: int = 0) -> Iterator:
         """Like generate() for one prompt, yielding as tokens come: text pieces for a string
         prompt (whole characters; text that might begin a stop string is held back until it
-        is clear), token ids for a list of ids. The pieces join to what generate() returns."""
+        is clear), token ids for a list of ids. The pieces join to what generate() returns.
+        The arguments are checked here, before the first piece is asked for: a server answers a
+        refused request with its error, not with a stream already begun."""
         batch, as_text, is_batch = self._prompts(prompt)
         if is_batch:
             raise InputError(f"prompt: stream() takes one prompt, found a batch of {len(batch)} (use generate())")
         request = self._request(batch, max_new_tokens, temperature, top_k, top_p, repetition_penalty, do_sample,
                                 seed, stop, True, prompt_lookup_num_tokens)
         _check_stop_strings(request, as_text)
-        text = _TextRow(self.tokenizer, request, batch[0]) if as_text else None
+        self._check_budget(request, cache_budget_mb)
+        return self._stream(request, batch[0] if as_text else None, cache_budget_mb)
+
+    def _stream(self, request: _Request, text_prompt: list[int] | None, cache_budget_mb: float) -> Iterator:
+        text = _TextRow(self.tokenizer, request, text_prompt) if text_prompt is not None else None
         for tokens, _, alive in self._loop(request, cache_budget_mb):   # one row: it takes every token
             token = int(tokens[0])
             if text is None:
@@ -375,6 +381,17 @@ class GPTPipeline(Pipeline):
         return _Request(batch, max_new_tokens, sampling, make_rng(seed), frozenset(given_ids | ends), stop_strings,
                         use_cache, int(lookup), frozenset(given_ids - ends))
 
+    def _check_budget(self, request: _Request, cache_budget_mb: float) -> None:
+        """CacheBudgetError where the run's KV cache and logits need more than `cache_budget_mb`."""
+        b, prompt_len = len(request.prompts), max(len(p) for p in request.prompts)
+        total_max = prompt_len + request.max_new_tokens
+        budget = check_number(cache_budget_mb, "cache_budget_mb", low=0.0)
+        needed = self.cache_bytes(b, total_max) + self.logits_bytes(
+            b, prompt_len, 1 + min(request.lookup, request.max_new_tokens))
+        if needed > budget * 2**20:
+            raise CacheBudgetError(f"KV cache and logits for batch {b} x {total_max} tokens: expected at most "
+                                   f"the budget of {budget:g} MB, found {needed / 2**20:.3g} MB needed")
+
     # ---- the loop --------------------------------------------------------------------------
 
     def _loop(self, request: _Request, cache_budget_mb: float) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -382,15 +399,10 @@ class GPTPipeline(Pipeline):
         takes tokens[r] as its next token. Without drafts every row still going takes one per
         step; with them a row takes as many per call as its drafts held. A caller may clear
         alive[r] to end row r (a stop string); the loop ends when every row has ended."""
+        self._check_budget(request, cache_budget_mb)
         b = len(request.prompts)
         lengths = np.array([len(p) for p in request.prompts])
         prompt_len, total_max = int(lengths.max()), int(lengths.max()) + request.max_new_tokens
-        budget = check_number(cache_budget_mb, "cache_budget_mb", low=0.0)
-        needed = self.cache_bytes(b, total_max) + self.logits_bytes(
-            b, prompt_len, 1 + min(request.lookup, request.max_new_tokens))
-        if needed > budget * 2**20:
-            raise CacheBudgetError(f"KV cache and logits for batch {b} x {total_max} tokens: expected at most "
-                                   f"the budget of {budget:g} MB, found {needed / 2**20:.3g} MB needed")
         pad = prompt_len - lengths                     # left padding per row
         ids = np.full((b, prompt_len), self.pad_token_id, np.int64)
         for r, p in enumerate(request.prompts):
