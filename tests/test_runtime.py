@@ -266,3 +266,36 @@ def test_loading_and_running_a_package_writes_nothing_into_it(trained, tmp_path)
     finally:
         os.chmod(pkg, 0o755)
     assert {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in pkg.rglob("*")} == before
+
+
+def test_a_package_replaced_while_it_loads_is_read_once_more_whole(trained, tmp_path, monkeypatch):
+    """A service's load racing an `export --force` into the same path met the old manifest and the
+    new graphs, or a graph gone with the old version: a raw FileNotFoundError. The whole load is
+    read again where the manifest changed meanwhile; a package missing a file of its own still
+    fails, as a PackageError."""
+    import os
+    import shutil
+
+    import edgegen.runtimes as runtimes
+    from edgegen.errors import PackageError
+
+    pkg = tmp_path / "pkg"
+    shutil.copytree(trained["vae"][1], pkg)
+    real_open = runtimes.open_sessions
+    replaced = []
+
+    def replaced_midway(package, *args, **kwargs):
+        if not replaced:   # another command switches the GAN's package in at this path, after the manifest was read
+            replaced.append(True)
+            stage = tmp_path / ".pkg.new"
+            shutil.copytree(trained["gan"][1], stage)
+            shutil.rmtree(pkg)
+            os.replace(stage, pkg)
+        return real_open(package, *args, **kwargs)
+
+    monkeypatch.setattr(runtimes, "open_sessions", replaced_midway)
+    assert edgegen.load(pkg).family == "gan" and replaced == [True]
+    monkeypatch.setattr(runtimes, "open_sessions", real_open)
+    (pkg / "generator.onnx").unlink()   # gone, and nothing replaced: the package's own fault, said once
+    with pytest.raises(PackageError, match="generator"):
+        edgegen.load(pkg)

@@ -9,7 +9,7 @@ import os
 
 from ..errors import BackendError, ConfigError, PackageError, PrecisionWarning, not_one_of, warn_caller
 from ..families import package_config, require_offered_precision
-from ..package import PRECISIONS, Package
+from ..package import MANIFEST_NAME, PRECISIONS, Package
 from ..shipped import resolve as resolve_shipped
 from .backends import available_backends, resolve_backend
 from .ort import OrtSession
@@ -112,8 +112,35 @@ def load(path: str | os.PathLike, backend: str = "auto", threads: int | None = N
     cache_dir: where TensorRT engines are cached (default: inside the package; in the user's cache,
         ~/.cache/edgegen/engines/, for a package this user cannot write in: package.engine_cache_dir).
     precision: "fp32", or "int8" / "fp16" for the variants `edgegen optimize` added.
+
+    A package another command replaces while this reads it (an export --force, an optimize: each
+    switches a whole new version in) is read once more, whole: its files are read one by one, so a
+    load may meet the old manifest and the new graphs, or a graph gone with the old version.
     """
-    package = Package(resolve_shipped(path))
+    where = resolve_shipped(path)
+    for last in (False, True):
+        version = _manifest_version(where)
+        try:
+            return _load(where, backend, threads, cache_dir, precision)
+        except (PackageError, OSError) as exc:
+            if last or _manifest_version(where) == version:   # not replaced meanwhile: the package's own fault
+                if isinstance(exc, OSError):
+                    raise PackageError(f"package {str(where)!r}: expected to read its files, found {exc}") from None
+                raise
+
+
+def _manifest_version(path) -> tuple | None:
+    """Which version of the package's manifest is there now: writers replace it by renaming a new
+    file over it (or the whole folder), so another inode, or a new change time, is another version."""
+    try:
+        found = os.stat(os.path.join(path, MANIFEST_NAME))
+    except OSError:
+        return None
+    return found.st_ino, found.st_ctime_ns
+
+
+def _load(path, backend: str, threads: int | None, cache_dir, precision: str) -> Pipeline:
+    package = Package(path)
     family, config = package_config(package)   # the family's typed config: a bad value fails here, named
     spin = not family.pipeline.alternates_graphs
     pipe = family.pipeline(package, open_sessions(package, backend, threads, cache_dir, spin, precision), config)
