@@ -146,9 +146,12 @@ def described(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first_line(exc)}" if str(exc).strip() else type(exc).__name__
 
 
-def warn_caller(message: str, category: type[Warning]) -> None:
+def warn_caller(message: str, category: type[Warning], remembered: bool = True) -> None:
     """warnings.warn pointed at the first frame outside edgegen: the user's own line, however many of
-    edgegen's calls lie between (edgegen.load, then edgegen.runtimes.load, then ...)."""
+    edgegen's calls lie between (edgegen.load, then edgegen.runtimes.load, then ...). remembered=False
+    for a message that holds a request's own text (a prompt cut short): said each time, and not
+    kept in the caller's warning registry, which otherwise grows by one entry per distinct text for
+    as long as a service runs."""
     import os
     import sys
     import warnings
@@ -157,4 +160,8 @@ def warn_caller(message: str, category: type[Warning]) -> None:
     frame, level = sys._getframe(1), 2   # level 2: warn_caller's caller
     while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(inside):
         frame, level = frame.f_back, level + 1
-    warnings.warn(message, category, stacklevel=level)
+    if remembered or frame is None:
+        warnings.warn(message, category, stacklevel=level)
+        return
+    warnings.warn_explicit(message, category, frame.f_code.co_filename, frame.f_lineno,
+                           module=frame.f_globals.get("__name__"), registry=None, module_globals=frame.f_globals)

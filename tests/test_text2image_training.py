@@ -91,6 +91,14 @@ def test_a_prompt_past_the_text_encoders_length_is_cut_with_a_warning_naming_the
         pipe.prompts(["a seven", "a seven", "a thin two and a zero and a thick seven"],
                      "a thick one and a thin four and a zero", n=1, guidance_scale=3.0)
     assert [str(w.message).split(":")[0] for w in said] == ["prompt[2]", "negative_prompt"]
+    # a service's distinct long prompts: each said, none kept in the caller's warning registry (it
+    # grew by one entry per prompt, without bound)
+    registry = globals().setdefault("__warningregistry__", {})
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("default")
+        for i in range(3):
+            pipe.encode_prompt(f"a thick seven and a thin two number {i} and a zero")
+    assert len(said) == 3 and not [key for key in registry if isinstance(key, tuple) and "number" in str(key[0])]
 
 
 @pytest.mark.parametrize("pad, message", [

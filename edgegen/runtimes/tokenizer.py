@@ -112,7 +112,7 @@ class BPETokenizer:
             if encoding.overflowing:   # said, as diffusers says it: the picture would follow only the start
                 kept_to = max(end for _start, end in encoding.offsets)   # special tokens sit at (0, 0)
                 warn_caller(f"{label}: the text encoder takes {length} tokens, its start and end of text among them; "
-                            f"the rest was cut: {text[kept_to:].strip()!r}", EdgegenWarning)
+                            f"the rest was cut: {text[kept_to:].strip()!r}", EdgegenWarning, remembered=False)
         return np.array([e.ids for e in encodings], dtype=np.int64)
 
     def stream_decoder(self, context: Sequence[int] = ()) -> StreamDecoder:
