@@ -134,7 +134,7 @@ def _manifest_version(path) -> tuple | None:
     file over it (or the whole folder), so another inode, or a new change time, is another version."""
     try:
         found = os.stat(os.path.join(path, MANIFEST_NAME))
-    except OSError:
+    except (OSError, TypeError, ValueError):   # no package there, or no path (Package says which)
         return None
     return found.st_ino, found.st_ctime_ns
 
