@@ -96,7 +96,7 @@ INT8_DISABLED_OPTIMIZERS = ("QDQPropagationTransformer",)
 # kernel make (a GRU step's fp16 graph: microsoft/onnxruntime#28392): the process dies opening it,
 # in optimize's gate and in the runtime. An fp16 variant that does so in a child process opens
 # without it (recorded, as int8's is); the others keep it: without it a conv net's fp16 graph ran
-# 1.9x-3.6x slower on CPU (GAN, diffusion UNet, super-resolution; measured here).
+# 1.3x-1.7x slower on CPU (GAN, diffusion UNet, super-resolution: benchmarks/fp16_layout.py).
 FP16_DISABLED_OPTIMIZERS = ("NchwcTransformer",)
 # TensorRT's int8 sums in 32 bits; a CPU without VNNI does not (int8_sums_saturate). A TensorRT
 # target's int8 gate, run here on ONNX Runtime's CPU provider, computes the Q/DQ nodes as written
