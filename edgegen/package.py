@@ -16,7 +16,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from .errors import BackendError, ConfigError, EdgegenError, HashMismatchError, ManifestError, OutputExistsError, PackageError, \
     close_match, format_mismatch
@@ -671,20 +671,40 @@ def engines_package(folder: Path) -> str | None:
         return None
 
 
-def copy_package(source: Path, dest: Path) -> None:
+def copy_package(source: Path, dest: Path, precisions: Iterable[str] | None = None) -> None:
     """A copy of what edgegen wrote in the package `source` (package_files), never other files a
     user keeps beside them, nor its engine cache (the using machine's to build), in the umask's
     modes, not the source's: a copy of a package on read-only storage can be optimized and
-    replaced."""
+    replaced. precisions: only these variants come, and the copy's manifest lists only them (a
+    Triton model serving one precision: a Llama's other variants are gigabytes it never reads);
+    None: all of them."""
     import shutil
 
     source = Path(source)
     kept = package_files(source) - {ENGINE_CACHE}
+    manifest = read_json(source / MANIFEST_NAME, ManifestError) if precisions is not None else {}
+    if precisions is not None:   # the fp32 graphs, and only the variants asked for
+        every, wanted = _variant_files(manifest, None), _variant_files(manifest, set(precisions))
+        kept = {n for n in kept if not (VARIANT_FILE.match(n) or n in every) or n in wanted}
     _refuse_links_leaving(source, kept)
     shutil.copytree(source, dest, copy_function=shutil.copyfile,
                     ignore=lambda folder, names: [] if Path(folder) != source else [n for n in names if n not in kept])
+    if precisions is not None:
+        manifest["variants"] = {p: v for p, v in (manifest.get("variants") or {}).items() if p in set(precisions)}
+        atomic_write_text(Path(dest) / MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n")
     for copied, _, _ in os.walk(dest):
         os.chmod(copied, creation_mode(directory=True))
+
+
+def _variant_files(manifest: dict, precisions: set[str] | None) -> set[str]:
+    """The files (graphs and their external data) of the manifest's variants of `precisions` (None: all)."""
+    names = set()
+    for precision, parts in (manifest.get("variants") or {}).items():
+        if (precisions is None or precision in precisions) and isinstance(parts, dict):
+            for record in (r for r in parts.values() if isinstance(r, dict)):
+                names |= {record["file"]} if isinstance(record.get("file"), str) else set()
+                names |= {k for k in (record.get("external_data") or {}) if isinstance(k, str)}
+    return names
 
 
 def _refuse_links_leaving(source: Path, names: set[str]) -> None:

@@ -386,6 +386,32 @@ def _server_env_or_skip():
         pytest.skip(f"no Triton server environment: {exc}")
 
 
+def test_a_python_backend_model_holds_the_package_with_only_the_precision_it_serves(package_copy, tmp_path):
+    """A repository copied every variant whatever --precision served (a Llama's other variants are
+    gigabytes the model never reads): now the fp32 graphs and the served precision's variant only,
+    the copy's manifest listing only that one, and it runs as the package does."""
+    import json
+
+    from edgegen.optimize import optimize_package
+    from edgegen.package import VARIANT_FILE, Package
+
+    pkg = package_copy("gan")
+    for precision in ("fp16", "int8"):
+        optimize_package(pkg, precision, target="tensorrt", progress=lambda *a, **k: None)
+    variants = json.loads((pkg / "edgegen.json").read_text())["variants"]
+    for precision in ("fp32", "fp16"):
+        out = tmp_path / precision
+        write_repository([str(pkg)], out, RepositoryOptions(graph_backend="python", precision=precision), report=QUIET)
+        copy = out / "gan" / "1" / "package"
+        held = sorted(p.name for p in copy.iterdir() if VARIANT_FILE.match(p.name))
+        assert held == ([] if precision == "fp32" else [variants["fp16"]["generator"]["file"]])
+        assert sorted(Package(copy).manifest.variants) == ([] if precision == "fp32" else ["fp16"])
+        z = np.random.default_rng(0).standard_normal((2, 64)).astype(np.float32)
+        served, source = (edgegen.load(p, backend="ort-cpu", precision=precision).sessions["generator"].run({"z": z})
+                          for p in (copy, pkg))
+        np.testing.assert_array_equal(served["image"], source["image"])
+
+
 def test_force_refuses_to_lose_an_operators_changes_inside_a_model_folder(trained, tmp_path):
     """--force replaced a config.pbtxt tuned by hand (instance_group) and deleted notes in 1/
     without a word: only the folder's top level was checked."""

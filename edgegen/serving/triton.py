@@ -344,7 +344,8 @@ def _write_model(package: Package, plan: _Plan, options: RepositoryOptions, fold
     version.mkdir()
     if plan.backend == "python":
         atomic_write_text(version / "model.py", MODEL_SHIM)
-        copy_package(package.path, version / "package")   # a repository Triton's user can read, --force replace
+        # a repository Triton's user can read, --force replace; with the one precision it serves
+        copy_package(package.path, version / "package", precisions=[options.precision])
     elif plan.backend == "onnxruntime":
         graph = package.graph_path(plan.graph, options.precision)
         shutil.copyfile(graph, version / "model.onnx")
