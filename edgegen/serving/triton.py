@@ -206,12 +206,16 @@ def _config_hash(text: str) -> str:
 def _refuse_losing_changes(folder: Path, written_now: str) -> None:
     """--force replaces a model folder whole: refused where that would lose what an operator
     changed or added in it (instance_group or batching tuned in config.pbtxt, notes in 1/), which
-    the folder-level check (only config.pbtxt and 1/ in it) does not see. A config as edgegen wrote
-    it (its mark's hash holds), or the same as this run writes (an older edgegen's, unmarked), loses nothing."""
+    the folder-level check (only config.pbtxt and 1/ in it) does not see."""
     config = folder / MODEL_CONFIG
-    if not config.is_file():
-        return
-    text = config.read_text(errors="replace")
+    if config.is_file():
+        _refuse_a_changed_config(folder, config.read_text(errors="replace"), written_now)
+        _refuse_files_of_yours_in_the_version(folder)
+
+
+def _refuse_a_changed_config(folder: Path, text: str, written_now: str) -> None:
+    """A config as edgegen wrote it (its mark's hash holds), or the same as this run writes (an
+    older edgegen's, unmarked), loses nothing; any other is the operator's."""
     first, _, rest = text.partition("\n")
     mark = CONFIG_MARK_LINE.match(first)
     body = rest if mark else text
@@ -221,6 +225,9 @@ def _refuse_losing_changes(folder: Path, written_now: str) -> None:
                                 f"{found}: replacing the folder would lose that; set what you changed with edgegen "
                                 "triton's options (--instances, --max-batch-size, --queue-delay-us, --kind, --threads), "
                                 "or move the folder aside yourself")
+
+
+def _refuse_files_of_yours_in_the_version(folder: Path) -> None:
     version = folder / MODEL_VERSION
     written = {"model.py", "package", "model.onnx", "model.plan", *SERVER_MADE}
     if (version / "model.onnx").is_file():
