@@ -445,6 +445,12 @@ def test_force_refuses_to_lose_an_operators_changes_inside_a_model_folder(traine
     (out / "gan" / "1" / "NOTES.txt").unlink()
     write_repository([str(trained["gan"][1])], out, options, overwrite=True, report=QUIET)
     assert config.read_text() == written
+    # a tuned folder a killed write had moved aside (the only copy) is put back, then checked as any other
+    config.write_text(written.replace("count: 1", "count: 2"))
+    os.replace(out / "gan", out / ".gan.4242.old")
+    with pytest.raises(OutputExistsError, match="found it changed since"):
+        write_repository([str(trained["gan"][1])], out, options, overwrite=True, report=QUIET)
+    assert "count: 2" in config.read_text()
 
 
 def test_what_a_killed_write_left_in_a_repository_is_cleaned_by_the_next_and_refused_by_the_server(trained, tmp_path):

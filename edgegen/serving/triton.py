@@ -150,6 +150,8 @@ def write_repository(packages: list[str], out: str | Path, options: RepositoryOp
     if unused := _options_no_model_takes(options, plans):
         raise ConfigError(f"edgegen triton: expected options that some model of this run takes, found {unused[0]}")
     reads = [p.path for p in opened]   # no model folder replaced may hold a package the run reads
+    if out.is_dir():   # first: a model folder it restores (a killed write's only copy) is checked as any other
+        _clean_killed_writes(out, report)
     for plan in plans:   # every folder checked before any is replaced, a read-only one too
         refuse_output_folder(out / plan.name, overwrite, MODEL_CONFIG, MODEL_FOLDER, reads, model_folder_files)
         _refuse_losing_changes(out / plan.name, config_text(plan, options))
@@ -159,7 +161,6 @@ def write_repository(packages: list[str], out: str | Path, options: RepositoryOp
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     try:
-        _clean_killed_writes(out, report)
         return [_write_and_say(package, plan, options, out, overwrite, reads, report)
                 for package, plan in zip(opened, plans)]
     except BaseException:
