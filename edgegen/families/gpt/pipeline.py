@@ -215,11 +215,11 @@ class GPTPipeline(Pipeline):
         """
         batch, as_text, is_batch = self._prompts(prompt)
         request = self._request(batch, max_new_tokens, temperature, top_k, top_p, repetition_penalty, do_sample,
-                                seed, stop, use_cache, prompt_lookup_num_tokens)
+                                seed, stop, use_cache, prompt_lookup_num_tokens, cache_budget_mb)
         _check_stop_strings(request, as_text)
         rows = [[] for _ in batch]
         texts = [_TextRow(self.tokenizer, request, ids) for ids in batch] if as_text else None
-        for tokens, taking, alive in self._loop(request, cache_budget_mb):
+        for tokens, taking, alive in self._loop(request):
             for r in np.flatnonzero(taking):
                 rows[r].append(int(tokens[r]))
                 if texts is not None and texts[r].add(int(tokens[r])):
@@ -240,14 +240,13 @@ class GPTPipeline(Pipeline):
         if is_batch:
             raise InputError(f"prompt: stream() takes one prompt, found a batch of {len(batch)} (use generate())")
         request = self._request(batch, max_new_tokens, temperature, top_k, top_p, repetition_penalty, do_sample,
-                                seed, stop, True, prompt_lookup_num_tokens)
+                                seed, stop, True, prompt_lookup_num_tokens, cache_budget_mb)
         _check_stop_strings(request, as_text)
-        self._check_budget(request, cache_budget_mb)
-        return self._stream(request, batch[0] if as_text else None, cache_budget_mb)
+        return self._stream(request, batch[0] if as_text else None)
 
-    def _stream(self, request: _Request, text_prompt: list[int] | None, cache_budget_mb: float) -> Iterator:
+    def _stream(self, request: _Request, text_prompt: list[int] | None) -> Iterator:
         text = _TextRow(self.tokenizer, request, text_prompt) if text_prompt is not None else None
-        for tokens, _, alive in self._loop(request, cache_budget_mb):   # one row: it takes every token
+        for tokens, _, alive in self._loop(request):   # one row: it takes every token
             token = int(tokens[0])
             if text is None:
                 yield token
@@ -344,7 +343,7 @@ class GPTPipeline(Pipeline):
             if greedy else []
 
     def _request(self, batch, max_new_tokens, temperature, top_k, top_p, repetition_penalty, do_sample, seed, stop,
-                 use_cache, lookup) -> _Request:
+                 use_cache, lookup, cache_budget_mb) -> _Request:
         max_new_tokens = check_count(max_new_tokens, "max_new_tokens", per_call="new tokens")
         longest = max(len(p) for p in batch)
         if longest + max_new_tokens > self.context:
@@ -378,8 +377,10 @@ class GPTPipeline(Pipeline):
             check_token_ids(sorted(given_ids), self.vocab_size, "stop")
         ends = set(self.config.more_eos_token_ids) | ({int(self.eos_token_id)} if self.eos_token_id is not None else set())
         stop_strings = tuple(t for t in items if isinstance(t, str))
-        return _Request(batch, max_new_tokens, sampling, make_rng(seed), frozenset(given_ids | ends), stop_strings,
-                        use_cache, int(lookup), frozenset(given_ids - ends))
+        request = _Request(batch, max_new_tokens, sampling, make_rng(seed), frozenset(given_ids | ends), stop_strings,
+                           use_cache, int(lookup), frozenset(given_ids - ends))
+        self._check_budget(request, cache_budget_mb)
+        return request
 
     def _check_budget(self, request: _Request, cache_budget_mb: float) -> None:
         """CacheBudgetError where the run's KV cache and logits need more than `cache_budget_mb`."""
@@ -394,12 +395,11 @@ class GPTPipeline(Pipeline):
 
     # ---- the loop --------------------------------------------------------------------------
 
-    def _loop(self, request: _Request, cache_budget_mb: float) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    def _loop(self, request: _Request) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Yield (tokens [batch], taking [batch], alive [batch]) per position: each row in `taking`
         takes tokens[r] as its next token. Without drafts every row still going takes one per
         step; with them a row takes as many per call as its drafts held. A caller may clear
         alive[r] to end row r (a stop string); the loop ends when every row has ended."""
-        self._check_budget(request, cache_budget_mb)
         b = len(request.prompts)
         lengths = np.array([len(p) for p in request.prompts])
         prompt_len, total_max = int(lengths.max()), int(lengths.max()) + request.max_new_tokens
