@@ -597,18 +597,20 @@ def package_files(folder: Path) -> set[str]:
     except (OSError, ValueError):
         return {MANIFEST_NAME, *UNRECORDED_FILES, *(n for n in names if EXPORTED_NAME.match(n))}
 
-    def recorded(value) -> list[str]:
-        if isinstance(value, dict):
-            named = [value["file"]] if isinstance(value.get("file"), str) else []
-            if isinstance(value.get("external_data"), dict):
-                named += [k for k in value["external_data"] if isinstance(k, str)]
-            return named + [n for v in value.values() for n in recorded(v)]
-        return [n for v in value for n in recorded(v)] if isinstance(value, list) else []
-
     beside = manifest.get("provenance", {}).get("files_beside", []) if isinstance(manifest, dict) else []
     return {MANIFEST_NAME, *UNRECORDED_FILES, *(n for n in names if VARIANT_FILE.match(n)),
             *(n for n in beside if isinstance(n, str)),
-            *(Path(name).parts[0] for name in recorded(manifest) if Path(name).parts)}
+            *(Path(name).parts[0] for name in _recorded_files(manifest) if Path(name).parts)}
+
+
+def _recorded_files(value) -> list[str]:
+    """Every file a manifest's (or a part of it's) records name: their "file" and external data."""
+    if isinstance(value, dict):
+        named = [value["file"]] if isinstance(value.get("file"), str) else []
+        if isinstance(value.get("external_data"), dict):
+            named += [k for k in value["external_data"] if isinstance(k, str)]
+        return named + [n for v in value.values() for n in _recorded_files(v)]
+    return [n for v in value for n in _recorded_files(v)] if isinstance(value, list) else []
 
 
 def engine_cache_dir(package_path: str | os.PathLike, kind: str) -> Path:
@@ -682,29 +684,21 @@ def copy_package(source: Path, dest: Path, precisions: Iterable[str] | None = No
 
     source = Path(source)
     kept = package_files(source) - {ENGINE_CACHE}
-    manifest = read_json(source / MANIFEST_NAME, ManifestError) if precisions is not None else {}
+    manifest = None
     if precisions is not None:   # the fp32 graphs, and only the variants asked for
-        every, wanted = _variant_files(manifest, None), _variant_files(manifest, set(precisions))
-        kept = {n for n in kept if not (VARIANT_FILE.match(n) or n in every) or n in wanted}
+        manifest = read_json(source / MANIFEST_NAME, ManifestError)
+        variants = manifest.get("variants") if isinstance(manifest.get("variants"), dict) else {}
+        manifest["variants"] = {p: v for p, v in variants.items() if p in set(precisions)}
+        # what the copy's manifest names, and nothing else of a variant's (a killed optimize's files neither)
+        recorded, of_variants = set(_recorded_files(manifest)), set(_recorded_files(variants))
+        kept = {n for n in kept if n in recorded or not (VARIANT_FILE.match(n) or n in of_variants)}
     _refuse_links_leaving(source, kept)
     shutil.copytree(source, dest, copy_function=shutil.copyfile,
                     ignore=lambda folder, names: [] if Path(folder) != source else [n for n in names if n not in kept])
-    if precisions is not None:
-        manifest["variants"] = {p: v for p, v in (manifest.get("variants") or {}).items() if p in set(precisions)}
+    if manifest is not None:
         atomic_write_text(Path(dest) / MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n")
     for copied, _, _ in os.walk(dest):
         os.chmod(copied, creation_mode(directory=True))
-
-
-def _variant_files(manifest: dict, precisions: set[str] | None) -> set[str]:
-    """The files (graphs and their external data) of the manifest's variants of `precisions` (None: all)."""
-    names = set()
-    for precision, parts in (manifest.get("variants") or {}).items():
-        if (precisions is None or precision in precisions) and isinstance(parts, dict):
-            for record in (r for r in parts.values() if isinstance(r, dict)):
-                names |= {record["file"]} if isinstance(record.get("file"), str) else set()
-                names |= {k for k in (record.get("external_data") or {}) if isinstance(k, str)}
-    return names
 
 
 def _refuse_links_leaving(source: Path, names: set[str]) -> None:
