@@ -7,9 +7,9 @@ import dataclasses
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +19,7 @@ from edgegen import families
 from edgegen.demo import PRETRAINED, demo_models
 from edgegen.errors import ConfigError, UnknownFamilyError
 from edgegen.export import export_checkpoint
-from edgegen.images import save_grid
+from edgegen.testing import check_family
 from edgegen.training.train import train
 
 OWN_FAMILY = Path(__file__).parent / "own_family"   # a separate package, found through its entry point
@@ -41,23 +41,6 @@ def registered(monkeypatch):
     families.families()
     monkeypatch.setitem(families._REGISTRY, edgegen_pca.FAMILY.name, edgegen_pca.FAMILY)
 
-GENERATE_WITHOUT_TORCH = textwrap.dedent("""
-    import importlib.abc, sys
-
-    class Block(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in ("torch", "onnx", "onnxscript", "safetensors"):
-                raise ImportError(f"blocked for this test: {name}")
-
-    sys.meta_path.insert(0, Block())
-    from edgegen.cli import main
-    code = main(["generate", *sys.argv[1:]])
-    blocked = [m for m in sys.modules if m.split(".")[0] in ("torch", "onnx")]
-    assert not blocked, blocked
-    sys.exit(code)
-""")
-
-
 def test_the_registry_holds_the_built_ins_and_the_outside_family(registered):
     names = families.names()
     assert names[:2] == ["vae", "gan"] and {"stylegan", "gpt", "wavenet", "generic", "pca"} <= set(names)
@@ -68,27 +51,43 @@ def test_the_registry_holds_the_built_ins_and_the_outside_family(registered):
 
 
 @pytest.mark.parametrize("family", TRAINABLE, ids=lambda f: f.name)
-def test_family_contract(family, tmp_path, registered):
-    smoke = {"train": {"steps": 2}, "generate": [], "out": "samples.png", **family.smoke}
-    ckpt = train(family.name, tmp_path / "ckpt", progress=False, **smoke["train"])
-    pkg = export_checkpoint(ckpt, tmp_path / "pkg")
-    manifest = json.loads((pkg / "edgegen.json").read_text())
-    assert manifest["family"] == family.name
-    assert set(manifest["graphs"]) == set(family.graphs)   # what load requires is what the export writes
+def test_family_contract(family, tmp_path, registered, monkeypatch):
+    """edgegen.testing.check_family, which a family author runs in their own tests."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(OWN_FAMILY), os.environ.get("PYTHONPATH", "")]))
+    written = check_family(family.name, tmp_path)
+    assert written.stat().st_size > 0 and written.parent == tmp_path
+    manifest = json.loads((tmp_path / "pkg" / "edgegen.json").read_text())
     assert all(g["validation"]["passed"] for g in manifest["graphs"].values())
-    outputs = {o["name"] for g in manifest["graphs"].values() for o in g["outputs"]}
-    assert family.picture_outputs is None or set(family.picture_outputs) <= outputs   # bench's MP/s names real ones
-    config = family.runtime_config(manifest["config"], "the exported manifest")
-    assert isinstance(config, family.config)
-    hint = tmp_path / "hint.png"
-    save_grid(np.random.default_rng(0).random((1, 1, 8, 8), dtype=np.float32), hint, scale=1)
-    args = [str(pkg), *(["--n", "2"] if family.grid_flags else []), "--out", str(tmp_path / smoke["out"]),
-            *(a.format(hint=hint) for a in smoke["generate"])]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(OWN_FAMILY), os.environ.get("PYTHONPATH", "")])}
-    result = subprocess.run([sys.executable, "-c", GENERATE_WITHOUT_TORCH, *args], capture_output=True, text=True,
-                            timeout=300, env=env)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert (tmp_path / smoke["out"]).stat().st_size > 0
+
+
+def test_the_contract_refuses_a_family_a_fresh_process_cannot_find(registered, monkeypatch, tmp_path):
+    """Registered in this process only (a conftest's register() call): the CLI and every other
+    process would not know it. Said before minutes of training."""
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+    with pytest.raises(ConfigError, match=r"family 'pca': expected a fresh Python process to find it through its "
+                                          r"package's entry point in edgegen.families \(pip install your package; "
+                                          r"-e while developing\), found: .*UnknownFamilyError"):
+        check_family("pca", tmp_path)
+    assert not (tmp_path / "ckpt").exists()
+
+
+def test_the_contract_refuses_a_runtime_that_imports_torch(registered, monkeypatch, tmp_path):
+    """A pipeline module importing torch: fine where the family was trained, an ImportError on a
+    device that installed the runtime alone."""
+    own = tmp_path / "own"
+    shutil.copytree(OWN_FAMILY, own)
+    pipeline = own / "edgegen_pca" / "pipeline.py"
+    pipeline.write_text("import torch  # noqa: F401\n" + pipeline.read_text())
+    monkeypatch.setenv("PYTHONPATH", str(own))
+    with pytest.raises(ConfigError, match=r"(?s)family 'pca': expected `edgegen generate .*` to run in a fresh process "
+                                          r"without torch or onnx, found exit status 2:.*torch imported by the runtime side"):
+        check_family("pca", tmp_path / "work")
+    assert (tmp_path / "work" / "pkg" / "edgegen.json").is_file()   # training and export went through
+
+
+def test_the_contract_refuses_a_family_without_a_training_side():
+    with pytest.raises(ConfigError, match=r"family 'generic': expected a family with a training side"):
+        check_family("generic")
 
 
 def test_registry_shipped_checkpoints_and_demo_agree():

@@ -251,7 +251,7 @@ class Family:
     # "module:function" (reference, package) -> {graph: torch module}: what `bench --vs-torch REF` runs
     # for a family without checkpoints (default: the export spec's modules of a checkpoint)
     eager_modules: str | None = None
-    # a tiny run for the contract test (tests/test_families.py): {"train": train() options, "generate":
+    # a tiny run for the family contract (edgegen.testing.check_family): {"train": train() options, "generate":
     # `edgegen generate` arguments ("{hint}" is an image file), "out": the file generate writes}
     smoke: dict = field(default_factory=lambda: {"train": {"steps": 2}})
     # commands of its own beside edgegen's ("edgegen upscale"): "module:function" (subparsers,
