@@ -105,6 +105,33 @@ def test_pixelcnn_samples_a_batch_past_the_rows_per_call_in_pieces(pixelcnn, mon
     np.testing.assert_allclose(pipe.log_prob(fast, labels=labels), scores, rtol=1e-5)
 
 
+class Stop(Exception):
+    """A service's own exception, raised in a callback to stop a call."""
+
+
+def test_pixelcnn_reports_each_row_and_stops_where_its_callback_raises(pixelcnn):
+    """A service's progress and its way to stop a call (a client gone): sampling ran to its end."""
+    pipe = edgegen.load(pixelcnn["pkg"], backend="ort-cpu")
+    heard = []
+    images = pipe.sample(3, seed=2, callback=lambda done, total: heard.append((done, total)))
+    assert heard == [(r, 8) for r in range(1, 9)] and np.array_equal(images, pipe.sample(3, seed=2))
+    mask = np.zeros((8, 8))
+    mask[5:] = 1   # rows 0-4 known: reported, not drawn
+    heard.clear()
+    pipe.complete(images, mask, seed=1, callback=lambda done, total: heard.append(done), fast=False)
+    assert heard == list(range(1, 9))
+
+    def stop_at_row_3(done, total):
+        if done == 3:
+            raise Stop(f"{done} of {total}")
+
+    with pytest.raises(Stop, match="3 of 8"):
+        pipe.sample(2, seed=0, callback=stop_at_row_3)
+    assert np.array_equal(pipe.sample(3, seed=2), images)   # and the pipeline serves the next call as before
+    with pytest.raises(InputError, match=r"callback: expected a function \(rows done, rows\) or None, found int 3"):
+        pipe.sample(1, callback=3)
+
+
 def test_pixelcnn_log_prob_is_exact_and_separates_digits_from_noise(pixelcnn):
     pipe = edgegen.load(pixelcnn["pkg"], backend="ort-cpu")
     digits = load_images("digits", image_size=8).test[:200]
@@ -290,6 +317,25 @@ def test_a_second_of_audio_shows_progress_only_when_asked(wavenet, capsys):
     with pytest.raises(InputError, match=rf"num_samples: expected at most {600 * pipe.sample_rate} \(600 s at "
                                          rf"{pipe.sample_rate} Hz\) per call: each call starts from silence, found "):
         pipe.generate(600 * pipe.sample_rate + 1)
+
+
+def test_wavenet_reports_every_thousand_samples_and_stops_where_its_callback_raises(wavenet):
+    pipe = edgegen.load(wavenet["pkg"], backend="ort-cpu")
+    for fast in (True, False):
+        heard = []
+        codes = pipe.generate_codes(2500, seed=3, fast=fast, callback=lambda done, total: heard.append((done, total)))
+        assert heard == [(1000, 2500), (2000, 2500), (2500, 2500)]
+    assert np.array_equal(codes, pipe.generate_codes(2500, seed=3))
+
+    def deadline(done, total):
+        if done >= 2000:
+            raise Stop("past the deadline")
+
+    with pytest.raises(Stop, match="past the deadline"):
+        pipe.generate(3000, seed=3, callback=deadline)
+    assert np.array_equal(pipe.generate_codes(2500, seed=3), codes)
+    with pytest.raises(InputError, match=r"callback: expected a function \(done, total\) or None, found str 'x'"):
+        pipe.generate(10, callback="x")
 
 
 def test_shipped_wavenet_log_prob_separates_tones_from_noise(shipped_package):

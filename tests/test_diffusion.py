@@ -94,7 +94,7 @@ def test_ddim_eta_and_callback(pipe):
     seen = []
     pipe.sample(1, steps=4, sampler="ddim", eta=1.0, seed=0, callback=lambda i, t, x: seen.append(i))
     assert seen == [0, 1, 2, 3]
-    with pytest.raises(InputError, match=r"callback: expected a function \(step, timestep, x\), found int"):
+    with pytest.raises(InputError, match=r"callback: expected a function \(step, timestep, x\) or None, found int 3"):
         pipe.sample(1, steps=4, seed=0, callback=3)
     with pytest.raises(ConfigError, match="only the ddim sampler takes eta"):
         pipe.sample(1, steps=4, sampler="euler", eta=0.5)

@@ -311,6 +311,15 @@ def check_flag(value: Any, what: str) -> bool:
     return bool(value)
 
 
+def check_callback(callback: Any, arguments: str) -> Any:
+    """None or a function, called with `arguments` during a loop (progress, or a raise that stops
+    it): a value that cannot be called is refused before the loop's work, not at its first report."""
+    if callback is not None and not callable(callback):
+        raise InputError(f"callback: expected a function {arguments} or None, found {type(callback).__name__} "
+                         f"{callback!r}")
+    return callback
+
+
 def check_number(value: Any, what: str, low: float | None = None, high: float | None = None) -> float:
     """A real number within [low, high], or InputError."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not np.isfinite(value):

@@ -32,7 +32,8 @@ from typing import Callable
 
 import numpy as np
 
-from ..errors import ConfigError, InputError, not_one_of
+from ..errors import ConfigError, not_one_of
+from .pipeline import check_callback
 
 ModelFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 # callback(step_index, timestep, x) is called after every step, for progress or previews.
@@ -209,8 +210,7 @@ class Sampler:
         noise level (from `sample`, or from `noised()` for img2img and inpainting)."""
         if self.stochastic and rng is None:
             raise ConfigError(f"sampler {self.name!r} draws noise at every step: expected an rng (np.random.Generator), found None")
-        if callback is not None and not callable(callback):   # said before the first step, not after it
-            raise InputError(f"callback: expected a function (step, timestep, x), found {type(callback).__name__}")
+        check_callback(callback, "(step, timestep, x)")
         timesteps = self.timesteps(steps)
         if not 0 <= start < len(timesteps):
             raise ConfigError(f"start: expected a step index from 0 to {len(timesteps) - 1}, found {start}")

@@ -10,6 +10,7 @@ the same random numbers, so a seed gives the same images either way.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Callable
 
 import numpy as np
 
@@ -18,6 +19,7 @@ from ...runtimes.pipeline import (
     ImageConfig,
     Pipeline,
     as_float_array,
+    check_callback,
     check_flag,
     broadcast_mask,
     check_range,
@@ -63,19 +65,25 @@ class PixelCNNPipeline(Pipeline):
         super().__init__(package, sessions, config)
         self.levels, self.num_classes, self.null_label = config.levels, config.num_classes, config.null_label
 
-    def sample(self, n: int, seed=None, labels=None, temperature: float = 1.0, fast: bool = True) -> np.ndarray:
-        """n images [n, 1, H, W] in [0, 1] (multiples of 1 / (levels - 1))."""
+    def sample(self, n: int, seed=None, labels=None, temperature: float = 1.0, fast: bool = True,
+               callback: Callable[[int, int], Any] | None = None) -> np.ndarray:
+        """n images [n, 1, H, W] in [0, 1] (multiples of 1 / (levels - 1)). callback(rows done, rows)
+        is called after each row of pixels: a service's progress, or an exception raised there stops
+        the call (a client gone, a deadline)."""
         n = check_count(n)
         _, h, w = self.image_shape
-        return self._fill(np.zeros((n, 1, h, w), np.float32), np.ones((n, h, w), bool), labels, seed, temperature, fast)
+        return self._fill(np.zeros((n, 1, h, w), np.float32), np.ones((n, h, w), bool), labels, seed, temperature, fast,
+                          callback)
 
-    def complete(self, image, mask, seed=None, labels=None, temperature: float = 1.0, fast: bool = True) -> np.ndarray:
+    def complete(self, image, mask, seed=None, labels=None, temperature: float = 1.0, fast: bool = True,
+                 callback: Callable[[int, int], Any] | None = None) -> np.ndarray:
         """Fill the pixels where mask is 1 (not yet generated), in raster order, keeping the rest
         (quantized to the model's levels). mask: [H, W] for every image, or per image [n, H, W]
-        or [n, 1, H, W], as the diffusion families take it; a pixel's channels are generated together."""
+        or [n, 1, H, W], as the diffusion families take it; a pixel's channels are generated together.
+        callback: as sample's, after each row (a row with nothing to fill too)."""
         images = self.quantized(check_range(as_float_array(image, "image", (None, *self.image_shape)), "image", 0, 1))
         todo = broadcast_mask(mask, (len(images), 1, *self.image_shape[1:]))[:, 0] > 0.5
-        return self._fill(images.copy(), todo, labels, seed, temperature, fast)
+        return self._fill(images.copy(), todo, labels, seed, temperature, fast, callback)
 
     def log_prob(self, images, labels=None) -> np.ndarray:
         """Exact log-likelihood in nats per image (images quantized to the model's levels), one pass:
@@ -89,29 +97,34 @@ class PixelCNNPipeline(Pipeline):
     def quantized(self, images: np.ndarray) -> np.ndarray:
         return (np.round(np.clip(images, 0, 1) * (self.levels - 1)) / (self.levels - 1)).astype(np.float32)
 
-    def _fill(self, x, todo, labels, seed, temperature, fast) -> np.ndarray:
+    def _fill(self, x, todo, labels, seed, temperature, fast, callback=None) -> np.ndarray:
         fast = check_flag(fast, "fast")
+        callback = check_callback(callback, "(rows done, rows)")
         y = class_labels(labels, len(x), self.num_classes, self.null_label)
         sampling, rng = sampler(temperature), make_rng(seed)
-        network, links_graph, row_graph = self.sessions["network"], self.sessions["links"], self.sessions["row"]
         h, w = x.shape[2:]
         uniforms = row_uniforms(rng, len(x), h * w)   # pixel (r, c) of row i takes uniforms[i, r * w + c]
         for r in range(h):
-            if not todo[:, r].any():
-                continue
-            if fast:  # the rows so far (at least two: the graph's traced minimum), this row's links
-                rows = np.ascontiguousarray(x[:, :, :max(r + 1, 2)])
-                # row r's links only, taken call by call: all the rows' are rows times as large to hold
-                links = links_graph.run_rows({"image": rows, "labels": y}, keep=lambda out, r=r: {
-                    "links": np.ascontiguousarray(out["links"][:, :, :, r:r + 1])})["links"]
-            for c in range(w):
-                if not todo[:, r, c].any():
-                    continue
-                if fast:
-                    logits = row_graph.run_rows({"row": np.ascontiguousarray(x[:, :, r:r + 1]), "links": links,
-                                            "labels": y})["logits"][:, :, 0, c]
-                else:
-                    logits = network.run_rows({"image": x, "labels": y})["logits"][:, :, r, c]
-                codes = draw(logits, sampling, None, uniforms[:, r * w + c])
-                x[:, 0, r, c] = np.where(todo[:, r, c], codes / (self.levels - 1), x[:, 0, r, c])
+            if todo[:, r].any():
+                self._fill_row(x, r, todo[:, r], y, sampling, uniforms[:, r * w:(r + 1) * w], fast)
+            if callback is not None:
+                callback(r + 1, h)
         return x
+
+    def _fill_row(self, x, r, todo, y, sampling, uniforms, fast) -> None:
+        """Draw row r's pixels where todo [n, W] holds, in place, each from its uniforms [n, W]."""
+        if fast:  # the rows so far (at least two: the graph's traced minimum), this row's links
+            rows = np.ascontiguousarray(x[:, :, :max(r + 1, 2)])
+            # row r's links only, taken call by call: all the rows' are rows times as large to hold
+            links = self.sessions["links"].run_rows({"image": rows, "labels": y}, keep=lambda out: {
+                "links": np.ascontiguousarray(out["links"][:, :, :, r:r + 1])})["links"]
+        for c in range(x.shape[3]):
+            if not todo[:, c].any():
+                continue
+            if fast:
+                logits = self.sessions["row"].run_rows({"row": np.ascontiguousarray(x[:, :, r:r + 1]), "links": links,
+                                                        "labels": y})["logits"][:, :, 0, c]
+            else:
+                logits = self.sessions["network"].run_rows({"image": x, "labels": y})["logits"][:, :, r, c]
+            codes = draw(logits, sampling, None, uniforms[:, c])
+            x[:, 0, r, c] = np.where(todo[:, c], codes / (self.levels - 1), x[:, 0, r, c])

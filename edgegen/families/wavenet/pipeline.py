@@ -11,6 +11,7 @@ over everything generated so far for every sample (quadratic; kept to check and 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import numpy as np
 
@@ -19,10 +20,11 @@ from ...progress import Progress
 from ...runtimes.audio import mu_law_decode, mu_law_encode
 from ...runtimes.autoregressive import draw, log_softmax, sampler
 from ...runtimes.ort import OrtBinding, OrtSession
-from ...runtimes.pipeline import (Pipeline, as_float_array, check_count, check_flag, check_range, class_labels,
-                                  class_problems, make_rng, user_array)
+from ...runtimes.pipeline import (Pipeline, as_float_array, check_callback, check_count, check_flag, check_range,
+                                  class_labels, class_problems, make_rng, user_array)
 from .. import RuntimeConfig, dim_problems, positive
 
+CALLBACK_EVERY = 1000   # samples between reports to the progress bar and the callback (1/8 s of audio at 8 kHz)
 MAX_SECONDS = 600   # of audio per call: about ten minutes of sample-by-sample work here (~7,800 samples/s at 8 kHz)
 
 
@@ -75,26 +77,30 @@ class WaveNetPipeline(Pipeline):
         self.silence = int(mu_law_encode(np.zeros(1), self.quantization)[0])
 
     def generate(self, num_samples: int, seed=None, labels=None, temperature: float = 1.0, fast: bool = True,
-                 progress: bool | None = False) -> np.ndarray:
+                 progress: bool | None = False, callback: Callable[[int, int], Any] | None = None) -> np.ndarray:
         """float32 waveform [num_samples] in [-1, 1] at the package's sample_rate."""
-        return mu_law_decode(self.generate_codes(num_samples, seed, labels, temperature, fast, progress),
+        return mu_law_decode(self.generate_codes(num_samples, seed, labels, temperature, fast, progress, callback),
                              self.quantization)
 
     def generate_codes(self, num_samples: int, seed=None, labels=None, temperature: float = 1.0,
-                       fast: bool = True, progress: bool | None = False) -> np.ndarray:
+                       fast: bool = True, progress: bool | None = False,
+                       callback: Callable[[int, int], Any] | None = None) -> np.ndarray:
         """The mu-law codes [num_samples] that generate() decodes. progress, for a second of audio or
         more (minutes of work): False silent (a library call's stderr may be a service's log), None a
-        bar on a terminal and one line in a log (edgegen generate), True a bar."""
+        bar on a terminal and one line in a log (edgegen generate), True a bar. callback(done, total)
+        is called every CALLBACK_EVERY samples and after the last: a service's progress, or an
+        exception raised there stops the call (a client gone, a deadline)."""
         num_samples = check_count(num_samples, "num_samples", MAX_SECONDS * self.sample_rate,
                                   f"({MAX_SECONDS} s at {self.sample_rate} Hz) per call: each call starts from silence")
         fast = check_flag(fast, "fast")
         labels = class_labels(labels, 1, self.num_classes, self.null_label, "labels")
         if progress not in (False, None, True):
             raise InputError(f"progress: expected False, None (a bar on a terminal) or True, found {progress!r}")
+        callback = check_callback(callback, "(done, total)")
         if not fast:
-            return self._naive(num_samples, labels, sampler(temperature), make_rng(seed))
+            return self._naive(num_samples, labels, sampler(temperature), make_rng(seed), callback)
         shown = progress if num_samples >= self.sample_rate else False
-        return self._fast(num_samples, labels, sampler(temperature), make_rng(seed), shown)
+        return self._fast(num_samples, labels, sampler(temperature), make_rng(seed), shown, callback)
 
     def log_prob(self, waveform, labels=None, per_sample: bool = False) -> np.ndarray | float:
         """Mean log-likelihood in nats per sample of a waveform [T] (a float) or a batch [n, T];
@@ -137,16 +143,18 @@ class WaveNetPipeline(Pipeline):
             each[:, start:end] = np.take_along_axis(log_softmax(logits), targets[:, None, start:end], axis=1)[:, 0]
         return each
 
-    def _naive(self, num_samples, labels, sampling, rng) -> np.ndarray:
+    def _naive(self, num_samples, labels, sampling, rng, callback=None) -> np.ndarray:
         network = self.sessions["network"]
         codes = np.empty((1, num_samples + 1), np.int64)
         codes[0, 0] = self.silence
         for t in range(num_samples):
             logits = network.run({"codes": codes[:, :t + 1], "labels": labels})["logits"][:, :, -1]
             codes[0, t + 1] = draw(logits, sampling, rng)[0]
+            if callback is not None and (t % CALLBACK_EVERY == CALLBACK_EVERY - 1 or t == num_samples - 1):
+                callback(t + 1, num_samples)
         return codes[0, 1:]
 
-    def _fast(self, num_samples, labels, sampling, rng, progress: bool | None = False) -> np.ndarray:
+    def _fast(self, num_samples, labels, sampling, rng, progress: bool | None = False, callback=None) -> np.ndarray:
         step = self.sessions["step"]
         if not isinstance(step, OrtSession):
             raise InputError(f"backend {self.backend!r}: fast generation needs an ONNX Runtime session")
@@ -162,13 +170,15 @@ class WaveNetPipeline(Pipeline):
                 binding.input(f"state.{i}", src)
                 binding.output(f"next_state.{i}", dst)
             bindings.append(binding)
-        out = np.empty(num_samples, np.int64)
-        # the bar moves every 1000 samples, to cost nothing
+        out, reported = np.empty(num_samples, np.int64), 0
+        # the bar and the callback hear every CALLBACK_EVERY samples, to cost nothing
         with Progress(num_samples, "" if progress is False else "generate", enabled=progress) as bar:
             for t in range(num_samples):
                 bindings[t % 2].run()
                 out[t] = code[0] = draw(logits, sampling, rng)[0]
-                if t % 1000 == 999:
-                    bar.update(1000)
-            bar.update(num_samples % 1000)
+                if t % CALLBACK_EVERY == CALLBACK_EVERY - 1 or t == num_samples - 1:
+                    bar.update(t + 1 - reported)
+                    reported = t + 1
+                    if callback is not None:
+                        callback(reported, num_samples)
         return out
