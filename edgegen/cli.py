@@ -706,7 +706,8 @@ def _cmd_triton(args) -> None:
                                 dynamic_batching=args.dynamic_batching, queue_delay_us=args.queue_delay_us,
                                 instances=args.instances, kind=args.kind, precision=args.precision,
                                 backend=args.backend, threads=args.threads)
-    models = write_repository([_package_or_name(p) for p in args.packages], args.out, options, overwrite=args.force)
+    models = write_repository([_package_or_name(p) for p in args.packages], args.out, options, overwrite=args.force,
+                              names=args.names)
     print(f"{len(models)} model(s) in {args.out}: tritonserver --model-repository {args.out} (docs/serving.md)")
 
 
@@ -1001,6 +1002,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0,
                    help="ONNX Runtime threads per instance, Python-backend or onnxruntime backend (0: a "
                         "Python-backend instance takes its share of the cores, the onnxruntime backend its default)")
+    p.add_argument("--name", action="append", default=None, dest="names", metavar="NAME",
+                   help="the model's name in the repository, once per PACKAGE in order (default: each package's own "
+                        "name): the same package at two precisions, or two packages of one name")
     p.add_argument("--force", action="store_true", help="replace model folders that exist in --out (Triton model folders "
                    "only, never a folder of other files)")
     p.set_defaults(func=_cmd_triton)

@@ -363,6 +363,30 @@ def test_the_command_line_writes_a_repository(trained, tmp_path, capsys):
     capsys.readouterr()
 
 
+def test_models_named_on_the_command_line_serve_one_package_twice(trained, tmp_path, capsys):
+    """An operator serving a package at two precisions (or two packages of one manifest name):
+    the model folder took the manifest's name, so the second was refused with no way around it."""
+    out, gan = tmp_path / "repo", str(trained["gan"][1])
+    assert main(["triton", gan, gan, "--out", str(out), "--name", "gan-a", "--name", "gan-b"]) == 0
+    assert main(["triton", gan, "--out", str(out), "--name", "gan-python", "--graph-backend", "python"]) == 0
+    assert {p.name for p in out.iterdir()} == {"gan-a", "gan-b", "gan-python"}
+    for name in ("gan-a", "gan-b", "gan-python"):
+        assert read_config(out / name).name == name   # Triton requires the folder's name there
+    assert read_config(out / "gan-python").backend == "python" and (out / "gan-a" / "1" / "model.onnx").is_file()
+    capsys.readouterr()
+    for names, said in (([], "model 'gan': expected one package per model name, found 2 packages named so (--name gives "
+                             "each its own"),
+                        (["one"], "names (--name): expected one per package, in order (2), found 1"),
+                        (["x", "x"], "model 'x': expected one package per model name, found 2 packages named so"),
+                        (["ok", ".hidden"], "name (--name): expected letters, digits")):
+        flags = [f for name in names for f in ("--name", name)]
+        assert main(["triton", gan, gan, "--out", str(tmp_path / "refused"), *flags]) == 2
+        assert said in capsys.readouterr().err
+    assert not (tmp_path / "refused").exists()
+    with pytest.raises(ConfigError, match=r"names \(--name\): expected one per package, in order \(1\), found 'gan-a'"):
+        write_repository([gan], tmp_path / "refused", names="gan-a")
+
+
 def test_a_full_disk_while_copying_a_package_is_one_line_and_leaves_nothing(trained, tmp_path, monkeypatch, capsys):
     import errno
 

@@ -30,8 +30,8 @@ from ..errors import ConfigError, OutputExistsError, PackageBusyError
 from ..external_data import external_data_files
 from ..families import get as get_family
 from ..families import package_config
-from ..package import (CHECKPOINT_WEIGHTS, MANIFEST_NAME, PRECISIONS, Package, TensorSpec, copy_package, name_from_folder,
-                       fp32_graphs_note)
+from ..package import (CHECKPOINT_WEIGHTS, MANIFEST_NAME, PRECISIONS, Package, TensorSpec, check_name, copy_package,
+                       fp32_graphs_note, name_from_folder)
 from ..runtimes.backends import KNOWN_BACKENDS
 from ..shipped import resolve as resolve_shipped
 from ..storage import (KILLED_WRITERS_LEFTOVER, atomic_write_text, clean_leftover, refuse_empty, refuse_output_folder,
@@ -123,17 +123,32 @@ def model_name(package: Package) -> str:
     return name_from_folder(package.manifest.name)
 
 
+def _model_names(packages: list[Package], given: list[str] | None) -> list[str]:
+    """The model folder of each package: the name given for it, else its own; two of one name refused."""
+    if given is not None:
+        if isinstance(given, str) or len(given) != len(packages):
+            found = repr(given) if isinstance(given, str) else len(given)
+            raise ConfigError(f"names (--name): expected one per package, in order ({len(packages)}), found {found}")
+        for name in given:
+            check_name("" if name is None else name)   # None is check_name's "no name given"
+    names = [model_name(p) for p in packages] if given is None else list(given)
+    for name in {n for n in names if names.count(n) > 1}:
+        how = "" if given is not None else " (--name gives each its own: the same package at two precisions, two versions)"
+        raise ConfigError(f"model {name!r}: expected one package per model name, found {names.count(name)} packages "
+                          f"named so{how}")
+    return names
+
+
 def write_repository(packages: list[str], out: str | Path, options: RepositoryOptions = RepositoryOptions(),
-                     overwrite: bool = False, report=print) -> list[ServedModel]:
-    """A model folder in `out` for each package (a path or a shipped model's name). A folder
-    that exists already is refused unless `overwrite`; every package is checked before any is written."""
+                     overwrite: bool = False, report=print, names: list[str] | None = None) -> list[ServedModel]:
+    """A model folder in `out` for each package (a path or a shipped model's name), named by
+    `names` (one per package, in order) or else by each package's name. A folder that exists
+    already is refused unless `overwrite`; every package is checked before any is written."""
     problems = options.problems()
     if problems:
         raise ConfigError(problems[0])   # named by its keyword, which the command line says as its flag
     opened = [Package(resolve_shipped(p)) for p in packages]
-    names = [model_name(p) for p in opened]
-    for name in {n for n in names if names.count(n) > 1}:
-        raise ConfigError(f"model {name!r}: expected one package per model name, found {names.count(name)} packages named so")
+    names = _model_names(opened, names)
     refuse_empty(out, "output")   # the working folder, which the hint would then name as ''
     out = Path(out)
     if out.exists() and not out.is_dir():
