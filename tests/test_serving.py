@@ -626,6 +626,63 @@ def test_gpt_streams_token_by_token_through_decoupled_mode(server, gpt_package):
     assert "".join(pieces) == edgegen.load(gpt_package, threads=1).generate("def ", max_new_tokens=12, do_sample=False)
 
 
+def test_a_request_its_client_cancels_stops_the_pipeline_and_the_next_is_served(server, trained):
+    """A diffusion request of minutes whose gRPC client cancels it, or whose deadline passes (a
+    client gone): the pipeline ran to its end before, holding the instance; it stops at its next
+    step now, says so in the server's log, and the next request is answered."""
+    import time
+
+    import tritonclient.grpc as grpc
+
+    client = grpc.InferenceServerClient(server.grpc_url)
+    long = {"n": np.array([[1024]]), "steps": np.array([[500]]), "seed": np.array([[0]])}
+    said = "diffusion: a request cancelled by its client stopped after sampler step "
+    for way in ("cancel", "deadline"):
+        answers = queue.Queue()
+        call = client.async_infer("diffusion", _inputs(grpc, long), callback=lambda result, error: answers.put(error),
+                                  client_timeout=2 if way == "deadline" else None)
+        time.sleep(2)   # past the batcher's 0.3 s wait: the request is running, not queued
+        if way == "cancel":
+            call.cancel()
+        assert re.search("CANCELLED|DEADLINE", str(answers.get(timeout=30))), way
+        for _ in range(120):
+            if server.log.read_text(errors="replace").count(said) == (1 if way == "cancel" else 2):
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail(f"{way}: expected {said!r} in the server's log, found {server.log.read_text().count(said)} "
+                        "within a minute")
+    short = {"n": np.array([[1]]), "steps": np.array([[2]]), "seed": np.array([[1]])}
+    (images,) = client.infer("diffusion", _inputs(grpc, short), client_timeout=120).as_numpy("images")
+    np.testing.assert_allclose(images, edgegen.load(trained["diffusion"][1], threads=1)(1, steps=2, seed=1), atol=1e-5)
+
+
+def test_a_stream_its_client_cancels_stops_before_its_next_piece(gpt_package):
+    """The decoupled GPT model checks its response sender between pieces (no server needed)."""
+    import types
+
+    from edgegen.families import get
+    from edgegen.serving.requests import served
+
+    sent, logged = [], []
+    sender = types.SimpleNamespace(is_cancelled=lambda: len(sent) == 3, send=lambda response=None, flags=0:
+                                   sent.append(flags or response))
+    fake = types.SimpleNamespace(
+        Tensor=lambda name, value: value, get_input_tensor_by_name=lambda request, name: request.values.get(name),
+        InferenceResponse=lambda output_tensors, error=None: "piece", TRITONSERVER_RESPONSE_COMPLETE_FINAL="final",
+        Logger=types.SimpleNamespace(log_info=logged.append))
+    model = TritonPythonModel()
+    model.pb, model.route, model.batched, model.name = fake, "pipeline", False, "gpt"
+    model.pipe = edgegen.load(gpt_package, threads=1)
+    model.request = served(get("gpt"), model.pipe.config)
+    value = lambda array: types.SimpleNamespace(as_numpy=lambda: np.asarray(array))  # noqa: E731
+    request = types.SimpleNamespace(values={"prompt": value([b"def "]), "max_new_tokens": value([40])},
+                                    get_response_sender=lambda: sender)
+    model._stream(request)
+    assert sent == ["piece", "piece", "piece", "final"] and logged == ["gpt: a request cancelled by its client stopped "
+                                                                       "after 3 pieces"]
+
+
 def test_the_server_stops_when_the_block_ends(repository, tmp_path):
     _server_env_or_skip()
     small = tmp_path / "one"

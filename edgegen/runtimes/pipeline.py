@@ -78,6 +78,9 @@ class Pipeline:
     family: str = ""
     alternates_graphs: bool = False   # its loop runs two graphs in turn: their thread pools must not spin
     precision: str = "fp32"           # or the variant precision load() was asked for
+    # its __call__ (and each call a served request makes of it) takes callback=, called during its
+    # loop, and stops where that raises: a served request its client cancelled stops there
+    stoppable: bool = False
 
     def __init__(self, package: Package, sessions: dict[str, Session], config: RuntimeConfig):
         self.package = package

@@ -37,6 +37,11 @@ def _processes(group: dict) -> int:
     return count * max(1, len(group.get("gpus") or ())) if group.get("kind") == "KIND_GPU" else count
 
 
+class _Cancelled(Exception):
+    """Raised in a pipeline's callback where Triton says its request was cancelled (a gRPC
+    client's cancel, or its deadline past), to stop the pipeline's loop there."""
+
+
 class TritonPythonModel:
     """Triton's Python-backend model interface: initialize, execute, finalize."""
 
@@ -44,6 +49,7 @@ class TritonPythonModel:
         import triton_python_backend_utils as pb_utils
 
         self.pb = pb_utils
+        self.name = args["model_name"]
         config = json.loads(args["model_config"])
         parameters = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
         folder = Path(args["model_repository"]) / args["model_version"]
@@ -101,18 +107,42 @@ class TritonPythonModel:
 
     def _answer(self, request):
         try:
+            arguments = self._arguments(request)
+            if self.pipe.stoppable:   # its loop asks between steps whether the client is still there
+                arguments["callback"] = self._stop_if_cancelled(request)
             outputs = {}
-            for piece in self.request.answer(self.pipe, self._arguments(request)):
+            for piece in self.request.answer(self.pipe, arguments):
                 outputs.update(piece)
             return self._response(outputs)
         except EdgegenError as exc:
             return self._error(exc)
+        except _Cancelled:
+            return self.pb.InferenceResponse(output_tensors=[], error=self.pb.TritonError(
+                "cancelled by its client", self.pb.TritonError.CANCELLED))
+
+    def _stop_if_cancelled(self, request):
+        """The pipeline's callback: raises _Cancelled where Triton says the request was cancelled,
+        after saying in the server's log where it stopped (a diffusion loop reports (step index,
+        timestep, x), the others (done, total))."""
+        def check(*progress):
+            if request.is_cancelled():
+                where = f"after sampler step {progress[0] + 1}" if len(progress) == 3 else f"at {progress[0]} of {progress[1]}"
+                self._said_cancelled(where)
+                raise _Cancelled
+        return check
+
+    def _said_cancelled(self, where: str) -> None:
+        self.pb.Logger.log_info(f"{self.name}: a request cancelled by its client stopped {where}")
 
     def _stream(self, request) -> None:
-        """Each piece the pipeline yields as its own response, then the final flag."""
+        """Each piece the pipeline yields as its own response, then the final flag; a stream its
+        client cancelled stops before its next piece."""
         sender = request.get_response_sender()
         try:
-            for piece in self.request.answer(self.pipe, self._arguments(request)):
+            for sent, piece in enumerate(self.request.answer(self.pipe, self._arguments(request))):
+                if sender.is_cancelled():   # the generator closes here, with nothing left running
+                    self._said_cancelled(f"after {sent} pieces")
+                    break
                 sender.send(self._response(piece))
         except EdgegenError as exc:
             sender.send(self._error(exc))

@@ -106,6 +106,7 @@ class DiffusionPipeline(Pipeline):
     # sample_batched merges calls whose denoiser takes nothing but the sample, the timestep and
     # the labels; a subclass whose graph takes more (a ControlNet's control) sets this False
     merges_calls = True
+    stoppable = True   # callback= in its loops (docs/serving.md: a cancelled request stops)
 
     @property
     def num_classes(self) -> int:

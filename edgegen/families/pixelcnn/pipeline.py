@@ -60,6 +60,7 @@ class PixelCNNConfig(ImageConfig):
 class PixelCNNPipeline(Pipeline):
     family = "pixelcnn"
     alternates_graphs = True   # links, then row, then row...
+    stoppable = True   # callback= in its loops (docs/serving.md: a cancelled request stops)
 
     def __init__(self, package, sessions, config):
         super().__init__(package, sessions, config)
