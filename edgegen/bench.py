@@ -31,6 +31,7 @@ from .progress import Progress
 ROUNDS = 10  # the engines take turns in this many blocks, so drift in machine load hits both alike
 SETTLE_S = 0.1   # the pause before each block, for the last engine's spinning threads to sleep
 SETTLE_ENV = "EDGEGEN_BENCH_SETTLE_S"   # overrides it: 0 where timings do not matter (the test suite)
+MAX_SETTLE_S = 60.0   # a pause beyond it is a typo (milliseconds given as seconds), not a setting
 REWARM_S = 0.01        # about how long the untimed calls after each pause run (interleaved_timings)
 REWARM_CALLS = 3       # and the most of them
 REWARM_BELOW_S = 1.0   # none for a call this long: its wake is lost in it
@@ -40,7 +41,17 @@ BANDWIDTH_REPEATS = 8
 
 def settle_seconds() -> float:
     """The pause that lets the threads of what ran last stop spinning: SETTLE_S, or SETTLE_ENV's."""
-    return float(os.environ.get(SETTLE_ENV, SETTLE_S))
+    given = os.environ.get(SETTLE_ENV)
+    if given is None:
+        return SETTLE_S
+    try:
+        seconds = float(given)
+    except ValueError:
+        seconds = math.nan
+    if not 0 <= seconds <= MAX_SETTLE_S:   # nan too
+        raise ConfigError(f"{SETTLE_ENV}: expected seconds from 0 to {MAX_SETTLE_S:g} (the pause before each timed "
+                          f"block; default {SETTLE_S:g}), found {given!r}")
+    return seconds
 
 
 def machine_info() -> dict:
@@ -248,6 +259,7 @@ def _bench_package(path, batch, iters, warmup, backend, threads, vs_torch, preci
                    generation, steps) -> dict:
     from .runtimes import load
 
+    settle_seconds()   # a mistyped setting is said before the work, not after the first engine's timing
     for flag, count, least in (("--batch", batch, 1), ("--iters", iters, 1), ("--warmup", warmup, 0)):
         if count is not None and count < least:
             raise ConfigError(f"{flag}: expected at least {least}, found {count}")

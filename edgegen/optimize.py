@@ -237,6 +237,9 @@ def _onnxruntime_errors_only():
 
 def _check_settings(precision: str, calibration, block_size, max_8bit_share, gate_threshold, checkpoint, inputs) -> None:
     """optimize_package's settings, each named as the API and the command line name it."""
+    from .bench import settle_seconds
+
+    settle_seconds()   # its speed verdicts pause as bench's do: a mistyped EDGEGEN_BENCH_SETTLE_S before calibrating
     if (isinstance(calibration, bool) or not isinstance(calibration, int) or not BATCH <= calibration <= MAX_CALIBRATION
             or calibration % BATCH):
         raise ConfigError(f"calibration (--calibration): expected {BATCH} to {MAX_CALIBRATION} inputs, a multiple of "

@@ -349,6 +349,17 @@ def test_bench_refuses_the_batch_in_shapes_and_sweeps_and_a_dim_in_both(trained,
         assert code == 2 and message in err and out == "", err
 
 
+def test_a_mistyped_settle_setting_is_one_line_before_any_work(trained, monkeypatch, capsys):
+    """EDGEGEN_BENCH_SETTLE_S=abc (or -1, nan) was a traceback with status 1, from optimize after
+    its calibration: a CI script read it as a gate's verdict (helper 90)."""
+    for value in ("abc", "-1", "nan", "inf", "120"):
+        monkeypatch.setenv("EDGEGEN_BENCH_SETTLE_S", value)
+        for command in (["bench", trained["vae"][1], "--iters", "2"], ["optimize", trained["vae"][1], "--precision", "fp16"]):
+            code, out, err = run_cli(capsys, *command)
+            assert code == 2 and f"EDGEGEN_BENCH_SETTLE_S: expected seconds from 0 to 60 (the pause before each timed " \
+                                  f"block; default 0.1), found '{value}'" in err and out == "", (command, err)
+
+
 def test_bench_writes_the_report(trained, tmp_path, capsys):
     ckpt, pkg = trained["vae"]
     report_path = tmp_path / "bench.json"
@@ -656,3 +667,13 @@ def test_a_stop_a_library_wraps_in_its_own_error_is_said_as_the_stop(trained, mo
     monkeypatch.setattr(cli, "_cmd_info", lambda args: 1 / 0)   # any other error is still Python's own
     with pytest.raises(ZeroDivisionError):
         main(["info", pkg])
+
+
+def test_python_dash_m_edgegen_is_the_command():
+    """A CI step calling one interpreter by its path, without the environment's bin on PATH."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "edgegen", "info", "no-such-package"], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 2 and result.stderr.startswith("edgegen: error: ") and "no-such-package" in result.stderr

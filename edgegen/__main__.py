@@ -1,0 +1,8 @@
+"""`python -m edgegen ...`: the edgegen command, where its script is not on PATH (a virtual
+environment not activated, a CI step calling one interpreter by its path)."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
