@@ -16,11 +16,15 @@ from pathlib import Path
 
 from . import __version__
 from .errors import (EXPORT_EXTRA, EXPORT_SIDE_MODULES, ConfigError, EdgegenError, EdgegenWarning, InputError, MissingExtraError,
-                     OutputExistsError, require_export)
+                     OutputExistsError, ValidationError, require_export)
 from .targets import DEFAULT_OPSET, TARGETS, TENSORRT_TARGETS, describe_targets, get_target
 from .wording import counted
 
+EXIT_VERDICT = 1      # a model failed a check: check's parse, optimize's gates, info's load verdict, export's gate
 EXIT_USER_ERROR = 2
+# an exception edgegen did not expect: Python's own status would be 1, which check, optimize, info
+# and export's gate give as verdicts on a model, so a script gating on them would read a crash as one
+EXIT_INTERNAL_ERROR = 3
 EXIT_PIPE_CLOSED = 128 + 13   # what a shell reports for a command SIGPIPE ended
 # the export extra's modules (pyproject.toml): a runtime-only install has none of them
 EXPORT_MODULES = (*EXPORT_SIDE_MODULES, "sklearn", "skimage", "matplotlib", "diffusers", "transformers")
@@ -622,13 +626,18 @@ def _print_info(path, shipped_name: str | None = None) -> int:
                for precision, parts in package.damaged_variants.items() for part in parts]
     if damaged:
         print("\n".join(damaged))
-    return _load_refusal(package) or (1 if damaged else 0)
+    refused = _load_refusal(package)
+    if refused:
+        return _verdict("info", f"package {str(package.path)!r}: edgegen.load refuses it: {refused}")
+    if damaged:
+        return _verdict("info", f"package {str(package.path)!r}: {counted(len(damaged), 'variant')} damaged (listed above)")
+    return 0
 
 
-def _load_refusal(package) -> int:
-    """1, saying why, where edgegen.load refuses the package (its family's config and graphs, its
-    tokenizer: the file, its hash, and the text extra a Hugging Face tokenizer needs); info reads
-    the manifest alone, and a user checks a package with it."""
+def _load_refusal(package) -> str:
+    """Why edgegen.load refuses the package, also printed as info's last line (its family's config
+    and graphs, its tokenizer: the file, its hash, and the text extra a Hugging Face tokenizer
+    needs), or "": info reads the manifest alone, and a user checks a package with it."""
     from .families import package_config
     from .runtimes.tokenizer import TOKENIZER_KINDS, load_tokenizer
 
@@ -640,8 +649,8 @@ def _load_refusal(package) -> int:
             load_tokenizer(package, tokenizer)
     except EdgegenError as exc:
         print(f"refused   edgegen.load refuses it: {exc}")
-        return 1
-    return 0
+        return str(exc)
+    return ""
 
 
 def _cmd_optimize(args) -> int:
@@ -660,7 +669,10 @@ def _cmd_optimize(args) -> int:
     records = optimize_package(args.package, args.precision, target=args.target, checkpoint=args.checkpoint,
                                inputs=args.inputs, bar=None, **given)
     _print_info(args.package)
-    return 0 if any("file" in r for r in records.values()) else 1   # 1: this run wrote no variant
+    if any("file" in r for r in records.values()):
+        return 0
+    refused = "; ".join(f"{part}: {r['refused']}" for part, r in records.items())
+    return _verdict("optimize", f"wrote no {args.precision} variant ({refused})")
 
 
 def _refuse_shipped_name(given: str) -> None:
@@ -682,7 +694,16 @@ def _cmd_check(args) -> int:
 
     checks = check_package(args.package, tensorrt=args.tensorrt, profiles=args.profile, target=args.target)
     print(format_checks(checks))
-    return 0 if all(c.ok for c in checks) else 1   # 1: something will not parse
+    failed = [c.part for c in checks if not c.ok]
+    return _verdict("check", f"{counted(len(failed), 'graph')} failed for --target {args.target}: {', '.join(failed)} "
+                             f"(the table above says why)") if failed else 0
+
+
+def _verdict(command: str, why: str) -> int:
+    """A model that failed a check (a gate, a parse, a load): said on stderr, which a CI log shows
+    for a failed step, beside the report on stdout; the status checks give."""
+    print(f"edgegen: {command}: {why}", file=sys.stderr)
+    return EXIT_VERDICT
 
 
 def _cmd_build(args) -> None:
@@ -1131,7 +1152,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             traceback.print_exc()
         print(f"edgegen: error: {_said_by_flag(exc, parser, args)}", file=sys.stderr)
-        return EXIT_USER_ERROR
+        # the export gate's verdict on a model (it does not reproduce PyTorch) is check's and optimize's status
+        return EXIT_VERDICT if isinstance(exc, ValidationError) else EXIT_USER_ERROR
     except (Terminated, KeyboardInterrupt) as stop:
         return _said_stopped(stop)
     except ModuleNotFoundError as exc:
@@ -1160,8 +1182,11 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USER_ERROR
     except Exception as exc:
         stop = _stop_within(exc)
-        if stop is None:
-            raise
+        if stop is None:   # a bug of edgegen's (or of a library under it): its own status, beside the verdicts' 1
+            traceback.print_exc()
+            print(f"edgegen: internal error: {type(exc).__name__} in edgegen {args.command}, not a mistake of yours: "
+                  f"the traceback above is what to report (exit status {EXIT_INTERNAL_ERROR})", file=sys.stderr)
+            return EXIT_INTERNAL_ERROR
         if args.debug:
             traceback.print_exc()
         # Ctrl-C or SIGTERM landing inside a library that wraps it in its own error (torch.export's

@@ -42,7 +42,9 @@ def test_check_reports_ops_opsets_quantization_and_unprofiled_dims(package_copy,
     assert ("expected one of 10.15, 10.3 (the support tables edgegen keeps; each target's table: tensorrt 10.15, "
             "jetpack6 10.3, jetpack7 10.15, for the releases docs/tensorrt-and-jetson.md says it takes)") in capsys.readouterr().err
     assert main(["check", str(pkg), "--target", "jetpack6"]) == 1   # JetPack 6 is TensorRT 10.3
-    assert "will NOT parse (judged by TensorRT 10.3's parser table)" in capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert "will NOT parse (judged by TensorRT 10.3's parser table)" in out
+    assert err == "edgegen: check: 2 graphs failed for --target jetpack6: generator, generator (int8) (the table above says why)\n"
     assert main(["check", str(pkg), "--profile", "batch=1:8:16"]) == 0
     out = capsys.readouterr().out
     assert "parses (judged by TensorRT 10.15's parser table)" in out
