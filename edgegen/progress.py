@@ -1,5 +1,5 @@
 """Progress for long work (training, export, optimize, sampling, benchmarks): tqdm's bar on a
-terminal, one summary line in logs."""
+terminal; in logs a line a minute while it runs and a summary line at its end."""
 
 from __future__ import annotations
 
@@ -9,11 +9,16 @@ from typing import TextIO
 
 from tqdm import tqdm
 
+# a log's line while work runs: a CI runner that kills a step silent for minutes (10 on some) would
+# otherwise kill a training of 15 minutes, whose only line came at its end
+LOG_EVERY_S = 60.0
+
 
 class Progress:
     """Counts steps toward a total: tqdm's bar on stderr at most ~10 times a second.
 
-    `enabled=None` shows the bar only when stderr is a terminal; logs and CI get a final line.
+    `enabled=None` shows the bar only when stderr is a terminal; logs and CI get a line every
+    LOG_EVERY_S while it runs (at an update) and a final line. A label of "" says nothing.
     """
 
     def __init__(self, total: int, label: str, enabled: bool | None = None, stream: TextIO | None = None):
@@ -23,7 +28,7 @@ class Progress:
         self.enabled = self.stream.isatty() if enabled is None else enabled
         self.count = 0
         self.info = ""
-        self._start = time.perf_counter()
+        self._start = self._said = time.perf_counter()
         self._bar = tqdm(total=self.total, desc=label, file=self.stream, disable=not self.enabled, leave=True,
                          mininterval=0.1, dynamic_ncols=True)
 
@@ -33,13 +38,18 @@ class Progress:
             self.info = info
             self._bar.set_postfix_str(info, refresh=False)
         self._bar.update(steps)
+        if not self.enabled and self.label and time.perf_counter() - self._said >= LOG_EVERY_S:
+            self._said = time.perf_counter()
+            self._line(f"{self.count}/{self.total} after {self._said - self._start:.0f}s {self.info}")
 
     def close(self, failed: bool = False) -> None:
         self._bar.close()
         if not self.enabled and not failed and self.label:
-            elapsed = time.perf_counter() - self._start
-            self.stream.write(f"{self.label}: {self.count}/{self.total} in {elapsed:.1f}s {self.info}\n")
-            self.stream.flush()
+            self._line(f"{self.count}/{self.total} in {time.perf_counter() - self._start:.1f}s {self.info}")
+
+    def _line(self, text: str) -> None:
+        self.stream.write(f"{self.label}: {text}\n")
+        self.stream.flush()
 
     def __enter__(self) -> "Progress":
         return self

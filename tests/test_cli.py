@@ -680,3 +680,28 @@ def test_python_dash_m_edgegen_is_the_command():
     result = subprocess.run([sys.executable, "-m", "edgegen", "info", "no-such-package"], capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 2 and result.stderr.startswith("edgegen: error: ") and "no-such-package" in result.stderr
+
+
+def test_a_log_gets_a_line_a_minute_while_long_work_runs(monkeypatch):
+    """stderr not a terminal (a CI log): a training of 500 steps printed nothing for its 191 s, then
+    one line, and runners that kill a step silent for 10 minutes would kill a long one (helper 90)."""
+    import io
+
+    from edgegen import progress
+
+    now = [1000.0]
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: now[0])
+    log = io.StringIO()
+    with progress.Progress(500, "train vae", stream=log) as bar:
+        for step in range(500):
+            now[0] += 0.5   # 250 s in all
+            bar.update(1, info=f"loss={1 / (step + 1):.3f}")
+    assert log.getvalue().splitlines() == ["train vae: 120/500 after 60s loss=0.008", "train vae: 240/500 after 120s loss=0.004",
+                                           "train vae: 360/500 after 180s loss=0.003", "train vae: 480/500 after 240s loss=0.002",
+                                           "train vae: 500/500 in 250.0s loss=0.002"]
+    quiet = io.StringIO()
+    with progress.Progress(10, "", stream=quiet) as bar:   # a library call's loop with no label: nothing
+        for _ in range(10):
+            now[0] += 100
+            bar.update()
+    assert quiet.getvalue() == ""
