@@ -262,3 +262,21 @@ def test_a_default_name_from_a_folder_fits_the_name_rule(trained, tmp_path):
     ckpt = shutil.copytree(trained["gan"][0], tmp_path / "my gan 7")
     assert Package(export_checkpoint(ckpt, tmp_path / "pkg")).manifest.name == "my_gan_7"
     assert [name_from_folder(n) for n in ("ok-1.2", ".hidden", "..", "-x y")] == ["ok-1.2", "hidden", "model", "x_y"]
+
+
+def test_two_exports_of_one_checkpoint_are_the_same_bytes_under_source_date_epoch(trained, tmp_path, monkeypatch):
+    """A pipeline caching on a package's hash never hit: the manifest held the time of the export
+    (helper 90). With SOURCE_DATE_EPOCH every file of the package is the same bytes."""
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    ckpt = trained["vae"][0]
+    first, second = (export_checkpoint(ckpt, tmp_path / run / "pkg") for run in ("a", "b"))
+    files = sorted(p.name for p in first.iterdir())
+    assert files == sorted(p.name for p in second.iterdir()) and "edgegen.json" in files
+    assert all((first / f).read_bytes() == (second / f).read_bytes() for f in files)
+    assert json.loads((first / "edgegen.json").read_text())["provenance"]["created"] == "2023-11-14T22:13:20+00:00"
+    for wrong in ("yesterday", "-5", "1.5"):
+        monkeypatch.setenv("SOURCE_DATE_EPOCH", wrong)
+        with pytest.raises(ConfigError, match=f"SOURCE_DATE_EPOCH: expected whole seconds since 1970-01-01 UTC .*, "
+                                              f"found '{wrong}'"):
+            export_checkpoint(ckpt, tmp_path / "c" / "pkg")
+    assert not (tmp_path / "c").exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import os
 import platform
 import shutil
 import tempfile
@@ -74,6 +75,7 @@ def export_model(ckpt: Checkpoint, out: str | Path, data: str | None = None, ops
     checkpoint = ckpt.path
     check_opset(opset)
     check_name(name)
+    created_time()   # a mistyped SOURCE_DATE_EPOCH said before the work, not after the gate
     family = get_family(ckpt.family)
     spec = spec or family.export_spec()
     if data is not None and not spec.needs_data:   # before an import's loading; optimize would not read it either
@@ -284,6 +286,23 @@ def _record_feeds(stage: Path, spec: ExportSpec, ckpt, images, seed: int) -> dic
     return {"file": HELD_OUT_FILE, "sha256": sha256_file(stage / HELD_OUT_FILE), "feeds": len(feeds)}
 
 
+SOURCE_DATE_EPOCH = "SOURCE_DATE_EPOCH"   # reproducible-builds.org's variable: the time a build records
+
+
+def created_time() -> str:
+    """When the package was made, UTC: now, or $SOURCE_DATE_EPOCH's seconds where it is set, so
+    that a pipeline exporting one checkpoint twice gets the same manifest bytes to cache on."""
+    given = os.environ.get(SOURCE_DATE_EPOCH)
+    if given is None:
+        moment = datetime.datetime.now(datetime.timezone.utc)
+    else:
+        if not given.isdigit():
+            raise ConfigError(f"{SOURCE_DATE_EPOCH}: expected whole seconds since 1970-01-01 UTC (the time a build "
+                              f"records), found {given!r}")
+        moment = datetime.datetime.fromtimestamp(int(given), datetime.timezone.utc)
+    return moment.isoformat(timespec="seconds")
+
+
 def provenance(opset: int, source: dict, training: dict | None = None) -> dict:
     """What made a package: the versions, the time, and its source (a checkpoint's path and weights
     hash, or a user's module and its weights hash)."""
@@ -298,7 +317,7 @@ def provenance(opset: int, source: dict, training: dict | None = None) -> dict:
         "onnxruntime": onnxruntime.__version__,
         "opset": opset,
         "python": platform.python_version(),
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "created": created_time(),
         key: source,
         "training": training or {},
     }

@@ -27,7 +27,7 @@ import onnx
 import torch
 
 from ...errors import CheckpointError, ConfigError, EdgegenError, EdgegenWarning, ValidationError, described, warn_caller
-from ...export import check_opset, provenance
+from ...export import check_opset, created_time, provenance
 from ...export.onnx_export import DEFAULT_OPSET, export_module, value_spec
 from ...export.validate import gate_feeds, refuse_lost_epsilons, sizes_label, torch_inputs
 from ...package import (DTYPES, MANIFEST_NAME, PACKAGE_KIND, GraphEntry, Manifest, Package, TensorSpec, check_name,
@@ -98,6 +98,7 @@ def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str 
     """
     check_opset(opset)
     check_name(name)
+    created_time()   # a mistyped SOURCE_DATE_EPOCH said before the work, not after the gate
     refuse_output_inside_edgegens("output", out)
     for label, tolerance in (("atol", atol), ("rtol", rtol)):   # refused before the export, not after it
         if isinstance(tolerance, bool) or not isinstance(tolerance, numbers.Real) or not 0 <= tolerance < math.inf:
