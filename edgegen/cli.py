@@ -667,7 +667,7 @@ def _cmd_optimize(args) -> int:
             raise ConfigError(f"{flag}: expected an option of --precision {' or '.join(takes)}, found it given with "
                               f"--precision {args.precision}")
     records = optimize_package(args.package, args.precision, target=args.target, checkpoint=args.checkpoint,
-                               inputs=args.inputs, bar=None, **given)
+                               inputs=args.inputs, bar=None, speed_check=args.speed_check, **given)
     _print_info(args.package)
     if any("file" in r for r in records.values()):
         return 0
@@ -972,6 +972,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inputs", default=None, metavar="NPZ",
                    help="feeds to calibrate (first half) and gate (second half) on, instead of the checkpoint's data "
                         "(a generic package: default the held-out inputs recorded at export)")
+    p.add_argument("--no-speed-check", dest="speed_check", action="store_false",
+                   help="keep every variant that passes its quality gate, timing none: the same variants every run "
+                        "(a CI step on a shared machine, whose timings differ run to run), or a package optimized "
+                        "on one machine for another")
     p.set_defaults(func=_cmd_optimize, export_side="edgegen optimize")
 
     p = sub.add_parser("check", help="without a GPU: what TensorRT's ONNX parser will refuse in a package")

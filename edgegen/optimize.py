@@ -138,7 +138,8 @@ class GateResult:
 def optimize_package(path: str | os.PathLike, precision: str, calibration: int = 64, target: str = "ort-cpu",
                      checkpoint: str | os.PathLike | None = None, seed: int = 0, gate_threshold: float | None = None,
                      progress=print, inputs: str | os.PathLike | None = None, bar: bool | None = False,
-                     block_size: int = DEFAULT_BLOCK_SIZE, max_8bit_share: float = DEFAULT_MAX_8BIT_SHARE) -> dict:
+                     block_size: int = DEFAULT_BLOCK_SIZE, max_8bit_share: float = DEFAULT_MAX_8BIT_SHARE,
+                     speed_check: bool = True) -> dict:
     """Add a `precision` variant of each graph of the package that passes its gate; returns this
     run's {part: record}. The manifest's `variants` take them, except where a graph's new variant
     was refused and one written before is there: that one stays, with the refusal beside it
@@ -155,6 +156,8 @@ def optimize_package(path: str | os.PathLike, precision: str, calibration: int =
     up to `max_8bit_share` of the MatMul weights by element (int4_spared), found on held-out windows
     apart from the gate's.
     For an ONNX Runtime target each variant also takes the family's ort_form where it has one.
+    speed_check=False: no timing, so every variant that passes its gate is kept, on ort-cpu too (the
+    same variants every run, where a shared machine's timings would decide otherwise run to run).
     bar: a progress bar per graph (None: on a terminal only)."""
 
     if precision not in VARIANT_PRECISIONS:
@@ -165,6 +168,8 @@ def optimize_package(path: str | os.PathLike, precision: str, calibration: int =
                                      f"those the {target} target takes; fused and int8-weights are ONNX Runtime's own "
                                      f"contrib ops, which TensorRT does not read{int4}", known=VARIANT_PRECISIONS))
     _check_settings(precision, calibration, block_size, max_8bit_share, gate_threshold, checkpoint, inputs)
+    if not isinstance(speed_check, bool):
+        raise ConfigError(f"speed_check (--no-speed-check): expected True or False, found {speed_check!r}")
     with _onnxruntime_errors_only():
         given = Package(path)   # a missing or broken package is refused before waiting for its lock
         if (shipped := shared_package_of(given.path)) is not None:   # given by its path (list and info print it)
@@ -203,16 +208,17 @@ def optimize_package(path: str | os.PathLike, precision: str, calibration: int =
                     shown.update(0, info=f"{part}: converting, gating and timing")
                     records[part] = _variant(package, part, precision, target, calibration_feeds, gate_feeds, gate_threshold, source,
                                              block_size, speed_calls.get(part), max_8bit_share,
-                                             lambda text, part=part: shown.update(0, info=f"{part}: {text}"))
+                                             lambda text, part=part: shown.update(0, info=f"{part}: {text}"), speed_check)
                     r = records[part]
                     shown.update(1, info=f"{part} done")
                     spared = f", {spared_text(r)}" if r.get("spared_matmuls") else ""
                     stays = f"; the {precision} variant written before stays ({earlier[part]['file']})" if part in earlier else ""
                     before = earlier.get(part, {}).get("target")
                     replaces = f"; it replaces the one made for {before}" if before not in (None, target) else ""
-                    progress(f"{part}: {precision} " + (f"written for {target} ({r['gate']['line']}{spared}, {r['speedup_ort_cpu']:.2f}x "
-                                                         f"fp32's speed on ort-cpu){replaces}" if "file" in r
-                                                         else f"not written: {r['refused']}{stays}"))
+                    speed = f", {r['speedup_ort_cpu']:.2f}x fp32's speed on ort-cpu" if "speedup_ort_cpu" in r else \
+                        ", its speed not checked"
+                    progress(f"{part}: {precision} " + (f"written for {target} ({r['gate']['line']}{spared}{speed}){replaces}"
+                                                         if "file" in r else f"not written: {r['refused']}{stays}"))
             _record(package, precision, {part: _kept_or_new(earlier.get(part), r) for part, r in records.items()})
         return records
 
@@ -374,7 +380,7 @@ def _given_feeds(package: Package, family, config, inputs) -> dict:
 
 def _variant(package, part, precision, target, calibration_feeds, gate_feeds, gate_threshold, source,
              block_size: int = DEFAULT_BLOCK_SIZE, speed_call: tuple[dict, str] | None = None,
-             max_8bit_share: float = DEFAULT_MAX_8BIT_SHARE, note=lambda text: None) -> dict:
+             max_8bit_share: float = DEFAULT_MAX_8BIT_SHARE, note=lambda text: None, speed_check: bool = True) -> dict:
     from .runtimes.ort import OrtSession, int8_sums_saturate
 
     entry = package.graphs[part]
@@ -444,25 +450,10 @@ def _variant(package, part, precision, target, calibration_feeds, gate_feeds, ga
                 record.update(search)
         if not gate.passed:
             return {**record, "refused": f"gate {gate.line()}" + _refusal_hint(record)}
-        calls = ((form.timed_call(fp32, feeds), form.timed_call(variant, feeds)) if form is not None
-                 else (lambda: fp32.run(feeds), lambda: variant.run(feeds)))
-        speed, first = speedup_of_calls(*calls), "the first timing"
-        if target == "ort-cpu" and speed >= MIN_SPEEDUP + VERDICT_MARGIN:
-            # a variant is kept, and then loaded, on a timing: one noisy timing of 1.19x kept a variant
-            # that runs at 1.0x, so a keep is timed twice and the lower figure judges
-            speed, first = min(speed, speedup_of_calls(*calls)), "the lower of two timings"
-            call += ", timed twice (a keep), the lower figure judging"
-        if target == "ort-cpu" and abs(speed - MIN_SPEEDUP) < VERDICT_MARGIN:
-            speed = speedup_of_calls(*calls, rounds=VERDICT_ROUNDS)
-            call += f", timed again over {VERDICT_ROUNDS} rounds ({first} was within {VERDICT_MARGIN:g} of " \
-                    f"{MIN_SPEEDUP:g}x)"
-        record["speedup_ort_cpu"] = round(speed, 3)
-        record["speed_measured_at"] = call
-        if target == "ort-cpu" and record["speedup_ort_cpu"] < MIN_SPEEDUP:
-            keeps = "; --target tensorrt keeps it" if precision in get_target("tensorrt").variant_precisions else ""
-            return {**record, "refused": f"does not pay on ort-cpu: {record['speedup_ort_cpu']:.3f}x the fp32 graph's "
-                                         f"speed at {call} (below {MIN_SPEEDUP}x{keeps}), though its gate passed "
-                                         f"({gate.line()})"}
+        if speed_check:
+            refused = _speed_verdict(record, precision, target, call, form, fp32, variant, feeds, gate)
+            if refused:
+                return refused
         data = out.read_bytes()
         digest = hashlib.sha256(data).hexdigest()
         # a new name for new bytes: the manifest still names the old file until it is switched
@@ -837,6 +828,33 @@ def _to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     return convert_float_to_float16(model, keep_io_types=True, op_block_list=FP32_KEPT)
+
+
+def _speed_verdict(record: dict, precision: str, target: str, call: str, form, fp32, variant, feeds: dict,
+                   gate) -> dict | None:
+    """The variant timed against fp32 at `call` (into record's speedup_ort_cpu and speed_measured_at);
+    for ort-cpu one that does not pay comes back refused, else None."""
+    calls = ((form.timed_call(fp32, feeds), form.timed_call(variant, feeds)) if form is not None
+             else (lambda: fp32.run(feeds), lambda: variant.run(feeds)))
+    speed, first = speedup_of_calls(*calls), "the first timing"
+    if target == "ort-cpu" and speed >= MIN_SPEEDUP + VERDICT_MARGIN:
+        # a variant is kept, and then loaded, on a timing: one noisy timing of 1.19x kept a variant
+        # that runs at 1.0x, so a keep is timed twice and the lower figure judges
+        speed, first = min(speed, speedup_of_calls(*calls)), "the lower of two timings"
+        call += ", timed twice (a keep), the lower figure judging"
+    if target == "ort-cpu" and abs(speed - MIN_SPEEDUP) < VERDICT_MARGIN:
+        speed = speedup_of_calls(*calls, rounds=VERDICT_ROUNDS)
+        call += f", timed again over {VERDICT_ROUNDS} rounds ({first} was within {VERDICT_MARGIN:g} of " \
+                f"{MIN_SPEEDUP:g}x)"
+    record["speedup_ort_cpu"] = round(speed, 3)
+    record["speed_measured_at"] = call
+    if target == "ort-cpu" and record["speedup_ort_cpu"] < MIN_SPEEDUP:
+        keeps = "; --no-speed-check" + (", or --target tensorrt," if precision in get_target("tensorrt").variant_precisions
+                                          else "") + " keeps it"
+        return {**record, "refused": f"does not pay on ort-cpu: {record['speedup_ort_cpu']:.3f}x the fp32 graph's "
+                                     f"speed at {call} (below {MIN_SPEEDUP}x{keeps}), though its gate passed "
+                                     f"({gate.line()})"}
+    return None
 
 
 def gate_variant(family: str, precision: str, fp32, variant, feeds: list[dict], gate_threshold: float | None,

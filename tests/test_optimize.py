@@ -58,10 +58,21 @@ def test_a_variant_that_does_not_pay_on_ort_cpu_says_its_gate_passed(package_cop
     """Refused for its speed alone: the refusal says so, so that a user does not take it for a
     quality failure (--target tensorrt, where speed is TensorRT's, keeps it)."""
     monkeypatch.setattr("edgegen.optimize.MIN_SPEEDUP", 1e9)   # nothing pays
-    record = optimize_package(package_copy("gan"), "int8", calibration=16, target="ort-cpu", progress=_quiet)["generator"]
+    pkg = package_copy("gan")
+    record = optimize_package(pkg, "int8", calibration=16, target="ort-cpu", progress=_quiet)["generator"]
     assert "file" not in record
-    assert re.fullmatch(r"does not pay on ort-cpu: [0-9.]+x the fp32 graph's speed at .* \(below 1000000000.0x; --target "
-                        r"tensorrt keeps it\), though its gate passed \(PSNR dB [0-9.]+ >= 30\)", record["refused"])
+    assert re.fullmatch(r"does not pay on ort-cpu: [0-9.]+x the fp32 graph's speed at .* \(below 1000000000.0x; "
+                        r"--no-speed-check, or --target tensorrt, keeps it\), though its gate passed \(PSNR dB [0-9.]+ "
+                        r">= 30\)", record["refused"])
+    # --no-speed-check: kept on its gate alone, untimed, so that every run keeps the same variants
+    said = []
+    monkeypatch.setattr("edgegen.optimize.speedup_of_calls", lambda *a, **k: pytest.fail("timed without a speed check"))
+    assert main(["optimize", str(pkg), "--precision", "int8", "--calibration", "16", "--no-speed-check"]) == 0
+    record = json.loads((pkg / "edgegen.json").read_text())["variants"]["int8"]["generator"]
+    assert "file" in record and "speedup_ort_cpu" not in record and record["gate"]["passed"]
+    assert edgegen.load(pkg, precision="int8").generate(np.zeros((1, 64), np.float32)).shape == (1, 1, 32, 32)
+    with pytest.raises(ConfigError, match="speed_check \\(--no-speed-check\\): expected True or False, found 'no'"):
+        optimize_package(pkg, "int8", speed_check="no", progress=said.append)
 
 
 @pytest.mark.parametrize("saturating", [True, False])
