@@ -4,6 +4,7 @@ the same run. The runtime half needs no torch; --vs-torch imports it."""
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import math
 import os
@@ -29,6 +30,7 @@ from .storage import atomic_write_text
 from .progress import Progress
 
 ROUNDS = 10  # the engines take turns in this many blocks, so drift in machine load hits both alike
+REPORT_SCHEMA = "edgegen.bench/1"   # bench --json's format: docs/cli.md lists its fields
 SETTLE_S = 0.1   # the pause before each block, for the last engine's spinning threads to sleep
 SETTLE_ENV = "EDGEGEN_BENCH_SETTLE_S"   # overrides it: 0 where timings do not matter (the test suite)
 MAX_SETTLE_S = 60.0   # a pause beyond it is a typo (milliseconds given as seconds), not a setting
@@ -339,10 +341,20 @@ def _bench_package(path, batch, iters, warmup, backend, threads, vs_torch, preci
 
 
 def _what_ran(pipe, path) -> dict:
-    """The report's first fields: the package, and the backend and precision it ran at, with the
-    graphs that ran in fp32 under a variant precision (those it has no variant of) and why."""
-    return {"package": str(Path(path)), "family": pipe.family, "backend": pipe.backend, "precision": pipe.precision,
-            "fp32_graphs": pipe.package.fp32_graphs(pipe.precision)}
+    """The report's first fields: which report it is (schema, edgegen, when), the package (its path,
+    name and each graph file's sha256, which a pipeline compares runs by), and the backend and
+    precision it ran at, with the graphs that ran in fp32 under a variant precision (those it has
+    no variant of) and why."""
+    from . import __version__
+
+    package = pipe.package
+    files = {part: package.variant_files(pipe.precision).get(part, {}).get("sha256") or entry.sha256
+             for part, entry in package.graphs.items()}
+    return {"report": REPORT_SCHEMA, "edgegen": __version__,
+            "measured": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "package": str(Path(path)), "package_name": package.manifest.name, "graphs_sha256": files,
+            "family": pipe.family, "backend": pipe.backend, "precision": pipe.precision,
+            "fp32_graphs": package.fp32_graphs(pipe.precision)}
 
 
 GENERATION_SECONDS = 3.0   # a whole generation is timed this long at least (and at least MIN_GENERATIONS times) ...

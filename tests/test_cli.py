@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+import edgegen
 from edgegen.cli import main
 from edgegen.errors import EdgegenError
 
@@ -384,6 +385,11 @@ def test_bench_writes_the_report(trained, tmp_path, capsys):
         assert row["min_ms"] <= row["p50_ms"] <= row["p90_ms"] <= row["p99_ms"]
         assert row["throughput_per_s"] > 0
     assert set(report["speedup_vs_torch_p50"]) == {"encoder", "decoder"}
+    # which report, of what: a pipeline comparing runs keys them by the graphs' hashes (helper 90)
+    manifest = json.loads((pkg / "edgegen.json").read_text())
+    assert report["report"] == "edgegen.bench/1" and report["edgegen"] == edgegen.__version__
+    assert report["package_name"] == manifest["name"] and report["measured"].endswith("+00:00")
+    assert report["graphs_sha256"] == {part: g["sha256"] for part, g in manifest["graphs"].items()}
 
 
 def test_bench_times_a_whole_generation_beside_the_graphs(trained, tmp_path, capsys):
@@ -674,9 +680,6 @@ def test_a_stop_a_library_wraps_in_its_own_error_is_said_as_the_stop(trained, mo
 
 def test_python_dash_m_edgegen_is_the_command():
     """A CI step calling one interpreter by its path, without the environment's bin on PATH."""
-    import subprocess
-    import sys
-
     result = subprocess.run([sys.executable, "-m", "edgegen", "info", "no-such-package"], capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 2 and result.stderr.startswith("edgegen: error: ") and "no-such-package" in result.stderr
