@@ -33,6 +33,7 @@ from typing import Callable, Iterable, Iterator
 from .errors import ConfigError, DataError, OutputExistsError, PackageBusyError
 
 LOCK_POLL_S = 0.2
+LOCK_SAY_EVERY_S = 60.0   # a writer waiting on another says so again this often (a CI log of a hung holder)
 
 
 # -- fault points: where a crash-safety test kills a writer --------------------------------------
@@ -525,12 +526,13 @@ def user_cache_dir(checked: bool = True) -> Path:
 def writer_lock(target: str | os.PathLike, doing: str, wait: bool = True) -> Iterator[None]:
     """Hold the writer lock of `target` (a package or checkpoint directory, existing or not):
     an flock on .NAME.lock beside it, which the system releases if the holder dies, so a killed
-    writer never leaves it held. A second writer waits (saying once who holds it), or with
+    writer never leaves it held. A second writer waits (saying who holds it, and again each
+    LOCK_SAY_EVERY_S: a holder stopped or hung keeps it, the system cannot tell), or with
     wait=False is refused with PackageBusyError. The holder removes the lock file when done."""
     target = Path(target).resolve()    # one lock however the path is spelled (a symlink, ".")
     target.parent.mkdir(parents=True, exist_ok=True)
     path = target.parent / f".{target.name}.lock"
-    said = False
+    started = said = None
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, creation_mode(directory=False))
         if _try_lock(fd):
@@ -542,9 +544,14 @@ def writer_lock(target: str | os.PathLike, doing: str, wait: bool = True) -> Ite
         os.close(fd)
         if not wait:
             raise PackageBusyError(f"{str(target)!r}: expected no other edgegen command writing it, found {holder}")
-        if not said:
+        now = time.monotonic()
+        if said is None:
             print(f"edgegen: waiting for {holder} to finish writing {str(target)!r}", file=sys.stderr)
-            said = True
+            started = said = now
+        elif now - said >= LOCK_SAY_EVERY_S:   # a holder stopped or hung: a log shows who, and for how long
+            print(f"edgegen: still waiting for {holder} to finish writing {str(target)!r}, "
+                  f"{(now - started) / 60:.0f} min so far", file=sys.stderr)
+            said = now
         time.sleep(LOCK_POLL_S)
     try:
         os.ftruncate(fd, 0)

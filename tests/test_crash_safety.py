@@ -228,3 +228,31 @@ def test_a_file_written_over_a_folder_or_under_a_file_is_refused_naming_the_outp
                                                 r"file on the way to it"):
         storage.atomic_write_text(tmp_path / "afile" / "x.json", "x")
     assert (tmp_path / "afile").read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["afile", "folder"]
+
+
+def test_a_writer_waiting_on_a_hung_one_says_so_each_minute(tmp_path, monkeypatch, capsys):
+    """A holder stopped (SIGSTOP) or hung keeps its flock: the second writer said once who held it
+    and then nothing, for as long as a CI job ran (helper 90)."""
+    clock = [0.0]
+    monkeypatch.setattr(storage.time, "monotonic", lambda: clock[0])
+    polls = []
+
+    def poll(seconds):   # each poll 1.5 min of the hang (said as 2, 3, 4 min); the holder lets go at the fourth
+        clock[0] += 90
+        polls.append(seconds)
+        if len(polls) == 4:
+            os.close(held)
+
+    monkeypatch.setattr(storage.time, "sleep", poll)
+    import fcntl
+
+    held = os.open(tmp_path / ".pkg.lock", os.O_RDWR | os.O_CREAT)
+    os.write(held, b"pid 4242 (edgegen export: a hung export)")
+    fcntl.flock(held, fcntl.LOCK_EX)
+    with storage.writer_lock(tmp_path / "pkg", "the second"):
+        pass
+    target, holder = repr(str((tmp_path / "pkg").resolve())), "pid 4242 (edgegen export: a hung export)"
+    assert capsys.readouterr().err.splitlines() == [
+        f"edgegen: waiting for {holder} to finish writing {target}",
+        *(f"edgegen: still waiting for {holder} to finish writing {target}, {minutes} min so far" for minutes in (2, 3, 4))]
+    assert polls == [storage.LOCK_POLL_S] * 4 and leftovers(tmp_path) == []
