@@ -1067,6 +1067,10 @@ def build_parser() -> argparse.ArgumentParser:
             except Exception as exc:  # noqa: BLE001 - one family's broken commands must not take edgegen down
                 print(f"edgegen: warning: family {family.name!r}: expected its commands {reference!r} to load, found "
                       f"{type(exc).__name__}: {exc} (the rest of edgegen works without them)", file=sys.stderr)
+    for command in sub.choices.values():   # `edgegen info pkg --debug` too (SUPPRESS: the first one's stands)
+        if "--debug" not in command._option_string_actions:   # a family's own command may have one
+            command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                                 help="show tracebacks for errors (as edgegen --debug)")
     return parser
 
 

@@ -708,3 +708,13 @@ def test_a_log_gets_a_line_a_minute_while_long_work_runs(monkeypatch):
             now[0] += 100
             bar.update()
     assert quiet.getvalue() == ""
+
+
+def test_debug_after_the_command_shows_the_traceback(capsys):
+    """`edgegen info x --debug` was refused as an unknown option: --debug went before the command only."""
+    for args in (["--debug", "info", "no-such-package"], ["info", "no-such-package", "--debug"]):
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("Traceback") and err.endswith("found nothing at that path (nor a shipped model's name: "
+                                                            "edgegen list)\n"), args
+    assert main(["info", "no-such-package"]) == 2 and not capsys.readouterr().err.startswith("Traceback")
