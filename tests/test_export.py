@@ -274,9 +274,12 @@ def test_two_exports_of_one_checkpoint_are_the_same_bytes_under_source_date_epoc
     assert files == sorted(p.name for p in second.iterdir()) and "edgegen.json" in files
     assert all((first / f).read_bytes() == (second / f).read_bytes() for f in files)
     assert json.loads((first / "edgegen.json").read_text())["provenance"]["created"] == "2023-11-14T22:13:20+00:00"
-    for wrong in ("yesterday", "-5", "1.5"):
+    for wrong in ("yesterday", "-5", "1.5", "\u00b2", "\u0663", "99999999999999"):   # '²' and '٣' pass str.isdigit
         monkeypatch.setenv("SOURCE_DATE_EPOCH", wrong)
         with pytest.raises(ConfigError, match=f"SOURCE_DATE_EPOCH: expected whole seconds since 1970-01-01 UTC .*, "
                                               f"found '{wrong}'"):
             export_checkpoint(ckpt, tmp_path / "c" / "pkg")
     assert not (tmp_path / "c").exists()
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "")   # a CI template's unfilled variable: as unset, the time now
+    third = export_checkpoint(ckpt, tmp_path / "d" / "pkg")
+    assert json.loads((third / "edgegen.json").read_text())["provenance"]["created"] > "2025"

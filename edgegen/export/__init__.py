@@ -6,6 +6,7 @@ import contextlib
 import datetime
 import os
 import platform
+import re
 import shutil
 import tempfile
 import warnings
@@ -53,8 +54,10 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, data: str | None 
 
 def refuse_package_output(out, overwrite: bool, name: str | None, reads=()) -> None:
     """What refuses a package's output before any work (an import's minutes, the data loading):
-    the name, and the folder as the export's staged_directory would refuse it at the end."""
+    the name, the time it will record, and the folder as the export's staged_directory would
+    refuse it at the end."""
     check_name(name)
+    created_time()
     refuse_output_inside_edgegens("output", out)
     refuse_output_folder(out, overwrite, MANIFEST_NAME, PACKAGE_KIND, reads, package_files)
 
@@ -292,15 +295,16 @@ SOURCE_DATE_EPOCH = "SOURCE_DATE_EPOCH"   # reproducible-builds.org's variable: 
 def created_time() -> str:
     """When the package was made, UTC: now, or $SOURCE_DATE_EPOCH's seconds where it is set, so
     that a pipeline exporting one checkpoint twice gets the same manifest bytes to cache on."""
-    given = os.environ.get(SOURCE_DATE_EPOCH)
-    if given is None:
-        moment = datetime.datetime.now(datetime.timezone.utc)
-    else:
-        if not given.isdigit():
-            raise ConfigError(f"{SOURCE_DATE_EPOCH}: expected whole seconds since 1970-01-01 UTC (the time a build "
-                              f"records), found {given!r}")
-        moment = datetime.datetime.fromtimestamp(int(given), datetime.timezone.utc)
-    return moment.isoformat(timespec="seconds")
+    given = os.environ.get(SOURCE_DATE_EPOCH, "")
+    if not given:   # unset, or set empty (a CI template's unfilled variable)
+        return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    try:
+        if not re.fullmatch(r"[0-9]+", given):   # ASCII digits: str.isdigit takes '²' and '٣'
+            raise ValueError(given)
+        return datetime.datetime.fromtimestamp(int(given), datetime.timezone.utc).isoformat(timespec="seconds")
+    except (ValueError, OverflowError, OSError):   # past what a date holds too (year 9999)
+        raise ConfigError(f"{SOURCE_DATE_EPOCH}: expected whole seconds since 1970-01-01 UTC (the time a build "
+                          f"records), found {given!r}") from None
 
 
 def provenance(opset: int, source: dict, training: dict | None = None) -> dict:
