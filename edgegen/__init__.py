@@ -19,6 +19,7 @@ from .errors import (
     OutputExistsError,
     PackageBusyError,
     PackageError,
+    ParityError,
     PrecisionWarning,
     TrainingError,
     UnknownFamilyError,
@@ -48,5 +49,5 @@ def export_pytorch(module, inputs, out, **options):
 
 __all__ = ["load", "export_pytorch", "__version__", "EdgegenError", "PackageError", "ManifestError", "HashMismatchError",
            "CheckpointError", "InputError", "BackendError", "UnknownFamilyError", "DataError", "ConfigError",
-           "ValidationError", "OutputExistsError", "NonFiniteError", "PackageBusyError", "MissingExtraError",
+           "ValidationError", "ParityError", "OutputExistsError", "NonFiniteError", "PackageBusyError", "MissingExtraError",
            "PrecisionWarning", "TrainingError", "EdgegenWarning", "ImportedSettingWarning"]

@@ -16,11 +16,11 @@ from pathlib import Path
 
 from . import __version__
 from .errors import (EXPORT_EXTRA, EXPORT_SIDE_MODULES, ConfigError, EdgegenError, EdgegenWarning, InputError, MissingExtraError,
-                     OutputExistsError, ValidationError, require_export)
+                     OutputExistsError, ParityError, require_export)
 from .targets import DEFAULT_OPSET, TARGETS, TENSORRT_TARGETS, describe_targets, get_target
 from .wording import counted
 
-EXIT_VERDICT = 1      # a model failed a check: check's parse, optimize's gates, info's load verdict, export's gate
+EXIT_VERDICT = 1      # a model failed a check: check's parse, optimize's gates, info's load verdict, export's gate (ParityError)
 EXIT_USER_ERROR = 2
 # an exception edgegen did not expect: Python's own status would be 1, which check, optimize, info
 # and export's gate give as verdicts on a model, so a script gating on them would read a crash as one
@@ -1142,6 +1142,8 @@ def main(argv: list[str] | None = None) -> int:
     except EdgegenError as exc:   # a registered family whose declaration does not fit the command line
         print(f"edgegen: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except Exception as exc:  # noqa: BLE001 - a family's code failing as the command line is built: a bug
+        return _internal_error(exc, "edgegen")
     args = parser.parse_args(argv)
     try:
         if getattr(args, "export_side", None):
@@ -1161,12 +1163,12 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"edgegen: error: {_said_by_flag(exc, parser, args)}", file=sys.stderr)
         # the export gate's verdict on a model (it does not reproduce PyTorch) is check's and optimize's status
-        return EXIT_VERDICT if isinstance(exc, ValidationError) else EXIT_USER_ERROR
+        return EXIT_VERDICT if isinstance(exc, ParityError) else EXIT_USER_ERROR
     except (Terminated, KeyboardInterrupt) as stop:
         return _said_stopped(stop)
     except ModuleNotFoundError as exc:
         if (exc.name or "").split(".")[0] not in EXPORT_MODULES:
-            raise
+            return _internal_error(exc, f"edgegen {args.command}")
         if args.debug:
             traceback.print_exc()
         print(f"edgegen: error: edgegen {args.command} needs the export extra here: {EXPORT_EXTRA} "
@@ -1190,17 +1192,23 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USER_ERROR
     except Exception as exc:
         stop = _stop_within(exc)
-        if stop is None:   # a bug of edgegen's (or of a library under it): its own status, beside the verdicts' 1
-            traceback.print_exc()
-            print(f"edgegen: internal error: {type(exc).__name__} in edgegen {args.command}, not a mistake of yours: "
-                  f"the traceback above is what to report (exit status {EXIT_INTERNAL_ERROR})", file=sys.stderr)
-            return EXIT_INTERNAL_ERROR
+        if stop is None:
+            return _internal_error(exc, f"edgegen {args.command}")
         if args.debug:
             traceback.print_exc()
         # Ctrl-C or SIGTERM landing inside a library that wraps it in its own error (torch.export's
         # TorchExportError, around an import that the interrupt cut short): said as the stop it was
         return _said_stopped(stop)
     return code if isinstance(code, int) else 0
+
+
+def _internal_error(exc: BaseException, where: str) -> int:
+    """A bug of edgegen's (or of a library under it, or of a family's code): the traceback, then one
+    line, and its own status beside the verdicts' 1 (Python's own would be 1)."""
+    traceback.print_exception(exc)
+    print(f"edgegen: internal error: {type(exc).__name__} in {where}, not a mistake of yours: the traceback above "
+          f"is what to report (exit status {EXIT_INTERNAL_ERROR})", file=sys.stderr)
+    return EXIT_INTERNAL_ERROR
 
 
 def _said_stopped(stop: BaseException) -> int:

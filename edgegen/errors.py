@@ -46,7 +46,15 @@ class TrainingError(EdgegenError):
 
 
 class ValidationError(EdgegenError):
-    """An exported graph does not reproduce PyTorch; the package is not written."""
+    """An export that cannot be made as asked (a module torch.export cannot trace, a graph that
+    fails on its inputs, one that does not reproduce PyTorch); the package is not written."""
+
+
+class ParityError(ValidationError):
+    """The gate's verdict: an exported graph (or an import) runs but does not reproduce PyTorch's
+    (transformers') outputs within its tolerance. `edgegen export` exits 1 on it, as `check` and
+    `optimize` do on theirs; the other ValidationErrors, a mistake to mend in the command or the
+    module, exit 2."""
 
 
 class NonFiniteError(EdgegenError):

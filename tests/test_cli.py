@@ -677,6 +677,14 @@ def test_a_stop_a_library_wraps_in_its_own_error_is_said_as_the_stop(trained, mo
         "edgegen: internal error: ZeroDivisionError in edgegen info, not a mistake of yours: the traceback above is "
         "what to report (exit status 3)\n")
 
+    def missing(args):   # a module edgegen's export side does not name: a broken install, not the extra
+        import not_a_module_edgegen_has  # noqa: F401
+
+    monkeypatch.setattr(cli, "_cmd_info", missing)
+    assert main(["info", pkg]) == 3 and "ModuleNotFoundError in edgegen info" in capsys.readouterr().err
+    monkeypatch.setattr(cli, "build_parser", lambda: {}["a family's code failing"])
+    assert main(["info", pkg]) == 3 and "KeyError in edgegen, not a mistake of yours" in capsys.readouterr().err
+
 
 def test_python_dash_m_edgegen_is_the_command():
     """A CI step calling one interpreter by its path, without the environment's bin on PATH."""

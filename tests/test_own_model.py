@@ -518,7 +518,7 @@ def test_a_module_torch_export_cannot_trace_or_run_is_refused_in_one_line(tmp_pa
         export_pytorch(torch.nn.Linear(4, 4), example, tmp_path / "pkg")   # 3 features where it takes 4
     np.savez(tmp_path / "example.npz", **example)
     assert main(["export", "--module", f"{tmp_path / 'untraceable.py'}:make_model", "--inputs",
-                 str(tmp_path / "example.npz"), "--out", str(tmp_path / "pkg")]) == 1   # the gate's verdict on the model
+                 str(tmp_path / "example.npz"), "--out", str(tmp_path / "pkg")]) == 2   # the module to mend: not a verdict
     err = capsys.readouterr().err
     assert err.startswith(f"edgegen: error: export of '{tmp_path / 'untraceable.py'}:make_model': expected a module "
                           "torch.export can trace") and err.count("\n") == 1   # one line: torch's graph print is kept off
@@ -654,6 +654,12 @@ def test_the_command_line_takes_a_module_through_export_generate_bench_optimize_
     assert main(["export", "--module", "model.py:make_model", "--inputs", "example.npz", "--out", str(root),
                  "--force"]) == 2
     assert "holds the input" in capsys.readouterr().err and (root / "model.py").is_file()
+    # the gate's verdict (a graph that runs but misses PyTorch's outputs, at no tolerance at all) is
+    # status 1, as check's and optimize's are; a CI step tells it from a mistake in the command (2)
+    assert main(["export", "--module", "model.py:make_model", "--inputs", "example.npz", "--atol", "0", "--rtol", "0",
+                 "--out", str(tmp_path / "exact")]) == 1
+    assert "does not reproduce PyTorch, package not written" in capsys.readouterr().err
+    assert not (tmp_path / "exact").exists()
     # an importable name finds a module in the working directory, as `python -m` does
     (root / "own_sharpen_model.py").write_text(MODEL_PY)
     monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(root))])

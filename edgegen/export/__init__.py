@@ -18,7 +18,7 @@ import onnxruntime
 import torch
 
 from .. import __version__
-from ..errors import CheckpointError, ConfigError, ImportedSettingWarning, ValidationError
+from ..errors import CheckpointError, ConfigError, ImportedSettingWarning, ParityError
 from ..families import RuntimeConfig, package_config
 from ..families import get as get_family
 from ..package import (CHECKPOINT_WEIGHTS, MANIFEST_NAME, PACKAGE_KIND, GraphEntry, Manifest, Package, check_name,
@@ -45,7 +45,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, data: str | None 
     data: the dataset the gate draws realistic inputs from (default: the one it was trained on).
     recorded_as: the checkpoint's path to record as the package's source, where that is not
     `checkpoint` (the demo's, staged in a folder that is renamed to the demo's when it is done).
-    Raises ValidationError, and leaves nothing at `out`, when a graph does not reproduce PyTorch.
+    Raises ParityError (a ValidationError), and leaves nothing at `out`, when a graph does not reproduce PyTorch.
     """
     refuse_package_output(out, overwrite, name, reads=[checkpoint])   # before the checkpoint and its data load
     return export_model(load_checkpoint(checkpoint), out, data, opset, name, overwrite, seed, progress,
@@ -106,7 +106,7 @@ def export_model(ckpt: Checkpoint, out: str | Path, data: str | None = None, ops
                              for r in results if not r.passed]
                 bar.update(1, info=f"{graph.part}: " + ("gate passed" if all(r.passed for r in results) else "FAILED"))
         if failures:
-            raise ValidationError(f"export of {str(checkpoint)!r} does not reproduce PyTorch, package not written: "
+            raise ParityError(f"export of {str(checkpoint)!r} does not reproduce PyTorch, package not written: "
                                   + "; ".join(failures))
         for file_name, source in ckpt.files.items():  # what the runtime needs beside the graphs
             shutil.copyfile(source, stage / file_name)

@@ -26,7 +26,7 @@ import numpy as np
 import onnx
 import torch
 
-from ...errors import CheckpointError, ConfigError, EdgegenError, EdgegenWarning, ValidationError, described, warn_caller
+from ...errors import CheckpointError, ConfigError, EdgegenError, EdgegenWarning, ParityError, ValidationError, described, warn_caller
 from ...export import check_opset, created_time, provenance
 from ...export.onnx_export import DEFAULT_OPSET, export_module, value_spec
 from ...export.validate import gate_feeds, refuse_lost_epsilons, sizes_label, torch_inputs
@@ -94,7 +94,8 @@ def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str 
         other dims DEFAULT_LIMIT_FACTOR x their traced size.
     reads: files the caller read the module and inputs from (its .py file), which `overwrite` never
         replaces; a held_out .npz counts without being named.
-    Raises ValidationError, and writes nothing, when the graph does not reproduce PyTorch.
+    Raises ParityError (a ValidationError), and writes nothing, when the graph does not reproduce PyTorch;
+    a module torch.export cannot trace, or one failing on its inputs, is a ValidationError too.
     """
     check_opset(opset)
     check_name(name)
@@ -150,7 +151,7 @@ def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str 
         results = _gate_each(module, session, checked, len(recorded) if held_out is not None else 0, atol, rtol,
                              config.source)
         if failures := _gate_failures(results, atol, rtol, sizes_label(specs, traced)):
-            raise ValidationError(f"export of {config.source!r} does not reproduce PyTorch, package not written: "
+            raise ParityError(f"export of {config.source!r} does not reproduce PyTorch, package not written: "
                                   + failures)
         refuse_lost_epsilons(GRAPH, module, session, checked[0])
         results += _gate_at_limits(module, session, specs, example, traced, limits, rng, atol, rtol, config.source)
@@ -458,7 +459,7 @@ def _gate_at_limits(module, session, specs, example, traced, limits, rng, atol, 
                                   f"{fix}") from None
         failures = [f"{r.line()} (tolerance atol {atol:g}, rtol {rtol:g})" for r in found if not r.passed]
         if failures:
-            raise ValidationError(f"export of {source!r} does not reproduce PyTorch at {dim} {size}, the largest size "
+            raise ParityError(f"export of {source!r} does not reproduce PyTorch at {dim} {size}, the largest size "
                                   f"recorded for {dim}, package not written: " + "; ".join(failures) + "; the trace "
                                   f"fixes a branch on a size, or a size a table outgrows, where it holds only below "
                                   f"some size: {fix}")

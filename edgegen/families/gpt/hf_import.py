@@ -18,7 +18,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from ...errors import CheckpointError, ImportedSettingWarning, InputError, ValidationError, described, not_one_of
+from ...errors import CheckpointError, ImportedSettingWarning, InputError, ParityError, described, not_one_of
 from ...export.hugging_face import quiet_hugging_face
 from ...export.validate import compare
 from ...package import files_sha256, read_json
@@ -277,7 +277,7 @@ def check_against_transformers(folder: Path, model, vocab_size: int, context: in
     scale = max(1.0, float(np.abs(theirs).max()))
     result = compare("logits", 2, ours, theirs, atol=1e-4 * scale, rtol=1e-3)
     if not result.passed:
-        raise ValidationError(f"import of {str(folder)!r} does not reproduce transformers: {result.line()}")
+        raise ParityError(f"import of {str(folder)!r} does not reproduce transformers: {result.line()}")
     return f"matches transformers {type(reference).__name__} (max abs diff {result.max_abs:.2g})"
 
 
