@@ -564,8 +564,10 @@ def _abridged(value, longest: int = 8):
     return value
 
 
-def _print_info(path, shipped_name: str | None = None) -> int:
-    """shipped_name: the shipped model's name the package was given by (its variants go into a copy)."""
+def _print_info(path, shipped_name: str | None = None) -> str:
+    """The package's manifest, printed; returns what info's status 1 says: why edgegen.load would
+    refuse it, or its damaged variants ("" if neither). shipped_name: the shipped model's name the
+    package was given by (its variants go into a copy)."""
     from .errors import UnknownFamilyError
     from .families import get as get_family
     from .package import Package
@@ -628,10 +630,9 @@ def _print_info(path, shipped_name: str | None = None) -> int:
         print("\n".join(damaged))
     refused = _load_refusal(package)
     if refused:
-        return _verdict("info", f"package {str(package.path)!r}: edgegen.load refuses it: {refused}")
-    if damaged:
-        return _verdict("info", f"package {str(package.path)!r}: {counted(len(damaged), 'variant')} damaged (listed above)")
-    return 0
+        named = "" if str(package.path) in refused else f"package {str(package.path)!r}: "
+        return f"{named}edgegen.load refuses it: {refused}"
+    return f"package {str(package.path)!r}: {counted(len(damaged), 'variant')} damaged (listed above)" if damaged else ""
 
 
 def _load_refusal(package) -> str:
@@ -746,7 +747,8 @@ def _cmd_cache(args) -> None:
 
 
 def _cmd_info(args) -> int:
-    return _print_info(args.package, args.named)
+    failed = _print_info(args.package, args.named)
+    return _verdict("info", failed) if failed else 0
 
 
 def _cmd_doctor(args) -> None:

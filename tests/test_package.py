@@ -292,7 +292,7 @@ def test_a_package_without_a_graph_its_family_runs_is_refused_at_load_and_by_inf
     out, err = capsys.readouterr()
     assert f"\nrefused   edgegen.load refuses it: package {str(pkg)!r}: {message}\n" in out
     # and on stderr, which a CI log shows for a failed step (it was on stdout alone: helper 90)
-    assert err == f"edgegen: info: package {str(pkg)!r}: edgegen.load refuses it: package {str(pkg)!r}: {message}\n"
+    assert err == f"edgegen: info: edgegen.load refuses it: package {str(pkg)!r}: {message}\n"
     assert main(["generate", str(pkg), "--out", str(pkg.parent / "x.png")]) == 2
     assert capsys.readouterr().err == f"edgegen: error: package {str(pkg)!r}: {message}\n"
 
