@@ -125,7 +125,7 @@ def test_threads_per_instance_reach_either_backend(trained, tmp_path, monkeypatc
 
 def test_a_served_instance_opens_its_sessions_at_its_share(trained, tmp_path, monkeypatch):
     """What Triton's Python backend hands initialize(): the model config as JSON (Triton writes
-    instance_group's count as a number), the repository and the version."""
+    instance_group's count as a number), the repository, the version and the model's name."""
     import json
     import sys
     import types
@@ -144,7 +144,8 @@ def test_a_served_instance_opens_its_sessions_at_its_share(trained, tmp_path, mo
                                       for g in config.instance_group],
                    "parameters": {k: {"string_value": v.string_value} for k, v in config.parameters.items()}}
         model = TritonPythonModel()
-        model.initialize({"model_config": json.dumps(as_json), "model_repository": str(out / "gan"), "model_version": "1"})
+        model.initialize({"model_config": json.dumps(as_json), "model_repository": str(out / "gan"), "model_version": "1",
+                          "model_name": "gan"})
         assert model.session.threads == expected
         assert model.session.inference_session.get_session_options().intra_op_num_threads == expected
 
@@ -681,6 +682,42 @@ def test_a_stream_its_client_cancels_stops_before_its_next_piece(gpt_package):
     model._stream(request)
     assert sent == ["piece", "piece", "piece", "final"] and logged == ["gpt: a request cancelled by its client stopped "
                                                                        "after 3 pieces"]
+
+
+def test_a_request_cancelled_mid_loop_is_answered_cancelled_and_an_older_triton_runs_it_through(trained):
+    """The pipeline route's callback (no server needed): a diffusion request whose client went away
+    stops after the step where Triton first says so; on a Triton before 23.10, whose requests have
+    no is_cancelled, the request is answered as before."""
+    import types
+
+    from edgegen.families import get
+    from edgegen.serving.requests import served
+
+    logged, asked = [], []
+
+    class TritonError:
+        CANCELLED, INVALID_ARG = "cancelled", "400"
+
+        def __init__(self, message, code):
+            self.message, self.code = message, code
+
+    fake = types.SimpleNamespace(
+        Tensor=lambda name, value: (name, value), get_input_tensor_by_name=lambda request, name: request.values.get(name),
+        InferenceResponse=lambda output_tensors, error=None: types.SimpleNamespace(outputs=output_tensors, error=error),
+        TritonError=TritonError, Logger=types.SimpleNamespace(log_info=logged.append))
+    model = TritonPythonModel()
+    model.pb, model.route, model.batched, model.name = fake, "pipeline", False, "diffusion"
+    model.pipe = edgegen.load(trained["diffusion"][1], threads=1)
+    model.request = served(get("diffusion"), model.pipe.config)
+    value = lambda array: types.SimpleNamespace(as_numpy=lambda: np.asarray(array))  # noqa: E731
+    values = {"n": value([2]), "steps": value([6]), "seed": value([1])}
+    cancelled = types.SimpleNamespace(values=values, is_cancelled=lambda: asked.append(1) or len(asked) >= 2)
+    answer = model._answer(cancelled)
+    assert answer.error.code == "cancelled" and answer.outputs == [] and len(asked) == 2
+    assert logged == ["diffusion: a request cancelled by its client stopped after sampler step 2"]
+    older = model._answer(types.SimpleNamespace(values=values))
+    assert older.error is None
+    np.testing.assert_array_equal(dict(older.outputs)["images"], model.pipe(2, steps=6, seed=1))
 
 
 def test_the_server_stops_when_the_block_ends(repository, tmp_path):

@@ -108,7 +108,9 @@ class TritonPythonModel:
     def _answer(self, request):
         try:
             arguments = self._arguments(request)
-            if self.pipe.stoppable:   # its loop asks between steps whether the client is still there
+            # its loop asks between steps whether the client is still there (a Triton before 23.10,
+            # an older Jetson's, has no is_cancelled: its requests run to their end, as before)
+            if self.pipe.stoppable and hasattr(request, "is_cancelled"):
                 arguments["callback"] = self._stop_if_cancelled(request)
             outputs = {}
             for piece in self.request.answer(self.pipe, arguments):
@@ -138,9 +140,10 @@ class TritonPythonModel:
         """Each piece the pipeline yields as its own response, then the final flag; a stream its
         client cancelled stops before its next piece."""
         sender = request.get_response_sender()
+        cancelled = getattr(sender, "is_cancelled", lambda: False)   # none before Triton 23.10
         try:
             for sent, piece in enumerate(self.request.answer(self.pipe, self._arguments(request))):
-                if sender.is_cancelled():   # the generator closes here, with nothing left running
+                if cancelled():   # the generator closes here, with nothing left running
                     self._said_cancelled(f"after {sent} pieces")
                     break
                 sender.send(self._response(piece))
