@@ -58,6 +58,33 @@ def test_tiled_output_equals_untiled_where_the_overlap_covers_the_receptive_fiel
     assert 0 < np.abs(blended - whole).max() < 0.5 and np.isfinite(blended).all()
 
 
+def test_upscale_reports_each_call_of_tiles_and_stops_where_its_callback_raises(package):
+    """A large picture's tiles are minutes of work: a service's progress, and its way to stop."""
+    from PIL import Image
+
+    pipe = edgegen.load(package)
+    image = np.random.default_rng(0).random((45, 67, 3), dtype=np.float32)
+    heard = []
+    upscaled = pipe.upscale(image, tile=20, batch=3, callback=lambda done, total: heard.append((done, total)))
+    tiles = heard[-1][1]
+    assert tiles > 3 and heard == [(min(done, tiles), tiles) for done in range(3, tiles + 3, 3)]
+    assert np.array_equal(upscaled, pipe.upscale(image, tile=20, batch=3))
+    heard.clear()   # a Pillow picture takes the same road
+    pipe.upscale(Image.fromarray((image * 255).astype(np.uint8)), tile=20, callback=lambda *a: heard.append(a))
+    assert heard[-1] == (tiles, tiles)
+
+    class Gone(Exception):
+        pass
+
+    def client_gone(done, total):
+        raise Gone(f"after {done} of {total}")
+
+    with pytest.raises(Gone, match=f"after 3 of {tiles}"):
+        pipe.upscale(image, tile=20, batch=3, callback=client_gone)
+    with pytest.raises(edgegen.InputError, match=r"callback: expected a function \(tiles done, tiles\) or None"):
+        pipe.upscale(image, callback="stop")
+
+
 def test_every_picture_form_comes_back_in_its_own_form(package):
     pipe = edgegen.load(package)
     rng = np.random.default_rng(1)

@@ -21,14 +21,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from ...errors import InputError
 from ...families import RuntimeConfig, positive
 from ...progress import Progress
-from ...runtimes.pipeline import Pipeline, user_array
+from ...runtimes.pipeline import Pipeline, check_callback, user_array
 from .degrade import bicubic, from_integers, to_integers
 
 GRAPH, INPUT, OUTPUT = "upscaler", "image", "upscaled"
@@ -119,6 +119,7 @@ def blend_weights(length: int, starts: list[int], tile: int, overlap: int, radiu
 
 class SRPipeline(Pipeline):
     family = "sr"
+    stoppable = True   # callback= in its loops (docs/serving.md: a cancelled request stops)
 
     def __call__(self, image, **kwargs):
         return self.upscale(image, **kwargs)
@@ -128,18 +129,22 @@ class SRPipeline(Pipeline):
         return self.config.scale
 
     def upscale(self, image, tile: int | None = None, overlap: int | None = None, batch: int | None = None,
-                max_megapixels: float = MAX_OUTPUT_MEGAPIXELS, progress: bool | None = False):
+                max_megapixels: float = MAX_OUTPUT_MEGAPIXELS, progress: bool | None = False,
+                callback: Callable[[int, int], Any] | None = None):
         """`image` upscaled `scale` times: a Pillow image (L, LA, RGB, RGBA, P, 1, I;16, CMYK), or
         an array [H, W] (grey), [H, W, 1|2|3|4], uint8, uint16 or float in [0, 1]. The result has the
         input's form, its values in the input's range.
 
         tile / overlap: in input pixels (default the package's); batch: tiles per graph call;
-        max_megapixels: the largest output allowed (a mistaken size fails fast, not out of memory)."""
+        max_megapixels: the largest output allowed (a mistaken size fails fast, not out of memory).
+        callback(tiles done, tiles) is called after each graph call: a service's progress, or an
+        exception raised there stops the call (a client gone, a deadline)."""
+        callback = check_callback(callback, "(tiles done, tiles)")
         if _is_pil(image):
-            return self._upscale_pil(image, tile, overlap, batch, max_megapixels, progress)
+            return self._upscale_pil(image, tile, overlap, batch, max_megapixels, progress, callback)
         planes, dtype = _as_planes(image)
         self._check_size(planes.shape[1:], max_megapixels)
-        out = self._upscale_planes(planes, dtype, tile, overlap, batch, progress)
+        out = self._upscale_planes(planes, dtype, tile, overlap, batch, progress, callback)
         return out[:, :, 0] if np.ndim(image) == 2 else out
 
     def upscale_rgb(self, image: np.ndarray, tile: int | None = None, overlap: int | None = None,
@@ -155,7 +160,7 @@ class SRPipeline(Pipeline):
         self._tiled(image, keep, tile, overlap, batch, progress)
         return out
 
-    def _tiled(self, image: np.ndarray, finish, tile, overlap, batch, progress) -> None:
+    def _tiled(self, image: np.ndarray, finish, tile, overlap, batch, progress, callback=None) -> None:
         """Run [3, H, W] float32 through the graph tile by tile, handing each band of finished
         output rows ([3, n, scale W] float32, and the output row it starts at) to `finish`, top
         to bottom. Only one tile row's output is held at a time: the band that tile row covers,
@@ -184,9 +189,11 @@ class SRPipeline(Pipeline):
                     _paste(band, upscaled, rows[i] * s - band_top, cols[j] * s, row_weights[i].repeat(s),
                            col_weights[j].repeat(s))
                 bar.update(len(chunk))
+                if callback is not None:
+                    callback(first + len(chunk), len(tiles))
         finish(band[:, :height * s - band_top], band_top)
 
-    def _upscale_planes(self, planes: np.ndarray, dtype, tile, overlap, batch, progress) -> np.ndarray:
+    def _upscale_planes(self, planes: np.ndarray, dtype, tile, overlap, batch, progress, callback=None) -> np.ndarray:
         """[1|2|3|4, H, W] float32 in [0, 1] -> [scale H, scale W, same planes] of `dtype`: colour
         through the model (grey as RGB, its luma taken back), alpha upscaled bicubic. The result is
         written band by band into the one output array, in its own dtype."""
@@ -199,12 +206,12 @@ class SRPipeline(Pipeline):
             out[top:top + rows.shape[1], :, :len(colour)] = _in_range(values, dtype)
 
         rgb = np.repeat(colour, 3, axis=0) if len(colour) == 1 else colour
-        self._tiled(np.ascontiguousarray(rgb), finish, tile, overlap, batch, progress)
+        self._tiled(np.ascontiguousarray(rgb), finish, tile, overlap, batch, progress, callback)
         if len(alpha):
             out[:, :, len(colour):] = _in_range(bicubic(alpha, self.scale), dtype)
         return out
 
-    def _upscale_pil(self, image, tile, overlap, batch, max_megapixels, progress):
+    def _upscale_pil(self, image, tile, overlap, batch, max_megapixels, progress, callback=None):
         from PIL import Image, ImageOps
 
         mode = output_mode(image)
@@ -220,7 +227,8 @@ class SRPipeline(Pipeline):
         pixels = np.asarray(converted)
         pixels = pixels[:, :, None] if pixels.ndim == 2 else pixels
         dtype = np.uint16 if mode == "I;16" else np.uint8
-        out = self._upscale_planes(from_integers(pixels.astype(dtype, copy=False)), dtype, tile, overlap, batch, progress)
+        out = self._upscale_planes(from_integers(pixels.astype(dtype, copy=False)), dtype, tile, overlap, batch, progress,
+                                   callback)
         return Image.fromarray(out[:, :, 0] if out.shape[2] == 1 else out)   # the mode follows: L, LA, RGB, RGBA, I;16
 
     def _check_size(self, size: tuple[int, int], max_megapixels: float) -> None:
