@@ -18,7 +18,8 @@ class Progress:
     """Counts steps toward a total: tqdm's bar on stderr at most ~10 times a second.
 
     `enabled=None` shows the bar only when stderr is a terminal; logs and CI get a line every
-    LOG_EVERY_S while it runs (at an update) and a final line. A label of "" says nothing.
+    LOG_EVERY_S while it runs (at an update) and a final line. `enabled=True`: the bar;
+    `enabled=False`, or a label of "": nothing (a library call's stderr may be a service's log).
     """
 
     def __init__(self, total: int, label: str, enabled: bool | None = None, stream: TextIO | None = None):
@@ -26,6 +27,7 @@ class Progress:
         self.label = label
         self.stream = stream or sys.stderr
         self.enabled = self.stream.isatty() if enabled is None else enabled
+        self.logged = enabled is None and not self.enabled and bool(label)   # lines in a log instead of the bar
         self.count = 0
         self.info = ""
         self._start = self._said = time.perf_counter()
@@ -38,17 +40,17 @@ class Progress:
             self.info = info
             self._bar.set_postfix_str(info, refresh=False)
         self._bar.update(steps)
-        if not self.enabled and self.label and time.perf_counter() - self._said >= LOG_EVERY_S:
+        if self.logged and time.perf_counter() - self._said >= LOG_EVERY_S:
             self._said = time.perf_counter()
             self._line(f"{self.count}/{self.total} after {self._said - self._start:.0f}s {self.info}")
 
     def close(self, failed: bool = False) -> None:
         self._bar.close()
-        if not self.enabled and not failed and self.label:
+        if self.logged and not failed:
             self._line(f"{self.count}/{self.total} in {time.perf_counter() - self._start:.1f}s {self.info}")
 
     def _line(self, text: str) -> None:
-        self.stream.write(f"{self.label}: {text}\n")
+        self.stream.write(f"{self.label}: {text.rstrip()}\n")
         self.stream.flush()
 
     def __enter__(self) -> "Progress":

@@ -715,7 +715,23 @@ def test_a_log_gets_a_line_a_minute_while_long_work_runs(monkeypatch):
         for _ in range(10):
             now[0] += 100
             bar.update()
+    with progress.Progress(10, "export", enabled=False, stream=quiet) as bar:   # progress=False: nothing either
+        for _ in range(10):
+            now[0] += 100
+            bar.update()
     assert quiet.getvalue() == ""
+
+
+def test_progress_false_is_silent_as_the_python_api_says(trained, tmp_path, capsys):
+    """export(progress=False) is documented silent, yet printed its summary line; optimize's own
+    timings (progress=False) printed 'bench: 8/8 in 0.0s' among its lines (review 91)."""
+    from edgegen.export import export_checkpoint
+    from edgegen.optimize import speedup_of_calls
+
+    capsys.readouterr()
+    export_checkpoint(trained["vae"][0], tmp_path / "pkg", progress=False)
+    speedup_of_calls(lambda: None, lambda: None, rounds=2)
+    assert capsys.readouterr().err == ""
 
 
 def test_debug_after_the_command_shows_the_traceback(capsys):

@@ -178,7 +178,7 @@ class SRPipeline(Pipeline):
         tiles = [(i, j) for i in range(len(rows)) for j in range(len(cols))]
         session = self.sessions[GRAPH]
         # progress False: silent (the Python default); None: a bar on a terminal, one line in a log
-        with Progress(len(tiles), "" if progress is False else "upscale", enabled=progress) as bar:
+        with Progress(len(tiles), "upscale", enabled=progress) as bar:
             for first in range(0, len(tiles), batch):
                 chunk = tiles[first:first + batch]
                 feed = np.stack([image[:, rows[i]:rows[i] + th, cols[j]:cols[j] + tw] for i, j in chunk])

@@ -173,7 +173,7 @@ class WaveNetPipeline(Pipeline):
             bindings.append(binding)
         out, reported = np.empty(num_samples, np.int64), 0
         # the bar and the callback hear every CALLBACK_EVERY samples, to cost nothing
-        with Progress(num_samples, "" if progress is False else "generate", enabled=progress) as bar:
+        with Progress(num_samples, "generate", enabled=progress) as bar:
             for t in range(num_samples):
                 bindings[t % 2].run()
                 out[t] = code[0] = draw(logits, sampling, rng)[0]
