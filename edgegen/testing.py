@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ConfigError
+from .errors import ConfigError, OutputExistsError
 from .families import ENTRY_POINT_GROUP, Family
 from .families import get as get_family
 
@@ -53,10 +53,10 @@ GENERATE_TIMEOUT_S = 300
 
 def check_family(family: str | Family, workdir: str | os.PathLike | None = None) -> Path | None:
     """Run the family contract for `family` (a registered name, or its Family) in `workdir` (a
-    folder without ckpt/ and pkg/ in it: nothing there is replaced; a temporary one, removed
-    afterwards, if None). Returns the file `edgegen generate` wrote into `workdir` (None without
-    one). Raises ConfigError naming what the family broke, or the error of the step that failed
-    (training's, the export gate's)."""
+    folder without ckpt/, pkg/ and the smoke's output file in it: nothing there is replaced; a
+    temporary one, removed afterwards, if None). Returns the file `edgegen generate` wrote into
+    `workdir` (None without one). Raises ConfigError naming what the family broke, or the error of
+    the step that failed (training's, the export gate's)."""
     name = family.name if isinstance(family, Family) else family
     declared = get_family(name)   # an unknown name is refused by the registry, naming those it has
     if declared.model is None or declared.export is None:
@@ -75,8 +75,13 @@ def _run_contract(family: Family, workdir: Path) -> Path:
     from .export import export_checkpoint
     from .training.train import train
 
-    _found_by_a_fresh_process(family)   # before minutes of training
     smoke = {"train": {"steps": 2}, "generate": [], "out": "samples.png", **family.smoke}
+    there = [name for name in ("ckpt", "pkg", smoke["out"]) if (workdir / name).exists()]
+    if there:
+        raise OutputExistsError(f"workdir {str(workdir)!r}: expected no {', '.join(there)} in it (the contract writes "
+                                f"them, and replaces nothing), found {'it' if len(there) == 1 else 'them'}: give an "
+                                f"empty folder")
+    _found_by_a_fresh_process(family)   # before minutes of training
     checkpoint = train(family.name, workdir / "ckpt", progress=False, **smoke["train"])
     package = export_checkpoint(checkpoint, workdir / "pkg")
     _check_manifest(family, package)
@@ -124,13 +129,19 @@ def _check_manifest(family: Family, package: Path) -> None:
 def _generate_without_torch(family: Family, package: Path, workdir: Path, smoke: dict) -> Path:
     from .images import save_grid
 
-    hint = workdir / "hint.png"   # an image file for options that take one ("{hint}" in smoke["generate"])
-    save_grid(np.random.default_rng(0).random((1, 1, 8, 8), dtype=np.float32), hint, scale=1)
     out = workdir / smoke["out"]
-    args = [str(package), *(["--n", "2"] if family.grid_flags else []), "--out", str(out),
-            *(a.format(hint=hint) for a in smoke["generate"])]
-    result = subprocess.run([sys.executable, "-c", GENERATE_WITHOUT_TORCH, *args], capture_output=True, text=True,
-                            timeout=GENERATE_TIMEOUT_S)
+    with tempfile.TemporaryDirectory(prefix="edgegen-contract-") as scratch:
+        hint = Path(scratch) / "hint.png"   # an image file for options that take one ("{hint}" in smoke["generate"])
+        save_grid(np.random.default_rng(0).random((1, 1, 8, 8), dtype=np.float32), hint, scale=1)
+        args = [str(package), *(["--n", "2"] if family.grid_flags else []), "--out", str(out),
+                *(a.format(hint=hint) for a in smoke["generate"])]
+        try:
+            result = subprocess.run([sys.executable, "-c", GENERATE_WITHOUT_TORCH, *args], capture_output=True,
+                                    text=True, timeout=GENERATE_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            raise ConfigError(f"family {family.name!r}: expected `edgegen generate {' '.join(args)}` to end within "
+                              f"{GENERATE_TIMEOUT_S} s on its smoke package, found it still running: is its loop "
+                              f"bounded?") from None
     if result.returncode != 0:
         tail = result.stderr.strip()[-2000:] or "nothing on stderr"
         raise ConfigError(f"family {family.name!r}: expected `edgegen generate {' '.join(args)}` to run in a fresh "

@@ -85,6 +85,15 @@ def test_the_contract_refuses_a_runtime_that_imports_torch(registered, monkeypat
     assert (tmp_path / "work" / "pkg" / "edgegen.json").is_file()   # training and export went through
 
 
+def test_the_contract_replaces_nothing_in_its_folder(registered, tmp_path):
+    from edgegen.errors import OutputExistsError
+
+    (tmp_path / "samples.png").write_bytes(b"the user's picture")
+    with pytest.raises(OutputExistsError, match=r"expected no samples.png in it .*replaces nothing\), found it"):
+        check_family("pca", tmp_path)
+    assert (tmp_path / "samples.png").read_bytes() == b"the user's picture" and not (tmp_path / "ckpt").exists()
+
+
 def test_the_contract_refuses_a_family_without_a_training_side():
     with pytest.raises(ConfigError, match=r"family 'generic': expected a family with a training side"):
         check_family("generic")
