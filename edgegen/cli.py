@@ -696,7 +696,7 @@ def _cmd_check(args) -> int:
     checks = check_package(args.package, tensorrt=args.tensorrt, profiles=args.profile, target=args.target)
     print(format_checks(checks))
     failed = [c.part for c in checks if not c.ok]
-    return _verdict("check", f"{counted(len(failed), 'graph')} failed for --target {args.target}: {', '.join(failed)} "
+    return _verdict("check", f"{counted(len(failed), 'graph')} not ready for --target {args.target}: {', '.join(failed)} "
                              f"(the table above says why)") if failed else 0
 
 
@@ -974,10 +974,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inputs", default=None, metavar="NPZ",
                    help="feeds to calibrate (first half) and gate (second half) on, instead of the checkpoint's data "
                         "(a generic package: default the held-out inputs recorded at export)")
-    p.add_argument("--no-speed-check", dest="speed_check", action="store_false",
-                   help="keep every variant that passes its quality gate, timing none: the same variants every run "
-                        "(a CI step on a shared machine, whose timings differ run to run), or a package optimized "
-                        "on one machine for another")
+    p.add_argument("--speed-check", action=argparse.BooleanOptionalAction, default=True,
+                   help="for ort-cpu, keep a variant only where it runs faster than fp32 here; --no-speed-check keeps "
+                        "every variant that passes its quality gate, timing none: the same variants every run (a CI "
+                        "step on a shared machine, whose timings differ run to run), or a package optimized on one "
+                        "machine for another")
     p.set_defaults(func=_cmd_optimize, export_side="edgegen optimize")
 
     p = sub.add_parser("check", help="without a GPU: what TensorRT's ONNX parser will refuse in a package")

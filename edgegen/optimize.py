@@ -170,6 +170,10 @@ def optimize_package(path: str | os.PathLike, precision: str, calibration: int =
     _check_settings(precision, calibration, block_size, max_8bit_share, gate_threshold, checkpoint, inputs)
     if not isinstance(speed_check, bool):
         raise ConfigError(f"speed_check (--no-speed-check): expected True or False, found {speed_check!r}")
+    if speed_check:
+        from .bench import settle_seconds
+
+        settle_seconds()   # its timings pause as bench's do: a mistyped EDGEGEN_BENCH_SETTLE_S before calibrating
     with _onnxruntime_errors_only():
         given = Package(path)   # a missing or broken package is refused before waiting for its lock
         if (shipped := shared_package_of(given.path)) is not None:   # given by its path (list and info print it)
@@ -205,7 +209,7 @@ def optimize_package(path: str | os.PathLike, precision: str, calibration: int =
             records, earlier = {}, {p: r for p, r in package.variant_files(precision).items() if p not in damaged}
             with Progress(len(feeds), f"optimize {precision}", enabled=bar) as shown:
                 for part, (calibration_feeds, gate_feeds, source) in feeds.items():
-                    shown.update(0, info=f"{part}: converting, gating and timing")
+                    shown.update(0, info=f"{part}: converting, gating" + (" and timing" if speed_check else ""))
                     records[part] = _variant(package, part, precision, target, calibration_feeds, gate_feeds, gate_threshold, source,
                                              block_size, speed_calls.get(part), max_8bit_share,
                                              lambda text, part=part: shown.update(0, info=f"{part}: {text}"), speed_check)
@@ -243,9 +247,6 @@ def _onnxruntime_errors_only():
 
 def _check_settings(precision: str, calibration, block_size, max_8bit_share, gate_threshold, checkpoint, inputs) -> None:
     """optimize_package's settings, each named as the API and the command line name it."""
-    from .bench import settle_seconds
-
-    settle_seconds()   # its speed verdicts pause as bench's do: a mistyped EDGEGEN_BENCH_SETTLE_S before calibrating
     if (isinstance(calibration, bool) or not isinstance(calibration, int) or not BATCH <= calibration <= MAX_CALIBRATION
             or calibration % BATCH):
         raise ConfigError(f"calibration (--calibration): expected {BATCH} to {MAX_CALIBRATION} inputs, a multiple of "

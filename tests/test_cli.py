@@ -350,7 +350,7 @@ def test_bench_refuses_the_batch_in_shapes_and_sweeps_and_a_dim_in_both(trained,
         assert code == 2 and message in err and out == "", err
 
 
-def test_a_mistyped_settle_setting_is_one_line_before_any_work(trained, monkeypatch, capsys):
+def test_a_mistyped_settle_setting_is_one_line_before_any_work(trained, package_copy, monkeypatch, capsys):
     """EDGEGEN_BENCH_SETTLE_S=abc (or -1, nan) was a traceback with status 1, from optimize after
     its calibration: a CI script read it as a gate's verdict (helper 90)."""
     for value in ("abc", "-1", "nan", "inf", "120"):
@@ -359,6 +359,9 @@ def test_a_mistyped_settle_setting_is_one_line_before_any_work(trained, monkeypa
             code, out, err = run_cli(capsys, *command)
             assert code == 2 and f"EDGEGEN_BENCH_SETTLE_S: expected seconds from 0 to 60 (the pause before each timed " \
                                   f"block; default 0.1), found '{value}'" in err and out == "", (command, err)
+    # an optimize that times nothing does not read it
+    code, _, err = run_cli(capsys, "optimize", package_copy("vae"), "--precision", "fp16", "--no-speed-check")
+    assert code == 0 and "EDGEGEN_BENCH_SETTLE_S" not in err, err
 
 
 def test_bench_writes_the_report(trained, tmp_path, capsys):

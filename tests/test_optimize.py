@@ -71,6 +71,9 @@ def test_a_variant_that_does_not_pay_on_ort_cpu_says_its_gate_passed(package_cop
     record = json.loads((pkg / "edgegen.json").read_text())["variants"]["int8"]["generator"]
     assert "file" in record and "speedup_ort_cpu" not in record and record["gate"]["passed"]
     assert edgegen.load(pkg, precision="int8").generate(np.zeros((1, 64), np.float32)).shape == (1, 1, 32, 32)
+    # bench's report keys the run by the graph file it ran: the variant's
+    assert main(["bench", str(pkg), "--precision", "int8", "--iters", "2", "--json", str(pkg.parent / "b.json")]) == 0
+    assert json.loads((pkg.parent / "b.json").read_text())["graphs_sha256"] == {"generator": record["sha256"]}
     with pytest.raises(ConfigError, match="speed_check \\(--no-speed-check\\): expected True or False, found 'no'"):
         optimize_package(pkg, "int8", speed_check="no", progress=said.append)
 
