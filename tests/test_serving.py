@@ -150,6 +150,36 @@ def test_a_served_instance_opens_its_sessions_at_its_share(trained, tmp_path, mo
         assert model.session.inference_session.get_session_options().intra_op_num_threads == expected
 
 
+def test_a_python_backend_model_under_numpy_2_refuses_to_load_unless_told(trained, tmp_path, monkeypatch):
+    """Under numpy 2, Triton 2.51's Python backend (the nvidia-pytriton wheel's) answered with empty
+    outputs, gave a graph-route GAN other inputs than the client sent (its images off by 0.08) and
+    stopped a GPT model's process: tried by hand with numpy 2.4 in the server's Python. The model
+    now fails to load, saying so, unless the operator says their Triton carries numpy 2."""
+    import json
+    import sys
+    import types
+
+    from edgegen.serving import triton_model
+
+    monkeypatch.setitem(sys.modules, "triton_python_backend_utils",
+                        types.SimpleNamespace(using_decoupled_model_transaction_policy=lambda config: False))
+    out = tmp_path / "repo"
+    write_repository([str(trained["gan"][1])], out, RepositoryOptions(graph_backend="python"), report=QUIET)
+    config = read_config(out / "gan")
+    args = {"model_config": json.dumps({"max_batch_size": config.max_batch_size, "parameters": {
+        k: {"string_value": v.string_value} for k, v in config.parameters.items()}}),
+        "model_repository": str(out / "gan"), "model_version": "1", "model_name": "gan"}
+    monkeypatch.setattr(triton_model, "NUMPY_2", True)
+    monkeypatch.delenv("EDGEGEN_TRITON_NUMPY2", raising=False)
+    with pytest.raises(ConfigError, match=r"model 'gan': expected numpy 1 in the server's Python, found numpy .*install "
+                                          r"'numpy<2' there, or set EDGEGEN_TRITON_NUMPY2=1"):
+        TritonPythonModel().initialize(args)
+    monkeypatch.setenv("EDGEGEN_TRITON_NUMPY2", "1")
+    model = TritonPythonModel()
+    model.initialize(args)
+    assert model.route == "graph"
+
+
 def test_a_refused_request_of_a_merged_batch_fails_alone(trained):
     """The Python-backend model hands answer_many the requests Triton queued together: a picture
     request refused there comes back as its own 400, the others with their images."""

@@ -10,15 +10,20 @@ Triton's Python backend imports `triton_python_backend_utils` into the process i
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 
 from ..cpus import shared_threads
-from ..errors import EdgegenError, InputError
+from ..errors import ConfigError, EdgegenError, InputError
 from ..families import get as get_family
 from ..runtimes import load
 from .requests import arguments, served
+
+NUMPY_2 = int(np.__version__.split(".")[0]) >= 2
+# set to 1 where the server's Triton passes numpy 2 arrays to and from a Python-backend model rightly
+NUMPY_2_ENV = "EDGEGEN_TRITON_NUMPY2"
 
 
 def instance_threads(config: dict, parameters: dict) -> int | None:
@@ -37,6 +42,17 @@ def _processes(group: dict) -> int:
     return count * max(1, len(group.get("gpus") or ())) if group.get("kind") == "KIND_GPU" else count
 
 
+def _refuse_numpy_2(model: str) -> None:
+    """A model that would answer wrongly does not load: Triton lists numpy 2 in its Python backend as a
+    known issue (2.51, 2.52), and under it 2.51's (the nvidia-pytriton wheel's) sent outputs empty,
+    handed a graph-route model other inputs than the client sent, and stopped a model's process on
+    text. A later Triton that carries numpy 2 arrays rightly is let through by EDGEGEN_TRITON_NUMPY2=1."""
+    if NUMPY_2 and os.environ.get(NUMPY_2_ENV) != "1":
+        raise ConfigError(f"model {model!r}: expected numpy 1 in the server's Python, found numpy {np.__version__}, "
+                          f"which Triton's Python backend passes wrongly (2.51: empty outputs, other inputs): install "
+                          f"'numpy<2' there, or set {NUMPY_2_ENV}=1 for the server where its Triton carries numpy 2")
+
+
 class _Cancelled(Exception):
     """Raised in a pipeline's callback where Triton says its request was cancelled (a gRPC
     client's cancel, or its deadline past), to stop the pipeline's loop there."""
@@ -50,6 +66,7 @@ class TritonPythonModel:
 
         self.pb = pb_utils
         self.name = args["model_name"]
+        _refuse_numpy_2(self.name)
         config = json.loads(args["model_config"])
         parameters = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
         folder = Path(args["model_repository"]) / args["model_version"]
