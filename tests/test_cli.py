@@ -681,7 +681,9 @@ def test_a_stop_a_library_wraps_in_its_own_error_is_said_as_the_stop(trained, mo
         "what to report (exit status 3)\n")
 
     def missing(args):   # a module edgegen's export side does not name: a broken install, not the extra
-        import not_a_module_edgegen_has  # noqa: F401
+        import importlib
+
+        importlib.import_module("not_a_module_edgegen_has")
 
     monkeypatch.setattr(cli, "_cmd_info", missing)
     assert main(["info", pkg]) == 3 and "ModuleNotFoundError in edgegen info" in capsys.readouterr().err
