@@ -17,6 +17,7 @@ from pathlib import Path
 from . import __version__
 from .errors import (EXPORT_EXTRA, EXPORT_SIDE_MODULES, ConfigError, EdgegenError, EdgegenWarning, InputError, MissingExtraError,
                      OutputExistsError, ParityError, require_export)
+from .package import created_time
 from .targets import DEFAULT_OPSET, TARGETS, TENSORRT_TARGETS, describe_targets, get_target
 from .wording import counted
 
@@ -1149,6 +1150,8 @@ def main(argv: list[str] | None = None) -> int:
         return _internal_error(exc, "edgegen")
     args = parser.parse_args(argv)
     try:
+        # numpy reads it as scipy and scikit-learn import it, and a bad one was its bare ValueError
+        created_time()
         if getattr(args, "export_side", None):
             require_export(args.export_side)
         if args.command == "build" and _shipped_but_not_exported(args.package):

@@ -9,6 +9,7 @@ This module is runtime code: it must never import torch or onnx.
 
 from __future__ import annotations
 
+import datetime
 import errno
 import hashlib
 import json
@@ -43,6 +44,27 @@ def name_from_folder(folder_name: str) -> str:
     if PACKAGE_NAME.fullmatch(folder_name):
         return folder_name
     return re.sub(r"[^A-Za-z0-9_.-]", "_", folder_name).lstrip(".-") or "model"
+
+
+SOURCE_DATE_EPOCH = "SOURCE_DATE_EPOCH"   # reproducible-builds.org's variable: the time a build records
+
+
+def created_time() -> str:
+    """When a package is made, UTC: now, or $SOURCE_DATE_EPOCH's seconds where it is set, so that
+    a pipeline exporting one checkpoint twice gets the same manifest bytes to cache on. A value
+    that is not whole seconds is refused, an empty one too: numpy reads the variable as it imports
+    its f2py (under scipy and scikit-learn) and fails on '' with a bare ValueError."""
+    given = os.environ.get(SOURCE_DATE_EPOCH)
+    if given is None:
+        return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    try:
+        if not re.fullmatch(r"[0-9]+", given):   # ASCII digits: str.isdigit takes '²' and '٣'
+            raise ValueError(given)
+        return datetime.datetime.fromtimestamp(int(given), datetime.timezone.utc).isoformat(timespec="seconds")
+    except (ValueError, OverflowError, OSError):   # past what a date holds too (year 9999)
+        unset = " (unset it for the time now)" if not given else ""
+        raise ConfigError(f"{SOURCE_DATE_EPOCH}: expected whole seconds since 1970-01-01 UTC (the time a build "
+                          f"records), found {given!r}{unset}") from None
 
 
 CHECKPOINT_WEIGHTS = "weights.safetensors"   # the file every checkpoint holds (training.checkpoint)

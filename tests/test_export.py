@@ -264,7 +264,8 @@ def test_a_default_name_from_a_folder_fits_the_name_rule(trained, tmp_path):
     assert [name_from_folder(n) for n in ("ok-1.2", ".hidden", "..", "-x y")] == ["ok-1.2", "hidden", "model", "x_y"]
 
 
-def test_two_exports_of_one_checkpoint_are_the_same_bytes_under_source_date_epoch(trained, tmp_path, monkeypatch):
+def test_two_exports_of_one_checkpoint_are_the_same_bytes_under_source_date_epoch(trained, tmp_path, monkeypatch,
+                                                                                  capsys):
     """A pipeline caching on a package's hash never hit: the manifest held the time of the export
     (helper 90). With SOURCE_DATE_EPOCH every file of the package is the same bytes."""
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
@@ -280,6 +281,13 @@ def test_two_exports_of_one_checkpoint_are_the_same_bytes_under_source_date_epoc
                                               f"found '{wrong}'"):
             export_checkpoint(ckpt, tmp_path / "c" / "pkg")
     assert not (tmp_path / "c").exists()
-    monkeypatch.setenv("SOURCE_DATE_EPOCH", "")   # a CI template's unfilled variable: as unset, the time now
+    # a CI template's unfilled variable: numpy, imported under scipy and scikit-learn, reads it too and
+    # failed on '' with a bare ValueError (status 3, helper 92), so every command refuses it first
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "")
+    for command in (["list"], ["train", "vae", "--steps", "1", "--out", str(tmp_path / "e")]):
+        assert main(command) == 2
+        assert capsys.readouterr().err == ("edgegen: error: SOURCE_DATE_EPOCH: expected whole seconds since 1970-01-01 "
+                                           "UTC (the time a build records), found '' (unset it for the time now)\n")
+    monkeypatch.delenv("SOURCE_DATE_EPOCH")
     third = export_checkpoint(ckpt, tmp_path / "d" / "pkg")
     assert json.loads((third / "edgegen.json").read_text())["provenance"]["created"] > "2025"

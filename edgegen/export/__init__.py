@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import datetime
-import os
 import platform
-import re
 import shutil
 import tempfile
 import warnings
@@ -22,7 +19,7 @@ from ..errors import CheckpointError, ConfigError, ImportedSettingWarning, Parit
 from ..families import RuntimeConfig, package_config
 from ..families import get as get_family
 from ..package import (CHECKPOINT_WEIGHTS, MANIFEST_NAME, PACKAGE_KIND, GraphEntry, Manifest, Package, check_name,
-                       name_from_folder, package_files, read_json, refuse_output_inside_edgegens, sha256_file, write_manifest)
+                       created_time, name_from_folder, package_files, read_json, refuse_output_inside_edgegens, sha256_file, write_manifest)
 from ..progress import Progress
 from ..storage import refuse_output_folder, staged_directory
 from ..runtimes.feeds import HELD_OUT_FILE, write_feeds
@@ -287,24 +284,6 @@ def _record_feeds(stage: Path, spec: ExportSpec, ckpt, images, seed: int) -> dic
         feeds.append(feed)
     write_feeds(stage / HELD_OUT_FILE, feeds)
     return {"file": HELD_OUT_FILE, "sha256": sha256_file(stage / HELD_OUT_FILE), "feeds": len(feeds)}
-
-
-SOURCE_DATE_EPOCH = "SOURCE_DATE_EPOCH"   # reproducible-builds.org's variable: the time a build records
-
-
-def created_time() -> str:
-    """When the package was made, UTC: now, or $SOURCE_DATE_EPOCH's seconds where it is set, so
-    that a pipeline exporting one checkpoint twice gets the same manifest bytes to cache on."""
-    given = os.environ.get(SOURCE_DATE_EPOCH, "")
-    if not given:   # unset, or set empty (a CI template's unfilled variable)
-        return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    try:
-        if not re.fullmatch(r"[0-9]+", given):   # ASCII digits: str.isdigit takes '²' and '٣'
-            raise ValueError(given)
-        return datetime.datetime.fromtimestamp(int(given), datetime.timezone.utc).isoformat(timespec="seconds")
-    except (ValueError, OverflowError, OSError):   # past what a date holds too (year 9999)
-        raise ConfigError(f"{SOURCE_DATE_EPOCH}: expected whole seconds since 1970-01-01 UTC (the time a build "
-                          f"records), found {given!r}") from None
 
 
 def provenance(opset: int, source: dict, training: dict | None = None) -> dict:

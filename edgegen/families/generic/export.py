@@ -27,11 +27,11 @@ import onnx
 import torch
 
 from ...errors import CheckpointError, ConfigError, EdgegenError, EdgegenWarning, ParityError, ValidationError, described, warn_caller
-from ...export import check_opset, created_time, provenance
+from ...export import check_opset, provenance
 from ...export.onnx_export import DEFAULT_OPSET, export_module, value_spec
 from ...export.validate import gate_feeds, refuse_lost_epsilons, sizes_label, torch_inputs
 from ...package import (DTYPES, MANIFEST_NAME, PACKAGE_KIND, GraphEntry, Manifest, Package, TensorSpec, check_name,
-                        name_from_folder, package_files, refuse_output_inside_edgegens, sha256_file, write_manifest)
+                        created_time, name_from_folder, package_files, refuse_output_inside_edgegens, sha256_file, write_manifest)
 from ...storage import staged_directory
 from ...runtimes.engines import DEFAULT_BATCH_PROFILE
 from ...runtimes.feeds import HELD_OUT_FILE, read_feeds, write_feeds
