@@ -109,26 +109,26 @@ class Stop(Exception):
     """A service's own exception, raised in a callback to stop a call."""
 
 
-def test_pixelcnn_reports_each_row_and_stops_where_its_callback_raises(pixelcnn):
+def test_pixelcnn_reports_each_pixel_and_stops_where_its_callback_raises(pixelcnn):
     """A service's progress and its way to stop a call (a client gone): sampling ran to its end."""
     pipe = edgegen.load(pixelcnn["pkg"], backend="ort-cpu")
     heard = []
     images = pipe.sample(3, seed=2, callback=lambda done, total: heard.append((done, total)))
-    assert heard == [(r, 8) for r in range(1, 9)] and np.array_equal(images, pipe.sample(3, seed=2))
+    assert heard == [(p, 64) for p in range(1, 65)] and np.array_equal(images, pipe.sample(3, seed=2))
     mask = np.zeros((8, 8))
     mask[5:] = 1   # rows 0-4 known: reported, not drawn
     heard.clear()
     pipe.complete(images, mask, seed=1, callback=lambda done, total: heard.append(done), fast=False)
-    assert heard == list(range(1, 9))
+    assert heard == list(range(1, 65))
 
-    def stop_at_row_3(done, total):
-        if done == 3:
+    def stop_at_pixel_20(done, total):   # a pixel of n images: a large n's stop waits for n / 256 calls at most
+        if done == 20:
             raise Stop(f"{done} of {total}")
 
-    with pytest.raises(Stop, match="3 of 8"):
-        pipe.sample(2, seed=0, callback=stop_at_row_3)
+    with pytest.raises(Stop, match="20 of 64"):
+        pipe.sample(2, seed=0, callback=stop_at_pixel_20)
     assert np.array_equal(pipe.sample(3, seed=2), images)   # and the pipeline serves the next call as before
-    with pytest.raises(InputError, match=r"callback: expected a function \(rows done, rows\) or None, found int 3"):
+    with pytest.raises(InputError, match=r"callback: expected a function \(pixels done, pixels\) or None, found int 3"):
         pipe.sample(1, callback=3)
 
 

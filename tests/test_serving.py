@@ -748,6 +748,13 @@ def test_a_request_cancelled_mid_loop_is_answered_cancelled_and_an_older_triton_
     older = model._answer(types.SimpleNamespace(values=values))
     assert older.error is None
     np.testing.assert_array_equal(dict(older.outputs)["images"], model.pipe(2, steps=6, seed=1))
+    # a (done, total) loop's line says what it counts (helper 92: "stopped at 1 of 8" said nothing)
+    from edgegen.serving import triton_model
+
+    model.pipe, model.name = types.SimpleNamespace(counts="audio samples"), "wavenet"
+    with pytest.raises(triton_model._Cancelled):
+        model._stop_if_cancelled(types.SimpleNamespace(is_cancelled=lambda: True))(8000, 60000)
+    assert logged[-1] == "wavenet: a request cancelled by its client stopped at 8000 of 60000 audio samples"
 
 
 def test_the_server_stops_when_the_block_ends(repository, tmp_path):

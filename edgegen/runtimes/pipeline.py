@@ -81,6 +81,7 @@ class Pipeline:
     # its __call__ (and each call a served request makes of it) takes callback=, called during its
     # loop, and stops where that raises: a served request its client cancelled stops there
     stoppable: bool = False
+    counts: str = ""   # what its callback's (done, total) count ("audio samples"; diffusion's says its step)
 
     def __init__(self, package: Package, sessions: dict[str, Session], config: RuntimeConfig):
         self.package = package

@@ -145,7 +145,8 @@ class TritonPythonModel:
         timestep, x), the others (done, total))."""
         def check(*progress):
             if request.is_cancelled():
-                where = f"after sampler step {progress[0] + 1}" if len(progress) == 3 else f"at {progress[0]} of {progress[1]}"
+                where = f"after sampler step {progress[0] + 1}" if len(progress) == 3 else \
+                    f"at {progress[0]} of {progress[1]} {self.pipe.counts}".rstrip()
                 self._said_cancelled(where)
                 raise _Cancelled
         return check

@@ -61,6 +61,7 @@ class PixelCNNPipeline(Pipeline):
     family = "pixelcnn"
     alternates_graphs = True   # links, then row, then row...
     stoppable = True   # callback= in its loops (docs/serving.md: a cancelled request stops)
+    counts = "pixels"
 
     def __init__(self, package, sessions, config):
         super().__init__(package, sessions, config)
@@ -68,9 +69,9 @@ class PixelCNNPipeline(Pipeline):
 
     def sample(self, n: int, seed=None, labels=None, temperature: float = 1.0, fast: bool = True,
                callback: Callable[[int, int], Any] | None = None) -> np.ndarray:
-        """n images [n, 1, H, W] in [0, 1] (multiples of 1 / (levels - 1)). callback(rows done, rows)
-        is called after each row of pixels: a service's progress, or an exception raised there stops
-        the call (a client gone, a deadline)."""
+        """n images [n, 1, H, W] in [0, 1] (multiples of 1 / (levels - 1)). callback(pixels done,
+        pixels) is called after each pixel (of all n images at once): a service's progress, or an
+        exception raised there stops the call (a client gone, a deadline)."""
         n = check_count(n)
         _, h, w = self.image_shape
         return self._fill(np.zeros((n, 1, h, w), np.float32), np.ones((n, h, w), bool), labels, seed, temperature, fast,
@@ -81,7 +82,7 @@ class PixelCNNPipeline(Pipeline):
         """Fill the pixels where mask is 1 (not yet generated), in raster order, keeping the rest
         (quantized to the model's levels). mask: [H, W] for every image, or per image [n, H, W]
         or [n, 1, H, W], as the diffusion families take it; a pixel's channels are generated together.
-        callback: as sample's, after each row (a row with nothing to fill too)."""
+        callback: as sample's, after each pixel (a kept one too)."""
         images = self.quantized(check_range(as_float_array(image, "image", (None, *self.image_shape)), "image", 0, 1))
         todo = broadcast_mask(mask, (len(images), 1, *self.image_shape[1:]))[:, 0] > 0.5
         return self._fill(images.copy(), todo, labels, seed, temperature, fast, callback)
@@ -100,32 +101,34 @@ class PixelCNNPipeline(Pipeline):
 
     def _fill(self, x, todo, labels, seed, temperature, fast, callback=None) -> np.ndarray:
         fast = check_flag(fast, "fast")
-        callback = check_callback(callback, "(rows done, rows)")
+        callback = check_callback(callback, "(pixels done, pixels)")
         y = class_labels(labels, len(x), self.num_classes, self.null_label)
         sampling, rng = sampler(temperature), make_rng(seed)
         h, w = x.shape[2:]
         uniforms = row_uniforms(rng, len(x), h * w)   # pixel (r, c) of row i takes uniforms[i, r * w + c]
         for r in range(h):
-            if todo[:, r].any():
-                self._fill_row(x, r, todo[:, r], y, sampling, uniforms[:, r * w:(r + 1) * w], fast)
-            if callback is not None:
-                callback(r + 1, h)
+            links = self._links(x, r, y) if fast and todo[:, r].any() else None
+            for c in range(w):
+                if todo[:, r, c].any():
+                    self._draw(x, r, c, todo[:, r, c], y, sampling, uniforms[:, r * w + c], links)
+                if callback is not None:   # a pixel of n images is n / 256 graph calls: a large n's stop waits no longer
+                    callback(r * w + c + 1, h * w)
         return x
 
-    def _fill_row(self, x, r, todo, y, sampling, uniforms, fast) -> None:
-        """Draw row r's pixels where todo [n, W] holds, in place, each from its uniforms [n, W]."""
-        if fast:  # the rows so far (at least two: the graph's traced minimum), this row's links
-            rows = np.ascontiguousarray(x[:, :, :max(r + 1, 2)])
-            # row r's links only, taken call by call: all the rows' are rows times as large to hold
-            links = self.sessions["links"].run_rows({"image": rows, "labels": y}, keep=lambda out: {
-                "links": np.ascontiguousarray(out["links"][:, :, :, r:r + 1])})["links"]
-        for c in range(x.shape[3]):
-            if not todo[:, c].any():
-                continue
-            if fast:
-                logits = self.sessions["row"].run_rows({"row": np.ascontiguousarray(x[:, :, r:r + 1]), "links": links,
-                                                        "labels": y})["logits"][:, :, 0, c]
-            else:
-                logits = self.sessions["network"].run_rows({"image": x, "labels": y})["logits"][:, :, r, c]
-            codes = draw(logits, sampling, None, uniforms[:, c])
-            x[:, 0, r, c] = np.where(todo[:, c], codes / (self.levels - 1), x[:, 0, r, c])
+    def _links(self, x, r, y) -> np.ndarray:
+        """Row r's links from the rows so far (at least two: the graph's traced minimum), taken call
+        by call: all the rows' are rows times as large to hold."""
+        rows = np.ascontiguousarray(x[:, :, :max(r + 1, 2)])
+        return self.sessions["links"].run_rows({"image": rows, "labels": y}, keep=lambda out: {
+            "links": np.ascontiguousarray(out["links"][:, :, :, r:r + 1])})["links"]
+
+    def _draw(self, x, r, c, todo, y, sampling, uniforms, links=None) -> None:
+        """Pixel (r, c) drawn in place where todo [n] holds, from its uniforms [n]: from the row
+        graph and row r's links (fast), else from the whole network."""
+        if links is not None:
+            logits = self.sessions["row"].run_rows({"row": np.ascontiguousarray(x[:, :, r:r + 1]), "links": links,
+                                                    "labels": y})["logits"][:, :, 0, c]
+        else:
+            logits = self.sessions["network"].run_rows({"image": x, "labels": y})["logits"][:, :, r, c]
+        codes = draw(logits, sampling, None, uniforms)
+        x[:, 0, r, c] = np.where(todo, codes / (self.levels - 1), x[:, 0, r, c])

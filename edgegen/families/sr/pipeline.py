@@ -120,6 +120,7 @@ def blend_weights(length: int, starts: list[int], tile: int, overlap: int, radiu
 class SRPipeline(Pipeline):
     family = "sr"
     stoppable = True   # callback= in its loops (docs/serving.md: a cancelled request stops)
+    counts = "tiles"
 
     def __call__(self, image, **kwargs):
         return self.upscale(image, **kwargs)

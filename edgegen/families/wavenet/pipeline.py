@@ -66,6 +66,7 @@ class WaveNetConfig(RuntimeConfig):
 class WaveNetPipeline(Pipeline):
     family = "wavenet"
     stoppable = True   # callback= in its loops (docs/serving.md: a cancelled request stops)
+    counts = "audio samples"
 
     def __call__(self, *args, **kwargs):
         return self.generate(*args, **kwargs)
