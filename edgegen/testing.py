@@ -9,7 +9,8 @@
 training, the export and its gate against PyTorch, the package read back as `load` reads it, and
 `edgegen generate` on it in a fresh process where torch and onnx cannot be imported, which finds
 the family as any user's process does: through its package's entry point. A broken promise is a
-ConfigError naming the family, what edgegen expected and what it found.
+ConfigError naming the family, what edgegen expected and what it found; every failure is an
+EdgegenError, so pytest.raises(EdgegenError) catches them all.
 
 It trains and exports, so it needs the train and export extras (torch, onnx).
 """
@@ -55,8 +56,10 @@ def check_family(family: str | Family, workdir: str | os.PathLike | None = None)
     """Run the family contract for `family` (a registered name, or its Family) in `workdir` (a
     folder without ckpt/, pkg/ and the smoke's output file in it: nothing there is replaced; a
     temporary one, removed afterwards, if None). Returns the file `edgegen generate` wrote into
-    `workdir` (None without one). Raises ConfigError naming what the family broke, or the error of
-    the step that failed (training's, the export gate's)."""
+    `workdir` (None without one). Raises an EdgegenError naming the family: a ConfigError for what
+    the family broke, UnknownFamilyError for a name this process has not registered,
+    OutputExistsError for a workdir holding what the contract writes, or the error of the step that
+    failed (training's, the export gate's)."""
     name = family.name if isinstance(family, Family) else family
     declared = get_family(name)   # an unknown name is refused by the registry, naming those it has
     if declared.model is None or declared.export is None:
@@ -67,6 +70,9 @@ def check_family(family: str | Family, workdir: str | os.PathLike | None = None)
             _run_contract(declared, Path(scratch))
         return None
     workdir = Path(workdir).absolute()   # the generate process is given paths in it
+    if workdir.exists() and not workdir.is_dir():
+        raise OutputExistsError(f"family {name!r}: expected workdir {str(workdir)!r} to be a folder for the contract's "
+                                f"files, found a file")
     workdir.mkdir(parents=True, exist_ok=True)
     return _run_contract(declared, workdir)
 
@@ -78,9 +84,9 @@ def _run_contract(family: Family, workdir: Path) -> Path:
     smoke = {"train": {"steps": 2}, "generate": [], "out": "samples.png", **family.smoke}
     there = [name for name in ("ckpt", "pkg", smoke["out"]) if (workdir / name).exists()]
     if there:
-        raise OutputExistsError(f"workdir {str(workdir)!r}: expected no {', '.join(there)} in it (the contract writes "
-                                f"them, and replaces nothing), found {'it' if len(there) == 1 else 'them'}: give an "
-                                f"empty folder")
+        raise OutputExistsError(f"family {family.name!r}: expected no {', '.join(there)} in workdir {str(workdir)!r} "
+                                f"(the contract writes them, and replaces nothing), found {'it' if len(there) == 1 else 'them'}: "
+                                f"give an empty folder")
     _found_by_a_fresh_process(family)   # before minutes of training
     checkpoint = train(family.name, workdir / "ckpt", progress=False, **smoke["train"])
     package = export_checkpoint(checkpoint, workdir / "pkg")

@@ -89,9 +89,12 @@ def test_the_contract_replaces_nothing_in_its_folder(registered, tmp_path):
     from edgegen.errors import OutputExistsError
 
     (tmp_path / "samples.png").write_bytes(b"the user's picture")
-    with pytest.raises(OutputExistsError, match=r"expected no samples.png in it .*replaces nothing\), found it"):
+    with pytest.raises(OutputExistsError, match=r"family 'pca': expected no samples.png in workdir .*replaces "
+                                                r"nothing\), found it"):
         check_family("pca", tmp_path)
     assert (tmp_path / "samples.png").read_bytes() == b"the user's picture" and not (tmp_path / "ckpt").exists()
+    with pytest.raises(OutputExistsError, match=r"family 'pca': expected workdir .* to be a folder .*found a file"):
+        check_family("pca", tmp_path / "samples.png")   # was a bare FileExistsError from mkdir
 
 
 def test_the_contract_refuses_a_family_without_a_training_side():
