@@ -130,8 +130,11 @@ def test_a_served_instance_opens_its_sessions_at_its_share(trained, tmp_path, mo
     import sys
     import types
 
+    from edgegen.serving import triton_model
+
     monkeypatch.setattr(cpus, "session_threads", lambda: 4)
     monkeypatch.delenv(cpus.ORT_THREADS_ENV, raising=False)
+    monkeypatch.setattr(triton_model, "NUMPY_2", False)   # a server's Python has numpy 1; this process may not
     monkeypatch.setitem(sys.modules, "triton_python_backend_utils",
                         types.SimpleNamespace(using_decoupled_model_transaction_policy=lambda config: False))
     for threads, expected in ((0, 2), (3, 3)):
@@ -885,6 +888,16 @@ def test_a_server_that_fails_to_start_is_said_by_its_error_lines_and_what_to_wri
     assert "--graph-backend python" not in _tail(log)
     log.write_text("".join(f"I1204 line {i}\n" for i in range(40)))   # no error line: the tail
     assert _tail(log).splitlines() == [f"I1204 line {i}" for i in range(10, 40)]
+    # a server that hangs: the GPU-less start's error line said nothing, and the stub's own line,
+    # not a Triton log line, was dropped (helper 92)
+    log.write_text("+------+-------+\n| Option | Value |\n+------+-------+\n"
+                   "E1205 18:58:52.907801 1 server.cc:241] \"CudaDriverHelper has not been initialized.\"\n"
+                   "I1205 18:58:53.000000 1 python_be.cc:2289] TRITONBACKEND_ModelInstanceInitialize: gan_0_0\n"
+                   "/opt/stub/triton_python_backend_stub: error while loading shared libraries: libcudart.so.12: "
+                   "cannot open shared object file\n"
+                   "I1205 18:58:54.000000 1 server.cc:674] waiting\n")
+    assert _tail(log) == ("/opt/stub/triton_python_backend_stub: error while loading shared libraries: libcudart.so.12: "
+                          "cannot open shared object file")
 
 
 def test_a_model_whose_python_backend_needs_the_text_extra_says_so(shipped_package, tmp_path):

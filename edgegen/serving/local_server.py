@@ -150,6 +150,8 @@ def _wait_ready(server: Server, seconds: float) -> None:
 # shutdown follow a failed load, so the log's tail alone hides the cause
 TRITON_ERROR_LINE = re.compile(r"^E\d{4} ")
 TRITON_LOG_LINE = re.compile(r"^[IWE]\d{4} ")
+# an error line every start on a machine without a GPU prints, whatever follows
+HARMLESS_ERROR = re.compile(r"CudaDriverHelper has not been initialized")
 MISSING_BACKEND = re.compile(r"unable to find (backend library for backend '(onnxruntime|tensorrt)'|'libtriton_)")
 
 
@@ -160,8 +162,11 @@ def _tail(log: Path, lines: int = 30) -> str:
         return "(no log)"
     text = log.read_text(errors="replace").splitlines()
     errors, within = [], False
-    for line in text:   # an error line and the lines that continue it (a Python stub's traceback)
-        within = bool(TRITON_ERROR_LINE.match(line)) or (within and not TRITON_LOG_LINE.match(line))
+    for line in text:   # an error line and the lines that continue it (a Python stub's traceback) ...
+        if TRITON_LOG_LINE.match(line):
+            within = bool(TRITON_ERROR_LINE.match(line)) and not HARMLESS_ERROR.search(line)
+        elif not within:   # ... and another process's own line (a stub that cannot start), not the settings table
+            within = bool(line.strip()) and not line.startswith(("|", "+"))
         if within:
             errors.append(line)
     shown = "\n".join((errors or text)[-lines:])
