@@ -1071,6 +1071,7 @@ def build_parser() -> argparse.ArgumentParser:
             except Exception as exc:  # noqa: BLE001 - one family's broken commands must not take edgegen down
                 print(f"edgegen: warning: family {family.name!r}: expected its commands {reference!r} to load, found "
                       f"{type(exc).__name__}: {exc} (the rest of edgegen works without them)", file=sys.stderr)
+    parser.commands = sub.choices
     for command in sub.choices.values():   # `edgegen info pkg --debug` too (SUPPRESS: the first one's stands)
         if "--debug" not in command._option_string_actions:   # a family's own command may have one
             command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
@@ -1148,7 +1149,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USER_ERROR
     except Exception as exc:  # noqa: BLE001 - a family's code failing as the command line is built: a bug
         return _internal_error(exc, "edgegen")
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:   # said by the command's own parser, whose --help lists what it takes (not edgegen's)
+        parser.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         # numpy reads it as scipy and scikit-learn import it, and a bad one was its bare ValueError
         created_time()

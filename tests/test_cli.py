@@ -747,3 +747,17 @@ def test_debug_after_the_command_shows_the_traceback(capsys):
         assert err.startswith("Traceback") and err.endswith("found nothing at that path (nor a shipped model's name: "
                                                             "edgegen list)\n"), args
     assert main(["info", "no-such-package"]) == 2 and not capsys.readouterr().err.startswith("Traceback")
+
+
+def test_an_option_a_command_does_not_take_is_said_by_that_commands_parser(capsys, tmp_path):
+    """`edgegen train vae --stepz 3` pointed to 'edgegen --help', whose page lists commands, not
+    train's options (helper 92); a mistyped value is the command's too. One line, status 2."""
+    for args, said in ((["train", "vae", "--stepz", "3", "--out", str(tmp_path / "c")],
+                        "edgegen train: error: unrecognized arguments: --stepz 3 ('edgegen train --help' lists the "
+                        "options)\n"),
+                       (["bench", "x", "--iters", "abc"], "edgegen bench: error: argument --iters: invalid int value: "
+                                                          "'abc' ('edgegen bench --help' lists the options)\n")):
+        with pytest.raises(SystemExit) as stopped:
+            main(args)
+        assert stopped.value.code == 2 and capsys.readouterr().err == said
+    assert not (tmp_path / "c").exists()
