@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -26,6 +27,7 @@ EXIT_USER_ERROR = 2
 # an exception edgegen did not expect: Python's own status would be 1, which check, optimize, info
 # and export's gate give as verdicts on a model, so a script gating on them would read a crash as one
 EXIT_INTERNAL_ERROR = 3
+CHECK_REPORT = "edgegen.check/1"   # check --json's format: docs/cli.md lists its fields
 EXIT_PIPE_CLOSED = 128 + 13   # what a shell reports for a command SIGPIPE ended
 # the export extra's modules (pyproject.toml): a runtime-only install has none of them
 EXPORT_MODULES = (*EXPORT_SIDE_MODULES, "sklearn", "skimage", "matplotlib", "diffusers", "transformers")
@@ -196,7 +198,7 @@ def _cmd_export(args) -> int:
     print(f"wrote package {out}")
     _print_info(out)
     if args.target is not None and get_target(args.target).uses_tensorrt:
-        return _cmd_check(argparse.Namespace(package=out, target=args.target, tensorrt=None, profile=None))
+        return _cmd_check(argparse.Namespace(package=out, target=args.target, tensorrt=None, profile=None, json=False))
     return 0
 
 
@@ -695,10 +697,15 @@ def _cmd_check(args) -> int:
     from .check import check_package, format_checks
 
     checks = check_package(args.package, tensorrt=args.tensorrt, profiles=args.profile, target=args.target)
-    print(format_checks(checks))
+    if args.json:
+        print(json.dumps({"report": CHECK_REPORT, "package": str(args.package), "target": args.target,
+                          "graphs": [{**dataclasses.asdict(c), "ok": c.ok} for c in checks]}, indent=2))
+    else:
+        print(format_checks(checks))
     failed = [c.part for c in checks if not c.ok]
+    why = "each graph's problems say why" if args.json else "the table above says why"
     return _verdict("check", f"{counted(len(failed), 'graph')} not ready for --target {args.target}: {', '.join(failed)} "
-                             f"(the table above says why)") if failed else 0
+                             f"({why})") if failed else 0
 
 
 def _verdict(command: str, why: str) -> int:
@@ -990,6 +997,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "TensorRT parser where the tensorrt module is installed, else the target's release)")
     p.add_argument("--profile", action="append", default=None, metavar="NAME=MIN:OPT:MAX",
                    help="an optimization profile for a dynamic dim (repeatable), e.g. batch=1:4:8")
+    p.add_argument("--json", action="store_true", help="print the verdicts as JSON instead of the table (docs/cli.md)")
     p.set_defaults(func=_cmd_check)
 
     p = sub.add_parser("build", help="build (or find in the cache) TensorRT engines for a package on this GPU")

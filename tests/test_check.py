@@ -46,6 +46,16 @@ def test_check_reports_ops_opsets_quantization_and_unprofiled_dims(package_copy,
     assert "will NOT parse (judged by TensorRT 10.3's parser table)" in out
     assert err == ("edgegen: check: 2 graphs not ready for --target jetpack6: generator, generator (int8) (the table above "
                    "says why)\n")
+    # --json: the verdicts for a script, stdout holding nothing else
+    assert main(["check", str(pkg), "--target", "jetpack6", "--json"]) == 1
+    out, err = capsys.readouterr()
+    report = json.loads(out)
+    assert report["report"] == "edgegen.check/1" and report["target"] == "jetpack6" and err.endswith("problems say why)\n")
+    graphs = {g["part"]: g for g in report["graphs"]}
+    assert set(graphs) == {"generator", "generator (int8)"} and not graphs["generator"]["ok"]
+    assert "opset 23" in graphs["generator"]["problems"][0] and graphs["generator"]["profile"] == [["z", [1, 64], [1, 64],
+                                                                                                     [16, 64]]]
+    assert main(["check", str(pkg), "--json"]) == 0 and all(g["ok"] for g in json.loads(capsys.readouterr().out)["graphs"])
     assert main(["check", str(pkg), "--profile", "batch=1:8:16"]) == 0
     out = capsys.readouterr().out
     assert "parses (judged by TensorRT 10.15's parser table)" in out
