@@ -735,7 +735,7 @@ def _cmd_triton(args) -> None:
     options = RepositoryOptions(route=args.route, graph_backend=args.graph_backend, max_batch_size=args.max_batch_size,
                                 dynamic_batching=args.dynamic_batching, queue_delay_us=args.queue_delay_us,
                                 instances=args.instances, kind=args.kind, precision=args.precision,
-                                backend=args.backend, threads=args.threads)
+                                backend=args.backend, threads=args.threads, max_count=args.max_count)
     models = write_repository([_package_or_name(p) for p in args.packages], args.out, options, overwrite=args.force,
                               names=args.names)
     print(f"{len(models)} model(s) in {args.out}: tritonserver --model-repository {args.out} (docs/serving.md)")
@@ -1039,6 +1039,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0,
                    help="ONNX Runtime threads per instance, Python-backend or onnxruntime backend (0: a "
                         "Python-backend instance takes its share of the cores, the onnxruntime backend its default)")
+    p.add_argument("--max-count", type=int, default=0, metavar="N",
+                   help="pipeline route: the largest n, num_samples or max_new_tokens a request may ask for, a larger "
+                        "one refused as the caller's mistake (0: no cap)")
     p.add_argument("--name", action="append", default=None, dest="names", metavar="NAME",
                    help="the model's name in the repository, once per PACKAGE in order (default: each package's own "
                         "name): the same package at two precisions, or two packages of one name")

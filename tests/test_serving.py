@@ -760,6 +760,44 @@ def test_a_request_cancelled_mid_loop_is_answered_cancelled_and_an_older_triton_
     assert logged[-1] == "wavenet: a request cancelled by its client stopped at 8000 of 60000 audio samples"
 
 
+def test_a_request_past_the_models_max_count_is_the_callers_mistake(trained, tmp_path):
+    """edgegen triton --max-count: one request for 60,000 audio samples held its instance for the
+    requests behind it, and no option capped it."""
+    import types
+
+    from edgegen.families import get
+    from edgegen.serving.requests import served
+
+    out = tmp_path / "repo"
+    write_repository([str(trained["diffusion"][1])], out, RepositoryOptions(max_count=4), report=QUIET)
+    assert read_config(out / "diffusion").parameters["edgegen_max_count"].string_value == "4"
+    with pytest.raises(ConfigError, match=r"max_count \(--max-count\) 4, a pipeline-route request's largest count, "
+                                          r"where no model takes one \(gan: graph route"):
+        write_repository([str(trained["gan"][1])], tmp_path / "other", RepositoryOptions(max_count=4))
+    with pytest.raises(ConfigError, match="max_count: expected an integer of at least 0, found -1"):
+        write_repository([str(trained["diffusion"][1])], tmp_path / "other", RepositoryOptions(max_count=-1))
+
+    class TritonError:
+        INVALID_ARG = "400"
+
+        def __init__(self, message, code):
+            self.message, self.code = message, code
+
+    fake = types.SimpleNamespace(
+        Tensor=lambda name, value: (name, value), get_input_tensor_by_name=lambda request, name: request.get(name),
+        InferenceResponse=lambda output_tensors, error=None: types.SimpleNamespace(outputs=output_tensors, error=error),
+        TritonError=TritonError)
+    model = TritonPythonModel()
+    model.pb, model.route, model.batched, model.max_count = fake, "pipeline", True, 4
+    model.pipe = edgegen.load(trained["diffusion"][1], threads=1)
+    model.request = served(get("diffusion"), model.pipe.config)
+    value = lambda array: types.SimpleNamespace(as_numpy=lambda: np.asarray(array))  # noqa: E731
+    big, small = ({"n": value([[n]]), "steps": value([[2]]), "seed": value([[1]])} for n in (5, 4))
+    refused, answered = model._merged([big, small])   # one request's mistake fails that one alone
+    assert refused.error.message == "request input 'n': expected at most 4 (this model's --max-count), found 5"
+    assert answered.error is None and dict(answered.outputs)["images"].shape[1] == 4
+
+
 def test_the_server_stops_when_the_block_ends(repository, tmp_path):
     _server_env_or_skip()
     small = tmp_path / "one"

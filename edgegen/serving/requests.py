@@ -18,6 +18,10 @@ import numpy as np
 
 from ..errors import ConfigError, EdgegenError, InputError
 
+# the request inputs that size a pipeline's work (images, audio samples, new tokens), which
+# `edgegen triton --max-count` caps per request
+COUNT_INPUTS = ("n", "num_samples", "max_new_tokens")
+
 # request dtypes -> Triton's config names and the numpy dtype a client sends
 TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "float64": "TYPE_FP64", "int64": "TYPE_INT64",
                 "int32": "TYPE_INT32", "int8": "TYPE_INT8", "uint8": "TYPE_UINT8", "bool": "TYPE_BOOL",

@@ -36,7 +36,7 @@ from ..runtimes.backends import KNOWN_BACKENDS
 from ..shipped import resolve as resolve_shipped
 from ..storage import (KILLED_WRITERS_LEFTOVER, atomic_write_text, clean_leftover, refuse_empty, refuse_output_folder,
                        staged_directory)
-from .requests import TRITON_TYPES, Field, served
+from .requests import COUNT_INPUTS, TRITON_TYPES, Field, served
 
 MODEL_CONFIG = "config.pbtxt"   # what every Triton model folder holds: the folders --force may replace
 MODEL_FOLDER = "a Triton model folder"
@@ -85,6 +85,9 @@ class RepositoryOptions:
     # 0: a Python-backend instance takes its share of the cores it may use (cpus.shared_threads),
     # Triton's onnxruntime backend its own default (a thread per physical core, per instance)
     threads: int = 0
+    # a pipeline-route request's largest count (its n, num_samples or max_new_tokens: requests.COUNT_INPUTS);
+    # 0: no cap, a request of 60,000 audio samples holds its instance for the requests behind it
+    max_count: int = 0
 
     def problems(self) -> list[str]:
         problems = []
@@ -98,7 +101,7 @@ class RepositoryOptions:
             problems.append(f"precision: expected one of {', '.join(PRECISIONS)}, found {self.precision!r}")
         if self.backend not in KNOWN_BACKENDS:
             problems.append(f"backend: expected one of {', '.join(KNOWN_BACKENDS)}, found {self.backend!r}")
-        for name, low in (("max_batch_size", 1), ("instances", 1), ("queue_delay_us", 0), ("threads", 0)):
+        for name, low in (("max_batch_size", 1), ("instances", 1), ("queue_delay_us", 0), ("threads", 0), ("max_count", 0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 problems.append(f"{name}: expected an integer of at least {low}, found {value!r}")
@@ -339,6 +342,9 @@ def _options_no_model_takes(options: RepositoryOptions, plans: list[_Plan]) -> l
                       "on the GPU)")
     if not options.dynamic_batching and not batching:
         unused.append(f"dynamic_batching off (--no-dynamic-batching), where no model merges requests ({served})")
+    if options.max_count and not any(f.name in COUNT_INPUTS for p in python if p.route == "pipeline" for f in p.inputs):
+        unused.append(f"max_count (--max-count) {options.max_count}, a pipeline-route request's largest count, where no "
+                      f"model takes one ({served}; a graph route's requests are capped by --max-batch-size)")
     if options.queue_delay_us != default.queue_delay_us and not (options.dynamic_batching and batching):
         unused.append(f"queue_delay_us (--queue-delay-us) {options.queue_delay_us}, the dynamic batcher's wait, where "
                       f"{'it is off' if not options.dynamic_batching else 'no model merges requests'}")
@@ -405,7 +411,8 @@ def config_text(plan: _Plan, options: RepositoryOptions) -> str:
     lines.append(f"instance_group [ {{ count: {options.instances} kind: {kind} }} ]")
     if plan.backend == "python":
         parameters = {"edgegen_route": plan.route, "edgegen_graph": plan.graph or "", "edgegen_backend": options.backend,
-                      "edgegen_threads": str(options.threads), "edgegen_precision": options.precision}
+                      "edgegen_threads": str(options.threads), "edgegen_precision": options.precision,
+                      **({"edgegen_max_count": str(options.max_count)} if options.max_count else {})}
     elif plan.backend == "onnxruntime" and options.threads:
         parameters = {"intra_op_thread_count": str(options.threads)}   # the backend's own key
     else:

@@ -19,7 +19,7 @@ from ..cpus import shared_threads
 from ..errors import ConfigError, EdgegenError, InputError
 from ..families import get as get_family
 from ..runtimes import load
-from .requests import arguments, served
+from .requests import COUNT_INPUTS, arguments, served
 
 NUMPY_2 = int(np.__version__.split(".")[0]) >= 2
 # set to 1 where the server's Triton passes numpy 2 arrays to and from a Python-backend model rightly
@@ -74,6 +74,7 @@ class TritonPythonModel:
                          threads=instance_threads(config, parameters),
                          precision=parameters.get("edgegen_precision", "fp32"))
         self.route = parameters.get("edgegen_route", "pipeline")
+        self.max_count = int(parameters.get("edgegen_max_count") or 0)   # 0: no cap (edgegen triton --max-count)
         self.decoupled = pb_utils.using_decoupled_model_transaction_policy(config)
         if self.route == "graph":
             self.session = self.pipe.sessions[parameters["edgegen_graph"]]
@@ -120,6 +121,9 @@ class TritonPythonModel:
                                      f"found {value.shape[0]} (send each call as its own request)")
                 value = value[0]
             values[field.name] = value
+            if self.max_count and field.name in COUNT_INPUTS and value.size and np.max(value) > self.max_count:
+                raise InputError(f"request input {field.name!r}: expected at most {self.max_count} (this model's "
+                                 f"--max-count), found {np.max(value)}")
         return arguments(self.request.inputs, values)
 
     def _answer(self, request):
