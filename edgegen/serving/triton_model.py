@@ -61,6 +61,8 @@ class _Cancelled(Exception):
 class TritonPythonModel:
     """Triton's Python-backend model interface: initialize, execute, finalize."""
 
+    max_count = 0   # a request's largest n, num_samples or max_new_tokens (0: none), as initialize reads its config
+
     def initialize(self, args: dict) -> None:
         import triton_python_backend_utils as pb_utils
 
@@ -74,7 +76,7 @@ class TritonPythonModel:
                          threads=instance_threads(config, parameters),
                          precision=parameters.get("edgegen_precision", "fp32"))
         self.route = parameters.get("edgegen_route", "pipeline")
-        self.max_count = int(parameters.get("edgegen_max_count") or 0)   # 0: no cap (edgegen triton --max-count)
+        self.max_count = int(parameters.get("edgegen_max_count") or 0)   # edgegen triton --max-count
         self.decoupled = pb_utils.using_decoupled_model_transaction_policy(config)
         if self.route == "graph":
             self.session = self.pipe.sessions[parameters["edgegen_graph"]]
