@@ -703,7 +703,8 @@ def _cmd_check(args) -> int:
     else:
         print(format_checks(checks))
     failed = [c.part for c in checks if not c.ok]
-    why = "each graph's problems say why" if args.json else "the table above says why"
+    why = "each graph's unsupported, problems, damaged and build_refuses say why" if args.json else \
+        "the table above says why"
     return _verdict("check", f"{counted(len(failed), 'graph')} not ready for --target {args.target}: {', '.join(failed)} "
                              f"({why})") if failed else 0
 
@@ -1141,8 +1142,7 @@ def _said_by_flag(exc: EdgegenError, parser: argparse.ArgumentParser, args) -> E
     with (threads, image_size, max_batch_size; "output" for --out), said as the flag. Options left
     at their default are not named: a value from elsewhere (the manifest's checkpoint) is not the
     flag's."""
-    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
-    given = [a for a in commands[args.command]._actions
+    given = [a for a in parser.commands[args.command]._actions
              if a.option_strings and getattr(args, a.dest, a.default) != a.default]
     flags = {a.dest: max(a.option_strings, key=len) for a in given}
     values = {a.dest: getattr(args, a.dest) for a in given}

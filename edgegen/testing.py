@@ -9,8 +9,9 @@
 training, the export and its gate against PyTorch, the package read back as `load` reads it, and
 `edgegen generate` on it in a fresh process where torch and onnx cannot be imported, which finds
 the family as any user's process does: through its package's entry point. A broken promise is a
-ConfigError naming the family, what edgegen expected and what it found; every failure is an
-EdgegenError, so pytest.raises(EdgegenError) catches them all.
+ConfigError naming the family, what edgegen expected and what it found; the contract's own
+refusals are EdgegenErrors, while a failure inside the family's code (its training, its export)
+comes as it was raised.
 
 It trains and exports, so it needs the train and export extras (torch, onnx).
 """
@@ -70,10 +71,11 @@ def check_family(family: str | Family, workdir: str | os.PathLike | None = None)
             _run_contract(declared, Path(scratch))
         return None
     workdir = Path(workdir).absolute()   # the generate process is given paths in it
-    if workdir.exists() and not workdir.is_dir():
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:   # a file where the folder, or one above it, would be
         raise OutputExistsError(f"family {name!r}: expected workdir {str(workdir)!r} to be a folder for the contract's "
-                                f"files, found a file")
-    workdir.mkdir(parents=True, exist_ok=True)
+                                f"files, found {type(exc).__name__}: {exc.strerror}") from None
     return _run_contract(declared, workdir)
 
 
@@ -82,7 +84,7 @@ def _run_contract(family: Family, workdir: Path) -> Path:
     from .training.train import train
 
     smoke = {"train": {"steps": 2}, "generate": [], "out": "samples.png", **family.smoke}
-    there = [name for name in ("ckpt", "pkg", smoke["out"]) if (workdir / name).exists()]
+    there = [name for name in ("ckpt", "pkg", smoke["out"]) if os.path.lexists(workdir / name)]   # a dangling link too
     if there:
         raise OutputExistsError(f"family {family.name!r}: expected no {', '.join(there)} in workdir {str(workdir)!r} "
                                 f"(the contract writes them, and replaces nothing), found {'it' if len(there) == 1 else 'them'}: "
@@ -100,8 +102,12 @@ FIND_FAMILY = "import sys; from edgegen.families import get; print(get(sys.argv[
 def _found_by_a_fresh_process(family: Family) -> None:
     """The CLI, a server, a user's script: each finds a family of another package through its
     entry point, not through a register() call made in this process."""
-    result = subprocess.run([sys.executable, "-c", FIND_FAMILY, family.name], capture_output=True, text=True,
-                            timeout=GENERATE_TIMEOUT_S)
+    try:
+        result = subprocess.run([sys.executable, "-c", FIND_FAMILY, family.name], capture_output=True, text=True,
+                                timeout=GENERATE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise ConfigError(f"family {family.name!r}: expected a fresh Python process to import edgegen's registry "
+                          f"within {GENERATE_TIMEOUT_S} s, found it still importing") from None
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or ["nothing on stderr"])[-1]
         raise ConfigError(f"family {family.name!r}: expected a fresh Python process to find it through its package's "

@@ -760,4 +760,3 @@ def test_an_option_a_command_does_not_take_is_said_by_that_commands_parser(capsy
         with pytest.raises(SystemExit) as stopped:
             main(args)
         assert stopped.value.code == 2 and capsys.readouterr().err == said
-    assert not (tmp_path / "c").exists()

@@ -765,11 +765,8 @@ def test_a_request_past_the_models_max_count_is_the_callers_mistake(trained, tmp
     requests behind it, and no option capped it."""
     import types
 
-    from edgegen.families import get
-    from edgegen.serving.requests import served
-
     out = tmp_path / "repo"
-    write_repository([str(trained["diffusion"][1])], out, RepositoryOptions(max_count=4), report=QUIET)
+    write_repository([str(trained["diffusion"][1])], out, RepositoryOptions(max_count=4, threads=1), report=QUIET)
     assert read_config(out / "diffusion").parameters["edgegen_max_count"].string_value == "4"
     with pytest.raises(ConfigError, match=r"max_count \(--max-count\) 4, a pipeline-route request's largest count, "
                                           r"where no model takes one \(gan: graph route"):
@@ -787,10 +784,22 @@ def test_a_request_past_the_models_max_count_is_the_callers_mistake(trained, tmp
         Tensor=lambda name, value: (name, value), get_input_tensor_by_name=lambda request, name: request.get(name),
         InferenceResponse=lambda output_tensors, error=None: types.SimpleNamespace(outputs=output_tensors, error=error),
         TritonError=TritonError)
-    model = TritonPythonModel()
-    model.pb, model.route, model.batched, model.max_count = fake, "pipeline", True, 4
-    model.pipe = edgegen.load(trained["diffusion"][1], threads=1)
-    model.request = served(get("diffusion"), model.pipe.config)
+    import json
+    import sys
+
+    from edgegen.serving import triton_model
+
+    config = read_config(out / "diffusion")   # the cap as initialize reads it from the config edgegen wrote
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(triton_model, "NUMPY_2", False)
+        patch.setitem(sys.modules, "triton_python_backend_utils",
+                      types.SimpleNamespace(using_decoupled_model_transaction_policy=lambda config: False))
+        model = TritonPythonModel()
+        model.initialize({"model_config": json.dumps({"max_batch_size": config.max_batch_size, "parameters": {
+            k: {"string_value": v.string_value} for k, v in config.parameters.items()}}),
+            "model_repository": str(out / "diffusion"), "model_version": "1", "model_name": "diffusion"})
+    assert model.max_count == 4
+    model.pb = fake
     value = lambda array: types.SimpleNamespace(as_numpy=lambda: np.asarray(array))  # noqa: E731
     big, small = ({"n": value([[n]]), "steps": value([[2]]), "seed": value([[1]])} for n in (5, 4))
     refused, answered = model._merged([big, small])   # one request's mistake fails that one alone
@@ -931,6 +940,7 @@ def test_a_server_that_fails_to_start_is_said_by_its_error_lines_and_what_to_wri
     log.write_text("+------+-------+\n| Option | Value |\n+------+-------+\n"
                    "E1205 18:58:52.907801 1 server.cc:241] \"CudaDriverHelper has not been initialized.\"\n"
                    "I1205 18:58:53.000000 1 python_be.cc:2289] TRITONBACKEND_ModelInstanceInitialize: gan_0_0\n"
+                   "2026-12-05 18:58:53.1 [W:onnxruntime:, graph.cc:1] a warning of a model's, no failure\n"
                    "/opt/stub/triton_python_backend_stub: error while loading shared libraries: libcudart.so.12: "
                    "cannot open shared object file\n"
                    "I1205 18:58:54.000000 1 server.cc:674] waiting\n")

@@ -150,6 +150,8 @@ def _wait_ready(server: Server, seconds: float) -> None:
 # shutdown follow a failed load, so the log's tail alone hides the cause
 TRITON_ERROR_LINE = re.compile(r"^E\d{4} ")
 TRITON_LOG_LINE = re.compile(r"^[IWE]\d{4} ")
+# a line of another process's (a Python stub's own stderr) that says it failed
+FAILURE_LINE = re.compile(r"\b(error|Traceback|cannot|No such file)\b", re.IGNORECASE)
 # an error line every start on a machine without a GPU prints, whatever follows
 HARMLESS_ERROR = re.compile(r"CudaDriverHelper has not been initialized")
 MISSING_BACKEND = re.compile(r"unable to find (backend library for backend '(onnxruntime|tensorrt)'|'libtriton_)")
@@ -165,8 +167,8 @@ def _tail(log: Path, lines: int = 30) -> str:
     for line in text:   # an error line and the lines that continue it (a Python stub's traceback) ...
         if TRITON_LOG_LINE.match(line):
             within = bool(TRITON_ERROR_LINE.match(line)) and not HARMLESS_ERROR.search(line)
-        elif not within:   # ... and another process's own line (a stub that cannot start), not the settings table
-            within = bool(line.strip()) and not line.startswith(("|", "+"))
+        elif not within:   # ... and another process's own failure (a stub that cannot start), not its warnings
+            within = bool(FAILURE_LINE.search(line))
         if within:
             errors.append(line)
     shown = "\n".join((errors or text)[-lines:])

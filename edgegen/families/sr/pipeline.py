@@ -178,7 +178,8 @@ class SRPipeline(Pipeline):
         band_top, band_row = 0, 0      # the output row band[:, 0] stands for; the tile row it holds
         tiles = [(i, j) for i in range(len(rows)) for j in range(len(cols))]
         session = self.sessions[GRAPH]
-        # progress False: silent (the Python default); None: a bar on a terminal, one line in a log
+        # progress False: silent (the Python default); None: a bar on a terminal, and in a log a line a
+        # minute and one at the end
         with Progress(len(tiles), "upscale", enabled=progress) as bar:
             for first in range(0, len(tiles), batch):
                 chunk = tiles[first:first + batch]

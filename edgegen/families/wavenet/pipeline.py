@@ -89,7 +89,7 @@ class WaveNetPipeline(Pipeline):
                        callback: Callable[[int, int], Any] | None = None) -> np.ndarray:
         """The mu-law codes [num_samples] that generate() decodes. progress, for a second of audio or
         more (minutes of work): False silent (a library call's stderr may be a service's log), None a
-        bar on a terminal and one line in a log (edgegen generate), True a bar. callback(done, total)
+        bar on a terminal, in a log a line a minute and one at the end (edgegen generate), True a bar. callback(done, total)
         is called every CALLBACK_EVERY samples and after the last: a service's progress, or an
         exception raised there stops the call (a client gone, a deadline)."""
         num_samples = check_count(num_samples, "num_samples", MAX_SECONDS * self.sample_rate,
