@@ -50,7 +50,7 @@ def test_check_reports_ops_opsets_quantization_and_unprofiled_dims(package_copy,
     assert main(["check", str(pkg), "--target", "jetpack6", "--json"]) == 1
     out, err = capsys.readouterr()
     report = json.loads(out)
-    assert report["report"] == "edgegen.check/1" and report["target"] == "jetpack6" and err.endswith("problems say why)\n")
+    assert report["report"] == "edgegen.check/1" and report["target"] == "jetpack6" and err.endswith("build_refuses say why)\n")
     graphs = {g["part"]: g for g in report["graphs"]}
     assert set(graphs) == {"generator", "generator (int8)"} and not graphs["generator"]["ok"]
     assert "opset 23" in graphs["generator"]["problems"][0] and graphs["generator"]["profile"] == [["z", [1, 64], [1, 64],
