@@ -152,8 +152,10 @@ class WaveNetPipeline(Pipeline):
         for t in range(num_samples):
             logits = network.run({"codes": codes[:, :t + 1], "labels": labels})["logits"][:, :, -1]
             codes[0, t + 1] = draw(logits, sampling, rng)[0]
-            if callback is not None and (t % CALLBACK_EVERY == CALLBACK_EVERY - 1 or t == num_samples - 1):
+            if callback is not None and t % CALLBACK_EVERY == CALLBACK_EVERY - 1:
                 callback(t + 1, num_samples)
+        if callback is not None and num_samples % CALLBACK_EVERY:   # the last samples, past a whole thousand
+            callback(num_samples, num_samples)
         return codes[0, 1:]
 
     def _fast(self, num_samples, labels, sampling, rng, progress: bool | None = False, callback=None) -> np.ndarray:
@@ -172,15 +174,19 @@ class WaveNetPipeline(Pipeline):
                 binding.input(f"state.{i}", src)
                 binding.output(f"next_state.{i}", dst)
             bindings.append(binding)
-        out, reported = np.empty(num_samples, np.int64), 0
-        # the bar and the callback hear every CALLBACK_EVERY samples, to cost nothing
+        out = np.empty(num_samples, np.int64)
+
+        def report(done: int) -> None:   # the bar and the callback hear every CALLBACK_EVERY samples, to cost nothing
+            bar.update(done - bar.count)
+            if callback is not None:
+                callback(done, num_samples)
+
         with Progress(num_samples, "generate", enabled=progress) as bar:
             for t in range(num_samples):
                 bindings[t % 2].run()
                 out[t] = code[0] = draw(logits, sampling, rng)[0]
-                if t % CALLBACK_EVERY == CALLBACK_EVERY - 1 or t == num_samples - 1:
-                    bar.update(t + 1 - reported)
-                    reported = t + 1
-                    if callback is not None:
-                        callback(reported, num_samples)
+                if t % CALLBACK_EVERY == CALLBACK_EVERY - 1:
+                    report(t + 1)
+            if num_samples % CALLBACK_EVERY:   # the last samples, past a whole thousand
+                report(num_samples)
         return out
