@@ -240,6 +240,37 @@ def test_stop_strings_and_stop_ids(gpt):
     assert stopped == ids[:ids.index(ids[5]) + 1]
 
 
+class _ClientGone(Exception):
+    """A service's own exception, raised in a callback to stop a call."""
+
+
+def test_generate_reports_each_new_position_and_stops_where_its_callback_raises(gpt):
+    pipe = edgegen.load(gpt["pkg"], backend="ort-cpu")
+    heard = []
+    batch = pipe.generate([list(b"def "), list(b"import os")], max_new_tokens=30, do_sample=False,
+                          callback=lambda done, total: heard.append((done, total)))
+    assert heard == [(i, 30) for i in range(1, 31)]
+    heard.clear()   # with drafts a call takes several tokens: each count is still reported once, in order
+    assert pipe.generate([list(b"def "), list(b"import os")], max_new_tokens=30, do_sample=False,
+                         prompt_lookup_num_tokens=3, callback=lambda done, total: heard.append(done)) == batch
+    assert heard == list(range(1, 31))
+    heard.clear()   # where every row stops sooner, the reports stop there
+    ids = batch[0]
+    stopped = pipe.generate(list(b"def "), max_new_tokens=30, do_sample=False, stop=ids[5],
+                            callback=lambda done, total: heard.append(done))
+    assert heard == list(range(1, len(stopped) + 1)) and len(stopped) < 30
+
+    def client_gone(done, total):
+        if done == 7:
+            raise _ClientGone
+    with pytest.raises(_ClientGone):
+        pipe.generate(["def ", "class "], max_new_tokens=30, seed=1, callback=client_gone)
+    # the next call is served as before
+    assert pipe.generate([list(b"def "), list(b"import os")], max_new_tokens=30, do_sample=False) == batch
+    with pytest.raises(InputError, match=r"callback: expected a function \(tokens done, max_new_tokens\) or None, "
+                                         r"found int 3"):
+        pipe.generate("def ", callback=3)
+
 def test_user_errors_name_the_problem(gpt):
     pipe = edgegen.load(gpt["pkg"], backend="ort-cpu")
     # stream() refuses when called, not at its first piece: a server has not begun its answer yet

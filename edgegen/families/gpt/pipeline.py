@@ -14,14 +14,14 @@ the per-token Python work is constant:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
 from ...errors import InputError, ManifestError, first_line
 from ...graph_summary import read_graph_summary
 from ...runtimes.ort import OrtBinding, OrtSession
-from ...runtimes.pipeline import Pipeline, check_count, check_flag, check_number, make_rng
+from ...runtimes.pipeline import Pipeline, check_callback, check_count, check_flag, check_number, make_rng
 from ...runtimes.token_sampling import Sampling, next_tokens
 from ...runtimes.tokenizer import TOKENIZER_KINDS, check_token_ids, load_tokenizer
 from ...wording import counted
@@ -159,6 +159,8 @@ class _Request:
 
 class GPTPipeline(Pipeline):
     family = "gpt"
+    stoppable = True   # generate's callback= (a served request streams: it stops between pieces)
+    counts = "new tokens"
 
     def __call__(self, *args, **kwargs):
         return self.generate(*args, **kwargs)
@@ -197,7 +199,8 @@ class GPTPipeline(Pipeline):
     def generate(self, prompt, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, temperature: float | None = None,
                  top_k: int | None = None, top_p: float | None = None, repetition_penalty: float | None = None,
                  do_sample: bool | None = None, seed: int | None = None, stop=None, use_cache: bool = True,
-                 cache_budget_mb: float = DEFAULT_CACHE_BUDGET_MB, prompt_lookup_num_tokens: int = 0):
+                 cache_budget_mb: float = DEFAULT_CACHE_BUDGET_MB, prompt_lookup_num_tokens: int = 0,
+                 callback: Callable[[int, int], Any] | None = None):
         """Continue one prompt or a batch of prompts.
 
         prompt: a string (returns the new text), a list of token ids (returns the new ids),
@@ -212,18 +215,28 @@ class GPTPipeline(Pipeline):
         prompt_lookup_num_tokens=N: each decoder call also checks up to N tokens guessed from the
         sequence so far (prompt lookup decoding, prompt_lookup.py) and keeps those the model
         chooses itself: the same output, in fewer calls where the text repeats its context.
+        callback(done, total): called after each new token with the new tokens so far (the longest
+        row's) and max_new_tokens (the call ends sooner where every row stopped): progress, or
+        an exception raised there (a deadline, a client gone) stops the call, and the pipeline
+        serves the next call as before.
         """
         batch, as_text, is_batch = self._prompts(prompt)
         request = self._request(batch, max_new_tokens, temperature, top_k, top_p, repetition_penalty, do_sample,
                                 seed, stop, use_cache, prompt_lookup_num_tokens, cache_budget_mb)
         _check_stop_strings(request, as_text)
+        callback = check_callback(callback, "(tokens done, max_new_tokens)")
         rows = [[] for _ in batch]
         texts = [_TextRow(self.tokenizer, request, ids) for ids in batch] if as_text else None
+        reported = 0
         for tokens, taking, alive in self._loop(request):
             for r in np.flatnonzero(taking):
                 rows[r].append(int(tokens[r]))
                 if texts is not None and texts[r].add(int(tokens[r])):
                     alive[r] = False  # a stop string completed: this row is done
+            # with drafts the rows of a batch take tokens at their own pace: the longest row counts
+            if callback is not None and (done := max(map(len, rows))) > reported:
+                reported = done
+                callback(done, request.max_new_tokens)
         out = [t.finish() for t in texts] if as_text else rows
         return out if is_batch else out[0]
 
