@@ -39,9 +39,10 @@ def _nvidia_gpus(run=subprocess.run) -> tuple[list[str], str | None]:
     return gpus, None if gpus else "nvidia-smi listed none"
 
 
-# Jetson Linux (L4T) release -> JetPack release, from NVIDIA's JetPack release notes; the
-# nvidia-jetpack Debian package's version is asked first where it is installed.
-JETPACK_FOR_L4T = {"38.2": "7.0", "36.4.4": "6.2.1", "36.4.3": "6.2", "36.4": "6.1", "36.3": "6.0", "36.2": "6.0 DP",
+# Jetson Linux (L4T) release -> JetPack release, from NVIDIA's JetPack release notes (7.1 and 7.2:
+# jetson-stats' table and projects' JetPack images); the nvidia-jetpack Debian package's version is
+# asked first where it is installed.
+JETPACK_FOR_L4T = {"39.2": "7.2", "38.4": "7.1", "38.2": "7.0", "36.4.4": "6.2.1", "36.4.3": "6.2", "36.4": "6.1", "36.3": "6.0", "36.2": "6.0 DP",
                    "35.6.1": "5.1.5", "35.6": "5.1.4", "35.5": "5.1.3", "35.4.1": "5.1.2", "35.3.1": "5.1.1"}
 _RELEASE = re.compile(r"#\s*R(\d+)\s*\(release\),\s*REVISION:\s*([\d.]+)")
 _POWER_MODE_NAME = re.compile(r"<\s*POWER_MODEL\s+ID=(\d+)\s+NAME=(\S+?)\s*>")

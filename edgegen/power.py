@@ -3,7 +3,8 @@
 Where a board or a chip reports its power, bench reads it while an engine runs:
 - NVML on NVIDIA GPUs (the nvidia-ml-py package): the GPU's total energy counter, else its
   power readings (the counter exists from Volta on);
-- on a Jetson, the INA3221 power monitor's rails in sysfs (hwmon: in*_label, in*_input in mV,
+- on a Jetson, a Thor carrier board's INA238 monitor of the input (hwmon's power1_input, in
+  microwatts), else the INA3221 monitors' rails in sysfs (hwmon: in*_label, in*_input in mV,
   curr*_input in mA), else the rails `tegrastats` prints;
 - on x86 CPUs, RAPL's package energy counters (/sys/class/powercap/intel-rapl:N/energy_uj),
   where the kernel lets this user read them (often root only).
@@ -22,7 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SAMPLE_INTERVAL_S = 0.05
-TOTAL_RAILS = ("VDD_IN", "VIN", "POM_5V_IN", "VIN_SYS_5V0")   # a Jetson module's input, when it has one
+# a Jetson module's input, when it has one; an AGX Orin's VIN_SYS_5V0 is its I/O ports' rail, not
+# the input (NVIDIA's forum, jetson-stats' issue 344): there the rails are summed
+TOTAL_RAILS = ("VDD_IN", "VIN", "POM_5V_IN")
 
 
 @dataclass
@@ -92,6 +95,30 @@ class Rapl(CounterSource):
 
 
 # -- Jetson: INA3221 in sysfs, tegrastats ------------------------------------------------------
+
+class Ina238(PowerSource):
+    """A Jetson AGX Thor's input power, which its carrier board measures with an INA238 (its
+    module's INA3221 rails are parts of it): hwmon's power1_input, in microwatts."""
+
+    def __init__(self, root: Path = Path("/sys/bus/i2c/drivers/ina238")):
+        self.root = root
+        self.inputs = sorted(root.glob("*/hwmon/hwmon*/power1_input"))
+        self.name = "Jetson INA238 (input)"
+
+    def problem(self) -> str | None:
+        if not self.inputs:
+            return f"Jetson INA238: no power1_input under {self.root} (not a Jetson Thor)"
+        if len(self.inputs) > 1:   # which one is the input is not known here: the INA3221 rails are
+            return f"Jetson INA238: {len(self.inputs)} monitors under {self.root}, expected the input's alone"
+        try:
+            self.watts()
+        except (OSError, ValueError) as exc:
+            return f"Jetson INA238: {exc}"
+        return None
+
+    def watts(self) -> float:
+        return int(self.inputs[0].read_text()) / 1e6
+
 
 class Ina3221(PowerSource):
     """The rails of a Jetson's INA3221 monitors (JetPack 5 and later: hwmon under the ina3221 driver)."""
@@ -237,7 +264,7 @@ class NvmlPower(PowerSource):
 
 def find_power_source(candidates=None):
     """(source, None) for the first source that answers, or (None, why none did)."""
-    candidates = candidates if candidates is not None else (Nvml, NvmlPower, Ina3221, Tegrastats, Rapl)
+    candidates = candidates if candidates is not None else (Nvml, NvmlPower, Ina238, Ina3221, Tegrastats, Rapl)
     reasons = []
     for make in candidates:
         source = make()

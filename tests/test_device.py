@@ -63,6 +63,48 @@ def test_jetson_rails_from_sysfs_prefer_the_module_input():
     assert power.Ina3221(JETSON / "nothing").problem().startswith("Jetson INA3221: no rails")
 
 
+def _hwmon(root: Path, files: dict[str, str]) -> Path:
+    """A monitor's hwmon folder under a driver's root, as a Jetson's sysfs lays it out."""
+    folder = root / "1-0040" / "hwmon" / "hwmon3"
+    folder.mkdir(parents=True)
+    for name, text in files.items():
+        (folder / name).write_text(text + "\n")
+    return folder
+
+
+def test_an_agx_orins_rails_are_summed_its_5v_system_rail_is_not_the_input(tmp_path):
+    """An AGX Orin has no VDD_IN: its VIN_SYS_5V0 is the I/O ports' rail, one part of the sum."""
+    _hwmon(tmp_path, {"in1_label": "VDD_GPU_SOC", "in1_input": "5000", "curr1_input": "1000",
+                      "in2_label": "VDD_CPU_CV", "in2_input": "5000", "curr2_input": "400",
+                      "in3_label": "VIN_SYS_5V0", "in3_input": "5000", "curr3_input": "600",
+                      "in7_label": "sum of shunt voltages", "in7_input": "1"})
+    rails = power.Ina3221(tmp_path)
+    assert set(rails.rails) == {"VDD_GPU_SOC", "VDD_CPU_CV", "VIN_SYS_5V0"} and rails.watts() == pytest.approx(10.0)
+    assert power.tegrastats_watts({"VDD_GPU_SOC": 5.0, "VDD_CPU_CV": 2.0, "VIN_SYS_5V0": 3.0}) == 10.0
+
+
+def test_a_thors_input_from_its_ina238_comes_before_the_module_rails(tmp_path):
+    ina238 = tmp_path / "ina238"
+    _hwmon(ina238, {"power1_input": "41250000", "in1_input": "19800"})   # microwatts: 41.25 W
+    source = power.Ina238(ina238)
+    assert source.problem() is None and source.watts() == pytest.approx(41.25)
+    _hwmon(tmp_path / "ina3221", {"in1_label": "VDD_GPU", "in1_input": "5000", "curr1_input": "100"})
+    found, _ = power.find_power_source((lambda: power.Ina238(ina238), lambda: power.Ina3221(tmp_path / "ina3221")))
+    assert found.name == "Jetson INA238 (input)"
+    assert power.Ina238(tmp_path / "none").problem().startswith("Jetson INA238: no power1_input under")
+    second = ina238 / "1-0041" / "hwmon" / "hwmon4"
+    second.mkdir(parents=True)
+    (second / "power1_input").write_text("1000000\n")   # two monitors: which is the input is not known
+    assert "2 monitors under" in power.Ina238(ina238).problem()
+    found, _ = power.find_power_source((lambda: power.Ina238(ina238), lambda: power.Ina3221(tmp_path / "ina3221")))
+    assert found.name == "Jetson INA3221 rail VDD_GPU"
+
+
+def test_doctor_knows_the_jetpack_7_releases():
+    assert [doctor.JETPACK_FOR_L4T[release] for release in ("38.2", "38.4", "39.2")] == ["7.0", "7.1", "7.2"]
+    assert doctor._jetson_target({"jetpack": "7.2"}) == "--target jetpack7 for export, optimize, check and build"
+
+
 def test_tegrastats_lines_of_jetpack_6_and_4():
     idle, busy = (JETSON / "tegrastats.txt").read_text().splitlines()
     assert power.parse_tegrastats(idle) == {"VDD_IN": 4.832, "VDD_CPU_GPU_CV": 0.52, "VDD_SOC": 1.44}
