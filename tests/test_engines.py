@@ -245,7 +245,7 @@ def test_build_without_tensorrt_says_what_is_missing(trained, capsys):
     assert main(["build", str(trained["gan"][1]), "--backend", "tensorrt"]) == 2
     said = ("found tensorrt and cuda missing and no NVIDIA GPU on this machine" if no_nvidia_gpu_here() else
             "found tensorrt and cuda missing (pip install 'edgegen[tensorrt]'; on a Jetson, JetPack's TensorRT and pip "
-            "install cuda-python)")   # quoted for zsh
+            "install 'cuda-python>=12.6.1,<13' on JetPack 6, 'cuda-python>=13,<14' on JetPack 7")   # quoted for zsh
     assert said in capsys.readouterr().err   # one message, a name's or a path's
     # the package's own mistakes are said first: each was said as TensorRT missing
     for args, said in ((["--precision", "int8"], "expected int8 variants (made by 'edgegen optimize --precision int8'), "

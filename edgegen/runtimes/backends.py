@@ -72,7 +72,7 @@ def require_tensorrt(backend: str = "tensorrt") -> None:
                            "TARGET' says what TensorRT's parser will refuse")
     raise BackendError(f"backend {backend!r}: expected the tensorrt and cuda-python packages and an NVIDIA GPU, "
                        f"{found} (pip install 'edgegen[tensorrt]'; on a Jetson, JetPack's TensorRT and pip install "
-                       "cuda-python)")
+                       "'cuda-python>=12.6.1,<13' on JetPack 6, 'cuda-python>=13,<14' on JetPack 7: its major is CUDA's)")
 
 
 def resolve_backend(backend: str) -> str:
@@ -89,6 +89,7 @@ def resolve_backend(backend: str) -> str:
         raise BackendError(
             f"backend {backend!r}: expected ONNX Runtime's {ORT_BACKENDS[backend]} on this machine, found only "
             f"{', '.join(available)} (pip uninstall -y onnxruntime && pip install onnxruntime-gpu: one module, two "
-            "wheels, keep the GPU one; and TensorRT for ort-tensorrt)"
+            "wheels, keep the GPU one; and TensorRT for ort-tensorrt; PyPI has none for a Jetson: "
+            "docs/tensorrt-and-jetson.md says where)"
         )
     return backend

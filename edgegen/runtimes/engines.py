@@ -396,7 +396,7 @@ def device_identity() -> tuple[str, str, str]:
         import tensorrt as trt
         from cuda.bindings import runtime as cudart
     except ImportError as exc:   # a cuda-python before its cuda.bindings module
-        raise BackendError(f"backend 'tensorrt': expected cuda-python with its cuda.bindings module (12.6 or "
+        raise BackendError(f"backend 'tensorrt': expected cuda-python with its cuda.bindings module (12.6.1 or "
                            f"later), found {described(exc)}") from None
     err, props = cudart.cudaGetDeviceProperties(0)
     if int(err) != 0:
