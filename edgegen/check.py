@@ -138,7 +138,20 @@ def _table_verdict(result: GraphCheck, graph: GraphSummary, table: dict, version
             result.unsupported[op] = count
         elif op in table["restricted"]:
             result.restricted[op] = table["restricted"][op]
+    fused = sorted(set(result.unsupported) & set(FUSED_OPSET_OPS))
+    fits = [t for t in TARGETS.values() if t.tensorrt == version and t.opset < min(FUSED_OPSET_OPS.values())]
+    # the same model exported below opset 23 spells them in ops this parser takes (where the opset is
+    # refused already, its own line gives that advice)
+    if fused and fits and low <= graph.opset <= high:
+        several = len(fused) > 1
+        result.problems.append(f"{', '.join(fused)}: ONNX's fused op{'s' if several else ''} of opset 23 on, which "
+                               f"TensorRT {version} does not parse (export again with --target {fits[0].name}, which "
+                               f"writes opset {fits[0].opset}, where {'they are' if several else 'it is'} spelled in "
+                               f"plain ops)")
 
+
+# ONNX's ops of a transformer's layers, by the opset they came in: an export below it decomposes them
+FUSED_OPSET_OPS = {"Attention": 23, "RMSNormalization": 23, "RotaryEmbedding": 23, "TensorScatter": 24}
 
 # what _restriction_violations verifies of an op's restriction from the file (the rest, TensorRT's parser tells)
 VERIFIED_PART = {"QuantizeLinear": "zero points", "DequantizeLinear": "zero points", "Attention": "past inputs"}

@@ -271,14 +271,21 @@ def _check_settings(precision: str, calibration, block_size, max_8bit_share, gat
 def _refuse_opset_beyond_target(package: Package, target) -> None:
     """Variants keep their graph's opset: for a target whose parser stops below the package's
     (JetPack 6's TensorRT 10.3 and opset 23), every one would be written and then refused by
-    `check`. Refused first, saying how to export for it."""
+    `check`. Refused first, saying how to export for it. (A graph within the parser's opsets may
+    still hold an op it lacks, as JetPack 7.0's TensorRT 10.13 lacks opset 23's Attention:
+    `check` says which, after.)"""
+    if not target.uses_tensorrt:
+        return
+    from .check import support_table
+
+    ceiling = support_table(target.tensorrt)["opset"][1]
     beyond = {part: entry.extra.get("opset") for part, entry in package.graphs.items()
-              if isinstance(entry.extra.get("opset"), int) and entry.extra["opset"] > target.opset}
-    if target.uses_tensorrt and beyond:
+              if isinstance(entry.extra.get("opset"), int) and entry.extra["opset"] > ceiling}
+    if beyond:
         part, opset = next(iter(beyond.items()))
-        raise ConfigError(f"target {target.name}: expected graphs at opset {target.opset} or below ({target.description}), "
+        raise ConfigError(f"target {target.name}: expected graphs at opset {ceiling} or below ({target.description}), "
                           f"found graph {part!r} at opset {opset}: export for it first (edgegen export ... --target "
-                          f"{target.name})")
+                          f"{target.name}, which writes opset {target.opset})")
 
 
 def _kept_or_new(earlier: dict | None, new: dict) -> dict:

@@ -2,10 +2,12 @@
 check and build (docs/tensorrt-and-jetson.md). Runtime code: no torch, no onnx.
 
 A TensorRT target names the TensorRT release its ONNX parser comes from. That release
-decides the opset to export at (JetPack 6's TensorRT 10.3 has no ONNX Attention op, parsed
-from 10.14 on, so its graphs are exported at opset 18, where attention stays
-MatMul-Softmax-MatMul and TensorRT fuses it itself), the parser table `check` uses off the
-device, and the engine precisions `build` takes.
+decides the opset to export at, the parser table `check` uses off the device, and the engine
+precisions `build` takes. ONNX's Attention op is parsed from TensorRT 10.14 on, its
+RMSNormalization, RotaryEmbedding and TensorScatter from 10.15 (onnx-tensorrt's changelog), and
+they exist from opset 23 (TensorScatter 24): below it attention stays MatMul-Softmax-MatMul,
+which TensorRT fuses itself. So JetPack 6 (TensorRT 10.3) gets opset 18, and JetPack 7, whose
+7.0 and 7.1 carry TensorRT 10.13, opset 21: the first with DequantizeLinear of int4 blocks.
 """
 
 from __future__ import annotations
@@ -36,14 +38,14 @@ class Target:
 
 TARGETS = {
     "ort-cpu": Target("ort-cpu", "ONNX Runtime on a CPU (keeps a variant only where it is faster here)", opset=DEFAULT_OPSET),
-    "tensorrt": Target("tensorrt", "a desktop or server NVIDIA GPU with TensorRT 10.14 or later", opset=DEFAULT_OPSET,
+    "tensorrt": Target("tensorrt", "a desktop or server NVIDIA GPU with TensorRT 10.15 or later", opset=DEFAULT_OPSET,
                        tensorrt="10.15", variant_precisions=("int8", "fp16", "int4")),
     "jetpack6": Target("jetpack6", "Jetson Orin on JetPack 6 (L4T r36): TensorRT 10.3, CUDA 12.6", opset=18,
                        tensorrt="10.3", tensorrt_releases=("10.3", "10.3"),
                        variant_precisions=("int8", "fp16")),
-    "jetpack7": Target("jetpack7", "a Jetson on JetPack 7 (L4T r38): TensorRT 10.14 or later, CUDA 13",
-                       opset=DEFAULT_OPSET, tensorrt="10.15", tensorrt_releases=("10.14", None),
-                       variant_precisions=("int8", "fp16", "int4")),
+    "jetpack7": Target("jetpack7", "a Jetson Orin or Thor on JetPack 7: TensorRT 10.13 (7.0 and 7.1, L4T r38) or later "
+                       "(7.2, L4T r39: 10.16), CUDA 13", opset=INT4_OPSET, tensorrt="10.13",
+                       tensorrt_releases=("10.13", None), variant_precisions=("int8", "fp16", "int4")),
 }
 TENSORRT_TARGETS = tuple(name for name, target in TARGETS.items() if target.uses_tensorrt)
 

@@ -14,11 +14,20 @@ from edgegen.optimize import optimize_package
 from edgegen.runtimes.engines import parse_profiles
 
 
-def test_tables_know_what_jetpack_6_lacks():
-    new, old = support_table("10.15"), support_table("10.3")
+def test_tables_know_what_jetpack_6_and_7_lack():
+    new, jetpack7, old = support_table("10.15"), support_table("10.13"), support_table("10.3")
     assert "Attention" in new["supported"] and "Attention" in old["unsupported"]
     assert "QLinearConv" in new["unsupported"] and "Conv" in old["supported"]
     assert old["opset"] == [9, 20]
+    # onnx-tensorrt's changelog: Attention from 10.14, RMSNormalization, RotaryEmbedding and
+    # TensorScatter from 10.15; the window ops from 10.4, STFT from 10.5
+    llm_ops = {"Attention", "RMSNormalization", "RotaryEmbedding", "TensorScatter"}
+    assert llm_ops <= new["supported"] and llm_ops <= jetpack7["unsupported"] and llm_ops <= old["unsupported"]
+    windows = {"BlackmanWindow", "HammingWindow", "HannWindow", "STFT"}
+    assert windows <= jetpack7["supported"] and windows <= old["unsupported"] and "STFT" not in old["restricted"]
+    assert jetpack7["opset"] == [9, 23] and "GroupNormalization" in jetpack7["supported"]
+    assert new["restricted"]["RotaryEmbedding"] == "position_ids must be int64"
+    assert support_table("10.13.3.9") == jetpack7   # JetPack 7.1's release number: its major.minor's table
     with pytest.raises(ConfigError, match="10.15"):
         support_table("9.0")
 
@@ -39,8 +48,8 @@ def test_check_reports_ops_opsets_quantization_and_unprofiled_dims(package_copy,
     assert main(["check", str(pkg), "--tensorrt", "10.3.0.30"]) == 1
     capsys.readouterr()
     assert main(["check", str(pkg), "--tensorrt", "10.14"]) == 2   # a release between tables: whose table judges it
-    assert ("expected one of 10.15, 10.3 (the support tables edgegen keeps; each target's table: tensorrt 10.15, "
-            "jetpack6 10.3, jetpack7 10.15, for the releases docs/tensorrt-and-jetson.md says it takes)") in capsys.readouterr().err
+    assert ("expected one of 10.13, 10.15, 10.3 (the support tables edgegen keeps; each target's table: tensorrt 10.15, "
+            "jetpack6 10.3, jetpack7 10.13, for the releases docs/tensorrt-and-jetson.md says it takes)") in capsys.readouterr().err
     assert main(["check", str(pkg), "--target", "jetpack6"]) == 1   # JetPack 6 is TensorRT 10.3
     out, err = capsys.readouterr()
     assert "will NOT parse (judged by TensorRT 10.3's parser table)" in out
@@ -94,6 +103,27 @@ def test_check_flags_unsupported_ops_custom_domains_and_nonzero_zero_points(pack
     assert any("zero point is not 0" in p for p in check.problems)
     assert "restricted   QuantizeLinear: zero point must be 0 (symmetric) (zero points checked here: NOT met, above)" \
         in format_checks([check])
+
+
+def test_a_fused_attention_op_jetpack_7_0_cannot_parse_says_which_export_spells_it_out(package_copy):
+    """JetPack 7.0 and 7.1's TensorRT 10.13 reads opset 23 but not its Attention op (parsed from
+    10.14 on): the same model exported with --target jetpack7 (opset 21) writes it in MatMuls."""
+    pkg = package_copy("gan")
+    path = pkg / "generator.onnx"
+    model = onnx.load(str(path))
+    model.graph.node.append(helper.make_node("Attention", ["image", "image", "image"], ["attention_out"], name="attention"))
+    onnx.save(model, str(path))
+    manifest = json.loads((pkg / "edgegen.json").read_text())
+    manifest["graphs"]["generator"]["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    (pkg / "edgegen.json").write_text(json.dumps(manifest))
+    (check,) = check_package(pkg, target="jetpack7")
+    assert check.unsupported == {"Attention": 1} and check.problems == [
+        "Attention: ONNX's fused op of opset 23 on, which TensorRT 10.13 does not parse (export again with --target "
+        "jetpack7, which writes opset 21, where it is spelled in plain ops)"]
+    (check,) = check_package(pkg, target="tensorrt")   # 10.15 parses it: no advice
+    assert check.ok and "Attention" in check.restricted
+    (check,) = check_package(pkg, target="jetpack6")   # the opset's own line advises there, once
+    assert [p.split(":")[0] for p in check.problems] == ["opset 23"]
 
 
 def test_profiles_are_checked():
@@ -308,16 +338,18 @@ def test_targets_pick_the_opset_and_tensorrt_release(trained, tmp_path, capsys):
     assert "precision 'fused': expected one of int8, fp16 (those the jetpack6 target takes" in capsys.readouterr().err
     # a package of opset 23 toward JetPack 6: its variants would be written, then refused by check
     assert main(["optimize", str(trained["gan"][1]), "--precision", "fp16", "--target", "jetpack6"]) == 2
-    assert "target jetpack6: expected graphs at opset 18 or below (Jetson Orin on JetPack 6 (L4T r36): TensorRT " \
-        "10.3, CUDA 12.6), found graph 'generator' at opset 23: export for it first" in capsys.readouterr().err
+    assert "target jetpack6: expected graphs at opset 20 or below (Jetson Orin on JetPack 6 (L4T r36): TensorRT " \
+        "10.3, CUDA 12.6), found graph 'generator' at opset 23: export for it first (edgegen export ... --target " \
+        "jetpack6, which writes opset 18)" in capsys.readouterr().err
     jetpack6, jetpack7 = get_target("jetpack6"), get_target("jetpack7")
     assert release_mismatch(jetpack6, "10.3.0.30") is None and release_mismatch(jetpack7, "10.15.1") is None
     assert "expected TensorRT 10.3 " in release_mismatch(jetpack6, "10.7.0")
-    assert "expected TensorRT 10.14 or later" in release_mismatch(jetpack7, "10.13.3")
+    assert release_mismatch(jetpack7, "10.13.3") is None and release_mismatch(jetpack7, "10.16.2.10") is None
+    assert "expected TensorRT 10.13 or later" in release_mismatch(jetpack7, "10.7.0")   # JetPack 7.0's is 10.13
     assert release_mismatch(get_target("tensorrt"), "9.0") is None
     # a --tensorrt table the --target's device does not have: its advice would be for another device
     assert main(["check", str(out), "--target", "jetpack7", "--tensorrt", "10.3"]) == 2
-    assert capsys.readouterr().err == ("edgegen: error: --target jetpack7: expected TensorRT 10.14 or later (a Jetson on "
-                                       "JetPack 7 (L4T r38): TensorRT 10.14 or later, CUDA 13), found TensorRT 10.3 "
-                                       "(--tensorrt)\n")
+    assert capsys.readouterr().err == ("edgegen: error: --target jetpack7: expected TensorRT 10.13 or later (a Jetson "
+                                       "Orin or Thor on JetPack 7: TensorRT 10.13 (7.0 and 7.1, L4T r38) or later (7.2, "
+                                       "L4T r39: 10.16), CUDA 13), found TensorRT 10.3 (--tensorrt)\n")
     assert main(["check", str(out), "--target", "jetpack6", "--tensorrt", "10.3"]) == 0

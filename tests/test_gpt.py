@@ -1785,21 +1785,23 @@ def test_onnxruntime_genai_runs_an_imported_grouped_query_llama(tmp_path):
     assert max(lengths) >= 10, lengths
 
 
-def test_llama_graphs_for_jetpack6_and_jetpack7_parse_by_their_tensorrt_tables(tmp_path):
+def test_llama_graphs_for_each_tensorrt_target_parse_by_their_tensorrt_tables(tmp_path):
     """export --target checks the graph after writing it (exit 1 if TensorRT's parser table refuses
-    it). ONNX's Attention, RotaryEmbedding and RMSNormalization exist from opset 23: JetPack 7's
-    graph has them, one node each; JetPack 6's TensorRT 10.3 reads opset 18, where they are
-    decomposed (MatMul and Softmax; Mul, Add and Concat)."""
+    it). ONNX's Attention, RotaryEmbedding and RMSNormalization exist from opset 23, and TensorRT
+    parses them from 10.15: the desktop target's graph has them, one node each; JetPack 6's
+    TensorRT 10.3 reads opset 18 and JetPack 7.0's 10.13 opset 21, where they are decomposed
+    (MatMul and Softmax; Mul, Add and Concat)."""
     _tiny_llama(tmp_path / "hf", num_key_value_heads=2)
     ops = {}
-    for target in ("jetpack6", "jetpack7"):
+    for target in ("jetpack6", "jetpack7", "tensorrt"):
         assert main(["export", "llama", "--from-transformers", str(tmp_path / "hf"), "--out", str(tmp_path / target),
                      "--target", target]) == 0
         graph = onnx.load(str(tmp_path / target / "decoder.onnx"))
         ops[target] = ({o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")}, {n.op_type for n in graph.graph.node})
     fused = {"Attention", "RotaryEmbedding", "RMSNormalization"}
     assert ops["jetpack6"][0] == {18} and not fused & ops["jetpack6"][1] and "Softmax" in ops["jetpack6"][1]
-    assert ops["jetpack7"][0] == {23} and fused <= ops["jetpack7"][1]
+    assert ops["jetpack7"][0] == {21} and not fused & ops["jetpack7"][1] and "Softmax" in ops["jetpack7"][1]
+    assert ops["tensorrt"][0] == {23} and fused <= ops["tensorrt"][1]
 
 
 def test_a_llama_trained_here_generates_as_pytorch_and_its_weight_only_variants_are_gated(tmp_path, capsys):
