@@ -118,6 +118,10 @@ def device_tensorrt_version() -> str:
     return tensorrt.__version__
 
 
+# ONNX's ops of a transformer's layers, by the opset they came in: an export below it decomposes them
+FUSED_OPSET_OPS = {"Attention": 23, "RMSNormalization": 23, "RotaryEmbedding": 23, "TensorScatter": 24}
+
+
 def _table_verdict(result: GraphCheck, graph: GraphSummary, table: dict, version: str) -> None:
     low, high = table["opset"]
     if not low <= graph.opset <= high:
@@ -149,9 +153,6 @@ def _table_verdict(result: GraphCheck, graph: GraphSummary, table: dict, version
                                f"writes opset {fits[0].opset}, where {'they are' if several else 'it is'} spelled in "
                                f"plain ops)")
 
-
-# ONNX's ops of a transformer's layers, by the opset they came in: an export below it decomposes them
-FUSED_OPSET_OPS = {"Attention": 23, "RMSNormalization": 23, "RotaryEmbedding": 23, "TensorScatter": 24}
 
 # what _restriction_violations verifies of an op's restriction from the file (the rest, TensorRT's parser tells)
 VERIFIED_PART = {"QuantizeLinear": "zero points", "DequantizeLinear": "zero points", "Attention": "past inputs"}
