@@ -507,7 +507,7 @@ def test_the_in_place_form_is_checked_and_where_it_does_not_hold_the_variant_kee
 
     from edgegen.check import format_checks
 
-    (int8,) = [c for c in check_package(pkg, target="jetpack7", device_parser=False) if c.part == "decoder (int8)"]
+    (int8,) = [c for c in check_package(pkg, target="tensorrt", device_parser=False) if c.part == "decoder (int8)"]
     assert not int8.ok and int8.build_refuses.startswith("in ONNX Runtime's form (KV cache written in place")
     assert int8.build_refuses.endswith("made for ort-cpu: edgegen build refuses it (edgegen optimize --precision int8 "
                                        "--target tensorrt writes TensorRT's form)")
