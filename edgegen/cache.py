@@ -19,7 +19,8 @@ from pathlib import Path
 
 from .errors import PackageBusyError
 from .package import MANIFEST_NAME, USER_ENGINES, engines_package
-from .shipped import CACHED_EXPORT, edgegen_version, package_damage, models_root, shipped_names, weights_sha256
+from .shipped import (CACHED_EXPORT, UNVERSIONED_EXPORT, edgegen_version, export_version, models_root, package_damage,
+                      recorded_weights, shipped_names, weights_sha256)
 from .storage import KILLED_WRITERS_LEFTOVER, clean_leftover, remove_whole, user_cache_dir, writing_now
 
 JUDGE = re.compile(r"^digits-\d+px-\d+steps-seed\d+-edgegen-(?P<edgegen>.+)-torch-(?P<torch>.+)\.safetensors$")
@@ -74,11 +75,14 @@ def _listed(folder: Path) -> list[Path]:
 
 def _export_staleness(path: Path, weights) -> tuple[str, str | None]:
     match = CACHED_EXPORT.match(path.name)
+    if not match and (old := UNVERSIONED_EXPORT.match(path.name)) and path.is_dir() \
+            and (recorded_weights(path) or "").startswith(old["weights"]):
+        return f"shipped model {old['name']}, exported", "exported by an earlier edgegen, which left its version out of the name"
     if not match or not path.is_dir():
         return "not written by edgegen", None
     kind = f"shipped model {match['name']}, exported"
-    if match["version"] != edgegen_version():
-        return kind, f"exported by edgegen {match['version']}; this is {edgegen_version()}"
+    if match["version"] != export_version():
+        return kind, f"exported by edgegen {_said(match['version'])}; this is {_said(export_version())}"
     if models_root() is None:
         return kind, None   # without edgegen-models installed its weights cannot be told: kept
     if match["name"] not in shipped_names():
@@ -88,6 +92,13 @@ def _export_staleness(path: Path, weights) -> tuple[str, str | None]:
     if damage := package_damage(path):
         return kind, f"damaged ({damage}); a command given the name exports it again"
     return kind, None
+
+
+def _said(version: str) -> str:
+    """An export's version as a user reads it: "0.1.0 (code 1a2b3c4d5e6f)", or "0.1.0" where an
+    earlier edgegen recorded no code revision."""
+    number, _, code = version.partition("+")
+    return f"{number} (code {code})" if code else number
 
 
 def _engines_staleness(path: Path) -> tuple[str, str | None]:

@@ -5,10 +5,12 @@ Python package `edgegen_models`): each pretrained checkpoint and, beside it in t
 its exported fp32 package, so that a device with the runtime alone can load them. A name
 resolves, in order, to
 1. the exported package in edgegen-models, when it was exported from the very weights of the
-   checkpoint beside it (its manifest records their sha256);
+   checkpoint beside it (its manifest records their sha256), by this edgegen's code where this
+   machine can export (its manifest records code_revision's digest);
 2. a package exported earlier on this machine into the user's cache, keyed by that sha256 and
-   by the edgegen version that exported it (a newer edgegen exports anew: its export may write
-   other graphs from the same weights);
+   by the edgegen that exported it, its version and a digest of its code (an edgegen of other
+   code exports anew: its export may write other graphs from the same weights, and the version
+   stays one number across a checkout's commits);
 3. an export made now into that cache, where the export extra is installed (a checkout's
    editable install holds checkpoints only: `python -m edgegen_models.build` exports them in place).
 docs/package-format.md describes the package; docs/cli.md the commands that take a name.
@@ -16,6 +18,8 @@ docs/package-format.md describes the package; docs/cli.md the commands that take
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import importlib.util
 import json
 import os
@@ -23,7 +27,7 @@ import re
 import sys
 from pathlib import Path
 
-from .errors import CheckpointError, PackageError, not_one_of
+from .errors import CheckpointError, PackageError, missing_export_modules, not_one_of
 from .package import CHECKPOINT_WEIGHTS, read_json, sha256_file
 from .storage import user_cache_dir
 
@@ -77,22 +81,51 @@ def weights_sha256(name: str) -> str:
 
 def recorded_weights(package: Path) -> str | None:
     """The sha256 of the weights a package's manifest says it was exported from."""
+    return _recorded(package, "source_checkpoint", "weights_sha256")
+
+
+def recorded_code(package: Path) -> str | None:
+    """The code_revision of the edgegen that exported a package (None: an earlier edgegen's)."""
+    return _recorded(package, "edgegen_code")
+
+
+def _recorded(package: Path, *keys: str):
     try:
-        manifest = json.loads((package / "edgegen.json").read_text(encoding="utf-8"))
-        return manifest["provenance"]["source_checkpoint"]["weights_sha256"]
+        value = json.loads((package / "edgegen.json").read_text(encoding="utf-8"))["provenance"]
+        for key in keys:
+            value = value[key]
+        return value
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
 def cache_path(name: str, cache: str | os.PathLike | None = None) -> Path:
     """Where this machine keeps the package it exported from the shipped `name`: keyed by the
-    weights' sha256 and this edgegen's version, so new weights, or an edgegen whose export may
-    write other graphs, export anew."""
-    return Path(cache or user_cache_dir()) / "packages" / cached_export_name(name, weights_sha256(name), edgegen_version())
+    weights' sha256 and this edgegen (export_version), so new weights, or an edgegen whose export
+    may write other graphs, export anew."""
+    return Path(cache or user_cache_dir()) / "packages" / cached_export_name(name, weights_sha256(name), export_version())
 
 
 def edgegen_version() -> str:
     return sys.modules[__package__].__version__   # loaded before any of edgegen's modules
+
+
+@functools.lru_cache(maxsize=1)
+def code_revision() -> str:
+    """A digest of this edgegen's own code and data (each .py and .json file by its path in the
+    package): the same for a wheel and the checkout it was built from, other for any change. An
+    export made by other code may hold a graph since fixed (an epsilon torch.onnx dropped), and
+    the version alone stayed one number across hundreds of commits."""
+    root = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.suffix in (".py", ".json") and "__pycache__" not in p.parts):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:12]
+
+
+def export_version() -> str:
+    """What a cached export is keyed by: this edgegen's version and its code (code_revision)."""
+    return f"{edgegen_version()}+{code_revision()}"
 
 
 def cached_export_name(name: str, weights_sha256: str, version: str) -> str:
@@ -101,6 +134,8 @@ def cached_export_name(name: str, weights_sha256: str, version: str) -> str:
 
 
 CACHED_EXPORT = re.compile(r"^(?P<name>.+)-(?P<weights>[0-9a-f]{16})-edgegen-(?P<version>[^/]+)$")
+# the name edgegen gave a cached export before it named the version that made it (early December 2026)
+UNVERSIONED_EXPORT = re.compile(r"^(?P<name>.+)-(?P<weights>[0-9a-f]{16})$")
 
 
 def find_shipped(name: str, cache: str | os.PathLike | None = None) -> Path | None:
@@ -112,8 +147,11 @@ def find_shipped(name: str, cache: str | os.PathLike | None = None) -> Path | No
     if name not in names:
         raise PackageError(not_one_of("shipped model", name, names, f"the {MODELS_DISTRIBUTION} distribution's"))
     weights = weights_sha256(name)
-    if recorded_weights(models_root() / "packages" / name) == weights:
-        return models_root() / "packages" / name
+    carried = models_root() / "packages" / name
+    # an export by other code is replaced where this machine can export (a checkout's packages
+    # built before a fix); a device with the runtime alone reads it as it is
+    if recorded_weights(carried) == weights and (recorded_code(carried) == code_revision() or missing_export_modules()):
+        return carried
     # only now the cache: where edgegen-models carries the package, a device needs none
     exported = cache_path(name, cache)
     return exported if recorded_weights(exported) == weights else None

@@ -138,8 +138,39 @@ def test_a_newer_edgegen_exports_the_name_anew_and_leaves_the_old_export(models,
     assert shipped.find_shipped(NAME) is None
     new = export_shipped(NAME, report=print)
     assert "exporting the shipped" in capsys.readouterr().out
-    assert new != old and new.name.endswith("-edgegen-99.0.0") and (old / "edgegen.json").is_file()
+    assert new != old and new.name.endswith(f"-edgegen-99.0.0+{shipped.code_revision()}") and (old / "edgegen.json").is_file()
     assert edgegen.load(NAME).package.path == new
+
+
+def test_an_edgegen_of_other_code_exports_anew_and_its_earlier_exports_are_stale(models, monkeypatch, capsys):
+    """The version stayed 0.1.0 across hundreds of commits: an export by other code (one whose
+    graph was fixed since, as StyleGAN's dropped epsilon) is not served as current, from the cache
+    or from edgegen-models' folder, where this machine can export again."""
+    from edgegen.export.shipped import export_shipped
+
+    old = export_shipped(NAME, report=lambda line: None)
+    (carried,) = models_build.build([NAME], models, report=lambda line: None)
+    assert shipped.recorded_code(old) == shipped.recorded_code(carried) == shipped.code_revision()
+    before = shipped.code_revision()
+    monkeypatch.setattr(shipped, "code_revision", lambda: "0123456789ab")   # the code changed
+    assert shipped.find_shipped(NAME) is None and models_build.stale([NAME], models) == [NAME]
+    with monkeypatch.context() as device:   # a runtime-only device cannot export: it reads what it has
+        device.setattr(shipped, "missing_export_modules", lambda: ["torch"])
+        assert shipped.find_shipped(NAME) == carried
+    new = export_shipped(NAME, report=lambda line: None)
+    version = edgegen.__version__
+    assert new.name.endswith(f"-edgegen-{version}+0123456789ab") and edgegen.load(NAME).package.path == new
+    # the name edgegen gave an export before it named its version: an earlier edgegen's too
+    unversioned = old.parent / old.name.split("-edgegen-")[0]
+    shutil.copytree(old, unversioned)
+    assert main(["cache"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    cache = old.parent.parent
+    assert lines[str(old.relative_to(cache))].endswith(
+        f"stale: exported by edgegen {version} (code {before}); this is {version} (code 0123456789ab)")
+    assert lines[str(unversioned.relative_to(cache))].endswith(
+        "stale: exported by an earlier edgegen, which left its version out of the name")
+    assert "stale" not in lines[str(new.relative_to(cache))]
 
 
 def test_a_damaged_export_in_the_cache_is_said_and_exported_again(models, tmp_path, monkeypatch, capsys):
@@ -185,8 +216,8 @@ def test_edgegen_cache_lists_what_this_edgegen_reads_and_prune_removes_the_rest(
     old = export_shipped(NAME, report=lambda line: None)
     monkeypatch.setattr(edgegen, "__version__", "99.0.0")   # the upgrade
     new = export_shipped(NAME, report=lambda line: None)
-    other_weights = cache / "packages" / shipped.cached_export_name(NAME, "0" * 64, "99.0.0")
-    retired = cache / "packages" / shipped.cached_export_name("retired-model", "1" * 64, "99.0.0")
+    other_weights = cache / "packages" / shipped.cached_export_name(NAME, "0" * 64, shipped.export_version())
+    retired = cache / "packages" / shipped.cached_export_name("retired-model", "1" * 64, shipped.export_version())
     for copy in (other_weights, retired):
         shutil.copytree(new, copy)
     leftover = cache / "packages" / f".{new.name}.abcd1234.partial"   # a killed writer's staging folder
@@ -205,7 +236,8 @@ def test_edgegen_cache_lists_what_this_edgegen_reads_and_prune_removes_the_rest(
 
     assert main(["cache"]) == 0
     lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
-    stale = {old: f"stale: exported by edgegen {before}; this is 99.0.0",
+    code = shipped.code_revision()
+    stale = {old: f"stale: exported by edgegen {before} (code {code}); this is 99.0.0 (code {code})",
              other_weights: f"stale: exported from other weights than the installed edgegen-models' {NAME}",
              retired: "stale: the installed edgegen-models ships no model of that name",
              leftover: f"stale: a part of {new.name} a killed command left",
@@ -319,7 +351,7 @@ def test_a_package_that_drifted_from_its_checkpoint_is_not_used(models):
     with pytest.raises(PackageError, match="expected its exported package, found none made from its weights"):
         edgegen.load(NAME)
     assert models_build.check([NAME], models, report=lambda line: None) == [
-        f"{NAME}: package missing, or exported from other weights"]
+        f"{NAME}: package missing, or exported from other weights or by an edgegen of other code"]
     assert _build_backend().stale_packages(models) == [NAME]
 
 

@@ -292,8 +292,11 @@ def provenance(opset: int, source: dict, training: dict | None = None) -> dict:
     import onnxscript
 
     key = "source_checkpoint" if "path" in source else "source_module"
+    from ..shipped import code_revision
+
     return {
         "edgegen": __version__,
+        "edgegen_code": code_revision(),   # the version stays one number across a checkout's commits
         "torch": torch.__version__,
         "onnx": onnx.__version__,
         "onnxscript": onnxscript.__version__,

@@ -29,12 +29,14 @@ def names_in(root: Path = ROOT) -> list[str]:
 
 
 def stale(names: list[str], root: Path = ROOT) -> list[str]:
-    """The names whose package is missing or was exported from other weights than the checkpoint's."""
+    """The names whose package is missing or was exported from other weights than the checkpoint's,
+    or by an edgegen of other code (its export may have been fixed since)."""
     from edgegen.package import sha256_file
-    from edgegen.shipped import recorded_weights
+    from edgegen.shipped import code_revision, recorded_code, recorded_weights
 
     return [n for n in names
-            if recorded_weights(root / "packages" / n) != sha256_file(root / "checkpoints" / n / "weights.safetensors")]
+            if recorded_weights(root / "packages" / n) != sha256_file(root / "checkpoints" / n / "weights.safetensors")
+            or recorded_code(root / "packages" / n) != code_revision()]
 
 
 def build(names: list[str], root: Path = ROOT, report=print) -> list[Path]:
@@ -121,7 +123,8 @@ def form_change(built, fresh, part: str) -> str:
 
 def check(names: list[str], root: Path = ROOT, report=print) -> list[str]:
     """The problems that keep these packages from shipping; [] when every one is current."""
-    problems = [f"{n}: package missing, or exported from other weights" for n in stale(names, root)]
+    problems = [f"{n}: package missing, or exported from other weights or by an edgegen of other code"
+                for n in stale(names, root)]
     for name in sorted(set(names) - {p.split(":")[0] for p in problems}):
         for part, diff in drift(name, root).items():
             if isinstance(diff, str):
