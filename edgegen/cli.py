@@ -1164,8 +1164,12 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:   # said by the command's own parser, whose --help lists what it takes (not edgegen's)
         parser.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
-        # numpy reads it as scipy and scikit-learn import it, and a bad one was its bare ValueError
-        created_time()
+        # numpy reads it as scipy and scikit-learn import (training data, an export's gate), and a bad
+        # one was its bare ValueError: refused first where they may; a command of the runtime alone
+        # reads it nowhere, and on a device it refused an empty one (helper 94)
+        if getattr(args, "export_side", None) or getattr(args, "vs_torch", None) or (
+                args.command in NAMED_COMMANDS and _shipped_but_not_exported(args.package)):
+            created_time()
         if getattr(args, "export_side", None):
             require_export(args.export_side)
         if args.command == "build" and _shipped_but_not_exported(args.package):

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -282,12 +283,20 @@ def test_two_exports_of_one_checkpoint_are_the_same_bytes_under_source_date_epoc
             export_checkpoint(ckpt, tmp_path / "c" / "pkg")
     assert not (tmp_path / "c").exists()
     # a CI template's unfilled variable: numpy, imported under scipy and scikit-learn, reads it too and
-    # failed on '' with a bare ValueError (status 3, helper 92), so every command refuses it first
+    # failed on '' with a bare ValueError (status 3, helper 92), so a command that may import them
+    # refuses it first; one of the runtime alone reads it nowhere and runs (helper 94)
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "")
-    for command in (["list"], ["train", "vae", "--steps", "1", "--out", str(tmp_path / "e")]):
+    for command in (["train", "vae", "--steps", "1", "--out", str(tmp_path / "e")],
+                    ["bench", str(first), "--vs-torch", str(ckpt), "--iters", "2"]):
         assert main(command) == 2
         assert capsys.readouterr().err == ("edgegen: error: SOURCE_DATE_EPOCH: expected whole seconds since 1970-01-01 "
                                            "UTC (the time a build records), found '' (unset it for the time now)\n")
+    assert main(["generate", str(first), "--n", "2", "--out", str(tmp_path / "two.png")]) == 0
+    assert main(["info", str(first)]) == 0
+    # torch.onnx records each node's Python stack, paths of this install: one checkpoint's graphs
+    # differed by where edgegen lay, and a package carried the paths of the machine that made it
+    install = str(Path(edgegen.__file__).resolve().parent.parent).encode()
+    assert not any(install in (first / f).read_bytes() for f in files if f.endswith(".onnx"))
     monkeypatch.delenv("SOURCE_DATE_EPOCH")
     third = export_checkpoint(ckpt, tmp_path / "d" / "pkg")
     assert json.loads((third / "edgegen.json").read_text())["provenance"]["created"] > "2025"

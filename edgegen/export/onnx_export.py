@@ -66,6 +66,7 @@ def export_module(module: torch.nn.Module, part: str, inputs: tuple[TensorSpec, 
     finally:
         _EXPORT_OPSET.reset(token)
     model = program.model_proto
+    _drop_stack_traces(model)
     try:
         onnx.checker.check_model(model, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
@@ -83,6 +84,27 @@ def export_module(module: torch.nn.Module, part: str, inputs: tuple[TensorSpec, 
     if found_outputs != list(outputs):
         raise ValidationError(f"graph {part!r}: expected outputs {list(outputs)}, the exporter produced {found_outputs}")
     return model
+
+
+# torch.onnx records each node's Python stack, with the paths of this machine's install: one
+# checkpoint's graphs differed by where edgegen lay, and a package carried the paths of the
+# machine that made it. The other metadata (module scopes, the FX node) stays, for debugging.
+STACK_TRACE = "pkg.torch.onnx.stack_trace"
+
+
+def _drop_stack_traces(model: onnx.ModelProto) -> None:
+    def nodes(graph):
+        for node in graph.node:
+            yield node
+            for attribute in node.attribute:
+                for subgraph in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
+                    yield from nodes(subgraph)
+
+    for node in [*nodes(model.graph), *(n for function in model.functions for n in function.node)]:
+        kept = [entry for entry in node.metadata_props if entry.key != STACK_TRACE]
+        if len(kept) != len(node.metadata_props):
+            del node.metadata_props[:]
+            node.metadata_props.extend(kept)
 
 
 def _by_signature(module: torch.nn.Module, per_input: list[dict]) -> tuple:
