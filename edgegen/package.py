@@ -13,6 +13,7 @@ import datetime
 import errno
 import hashlib
 import json
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -736,4 +737,18 @@ def _refuse_links_leaving(source: Path, names: set[str]) -> None:
 
 
 def write_manifest(directory: str | os.PathLike, manifest: Manifest) -> None:
-    atomic_write_text(Path(directory) / MANIFEST_NAME, json.dumps(manifest.to_json(), indent=2) + "\n")
+    atomic_write_text(Path(directory) / MANIFEST_NAME, json.dumps(strict_json(manifest.to_json()), indent=2,
+                                                                  allow_nan=False) + "\n")
+
+
+def strict_json(value: Any) -> Any:
+    """`value` with each infinite or NaN float as null: JSON has none, and Python's Infinity (a
+    no-op variant's PSNR) made the manifest one that other languages' parsers refuse; the gate's
+    `line` beside it keeps the figure in words."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    return value

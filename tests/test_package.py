@@ -156,6 +156,21 @@ def test_fields_a_newer_edgegen_wrote_at_the_top_of_the_manifest_are_kept_when_i
     assert package.manifest.to_json()["format"] == FORMAT
 
 
+def test_a_manifest_is_written_as_strict_json(package_copy):
+    """A no-op variant's PSNR is infinite: Python wrote it as Infinity, which JSON has not, and other
+    languages' parsers refused the manifest (helper 94). Written again, such a figure is null."""
+    pkg = package_copy("gan")
+    edit_manifest(pkg, lambda d: d["graphs"]["generator"]["validation"].update(max_rel=float("inf")))
+    package = Package(pkg)   # an earlier edgegen's Infinity reads as before
+    write_manifest(pkg, package.manifest)
+
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+    written = json.loads((pkg / "edgegen.json").read_text(), parse_constant=refuse)
+    assert written["graphs"]["generator"]["validation"]["max_rel"] is None
+    edgegen.load(pkg)
+
+
 def test_an_output_inside_the_package_is_refused_before_any_file_is_probed_there(package_copy, monkeypatch, capsys):
     """check_writable's probe file landed in the package (and a read-only one was said as unwritable)."""
     import edgegen.storage
