@@ -89,14 +89,18 @@ def _warn_if_int8_saturates(package: Package) -> None:
     TensorRT), computes less exactly on one whose do: its gate's figure does not hold here."""
     from .ort import int8_sums_saturate
 
-    eight_bit = sorted(part for part, record in package.variant_files("int8").items()
-                       if not str(record.get("weights", "")).startswith("7-bit"))
+    records = package.variant_files("int8")
+    eight_bit = sorted(part for part, record in records.items() if not str(record.get("weights", "")).startswith("7-bit"))
     why = int8_sums_saturate() if eight_bit else None
     if why:
+        # one made for TensorRT keeps 8 bits wherever it was made: the advice names the CPU's target
+        made_for = sorted({records[part].get("target") or "ort-cpu" for part in eight_bit} - {"ort-cpu"})
+        advice = (f"made for {', '.join(made_for)}, which keeps 8 bits; edgegen optimize --precision int8 --target "
+                  "ort-cpu" if made_for else "edgegen optimize --precision int8")
         warn_caller(f"int8 variant of {', '.join(eight_bit)} in {str(package.path)!r}: expected 7-bit weights on {why}, "
                     "found 8-bit ones, whose sums ONNX Runtime's int8 kernels saturate here: its outputs may be "
-                    "further from fp32's than its gate measured (edgegen optimize --precision int8 on this kind "
-                    "of CPU makes 7-bit ones)", PrecisionWarning)
+                    f"further from fp32's than its gate measured ({advice} on this kind of CPU makes 7-bit ones)",
+                    PrecisionWarning)
 
 
 def load(path: str | os.PathLike, backend: str = "auto", threads: int | None = None,
