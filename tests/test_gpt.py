@@ -1550,6 +1550,18 @@ def test_llama_import_reads_what_transformers_generate_reads(tmp_path, capsys):
         assert ours == tokenizer.decode(theirs), text
         compared.append(len(theirs))
     assert max(compared) >= 10   # generations long enough to compare
+    # an import by an edgegen before December 3, 2026 recorded none of these: it sampled, and said
+    # nothing (helper 94); now its load says so, and this package's does not
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", edgegen.ImportedSettingWarning)
+        edgegen.load(tmp_path / "pkg")
+    old = shutil.copytree(tmp_path / "pkg", tmp_path / "imported-earlier")
+    manifest = json.loads((old / "edgegen.json").read_text())
+    del manifest["config"]["data"]["generation_defaults"], manifest["config"]["generation_defaults"]
+    (old / "edgegen.json").write_text(json.dumps(manifest))
+    with pytest.warns(edgegen.ImportedSettingWarning, match=r"expected the decoding defaults of the model's "
+                                                            r"generation_config.json, found none recorded"):
+        assert edgegen.load(old).generation_defaults["do_sample"] is True
 
     (tmp_path / "hf" / "tokenizer.json").unlink()
     (tmp_path / "hf" / "tokenizer.model").write_bytes(b"a sentencepiece model")

@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from ...errors import InputError, ManifestError, first_line
+from ...errors import ImportedSettingWarning, InputError, ManifestError, first_line, warn_caller
 from ...graph_summary import read_graph_summary
 from ...runtimes.ort import OrtBinding, OrtSession
 from ...runtimes.pipeline import Pipeline, check_callback, check_count, check_flag, check_number, make_rng
@@ -180,6 +180,19 @@ class GPTPipeline(Pipeline):
                                   {i.name for i in self.decoder.inference_session.get_overridable_initializers()})
         self._in_place = writes_cache_in_place(self.decoder)
         self._check_context()
+        self._warn_if_imported_without_defaults()
+
+    def _warn_if_imported_without_defaults(self) -> None:
+        """An import by an edgegen before December 3, 2026 kept none of generation_config.json
+        (its data records no generation_defaults, even an empty one): where that file asks for
+        greedy decoding the package samples, as edgegen's own, and nothing said so (helper 94)."""
+        data = self.config.data
+        if data.get("source") == "transformers" and "generation_defaults" not in data:
+            warn_caller(f"package {str(self.package.path)!r}: expected the decoding defaults of the model's "
+                        "generation_config.json, found none recorded (imported by an edgegen before December 3, "
+                        "2026): generate samples at temperature 1 where transformers' generate may decode "
+                        "greedily; export it again from its folder (edgegen export --from-transformers DIR) to "
+                        "take them, or give do_sample per call", ImportedSettingWarning)
 
     def _check_context(self) -> None:
         """block_size is the longest sequence the pipeline lets a request reach, so the decoder's
