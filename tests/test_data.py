@@ -1,3 +1,4 @@
+import json
 import re
 from unittest.mock import patch
 
@@ -349,6 +350,15 @@ def test_a_checkpoint_records_its_data_folder_whole_and_export_says_when_it_is_g
     assert Package(tmp_path / "pkg").manifest.provenance["source_checkpoint"]["data"] == str(tmp_path / "moved")
     records = optimize_package(tmp_path / "pkg", "fp16", target="tensorrt", progress=lambda line: None)
     assert records and all(r["gate_inputs"] == str(tmp_path / "moved") for r in records.values())
+    # an edgegen before December 2026 recorded the folder as given, relative to where it trained:
+    # from elsewhere it was said as a built-in set's name that does not exist (helper 94)
+    config = json.loads((tmp_path / "ckpt" / "config.json").read_text())
+    config["data"]["source"] = "pics"
+    (tmp_path / "ckpt" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(DataError, match=r"data 'pics': expected the data checkpoint 'ckpt' was trained on there, found "
+                                        r"nothing at that path \(moved or deleted\?, a path relative to where an earlier "
+                                        r"edgegen trained it, which recorded no folder\): give export its new place"):
+        export_checkpoint("ckpt", tmp_path / "pkg2")
 
 
 def test_sigterm_cleans_up_as_ctrl_c_does(tmp_path):

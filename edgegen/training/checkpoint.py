@@ -42,20 +42,31 @@ class Checkpoint:
         """The data this checkpoint was trained on, as training recorded it (a built-in set's name, or
         a file or folder's absolute path), for the gates that draw from it; a path refused where it
         is gone."""
-        source, gone = data_trained_on(self.data)
+        from ..families import get as get_family
+
+        source, gone = data_trained_on(self.data, get_family(self.family).builtin_data)
         if gone:
+            relative = "" if Path(source).is_absolute() else (", a path relative to where an earlier edgegen trained "
+                                                              "it, which recorded no folder")
             raise DataError(f"data {source!r}: expected the data checkpoint {str(self.path)!r} was trained on there, "
-                            "found nothing at that path (moved or deleted?): give export its new place with --data (optimize "
-                            "then draws from it too), or optimize feeds with --inputs")
+                            f"found nothing at that path (moved or deleted?{relative}): give export its new place with "
+                            "--data (optimize then draws from it too), or optimize feeds with --inputs")
         return source
 
 
-def data_trained_on(data: dict) -> tuple[str, bool]:
+IMPORTED_SOURCES = ("transformers", "diffusers")   # what an importer records as its checkpoint's data
+
+
+def data_trained_on(data: dict, names: tuple[str, ...] | None = None) -> tuple[str, bool]:
     """(the data a checkpoint's training recorded in its config's "data": a built-in set's name or a
-    file or folder's absolute path, whether that path is gone)."""
+    file or folder's absolute path, whether that path is gone). With `names`, the family's built-in
+    sets: a relative path that is none of them and not here is gone too (an edgegen before
+    December 2026 recorded the path as given, relative to where it trained)."""
     source = data.get("source", "digits")
     # training records a path whole; a name (digits, an importer's "transformers") is the family's to read
-    return source, Path(source).is_absolute() and not Path(source).exists()
+    if Path(source).is_absolute() or names is None:
+        return source, Path(source).is_absolute() and not Path(source).exists()
+    return source, source not in (*names, *IMPORTED_SOURCES) and not Path(source).exists()
 
 
 def make_config(family: str, values: dict) -> Any:
