@@ -239,6 +239,13 @@ def _refuse_a_changed_config(folder: Path, text: str, written_now: str) -> None:
     mark = CONFIG_MARK_LINE.match(first)
     body = rest if mark else text
     if body.rstrip("\n") != written_now.rstrip("\n") and (mark is None or _config_hash(rest) != mark[1]):
+        if mark is None and "edgegen_" in body:   # its parameters: an edgegen from before the mark wrote it
+            raise OutputExistsError(
+                f"output {str(folder)!r}: expected its {MODEL_CONFIG} as edgegen triton wrote it, found an older "
+                "edgegen's (no mark: written before edgegen marked its configs), which differs from what this run "
+                "writes, by what this edgegen serves (new request inputs) or by a change of yours, which replacing "
+                f"the folder would lose: where nothing in it is yours, move it aside (mv {str(folder)!r} "
+                f"{str(folder) + '.old'!r}) and run again; else set your change with edgegen triton's options")
         found = "no mark of edgegen's (written by hand, or by an older edgegen)" if mark is None else "it changed since"
         raise OutputExistsError(f"output {str(folder)!r}: expected its {MODEL_CONFIG} as edgegen triton wrote it, found "
                                 f"{found}: replacing the folder would lose that; set what you changed with edgegen "
