@@ -28,6 +28,7 @@ EXIT_USER_ERROR = 2
 # and export's gate give as verdicts on a model, so a script gating on them would read a crash as one
 EXIT_INTERNAL_ERROR = 3
 CHECK_REPORT = "edgegen.check/1"   # check --json's format: docs/cli.md lists its fields
+INFO_REPORT = "edgegen.info/1"     # info --json's
 EXIT_PIPE_CLOSED = 128 + 13   # what a shell reports for a command SIGPIPE ended
 # the export extra's modules (pyproject.toml): a runtime-only install has none of them
 EXPORT_MODULES = (*EXPORT_SIDE_MODULES, "sklearn", "skimage", "matplotlib", "diffusers", "transformers")
@@ -633,9 +634,32 @@ def _print_info(path, shipped_name: str | None = None) -> str:
         print("\n".join(damaged))
     refused = _load_refusal(package)
     if refused:
+        print(f"refused   edgegen.load refuses it: {refused}")
+    return _info_verdict(package, refused, len(damaged), "listed above")
+
+
+def _info_verdict(package, refused: str, damaged: int, where: str) -> str:
+    """What info's status 1 says: why edgegen.load refuses the package, or its damaged variants ("" if neither)."""
+    if refused:
         named = "" if str(package.path) in refused else f"package {str(package.path)!r}: "
         return f"{named}edgegen.load refuses it: {refused}"
-    return f"package {str(package.path)!r}: {counted(len(damaged), 'variant')} damaged (listed above)" if damaged else ""
+    return f"package {str(package.path)!r}: {counted(damaged, 'variant')} damaged ({where})" if damaged else ""
+
+
+def _info_report(path) -> tuple[dict, str]:
+    """info --json: (the report, info's verdict). The manifest as the package holds it, with what
+    info finds beyond it: each graph file's size, the damaged variants, and why edgegen.load
+    refuses the package (null where it loads)."""
+    from .package import Package, strict_json
+
+    package = Package(path)
+    damaged = {precision: {part: str(exc) for part, exc in parts.items()}
+               for precision, parts in package.damaged_variants.items()}
+    refused = _load_refusal(package)
+    report = {"report": INFO_REPORT, "edgegen": __version__, "package": str(package.path),
+              "graph_bytes": {part: package.graph_path(part).stat().st_size for part in package.manifest.graphs},
+              "damaged": damaged, "load_refusal": refused or None, "manifest": strict_json(package.manifest.to_json())}
+    return report, _info_verdict(package, refused, sum(map(len, damaged.values())), "the report's damaged")
 
 
 def _load_refusal(package) -> str:
@@ -652,7 +676,6 @@ def _load_refusal(package) -> str:
         if isinstance(tokenizer, dict) and tokenizer.get("kind") in TOKENIZER_KINDS:
             load_tokenizer(package, tokenizer)
     except EdgegenError as exc:
-        print(f"refused   edgegen.load refuses it: {exc}")
         return str(exc)
     return ""
 
@@ -756,7 +779,11 @@ def _cmd_cache(args) -> None:
 
 
 def _cmd_info(args) -> int:
-    failed = _print_info(args.package, args.named)
+    if args.json:
+        report, failed = _info_report(args.package)
+        print(json.dumps(report, indent=2, allow_nan=False))
+    else:
+        failed = _print_info(args.package, args.named)
     return _verdict("info", failed) if failed else 0
 
 
@@ -1052,6 +1079,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("info", help="show a package's manifest")
     p.add_argument("package", help=PACKAGE_HELP)
+    p.add_argument("--json", action="store_true", help="print the manifest and info's findings as JSON for a script "
+                   "(docs/cli.md lists the fields), not the table")
     p.set_defaults(func=_cmd_info)
 
     p = sub.add_parser("list", help="the shipped models, by name (edgegen generate NAME)")

@@ -866,6 +866,8 @@ def test_imported_gpt2_greedy_equals_transformers_generate(tmp_path, capsys):
         capsys.readouterr()
         assert main(["info", str(tmp_path / "pkg")]) == 1
         assert "refused   edgegen.load refuses it: tokenizer '" in capsys.readouterr().out
+        assert main(["info", str(tmp_path / "pkg"), "--json"]) == 1
+        assert json.loads(capsys.readouterr().out)["load_refusal"].startswith("tokenizer '")
         with pytest.raises(MissingExtraError, match=r"needs the text extra: pip install 'edgegen\[text\]'"):
             edgegen.load(tmp_path / "pkg")
     assert main(["info", str(tmp_path / "pkg")]) == 0

@@ -269,6 +269,15 @@ def test_a_changed_variant_file_is_refused(package_copy, capsys):
     assert edgegen.load(pkg).sample(2, seed=0).shape == (2, 1, 32, 32)
     assert main(["info", str(pkg)]) == 1
     capsys.readouterr()
+    # --json: the manifest and what info finds beyond it, for a script; the same status and stderr line
+    assert main(["info", str(pkg), "--json"]) == 1
+    out, err = capsys.readouterr()
+    report = json.loads(out)
+    assert report["report"] == "edgegen.info/1" and report["package"] == str(pkg) and report["load_refusal"] is None
+    assert list(report["damaged"]) == ["int8"] and "changed after optimize" in report["damaged"]["int8"]["generator"]
+    assert report["manifest"]["variants"]["int8"]["generator"]["file"] == variant.name
+    assert report["graph_bytes"] == {"generator": (pkg / "generator.onnx").stat().st_size}
+    assert err == f"edgegen: info: package {str(pkg)!r}: 1 variant damaged (the report's damaged)\n"
     assert main(["check", str(pkg)]) == 1   # not judged as if it were the variant optimize made; fp32 is
     printed = capsys.readouterr().out
     assert "generator: generator.onnx, opset 23" in printed and "parses" in printed
