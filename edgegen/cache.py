@@ -97,7 +97,7 @@ def _export_staleness(path: Path, weights) -> tuple[str, str | None]:
 def _said(version: str) -> str:
     """An export's version as a user reads it: "0.1.0 (code 1a2b3c4d5e6f)", or "0.1.0" where an
     earlier edgegen recorded no code revision."""
-    number, _, code = version.partition("+")
+    number, _, code = version.rpartition("+") if "+" in version else (version, "", "")
     return f"{number} (code {code})" if code else number
 
 

@@ -79,8 +79,8 @@ def _shipped_but_not_exported(given: str) -> bool:
 
 
 def _cmd_list(args) -> None:
-    from .shipped import (MODELS_MISSING, MODELS_REINSTALL, cache_damage, cache_path, find_shipped, in_models,
-                          package_damage, shipped_family, shipped_names)
+    from .shipped import (MODELS_MISSING, MODELS_REINSTALL, cache_damage, cache_path, carried_package, find_shipped,
+                          in_models, other_code, package_damage, shipped_family, shipped_names)
 
     names = shipped_names()
     if not names:
@@ -96,6 +96,8 @@ def _cmd_list(args) -> None:
                  f"damaged in {cache_path(name)}: exported again on first use (needs the export extra)"
                  if cache_damage(name) else
                  f"exported, in {found}" if found else
+                 f"in edgegen-models, {other_code(carried)}: exported again into {cache_path(name).parent} on first use"
+                 if (carried := carried_package(name)) else
                  f"checkpoint only: exported into {cache_path(name).parent} on first use (needs the export extra)")
         rows.append((name, family, where))
     width = max(len(n) for n, _, _ in rows)
@@ -970,8 +972,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "size the family's runtime calls with: SR's tile, WaveNet's one-second window, PixelCNN's "
                         "whole image of links; the traced sizes of a generic package; else 1)")
     p.add_argument("--energy", default=True, action=argparse.BooleanOptionalAction,
-                   help="then run each engine alone for a second with the machine's power source read (NVML, a "
-                        "Jetson's INA3221 rails or tegrastats, RAPL): watts and millijoules per result")
+                   help="then run each engine alone for a second with the machine's power source read (a "
+                        "Jetson's INA238 input, INA3221 rails or tegrastats, NVML, RAPL): watts and millijoules per result")
     p.add_argument("--generation", default=True, action=argparse.BooleanOptionalAction,
                    help="then time a whole generation at the family's defaults where it is more than one graph call "
                         "(a diffusion sampler's steps, PixelCNN's and WaveNet's loops) (default: True)")

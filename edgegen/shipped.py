@@ -27,7 +27,7 @@ import re
 import sys
 from pathlib import Path
 
-from .errors import CheckpointError, PackageError, missing_export_modules, not_one_of
+from .errors import CheckpointError, EdgegenWarning, PackageError, missing_export_modules, not_one_of, warn_caller
 from .package import CHECKPOINT_WEIGHTS, read_json, sha256_file
 from .storage import user_cache_dir
 
@@ -110,16 +110,35 @@ def edgegen_version() -> str:
     return sys.modules[__package__].__version__   # loaded before any of edgegen's modules
 
 
+# what decides the graphs an export writes: edgegen's export and families' code (models, export
+# specs, graph rewrites), the manifest's writer, and the exporter's own packages
+EXPORT_CODE = ("export", "families", "package.py")
+EXPORTER_PACKAGES = ("torch", "onnx", "onnxscript")
+
+
 @functools.lru_cache(maxsize=1)
 def code_revision() -> str:
-    """A digest of this edgegen's own code and data (each .py and .json file by its path in the
-    package): the same for a wheel and the checkout it was built from, other for any change. An
-    export made by other code may hold a graph since fixed (an epsilon torch.onnx dropped), and
-    the version alone stayed one number across hundreds of commits."""
+    """A digest of the code an export runs: EXPORT_CODE's Python files (by their path in the
+    package; the same for a wheel and the checkout it was built from) and EXPORTER_PACKAGES'
+    versions where installed. An export made by other code may hold a graph since fixed (an
+    epsilon torch.onnx dropped), and edgegen's version stayed one number across hundreds of
+    commits. A change elsewhere (the CLI, the runtime) exports nothing anew."""
+    from importlib.metadata import PackageNotFoundError, version
+
     root = Path(__file__).resolve().parent
     digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.suffix in (".py", ".json") and "__pycache__" not in p.parts):
-        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    files = [f for entry in EXPORT_CODE for f in ((root / entry).rglob("*.py") if (root / entry).is_dir() else [root / entry])]
+    # an editor's lock file (.#cli.py, a dangling link) or a file gone mid-scan is no code
+    for path in sorted(f for f in files if not f.name.startswith(".") and f.is_file()):
+        try:
+            digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+        except FileNotFoundError:
+            continue
+    for package in EXPORTER_PACKAGES:
+        try:
+            digest.update(f"{package}=={version(package)}\0".encode())
+        except PackageNotFoundError:   # a device with the runtime alone: it compares no revision
+            continue
     return digest.hexdigest()[:12]
 
 
@@ -147,14 +166,27 @@ def find_shipped(name: str, cache: str | os.PathLike | None = None) -> Path | No
     if name not in names:
         raise PackageError(not_one_of("shipped model", name, names, f"the {MODELS_DISTRIBUTION} distribution's"))
     weights = weights_sha256(name)
-    carried = models_root() / "packages" / name
+    carried = carried_package(name)
     # an export by other code is replaced where this machine can export (a checkout's packages
     # built before a fix); a device with the runtime alone reads it as it is
-    if recorded_weights(carried) == weights and (recorded_code(carried) == code_revision() or missing_export_modules()):
+    if carried is not None and (missing_export_modules() or recorded_code(carried) == code_revision()):
         return carried
     # only now the cache: where edgegen-models carries the package, a device needs none
     exported = cache_path(name, cache)
     return exported if recorded_weights(exported) == weights else None
+
+
+def carried_package(name: str) -> Path | None:
+    """edgegen-models' own package of the shipped `name` where it was exported from the very weights
+    beside it, by whatever code; None if there is none."""
+    carried = models_root() / "packages" / name
+    return carried if recorded_weights(carried) == weights_sha256(name) else None
+
+
+def other_code(package: Path) -> str:
+    """How a package exported by other code than this edgegen's is said: "code 1a2b3c4d5e6f; this is
+    ...", or "no code recorded" for an earlier edgegen's."""
+    return f"exported by other code ({recorded_code(package) or 'none recorded'}; this edgegen's is {code_revision()})"
 
 
 def shared_package_of(package: str | os.PathLike) -> str | None:
@@ -212,6 +244,12 @@ def resolve(path_or_name: str | os.PathLike, cache: str | os.PathLike | None = N
     if found is not None and in_models(found) and (damage := package_damage(found)):
         raise PackageError(f"shipped model {str(path_or_name)!r}: expected the package edgegen-models installed intact, "
                            f"found {found} damaged ({damage}): {MODELS_REINSTALL}")
+    if found is None and (carried := carried_package(str(path_or_name))) is not None:
+        # this machine could export it anew (edgegen generate NAME does); loading never exports
+        warn_caller(f"shipped model {str(path_or_name)!r}: edgegen-models' package in {carried} was "
+                    f"{other_code(carried)}: loaded as it is; 'edgegen generate {path_or_name}' or 'python -m "
+                    f"edgegen_models.build' exports it with this code", EdgegenWarning)
+        return carried
     if found is None:
         raise PackageError(f"shipped model {str(path_or_name)!r}: expected its exported package, found none made from "
                            f"its weights (a checkout's editable install holds the checkpoints only): export them with "

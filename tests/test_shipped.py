@@ -156,7 +156,16 @@ def test_an_edgegen_of_other_code_exports_anew_and_its_earlier_exports_are_stale
     assert shipped.find_shipped(NAME) is None and models_build.stale([NAME], models) == [NAME]
     with monkeypatch.context() as device:   # a runtime-only device cannot export: it reads what it has
         device.setattr(shipped, "missing_export_modules", lambda: ["torch"])
-        assert shipped.find_shipped(NAME) == carried
+        device.setattr("edgegen.errors.missing_export_modules", lambda: ["torch"])
+        assert shipped.find_shipped(NAME) == carried and models_build.stale([NAME], models) == []
+    # loading exports nothing: it reads the carried package, and says so; list says what a command does
+    with pytest.warns(edgegen.EdgegenWarning, match=rf"edgegen-models' package in .* was exported by other code "
+                                                    rf"\({before}; this edgegen's is 0123456789ab\): loaded as it is"):
+        assert edgegen.load(NAME).package.path == carried
+    capsys.readouterr()
+    assert main(["list"]) == 0
+    assert f"in edgegen-models, exported by other code ({before}; this edgegen's is 0123456789ab): exported again " \
+        "into" in capsys.readouterr().out
     new = export_shipped(NAME, report=lambda line: None)
     version = edgegen.__version__
     assert new.name.endswith(f"-edgegen-{version}+0123456789ab") and edgegen.load(NAME).package.path == new
@@ -351,7 +360,7 @@ def test_a_package_that_drifted_from_its_checkpoint_is_not_used(models):
     with pytest.raises(PackageError, match="expected its exported package, found none made from its weights"):
         edgegen.load(NAME)
     assert models_build.check([NAME], models, report=lambda line: None) == [
-        f"{NAME}: package missing, or exported from other weights or by an edgegen of other code"]
+        f"{NAME}: package missing, or exported from other weights or by other export code"]
     assert _build_backend().stale_packages(models) == [NAME]
 
 
