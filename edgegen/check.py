@@ -133,8 +133,10 @@ def _table_verdict(result: GraphCheck, graph: GraphSummary, table: dict, version
     ops = Counter((n.domain, n.op_type) for n in graph.nodes)
     for (domain, op), count in sorted(ops.items()):
         if domain not in ("", "ai.onnx"):
+            # the target whose table this is, where one is (JetPack 7's 10.13), else the desktop's
+            named = next((t.name for t in TARGETS.values() if t.tensorrt == version), "tensorrt")
             int4 = (f"int4 blocks need opset {INT4_OPSET}, above what TensorRT {version} parses" if high < INT4_OPSET
-                    else "edgegen optimize --precision int4 --target tensorrt writes DequantizeLinear of int4 blocks")
+                    else f"edgegen optimize --precision int4 --target {named} writes DequantizeLinear of int4 blocks")
             hint = (f" (ONNX Runtime's weight-only form: for TensorRT, {int4}; int8-weights has no TensorRT form, int8 "
                     "and fp16 do)" if op == "MatMulNBits" else "")
             result.problems.append(f"{count} {domain}.{op} node(s): a custom domain TensorRT has no parser for{hint}")
@@ -148,7 +150,8 @@ def _table_verdict(result: GraphCheck, graph: GraphSummary, table: dict, version
     # refused already, its own line gives that advice)
     if fused and fits and low <= graph.opset <= high:
         several = len(fused) > 1
-        result.problems.append(f"{', '.join(fused)}: ONNX's fused op{'s' if several else ''} of opset 23 on, which "
+        result.problems.append(f"{', '.join(fused)}: ONNX's fused op{'s' if several else ''} of opset "
+                               f"{min(FUSED_OPSET_OPS[op] for op in fused)} on, which "
                                f"TensorRT {version} does not parse (export again with --target {fits[0].name}, which "
                                f"writes opset {fits[0].opset}, where {'they are' if several else 'it is'} spelled in "
                                f"plain ops)")

@@ -269,23 +269,29 @@ def _check_settings(precision: str, calibration, block_size, max_8bit_share, gat
 
 
 def _refuse_opset_beyond_target(package: Package, target) -> None:
-    """Variants keep their graph's opset: for a target whose parser stops below the package's
-    (JetPack 6's TensorRT 10.3 and opset 23), every one would be written and then refused by
-    `check`. Refused first, saying how to export for it. (A graph within the parser's opsets may
-    still hold an op it lacks, as JetPack 7.0's TensorRT 10.13 lacks opset 23's Attention:
-    `check` says which, after.)"""
+    """Variants keep their graph's opset and ops: for a target whose parser stops below the
+    package's opset (JetPack 6's TensorRT 10.3 and opset 23), or lacks a fused op of it (JetPack
+    7.0's TensorRT 10.13 and Attention), every one would be written and then refused by `check`.
+    Refused first, saying how to export for it."""
     if not target.uses_tensorrt:
         return
-    from .check import support_table
+    from .check import FUSED_OPSET_OPS, support_table
+    from .graph_summary import read_graph_summary
 
-    ceiling = support_table(target.tensorrt)["opset"][1]
-    beyond = {part: entry.extra.get("opset") for part, entry in package.graphs.items()
-              if isinstance(entry.extra.get("opset"), int) and entry.extra["opset"] > ceiling}
-    if beyond:
-        part, opset = next(iter(beyond.items()))
-        raise ConfigError(f"target {target.name}: expected graphs at opset {ceiling} or below ({target.description}), "
-                          f"found graph {part!r} at opset {opset}: export for it first (edgegen export ... --target "
-                          f"{target.name}, which writes opset {target.opset})")
+    table = support_table(target.tensorrt)
+    export_first = f"export for it first (edgegen export ... --target {target.name}, which writes opset {target.opset})"
+    for part, entry in package.graphs.items():
+        opset = entry.extra.get("opset")
+        if isinstance(opset, int) and opset > table["opset"][1]:
+            raise ConfigError(f"target {target.name}: expected graphs at opset {table['opset'][1]} or below "
+                              f"({target.description}), found graph {part!r} at opset {opset}: {export_first}")
+        lacking = sorted({n.op_type for n in read_graph_summary(package.graph_path(part)).nodes
+                          if n.domain in ("", "ai.onnx")} & set(FUSED_OPSET_OPS) & table["unsupported"])
+        if lacking:
+            raise ConfigError(f"target {target.name}: expected graphs TensorRT {target.tensorrt} parses "
+                              f"({target.description}), found graph {part!r} with ONNX's {', '.join(lacking)}, which it "
+                              f"does not: {export_first}, where {'they are' if len(lacking) > 1 else 'it is'} spelled "
+                              "in plain ops")
 
 
 def _kept_or_new(earlier: dict | None, new: dict) -> dict:

@@ -1818,6 +1818,20 @@ def test_llama_graphs_for_each_tensorrt_target_parse_by_their_tensorrt_tables(tm
     assert ops["tensorrt"][0] == {23} and fused <= ops["tensorrt"][1]
 
 
+def test_optimize_for_jetpack_7_refuses_a_graph_with_attention_before_writing_a_variant(gpt, tmp_path):
+    """JetPack 7.0's TensorRT 10.13 reads opset 23 but not its Attention: a variant of such a graph
+    was written, then refused by check (helper 96). Refused first, naming the export that fits."""
+    from edgegen.optimize import optimize_package
+
+    pkg = shutil.copytree(gpt["pkg"], tmp_path / "pkg")
+    with pytest.raises(ConfigError, match=r"target jetpack7: expected graphs TensorRT 10.13 parses .*, found graph "
+                                          r"'decoder' with ONNX's Attention, which it does not: export for it first "
+                                          r"\(edgegen export ... --target jetpack7, which writes opset 21\), where it "
+                                          r"is spelled in plain ops"):
+        optimize_package(pkg, "int8", target="jetpack7", progress=lambda line: None)
+    assert json.loads((pkg / "edgegen.json").read_text())["variants"] == {}
+
+
 def test_a_llama_trained_here_generates_as_pytorch_and_its_weight_only_variants_are_gated(tmp_path, capsys):
     """edgegen train gpt --architecture llama: the same training, export and runtime loop."""
     from edgegen.optimize import optimize_package
