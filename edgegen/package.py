@@ -719,7 +719,7 @@ def copy_package(source: Path, dest: Path, precisions: Iterable[str] | None = No
     shutil.copytree(source, dest, copy_function=shutil.copyfile,
                     ignore=lambda folder, names: [] if Path(folder) != source else [n for n in names if n not in kept])
     if manifest is not None:
-        atomic_write_text(Path(dest) / MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n")
+        atomic_write_text(Path(dest) / MANIFEST_NAME, manifest_text(manifest))
     for copied, _, _ in os.walk(dest):
         os.chmod(copied, creation_mode(directory=True))
 
@@ -737,8 +737,12 @@ def _refuse_links_leaving(source: Path, names: set[str]) -> None:
 
 
 def write_manifest(directory: str | os.PathLike, manifest: Manifest) -> None:
-    atomic_write_text(Path(directory) / MANIFEST_NAME, json.dumps(strict_json(manifest.to_json()), indent=2,
-                                                                  allow_nan=False) + "\n")
+    atomic_write_text(Path(directory) / MANIFEST_NAME, manifest_text(manifest.to_json()))
+
+
+def manifest_text(manifest: dict) -> str:
+    """A manifest as edgegen writes it: indented, strict JSON (strict_json)."""
+    return json.dumps(strict_json(manifest), indent=2, allow_nan=False) + "\n"
 
 
 def strict_json(value: Any) -> Any:

@@ -1,11 +1,11 @@
 """Power sources for `edgegen bench`: energy per result beside latency (runtime code).
 
 Where a board or a chip reports its power, bench reads it while an engine runs:
-- NVML on NVIDIA GPUs (the nvidia-ml-py package): the GPU's total energy counter, else its
-  power readings (the counter exists from Volta on);
 - on a Jetson, a Thor carrier board's INA238 monitor of the input (hwmon's power1_input, in
   microwatts), else the INA3221 monitors' rails in sysfs (hwmon: in*_label, in*_input in mV,
   curr*_input in mA), else the rails `tegrastats` prints;
+- NVML on NVIDIA GPUs (the nvidia-ml-py package): the GPU's total energy counter, else its
+  power readings (the counter exists from Volta on);
 - on x86 CPUs, RAPL's package energy counters (/sys/class/powercap/intel-rapl:N/energy_uj),
   where the kernel lets this user read them (often root only).
 The first source found is used. Counters give energy directly; power readings are sampled on a
@@ -264,7 +264,8 @@ class NvmlPower(PowerSource):
 
 def find_power_source(candidates=None):
     """(source, None) for the first source that answers, or (None, why none did)."""
-    candidates = candidates if candidates is not None else (Nvml, NvmlPower, Ina238, Ina3221, Tegrastats, Rapl)
+    # a Jetson's own monitors first: on a Thor NVML may answer too, for the GPU alone, not the board
+    candidates = candidates if candidates is not None else (Ina238, Ina3221, Tegrastats, Nvml, NvmlPower, Rapl)
     reasons = []
     for make in candidates:
         source = make()

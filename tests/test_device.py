@@ -100,6 +100,18 @@ def test_a_thors_input_from_its_ina238_comes_before_the_module_rails(tmp_path):
     assert found.name == "Jetson INA3221 rail VDD_GPU"
 
 
+
+def test_a_jetsons_own_monitors_come_before_nvml(tmp_path, monkeypatch):
+    """On a Thor NVML may answer too, for the GPU alone: the board's input is the figure (helper 96)."""
+    ina238 = tmp_path / "ina238"
+    _hwmon(ina238, {"power1_input": "30000000"})
+    board, nvml = power.Ina238, power.Nvml
+    monkeypatch.setattr(power, "Ina238", lambda: board(ina238))
+    monkeypatch.setattr(power, "Nvml", lambda: nvml(FakeNvml()))   # answers, as on a Thor it may
+    found, _ = power.find_power_source()
+    assert found.name == "Jetson INA238 (input)"
+
+
 def test_doctor_knows_the_jetpack_7_releases():
     assert [doctor.JETPACK_FOR_L4T[release] for release in ("38.2", "38.4", "39.2")] == ["7.0", "7.1", "7.2"]
     assert doctor._jetson_target({"jetpack": "7.2"}) == "--target jetpack7 for export, optimize, check and build"

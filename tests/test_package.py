@@ -10,7 +10,7 @@ import edgegen
 from edgegen.cli import main
 from edgegen.errors import ConfigError, HashMismatchError, ManifestError, OutputExistsError, PackageError, \
     UnknownFamilyError
-from edgegen.package import FORMAT, Package, write_manifest
+from edgegen.package import FORMAT, Package, copy_package, write_manifest
 from edgegen.storage import atomic_write_bytes, staged_directory
 
 
@@ -162,10 +162,13 @@ def test_a_manifest_is_written_as_strict_json(package_copy):
     pkg = package_copy("gan")
     edit_manifest(pkg, lambda d: d["graphs"]["generator"]["validation"].update(max_rel=float("inf")))
     package = Package(pkg)   # an earlier edgegen's Infinity reads as before
-    write_manifest(pkg, package.manifest)
 
     def refuse(constant):
         raise ValueError(f"{constant} is not JSON")
+    copy_package(pkg, pkg.parent / "copy", precisions=())   # the copy a Triton model serves writes it too
+    copied = json.loads((pkg.parent / "copy" / "edgegen.json").read_text(), parse_constant=refuse)
+    assert copied["graphs"]["generator"]["validation"]["max_rel"] is None
+    write_manifest(pkg, package.manifest)
     written = json.loads((pkg / "edgegen.json").read_text(), parse_constant=refuse)
     assert written["graphs"]["generator"]["validation"]["max_rel"] is None
     edgegen.load(pkg)

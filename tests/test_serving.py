@@ -723,6 +723,10 @@ def test_a_stream_its_client_cancels_stops_before_its_next_piece(gpt_package):
     model._stream(request)
     assert sent == ["piece", "piece", "piece", "final"] and logged == ["gpt: a request cancelled by its client stopped "
                                                                        "after 3 pieces"]
+    # a config made not decoupled by hand answers in one response: GPT's stream takes no callback,
+    # which the cancellation check handed it (a TypeError since GPT's generate became stoppable)
+    request.is_cancelled = lambda: False
+    assert model._answer(request) == "piece"   # the fake's response: answered, not raised
 
 
 def test_a_request_cancelled_mid_loop_is_answered_cancelled_and_an_older_triton_runs_it_through(trained):

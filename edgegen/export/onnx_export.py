@@ -100,7 +100,7 @@ def _drop_stack_traces(model: onnx.ModelProto) -> None:
                 for subgraph in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
                     yield from nodes(subgraph)
 
-    for node in [*nodes(model.graph), *(n for function in model.functions for n in function.node)]:
+    for node in [*nodes(model.graph), *(n for function in model.functions for n in nodes(function))]:
         kept = [entry for entry in node.metadata_props if entry.key != STACK_TRACE]
         if len(kept) != len(node.metadata_props):
             del node.metadata_props[:]

@@ -133,7 +133,8 @@ class TritonPythonModel:
             arguments = self._arguments(request)
             # its loop asks between steps whether the client is still there (a Triton before 23.10,
             # an older Jetson's, has no is_cancelled: its requests run to their end, as before)
-            if self.pipe.stoppable and hasattr(request, "is_cancelled"):
+            # (a streaming answer, GPT's, stops between its pieces instead: its stream takes no callback)
+            if self.pipe.stoppable and not self.request.streams and hasattr(request, "is_cancelled"):
                 arguments["callback"] = self._stop_if_cancelled(request)
             outputs = {}
             for piece in self.request.answer(self.pipe, arguments):
