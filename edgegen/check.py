@@ -158,7 +158,10 @@ def _table_verdict(result: GraphCheck, graph: GraphSummary, table: dict, version
 
 
 # what _restriction_violations verifies of an op's restriction from the file (the rest, TensorRT's parser tells)
-VERIFIED_PART = {"QuantizeLinear": "zero points", "DequantizeLinear": "zero points", "Attention": "past inputs"}
+REDUCE_OPS = ("ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceMax", "ReduceMean", "ReduceMin",
+              "ReduceProd", "ReduceSum", "ReduceSumSquare")   # their axes: an initializer only, TensorRT 10.15's matrix
+VERIFIED_PART = {"QuantizeLinear": "zero points", "DequantizeLinear": "zero points", "Attention": "past inputs",
+                 **{op: "axes" for op in REDUCE_OPS}}
 
 
 def _refuse_another_signature(package: Package, part: str, graph: GraphSummary) -> None:
@@ -176,6 +179,10 @@ def _restriction_violations(graph: GraphSummary) -> list[str]:
         if node.op_type in ("QuantizeLinear", "DequantizeLinear") and len(node.inputs) > 2:
             if node.inputs[2] in graph.nonzero_constants:
                 problems.append(f"{node.op_type} {node.name!r}: zero point is not 0 (TensorRT takes symmetric int8 only)")
+        if node.op_type in REDUCE_OPS and len(node.inputs) > 1 and node.inputs[1] \
+                and node.inputs[1] not in graph.initializer_bytes:
+            problems.append(f"{node.op_type} {node.name!r}: axes from {node.inputs[1]!r}, not an initializer, which "
+                            "TensorRT's parser refuses")
         if node.op_type == "Attention" and any(name for name in node.inputs[4:]):
             problems.append(f"Attention {node.name!r}: uses past_key / past_value / nonpad_kv_seqlen inputs, "
                             "which TensorRT's parser refuses")

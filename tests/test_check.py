@@ -84,6 +84,9 @@ def test_check_flags_unsupported_ops_custom_domains_and_nonzero_zero_points(pack
     model.graph.initializer.append(helper.make_tensor("zp", onnx.TensorProto.INT8, [], [3]))
     model.graph.initializer.append(helper.make_tensor("scale", onnx.TensorProto.FLOAT, [], [0.1]))
     model.graph.node.append(helper.make_node("QuantizeLinear", ["image", "scale", "zp"], ["q_out"], name="q"))
+    # axes a node computes (TensorRT's parser takes a Reduce's axes from an initializer only)
+    model.graph.node.append(helper.make_node("Shape", ["image"], ["computed_axes"], name="shape", start=0, end=1))
+    model.graph.node.append(helper.make_node("ReduceMean", ["image", "computed_axes"], ["mean_out"], name="mean"))
     onnx.save(model, str(path))
     manifest = json.loads((pkg / "edgegen.json").read_text())
     manifest["graphs"]["generator"]["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
@@ -103,6 +106,8 @@ def test_check_flags_unsupported_ops_custom_domains_and_nonzero_zero_points(pack
     assert any("zero point is not 0" in p for p in check.problems)
     assert "restricted   QuantizeLinear: zero point must be 0 (symmetric) (zero points checked here: NOT met, above)" \
         in format_checks([check])
+    assert "ReduceMean 'mean': axes from 'computed_axes', not an initializer, which TensorRT's parser refuses" \
+        in check.problems
 
 
 def test_a_fused_attention_op_jetpack_7_0_cannot_parse_says_which_export_spells_it_out(package_copy):
