@@ -122,10 +122,16 @@ def device_tensorrt_version() -> str:
 FUSED_OPSET_OPS = {"Attention": 23, "RMSNormalization": 23, "RotaryEmbedding": 23, "TensorScatter": 24}
 
 
+def _judged_by(version: str) -> list:
+    """The targets whose parser table is TensorRT `version`'s (JetPack 7's 10.13), for advice."""
+    return [t for t in TARGETS.values() if t.tensorrt == version]
+
+
 def _table_verdict(result: GraphCheck, graph: GraphSummary, table: dict, version: str) -> None:
     low, high = table["opset"]
+    targets = _judged_by(version)
     if not low <= graph.opset <= high:
-        fits = [t for t in TARGETS.values() if t.tensorrt == version and low <= t.opset <= high]
+        fits = [t for t in targets if low <= t.opset <= high]
         # a device with the runtime alone exports nowhere: the advice is for the development machine
         where = ", on a machine with the export extra" if missing_export_modules() else ""
         hint = f" (export again with --target {fits[0].name}, which writes opset {fits[0].opset}{where})" if fits else ""
@@ -133,8 +139,7 @@ def _table_verdict(result: GraphCheck, graph: GraphSummary, table: dict, version
     ops = Counter((n.domain, n.op_type) for n in graph.nodes)
     for (domain, op), count in sorted(ops.items()):
         if domain not in ("", "ai.onnx"):
-            # the target whose table this is, where one is (JetPack 7's 10.13), else the desktop's
-            named = next((t.name for t in TARGETS.values() if t.tensorrt == version), "tensorrt")
+            named = targets[0].name if targets else "tensorrt"   # the table's own target, else the desktop's
             int4 = (f"int4 blocks need opset {INT4_OPSET}, above what TensorRT {version} parses" if high < INT4_OPSET
                     else f"edgegen optimize --precision int4 --target {named} writes DequantizeLinear of int4 blocks")
             hint = (f" (ONNX Runtime's weight-only form: for TensorRT, {int4}; int8-weights has no TensorRT form, int8 "
@@ -145,7 +150,7 @@ def _table_verdict(result: GraphCheck, graph: GraphSummary, table: dict, version
         elif op in table["restricted"]:
             result.restricted[op] = table["restricted"][op]
     fused = sorted(set(result.unsupported) & set(FUSED_OPSET_OPS))
-    fits = [t for t in TARGETS.values() if t.tensorrt == version and t.opset < min(FUSED_OPSET_OPS.values())]
+    fits = [t for t in targets if t.opset < min(FUSED_OPSET_OPS.values())]
     # the same model exported below opset 23 spells them in ops this parser takes (where the opset is
     # refused already, its own line gives that advice)
     if fused and fits and low <= graph.opset <= high:

@@ -166,7 +166,7 @@ def find_shipped(name: str, cache: str | os.PathLike | None = None) -> Path | No
     if name not in names:
         raise PackageError(not_one_of("shipped model", name, names, f"the {MODELS_DISTRIBUTION} distribution's"))
     weights = weights_sha256(name)
-    carried = carried_package(name)
+    carried = carried_package(name, weights)
     # an export by other code is replaced where this machine can export (a checkout's packages
     # built before a fix); a device with the runtime alone reads it as it is
     if carried is not None and (missing_export_modules() or recorded_code(carried) == code_revision()):
@@ -176,11 +176,12 @@ def find_shipped(name: str, cache: str | os.PathLike | None = None) -> Path | No
     return exported if recorded_weights(exported) == weights else None
 
 
-def carried_package(name: str) -> Path | None:
+def carried_package(name: str, weights: str | None = None) -> Path | None:
     """edgegen-models' own package of the shipped `name` where it was exported from the very weights
-    beside it, by whatever code; None if there is none."""
+    beside it (`weights`: their sha256, where the caller hashed them already), by whatever code;
+    None if there is none."""
     carried = models_root() / "packages" / name
-    return carried if recorded_weights(carried) == weights_sha256(name) else None
+    return carried if recorded_weights(carried) == (weights or weights_sha256(name)) else None
 
 
 def other_code(package: Path) -> str:
