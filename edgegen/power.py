@@ -65,6 +65,15 @@ class PowerSource:
     def close(self) -> None:
         pass
 
+    def unreadable(self, label: str) -> str | None:
+        """Why a first reading fails (a sysfs file this user may not read), said as `label`'s; None
+        where it reads."""
+        try:
+            self.watts()
+        except (OSError, ValueError) as exc:
+            return f"{label}: {exc}"
+        return None
+
 
 # -- RAPL --------------------------------------------------------------------------------------
 
@@ -110,11 +119,7 @@ class Ina238(PowerSource):
             return f"Jetson INA238: no power1_input under {self.root} (not a Jetson Thor)"
         if len(self.inputs) > 1:   # which one is the input is not known here: the INA3221 rails are
             return f"Jetson INA238: {len(self.inputs)} monitors under {self.root}, expected the input's alone"
-        try:
-            self.watts()
-        except (OSError, ValueError) as exc:
-            return f"Jetson INA238: {exc}"
-        return None
+        return self.unreadable("Jetson INA238")
 
     def watts(self) -> float:
         return int(self.inputs[0].read_text()) / 1e6
@@ -137,11 +142,7 @@ class Ina3221(PowerSource):
     def problem(self) -> str | None:
         if not self.rails:
             return "Jetson INA3221: no rails under /sys/bus/i2c/drivers/ina3221 (not a Jetson)"
-        try:
-            self.watts()
-        except (OSError, ValueError) as exc:
-            return f"Jetson INA3221: {exc}"
-        return None
+        return self.unreadable("Jetson INA3221")
 
     def watts(self) -> float:
         return sum(int(volts.read_text()) * int(amps.read_text()) / 1e6 for volts, amps in self.rails.values())
