@@ -4,9 +4,12 @@ standard library's source (edgegen train gpt --architecture llama). Its int4 and
 variants for ort-cpu are gated as `edgegen optimize` gates weight-only variants: top-1 agreement
 with fp32 on held-out text of at least 0.95, perplexity within 5% (int4 keeps MatMuls at 8 bits
 where every weight at 4 bits misses the search's bar on windows of its own, and the result says
-how many).
+how many). int4 is gated at blocks of 32 weights per scale (the default), 64 and 128: coarser blocks
+read fewer scale bytes and ONNX Runtime's MatMulNBits runs them faster on CPU
+(benchmarks/matmulnbits_read.py), at some cost in quality, which this measures.
 
-    python benchmarks/int4_trained_llama.py [--steps 2000] [--checkpoint DIR] [--out benchmarks/results]
+    python benchmarks/int4_trained_llama.py [--steps 2000] [--checkpoint DIR] [--block-sizes 32,64,128]
+                                            [--out benchmarks/results]
 
 --checkpoint reuses a checkpoint trained before (the run writes it to a scratch folder otherwise).
 """
@@ -26,15 +29,17 @@ SHAPE = dict(architecture="llama", n_layer=4, n_embd=256, n_head=8, n_kv_head=2,
 
 def main() -> None:
     from edgegen.export import export_checkpoint
-    from edgegen.optimize import optimize_package, spared_text
+    from edgegen.optimize import DEFAULT_BLOCK_SIZE, optimize_package, spared_text
     from edgegen.training.checkpoint import load_checkpoint
     from edgegen.training.train import train
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--checkpoint", default=None)
+    parser.add_argument("--block-sizes", default="32,64,128", help="int4's blocks to gate, comma-separated")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args()
+    block_sizes = [int(size) for size in args.block_sizes.split(",")]
     with tempfile.TemporaryDirectory(prefix="edgegen-int4-llama-") as scratch:
         started = time.perf_counter()
         checkpoint = args.checkpoint or train("gpt", Path(scratch) / "ckpt", steps=args.steps, batch_size=32,
@@ -44,10 +49,10 @@ def main() -> None:
         parameters = sum(p.numel() for p in ckpt.model.parameters())
         package = export_checkpoint(checkpoint, Path(scratch) / "pkg")
         rows = []
-        for precision in ("int8-weights", "int4"):
-            record = optimize_package(package, precision, progress=lambda line: None)["decoder"]
+        for precision, block_size in [("int8-weights", DEFAULT_BLOCK_SIZE)] + [("int4", size) for size in block_sizes]:
+            record = optimize_package(package, precision, block_size=block_size, progress=lambda line: None)["decoder"]
             gate = record["gate"]
-            rows.append({"precision": precision, "top1": gate["value"], "perplexity": gate["perplexity"],
+            rows.append({"precision": precision, "block_size": block_size, "top1": gate["value"], "perplexity": gate["perplexity"],
                          "fp32_perplexity": gate["fp32_perplexity"], "perplexity_ratio": gate["perplexity_ratio"],
                          "passed": gate["passed"], "written": "file" in record,
                          "spared": {k: record.get(k) for k in ("spared_matmuls", "spared_share", "search")},
@@ -55,8 +60,8 @@ def main() -> None:
     lines = [f"`python benchmarks/int4_trained_llama.py`: a Llama-shaped byte model trained here "
              f"({parameters / 1e6:.2f}M parameters, {ckpt.training['steps']} steps, training loss "
              f"{ckpt.training['final_losses']['loss']:.3f}), gated on held-out standard-library text", "",
-             "| precision | top-1 agreement | perplexity (fp32) | ratio | result |", "|---|---|---|---|---|"]
-    lines += [f"| {r['precision']} | {r['top1']:.3f} | {r['perplexity']:.3f} ({r['fp32_perplexity']:.3f}) | "
+             "| precision | block | top-1 agreement | perplexity (fp32) | ratio | result |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['precision']} | {r['block_size']} | {r['top1']:.3f} | {r['perplexity']:.3f} ({r['fp32_perplexity']:.3f}) | "
               f"{r['perplexity_ratio']:.3f}x | {r['result']} |" for r in rows]
     write_results(args.out, "int4_trained_llama",
                   {"machine": machine_info(), "shape": SHAPE, "parameters": parameters, "training": ckpt.training,
