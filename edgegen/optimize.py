@@ -69,6 +69,7 @@ MATMULNBITS_ACCURACY_LEVEL = 4
 # is held in memory (a huge count was killed for memory, with no edgegen error)
 MAX_CALIBRATION = 4096
 MAX_BLOCK_SIZE = 256   # the largest block ONNX Runtime's blockwise quantizer (MLAS) takes
+MIN_BLOCK_SIZE = 16
 DEFAULT_BLOCK_SIZE = 32
 # int4's fallback (int4_spared): the largest share of the MatMul weights (by element) that may
 # stay at 8 bits; at 0.5 the variant's MatMul weights take at most about 78% of int8-weights'
@@ -251,9 +252,9 @@ def _check_settings(precision: str, calibration, block_size, max_8bit_share, gat
             or calibration % BATCH):
         raise ConfigError(f"calibration (--calibration): expected {BATCH} to {MAX_CALIBRATION} inputs, a multiple of "
                           f"{BATCH} (they are run in batches of {BATCH}), found {calibration!r}")
-    if (isinstance(block_size, bool) or not isinstance(block_size, int) or not 16 <= block_size <= MAX_BLOCK_SIZE
-            or block_size & (block_size - 1)):
-        raise ConfigError(f"block_size (--block-size): expected a power of 2 from 16 to {MAX_BLOCK_SIZE} (MatMulNBits' "
+    if (isinstance(block_size, bool) or not isinstance(block_size, int)
+            or not MIN_BLOCK_SIZE <= block_size <= MAX_BLOCK_SIZE or block_size & (block_size - 1)):
+        raise ConfigError(f"block_size (--block-size): expected a power of 2 from {MIN_BLOCK_SIZE} to {MAX_BLOCK_SIZE} (MatMulNBits' "
                           f"blocks), found {block_size!r}")
     if isinstance(max_8bit_share, bool) or not isinstance(max_8bit_share, (int, float)) or not 0 <= max_8bit_share <= 1:
         raise ConfigError(f"max_8bit_share (--max-8bit-share): expected a fraction of the MatMul weights from 0 to 1, "
@@ -728,24 +729,29 @@ def _mean_divergence(reference: list[dict], variant, feeds: list[dict]) -> float
 
 
 def _refusal_hint(record: dict) -> str:
-    """What the int4 search did, where the gate refused its result."""
+    """What the int4 search did, where the gate refused its result, and what to take instead."""
     search = record.get("search")
     if not search:
         return ""
     kept = f", with {spared_text(record)}" if record["spared_matmuls"] else ""
-    if search["passed"]:
-        what = "they" if kept else "every weight at 4 bits"
-        return f"{kept} ({what} cleared the search's own windows at top-1 {search['top1']:.4g}; the gate's are others)"
-    missed = (f"top-1 {search['top1']:.4g} < {search['bar']:g}" if search["top1"] < search["bar"]
-              else f"perplexity {search['perplexity_ratio']:.4g}x fp32's > {MAX_PERPLEXITY_RATIO:g}x")
     # for TensorRT the spared weights stay in float, and int8-weights (ONNX Runtime's MatMulNBits) is not there
     in_float = record.get("spared_as") == "float"
-    kept_as, instead = ("in float", "int8 or fp16") if in_float else ("at 8 bits", "int8-weights")
+    kept_as, precision = ("in float", "int8 or fp16") if in_float else ("at 8 bits", "int8-weights")
+    # finer blocks keep more of fp32's predictions (docs/optimization.md's block sizes), at some speed
+    block = record["block_size"]
+    instead = f"a smaller --block-size ({block // 2}), or --precision {precision}" if block > MIN_BLOCK_SIZE \
+        else f"--precision {precision}"
+    if search["passed"]:
+        what = "they" if kept else "every weight at 4 bits"
+        return (f"{kept} ({what} cleared the search's own windows at top-1 {search['top1']:.4g}; the gate's are "
+                f"others): take {instead}")
+    missed = (f"top-1 {search['top1']:.4g} < {search['bar']:g}" if search["top1"] < search["bar"]
+              else f"perplexity {search['perplexity_ratio']:.4g}x fp32's > {MAX_PERPLEXITY_RATIO:g}x")
     stopped = search["stopped"].replace("at 8 bits", kept_as)
     if search["stopped"] == STOPPED_SHARE and search["max_8bit_share"] < 1:
         return (f"{kept}; keeping weights {kept_as} up to --max-8bit-share {search['max_8bit_share']:g} did not clear "
-                f"the search's bars ({missed}): raise it, or take --precision {instead}")
-    return f"{kept}; the search stopped at {stopped} ({missed}): take --precision {instead}"
+                f"the search's bars ({missed}): raise it, or take {instead}")
+    return f"{kept}; the search stopped at {stopped} ({missed}): take {instead}"
 
 
 def weight_matmul_form(model: onnx.ModelProto) -> onnx.ModelProto:

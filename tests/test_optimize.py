@@ -508,7 +508,7 @@ def test_int4_search_keeps_within_its_share_and_says_what_to_do_where_it_runs_ou
     # for TensorRT the kept weights are float, and int8-weights is not a TensorRT precision
     assert record["refused"].endswith(f"{record['spared_as']}; keeping weights in float up to --max-8bit-share 0.05 "
                                       f"did not clear the search's bars (top-1 {search['top1']:.4g} < 0.96): raise it, "
-                                      "or take --precision int8 or fp16")
+                                      "or take a smaller --block-size (16), or --precision int8 or fp16")
     tiny = optimize_package(pkg, "int4", target="tensorrt", max_8bit_share=0.001, progress=_quiet)["decoder"]
     assert tiny["spared_matmuls"] == [] and tiny["search"]["judgements"] == 1 and tiny["search"]["stopped"] == STOPPED_SHARE
     assert "did not clear the search's bars" in tiny["refused"]
@@ -517,7 +517,22 @@ def test_int4_search_keeps_within_its_share_and_says_what_to_do_where_it_runs_ou
     assert len(whole["spared_matmuls"]) == 16 and whole["search"]["stopped"] == STOPPED_ALL_BUT_ONE
     assert whole["search"]["judgements"] == 1 + 17 + 16
     assert whole["refused"].endswith(f"; the search stopped at every weight but one in float (top-1 "
-                                     f"{whole['search']['top1']:.4g} < 1.51): take --precision int8 or fp16")
+                                     f"{whole['search']['top1']:.4g} < 1.51): take a smaller --block-size (16), or "
+                                     "--precision int8 or fp16")
+
+
+def test_a_refusal_after_the_search_passed_says_to_take_finer_blocks_or_another_precision():
+    """The trained Llama at block 128 (docs/optimization.md): every weight at 4 bits cleared the
+    search's windows and the gate's refused it. No share to raise helps there: finer blocks or
+    int8-weights do. At the finest block, only the other precision is left."""
+    from edgegen.optimize import MIN_BLOCK_SIZE, _refusal_hint
+
+    search = {"passed": True, "top1": 0.9609, "bar": 0.96, "stopped": "", "max_8bit_share": 0.5}
+    record = {"search": search, "spared_matmuls": [], "block_size": 128}
+    assert _refusal_hint(record) == (" (every weight at 4 bits cleared the search's own windows at top-1 0.9609; the "
+                                     "gate's are others): take a smaller --block-size (64), or --precision int8-weights")
+    finest = _refusal_hint({**record, "block_size": MIN_BLOCK_SIZE, "spared_as": "float"})
+    assert finest.endswith("the gate's are others): take --precision int8 or fp16")
 
 
 def test_the_search_windows_overlap_none_of_the_gates_and_leave_the_gates_as_they_were(gpt_stdlib, monkeypatch):
