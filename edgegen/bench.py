@@ -56,18 +56,41 @@ def settle_seconds() -> float:
     return seconds
 
 
+# The vector instructions ONNX Runtime's CPU kernels (MLAS) choose their code by: a model name such
+# as "AMD EPYC" names CPUs with and without AVX-512, and int4's MatMulNBits, for one, runs other
+# kernels with AVX-512 VNNI than with AVX2 alone; on ARM (a Jetson), the dot-product and i8mm ones.
+CPU_FEATURES = ("avx2", "avx_vnni", "avx512f", "avx512_vnni", "avx512_bf16", "amx_int8",
+                "asimd", "asimddp", "i8mm", "sve", "bf16")
+
+
 def machine_info() -> dict:
-    cpu = platform.processor() or ""
     try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+        cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8")
     except OSError:
-        pass
+        cpuinfo = ""
+    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")),
+               platform.processor() or "")
     import onnxruntime
 
-    return {"cpu": cpu, "cores": os.cpu_count(), "usable_cores": usable_cores(), "arch": platform.machine(), "os": platform.platform(),
-            "python": platform.python_version(), "numpy": np.__version__, "onnxruntime": onnxruntime.__version__,
-            "host": platform.node()}
+    return {"cpu": cpu, "cpu_features": cpu_features(cpuinfo), "cores": os.cpu_count(), "usable_cores": usable_cores(),
+            "arch": platform.machine(), "os": platform.platform(), "python": platform.python_version(),
+            "numpy": np.__version__, "onnxruntime": onnxruntime.__version__, "host": platform.node()}
+
+
+def cpu_features(cpuinfo: str) -> list[str]:
+    """Which of CPU_FEATURES /proc/cpuinfo's text lists (x86's "flags", ARM's "Features")."""
+    flags = set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            flags.update(value.split())
+    return [feature for feature in CPU_FEATURES if feature in flags]
+
+
+def cpu_text(machine: dict) -> str:
+    """machine_info's CPU in words: its model name and the vector instructions its kernels use."""
+    features = machine.get("cpu_features")   # reports of earlier edgegen have none
+    return f"{machine['cpu']} with {', '.join(features)}" if features else machine["cpu"]
 
 
 def cores_text(machine: dict) -> str:

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from .bench import MAX_ITERS, bench_package, cores_text, format_table, machine_info, per_token_text
+from .bench import MAX_ITERS, bench_package, cores_text, cpu_text, format_table, machine_info, per_token_text
 from .errors import CheckpointError, ConfigError, OutputExistsError
 from .families import PRETRAINED
 from .package import CHECKPOINT_WEIGHTS, MANIFEST_NAME
@@ -160,7 +160,7 @@ def _section(name: str, origin: str, report: dict, showcase: list[str], iters: i
 def _index(sections: list[str], summary: dict) -> str:
     m = summary["machine"]
     head = ["# edgegen demo", "",
-            f"Machine: {m['cpu']}, {cores_text(m)}, {m['os']}; onnxruntime {m['onnxruntime']}. "
+            f"Machine: {cpu_text(m)}, {cores_text(m)}, {m['os']}; onnxruntime {m['onnxruntime']}. "
             f"Total time {summary['seconds']} s.", "",
             "Each family: checkpoint -> `edgegen export` (validated against PyTorch at batch 1 and 3; shipped "
             "weights' packages are those `edgegen generate NAME` reads, carried by edgegen-models or exported once "

@@ -155,12 +155,12 @@ def _power_source() -> str:
 
 
 def format_report(info: dict) -> str:
-    from .bench import cores_text
+    from .bench import cores_text, cpu_text
 
     m = info["machine"]
     rows = [
         ("edgegen", info["edgegen"]),
-        ("machine", f"{m['cpu']} ({cores_text(m)}, {m['arch']}), {m['os']}"),
+        ("machine", f"{cpu_text(m)} ({cores_text(m)}, {m['arch']}), {m['os']}"),
         ("python", m["python"]),
         ("onnxruntime", f"{info['onnxruntime']['version']} ({info['onnxruntime']['device']})"),
         ("ORT providers", ", ".join(info["onnxruntime"]["providers"])),

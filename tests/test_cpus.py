@@ -7,7 +7,7 @@ import pytest
 
 import edgegen
 from edgegen import cpus
-from edgegen.bench import bench_package, cores_text
+from edgegen.bench import bench_package, cores_text, cpu_features, cpu_text, machine_info
 from edgegen.errors import ConfigError
 
 
@@ -207,3 +207,15 @@ def test_the_machine_line_says_how_many_cores_the_process_may_use():
     assert cores_text({"cores": 64, "usable_cores": 2}) == "64 cores, 2 usable by this process"
     assert cores_text({"cores": 8, "usable_cores": 8}) == "8 cores"
     assert cores_text({"cores": 8}) == "8 cores"    # a report written before usable_cores was recorded
+
+
+def test_the_machine_line_names_the_vector_instructions_the_kernels_choose_by():
+    """"AMD EPYC" names CPUs with and without AVX-512, which run other int4 kernels: the report says which."""
+    xeon = "processor\t: 0\nmodel name\t: Intel Xeon\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n" * 2
+    orin = "processor\t: 0\nFeatures\t: fp asimd asimddp sha512 i8mm\nCPU part\t: 0xd42\n"
+    assert cpu_features(xeon) == ["avx2", "avx512f", "avx512_vnni"]
+    assert cpu_features(orin) == ["asimd", "asimddp", "i8mm"]
+    assert cpu_features("") == []
+    assert cpu_text({"cpu": "Intel Xeon", "cpu_features": ["avx2", "avx512f"]}) == "Intel Xeon with avx2, avx512f"
+    assert cpu_text({"cpu": "AMD EPYC"}) == "AMD EPYC"   # a report written before the features were recorded
+    assert isinstance(machine_info()["cpu_features"], list)
