@@ -15,17 +15,22 @@ time to the first token of a 1,024-token prompt (each engine's own way: edgegen'
 prefills 256 tokens per call, computing only the last position's logits); then 4 prompts of 128
 at once, tokens per second over the whole generation.
 
+With --int4-block-size N, both engines' int4 are also made at blocks of N weights per scale (edgegen
+`optimize --block-size N`, GenAI's builder `--extra_options block_size=N`) and run beside the
+default block 32's, as "edgegen int4 bN" and "genai int4 bN" (results in llama_int4_bN).
+
 Random weights have flat logits, so int4 changes many argmaxes: edgegen's int4 variant is written
 here with its gate lowered (speed only; its quality gate is measured on trained models, see
 docs/optimization.md), and the int4 engines' tokens are compared, not required to agree.
 
-    python benchmarks/llama.py [--rounds 2] [--out benchmarks/results]
+    python benchmarks/llama.py [--rounds 2] [--int4-block-size 128] [--out benchmarks/results]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -65,9 +70,17 @@ def int4_package(root: Path) -> Path:
     return package
 
 
-def make_models(root: Path, optimum: bool = True) -> dict:
+def engines(int4_block_size: int | None = None) -> tuple[str, ...]:
+    """The engines a run compares: ENGINES, and each int4 at int4_block_size too where one is given."""
+    if not int4_block_size:
+        return ENGINES
+    return ENGINES[:4] + (f"edgegen int4 b{int4_block_size}", f"genai int4 b{int4_block_size}") + ENGINES[4:]
+
+
+def make_models(root: Path, optimum: bool = True, int4_block_size: int | None = None) -> dict:
     """The checkpoint, edgegen's packages and GenAI's builder models (and optimum-onnx's export),
-    made once per run."""
+    made once per run; with int4_block_size, both engines' int4 at that block size too (edgegen's in
+    a copy of its package, root/edgegen-bN)."""
     import transformers
     from tokenizers import Tokenizer, models, pre_tokenizers
 
@@ -82,18 +95,34 @@ def make_models(root: Path, optimum: bool = True) -> dict:
                                          unk_token="t0").save_pretrained(hf)
     package = export_transformers("llama", hf, root / "edgegen")
     # every weight at 4 bits, as GenAI's builder writes its int4 (no MatMul kept at 8 bits)
+    if int4_block_size:   # before the default's variant: the copy holds fp32 only
+        shutil.copytree(package, root / f"edgegen-b{int4_block_size}")
     record = optimize_package(package, "int4", gate_threshold=0.0, max_8bit_share=0,
                               progress=lambda line: None)["decoder"]
-    for precision in ("fp32", "int4"):
+    graphs = {"edgegen fp32": [package / "decoder.onnx"], "edgegen int4": [package / record["file"]]}
+    builds = [("fp32", "genai-fp32", []), ("int4", "genai-int4", [])]
+    if int4_block_size:
+        import edgegen.optimize
+
+        # random weights' flat logits: at coarser blocks their perplexity moves past the gate's 5% too
+        # (1.074x at block 128); speed only, its quality is measured on trained models
+        edgegen.optimize.MAX_PERPLEXITY_RATIO = float("inf")
+        copy = root / f"edgegen-b{int4_block_size}"
+        blocked = optimize_package(copy, "int4", gate_threshold=0.0, max_8bit_share=0, block_size=int4_block_size,
+                                   progress=lambda line: None)["decoder"]
+        if "file" not in blocked:
+            raise SystemExit(f"edgegen's int4 at block {int4_block_size}: {blocked['refused']}")
+        graphs[f"edgegen int4 b{int4_block_size}"] = [copy / blocked["file"]]
+        builds.append(("int4", f"genai-int4-b{int4_block_size}", ["--extra_options", f"block_size={int4_block_size}"]))
+    for precision, folder, options in builds:
         subprocess.run([sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(hf), "-o",
-                        str(root / f"genai-{precision}"), "-p", precision, "-e", "cpu", "-c", str(root / "cache")],
+                        str(root / folder), "-p", precision, "-e", "cpu", "-c", str(root / "cache"), *options],
                        check=True, capture_output=True)
-        config_path = root / f"genai-{precision}" / "genai_config.json"   # 2 threads, as the others
+        config_path = root / folder / "genai_config.json"   # 2 threads, as the others
         config = json.loads(config_path.read_text())
         config["model"]["decoder"]["session_options"]["intra_op_num_threads"] = THREADS
         config_path.write_text(json.dumps(config, indent=2))
-    graphs = {"edgegen fp32": [package / "decoder.onnx"], "edgegen int4": [package / record["file"]],
-              "genai fp32": [root / "genai-fp32" / "model.onnx"], "genai int4": [root / "genai-int4" / "model.onnx"]}
+        graphs[f"genai {folder[len('genai-'):].replace('-', ' ')}"] = [root / folder / "model.onnx"]
     if optimum:
         # optimum-onnx's export of the same checkpoint, in its own environment (an older transformers)
         code = ("import sys; from optimum.onnxruntime import ORTModelForCausalLM; "
@@ -168,13 +197,14 @@ def _engine(engine: str, root: Path):
     if engine.startswith("edgegen"):
         import edgegen
 
-        pipe = edgegen.load(root / "edgegen", threads=THREADS, precision=engine.split()[1])
+        _, precision, *block = engine.split()
+        pipe = edgegen.load(root / "-".join(["edgegen", *block]), threads=THREADS, precision=precision)
         return (lambda prompt, new: pipe.stream(prompt, max_new_tokens=new, do_sample=False),
                 lambda prompts, new: sum(map(len, pipe.generate(prompts, max_new_tokens=new, do_sample=False))))
     if engine.startswith("genai"):
         import onnxruntime_genai as og
 
-        config = og.Config(str(root / f"genai-{engine.split()[1]}"))
+        config = og.Config(str(root / "-".join(engine.split())))
         config.clear_providers()
         model = og.Model(config)
 
@@ -273,6 +303,7 @@ def command_line(description: str, worker, rounds: int) -> argparse.Namespace | 
     or, in such a process (--worker ENGINE --root DIR), None once worker's result is printed as JSON."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--int4-block-size", type=int, default=None, help="also run both engines' int4 at this block")
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--root", default=None, help=argparse.SUPPRESS)
@@ -297,12 +328,12 @@ def main() -> None:
     from edgegen.bench import read_bandwidth   # the bandwidth `edgegen bench` measures: 8 readings, the best
 
     with tempfile.TemporaryDirectory(prefix="edgegen-llama-") as scratch:
-        made = make_models(Path(scratch))
+        made = make_models(Path(scratch), int4_block_size=args.int4_block_size)
         first, how = read_bandwidth(THREADS)
         bandwidths = [first]
-        runs = {engine: [] for engine in ENGINES}
+        runs = {engine: [] for engine in engines(args.int4_block_size)}
         for _ in range(args.rounds):
-            for engine in ENGINES:
+            for engine in runs:
                 python = optimum_python() if engine.startswith("optimum") else sys.executable
                 runs[engine].append(run_worker(python, __file__, engine, scratch))
                 print(engine, {k: round(v, 2) for k, v in runs[engine][-1].items() if k != "tokens" and v is not None},
@@ -320,7 +351,9 @@ def main() -> None:
                         "weight_mb": weights["file"] / 1e6, "read_mb": (weights["read"] + cache) / 1e6,
                         "bound_ms": bound_ms, "tpot_over_bound": best["tpot_p50_ms"] / bound_ms,
                         "tokens_equal_transformers": sum(a == b for a, b in zip(best["tokens"], reference))}
-    results = {"bandwidth_gb_s": bandwidth / 1e9, "bandwidths_gb_s": [b / 1e9 for b in bandwidths], "rows": rows,
+    from edgegen.bench import machine_info, write_results   # here: a worker may run in another environment's Python
+
+    results = {"machine": machine_info(), "bandwidth_gb_s": bandwidth / 1e9, "bandwidths_gb_s": [b / 1e9 for b in bandwidths], "rows": rows,
                "int4_gate_on_random_weights": made["int4_gate"]}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -336,7 +369,7 @@ def main() -> None:
         lines.append(f"| {engine} | {r['tokens_per_s']:.1f} | {r['batch4_tokens_per_s']:.1f} | {r['ttft_ms']:.0f} | {r['ttft_1024_ms']:.0f} | {r['tpot_p50_ms']:.2f} | "
                      f"{r['tpot_p90_ms']:.2f} | {r['peak_rss_mb']:.0f} | {r['weight_mb']:.0f} | {r['read_mb']:.0f} | "
                      f"{r['bound_ms']:.2f} | {r['tpot_over_bound']:.2f} | {r['tokens_equal_transformers']} |")
-    results["paired"] = paired_ratios(runs)
+    results["paired"] = paired_ratios(runs, args.int4_block_size)
     lines += ["", "edgegen against GenAI round by round (each round runs the engines one after another, so a ratio "
               "within a round is less exposed to this shared machine's load than the best rounds above): median (range)",
               "", "| precision | tokens/s | batch 4: tokens/s | TPOT p50 | TTFT, 1024-token prompt |", "|---|---|---|---|---|"]
@@ -352,16 +385,21 @@ def main() -> None:
         readings = [r["bandwidth"] / 1e9 for r in runs[engine]]
         lines.append(f"| {engine} | {np.median(ratios):.2f}x ({min(ratios):.2f}x-{max(ratios):.2f}x) | "
                      f"{np.median(readings):.1f} ({min(readings):.1f}-{max(readings):.1f}) |")
-    from edgegen.bench import write_results   # here: a worker may run in another environment's Python
+    name = f"llama_int4_b{args.int4_block_size}" if args.int4_block_size else "llama"
+    write_results(out, name, results, "\n".join(lines) + "\n")
 
-    write_results(out, "llama", results, "\n".join(lines) + "\n")
 
-
-def paired_ratios(runs: dict) -> dict:
-    """{precision: {measure: [edgegen over GenAI in each round]}}, each ratio 'how many times faster'."""
+def paired_ratios(runs: dict, int4_block_size: int | None = None) -> dict:
+    """{precision: {measure: [edgegen over GenAI in each round]}}, each ratio 'how many times faster';
+    with int4_block_size, also its int4 against GenAI's at the same block and against GenAI's default."""
+    pairs = {"fp32": ("edgegen fp32", "genai fp32"), "int4": ("edgegen int4", "genai int4")}
+    if int4_block_size:
+        blocked = f"int4 b{int4_block_size}"
+        pairs[blocked] = (f"edgegen {blocked}", f"genai {blocked}")
+        pairs[f"edgegen {blocked} against GenAI's int4 b32"] = (f"edgegen {blocked}", "genai int4")
     paired = {}
-    for precision in ("fp32", "int4"):
-        ours, theirs = runs[f"edgegen {precision}"], runs[f"genai {precision}"]
+    for precision, (ours, theirs) in pairs.items():
+        ours, theirs = runs[ours], runs[theirs]
         paired[precision] = {
             "tokens_per_s": [a["tokens_per_s"] / b["tokens_per_s"] for a, b in zip(ours, theirs)],
             "batch4_tokens_per_s": [a["batch4_tokens_per_s"] / b["batch4_tokens_per_s"] for a, b in zip(ours, theirs)],
