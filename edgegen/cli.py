@@ -28,6 +28,7 @@ EXIT_USER_ERROR = 2
 # and export's gate give as verdicts on a model, so a script gating on them would read a crash as one
 EXIT_INTERNAL_ERROR = 3
 CHECK_REPORT = "edgegen.check/1"   # check --json's format: docs/cli.md lists its fields
+OPTIMIZE_REPORT = "edgegen.optimize/1"   # optimize --json's
 INFO_REPORT = "edgegen.info/1"     # info --json's
 EXIT_PIPE_CLOSED = 128 + 13   # what a shell reports for a command SIGPIPE ended
 # the export extra's modules (pyproject.toml): a runtime-only install has none of them
@@ -695,13 +696,31 @@ def _cmd_optimize(args) -> int:
         if args.precision not in takes:
             raise ConfigError(f"{flag}: expected an option of --precision {' or '.join(takes)}, found it given with "
                               f"--precision {args.precision}")
+    # with --json, stdout holds the report alone: the run's lines go to stderr, as a progress bar does
+    said = (lambda line: print(line, file=sys.stderr)) if args.json else print
     records = optimize_package(args.package, args.precision, target=args.target, checkpoint=args.checkpoint,
-                               inputs=args.inputs, bar=None, speed_check=args.speed_check, **given)
-    _print_info(args.package)
+                               inputs=args.inputs, bar=None, speed_check=args.speed_check, progress=said, **given)
+    if args.json:
+        print(json.dumps(_optimize_report(args, records), indent=2, allow_nan=False))
+    else:
+        _print_info(args.package)
     if any("file" in r for r in records.values()):
         return 0
     refused = "; ".join(f"{part}: {r['refused']}" for part, r in records.items())
     return _verdict("optimize", f"wrote no {args.precision} variant ({refused})")
+
+
+def _optimize_report(args, records: dict) -> dict:
+    """optimize --json: this run's verdict per graph (its record: the file written, or why it was
+    refused, with the gate's figures), and the variant file the package now loads at the precision,
+    which a refusal leaves as an earlier run wrote it (null where there is none)."""
+    from .package import Package, strict_json
+
+    loads = Package(args.package).variant_files(args.precision)
+    return {"report": OPTIMIZE_REPORT, "edgegen": __version__, "package": str(args.package),
+            "precision": args.precision, "target": args.target,
+            "graphs": {part: {**strict_json(record), "in_package": loads.get(part, {}).get("file")}
+                       for part, record in records.items()}}
 
 
 def _refuse_shipped_name(given: str) -> None:
@@ -1017,6 +1036,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "every variant that passes its quality gate, timing none: the same variants every run (a CI "
                         "step on a shared machine, whose timings differ run to run), or a package optimized on one "
                         "machine for another")
+    p.add_argument("--json", action="store_true",
+                   help="print this run's verdicts as JSON instead of info's table (its lines go to stderr; docs/cli.md)")
     p.set_defaults(func=_cmd_optimize, export_side="edgegen optimize")
 
     p = sub.add_parser("check", help="without a GPU: what TensorRT's ONNX parser will refuse in a package")

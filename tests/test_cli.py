@@ -364,6 +364,31 @@ def test_a_mistyped_settle_setting_is_one_line_before_any_work(trained, package_
     assert code == 0 and "EDGEGEN_BENCH_SETTLE_S" not in err, err
 
 
+def test_optimize_json_prints_the_runs_verdicts_and_what_the_package_loads(package_copy, monkeypatch, capsys):
+    """optimize --json: stdout is the report alone (a script parses it), the run's lines on stderr;
+    a refusal says why and which earlier variant the package still loads, and exits 1."""
+    import functools
+
+    import edgegen.optimize
+
+    pkg = package_copy("gan")
+    command = ["optimize", pkg, "--precision", "int8", "--calibration", "16", "--target", "tensorrt", "--json"]
+    code, out, err = run_cli(capsys, *command)
+    report = json.loads(out)
+    written = report["graphs"]["generator"]
+    assert code == 0 and report["report"] == "edgegen.optimize/1" and report["package"] == str(pkg)
+    assert (report["precision"], report["target"]) == ("int8", "tensorrt")
+    assert written["file"] == written["in_package"] and (pkg / written["file"]).is_file() and written["gate"]["passed"]
+    assert f"generator: int8 written for tensorrt ({written['gate']['line']}" in err and "variant" not in out
+    monkeypatch.setattr(edgegen.optimize, "optimize_package",
+                        functools.partial(edgegen.optimize.optimize_package, gate_threshold=500))
+    code, out, err = run_cli(capsys, *command)
+    refused = json.loads(out)["graphs"]["generator"]
+    assert code == 1 and "missed by" in refused["refused"] and "file" not in refused
+    assert refused["in_package"] == written["file"] and not refused["gate"]["passed"]
+    assert "edgegen: optimize: wrote no int8 variant" in err
+
+
 def test_bench_writes_the_report(trained, tmp_path, capsys):
     ckpt, pkg = trained["vae"]
     report_path = tmp_path / "bench.json"
