@@ -83,23 +83,29 @@ def check_package(path: str | os.PathLike, tensorrt: str | None = None, profiles
     files += [(f"{part} ({precision})", package.resolve(r["file"], "variant"), (precision, r))
               for precision in package.manifest.variants for part, r in package.variant_files(precision).items()
               if part not in package.damaged_variants.get(precision, {})]
-    checks = []
+    checks, exported_opsets = [], {}
     for part, file, variant in files:
         graph = read_graph_summary(file)
         if variant is None:
             _refuse_another_signature(package, part, graph)
+            exported_opsets[part] = graph.opset
         result = GraphCheck(part, file.name, graph.opset, len(graph.nodes))
         if device_parser:
             result.judge = f"this machine's TensorRT {device_tensorrt_version()} parser"
             result.problems += [f"TensorRT's parser: {error}" for error in parser_errors(file)]
         else:
             result.judge = f"TensorRT {version}'s parser table"
-            _table_verdict(result, graph, table, version)
+            # a variant above the opsets its graph's export fits: optimize made it so, and exporting
+            # again would not help (int4 for another target raises an opset-18 graph's to 21)
+            raised = variant is not None and table["opset"][0] <= exported_opsets[part.split(" ")[0]] <= table["opset"][1]
+            _table_verdict(result, graph, table, version,
+                           f"the {variant[0]} variant was made for {variant[1].get('target')}: "
+                           f"{tensorrt_form_advice(variant[0], chosen.name)}" if raised else None)
         result.problems += _restriction_violations(graph)
         if variant is not None and variant[1].get("ort_form"):   # parses, maybe, but build makes no engine of it
             precision, record = variant
             result.build_refuses = (f"in ONNX Runtime's form ({record['ort_form']}), made for {record.get('target')}: "
-                                    f"edgegen build refuses it ({tensorrt_form_advice(precision)})")
+                                    f"edgegen build refuses it ({tensorrt_form_advice(precision, chosen.name)})")
         profile = derived[part.split(" ")[0]]
         if isinstance(profile, list):   # dynamic dims neither the family's limits nor --profile cover
             result.unprofiled_dims = profile
@@ -127,14 +133,18 @@ def _judged_by(version: str) -> list:
     return [t for t in TARGETS.values() if t.tensorrt == version]
 
 
-def _table_verdict(result: GraphCheck, graph: GraphSummary, table: dict, version: str) -> None:
+def _table_verdict(result: GraphCheck, graph: GraphSummary, table: dict, version: str,
+                   opset_advice: str | None = None) -> None:
+    """The parser table's verdict on one graph; `opset_advice`: what to do where its opset is out of
+    the table's range (default: export again for a target of that table)."""
     low, high = table["opset"]
     targets = _judged_by(version)
     if not low <= graph.opset <= high:
         fits = [t for t in targets if low <= t.opset <= high]
         # a device with the runtime alone exports nowhere: the advice is for the development machine
         where = ", on a machine with the export extra" if missing_export_modules() else ""
-        hint = f" (export again with --target {fits[0].name}, which writes opset {fits[0].opset}{where})" if fits else ""
+        hint = f" ({opset_advice})" if opset_advice else \
+            f" (export again with --target {fits[0].name}, which writes opset {fits[0].opset}{where})" if fits else ""
         result.problems.append(f"opset {graph.opset}: TensorRT {version} parses opsets {low} to {high}{hint}")
     ops = Counter((n.domain, n.op_type) for n in graph.nodes)
     for (domain, op), count in sorted(ops.items()):

@@ -50,7 +50,7 @@ from .package import VARIANT_FILE, VARIANT_PRECISIONS, Package, spared_text, wri
 from .progress import Progress
 from .storage import atomic_write_bytes, check_files_writable_in, clean_temporaries, fault_point, writer_lock
 from .shipped import shared_package_of
-from .targets import INT4_OPSET, get_target
+from .targets import INT4_OPSET, TARGETS, get_target
 
 MIN_PSNR_DB = {"int8": 30.0, "fp16": 40.0, "fused": 60.0}
 MIN_TOP1, MIN_COSINE = 0.95, 0.995
@@ -164,7 +164,9 @@ def optimize_package(path: str | os.PathLike, precision: str, calibration: int =
     if precision not in VARIANT_PRECISIONS:
         raise ConfigError(not_one_of("precision", precision, VARIANT_PRECISIONS))
     if precision not in get_target(target).variant_precisions:
-        int4 = f"; int4's blocks need opset {INT4_OPSET}, above what it parses" if precision == "int4" else ""
+        takers = " or ".join(t.name for t in TARGETS.values() if t.uses_tensorrt and "int4" in t.variant_precisions)
+        int4 = f"; int4's blocks need opset {INT4_OPSET}, above what it parses: --target {takers} takes them" \
+            if precision == "int4" else ""
         raise ConfigError(not_one_of("precision", precision, get_target(target).variant_precisions,
                                      f"those the {target} target takes; fused and int8-weights are ONNX Runtime's own "
                                      f"contrib ops, which TensorRT does not read{int4}", known=VARIANT_PRECISIONS))

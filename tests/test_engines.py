@@ -427,4 +427,16 @@ def test_the_advice_for_an_ort_only_variant_names_a_command_optimize_takes():
 
     assert tensorrt_form_advice("int8") == "edgegen optimize --precision int8 --target tensorrt writes TensorRT's form"
     for precision in ("fused", "int8-weights"):
-        assert tensorrt_form_advice(precision).startswith(f"{precision} has no TensorRT form: build from fp32")
+        assert tensorrt_form_advice(precision).startswith(f"{precision} has no form TensorRT 10.15 parses: build from fp32")
+
+
+def test_the_advice_for_an_ort_only_variant_names_the_target_built_for():
+    """build --target jetpack6 on a CPU int4 variant advised 'optimize --target tensorrt', whose
+    opset-21 variant JetPack 6's parser then refused (helper 97); jetpack7 was sent there too."""
+    from edgegen.runtimes.engines import tensorrt_form_advice
+
+    assert tensorrt_form_advice("int4", "jetpack7") == \
+        "edgegen optimize --precision int4 --target jetpack7 writes TensorRT's form"
+    assert tensorrt_form_advice("int4", "jetpack6") == (
+        "int4 has no form TensorRT 10.3 parses (its blocks need opset 21): build from fp32 (TensorRT fuses by "
+        "itself), or from a variant of int8, fp16 made with --target jetpack6")

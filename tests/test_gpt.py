@@ -22,8 +22,8 @@ from onnx import numpy_helper
 
 import edgegen
 from edgegen.cli import main
-from edgegen.errors import CheckpointError, ConfigError, DataError, ImportedSettingWarning, InputError, ManifestError, \
-    MissingExtraError, PackageError
+from edgegen.errors import BackendError, CheckpointError, ConfigError, DataError, ImportedSettingWarning, InputError, \
+    ManifestError, MissingExtraError, PackageError
 from edgegen.export import export_checkpoint, export_model, export_transformers
 from edgegen.families.gpt.hf_import import import_gpt2
 from edgegen.training.checkpoint import load_checkpoint, save_checkpoint
@@ -1816,6 +1816,27 @@ def test_llama_graphs_for_each_tensorrt_target_parse_by_their_tensorrt_tables(tm
     assert ops["jetpack6"][0] == {18} and not fused & ops["jetpack6"][1] and "Softmax" in ops["jetpack6"][1]
     assert ops["jetpack7"][0] == {21} and not fused & ops["jetpack7"][1] and "Softmax" in ops["jetpack7"][1]
     assert ops["tensorrt"][0] == {23} and fused <= ops["tensorrt"][1]
+    # JetPack 6's package with int4 made for the desktop (opset 21): check and build advised that very
+    # command, or exporting again for jetpack6, which it already was (helper 97)
+    from edgegen.check import check_package
+    from edgegen.optimize import optimize_package
+    from edgegen.runtimes.engines import build_package
+    from edgegen.targets import get_target
+
+    pkg = tmp_path / "jetpack6"
+    assert "file" in optimize_package(pkg, "int4", target="tensorrt", gate_threshold=0.0, max_8bit_share=0,
+                                      progress=lambda line: None)["decoder"]
+    (int4,) = [c for c in check_package(pkg, target="jetpack6", device_parser=False) if c.part == "decoder (int4)"]
+    assert int4.opset == 21 and int4.problems == [
+        "opset 21: TensorRT 10.3 parses opsets 9 to 20 (the int4 variant was made for tensorrt: int4 has no form "
+        "TensorRT 10.3 parses (its blocks need opset 21): build from fp32 (TensorRT fuses by itself), or from a "
+        "variant of int8, fp16 made with --target jetpack6)"], int4.problems
+    shutil.rmtree(pkg)
+    optimize_package(tmp_path / "jetpack7", "int4", gate_threshold=0.0, max_8bit_share=0, speed_check=False,
+                     progress=lambda line: None)
+    with pytest.raises(BackendError, match=r"int4 variant of graph 'decoder' is ONNX Runtime's MatMulNBits.*"
+                                           r"\(edgegen optimize --precision int4 --target jetpack7 writes"):
+        build_package(tmp_path / "jetpack7", "int4", target=get_target("jetpack7"))
 
 
 def test_optimize_for_jetpack_7_refuses_a_graph_with_attention_before_writing_a_variant(gpt, tmp_path):

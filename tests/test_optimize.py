@@ -621,7 +621,7 @@ def test_weight_only_precisions_are_for_token_models(trained, tmp_path):
         with pytest.raises(ConfigError, match=f"max_8bit_share \\(--max-8bit-share\\): expected a fraction of the MatMul weights from 0 to 1, "
                                               f"found {share!r}"):
             optimize_package(pkg, "int4", max_8bit_share=share, progress=_quiet)
-    with pytest.raises(ConfigError, match="precision 'int4': expected one of int8, fp16 \\(those the jetpack6 target takes.*int4's blocks need opset 21, above what it parses\\), found 'int4'$"):   # no "did you mean 'int8'?": int4 is no typo
+    with pytest.raises(ConfigError, match="precision 'int4': expected one of int8, fp16 \\(those the jetpack6 target takes.*int4's blocks need opset 21, above what it parses: --target tensorrt or jetpack7 takes them\\), found 'int4'$"):   # no "did you mean 'int8'?": int4 is no typo
         optimize_package(pkg, "int4", target="jetpack6", progress=_quiet)
 
 

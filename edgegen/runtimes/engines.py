@@ -411,7 +411,8 @@ def build_package(path: str | os.PathLike, precision: str = "fp32", profiles: li
     """`edgegen build pkg --backend tensorrt`: an engine per graph, from the cache when its key
     matches, else built here and cached. Returns {part: engine path}. A `target` (targets.Target)
     whose TensorRT release is not this machine's is refused: engines are built on the device."""
-    package, by_part = _buildable(path, precision, profiles)   # its mistakes first, then TensorRT's absence
+    # its mistakes first, then TensorRT's absence
+    package, by_part = _buildable(path, precision, profiles, target.name if target is not None else "tensorrt")
     if target is not None:
         from ..targets import release_mismatch
 
@@ -431,10 +432,11 @@ def cached_engines(path: str | os.PathLike, precision: str = "fp32", profiles: l
     return _engines(package, precision, by_part, cache_dir, workspace_bytes, report)
 
 
-def _buildable(path, precision: str, profiles: list[str] | None) -> tuple:
+def _buildable(path, precision: str, profiles: list[str] | None, target: str = "tensorrt") -> tuple:
     """(the package, {part: profile}) once what needs no TensorRT holds: the package and its
     `precision` variants are there and unchanged, in a form TensorRT parses, and the profiles
-    fit its graphs. Said before TensorRT is looked for, so that a machine without it names them."""
+    fit its graphs. Said before TensorRT is looked for, so that a machine without it names them
+    (with the advice for the `target` built for)."""
     from ..package import Package
 
     package = Package(path)
@@ -443,7 +445,7 @@ def _buildable(path, precision: str, profiles: list[str] | None) -> tuple:
     for part, record in package.variant_files(precision).items() if precision != "fp32" else ():
         if why := ort_only(record):
             raise BackendError(f"package {str(package.path)!r}: the {precision} variant of graph {part!r} is {why} "
-                               f"({tensorrt_form_advice(precision)})")
+                               f"({tensorrt_form_advice(precision, target)})")
     return package, package_profiles(package, profiles)
 
 
@@ -459,16 +461,19 @@ def ort_only(record: dict) -> str | None:
     return None
 
 
-def tensorrt_form_advice(precision: str) -> str:
-    """What makes an engine where the `precision` variant is ONNX Runtime's alone: its TensorRT form,
-    where the tensorrt target has that precision; else the fp32 graph (fused and int8-weights are
-    ONNX Runtime's contrib ops, which optimize refuses for TensorRT)."""
-    from ..targets import get_target
+def tensorrt_form_advice(precision: str, target: str = "tensorrt") -> str:
+    """What makes an engine for `target` where the `precision` variant is ONNX Runtime's alone: its
+    form for that target, where the target takes that precision; else the fp32 graph or another
+    precision (fused and int8-weights are ONNX Runtime's contrib ops, which optimize refuses for
+    TensorRT; int4's blocks need an opset JetPack 6's TensorRT does not parse)."""
+    from ..targets import INT4_OPSET, get_target
 
-    if precision in get_target("tensorrt").variant_precisions:
-        return f"edgegen optimize --precision {precision} --target tensorrt writes TensorRT's form"
-    return (f"{precision} has no TensorRT form: build from fp32 (TensorRT fuses by itself), or from a variant of "
-            f"{', '.join(get_target('tensorrt').variant_precisions)} made with --target tensorrt")
+    chosen = get_target(target)
+    if precision in chosen.variant_precisions:
+        return f"edgegen optimize --precision {precision} --target {chosen.name} writes TensorRT's form"
+    why = f" (its blocks need opset {INT4_OPSET})" if precision == "int4" else ""
+    return (f"{precision} has no form TensorRT {chosen.tensorrt} parses{why}: build from fp32 (TensorRT fuses by itself), "
+            f"or from a variant of {', '.join(chosen.variant_precisions)} made with --target {chosen.name}")
 
 
 def _engines(package, precision: str, by_part: dict, cache_dir, workspace_bytes: int,
