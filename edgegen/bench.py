@@ -59,7 +59,7 @@ def settle_seconds() -> float:
 # The vector instructions ONNX Runtime's CPU kernels (MLAS) choose their code by: a model name such
 # as "AMD EPYC" names CPUs with and without AVX-512, and int4's MatMulNBits, for one, runs other
 # kernels with AVX-512 VNNI than with AVX2 alone; on ARM (a Jetson), the dot-product and i8mm ones.
-CPU_FEATURES = ("avx2", "avx_vnni", "avx512f", "avx512_vnni", "avx512_bf16", "amx_int8",
+CPU_FEATURES = ("avx2", "avx_vnni", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_int8",
                 "asimd", "asimddp", "i8mm", "sve", "bf16")
 
 
@@ -78,12 +78,10 @@ def machine_info() -> dict:
 
 
 def cpu_features(cpuinfo: str) -> list[str]:
-    """Which of CPU_FEATURES /proc/cpuinfo's text lists (x86's "flags", ARM's "Features")."""
-    flags = set()
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            flags.update(value.split())
+    """Which of CPU_FEATURES /proc/cpuinfo's text lists."""
+    from .runtimes.ort import cpu_flags
+
+    flags = cpu_flags(cpuinfo)
     return [feature for feature in CPU_FEATURES if feature in flags]
 
 

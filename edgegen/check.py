@@ -99,7 +99,7 @@ def check_package(path: str | os.PathLike, tensorrt: str | None = None, profiles
             # again would not help (int4 for another target raises an opset-18 graph's to 21)
             raised = variant is not None and table["opset"][0] <= exported_opsets[part.split(" ")[0]] <= table["opset"][1]
             _table_verdict(result, graph, table, version,
-                           f"the {variant[0]} variant was made for {variant[1].get('target')}: "
+                           f"the {variant[0]} variant was made for {variant[1].get('target', 'another target')}: "
                            f"{tensorrt_form_advice(variant[0], chosen.name)}" if raised else None)
         result.problems += _restriction_violations(graph)
         if variant is not None and variant[1].get("ort_form"):   # parses, maybe, but build makes no engine of it

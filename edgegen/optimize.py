@@ -165,8 +165,9 @@ def optimize_package(path: str | os.PathLike, precision: str, calibration: int =
         raise ConfigError(not_one_of("precision", precision, VARIANT_PRECISIONS))
     if precision not in get_target(target).variant_precisions:
         takers = " or ".join(t.name for t in TARGETS.values() if t.uses_tensorrt and "int4" in t.variant_precisions)
-        int4 = f"; int4's blocks need opset {INT4_OPSET}, above what it parses: --target {takers} takes them" \
-            if precision == "int4" else ""
+        # not "take another target": on JetPack 6's device an opset-21 variant is refused as well
+        int4 = f"; int4's blocks need opset {INT4_OPSET}, above what it parses: int4 is for --target {takers}, " \
+               f"and on {target} int8 or fp16 are" if precision == "int4" else ""
         raise ConfigError(not_one_of("precision", precision, get_target(target).variant_precisions,
                                      f"those the {target} target takes; fused and int8-weights are ONNX Runtime's own "
                                      f"contrib ops, which TensorRT does not read{int4}", known=VARIANT_PRECISIONS))
@@ -466,7 +467,8 @@ def _variant(package, part, precision, target, calibration_feeds, gate_feeds, ga
             if search is not None:
                 record.update(search)
         if not gate.passed:
-            return {**record, "refused": f"gate {gate.line()}" + _refusal_hint(record)}
+            return {**record, "refused": f"gate {gate.line()}" + (_refusal_hint(record, precision)
+                                                                      if precision in WEIGHT_ONLY_BITS else "")}
         if speed_check:
             refused = _speed_verdict(record, precision, target, call, form, fp32, variant, feeds, gate)
             if refused:
@@ -730,19 +732,19 @@ def _mean_divergence(reference: list[dict], variant, feeds: list[dict]) -> float
     return total / count
 
 
-def _refusal_hint(record: dict) -> str:
+def _refusal_hint(record: dict, precision: str) -> str:
     """What the int4 search did, where the gate refused its result, and what to take instead."""
     search = record.get("search")
-    if not search:
-        return ""
-    kept = f", with {spared_text(record)}" if record["spared_matmuls"] else ""
     # for TensorRT the spared weights stay in float, and int8-weights (ONNX Runtime's MatMulNBits) is not there
-    in_float = record.get("spared_as") == "float"
-    kept_as, precision = ("in float", "int8 or fp16") if in_float else ("at 8 bits", "int8-weights")
+    in_float = get_target(record["target"]).uses_tensorrt
+    kept_as, other = ("in float", "int8 or fp16") if in_float else ("at 8 bits", "int8-weights")
     # finer blocks keep more of fp32's predictions (docs/optimization.md's block sizes), at some speed
     block = record["block_size"]
-    instead = f"a smaller --block-size ({block // 2}), or --precision {precision}" if block > MIN_BLOCK_SIZE \
-        else f"--precision {precision}"
+    instead = f"a smaller --block-size ({block // 2}), or --precision {other}" if block > MIN_BLOCK_SIZE \
+        else f"--precision {other}"
+    if not search:   # every weight at 4 bits, as asked (--max-8bit-share 0)
+        return f": keep MatMuls {kept_as} (--max-8bit-share), or take {instead}" if precision == "int4" else ""
+    kept = f", with {spared_text(record)}" if record["spared_matmuls"] else ""
     if search["passed"]:
         what = "they" if kept else "every weight at 4 bits"
         return (f"{kept} ({what} cleared the search's own windows at top-1 {search['top1']:.4g}; the gate's are "

@@ -431,6 +431,8 @@ def test_int4_keeps_the_matmuls_that_cost_the_most_at_8_bits_where_4_bits_everyw
     assert err.endswith(f"edgegen: optimize: wrote no int4 variant (decoder: {pure['refused']})\n")
     assert "edgegen: info:" not in err   # the manifest it prints is info's, its verdict line is not
     assert pure["refused"].startswith("gate top-1 agreement 0.9") and "spared_matmuls" not in pure
+    assert pure["refused"].endswith(": keep MatMuls at 8 bits (--max-8bit-share), or take a smaller --block-size (16), "
+                                    "or --precision int8-weights")
     record = optimize_package(pkg, "int4", progress=_quiet)["decoder"]
     search, gate = record["search"], record["gate"]
     assert gate["passed"] and gate["value"] >= MIN_TOP1 > pure["gate"]["value"], record
@@ -521,18 +523,23 @@ def test_int4_search_keeps_within_its_share_and_says_what_to_do_where_it_runs_ou
                                      "--precision int8 or fp16")
 
 
-def test_a_refusal_after_the_search_passed_says_to_take_finer_blocks_or_another_precision():
+def test_an_int4_refusal_says_to_take_finer_blocks_or_another_precision():
     """The trained Llama at block 128 (docs/optimization.md): every weight at 4 bits cleared the
     search's windows and the gate's refused it. No share to raise helps there: finer blocks or
     int8-weights do. At the finest block, only the other precision is left."""
     from edgegen.optimize import MIN_BLOCK_SIZE, _refusal_hint
 
     search = {"passed": True, "top1": 0.9609, "bar": 0.96, "stopped": "", "max_8bit_share": 0.5}
-    record = {"search": search, "spared_matmuls": [], "block_size": 128}
-    assert _refusal_hint(record) == (" (every weight at 4 bits cleared the search's own windows at top-1 0.9609; the "
+    record = {"search": search, "spared_matmuls": [], "block_size": 128, "target": "ort-cpu"}
+    assert _refusal_hint(record, "int4") == (" (every weight at 4 bits cleared the search's own windows at top-1 0.9609; the "
                                      "gate's are others): take a smaller --block-size (64), or --precision int8-weights")
-    finest = _refusal_hint({**record, "block_size": MIN_BLOCK_SIZE, "spared_as": "float"})
+    finest = _refusal_hint({**record, "block_size": MIN_BLOCK_SIZE, "target": "jetpack7"}, "int4")
     assert finest.endswith("the gate's are others): take --precision int8 or fp16")
+    # every weight at 4 bits, as asked: no search, and the same ways out, the share among them
+    asked = {"block_size": 32, "target": "ort-cpu"}
+    assert _refusal_hint(asked, "int4") == (": keep MatMuls at 8 bits (--max-8bit-share), or take a smaller "
+                                            "--block-size (16), or --precision int8-weights")
+    assert _refusal_hint(asked, "int8-weights") == ""
 
 
 def test_the_search_windows_overlap_none_of_the_gates_and_leave_the_gates_as_they_were(gpt_stdlib, monkeypatch):
@@ -621,7 +628,7 @@ def test_weight_only_precisions_are_for_token_models(trained, tmp_path):
         with pytest.raises(ConfigError, match=f"max_8bit_share \\(--max-8bit-share\\): expected a fraction of the MatMul weights from 0 to 1, "
                                               f"found {share!r}"):
             optimize_package(pkg, "int4", max_8bit_share=share, progress=_quiet)
-    with pytest.raises(ConfigError, match="precision 'int4': expected one of int8, fp16 \\(those the jetpack6 target takes.*int4's blocks need opset 21, above what it parses: --target tensorrt or jetpack7 takes them\\), found 'int4'$"):   # no "did you mean 'int8'?": int4 is no typo
+    with pytest.raises(ConfigError, match="precision 'int4': expected one of int8, fp16 \\(those the jetpack6 target takes.*int4's blocks need opset 21, above what it parses: int4 is for --target tensorrt or jetpack7, and on jetpack6 int8 or fp16 are\\), found 'int4'$"):   # no "did you mean 'int8'?": int4 is no typo
         optimize_package(pkg, "int4", target="jetpack6", progress=_quiet)
 
 

@@ -471,9 +471,11 @@ def tensorrt_form_advice(precision: str, target: str = "tensorrt") -> str:
     chosen = get_target(target)
     if precision in chosen.variant_precisions:
         return f"edgegen optimize --precision {precision} --target {chosen.name} writes TensorRT's form"
-    why = f" (its blocks need opset {INT4_OPSET})" if precision == "int4" else ""
-    return (f"{precision} has no form TensorRT {chosen.tensorrt} parses{why}: build from fp32 (TensorRT fuses by itself), "
-            f"or from a variant of {', '.join(chosen.variant_precisions)} made with --target {chosen.name}")
+    # fused and int8-weights have no TensorRT form at all; int4 has one from opset 21
+    why = f" form TensorRT {chosen.tensorrt} parses (its blocks need opset {INT4_OPSET})" if precision == "int4" \
+        else " TensorRT form"
+    return (f"{precision} has no{why}: build from fp32 (TensorRT fuses by itself), or from a variant of "
+            f"{', '.join(chosen.variant_precisions)} made with --target {chosen.name}")
 
 
 def _engines(package, precision: str, by_part: dict, cache_dir, workspace_bytes: int,

@@ -61,6 +61,16 @@ def session_options(threads: int | None, spin: bool = True) -> ort.SessionOption
 INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 
 
+def cpu_flags(cpuinfo: str) -> set[str]:
+    """The CPU's feature flags in /proc/cpuinfo's text (x86's "flags" lines, ARM's "Features")."""
+    flags = set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            flags.update(value.split())
+    return flags
+
+
 @functools.lru_cache(maxsize=None)
 def int8_sums_saturate(cpuinfo: str | None = None, machine: str | None = None) -> str | None:
     """Why this CPU's ONNX Runtime int8 kernels saturate (an x86 CPU with AVX2 but without VNNI),
@@ -79,7 +89,7 @@ def int8_sums_saturate(cpuinfo: str | None = None, machine: str | None = None) -
                 cpuinfo = f.read()
         except OSError:
             return "an x86 CPU whose flags cannot be read here, taken as without VNNI"
-    flags = set(next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), []))
+    flags = cpu_flags(cpuinfo)
     if flags & set(INT8_DOT_FLAGS) or not flags & {"avx2", "avx512bw"}:
         return None
     return f"an x86 CPU without VNNI ({', '.join(INT8_DOT_FLAGS)} absent from its flags)"
