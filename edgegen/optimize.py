@@ -257,8 +257,8 @@ def _check_settings(precision: str, calibration, block_size, max_8bit_share, gat
                           f"{BATCH} (they are run in batches of {BATCH}), found {calibration!r}")
     if (isinstance(block_size, bool) or not isinstance(block_size, int)
             or not MIN_BLOCK_SIZE <= block_size <= MAX_BLOCK_SIZE or block_size & (block_size - 1)):
-        raise ConfigError(f"block_size (--block-size): expected a power of 2 from {MIN_BLOCK_SIZE} to {MAX_BLOCK_SIZE} (MatMulNBits' "
-                          f"blocks), found {block_size!r}")
+        raise ConfigError(f"block_size (--block-size): expected a power of 2 from {MIN_BLOCK_SIZE} to {MAX_BLOCK_SIZE} "
+                          f"(MatMulNBits' blocks), found {block_size!r}")
     if isinstance(max_8bit_share, bool) or not isinstance(max_8bit_share, (int, float)) or not 0 <= max_8bit_share <= 1:
         raise ConfigError(f"max_8bit_share (--max-8bit-share): expected a fraction of the MatMul weights from 0 to 1, "
                           f"found {max_8bit_share!r}")

@@ -531,8 +531,9 @@ def test_an_int4_refusal_says_to_take_finer_blocks_or_another_precision():
 
     search = {"passed": True, "top1": 0.9609, "bar": 0.96, "stopped": "", "max_8bit_share": 0.5}
     record = {"search": search, "spared_matmuls": [], "block_size": 128, "target": "ort-cpu"}
-    assert _refusal_hint(record, "int4") == (" (every weight at 4 bits cleared the search's own windows at top-1 0.9609; the "
-                                     "gate's are others): take a smaller --block-size (64), or --precision int8-weights")
+    assert _refusal_hint(record, "int4") == (" (every weight at 4 bits cleared the search's own windows at top-1 "
+                                             "0.9609; the gate's are others): take a smaller --block-size (64), or "
+                                             "--precision int8-weights")
     finest = _refusal_hint({**record, "block_size": MIN_BLOCK_SIZE, "target": "jetpack7"}, "int4")
     assert finest.endswith("the gate's are others): take --precision int8 or fp16")
     # every weight at 4 bits, as asked: no search, and the same ways out, the share among them
