@@ -183,14 +183,8 @@ def format_report(info: dict) -> str:
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
 
-def jetson_target(j: dict) -> str | None:
-    """edgegen's target for a Jetson (jetson()'s identity) by its JetPack release, or None for one
-    it has none for."""
-    major = (j.get("jetpack") or "").split(".")[0]
-    return f"jetpack{major}" if major in ("6", "7") else None
-
-
 def _jetson_target(j: dict) -> str:
-    if target := jetson_target(j):
-        return f"--target {target} for export, optimize, check and build"
+    major = (j["jetpack"] or "").split(".")[0]
+    if major in ("6", "7"):
+        return f"--target jetpack{major} for export, optimize, check and build"
     return f"JetPack {j['jetpack'] or 'unknown'}: edgegen's targets are jetpack6 and jetpack7"

@@ -498,11 +498,6 @@ def test_the_in_place_form_is_checked_and_where_it_does_not_hold_the_variant_kee
     from edgegen.errors import BackendError
     from edgegen.runtimes.engines import cached_engines
 
-    # edgegen.load on a Jetson advises its own target's form (helper 98), with no --target to go by
-    monkeypatch.setattr("edgegen.doctor.jetson", lambda: {"jetpack": "6.2"})
-    with pytest.raises(BackendError, match=r"\(edgegen optimize --precision int8 --target jetpack6 writes"):
-        cached_engines(pkg, "int8")
-    monkeypatch.setattr("edgegen.doctor.jetson", lambda: None)
     with pytest.raises(BackendError, match=r"int8 variant of graph 'decoder' is in ONNX Runtime's form \(KV cache "
                                            r"written in place.*\), made for ort-cpu \(edgegen optimize --precision "
                                            r"int8 --target tensorrt"):

@@ -428,15 +428,15 @@ def cached_engines(path: str | os.PathLike, precision: str = "fp32", profiles: l
                    report=print) -> dict[str, tuple[Path, bytes]]:
     """{part: (engine path, its bytes as checked or built)}: build_package's work; the runtime
     deserializes these bytes, not the file read again."""
-    package, by_part = _buildable(path, precision, profiles, target=None)   # this device's target, if it refuses
+    package, by_part = _buildable(path, precision, profiles)
     return _engines(package, precision, by_part, cache_dir, workspace_bytes, report)
 
 
-def _buildable(path, precision: str, profiles: list[str] | None, target: str | None = "tensorrt") -> tuple:
+def _buildable(path, precision: str, profiles: list[str] | None, target: str = "tensorrt") -> tuple:
     """(the package, {part: profile}) once what needs no TensorRT holds: the package and its
     `precision` variants are there and unchanged, in a form TensorRT parses, and the profiles
     fit its graphs. Said before TensorRT is looked for, so that a machine without it names them
-    (with the advice for the `target` built for; None: this device's, as edgegen.load builds)."""
+    (with the advice for the `target` built for)."""
     from ..package import Package
 
     package = Package(path)
@@ -445,7 +445,7 @@ def _buildable(path, precision: str, profiles: list[str] | None, target: str | N
     for part, record in package.variant_files(precision).items() if precision != "fp32" else ():
         if why := ort_only(record):
             raise BackendError(f"package {str(package.path)!r}: the {precision} variant of graph {part!r} is {why} "
-                               f"({tensorrt_form_advice(precision, target or this_device_target())})")
+                               f"({tensorrt_form_advice(precision, target)})")
     return package, package_profiles(package, profiles)
 
 
@@ -459,15 +459,6 @@ def ort_only(record: dict) -> str | None:
     if record.get("ort_form"):
         return f"in ONNX Runtime's form ({record['ort_form']}), made for {record.get('target')}"
     return None
-
-
-def this_device_target() -> str:
-    """The target whose TensorRT this machine has: a Jetson's JetPack, else the desktop's (where
-    edgegen.load builds engines, no --target was given)."""
-    from ..doctor import jetson, jetson_target
-
-    found = jetson()
-    return (jetson_target(found) if found else None) or "tensorrt"
 
 
 def tensorrt_form_advice(precision: str, target: str = "tensorrt") -> str:
