@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 
 from . import __version__
+from .targets import jetson_target, l4t_release
 
 
 def _version(module: str) -> str | None:
@@ -44,7 +45,6 @@ def _nvidia_gpus(run=subprocess.run) -> tuple[list[str], str | None]:
 # asked first where it is installed.
 JETPACK_FOR_L4T = {"39.2": "7.2", "38.4": "7.1", "38.2": "7.0", "36.4.4": "6.2.1", "36.4.3": "6.2", "36.4": "6.1", "36.3": "6.0", "36.2": "6.0 DP",
                    "35.6.1": "5.1.5", "35.6": "5.1.4", "35.5": "5.1.3", "35.4.1": "5.1.2", "35.3.1": "5.1.1"}
-_RELEASE = re.compile(r"#\s*R(\d+)\s*\(release\),\s*REVISION:\s*([\d.]+)")
 _POWER_MODE_NAME = re.compile(r"<\s*POWER_MODEL\s+ID=(\d+)\s+NAME=(\S+?)\s*>")
 
 
@@ -61,11 +61,9 @@ def jetson(root: Path = Path("/"), run=_run) -> dict | None:
     """A Jetson's identity from its files and tools, or None elsewhere: the module, the Jetson
     Linux (L4T) and JetPack releases, the power mode and the CUDA toolkit. `root` and `run` let
     the tests read recorded files and command output."""
-    release = _read(root / "etc" / "nv_tegra_release")
-    match = _RELEASE.search(release or "")
-    if not match:
+    l4t = l4t_release(root)
+    if l4t is None:
         return None
-    l4t = f"{match.group(1)}.{match.group(2)}"
     packaged = (run(["dpkg-query", "-W", "-f=${Version}", "nvidia-jetpack"]) or "").strip()
     jetpack = packaged.split("+")[0].split("-")[0] if packaged else _jetpack_for(l4t)
     return {
@@ -184,7 +182,6 @@ def format_report(info: dict) -> str:
 
 
 def _jetson_target(j: dict) -> str:
-    major = (j["jetpack"] or "").split(".")[0]
-    if major in ("6", "7"):
-        return f"--target jetpack{major} for export, optimize, check and build"
+    if target := jetson_target(j["l4t"]):
+        return f"--target {target} for export, optimize, check and build"
     return f"JetPack {j['jetpack'] or 'unknown'}: edgegen's targets are jetpack6 and jetpack7"

@@ -12,7 +12,9 @@ which TensorRT fuses itself. So JetPack 6 (TensorRT 10.3) gets opset 18, and Jet
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from .errors import ConfigError, not_one_of
 
@@ -48,6 +50,33 @@ TARGETS = {
                        tensorrt_releases=("10.13", None), variant_precisions=("int8", "fp16", "int4")),
 }
 TENSORRT_TARGETS = tuple(name for name, target in TARGETS.items() if target.uses_tensorrt)
+
+
+# /etc/nv_tegra_release's first line on a Jetson: "# R36 (release), REVISION: 4.3, GCID: ..."
+L4T_RELEASE = re.compile(r"#\s*R(\d+)\s*\(release\),\s*REVISION:\s*([\d.]+)")
+# Jetson Linux (L4T) major release -> the target whose TensorRT it carries: r36 is JetPack 6, r38
+# (7.0, 7.1) and r39 (7.2) JetPack 7
+TARGET_FOR_L4T_MAJOR = {"36": "jetpack6", "38": "jetpack7", "39": "jetpack7"}
+
+
+def l4t_release(root: Path = Path("/")) -> str | None:
+    """This Jetson's Jetson Linux release ("36.4.3"), or None on a machine that is not one."""
+    try:
+        match = L4T_RELEASE.search((root / "etc" / "nv_tegra_release").read_text(errors="replace"))
+    except OSError:
+        return None
+    return f"{match.group(1)}.{match.group(2)}" if match else None
+
+
+def jetson_target(l4t: str | None) -> str | None:
+    """edgegen's target for a Jetson on Jetson Linux `l4t`, or None for a release it has none for."""
+    return TARGET_FOR_L4T_MAJOR.get((l4t or "").split(".")[0])
+
+
+def this_device_target(root: Path = Path("/")) -> str:
+    """The TensorRT target of this machine, where no --target says it (edgegen.load builds its
+    engines on the device it runs on): a Jetson's own JetPack's, else the desktop's."""
+    return jetson_target(l4t_release(root)) or "tensorrt"
 
 
 def get_target(name: str, allowed: tuple[str, ...] | None = None) -> Target:

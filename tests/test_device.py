@@ -8,6 +8,7 @@ import pytest
 
 from edgegen import bench, doctor, power
 from edgegen.cli import main
+from edgegen.targets import this_device_target
 
 FIXTURES = Path(__file__).parent / "fixtures"
 JETSON = FIXTURES / "jetson-orin-nano"
@@ -37,6 +38,17 @@ def test_doctor_on_a_machine_that_is_not_a_jetson(tmp_path):
     info = doctor.jetson(tmp_path, run=no_commands)
     assert info["l4t"] == "99.1.0" and info["jetpack"] is None and info["cuda"] is None
     assert "unknown" in doctor._jetson_target(info)
+    assert this_device_target(tmp_path) == "tensorrt"   # a release edgegen has no target for: the desktop's
+
+
+def test_a_jetson_builds_for_its_own_jetpack_where_no_target_is_named(tmp_path):
+    assert this_device_target(JETSON) == "jetpack6"   # L4T 36.4.3
+    (tmp_path / "etc").mkdir()
+    assert this_device_target(tmp_path) == "tensorrt"   # not a Jetson
+    for l4t, target in (("R38 (release), REVISION: 2.0", "jetpack7"), ("R39 (release), REVISION: 2.1", "jetpack7"),
+                        ("R35 (release), REVISION: 6.1", "tensorrt")):
+        (tmp_path / "etc" / "nv_tegra_release").write_text(f"# {l4t}, GCID: 1, BOARD: generic\n")
+        assert this_device_target(tmp_path) == target, l4t
 
 
 def test_doctor_keeps_why_no_gpu_is_listed_apart_from_the_gpus(monkeypatch):
@@ -114,7 +126,8 @@ def test_a_jetsons_own_monitors_come_before_nvml(tmp_path, monkeypatch):
 
 def test_doctor_knows_the_jetpack_7_releases():
     assert [doctor.JETPACK_FOR_L4T[release] for release in ("38.2", "38.4", "39.2")] == ["7.0", "7.1", "7.2"]
-    assert doctor._jetson_target({"jetpack": "7.2"}) == "--target jetpack7 for export, optimize, check and build"
+    assert doctor._jetson_target({"l4t": "39.2", "jetpack": "7.2"}) == \
+        "--target jetpack7 for export, optimize, check and build"
 
 
 def test_tegrastats_lines_of_jetpack_6_and_4():

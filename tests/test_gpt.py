@@ -502,6 +502,10 @@ def test_the_in_place_form_is_checked_and_where_it_does_not_hold_the_variant_kee
                                            r"written in place.*\), made for ort-cpu \(edgegen optimize --precision "
                                            r"int8 --target tensorrt"):
         cached_engines(pkg, "int8")
+    # edgegen.load on a Jetson, with no --target to go by, advises its own JetPack's form
+    monkeypatch.setattr("edgegen.runtimes.engines.this_device_target", lambda: "jetpack6")
+    with pytest.raises(BackendError, match=r"\(edgegen optimize --precision int8 --target jetpack6 writes"):
+        cached_engines(pkg, "int8")
     # and check, which may find it parses, says so too (it said "parses" of a variant build refuses)
     from edgegen.check import check_package
 

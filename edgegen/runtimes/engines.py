@@ -38,6 +38,7 @@ from ..families import package_config, require_offered_precision
 from ..package import (ENGINE_CACHE, TensorSpec, engine_cache_dir, engine_folder_refused, holds_files,
                        may_be_empty, prepare_engine_folder, user_engines_dir)
 from ..storage import atomic_write_bytes, atomic_write_text, user_cache_dir, writer_lock
+from ..targets import this_device_target
 from .backends import require_tensorrt
 from .session import Session
 
@@ -412,7 +413,7 @@ def build_package(path: str | os.PathLike, precision: str = "fp32", profiles: li
     matches, else built here and cached. Returns {part: engine path}. A `target` (targets.Target)
     whose TensorRT release is not this machine's is refused: engines are built on the device."""
     # its mistakes first, then TensorRT's absence
-    package, by_part = _buildable(path, precision, profiles, target.name if target is not None else "tensorrt")
+    package, by_part = _buildable(path, precision, profiles, target.name if target else None)
     if target is not None:
         from ..targets import release_mismatch
 
@@ -432,11 +433,11 @@ def cached_engines(path: str | os.PathLike, precision: str = "fp32", profiles: l
     return _engines(package, precision, by_part, cache_dir, workspace_bytes, report)
 
 
-def _buildable(path, precision: str, profiles: list[str] | None, target: str = "tensorrt") -> tuple:
+def _buildable(path, precision: str, profiles: list[str] | None, target: str | None = None) -> tuple:
     """(the package, {part: profile}) once what needs no TensorRT holds: the package and its
     `precision` variants are there and unchanged, in a form TensorRT parses, and the profiles
     fit its graphs. Said before TensorRT is looked for, so that a machine without it names them
-    (with the advice for the `target` built for)."""
+    (with the advice for the `target` built for; None, as edgegen.load builds: this device's)."""
     from ..package import Package
 
     package = Package(path)
@@ -445,7 +446,7 @@ def _buildable(path, precision: str, profiles: list[str] | None, target: str = "
     for part, record in package.variant_files(precision).items() if precision != "fp32" else ():
         if why := ort_only(record):
             raise BackendError(f"package {str(package.path)!r}: the {precision} variant of graph {part!r} is {why} "
-                               f"({tensorrt_form_advice(precision, target)})")
+                               f"({tensorrt_form_advice(precision, target or this_device_target())})")
     return package, package_profiles(package, profiles)
 
 
