@@ -673,7 +673,9 @@ def int4_spared(model: onnx.ModelProto, block_size: int, for_tensorrt: bool, fp3
     def record(weights: list[str], result: GateResult, stopped: str, ranked: list[str] = ()) -> tuple[list[str], dict]:
         names = _names(groups, weights)
         judgements = 1 + len(ranked) + len(weights)   # all 4-bit, one per weight ranked, one per weight kept
-        return names, {"spared_matmuls": names, "spared_as": "float" if for_tensorrt else "8-bit blocks",
+        # the weights by their graph names, which are the model's parameters' (the MatMul nodes' are not)
+        return names, {"spared_matmuls": names, "spared_weights": list(weights),
+                       "spared_as": "float" if for_tensorrt else "8-bit blocks",
                        "spared_share": round(sum(groups[w][0] for w in weights) / max(total, 1), 4),
                        "matmuls": sum(len(n) for _, n in groups.values()),
                        "search": {"windows": len(feeds) * BATCH, "bar": round(least, 4), "top1": round(result.value, 4),

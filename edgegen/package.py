@@ -186,7 +186,7 @@ class Manifest:
 # a hand-edited or damaged one is refused as the manifest's error instead of failing where it is read
 _VARIANT_FIELDS = {"file": str, "sha256": str, "refused": str, "target": str, "gate": dict, "last_refused": dict,
                    "speedup_ort_cpu": (int, float), "speed_measured_at": str, "disabled_optimizers": list,
-                   "weights": str, "spared_matmuls": list, "spared_share": (int, float), "ort_form": str,
+                   "weights": str, "spared_matmuls": list, "spared_weights": list, "spared_share": (int, float), "ort_form": str,
                    "ort_form_declined": str, "external_data": dict, "block_size": int, "form": str, "search": dict}
 _JSON_TYPES = {str: "a string", dict: "an object", list: "a list", int: "an integer", (int, float): "a number"}
 

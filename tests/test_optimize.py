@@ -441,6 +441,11 @@ def test_int4_keeps_the_matmuls_that_cost_the_most_at_8_bits_where_4_bits_everyw
     assert search["windows"] == 32 and search["judgements"] == 1 + record["matmuls"] + len(record["spared_matmuls"])
     assert 0 < record["spared_share"] <= DEFAULT_MAX_8BIT_SHARE and record["spared_as"] == "8-bit blocks"
     assert 0 < len(record["spared_matmuls"]) < record["matmuls"] == 17 and search["stopped"] == "passed"
+    # the kept weights by the model's parameter names: what a user can map to layers
+    groups, ranked = _weight_groups(pkg), iter(search["ranked"])
+    assert all(weight in ranked for weight in record["spared_weights"])   # kept in the order ranked
+    assert sorted(n for w in record["spared_weights"] for n in groups[w][1]) == sorted(record["spared_matmuls"])
+    assert all(name.startswith(("blocks.", "wte.")) for name in record["spared_weights"]), record["spared_weights"]
     if "file" in record:   # ort-cpu keeps it where it pays: the kept MatMuls at 8 bits, the others at 4
         graph = onnx.load(str(pkg / record["file"])).graph
         bits = {n.name: next(a.i for a in n.attribute if a.name == "bits") for n in graph.node if n.op_type == "MatMulNBits"}
