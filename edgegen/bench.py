@@ -328,6 +328,11 @@ def _bench_package(path, batch, iters, warmup, backend, threads, vs_torch, preci
         warnings.warn(f"{flag}{size}: beyond the largest {dim} the package declares, which its TensorRT profiles "
                       f"are built to ({limit}); timed as asked, at a size where no export checked its outputs",
                       EdgegenWarning, stacklevel=2)
+    below = {d: (n, least) for d, n in shapes.items() if (least := family.minimums(pipe.config).get(d)) and n < least}
+    for dim, (size, least) in below.items():   # a user's module: its export checked no size below it
+        warnings.warn(f"--shapes/--sweep {dim}={size}: below the smallest {dim} the package declares, which its "
+                      f"TensorRT profiles are built from ({least}); timed as asked, at a size where no export checked "
+                      "its outputs", EdgegenWarning, stacklevel=2)
     feeds = {part: bench_feeds(s.inputs, batch, shapes=shapes) for part, s in pipe.sessions.items()}
     engines = {(part, f"edgegen {pipe.backend}"): (lambda s=s, f=feeds[part]: s.run(f)) for part, s in pipe.sessions.items()}
     pictures = get_family(pipe.family).picture_outputs

@@ -14,7 +14,7 @@ import torch
 import edgegen
 from edgegen import export_pytorch
 from edgegen.cli import main
-from edgegen.errors import BackendError, ConfigError, InputError, ManifestError, NonFiniteError, PackageError, ValidationError
+from edgegen.errors import BackendError, ConfigError, EdgegenWarning, InputError, ManifestError, NonFiniteError, PackageError, ValidationError
 from edgegen.families.generic.export import parse_dynamic
 from edgegen.runtimes.feeds import read_feeds
 from edgegen.runtimes.ort import OrtBinding
@@ -74,7 +74,13 @@ def test_export_gates_at_sizes_it_did_not_trace_and_runs_without_torch(user_mode
     assert manifest["config"]["example_dims"] == {"batch": 2, "height": 32, "width": 48}
     recorded = read_feeds(pkg / "held_out.npz")
     assert len(recorded) == 8 and {f["image"].shape[2] for f in recorded} == {16, 32, 48}
-    assert len(fed) == len(recorded) + 3   # a label per feed (not per output: the module returns 2), 3 limits
+    # and down from the smallest size tried, halving, one dim at a time, to the least the module takes
+    assert manifest["config"]["dim_minimums"] == {"batch": 1, "height": 1, "width": 1}
+    below = ["batch=1, height=8, width=48", "batch=1, height=1, width=48", "batch=1, height=32, width=16",
+             "batch=1, height=32, width=1"]
+    assert set(below) <= set(fed)
+    # a label per feed (not per output: the module returns 2), 3 limits, 4 heights and 5 widths below
+    assert len(fed) == len(recorded) + 3 + 4 + 5
     pipe = edgegen.load(pkg, backend="ort-cpu")
     image = np.random.default_rng(1).random((3, 1, 40, 24), dtype=np.float32)
     mask = np.ones_like(image)
@@ -577,6 +583,61 @@ def test_a_size_where_the_graph_is_wrong_or_the_module_fails_is_not_recorded_as_
     assert export_pytorch(_Positions(), {"x": np.ones((2, 16, 4), np.float32)}, tmp_path / "d",
                           dynamic={"x": {0: "batch", 1: "width"}}, dim_limits={"width": 40}).exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "d"]
+
+
+class _SmallBranch(torch.nn.Module):
+    """Right only from width 8 up: the trace at 16 keeps the second branch, and the gate's sizes
+    (a step down from 16 is 8) never take the first."""
+
+    def forward(self, x):
+        return x * 2 if x.shape[-1] < 8 else x + 1
+
+
+def test_the_package_claims_the_sizes_its_export_checked_and_the_runtime_refuses_the_others(tmp_path, capsys):
+    """A branch below every size the gate tried cannot be found by it: the manifest records the
+    smallest size checked beside the limit, the runtime refuses a size outside them (where the graph
+    gave x + 1 for the module's x * 2, silently), and TensorRT's profile starts there. The gate goes
+    down from the sizes it tried, halving, and says where the graph stops holding; held-out inputs
+    at a smaller size are checked, and refuse the export."""
+    from edgegen.runtimes.engines import package_profiles
+    from edgegen.package import Package
+
+    dynamic = {"x": {0: "batch", 1: "width"}}
+    with pytest.warns(EdgegenWarning, match=r"^export: the graph differs from the module at width 4 \(.*\): the trace "
+                                            r"fixed a branch on a size .*, so the package takes width 8 and up, and the "
+                                            r"runtime refuses less$"):
+        pkg = export_pytorch(_SmallBranch(), {"x": np.full((2, 16), 3, np.float32)}, tmp_path / "pkg",
+                             dynamic=dynamic, dim_limits={"width": 20})
+    config = json.loads((pkg / "edgegen.json").read_text())["config"]
+    assert config["dim_minimums"] == {"batch": 1, "width": 8} and config["dim_limits"] == {"batch": 16, "width": 20}
+    pipe = edgegen.load(pkg)
+    np.testing.assert_array_equal(pipe(x=np.ones((1, 8), np.float32))["output"], np.full((1, 8), 2, np.float32))
+    with pytest.raises(InputError, match=r"^input 'x': expected width 8 to 20, the sizes its export checked against "
+                                         r"PyTorch, found 4: export again with held-out inputs \(--held-out\) of width 4 "
+                                         r"among them$"):
+        pipe(x=np.ones((1, 4), np.float32))
+    with pytest.raises(InputError, match=r"found 30: export again with --limit width=30 \(dim_limits\)$"):
+        pipe(x=np.ones((1, 30), np.float32))
+    assert pipe(x=np.ones((40, 16), np.float32))["output"].shape == (40, 16)   # the batch past its limit: rows are independent
+    (profile,) = package_profiles(Package(pkg)).values()
+    assert profile == (("x", (1, 8), (2, 16), (16, 20)),)
+    with pytest.raises(ConfigError, match=r"--profile width: expected MIN at least 8, the smallest width the generic "
+                                          r"package takes, found 4"):
+        package_profiles(Package(pkg), ["width=4:8:16"])
+    assert main(["bench", str(pkg), "--shapes", "width=4", "--iters", "1", "--warmup", "0", "--no-energy"]) == 0
+    assert "--shapes/--sweep width=4: below the smallest width the package declares, which its TensorRT profiles are " \
+        "built from (8); timed as asked" in capsys.readouterr().err
+    # held-out inputs at width 4: the gate checks them, and the branch is found
+    held = [{"x": np.full((2, 4), 3, np.float32)}, {"x": np.full((2, 16), 3, np.float32)}]   # 3 * 2 is not 3 + 1
+    with pytest.raises(ValidationError, match=r"does not reproduce PyTorch"):
+        export_pytorch(_SmallBranch(), {"x": np.ones((2, 16), np.float32)}, tmp_path / "held", dynamic=dynamic,
+                       held_out=held)
+    # and held-out inputs past the limits are refused: the package would not claim them
+    with pytest.raises(ConfigError, match=r"held_out \(--held-out\) feed 1 input 'x': expected sizes within the limits "
+                                          r"\(batch 16, width 20\), found width 24: give --limit \(dim_limits\)"):
+        export_pytorch(_SmallBranch(), {"x": np.ones((2, 16), np.float32)}, tmp_path / "big", dynamic=dynamic,
+                       dim_limits={"width": 20}, held_out=[held[1], {"x": np.ones((2, 24), np.float32)}])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pkg"]
 
 
 def test_a_generic_package_refuses_nan_and_empty_batches_and_never_returns_nan(tmp_path):

@@ -225,6 +225,8 @@ class Family:
     gate: str = "psnr"
     bench_row: str = "sample"            # what one batch row of a graph call is, in bench's table's rate
     dim_limits: Callable[[Any], dict[str, int]] | None = None   # runtime config -> largest value of each dynamic dim
+    # runtime config -> smallest value of each dynamic dim that is not 1 (a user's module: the least its export checked)
+    dim_minimums: Callable[[Any], dict[str, int]] | None = None
     fusion: Callable[[Any], dict] | None = None   # runtime config -> ONNX Runtime transformer-optimizer settings
     # "module:NAME" of an export.graph_rewrites.GraphForm: the form `edgegen optimize` gives the
     # variants it makes for ONNX Runtime targets (the GPT decoder's KV cache written in place)
@@ -293,6 +295,9 @@ class Family:
 
     def limits(self, config: RuntimeConfig) -> dict[str, int]:
         return dict(self.dim_limits(config)) if self.dim_limits else {}
+
+    def minimums(self, config: RuntimeConfig) -> dict[str, int]:
+        return dict(self.dim_minimums(config)) if self.dim_minimums else {}
 
     def variant_precisions(self) -> tuple[str, ...]:
         """The precisions `edgegen optimize` writes for this family's packages: fused for a

@@ -68,12 +68,12 @@ class EngineKey:
 
 def derive_profile(inputs: tuple[TensorSpec, ...], limits: dict[str, int],
                    overrides: dict[str, tuple[int, int, int]] | None = None,
-                   typical: dict[str, int] | None = None) -> tuple:
+                   typical: dict[str, int] | None = None, minimums: dict[str, int] | None = None) -> tuple:
     """Min/opt/max shapes for each input from the manifest's dims: static dims as they are;
-    dynamic ones from `overrides`, else `batch` 1/its typical size (default 1)/16 and other dims 1
-    (0 for a past cache)/their typical size (default 1)/their limit (the model's context, the
-    image height, ...). TensorRT tunes its kernels for the typical (opt) shapes."""
-    overrides, typical = overrides or {}, typical or {}
+    dynamic ones from `overrides`, else `batch` 1/its typical size (default 1)/16 and other dims
+    their minimum (default 1, 0 for a past cache)/their typical size (default 1)/their limit (the
+    model's context, the image height, ...). TensorRT tunes its kernels for the typical (opt) shapes."""
+    overrides, typical, minimums = overrides or {}, typical or {}, minimums or {}
     profile = []
     for spec in inputs:
         shapes = ([], [], [])
@@ -87,8 +87,8 @@ def derive_profile(inputs: tuple[TensorSpec, ...], limits: dict[str, int],
                 high = int(limits.get(dim, high))
                 values = (low, min(int(typical.get(dim, opt)), high), high)
             elif dim in limits:
-                values = (0 if may_be_empty(dim) else 1, min(int(typical.get(dim, 1)), int(limits[dim])),
-                          int(limits[dim]))
+                low = int(minimums.get(dim, 0 if may_be_empty(dim) else 1))
+                values = (low, min(max(int(typical.get(dim, 1)), low), int(limits[dim])), int(limits[dim]))
             else:
                 raise ConfigError(f"input {spec.name!r}: dynamic dim {dim!r} has no profile; expected "
                                   f"--profile {dim}=MIN:OPT:MAX")
@@ -121,13 +121,17 @@ def package_profiles(package, profiles: list[str] | None = None, strict: bool = 
     except UnknownFamilyError:
         if strict:
             raise
-        limits, typical = {}, {}
+        limits, typical, minimums = {}, {}, {}
     else:
         limits, typical = family.limits(config), (family.bench_dims(config) if family.bench_dims else {})
-    for dim, (_, _, high) in overrides.items():   # an engine for sizes the model cannot take (past its context)
+        minimums = family.minimums(config)
+    for dim, (low, _, high) in overrides.items():   # an engine for sizes the model cannot take (past its context)
         if dim in limits and dim != "batch" and high > limits[dim]:
             raise ConfigError(f"--profile {dim}: expected MAX at most {limits[dim]}, the largest {dim} the "
                               f"{family.name} package takes, found {high}")
+        if dim in minimums and dim != "batch" and low < minimums[dim]:   # below it, the export never checked the graph
+            raise ConfigError(f"--profile {dim}: expected MIN at least {minimums[dim]}, the smallest {dim} the "
+                              f"{family.name} package takes, found {low}")
         if dim == "batch" and dim in limits and high > limits[dim]:   # rows are independent: taken, but said
             warn_caller(f"--profile batch: MAX {high} is beyond the largest batch the package declares "
                         f"({limits[dim]}); taken as asked, for batches whose outputs the export never checked",
@@ -135,7 +139,7 @@ def package_profiles(package, profiles: list[str] | None = None, strict: bool = 
     result = {}
     for part, entry in package.graphs.items():
         try:
-            result[part] = derive_profile(entry.inputs, limits, overrides, typical)
+            result[part] = derive_profile(entry.inputs, limits, overrides, typical, minimums)
         except ConfigError:
             if strict:
                 raise

@@ -23,6 +23,7 @@ FAMILY = register(Family(
     grid_flags=False,   # one text, picture, clip or set of arrays: no --n, --nrow, --scale
     seeded=False,       # its inputs alone set its outputs: --seed is refused, not ignored
     dim_limits=lambda c: dict(c.dim_limits),
+    dim_minimums=lambda c: dict(c.dim_minimums),
     bench_dims=lambda c: dict(c.example_dims),
     eager_modules="edgegen.families.generic.export:eager_modules",
     order=900,

@@ -31,7 +31,7 @@ from ...export import check_opset, provenance
 from ...export.onnx_export import DEFAULT_OPSET, export_module, value_spec
 from ...export.validate import gate_feeds, refuse_lost_epsilons, sizes_label, torch_inputs
 from ...package import (DTYPES, MANIFEST_NAME, PACKAGE_KIND, GraphEntry, Manifest, Package, TensorSpec, check_name,
-                        created_time, name_from_folder, package_files, refuse_output_inside_edgegens, sha256_file, write_manifest)
+                        created_time, may_be_empty, name_from_folder, package_files, refuse_output_inside_edgegens, sha256_file, write_manifest)
 from ...storage import staged_directory
 from ...runtimes.engines import DEFAULT_BATCH_PROFILE
 from ...runtimes.feeds import HELD_OUT_FILE, read_feeds, write_feeds
@@ -124,7 +124,7 @@ def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str 
     if dynamic_given:   # said once the arguments are known good, not before a refusal of them
         _warn_of_fixed_rows(specs)
     rng = np.random.default_rng(seed)
-    recorded = _held_out(held_out, specs) if held_out is not None else _synthesized(specs, example, traced, limits, rng)
+    recorded = _held_out(held_out, specs, limits) if held_out is not None else _synthesized(specs, example, traced, limits, rng)
     checked = recorded + (_synthesized(specs, example, traced, limits, rng) if held_out is not None else [])
     config = GenericConfig(graph=GRAPH, dim_limits=limits, example_dims=traced, source=source or type(module).__name__)
     problems = config.problems()
@@ -155,6 +155,9 @@ def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str 
                                   + failures)
         refuse_lost_epsilons(GRAPH, module, session, checked[0])
         results += _gate_at_limits(module, session, specs, example, traced, limits, rng, atol, rtol, config.source)
+        below, config.dim_minimums = _gate_below(module, session, specs, example, traced, _least_sizes(specs, checked),
+                                                 rng, atol, rtol)
+        results += below
         write_feeds(stage / HELD_OUT_FILE, recorded)
         config.held_out = {"file": HELD_OUT_FILE, "sha256": sha256_file(stage / HELD_OUT_FILE), "feeds": len(recorded)}
         # results: one comparison per output of each feed, in feed order; one label per feed
@@ -434,6 +437,36 @@ def _synthesized(specs, example, traced, limits, rng) -> list[dict[str, np.ndarr
     return feeds
 
 
+def _gate_below(module, session, specs, example, traced, least, rng, atol, rtol) -> tuple[list, dict[str, int]]:
+    """(the gate's results, each dynamic dim's smallest size checked) going down from the smallest
+    size the gate tried (`least`), halving (a strided model takes the sizes its strides divide),
+    one dim at a time, the others as traced and the batch at 1: the package claims the sizes from
+    there to the limit, and the runtime refuses the others, where the trace may have fixed a branch
+    on a size (`if x.shape[-1] < 8`) that no size the gate tried took. It stops where the module
+    itself fails (its smallest size) and, with a warning, where the graph differs from it."""
+    results, minimums = [], dict(least)
+    for dim in (d for d in traced if d != "batch"):
+        sizes_down = [least[dim] >> k for k in range(1, least[dim].bit_length())] + ([0] if may_be_empty(dim) else [])
+        for size in sizes_down:
+            sizes = {d: size if d == dim else (1 if d == "batch" else traced[d]) for d in traced}
+            feed = {spec.name: _draw_like(example[spec.name], tuple(sizes[d] if isinstance(d, str) else d
+                                                                    for d in spec.shape), rng) for spec in specs}
+            try:
+                found = gate_feeds(module, session, [feed], atol, rtol)
+            except EdgegenError:
+                raise
+            except Exception:  # noqa: BLE001 - the module (or its graph) cannot take this size: the least is the last
+                break
+            if failed := [r.line() for r in found if not r.passed]:
+                warn_caller(f"export: the graph differs from the module at {dim} {size} ({'; '.join(failed)}): the trace "
+                            f"fixed a branch on a size or a size turned into a constant there, so the package takes "
+                            f"{dim} {minimums[dim]} and up, and the runtime refuses less", EdgegenWarning)
+                break
+            results += found
+            minimums[dim] = size
+    return results, minimums
+
+
 def _gate_at_limits(module, session, specs, example, traced, limits, rng, atol, rtol, source) -> list:
     """The gate at each dynamic dim's recorded limit, the other dims as traced (and the batch at 1
     beside another dim's limit, so that only one dim grows at a time): the manifest's limits are
@@ -508,7 +541,18 @@ def _draw_like(array: np.ndarray, shape: tuple, rng: np.random.Generator) -> np.
     return np.clip(drawn, low, high).astype(array.dtype) if high > low else drawn.astype(array.dtype)
 
 
-def _held_out(held_out, specs) -> list[dict[str, np.ndarray]]:
+def _least_sizes(specs, feeds: list[dict[str, np.ndarray]]) -> dict[str, int]:
+    """Each dynamic dim's smallest size among `feeds`."""
+    least: dict[str, int] = {}
+    for feed in feeds:
+        for spec in specs:
+            for dim, size in zip(spec.shape, feed[spec.name].shape):
+                if isinstance(dim, str):
+                    least[dim] = min(least.get(dim, size), int(size))
+    return least
+
+
+def _held_out(held_out, specs, limits: dict[str, int]) -> list[dict[str, np.ndarray]]:
     if isinstance(held_out, np.lib.npyio.NpzFile):   # np.load's result, itself a Mapping
         raise ConfigError("held_out (--held-out): expected the .npz file's path or a list of feeds, found an opened "
                           "NpzFile: give its path")
@@ -535,6 +579,11 @@ def _held_out(held_out, specs) -> list[dict[str, np.ndarray]]:
                     isinstance(d, int) and d != n for d, n in zip(shape, array.shape)):
                 raise ConfigError(f"held_out (--held-out) feed {i} input {spec.name!r}: expected {spec.describe()}, found "
                                   f"{array.dtype.name}{list(array.shape)}")
+            beyond = [f"{d} {n}" for d, n in zip(shape, array.shape) if isinstance(d, str) and n > limits[d]]
+            if beyond:   # checked, but outside what the package claims and its TensorRT profiles hold
+                raise ConfigError(f"held_out (--held-out) feed {i} input {spec.name!r}: expected sizes within the limits "
+                                  f"({', '.join(f'{d} {limits[d]}' for d in shape if isinstance(d, str))}), found "
+                                  f"{', '.join(beyond)}: give --limit (dim_limits) to take it")
         checked.append(feed)
     return checked
 

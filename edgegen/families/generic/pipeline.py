@@ -20,25 +20,30 @@ from ...runtimes.pipeline import Pipeline, user_array
 
 @dataclass(kw_only=True)
 class GenericConfig(RuntimeConfig):
-    """The one graph's name, the largest value of each dynamic dim, the sizes it was traced at,
-    and the held-out inputs recorded beside it."""
+    """The one graph's name, the smallest and largest value of each dynamic dim, the sizes it was
+    traced at, and the held-out inputs recorded beside it."""
     graph: str
     dim_limits: dict      # dynamic dim -> its largest value (TensorRT profiles)
     example_dims: dict    # dynamic dim -> the size it was traced at (bench's default)
+    # dynamic dim -> the smallest size the export checked against PyTorch (a package made before
+    # edgegen recorded it: 1)
+    dim_minimums: dict = field(default_factory=dict)
     held_out: dict | None = None                        # {"file": "held_out.npz", "sha256": ..., "feeds": n}
     index_limits: dict = field(default_factory=dict)    # input -> rows of the embedding table it indexes
     source: str = ""                                    # where the module came from, for the reader
 
     def problems(self) -> list[str]:
         problems = []
-        for what, dims in (("dim_limits", self.dim_limits), ("example_dims", self.example_dims)):
-            bad = {k: v for k, v in dims.items() if isinstance(v, bool) or not isinstance(v, int) or v < 1}
+        for what, dims, least in (("dim_limits", self.dim_limits, 1), ("example_dims", self.example_dims, 1),
+                                  ("dim_minimums", self.dim_minimums, 0)):   # a past cache's least is 0
+            bad = {k: v for k, v in dims.items() if isinstance(v, bool) or not isinstance(v, int) or v < least}
             if bad:
-                problems.append(f"{what} expected positive integer sizes, found {bad}")
-        over = {d: (v, self.dim_limits[d]) for d, v in self.example_dims.items() if d in self.dim_limits
-                and isinstance(v, int) and isinstance(self.dim_limits[d], int) and v > self.dim_limits[d]}
-        if over:
-            problems.append(f"example_dims expected within dim_limits, found (size, limit) {over}")
+                problems.append(f"{what} expected {'positive' if least else 'whole'} integer sizes, found {bad}")
+        for what, dims in (("example_dims", self.example_dims), ("dim_minimums", self.dim_minimums)):
+            over = {d: (v, self.dim_limits[d]) for d, v in dims.items() if d in self.dim_limits
+                    and isinstance(v, int) and isinstance(self.dim_limits[d], int) and v > self.dim_limits[d]}
+            if over:
+                problems.append(f"{what} expected within dim_limits, found (size, limit) {over}")
         bad = {k: v for k, v in self.index_limits.items() if isinstance(v, bool) or not isinstance(v, int) or v < 1}
         if bad:
             problems.append(f"index_limits expected positive integer table sizes, found {bad}")
@@ -77,6 +82,7 @@ class GenericPipeline(Pipeline):
         if set(given) == {s.name for s in self.inputs}:
             given = {spec.name: _as_array(given[spec.name], spec) for spec in self.inputs}
             self._refuse_indices_past_their_tables(given)
+            self._refuse_sizes_never_checked(given)
         outputs = self.session.run(given)
         for name, value in outputs.items():   # a NaN result is an error, never an array written out
             if value.dtype.kind == "f" and np.isnan(value).any():
@@ -97,6 +103,23 @@ class GenericPipeline(Pipeline):
             if indices.min() < 0 or indices.max() >= rows:
                 raise InputError(f"input {name!r}: expected indices into an embedding of {rows} rows (0 to {rows - 1}), "
                                  f"found {values.min():g}..{values.max():g}")
+
+    def _refuse_sizes_never_checked(self, feeds: dict[str, np.ndarray]) -> None:
+        """A dim outside the sizes the export checked against PyTorch, from its smallest to its
+        limit: there the trace may have fixed a branch on a size (`if x.shape[-1] < 8`) and the
+        graph gives another result than the module, so it is refused, as a TensorRT engine refuses
+        a size outside its profile. The batch past its limit is taken: rows are independent."""
+        for spec in self.inputs:
+            array = feeds[spec.name]
+            for dim, size in zip(spec.shape, array.shape) if array.ndim == len(spec.shape) else ():
+                if not isinstance(dim, str) or dim == "batch" or dim not in self.config.dim_limits:
+                    continue
+                least, most = self.config.dim_minimums.get(dim, 1), self.config.dim_limits[dim]
+                if not least <= size <= most:
+                    again = (f"export again with --limit {dim}={size} (dim_limits)" if size > most else
+                             f"export again with held-out inputs (--held-out) of {dim} {size} among them")
+                    raise InputError(f"input {spec.name!r}: expected {dim} {least} to {most}, the sizes its export "
+                                     f"checked against PyTorch, found {size}: {again}")
 
     def held_out_inputs(self) -> list[dict[str, np.ndarray]]:
         """The inputs recorded at export (held out from the trace), as a list of feeds."""
