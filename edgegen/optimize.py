@@ -877,7 +877,8 @@ def _speed_verdict(record: dict, precision: str, target: str, call: str, form, f
     if target == "ort-cpu" and record["speedup_ort_cpu"] < MIN_SPEEDUP:
         # --target tensorrt writes another file (int4's DequantizeLinear form, int8 without the GPT
         # cache written in place), for a GPU: it does not keep this one
-        keeps = "; --no-speed-check keeps it" + (", and for a GPU --target tensorrt writes TensorRT's form, untimed"
+        keeps = "; --no-speed-check keeps it" + (", and for a GPU --target tensorrt writes TensorRT's form, which no "
+                                                 "CPU timing refuses"
                                                  if precision in get_target("tensorrt").variant_precisions else "")
         return {**record, "refused": f"does not pay on ort-cpu: {record['speedup_ort_cpu']:.3f}x the fp32 graph's "
                                      f"speed at {call} (below {MIN_SPEEDUP}x{keeps}), though its gate passed "
