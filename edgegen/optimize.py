@@ -361,6 +361,7 @@ def _held_out_feeds(package: Package, family, config, seed: int, calibration_bat
 
 def _given_feeds(package: Package, family, config, inputs) -> dict:
     """{part: (calibration feeds, gate feeds, source)} from an .npz of feeds or the recorded ones."""
+    from .families.generic.pipeline import input_array
     from .runtimes.feeds import read_feeds, recorded_feeds
     from .runtimes.pipeline import check_finite
     from .runtimes.session import check_feeds
@@ -386,10 +387,11 @@ def _given_feeds(package: Package, family, config, inputs) -> dict:
             for name in names:   # the gate would blame the variant for the NaN it was given
                 if feed[name].dtype.kind == "f":
                     check_finite(feed[name], f"inputs ({source}) feed {i} input {name!r}")
-        picked = [{n: feed[n] for n in names} for feed in feeds]
-        for i, feed in enumerate(picked):   # for every precision: int8's calibration met them as ONNX Runtime's error
-            try:
-                check_feeds(part, entry.inputs, feed)
+        picked = []
+        for i, feed in enumerate(feeds):   # for every precision: int8's calibration met them as ONNX Runtime's error
+            try:   # cast as the runtime casts a call's arrays (float64 -> float32), then checked against the graph
+                picked.append({spec.name: input_array(feed[spec.name], spec) for spec in entry.inputs})
+                check_feeds(part, entry.inputs, picked[-1])
             except InputError as exc:
                 raise ConfigError(f"inputs ({source}) feed {i}: {exc}") from None
         out[part] = (picked[:half], picked[half:], source)

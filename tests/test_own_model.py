@@ -291,6 +291,18 @@ def test_export_refuses_bad_arguments_with_their_names(user_model, tmp_path):
         export_pytorch(make_model(), example, tmp_path / "b", dynamic={"image": {0: "batch-size"}})
     with pytest.raises(ConfigError, match="expected the same size on every input"):
         export_pytorch(make_model(), example, tmp_path / "c", dynamic={"image": {2: "side"}, "mask": {3: "side"}})
+    # torch.export's other forms of dynamic shapes: refused as what they are, not a Python error
+    form = r"expected \{axis: dim name\}, such as \{'image': \{0: 'batch', 2: 'height'\}\}"
+    for given, found in ((["batch", None, "h", "w"], r"a list \(\['batch', None, 'h', 'w'\]\)"), ("batch", r"a str \('batch'\)"),
+                         ({0, 2}, r"a set \(\{0, 2\}\)")):
+        with pytest.raises(ConfigError, match=rf"^dynamic \(--dynamic\) 'image': {form}, found {found}$"):
+            export_pytorch(make_model(), example, tmp_path / "c", dynamic={"image": given})
+    with pytest.raises(ConfigError, match=rf"^dynamic \(--dynamic\) 'image': {form} \(leave a static axis out\), found "
+                                          r"1: None$"):   # {1: None} named a dim "None"
+        export_pytorch(make_model(), example, tmp_path / "c", dynamic={"image": {0: "batch", 1: None}})
+    with pytest.raises(ConfigError, match=r"^dynamic \(--dynamic\): expected \{input name: \{axis: dim name\}\}, found a "
+                                          r"list$"):
+        export_pytorch(make_model(), example, tmp_path / "c", dynamic=[{0: "batch"}])
     with pytest.raises(ConfigError, match=r"output_names \(--output-name\): expected names unlike each other and the inputs'"):
         export_pytorch(make_model(), example, tmp_path / "e", output_names=["image", "change"])
     with pytest.raises(ValidationError, match=r"the exporter produced \['float32\[batch, 4, 16\]'\]: the module fixed "
@@ -773,6 +785,11 @@ def test_the_command_line_takes_a_module_through_export_generate_bench_optimize_
         assert main(["optimize", str(pkg), "--precision", "fp16", "--inputs", str(tmp_path / feeds)]) == 2
         where = " feed 1 input 'image'" if feeds == "nan.npz" else ""
         assert f"edgegen: error: --inputs ({tmp_path / feeds}){where}: {message}\n" in capsys.readouterr().err
+    # float64 feeds are cast, as the runtime and the export cast them (they were refused here alone)
+    np.savez(tmp_path / "f64.npz", **{"0/image": image.astype(np.float64), "0/mask": mask, "1/image": image, "1/mask": mask})
+    assert main(["optimize", str(pkg), "--precision", "fp16", "--inputs", str(tmp_path / "f64.npz"), "--no-speed-check",
+                 "--json"]) in (0, 1)
+    assert json.loads(capsys.readouterr().out)["graphs"]["model"]["gate"]["metric"] == "PSNR dB"   # it ran
     assert main(["optimize", str(pkg), "--precision", "int8", "--target", "tensorrt"]) == 0
     out = capsys.readouterr().out
     assert "model: int8 written for tensorrt (PSNR dB" in out or "model: int8 not written" in out

@@ -112,6 +112,9 @@ def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str 
         raise ConfigError("inputs (--inputs): expected at least one named example input, found none")
     example = _in_forward_order(module, example)
     dynamic_given = dynamic is not None
+    if dynamic is not None and not isinstance(dynamic, Mapping):
+        raise ConfigError(f"dynamic (--dynamic): expected {{input name: {{axis: dim name}}}}, found a "
+                          f"{type(dynamic).__name__}")
     dynamic = {k: {0: "batch"} for k, v in example.items() if v.ndim} if dynamic is None else dict(dynamic)
     specs = _input_specs(example, dynamic)
     traced = _traced_sizes(specs, example)
@@ -263,7 +266,7 @@ def _input_specs(example: dict[str, np.ndarray], dynamic: dict) -> tuple[TensorS
         raise ConfigError(f"dynamic (--dynamic): expected input names among {sorted(example)}, found {unknown}")
     specs = []
     for name, array in example.items():
-        axes = {int(a): str(d) for a, d in dict(dynamic.get(name, {})).items()}
+        axes = _named_axes(name, dynamic.get(name, {}))
         bad = [a for a in axes if not 0 <= a < array.ndim]
         if bad:
             raise ConfigError(f"dynamic (--dynamic) {name!r}: expected axes 0 to {array.ndim - 1}, found {bad}")
@@ -273,6 +276,20 @@ def _input_specs(example: dict[str, np.ndarray], dynamic: dict) -> tuple[TensorS
                               f"height_2), found {named_badly}")
         specs.append(TensorSpec(name, array.dtype.name, tuple(axes.get(i, int(n)) for i, n in enumerate(array.shape))))
     return tuple(specs)
+
+
+def _named_axes(name: str, given: Any) -> dict[int, str]:
+    """{axis: dim name} of one input's `dynamic` entry; other forms (torch.export's list of dims,
+    a set of axes, None for a static dim) refused as what they are."""
+    form = f"{{axis: dim name}}, such as {{{name!r}: {{0: 'batch', 2: 'height'}}}}"
+    if not isinstance(given, Mapping):
+        raise ConfigError(f"dynamic (--dynamic) {name!r}: expected {form}, found a {type(given).__name__} ({given!r})")
+    bad = {a: d for a, d in given.items() if isinstance(a, bool) or not isinstance(a, numbers.Integral)
+           or not isinstance(d, str)}
+    if bad:   # {0: None} would name a dim "None"; leave a static axis out instead
+        raise ConfigError(f"dynamic (--dynamic) {name!r}: expected {form} (leave a static axis out), found "
+                          f"{', '.join(f'{a!r}: {d!r}' for a, d in bad.items())}")
+    return {int(a): d for a, d in given.items()}
 
 
 def _traced_sizes(specs, example) -> dict[str, int]:

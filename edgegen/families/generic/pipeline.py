@@ -80,7 +80,7 @@ class GenericPipeline(Pipeline):
             feeds = {self.inputs[0].name: feeds}
         given = {**(feeds or {}), **named}
         if set(given) == {s.name for s in self.inputs}:
-            given = {spec.name: _as_array(given[spec.name], spec) for spec in self.inputs}
+            given = {spec.name: input_array(given[spec.name], spec) for spec in self.inputs}
             self._refuse_indices_past_their_tables(given)
             self._refuse_sizes_never_checked(given)
         outputs = self.session.run(given)
@@ -126,9 +126,10 @@ class GenericPipeline(Pipeline):
         return recorded_feeds(self.package, self.config)
 
 
-def _as_array(value: Any, spec: TensorSpec) -> np.ndarray:
+def input_array(value: Any, spec: TensorSpec) -> np.ndarray:
     """A user's value as the graph's dtype when that keeps its kind (lists, float64 -> float32);
-    an integer array for a float input, or the reverse, is refused rather than cast."""
+    an integer array for a float input, or the reverse, is refused rather than cast. The pipeline's
+    call and `optimize --inputs` take feeds by it."""
     array = user_array(value, f"input {spec.name!r}", spec.describe())
     expected = np.dtype(spec.dtype)
     if array.dtype.kind != expected.kind and not (array.dtype.kind in "iu" and expected.kind in "iu"):
