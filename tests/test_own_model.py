@@ -495,6 +495,35 @@ def test_the_callers_module_keeps_its_mode_and_a_failing_module_file_is_named(tm
                      str(tmp_path / "pkg")]) == 2
         err = capsys.readouterr().err
         assert err.startswith(f"edgegen: error: --module {reference!r}: {message}") and err.count("\n") == 1, err
+    # a training script's module-level argparse or sys.exit: its own name and no arguments, and its exit named
+    (tmp_path / "script.py").write_text("import argparse, sys, torch\np = argparse.ArgumentParser()\n"
+                                        "p.add_argument('--epochs', type=int, default=3)\nargs = p.parse_args()\n"
+                                        "def make_model():\n    return torch.nn.Linear(4, 4)\n")
+    (tmp_path / "exits.py").write_text("import sys\ndef make_model():\n    sys.exit('no weights file found')\n")
+    (tmp_path / "needs.py").write_text("import edgegen_no_such_dependency\n")
+    (tmp_path / "instance.py").write_text("import torch\ntorch.manual_seed(0)\nmodel = torch.nn.Linear(4, 4)\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        assert main(["export", "--module", f"{tmp_path / 'script.py'}:make_model", "--inputs", str(tmp_path / "x.npz"),
+                     "--out", str(tmp_path / "script-pkg")]) == 0   # argparse read no arguments: its defaults
+        assert main(["export", "--module", "instance:model", "--inputs", str(tmp_path / "x.npz"),
+                     "--out", str(tmp_path / "instance-pkg")]) == 0   # a module object, where a factory was asked for
+        capsys.readouterr()
+        for reference, message in (
+                (f"{tmp_path / 'exits.py'}:make_model", "expected the factory to return a module, found it exiting "
+                                                        "(SystemExit 'no weights file found'): put a script's argument "
+                                                        "parsing and sys.exit under if __name__ == '__main__':"),
+                ("needs:make_model", "expected a module that imports, found it raising ModuleNotFoundError: No module "
+                                     "named 'edgegen_no_such_dependency'"),
+                ("edgegen_no_such_module:make_model", "expected an importable module 'edgegen_no_such_module', found: No "
+                                                      "module named 'edgegen_no_such_module'")):
+            assert main(["export", "--module", reference, "--inputs", str(tmp_path / "x.npz"), "--out",
+                         str(tmp_path / "pkg")]) == 2
+            assert capsys.readouterr().err == f"edgegen: error: --module {reference!r}: {message}\n"
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("needs", None)
+        sys.modules.pop("instance", None)
 
 
 UNTRACEABLE = """

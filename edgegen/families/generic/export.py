@@ -9,6 +9,7 @@ with those inputs recorded for `edgegen optimize`. The CLI form is
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib
@@ -631,22 +632,23 @@ def load_factory(reference: str, flag: str = "--module") -> torch.nn.Module:
         spec = importlib.util.spec_from_file_location(f"edgegen_user_module_{path.stem}", path)
         code = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = code
-        try:
+        with _users_code(flag, reference, "a Python file that imports"):
             spec.loader.exec_module(code)
-        except Exception as exc:  # noqa: BLE001 - an import or syntax error in the user's file (--debug shows where)
-            raise ConfigError(f"{flag} {reference!r}: expected a Python file that imports, found it raising "
-                              f"{type(exc).__name__}: {exc}") from exc
     else:
         if os.getcwd() not in sys.path:   # as `python -m` finds them: modules in the working directory too
             sys.path.insert(0, os.getcwd())
         try:
-            code = importlib.import_module(location)
-        except ImportError as exc:
-            raise ConfigError(f"{flag} {reference!r}: expected an importable module {location!r}, found: {exc}") from None
-        except Exception as exc:  # noqa: BLE001 - an error inside the user's module (--debug shows where)
-            raise ConfigError(f"{flag} {reference!r}: expected a module that imports, found it raising "
-                              f"{type(exc).__name__}: {exc}") from exc
+            with _users_code(flag, reference, "a module that imports"):
+                code = importlib.import_module(location)
+        except ConfigError as refused:
+            missing = refused.__cause__
+            if isinstance(missing, ImportError) and missing.name in _packages_of(location):
+                raise ConfigError(f"{flag} {reference!r}: expected an importable module {location!r}, found: "
+                                  f"{missing}") from None
+            raise
     factory = getattr(code, attribute, None)
+    if isinstance(factory, torch.nn.Module):   # the module itself, where a factory was asked for: taken
+        return factory
     if not callable(factory):
         raise ConfigError(f"{flag} {reference!r}: expected a callable {attribute!r} in {location!r}, found "
                           f"{type(factory).__name__ if factory is not None else 'nothing'}")
@@ -654,15 +656,38 @@ def load_factory(reference: str, flag: str = "--module") -> torch.nn.Module:
     if needs:
         raise ConfigError(f"{flag} {reference!r}: expected a factory that takes no arguments, found {attribute!r} "
                           f"needing {', '.join(needs)}")
-    try:
+    with _users_code(flag, reference, "the factory to return a module"):
         module = factory()
-    except Exception as exc:  # noqa: BLE001 - the user's code failing is theirs to read (--debug shows where)
-        raise ConfigError(f"{flag} {reference!r}: expected the factory to return a module, found it raising "
-                          f"{type(exc).__name__}: {exc}") from exc
     if not isinstance(module, torch.nn.Module):
         raise ConfigError(f"{flag} {reference!r}: expected the factory to return a torch.nn.Module, found "
                               f"{type(module).__name__}")
     return module
+
+
+def _packages_of(location: str) -> list[str]:
+    """"a.b.c" -> ["a", "a.b", "a.b.c"]: an ImportError naming one of them is the module missing,
+    not a dependency of its."""
+    parts = location.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
+
+
+@contextlib.contextmanager
+def _users_code(flag: str, reference: str, expected: str):
+    """Run the user's file, module or factory: what it raises is a ConfigError naming it (--debug
+    shows where), and so is its exit. A script's module-level argparse or sys.exit runs on import:
+    it sees the file's own name and no arguments, as `python model.py` would, not edgegen's."""
+    argv = sys.argv
+    sys.argv = [reference.rpartition(":")[0]]
+    try:
+        yield
+    except SystemExit as exc:
+        raise ConfigError(f"{flag} {reference!r}: expected {expected}, found it exiting (SystemExit {exc.code!r}): "
+                          "put a script's argument parsing and sys.exit under if __name__ == '__main__':") from None
+    except Exception as exc:  # noqa: BLE001 - the user's code failing is theirs to read (--debug shows where)
+        raise ConfigError(f"{flag} {reference!r}: expected {expected}, found it raising "
+                          f"{type(exc).__name__}: {exc}") from exc
+    finally:
+        sys.argv = argv
 
 
 def parse_dynamic(specs: list[str] | None) -> dict[str, dict[int, str]] | None:
