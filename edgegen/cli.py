@@ -626,8 +626,9 @@ def _print_info(path, shipped_name: str | None = None) -> str:
               "not read here, kept as it is")
     held = m.config.get("held_out")
     if isinstance(held, dict):
-        missing = "" if (package.path / str(held.get("file"))).is_file() else "; MISSING: optimize then needs --inputs NPZ"
-        print(f"held out  {held.get('feeds')} feeds in {held.get('file')} (what optimize calibrates and gates on{missing})")
+        problem = _held_out_problem(package)
+        problem = f"; {problem}: optimize then needs --inputs NPZ" if problem else ""
+        print(f"held out  {held.get('feeds')} feeds in {held.get('file')} (what optimize calibrates and gates on{problem})")
     p = m.provenance
     made = ", ".join(f"{tool} {p[tool]}" for tool in ("edgegen", "torch", "onnx", "onnxruntime", "opset") if p.get(tool))
     print(f"made by   {made or 'not recorded'}" + (f", {p['created']}" if p.get("created") else ""))
@@ -639,6 +640,20 @@ def _print_info(path, shipped_name: str | None = None) -> str:
     if refused:
         print(f"refused   edgegen.load refuses it: {refused}")
     return _info_verdict(package, refused, len(damaged), "listed above")
+
+
+def _held_out_problem(package) -> str | None:
+    """Why optimize would refuse the held-out inputs a package recorded at export: "MISSING" or
+    "CHANGED since export" (their sha256); None where they are as recorded, or none were."""
+    from .package import sha256_file
+
+    held = package.manifest.config.get("held_out")
+    if not isinstance(held, dict):
+        return None
+    path = package.path / str(held.get("file"))
+    if not path.is_file():
+        return "MISSING"
+    return None if sha256_file(path) == held.get("sha256") else "CHANGED since export (another sha256)"
 
 
 def _info_verdict(package, refused: str, damaged: int, where: str) -> str:
@@ -661,7 +676,8 @@ def _info_report(path) -> tuple[dict, str]:
     refused = _load_refusal(package)
     report = {"report": INFO_REPORT, "edgegen": __version__, "package": str(package.path),
               "graph_bytes": {part: package.graph_path(part).stat().st_size for part in package.manifest.graphs},
-              "damaged": damaged, "load_refusal": refused or None, "manifest": strict_json(package.manifest.to_json())}
+              "damaged": damaged, "load_refusal": refused or None, "held_out_problem": _held_out_problem(package),
+              "manifest": strict_json(package.manifest.to_json())}
     return report, _info_verdict(package, refused, sum(map(len, damaged.values())), "the report's damaged")
 
 

@@ -468,6 +468,12 @@ def test_held_out_feeds_are_checked_and_recorded_for_optimize(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "held out  2 feeds in held_out.npz (what optimize calibrates and gates on)\n" in out
     assert "variants  none (fp32 only; 'edgegen optimize' adds int8 / fp16 variants)" in out   # int4 is a token model's
+    (path / "held_out.npz").write_bytes((path / "held_out.npz").read_bytes() + b"x")   # changed: said, as optimize refuses it
+    main(["info", str(path)])
+    assert "held out  2 feeds in held_out.npz (what optimize calibrates and gates on; CHANGED since export (another " \
+           "sha256): optimize then needs --inputs NPZ)" in capsys.readouterr().out
+    main(["info", str(path), "--json"])
+    assert json.loads(capsys.readouterr().out)["held_out_problem"] == "CHANGED since export (another sha256)"
     (path / "held_out.npz").unlink()
     main(["info", str(path)])
     assert "held out  2 feeds in held_out.npz (what optimize calibrates and gates on; MISSING: optimize then needs " \
