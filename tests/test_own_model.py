@@ -569,6 +569,14 @@ def test_a_module_torch_export_cannot_trace_or_run_is_refused_in_one_line(tmp_pa
         export_pytorch(untraceable.Branch(), example, tmp_path / "pkg")
     with pytest.raises(ConfigError, match=r"module: expected forward to run on the example inputs, found RuntimeError: "):
         export_pytorch(torch.nn.Linear(4, 4), example, tmp_path / "pkg")   # 3 features where it takes 4
+    class Inverse(torch.nn.Module):   # traced by torch.export; torch.onnx has no ONNX function for the op
+        def forward(self, x):
+            return torch.linalg.inv(x)
+
+    with pytest.raises(ValidationError, match=r"^export of 'Inverse': expected operators torch.onnx writes as ONNX, found "
+                                              r"aten.linalg_inv_ex, which it has no ONNX function for \(torch.export "
+                                              r"traced the module; compute that step from other operators"):
+        export_pytorch(Inverse(), {"x": np.stack([np.eye(3, dtype=np.float32) * 2] * 2)}, tmp_path / "pkg")
     np.savez(tmp_path / "example.npz", **example)
     assert main(["export", "--module", f"{tmp_path / 'untraceable.py'}:make_model", "--inputs",
                  str(tmp_path / "example.npz"), "--out", str(tmp_path / "pkg")]) == 2   # the module to mend: not a verdict

@@ -18,6 +18,7 @@ import inspect
 import math
 import numbers
 import os
+import re
 import sys
 import traceback
 from pathlib import Path
@@ -142,6 +143,10 @@ def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str 
         except EdgegenError:
             raise
         except Exception as exc:  # noqa: BLE001 - a module torch.export cannot trace is the user's to change
+            if op := _op_without_onnx(exc):   # traced, but one of its ops has no ONNX form in torch.onnx
+                raise ValidationError(f"export of {config.source!r}: expected operators torch.onnx writes as ONNX, "
+                                      f"found {op}, which it has no ONNX function for (torch.export traced the "
+                                      "module; compute that step from other operators, or outside the module)") from exc
             raise ValidationError(f"export of {config.source!r}: expected a module torch.export can trace, found "
                                   f"{_innermost(exc, module)} (docs/bring-your-own-model.md says what traces)") from exc
         config.index_limits = embedding_rows(model)
@@ -372,6 +377,17 @@ def _output_names(given, count: int) -> tuple[str, ...]:
         raise ConfigError(f"output_names (--output-name): expected {count} name(s), one per tensor forward returns, found "
                           f"{len(given)}: {list(given)}")
     return tuple(given)
+
+
+def _op_without_onnx(exc: BaseException) -> str | None:
+    """The ATen operator ("aten.linalg_inv_ex") torch.onnx found no ONNX function for, where that
+    stopped the export (its DispatchError), or None."""
+    while exc is not None:
+        found = re.search(r"No ONNX function found for <OpOverload\(op='([^']+)'", str(exc))
+        if found:
+            return found.group(1)
+        exc = exc.__cause__
+    return None
 
 
 def _innermost(exc: BaseException, module: torch.nn.Module) -> str:
