@@ -1030,7 +1030,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "block-wise weight-only quantization of token models (ONNX Runtime's MatMulNBits; int4 for a "
                         "TensorRT target: DequantizeLinear of int4 blocks)")
     p.add_argument("--calibration", type=int, default=None,
-                   help="int8: inputs to calibrate activation ranges on, a multiple of 8 from 8 to 4096 (default 64)")
+                   help="int8: inputs drawn from the checkpoint's data to calibrate activation ranges on, a multiple of 8 "
+                        "from 8 to 4096 (default 64; feeds given whole, --inputs or a module's recorded ones, "
+                        "calibrate on their first half)")
     p.add_argument("--block-size", type=int, default=None,
                    help="int4 and int8-weights: weights per quantization scale, a power of 2 from 16 to 256 (default 32)")
     p.add_argument("--max-8bit-share", type=float, default=None, metavar="FRACTION",

@@ -65,6 +65,7 @@ WEIGHT_ONLY_BITS = {"int4": 4, "int8-weights": 8}
 # decode step, 2 threads, against fp32: int4 3.8x with it, 2.4x without; int8 weights 2.7x with it,
 # 0.19x without (its float path dequantizes every weight on every call).
 MATMULNBITS_ACCURACY_LEVEL = 4
+DEFAULT_CALIBRATION = 64   # inputs drawn from a checkpoint's data to calibrate int8 on
 # calibration inputs at most: the activation ranges settle within a few hundred, and every input
 # is held in memory (a huge count was killed for memory, with no edgegen error)
 MAX_CALIBRATION = 4096
@@ -136,7 +137,7 @@ class GateResult:
         return text
 
 
-def optimize_package(path: str | os.PathLike, precision: str, calibration: int = 64, target: str = "ort-cpu",
+def optimize_package(path: str | os.PathLike, precision: str, calibration: int | None = None, target: str = "ort-cpu",
                      checkpoint: str | os.PathLike | None = None, seed: int = 0, gate_threshold: float | None = None,
                      progress=print, inputs: str | os.PathLike | None = None, bar: bool | None = False,
                      block_size: int = DEFAULT_BLOCK_SIZE, max_8bit_share: float = DEFAULT_MAX_8BIT_SHARE,
@@ -147,7 +148,7 @@ def optimize_package(path: str | os.PathLike, precision: str, calibration: int =
     (`last_refused`), since a failed attempt must not take away what the user had.
 
     The calibration and gate inputs come from the family's export spec over the checkpoint's
-    data; for a family without a training side (a user's own module) from `inputs` (an .npz
+    data (`calibration` inputs, DEFAULT_CALIBRATION where None); for a family without a training side (a user's own module) from `inputs` (an .npz
     of feeds) or from the held-out inputs the export recorded: the first half of the feeds
     calibrates, the second half, never seen by the calibration, gates. A token package imported
     from transformers (no training record, no checkpoint given) is calibrated, gated and timed (at
@@ -171,7 +172,8 @@ def optimize_package(path: str | os.PathLike, precision: str, calibration: int =
         raise ConfigError(not_one_of("precision", precision, get_target(target).variant_precisions,
                                      f"those the {target} target takes; fused and int8-weights are ONNX Runtime's own "
                                      f"contrib ops, which TensorRT does not read{int4}", known=VARIANT_PRECISIONS))
-    _check_settings(precision, calibration, block_size, max_8bit_share, gate_threshold, checkpoint, inputs)
+    drawn = DEFAULT_CALIBRATION if calibration is None else calibration   # inputs drawn to calibrate on
+    _check_settings(precision, drawn, block_size, max_8bit_share, gate_threshold, checkpoint, inputs)
     if not isinstance(speed_check, bool):
         raise ConfigError(f"speed_check (--no-speed-check): expected True or False, found {speed_check!r}")
     if speed_check:
@@ -201,14 +203,15 @@ def optimize_package(path: str | os.PathLike, precision: str, calibration: int =
                 feeds, speed_calls = _held_out_feeds(package, family, config, seed, GATE_BATCHES if searched else 0)
             elif inputs is not None or family.model is None or getattr(config, "held_out", None) is not None:
                 # no checkpoint to draw from: the user's inputs, or those the export recorded
+                _refuse_settings_of_drawn_feeds(checkpoint, calibration, inputs)
                 feeds = _given_feeds(package, family, config, inputs)
             elif family.held_out_tokens is not None and checkpoint is None and not package.manifest.provenance.get("training"):
                 # a token package imported from transformers (nothing trained it here): no edgegen
                 # checkpoint to draw from, its held-out text
                 feeds, speed_calls = _held_out_feeds(package, family, config, seed,
-                                                     calibration // BATCH if precision == "int8" else 0)
+                                                     drawn // BATCH if precision == "int8" else 0)
             else:
-                feeds = _spec_feeds(package, checkpoint, calibration, seed)
+                feeds = _spec_feeds(package, checkpoint, drawn, seed)
             damaged = package.damaged_variants.get(precision, {})   # replaced, never kept beside a refusal
             records, earlier = {}, {p: r for p, r in package.variant_files(precision).items() if p not in damaged}
             with Progress(len(feeds), f"optimize {precision}", enabled=bar) as shown:
@@ -357,6 +360,17 @@ def _held_out_feeds(package: Package, family, config, seed: int, calibration_bat
     gate_feeds, calibration_feeds = windows[:GATE_BATCHES], windows[GATE_BATCHES:]
     return ({part: (calibration_feeds, gate_feeds, source) for part in package.graphs},
             {part: (speed_feed, call) for part in package.graphs})
+
+
+def _refuse_settings_of_drawn_feeds(checkpoint, calibration: int | None, inputs) -> None:
+    """`checkpoint` and `calibration` choose inputs drawn from a checkpoint's data; where the feeds
+    are given whole they would be ignored without a word, so they are refused."""
+    given = [flag for flag, value in (("checkpoint (--checkpoint)", checkpoint), ("calibration (--calibration)",
+                                                                                 calibration)) if value is not None]
+    if given:
+        whose = f"--inputs {str(inputs)!r}" if inputs is not None else "the held-out inputs the export recorded"
+        raise ConfigError(f"{' and '.join(given)}: expected none where the feeds are given whole ({whose}: their first "
+                          "half calibrates, the second gates), found given")
 
 
 def _given_feeds(package: Package, family, config, inputs) -> dict:
