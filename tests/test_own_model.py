@@ -577,6 +577,26 @@ def test_a_module_torch_export_cannot_trace_or_run_is_refused_in_one_line(tmp_pa
                                               r"aten.linalg_inv_ex, which it has no ONNX function for \(torch.export "
                                               r"traced the module; compute that step from other operators"):
         export_pytorch(Inverse(), {"x": np.stack([np.eye(3, dtype=np.float32) * 2] * 2)}, tmp_path / "pkg")
+
+    class Noisy(torch.nn.Module):   # its graph draws its own numbers: refused by the cause, at every opset
+        def forward(self, x):
+            return x + torch.randn_like(x)
+
+    for opset in (18, 23):   # 23: ONNX Runtime has no kernel for the op; 18: the gate saw a mismatch
+        with pytest.raises(ValidationError, match=r"^export of 'Noisy': expected outputs its inputs decide, found random "
+                                                  r"numbers drawn in forward \(RandomNormalLike '\w+'\): take the noise "
+                                                  r"as an input, drawn by the caller$"):
+            export_pytorch(Noisy(), example, tmp_path / "pkg", opset=opset)
+
+    def lacks_a_kernel(part, path, *args, **kwargs):   # as ONNX Runtime refuses an op it has no kernel for
+        raise PackageError(f"graph {part!r} at {str(path)!r}: expected a loadable ONNX model, found: NOT_IMPLEMENTED : "
+                           "Could not find an implementation for SomeOp(23)")
+
+    monkeypatch.setattr("edgegen.families.generic.export.OrtSession", lacks_a_kernel)
+    with pytest.raises(ValidationError, match=r"^export of 'Linear': expected a graph ONNX Runtime runs, found "
+                                              r"NOT_IMPLEMENTED : Could not find an implementation for SomeOp\(23\)$"):
+        export_pytorch(torch.nn.Linear(3, 3), example, tmp_path / "pkg")   # not the staging folder's path, gone by then
+    monkeypatch.undo()
     np.savez(tmp_path / "example.npz", **example)
     assert main(["export", "--module", f"{tmp_path / 'untraceable.py'}:make_model", "--inputs",
                  str(tmp_path / "example.npz"), "--out", str(tmp_path / "pkg")]) == 2   # the module to mend: not a verdict

@@ -28,7 +28,7 @@ import numpy as np
 import onnx
 import torch
 
-from ...errors import CheckpointError, ConfigError, EdgegenError, EdgegenWarning, ParityError, ValidationError, described, warn_caller
+from ...errors import CheckpointError, ConfigError, EdgegenError, EdgegenWarning, PackageError, ParityError, ValidationError, described, warn_caller
 from ...export import check_opset, provenance
 from ...export.onnx_export import DEFAULT_OPSET, export_module, value_spec
 from ...export.validate import gate_feeds, refuse_lost_epsilons, sizes_label, torch_inputs
@@ -156,7 +156,12 @@ def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str 
             if spec.dtype not in DTYPES:
                 raise ConfigError(f"output {spec.name!r}: expected one of {', '.join(DTYPES)}, found {spec.dtype} "
                                   "(cast it in forward, e.g. .float())")
-        session = OrtSession(GRAPH, stage / f"{GRAPH}.onnx", specs, graph_outputs, backend="ort-cpu")
+        _refuse_random_draws(model, config.source)
+        try:
+            session = OrtSession(GRAPH, stage / f"{GRAPH}.onnx", specs, graph_outputs, backend="ort-cpu")
+        except PackageError as exc:   # the staging folder's path it names is gone once this is raised
+            raise ValidationError(f"export of {config.source!r}: expected a graph ONNX Runtime runs, found "
+                                  f"{str(exc).partition('found: ')[2] or exc}") from None
         results = _gate_each(module, session, checked, len(recorded) if held_out is not None else 0, atol, rtol,
                              config.source)
         if failures := _gate_failures(results, atol, rtol, sizes_label(specs, traced)):
@@ -377,6 +382,21 @@ def _output_names(given, count: int) -> tuple[str, ...]:
         raise ConfigError(f"output_names (--output-name): expected {count} name(s), one per tensor forward returns, found "
                           f"{len(given)}: {list(given)}")
     return tuple(given)
+
+
+# ONNX's operators that draw random numbers: a graph with one gives other values than PyTorch's draws
+RANDOM_OPS = ("RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial", "Bernoulli")
+
+
+def _refuse_random_draws(model: onnx.ModelProto, source: str) -> None:
+    """A forward that draws random numbers (torch.randn_like) makes a graph that draws its own: it
+    cannot reproduce the module, and the gate would report a mismatch, or ONNX Runtime lack the
+    op, instead of the cause."""
+    drawn = [f"{n.op_type} {n.name!r}" for n in [*model.graph.node, *(n for f in model.functions for n in f.node)]
+             if n.op_type in RANDOM_OPS]
+    if drawn:
+        raise ValidationError(f"export of {source!r}: expected outputs its inputs decide, found random numbers drawn in "
+                              f"forward ({', '.join(drawn)}): take the noise as an input, drawn by the caller")
 
 
 def _op_without_onnx(exc: BaseException) -> str | None:
