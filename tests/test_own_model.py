@@ -324,6 +324,9 @@ def test_export_refuses_bad_arguments_with_their_names(user_model, tmp_path):
             export_pytorch(make_model(), example, tmp_path / "g", atol=atol)
     with pytest.raises(ConfigError, match=r"inputs \(--inputs\): expected example arrays by input name \(a dict\), found list"):
         export_pytorch(make_model(), list(example.values()), tmp_path / "h")
+    with pytest.raises(ConfigError, match=r"inputs \(--inputs\): expected names without '/' \(an .npz of several feeds "
+                                          r"keys them N/NAME\), found \['0/image'\]"):
+        export_pytorch(make_model(), {"0/image": example["image"], "mask": example["mask"]}, tmp_path / "h")
     # output names and dim limits: refused before the export, not split into letters or cut to ints
     with pytest.raises(ConfigError, match=r"output_names \(--output-name\): expected a list of names, found 'clean'"):
         export_pytorch(make_model(), example, tmp_path / "i", output_names="clean")
@@ -713,6 +716,18 @@ def test_the_package_claims_the_sizes_its_export_checked_and_the_runtime_refuses
         export_pytorch(_SmallBranch(), {"x": np.ones((2, 16), np.float32)}, tmp_path / "big", dynamic=dynamic,
                        dim_limits={"width": 20}, held_out=[held[1], {"x": np.ones((2, 24), np.float32)}])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pkg"]
+
+
+def test_inputs_named_as_the_calls_own_parameters_are_given_by_keyword(tmp_path):
+    class Scale(torch.nn.Module):
+        def forward(self, feeds, other):   # the graph's inputs: `feeds` and `other`
+            return feeds * other
+
+    pkg = export_pytorch(Scale(), {"feeds": np.ones((2, 3), np.float32), "other": np.full((2, 3), 2, np.float32)},
+                         tmp_path / "pkg")
+    pipe = edgegen.load(pkg)
+    assert pipe(feeds=np.ones((1, 3), np.float32), other=np.full((1, 3), 3, np.float32))["output"].tolist() == [[3, 3, 3]]
+    assert pipe({"feeds": np.ones((1, 3), np.float32), "other": np.ones((1, 3), np.float32)})["output"].shape == (1, 3)
 
 
 def test_a_generic_package_refuses_nan_and_empty_batches_and_never_returns_nan(tmp_path):

@@ -112,6 +112,9 @@ def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str 
     example = {str(k): _numpy(v, f"inputs (--inputs) {k!r}") for k, v in dict(inputs).items()}
     if not example:
         raise ConfigError("inputs (--inputs): expected at least one named example input, found none")
+    if slashed := [name for name in example if "/" in name]:   # read back as feed N's input NAME
+        raise ConfigError(f"inputs (--inputs): expected names without '/' (an .npz of several feeds keys them N/NAME), "
+                          f"found {slashed}")
     example = _in_forward_order(module, example)
     dynamic_given = dynamic is not None
     if dynamic is not None and not isinstance(dynamic, Mapping):

@@ -72,7 +72,8 @@ class GenericPipeline(Pipeline):
     def outputs(self) -> tuple[TensorSpec, ...]:
         return self.session.outputs
 
-    def __call__(self, feeds: dict | Any = None, **named) -> dict[str, np.ndarray]:
+    # positional-only: a graph input may be named `self` or `feeds` and still be given by keyword
+    def __call__(self, feeds: dict | Any = None, /, **named) -> dict[str, np.ndarray]:
         if feeds is not None and not isinstance(feeds, dict):   # one array, for a graph of one input
             if len(self.inputs) != 1:
                 raise InputError(f"inputs: expected a dict of {[s.name for s in self.inputs]} (or names as keywords), "
