@@ -310,6 +310,16 @@ def test_export_refuses_bad_arguments_with_their_names(user_model, tmp_path):
         torch.manual_seed(0)   # a convolution's channels named dynamic: the trace fixes them, said as such
         export_pytorch(torch.nn.Conv1d(4, 8, 3), {"x": np.zeros((2, 4, 16), np.float32)}, tmp_path / "ch",
                        dynamic={"x": {0: "batch", 1: "ch"}})
+
+    class TwoInputs(torch.nn.Module):   # x's rows meet cond's: a batch named on x alone is fixed by cond's
+        def forward(self, x, cond):
+            return x.sum(1, keepdim=True) + cond
+
+    with pytest.raises(ValidationError, match=r"the module fixed dim 'batch' of input 'x' \(axis 0\) at 2 \(.*, or another "
+                                              r"input it meets that keeps that size static; name it there too: --dynamic "
+                                              r"cond:0=batch\)"):
+        export_pytorch(TwoInputs(), {"x": np.ones((2, 8), np.float32), "cond": np.ones((2, 4), np.float32)},
+                       tmp_path / "two", dynamic={"x": {0: "batch"}})
     with pytest.raises(ConfigError, match="module: expected a torch.nn.Module"):
         export_pytorch(lambda x: x, example, tmp_path / "d")
     with pytest.raises(ConfigError, match=r"module: expected its weights on the CPU \(export module.cpu\(\); the package "

@@ -77,13 +77,24 @@ def export_module(module: torch.nn.Module, part: str, inputs: tuple[TensorSpec, 
                  for spec, made in zip(inputs, found_inputs) if spec.name == made.name and len(spec.shape) == len(made.shape)
                  for axis, (want, got) in enumerate(zip(spec.shape, made.shape)) if isinstance(want, str) and isinstance(got, int)]
         why = (f": the module fixed {', '.join(fixed)} (a layer that takes one size there, such as a convolution's "
-               "channels): make only dims it takes at any size dynamic") if fixed else ""
+               "channels, or another input it meets that keeps that size static"
+               + _static_partners(inputs, found_inputs) + "): make only dims it takes at any size dynamic") if fixed else ""
         raise ValidationError(f"graph {part!r}: expected inputs {[s.describe() for s in inputs]}, "
                               f"the exporter produced {[s.describe() for s in found_inputs]}{why}")
     found_outputs = [v.name for v in model.graph.output]
     if found_outputs != list(outputs):
         raise ValidationError(f"graph {part!r}: expected outputs {list(outputs)}, the exporter produced {found_outputs}")
     return model
+
+
+def _static_partners(asked: tuple[TensorSpec, ...], made: tuple[TensorSpec, ...]) -> str:
+    """For a dynamic dim the trace fixed: the other inputs with a static dim of that size on the same
+    axis (a batch named on `x` alone, where `cond`'s rows meet it), as the names to give it."""
+    fixed = {(axis, got): want for spec, m in zip(asked, made) if len(spec.shape) == len(m.shape)
+             for axis, (want, got) in enumerate(zip(spec.shape, m.shape)) if isinstance(want, str) and isinstance(got, int)}
+    partners = [f"{spec.name}:{axis}={fixed[axis, size]}" for spec in asked for axis, size in enumerate(spec.shape)
+                if isinstance(size, int) and (axis, size) in fixed]
+    return f"; name it there too: --dynamic {' '.join(partners)}" if partners else ""
 
 
 # torch.onnx records each node's Python stack, with the paths of this machine's install: one
