@@ -177,7 +177,8 @@ def _table_verdict(result: GraphCheck, graph: GraphSummary, table: dict, version
 REDUCE_OPS = ("ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceMax", "ReduceMean", "ReduceMin",
               "ReduceProd", "ReduceSum", "ReduceSumSquare")   # their axes: an initializer only, TensorRT 10.15's matrix
 VERIFIED_PART = {"QuantizeLinear": "zero points", "DequantizeLinear": "zero points", "Attention": "past inputs",
-                 **{op: "axes" for op in REDUCE_OPS}}
+                 "Resize": "mode and antialiasing", **{op: "axes" for op in REDUCE_OPS}}
+RESIZE_MODES = ("nearest", "linear")   # the parser's table: no cubic
 
 
 def _refuse_another_signature(package: Package, part: str, graph: GraphSummary) -> None:
@@ -199,6 +200,13 @@ def _restriction_violations(graph: GraphSummary) -> list[str]:
                 and node.inputs[1] not in graph.initializer_bytes:
             problems.append(f"{node.op_type} {node.name!r}: axes from {node.inputs[1]!r}, not an initializer, which "
                             "TensorRT's parser refuses")
+        if node.op_type == "Resize":   # F.interpolate(mode="bicubic", antialias=True) writes both
+            mode, antialias = node.attributes.get("mode", "nearest"), node.attributes.get("antialias", 0)
+            if mode not in RESIZE_MODES:
+                problems.append(f"Resize {node.name!r}: mode {mode}, which TensorRT's parser table does not list "
+                                f"({' or '.join(RESIZE_MODES)})")
+            if antialias:
+                problems.append(f"Resize {node.name!r}: antialiasing, which TensorRT's parser does not take")
         if node.op_type == "Attention" and any(name for name in node.inputs[4:]):
             problems.append(f"Attention {node.name!r}: uses past_key / past_value / nonpad_kv_seqlen inputs, "
                             "which TensorRT's parser refuses")

@@ -1,6 +1,7 @@
 """What `edgegen check` and `edgegen bench` read from an ONNX graph, found without onnx (runtime
 code, so that a device with only onnxruntime can check its packages): the opsets the model
-imports, each top-level node's op type, domain, name and inputs, which initializers hold only
+imports, each top-level node's op type, domain, name, inputs and int or string attributes, which
+initializers hold only
 zeros, and each initializer's size.
 
 It walks the protobuf wire format with the reader in external_data.py; the weights are
@@ -20,7 +21,8 @@ from .external_data import MODEL_GRAPH, _fields, _varint
 MODEL_OPSET_IMPORT, OPSET_DOMAIN, OPSET_VERSION = 8, 1, 2
 GRAPH_NODE, GRAPH_INITIALIZER, GRAPH_INPUT, GRAPH_OUTPUT = 1, 5, 11, 12
 VALUE_INFO_NAME = 1
-NODE_INPUT, NODE_NAME, NODE_OP_TYPE, NODE_DOMAIN = 1, 3, 4, 7
+NODE_INPUT, NODE_NAME, NODE_OP_TYPE, NODE_ATTRIBUTE, NODE_DOMAIN = 1, 3, 4, 5, 7
+ATTRIBUTE_NAME, ATTRIBUTE_INT, ATTRIBUTE_STRING = 1, 3, 4
 TENSOR_DIMS, TENSOR_DATA_TYPE, TENSOR_STRING_DATA, TENSOR_NAME, TENSOR_RAW_DATA = 1, 2, 6, 8, 9
 TENSOR_STRING = 8   # its size is its strings' bytes
 # bits per element of each onnx.TensorProto.DataType with a fixed size (not UNDEFINED, 0, or
@@ -43,6 +45,8 @@ class Node:
     domain: str
     name: str
     inputs: tuple[str, ...]
+    # its int and string attributes by name (Resize's mode, antialias); a default is not stored
+    attributes: dict = field(default_factory=dict, compare=False, hash=False)
 
 
 @dataclass
@@ -120,7 +124,7 @@ def _graph(data, start: int, end: int, summary: GraphSummary) -> None:
 
 
 def _node(data, start: int, end: int) -> Node:
-    inputs, name, op_type, domain = [], "", "", ""
+    inputs, name, op_type, domain, attributes = [], "", "", "", {}
     for number, value in _fields(data, start, end):
         if number == NODE_INPUT:
             inputs.append(_text(data, value))
@@ -130,7 +134,23 @@ def _node(data, start: int, end: int) -> Node:
             op_type = _text(data, value)
         elif number == NODE_DOMAIN:
             domain = _text(data, value)
-    return Node(op_type, domain, name, tuple(inputs))
+        elif number == NODE_ATTRIBUTE and isinstance(value, tuple):
+            attributes.update(_attribute(data, *value))
+    return Node(op_type, domain, name, tuple(inputs), attributes)
+
+
+def _attribute(data, start: int, end: int) -> dict:
+    """{name: value} of an AttributeProto holding an int or a string; {} for other kinds (floats,
+    tensors, graphs), which no check reads."""
+    name, found = "", None
+    for number, value in _fields(data, start, end):
+        if number == ATTRIBUTE_NAME:
+            name = _text(data, value)
+        elif number == ATTRIBUTE_INT:
+            found = value
+        elif number == ATTRIBUTE_STRING:
+            found = _text(data, value)
+    return {name: found} if name and found is not None else {}
 
 
 def _tensor_size(data, start: int, end: int) -> tuple[str, int | None]:

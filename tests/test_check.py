@@ -70,7 +70,7 @@ def test_check_reports_ops_opsets_quantization_and_unprofiled_dims(package_copy,
     assert "parses (judged by TensorRT 10.15's parser table)" in out
     # a restriction is listed with whether it was checked and met, not as if it were a problem
     assert "  restricted   QuantizeLinear: zero point must be 0 (symmetric) (zero points checked here: met)\n" in out
-    assert "  restricted   Resize: nearest or linear;" in out and "(not checked here: TensorRT's parser tells)" in out
+    assert "  restricted   Resize: nearest or linear;" in out and "(mode and antialiasing checked here: met)" in out
 
 
 def test_check_flags_unsupported_ops_custom_domains_and_nonzero_zero_points(package_copy):
@@ -87,6 +87,10 @@ def test_check_flags_unsupported_ops_custom_domains_and_nonzero_zero_points(pack
     # axes a node computes (TensorRT's parser takes a Reduce's axes from an initializer only)
     model.graph.node.append(helper.make_node("Shape", ["image"], ["computed_axes"], name="shape", start=0, end=1))
     model.graph.node.append(helper.make_node("ReduceMean", ["image", "computed_axes"], ["mean_out"], name="mean"))
+    # F.interpolate(mode="bicubic", antialias=True): the table's restriction, read from the node's attributes
+    model.graph.node.append(helper.make_node("Resize", ["image", "", "scale4"], ["resized"], name="bicubic",
+                                             mode="cubic", antialias=1))
+    model.graph.initializer.append(helper.make_tensor("scale4", onnx.TensorProto.FLOAT, [4], [1, 1, 0.5, 0.5]))
     onnx.save(model, str(path))
     manifest = json.loads((pkg / "edgegen.json").read_text())
     manifest["graphs"]["generator"]["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
@@ -108,6 +112,8 @@ def test_check_flags_unsupported_ops_custom_domains_and_nonzero_zero_points(pack
         in format_checks([check])
     assert "ReduceMean 'mean': axes from 'computed_axes', not an initializer, which TensorRT's parser refuses" \
         in check.problems
+    assert "Resize 'bicubic': mode cubic, which TensorRT's parser table does not list (nearest or linear)" in check.problems
+    assert "Resize 'bicubic': antialiasing, which TensorRT's parser does not take" in check.problems
 
 
 def test_a_fused_attention_op_jetpack_7_0_cannot_parse_says_which_export_spells_it_out(package_copy):
