@@ -883,7 +883,7 @@ def _speed_verdict(record: dict, precision: str, target: str, call: str, form, f
         # a variant is kept, and then loaded, on a timing: one noisy timing of 1.19x kept a variant
         # that runs at 1.0x, so a keep is timed twice and the lower figure judges
         speed, first = min(speed, speedup_of_calls(*calls)), "the lower of two timings"
-        call += ", timed twice (a keep), the lower figure judging"
+        call += ", timed twice (its first timing would keep it), the lower figure judging"
     if target == "ort-cpu" and abs(speed - MIN_SPEEDUP) < VERDICT_MARGIN:
         speed = speedup_of_calls(*calls, rounds=VERDICT_ROUNDS)
         call += f", timed again over {VERDICT_ROUNDS} rounds ({first} was within {VERDICT_MARGIN:g} of " \

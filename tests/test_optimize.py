@@ -732,14 +732,14 @@ def test_a_speed_verdict_near_the_line_is_timed_again_longer_and_a_keep_twice(pa
     monkeypatch.setattr(optimize, "speedup_of_calls", lambda *calls, rounds=5, per_round=20: timed.append(rounds) or 1.3)
     (record,) = optimize_package(pkg, "fp16", progress=lambda line: None).values()
     assert timed == [5, 5] and record["speedup_ort_cpu"] == 1.3 and "file" in record
-    assert record["speed_measured_at"].endswith(", timed twice (a keep), the lower figure judging")
+    assert record["speed_measured_at"].endswith(", timed twice (its first timing would keep it), the lower figure judging")
     first_then = iter([1.19, 1.07, 1.2])   # the lower in the margin: timed again, and said as the lower (helper 81)
     timed.clear()
     monkeypatch.setattr(optimize, "speedup_of_calls",
                         lambda *calls, rounds=5, per_round=20: timed.append(rounds) or next(first_then))
     (record,) = optimize_package(pkg, "fp16", progress=lambda line: None).values()
     assert timed == [5, 5, optimize.VERDICT_ROUNDS] and record["speed_measured_at"].endswith(
-        f", timed twice (a keep), the lower figure judging, timed again over {optimize.VERDICT_ROUNDS} rounds (the lower "
+        f", timed twice (its first timing would keep it), the lower figure judging, timed again over {optimize.VERDICT_ROUNDS} rounds (the lower "
         "of two timings was within 0.05 of 1.05x)")
 
 
