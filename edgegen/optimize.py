@@ -221,7 +221,7 @@ def optimize_package(path: str | os.PathLike, precision: str, calibration: int |
                                              block_size, speed_calls.get(part), max_8bit_share,
                                              lambda text, part=part: shown.update(0, info=f"{part}: {text}"), speed_check)
                     r = records[part]
-                    shown.update(1, info=f"{part} done")
+                    shown.update(1, info=f"{part} {'written' if 'file' in r else 'refused'}")
                     spared = f", {spared_text(r)}" if r.get("spared_matmuls") else ""
                     stays = f"; the {precision} variant written before stays ({earlier[part]['file']})" if part in earlier else ""
                     before = earlier.get(part, {}).get("target")

@@ -431,6 +431,7 @@ def test_int4_keeps_the_matmuls_that_cost_the_most_at_8_bits_where_4_bits_everyw
     err = capsys.readouterr().err
     assert err.endswith(f"edgegen: optimize: wrote no int4 variant (decoder: {pure['refused']})\n")
     assert "edgegen: info:" not in err   # the manifest it prints is info's, its verdict line is not
+    assert re.match(r"optimize int4: 1/1 in [0-9.]+s decoder refused\n", err)   # its log line: not "done"
     assert pure["refused"].startswith("gate top-1 agreement 0.9") and "spared_matmuls" not in pure
     assert pure["refused"].endswith(": keep MatMuls at 8 bits (--max-8bit-share), or take a smaller --block-size (16), "
                                     "or --precision int8-weights")
