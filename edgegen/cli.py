@@ -643,17 +643,21 @@ def _print_info(path, shipped_name: str | None = None) -> str:
 
 
 def _held_out_problem(package) -> str | None:
-    """Why optimize would refuse the held-out inputs a package recorded at export: "MISSING" or
-    "CHANGED since export" (their sha256); None where they are as recorded, or none were."""
-    from .package import sha256_file
+    """Why optimize would refuse the held-out inputs a package recorded at export, as it reads
+    them: "MISSING", "CHANGED since export" (their sha256) or the record's own fault; None where
+    they are as recorded, or none were."""
+    from .errors import HashMismatchError
 
     held = package.manifest.config.get("held_out")
     if not isinstance(held, dict):
         return None
-    path = package.path / str(held.get("file"))
-    if not path.is_file():
-        return "MISSING"
-    return None if sha256_file(path) == held.get("sha256") else "CHANGED since export (another sha256)"
+    try:
+        package.recorded_file(held, "config.held_out", "held-out inputs")
+    except HashMismatchError:
+        return "CHANGED since export (another sha256)"
+    except EdgegenError as exc:
+        return "MISSING" if not (package.path / str(held.get("file"))).is_file() else str(exc)
+    return None
 
 
 def _info_verdict(package, refused: str, damaged: int, where: str) -> str:

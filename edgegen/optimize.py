@@ -365,19 +365,19 @@ def _held_out_feeds(package: Package, family, config, seed: int, calibration_bat
 def _refuse_settings_of_drawn_feeds(checkpoint, calibration: int | None, inputs) -> None:
     """`checkpoint` and `calibration` choose inputs drawn from a checkpoint's data; where the feeds
     are given whole they would be ignored without a word, so they are refused."""
-    given = [flag for flag, value in (("checkpoint (--checkpoint)", checkpoint), ("calibration (--calibration)",
-                                                                                 calibration)) if value is not None]
+    given = {name: value for name, value in (("checkpoint", checkpoint), ("calibration", calibration))
+             if value is not None}
     if given:
         whose = f"--inputs {str(inputs)!r}" if inputs is not None else "the held-out inputs the export recorded"
-        raise ConfigError(f"{' and '.join(given)}: expected none where the feeds are given whole ({whose}: their first "
-                          "half calibrates, the second gates), found given")
+        raise ConfigError(f"{' and '.join(f'{name} (--{name})' for name in given)}: expected none where the feeds are "
+                          f"given whole ({whose}: their first half calibrates, the second gates), found "
+                          f"{', '.join(f'{name} {str(value)!r}' for name, value in given.items())}")
 
 
 def _given_feeds(package: Package, family, config, inputs) -> dict:
     """{part: (calibration feeds, gate feeds, source)} from an .npz of feeds or the recorded ones."""
-    from .families.generic.pipeline import input_array
     from .runtimes.feeds import read_feeds, recorded_feeds
-    from .runtimes.pipeline import check_finite
+    from .runtimes.pipeline import check_finite, input_array
     from .runtimes.session import check_feeds
 
     if inputs is not None:

@@ -84,6 +84,13 @@ def may_be_empty(dim: str) -> bool:
     return dim.startswith("past")
 
 
+def least_size(dim: str, minimums: dict) -> int:
+    """The smallest size a package takes for a dynamic dim: its recorded minimum (a user's module:
+    the least its export checked), else 0 for a past cache and 1 for the others. The runtime's
+    refusals and TensorRT's profiles share it."""
+    return int(minimums.get(dim, 0 if may_be_empty(dim) else 1))
+
+
 @dataclass(frozen=True)
 class TensorSpec:
     """One graph input or output: its name, numpy dtype name and shape.

@@ -317,7 +317,7 @@ def test_export_refuses_bad_arguments_with_their_names(user_model, tmp_path):
 
     with pytest.raises(ValidationError, match=r"the module fixed dim 'batch' of input 'x' \(axis 0\) at 2 \(.*, or another "
                                               r"input it meets that keeps that size static; name it there too: --dynamic "
-                                              r"cond:0=batch\)"):
+                                              r"cond:0=batch, dynamic=\{'cond': \{0: 'batch'\}, \.\.\.\}\)"):
         export_pytorch(TwoInputs(), {"x": np.ones((2, 8), np.float32), "cond": np.ones((2, 4), np.float32)},
                        tmp_path / "two", dynamic={"x": {0: "batch"}})
     with pytest.raises(ConfigError, match="module: expected a torch.nn.Module"):
@@ -523,8 +523,10 @@ def test_the_callers_module_keeps_its_mode_and_a_failing_module_file_is_named(tm
     (tmp_path / "instance.py").write_text("import torch\ntorch.manual_seed(0)\nmodel = torch.nn.Linear(4, 4)\n")
     sys.path.insert(0, str(tmp_path))
     try:
+        argv = list(sys.argv)
         assert main(["export", "--module", f"{tmp_path / 'script.py'}:make_model", "--inputs", str(tmp_path / "x.npz"),
                      "--out", str(tmp_path / "script-pkg")]) == 0   # argparse read no arguments: its defaults
+        assert sys.argv == argv   # given back
         assert main(["export", "--module", "instance:model", "--inputs", str(tmp_path / "x.npz"),
                      "--out", str(tmp_path / "instance-pkg")]) == 0   # a module object, where a factory was asked for
         capsys.readouterr()
@@ -606,8 +608,9 @@ def test_a_module_torch_export_cannot_trace_or_run_is_refused_in_one_line(tmp_pa
                            "Could not find an implementation for SomeOp(23)")
 
     monkeypatch.setattr("edgegen.families.generic.export.OrtSession", lacks_a_kernel)
-    with pytest.raises(ValidationError, match=r"^export of 'Linear': expected a graph ONNX Runtime runs, found "
-                                              r"NOT_IMPLEMENTED : Could not find an implementation for SomeOp\(23\)$"):
+    with pytest.raises(ValidationError, match=r"^export of 'Linear': expected a graph ONNX Runtime runs, found: graph "
+                                              r"'model': expected a loadable ONNX model, found: NOT_IMPLEMENTED : Could "
+                                              r"not find an implementation for SomeOp\(23\)$"):
         export_pytorch(torch.nn.Linear(3, 3), example, tmp_path / "pkg")   # not the staging folder's path, gone by then
     monkeypatch.undo()
     np.savez(tmp_path / "example.npz", **example)
@@ -701,10 +704,11 @@ def test_the_package_claims_the_sizes_its_export_checked_and_the_runtime_refuses
     pipe = edgegen.load(pkg)
     np.testing.assert_array_equal(pipe(x=np.ones((1, 8), np.float32))["output"], np.full((1, 8), 2, np.float32))
     with pytest.raises(InputError, match=r"^input 'x': expected width 8 to 20, the sizes its export checked against "
-                                         r"PyTorch, found 4: export again with held-out inputs \(--held-out\) of width 4 "
-                                         r"among them$"):
+                                         r"PyTorch, found 4: below 8 the export saw the module or its graph fail, or "
+                                         r"tried no size; held-out inputs \(--held-out\) of width 4 have it checked$"):
         pipe(x=np.ones((1, 4), np.float32))
-    with pytest.raises(InputError, match=r"found 30: export again with --limit width=30 \(dim_limits\)$"):
+    with pytest.raises(InputError, match=r"found 30: export again with --limit width=30 \(dim_limits\), and its check "
+                                         r"runs there$"):
         pipe(x=np.ones((1, 30), np.float32))
     assert pipe(x=np.ones((40, 16), np.float32))["output"].shape == (40, 16)   # the batch past its limit: rows are independent
     (profile,) = package_profiles(Package(pkg)).values()
@@ -715,6 +719,21 @@ def test_the_package_claims_the_sizes_its_export_checked_and_the_runtime_refuses
     assert main(["bench", str(pkg), "--shapes", "width=4", "--iters", "1", "--warmup", "0", "--no-energy"]) == 0
     assert "--shapes/--sweep width=4: below the smallest width the package declares, which its TensorRT profiles are " \
         "built from (8); timed as asked" in capsys.readouterr().err
+    # a graph that fails where the module runs (its kernel of 7 wider than the width of 4): said, not raised
+    class SmallBranchConv(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv1d(1, 1, 7)
+
+        def forward(self, x):
+            return x * 2 if x.shape[-1] < 8 else self.conv(x)
+
+    torch.manual_seed(0)
+    with pytest.warns(EdgegenWarning, match=r"^export: the graph differs from the module at width 4 \(the graph fails: .*\): "
+                                            r".* so the package takes width 8 and up"):
+        conv = export_pytorch(SmallBranchConv(), {"x": np.ones((2, 1, 16), np.float32)}, tmp_path / "conv",
+                              dynamic={"x": {0: "batch", 2: "width"}})
+    assert json.loads((conv / "edgegen.json").read_text())["config"]["dim_minimums"]["width"] == 8
     # held-out inputs at width 4: the gate checks them, and the branch is found
     held = [{"x": np.full((2, 4), 3, np.float32)}, {"x": np.full((2, 16), 3, np.float32)}]   # 3 * 2 is not 3 + 1
     with pytest.raises(ValidationError, match=r"does not reproduce PyTorch"):
@@ -722,10 +741,10 @@ def test_the_package_claims_the_sizes_its_export_checked_and_the_runtime_refuses
                        held_out=held)
     # and held-out inputs past the limits are refused: the package would not claim them
     with pytest.raises(ConfigError, match=r"held_out \(--held-out\) feed 1 input 'x': expected sizes within the limits "
-                                          r"\(batch 16, width 20\), found width 24: give --limit \(dim_limits\)"):
+                                          r"\(width 20\), found width 24: give --limit \(dim_limits\)"):
         export_pytorch(_SmallBranch(), {"x": np.ones((2, 16), np.float32)}, tmp_path / "big", dynamic=dynamic,
                        dim_limits={"width": 20}, held_out=[held[1], {"x": np.ones((2, 24), np.float32)}])
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["pkg"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["conv", "pkg"]
 
 
 def test_inputs_named_as_the_calls_own_parameters_are_given_by_keyword(tmp_path):
@@ -774,6 +793,12 @@ def test_a_generic_package_refuses_nan_and_empty_batches_and_never_returns_nan(t
     seq = {"past": np.ones((2, 3), np.float32), "x": np.ones((1, 3), np.float32)}
     first = edgegen.load(export_pytorch(SequenceFirst(), seq, tmp_path / "seq", dynamic={"past": {0: "past_length"}}))
     assert first(past=np.zeros((0, 3), np.float32), x=np.full((1, 3), 2, np.float32))["output"].tolist() == [2, 2, 2]
+    # a package made before edgegen recorded dim_minimums takes an empty past cache too
+    manifest = json.loads((tmp_path / "seq" / "edgegen.json").read_text())
+    assert manifest["config"].pop("dim_minimums") == {"past_length": 0}
+    (tmp_path / "seq" / "edgegen.json").write_text(json.dumps(manifest))
+    older = edgegen.load(tmp_path / "seq")
+    assert older(past=np.zeros((0, 3), np.float32), x=np.full((1, 3), 2, np.float32))["output"].tolist() == [2, 2, 2]
     with pytest.raises(InputError, match=r"input 'scores': expected float32\[batch, 6\], found a list numpy cannot make "
                                          r"one array of \(setting an array element with a sequence"):
         pipe(scores=[[1.0] * 6, [1.0] * 5], mask=mask)   # a ragged list
@@ -877,8 +902,8 @@ def test_the_command_line_takes_a_module_through_export_generate_bench_optimize_
     for flags in (["--calibration", "4096"], ["--checkpoint", "nowhere"]):
         assert main(["optimize", str(pkg), "--precision", "int8", *flags]) == 2
         assert f"edgegen: error: {flags[0][2:]} ({flags[0]}): expected none where the feeds are given whole (the " \
-               "held-out inputs the export recorded: their first half calibrates, the second gates), found given\n" \
-               in capsys.readouterr().err
+               f"held-out inputs the export recorded: their first half calibrates, the second gates), found " \
+               f"{flags[0][2:]} '{flags[1]}'\n" in capsys.readouterr().err
     # float64 feeds are cast, as the runtime and the export cast them (they were refused here alone)
     np.savez(tmp_path / "f64.npz", **{"0/image": image.astype(np.float64), "0/mask": mask, "1/image": image, "1/mask": mask})
     assert main(["optimize", str(pkg), "--precision", "fp16", "--inputs", str(tmp_path / "f64.npz"), "--no-speed-check",
@@ -972,11 +997,12 @@ def test_inputs_of_another_shape_or_dtype_are_refused_for_every_precision(tmp_pa
     path = export_pytorch(_Difference(), good[0], tmp_path / "pkg", held_out=good)
     manifest = (path / "edgegen.json").read_bytes()
     for changed, said in (({"a": good[0]["a"][:, :3]}, r"input 'a': expected float32\[batch, 4\], found shape \[2, 3\]"),
-                          ({"b": good[0]["b"].astype(np.float64)}, r"input 'b': expected dtype float32, found float64")):
+                          ({"b": good[0]["b"].astype(np.int64)},   # float64 is cast, as a call's is; integers are not
+                           r"input 'b': expected float32\[batch, 4\], found dtype int64")):
         write_feeds(tmp_path / "bad.npz", [good[0], good[1], {**good[2], **changed}, good[3]])
         for precision in ("int8", "fp16"):
             assert main(["optimize", str(path), "--precision", precision, "--inputs", str(tmp_path / "bad.npz")]) == 2
-            assert re.search(rf"inputs \(.*bad.npz\) feed 2: graph '.*' {said}", capsys.readouterr().err)
+            assert re.search(rf"inputs \(.*bad.npz\) feed 2: (graph '.*' )?{said}", capsys.readouterr().err)
     assert (path / "edgegen.json").read_bytes() == manifest   # no refusal recorded as the variant's
 
 

@@ -73,12 +73,14 @@ def export_module(module: torch.nn.Module, part: str, inputs: tuple[TensorSpec, 
         raise ValidationError(f"graph {part!r}: expected a valid ONNX model, onnx.checker found: {exc}") from None
     found_inputs = tuple(value_spec(v) for v in model.graph.input)
     if found_inputs != tuple(inputs):
-        fixed = [f"dim {want!r} of input {spec.name!r} (axis {axis}) at {got}"
+        # (input, axis, dim name, the size the trace fixed it at)
+        fixed = [(spec.name, axis, want, got)
                  for spec, made in zip(inputs, found_inputs) if spec.name == made.name and len(spec.shape) == len(made.shape)
                  for axis, (want, got) in enumerate(zip(spec.shape, made.shape)) if isinstance(want, str) and isinstance(got, int)]
-        why = (f": the module fixed {', '.join(fixed)} (a layer that takes one size there, such as a convolution's "
-               "channels, or another input it meets that keeps that size static"
-               + _static_partners(inputs, found_inputs) + "): make only dims it takes at any size dynamic") if fixed else ""
+        said = ", ".join(f"dim {dim!r} of input {name!r} (axis {axis}) at {size}" for name, axis, dim, size in fixed)
+        why = (f": the module fixed {said} (a layer that takes one size there, such as a convolution's channels, or "
+               "another input it meets that keeps that size static" + _static_partners(inputs, fixed)
+               + "): make only dims it takes at any size dynamic") if fixed else ""
         raise ValidationError(f"graph {part!r}: expected inputs {[s.describe() for s in inputs]}, "
                               f"the exporter produced {[s.describe() for s in found_inputs]}{why}")
     found_outputs = [v.name for v in model.graph.output]
@@ -87,14 +89,18 @@ def export_module(module: torch.nn.Module, part: str, inputs: tuple[TensorSpec, 
     return model
 
 
-def _static_partners(asked: tuple[TensorSpec, ...], made: tuple[TensorSpec, ...]) -> str:
-    """For a dynamic dim the trace fixed: the other inputs with a static dim of that size on the same
-    axis (a batch named on `x` alone, where `cond`'s rows meet it), as the names to give it."""
-    fixed = {(axis, got): want for spec, m in zip(asked, made) if len(spec.shape) == len(m.shape)
-             for axis, (want, got) in enumerate(zip(spec.shape, m.shape)) if isinstance(want, str) and isinstance(got, int)}
-    partners = [f"{spec.name}:{axis}={fixed[axis, size]}" for spec in asked for axis, size in enumerate(spec.shape)
-                if isinstance(size, int) and (axis, size) in fixed]
-    return f"; name it there too: --dynamic {' '.join(partners)}" if partners else ""
+def _static_partners(asked: tuple[TensorSpec, ...], fixed: list[tuple]) -> str:
+    """For the dynamic dims the trace fixed ((input, axis, dim, size)): the other inputs with a static
+    dim of that size on the same axis (a batch named on `x` alone, where `cond`'s rows meet it), as
+    the names to give it."""
+    by_place = {(axis, size): dim for _, axis, dim, size in fixed}
+    partners = [(spec.name, axis, by_place[axis, size]) for spec in asked for axis, size in enumerate(spec.shape)
+                if isinstance(size, int) and (axis, size) in by_place]
+    if not partners:
+        return ""
+    flags = " ".join(f"{name}:{axis}={dim}" for name, axis, dim in partners)
+    mapping = ", ".join(f"{name!r}: {{{axis}: {dim!r}}}" for name, axis, dim in partners)
+    return f"; name it there too: --dynamic {flags}, dynamic={{{mapping}, ...}}"
 
 
 # torch.onnx records each node's Python stack, with the paths of this machine's install: one

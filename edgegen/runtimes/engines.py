@@ -35,7 +35,7 @@ import numpy as np
 from ..errors import (BackendError, ConfigError, EdgegenWarning, InputError, PackageError, UnknownFamilyError, described,
                       warn_caller)
 from ..families import package_config, require_offered_precision
-from ..package import (ENGINE_CACHE, TensorSpec, engine_cache_dir, engine_folder_refused, holds_files,
+from ..package import (ENGINE_CACHE, TensorSpec, engine_cache_dir, engine_folder_refused, holds_files, least_size,
                        may_be_empty, prepare_engine_folder, user_engines_dir)
 from ..storage import atomic_write_bytes, atomic_write_text, user_cache_dir, writer_lock
 from ..targets import this_device_target
@@ -87,7 +87,7 @@ def derive_profile(inputs: tuple[TensorSpec, ...], limits: dict[str, int],
                 high = int(limits.get(dim, high))
                 values = (low, min(int(typical.get(dim, opt)), high), high)
             elif dim in limits:
-                low = int(minimums.get(dim, 0 if may_be_empty(dim) else 1))
+                low = least_size(dim, minimums)
                 values = (low, min(max(int(typical.get(dim, 1)), low), int(limits[dim])), int(limits[dim]))
             else:
                 raise ConfigError(f"input {spec.name!r}: dynamic dim {dim!r} has no profile; expected "

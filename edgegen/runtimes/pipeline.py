@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import InputError, NonFiniteError, PackageError
 from ..families import RuntimeConfig, dim_problems, positive
-from ..package import Package
+from ..package import Package, TensorSpec, may_be_empty
 from .session import Session
 
 
@@ -198,6 +198,43 @@ def user_array(value: Any, what: str, expected: str) -> np.ndarray:
     except Exception as exc:  # noqa: BLE001 - anything numpy cannot take is the user's input error
         raise InputError(f"{what}: expected {expected}, found a {type(value).__name__} numpy cannot make one array of "
                          f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+
+
+def input_array(value: Any, spec: TensorSpec) -> np.ndarray:
+    """A user's value as the graph's dtype when that keeps its kind (lists, float64 -> float32);
+    an integer array for a float input, or the reverse, is refused rather than cast. The pipeline's
+    call and `optimize --inputs` take feeds by it."""
+    array = user_array(value, f"input {spec.name!r}", spec.describe())
+    expected = np.dtype(spec.dtype)
+    if array.dtype.kind != expected.kind and not (array.dtype.kind in "iu" and expected.kind in "iu"):
+        raise InputError(f"input {spec.name!r}: expected {spec.describe()}, found dtype {array.dtype}")
+    leading = spec.shape[0] if spec.shape else None   # a dynamic leading dim, whatever the export named it
+    if array.ndim and isinstance(leading, str) and not may_be_empty(leading) and array.shape[0] == 0:
+        empty = "batch" if leading == "batch" else f"dim {leading!r}"
+        raise InputError(f"input {spec.name!r}: expected at least one item, found an empty {empty} of shape "
+                         f"{list(array.shape)}")
+    # NaN is refused; an infinity may be meant (an additive -inf attention mask), as in PyTorch
+    if array.dtype.kind == "f" and np.isnan(array).any():
+        raise InputError(f"input {spec.name!r}: expected numbers, found {int(np.isnan(array).sum())} NaN value(s)")
+    if array.dtype != expected and array.size:
+        _refuse_values_the_cast_changes(array, expected, spec.name)
+    return np.ascontiguousarray(array, dtype=expected)
+
+
+def _refuse_values_the_cast_changes(array: np.ndarray, expected: np.dtype, name: str) -> None:
+    """The cast to the graph's dtype wraps an integer past its range (2**32 + 1 as int32 is 1) and
+    makes a finite float past it infinite: refused, as the values they are."""
+    if expected.kind in "iu":
+        held = np.iinfo(expected)
+        low, high = int(array.min()), int(array.max())
+        if low < held.min or high > held.max:
+            raise InputError(f"input {name!r}: expected integers {expected.name} holds ({held.min} to {held.max}), "
+                             f"found {low}..{high}")
+    elif expected.kind == "f" and array.dtype.itemsize > expected.itemsize:
+        finite = np.abs(array[np.isfinite(array)])
+        if finite.size and finite.max() > np.finfo(expected).max:
+            raise InputError(f"input {name!r}: expected values {expected.name} holds (magnitudes up to "
+                             f"{np.finfo(expected).max:.3g}), found {finite.max():.3g}")
 
 
 def check_finite(array: np.ndarray, what: str) -> np.ndarray:

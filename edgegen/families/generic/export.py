@@ -28,7 +28,8 @@ import numpy as np
 import onnx
 import torch
 
-from ...errors import CheckpointError, ConfigError, EdgegenError, EdgegenWarning, PackageError, ParityError, ValidationError, described, warn_caller
+from ...errors import (BackendError, CheckpointError, ConfigError, EdgegenError, EdgegenWarning, InputError, PackageError,
+                       ParityError, ValidationError, described, first_line, warn_caller)
 from ...export import check_opset, provenance
 from ...export.onnx_export import DEFAULT_OPSET, export_module, value_spec
 from ...export.validate import gate_feeds, refuse_lost_epsilons, sizes_label, torch_inputs
@@ -162,9 +163,9 @@ def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str 
         _refuse_random_draws(model, config.source)
         try:
             session = OrtSession(GRAPH, stage / f"{GRAPH}.onnx", specs, graph_outputs, backend="ort-cpu")
-        except PackageError as exc:   # the staging folder's path it names is gone once this is raised
-            raise ValidationError(f"export of {config.source!r}: expected a graph ONNX Runtime runs, found "
-                                  f"{str(exc).partition('found: ')[2] or exc}") from None
+        except PackageError as exc:   # without the staging folder's path it names, gone once this is raised
+            said = str(exc).replace(f" at {str(stage / f'{GRAPH}.onnx')!r}", "")
+            raise ValidationError(f"export of {config.source!r}: expected a graph ONNX Runtime runs, found: {said}") from None
         results = _gate_each(module, session, checked, len(recorded) if held_out is not None else 0, atol, rtol,
                              config.source)
         if failures := _gate_failures(results, atol, rtol, sizes_label(specs, traced)):
@@ -510,11 +511,15 @@ def _gate_below(module, session, specs, example, traced, least, rng, atol, rtol)
                                                                     for d in spec.shape), rng) for spec in specs}
             try:
                 found = gate_feeds(module, session, [feed], atol, rtol)
+            except (InputError, BackendError) as exc:   # ONNX Runtime's failure: the graph cannot take it, the module could
+                failed = [f"the graph fails: {first_line(exc)}"]
             except EdgegenError:
                 raise
-            except Exception:  # noqa: BLE001 - the module (or its graph) cannot take this size: the least is the last
+            except Exception:  # noqa: BLE001 - the module itself cannot take this size: the least is the last
                 break
-            if failed := [r.line() for r in found if not r.passed]:
+            else:
+                failed = [r.line() for r in found if not r.passed]
+            if failed:
                 warn_caller(f"export: the graph differs from the module at {dim} {size} ({'; '.join(failed)}): the trace "
                             f"fixed a branch on a size or a size turned into a constant there, so the package takes "
                             f"{dim} {minimums[dim]} and up, and the runtime refuses less", EdgegenWarning)
@@ -636,11 +641,13 @@ def _held_out(held_out, specs, limits: dict[str, int]) -> list[dict[str, np.ndar
                     isinstance(d, int) and d != n for d, n in zip(shape, array.shape)):
                 raise ConfigError(f"held_out (--held-out) feed {i} input {spec.name!r}: expected {spec.describe()}, found "
                                   f"{array.dtype.name}{list(array.shape)}")
-            beyond = [f"{d} {n}" for d, n in zip(shape, array.shape) if isinstance(d, str) and n > limits[d]]
-            if beyond:   # checked, but outside what the package claims and its TensorRT profiles hold
+            # checked, but outside what the package claims and its TensorRT profiles hold (the batch
+            # past its limit is taken, as the runtime takes it: rows are independent)
+            limited = [d for d in shape if isinstance(d, str) and d != "batch"]
+            if beyond := [f"{d} {n}" for d, n in zip(shape, array.shape) if d in limited and n > limits[d]]:
                 raise ConfigError(f"held_out (--held-out) feed {i} input {spec.name!r}: expected sizes within the limits "
-                                  f"({', '.join(f'{d} {limits[d]}' for d in shape if isinstance(d, str))}), found "
-                                  f"{', '.join(beyond)}: give --limit (dim_limits) to take it")
+                                  f"({', '.join(f'{d} {limits[d]}' for d in limited)}), found {', '.join(beyond)}: give "
+                                  "--limit (dim_limits) to take it")
         checked.append(feed)
     return checked
 

@@ -13,9 +13,9 @@ import numpy as np
 
 from ...errors import InputError, NonFiniteError, PackageError
 from ...families import RuntimeConfig
-from ...package import TensorSpec, may_be_empty
+from ...package import TensorSpec, least_size, may_be_empty
 from ...runtimes.feeds import recorded_feeds
-from ...runtimes.pipeline import Pipeline, user_array
+from ...runtimes.pipeline import Pipeline, input_array
 
 
 @dataclass(kw_only=True)
@@ -34,11 +34,13 @@ class GenericConfig(RuntimeConfig):
 
     def problems(self) -> list[str]:
         problems = []
-        for what, dims, least in (("dim_limits", self.dim_limits, 1), ("example_dims", self.example_dims, 1),
-                                  ("dim_minimums", self.dim_minimums, 0)):   # a past cache's least is 0
-            bad = {k: v for k, v in dims.items() if isinstance(v, bool) or not isinstance(v, int) or v < least}
+        for what, dims in (("dim_limits", self.dim_limits), ("example_dims", self.example_dims),
+                           ("dim_minimums", self.dim_minimums)):   # a past cache's least may be 0
+            bad = {k: v for k, v in dims.items() if isinstance(v, bool) or not isinstance(v, int)
+                   or v < (0 if what == "dim_minimums" and may_be_empty(k) else 1)}
             if bad:
-                problems.append(f"{what} expected {'positive' if least else 'whole'} integer sizes, found {bad}")
+                problems.append(f"{what} expected positive integer sizes" + (" (0 for a past cache)" if what ==
+                                                                             "dim_minimums" else "") + f", found {bad}")
         for what, dims in (("example_dims", self.example_dims), ("dim_minimums", self.dim_minimums)):
             over = {d: (v, self.dim_limits[d]) for d, v in dims.items() if d in self.dim_limits
                     and isinstance(v, int) and isinstance(self.dim_limits[d], int) and v > self.dim_limits[d]}
@@ -63,6 +65,10 @@ class GenericPipeline(Pipeline):
             raise PackageError(f"package {str(package.path)!r}: config.graph expected one of {sorted(sessions)}, "
                                f"found {config.graph!r}")
         self.session = sessions[config.graph]
+        # (input, axis, dim, least, most) of each dim other than the batch: the sizes its export checked
+        self._checked_sizes = [(spec.name, axis, dim, least_size(dim, config.dim_minimums), config.dim_limits[dim])
+                               for spec in self.inputs for axis, dim in enumerate(spec.shape)
+                               if isinstance(dim, str) and dim != "batch" and dim in config.dim_limits]
 
     @property
     def inputs(self) -> tuple[TensorSpec, ...]:
@@ -110,57 +116,16 @@ class GenericPipeline(Pipeline):
         limit: there the trace may have fixed a branch on a size (`if x.shape[-1] < 8`) and the
         graph gives another result than the module, so it is refused, as a TensorRT engine refuses
         a size outside its profile. The batch past its limit is taken: rows are independent."""
-        for spec in self.inputs:
-            array = feeds[spec.name]
-            for dim, size in zip(spec.shape, array.shape) if array.ndim == len(spec.shape) else ():
-                if not isinstance(dim, str) or dim == "batch" or dim not in self.config.dim_limits:
-                    continue
-                least, most = self.config.dim_minimums.get(dim, 1), self.config.dim_limits[dim]
-                if not least <= size <= most:
-                    again = (f"export again with --limit {dim}={size} (dim_limits)" if size > most else
-                             f"export again with held-out inputs (--held-out) of {dim} {size} among them")
-                    raise InputError(f"input {spec.name!r}: expected {dim} {least} to {most}, the sizes its export "
-                                     f"checked against PyTorch, found {size}: {again}")
+        for name, axis, dim, least, most in self._checked_sizes:
+            array = feeds[name]
+            size = array.shape[axis] if array.ndim > axis else None   # a wrong rank: the session's check says so
+            if size is not None and not least <= size <= most:
+                again = (f"export again with --limit {dim}={size} (dim_limits), and its check runs there" if size > most
+                         else f"below {least} the export saw the module or its graph fail, or tried no size; held-out "
+                              f"inputs (--held-out) of {dim} {size} have it checked")
+                raise InputError(f"input {name!r}: expected {dim} {least} to {most}, the sizes its export checked "
+                                 f"against PyTorch, found {size}: {again}")
 
     def held_out_inputs(self) -> list[dict[str, np.ndarray]]:
         """The inputs recorded at export (held out from the trace), as a list of feeds."""
         return recorded_feeds(self.package, self.config)
-
-
-def input_array(value: Any, spec: TensorSpec) -> np.ndarray:
-    """A user's value as the graph's dtype when that keeps its kind (lists, float64 -> float32);
-    an integer array for a float input, or the reverse, is refused rather than cast. The pipeline's
-    call and `optimize --inputs` take feeds by it."""
-    array = user_array(value, f"input {spec.name!r}", spec.describe())
-    expected = np.dtype(spec.dtype)
-    if array.dtype.kind != expected.kind and not (array.dtype.kind in "iu" and expected.kind in "iu"):
-        raise InputError(f"input {spec.name!r}: expected {spec.describe()}, found dtype {array.dtype}")
-    leading = spec.shape[0] if spec.shape else None   # a dynamic leading dim, whatever the export named it
-    if array.ndim and isinstance(leading, str) and not may_be_empty(leading) and array.shape[0] == 0:
-        empty = "batch" if leading == "batch" else f"dim {leading!r}"
-        raise InputError(f"input {spec.name!r}: expected at least one item, found an empty {empty} of shape "
-                         f"{list(array.shape)}")
-    # NaN is refused; an infinity may be meant (an additive -inf attention mask), as in PyTorch
-    if array.dtype.kind == "f" and np.isnan(array).any():
-        raise InputError(f"input {spec.name!r}: expected numbers, found {int(np.isnan(array).sum())} NaN value(s)")
-    if array.dtype != expected and array.size:
-        _refuse_values_the_cast_changes(array, expected, spec.name)
-    return np.ascontiguousarray(array, dtype=expected)
-
-
-def _refuse_values_the_cast_changes(array: np.ndarray, expected: np.dtype, name: str) -> None:
-    """The cast to the graph's dtype wraps an integer past its range (2**32 + 1 as int32 is 1) and
-    makes a finite float past it infinite: refused, as the values they are."""
-    if expected.kind in "iu":
-        held = np.iinfo(expected)
-        low, high = int(array.min()), int(array.max())
-        if low < held.min or high > held.max:
-            raise InputError(f"input {name!r}: expected integers {expected.name} holds ({held.min} to {held.max}), "
-                             f"found {low}..{high}")
-    elif expected.kind == "f" and array.dtype.itemsize > expected.itemsize:
-        finite = np.abs(array[np.isfinite(array)])
-        if finite.size and finite.max() > np.finfo(expected).max:
-            raise InputError(f"input {name!r}: expected values {expected.name} holds (magnitudes up to "
-                             f"{np.finfo(expected).max:.3g}), found {finite.max():.3g}")
-
-
