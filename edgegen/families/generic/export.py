@@ -484,15 +484,18 @@ def _synthesized(specs, example, traced, limits, rng) -> list[dict[str, np.ndarr
     """Feeds at the fresh sizes (and the traced one), each value drawn like the example's:
     floats from a normal with its mean and spread, kept within its range; integers within its range."""
     settings = [{d: _fresh_sizes(d, s, limits[d])[k] for d, s in traced.items()} for k in (0, 1)] + [dict(traced)]
-    feeds = []
-    for i in range(SYNTHESIZED_FEEDS):
-        sizes = settings[i % len(settings)]
-        feed = {}
-        for spec in specs:
-            shape = tuple(sizes[d] if isinstance(d, str) else d for d in spec.shape)
-            feed[spec.name] = _draw_like(example[spec.name], shape, rng)
-        feeds.append(feed)
-    return feeds
+    return [_feed_at(specs, example, settings[i % len(settings)], rng) for i in range(SYNTHESIZED_FEEDS)]
+
+
+def _feed_at(specs, example, sizes: dict[str, int], rng) -> dict[str, np.ndarray]:
+    """A feed with each dynamic dim at `sizes`, its values drawn like the example's."""
+    return {spec.name: _draw_like(example[spec.name], tuple(sizes[d] if isinstance(d, str) else d for d in spec.shape),
+                                  rng) for spec in specs}
+
+
+def _one_dim_at(dim: str, size: int, traced: dict[str, int]) -> dict[str, int]:
+    """`dim` at `size`, the other dims as traced and the batch at 1: one dim moves at a time."""
+    return {d: size if d == dim else (1 if d == "batch" else traced[d]) for d in traced}
 
 
 def _gate_below(module, session, specs, example, traced, least, rng, atol, rtol) -> tuple[list, dict[str, int]]:
@@ -506,9 +509,7 @@ def _gate_below(module, session, specs, example, traced, least, rng, atol, rtol)
     for dim in (d for d in traced if d != "batch"):
         sizes_down = [least[dim] >> k for k in range(1, least[dim].bit_length())] + ([0] if may_be_empty(dim) else [])
         for size in sizes_down:
-            sizes = {d: size if d == dim else (1 if d == "batch" else traced[d]) for d in traced}
-            feed = {spec.name: _draw_like(example[spec.name], tuple(sizes[d] if isinstance(d, str) else d
-                                                                    for d in spec.shape), rng) for spec in specs}
+            feed = _feed_at(specs, example, _one_dim_at(dim, size, traced), rng)
             try:
                 found = gate_feeds(module, session, [feed], atol, rtol)
             except (InputError, BackendError) as exc:   # ONNX Runtime's failure: the graph cannot take it, the module could
@@ -540,9 +541,7 @@ def _gate_at_limits(module, session, specs, example, traced, limits, rng, atol, 
     for dim, size in limits.items():
         if size <= max(_fresh_sizes(dim, traced[dim], limits[dim])):   # the gate tried it already
             continue
-        sizes = {d: size if d == dim else (1 if d == "batch" else traced[d]) for d in traced}
-        feed = {spec.name: _draw_like(example[spec.name], tuple(sizes[d] if isinstance(d, str) else d for d in spec.shape),
-                                      rng) for spec in specs}
+        feed = _feed_at(specs, example, _one_dim_at(dim, size, traced), rng)
         fix = f"give --limit {dim}=N (dim_limits) below {size}, up to where it holds"
         try:
             found = gate_feeds(module, session, [feed], atol, rtol)

@@ -25,8 +25,8 @@ class GenericConfig(RuntimeConfig):
     graph: str
     dim_limits: dict      # dynamic dim -> its largest value (TensorRT profiles)
     example_dims: dict    # dynamic dim -> the size it was traced at (bench's default)
-    # dynamic dim -> the smallest size the export checked against PyTorch (a package made before
-    # edgegen recorded it: 1)
+    # dynamic dim -> the smallest size the export checked against PyTorch (one made before edgegen
+    # recorded it: package.least_size's default, 1, or 0 for a past cache)
     dim_minimums: dict = field(default_factory=dict)
     held_out: dict | None = None                        # {"file": "held_out.npz", "sha256": ..., "feeds": n}
     index_limits: dict = field(default_factory=dict)    # input -> rows of the embedding table it indexes
