@@ -986,6 +986,29 @@ def test_a_module_that_changes_its_input_in_place_is_exported_and_the_callers_ar
     assert main(["bench", str(path), "--shapes", "rows=8", "--iters", "2", "--warmup", "0", "--no-generation"]) == 0
 
 
+def test_bench_vs_torch_compares_a_module_without_weights_by_its_outputs(tmp_path, capsys):
+    """No weights to tell modules apart by: any factory passed the weight check, and bench timed an
+    unrelated module as the one exported (helper 99). Its outputs on a recorded feed are compared."""
+    (tmp_path / "weightless.py").write_text(
+        "import torch\n\nclass Double(torch.nn.Module):\n    def forward(self, a, b):\n        return a - 2 * b\n\n"
+        "class Sum(torch.nn.Module):\n    def forward(self, a, b):\n        return a + b\n\n"
+        "class Wide(torch.nn.Module):\n    def forward(self, a, b):\n        return a @ torch.ones(3, 3)\n\n"
+        "def make_double():\n    return Double()\n\ndef make_sum():\n    return Sum()\n\ndef make_wide():\n"
+        "    return Wide()\n")
+    feeds = {"a": np.ones((2, 4), np.float32), "b": np.full((2, 4), 3, np.float32)}
+    pkg = export_pytorch(_Difference(), feeds, tmp_path / "pkg")
+    module = f"{tmp_path / 'weightless.py'}"
+    bench = ["bench", str(pkg), "--iters", "1", "--warmup", "0", "--no-energy", "--vs-torch"]
+    assert main([*bench, f"{module}:make_double"]) == 0   # the same computation: timed beside the package
+    capsys.readouterr()
+    assert main([*bench, f"{module}:make_sum"]) == 2
+    assert re.search(r"--vs-torch '.*:make_sum': expected the module package '.*pkg' was exported from \(it has no "
+                     r"weights to compare\), found other outputs on its recorded inputs: output @ batch=\d+: "
+                     r"max abs", capsys.readouterr().err)
+    assert main([*bench, f"{module}:make_wide"]) == 2   # it fails on the package's inputs
+    assert "found one failing on its recorded inputs (RuntimeError: " in capsys.readouterr().err
+
+
 def test_inputs_of_another_shape_or_dtype_are_refused_for_every_precision(tmp_path, capsys):
     """int8's calibration met them as ONNX Runtime's cut-off error, recorded as the variant's refusal,
     and a package of several graphs exited 0 with the rest written (helper 80); fp16 said them."""

@@ -37,7 +37,7 @@ from ...package import (DTYPES, MANIFEST_NAME, PACKAGE_KIND, GraphEntry, Manifes
                         created_time, may_be_empty, name_from_folder, package_files, refuse_output_inside_edgegens, sha256_file, write_manifest)
 from ...storage import staged_directory
 from ...runtimes.engines import DEFAULT_BATCH_PROFILE
-from ...runtimes.feeds import HELD_OUT_FILE, read_feeds, write_feeds
+from ...runtimes.feeds import HELD_OUT_FILE, read_feeds, recorded_feeds, write_feeds
 from ...runtimes.ort import OrtSession
 from . import FAMILY
 from .pipeline import GenericConfig
@@ -772,4 +772,31 @@ def eager_modules(reference: str, package) -> dict[str, torch.nn.Module]:
     if expected and expected != found:
         raise CheckpointError(f"--vs-torch {str(reference)!r}: expected the weights package {str(package.path)!r} was "
                               f"exported from (sha256 {expected[:12]}...), found {found[:12]}...")
+    if not module.state_dict():   # no weights to tell modules apart by: any would pass, so its outputs are compared
+        _refuse_other_outputs(str(reference), package, module)
     return {GRAPH: module}
+
+
+def _refuse_other_outputs(reference: str, package, module: torch.nn.Module) -> None:
+    """A module without weights against the package's graph on its first recorded feed, within the
+    export's tolerances: another module would be timed as if it were the one exported."""
+    from ...families import package_config
+
+    _, config = package_config(package)
+    entry = package.graphs[GRAPH]
+    if getattr(config, "held_out", None) is None:   # nothing recorded to compare on
+        return
+    feed = recorded_feeds(package, config)[0]
+    checked = entry.extra.get("validation", {})
+    session = OrtSession(GRAPH, package.graph_path(GRAPH), entry.inputs, entry.outputs, backend="ort-cpu")
+    try:
+        found = gate_feeds(module, session, [feed], float(checked.get("atol", 1e-4)), float(checked.get("rtol", 1e-3)))
+    except EdgegenError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a module that cannot take the package's inputs is another module
+        raise CheckpointError(f"--vs-torch {reference!r}: expected the module package {str(package.path)!r} was "
+                              f"exported from, found one failing on its recorded inputs ({described(exc)})") from None
+    if failed := [r.line() for r in found if not r.passed]:
+        raise CheckpointError(f"--vs-torch {reference!r}: expected the module package {str(package.path)!r} was "
+                              f"exported from (it has no weights to compare), found other outputs on its recorded "
+                              f"inputs: {'; '.join(failed)}")
