@@ -320,15 +320,16 @@ def _bench_package(path, batch, iters, warmup, backend, threads, vs_torch, preci
     if unknown := sorted(set(shapes) - dims):   # from --shapes or --sweep: both flags named
         raise ConfigError(f"--shapes/--sweep: expected dynamic dims of the package's graphs other than the batch "
                           f"({', '.join(sorted(dims - {'batch'})) or 'none'}), found {', '.join(unknown)}")
+    limits, minimums = family.limits(pipe.config), family.minimums(pipe.config)
     beyond = {d: (n, limit) for d, n in {**shapes, "batch": batch}.items()
-              if (limit := family.limits(pipe.config).get(d)) is not None and n > limit and d in dims}
+              if (limit := limits.get(d)) is not None and n > limit and d in dims}
     for dim, (size, limit) in beyond.items():   # timed as asked, but said: the export never checked the graph there
         flag = "--batch " if dim == "batch" else f"--shapes/--sweep {dim}="   # either set it
         # "declares": a module's export gates at its limits, a family's at small sizes (SR's [1, 3])
         warnings.warn(f"{flag}{size}: beyond the largest {dim} the package declares, which its TensorRT profiles "
                       f"are built to ({limit}); timed as asked, at a size where no export checked its outputs",
                       EdgegenWarning, stacklevel=2)
-    below = {d: (n, least) for d, n in shapes.items() if (least := family.minimums(pipe.config).get(d)) and n < least}
+    below = {d: (n, least) for d, n in shapes.items() if (least := minimums.get(d)) and n < least}
     for dim, (size, least) in below.items():   # a user's module: its export checked no size below it
         warnings.warn(f"--shapes/--sweep {dim}={size}: below the smallest {dim} the package declares, which its "
                       f"TensorRT profiles are built from ({least}); timed as asked, at a size where no export checked "

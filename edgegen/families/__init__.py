@@ -225,7 +225,8 @@ class Family:
     gate: str = "psnr"
     bench_row: str = "sample"            # what one batch row of a graph call is, in bench's table's rate
     dim_limits: Callable[[Any], dict[str, int]] | None = None   # runtime config -> largest value of each dynamic dim
-    # runtime config -> smallest value of each dynamic dim that is not 1 (a user's module: the least its export checked)
+    # runtime config -> smallest value of the dynamic dims it records one for (a user's module: the
+    # least its export checked); the others' is package.least_size's default
     dim_minimums: Callable[[Any], dict[str, int]] | None = None
     fusion: Callable[[Any], dict] | None = None   # runtime config -> ONNX Runtime transformer-optimizer settings
     # "module:NAME" of an export.graph_rewrites.GraphForm: the form `edgegen optimize` gives the
