@@ -1526,6 +1526,37 @@ def test_the_new_text_continues_the_prompts_with_a_sentencepiece_tokenizer(tmp_p
         assert kept == bpe.decode(ids + new[:new.index(stop) + 1])[len(bpe.decode(ids)):], text
 
 
+def test_an_imported_tokenizer_encodes_as_transformers_builds_it(tmp_path):
+    """transformers 5 rebuilds a Llama tokenizer.json from its vocabulary with LlamaTokenizer's own
+    Metaspace, without the file's Prepend/Replace normalizer: read as written, a prompt that starts
+    with a space or continues after a special token was split otherwise, and a truncation saved in
+    the file cut prompts that transformers' tokenizer(text) takes whole. A tokenizer transformers
+    cannot build is said in a warning, and the file taken as written."""
+    transformers = pytest.importorskip("transformers")
+    from edgegen.families.gpt.hf_import import _tokenizer_file
+    from edgegen.runtimes.tokenizer import BPETokenizer
+    from tokenizers import Tokenizer
+
+    folder = tmp_path / "hf"
+    _tiny_llama(folder)
+    _sentencepiece_tokenizer(folder)
+    written = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    written.enable_truncation(4)
+    written.save(str(folder / "tokenizer.json"))
+    reference = transformers.AutoTokenizer.from_pretrained(folder)
+    (tmp_path / "scratch").mkdir()
+    ours = BPETokenizer(_tokenizer_file(folder, tmp_path / "scratch"))
+    for text in (" x = 1", "  two  spaces", "x</s>def main", "import os\nfor i in range(3): pass"):
+        assert ours.encode(text, special_tokens=True) == reference(text).input_ids, text
+    assert written.encode(" x = 1").ids != reference(" x = 1").input_ids   # what the file as written gave
+
+    (folder / "tokenizer_config.json").write_text(json.dumps(   # a class of the checkpoint's own code
+        {"tokenizer_class": "CustomTokenizer", "auto_map": {"AutoTokenizer": ["tokenization_custom.CustomTokenizer", None]}}))
+    with pytest.warns(ImportedSettingWarning, match=r"expected a tokenizer transformers builds .* custom code.*; "
+                                                    r"the package takes tokenizer.json as written"):
+        assert _tokenizer_file(folder, tmp_path / "scratch") == folder / "tokenizer.json"
+
+
 def test_llama_import_reads_what_transformers_generate_reads(tmp_path, capsys):
     """generation_config.json's end tokens (an instruct model's end of turn is often only there) and
     sampling settings (the package's defaults, over transformers': greedy, top-k 50), a warning

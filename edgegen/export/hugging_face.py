@@ -1,11 +1,15 @@
-"""transformers and diffusers kept quiet where edgegen's own output says it better."""
+"""transformers and diffusers kept quiet where edgegen's own output says it better, and the
+tokenizer transformers builds from a checkpoint's files."""
 
 from __future__ import annotations
 
 import contextlib
 import importlib.util
 import logging
+from pathlib import Path
 from typing import Iterator
+
+from ..errors import CheckpointError, described
 
 # transformers' notice, once per image-processor class, that it falls back from torchvision: diffusers'
 # pipeline classes import CLIP's image processor, which edgegen never runs
@@ -37,3 +41,32 @@ def quiet_hugging_face(libraries: tuple[str, ...] = ("transformers", "diffusers"
         logging.getLogger(TORCHVISION_NOTICE_LOGGER).removeFilter(notice)
         for hub_logging in bars:
             hub_logging.enable_progress_bar()
+
+
+def transformers_tokenizer(source: Path, scratch: Path, class_name: str | None = None) -> Path:
+    """tokenizer.json in `scratch` holding the tokenizer transformers builds from the folder
+    `source` (AutoTokenizer's, or the class `class_name` names, as a diffusers pipeline's
+    model_index.json names it), the one transformers' `tokenizer(text)` encodes with. The folder's
+    own tokenizer.json can encode otherwise: transformers 5 rebuilds a class's tokenizer from the
+    file's vocabulary with the class's own pre-tokenizer (LlamaTokenizer's Metaspace, without the
+    file's normalizer), so a prompt that starts with a space, or text after a special token, was
+    split otherwise. Saved without truncation and padding, which `tokenizer(text)` does not apply.
+    CheckpointError where transformers cannot build it."""
+    import transformers
+
+    # a slow class (transformers 4's CLIPTokenizer) has no tokenizers backend: its fast twin encodes alike
+    loader = (getattr(transformers, f"{class_name}Fast", None) or getattr(transformers, class_name, None)
+              if class_name else transformers.AutoTokenizer)
+    try:
+        if loader is None:
+            raise ValueError(f"transformers has no class {class_name}")
+        with quiet_hugging_face(("transformers",)):
+            backend = loader.from_pretrained(str(source)).backend_tokenizer
+    except Exception as exc:  # noqa: BLE001 - transformers' own errors, said in one line
+        raise CheckpointError(f"{source}: expected a tokenizer transformers builds (prompts are encoded as its "
+                              f"tokenizer(text) encodes them), found it failing: {described(exc)}") from None
+    backend.no_truncation()
+    backend.no_padding()
+    path = scratch / "tokenizer.json"
+    backend.save(str(path))
+    return path

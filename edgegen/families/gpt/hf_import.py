@@ -10,6 +10,7 @@ before anything is exported.
 
 from __future__ import annotations
 
+import importlib.util
 import warnings
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from ...errors import CheckpointError, ImportedSettingWarning, InputError, ParityError, described, not_one_of
-from ...export.hugging_face import quiet_hugging_face
+from ...export.hugging_face import quiet_hugging_face, transformers_tokenizer
 from ...export.validate import compare
 from ...package import files_sha256, read_json
 from ...training.checkpoint import Checkpoint, make_config, save_pretrained_folder, state_dict_mismatch
@@ -140,18 +141,29 @@ def convert_state(hf_state: dict[str, torch.Tensor], n_layer: int) -> dict[str, 
 
 
 def _tokenizer_file(folder: Path, scratch: Path) -> Path | None:
-    """tokenizer.json as saved by a fast tokenizer, or one built from vocab.json + merges.txt."""
-    if (folder / "tokenizer.json").is_file():
+    """The tokenizer's file for the package, where the folder holds a tokenizer (tokenizer.json,
+    or GPT-2's vocab.json and merges.txt): the one transformers builds from them, which its
+    tokenizer(text) encodes with (transformers_tokenizer). Where transformers is not installed
+    (GPT-2 imports without it) or cannot build it (said in a warning): tokenizer.json as written,
+    or one built from vocab.json and merges.txt as GPT-2's tokenizer is."""
+    written = (folder / "tokenizer.json").is_file()
+    if not written and not ((folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()):
+        return None
+    if importlib.util.find_spec("transformers") is not None:
+        try:
+            return transformers_tokenizer(folder, scratch)
+        except CheckpointError as exc:
+            warnings.warn(f"{exc}; the package takes {_tokenizer_source(folder).name} as written, which transformers "
+                          "may encode otherwise", ImportedSettingWarning, stacklevel=3)
+    if written:
         return folder / "tokenizer.json"
-    if (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
-        from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
-        tokenizer = Tokenizer(models.BPE.from_file(str(folder / "vocab.json"), str(folder / "merges.txt")))
-        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-        tokenizer.decoder = decoders.ByteLevel()
-        tokenizer.save(str(scratch / "tokenizer.json"))
-        return scratch / "tokenizer.json"
-    return None
+    tokenizer = Tokenizer(models.BPE.from_file(str(folder / "vocab.json"), str(folder / "merges.txt")))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.save(str(scratch / "tokenizer.json"))
+    return scratch / "tokenizer.json"
 
 
 def _tokenizer_source(folder: Path) -> Path:

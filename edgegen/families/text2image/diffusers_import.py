@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from ...errors import CheckpointError
-from ...export.diffusers_import import load_component, read_scheduler
+from ...export.diffusers_import import component_class, load_component, read_scheduler
+from ...export.hugging_face import transformers_tokenizer
 from ...export.spec import ExportSpec, GraphSpec
 from ...package import TensorSpec, files_sha256, read_json, sha256_file
 from ...runtimes.samplers import make_sampler
@@ -100,36 +101,15 @@ def special_token(settings: dict, key: str, default: str) -> str:
     return str(value.get("content", default)) if isinstance(value, dict) else str(value)
 
 
-def _tokenizer_file(folder: Path, scratch: Path) -> tuple[Path, dict]:
-    """tokenizer.json (a fast tokenizer's save) or one built from CLIP's vocab.json and merges.txt,
-    and the tokenizer's settings (model_max_length, pad token)."""
+def _tokenizer_file(folder: Path, layout: dict, scratch: Path) -> tuple[Path, dict]:
+    """The tokenizer transformers builds from the pipeline's tokenizer folder (tokenizer.json, or
+    CLIP's vocab.json and merges.txt), as the class model_index.json names (CLIPTokenizer), which
+    the pipeline's prompts are encoded with; and the tokenizer's settings (model_max_length, pad token)."""
     source = folder / "tokenizer"
     settings = read_json(source / "tokenizer_config.json", CheckpointError) if (source / "tokenizer_config.json").is_file() else {}
-    if (source / "tokenizer.json").is_file():
-        return source / "tokenizer.json", settings
-    if not ((source / "vocab.json").is_file() and (source / "merges.txt").is_file()):
+    if not ((source / "tokenizer.json").is_file() or ((source / "vocab.json").is_file() and (source / "merges.txt").is_file())):
         raise CheckpointError(f"{source}: expected tokenizer.json, or CLIP's vocab.json and merges.txt, found neither")
-    from tokenizers import Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors
-    from tokenizers.models import BPE
-
-    # CLIP's tokenizer, as transformers' CLIPTokenizer builds it from these two files
-    vocab, merges = BPE.read_file(str(source / "vocab.json"), str(source / "merges.txt"))
-    bos, eos = special_token(settings, "bos_token", "<|startoftext|>"), special_token(settings, "eos_token", "<|endoftext|>")
-    for token in (bos, eos):
-        if token not in vocab:
-            raise CheckpointError(f"{source / 'vocab.json'}: expected the special token {token!r} in it, found it missing")
-    tokenizer = Tokenizer(BPE(vocab, merges, continuing_subword_prefix="", end_of_word_suffix="</w>", fuse_unk=False,
-                              unk_token=special_token(settings, "unk_token", eos)))
-    tokenizer.normalizer = normalizers.Sequence([normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "),
-                                                 normalizers.Lowercase()])
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|"""
-                                   r"""[^\s\p{L}\p{N}]+"""), behavior="removed", invert=True),
-        pre_tokenizers.ByteLevel(add_prefix_space=False)])
-    tokenizer.decoder = decoders.ByteLevel()
-    tokenizer.post_processor = processors.RobertaProcessing((eos, vocab[eos]), (bos, vocab[bos]), False, False)
-    tokenizer.save(str(scratch / "tokenizer.json"))
-    return scratch / "tokenizer.json", settings
+    return transformers_tokenizer(source, scratch, component_class(folder, layout, "tokenizer")), settings
 
 
 def import_stable_diffusion(folder: Path, layout: dict, scratch: Path) -> tuple[Checkpoint, ExportSpec]:
@@ -157,19 +137,20 @@ def import_stable_diffusion(folder: Path, layout: dict, scratch: Path) -> tuple[
     if not isinstance(uc.sample_size, int):
         raise CheckpointError(f"{folder / 'unet'}: expected an integer sample_size (the latents' side), "
                               f"found {uc.sample_size!r}")
-    tokenizer_file, tokenizer_settings = _tokenizer_file(folder, scratch)
+    tokenizer_file, tokenizer_settings = _tokenizer_file(folder, layout, scratch)
     from tokenizers import Tokenizer
 
     max_length = int(tokenizer_settings.get("model_max_length") or text_encoder.config.max_position_embeddings)
     max_length = min(max_length, text_encoder.config.max_position_embeddings)
     pad = special_token(tokenizer_settings, "pad_token", special_token(tokenizer_settings, "eos_token", "<|endoftext|>"))
+    # said of the user's file, not of the one transformers built in scratch
+    shown = folder / "tokenizer" / ("tokenizer.json" if (folder / "tokenizer" / "tokenizer.json").is_file() else "vocab.json")
     pad_id = Tokenizer.from_file(str(tokenizer_file)).token_to_id(pad)
     if pad_id is None:
-        raise CheckpointError(f"{tokenizer_file}: expected the pad token {pad!r} in the vocabulary, found it missing")
+        raise CheckpointError(f"{shown}: expected the pad token {pad!r} in the vocabulary, found it missing")
     # the text encoder's rows: a prompt's ids are not checked at run time, and the import's own check fed
-    # them (an IndexError); said of the user's file, not the one built from vocab.json in scratch
+    # them (an IndexError)
     if beyond := ids_beyond(tokenizer_file, text_encoder.config.vocab_size, added_tokens=True):
-        shown = folder / "tokenizer" / ("tokenizer.json" if tokenizer_file.parent != scratch else "vocab.json")
         raise CheckpointError(f"{shown}: {beyond}")
 
     down = 2 ** (len(vae.config.block_out_channels) - 1)
