@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 
 import numpy as np
 import pytest
@@ -240,6 +241,49 @@ def test_a_tokenizer_saved_as_vocab_and_merges_imports_the_same(sd_packages, tmp
     ours = BPETokenizer(built).encode_padded(texts, pipe.config.max_length, pipe.config.pad_token_id)
     expected = pipe.tokenizer.encode_padded(texts, pipe.config.max_length, pipe.config.pad_token_id)
     np.testing.assert_array_equal(ours, expected)
+
+
+def test_a_vae_shift_factor_is_left_as_stable_diffusions_pipelines_leave_it(sd_packages, tmp_path):
+    """diffusers' Stable Diffusion pipelines scale latents by scaling_factor alone and never read
+    shift_factor (SD3's and Flux's do): the import applied it, 6e-3 off diffusers' decode."""
+    from edgegen.families.text2image.diffusers_import import Decoder, Encoder, import_stable_diffusion
+
+    folder = tmp_path / "shifted"
+    shutil.copytree(sd_packages["sd8"][0], folder)
+    config = json.loads((folder / "vae" / "config.json").read_text())
+    (folder / "vae" / "config.json").write_text(json.dumps({**config, "shift_factor": 0.5}))
+    layout = json.loads((folder / "model_index.json").read_text())
+    (tmp_path / "scratch").mkdir()
+    with pytest.warns(edgegen.ImportedSettingWarning, match=r"shift_factor 0.5 is not applied, as diffusers' Stable "
+                                                            r"Diffusion pipelines do not apply it"):
+        checkpoint, _ = import_stable_diffusion(folder, layout, tmp_path / "scratch")
+    parts, vae = checkpoint.model, sd_pipeline(folder).vae
+    latents = torch.randn((2, 4, 8, 8), generator=torch.Generator().manual_seed(0))
+    image = torch.rand((2, 3, 16, 16), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        theirs = (vae.decode(latents / vae.config.scaling_factor).sample / 2 + 0.5).clamp(0, 1)
+        torch.testing.assert_close(Decoder(parts)(latents), theirs, atol=1e-6, rtol=0)
+        torch.testing.assert_close(Encoder(parts)(image), vae.encode(image * 2 - 1).latent_dist.mean
+                                   * vae.config.scaling_factor, atol=1e-6, rtol=0)
+
+
+def test_a_feature_extractor_is_passed_over_and_an_image_encoder_said(sd_packages, tmp_path):
+    """Stable Diffusion 2.x's folders, and 1.x's saved with safety_checker=None, keep the safety
+    checker's feature_extractor: it was refused as if it were the checker."""
+    from edgegen.families.text2image.diffusers_import import import_stable_diffusion
+
+    folder = tmp_path / "with-extractor"
+    shutil.copytree(sd_packages["sd8"][0], folder)
+    layout = {**json.loads((folder / "model_index.json").read_text()), "safety_checker": [None, None],
+              "feature_extractor": ["transformers", "CLIPImageProcessor"]}
+    (tmp_path / "scratch").mkdir()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        import_stable_diffusion(folder, layout, tmp_path / "scratch")
+    layout["image_encoder"] = ["transformers", "CLIPVisionModelWithProjection"]
+    with pytest.warns(edgegen.ImportedSettingWarning, match=r"its image_encoder \(IP-Adapter's image prompts\) is not "
+                                                            r"imported; the package takes text prompts"):
+        import_stable_diffusion(folder, layout, tmp_path / "scratch")
 
 
 def test_img2img_and_inpainting_with_a_prompt(sd_packages):

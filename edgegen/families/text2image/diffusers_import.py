@@ -12,12 +12,13 @@ The graphs:
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ...errors import CheckpointError
+from ...errors import CheckpointError, ImportedSettingWarning
 from ...export.diffusers_import import component_class, load_component, read_scheduler
 from ...export.hugging_face import transformers_tokenizer
 from ...export.spec import ExportSpec, GraphSpec
@@ -30,18 +31,23 @@ from ..diffusion.export import noised_inputs
 from .pipeline import TextToImageConfig
 
 COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
-OPTIONAL = ("safety_checker", "feature_extractor", "image_encoder")   # None in the folders this imports
+# None in the folders this imports: a safety checker filters the pipeline's images, which the package
+# would not, without a word
+REFUSED = ("safety_checker",)
+# not imported: the safety checker's image preprocessing (Stable Diffusion 2.x's folders keep it
+# beside safety_checker None), and IP-Adapter's image encoder (image prompts: the package takes text)
+NOT_IMPORTED = ("feature_extractor", "image_encoder")
 
 
 class StableDiffusionParts(torch.nn.Module):
-    """The pipeline's models as the graphs' modules, with diffusers' scaling and postprocessing."""
+    """The pipeline's models as the graphs' modules, with diffusers' scaling and postprocessing.
+    The latents are scaled by the VAE's scaling_factor alone: Stable Diffusion's pipelines never
+    read its shift_factor (SD3's and Flux's do), so neither does the package."""
 
     def __init__(self, text_encoder, unet, vae):
         super().__init__()
         self.text_encoder, self.unet, self.vae = text_encoder, unet, vae
         self.scaling = float(vae.config.scaling_factor)
-        shift = vae.config.get("shift_factor")
-        self.shift = float(shift) if shift is not None else 0.0
 
 
 class TextEncoder(torch.nn.Module):
@@ -65,33 +71,36 @@ class ConditionedUNet(torch.nn.Module):
 class Decoder(torch.nn.Module):
     def __init__(self, parts):
         super().__init__()
-        self.vae, self.scaling, self.shift = parts.vae, parts.scaling, parts.shift
+        self.vae, self.scaling = parts.vae, parts.scaling
 
     def forward(self, latent):
-        image = self.vae.decode(latent / self.scaling + self.shift).sample
+        image = self.vae.decode(latent / self.scaling).sample
         return (image / 2 + 0.5).clamp(0, 1)
 
 
 class Encoder(torch.nn.Module):
     def __init__(self, parts):
         super().__init__()
-        self.vae, self.scaling, self.shift = parts.vae, parts.scaling, parts.shift
+        self.vae, self.scaling = parts.vae, parts.scaling
 
     def forward(self, image):
-        return (self.vae.encode(image * 2 - 1).latent_dist.mean - self.shift) * self.scaling
+        return self.vae.encode(image * 2 - 1).latent_dist.mean * self.scaling
 
 
 def _check_layout(folder: Path, layout: dict) -> None:
     missing = [c for c in COMPONENTS if not layout.get(c) or layout[c][0] is None]
-    extra = [k for k in layout if not k.startswith("_") and k not in COMPONENTS + OPTIONAL
+    extra = [k for k in layout if not k.startswith("_") and k not in COMPONENTS + REFUSED + NOT_IMPORTED
              and isinstance(layout[k], list) and layout[k][0] is not None]
-    present = [k for k in OPTIONAL if isinstance(layout.get(k), list) and layout[k][0] is not None]
+    present = [k for k in REFUSED if isinstance(layout.get(k), list) and layout[k][0] is not None]
     if missing or extra or present:
         found = "; ".join(part for part in (f"missing {missing}" if missing else "",
                                              f"also {extra + present}" if extra or present else "") if part)
         raise CheckpointError(f"diffusers pipeline {str(folder)!r} ({layout.get('_class_name')}): expected Stable "
                               f"Diffusion's {', '.join(COMPONENTS)} (a safety checker is not imported: save the "
                               f"pipeline with safety_checker=None), found {found}")
+    if isinstance(layout.get("image_encoder"), list) and layout["image_encoder"][0] is not None:
+        warnings.warn(f"diffusers pipeline {str(folder)!r}: its image_encoder (IP-Adapter's image prompts) is not "
+                      "imported; the package takes text prompts", ImportedSettingWarning, stacklevel=3)
 
 
 def special_token(settings: dict, key: str, default: str) -> str:
@@ -117,6 +126,10 @@ def import_stable_diffusion(folder: Path, layout: dict, scratch: Path) -> tuple[
     unet, unet_weights = load_component(folder, layout, "unet", ("UNet2DConditionModel",))
     vae, vae_weights = load_component(folder, layout, "vae", ("AutoencoderKL",))
     text_encoder, text_weights = load_component(folder, layout, "text_encoder", ("CLIPTextModel",))
+    if vae.config.get("shift_factor"):   # as diffusers' pipeline runs it: said, since the VAE's config names it
+        warnings.warn(f"{folder / 'vae' / 'config.json'}: shift_factor {vae.config.shift_factor} is not applied, as "
+                      "diffusers' Stable Diffusion pipelines do not apply it (the latents are scaled by "
+                      "scaling_factor alone)", ImportedSettingWarning, stacklevel=2)
     settings = read_scheduler(folder)
     uc = unet.config
     refused = {k: uc.get(k) for k in ("class_embed_type", "addition_embed_type", "num_class_embeds",
