@@ -393,6 +393,14 @@ def test_layouts_edgegen_does_not_import_are_refused(ddpm_packages, sd_packages,
     folder, _ = ddpm_packages["rgb"]
     with pytest.raises(CheckpointError, match="expected model_index.json"):
         export_diffusers(folder / "unet", tmp_path / "a")
+    odd = tmp_path / "odd"   # a traceback and "internal error" from torch.export, as diffusers' forward fails too
+    shutil.copytree(folder, odd)
+    config = json.loads((odd / "unet" / "config.json").read_text())
+    (odd / "unet" / "config.json").write_text(json.dumps({**config, "sample_size": 9}))
+    with pytest.raises(CheckpointError, match=r"expected sample_size sides that are multiples of 2 \(its down "
+                                              r"blocks halve them 1 time; UNet2DModel's forward fails on others\), found 9"):
+        export_diffusers(odd, tmp_path / "a")
+    assert not (tmp_path / "a").exists()
     with pytest.raises(CheckpointError, match="nothing at that path"):
         export_diffusers(tmp_path / "missing", tmp_path / "a")
     copy = tmp_path / "weird"

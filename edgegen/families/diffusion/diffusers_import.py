@@ -61,6 +61,13 @@ def import_unet2d(folder: Path, layout: dict) -> tuple[Checkpoint, ExportSpec]:
     if not (isinstance(sizes, (list, tuple)) and len(sizes) == 2 and all(isinstance(s, int) and s > 0 for s in sizes)):
         raise CheckpointError(f"{folder / 'unet'}: expected sample_size as a side or [height, width], "
                               f"found {c.sample_size!r}")
+    # each down block but the last halves the sides, rounding up, and its up block doubles them back:
+    # an odd side meets a skip connection one pixel short, in diffusers' own forward too
+    halvings = len(c.down_block_types) - 1
+    if any(side % 2 ** halvings for side in sizes):
+        raise CheckpointError(f"{folder / 'unet'}: expected sample_size sides that are multiples of {2 ** halvings} "
+                              f"(its down blocks halve them {halvings} time{'s' if halvings > 1 else ''}; "
+                              f"UNet2DModel's forward fails on others), found {c.sample_size!r}")
     settings = read_scheduler(folder)
     shape = [c.in_channels, *sizes]
     alphas = make_sampler("ddim", **settings.schedule).alphas_cumprod
