@@ -1690,13 +1690,15 @@ def test_an_imported_setting_is_said_once_at_export_and_transformers_bars_stay_o
 
 def test_sliding_windows_are_taken_as_transformers_slides(tmp_path):
     """Mistral slides wherever sliding_window is set (its model never reads use_sliding_window), Qwen2
-    only where use_sliding_window says so; a window shorter than the import's 24-token check is
+    only where use_sliding_window says so, in the layers from max_window_layers on; a window shorter than the import's 24-token check is
     checked over the window."""
     for name, model_type, overrides, context in (
             ("mistral-told-not-to", "mistral", {"sliding_window": 32, "use_sliding_window": False}, 32),
             ("mistral-8", "mistral", {"sliding_window": 8}, 8),
             ("qwen2-off", "qwen2", {"sliding_window": 8, "use_sliding_window": False}, 256),
-            ("qwen2-8", "qwen2", {"sliding_window": 8, "use_sliding_window": True, "max_window_layers": 0}, 8)):
+            ("qwen2-8", "qwen2", {"sliding_window": 8, "use_sliding_window": True, "max_window_layers": 0}, 8),
+            # its 2 layers below max_window_layers' default 28: none slides (the context was capped at 8)
+            ("qwen2-no-layer-slides", "qwen2", {"sliding_window": 8, "use_sliding_window": True}, 256)):
         model = _tiny_llama(tmp_path / name / "hf", model_type, **overrides)
         with warnings.catch_warnings(record=True) as warned:   # a window that caps the context is said at import
             warnings.simplefilter("always", edgegen.ImportedSettingWarning)
@@ -1712,6 +1714,10 @@ def test_sliding_windows_are_taken_as_transformers_slides(tmp_path):
         new = min(20, context - len(prompt))
         theirs = model.generate(torch.tensor([prompt]), max_new_tokens=new, do_sample=False)   # stops at its end id
         assert pipe.generate(prompt, max_new_tokens=new, do_sample=False) == theirs[0, len(prompt):].tolist(), name
+    from edgegen.families.gpt.hf_import import _sliding_window
+
+    older = {"sliding_window": 8, "use_sliding_window": True, "num_hidden_layers": 4}   # saved without layer_types
+    assert _sliding_window(older, "qwen2") is None and _sliding_window({**older, "max_window_layers": 3}, "qwen2") == 8
 
 
 def test_llama_import_refuses_what_its_decoder_does_not_compute(tmp_path):

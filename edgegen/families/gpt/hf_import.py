@@ -368,6 +368,21 @@ def convert_llama_state(hf_state: dict[str, torch.Tensor], tied: bool) -> dict[s
     return state
 
 
+def _sliding_window(hf: dict, architecture: str) -> int | None:
+    """The sliding window some layer of the model attends through, as transformers reads the config:
+    Mistral's wherever sliding_window is set (its model never reads use_sliding_window); Qwen2's
+    where use_sliding_window is true, in the layers config.json's layer_types names
+    "sliding_attention", or where it has none, from layer max_window_layers (default 28) on."""
+    window = hf.get("sliding_window")
+    if architecture == "mistral" or window is None:
+        return window
+    layers = hf.get("layer_types")
+    if not isinstance(layers, list):
+        layers = ["sliding_attention" if i >= hf.get("max_window_layers", 28) else "full_attention"
+                  for i in range(hf["num_hidden_layers"])]
+    return window if hf.get("use_sliding_window") and "sliding_attention" in layers else None
+
+
 def import_llama(folder: str | Path, scratch: Path, architecture: str = "llama") -> Checkpoint:
     """A Checkpoint of the llama architecture holding a Llama, Qwen2 or Mistral checkpoint's weights."""
     folder = save_pretrained_folder(folder, "transformers checkpoint")
@@ -380,10 +395,8 @@ def import_llama(folder: str | Path, scratch: Path, architecture: str = "llama")
     heads = hf["num_attention_heads"]
     rope = rope_parameters(hf)
     inv_freq, scaling = _rope_frequencies(folder, rope)
-    # a sliding window at least as long as the context changes nothing; block_size stops at it.
-    # Mistral's model slides wherever sliding_window is set (it never reads use_sliding_window);
-    # Qwen2's only where use_sliding_window says so
-    window = hf.get("sliding_window") if architecture == "mistral" or hf.get("use_sliding_window") else None
+    # a sliding window at least as long as the context changes nothing; block_size stops at it
+    window = _sliding_window(hf, architecture)
     context = min(hf.get("max_position_embeddings", 2048), window or 1 << 30)
     if context < hf.get("max_position_embeddings", 2048):   # said now, not first as a prompt refused later
         warnings.warn(f"{folder / 'config.json'}: sliding_window {window} caps the package's context at {context} tokens, "
