@@ -280,6 +280,22 @@ def _graph_entry(obj: Any, where: str) -> GraphEntry:
     return GraphEntry(file, sha, inputs, outputs, extra)
 
 
+# what users bring from Hugging Face, by the files that mark it: (markers, the export option that
+# imports it, what it is)
+HUGGING_FACE_FOLDERS = ((("model_index.json",), "--from-diffusers", "a diffusers pipeline"),
+                        (("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin"),
+                         "--from-transformers", "a transformers save_pretrained folder"))
+
+
+def hugging_face_folder(path: Path) -> tuple[str, str] | None:
+    """(the export option that imports it, what it is) where the folder `path` is a diffusers
+    pipeline's or a transformers model's save_pretrained folder, else None."""
+    for markers, route, what in HUGGING_FACE_FOLDERS:
+        if any((path / marker).is_file() for marker in markers):
+            return route, what
+    return None
+
+
 def read_json(path: Path, error: type[Exception]) -> Any:
     """Parse a JSON file, raising `error` (an EdgegenError) that names the file on bad input."""
     try:
@@ -364,12 +380,10 @@ class Package:
             if (self.path / CHECKPOINT_WEIGHTS).is_file():
                 raise PackageError(f"package {str(self.path)!r}: expected a package ('edgegen export' writes one), found "
                                    "a checkpoint: export it first (edgegen export CHECKPOINT --out PACKAGE)")
-            for markers, route, what in ((("model_index.json",), "--from-diffusers", "a diffusers pipeline"),
-                                         (("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin"),
-                                          "--from-transformers", "a transformers save_pretrained folder")):
-                if any((self.path / marker).is_file() for marker in markers):   # from Hugging Face: the way in
-                    raise PackageError(f"package {str(self.path)!r}: expected a package ('edgegen export' writes one), "
-                                       f"found {what}: import it first (edgegen export {route} DIR --out PACKAGE)")
+            if found := hugging_face_folder(self.path):   # from Hugging Face: the way in
+                route, what = found
+                raise PackageError(f"package {str(self.path)!r}: expected a package ('edgegen export' writes one), "
+                                   f"found {what}: import it first (edgegen export {route} DIR --out PACKAGE)")
             raise PackageError(f"package {str(self.path)!r}: expected {MANIFEST_NAME} in it, found none (is this a "
                                f"package made by 'edgegen export'?){_shadows_shipped(self.path)}")
         self.resolve(MANIFEST_NAME, MANIFEST_NAME)   # a link to a file outside is refused, as a graph's is

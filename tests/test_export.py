@@ -178,6 +178,17 @@ def test_checkpoint_errors(trained, tmp_path):
         with pytest.raises(PackageError, match=rf"found {what}: import it first \(edgegen export {route} DIR --out "
                                                r"PACKAGE\)$"):
             Package(tmp_path / route)
+        with pytest.raises(CheckpointError, match=rf"in it, found none \({what}: import it with edgegen export {route} "
+                                                  r"DIR\)$"):   # and where a checkpoint is expected
+            load_checkpoint(tmp_path / route)
+    from edgegen.export import model_type
+
+    with pytest.raises(CheckpointError, match=r"transformers checkpoint .*: expected a save_pretrained directory, "
+                                              r"found a file"):   # its config.json given for the folder
+        model_type(tmp_path / "--from-transformers" / "model.safetensors")
+    with pytest.raises(CheckpointError, match=r"found no config.json in it \(a diffusers pipeline: import it with "
+                                              r"edgegen export --from-diffusers DIR\)$"):
+        model_type(tmp_path / "--from-diffusers")
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / CONFIG).write_text((trained["vae"][0] / CONFIG).read_text())

@@ -19,12 +19,12 @@ from ..errors import CheckpointError, ConfigError, ImportedSettingWarning, Parit
 from ..families import RuntimeConfig, package_config
 from ..families import get as get_family
 from ..package import (CHECKPOINT_WEIGHTS, MANIFEST_NAME, PACKAGE_KIND, GraphEntry, Manifest, Package, check_name,
-                       created_time, name_from_folder, package_files, read_json, refuse_output_inside_edgegens, sha256_file, write_manifest)
+                       created_time, hugging_face_folder, name_from_folder, package_files, read_json, refuse_output_inside_edgegens, sha256_file, write_manifest)
 from ..progress import Progress
 from ..storage import refuse_output_folder, staged_directory
 from ..runtimes.feeds import HELD_OUT_FILE, write_feeds
 from ..runtimes.ort import OrtSession
-from ..training.checkpoint import Checkpoint, load_checkpoint
+from ..training.checkpoint import Checkpoint, load_checkpoint, save_pretrained_folder
 from .onnx_export import DEFAULT_OPSET, export_module, value_spec
 from .spec import TRACE_BATCH, ExportSpec, GraphSpec
 from .validate import Comparison, compare, gate_graph, refuse_lost_epsilons
@@ -159,10 +159,12 @@ def export_transformers(architecture: str | None, folder: str | Path, out: str |
 
 def model_type(folder: str | Path) -> str:
     """The architecture a transformers save_pretrained folder's config.json names (model_type)."""
-    path = Path(folder) / "config.json"
+    path = save_pretrained_folder(folder, "transformers checkpoint") / "config.json"
     if not path.is_file():
+        route, what = hugging_face_folder(path.parent) or (None, None)
         raise CheckpointError(f"transformers checkpoint {str(folder)!r}: expected a save_pretrained directory with "
-                              f"config.json, found {'no config.json in it' if Path(folder).is_dir() else 'no folder'}")
+                              f"config.json, found no config.json in it"
+                              + (f" ({what}: import it with edgegen export {route} DIR)" if route else ""))
     config = read_json(path, CheckpointError)
     found = config.get("model_type") if isinstance(config, dict) else None
     if not isinstance(found, str):

@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 
 from .. import __version__
 from ..errors import CheckpointError, ConfigError, DataError, format_mismatch
-from ..package import CHECKPOINT_WEIGHTS, MANIFEST_NAME, read_json, sha256_file
+from ..package import CHECKPOINT_WEIGHTS, MANIFEST_NAME, hugging_face_folder, read_json, sha256_file
 from ..shipped import MODELS_DISTRIBUTION, MODELS_INSTALL, SHIPPED_SOURCE, checkpoints_dir
 from ..storage import atomic_write_text, creation_mode, staged_directory
 from . import family_module
@@ -244,7 +244,9 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
                               "info names it)")
     for needed in (meta_path, weights_path):
         if not needed.is_file():
-            raise CheckpointError(f"checkpoint {str(path)!r}: expected {needed.name} in it, found none")
+            imported = hugging_face_folder(path)   # given where an edgegen checkpoint is expected: the way in
+            raise CheckpointError(f"checkpoint {str(path)!r}: expected {needed.name} in it, found none" + (
+                f" ({imported[1]}: import it with edgegen export {imported[0]} DIR)" if imported else ""))
     meta = read_json(meta_path, CheckpointError)
     if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
         found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
