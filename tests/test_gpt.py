@@ -1742,6 +1742,15 @@ def test_llama_import_refuses_what_its_decoder_does_not_compute(tmp_path):
                                               rf"{config['vocab_size']} \(a pad token added to the tokenizer, and not to "
                                               r"the model: model.resize_token_embeddings"):
         export_transformers("llama", tmp_path / "hf", tmp_path / "pkg")
+    # a bias, named by its key; a quantized checkpoint, as such (its load asked for optimum to be installed)
+    (tmp_path / "hf" / "config.json").write_text(json.dumps({**config, "hidden_act": "silu", "mlp_bias": True}))
+    with pytest.raises(CheckpointError, match=r"found mlp_bias true \(biases on the attention's projections or the MLP"):
+        export_transformers("llama", tmp_path / "hf", tmp_path / "pkg")
+    (tmp_path / "hf" / "config.json").write_text(json.dumps(
+        {**config, "hidden_act": "silu", "quantization_config": {"quant_method": "gptq", "bits": 4}}))
+    with pytest.raises(CheckpointError, match=r"found quantization_config \('gptq': quantized weights are not imported; "
+                                              r"import the float checkpoint and quantize it with edgegen optimize"):
+        export_transformers("llama", tmp_path / "hf", tmp_path / "pkg")
     (tmp_path / "hf" / "config.json").write_text(json.dumps({**config, "hidden_act": "silu"}))
     with pytest.MonkeyPatch.context() as patch:   # whatever else transformers cannot load: one line, not its traceback
         patch.setattr("transformers.AutoModelForCausalLM.from_pretrained",

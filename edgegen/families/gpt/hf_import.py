@@ -75,9 +75,21 @@ def read_gpt2_config(folder: Path) -> dict:
         unsupported.append("attention scaling other than 1/sqrt(head_dim)")
     if not hf.get("tie_word_embeddings", True):
         unsupported.append("untied output embeddings")
+    unsupported += _quantized(hf)
     if unsupported:
         raise CheckpointError(f"{path}: expected a standard GPT-2, found " + "; ".join(unsupported))
     return hf   # a pad_token_id past the vocabulary is common here, and harmless: GPT-2's embedding has no padding_idx
+
+
+def _quantized(hf: dict) -> list[str]:
+    """A quantized checkpoint (GPTQ, AWQ, bitsandbytes: config.json's quantization_config), said as
+    such: loading it for the check asked the user to install optimum or another quantizer."""
+    settings = hf.get("quantization_config")
+    if not settings:
+        return []
+    method = settings.get("quant_method", "unnamed") if isinstance(settings, dict) else settings
+    return [f"quantization_config ({method!r}: quantized weights are not imported; import the float checkpoint and "
+            "quantize it with edgegen optimize --precision int4 or int8-weights)"]
 
 
 def _refuse_pad_outside_vocabulary(path: Path, hf: dict, vocab_size) -> None:
@@ -104,7 +116,8 @@ def _load_weights(folder: Path) -> tuple[dict[str, torch.Tensor], str]:
     else:
         pickled = [p.name for p in folder.glob("*.bin")]
         raise CheckpointError(f"transformers checkpoint {str(folder)!r}: expected model.safetensors, found "
-                              + (f"{pickled} (pickled weights are not loaded; re-save with safe_serialization=True)"
+                              + (f"{pickled} (pickled weights are not loaded; load the model and save_pretrained it again, "
+                                    "which writes safetensors; before transformers 5: safe_serialization=True)"
                                  if pickled else "no weights"))
     state = {}
     for name in files:
@@ -321,11 +334,13 @@ def read_llama_config(folder: Path, architecture: str) -> dict:
     unsupported = []
     if hf.get("hidden_act", "silu") != "silu":
         unsupported.append(f"hidden_act {hf['hidden_act']!r} (expected 'silu')")
-    if hf.get("attention_bias") or hf.get("mlp_bias"):
-        unsupported.append("biases on the attention output or the MLP (attention_bias, mlp_bias)")
+    if biases := [key for key in ("attention_bias", "mlp_bias") if hf.get(key)]:
+        unsupported.append(f"{' and '.join(f'{key} true' for key in biases)} (biases on the attention's "
+                           "projections or the MLP; Qwen2's q/k/v biases are taken)")
     rope_type = rope_parameters(hf).get("rope_type", "default")
     if rope_type not in ROPE_TYPES:
         unsupported.append(f"rope type {rope_type!r} (expected one of {', '.join(ROPE_TYPES)})")
+    unsupported += _quantized(hf)
     if unsupported:
         raise CheckpointError(f"{path}: expected a standard {architecture}, found " + "; ".join(unsupported))
     _refuse_pad_outside_vocabulary(path, hf, hf.get("vocab_size", 32000))
