@@ -369,9 +369,11 @@ def _refuse_settings_of_drawn_feeds(checkpoint, calibration: int | None, inputs)
              if value is not None}
     if given:
         whose = f"--inputs {str(inputs)!r}" if inputs is not None else "the held-out inputs the export recorded"
+        said = [f"{name} {value}" if name == "calibration" else f"{name} {str(value)!r}"   # a count; a path
+                for name, value in given.items()]
         raise ConfigError(f"{' and '.join(f'{name} (--{name})' for name in given)}: expected none where the feeds are "
                           f"given whole ({whose}: their first half calibrates, the second gates), found "
-                          f"{', '.join(f'{name} {str(value)!r}' for name, value in given.items())}")
+                          f"{', '.join(said)}")
 
 
 def _given_feeds(package: Package, family, config, inputs) -> dict:
