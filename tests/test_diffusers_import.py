@@ -632,21 +632,26 @@ def test_hugging_face_bars_and_the_torchvision_notice_are_quiet_inside_the_block
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
-    from edgegen.export.hugging_face import TORCHVISION_NOTICE_LOGGER, quiet_hugging_face
+    from edgegen.export.hugging_face import LOAD_REPORT_LOGGER, TORCHVISION_NOTICE_LOGGER, quiet_hugging_face
 
     transformers_logging.enable_progress_bar()   # as a process starts (HF_HUB_DISABLE_PROGRESS_BARS unset)
     diffusers_logging.enable_progress_bar()
-    notice, seen = logging.getLogger(TORCHVISION_NOTICE_LOGGER), []
+    notice, report, seen = logging.getLogger(TORCHVISION_NOTICE_LOGGER), logging.getLogger(LOAD_REPORT_LOGGER), []
     handler = logging.Handler()
     handler.emit = lambda record: seen.append(record.getMessage())
     notice.addHandler(handler)
+    report.addHandler(handler)
     try:
         with quiet_hugging_face():
             assert not transformers_logging.is_progress_bar_enabled() and not diffusers_logging.is_progress_bar_enabled()
             notice.warning("`CLIPImageProcessor` requires torchvision (not installed); falling back to ...")
             notice.warning("another warning")
+            report.warning("\x1b[1mGPT2LMHeadModel LOAD REPORT\x1b[0m from: gpt2\nKey | Status")
         notice.warning("`SiglipImageProcessor` requires torchvision (not installed); falling back to ...")
+        report.warning("GPT2LMHeadModel LOAD REPORT from: gpt2")
     finally:
         notice.removeHandler(handler)
+        report.removeHandler(handler)
     assert transformers_logging.is_progress_bar_enabled() and diffusers_logging.is_progress_bar_enabled()
-    assert seen == ["another warning", "`SiglipImageProcessor` requires torchvision (not installed); falling back to ..."]
+    assert seen == ["another warning", "`SiglipImageProcessor` requires torchvision (not installed); falling back to ...",
+                    "GPT2LMHeadModel LOAD REPORT from: gpt2"]

@@ -14,20 +14,31 @@ from ..errors import CheckpointError, described
 # transformers' notice, once per image-processor class, that it falls back from torchvision: diffusers'
 # pipeline classes import CLIP's image processor, which edgegen never runs
 TORCHVISION_NOTICE_LOGGER = "transformers.utils.import_utils"
+# transformers 5's table of a load's missing and unexpected weights (GPT-2's attn.masked_bias buffers), in
+# terminal bold: the import's own checks say what matters (the logits against transformers', a weight
+# that did not load)
+LOAD_REPORT_LOGGER = "transformers.modeling_utils"
+DROPPED = ((TORCHVISION_NOTICE_LOGGER, "requires torchvision (not installed)"), (LOAD_REPORT_LOGGER, "LOAD REPORT"))
 
 
-class _TorchvisionNotice(logging.Filter):
+class _Dropped(logging.Filter):
+    def __init__(self, text: str):
+        super().__init__()
+        self.text = text
+
     def filter(self, record: logging.LogRecord) -> bool:
-        return "requires torchvision (not installed)" not in record.getMessage()
+        return self.text not in record.getMessage()
 
 
 @contextlib.contextmanager
 def quiet_hugging_face(libraries: tuple[str, ...] = ("transformers", "diffusers")) -> Iterator[None]:
     """For the block: transformers' and diffusers' progress bars off (an export's own progress line
-    says where it is; their "Loading weights" and "Writing model shards" bars interleaved with it)
-    and the torchvision notice dropped. Their other warnings stay."""
-    bars, notice = [], _TorchvisionNotice()
-    logging.getLogger(TORCHVISION_NOTICE_LOGGER).addFilter(notice)
+    says where it is; their "Loading weights" and "Writing model shards" bars interleaved with it),
+    and the torchvision notice and transformers' load report dropped (DROPPED). Their other
+    warnings stay."""
+    bars, dropped = [], [(logging.getLogger(name), _Dropped(text)) for name, text in DROPPED]
+    for logger, text_filter in dropped:
+        logger.addFilter(text_filter)
     try:   # from here: a library whose import fails leaves the others' bars as they were
         for library in libraries:   # only those the block uses: importing diffusers takes seconds
             if importlib.util.find_spec(library) is None:
@@ -38,7 +49,8 @@ def quiet_hugging_face(libraries: tuple[str, ...] = ("transformers", "diffusers"
                 bars.append(hub_logging)
         yield
     finally:
-        logging.getLogger(TORCHVISION_NOTICE_LOGGER).removeFilter(notice)
+        for logger, text_filter in dropped:
+            logger.removeFilter(text_filter)
         for hub_logging in bars:
             hub_logging.enable_progress_bar()
 

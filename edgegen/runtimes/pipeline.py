@@ -313,7 +313,7 @@ def class_labels(labels, n: int, num_classes: int, null_label: int | None, what:
     if labels is None:
         return None if null_label is None else np.full(n, null_label, np.int64)
     if num_classes == 0:
-        raise InputError(f"{what}: expected none for this unconditional model (trained on data without classes), "
+        raise InputError(f"{what}: expected none for this unconditional model (it takes no class labels), "
                          f"found {labels!r:.60}")
     array = user_array(labels, what, f"one class id or {n} of them")
     if array.size == 0:   # before its dtype: an empty list is numpy's float64
