@@ -31,6 +31,7 @@ DEFAULT_SAMPLER = "dpmpp-2m"
 DEFAULT_GUIDANCE = 3.0
 DEFAULT_STRENGTH = 0.6  # img2img: how far the picture is noised before it is denoised back
 MAX_GUIDANCE = 100.0    # |guidance_scale| beyond this only amplifies the model's noise (7.5 is a large one)
+ORDINARY_NOISE = 6.0    # |a standard normal draw| of ten million values stays below this (p ~ 2e-9 each)
 
 
 @dataclass(kw_only=True)
@@ -366,8 +367,9 @@ class DiffusionPipeline(Pipeline):
         cause = f"sampler {sampler!r}, guidance_scale {guidance_scale:g}"
         if feeds and "conditioning_scale" in feeds:
             cause += f", conditioning_scale up to {float(np.abs(feeds['conditioning_scale']).max()):g}"
-        if noise is not None:
-            cause += f", the given noise reaching {float(np.abs(noise).max()):.3g} in magnitude (standard normal expected)"
+        reach = float(np.abs(noise).max()) if noise is not None and noise.size else 0.0
+        if reach > ORDINARY_NOISE:   # named where it is the likely cause, not for ordinary draws
+            cause += f", the given noise reaching {reach:.3g} in magnitude (standard normal expected)"
         return finite_result(self.to_images(finite_result(x, "sample", cause)), "images", cause)
 
     def _images(self, image, what: str = "image") -> np.ndarray:
