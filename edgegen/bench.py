@@ -31,6 +31,7 @@ from .progress import Progress
 
 ROUNDS = 10  # the engines take turns in this many blocks, so drift in machine load hits both alike
 REPORT_SCHEMA = "edgegen.bench/1"   # bench --json's format: docs/cli.md lists its fields
+SWEEP_SCHEMA = "edgegen.bench-sweep/1"   # bench --sweep --json's: a REPORT_SCHEMA report per point
 SETTLE_S = 0.1   # the pause before each block, for the last engine's spinning threads to sleep
 SETTLE_ENV = "EDGEGEN_BENCH_SETTLE_S"   # overrides it: 0 where timings do not matter (the test suite)
 MAX_SETTLE_S = 60.0   # a pause beyond it is a typo (milliseconds given as seconds), not a setting

@@ -513,7 +513,10 @@ def _cmd_bench(args) -> None:
     # the whole generation does not change with a sweep's sizes: timed at the first point only
     reports = [_bench_one(args, {**shapes, **sizes}, args.generation and i == 0) for i, sizes in enumerate(sweep)]
     if args.json:
-        write_report(reports[0] if len(reports) == 1 else {"sweep": reports}, args.json)
+        from .bench import SWEEP_SCHEMA
+
+        # a sweep's file has one form however many points it has, and says it is not one report
+        write_report({"report": SWEEP_SCHEMA, "sweep": reports} if args.sweep else reports[0], args.json)
         print(f"wrote {args.json}")
 
 

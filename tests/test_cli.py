@@ -469,7 +469,13 @@ def test_a_sweep_times_the_whole_generation_and_its_steps_at_its_first_point_onl
     code, out, _ = run_cli(capsys, "bench", pkg, "--sweep", "width=4,8,16", "--steps", "3", "--iters", "2",
                            "--warmup", "0", "--no-energy", "--json", tmp_path / "sweep.json")
     assert code == 0 and seen == [(4, True, 3), (8, False, None), (16, False, None)]
-    assert [r["shapes"]["width"] for r in json.loads((tmp_path / "sweep.json").read_text())["sweep"]] == [4, 8, 16]
+    swept = json.loads((tmp_path / "sweep.json").read_text())
+    assert swept["report"] == "edgegen.bench-sweep/1" and [r["shapes"]["width"] for r in swept["sweep"]] == [4, 8, 16]
+    assert {r["report"] for r in swept["sweep"]} == {"edgegen.bench/1"}
+    # one point: the same form (it was that point's report alone, another layout for the same option)
+    code, out, _ = run_cli(capsys, "bench", pkg, "--sweep", "width=4", "--iters", "2", "--warmup", "0", "--no-energy",
+                           "--no-generation", "--json", tmp_path / "one.json")
+    assert code == 0 and json.loads((tmp_path / "one.json").read_text())["report"] == "edgegen.bench-sweep/1"
 
 
 def test_a_whole_generation_runs_long_enough_and_as_often_as_iters_allows(monkeypatch):
