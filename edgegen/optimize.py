@@ -398,7 +398,7 @@ def _given_feeds(package: Package, family, config, inputs) -> dict:
         names = [s.name for s in entry.inputs]
         for i, feed in enumerate(feeds):
             if missing := [n for n in names if n not in feed]:
-                raise ConfigError(f"inputs ({source}): expected graph {part!r}'s inputs {names} in every feed, found "
+                raise ConfigError(f"inputs ({source}): expected the inputs of graph {part!r}, {names}, in every feed, found "
                                   f"feed {i} holding {sorted(feed)}, without {missing}")
             for name in names:   # the gate would blame the variant for the NaN it was given
                 if feed[name].dtype.kind == "f":

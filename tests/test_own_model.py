@@ -892,7 +892,7 @@ def test_the_command_line_takes_a_module_through_export_generate_bench_optimize_
     image, mask = user_model[2]["image"], user_model[2]["mask"]
     np.savez(tmp_path / "typo.npz", **{"0/image": image, "0/mask": mask, "1/image": image, "1/msk": mask})
     np.savez(tmp_path / "nan.npz", **{"0/image": image, "0/mask": mask, "1/image": image * np.nan, "1/mask": mask})
-    for feeds, message in (("typo.npz", "expected graph 'model''s inputs ['image', 'mask'] in every feed, found feed 1 "
+    for feeds, message in (("typo.npz", "expected the inputs of graph 'model', ['image', 'mask'], in every feed, found feed 1 "
                                         "holding ['image', 'msk'], without ['mask']"),
                            ("nan.npz", f"expected finite numbers, found {image.size} NaN or Inf value(s)")):
         assert main(["optimize", str(pkg), "--precision", "fp16", "--inputs", str(tmp_path / feeds)]) == 2

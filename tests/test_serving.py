@@ -17,7 +17,7 @@ import pytest
 import edgegen
 from edgegen import cpus
 from edgegen.cli import main
-from edgegen.errors import BackendError, ConfigError, OutputExistsError
+from edgegen.errors import BackendError, ConfigError, OutputExistsError, PackageError
 from edgegen.serving.local_server import local_server, pytriton_root
 from edgegen.serving.requests import Field, arguments
 from edgegen.serving.triton import RepositoryOptions, write_repository
@@ -244,6 +244,10 @@ def test_refusals_leave_the_repository_as_it_was(repository, trained, tmp_path):
         with pytest.raises(ConfigError, match=re.escape(f"expected {what} (made by 'edgegen optimize --precision "
                                                         "int8'), found none")):
             write_repository([str(trained["gan"][1])], tmp_path / "r", RepositoryOptions(route=route, precision="int8"))
+    # a precision optimize never writes for the family: said so, not "made by edgegen optimize", which refuses it
+    with pytest.raises(PackageError, match=r"expected fp32 or a precision edgegen optimize writes for gan packages "
+                                           r"\(int8, fp16\), found 'int4'"):
+        write_repository([str(trained["gan"][1])], tmp_path / "r", RepositoryOptions(precision="int4"))
     for instances in (0, True):
         with pytest.raises(ConfigError, match=f"instances: expected an integer of at least 1, found {instances}"):
             write_repository([str(trained["gan"][1])], tmp_path / "r", RepositoryOptions(instances=instances))

@@ -213,6 +213,9 @@ def _imported_again(folder: Path, scratch: Path) -> tuple[Checkpoint, ExportSpec
 
     if (folder / "model_index.json").is_file():
         return import_diffusers(folder, scratch)
+    if (folder / MANIFEST_NAME).is_file():
+        raise CheckpointError(f"{str(folder)!r}: expected the checkpoint or folder the package was exported or imported "
+                              f"from, found an edgegen package ({MANIFEST_NAME}): give that one (edgegen info names it)")
     if not (folder / "config.json").is_file():
         raise CheckpointError(f"{str(folder)!r}: expected an edgegen checkpoint (weights.safetensors), a "
                               "transformers save_pretrained folder (config.json) or a diffusers pipeline "

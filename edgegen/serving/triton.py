@@ -29,7 +29,7 @@ from pathlib import Path
 from ..errors import ConfigError, OutputExistsError, PackageBusyError
 from ..external_data import external_data_files
 from ..families import get as get_family
-from ..families import package_config
+from ..families import package_config, require_offered_precision
 from ..package import (CHECKPOINT_WEIGHTS, MANIFEST_NAME, PRECISIONS, Package, TensorSpec, check_name, copy_package,
                        fp32_graphs_note, name_from_folder)
 from ..runtimes.backends import KNOWN_BACKENDS
@@ -302,6 +302,7 @@ class _Plan(ServedModel):
 def _plan(package: Package, name: str, folder: Path, options: RepositoryOptions) -> _Plan:
     """What the model folder of `package` will hold; a package that cannot be served so is refused here."""
     family, config = package_config(package)
+    require_offered_precision(package, options.precision)   # else the advice to optimize, which would refuse it
     route = options.route or ("graph" if family.served_graph else "pipeline")
     if route == "pipeline" and (missing := package.missing_variants(options.precision)):
         raise ConfigError(missing)
