@@ -238,10 +238,10 @@ def _export_module(args):
     from .families.generic.export import export_pytorch, load_factory, parse_dynamic
     from .runtimes.feeds import parse_dim_sizes, read_feeds
 
+    if args.from_transformers or args.checkpoint or args.data:   # said before what --module alone would need
+        raise ConfigError("--module: expected alone (no checkpoint, --from-transformers or --data), found them together")
     if args.inputs is None:
         raise ConfigError("--inputs: expected an .npz of example inputs to trace --module with, found none")
-    if args.from_transformers or args.checkpoint or args.data:
-        raise ConfigError("--module: expected alone (no checkpoint, --from-transformers or --data), found them together")
     example, *more = read_feeds(args.inputs)
     if more:
         raise ConfigError(f"--inputs {args.inputs!r}: expected one example feed (held-out feeds go in --held-out), "

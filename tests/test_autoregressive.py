@@ -379,8 +379,9 @@ def test_shipped_wavenet_log_prob_separates_tones_from_noise(shipped_package):
 def test_wavenet_cli_writes_a_wav_and_trains_on_a_wav_folder(wavenet, pixelcnn, tmp_path, capsys):
     out = tmp_path / "tone.wav"
     assert main(["generate", str(wavenet["pkg"]), "--seconds", "0.00001", "--out", str(out)]) == 0
-    assert f"wrote {out} (1 sample, 0.000125 s at 8000 Hz" in capsys.readouterr().out   # it said "0.00 s"
+    assert f"wrote {out} (1 sample, 0.000125 s at 8000 Hz, no label, seed" in capsys.readouterr().out   # "0.00 s"; "label None"
     assert main(["generate", str(wavenet["pkg"]), "--seconds", "0.05", "--label", "1", "--out", str(out)]) == 0
+    assert "8000 Hz, label 1, seed" in capsys.readouterr().out
     with wave.open(str(out)) as w:
         assert (w.getframerate(), w.getnframes(), w.getsampwidth()) == (8000, 400, 2)
     assert main(["generate", str(wavenet["pkg"]), "--label", "1", "--out", str(out)]) == 0   # a second by default

@@ -514,6 +514,11 @@ def test_the_callers_module_keeps_its_mode_and_a_failing_module_file_is_named(tm
                      str(tmp_path / "pkg")]) == 2
         err = capsys.readouterr().err
         assert err.startswith(f"edgegen: error: --module {reference!r}: {message}") and err.count("\n") == 1, err
+    # a checkpoint given with --module: said as that, not as the --inputs that --module alone would need
+    assert main(["export", str(tmp_path), "--module", f"{tmp_path / 'broken.py'}:make_model", "--out",
+                 str(tmp_path / "pkg")]) == 2
+    assert "error: --module: expected alone (no checkpoint, --from-transformers or --data), found them together" \
+        in capsys.readouterr().err
     # a training script's module-level argparse or sys.exit: its own name and no arguments, and its exit named
     (tmp_path / "script.py").write_text("import argparse, sys, torch\np = argparse.ArgumentParser()\n"
                                         "p.add_argument('--epochs', type=int, default=3)\nargs = p.parse_args()\n"

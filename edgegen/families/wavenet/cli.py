@@ -47,7 +47,7 @@ def generate(pipe, request: GenerateRequest) -> str:
     write_wav(out, audio, pipe.sample_rate)
     # 4 figures: a clip shorter than 5 ms read "0.00 s"
     return (f"wrote {out} ({counted(samples, 'sample')}, {samples / pipe.sample_rate:.4g} s at {pipe.sample_rate} Hz, "
-            f"label {label}, seed {request.seed})")
+            f"{'no label' if label is None else f'label {label}'}, seed {request.seed})")
 
 
 def served(config):
