@@ -390,7 +390,8 @@ def test_degradations_are_deterministic_and_shrink_by_the_scale():
     np.testing.assert_array_equal(low, degrade(image, 4, np.random.default_rng(5)))
 
 
-def test_the_shipped_x4_model_beats_bicubic_on_held_out_photographs_and_its_int8_variant_passes(tmp_path, monkeypatch):
+def test_the_shipped_x4_model_beats_bicubic_on_held_out_photographs_and_its_int8_variant_passes(tmp_path, monkeypatch,
+                                                                                                 capsys):
     """`edgegen upscale` without --package exports the shipped model once into the user's cache;
     through the runtime it restores held-out photographs better than bicubic upscaling."""
     from edgegen.families.sr.commands import shipped_package
@@ -409,8 +410,10 @@ def test_the_shipped_x4_model_beats_bicubic_on_held_out_photographs_and_its_int8
     Image.fromarray((np.random.default_rng(3).random((12, 20, 3)) * 255).astype(np.uint8)).save(tmp_path / "in.png")
     assert main(["upscale", str(tmp_path / "in.png"), "--out", str(tmp_path / "out.gif")]) == 2
     assert not (tmp_path / "cache").exists()     # a bad --out is refused before the shipped model is exported
+    capsys.readouterr()
     assert main(["upscale", str(tmp_path / "in.png"), "--out", str(tmp_path / "out.png")]) == 0
     (package,) = (tmp_path / "cache" / "edgegen" / "packages").iterdir()
+    assert f"edgegen: exporting the shipped sr-photos-x4 once into {package}" in capsys.readouterr().err   # not silent
     assert package.name.startswith("sr-photos-x4-") and shipped_package(4) == package   # exported once, reused
     with Image.open(tmp_path / "out.png") as written:
         assert written.size == (80, 48)

@@ -6,6 +6,7 @@ one it exports the shipped model, which needs the export extra (imported only th
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from ...errors import EXPORT_EXTRA, ConfigError, MissingExtraError, PackageError
@@ -14,9 +15,9 @@ from .cli import OPTIONS, check_picture_and_tiling, read_for_upscale, upscale_pi
 from .pipeline import TRAINED_SCALES
 
 
-def shipped_package(scale: int, cache: str | os.PathLike | None = None) -> Path:
+def shipped_package(scale: int, cache: str | os.PathLike | None = None, report=lambda line: None) -> Path:
     """The package of the shipped x`scale` model (edgegen-models): the exported one it carries,
-    else exported once into the user's cache (shipped.py), then reused."""
+    else exported once into the user's cache (shipped.py, which says so through `report`), then reused."""
     from ...families import get
 
     names = [m.name for m in get("sr").demo]
@@ -38,7 +39,7 @@ def shipped_package(scale: int, cache: str | os.PathLike | None = None) -> Path:
         raise MissingExtraError(f"the shipped {name} model: exporting it needs the export extra ({EXPORT_EXTRA}), "
                                 f"found {exc.name} missing; or pass an exported package with "
                                 "--package") from None
-    return export_shipped(name, cache, report=lambda line: None)
+    return export_shipped(name, cache, report=report)
 
 
 def add_commands(sub, runtime_options) -> None:
@@ -82,7 +83,9 @@ def _upscale(args) -> None:
     check_picture_and_tiling(args.image, args.out, given, "image",
                              None if args.package else 4 if args.scale is None else args.scale)
     picture = read_for_upscale(args.image, args.out, replace=args.force)   # before any export or model load
-    package = args.package or shipped_package(4 if args.scale is None else args.scale)
+    # its first use exports it, said as generate NAME says it: a minute's wait is not a hang
+    package = args.package or shipped_package(4 if args.scale is None else args.scale,
+                                              report=lambda line: print(f"edgegen: {line}", file=sys.stderr))
     pipe = load(package, backend=args.backend, threads=args.threads, precision=args.precision)
     if pipe.family != "sr":
         raise ConfigError(f"--package {str(package)!r}: expected a super-resolution (sr) package, found a "
