@@ -57,8 +57,9 @@ def _package_or_name(given: str) -> str:
         except MissingExtraError:
             return str(resolve(given))   # raises: says where the packages come from
         from .export.shipped import export_shipped
+        from .progress import report_to_stderr
 
-        found = export_shipped(given, report=lambda line: print(f"edgegen: {line}", file=sys.stderr))
+        found = export_shipped(given, report=report_to_stderr)
         from .bench import reset_peak_rss
 
         reset_peak_rss()   # torch's memory in the export is not what bench reports as the runtime's

@@ -126,10 +126,11 @@ def _export(ckpt: Path, pkg: Path, shipped_name: str | None, final_ckpt: Path) -
     from .export import export_checkpoint
     from .export.shipped import export_shipped
     from .package import copy_package
+    from .progress import report_to_stderr
 
     if shipped_name is not None:
         try:
-            found = export_shipped(shipped_name, report=lambda line: print(f"edgegen: {line}", file=sys.stderr))
+            found = export_shipped(shipped_name, report=report_to_stderr)
         except (OSError, ConfigError, OutputExistsError) as error:
             print(f"edgegen: demo: exporting {shipped_name} into the demo only, not into edgegen's cache: {error}",
                   file=sys.stderr)

@@ -59,3 +59,9 @@ class Progress:
     def __exit__(self, exc_type, exc, tb) -> None:
         # On an error the error is the message: no summary line for work that did not finish.
         self.close(failed=exc_type is not None)
+
+
+def report_to_stderr(line: str) -> None:
+    """A command's note of work it does on its own (exporting a shipped model on first use), on
+    stderr beside its errors, so that stdout stays what the command writes."""
+    print(f"edgegen: {line}", file=sys.stderr)

@@ -278,7 +278,7 @@ def test_a_feature_extractor_is_passed_over_and_an_image_encoder_said(sd_package
               "feature_extractor": ["transformers", "CLIPImageProcessor"]}
     (tmp_path / "scratch").mkdir()
     with warnings.catch_warnings():
-        warnings.simplefilter("error")
+        warnings.simplefilter("error", edgegen.EdgegenWarning)   # edgegen's own, not the libraries' deprecations
         import_stable_diffusion(folder, layout, tmp_path / "scratch")
     layout["image_encoder"] = ["transformers", "CLIPVisionModelWithProjection"]
     with pytest.warns(edgegen.ImportedSettingWarning, match=r"its image_encoder \(IP-Adapter's image prompts\) is not "

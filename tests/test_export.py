@@ -189,6 +189,8 @@ def test_checkpoint_errors(trained, tmp_path):
     with pytest.raises(CheckpointError, match=r"found no config.json in it \(a diffusers pipeline: import it with "
                                               r"edgegen export --from-diffusers DIR\)$"):
         model_type(tmp_path / "--from-diffusers")
+    with pytest.raises(CheckpointError, match=r"found no config.json in it$"):   # not the option already given
+        model_type(tmp_path / "--from-transformers")
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / CONFIG).write_text((trained["vae"][0] / CONFIG).read_text())

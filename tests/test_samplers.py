@@ -209,8 +209,8 @@ def test_callback_and_after_step_see_every_step():
     (lambda: make_sampler("plms"), "sampler 'plms': expected one of ddpm, ddim, dpmpp-2m, euler, euler-a, pndm, lms"),
     (lambda: make_sampler("pndm").timesteps(3), r"pndm' with its Runge-Kutta warm-up expected at least 4, found 3: give more steps, "
                                                 r"or choose another sampler \(ddpm"),
-    (lambda: make_sampler("pndm").denoise(lambda x, t: x, X_T, 10, start=3), r"expected to start from noise, found img2img starting part-way, at call 3: choose another sampler \(ddpm.*\), or a "
-     r"scheduler config with skip_prk_steps true"),
+    (lambda: make_sampler("pndm").denoise(lambda x, t: x, X_T, 10, start=3), r"expected to start from noise, found img2img starting part-way, at call 3: choose another sampler \(ddpm.*\), or, for a "
+     r"pipeline imported from diffusers, set skip_prk_steps true in its scheduler/scheduler_config.json"),
     (lambda: make_sampler("ddim", beta_schedule="cosine"), "beta_schedule: expected one of"),
     (lambda: make_sampler("ddim", prediction_type="noise"), "prediction_type: expected one of"),
     (lambda: make_sampler("ddim", timestep_spacing="karras"), "timestep_spacing: expected one of"),

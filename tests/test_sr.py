@@ -338,7 +338,7 @@ def test_upscale_refuses_before_the_shipped_export_and_names_its_flags(package, 
     where they came after it or after the whole upscale; the pipeline's refusals are named by flag."""
     import edgegen.families.sr.commands as commands
 
-    def no_export(scale, cache=None):
+    def no_export(scale, cache=None, report=None):
         raise AssertionError("the shipped model was exported before the refusal")
 
     monkeypatch.setattr(commands, "shipped_package", no_export)

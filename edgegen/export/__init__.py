@@ -162,9 +162,10 @@ def model_type(folder: str | Path) -> str:
     path = save_pretrained_folder(folder, "transformers checkpoint") / "config.json"
     if not path.is_file():
         route, what = hugging_face_folder(path.parent) or (None, None)
+        other = route not in (None, "--from-transformers")   # a diffusers pipeline: the way that imports it
         raise CheckpointError(f"transformers checkpoint {str(folder)!r}: expected a save_pretrained directory with "
                               f"config.json, found no config.json in it"
-                              + (f" ({what}: import it with edgegen export {route} DIR)" if route else ""))
+                              + (f" ({what}: import it with edgegen export {route} DIR)" if other else ""))
     config = read_json(path, CheckpointError)
     found = config.get("model_type") if isinstance(config, dict) else None
     if not isinstance(found, str):

@@ -55,30 +55,26 @@ def quiet_hugging_face(libraries: tuple[str, ...] = ("transformers", "diffusers"
             hub_logging.enable_progress_bar()
 
 
-def transformers_tokenizer(source: Path, scratch: Path, class_name: str | None = None) -> Path:
-    """tokenizer.json in `scratch` holding the tokenizer transformers builds from the folder
-    `source` (AutoTokenizer's, or the class `class_name` names, as a diffusers pipeline's
-    model_index.json names it), the one transformers' `tokenizer(text)` encodes with. The folder's
-    own tokenizer.json can encode otherwise: transformers 5 rebuilds a class's tokenizer from the
-    file's vocabulary with the class's own pre-tokenizer (LlamaTokenizer's Metaspace, without the
-    file's normalizer), so a prompt that starts with a space, or text after a special token, was
-    split otherwise. Saved without truncation and padding, which `tokenizer(text)` does not apply.
-    CheckpointError where transformers cannot build it."""
+def transformers_tokenizer(source: Path, class_name: str | None = None):
+    """The tokenizers.Tokenizer transformers builds from the folder `source` (AutoTokenizer's, or
+    the class `class_name` names, as a diffusers pipeline's model_index.json names it): the one its
+    `tokenizer(text)` encodes with, without truncation and padding, which `tokenizer(text)` does
+    not apply. Never the folder's own code (trust_remote_code stays off: transformers would ask on
+    the terminal, then run it). CheckpointError where transformers cannot build it."""
     import transformers
 
     # a slow class (transformers 4's CLIPTokenizer) has no tokenizers backend: its fast twin encodes alike
     loader = (getattr(transformers, f"{class_name}Fast", None) or getattr(transformers, class_name, None)
-              if class_name else transformers.AutoTokenizer)
+              if isinstance(class_name, str) else transformers.AutoTokenizer)
     try:
         if loader is None:
             raise ValueError(f"transformers has no class {class_name}")
         with quiet_hugging_face(("transformers",)):
-            backend = loader.from_pretrained(str(source)).backend_tokenizer
+            chosen = {} if isinstance(class_name, str) else {"trust_remote_code": False}   # AutoTokenizer's option
+            backend = loader.from_pretrained(str(source), **chosen).backend_tokenizer
     except Exception as exc:  # noqa: BLE001 - transformers' own errors, said in one line
         raise CheckpointError(f"{source}: expected a tokenizer transformers builds (prompts are encoded as its "
                               f"tokenizer(text) encodes them), found it failing: {described(exc)}") from None
     backend.no_truncation()
     backend.no_padding()
-    path = scratch / "tokenizer.json"
-    backend.save(str(path))
-    return path
+    return backend

@@ -555,9 +555,9 @@ class PNDMSampler(Sampler):
             # would step from the wrong sample (diffusers' PNDMScheduler does so silently)
             others = ", ".join(name for name in SAMPLERS if name != "pndm")
             raise ConfigError(f"sampler 'pndm' with its Runge-Kutta warm-up: expected to start from noise, found img2img "
-                              f"starting part-way, at call {start}: choose another sampler ({others}), or a "
-                              "scheduler config with skip_prk_steps true (diffusers' PNDMScheduler), which skips the "
-                              "warm-up")
+                              f"starting part-way, at call {start}: choose another sampler ({others}), or, for a "
+                              "pipeline imported from diffusers, set skip_prk_steps true in its "
+                              "scheduler/scheduler_config.json and import it again (PNDM without the warm-up)")
         return super().denoise(model_fn, x, steps, start, rng, callback, after_step)
 
     def _begin(self, steps, timesteps):

@@ -82,6 +82,10 @@ class BPETokenizer:
             self._tokenizer = Tokenizer.from_file(str(path))
         except Exception as exc:  # noqa: BLE001 - the Rust side raises its own exception type
             raise PackageError(f"tokenizer {str(path)!r}: expected a tokenizers JSON file, found: {exc}") from None
+        # a truncation or padding saved in the file cut or padded every prompt without a word, where
+        # transformers' tokenizer(text) applies neither (encode_padded sets its own)
+        self._tokenizer.no_truncation()
+        self._tokenizer.no_padding()
         self.vocab_size = self._tokenizer.get_vocab_size(with_added_tokens=True)
         self._settings_lock = threading.Lock()
 

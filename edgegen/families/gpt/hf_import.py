@@ -25,7 +25,7 @@ from ...export.validate import compare
 from ...package import files_sha256, read_json
 from ...training.checkpoint import Checkpoint, make_config, save_pretrained_folder, state_dict_mismatch
 from ...runtimes.token_sampling import Sampling
-from ...runtimes.tokenizer import ids_beyond
+from ...runtimes.tokenizer import BPETokenizer, ids_beyond
 from .model import build
 
 LLAMA_TYPES = ("llama", "qwen2", "mistral")   # one decoder (llama.py) covers them
@@ -154,29 +154,44 @@ def convert_state(hf_state: dict[str, torch.Tensor], n_layer: int) -> dict[str, 
 
 
 def _tokenizer_file(folder: Path, scratch: Path) -> Path | None:
-    """The tokenizer's file for the package, where the folder holds a tokenizer (tokenizer.json,
-    or GPT-2's vocab.json and merges.txt): the one transformers builds from them, which its
-    tokenizer(text) encodes with (transformers_tokenizer). Where transformers is not installed
-    (GPT-2 imports without it) or cannot build it (said in a warning): tokenizer.json as written,
-    or one built from vocab.json and merges.txt as GPT-2's tokenizer is."""
-    written = (folder / "tokenizer.json").is_file()
-    if not written and not ((folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()):
-        return None
-    if importlib.util.find_spec("transformers") is not None:
-        try:
-            return transformers_tokenizer(folder, scratch)
-        except CheckpointError as exc:
-            warnings.warn(f"{exc}; the package takes {_tokenizer_source(folder).name} as written, which transformers "
-                          "may encode otherwise", ImportedSettingWarning, stacklevel=3)
-    if written:
+    """tokenizer.json as saved by a fast tokenizer, or one built from vocab.json + merges.txt."""
+    if (folder / "tokenizer.json").is_file():
         return folder / "tokenizer.json"
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    if (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
-    tokenizer = Tokenizer(models.BPE.from_file(str(folder / "vocab.json"), str(folder / "merges.txt")))
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    tokenizer.save(str(scratch / "tokenizer.json"))
-    return scratch / "tokenizer.json"
+        tokenizer = Tokenizer(models.BPE.from_file(str(folder / "vocab.json"), str(folder / "merges.txt")))
+        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tokenizer.decoder = decoders.ByteLevel()
+        tokenizer.save(str(scratch / "tokenizer.json"))
+        return scratch / "tokenizer.json"
+    return None
+
+
+def _warn_where_transformers_splits_otherwise(folder: Path, tokenizer: Path) -> None:
+    """The package keeps the folder's tokenizer as written. transformers 5 rebuilds a Llama or
+    Mistral tokenizer.json with LlamaTokenizer's own pre-tokenizer instead (Metaspace, without the
+    file's normalizer), which splits a prompt that starts with a space, or text after a special
+    token, otherwise than the file and the sentencepiece model it came from; upstream treats that
+    as a bug. Where the installed transformers splits a probe text otherwise, a warning shows both."""
+    if importlib.util.find_spec("transformers") is None:
+        return
+    import transformers
+
+    try:
+        theirs = transformers_tokenizer(folder)
+    except CheckpointError:   # a tokenizer transformers cannot build (a class of the folder's own code): nothing to compare
+        return
+    ours = BPETokenizer(tokenizer)._tokenizer
+    special = [t.content for t in ours.get_added_tokens_decoder().values() if t.special][:1]
+    for text in (" hello world", "  indented", *(f"x{token} y" for token in special)):
+        mine, other = ours.encode(text), theirs.encode(text)
+        if mine.ids != other.ids:
+            warnings.warn(f"{_tokenizer_source(folder)}: transformers {transformers.__version__} splits {text!r} as "
+                          f"{other.tokens}, the file as {mine.tokens}; the package keeps the file as written "
+                          "(transformers 5 rebuilds a Llama or Mistral tokenizer with its own pre-tokenizer)",
+                          ImportedSettingWarning, stacklevel=3)
+            return
 
 
 def _tokenizer_source(folder: Path) -> Path:
@@ -191,6 +206,8 @@ def _imported(folder: Path, scratch: Path, architecture: str, hf: dict, config, 
     tokenizer = _tokenizer_file(folder, scratch)   # refused before minutes of loading weights, not after
     if tokenizer is not None and (beyond := ids_beyond(tokenizer, config.vocab_size, added_tokens=False)):
         raise CheckpointError(f"{_tokenizer_source(folder)}: {beyond}")
+    if tokenizer is not None:
+        _warn_where_transformers_splits_otherwise(folder, tokenizer)
     hf_state, weights_sha = _load_weights(folder)
     model = build(config)
     state = convert(hf_state)

@@ -6,7 +6,6 @@ one it exports the shipped model, which needs the export extra (imported only th
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 from ...errors import EXPORT_EXTRA, ConfigError, MissingExtraError, PackageError
@@ -83,9 +82,10 @@ def _upscale(args) -> None:
     check_picture_and_tiling(args.image, args.out, given, "image",
                              None if args.package else 4 if args.scale is None else args.scale)
     picture = read_for_upscale(args.image, args.out, replace=args.force)   # before any export or model load
+    from ...progress import report_to_stderr
+
     # its first use exports it, said as generate NAME says it: a minute's wait is not a hang
-    package = args.package or shipped_package(4 if args.scale is None else args.scale,
-                                              report=lambda line: print(f"edgegen: {line}", file=sys.stderr))
+    package = args.package or shipped_package(4 if args.scale is None else args.scale, report=report_to_stderr)
     pipe = load(package, backend=args.backend, threads=args.threads, precision=args.precision)
     if pipe.family != "sr":
         raise ConfigError(f"--package {str(package)!r}: expected a super-resolution (sr) package, found a "

@@ -118,7 +118,8 @@ def _tokenizer_file(folder: Path, layout: dict, scratch: Path) -> tuple[Path, di
     settings = read_json(source / "tokenizer_config.json", CheckpointError) if (source / "tokenizer_config.json").is_file() else {}
     if not ((source / "tokenizer.json").is_file() or ((source / "vocab.json").is_file() and (source / "merges.txt").is_file())):
         raise CheckpointError(f"{source}: expected tokenizer.json, or CLIP's vocab.json and merges.txt, found neither")
-    return transformers_tokenizer(source, scratch, component_class(folder, layout, "tokenizer")), settings
+    transformers_tokenizer(source, component_class(folder, layout, "tokenizer")).save(str(scratch / "tokenizer.json"))
+    return scratch / "tokenizer.json", settings
 
 
 def import_stable_diffusion(folder: Path, layout: dict, scratch: Path) -> tuple[Checkpoint, ExportSpec]:
