@@ -529,7 +529,8 @@ def test_bench_refuses_a_checkpoint_the_package_was_not_made_from(trained, tmp_p
     assert code == 2 and f"checkpoint {str(gan[0])!r}: expected a vae model, the family of the package " \
         f"{str(vae[1])!r}, found a gan model" in err   # said as another family, not only as other weights
     code, _, err = run_cli(capsys, "bench", vae[1], "--iters", "1", "--vs-torch", vae[1])   # the package itself
-    assert code == 2 and err.endswith("found an edgegen package (edgegen.json): give that one (edgegen info names it)\n")
+    assert code == 2 and err.endswith("found an edgegen package (edgegen.json): give the checkpoint it was exported from "
+                                      "(edgegen info names it)\n")
     other = shutil.copytree(vae[0], tmp_path / "retrained")
     weights = load_file(other / "weights.safetensors")
     first = sorted(weights)[0]

@@ -198,7 +198,7 @@ def source_model(package: Package, given: str | Path | None = None):
     source = given or recorded_source(package)
     folder = Path(source) if source else None
     if (folder is None or str(source).startswith(SHIPPED_SOURCE) or (folder / CHECKPOINT_WEIGHTS).is_file()
-            or not folder.is_dir()):
+            or (folder / MANIFEST_NAME).is_file() or not folder.is_dir()):   # a package: load_checkpoint names it
         with exported_as(load_source_checkpoint(package, given, "--vs-torch")) as pair:   # which says what is missing
             yield pair
         return
@@ -214,9 +214,6 @@ def _imported_again(folder: Path, scratch: Path) -> tuple[Checkpoint, ExportSpec
 
     if (folder / "model_index.json").is_file():
         return import_diffusers(folder, scratch)
-    if (folder / MANIFEST_NAME).is_file():
-        raise CheckpointError(f"{str(folder)!r}: expected the checkpoint or folder the package was exported or imported "
-                              f"from, found an edgegen package ({MANIFEST_NAME}): give that one (edgegen info names it)")
     if not (folder / "config.json").is_file():
         raise CheckpointError(f"{str(folder)!r}: expected an edgegen checkpoint (weights.safetensors), a "
                               "transformers save_pretrained folder (config.json) or a diffusers pipeline "
