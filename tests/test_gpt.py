@@ -990,6 +990,12 @@ def test_generate_command_fits_its_default_and_refuses_what_it_would_ignore(gpt,
     assert said.rstrip().endswith("needed (lower --max-new-tokens or the prompt, or raise --cache-budget-mb)")   # no batch here
     assert main(["generate", pkg, "--prompt", "x" * 256]) == 2   # nothing left for the default: the prompt's fault
     assert "--prompt: expected fewer tokens than the model's context of 256, found 256" in capsys.readouterr().err
+    # Python's default of 64 new tokens fits the prompt too (a 220-token prompt was refused: 284 > 256)
+    pipe, totals = edgegen.load(pkg), set()
+    pipe.generate([100] * 220, do_sample=False, callback=lambda done, total: totals.add(total))
+    assert totals == {36}
+    with pytest.raises(InputError, match=r"^prompt: expected fewer tokens than the model's context of 256, found 256$"):
+        pipe.generate([100] * 256)
     with pytest.raises(InputError, match=r"ids: expected token ids from 0 to 255 \(this tokenizer's bytes\), found 300$"):
         edgegen.load(pkg).tokenizer.decode([104, 300])   # was bytes()'s bare ValueError
 

@@ -209,7 +209,7 @@ class GPTPipeline(Pipeline):
 
     # ---- the user's API -------------------------------------------------------------------
 
-    def generate(self, prompt, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, temperature: float | None = None,
+    def generate(self, prompt, max_new_tokens: int | None = None, temperature: float | None = None,
                  top_k: int | None = None, top_p: float | None = None, repetition_penalty: float | None = None,
                  do_sample: bool | None = None, seed: int | None = None, stop=None, use_cache: bool = True,
                  cache_budget_mb: float = DEFAULT_CACHE_BUDGET_MB, prompt_lookup_num_tokens: int = 0,
@@ -218,6 +218,8 @@ class GPTPipeline(Pipeline):
 
         prompt: a string (returns the new text), a list of token ids (returns the new ids),
         or a list of either (a batch, left-padded; returns a list).
+        max_new_tokens: None is 64, or what the model's context leaves after the longest prompt
+        where that is fewer.
         do_sample, temperature, top_k, top_p, repetition_penalty: None takes the package's default
         (generation_defaults: an imported model's generation_config.json), else sampling at
         temperature 1 with no top-k (0 also means none), no top-p and no penalty.
@@ -253,7 +255,7 @@ class GPTPipeline(Pipeline):
         out = [t.finish() for t in texts] if as_text else rows
         return out if is_batch else out[0]
 
-    def stream(self, prompt, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, temperature: float | None = None,
+    def stream(self, prompt, max_new_tokens: int | None = None, temperature: float | None = None,
                top_k: int | None = None, top_p: float | None = None, repetition_penalty: float | None = None,
                do_sample: bool | None = None, seed: int | None = None, stop=None,
                cache_budget_mb: float = DEFAULT_CACHE_BUDGET_MB, prompt_lookup_num_tokens: int = 0) -> Iterator:
@@ -370,8 +372,13 @@ class GPTPipeline(Pipeline):
 
     def _request(self, batch, max_new_tokens, temperature, top_k, top_p, repetition_penalty, do_sample, seed, stop,
                  use_cache, lookup, cache_budget_mb) -> _Request:
-        max_new_tokens = check_count(max_new_tokens, "max_new_tokens", per_call="new tokens")
         longest = max(len(p) for p in batch)
+        if max_new_tokens is None:   # the default fits the prompt, as the command line's does
+            if longest >= self.context:
+                raise InputError(f"prompt: expected fewer tokens than the model's context of {self.context}, found "
+                                 f"{longest}")
+            max_new_tokens = min(DEFAULT_MAX_NEW_TOKENS, self.context - longest)
+        max_new_tokens = check_count(max_new_tokens, "max_new_tokens", per_call="new tokens")
         if longest + max_new_tokens > self.context:
             raise InputError(f"prompt ({counted(longest, 'token')}) + max_new_tokens ({max_new_tokens}): expected at most the "
                              f"model's context of {self.context} tokens, found {longest + max_new_tokens}")
