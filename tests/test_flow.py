@@ -106,6 +106,9 @@ def test_flow_input_errors(flow2d, glow, trained, tmp_path):
         flow2d.log_prob(np.zeros((3, 3), np.float32))
     with pytest.raises(InputError, match="temperature: expected a number at least 0"):
         glow.sample(2, temperature=-1)
+    with pytest.raises(NonFiniteError, match=r"^temperature: expected one whose latents the model decodes \(near 1\), "
+                                             r"found 1e\+06 \(graph 'inverse': expected finite outputs"):
+        glow.sample(2, temperature=1e6)   # it named the graph alone
     with pytest.raises(InputError, match="x2: expected as many examples as x1"):
         glow.interpolate(np.zeros((2, 1, 8, 8), np.float32), np.zeros((3, 1, 8, 8), np.float32))
     with pytest.raises(InputError, match=r"steps: expected at least 2 images \(both ends of the line\), found 1"):

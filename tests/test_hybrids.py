@@ -191,6 +191,8 @@ def test_stylegan_graphs_and_what_users_do_with_them(stylegan):
         pipe.mix([1], [2], 9)
     with pytest.raises(InputError, match="same number of seeds"):
         pipe.mix([1, 2], [3, 4, 5], 2)
+    with pytest.raises(InputError, match=r"seeds_a: expected one or more non-negative integer seeds, found \[\]"):
+        pipe.mix([], [3], 2)
     with pytest.raises(InputError, match=r"ws: expected shape \[n, 8, 16\]"):
         pipe.synthesize(np.zeros((2, 3, 16), np.float32))
 

@@ -89,7 +89,13 @@ class FlowPipeline(Pipeline):
         """n draws from the model; temperature scales the latent noise (below 1: typical samples)."""
         temperature = check_number(temperature, "temperature", 0.0)
         z = make_rng(seed).standard_normal((check_count(n), self.config.event_dim), dtype=np.float32)
-        x = self.decode(z * np.float32(temperature))
+        try:
+            x = self.decode(z * np.float32(temperature))
+        except NonFiniteError as exc:   # latents past what the model decodes: the temperature put them there
+            if temperature <= 1:
+                raise
+            raise NonFiniteError(f"temperature: expected one whose latents the model decodes (near 1), found "
+                                 f"{temperature:g} ({exc})") from None
         return np.clip(x, 0.0, 1.0) if self.is_image else x
 
     def log_prob(self, x) -> np.ndarray:

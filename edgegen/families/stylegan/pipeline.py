@@ -178,7 +178,7 @@ class StyleGANPipeline(Pipeline):
         whole = array.dtype.kind in "iu" or (array.dtype == object and all(
             isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in array.ravel()))
         if array.ndim != 1 or len(array) == 0 or not whole or (array < 0).any():
-            raise InputError(f"{what}: expected non-negative integer seeds, found {seeds!r:.60}")
+            raise InputError(f"{what}: expected one or more non-negative integer seeds, found {seeds!r:.60}")
         return array
 
     def _latents(self, seeds: np.ndarray) -> np.ndarray:
