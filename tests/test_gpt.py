@@ -879,6 +879,11 @@ def test_imported_gpt2_greedy_equals_transformers_generate(tmp_path, capsys):
     pipe = edgegen.load(tmp_path / "pkg", backend="ort-cpu")
     assert pipe.config.tokenizer["kind"] == "bpe" and pipe.config.eos_token_id == 0
     assert "matches transformers" in pipe.config.data["transformers_check"]
+    import tokenizers
+    import transformers   # which read the folder: their reading of a tokenizer changes between versions
+
+    imported_with = pipe.package.manifest.provenance["source_checkpoint"]["imported_with"]
+    assert imported_with["transformers"] == transformers.__version__ and imported_with["tokenizers"] == tokenizers.__version__
     prompts = ["def main(", "    for key, value in self.items():\n        ", "import"]
     encoded = [tokenizer.encode(p) for p in prompts]
     ours = pipe.generate(encoded, max_new_tokens=NEW_TOKENS, do_sample=False)

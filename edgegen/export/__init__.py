@@ -121,7 +121,7 @@ def export_model(ckpt: Checkpoint, out: str | Path, data: str | None = None, ops
             graphs=graphs,
             provenance={**provenance(opset, {"path": str(Path(recorded_as or ckpt.path).resolve()),
                                              "weights_sha256": ckpt.weights_sha256,
-                                             **_gate_data(family, data)},
+                                             **_gate_data(family, data), **_imported_with(checkpoint)},
                                      training=ckpt.training), "files_beside": beside},
         )
         write_manifest(stage, manifest)
@@ -132,6 +132,15 @@ def export_model(ckpt: Checkpoint, out: str | Path, data: str | None = None, ops
 def raise_unread_data(data: str, family: str) -> None:
     raise ConfigError(f"data (--data) {data!r}: expected a family whose export gates on data, found {family}, whose "
                       "gate draws its own inputs (the data would be recorded and never read)")
+
+
+def _imported_with(checkpoint) -> dict:
+    """The Hugging Face libraries' versions, for a package imported from a save_pretrained folder."""
+    if checkpoint is None or hugging_face_folder(Path(checkpoint)) is None:
+        return {}
+    from .hugging_face import importing_versions
+
+    return {"imported_with": importing_versions()}
 
 
 def _gate_data(family, data: str | None) -> dict:

@@ -30,6 +30,24 @@ class _Dropped(logging.Filter):
         return self.text not in record.getMessage()
 
 
+IMPORTING_LIBRARIES = ("transformers", "tokenizers", "diffusers")
+
+
+def importing_versions() -> dict[str, str]:
+    """{library: version} of the Hugging Face libraries installed, which an import reads a folder
+    with: a package records them, since transformers' reading of a folder (its tokenizer's, for
+    one) changes between versions."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in IMPORTING_LIBRARIES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return found
+
+
 @contextlib.contextmanager
 def quiet_hugging_face(libraries: tuple[str, ...] = ("transformers", "diffusers")) -> Iterator[None]:
     """For the block: transformers' and diffusers' progress bars off (an export's own progress line
