@@ -408,10 +408,24 @@ def _given_feeds(package: Package, family, config, inputs) -> dict:
             try:   # cast as the runtime casts a call's arrays (float64 -> float32), then checked against the graph
                 picked.append({spec.name: input_array(feed[spec.name], spec) for spec in entry.inputs})
                 check_feeds(part, entry.inputs, picked[-1])
+                _refuse_sizes_the_package_refuses(entry.inputs, picked[-1], family.minimums(config), family.limits(config))
             except InputError as exc:
                 raise ConfigError(f"inputs ({source}) feed {i}: {exc}") from None
         out[part] = (picked[:half], picked[half:], source)
     return out
+
+
+def _refuse_sizes_the_package_refuses(specs, feed: dict, minimums: dict, limits: dict) -> None:
+    """A dim outside [its least, its limit] (a user's module: the sizes its export checked): the
+    runtime refuses such a call, so a variant calibrated or gated there is judged on inputs it
+    never runs. The batch past its limit is taken, as the runtime takes it."""
+    from .package import least_size
+
+    for spec in specs:
+        for dim, size in zip(spec.shape, feed[spec.name].shape):
+            if isinstance(dim, str) and dim != "batch" and dim in limits and not least_size(dim, minimums) <= size <= limits[dim]:
+                raise InputError(f"input {spec.name!r}: expected {dim} {least_size(dim, minimums)} to {limits[dim]}, the "
+                                 f"sizes the package takes, found {size}")
 
 
 def _variant(package, part, precision, target, calibration_feeds, gate_feeds, gate_threshold, source,
@@ -871,7 +885,24 @@ def _fuse(package: Package, part: str, out: Path) -> None:
 def _to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    return convert_float_to_float16(model, keep_io_types=True, op_block_list=FP32_KEPT)
+    return convert_float_to_float16(_outputs_made_by_nodes(model), keep_io_types=True, op_block_list=FP32_KEPT)
+
+
+def _outputs_made_by_nodes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """`model` with each graph output that is an initializer (a module returning a buffer) made by
+    an Identity of it: the fp16 converter's kept fp32 output adds a Cast that defines the output's
+    name a second time beside the initializer ("Duplicate definition of name")."""
+    constant = {i.name for i in model.graph.initializer} & {o.name for o in model.graph.output}
+    if not constant:
+        return model
+    model = copy.deepcopy(model)
+    for initializer in model.graph.initializer:
+        if initializer.name in constant:
+            initializer.name += "__value"
+    for node in model.graph.node:
+        node.input[:] = [f"{name}__value" if name in constant else name for name in node.input]
+    model.graph.node.extend(onnx.helper.make_node("Identity", [f"{name}__value"], [name]) for name in sorted(constant))
+    return model
 
 
 def _speed_verdict(record: dict, precision: str, target: str, call: str, form, fp32, variant, feeds: dict,

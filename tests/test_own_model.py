@@ -14,7 +14,8 @@ import torch
 import edgegen
 from edgegen import export_pytorch
 from edgegen.cli import main
-from edgegen.errors import BackendError, ConfigError, EdgegenWarning, InputError, ManifestError, NonFiniteError, PackageError, ValidationError
+from edgegen.errors import BackendError, ConfigError, EdgegenWarning, InputError, ManifestError, NonFiniteError, PackageError, \
+    ParityError, ValidationError
 from edgegen.families.generic.export import parse_dynamic
 from edgegen.runtimes.feeds import read_feeds
 from edgegen.runtimes.ort import OrtBinding
@@ -1113,3 +1114,100 @@ def test_id_outputs_are_gated_by_agreement_not_psnr(tmp_path):
     assert (gate.metric, gate.value, gate.passed) == ("agreement", 0.94, False)
     assert gate.line() == "agreement 0.94 < 0.95 (missed by 0.01)"
     assert gate_variant("generic", "fp16", session(truth), session(truth), [{}], None).passed
+
+
+def test_what_users_modules_do_is_exported_or_refused_by_its_cause(tmp_path, capsys):
+    """A user's walkthrough (helper 105): each of these met a bare traceback, ONNX Runtime's or the
+    checker's own words, or a refusal that blamed something else."""
+    x = np.random.default_rng(0).standard_normal((2, 8)).astype(np.float32)
+    linear = torch.nn.Linear(8, 4)
+
+    class Dropped(torch.nn.Module):   # F.dropout's training=True default: a Dropout that draws at eval too
+        def forward(self, x):
+            return torch.nn.functional.dropout(x, 0.5)
+
+    with pytest.raises(ValidationError, match=r"found random numbers drawn in forward \(Dropout '\w+' in training mode\).*"
+                                              r"F.dropout\(x, p\) drops in eval mode too: give it training=self.training"):
+        export_pytorch(Dropped(), {"x": x}, tmp_path / "pkg")   # it was a ParityError of max rel 1e12
+
+    class Spectrum(torch.nn.Module):
+        def forward(self, x):
+            return torch.fft.rfft(x)
+
+    with pytest.raises(ConfigError, match=r"module: expected real outputs, found output 0 complex64 .*torch.view_as_real"):
+        export_pytorch(Spectrum(), {"x": x}, tmp_path / "pkg")   # it was a ParityError of "max abs inf"
+    with pytest.raises(ConfigError, match=r"output_names \(--output-name\): expected names of at least one character"):
+        export_pytorch(linear, {"x": x}, tmp_path / "pkg", output_names=[""])   # it was onnx.checker's "Field 'name'"
+    with pytest.raises(ConfigError, match=r"^output: expected a path, found None$"):
+        export_pytorch(linear, {"x": x}, None)   # it was Path()'s TypeError
+
+    class Symmetric(torch.nn.Module):   # needs h equal to w
+        def forward(self, x):
+            return x + x.transpose(2, 3)
+
+    with pytest.raises(ValidationError, match=r"the module needs dim 'w' equal to 'h' .*give those axes one dim name"):
+        export_pytorch(Symmetric(), {"x": np.ones((2, 1, 4, 4), np.float32)}, tmp_path / "pkg",
+                       dynamic={"x": {0: "batch", 2: "h", 3: "w"}})
+
+    class Ranked(torch.nn.Module):   # drawn inputs clipped to the example's range tied at its ends
+        def forward(self, x):
+            return x.sort(-1).values, x.topk(2, -1).indices
+
+    export_pytorch(Ranked(), {"x": x}, tmp_path / "ranked")
+    ranked = edgegen.load(tmp_path / "ranked")(x=x)
+    assert np.array_equal(ranked["output.1"], Ranked()(torch.from_numpy(x))[1].numpy())
+
+    class Scaled(torch.nn.Module):
+        def forward(self, x, scale):
+            return linear(x) * scale
+
+    bf16 = torch.from_numpy(x).to(torch.bfloat16)   # numpy has none: taken as float32, as float64 is
+    export_pytorch(Scaled(), {"x": bf16, "scale": np.float32(3)}, tmp_path / "scaled")   # a 0-d input was made [1]
+    scaled = edgegen.load(tmp_path / "scaled")
+    assert [list(s.shape) for s in scaled.inputs] == [["batch", 8], []]
+    with torch.no_grad():
+        expected = (linear(torch.from_numpy(x)) * 2).numpy()
+    np.testing.assert_allclose(scaled(x=x, scale=np.float32(2))["output"], expected, atol=1e-6)
+    with pytest.raises(InputError, match=r"^input 'scale': expected once, found it both in the dict and as a keyword$"):
+        scaled({"x": x, "scale": np.float32(2)}, scale=np.float32(5))   # the keyword won without a word
+
+    class SequenceFirst(torch.nn.Module):   # the trace fixes the batch of 2 in a Reshape: ONNX Runtime fails at 1
+        def __init__(self):
+            super().__init__()
+            self.rnn = torch.nn.GRU(8, 8)
+
+        def forward(self, x):
+            return self.rnn(x)[0]
+
+    with pytest.raises(ParityError, match=r"^export of 'SequenceFirst' does not reproduce PyTorch, package not written: "
+                                          r"the graph fails at seq=\d+, batch=1, where the module runs \(graph 'model': "
+                                          r"expected ONNX Runtime to run it.*the trace fixed something that depends on a size"):
+        export_pytorch(SequenceFirst(), {"x": np.ones((5, 2, 8), np.float32)}, tmp_path / "pkg",
+                       dynamic={"x": {0: "seq", 1: "batch"}})   # ONNX Runtime's error was all it said, exit 2
+    assert not (tmp_path / "pkg").exists()
+
+    class WithBuffer(torch.nn.Module):   # fp16 failed: "Duplicate definition of name (output.1)"
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("table", torch.linspace(0, 1, 3))
+
+        def forward(self, x):
+            return x * 2, self.table
+
+    export_pytorch(WithBuffer(), {"x": x}, tmp_path / "buffer")
+    assert main(["optimize", str(tmp_path / "buffer"), "--precision", "fp16", "--no-speed-check"]) == 0
+    outputs = edgegen.load(tmp_path / "buffer", precision="fp16")(x=x)
+    np.testing.assert_allclose(outputs["output.1"], np.linspace(0, 1, 3, dtype=np.float32), atol=1e-3)
+    capsys.readouterr()
+
+
+def test_optimize_refuses_feeds_at_sizes_the_package_refuses(user_model, tmp_path, capsys):
+    """optimize --inputs calibrated and gated on a height past the package's limit, which the
+    runtime then refuses: a variant judged on inputs it never runs."""
+    root, make_model, example = user_model
+    export_pytorch(make_model(), example, tmp_path / "pkg", dynamic=DYNAMIC, dim_limits={"height": 64})
+    big = {f"{i}/{name}": np.zeros((1, 1, 96, 48), np.float32) for i in range(2) for name in ("image", "mask")}
+    np.savez(tmp_path / "big.npz", **big)
+    assert main(["optimize", str(tmp_path / "pkg"), "--precision", "int8", "--inputs", str(tmp_path / "big.npz")]) == 2
+    assert re.search(r"feed 0: input 'image': expected height \d+ to 64, the sizes the package takes, found 96$",
+                     capsys.readouterr().err.strip())

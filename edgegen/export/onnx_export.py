@@ -80,13 +80,25 @@ def export_module(module: torch.nn.Module, part: str, inputs: tuple[TensorSpec, 
         said = ", ".join(f"dim {dim!r} of input {name!r} (axis {axis}) at {size}" for name, axis, dim, size in fixed)
         why = (f": the module fixed {said} (a layer that takes one size there, such as a convolution's channels, or "
                "another input it meets that keeps that size static" + _static_partners(inputs, fixed)
-               + "): make only dims it takes at any size dynamic") if fixed else ""
+               + "): make only dims it takes at any size dynamic") if fixed else _equal_dims(inputs, found_inputs)
         raise ValidationError(f"graph {part!r}: expected inputs {[s.describe() for s in inputs]}, "
                               f"the exporter produced {[s.describe() for s in found_inputs]}{why}")
     found_outputs = [v.name for v in model.graph.output]
     if found_outputs != list(outputs):
         raise ValidationError(f"graph {part!r}: expected outputs {list(outputs)}, the exporter produced {found_outputs}")
     return model
+
+
+def _equal_dims(asked: tuple[TensorSpec, ...], found: tuple[TensorSpec, ...]) -> str:
+    """Why the exporter named a dynamic dim after another (x + x.transpose(2, 3) needs h equal to w):
+    said with the name to give both, or "" where none was."""
+    merged = {(want, got) for spec, made in zip(asked, found) if spec.name == made.name
+              for want, got in zip(spec.shape, made.shape) if isinstance(want, str) and isinstance(got, str) and want != got}
+    if not merged:
+        return ""
+    said = ", ".join(f"{want!r} equal to {got!r}" for want, got in sorted(merged))
+    return (f": the module needs dim {said} (it meets one with the other), so give those axes one dim name "
+            f"(--dynamic INPUT:AXIS={sorted(merged)[0][1]})")
 
 
 def _static_partners(asked: tuple[TensorSpec, ...], fixed: list[tuple]) -> str:

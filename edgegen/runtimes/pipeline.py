@@ -218,7 +218,7 @@ def input_array(value: Any, spec: TensorSpec) -> np.ndarray:
         raise InputError(f"input {spec.name!r}: expected numbers, found {int(np.isnan(array).sum())} NaN value(s)")
     if array.dtype != expected and array.size:
         _refuse_values_the_cast_changes(array, expected, spec.name)
-    return np.ascontiguousarray(array, dtype=expected)
+    return np.asarray(array, dtype=expected, order="C")   # a 0-d input stays one (ascontiguousarray makes it [1])
 
 
 def _refuse_values_the_cast_changes(array: np.ndarray, expected: np.dtype, name: str) -> None:

@@ -26,6 +26,7 @@ from typing import Any, Mapping
 
 import numpy as np
 import onnx
+from onnx import numpy_helper
 import torch
 
 from ...errors import (BackendError, CheckpointError, ConfigError, EdgegenError, EdgegenWarning, InputError, PackageError,
@@ -233,6 +234,8 @@ def _in_forward_order(module: torch.nn.Module, example: dict[str, np.ndarray]) -
 
 
 def _numpy(value: Any, what: str) -> np.ndarray:
+    if isinstance(value, torch.Tensor) and value.dtype == torch.bfloat16:   # numpy has no bfloat16: float32, as float64
+        value = value.float()
     array = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
     if array.dtype == np.float64:   # PyTorch modules compute in float32; numpy's default would trace float64
         array = array.astype(np.float32)
@@ -241,7 +244,7 @@ def _numpy(value: Any, what: str) -> np.ndarray:
     if array.dtype.kind == "f" and not np.isfinite(array).all():   # the check would blame the graph for it
         raise ConfigError(f"{what}: expected finite numbers, found {int(np.size(array) - np.isfinite(array).sum())} "
                           "NaN or Inf value(s)")
-    return np.ascontiguousarray(array)
+    return np.asarray(array, order="C")   # a 0-d example stays one (ascontiguousarray makes it [1])
 
 
 def _gate_each(module, session, feeds: list[dict], users_feeds: int, atol: float, rtol: float, source: str) -> list:
@@ -252,6 +255,11 @@ def _gate_each(module, session, feeds: list[dict], users_feeds: int, atol: float
     for i, feed in enumerate(feeds):
         try:
             results += gate_feeds(module, session, [feed], atol, rtol)
+        except (InputError, BackendError) as exc:   # the module ran on it (it runs first): ONNX Runtime failed on the graph
+            at = sizes_label(session.inputs, {d: n for spec in session.inputs
+                                              for d, n in zip(spec.shape, feed[spec.name].shape) if isinstance(d, str)})
+            raise ParityError(f"export of {source!r} does not reproduce PyTorch, package not written: the graph fails at "
+                              f"{at}, where the module runs ({first_line(exc)}); {FIXED_SIZE_ADVICE}") from None
         except EdgegenError:
             raise
         except Exception as exc:  # noqa: BLE001 - the user's module failing on a feed is the gate's finding
@@ -369,6 +377,10 @@ def _output_count(module, example, specs) -> int:
         raise ConfigError(f"module: expected forward to return a tensor or a tuple of tensors, found "
                           f"{_returned(result)}")
     tensors = [result] if isinstance(result, torch.Tensor) else list(result)
+    for index, tensor in enumerate(tensors):   # ONNX has no complex tensors: the gate said "max abs inf"
+        if tensor.is_complex():
+            raise ConfigError(f"module: expected real outputs, found output {index} {str(tensor.dtype)[6:]} (ONNX has "
+                              "no complex tensors: return torch.view_as_real(...) in forward)")
     for index, tensor in enumerate(tensors):   # PyTorch's own NaN, not the graph's: said as such
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise ConfigError(f"module: expected finite outputs on the example inputs, found NaN or Inf in output "
@@ -385,6 +397,8 @@ def _output_names(given, count: int) -> tuple[str, ...]:
     if len(given) != count:
         raise ConfigError(f"output_names (--output-name): expected {count} name(s), one per tensor forward returns, found "
                           f"{len(given)}: {list(given)}")
+    if "" in given:   # the ONNX checker's refusal named neither the option nor the output
+        raise ConfigError(f"output_names (--output-name): expected names of at least one character, found {list(given)}")
     return tuple(given)
 
 
@@ -396,11 +410,18 @@ def _refuse_random_draws(model: onnx.ModelProto, source: str) -> None:
     """A forward that draws random numbers (torch.randn_like) makes a graph that draws its own: it
     cannot reproduce the module, and the gate would report a mismatch, or ONNX Runtime lack the
     op, instead of the cause."""
-    drawn = [f"{n.op_type} {n.name!r}" for n in [*model.graph.node, *(n for f in model.functions for n in f.node)]
-             if n.op_type in RANDOM_OPS]
-    if drawn:
+    constants = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer if not t.dims}
+    nodes = [*model.graph.node, *(n for f in model.functions for n in f.node)]
+    drawn = [f"{n.op_type} {n.name!r}" for n in nodes if n.op_type in RANDOM_OPS]
+    # F.dropout(x, p) drops in training mode whatever the module's mode: ONNX's Dropout with training_mode true
+    dropped = [f"Dropout {n.name!r} in training mode" for n in nodes if n.op_type == "Dropout" and len(n.input) > 2
+               and n.input[2] and bool(constants.get(n.input[2], True))]
+    if drawn or dropped:
+        hint = ("; F.dropout(x, p) drops in eval mode too: give it training=self.training, or use nn.Dropout"
+                if dropped else "")
         raise ValidationError(f"export of {source!r}: expected outputs its inputs decide, found random numbers drawn in "
-                              f"forward ({', '.join(drawn)}): take the noise as an input, drawn by the caller")
+                              f"forward ({', '.join(drawn + dropped)}): take the noise as an input, drawn by the "
+                              f"caller{hint}")
 
 
 def _op_without_onnx(exc: BaseException) -> str | None:
@@ -449,6 +470,11 @@ def _line_in_source(chain: list[BaseException], module: torch.nn.Module) -> str 
     return None
 
 
+FIXED_SIZE_ADVICE = ("the trace fixed something that depends on a size (a branch on x.shape, a size turned into a "
+                     "constant), so give --dynamic only for dims the module takes at any size, or --limit below the "
+                     "sizes it fails at")
+
+
 def _gate_failures(results: list, atol: float, rtol: float, traced: str) -> str:
     """The gate's failures, the worst of each output at each size (several feeds share a size),
     and where the graph holds at the traced size (labelled `traced`) and fails at others, what
@@ -462,9 +488,7 @@ def _gate_failures(results: list, atol: float, rtol: float, traced: str) -> str:
     lines = "; ".join(f"graph {GRAPH!r} {r.line()}" for r in worst.values()) + f" (tolerance atol {atol:g}, rtol {rtol:g})"
     held = sorted({r.batch for r in results} - {r.batch for r in worst.values()})
     if traced in held:   # a wrong graph at the traced size itself is not the trace's fixing of a size
-        lines += (f"; it holds at {' and '.join(held)}: the trace fixed something that depends on a size (a branch "
-                  "on x.shape, a size turned into a constant), so give --dynamic only for dims the module takes at "
-                  "any size, or --limit below the sizes it fails at")
+        lines += f"; it holds at {' and '.join(held)}: {FIXED_SIZE_ADVICE}"
     return lines
 
 
@@ -599,7 +623,10 @@ def _draw_like(array: np.ndarray, shape: tuple, rng: np.random.Generator) -> np.
         return rng.integers(int(low), int(high) + 1, size=shape).astype(array.dtype)
     spread = float(array.std()) or 1.0
     drawn = rng.normal(float(array.mean()), spread, size=shape)
-    return np.clip(drawn, low, high).astype(array.dtype) if high > low else drawn.astype(array.dtype)
+    if high > low:   # within the example's range; redrawn there, not clipped: clipping makes ties at its ends,
+        outside = (drawn < low) | (drawn > high)   # where sort and topk order equal values each its own way
+        drawn[outside] = rng.uniform(float(low), float(high), size=int(outside.sum()))
+    return drawn.astype(array.dtype)
 
 
 def _least_sizes(specs, feeds: list[dict[str, np.ndarray]]) -> dict[str, int]:

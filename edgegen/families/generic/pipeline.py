@@ -85,6 +85,8 @@ class GenericPipeline(Pipeline):
                 raise InputError(f"inputs: expected a dict of {[s.name for s in self.inputs]} (or names as keywords), "
                                  f"found one {type(feeds).__name__}")
             feeds = {self.inputs[0].name: feeds}
+        if twice := sorted(set(feeds or {}) & set(named)):   # the keyword would win without a word
+            raise InputError(f"input {twice[0]!r}: expected once, found it both in the dict and as a keyword")
         given = {**(feeds or {}), **named}
         if set(given) == {s.name for s in self.inputs}:
             given = {spec.name: input_array(given[spec.name], spec) for spec in self.inputs}
