@@ -408,24 +408,28 @@ def _given_feeds(package: Package, family, config, inputs) -> dict:
             try:   # cast as the runtime casts a call's arrays (float64 -> float32), then checked against the graph
                 picked.append({spec.name: input_array(feed[spec.name], spec) for spec in entry.inputs})
                 check_feeds(part, entry.inputs, picked[-1])
-                _refuse_sizes_the_package_refuses(entry.inputs, picked[-1], family.minimums(config), family.limits(config))
+                _refuse_sizes_the_package_refuses(entry.inputs, picked[-1], family, config)
             except InputError as exc:
                 raise ConfigError(f"inputs ({source}) feed {i}: {exc}") from None
         out[part] = (picked[:half], picked[half:], source)
     return out
 
 
-def _refuse_sizes_the_package_refuses(specs, feed: dict, minimums: dict, limits: dict) -> None:
-    """A dim outside [its least, its limit] (a user's module: the sizes its export checked): the
-    runtime refuses such a call, so a variant calibrated or gated there is judged on inputs it
-    never runs. The batch past its limit is taken, as the runtime takes it."""
+def _refuse_sizes_the_package_refuses(specs, feed: dict, family, config) -> None:
+    """A dim outside [its least, its limit], or off its step (a user's module: the sizes its export
+    checked): the runtime refuses such a call, so a variant calibrated or gated there is judged on
+    inputs it never runs. The batch past its limit is taken, as the runtime takes it."""
     from .package import least_size
 
+    limits, minimums, steps = family.limits(config), family.minimums(config), family.multiples(config)
     for spec in specs:
         for dim, size in zip(spec.shape, feed[spec.name].shape):
-            if isinstance(dim, str) and dim != "batch" and dim in limits and not least_size(dim, minimums) <= size <= limits[dim]:
-                raise InputError(f"input {spec.name!r}: expected {dim} {least_size(dim, minimums)} to {limits[dim]}, the "
-                                 f"sizes the package takes, found {size}")
+            if not isinstance(dim, str) or dim == "batch" or dim not in limits:
+                continue
+            least, step = least_size(dim, minimums), steps.get(dim, 1)
+            if not least <= size <= limits[dim] or size % step:
+                within = f"{least} to {limits[dim]}" + (f" in multiples of {step}" if step > 1 else "")
+                raise InputError(f"input {spec.name!r}: expected {dim} {within}, the sizes the package takes, found {size}")
 
 
 def _variant(package, part, precision, target, calibration_feeds, gate_feeds, gate_threshold, source,

@@ -1211,3 +1211,63 @@ def test_optimize_refuses_feeds_at_sizes_the_package_refuses(user_model, tmp_pat
     assert main(["optimize", str(tmp_path / "pkg"), "--precision", "int8", "--inputs", str(tmp_path / "big.npz")]) == 2
     assert re.search(r"feed 0: input 'image': expected height \d+ to 64, the sizes the package takes, found 96$",
                      capsys.readouterr().err.strip())
+
+
+class _Strided(torch.nn.Module):
+    """Two stride-2 convolutions and their transposes, with skips: PyTorch and the graph take
+    heights and widths of multiples of 4 only."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.down = torch.nn.Conv2d(1, 4, 3, stride=2, padding=1)
+        self.down2 = torch.nn.Conv2d(4, 4, 3, stride=2, padding=1)
+        self.up2 = torch.nn.ConvTranspose2d(4, 4, 2, stride=2)
+        self.up = torch.nn.ConvTranspose2d(4, 1, 2, stride=2)
+
+    def forward(self, x):
+        d = self.down(x)
+        return x + self.up(d + self.up2(self.down2(d)))
+
+
+class _EvenBranch(torch.nn.Module):
+    """Right only at even widths: the trace at 16 keeps the even branch."""
+
+    def forward(self, x):
+        return x * 2 if x.shape[-1] % 2 == 0 else x * 3
+
+
+def test_a_strided_module_takes_the_step_its_export_found_and_the_runtime_refuses_sizes_between(tmp_path, capsys):
+    """The gate tried sizes a step apart, and the package claimed every size between its least and
+    its limit: a height of 33 met ONNX Runtime's "Add node" error, and a branch on an odd size the
+    trace fixed gave x * 2 for the module's x * 3 without a word. The export now tries the traced
+    size plus 1, 2, 4, ... and records the first step the graph matches the module at."""
+    dynamic = {"x": {0: "batch", 2: "height", 3: "width"}}
+    pkg = export_pytorch(_Strided(), {"x": np.random.default_rng(0).random((2, 1, 32, 32), np.float32)},
+                         tmp_path / "strided", dynamic=dynamic)
+    config = json.loads((pkg / "edgegen.json").read_text())["config"]
+    assert config["dim_multiples"] == {"height": 4, "width": 4} and config["dim_minimums"]["height"] == 4
+    pipe = edgegen.load(pkg)
+    x = np.random.default_rng(1).random((1, 1, 36, 20), np.float32)
+    with torch.no_grad():
+        np.testing.assert_allclose(pipe(x=x)["output"], _Strided()(torch.from_numpy(x)).numpy(), atol=1e-5)
+    with pytest.raises(InputError, match=r"^input 'x': expected height a multiple of 4, found 33: its export found the "
+                                         r"graph to match the module only there \(a strided module: pad or crop to one\)$"):
+        pipe(x=np.zeros((1, 1, 33, 32), np.float32))
+    assert main(["bench", str(pkg), "--shapes", "height=34", "--iters", "1", "--no-energy"]) == 2
+    assert "--shapes/--sweep height=34: expected a multiple of 4, the step of the sizes the package takes" in \
+        capsys.readouterr().err
+    np.savez(tmp_path / "odd.npz", **{f"{i}/x": np.zeros((1, 1, 30, 32), np.float32) for i in range(2)})
+    assert main(["optimize", str(pkg), "--precision", "fp16", "--inputs", str(tmp_path / "odd.npz")]) == 2
+    assert "input 'x': expected height 4 to 128 in multiples of 4, the sizes the package takes, found 30" in \
+        capsys.readouterr().err
+
+    with pytest.warns(EdgegenWarning) as said:   # at 1 too: below the halving's 2
+        even = export_pytorch(_EvenBranch(), {"x": np.ones((2, 16), np.float32)}, tmp_path / "even",
+                              dynamic={"x": {0: "batch", 1: "width"}})
+    assert [re.match(r"export: the graph differs from the module at width (1|17)\b", str(w.message)).group(1)
+            for w in said] == ["1", "17"]
+    assert re.search(r"at width 17: .*MISMATCH.*: the trace fixed a size there, so the package takes width in multiples "
+                     r"of 2, and the runtime refuses the others$", str(said[1].message))
+    with pytest.raises(InputError, match=r"expected width a multiple of 2, found 17"):
+        edgegen.load(even)(x=np.ones((1, 17), np.float32))   # it gave 2 for the module's 3

@@ -228,6 +228,9 @@ class Family:
     # runtime config -> smallest value of the dynamic dims it records one for (a user's module: the
     # least its export checked); the others' is package.least_size's default
     dim_minimums: Callable[[Any], dict[str, int]] | None = None
+    # runtime config -> the step of the dynamic dims whose sizes must be multiples of one (a user's
+    # strided module: the least its export found the graph to match the module at); the others' is 1
+    dim_multiples: Callable[[Any], dict[str, int]] | None = None
     fusion: Callable[[Any], dict] | None = None   # runtime config -> ONNX Runtime transformer-optimizer settings
     # "module:NAME" of an export.graph_rewrites.GraphForm: the form `edgegen optimize` gives the
     # variants it makes for ONNX Runtime targets (the GPT decoder's KV cache written in place)
@@ -299,6 +302,9 @@ class Family:
 
     def minimums(self, config: RuntimeConfig) -> dict[str, int]:
         return dict(self.dim_minimums(config)) if self.dim_minimums else {}
+
+    def multiples(self, config: RuntimeConfig) -> dict[str, int]:
+        return dict(self.dim_multiples(config)) if self.dim_multiples else {}
 
     def variant_precisions(self) -> tuple[str, ...]:
         """The precisions `edgegen optimize` writes for this family's packages: fused for a

@@ -24,6 +24,7 @@ FAMILY = register(Family(
     seeded=False,       # its inputs alone set its outputs: --seed is refused, not ignored
     dim_limits=lambda c: dict(c.dim_limits),
     dim_minimums=lambda c: dict(c.dim_minimums),
+    dim_multiples=lambda c: dict(c.dim_multiples),
     bench_dims=lambda c: dict(c.example_dims),
     eager_modules="edgegen.families.generic.export:eager_modules",
     order=900,

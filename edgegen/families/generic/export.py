@@ -177,6 +177,8 @@ def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str 
         below, config.dim_minimums = _gate_below(module, session, specs, example, traced, _least_sizes(specs, checked),
                                                  rng, atol, rtol)
         results += below
+        between, config.dim_multiples = _gate_between_steps(module, session, specs, example, traced, limits, rng, atol, rtol)
+        results += between
         write_feeds(stage / HELD_OUT_FILE, recorded)
         config.held_out = {"file": HELD_OUT_FILE, "sha256": sha256_file(stage / HELD_OUT_FILE), "feeds": len(recorded)}
         # results: one comparison per output of each feed, in feed order; one label per feed
@@ -552,6 +554,44 @@ def _gate_below(module, session, specs, example, traced, least, rng, atol, rtol)
             results += found
             minimums[dim] = size
     return results, minimums
+
+
+def _gate_between_steps(module, session, specs, example, traced, limits, rng, atol, rtol) -> tuple[list, dict[str, int]]:
+    """(the gate's results, {dim: step} for each dim whose sizes must be multiples of one): the
+    sizes the gate tried step by the fresh sizes' step (a strided module takes the sizes its
+    strides divide), and the package would claim every size from its least to its limit, so each
+    dim is tried at the traced size plus 1, 2, 4, ... (minus, where that passes the limit), the
+    others as traced and the batch at 1, up to the first the graph matches the module at: the
+    step the runtime then holds a size to. Where the module ran and the graph did not match it
+    there, the export warns, as _gate_below does."""
+    results, steps = [], {}
+    for dim in (d for d in traced if d != "batch"):
+        fresh_step = abs(traced[dim] - _fresh_sizes(dim, traced[dim], limits[dim])[1])
+        step, graph_failed = 1, []
+        while step < fresh_step:
+            size = traced[dim] + step if traced[dim] + step <= limits[dim] else traced[dim] - step
+            feed = _feed_at(specs, example, _one_dim_at(dim, size, traced), rng)
+            try:
+                found = gate_feeds(module, session, [feed], atol, rtol)
+            except (InputError, BackendError) as exc:   # the module ran (it runs first); ONNX Runtime failed
+                graph_failed.append(f"{size}: the graph fails: {first_line(exc)}")
+            except EdgegenError:
+                raise
+            except Exception:  # noqa: BLE001 - the module itself cannot take this size: nor can the graph
+                pass
+            else:
+                if all(r.passed for r in found):
+                    results += found
+                    break
+                graph_failed.append(f"{size}: " + "; ".join(r.line() for r in found if not r.passed))
+            step *= 2
+        if step > 1:
+            steps[dim] = step
+        if graph_failed:
+            warn_caller(f"export: the graph differs from the module at {dim} {'; '.join(graph_failed)}: the trace fixed "
+                        f"a size there, so the package takes {dim} in multiples of {step}, and the runtime refuses the "
+                        "others", EdgegenWarning)
+    return results, steps
 
 
 def _gate_at_limits(module, session, specs, example, traced, limits, rng, atol, rtol, source) -> list:

@@ -28,6 +28,10 @@ class GenericConfig(RuntimeConfig):
     # dynamic dim -> the smallest size the export checked against PyTorch (one made before edgegen
     # recorded it: package.least_size's default, 1, or 0 for a past cache)
     dim_minimums: dict = field(default_factory=dict)
+    # dynamic dim -> the step its sizes take (a strided module's: 8 for three stride-2 layers), where
+    # the export found the graph to match the module only at multiples of one (a package made before
+    # edgegen recorded it: none, and ONNX Runtime's own error at a size the graph cannot take)
+    dim_multiples: dict = field(default_factory=dict)
     held_out: dict | None = None                        # {"file": "held_out.npz", "sha256": ..., "feeds": n}
     index_limits: dict = field(default_factory=dict)    # input -> rows of the embedding table it indexes
     source: str = ""                                    # where the module came from, for the reader
@@ -41,6 +45,9 @@ class GenericConfig(RuntimeConfig):
             if bad:
                 problems.append(f"{what} expected positive integer sizes" + (" (0 for a past cache)" if what ==
                                                                              "dim_minimums" else "") + f", found {bad}")
+        bad = {k: v for k, v in self.dim_multiples.items() if isinstance(v, bool) or not isinstance(v, int) or v < 1}
+        if bad:
+            problems.append(f"dim_multiples expected positive integer steps, found {bad}")
         for what, dims in (("example_dims", self.example_dims), ("dim_minimums", self.dim_minimums)):
             over = {d: (v, self.dim_limits[d]) for d, v in dims.items() if d in self.dim_limits
                     and isinstance(v, int) and isinstance(self.dim_limits[d], int) and v > self.dim_limits[d]}
@@ -65,8 +72,9 @@ class GenericPipeline(Pipeline):
             raise PackageError(f"package {str(package.path)!r}: config.graph expected one of {sorted(sessions)}, "
                                f"found {config.graph!r}")
         self.session = sessions[config.graph]
-        # (input, axis, dim, least, most) of each dim other than the batch: the sizes its export checked
-        self._checked_sizes = [(spec.name, axis, dim, least_size(dim, config.dim_minimums), config.dim_limits[dim])
+        # (input, axis, dim, least, most, step) of each dim other than the batch: the sizes its export checked
+        self._checked_sizes = [(spec.name, axis, dim, least_size(dim, config.dim_minimums), config.dim_limits[dim],
+                                config.dim_multiples.get(dim, 1))
                                for spec in self.inputs for axis, dim in enumerate(spec.shape)
                                if isinstance(dim, str) and dim != "batch" and dim in config.dim_limits]
 
@@ -118,7 +126,7 @@ class GenericPipeline(Pipeline):
         limit: there the trace may have fixed a branch on a size (`if x.shape[-1] < 8`) and the
         graph gives another result than the module, so it is refused, as a TensorRT engine refuses
         a size outside its profile. The batch past its limit is taken: rows are independent."""
-        for name, axis, dim, least, most in self._checked_sizes:
+        for name, axis, dim, least, most, step in self._checked_sizes:
             array = feeds[name]
             size = array.shape[axis] if array.ndim > axis else None   # a wrong rank: the session's check says so
             if size is not None and not least <= size <= most:
@@ -127,6 +135,9 @@ class GenericPipeline(Pipeline):
                               f"inputs (--held-out) of {dim} {size} have it checked")
                 raise InputError(f"input {name!r}: expected {dim} {least} to {most}, the sizes its export checked "
                                  f"against PyTorch, found {size}: {again}")
+            if size is not None and size % step:
+                raise InputError(f"input {name!r}: expected {dim} a multiple of {step}, found {size}: its export found the "
+                                 f"graph to match the module only there (a strided module: pad or crop to one)")
 
     def held_out_inputs(self) -> list[dict[str, np.ndarray]]:
         """The inputs recorded at export (held out from the trace), as a list of feeds."""
