@@ -80,8 +80,11 @@ def test_export_gates_at_sizes_it_did_not_trace_and_runs_without_torch(user_mode
     below = ["batch=1, height=8, width=48", "batch=1, height=1, width=48", "batch=1, height=32, width=16",
              "batch=1, height=32, width=1"]
     assert set(below) <= set(fed)
-    # a label per feed (not per output: the module returns 2), 3 limits, 4 heights and 5 widths below
-    assert len(fed) == len(recorded) + 3 + 4 + 5
+    # and between the sizes tried a step apart: one more than traced matches, so any size is taken
+    assert {"batch=1, height=33, width=48", "batch=1, height=32, width=49"} <= set(fed)
+    assert manifest["config"]["dim_multiples"] == {}
+    # a label per feed (not per output: the module returns 2), 3 limits, 4 heights and 5 widths below, 2 between
+    assert len(fed) == len(recorded) + 3 + 4 + 5 + 2
     pipe = edgegen.load(pkg, backend="ort-cpu")
     image = np.random.default_rng(1).random((3, 1, 40, 24), dtype=np.float32)
     mask = np.ones_like(image)
