@@ -420,6 +420,18 @@ class Package:
             raise ManifestError(f"package {str(self.path)!r}: expected variants.{precision} to be an object, found {parts!r:.60}")
         return {part: r for part, r in parts.items() if isinstance(r, dict) and "file" in r}
 
+    def level_without_disabled(self, precision: str, part: str) -> str | None:
+        """ONNX Runtime's highest graph optimization level ("extended" or "basic") below which the
+        optimizers that graph `part`'s variant at `precision` turns off by name do not run, for a
+        runner that cannot name one (GenAI's config, Triton's onnxruntime backend); None where it
+        turns none off. edgegen's sessions turn them off by name (the int8 form's QDQ propagation;
+        an fp16 graph's NCHWc layout, which crashed ONNX Runtime). NCHWc is the all level's: the
+        extended one keeps the rest."""
+        disabled = self.variant_files(precision).get(part, {}).get("disabled_optimizers") if precision != "fp32" else None
+        if not disabled:
+            return None
+        return "extended" if set(disabled) <= {"NchwcTransformer"} else "basic"
+
     def missing_variants(self, precision: str, part: str | None = None) -> str | None:
         """Why the package cannot run at `precision` (graph `part`'s variant, or any variant): a
         message naming what to run, or None where `edgegen optimize` wrote them (or for fp32)."""

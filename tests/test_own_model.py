@@ -1072,6 +1072,12 @@ def test_an_fp16_variant_of_a_recurrent_graph_opens_and_runs_where_onnx_runtime_
     assert done.returncode == 0 and done.stdout.split("\n")[-2] == "(2, 64) (2, 1, 48)", (done.returncode, done.stderr[-2000:])
     record = json.loads((pkg / "edgegen.json").read_text())["variants"]["fp16"]["model"]
     assert record["disabled_optimizers"] == ["NchwcTransformer"]
+    # Triton's onnxruntime backend opens the graph inside the server: its config runs the extended
+    # level, below NCHWc's (it named no level, and the server's process would have died)
+    assert main(["triton", str(pkg), "--precision", "fp16", "--out", str(tmp_path / "repo")]) == 0
+    assert "optimization { graph { level: 1 } }" in (tmp_path / "repo" / "pkg" / "config.pbtxt").read_text()
+    assert main(["triton", str(pkg), "--out", str(tmp_path / "fp32-repo")]) == 0
+    assert "optimization" not in (tmp_path / "fp32-repo" / "pkg" / "config.pbtxt").read_text()
     # a graph it opens keeps the transformer (conv nets' fp16 ran 1.9x-3.6x slower without it)
     from edgegen.optimize import optimize_package
 

@@ -117,11 +117,8 @@ def genai_overlay(package, precision: str = "fp32") -> str:
     # the only form a GPT decoder's variant takes for ONNX Runtime (families/gpt/cache_in_place.py)
     in_place = bool(record and record.get("ort_form"))
     decoder = {"filename": record["file"] if record else pkg.manifest.graphs["decoder"].file}
-    if record and record.get("disabled_optimizers"):
-        # edgegen's sessions turn off by name the optimizers that break this variant (the int8 form's
-        # QDQ propagation; an fp16 graph's NCHWc layout); GenAI's config cannot name one, and below
-        # their level they do not run: onnxruntime-genai 0.18 refused the int8 variant at load without
-        # the basic level, and ran it with it. NCHWc is the all level's: the extended one keeps the rest
-        layout_only = set(record["disabled_optimizers"]) <= {"NchwcTransformer"}
-        decoder["session_options"] = {"graph_optimization_level": "ORT_ENABLE_EXTENDED" if layout_only else "ORT_ENABLE_BASIC"}
+    # GenAI's config cannot name an optimizer to turn off: onnxruntime-genai 0.18 refused the int8
+    # variant at load without the basic level, and ran it with it
+    if level := pkg.level_without_disabled(precision, "decoder"):
+        decoder["session_options"] = {"graph_optimization_level": f"ORT_ENABLE_{level.upper()}"}
     return json.dumps({"model": {"decoder": decoder}, "search": {"past_present_share_buffer": in_place}})

@@ -51,6 +51,9 @@ def model_folder_files(folder: Path) -> set[str]:
 
 ROUTES = ("graph", "pipeline")
 GRAPH_BACKENDS = ("onnxruntime", "tensorrt", "python")
+# Triton's onnxruntime backend's `optimization { graph { level } }`: -1 basic, 1 basic and extended
+# (its README; 2 turns all off, and leaving it out runs all)
+TRITON_ORT_LEVELS = {"basic": -1, "extended": 1}
 KINDS = ("cpu", "gpu")
 MODEL_SHIM = '''"""A Triton Python-backend model written by `edgegen triton`: edgegen's own model class runs
 the package in package/ (edgegen's runtime must be importable by this server's Python)."""
@@ -297,6 +300,9 @@ class _Plan(ServedModel):
     graph: str | None = None
     inputs: tuple[Field, ...] = ()
     outputs: tuple[Field, ...] = ()
+    # Triton's onnxruntime backend's graph optimization level, where the variant turns optimizers off
+    # by name (Package.level_without_disabled): an fp16 graph's NCHWc layout crashed the server's process
+    ort_level: str | None = None
 
 
 def _plan(package: Package, name: str, folder: Path, options: RepositoryOptions) -> _Plan:
@@ -320,7 +326,8 @@ def _plan(package: Package, name: str, folder: Path, options: RepositoryOptions)
         max_batch = _engine_batch(package, part, options) if batched else 0
         return _Plan(name, "graph", options.graph_backend, max_batch, False, folder, part,
                      tuple(_graph_field(t, batched) for t in entry.inputs),
-                     tuple(_graph_field(t, batched) for t in entry.outputs))
+                     tuple(_graph_field(t, batched) for t in entry.outputs),
+                     package.level_without_disabled(options.precision, part))
     request = served(get_family(family.name), config)
     # a pipeline that merges requests takes them batched (each request one row); Triton's
     # batcher, where it is on, hands it several at once
@@ -417,6 +424,8 @@ def config_text(plan: _Plan, options: RepositoryOptions) -> str:
     # TensorRT plans run on GPU instances only; a Python-backend model picks its device itself
     kind = "KIND_GPU" if plan.backend == "tensorrt" or (options.kind == "gpu" and plan.backend != "python") else "KIND_CPU"
     lines.append(f"instance_group [ {{ count: {options.instances} kind: {kind} }} ]")
+    if plan.backend == "onnxruntime" and plan.ort_level:   # the backend's levels: -1 basic, 1 extended, 2 none
+        lines.append(f"optimization {{ graph {{ level: {TRITON_ORT_LEVELS[plan.ort_level]} }} }}")
     if plan.backend == "python":
         parameters = {"edgegen_route": plan.route, "edgegen_graph": plan.graph or "", "edgegen_backend": options.backend,
                       "edgegen_threads": str(options.threads), "edgegen_precision": options.precision,
