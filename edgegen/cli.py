@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import errno
 import json
 import os
 import signal
@@ -1290,7 +1291,7 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, MemoryError, UnicodeError) as exc:
         if args.debug:
             traceback.print_exc()
-        print(f"edgegen: error: {_system_error(exc)}", file=sys.stderr)
+        print(f"edgegen: error: {_system_error(exc, _written_by(args))}", file=sys.stderr)
         return EXIT_USER_ERROR
     except Exception as exc:
         stop = _stop_within(exc)
@@ -1333,9 +1334,17 @@ def _stop_within(exc: BaseException) -> BaseException | None:
     return None
 
 
-def _system_error(exc: BaseException) -> str:
+def _written_by(args) -> str | None:
+    """Where the command writes (its --out, or the package optimize adds variants to), to name
+    where the system refused a write that named no file (a full disk under ONNX's own save)."""
+    written = getattr(args, "out", None) or (getattr(args, "package", None) if args.command == "optimize" else None)
+    return str(written) if written else None
+
+
+def _system_error(exc: BaseException, written: str | None = None) -> str:
     """One line for what the system refused: a read-only file, a directory where a file was
-    expected, a full disk, memory, text the terminal cannot encode."""
+    expected, a full disk, memory, text the terminal cannot encode. `written`: where the command
+    writes, named where the system named no file."""
     if isinstance(exc, MemoryError):
         return "out of memory: expected a smaller request (fewer samples, a smaller size), found it too large for this machine"
     if isinstance(exc, UnicodeEncodeError):   # the character, not only "ordinal not in range(128)"
@@ -1348,7 +1357,13 @@ def _system_error(exc: BaseException) -> str:
         source, destination, why = exc.args[0][0]
         more = f" (and {len(exc.args[0]) - 1} more files)" if len(exc.args[0]) > 1 else ""
         return f"{str(destination)!r}: expected a copy of {str(source)!r}, found the system refusing it: {why}{more}"
-    where = f"{exc.filename!r}: " if getattr(exc, "filename", None) else ""
+    if getattr(exc, "filename2", None):   # a copy or a rename: a full disk is the destination's, not the source's
+        where = f"{str(exc.filename)!r} to {str(exc.filename2)!r}: "
+    elif getattr(exc, "filename", None):
+        where = f"{exc.filename!r}: "
+    else:
+        full = isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
+        where = f"writing {written!r}: " if written and full else ""
     return f"{where}{exc.strerror or exc} ({exc.__class__.__name__})"
 
 

@@ -439,6 +439,31 @@ def test_a_full_disk_while_copying_a_package_is_one_line_and_leaves_nothing(trai
     assert not (tmp_path / "repo").exists()   # made for the run, and left empty: removed
 
 
+def test_a_full_disk_names_where_it_was_writing(trained, tmp_path, monkeypatch, capsys):
+    """A copy's OSError names the source first (shutil's sendfile path sets the destination as
+    filename2): "'pkg/decoder.onnx': No space left on device" blamed the package's disk. A full
+    disk under a file's write names no file at all: the package optimize writes to is named."""
+    import errno
+
+    def full(source, destination, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(source), None, str(destination))
+
+    with monkeypatch.context() as patch:
+        patch.setattr(shutil, "copyfile", full)
+        assert main(["triton", str(trained["vae"][1]), "--out", str(tmp_path / "repo")]) == 2
+    err = capsys.readouterr().err
+    assert re.search(r"error: '.*decoder.onnx' to '.*repo.*model.onnx': No space left on device \(OSError\)$", err.strip())
+    package = tmp_path / "vae"
+    shutil.copytree(trained["vae"][1], package)
+
+    def fsync(fd):   # as a write to a full disk fails: an OSError without a file name
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("edgegen.storage.os.fsync", fsync)
+    assert main(["optimize", str(package), "--precision", "fp16", "--no-speed-check"]) == 2
+    assert capsys.readouterr().err.strip().endswith(f"error: writing {str(package)!r}: No space left on device (OSError)")
+
+
 # -- a real server ---------------------------------------------------------------------------------
 
 def _server_env_or_skip():
