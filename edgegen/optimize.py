@@ -415,6 +415,12 @@ def _given_feeds(package: Package, family, config, inputs) -> dict:
     return out
 
 
+def _inputs_in(feeds: list[dict]) -> int:
+    """The inputs (rows of the leading dim) of `feeds`: BATCH each of edgegen's own draws, whatever
+    an --inputs file or a user's module's recorded feeds hold."""
+    return sum(int(next(iter(feed.values())).shape[0]) if next(iter(feed.values())).ndim else 1 for feed in feeds)
+
+
 def _refuse_sizes_the_package_refuses(specs, feed: dict, family, config) -> None:
     """A dim outside [its least, its limit], or off its step (a user's module: the sizes its export
     checked): the runtime refuses such a call, so a variant calibrated or gated there is judged on
@@ -492,7 +498,7 @@ def _variant(package, part, precision, target, calibration_feeds, gate_feeds, ga
         gate = gate_variant(package.family, precision, fp32, gated, gate_feeds, gate_threshold, variant_feeds)
         record = {"gate": {"metric": gate.metric, "value": round(gate.value, 4), "threshold": gate.threshold,
                            "passed": gate.passed, "line": gate.line(), **gate.detail},
-                  "calibration": {"source": source, "inputs": len(calibration_feeds) * BATCH} if precision == "int8"
+                  "calibration": {"source": source, "inputs": _inputs_in(calibration_feeds)} if precision == "int8"
                   else None, "gate_inputs": source, "target": target, **form_record}
         if precision == "int8":
             record["weights"] = (f"7-bit (reduce_range): made on {saturates}, whose int8 kernels' 16-bit pairwise "

@@ -923,6 +923,9 @@ def test_the_command_line_takes_a_module_through_export_generate_bench_optimize_
     assert "model: int8 written for tensorrt (PSNR dB" in out or "model: int8 not written" in out
     manifest = json.loads((pkg / "edgegen.json").read_text())
     assert manifest["variants"]["int8"]["model"]["calibration"]["source"] == "held-out inputs recorded at export"
+    recorded = read_feeds(pkg / "held_out.npz")   # the first half calibrates: their rows (it said 8 a feed)
+    assert manifest["variants"]["int8"]["model"]["calibration"]["inputs"] == sum(
+        len(feed["image"]) for feed in recorded[:len(recorded) // 2])
     assert main(["check", str(pkg), "--profile", "batch=1:2:8", "--profile", "height=16:32:256",
                  "--profile", "width=16:48:256"]) in (0, 1)
     assert "model: model.onnx" in capsys.readouterr().out
