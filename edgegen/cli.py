@@ -593,10 +593,10 @@ def _print_info(path, shipped_name: str | None = None) -> str:
         size = package.graph_path(part).stat().st_size
         ins = ", ".join(f"{t.name}: {t.describe()}" for t in g.inputs)
         outs = ", ".join(f"{t.name}: {t.describe()}" for t in g.outputs)
-        check = g.extra.get("validation", {})
+        check = g.extra.get("validation") or {}   # null: no record, as an older export's
         at = f"batches {check['batches']}" if "batches" in check else f"{len(check.get('feeds', []))} feeds (at the traced sizes and others: the manifest lists them)"
         gate = (f"gate {'passed' if check.get('passed') else 'FAILED'} at {at}, "
-                f"max abs diff {check.get('max_abs', float('nan')):.2g}") if check else "no gate record"
+                f"max abs diff {_number_or_nan(check.get('max_abs')):.2g}") if check else "no gate record"
         print(f"graph     {part}: {g.file} ({size / 1024:.0f} KiB, sha256 {g.sha256[:12]}..., opset {g.extra.get('opset')})")
         print(f"            in  {ins}\n            out {outs}\n            {gate}")
     if not m.variants:
@@ -1332,6 +1332,11 @@ def _stop_within(exc: BaseException) -> BaseException | None:
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
     return None
+
+
+def _number_or_nan(value) -> float:
+    """A manifest's figure, or NaN where it is missing or written null (JSON cannot hold infinity)."""
+    return float("nan") if value is None else float(value)
 
 
 def _written_by(args) -> str | None:

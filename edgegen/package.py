@@ -277,6 +277,12 @@ def _graph_entry(obj: Any, where: str) -> GraphEntry:
         found = validation.get("passed") if isinstance(validation, dict) else validation
         raise ManifestError(f"{where}.validation: expected the record of a check against PyTorch that passed "
                             f"(passed true: the export writes no other), found passed {found!r:.40}")
+    # what info prints (a figure float JSON cannot hold is written null: write_manifest)
+    for name, kinds, what in (("max_abs", (int, float, type(None)), "a number"), ("batches", list, "a list"),
+                              ("feeds", list, "a list")):
+        if validation is not None and name in validation and (isinstance(validation[name], bool)
+                                                              or not isinstance(validation[name], kinds)):
+            raise ManifestError(f"{where}.validation.{name}: expected {what}, found {validation[name]!r:.40}")
     return GraphEntry(file, sha, inputs, outputs, extra)
 
 

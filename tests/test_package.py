@@ -81,6 +81,8 @@ _WRITTEN = {"file": "generator.int8.onnx", "sha256": "0" * 64, "gate": {"passed"
     (lambda d: d["graphs"]["generator"]["validation"].update(passed=False),   # it loaded and ran without a word
      "graphs.generator.validation: expected the record of a check against PyTorch that passed (passed true: the "
      "export writes no other), found passed False"),
+    (lambda d: d["graphs"]["generator"]["validation"].update(max_abs="x"),   # info's internal error (helper 106)
+     "graphs.generator.validation.max_abs: expected a number, found 'x'"),
     # variant records: refused where read, not a traceback in info or fp32 run in their place
     (lambda d: d.update(variants={"int8": [1]}), "variants.int8: expected an object of graph records, found [1]"),
     (lambda d: d.update(variants={"int8": {"generator": None}}), "variants.int8.generator: expected an object, found None"),
@@ -627,3 +629,11 @@ def test_external_data_of_a_model_function_is_found(tmp_path):
                               opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("local", 1)])
     (tmp_path / "m.onnx").write_bytes(model.SerializeToString())
     assert external_data_files(tmp_path / "m.onnx") == ["w.bin"]
+
+
+def test_info_says_a_null_validation_record_is_none(package_copy, capsys):
+    """A validation record of null passed the manifest's check and info failed on it (exit 3)."""
+    pkg = package_copy("gan")
+    edit_manifest(pkg, lambda d: d["graphs"]["generator"].update(validation=None))
+    assert main(["info", str(pkg)]) == 0
+    assert "no gate record" in capsys.readouterr().out
