@@ -358,8 +358,10 @@ def test_a_family_with_file_options_and_no_declared_request_is_refused_and_pictu
 
     with pytest.raises(ConfigError, match="family 'generic'.*--inputs, a file on the caller's disk"):
         served(get("generic"), None)   # its graph route is what serves it
-    picture = {f.name: f for f in served(get("sr"), None).inputs}["image"]
+    upscaling = {f.name: f for f in served(get("sr"), None).inputs}
+    picture = upscaling["image"]
     assert (picture.dtype, picture.dims, picture.required, picture.form) == ("uint8", (-1, -1, -1), True, "array")
+    assert "max_megapixels" not in upscaling and "tile" in upscaling   # a client lifted the server's cap with it
     label = {f.name: f for f in served(get("wavenet"), None).inputs}["labels"]   # one clip: one label
     assert (label.dims, label.form) == ((1,), "value")
     control = served(get("controlnet"), SimpleNamespace(image_shape=[1, 8, 8]))

@@ -136,7 +136,9 @@ class Option:
     help: str
     kwargs: dict = field(default_factory=dict)
     default: Any = None       # applied when the flag is not given (and shown in the help)
-    served: bool = True       # whether a served request (edgegen triton) carries it: not a file on the client's disk
+    # whether a served request (edgegen triton) carries it: not a file on the client's disk, nor a cap
+    # the server's work keeps that a client could lift
+    served: bool = True
 
     @property
     def dest(self) -> str:

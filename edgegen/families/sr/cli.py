@@ -19,8 +19,9 @@ OPTIONS = (
     Option("--overlap", "overlap", "overlap of neighbouring tiles in input pixels (default: the package's, twice "
            "the model's receptive radius)", {"type": int}),
     Option("--tile-batch", "batch", "tiles per graph call, at most 16 (default: the package's, 4)", {"type": int}),
+    # not served: a client could lift the cap that keeps one request from taking the server's memory
     Option("--max-megapixels", "max_megapixels", "the largest output allowed, in megapixels (default 256): a larger "
-           "one is refused before any work", {"type": float}),
+           "one is refused before any work", {"type": float}, served=False),
 )
 
 
