@@ -774,7 +774,9 @@ def _cmd_check(args) -> int:
     failed = [c.part for c in checks if not c.ok]
     why = "each graph's unsupported, problems, damaged and build_refuses say why" if args.json else \
         "the table above says why"
-    return _verdict("check", f"{counted(len(failed), 'graph')} not ready for --target {args.target}: {', '.join(failed)} "
+    # --tensorrt VERSION judged by that release's table, whatever the target (10.3's with the default desktop one)
+    judged = f"TensorRT {args.tensorrt} (--tensorrt)" if args.tensorrt else f"--target {args.target}"
+    return _verdict("check", f"{counted(len(failed), 'graph')} not ready for {judged}: {', '.join(failed)} "
                              f"({why})") if failed else 0
 
 

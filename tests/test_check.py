@@ -46,7 +46,8 @@ def test_check_reports_ops_opsets_quantization_and_unprofiled_dims(package_copy,
     # a full release number, as JetPack and tensorrt.__version__ say it: its major.minor's table
     assert [c.problems for c in check_package(pkg, "10.3.0.30")] == [c.problems for c in old]
     assert main(["check", str(pkg), "--tensorrt", "10.3.0.30"]) == 1
-    capsys.readouterr()
+    # judged by 10.3's table: the verdict said "not ready for --target tensorrt", the default target's 10.15
+    assert "2 graphs not ready for TensorRT 10.3.0.30 (--tensorrt): generator" in capsys.readouterr().err
     assert main(["check", str(pkg), "--tensorrt", "10.14"]) == 2   # a release between tables: whose table judges it
     assert ("expected one of 10.13, 10.15, 10.3 (the support tables edgegen keeps; each target's table: tensorrt 10.15, "
             "jetpack6 10.3, jetpack7 10.13, for the releases docs/tensorrt-and-jetson.md says it takes)") in capsys.readouterr().err
