@@ -482,6 +482,10 @@ def _cmd_bench(args) -> None:
 
     if args.vs_torch:
         require_export("edgegen bench --vs-torch")
+        if _shipped_name_given(args.vs_torch):   # its checkpoint, as export takes the name
+            from .shipped import checkpoints_dir
+
+            args.vs_torch = str(checkpoints_dir() / args.vs_torch)
     if args.json is not None:   # "" too: refused, not taken for no --json
         _refuse_output_inside_package("--json", args.json, args.package)   # before the benchmark, not after it
         if args.vs_torch:   # a checkpoint folder, a transformers folder, or FILE.py:FACTORY (the report replaced the .py)
@@ -1007,8 +1011,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="fp32", choices=PRECISIONS,
                    help="run the package's variants of this precision where it has them (edgegen info lists them)")
     p.add_argument("--vs-torch", default=None, metavar="CHECKPOINT",
-                   help="also run PyTorch eager from this checkpoint (an imported package: the transformers or diffusers "
-                        "folder it came from; a generic package: its FILE.py:FACTORY), "
+                   help="also run PyTorch eager from this checkpoint (a shipped model's name for its checkpoint; an "
+                        "imported package: the transformers or diffusers folder it came from; a generic package: its "
+                        "FILE.py:FACTORY), "
                         "interleaved, and report the ratio")
     p.add_argument("--prompt-lookup", type=int, default=0, metavar="N",
                    help="token packages: also generate with up to N draft tokens per decoder call (prompt lookup "

@@ -90,6 +90,10 @@ def test_export_takes_a_shipped_name_for_its_checkpoint(models, tmp_path, capsys
     manifest = json.loads((out / "edgegen.json").read_text())
     assert manifest["name"] == NAME and manifest["provenance"]["opset"] == 18
     assert manifest["provenance"]["source_checkpoint"]["path"] == str((models / "checkpoints" / NAME).resolve())
+    # and bench --vs-torch takes the name for the same checkpoint (it found no folder of that name)
+    capsys.readouterr()
+    assert main(["bench", str(out), "--vs-torch", NAME, "--iters", "2", "--warmup", "1", "--no-energy"]) == 0
+    assert "torch eager" in capsys.readouterr().out
 
 
 def test_build_says_tensorrt_is_missing_before_a_name_exports(models, capsys):
