@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import numpy as np
 import pytest
@@ -1197,6 +1198,22 @@ def test_what_users_modules_do_is_exported_or_refused_by_its_cause(tmp_path, cap
         export_pytorch(SequenceFirst(), {"x": np.ones((5, 2, 8), np.float32)}, tmp_path / "pkg",
                        dynamic={"x": {0: "seq", 1: "batch"}})   # ONNX Runtime's error was all it said, exit 2
     assert not (tmp_path / "pkg").exists()
+
+    class Thirds(torch.nn.Module):   # written as float32 division: 2**30 // 3 came out 357913952
+        def forward(self, a):
+            return torch.div(a, 3, rounding_mode="trunc"), a // 3
+
+    ids = np.random.default_rng(0).integers(-20, 20, (2, 8)).astype(np.int32)
+    with pytest.warns(EdgegenWarning, match=r"^export: the graph computes integers in float32 and casts them back \(at "
+                                            r"\w+\): exact only while they stay below 2\*\*24"):
+        export_pytorch(Thirds(), {"a": ids}, tmp_path / "thirds")
+    class Floors(torch.nn.Module):
+        def forward(self, a):
+            return a // 3, a.float() / 3   # integers throughout, and floats out: nothing to say
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", EdgegenWarning)
+        export_pytorch(Floors(), {"a": ids}, tmp_path / "floors")
 
     class WithBuffer(torch.nn.Module):   # fp16 failed: "Duplicate definition of name (output.1)"
         def __init__(self):

@@ -162,6 +162,7 @@ def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str 
                 raise ConfigError(f"output {spec.name!r}: expected one of {', '.join(DTYPES)}, found {spec.dtype} "
                                   "(cast it in forward, e.g. .float())")
         _refuse_random_draws(model, config.source)
+        _warn_of_integers_computed_in_float(model)
         try:
             session = OrtSession(GRAPH, stage / f"{GRAPH}.onnx", specs, graph_outputs, backend="ort-cpu")
         except PackageError as exc:   # without the staging folder's path it names, gone once this is raised
@@ -424,6 +425,35 @@ def _refuse_random_draws(model: onnx.ModelProto, source: str) -> None:
         raise ValidationError(f"export of {source!r}: expected outputs its inputs decide, found random numbers drawn in "
                               f"forward ({', '.join(drawn + dropped)}): take the noise as an input, drawn by the "
                               f"caller{hint}")
+
+
+INTEGER_TYPES = {onnx.TensorProto.INT8, onnx.TensorProto.INT16, onnx.TensorProto.INT32, onnx.TensorProto.INT64,
+                 onnx.TensorProto.UINT8, onnx.TensorProto.UINT16, onnx.TensorProto.UINT32, onnx.TensorProto.UINT64}
+# float types whose 24-bit (or fewer) significand holds integers exactly only up to 2**24 (2**11 for half)
+NARROW_FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16}
+
+
+def _warn_of_integers_computed_in_float(model: onnx.ModelProto) -> None:
+    """A graph that casts integers to float32, computes, and casts back (torch.onnx writes
+    torch.div(a, b, rounding_mode="trunc") on integers so) gives PyTorch's integers only while they
+    stay below 2**24: past it, another answer without a word. The gate draws integers within the
+    example's range, where it holds, so the export says so instead."""
+    types = {v.name: v.type.tensor_type.elem_type for v in
+             [*model.graph.input, *onnx.shape_inference.infer_shapes(model).graph.value_info, *model.graph.output]}
+    types.update({t.name: t.data_type for t in model.graph.initializer})
+    in_float, back = set(), []
+    for node in model.graph.node:   # in topological order, as ONNX requires
+        to = next((a.i for a in node.attribute if a.name == "to"), None) if node.op_type == "Cast" else None
+        if to in NARROW_FLOAT_TYPES and types.get(node.input[0]) in INTEGER_TYPES:
+            in_float.update(node.output)
+        elif to in INTEGER_TYPES and node.input[0] in in_float:
+            back.append(node.name or node.output[0])
+        elif node.op_type != "Cast" and in_float & set(node.input):
+            in_float.update(node.output)
+    if back:
+        warn_caller(f"export: the graph computes integers in float32 and casts them back (at {', '.join(back[:3])}): "
+                    f"exact only while they stay below 2**24 in magnitude (torch.onnx writes integer division with "
+                    f"rounding_mode='trunc' so); the gate drew integers within the example's range", EdgegenWarning)
 
 
 def _op_without_onnx(exc: BaseException) -> str | None:
