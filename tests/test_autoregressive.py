@@ -225,6 +225,19 @@ def test_mu_law_round_trip_and_wav_files(tmp_path):
     (tmp_path / "float.wav").write_bytes(bytes(header))
     with pytest.raises(DataError, match=r"found floating-point samples \(format 3\): save it as 16-bit PCM"):
         read_wav(tmp_path / "float.wav", 8000)
+    # a header's rate of 0 divided by zero, 1 Hz made 8,000 samples of each (helper 107): internal errors, memory
+    for rate in (0, 1):
+        header = bytearray((tmp_path / "a.wav").read_bytes())
+        header[24:28], header[28:32] = rate.to_bytes(4, "little"), (2 * rate).to_bytes(4, "little")
+        (tmp_path / "rate.wav").write_bytes(bytes(header))
+        with pytest.raises(DataError, match=rf"rate.wav: expected a sample rate of at least 1000 Hz in its header, found {rate} Hz$"):
+            read_wav(tmp_path / "rate.wav", 8000)
+    # a chunk of odd size written without its pad byte: wave's seek raised a bare RuntimeError
+    data = (tmp_path / "a.wav").read_bytes()
+    odd = data[:36] + b"LIST\x03\x00\x00\x00abc" + data[36:]
+    (tmp_path / "odd.wav").write_bytes(odd[:4] + (len(odd) - 8).to_bytes(4, "little") + odd[8:])   # RIFF's size
+    with pytest.raises(DataError, match=r"odd.wav: expected a 16-bit PCM WAV file, found chunks the wave module cannot read"):
+        read_wav(tmp_path / "odd.wav", 8000)
     write_wav(tmp_path / "silent.wav", np.zeros(0, np.float32), 44100)   # no frames: nothing to filter
     assert read_wav(tmp_path / "silent.wav", 8000).shape == (0,)
     # down to 8 kHz: what lies above 4 kHz is filtered out first, not folded into the band (5 kHz came back as 3)

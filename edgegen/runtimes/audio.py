@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 import wave
 from pathlib import Path
 
@@ -59,8 +60,13 @@ def read_wav(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
     except (wave.Error, EOFError) as exc:
         found = WAV_FORMATS.get(str(exc), str(exc) or "an empty or truncated file")
         raise DataError(f"{path}: expected a 16-bit PCM WAV file, found {found}") from None
+    except (RuntimeError, struct.error) as exc:   # wave's seek past a chunk a writer left unpadded, a short header
+        raise DataError(f"{path}: expected a 16-bit PCM WAV file, found chunks the wave module cannot read "
+                        f"({exc.__class__.__name__}: {exc})") from None
     if width != 2:
         raise DataError(f"{path}: expected 16-bit PCM samples, found {8 * width}-bit")
+    if rate < MIN_WAV_RATE:   # 0 divided below; 1 Hz made 8,000 samples of each one
+        raise DataError(f"{path}: expected a sample rate of at least {MIN_WAV_RATE} Hz in its header, found {rate} Hz")
     frames = frames[:len(frames) - len(frames) % (width * channels)]   # a truncated file's last partial frame
     audio = np.frombuffer(frames, "<i2").astype(np.float32).reshape(-1, channels).mean(axis=1) / 32768
     if rate > sample_rate and len(audio) > 1:   # a file of no frames stays empty (a short clip, left out)
@@ -71,6 +77,7 @@ def read_wav(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
     return audio
 
 
+MIN_WAV_RATE = 1000   # Hz: below it a header's rate is damage, not audio (8 kHz telephone audio is the lowest in use)
 ANTI_ALIAS_CUTOFF = 0.45   # of the new sample rate: the filter's transition band ends below its Nyquist (0.5)
 
 
