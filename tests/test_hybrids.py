@@ -111,6 +111,14 @@ def stylegan(tmp_path_factory):
     return export_checkpoint(ckpt, root / "pkg")
 
 
+def test_stylegan_trains_at_a_batch_no_group_divides(tmp_path):
+    """A batch of 7 (a folder of 8 pictures, one held out) left the minibatch spread a group of one:
+    std's sqrt(0) under the R1 penalty's second backward made every gradient NaN at step 1, and the
+    run stopped blaming --lr (helper 107). The first step is an R1 step of the lazy interval."""
+    ckpt = train("stylegan", tmp_path / "ckpt", steps=2, batch_size=7, progress=False, width=8, w_dim=16, image_size=16)
+    assert (ckpt / "weights.safetensors").is_file()
+
+
 @pytest.mark.parametrize("change, message", [
     # each loaded, and then every call was refused naming an input the user never gave, or numpy's
     # ValueError ended the command

@@ -230,7 +230,10 @@ class Discriminator(nn.Module):
         g = min(self.group, n)
         while n % g:
             g -= 1
-        spread = h.reshape(g, n // g, c, height, width).std(dim=0, unbiased=False).mean(dim=(1, 2, 3))   # [n // g]
+        # the standard deviation with StyleGAN2's epsilon under the root: a group of one sample (a batch of
+        # 7, which no group of 2 to 4 divides) has none, and the R1 penalty's second backward through
+        # std's sqrt(0) made every gradient NaN at step 1
+        spread = (h.reshape(g, n // g, c, height, width).var(dim=0, unbiased=False) + 1e-8).sqrt().mean(dim=(1, 2, 3))
         h = torch.cat([h, spread.repeat(g)[:, None, None, None].expand(n, 1, height, width)], dim=1)
         return self.score(h).squeeze(1)
 
