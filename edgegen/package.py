@@ -596,7 +596,7 @@ def refuse_output_inside_edgegens(what: str, out: str | os.PathLike) -> None:
     """An output (a file or a folder) never goes inside an edgegen package or checkpoint: their
     files are hashed, and one replaced (a graph, the manifest) breaks it; a file or folder added
     makes --force refuse to replace it."""
-    if not isinstance(out, (str, os.PathLike)) or not str(out):   # Path(None)'s TypeError named neither
+    if not isinstance(out, (str, os.PathLike)):   # Path(None)'s TypeError named neither (an empty one: refuse_empty)
         raise ConfigError(f"{what}: expected a path, found {out!r:.60}")
     for folder in Path(out).resolve().parents:
         for kind, markers in (("package", (MANIFEST_NAME,)), ("checkpoint", (CHECKPOINT_WEIGHTS, "config.json"))):
