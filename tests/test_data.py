@@ -112,6 +112,23 @@ def test_training_errors(tmp_path):
     (tmp_path / "exists").mkdir()
     with pytest.raises(OutputExistsError):
         train("gan", tmp_path / "exists", steps=1)
+    # --data "$DATA" with DATA unset trained on the built-in set without a word (helper 107)
+    with pytest.raises(ConfigError, match=r"^data \(--data\): expected a built-in data set's name or a path, found ''$"):
+        train("vae", tmp_path / "x", data="", steps=1)
+    (tmp_path / "points.csv").write_text("1,2\n3,4\n")   # flow's refusal named image data alone
+    with pytest.raises(DataError, match=r"expected one of moons, circles, blobs \(2-D points: RealNVP\), digits, natural "
+                                        r"or a folder of images \(Glow\), found a file \(points from a file are not read\)$"):
+        train("flow", tmp_path / "x", data=str(tmp_path / "points.csv"), steps=1)
+    with pytest.raises(DataError, match=r"data 'digits': expected one of stdlib or a UTF-8 text file, found a data set "
+                                        r"of the .* families, not of text$"):   # it said "nothing at that path"
+        train("gpt", tmp_path / "x", data="digits", steps=1)
+    (tmp_path / "classes" / "cat").mkdir(parents=True)
+    for i in range(3):
+        Image.fromarray(np.full((8, 8), 40 * i, np.uint8)).save(tmp_path / "classes" / "cat" / f"{i}.png")
+    with pytest.raises(ConfigError, match=r"num_classes expected at least 1 \(a class-conditional GAN needs labelled "
+                                          r"data: the built-in digits; a folder's pictures have no labels, its subfolders "
+                                          r"are not read as classes\), found 0"):
+        train("cgan", tmp_path / "x", data=str(tmp_path / "classes"), steps=1)
 
 
 def test_training_on_rgb_natural_crops(tmp_path):

@@ -356,6 +356,10 @@ def test_controlnet_trains_on_its_bases_data_by_default(tmp_path):
         warnings.simplefilter("error")
         train("controlnet", tmp_path / "c2", data=str(tmp_path / "moved"), steps=1, batch_size=4, progress=False,
               base=str(base))
+    with pytest.raises(ConfigError, match=r"^--image-size: expected the base model's 8 \(the base checkpoint .* fixes "
+                                          r"it; leave it out\), found 16$"):   # it said "found 16 / None"
+        train("controlnet", tmp_path / "c3", data=str(tmp_path / "moved"), image_size=16, steps=1, progress=False,
+              base=str(base))
 
 
 def test_latent_diffusion_three_graphs(tmp_path):

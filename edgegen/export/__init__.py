@@ -25,6 +25,7 @@ from ..storage import refuse_output_folder, staged_directory
 from ..runtimes.feeds import HELD_OUT_FILE, write_feeds
 from ..runtimes.ort import OrtSession
 from ..training.checkpoint import Checkpoint, load_checkpoint, save_pretrained_folder
+from ..training.data import refuse_empty_data
 from .onnx_export import DEFAULT_OPSET, export_module, value_spec
 from .spec import TRACE_BATCH, ExportSpec, GraphSpec
 from .validate import Comparison, compare, gate_graph, refuse_lost_epsilons
@@ -78,6 +79,7 @@ def export_model(ckpt: Checkpoint, out: str | Path, data: str | None = None, ops
     created_time()   # a mistyped SOURCE_DATE_EPOCH said before the work, not after the gate
     family = get_family(ckpt.family)
     spec = spec or family.export_spec()
+    refuse_empty_data(data)
     if data is not None and not spec.needs_data:   # before an import's loading; optimize would not read it either
         raise_unread_data(data, ckpt.family)
     if spec.via_import is not None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..errors import DataError, InputError
+from ..errors import ConfigError, DataError, InputError
 from ..images import picture_rgb, read_picture
 from ..storage import data_files
 
@@ -44,6 +44,13 @@ class ImageData:
         shape = {"channels": self.shape[0], "image_size": self.shape[1]} if len(self.shape) == 3 else {"dim": self.shape[0]}
         return {"source": self.name, **shape, "train": len(self.train), "test": len(self.test),
                 "num_classes": self.num_classes}
+
+
+def refuse_empty_data(data: str | None) -> None:
+    """--data "$DATA" with DATA unset: an empty string was taken for no --data (train trained on the
+    built-in set, export gated on the training data) without a word."""
+    if isinstance(data, str) and not data.strip():
+        raise ConfigError(f"data (--data): expected a built-in data set's name or a path, found {data!r}")
 
 
 def load_images(source: str, image_size: int = 32, channels: int | None = None, seed: int = 0) -> ImageData:
@@ -78,15 +85,15 @@ def load_images(source: str, image_size: int = 32, channels: int | None = None, 
     return ImageData(source, _to_channels(train, channels), _to_channels(test, channels))
 
 
-def what_else(source: str, wanted: str) -> str:
+def what_else(source: str, wanted: str, missing: str = "no such folder") -> str:
     """What a family's --data names instead of the `wanted` data (images, photographs): another
-    family's data set, a file, or nothing."""
+    family's data set, a file, or nothing (`missing` says it)."""
     from ..families import families
 
     takers = [f.name for f in families() if source in f.builtin_data and f.model]   # those that train
     if takers:
         return f"a data set of the {', '.join(takers)} {'family' if len(takers) == 1 else 'families'}, not of {wanted}"
-    return "a file" if Path(source).exists() else "no such folder"
+    return "a file" if Path(source).exists() else missing
 
 
 def _to_channels(images: np.ndarray, channels: int | None) -> np.ndarray:

@@ -52,8 +52,10 @@ def read_corpus(source: str) -> tuple[bytes, bytes]:
         return b"\n".join(train), b"\n".join(test)
     path = Path(source)
     if not path.is_file():
-        raise DataError(f"data {source!r}: expected one of {', '.join(BUILTIN_TEXT)} or a UTF-8 text file, "
-                        f"found {'a folder' if path.is_dir() else 'nothing at that path'}")
+        from .data import what_else
+
+        found = "a folder" if path.is_dir() else what_else(source, "text", missing="nothing at that path")
+        raise DataError(f"data {source!r}: expected one of {', '.join(BUILTIN_TEXT)} or a UTF-8 text file, found {found}")
     raw = path.read_bytes()
     try:
         raw.decode("utf-8")

@@ -14,6 +14,7 @@ import torch
 
 from ..cpus import cgroup_memory_left
 from ..errors import ConfigError, EdgegenWarning, TrainingError
+from .data import refuse_empty_data
 from ..families import get as get_family
 from ..storage import refuse_output_folder
 from ..progress import Progress
@@ -34,7 +35,8 @@ def train(family: str, out: str | Path, data: str | None = None, steps: int | No
     data: default the family's DEFAULT_DATA (digits for the image families, stdlib for gpt).
     """
     module = family_module(family)
-    if not data:   # a ControlNet's: its base's (default_data)
+    refuse_empty_data(data)
+    if data is None:   # a ControlNet's: its base's (default_data)
         data = module.default_data(model_options) if hasattr(module, "default_data") else getattr(module, "DEFAULT_DATA", "digits")
     elif data in get_family(family).builtin_data and os.path.exists(data):   # the name wins: said, not silent
         warnings.warn(f"--data {data!r}: the built-in data set, not the {'folder' if os.path.isdir(data) else 'file'} "

@@ -28,8 +28,9 @@ class Config(gan.AdversarialConfig):
     def validate(self) -> list[str]:
         problems = super().validate()
         if self.num_classes < 1:
-            problems.append(f"num_classes expected at least 1 (a class-conditional GAN needs labelled data such as "
-                            f"digits), found {self.num_classes}")
+            problems.append(f"num_classes expected at least 1 (a class-conditional GAN needs labelled data: the built-in "
+                            f"digits; a folder's pictures have no labels, its subfolders are not read as classes), found "
+                            f"{self.num_classes}")
         return problems
 
 

@@ -142,9 +142,10 @@ def prepare_data(data, image_size, channels, seed, options):
     if ckpt.family != "diffusion":
         raise ConfigError(f"--base {str(base)!r}: expected a diffusion checkpoint, found a {ckpt.family} one")
     c = ckpt.config
-    if image_size not in (None, c.image_size) or channels not in (None, c.image_channels):
-        raise ConfigError(f"--image-size/--channels: expected the base model's {c.image_size} / {c.image_channels}, "
-                          f"found {image_size} / {channels}")
+    for flag, given, base_value in (("--image-size", image_size, c.image_size), ("--channels", channels, c.image_channels)):
+        if given not in (None, base_value):   # each said alone: "found 16 / None" named a flag not given
+            raise ConfigError(f"{flag}: expected the base model's {base_value} (the base checkpoint {str(base)!r} "
+                              f"fixes it; leave it out), found {given}")
     shaping = sorted(set(options) - CONTROL_OPTIONS)
     if shaping:
         raise ConfigError(f"controlnet options: expected only {sorted(CONTROL_OPTIONS)} (the base checkpoint fixes the "

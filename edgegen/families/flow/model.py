@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -409,13 +410,18 @@ def make_points(name: str, n: int, seed: int) -> np.ndarray:
 
 def prepare_data(source: str, image_size: int, channels: int | None, seed: int, options: dict | None = None):
     """The training data and the config it implies: points for RealNVP, images for Glow."""
-    from ...training.data import ImageData, load_images
+    from ...errors import DataError
+    from ...training.data import BUILTIN_IMAGE_DATA, ImageData, load_images, what_else
 
     if source in POINT_DATA:
         train, test = make_points(source, TRAIN_POINTS, seed), make_points(source, TEST_POINTS, seed + 1)
         config = {"kind": "realnvp", "dim": 2, "couplings": 12, "hidden": 128,
                   "data_mean": train.mean(axis=0).tolist(), "data_std": train.std(axis=0).tolist()}
         return ImageData(source, train, test), config
+    if source not in BUILTIN_IMAGE_DATA and not Path(source).is_dir():   # said with the point sets too
+        raise DataError(f"data {source!r}: expected one of {', '.join(POINT_DATA)} (2-D points: RealNVP), "
+                        f"{', '.join(BUILTIN_IMAGE_DATA)} or a folder of images (Glow), found {what_else(source, 'images')}"
+                        + (" (points from a file are not read)" if Path(source).is_file() else ""))
     images = load_images(source, image_size=image_size, channels=channels, seed=seed)
     c, h, _ = images.shape
     levels = DEQUANT_LEVELS if source == "digits" else IMAGE_LEVELS
