@@ -269,6 +269,10 @@ def refuse_replacing(out: str | os.PathLike, overwrite: bool, holds: str, kind: 
 LEFTOVER = re.compile(r"^\..+\.(tmp|lock|partial|old)$")
 
 
+# (the file that marks it, what it is): edgegen's other outputs, said as such where one kind would replace another
+EDGEGEN_KINDS = (("edgegen.json", "an edgegen package"), ("weights.safetensors", "an edgegen checkpoint"))
+
+
 def refuse_replacing_other(out: str | os.PathLike, holds: str, kind: str, reads: Iterable[str | os.PathLike] = (),
                            owns: Callable[[Path], Iterable[str]] | None = None) -> None:
     """Raise OutputExistsError where replacing `out` would delete what edgegen did not write, or
@@ -299,8 +303,9 @@ def refuse_replacing_other(out: str | os.PathLike, holds: str, kind: str, reads:
                                 "would delete, found one it may not (its permissions)") from None
     if entries and holds not in entries:
         shown = ", ".join(entries[:4]) + (", ..." if len(entries) > 4 else "")
+        other = next((what for marker, what in EDGEGEN_KINDS if marker in entries), "a folder of other files")
         raise OutputExistsError(f"output {str(out)!r}: expected {kind} to replace ({holds} in it) or an empty folder, "
-                                f"found a folder of other files ({shown}); edgegen replaces only what it wrote: choose "
+                                f"found {other} ({shown}); edgegen replaces only what it wrote: choose "
                                 "another output, or remove that folder yourself")
     owned = set(owns(out)) if owns and entries else set()
     foreign = [name for name in entries if name not in owned] if owns else []

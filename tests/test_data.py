@@ -112,6 +112,11 @@ def test_training_errors(tmp_path):
     (tmp_path / "exists").mkdir()
     with pytest.raises(OutputExistsError):
         train("gan", tmp_path / "exists", steps=1)
+    (tmp_path / "pkg").mkdir()   # a package where a checkpoint goes: said as one, not as "other files"
+    (tmp_path / "pkg" / "edgegen.json").write_text("{}")
+    with pytest.raises(OutputExistsError, match=r"expected an edgegen checkpoint to replace \(weights.safetensors in it\) "
+                                                r"or an empty folder, found an edgegen package \(edgegen.json\)"):
+        train("vae", tmp_path / "pkg", steps=1, overwrite=True)
     # --data "$DATA" with DATA unset trained on the built-in set without a word (helper 107)
     with pytest.raises(ConfigError, match=r"^data \(--data\): expected a built-in data set's name or a path, found ''$"):
         train("vae", tmp_path / "x", data="", steps=1)
@@ -129,6 +134,8 @@ def test_training_errors(tmp_path):
                                           r"data: the built-in digits; a folder's pictures have no labels, its subfolders "
                                           r"are not read as classes\), found 0"):
         train("cgan", tmp_path / "x", data=str(tmp_path / "classes"), steps=1)
+    with pytest.raises(DataError, match=r"expected digits \(.*\), found a folder, whose pictures have no captions$"):
+        train("text2image", tmp_path / "x", data=str(tmp_path / "classes"), steps=2)   # it said no "found"
 
 
 def test_training_on_rgb_natural_crops(tmp_path):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -24,7 +25,7 @@ import torch.nn as nn
 
 from ...errors import DataError
 from ...runtimes.samplers import make_betas
-from ...training.data import load_images
+from ...training.data import load_images, what_else
 from ..ldm import model as ldm
 from .components import SD1_SCHEDULER, LayoutConfig, clip_vocabulary, layout_models
 
@@ -118,7 +119,8 @@ def prepare_data(source: str, image_size: int, channels: int | None, seed: int, 
     thick and thin are measured against."""
     if source != "digits":
         raise DataError(f"text2image training data {source!r}: expected digits (the captions name each image's "
-                        f"digit, and only the built-in digits carry labels)")
+                        f"digit, and only the built-in digits carry labels), found "
+                        f"{'a folder, whose pictures have no captions' if Path(source).is_dir() else what_else(source, 'captions')}")
     if channels not in (None, 1):
         raise DataError(f"channels: expected 1 for the digits, found {channels}")
     images = load_images(source, image_size=image_size, channels=1, seed=seed)
