@@ -12,6 +12,7 @@ padding, so the two agree at every position.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -222,6 +223,12 @@ def load_audio(source: str, sample_rate: int, seed: int, min_samples: int = 0):
         raise DataError(f"data {source!r}: expected at least 2 WAV files (one held out) of {min_samples} samples or more "
                         f"at {sample_rate} Hz, found {len(clips)}; shorter: {', '.join(short[:5])}"
                         + (f" and {len(short) - 5} more" if len(short) > 5 else ""))
+    if short:   # trained without a word on what was left, the clips it dropped not named anywhere
+        from ...errors import EdgegenWarning
+
+        warnings.warn(f"data {source!r}: left out {len(short)} WAV file(s) shorter than {min_samples} samples at "
+                      f"{sample_rate} Hz (a training window): {', '.join(short[:5])}"
+                      + (f" and {len(short) - 5} more" if len(short) > 5 else ""), EdgegenWarning, stacklevel=2)
     order = np.random.default_rng(seed).permutation(len(clips))
     held = max(1, len(clips) // 10)
     test = [clips[i] for i in order[:held]]
