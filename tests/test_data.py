@@ -99,7 +99,8 @@ def test_training_errors(tmp_path):
                                               r"autoencoder trains first and its UNet after, a step each at the least, "
                                               r"found 1"), patch("edgegen.training.train.load_images", side_effect=AssertionError):
             train(family, tmp_path / "x", steps=1)   # before the data loads
-    with pytest.raises(ConfigError, match="image_size expected a multiple of 8"):
+    with pytest.raises(ConfigError, match="image_size expected a multiple of 8"), \
+            patch("edgegen.training.train.load_images", side_effect=AssertionError):   # before a folder's loading
         train("vae", tmp_path / "x", image_size=20, steps=1)
     with pytest.raises(ConfigError, match=r"training steps \(--steps\): expected a positive integer, found 0"):
         train("gan", tmp_path / "x", steps=0)

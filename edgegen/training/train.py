@@ -68,6 +68,10 @@ def train(family: str, out: str | Path, data: str | None = None, steps: int | No
     if hasattr(module, "prepare_data"):  # families whose data is not only images (flows: points; gpt: text)
         images, from_data = module.prepare_data(data, image_size, channels, seed, model_options)
     else:
+        # the config's own refusals (an --image-size of 20) before a folder's minutes of loading, not after
+        shape = {"image_size": image_size, "image_channels": channels or 1}
+        known = {f.name for f in dataclasses.fields(module.Config)}
+        make_config(family, {**{k: v for k, v in shape.items() if k in known}, **model_options})
         images = load_images(data, image_size=image_size, channels=channels, seed=seed)
         c, h, _ = images.shape
         from_data = {"image_channels": c, "image_size": h}
