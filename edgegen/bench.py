@@ -122,6 +122,15 @@ def reset_peak_rss() -> bool:
     return True
 
 
+def refuse_sizes_off_step(family, config, shapes: dict[str, int]) -> None:
+    """A size between the steps a package's dim takes (Family.multiples): the graph cannot take it
+    (ONNX Runtime's error), or gives other results there than the module."""
+    for dim, size in shapes.items():
+        if size % (step := family.multiples(config).get(dim, 1)):
+            raise ConfigError(f"--shapes/--sweep {dim}={size}: expected a multiple of {step}, the step of the sizes the "
+                              f"package takes (its export found the graph to match the module only there), found {size}")
+
+
 def bench_feeds(inputs: tuple[TensorSpec, ...], batch: int, seed: int = 0,
                 shapes: dict[str, int] | None = None) -> dict[str, np.ndarray]:
     """Inputs for timing from the manifest alone: uniform [0, 1) floats, zero integers; every
@@ -322,10 +331,7 @@ def _bench_package(path, batch, iters, warmup, backend, threads, vs_torch, preci
         raise ConfigError(f"--shapes/--sweep: expected dynamic dims of the package's graphs other than the batch "
                           f"({', '.join(sorted(dims - {'batch'})) or 'none'}), found {', '.join(unknown)}")
     limits, minimums = family.limits(pipe.config), family.minimums(pipe.config)
-    for dim, size in shapes.items():   # a size the graph cannot take (ONNX Runtime's error), or gives other results at
-        if size % (step := family.multiples(pipe.config).get(dim, 1)):
-            raise ConfigError(f"--shapes/--sweep {dim}={size}: expected a multiple of {step}, the step of the sizes the "
-                              f"package takes (its export found the graph to match the module only there), found {size}")
+    refuse_sizes_off_step(family, pipe.config, shapes)
     beyond = {d: (n, limit) for d, n in {**shapes, "batch": batch}.items()
               if (limit := limits.get(d)) is not None and n > limit and d in dims}
     for dim, (size, limit) in beyond.items():   # timed as asked, but said: the export never checked the graph there

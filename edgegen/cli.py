@@ -516,6 +516,14 @@ def _cmd_bench(args) -> None:
             raise ConfigError(f"{flag}: expected dims other than the batch (--batch sets it), found batch")
     if both := sorted(set(shapes) & set(sweep[0])):
         raise ConfigError(f"--shapes and --sweep: expected each dim in one of them, found {', '.join(both)} in both")
+    if len(sweep) > 1 and os.path.isdir(args.package):   # every point's sizes before the first is timed
+        from .bench import refuse_sizes_off_step
+        from .families import package_config
+        from .package import Package
+
+        family, config = package_config(Package(args.package, verify_hashes=False))
+        for sizes in sweep:
+            refuse_sizes_off_step(family, config, {**shapes, **sizes})
     # the whole generation does not change with a sweep's sizes: timed at the first point only
     reports = [_bench_one(args, {**shapes, **sizes}, args.generation and i == 0) for i, sizes in enumerate(sweep)]
     if args.json:

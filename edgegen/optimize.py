@@ -415,27 +415,26 @@ def _given_feeds(package: Package, family, config, inputs) -> dict:
     return out
 
 
-def _inputs_in(feeds: list[dict]) -> int:
-    """The inputs (rows of the leading dim) of `feeds`: BATCH each of edgegen's own draws, whatever
-    an --inputs file or a user's module's recorded feeds hold."""
-    return sum(int(next(iter(feed.values())).shape[0]) if next(iter(feed.values())).ndim else 1 for feed in feeds)
+def _inputs_in(feeds: list[dict], specs) -> int:
+    """The inputs `feeds` hold: the rows of a dynamic leading dim (BATCH each of edgegen's own draws,
+    whatever an --inputs file or a user's module's recorded feeds hold), else one a feed."""
+    batched = next((spec.name for spec in specs if spec.shape and isinstance(spec.shape[0], str)), None)
+    return sum(len(feed[batched]) for feed in feeds) if batched else len(feeds)
 
 
 def _refuse_sizes_the_package_refuses(specs, feed: dict, family, config) -> None:
     """A dim outside [its least, its limit], or off its step (a user's module: the sizes its export
     checked): the runtime refuses such a call, so a variant calibrated or gated there is judged on
     inputs it never runs. The batch past its limit is taken, as the runtime takes it."""
-    from .package import least_size
+    from .package import least_size, sizes_missed
 
     limits, minimums, steps = family.limits(config), family.minimums(config), family.multiples(config)
     for spec in specs:
         for dim, size in zip(spec.shape, feed[spec.name].shape):
             if not isinstance(dim, str) or dim == "batch" or dim not in limits:
                 continue
-            least, step = least_size(dim, minimums), steps.get(dim, 1)
-            if not least <= size <= limits[dim] or size % step:
-                within = f"{least} to {limits[dim]}" + (f" in multiples of {step}" if step > 1 else "")
-                raise InputError(f"input {spec.name!r}: expected {dim} {within}, the sizes the package takes, found {size}")
+            if wanted := sizes_missed(dim, size, least_size(dim, minimums), limits[dim], steps.get(dim, 1)):
+                raise InputError(f"input {spec.name!r}: expected {wanted}, the sizes the package takes, found {size}")
 
 
 def _variant(package, part, precision, target, calibration_feeds, gate_feeds, gate_threshold, source,
@@ -498,7 +497,7 @@ def _variant(package, part, precision, target, calibration_feeds, gate_feeds, ga
         gate = gate_variant(package.family, precision, fp32, gated, gate_feeds, gate_threshold, variant_feeds)
         record = {"gate": {"metric": gate.metric, "value": round(gate.value, 4), "threshold": gate.threshold,
                            "passed": gate.passed, "line": gate.line(), **gate.detail},
-                  "calibration": {"source": source, "inputs": _inputs_in(calibration_feeds)} if precision == "int8"
+                  "calibration": {"source": source, "inputs": _inputs_in(calibration_feeds, entry.inputs)} if precision == "int8"
                   else None, "gate_inputs": source, "target": target, **form_record}
         if precision == "int8":
             record["weights"] = (f"7-bit (reduce_range): made on {saturates}, whose int8 kernels' 16-bit pairwise "
@@ -917,7 +916,11 @@ def _outputs_made_by_nodes(model: onnx.ModelProto) -> onnx.ModelProto:
             initializer.name += "__value"
     for node in model.graph.node:
         node.input[:] = [f"{name}__value" if name in constant else name for name in node.input]
-    model.graph.node.extend(onnx.helper.make_node("Identity", [f"{name}__value"], [name]) for name in sorted(constant))
+    # first: a subgraph (If, Loop) that reads the output by its outer name finds it defined before it
+    nodes = [onnx.helper.make_node("Identity", [f"{name}__value"], [name]) for name in sorted(constant)]
+    nodes += [copy.deepcopy(node) for node in model.graph.node]   # copies: the field is cleared next
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
     return model
 
 

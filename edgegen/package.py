@@ -84,6 +84,14 @@ def may_be_empty(dim: str) -> bool:
     return dim.startswith("past")
 
 
+def sizes_missed(dim: str, size: int, least: int, most: int, step: int = 1) -> str | None:
+    """The sizes a package takes for dynamic dim `dim` ("height 8 to 64 in multiples of 4"), where
+    `size` is not one of them, else None: the runtime's, optimize's and bench's refusals say it so."""
+    if least <= size <= most and not size % step:
+        return None
+    return f"{dim} {least} to {most}" + (f" in multiples of {step}" if step > 1 else "")
+
+
 def least_size(dim: str, minimums: dict) -> int:
     """The smallest size a package takes for a dynamic dim: its recorded minimum (a user's module:
     the least its export checked), else 0 for a past cache and 1 for the others. The runtime's

@@ -1280,12 +1280,16 @@ def test_a_strided_module_takes_the_step_its_export_found_and_the_runtime_refuse
     x = np.random.default_rng(1).random((1, 1, 36, 20), np.float32)
     with torch.no_grad():
         np.testing.assert_allclose(pipe(x=x)["output"], _Strided()(torch.from_numpy(x)).numpy(), atol=1e-5)
-    with pytest.raises(InputError, match=r"^input 'x': expected height a multiple of 4, found 33: its export found the "
-                                         r"graph to match the module only there \(a strided module: pad or crop to one\)$"):
+    with pytest.raises(InputError, match=r"^input 'x': expected height 4 to 128 in multiples of 4, the sizes its export "
+                                         r"checked against PyTorch, found 33: between those steps the graph did not match "
+                                         r"the module \(a strided module: pad or crop to one\)$"):
         pipe(x=np.zeros((1, 1, 33, 32), np.float32))
     assert main(["bench", str(pkg), "--shapes", "height=34", "--iters", "1", "--no-energy"]) == 2
     assert "--shapes/--sweep height=34: expected a multiple of 4, the step of the sizes the package takes" in \
         capsys.readouterr().err
+    assert main(["bench", str(pkg), "--sweep", "height=32,36,38", "--iters", "1", "--no-energy"]) == 2
+    said = capsys.readouterr()   # refused before the first point was timed, not after two
+    assert "--shapes/--sweep height=38: expected a multiple of 4" in said.err and "| model |" not in said.out
     np.savez(tmp_path / "odd.npz", **{f"{i}/x": np.zeros((1, 1, 30, 32), np.float32) for i in range(2)})
     assert main(["optimize", str(pkg), "--precision", "fp16", "--inputs", str(tmp_path / "odd.npz")]) == 2
     assert "input 'x': expected height 4 to 128 in multiples of 4, the sizes the package takes, found 30" in \
@@ -1298,5 +1302,29 @@ def test_a_strided_module_takes_the_step_its_export_found_and_the_runtime_refuse
             for w in said] == ["1", "17"]
     assert re.search(r"at width 17: .*MISMATCH.*: the trace fixed a size there, so the package takes width in multiples "
                      r"of 2, and the runtime refuses the others$", str(said[1].message))
-    with pytest.raises(InputError, match=r"expected width a multiple of 2, found 17"):
+    with pytest.raises(InputError, match=r"expected width 2 to 64 in multiples of 2, .* found 17"):
         edgegen.load(even)(x=np.ones((1, 17), np.float32))   # it gave 2 for the module's 3
+
+
+def test_a_plain_number_for_a_batch_input_and_ids_from_floats_are_taken_without_a_word(tmp_path):
+    """Review of the 0-d and integer-in-float changes (helper 108): a plain number for a [batch]
+    input is one row, as before (0-d is kept for a scalar input only), and a float computation whose
+    integer result is an argmax's ids is no integer computed in float."""
+    class Halve(torch.nn.Module):
+        def forward(self, t):
+            return t / 2
+
+    export_pytorch(Halve(), {"t": np.ones(4, np.float32)}, tmp_path / "halve")
+    np.testing.assert_array_equal(edgegen.load(tmp_path / "halve")(t=3.0)["output"], [1.5])
+
+    class Choose(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.score = torch.nn.Linear(8, 4)
+
+        def forward(self, a):
+            return self.score(a.float()).argmax(-1).int()
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", EdgegenWarning)
+        export_pytorch(Choose(), {"a": np.random.default_rng(0).integers(0, 9, (2, 8))}, tmp_path / "choose")

@@ -34,9 +34,9 @@ IMPORTING_LIBRARIES = ("transformers", "tokenizers", "diffusers")
 
 
 def importing_versions() -> dict[str, str]:
-    """{library: version} of the Hugging Face libraries installed, which an import reads a folder
-    with: a package records them, since transformers' reading of a folder (its tokenizer's, for
-    one) changes between versions."""
+    """{library: version} of the Hugging Face libraries installed, among which an import's reader of
+    a folder is: a package records them, since transformers' reading of a folder (its tokenizer's,
+    for one) changes between versions."""
     from importlib.metadata import PackageNotFoundError, version
 
     found = {}

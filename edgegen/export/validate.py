@@ -59,11 +59,14 @@ def gate_feeds(module: torch.nn.Module, session: Session, feeds: list[dict], ato
     labelled by its dynamic dims' sizes."""
     results = []
     for feed in feeds:
-        sizes = {}
-        for spec in session.inputs:
-            sizes.update({d: n for d, n in zip(spec.shape, feed[spec.name].shape) if isinstance(d, str)})
-        results += _compare_feed(module, session, feed, sizes_label(session.inputs, sizes), atol, rtol)
+        results += _compare_feed(module, session, feed, feed_label(session.inputs, feed), atol, rtol)
     return results
+
+
+def feed_label(specs, feed: dict) -> str:
+    """A feed's label: its dynamic dims' sizes (sizes_label)."""
+    return sizes_label(specs, {d: n for spec in specs for d, n in zip(spec.shape, feed[spec.name].shape)
+                               if isinstance(d, str)})
 
 
 def sizes_label(specs, sizes: dict[str, int]) -> str:

@@ -584,7 +584,8 @@ class TensorRTSession(Session):
     def _run_alone(self, feeds) -> dict[str, np.ndarray]:
         cudart, stream = self._cudart, self._stream
         for spec in self.inputs:
-            array = np.asarray(feeds[spec.name], dtype=self._dtypes[spec.name], order="C")   # 0-d kept
+            array = (np.asarray(feeds[spec.name], dtype=self._dtypes[spec.name], order="C") if not spec.shape   # 0-d kept
+                     else np.ascontiguousarray(feeds[spec.name], dtype=self._dtypes[spec.name]))
             if array.nbytes > self._capacity[spec.name] or not self._context.set_input_shape(spec.name, array.shape):
                 raise InputError(f"graph {self.graph_name!r} input {spec.name!r}: TensorRT refused shape "
                                  f"{list(array.shape)} for this engine (outside its optimization profile)")

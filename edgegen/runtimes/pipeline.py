@@ -218,7 +218,9 @@ def input_array(value: Any, spec: TensorSpec) -> np.ndarray:
         raise InputError(f"input {spec.name!r}: expected numbers, found {int(np.isnan(array).sum())} NaN value(s)")
     if array.dtype != expected and array.size:
         _refuse_values_the_cast_changes(array, expected, spec.name)
-    return np.asarray(array, dtype=expected, order="C")   # a 0-d input stays one (ascontiguousarray makes it [1])
+    if not spec.shape:   # a scalar input: a 0-d value stays one (ascontiguousarray makes it [1])
+        return np.asarray(array, dtype=expected, order="C")
+    return np.ascontiguousarray(array, dtype=expected)   # a plain number for a [batch] input: one row, as before
 
 
 def _refuse_values_the_cast_changes(array: np.ndarray, expected: np.dtype, name: str) -> None:

@@ -20,6 +20,7 @@ from ..storage import data_files
 BUILTIN_IMAGE_DATA = ("digits", "natural")
 NATURAL_MAX_SIZE = 128
 DIGITS_MAX_SIZE = 256   # scikit-learn's 8x8 digits, scaled up: more pixels only take memory
+DIGIT_CLASSES = 10      # the only labelled data: the others (natural, a folder) have no classes
 FOLDER_MAX_SIZE = 512
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 # Photographs inside the scikit-image wheel (no download); grey ones are repeated to RGB.
@@ -68,7 +69,7 @@ def load_images(source: str, image_size: int = 32, channels: int | None = None, 
                             f"more pixels add memory, not detail), found {image_size}")
         x_train, y_train, x_test, y_test = digit_labels(image_size)
         return ImageData(source, _to_channels(x_train.copy(), channels), _to_channels(x_test.copy(), channels),
-                         y_train.astype(np.int64), y_test.astype(np.int64), 10)
+                         y_train.astype(np.int64), y_test.astype(np.int64), DIGIT_CLASSES)
     if source == "natural":
         if image_size > NATURAL_MAX_SIZE:
             raise DataError(f"image_size: expected at most {NATURAL_MAX_SIZE} for the natural crops (the smallest shipped "

@@ -14,14 +14,13 @@ import torch
 
 from ..cpus import cgroup_memory_left
 from ..errors import ConfigError, EdgegenWarning, TrainingError
-from .data import refuse_empty_data
 from ..families import get as get_family
 from ..storage import refuse_output_folder
 from ..progress import Progress
 from . import family_module
 from ..package import CHECKPOINT_WEIGHTS, refuse_output_inside_edgegens
 from .checkpoint import CHECKPOINT_KIND, checkpoint_files, make_config, save_checkpoint
-from .data import load_images
+from .data import DIGIT_CLASSES, load_images, refuse_empty_data
 
 MAX_SEED = 2**63 - 1   # torch.manual_seed's largest
 MAX_LR = 1000.0
@@ -69,7 +68,8 @@ def train(family: str, out: str | Path, data: str | None = None, steps: int | No
         images, from_data = module.prepare_data(data, image_size, channels, seed, model_options)
     else:
         # the config's own refusals (an --image-size of 20) before a folder's minutes of loading, not after
-        shape = {"image_size": image_size, "image_channels": channels or 1}
+        shape = {"image_size": image_size, "image_channels": channels or 1,
+                 "num_classes": DIGIT_CLASSES if data == "digits" else 0}   # a cgan on a folder: refused before it loads
         known = {f.name for f in dataclasses.fields(module.Config)}
         make_config(family, {**{k: v for k, v in shape.items() if k in known}, **model_options})
         images = load_images(data, image_size=image_size, channels=channels, seed=seed)

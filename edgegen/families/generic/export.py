@@ -26,20 +26,21 @@ from typing import Any, Mapping
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 import torch
+from onnx import numpy_helper
 
 from ...errors import (BackendError, CheckpointError, ConfigError, EdgegenError, EdgegenWarning, InputError, PackageError,
                        ParityError, ValidationError, described, first_line, warn_caller)
 from ...export import check_opset, provenance
 from ...export.onnx_export import DEFAULT_OPSET, export_module, value_spec
-from ...export.validate import gate_feeds, refuse_lost_epsilons, sizes_label, torch_inputs
+from ...export.validate import feed_label, gate_feeds, refuse_lost_epsilons, sizes_label, torch_inputs
 from ...package import (DTYPES, MANIFEST_NAME, PACKAGE_KIND, GraphEntry, Manifest, Package, TensorSpec, check_name,
                         created_time, may_be_empty, name_from_folder, package_files, refuse_output_inside_edgegens, sha256_file, write_manifest)
 from ...storage import staged_directory
 from ...runtimes.engines import DEFAULT_BATCH_PROFILE
 from ...runtimes.feeds import HELD_OUT_FILE, read_feeds, recorded_feeds, write_feeds
 from ...runtimes.ort import OrtSession
+from ...runtimes.session import check_feeds
 from . import FAMILY
 from .pipeline import GenericConfig
 
@@ -256,13 +257,13 @@ def _gate_each(module, session, feeds: list[dict], users_feeds: int, atol: float
     what is wrong) or as one drawn at sizes the trace did not see."""
     results = []
     for i, feed in enumerate(feeds):
+        check_feeds(session.graph_name, session.inputs, feed)   # a feed that does not fit the graph's inputs: the caller's
         try:
             results += gate_feeds(module, session, [feed], atol, rtol)
         except (InputError, BackendError) as exc:   # the module ran on it (it runs first): ONNX Runtime failed on the graph
-            at = sizes_label(session.inputs, {d: n for spec in session.inputs
-                                              for d, n in zip(spec.shape, feed[spec.name].shape) if isinstance(d, str)})
             raise ParityError(f"export of {source!r} does not reproduce PyTorch, package not written: the graph fails at "
-                              f"{at}, where the module runs ({first_line(exc)}); {FIXED_SIZE_ADVICE}") from None
+                              f"{feed_label(session.inputs, feed)}, where the module runs ({first_line(exc)}); "
+                              f"{FIXED_SIZE_ADVICE}") from None
         except EdgegenError:
             raise
         except Exception as exc:  # noqa: BLE001 - the user's module failing on a feed is the gate's finding
@@ -448,8 +449,8 @@ def _warn_of_integers_computed_in_float(model: onnx.ModelProto) -> None:
             in_float.update(node.output)
         elif to in INTEGER_TYPES and node.input[0] in in_float:
             back.append(node.name or node.output[0])
-        elif node.op_type != "Cast" and in_float & set(node.input):
-            in_float.update(node.output)
+        elif node.op_type != "Cast" and in_float & set(node.input):   # its float results (not an ArgMax's ids)
+            in_float.update(o for o in node.output if types.get(o) in NARROW_FLOAT_TYPES)
     if back:
         warn_caller(f"export: the graph computes integers in float32 and casts them back (at {', '.join(back[:3])}): "
                     f"exact only while they stay below 2**24 in magnitude (torch.onnx writes integer division with "

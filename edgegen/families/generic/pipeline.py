@@ -13,7 +13,7 @@ import numpy as np
 
 from ...errors import InputError, NonFiniteError, PackageError
 from ...families import RuntimeConfig
-from ...package import TensorSpec, least_size, may_be_empty
+from ...package import TensorSpec, least_size, may_be_empty, sizes_missed
 from ...runtimes.feeds import recorded_feeds
 from ...runtimes.pipeline import Pipeline, input_array
 
@@ -129,15 +129,17 @@ class GenericPipeline(Pipeline):
         for name, axis, dim, least, most, step in self._checked_sizes:
             array = feeds[name]
             size = array.shape[axis] if array.ndim > axis else None   # a wrong rank: the session's check says so
-            if size is not None and not least <= size <= most:
-                again = (f"export again with --limit {dim}={size} (dim_limits), and its check runs there" if size > most
-                         else f"below {least} the export saw the module or its graph fail, or tried no size; held-out "
-                              f"inputs (--held-out) of {dim} {size} have it checked")
-                raise InputError(f"input {name!r}: expected {dim} {least} to {most}, the sizes its export checked "
-                                 f"against PyTorch, found {size}: {again}")
-            if size is not None and size % step:
-                raise InputError(f"input {name!r}: expected {dim} a multiple of {step}, found {size}: its export found the "
-                                 f"graph to match the module only there (a strided module: pad or crop to one)")
+            if size is None or not (wanted := sizes_missed(dim, size, least, most, step)):
+                continue
+            if size > most:
+                again = f"export again with --limit {dim}={size} (dim_limits), and its check runs there"
+            elif size < least:
+                again = (f"below {least} the export saw the module or its graph fail, or tried no size; held-out inputs "
+                         f"(--held-out) of {dim} {size} have it checked")
+            else:
+                again = "between those steps the graph did not match the module (a strided module: pad or crop to one)"
+            raise InputError(f"input {name!r}: expected {wanted}, the sizes its export checked against PyTorch, found "
+                             f"{size}: {again}")
 
     def held_out_inputs(self) -> list[dict[str, np.ndarray]]:
         """The inputs recorded at export (held out from the trace), as a list of feeds."""
