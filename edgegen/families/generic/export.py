@@ -439,8 +439,8 @@ def _warn_of_integers_computed_in_float(model: onnx.ModelProto) -> None:
     torch.div(a, b, rounding_mode="trunc") on integers so) gives PyTorch's integers only while they
     stay below 2**24: past it, another answer without a word. The gate draws integers within the
     example's range, where it holds, so the export says so instead."""
-    types = {v.name: v.type.tensor_type.elem_type for v in
-             [*model.graph.input, *onnx.shape_inference.infer_shapes(model).graph.value_info, *model.graph.output]}
+    # torch.onnx records each value's type (no shape inference: it would copy a large model's weights)
+    types = {v.name: v.type.tensor_type.elem_type for v in [*model.graph.input, *model.graph.value_info, *model.graph.output]}
     types.update({t.name: t.data_type for t in model.graph.initializer})
     in_float, back = set(), []
     for node in model.graph.node:   # in topological order, as ONNX requires
