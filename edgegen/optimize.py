@@ -622,9 +622,9 @@ def _weight_only(model: onnx.ModelProto, bits: int, block_size: int, for_tensorr
         quiet = logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer")
         level = quiet.level
         quiet.setLevel(logging.WARNING)   # it logs every node at INFO
-        # and warns, once a node, that it raises a graph below opset 21 (IR 10) to it "but the generated
-        # model may not be a valid model": edgegen means it (the int4 DequantizeLinear form needs 21),
-        # and checks the variant it writes
+        # and warns, each time it quantizes a graph below opset 21 (IR 10; int4's search quantizes it
+        # dozens of times), that it raises it "but the generated model may not be a valid model":
+        # edgegen means it (the int4 DequantizeLinear form needs 21), and checks the variant it writes
         raised = _DropMessage("doesn't support int4 data type")
         quiet.addFilter(raised)
         try:

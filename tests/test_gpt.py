@@ -1899,7 +1899,7 @@ def test_llama_graphs_for_each_tensorrt_target_parse_by_their_tensorrt_tables(tm
     caplog.set_level(logging.WARNING)
     assert "file" in optimize_package(pkg, "int4", target="tensorrt", gate_threshold=0.0, max_8bit_share=0,
                                       progress=lambda line: None)["decoder"]
-    # the quantizer's warning, once a MatMul, that it raises opset 18 to 21: edgegen means it (helper 106)
+    # the quantizer's warning, each time it quantizes, that it raises opset 18 to 21: edgegen means it (helper 106)
     assert not [r for r in caplog.records if "int4 data type" in r.getMessage()]
     (int4,) = [c for c in check_package(pkg, target="jetpack6", device_parser=False) if c.part == "decoder (int4)"]
     assert int4.opset == 21 and int4.problems == [
