@@ -1266,6 +1266,13 @@ class _EvenBranch(torch.nn.Module):
         return x * 2 if x.shape[-1] % 2 == 0 else x * 3
 
 
+class _FourOrSmall(torch.nn.Module):
+    """Right at widths of a multiple of 4, and below 4: the halving checks 8, 4, 2 and 1, the step 4."""
+
+    def forward(self, x):
+        return x * 2 if x.shape[-1] % 4 == 0 or x.shape[-1] < 4 else x * 3
+
+
 def test_a_strided_module_takes_the_step_its_export_found_and_the_runtime_refuses_sizes_between(tmp_path, capsys):
     """The gate tried sizes a step apart, and the package claimed every size between its least and
     its limit: a height of 33 met ONNX Runtime's "Add node" error, and a branch on an odd size the
@@ -1304,6 +1311,11 @@ def test_a_strided_module_takes_the_step_its_export_found_and_the_runtime_refuse
                      r"of 2, and the runtime refuses the others$", str(said[1].message))
     with pytest.raises(InputError, match=r"expected width 2 to 64 in multiples of 2, .* found 17"):
         edgegen.load(even)(x=np.ones((1, 17), np.float32))   # it gave 2 for the module's 3
+    with pytest.warns(EdgegenWarning, match="so the package takes width in multiples of 4"):
+        small = export_pytorch(_FourOrSmall(), {"x": np.ones((2, 16), np.float32)}, tmp_path / "small",
+                               dynamic={"x": {0: "batch", 1: "width"}})
+    config = json.loads((small / "edgegen.json").read_text())["config"]   # the least a multiple too (it said 1)
+    assert config["dim_multiples"] == {"width": 4} and config["dim_minimums"]["width"] == 4
 
 
 def test_a_plain_number_for_a_batch_input_and_ids_from_floats_are_taken_without_a_word(tmp_path):

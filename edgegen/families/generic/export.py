@@ -181,6 +181,8 @@ def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str 
         results += below
         between, config.dim_multiples = _gate_between_steps(module, session, specs, example, traced, limits, rng, atol, rtol)
         results += between
+        for dim, step in config.dim_multiples.items():   # the least a multiple too: "4 to 128 in multiples of 4", not "1 to"
+            config.dim_minimums[dim] = -(-config.dim_minimums[dim] // step) * step
         write_feeds(stage / HELD_OUT_FILE, recorded)
         config.held_out = {"file": HELD_OUT_FILE, "sha256": sha256_file(stage / HELD_OUT_FILE), "feeds": len(recorded)}
         # results: one comparison per output of each feed, in feed order; one label per feed
