@@ -1248,7 +1248,9 @@ def _said_by_flag(exc: EdgegenError, parser: argparse.ArgumentParser, args) -> E
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        parser = build_parser()
+        with warnings.catch_warnings():   # a plugin refused as the registry fills: one line, not Python's warning
+            warnings.showwarning = _show_warning
+            parser = build_parser()
     except EdgegenError as exc:   # a registered family whose declaration does not fit the command line
         print(f"edgegen: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR

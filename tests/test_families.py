@@ -186,6 +186,42 @@ def test_an_outside_family_under_a_built_in_name_is_said_when_the_registry_is_re
         assert families.get("vae").summary != edgegen_pca.FAMILY.summary
 
 
+def test_what_a_plugins_author_gets_wrong_is_said_as_theirs(registered, monkeypatch, capsys):
+    """Each was edgegen's internal error (exit 3, "not a mistake of yours") or passed unseen (helper 109)."""
+    import importlib.metadata
+
+    from edgegen.cli import main
+    from edgegen.training.checkpoint import make_config
+
+    @dataclasses.dataclass
+    class NoDefaults:
+        image_size: int
+        latent_dim: int
+
+    with monkeypatch.context() as patch:
+        patch.setattr(edgegen_pca.model, "Config", NoDefaults)
+        with pytest.raises(ConfigError, match=r"^family 'pca': expected its Config \(.*NoDefaults\) to give every field "
+                                              r"a default .*, found latent_dim without one$"):
+            make_config("pca", {"image_size": 8})
+    with pytest.raises(ConfigError, match=r"graphs expected a tuple of graph names, found 'encoder'"):
+        dataclasses.replace(edgegen_pca.FAMILY, graphs="encoder")   # a comma left out: its letters were graph names
+    broken = dataclasses.replace(edgegen_pca.FAMILY, model="edgegen_pca_no_such_model")
+    with pytest.raises(UnknownFamilyError, match=r"family 'pca': expected its module 'edgegen_pca_no_such_model' to "
+                                                 r"import, found ModuleNotFoundError"):
+        broken.model_module()
+    # a family refused as the registry fills is one line of the command's, not Python's warning with its source
+    clashing = dataclasses.replace(edgegen_pca.FAMILY, name="vae")
+    monkeypatch.setattr(edgegen_pca, "CLASHING", clashing, raising=False)
+    point = importlib.metadata.EntryPoint("vae", "edgegen_pca:CLASHING", families.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group=None: [point] if group else [])
+    monkeypatch.setattr(families, "_REGISTRY", dict(families._REGISTRY))
+    monkeypatch.setattr(families, "_BROKEN", {})
+    monkeypatch.setattr(families, "_DISCOVERED", False)
+    assert main(["list"]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("edgegen: warning: entry point 'vae' (edgegen_pca:CLASHING)") and err.count("\n") == 1, err
+
+
 def test_a_family_option_that_clashes_with_the_commands_own_is_refused(registered, capsys):
     from edgegen.cli import main
 

@@ -28,7 +28,8 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..errors import CheckpointError, ConfigError, EdgegenWarning, ManifestError, PackageError, UnknownFamilyError, not_one_of
+from ..errors import (CheckpointError, ConfigError, EdgegenWarning, ManifestError, PackageError, UnknownFamilyError, described,
+                      not_one_of)
 from ..shipped import checkpoints_dir
 from ..training.data import BUILTIN_IMAGE_DATA
 
@@ -281,14 +282,17 @@ class Family:
             raise ConfigError(f"family {self.name!r}: gate expected one of {GATE_KINDS}, found {self.gate!r}")
         if not (isinstance(self.config, type) and issubclass(self.config, RuntimeConfig)):
             raise ConfigError(f"family {self.name!r}: config expected a RuntimeConfig subclass, found {self.config!r}")
+        # graphs=("encoder") (a comma left out) is the string, whose letters became graph names
+        if not isinstance(self.graphs, (tuple, list)) or not all(isinstance(g, str) and g for g in self.graphs):
+            raise ConfigError(f"family {self.name!r}: graphs expected a tuple of graph names, found {self.graphs!r:.60}")
 
     def model_module(self) -> types.ModuleType:
         """The torch side: Config, build(config), Trainer, DEFAULT_STEPS/BATCH/LR, DATA_RANGE."""
         if self.model is None:
             raise UnknownFamilyError(f"family {self.name!r}: expected one that edgegen trains, found one without a "
-                                     "training side (export a module of your own with edgegen.export_pytorch or "
-                                     "edgegen export --module)")
-        return importlib.import_module(self.model)
+                                     "training side (its Family declares no model=\"package.module\"; a module of your "
+                                     "own exports with edgegen.export_pytorch or edgegen export --module)")
+        return _import_side(self.name, self.model)
 
     def export_spec(self):
         """The family's ExportSpec: `export` names a module (its SPEC) or "module:NAME"."""
@@ -335,6 +339,18 @@ def _resolve(reference: str, default_name: str) -> Any:
     """"package.module:name" (or "package.module", meaning its `default_name`) -> the object."""
     module, _, name = reference.partition(":")
     return getattr(importlib.import_module(module), name or default_name)
+
+
+def _import_side(family: str, module: str) -> types.ModuleType:
+    """A family's module; one of a plugin's that fails to import (a dataclass field without a default
+    after one with) is its author's to mend, said as such, not as edgegen's internal error."""
+    try:
+        return importlib.import_module(module)
+    except Exception as exc:  # noqa: BLE001 - whatever a plugin's import raises; edgegen's own: its bug, raised
+        if module.startswith("edgegen."):
+            raise
+        raise UnknownFamilyError(f"family {family!r}: expected its module {module!r} to import, found "
+                                 f"{described(exc)} (in the family's own code, or what it imports)") from exc
 
 
 # -- the registry ------------------------------------------------------------------------------

@@ -81,6 +81,12 @@ def make_config(family: str, values: dict) -> Any:
     except Exception:  # noqa: BLE001 - a family's annotation that cannot be resolved here: checked by its defaults
         hints = {}
     values = {k: _tuples(v, hints.get(k)) for k, v in values.items()}
+    unset = [f.name for f in dataclasses.fields(config_class) if f.name not in values
+             and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if unset:   # a family's Config (a plugin's) whose field has no default: Python's TypeError, an internal error
+        raise ConfigError(f"family {family!r}: expected its Config ({config_class.__module__}.{config_class.__qualname__}) "
+                          f"to give every field a default (edgegen fills only what the data and the options set), "
+                          f"found {', '.join(unset)} without one")
     config = config_class(**values)
     for f in dataclasses.fields(config_class):
         kinds = _annotated_types(hints.get(f.name))
