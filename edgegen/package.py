@@ -86,7 +86,7 @@ def may_be_empty(dim: str) -> bool:
 
 def sizes_missed(dim: str, size: int, least: int, most: int, step: int = 1) -> str | None:
     """The sizes a package takes for dynamic dim `dim` ("height 8 to 64 in multiples of 4"), where
-    `size` is not one of them, else None: the runtime's, optimize's and bench's refusals say it so."""
+    `size` is not one of them, else None: the runtime's and optimize's refusals say it so."""
     if least <= size <= most and not size % step:
         return None
     return f"{dim} {least} to {most}" + (f" in multiples of {step}" if step > 1 else "")

@@ -557,6 +557,20 @@ def _one_dim_at(dim: str, size: int, traced: dict[str, int]) -> dict[str, int]:
     return {d: size if d == dim else (1 if d == "batch" else traced[d]) for d in traced}
 
 
+def _tried(module, session, feed, atol, rtol) -> tuple[list | None, list[str]]:
+    """(the gate's results at one feed, where the graph fails or differs from the module there):
+    results None where the module itself fails on the feed, whose size it cannot take."""
+    try:
+        found = gate_feeds(module, session, [feed], atol, rtol)
+    except (InputError, BackendError) as exc:   # the module ran (it runs first): ONNX Runtime failed on the graph
+        return [], [f"the graph fails: {first_line(exc)}"]
+    except EdgegenError:
+        raise
+    except Exception:  # noqa: BLE001 - the user's module failing at this size
+        return None, []
+    return found, [r.line() for r in found if not r.passed]
+
+
 def _gate_below(module, session, specs, example, traced, least, rng, atol, rtol) -> tuple[list, dict[str, int]]:
     """(the gate's results, each dynamic dim's smallest size checked) going down from the smallest
     size the gate tried (`least`), halving (a strided model takes the sizes its strides divide),
@@ -568,17 +582,10 @@ def _gate_below(module, session, specs, example, traced, least, rng, atol, rtol)
     for dim in (d for d in traced if d != "batch"):
         sizes_down = [least[dim] >> k for k in range(1, least[dim].bit_length())] + ([0] if may_be_empty(dim) else [])
         for size in sizes_down:
-            feed = _feed_at(specs, example, _one_dim_at(dim, size, traced), rng)
-            try:
-                found = gate_feeds(module, session, [feed], atol, rtol)
-            except (InputError, BackendError) as exc:   # ONNX Runtime's failure: the graph cannot take it, the module could
-                failed = [f"the graph fails: {first_line(exc)}"]
-            except EdgegenError:
-                raise
-            except Exception:  # noqa: BLE001 - the module itself cannot take this size: the least is the last
+            found, failed = _tried(module, session, _feed_at(specs, example, _one_dim_at(dim, size, traced), rng),
+                                   atol, rtol)
+            if found is None:   # the module itself cannot take this size: the least is the last
                 break
-            else:
-                failed = [r.line() for r in found if not r.passed]
             if failed:
                 warn_caller(f"export: the graph differs from the module at {dim} {size} ({'; '.join(failed)}): the trace "
                             f"fixed a branch on a size or a size turned into a constant there, so the package takes "
@@ -603,20 +610,13 @@ def _gate_between_steps(module, session, specs, example, traced, limits, rng, at
         step, graph_failed = 1, []
         while step < fresh_step:
             size = traced[dim] + step if traced[dim] + step <= limits[dim] else traced[dim] - step
-            feed = _feed_at(specs, example, _one_dim_at(dim, size, traced), rng)
-            try:
-                found = gate_feeds(module, session, [feed], atol, rtol)
-            except (InputError, BackendError) as exc:   # the module ran (it runs first); ONNX Runtime failed
-                graph_failed.append(f"{size}: the graph fails: {first_line(exc)}")
-            except EdgegenError:
-                raise
-            except Exception:  # noqa: BLE001 - the module itself cannot take this size: nor can the graph
-                pass
-            else:
-                if all(r.passed for r in found):
-                    results += found
-                    break
-                graph_failed.append(f"{size}: " + "; ".join(r.line() for r in found if not r.passed))
+            found, failed = _tried(module, session, _feed_at(specs, example, _one_dim_at(dim, size, traced), rng),
+                                   atol, rtol)
+            if found is not None and not failed:
+                results += found
+                break
+            if failed:   # the module ran there and the graph did not match it (a module that fails: nor can the graph)
+                graph_failed.append(f"{size}: " + "; ".join(failed))
             step *= 2
         if step > 1:
             steps[dim] = step
