@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import PackageBusyError
+from .errors import PackageBusyError, missing_export_modules
 from .package import MANIFEST_NAME, USER_ENGINES, engines_package
 from .shipped import (CACHED_EXPORT, UNVERSIONED_EXPORT, edgegen_version, export_version, models_root, package_damage,
                       recorded_weights, shipped_names, weights_sha256)
@@ -81,7 +81,11 @@ def _export_staleness(path: Path, weights) -> tuple[str, str | None]:
     if not match or not path.is_dir():
         return "not written by edgegen", None
     kind = f"shipped model {match['name']}, exported"
-    if match["version"] != export_version():
+    # the runtime alone cannot tell the code an export ran (its revision hashes the exporter's
+    # versions too) and exports nothing: an export side sharing this cache reads it
+    if missing_export_modules() and match["version"].partition("+")[0] == edgegen_version():
+        pass
+    elif match["version"] != export_version():
         return kind, f"exported by edgegen {_said(match['version'])}; this is {_said(export_version())}"
     if models_root() is None:
         return kind, None   # without edgegen-models installed its weights cannot be told: kept

@@ -184,6 +184,16 @@ def test_an_edgegen_of_other_code_exports_anew_and_its_earlier_exports_are_stale
     assert lines[str(unversioned.relative_to(cache))].endswith(
         "stale: exported by an earlier edgegen, which left its version out of the name")
     assert "stale" not in lines[str(new.relative_to(cache))]
+    # a runtime-only install beside it, sharing the cache, cannot tell the code an export ran (its
+    # revision leaves the exporter's versions out): it keeps this edgegen's exports for the export side
+    monkeypatch.setattr("edgegen.cache.missing_export_modules", lambda: ["torch"])
+    assert main(["cache", "--prune"]) == 0
+    assert old.is_dir() and new.is_dir() and not unversioned.exists()
+    monkeypatch.setattr(edgegen, "__version__", "99.0.0")   # an upgrade's exports are another version's
+    assert main(["cache"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert lines[str(old.relative_to(cache))].endswith(f"stale: exported by edgegen {version} (code {before}); this is "
+                                                       "99.0.0 (code 0123456789ab)")
 
 
 def test_a_damaged_export_in_the_cache_is_said_and_exported_again(models, tmp_path, monkeypatch, capsys):
