@@ -171,5 +171,7 @@ def warn_caller(message: str, category: type[Warning], remembered: bool = True) 
     if remembered or frame is None:
         warnings.warn(message, category, stacklevel=level)
         return
+    # no module_globals=: warnings would ask __main__'s loader for its source, and the builtin one of
+    # `python -c`, stdin and the REPL raises ImportError instead of warning
     warnings.warn_explicit(message, category, frame.f_code.co_filename, frame.f_lineno,
-                           module=frame.f_globals.get("__name__"), registry=None, module_globals=frame.f_globals)
+                           module=frame.f_globals.get("__name__"), registry=None)

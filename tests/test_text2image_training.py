@@ -101,6 +101,22 @@ def test_a_prompt_past_the_text_encoders_length_is_cut_with_a_warning_naming_the
     assert len(said) == 3 and not [key for key in registry if isinstance(key, tuple) and "number" in str(key[0])]
 
 
+def test_a_cut_inside_a_word_names_the_word_and_warns_from_python_c(exported):
+    """A word the tokenizer splits in several tokens may be cut inside: the warning named a piece
+    of it ('t seven'). And the warning, pointed at the caller's line, was an ImportError from
+    `python -c`, stdin or the REPL (warnings asked __main__'s builtin loader for its source), which
+    ended the call."""
+    import subprocess
+    import sys
+
+    code = ("import warnings, edgegen; warnings.simplefilter('always'); "
+            f"pipe = edgegen.load({str(exported[1])!r}); pipe.encode_prompt('a thick digit seven'); print('encoded')")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0 and run.stdout == "encoded\n", run.stderr
+    assert "the rest was cut: 'digit seven', of which 'digi' was kept" in run.stderr
+    assert "<string>:1: EdgegenWarning" in run.stderr   # the caller's line
+
+
 @pytest.mark.parametrize("pad, message", [
     (-1, r"pad_token_id expected a token id \(0 or more\), found -1"),   # the tokenizers library's OverflowError
     (99999, r"pad_token_id expected an id of its tokenizer \(below \d+\), found 99999"),   # ONNX Runtime's Gather

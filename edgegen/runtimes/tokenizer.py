@@ -116,13 +116,25 @@ class BPETokenizer:
             if encoding.overflowing:   # said, as diffusers says it: the picture would follow only the start
                 kept_to = max(end for _start, end in encoding.offsets)   # special tokens sit at (0, 0)
                 warn_caller(f"{label}: the text encoder takes {length} tokens, its start and end of text among them; "
-                            f"the rest was cut: {text[kept_to:].strip()!r}", EdgegenWarning, remembered=False)
+                            f"the rest was cut: {_cut_words(text, kept_to)}", EdgegenWarning, remembered=False)
         return np.array([e.ids for e in encodings], dtype=np.int64)
 
     def stream_decoder(self, context: Sequence[int] = ()) -> StreamDecoder:
         """Text of the tokens that follow `context` (the prompt's ids), as decoding them all
         and cutting the context's text gives it."""
         return _BPEStream(self._tokenizer, context)
+
+
+def _cut_words(text: str, kept_to: int) -> str:
+    """What a prompt's cut left out, as its warning names it: where the cut falls inside a word (one
+    of several tokens), that word whole, and the part of it kept."""
+    inside_word = 0 < kept_to < len(text) and not text[kept_to - 1].isspace() and not text[kept_to].isspace()
+    start = kept_to
+    while inside_word and start > 0 and not text[start - 1].isspace():
+        start -= 1
+    if start == kept_to:
+        return repr(text[kept_to:].strip())
+    return f"{text[start:].strip()!r}, of which {text[start:kept_to]!r} was kept"
 
 
 def ids_beyond(path, vocab_size: int, added_tokens: bool) -> str | None:
