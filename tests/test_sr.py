@@ -295,6 +295,9 @@ def test_upscale_keeps_what_the_user_has_and_turns_photographs_upright(package, 
     assert main([*upscale, "--out", str(tmp_path / "in.jpg"), "--force"]) == 2
     assert "expected a file other than the picture being upscaled, found the input itself" in capsys.readouterr().err
     assert (tmp_path / "in.jpg").read_bytes() == before
+    # never inside a package (its own or another): a file added there made export --force refuse it
+    assert main([*upscale, "--out", str(package / "up.png")]) == 2
+    assert "found it inside the package" in capsys.readouterr().err and not (package / "up.png").exists()
     assert main([*upscale, "--out", str(tmp_path / "big.png"), "--max-megapixels", "0.001"]) == 2
     assert "expected an output of at most 0.001 megapixels at x4, found 0.00224" in capsys.readouterr().err
     assert main([*upscale, "--out", str(tmp_path / "big.png"), "--tile-batch", "17"]) == 2

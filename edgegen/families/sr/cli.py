@@ -68,9 +68,11 @@ def read_for_upscale(image: str | os.PathLike, out: str | os.PathLike, replace: 
     fits the picture (no alpha in a JPEG), it is not the input itself, and it is new unless
     `replace`. Called before any work, so a bad --out is refused before minutes of it."""
     from ...images import picture_format, read_picture
+    from ...package import refuse_output_inside_edgegens
     from ...storage import check_writable
 
     check_writable(out, "output")   # a file or a locked folder on its way: refused before the upscale
+    refuse_output_inside_edgegens("output", out)   # as generate's --out: a file added there blocks --force
     picture = read_picture(image)
     picture_format(out, output_mode(picture, f"image {str(image)!r}"))
     if os.path.exists(out):
