@@ -245,8 +245,12 @@ def picture_format(path: str | os.PathLike, mode: str) -> str:
 
 
 def write_picture(image: Image.Image, path: str | os.PathLike) -> None:
-    """Write a Pillow image atomically, in the format its extension names (PNG or JPEG)."""
+    """Write a Pillow image atomically, in the format its extension names (PNG or JPEG), with its
+    ICC colour profile where it has one (an upscaled photograph's)."""
     kind = picture_format(path, image.mode)
     buffer = io.BytesIO()
-    image.save(buffer, format=kind, **({"quality": JPEG_QUALITY} if kind == "JPEG" else {}))
+    options = {"quality": JPEG_QUALITY} if kind == "JPEG" else {}
+    if image.info.get("icc_profile"):
+        options["icc_profile"] = image.info["icc_profile"]
+    image.save(buffer, format=kind, **options)
     atomic_write_bytes(path, buffer.getvalue(), follow_symlink=True)

@@ -335,6 +335,39 @@ def test_the_python_upscale_reads_a_picture_as_the_command_does(package, tmp_pat
         pipe(closed)
 
 
+def test_an_upscaled_photograph_keeps_its_colour_profile(package, tmp_path, capsys):
+    """The upscale keeps the picture's values, which its ICC profile gives colours to (a phone's
+    Display P3): the profile was dropped, and viewers showed the values as sRGB. A CMYK profile no
+    longer describes the RGB the picture is converted to, and is not kept. RGBX and native 16-bit
+    grey are 8-bit colour and 16-bit grey: they were refused as pixels without a fixed range."""
+    from PIL import ImageCms
+
+    pipe = edgegen.load(package)
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    grey_profile = bytearray(srgb)
+    grey_profile[16:20] = b"GRAY"   # only the header's colour space is read
+    pixels = (np.random.default_rng(7).random((6, 5, 3)) * 255).astype(np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6   # turned upright: the profile stays
+    for suffix in (".png", ".jpg"):
+        Image.fromarray(pixels).save(tmp_path / f"in{suffix}", icc_profile=srgb, exif=exif)
+        assert main(["upscale", str(tmp_path / f"in{suffix}"), "--package", str(package),
+                     "--out", str(tmp_path / f"out{suffix}")]) == 0
+        with Image.open(tmp_path / f"out{suffix}") as written:
+            assert written.info.get("icc_profile") == srgb and written.size == (24, 20)
+    capsys.readouterr()
+    assert pipe(Image.open(tmp_path / "in.png")).info["icc_profile"] == srgb
+    grey = Image.fromarray(pixels[:, :, 0])
+    grey.info["icc_profile"] = bytes(grey_profile)
+    assert pipe(grey).info["icc_profile"] == bytes(grey_profile)
+    cmyk = Image.fromarray(pixels).convert("CMYK")
+    cmyk.info["icc_profile"] = bytes(grey_profile[:16]) + b"CMYK" + bytes(grey_profile[20:])
+    assert "icc_profile" not in pipe(cmyk).info
+    assert pipe(Image.fromarray(pixels).convert("RGBX")).mode == "RGB"
+    native = Image.frombytes("I;16N", (5, 6), (pixels[:, :, 0].astype(np.uint16) * 257).tobytes())
+    assert pipe(native).mode == "I;16"
+
+
 def test_upscale_refuses_before_the_shipped_export_and_names_its_flags(package, tmp_path, capsys, monkeypatch):
     """--out behind a file, bad tiling, an output past --max-megapixels at the shipped scale, an
     unreadable picture: refused before the shipped model's export (up to a minute on first use),

@@ -36,8 +36,10 @@ LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)   # ITU-R 601, as Pillo
 MAX_OUTPUT_MEGAPIXELS = 256.0    # a request beyond this is refused (pass max_megapixels to go further)
 MAX_TILE_BATCH = 16              # tiles per graph call: TensorRT's profile is built up to it
 TRAINED_SCALES = (2, 3, 4)       # the upscale factors edgegen trains (model.py)
-SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B")      # 16-bit grey (16-bit PNGs): upscaled as I;16
-COLOUR_MODES = ("CMYK", "YCbCr", "LAB", "HSV")       # converted to RGB, as Pillow converts them
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")   # 16-bit grey (16-bit PNGs): upscaled as I;16
+COLOUR_MODES = ("CMYK", "YCbCr", "LAB", "HSV", "RGBX")     # converted to RGB, as Pillow converts them
+# an ICC profile's colour space (its header's bytes 16-19) that describes the pixels of each output mode
+PROFILE_SPACES = {"L": b"GRAY", "LA": b"GRAY", "I;16": b"GRAY", "RGB": b"RGB ", "RGBA": b"RGB "}
 EXIF_ORIENTATION = 0x0112                            # the EXIF tag of a camera's sideways storage
 
 
@@ -231,7 +233,10 @@ class SRPipeline(Pipeline):
         dtype = np.uint16 if mode == "I;16" else np.uint8
         out = self._upscale_planes(from_integers(pixels.astype(dtype, copy=False)), dtype, tile, overlap, batch, progress,
                                    callback)
-        return Image.fromarray(out[:, :, 0] if out.shape[2] == 1 else out)   # the mode follows: L, LA, RGB, RGBA, I;16
+        upscaled = Image.fromarray(out[:, :, 0] if out.shape[2] == 1 else out)   # the mode follows: L, LA, RGB, RGBA, I;16
+        if (profile := kept_profile(image, mode)) is not None:   # a phone's Display P3 shown as sRGB shifts colours
+            upscaled.info["icc_profile"] = profile
+        return upscaled
 
     def _check_size(self, size: tuple[int, int], max_megapixels: float) -> None:
         check_output_size(size, self.scale, max_megapixels)
@@ -318,6 +323,16 @@ def output_mode(image, what: str = "image") -> str:
     raise InputError(f"{what}: expected a picture of 8- or 16-bit pixels (Pillow modes L, LA, RGB, RGBA, P, 1, I;16, "
                      f"CMYK), found mode {image.mode!r}: {kind}, which have no fixed range (save it as an 8- or 16-bit "
                      "PNG with the range you mean)")
+
+
+def kept_profile(image, mode: str) -> bytes | None:
+    """The picture's ICC colour profile where it still describes the upscale's pixels, which keep the
+    picture's values: a grey or RGB profile of a picture upscaled in that colour model (a CMYK one
+    does not describe the RGB its pixels were converted to); None otherwise."""
+    profile = image.info.get("icc_profile")
+    if isinstance(profile, bytes) and profile[16:20] == PROFILE_SPACES.get(mode):
+        return profile
+    return None
 
 
 def _is_pil(image: Any) -> bool:
