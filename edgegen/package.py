@@ -459,8 +459,19 @@ class Package:
         refusals = {p: r.get("refused") for p, r in records.items() if isinstance(r, dict) and (part is None or p == part)}
         what = f"the {precision} variant of graph {part!r}" if part else f"{precision} variants"
         why = "; ".join(f"{p}: {reason}" for p, reason in refusals.items())
-        return (f"package {str(self.path)!r}: expected {what} (made by 'edgegen optimize --precision {precision}'), "
-                f"found {f'none written ({why})' if refusals else 'none'}")
+        return (f"package {str(self.path)!r}: expected {what} (made by 'edgegen optimize --precision {precision}'"
+                f"{self._optimized_copy(precision)}), found {f'none written ({why})' if refusals else 'none'}")
+
+    def _optimized_copy(self, precision: str) -> str:
+        """For a shipped model's package, how its variants are made: optimize refuses the package every
+        use of the name shares (this said to run what optimize then refused)."""
+        from .shipped import shared_package_of
+
+        if (shipped := shared_package_of(self.path)) is None:
+            return ""
+        copy = f"pkg-{shipped}"
+        return (f" on a copy of a shipped model's package, which every use of its name shares: cp -r {self.path} "
+                f"{copy}, edgegen optimize {copy} --precision {precision}, then run {copy} in its place")
 
     def fp32_graphs(self, precision: str) -> dict[str, str]:
         """{part: why} of the graphs that run in fp32 when the package runs at `precision`: those
