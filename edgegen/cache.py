@@ -50,6 +50,9 @@ def cache_entries(root: Path | None = None) -> list[CacheEntry]:
                           (root / "judges", _judge_staleness),
                           (root / "tensorrt", lambda path: ("TensorRT timing cache", None)),
                           (root / USER_ENGINES, _engines_staleness)):
+        if folder.exists() and not folder.is_dir():   # listed, not met as the system's NotADirectoryError
+            entries.append(CacheEntry(folder, f"a file where edgegen keeps its {folder.name} folder, which it cannot "
+                                              "write in until the file is moved away", _size(folder), None))
         for path in _listed(folder):
             leftover = KILLED_WRITERS_LEFTOVER.match(path.name)
             if leftover and (writer := writing_now(folder / leftover["name"])):   # a part of a live write
@@ -69,7 +72,7 @@ def _listed(folder: Path) -> list[Path]:
     """A folder's entries, less the writer locks of commands running now (.NAME.lock)."""
     try:
         return sorted(p for p in folder.iterdir() if not (p.name.startswith(".") and p.name.endswith(".lock")))
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):   # none yet, or a file there (listed as such)
         return []
 
 
@@ -169,6 +172,10 @@ def prune(entries: list[CacheEntry], report=print) -> list[CacheEntry]:
                 clean_leftover(entry.path)
             else:
                 remove_whole(entry.path, "removing it from the cache")
+        except PermissionError as exc:   # its errno text named the lock file, not what to change
+            report(f"kept {entry.path}: expected a cache folder this user may remove it from, found {exc.strerror} "
+                   f"({exc.filename or entry.path})")
+            continue
         except (PackageBusyError, OSError) as exc:
             report(f"kept {entry.path}: {exc}")
             continue
@@ -194,7 +201,7 @@ def format_entries(entries: list[CacheEntry], root: Path) -> str:
     lines = [f"{name:<{width}}  {megabytes(e.size):>9}  {e.kind}" + (f"; stale: {e.stale}" if e.stale else "")
              for name, e in zip(names, entries)]
     stale = [e for e in entries if e.stale]
-    lines.append(f"{root}: {megabytes(sum(e.size for e in entries))} in {len(entries)} entries"
-                 + (f", {megabytes(sum(e.size for e in stale))} of it in {len(stale)} stale ones "
+    lines.append(f"{root}: {megabytes(sum(e.size for e in entries))} in {len(entries)} entr{'y' if len(entries) == 1 else 'ies'}"
+                 + (f", {megabytes(sum(e.size for e in stale))} of it in {len(stale)} stale one{'s' * (len(stale) != 1)} "
                     "(edgegen cache --prune removes them)" if stale else ", none stale"))
     return "\n".join(lines)

@@ -291,8 +291,8 @@ def test_edgegen_cache_lists_what_this_edgegen_reads_and_prune_removes_the_rest(
     from edgegen import cache as cache_module
 
     def remove_whole(path, doing):   # the system refuses one removal: kept, said, and the others go on
-        if path == other_weights:
-            raise PermissionError(13, "Permission denied", str(path))
+        if path == other_weights:   # as the system names it: the lock beside it, in a folder not this user's
+            raise PermissionError(13, "Permission denied", str(path.parent / f".{path.name}.lock"))
         return removing(path, doing)
 
     removing = cache_module.remove_whole
@@ -301,7 +301,8 @@ def test_edgegen_cache_lists_what_this_edgegen_reads_and_prune_removes_the_rest(
         assert main(["cache", "--prune"]) == 0
     out = capsys.readouterr().out
     assert f"kept {retired}: " in out and "expected no other edgegen command writing it" in out
-    assert f"kept {other_weights}: [Errno 13] Permission denied" in out
+    assert (f"kept {other_weights}: expected a cache folder this user may remove it from, found Permission denied "
+            f"({other_weights.parent / f'.{other_weights.name}.lock'})") in out
     assert f"restored {gone} from {moved_aside.name}: the only copy" in out
     assert all(f"removed {p} (" in out for p in (old, leftover, old_judge, timing_tmp, file_leftover))
     assert out.splitlines()[-1].startswith(f"{cache}: removed 5 stale entries, ")
@@ -327,6 +328,15 @@ def test_a_cache_folder_a_file_blocks_is_refused_naming_the_variable(models, tmp
                                                 f"($XDG_CACHE_HOME/edgegen): expected a folder, found a file on the way "
                                                 f"to it ('{tmp_path / 'a-file'}')\n")
     assert (tmp_path / "a-file").read_text() == "mine"
+    # a file in place of one of its folders: listed as such (it was the system's NotADirectoryError), and kept
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    (tmp_path / "cache" / "edgegen").mkdir(parents=True)
+    (tmp_path / "cache" / "edgegen" / "packages").write_text("mine")
+    assert main(["cache"]) == 0
+    assert "packages     0.0 MB  a file where edgegen keeps its packages folder, which it cannot write in until the " \
+        "file is moved away" in capsys.readouterr().out
+    assert main(["cache", "--prune"]) == 0
+    assert (tmp_path / "cache" / "edgegen" / "packages").read_text() == "mine"
     # a folder the system will not write in (/proc) was the system's FileNotFoundError
     monkeypatch.setenv("XDG_CACHE_HOME", "/proc/edgegen-nowhere")
     assert main(["generate", NAME, "--n", "2", "--out", str(tmp_path / "x.png")]) == 2
