@@ -42,8 +42,23 @@ def external_data_files(path: str | os.PathLike) -> list[str]:
                         _graph(data, *value, locations, node_field=FUNCTION_NODE)
                 return sorted(locations)
             except (IndexError, KeyError, TypeError, ValueError, UnicodeDecodeError, RecursionError) as exc:
-                raise PackageError(f"graph {str(path)!r}: expected an ONNX protobuf, found bytes that do not parse "
-                                   f"({exc})") from None
+                raise unparsable(path, len(data), exc) from None
+
+
+class FieldPastEnd(ValueError):
+    def __init__(self, position: int):
+        super().__init__(f"a field runs past its message's end at byte {position}")
+        self.position = position
+
+
+def unparsable(path, size: int, exc: Exception) -> PackageError:
+    """The refusal of a graph file of `size` bytes whose parse raised `exc`: one whose last field runs
+    past the file's end (a read past it, or a length past it) is said cut short, which a copy
+    interrupted makes, rather than in the parser's words."""
+    if isinstance(exc, IndexError) or (isinstance(exc, FieldPastEnd) and exc.position > size):
+        return PackageError(f"graph {str(path)!r}: expected an ONNX protobuf, found a file that ends inside a field at "
+                            f"byte {size} (cut short, as an interrupted copy leaves it, or bytes added at its end)")
+    return PackageError(f"graph {str(path)!r}: expected an ONNX protobuf, found bytes that do not parse ({exc})")
 
 
 def _graph(data, start: int, end: int, locations: set[str], node_field: int = GRAPH_NODE) -> None:
@@ -114,7 +129,7 @@ def _fields(data, start: int, end: int):
         else:
             raise ValueError(f"wire type {wire} at byte {position}")
         if position > end:
-            raise ValueError(f"a field runs past its message's end at byte {position}")
+            raise FieldPastEnd(position)
         yield number, value
 
 

@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass, field
 
 from .errors import PackageError
-from .external_data import MODEL_GRAPH, _fields, _varint
+from .external_data import MODEL_GRAPH, _fields, _varint, unparsable
 
 # field numbers of onnx.proto3
 MODEL_OPSET_IMPORT, OPSET_DOMAIN, OPSET_VERSION = 8, 1, 2
@@ -104,8 +104,7 @@ def read_graph_summary(path: str | os.PathLike) -> GraphSummary:
                     elif number == MODEL_GRAPH and isinstance(value, tuple):
                         _graph(data, *value, summary)
             except (IndexError, KeyError, TypeError, ValueError, UnicodeDecodeError) as exc:
-                raise PackageError(f"graph {str(path)!r}: expected an ONNX protobuf, found bytes that do not parse "
-                                   f"({exc})") from None
+                raise unparsable(path, len(data), exc) from None
     return summary
 
 

@@ -572,6 +572,26 @@ def test_external_data_files_are_found_without_onnx_and_must_be_hashed(package_c
     assert external_data_files(package_copy("vae") / "decoder.onnx") == []
 
 
+def test_a_graph_cut_short_or_grown_is_said_so(package_copy, tmp_path):
+    """A graph whose hash the manifest was given after it was cut short or had bytes added (a copy
+    interrupted, then the manifest mended by hand) was refused in the parser's words ("mmap index
+    out of range", "a field runs past its message's end at byte 2573153")."""
+    from edgegen.external_data import external_data_files
+    from edgegen.graph_summary import read_graph_summary
+
+    whole = (package_copy("gan") / "generator.onnx").read_bytes()
+    for name, data in (("cut", whole[: len(whole) // 2]), ("grown", whole + b"\0\0\0")):
+        (tmp_path / f"{name}.onnx").write_bytes(data)
+        for read in (external_data_files, read_graph_summary):
+            with pytest.raises(PackageError, match=rf"{name}.onnx': expected an ONNX protobuf, found a file that ends "
+                                                   rf"inside a field at byte {len(data)} \(cut short, as an interrupted "
+                                                   rf"copy leaves it, or bytes added at its end\)$"):
+                read(tmp_path / f"{name}.onnx")
+    (tmp_path / "bad.onnx").write_bytes(b"\x0f" + whole)   # wire type 7: no protobuf at all
+    with pytest.raises(PackageError, match=r"found bytes that do not parse \(wire type 7 at byte 1\)"):
+        read_graph_summary(tmp_path / "bad.onnx")
+
+
 @pytest.mark.parametrize("where", ["outside", "absolute"])
 def test_external_data_outside_the_package_is_refused_as_the_graph_names_it(package_copy, tmp_path, where):
     """Weights kept beside the package, named by a relative path that climbs out or by an absolute
