@@ -50,7 +50,7 @@ def perturb_weights(checkpoint: Path) -> None:
     save_file(weights, checkpoint / "weights.safetensors")
 
 
-def test_a_name_exports_once_into_the_cache_then_finds_it(models, tmp_path, capsys):
+def test_a_name_exports_once_into_the_cache_then_finds_it(models, tmp_path, capsys, monkeypatch):
     assert main(["list"]) == 0
     assert "checkpoint only: exported into" in capsys.readouterr().out
     assert main(["generate", NAME, "--n", "4", "--out", str(tmp_path / "a.png")]) == 0
@@ -63,6 +63,10 @@ def test_a_name_exports_once_into_the_cache_then_finds_it(models, tmp_path, caps
     assert main(["info", NAME]) == 0   # its variants go into a copy: optimize refuses the shared package
     assert f"'edgegen optimize' adds int8 / fp16 variants to a copy (cp -r {shipped.cache_path(NAME)} pkg-{NAME})" \
         in capsys.readouterr().out
+    with monkeypatch.context() as device:   # a runtime-only install: where optimize runs is said
+        device.setattr("edgegen.cli.missing_export_modules", lambda: ["torch"])
+        assert main(["info", NAME]) == 0
+        assert f"pkg-{NAME}), where the export extra is (a runtime-only install cannot))" in capsys.readouterr().out
     assert main(["check", NAME]) == 0
     capsys.readouterr()
     assert main(["build", NAME]) == 2   # the name found: what is missing is TensorRT, not a package

@@ -50,7 +50,8 @@ def add_commands(sub, runtime_options) -> None:
     p.add_argument("image", help="the picture to upscale (PNG, JPEG, or anything Pillow reads)")
     p.add_argument("--out", required=True, help="the picture to write; its extension picks the format (.png, .jpg)")
     p.add_argument("--package", default=None, help="a super-resolution package (default: the shipped model for "
-                                                    "--scale, exported once into ~/.cache/edgegen)")
+                                                    "--scale: edgegen-models' package where it carries one, else "
+                                                    "exported once into ~/.cache/edgegen)")
     p.add_argument("--scale", type=int, default=None, help="the upscale factor; picks the shipped model when no "
                                                           "--package is given (default 4)")
     for option in OPTIONS[1:]:
