@@ -3,7 +3,14 @@
 Importing edgegen is light: the runtime (numpy, onnxruntime) loads on the first `load()`.
 """
 
-from .errors import (
+import os
+
+# ONNX Runtime from 1.29 on sends usage telemetry from Linux too, and writes a device identifier into
+# the user's cache, unless this is set before it is imported (it reads it once). A product on a device
+# sends nothing it did not choose to: off unless the user set it (ORT_DISABLE_TELEMETRY=0 keeps it on).
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
+from .errors import (  # noqa: E402 - after the variable ONNX Runtime's import reads
     BackendError,
     CheckpointError,
     ConfigError,

@@ -173,3 +173,25 @@ def test_runtime_only_install_checks_generates_and_benches(trained, tmp_path):
     assert (tmp_path / "g.jpg").read_bytes()[:3] == b"\xff\xd8\xff"   # JPEG, as its name says
     benched = _runtime_only("bench", pkg, "--iters", "3", "--warmup", "1")
     assert benched.returncode == 0, benched.stderr
+
+
+def test_onnx_runtimes_telemetry_is_off_unless_the_user_turns_it_on(tmp_path):
+    """ONNX Runtime 1.29+ sends usage telemetry from Linux and writes a device identifier into the
+    user's cache (Microsoft/DeveloperTools/.onnxruntime/deviceid) as it is imported, unless
+    ORT_DISABLE_TELEMETRY is set first: importing edgegen sets it, and a user's own value stands."""
+    import os
+
+    import pytest
+
+    def device_id_written(given: str | None) -> bool:
+        env = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"}
+        env.update({"XDG_CACHE_HOME": str(tmp_path / str(given)), **({"ORT_DISABLE_TELEMETRY": given} if given else {})})
+        run = subprocess.run([sys.executable, "-c", "import edgegen, onnxruntime, os; "
+                              "print(os.environ['ORT_DISABLE_TELEMETRY'])"], capture_output=True, text=True, env=env,
+                             timeout=120)
+        assert run.returncode == 0 and run.stdout == f"{given or 1}\n", run.stderr
+        return (tmp_path / str(given) / "Microsoft" / "DeveloperTools" / ".onnxruntime" / "deviceid").exists()
+
+    if not device_id_written("0"):   # the user's choice: on
+        pytest.skip("this ONNX Runtime writes no telemetry device id, by which the test tells telemetry on")
+    assert not device_id_written(None)
