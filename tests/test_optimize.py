@@ -701,6 +701,32 @@ def test_a_flow_variant_must_keep_the_log_densities_not_only_the_latents_psnr():
     assert "log_density_error" not in gate_variant("flow", "int8", _Outputs({"x": z}), _Outputs({"x": z}), [{}], None).detail
 
 
+def test_a_sampling_models_variant_must_keep_the_distributions_it_samples_from():
+    """wavenet-tones' int8 network passed at 51 dB of PSNR on its logits while its next-sample
+    distributions lay 0.075 nats (KL) from fp32's, its top-1 kept at 64%: a WaveNet's or a
+    PixelCNN's variant is also held to the KL divergence a 5% perplexity rise allows."""
+    import math
+
+    from edgegen.optimize import MAX_KL_NATS, MAX_PERPLEXITY_RATIO, gate_variant, psnr
+
+    assert MAX_KL_NATS == round(math.log(MAX_PERPLEXITY_RATIO), 4)
+    rng = np.random.default_rng(0)
+    logits = (rng.standard_normal((4, 256, 50)) * 6).astype(np.float32)   # [batch, codes, samples]
+    fp32 = _Outputs({"logits": logits})
+    for noise, passed in ((0.1, True), (1.0, False)):
+        moved = logits + rng.normal(0, noise, logits.shape).astype(np.float32)
+        assert psnr(logits.astype(np.float64), moved.astype(np.float64)) > 30   # PSNR alone passes both
+        for family in ("wavenet", "pixelcnn"):
+            gate = gate_variant(family, "int8", fp32, _Outputs({"logits": moved}), [{}], None)
+            assert gate.passed is passed and gate.detail["max_kl_nats"] == MAX_KL_NATS
+            assert gate.line().endswith(f"KL from fp32's predictions {gate.detail['kl_nats']:.3g} nats "
+                                        f"{'<=' if passed else '>'} {MAX_KL_NATS:g}")
+    # judged as another family's: PSNR alone; a graph without logits (PixelCNN's links): PSNR alone
+    assert gate_variant("vae", "int8", fp32, _Outputs({"logits": moved}), [{}], None).passed
+    assert "kl_nats" not in gate_variant("pixelcnn", "int8", _Outputs({"links": logits}), _Outputs({"links": moved}),
+                                         [{}], None).detail
+
+
 def test_a_speed_verdict_near_the_line_is_timed_again_longer_and_a_keep_twice(package_copy, monkeypatch):
     """Runs of one graph differ by a few percent here, so a first timing near 1.05x decided by
     noise whether a variant was written: near the line, the longer timing decides."""

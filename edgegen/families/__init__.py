@@ -192,8 +192,9 @@ class GenerationCall:
 # greedy_cached(prompts, new_tokens))
 BENCH_MODES = ("graphs", "tokens")
 # how a variant's outputs are compared with fp32's: PSNR; top-1 agreement of logits; PSNR and,
-# of a graph giving a flow's z and logdet, the log densities anomaly scores rank by
-GATE_KINDS = ("psnr", "logits", "density")
+# of a graph giving a flow's z and logdet, the log densities anomaly scores rank by; PSNR and, of
+# a sampling model's logits over classes on axis 1, the KL divergence of its distributions
+GATE_KINDS = ("psnr", "logits", "density", "categorical")
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ FAMILY = register(Family(
     config=PixelCNNConfig,
     graphs=("network", "links", "row"),
     picture_outputs=(),
+    gate="categorical",   # its variants keep the distributions it samples from (optimize.MAX_KL_NATS)
     model="edgegen.families.pixelcnn.model",
     export="edgegen.families.pixelcnn.export",
     options=(Option("--label", "labels", "class to generate (default: unconditional)", {"type": int}),

@@ -11,6 +11,7 @@ FAMILY = register(Family(
     config=WaveNetConfig,
     graphs=("network", "step"),
     picture_outputs=(),
+    gate="categorical",   # its variants keep the distributions it samples from (optimize.MAX_KL_NATS)
     bench_row="clip",   # a graph call's row is a clip: its audio's samples are counted apart
     data="tones (default: synthesized) or a folder of WAV files",
     builtin_data=("tones",),
