@@ -20,7 +20,7 @@ from pathlib import Path
 from .errors import PackageBusyError, missing_export_modules
 from .package import MANIFEST_NAME, USER_ENGINES, engines_package
 from .shipped import (CACHED_EXPORT, UNVERSIONED_EXPORT, edgegen_version, export_version, models_root, package_damage,
-                      recorded_weights, shipped_names, weights_sha256)
+                      recorded_weights, said_version, shipped_names, weights_sha256)
 from .storage import KILLED_WRITERS_LEFTOVER, clean_leftover, remove_whole, user_cache_dir, writing_now
 
 JUDGE = re.compile(r"^digits-\d+px-\d+steps-seed\d+-edgegen-(?P<edgegen>.+)-torch-(?P<torch>.+)\.safetensors$")
@@ -89,7 +89,7 @@ def _export_staleness(path: Path, weights) -> tuple[str, str | None]:
     if missing_export_modules() and match["version"].partition("+")[0] == edgegen_version():
         pass
     elif match["version"] != export_version():
-        return kind, f"exported by edgegen {_said(match['version'])}; this is {_said(export_version())}"
+        return kind, f"exported by edgegen {said_version(match['version'])}; this is {said_version(export_version())}"
     if models_root() is None:
         return kind, None   # without edgegen-models installed its weights cannot be told: kept
     if match["name"] not in shipped_names():
@@ -99,13 +99,6 @@ def _export_staleness(path: Path, weights) -> tuple[str, str | None]:
     if damage := package_damage(path):
         return kind, f"damaged ({damage}); a command given the name exports it again"
     return kind, None
-
-
-def _said(version: str) -> str:
-    """An export's version as a user reads it: "0.1.0 (code 1a2b3c4d5e6f)", or "0.1.0" where an
-    earlier edgegen recorded no code revision."""
-    number, _, code = version.rpartition("+") if "+" in version else (version, "", "")
-    return f"{number} (code {code})" if code else number
 
 
 def _engines_staleness(path: Path) -> tuple[str, str | None]:

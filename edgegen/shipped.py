@@ -147,6 +147,13 @@ def export_version() -> str:
     return f"{edgegen_version()}+{code_revision()}"
 
 
+def said_version(version: str) -> str:
+    """An export's version as a user reads it: "0.1.0 (code 1a2b3c4d5e6f)", or "0.1.0" where an
+    earlier edgegen recorded no code revision."""
+    number, _, code = version.rpartition("+") if "+" in version else (version, "", "")
+    return f"{number} (code {code})" if code else number
+
+
 def cached_export_name(name: str, weights_sha256: str, version: str) -> str:
     """The folder name of a shipped model's export in the cache; CACHED_EXPORT reads it back."""
     return f"{name}-{weights_sha256[:16]}-edgegen-{version}"
@@ -252,8 +259,24 @@ def resolve(path_or_name: str | os.PathLike, cache: str | os.PathLike | None = N
                     f"edgegen_models.build' exports it with this code", EdgegenWarning)
         return carried
     if found is None:
-        raise PackageError(f"shipped model {str(path_or_name)!r}: expected its exported package, found none made from "
-                           f"its weights (a checkout's editable install holds the checkpoints only): export them with "
-                           f"'python -m edgegen_models.build', or give the name to an edgegen command once, which "
-                           f"exports it into {cache_path(str(path_or_name), cache).parent} (both need the export extra)")
+        exported = cache_path(str(path_or_name), cache)
+        others = _exports_by_other_code(exported)
+        by = said_version(CACHED_EXPORT.match(others[-1].name)["version"]) if others else None
+        found_instead = (f"only {others[-1]}, exported by edgegen {by}; this is {said_version(export_version())}" if others
+                         else "none made from its weights (a checkout's editable install holds the checkpoints only)")
+        raise PackageError(f"shipped model {str(path_or_name)!r}: expected its exported package, found {found_instead}: "
+                           f"export them with 'python -m edgegen_models.build', or give the name to an edgegen command "
+                           f"once, which exports it into {exported.parent} (both need the export extra)")
     return found
+
+
+def _exports_by_other_code(exported: Path) -> list[Path]:
+    """The cache's exports of the same model and weights as `exported` (this code's, absent) by other
+    code or versions, newest last: loading reads none of them, and its refusal names one."""
+    match = CACHED_EXPORT.match(exported.name)
+    prefix = f"{match['name']}-{match['weights']}-edgegen-"
+    try:
+        candidates = [p for p in exported.parent.iterdir() if p.name.startswith(prefix) and p.is_dir()]
+    except OSError:   # no cache yet, or one this user cannot read
+        return []
+    return sorted(candidates, key=lambda p: p.stat().st_mtime)

@@ -145,8 +145,14 @@ def test_a_newer_edgegen_exports_the_name_anew_and_leaves_the_old_export(models,
 
     old = export_shipped(NAME, report=lambda line: None)
     assert f"-edgegen-{edgegen.__version__}" in old.name
+    edgegen_version = edgegen.__version__
     monkeypatch.setattr(edgegen, "__version__", "99.0.0")   # an upgrade: its export may write other graphs
     assert shipped.find_shipped(NAME) is None
+    # loading exports nothing: it names the export it found of other code, where it said "none made from its weights"
+    with pytest.raises(PackageError, match=rf"expected its exported package, found only {re.escape(str(old))}, exported "
+                                           rf"by edgegen {edgegen_version} \(code {shipped.code_revision()}\); this is "
+                                           rf"99.0.0 \(code {shipped.code_revision()}\): export them"):
+        edgegen.load(NAME)
     new = export_shipped(NAME, report=print)
     assert "exporting the shipped" in capsys.readouterr().out
     assert new != old and new.name.endswith(f"-edgegen-99.0.0+{shipped.code_revision()}") and (old / "edgegen.json").is_file()
