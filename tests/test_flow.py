@@ -172,6 +172,16 @@ def test_generate_density_plot_and_image_grid(trained, tmp_path):
             assert main(["generate", str(trained["flow2d"][1]), *args, "--out", str(tmp_path / "one.png")]) == 0
 
 
+def test_a_temperature_whose_samples_the_plot_cannot_draw_is_named_by_its_flag(trained, tmp_path, capsys):
+    """The plot's log densities of points drawn at 1e30 overflow float32: it said log_prob, which the
+    user never called, where the image flow names --temperature."""
+    out = tmp_path / "far.png"
+    assert main(["generate", str(trained["flow2d"][1]), "--temperature", "1e30", "--out", str(out)]) == 2
+    assert capsys.readouterr().err.startswith("edgegen: error: --temperature: expected one whose samples' log densities "
+                                              "the plot can draw (near 1), found 1e+30 (log_prob: expected log densities")
+    assert not out.exists()
+
+
 def test_a_density_map_without_matplotlib(trained, tmp_path, monkeypatch):
     """The runtime alone has no matplotlib: the heat map is drawn with Pillow, the likelier places
     brighter and the samples as white dots where they fall."""

@@ -11,7 +11,15 @@ def generate(pipe, request: GenerateRequest) -> str:
     samples = pipe(request.n, seed=request.seed, **request.options)
     if pipe.is_image:
         return request.write_images(samples)
+    from ...errors import NonFiniteError
     from ...plots import save_density_plot
 
-    save_density_plot(pipe, samples, request.out)
+    try:
+        save_density_plot(pipe, samples, request.out)
+    except NonFiniteError as exc:   # the plot's log densities of samples the temperature drew far out
+        temperature = request.options.get("temperature", 1.0)
+        if temperature <= 1:
+            raise
+        raise NonFiniteError(f"--temperature: expected one whose samples' log densities the plot can draw (near 1), "
+                             f"found {temperature:g} ({exc})") from None
     return f"wrote {request.out} ({counted(len(samples), 'sample')} over the learned log density, seed {request.seed})"
