@@ -324,6 +324,10 @@ def test_a_second_of_audio_shows_progress_only_when_asked(wavenet, capsys):
     assert capsys.readouterr().err == ""
     assert np.array_equal(quiet, pipe.generate_codes(pipe.sample_rate, seed=0, progress=None))
     assert re.fullmatch(rf"generate: {pipe.sample_rate}/{pipe.sample_rate} in [0-9.]+s\n", capsys.readouterr().err)
+    pipe.generate_codes(pipe.sample_rate // 4, seed=0, progress=None)   # a short clip: no line unless asked
+    assert capsys.readouterr().err == ""
+    pipe.generate_codes(pipe.sample_rate // 4, seed=0, progress=True)   # asked: shown at any length
+    assert f"{pipe.sample_rate // 4}/{pipe.sample_rate // 4}" in capsys.readouterr().err
     with pytest.raises(InputError, match=r"progress: expected False, None \(a bar on a terminal\) or True, found 'yes'"):
         pipe.generate(10, progress="yes")
     # a clip longer than a call takes is not made of calls in batches: each starts from silence

@@ -87,9 +87,10 @@ class WaveNetPipeline(Pipeline):
     def generate_codes(self, num_samples: int, seed=None, labels=None, temperature: float = 1.0,
                        fast: bool = True, progress: bool | None = False,
                        callback: Callable[[int, int], Any] | None = None) -> np.ndarray:
-        """The mu-law codes [num_samples] that generate() decodes. progress, for a second of audio or
-        more (minutes of work): False silent (a library call's stderr may be a service's log), None a
-        bar on a terminal, in a log a line a minute and one at the end (edgegen generate), True a bar. callback(done, total)
+        """The mu-law codes [num_samples] that generate() decodes. progress: False silent (a library
+        call's stderr may be a service's log), None for a second of audio or more (minutes of work) a
+        bar on a terminal, in a log a line a minute and one at the end (edgegen generate), True a bar
+        at any length. callback(done, total)
         is called every CALLBACK_EVERY samples and after the last: a service's progress, or an
         exception raised there stops the call (a client gone, a deadline)."""
         num_samples = check_count(num_samples, "num_samples", MAX_SECONDS * self.sample_rate,
@@ -101,7 +102,7 @@ class WaveNetPipeline(Pipeline):
         callback = check_callback(callback, "(done, total)")
         if not fast:
             return self._naive(num_samples, labels, sampler(temperature), make_rng(seed), callback)
-        shown = progress if num_samples >= self.sample_rate else False
+        shown = progress if progress is True or num_samples >= self.sample_rate else False
         return self._fast(num_samples, labels, sampler(temperature), make_rng(seed), shown, callback)
 
     def log_prob(self, waveform, labels=None, per_sample: bool = False) -> np.ndarray | float:
