@@ -640,8 +640,10 @@ def external_data_record(graph: str | os.PathLike) -> dict[str, str]:
 
 
 # the name `edgegen optimize` gives a variant file; one the manifest does not name is a killed
-# run's, which the next writer removes
-VARIANT_FILE = re.compile(r"^.+\.(int8|fp16|fused|int4|int8-weights)(\.[0-9a-f]{12})?\.onnx$")
+# run's, which the next writer removes. The hash is part of it: without it, a user's own
+# generator.fp16.onnx beside the graphs was taken for one and deleted (an earlier edgegen's unhashed
+# variant files are named by their manifests)
+VARIANT_FILE = re.compile(r"^.+\.(int8|fp16|fused|int4|int8-weights)\.[0-9a-f]{12}\.onnx$")
 GENAI_CONFIG = "genai_config.json"
 # written into packages that do not record them: ONNX Runtime GenAI's config and an imported
 # tokenizer's settings (packages exported before provenance.files_beside), the engine cache

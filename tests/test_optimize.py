@@ -667,6 +667,22 @@ def test_a_checkpoint_that_is_not_there_is_said_to_be_missing(trained, tmp_path)
         optimize_package(pkg, "int8", progress=_quiet)
 
 
+def test_optimize_leaves_a_users_own_files_named_like_variants(package_copy):
+    """A user's own fp16 conversion beside the graphs (generator.fp16.onnx) was taken for a killed
+    run's variant and deleted, by a run refused at once too: only optimize's own names, which carry
+    the variant's hash, are cleaned."""
+    pkg = package_copy("gan")
+    mine = {"generator.fp16.onnx": (pkg / "generator.onnx").read_bytes(), "my_backup.int8.onnx": b"mine"}
+    for name, data in mine.items():
+        (pkg / name).write_bytes(data)
+    left = pkg / "generator.int8.0123456789ab.onnx"   # what a killed run leaves: named as optimize names its files
+    left.write_bytes(b"a killed run's")
+    with pytest.raises(ConfigError, match="expected a token model"):
+        optimize_package(pkg, "int4", progress=_quiet)
+    optimize_package(pkg, "fp16", speed_check=False, progress=_quiet)
+    assert {name: (pkg / name).read_bytes() for name in mine} == mine and not left.exists()
+
+
 class _Outputs:
     """A stand-in session: fixed outputs for any feed."""
 
