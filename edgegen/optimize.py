@@ -387,6 +387,7 @@ def _refuse_settings_of_drawn_feeds(checkpoint, calibration: int | None, inputs)
 
 def _given_feeds(package: Package, family, config, inputs) -> dict:
     """{part: (calibration feeds, gate feeds, source)} from an .npz of feeds or the recorded ones."""
+    from .families.generic.pipeline import refuse_indices_past_their_tables
     from .runtimes.feeds import read_feeds, recorded_feeds
     from .runtimes.pipeline import check_finite, input_array
     from .runtimes.session import check_feeds
@@ -418,6 +419,9 @@ def _given_feeds(package: Package, family, config, inputs) -> dict:
                 picked.append({spec.name: input_array(feed[spec.name], spec) for spec in entry.inputs})
                 check_feeds(part, entry.inputs, picked[-1])
                 _refuse_sizes_the_package_refuses(entry.inputs, picked[-1], family, config)
+                # a user's module's embedding index out of its table: refused as a call is (ONNX Runtime's
+                # Gather error, or a negative one judged as the row it counts from the end)
+                refuse_indices_past_their_tables(getattr(config, "index_limits", None) or {}, picked[-1])
             except InputError as exc:
                 raise ConfigError(f"inputs ({source}) feed {i}: {exc}") from None
         out[part] = (picked[:half], picked[half:], source)

@@ -216,6 +216,15 @@ def test_values_the_graph_cannot_take_are_an_input_error_in_one_line(tmp_path, c
     err = capsys.readouterr().err
     assert "edgegen: error: input 'label': expected indices into an embedding" in err and "Traceback" not in err
     assert not (tmp_path / "o.npz").exists()
+    # optimize --inputs: refused as the call is, where -1 was calibrated and gated on (a variant judged
+    # on rows the runtime refuses) and 20 was ONNX Runtime's Gather error
+    for label in (-1, 20):
+        np.savez(tmp_path / "feeds.npz", **{f"{i}/label": np.array([label, 2], dtype=np.int64) for i in range(2)})
+        assert main(["optimize", str(pkg), "--precision", "fp16", "--inputs", str(tmp_path / "feeds.npz"),
+                     "--no-speed-check"]) == 2
+        assert (f"feed 0: input 'label': expected indices into an embedding of 10 rows (0 to 9), found "
+                f"{min(label, 2)}..{max(label, 2)}") in capsys.readouterr().err
+    assert not edgegen.load(pkg).package.manifest.variants
     with pytest.raises(InputError, match=r"graph 'model': expected input values it can compute on, found ONNX Runtime "
                                          r"refusing them: .*idx=20"):
         pipe.session.run({"label": np.array([20], dtype=np.int64)})

@@ -61,6 +61,20 @@ class GenericConfig(RuntimeConfig):
         return problems
 
 
+def refuse_indices_past_their_tables(index_limits: dict[str, int], feeds: dict[str, np.ndarray]) -> None:
+    """An embedding's index outside its table ({input: rows}) is PyTorch's IndexError; ONNX's Gather
+    would take a negative one as counted from the end, and give a row the module never would. A
+    call and optimize --inputs (whose variants would be judged on rows the runtime refuses) check."""
+    for name, rows in index_limits.items():
+        values = feeds.get(name)
+        if values is None or not values.size:
+            continue
+        indices = np.trunc(values) if values.dtype.kind == "f" else values   # a float cast to long is truncated
+        if indices.min() < 0 or indices.max() >= rows:
+            raise InputError(f"input {name!r}: expected indices into an embedding of {rows} rows (0 to {rows - 1}), "
+                             f"found {values.min():g}..{values.max():g}")
+
+
 class GenericPipeline(Pipeline):
     """`pipe(name=array, ...)` or `pipe({name: array})` -> {output name: array}."""
 
@@ -98,7 +112,7 @@ class GenericPipeline(Pipeline):
         given = {**(feeds or {}), **named}
         if set(given) == {s.name for s in self.inputs}:
             given = {spec.name: input_array(given[spec.name], spec) for spec in self.inputs}
-            self._refuse_indices_past_their_tables(given)
+            refuse_indices_past_their_tables(self.config.index_limits, given)
             self._refuse_sizes_never_checked(given)
         outputs = self.session.run(given)
         for name, value in outputs.items():   # a NaN result is an error, never an array written out
@@ -108,18 +122,6 @@ class GenericPipeline(Pipeline):
         return outputs
 
     run = __call__
-
-    def _refuse_indices_past_their_tables(self, feeds: dict[str, np.ndarray]) -> None:
-        """An embedding's index outside its table is PyTorch's IndexError; ONNX's Gather would take
-        a negative one as counted from the end, and give a row the module never would."""
-        for name, rows in self.config.index_limits.items():
-            values = feeds.get(name)
-            if values is None or not values.size:
-                continue
-            indices = np.trunc(values) if values.dtype.kind == "f" else values   # a float cast to long is truncated
-            if indices.min() < 0 or indices.max() >= rows:
-                raise InputError(f"input {name!r}: expected indices into an embedding of {rows} rows (0 to {rows - 1}), "
-                                 f"found {values.min():g}..{values.max():g}")
 
     def _refuse_sizes_never_checked(self, feeds: dict[str, np.ndarray]) -> None:
         """A dim outside the sizes the export checked against PyTorch, from its smallest to its
