@@ -581,10 +581,11 @@ class Package:
                                 f"{relative!r} which leaves it{how}")
         return target
 
-    def recorded_file(self, record: Any, field: str, what: str, missing: str = "") -> Path:
+    def recorded_file(self, record: Any, field: str, what: str, missing: str = "", instead: str = "") -> Path:
         """The file a config record names with its sha256 ({"file", "sha256"}: the tokenizer, the
         held-out inputs), inside the package, there, and with the bytes recorded. `field` names the
-        record in the manifest, `what` the file in messages, `missing` what to do if it is gone."""
+        record in the manifest, `what` the file in messages, `missing` what to do if it is gone,
+        `instead` what else to do if it changed."""
         file = record.get("file") if isinstance(record, dict) else None
         if not isinstance(file, str) or not file:
             raise ManifestError(f"package {str(self.path)!r}: {field}.file expected a file name, found {file!r:.80}")
@@ -595,7 +596,7 @@ class Package:
             raise PackageError(f"package {str(self.path)!r}: {what} expected at {file!r}, found {_not_a_file(path)}{missing}")
         if sha256_file(path) != sha:
             raise HashMismatchError(f"package {str(self.path)!r}: {what} {file!r} expected sha256 {sha[:16]}..., found "
-                                    f"another ({CHANGED_AFTER_EXPORT})")
+                                    f"another ({CHANGED_AFTER_EXPORT}{instead})")
         return path
 
     def graph_path(self, part: str, precision: str = "fp32") -> Path:

@@ -501,6 +501,8 @@ def test_held_out_feeds_are_checked_and_recorded_for_optimize(tmp_path, capsys):
            "sha256): optimize then needs --inputs NPZ)" in capsys.readouterr().out
     main(["info", str(path), "--json"])
     assert json.loads(capsys.readouterr().out)["held_out_problem"] == "CHANGED since export (another sha256)"
+    assert main(["optimize", str(path), "--precision", "fp16"]) == 2   # its way out too, as info's (it said to export again)
+    assert "; or pass your own inputs instead (--inputs NPZ))\n" in capsys.readouterr().err
     (path / "held_out.npz").unlink()
     main(["info", str(path)])
     assert "held out  2 feeds in held_out.npz (what optimize calibrates and gates on; MISSING: optimize then needs " \

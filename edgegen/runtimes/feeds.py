@@ -103,5 +103,6 @@ def recorded_feeds(package, config) -> list[dict[str, np.ndarray]]:
         raise PackageError(f"package {str(package.path)!r}: expected inputs recorded at export (config.held_out), "
                            "found none; pass an .npz of inputs instead")
     path = package.recorded_file(held_out, "config.held_out", "held-out inputs",
-                                 " (removed, or left out of a copy): pass your own inputs instead (--inputs NPZ)")
+                                 " (removed, or left out of a copy): pass your own inputs instead (--inputs NPZ)",
+                                 "; or pass your own inputs instead (--inputs NPZ)")
     return read_feeds(path)
