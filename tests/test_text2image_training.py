@@ -101,6 +101,30 @@ def test_a_prompt_past_the_text_encoders_length_is_cut_with_a_warning_naming_the
     assert len(said) == 3 and not [key for key in registry if isinstance(key, tuple) and "number" in str(key[0])]
 
 
+def test_many_prompts_keep_to_the_calls_caps_and_the_cache_to_its_prompts(exported, monkeypatch):
+    """A service's list of prompts: the call's images (prompts x n) are held to the cap of a call,
+    where 60,000 of 2 prompts ran a UNet call of 120,000 rows; the text encoder runs ROWS_PER_CALL
+    rows a call, where 1,000 new prompts were one call; the cache's 64 prompts each hold their own
+    states, where they were views that kept a whole call's array alive."""
+    from edgegen.errors import InputError
+    from edgegen.families.text2image.pipeline import PROMPT_CACHE_SIZE
+    from edgegen.runtimes.pipeline import MAX_COUNT
+
+    pipe = edgegen.load(exported[1])
+    with pytest.raises(InputError, match=rf"^prompts x n: expected at most {MAX_COUNT} per call \(call in batches\), "
+                                         rf"found 120000$"):
+        pipe(["a seven", "a two"], n=60000, steps=1, guidance_scale=1.0)
+    encoder = pipe.sessions["text_encoder"]
+    calls, run = [], encoder.run
+    monkeypatch.setattr(encoder, "run", lambda feeds: calls.append(len(feeds["input_ids"])) or run(feeds))
+    texts = [f"a seven {i}" for i in range(300)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # cut prompts, said on purpose
+        states = pipe.encode_prompt(texts)
+    assert calls == [encoder.max_rows, 300 - encoder.max_rows] and len(states) == 300
+    assert len(pipe._encoded) == PROMPT_CACHE_SIZE and all(row.base is None for row in pipe._encoded.values())
+
+
 def test_a_cut_inside_a_word_names_the_word_and_warns_from_python_c(exported):
     """A word the tokenizer splits in several tokens may be cut inside: the warning named a piece
     of it ('t seven'). And the warning, pointed at the caller's line, was an ImportError from

@@ -85,9 +85,10 @@ class TextToImagePipeline(LatentDiffusionPipeline):
             if missing:
                 labels = [what if len(set(texts)) == 1 else f"{what}[{texts.index(t)}]" for t in missing]
                 ids = self.tokenizer.encode_padded(missing, self.config.max_length, self.config.pad_token_id, labels)
-                states = self.sessions["text_encoder"].run({"input_ids": ids})["last_hidden_state"]
+                # in calls of ROWS_PER_CALL, as every graph: a list of prompts was one call's activations
+                states = self.sessions["text_encoder"].run_rows({"input_ids": ids})["last_hidden_state"]
                 for text, row in zip(missing, states):
-                    self._encoded[text] = row
+                    self._encoded[text] = row.copy()   # a view kept the whole call's array alive past the cache's bound
             states = np.stack([self._encoded[t] for t in texts])
             for text in texts:
                 self._encoded.move_to_end(text)
@@ -99,6 +100,8 @@ class TextToImagePipeline(LatentDiffusionPipeline):
         """Each prompt's states repeated for its n images; the negative prompt's ("" when None, as
         diffusers) where guidance is on (guidance_scale > 1)."""
         texts = _texts(prompt, "prompt")
+        # the call's images, not only n per prompt: 60,000 of 2 prompts ran a UNet call of 120,000 rows
+        check_count(len(texts) * n, "prompts x n" if len(texts) > 1 else "n")
         positive = np.repeat(self.encode_prompt(texts), n, axis=0)
         if guidance_scale <= 1.0:
             if negative_prompt is not None:
