@@ -83,6 +83,10 @@ def test_upscale_reports_each_call_of_tiles_and_stops_where_its_callback_raises(
         pipe.upscale(image, tile=20, batch=3, callback=client_gone)
     with pytest.raises(edgegen.InputError, match=r"callback: expected a function \(tiles done, tiles\) or None"):
         pipe.upscale(image, callback="stop")
+    for progress in ("yes", 2):   # it showed a bar without a word, where WaveNet's refused
+        with pytest.raises(edgegen.InputError, match=rf"^progress: expected False, None \(a bar on a terminal\) or True, "
+                                                     rf"found {progress!r}$"):
+            pipe.upscale(image, progress=progress)
 
 
 def test_every_picture_form_comes_back_in_its_own_form(package):

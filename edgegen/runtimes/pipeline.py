@@ -363,6 +363,14 @@ def check_callback(callback: Any, arguments: str) -> Any:
     return callback
 
 
+def check_progress(progress: Any) -> bool | None:
+    """A call's progress setting: False (silent), None (a bar on a terminal, lines in a log) or True
+    (a bar); anything else refused, where "yes" or 2 showed a bar without a word."""
+    if progress not in (False, None, True) or isinstance(progress, (int, float)) and not isinstance(progress, bool):
+        raise InputError(f"progress: expected False, None (a bar on a terminal) or True, found {progress!r}")
+    return progress
+
+
 def check_number(value: Any, what: str, low: float | None = None, high: float | None = None) -> float:
     """A real number within [low, high], or InputError."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not np.isfinite(value):

@@ -28,7 +28,7 @@ import numpy as np
 from ...errors import InputError
 from ...families import RuntimeConfig, positive
 from ...progress import Progress
-from ...runtimes.pipeline import Pipeline, check_callback, user_array
+from ...runtimes.pipeline import Pipeline, check_callback, check_progress, user_array
 from .degrade import bicubic, from_integers, to_integers
 
 GRAPH, INPUT, OUTPUT = "upscaler", "image", "upscaled"
@@ -182,7 +182,7 @@ class SRPipeline(Pipeline):
         session = self.sessions[GRAPH]
         # progress False: silent (the Python default); None: a bar on a terminal, and in a log a line a
         # minute and one at the end
-        with Progress(len(tiles), "upscale", enabled=progress) as bar:
+        with Progress(len(tiles), "upscale", enabled=check_progress(progress)) as bar:
             for first in range(0, len(tiles), batch):
                 chunk = tiles[first:first + batch]
                 feed = np.stack([image[:, rows[i]:rows[i] + th, cols[j]:cols[j] + tw] for i, j in chunk])

@@ -20,8 +20,8 @@ from ...progress import Progress
 from ...runtimes.audio import mu_law_decode, mu_law_encode
 from ...runtimes.autoregressive import draw, log_softmax, sampler
 from ...runtimes.ort import OrtBinding, OrtSession
-from ...runtimes.pipeline import (Pipeline, as_float_array, check_callback, check_count, check_flag, check_range,
-                                  class_labels, class_problems, make_rng, user_array)
+from ...runtimes.pipeline import (Pipeline, as_float_array, check_callback, check_count, check_flag, check_progress,
+                                  check_range, class_labels, class_problems, make_rng, user_array)
 from .. import RuntimeConfig, dim_problems, positive
 
 CALLBACK_EVERY = 1000   # samples between reports to the progress bar and the callback (1/8 s of audio at 8 kHz)
@@ -97,8 +97,7 @@ class WaveNetPipeline(Pipeline):
                                   f"({MAX_SECONDS} s at {self.sample_rate} Hz) per call: each call starts from silence")
         fast = check_flag(fast, "fast")
         labels = class_labels(labels, 1, self.num_classes, self.null_label, "labels")
-        if progress not in (False, None, True):
-            raise InputError(f"progress: expected False, None (a bar on a terminal) or True, found {progress!r}")
+        progress = check_progress(progress)
         callback = check_callback(callback, "(done, total)")
         if not fast:
             return self._naive(num_samples, labels, sampler(temperature), make_rng(seed), callback)
