@@ -148,6 +148,20 @@ def test_the_prompt_call_computes_only_the_last_positions_logits_and_old_package
                                                                                          do_sample=False)
 
 
+def test_a_pipeline_outlives_its_package_folder_and_says_what_it_cannot_read(gpt, tmp_path):
+    """The sessions keep their graphs: generation runs on after the folder is removed. The bandwidth
+    bound's byte count reads the graph file, and said so as Python's FileNotFoundError."""
+    import shutil
+
+    pipe = edgegen.load(shutil.copytree(gpt["pkg"], tmp_path / "pkg"))
+    before = pipe.generate([1, 2, 3], max_new_tokens=4, do_sample=False)
+    shutil.rmtree(tmp_path / "pkg")
+    assert pipe.generate([1, 2, 3], max_new_tokens=4, do_sample=False) == before
+    with pytest.raises(PackageError, match=r"^graph 'decoder' at '.*decoder\.onnx': expected the file this pipeline was "
+                                           r"loaded from, found No such file or directory \(its package was moved"):
+        pipe.decode_read_bytes(10)
+
+
 def test_greedy_generation_equals_pytorch_greedy_loop(gpt):
     pipe = edgegen.load(gpt["pkg"], backend="ort-cpu")
     prompt = list(b"def __init__(self")

@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from ...errors import ImportedSettingWarning, InputError, ManifestError, first_line, warn_caller
+from ...errors import ImportedSettingWarning, InputError, ManifestError, PackageError, first_line, warn_caller
 from ...graph_summary import read_graph_summary
 from ...runtimes.ort import OrtBinding, OrtSession
 from ...runtimes.pipeline import Pipeline, check_callback, check_count, check_flag, check_number, make_rng
@@ -315,7 +315,12 @@ class GPTPipeline(Pipeline):
         """What one decoding call of one token (batch 1) must read from memory after `tokens`
         tokens, the memory-bandwidth bound's numerator: {"weights": the decoder's weights less the
         tables it looks rows up in (GraphSummary.weight_bytes_per_token), "kv_cache": the cache}."""
-        graph = read_graph_summary(self.package.graph_path("decoder", self.precision))
+        path = self.package.graph_path("decoder", self.precision)
+        try:   # the sessions keep the graph they opened, not its file, which this reads the weights' sizes from
+            graph = read_graph_summary(path)
+        except OSError as exc:
+            raise PackageError(f"graph 'decoder' at {str(path)!r}: expected the file this pipeline was loaded from, "
+                               f"found {exc.strerror or exc} (its package was moved or removed since)") from None
         return {"weights": graph.weight_bytes_per_token(), "kv_cache": self.kv_cache_read_bytes(1, tokens)}
 
     def _empty_past(self, batch: int, new_tokens: int) -> dict[str, np.ndarray]:
