@@ -1117,23 +1117,27 @@ def _record(package: Package, precision: str, records: dict) -> None:
     read it back, then remove the variant files it no longer names: a kill before the switch
     leaves the old manifest and its files, after it the new ones (and leftovers for _clean)."""
     manifest = package.manifest
+    # the files this precision's records named, whatever their form: an earlier edgegen's unhashed
+    # generator.int8.onnx, which VARIANT_FILE does not take for optimize's own, went unremoved
+    replaced = {Path(r["file"]).name for r in package.variant_files(precision).values()}
     manifest.variants[precision] = records
     write_manifest(package.path, manifest)
     written = Package(package.path)   # read back through the runtime's checks
     if precision in written.damaged_variants:   # what was just written does not read back as written
         written.require_variants(precision, PackageError)
-    _clean(written)
+    _clean(written, replaced)
 
 
-def _clean(package: Package) -> None:
+def _clean(package: Package, replaced: set[str] = frozenset()) -> None:
     """Remove what killed runs left in a package: temporary files of atomic writes, and variant
-    files (named as optimize names them) that the manifest does not name. Under the writer lock."""
+    files (named as optimize names them, or as `replaced`, the ones an earlier manifest named) that
+    the manifest does not name. Under the writer lock."""
     named = {Path(r["file"]).name for precision in package.manifest.variants
              for r in package.variant_files(precision).values()}
     named |= {Path(g.file).name for g in package.graphs.values()}
     clean_temporaries(package.path)
     for entry in package.path.iterdir():
-        if VARIANT_FILE.match(entry.name) and entry.name not in named and entry.is_file():
+        if (VARIANT_FILE.match(entry.name) or entry.name in replaced) and entry.name not in named and entry.is_file():
             entry.unlink(missing_ok=True)
             fault_point(f"removed unnamed variant {entry.name}")
 

@@ -681,6 +681,16 @@ def test_optimize_leaves_a_users_own_files_named_like_variants(package_copy):
         optimize_package(pkg, "int4", progress=_quiet)
     optimize_package(pkg, "fp16", speed_check=False, progress=_quiet)
     assert {name: (pkg / name).read_bytes() for name in mine} == mine and not left.exists()
+    # an earlier edgegen's variant, named without a hash (before December 1): replaced by a re-run, and
+    # removed, though no longer taken for optimize's own name (it stayed, and export --force refused it)
+    manifest = json.loads((pkg / "edgegen.json").read_text())
+    record = manifest["variants"]["fp16"]["generator"]
+    (pkg / record["file"]).rename(pkg / "generator.int8.onnx")
+    manifest["variants"]["int8"] = {"generator": {**record, "file": "generator.int8.onnx"}}
+    del manifest["variants"]["fp16"]
+    (pkg / "edgegen.json").write_text(json.dumps(manifest))
+    optimize_package(pkg, "int8", target="tensorrt", calibration=16, progress=_quiet)
+    assert not (pkg / "generator.int8.onnx").exists() and list(pkg.glob("generator.int8.*.onnx"))
 
 
 class _Outputs:
