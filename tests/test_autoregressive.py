@@ -4,6 +4,7 @@ generation identical to the naive loop and to PyTorch, likelihoods, the CLI."""
 import json
 import re
 import shutil
+import warnings
 import wave
 
 import numpy as np
@@ -442,6 +443,21 @@ def test_optimize_judges_each_graphs_speed_at_the_call_generation_makes(pixelcnn
         calls[name] = {part: record["speed_measured_at"] for part, record in variants.items()}
     assert calls == {"wavenet": {"network": "batch 1, samples 8000", "step": "batch 1"},
                      "pixelcnn": {"network": "batch 8", "row": "batch 8", "links": "batch 8, rows 8"}}
+    # each logits graph's gate now records its distributions' KL divergence; a variant written before
+    # (PSNR alone, which passed wavenet-tones' int8 network) is said at every load, with the way out
+    manifest = json.loads((tmp_path / "wavenet" / "edgegen.json").read_text())
+    assert all("kl_nats" in record["gate"] for record in manifest["variants"]["fp16"].values())
+    with warnings.catch_warnings(record=True) as said:   # made for tensorrt: its slower-on-CPU warning comes
+        warnings.simplefilter("always")
+        edgegen.load(tmp_path / "wavenet", precision="fp16")
+    assert not [w for w in said if "KL divergence" in str(w.message)]
+    for record in manifest["variants"]["fp16"].values():
+        record["gate"].pop("kl_nats")
+    (tmp_path / "wavenet" / "edgegen.json").write_text(json.dumps(manifest))
+    with pytest.warns(edgegen.PrecisionWarning, match=r"fp16 variant of network, step in .*: expected a gate record of "
+                                                      r"its distributions' KL divergence from fp32's, found one of PSNR "
+                                                      r"alone .*: run edgegen optimize --precision fp16 again"):
+        edgegen.load(tmp_path / "wavenet", precision="fp16")
     # and the rows fed are the ones said: the step's first held-out row, not the gate's 8
     from edgegen.optimize import _speed_feeds
     from edgegen.package import Package

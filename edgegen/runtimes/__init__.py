@@ -45,6 +45,8 @@ def open_sessions(package: Package, backend: str = "auto", threads: int | None =
         _warn_if_int8_saturates(package)
     if concrete == "ort-cpu":
         _warn_if_slower_than_fp32(package, precision)
+    if precision != "fp32":
+        _warn_if_gated_before_kl(package, precision)
     sessions = {}
     for part, entry in package.graphs.items():
         record = package.variant_files(precision).get(part, {})
@@ -82,6 +84,27 @@ def _warn_if_slower_than_fp32(package: Package, precision: str) -> None:
         warn_caller(f"{precision} variant in {str(package.path)!r}: made for {target}, and timed slower than fp32 on "
                     f"ort-cpu when it was made ({timed} fp32's speed): on this backend fp32 (precision 'fp32') is "
                     "likely the faster", PrecisionWarning)
+
+
+def _warn_if_gated_before_kl(package: Package, precision: str) -> None:
+    """A WaveNet's or PixelCNN's logits variant written before its gate also bounded the KL divergence
+    of its distributions (2026-12-06): its PSNR passed a variant whose sampling moved (wavenet-tones'
+    int8 network), and a refused re-run keeps it, so it is said each load."""
+    from ..families import get
+
+    if get(package.family).gate != "categorical":
+        return
+    unjudged = sorted(part for part, record in package.variant_files(precision).items()
+                      if "logits" in {o.name for o in package.graphs[part].outputs}
+                      and "kl_nats" not in (record.get("gate") or {}))
+    if unjudged:
+        records = package.variant_files(precision)
+        advice = ("a later optimize's gate refused it (edgegen info says why): export the package again to be rid of "
+                  "it" if any("last_refused" in records[part] for part in unjudged) else
+                  f"run edgegen optimize --precision {precision} again to judge it")
+        warn_caller(f"{precision} variant of {', '.join(unjudged)} in {str(package.path)!r}: expected a gate record of "
+                    "its distributions' KL divergence from fp32's, found one of PSNR alone (written before that "
+                    f"check): {advice} (docs/upgrading.md)", PrecisionWarning)
 
 
 def _warn_if_int8_saturates(package: Package) -> None:
