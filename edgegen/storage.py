@@ -199,7 +199,11 @@ def _probe_file_in(folder: Path, path: Path) -> None:
     """Make a temporary file in `folder` and remove it at once, or raise OSError naming `path`."""
     fd, tmp = _temporary_beside(path, folder)
     os.close(fd)
-    os.unlink(tmp)
+    # made, so the folder takes files. The probe runs before its command waits for the writer lock,
+    # and the holder's cleanup of temporaries (optimize's) may have removed it already: two optimizes
+    # of one package at once failed as "the system refused one (No such file or directory)"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str, follow_symlink: bool = False) -> None:

@@ -154,6 +154,23 @@ def test_two_optimizes_of_one_package_at_once_both_land(package_copy):
     assert {p.name for p in pkg.glob("generator.*.*.onnx")} == {files["int8"]["generator"], files["fp16"]["generator"]}
 
 
+def test_a_writability_probe_whose_file_another_writers_cleanup_removed_still_finds_the_folder_writable(
+        tmp_path, monkeypatch):
+    """The probe runs before its command waits for the writer lock; the holder's cleanup of
+    temporaries (optimize's) removed the probe's file between its making and its removal, and two
+    optimizes of one package at once failed as a folder the system refused (seen once in CI)."""
+    made = storage._temporary_beside
+
+    def removed_by_another(path, folder):
+        fd, tmp = made(path, folder)
+        os.unlink(tmp)   # as the lock holder's clean_temporaries does
+        return fd, tmp
+
+    monkeypatch.setattr(storage, "_temporary_beside", removed_by_another)
+    storage.check_files_writable_in(tmp_path, "package")
+    assert storage.can_write_files_in(tmp_path) and list(tmp_path.iterdir()) == []
+
+
 def test_a_second_writer_of_a_new_output_is_refused_once_the_first_made_it(trained, tmp_path):
     ckpt = trained["gan"][0]
     with storage.writer_lock(tmp_path / "pkg", "a first export"):
