@@ -8,9 +8,10 @@ import os
 # ONNX Runtime from 1.29 on sends usage telemetry from Linux too, and writes a device identifier into
 # the user's cache, unless this is set before it is imported (it reads it once). A product on a device
 # sends nothing it did not choose to: off unless the user set it (ORT_DISABLE_TELEMETRY=0 keeps it on).
+# Set first, before any import: whatever a later import reaches, the variable is there.
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
-from .errors import (  # noqa: E402 - after the variable ONNX Runtime's import reads
+from .errors import (  # noqa: E402 - after the variable, as the comment above says
     BackendError,
     CheckpointError,
     ConfigError,

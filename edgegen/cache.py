@@ -22,6 +22,7 @@ from .package import MANIFEST_NAME, USER_ENGINES, engines_package
 from .shipped import (CACHED_EXPORT, UNVERSIONED_EXPORT, edgegen_version, export_version, models_root, package_damage,
                       recorded_weights, said_version, shipped_names, weights_sha256)
 from .storage import KILLED_WRITERS_LEFTOVER, clean_leftover, remove_whole, user_cache_dir, writing_now
+from .wording import counted
 
 JUDGE = re.compile(r"^digits-\d+px-\d+steps-seed\d+-edgegen-(?P<edgegen>.+)-torch-(?P<torch>.+)\.safetensors$")
 
@@ -165,9 +166,9 @@ def prune(entries: list[CacheEntry], report=print) -> list[CacheEntry]:
                 clean_leftover(entry.path)
             else:
                 remove_whole(entry.path, "removing it from the cache")
-        except PermissionError as exc:   # its errno text named the lock file, not what to change
-            report(f"kept {entry.path}: expected a cache folder this user may remove it from, found {exc.strerror} "
-                   f"({exc.filename or entry.path})")
+        except PermissionError as exc:   # its errno text named a lock file beside it, not what to change
+            report(f"kept {entry.path}: expected a cache folder this user may write in, found {entry.path.parent} "
+                   f"not writable by this user ({exc.strerror})")
             continue
         except (PackageBusyError, OSError) as exc:
             report(f"kept {entry.path}: {exc}")
@@ -194,7 +195,7 @@ def format_entries(entries: list[CacheEntry], root: Path) -> str:
     lines = [f"{name:<{width}}  {megabytes(e.size):>9}  {e.kind}" + (f"; stale: {e.stale}" if e.stale else "")
              for name, e in zip(names, entries)]
     stale = [e for e in entries if e.stale]
-    lines.append(f"{root}: {megabytes(sum(e.size for e in entries))} in {len(entries)} entr{'y' if len(entries) == 1 else 'ies'}"
-                 + (f", {megabytes(sum(e.size for e in stale))} of it in {len(stale)} stale one{'s' * (len(stale) != 1)} "
+    lines.append(f"{root}: {megabytes(sum(e.size for e in entries))} in {counted(len(entries), 'entry', 'entries')}"
+                 + (f", {megabytes(sum(e.size for e in stale))} of it in {counted(len(stale), 'stale one')} "
                     "(edgegen cache --prune removes them)" if stale else ", none stale"))
     return "\n".join(lines)

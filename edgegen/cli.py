@@ -836,7 +836,8 @@ def _cmd_cache(args) -> None:
         print(format_entries(entries, root))
         return
     removed = prune(entries)
-    print(f"{root}: removed {len(removed)} stale entries, {megabytes(sum(e.size for e in removed))}")
+    print(f"{root}: removed {counted(len(removed), 'stale entry', 'stale entries')}, "
+          f"{megabytes(sum(e.size for e in removed))}")
 
 
 def _cmd_info(args) -> int:

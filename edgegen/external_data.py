@@ -57,7 +57,8 @@ def unparsable(path, size: int, exc: Exception) -> PackageError:
     interrupted makes, rather than in the parser's words."""
     if isinstance(exc, IndexError) or (isinstance(exc, FieldPastEnd) and exc.position > size):
         return PackageError(f"graph {str(path)!r}: expected an ONNX protobuf, found a file that ends inside a field at "
-                            f"byte {size} (cut short, as an interrupted copy leaves it, or bytes added at its end)")
+                            f"byte {size} (likely cut short, as an interrupted copy leaves it, or bytes added at its "
+                            "end)")
     return PackageError(f"graph {str(path)!r}: expected an ONNX protobuf, found bytes that do not parse ({exc})")
 
 

@@ -262,11 +262,14 @@ def resolve(path_or_name: str | os.PathLike, cache: str | os.PathLike | None = N
         exported = cache_path(str(path_or_name), cache)
         others = _exports_by_other_code(exported)
         by = said_version(CACHED_EXPORT.match(others[-1].name)["version"]) if others else None
-        found_instead = (f"only {others[-1]}, exported by edgegen {by}; this is {said_version(export_version())}" if others
-                         else "none made from its weights (a checkout's editable install holds the checkpoints only)")
+        newest = f"the newest of {len(others)} exports of other code, " if len(others) > 1 else "only "
+        found_instead = (f"{newest}{others[-1]}, exported by edgegen {by}; this is {said_version(export_version())}"
+                         if others else "none made from its weights (a checkout's editable install holds the "
+                         "checkpoints only)")
         raise PackageError(f"shipped model {str(path_or_name)!r}: expected its exported package, found {found_instead}: "
                            f"export them with 'python -m edgegen_models.build', or give the name to an edgegen command "
-                           f"once, which exports it into {exported.parent} (both need the export extra)")
+                           f"once, which exports it into {exported.parent} (both need the export extra, where "
+                           "this code's exports are made)")
     return found
 
 
@@ -276,7 +279,8 @@ def _exports_by_other_code(exported: Path) -> list[Path]:
     match = CACHED_EXPORT.match(exported.name)
     prefix = f"{match['name']}-{match['weights']}-edgegen-"
     try:
-        candidates = [p for p in exported.parent.iterdir() if p.name.startswith(prefix) and p.is_dir()]
-    except OSError:   # no cache yet, or one this user cannot read
+        candidates = [(p.stat().st_mtime, p) for p in exported.parent.iterdir()
+                      if p.name.startswith(prefix) and p.name != exported.name and p.is_dir()]
+    except OSError:   # no cache yet, one this user cannot read, or an entry a prune removed meanwhile
         return []
-    return sorted(candidates, key=lambda p: p.stat().st_mtime)
+    return [p for _, p in sorted(candidates)]

@@ -584,8 +584,8 @@ def test_a_graph_cut_short_or_grown_is_said_so(package_copy, tmp_path):
         (tmp_path / f"{name}.onnx").write_bytes(data)
         for read in (external_data_files, read_graph_summary):
             with pytest.raises(PackageError, match=rf"{name}.onnx': expected an ONNX protobuf, found a file that ends "
-                                                   rf"inside a field at byte {len(data)} \(cut short, as an interrupted "
-                                                   rf"copy leaves it, or bytes added at its end\)$"):
+                                                   rf"inside a field at byte {len(data)} \(likely cut short, as an "
+                                                   rf"interrupted copy leaves it, or bytes added at its end\)$"):
                 read(tmp_path / f"{name}.onnx")
     (tmp_path / "bad.onnx").write_bytes(b"\x0f" + whole)   # wire type 7: no protobuf at all
     with pytest.raises(PackageError, match=r"found bytes that do not parse \(wire type 7 at byte 1\)"):

@@ -311,8 +311,8 @@ def test_edgegen_cache_lists_what_this_edgegen_reads_and_prune_removes_the_rest(
         assert main(["cache", "--prune"]) == 0
     out = capsys.readouterr().out
     assert f"kept {retired}: " in out and "expected no other edgegen command writing it" in out
-    assert (f"kept {other_weights}: expected a cache folder this user may remove it from, found Permission denied "
-            f"({other_weights.parent / f'.{other_weights.name}.lock'})") in out
+    assert (f"kept {other_weights}: expected a cache folder this user may write in, found {other_weights.parent} not "
+            "writable by this user (Permission denied)") in out
     assert f"restored {gone} from {moved_aside.name}: the only copy" in out
     assert all(f"removed {p} (" in out for p in (old, leftover, old_judge, timing_tmp, file_leftover))
     assert out.splitlines()[-1].startswith(f"{cache}: removed 5 stale entries, ")

@@ -366,7 +366,7 @@ def check_callback(callback: Any, arguments: str) -> Any:
 def check_progress(progress: Any) -> bool | None:
     """A call's progress setting: False (silent), None (a bar on a terminal, lines in a log) or True
     (a bar); anything else refused, where "yes" or 2 showed a bar without a word."""
-    if progress not in (False, None, True) or isinstance(progress, (int, float)) and not isinstance(progress, bool):
+    if not (progress is None or isinstance(progress, (bool, np.bool_))):   # 1, "yes", an array: refused
         raise InputError(f"progress: expected False, None (a bar on a terminal) or True, found {progress!r}")
     return progress
 

@@ -319,8 +319,9 @@ class GPTPipeline(Pipeline):
         try:   # the sessions keep the graph they opened, not its file, which this reads the weights' sizes from
             graph = read_graph_summary(path)
         except OSError as exc:
+            gone = " (its package was moved or removed since)" if isinstance(exc, FileNotFoundError) else ""
             raise PackageError(f"graph 'decoder' at {str(path)!r}: expected the file this pipeline was loaded from, "
-                               f"found {exc.strerror or exc} (its package was moved or removed since)") from None
+                               f"found {exc.strerror or exc}{gone}") from None
         return {"weights": graph.weight_bytes_per_token(), "kv_cache": self.kv_cache_read_bytes(1, tokens)}
 
     def _empty_past(self, batch: int, new_tokens: int) -> dict[str, np.ndarray]:

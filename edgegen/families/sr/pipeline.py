@@ -143,6 +143,7 @@ class SRPipeline(Pipeline):
         callback(tiles done, tiles) is called after each graph call: a service's progress, or an
         exception raised there stops the call (a client gone, a deadline)."""
         callback = check_callback(callback, "(tiles done, tiles)")
+        progress = check_progress(progress)   # before the picture's conversion, as the callback
         if _is_pil(image):
             return self._upscale_pil(image, tile, overlap, batch, max_megapixels, progress, callback)
         planes, dtype = _as_planes(image)
@@ -182,7 +183,7 @@ class SRPipeline(Pipeline):
         session = self.sessions[GRAPH]
         # progress False: silent (the Python default); None: a bar on a terminal, and in a log a line a
         # minute and one at the end
-        with Progress(len(tiles), "upscale", enabled=check_progress(progress)) as bar:
+        with Progress(len(tiles), "upscale", enabled=check_progress(progress)) as bar:   # upscale_rgb's too
             for first in range(0, len(tiles), batch):
                 chunk = tiles[first:first + batch]
                 feed = np.stack([image[:, rows[i]:rows[i] + th, cols[j]:cols[j] + tw] for i, j in chunk])
