@@ -86,10 +86,9 @@ def _export_staleness(path: Path, weights) -> tuple[str, str | None]:
         return "not written by edgegen", None
     kind = f"shipped model {match['name']}, exported"
     # the runtime alone cannot tell the code an export ran (its revision hashes the exporter's
-    # versions too) and exports nothing: an export side sharing this cache reads it
-    if missing_export_modules() and match["version"].partition("+")[0] == edgegen_version():
-        pass
-    elif match["version"] != export_version():
+    # versions too) and exports nothing: an export side sharing this cache reads its version's
+    untold = missing_export_modules() and match["version"].partition("+")[0] == edgegen_version()
+    if match["version"] != export_version() and not untold:
         return kind, f"exported by edgegen {said_version(match['version'])}; this is {said_version(export_version())}"
     if models_root() is None:
         return kind, None   # without edgegen-models installed its weights cannot be told: kept

@@ -94,11 +94,11 @@ def _warn_if_gated_before_kl(package: Package, precision: str) -> None:
 
     if get(package.family).gate != "categorical":
         return
-    unjudged = sorted(part for part, record in package.variant_files(precision).items()
+    records = package.variant_files(precision)
+    unjudged = sorted(part for part, record in records.items()
                       if "logits" in {o.name for o in package.graphs[part].outputs}
                       and "kl_nats" not in (record.get("gate") or {}))
     if unjudged:
-        records = package.variant_files(precision)
         advice = ("a later optimize's gate refused it (edgegen info says why): export the package again to be rid of "
                   "it" if any("last_refused" in records[part] for part in unjudged) else
                   f"run edgegen optimize --precision {precision} again to judge it")

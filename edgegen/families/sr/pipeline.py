@@ -155,6 +155,7 @@ class SRPipeline(Pipeline):
                     batch: int | None = None, progress: bool | None = False) -> np.ndarray:
         """[3, H, W] float32 in [0, 1] -> [3, scale H, scale W] float32, as the graph gives it
         (unclipped): the tiled graph calls, for evaluation."""
+        progress = check_progress(progress)
         _, height, width = image.shape
         out = np.empty((3, height * self.scale, width * self.scale), np.float32)
 
@@ -183,7 +184,7 @@ class SRPipeline(Pipeline):
         session = self.sessions[GRAPH]
         # progress False: silent (the Python default); None: a bar on a terminal, and in a log a line a
         # minute and one at the end
-        with Progress(len(tiles), "upscale", enabled=check_progress(progress)) as bar:   # upscale_rgb's too
+        with Progress(len(tiles), "upscale", enabled=progress) as bar:
             for first in range(0, len(tiles), batch):
                 chunk = tiles[first:first + batch]
                 feed = np.stack([image[:, rows[i]:rows[i] + th, cols[j]:cols[j] + tw] for i, j in chunk])
