@@ -349,7 +349,8 @@ def spared_text(record: dict) -> str:
 
 
 def _shipped_hint(path) -> str:
-    """For a bare name that is no path: the shipped model it is closest to, if one is close (a typo)."""
+    """For a bare name that is no path: the shipped model it is closest to, if one is close (a typo),
+    or those it begins, as a family's name begins its shipped models' ("vae" for vae-digits)."""
     from .shipped import MODELS_MISSING, is_bare_name, shipped_names
 
     if not is_bare_name(path):
@@ -357,7 +358,10 @@ def _shipped_hint(path) -> str:
     names = shipped_names()
     if not names:
         return f" (if it names a shipped model: {MODELS_MISSING})"
-    close = close_match(str(path), names)
+    begun = [name for name in names if name.startswith(f"{path}-")]
+    if len(begun) > 1:
+        return f" (did you mean one of the shipped models {', '.join(map(repr, begun))}?)"
+    close = begun[0] if begun else close_match(str(path), names)
     return f" (did you mean the shipped model {close!r}?)" if close else " (nor a shipped model's name: edgegen list)"
 
 

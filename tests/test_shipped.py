@@ -525,6 +525,16 @@ def test_a_typo_in_a_shipped_name_suggests_the_name(models, tmp_path, monkeypatc
     assert capsys.readouterr().err.strip().endswith("found nothing at that path")
 
 
+def test_a_family_name_suggests_its_shipped_models(tmp_path, monkeypatch, capsys):
+    """A user who types the family ("vae", "flow") is told the shipped models of it by name."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(shipped, "shipped_names", lambda: ["flow-digits", "flow-moons", "gan-digits", "vae-digits"])
+    assert main(["info", "vae"]) == 2
+    assert capsys.readouterr().err.strip().endswith("(did you mean the shipped model 'vae-digits'?)")
+    assert main(["generate", "flow", "--out", "a.png"]) == 2
+    assert capsys.readouterr().err.strip().endswith("(did you mean one of the shipped models 'flow-digits', 'flow-moons'?)")
+
+
 def test_a_folder_named_like_a_shipped_model_says_it_hides_the_model(models, tmp_path, monkeypatch, capsys):
     """An empty folder (or any folder that is no package) named vae-digits is read as given: the
     refusal says why the shipped model was not used."""
