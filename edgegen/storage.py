@@ -156,6 +156,9 @@ def check_writable(path: str | os.PathLike, what: str) -> None:
     refuse_empty(path, what)
     path = Path(path)
     _refuse_directory(path, what)
+    if path.is_file() and not os.access(path, os.W_OK):   # the user's protection, which a rename over it would pass
+        raise OutputExistsError(f"{what} {str(path)!r}: expected a file this user may replace (or none), found a "
+                                "read-only one (chmod u+w it to let edgegen replace it)")
     _writable_folder_on_the_way(Path(os.path.realpath(path)), what, "file", shown=path)   # a link: where it points
 
 

@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -243,6 +244,23 @@ def test_bench_and_generate_refuse_an_output_they_cannot_or_must_not_write_befor
     assert code == 2 and out == "" and err == (f"edgegen: error: --json {str(tmp_path / 'chord.wav')!r}: expected a file "
                                                "name ending in .json (the report is written there as JSON), found .wav\n")
     assert (tmp_path / "chord.wav").read_bytes() == b"RIFF"
+
+
+def test_an_output_the_user_made_read_only_is_refused_not_replaced(package_copy, tmp_path, capsys, monkeypatch):
+    """A rename over a file passes its mode, so edgegen's atomic write replaced a grid the user had
+    protected with chmod 444; it asks the system whether this user may write it, as cp would."""
+    pkg = package_copy("vae")
+    grid = tmp_path / "keep.png"
+    grid.write_bytes(b"mine")
+    grid.chmod(0o444)
+    # root may write any file: the check is os.access's, so these tests (often run as root) ask by the mode bits
+    monkeypatch.setattr("edgegen.storage.os.access", lambda path, mode: bool(os.stat(path).st_mode & 0o200))
+    code, out, err = run_cli(capsys, "generate", pkg, "--n", "2", "--out", grid)
+    assert code == 2 and err == (f"edgegen: error: --out {str(grid)!r}: expected a file this user may replace (or none), "
+                                 "found a read-only one (chmod u+w it to let edgegen replace it)\n")
+    assert grid.read_bytes() == b"mine"
+    grid.chmod(0o644)
+    assert run_cli(capsys, "generate", pkg, "--n", "2", "--out", grid)[0] == 0 and grid.read_bytes() != b"mine"
     code, out, err = run_cli(capsys, "bench", pkg, "--iters", "2", "--json", tmp_path / ".json")
     assert code == 2 and "expected a file name before .json, found only the extension (a hidden file)" in err
 
