@@ -250,6 +250,12 @@ def test_controlnet_fused_graph_and_scale_zero_is_the_base_model(controlnet, tin
     assert hints.shape == digits.shape and np.allclose(hints[:, :, 0, 0], digits[:, :, :2, :2].mean(axis=(2, 3)))
     off = pipe.sample(4, control=hints, conditioning_scale=0.0, steps=6, labels=3, seed=2)
     assert np.allclose(off, base.sample(4, steps=6, labels=3, seed=2), atol=1e-5)
+    noise = np.random.default_rng(5).standard_normal((4, 1, 8, 8)).astype(np.float32)   # diffusion's noise=, as given
+    assert np.allclose(pipe.sample(4, control=hints, conditioning_scale=0.0, steps=6, noise=noise),
+                       base.sample(4, steps=6, noise=noise), atol=1e-5)
+    with pytest.raises(InputError, match=re.escape("control: expected hint images [1, 8, 8] (one for all) or [n, 1, 8, 8], "
+                                                   "found the number 20 (are the arguments in the order")):
+        pipe.sample(2, 20)   # diffusion's sample(n, steps)
     # the control moves the denoiser's prediction (this barely trained model's images clip to 0 and 1 either way)
     rng = np.random.default_rng(0)
     feeds = {"sample": rng.standard_normal((4, 1, 8, 8)).astype(np.float32), "timestep": np.full(4, 500.0, np.float32),

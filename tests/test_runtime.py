@@ -111,10 +111,10 @@ def test_finite_inputs_the_graphs_overflow_on_are_refused_not_returned_as_nan(va
 
 def test_float64_inputs_beyond_float32_are_said_as_such_not_as_nan(vae):
     """A finite float64 of 1e300 became Inf in the cast to float32 and was reported as "NaN or Inf"."""
-    with pytest.raises(InputError, match=r"latents: expected numbers float32 can hold \(magnitude up to 3.4e\+38\), "
+    with pytest.raises(InputError, match=r"^z: expected numbers float32 can hold \(magnitude up to 3.4e\+38\), "
                                          r"found 1e\+300"):
         vae.decode(np.full((1, 16), 1e300))
-    with pytest.raises(InputError, match="latents: expected finite numbers, found 16 NaN or Inf"):
+    with pytest.raises(InputError, match="^z: expected finite numbers, found 16 NaN or Inf"):
         vae.decode(np.full((1, 16), np.inf))
     assert vae.decode(np.zeros((1, 16))).dtype == np.float32   # float64 within range is cast
 
@@ -135,6 +135,8 @@ def test_a_thread_count_or_cache_folder_of_another_type_is_refused_by_name(train
 def test_only_integer_pixels_and_samples_get_a_scale_hint(vae, gan):
     with pytest.raises(InputError, match=r"found dtype int32$"):
         gan.generate(np.zeros((1, 64), np.int32))
+    with pytest.raises(InputError, match=r"^z: expected a floating-point array, found dtype uint8$"):   # no pixels to scale
+        gan.generate(np.zeros((1, 64), np.uint8))
     with pytest.raises(InputError, match=r"found dtype uint8 \(divide uint8 pixels by 255\)$"):
         vae.encode(np.zeros((1, 1, 32, 32), np.uint8))
 

@@ -155,6 +155,9 @@ def shown_against(value: float, low: float, high: float, digits: int = 3) -> str
     return repr(value)
 
 
+PICTURE_ARGUMENTS = ("image", "images", "control")   # the arguments of pixels in [0, 1]: uint8 ones are told to scale
+
+
 def as_float_array(value: Any, what: str, shape: tuple[int | None, ...]) -> np.ndarray:
     """Coerce a user's array to float32 with the given shape (None = any size).
 
@@ -171,9 +174,12 @@ def as_float_array(value: Any, what: str, shape: tuple[int | None, ...]) -> np.n
         raise InputError(f"{what}: expected a floating-point array, found {shown} (are the arguments in the order the "
                          "call takes them?)")
     if array.dtype.kind != "f":
-        # integer dtypes that mean a scale: 8-bit pixels, 16-bit audio samples (a label is never cast here)
-        hint = {np.dtype(np.uint8): " (divide uint8 pixels by 255)",
-                np.dtype(np.int16): " (divide int16 samples by 32768)"}.get(array.dtype, "")
+        # integer dtypes that mean a scale, where the argument holds pictures or audio (not z or noise)
+        hint = ""
+        if array.dtype == np.uint8 and what in PICTURE_ARGUMENTS:
+            hint = " (divide uint8 pixels by 255)"
+        elif array.dtype == np.int16 and what == "waveform":
+            hint = " (divide int16 samples by 32768)"
         raise InputError(f"{what}: expected a floating-point array, found dtype {array.dtype}{hint}")
     expected = "[" + ", ".join("n" if d is None else str(d) for d in shape) + "]"
     if array.ndim != len(shape) or any(d is not None and d != s for d, s in zip(shape, array.shape)):

@@ -35,7 +35,7 @@ class ConditionalGANPipeline(Pipeline):
 
     def generate(self, z, labels) -> np.ndarray:
         """Latents [n, latent_dim] and class ids (one, or n) -> images [n, C, H, W] in [0, 1]."""
-        z = as_float_array(z, "latents", (None, self.latent_dim))
+        z = as_float_array(z, "z", (None, self.latent_dim))
         if labels is None:  # this generator has no "no label" class to fall back on
             raise InputError(f"labels: expected one class id or {len(z)} class ids, found None")
         y = class_labels(labels, len(z), self.num_classes, self.num_classes, "labels")

@@ -54,8 +54,10 @@ class ControlNetPipeline(DiffusionPipeline):
         text = array.dtype.kind in "US"   # as_float_array names it
         if not text and (array.ndim not in (3, 4) or tuple(array.shape[-3:]) != tuple(self.image_shape)):
             shape = ", ".join(map(str, self.image_shape))
-            raise InputError(f"control: expected hint images [{shape}] (one for all) or [n, {shape}], found "
-                             f"{list(array.shape)}")
+            # a number where the hints belong: often diffusion's sample(n, steps) called on a ControlNet
+            found = f"the number {array.item()!r} (are the arguments in the order the call takes them?)" \
+                if array.ndim == 0 else list(array.shape)
+            raise InputError(f"control: expected hint images [{shape}] (one for all) or [n, {shape}], found {found}")
         control = as_float_array(array, "control", (None, *self.image_shape)) if array.ndim == 4 else \
             as_float_array(array, "control", self.image_shape)[None]
         if len(control) not in (1, n):
@@ -78,12 +80,13 @@ class ControlNetPipeline(DiffusionPipeline):
 
     def sample(self, n: int, control=None, conditioning_scale=1.0, steps: int = DEFAULT_STEPS, sampler: str | None = None,
                guidance_scale: float | None = None, labels=None, seed: int | None = None, eta: float = 0.0,
-               callback: Callback | None = None) -> np.ndarray:
+               callback: Callback | None = None, noise: np.ndarray | None = None) -> np.ndarray:
         """n images following the hint images `control` (see hint()); conditioning_scale 0
-        gives the base diffusion model's images for the same seed, 1 the trained control."""
+        gives the base diffusion model's images for the same seed (or `noise`, as diffusion's
+        sample takes it), 1 the trained control."""
         n = check_count(n)
         feeds = self.control_feeds(self._required(control), n, conditioning_scale)
-        return self._sample(n, steps, sampler, guidance_scale, labels, seed, eta, callback, feeds)
+        return self._sample(n, steps, sampler, guidance_scale, labels, seed, eta, callback, feeds, noise=noise)
 
     def img2img(self, image, control=None, conditioning_scale=1.0, strength: float = DEFAULT_STRENGTH, steps: int = DEFAULT_STEPS,
                 sampler: str | None = None, guidance_scale: float | None = None, labels=None, seed: int | None = None, eta: float = 0.0,

@@ -82,7 +82,7 @@ class FlowPipeline(Pipeline):
     def decode(self, z) -> np.ndarray:
         """Latents [n, D] -> data: the exact inverse of encode (image values may fall a little
         outside [0, 1]: the logit preprocessing spans slightly more; `sample` clips)."""
-        z = as_float_array(z, "latents", (None, self.config.event_dim))
+        z = as_float_array(z, "z", (None, self.config.event_dim))
         return self.run_finite("inverse", {"z": z})["x"]
 
     def sample(self, n: int, seed: int | None = None, temperature: float = 1.0) -> np.ndarray:

@@ -19,7 +19,7 @@ class GANPipeline(Pipeline):
 
     def generate(self, z) -> np.ndarray:
         """Latents [n, latent_dim] -> images [n, C, H, W] in [0, 1]."""
-        z = as_float_array(z, "latents", (None, self.latent_dim))
+        z = as_float_array(z, "z", (None, self.latent_dim))
         return self.run_finite("generator", {"z": z})["image"]  # the graph maps tanh to [0, 1]
 
     def sample(self, n: int, seed: int | None = None) -> np.ndarray:

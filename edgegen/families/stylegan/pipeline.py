@@ -85,7 +85,7 @@ class StyleGANPipeline(Pipeline):
     def map(self, z, truncation: float = 1.0) -> np.ndarray:
         """Latents [n, latent_dim] -> w [n, w_dim], pulled toward the average w by
         truncation, StyleGAN's psi (1: as mapped; 0: the average image; 0.5-0.7: StyleGAN's usual)."""
-        z = as_float_array(z, "latents", (None, self.latent_dim))
+        z = as_float_array(z, "z", (None, self.latent_dim))
         w = self.run_finite("mapping", {"z": z})["w"]
         psi = check_number(truncation, "truncation")
         return w if psi == 1.0 else (self.w_avg + np.float32(psi) * (w - self.w_avg)).astype(np.float32)

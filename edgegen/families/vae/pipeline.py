@@ -30,7 +30,7 @@ class VAEPipeline(Pipeline):
 
     def decode(self, z) -> np.ndarray:
         """Latents [n, latent_dim] -> images [n, C, H, W] in [0, 1]."""
-        z = as_float_array(z, "latents", (None, self.latent_dim))
+        z = as_float_array(z, "z", (None, self.latent_dim))
         return self.run_finite("decoder", {"z": z})["image"]
 
     def sample(self, n: int, seed: int | None = None) -> np.ndarray:
