@@ -452,7 +452,7 @@ def test_sample_batched_gives_each_call_what_it_gets_alone(trained):
         pipe.sample_batched([dict(n=1), dict(n=1, guidance_scale=2.0)])
     with pytest.raises(InputError, match=r"expected sample\(\)'s arguments, found \['strength'\]"):
         pipe.sample_batched([dict(n=1, strength=0.5)])
-    with pytest.raises(InputError, match="class ids"):
+    with pytest.raises(InputError, match=r"^sample_batched: calls\[1\]: labels: expected class ids"):   # which call's
         pipe.sample_batched([dict(n=1, labels=3), dict(n=1, labels=12)])
     # malformed calls: Python's TypeError and AttributeError before
     for calls, said in (([1], "expected a list of calls, each a dict"), ({"n": 1}, "expected a list of calls"),

@@ -201,6 +201,11 @@ def test_stylegan_graphs_and_what_users_do_with_them(stylegan):
         pipe.mix([1, 2], [3, 4, 5], 2)
     with pytest.raises(InputError, match=r"seeds_a: expected one or more non-negative integer seeds, found \[\]"):
         pipe.mix([], [3], 2)
+    with pytest.raises(InputError, match=r"^seeds_a \(one image each\): expected at most 100000 per call"):
+        pipe.mix(range(100_001), [1], 2)   # refused before 100,001 latents are drawn one by one
+    for n in (-1, 2.5):
+        with pytest.raises(InputError, match=rf"^n: expected a positive integer, found {n}"):
+            pipe.noise(n)
     with pytest.raises(InputError, match=r"ws: expected shape \[n, 8, 16\]"):
         pipe.synthesize(np.zeros((2, 3, 16), np.float32))
 

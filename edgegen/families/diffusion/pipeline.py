@@ -258,12 +258,19 @@ class DiffusionPipeline(Pipeline):
         for (steps, sampler, guidance_scale, eta, unlabelled), members in groups.items():
             counts_here = [counts[i] for i in members]
             rngs = RowGenerators([make_rng(calls[i].get("seed")) for i in members], counts_here)
-            labels = None if unlabelled else np.concatenate([self._labels(calls[i]["labels"], n)
+            labels = None if unlabelled else np.concatenate([self._call_labels(calls, i, n)
                                                              for i, n in zip(members, counts_here)])
             images = self._sample(sum(counts_here), steps, sampler, guidance_scale, labels, None, eta, None, rng=rngs)
             for index, part in zip(members, np.split(images, np.cumsum(counts_here)[:-1])):
                 results[index] = part
         return results
+
+    def _call_labels(self, calls: list[dict], index: int, n: int) -> np.ndarray:
+        """One sample_batched call's labels, a refusal naming the call as its other refusals do."""
+        try:
+            return self._labels(calls[index]["labels"], n)
+        except InputError as exc:
+            raise InputError(f"sample_batched: calls[{index}]: {exc}") from None
 
     # -- the loops, with the graph's other inputs (feeds) for the families that have them --------
 

@@ -118,6 +118,7 @@ class StyleGANPipeline(Pipeline):
 
     def noise(self, n: int, mode: str = "const", seed: int | None = None) -> dict[str, np.ndarray]:
         """The synthesis graph's noise inputs for a batch of n."""
+        n = check_count(n)
         check_noise_mode(mode)
         shapes = list(self.config.noise_shapes)
         if mode == "random":
@@ -179,6 +180,7 @@ class StyleGANPipeline(Pipeline):
             isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in array.ravel()))
         if array.ndim != 1 or len(array) == 0 or not whole or (array < 0).any():
             raise InputError(f"{what}: expected one or more non-negative integer seeds, found {seeds!r:.60}")
+        check_count(len(array), f"{what} (one image each)")   # the cap a sample's n has
         return array
 
     def _latents(self, seeds: np.ndarray) -> np.ndarray:
