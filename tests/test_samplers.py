@@ -1,6 +1,7 @@
 """The numpy samplers against diffusers' schedulers, step for step."""
 
 import itertools
+import warnings
 
 import numpy as np
 import pytest
@@ -250,3 +251,20 @@ def test_the_settings_refused_above_are_taken_where_they_do_no_harm():
 
 def test_every_sampler_is_named():
     assert set(SAMPLERS) == {"ddpm", "ddim", "dpmpp-2m", "euler", "euler-a", "pndm", "lms"}
+
+
+def test_a_schedule_that_starts_in_the_lower_half_warns_that_the_result_stays_noise():
+    """One step of linspace or leading spacing visits timestep 0 only: diffusers returns the noise
+    all but unremoved, without a word; edgegen says so (dpmpp-2m's one step starts at 999)."""
+    from edgegen.errors import EdgegenWarning
+
+    denoiser = lambda x, t: np.zeros_like(x)
+    x_T = np.zeros((1, 2), np.float32)
+    for name in ("euler", "ddim"):
+        with pytest.warns(EdgegenWarning, match=rf"steps=1: sampler '{name}' \((linspace|leading) spacing\) starts from "
+                                                r"pure noise at timestep 0 of 1000"):
+            make_sampler(name).sample(denoiser, x_T, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        make_sampler("euler").sample(denoiser, x_T, 2)
+        make_sampler("dpmpp-2m").sample(denoiser, x_T, 1)

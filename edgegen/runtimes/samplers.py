@@ -32,7 +32,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..errors import ConfigError, not_one_of
+from ..errors import ConfigError, EdgegenWarning, not_one_of, warn_caller
 from .pipeline import check_callback
 
 ModelFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -200,8 +200,19 @@ class Sampler:
                callback: Callback | None = None, after_step: AfterStep | None = None) -> np.ndarray:
         """Generate from standard normal noise x_T (scaled here by `init_noise_sigma`)."""
         self.check_steps(steps)
+        self._warn_if_it_starts_low(steps)
         x = np.asarray(x_T, dtype=np.float32) * np.float32(self.init_noise_sigma(steps))  # float32, as diffusers
         return self.denoise(model_fn, x, steps, 0, rng, callback, after_step)
+
+    def _warn_if_it_starts_low(self, steps: int) -> None:
+        """A schedule whose first timestep lies in the lower half (1 step of linspace or leading
+        spacing visits timestep 0 only) leaves pure noise all but unremoved: diffusers returns the
+        same, without a word; a preview at --steps 1 is an obvious thing to try."""
+        first = int(np.max(self.timesteps(steps)))
+        if first < self.num_train_timesteps // 2:
+            warn_caller(f"steps={steps}: sampler {self.name!r} ({self.timestep_spacing} spacing) starts from pure noise "
+                        f"at timestep {first} of {self.num_train_timesteps}, where the model expects almost clean "
+                        f"images, so the result stays mostly noise: give more steps", EdgegenWarning)
 
     def denoise(self, model_fn: ModelFn, x: np.ndarray, steps: int, start: int = 0,
                 rng: np.random.Generator | None = None, callback: Callback | None = None,
