@@ -9,8 +9,10 @@ The models (random weights, built with diffusers' classes and saved with save_pr
   batch 1, guidance 7.5;
 - text2image-digits: the shipped trained model (docs/diffusers.md: 8-token prompts, a 1.1M
   UNet on 4x8x8 latents, 16x16 digits), saved as a diffusers folder with a DDIM scheduler, batch 1,
-  guidance 7.5. Its int8 variant's samples are also judged: the digit classifier's reading of
-  "a thin/thick DIGIT" samples through the fp32 and the int8 package (quality.caption_quality).
+  guidance 7.5. Its samples are also judged: the digit classifier's reading of "a thin/thick
+  DIGIT" samples (quality.caption_quality), through the int8 package too where optimize wrote its
+  UNet's variant (on ort-cpu it refuses it as slower; `benchmarks/text2image_quality.py
+  --precision int8` judges one made with `--target tensorrt`).
 optimum-onnx exports the Stable Diffusion layout (ORTStableDiffusionPipeline, in its own
 environment, benchmarks/.venv-optimum, as benchmarks/gpt.py builds it); it has no pipeline for
 a bare UNet2DModel. Each round's prompt is new to every engine, so edgegen's prompt cache does
