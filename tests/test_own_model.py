@@ -473,6 +473,67 @@ def test_inputs_named_as_forwards_parameters_are_bound_by_name(tmp_path):
     np.testing.assert_allclose(edgegen.load(path)(first=a, second=b)["output"], a - 2 * b, atol=1e-6)
 
 
+class _Loudness(torch.nn.Module):
+    """A spectrogram's power, which is never negative, and a temperature, which is positive."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv1d(4, 2, 3, padding=1)
+
+    def forward(self, power, temperature):
+        return self.conv(torch.log1p(torch.sqrt(power))) / temperature.sqrt()
+
+
+class _Standardized(torch.nn.Module):
+    def forward(self, x):
+        return (x - x.mean(0)) / x.std(0)   # NaN for a batch of one row, in PyTorch itself
+
+
+def test_the_gate_draws_inputs_on_the_side_of_zero_the_given_values_lie(tmp_path):
+    """An example of zeros and a temperature of 0.7 were drawn as N(0, 1) and N(0.7, 1): sqrt of a
+    negative power gave PyTorch's own NaN, which the gate blamed on the graph. A constant is drawn
+    near it, on its side of 0; held-out feeds steer the draws too; where PyTorch's own output is NaN
+    the refusal says so, naming the feed."""
+    example = {"power": np.zeros((2, 4, 10), np.float32), "temperature": np.array(0.7, np.float32)}
+    path = export_pytorch(_Loudness(), example, tmp_path / "zeros", dynamic={"power": {0: "batch", 2: "time"}})
+    drawn = read_feeds(path / "held_out.npz")
+    assert all(f["power"].min() >= 0 and 0.35 <= f["temperature"] <= 1.05 for f in drawn)
+    # a held-out temperature from 0.5 to 1.0 beside an example of one negative-free spread
+    rng = np.random.default_rng(0)
+    held = [{"power": rng.random((3, 4, 10), dtype=np.float32), "temperature": np.array(t, np.float32)} for t in (0.5, 1.0)]
+    export_pytorch(_Loudness(), {**example, "power": rng.random((2, 4, 10), dtype=np.float32)}, tmp_path / "held",
+                   dynamic={"power": {0: "batch", 2: "time"}}, held_out=held)
+    with pytest.raises(ValidationError, match=r"expected finite outputs from the module to check the graph against, found "
+                                              r"NaN or Inf from PyTorch itself \(forward, not the export\) on inputs drawn "
+                                              r"like the example's values .* at batch=1: give held_out"):
+        export_pytorch(_Standardized(), {"x": rng.standard_normal((4, 3)).astype(np.float32)}, tmp_path / "std")
+    assert not (tmp_path / "std").exists()
+
+
+class _Counting(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 2)
+        self.register_buffer("calls", torch.zeros(()))
+        self.register_buffer("mean", torch.zeros(4), persistent=False)
+
+    def forward(self, x):
+        self.calls += 1
+        self.mean = 0.9 * self.mean + 0.1 * x.mean(0)   # replaced, not changed in place
+        return self.linear(x - self.mean)
+
+
+def test_a_forward_that_changes_its_buffers_is_refused_and_the_module_given_back_as_it_came(tmp_path):
+    """The export ran the module a dozen times: the counter read 11 after it, and bench --vs-torch
+    then refused the factory's fresh module as other weights; a running mean made a ParityError
+    that named nothing."""
+    module = _Counting()
+    with pytest.raises(ConfigError, match=r"^module: expected a forward that leaves its buffers as they are .* found it "
+                                          r"changes calls, mean: keep that state outside"):
+        export_pytorch(module, {"x": np.ones((2, 4), np.float32)}, tmp_path / "pkg")
+    assert module.calls.item() == 0 and torch.equal(module.mean, torch.zeros(4)) and not (tmp_path / "pkg").exists()
+
+
 def test_held_out_feeds_are_checked_and_recorded_for_optimize(tmp_path, capsys):
     rng = np.random.default_rng(1)
     feeds = [{"a": rng.standard_normal((n, 4)).astype(np.float32), "b": rng.standard_normal((n, 4)).astype(np.float32)}

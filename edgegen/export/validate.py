@@ -19,9 +19,11 @@ class Comparison:
     max_rel: float
     finite: bool
     passed: bool
+    reference_finite: bool = True   # False: PyTorch's own output held NaN or Inf (nothing to check the graph against)
 
     def line(self) -> str:
-        verdict = "ok" if self.passed else ("NaN/Inf" if not self.finite else "MISMATCH")
+        verdict = "ok" if self.passed else ("NaN/Inf from PyTorch" if not self.reference_finite else
+                                            "NaN/Inf" if not self.finite else "MISMATCH")
         where = f"batch {self.batch}" if isinstance(self.batch, int) else self.batch
         return f"{self.output} @ {where}: max abs {self.max_abs:.3g}, max rel {self.max_rel:.3g} [{verdict}]"
 
@@ -35,16 +37,17 @@ def torch_inputs(feeds: dict[str, np.ndarray], specs) -> list[torch.Tensor]:
 
 def compare(output: str, batch: int, ours: np.ndarray, reference: np.ndarray, atol: float, rtol: float) -> Comparison:
     """allclose-style: every element within atol + rtol * |reference|; NaN or Inf anywhere fails."""
-    finite = bool(np.isfinite(ours).all() and np.isfinite(reference).all())
+    reference_finite = bool(np.isfinite(reference).all())
+    finite = bool(np.isfinite(ours).all() and reference_finite)
     if ours.shape != reference.shape:
-        return Comparison(output, batch, float("inf"), float("inf"), finite, False)
+        return Comparison(output, batch, float("inf"), float("inf"), finite, False, reference_finite)
     with np.errstate(invalid="ignore", over="ignore"):  # NaN/Inf are reported through `finite`
         diff = np.abs(ours.astype(np.float64) - reference.astype(np.float64))
         scale = np.abs(reference.astype(np.float64))
         max_abs = float(diff.max()) if diff.size else 0.0
         max_rel = float((diff / np.maximum(scale, 1e-12)).max()) if diff.size else 0.0
     passed = finite and bool((diff <= atol + rtol * scale).all())
-    return Comparison(output, batch, max_abs, max_rel, finite, passed)
+    return Comparison(output, batch, max_abs, max_rel, finite, passed, reference_finite)
 
 
 def gate_graph(part: str, module: torch.nn.Module, session: Session, make_inputs, batches: tuple[int, ...],

@@ -51,7 +51,8 @@ SYNTHESIZED_FEEDS = 8
 
 def _in_eval_mode(export):
     """`export` of a CPU module in eval mode (dropout off, batch norm's running statistics), as it
-    runs for inference, the caller's module given back in the mode it came in."""
+    runs for inference, the caller's module given back in the mode it came in, with the buffers it
+    came with (a forward that changes them is refused, but only after it ran once)."""
     @functools.wraps(export)
     def run(module, *args, **kwargs):
         _refuse_other_than_a_cpu_module(module)
@@ -59,6 +60,7 @@ def _in_eval_mode(export):
         # batch norm (module.bn.eval() inside a training module) would find it training again. Set
         # through train(), top down, so that a module's own train() override still runs.
         modes = [(m, m.training) for m in module.modules()]
+        buffers = _buffer_copies(module)
         try:
             return export(module.eval(), *args, **kwargs)
         finally:
@@ -66,8 +68,31 @@ def _in_eval_mode(export):
             for m, training in modes[1:]:
                 if m.training != training:
                     m.train(training)
+            _put_back(module, buffers)
 
     return run
+
+
+def _buffer_copies(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: buffer.detach().clone() for name, buffer in module.named_buffers()}
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal to the bit, NaN where NaN was (torch.equal takes NaN for unequal to itself)."""
+    return a.shape == b.shape and a.dtype == b.dtype and (
+        torch.equal(a, b) or (a.is_floating_point() and torch.allclose(a, b, rtol=0, atol=0, equal_nan=True)))
+
+
+def _changed_buffers(module: torch.nn.Module, before: dict[str, torch.Tensor]) -> list[str]:
+    return [name for name, buffer in module.named_buffers() if name not in before or not _same(buffer, before[name])]
+
+
+def _put_back(module: torch.nn.Module, buffers: dict[str, torch.Tensor]) -> None:
+    """Each buffer as it was (set in its owner's place: forward may have replaced the tensor)."""
+    for name in _changed_buffers(module, buffers):
+        if name in buffers:
+            owner, _, leaf = name.rpartition(".")
+            module.get_submodule(owner)._buffers[leaf] = buffers[name]
 
 
 def _refuse_other_than_a_cpu_module(module) -> None:
@@ -136,7 +161,9 @@ def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str 
         _warn_of_fixed_rows(specs)
     rng = np.random.default_rng(seed)
     recorded = _held_out(held_out, specs, limits) if held_out is not None else _synthesized(specs, example, traced, limits, rng)
-    checked = recorded + (_synthesized(specs, example, traced, limits, rng) if held_out is not None else [])
+    # the gate's own feeds are drawn like the values the user gave: the example and any held-out feeds
+    drawn_like = _values_given(example, recorded if held_out is not None else [])
+    checked = recorded + (_synthesized(specs, drawn_like, traced, limits, rng) if held_out is not None else [])
     config = GenericConfig(graph=GRAPH, dim_limits=limits, example_dims=traced, source=source or type(module).__name__)
     problems = config.problems()
     if problems:
@@ -175,11 +202,12 @@ def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str 
             raise ParityError(f"export of {config.source!r} does not reproduce PyTorch, package not written: "
                                   + failures)
         refuse_lost_epsilons(GRAPH, module, session, checked[0])
-        results += _gate_at_limits(module, session, specs, example, traced, limits, rng, atol, rtol, config.source)
-        below, config.dim_minimums = _gate_below(module, session, specs, example, traced, _least_sizes(specs, checked),
+        results += _gate_at_limits(module, session, specs, drawn_like, traced, limits, rng, atol, rtol, config.source)
+        below, config.dim_minimums = _gate_below(module, session, specs, drawn_like, traced, _least_sizes(specs, checked),
                                                  rng, atol, rtol)
         results += below
-        between, config.dim_multiples = _gate_between_steps(module, session, specs, example, traced, limits, rng, atol, rtol)
+        between, config.dim_multiples = _gate_between_steps(module, session, specs, drawn_like, traced, limits, rng, atol,
+                                                            rtol)
         results += between
         for dim, step in config.dim_multiples.items():   # the least a multiple too: "4 to 128 in multiples of 4", not "1 to"
             config.dim_minimums[dim] = -(-config.dim_minimums[dim] // step) * step
@@ -261,7 +289,7 @@ def _gate_each(module, session, feeds: list[dict], users_feeds: int, atol: float
     for i, feed in enumerate(feeds):
         check_feeds(session.graph_name, session.inputs, feed)   # a feed that does not fit the graph's inputs: the caller's
         try:
-            results += gate_feeds(module, session, [feed], atol, rtol)
+            found = gate_feeds(module, session, [feed], atol, rtol)
         except (InputError, BackendError) as exc:   # the module ran on it (it runs first): ONNX Runtime failed on the graph
             raise ParityError(f"export of {source!r} does not reproduce PyTorch, package not written: the graph fails at "
                               f"{feed_label(session.inputs, feed)}, where the module runs ({first_line(exc)}); "
@@ -274,7 +302,21 @@ def _gate_each(module, session, feeds: list[dict], users_feeds: int, atol: float
                                      "values and sizes" if i < users_feeds else
                                      f"inputs at sizes the trace did not see ({described(exc)}); give dim_limits "
                                      "(--limit) or held_out (--held-out) inputs of sizes it takes")) from None
+        if not all(r.reference_finite for r in found):
+            raise ValidationError(f"export of {source!r}: expected finite outputs from the module to check the graph "
+                                  "against, found NaN or Inf from PyTorch itself (forward, not the export) on "
+                                  + _feed_named(session, feed, i, users_feeds) + ", package not written")
+        results += found
     return results
+
+
+def _feed_named(session, feed: dict, index: int, users_feeds: int) -> str:
+    """A gate feed as a user knows it, with what to do where the module's own output is not finite on it."""
+    if index < users_feeds:
+        return f"held-out feed {index} (held_out, --held-out): check its values"
+    return (f"inputs drawn like the example's values (their mean and spread, within their range) at "
+            f"{feed_label(session.inputs, feed)}: give held_out (--held-out) feeds of real inputs, which the drawn "
+            "ones then follow, or an example whose values span what the module takes")
 
 
 def _warn_of_fixed_rows(specs: tuple[TensorSpec, ...]) -> None:
@@ -373,11 +415,16 @@ def _returned(result) -> str:
 def _output_count(module, example, specs) -> int:
     """How many tensors forward returns on the example: run once, before the export, so that a
     module that fails on its own example, or returns something else, is said so at once."""
+    before = _buffer_copies(module)
     try:
         with torch.inference_mode():
             result = module(*torch_inputs(example, specs))
     except Exception as exc:  # noqa: BLE001 - the user's module failing on the user's example
         raise ConfigError(f"module: expected forward to run on the example inputs, found {described(exc)}") from exc
+    if changed := _changed_buffers(module, before):   # a counter, a running mean: each call another model
+        raise ConfigError(f"module: expected a forward that leaves its buffers as they are (the graph holds them as "
+                          f"constants, so it would part from the module after one call), found it changes "
+                          f"{', '.join(changed)}: keep that state outside the module, or pass it in and return it")
     if not isinstance(result, torch.Tensor) and not (isinstance(result, (tuple, list)) and result
                                                      and all(isinstance(r, torch.Tensor) for r in result)):
         raise ConfigError(f"module: expected forward to return a tensor or a tuple of tensors, found "
@@ -568,6 +615,8 @@ def _tried(module, session, feed, atol, rtol) -> tuple[list | None, list[str]]:
         raise
     except Exception:  # noqa: BLE001 - the user's module failing at this size
         return None, []
+    if not all(r.reference_finite for r in found):   # the module's own NaN (x.std(0) of one row): nor a size it takes
+        return None, []
     return found, [r.line() for r in found if not r.passed]
 
 
@@ -648,6 +697,10 @@ def _gate_at_limits(module, session, specs, example, traced, limits, rng, atol, 
             raise ValidationError(f"export of {source!r}: the module or its graph failed at {dim} {size}, the largest "
                                   f"size recorded for {dim} (TensorRT profiles are built to it): {described(exc)}; "
                                   f"{fix}") from None
+        if not all(r.reference_finite for r in found):
+            raise ValidationError(f"export of {source!r}: expected finite outputs from the module at {dim} {size}, the "
+                                  f"largest size recorded for {dim} (TensorRT profiles are built to it), found NaN or Inf "
+                                  f"from PyTorch itself; {fix}")
         failures = [f"{r.line()} (tolerance atol {atol:g}, rtol {rtol:g})" for r in found if not r.passed]
         if failures:
             raise ParityError(f"export of {source!r} does not reproduce PyTorch at {dim} {size}, the largest size "
@@ -688,12 +741,23 @@ def _marked_embedding(node: onnx.NodeProto) -> bool:
     return any(p.key == "pkg.torch.onnx.class_hierarchy" and "aten.embedding" in p.value for p in node.metadata_props)
 
 
+def _values_given(example: dict[str, np.ndarray], feeds: list[dict]) -> dict[str, np.ndarray]:
+    """Each input's values in the example and the held-out `feeds`, flattened: what the gate's
+    drawn feeds take their mean, spread and range from (a temperature held out from 0.5 to 1.0
+    is drawn there, not around an example's one value)."""
+    return {name: np.concatenate([np.ravel(value), *(np.ravel(feed[name]) for feed in feeds)]).astype(value.dtype)
+            for name, value in example.items()}
+
+
 def _draw_like(array: np.ndarray, shape: tuple, rng: np.random.Generator) -> np.ndarray:
     if array.dtype == np.bool_:
         return rng.random(shape) < array.mean()
     low, high = (array.min(), array.max()) if array.size else (0, 1)
     if array.dtype.kind in "iu":
         return rng.integers(int(low), int(high) + 1, size=shape).astype(array.dtype)
+    if array.size and low == high:   # one value throughout (a temperature, a gain, zeros): near it, on its side of 0,
+        near = (0.0, 1.0) if low == 0 else sorted((float(low) / 2, float(low) * 1.5))   # where sqrt and log are defined
+        return rng.uniform(*near, size=shape).astype(array.dtype)
     spread = float(array.std()) or 1.0
     drawn = rng.normal(float(array.mean()), spread, size=shape)
     if high > low:   # within the example's range; redrawn there, not clipped: clipping makes ties at its ends,
