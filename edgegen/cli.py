@@ -981,7 +981,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "forward's order (the trace's sizes)")
     own.add_argument("--dynamic", action="append", default=None, metavar="INPUT:AXIS=NAME",
                      help="a dynamic dim (repeatable), e.g. image:0=batch image:2=height (default: axis 0 of every "
-                          "input is batch; any --dynamic replaces that, so name axis 0 too to keep a batch)")
+                          "input is batch; any --dynamic replaces that, so name axis 0 too to keep a batch; "
+                          "none: every shape as the example's)")
     own.add_argument("--output-name", action="append", default=None, help="output names in order (repeatable; "
                      "default output, or output.0, output.1, ...)")
     own.add_argument("--held-out", default=None, metavar="NPZ", help="inputs to gate on and record for optimize "

@@ -375,6 +375,9 @@ def test_dynamic_options_are_read_per_input_and_axis_and_a_renamed_axis_is_refus
     with pytest.raises(ConfigError, match=r"--dynamic 'image:0=n': expected one name per axis, found image:0 named "
                                           r"'batch' already$"):
         parse_dynamic(["image:0=batch", "image:0=n"])
+    assert parse_dynamic(["none"]) == {}   # a streaming model's batch of one: every shape as the example's
+    with pytest.raises(ConfigError, match=r"--dynamic none: expected alone .*, found it with image:0=batch$"):
+        parse_dynamic(["none", "image:0=batch"])
 
 
 def test_a_dynamic_that_names_no_axis_0_warns_that_the_rows_are_fixed(user_model, tmp_path, capsys):
@@ -532,6 +535,25 @@ def test_a_forward_that_changes_its_buffers_is_refused_and_the_module_given_back
                                           r"changes calls, mean: keep that state outside"):
         export_pytorch(module, {"x": np.ones((2, 4), np.float32)}, tmp_path / "pkg")
     assert module.calls.item() == 0 and torch.equal(module.mean, torch.zeros(4)) and not (tmp_path / "pkg").exists()
+
+
+def test_a_ragged_example_a_seed_of_text_and_a_limit_past_memory_are_edgegens_refusals(tmp_path):
+    """Each gave Python's own error from the Python API: numpy's ValueError, SeedSequence's
+    TypeError, a MemoryError of 29 TiB."""
+    linear, example = torch.nn.Linear(4, 2), {"x": np.ones((2, 4), np.float32)}
+    with pytest.raises(ConfigError, match=r"^inputs \(--inputs\) 'x': expected an array \(numbers in a regular shape\), "
+                                          r"found list numpy cannot make one of"):
+        export_pytorch(linear, {"x": [[1.0, 2.0], [1.0]]}, tmp_path / "pkg")
+    with pytest.raises(ConfigError, match=r"^seed: expected a non-negative integer \(the gate's draws\), found 'a'"):
+        export_pytorch(linear, example, tmp_path / "pkg", seed="a")
+    with pytest.raises(ValidationError, match=r"failed at batch 1000000000000, the largest size recorded for batch .*"
+                                              r"MemoryError.*give --limit batch=N \(dim_limits\) below 1000000000000"):
+        export_pytorch(linear, example, tmp_path / "pkg", dim_limits={"batch": 10**12})
+    assert not (tmp_path / "pkg").exists()
+    for compiled in (torch.jit.script(linear), torch.jit.trace(linear, torch.ones(2, 4))):   # torch.export cannot trace them
+        with pytest.raises(ConfigError, match=r"^module: expected a Python nn.Module \(torch.export traces its Python "
+                                              r"code\), found a TorchScript (Recursive|TopLevelTraced)"):
+            export_pytorch(compiled, example, tmp_path / "pkg")
 
 
 def test_held_out_feeds_are_checked_and_recorded_for_optimize(tmp_path, capsys):

@@ -98,6 +98,9 @@ def _put_back(module: torch.nn.Module, buffers: dict[str, torch.Tensor]) -> None
 def _refuse_other_than_a_cpu_module(module) -> None:
     if not isinstance(module, torch.nn.Module):
         raise ConfigError(f"module: expected a torch.nn.Module, found {type(module).__name__}")
+    if isinstance(module, torch.jit.ScriptModule):   # torch.export traces Python code, which TorchScript has compiled away
+        raise ConfigError(f"module: expected a Python nn.Module (torch.export traces its Python code), found a TorchScript "
+                          f"{type(module).__name__}: export the nn.Module it was scripted or traced from")
     devices = sorted({str(t.device) for t in (*module.parameters(), *module.buffers()) if t.device.type != "cpu"})
     if devices:   # the example arrays become CPU tensors, and the check runs ONNX Runtime on the CPU
         raise ConfigError(f"module: expected its weights on the CPU (export module.cpu(); the package runs on any "
@@ -135,6 +138,8 @@ def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str 
         if isinstance(tolerance, bool) or not isinstance(tolerance, numbers.Real) or not 0 <= tolerance < math.inf:
             raise ConfigError(f"{label} (--{label}): expected a tolerance of 0 or more, found {tolerance!r}")
     atol, rtol = float(atol), float(rtol)   # a numpy float too, recorded in the manifest's JSON
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ConfigError(f"seed: expected a non-negative integer (the gate's draws), found {seed!r}")
     if not isinstance(inputs, Mapping):
         raise ConfigError(f"inputs (--inputs): expected example arrays by input name (a dict), found {type(inputs).__name__}")
     example = {str(k): _numpy(v, f"inputs (--inputs) {k!r}") for k, v in dict(inputs).items()}
@@ -270,7 +275,11 @@ def _in_forward_order(module: torch.nn.Module, example: dict[str, np.ndarray]) -
 def _numpy(value: Any, what: str) -> np.ndarray:
     if isinstance(value, torch.Tensor) and value.dtype == torch.bfloat16:   # numpy has no bfloat16: float32, as float64
         value = value.float()
-    array = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+    try:
+        array = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+    except (ValueError, TypeError) as exc:   # a ragged list: numpy's "setting an array element with a sequence"
+        raise ConfigError(f"{what}: expected an array (numbers in a regular shape), found {type(value).__name__} numpy "
+                          f"cannot make one of ({first_line(exc)})") from None
     if array.dtype == np.float64:   # PyTorch modules compute in float32; numpy's default would trace float64
         array = array.astype(np.float32)
     if array.dtype.name not in DTYPES:
@@ -376,7 +385,8 @@ def _traced_sizes(specs, example) -> dict[str, int]:
                 if size < 2:
                     # the exporter specialises a dim of size 1: it would not stay dynamic
                     raise ConfigError(f"inputs (--inputs) {spec.name!r}: expected dynamic dim {dim!r} to be at least 2 in the "
-                                      f"example, found {size}")
+                                      f"example, found {size} (a module that takes only this size: --dynamic none, "
+                                      "dynamic={})")
     return sizes
 
 
@@ -687,10 +697,9 @@ def _gate_at_limits(module, session, specs, example, traced, limits, rng, atol, 
     for dim, size in limits.items():
         if size <= max(_fresh_sizes(dim, traced[dim], limits[dim])):   # the gate tried it already
             continue
-        feed = _feed_at(specs, example, _one_dim_at(dim, size, traced), rng)
         fix = f"give --limit {dim}=N (dim_limits) below {size}, up to where it holds"
-        try:
-            found = gate_feeds(module, session, [feed], atol, rtol)
+        try:   # the feed inside: inputs at a limit of 10**12 rows are the memory the limit asks for
+            found = gate_feeds(module, session, [_feed_at(specs, example, _one_dim_at(dim, size, traced), rng)], atol, rtol)
         except EdgegenError:
             raise
         except Exception as exc:  # noqa: BLE001 - the module failing at its recorded limit is the gate's finding
@@ -900,9 +909,15 @@ def _users_code(flag: str, reference: str, expected: str):
 
 
 def parse_dynamic(specs: list[str] | None) -> dict[str, dict[int, str]] | None:
-    """["image:0=batch", "image:2=height"] -> {"image": {0: "batch", 2: "height"}}; None: the default."""
+    """["image:0=batch", "image:2=height"] -> {"image": {0: "batch", 2: "height"}}; None: the default;
+    ["none"]: {}, every shape as the example's (a streaming model's batch of one)."""
     if specs is None:
         return None
+    if "none" in specs:
+        if len(specs) > 1:
+            raise ConfigError(f"--dynamic none: expected alone (every shape as the example's), found it with "
+                              f"{', '.join(s for s in specs if s != 'none')}")
+        return {}
     dynamic: dict[str, dict[int, str]] = {}
     for spec in specs:
         where, _, dim = spec.partition("=")
