@@ -1044,6 +1044,9 @@ def test_feeds_files_say_what_they_hold_and_what_was_expected(tmp_path):
     (tmp_path / "empty.npz").write_bytes(b"")
     with pytest.raises(InputError, match=r"expected an .npz of named arrays \(numpy.savez\), found an empty file"):
         read_feeds(tmp_path / "empty.npz")
+    np.savez(tmp_path / "objects.npz", x=np.array([object(), 1], dtype=object))   # an .npz, of a pickled member
+    with pytest.raises(InputError, match=r"expected an .npz of numeric arrays, found 'x' of Python objects \(dtype object"):
+        read_feeds(tmp_path / "objects.npz")
     with pytest.raises(InputError, match=r"inputs '.*': expected an .npz file of named arrays \(numpy.savez\), found a "
                                          r"folder$"):   # a package given for --inputs: not "[Errno 21] Is a directory"
         read_feeds(tmp_path)

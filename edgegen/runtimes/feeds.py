@@ -29,7 +29,7 @@ def read_feeds(path: str | os.PathLike) -> list[dict[str, np.ndarray]]:
             raise InputError(f"inputs {str(path)!r}: expected an .npz of named arrays (numpy.savez), found one "
                              f"bare array (.npy, shape {list(data.shape)}): save it with numpy.savez(path, NAME=array)")
         with data:
-            arrays = {key: data[key] for key in data.files}
+            arrays = {key: _member(data, key, path) for key in data.files}
     except FileNotFoundError:
         raise InputError(f"inputs {str(path)!r}: expected an .npz file, found nothing at that path") from None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:   # EOFError: an empty file
@@ -50,6 +50,18 @@ def read_feeds(path: str | os.PathLike) -> list[dict[str, np.ndarray]]:
             raise InputError(f"inputs {str(path)!r}: expected keys N/name with N a number, found {key!r}")
         feeds.setdefault(int(index), {})[name] = array
     return [feeds[i] for i in sorted(feeds)]
+
+
+def _member(data, key: str, path: Path) -> np.ndarray:
+    """One array of an opened .npz; one of Python objects is named (numpy reads it only as a pickle)."""
+    try:
+        return data[key]
+    except ValueError as exc:
+        if "pickle" not in str(exc):
+            raise
+        raise InputError(f"inputs {str(path)!r}: expected an .npz of numeric arrays, found {key!r} of Python objects "
+                         "(dtype object, which numpy reads only as a pickle, which edgegen never loads): save it as "
+                         "numbers (numpy.asarray(..., dtype=numpy.float32))") from None
 
 
 def write_feeds(path: str | os.PathLike, feeds: list[dict[str, np.ndarray]]) -> None:
