@@ -156,7 +156,8 @@ def _cmd_train(args) -> None:
     options = {"latent_dim": args.latent_dim} if args.latent_dim is not None else {}
     options.update(_family_options(family, family.train_options, args, "train"))
     out = train(args.family, args.out, data=args.data, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                seed=args.seed, image_size=args.image_size, channels=args.channels, overwrite=args.force, **options)
+                seed=args.seed, image_size=args.image_size, channels=args.channels, overwrite=args.force,
+                init=args.init, **options)
     print(f"wrote checkpoint {out}")
 
 
@@ -949,6 +950,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channels", type=int, choices=(1, 3), default=None, help="1 grey, 3 RGB (default: the data's own: grey digits, RGB photographs and folders)")
     p.add_argument("--latent-dim", type=int, default=None, help="latent size of the families that have one "
                    "(default: the family's)")
+    p.add_argument("--init", default=None, metavar="CHECKPOINT", help="start from this checkpoint's weights (a path, "
+                   "or a shipped model's name): fine-tune it on --data (default: the data it was trained on), keeping its "
+                   "architecture, image size and channels")
     _add_family_options(p, "train", {f.name: f.train_options for f in registered})
     p.add_argument("--force", action="store_true", help="replace --out if it exists and is what edgegen writes there "
                    "(never a folder of other files, nor the command's input)")

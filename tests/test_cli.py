@@ -36,6 +36,43 @@ def test_train_export_generate_info_through_the_command(tmp_path, capsys):
     assert code == 0 and "family    gan" in out and "generator: generator.onnx" in out
 
 
+def test_train_init_fine_tunes_a_checkpoint_on_other_data_keeping_its_model(tmp_path, capsys):
+    """--init starts from a checkpoint's weights, architecture, size and channels (RGB photographs
+    are read as its grey 32x32), records where it started, and refuses what its weights cannot fit."""
+    from PIL import Image
+
+    from edgegen.training.checkpoint import load_checkpoint
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    first = tmp_path / "first"
+    assert run_cli(capsys, "train", "vae", "--steps", "2", "--latent-dim", "8", "--out", first)[0] == 0
+    tuned = tmp_path / "tuned"
+    code, out, err = run_cli(capsys, "train", "vae", "--init", first, "--data", folder, "--steps", "1", "--lr", "1e-12",
+                             "--seed", "5", "--out", tuned)
+    assert code == 0, err
+    start, end = load_checkpoint(first), load_checkpoint(tuned)
+    assert (end.config.latent_dim, end.config.image_channels, end.config.image_size) == (8, 1, 32)
+    weights = dict(end.model.named_parameters())   # seed 5's own start is far from these (batch norm's statistics move)
+    assert all(torch.allclose(value, weights[name], atol=1e-6) for name, value in start.model.named_parameters())
+    assert end.training["init"] == {"checkpoint": str(first.resolve()), "weights_sha256": start.weights_sha256,
+                                    "steps": 2, "data": "digits"}
+    assert end.data["source"] == str(folder.resolve())
+    code, _, err = run_cli(capsys, "train", "vae", "--init", first, "--latent-dim", "16", "--steps", "1", "--out",
+                           tmp_path / "wider")
+    assert code == 2 and err.startswith(f"edgegen: error: --init {str(first)!r}: expected weights that fit the model this "
+                                        "run builds, found ") and "differ from the checkpoint's in latent_dim 8 -> 16:" in err
+    code, _, err = run_cli(capsys, "train", "gan", "--init", first, "--steps", "1", "--out", tmp_path / "gan")
+    assert code == 2 and f"--init {str(first)!r}: expected a gan checkpoint to start 'edgegen train gan' from, found a " \
+        "vae one" in err
+    code, _, err = run_cli(capsys, "train", "vae", "--init", first, "--steps", "1", "--out", first, "--force")
+    assert code == 2 and "is the input" in err and load_checkpoint(first).weights_sha256 == start.weights_sha256
+    assert not (tmp_path / "wider").exists() and not (tmp_path / "gan").exists()
+
+
 def test_train_never_replaces_what_it_reads_and_says_so_before_training(trained, tmp_path, capsys):
     project = tmp_path / "project"
     (project / "images").mkdir(parents=True)

@@ -82,6 +82,15 @@ def test_user_text_file_trains_and_bad_data_is_refused(tmp_path):
         train("gpt", tmp_path / "y", data=str(tmp_path / "missing.txt"), steps=1, progress=False, **TINY)
     with pytest.raises(ConfigError, match="n_embd"):
         train("gpt", tmp_path / "z", steps=1, progress=False, **{**TINY, "n_embd": 66})
+    # fine-tuned on other text: the checkpoint's architecture and training windows, none given again
+    other = tmp_path / "other.txt"
+    other.write_text("def f(x):\n    return x + 1\n" * 300, encoding="utf-8")
+    short = train("gpt", tmp_path / "short", data=str(text), steps=1, batch_size=4, progress=False,
+                  **{**TINY, "block_size": 32, "train_context": 16})
+    tuned = load_checkpoint(train("gpt", tmp_path / "tuned", data=str(other), init=short, steps=2, batch_size=4,
+                                  progress=False))
+    assert (tuned.config.n_layer, tuned.config.block_size, tuned.config.train_context) == (2, 32, 16)
+    assert tuned.data["source"] == str(other) and tuned.training["init"]["steps"] == 1
 
 
 def test_decoder_graph_has_the_kv_cache_contract_and_fused_attention(gpt):

@@ -343,6 +343,22 @@ def test_controlnet_refuses_what_would_not_fit_its_base(tiny_diffusion, tmp_path
         train("controlnet", tmp_path / "c", steps=1, progress=False, base=str(tiny_diffusion[0]), width=16)
 
 
+def test_a_controlnet_fine_tuned_from_a_checkpoint_starts_from_its_weights_not_its_bases(tiny_diffusion, tmp_path):
+    """The trainer sets the control's weights itself (the base's encoder half, zero convolutions);
+    --init's are loaded after it, so the run starts from the checkpoint's trained control."""
+    import torch
+
+    base = str(tiny_diffusion[0])
+    first = train("controlnet", tmp_path / "c1", steps=2, batch_size=8, progress=False, base=base)
+    tuned = train("controlnet", tmp_path / "c2", steps=1, batch_size=8, lr=1e-12, progress=False, base=base, init=first,
+                  seed=3)
+    before, after = load_checkpoint(first).model.state_dict(), load_checkpoint(tuned).model.state_dict()
+    trained = [name for name in before if not name.startswith("controlnet_ema.")]   # the average restarts from these
+    assert all(torch.allclose(before[name], after[name], atol=1e-6) for name in trained)
+    zero = [name for name in before if name.startswith("controlnet.skip_convs.") and name.endswith("weight")]
+    assert zero and any(before[name].abs().max() > 0 for name in zero)   # trained: not the trainer's zero start
+
+
 def test_controlnet_trains_on_its_bases_data_by_default(tmp_path):
     """A base trained on a folder: the ControlNet took digits, and blamed '--data digits', which the
     user never gave, for its classes (helper 78)."""

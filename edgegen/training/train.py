@@ -19,7 +19,8 @@ from ..storage import refuse_output_folder
 from ..progress import Progress
 from . import family_module
 from ..package import CHECKPOINT_WEIGHTS, refuse_output_inside_edgegens
-from .checkpoint import CHECKPOINT_KIND, checkpoint_files, make_config, save_checkpoint
+from ..shipped import checkpoints_dir, is_shipped_name
+from .checkpoint import CHECKPOINT_KIND, checkpoint_files, load_checkpoint, make_config, save_checkpoint
 from .data import DIGIT_CLASSES, load_images, refuse_empty_data
 
 MAX_SEED = 2**63 - 1   # torch.manual_seed's largest
@@ -28,13 +29,21 @@ MAX_LR = 1000.0
 
 def train(family: str, out: str | Path, data: str | None = None, steps: int | None = None, batch_size: int | None = None,
           lr: float | None = None, seed: int = 0, image_size: int | None = None, channels: int | None = None,
-          overwrite: bool = False, progress: bool | None = None, **model_options) -> Path:
+          overwrite: bool = False, progress: bool | None = None, init: str | Path | None = None,
+          **model_options) -> Path:
     """Train a family's model on a built-in dataset or the user's data and write a checkpoint.
 
-    data: default the family's DEFAULT_DATA (digits for the image families, stdlib for gpt).
+    data: default the family's DEFAULT_DATA (digits for the image families, stdlib for gpt), or
+        with `init` the data that checkpoint was trained on.
+    init: a checkpoint (a path, or a shipped model's name) to start from: its weights, its
+        architecture and its image size and channels; fine-tuning it on `data`, or training it further.
     """
     module = family_module(family)
     refuse_empty_data(data)
+    start = _starting_checkpoint(init, family)
+    if start is not None:   # its architecture's options, which a prepare_data reads (gpt's windows), unless given
+        model_options = {**_options_of(start, family), **model_options}
+        data = start.trained_data() if data is None else data
     if data is None:   # a ControlNet's: its base's (default_data)
         data = module.default_data(model_options) if hasattr(module, "default_data") else getattr(module, "DEFAULT_DATA", "digits")
     elif data in get_family(family).builtin_data and os.path.exists(data):   # the name wins: said, not silent
@@ -56,12 +65,16 @@ def train(family: str, out: str | Path, data: str | None = None, steps: int | No
         raise ConfigError(f"seed: expected an integer from 0 to {MAX_SEED} (torch's generator), found {seed!r}")
     # what training reads (a data folder, a ControlNet's base checkpoint) is never what it replaces;
     # both refusals come before minutes of training, not after
-    given = [*model_options.values()] + ([] if data in get_family(family).builtin_data else [data])
+    given = [*model_options.values(), *([start.path] if start else []),
+             *([] if data in get_family(family).builtin_data else [data])]
     reads = [p for p in given if isinstance(p, (str, Path)) and Path(p).exists()]
     refuse_output_inside_edgegens("output", out)
     refuse_output_folder(out, overwrite, CHECKPOINT_WEIGHTS, CHECKPOINT_KIND, reads, checkpoint_files)
 
     given_image_size, given_channels = image_size, channels
+    if start is not None:   # the size and channels its weights were made for; data is resized to them
+        image_size = getattr(start.config, "image_size", None) if image_size is None else image_size
+        channels = getattr(start.config, "image_channels", None) if channels is None else channels
     image_size = getattr(module, "DEFAULT_IMAGE_SIZE", 32) if image_size is None else image_size
     channels = getattr(module, "DEFAULT_CHANNELS", None) if channels is None else channels   # PixelCNN's grey levels
     if hasattr(module, "prepare_data"):  # families whose data is not only images (flows: points; gpt: text)
@@ -85,12 +98,17 @@ def train(family: str, out: str | Path, data: str | None = None, steps: int | No
     if missing := [name for name in from_data if name not in fields]:   # said as the Config's, not the user's, keys
         raise ConfigError(f"family {family!r}: expected its Config to have a field {missing[0]}, which edgegen fills "
                           f"from the data ({missing[0]}={from_data[missing[0]]!r} here), found none")
-    config = make_config(family, {**from_data, **model_options})
+    started = dataclasses.asdict(start.config) if start is not None else {}
+    config = make_config(family, {**started, **from_data, **model_options})
     _refuse_a_model_training_cannot_hold(module, config, family)
     torch.manual_seed(seed)
     model = module.build(config)
+    if start is not None:   # before the trainer, whose copies (an EMA's live twin) start from these weights
+        _load_start(model, start, config, init)
     model.train()
     trainer = module.Trainer(model, lr, total_steps=steps)
+    if start is not None:   # and after it: a trainer that sets weights of its own (a ControlNet's base) is overruled
+        model.load_state_dict(start.model.state_dict())
 
     train_set = torch.from_numpy(images.train)
     if module.DATA_RANGE is not None:  # images in [0, 1] -> the model's range; token ids stay as they are
@@ -99,7 +117,7 @@ def train(family: str, out: str | Path, data: str | None = None, steps: int | No
     train_labels = torch.from_numpy(images.train_labels) if images.train_labels is not None else None
     batch_size = min(batch_size, len(train_set))   # a batch bigger than the data is the whole of it
     batches = _batch_indices(len(train_set), batch_size, steps, seed)
-    start = time.perf_counter()
+    began = time.perf_counter()
     averages: dict[str, float] = {}
     with Progress(steps, f"train {family}", enabled=progress) as bar:
         for step, index in enumerate(batches, 1):
@@ -111,11 +129,60 @@ def train(family: str, out: str | Path, data: str | None = None, steps: int | No
     _require_finite_weights(model, steps, lr)   # the last update is checked too, before anything is written
     model.eval()
     training = {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
-                "seconds": round(time.perf_counter() - start, 1), "final_losses": averages}
+                "seconds": round(time.perf_counter() - began, 1), "final_losses": averages}
+    if start is not None:
+        training["init"] = {"checkpoint": _said(init), "weights_sha256": start.weights_sha256,
+                            "steps": start.training.get("steps"), "data": start.data.get("source", "digits")}
     data_info = {**images.describe(), "seed": seed}
     if data not in get_family(family).builtin_data:   # a path: recorded whole, so export finds it from anywhere
         data_info["source"] = str(Path(data).resolve())
     return save_checkpoint(out, family, config, model, data_info, training, overwrite=overwrite, reads=reads)
+
+
+def _starting_checkpoint(init, family: str):
+    """The checkpoint `init` names (a path, or a shipped model's name), refused unless it is the
+    family's; None without one."""
+    if init is None:
+        return None
+    start = load_checkpoint(_init_path(init))
+    if start.family != family:
+        raise ConfigError(f"--init {str(init)!r}: expected a {family} checkpoint to start 'edgegen train {family}' from, "
+                          f"found a {start.family} one")
+    return start
+
+
+def _init_path(init) -> Path:
+    return checkpoints_dir() / str(init) if not os.path.exists(init) and is_shipped_name(init) else Path(init)
+
+
+def _said(init) -> str:
+    """`init` as the checkpoint records it: a shipped model's name as such, a path whole."""
+    path = _init_path(init)
+    return str(init) if path.parent == checkpoints_dir() and path.name == str(init) else str(path.resolve())
+
+
+def _options_of(start, family: str) -> dict:
+    """The family's training options (and latent_dim) as the starting checkpoint's config has them."""
+    names = [option.keyword for option in get_family(family).train_options] + ["latent_dim"]
+    return {name: getattr(start.config, name) for name in names if hasattr(start.config, name)}
+
+
+def _load_start(model, start, config, init) -> None:
+    """The starting checkpoint's weights into `model`, refused where they do not fit it, naming
+    the settings this run changed (an option, or what the data gives: its classes)."""
+    have, want = start.model.state_dict(), model.state_dict()
+    unfit = [f"{name} {list(have[name].shape)} where this run's model has {list(want[name].shape)}"
+             for name in want if name in have and have[name].shape != want[name].shape]
+    unfit += [f"{name} (none in the checkpoint)" for name in want if name not in have]
+    unfit += [f"{name} (none in this run's model)" for name in have if name not in want]
+    if unfit:
+        changed = [f"{f.name} {getattr(start.config, f.name)!r} -> {getattr(config, f.name)!r}"
+                   for f in dataclasses.fields(config) if getattr(start.config, f.name, None) != getattr(config, f.name)]
+        raise ConfigError(f"--init {str(init)!r}: expected weights that fit the model this run builds, found "
+                          f"{len(unfit)} that do not ({'; '.join(unfit[:2])}); this run's settings differ from the "
+                          f"checkpoint's in {', '.join(changed) or 'none'}: leave out the options that change them, "
+                          "or give data of the checkpoint's kind (its classes, its channels)")
+    model.load_state_dict(have)
 
 
 TRAINING_BYTES_PER_PARAMETER = 16   # float32 weights, their gradients and Adam's two moments
