@@ -70,9 +70,9 @@ def _package_or_name(given: str) -> str:
 
 
 def _shipped_name_given(given: str) -> bool:
-    from .shipped import is_shipped_name
+    from .shipped import names_shipped_model
 
-    return not os.path.exists(given) and is_shipped_name(given)
+    return names_shipped_model(given)
 
 
 def _shipped_but_not_exported(given: str) -> bool:
@@ -197,10 +197,10 @@ def _cmd_export(args) -> int:
                           "--module FILE.py:FACTORY, found none")
     else:
         from .export import export_checkpoint
-        from .shipped import checkpoints_dir
+        from .shipped import checkpoint_named
 
         # a shipped model's name: its checkpoint (`check` advises exporting it again with --target)
-        checkpoint = checkpoints_dir() / args.checkpoint if _shipped_name_given(args.checkpoint) else args.checkpoint
+        checkpoint = checkpoint_named(args.checkpoint)
         out = export_checkpoint(checkpoint, args.out, progress=None, **options)
     print(f"wrote package {out}")
     _print_info(out)
@@ -483,10 +483,9 @@ def _cmd_bench(args) -> None:
 
     if args.vs_torch:
         require_export("edgegen bench --vs-torch")
-        if _shipped_name_given(args.vs_torch):   # its checkpoint, as export takes the name
-            from .shipped import checkpoints_dir
+        from .shipped import checkpoint_named
 
-            args.vs_torch = str(checkpoints_dir() / args.vs_torch)
+        args.vs_torch = str(checkpoint_named(args.vs_torch))   # a shipped name: its checkpoint, as export takes it
     if args.json is not None:   # "" too: refused, not taken for no --json
         _refuse_output_inside_package("--json", args.json, args.package)   # before the benchmark, not after it
         if args.vs_torch:   # a checkpoint folder, a transformers folder, or FILE.py:FACTORY (the report replaced the .py)

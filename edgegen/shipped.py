@@ -75,6 +75,16 @@ def is_shipped_name(text: str | os.PathLike) -> bool:
     return is_bare_name(text) and str(text) in shipped_names()
 
 
+def names_shipped_model(given: str | os.PathLike) -> bool:
+    """Whether a command's argument is a shipped model's name: one, where no path of that name is here."""
+    return not os.path.exists(given) and is_shipped_name(given)
+
+
+def checkpoint_named(given: str | os.PathLike) -> str | os.PathLike:
+    """A checkpoint given to a command: a path as given, or a shipped model's name as its checkpoint."""
+    return checkpoints_dir() / str(given) if names_shipped_model(given) else given
+
+
 def weights_sha256(name: str) -> str:
     return sha256_file(checkpoints_dir() / name / CHECKPOINT_WEIGHTS)
 

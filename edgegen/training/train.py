@@ -19,7 +19,7 @@ from ..storage import refuse_output_folder
 from ..progress import Progress
 from . import family_module
 from ..package import CHECKPOINT_WEIGHTS, refuse_output_inside_edgegens
-from ..shipped import checkpoints_dir, is_shipped_name
+from ..shipped import checkpoint_named, names_shipped_model
 from .checkpoint import CHECKPOINT_KIND, checkpoint_files, load_checkpoint, make_config, save_checkpoint
 from .data import DIGIT_CLASSES, load_images, refuse_empty_data
 
@@ -144,21 +144,16 @@ def _starting_checkpoint(init, family: str):
     family's; None without one."""
     if init is None:
         return None
-    start = load_checkpoint(_init_path(init))
+    start = load_checkpoint(checkpoint_named(init))
     if start.family != family:
         raise ConfigError(f"--init {str(init)!r}: expected a {family} checkpoint to start 'edgegen train {family}' from, "
                           f"found a {start.family} one")
     return start
 
 
-def _init_path(init) -> Path:
-    return checkpoints_dir() / str(init) if not os.path.exists(init) and is_shipped_name(init) else Path(init)
-
-
 def _said(init) -> str:
     """`init` as the checkpoint records it: a shipped model's name as such, a path whole."""
-    path = _init_path(init)
-    return str(init) if path.parent == checkpoints_dir() and path.name == str(init) else str(path.resolve())
+    return str(init) if names_shipped_model(init) else str(Path(init).resolve())
 
 
 def _options_of(start, family: str) -> dict:
