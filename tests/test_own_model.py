@@ -550,6 +550,9 @@ def test_a_ragged_example_a_seed_of_text_and_a_limit_past_memory_are_edgegens_re
                                               r"MemoryError.*give --limit batch=N \(dim_limits\) below 1000000000000"):
         export_pytorch(linear, example, tmp_path / "pkg", dim_limits={"batch": 10**12})
     assert not (tmp_path / "pkg").exists()
+    with pytest.raises(ConfigError, match=r"^module: expected forward to run on the example inputs, found .* \(its weights "
+                                          r"are bfloat16, the example float32: export module.float\(\); "):
+        export_pytorch(torch.nn.Linear(4, 2).to(torch.bfloat16), example, tmp_path / "pkg")
     for compiled in (torch.jit.script(linear), torch.jit.trace(linear, torch.ones(2, 4))):   # torch.export cannot trace them
         with pytest.raises(ConfigError, match=r"^module: expected a Python nn.Module \(torch.export traces its Python "
                                               r"code\), found a TorchScript (Recursive|TopLevelTraced)"):

@@ -430,7 +430,8 @@ def _output_count(module, example, specs) -> int:
         with torch.inference_mode():
             result = module(*torch_inputs(example, specs))
     except Exception as exc:  # noqa: BLE001 - the user's module failing on the user's example
-        raise ConfigError(f"module: expected forward to run on the example inputs, found {described(exc)}") from exc
+        raise ConfigError(f"module: expected forward to run on the example inputs, found {described(exc)}"
+                          + _half_weights_hint(module)) from exc
     if changed := _changed_buffers(module, before):   # a counter, a running mean: each call another model
         raise ConfigError(f"module: expected a forward that leaves its buffers as they are (the graph holds them as "
                           f"constants, so it would part from the module after one call), found it changes "
@@ -449,6 +450,16 @@ def _output_count(module, example, specs) -> int:
             raise ConfigError(f"module: expected finite outputs on the example inputs, found NaN or Inf in output "
                               f"{index} from PyTorch itself (forward, not the export)")
     return len(tensors)
+
+
+def _half_weights_hint(module) -> str:
+    """Where the weights are bfloat16 or float16: the examples are taken as float32 (numpy has no
+    bfloat16), so forward meets float32 inputs, and the fix is the module's, not the example's."""
+    halves = sorted({str(p.dtype)[6:] for p in module.parameters() if p.dtype in (torch.bfloat16, torch.float16)})
+    if not halves:
+        return ""
+    return (f" (its weights are {' and '.join(halves)}, the example float32: export module.float(); "
+            "'edgegen optimize --precision fp16' then makes the half-precision variant, behind its gate)")
 
 
 def _output_names(given, count: int) -> tuple[str, ...]:
