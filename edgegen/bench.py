@@ -675,8 +675,8 @@ def format_table(report: dict) -> str:
         lines.append(f"| {r['graph']} | {r['engine']} | {r['p50_ms']:.3f} | {r['p90_ms']:.3f} | {r['p99_ms']:.3f} | "
                      f"{r['mean_ms']:.3f} | {r['min_ms']:.3f} | {rate_text(r['throughput_per_s'])} |{mp}{joules} "
                      f"{f'{ratio:.2f}x' if ratio else ''} |")
-    if not energy and report.get("energy"):
-        lines.append(f"energy: not measured: {report['energy']}")
+    if not energy and report.get("energy"):   # a paragraph of its own: right under the table it reads as its last row
+        lines += ["", f"energy: not measured: {report['energy']}"]
     return "\n".join(lines)
 
 

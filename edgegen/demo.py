@@ -9,15 +9,16 @@ exported once into edgegen's cache (shipped.py).
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 import time
 from pathlib import Path
 
 from .bench import MAX_ITERS, bench_package, cores_text, cpu_text, format_table, machine_info, per_token_text
-from .errors import CheckpointError, ConfigError, OutputExistsError
+from .errors import CheckpointError, ConfigError, OutputExistsError, not_one_of
 from .families import PRETRAINED
-from .package import CHECKPOINT_WEIGHTS, MANIFEST_NAME
+from .package import CHECKPOINT_WEIGHTS, MANIFEST_NAME, refuse_output_inside_edgegens
 from .storage import atomic_write_text, staged_directory
 
 BENCH_BATCH = 8
@@ -26,27 +27,53 @@ BENCH_BATCH = 8
 def demo_models(only: list[str] | None = None) -> list[tuple]:
     """(family, demo model) for every registered family's shipped checkpoints, in registry order
     (only: those of these families)."""
-    from .families import families, get
+    from .families import families
 
     if only:
-        for name in only:
-            if not get(name).demo:   # an unknown name is an error, not an empty demo; one without demo models too
-                raise ConfigError(f"demo --only {name}: expected a family with demo models, found {name!r} with none "
-                                  "(its Family declares no demo=): leave it out")
+        with_demo = [family.name for family in families() if family.demo]
+        for name in only:   # an unknown name is an error, not an empty demo; one without demo models too
+            if name not in with_demo:
+                raise ConfigError(not_one_of("demo --only: family", name, with_demo, "the families with demo models"))
     return [(family, model) for family in families() for model in family.demo if not only or family.name in only]
 
 
+def refuse_training_without_what_it_builds_on(models: list[tuple]) -> None:
+    """--train: a model built on another (a ControlNet on its base) takes the one trained before it
+    in this demo; where --only leaves that out, said before any training, not after minutes of it."""
+    trained: list[str] = []
+    for family, model in models:
+        for name in model.checkpoints.values():
+            if name not in trained:
+                raise ConfigError(f"demo --train: expected {name}, which {model.name} is trained on, trained first in "
+                                  f"this demo, found it left out: add its family to --only (or leave --train out: "
+                                  f"the shipped {model.name} needs none)")
+        trained.append(model.name)
+
+
+SHOWCASE_FILE = re.compile(r"[\w.-]+_[\w-]+\.(png|txt|wav)")   # a demo before December 6 recorded no files: NAME_samples.png
+
+
 def demo_files(folder: Path) -> set[str]:
-    """What a demo folder holds: its results, index, checkpoints and packages, and each model's
-    showcase files (NAME_samples.png, ...) for the models its results.json names. Anything else
-    in it is someone else's (storage.refuse_replacing_other)."""
+    """What a demo folder holds: its results, index, checkpoints and packages, and the showcase
+    files its results.json records for each model (for a demo that recorded none, the files named
+    MODEL_what.png/.txt/.wav). Anything else in it is someone else's (storage.refuse_replacing_other):
+    a file or folder of the user's named like a model's is not taken for the demo's."""
+    models = _demo_models_recorded(folder)
+    recorded = {name for entry in models.values() for name in entry.get("files", ())
+                if isinstance(entry, dict) and isinstance(name, str)}
+    unrecorded = tuple(f"{name}_" for name, entry in models.items() if not isinstance(entry, dict) or "files" not in entry)
+    return {"results.json", "index.md", "ckpt", "pkg", *recorded,
+            *(e.name for e in Path(folder).iterdir() if unrecorded and e.name.startswith(unrecorded)
+              and SHOWCASE_FILE.fullmatch(e.name) and e.is_file() and not e.is_symlink())}
+
+
+def _demo_models_recorded(folder: Path) -> dict:
+    """{model name: its entry} of the demo's results.json; {} where it has none readable."""
     try:
         models = json.loads((Path(folder) / "results.json").read_text(encoding="utf-8")).get("families", {})
     except (OSError, ValueError, AttributeError):
-        models = {}
-    prefixes = tuple(f"{name}_" for name in models if isinstance(name, str))
-    return {"results.json", "index.md", "ckpt", "pkg",
-            *(e.name for e in Path(folder).iterdir() if prefixes and e.name.startswith(prefixes))}
+        return {}
+    return {name: entry for name, entry in models.items() if isinstance(name, str)} if isinstance(models, dict) else {}
 
 
 def refuse_others_in_models(out: Path) -> None:
@@ -57,12 +84,17 @@ def refuse_others_in_models(out: Path) -> None:
     from .storage import LEFTOVER, refuse_replacing_other
     from .training.checkpoint import CHECKPOINT_KIND, checkpoint_files
 
+    models = _demo_models_recorded(out)
     for sub, holds, kind, owns in (("pkg", MANIFEST_NAME, PACKAGE_KIND, package_files),
                                    ("ckpt", CHECKPOINT_WEIGHTS, CHECKPOINT_KIND, checkpoint_files)):
         if (out / sub).is_dir() and not (out / sub).is_symlink():
             for entry in sorted((out / sub).iterdir()):
                 if LEFTOVER.match(entry.name):
                     continue
+                if entry.name not in models:   # a package of the user's copied in beside the demo's
+                    raise OutputExistsError(f"demo {str(out)!r}: expected its {sub}/ to hold only the models its "
+                                            f"results.json names, since --force replaces {sub}/ whole, found "
+                                            f"{sub}/{entry.name}, which this demo did not make")
                 try:
                     refuse_replacing_other(entry, holds, kind, owns=owns)
                 except OutputExistsError as exc:   # said as the demo's: the user gave the demo's folder
@@ -81,6 +113,9 @@ def run_demo(out: str | Path, train_models: bool = False, overwrite: bool = Fals
     models = demo_models(only)
     if not models:
         raise ConfigError(f"demo: expected families with demo models, found none among {only}")
+    if train_models:
+        refuse_training_without_what_it_builds_on(models)
+    refuse_output_inside_edgegens("output", out)
     out = Path(out)
     if overwrite:
         refuse_others_in_models(out)
@@ -106,7 +141,9 @@ def run_demo(out: str | Path, train_models: bool = False, overwrite: bool = Fals
             _export(ckpt, pkg, shipped_name=model.name if not train_models and model.folder is None else None,
                     final_ckpt=out.resolve() / "ckpt" / model.name)
             pipe = load(pkg, backend="ort-cpu")
+            before = {entry.name for entry in stage.iterdir()}
             extra, lines = family.showcase_function()(pipe, stage, model.name)
+            extra["files"] = sorted({entry.name for entry in stage.iterdir()} - before)   # what --force may replace
             report = bench_package(pkg, batch=BENCH_BATCH, iters=iters, vs_torch=ckpt, generation=False)   # its rows only
             report["package"] = f"pkg/{model.name}"  # relative to the demo folder, not the staging name
             summary["families"][model.name] = {"origin": origin, "bench": report, **extra}
@@ -151,11 +188,19 @@ def _section(name: str, origin: str, report: dict, showcase: list[str], iters: i
     # the command that reproduces this table: the demo's --iters, and its graphs' rows only where a
     # whole generation would follow them (token packages time whole generations: no --no-generation)
     rows_only = "" if "generation" in report else " --no-generation"
-    lines += [f"Latency at batch {report['batch']}, {report['threads']} threads, {report['iters']} iterations each, "
-              f"interleaved (`edgegen bench pkg/{name} --batch {report['batch']} --iters {iters}{rows_only} "
-              f"--vs-torch ckpt/{name}`):", "",
-              format_table(report), ""]
+    each = (f"{report['iters']} whole generations each (a tenth of --iters)" if "generation" in report else
+            f"{report['iters']} iterations each")
+    lines += [f"Latency at batch {report['batch']}, {report['threads']} threads, {each}, interleaved "
+              f"(`edgegen bench pkg/{name} --batch {report['batch']} --iters {iters}{rows_only} --vs-torch ckpt/{name}`; "
+              "vs torch: the ratio of the p50s):", "",
+              format_table({**report, "energy": None}), ""]   # not measured: said once, under the machine
     return "\n".join(lines)
+
+
+def _energy_unmeasured(summary: dict) -> str | None:
+    """Why no benchmark measured energy (the machine's power source, the same for every model)."""
+    return next((entry["bench"]["energy"] for entry in summary["families"].values()
+                 if entry["bench"].get("energy") and not any("watts" in r for r in entry["bench"]["results"])), None)
 
 
 def _index(sections: list[str], summary: dict) -> str:
@@ -163,6 +208,8 @@ def _index(sections: list[str], summary: dict) -> str:
     head = ["# edgegen demo", "",
             f"Machine: {cpu_text(m)}, {cores_text(m)}, {m['os']}; onnxruntime {m['onnxruntime']}. "
             f"Total time {summary['seconds']} s.", "",
+            *([f"Energy: not measured: {unmeasured}", ""] if (unmeasured := _energy_unmeasured(summary)) else []),
+            "Commands below run from this folder.", "",
             "Each family: checkpoint -> `edgegen export` (validated against PyTorch at batch 1 and 3; shipped "
             "weights' packages are those `edgegen generate NAME` reads, carried by edgegen-models or exported once "
             "into edgegen's cache, and copied here) -> "

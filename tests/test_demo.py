@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import pytest
 
@@ -54,13 +55,24 @@ def test_demo_with_shipped_weights(tmp_path):
     # ... and inside the packages and checkpoints it replaces whole (helper 79: they went, with exit 0)
     for placed, found in ((demo / "pkg" / "gan-digits" / "notes.txt", "found notes.txt beside it"),
                           (demo / "ckpt" / "vae-digits" / "sub" / "a.txt", "found sub beside it"),
-                          (demo / "pkg" / "notes.txt", "expected a directory to replace, found a file")):
+                          (demo / "pkg" / "notes.txt", "found pkg/notes.txt, which this demo did not make"),
+                          # named like a model's showcase files, which --force took for the demo's (helper 119)
+                          (demo / "gan-digits_notes.txt", "found gan-digits_notes.txt beside it"),
+                          (demo / "gan-digits_experiments" / "run1.log", "found gan-digits_experiments beside it")):
         placed.parent.mkdir(exist_ok=True)
         placed.write_text("mine")
         with pytest.raises(OutputExistsError, match=found):
             run_demo(demo, overwrite=True, iters=2, only=["vae"])
         assert placed.read_text() == "mine"
         placed.unlink()
+    shutil.copytree(demo / "pkg" / "vae-digits", demo / "pkg" / "my-vae")   # a package of the user's, beside the demo's
+    with pytest.raises(OutputExistsError, match="found pkg/my-vae, which this demo did not make"):
+        run_demo(demo, overwrite=True, iters=2, only=["vae"])
+    assert (demo / "pkg" / "my-vae" / "edgegen.json").is_file()
+    # the machine's "energy: not measured" once, under the machine, not as each table's last row
+    assert text.count("energy: not measured") + text.count("Energy: not measured") <= 1
+    assert "Commands below run from this folder." in text
+    assert results["families"]["gan-digits"]["files"] == ["gan-digits_samples.png"]
 
 
 def test_demo_refuses_a_benchmark_of_no_iterations_before_any_export(tmp_path):
@@ -70,10 +82,22 @@ def test_demo_refuses_a_benchmark_of_no_iterations_before_any_export(tmp_path):
         with pytest.raises(ConfigError, match=f"--iters: expected from 1 to 100000 benchmark iterations, found {iters}"):
             run_demo(tmp_path / "d", iters=iters, only=["vae"])
     # a family without demo models among --only was left out without a word (the others ran)
-    with pytest.raises(ConfigError, match=r"demo --only generic: expected a family with demo models, found 'generic' "
-                                          r"with none \(its Family declares no demo=\): leave it out"):
+    with pytest.raises(ConfigError, match=r"^demo --only: family 'generic': expected one of vae, .* \(the families with "
+                                          r"demo models\), found 'generic'$"):
         run_demo(tmp_path / "d", only=["vae", "generic"])
+    with pytest.raises(ConfigError, match=r"did you mean 'flow'"):
+        run_demo(tmp_path / "d", only=["flwo"])
+    # trained here, a ControlNet takes the base trained before it: refused before any training (helper 119)
+    with pytest.raises(ConfigError, match=r"^demo --train: expected diffusion-digits, which controlnet-digits is trained "
+                                          r"on, trained first in this demo, found it left out"):
+        run_demo(tmp_path / "d", train_models=True, only=["vae", "controlnet"])
     assert not (tmp_path / "d").exists()
+    package = tmp_path / "pkg"   # nor inside a package, whose --force it would then block
+    package.mkdir()
+    (package / "edgegen.json").write_text("{}")
+    with pytest.raises(OutputExistsError, match=r"^output .*: expected a path outside edgegen's packages and checkpoints"):
+        run_demo(package / "demo", only=["vae"])
+    assert not (package / "demo").exists()
 
 
 def test_a_shipped_models_export_is_made_once_per_machine_and_a_cache_that_cannot_be_written_is_done_without(
