@@ -1169,8 +1169,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="train/export/generate/bench every family and write demo/index.md")
     p.add_argument("--out", default="demo", help="the folder to write the demo into")
-    p.add_argument("--train", action="store_true", help="train from scratch instead of using the shipped weights")
-    p.add_argument("--iters", type=int, default=200, help="benchmark iterations per engine")
+    p.add_argument("--train", action="store_true", help="train from scratch instead of using the shipped weights (every "
+                   "family: about 90 minutes on 2 cores, what the shipped checkpoints' training took; --only trains fewer)")
+    p.add_argument("--iters", type=int, default=200, help="benchmark iterations per engine (a token model's: a tenth as "
+                   "many whole generations)")
     p.add_argument("--only", nargs="+", default=None, metavar="FAMILY", help="only these families' models")
     p.add_argument("--force", action="store_true", help="replace --out if it exists and is what edgegen writes there "
                    "(never a folder of other files, nor the command's input)")
