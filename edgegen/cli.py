@@ -400,8 +400,10 @@ def _renamed(exc: EdgegenError, flags: dict[str, str], given: dict | None = None
     rest = text[len(keyword):]
     if rest.startswith(f" ({flags[keyword]})"):   # "name (--name): ..." names its flag already
         return exc
-    if given is not None and not rest.startswith(":") and not any(
-            rest.startswith(f" {shown}") for shown in (repr(given[keyword]), str(given[keyword]), f"({given[keyword]})")):
+    value = given[keyword] if given is not None else None
+    shown_as = (repr(value), str(value), f"({value})",
+                repr(os.path.normpath(value)) if isinstance(value, str) and value else None)   # Path("demo/"): 'demo'
+    if given is not None and not rest.startswith(":") and not any(rest.startswith(f" {shown}") for shown in shown_as if shown):
         return exc
     return type(exc)(flags[keyword] + rest)
 

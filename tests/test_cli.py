@@ -849,3 +849,12 @@ def test_an_option_a_command_does_not_take_is_said_by_that_commands_parser(capsy
         with pytest.raises(SystemExit) as stopped:
             main(args)
         assert stopped.value.code == 2 and capsys.readouterr().err == said
+
+
+def test_a_folder_given_with_a_trailing_slash_is_named_by_its_flag(tmp_path, capsys):
+    """`--out demo/` (the README's form) was said as "output 'demo'": the Path the demo made of it
+    dropped the slash, so the message no longer named the value given, and kept the keyword."""
+    (tmp_path / "demo").mkdir()
+    (tmp_path / "demo" / "index.md").write_text("mine")
+    code, _, err = run_cli(capsys, "demo", "--out", f"{tmp_path / 'demo'}/", "--only", "vae")
+    assert code == 2 and err.startswith(f"edgegen: error: --out {str(tmp_path / 'demo')!r}: expected ")
