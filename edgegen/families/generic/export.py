@@ -312,20 +312,21 @@ def _gate_each(module, session, feeds: list[dict], users_feeds: int, atol: float
                                      f"inputs at sizes the trace did not see ({described(exc)}); give dim_limits "
                                      "(--limit) or held_out (--held-out) inputs of sizes it takes")) from None
         if not all(r.reference_finite for r in found):
+            where, advice = _feed_named(session, feed, i, users_feeds)
             raise ValidationError(f"export of {source!r}: expected finite outputs from the module to check the graph "
-                                  "against, found NaN or Inf from PyTorch itself (forward, not the export) on "
-                                  + _feed_named(session, feed, i, users_feeds) + ", package not written")
+                                  f"against, found NaN or Inf from PyTorch itself (forward, not the export) on {where}, "
+                                  f"package not written: {advice}")
         results += found
     return results
 
 
-def _feed_named(session, feed: dict, index: int, users_feeds: int) -> str:
-    """A gate feed as a user knows it, with what to do where the module's own output is not finite on it."""
+def _feed_named(session, feed: dict, index: int, users_feeds: int) -> tuple[str, str]:
+    """(a gate feed as a user knows it, what to do where the module's own output is not finite on it)."""
     if index < users_feeds:
-        return f"held-out feed {index} (held_out, --held-out): check its values"
-    return (f"inputs drawn like the example's values (their mean and spread, within their range) at "
-            f"{feed_label(session.inputs, feed)}: give held_out (--held-out) feeds of real inputs, which the drawn "
-            "ones then follow, or an example whose values span what the module takes")
+        return f"held-out feed {index} (held_out, --held-out)", "check its values"
+    return (f"inputs drawn like the values given (their mean and spread, within their range) at "
+            f"{feed_label(session.inputs, feed)}", "give held_out (--held-out) feeds of real inputs, which the drawn ones "
+            "then follow, or an example whose values span what the module takes")
 
 
 def _warn_of_fixed_rows(specs: tuple[TensorSpec, ...]) -> None:
