@@ -50,7 +50,8 @@ def refuse_training_without_what_it_builds_on(models: list[tuple]) -> None:
         trained.append(model.name)
 
 
-SHOWCASE_FILE = re.compile(r"[\w.-]+_[\w-]+\.(png|txt|wav)")   # a demo before December 6 recorded no files: NAME_samples.png
+# the showcase files a demo before December 6 wrote, which it did not record: MODEL_samples.png, ...
+SHOWCASE_FILE = re.compile(r"[\w.-]+_((samples|mixing|reconstructions)\.png|samples\.txt|\w+\.wav)")
 
 
 def demo_files(folder: Path) -> set[str]:

@@ -348,7 +348,7 @@ def spared_text(record: dict) -> str:
             + f" of the MatMul weights) in {record.get('spared_as', '?')}")
 
 
-def _shipped_hint(path) -> str:
+def shipped_hint(path) -> str:
     """For a bare name that is no path: the shipped model it is closest to, if one is close (a typo),
     or those it begins, as a family's name begins its shipped models' ("vae" for vae-digits)."""
     from .shipped import MODELS_MISSING, is_bare_name, shipped_names
@@ -390,7 +390,7 @@ class Package:
         self.path = Path(path)
         if not self.path.exists():
             raise PackageError(f"package {str(self.path)!r}: expected a package directory, found nothing at that path"
-                               + _shipped_hint(path))
+                               + shipped_hint(path))
         if not self.path.is_dir():
             raise PackageError(f"package {str(self.path)!r}: expected a directory with {MANIFEST_NAME}, found a file")
         manifest_path = self.path / MANIFEST_NAME

@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -71,6 +72,15 @@ def test_train_init_fine_tunes_a_checkpoint_on_other_data_keeping_its_model(tmp_
     code, _, err = run_cli(capsys, "train", "vae", "--init", first, "--steps", "1", "--out", first, "--force")
     assert code == 2 and "is the input" in err and load_checkpoint(first).weights_sha256 == start.weights_sha256
     assert not (tmp_path / "wider").exists() and not (tmp_path / "gan").exists()
+    code, _, err = run_cli(capsys, "train", "vae", "--init", "", "--steps", "1", "--out", tmp_path / "x")
+    assert code == 2 and "--init: expected a path, found an empty one" in err   # not the working folder
+    code, _, err = run_cli(capsys, "train", "vae", "--init", "vae", "--steps", "1", "--out", tmp_path / "x")
+    assert code == 2 and err.startswith("edgegen: error: --init 'vae': expected a checkpoint folder") \
+        and "did you mean the shipped model 'vae-digits'?" in err
+    shutil.move(folder, tmp_path / "moved")   # fine-tuned again without --data: its own data, gone
+    code, _, err = run_cli(capsys, "train", "vae", "--init", tuned, "--steps", "1", "--out", tmp_path / "x")
+    assert code == 2 and f"--init {str(tuned)!r}: expected the data it was trained on at {str(folder.resolve())!r}, " \
+        "found nothing at that path (moved or deleted?): give --data its new place" in err
 
 
 def test_train_never_replaces_what_it_reads_and_says_so_before_training(trained, tmp_path, capsys):
@@ -281,6 +291,8 @@ def test_bench_and_generate_refuse_an_output_they_cannot_or_must_not_write_befor
     assert code == 2 and out == "" and err == (f"edgegen: error: --json {str(tmp_path / 'chord.wav')!r}: expected a file "
                                                "name ending in .json (the report is written there as JSON), found .wav\n")
     assert (tmp_path / "chord.wav").read_bytes() == b"RIFF"
+    code, out, err = run_cli(capsys, "bench", pkg, "--iters", "2", "--json", tmp_path / ".json")
+    assert code == 2 and "expected a file name before .json, found only the extension (a hidden file)" in err
 
 
 def test_an_output_the_user_made_read_only_is_refused_not_replaced(package_copy, tmp_path, capsys, monkeypatch):
@@ -298,8 +310,6 @@ def test_an_output_the_user_made_read_only_is_refused_not_replaced(package_copy,
     assert grid.read_bytes() == b"mine"
     grid.chmod(0o644)
     assert run_cli(capsys, "generate", pkg, "--n", "2", "--out", grid)[0] == 0 and grid.read_bytes() != b"mine"
-    code, out, err = run_cli(capsys, "bench", pkg, "--iters", "2", "--json", tmp_path / ".json")
-    assert code == 2 and "expected a file name before .json, found only the extension (a hidden file)" in err
 
 
 def test_a_shipped_models_export_is_not_counted_in_the_benchmarks_peak_memory(monkeypatch, tmp_path):

@@ -198,3 +198,15 @@ def test_a_density_map_without_matplotlib(trained, tmp_path, monkeypatch):
     whitish = (picture.min(axis=2) > 140).mean()   # half-white dots over the map
     assert 0.001 < whitish < 0.5, whitish
     assert brightness.max() - brightness.min() > 300   # a map, not one colour
+
+
+def test_a_glow_fine_tuned_from_a_checkpoint_keeps_its_actnorms(trained, tmp_path):
+    """Glow's trainer sets every ActNorm from the first batch: train --init loaded the checkpoint
+    and that first step overwrote them, starting the fine-tune from a damaged model."""
+    from edgegen.training.train import train
+
+    start = trained["flow"][0]
+    tuned = train("flow", tmp_path / "tuned", init=start, steps=1, batch_size=16, lr=1e-12, progress=False)
+    before, after = load_checkpoint(start).model.state_dict(), load_checkpoint(tuned).model.state_dict()
+    actnorms = [name for name in before if "actnorm" in name]
+    assert actnorms and all(torch.allclose(before[name], after[name], atol=1e-6) for name in actnorms)

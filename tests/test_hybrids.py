@@ -355,6 +355,15 @@ def test_a_controlnet_fine_tuned_from_a_checkpoint_starts_from_its_weights_not_i
     before, after = load_checkpoint(first).model.state_dict(), load_checkpoint(tuned).model.state_dict()
     trained = [name for name in before if not name.startswith("controlnet_ema.")]   # the average restarts from these
     assert all(torch.allclose(before[name], after[name], atol=1e-6) for name in trained)
+    # the frozen UNet is the base's this run records; without --base, the one the checkpoint recorded
+    other = train("diffusion", tmp_path / "other", steps=1, batch_size=8, progress=False, width=8, seed=9)
+    moved = load_checkpoint(train("controlnet", tmp_path / "c3", steps=1, batch_size=8, progress=False, base=str(other),
+                                  init=first))
+    assert moved.config.base_checkpoint == str(other.resolve())
+    base_unet = load_checkpoint(other).model.unet_ema.state_dict()
+    assert all(torch.equal(value, base_unet[name]) for name, value in moved.model.unet.state_dict().items())
+    again = train("controlnet", tmp_path / "c4", steps=1, batch_size=8, progress=False, init=first)   # no --base given
+    assert load_checkpoint(again).config.base_checkpoint == str(tiny_diffusion[0].resolve())
     zero = [name for name in before if name.startswith("controlnet.skip_convs.") and name.endswith("weight")]
     assert zero and any(before[name].abs().max() > 0 for name in zero)   # trained: not the trainer's zero start
 

@@ -398,6 +398,7 @@ def test_a_dynamic_that_names_no_axis_0_warns_that_the_rows_are_fixed(user_model
         export_pytorch(make_model(), {k: v[:1] for k, v in example.items()}, tmp_path / "one", dynamic=heights)
         export_pytorch(make_model(), example, tmp_path / "batch", dynamic={"image": {0: "batch", 2: "height"},
                                                                            "mask": {0: "batch", 2: "height"}})
+        export_pytorch(make_model(), example, tmp_path / "fixed", dynamic={})   # every shape fixed, as asked
     # bench times what each call runs: the 2 fixed rows (it said batch 1, and half the samples/s)
     assert main(["bench", str(tmp_path / "rows"), "--iters", "2", "--warmup", "0", "--no-energy", "--json",
                  str(tmp_path / "rows.json")]) == 0
@@ -535,6 +536,19 @@ def test_a_forward_that_changes_its_buffers_is_refused_and_the_module_given_back
                                           r"changes calls, mean: keep that state outside"):
         export_pytorch(module, {"x": np.ones((2, 4), np.float32)}, tmp_path / "pkg")
     assert module.calls.item() == 0 and torch.equal(module.mean, torch.zeros(4)) and not (tmp_path / "pkg").exists()
+    # one tensor two submodules share stays one, the caller's, holding what it held
+    shared = torch.nn.Module()
+    shared.a, shared.b, shared.linear = torch.nn.Module(), torch.nn.Module(), torch.nn.Linear(4, 2)
+    count = torch.zeros(())
+    shared.a.register_buffer("count", count)
+    shared.b.register_buffer("count", count)
+    shared.forward = lambda x: (shared.a.count.add_(1), shared.linear(x))[1]
+    with pytest.raises(ConfigError, match="found it changes a.count, b.count"):
+        export_pytorch(shared, {"x": np.ones((2, 4), np.float32)}, tmp_path / "pkg")
+    assert shared.a.count is count and shared.b.count is count and count.item() == 0
+    # what a first call fills once (a lazy module's statistics, a cache) is no change: these exported before
+    lazy = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.LazyBatchNorm1d())
+    export_pytorch(lazy, {"x": np.random.default_rng(0).standard_normal((4, 8)).astype(np.float32)}, tmp_path / "lazy")
 
 
 def test_a_ragged_example_a_seed_of_text_and_a_limit_past_memory_are_edgegens_refusals(tmp_path):

@@ -13,14 +13,14 @@ import numpy as np
 import torch
 
 from ..cpus import cgroup_memory_left
-from ..errors import ConfigError, EdgegenWarning, TrainingError
+from ..errors import CheckpointError, ConfigError, DataError, EdgegenWarning, TrainingError
 from ..families import get as get_family
-from ..storage import refuse_output_folder
+from ..storage import refuse_empty, refuse_output_folder
 from ..progress import Progress
 from . import family_module
-from ..package import CHECKPOINT_WEIGHTS, refuse_output_inside_edgegens
+from ..package import CHECKPOINT_WEIGHTS, refuse_output_inside_edgegens, shipped_hint
 from ..shipped import checkpoint_named, names_shipped_model
-from .checkpoint import CHECKPOINT_KIND, checkpoint_files, load_checkpoint, make_config, save_checkpoint
+from .checkpoint import CHECKPOINT_KIND, checkpoint_files, data_trained_on, load_checkpoint, make_config, save_checkpoint
 from .data import DIGIT_CLASSES, load_images, refuse_empty_data
 
 MAX_SEED = 2**63 - 1   # torch.manual_seed's largest
@@ -43,7 +43,7 @@ def train(family: str, out: str | Path, data: str | None = None, steps: int | No
     start = _starting_checkpoint(init, family)
     if start is not None:   # its architecture's options, which a prepare_data reads (gpt's windows), unless given
         model_options = {**_options_of(start, family), **model_options}
-        data = start.trained_data() if data is None else data
+        data = _data_of(start, init) if data is None else data
     if data is None:   # a ControlNet's: its base's (default_data)
         data = module.default_data(model_options) if hasattr(module, "default_data") else getattr(module, "DEFAULT_DATA", "digits")
     elif data in get_family(family).builtin_data and os.path.exists(data):   # the name wins: said, not silent
@@ -107,8 +107,9 @@ def train(family: str, out: str | Path, data: str | None = None, steps: int | No
         _load_start(model, start, config, init)
     model.train()
     trainer = module.Trainer(model, lr, total_steps=steps)
-    if start is not None:   # and after it: a trainer that sets weights of its own (a ControlNet's base) is overruled
-        model.load_state_dict(start.model.state_dict())
+    if start is not None:   # and after it: a trainer that sets weights of its own (a ControlNet's start) is overruled,
+        model.load_state_dict(start.model.state_dict())   # and one that sets them from data (Glow's ActNorm) told
+        getattr(trainer, "start_from_trained", lambda: None)()
 
     train_set = torch.from_numpy(images.train)
     if module.DATA_RANGE is not None:  # images in [0, 1] -> the model's range; token ids stay as they are
@@ -144,11 +145,24 @@ def _starting_checkpoint(init, family: str):
     family's; None without one."""
     if init is None:
         return None
+    refuse_empty(init, "--init")
+    if not os.path.exists(checkpoint_named(init)):
+        raise CheckpointError(f"--init {str(init)!r}: expected a checkpoint folder (edgegen train writes one) or a "
+                              f"shipped model's name, found nothing at that path" + shipped_hint(init))
     start = load_checkpoint(checkpoint_named(init))
     if start.family != family:
         raise ConfigError(f"--init {str(init)!r}: expected a {family} checkpoint to start 'edgegen train {family}' from, "
                           f"found a {start.family} one")
     return start
+
+
+def _data_of(start, init) -> str:
+    """The data the starting checkpoint was trained on, where --data gives none; refused where it is gone."""
+    source, gone = data_trained_on(start.data, get_family(start.family).builtin_data)
+    if gone:
+        raise DataError(f"--init {str(init)!r}: expected the data it was trained on at {source!r}, found nothing at that "
+                        "path (moved or deleted?): give --data its new place, or other data to fine-tune on")
+    return source
 
 
 def _said(init) -> str:
@@ -157,9 +171,14 @@ def _said(init) -> str:
 
 
 def _options_of(start, family: str) -> dict:
-    """The family's training options (and latent_dim) as the starting checkpoint's config has them."""
-    names = [option.keyword for option in get_family(family).train_options] + ["latent_dim"]
-    return {name: getattr(start.config, name) for name in names if hasattr(start.config, name)}
+    """The family's training options (and latent_dim) as the starting checkpoint's config has them;
+    an option recorded as a path (a ControlNet's base) only where that path is still there."""
+    options = {"latent_dim": getattr(start.config, "latent_dim")} if hasattr(start.config, "latent_dim") else {}
+    for option in get_family(family).train_options:
+        value = getattr(start.config, option.recorded_as or option.keyword, None)
+        if value is not None and (option.recorded_as is None or os.path.exists(value)):
+            options[option.keyword] = value
+    return options
 
 
 def _load_start(model, start, config, init) -> None:

@@ -17,7 +17,8 @@ FAMILY = register(Family(
     export="edgegen.families.controlnet.export",
     options=OPTIONS,
     train_options=(Option("--base", "base", "the diffusion checkpoint to control (default: the shipped "
-                          "diffusion-digits)", {"metavar": "CHECKPOINT"}),),
+                          "diffusion-digits; with --init, the base the checkpoint records, where it is still there)",
+                          {"metavar": "CHECKPOINT"}, recorded_as="base_checkpoint"),),
     generate=generate,
     check_generate=check_generate,
     bench_generation=bench_generation,

@@ -22,6 +22,7 @@ import torch.nn as nn
 
 from ...errors import CheckpointError, ConfigError, DataError, EdgegenWarning
 from .. import PRETRAINED
+from ...shipped import checkpoint_named
 from ..diffusion import model as diffusion
 from .pipeline import coarse_hint
 
@@ -137,7 +138,7 @@ def prepare_data(data, image_size, channels, seed, options):
     from ...training.checkpoint import load_checkpoint, data_trained_on
     from ...training.data import load_images
 
-    base = Path(options.pop("base", None) or DEFAULT_BASE)
+    base = Path(checkpoint_named(options.pop("base", None) or DEFAULT_BASE))   # a shipped diffusion model's name too
     ckpt = load_checkpoint(base)
     if ckpt.family != "diffusion":
         raise ConfigError(f"--base {str(base)!r}: expected a diffusion checkpoint, found a {ckpt.family} one")
@@ -168,7 +169,7 @@ class Trainer(diffusion.Trainer):
     def __init__(self, model: ControlNetModel, lr: float, total_steps: int = 1):
         from ...training.checkpoint import load_checkpoint
 
-        base = load_checkpoint(model.config.base_checkpoint).model.unet_ema.state_dict()
+        base = self.base = load_checkpoint(model.config.base_checkpoint).model.unet_ema.state_dict()
         model.unet.load_state_dict(base)
         # the trainable copy starts as the base's encoder half; the hint encoder and zero convolutions stay at zero
         model.controlnet.load_state_dict({k: v for k, v in base.items() if k.split(".")[0] in diffusion.ENCODER_MODULES},
@@ -176,6 +177,11 @@ class Trainer(diffusion.Trainer):
         model.controlnet_ema.load_state_dict(model.controlnet.state_dict())
         super().__init__(model, lr, total_steps, trained=model.controlnet, ema_target=model.controlnet_ema)
         self.label_dropout = model.config.control_label_dropout
+
+    def start_from_trained(self) -> None:
+        """train --init loaded a ControlNet checkpoint whole: the frozen UNet is the base's this run
+        records (--base), the control the checkpoint's."""
+        self.model.unet.load_state_dict(self.base)
 
     def predict(self, noisy, t, labels, images):
         hint = torch.from_numpy(coarse_hint((images.numpy() + 1) * 0.5, self.model.config.hint_factor))

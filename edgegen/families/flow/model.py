@@ -378,6 +378,10 @@ class Trainer:
         self.schedule = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=max(total_steps, 1))
         self.initialized = False
 
+    def start_from_trained(self) -> None:
+        """train --init loaded trained weights: Glow's ActNorms keep theirs, not the first batch's."""
+        self.initialized = True
+
     def step(self, data: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, float]:
         net = self.model.net
         c = self.model.config

@@ -73,26 +73,38 @@ def _in_eval_mode(export):
     return run
 
 
-def _buffer_copies(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {name: buffer.detach().clone() for name, buffer in module.named_buffers()}
+def _buffer_copies(module: torch.nn.Module) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """{name: (the buffer, a copy of its values)} under every name it has (one tensor may be
+    registered in two submodules); a lazy module's buffer not yet made is left out."""
+    return {name: (buffer, buffer.detach().clone()) for name, buffer in module.named_buffers(remove_duplicate=False)
+            if not isinstance(buffer, torch.nn.parameter.UninitializedBuffer)}
 
 
-def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+def _same(a, b: torch.Tensor) -> bool:
     """Equal to the bit, NaN where NaN was (torch.equal takes NaN for unequal to itself)."""
-    return a.shape == b.shape and a.dtype == b.dtype and (
+    return isinstance(a, torch.Tensor) and a.shape == b.shape and a.dtype == b.dtype and (
         torch.equal(a, b) or (a.is_floating_point() and torch.allclose(a, b, rtol=0, atol=0, equal_nan=True)))
 
 
-def _changed_buffers(module: torch.nn.Module, before: dict[str, torch.Tensor]) -> list[str]:
-    return [name for name, buffer in module.named_buffers() if name not in before or not _same(buffer, before[name])]
+def _buffer_now(module: torch.nn.Module, name: str):
+    owner, _, leaf = name.rpartition(".")
+    return module.get_submodule(owner)._buffers.get(leaf)
 
 
-def _put_back(module: torch.nn.Module, buffers: dict[str, torch.Tensor]) -> None:
-    """Each buffer as it was (set in its owner's place: forward may have replaced the tensor)."""
-    for name in _changed_buffers(module, buffers):
-        if name in buffers:
-            owner, _, leaf = name.rpartition(".")
-            module.get_submodule(owner)._buffers[leaf] = buffers[name]
+def _changed_buffers(module: torch.nn.Module, kept: dict) -> list[str]:
+    """The buffers of `kept` whose values differ now, or which forward replaced or set to None."""
+    return [name for name, (_, values) in kept.items() if not _same(_buffer_now(module, name), values)]
+
+
+def _put_back(module: torch.nn.Module, kept: dict) -> None:
+    """Each buffer the tensor it was, holding the values it held: a caller's reference to it, and a
+    tensor two submodules share, stay what they were."""
+    for name in _changed_buffers(module, kept):
+        buffer, values = kept[name]
+        with torch.no_grad():
+            buffer.copy_(values)
+        owner, _, leaf = name.rpartition(".")
+        module.get_submodule(owner)._buffers[leaf] = buffer
 
 
 def _refuse_other_than_a_cpu_module(module) -> None:
@@ -162,7 +174,7 @@ def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str 
     if clashes or len(set(outputs)) != len(outputs):
         raise ConfigError(f"output_names (--output-name): expected names unlike each other and the inputs' (ONNX names each value "
                           f"once), found {list(outputs)} with inputs {list(example)}")
-    if dynamic_given:   # said once the arguments are known good, not before a refusal of them
+    if dynamic_given and dynamic:   # said once the arguments are known good ({}: every shape fixed, as asked)
         _warn_of_fixed_rows(specs)
     rng = np.random.default_rng(seed)
     recorded = _held_out(held_out, specs, limits) if held_out is not None else _synthesized(specs, example, traced, limits, rng)
@@ -424,15 +436,13 @@ def _returned(result) -> str:
 
 
 def _output_count(module, example, specs) -> int:
-    """How many tensors forward returns on the example: run once, before the export, so that a
-    module that fails on its own example, or returns something else, is said so at once."""
+    """How many tensors forward returns on the example: run before the export, so that a module that
+    fails on its own example, or returns something else, is said so at once. Run twice: a buffer
+    the second call changes (a counter) is refused; one the first call fills (a lazy module's, a
+    cache) is the module's to keep."""
+    _run_on_example(module, example, specs)   # a first call may make what a lazy module or a cache fills once
     before = _buffer_copies(module)
-    try:
-        with torch.inference_mode():
-            result = module(*torch_inputs(example, specs))
-    except Exception as exc:  # noqa: BLE001 - the user's module failing on the user's example
-        raise ConfigError(f"module: expected forward to run on the example inputs, found {described(exc)}"
-                          + _half_weights_hint(module)) from exc
+    result = _run_on_example(module, example, specs)
     if changed := _changed_buffers(module, before):   # a counter, a running mean: each call another model
         raise ConfigError(f"module: expected a forward that leaves its buffers as they are (the graph holds them as "
                           f"constants, so it would part from the module after one call), found it changes "
@@ -451,6 +461,15 @@ def _output_count(module, example, specs) -> int:
             raise ConfigError(f"module: expected finite outputs on the example inputs, found NaN or Inf in output "
                               f"{index} from PyTorch itself (forward, not the export)")
     return len(tensors)
+
+
+def _run_on_example(module, example, specs):
+    try:
+        with torch.inference_mode():
+            return module(*torch_inputs(example, specs))
+    except Exception as exc:  # noqa: BLE001 - the user's module failing on the user's example
+        raise ConfigError(f"module: expected forward to run on the example inputs, found {described(exc)}"
+                          + _half_weights_hint(module)) from exc
 
 
 def _half_weights_hint(module) -> str:
