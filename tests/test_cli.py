@@ -77,6 +77,13 @@ def test_train_init_fine_tunes_a_checkpoint_on_other_data_keeping_its_model(tmp_
     code, _, err = run_cli(capsys, "train", "vae", "--init", "vae", "--steps", "1", "--out", tmp_path / "x")
     assert code == 2 and err.startswith("edgegen: error: --init 'vae': expected a checkpoint folder") \
         and "did you mean the shipped model 'vae-digits'?" in err
+    from edgegen.training.train import train
+
+    labelled = train("diffusion", tmp_path / "labelled", steps=1, batch_size=8, progress=False, width=8)   # digits' classes
+    code, _, err = run_cli(capsys, "train", "diffusion", "--init", labelled, "--data", folder, "--steps", "1", "--out",
+                           tmp_path / "x")
+    assert code == 2 and f"--init {str(labelled)!r}: expected data with the checkpoint's 10 classes (a class-conditional " \
+        "model), found data with none (a folder's pictures and audio have no labels)" in err
     shutil.move(folder, tmp_path / "moved")   # fine-tuned again without --data: its own data, gone
     code, _, err = run_cli(capsys, "train", "vae", "--init", tuned, "--steps", "1", "--out", tmp_path / "x")
     assert code == 2 and f"--init {str(tuned)!r}: expected the data it was trained on at {str(folder.resolve())!r}, " \
