@@ -59,12 +59,15 @@ def test_demo_with_shipped_weights(tmp_path):
                           # named like a model's showcase files, which --force took for the demo's (helper 119)
                           (demo / "gan-digits_notes.txt", "found gan-digits_notes.txt beside it"),
                           (demo / "gan-digits_experiments" / "run1.log", "found gan-digits_experiments beside it")):
+        made = not placed.parent.exists()
         placed.parent.mkdir(exist_ok=True)
         placed.write_text("mine")
         with pytest.raises(OutputExistsError, match=found):
             run_demo(demo, overwrite=True, iters=2, only=["vae"])
         assert placed.read_text() == "mine"
         placed.unlink()
+        if made:   # the next case's refusal is its own, not this folder's
+            placed.parent.rmdir()
     shutil.copytree(demo / "pkg" / "vae-digits", demo / "pkg" / "my-vae")   # a package of the user's, beside the demo's
     with pytest.raises(OutputExistsError, match="found pkg/my-vae, which this demo did not make"):
         run_demo(demo, overwrite=True, iters=2, only=["vae"])
