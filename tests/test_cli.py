@@ -82,8 +82,14 @@ def test_train_init_fine_tunes_a_checkpoint_on_other_data_keeping_its_model(tmp_
     labelled = train("diffusion", tmp_path / "labelled", steps=1, batch_size=8, progress=False, width=8)   # digits' classes
     code, _, err = run_cli(capsys, "train", "diffusion", "--init", labelled, "--data", folder, "--steps", "1", "--out",
                            tmp_path / "x")
-    assert code == 2 and f"--init {str(labelled)!r}: expected data with the checkpoint's 10 classes (a class-conditional " \
-        "model), found data with none (a folder's pictures and audio have no labels)" in err
+    assert code == 2 and f"--init {str(labelled)!r}: expected data with the checkpoint's classes (10), found data with " \
+        "none (a folder's pictures and audio have no labels)" in err
+    unlabelled = train("diffusion", tmp_path / "unlabelled", data=str(folder), image_size=8, steps=1, batch_size=4,
+                       progress=False, width=8)
+    code, _, err = run_cli(capsys, "train", "diffusion", "--init", unlabelled, "--data", "digits", "--steps", "1",
+                           "--out", tmp_path / "x")
+    assert code == 2 and f"--init {str(unlabelled)!r}: expected data with the checkpoint's classes (none), found data " \
+        "with 10: fine-tune it on data of its kind" in err
     shutil.move(folder, tmp_path / "moved")   # fine-tuned again without --data: its own data, gone
     code, _, err = run_cli(capsys, "train", "vae", "--init", tuned, "--steps", "1", "--out", tmp_path / "x")
     assert code == 2 and f"--init {str(tuned)!r}: expected the data it was trained on at {str(folder.resolve())!r}, " \

@@ -192,12 +192,12 @@ def _load_start(model, start, config, init) -> None:
     if unfit:
         changed = [f"{f.name} {getattr(start.config, f.name)!r} -> {getattr(config, f.name)!r}"
                    for f in dataclasses.fields(config) if getattr(start.config, f.name, None) != getattr(config, f.name)]
-        classes = getattr(start.config, "num_classes", 0), getattr(config, "num_classes", 0)
-        if classes[0] != classes[1]:   # the data's, not an option: a folder's pictures have no labels
-            raise ConfigError(f"--init {str(init)!r}: expected data with the checkpoint's {classes[0]} classes (a "
-                              f"class-conditional model), found data with {classes[1] or 'none'} (a folder's pictures "
-                              "and audio have no labels): fine-tune it on its own kind of data, or start from an "
-                              "unconditional checkpoint of the family")
+        had, has = getattr(start.config, "num_classes", 0), getattr(config, "num_classes", 0)
+        if had != has:   # the data's, not an option's
+            why = (" (a folder's pictures and audio have no labels): fine-tune it on its own kind of data, or start from "
+                   "an unconditional checkpoint of the family") if had and not has else ": fine-tune it on data of its kind"
+            raise ConfigError(f"--init {str(init)!r}: expected data with the checkpoint's classes ({had or 'none'}), found "
+                              f"data with {has or 'none'}{why}")
         raise ConfigError(f"--init {str(init)!r}: expected weights that fit the model this run builds, found "
                           f"{len(unfit)} that do not ({'; '.join(unfit[:2])}); this run's settings differ from the "
                           f"checkpoint's in {', '.join(changed) or 'none'}: leave out the options that change them, "
