@@ -995,8 +995,8 @@ def build_parser() -> argparse.ArgumentParser:
     own.add_argument("--limit", action="append", default=None, metavar="NAME=SIZE",
                      help="the largest value of a dynamic dim, for TensorRT profiles (default: batch 16, others 4x "
                           "their traced size)")
-    own.add_argument("--atol", type=float, default=None, help="the gate's absolute tolerance (default 1e-4)")
-    own.add_argument("--rtol", type=float, default=None, help="the gate's relative tolerance (default 1e-3)")
+    own.add_argument("--atol", type=float, default=None, help="the gate's absolute tolerance (default 1e-4; 1e-3 for float16 outputs)")
+    own.add_argument("--rtol", type=float, default=None, help="the gate's relative tolerance (default 1e-3; 1e-2 for float16 outputs)")
     p.set_defaults(func=_cmd_export, export_side="edgegen export")
 
     p = sub.add_parser("generate", help="sample from a package and write a PNG or JPEG grid (or stream text)")

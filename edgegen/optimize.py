@@ -487,6 +487,10 @@ def _variant(package, part, precision, target, calibration_feeds, gate_feeds, ga
                                                  max_8bit_share, Path(scratch), package.family, note)
                 onnx.save(_weight_only(model, WEIGHT_ONLY_BITS[precision], block_size, for_tensorrt, spared,
                                        in_place=True), str(out))
+            elif _weights_in_float16(model):   # the variant would be this graph again, gated against itself
+                return {"refused": "its weights are float16 already (the module was exported in half precision): "
+                                   "the package's own graphs are the fp16 form; export the module in float32 "
+                                   "(module.float()) for an fp32 graph and an fp16 variant beside it", "target": target}
             else:
                 onnx.save(_to_fp16(model), str(out))
             disabled = INT8_DISABLED_OPTIMIZERS if precision == "int8" else \
@@ -908,6 +912,13 @@ def _fuse(package: Package, part: str, out: Path) -> None:
         for logger, level in zip(loggers, levels):
             logger.setLevel(level)
     fused.save_model_to_file(str(out))
+
+
+def _weights_in_float16(model: onnx.ModelProto) -> bool:
+    """Whether every float weight of the graph is float16 (and it has some): a module exported in half."""
+    floats = [t.data_type for t in model.graph.initializer
+              if t.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)]
+    return bool(floats) and all(kind == onnx.TensorProto.FLOAT16 for kind in floats)
 
 
 def _to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -724,6 +724,22 @@ def test_a_module_torch_export_cannot_trace_or_run_is_refused_in_one_line(tmp_pa
                                                   r"as an input, drawn by the caller$"):
             export_pytorch(Noisy(), example, tmp_path / "pkg", opset=opset)
 
+    class Normal(torch.nn.Module):   # torch.onnx fails on this draw before a graph is made
+        def forward(self, x):
+            return torch.normal(x, 1.0)
+
+    with pytest.raises(ValidationError, match=r"^export of 'Normal': expected outputs its inputs decide, found random "
+                                              r"numbers drawn in forward \(aten_normal\w*, which torch.onnx failed on\)"):
+        export_pytorch(Normal(), example, tmp_path / "pkg")
+
+    class Squeezed(torch.nn.Module):   # a no-op in the trace (batch >= 2 there), a removed axis in ONNX
+        def forward(self, x):
+            return x.squeeze(0)
+
+    with pytest.raises(ValidationError, match=r"onnx.checker found: .*differ in rank.*; an op whose result's rank depends "
+                                              r"on a dynamic dim's size, such as x.squeeze\(0\)"):
+        export_pytorch(Squeezed(), example, tmp_path / "pkg")
+
     def lacks_a_kernel(part, path, *args, **kwargs):   # as ONNX Runtime refuses an op it has no kernel for
         raise PackageError(f"graph {part!r} at {str(path)!r}: expected a loadable ONNX model, found: NOT_IMPLEMENTED : "
                            "Could not find an implementation for SomeOp(23)")
@@ -1454,3 +1470,22 @@ def test_a_plain_number_for_a_batch_input_and_ids_from_floats_are_taken_without_
     with warnings.catch_warnings():
         warnings.simplefilter("error", EdgegenWarning)
         export_pytorch(Choose(), {"a": np.random.default_rng(0).integers(0, 9, (2, 8))}, tmp_path / "choose")
+
+
+def test_a_module_in_half_precision_is_gated_at_float16s_tolerances_and_has_no_fp16_variant_made(tmp_path):
+    """Half an MLP's outputs differed by 4e-3 relative between ONNX Runtime's fp16 kernels and
+    torch's, so float32's tolerances refused a right graph as a fixed size; and optimize made an
+    "fp16 variant" of graphs already in fp16, gated against themselves."""
+    from edgegen.optimize import optimize_package
+
+    torch.manual_seed(0)
+    mlp = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 16)).half()
+    x = torch.randn(4, 16).half().numpy()
+    validation = json.loads((export_pytorch(mlp, {"x": x}, tmp_path / "pkg") / "edgegen.json").read_text()
+                            )["graphs"]["model"]["validation"]
+    assert (validation["atol"], validation["rtol"]) == (1e-3, 1e-2) and validation["max_abs"] > 0
+    given = json.loads((export_pytorch(mlp, {"x": x}, tmp_path / "given", atol=0.5) / "edgegen.json").read_text())
+    assert (given["graphs"]["model"]["validation"]["atol"], given["graphs"]["model"]["validation"]["rtol"]) == (0.5, 1e-2)
+    record = optimize_package(tmp_path / "pkg", "fp16", target="tensorrt", progress=lambda *a, **k: None)["model"]
+    assert "file" not in record and record["refused"].startswith("its weights are float16 already")
+    assert not list((tmp_path / "pkg").glob("*fp16*"))

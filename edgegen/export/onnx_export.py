@@ -48,6 +48,14 @@ def export_opset() -> int | None:
     return _EXPORT_OPSET.get()
 
 
+# torch.export takes a dynamic dim as at least 2, so x.squeeze(0) on the batch removes nothing in its
+# trace, while ONNX's Squeeze removes the axis whatever its size: the ranks disagree
+RANK_HINT = ("; an op whose result's rank depends on a dynamic dim's size, such as x.squeeze(0) where axis 0 is the "
+             "batch (the trace takes a dynamic dim as at least 2, so it squeezes nothing, and ONNX's Squeeze removes it): "
+             "export that dim fixed (--dynamic without it; dynamic={} in Python fixes them all), or squeeze a dim "
+             "that is always 1")
+
+
 def export_module(module: torch.nn.Module, part: str, inputs: tuple[TensorSpec, ...], outputs: tuple[str, ...],
                   example: dict[str, np.ndarray], opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
     """Export with the dynamo exporter, every string dim dynamic, then run onnx's full checker
@@ -70,7 +78,8 @@ def export_module(module: torch.nn.Module, part: str, inputs: tuple[TensorSpec, 
     try:
         onnx.checker.check_model(model, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        raise ValidationError(f"graph {part!r}: expected a valid ONNX model, onnx.checker found: {exc}") from None
+        raise ValidationError(f"graph {part!r}: expected a valid ONNX model, onnx.checker found: {str(exc).strip()}"
+                              + (RANK_HINT if "existing shape differ in rank" in str(exc) else "")) from None
     found_inputs = tuple(value_spec(v) for v in model.graph.input)
     if found_inputs != tuple(inputs):
         # (input, axis, dim name, the size the trace fixed it at)

@@ -47,6 +47,11 @@ from .pipeline import GenericConfig
 GRAPH = "model"
 DEFAULT_LIMIT_FACTOR = 4      # a non-batch dynamic dim may grow to this many times its traced size by default
 SYNTHESIZED_FEEDS = 8
+# the gate's default tolerances (atol, rtol) by the graph's outputs: float32's, and float16's, whose
+# step is 1e-3 of a value: ONNX Runtime's fp16 kernels and torch's round differently, a step or two
+# per layer (a two-layer fp16 MLP differed by 4e-3 relative), so float32's would refuse a right graph
+FLOAT32_TOLERANCES = (1e-4, 1e-3)
+FLOAT16_TOLERANCES = (1e-3, 1e-2)
 
 
 def _in_eval_mode(export):
@@ -124,7 +129,7 @@ def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str 
                    dynamic: Mapping[str, Mapping[int, str]] | None = None, output_names: list[str] | None = None,
                    held_out: list[Mapping[str, Any]] | str | os.PathLike | None = None,
                    dim_limits: Mapping[str, int] | None = None, name: str | None = None, opset: int = DEFAULT_OPSET,
-                   atol: float = 1e-4, rtol: float = 1e-3, overwrite: bool = False, seed: int = 0,
+                   atol: float | None = None, rtol: float | None = None, overwrite: bool = False, seed: int = 0,
                    source: str = "", reads: list[str | os.PathLike] = ()) -> Path:
     """Export `module` (called as module(*inputs.values()), in eval mode: _in_eval_mode) to a
     package at `out`.
@@ -137,6 +142,8 @@ def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str 
         `edgegen.runtimes.feeds` reads it); default: drawn like the example's values.
     dim_limits: the largest value of each dynamic dim (TensorRT profiles); default batch 16,
         other dims DEFAULT_LIMIT_FACTOR x their traced size.
+    atol, rtol: the gate's tolerances; default 1e-4 and 1e-3, and 1e-3 and 1e-2 where an output is
+        float16 (FLOAT16_TOLERANCES).
     reads: files the caller read the module and inputs from (its .py file), which `overwrite` never
         replaces; a held_out .npz counts without being named.
     Raises ParityError (a ValidationError), and writes nothing, when the graph does not reproduce PyTorch;
@@ -147,9 +154,9 @@ def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str 
     created_time()   # a mistyped SOURCE_DATE_EPOCH said before the work, not after the gate
     refuse_output_inside_edgegens("output", out)
     for label, tolerance in (("atol", atol), ("rtol", rtol)):   # refused before the export, not after it
-        if isinstance(tolerance, bool) or not isinstance(tolerance, numbers.Real) or not 0 <= tolerance < math.inf:
+        if tolerance is not None and (isinstance(tolerance, bool) or not isinstance(tolerance, numbers.Real)
+                                      or not 0 <= tolerance < math.inf):
             raise ConfigError(f"{label} (--{label}): expected a tolerance of 0 or more, found {tolerance!r}")
-    atol, rtol = float(atol), float(rtol)   # a numpy float too, recorded in the manifest's JSON
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise ConfigError(f"seed: expected a non-negative integer (the gate's draws), found {seed!r}")
     if not isinstance(inputs, Mapping):
@@ -193,6 +200,10 @@ def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str 
         except EdgegenError:
             raise
         except Exception as exc:  # noqa: BLE001 - a module torch.export cannot trace is the user's to change
+            if drawn := _random_op_failed(exc):   # torch.onnx fails on some draws (torch.normal) before the graph is made
+                raise ValidationError(f"export of {config.source!r}: expected outputs its inputs decide, found random "
+                                      f"numbers drawn in forward ({drawn}, which torch.onnx failed on): take the noise "
+                                      "as an input, drawn by the caller") from exc
             if op := _op_without_onnx(exc):   # traced, but one of its ops has no ONNX form in torch.onnx
                 raise ValidationError(f"export of {config.source!r}: expected operators torch.onnx writes as ONNX, "
                                       f"found {op}, which it has no ONNX function for (torch.export traced the "
@@ -206,6 +217,7 @@ def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str 
             if spec.dtype not in DTYPES:
                 raise ConfigError(f"output {spec.name!r}: expected one of {', '.join(DTYPES)}, found {spec.dtype} "
                                   "(cast it in forward, e.g. .float())")
+        atol, rtol = _tolerances(atol, rtol, graph_outputs)
         _refuse_random_draws(model, config.source)
         _warn_of_integers_computed_in_float(model)
         try:
@@ -547,6 +559,16 @@ def _warn_of_integers_computed_in_float(model: onnx.ModelProto) -> None:
                     f"rounding_mode='trunc' so); the gate drew integers within the example's range", EdgegenWarning)
 
 
+def _random_op_failed(exc: BaseException) -> str | None:
+    """The random draw ("aten_normal_tensor_float") whose ONNX translation stopped the export, or None."""
+    while exc is not None:
+        found = re.search(r"\baten[._](normal|rand|bernoulli|multinomial|uniform|exponential|poisson)\w*", str(exc))
+        if found:
+            return found.group(0)
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def _op_without_onnx(exc: BaseException) -> str | None:
     """The ATen operator ("aten.linalg_inv_ex") torch.onnx found no ONNX function for, where that
     stopped the export (its DispatchError), or None."""
@@ -591,6 +613,13 @@ def _line_in_source(chain: list[BaseException], module: torch.nn.Module) -> str 
         if frames:
             return f"{source}:{frames[-1].lineno} in {frames[-1].name}"
     return None
+
+
+def _tolerances(atol, rtol, outputs) -> tuple[float, float]:
+    """The gate's tolerances: as given, else by the outputs' precision (FLOAT16_TOLERANCES where
+    one is float16); floats, a numpy one too, recorded in the manifest's JSON."""
+    default = FLOAT16_TOLERANCES if any(spec.dtype == "float16" for spec in outputs) else FLOAT32_TOLERANCES
+    return (float(default[0] if atol is None else atol), float(default[1] if rtol is None else rtol))
 
 
 FIXED_SIZE_ADVICE = ("the trace fixed something that depends on a size (a branch on x.shape, a size turned into a "
@@ -1000,7 +1029,8 @@ def _refuse_other_outputs(reference: str, package, module: torch.nn.Module) -> N
     checked = entry.extra.get("validation", {})
     session = OrtSession(GRAPH, package.graph_path(GRAPH), entry.inputs, entry.outputs, backend="ort-cpu")
     try:
-        found = gate_feeds(module, session, [feed], float(checked.get("atol", 1e-4)), float(checked.get("rtol", 1e-3)))
+        found = gate_feeds(module, session, [feed], float(checked.get("atol", FLOAT32_TOLERANCES[0])),
+                           float(checked.get("rtol", FLOAT32_TOLERANCES[1])))
     except EdgegenError:
         raise
     except Exception as exc:  # noqa: BLE001 - a module that cannot take the package's inputs is another module
