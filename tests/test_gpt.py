@@ -91,6 +91,12 @@ def test_user_text_file_trains_and_bad_data_is_refused(tmp_path):
                                   progress=False))
     assert (tuned.config.n_layer, tuned.config.block_size, tuned.config.train_context) == (2, 32, 16)
     assert tuned.data["source"] == str(other) and tuned.training["init"]["steps"] == 1
+    # an option at odds with the start's others is said as the option given, not the one carried over
+    grouped = train("gpt", tmp_path / "grouped", data=str(text), steps=1, batch_size=4, progress=False,
+                    **{**TINY, "architecture": "llama", "n_kv_head": 1})
+    with pytest.raises(ConfigError, match=r"^--init '.*grouped': expected options that fit the checkpoint's architecture, "
+                                          r"found architecture 'llama' -> 'gpt2', which its other settings do not take"):
+        train("gpt", tmp_path / "w", data=str(other), init=grouped, steps=1, progress=False, architecture="gpt2")
 
 
 def test_decoder_graph_has_the_kv_cache_contract_and_fused_attention(gpt):

@@ -41,6 +41,7 @@ def train(family: str, out: str | Path, data: str | None = None, steps: int | No
     module = family_module(family)
     refuse_empty_data(data)
     start = _starting_checkpoint(init, family)
+    options_given = dict(model_options)
     if start is not None:   # its architecture's options, which a prepare_data reads (gpt's windows), unless given
         model_options = {**_options_of(start, family), **model_options}
         data = _data_of(start, init) if data is None else data
@@ -99,7 +100,14 @@ def train(family: str, out: str | Path, data: str | None = None, steps: int | No
         raise ConfigError(f"family {family!r}: expected its Config to have a field {missing[0]}, which edgegen fills "
                           f"from the data ({missing[0]}={from_data[missing[0]]!r} here), found none")
     started = dataclasses.asdict(start.config) if start is not None else {}
-    config = make_config(family, {**started, **from_data, **model_options})
+    try:
+        config = make_config(family, {**started, **from_data, **model_options})
+    except ConfigError as exc:   # a given option at odds with the start's others: said as the option's
+        if start is None or not (changed := _changed_options(start, options_given)):
+            raise
+        raise ConfigError(f"--init {str(init)!r}: expected options that fit the checkpoint's architecture, found "
+                          f"{', '.join(changed)}, which its other settings do not take ({exc}): leave out the options "
+                          "that change them") from None
     _refuse_a_model_training_cannot_hold(module, config, family)
     torch.manual_seed(seed)
     model = module.build(config)
@@ -179,6 +187,12 @@ def _options_of(start, family: str) -> dict:
         if value is not None and (option.recorded_as is None or os.path.exists(value)):
             options[option.keyword] = value
     return options
+
+
+def _changed_options(start, options: dict) -> list[str]:
+    """The options given that differ from the starting checkpoint's ("architecture 'llama' -> 'gpt2'")."""
+    return [f"{name} {getattr(start.config, name)!r} -> {value!r}" for name, value in options.items()
+            if hasattr(start.config, name) and getattr(start.config, name) != value]
 
 
 def _load_start(model, start, config, init) -> None:
