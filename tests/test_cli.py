@@ -37,6 +37,18 @@ def test_train_export_generate_info_through_the_command(tmp_path, capsys):
     assert code == 0 and "family    gan" in out and "generator: generator.onnx" in out
 
 
+def test_train_init_of_a_folder_named_like_a_shipped_model_says_it_took_the_folder(tmp_path, capsys, monkeypatch):
+    """The path wins, as everywhere; it was taken without a word (--data warns in the same case)."""
+    from edgegen.shipped import checkpoints_dir
+    from edgegen.training.checkpoint import load_checkpoint
+
+    shutil.copytree(checkpoints_dir() / "vae-digits", tmp_path / "vae-digits")
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(capsys, "train", "vae", "--init", "vae-digits", "--steps", "1", "--lr", "1e-12", "--out", "out")
+    assert code == 0 and "warning: --init 'vae-digits': the folder of that name here, not the shipped model" in err
+    assert load_checkpoint(tmp_path / "out").training["init"]["checkpoint"] == str(tmp_path / "vae-digits")
+
+
 def test_train_init_fine_tunes_a_checkpoint_on_other_data_keeping_its_model(tmp_path, capsys):
     """--init starts from a checkpoint's weights, architecture, size and channels (RGB photographs
     are read as its grey 32x32), records where it started, and refuses what its weights cannot fit."""
@@ -65,7 +77,7 @@ def test_train_init_fine_tunes_a_checkpoint_on_other_data_keeping_its_model(tmp_
     code, _, err = run_cli(capsys, "train", "vae", "--init", first, "--latent-dim", "16", "--steps", "1", "--out",
                            tmp_path / "wider")
     assert code == 2 and err.startswith(f"edgegen: error: --init {str(first)!r}: expected weights that fit the model this "
-                                        "run builds, found ") and "differ from the checkpoint's in latent_dim 8 -> 16:" in err
+                                        "run builds, found ") and "; the options given change latent_dim 8 -> 16: leave out the options" in err
     code, _, err = run_cli(capsys, "train", "gan", "--init", first, "--steps", "1", "--out", tmp_path / "gan")
     assert code == 2 and f"--init {str(first)!r}: expected a gan checkpoint to start 'edgegen train gan' from, found a " \
         "vae one" in err

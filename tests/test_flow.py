@@ -6,7 +6,7 @@ import torch
 
 import edgegen
 from edgegen.cli import main
-from edgegen.errors import InputError, NonFiniteError
+from edgegen.errors import ConfigError, InputError, NonFiniteError
 from edgegen.training.checkpoint import load_checkpoint
 from edgegen.training.data import load_images
 from edgegen.families.flow.model import make_points, standard_normal_log_prob
@@ -210,3 +210,7 @@ def test_a_glow_fine_tuned_from_a_checkpoint_keeps_its_actnorms(trained, tmp_pat
     before, after = load_checkpoint(start).model.state_dict(), load_checkpoint(tuned).model.state_dict()
     actnorms = [name for name in before if "actnorm" in name]
     assert actnorms and all(torch.allclose(before[name], after[name], atol=1e-6) for name in actnorms)
+    # points given to a model of images: said as the data's doing, not as options to leave out
+    with pytest.raises(ConfigError, match=r"; the data, 'moons', changes kind 'glow' -> 'realnvp'[^:]*: give data of the "
+                                          r"checkpoint's kind \(its classes, its channels; 'digits' trained it\)$"):
+        train("flow", tmp_path / "points", init=start, data="moons", steps=1, progress=False)

@@ -19,7 +19,7 @@ from ..storage import refuse_empty, refuse_output_folder
 from ..progress import Progress
 from . import family_module
 from ..package import CHECKPOINT_WEIGHTS, refuse_output_inside_edgegens, shipped_hint
-from ..shipped import checkpoint_named, names_shipped_model
+from ..shipped import checkpoint_named, is_shipped_name, names_shipped_model
 from .checkpoint import CHECKPOINT_KIND, checkpoint_files, data_trained_on, load_checkpoint, make_config, save_checkpoint
 from .data import DIGIT_CLASSES, load_images, refuse_empty_data
 
@@ -112,7 +112,7 @@ def train(family: str, out: str | Path, data: str | None = None, steps: int | No
     torch.manual_seed(seed)
     model = module.build(config)
     if start is not None:   # before the trainer, whose copies (an EMA's live twin) start from these weights
-        _load_start(model, start, config, init)
+        _load_start(model, start, config, init, options_given, data)
     model.train()
     trainer = module.Trainer(model, lr, total_steps=steps)
     if start is not None:   # and after it: a trainer that sets weights of its own (a ControlNet's start) is overruled,
@@ -157,6 +157,9 @@ def _starting_checkpoint(init, family: str):
     if not os.path.exists(checkpoint_named(init)):
         raise CheckpointError(f"--init {str(init)!r}: expected a checkpoint folder (edgegen train writes one) or a "
                               f"shipped model's name, found nothing at that path" + shipped_hint(init))
+    if os.path.exists(init) and is_shipped_name(init):   # the path wins, as everywhere: said, not silent
+        warnings.warn(f"--init {str(init)!r}: the folder of that name here, not the shipped model (give the name from "
+                      "another folder to start from the shipped one)", EdgegenWarning, stacklevel=3)
     start = load_checkpoint(checkpoint_named(init))
     if start.family != family:
         raise ConfigError(f"--init {str(init)!r}: expected a {family} checkpoint to start 'edgegen train {family}' from, "
@@ -195,27 +198,31 @@ def _changed_options(start, options: dict) -> list[str]:
             if hasattr(start.config, name) and getattr(start.config, name) != value]
 
 
-def _load_start(model, start, config, init) -> None:
+def _load_start(model, start, config, init, options_given: dict, data: str) -> None:
     """The starting checkpoint's weights into `model`, refused where they do not fit it, naming
-    the settings this run changed (an option, or what the data gives: its classes)."""
+    the settings this run changed: the options given, or else what the data gives (its classes,
+    points where the checkpoint's model took images)."""
     have, want = start.model.state_dict(), model.state_dict()
     unfit = [f"{name} {list(have[name].shape)} where this run's model has {list(want[name].shape)}"
              for name in want if name in have and have[name].shape != want[name].shape]
     unfit += [f"{name} (none in the checkpoint)" for name in want if name not in have]
     unfit += [f"{name} (none in this run's model)" for name in have if name not in want]
     if unfit:
-        changed = [f"{f.name} {getattr(start.config, f.name)!r} -> {getattr(config, f.name)!r}"
-                   for f in dataclasses.fields(config) if getattr(start.config, f.name, None) != getattr(config, f.name)]
+        changed = [f"{f.name} {getattr(start.config, f.name)!r} -> {getattr(config, f.name)!r}"   # settings, not statistics
+                   for f in dataclasses.fields(config) if getattr(start.config, f.name, None) != getattr(config, f.name)
+                   and not isinstance(getattr(config, f.name), (list, tuple, dict))]
         had, has = getattr(start.config, "num_classes", 0), getattr(config, "num_classes", 0)
         if had != has:   # the data's, not an option's
             why = (" (a folder's pictures and audio have no labels): fine-tune it on its own kind of data, or start from "
                    "an unconditional checkpoint of the family") if had and not has else ": fine-tune it on data of its kind"
             raise ConfigError(f"--init {str(init)!r}: expected data with the checkpoint's classes ({had or 'none'}), found "
                               f"data with {has or 'none'}{why}")
+        given = _changed_options(start, options_given)
+        why = (f"the options given change {', '.join(given)}: leave out the options that change them" if given else
+               f"the data, {data!r}, changes {', '.join(changed) or 'none'}: give data of the checkpoint's kind (its "
+               f"classes, its channels; {start.data.get('source', 'digits')!r} trained it)")
         raise ConfigError(f"--init {str(init)!r}: expected weights that fit the model this run builds, found "
-                          f"{len(unfit)} that do not ({'; '.join(unfit[:2])}); this run's settings differ from the "
-                          f"checkpoint's in {', '.join(changed) or 'none'}: leave out the options that change them, "
-                          "or give data of the checkpoint's kind (its classes, its channels)")
+                          f"{len(unfit)} that do not ({'; '.join(unfit[:2])}); {why}")
     model.load_state_dict(have)
 
 
