@@ -364,6 +364,14 @@ def test_a_controlnet_fine_tuned_from_a_checkpoint_starts_from_its_weights_not_i
     assert all(torch.equal(value, base_unet[name]) for name, value in moved.model.unet.state_dict().items())
     again = train("controlnet", tmp_path / "c4", steps=1, batch_size=8, progress=False, init=first)   # no --base given
     assert load_checkpoint(again).config.base_checkpoint == str(tiny_diffusion[0].resolve())
+    # a base of another size gives its size (it named an --image-size never given); one its weights
+    # do not fit is named as the --base given
+    larger = train("diffusion", tmp_path / "larger", steps=1, batch_size=8, progress=False, width=8, image_size=16, seed=9)
+    assert load_checkpoint(train("controlnet", tmp_path / "c5", steps=1, batch_size=8, progress=False, base=str(larger),
+                                 init=first)).config.image_size == 16 != load_checkpoint(first).config.image_size
+    rgb = train("diffusion", tmp_path / "rgb", steps=1, batch_size=8, progress=False, width=8, channels=3, seed=9)
+    with pytest.raises(ConfigError, match=r"; the options given change --base '.*' -> '.*rgb': leave out the options"):
+        train("controlnet", tmp_path / "c6", steps=1, batch_size=8, progress=False, base=str(rgb), init=first)
     zero = [name for name in before if name.startswith("controlnet.skip_convs.") and name.endswith("weight")]
     assert zero and any(before[name].abs().max() > 0 for name in zero)   # trained: not the trainer's zero start
 

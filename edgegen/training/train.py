@@ -73,7 +73,8 @@ def train(family: str, out: str | Path, data: str | None = None, steps: int | No
     refuse_output_folder(out, overwrite, CHECKPOINT_WEIGHTS, CHECKPOINT_KIND, reads, checkpoint_files)
 
     given_image_size, given_channels = image_size, channels
-    if start is not None:   # the size and channels its weights were made for; data is resized to them
+    if start is not None and not getattr(module, "SHAPE_FROM_BASE", False):
+        # the size and channels its weights were made for; data is resized to them (a ControlNet's base fixes its own)
         image_size = getattr(start.config, "image_size", None) if image_size is None else image_size
         channels = getattr(start.config, "image_channels", None) if channels is None else channels
     image_size = getattr(module, "DEFAULT_IMAGE_SIZE", 32) if image_size is None else image_size
@@ -103,7 +104,7 @@ def train(family: str, out: str | Path, data: str | None = None, steps: int | No
     try:
         config = make_config(family, {**started, **from_data, **model_options})
     except ConfigError as exc:   # a given option at odds with the start's others: said as the option's
-        if start is None or not (changed := _changed_options(start, options_given)):
+        if start is None or not (changed := _changed_options(start, options_given, family)):
             raise
         raise ConfigError(f"--init {str(init)!r}: expected options that fit the checkpoint's architecture, found "
                           f"{', '.join(changed)}, which its other settings do not take ({exc}): leave out the options "
@@ -192,10 +193,17 @@ def _options_of(start, family: str) -> dict:
     return options
 
 
-def _changed_options(start, options: dict) -> list[str]:
-    """The options given that differ from the starting checkpoint's ("architecture 'llama' -> 'gpt2'")."""
-    return [f"{name} {getattr(start.config, name)!r} -> {value!r}" for name, value in options.items()
-            if hasattr(start.config, name) and getattr(start.config, name) != value]
+def _changed_options(start, options: dict, family: str) -> list[str]:
+    """The options given that differ from the starting checkpoint's ("architecture 'llama' -> 'gpt2'"),
+    a path recorded as its config's field (a ControlNet's --base) compared as the path it names."""
+    fields = {option.keyword: option.recorded_as for option in get_family(family).train_options if option.recorded_as}
+    changed = []
+    for name, value in options.items():
+        had = getattr(start.config, fields.get(name, name), None)
+        now = str(Path(checkpoint_named(value)).resolve()) if name in fields else value
+        if had is not None and had != now:
+            changed.append(f"{'--' + name if name in fields else name} {had!r} -> {value!r}")
+    return changed
 
 
 def _load_start(model, start, config, init, options_given: dict, data: str) -> None:
@@ -217,7 +225,7 @@ def _load_start(model, start, config, init, options_given: dict, data: str) -> N
                    "an unconditional checkpoint of the family") if had and not has else ": fine-tune it on data of its kind"
             raise ConfigError(f"--init {str(init)!r}: expected data with the checkpoint's classes ({had or 'none'}), found "
                               f"data with {has or 'none'}{why}")
-        given = _changed_options(start, options_given)
+        given = _changed_options(start, options_given, start.family)
         why = (f"the options given change {', '.join(given)}: leave out the options that change them" if given else
                f"the data, {data!r}, changes {', '.join(changed) or 'none'}: give data of the checkpoint's kind (its "
                f"classes, its channels; {start.data.get('source', 'digits')!r} trained it)")

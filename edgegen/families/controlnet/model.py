@@ -32,6 +32,7 @@ DEFAULT_STEPS = 3000
 DEFAULT_BATCH = 64
 DEFAULT_LR = 5e-4
 DEFAULT_IMAGE_SIZE = None   # the base model's
+SHAPE_FROM_BASE = True      # its image size and channels, under train --init too (not the start's)
 CONTROL_OPTIONS = {"hint_factor", "control_label_dropout", "ema_decay"}   # what a ControlNet may set itself
 DEFAULT_BASE = PRETRAINED / "diffusion-digits"
 
