@@ -155,13 +155,14 @@ def _starting_checkpoint(init, family: str):
     if init is None:
         return None
     refuse_empty(init, "--init")
-    if not os.path.exists(checkpoint_named(init)):
+    path = checkpoint_named(init)
+    if not os.path.exists(path):
         raise CheckpointError(f"--init {str(init)!r}: expected a checkpoint folder (edgegen train writes one) or a "
                               f"shipped model's name, found nothing at that path" + shipped_hint(init))
     if os.path.exists(init) and is_shipped_name(init):   # the path wins, as everywhere: said, not silent
         warnings.warn(f"--init {str(init)!r}: the folder of that name here, not the shipped model (give the name from "
                       "another folder to start from the shipped one)", EdgegenWarning, stacklevel=3)
-    start = load_checkpoint(checkpoint_named(init))
+    start = load_checkpoint(path)
     if start.family != family:
         raise ConfigError(f"--init {str(init)!r}: expected a {family} checkpoint to start 'edgegen train {family}' from, "
                           f"found a {start.family} one")
