@@ -439,7 +439,8 @@ def clean_leftover(leftover: Path) -> Path:
     beside = leftover.parent / KILLED_WRITERS_LEFTOVER.match(leftover.name)["name"]
     with writer_lock(beside, "cleaning what a killed command left", wait=False):
         if leftover.name.endswith(".tmp"):
-            leftover.unlink(missing_ok=True)
+            if leftover.is_symlink() or leftover.is_file():   # a folder of that name is no write of edgegen's
+                leftover.unlink(missing_ok=True)
         else:
             clean_leftovers(beside)
             if leftover.is_symlink() or leftover.is_file():   # a leftover's name on no folder: removed, not followed

@@ -146,7 +146,7 @@ def test_a_package_this_user_cannot_write_in_keeps_its_engines_in_the_users_cach
     built.clear()
     pkg = shutil.copytree(trained["gan"][1], tmp_path / "system" / "gan-digits")
     read_only.append(pkg)
-    path, data = engines.cached_engines(pkg, report=quiet)["generator"]
+    path, data, _ = engines.cached_engines(pkg, report=quiet)["generator"]
     folder = path.parent.parent
     assert folder.parent == users and folder.name.startswith("gan-digits-")
     assert (built, data, path.read_bytes()) == (["generator.onnx"], b"engine", b"engine")
@@ -215,6 +215,35 @@ def test_two_processes_wanting_one_engine_build_it_once(trained, tmp_path, monke
     assert said[-1] == "generator: another process built its engine meanwhile: using it"
     assert engines.cached_engines(pkg, report=said.append)["generator"][1] == b"engine 1"
     assert "cached engine matches" in said[-1]
+
+
+def test_an_engine_built_with_a_profile_is_what_later_loads_use(trained, tmp_path, monkeypatch):
+    """`edgegen build --profile batch=1:8:32` built an engine that no load used: load, serve and
+    bench asked for the default profile, called the engine built for another setup and built the
+    default one over it (minutes on a Jetson, each way). No TensorRT here: stand-ins."""
+    import shutil
+
+    import edgegen.runtimes.engines as engines
+    from edgegen.serving.triton import RepositoryOptions, _engine_batch
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user"))
+    monkeypatch.setattr(engines, "device_identity", lambda: ("10.3.0", "Orin", "8.7"))
+    built = []
+    monkeypatch.setattr(engines, "build_engine", lambda graph, profile, *args: built.append(profile) or b"engine")
+    pkg = shutil.copytree(trained["gan"][1], tmp_path / "gan")
+    engines.build_package(pkg, profiles=["batch=1:8:32"], report=lambda line: None)
+    said = []
+    path, data, profile = engines.cached_engines(pkg, report=said.append)["generator"]
+    assert len(built) == 1 and profile == (("z", (1, 64), (8, 64), (32, 64)),) == built[0]
+    assert said == ["generator: cached engine matches (Orin, TensorRT 10.3.0, fp32, the profile edgegen build "
+                    "--profile gave it)"]
+    package = Package(pkg)
+    assert engines.load_profiles(package)["generator"] == profile   # what a TensorRT session checks feeds against
+    assert _engine_batch(package, "generator", RepositoryOptions(graph_backend="tensorrt", max_batch_size=32)) == 32
+    engines.cached_engines(pkg, profiles=["batch=1:2:4"], report=lambda line: None)   # another one asked for: built
+    assert len(built) == 2 and engines.load_profiles(package)["generator"][0][3] == (4, 64)
+    engines.build_package(pkg, report=lambda line: None)   # build without --profile: the default again
+    assert built[-1] == (("z", (1, 64), (1, 64), (16, 64)),) and engines.load_profiles(package)["generator"][0][3] == (16, 64)
 
 
 def test_profiles_come_from_the_manifest_dims(trained):

@@ -215,7 +215,7 @@ def test_a_refused_request_of_a_merged_batch_fails_alone(trained):
     np.testing.assert_array_equal(answered.outputs[0].value[0], model.pipe(1, seed=2, steps=3))
 
 
-def test_refusals_leave_the_repository_as_it_was(repository, trained, tmp_path):
+def test_refusals_leave_the_repository_as_it_was(repository, trained, gpt_package, tmp_path):
     before = sorted(p.relative_to(repository) for p in repository.rglob("*"))
     with pytest.raises(OutputExistsError, match=r"gan.*--force, or overwrite=True in Python"):
         write_repository([str(trained["gan"][1])], repository, report=lambda line: None)
@@ -273,6 +273,10 @@ def test_refusals_leave_the_repository_as_it_was(repository, trained, tmp_path):
                                                                   "no model merges requests (flow: pipeline route")):
         with pytest.raises(ConfigError, match=re.escape(f"expected options that some model of this run takes, found {said}")):
             write_repository([str(trained[f][1]) for f in packages], tmp_path / "r", options)
+    # a loop TensorRT's own backend cannot run was served on it, and every request failed as the client's
+    with pytest.raises(ConfigError, match=r"^backend \(--backend\) 'tensorrt': expected a backend gpt's generation runs "
+                                          r"on, found TensorRT, which its KV-cache loop cannot use"):
+        write_repository([str(gpt_package)], tmp_path / "r", RepositoryOptions(backend="tensorrt"))
     assert sorted(p.relative_to(repository) for p in repository.rglob("*")) == before
     assert not (tmp_path / "r").exists()
 
@@ -522,11 +526,13 @@ def test_force_refuses_to_lose_an_operators_changes_inside_a_model_folder(traine
     assert config.read_text() == written
     config.write_text(unmarked.replace("count: 1", "count: 2"))   # no mark, and not what edgegen writes
     # an older edgegen's layout (its parameters), changed by hand or by what this edgegen serves: which
-    # one cannot be told, and the message says both, with the mv to run (helper 94: it blamed the user)
+    # one cannot be told, and the message says both, with the mv to run (helper 94: it blamed the user),
+    # out of the repository (it was mv repo/gan repo/gan.old: a folder Triton loads, failing its start)
+    aside = re.escape(str(out.resolve().parent / f"{out.name}.gan.old"))
     with pytest.raises(OutputExistsError, match=r"found an older edgegen's \(no mark: written before edgegen marked its "
                                                 r"configs\), which differs from what this run writes, by what this "
                                                 r"edgegen serves \(new request inputs\) or by a change of yours.*move "
-                                                r"it aside \(mv '.*gan' '.*gan.old'\) and run again"):
+                                                rf"it out of the repository, .*\(mv '.*gan' '{aside}'\), and run again"):
         write_repository([str(trained["gan"][1])], out, options, overwrite=True, report=QUIET)
     config.write_text("name: \"gan\"\nbackend: \"python\"\n")   # no edgegen parameter in it: someone's own
     with pytest.raises(OutputExistsError, match="found no mark of edgegen's"):
@@ -570,6 +576,11 @@ def test_what_a_killed_write_left_in_a_repository_is_cleaned_by_the_next_and_ref
     assert said[:2] == ["removed .gan.k3x9q2ab.partial, left by a killed edgegen triton (Triton would load it as a model)",
                         "restored vae from .vae.4242.old, the only copy of it, moved aside by a killed edgegen triton"]
     assert sorted(p.name for p in out.iterdir()) == ["flow2d", "gan", "vae"]
+    # a hidden folder of the user's named alike is theirs: it was restored as a model, or unlinked as a file
+    (out / ".notes.20261206.old").mkdir()
+    (out / ".cfg.v2.deadbeef.tmp").mkdir()
+    write_repository([str(trained["flow2d"][1])], out, overwrite=True, report=QUIET)
+    assert sorted(p.name for p in out.iterdir()) == [".cfg.v2.deadbeef.tmp", ".notes.20261206.old", "flow2d", "gan", "vae"]
 
 
 @pytest.fixture(scope="module")

@@ -277,6 +277,9 @@ class Family:
     # ... and the pipeline's request: "module:function" (runtime config) -> serving.Served;
     # None derives it from `options` (n, seed and each option a request can carry)
     serving: str | None = None
+    # what of its generation binds ONNX Runtime's IO, which backend "tensorrt" has not ("the KV-cache
+    # loop"): that generation needs an ONNX Runtime backend, so serving it on TensorRT is refused
+    onnxruntime_loop: str | None = None
     order: int = 1000                    # where it stands in listings (built-ins first)
 
     def __post_init__(self):

@@ -224,14 +224,30 @@ class EngineCache:
             return None
         return data
 
-    def store(self, part: str, key: EngineKey, data: bytes) -> Path:
+    def given_profile(self, part: str, precision: str) -> tuple | None:
+        """The profile of the cached engine of `part` at `precision` where `edgegen build --profile`
+        chose it (its record says so), or None: the one a load without profiles asks for, so that
+        it uses that engine rather than building the default one over it. The lookup then checks
+        the record's signature and the rest of its key."""
+        for folder in (self.folder, *self.read_too):
+            try:
+                meta = json.loads(self._paths(folder, part, precision)[1].read_text(encoding="utf-8"))
+                if meta.get("profile_given"):
+                    return tuple((name, tuple(low), tuple(opt), tuple(high))
+                                 for name, low, opt, high in meta["key"]["profile"])
+            except (OSError, ValueError, TypeError, KeyError, AttributeError):
+                continue   # no record, or one the lookup will say is unreadable
+        return None
+
+    def store(self, part: str, key: EngineKey, data: bytes, profile_given: bool = False) -> Path:
         engine, sidecar = self._paths(self.folder, part, key.precision)
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             digest = hashlib.sha256(data).hexdigest()
             atomic_write_bytes(engine, data)
             atomic_write_text(sidecar, json.dumps({"key": key.to_json(), "engine_sha256": digest, "bytes": len(data),
-                                                   "signature": _signature(key.to_json(), digest)}, indent=2) + "\n")
+                                                   "signature": _signature(key.to_json(), digest),
+                                                   "profile_given": profile_given}, indent=2) + "\n")
         except OSError as exc:
             raise engine_folder_refused(self.folder, exc) from None
         return engine
@@ -424,17 +440,19 @@ def build_package(path: str | os.PathLike, precision: str = "fp32", profiles: li
         mismatch = release_mismatch(target, device_identity()[0])
         if mismatch:
             raise BackendError(f"{mismatch} (build the engines on the device they will run on)")
-    return {part: path for part, (path, _) in
-            _engines(package, precision, by_part, cache_dir, workspace_bytes, report).items()}
+    return {part: path for part, (path, *_) in
+            _engines(package, precision, by_part, cache_dir, workspace_bytes, report, bool(profiles)).items()}
 
 
 def cached_engines(path: str | os.PathLike, precision: str = "fp32", profiles: list[str] | None = None,
                    cache_dir: str | os.PathLike | None = None, workspace_bytes: int = DEFAULT_WORKSPACE_BYTES,
-                   report=print) -> dict[str, tuple[Path, bytes]]:
-    """{part: (engine path, its bytes as checked or built)}: build_package's work; the runtime
-    deserializes these bytes, not the file read again."""
+                   report=print) -> dict[str, tuple[Path, bytes, tuple]]:
+    """{part: (engine path, its bytes as checked or built, its profile)}: build_package's work; the
+    runtime deserializes these bytes, not the file read again. Without `profiles`, an engine that
+    `edgegen build --profile` built is used with its profile, not replaced by the default's."""
     package, by_part = _buildable(path, precision, profiles)
-    return _engines(package, precision, by_part, cache_dir, workspace_bytes, report)
+    return _engines(package, precision, by_part, cache_dir, workspace_bytes, report, bool(profiles),
+                    keep_given=not profiles)
 
 
 def _buildable(path, precision: str, profiles: list[str] | None, target: str | None = None) -> tuple:
@@ -483,34 +501,51 @@ def tensorrt_form_advice(precision: str, target: str = "tensorrt") -> str:
             f"{', '.join(chosen.variant_precisions)} made with --target {chosen.name}")
 
 
-def _engines(package, precision: str, by_part: dict, cache_dir, workspace_bytes: int,
-             report) -> dict[str, tuple[Path, bytes]]:
-    """{part: (engine path, bytes)}: each from the cache where its key matches, else built and cached."""
+def engine_cache(package, cache_dir=None) -> EngineCache:
+    """The package's TensorRT engine cache. cache_dir as edgegen.load's: the engines in its tensorrt/
+    (ONNX Runtime's TensorRT provider's in ort-tensorrt/); else the package's own, or the user's
+    cache for a package that cannot be written, with the package's own read even then."""
+    base = Path(cache_dir) if cache_dir else engine_cache_dir(package.path, "tensorrt")
+    return EngineCache(base / "tensorrt", read_too=() if cache_dir else (package.path / ENGINE_CACHE / "tensorrt",))
+
+
+def load_profiles(package, precision: str = "fp32", cache_dir=None) -> dict[str, tuple]:
+    """{graph: the profile its engine has where a load (cached_engines) finds or builds it}: the one
+    `edgegen build --profile` gave a cached engine, else the package's default."""
+    cache = engine_cache(package, cache_dir)
+    return {part: cache.given_profile(part, precision) or profile for part, profile in package_profiles(package).items()}
+
+
+def _engines(package, precision: str, by_part: dict, cache_dir, workspace_bytes: int, report,
+             profile_given: bool = False, keep_given: bool = False) -> dict[str, tuple[Path, bytes, tuple]]:
+    """{part: (engine path, bytes, profile)}: each from the cache where its key matches, else built
+    and cached; `profile_given`: by_part's profiles are --profile's (recorded so); `keep_given`: a
+    cached engine's --profile is asked for instead of by_part's."""
     from ..package import sha256_file
 
     trt_version, gpu, capability = device_identity()
-    # cache_dir as edgegen.load's: the engines in its tensorrt/ (ONNX Runtime's TensorRT provider's in ort-tensorrt/)
-    base = Path(cache_dir) if cache_dir else engine_cache_dir(package.path, "tensorrt")
-    inside = package.path / ENGINE_CACHE / "tensorrt"   # read even where it cannot be written
-    cache = EngineCache(base / "tensorrt", read_too=() if cache_dir else (inside,))
+    cache = engine_cache(package, cache_dir)
     engines = {}
     for part, profile in by_part.items():
+        given = cache.given_profile(part, precision) if keep_given else None
         graph = package.graph_path(part, precision)
-        key = EngineKey(sha256_file(graph), trt_version, gpu, capability, precision, profile)
+        key = EngineKey(sha256_file(graph), trt_version, gpu, capability, precision, given or profile)
         data = cache.lookup(part, key)
         for reason in cache.rejected:
             report(f"{part}: {reason}")
         cache.rejected.clear()
         if data is None:
-            engines[part] = _build_and_store(cache, package.path, part, key, graph, workspace_bytes, report)
+            engines[part] = (*_build_and_store(cache, package.path, part, key, graph, workspace_bytes, report,
+                                               profile_given or given is not None), key.profile)
         else:
-            report(f"{part}: cached engine matches ({gpu}, TensorRT {trt_version}, {precision})")
-            engines[part] = (cache.found, data)
+            chosen = ", the profile edgegen build --profile gave it" if given else ""
+            report(f"{part}: cached engine matches ({gpu}, TensorRT {trt_version}, {precision}{chosen})")
+            engines[part] = (cache.found, data, key.profile)
     return engines
 
 
 def _build_and_store(cache: EngineCache, package_path: Path, part: str, key: EngineKey, graph: Path,
-                     workspace_bytes: int, report) -> tuple[Path, bytes]:
+                     workspace_bytes: int, report, profile_given: bool = False) -> tuple[Path, bytes]:
     """Build the engine `key` names and store it, under that engine's writer lock: a second process
     that wants the same engine waits and reads the first's, instead of building its own and storing
     it over the first's (one's engine beside the other's record, which the next load would call
@@ -530,7 +565,7 @@ def _build_and_store(cache: EngineCache, package_path: Path, part: str, key: Eng
                f"{key.precision}")
         data = build_engine(graph, key.profile, workspace_bytes,
                             timing_cache_path(key.tensorrt, key.gpu, key.compute_capability))
-        return cache.store(part, key, data), data
+        return cache.store(part, key, data, profile_given), data
 
 
 def _cuda(result):
@@ -612,6 +647,5 @@ def open_tensorrt_sessions(package, precision: str = "fp32", profiles: list[str]
                            cache_dir=None, report=lambda line: None) -> dict[str, TensorRTSession]:
     """edgegen.load(backend="tensorrt"): each graph's engine from the cache (built on a miss)."""
     engines = cached_engines(package.path, precision, profiles, cache_dir, report=report)
-    profile = package_profiles(package, profiles)
-    return {part: TensorRTSession(part, engines[part][1], entry.inputs, entry.outputs, profile[part])
+    return {part: TensorRTSession(part, engines[part][1], entry.inputs, entry.outputs, engines[part][2])
             for part, entry in package.graphs.items()}

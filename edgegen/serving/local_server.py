@@ -119,10 +119,10 @@ def local_server(repository: str | os.PathLike, env: str | os.PathLike | None = 
 def _refuse_killed_writes(repository: Path) -> None:
     """A folder a killed edgegen triton left (.NAME.XXXXXXXX.partial) is one Triton would try to
     load as a model and fail to start on, blaming a backend: said as what it is, before the start."""
-    from ..storage import KILLED_WRITERS_LEFTOVER
+    from .triton import killed_write
 
     with contextlib.suppress(OSError):   # a missing repository: tritonserver says so
-        left = sorted(e.name for e in repository.iterdir() if e.is_dir() and KILLED_WRITERS_LEFTOVER.match(e.name))
+        left = sorted(e.name for e in repository.iterdir() if e.is_dir() and killed_write(e))
         if left:
             raise ConfigError(f"model repository {str(repository)!r}: expected model folders only, found {left[0]!r}"
                               f"{f' and {len(left) - 1} more' if len(left) > 1 else ''}, left by a killed edgegen triton "

@@ -247,13 +247,20 @@ def _refuse_a_changed_config(folder: Path, text: str, written_now: str) -> None:
                 f"output {str(folder)!r}: expected its {MODEL_CONFIG} as edgegen triton wrote it, found an older "
                 "edgegen's (no mark: written before edgegen marked its configs), which differs from what this run "
                 "writes, by what this edgegen serves (new request inputs) or by a change of yours, which replacing "
-                f"the folder would lose: where nothing in it is yours, move it aside (mv {str(folder)!r} "
-                f"{str(folder) + '.old'!r}) and run again; else set your change with edgegen triton's options")
+                f"the folder would lose: where nothing in it is yours, move it out of the repository, where Triton "
+                f"would load it as a model (mv {str(folder)!r} {str(_aside(folder))!r}), and run again; else set your "
+                "change with edgegen triton's options")
         found = "no mark of edgegen's (written by hand, or by an older edgegen)" if mark is None else "it changed since"
         raise OutputExistsError(f"output {str(folder)!r}: expected its {MODEL_CONFIG} as edgegen triton wrote it, found "
                                 f"{found}: replacing the folder would lose that; set what you changed with edgegen "
                                 "triton's options (--instances, --max-batch-size, --queue-delay-us, --kind, --threads), "
                                 "or move the folder aside yourself")
+
+
+def _aside(folder: Path) -> Path:
+    """Where a model's folder goes out of its repository: beside the repository, named by both."""
+    repository = folder.parent.resolve()
+    return repository.parent / f"{repository.name}.{folder.name}.old"
 
 
 def _refuse_files_of_yours_in_the_version(folder: Path) -> None:
@@ -275,6 +282,8 @@ def _clean_killed_writes(out: Path, report) -> None:
         leftover = KILLED_WRITERS_LEFTOVER.match(entry.name)
         if not leftover or not (entry.exists() or entry.is_symlink()):   # gone with an earlier one of its model
             continue
+        if not killed_write(entry):   # a hidden folder of the user's, named alike: theirs
+            continue
         model = out / leftover["name"]
         there = model.exists()
         with contextlib.suppress(PackageBusyError):
@@ -282,6 +291,18 @@ def _clean_killed_writes(out: Path, report) -> None:
             report(f"restored {model.name} from {entry.name}, the only copy of it, moved aside by a killed edgegen triton"
                    if not there and model.exists() else
                    f"removed {entry.name}, left by a killed edgegen triton (Triton would load it as a model)")
+
+
+def killed_write(entry: Path) -> bool:
+    """Whether a repository's entry is what a killed edgegen triton left: a KILLED_WRITERS_LEFTOVER
+    name on a temporary file, a staging folder (mkdtemp's random name), or a model folder moved
+    aside (it holds a config.pbtxt); a user's own hidden folder may be named like the last
+    (.notes.20261206.old) or like a file (.x.tmp), and is theirs."""
+    if not KILLED_WRITERS_LEFTOVER.match(entry.name):
+        return False
+    if entry.name.endswith(".tmp"):
+        return entry.is_file() or entry.is_symlink()
+    return entry.name.endswith(".partial") or (entry / MODEL_CONFIG).is_file()
 
 
 def _refuse_inside_edgegen_folder(out: Path) -> None:
@@ -328,6 +349,10 @@ def _plan(package: Package, name: str, folder: Path, options: RepositoryOptions)
                      tuple(_graph_field(t, batched) for t in entry.inputs),
                      tuple(_graph_field(t, batched) for t in entry.outputs),
                      package.level_without_disabled(options.precision, part))
+    if options.backend == "tensorrt" and family.onnxruntime_loop:   # every request would fail, as the client's mistake
+        raise ConfigError(f"backend (--backend) 'tensorrt': expected a backend {family.name}'s generation runs on, found "
+                          f"TensorRT, which its {family.onnxruntime_loop} cannot use (it binds ONNX Runtime's IO): "
+                          "serve it on ort-cuda or ort-tensorrt")
     request = served(get_family(family.name), config)
     # a pipeline that merges requests takes them batched (each request one row); Triton's
     # batcher, where it is on, hands it several at once
@@ -370,9 +395,9 @@ def _engine_batch(package: Package, part: str, options: RepositoryOptions) -> in
     """The batch Triton may form: the option's, and for a TensorRT engine no more than its profile's largest."""
     if options.graph_backend != "tensorrt":
         return options.max_batch_size
-    from ..runtimes.engines import package_profiles
+    from ..runtimes.engines import load_profiles
 
-    profile = package_profiles(package)[part]
+    profile = load_profiles(package, options.precision)[part]   # an engine built with --profile: its own
     first = package.graphs[part].inputs[0].name
     highest = next(high[0] for tensor, _, _, high in profile if tensor == first)
     return min(options.max_batch_size, int(highest))

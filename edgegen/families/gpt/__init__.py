@@ -16,6 +16,7 @@ FAMILY = register(Family(
     pipeline=GPTPipeline,
     config=GPTConfig,
     graphs=("decoder",),
+    onnxruntime_loop="KV-cache loop",
     data="stdlib (default: the Python standard library's source) or a UTF-8 text file",
     builtin_data=BUILTIN_TEXT,
     model="edgegen.families.gpt.model",

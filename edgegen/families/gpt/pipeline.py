@@ -609,7 +609,8 @@ class GPTPipeline(Pipeline):
 
     def _binding(self) -> OrtBinding:
         if not isinstance(self.decoder, OrtSession):
-            raise InputError(f"backend {self.backend!r}: the KV-cache loop needs an ONNX Runtime session")
+            raise InputError(f"backend {self.backend!r}: the KV-cache loop needs an ONNX Runtime session (ort-cpu, ort-cuda, "
+                             "ort-tensorrt; on TensorRT's own backend, use_cache=False runs without it)")
         return OrtBinding(self.decoder)
 
 

@@ -10,6 +10,7 @@ FAMILY = register(Family(
     pipeline=WaveNetPipeline,
     config=WaveNetConfig,
     graphs=("network", "step"),
+    onnxruntime_loop="fast generation's queues",
     picture_outputs=(),
     gate="categorical",   # its variants keep the distributions it samples from (optimize.MAX_KL_NATS)
     bench_row="clip",   # a graph call's row is a clip: its audio's samples are counted apart

@@ -161,7 +161,8 @@ class WaveNetPipeline(Pipeline):
     def _fast(self, num_samples, labels, sampling, rng, progress: bool | None = False, callback=None) -> np.ndarray:
         step = self.sessions["step"]
         if not isinstance(step, OrtSession):
-            raise InputError(f"backend {self.backend!r}: fast generation needs an ONNX Runtime session")
+            raise InputError(f"backend {self.backend!r}: fast generation needs an ONNX Runtime session (ort-cpu, ort-cuda, "
+                             "ort-tensorrt; on TensorRT's own backend, fast=False runs without it)")
         queues = [[np.zeros((1, self.channels, n), np.float32) for n in self.queue_lengths] for _ in range(2)]
         code, logits = np.array([self.silence], np.int64), np.empty((1, self.quantization), np.float32)
         bindings = []
