@@ -269,6 +269,9 @@ def test_refusals_leave_the_repository_as_it_was(repository, trained, gpt_packag
                                                                                    "where it is off"),
             (["diffusion"], RepositoryOptions(kind="gpu"), "kind (--kind) 'gpu', the device of an ONNX Runtime "
                                                            "graph-route model's instances, where there is none"),
+            (["gan"], RepositoryOptions(graph_backend="tensorrt", threads=3), "threads (--threads) 3, ONNX Runtime's "
+                                                                             "threads in a Python-backend or ONNX Runtime "
+                                                                             "graph-route model, where there is none"),
             (["flow"], RepositoryOptions(dynamic_batching=False), "dynamic_batching off (--no-dynamic-batching), where "
                                                                   "no model merges requests (flow: pipeline route")):
         with pytest.raises(ConfigError, match=re.escape(f"expected options that some model of this run takes, found {said}")):

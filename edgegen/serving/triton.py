@@ -380,6 +380,9 @@ def _options_no_model_takes(options: RepositoryOptions, plans: list[_Plan]) -> l
         unused.append(f"kind (--kind) {options.kind!r}, the device of an ONNX Runtime graph-route model's instances, "
                       f"where there is none ({served}; a Python-backend model runs on its --backend, a TensorRT plan "
                       "on the GPU)")
+    if options.threads != default.threads and not any(p.backend in ("python", "onnxruntime") for p in plans):
+        unused.append(f"threads (--threads) {options.threads}, ONNX Runtime's threads in a Python-backend or ONNX "
+                      f"Runtime graph-route model, where there is none ({served}; a TensorRT plan runs on the GPU)")
     if not options.dynamic_batching and not batching:
         unused.append(f"dynamic_batching off (--no-dynamic-batching), where no model merges requests ({served})")
     if options.max_count and not any(f.name in COUNT_INPUTS for p in python if p.route == "pipeline" for f in p.inputs):
