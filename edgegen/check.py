@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,9 +44,21 @@ class GraphCheck:
 
 def table_version(version: str, versions=None) -> str:
     """The table a TensorRT version is judged by: a full release (10.3.0.30, as JetPack and
-    tensorrt.__version__ say it) takes its major.minor's."""
+    tensorrt.__version__ say it) takes its major.minor's; a release between the tables (10.16,
+    JetPack 7.2's) the newest before it, whose parser it has at least (its report names that
+    table); one before them all, or no version, stays as given, which support_table refuses."""
     versions = versions or json.loads(TABLE.read_text(encoding="utf-8"))["versions"]
-    return next((v for v in versions if version.startswith(f"{v}.")), version)
+    if exact := next((v for v in versions if version == v or version.startswith(f"{v}.")), None):
+        return exact
+    release = _major_minor(version)
+    earlier = [v for v in versions if release is not None and _major_minor(v) <= release]
+    return max(earlier, key=_major_minor) if earlier else version
+
+
+def _major_minor(version: str) -> tuple[int, int] | None:
+    """(10, 16) of "10.16" or "10.16.0.1"; None where it is no such version."""
+    found = re.match(r"^(\d+)\.(\d+)(\.\d+)*$", version)
+    return (int(found[1]), int(found[2])) if found else None
 
 
 def support_table(version: str) -> dict:

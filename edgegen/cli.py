@@ -1094,8 +1094,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("package", help=PACKAGE_HELP)
     p.add_argument("--target", default="tensorrt", choices=TENSORRT_TARGETS, help=describe_targets(TENSORRT_TARGETS))
     p.add_argument("--tensorrt", default=None, metavar="VERSION",
-                   help="judge by this TensorRT release's parser table, 10.15, 10.13 or 10.3 (default: this machine's own "
-                        "TensorRT parser where the tensorrt module is installed, else the target's release)")
+                   help="judge by this TensorRT release's parser table, 10.15, 10.13 or 10.3; a release between them by the "
+                        "newest before it (10.16 by 10.15's) (default: this machine's own TensorRT parser where the "
+                        "tensorrt module is installed, else the target's release)")
     p.add_argument("--profile", action="append", default=None, metavar="NAME=MIN:OPT:MAX",
                    help="an optimization profile for a dynamic dim (repeatable), e.g. batch=1:4:8")
     p.add_argument("--json", action="store_true", help="print the verdicts as JSON instead of the table (docs/cli.md)")

@@ -48,7 +48,12 @@ def test_check_reports_ops_opsets_quantization_and_unprofiled_dims(package_copy,
     assert main(["check", str(pkg), "--tensorrt", "10.3.0.30"]) == 1
     # judged by 10.3's table: the verdict said "not ready for --target tensorrt", the default target's 10.15
     assert "2 graphs not ready for TensorRT 10.3.0.30 (--tensorrt): generator" in capsys.readouterr().err
-    assert main(["check", str(pkg), "--tensorrt", "10.14"]) == 2   # a release between tables: whose table judges it
+    # a release between the tables, or past them (JetPack 7.2's 10.16, refused as tableless): the newest
+    # table before it, which its parser has at least, named in the report
+    assert main(["check", str(pkg), "--tensorrt", "10.16"]) == 0
+    assert "parses (judged by TensorRT 10.15's parser table)" in capsys.readouterr().out
+    assert [c.judge for c in check_package(pkg, "10.14.1.48", target="jetpack7")] == ["TensorRT 10.13's parser table"] * 2
+    assert main(["check", str(pkg), "--tensorrt", "8.6"]) == 2   # before every table: none judges it
     assert ("expected one of 10.13, 10.15, 10.3 (the support tables edgegen keeps; each target's table: tensorrt 10.15, "
             "jetpack6 10.3, jetpack7 10.13, for the releases docs/tensorrt-and-jetson.md says it takes)") in capsys.readouterr().err
     assert main(["check", str(pkg), "--target", "jetpack6"]) == 1   # JetPack 6 is TensorRT 10.3
