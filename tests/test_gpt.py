@@ -1507,6 +1507,32 @@ def _template_tokenizer(folder):
     tokenizer.save(str(folder / "tokenizer.json"))
 
 
+def test_a_tokenizer_of_vocab_and_merges_alone_encodes_as_transformers_does(tmp_path):
+    """vocab.json + merges.txt without tokenizer.json was always built as GPT-2's byte-level BPE: a
+    Qwen2's prompt split its digits otherwise, and its special tokens into characters, without a word."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    transformers = pytest.importorskip("transformers")
+    _tiny_llama(tmp_path / "hf", "qwen2")
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.train_from_iterator([path.read_text() for path in stdlib_files()[:40]], trainers.BpeTrainer(
+        vocab_size=400, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tokenizer.model.save(str(tmp_path / "hf"))   # vocab.json and merges.txt
+    (tmp_path / "hf" / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "Qwen2Tokenizer", "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>",
+        "added_tokens_decoder": {str(i): {"content": t, "special": True, "lstrip": False, "rstrip": False,
+                                          "normalized": False, "single_word": False}
+                                 for i, t in enumerate(["<|endoftext|>", "<|im_start|>", "<|im_end|>"])}}))
+    assert main(["export", "qwen2", "--from-transformers", str(tmp_path / "hf"), "--out", str(tmp_path / "pkg")]) == 0
+    ours = edgegen.load(tmp_path / "pkg", backend="ort-cpu").tokenizer
+    theirs = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "hf"))
+    for text in ("x = 1234 + 56", "return\n\n    ", "<|im_start|>user\nhi<|im_end|>"):
+        assert ours.encode(text) == theirs(text)["input_ids"], text
+    assert len(ours.encode("<|im_start|>")) == 1
+
+
 def _sentencepiece_tokenizer(folder):
     """A Llama-2 / Mistral-style tokenizer.json: "▁" for spaces, byte fallback, and a decoder that
     strips the space the first token of a text decodes to."""

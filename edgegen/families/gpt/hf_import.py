@@ -10,6 +10,7 @@ before anything is exported.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import warnings
 from pathlib import Path
@@ -154,18 +155,29 @@ def convert_state(hf_state: dict[str, torch.Tensor], n_layer: int) -> dict[str, 
 
 
 def _tokenizer_file(folder: Path, scratch: Path) -> Path | None:
-    """tokenizer.json as saved by a fast tokenizer, or one built from vocab.json + merges.txt."""
+    """tokenizer.json as saved by a fast tokenizer, or one built from vocab.json + merges.txt: by
+    transformers where it is installed, as its tokenizer(text) encodes (the architecture's own split
+    pattern, Qwen2's digits one by one, and the special tokens tokenizer_config.json adds), else
+    as GPT-2's byte-level BPE, with a warning where that is not the folder's own."""
     if (folder / "tokenizer.json").is_file():
         return folder / "tokenizer.json"
-    if (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
-        from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    if not ((folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()):
+        return None
+    if importlib.util.find_spec("transformers") is not None:
+        with contextlib.suppress(CheckpointError):   # transformers cannot build it: GPT-2's form, said below
+            transformers_tokenizer(folder).save(str(scratch / "tokenizer.json"))
+            return scratch / "tokenizer.json"
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
-        tokenizer = Tokenizer(models.BPE.from_file(str(folder / "vocab.json"), str(folder / "merges.txt")))
-        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-        tokenizer.decoder = decoders.ByteLevel()
-        tokenizer.save(str(scratch / "tokenizer.json"))
-        return scratch / "tokenizer.json"
-    return None
+    tokenizer = Tokenizer(models.BPE.from_file(str(folder / "vocab.json"), str(folder / "merges.txt")))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.save(str(scratch / "tokenizer.json"))
+    warnings.warn(f"{str(folder / 'vocab.json')!r}: built as GPT-2's byte-level BPE without tokenizer_config.json's "
+                  "added tokens (transformers, which builds it as the model's own, is not installed or failed on it): "
+                  "another architecture's split pattern and special tokens in a prompt may be encoded otherwise; "
+                  "save the tokenizer with transformers to get tokenizer.json", ImportedSettingWarning, stacklevel=4)
+    return scratch / "tokenizer.json"
 
 
 def _warn_where_transformers_splits_otherwise(folder: Path, tokenizer: Path) -> None:
