@@ -528,8 +528,9 @@ def bench_generation(pipe, path, batch: int, iters: int, warmup: int, threads: i
         same_tokens = engines[drafted]() == made
     runtime_rss = peak_rss_mb()
     versions = {}
-    if vs_torch is not None:
-        engines[("generate", "torch eager")], versions["torch"] = torch_generation(vs_torch, pipe, prompts, new_tokens, threads)
+    if vs_torch is not None:   # as many steps as edgegen's loop took: torch's never stops at the end token
+        steps = max(len(row) for row in made)
+        engines[("generate", "torch eager")], versions["torch"] = torch_generation(vs_torch, pipe, prompts, steps, threads)
     timings = interleaved_timings(engines, calls, max(1, warmup // 10))
     results = _results(timings, lambda stats: generated * 1e3 / stats["p50_ms"])
     energy_note = add_energy(results, engines, generated) if energy else "not asked for"   # a result: a token

@@ -556,7 +556,9 @@ def _bench_one(args, shapes: dict, generation: bool) -> dict:
         print(note)
     if "generation" in report:
         g = report["generation"]
-        print(f"greedy generation: {g['prompt_tokens']}-token prompts, {g['new_tokens']} new tokens; streamed at batch 1: "
+        made = (f" ({g['tokens_per_call']} made in all: the model emitted its end token)"
+                if g["tokens_per_call"] < g["new_tokens"] * report["batch"] else "")
+        print(f"greedy generation: {g['prompt_tokens']}-token prompts, {g['new_tokens']} new tokens{made}; streamed at batch 1: "
               f"time to first token p50 {g['ttft_ms_p50']:.2f} ms (p90 {g['ttft_ms_p90']:.2f}), {per_token_text(g)}")
         bound = g["bound"]
         if "not_measured" in bound:

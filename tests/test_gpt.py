@@ -1872,6 +1872,24 @@ def test_bench_runs_the_transformers_folder_an_import_came_from_beside_the_packa
     assert report["speedup_vs_torch_p50"]["generate"] > 0 and "| generate | torch eager |" in capsys.readouterr().out
 
 
+def test_bench_vs_torch_times_torch_for_the_steps_a_generation_that_ended_early_took(tmp_path, capsys, monkeypatch):
+    """A model that emits its end token after 5 tokens: torch's loop, which never stops, ran all 128
+    steps, and the table put edgegen's 5-token call beside it (13x where the fair ratio was 5x)."""
+    import edgegen.bench as bench
+    from edgegen.families.gpt.pipeline import GPTPipeline
+
+    _tiny_llama(tmp_path / "hf")
+    package = export_transformers("llama", tmp_path / "hf", tmp_path / "pkg")
+    generate = GPTPipeline.generate
+    monkeypatch.setattr(GPTPipeline, "generate", lambda self, *a, **k: [row[:5] for row in generate(self, *a, **k)])
+    steps = []
+    timed = bench.torch_generation
+    monkeypatch.setattr(bench, "torch_generation", lambda c, p, prompts, new, t: steps.append(new) or timed(c, p, prompts, new, t))
+    assert main(["bench", str(package), "--iters", "10", "--warmup", "0", "--no-energy", "--vs-torch",
+                 str(tmp_path / "hf")]) == 0
+    assert steps == [5] and "128 new tokens (5 made in all: the model emitted its end token)" in capsys.readouterr().out
+
+
 def test_bench_times_a_short_context_model_on_a_generation_that_fits_it(tmp_path, capsys):
     """The reference generation (32 + 128 tokens) does not fit a 64-token context, as an imported
     Mistral's sliding window or a small model's block: it is split as it is, about 1 to 4. The
