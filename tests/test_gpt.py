@@ -1507,6 +1507,29 @@ def _template_tokenizer(folder):
     tokenizer.save(str(folder / "tokenizer.json"))
 
 
+def test_a_llama_config_of_mistyped_settings_is_refused_naming_them(tmp_path):
+    """Each failed in float(), min(), dict() or torch with a traceback that called itself edgegen's
+    bug (exit 3); a pad_token_id of -1 (early Llama conversions' "none", which transformers loads)
+    was refused as a pad past the vocabulary."""
+    _tiny_llama(tmp_path / "hf")
+    written = json.loads((tmp_path / "hf" / "config.json").read_text())
+    for change, said in (({"rms_norm_eps": "abc"}, "rms_norm_eps a positive number, found 'abc'"),
+                         ({"rope_parameters": "x"}, "rope_parameters a table of settings, found 'x'"),
+                         ({"rope_parameters": {"rope_type": "default", "rope_theta": "1e4"}},
+                          "rope_parameters' rope_theta a positive number, found '1e4'"),
+                         ({"max_position_embeddings": "128"}, "max_position_embeddings a positive integer, found '128'"),
+                         ({"head_dim": -16}, "head_dim a positive integer, found -16"),
+                         ({"num_key_value_heads": 3}, "num_key_value_heads a divisor of num_attention_heads 4"),
+                         ({"rope_parameters": {"rope_type": "linear", "rope_theta": 10000.0}},
+                          "rope type 'linear' of .*: expected the settings transformers computes its frequencies from, "
+                          "found it failing: KeyError: .*factor")):
+        (tmp_path / "hf" / "config.json").write_text(json.dumps({**written, **change}))
+        with pytest.raises(CheckpointError, match=said.replace("(", r"\(").replace(")", r"\)")):
+            export_transformers("llama", tmp_path / "hf", tmp_path / "pkg")
+    (tmp_path / "hf" / "config.json").write_text(json.dumps({**written, "pad_token_id": -1}))
+    assert edgegen.load(export_transformers("llama", tmp_path / "hf", tmp_path / "pkg")).config.pad_token_id is None
+
+
 def test_a_tokenizer_of_vocab_and_merges_alone_encodes_as_transformers_does(tmp_path):
     """vocab.json + merges.txt without tokenizer.json was always built as GPT-2's byte-level BPE: a
     Qwen2's prompt split its digits otherwise, and its special tokens into characters, without a word."""

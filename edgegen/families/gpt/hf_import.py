@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import math
 import warnings
 from pathlib import Path
 
@@ -93,12 +94,18 @@ def _quantized(hf: dict) -> list[str]:
             "quantize it with edgegen optimize --precision int4 or int8-weights)"]
 
 
+def _pad_id(hf: dict) -> int | None:
+    """config.json's pad_token_id; a negative one (-1, early Llama conversions' "none") as none."""
+    pad = hf.get("pad_token_id")
+    return pad if isinstance(pad, int) and pad >= 0 else None
+
+
 def _refuse_pad_outside_vocabulary(path: Path, hf: dict, vocab_size) -> None:
     """A pad token added to the tokenizer without resizing the model's embeddings leaves a
     pad_token_id past the vocabulary, which transformers itself cannot build a Llama-family model
     with (its embedding takes the pad as padding_idx; GPT-2's does not, and takes such a config)."""
     pad = hf.get("pad_token_id")
-    if isinstance(pad, int) and isinstance(vocab_size, int) and not 0 <= pad < vocab_size:
+    if isinstance(pad, int) and isinstance(vocab_size, int) and pad >= vocab_size:   # -1: none
         raise CheckpointError(f"{path}: expected pad_token_id below vocab_size {vocab_size}, found {pad} (a pad "
                               "token added to the tokenizer, and not to the model: model.resize_token_embeddings("
                               "len(tokenizer)) before save_pretrained, or pad_token_id null)")
@@ -235,7 +242,7 @@ def _imported(folder: Path, scratch: Path, architecture: str, hf: dict, config, 
                       "a tokenizer.json)", ImportedSettingWarning, stacklevel=2)
     eos, defaults = _generation_settings(folder, hf)
     data = {"source": "transformers", "model_type": architecture, "tokenizer": "bpe" if tokenizer else "none",
-            "eos_token_id": eos[0] if eos else None, "pad_token_id": hf.get("pad_token_id"),
+            "eos_token_id": eos[0] if eos else None, "pad_token_id": _pad_id(hf),
             "more_eos_token_ids": eos[1:], "generation_defaults": defaults,
             "transformers_check": check_against_transformers(folder, model, config.vocab_size, config.block_size)}
     return Checkpoint(folder, "gpt", config, model, data, {}, weights_sha, _tokenizer_files(folder, tokenizer))
@@ -360,6 +367,7 @@ def read_llama_config(folder: Path, architecture: str) -> dict:
     found = hf.get("model_type") if isinstance(hf, dict) else type(hf).__name__
     if found != architecture:
         raise CheckpointError(f"{path}: expected model_type {architecture!r}, found {found!r}")
+    _refuse_mistyped_settings(path, hf)
     unsupported = []
     if hf.get("hidden_act", "silu") != "silu":
         unsupported.append(f"hidden_act {hf['hidden_act']!r} (expected 'silu')")
@@ -397,7 +405,11 @@ def _rope_frequencies(folder: Path, rope: dict) -> tuple[list | None, float]:
     except ImportError:
         raise CheckpointError(f"rope type {rope['rope_type']!r} of {str(folder)!r}: its frequencies come from "
                               "transformers' own functions: pip install transformers") from None
-    inv_freq, scaling = ROPE_INIT_FUNCTIONS[rope["rope_type"]](AutoConfig.from_pretrained(str(folder)))
+    try:
+        inv_freq, scaling = ROPE_INIT_FUNCTIONS[rope["rope_type"]](AutoConfig.from_pretrained(str(folder)))
+    except Exception as exc:  # noqa: BLE001 - a setting the variant needs, missing or mistyped ("factor"): one line
+        raise CheckpointError(f"rope type {rope['rope_type']!r} of {str(folder / 'config.json')!r}: expected the settings "
+                              f"transformers computes its frequencies from, found it failing: {described(exc)}") from None
     return [float(f) for f in inv_freq], float(scaling)
 
 
@@ -425,6 +437,32 @@ def _sliding_window(hf: dict, architecture: str) -> int | None:
         layers = ["sliding_attention" if i >= hf.get("max_window_layers", 28) else "full_attention"
                   for i in range(hf["num_hidden_layers"])]
     return window if hf.get("use_sliding_window") and "sliding_attention" in layers else None
+
+
+# config.json's optional settings and what each must be where given: a string or a negative size
+# failed in float(), min() or torch, with a traceback that called itself edgegen's bug
+POSITIVE_SIZES = ("num_key_value_heads", "head_dim", "max_position_embeddings", "sliding_window", "max_window_layers")
+POSITIVE_NUMBERS = ("rms_norm_eps", "rope_theta")
+SETTING_TABLES = ("rope_parameters", "rope_scaling")
+
+
+def _refuse_mistyped_settings(path: Path, hf: dict) -> None:
+    """Each optional setting of config.json that is given as what it cannot be, named with its value."""
+    wrong = [f"{key} a positive integer, found {hf[key]!r}" for key in POSITIVE_SIZES if hf.get(key) is not None
+             and (isinstance(hf[key], bool) or not isinstance(hf[key], int) or hf[key] < 1)]
+    wrong += [f"{key} a positive number, found {hf[key]!r}" for key in POSITIVE_NUMBERS if hf.get(key) is not None
+              and (isinstance(hf[key], bool) or not isinstance(hf[key], (int, float)) or not 0 < hf[key] < math.inf)]
+    wrong += [f"{key} a table of settings, found {hf[key]!r}" for key in SETTING_TABLES
+              if hf.get(key) is not None and not isinstance(hf[key], dict)]
+    theta = (hf.get("rope_parameters") or {}).get("rope_theta") if not wrong else None
+    if theta is not None and (isinstance(theta, bool) or not isinstance(theta, (int, float)) or not 0 < theta < math.inf):
+        wrong.append(f"rope_parameters' rope_theta a positive number, found {theta!r}")
+    heads, kv = hf.get("num_attention_heads"), hf.get("num_key_value_heads")
+    if not wrong and isinstance(heads, int) and isinstance(kv, int) and heads % kv:
+        wrong.append(f"num_key_value_heads a divisor of num_attention_heads {heads} (grouped-query attention shares "
+                     f"each key/value head among as many query heads), found {kv}")
+    if wrong:
+        raise CheckpointError(f"{path}: expected " + "; ".join(wrong))
 
 
 def import_llama(folder: str | Path, scratch: Path, architecture: str = "llama") -> Checkpoint:
