@@ -972,7 +972,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="import a diffusers pipeline's save_pretrained directory (model_index.json): a UNet2DModel "
                         "pipeline (DDPM/DDIM) or a Stable Diffusion layout (docs/diffusers.md)")
     p.add_argument("--out", required=True, help="package directory to write")
-    p.add_argument("--data", default=None, help="data for the validation gate (default: the training data)")
+    p.add_argument("--data", default=None, help="data for the validation gate (default: the training data; for a language model imported from "
+                        "transformers, the standard library's source through its tokenizer: a text file of yours instead)")
     p.add_argument("--opset", type=int, default=None,
                    help=f"ONNX opset (default: the --target's, else {DEFAULT_OPSET}; 18 is the lowest the exporter writes)")
     p.add_argument("--target", default=None, choices=tuple(TARGETS), help="where the package will run: picks the opset, "

@@ -1530,6 +1530,30 @@ def test_a_llama_config_of_mistyped_settings_is_refused_naming_them(tmp_path):
     assert edgegen.load(export_transformers("llama", tmp_path / "hf", tmp_path / "pkg")).config.pad_token_id is None
 
 
+def test_an_imported_model_is_gated_on_the_text_data_names(tmp_path):
+    """export --data FILE was read as the standard library's text for an imported model, while the
+    manifest recorded FILE; without a tokenizer it cannot be encoded, and is refused."""
+    from tokenizers import Tokenizer
+
+    from edgegen.families.gpt.export import _gpt_data
+    from edgegen.families.gpt.hf_import import import_transformers
+
+    _tiny_llama(tmp_path / "hf")
+    _template_tokenizer(tmp_path / "hf")
+    text = tmp_path / "mine.txt"
+    text.write_text("".join(f"value_{i} = compute({i}, {i * 7})\n" for i in range(3000)), encoding="utf-8")
+    ckpt = import_transformers("llama", tmp_path / "hf", tmp_path)
+    assert _gpt_data(ckpt, "transformers").name == "stdlib"
+    mine = _gpt_data(ckpt, str(text))
+    _, held_out = read_corpus(str(text))
+    expected = Tokenizer.from_file(str(tmp_path / "hf" / "tokenizer.json")).encode(held_out.decode()).ids
+    assert mine.name == str(text) and mine.test[0].tolist() == expected[:len(mine.test[0])]
+    (tmp_path / "hf" / "tokenizer.json").unlink()
+    with pytest.raises(DataError, match=r"expected a model with a tokenizer to encode text with, found one imported "
+                                        r"without tokenizer files"):
+        _gpt_data(import_transformers("llama", tmp_path / "hf", tmp_path), str(text))
+
+
 def test_a_tokenizer_of_vocab_and_merges_alone_encodes_as_transformers_does(tmp_path):
     """vocab.json + merges.txt without tokenizer.json was always built as GPT-2's byte-level BPE: a
     Qwen2's prompt split its digits otherwise, and its special tokens into characters, without a word."""

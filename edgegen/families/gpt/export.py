@@ -6,33 +6,42 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ...errors import ValidationError
+from ...errors import DataError, ValidationError
 from ...export.graph_rewrites import fuse_sibling_matmuls
 from ...export.spec import TRACE_BATCH, ExportSpec, GraphSpec
 from ...package import TensorSpec, sha256_file
 from ...serving.genai import write_genai_config
-from ...training.checkpoint import Checkpoint
+from ...training.checkpoint import IMPORTED_SOURCES, Checkpoint
 from ...training.data import ImageData
 from .pipeline import LOGITS_TO_KEEP, GPTConfig
 
 
 def _gpt_data(ckpt: Checkpoint, source: str):
-    """Held-out text as token windows: the corpus the model was trained on, or for an
-    imported model the standard library's source through the model's own tokenizer."""
-    from ...training.text import load_text, read_corpus, windows
+    """Held-out text as token windows: the corpus the model was trained on, or for an imported
+    model --data's text (default: the standard library's source) through the model's own tokenizer."""
+    from ...training.text import HELD_OUT_EVERY, load_text, read_corpus, windows
 
     context = min(64, ckpt.config.block_size - 1)
     if ckpt.data.get("tokenizer", "bytes") == "bytes":
         return load_text(source, context)
+    given = source not in IMPORTED_SOURCES   # --data: it was read as stdlib whatever it named
     if "tokenizer.json" not in ckpt.files:  # an imported model without a tokenizer: token ids are all there is
+        if given:
+            raise DataError(f"--data {source!r}: expected a model with a tokenizer to encode text with, found one "
+                            "imported without tokenizer files (its gate draws random token ids; leave --data out)")
         ids = np.random.default_rng(0).integers(0, ckpt.config.vocab_size, 20 * (context + 1))
         return ImageData("random token ids", windows(ids, context), windows(ids, context))
     from tokenizers import Tokenizer
 
-    _, held_out = read_corpus("stdlib")
-    ids = np.array(Tokenizer.from_file(str(ckpt.files["tokenizer.json"])).encode(held_out[:200_000].decode()).ids)
+    corpus = source if given else "stdlib"
+    _, held_out = read_corpus(corpus)
+    text = held_out[:200_000].decode("utf-8", errors="ignore")   # a cut through a character drops it
+    ids = np.array(Tokenizer.from_file(str(ckpt.files["tokenizer.json"])).encode(text).ids)
     ids = ids[ids < ckpt.config.vocab_size]  # a tokenizer may know more tokens than the model embeds
-    return ImageData("stdlib", windows(ids, context), windows(ids, context))
+    if len(ids) < 2 * (context + 1):
+        raise DataError(f"--data {source!r}: expected text of at least {2 * (context + 1)} tokens in the part held out "
+                        f"for the gate (its last {100 // HELD_OUT_EVERY}%), found {len(ids)}")
+    return ImageData(corpus, windows(ids, context), windows(ids, context))
 
 
 def gpt_graph_inputs(c) -> tuple[TensorSpec, ...]:
