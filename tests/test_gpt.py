@@ -881,8 +881,9 @@ def test_a_tokenizer_with_ids_beyond_the_models_vocabulary_is_refused_at_import(
     tokenizer.save_pretrained(tmp_path / "hf")
     with pytest.warns(ImportedSettingWarning, match="genai_config.json not written"):   # GPT2Config's eos 50256
         pipe = edgegen.load(export_transformers("gpt2", tmp_path / "hf", tmp_path / "pkg"))
-    with pytest.raises(InputError, match=r"expected token ids in \[0, 512\), found 512"):
-        pipe.generate("[PAD]", max_new_tokens=2)
+    with pytest.raises(InputError, match=r"^prompt: expected text of tokens the model has rows for \(ids below its "
+                                         r"vocab_size 512\), found '\[PAD\]', id 512 \(a token added"):
+        pipe.generate("[PAD]", max_new_tokens=2)   # it named the id alone, as "--prompt (as tokens)"
     with pytest.raises(InputError, match=r"expected token ids, integers in \[0, 512\), found 0.0 \(float\)$"):
         pipe.generate([0.0, 1.5], max_new_tokens=2)   # said as not integers: 0.0 lies in the range
 

@@ -365,7 +365,12 @@ class GPTPipeline(Pipeline):
         ids = self.tokenizer.encode(text, special_tokens=True)   # as transformers encodes a prompt
         if not ids:
             raise InputError(f"{what}: expected at least one token of text, found an empty string")
-        return check_token_ids(ids, self.vocab_size, f"{what} (as tokens)")  # a tokenizer may know more tokens
+        if beyond := [i for i in ids if i >= self.vocab_size]:   # a tokenizer may know more tokens than the model
+            named = self.tokenizer.decode([beyond[0]])
+            raise InputError(f"{what}: expected text of tokens the model has rows for (ids below its vocab_size "
+                             f"{self.vocab_size}), found {named!r}, id {beyond[0]} (a token added to the tokenizer "
+                             "after the model, such as a pad token: leave it out of the prompt)")
+        return ids
 
     def unused_by_greedy(self, do_sample, **settings) -> list[str]:
         """The sampling settings given (not None, nor a value that changes nothing: NEUTRAL_SAMPLING)
