@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
+import importlib.util
 import os
 import re
 from dataclasses import dataclass
@@ -49,7 +50,7 @@ def cache_entries(root: Path | None = None) -> list[CacheEntry]:
     entries = []
     for folder, judge in ((root / "packages", functools.partial(_export_staleness, weights=weights)),
                           (root / "judges", _judge_staleness),
-                          (root / "tensorrt", lambda path: ("TensorRT timing cache", None)),
+                          (root / "tensorrt", _timing_cache_staleness),
                           (root / USER_ENGINES, _engines_staleness)):
         if folder.exists() and not folder.is_dir():   # listed, not met as the system's NotADirectoryError
             entries.append(CacheEntry(folder, f"a file where edgegen keeps its {folder.name} folder, which it cannot "
@@ -111,6 +112,32 @@ def _engines_staleness(path: Path) -> tuple[str, str | None]:
     except OSError:   # a folder on the way this user may not enter now: kept, since it may be there
         return kind, None
     return kind, f"the package {package} is gone" if gone else None
+
+
+# runtimes.engines.timing_cache_path's names: timing-{TensorRT version}-{GPU}-sm{capability}.cache
+TIMING_CACHE = re.compile(r"^timing-(?P<tensorrt>\d+(\.\d+)*)-.+\.cache$")
+
+
+def _timing_cache_staleness(path: Path) -> tuple[str, str | None]:
+    """A timing cache of another TensorRT than this environment's is never read again (each
+    release writes its own): stale. Without TensorRT here, none can be judged: kept."""
+    match = TIMING_CACHE.match(path.name)
+    if not match:
+        return "not written by edgegen", None
+    installed = installed_tensorrt()
+    kind = "TensorRT timing cache"
+    if installed is None or installed == match["tensorrt"]:
+        return kind, None
+    return kind, f"written by TensorRT {match['tensorrt']}; this is {installed}"
+
+
+def installed_tensorrt() -> str | None:
+    """This environment's TensorRT version, or None where it has none."""
+    if importlib.util.find_spec("tensorrt") is None:
+        return None
+    import tensorrt
+
+    return str(tensorrt.__version__)
 
 
 def _judge_staleness(path: Path) -> tuple[str, str | None]:

@@ -265,9 +265,11 @@ def test_edgegen_cache_lists_what_this_edgegen_reads_and_prune_removes_the_rest(
     old_judge = judges / f"digits-8px-1500steps-seed0-edgegen-{before}-torch-2.0.0.safetensors"
     notes, key = judges / "notes.txt", cache / "engine.key"
     (cache / "tensorrt").mkdir()
-    timing = cache / "tensorrt" / "timing-trt10.13-h200-9.0.cache"
+    timing = cache / "tensorrt" / "timing-10.13.0.35-NVIDIA_H200-sm9.0.cache"   # this environment's TensorRT
+    old_timing = cache / "tensorrt" / "timing-10.3.0.30-Orin-sm8.7.cache"   # one before the upgrade: never read again
+    monkeypatch.setattr("edgegen.cache.installed_tensorrt", lambda: "10.13.0.35")
     timing_tmp = timing.parent / f".{timing.name}.k3x9_q2z.tmp"   # a build killed while writing it
-    for path in (current_judge, old_judge, notes, key, timing, timing_tmp):
+    for path in (current_judge, old_judge, notes, key, timing, old_timing, timing_tmp):
         path.write_bytes(b"x" * 32)
 
     assert main(["cache"]) == 0
@@ -278,13 +280,14 @@ def test_edgegen_cache_lists_what_this_edgegen_reads_and_prune_removes_the_rest(
              retired: "stale: the installed edgegen-models ships no model of that name",
              leftover: f"stale: a part of {new.name} a killed command left",
              old_judge: f"stale: trained by edgegen {before}; this is 99.0.0",
-             timing_tmp: f"stale: a part of {timing.name} a killed command left"}
+             timing_tmp: f"stale: a part of {timing.name} a killed command left",
+             old_timing: "stale: written by TensorRT 10.3.0.30; this is 10.13.0.35"}
     for path, why in stale.items():
         assert lines[str(path.relative_to(cache))].endswith(why)
     for path in (new, current_judge, notes, key, timing):
         assert "stale" not in lines[str(path.relative_to(cache))]
     total = lines[str(cache) + ":"]
-    assert " in 11 entries, " in total and total.endswith(" in 6 stale ones (edgegen cache --prune removes them)")
+    assert " in 12 entries, " in total and total.endswith(" in 7 stale ones (edgegen cache --prune removes them)")
     # a part of a write running now is said as that, not as a killed command's (helper 79)
     with writer_lock(new, "exporting it in this test"):
         assert main(["cache"]) == 0
@@ -314,9 +317,9 @@ def test_edgegen_cache_lists_what_this_edgegen_reads_and_prune_removes_the_rest(
     assert (f"kept {other_weights}: expected a cache folder this user may write in, found {other_weights.parent} not "
             "writable by this user (Permission denied)") in out
     assert f"restored {gone} from {moved_aside.name}: the only copy" in out
-    assert all(f"removed {p} (" in out for p in (old, leftover, old_judge, timing_tmp, file_leftover))
-    assert out.splitlines()[-1].startswith(f"{cache}: removed 5 stale entries, ")
-    assert not any(p.exists() for p in (old, leftover, old_judge, moved_aside, timing_tmp, file_leftover))
+    assert all(f"removed {p} (" in out for p in (old, leftover, old_judge, timing_tmp, file_leftover, old_timing))
+    assert out.splitlines()[-1].startswith(f"{cache}: removed 6 stale entries, ")
+    assert not any(p.exists() for p in (old, leftover, old_judge, moved_aside, timing_tmp, file_leftover, old_timing))
     assert all(p.exists() for p in (new, current_judge, notes, key, retired, other_weights, gone, timing))
     assert not [p for p in (cache / "packages").iterdir() if p.name.startswith(".")]   # no staging folder left
     assert edgegen.load(NAME).package.path == new
