@@ -960,13 +960,19 @@ def test_a_server_python_without_edgegen_is_told_to_install_it(trained, tmp_path
         "it there (pip install the edgegen wheel; see edgegen's docs/serving.md, 'The server's Python')"), done.stderr
 
 
-def test_a_missing_server_environment_says_how_to_make_and_name_one(tmp_path):
+def test_a_missing_server_environment_says_how_to_make_and_name_one(tmp_path, monkeypatch):
     """With edgegen installed from a wheel there is no checkout's .venv-triton: the refusal names env=
     and EDGEGEN_TRITON_ENV, not only the checkout's command."""
     with pytest.raises(ConfigError, match=re.escape(f"Triton server environment {str(tmp_path)!r}: expected "
                                                     "nvidia-pytriton's tritonserver in it, found none (make one: ")
                        + r".*then pass env= or set EDGEGEN_TRITON_ENV to it\)$"):
         pytriton_root(tmp_path)
+    # nothing given, in an installed edgegen: it named site-packages/.venv-triton, a path the user never chose
+    monkeypatch.delenv("EDGEGEN_TRITON_ENV", raising=False)
+    monkeypatch.setattr("edgegen.serving.local_server.DEFAULT_ENV", tmp_path / "site-packages" / ".venv-triton")
+    with pytest.raises(ConfigError, match=re.escape("Triton server environment none given (env=, or $EDGEGEN_TRITON_ENV; "
+                                                    "a checkout's .venv-triton is taken without either): expected")):
+        pytriton_root()
 
 
 def test_a_server_that_fails_to_start_is_said_by_its_error_lines_and_what_to_write_instead(tmp_path):

@@ -57,8 +57,11 @@ def pytriton_root(env: str | os.PathLike | None = None) -> Path:
     """The site-packages folder that holds pytriton/tritonserver, or ConfigError saying how to make it."""
     root = server_env(env)
     found = sorted(root.glob("lib/python3*/site-packages/pytriton/tritonserver/bin/tritonserver"))
+    # an installed edgegen has no checkout's .venv-triton beside it: the path would name its site-packages
+    said = (f"{str(root)!r}" if root != DEFAULT_ENV or (DEFAULT_ENV.parent / "pyproject.toml").is_file() else
+            f"none given (env=, or ${ENV_VARIABLE}; a checkout's .venv-triton is taken without either)")
     if not found:
-        raise ConfigError(f"Triton server environment {str(root)!r}: expected nvidia-pytriton's tritonserver in it, found "
+        raise ConfigError(f"Triton server environment {said}: expected nvidia-pytriton's tritonserver in it, found "
                           f"none (make one: python3 -m venv .venv-triton && .venv-triton/bin/pip install nvidia-pytriton==0.7.0 "
                           f"\"numpy<2\" EDGEGEN, where EDGEGEN is edgegen's wheel, or \".[text]\" in a checkout; then "
                           f"pass env= or set {ENV_VARIABLE} to it)")
