@@ -211,7 +211,7 @@ def _index(sections: list[str], summary: dict) -> str:
             f"Total time {summary['seconds']} s.", "",
             *([f"Energy: not measured: {unmeasured}", ""] if (unmeasured := _energy_unmeasured(summary)) else []),
             "Commands below run from this folder.", "",
-            "Each family: checkpoint -> `edgegen export` (validated against PyTorch at batch 1 and 3; shipped "
+            "Each model below: checkpoint -> `edgegen export` (validated against PyTorch at batch 1 and 3; shipped "
             "weights' packages are those `edgegen generate NAME` reads, carried by edgegen-models or exported once "
             "into edgegen's cache, and copied here) -> "
             "runtime samples (seed 0) -> benchmark beside PyTorch eager.", ""]
