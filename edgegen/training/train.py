@@ -87,6 +87,8 @@ def train(family: str, out: str | Path, data: str | None = None, steps: int | No
                  "num_classes": DIGIT_CLASSES if data == "digits" else 0}   # a cgan on a folder: refused before it loads
         known = {f.name for f in dataclasses.fields(module.Config)}
         make_config(family, {**{k: v for k, v in shape.items() if k in known}, **model_options})
+        if start is not None and "num_classes" in known:   # before a folder's minutes of loading, not after
+            _refuse_other_classes(init, getattr(start.config, "num_classes", 0), shape["num_classes"])
         images = load_images(data, image_size=image_size, channels=channels, seed=seed)
         c, h, _ = images.shape
         from_data = {"image_channels": c, "image_size": h}
@@ -207,6 +209,15 @@ def _changed_options(start, options: dict, family: str) -> list[str]:
     return changed
 
 
+def _refuse_other_classes(init, had: int, has: int) -> None:
+    """Data whose classes are not the starting checkpoint's: the data's doing, not an option's."""
+    if had != has:
+        why = (" (a folder's pictures and audio have no labels): fine-tune it on its own kind of data, or start from "
+               "an unconditional checkpoint of the family") if had and not has else ": fine-tune it on data of its kind"
+        raise ConfigError(f"--init {str(init)!r}: expected data with the checkpoint's classes ({had or 'none'}), found "
+                          f"data with {has or 'none'}{why}")
+
+
 def _load_start(model, start, config, init, options_given: dict, data: str) -> None:
     """The starting checkpoint's weights into `model`, refused where they do not fit it, naming
     the settings this run changed: the options given, or else what the data gives (its classes,
@@ -220,12 +231,7 @@ def _load_start(model, start, config, init, options_given: dict, data: str) -> N
         changed = [f"{f.name} {getattr(start.config, f.name)!r} -> {getattr(config, f.name)!r}"   # settings, not statistics
                    for f in dataclasses.fields(config) if getattr(start.config, f.name, None) != getattr(config, f.name)
                    and not isinstance(getattr(config, f.name), (list, tuple, dict))]
-        had, has = getattr(start.config, "num_classes", 0), getattr(config, "num_classes", 0)
-        if had != has:   # the data's, not an option's
-            why = (" (a folder's pictures and audio have no labels): fine-tune it on its own kind of data, or start from "
-                   "an unconditional checkpoint of the family") if had and not has else ": fine-tune it on data of its kind"
-            raise ConfigError(f"--init {str(init)!r}: expected data with the checkpoint's classes ({had or 'none'}), found "
-                              f"data with {has or 'none'}{why}")
+        _refuse_other_classes(init, getattr(start.config, "num_classes", 0), getattr(config, "num_classes", 0))
         given = _changed_options(start, options_given, start.family)
         why = (f"the options given change {', '.join(given)}: leave out the options that change them" if given else
                f"the data, {data!r}, changes {', '.join(changed) or 'none'}: give data of the checkpoint's kind (its "
