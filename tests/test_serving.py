@@ -548,6 +548,13 @@ def test_force_refuses_to_lose_an_operators_changes_inside_a_model_folder(traine
     with pytest.raises(OutputExistsError, match=r"expected only what edgegen writes in version 1/, found NOTES.txt there"):
         write_repository([str(trained["gan"][1])], out, options, overwrite=True, report=QUIET)
     assert (out / "gan" / "1" / "NOTES.txt").is_file()
+    # two folders of changes are both said, in one run (the second was found only once the first was mended)
+    write_repository([str(trained["vae"][1])], out, options, report=QUIET)
+    (out / "vae" / "1" / "NOTES.txt").write_text("mine too")
+    with pytest.raises(OutputExistsError, match=r"output '.*gan': expected only what edgegen writes.*; and output "
+                                                r"'.*vae': expected only what edgegen writes"):
+        write_repository([str(trained["gan"][1]), str(trained["vae"][1])], out, options, overwrite=True, report=QUIET)
+    shutil.rmtree(out / "vae")
     (out / "gan" / "1" / "NOTES.txt").unlink()
     write_repository([str(trained["gan"][1])], out, options, overwrite=True, report=QUIET)
     assert config.read_text() == written

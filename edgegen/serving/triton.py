@@ -173,9 +173,15 @@ def write_repository(packages: list[str], out: str | Path, options: RepositoryOp
     reads = [p.path for p in opened]   # no model folder replaced may hold a package the run reads
     if out.is_dir():   # first: a model folder it restores (a killed write's only copy) is checked as any other
         _clean_killed_writes(out, report)
+    changed = []   # each folder whose changes a replacement would lose, said in one run, not one per run
     for plan in plans:   # every folder checked before any is replaced, a read-only one too
         refuse_output_folder(out / plan.name, overwrite, MODEL_CONFIG, MODEL_FOLDER, reads, model_folder_files)
-        _refuse_losing_changes(out / plan.name, config_text(plan, options))
+        try:
+            _refuse_losing_changes(out / plan.name, config_text(plan, options))
+        except OutputExistsError as exc:
+            changed.append(str(exc))
+    if changed:
+        raise OutputExistsError("; and ".join(changed))
     for package, plan in zip(opened, plans):   # built, or found in the cache, before any folder is written
         if plan.backend == "tensorrt":
             _engine(package, plan, options, report)
