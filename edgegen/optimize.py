@@ -987,6 +987,7 @@ def gate_variant(family: str, precision: str, fp32, variant, feeds: list[dict], 
     ids kept for a graph whose outputs are all ids, else PSNR in dB (the ids beside float outputs
     then keep the default 0.95)."""
     reference = [fp32.run(f) for f in feeds] if reference is None else reference
+    _refuse_unfinite_reference(reference, precision)
     ours = [variant.run(f) for f in (feeds if variant_feeds is None else variant_feeds)]
     names = [o.name for o in fp32.outputs]
     if "logits" in names and get_family(family).gate == "logits":
@@ -1034,6 +1035,18 @@ def gate_variant(family: str, precision: str, fp32, variant, feeds: list[dict], 
         detail.update(kl_nats=round(divergence, 5), max_kl_nats=MAX_KL_NATS)
         passed = passed and divergence <= MAX_KL_NATS
     return GateResult("PSNR dB", float(worst), threshold, bool(passed), detail)
+
+
+def _refuse_unfinite_reference(reference: list[dict], precision: str) -> None:
+    """fp32's own NaN or Inf on a gate feed leaves nothing to judge a variant against: its PSNR was
+    NaN, which the gate's min() passed over, and an int8 variant at 8.6 dB was written as "inf"."""
+    for i, outputs in enumerate(reference):
+        if bad := [name for name, value in outputs.items()
+                   if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all()]:
+            raise InputError(f"gate feed {i + 1} of {len(reference)}: expected the fp32 graph's outputs to judge the "
+                             f"{precision} variant against, found {bad[0]!r} holding NaN or Inf there (a padded-out "
+                             "sequence, a value past float32's range): leave such inputs out of the feeds (--inputs; "
+                             "the gate takes their second half)")
 
 
 def log_density_error(reference: list[dict], ours: list[dict]) -> float:

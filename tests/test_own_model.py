@@ -1489,3 +1489,21 @@ def test_a_module_in_half_precision_is_gated_at_float16s_tolerances_and_has_no_f
     record = optimize_package(tmp_path / "pkg", "fp16", target="tensorrt", progress=lambda *a, **k: None)["model"]
     assert "file" not in record and record["refused"].startswith("its weights are float16 already")
     assert not list((tmp_path / "pkg").glob("*fp16*"))
+
+
+def test_optimize_refuses_gate_feeds_on_which_the_fp32_graph_itself_gives_nan(tmp_path):
+    """fp32's own NaN made the PSNR NaN, which the gate's min() passed over: an int8 variant that
+    missed its gate (8.6 dB) was written as "PSNR dB inf"."""
+    from edgegen.optimize import optimize_package
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.ReLU(), torch.nn.Linear(32, 32), torch.nn.ReLU(),
+                              torch.nn.Linear(32, 8))
+    pkg = export_pytorch(net, {"x": np.random.default_rng(0).normal(size=(4, 8)).astype(np.float32)}, tmp_path / "pkg")
+    feeds = {f"{i}/x": np.random.default_rng(i).normal(size=(4, 8)).astype(np.float32) for i in range(6)}
+    feeds["5/x"][0] = 3e38   # finite in, inf - inf out (a gate feed: the second half)
+    np.savez(tmp_path / "feeds.npz", **feeds)
+    with pytest.raises(InputError, match=r"^gate feed 3 of 3: expected the fp32 graph's outputs to judge the int8 "
+                                         r"variant against, found '\w+' holding NaN or Inf there"):
+        optimize_package(pkg, "int8", inputs=tmp_path / "feeds.npz", speed_check=False, progress=lambda *a, **k: None)
+    assert "int8" not in json.loads((pkg / "edgegen.json").read_text()).get("variants", {})
