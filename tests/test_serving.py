@@ -183,6 +183,34 @@ def test_a_python_backend_model_under_numpy_2_refuses_to_load_unless_told(traine
     assert model.route == "graph"
 
 
+def test_a_graph_without_a_batch_dim_answers_each_request_on_its_own(tmp_path):
+    """A scalar input (served as dims [1] reshaped to []) reached the Python backend's graph route
+    0-d, where merging requests along a batch dim failed in numpy: no request could be answered."""
+    import types
+
+    import torch
+
+    class Scaled(torch.nn.Module):
+        def forward(self, x, scale):
+            return x * scale
+
+    pkg = edgegen.export_pytorch(Scaled(), {"x": np.ones((2, 4), np.float32), "scale": np.float32(2.0)},
+                                 tmp_path / "scaled")
+    write_repository([str(pkg)], tmp_path / "repo", RepositoryOptions(graph_backend="python"), report=QUIET)
+    assert read_config(tmp_path / "repo" / "scaled").max_batch_size == 0
+    fake = types.SimpleNamespace(
+        Tensor=lambda name, value: (name, value), get_input_tensor_by_name=lambda request, name: request[name],
+        InferenceResponse=lambda output_tensors, error=None: types.SimpleNamespace(outputs=output_tensors, error=error))
+    model = TritonPythonModel()
+    model.pb, model.route, model.batched = fake, "graph", False
+    model.session = edgegen.load(pkg).sessions["model"]
+    model.input_names = [t.name for t in model.session.inputs]
+    tensor = lambda array: types.SimpleNamespace(as_numpy=lambda: np.asarray(array))  # noqa: E731
+    answers = model._graph([{"x": tensor(np.ones((2, 4), np.float32)), "scale": tensor(np.float32(3))},
+                            {"x": tensor(np.ones((3, 4), np.float32)), "scale": tensor(np.float32(5))}])
+    assert [dict(a.outputs)["output"].tolist() for a in answers] == [[[3.0] * 4] * 2, [[5.0] * 4] * 3]
+
+
 def test_a_refused_request_of_a_merged_batch_fails_alone(trained):
     """The Python-backend model hands answer_many the requests Triton queued together: a picture
     request refused there comes back as its own 400, the others with their images."""

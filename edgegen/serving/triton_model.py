@@ -192,6 +192,8 @@ class TritonPythonModel:
     def _graph(self, requests):
         feeds = [{name: self.pb.get_input_tensor_by_name(r, name).as_numpy() for name in self.input_names}
                  for r in requests]
+        if not self.batched:   # no batch dim to merge along (a scalar input, a fixed shape): a call each
+            return [self._graph_one(f) for f in feeds]
         sizes = [len(next(iter(f.values()))) for f in feeds]
         try:
             merged = {name: np.concatenate([f[name] for f in feeds]) for name in self.input_names}
