@@ -190,25 +190,33 @@ def test_a_graph_without_a_batch_dim_answers_each_request_on_its_own(tmp_path):
 
     import torch
 
+    from edgegen.serving import triton_model
+
     class Scaled(torch.nn.Module):
         def forward(self, x, scale):
             return x * scale
 
     pkg = edgegen.export_pytorch(Scaled(), {"x": np.ones((2, 4), np.float32), "scale": np.float32(2.0)},
-                                 tmp_path / "scaled")
+                                 tmp_path / "scaled", dynamic={"x": {0: "batch", 1: "width"}})
     write_repository([str(pkg)], tmp_path / "repo", RepositoryOptions(graph_backend="python"), report=QUIET)
     assert read_config(tmp_path / "repo" / "scaled").max_batch_size == 0
     fake = types.SimpleNamespace(
         Tensor=lambda name, value: (name, value), get_input_tensor_by_name=lambda request, name: request[name],
-        InferenceResponse=lambda output_tensors, error=None: types.SimpleNamespace(outputs=output_tensors, error=error))
+        InferenceResponse=lambda output_tensors, error=None: types.SimpleNamespace(outputs=output_tensors, error=error),
+        TritonError=type("TritonError", (), {"INVALID_ARG": "400", "__init__": lambda self, m, code: setattr(self, "message", m)}))
     model = TritonPythonModel()
     model.pb, model.route, model.batched = fake, "graph", False
-    model.session = edgegen.load(pkg).sessions["model"]
+    pipe = edgegen.load(pkg)
+    model.session, model.run = pipe.sessions["model"], triton_model.graph_call(pipe, pipe.sessions["model"])
     model.input_names = [t.name for t in model.session.inputs]
     tensor = lambda array: types.SimpleNamespace(as_numpy=lambda: np.asarray(array))  # noqa: E731
     answers = model._graph([{"x": tensor(np.ones((2, 4), np.float32)), "scale": tensor(np.float32(3))},
                             {"x": tensor(np.ones((3, 4), np.float32)), "scale": tensor(np.float32(5))}])
     assert [dict(a.outputs)["output"].tolist() for a in answers] == [[[3.0] * 4] * 2, [[5.0] * 4] * 3]
+    # a user's graph is called through its package's checks, as edgegen.load's call is: a width its
+    # export never checked was run unchecked (a module with a size branch would answer wrongly)
+    (past,) = model._graph([{"x": tensor(np.ones((1, 40), np.float32)), "scale": tensor(np.float32(1))}])
+    assert past.error.message.startswith("input 'x': expected width 1 to 16, the sizes its export checked")
 
 
 def test_a_refused_request_of_a_merged_batch_fails_alone(trained):

@@ -58,6 +58,13 @@ class _Cancelled(Exception):
     client's cancel, or its deadline past), to stop the pipeline's loop there."""
 
 
+def graph_call(pipe, session):
+    """How the graph route calls its graph: a user's own (the generic family's) through its
+    pipeline, which refuses what edgegen.load's call refuses (ids past a table, sizes the export
+    never checked, a NaN result); a family's served graph through its session."""
+    return pipe.run if pipe.family == "generic" else session.run
+
+
 class TritonPythonModel:
     """Triton's Python-backend model interface: initialize, execute, finalize."""
 
@@ -81,6 +88,7 @@ class TritonPythonModel:
         if self.route == "graph":
             self.session = self.pipe.sessions[parameters["edgegen_graph"]]
             self.input_names = [t.name for t in self.session.inputs]
+            self.run = graph_call(self.pipe, self.session)
         else:
             self.request = served(get_family(self.pipe.family), self.pipe.config)
         # with a batch dim, every request tensor and response output has one row in front
@@ -197,7 +205,7 @@ class TritonPythonModel:
         sizes = [len(next(iter(f.values()))) for f in feeds]
         try:
             merged = {name: np.concatenate([f[name] for f in feeds]) for name in self.input_names}
-            outputs = self.session.run(merged)
+            outputs = self.run(merged)
         except EdgegenError:
             # one request's bad input must not fail the others: answer each on its own
             return [self._graph_one(f) for f in feeds]
@@ -207,7 +215,7 @@ class TritonPythonModel:
 
     def _graph_one(self, feeds: dict):
         try:
-            return self._response(self.session.run(feeds))
+            return self._response(self.run(feeds))
         except EdgegenError as exc:
             return self._error(exc)
 
