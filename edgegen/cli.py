@@ -996,8 +996,8 @@ def build_parser() -> argparse.ArgumentParser:
     own.add_argument("--held-out", default=None, metavar="NPZ", help="inputs to gate on and record for optimize "
                      "(default: drawn like the example's values, at sizes the trace did not see)")
     own.add_argument("--limit", action="append", default=None, metavar="NAME=SIZE",
-                     help="the largest value of a dynamic dim, for TensorRT profiles (default: batch 16, others 4x "
-                          "their traced size)")
+                     help="the largest value of a dynamic dim, for TensorRT profiles (default: batch 16, or the "
+                          "example's if larger; others 4x their traced size)")
     own.add_argument("--atol", type=float, default=None, help="the gate's absolute tolerance (default 1e-4; 1e-3 for float16 outputs)")
     own.add_argument("--rtol", type=float, default=None, help="the gate's relative tolerance (default 1e-3; 1e-2 for float16 outputs)")
     p.set_defaults(func=_cmd_export, export_side="edgegen export")

@@ -1507,3 +1507,11 @@ def test_optimize_refuses_gate_feeds_on_which_the_fp32_graph_itself_gives_nan(tm
                                          r"variant against, found '\w+' holding NaN or Inf there"):
         optimize_package(pkg, "int8", inputs=tmp_path / "feeds.npz", speed_check=False, progress=lambda *a, **k: None)
     assert "int8" not in json.loads((pkg / "edgegen.json").read_text()).get("variants", {})
+
+
+def test_an_example_batch_past_16_is_its_own_limit(tmp_path):
+    """An example of 32 rows was refused as "example_dims expected within dim_limits", a limit
+    nobody set: the default batch limit is 16, or the example's batch where that is larger."""
+    linear = torch.nn.Linear(4, 2)
+    pkg = export_pytorch(linear, {"x": np.ones((32, 4), np.float32)}, tmp_path / "pkg")
+    assert json.loads((pkg / "edgegen.json").read_text())["config"]["dim_limits"] == {"batch": 32}

@@ -416,10 +416,11 @@ def _traced_sizes(specs, example) -> dict[str, int]:
 
 
 def _dim_limits(given: Mapping[str, int] | None, traced: dict[str, int]) -> dict[str, int]:
-    """Each dynamic dim's largest value: as given, else batch 16 and other dims DEFAULT_LIMIT_FACTOR
-    x their traced size. Refused before the export: a dim the inputs lack, a size that is not a
+    """Each dynamic dim's largest value: as given, else batch 16 (the example's where it is larger:
+    an example of 32 was refused as past a limit nobody set) and other dims DEFAULT_LIMIT_FACTOR x
+    their traced size. Refused before the export: a dim the inputs lack, a size that is not a
     whole number at least the traced one."""
-    limits = {d: (DEFAULT_BATCH_PROFILE[2] if d == "batch" else DEFAULT_LIMIT_FACTOR * s) for d, s in traced.items()}
+    limits = {d: (max(DEFAULT_BATCH_PROFILE[2], s) if d == "batch" else DEFAULT_LIMIT_FACTOR * s) for d, s in traced.items()}
     if given is None:
         return limits
     if not isinstance(given, Mapping):
