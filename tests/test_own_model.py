@@ -1515,3 +1515,30 @@ def test_an_example_batch_past_16_is_its_own_limit(tmp_path):
     linear = torch.nn.Linear(4, 2)
     pkg = export_pytorch(linear, {"x": np.ones((32, 4), np.float32)}, tmp_path / "pkg")
     assert json.loads((pkg / "edgegen.json").read_text())["config"]["dim_limits"] == {"batch": 32}
+
+
+def test_a_key_padding_mask_onnx_runtimes_attention_kernel_refuses_is_said_with_the_opset_that_works(tmp_path):
+    """nn.TransformerEncoder with src_key_padding_mask: at opset 23 ONNX Runtime's Attention kernel
+    fails on the mask torch writes; the reason was cut off behind its C++ signature and the advice
+    was about fixed sizes. Opset 18 exports it."""
+    class Encoder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = torch.nn.Embedding(50, 16)
+            self.encoder = torch.nn.TransformerEncoder(torch.nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0,
+                                                                                        batch_first=True), 1)
+
+        def forward(self, ids, mask):
+            return self.encoder(self.embed(ids), src_key_padding_mask=mask)
+
+    torch.manual_seed(0)
+    mask = np.zeros((2, 8), bool)
+    mask[1, 6:] = True
+    example = {"ids": np.random.default_rng(0).integers(0, 50, (2, 8)), "mask": mask}
+    dynamic = {"ids": {0: "batch", 1: "tokens"}, "mask": {0: "batch", 1: "tokens"}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)   # torch's nested-tensor prototype note
+        with pytest.raises(ParityError, match=r"Status Message: .*inconsistent q_sequence_length.*: export with "
+                                              r"--opset 18 \(opset=18\), where attention is MatMul, Softmax and MatMul$"):
+            export_pytorch(Encoder(), example, tmp_path / "pkg", dynamic=dynamic)
+        assert (export_pytorch(Encoder(), example, tmp_path / "pkg", dynamic=dynamic, opset=18) / "model.onnx").is_file()

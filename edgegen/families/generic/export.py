@@ -324,9 +324,10 @@ def _gate_each(module, session, feeds: list[dict], users_feeds: int, atol: float
         try:
             found = gate_feeds(module, session, [feed], atol, rtol)
         except (InputError, BackendError) as exc:   # the module ran on it (it runs first): ONNX Runtime failed on the graph
+            advice = ATTENTION_ADVICE if "running Attention node" in str(exc) else FIXED_SIZE_ADVICE
             raise ParityError(f"export of {source!r} does not reproduce PyTorch, package not written: the graph fails at "
-                              f"{feed_label(session.inputs, feed)}, where the module runs ({first_line(exc)}); "
-                              f"{FIXED_SIZE_ADVICE}") from None
+                              f"{feed_label(session.inputs, feed)}, where the module runs ({first_line(exc, 1000)}); "
+                              f"{advice}") from None
         except EdgegenError:
             raise
         except Exception as exc:  # noqa: BLE001 - the user's module failing on a feed is the gate's finding
@@ -626,6 +627,14 @@ def _tolerances(atol, rtol, outputs) -> tuple[float, float]:
 FIXED_SIZE_ADVICE = ("the trace fixed something that depends on a size (a branch on x.shape, a size turned into a "
                      "constant), so give --dynamic only for dims the module takes at any size, or --limit below the "
                      "sizes it fails at")
+
+
+# ONNX Runtime's CPU kernel of ONNX's Attention op (opset 23) refuses masks torch writes for it,
+# such as nn.TransformerEncoder's key-padding mask ("inconsistent q_sequence_length"); opset 18
+# has no Attention op, and the same module's graph passed there
+ATTENTION_ADVICE = ("ONNX Runtime's kernel of ONNX's Attention op (opset 23) failed on it, as it fails on some masks "
+                    "torch writes (a key-padding mask broadcast over the queries): export with --opset 18 (opset=18), "
+                    "where attention is MatMul, Softmax and MatMul")
 
 
 def _gate_failures(results: list, atol: float, rtol: float, traced: str) -> str:
