@@ -441,15 +441,17 @@ def _sliding_window(hf: dict, architecture: str) -> int | None:
 
 # config.json's optional settings and what each must be where given: a string or a negative size
 # failed in float(), min() or torch, with a traceback that called itself edgegen's bug
-POSITIVE_SIZES = ("num_key_value_heads", "head_dim", "max_position_embeddings", "sliding_window", "max_window_layers")
+POSITIVE_SIZES = ("num_key_value_heads", "head_dim", "max_position_embeddings", "sliding_window")
+LAYER_COUNTS = ("max_window_layers",)   # Qwen2's first sliding layer: 0, every one
 POSITIVE_NUMBERS = ("rms_norm_eps", "rope_theta")
 SETTING_TABLES = ("rope_parameters", "rope_scaling")
 
 
 def _refuse_mistyped_settings(path: Path, hf: dict) -> None:
     """Each optional setting of config.json that is given as what it cannot be, named with its value."""
-    wrong = [f"{key} a positive integer, found {hf[key]!r}" for key in POSITIVE_SIZES if hf.get(key) is not None
-             and (isinstance(hf[key], bool) or not isinstance(hf[key], int) or hf[key] < 1)]
+    wrong = [f"{key} a {'positive' if key in POSITIVE_SIZES else 'non-negative'} integer, found {hf[key]!r}"
+             for key in (*POSITIVE_SIZES, *LAYER_COUNTS) if hf.get(key) is not None
+             and (isinstance(hf[key], bool) or not isinstance(hf[key], int) or hf[key] < (key in POSITIVE_SIZES))]
     wrong += [f"{key} a positive number, found {hf[key]!r}" for key in POSITIVE_NUMBERS if hf.get(key) is not None
               and (isinstance(hf[key], bool) or not isinstance(hf[key], (int, float)) or not 0 < hf[key] < math.inf)]
     wrong += [f"{key} a table of settings, found {hf[key]!r}" for key in SETTING_TABLES
