@@ -429,9 +429,10 @@ def _given_feeds(package: Package, family, config, inputs) -> dict:
 
 
 def _inputs_in(feeds: list[dict], specs) -> int:
-    """The inputs `feeds` hold: the rows of a dynamic leading dim (BATCH each of edgegen's own draws,
-    whatever an --inputs file or a user's module's recorded feeds hold), else one a feed."""
-    batched = next((spec.name for spec in specs if spec.shape and isinstance(spec.shape[0], str)), None)
+    """The inputs `feeds` hold: the rows of a leading batch dim (BATCH each of edgegen's own draws,
+    whatever an --inputs file or a user's module's recorded feeds hold), else one a feed (a leading
+    dim of points or tokens counts no inputs)."""
+    batched = next((spec.name for spec in specs if spec.shape and spec.shape[0] == "batch"), None)
     return sum(len(feed[batched]) for feed in feeds) if batched else len(feeds)
 
 

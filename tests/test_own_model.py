@@ -1542,3 +1542,16 @@ def test_a_key_padding_mask_onnx_runtimes_attention_kernel_refuses_is_said_with_
                                               r"--opset 18 \(opset=18\), where attention is MatMul, Softmax and MatMul$"):
             export_pytorch(Encoder(), example, tmp_path / "pkg", dynamic=dynamic)
         assert (export_pytorch(Encoder(), example, tmp_path / "pkg", dynamic=dynamic, opset=18) / "model.onnx").is_file()
+
+
+def test_int8_calibration_counts_feeds_where_the_leading_dim_is_no_batch(tmp_path):
+    """A point cloud's [points, 3]: its calibration was recorded as 404 inputs, the points."""
+    from edgegen.optimize import optimize_package
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 32), torch.nn.ReLU(), torch.nn.Linear(32, 32), torch.nn.ReLU(),
+                              torch.nn.Linear(32, 3))
+    pkg = export_pytorch(net, {"pts": np.random.default_rng(0).normal(size=(100, 3)).astype(np.float32)},
+                         tmp_path / "pkg", dynamic={"pts": {0: "points"}})
+    record = optimize_package(pkg, "int8", speed_check=False, progress=lambda *a, **k: None)["model"]
+    assert record["calibration"]["inputs"] == len(read_feeds(pkg / "held_out.npz")) // 2
