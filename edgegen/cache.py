@@ -135,8 +135,10 @@ def installed_tensorrt() -> str | None:
     """This environment's TensorRT version, or None where it has none."""
     if importlib.util.find_spec("tensorrt") is None:
         return None
-    import tensorrt
-
+    try:
+        import tensorrt
+    except Exception:  # noqa: BLE001 - installed but unloadable (no libnvinfer): none this environment runs
+        return None
     return str(tensorrt.__version__)
 
 

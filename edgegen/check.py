@@ -65,7 +65,7 @@ def support_table(version: str) -> dict:
     """{"opset": [lo, hi], "supported": set, "unsupported": set, "restricted": {op: text}} for a TensorRT version."""
     versions = json.loads(TABLE.read_text(encoding="utf-8"))["versions"]
     version = table_version(version, versions)
-    if version not in versions:   # a release between the tables: the targets say whose table judges it
+    if version not in versions:   # a release before every table: the targets say whose table judges what
         by_target = ", ".join(f"{t.name} {t.tensorrt}" for t in TARGETS.values() if t.uses_tensorrt)
         raise ConfigError(not_one_of("TensorRT version", version, sorted(versions), f"the support tables edgegen keeps; "
                                      f"each target's table: {by_target}, for the releases "

@@ -1044,10 +1044,10 @@ def _refuse_unfinite_reference(reference: list[dict], precision: str) -> None:
     for i, outputs in enumerate(reference):
         if bad := [name for name, value in outputs.items()
                    if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all()]:
-            raise InputError(f"gate feed {i + 1} of {len(reference)}: expected the fp32 graph's outputs to judge the "
-                             f"{precision} variant against, found {bad[0]!r} holding NaN or Inf there (a padded-out "
-                             "sequence, a value past float32's range): leave such inputs out of the feeds (--inputs; "
-                             "the gate takes their second half)")
+            raise InputError(f"{precision} gate: expected the fp32 graph's outputs to judge the variant against, found "
+                             f"{bad[0]!r} holding NaN or Inf on feed {i + 1} of the {len(reference)} it judges on (the "
+                             "second half of --inputs or of the feeds the export recorded; a padded-out sequence, a "
+                             "value past float32's range): leave such inputs out of the feeds")
 
 
 def log_density_error(reference: list[dict], ours: list[dict]) -> float:

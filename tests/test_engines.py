@@ -2,6 +2,7 @@
 and the whole chain where a GPU and TensorRT are present."""
 
 import importlib.util
+import json
 
 import numpy as np
 import pytest
@@ -240,6 +241,13 @@ def test_an_engine_built_with_a_profile_is_what_later_loads_use(trained, tmp_pat
     package = Package(pkg)
     assert engines.load_profiles(package)["generator"] == profile   # what a TensorRT session checks feeds against
     assert _engine_batch(package, "generator", RepositoryOptions(graph_backend="tensorrt", max_batch_size=32)) == 32
+    record = pkg / ".edgegen-cache" / "tensorrt" / "generator.fp32.json"
+    signed = record.read_text()
+    forged = json.loads(signed)
+    forged["key"]["profile"][0][3] = [64, 64]   # a record this user's edgegen did not sign steers nothing
+    record.write_text(json.dumps(forged))
+    assert engines.load_profiles(package)["generator"][0][3] == (16, 64)
+    record.write_text(signed)
     engines.cached_engines(pkg, profiles=["batch=1:2:4"], report=lambda line: None)   # another one asked for: built
     assert len(built) == 2 and engines.load_profiles(package)["generator"][0][3] == (4, 64)
     engines.build_package(pkg, report=lambda line: None)   # build without --profile: the default again

@@ -224,15 +224,17 @@ class EngineCache:
             return None
         return data
 
-    def given_profile(self, part: str, precision: str) -> tuple | None:
+    def given_profile(self, part: str, precision: str, graph_sha256: str) -> tuple | None:
         """The profile of the cached engine of `part` at `precision` where `edgegen build --profile`
-        chose it (its record says so), or None: the one a load without profiles asks for, so that
-        it uses that engine rather than building the default one over it. The lookup then checks
-        the record's signature and the rest of its key."""
+        chose it for this very graph (its record says so, signed by this user's edgegen), or None:
+        the one a load without profiles asks for, so that it uses that engine rather than building
+        the default one over it. A graph exported again (other limits, other inputs) has its own."""
         for folder in (self.folder, *self.read_too):
             try:
                 meta = json.loads(self._paths(folder, part, precision)[1].read_text(encoding="utf-8"))
-                if meta.get("profile_given"):
+                signed = hmac.compare_digest(str(meta.get("signature", "")).encode("utf-8", "replace"),
+                                             _signature(meta["key"], meta.get("engine_sha256")).encode())
+                if meta.get("profile_given") and signed and meta["key"]["graph_sha256"] == graph_sha256:
                     return tuple((name, tuple(low), tuple(opt), tuple(high))
                                  for name, low, opt, high in meta["key"]["profile"])
             except (OSError, ValueError, TypeError, KeyError, AttributeError):
@@ -512,8 +514,11 @@ def engine_cache(package, cache_dir=None) -> EngineCache:
 def load_profiles(package, precision: str = "fp32", cache_dir=None) -> dict[str, tuple]:
     """{graph: the profile its engine has where a load (cached_engines) finds or builds it}: the one
     `edgegen build --profile` gave a cached engine, else the package's default."""
+    from ..package import sha256_file
+
     cache = engine_cache(package, cache_dir)
-    return {part: cache.given_profile(part, precision) or profile for part, profile in package_profiles(package).items()}
+    return {part: cache.given_profile(part, precision, sha256_file(package.graph_path(part, precision))) or profile
+            for part, profile in package_profiles(package).items()}
 
 
 def _engines(package, precision: str, by_part: dict, cache_dir, workspace_bytes: int, report,
@@ -527,9 +532,10 @@ def _engines(package, precision: str, by_part: dict, cache_dir, workspace_bytes:
     cache = engine_cache(package, cache_dir)
     engines = {}
     for part, profile in by_part.items():
-        given = cache.given_profile(part, precision) if keep_given else None
         graph = package.graph_path(part, precision)
-        key = EngineKey(sha256_file(graph), trt_version, gpu, capability, precision, given or profile)
+        graph_sha256 = sha256_file(graph)
+        given = cache.given_profile(part, precision, graph_sha256) if keep_given else None
+        key = EngineKey(graph_sha256, trt_version, gpu, capability, precision, given or profile)
         data = cache.lookup(part, key)
         for reason in cache.rejected:
             report(f"{part}: {reason}")

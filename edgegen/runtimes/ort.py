@@ -215,7 +215,7 @@ def run_error(graph_name: str, exc: Exception) -> Exception:
         return exc
     text = re.sub(r"^\[ONNXRuntimeError\] : \d+ : [A-Z_]+ : ", "", first_line.removeprefix(_BINDING_FAILURE))
     # its C++ source line and function signature, which hide the reason after them past any cut
-    text = re.sub(r"Status Message: /\S+:\d+ [^(]*\([^)]*\) ", "Status Message: ", text)
+    text = re.sub(r"Status Message: /\S+:\d+ [^(]*\([^)]*\)(?: const)? ", "Status Message: ", text)
     if type(exc).__name__ == "InvalidArgument":
         return InputError(f"graph {graph_name!r}: expected input values it can compute on, found ONNX Runtime "
                           f"refusing them: {text}")

@@ -228,12 +228,19 @@ def _load_start(model, start, config, init, options_given: dict, data: str) -> N
     unfit += [f"{name} (none in the checkpoint)" for name in want if name not in have]
     unfit += [f"{name} (none in this run's model)" for name in have if name not in want]
     if unfit:
-        changed = [f"{f.name} {getattr(start.config, f.name)!r} -> {getattr(config, f.name)!r}"   # settings, not statistics
-                   for f in dataclasses.fields(config) if getattr(start.config, f.name, None) != getattr(config, f.name)
-                   and not isinstance(getattr(config, f.name), (list, tuple, dict))]
+        differing = [f.name for f in dataclasses.fields(config)   # settings, not statistics
+                     if getattr(start.config, f.name, None) != getattr(config, f.name)
+                     and not isinstance(getattr(config, f.name), (list, tuple, dict))]
+        changed = [f"{name} {getattr(start.config, name)!r} -> {getattr(config, name)!r}" for name in differing]
         _refuse_other_classes(init, getattr(start.config, "num_classes", 0), getattr(config, "num_classes", 0))
         given = _changed_options(start, options_given, start.family)
-        why = (f"the options given change {', '.join(given)}: leave out the options that change them" if given else
+        # the data's doing where a setting no option given names differs (Glow's kind, given points),
+        # unless a base given sets the model's shape (a ControlNet's --base: its size and channels)
+        base_given = getattr(family_module(start.family), "SHAPE_FROM_BASE", False) and any(
+            option.recorded_as and option.keyword in options_given for option in get_family(start.family).train_options)
+        from_data = [] if base_given else [name for name in differing if name not in options_given]
+        why = (f"the options given change {', '.join(given)}: leave out the options that change them"
+               if given and not from_data else
                f"the data, {data!r}, changes {', '.join(changed) or 'none'}: give data of the checkpoint's kind (its "
                f"classes, its channels; {start.data.get('source', 'digits')!r} trained it)")
         raise ConfigError(f"--init {str(init)!r}: expected weights that fit the model this run builds, found "

@@ -165,7 +165,7 @@ def _tokenizer_file(folder: Path, scratch: Path) -> Path | None:
     """tokenizer.json as saved by a fast tokenizer, or one built from vocab.json + merges.txt: by
     transformers where it is installed, as its tokenizer(text) encodes (the architecture's own split
     pattern, Qwen2's digits one by one, and the special tokens tokenizer_config.json adds), else
-    as GPT-2's byte-level BPE, with a warning where that is not the folder's own."""
+    as GPT-2's byte-level BPE, with a warning that it may not be the folder's own."""
     if (folder / "tokenizer.json").is_file():
         return folder / "tokenizer.json"
     if not ((folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()):
