@@ -189,6 +189,32 @@ def test_stable_diffusion_matches_diffusers(sd_packages, name, sampler, schedule
     assert_images_close(ours, reference)
 
 
+def test_a_scheduler_is_imported_as_the_pipeline_that_loads_the_folder_runs_it(sd_packages, ddpm_packages, tmp_path):
+    """diffusers' Stable Diffusion pipelines set steps_offset 1 and clip_sample false on the
+    scheduler they are given (a DDIMScheduler() swapped in saves 0 and true), and DDIMPipeline makes
+    any scheduler a DDIMScheduler: edgegen ran the file as written, images 0.8 and 1.0 apart."""
+    folder = tmp_path / "sd"
+    shutil.copytree(sd_packages["sd8"][0], folder)
+    settings = folder / "scheduler" / "scheduler_config.json"
+    settings.write_text(json.dumps({**json.loads(settings.read_text()), "clip_sample": True, "steps_offset": 0}))
+    with pytest.warns(EdgegenWarning, match=r"steps_offset 0 as 1, clip_sample True as False, as diffusers' "
+                                            r"StableDiffusionPipeline sets them when it loads this folder"):
+        package = export_diffusers(folder, tmp_path / "sd-pkg")
+    theirs, pipe = sd_pipeline(folder), edgegen.load(package)
+    latents = torch.randn((2, *pipe.space_shape), generator=torch.Generator().manual_seed(1))
+    reference = theirs(PROMPTS, num_inference_steps=STEPS, latents=latents.clone(), output_type="np").images
+    assert_images_close(pipe(PROMPTS, steps=STEPS, noise=latents.numpy()), reference)
+    unet2d = tmp_path / "ddim"
+    shutil.copytree(ddpm_packages["rgb"][0], unet2d)
+    index = unet2d / "model_index.json"
+    index.write_text(json.dumps({**json.loads(index.read_text()), "_class_name": "DDIMPipeline"}))
+    settings = unet2d / "scheduler" / "scheduler_config.json"
+    settings.write_text(json.dumps({**json.loads(settings.read_text()), "_class_name": "EulerDiscreteScheduler"}))
+    with pytest.warns(EdgegenWarning, match=r"_class_name 'EulerDiscreteScheduler' as 'DDIMScheduler', as diffusers' "
+                                            r"DDIMPipeline sets them"):
+        assert edgegen.load(export_diffusers(unet2d, tmp_path / "ddim-pkg")).config.sampler == "ddim"
+
+
 def test_negative_prompt_and_several_images_per_prompt_match_diffusers(sd_packages):
     folder, package = sd_packages["sd16"]
     theirs = sd_pipeline(folder)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import CheckpointError, ConfigError, EdgegenWarning, described, warn_caller
+from ..errors import CheckpointError, ConfigError, EdgegenWarning, ImportedSettingWarning, described, warn_caller
 from ..families import _resolve, families
 from ..package import read_json
 from ..training.checkpoint import save_pretrained_folder
@@ -127,14 +127,40 @@ def component_class(folder: Path, layout: dict, component: str) -> str | None:
     return entry[1]
 
 
-def read_scheduler(folder: Path) -> SchedulerSettings:
+def read_scheduler(folder: Path, pipeline: str | None = None) -> SchedulerSettings:
+    """The folder's scheduler as the diffusers `pipeline` (model_index.json's _class_name) runs it."""
     path = folder / "scheduler" / "scheduler_config.json"
     if not path.is_file():
         raise CheckpointError(f"diffusers pipeline {str(folder)!r}: expected scheduler/scheduler_config.json, found none")
     config = read_json(path, CheckpointError)
     if not isinstance(config, dict):
         raise CheckpointError(f"{path}: expected an object, found {type(config).__name__}")
-    return scheduler_settings(config, str(path))
+    return scheduler_settings(_as_the_pipeline_loads_it(config, pipeline, path), str(path))
+
+
+# what a pipeline's __init__ changes in the scheduler it is handed, so what diffusers runs from a
+# folder: DDIMPipeline makes any scheduler a DDIMScheduler of its config; Stable Diffusion's pipelines
+# set steps_offset 1 and clip_sample false (a DDIMScheduler() swapped in saves 0 and true, which
+# edgegen ran as written: images 0.8 apart from diffusers')
+STABLE_DIFFUSION_PIPELINES = ("StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline",
+                              "StableDiffusionInpaintPipeline")
+CLASS_DEFAULTS = {"steps_offset": 0, "clip_sample": {"DDIMScheduler": True, "DDPMScheduler": True}}
+
+
+def _as_the_pipeline_loads_it(config: dict, pipeline: str | None, path: Path) -> dict:
+    name, changed = config.get("_class_name"), {}
+    if pipeline == "DDIMPipeline" and name in SCHEDULERS and name != "DDIMScheduler":
+        changed["_class_name"] = "DDIMScheduler"
+    if pipeline in STABLE_DIFFUSION_PIPELINES:
+        if config.get("steps_offset", CLASS_DEFAULTS["steps_offset"]) != 1:
+            changed["steps_offset"] = 1
+        if config.get("clip_sample", CLASS_DEFAULTS["clip_sample"].get(name, False)) is True:
+            changed["clip_sample"] = False
+    if changed:
+        said = ", ".join(f"{key} {config.get(key, 'unset')!r} as {value!r}" for key, value in changed.items())
+        warn_caller(f"{path}: {said}, as diffusers' {pipeline} sets them when it loads this folder (the run it "
+                    "gives is the one imported)", ImportedSettingWarning)
+    return {**config, **changed}
 
 
 def load_component(folder: Path, layout: dict, component: str, expected: tuple[str, ...]):

@@ -68,7 +68,7 @@ def import_unet2d(folder: Path, layout: dict) -> tuple[Checkpoint, ExportSpec]:
         raise CheckpointError(f"{folder / 'unet'}: expected sample_size sides that are multiples of {2 ** halvings} "
                               f"(its down blocks halve them {halvings} time{'s' if halvings > 1 else ''}; "
                               f"UNet2DModel's forward fails on others), found {c.sample_size!r}")
-    settings = read_scheduler(folder)
+    settings = read_scheduler(folder, layout.get("_class_name"))
     shape = [c.in_channels, *sizes]
     alphas = make_sampler("ddim", **settings.schedule).alphas_cumprod
 

@@ -131,7 +131,7 @@ def import_stable_diffusion(folder: Path, layout: dict, scratch: Path) -> tuple[
         warnings.warn(f"{folder / 'vae' / 'config.json'}: shift_factor {vae.config.shift_factor} is not applied, as "
                       "diffusers' Stable Diffusion pipelines do not apply it (the latents are scaled by "
                       "scaling_factor alone)", ImportedSettingWarning, stacklevel=2)
-    settings = read_scheduler(folder)
+    settings = read_scheduler(folder, layout.get("_class_name"))
     uc = unet.config
     refused = {k: uc.get(k) for k in ("class_embed_type", "addition_embed_type", "num_class_embeds",
                                       "encoder_hid_dim") if uc.get(k)}
