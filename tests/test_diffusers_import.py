@@ -215,6 +215,27 @@ def test_a_scheduler_is_imported_as_the_pipeline_that_loads_the_folder_runs_it(s
         assert edgegen.load(export_diffusers(unet2d, tmp_path / "ddim-pkg")).config.sampler == "ddim"
 
 
+def test_a_component_missing_or_not_fitting_its_weights_is_named(sd_packages, tmp_path):
+    """A text encoder whose config.json does not fit its weights was refused with transformers'
+    "for details look at the above report" (a report its quieted logger never showed); a missing
+    config.json or component folder as "expected safetensors weights, found none"."""
+    folder = tmp_path / "sd"
+    shutil.copytree(sd_packages["sd8"][0], folder)
+    config = folder / "text_encoder" / "config.json"
+    written = json.loads(config.read_text())
+    config.write_text(json.dumps({**written, "intermediate_size": written["intermediate_size"] + 3}))
+    with pytest.raises(CheckpointError, match=r"text_encoder: expected weights for every parameter of its "
+                                              r"CLIPTextModel, found weights of another shape for .*mlp\.fc1"):
+        export_diffusers(folder, tmp_path / "pkg")
+    config.unlink()
+    with pytest.raises(CheckpointError, match=r"text_encoder/config.json: expected the text_encoder config.json "
+                                              r"model_index.json names, found nothing at that path"):
+        export_diffusers(folder, tmp_path / "pkg")
+    shutil.rmtree(folder / "vae")
+    with pytest.raises(CheckpointError, match=r"sd/vae: expected the vae folder model_index.json names, found nothing"):
+        export_diffusers(folder, tmp_path / "pkg")
+
+
 def test_negative_prompt_and_several_images_per_prompt_match_diffusers(sd_packages):
     folder, package = sd_packages["sd16"]
     theirs = sd_pipeline(folder)

@@ -170,6 +170,10 @@ def load_component(folder: Path, layout: dict, component: str, expected: tuple[s
     if found not in expected:
         raise CheckpointError(f"diffusers pipeline {str(folder)!r}: expected {component} to be a "
                               f"{' or '.join(expected)}, found {found!r}")
+    for needed, what in ((folder / component, "folder"), (folder / component / "config.json", "config.json")):
+        if not needed.exists():   # said as itself: it was "expected safetensors weights, found none", or transformers' own
+            raise CheckpointError(f"{needed}: expected the {component} {what} model_index.json names, found nothing "
+                                  "at that path")
     weights = sorted((folder / component).glob("*.safetensors"))
     if not weights:
         pickled = [p.name for p in (folder / component).glob("*.bin")]
@@ -186,8 +190,10 @@ def load_component(folder: Path, layout: dict, component: str, expected: tuple[s
                               f"found library {library!r}")
     module = importlib.import_module(library)
     # transformers 5 renamed torch_dtype; diffusers without accelerate asks for it unless told not to
-    more = {"dtype": torch.float32} if library == "transformers" else {"torch_dtype": torch.float32,
-                                                                         "low_cpu_mem_usage": False}
+    # transformers' shape refusal points at a report its logger (quieted) printed: taken, and said
+    # with the tensors by _refuse_partly_loaded, as diffusers' own refusal names them
+    more = {"dtype": torch.float32, "ignore_mismatched_sizes": True} if library == "transformers" else {
+        "torch_dtype": torch.float32, "low_cpu_mem_usage": False}
     variant = _weights_variant(folder / component, weights)
     try:
         model, loading = getattr(module, found).from_pretrained(str(folder / component), use_safetensors=True,
