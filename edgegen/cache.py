@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
-import importlib.util
 import os
 import re
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from pathlib import Path
 
 from .errors import PackageBusyError, missing_export_modules
 from .package import MANIFEST_NAME, USER_ENGINES, engines_package
+from .runtimes.backends import tensorrt_version
 from .shipped import (CACHED_EXPORT, UNVERSIONED_EXPORT, edgegen_version, export_version, models_root, package_damage,
                       recorded_weights, said_version, shipped_names, weights_sha256)
 from .storage import KILLED_WRITERS_LEFTOVER, clean_leftover, remove_whole, user_cache_dir, writing_now
@@ -124,22 +124,11 @@ def _timing_cache_staleness(path: Path) -> tuple[str, str | None]:
     match = TIMING_CACHE.match(path.name)
     if not match:
         return "not written by edgegen", None
-    installed = installed_tensorrt()
+    installed = tensorrt_version()
     kind = "TensorRT timing cache"
     if installed is None or installed == match["tensorrt"]:
         return kind, None
     return kind, f"written by TensorRT {match['tensorrt']}; this is {installed}"
-
-
-def installed_tensorrt() -> str | None:
-    """This environment's TensorRT version, or None where it has none."""
-    if importlib.util.find_spec("tensorrt") is None:
-        return None
-    try:
-        import tensorrt
-    except Exception:  # noqa: BLE001 - installed but unloadable (no libnvinfer): none this environment runs
-        return None
-    return str(tensorrt.__version__)
 
 
 def _judge_staleness(path: Path) -> tuple[str, str | None]:

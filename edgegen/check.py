@@ -5,7 +5,6 @@ dynamic dims have no optimization profile yet."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -16,6 +15,7 @@ from pathlib import Path
 from .errors import ConfigError, missing_export_modules, not_one_of
 from .graph_summary import GraphSummary, read_graph_summary
 from .package import Package, refuse_other_names
+from .runtimes.backends import tensorrt_installed, tensorrt_version
 from .runtimes.engines import package_profiles, parser_errors, tensorrt_form_advice
 from .targets import INT4_OPSET, TARGETS, TENSORRT_TARGETS, get_target, release_mismatch
 
@@ -89,7 +89,7 @@ def check_package(path: str | os.PathLike, tensorrt: str | None = None, profiles
     version = table_version(tensorrt or chosen.tensorrt)
     table = support_table(version)
     if device_parser is None:
-        device_parser = tensorrt is None and importlib.util.find_spec("tensorrt") is not None
+        device_parser = tensorrt is None and tensorrt_installed()
     package = Package(path)
     derived = package_profiles(package, profiles, strict=False)
     files = [(part, package.graph_path(part), None) for part in package.graphs]
@@ -104,7 +104,7 @@ def check_package(path: str | os.PathLike, tensorrt: str | None = None, profiles
             exported_opsets[part] = graph.opset
         result = GraphCheck(part, file.name, graph.opset, len(graph.nodes))
         if device_parser:
-            result.judge = f"this machine's TensorRT {device_tensorrt_version()} parser"
+            result.judge = f"this machine's TensorRT {tensorrt_version()} parser"
             result.problems += [f"TensorRT's parser: {error}" for error in parser_errors(file)]
         else:
             result.judge = f"TensorRT {version}'s parser table"
@@ -130,12 +130,6 @@ def check_package(path: str | os.PathLike, tensorrt: str | None = None, profiles
     return checks + [GraphCheck(f"{part} ({precision})", package.variant_files(precision)[part]["file"], 0, 0,
                                 damaged=str(exc))
                      for precision, parts in package.damaged_variants.items() for part, exc in parts.items()]
-
-
-def device_tensorrt_version() -> str:
-    import tensorrt
-
-    return tensorrt.__version__
 
 
 # ONNX's ops of a transformer's layers, by the opset they came in: an export below it decomposes them

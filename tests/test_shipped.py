@@ -267,7 +267,7 @@ def test_edgegen_cache_lists_what_this_edgegen_reads_and_prune_removes_the_rest(
     (cache / "tensorrt").mkdir()
     timing = cache / "tensorrt" / "timing-10.13.0.35-NVIDIA_H200-sm9.0.cache"   # this environment's TensorRT
     old_timing = cache / "tensorrt" / "timing-10.3.0.30-Orin-sm8.7.cache"   # one before the upgrade: never read again
-    monkeypatch.setattr("edgegen.cache.installed_tensorrt", lambda: "10.13.0.35")
+    monkeypatch.setattr("edgegen.cache.tensorrt_version", lambda: "10.13.0.35")
     timing_tmp = timing.parent / f".{timing.name}.k3x9_q2z.tmp"   # a build killed while writing it
     for path in (current_judge, old_judge, notes, key, timing, old_timing, timing_tmp):
         path.write_bytes(b"x" * 32)

@@ -32,6 +32,17 @@ def tensorrt_installed() -> bool:
     return importlib.util.find_spec("tensorrt") is not None
 
 
+def tensorrt_version() -> str | None:
+    """This environment's TensorRT version ("10.3.0.30"), or None where it has none."""
+    if not tensorrt_installed():
+        return None
+    try:
+        import tensorrt
+    except Exception:  # noqa: BLE001 - installed but unloadable (no libnvinfer): none this environment runs
+        return None
+    return str(tensorrt.__version__)
+
+
 def available_backends() -> list[str]:
     """The ONNX Runtime backends this machine can use, fastest first.
 

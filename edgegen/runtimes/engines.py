@@ -209,8 +209,7 @@ class EngineCache:
         if not isinstance(meta, dict) or not isinstance(meta.get("key"), dict):
             self.rejected.append(f"{sidecar.name}: unreadable record, rebuilding")
             return None
-        signature = str(meta.get("signature", "")).encode("utf-8", "replace")
-        if not hmac.compare_digest(signature, _signature(meta["key"], meta.get("engine_sha256")).encode()):
+        if not _signed(meta):
             self.rejected.append(f"{engine.name}: not built by this user's edgegen (its record is not signed with "
                                  f"the engine key in {str(user_cache_dir())!r}), rebuilding")
             return None
@@ -232,9 +231,7 @@ class EngineCache:
         for folder in (self.folder, *self.read_too):
             try:
                 meta = json.loads(self._paths(folder, part, precision)[1].read_text(encoding="utf-8"))
-                signed = hmac.compare_digest(str(meta.get("signature", "")).encode("utf-8", "replace"),
-                                             _signature(meta["key"], meta.get("engine_sha256")).encode())
-                if meta.get("profile_given") and signed and meta["key"]["graph_sha256"] == graph_sha256:
+                if meta.get("profile_given") and _signed(meta) and meta["key"]["graph_sha256"] == graph_sha256:
                     return tuple((name, tuple(low), tuple(opt), tuple(high))
                                  for name, low, opt, high in meta["key"]["profile"])
             except (OSError, ValueError, TypeError, KeyError, AttributeError):
@@ -301,6 +298,12 @@ def _folder_signature(folder: Path) -> str:
     """HMAC-SHA256 of the folder's resolved path, with this user's engine key."""
     message = json.dumps({"ort-tensorrt engines in": str(folder.resolve())}).encode()
     return hmac.new(_engine_key(), message, hashlib.sha256).hexdigest()
+
+
+def _signed(meta: dict) -> bool:
+    """Whether an engine's record (its key and sha256) carries this user's edgegen's signature."""
+    signature = str(meta.get("signature", "")).encode("utf-8", "replace")
+    return hmac.compare_digest(signature, _signature(meta["key"], meta.get("engine_sha256")).encode())
 
 
 def _signature(key: Any, engine_sha256: Any) -> str:

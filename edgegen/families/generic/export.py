@@ -563,22 +563,21 @@ def _warn_of_integers_computed_in_float(model: onnx.ModelProto) -> None:
 
 def _random_op_failed(exc: BaseException) -> str | None:
     """The random draw ("aten_normal_tensor_float") whose ONNX translation stopped the export, or None."""
-    while exc is not None:
-        found = re.search(r"\baten[._](normal|rand|bernoulli|multinomial|uniform|exponential|poisson)\w*", str(exc))
-        if found:
-            return found.group(0)
-        exc = exc.__cause__ or exc.__context__
-    return None
+    return _in_chain(exc, r"\baten[._](?:normal|rand|bernoulli|multinomial|uniform|exponential|poisson)\w*")
 
 
 def _op_without_onnx(exc: BaseException) -> str | None:
     """The ATen operator ("aten.linalg_inv_ex") torch.onnx found no ONNX function for, where that
     stopped the export (its DispatchError), or None."""
+    return _in_chain(exc, r"No ONNX function found for <OpOverload\(op='([^']+)'")
+
+
+def _in_chain(exc: BaseException | None, pattern: str) -> str | None:
+    """What `pattern` finds (its group, else its whole match) in an exception or what caused it."""
     while exc is not None:
-        found = re.search(r"No ONNX function found for <OpOverload\(op='([^']+)'", str(exc))
-        if found:
-            return found.group(1)
-        exc = exc.__cause__
+        if found := re.search(pattern, str(exc)):
+            return found.group(1) if found.re.groups else found.group(0)
+        exc = exc.__cause__ or exc.__context__
     return None
 
 
