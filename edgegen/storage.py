@@ -273,7 +273,13 @@ def refuse_replacing(out: str | os.PathLike, overwrite: bool, holds: str, kind: 
     refuse_existing(out, overwrite)
 
 
-LEFTOVER = re.compile(r"^\..+\.(tmp|lock|partial|old)$")
+# what killed writers leave beside what they wrote: staging folders and old outputs moved aside
+# (clean_leftovers), temporary files (atomic_write_bytes); `name` is what they were writing. An old
+# output's name carries edgegen's mark: a user's own hidden copy (.vae.20261206.old) is theirs
+KILLED_WRITERS_LEFTOVER = re.compile(r"^\.(?P<name>.+)\.([a-z0-9_]{8}\.(partial|tmp)|edgegen-\d+\.old)$")
+
+# what edgegen's writes leave in a folder: the above, and writer locks (.NAME.lock)
+LEFTOVER = re.compile(rf"{KILLED_WRITERS_LEFTOVER.pattern}|^\..+\.lock$")
 
 
 # (the file that marks it, what it is): edgegen's other outputs, said as such where one kind would replace another
@@ -375,7 +381,7 @@ def _switch_in(stage: Path, out: Path) -> None:
     if not out.exists():
         os.replace(stage, out)
     elif not _exchange(stage, out):
-        old = out.parent / f".{out.name}.{os.getpid()}.old"
+        old = out.parent / f".{out.name}.edgegen-{os.getpid()}.old"
         os.replace(out, old)
         fault_point(f"moved the old {out.name} aside")
         os.replace(stage, out)
@@ -407,12 +413,12 @@ def _exchange(a: Path, b: Path) -> bool:
 
 def clean_leftovers(out: Path) -> list[Path]:
     """Remove what killed writers of `out` left beside it: its staging directories
-    (.NAME.XXXXXXXX.partial, mkdtemp's names) and old outputs moved aside (.NAME.PID.old). An old
+    (.NAME.XXXXXXXX.partial, mkdtemp's names) and old outputs moved aside (.NAME.edgegen-PID.old). An old
     output moved aside by a writer killed before it switched the new one in (the fallback where
     the system cannot exchange two paths) is the only copy: it is put back, not removed. Only a
     holder of `out`'s writer lock calls this, so none belongs to a live writer."""
     name = re.escape(out.name)
-    staging, moved = re.compile(rf"^\.{name}\.[a-z0-9_]{{8}}\.partial$"), re.compile(rf"^\.{name}\.\d+\.old$")
+    staging, moved = re.compile(rf"^\.{name}\.[a-z0-9_]{{8}}\.partial$"), re.compile(rf"^\.{name}\.edgegen-\d+\.old$")
     removed = []
     with contextlib.suppress(FileNotFoundError):
         for entry in sorted(out.parent.iterdir()):
@@ -424,11 +430,6 @@ def clean_leftovers(out: Path) -> list[Path]:
                 remove_tree(entry, ignore_errors=True)
                 removed.append(entry)
     return removed
-
-
-# what killed writers leave beside what they wrote: staging folders and old outputs moved aside
-# (clean_leftovers), temporary files (atomic_write_bytes); `name` is what they were writing
-KILLED_WRITERS_LEFTOVER = re.compile(r"^\.(?P<name>.+)\.([a-z0-9_]{8}\.(partial|tmp)|\d+\.old)$")
 
 
 def clean_leftover(leftover: Path) -> Path:

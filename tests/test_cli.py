@@ -190,6 +190,11 @@ def test_force_replaces_only_what_edgegen_wrote_and_never_files_put_beside_it(tm
     code, _, err = run_cli(capsys, "train", "vae", "--steps", "1", "--out", "ckpt", "--force")
     assert code == 2 and "found notes.txt beside it" in err and (tmp_path / "ckpt" / "notes.txt").is_file()
     (tmp_path / "ckpt" / "notes.txt").unlink()
+    # a hidden backup named like a killed write's old output, without edgegen's mark, is the user's too
+    (tmp_path / "ckpt" / ".config.json.old").write_text("mine")
+    code, _, err = run_cli(capsys, "train", "vae", "--steps", "1", "--out", "ckpt", "--force")
+    assert code == 2 and "found .config.json.old beside it" in err and (tmp_path / "ckpt" / ".config.json.old").is_file()
+    (tmp_path / "ckpt" / ".config.json.old").unlink()
     assert run_cli(capsys, "export", "ckpt", "--out", "pkg")[0] == 0
     assert run_cli(capsys, "optimize", "pkg", "--precision", "fp16", "--target", "tensorrt")[0] == 0
     (tmp_path / "pkg" / ".edgegen-cache").mkdir()

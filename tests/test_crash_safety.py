@@ -213,15 +213,21 @@ def test_a_writer_killed_by_sigkill_releases_its_lock(tmp_path):
 def test_cleaning_touches_only_this_outputs_leftovers_and_restores_a_moved_aside_output(tmp_path):
     """Another output whose name starts the same (ckpt and ckpt.best) keeps its staging folder;
     an old output moved aside by a writer killed before the switch (where the system cannot
-    exchange two paths) is put back, since it is the only copy."""
-    for name in (".ckpt.k3j4h2l1.partial", ".ckpt.best.k3j4h2l1.partial", ".ckpt.v2.123.old", ".pkg.4242.old"):
+    exchange two paths) is put back, since it is the only copy. A user's own hidden copy, named
+    alike but without edgegen's mark, is theirs: neither removed nor put in the output's place."""
+    for name in (".ckpt.k3j4h2l1.partial", ".ckpt.best.k3j4h2l1.partial", ".ckpt.v2.edgegen-123.old",
+                 ".pkg.edgegen-4242.old", ".pkg.20261206.old", ".ckpt.20261206.old"):
         (tmp_path / name).mkdir()
-    (tmp_path / ".pkg.4242.old" / "edgegen.json").write_text("{}")
+    (tmp_path / ".pkg.edgegen-4242.old" / "edgegen.json").write_text("{}")
+    (tmp_path / ".pkg.20261206.old" / "notes.txt").write_text("mine")
     removed = storage.clean_leftovers(tmp_path / "ckpt")
     assert [p.name for p in removed] == [".ckpt.k3j4h2l1.partial"]
-    assert (tmp_path / ".ckpt.best.k3j4h2l1.partial").is_dir() and (tmp_path / ".ckpt.v2.123.old").is_dir()
+    assert (tmp_path / ".ckpt.best.k3j4h2l1.partial").is_dir() and (tmp_path / ".ckpt.v2.edgegen-123.old").is_dir()
     storage.clean_leftovers(tmp_path / "pkg")
-    assert (tmp_path / "pkg" / "edgegen.json").is_file() and not (tmp_path / ".pkg.4242.old").exists()
+    assert (tmp_path / "pkg" / "edgegen.json").is_file() and not (tmp_path / ".pkg.edgegen-4242.old").exists()
+    assert (tmp_path / ".pkg.20261206.old" / "notes.txt").is_file() and (tmp_path / ".ckpt.20261206.old").is_dir()
+    storage.clean_leftovers(tmp_path / "other")   # nothing of its own beside it: the user's copies are not taken
+    assert not (tmp_path / "other").exists() and (tmp_path / ".pkg.20261206.old" / "notes.txt").is_file()
 
 
 def test_one_lock_however_the_path_is_spelled(tmp_path, monkeypatch):

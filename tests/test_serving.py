@@ -596,7 +596,7 @@ def test_force_refuses_to_lose_an_operators_changes_inside_a_model_folder(traine
     assert config.read_text() == written
     # a tuned folder a killed write had moved aside (the only copy) is put back, then checked as any other
     config.write_text(written.replace("count: 1", "count: 2"))
-    os.replace(out / "gan", out / ".gan.4242.old")
+    os.replace(out / "gan", out / ".gan.edgegen-4242.old")
     with pytest.raises(OutputExistsError, match="found it changed since"):
         write_repository([str(trained["gan"][1])], out, options, overwrite=True, report=QUIET)
     assert "count: 2" in config.read_text()
@@ -611,7 +611,7 @@ def test_what_a_killed_write_left_in_a_repository_is_cleaned_by_the_next_and_ref
     write_repository([str(trained["gan"][1])], out, RepositoryOptions(graph_backend="python"), report=QUIET)
     staging = out / ".gan.k3x9q2ab.partial"
     shutil.copytree(out / "gan", staging)             # the kill came mid-copy of gan
-    shutil.copytree(out / "gan", out / ".vae.4242.old")   # and once between moving vae aside and switching it in
+    shutil.copytree(out / "gan", out / ".vae.edgegen-4242.old")   # and once between moving vae aside and switching it in
     with pytest.raises(ConfigError, match=re.escape(f"model repository {str(out)!r}: expected model folders only, "
                                                     "found '.gan.k3x9q2ab.partial' and 1 more, left by a killed edgegen "
                                                     "triton")):
@@ -620,7 +620,7 @@ def test_what_a_killed_write_left_in_a_repository_is_cleaned_by_the_next_and_ref
     said = []
     write_repository([str(trained["flow2d"][1])], out, report=said.append)   # another model: cleaned all the same
     assert said[:2] == ["removed .gan.k3x9q2ab.partial, left by a killed edgegen triton (Triton would load it as a model)",
-                        "restored vae from .vae.4242.old, the only copy of it, moved aside by a killed edgegen triton"]
+                        "restored vae from .vae.edgegen-4242.old, the only copy of it, moved aside by a killed edgegen triton"]
     assert sorted(p.name for p in out.iterdir()) == ["flow2d", "gan", "vae"]
     # a hidden folder of the user's named alike is theirs: it was restored as a model, or unlinked as a file
     (out / ".notes.20261206.old").mkdir()

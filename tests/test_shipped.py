@@ -297,7 +297,7 @@ def test_edgegen_cache_lists_what_this_edgegen_reads_and_prune_removes_the_rest(
 
     # a killed writer's only copy of an old output, moved aside with nothing in its place: put back, not removed
     gone = cache / "packages" / shipped.cached_export_name(NAME, "2" * 64, before)
-    moved_aside = gone.parent / f".{gone.name}.123.old"
+    moved_aside = gone.parent / f".{gone.name}.edgegen-123.old"
     shutil.copytree(old, moved_aside)
     file_leftover = cache / "packages" / f".{new.name}.wxyz5678.partial"   # a leftover's name on a file: it was
     file_leftover.write_text("x")                                          # said removed, and left
