@@ -590,6 +590,13 @@ def test_force_refuses_to_lose_an_operators_changes_inside_a_model_folder(traine
     with pytest.raises(OutputExistsError, match=r"output '.*gan': expected only what edgegen writes.*; and output "
                                                 r"'.*vae': expected only what edgegen writes"):
         write_repository([str(trained["gan"][1]), str(trained["vae"][1])], out, options, overwrite=True, report=QUIET)
+    # a folder of the user's own files among them is said with the rest (it stopped the run alone)
+    shutil.rmtree(out / "vae")
+    (out / "vae").mkdir()
+    (out / "vae" / "readme.txt").write_text("mine")
+    with pytest.raises(OutputExistsError, match=r"output '.*gan': expected only what edgegen writes.*; and output "
+                                                r"'.*vae': expected a Triton model folder to replace"):
+        write_repository([str(trained["gan"][1]), str(trained["vae"][1])], out, options, overwrite=True, report=QUIET)
     shutil.rmtree(out / "vae")
     (out / "gan" / "1" / "NOTES.txt").unlink()
     write_repository([str(trained["gan"][1])], out, options, overwrite=True, report=QUIET)

@@ -35,7 +35,7 @@ from ..package import (CHECKPOINT_WEIGHTS, MANIFEST_NAME, PRECISIONS, Package, T
 from ..runtimes.backends import KNOWN_BACKENDS
 from ..shipped import resolve as resolve_shipped
 from ..storage import (KILLED_WRITERS_LEFTOVER, atomic_write_text, clean_leftover, refuse_empty, refuse_output_folder,
-                       staged_directory)
+                       refuse_replacing_other, staged_directory)
 from .requests import COUNT_INPUTS, TRITON_TYPES, Field, served
 
 MODEL_CONFIG = "config.pbtxt"   # what every Triton model folder holds: the folders --force may replace
@@ -173,15 +173,17 @@ def write_repository(packages: list[str], out: str | Path, options: RepositoryOp
     reads = [p.path for p in opened]   # no model folder replaced may hold a package the run reads
     if out.is_dir():   # first: a model folder it restores (a killed write's only copy) is checked as any other
         _clean_killed_writes(out, report)
-    changed = []   # each folder whose changes a replacement would lose, said in one run, not one per run
-    for plan in plans:   # every folder checked before any is replaced, a read-only one too
-        refuse_output_folder(out / plan.name, overwrite, MODEL_CONFIG, MODEL_FOLDER, reads, model_folder_files)
+    losses = []   # each folder whose replacement would lose what is not edgegen's, said in one run, not one per run
+    for plan in plans:
         try:
+            refuse_replacing_other(out / plan.name, MODEL_CONFIG, MODEL_FOLDER, reads, model_folder_files)
             _refuse_losing_changes(out / plan.name, config_text(plan, options))
         except OutputExistsError as exc:
-            changed.append(str(exc))
-    if changed:
-        raise OutputExistsError("; and ".join(changed))
+            losses.append(str(exc))
+    if losses:
+        raise OutputExistsError("; and ".join(losses))
+    for plan in plans:   # every folder checked before any is replaced, a read-only one too
+        refuse_output_folder(out / plan.name, overwrite, MODEL_CONFIG, MODEL_FOLDER, reads, model_folder_files)
     for package, plan in zip(opened, plans):   # built, or found in the cache, before any folder is written
         if plan.backend == "tensorrt":
             _engine(package, plan, options, report)
