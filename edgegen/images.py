@@ -134,9 +134,14 @@ def load_mask(path: str | os.PathLike, shape: tuple[int, int, int], what: str = 
     black) and 1 (generate: white), resized; grey, and the edges resizing blurs, go to the nearer of
     the two (diffusers binarizes its mask at 0.5 too). Transparency is over black, kept: a mask is
     often white strokes on a transparent layer."""
+    return (mask_levels(path, shape, what) >= 128).astype(np.float32)[None, None]
+
+
+def mask_levels(path: str | os.PathLike, shape: tuple[int, int, int], what: str = "mask") -> np.ndarray:
+    """A mask picture's grey levels [H, W] (0..255) at the model's size, as load_mask reads them: a
+    coloured stroke by its brightness (pure red is 76, under the cut)."""
     _, height, width = picture_shape(shape)
-    grey = np.asarray(_resized(path, width, height, "L", what, 0), dtype=np.float32) / 255.0
-    return (grey >= 0.5).astype(np.float32)[None, None]
+    return np.asarray(_resized(path, width, height, "L", what, 0), dtype=np.uint8)
 
 
 def picture_shape(shape) -> tuple[int, int, int]:

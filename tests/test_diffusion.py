@@ -304,7 +304,10 @@ def test_generate_starts_from_a_picture_img2img_and_inpainting(trained, pipe, tm
     (["--image", "{missing}"], "--image '{missing}': expected a picture Pillow can read"),
     (["--image", "{picture}", "--mask", "{folder}"], "--mask '{folder}': expected a picture file, found a directory"),
     (["--image", "{picture}", "--mask", "{black}"], "--mask '{black}': expected white pixels to generate, found none at "
-     "the package's 8x8"),
+     "the package's 8x8 (its brightest there is grey 64 of 255, and 128 and above generates: a stroke narrower"),
+    # a red stroke, which a user marks damage with, is grey 76 (helper 129: it was said to be too narrow)
+    (["--image", "{picture}", "--mask", "{red}"], "(its brightest there is grey 76 of 255, and 128 and above generates"),
+    (["--image", "{picture}", "--mask", "{dark}"], "found none at the package's 8x8 (the mask is black)"),
     (["--image", "{picture}", "--n", "-1"], "error: --n: expected a positive integer, found -1"),
     (["--image", "{picture}", "--n", "100001"], "error: --n: expected at most 100000 per call"),
 ])
@@ -315,8 +318,12 @@ def test_generate_refuses_picture_options_that_do_not_go_together(trained, tmp_p
     stroke = np.zeros((32, 32), np.uint8)
     stroke[:, 17] = 255   # 1 of 32 pixels wide: a quarter of an 8x8 pixel, gone
     Image.fromarray(stroke).save(tmp_path / "thin.png")
+    red = np.zeros((32, 32, 3), np.uint8)
+    red[:, 16:] = (255, 0, 0)
+    Image.fromarray(red).save(tmp_path / "red.png")
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(tmp_path / "dark.png")
     paths = {"picture": picture, "mask": picture, "missing": tmp_path / "missing.png", "folder": tmp_path,
-             "black": tmp_path / "thin.png"}
+             "black": tmp_path / "thin.png", "red": tmp_path / "red.png", "dark": tmp_path / "dark.png"}
     message = message.format(**paths)
     out = tmp_path / "x.png"
     code = main(["generate", str(trained["diffusion"][1]), "--out", str(out), *(o.format(**paths) for o in options)])
