@@ -24,7 +24,7 @@ from .runtimes.session import ROWS_PER_CALL
 from .families import GenerationCall
 from .families import get as get_family
 from .metrics import percentiles_ms
-from .package import TensorSpec
+from .package import Package, TensorSpec
 from .wording import counted
 from .storage import atomic_write_text
 from .progress import Progress
@@ -288,6 +288,14 @@ def bench_package(path: str | os.PathLike, batch: int | None = None, iters: int 
                               prompt_lookup, generation, steps)
 
 
+def _refuse_tensorrt_for_a_loop(family, generation: bool) -> None:
+    if family.bench == "tokens":
+        family.refuse_tensorrt_for_its_loop("tensorrt", "bench it on ort-tensorrt or ort-cuda")
+    elif generation:
+        family.refuse_tensorrt_for_its_loop("tensorrt", "bench it on ort-tensorrt or ort-cuda, or its graphs alone on "
+                                                        "TensorRT with --no-generation")
+
+
 def _bench_package(path, batch, iters, warmup, backend, threads, vs_torch, precision, shapes, energy, prompt_lookup,
                    generation, steps) -> dict:
     from .runtimes import load
@@ -309,9 +317,12 @@ def _bench_package(path, batch, iters, warmup, backend, threads, vs_torch, preci
         raise ConfigError("--steps: expected the whole generation it sets, found --no-generation with it")
     if prompt_lookup < 0:
         raise ConfigError(f"--prompt-lookup: expected a number of draft tokens (0 or more), found {prompt_lookup}")
+    if backend == "tensorrt":   # a loop that cannot run on its engines, said before they build (minutes)
+        _refuse_tensorrt_for_a_loop(get_family(Package(path, verify_hashes=False).family), generation)
     pipe = load(path, backend=backend, threads=threads, precision=precision)   # None: load()'s default, as a user's
     threads = session_threads() if threads is None else threads   # that default, named (cpus.py)
-    if get_family(pipe.family).bench == "tokens":
+    family = get_family(pipe.family)
+    if family.bench == "tokens":
         if steps is not None:
             raise ConfigError(f"--steps {steps}: expected a package whose generation runs sampler steps, found a "
                               f"{pipe.family} package, which generates tokens")
@@ -322,7 +333,6 @@ def _bench_package(path, batch, iters, warmup, backend, threads, vs_torch, preci
         raise ConfigError(f"--prompt-lookup {prompt_lookup}: expected a package that generates tokens, found the "
                           f"{pipe.family!r} family's")
     dims = {d for s in pipe.sessions.values() for spec in s.inputs for d in spec.shape if isinstance(d, str)}
-    family = get_family(pipe.family)
     batch = _timed_batch(pipe, batch, dims, family.limits(pipe.config).get("batch"))
     whole_call = generation_call(family, pipe, batch, steps) if generation else None
     shapes = {**(family.bench_dims(pipe.config) if family.bench_dims else {}), **(shapes or {})}

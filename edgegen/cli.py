@@ -81,10 +81,26 @@ def _shipped_but_not_exported(given: str) -> bool:
     return _shipped_name_given(given) and find_shipped(given) is None
 
 
+def _list_families() -> None:
+    """Each registered family: its name, where it comes from, what it is; then those left out, and why."""
+    from .families import broken, families, is_built_in
+
+    rows = [(f.name, "edgegen" if is_built_in(f.name) else f.pipeline.__module__.split(".")[0],
+             f.summary + ("" if f.model else " (no training side)")) for f in families()]
+    width = max(len(name) for name, _, _ in rows)
+    source = max(len(where) for _, where, _ in rows)
+    print("\n".join(f"{name:<{width}}  {where:<{source}}  {summary}" for name, where, summary in rows))
+    for name, why in broken().items():
+        print(f"{name:<{width}}  {'left out':<{source}}  {why}")
+
+
 def _cmd_list(args) -> None:
     from .shipped import (MODELS_MISSING, MODELS_REINSTALL, cache_damage, cache_path, carried_package, find_shipped,
                           in_models, other_code, package_damage, shipped_family, shipped_names)
 
+    if args.families:
+        _list_families()
+        return
     names = shipped_names()
     if not names:
         print(f"no shipped models: {MODELS_MISSING}")
@@ -320,6 +336,8 @@ def _cmd_generate(args) -> None:
     if args.seed is not None and not family.seeded:   # it would change nothing
         raise ConfigError(f"--seed: expected an option of packages that draw at random, found it given to a "
                           f"{family.name} package, whose result the input alone sets")
+    family.refuse_tensorrt_for_its_loop(args.backend, "run it on ort-tensorrt or ort-cuda (in Python, its loop without "
+                                                      "the cache, fast=False or use_cache=False, runs on TensorRT)")
     seed_given, args.seed = args.seed is not None, 0 if args.seed is None else args.seed
     if args.seed < 0:   # the pipelines' message offers None, which the command line has no way to give
         raise ConfigError(f"--seed: expected a non-negative integer, found {args.seed}")
@@ -867,9 +885,18 @@ def _cmd_demo(args) -> None:
     print(f"wrote {index}")
 
 
+class _OptionsThatDoNotFit(ConfigError):
+    """One family's options that do not fit a command's line: build_parser leaves that family out."""
+
+    def __init__(self, family: str, why: str):
+        super().__init__(f"family {family!r}: {why}")
+        self.family, self.why = family, why
+
+
 def _add_family_options(parser, command: str, declared: dict) -> None:
     """One flag per option name across the registered families, its help naming the families
-    that take it; defaults stay None here so that a flag given to a family without it is found."""
+    that take it; defaults stay None here so that a flag given to a family without it is found.
+    Called after the command's own flags, which a family's may not take."""
     users: dict = {}
     for family, options in declared.items():
         for option in options:
@@ -887,10 +914,14 @@ def _add_family_options(parser, command: str, declared: dict) -> None:
             kwargs["default"] = None
         kwargs.setdefault("action", _GivenOnce)
         if any(first.flag in action.option_strings for action in parser._actions):
-            raise ConfigError(f"family {taken[0][0]!r}: option {first.flag} expected a name of its own, found one that "
-                              f"edgegen {command} already has")
-        group.add_argument(first.flag, dest=dest, help="; ".join(f"{', '.join(names)}: {text}"
-                                                                for text, names in helps.items()), **kwargs)
+            raise _OptionsThatDoNotFit(taken[0][0], f"option {first.flag} expected a name of its own, found one that "
+                                                    f"edgegen {command} already has")
+        try:
+            group.add_argument(first.flag, dest=dest, help="; ".join(f"{', '.join(names)}: {text}"
+                                                                    for text, names in helps.items()), **kwargs)
+        except (argparse.ArgumentError, ValueError, TypeError) as exc:   # a flag without --, a type not callable
+            raise _OptionsThatDoNotFit(taken[0][0], f"option {first.flag} expected what argparse's add_argument takes, "
+                                                    f"found {first.kwargs!r:.80}: {exc}") from None
     # the command's handler refuses an option of another family than the package's: it needs them all
     parser.set_defaults(family_options={dest: taken[0][1] for dest, taken in users.items()},
                         family_option_users={dest: [family for family, _ in taken] for dest, taken in users.items()})
@@ -914,12 +945,25 @@ def _refuse_a_shared_flag_read_otherwise(taken: list) -> None:
     (first_family, first), *others = taken
     for family, option in others:
         if any(a is not b and a != b for a, b in zip(read_as(option), read_as(first))):   # a type by identity, not name
-            raise ConfigError(f"family {family!r}: option {option.flag} expected to be read as {first.flag} of family "
-                              f"{first_family!r} is ({said(first)}), which shares its name, found {said(option)}: give it "
-                              "a name of its own")
+            raise _OptionsThatDoNotFit(family, f"option {option.flag} expected to be read as {first.flag} of family "
+                                               f"{first_family!r} is ({said(first)}), which shares its name, found "
+                                               f"{said(option)}: give it a name of its own")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """edgegen's command line, with every registered family's options. A plugin's family whose
+    options do not fit it (a flag a command has, a shared one read otherwise) is left out with a
+    warning, as one whose package fails to import is: the rest of edgegen still works."""
+    from .families import leave_out
+
+    while True:
+        try:
+            return _build_parser()
+        except _OptionsThatDoNotFit as exc:
+            leave_out(exc.family, exc.why)
+
+
+def _build_parser() -> argparse.ArgumentParser:
     from .families import families
     from .package import PRECISIONS, VARIANT_PRECISIONS
     from .runtimes.engines import ENGINE_PRECISIONS
@@ -956,9 +1000,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", default=None, metavar="CHECKPOINT", help="start from this checkpoint's weights (a path, "
                    "or a shipped model's name): fine-tune it on --data (default: the data it was trained on), keeping its "
                    "architecture, image size and channels")
-    _add_family_options(p, "train", {f.name: f.train_options for f in registered})
     p.add_argument("--force", action="store_true", help="replace --out if it exists and is what edgegen writes there "
                    "(never a folder of other files, nor the command's input)")
+    _add_family_options(p, "train", {f.name: f.train_options for f in registered})
     p.set_defaults(func=_cmd_train, export_side="edgegen train")
 
     p = sub.add_parser("export", help="export a checkpoint to a validated model package")
@@ -1016,8 +1060,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "package has: edgegen info)")
     p.add_argument("--nrow", type=int, default=None, help="images per row (default: square grid)")
     p.add_argument("--scale", type=int, default=None, help="pixel upscaling of the grid (default: to ~64 px a picture)")
-    _add_family_options(p, "generate", {f.name: f.options for f in registered})
     runtime_options(p)
+    _add_family_options(p, "generate", {f.name: f.options for f in registered})
     p.set_defaults(func=_cmd_generate)
 
     p = sub.add_parser("bench", help="measure latency of a package's graphs")
@@ -1161,6 +1205,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_info)
 
     p = sub.add_parser("list", help="the shipped models, by name (edgegen generate NAME)")
+    p.add_argument("--families", action="store_true", help="the families instead: edgegen's own and those installed "
+                   "packages register (edgegen train FAMILY), and entry points that failed to load")
     p.set_defaults(func=_cmd_list)
 
     p = sub.add_parser("cache", help="what edgegen keeps in the user's cache, and which of it is stale",
@@ -1189,8 +1235,9 @@ def build_parser() -> argparse.ArgumentParser:
             try:
                 family.command_adder(reference)(sub, runtime_options)
             except Exception as exc:  # noqa: BLE001 - one family's broken commands must not take edgegen down
+                cause = exc.__cause__ if isinstance(exc, EdgegenError) and exc.__cause__ else exc   # the import's own
                 print(f"edgegen: warning: family {family.name!r}: expected its commands {reference!r} to load, found "
-                      f"{type(exc).__name__}: {exc} (the rest of edgegen works without them)", file=sys.stderr)
+                      f"{type(cause).__name__}: {cause} (the rest of edgegen works without them)", file=sys.stderr)
     parser.commands = sub.choices
     for command in sub.choices.values():   # `edgegen info pkg --debug` too (SUPPRESS: the first one's stands)
         if "--debug" not in command._option_string_actions:   # a family's own command may have one

@@ -143,7 +143,8 @@ def run_demo(out: str | Path, train_models: bool = False, overwrite: bool = Fals
                     final_ckpt=out.resolve() / "ckpt" / model.name)
             pipe = load(pkg, backend="ort-cpu")
             before = {entry.name for entry in stage.iterdir()}
-            extra, lines = family.showcase_function()(pipe, stage, model.name)
+            showcase = family.showcase_function() or _no_showcase
+            extra, lines = showcase(pipe, stage, model.name)
             extra["files"] = sorted({entry.name for entry in stage.iterdir()} - before)   # what --force may replace
             report = bench_package(pkg, batch=BENCH_BATCH, iters=iters, vs_torch=ckpt, generation=False)   # its rows only
             report["package"] = f"pkg/{model.name}"  # relative to the demo folder, not the staging name
@@ -153,6 +154,11 @@ def run_demo(out: str | Path, train_models: bool = False, overwrite: bool = Fals
         atomic_write_text(stage / "results.json", json.dumps(summary, indent=2) + "\n")
         atomic_write_text(stage / "index.md", _index(sections, summary))
     return out / "index.md"
+
+
+def _no_showcase(pipe, folder: Path, name: str) -> tuple[dict, list[str]]:
+    """A family without a showcase (Family.showcase None): its section holds the benchmark alone."""
+    return {}, ["(Its family gives no showcase: the benchmark alone.)", ""]
 
 
 def _export(ckpt: Path, pkg: Path, shipped_name: str | None, final_ckpt: Path) -> None:

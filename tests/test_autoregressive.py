@@ -394,6 +394,20 @@ def test_shipped_wavenet_log_prob_separates_tones_from_noise(shipped_package):
         pipe.generate(10, seed=0, temperature=0)   # no greedy mode to point to
 
 
+def test_generate_and_bench_refuse_tensorrt_for_wavenets_fast_loop_before_loading(wavenet, tmp_path, capsys):
+    """The fast loop binds ONNX Runtime's IO: on TensorRT's own backend generate failed every time
+    (after its engines built, minutes on a device), as triton already refused (helper 130)."""
+    out = tmp_path / "chord.wav"
+    assert main(["generate", str(wavenet["pkg"]), "--seconds", "0.1", "--backend", "tensorrt", "--out", str(out)]) == 2
+    said = capsys.readouterr().err
+    assert ("backend (--backend) 'tensorrt': expected a backend wavenet's generation runs on, found TensorRT, which its "
+            "fast generation's queues cannot use") in said and "fast=False" in said and not out.exists()
+    assert main(["bench", str(wavenet["pkg"]), "--backend", "tensorrt"]) == 2
+    assert "or its graphs alone on TensorRT with --no-generation" in capsys.readouterr().err
+    assert main(["bench", str(wavenet["pkg"]), "--backend", "tensorrt", "--no-generation"]) == 2   # its graphs: on to
+    assert "fast generation's queues" not in capsys.readouterr().err                              # TensorRT (none here)
+
+
 def test_wavenet_cli_writes_a_wav_and_trains_on_a_wav_folder(wavenet, pixelcnn, tmp_path, capsys):
     out = tmp_path / "tone.wav"
     assert main(["generate", str(wavenet["pkg"]), "--seconds", "0.00001", "--out", str(out)]) == 0

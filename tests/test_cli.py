@@ -237,6 +237,15 @@ def test_a_zero_size_is_refused_not_taken_for_the_default(tmp_path, capsys):
     assert code == 2 and "--image-size: expected at most 256 for the digits" in err
     code, _, err = run_cli(capsys, "train", "sr", "--image-size", "0", "--steps", "1", "--out", tmp_path / "ckpt")
     assert code == 2 and "sr config: image_size expected a multiple of scale 4 of at least 32, found 0" in err
+    # the data's least size first, and a config's refusal of a field led by the option that set it (helper 130: a
+    # PixelCNN's "image_size expected positive (image_size >= 2)" where 2 to 7 were refused as under 8, and
+    # "image_channels expected 1" for --channels 3)
+    code, _, err = run_cli(capsys, "train", "pixelcnn", "--image-size", "1", "--steps", "1", "--out", tmp_path / "ckpt")
+    assert code == 2 and "error: --image-size: expected an integer of at least 8, found 1" in err
+    code, _, err = run_cli(capsys, "train", "pixelcnn", "--channels", "3", "--steps", "1", "--out", tmp_path / "ckpt")
+    assert code == 2 and "error: --channels 3: pixelcnn config: image_channels expected 1" in err
+    code, _, err = run_cli(capsys, "train", "vae", "--lr", "0", "--steps", "1", "--out", tmp_path / "ckpt")
+    assert code == 2 and "error: learning rate (--lr): expected a number above 0" in err
     assert not (tmp_path / "ckpt").exists()
 
 

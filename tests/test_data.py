@@ -300,7 +300,7 @@ def _png_claiming(width: int, height: int) -> bytes:
 
 def test_training_refuses_values_it_cannot_train_with(tmp_path):
     for value in (float("nan"), float("inf"), 1e300, 0.0, -1e-3):
-        with pytest.raises(ConfigError, match=r"learning rate: expected a number above 0 and at most 1000 \(Adam moves "
+        with pytest.raises(ConfigError, match=r"learning rate \(--lr\): expected a number above 0 and at most 1000 \(Adam moves "
                                               rf"each weight by about the rate per step\), found {re.escape(str(value))}"):
             train("gan", tmp_path / "x", lr=value)
     for seed in (-1, 2**64):

@@ -1145,6 +1145,19 @@ def test_bench_of_a_model_that_ends_its_text_at_once_says_so(gpt, monkeypatch, c
     assert per_token_text(generation) == "per output token not measured (the model ended its text after one token)"
 
 
+def test_bench_and_generate_refuse_tensorrt_for_the_kv_cache_loop_before_loading(gpt, capsys, tmp_path):
+    """Its loop binds ONNX Runtime's IO: TensorRT's engines built (minutes on a device) for a run that
+    then failed; triton refused it already (helper 130)."""
+    from edgegen.cli import main
+
+    for args in (["bench", str(gpt["pkg"])], ["generate", str(gpt["pkg"]), "--prompt", "def ", "--out",
+                                              str(tmp_path / "t.txt")]):
+        assert main([*args, "--backend", "tensorrt"]) == 2
+        assert ("expected a backend gpt's generation runs on, found TensorRT, which its KV-cache loop cannot use" in
+                capsys.readouterr().err)
+    assert not (tmp_path / "t.txt").exists()
+
+
 def test_text_generation_runs_where_torch_cannot_be_imported(gpt):
     script = (
         "import importlib.abc, sys\n"

@@ -15,7 +15,7 @@ import onnxruntime
 import torch
 
 from .. import __version__
-from ..errors import CheckpointError, ConfigError, ImportedSettingWarning, ParityError
+from ..errors import CheckpointError, ConfigError, EdgegenError, ImportedSettingWarning, ParityError
 from ..families import RuntimeConfig, package_config
 from ..families import get as get_family
 from ..package import (CHECKPOINT_WEIGHTS, MANIFEST_NAME, PACKAGE_KIND, GraphEntry, Manifest, Package, check_name,
@@ -26,7 +26,7 @@ from ..runtimes.feeds import HELD_OUT_FILE, write_feeds
 from ..runtimes.ort import OrtSession
 from ..training.checkpoint import Checkpoint, load_checkpoint, save_pretrained_folder
 from ..training.data import refuse_empty_data
-from .onnx_export import DEFAULT_OPSET, export_module, value_spec
+from .onnx_export import DEFAULT_OPSET, export_module, untraceable, value_spec
 from .spec import TRACE_BATCH, ExportSpec, GraphSpec
 from .validate import Comparison, compare, gate_graph, refuse_lost_epsilons
 
@@ -260,7 +260,15 @@ def _export_graph(graph: GraphSpec, ckpt, images, stage: Path, opset: int, seed:
     module = graph.submodule(ckpt.model).eval()
     inputs = graph.inputs(ckpt.config)
     example = graph.feeds(ckpt, EXPORT_BATCH, rng, images)
-    model = export_module(module, graph.part, inputs, graph.output_names(ckpt.config), example, opset)
+    try:
+        model = export_module(module, graph.part, inputs, graph.output_names(ckpt.config), example, opset)
+    except EdgegenError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a plugin's module torch cannot export is its author's to change
+        if type(module).__module__.startswith("edgegen."):   # edgegen's own: its bug, raised as it is
+            raise
+        raise untraceable(exc, module, f"graph {graph.part!r} of family {ckpt.family!r}",
+                          "docs/bring-your-own-model.md") from exc
     if graph.rewrite is not None:
         model = graph.rewrite(model)
     file = f"{graph.part}.onnx"

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CheckpointError, ConfigError, EdgegenWarning, ImportedSettingWarning, described, warn_caller
-from ..families import _resolve, families
+from ..families import families
 from ..package import read_json
 from ..training.checkpoint import save_pretrained_folder
 from .hugging_face import quiet_hugging_face
@@ -269,7 +269,7 @@ def import_diffusers(folder: str | Path, scratch: Path):
     from .spec import ExportSpec
 
     with quiet_hugging_face():
-        imported = _resolve(known[denoiser].diffusers_importers[denoiser], "")(folder, layout, scratch)
+        imported = known[denoiser].resolve(known[denoiser].diffusers_importers[denoiser], "")(folder, layout, scratch)
     if not (isinstance(imported, tuple) and len(imported) == 2 and isinstance(imported[0], Checkpoint)
             and isinstance(imported[1], ExportSpec)):
         raise ConfigError(f"the importer of {denoiser!r} pipelines (Family.diffusers_importers): expected (folder, "

@@ -8,13 +8,15 @@ import contextlib
 import inspect
 import io
 import logging
+import re
+import traceback
 import warnings
 
 import numpy as np
 import onnx
 import torch
 
-from ..errors import ValidationError
+from ..errors import ValidationError, described
 from ..package import TensorSpec
 from ..targets import DEFAULT_OPSET
 from .validate import torch_inputs
@@ -168,3 +170,74 @@ def _quiet():
             yield
     finally:
         logging.disable(disabled)
+
+
+def untraceable(exc: BaseException, module: torch.nn.Module, what: str, docs: str) -> ValidationError:
+    """A module's export that failed in torch (export_module's trace, not its checks) as its
+    author's to change, said in one line: a random draw, an operator without an ONNX form, else
+    torch.export's innermost cause at the module's own line. `what`: "export of 'Net'"; `docs`:
+    the page that says what traces."""
+    if drawn := _random_op_failed(exc):   # torch.onnx fails on some draws (torch.normal) before the graph is made
+        return ValidationError(f"{what}: expected outputs its inputs decide, found random numbers drawn in forward "
+                               f"({drawn}, which torch.onnx failed on): take the noise as an input, drawn by the caller")
+    if op := _op_without_onnx(exc):   # traced, but one of its ops has no ONNX form in torch.onnx
+        return ValidationError(f"{what}: expected operators torch.onnx writes as ONNX, found {op}, which it has no "
+                               "ONNX function for (torch.export traced the module; compute that step from other "
+                               "operators, or outside the module)")
+    return ValidationError(f"{what}: expected a module torch.export can trace, found {_innermost(exc, module)} "
+                           f"({docs} says what traces)")
+
+
+def _random_op_failed(exc: BaseException) -> str | None:
+    """The random draw ("aten_normal_tensor_float") whose ONNX translation stopped the export, or None."""
+    return _in_chain(exc, r"\baten[._](?:normal|rand|bernoulli|multinomial|uniform|exponential|poisson)\w*")
+
+
+def _op_without_onnx(exc: BaseException) -> str | None:
+    """The ATen operator ("aten.linalg_inv_ex") torch.onnx found no ONNX function for, where that
+    stopped the export (its DispatchError), or None."""
+    return _in_chain(exc, r"No ONNX function found for <OpOverload\(op='([^']+)'")
+
+
+def _in_chain(exc: BaseException | None, pattern: str) -> str | None:
+    """What `pattern` finds (its group, else its whole match) in an exception or what caused it."""
+    while exc is not None:
+        if found := re.search(pattern, str(exc)):
+            return found.group(1) if found.re.groups else found.group(0)
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _innermost(exc: BaseException, module: torch.nn.Module) -> str:
+    """torch.export's failure in one line: its innermost cause, and the line of the module's own
+    source where it stopped, where one can be found (torch's "Caused by" may point into torch
+    itself, and cuts the file's path to its last characters)."""
+    chain = [exc]
+    while chain[-1].__cause__ is not None:
+        chain.append(chain[-1].__cause__)
+    where = _line_in_source(chain, module)
+    return described(chain[-1]) + (f" at {where}" if where else "")
+
+
+def _line_in_source(chain: list[BaseException], module: torch.nn.Module) -> str | None:
+    """"FILE:LINE in FUNCTION" of the first place in the module's source file that the failure
+    names: a "Caused by" line of its messages, else a frame of its tracebacks."""
+    try:
+        source = inspect.getsourcefile(type(module))
+    except (TypeError, OSError):   # a class defined in a notebook or `python -c`: no file to point to
+        return None
+    if not source:
+        return None
+    for exc in reversed(chain):
+        for line in str(exc).splitlines():
+            line = line.strip()
+            if line.startswith("Caused by:"):
+                where = line[len("Caused by:"):].strip().strip("()")
+                cut = where.split(":")[0]
+                if cut and source.endswith(cut):
+                    return source + where[len(cut):]
+    for exc in reversed(chain):
+        frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == source]
+        if frames:
+            return f"{source}:{frames[-1].lineno} in {frames[-1].name}"
+    return None

@@ -41,15 +41,33 @@ class GraphSpec:
         return self.outputs(config) if callable(self.outputs) else self.outputs
 
     def feeds(self, ckpt: Checkpoint, batch: int, rng: np.random.Generator, data) -> dict[str, np.ndarray]:
-        """realistic_inputs' feeds, refused unless they name the graph's inputs (a family author's
-        input function returning {"z": ...} for an input "codes" was a bare KeyError)."""
+        """realistic_inputs' feeds, refused unless they are the graph's inputs: named as its inputs
+        (a family author's input function returning {"z": ...} for an input "codes" was a bare
+        KeyError), of their dtypes and shapes (int32 labels were blamed on the exporter, after the
+        trace), and none named as an output (ONNX's checker refused the graph after it)."""
+        specs = self.inputs(ckpt.config)
+        expected = [spec.name for spec in specs]
+        if shared := sorted(set(expected) & set(self.output_names(ckpt.config))):
+            raise ConfigError(f"graph {self.part!r}: expected outputs named apart from its inputs (ONNX gives each "
+                              f"value one name), found {shared[0]!r} among both: name the output otherwise")
         feeds = self.realistic_inputs(ckpt, batch, rng, data)
-        expected = [spec.name for spec in self.inputs(ckpt.config)]
         if not isinstance(feeds, dict) or sorted(feeds) != sorted(expected):
             found = sorted(feeds) if isinstance(feeds, dict) else f"a {type(feeds).__name__}"
             raise ConfigError(f"graph {self.part!r}: expected its realistic_inputs to return a feed of each input, "
                               f"{expected}, found {found}")
+        for spec in specs:
+            feed = feeds[spec.name]
+            if not isinstance(feed, np.ndarray) or feed.dtype != np.dtype(spec.dtype) or not _fits(spec, feed.shape):
+                found = (f"{feed.dtype}{list(feed.shape)}" if isinstance(feed, np.ndarray) else
+                         f"a {type(feed).__name__}")
+                raise ConfigError(f"graph {self.part!r}: expected its realistic_inputs to return input {spec.name!r} as "
+                                  f"the spec declares it, {spec.describe()}, found {found}")
         return feeds
+
+
+def _fits(spec: TensorSpec, shape: tuple[int, ...]) -> bool:
+    """Whether `shape` has the spec's rank and its static sizes (a named dim takes any)."""
+    return len(shape) == len(spec.shape) and all(isinstance(d, str) or d == n for d, n in zip(spec.shape, shape))
 
 
 def training_images(ckpt: Checkpoint, source: str) -> ImageData:

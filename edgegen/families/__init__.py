@@ -98,15 +98,23 @@ def _typed(value: Any, kind: Any, where: str) -> Any:
         if not isinstance(value, list):
             raise ManifestError(f"{where}: expected a list, found {type(value).__name__} {value!r:.60}")
         return [_typed(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)] if args else value
+    if origin is tuple or kind is tuple:   # JSON's list; tuple[float, float] of that length, tuple[int, ...] any
+        if not isinstance(value, (list, tuple)):
+            raise ManifestError(f"{where}: expected a list, found {type(value).__name__} {value!r:.60}")
+        if not args or args[-1] is Ellipsis:
+            return tuple(_typed(v, args[0], f"{where}[{i}]") if args else v for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ManifestError(f"{where}: expected a list of {len(args)} values, found {len(value)}: {value!r:.60}")
+        return tuple(_typed(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
     if origin is dict or kind is dict:
         if not isinstance(value, dict):
             raise ManifestError(f"{where}: expected an object, found {type(value).__name__} {value!r:.60}")
         return value
     if kind is Any:
         return value
-    if not isinstance(kind, type):
-        raise TypeError(f"{where}: a RuntimeConfig field annotated {kind!r}; use int, float, str, bool, list[...], "
-                        "dict or X | None")
+    if not isinstance(kind, type):   # a family author's annotation, said when its first package is written or read
+        raise ConfigError(f"{where}: expected a RuntimeConfig field annotated int, float, str, bool, list[...], "
+                          f"tuple[...], dict or X | None, found {kind!r}")
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
@@ -299,13 +307,26 @@ class Family:
             raise UnknownFamilyError(f"family {self.name!r}: expected one that edgegen trains, found one without a "
                                      "training side (its Family declares no model=\"package.module\"; a module of your "
                                      "own exports with edgegen.export_pytorch or edgegen export --module)")
-        return _import_side(self.name, self.model)
+        module = _import_side(self.name, self.model)
+        if missing := [name for name in MODEL_NAMES if not hasattr(module, name)]:
+            raise ConfigError(f"family {self.name!r}: expected its module {self.model!r} to define "
+                              f"{', '.join(MODEL_NAMES)} (docs/adding-a-family.md, section 1), found no "
+                              f"{', '.join(missing)}")
+        return module
 
     def export_spec(self):
         """The family's ExportSpec: `export` names a module (its SPEC) or "module:NAME"."""
         if self.export is None:
             raise UnknownFamilyError(f"family {self.name!r}: expected one with an export spec, found none")
-        return _resolve(self.export, "SPEC")
+        return self.resolve(self.export, "SPEC")
+
+    def refuse_tensorrt_for_its_loop(self, backend: str, advice: str) -> None:
+        """A generation that binds ONNX Runtime's IO (onnxruntime_loop) cannot run on TensorRT's own
+        backend: refused before a package loads (its engines build for minutes) or a server starts."""
+        if backend == "tensorrt" and self.onnxruntime_loop:
+            raise ConfigError(f"backend (--backend) 'tensorrt': expected a backend {self.name}'s generation runs on, "
+                              f"found TensorRT, which its {self.onnxruntime_loop} cannot use (it binds ONNX Runtime's "
+                              f"IO): {advice}")
 
     def runtime_config(self, values: Any, where: str) -> RuntimeConfig:
         return self.config.from_manifest(values, where)
@@ -326,26 +347,38 @@ class Family:
                 *(("int4", "int8-weights") if self.held_out_tokens else ()))
 
     def eager_modules_function(self) -> Callable | None:
-        return None if self.eager_modules is None else _resolve(self.eager_modules, "")
+        return None if self.eager_modules is None else self.resolve(self.eager_modules, "")
 
     def ort_form_object(self):
-        return None if self.ort_form is None else _resolve(self.ort_form, "FORM")
+        return None if self.ort_form is None else self.resolve(self.ort_form, "FORM")
 
     def showcase_function(self) -> Callable | None:
-        return None if self.showcase is None else _resolve(self.showcase, "showcase")
+        return None if self.showcase is None else self.resolve(self.showcase, "showcase")
 
     def serving_function(self) -> Callable | None:
-        return None if self.serving is None else _resolve(self.serving, "served")
+        return None if self.serving is None else self.resolve(self.serving, "served")
 
     def command_adder(self, reference: str) -> Callable:
         """One entry of `commands` -> its add_commands(subparsers, runtime_options)."""
-        return _resolve(reference, "add_commands")
+        return self.resolve(reference, "add_commands")
+
+    def resolve(self, reference: str, default_name: str) -> Any:
+        """"package.module:name" (or "package.module", meaning its `default_name`) -> the object; a
+        plugin's module without that name is its author's to mend, said as such."""
+        module, _, name = reference.partition(":")
+        name = name or default_name
+        found = getattr(_import_side(self.name, module), name, _MISSING)
+        if found is _MISSING:
+            if module.startswith("edgegen."):
+                raise AttributeError(f"module {module!r} has no attribute {name!r}")   # edgegen's own: its bug
+            raise ConfigError(f"family {self.name!r}: expected its module {module!r} to define {name} (the Family names "
+                              f"{reference!r}), found no such name")
+        return found
 
 
-def _resolve(reference: str, default_name: str) -> Any:
-    """"package.module:name" (or "package.module", meaning its `default_name`) -> the object."""
-    module, _, name = reference.partition(":")
-    return getattr(importlib.import_module(module), name or default_name)
+# what a family's torch side (model=) defines, which `edgegen train` reads (docs/adding-a-family.md)
+MODEL_NAMES = ("Config", "build", "Trainer", "DEFAULT_STEPS", "DEFAULT_BATCH", "DEFAULT_LR", "DATA_RANGE")
+_MISSING = object()
 
 
 def _import_side(family: str, module: str) -> types.ModuleType:
@@ -363,7 +396,9 @@ def _import_side(family: str, module: str) -> types.ModuleType:
 # -- the registry ------------------------------------------------------------------------------
 
 _REGISTRY: dict[str, Family] = {}
-_BROKEN: dict[str, str] = {}   # entry point name -> why it did not load (said when that family is asked for)
+# a family's name (or, where it never loaded, its entry point's) -> why edgegen left it out (said when it is asked for)
+_BROKEN: dict[str, str] = {}
+_BUILT_IN: set[str] = set()        # the families of edgegen's own folders
 _DISCOVERED = False                # set once discovery has finished, so a reader sees every family
 _DISCOVERING = False               # True while this process's one discovery runs (its own imports may ask)
 _DISCOVERY_LOCK = threading.RLock()
@@ -402,18 +437,20 @@ def _import_families() -> None:
     for info in pkgutil.iter_modules(__path__):
         if info.ispkg:
             importlib.import_module(f"{__name__}.{info.name}")
+    _BUILT_IN.update(_REGISTRY)
     from importlib.metadata import entry_points
 
     for point in entry_points(group=ENTRY_POINT_GROUP):
         # a broken package of someone else's must not take the built-ins down with it: its
         # failure is reported when its family is asked for
+        where = f"its package's entry point {point.name!r} ({point.value}) of {ENTRY_POINT_GROUP}"
         try:
             family = point.load()
         except Exception as exc:  # noqa: BLE001 - any import error of a third-party package
-            _BROKEN[point.name] = f"{type(exc).__name__}: {exc}"
+            _BROKEN[point.name] = f"{where} failed to load: {type(exc).__name__}: {exc}"
             continue
         if not isinstance(family, Family):
-            _BROKEN[point.name] = f"expected an edgegen.families.Family, found {type(family).__name__}"
+            _BROKEN[point.name] = f"{where}: expected an edgegen.families.Family, found {type(family).__name__}"
             continue
         try:
             register(family)
@@ -422,6 +459,35 @@ def _import_families() -> None:
             # its name taken (a built-in's): asked for by that name, the other family answers, so said now
             warnings.warn(f"entry point {point.name!r} ({point.value}) of {ENTRY_POINT_GROUP}: {exc}; edgegen leaves "
                           f"it out: give the family a name of its own", EdgegenWarning, stacklevel=2)
+
+
+def leave_out(name: str, why: str) -> None:
+    """Take a plugin's family out of this process's registry, warned now and said when it is asked
+    for: its declaration does not fit edgegen's command line (a flag of a command's own), which
+    must not take the built-ins' commands down with it. A built-in's is edgegen's bug: raised."""
+    if name in _BUILT_IN:
+        raise ConfigError(f"family {name!r}: {why}")
+    _REGISTRY.pop(name, None)
+    _BROKEN[name] = f"edgegen left it out of its command line: {why}"
+    warnings.warn(f"family {name!r}: {why}; edgegen leaves the family out", EdgegenWarning, stacklevel=2)
+
+
+def is_built_in(name: str) -> bool:
+    _discover()
+    return name in _BUILT_IN
+
+
+def broken() -> dict[str, str]:
+    """Families (or entry points) edgegen left out, and why."""
+    _discover()
+    return {name: why for name, why in _BROKEN.items() if name not in _REGISTRY}
+
+
+def unloaded() -> str:
+    """Said beside an unknown family's name: the entry points that failed to load, one of which
+    may be it under another key ("" where none did)."""
+    failed = [f"{name!r} ({why})" for name, why in broken().items()]
+    return f"; entry points that failed to load: {'; '.join(failed)}" if failed else ""
 
 
 def families() -> list[Family]:
@@ -482,7 +548,7 @@ def transformers_importer(architecture: str) -> Callable:
     """The function that imports a transformers save_pretrained folder of `architecture`."""
     for family in families():
         if architecture in family.importers:
-            return _resolve(family.importers[architecture], "")
+            return family.resolve(family.importers[architecture], "")
     known = [a for f in families() for a in f.importers]
     raise CheckpointError(not_one_of("architecture", architecture, known, "the ones edgegen imports from transformers"))
 
@@ -494,11 +560,10 @@ def names() -> list[str]:
 def get(name: str) -> Family:
     _discover()
     if name in _BROKEN and name not in _REGISTRY:
-        raise UnknownFamilyError(f"family {name!r}: its package's entry point ({ENTRY_POINT_GROUP}) failed to load: "
-                                 f"{_BROKEN[name]}")
+        raise UnknownFamilyError(f"family {name!r}: {_BROKEN[name]}")
     if name not in _REGISTRY:
         raise UnknownFamilyError(not_one_of("family", name, names(), "a family of your own registers through the "
-                                                                   "'edgegen.families' entry point"))
+                                                                   "'edgegen.families' entry point") + unloaded())
     return _REGISTRY[name]
 
 

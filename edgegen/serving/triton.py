@@ -357,10 +357,8 @@ def _plan(package: Package, name: str, folder: Path, options: RepositoryOptions)
                      tuple(_graph_field(t, batched) for t in entry.inputs),
                      tuple(_graph_field(t, batched) for t in entry.outputs),
                      package.level_without_disabled(options.precision, part))
-    if options.backend == "tensorrt" and family.onnxruntime_loop:   # every request would fail, as the client's mistake
-        raise ConfigError(f"backend (--backend) 'tensorrt': expected a backend {family.name}'s generation runs on, found "
-                          f"TensorRT, which its {family.onnxruntime_loop} cannot use (it binds ONNX Runtime's IO): "
-                          "serve it on ort-cuda or ort-tensorrt")
+    # every request would fail, as the client's mistake
+    family.refuse_tensorrt_for_its_loop(options.backend, "serve it on ort-cuda or ort-tensorrt")
     request = served(get_family(family.name), config)
     # a pipeline that merges requests takes them batched (each request one row); Triton's
     # batcher, where it is on, hands it several at once

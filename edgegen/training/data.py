@@ -61,8 +61,7 @@ def load_images(source: str, image_size: int = 32, channels: int | None = None, 
     """
     if channels not in (None, 1, 3):
         raise DataError(f"channels: expected 1 or 3, found {channels!r}")
-    if not isinstance(image_size, int) or image_size < 8:
-        raise DataError(f"image_size: expected an integer of at least 8, found {image_size!r}")
+    refuse_small_image_size(image_size)
     if source == "digits":
         if image_size > DIGITS_MAX_SIZE:
             raise DataError(f"image_size: expected at most {DIGITS_MAX_SIZE} for the digits (8x8 pictures scaled up: "
@@ -84,6 +83,14 @@ def load_images(source: str, image_size: int = 32, channels: int | None = None, 
         raise DataError(f"data {source!r}: expected one of {', '.join(BUILTIN_IMAGE_DATA)} or a folder of images, "
                         f"found {what_else(source, 'images')}")
     return ImageData(source, _to_channels(train, channels), _to_channels(test, channels))
+
+
+MIN_IMAGE_SIZE = 8   # the digits' own size: the smallest every image family trains at
+
+
+def refuse_small_image_size(image_size) -> None:
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < MIN_IMAGE_SIZE:
+        raise DataError(f"image_size: expected an integer of at least {MIN_IMAGE_SIZE}, found {image_size!r}")
 
 
 def what_else(source: str, wanted: str, missing: str = "no such folder") -> str:

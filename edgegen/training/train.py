@@ -21,7 +21,7 @@ from . import family_module
 from ..package import CHECKPOINT_WEIGHTS, refuse_output_inside_edgegens, shipped_hint
 from ..shipped import checkpoint_named, is_shipped_name, names_shipped_model
 from .checkpoint import CHECKPOINT_KIND, checkpoint_files, data_trained_on, load_checkpoint, make_config, save_checkpoint
-from .data import DIGIT_CLASSES, load_images, refuse_empty_data
+from .data import DIGIT_CLASSES, load_images, refuse_empty_data, refuse_small_image_size
 
 MAX_SEED = 2**63 - 1   # torch.manual_seed's largest
 MAX_LR = 1000.0
@@ -60,7 +60,7 @@ def train(family: str, out: str | Path, data: str | None = None, steps: int | No
         raise ConfigError(f"training steps (--steps): expected at least {module.MIN_STEPS} for {family}, "
                           f"{module.MIN_STEPS_WHY}, found {steps}")
     if not 0 < lr <= MAX_LR:   # NaN fails it too
-        raise ConfigError(f"learning rate: expected a number above 0 and at most {MAX_LR:g} (Adam moves each weight by "
+        raise ConfigError(f"learning rate (--lr): expected a number above 0 and at most {MAX_LR:g} (Adam moves each weight by "
                           f"about the rate per step), found {lr}")
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
         raise ConfigError(f"seed: expected an integer from 0 to {MAX_SEED} (torch's generator), found {seed!r}")
@@ -86,7 +86,12 @@ def train(family: str, out: str | Path, data: str | None = None, steps: int | No
         shape = {"image_size": image_size, "image_channels": channels or 1,
                  "num_classes": DIGIT_CLASSES if data == "digits" else 0}   # a cgan on a folder: refused before it loads
         known = {f.name for f in dataclasses.fields(module.Config)}
-        make_config(family, {**{k: v for k, v in shape.items() if k in known}, **model_options})
+        refuse_small_image_size(image_size)   # the data's own limit, before a family's config says its own otherwise
+        try:
+            make_config(family, {**{k: v for k, v in shape.items() if k in known}, **model_options})
+        except ConfigError as exc:   # the option given for the field it names: "--channels 3: ... image_channels"
+            raise _said_as_the_option(exc, {"image_channels": ("--channels", given_channels),
+                                            "image_size": ("--image-size", given_image_size)}) from None
         if start is not None and "num_classes" in known:   # before a folder's minutes of loading, not after
             _refuse_other_classes(init, getattr(start.config, "num_classes", 0), shape["num_classes"])
         images = load_images(data, image_size=image_size, channels=channels, seed=seed)
@@ -292,11 +297,32 @@ def _step(trainer, model, step: int, lr: float, x, labels) -> dict[str, float]:
     except RuntimeError:
         _require_finite_weights(model, step, lr)   # a failure of diverged weights is named so; any other stays
         raise
+    _refuse_losses_not_numbers(trainer, losses)
     diverged = sorted(k for k, v in losses.items() if not math.isfinite(v))
     if diverged:
         raise TrainingError(f"training: expected finite losses, found {', '.join(diverged)} = nan or inf at step {step} "
                             f"(the run diverged: try a smaller --lr than {lr:g}); no checkpoint written")
     return losses
+
+
+def _said_as_the_option(exc: ConfigError, fields: dict) -> ConfigError:
+    """A config refusal that names a field an option given set ({field: (flag, value or None)}),
+    led by that option: the field's name alone is no flag the user knows."""
+    for field, (flag, value) in fields.items():
+        if value is not None and field in str(exc):
+            return ConfigError(f"{flag} {value}: {exc}")
+    return exc
+
+
+def _refuse_losses_not_numbers(trainer, losses) -> None:
+    """A Trainer.step that returns other than {name: float} (a loss tensor, which the checkpoint's
+    JSON cannot hold) is its author's to mend: said at its first step, not after the whole run."""
+    if isinstance(losses, dict) and all(isinstance(k, str) and isinstance(v, (float, int)) for k, v in losses.items()):
+        return
+    found = (", ".join(f"{k}: {type(v).__name__}" for k, v in losses.items()) if isinstance(losses, dict) else
+             f"a {type(losses).__name__}")
+    raise ConfigError(f"{type(trainer).__module__}.{type(trainer).__name__}.step: expected a dict of Python floats, loss "
+                      f"name to value (loss.item()), found {found}")
 
 
 def _require_finite_weights(model, step: int, lr: float) -> None:

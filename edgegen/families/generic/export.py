@@ -18,9 +18,7 @@ import inspect
 import math
 import numbers
 import os
-import re
 import sys
-import traceback
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -32,7 +30,7 @@ from onnx import numpy_helper
 from ...errors import (BackendError, CheckpointError, ConfigError, EdgegenError, EdgegenWarning, InputError, PackageError,
                        ParityError, ValidationError, described, first_line, warn_caller)
 from ...export import check_opset, provenance
-from ...export.onnx_export import DEFAULT_OPSET, export_module, value_spec
+from ...export.onnx_export import DEFAULT_OPSET, export_module, untraceable, value_spec
 from ...export.validate import feed_label, gate_feeds, refuse_lost_epsilons, sizes_label, torch_inputs
 from ...package import (DTYPES, MANIFEST_NAME, PACKAGE_KIND, GraphEntry, Manifest, Package, TensorSpec, check_name,
                         created_time, may_be_empty, name_from_folder, package_files, refuse_output_inside_edgegens, sha256_file, write_manifest)
@@ -200,16 +198,7 @@ def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str 
         except EdgegenError:
             raise
         except Exception as exc:  # noqa: BLE001 - a module torch.export cannot trace is the user's to change
-            if drawn := _random_op_failed(exc):   # torch.onnx fails on some draws (torch.normal) before the graph is made
-                raise ValidationError(f"export of {config.source!r}: expected outputs its inputs decide, found random "
-                                      f"numbers drawn in forward ({drawn}, which torch.onnx failed on): take the noise "
-                                      "as an input, drawn by the caller") from exc
-            if op := _op_without_onnx(exc):   # traced, but one of its ops has no ONNX form in torch.onnx
-                raise ValidationError(f"export of {config.source!r}: expected operators torch.onnx writes as ONNX, "
-                                      f"found {op}, which it has no ONNX function for (torch.export traced the "
-                                      "module; compute that step from other operators, or outside the module)") from exc
-            raise ValidationError(f"export of {config.source!r}: expected a module torch.export can trace, found "
-                                  f"{_innermost(exc, module)} (docs/bring-your-own-model.md says what traces)") from exc
+            raise untraceable(exc, module, f"export of {config.source!r}", "docs/bring-your-own-model.md") from exc
         config.index_limits = embedding_rows(model)
         onnx.save(model, str(stage / f"{GRAPH}.onnx"))
         graph_outputs = tuple(value_spec(v) for v in model.graph.output)
@@ -559,61 +548,6 @@ def _warn_of_integers_computed_in_float(model: onnx.ModelProto) -> None:
         warn_caller(f"export: the graph computes integers in float32 and casts them back (at {', '.join(back[:3])}): "
                     f"exact only while they stay below 2**24 in magnitude (torch.onnx writes integer division with "
                     f"rounding_mode='trunc' so); the gate drew integers within the example's range", EdgegenWarning)
-
-
-def _random_op_failed(exc: BaseException) -> str | None:
-    """The random draw ("aten_normal_tensor_float") whose ONNX translation stopped the export, or None."""
-    return _in_chain(exc, r"\baten[._](?:normal|rand|bernoulli|multinomial|uniform|exponential|poisson)\w*")
-
-
-def _op_without_onnx(exc: BaseException) -> str | None:
-    """The ATen operator ("aten.linalg_inv_ex") torch.onnx found no ONNX function for, where that
-    stopped the export (its DispatchError), or None."""
-    return _in_chain(exc, r"No ONNX function found for <OpOverload\(op='([^']+)'")
-
-
-def _in_chain(exc: BaseException | None, pattern: str) -> str | None:
-    """What `pattern` finds (its group, else its whole match) in an exception or what caused it."""
-    while exc is not None:
-        if found := re.search(pattern, str(exc)):
-            return found.group(1) if found.re.groups else found.group(0)
-        exc = exc.__cause__ or exc.__context__
-    return None
-
-
-def _innermost(exc: BaseException, module: torch.nn.Module) -> str:
-    """torch.export's failure in one line: its innermost cause, and the line of the module's own
-    source where it stopped, where one can be found (torch's "Caused by" may point into torch
-    itself, and cuts the file's path to its last characters)."""
-    chain = [exc]
-    while chain[-1].__cause__ is not None:
-        chain.append(chain[-1].__cause__)
-    where = _line_in_source(chain, module)
-    return described(chain[-1]) + (f" at {where}" if where else "")
-
-
-def _line_in_source(chain: list[BaseException], module: torch.nn.Module) -> str | None:
-    """"FILE:LINE in FUNCTION" of the first place in the module's source file that the failure
-    names: a "Caused by" line of its messages, else a frame of its tracebacks."""
-    try:
-        source = inspect.getsourcefile(type(module))
-    except (TypeError, OSError):   # a class defined in a notebook or `python -c`: no file to point to
-        return None
-    if not source:
-        return None
-    for exc in reversed(chain):
-        for line in str(exc).splitlines():
-            line = line.strip()
-            if line.startswith("Caused by:"):
-                where = line[len("Caused by:"):].strip().strip("()")
-                cut = where.split(":")[0]
-                if cut and source.endswith(cut):
-                    return source + where[len(cut):]
-    for exc in reversed(chain):
-        frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == source]
-        if frames:
-            return f"{source}:{frames[-1].lineno} in {frames[-1].name}"
-    return None
 
 
 def _tolerances(atol, rtol, outputs) -> tuple[float, float]:
