@@ -29,6 +29,7 @@ EXIT_USER_ERROR = 2
 # and export's gate give as verdicts on a model, so a script gating on them would read a crash as one
 EXIT_INTERNAL_ERROR = 3
 CHECK_REPORT = "edgegen.check/1"   # check --json's format: docs/cli.md lists its fields
+SCORE_REPORT = "edgegen.score/1"   # score --json's
 OPTIMIZE_REPORT = "edgegen.optimize/1"   # optimize --json's
 INFO_REPORT = "edgegen.info/1"     # info --json's
 EXIT_PIPE_CLOSED = 128 + 13   # what a shell reports for a command SIGPIPE ended
@@ -41,7 +42,7 @@ PACKAGE_HELP = "a package directory, or the name of a shipped package (edgegen l
 # after checking its options: a shipped name may export first, which takes a while). None writes its
 # variants into the shared package (optimize refuses a name); build keeps its engines in the package's
 # engine cache, in the user's cache where the package cannot be written (a system-wide install), or --cache-dir.
-NAMED_COMMANDS = ("bench", "info", "check", "build")
+NAMED_COMMANDS = ("bench", "info", "check", "build", "score")
 
 
 def _package_or_name(given: str) -> str:
@@ -797,6 +798,45 @@ def _refuse_shipped_name(given: str) -> None:
                       f"edgegen optimize pkg-{given} ...)")
 
 
+def _cmd_score(args) -> int:
+    """Each picture's anomaly score; with a threshold (given, or the --quantile of --normal's
+    scores), which score above it: exit status 1 where any does, as check's verdict."""
+    from .anomaly import DEFAULT_QUANTILE, calibrated_threshold, check_quantile, check_threshold, picture_files, \
+        score_pictures
+    from .runtimes import load
+
+    if args.quantile is not None and args.normal is None:
+        raise ConfigError("--quantile: expected with --normal (the pictures it is a quantile of), found it without")
+    if args.normal is not None and args.threshold is not None:
+        raise ConfigError("--threshold: expected either it or --normal (which calibrates one), found both")
+    quantile = check_quantile(DEFAULT_QUANTILE if args.quantile is None else args.quantile)
+    threshold = None if args.threshold is None else check_threshold(args.threshold)
+    files = picture_files(args.pictures, "picture")   # before the package loads
+    normal = picture_files([args.normal], "--normal") if args.normal is not None else []
+    pipe = load(args.package, backend=args.backend, threads=args.threads, precision=args.precision)
+    if normal:
+        threshold = calibrated_threshold(pipe, normal, quantile)
+    scores = score_pictures(pipe, files)
+    above = [threshold is not None and bool(score > threshold) for score in scores]
+    calibration = {"normal": str(args.normal), "pictures": len(normal), "quantile": quantile} if normal else None
+    if args.json:
+        print(json.dumps({"report": SCORE_REPORT, "package": str(args.package), "precision": args.precision,
+                          "threshold": threshold, "calibration": calibration,
+                          "pictures": [{"path": str(path), "score": float(score), "above": flag}
+                                       for path, score, flag in zip(files, scores, above)]}, indent=2))
+    else:
+        if calibration:
+            print(f"threshold {threshold:.6g}: the {quantile:g} quantile of the scores of {len(normal)} normal "
+                  f"pictures in {str(args.normal)!r}")
+        width = max(len(f"{score:.6g}") for score in scores)
+        for path, score, flag in zip(files, scores, above):
+            column = "" if threshold is None else "above  " if flag else "       "
+            print(f"{score:>{width}.6g}  {column}{path}")
+        if threshold is not None:
+            print(f"{sum(above)} of {len(files)} pictures score above {threshold:.6g}")
+    return EXIT_VERDICT if any(above) else 0
+
+
 def _cmd_check(args) -> int:
     from .check import check_package, format_checks
 
@@ -964,6 +1004,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _build_parser() -> argparse.ArgumentParser:
+    from .anomaly import DEFAULT_QUANTILE
     from .families import families
     from .package import PRECISIONS, VARIANT_PRECISIONS
     from .runtimes.engines import ENGINE_PRECISIONS
@@ -1197,6 +1238,26 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace model folders that exist in --out (Triton model folders "
                    "only, never a folder of other files)")
     p.set_defaults(func=_cmd_triton)
+
+    p = sub.add_parser("score", help="anomaly scores of pictures (vae, vaegan, image flows): higher is less like the "
+                       "training data; with a threshold, exit status 1 where one scores above it",
+                       epilog="each picture is read as edgegen train reads a folder's: centre-cropped to a square, "
+                              "resized to the package's size, grey by luma for a grey model (docs/python-api.md, "
+                              "\"Anomaly scores\")")
+    p.add_argument("package", help=PACKAGE_HELP)
+    p.add_argument("pictures", nargs="+", help="picture files, or folders of them (hidden files left out)")
+    p.add_argument("--normal", default=None, metavar="FOLDER", help="pictures known to be normal, from the camera the "
+                   "model will watch: the threshold is the --quantile of their scores")
+    p.add_argument("--quantile", type=float, default=None, help=f"with --normal: the fraction of normal pictures at "
+                   f"or below the threshold (default {DEFAULT_QUANTILE})")
+    p.add_argument("--threshold", type=float, default=None, help="flag pictures scoring above this (one --normal "
+                   "calibrated before; see the score's units in docs/python-api.md)")
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                   help="score with the package's variant of this precision (edgegen optimize adds them)")
+    p.add_argument("--json", action="store_true", help="print the scores as JSON for a script (docs/cli.md lists the "
+                   "fields), not the table")
+    runtime_options(p)
+    p.set_defaults(func=_cmd_score)
 
     p = sub.add_parser("info", help="show a package's manifest")
     p.add_argument("package", help=PACKAGE_HELP)

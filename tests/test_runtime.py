@@ -301,3 +301,60 @@ def test_a_package_replaced_while_it_loads_is_read_once_more_whole(trained, tmp_
     (pkg / "generator.onnx").unlink()   # gone, and nothing replaced: the package's own fault, said once
     with pytest.raises(PackageError, match="generator"):
         edgegen.load(pkg)
+
+
+def test_score_reads_pictures_as_training_read_a_folder_and_flags_those_above_a_calibrated_threshold(trained, vae, tmp_path,
+                                                                                                      capsys):
+    """`edgegen score`: the CLI had no way to score pictures for an inspection station (helper 129).
+    Its threshold is the quantile of the normal folder's scores, each picture read as `edgegen
+    train --data FOLDER` reads it (so the same pictures through load_images give the same scores)."""
+    import json
+
+    from PIL import Image
+
+    from edgegen.cli import main
+
+    channels, side, _ = vae.image_shape
+    normal = tmp_path / "normal"
+    normal.mkdir()
+    for i, digit in enumerate(load_images("digits", image_size=side).test[:12]):
+        Image.fromarray((digit[0] * 255).round().astype(np.uint8)).save(normal / f"{i:02}.png")
+    (normal / ".thumbs").mkdir()   # hidden: left out, as training leaves it out
+    Image.fromarray(np.zeros((side, side), np.uint8)).save(normal / ".thumbs" / "x.png")
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    Image.fromarray(np.full((side, side * 2, 3), 255, np.uint8)).save(odd / "white.png")   # wide, RGB: cropped, grey
+    as_trained = load_images(str(normal), image_size=side, channels=channels)
+    normal_scores = vae.anomaly_score(np.concatenate([as_trained.train, as_trained.test]))
+
+    code = main(["score", str(trained["vae"][1]), str(odd), str(normal / "03.png"), "--normal", str(normal), "--json"])
+    said = capsys.readouterr()
+    assert said.out.startswith("{"), (code, said.err)
+    report = json.loads(said.out)
+    assert report["report"] == "edgegen.score/1" and report["calibration"]["pictures"] == 12
+    assert report["threshold"] == pytest.approx(np.quantile(normal_scores, 0.99), rel=1e-5)
+    white, digit = report["pictures"]
+    assert white["path"].endswith("white.png") and white["above"] and code == 1
+    assert white["score"] == pytest.approx(float(vae.anomaly_score(np.ones((1, channels, side, side), np.float32))[0]),
+                                           rel=1e-5)
+    assert np.isclose(normal_scores, digit["score"], rtol=1e-5).any()
+    # a threshold given: nothing above it exits 0, the table says so
+    assert main(["score", str(trained["vae"][1]), str(normal / "03.png"), "--threshold", "1e9"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "0 of 1 pictures score above 1e+09"
+    for args, refusal in (
+            (["--quantile", "0.9"], "--quantile: expected with --normal"),
+            (["--normal", str(normal), "--threshold", "3"], "--threshold: expected either it or --normal"),
+            (["--normal", str(normal), "--quantile", "1"], "--quantile: expected a fraction of normal pictures to pass"),
+            (["--threshold", "nan"], "--threshold: expected a finite score, found nan"),
+            (["--normal", str(odd / "none")], f"--normal {str(odd / 'none')!r}: expected a picture file or a folder of "
+                                              "pictures, found nothing at that path")):
+        assert main(["score", str(trained["vae"][1]), str(odd), *args]) == 2
+        assert refusal in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["score", str(trained["vae"][1]), str(tmp_path / "empty")]) == 2
+    assert "found a folder without any" in capsys.readouterr().err
+    assert main(["score", str(trained["gan"][1]), str(odd)]) == 2
+    assert "expected one with anomaly scores (vae, vaegan, or a flow over images), found a gan package" in \
+        capsys.readouterr().err
+    assert main(["score", str(trained["flow2d"][1]), str(odd)]) == 2
+    assert "expected a model of pictures, found a flow model of points" in capsys.readouterr().err

@@ -209,13 +209,26 @@ def folder_images(folder: Path, least_side: int | None = None) -> list[tuple[Pat
     return images
 
 
+def square_picture(rgb: np.ndarray, size: int) -> np.ndarray:
+    """uint8 RGB [H, W, 3] -> [3, size, size] in [0, 1], as training reads a folder's picture:
+    centre-cropped to a square, resized (bicubic)."""
+    side = min(rgb.shape[:2])
+    top, left = (rgb.shape[0] - side) // 2, (rgb.shape[1] - side) // 2
+    return _resize(rgb[top:top + side, left:left + side].astype(np.float32) / 255.0, size)
+
+
+def pictures_as_trained(paths: list[Path], size: int, channels: int) -> np.ndarray:
+    """Picture files [n, channels, size, size] as `edgegen train` reads a folder's (square_picture,
+    grey by luma): what a model trained on a folder is fed later, its anomaly scores' pictures."""
+    squares = [square_picture(picture_rgb(read_picture(path, least_side=size, what="picture"), path, "picture"), size)
+               for path in paths]
+    return _to_channels(np.stack(squares).astype(np.float32), channels)
+
+
 def _folder(folder: Path, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Every image under `folder`, centre-cropped to a square and resized, as RGB."""
-    images = []
-    for _path, rgb in folder_images(folder, least_side=size):   # a photograph is decoded near the size it becomes
-        side = min(rgb.shape[:2])
-        top, left = (rgb.shape[0] - side) // 2, (rgb.shape[1] - side) // 2
-        images.append(_resize(rgb[top:top + side, left:left + side].astype(np.float32) / 255.0, size))
+    # a photograph is decoded near the size it becomes
+    images = [square_picture(rgb, size) for _path, rgb in folder_images(folder, least_side=size)]
     if len(images) < 2:
         raise DataError(f"data folder {str(folder)!r}: expected at least 2 images (one held out), found {len(images)}")
     return _split(np.stack(images).astype(np.float32), 0.1, seed)

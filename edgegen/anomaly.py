@@ -1,0 +1,80 @@
+"""Anomaly scores of picture files (`edgegen score`): a package's `anomaly_score` over pictures
+read as its training read a folder's, and a threshold calibrated on pictures known to be normal
+(docs/python-api.md, "Anomaly scores"). numpy and Pillow only: it runs where the runtime runs."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from .errors import ConfigError, InputError
+from .storage import data_files, refuse_empty
+from .training.data import IMAGE_SUFFIXES, pictures_as_trained
+
+SCORE_CHUNK = 256   # pictures read and scored at once: a folder of thousands is never held whole
+DEFAULT_QUANTILE = 0.99
+
+
+def picture_files(given: Iterable[str], what: str) -> list[Path]:
+    """Each given path a picture file, or a folder whose pictures (IMAGE_SUFFIXES, hidden files
+    left out, as training lists a folder) are taken in name order."""
+    files = []
+    for path in given:
+        refuse_empty(path, what)
+        if Path(path).is_dir():
+            found = data_files(Path(path), IMAGE_SUFFIXES)
+            if not found:
+                raise InputError(f"{what} {str(path)!r}: expected a picture file or a folder of pictures "
+                                 f"({', '.join(IMAGE_SUFFIXES)}), found a folder without any")
+            files += found
+        elif Path(path).is_file():
+            files.append(Path(path))
+        else:
+            raise InputError(f"{what} {str(path)!r}: expected a picture file or a folder of pictures, found nothing "
+                             "at that path")
+    return files
+
+
+def picture_shape(pipe) -> tuple[int, int]:
+    """(channels, side) of the pictures a package scores; refused for one without anomaly scores
+    or without pictures (a flow over points)."""
+    if not callable(getattr(pipe, "anomaly_score", None)):
+        raise ConfigError(f"package {str(pipe.package.path)!r}: expected one with anomaly scores (vae, vaegan, or a "
+                          f"flow over images), found a {pipe.family} package")
+    try:
+        channels, height, width = pipe.image_shape
+    except InputError:
+        raise ConfigError(f"package {str(pipe.package.path)!r}: expected a model of pictures, found a {pipe.family} "
+                          "model of points (score arrays in Python: anomaly_score)") from None
+    if height != width:   # training makes square models; a folder's pictures are cropped square for them
+        raise ConfigError(f"package {str(pipe.package.path)!r}: expected square pictures, found {height}x{width}")
+    return channels, height
+
+
+def score_pictures(pipe, files: list[Path]) -> np.ndarray:
+    """The package's anomaly score of each picture file, float64: higher, less like its training data."""
+    channels, side = picture_shape(pipe)
+    scores = [pipe.anomaly_score(pictures_as_trained(files[i:i + SCORE_CHUNK], side, channels))
+              for i in range(0, len(files), SCORE_CHUNK)]
+    return np.concatenate(scores).astype(np.float64)
+
+
+def check_quantile(quantile: float) -> float:
+    if isinstance(quantile, bool) or not isinstance(quantile, (int, float)) or not 0 < quantile < 1:
+        raise ConfigError(f"--quantile: expected a fraction of normal pictures to pass, above 0 and below 1, found "
+                          f"{quantile!r}")
+    return float(quantile)
+
+
+def check_threshold(threshold: float) -> float:
+    if not math.isfinite(threshold):
+        raise ConfigError(f"--threshold: expected a finite score, found {threshold}")
+    return float(threshold)
+
+
+def calibrated_threshold(pipe, normal: list[Path], quantile: float) -> float:
+    """The score that `quantile` of the normal pictures' scores fall at or below."""
+    return float(np.quantile(score_pictures(pipe, normal), check_quantile(quantile)))
