@@ -462,6 +462,25 @@ def test_the_shipped_x4_model_beats_bicubic_on_held_out_photographs_and_its_int8
     copy = shutil.copytree(package, tmp_path / "pkg-sr")   # optimize refuses the shared package itself
     (record,) = optimize_package(copy, "int8", target="tensorrt", progress=lambda line: None).values()
     assert record["gate"]["passed"] and "file" in record
+    assert record["gate"]["detail_db"] >= record["gate"]["min_detail_db"] == 15
+    assert "learned detail kept at" in record["gate"]["line"]
+    # a "variant" that drops the learned correction, the bilinear upscale alone: it passed the PSNR bar (32 dB
+    # against 30), as bicubic did (helper 128); the gate now judges what the model adds to its base
+    from edgegen.families.sr.data import held_out_crops
+    from edgegen.families.sr.degrade import degrade
+    from edgegen.families.sr.model import bilinear_base
+    from edgegen.optimize import gate_variant
+
+    class BilinearOnly:
+        def run(self, feed):
+            return {"upscaled": bilinear_base(feed, fp32.run(feed))["upscaled"].astype(np.float32)}
+
+    fp32 = edgegen.load(copy).sessions["upscaler"]
+    rng, crops = np.random.default_rng(0), held_out_crops("natural", 64, 0, 16)
+    feeds = [{"image": np.stack([degrade(c, 4, rng) for c in crops[i:i + 8]])} for i in range(0, 16, 8)]
+    dropped = gate_variant("sr", "int8", fp32, BilinearOnly(), feeds, None)
+    assert dropped.value >= 30 and not dropped.passed and dropped.detail["detail_db"] < 1
+    assert "learned detail kept at" in dropped.line() and "< 15" in dropped.line()
     with pytest.raises(ConfigError, match=r"--scale 2: expected a scale with a shipped model .*; train one \(edgegen "
                                           r"train sr --scale 2\)"):
         shipped_package(2)

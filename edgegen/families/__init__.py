@@ -205,7 +205,9 @@ BENCH_MODES = ("graphs", "tokens")
 # how a variant's outputs are compared with fp32's: PSNR; top-1 agreement of logits; PSNR and,
 # of a graph giving a flow's z and logdet, the log densities anomaly scores rank by; PSNR and, of
 # a sampling model's logits over classes on axis 1, the KL divergence of its distributions
-GATE_KINDS = ("psnr", "logits", "density", "categorical")
+# of an output that is a base the graph computes from its input plus what the model learned (SR's
+# bilinear upscale and its correction): PSNR and the learned part kept (gate_base gives the base)
+GATE_KINDS = ("psnr", "logits", "density", "categorical", "detail")
 
 
 @dataclass(frozen=True)
@@ -238,6 +240,8 @@ class Family:
     # float output shaped [N, 1|3|4, H, W], as a user's module's; a UNet's prediction or a latent is not one)
     picture_outputs: tuple[str, ...] | None = None
     gate: str = "psnr"
+    # gate "detail": "module:function" (feed, fp32's outputs) -> {output: the base the model adds its learned part to}
+    gate_base: str | None = None
     bench_row: str = "sample"            # what one batch row of a graph call is, in bench's table's rate
     dim_limits: Callable[[Any], dict[str, int]] | None = None   # runtime config -> largest value of each dynamic dim
     # runtime config -> smallest value of the dynamic dims it records one for (a user's module: the
@@ -295,6 +299,10 @@ class Family:
             raise ConfigError(f"family {self.name!r}: bench expected one of {BENCH_MODES}, found {self.bench!r}")
         if self.gate not in GATE_KINDS:
             raise ConfigError(f"family {self.name!r}: gate expected one of {GATE_KINDS}, found {self.gate!r}")
+        if (self.gate == "detail") != (self.gate_base is not None):
+            raise ConfigError(f"family {self.name!r}: gate_base expected with gate \"detail\" (the base output its "
+                              f"learned part is judged against) and only with it, found gate {self.gate!r} and gate_base "
+                              f"{self.gate_base!r}")
         if not (isinstance(self.config, type) and issubclass(self.config, RuntimeConfig)):
             raise ConfigError(f"family {self.name!r}: config expected a RuntimeConfig subclass, found {self.config!r}")
         # graphs=("encoder") (a comma left out) is the string, whose letters became graph names
@@ -351,6 +359,9 @@ class Family:
 
     def ort_form_object(self):
         return None if self.ort_form is None else self.resolve(self.ort_form, "FORM")
+
+    def gate_base_function(self) -> Callable | None:
+        return None if self.gate_base is None else self.resolve(self.gate_base, "")
 
     def showcase_function(self) -> Callable | None:
         return None if self.showcase is None else self.resolve(self.showcase, "showcase")

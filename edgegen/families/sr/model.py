@@ -100,6 +100,15 @@ class Generator(nn.Module):
         return self.body(low) + F.interpolate(low, scale_factor=self.scale, mode="bilinear", align_corners=False)
 
 
+def bilinear_base(feed: dict, outputs: dict) -> dict:
+    """The output Generator adds its learned correction to, for optimize's gate ("detail"): the
+    input upscaled bilinearly, clipped to [0, 1] as Upscaler clips its output."""
+    low = torch.from_numpy(np.ascontiguousarray(feed["image"], dtype=np.float32))
+    scale = outputs["upscaled"].shape[-1] // low.shape[-1]
+    base = F.interpolate(low, scale_factor=scale, mode="bilinear", align_corners=False)
+    return {"upscaled": base.clamp(0, 1).numpy().astype(np.float64)}
+
+
 class Upscaler(nn.Module):
     """The generator as exported: the output clipped to [0, 1] inside the graph."""
 
