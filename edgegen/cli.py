@@ -1199,7 +1199,9 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="engine precision: int8 and fp16 build from the variants edgegen optimize added (the "
                         "precision is in the graph)")
     p.add_argument("--profile", action="append", default=None, metavar="NAME=MIN:OPT:MAX",
-                   help="optimization profile of a dynamic dim (default: batch 1:1:16, others 1:1:their limit)")
+                   help="optimization profile of a dynamic dim (default, which edgegen check shows: MIN the "
+                        "least size the package takes (1; a past cache 0), OPT the family's typical size (the runtime's default call: 1 where it "
+                        "names none), MAX the package's limit (batch 16))")
     p.add_argument("--cache-dir", default=None, help="engine cache folder, as edgegen.load's cache_dir: the engines go "
                    "in its tensorrt/ (default: PACKAGE/.edgegen-cache, or ~/.cache/edgegen/engines/NAME-HASH for a "
                    "package this user cannot write in)")

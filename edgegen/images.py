@@ -6,11 +6,12 @@ import contextlib
 import io
 import math
 import os
+import warnings
 
 import numpy as np
 from PIL import Image, ImageOps
 
-from .errors import InputError, NonFiniteError
+from .errors import EdgegenWarning, InputError, NonFiniteError
 from .storage import atomic_write_bytes, refuse_nameless
 
 
@@ -176,9 +177,21 @@ def read_picture(path: str | os.PathLike, least_side: int | None = None, what: s
     with opened_picture(path, what) as image:
         if least_side is not None:
             image.draft(image.mode, (least_side, least_side))   # JPEG only; other formats ignore it
+        warn_of_sixteen_bit_colour(image, f"{what} {str(path)!r}")
         image.load()
         ImageOps.exif_transpose(image, in_place=True)
         return image
+
+
+def warn_of_sixteen_bit_colour(image: Image.Image, what: str) -> None:
+    """Pillow reads a 16-bit colour PNG (48 or 64 bits a pixel) as 8-bit RGB(A), its high bytes
+    alone: said, since the picture's depth is lost (16-bit grey keeps its depth; a uint16 array
+    of the pixels keeps a colour picture's). Known from the file's tiles, before load() drops them."""
+    raw = [tile[3] for tile in getattr(image, "tile", None) or () if len(tile) > 3]
+    if image.mode in ("RGB", "RGBA") and any(isinstance(r, str) and r.endswith(";16B") for r in raw):
+        warnings.warn(f"{what}: a 16-bit colour picture, read at 8 bits a channel (Pillow has no 16-bit RGB mode): "
+                      "pass its pixels as a uint16 [height, width, 3] array to keep 16 bits", EdgegenWarning,
+                      stacklevel=3)
 
 
 def check_picture_file(path: str | os.PathLike, what: str = "image") -> None:

@@ -487,3 +487,43 @@ def test_the_shipped_x4_model_beats_bicubic_on_held_out_photographs_and_its_int8
     with pytest.raises(ConfigError, match=r"--scale 5: expected a scale with a shipped model \(.*\), found none "
                                           r"\(edgegen trains x2, x3, x4\)$"):   # it said to train one, which train refuses
         shipped_package(5)
+
+
+def _rgb16_png(path, pixels: np.ndarray) -> None:
+    """A 48-bit PNG (Pillow writes none): uint16 [H, W, 3], each row unfiltered."""
+    import struct
+    import zlib
+
+    height, width, _ = pixels.shape
+    raw = b"".join(b"\0" + pixels[y].astype(">u2").tobytes() for y in range(height))
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def test_pictures_the_upscaler_cannot_take_whole_are_said(package, tmp_path, capsys):
+    """Helper 128: a 48-bit PNG came back 8-bit without a word (Pillow keeps the high bytes); a
+    Pillow image of no pixels was refused by ONNX Runtime naming a Conv node; a float pixel just
+    past 1 was said as "values from ... to 1"."""
+    from edgegen.errors import EdgegenWarning
+
+    pipe = edgegen.load(package)
+    pixels = (np.random.default_rng(0).random((12, 10, 3)) * 65535).astype(np.uint16)
+    _rgb16_png(tmp_path / "deep.png", pixels)
+    with pytest.warns(EdgegenWarning, match=r"image: a 16-bit colour picture, read at 8 bits a channel .*uint16"):
+        with Image.open(tmp_path / "deep.png") as image:
+            assert pipe.upscale(image).mode == "RGB"
+    assert pipe.upscale(pixels).dtype == np.uint16   # the array keeps its 16 bits, and says nothing
+    assert main(["upscale", str(tmp_path / "deep.png"), "--package", str(package), "--out", str(tmp_path / "up.png")]) == 0
+    assert f"warning: image {str(tmp_path / 'deep.png')!r}: a 16-bit colour picture" in capsys.readouterr().err
+    for size in ((0, 0), (0, 5)):
+        with pytest.raises(InputError, match=rf"image: expected a picture with pixels, found a Pillow image of "
+                                             rf"{size[0]}x{size[1]}"):
+            pipe.upscale(Image.new("RGB", size))
+    past = np.full((8, 8, 3), 0.5, np.float32)
+    past[0, 0, 0] = np.nextafter(np.float32(1), np.float32(2))
+    with pytest.raises(InputError, match=r"found values from 0.5 to 1.0000001"):
+        pipe.upscale(past)

@@ -27,6 +27,7 @@ import numpy as np
 
 from ...errors import InputError
 from ...families import RuntimeConfig, positive
+from ...images import warn_of_sixteen_bit_colour
 from ...progress import Progress
 from ...runtimes.pipeline import Pipeline, check_callback, check_progress, user_array
 from .degrade import bicubic, from_integers, to_integers
@@ -153,8 +154,8 @@ class SRPipeline(Pipeline):
 
     def upscale_rgb(self, image: np.ndarray, tile: int | None = None, overlap: int | None = None,
                     batch: int | None = None, progress: bool | None = False) -> np.ndarray:
-        """[3, H, W] float32 in [0, 1] -> [3, scale H, scale W] float32, as the graph gives it
-        (unclipped): the tiled graph calls, for evaluation."""
+        """[3, H, W] float32 in [0, 1] -> [3, scale H, scale W] float32 in [0, 1] (the graph clips),
+        unrounded: the tiled graph calls, for evaluation."""
         progress = check_progress(progress)
         _, height, width = image.shape
         out = np.empty((3, height * self.scale, width * self.scale), np.float32)
@@ -221,6 +222,9 @@ class SRPipeline(Pipeline):
         from PIL import Image, ImageOps
 
         mode = output_mode(image)
+        if 0 in image.size:   # as an array of that shape is refused; ONNX Runtime's Conv refused it, naming its node
+            raise InputError(f"image: expected a picture with pixels, found a Pillow image of {image.width}x{image.height}")
+        warn_of_sixteen_bit_colour(image, "image")   # before load(), which drops what tells it
         self._check_size((image.height, image.width), max_megapixels)   # before a large conversion
         try:
             image.load()
@@ -358,7 +362,9 @@ def _as_planes(image: Any) -> tuple[np.ndarray, type]:
     if array.dtype.kind != "f":
         raise InputError(f"image: expected uint8 or uint16 pixels or floats in [0, 1], found dtype {array.dtype}")
     if not np.isfinite(array).all() or array.min() < 0.0 or array.max() > 1.0:
-        found = "NaN or Inf" if not np.isfinite(array).all() else f"values from {array.min():g} to {array.max():g}"
+        # repr, not :g: a value just past 1 after colour maths (1.0000001) showed as "to 1"
+        found = ("NaN or Inf" if not np.isfinite(array).all() else
+                 f"values from {array.min().item()!r} to {array.max().item()!r}")
         raise InputError(f"image: expected float pixels in [0, 1], found {found}")
     return array.transpose(2, 0, 1).astype(np.float32), np.float32
 
