@@ -966,11 +966,14 @@ def _speed_verdict(record: dict, precision: str, target: str, call: str, form, f
     calls = ((form.timed_call(fp32, feeds), form.timed_call(variant, feeds)) if form is not None
              else (lambda: fp32.run(feeds), lambda: variant.run(feeds)))
     speed, first = speedup_of_calls(*calls), "the first timing"
-    if target == "ort-cpu" and speed >= MIN_SPEEDUP + VERDICT_MARGIN:
+    if speed >= MIN_SPEEDUP + VERDICT_MARGIN:
         # a variant is kept, and then loaded, on a timing: one noisy timing of 1.19x kept a variant
-        # that runs at 1.0x, so a keep is timed twice and the lower figure judges
+        # that runs at 1.0x, so a keep is timed twice and the lower figure judges; for another
+        # target the figure is recorded, and load warns by it (a loaded machine's 2.13x stood for
+        # 0.94x and hid that warning: helper 128)
         speed, first = min(speed, speedup_of_calls(*calls)), "the lower of two timings"
-        call += ", timed twice (its first timing would keep it), the lower figure judging"
+        call += (", timed twice (its first timing would keep it), the lower figure judging" if target == "ort-cpu" else
+                 ", timed twice (its first timing was above fp32's), the lower figure recorded")
     if target == "ort-cpu" and abs(speed - MIN_SPEEDUP) < VERDICT_MARGIN:
         speed = speedup_of_calls(*calls, rounds=VERDICT_ROUNDS)
         call += f", timed again over {VERDICT_ROUNDS} rounds ({first} was within {VERDICT_MARGIN:g} of " \
