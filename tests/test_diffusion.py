@@ -127,6 +127,9 @@ def test_img2img_strength(pipe):
     (lambda p: p.sample(3, labels=[12, -1, 3]), InputError, "expected class ids from 0 to 9, found -1, 12$"),
     (lambda p: p.sample(2, labels=[1, 2, 3]), InputError, "expected one class id or 2 of them"),
     (lambda p: p.sample(2, labels=1.5), InputError, "expected integer class ids"),
+    # past int64: numpy's object array, which was said as "found dtype object" (helper 130)
+    (lambda p: p.sample(2, labels=10**20), InputError, "expected class ids from 0 to 9, found 100000000000000000000$"),
+    (lambda p: p.sample(2, labels=[1, -10**20]), InputError, "expected class ids from 0 to 9, found -100000000000000000000$"),
     (lambda p: p.sample(2, labels=[3, [4]]), InputError, r"labels: expected one class id or 2 of them, found a list "
                                                          r"numpy cannot make one array of \(setting an array element"),
     (lambda p: p.sample(2, labels=[]), InputError, r"labels: expected one class id or 2 of them, found none \(shape \[0\]\)"),
