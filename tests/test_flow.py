@@ -214,3 +214,18 @@ def test_a_glow_fine_tuned_from_a_checkpoint_keeps_its_actnorms(trained, tmp_pat
     with pytest.raises(ConfigError, match=r"; the data, 'moons', changes kind 'glow' -> 'realnvp'[^:]*: give data of the "
                                           r"checkpoint's kind \(its classes, its channels; 'digits' trained it\)$"):
         train("flow", tmp_path / "points", init=start, data="moons", steps=1, progress=False)
+
+
+def test_a_realnvp_fine_tuned_on_other_points_records_the_standardization_its_weights_hold(trained, tmp_path):
+    """--init kept the start's mean and std buffers (its weights) while config.json took the new
+    data's: the checkpoint said one standardization and ran another (helper 130)."""
+    from edgegen.training.train import train
+
+    start = load_checkpoint(trained["flow2d"][0])
+    tuned = load_checkpoint(train("flow", tmp_path / "tuned", init=trained["flow2d"][0], data="circles", steps=1,
+                                  batch_size=16, lr=1e-12, progress=False))
+    assert tuned.data["source"] == "circles"
+    assert tuned.config.data_mean == start.config.data_mean and tuned.config.data_std == start.config.data_std
+    buffers = {name: value for name, value in tuned.model.state_dict().items() if name.endswith(("mean", "std"))}
+    assert buffers and all(np.allclose(value.numpy(), getattr(tuned.config, f"data_{name.rsplit('.', 1)[1]}"))
+                           for name, value in buffers.items())

@@ -108,6 +108,8 @@ def train(family: str, out: str | Path, data: str | None = None, steps: int | No
         raise ConfigError(f"family {family!r}: expected its Config to have a field {missing[0]}, which edgegen fills "
                           f"from the data ({missing[0]}={from_data[missing[0]]!r} here), found none")
     started = dataclasses.asdict(start.config) if start is not None else {}
+    if start is not None:   # statistics the start's weights hold (a RealNVP's standardization buffers): its own
+        from_data = {k: v for k, v in from_data.items() if k not in getattr(module, "KEPT_FROM_INIT", ())}
     try:
         config = make_config(family, {**started, **from_data, **model_options})
     except ConfigError as exc:   # a given option at odds with the start's others: said as the option's

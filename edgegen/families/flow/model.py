@@ -32,6 +32,11 @@ DEQUANT_LEVELS = 17       # the digits' grey levels 0..16: uniform dequantizatio
 IMAGE_LEVELS = 256        # 8-bit photographs and user images
 
 
+# train --init keeps the start's standardization: its weights hold it (RealNVP's mean and std
+# buffers), where the config recorded the new data's beside them
+KEPT_FROM_INIT = ("data_mean", "data_std")
+
+
 @dataclass
 class Config:
     kind: str = "glow"                # "realnvp" (2-D points) or "glow" (images)
