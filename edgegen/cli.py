@@ -1089,7 +1089,8 @@ def _build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("generate", help="sample from a package and write a PNG or JPEG grid (or stream text)")
     p.add_argument("package", help=PACKAGE_HELP)
-    p.add_argument("--n", type=int, default=None, help="samples to draw, for packages that draw a grid of images; "
+    p.add_argument("--n", type=int, default=None, help="samples to draw, for packages that draw a set of them (a "
+                   "grid of images, a flow's points; not text, audio, an upscale or a module's arrays); "
                    "with --image, variations of it (default 16 for a model trained with edgegen, the shipped ones "
                    "included; 1 for a pipeline imported from diffusers)")
     p.add_argument("--seed", type=int, default=None, help="random seed: the same seed gives the same samples "

@@ -1046,7 +1046,7 @@ def gate_variant(family: str, precision: str, fp32, variant, feeds: list[dict], 
         passed = passed and error <= MAX_LOG_DENSITY_ERROR
     if get_family(family).gate == "categorical" and "logits" in names:
         divergence = mean_kl_divergence([r["logits"] for r in reference], [o["logits"] for o in ours])
-        detail.update(kl_nats=round(divergence, 5), max_kl_nats=MAX_KL_NATS)
+        detail.update(kl_nats=float(f"{divergence:.4g}"), max_kl_nats=MAX_KL_NATS)   # 4 figures: 3e-6 is not 0
         passed = passed and divergence <= MAX_KL_NATS
     if get_family(family).gate == "detail":
         kept = detail_kept(get_family(family).gate_base_function(), feeds, reference, ours)

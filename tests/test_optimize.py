@@ -747,6 +747,10 @@ def test_a_sampling_models_variant_must_keep_the_distributions_it_samples_from()
             assert gate.passed is passed and gate.detail["max_kl_nats"] == MAX_KL_NATS
             assert gate.line().endswith(f"KL from fp32's predictions {gate.detail['kl_nats']:.3g} nats "
                                         f"{'<=' if passed else '>'} {MAX_KL_NATS:g}")
+    # a divergence under 5e-6 kept its figures: rounded to 5 places it was said as "0 nats" (helper 130)
+    nudged = logits + rng.normal(0, 1e-3, logits.shape).astype(np.float32)
+    tiny = gate_variant("wavenet", "fp16", fp32, _Outputs({"logits": nudged}), [{}], None)
+    assert 0 < tiny.detail["kl_nats"] < 5e-6 and " 0 nats" not in tiny.line()
     # judged as another family's: PSNR alone; a graph without logits (PixelCNN's links): PSNR alone
     assert gate_variant("vae", "int8", fp32, _Outputs({"logits": moved}), [{}], None).passed
     assert "kl_nats" not in gate_variant("pixelcnn", "int8", _Outputs({"links": logits}), _Outputs({"links": moved}),
