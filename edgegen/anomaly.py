@@ -14,7 +14,7 @@ from .errors import ConfigError, InputError
 from .storage import data_files, refuse_empty
 from .training.data import IMAGE_SUFFIXES, pictures_as_trained
 
-SCORE_CHUNK = 256   # pictures read and scored at once: a folder of thousands is never held whole
+SCORE_VALUES = 1 << 24   # float32 pixel values read and scored at once (64 MB): a folder is never held whole
 DEFAULT_QUANTILE = 0.99
 
 
@@ -57,8 +57,9 @@ def picture_shape(pipe) -> tuple[int, int]:
 def score_pictures(pipe, files: list[Path]) -> np.ndarray:
     """The package's anomaly score of each picture file, float64: higher, less like its training data."""
     channels, side = picture_shape(pipe)
-    scores = [pipe.anomaly_score(pictures_as_trained(files[i:i + SCORE_CHUNK], side, channels))
-              for i in range(0, len(files), SCORE_CHUNK)]
+    chunk = max(1, SCORE_VALUES // (channels * side * side))
+    scores = [pipe.anomaly_score(pictures_as_trained(files[i:i + chunk], side, channels))
+              for i in range(0, len(files), chunk)]
     return np.concatenate(scores).astype(np.float64)
 
 
@@ -76,5 +77,7 @@ def check_threshold(threshold: float) -> float:
 
 
 def calibrated_threshold(pipe, normal: list[Path], quantile: float) -> float:
-    """The score that `quantile` of the normal pictures' scores fall at or below."""
-    return float(np.quantile(score_pictures(pipe, normal), check_quantile(quantile)))
+    """The least normal picture's score that `quantile` of their scores fall at or below: one of
+    them, not between two (numpy's default interpolates, and under 1/(1 - quantile) pictures its
+    threshold flagged the highest normal one)."""
+    return float(np.quantile(score_pictures(pipe, normal), check_quantile(quantile), method="higher"))

@@ -318,7 +318,9 @@ def _bench_package(path, batch, iters, warmup, backend, threads, vs_torch, preci
     if prompt_lookup < 0:
         raise ConfigError(f"--prompt-lookup: expected a number of draft tokens (0 or more), found {prompt_lookup}")
     if backend == "tensorrt":   # a loop that cannot run on its engines, said before they build (minutes)
-        _refuse_tensorrt_for_a_loop(get_family(Package(path, verify_hashes=False).family), generation)
+        from .shipped import resolve as resolve_shipped   # a shipped name, as load() takes it
+
+        _refuse_tensorrt_for_a_loop(get_family(Package(resolve_shipped(path), verify_hashes=False).family), generation)
     pipe = load(path, backend=backend, threads=threads, precision=precision)   # None: load()'s default, as a user's
     threads = session_threads() if threads is None else threads   # that default, named (cpus.py)
     family = get_family(pipe.family)

@@ -38,11 +38,11 @@ EXPORT_MODULES = (*EXPORT_SIDE_MODULES, "sklearn", "skimage", "matplotlib", "dif
 PACKAGE_HELP = "a package directory, or the name of a shipped package (edgegen list)"
 
 
-# commands that take a shipped model's name, resolved before they run (generate resolves its own,
-# after checking its options: a shipped name may export first, which takes a while). None writes its
+# commands that take a shipped model's name, resolved before they run (generate and score resolve their own,
+# after checking their options: a shipped name may export first, which takes a while). None writes its
 # variants into the shared package (optimize refuses a name); build keeps its engines in the package's
 # engine cache, in the user's cache where the package cannot be written (a system-wide install), or --cache-dir.
-NAMED_COMMANDS = ("bench", "info", "check", "build", "score")
+NAMED_COMMANDS = ("bench", "info", "check", "build")
 
 
 def _package_or_name(given: str) -> str:
@@ -84,10 +84,9 @@ def _shipped_but_not_exported(given: str) -> bool:
 
 def _list_families() -> None:
     """Each registered family: its name, where it comes from, what it is; then those left out, and why."""
-    from .families import broken, families, is_built_in
+    from .families import broken, families, source
 
-    rows = [(f.name, "edgegen" if is_built_in(f.name) else f.pipeline.__module__.split(".")[0],
-             f.summary + ("" if f.model else " (no training side)")) for f in families()]
+    rows = [(f.name, source(f.name), f.summary + ("" if f.model else " (no training side)")) for f in families()]
     width = max(len(name) for name, _, _ in rows)
     source = max(len(where) for _, where, _ in rows)
     print("\n".join(f"{name:<{width}}  {where:<{source}}  {summary}" for name, where, summary in rows))
@@ -811,13 +810,14 @@ def _cmd_score(args) -> int:
         raise ConfigError("--threshold: expected either it or --normal (which calibrates one), found both")
     quantile = check_quantile(DEFAULT_QUANTILE if args.quantile is None else args.quantile)
     threshold = None if args.threshold is None else check_threshold(args.threshold)
-    files = picture_files(args.pictures, "picture")   # before the package loads
+    files = picture_files(args.pictures, "picture")   # before the package loads, or a shipped name's first export
     normal = picture_files([args.normal], "--normal") if args.normal is not None else []
+    args.package = _package_or_name(args.package)
     pipe = load(args.package, backend=args.backend, threads=args.threads, precision=args.precision)
     if normal:
         threshold = calibrated_threshold(pipe, normal, quantile)
     scores = score_pictures(pipe, files)
-    above = [threshold is not None and bool(score > threshold) for score in scores]
+    above = [None if threshold is None else bool(score > threshold) for score in scores]
     calibration = {"normal": str(args.normal), "pictures": len(normal), "quantile": quantile} if normal else None
     if args.json:
         print(json.dumps({"report": SCORE_REPORT, "package": str(args.package), "precision": args.precision,
@@ -830,7 +830,7 @@ def _cmd_score(args) -> int:
                   f"pictures in {str(args.normal)!r}")
         width = max(len(f"{score:.6g}") for score in scores)
         for path, score, flag in zip(files, scores, above):
-            column = "" if threshold is None else "above  " if flag else "       "
+            column = "" if flag is None else "above  " if flag else "       "
             print(f"{score:>{width}.6g}  {column}{path}")
         if threshold is not None:
             print(f"{sum(above)} of {len(files)} pictures score above {threshold:.6g}")
@@ -936,9 +936,13 @@ class _OptionsThatDoNotFit(ConfigError):
 def _add_family_options(parser, command: str, declared: dict) -> None:
     """One flag per option name across the registered families, its help naming the families
     that take it; defaults stay None here so that a flag given to a family without it is found.
-    Called after the command's own flags, which a family's may not take."""
+    Called after the command's own flags, which a family's may not take. Built-ins come first,
+    whatever a plugin's `order`: where a plugin's option does not fit one of theirs, the plugin is
+    the one left out."""
+    from .families import is_built_in
+
     users: dict = {}
-    for family, options in declared.items():
+    for family, options in sorted(declared.items(), key=lambda item: not is_built_in(item[0])):   # a stable sort
         for option in options:
             users.setdefault(option.dest, []).append((family, option))
     group = parser.add_argument_group(f"family options (each family's own; {command} refuses the others')")
@@ -953,7 +957,8 @@ def _add_family_options(parser, command: str, declared: dict) -> None:
         if kwargs.get("action") == "store_true":
             kwargs["default"] = None
         kwargs.setdefault("action", _GivenOnce)
-        if any(first.flag in action.option_strings for action in parser._actions):
+        # --batch_size is read into batch_size, which --batch-size of the command's own fills too
+        if any(first.flag in action.option_strings or action.dest == dest for action in parser._actions):
             raise _OptionsThatDoNotFit(taken[0][0], f"option {first.flag} expected a name of its own, found one that "
                                                     f"edgegen {command} already has")
         try:
@@ -1270,7 +1275,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("list", help="the shipped models, by name (edgegen generate NAME)")
     p.add_argument("--families", action="store_true", help="the families instead: edgegen's own and those installed "
-                   "packages register (edgegen train FAMILY), and entry points that failed to load")
+                   "packages register (edgegen train FAMILY), and those left out, with why")
     p.set_defaults(func=_cmd_list)
 
     p = sub.add_parser("cache", help="what edgegen keeps in the user's cache, and which of it is stale",

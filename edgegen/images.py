@@ -184,11 +184,12 @@ def read_picture(path: str | os.PathLike, least_side: int | None = None, what: s
 
 
 def warn_of_sixteen_bit_colour(image: Image.Image, what: str) -> None:
-    """Pillow reads a 16-bit colour PNG (48 or 64 bits a pixel) as 8-bit RGB(A), its high bytes
+    """Pillow reads a 16-bit colour PNG or TIFF (48 or 64 bits a pixel) as 8-bit RGB(A), its high bytes
     alone: said, since the picture's depth is lost (16-bit grey keeps its depth; a uint16 array
     of the pixels keeps a colour picture's). Known from the file's tiles, before load() drops them."""
     raw = [tile[3] for tile in getattr(image, "tile", None) or () if len(tile) > 3]
-    if image.mode in ("RGB", "RGBA") and any(isinstance(r, str) and r.endswith(";16B") for r in raw):
+    raw = [r[0] if isinstance(r, tuple) and r else r for r in raw]   # a TIFF's ("RGB;16L", 0, 1), a PNG's "RGB;16B"
+    if image.mode in ("RGB", "RGBA") and any(isinstance(r, str) and ";16" in r for r in raw):
         warnings.warn(f"{what}: a 16-bit colour picture, read at 8 bits a channel (Pillow has no 16-bit RGB mode): "
                       "pass its pixels as a uint16 [height, width, 3] array to keep 16 bits", EdgegenWarning,
                       stacklevel=3)

@@ -394,7 +394,8 @@ def test_shipped_wavenet_log_prob_separates_tones_from_noise(shipped_package):
         pipe.generate(10, seed=0, temperature=0)   # no greedy mode to point to
 
 
-def test_generate_and_bench_refuse_tensorrt_for_wavenets_fast_loop_before_loading(wavenet, tmp_path, capsys):
+def test_generate_and_bench_refuse_tensorrt_for_wavenets_fast_loop_before_loading(wavenet, shipped_package, tmp_path,
+                                                                                  capsys):
     """The fast loop binds ONNX Runtime's IO: on TensorRT's own backend generate failed every time
     (after its engines built, minutes on a device), as triton already refused (helper 130)."""
     out = tmp_path / "chord.wav"
@@ -406,6 +407,12 @@ def test_generate_and_bench_refuse_tensorrt_for_wavenets_fast_loop_before_loadin
     assert "or its graphs alone on TensorRT with --no-generation" in capsys.readouterr().err
     assert main(["bench", str(wavenet["pkg"]), "--backend", "tensorrt", "--no-generation"]) == 2   # its graphs: on to
     assert "fast generation's queues" not in capsys.readouterr().err                              # TensorRT (none here)
+    from edgegen.bench import bench_package
+    from edgegen.errors import ConfigError
+
+    shipped_package("wavenet-tones")   # exported: its name is read as load() reads it (helper 133: "no such path")
+    with pytest.raises(ConfigError, match="fast generation's queues cannot use"):
+        bench_package("wavenet-tones", backend="tensorrt")
 
 
 def test_wavenet_cli_writes_a_wav_and_trains_on_a_wav_folder(wavenet, pixelcnn, tmp_path, capsys):
@@ -454,7 +461,8 @@ def test_optimize_judges_each_graphs_speed_at_the_call_generation_makes(pixelcnn
         # the tensorrt target keeps every variant that passes its gate, whatever its speed here
         optimize_package(pkg, "fp16", checkpoint=fixture["ckpt"], target="tensorrt", progress=lambda *a: None)
         variants = json.loads((pkg / "edgegen.json").read_text())["variants"]["fp16"]
-        calls[name] = {part: record["speed_measured_at"] for part, record in variants.items()}
+        # the call timed, before what else the timing says (", timed twice ...")
+        calls[name] = {part: record["speed_measured_at"].split(", timed")[0] for part, record in variants.items()}
     assert calls == {"wavenet": {"network": "batch 1, samples 8000", "step": "batch 1"},
                      "pixelcnn": {"network": "batch 8", "row": "batch 8", "links": "batch 8, rows 8"}}
     # each logits graph's gate now records its distributions' KL divergence; a variant written before

@@ -145,7 +145,7 @@ def test_an_outside_family_through_the_command_line_with_no_edit_to_edgegen(tmp_
         assert result.returncode == 0, (args, result.stderr[-2000:])
     assert (tmp_path / "s.png").stat().st_size > 0
     listed = edgegen("list", "--families").stdout.splitlines()
-    assert [line.split()[:2] for line in listed if line.startswith("pca ")] == [["pca", "edgegen_pca"]]
+    assert [line.split()[:2] for line in listed if line.startswith("pca ")] == [["pca", "edgegen-pca"]]
     assert "| decoder | torch eager |" in (tmp_path / "demo" / "index.md").read_text()
     refused = edgegen("generate", "pkg", "--steps", "3", "--out", "t.png")
     assert refused.returncode == 2 and "--steps: expected an option of pca packages (--spread), found it" in refused.stderr
@@ -177,7 +177,7 @@ def test_a_broken_outside_package_is_reported_for_its_own_family_only(monkeypatc
                                                  r"ModuleNotFoundError"):
         families.get("brokenfam")
     # its family asked for by its own name, which its entry point's key is not: the failure is said too (helper 131)
-    said = (r"family 'mine': expected one of .*, found 'mine'; entry points that failed to load: 'brokenfam' \(its "
+    said = (r"family 'mine': expected one of .*, found 'mine'; left out: 'brokenfam' \(its "
             r"package's entry point 'brokenfam' \(edgegen_no_such_package:FAMILY\) of edgegen.families failed to load: "
             r"ModuleNotFoundError")
     with pytest.raises(UnknownFamilyError, match=said):
@@ -304,6 +304,17 @@ def test_a_family_option_that_reads_a_shared_flag_otherwise_leaves_that_family_o
     assert ("family 'floatsteps': option --steps expected to be read as --steps of family 'diffusion' is (type int, "
             "action store), which shares its name, found type float, action store: give it a name of its own") \
         in left_out_by_the_command_line(floating, capsys, monkeypatch)
+    # listed before the built-ins (order 0), it is still the one left out: the built-in was blamed, and every
+    # command exited 2 (helper 133)
+    early = dataclasses.replace(floating, name="early", order=0)
+    assert "family 'early': option --steps expected to be read as --steps of family 'diffusion'" in \
+        left_out_by_the_command_line(early, capsys, monkeypatch)
+    # a flag whose dest is the command's own (--batch_size for train's --batch-size): it took train's value over
+    underscored = families.Family("underscored", "a family with --batch_size", edgegen_pca.PCAPipeline,
+                                  edgegen_pca.PCAConfig, model="edgegen_pca.model",
+                                  train_options=(families.Option("--batch_size", "batch_size", "its own"),))
+    assert "option --batch_size expected a name of its own, found one that edgegen train already has" in \
+        left_out_by_the_command_line(underscored, capsys, monkeypatch)
     from edgegen.cli import _refuse_a_shared_flag_read_otherwise
 
     def option(**kwargs):

@@ -464,6 +464,14 @@ def test_the_shipped_x4_model_beats_bicubic_on_held_out_photographs_and_its_int8
     assert record["gate"]["passed"] and "file" in record
     assert record["gate"]["detail_db"] >= record["gate"]["min_detail_db"] == 15
     assert "learned detail kept at" in record["gate"]["line"]
+    # a variant written before the check (PSNR alone) is said at each load, as the KL gate's are
+    manifest = json.loads((copy / "edgegen.json").read_text())
+    manifest["variants"]["int8"]["upscaler"]["gate"].pop("detail_db")
+    (copy / "edgegen.json").write_text(json.dumps(manifest))
+    with pytest.warns(edgegen.PrecisionWarning, match=r"int8 variant of upscaler in .*: expected a gate record of the "
+                                                      r"learned detail it keeps .*found one of PSNR alone .*: run edgegen "
+                                                      r"optimize --precision int8 again"):
+        edgegen.load(copy, precision="int8", backend="ort-cpu")
     # a "variant" that drops the learned correction, the bilinear upscale alone: it passed the PSNR bar (32 dB
     # against 30), as bicubic did (helper 128); the gate now judges what the model adds to its base
     from edgegen.families.sr.data import held_out_crops
@@ -517,6 +525,20 @@ def test_pictures_the_upscaler_cannot_take_whole_are_said(package, tmp_path, cap
         with Image.open(tmp_path / "deep.png") as image:
             assert pipe.upscale(image).mode == "RGB"
     assert pipe.upscale(pixels).dtype == np.uint16   # the array keeps its 16 bits, and says nothing
+    import warnings
+
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "grey16.tif", pixels[:, :, 0])   # 16-bit grey keeps its depth: nothing to say
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with Image.open(tmp_path / "grey16.tif") as image:
+            assert pipe.upscale(image).mode == "I;16"
+
+    tifffile.imwrite(tmp_path / "deep.tif", pixels)   # a TIFF's tile names its raw mode in a tuple (helper 133)
+    with pytest.warns(EdgegenWarning, match="a 16-bit colour picture"):
+        with Image.open(tmp_path / "deep.tif") as image:
+            pipe.upscale(image)
     assert main(["upscale", str(tmp_path / "deep.png"), "--package", str(package), "--out", str(tmp_path / "up.png")]) == 0
     assert f"warning: image {str(tmp_path / 'deep.png')!r}: a 16-bit colour picture" in capsys.readouterr().err
     for size in ((0, 0), (0, 5)):

@@ -410,6 +410,7 @@ _REGISTRY: dict[str, Family] = {}
 # a family's name (or, where it never loaded, its entry point's) -> why edgegen left it out (said when it is asked for)
 _BROKEN: dict[str, str] = {}
 _BUILT_IN: set[str] = set()        # the families of edgegen's own folders
+_DISTRIBUTIONS: dict[str, str] = {}   # a plugin family's name -> the installed distribution whose entry point named it
 _DISCOVERED = False                # set once discovery has finished, so a reader sees every family
 _DISCOVERING = False               # True while this process's one discovery runs (its own imports may ask)
 _DISCOVERY_LOCK = threading.RLock()
@@ -465,6 +466,7 @@ def _import_families() -> None:
             continue
         try:
             register(family)
+            _DISTRIBUTIONS[family.name] = point.dist.name if getattr(point, "dist", None) else point.value
         except ConfigError as exc:
             _BROKEN[point.name] = str(exc)
             # its name taken (a built-in's): asked for by that name, the other family answers, so said now
@@ -488,6 +490,14 @@ def is_built_in(name: str) -> bool:
     return name in _BUILT_IN
 
 
+def source(name: str) -> str:
+    """Where a registered family comes from: edgegen, the distribution whose entry point names it,
+    or (registered by a call) the module of its pipeline."""
+    if is_built_in(name):
+        return "edgegen"
+    return _DISTRIBUTIONS.get(name) or f"registered by {get(name).pipeline.__module__}"
+
+
 def broken() -> dict[str, str]:
     """Families (or entry points) edgegen left out, and why."""
     _discover()
@@ -495,10 +505,10 @@ def broken() -> dict[str, str]:
 
 
 def unloaded() -> str:
-    """Said beside an unknown family's name: the entry points that failed to load, one of which
-    may be it under another key ("" where none did)."""
+    """Said beside an unknown family's name: the families and entry points edgegen left out, one
+    of which may be it under another key ("" where none was)."""
     failed = [f"{name!r} ({why})" for name, why in broken().items()]
-    return f"; entry points that failed to load: {'; '.join(failed)}" if failed else ""
+    return f"; left out: {'; '.join(failed)}" if failed else ""
 
 
 def families() -> list[Family]:

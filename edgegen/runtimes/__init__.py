@@ -46,7 +46,7 @@ def open_sessions(package: Package, backend: str = "auto", threads: int | None =
     if concrete == "ort-cpu":
         _warn_if_slower_than_fp32(package, precision)
     if precision != "fp32":
-        _warn_if_gated_before_kl(package, precision)
+        _warn_if_gated_before_its_check(package, precision)
     sessions = {}
     for part, entry in package.graphs.items():
         record = package.variant_files(precision).get(part, {})
@@ -86,25 +86,34 @@ def _warn_if_slower_than_fp32(package: Package, precision: str) -> None:
                     "likely the faster", PrecisionWarning)
 
 
-def _warn_if_gated_before_kl(package: Package, precision: str) -> None:
-    """A WaveNet's or PixelCNN's logits variant written before its gate also bounded the KL divergence
-    of its distributions (2026-12-06): its PSNR passed a variant whose sampling moved (wavenet-tones'
-    int8 network), and a refused re-run keeps it, so it is said each load."""
+# a gate kind's check beside PSNR that variants written before it (2026-12-06) lack: (the gate
+# record's figure, what it measures, the outputs it judges (None: every graph's))
+CHECKS_ADDED_TO_PSNR = {"categorical": ("kl_nats", "its distributions' KL divergence from fp32's", "logits"),
+                        "detail": ("detail_db", "the learned detail it keeps (the part its network adds to its "
+                                                "input's bilinear upscale)", None)}
+
+
+def _warn_if_gated_before_its_check(package: Package, precision: str) -> None:
+    """A variant written before its family's gate checked more than PSNR: a WaveNet's or PixelCNN's
+    logits variant before the KL divergence of its distributions (its PSNR passed a variant whose
+    sampling moved: wavenet-tones' int8 network), an SR variant before the learned detail kept
+    (the bilinear upscale alone passed PSNR). A refused re-run keeps it, so it is said each load."""
     from ..families import get
 
-    if get(package.family).gate != "categorical":
+    if (check := CHECKS_ADDED_TO_PSNR.get(get(package.family).gate)) is None:
         return
+    figure, measure, output = check
     records = package.variant_files(precision)
     unjudged = sorted(part for part, record in records.items()
-                      if "logits" in {o.name for o in package.graphs[part].outputs}
-                      and "kl_nats" not in (record.get("gate") or {}))
+                      if (output is None or output in {o.name for o in package.graphs[part].outputs})
+                      and figure not in (record.get("gate") or {}))
     if unjudged:
         advice = ("a later optimize's gate refused it (edgegen info says why): export the package again to be rid of "
                   "it" if any("last_refused" in records[part] for part in unjudged) else
                   f"run edgegen optimize --precision {precision} again to judge it")
         warn_caller(f"{precision} variant of {', '.join(unjudged)} in {str(package.path)!r}: expected a gate record of "
-                    "its distributions' KL divergence from fp32's, found one of PSNR alone (written before that "
-                    f"check): {advice} (docs/upgrading.md)", PrecisionWarning)
+                    f"{measure}, found one of PSNR alone (written before that check): {advice} (docs/upgrading.md)",
+                    PrecisionWarning)
 
 
 def _warn_if_int8_saturates(package: Package) -> None:

@@ -327,8 +327,9 @@ def class_labels(labels, n: int, num_classes: int, null_label: int | None, what:
     if array.size == 0:   # before its dtype: an empty list is numpy's float64
         raise InputError(f"{what}: expected one class id or {n} of them, found none (shape {list(array.shape)})")
     if array.dtype == object and all(isinstance(v, int) and not isinstance(v, bool) for v in array.reshape(-1)):
-        outside = [v for v in array.reshape(-1) if not 0 <= v < num_classes]   # Python ints past int64 (10**20)
-        raise InputError(f"{what}: expected class ids from 0 to {num_classes - 1}, found {outside[0] if outside else array}")
+        if outside := [v for v in array.reshape(-1) if not 0 <= v < num_classes]:   # Python ints past int64 (10**20)
+            raise InputError(f"{what}: expected class ids from 0 to {num_classes - 1}, found {outside[0]}")
+        array = array.astype(np.int64)   # ids in range, in an object array of the caller's
     if array.dtype.kind not in "iu":
         raise InputError(f"{what}: expected integer class ids, found dtype {array.dtype}")
     if array.ndim > 1 or (array.ndim == 1 and len(array) != n):
