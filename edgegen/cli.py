@@ -87,11 +87,10 @@ def _list_families() -> None:
     from .families import broken, families, source
 
     rows = [(f.name, source(f.name), f.summary + ("" if f.model else " (no training side)")) for f in families()]
-    width = max(len(name) for name, _, _ in rows)
-    source = max(len(where) for _, where, _ in rows)
-    print("\n".join(f"{name:<{width}}  {where:<{source}}  {summary}" for name, where, summary in rows))
+    width, where_width = (max(len(row[i]) for row in rows) for i in (0, 1))
+    print("\n".join(f"{name:<{width}}  {where:<{where_width}}  {summary}" for name, where, summary in rows))
     for name, why in broken().items():
-        print(f"{name:<{width}}  {'left out':<{source}}  {why}")
+        print(f"{name:<{width}}  {'left out':<{where_width}}  {why}")
 
 
 def _cmd_list(args) -> None:
@@ -1206,8 +1205,8 @@ def _build_parser() -> argparse.ArgumentParser:
                         "precision is in the graph)")
     p.add_argument("--profile", action="append", default=None, metavar="NAME=MIN:OPT:MAX",
                    help="optimization profile of a dynamic dim (default, which edgegen check shows: MIN the "
-                        "least size the package takes (1; a past cache 0), OPT the family's typical size (the runtime's default call: 1 where it "
-                        "names none), MAX the package's limit (batch 16))")
+                        "least size the package takes (1; a past cache 0), OPT the family's typical size (the "
+                        "runtime's default call: 1 where it names none), MAX the package's limit (batch 16))")
     p.add_argument("--cache-dir", default=None, help="engine cache folder, as edgegen.load's cache_dir: the engines go "
                    "in its tensorrt/ (default: PACKAGE/.edgegen-cache, or ~/.cache/edgegen/engines/NAME-HASH for a "
                    "package this user cannot write in)")
