@@ -974,7 +974,7 @@ def _speed_verdict(record: dict, precision: str, target: str, call: str, form, f
     if speed >= (MIN_SPEEDUP + VERDICT_MARGIN if target == "ort-cpu" else SLOWER):
         speed, first = min(speed, speedup_of_calls(*calls)), "the lower of two timings"
         call += (", timed twice (its first timing would keep it), the lower figure judging" if target == "ort-cpu" else
-                 f", timed twice (its first timing, {SLOWER:g}x or more, would hide load's warning of a variant "
+                 f", timed twice (its first timing, {SLOWER:g}x or more, would hide load's warning that it runs "
                  "slower than fp32), the lower figure recorded")
     if target == "ort-cpu" and abs(speed - MIN_SPEEDUP) < VERDICT_MARGIN:
         speed = speedup_of_calls(*calls, rounds=VERDICT_ROUNDS)

@@ -824,7 +824,7 @@ def test_a_variant_made_for_tensorrt_and_timed_slower_on_the_cpu_is_said_when_th
     (record,) = optimize_package(pkg, "fp16", target="tensorrt", progress=lambda line: None).values()
     assert record["speedup_ort_cpu"] == 0.94 and "file" in record
     assert record["speed_measured_at"].endswith(", timed twice (its first timing, 0.9x or more, would hide load's "
-                                                "warning of a variant slower than fp32), the lower figure recorded")
+                                                "warning that it runs slower than fp32), the lower figure recorded")
     first_then = iter([1.05, 0.85])   # above the warning's 0.9x, not above the keep's 1.1x: timed again all the same
     (record,) = optimize_package(pkg, "fp16", target="tensorrt", progress=lambda line: None).values()
     assert record["speedup_ort_cpu"] == 0.85
