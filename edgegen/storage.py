@@ -27,10 +27,11 @@ import signal
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from .errors import ConfigError, DataError, OutputExistsError, PackageBusyError
+from .errors import ConfigError, DataError, EdgegenWarning, OutputExistsError, PackageBusyError
 
 LOCK_POLL_S = 0.2
 LOCK_SAY_EVERY_S = 60.0   # a writer waiting on another says so again this often (a CI log of a hung holder)
@@ -411,6 +412,11 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(error, os.strerror(error), str(b))
 
 
+# what marks an output edgegen writes (a package, a checkpoint, a Triton model folder, a demo): a
+# folder named as an earlier edgegen's moved-aside output that holds one is said, never taken
+EARLIER_MARKS = ("edgegen.json", "weights.safetensors", "config.pbtxt", "results.json")
+
+
 def clean_leftovers(out: Path) -> list[Path]:
     """Remove what killed writers of `out` left beside it: its staging directories
     (.NAME.XXXXXXXX.partial, mkdtemp's names) and old outputs moved aside (.NAME.edgegen-PID.old). An old
@@ -419,11 +425,17 @@ def clean_leftovers(out: Path) -> list[Path]:
     holder of `out`'s writer lock calls this, so none belongs to a live writer."""
     name = re.escape(out.name)
     staging, moved = re.compile(rf"^\.{name}\.[a-z0-9_]{{8}}\.partial$"), re.compile(rf"^\.{name}\.edgegen-\d+\.old$")
+    earlier = re.compile(rf"^\.{name}\.\d+\.old$")   # an edgegen before 2026-12-06 named it so, as a user may
     removed = []
     with contextlib.suppress(FileNotFoundError):
         for entry in sorted(out.parent.iterdir()):
             if not entry.is_dir() or entry.is_symlink():
                 continue
+            if earlier.match(entry.name) and (mark := next((m for m in EARLIER_MARKS if (entry / m).is_file()), None)):
+                warnings.warn(f"{str(entry)!r}: a folder an earlier edgegen may have moved aside while it wrote "
+                              f"{str(out)!r}, killed before it finished (it holds {mark}), or a copy of yours: left as "
+                              f"it is; if it is the old {out.name} you want back, rename it", EdgegenWarning,
+                              stacklevel=2)
             if moved.match(entry.name) and not out.exists():
                 os.replace(entry, out)      # the old output, restored
             elif staging.match(entry.name) or moved.match(entry.name):

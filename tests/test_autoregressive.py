@@ -478,7 +478,8 @@ def test_optimize_judges_each_graphs_speed_at_the_call_generation_makes(pixelcnn
     (tmp_path / "wavenet" / "edgegen.json").write_text(json.dumps(manifest))
     with pytest.warns(edgegen.PrecisionWarning, match=r"fp16 variant of network, step in .*: expected a gate record of "
                                                       r"its distributions' KL divergence from fp32's, found one of PSNR "
-                                                      r"alone .*: run edgegen optimize --precision fp16 again"):
+                                                      r"alone .*: run edgegen optimize --precision fp16 --target tensorrt "
+                                                      r"again"):
         edgegen.load(tmp_path / "wavenet", precision="fp16")
     # and the rows fed are the ones said: the step's first held-out row, not the gate's 8
     from edgegen.optimize import _speed_feeds

@@ -18,7 +18,7 @@ import pytest
 
 import edgegen
 from edgegen import storage
-from edgegen.errors import OutputExistsError, PackageBusyError
+from edgegen.errors import EdgegenWarning, OutputExistsError, PackageBusyError
 from edgegen.export import export_checkpoint
 from edgegen.optimize import optimize_package
 from edgegen.package import Package
@@ -228,6 +228,14 @@ def test_cleaning_touches_only_this_outputs_leftovers_and_restores_a_moved_aside
     assert (tmp_path / ".pkg.20261206.old" / "notes.txt").is_file() and (tmp_path / ".ckpt.20261206.old").is_dir()
     storage.clean_leftovers(tmp_path / "other")   # nothing of its own beside it: the user's copies are not taken
     assert not (tmp_path / "other").exists() and (tmp_path / ".pkg.20261206.old" / "notes.txt").is_file()
+    # one an earlier edgegen named so (the only copy, where a kill came mid-switch) is said, and left (helper 132)
+    (tmp_path / ".ckpt.4242.old").mkdir()
+    (tmp_path / ".ckpt.4242.old" / "weights.safetensors").write_bytes(b"old")
+    with pytest.warns(EdgegenWarning, match=r"\.ckpt\.4242\.old': a folder an earlier edgegen may have moved aside "
+                                            r"while it wrote .*\(it holds weights.safetensors\), or a copy of yours: "
+                                            r"left as it is; if it is the old ckpt you want back, rename it"):
+        storage.clean_leftovers(tmp_path / "ckpt")
+    assert (tmp_path / ".ckpt.4242.old" / "weights.safetensors").is_file()
 
 
 def test_one_lock_however_the_path_is_spelled(tmp_path, monkeypatch):

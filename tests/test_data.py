@@ -384,6 +384,19 @@ def test_a_checkpoint_records_its_data_folder_whole_and_export_says_when_it_is_g
                                         r"nothing at that path \(moved or deleted\?, a path relative to where an earlier "
                                         r"edgegen trained it, which recorded no folder\): give export its new place"):
         export_checkpoint("ckpt", tmp_path / "pkg2")
+    # such a path found here is read from here, said, and recorded whole: optimize from another folder read that
+    # folder's "pics", unrelated pictures, or failed (helper 132)
+    (tmp_path / "moved").rename(tmp_path / "pics")
+    from edgegen.errors import EdgegenWarning
+
+    with pytest.warns(EdgegenWarning, match=rf"data 'pics': a path an earlier edgegen recorded relative to where it "
+                                            rf"trained 'ckpt', read from this folder as '{tmp_path / 'pics'}'"):
+        export_checkpoint("ckpt", tmp_path / "pkg2")
+    assert Package(tmp_path / "pkg2").manifest.provenance["source_checkpoint"]["data"] == str(tmp_path / "pics")
+    (tmp_path / "elsewhere" / "pics").mkdir(parents=True)   # a folder of the same name, elsewhere: never read
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    records = optimize_package(tmp_path / "pkg2", "fp16", target="tensorrt", progress=lambda line: None)
+    assert records and all(r["gate_inputs"] == str(tmp_path / "pics") for r in records.values())
 
 
 def test_sigterm_cleans_up_as_ctrl_c_does(tmp_path):

@@ -229,3 +229,25 @@ def test_a_realnvp_fine_tuned_on_other_points_records_the_standardization_its_we
     buffers = {name: value for name, value in tuned.model.state_dict().items() if name.endswith(("mean", "std"))}
     assert buffers and all(np.allclose(value.numpy(), getattr(tuned.config, f"data_{name.rsplit('.', 1)[1]}"))
                            for name, value in buffers.items())
+
+
+def test_a_flow_variant_judged_before_its_density_check_is_said_at_load(package_copy):
+    """An int8 density graph written by PSNR alone (before 2026-12-05) loaded without a word, though
+    the density check refuses such variants (flow-digits' int8 was up to 29 nats off; helper 132)."""
+    import json
+
+    from edgegen.errors import PrecisionWarning
+    from edgegen.optimize import optimize_package
+
+    pkg = package_copy("flow2d")
+    optimize_package(pkg, "fp16", speed_check=False, progress=lambda line: None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        edgegen.load(pkg, precision="fp16")   # judged by the density check: nothing to say
+    manifest = json.loads((pkg / "edgegen.json").read_text())
+    manifest["variants"]["fp16"]["forward"]["gate"].pop("log_density_error")
+    (pkg / "edgegen.json").write_text(json.dumps(manifest))
+    with pytest.warns(PrecisionWarning, match=r"fp16 variant of forward in .*: expected a gate record of the log "
+                                              r"densities it gives .*found one of PSNR alone .*: run edgegen optimize "
+                                              r"--precision fp16 again to judge it"):
+        edgegen.load(pkg, precision="fp16")

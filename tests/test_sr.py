@@ -166,7 +166,7 @@ def test_transparency_colour_modes_and_16_bit_grey_are_kept(package):
     (np.zeros((8, 8), np.int16), "expected uint8 or uint16 pixels or floats in"),
     (np.zeros((8, 8), bool), "found ndarray of dtype bool"),
     (np.full((8, 8, 3), np.nan, np.float32), "found NaN or Inf"),
-    (np.full((8, 8, 3), 2.0, np.float32), "found values from 2 to 2"),
+    (np.full((8, 8, 3), 2.0, np.float32), "found values from 2.0 to 2.0"),
     (np.zeros((8, 8, 5), np.uint8), r"expected \[height, width\] or \[height, width, 1\|2\|3\|4\]"),
     (np.zeros((0, 8, 3), np.uint8), "found shape"),
     (Image.new("F", (8, 8)), "found mode 'F': floating-point pixels, which have no fixed range"),
@@ -470,7 +470,7 @@ def test_the_shipped_x4_model_beats_bicubic_on_held_out_photographs_and_its_int8
     (copy / "edgegen.json").write_text(json.dumps(manifest))
     with pytest.warns(edgegen.PrecisionWarning, match=r"int8 variant of upscaler in .*: expected a gate record of the "
                                                       r"learned detail it keeps .*found one of PSNR alone .*: run edgegen "
-                                                      r"optimize --precision int8 again"):
+                                                      r"optimize --precision int8 --target tensorrt again"):
         edgegen.load(copy, precision="int8", backend="ort-cpu")
     # a "variant" that drops the learned correction, the bilinear upscale alone: it passed the PSNR bar (32 dB
     # against 30), as bicubic did (helper 128); the gate now judges what the model adds to its base

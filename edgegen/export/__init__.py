@@ -90,9 +90,12 @@ def export_model(ckpt: Checkpoint, out: str | Path, data: str | None = None, ops
         raise ConfigError(f"family {family.name!r}: expected its export spec to make the graphs every {family.name} "
                           f"package has ({', '.join(family.graphs)}), found {', '.join(g.part for g in spec.graphs) or 'none'}"
                           f": {', '.join(missing)} missing")
-    images = None
+    images, gate_data = None, data
     if spec.needs_data:
-        images = spec.load_data(ckpt, data or ckpt.trained_data())
+        source = data or ckpt.trained_data()
+        if data is None and source != ckpt.data.get("source", "digits"):   # an earlier edgegen's relative path, read
+            gate_data = source   # from here: recorded whole, so that optimize reads this folder from anywhere
+        images = spec.load_data(ckpt, source)
     with staged_directory(out, overwrite=overwrite, holds=MANIFEST_NAME, kind=PACKAGE_KIND,
                           reads=[checkpoint] if checkpoint else [], owns=package_files) as stage:
         graphs, failures = {}, []
@@ -123,7 +126,7 @@ def export_model(ckpt: Checkpoint, out: str | Path, data: str | None = None, ops
             graphs=graphs,
             provenance={**provenance(opset, {"path": str(Path(recorded_as or ckpt.path).resolve()),
                                              "weights_sha256": ckpt.weights_sha256,
-                                             **_gate_data(family, data), **_imported_with(checkpoint)},
+                                             **_gate_data(family, gate_data), **_imported_with(checkpoint)},
                                      training=ckpt.training), "files_beside": beside},
         )
         write_manifest(stage, manifest)

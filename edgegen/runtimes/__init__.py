@@ -86,18 +86,23 @@ def _warn_if_slower_than_fp32(package: Package, precision: str) -> None:
                     "likely the faster", PrecisionWarning)
 
 
-# a gate kind's check beside PSNR that variants written before it (2026-12-06) lack: (the gate
-# record's figure, what it measures, the outputs it judges (None: every graph's))
-CHECKS_ADDED_TO_PSNR = {"categorical": ("kl_nats", "its distributions' KL divergence from fp32's", "logits"),
+# a gate kind's check beside PSNR that variants written before it lack: (the gate record's figure,
+# what it measures, the output of the graphs it judges (None: every graph)); a flow's from
+# 2026-12-05, the others' from 2026-12-06
+CHECKS_ADDED_TO_PSNR = {"density": ("log_density_error", "the log densities it gives (anomaly scores rank by them)",
+                                    "logdet"),
+                        "categorical": ("kl_nats", "its distributions' KL divergence from fp32's", "logits"),
                         "detail": ("detail_db", "the learned detail it keeps (the part its network adds to its "
                                                 "input's bilinear upscale)", None)}
 
 
 def _warn_if_gated_before_its_check(package: Package, precision: str) -> None:
-    """A variant written before its family's gate checked more than PSNR: a WaveNet's or PixelCNN's
-    logits variant before the KL divergence of its distributions (its PSNR passed a variant whose
-    sampling moved: wavenet-tones' int8 network), an SR variant before the learned detail kept
-    (the bilinear upscale alone passed PSNR). A refused re-run keeps it, so it is said each load."""
+    """A variant written before its family's gate checked more than PSNR: a flow's density graph
+    before its log densities (flow-digits' int8 passed PSNR up to 29 nats off), a WaveNet's or
+    PixelCNN's logits variant before the KL divergence of its distributions (its PSNR passed a
+    variant whose sampling moved: wavenet-tones' int8 network), an SR variant before the learned
+    detail kept (the bilinear upscale alone passed PSNR). A refused re-run keeps it, so it is said
+    each load."""
     from ..families import get
 
     if (check := CHECKS_ADDED_TO_PSNR.get(get(package.family).gate)) is None:
@@ -108,9 +113,12 @@ def _warn_if_gated_before_its_check(package: Package, precision: str) -> None:
                       if (output is None or output in {o.name for o in package.graphs[part].outputs})
                       and figure not in (record.get("gate") or {}))
     if unjudged:
-        advice = ("a later optimize's gate refused it (edgegen info says why): export the package again to be rid of "
-                  "it" if any("last_refused" in records[part] for part in unjudged) else
-                  f"run edgegen optimize --precision {precision} again to judge it")
+        # again for the target it was made for: the default target's would replace a TensorRT variant
+        targets = sorted({records[part].get("target") or "ort-cpu" for part in unjudged} - {"ort-cpu"})
+        again = f"edgegen optimize --precision {precision}" + "".join(f" --target {t}" for t in targets[:1])
+        advice = ("a later optimize refused what would have replaced it (edgegen info says why): export the package "
+                  "again to be rid of it" if any("last_refused" in records[part] for part in unjudged) else
+                  f"run {again} again to judge it")
         warn_caller(f"{precision} variant of {', '.join(unjudged)} in {str(package.path)!r}: expected a gate record of "
                     f"{measure}, found one of PSNR alone (written before that check): {advice} (docs/upgrading.md)",
                     PrecisionWarning)

@@ -182,8 +182,14 @@ def write_repository(packages: list[str], out: str | Path, options: RepositoryOp
             losses.append(str(exc))
     if losses:
         raise OutputExistsError("; and ".join(losses))
-    for plan in plans:   # every folder checked before any is replaced, a read-only one too
-        refuse_output_folder(out / plan.name, overwrite, MODEL_CONFIG, MODEL_FOLDER, reads, model_folder_files)
+    refused = []   # every folder checked before any is replaced, a read-only one too, and each said in one run
+    for plan in plans:
+        try:
+            refuse_output_folder(out / plan.name, overwrite, MODEL_CONFIG, MODEL_FOLDER, reads, model_folder_files)
+        except OutputExistsError as exc:
+            refused.append(str(exc))
+    if refused:
+        raise OutputExistsError("; and ".join(refused))
     for package, plan in zip(opened, plans):   # built, or found in the cache, before any folder is written
         if plan.backend == "tensorrt":
             _engine(package, plan, options, report)

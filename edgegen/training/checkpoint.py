@@ -8,6 +8,7 @@ import os
 import platform
 import types
 import typing
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .. import __version__
-from ..errors import CheckpointError, ConfigError, DataError, format_mismatch
+from ..errors import CheckpointError, ConfigError, DataError, EdgegenWarning, format_mismatch
 from ..package import CHECKPOINT_WEIGHTS, MANIFEST_NAME, hugging_face_folder, read_json, sha256_file
 from ..shipped import MODELS_DISTRIBUTION, MODELS_INSTALL, SHIPPED_SOURCE, checkpoints_dir
 from ..storage import atomic_write_text, creation_mode, staged_directory
@@ -44,13 +45,20 @@ class Checkpoint:
         is gone."""
         from ..families import get as get_family
 
-        source, gone = data_trained_on(self.data, get_family(self.family).builtin_data)
+        names = get_family(self.family).builtin_data
+        source, gone = data_trained_on(self.data, names)
         if gone:
             relative = "" if Path(source).is_absolute() else (", a path relative to where an earlier edgegen trained "
                                                               "it, which recorded no folder")
             raise DataError(f"data {source!r}: expected the data checkpoint {str(self.path)!r} was trained on there, "
                             f"found nothing at that path (moved or deleted?{relative}): give export its new place with "
                             "--data (optimize then draws from it too), or optimize feeds with --inputs")
+        if not Path(source).is_absolute() and source not in (*names, *IMPORTED_SOURCES):
+            found = str(Path(source).resolve())   # an earlier edgegen's path, as given where it trained: read from here
+            warnings.warn(f"data {source!r}: a path an earlier edgegen recorded relative to where it trained "
+                          f"{str(self.path)!r}, read from this folder as {found!r} (give --data to name the data)",
+                          EdgegenWarning, stacklevel=2)
+            return found
         return source
 
 
