@@ -251,3 +251,8 @@ def test_a_flow_variant_judged_before_its_density_check_is_said_at_load(package_
                                               r"densities it gives .*found one of PSNR alone .*: run edgegen optimize "
                                               r"--precision fp16 again to judge it"):
         edgegen.load(pkg, precision="fp16")
+    # a Triton repository serving it says so too (its server loads it where nobody reads the warning)
+    from edgegen.serving.triton import RepositoryOptions, write_repository
+
+    with pytest.warns(PrecisionWarning, match=r"fp16 variant of forward .*found one of PSNR alone"):
+        write_repository([str(pkg)], pkg.parent / "models", RepositoryOptions(precision="fp16"), report=lambda line: None)

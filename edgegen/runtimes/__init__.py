@@ -32,6 +32,8 @@ def open_sessions(package: Package, backend: str = "auto", threads: int | None =
     concrete = resolve_backend(backend)
     if cache_dir is not None and not isinstance(cache_dir, (str, os.PathLike)):
         raise BackendError(f"cache_dir: expected a folder's path for the TensorRT engines, found {type(cache_dir).__name__}")
+    if precision != "fp32":   # its engines too are built from the variant
+        warn_if_gated_before_its_check(package, precision)
     if concrete == "tensorrt":
         from .engines import open_tensorrt_sessions
 
@@ -45,8 +47,6 @@ def open_sessions(package: Package, backend: str = "auto", threads: int | None =
         _warn_if_int8_saturates(package)
     if concrete == "ort-cpu":
         _warn_if_slower_than_fp32(package, precision)
-    if precision != "fp32":
-        _warn_if_gated_before_its_check(package, precision)
     sessions = {}
     for part, entry in package.graphs.items():
         record = package.variant_files(precision).get(part, {})
@@ -96,7 +96,7 @@ CHECKS_ADDED_TO_PSNR = {"density": ("log_density_error", "the log densities it g
                                                 "input's bilinear upscale)", None)}
 
 
-def _warn_if_gated_before_its_check(package: Package, precision: str) -> None:
+def warn_if_gated_before_its_check(package: Package, precision: str) -> None:
     """A variant written before its family's gate checked more than PSNR: a flow's density graph
     before its log densities (flow-digits' int8 passed PSNR up to 29 nats off), a WaveNet's or
     PixelCNN's logits variant before the KL divergence of its distributions (its PSNR passed a
