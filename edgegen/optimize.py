@@ -338,14 +338,15 @@ def _spec_feeds(package: Package, checkpoint, calibration: int, seed: int) -> di
 
     given = package.manifest.provenance.get("source_checkpoint", {}).get("data")   # export's --data
     with exported_as(load_source_checkpoint(package, checkpoint)) as (ckpt, spec):
-        data = spec.load_data(ckpt, given or ckpt.trained_data()) if spec.needs_data else None
+        # the data read, as recorded: an earlier edgegen's relative path read from here, whole
+        source = given or (ckpt.trained_data() if spec.needs_data else ckpt.data.get("source"))
+        data = spec.load_data(ckpt, source) if spec.needs_data else None
         calibration_data, gate_data = _split_held_out(data)
         feeds = {}
         for graph in spec.graphs:
             rng = np.random.default_rng(seed)
             make = lambda n, d: [graph.feeds(ckpt, BATCH, rng, d) for _ in range(n)]  # noqa: E731
-            feeds[graph.part] = (make(calibration // BATCH, calibration_data), make(GATE_BATCHES, gate_data),
-                                 given or ckpt.data.get("source"))
+            feeds[graph.part] = (make(calibration // BATCH, calibration_data), make(GATE_BATCHES, gate_data), source)
         return feeds
 
 

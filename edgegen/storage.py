@@ -417,6 +417,15 @@ def _exchange(a: Path, b: Path) -> bool:
 EARLIER_MARKS = ("edgegen.json", "weights.safetensors", "config.pbtxt", "results.json")
 
 
+def _holds_file(folder: Path, name: str) -> bool:
+    """Whether `folder` holds the file `name`; False where this user may not look (another user's
+    folder in a shared one: Path.is_file raises PermissionError on Python 3.11)."""
+    try:
+        return (folder / name).is_file()
+    except OSError:
+        return False
+
+
 def clean_leftovers(out: Path) -> list[Path]:
     """Remove what killed writers of `out` left beside it: its staging directories
     (.NAME.XXXXXXXX.partial, mkdtemp's names) and old outputs moved aside (.NAME.edgegen-PID.old). An old
@@ -425,13 +434,15 @@ def clean_leftovers(out: Path) -> list[Path]:
     holder of `out`'s writer lock calls this, so none belongs to a live writer."""
     name = re.escape(out.name)
     staging, moved = re.compile(rf"^\.{name}\.[a-z0-9_]{{8}}\.partial$"), re.compile(rf"^\.{name}\.edgegen-\d+\.old$")
-    earlier = re.compile(rf"^\.{name}\.\d+\.old$")   # an edgegen before 2026-12-06 named it so, as a user may
+    # an edgegen before 2026-12-06 named it so, by its process id (at most 7 digits: Linux's pid_max is
+    # at most 4194304), where a user's dated copy (.vae.20261206.old) has 8
+    earlier = re.compile(rf"^\.{name}\.\d{{1,7}}\.old$")
     removed = []
     with contextlib.suppress(FileNotFoundError):
         for entry in sorted(out.parent.iterdir()):
             if not entry.is_dir() or entry.is_symlink():
                 continue
-            if earlier.match(entry.name) and (mark := next((m for m in EARLIER_MARKS if (entry / m).is_file()), None)):
+            if earlier.match(entry.name) and (mark := next((m for m in EARLIER_MARKS if _holds_file(entry, m)), None)):
                 warnings.warn(f"{str(entry)!r}: a folder an earlier edgegen may have moved aside while it wrote "
                               f"{str(out)!r}, killed before it finished (it holds {mark}), or a copy of yours: left as "
                               f"it is; if it is the old {out.name} you want back, rename it", EdgegenWarning,

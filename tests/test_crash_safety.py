@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import warnings
 
 import pytest
 
@@ -236,6 +237,12 @@ def test_cleaning_touches_only_this_outputs_leftovers_and_restores_a_moved_aside
                                             r"left as it is; if it is the old ckpt you want back, rename it"):
         storage.clean_leftovers(tmp_path / "ckpt")
     assert (tmp_path / ".ckpt.4242.old" / "weights.safetensors").is_file()
+    # a dated copy of the user's (8 digits, no process id) holding the same is not said at every write (helper 134)
+    shutil.rmtree(tmp_path / ".ckpt.4242.old")
+    (tmp_path / ".ckpt.20261206.old" / "weights.safetensors").write_bytes(b"mine")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        storage.clean_leftovers(tmp_path / "ckpt")
 
 
 def test_one_lock_however_the_path_is_spelled(tmp_path, monkeypatch):

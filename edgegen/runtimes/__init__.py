@@ -114,7 +114,7 @@ def warn_if_gated_before_its_check(package: Package, precision: str) -> None:
                       and figure not in (record.get("gate") or {}))
     if unjudged:
         # again for the target it was made for: the default target's would replace a TensorRT variant
-        targets = sorted({records[part].get("target") or "ort-cpu" for part in unjudged} - {"ort-cpu"})
+        targets = _made_for_gpus(records, unjudged)
         again = f"edgegen optimize --precision {precision}" + "".join(f" --target {t}" for t in targets[:1])
         advice = ("a later optimize refused what would have replaced it (edgegen info says why): export the package "
                   "again to be rid of it" if any("last_refused" in records[part] for part in unjudged) else
@@ -122,6 +122,11 @@ def warn_if_gated_before_its_check(package: Package, precision: str) -> None:
         warn_caller(f"{precision} variant of {', '.join(unjudged)} in {str(package.path)!r}: expected a gate record of "
                     f"{measure}, found one of PSNR alone (written before that check): {advice} (docs/upgrading.md)",
                     PrecisionWarning)
+
+
+def _made_for_gpus(records: dict, parts: list[str]) -> list[str]:
+    """The targets other than ort-cpu that these graphs' variant records name (none recorded: ort-cpu)."""
+    return sorted({records[part].get("target") or "ort-cpu" for part in parts} - {"ort-cpu"})
 
 
 def _warn_if_int8_saturates(package: Package) -> None:
@@ -134,7 +139,7 @@ def _warn_if_int8_saturates(package: Package) -> None:
     why = int8_sums_saturate() if eight_bit else None
     if why:
         # one made for TensorRT keeps 8 bits wherever it was made: the advice names the CPU's target
-        made_for = sorted({records[part].get("target") or "ort-cpu" for part in eight_bit} - {"ort-cpu"})
+        made_for = _made_for_gpus(records, eight_bit)
         advice = (f"made for {', '.join(made_for)}, which keeps 8 bits; edgegen optimize --precision int8 --target "
                   "ort-cpu" if made_for else "edgegen optimize --precision int8")
         warn_caller(f"int8 variant of {', '.join(eight_bit)} in {str(package.path)!r}: expected 7-bit weights on {why}, "

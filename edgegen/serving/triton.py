@@ -24,6 +24,7 @@ import json
 import re
 import shutil
 from dataclasses import dataclass
+from typing import Callable
 from pathlib import Path
 
 from ..errors import ConfigError, OutputExistsError, PackageBusyError
@@ -174,23 +175,14 @@ def write_repository(packages: list[str], out: str | Path, options: RepositoryOp
     reads = [p.path for p in opened]   # no model folder replaced may hold a package the run reads
     if out.is_dir():   # first: a model folder it restores (a killed write's only copy) is checked as any other
         _clean_killed_writes(out, report)
-    losses = []   # each folder whose replacement would lose what is not edgegen's, said in one run, not one per run
-    for plan in plans:
-        try:
-            refuse_replacing_other(out / plan.name, MODEL_CONFIG, MODEL_FOLDER, reads, model_folder_files)
-            _refuse_losing_changes(out / plan.name, config_text(plan, options))
-        except OutputExistsError as exc:
-            losses.append(str(exc))
-    if losses:
-        raise OutputExistsError("; and ".join(losses))
-    refused = []   # every folder checked before any is replaced, a read-only one too, and each said in one run
-    for plan in plans:
-        try:
-            refuse_output_folder(out / plan.name, overwrite, MODEL_CONFIG, MODEL_FOLDER, reads, model_folder_files)
-        except OutputExistsError as exc:
-            refused.append(str(exc))
-    if refused:
-        raise OutputExistsError("; and ".join(refused))
+    def losing(plan) -> None:   # what a replacement would lose that is not edgegen's: --force does not help
+        refuse_replacing_other(out / plan.name, MODEL_CONFIG, MODEL_FOLDER, reads, model_folder_files)
+        _refuse_losing_changes(out / plan.name, config_text(plan, options))
+
+    # every folder checked before any is replaced, a read-only one too, each said in one run, not one per run
+    _refused_together(plans, losing)
+    _refused_together(plans, lambda plan: refuse_output_folder(out / plan.name, overwrite, MODEL_CONFIG, MODEL_FOLDER,
+                                                                reads, model_folder_files))
     for package, plan in zip(opened, plans):   # built, or found in the cache, before any folder is written
         if plan.backend == "tensorrt":
             _engine(package, plan, options, report)
@@ -270,6 +262,18 @@ def _refuse_a_changed_config(folder: Path, text: str, written_now: str) -> None:
                                 f"{found}: replacing the folder would lose that; set what you changed with edgegen "
                                 "triton's options (--instances, --max-batch-size, --queue-delay-us, --kind, --threads), "
                                 "or move the folder aside yourself")
+
+
+def _refused_together(plans: list, check: Callable) -> None:
+    """check(plan) for every model folder, its OutputExistsErrors raised as one."""
+    refused = []
+    for plan in plans:
+        try:
+            check(plan)
+        except OutputExistsError as exc:
+            refused.append(str(exc))
+    if refused:
+        raise OutputExistsError("; and ".join(refused))
 
 
 def _aside(folder: Path) -> Path:

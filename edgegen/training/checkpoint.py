@@ -56,7 +56,8 @@ class Checkpoint:
         if not Path(source).is_absolute() and source not in (*names, *IMPORTED_SOURCES):
             found = str(Path(source).resolve())   # an earlier edgegen's path, as given where it trained: read from here
             warnings.warn(f"data {source!r}: a path an earlier edgegen recorded relative to where it trained "
-                          f"{str(self.path)!r}, read from this folder as {found!r} (give --data to name the data)",
+                          f"{str(self.path)!r}, read from this folder as {found!r} (give export --data to name the "
+                          "data, or optimize --inputs)",
                           EdgegenWarning, stacklevel=2)
             return found
         return source
