@@ -299,7 +299,8 @@ def _step(trainer, model, step: int, lr: float, x, labels) -> dict[str, float]:
     except RuntimeError:
         _require_finite_weights(model, step, lr)   # a failure of diverged weights is named so; any other stays
         raise
-    _refuse_losses_not_numbers(trainer, losses)
+    if step == 1:   # the trainer's code is the same every step: judged once, not in the loop's every turn
+        _refuse_losses_not_numbers(trainer, losses)
     diverged = sorted(k for k, v in losses.items() if not math.isfinite(v))
     if diverged:
         raise TrainingError(f"training: expected finite losses, found {', '.join(diverged)} = nan or inf at step {step} "
