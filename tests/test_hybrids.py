@@ -208,6 +208,8 @@ def test_stylegan_graphs_and_what_users_do_with_them(stylegan):
             pipe.noise(n)
     with pytest.raises(InputError, match=r"ws: expected shape \[n, 8, 16\]"):
         pipe.synthesize(np.zeros((2, 3, 16), np.float32))
+    with pytest.raises(InputError, match=r"ws: expected shape \[n, 16\] or \[n, 8, 16\], found \[16\] \(one w: ws\[None\]\)"):
+        pipe.synthesize(np.zeros(16, np.float32))   # was told [n, 8, 16] alone
 
 
 def test_modulated_convolution_is_stylegan2s_weight_modulation():
