@@ -121,7 +121,8 @@ def main() -> None:
               "Held-out digits, bits per dimension (8x8, 17 grey levels; lower is better): " +
               ", ".join(f"{k} {v:.3f}" for k, v in report["digits_bits_per_dim"].items()), "",
               "Throughput at batch 256 (samples/s = 256 / p50 latency; forward = density, inverse = sampling), "
-              "each flow measured by `edgegen bench PKG --batch 256 --iters 100 --vs-torch CKPT` in a fresh process:", "",
+              "each flow timed as `edgegen bench PKG --batch 256 --iters 100 --vs-torch CKPT` times it, in a fresh process "
+              "(bench's own table gives samples/s from the mean):", "",
               "| flow | graph | edgegen ort-cpu | torch eager | ratio (p50) |", "|---|---|---|---|---|"]
     for name, row in report["throughput"].items():
         for graph in ("forward", "inverse"):

@@ -368,6 +368,8 @@ def _bench_package(path, batch, iters, warmup, backend, threads, vs_torch, preci
         engines.update({(part, "torch eager"): fn for part, fn in runners.items()})
     timings = interleaved_timings(engines, iters, warmup)
     results = _results(timings, lambda stats: batch * 1e3 / stats["mean_ms"])
+    for row in results:   # a loop's step graph makes a step of each row, not the row's sample
+        row["unit"] = f"{family.bench_row} steps" if row["graph"] in family.step_graphs else f"{family.bench_row}s"
     energy_note = add_energy(results, engines, batch) if energy else "not asked for"
     for row in results:   # image outputs: megapixels made per second, the figure that compares tile sizes
         if pixels[row["graph"]]:
@@ -544,7 +546,7 @@ def bench_generation(pipe, path, batch: int, iters: int, warmup: int, threads: i
         steps = max(len(row) for row in made)
         engines[("generate", "torch eager")], versions["torch"] = torch_generation(vs_torch, pipe, prompts, steps, threads)
     timings = interleaved_timings(engines, calls, max(1, warmup // 10))
-    results = _results(timings, lambda stats: generated * 1e3 / stats["p50_ms"])
+    results = [{**row, "unit": "tokens"} for row in _results(timings, lambda stats: generated * 1e3 / stats["p50_ms"])]
     energy_note = add_energy(results, engines, generated) if energy else "not asked for"   # a result: a token
     ratios = {}
     if vs_torch is not None:
@@ -672,12 +674,14 @@ def torch_generation(checkpoint, pipe, prompts: list[list[int]], new_tokens: int
 
 def format_table(report: dict) -> str:
     result = "token" if "generation" in report else report.get("row", "sample")
-    unit = f"{result}s/s"
+    units = {r.get("unit", f"{result}s") for r in report["results"]}
+    # rows of other units (a denoiser's steps beside a decoder's samples): each rate says its own
+    unit = f"{next(iter(units))}/s" if len(units) == 1 else "rate"
     megapixels = any("megapixels_per_s" in r for r in report["results"])
     energy = any("watts" in r for r in report["results"])
     basis = "p50" if "generation" in report else "mean"   # a token loop's figures are per p50 call, as the issue's
     head = (f"| graph | engine | p50 ms | p90 ms | p99 ms | mean ms | min ms | {unit} (from the {basis}) |" + (" MP/s |" if megapixels else "")
-            + (f" W | mJ/{result} |" if energy else ""))
+            + (f" W | mJ/{next(iter(units))[:-1] if len(units) == 1 else 'row'} |" if energy else ""))
     lines = [head + " vs torch |", "|" + "---|" * (9 + megapixels + 2 * energy)]
     torch_p50 = {r["graph"]: r["p50_ms"] for r in report["results"] if r["engine"].startswith("torch")}
     for r in report["results"]:   # each row's own ratio: a prompt-lookup row beside the plain loop's has its own
@@ -686,7 +690,8 @@ def format_table(report: dict) -> str:
         mp = (f" {r['megapixels_per_s']:.2f} |" if "megapixels_per_s" in r else " |") if megapixels else ""   # not an image: blank
         joules = f" {r['watts']:.2f} | {r['joules_per_result'] * 1e3:.3f} |" if energy else ""
         lines.append(f"| {r['graph']} | {r['engine']} | {r['p50_ms']:.3f} | {r['p90_ms']:.3f} | {r['p99_ms']:.3f} | "
-                     f"{r['mean_ms']:.3f} | {r['min_ms']:.3f} | {rate_text(r['throughput_per_s'])} |{mp}{joules} "
+                     f"{r['mean_ms']:.3f} | {r['min_ms']:.3f} | {rate_text(r['throughput_per_s'])}"
+                     f"{'' if len(units) == 1 else ' ' + r.get('unit', f'{result}s') + '/s'} |{mp}{joules} "
                      f"{f'{ratio:.2f}x' if ratio else ''} |")
     if not energy and report.get("energy"):   # a paragraph of its own: right under the table it reads as its last row
         lines += ["", f"energy: not measured: {report['energy']}"]

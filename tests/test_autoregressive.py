@@ -431,14 +431,21 @@ def test_wavenet_cli_writes_a_wav_and_trains_on_a_wav_folder(wavenet, pixelcnn, 
     assert not (tmp_path / ".wav").exists()   # a hidden file of no name
     # bench times the calls the runtime makes: a second through the network (it timed 1 sample), and
     # PixelCNN's links over the whole image (1 row)
-    for package, shapes, rate in ((wavenet["pkg"], {"samples": 8000}, "clips/s"),
-                                  (pixelcnn["pkg"], {"rows": 8}, "samples/s")):
+    for package, shapes, rates in ((wavenet["pkg"], {"samples": 8000}, {"network": "clips/s", "step": "clip steps/s"}),
+                                   (pixelcnn["pkg"], {"rows": 8}, {"network": "samples/s", "links": "sample steps/s",
+                                                                   "row": "sample steps/s"})):
         capsys.readouterr()
         assert main(["bench", str(package), "--iters", "2", "--warmup", "1", "--no-generation", "--no-energy", "--json",
                      str(tmp_path / "bench.json")]) == 0
         assert json.loads((tmp_path / "bench.json").read_text())["shapes"] == shapes
-        # a WaveNet row is a clip: "samples/s" beside its 8000 audio samples read as those
-        assert f"| min ms | {rate} (from the mean) |" in capsys.readouterr().out
+        # a WaveNet row is a clip: "samples/s" beside its 8000 audio samples read as those; a step graph's
+        # call makes one step of each row, not the row's clip or image (its 4630 "clips/s" were steps)
+        out = capsys.readouterr().out
+        assert "| min ms | rate (from the mean) |" in out
+        for graph, rate in rates.items():
+            assert re.search(rf"^\| {graph} \| edgegen ort-cpu \| .* \| [0-9.]+ {rate} \|", out, re.M), (graph, out)
+        units = {r["graph"]: r["unit"] for r in json.loads((tmp_path / "bench.json").read_text())["results"]}
+        assert units == {graph: rate[:-2] for graph, rate in rates.items()}
     assert main(["generate", str(wavenet["pkg"]), "--seconds", "0.05", "--label", "9", "--out", str(out)]) == 2
     folder = tmp_path / "wavs"
     folder.mkdir()

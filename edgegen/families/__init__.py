@@ -243,6 +243,9 @@ class Family:
     # gate "detail": "module:function" (feed, fp32's outputs) -> {output: the base the model adds its learned part to}
     gate_base: str | None = None
     bench_row: str = "sample"            # what one batch row of a graph call is, in bench's table's rate
+    # the graphs a generation calls once per step of its loop (a denoiser, WaveNet's step, PixelCNN's
+    # row): bench counts their rows as steps ("sample steps/s"), not as whole samples made
+    step_graphs: tuple[str, ...] = ()
     dim_limits: Callable[[Any], dict[str, int]] | None = None   # runtime config -> largest value of each dynamic dim
     # runtime config -> smallest value of the dynamic dims it records one for (a user's module: the
     # least its export checked); the others' is package.least_size's default

@@ -22,6 +22,7 @@ FAMILY = register(Family(
     generate=generate,
     check_generate=check_generate,
     bench_generation=bench_generation,
+    step_graphs=("unet",),
     serving="edgegen.families.controlnet.cli:served",
     demo=(DemoModel("controlnet-digits", "digits", checkpoints={"base": "diffusion-digits"}),),
     showcase="edgegen.families.controlnet.demo",

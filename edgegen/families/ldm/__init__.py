@@ -17,6 +17,7 @@ FAMILY = register(Family(
     generate=generate,
     check_generate=check_generate,
     bench_generation=bench_generation,
+    step_graphs=("unet",),
     serving="edgegen.families.diffusion.cli:served",
     demo=(DemoModel("ldm-digits", "digits"),),
     showcase="edgegen.families.diffusion.demo",

@@ -21,6 +21,7 @@ FAMILY = register(Family(
     showcase="edgegen.families.pixelcnn.demo",
     dim_limits=lambda c: {"rows": c.image_shape[-2]},
     bench_dims=lambda c: {"rows": c.image_shape[-2]},   # the links of the whole image: sampling's last, largest call
+    step_graphs=("links", "row"),   # a row's links, then a call per pixel of it
     bench_generation=lambda pipe, n, steps: GenerationCall(lambda: pipe(n, seed=0), n, "images",
                                                     f"{counted(n, 'image')}, pixel by pixel with the cached rows"),
     smoke={"train": {"steps": 2, "batch_size": 8, "width": 8, "layers": 2}},

@@ -21,6 +21,7 @@ FAMILY = register(Family(
     generate=generate,
     check_generate=check_generate,
     bench_generation=bench_generation,
+    step_graphs=("unet",),
     serving="edgegen.families.text2image.cli:served",
     diffusers_importers={"UNet2DConditionModel": "edgegen.families.text2image.diffusers_import:import_stable_diffusion"},
     demo=(DemoModel("text2image-digits", "digits"),),

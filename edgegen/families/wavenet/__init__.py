@@ -22,6 +22,7 @@ FAMILY = register(Family(
     generate=generate,
     check_generate=check_generate,
     bench_generation=bench_generation,
+    step_graphs=("step",),
     serving="edgegen.families.wavenet.cli:served",
     grid_flags=False,   # one text, picture, clip or set of arrays: no --n, --nrow, --scale
     demo=(DemoModel("wavenet-tones", "tones"),),
