@@ -268,6 +268,15 @@ def test_stop_strings_and_stop_ids(gpt):
     ids = pipe.generate(list(b"def "), max_new_tokens=80, do_sample=False)
     stopped = pipe.generate(list(b"def "), max_new_tokens=80, do_sample=False, stop=ids[5])
     assert stopped == ids[:ids.index(ids[5]) + 1]
+    # two stop strings complete on one token: the text is cut where the first in the text starts,
+    # whichever is listed first (in list order, the one-character stop kept the others' start)
+    k = next(i for i in range(4, len(full)) if full[i] not in full[:i])   # its character's first time
+    for stop in ([full[k], full[k - 3:k + 1]], [full[k - 3:k + 1], full[k]]):
+        assert pipe.generate("def ", max_new_tokens=80, do_sample=False, stop=stop) == full[:k - 3]
+        assert "".join(pipe.stream("def ", max_new_tokens=80, do_sample=False, stop=stop)) == full[:k - 3]
+    # a stop id's shown text completing a stop string is cut at it too (it was kept)
+    assert ids[k] == ord(full[k])   # a byte-level vocabulary: a character's id is its byte
+    assert pipe.generate("def ", max_new_tokens=80, do_sample=False, stop=[full[k - 1:k + 1], ids[k]]) == full[:k - 1]
 
 
 class _ClientGone(Exception):

@@ -859,20 +859,25 @@ class _TextRow:
         if token in self._stop_ids:  # end of text: its own text (e.g. "<|endoftext|>") is not shown
             # a stop id of the caller's ends the row after the token, as it does for token ids
             self._pending += (self._decoder.step(token) if token in self._shown_ids else "") + self._decoder.flush()
+            self._cut_at_a_stop()   # the shown token's text may complete a stop string too
             self.stopped = True
             self._settle(len(self._pending))
             return True
         self._pending += self._decoder.step(token)
-        for stop in self._stops:
-            at = self._pending.find(stop)
-            if at >= 0:
-                self._pending = self._pending[:at]
-                self.stopped = True
-        if self.stopped:
+        if self._cut_at_a_stop():
+            self.stopped = True
             self._settle(len(self._pending))
             return True
         self._settle(max(0, len(self._pending) - self._hold))
         return False
+
+    def _cut_at_a_stop(self) -> bool:
+        """Cut the pending text where the first stop string in it starts, whichever of them is
+        listed first (cut in list order, "(" before "t__(" kept the "t__" of "__init__(")."""
+        starts = [at for stop in self._stops if (at := self._pending.find(stop)) >= 0]
+        if starts:
+            self._pending = self._pending[:min(starts)]
+        return bool(starts)
 
     def _settle(self, n: int) -> None:
         if n:
@@ -886,7 +891,8 @@ class _TextRow:
 
     def finish(self) -> str:
         if not self.stopped:
-            self._pending += self._decoder.flush()
+            self._pending += self._decoder.flush()   # bytes held for a character: a stop string may end in them
+            self.stopped = self._cut_at_a_stop()
             self._settle(len(self._pending))
         return "".join(self._text)
 
