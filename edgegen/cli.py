@@ -336,7 +336,8 @@ def _cmd_generate(args) -> None:
         raise ConfigError(f"--seed: expected an option of packages that draw at random, found it given to a "
                           f"{family.name} package, whose result the input alone sets")
     family.refuse_tensorrt_for_its_loop(args.backend, "run it on ort-tensorrt or ort-cuda (in Python, its loop without "
-                                                      "the cache, fast=False or use_cache=False, runs on TensorRT)")
+                                                      "it, GPT's use_cache=False or WaveNet's fast=False, runs on "
+                                                      "TensorRT)")
     seed_given, args.seed = args.seed is not None, 0 if args.seed is None else args.seed
     if args.seed < 0:   # the pipelines' message offers None, which the command line has no way to give
         raise ConfigError(f"--seed: expected a non-negative integer, found {args.seed}")

@@ -1041,6 +1041,13 @@ def test_generate_command_fits_its_default_and_refuses_what_it_would_ignore(gpt,
     assert totals == {36}
     with pytest.raises(InputError, match=r"^prompt: expected fewer tokens than the model's context of 256, found 256$"):
         pipe.generate([100] * 256)
+    # of a batch, the prompt too long is named by its index
+    with pytest.raises(InputError, match=r"^prompt \[1\] \(200 tokens\) \+ max_new_tokens \(60\): expected at most the "
+                                         r"model's context of 256 tokens, found 260$"):
+        pipe.generate([[100] * 3, [100] * 200], max_new_tokens=60)
+    # a stop string of bytes the command line could not decode never matches: refused, as in the prompt
+    assert main(["generate", pkg, "--prompt", "def", "--stop", "a\udcff", "--max-new-tokens", "2"]) == 2
+    assert "stop: expected text UTF-8 can encode, found '\\udcff' at character 1" in capsys.readouterr().err
     with pytest.raises(InputError, match=r"ids: expected token ids from 0 to 255 \(this tokenizer's bytes\), found 300$"):
         edgegen.load(pkg).tokenizer.decode([104, 300])   # was bytes()'s bare ValueError
 

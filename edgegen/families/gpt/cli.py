@@ -33,7 +33,8 @@ OPTIONS = (
     Option("--greedy", "greedy", "always take the most likely token (default: the package's: greedy for a model "
            "imported from transformers unless its generation_config.json samples)", {"action": "store_true"}),
     Option("--sample", "sample", "sample the next token (edgegen's own packages' default)", {"action": "store_true"}),
-    Option("--stop", "stop", "stop at this text, or after this token id with --prompt-ids (repeatable)",
+    Option("--stop", "stop", "stop at this text, or after this token id with --prompt-ids (repeatable; the text as the "
+           "shell passes it: \\n is a backslash and an n, bash's $'\\n' a newline)",
            {"action": "append"}),
     Option("--prompt-lookup", "prompt_lookup_num_tokens",
            "each decoder call also checks up to N tokens copied from earlier in the text and keeps those the model "

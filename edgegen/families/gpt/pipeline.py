@@ -23,7 +23,7 @@ from ...graph_summary import read_graph_summary
 from ...runtimes.ort import OrtBinding, OrtSession
 from ...runtimes.pipeline import Pipeline, check_callback, check_count, check_flag, check_number, make_rng
 from ...runtimes.token_sampling import Sampling, next_tokens
-from ...runtimes.tokenizer import TOKENIZER_KINDS, check_token_ids, load_tokenizer
+from ...runtimes.tokenizer import TOKENIZER_KINDS, check_token_ids, load_tokenizer, utf8_text
 from ...wording import counted
 from .. import RuntimeConfig, dim_problems, positive
 from .prompt_lookup import batch_drafts
@@ -384,14 +384,16 @@ class GPTPipeline(Pipeline):
     def _request(self, batch, max_new_tokens, temperature, top_k, top_p, repetition_penalty, do_sample, seed, stop,
                  use_cache, lookup, cache_budget_mb) -> _Request:
         longest = max(len(p) for p in batch)
+        # of a batch, the longest prompt is named by its index (the one to shorten)
+        which = "prompt" if len(batch) == 1 else f"prompt [{max(range(len(batch)), key=lambda i: len(batch[i]))}]"
         if max_new_tokens is None:   # the default fits the prompt, as the command line's does
             if longest >= self.context:
-                raise InputError(f"prompt: expected fewer tokens than the model's context of {self.context}, found "
+                raise InputError(f"{which}: expected fewer tokens than the model's context of {self.context}, found "
                                  f"{longest}")
             max_new_tokens = min(DEFAULT_MAX_NEW_TOKENS, self.context - longest)
         max_new_tokens = check_count(max_new_tokens, "max_new_tokens", per_call="new tokens")
         if longest + max_new_tokens > self.context:
-            raise InputError(f"prompt ({counted(longest, 'token')}) + max_new_tokens ({max_new_tokens}): expected at most the "
+            raise InputError(f"{which} ({counted(longest, 'token')}) + max_new_tokens ({max_new_tokens}): expected at most the "
                              f"model's context of {self.context} tokens, found {longest + max_new_tokens}")
         if unused := self.unused_by_greedy(do_sample, temperature=temperature, top_k=top_k, top_p=top_p):
             how = "do_sample=False" if do_sample is False else "greedy decoding, this package's default"
@@ -836,6 +838,8 @@ def _stop_items(stop) -> list:
     for item in items:
         if isinstance(item, bool) or not isinstance(item, (str, int, np.integer)) or (isinstance(item, str) and not item):
             raise InputError(f"stop: expected non-empty strings or token ids, found {item!r}")
+        if isinstance(item, str):   # one no text can hold (bytes the command line could not decode) never stops
+            utf8_text(item, "stop")
     return list(items)
 
 
