@@ -111,10 +111,19 @@ def peak_rss_mb() -> float:
         return round(peak / (1 << 20 if sys.platform == "darwin" else 1 << 10), 1)
 
 
+def rss_mb() -> float | None:
+    """Resident memory of this process now (Linux's VmRSS; None where there is none)."""
+    try:
+        status = Path("/proc/self/status").read_text()
+        return round(int(status.split("VmRSS:", 1)[1].split()[0]) / 1024, 1)
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def reset_peak_rss() -> bool:
-    """Start peak_rss_mb over from what this process holds now (Linux 4.0 and later): a shipped
-    model's export, run in the process before its benchmark, is not the runtime's memory. False
-    where it cannot be."""
+    """Start peak_rss_mb over from what this process holds now (Linux 4.0 and later): what ran in
+    the process before a benchmark (a shipped model's export, a sweep's earlier points) is not its
+    runtime's memory. False where it cannot be."""
     try:
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:
@@ -282,10 +291,16 @@ def bench_package(path: str | os.PathLike, batch: int | None = None, iters: int 
     prompt_lookup: token packages only: also generate with that many draft tokens per call (prompt
     lookup decoding), side by side with the plain loop.
     generation: then time a whole generation where the family's is more than one graph call
-    (time_generation), at `steps` sampler steps where given (else the family's default)."""
+    (time_generation), at `steps` sampler steps where given (else the family's default).
+    The report's peak_rss_mb is this call's: the process's peak is started over from what it holds
+    now (held_before: PyTorch's libraries, where torch_loaded, count in it)."""
+    reset_peak_rss()   # a sweep's earlier points (1.7 GB) were its later ones' peak
+    held = {"held_before": rss_mb(), "torch_loaded": "torch" in sys.modules}
     with torch_threads_kept(vs_torch):
-        return _bench_package(path, batch, iters, warmup, backend, threads, vs_torch, precision, shapes, energy,
-                              prompt_lookup, generation, steps)
+        report = _bench_package(path, batch, iters, warmup, backend, threads, vs_torch, precision, shapes, energy,
+                                prompt_lookup, generation, steps)
+    report["peak_rss_mb"].update(held)
+    return report
 
 
 def _refuse_tensorrt_for_a_loop(family, generation: bool) -> None:

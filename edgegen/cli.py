@@ -61,11 +61,7 @@ def _package_or_name(given: str) -> str:
         from .export.shipped import export_shipped
         from .progress import report_to_stderr
 
-        found = export_shipped(given, report=report_to_stderr)
-        from .bench import reset_peak_rss
-
-        reset_peak_rss()   # torch's memory in the export is not what bench reports as the runtime's
-        return str(found)
+        return str(export_shipped(given, report=report_to_stderr))
     # edgegen-models' own, checked as resolve checks it: damaged, said with how to install it again
     return str(resolve(given)) if in_models(found) else str(found)
 
@@ -554,6 +550,15 @@ def _cmd_bench(args) -> None:
         print(f"wrote {args.json}")
 
 
+def _torch_held_text(memory: dict) -> str:
+    """Where the process held PyTorch before the benchmark (a shipped name exported by this
+    command), the runtime's peak counts its libraries' memory: said, with how to be rid of it."""
+    if not memory.get("torch_loaded"):
+        return ""
+    return (f"; of it {memory['held_before']} MB held before the package loaded, PyTorch's among it (the export this "
+            "command ran): bench it again for the runtime alone")
+
+
 def _bench_one(args, shapes: dict, generation: bool) -> dict:
     from .bench import bench_package, format_table, per_token_text, rate_text
     from .package import fp32_graphs_note
@@ -569,7 +574,8 @@ def _bench_one(args, shapes: dict, generation: bool) -> dict:
     print(f"{report['package']}: {report['family']}, backend {report['backend']}, precision {report['precision']}, "
           f"batch {report['batch']}" + "".join(f", {d} {n}" for d, n in report.get("shapes", {}).items())
           + f", threads {report['threads']}, {counted(report['iters'], 'iter')}; "
-          f"peak RSS {report['peak_rss_mb']['runtime']} MB (runtime), {report['peak_rss_mb']['process']} MB (process)")
+          f"peak RSS {report['peak_rss_mb']['runtime']} MB (runtime), {report['peak_rss_mb']['process']} MB (process)"
+          + _torch_held_text(report["peak_rss_mb"]))
     if note := fp32_graphs_note(report["precision"], report["fp32_graphs"]):
         print(note)
     if "generation" in report:
