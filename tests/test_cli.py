@@ -78,6 +78,9 @@ def test_train_init_fine_tunes_a_checkpoint_on_other_data_keeping_its_model(tmp_
                            tmp_path / "wider")
     assert code == 2 and err.startswith(f"edgegen: error: --init {str(first)!r}: expected weights that fit the model this "
                                         "run builds, found ") and "; the options given change latent_dim 8 -> 16: leave out the options" in err
+    code, _, err = run_cli(capsys, "train", "vae", "--init", first, "--channels", "3", "--steps", "1", "--out",
+                           tmp_path / "wider")   # the option named, not the data that trained it ('digits')
+    assert code == 2 and "; the options given change --channels 1 -> 3: leave out the options" in err, err
     code, _, err = run_cli(capsys, "train", "gan", "--init", first, "--steps", "1", "--out", tmp_path / "gan")
     assert code == 2 and f"--init {str(first)!r}: expected a gan checkpoint to start 'edgegen train gan' from, found a " \
         "vae one" in err

@@ -376,6 +376,18 @@ def test_a_controlnet_fine_tuned_from_a_checkpoint_starts_from_its_weights_not_i
         train("controlnet", tmp_path / "c6", steps=1, batch_size=8, progress=False, base=str(rgb), init=first)
     zero = [name for name in before if name.startswith("controlnet.skip_convs.") and name.endswith("weight")]
     assert zero and any(before[name].abs().max() > 0 for name in zero)   # trained: not the trainer's zero start
+    # the base it recorded gone: refused (it fine-tuned a control of the shipped diffusion-digits, without a word)
+    shutil.move(other, tmp_path / "other-moved")
+    with pytest.raises(ConfigError, match=r"^--init '.*c3': expected its --base checkpoint at '.*other', as its config "
+                                          r"records, found nothing at that path \(moved or deleted\?\): give its new "
+                                          r"place with --base$"):
+        train("controlnet", tmp_path / "c7", steps=1, batch_size=8, progress=False, init=tmp_path / "c3")
+    assert not (tmp_path / "c7").exists()
+    # given anew, its data is the new base's, not the start's (the warning named a --data never given)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        train("controlnet", tmp_path / "c7", steps=1, batch_size=8, progress=False, init=tmp_path / "c3",
+              base=str(tmp_path / "other-moved"))
 
 
 def test_controlnet_trains_on_its_bases_data_by_default(tmp_path):

@@ -146,7 +146,8 @@ class Option:
     kwargs: dict = field(default_factory=dict)
     default: Any = None       # applied when the flag is not given (and shown in the help)
     # the checkpoint config field that records a training option's value (ControlNet's --base:
-    # base_checkpoint), which `train --init` takes for it where that path is still there
+    # base_checkpoint), which `train --init` takes for it (a path gone: the shipped checkpoint of its
+    # name, else refused)
     recorded_as: str | None = None
     # whether a served request (edgegen triton) carries it: not a file on the client's disk, nor a cap
     # the server's work keeps that a client could lift

@@ -43,8 +43,10 @@ def train(family: str, out: str | Path, data: str | None = None, steps: int | No
     start = _starting_checkpoint(init, family)
     options_given = dict(model_options)
     if start is not None:   # its architecture's options, which a prepare_data reads (gpt's windows), unless given
-        model_options = {**_options_of(start, family), **model_options}
-        data = _data_of(start, init) if data is None else data
+        model_options = {**_options_of(start, family, options_given), **model_options}
+        # a base given anew (a ControlNet's --base) brings its own data (default_data), not the start's
+        rebased = any(o.recorded_as and o.keyword in options_given for o in get_family(family).train_options)
+        data = _data_of(start, init) if data is None and not rebased else data
     if data is None:   # a ControlNet's: its base's (default_data)
         data = module.default_data(model_options) if hasattr(module, "default_data") else getattr(module, "DEFAULT_DATA", "digits")
     elif data in get_family(family).builtin_data and os.path.exists(data):   # the name wins: said, not silent
@@ -90,8 +92,8 @@ def train(family: str, out: str | Path, data: str | None = None, steps: int | No
         try:
             make_config(family, {**{k: v for k, v in shape.items() if k in known}, **model_options})
         except ConfigError as exc:   # the option given for the field it names: "--channels 3: ... image_channels"
-            raise _said_as_the_option(exc, {"image_channels": ("--channels", given_channels),
-                                            "image_size": ("--image-size", given_image_size)}) from None
+            raise _said_as_the_option(exc, {field: (SHAPE_FLAGS[field], value) for field, value in
+                                            (("image_channels", given_channels), ("image_size", given_image_size))}) from None
         if start is not None and "num_classes" in known:   # before a folder's minutes of loading, not after
             _refuse_other_classes(init, getattr(start.config, "num_classes", 0), shape["num_classes"])
         images = load_images(data, image_size=image_size, channels=channels, seed=seed)
@@ -122,7 +124,9 @@ def train(family: str, out: str | Path, data: str | None = None, steps: int | No
     torch.manual_seed(seed)
     model = module.build(config)
     if start is not None:   # before the trainer, whose copies (an EMA's live twin) start from these weights
-        _load_start(model, start, config, init, options_given, data)
+        shape_given = {field: value for field, value in (("image_channels", given_channels), ("image_size", given_image_size))
+                       if value is not None}
+        _load_start(model, start, config, init, options_given, data, shape_given)
     model.train()
     trainer = module.Trainer(model, lr, total_steps=steps)
     if start is not None:   # and after it: a trainer that sets weights of its own (a ControlNet's start) is overruled,
@@ -192,15 +196,29 @@ def _said(init) -> str:
     return str(init) if names_shipped_model(init) else str(Path(init).resolve())
 
 
-def _options_of(start, family: str) -> dict:
-    """The family's training options (and latent_dim) as the starting checkpoint's config has them;
-    an option recorded as a path (a ControlNet's base) only where that path is still there."""
+def _options_of(start, family: str, given: dict) -> dict:
+    """The family's training options (and latent_dim) as the starting checkpoint's config has them,
+    but those `given`; an option recorded as a path (a ControlNet's base) that is gone is refused,
+    not replaced by the family's default (another base model, without a word)."""
     options = {"latent_dim": getattr(start.config, "latent_dim")} if hasattr(start.config, "latent_dim") else {}
     for option in get_family(family).train_options:
         value = getattr(start.config, option.recorded_as or option.keyword, None)
-        if value is not None and (option.recorded_as is None or os.path.exists(value)):
-            options[option.keyword] = value
+        if value is None or option.keyword in given:
+            continue
+        if option.recorded_as and not os.path.exists(value):
+            value = _shipped_in_its_place(start, option, value)
+        options[option.keyword] = value
     return options
+
+
+def _shipped_in_its_place(start, option, recorded: str) -> str:
+    """A recorded path that is gone: the shipped checkpoint of its name (the checkpoints edgegen
+    ships record the folder they were built from), else refused, naming the flag to give it by."""
+    if is_shipped_name(Path(recorded).name):
+        return Path(recorded).name
+    flag = option.flag
+    raise ConfigError(f"--init {str(start.path)!r}: expected its {flag} checkpoint at {recorded!r}, as its config "
+                      f"records, found nothing at that path (moved or deleted?): give its new place with {flag}")
 
 
 def _changed_options(start, options: dict, family: str) -> list[str]:
@@ -225,10 +243,14 @@ def _refuse_other_classes(init, had: int, has: int) -> None:
                           f"data with {has or 'none'}{why}")
 
 
-def _load_start(model, start, config, init, options_given: dict, data: str) -> None:
+SHAPE_FLAGS = {"image_channels": "--channels", "image_size": "--image-size"}   # train's own, by the config field
+
+
+def _load_start(model, start, config, init, options_given: dict, data: str, shape_given: dict) -> None:
     """The starting checkpoint's weights into `model`, refused where they do not fit it, naming
-    the settings this run changed: the options given, or else what the data gives (its classes,
-    points where the checkpoint's model took images)."""
+    the settings this run changed: the options given (`shape_given`: --channels and --image-size by
+    their config fields), or else what the data gives (its classes, points where the checkpoint's
+    model took images)."""
     have, want = start.model.state_dict(), model.state_dict()
     unfit = [f"{name} {list(have[name].shape)} where this run's model has {list(want[name].shape)}"
              for name in want if name in have and have[name].shape != want[name].shape]
@@ -240,12 +262,14 @@ def _load_start(model, start, config, init, options_given: dict, data: str) -> N
                      and not isinstance(getattr(config, f.name), (list, tuple, dict))]
         changed = [f"{name} {getattr(start.config, name)!r} -> {getattr(config, name)!r}" for name in differing]
         _refuse_other_classes(init, getattr(start.config, "num_classes", 0), getattr(config, "num_classes", 0))
-        given = _changed_options(start, options_given, start.family)
+        given = _changed_options(start, options_given, start.family) + [
+            f"{SHAPE_FLAGS[name]} {getattr(start.config, name)!r} -> {value!r}" for name, value in shape_given.items()
+            if getattr(start.config, name, value) != value]
         # the data's doing where a setting no option given names differs (Glow's kind, given points),
         # unless a base given sets the model's shape (a ControlNet's --base: its size and channels)
         base_given = getattr(family_module(start.family), "SHAPE_FROM_BASE", False) and any(
             option.recorded_as and option.keyword in options_given for option in get_family(start.family).train_options)
-        from_data = [] if base_given else [name for name in differing if name not in options_given]
+        from_data = [] if base_given else [name for name in differing if name not in {**options_given, **shape_given}]
         why = (f"the options given change {', '.join(given)}: leave out the options that change them"
                if given and not from_data else
                f"the data, {data!r}, changes {', '.join(changed) or 'none'}: give data of the checkpoint's kind (its "
