@@ -5,4 +5,5 @@ import sys
 
 from .cli import main
 
-sys.exit(main())
+if __name__ == "__main__":   # not in a process multiprocessing spawns, which imports this module again
+    sys.exit(main())

@@ -264,12 +264,14 @@ def torch_runners(checkpoint: str | os.PathLike, pipe, feeds: dict[str, dict[str
 @contextlib.contextmanager
 def torch_threads_kept(vs_torch):
     """torch's thread count as the caller had it once bench returns: the eager runners set the
-    process-wide count to bench's, and bench runs in a user's process (a notebook that trains next)."""
+    process-wide count to bench's, and bench runs in a user's process (a notebook that trains next).
+    Without vs_torch, torch is not imported: its libraries' memory would count in the runtime's peak."""
+    if vs_torch is None:
+        yield
+        return
     try:
         from .training.common import torch_threads
     except ImportError:   # the export extra is missing: bench's checks come first, then torch_runners says so
-        torch_threads = None
-    if vs_torch is None or torch_threads is None:
         yield
         return
     with torch_threads():

@@ -45,7 +45,7 @@ PACKAGE_HELP = "a package directory, or the name of a shipped package (edgegen l
 NAMED_COMMANDS = ("bench", "info", "check", "build")
 
 
-def _package_or_name(given: str) -> str:
+def _package_or_name(given: str, apart: bool = False) -> str:
     """A package path as given, or the exported package of a shipped model's name: found in
     edgegen-models or the cache, else exported into the cache here when the export extra is."""
     from .shipped import cache_damage, find_shipped, in_models, resolve
@@ -58,12 +58,67 @@ def _package_or_name(given: str) -> str:
             require_export(f"shipped model {given!r}")
         except MissingExtraError:
             return str(resolve(given))   # raises: says where the packages come from
+        if apart:
+            return _export_apart(given)
         from .export.shipped import export_shipped
         from .progress import report_to_stderr
 
         return str(export_shipped(given, report=report_to_stderr))
     # edgegen-models' own, checked as resolve checks it: damaged, said with how to install it again
     return str(resolve(given)) if in_models(found) else str(found)
+
+
+def _export_apart(name: str) -> str:
+    """The shipped `name` exported in a process of its own (bench: PyTorch's libraries, loaded by
+    an export here, counted 180 MB in the runtime's peak memory). Its progress, warnings and
+    errors are said as this command's; stopped, this command stops it (its cleanup runs)."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")   # a fresh interpreter: a fork would share this one's memory
+    ours, theirs = context.Pipe(duplex=False)
+    child = context.Process(target=_export_and_send, args=(name, theirs), name=f"edgegen export {name}")
+    child.start()
+    theirs.close()
+    try:
+        with _terminate_as_interrupt():
+            outcome = ours.recv()
+    except EOFError:   # it ended without a word: killed (out of memory, a signal of its own)
+        child.join()
+        raise EdgegenError(f"shipped model {name!r}: expected its export to finish, found its process ended by "
+                           f"{_ended_by(child.exitcode)} before it did") from None
+    except BaseException:   # Ctrl-C or SIGTERM here: the export is stopped by one SIGTERM, and removes what it staged
+        child.terminate()
+        child.join()
+        raise
+    child.join()
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
+
+
+def _ended_by(exitcode: int | None) -> str:
+    return f"signal {-exitcode}" if exitcode is not None and exitcode < 0 else f"exit status {exitcode}"
+
+
+def _export_and_send(name: str, pipe) -> None:
+    """In the export's own process: the package's path, or the error (edgegen's, or an internal one
+    with its traceback), sent back; its warnings in edgegen's one-line form, as the parent's."""
+    from .export.shipped import export_shipped
+    from .progress import report_to_stderr
+
+    # Ctrl-C reaches the whole process group: the parent stops this process, and a second signal
+    # during the cleanup of its staging folder would leave that folder behind
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with warnings.catch_warnings(), _terminate_as_interrupt():
+        warnings.showwarning = _show_warning
+        try:
+            pipe.send(str(export_shipped(name, report=report_to_stderr)))
+        except EdgegenError as exc:
+            pipe.send(exc)
+        except Terminated:   # stopped by the parent, which says so: no traceback here
+            return
+        except Exception:  # noqa: BLE001 - edgegen's bug: its traceback, said as the parent's internal error
+            pipe.send(RuntimeError(f"the export of the shipped {name} failed:\n{traceback.format_exc()}"))
 
 
 def _shipped_name_given(given: str) -> bool:
@@ -551,12 +606,11 @@ def _cmd_bench(args) -> None:
 
 
 def _torch_held_text(memory: dict) -> str:
-    """Where the process held PyTorch before the benchmark (a shipped name exported by this
-    command), the runtime's peak counts its libraries' memory: said, with how to be rid of it."""
+    """Where the process held PyTorch before the benchmark, the runtime's peak counts its libraries'
+    memory: said."""
     if not memory.get("torch_loaded"):
         return ""
-    return (f"; of it {memory['held_before']} MB held before the package loaded, PyTorch's among it (the export this "
-            "command ran): bench it again for the runtime alone")
+    return f"; of it {memory['held_before']} MB held before the package loaded, PyTorch's libraries among it"
 
 
 def _bench_one(args, shapes: dict, generation: bool) -> dict:
@@ -1410,7 +1464,8 @@ def main(argv: list[str] | None = None) -> int:
             require_tensorrt()   # TensorRT missing is said before a shipped name exports (minutes), not after
         if args.command in NAMED_COMMANDS:
             args.named = args.package if _shipped_name_given(args.package) else None
-            args.package = _package_or_name(args.package)
+            # bench's process never loads PyTorch for the export: its memory is the runtime's
+            args.package = _package_or_name(args.package, apart=args.command == "bench")
         with warnings.catch_warnings(), _terminate_as_interrupt():   # edgegen's own warnings in one line, as its errors
             warnings.showwarning = _show_warning
             code = args.func(args)

@@ -181,6 +181,8 @@ def can_write_files_in(folder: str | os.PathLike) -> bool:
 
 def check_folder_writable(out: str | os.PathLike, what: str = "output") -> None:
     """Refuse, before any work, a folder output the system will not let this user make (no folder is made)."""
+    if os.path.exists(out) and not os.path.isdir(out):   # a file in its place: mkdir's bare FileExistsError
+        raise OutputExistsError(f"{what} {str(out)!r}: expected a folder, found a file")
     _writable_folder_on_the_way(Path(os.path.realpath(out)), what, "folder", shown=out)
 
 

@@ -602,3 +602,25 @@ def test_a_damaged_package_of_the_models_install_says_to_install_it_again(models
             call()
     assert main(["generate", NAME, "--n", "2", "--out", str(tmp_path / "x.png")]) == 2
     assert "install edgegen-models again" in capsys.readouterr().err and not (tmp_path / "x.png").exists()
+
+
+def test_bench_exports_a_shipped_name_in_a_process_of_its_own(tmp_path):
+    """bench's peak memory was PyTorch's too after it exported a shipped name (446 MB where the
+    runtime's is 263): the export runs in a process of its own, whose errors bench says as its own."""
+    script = ("import json, sys; from edgegen.cli import main; code = main(sys.argv[1:]); "
+              "print(json.dumps({'code': code, 'torch': 'torch' in sys.modules}))")
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    command = [sys.executable, "-c", script, "bench", NAME, "--iters", "1", "--warmup", "0", "--no-energy"]
+    (tmp_path / "cache" / "edgegen").mkdir(parents=True)
+    (tmp_path / "cache" / "edgegen" / "packages").write_text("mine")   # a file where the cache's folder goes
+    refused = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert json.loads(refused.stdout.splitlines()[-1]) == {"code": 2, "torch": False}, refused.stderr
+    assert refused.stderr == (f"edgegen: error: the cache {str(tmp_path / 'cache' / 'edgegen' / 'packages')!r}: "
+                              "expected a folder, found a file\n")   # was the system's FileExistsError
+    (tmp_path / "cache" / "edgegen" / "packages").unlink()
+    ran = subprocess.run([*command, "--json", str(tmp_path / "report.json")], env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert json.loads(ran.stdout.splitlines()[-1]) == {"code": 0, "torch": False}, ran.stderr
+    assert f"exporting the shipped {NAME} once into" in ran.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["peak_rss_mb"]["torch_loaded"] is False and report["package"].startswith(str(tmp_path / "cache"))
