@@ -15,22 +15,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from edgegen.bench import machine_info, write_results
+from edgegen.bench import machine_info, rss_mb, write_results
 from edgegen.demo import PRETRAINED
 from edgegen.export import export_checkpoint
 from edgegen.runtimes import load
 
 MODELS = ("vae-digits", "gan-digits", "gpt-stdlib")
 WARMUP = 100
-
-
-def rss_mb() -> float:
-    """The resident set now (not the peak), from /proc."""
-    with open("/proc/self/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def open_fds() -> int:
