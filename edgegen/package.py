@@ -603,6 +603,24 @@ class Package:
                                     f"another ({CHANGED_AFTER_EXPORT}{instead})")
         return path
 
+    def graph_digests(self, precision: str = "fp32") -> dict[str, str]:
+        """{graph file: digest} of the graphs loaded at `precision`: each file's sha256 and its
+        external data's, as the manifest records them. An engine built from a graph is that graph's
+        only while its file's digest holds (ONNX Runtime names its engines by the graph's path and
+        structure, not its weights)."""
+        digests = {}
+        for part, entry in self.graphs.items():
+            record = self.variant_files(precision).get(part) if precision != "fp32" else None
+            file, sha = (record["file"], record.get("sha256")) if record else (entry.file, entry.sha256)
+            digests[file] = with_external_data(sha, self.external_data(part, precision))
+        return digests
+
+    def external_data(self, part: str, precision: str = "fp32") -> dict[str, str]:
+        """{location: sha256} of the external-data files graph `part` reads at `precision`, as its
+        record in the manifest gives them (none for a graph under 2 GB)."""
+        record = self.variant_files(precision).get(part) if precision != "fp32" else None
+        return dict((record if record is not None else self.graphs[part].extra).get("external_data") or {})
+
     def graph_path(self, part: str, precision: str = "fp32") -> Path:
         """The graph file of `part`; for another precision its variant where one was written, else fp32's."""
         record = self.variant_files(precision).get(part) if precision != "fp32" else None
@@ -635,6 +653,14 @@ def fp32_graphs_note(precision: str, graphs: dict[str, str]) -> str | None:
     if not graphs:
         return None
     return f"precision {precision}: " + "; ".join(f"graph {part!r} runs in fp32 ({why})" for part, why in graphs.items())
+
+
+def with_external_data(graph_sha256: str, external: dict[str, str]) -> str:
+    """A graph's identity: its file's sha256, and where it reads external data (its weights, over
+    2 GB), a digest of both: the graph file stays the same when only those weights change."""
+    if not external:
+        return graph_sha256
+    return hashlib.sha256(json.dumps([graph_sha256, external], sort_keys=True).encode()).hexdigest()
 
 
 def external_data_record(graph: str | os.PathLike) -> dict[str, str]:

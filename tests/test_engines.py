@@ -3,6 +3,7 @@ and the whole chain where a GPU and TensorRT are present."""
 
 import importlib.util
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -104,6 +105,48 @@ def test_onnx_runtimes_engines_inside_a_package_are_read_only_where_this_users_e
     monkeypatch.setattr("edgegen.runtimes.engines._engine_key", no_key)
     with pytest.raises(BackendError, match="engine key .*; for ONNX Runtime's engines alone, pass edgegen.load's cache_dir="):
         ort_engine_cache(shutil.copytree(trained["gan"][1], tmp_path / "another"))
+
+
+def test_onnx_runtimes_engines_of_graphs_changed_in_place_are_removed(trained, tmp_path, monkeypatch):
+    """ONNX Runtime names its engines by the graph's path and structure, not its weights: a package
+    whose files were replaced by a retrained model's (same layout, same names) ran the old engines."""
+    import shutil
+
+    from edgegen.runtimes.engines import ORT_ENGINES_GRAPHS, ort_engine_cache
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user"))
+    pkg = shutil.copytree(trained["gan"][1], tmp_path / "mine")
+    engines = pkg / ".edgegen-cache" / "ort-tensorrt"
+    digests = Package(pkg).graph_digests("fp32")
+    assert ort_engine_cache(pkg, graphs=digests) == pkg / ".edgegen-cache"
+    assert json.loads((engines / ORT_ENGINES_GRAPHS).read_text()) == digests
+    for name in ("TensorrtExecutionProvider_TRTKernel_graph_main_1_0_0_sm87.engine",
+                 "TensorrtExecutionProvider_TRTKernel_graph_main_1_0_0_sm87.profile", "TensorrtExecutionProvider_cache_sm87.timing"):
+        (engines / name).write_bytes(b"built from the first weights")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ort_engine_cache(pkg, graphs=digests)   # the same graphs: kept, without a word
+    assert len(list(engines.glob("TensorrtExecutionProvider*"))) == 3
+    # the same graph file, other weights: its digest differs
+    changed = {file: "0" * 64 for file in digests}
+    with pytest.warns(EdgegenWarning, match=r"ONNX Runtime's engines in .*ort-tensorrt' were built from other graphs than "
+                                            r"the package's generator.onnx now \(changed since\): removed, and built again"):
+        ort_engine_cache(pkg, graphs=changed)
+    assert sorted(p.name for p in engines.glob("TensorrtExecutionProvider*")) == ["TensorrtExecutionProvider_cache_sm87.timing"]
+    assert json.loads((engines / ORT_ENGINES_GRAPHS).read_text()) == changed
+    # engines an earlier edgegen built, with no record of their graphs: not trusted either
+    (engines / ORT_ENGINES_GRAPHS).unlink()
+    (engines / "TensorrtExecutionProvider_TRTKernel_graph_main_1_0_0_sm87.engine").write_bytes(b"an earlier edgegen's")
+    with pytest.warns(EdgegenWarning, match="with no record of the graphs they came from"):
+        ort_engine_cache(pkg, graphs=digests)
+    assert not list(engines.glob("*.engine"))
+    # a variant's graphs beside fp32's: recorded together, neither removing the other's engines
+    (engines / "TensorrtExecutionProvider_TRTKernel_graph_main_2_0_0_sm87.engine").write_bytes(b"fp32's")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ort_engine_cache(pkg, graphs={"generator.int8.onnx": "1" * 64})
+    assert (engines / "TensorrtExecutionProvider_TRTKernel_graph_main_2_0_0_sm87.engine").exists()
+    assert json.loads((engines / ORT_ENGINES_GRAPHS).read_text()) == {**digests, "generator.int8.onnx": "1" * 64}
 
 
 def test_a_package_this_user_cannot_write_in_keeps_its_engines_in_the_users_cache(trained, tmp_path, monkeypatch):

@@ -564,12 +564,25 @@ def test_external_data_files_are_found_without_onnx_and_must_be_hashed(package_c
     manifest["graphs"]["generator"]["external_data"] = external_data_record(graph)
     (pkg / "edgegen.json").write_text(json.dumps(manifest))
     edgegen.load(pkg).sample(2, seed=0)
+    # an engine is its graph's while the weights it read hold: the graph file alone stays the same when they change
+    from edgegen.runtimes.engines import _graph_identity
+
+    identity = _graph_identity(Package(pkg), "generator", "fp32")
+    assert identity != manifest["graphs"]["generator"]["sha256"]
+    assert Package(pkg).graph_digests() == {"generator.onnx": identity}
+    whole = package_copy("vae")   # a graph without external data: its file's sha256, as engines were keyed before
+    assert _graph_identity(Package(whole), "decoder", "fp32") == Package(whole).graphs["decoder"].sha256
+    manifest["graphs"]["generator"]["external_data"] = {"generator.weights": "0" * 64}   # as if retrained
+    (pkg / "edgegen.json").write_text(json.dumps(manifest))
+    assert _graph_identity(Package(pkg, verify_hashes=False), "generator", "fp32") != identity
+    manifest["graphs"]["generator"]["external_data"] = external_data_record(graph)
+    (pkg / "edgegen.json").write_text(json.dumps(manifest))
     with open(pkg / "generator.weights", "r+b") as f:
         f.seek(100)
         f.write(b"\x7f")
     with pytest.raises(HashMismatchError, match="external data 'generator.weights' expected sha256 .*changed after export"):
         Package(pkg)
-    assert external_data_files(package_copy("vae") / "decoder.onnx") == []
+    assert external_data_files(whole / "decoder.onnx") == []
 
 
 def test_a_graph_cut_short_or_grown_is_said_so(package_copy, tmp_path):

@@ -42,7 +42,7 @@ def open_sessions(package: Package, backend: str = "auto", threads: int | None =
     if concrete == "ort-tensorrt":
         from .engines import ort_engine_cache
 
-        cache = ort_engine_cache(package.path, cache_dir)
+        cache = ort_engine_cache(package.path, cache_dir, graphs=package.graph_digests(precision))
     if precision == "int8" and concrete == "ort-cpu":
         _warn_if_int8_saturates(package)
     if concrete == "ort-cpu":

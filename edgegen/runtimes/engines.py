@@ -254,17 +254,22 @@ class EngineCache:
 
 ENGINE_KEY_NAME = "engine.key"
 ORT_ENGINES_MARK = "edgegen-made.json"   # in ONNX Runtime's engine folder: this user's edgegen made it there
+ORT_ENGINES_GRAPHS = "edgegen-graphs.json"   # in it too: {graph file: digest} of the graphs its engines came from
 
 
-def ort_engine_cache(package_path: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> Path:
+def ort_engine_cache(package_path: str | os.PathLike, cache_dir: str | os.PathLike | None = None,
+                     graphs: dict[str, str] | None = None) -> Path:
     """The folder (package.engine_cache_dir, or cache_dir=) whose ort-tensorrt/ ONNX Runtime's
     TensorRT provider keeps its engines in, made. ONNX Runtime deserializes every engine it finds
     there, unchecked, and an engine is code for the GPU, so one inside a package is read only where
     this user's edgegen made that folder at that path (its mark, signed with the engine key):
     a folder that came with a received package (a colleague's, a copy from another path, one an
-    older edgegen made) is left as it is, and the engines are built in the user's cache."""
+    older edgegen made) is left as it is, and the engines are built in the user's cache.
+    graphs: {graph file: digest} of the graphs loaded (Package.graph_digests): engines built from
+    others there are removed (_forget_engines_of_other_graphs)."""
     if cache_dir is not None:   # the caller's own folder
         prepare_engine_folder(Path(cache_dir) / "ort-tensorrt", package_path)
+        _forget_engines_of_other_graphs(Path(cache_dir) / "ort-tensorrt", graphs)
         return Path(cache_dir)
     try:
         cache = engine_cache_dir(package_path, "ort-tensorrt")
@@ -283,7 +288,40 @@ def ort_engine_cache(package_path: str | os.PathLike, cache_dir: str | os.PathLi
                 raise engine_folder_refused(folder, exc) from None
     except BackendError as exc:   # the engine key, in a user's cache this user cannot write in
         raise BackendError(f"{exc}; for ONNX Runtime's engines alone, pass edgegen.load's cache_dir=") from None
+    _forget_engines_of_other_graphs(folder, graphs)
     return cache
+
+
+ORT_ENGINE_FILES = (".engine", ".profile")   # its timing cache stays: layer timings, whatever the weights
+
+
+def _forget_engines_of_other_graphs(folder: Path, graphs: dict[str, str] | None) -> None:
+    """ONNX Runtime names an engine after its graph's path and structure, not its weights: a package
+    changed in place (files replaced by a retrained model's, the same layout) ran the engines of the
+    old weights. Where a graph loaded now is not the one recorded for its file, or engines lie there
+    without a record (an earlier edgegen's), they are removed, said, and built again."""
+    if graphs is None:
+        return
+    try:
+        recorded = json.loads((folder / ORT_ENGINES_GRAPHS).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        recorded = None
+    recorded = recorded if isinstance(recorded, dict) else None
+    engines = [p for p in folder.iterdir() if p.is_file() and p.suffix in ORT_ENGINE_FILES]
+    changed = sorted(file for file, digest in graphs.items() if recorded and recorded.get(file) not in (None, digest))
+    if engines and (recorded is None or changed):
+        for engine in engines:
+            engine.unlink(missing_ok=True)
+        why = (f"from other graphs than the package's {', '.join(changed)} now (changed since)" if changed else
+               "with no record of the graphs they came from (an earlier edgegen's)")
+        warn_caller(f"ONNX Runtime's engines in {str(folder)!r} were built {why}: removed, and built again from the "
+                    "graphs loaded", EdgegenWarning)
+        recorded = {}
+    if recorded is None or any(recorded.get(file) != digest for file, digest in graphs.items()):
+        try:
+            atomic_write_text(folder / ORT_ENGINES_GRAPHS, json.dumps({**(recorded or {}), **graphs}, indent=1) + "\n")
+        except OSError as exc:
+            raise engine_folder_refused(folder, exc) from None
 
 
 def _marked(folder: Path) -> bool:
@@ -517,11 +555,17 @@ def engine_cache(package, cache_dir=None) -> EngineCache:
 def load_profiles(package, precision: str = "fp32", cache_dir=None) -> dict[str, tuple]:
     """{graph: the profile its engine has where a load (cached_engines) finds or builds it}: the one
     `edgegen build --profile` gave a cached engine, else the package's default."""
-    from ..package import sha256_file
-
     cache = engine_cache(package, cache_dir)
-    return {part: cache.given_profile(part, precision, sha256_file(package.graph_path(part, precision))) or profile
+    return {part: cache.given_profile(part, precision, _graph_identity(package, part, precision)) or profile
             for part, profile in package_profiles(package).items()}
+
+
+def _graph_identity(package, part: str, precision: str) -> str:
+    """What an engine built from graph `part` depends on of the package: the graph file's sha256
+    (read from the file), with its external data's where it has some."""
+    from ..package import sha256_file, with_external_data
+
+    return with_external_data(sha256_file(package.graph_path(part, precision)), package.external_data(part, precision))
 
 
 def _engines(package, precision: str, by_part: dict, cache_dir, workspace_bytes: int, report,
@@ -529,14 +573,12 @@ def _engines(package, precision: str, by_part: dict, cache_dir, workspace_bytes:
     """{part: (engine path, bytes, profile)}: each from the cache where its key matches, else built
     and cached; `profile_given`: by_part's profiles are --profile's (recorded so); `keep_given`: a
     cached engine's --profile is asked for instead of by_part's."""
-    from ..package import sha256_file
-
     trt_version, gpu, capability = device_identity()
     cache = engine_cache(package, cache_dir)
     engines = {}
     for part, profile in by_part.items():
         graph = package.graph_path(part, precision)
-        graph_sha256 = sha256_file(graph)
+        graph_sha256 = _graph_identity(package, part, precision)
         given = cache.given_profile(part, precision, graph_sha256) if keep_given else None
         key = EngineKey(graph_sha256, trt_version, gpu, capability, precision, given or profile)
         data = cache.lookup(part, key)
