@@ -66,6 +66,13 @@ def test_only_engines_this_users_edgegen_built_are_trusted(tmp_path, monkeypatch
     assert len(key_file.read_bytes()) == 32 and key_file.stat().st_mode & 0o777 == 0o600
     key_file.write_bytes(b"")              # a key cut short (a crash as it was made): never used as b""
     assert cache.lookup("generator", _key()) is None and len(key_file.read_bytes()) == 32
+    cache.store("generator", _key(), b"built here")
+    planted_key = key_file.read_bytes()   # a key others may write (a shared cache): another user could sign with it
+    key_file.chmod(0o666)
+    with pytest.warns(EdgegenWarning, match=r"engine key '.*engine.key': expected a file only this user can write, found "
+                                            r"one of mode 666: replaced \(the engines it signed are built again\)"):
+        assert cache.lookup("generator", _key()) is None
+    assert key_file.read_bytes() != planted_key and key_file.stat().st_mode & 0o777 == 0o600
     (tmp_path / "pkg-cache" / "generator.fp32.json").write_text("[]")   # a record of another shape: rebuilt
     assert cache.lookup("generator", _key()) is None and "unreadable record" in cache.rejected[-1]
 

@@ -358,11 +358,15 @@ def _engine_key() -> bytes:
     the engine records this user's edgegen writes. A package carries no key, so a record in
     it signs nothing unless this user's edgegen wrote it. The key is written whole under a
     temporary name and linked into place, so no process ever reads a partial (or empty) one;
-    a key of another length (damaged) is replaced, which only makes engines rebuild."""
+    a key of another length (damaged) is replaced, which only makes engines rebuild; so is one
+    another user could have written (a shared cache): whoever can write it can sign engines."""
     path = user_cache_dir() / ENGINE_KEY_NAME
     try:
         damaged = path.is_file()
-        if damaged and len(key := path.read_bytes()) == ENGINE_KEY_BYTES:
+        if damaged and (loose := _writable_by_others(path)):
+            warn_caller(f"engine key {str(path)!r}: expected a file only this user can write, found {loose}: replaced "
+                        "(the engines it signed are built again)", EdgegenWarning)
+        elif damaged and len(key := path.read_bytes()) == ENGINE_KEY_BYTES:
             return key
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{ENGINE_KEY_NAME}.", suffix=".tmp", dir=path.parent)   # mode 0600
@@ -383,6 +387,17 @@ def _engine_key() -> bytes:
     except OSError as exc:
         raise BackendError(f"engine key {str(path)!r}: expected a readable, writable file in the user's cache "
                            f"(it signs the engines this user builds), found: {exc.strerror or exc}") from None
+
+
+def _writable_by_others(path: Path) -> str:
+    """How a file is open to other users' writes ("mode 666", "owner uid 1001"), or "" where it is
+    not (or the system has no such modes)."""
+    if not hasattr(os, "getuid"):
+        return ""
+    status = path.stat()
+    if status.st_uid != os.getuid():
+        return f"one owned by uid {status.st_uid}"
+    return f"one of mode {status.st_mode & 0o777:o}" if status.st_mode & 0o022 else ""
 
 
 def _tensorrt():
