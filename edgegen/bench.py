@@ -75,7 +75,35 @@ def machine_info() -> dict:
 
     return {"cpu": cpu, "cpu_features": cpu_features(cpuinfo), "cores": os.cpu_count(), "usable_cores": usable_cores(),
             "arch": platform.machine(), "os": platform.platform(), "python": platform.python_version(),
-            "numpy": np.__version__, "onnxruntime": onnxruntime.__version__, "host": platform.node()}
+            "numpy": np.__version__, "onnxruntime": onnxruntime.__version__, "host": platform.node(),
+            "load_average": load_average()}
+
+
+def load_average() -> float | None:
+    """The system's load average over the last minute (runnable processes), None where there is none."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
+BUSY = 3.0   # a median this many times its engine's fastest call: other work took the cores (a quiet run: ~1.1)
+BUSY_CALLS = 10   # fewer calls tell no median apart from a slow first one
+
+
+def warn_if_busy(results: list[dict], calls: int) -> None:
+    """A benchmark whose calls ran far slower than their fastest (another process on the cores) gives
+    ratios that mislead (a flow's 2.35x over torch read 12x on a loaded machine): said."""
+    if calls < BUSY_CALLS:
+        return
+    spread = [f"{r['graph']} on {r['engine']} {r['p50_ms'] / r['min_ms']:.1f}x" for r in results
+              if r["min_ms"] > 0 and r["p50_ms"] > BUSY * r["min_ms"]]
+    if spread:
+        load = load_average()
+        busy = f" (load average {load:g} on {os.cpu_count()} cores)" if load is not None else ""
+        warnings.warn(f"timings: expected each median near its fastest call, found {', '.join(spread[:3])} its fastest"
+                      f"{busy}: other work took the cores; run again on an idle machine before comparing",
+                      EdgegenWarning, stacklevel=3)
 
 
 def cpu_features(cpuinfo: str) -> list[str]:
@@ -385,6 +413,7 @@ def _bench_package(path, batch, iters, warmup, backend, threads, vs_torch, preci
         engines.update({(part, "torch eager"): fn for part, fn in runners.items()})
     timings = interleaved_timings(engines, iters, warmup)
     results = _results(timings, lambda stats: batch * 1e3 / stats["mean_ms"])
+    warn_if_busy(results, iters)
     for row in results:   # a loop's step graph makes a step of each row, not the row's sample
         row["unit"] = f"{family.bench_row} steps" if row["graph"] in family.step_graphs else f"{family.bench_row}s"
     energy_note = add_energy(results, engines, batch) if energy else "not asked for"
@@ -564,6 +593,7 @@ def bench_generation(pipe, path, batch: int, iters: int, warmup: int, threads: i
         engines[("generate", "torch eager")], versions["torch"] = torch_generation(vs_torch, pipe, prompts, steps, threads)
     timings = interleaved_timings(engines, calls, max(1, warmup // 10))
     results = [{**row, "unit": "tokens"} for row in _results(timings, lambda stats: generated * 1e3 / stats["p50_ms"])]
+    warn_if_busy(results, calls)
     energy_note = add_energy(results, engines, generated) if energy else "not asked for"   # a result: a token
     ratios = {}
     if vs_torch is not None:

@@ -3,6 +3,7 @@ import os
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from unittest.mock import patch
 
@@ -12,7 +13,7 @@ import torch
 
 import edgegen
 from edgegen.cli import main
-from edgegen.errors import EdgegenError
+from edgegen.errors import EdgegenError, EdgegenWarning
 
 
 def run_cli(capsys, *args):
@@ -492,6 +493,26 @@ def test_optimize_json_prints_the_runs_verdicts_and_what_the_package_loads(packa
     assert code == 1 and "missed by" in refused["refused"] and "file" not in refused
     assert refused["in_package"] == written["file"] and not refused["gate"]["passed"]
     assert "edgegen: optimize: wrote no int8 variant" in err
+
+
+def test_bench_says_when_other_work_took_the_cores(trained, monkeypatch):
+    """On a loaded machine a flow's 2.35x over torch read 12x, torch's median 12 to 65 times its
+    fastest call, without a word; the report records the load average too."""
+    from edgegen import bench
+
+    real = bench.interleaved_timings
+
+    def busy(engines, iters, warmup, **options):   # every call but the fastest ten times slower
+        return {k: [min(v)] + [min(v) * 10] * (len(v) - 1) for k, v in real(engines, iters, warmup, **options).items()}
+
+    monkeypatch.setattr(bench, "interleaved_timings", busy)
+    with pytest.warns(EdgegenWarning, match=r"^timings: expected each median near its fastest call, found encoder on "
+                                            r"edgegen ort-cpu 10\.0x, decoder on edgegen ort-cpu 10\.0x its fastest.*: other work took the cores; run again"):
+        report = bench.bench_package(trained["vae"][1], batch=1, iters=10, warmup=0, energy=False, generation=False)
+    assert isinstance(report["machine"]["load_average"], float)
+    with warnings.catch_warnings():   # three calls tell a median from nothing: not said
+        warnings.simplefilter("error")
+        bench.bench_package(trained["vae"][1], batch=1, iters=3, warmup=0, energy=False, generation=False)
 
 
 def test_bench_writes_the_report(trained, tmp_path, capsys):
