@@ -420,6 +420,16 @@ def test_controlnet_trains_on_its_bases_data_by_default(tmp_path):
               base=str(base))
 
 
+def test_latent_diffusion_says_the_image_sizes_it_takes_in_pixels():
+    """--image-size 12 was told "image_size expected a multiple of 2 ..., found 3": the latents'."""
+    from edgegen.training.checkpoint import make_config
+
+    with pytest.raises(ConfigError, match=r"image_size expected a multiple of 8 \(the autoencoder's downsampling by 4, "
+                                          r"then the UNet's 2 levels\), found 12"):
+        make_config("ldm", {"image_size": 12, "channel_mults": [1, 2]})
+    assert make_config("ldm", {"image_size": 16, "channel_mults": [1, 2]}).latent_size == 4
+
+
 def test_latent_diffusion_three_graphs(tmp_path):
     ckpt = train("ldm", tmp_path / "ckpt", steps=10, batch_size=16, progress=False, width=8, autoencoder_width=8)
     pipe = edgegen.load(export_checkpoint(ckpt, tmp_path / "pkg"), backend="ort-cpu")

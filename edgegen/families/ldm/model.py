@@ -51,8 +51,11 @@ class Config(diffusion.Config):
         return diffusion.Config(**{**values, "image_channels": self.latent_channels, "image_size": self.latent_size})
 
     def validate(self) -> list[str]:
-        if self.image_size % DOWNSAMPLING:
-            return [f"image_size expected a multiple of {DOWNSAMPLING} (the autoencoder's downsampling), found {self.image_size}"]
+        levels = len(self.channel_mults)
+        step = DOWNSAMPLING * 2 ** max(levels - 1, 0)   # the autoencoder's, then the UNet's halvings of the latents
+        if self.image_size % step:
+            return [f"image_size expected a multiple of {step} (the autoencoder's downsampling by {DOWNSAMPLING}, then "
+                    f"the UNet's {levels} levels), found {self.image_size}"]
         # the UNet's rules apply at the latent size: say so, since the user gave the image size
         problems = [f"in latent space (image_size {self.image_size} / {DOWNSAMPLING} = {self.latent_size}): {p}"
                     for p in self.unet_config().validate()]
