@@ -36,6 +36,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -44,7 +45,7 @@ import numpy as np
 import onnx
 import onnxruntime
 
-from .errors import ConfigError, InputError, PackageError, first_line, not_one_of
+from .errors import ConfigError, EdgegenWarning, InputError, PackageError, first_line, not_one_of
 from .families import families, package_config
 from .families import get as get_family
 from .package import VARIANT_FILE, VARIANT_PRECISIONS, Package, spared_text, write_manifest
@@ -341,7 +342,7 @@ def _spec_feeds(package: Package, checkpoint, calibration: int, seed: int) -> di
         # the data read, as recorded: an earlier edgegen's relative path read from here, whole
         source = given or (ckpt.trained_data() if spec.needs_data else ckpt.data.get("source"))
         data = spec.load_data(ckpt, source) if spec.needs_data else None
-        calibration_data, gate_data = _split_held_out(data)
+        calibration_data, gate_data = _split_held_out(data, source)
         feeds = {}
         for graph in spec.graphs:
             rng = np.random.default_rng(seed)
@@ -350,10 +351,15 @@ def _spec_feeds(package: Package, checkpoint, calibration: int, seed: int) -> di
         return feeds
 
 
-def _split_held_out(data):
+def _split_held_out(data, source=None):
     """(calibration data, gate data): the held-out rows split in two halves, so that the gate judges a
     variant on inputs its calibration never saw (drawn from the same rows, a calibrated range would fit
-    the very images it is judged on). A set of one row, or none, is left whole for both."""
+    the very images it is judged on). A set of one row is left whole for both, and said."""
+    if data is not None and len(data.test) == 1:
+        warnings.warn(f"data {source!r}: expected 2 or more held-out pictures (calibration's and the gate's apart), "
+                      "found 1: the gate judges the picture the variant was calibrated on, and may pass what others "
+                      "would fail (a folder holds out a tenth of its pictures: give it 15 or more)", EdgegenWarning,
+                      stacklevel=2)
     if data is None or len(data.test) < 2:
         return data, data
     half = len(data.test) // 2

@@ -837,3 +837,25 @@ def test_a_typical_call_larger_than_the_gates_feed_repeats_its_held_out_rows():
     rows = np.arange(6).reshape(3, 2)
     assert np.array_equal(_rows(rows, 2), rows[:2])
     assert np.array_equal(_rows(rows, 5), np.concatenate([rows, rows[:2]]))
+
+
+def test_a_folder_holding_out_one_picture_is_said_to_calibrate_on_what_the_gate_judges(tmp_path):
+    """Six pictures hold out one: calibration and the gate both took it, without a word."""
+    from PIL import Image
+
+    from edgegen.errors import EdgegenWarning
+    from edgegen.export import export_checkpoint
+    from edgegen.training.train import train
+
+    folder = tmp_path / "six"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 255, (16, 16), dtype=np.uint8)).save(folder / f"{i}.png")
+    ckpt = train("vae", tmp_path / "ckpt", data=str(folder), image_size=8, steps=2, batch_size=4, progress=False,
+                 latent_dim=4)
+    pkg = export_checkpoint(ckpt, tmp_path / "pkg")
+    with pytest.warns(EdgegenWarning, match=r"data '.*six': expected 2 or more held-out pictures \(calibration's and "
+                                            r"the gate's apart\), found 1: the gate judges the picture the variant was "
+                                            r"calibrated on"):
+        optimize_package(pkg, "fp16", progress=lambda *a: None, speed_check=False)
