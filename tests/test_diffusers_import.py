@@ -346,8 +346,11 @@ def test_img2img_and_inpainting_with_a_prompt(sd_packages):
     np.testing.assert_array_equal(painted[..., pipe.image_shape[2] // 2:], image[..., pipe.image_shape[2] // 2:])
     with pytest.raises(InputError, match="prompt: expected one, or one per image"):
         pipe.img2img(["a", "b", "c"], image, steps=4)
-    with pytest.raises(InputError, match="negative_prompt: expected none with guidance_scale 1"):
+    with pytest.raises(InputError, match="negative_prompt: expected none with guidance_scale 1 .*, found 'two'"):
         pipe("seven", negative_prompt="two", guidance_scale=1.0, steps=2)
+    # "" is guidance's negative prompt when none is given: the same images, taken (it was refused as "one")
+    np.testing.assert_array_equal(pipe("seven", negative_prompt="", guidance_scale=1.0, steps=2, seed=0),
+                                  pipe("seven", guidance_scale=1.0, steps=2, seed=0))
     with pytest.raises(InputError, match="prompt: expected a text or a non-empty list"):
         pipe([], steps=2)
 

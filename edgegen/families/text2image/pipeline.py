@@ -104,9 +104,10 @@ class TextToImagePipeline(LatentDiffusionPipeline):
         check_count(len(texts) * n, "prompts x n" if len(texts) > 1 else "n")
         positive = np.repeat(self.encode_prompt(texts), n, axis=0)
         if guidance_scale <= 1.0:
-            if negative_prompt is not None:
+            # "" is the negative prompt guidance has without one: the same images, not a setting ignored
+            if negative_prompt is not None and negative_prompt != "" and negative_prompt != [""] * len(texts):
                 raise InputError(f"negative_prompt: expected none with guidance_scale {guidance_scale:g} (guidance "
-                                 "is on above 1, where the negative prompt steers away), found one")
+                                 f"is on above 1, where the negative prompt steers away), found {negative_prompt!r:.60}")
             return Prompts(positive, None)
         negative = _texts("" if negative_prompt is None else negative_prompt, "negative_prompt")
         if len(negative) == 1:
