@@ -80,4 +80,10 @@ def calibrated_threshold(pipe, normal: list[Path], quantile: float) -> float:
     """The least normal picture's score that `quantile` of their scores fall at or below: one of
     them, not between two (numpy's default interpolates, and under 1/(1 - quantile) pictures its
     threshold flagged the highest normal one)."""
-    return float(np.quantile(score_pictures(pipe, normal), check_quantile(quantile), method="higher"))
+    return quantile_score(score_pictures(pipe, normal), check_quantile(quantile))
+
+
+def quantile_score(scores: np.ndarray, quantile: float) -> float:
+    """The least of `scores` that `quantile` of them are at or below (numpy's inverted CDF: of 100,
+    at 0.99, the 99th; "higher" took the 100th, the highest, whenever 0.99 x 99 was not whole)."""
+    return float(np.quantile(scores, quantile, method="inverted_cdf"))

@@ -368,3 +368,15 @@ def test_score_reads_pictures_as_training_read_a_folder_and_flags_those_above_a_
     monkeypatch.setattr(cli, "_package_or_name", lambda given: pytest.fail(f"resolved {given}"))
     assert main(["score", "vae-digits", str(odd), "--quantile", "0.5"]) == 2
     assert main(["score", "vae-digits", str(tmp_path / "no-such")]) == 2
+
+
+def test_a_calibrated_threshold_is_the_least_normal_score_the_quantile_is_at_or_below():
+    """Of 100 normal scores at 0.99 the threshold was the highest (none of them flagged, not one), of
+    two at 0.5 the higher: numpy's "higher" rounds up where q x (n - 1) is not whole."""
+    from edgegen.anomaly import quantile_score
+
+    scores = np.arange(1.0, 101.0)[::-1].copy()   # 100 down to 1, in no order the rule may rely on
+    assert quantile_score(scores, 0.99) == 99.0 and (scores > 99.0).sum() == 1
+    assert quantile_score(np.array([347.06, 277.55]), 0.5) == 277.55
+    assert quantile_score(np.arange(1.0, 41.0), 0.5) == 20.0
+    assert quantile_score(np.arange(1.0, 13.0), 0.99) == 12.0   # under 100: the highest
