@@ -399,10 +399,7 @@ def _cmd_generate(args) -> None:
     args.package = _package_or_name(args.package)   # a shipped name's export, after the options' checks
     _refuse_out_over_what_generate_reads(args.out, args.package, options)
     pipe = load(args.package, backend=args.backend, threads=args.threads, precision=args.precision)
-    from .package import fp32_graphs_note
-
-    if note := fp32_graphs_note(pipe.precision, pipe.package.fp32_graphs(pipe.precision)):
-        print(f"edgegen: {note}", file=sys.stderr)   # stdout may be the generated text
+    _say_fp32_graphs(pipe)
     args.n = _default_samples(pipe) if args.n is None else args.n
     try:
         _refuse_a_grid_too_large(pipe, family, args)
@@ -857,6 +854,17 @@ def _refuse_shipped_name(given: str) -> None:
                       f"edgegen optimize pkg-{given} ...)")
 
 
+def _say_fp32_graphs(pipe) -> dict[str, str]:
+    """The graphs that run in fp32 at the precision asked for ({part: why}), said on stderr
+    (stdout may be the command's text or JSON)."""
+    from .package import fp32_graphs_note
+
+    graphs = pipe.package.fp32_graphs(pipe.precision)
+    if note := fp32_graphs_note(pipe.precision, graphs):
+        print(f"edgegen: {note}", file=sys.stderr)
+    return graphs
+
+
 def _cmd_score(args) -> int:
     """Each picture's anomaly score; with a threshold (given, or the --quantile of --normal's
     scores), which score above it: exit status 1 where any does, as check's verdict."""
@@ -874,6 +882,7 @@ def _cmd_score(args) -> int:
     normal = picture_files([args.normal], "--normal") if args.normal is not None else []
     args.package = _package_or_name(args.package)
     pipe = load(args.package, backend=args.backend, threads=args.threads, precision=args.precision)
+    fp32_graphs = _say_fp32_graphs(pipe)   # a flow's refused forward variant scored in fp32 without a word
     if normal:
         threshold = calibrated_threshold(pipe, normal, quantile)
     scores = score_pictures(pipe, files)
@@ -881,7 +890,7 @@ def _cmd_score(args) -> int:
     calibration = {"normal": str(args.normal), "pictures": len(normal), "quantile": quantile} if normal else None
     if args.json:
         print(json.dumps({"report": SCORE_REPORT, "package": str(args.package), "precision": args.precision,
-                          "threshold": threshold, "calibration": calibration,
+                          "fp32_graphs": fp32_graphs, "threshold": threshold, "calibration": calibration,
                           "pictures": [{"path": str(path), "score": float(score), "above": flag}
                                        for path, score, flag in zip(files, scores, above)]}, indent=2))
     else:

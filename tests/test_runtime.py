@@ -380,3 +380,28 @@ def test_a_calibrated_threshold_is_the_least_normal_score_the_quantile_is_at_or_
     assert quantile_score(np.array([347.06, 277.55]), 0.5) == 277.55
     assert quantile_score(np.arange(1.0, 41.0), 0.5) == 20.0
     assert quantile_score(np.arange(1.0, 13.0), 0.99) == 12.0   # under 100: the highest
+
+
+def test_score_says_the_graphs_that_ran_in_fp32_at_the_precision_asked(trained, tmp_path, capsys):
+    """A flow whose forward variant its gate refused scored every picture in fp32 while the report
+    said "int8", without a word (helper 138)."""
+    import json
+    import shutil
+
+    from PIL import Image
+
+    from edgegen.cli import main
+    from edgegen.optimize import optimize_package
+
+    pkg = shutil.copytree(trained["vae"][1], tmp_path / "pkg")
+    optimize_package(pkg, "fp16", progress=lambda *a: None, speed_check=False)
+    manifest = json.loads((pkg / "edgegen.json").read_text())
+    (pkg / manifest["variants"]["fp16"]["decoder"]["file"]).unlink()
+    manifest["variants"]["fp16"]["decoder"] = {"refused": "PSNR 20.0 dB below 30", "target": "ort-cpu"}
+    (pkg / "edgegen.json").write_text(json.dumps(manifest))
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(tmp_path / "black.png")
+    assert main(["score", str(pkg), str(tmp_path / "black.png"), "--precision", "fp16", "--json"]) == 0
+    said = capsys.readouterr()
+    assert json.loads(said.out)["fp32_graphs"] == {
+        "decoder": "its fp16 variant was refused: PSNR 20.0 dB below 30"}
+    assert "edgegen: precision fp16: graph 'decoder' runs in fp32 (its fp16 variant was refused" in said.err
