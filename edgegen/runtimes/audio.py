@@ -65,8 +65,10 @@ def read_wav(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
                         f"({exc.__class__.__name__}: {exc})") from None
     if width != 2:
         raise DataError(f"{path}: expected 16-bit PCM samples, found {8 * width}-bit")
-    if rate < MIN_WAV_RATE:   # 0 divided below; 1 Hz made 8,000 samples of each one
-        raise DataError(f"{path}: expected a sample rate of at least {MIN_WAV_RATE} Hz in its header, found {rate} Hz")
+    if not MIN_WAV_RATE <= rate <= MAX_WAV_RATE:   # 0 divided below; 1 Hz made 8,000 samples of each one
+        # and 4 GHz built an anti-aliasing filter of 36 million taps: minutes, and 1.7 GB, for one file
+        raise DataError(f"{path}: expected a sample rate from {MIN_WAV_RATE} to {MAX_WAV_RATE} Hz in its header, found "
+                        f"{rate} Hz")
     frames = frames[:len(frames) - len(frames) % (width * channels)]   # a truncated file's last partial frame
     audio = np.frombuffer(frames, "<i2").astype(np.float32).reshape(-1, channels).mean(axis=1) / 32768
     if rate > sample_rate and len(audio) > 1:   # a file of no frames stays empty (a short clip, left out)
@@ -78,6 +80,7 @@ def read_wav(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
 
 
 MIN_WAV_RATE = 1000   # Hz: below it a header's rate is damage, not audio (8 kHz telephone audio is the lowest in use)
+MAX_WAV_RATE = 768_000   # Hz: the highest rate audio interfaces record at; above it, damage too
 ANTI_ALIAS_CUTOFF = 0.45   # of the new sample rate: the filter's transition band ends below its Nyquist (0.5)
 
 
