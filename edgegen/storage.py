@@ -533,15 +533,28 @@ def clean_temporaries(directory: Path) -> list[Path]:
 def data_files(folder: Path, suffixes: Iterable[str]) -> list[Path]:
     """The files under `folder` with one of `suffixes` (any case), sorted; hidden files and folders
     (names starting with a dot: macOS's ._ files, .ipynb_checkpoints) left out, as a user means
-    "the data in this folder"."""
+    "the data in this folder"; folders linked into it are followed (rglob left them out unsaid), each real
+    folder once (a picture linked in twice is read once)."""
     suffixes = tuple(suffixes)
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in suffixes and (p.is_file() or p.is_symlink())
-                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    files = sorted(p for p in _files_under(folder) if p.suffix.lower() in suffixes and not p.name.startswith("."))
     for path in files:   # a link to nothing was left out unsaid, where an unreadable file stops training
         if not path.exists():
             raise DataError(f"data file {str(path)!r}: expected a file to read, found a link to nothing "
                             f"({os.readlink(path)!r}): mend or remove the link")
     return [p for p in files if p.is_file()]   # a link to a folder named like an image: not a file
+
+
+def _files_under(folder: Path):
+    """Every entry but a folder under `folder`, through linked folders, each real folder walked once (a
+    link back up would loop); hidden folders left out."""
+    walked = set()
+    for root, folders, names in os.walk(folder, followlinks=True):
+        if (real := os.path.realpath(root)) in walked:
+            folders[:] = []
+            continue
+        walked.add(real)
+        folders[:] = sorted(name for name in folders if not name.startswith("."))   # the first name of a folder wins
+        yield from (Path(root) / name for name in names)
 
 
 def user_cache_dir(checked: bool = True) -> Path:

@@ -75,6 +75,16 @@ def test_a_link_to_nothing_among_the_images_is_said_as_a_broken_file_is(tmp_path
     (tmp_path / "im.png").mkdir()   # a folder named like a picture is no file: left out
     (tmp_path / "also.png").symlink_to(tmp_path / "im0.png")   # a link to a picture is read
     assert [p.name for p in data_files(tmp_path, (".png",))] == ["also.png", "im0.png", "im1.png", "im2.png"]
+    # a linked folder is followed (its 40 pictures were left out unsaid), a folder reached twice or by a link back
+    # up walked once (by its first name), hidden ones not
+    (tmp_path / "more").mkdir()
+    Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(tmp_path / "more" / "m.png")
+    (tmp_path / "linked").symlink_to(tmp_path / "more")
+    (tmp_path / "more" / "up").symlink_to(tmp_path)
+    (tmp_path / ".hidden").mkdir()
+    Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(tmp_path / ".hidden" / "h.png")
+    found = [str(p.relative_to(tmp_path)) for p in data_files(tmp_path, (".png",))]
+    assert found == ["also.png", "im0.png", "im1.png", "im2.png", "linked/m.png"], found
 
 
 def test_a_built_in_sets_name_beside_a_folder_of_that_name_is_said(tmp_path, monkeypatch):
