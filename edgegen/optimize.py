@@ -411,7 +411,8 @@ def _given_feeds(package: Package, family, config, inputs) -> dict:
     from .runtimes.session import check_feeds
 
     if inputs is not None:
-        feeds, source = read_feeds(inputs), str(inputs)
+        # recorded whole: a relative path names nothing once read from another folder
+        feeds, source = read_feeds(inputs), str(Path(inputs).resolve())
     elif getattr(config, "held_out", None) is not None:
         feeds, source = recorded_feeds(package, config), "held-out inputs recorded at export"
     else:

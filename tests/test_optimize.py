@@ -840,7 +840,7 @@ def test_a_typical_call_larger_than_the_gates_feed_repeats_its_held_out_rows():
 
 
 def test_optimize_inputs_of_one_point_or_of_classes_past_the_table_are_refused(package_copy, shipped_package, tmp_path,
-                                                                              capsys):
+                                                                              capsys, monkeypatch):
     """An .npz of zeros passed an int8 GAN at 54.7 dB (13.6 on real latents) and replaced a good
     variant; a cGAN's label 99 was ONNX Runtime's error blamed on the conversion, -1 gated as class 9."""
     pkg = package_copy("gan")
@@ -853,7 +853,10 @@ def test_optimize_inputs_of_one_point_or_of_classes_past_the_table_are_refused(p
     spread = tmp_path / "spread.npz"   # rows that differ: taken
     rng = np.random.default_rng(0)
     np.savez(spread, **{f"{i}/z": rng.standard_normal((8, 64)).astype(np.float32) for i in range(4)})
-    assert main(["optimize", str(pkg), "--precision", "fp16", "--no-speed-check", "--inputs", str(spread)]) == 0
+    monkeypatch.chdir(tmp_path)   # a relative path is recorded whole: it named nothing read from elsewhere
+    assert main(["optimize", str(pkg), "--precision", "fp16", "--no-speed-check", "--inputs", "spread.npz"]) == 0
+    records = edgegen.load(pkg, precision="fp16").package.variant_files("fp16")
+    assert records and all(r["gate_inputs"] == str(spread) for r in records.values())
     cgan = shutil.copytree(shipped_package("cgan-digits"), tmp_path / "cgan")
     for label in (99, -1):
         labels = tmp_path / "labels.npz"
