@@ -190,9 +190,10 @@ def warn_of_sixteen_bit_colour(image: Image.Image, what: str) -> None:
     raw = [tile[3] for tile in getattr(image, "tile", None) or () if len(tile) > 3]
     raw = [r[0] if isinstance(r, tuple) and r else r for r in raw]   # a TIFF's ("RGB;16L", 0, 1), a PNG's "RGB;16B"
     if image.mode in ("RGB", "RGBA") and any(isinstance(r, str) and ";16" in r for r in raw):
-        warnings.warn(f"{what}: a 16-bit colour picture, read at 8 bits a channel (Pillow has no 16-bit RGB mode): "
-                      "pass its pixels as a uint16 [height, width, 3] array to keep 16 bits", EdgegenWarning,
-                      stacklevel=3)
+        # grey with alpha too: Pillow reads a 16-bit one as RGBA; from the shell no array can be given
+        warnings.warn(f"{what}: a 16-bit picture with colour or alpha, read at 8 bits a channel (Pillow has no 16-bit "
+                      "mode for it), its low bytes dropped (from Python, a uint16 [height, width, 3] array of its "
+                      "pixels keeps 16 bits)", EdgegenWarning, stacklevel=3)
 
 
 def check_picture_file(path: str | os.PathLike, what: str = "image") -> None:

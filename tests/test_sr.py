@@ -521,7 +521,7 @@ def test_pictures_the_upscaler_cannot_take_whole_are_said(package, tmp_path, cap
     pipe = edgegen.load(package)
     pixels = (np.random.default_rng(0).random((12, 10, 3)) * 65535).astype(np.uint16)
     _rgb16_png(tmp_path / "deep.png", pixels)
-    with pytest.warns(EdgegenWarning, match=r"image: a 16-bit colour picture, read at 8 bits a channel .*uint16"):
+    with pytest.warns(EdgegenWarning, match=r"image: a 16-bit picture with colour or alpha, read at 8 bits a channel .*uint16"):
         with Image.open(tmp_path / "deep.png") as image:
             assert pipe.upscale(image).mode == "RGB"
     assert pipe.upscale(pixels).dtype == np.uint16   # the array keeps its 16 bits, and says nothing
