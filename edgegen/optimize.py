@@ -405,6 +405,7 @@ def _refuse_settings_of_drawn_feeds(checkpoint, calibration: int | None, inputs)
 
 def _given_feeds(package: Package, family, config, inputs) -> dict:
     """{part: (calibration feeds, gate feeds, source)} from an .npz of feeds or the recorded ones."""
+    from .families.generic.export import embedding_rows
     from .families.generic.pipeline import refuse_indices_past_their_tables
     from .runtimes.feeds import read_feeds, recorded_feeds
     from .runtimes.pipeline import check_finite, input_array
@@ -425,8 +426,9 @@ def _given_feeds(package: Package, family, config, inputs) -> dict:
     out = {}
     for part, entry in package.graphs.items():
         names = [s.name for s in entry.inputs]
-        # the rows of the tables an input indexes (a class embedding), read from the graph: a family's too
-        tables = {**embedding_rows(package.graph_path(part)), **(getattr(config, "index_limits", None) or {})}
+        # the rows of the embedding tables an input indexes (a class embedding), read from the graph: a family's too
+        tables = {**embedding_rows(onnx.load(str(package.graph_path(part)), load_external_data=False)),
+                  **(getattr(config, "index_limits", None) or {})}
         for i, feed in enumerate(feeds):
             if missing := [n for n in names if n not in feed]:
                 raise ConfigError(f"inputs ({source}): expected the inputs of graph {part!r}, {names}, in every feed, found "
@@ -448,19 +450,6 @@ def _given_feeds(package: Package, family, config, inputs) -> dict:
         _refuse_one_input_throughout(picked[half:], entry.inputs, f"inputs ({source}) feeds {half} to {len(feeds) - 1}")
         out[part] = (picked[:half], picked[half:], source)
     return out
-
-
-def embedding_rows(graph: Path) -> dict[str, int]:
-    """{graph input: rows} of the tables (initializers) a Gather indexes by a graph input directly:
-    an embedding's class ids, which must lie within them."""
-    model = onnx.load(str(graph), load_external_data=False)
-    tables = {init.name: init.dims[0] for init in model.graph.initializer if init.dims}
-    inputs = {i.name for i in model.graph.input}
-    rows = {}
-    for node in model.graph.node:
-        if node.op_type == "Gather" and len(node.input) == 2 and node.input[1] in inputs and node.input[0] in tables:
-            rows[node.input[1]] = min(rows.get(node.input[1], tables[node.input[0]]), tables[node.input[0]])
-    return rows
 
 
 def _refuse_one_input_throughout(gate: list[dict], specs, where: str) -> None:

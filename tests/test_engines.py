@@ -73,6 +73,14 @@ def test_only_engines_this_users_edgegen_built_are_trusted(tmp_path, monkeypatch
                                             r"one of mode 666: replaced \(the engines it signed are built again\)"):
         assert cache.lookup("generator", _key()) is None
     assert key_file.read_bytes() != planted_key and key_file.stat().st_mode & 0o777 == 0o600
+    # a file system that shows every file as mode 777 (WSL's /mnt/c): the key was replaced at every call
+    monkeypatch.setattr("edgegen.runtimes.engines._writable_by_others", lambda path: "one of mode 777")
+    kept = key_file.read_bytes()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert cache.lookup("generator", _key()) is None   # (stored under the key replaced above)
+        cache.store("generator", _key(), b"built here")
+        assert cache.lookup("generator", _key()) == b"built here" and key_file.read_bytes() == kept
     (tmp_path / "pkg-cache" / "generator.fp32.json").write_text("[]")   # a record of another shape: rebuilt
     assert cache.lookup("generator", _key()) is None and "unreadable record" in cache.rejected[-1]
 
@@ -119,6 +127,9 @@ def test_onnx_runtimes_engines_of_graphs_changed_in_place_are_removed(trained, t
     whose files were replaced by a retrained model's (same layout, same names) ran the old engines."""
     import shutil
 
+    from pathlib import Path
+
+    from edgegen.package import user_engines_dir
     from edgegen.runtimes.engines import ORT_ENGINES_GRAPHS, ort_engine_cache
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user"))
@@ -137,7 +148,7 @@ def test_onnx_runtimes_engines_of_graphs_changed_in_place_are_removed(trained, t
     # the same graph file, other weights: its digest differs
     changed = {file: "0" * 64 for file in digests}
     with pytest.warns(EdgegenWarning, match=r"ONNX Runtime's engines in .*ort-tensorrt' were built from other graphs than "
-                                            r"the package's generator.onnx now \(changed since\): removed, and built again"):
+                                            r"generator.onnx now \(changed since\): removed, and built again"):
         ort_engine_cache(pkg, graphs=changed)
     assert sorted(p.name for p in engines.glob("TensorrtExecutionProvider*")) == ["TensorrtExecutionProvider_cache_sm87.timing"]
     assert json.loads((engines / ORT_ENGINES_GRAPHS).read_text()) == changed
@@ -154,6 +165,25 @@ def test_onnx_runtimes_engines_of_graphs_changed_in_place_are_removed(trained, t
         ort_engine_cache(pkg, graphs={"generator.int8.onnx": "1" * 64})
     assert (engines / "TensorrtExecutionProvider_TRTKernel_graph_main_2_0_0_sm87.engine").exists()
     assert json.loads((engines / ORT_ENGINES_GRAPHS).read_text()) == {**digests, "generator.int8.onnx": "1" * 64}
+    # another package's graphs in one cache_dir (recorded by their whole paths): neither removes the other's engines
+    shared = tmp_path / "shared"
+    for path in ("/a/decoder.onnx", "/b/decoder.onnx"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            ort_engine_cache(pkg, cache_dir=shared, graphs={path: "2" * 64})
+        (shared / "ort-tensorrt" / f"TensorrtExecutionProvider_{path[1]}.engine").write_bytes(b"built")
+    assert len(list((shared / "ort-tensorrt").glob("*.engine"))) == 2
+    # engines of other graphs in a package folder this user cannot write in: built in the user's cache
+    # instead (removing them failed as PermissionError; root passes any mode, so the probe is patched)
+    (engines / "TensorrtExecutionProvider_TRTKernel_graph_main_3_0_0_sm87.engine").write_bytes(b"old weights'")
+    monkeypatch.setattr("edgegen.runtimes.engines.can_write_files_in", lambda folder: Path(folder) != engines)
+    with pytest.warns(EdgegenWarning, match=r"were built from other graphs than generator.onnx now \(changed since\), "
+                                            r"and this user cannot remove them: not read, and built in .* instead"):
+        assert ort_engine_cache(pkg, graphs=changed) == user_engines_dir(pkg)
+    assert (engines / "TensorrtExecutionProvider_TRTKernel_graph_main_3_0_0_sm87.engine").exists()
+    with warnings.catch_warnings():   # its own graphs: read there, the record left as it is
+        warnings.simplefilter("error")
+        assert ort_engine_cache(pkg, graphs={**digests, "generator.int8.onnx": "1" * 64}) == pkg / ".edgegen-cache"
 
 
 def test_a_package_this_user_cannot_write_in_keeps_its_engines_in_the_users_cache(trained, tmp_path, monkeypatch):

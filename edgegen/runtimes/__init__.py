@@ -42,7 +42,8 @@ def open_sessions(package: Package, backend: str = "auto", threads: int | None =
     if concrete == "ort-tensorrt":
         from .engines import ort_engine_cache
 
-        cache = ort_engine_cache(package.path, cache_dir, graphs=package.graph_digests(precision))
+        graphs = {str(package.path.resolve() / file): digest for file, digest in package.graph_digests(precision).items()}
+        cache = ort_engine_cache(package.path, cache_dir, graphs=graphs)
     if precision == "int8" and concrete == "ort-cpu":
         _warn_if_int8_saturates(package)
     if concrete == "ort-cpu":

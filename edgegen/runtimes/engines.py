@@ -37,7 +37,7 @@ from ..errors import (BackendError, ConfigError, EdgegenWarning, InputError, Pac
 from ..families import package_config, require_offered_precision
 from ..package import (ENGINE_CACHE, TensorSpec, engine_cache_dir, engine_folder_refused, holds_files, least_size,
                        may_be_empty, prepare_engine_folder, user_engines_dir)
-from ..storage import atomic_write_bytes, atomic_write_text, user_cache_dir, writer_lock
+from ..storage import atomic_write_bytes, atomic_write_text, can_write_files_in, user_cache_dir, writer_lock
 from ..targets import this_device_target
 from .backends import require_tensorrt
 from .session import Session
@@ -265,8 +265,9 @@ def ort_engine_cache(package_path: str | os.PathLike, cache_dir: str | os.PathLi
     this user's edgegen made that folder at that path (its mark, signed with the engine key):
     a folder that came with a received package (a colleague's, a copy from another path, one an
     older edgegen made) is left as it is, and the engines are built in the user's cache.
-    graphs: {graph file: digest} of the graphs loaded (Package.graph_digests): engines built from
-    others there are removed (_forget_engines_of_other_graphs)."""
+    graphs: {graph file's whole path: digest} of the graphs loaded (Package.graph_digests): engines
+    built from others there are removed (_forget_engines_of_other_graphs), or, in a package folder
+    this user cannot write in, not read, and built in the user's cache instead."""
     if cache_dir is not None:   # the caller's own folder
         prepare_engine_folder(Path(cache_dir) / "ort-tensorrt", package_path)
         _forget_engines_of_other_graphs(Path(cache_dir) / "ort-tensorrt", graphs)
@@ -274,11 +275,17 @@ def ort_engine_cache(package_path: str | os.PathLike, cache_dir: str | os.PathLi
     try:
         cache = engine_cache_dir(package_path, "ort-tensorrt")
         folder = cache / "ort-tensorrt"
-        if cache == Path(package_path) / ENGINE_CACHE and holds_files(folder) and not _marked(folder):
+        inside = cache == Path(package_path) / ENGINE_CACHE
+        if inside and holds_files(folder) and not _marked(folder):
             cache = user_engines_dir(package_path)
             warn_caller(f"ONNX Runtime's engines in {str(folder)!r} were not made by this user's edgegen at this path (a "
                         f"received package's, or an older edgegen's): not read, and built in {str(cache)!r} instead "
                         f"(remove {str(folder)!r} to build them in the package again)", EdgegenWarning)
+            folder = cache / "ort-tensorrt"
+        elif inside and not can_write_files_in(folder) and (why := _engines_of_other_graphs(folder, graphs)[1]):
+            cache = user_engines_dir(package_path)   # engines it cannot remove: read from neither
+            warn_caller(f"ONNX Runtime's engines in {str(folder)!r} were built {why}, and this user cannot remove "
+                        f"them: not read, and built in {str(cache)!r} instead", EdgegenWarning)
             folder = cache / "ort-tensorrt"
         prepare_engine_folder(folder, package_path)
         if not holds_files(folder):   # new: marked before ONNX Runtime writes in it
@@ -302,26 +309,44 @@ def _forget_engines_of_other_graphs(folder: Path, graphs: dict[str, str] | None)
     without a record (an earlier edgegen's), they are removed, said, and built again."""
     if graphs is None:
         return
+    engines, why = _engines_of_other_graphs(folder, graphs)
+    recorded = _recorded_graphs(folder) or {}
+    try:
+        if why:
+            for engine in engines:
+                engine.unlink(missing_ok=True)
+            warn_caller(f"ONNX Runtime's engines in {str(folder)!r} were built {why}: removed, and built again from the "
+                        "graphs loaded", EdgegenWarning)
+            recorded = {}
+        # a package folder this user cannot write in, its engines of these graphs: read, the record left as it is
+        if any(recorded.get(file) != digest for file, digest in graphs.items()) and can_write_files_in(folder):
+            atomic_write_text(folder / ORT_ENGINES_GRAPHS, json.dumps({**recorded, **graphs}, indent=1) + "\n")
+    except OSError as exc:   # the caller's cache_dir, read-only: said as the folder's
+        raise engine_folder_refused(folder, exc) from None
+
+
+def _recorded_graphs(folder: Path) -> dict | None:
+    """The {graph path: digest} record beside ONNX Runtime's engines, or None where there is none."""
     try:
         recorded = json.loads((folder / ORT_ENGINES_GRAPHS).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        recorded = None
-    recorded = recorded if isinstance(recorded, dict) else None
-    engines = [p for p in folder.iterdir() if p.is_file() and p.suffix in ORT_ENGINE_FILES]
-    changed = sorted(file for file, digest in graphs.items() if recorded and recorded.get(file) not in (None, digest))
-    if engines and (recorded is None or changed):
-        for engine in engines:
-            engine.unlink(missing_ok=True)
-        why = (f"from other graphs than the package's {', '.join(changed)} now (changed since)" if changed else
-               "with no record of the graphs they came from (an earlier edgegen's)")
-        warn_caller(f"ONNX Runtime's engines in {str(folder)!r} were built {why}: removed, and built again from the "
-                    "graphs loaded", EdgegenWarning)
-        recorded = {}
-    if recorded is None or any(recorded.get(file) != digest for file, digest in graphs.items()):
-        try:
-            atomic_write_text(folder / ORT_ENGINES_GRAPHS, json.dumps({**(recorded or {}), **graphs}, indent=1) + "\n")
-        except OSError as exc:
-            raise engine_folder_refused(folder, exc) from None
+        return None
+    return recorded if isinstance(recorded, dict) else None
+
+
+def _engines_of_other_graphs(folder: Path, graphs: dict[str, str] | None) -> tuple[list[Path], str]:
+    """(the engine files in `folder`, why they are not the engines of `graphs`: "" where they may
+    be). A graph is recorded by its whole path, so packages sharing a cache_dir keep theirs."""
+    try:
+        engines = [p for p in folder.iterdir() if p.is_file() and p.suffix in ORT_ENGINE_FILES]
+    except OSError:   # no folder yet
+        return [], ""
+    if graphs is None or not engines:
+        return engines, ""
+    if (recorded := _recorded_graphs(folder)) is None:
+        return engines, "with no record of the graphs they came from (an earlier edgegen's)"
+    changed = sorted(file for file, digest in graphs.items() if recorded.get(file) not in (None, digest))
+    return engines, f"from other graphs than {', '.join(changed)} now (changed since)" if changed else ""
 
 
 def _marked(folder: Path) -> bool:
@@ -363,7 +388,7 @@ def _engine_key() -> bytes:
     path = user_cache_dir() / ENGINE_KEY_NAME
     try:
         damaged = path.is_file()
-        if damaged and (loose := _writable_by_others(path)):
+        if damaged and (loose := _writable_by_others(path)) and _modes_kept(path.parent):
             warn_caller(f"engine key {str(path)!r}: expected a file only this user can write, found {loose}: replaced "
                         "(the engines it signed are built again)", EdgegenWarning)
         elif damaged and len(key := path.read_bytes()) == ENGINE_KEY_BYTES:
@@ -390,14 +415,27 @@ def _engine_key() -> bytes:
 
 
 def _writable_by_others(path: Path) -> str:
-    """How a file is open to other users' writes ("mode 666", "owner uid 1001"), or "" where it is
-    not (or the system has no such modes)."""
+    """How a file is open to other users' writes ("one of mode 666", "one owned by uid 1001"), or
+    "" where it is not (or the system has no such modes). root's (a sudo run's) is no other's."""
     if not hasattr(os, "getuid"):
         return ""
     status = path.stat()
-    if status.st_uid != os.getuid():
+    if status.st_uid not in (os.getuid(), 0):
         return f"one owned by uid {status.st_uid}"
     return f"one of mode {status.st_mode & 0o777:o}" if status.st_mode & 0o022 else ""
+
+
+def _modes_kept(folder: Path) -> bool:
+    """Whether a file made private in `folder` stays so: a file system that shows every file as
+    mode 777 or as another's (WSL's /mnt/c, some network mounts) would have the key replaced at
+    every call, and no engine's signature would ever hold."""
+    fd, probe = tempfile.mkstemp(prefix=".edgegen-mode.", suffix=".tmp", dir=folder)   # mode 0600
+    try:
+        os.close(fd)
+        return not _writable_by_others(Path(probe))
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(probe)
 
 
 def _tensorrt():
