@@ -607,7 +607,8 @@ def _torch_held_text(memory: dict) -> str:
     memory: said."""
     if not memory.get("torch_loaded"):
         return ""
-    return f"; of it {memory['held_before']} MB held before the package loaded, PyTorch's libraries among it"
+    held = memory.get("held_before")   # None where the system has no /proc (macOS)
+    return f"; of it{'' if held is None else f' {held} MB'} held before the package loaded, PyTorch's libraries among it"
 
 
 def _bench_one(args, shapes: dict, generation: bool) -> dict:

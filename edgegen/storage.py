@@ -534,7 +534,7 @@ def data_files(folder: Path, suffixes: Iterable[str]) -> list[Path]:
     """The files under `folder` with one of `suffixes` (any case), sorted; hidden files and folders
     (names starting with a dot: macOS's ._ files, .ipynb_checkpoints) left out, as a user means
     "the data in this folder"; folders linked into it are followed (rglob left them out unsaid), each real
-    folder once (a picture linked in twice is read once)."""
+    folder once (a folder linked in twice is read once)."""
     suffixes = tuple(suffixes)
     files = sorted(p for p in _files_under(folder) if p.suffix.lower() in suffixes and not p.name.startswith("."))
     for path in files:   # a link to nothing was left out unsaid, where an unreadable file stops training
@@ -546,10 +546,16 @@ def data_files(folder: Path, suffixes: Iterable[str]) -> list[Path]:
 
 def _files_under(folder: Path):
     """Every entry but a folder under `folder`, through linked folders, each real folder walked once (a
-    link back up would loop); hidden folders left out."""
-    walked = set()
+    link back up would loop); hidden folders left out, and links to a folder holding `folder` (a
+    train/ linking to its parent would take in val/ and test/), said."""
+    walked, top = set(), os.path.realpath(folder)
     for root, folders, names in os.walk(folder, followlinks=True):
         if (real := os.path.realpath(root)) in walked:
+            folders[:] = []
+            continue
+        if real != top and top.startswith(real.rstrip(os.sep) + os.sep):
+            warnings.warn(f"data folder {str(folder)!r}: {root!r} links to {real!r}, a folder holding it: left out",
+                          EdgegenWarning, stacklevel=4)
             folders[:] = []
             continue
         walked.add(real)

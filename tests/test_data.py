@@ -85,6 +85,10 @@ def test_a_link_to_nothing_among_the_images_is_said_as_a_broken_file_is(tmp_path
     Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(tmp_path / ".hidden" / "h.png")
     found = [str(p.relative_to(tmp_path)) for p in data_files(tmp_path, (".png",))]
     assert found == ["also.png", "im0.png", "im1.png", "im2.png", "linked/m.png"], found
+    # a link to a folder holding the data folder (train/ to its parent) would take in its siblings: left out, said
+    (tmp_path / "more" / "parent").symlink_to(tmp_path.parent)
+    with pytest.warns(EdgegenWarning, match=r"links to .*, a folder holding it: left out"):
+        assert [str(p.relative_to(tmp_path)) for p in data_files(tmp_path, (".png",))] == found
 
 
 def test_a_built_in_sets_name_beside_a_folder_of_that_name_is_said(tmp_path, monkeypatch):
