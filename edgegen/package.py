@@ -610,7 +610,7 @@ class Package:
         structure, not its weights)."""
         digests = {}
         for part, entry in self.graphs.items():
-            record = self.variant_files(precision).get(part) if precision != "fp32" else None
+            record = self.variant_record(part, precision)
             file, sha = (record["file"], record.get("sha256")) if record else (entry.file, entry.sha256)
             digests[file] = with_external_data(sha, self.external_data(part, precision))
         return digests
@@ -618,12 +618,17 @@ class Package:
     def external_data(self, part: str, precision: str = "fp32") -> dict[str, str]:
         """{location: sha256} of the external-data files graph `part` reads at `precision`, as its
         record in the manifest gives them (none for a graph under 2 GB)."""
-        record = self.variant_files(precision).get(part) if precision != "fp32" else None
+        record = self.variant_record(part, precision)
         return dict((record if record is not None else self.graphs[part].extra).get("external_data") or {})
+
+    def variant_record(self, part: str, precision: str) -> dict | None:
+        """The record of graph `part`'s variant run at `precision`: None at fp32, or where none was
+        written (the graph runs in fp32 then)."""
+        return self.variant_files(precision).get(part) if precision != "fp32" else None
 
     def graph_path(self, part: str, precision: str = "fp32") -> Path:
         """The graph file of `part`; for another precision its variant where one was written, else fp32's."""
-        record = self.variant_files(precision).get(part) if precision != "fp32" else None
+        record = self.variant_record(part, precision)
         if record is not None:
             return self.resolve(record["file"], f"variants.{precision}.{part}.file")
         return self.resolve(self.manifest.graphs[part].file, f"graphs.{part}.file")

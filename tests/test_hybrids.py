@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import edgegen
-from edgegen.errors import ConfigError, DataError, InputError
+from edgegen.errors import ConfigError, DataError, EdgegenWarning, InputError
 from edgegen.training.data import load_images
 from edgegen.export import export_checkpoint
 from edgegen.training.checkpoint import load_checkpoint
@@ -336,8 +336,6 @@ def test_controlnet_refuses_a_base_that_is_not_a_diffusion_checkpoint(tmp_path):
 
 
 def test_controlnet_refuses_what_would_not_fit_its_base(tiny_diffusion, tmp_path):
-    from edgegen.errors import EdgegenWarning
-
     with pytest.warns(EdgegenWarning, match="--data 'natural': the base .* was trained on 'digits'"), \
             pytest.raises(ConfigError, match="expected data with the base model's 10 classes, found 0"):
         train("controlnet", tmp_path / "c", data="natural", steps=1, progress=False, base=str(tiny_diffusion[0]))
@@ -383,6 +381,14 @@ def test_a_controlnet_fine_tuned_from_a_checkpoint_starts_from_its_weights_not_i
                                           r"place with --base$"):
         train("controlnet", tmp_path / "c7", steps=1, batch_size=8, progress=False, init=tmp_path / "c3")
     assert not (tmp_path / "c7").exists()
+    # a user's base named like a shipped one, gone: the shipped one is taken, and said (its weights do not fit here)
+    mine = train("diffusion", tmp_path / "diffusion-digits", steps=1, batch_size=8, progress=False, width=8, seed=9)
+    on_mine = train("controlnet", tmp_path / "c8", steps=1, batch_size=8, progress=False, base=str(mine))
+    shutil.move(mine, tmp_path / "elsewhere")
+    with pytest.warns(EdgegenWarning, match=r"^--init '.*c8': its --base checkpoint '.*diffusion-digits' is gone: the "
+                                            r"shipped diffusion-digits taken in its place \(give --base to take another\)"), \
+            pytest.raises(ConfigError):
+        train("controlnet", tmp_path / "c9", steps=1, batch_size=8, progress=False, init=on_mine)
     # given anew, its data is the new base's, not the start's (the warning named a --data never given)
     with warnings.catch_warnings():
         warnings.simplefilter("error")

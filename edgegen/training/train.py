@@ -19,7 +19,7 @@ from ..storage import refuse_empty, refuse_output_folder
 from ..progress import Progress
 from . import family_module
 from ..package import CHECKPOINT_WEIGHTS, refuse_output_inside_edgegens, shipped_hint
-from ..shipped import checkpoint_named, is_shipped_name, names_shipped_model
+from ..shipped import checkpoint_named, checkpoints_dir, is_shipped_name, names_shipped_model
 from .checkpoint import CHECKPOINT_KIND, checkpoint_files, data_trained_on, load_checkpoint, make_config, save_checkpoint
 from .data import DIGIT_CLASSES, load_images, refuse_empty_data, refuse_small_image_size
 
@@ -213,10 +213,14 @@ def _options_of(start, family: str, given: dict) -> dict:
 
 def _shipped_in_its_place(start, option, recorded: str) -> str:
     """A recorded path that is gone: the shipped checkpoint of its name (the checkpoints edgegen
-    ships record the folder they were built from), else refused, naming the flag to give it by."""
-    if is_shipped_name(Path(recorded).name):
-        return Path(recorded).name
+    ships record the folder they were built from; a user's of such a name is told so), else
+    refused, naming the flag to give it by."""
     flag = option.flag
+    if is_shipped_name(name := Path(recorded).name):
+        if Path(start.path).resolve().parent != checkpoints_dir().resolve():   # not a shipped one's record
+            warnings.warn(f"--init {str(start.path)!r}: its {flag} checkpoint {recorded!r} is gone: the shipped {name} "
+                          f"taken in its place (give {flag} to take another)", EdgegenWarning, stacklevel=3)
+        return name
     raise ConfigError(f"--init {str(start.path)!r}: expected its {flag} checkpoint at {recorded!r}, as its config "
                       f"records, found nothing at that path (moved or deleted?): give its new place with {flag}")
 
