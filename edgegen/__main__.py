@@ -5,5 +5,5 @@ import sys
 
 from .cli import main
 
-if __name__ == "__main__":   # not in a process multiprocessing spawns, which imports this module again
+if __name__ == "__main__":   # the command only when run as a program, never on an import of this module
     sys.exit(main())

@@ -84,6 +84,9 @@ def calibrated_threshold(pipe, normal: list[Path], quantile: float) -> float:
 
 
 def quantile_score(scores: np.ndarray, quantile: float) -> float:
-    """The least of `scores` that `quantile` of them are at or below (numpy's inverted CDF: of 100,
-    at 0.99, the 99th; "higher" took the 100th, the highest, whenever 0.99 x 99 was not whole)."""
-    return float(np.quantile(scores, quantile, method="inverted_cdf"))
+    """The least of `scores` that `quantile` of them are at or below (the inverted CDF: of 100, at
+    0.99, the 99th; numpy's "higher" took the 100th, the highest). The rank is counted with a
+    little slack: 0.07 x 100 is 7.000000000000001 in floating point, whose ceiling took the 8th."""
+    ordered = np.sort(np.asarray(scores, dtype=np.float64).ravel())
+    rank = max(1, math.ceil(quantile * len(ordered) - 1e-9))
+    return float(ordered[rank - 1])

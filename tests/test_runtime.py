@@ -380,6 +380,7 @@ def test_a_calibrated_threshold_is_the_least_normal_score_the_quantile_is_at_or_
     assert quantile_score(np.array([347.06, 277.55]), 0.5) == 277.55
     assert quantile_score(np.arange(1.0, 41.0), 0.5) == 20.0
     assert quantile_score(np.arange(1.0, 13.0), 0.99) == 12.0   # under 100: the highest
+    assert quantile_score(np.arange(1.0, 101.0), 0.07) == 7.0   # 0.07 x 100 = 7.000000000000001: not the 8th
 
 
 def test_score_says_the_graphs_that_ran_in_fp32_at_the_precision_asked(trained, tmp_path, capsys):
