@@ -349,8 +349,9 @@ def test_img2img_and_inpainting_with_a_prompt(sd_packages):
     with pytest.raises(InputError, match="negative_prompt: expected none with guidance_scale 1 .*, found 'two'"):
         pipe("seven", negative_prompt="two", guidance_scale=1.0, steps=2)
     # "" is guidance's negative prompt when none is given: the same images, taken (it was refused as "one")
-    np.testing.assert_array_equal(pipe("seven", negative_prompt="", guidance_scale=1.0, steps=2, seed=0),
-                                  pipe("seven", guidance_scale=1.0, steps=2, seed=0))
+    for empty in ("", [""], ("",)):
+        np.testing.assert_array_equal(pipe("seven", negative_prompt=empty, guidance_scale=1.0, steps=2, seed=0),
+                                      pipe("seven", guidance_scale=1.0, steps=2, seed=0))
     with pytest.raises(InputError, match="prompt: expected a text or a non-empty list"):
         pipe([], steps=2)
 

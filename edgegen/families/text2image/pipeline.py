@@ -105,7 +105,7 @@ class TextToImagePipeline(LatentDiffusionPipeline):
         positive = np.repeat(self.encode_prompt(texts), n, axis=0)
         if guidance_scale <= 1.0:
             # "" is the negative prompt guidance has without one: the same images, not a setting ignored
-            if negative_prompt is not None and negative_prompt != "" and negative_prompt != [""] * len(texts):
+            if negative_prompt is not None and any(_texts(negative_prompt, "negative_prompt")):
                 raise InputError(f"negative_prompt: expected none with guidance_scale {guidance_scale:g} (guidance "
                                  f"is on above 1, where the negative prompt steers away), found {negative_prompt!r:.60}")
             return Prompts(positive, None)
