@@ -536,11 +536,11 @@ def test_pictures_the_upscaler_cannot_take_whole_are_said(package, tmp_path, cap
             assert pipe.upscale(image).mode == "I;16"
 
     tifffile.imwrite(tmp_path / "deep.tif", pixels)   # a TIFF's tile names its raw mode in a tuple (helper 133)
-    with pytest.warns(EdgegenWarning, match="a 16-bit colour picture"):
+    with pytest.warns(EdgegenWarning, match="a 16-bit picture with colour or alpha"):
         with Image.open(tmp_path / "deep.tif") as image:
             pipe.upscale(image)
     assert main(["upscale", str(tmp_path / "deep.png"), "--package", str(package), "--out", str(tmp_path / "up.png")]) == 0
-    assert f"warning: image {str(tmp_path / 'deep.png')!r}: a 16-bit colour picture" in capsys.readouterr().err
+    assert f"warning: image {str(tmp_path / 'deep.png')!r}: a 16-bit picture with colour or alpha" in capsys.readouterr().err
     for size in ((0, 0), (0, 5)):
         with pytest.raises(InputError, match=rf"image: expected a picture with pixels, found a Pillow image of "
                                              rf"{size[0]}x{size[1]}"):
