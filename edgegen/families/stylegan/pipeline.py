@@ -108,7 +108,7 @@ class StyleGANPipeline(Pipeline):
         ws = user_array(ws, "ws", f"[n, w_dim] or [n, {self.num_ws}, w_dim]")
         if ws.ndim not in (2, 3) and ws.dtype.kind == "f":   # one w alone, [w_dim], is told both forms
             raise InputError(f"ws: expected shape [n, {self.w_dim}] or [n, {self.num_ws}, {self.w_dim}], found "
-                             f"{list(ws.shape)} (one w: ws[None])")
+                             f"{list(ws.shape)}" + (" (one w: ws[None])" if ws.ndim == 1 else ""))
         if ws.ndim == 2:
             ws = np.repeat(as_float_array(ws, "ws", (None, self.w_dim))[:, None], self.num_ws, axis=1)
         ws = as_float_array(ws, "ws", (None, self.num_ws, self.w_dim))
