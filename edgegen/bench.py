@@ -445,8 +445,12 @@ def _what_ran(pipe, path) -> dict:
     no variant of) and why."""
     from . import __version__
 
+    from .package import with_external_data
+
     package = pipe.package
-    files = {part: package.variant_files(pipe.precision).get(part, {}).get("sha256") or entry.sha256
+    # a graph over 2 GB keeps its weights apart: a retrained one's file is the same, its external data not
+    files = {part: with_external_data((package.variant_record(part, pipe.precision) or {}).get("sha256") or entry.sha256,
+                                      package.external_data(part, pipe.precision))
              for part, entry in package.graphs.items()}
     return {"report": REPORT_SCHEMA, "edgegen": __version__,
             "measured": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -569,6 +569,9 @@ def test_external_data_files_are_found_without_onnx_and_must_be_hashed(package_c
 
     identity = _graph_identity(Package(pkg), "generator", "fp32")
     assert identity != manifest["graphs"]["generator"]["sha256"]
+    from edgegen.bench import bench_package   # and a benchmark report's key to compare runs by
+
+    assert bench_package(pkg, batch=1, iters=1, warmup=0, energy=False)["graphs_sha256"] == {"generator": identity}
     assert Package(pkg).graph_digests() == {"generator.onnx": identity}
     whole = package_copy("vae")   # a graph without external data: its file's sha256, as engines were keyed before
     assert _graph_identity(Package(whole), "decoder", "fp32") == Package(whole).graphs["decoder"].sha256
