@@ -444,7 +444,6 @@ def _what_ran(pipe, path) -> dict:
     precision it ran at, with the graphs that ran in fp32 under a variant precision (those it has
     no variant of) and why."""
     from . import __version__
-
     from .package import with_external_data
 
     package = pipe.package
