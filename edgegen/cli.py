@@ -904,7 +904,8 @@ def _cmd_score(args) -> int:
             print(f"{score:>{width}.6g}  {column}{path}")
         if threshold is not None:
             print(f"{sum(above)} of {len(files)} pictures score above {threshold:.6g}")
-    return EXIT_VERDICT if any(above) else 0
+    # a verdict, said on stderr too (a CI log shows a failed step's), as check's and info's
+    return _verdict("score", f"{sum(above)} of {len(files)} pictures score above {threshold:.6g}") if any(above) else 0
 
 
 def _cmd_check(args) -> int:
@@ -1472,12 +1473,12 @@ def main(argv: list[str] | None = None) -> int:
             from .runtimes.backends import require_tensorrt
 
             require_tensorrt()   # TensorRT missing is said before a shipped name exports (minutes), not after
-        if args.command in NAMED_COMMANDS:
-            args.named = args.package if _shipped_name_given(args.package) else None
-            # bench's process never loads PyTorch for the export: its memory is the runtime's
-            args.package = _package_or_name(args.package, apart=args.command == "bench")
         with warnings.catch_warnings(), _terminate_as_interrupt():   # edgegen's own warnings in one line, as its errors
             warnings.showwarning = _show_warning
+            if args.command in NAMED_COMMANDS:   # a first export here is stopped by SIGTERM as any command's work is
+                args.named = args.package if _shipped_name_given(args.package) else None
+                # bench's process never loads PyTorch for the export: its memory is the runtime's
+                args.package = _package_or_name(args.package, apart=args.command == "bench")
             code = args.func(args)
     except EdgegenError as exc:
         if args.debug:

@@ -436,6 +436,23 @@ def test_sigterm_cleans_up_as_ctrl_c_does(tmp_path):
     assert sha256_file(good / "weights.safetensors") == before
 
 
+def test_sigterm_during_a_shipped_names_first_export_cleans_up_too(tmp_path):
+    """info, check and build export a shipped name before their work, where SIGTERM had Python's
+    own handling: its staging folder and lock were left in the cache, and nothing was said."""
+    import subprocess
+    import sys
+
+    code = ("import os, signal, sys; from edgegen import storage; "
+            "storage._kill_self = lambda: os.kill(os.getpid(), signal.SIGTERM); "
+            "from edgegen.cli import main; sys.exit(main(['info', 'gan-digits']))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                            env={**__import__("os").environ, "EDGEGEN_FAULT_AT": "1",
+                                 "XDG_CACHE_HOME": str(tmp_path / "cache")})
+    assert result.returncode == 143, result.stderr[-2000:]
+    assert result.stderr.strip().endswith("edgegen: terminated")
+    assert [p.name for p in (tmp_path / "cache" / "edgegen" / "packages").iterdir()] == []   # no .partial, no .lock
+
+
 def test_audio_and_photograph_folders_name_what_they_cannot_take(tmp_path):
     """WavNet's folders: hidden files and a folder named .wav left out, a truncated stereo file read
     to its last whole frame, one clip refused (one is held out) as one image is; super-resolution

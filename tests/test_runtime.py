@@ -337,6 +337,8 @@ def test_score_reads_pictures_as_training_read_a_folder_and_flags_those_above_a_
     assert report["threshold"] == pytest.approx(normal_scores.max(), rel=1e-5)
     white, digit = report["pictures"]
     assert white["path"].endswith("white.png") and white["above"] and code == 1
+    # the verdict said on stderr too, as check's and info's (a CI log shows a failed step's stderr)
+    assert said.err.rstrip().endswith(f"edgegen: score: 1 of 2 pictures score above {report['threshold']:.6g}")
     assert white["score"] == pytest.approx(float(vae.anomaly_score(np.ones((1, channels, side, side), np.float32))[0]),
                                            rel=1e-5)
     assert np.isclose(normal_scores, digit["score"], rtol=1e-5).any()
