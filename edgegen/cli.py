@@ -155,6 +155,8 @@ def _cmd_list(args) -> None:
     if not names:
         print(f"no shipped models: {MODELS_MISSING}")
         return
+    # said only where this install lacks it: beside every row it read as a warning where it is installed
+    extra = f" (needs the export extra: {EXPORT_EXTRA})" if missing_export_modules() else ""
     rows = []
     for name in names:
         family = shipped_family(name)
@@ -162,12 +164,12 @@ def _cmd_list(args) -> None:
         installed = found is not None and in_models(found)
         where = (f"damaged in edgegen-models: {MODELS_REINSTALL}" if installed and package_damage(found) else
                  "exported, in edgegen-models" if installed else
-                 f"damaged in {cache_path(name)}: exported again on first use (needs the export extra)"
+                 f"damaged in {cache_path(name)}: exported again on first use{extra}"
                  if cache_damage(name) else
                  f"exported, in {found}" if found else
                  f"in edgegen-models, {other_code(carried)}: exported again into {cache_path(name).parent} on first use"
                  if (carried := carried_package(name)) else
-                 f"checkpoint only: exported into {cache_path(name).parent} on first use (needs the export extra)")
+                 f"checkpoint only: exported into {cache_path(name).parent} on first use{extra}")
         rows.append((name, family, where))
     width = max(len(n) for n, _, _ in rows)
     print("\n".join(f"{n:<{width}}  {f:<10}  {w}" for n, f, w in rows))
@@ -816,6 +818,10 @@ def _cmd_optimize(args) -> int:
                               f"--precision {args.precision}")
     # with --json, stdout holds the report alone: the run's lines go to stderr, as a progress bar does
     said = (lambda line: print(line, file=sys.stderr)) if args.json else print
+    if args.checkpoint is not None:   # a shipped name: its checkpoint, as export and bench --vs-torch take it
+        from .shipped import checkpoint_named
+
+        args.checkpoint = str(checkpoint_named(args.checkpoint))
     records = optimize_package(args.package, args.precision, target=args.target, checkpoint=args.checkpoint,
                                inputs=args.inputs, bar=None, speed_check=args.speed_check, progress=said, **given)
     if args.json:

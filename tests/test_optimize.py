@@ -888,3 +888,12 @@ def test_a_folder_holding_out_one_picture_is_said_to_calibrate_on_what_the_gate_
                                             r"the gate's apart\), found 1: the gate judges the picture the variant was "
                                             r"calibrated on"):
         optimize_package(pkg, "fp16", progress=lambda *a: None, speed_check=False)
+
+
+def test_optimize_takes_a_shipped_models_name_for_its_checkpoint(shipped_package, tmp_path, capsys):
+    """--checkpoint vae-digits was read as a folder of that name, where export and bench --vs-torch
+    take the shipped checkpoint (helper 139)."""
+    pkg = shutil.copytree(shipped_package("vae-digits"), tmp_path / "pkg")
+    assert main(["optimize", str(pkg), "--precision", "fp16", "--no-speed-check", "--checkpoint", "vae-digits"]) == 0, \
+        capsys.readouterr().err
+    assert edgegen.load(pkg, precision="fp16").package.variant_files("fp16")

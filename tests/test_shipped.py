@@ -52,7 +52,12 @@ def perturb_weights(checkpoint: Path) -> None:
 
 def test_a_name_exports_once_into_the_cache_then_finds_it(models, tmp_path, capsys, monkeypatch):
     assert main(["list"]) == 0
-    assert "checkpoint only: exported into" in capsys.readouterr().out
+    listed = capsys.readouterr().out
+    assert "checkpoint only: exported into" in listed and "needs the export extra" not in listed   # it is installed
+    with monkeypatch.context() as device:   # a runtime-only install: said on the rows it would export
+        device.setattr("edgegen.cli.missing_export_modules", lambda: ["torch"])
+        assert main(["list"]) == 0
+        assert "on first use (needs the export extra: pip install 'edgegen[export]')" in capsys.readouterr().out
     assert main(["generate", NAME, "--n", "4", "--out", str(tmp_path / "a.png")]) == 0
     first = capsys.readouterr()
     assert f"exporting the shipped {NAME} once into {tmp_path / 'cache'}" in first.err
