@@ -1248,7 +1248,8 @@ def _build_parser() -> argparse.ArgumentParser:
                         "jetpack7) keeps every one that passes its gate and takes int8, fp16 and (not jetpack6's "
                         "opset 18) int4")
     p.add_argument("--checkpoint", default=None,
-                   help="the checkpoint the package was exported from (default: the path its manifest records)")
+                   help="the checkpoint the package was exported from, or a shipped model's name (default: the path its "
+                        "manifest records)")
     p.add_argument("--inputs", default=None, metavar="NPZ",
                    help="feeds to calibrate (first half) and gate (second half) on, instead of the checkpoint's data "
                         "(a generic package: default the held-out inputs recorded at export)")
