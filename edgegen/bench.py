@@ -131,19 +131,22 @@ def cores_text(machine: dict) -> str:
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far, or since reset_peak_rss (Linux's VmHWM; where
     there is none, getrusage's, which reports kB on Linux, bytes on macOS)."""
-    try:
-        status = Path("/proc/self/status").read_text()
-        return round(int(status.split("VmHWM:", 1)[1].split()[0]) / 1024, 1)
-    except (OSError, IndexError, ValueError):
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return round(peak / (1 << 20 if sys.platform == "darwin" else 1 << 10), 1)
+    if (peak := _status_mb("VmHWM")) is not None:
+        return peak
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1 << 20 if sys.platform == "darwin" else 1 << 10), 1)
 
 
 def rss_mb() -> float | None:
     """Resident memory of this process now (Linux's VmRSS; None where there is none)."""
+    return _status_mb("VmRSS")
+
+
+def _status_mb(field: str) -> float | None:
+    """A memory figure of /proc/self/status (its kB) in MB, None where the system has none."""
     try:
         status = Path("/proc/self/status").read_text()
-        return round(int(status.split("VmRSS:", 1)[1].split()[0]) / 1024, 1)
+        return round(int(status.split(f"{field}:", 1)[1].split()[0]) / 1024, 1)
     except (OSError, IndexError, ValueError):
         return None
 

@@ -282,7 +282,7 @@ def ort_engine_cache(package_path: str | os.PathLike, cache_dir: str | os.PathLi
                         f"received package's, or an older edgegen's): not read, and built in {str(cache)!r} instead "
                         f"(remove {str(folder)!r} to build them in the package again)", EdgegenWarning)
             folder = cache / "ort-tensorrt"
-        elif inside and not can_write_files_in(folder) and (why := _engines_of_other_graphs(folder, graphs)[1]):
+        elif inside and not can_write_files_in(folder) and (why := _engines_of_other_graphs(folder, graphs)[2]):
             cache = user_engines_dir(package_path)   # engines it cannot remove: read from neither
             warn_caller(f"ONNX Runtime's engines in {str(folder)!r} were built {why}, and this user cannot remove "
                         f"them: not read, and built in {str(cache)!r} instead", EdgegenWarning)
@@ -309,8 +309,8 @@ def _forget_engines_of_other_graphs(folder: Path, graphs: dict[str, str] | None)
     without a record (an earlier edgegen's), they are removed, said, and built again."""
     if graphs is None:
         return
-    engines, why = _engines_of_other_graphs(folder, graphs)
-    recorded = _recorded_graphs(folder) or {}
+    engines, recorded, why = _engines_of_other_graphs(folder, graphs)
+    recorded = recorded or {}
     try:
         if why:
             for engine in engines:
@@ -334,19 +334,21 @@ def _recorded_graphs(folder: Path) -> dict | None:
     return recorded if isinstance(recorded, dict) else None
 
 
-def _engines_of_other_graphs(folder: Path, graphs: dict[str, str] | None) -> tuple[list[Path], str]:
-    """(the engine files in `folder`, why they are not the engines of `graphs`: "" where they may
-    be). A graph is recorded by its whole path, so packages sharing a cache_dir keep theirs."""
+def _engines_of_other_graphs(folder: Path, graphs: dict[str, str] | None) -> tuple[list[Path], dict | None, str]:
+    """(the engine files in `folder`, the record of their graphs (None: none), why they are not the
+    engines of `graphs`: "" where they may be). A graph is recorded by its whole path, so packages
+    sharing a cache_dir keep theirs."""
     try:
         engines = [p for p in folder.iterdir() if p.is_file() and p.suffix in ORT_ENGINE_FILES]
     except OSError:   # no folder yet
-        return [], ""
+        return [], None, ""
+    recorded = _recorded_graphs(folder)
     if graphs is None or not engines:
-        return engines, ""
-    if (recorded := _recorded_graphs(folder)) is None:
-        return engines, "with no record of the graphs they came from (an earlier edgegen's)"
+        return engines, recorded, ""
+    if recorded is None:
+        return engines, None, "with no record of the graphs they came from (an earlier edgegen's)"
     changed = sorted(file for file, digest in graphs.items() if recorded.get(file) not in (None, digest))
-    return engines, f"from other graphs than {', '.join(changed)} now (changed since)" if changed else ""
+    return engines, recorded, f"from other graphs than {', '.join(changed)} now (changed since)" if changed else ""
 
 
 def _marked(folder: Path) -> bool:

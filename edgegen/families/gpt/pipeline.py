@@ -876,8 +876,8 @@ class _TextRow:
         return False
 
     def _cut_at_a_stop(self) -> bool:
-        """Cut the pending text where the first stop string in it starts, whichever of them is
-        listed first (cut in list order, "(" before "t__(" kept the "t__" of "__init__(")."""
+        """Cut the pending text where the first stop string in it starts, whatever their order in
+        the list (cut in list order, "(" before "t__(" kept the "t__" of "__init__(")."""
         starts = [at for stop in self._stops if (at := self._pending.find(stop)) >= 0]
         if starts:
             self._pending = self._pending[:min(starts)]
