@@ -787,9 +787,11 @@ def _info_report(path) -> tuple[dict, str]:
 
 def _load_refusal(package) -> str:
     """Why edgegen.load refuses the package, also printed as info's last line (its family's config
-    and graphs, its tokenizer: the file, its hash, and the text extra a Hugging Face tokenizer
-    needs), or "": info reads the manifest alone, and a user checks a package with it."""
+    and graphs, its tokenizer and chat templates: the files, their hashes, and the text extra a
+    Hugging Face tokenizer needs), or "": info reads the manifest alone, and a user checks a
+    package with it."""
     from .families import package_config
+    from .runtimes.chat import load_chat_templates
     from .runtimes.tokenizer import TOKENIZER_KINDS, load_tokenizer
 
     try:
@@ -798,6 +800,7 @@ def _load_refusal(package) -> str:
         # edgegen's tokenizer record (a family of another's may keep one of its own under that name)
         if isinstance(tokenizer, dict) and tokenizer.get("kind") in TOKENIZER_KINDS:
             load_tokenizer(package, tokenizer)
+            load_chat_templates(package, getattr(config, "chat_template", None) or {})
     except EdgegenError as exc:
         return str(exc)
     return ""

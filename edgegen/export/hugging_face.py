@@ -96,3 +96,13 @@ def transformers_tokenizer(source: Path, class_name: str | None = None):
     backend.no_truncation()
     backend.no_padding()
     return backend
+
+
+def special_token(settings: dict, key: str, default: str | None = None) -> str | None:
+    """A special token of tokenizer_config.json (or special_tokens_map.json): a string, or (Stable
+    Diffusion 1.x's files, older transformers') an AddedToken object {"__type": "AddedToken",
+    "content": ...}; `default` where the file names none."""
+    value = settings.get(key) or default
+    if isinstance(value, dict):
+        value = value.get("content", default)
+    return None if value is None else str(value)

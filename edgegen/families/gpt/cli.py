@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
@@ -19,6 +20,13 @@ OPTIONS = (
     Option("--prompt", "prompt", "(required) text to continue (or --prompt-ids)"),
     Option("--prompt-ids", "prompt_ids", "token ids to continue, comma-separated (a package imported without a "
            "tokenizer takes ids only); the prompt's ids print, then the new ones as they come", {"metavar": "ID,ID,..."}, served=False),
+    Option("--chat", "chat", "a message to a chat model, made a prompt by the package's chat template (an imported "
+           "instruct model's); the reply alone prints", {"metavar": "TEXT"}, served=False),
+    Option("--system", "system", "the system message before --chat's", {"metavar": "TEXT"}, served=False),
+    Option("--chat-option", "chat_template_kwargs", "a value the chat template reads, as NAME=VALUE (repeatable): JSON "
+           "where it parses (enable_thinking=false, tools='[...]'), else the text", {"action": "append",
+                                                                                    "metavar": "NAME=VALUE"},
+           served=False),
     Option("--max-new-tokens", "max_new_tokens", f"tokens to generate at most (default: {CLI_MAX_NEW_TOKENS}, or "
            "what the model's context leaves after the prompt where that is fewer)", {"type": int}),
     # the sampling settings' defaults are the package's (an imported model's generation_config.json), else
@@ -46,8 +54,8 @@ OPTIONS = (
 
 
 def check_generate(options: dict, out: str | None) -> None:
-    """Before the package loads: one of --prompt and --prompt-ids, and a .txt --out if any."""
-    _prompt(options.get("prompt"), options.get("prompt_ids"))
+    """Before the package loads: one of --prompt, --prompt-ids and --chat, and a .txt --out if any."""
+    _prompt(dict(options))
     if out:
         refuse_nameless(out, ".txt", "--out")
     if out and not str(out).lower().endswith(".txt"):
@@ -57,14 +65,16 @@ def check_generate(options: dict, out: str | None) -> None:
 
 def generate(pipe, request: GenerateRequest) -> str:
     options = dict(request.options)
-    prompt = _prompt(options.pop("prompt", None), options.pop("prompt_ids", None))
+    prompt = _prompt(options)
+    chat = options.get("chat_template_kwargs")   # --chat's: {} without --chat-option
+    as_ids = isinstance(prompt, list) and chat is None
     options["do_sample"] = _do_sample(options, "--greedy", "--sample")
     _refuse_sampling_settings_when_greedy(pipe, {**options, "seed": request.seed if request.seed_given else None})
-    if isinstance(prompt, list) and options.get("stop"):   # ids in, ids out: a stop of digits is a token id
+    if as_ids and options.get("stop"):   # ids in, ids out: a stop of digits is a token id
         options["stop"] = [int(s) if re.fullmatch(r"\s*-?[0-9]+\s*", s) else s for s in options["stop"]]   # -5: refused as an id
-    flag = "--prompt-ids" if isinstance(prompt, list) else "--prompt"
+    flag = "--chat" if chat is not None else "--prompt-ids" if as_ids else "--prompt"
     try:
-        left = pipe.context_left(prompt)
+        left = pipe.context_left(prompt, chat_template_kwargs=chat)
     except InputError as exc:   # the pipeline calls both "prompt"
         raise InputError(flag + str(exc)[len("prompt"):] if str(exc).startswith("prompt:") else str(exc)) from None
     if options.get("max_new_tokens") is None:   # the default fits the prompt (200 after a 59-token one was refused)
@@ -76,7 +86,7 @@ def generate(pipe, request: GenerateRequest) -> str:
         given, used = options["max_new_tokens"], pipe.context - left
         raise InputError(f"{flag} ({counted(used, 'token')}) + --max-new-tokens ({given}): expected at most the model's context "
                          f"of {pipe.context} tokens, found {used + given}")
-    shown = (lambda token: f" {token}") if isinstance(prompt, list) else str   # ids as numbers, text as it is
+    shown = (lambda token: f" {token}") if as_ids else str   # ids as numbers, text as it is
     from . import pipeline
 
     try:   # the options are checked before the first piece: a refusal prints no text
@@ -84,7 +94,8 @@ def generate(pipe, request: GenerateRequest) -> str:
         first = next(stream, None)
     except pipeline.CacheBudgetError as exc:
         raise exc.on_command_line() from None
-    pieces = [" ".join(map(str, prompt)) if isinstance(prompt, list) else prompt]
+    # the prompt, then what follows it; a chat's reply alone (its prompt is the template's markup)
+    pieces = [] if chat is not None else [" ".join(map(str, prompt)) if as_ids else prompt]
     pieces += [shown(first)] if first is not None else []
     reader_gone = None   # stdout's reader went away (| head): with --out the text still goes whole to the file
 
@@ -135,17 +146,45 @@ def _do_sample(options: dict, *names: str) -> bool | None:
     return (not greedy) if greedy is not None else sample
 
 
-def _prompt(text: str | None, ids: str | None) -> str | list[int]:
-    """--prompt's text or --prompt-ids' ids (one of them)."""
-    if (text is None) == (ids is None):
-        raise ConfigError(f"--prompt or --prompt-ids: expected one of them for a gpt package, found "
-                          f"{'both' if text is not None else 'neither'}")
+def _prompt(options: dict) -> str | list:
+    """--prompt's text, --prompt-ids' ids or --chat's conversation (one of them), taken out of
+    `options`; --chat's options become the template's chat_template_kwargs ({} without any)."""
+    text, ids, chat = options.pop("prompt", None), options.pop("prompt_ids", None), options.pop("chat", None)
+    system, chat_options = options.pop("system", None), options.pop("chat_template_kwargs", None)
+    given = [flag for flag, value in (("--prompt", text), ("--prompt-ids", ids), ("--chat", chat)) if value is not None]
+    if len(given) != 1:
+        raise ConfigError(f"--prompt, --prompt-ids or --chat: expected one of them for a gpt package, found "
+                          f"{' and '.join(given) or 'none'}")
+    for flag, value in (("--system", system), ("--chat-option", chat_options)):
+        if value is not None and chat is None:
+            raise ConfigError(f"{flag}: expected with --chat (a chat model's conversation), found {given[0]}")
+    if chat is not None:
+        options["chat_template_kwargs"] = _chat_options(chat_options or [])
+        return [*([{"role": "system", "content": system}] if system is not None else []), {"role": "user", "content": chat}]
     if text is not None:
         return text
     try:
         return [int(part) for part in ids.split(",")]
     except ValueError:
         raise ConfigError(f"--prompt-ids: expected token ids separated by commas (1,2,3), found {ids!r}") from None
+
+
+def _chat_options(given: list[str]) -> dict:
+    """--chat-option NAME=VALUE, each: VALUE as JSON where it parses (false, 3, a list of tools),
+    else as the text given."""
+    options = {}
+    for item in given:
+        name, equals, value = item.partition("=")
+        if not equals or not name.isidentifier():
+            raise ConfigError(f"--chat-option {item!r}: expected NAME=VALUE (enable_thinking=false), found "
+                              + ("no '='" if not equals else f"{name!r}, not a name a template reads"))
+        if name in options:
+            raise ConfigError(f"--chat-option {name}: expected once, found it twice")
+        try:
+            options[name] = json.loads(value)
+        except ValueError:
+            options[name] = value
+    return options
 
 
 def served(config):

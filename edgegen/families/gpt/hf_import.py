@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import math
+import re
 import warnings
 from pathlib import Path
 
@@ -22,10 +23,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from ...errors import CheckpointError, ImportedSettingWarning, InputError, ParityError, described, not_one_of
-from ...export.hugging_face import quiet_hugging_face, transformers_tokenizer
+from ...export.hugging_face import quiet_hugging_face, special_token, transformers_tokenizer
 from ...export.validate import compare
 from ...package import files_sha256, read_json
 from ...training.checkpoint import Checkpoint, make_config, save_pretrained_folder, state_dict_mismatch
+from ...runtimes.chat import DEFAULT_TEMPLATE, SPECIAL_TOKEN_NAMES
 from ...runtimes.token_sampling import Sampling
 from ...runtimes.tokenizer import BPETokenizer, ids_beyond
 from .model import build
@@ -241,11 +243,13 @@ def _imported(folder: Path, scratch: Path, architecture: str, hf: dict, config, 
                       "package takes token ids only (save the tokenizer with transformers' fast tokenizer to get "
                       "a tokenizer.json)", ImportedSettingWarning, stacklevel=2)
     eos, defaults = _generation_settings(folder, hf)
+    templates, chat = _chat_templates(folder, scratch) if tokenizer else ({}, {})   # text only: ids need none
     data = {"source": "transformers", "model_type": architecture, "tokenizer": "bpe" if tokenizer else "none",
             "eos_token_id": eos[0] if eos else None, "pad_token_id": _pad_id(hf),
-            "more_eos_token_ids": eos[1:], "generation_defaults": defaults,
+            "more_eos_token_ids": eos[1:], "generation_defaults": defaults, "chat_template": chat,
             "transformers_check": check_against_transformers(folder, model, config.vocab_size, config.block_size)}
-    return Checkpoint(folder, "gpt", config, model, data, {}, weights_sha, _tokenizer_files(folder, tokenizer))
+    return Checkpoint(folder, "gpt", config, model, data, {}, weights_sha,
+                      {**_tokenizer_files(folder, tokenizer), **templates})
 
 
 def _generation_settings(folder: Path, hf: dict) -> tuple[list[int], dict]:
@@ -311,6 +315,57 @@ def _tokenizer_files(folder: Path, tokenizer: Path | None) -> dict[str, Path]:
     if tokenizer and (folder / "tokenizer_config.json").is_file():
         files["tokenizer_config.json"] = folder / "tokenizer_config.json"
     return files
+
+
+def _chat_templates(folder: Path, scratch: Path) -> tuple[dict[str, Path], dict]:
+    """The folder's chat templates as transformers reads them ({package file: where it is},
+    {"templates": {name: package file}, "special_tokens": {name: text}}): chat_template.jinja
+    and chat_templates/NAME.jinja where either is there, else tokenizer_config.json's
+    chat_template (one template, or a list of named ones); the special tokens a template reads
+    from tokenizer_config.json, and a legacy save's special_tokens_map.json's over them (as
+    transformers 5 reads them)."""
+    config_path = folder / "tokenizer_config.json"
+    settings = read_json(config_path, CheckpointError) if config_path.is_file() else {}
+    settings = settings if isinstance(settings, dict) else {}
+    texts = {}   # name: (its source, for messages; its text, or the file holding it)
+    if (folder / "chat_template.jinja").is_file():
+        texts[DEFAULT_TEMPLATE] = folder / "chat_template.jinja"
+    if (folder / "chat_templates").is_dir():
+        texts.update({file.stem: file for file in sorted((folder / "chat_templates").glob("*.jinja"))})
+    if not texts:
+        texts = _templates_in_tokenizer_config(config_path, settings.get("chat_template"))
+    if not texts:
+        return {}, {}
+    files, names = {}, {}
+    for name, text in texts.items():
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name):   # becomes part of a file name in the package
+            warnings.warn(f"{str(folder)!r}: chat template {name!r} left out (expected a name of letters, digits, '-' "
+                          "and '_')", ImportedSettingWarning, stacklevel=4)
+            continue
+        file = "chat_template.jinja" if name == DEFAULT_TEMPLATE else f"chat_template.{name}.jinja"
+        if isinstance(text, str):   # tokenizer_config.json's: written out as the file transformers 5 saves
+            (scratch / file).write_text(text, encoding="utf-8")
+            text = scratch / file
+        files[file], names[name] = text, file
+    tokens = dict(settings)
+    if "added_tokens_decoder" not in settings and (folder / "special_tokens_map.json").is_file():   # a legacy save's
+        legacy = read_json(folder / "special_tokens_map.json", CheckpointError)
+        tokens.update(legacy if isinstance(legacy, dict) else {})
+    special = {key: value for key in SPECIAL_TOKEN_NAMES if (value := special_token(tokens, key)) is not None}
+    return files, {"templates": names, "special_tokens": special} if names else {}
+
+
+def _templates_in_tokenizer_config(path: Path, value) -> dict[str, str]:
+    """tokenizer_config.json's chat_template: {name: Jinja text}."""
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        return {DEFAULT_TEMPLATE: value}
+    if isinstance(value, list) and all(isinstance(t, dict) and isinstance(t.get("name"), str)
+                                       and isinstance(t.get("template"), str) for t in value):
+        return {t["name"]: t["template"] for t in value}
+    raise CheckpointError(f"{path}: expected chat_template to be a Jinja template or a list of "
+                          f"{{'name', 'template'}} objects, found {value!r:.80}")
 
 
 def check_against_transformers(folder: Path, model, vocab_size: int, context: int) -> str:

@@ -13,6 +13,7 @@ the per-token Python work is constant:
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
@@ -21,6 +22,7 @@ import numpy as np
 from ...errors import ImportedSettingWarning, InputError, ManifestError, PackageError, first_line, warn_caller
 from ...graph_summary import read_graph_summary
 from ...runtimes.ort import OrtBinding, OrtSession
+from ...runtimes.chat import ChatTemplates, chat_record_problems, is_conversation, load_chat_templates
 from ...runtimes.pipeline import Pipeline, check_callback, check_count, check_flag, check_number, make_rng
 from ...runtimes.token_sampling import Sampling, next_tokens
 from ...runtimes.tokenizer import TOKENIZER_KINDS, check_token_ids, load_tokenizer, utf8_text
@@ -71,6 +73,9 @@ class GPTConfig(RuntimeConfig):
     # generate()'s defaults where they are not edgegen's (an imported model's generation_config.json):
     # sampling settings of SAMPLING_DEFAULTS' names
     generation_defaults: dict = field(default_factory=dict)
+    # an imported instruct model's chat templates (runtimes/chat.py): {"templates": {name: {"file",
+    # "sha256"}}, "special_tokens": {"bos_token": text, ...}}; empty where it has none
+    chat_template: dict = field(default_factory=dict)
 
     @property
     def cache_heads(self) -> int:
@@ -98,6 +103,7 @@ class GPTConfig(RuntimeConfig):
             value = getattr(self, name)
             if value is not None and value < 0:
                 problems.append(f"{name} expected a token id (0 or more), found {value}")
+        problems += chat_record_problems(self.chat_template)
         unknown = sorted(set(self.generation_defaults) - set(SAMPLING_DEFAULTS))
         if unknown:
             problems.append(f"generation_defaults expected keys among {', '.join(SAMPLING_DEFAULTS)}, found {unknown}")
@@ -174,6 +180,7 @@ class GPTPipeline(Pipeline):
         self.eos_token_id = c.eos_token_id
         self.pad_token_id = c.padding_id
         self.tokenizer = load_tokenizer(package, c.tokenizer)
+        self.chat_templates = load_chat_templates(package, c.chat_template)
         self._cache_names = [(f"past_key_values.{i}.{kv}", f"present.{i}.{kv}")
                              for i in range(self.n_layer) for kv in ("key", "value")]
         self._last_logits_only = (isinstance(self.decoder, OrtSession) and LOGITS_TO_KEEP in
@@ -213,11 +220,14 @@ class GPTPipeline(Pipeline):
                  top_k: int | None = None, top_p: float | None = None, repetition_penalty: float | None = None,
                  do_sample: bool | None = None, seed: int | None = None, stop=None, use_cache: bool = True,
                  cache_budget_mb: float = DEFAULT_CACHE_BUDGET_MB, prompt_lookup_num_tokens: int = 0,
-                 callback: Callable[[int, int], Any] | None = None):
+                 callback: Callable[[int, int], Any] | None = None, chat_template: str | None = None,
+                 chat_template_kwargs: dict | None = None):
         """Continue one prompt or a batch of prompts.
 
-        prompt: a string (returns the new text), a list of token ids (returns the new ids),
-        or a list of either (a batch, left-padded; returns a list).
+        prompt: a string (returns the new text), a list of token ids (returns the new ids), a
+        conversation, a list of {"role", "content"} messages (returns the assistant's reply),
+        or a list of any one of them (a batch, left-padded; returns a list).
+        chat_template, chat_template_kwargs: how a conversation becomes the prompt (chat_prompt()).
         max_new_tokens: None is 64, or what the model's context leaves after the longest prompt
         where that is fewer.
         do_sample, temperature, top_k, top_p, repetition_penalty: None takes the package's default
@@ -235,7 +245,7 @@ class GPTPipeline(Pipeline):
         an exception raised there (a deadline, a client gone) stops the call, and the pipeline
         serves the next call as before.
         """
-        batch, as_text, is_batch = self._prompts(prompt)
+        batch, as_text, is_batch = self._prompts(prompt, chat_template, chat_template_kwargs)
         request = self._request(batch, max_new_tokens, temperature, top_k, top_p, repetition_penalty, do_sample,
                                 seed, stop, use_cache, prompt_lookup_num_tokens, cache_budget_mb)
         _check_stop_strings(request, as_text)
@@ -258,13 +268,14 @@ class GPTPipeline(Pipeline):
     def stream(self, prompt, max_new_tokens: int | None = None, temperature: float | None = None,
                top_k: int | None = None, top_p: float | None = None, repetition_penalty: float | None = None,
                do_sample: bool | None = None, seed: int | None = None, stop=None,
-               cache_budget_mb: float = DEFAULT_CACHE_BUDGET_MB, prompt_lookup_num_tokens: int = 0) -> Iterator:
+               cache_budget_mb: float = DEFAULT_CACHE_BUDGET_MB, prompt_lookup_num_tokens: int = 0,
+               chat_template: str | None = None, chat_template_kwargs: dict | None = None) -> Iterator:
         """Like generate() for one prompt, yielding as tokens come: text pieces for a string
-        prompt (whole characters; text that might begin a stop string is held back until it
-        is clear), token ids for a list of ids. The pieces join to what generate() returns.
-        The arguments are checked here, before the first piece is asked for: a server answers a
-        refused request with its error, not with a stream already begun."""
-        batch, as_text, is_batch = self._prompts(prompt)
+        prompt or a conversation (whole characters; text that might begin a stop string is held
+        back until it is clear), token ids for a list of ids. The pieces join to what generate()
+        returns. The arguments are checked here, before the first piece is asked for: a server
+        answers a refused request with its error, not with a stream already begun."""
+        batch, as_text, is_batch = self._prompts(prompt, chat_template, chat_template_kwargs)
         if is_batch:
             raise InputError(f"prompt: stream() takes one prompt, found a batch of {len(batch)} (use generate())")
         request = self._request(batch, max_new_tokens, temperature, top_k, top_p, repetition_penalty, do_sample,
@@ -338,10 +349,20 @@ class GPTPipeline(Pipeline):
 
     # ---- checking what the user asked ------------------------------------------------------
 
-    def _prompts(self, prompt) -> tuple[list[list[int]], bool, bool]:
-        """(token ids per row, whether the caller gave text, whether the caller gave a batch)."""
+    def _prompts(self, prompt, chat_template=None, chat_template_kwargs=None) -> tuple[list[list[int]], bool, bool]:
+        """(token ids per row, whether the caller gave text or conversations, whether the caller
+        gave a batch)."""
         if isinstance(prompt, np.ndarray):
             prompt = prompt.tolist()
+        if is_conversation(prompt):
+            return [self._encode_chat(prompt, "prompt", chat_template, chat_template_kwargs)], True, False
+        if isinstance(prompt, (list, tuple)) and prompt and all(map(is_conversation, prompt)):
+            return [self._encode_chat(p, f"prompt[{i}]", chat_template, chat_template_kwargs)
+                    for i, p in enumerate(prompt)], True, True
+        if chat_template is not None or chat_template_kwargs is not None:
+            given = "chat_template" if chat_template is not None else "chat_template_kwargs"
+            raise InputError(f"{given}: expected with a conversation prompt (a list of {{'role', 'content'}} messages), "
+                             f"found a prompt of {'text' if isinstance(prompt, str) else 'token ids'}")
         if isinstance(prompt, str):
             return [self._encode(prompt, "prompt")], True, False
         if isinstance(prompt, (list, tuple)) and prompt:
@@ -349,20 +370,71 @@ class GPTPipeline(Pipeline):
                 return [self._encode(p, f"prompt[{i}]") for i, p in enumerate(prompt)], True, True
             if all(isinstance(p, (list, tuple, np.ndarray)) for p in prompt):
                 return [check_token_ids(p, self.vocab_size, f"prompt[{i}]") for i, p in enumerate(prompt)], False, True
-            if not any(isinstance(p, (str, list, tuple, np.ndarray)) for p in prompt):
+            if not any(isinstance(p, (str, list, tuple, np.ndarray, dict)) for p in prompt):
                 return [check_token_ids(prompt, self.vocab_size, "prompt")], False, False
-        raise InputError(f"prompt: expected a string, a list of token ids, or a non-empty list of either, found {prompt!r:.80}")
+        raise InputError(f"prompt: expected a string, a list of token ids, a conversation (a list of {{'role', 'content'}} "
+                         f"messages), or a non-empty list of any one of them, found {prompt!r:.80}")
 
-    def context_left(self, prompt) -> int:
+    def context_left(self, prompt, chat_template: str | None = None, chat_template_kwargs: dict | None = None) -> int:
         """The tokens the model's context leaves after `prompt` (its longest row, for a batch): the
         most max_new_tokens can be."""
-        return self.context - max(len(row) for row in self._prompts(prompt)[0])
+        return self.context - max(len(row) for row in self._prompts(prompt, chat_template, chat_template_kwargs)[0])
 
-    def _encode(self, text: str, what: str) -> list[int]:
+    def chat_prompt(self, messages, chat_template: str | None = None, **kwargs) -> str:
+        """The text generate() continues for the conversation `messages`: the model's chat
+        template (an imported instruct model's, runtimes/chat.py) rendered as transformers'
+        apply_chat_template(messages, tokenize=False, add_generation_prompt=True) renders it,
+        ending where the assistant's reply begins. chat_template: the name of one of the
+        package's templates (chat_templates.names), or Jinja source of the caller's own; None
+        takes "tool_use" where kwargs pass tools and the package has it, else its default.
+        kwargs: what else the template reads (tools, documents, enable_thinking, ...)."""
+        return self._chat_templates(chat_template).render(messages, True, chat_template, **kwargs)
+
+    def _chat_templates(self, chat_template):
+        """The package's templates; where it has none, an empty set a caller's own Jinja source
+        can be rendered by (a named one is refused there, by name)."""
+        if self.chat_templates is not None:
+            return self.chat_templates
+        if chat_template is None:
+            raise InputError(f"prompt: a conversation needs a chat template, found none in package "
+                             f"{str(self.package.path)!r} ({self._why_no_chat_template()}); pass chat_template= "
+                             "with a Jinja template, or give the prompt as text")
+        return ChatTemplates({}, {}, f"package {str(self.package.path)!r}")
+
+    def _why_no_chat_template(self) -> str:
+        """Why a package has no chat template, for the message that says so."""
+        settings = self.package.path / "tokenizer_config.json"
+        try:
+            kept = "chat_template" in json.loads(settings.read_text(encoding="utf-8"))
+        except (OSError, ValueError, TypeError):
+            kept = False
+        if kept:   # an import before chat templates were carried copied the file, and read nothing of it
+            return ("imported by an edgegen before December 7, 2026, which did not take its template: export it again "
+                    "from its folder with edgegen export --from-transformers DIR")
+        if self.config.data.get("source") == "transformers":
+            return "its checkpoint folder had none"
+        return "edgegen's own models are not chat models"
+
+    def _encode_chat(self, messages, what: str, chat_template, kwargs) -> list[int]:
+        """A conversation's ids: its chat prompt, encoded without the tokenizer's special tokens
+        (the template writes the start of text itself), as apply_chat_template encodes it."""
+        if kwargs is not None and not isinstance(kwargs, dict):
+            raise InputError(f"chat_template_kwargs: expected a dict of what the template reads, found {kwargs!r:.60}")
+        taken = sorted({"messages", "add_generation_prompt", "chat_template"} & set(kwargs or {}))
+        if taken:
+            raise InputError(f"chat_template_kwargs: expected variables other than the conversation's own, found "
+                             f"{', '.join(taken)} (the prompt is the messages; the reply always follows them)")
+        if self.tokenizer is None:
+            raise InputError(f"{what}: this package has no tokenizer (it was imported without tokenizer files), "
+                             "expected token ids, found a conversation")
+        text = self._chat_templates(chat_template).render(messages, True, chat_template, what=what, **(kwargs or {}))
+        return self._encode(text, what, special_tokens=False)
+
+    def _encode(self, text: str, what: str, special_tokens: bool = True) -> list[int]:
         if self.tokenizer is None:
             raise InputError(f"{what}: this package has no tokenizer (it was imported without tokenizer files), "
                              f"expected token ids (--prompt-ids on the command line), found text")
-        ids = self.tokenizer.encode(text, special_tokens=True)   # as transformers encodes a prompt
+        ids = self.tokenizer.encode(text, special_tokens=special_tokens)   # as transformers encodes a prompt
         if not ids:
             raise InputError(f"{what}: expected at least one token of text, found an empty string")
         if beyond := [i for i in ids if i >= self.vocab_size]:   # a tokenizer may know more tokens than the model

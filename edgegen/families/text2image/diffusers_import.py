@@ -20,7 +20,7 @@ import torch
 
 from ...errors import CheckpointError, ImportedSettingWarning
 from ...export.diffusers_import import component_class, load_component, read_scheduler
-from ...export.hugging_face import transformers_tokenizer
+from ...export.hugging_face import special_token, transformers_tokenizer
 from ...export.spec import ExportSpec, GraphSpec
 from ...package import TensorSpec, files_sha256, read_json, sha256_file
 from ...runtimes.samplers import make_sampler
@@ -101,13 +101,6 @@ def _check_layout(folder: Path, layout: dict) -> None:
     if isinstance(layout.get("image_encoder"), list) and layout["image_encoder"][0] is not None:
         warnings.warn(f"diffusers pipeline {str(folder)!r}: its image_encoder (IP-Adapter's image prompts) is not "
                       "imported; the package takes text prompts", ImportedSettingWarning, stacklevel=3)
-
-
-def special_token(settings: dict, key: str, default: str) -> str:
-    """A special token of tokenizer_config.json: a string, or (Stable Diffusion 1.x's files) an
-    AddedToken object {"__type": "AddedToken", "content": ...}."""
-    value = settings.get(key) or default
-    return str(value.get("content", default)) if isinstance(value, dict) else str(value)
 
 
 def _tokenizer_file(folder: Path, layout: dict, scratch: Path) -> tuple[Path, dict]:

@@ -1,0 +1,215 @@
+"""Chat templates of imported instruct models: the Jinja template a transformers tokenizer
+carries (chat_template.jinja, chat_templates/NAME.jinja, or tokenizer_config.json's
+chat_template), rendered as transformers' apply_chat_template renders it, so a conversation
+becomes the text the model was fine-tuned on.
+
+A template is code from the checkpoint's author: it runs in jinja2's immutable sandbox with the
+settings and helpers transformers gives it (trim_blocks, lstrip_blocks, loop controls,
+raise_exception, strftime_now, a tojson that keeps non-ASCII text), and sees plain JSON data
+only.
+
+Runtime code: no torch; jinja2 (the text extra).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from functools import lru_cache
+
+from ..errors import InputError, MissingExtraError, PackageError
+
+# older versions have known sandbox escapes, and a template is someone else's code (transformers
+# refuses them too)
+MIN_JINJA = (3, 1, 6)
+# the variables apply_chat_template gives a template beside the messages: transformers 5's
+# special_tokens_map (the named tokens, each as its text)
+SPECIAL_TOKEN_NAMES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
+DEFAULT_TEMPLATE = "default"
+TOOL_TEMPLATE = "tool_use"   # the template transformers takes for a call that passes tools, where there is one
+
+
+class ChatTemplates:
+    """A package's chat templates ({name: Jinja source}) and the special tokens they read."""
+
+    def __init__(self, sources: dict[str, str], special_tokens: dict[str, str], where: str):
+        self.sources, self.special_tokens, self.where = sources, special_tokens, where
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(self.sources)
+
+    def render(self, messages, add_generation_prompt: bool = True, template: str | None = None,
+               what: str = "messages", **variables) -> str:
+        """The conversation `messages` (a list of {"role", "content", ...} dicts) as the model's
+        template writes it, with the assistant's turn opened where add_generation_prompt.
+        `template`: a template's name, or Jinja source of the caller's own; None takes
+        "tool_use" where `variables` pass tools and the package has it, else "default".
+        `variables`: what else the template reads (tools, documents, enable_thinking, ...)."""
+        source, name = self._source(template, bool(variables.get("tools")))
+        conversation = conversation_messages(messages, what)
+        data = {key: plain_json(value, key) for key, value in variables.items()}
+        compiled = _compiled(source, name, self.where)
+        import jinja2
+
+        try:
+            return compiled.render(messages=conversation, add_generation_prompt=bool(add_generation_prompt),
+                                   **{"tools": None, "documents": None, **self.special_tokens, **data})
+        except jinja2.TemplateError as exc:   # raise_exception's message (roles that do not alternate, ...) and the like
+            raise InputError(f"{what}: the chat template {name} refused the conversation: {exc}") from None
+
+    def _source(self, template: str | None, with_tools: bool) -> tuple[str, str]:
+        """(the Jinja source, its name for messages)."""
+        if template is not None and not isinstance(template, str):
+            raise InputError(f"chat_template: expected a template's name or Jinja source, found {template!r:.60}")
+        if template is not None and ("{" in template or "\n" in template):
+            return template, "given"
+        if template is None:
+            template = TOOL_TEMPLATE if with_tools and TOOL_TEMPLATE in self.sources else DEFAULT_TEMPLATE
+        if template not in self.sources:
+            held = f"its templates are {', '.join(map(repr, self.names))}" if self.sources else "it has none"
+            raise InputError(f"chat_template {template!r}: expected a template of {self.where}, found none by that name "
+                             f"({held}; or pass a template's Jinja source)")
+        return self.sources[template], repr(template)
+
+
+def conversation_messages(messages, what: str = "messages") -> list[dict]:
+    """A non-empty list of message dicts, each with a string role, as plain JSON data, with
+    keys whose value is None left out (an API's content=None: many templates would write
+    "None"), as transformers normalizes them."""
+    if not isinstance(messages, (list, tuple)) or not messages:
+        raise InputError(f"{what}: expected a non-empty list of messages ({{'role': ..., 'content': ...}}), "
+                         f"found {messages!r:.80}")
+    conversation = []
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+            raise InputError(f"{what}[{i}]: expected a message, a dict with a string 'role' (and its 'content'), "
+                             f"found {message!r:.80}")
+        conversation.append({key: plain_json(value, f"{what}[{i}][{key!r}]") for key, value in message.items()
+                             if value is not None})
+    return conversation
+
+
+def is_conversation(value) -> bool:
+    """Whether `value` is one conversation: a list of message dicts (a prompt of text or token
+    ids is never one)."""
+    return isinstance(value, (list, tuple)) and bool(value) and all(isinstance(m, dict) for m in value)
+
+
+def plain_json(value, where: str):
+    """`value` rebuilt from JSON's types (what a template may see: an object's methods are
+    not the sandbox's to judge), or InputError naming the first thing that is not."""
+    if value is None or type(value) in (str, int, float, bool):
+        return value
+    if isinstance(value, dict):
+        if bad := next((k for k in value if not isinstance(k, str)), None):
+            raise InputError(f"{where}: expected string keys, found {bad!r}")
+        return {key: plain_json(item, f"{where}[{key!r}]") for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain_json(item, f"{where}[{i}]") for i, item in enumerate(value)]
+    raise InputError(f"{where}: expected JSON data (text, numbers, lists, dicts), found {type(value).__name__} "
+                     f"{value!r:.60}")
+
+
+@lru_cache(maxsize=16)
+def _compiled(source: str, name: str, where: str):
+    """The template compiled once per source (a package's few, or a caller's own)."""
+    environment = _environment()
+    import jinja2
+
+    try:
+        return environment.from_string(source)
+    except jinja2.TemplateSyntaxError as exc:
+        error = InputError if name == "given" else PackageError
+        raise error(f"chat template {name} of {where}: expected a Jinja template, found a syntax error at line "
+                    f"{exc.lineno}: {exc.message}") from None
+
+
+@lru_cache(maxsize=1)
+def _environment():
+    """jinja2's immutable sandbox as transformers sets it up for chat templates."""
+    try:
+        import jinja2
+        from jinja2.ext import Extension, loopcontrols
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+    except ImportError:
+        raise MissingExtraError("chat templates need jinja2, part of the text extra: pip install 'edgegen[text]' "
+                                "(found no jinja2 here)") from None
+    version = tuple(int(part) for part in jinja2.__version__.split(".")[:3] if part.isdigit())
+    if version < MIN_JINJA:
+        raise MissingExtraError(f"jinja2: expected {'.'.join(map(str, MIN_JINJA))} or later (older versions' sandbox "
+                                f"can be escaped, and a chat template is the checkpoint author's code), found "
+                                f"{jinja2.__version__}: pip install -U jinja2")
+
+    class GenerationBlocks(Extension):
+        """{% generation %}...{% endgeneration %}: marks the assistant's text for training masks; its
+        text is written as is."""
+        tags = {"generation"}
+
+        def parse(self, parser):
+            lineno = next(parser.stream).lineno
+            body = parser.parse_statements(["name:endgeneration"], drop_needle=True)
+            return jinja2.nodes.CallBlock(self.call_method("_written"), [], [], body).set_lineno(lineno)
+
+        def _written(self, caller):
+            return caller()
+
+    def raise_exception(message):
+        raise jinja2.exceptions.TemplateError(message)
+
+    def tojson(value, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
+        # jinja2's own escapes HTML characters, which a prompt must keep
+        return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+    class Namespace(jinja2.utils.Namespace):
+        """jinja2's namespace() without underscore names, which could reach Python's internals."""
+
+        def __init__(*args, **kwargs):   # jinja2's own signature: namespace(self=...) is a name like any other
+            self, attributes = args[0], dict(*args[1:], **kwargs)
+            for name in attributes:
+                Namespace._check(name)
+            jinja2.utils.Namespace.__init__(self, attributes)
+
+        def __setitem__(self, name, value):
+            Namespace._check(name)
+            jinja2.utils.Namespace.__setitem__(self, name, value)
+
+        @staticmethod
+        def _check(name):
+            if isinstance(name, str) and name.startswith("_"):
+                raise jinja2.exceptions.SecurityError(f"a chat template may not set {name!r} on a namespace")
+
+    environment = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                                extensions=[GenerationBlocks, loopcontrols])
+    environment.filters["tojson"] = tojson
+    environment.globals["raise_exception"] = raise_exception
+    environment.globals["strftime_now"] = lambda format: datetime.now().strftime(format)
+    environment.globals["dict"] = lambda *args, **kwargs: dict(*args, **kwargs)   # not the dict type itself
+    environment.globals["namespace"] = Namespace
+    return environment
+
+
+def load_chat_templates(package, record: dict) -> ChatTemplates | None:
+    """The templates a token package's config records ({"templates": {name: {"file", "sha256"}},
+    "special_tokens": {...}}), each file checked against its sha256; None where it records none."""
+    if not record:
+        return None
+    sources = {}
+    for name, entry in record["templates"].items():
+        path = package.recorded_file(entry, f"config.chat_template.templates.{name}", f"chat template {name!r}")
+        sources[name] = path.read_text(encoding="utf-8")
+    return ChatTemplates(sources, dict(record.get("special_tokens", {})), f"package {str(package.path)!r}")
+
+
+def chat_record_problems(record: dict) -> list[str]:
+    """What is wrong with a config's chat_template record, for the config's problems()."""
+    if not record:
+        return []
+    templates, tokens = record.get("templates"), record.get("special_tokens", {})
+    problems = []
+    if not isinstance(templates, dict) or not templates or not all(isinstance(e, dict) for e in templates.values()):
+        problems.append(f"chat_template.templates expected {{name: {{file, sha256}}}}, found {templates!r:.80}")
+    if not isinstance(tokens, dict) or not all(k in SPECIAL_TOKEN_NAMES and isinstance(v, str) for k, v in tokens.items()):
+        problems.append(f"chat_template.special_tokens expected texts of {', '.join(SPECIAL_TOKEN_NAMES)}, "
+                        f"found {tokens!r:.80}")
+    return problems

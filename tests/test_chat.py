@@ -1,0 +1,229 @@
+"""Chat templates: an imported instruct model's conversation prompt, rendered and encoded as
+transformers' apply_chat_template renders and encodes it, and the reply generated from it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+import edgegen  # noqa: E402
+from edgegen.cli import main  # noqa: E402
+from edgegen.errors import HashMismatchError, InputError, PackageError  # noqa: E402
+from edgegen.training.text import stdlib_files  # noqa: E402
+
+from test_gpt import _tiny_llama  # noqa: E402
+
+SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<s>", "</s>"]
+# Qwen2.5's ChatML template, shortened: a default system turn, tools as JSON lines
+CHATML = """{%- if tools %}
+    {{- '<|im_start|>system\\n' }}
+    {%- if messages[0]['role'] == 'system' %}{{- messages[0]['content'] }}{%- else %}{{- 'You are a helpful assistant.' }}{%- endif %}
+    {{- "\\n\\n# Tools\\n\\n<tools>" }}
+    {%- for tool in tools %}{{- "\\n" }}{{- tool | tojson }}{%- endfor %}
+    {{- "\\n</tools><|im_end|>\\n" }}
+{%- elif messages[0]['role'] == 'system' %}
+    {{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}
+{%- else %}
+    {{- '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}
+{%- endif %}
+{%- for message in messages %}
+    {%- if not (message.role == "system" and loop.first) %}
+        {{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>' + '\\n' }}
+    {%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}
+    {{- '<|im_start|>assistant\\n' }}
+{%- endif %}
+"""
+# Mistral's: the start of text written by the template, roles that must alternate, a namespace,
+# a generation block (a training template's assistant mask), the end of text after each reply
+INST = """{{ bos_token }}{% set ns = namespace(turns=0) %}
+{% for message in messages %}
+{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}
+{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}
+{% endif %}
+{% if message['role'] == 'user' %}[INST] {{ message['content'] }} [/INST]{% set ns.turns = ns.turns + 1 %}
+{% else %}{% generation %}{{ message['content'] }}{% endgeneration %}{{ eos_token }}
+{% endif %}
+{% endfor %}"""
+CONVERSATION = [{"role": "system", "content": "Answer in Python."},
+                {"role": "user", "content": "Sort a list — in place?"},
+                {"role": "assistant", "content": "xs.sort()"},
+                {"role": "user", "content": "And a copy?", "tool_calls": None}]
+TOOLS = [{"type": "function", "function": {"name": "run", "description": "Runs code: «x»",
+                                           "parameters": {"type": "object", "properties": {"code": {"type": "string"}}}}}]
+
+
+def _chat_tokenizer(folder, **settings):
+    """A byte-level BPE trained on the standard library, with ChatML's and Llama's special tokens,
+    saved by transformers (tokenizer.json, tokenizer_config.json, chat_template.jinja). Like a
+    Llama's, it puts <s> before a text it encodes with special tokens: a chat prompt, whose
+    template writes its own start, is encoded without."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.train_from_iterator([path.read_text() for path in stdlib_files()[:40]], trainers.BpeTrainer(
+        vocab_size=500, special_tokens=SPECIAL, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", SPECIAL.index("<s>"))])
+    theirs = transformers.PreTrainedTokenizerFast(tokenizer_object=tokenizer, **{
+        "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>", "chat_template": CHATML, **settings})
+    theirs.save_pretrained(folder)
+    return theirs
+
+
+@pytest.fixture(scope="module")
+def chat_package(tmp_path_factory):
+    """A random Qwen2 with a ChatML tokenizer whose end of turn ends generation, exported."""
+    root = tmp_path_factory.mktemp("chat")
+    model = _tiny_llama(root / "hf", "qwen2", vocab_size=512, eos_token_id=2, bos_token_id=None)
+    tokenizer = _chat_tokenizer(root / "hf")
+    assert (root / "hf" / "chat_template.jinja").is_file()   # transformers 5's own form of a saved template
+    assert main(["export", "qwen2", "--from-transformers", str(root / "hf"), "--out", str(root / "pkg")]) == 0
+    return {"root": root, "pkg": root / "pkg", "model": model, "tokenizer": tokenizer}
+
+
+def test_a_conversation_is_rendered_encoded_and_answered_as_transformers_does(chat_package):
+    """The prompt text and ids are apply_chat_template's (add_generation_prompt=True), and the
+    greedy reply is transformers' generate's, token for token, cut at the end of turn."""
+    import torch
+
+    pipe = edgegen.load(chat_package["pkg"], backend="ort-cpu")
+    tokenizer, model = chat_package["tokenizer"], chat_package["model"]
+    assert pipe.chat_templates.names == ["default"]
+    for kwargs in ({}, {"tools": TOOLS}):
+        text = tokenizer.apply_chat_template(CONVERSATION, tokenize=False, add_generation_prompt=True, **kwargs)
+        assert pipe.chat_prompt(CONVERSATION, **kwargs) == text
+    assert "«x»" in pipe.chat_prompt(CONVERSATION, tools=TOOLS)   # tojson keeps non-ASCII text, as transformers' does
+    ids = tokenizer.apply_chat_template(CONVERSATION, add_generation_prompt=True, return_dict=True)["input_ids"]
+    assert pipe.tokenizer.encode(pipe.chat_prompt(CONVERSATION)) == ids
+    end_of_turn = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    model.generation_config.eos_token_id = end_of_turn
+    theirs = model.generate(torch.tensor([ids]), max_new_tokens=24, do_sample=False, pad_token_id=0)[0, len(ids):].tolist()
+    pipe.config.eos_token_id = pipe.eos_token_id = end_of_turn   # the end of turn the random model may reach
+    reply = pipe.generate(CONVERSATION, max_new_tokens=24, do_sample=False)
+    cut = theirs[:theirs.index(end_of_turn)] if end_of_turn in theirs else theirs
+    assert reply == tokenizer.decode(cut)
+    assert "".join(pipe.stream(CONVERSATION, max_new_tokens=24, do_sample=False)) == reply
+    # a batch of conversations: one reply each, as each alone
+    assert pipe.generate([CONVERSATION, CONVERSATION[:2]], max_new_tokens=8, do_sample=False) == [
+        pipe.generate(c, max_new_tokens=8, do_sample=False) for c in (CONVERSATION, CONVERSATION[:2])]
+
+
+def test_the_command_line_answers_a_chat_message(chat_package, capsys):
+    """--chat (with --system) prints the reply alone, the one the Python API gives."""
+    pipe = edgegen.load(chat_package["pkg"], backend="ort-cpu")
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "def f(x):"}]
+    expected = pipe.generate(messages, max_new_tokens=6, do_sample=False)
+    assert main(["generate", str(chat_package["pkg"]), "--chat", "def f(x):", "--system", "Be brief.", "--greedy",
+                 "--max-new-tokens", "6"]) == 0
+    assert capsys.readouterr().out == expected + "\n"
+    assert main(["generate", str(chat_package["pkg"]), "--chat", "x", "--prompt", "y"]) == 2
+    assert "--prompt, --prompt-ids or --chat: expected one of them" in capsys.readouterr().err
+    assert main(["generate", str(chat_package["pkg"]), "--prompt", "x", "--system", "y"]) == 2
+    assert "--system: expected with --chat" in capsys.readouterr().err
+    assert main(["generate", str(chat_package["pkg"]), "--chat", "x", "--chat-option", "tools"]) == 2
+    assert "--chat-option 'tools': expected NAME=VALUE" in capsys.readouterr().err
+
+
+def test_chat_options_reach_the_template(chat_package, capsys):
+    """--chat-option NAME=VALUE: a JSON value (tools, true, 3), else the text itself."""
+    pipe = edgegen.load(chat_package["pkg"], backend="ort-cpu")
+    messages = [{"role": "user", "content": "hi"}]
+    expected = pipe.generate(messages, max_new_tokens=4, do_sample=False, chat_template_kwargs={"tools": TOOLS})
+    assert main(["generate", str(chat_package["pkg"]), "--chat", "hi", "--greedy", "--max-new-tokens", "4",
+                 "--chat-option", "tools=" + json.dumps(TOOLS)]) == 0
+    assert capsys.readouterr().out == expected + "\n"
+
+
+def test_named_templates_and_the_old_form_of_tokenizer_config_are_taken(tmp_path):
+    """tokenizer_config.json's chat_template as one string (before transformers 4.43's files) or a
+    list of named ones; chat_templates/NAME.jinja beside chat_template.jinja. A call with tools
+    takes "tool_use" where there is one, as transformers does."""
+    from edgegen.families.gpt.hf_import import _chat_templates
+    from edgegen.runtimes.chat import ChatTemplates
+
+    folder, scratch = tmp_path / "hf", tmp_path / "scratch"
+    scratch.mkdir()
+    _chat_tokenizer(folder, chat_template=None, bos_token="<s>")
+    settings = json.loads((folder / "tokenizer_config.json").read_text())
+    named = [{"name": "default", "template": INST}, {"name": "tool_use", "template": CHATML}]
+    for value, names in ((INST, ["default"]), (named, ["default", "tool_use"])):
+        (folder / "tokenizer_config.json").write_text(json.dumps({**settings, "chat_template": value}))
+        files, record = _chat_templates(folder, scratch)
+        assert sorted(record["templates"]) == names and set(files) == set(record["templates"].values())
+        ours = ChatTemplates({name: files[file].read_text() for name, file in record["templates"].items()},
+                             record["special_tokens"], "here")
+        theirs = transformers.AutoTokenizer.from_pretrained(str(folder))
+        for kwargs in ({}, {"tools": TOOLS}):   # with tools: "tool_use" where there is one
+            assert ours.render(CONVERSATION[1:], **kwargs) == theirs.apply_chat_template(
+                CONVERSATION[1:], tokenize=False, add_generation_prompt=True, **kwargs)
+    assert ours.render(CONVERSATION[1:]).startswith("<s>[INST] Sort")   # bos_token: the template writes it
+    (folder / "chat_templates").mkdir()
+    (folder / "chat_templates" / "rag.jinja").write_text("{{ documents | tojson }}")
+    files, record = _chat_templates(folder, scratch)
+    assert sorted(record["templates"]) == ["rag"]   # the files replace tokenizer_config.json's, as in transformers
+
+
+def test_a_templates_refusals_and_a_callers_own_template(chat_package, shipped_package):
+    """raise_exception's message, data a template may not see, and a package without a template
+    are InputErrors that say what was expected; a caller's own Jinja source renders anywhere."""
+    pipe = edgegen.load(chat_package["pkg"], backend="ort-cpu")
+    alternating = [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]
+    with pytest.raises(InputError, match="refused the conversation: Conversation roles must alternate"):
+        pipe.generate(alternating, chat_template=INST)
+    assert pipe.chat_prompt(alternating[:1], chat_template=INST) == chat_package["tokenizer"].apply_chat_template(
+        alternating[:1], chat_template=INST, tokenize=False, add_generation_prompt=True)
+    with pytest.raises(InputError, match=r"prompt\[1\]\['content'\]: expected JSON data .* found ndarray"):
+        pipe.generate([{"role": "user", "content": "a"}, {"role": "assistant", "content": np.zeros(2)}])
+    with pytest.raises(InputError, match=r"prompt\[0\]: expected a message, a dict with a string 'role'"):
+        pipe.generate([{"content": "a"}])
+    with pytest.raises(InputError, match="chat_template 'rag': expected a template of package .*its templates are 'default'"):
+        pipe.generate(alternating[:1], chat_template="rag")
+    with pytest.raises(InputError, match="chat_template_kwargs: expected with a conversation prompt"):
+        pipe.generate("text", chat_template_kwargs={"enable_thinking": False})
+    with pytest.raises(InputError, match="access to attribute '__class__'"):   # the sandbox
+        pipe.chat_prompt(alternating[:1], chat_template="{{ messages.__class__.__mro__ }}")
+    own = edgegen.load(shipped_package("gpt-stdlib"))
+    with pytest.raises(InputError, match="a conversation needs a chat template, found none in package .*edgegen's own "
+                                         "models are not chat models"):
+        own.generate(alternating[:1])
+    template = "{% for m in messages %}# {{ m.content }}\n{% endfor %}def"
+    assert own.generate(alternating, chat_template=template, max_new_tokens=8, seed=1) == \
+        own.generate("# a\n# b\ndef", max_new_tokens=8, seed=1)
+
+
+def test_a_changed_template_and_an_import_that_did_not_keep_it_are_said(chat_package, tmp_path, capsys):
+    """The template is hashed like the tokenizer; a package imported before templates were kept
+    (its tokenizer_config.json holds one, its config records none) is told to export again."""
+    changed = tmp_path / "changed"
+    shutil.copytree(chat_package["pkg"], changed)
+    (changed / "chat_template.jinja").write_text("{{ messages }}")
+    with pytest.raises(HashMismatchError, match="chat template 'default' 'chat_template.jinja' expected sha256"):
+        edgegen.load(changed, backend="ort-cpu")
+    assert main(["info", str(changed)]) == 1   # info says what load refuses
+    assert "chat template 'default' 'chat_template.jinja' expected sha256" in capsys.readouterr().out
+    older = tmp_path / "older"
+    shutil.copytree(chat_package["pkg"], older)
+    manifest = json.loads((older / "edgegen.json").read_text())
+    del manifest["config"]["chat_template"]
+    (older / "edgegen.json").write_text(json.dumps(manifest))
+    settings = json.loads((older / "tokenizer_config.json").read_text())
+    (older / "tokenizer_config.json").write_text(json.dumps({**settings, "chat_template": CHATML}))
+    with pytest.raises(InputError, match="imported by an edgegen before December 7, 2026, which did not take its "
+                                         "template: export it again"):
+        edgegen.load(older, backend="ort-cpu").generate([{"role": "user", "content": "a"}])
+    broken = tmp_path / "broken"
+    shutil.copytree(chat_package["pkg"], broken)
+    manifest = json.loads((broken / "edgegen.json").read_text())
+    manifest["config"]["chat_template"]["special_tokens"] = {"bos": 1}
+    (broken / "edgegen.json").write_text(json.dumps(manifest))
+    with pytest.raises(PackageError, match="chat_template.special_tokens expected texts of bos_token"):
+        edgegen.load(broken, backend="ort-cpu")
