@@ -42,7 +42,7 @@ TARGETS = {
     "ort-cpu": Target("ort-cpu", "ONNX Runtime on a CPU (keeps a variant only where it is faster here)", opset=DEFAULT_OPSET),
     "tensorrt": Target("tensorrt", "a desktop or server NVIDIA GPU with TensorRT 10.15 or later", opset=DEFAULT_OPSET,
                        tensorrt="10.15", variant_precisions=("int8", "fp16", "int4")),
-    "jetpack6": Target("jetpack6", "Jetson Orin on JetPack 6 (L4T r36): TensorRT 10.3, CUDA 12.6", opset=18,
+    "jetpack6": Target("jetpack6", "Jetson Orin on JetPack 6.1 or 6.2 (L4T r36.4): TensorRT 10.3, CUDA 12.6", opset=18,
                        tensorrt="10.3", tensorrt_releases=("10.3", "10.3"),
                        variant_precisions=("int8", "fp16")),
     "jetpack7": Target("jetpack7", "a Jetson Orin or Thor on JetPack 7: TensorRT 10.13 (7.0 and 7.1, L4T r38) or later "
@@ -54,9 +54,10 @@ TENSORRT_TARGETS = tuple(name for name, target in TARGETS.items() if target.uses
 
 # /etc/nv_tegra_release's first line on a Jetson: "# R36 (release), REVISION: 4.3, GCID: ..."
 L4T_RELEASE = re.compile(r"#\s*R(\d+)\s*\(release\),\s*REVISION:\s*([\d.]+)")
-# Jetson Linux (L4T) major release -> the target whose TensorRT it carries: r36 is JetPack 6, r38
-# (7.0, 7.1) and r39 (7.2) JetPack 7
-TARGET_FOR_L4T_MAJOR = {"36": "jetpack6", "38": "jetpack7", "39": "jetpack7"}
+# Jetson Linux (L4T) major release -> (its first release that carries the target's TensorRT, the
+# target): r36.4 is JetPack 6.1 and 6.2 (TensorRT 10.3), while r36.2 and r36.3 (JetPack 6.0 and its
+# preview) carry TensorRT 8.6, which no target covers; r38 (7.0, 7.1) and r39 (7.2) are JetPack 7
+TARGET_FOR_L4T = {"36": ((36, 4), "jetpack6"), "38": ((38, 0), "jetpack7"), "39": ((39, 0), "jetpack7")}
 
 
 def l4t_release(root: Path = Path("/")) -> str | None:
@@ -70,7 +71,9 @@ def l4t_release(root: Path = Path("/")) -> str | None:
 
 def jetson_target(l4t: str | None) -> str | None:
     """edgegen's target for a Jetson on Jetson Linux `l4t`, or None for a release it has none for."""
-    return TARGET_FOR_L4T_MAJOR.get((l4t or "").split(".")[0])
+    parts = [int(part) for part in (l4t or "").split(".") if part.isdigit()]
+    first, target = TARGET_FOR_L4T.get(str(parts[0]) if parts else "", (None, None))
+    return target if target and tuple(parts[:2]) >= first else None
 
 
 def this_device_target(root: Path = Path("/")) -> str:

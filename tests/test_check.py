@@ -355,7 +355,7 @@ def test_targets_pick_the_opset_and_tensorrt_release(trained, tmp_path, capsys):
     assert "precision 'fused': expected one of int8, fp16 (those the jetpack6 target takes" in capsys.readouterr().err
     # a package of opset 23 toward JetPack 6: its variants would be written, then refused by check
     assert main(["optimize", str(trained["gan"][1]), "--precision", "fp16", "--target", "jetpack6"]) == 2
-    assert "target jetpack6: expected graphs at opset 20 or below (Jetson Orin on JetPack 6 (L4T r36): TensorRT " \
+    assert "target jetpack6: expected graphs at opset 20 or below (Jetson Orin on JetPack 6.1 or 6.2 (L4T r36.4): TensorRT " \
         "10.3, CUDA 12.6), found graph 'generator' at opset 23: export for it first (edgegen export ... --target " \
         "jetpack6, which writes opset 18)" in capsys.readouterr().err
     jetpack6, jetpack7 = get_target("jetpack6"), get_target("jetpack7")

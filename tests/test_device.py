@@ -46,7 +46,9 @@ def test_a_jetson_builds_for_its_own_jetpack_where_no_target_is_named(tmp_path):
     (tmp_path / "etc").mkdir()
     assert this_device_target(tmp_path) == "tensorrt"   # not a Jetson
     for l4t, target in (("R38 (release), REVISION: 2.0", "jetpack7"), ("R39 (release), REVISION: 2.1", "jetpack7"),
-                        ("R35 (release), REVISION: 6.1", "tensorrt")):
+                        ("R35 (release), REVISION: 6.1", "tensorrt"), ("R36 (release), REVISION: 4.0", "jetpack6"),
+                        # JetPack 6.0 and its preview carry TensorRT 8.6: jetpack6's 10.3 is not there
+                        ("R36 (release), REVISION: 3.0", "tensorrt"), ("R36 (release), REVISION: 2.0", "tensorrt")):
         (tmp_path / "etc" / "nv_tegra_release").write_text(f"# {l4t}, GCID: 1, BOARD: generic\n")
         assert this_device_target(tmp_path) == target, l4t
 
@@ -128,6 +130,8 @@ def test_doctor_knows_the_jetpack_7_releases():
     assert [doctor.JETPACK_FOR_L4T[release] for release in ("38.2", "38.4", "39.2")] == ["7.0", "7.1", "7.2"]
     assert doctor._jetson_target({"l4t": "39.2", "jetpack": "7.2"}) == \
         "--target jetpack7 for export, optimize, check and build"
+    assert "JetPack 6.0 (L4T 36.3): edgegen's targets are jetpack6 (JetPack 6.1 and 6.2" in \
+        doctor._jetson_target({"l4t": "36.3", "jetpack": "6.0"})
 
 
 def test_tegrastats_lines_of_jetpack_6_and_4():
