@@ -31,7 +31,8 @@ from ...errors import (BackendError, CheckpointError, ConfigError, EdgegenError,
                        ParityError, ValidationError, described, first_line, warn_caller)
 from ...export import check_opset, provenance
 from ...export.onnx_export import DEFAULT_OPSET, export_module, untraceable, value_spec
-from ...export.validate import feed_label, gate_feeds, refuse_lost_epsilons, sizes_label, torch_inputs
+from ...export.validate import (feed_label, gate_feeds, output_tolerances, refuse_lost_epsilons, sizes_label,
+                                tolerance_said, torch_inputs)
 from ...package import (DTYPES, MANIFEST_NAME, PACKAGE_KIND, GraphEntry, Manifest, Package, TensorSpec, check_name,
                         created_time, may_be_empty, name_from_folder, package_files, refuse_output_inside_edgegens, sha256_file, write_manifest)
 from ...storage import staged_directory
@@ -45,11 +46,9 @@ from .pipeline import GenericConfig
 GRAPH = "model"
 DEFAULT_LIMIT_FACTOR = 4      # a non-batch dynamic dim may grow to this many times its traced size by default
 SYNTHESIZED_FEEDS = 8
-# the gate's default tolerances (atol, rtol) by the graph's outputs: float32's, and float16's, whose
-# step is 1e-3 of a value: ONNX Runtime's fp16 kernels and torch's round differently, a step or two
-# per layer (a two-layer fp16 MLP differed by 4e-3 relative), so float32's would refuse a right graph
+# the gate's default tolerances (atol, rtol); a float16 output is compared at no tighter than
+# validate.FLOAT16_TOLERANCES, each output at its own
 FLOAT32_TOLERANCES = (1e-4, 1e-3)
-FLOAT16_TOLERANCES = (1e-3, 1e-2)
 
 
 def _in_eval_mode(export):
@@ -140,8 +139,8 @@ def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str 
         `edgegen.runtimes.feeds` reads it); default: drawn like the example's values.
     dim_limits: the largest value of each dynamic dim (TensorRT profiles); default batch 16,
         other dims DEFAULT_LIMIT_FACTOR x their traced size.
-    atol, rtol: the gate's tolerances; default 1e-4 and 1e-3, and 1e-3 and 1e-2 where an output is
-        float16 (FLOAT16_TOLERANCES).
+    atol, rtol: the gate's tolerances; default 1e-4 and 1e-3, and for a float16 output at least
+        1e-3 and 1e-2 (validate.FLOAT16_TOLERANCES), each output at its own.
     reads: files the caller read the module and inputs from (its .py file), which `overwrite` never
         replaces; a held_out .npz counts without being named.
     Raises ParityError (a ValidationError), and writes nothing, when the graph does not reproduce PyTorch;
@@ -206,7 +205,7 @@ def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str 
             if spec.dtype not in DTYPES:
                 raise ConfigError(f"output {spec.name!r}: expected one of {', '.join(DTYPES)}, found {spec.dtype} "
                                   "(cast it in forward, e.g. .float())")
-        atol, rtol = _tolerances(atol, rtol, graph_outputs)
+        atol, rtol = _tolerances(atol, rtol)
         _refuse_random_draws(model, config.source)
         _warn_of_integers_computed_in_float(model)
         try:
@@ -216,7 +215,7 @@ def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str 
             raise ValidationError(f"export of {config.source!r}: expected a graph ONNX Runtime runs, found: {said}") from None
         results = _gate_each(module, session, checked, len(recorded) if held_out is not None else 0, atol, rtol,
                              config.source)
-        if failures := _gate_failures(results, atol, rtol, sizes_label(specs, traced)):
+        if failures := _gate_failures(results, tolerance_said(atol, rtol, graph_outputs), sizes_label(specs, traced)):
             raise ParityError(f"export of {config.source!r} does not reproduce PyTorch, package not written: "
                                   + failures)
         refuse_lost_epsilons(GRAPH, module, session, checked[0])
@@ -234,6 +233,8 @@ def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str 
         # results: one comparison per output of each feed, in feed order; one label per feed
         validation = {"feeds": [r.batch for r in results[::len(graph_outputs)]], "atol": atol, "rtol": rtol, "passed": True,
                       "max_abs": max(r.max_abs for r in results), "max_rel": max(r.max_rel for r in results)}
+        if any(spec.dtype == "float16" for spec in graph_outputs):   # what the float16 outputs were held to
+            validation["float16_tolerances"] = list(output_tolerances("float16", atol, rtol))
         entry = GraphEntry(f"{GRAPH}.onnx", sha256_file(stage / f"{GRAPH}.onnx"), specs, graph_outputs,
                            extra={"opset": opset, "validation": validation})
         manifest = Manifest(family=FAMILY.name, name=name or name_from_folder(Path(out).resolve().name), config=config.to_json(),
@@ -550,11 +551,11 @@ def _warn_of_integers_computed_in_float(model: onnx.ModelProto) -> None:
                     f"rounding_mode='trunc' so); the gate drew integers within the example's range", EdgegenWarning)
 
 
-def _tolerances(atol, rtol, outputs) -> tuple[float, float]:
-    """The gate's tolerances: as given, else by the outputs' precision (FLOAT16_TOLERANCES where
-    one is float16); floats, a numpy one too, recorded in the manifest's JSON."""
-    default = FLOAT16_TOLERANCES if any(spec.dtype == "float16" for spec in outputs) else FLOAT32_TOLERANCES
-    return (float(default[0] if atol is None else atol), float(default[1] if rtol is None else rtol))
+def _tolerances(atol, rtol) -> tuple[float, float]:
+    """The gate's tolerances: as given, else FLOAT32_TOLERANCES (a float16 output is compared at
+    its own, validate.output_tolerances); floats, a numpy one too, recorded in the manifest's JSON.
+    One float16 output widened every output's: a float32 output 0.5% off passed beside one."""
+    return (float(FLOAT32_TOLERANCES[0] if atol is None else atol), float(FLOAT32_TOLERANCES[1] if rtol is None else rtol))
 
 
 FIXED_SIZE_ADVICE = ("the trace fixed something that depends on a size (a branch on x.shape, a size turned into a "
@@ -570,7 +571,7 @@ ATTENTION_ADVICE = ("ONNX Runtime's kernel of ONNX's Attention op (opset 23) fai
                     "where attention is MatMul, Softmax and MatMul")
 
 
-def _gate_failures(results: list, atol: float, rtol: float, traced: str) -> str:
+def _gate_failures(results: list, tolerance: str, traced: str) -> str:
     """The gate's failures, the worst of each output at each size (several feeds share a size),
     and where the graph holds at the traced size (labelled `traced`) and fails at others, what
     that points to; "" where it passed."""
@@ -580,7 +581,7 @@ def _gate_failures(results: list, atol: float, rtol: float, traced: str) -> str:
             worst[r.output, r.batch] = r
     if not worst:
         return ""
-    lines = "; ".join(f"graph {GRAPH!r} {r.line()}" for r in worst.values()) + f" (tolerance atol {atol:g}, rtol {rtol:g})"
+    lines = "; ".join(f"graph {GRAPH!r} {r.line()}" for r in worst.values()) + f" ({tolerance})"
     held = sorted({r.batch for r in results} - {r.batch for r in worst.values()})
     if traced in held:   # a wrong graph at the traced size itself is not the trace's fixing of a size
         lines += f"; it holds at {' and '.join(held)}: {FIXED_SIZE_ADVICE}"
@@ -713,7 +714,7 @@ def _gate_at_limits(module, session, specs, example, traced, limits, rng, atol, 
             raise ValidationError(f"export of {source!r}: expected finite outputs from the module at {dim} {size}, the "
                                   f"largest size recorded for {dim} (TensorRT profiles are built to it), found NaN or Inf "
                                   f"from PyTorch itself; {fix}")
-        failures = [f"{r.line()} (tolerance atol {atol:g}, rtol {rtol:g})" for r in found if not r.passed]
+        failures = [f"{r.line()} ({tolerance_said(atol, rtol, session.outputs)})" for r in found if not r.passed]
         if failures:
             raise ParityError(f"export of {source!r} does not reproduce PyTorch at {dim} {size}, the largest size "
                                   f"recorded for {dim}, package not written: " + "; ".join(failures) + "; the trace "
