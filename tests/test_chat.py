@@ -14,7 +14,7 @@ transformers = pytest.importorskip("transformers")
 
 import edgegen  # noqa: E402
 from edgegen.cli import main  # noqa: E402
-from edgegen.errors import HashMismatchError, InputError, PackageError  # noqa: E402
+from edgegen.errors import CheckpointError, HashMismatchError, InputError, PackageError  # noqa: E402
 from edgegen.training.text import stdlib_files  # noqa: E402
 
 from test_gpt import _tiny_llama  # noqa: E402
@@ -131,6 +131,11 @@ def test_the_command_line_answers_a_chat_message(chat_package, capsys):
     assert "--system: expected with --chat" in capsys.readouterr().err
     assert main(["generate", str(chat_package["pkg"]), "--chat", "x", "--chat-option", "tools"]) == 2
     assert "--chat-option 'tools': expected NAME=VALUE" in capsys.readouterr().err
+    # a value that would reach the template as text where JSON was meant ("False" is true there)
+    assert main(["generate", str(chat_package["pkg"]), "--chat", "x", "--chat-option", "enable_thinking=False"]) == 2
+    assert "--chat-option enable_thinking=False: expected JSON's false, found Python's False" in capsys.readouterr().err
+    assert main(["generate", str(chat_package["pkg"]), "--chat", "x", "--chat-option", "tools=[{"]) == 2
+    assert "--chat-option tools: expected JSON (it starts like it), found it failing to parse" in capsys.readouterr().err
 
 
 def test_chat_options_reach_the_template(chat_package, capsys):
@@ -144,9 +149,10 @@ def test_chat_options_reach_the_template(chat_package, capsys):
 
 
 def test_named_templates_and_the_old_form_of_tokenizer_config_are_taken(tmp_path):
-    """tokenizer_config.json's chat_template as one string (before transformers 4.43's files) or a
-    list of named ones; chat_templates/NAME.jinja beside chat_template.jinja. A call with tools
-    takes "tool_use" where there is one, as transformers does."""
+    """tokenizer_config.json's chat_template as one string (before transformers' template files)
+    or a list of named ones; additional_chat_templates/NAME.jinja beside chat_template.jinja, as
+    transformers saves several. A call with tools (an empty list too) takes "tool_use" where there
+    is one, as transformers does."""
     from edgegen.families.gpt.hf_import import _chat_templates
     from edgegen.runtimes.chat import ChatTemplates
 
@@ -162,14 +168,25 @@ def test_named_templates_and_the_old_form_of_tokenizer_config_are_taken(tmp_path
         ours = ChatTemplates({name: files[file].read_text() for name, file in record["templates"].items()},
                              record["special_tokens"], "here")
         theirs = transformers.AutoTokenizer.from_pretrained(str(folder))
-        for kwargs in ({}, {"tools": TOOLS}):   # with tools: "tool_use" where there is one
-            assert ours.render(CONVERSATION[1:], **kwargs) == theirs.apply_chat_template(
+        for kwargs in ({}, {"tools": TOOLS}, {"tools": []}):   # with tools: "tool_use" where there is one
+            assert ours.render(CONVERSATION[1:], kwargs) == theirs.apply_chat_template(
                 CONVERSATION[1:], tokenize=False, add_generation_prompt=True, **kwargs)
     assert ours.render(CONVERSATION[1:]).startswith("<s>[INST] Sort")   # bos_token: the template writes it
-    (folder / "chat_templates").mkdir()
-    (folder / "chat_templates" / "rag.jinja").write_text("{{ documents | tojson }}")
-    files, record = _chat_templates(folder, scratch)
-    assert sorted(record["templates"]) == ["rag"]   # the files replace tokenizer_config.json's, as in transformers
+    # transformers' own save of several: chat_template.jinja and additional_chat_templates/, which replace
+    # tokenizer_config.json's
+    saved = tmp_path / "saved"
+    transformers.AutoTokenizer.from_pretrained(str(folder)).save_pretrained(saved)
+    assert (saved / "additional_chat_templates" / "tool_use.jinja").is_file()
+    files, record = _chat_templates(saved, scratch)
+    assert sorted(record["templates"]) == ["default", "tool_use"]
+    # checked at import, not at a first conversation on a device
+    (saved / "chat_template.jinja").write_bytes(b"\xff\xfe{{ messages }}")
+    with pytest.raises(CheckpointError, match="chat_template.jinja: expected a chat template in UTF-8 text, found byte 0xff"):
+        _chat_templates(saved, scratch)
+    (saved / "chat_template.jinja").write_text("{% for m in messages %}{{ m.content }}")
+    with pytest.raises(CheckpointError, match="chat template 'default': expected a Jinja template, found a syntax error "
+                                              "at line 1"):
+        _chat_templates(saved, scratch)
 
 
 def test_a_templates_refusals_and_a_callers_own_template(chat_package, shipped_package):
@@ -185,6 +202,13 @@ def test_a_templates_refusals_and_a_callers_own_template(chat_package, shipped_p
         pipe.generate([{"role": "user", "content": "a"}, {"role": "assistant", "content": np.zeros(2)}])
     with pytest.raises(InputError, match=r"prompt\[0\]: expected a message, a dict with a string 'role'"):
         pipe.generate([{"content": "a"}])
+    # content as a list of parts, which ChatML's template joins as text: the template's finding, in one line
+    with pytest.raises(InputError, match="chat template 'default' refused the conversation: can only concatenate str .*"
+                                         r"\(TypeError\)"):
+        pipe.generate([{"role": "user", "content": [{"type": "text", "text": "hi"}]}])
+    with pytest.raises(InputError, match="chat_template_kwargs: expected variables other than the conversation's own, "
+                                         "found add_generation_prompt"):
+        pipe.chat_prompt(alternating[:1], add_generation_prompt=False)
     with pytest.raises(InputError, match="chat_template 'rag': expected a template of package .*its templates are 'default'"):
         pipe.generate(alternating[:1], chat_template="rag")
     with pytest.raises(InputError, match="chat_template_kwargs: expected with a conversation prompt"):
@@ -193,7 +217,7 @@ def test_a_templates_refusals_and_a_callers_own_template(chat_package, shipped_p
         pipe.chat_prompt(alternating[:1], chat_template="{{ messages.__class__.__mro__ }}")
     own = edgegen.load(shipped_package("gpt-stdlib"))
     with pytest.raises(InputError, match="a conversation needs a chat template, found none in package .*edgegen's own "
-                                         "models are not chat models"):
+                                         "models are not chat models.*chat_template= in Python"):
         own.generate(alternating[:1])
     template = "{% for m in messages %}# {{ m.content }}\n{% endfor %}def"
     assert own.generate(alternating, chat_template=template, max_new_tokens=8, seed=1) == \
@@ -202,7 +226,7 @@ def test_a_templates_refusals_and_a_callers_own_template(chat_package, shipped_p
 
 def test_a_changed_template_and_an_import_that_did_not_keep_it_are_said(chat_package, tmp_path, capsys):
     """The template is hashed like the tokenizer; a package imported before templates were kept
-    (its tokenizer_config.json holds one, its config records none) is told to export again."""
+    (its config records none) is told to export again."""
     changed = tmp_path / "changed"
     shutil.copytree(chat_package["pkg"], changed)
     (changed / "chat_template.jinja").write_text("{{ messages }}")
@@ -213,17 +237,15 @@ def test_a_changed_template_and_an_import_that_did_not_keep_it_are_said(chat_pac
     older = tmp_path / "older"
     shutil.copytree(chat_package["pkg"], older)
     manifest = json.loads((older / "edgegen.json").read_text())
-    del manifest["config"]["chat_template"]
+    del manifest["config"]["chat_templates"]
     (older / "edgegen.json").write_text(json.dumps(manifest))
-    settings = json.loads((older / "tokenizer_config.json").read_text())
-    (older / "tokenizer_config.json").write_text(json.dumps({**settings, "chat_template": CHATML}))
-    with pytest.raises(InputError, match="imported by an edgegen before December 7, 2026, which did not take its "
-                                         "template: export it again"):
+    with pytest.raises(InputError, match="its checkpoint folder had none, or an edgegen before December 7, 2026 "
+                                         "imported it, which took no templates: export it again"):
         edgegen.load(older, backend="ort-cpu").generate([{"role": "user", "content": "a"}])
     broken = tmp_path / "broken"
     shutil.copytree(chat_package["pkg"], broken)
     manifest = json.loads((broken / "edgegen.json").read_text())
-    manifest["config"]["chat_template"]["special_tokens"] = {"bos": 1}
+    manifest["config"]["chat_templates"]["special_tokens"] = {"bos": 1}
     (broken / "edgegen.json").write_text(json.dumps(manifest))
-    with pytest.raises(PackageError, match="chat_template.special_tokens expected texts of bos_token"):
+    with pytest.raises(PackageError, match="chat_templates.special_tokens expected texts of bos_token"):
         edgegen.load(broken, backend="ort-cpu")

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..errors import CheckpointError, described
+from ..package import read_json
 
 # transformers' notice, once per image-processor class, that it falls back from torchvision: diffusers'
 # pipeline classes import CLIP's image processor, which edgegen never runs
@@ -106,3 +107,14 @@ def special_token(settings: dict, key: str, default: str | None = None) -> str |
     if isinstance(value, dict):
         value = value.get("content", default)
     return None if value is None else str(value)
+
+
+def named_special_tokens(folder: Path, settings: dict, names: tuple[str, ...]) -> dict[str, str]:
+    """The special tokens of `names` a checkpoint's tokenizer has, as text: tokenizer_config.json's
+    (`settings`), a legacy save's special_tokens_map.json's over them where the config lists no
+    added_tokens_decoder (as transformers 5 reads them)."""
+    tokens = dict(settings)
+    if "added_tokens_decoder" not in settings and (folder / "special_tokens_map.json").is_file():
+        legacy = read_json(folder / "special_tokens_map.json", CheckpointError)
+        tokens.update(legacy if isinstance(legacy, dict) else {})
+    return {key: value for key in names if (value := special_token(tokens, key)) is not None}

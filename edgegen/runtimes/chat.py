@@ -1,5 +1,5 @@
 """Chat templates of imported instruct models: the Jinja template a transformers tokenizer
-carries (chat_template.jinja, chat_templates/NAME.jinja, or tokenizer_config.json's
+carries (chat_template.jinja, additional_chat_templates/NAME.jinja, or tokenizer_config.json's
 chat_template), rendered as transformers' apply_chat_template renders it, so a conversation
 becomes the text the model was fine-tuned on.
 
@@ -17,7 +17,7 @@ import json
 from datetime import datetime
 from functools import lru_cache
 
-from ..errors import InputError, MissingExtraError, PackageError
+from ..errors import InputError, MissingExtraError, PackageError, first_line
 
 # older versions have known sandbox escapes, and a template is someone else's code (transformers
 # refuses them too)
@@ -26,6 +26,8 @@ MIN_JINJA = (3, 1, 6)
 # special_tokens_map (the named tokens, each as its text)
 SPECIAL_TOKEN_NAMES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 DEFAULT_TEMPLATE = "default"
+# what a template reads that the conversation itself gives: not the caller's to set
+OWN_VARIABLES = ("messages", "add_generation_prompt")
 TOOL_TEMPLATE = "tool_use"   # the template transformers takes for a call that passes tools, where there is one
 
 
@@ -39,24 +41,29 @@ class ChatTemplates:
     def names(self) -> list[str]:
         return sorted(self.sources)
 
-    def render(self, messages, add_generation_prompt: bool = True, template: str | None = None,
-               what: str = "messages", **variables) -> str:
+    def render(self, messages, variables: dict | None = None, template: str | None = None,
+               what: str = "messages") -> str:
         """The conversation `messages` (a list of {"role", "content", ...} dicts) as the model's
-        template writes it, with the assistant's turn opened where add_generation_prompt.
-        `template`: a template's name, or Jinja source of the caller's own; None takes
-        "tool_use" where `variables` pass tools and the package has it, else "default".
-        `variables`: what else the template reads (tools, documents, enable_thinking, ...)."""
-        source, name = self._source(template, bool(variables.get("tools")))
+        template writes it, the assistant's turn opened (add_generation_prompt). `variables`:
+        what else the template reads (tools, documents, enable_thinking, ...). `template`: a
+        template's name, or Jinja source of the caller's own; None takes "tool_use" where the
+        variables pass tools and the package has it, else "default". `what` names the
+        conversation in messages."""
+        variables = chat_variables(variables)
+        source, name = self._source(template, variables.get("tools") is not None)
         conversation = conversation_messages(messages, what)
-        data = {key: plain_json(value, key) for key, value in variables.items()}
         compiled = _compiled(source, name, self.where)
-        import jinja2
-
         try:
-            return compiled.render(messages=conversation, add_generation_prompt=bool(add_generation_prompt),
-                                   **{"tools": None, "documents": None, **self.special_tokens, **data})
-        except jinja2.TemplateError as exc:   # raise_exception's message (roles that do not alternate, ...) and the like
-            raise InputError(f"{what}: the chat template {name} refused the conversation: {exc}") from None
+            return compiled.render(messages=conversation, add_generation_prompt=True,
+                                   **{"tools": None, "documents": None, **self.special_tokens, **variables})
+        except RecursionError:
+            raise InputError(f"{what}: the chat template {name} failed on the conversation: it recursed without "
+                             "end") from None
+        except Exception as exc:  # noqa: BLE001 - raise_exception's refusal (roles that do not alternate), a content
+            # the template cannot join (a list of parts where it adds text), what the sandbox refuses: the
+            # template's finding on this conversation, said in one line
+            raise InputError(f"{what}: the chat template {name} refused the conversation: {first_line(exc)} "
+                             f"({type(exc).__name__})") from None
 
     def _source(self, template: str | None, with_tools: bool) -> tuple[str, str]:
         """(the Jinja source, its name for messages)."""
@@ -71,6 +78,19 @@ class ChatTemplates:
             raise InputError(f"chat_template {template!r}: expected a template of {self.where}, found none by that name "
                              f"({held}; or pass a template's Jinja source)")
         return self.sources[template], repr(template)
+
+
+def chat_variables(variables) -> dict:
+    """What else a template reads, as plain JSON data: a dict of names other than the
+    conversation's own (OWN_VARIABLES)."""
+    if variables is None:
+        return {}
+    if not isinstance(variables, dict) or not all(isinstance(k, str) for k in variables):
+        raise InputError(f"chat_template_kwargs: expected a dict of what the template reads, found {variables!r:.60}")
+    if taken := sorted(set(OWN_VARIABLES) & set(variables)):
+        raise InputError(f"chat_template_kwargs: expected variables other than the conversation's own, found "
+                         f"{', '.join(taken)} (the prompt is the messages; the reply always follows them)")
+    return {key: plain_json(value, key) for key, value in variables.items()}
 
 
 def conversation_messages(messages, what: str = "messages") -> list[dict]:
@@ -114,15 +134,10 @@ def plain_json(value, where: str):
 @lru_cache(maxsize=16)
 def _compiled(source: str, name: str, where: str):
     """The template compiled once per source (a package's few, or a caller's own)."""
-    environment = _environment()
-    import jinja2
-
-    try:
-        return environment.from_string(source)
-    except jinja2.TemplateSyntaxError as exc:
+    if problem := template_problem(source):
         error = InputError if name == "given" else PackageError
-        raise error(f"chat template {name} of {where}: expected a Jinja template, found a syntax error at line "
-                    f"{exc.lineno}: {exc.message}") from None
+        raise error(f"chat template {name} of {where}: expected a Jinja template, found {problem}")
+    return _environment().from_string(source)
 
 
 @lru_cache(maxsize=1)
@@ -184,9 +199,30 @@ def _environment():
     environment.filters["tojson"] = tojson
     environment.globals["raise_exception"] = raise_exception
     environment.globals["strftime_now"] = lambda format: datetime.now().strftime(format)
-    environment.globals["dict"] = lambda *args, **kwargs: dict(*args, **kwargs)   # not the dict type itself
+    environment.globals["dict"] = _TemplateDict()   # not the dict type itself
     environment.globals["namespace"] = Namespace
     return environment
+
+
+class _TemplateDict:
+    """dict() and dict.fromkeys() for templates, without the type itself (transformers' own)."""
+
+    def __call__(self, *args, **kwargs):
+        return dict(*args, **kwargs)
+
+    def fromkeys(self, *args, **kwargs):
+        return dict.fromkeys(*args, **kwargs)
+
+
+def template_problem(source: str) -> str | None:
+    """Why `source` is no Jinja template (its syntax error, at a line), or None."""
+    import jinja2
+
+    try:
+        _environment().parse(source)
+    except jinja2.TemplateSyntaxError as exc:
+        return f"a syntax error at line {exc.lineno}: {exc.message}"
+    return None
 
 
 def load_chat_templates(package, record: dict) -> ChatTemplates | None:
@@ -196,8 +232,12 @@ def load_chat_templates(package, record: dict) -> ChatTemplates | None:
         return None
     sources = {}
     for name, entry in record["templates"].items():
-        path = package.recorded_file(entry, f"config.chat_template.templates.{name}", f"chat template {name!r}")
-        sources[name] = path.read_text(encoding="utf-8")
+        path = package.recorded_file(entry, f"config.chat_templates.templates.{name}", f"chat template {name!r}")
+        try:
+            sources[name] = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:   # hashed at export as it is: the file itself was never text
+            raise PackageError(f"package {str(package.path)!r}: chat template {name!r} {entry['file']!r}: expected "
+                               f"UTF-8 text, found byte {exc.object[exc.start]:#x} at {exc.start}") from None
     return ChatTemplates(sources, dict(record.get("special_tokens", {})), f"package {str(package.path)!r}")
 
 
@@ -208,8 +248,8 @@ def chat_record_problems(record: dict) -> list[str]:
     templates, tokens = record.get("templates"), record.get("special_tokens", {})
     problems = []
     if not isinstance(templates, dict) or not templates or not all(isinstance(e, dict) for e in templates.values()):
-        problems.append(f"chat_template.templates expected {{name: {{file, sha256}}}}, found {templates!r:.80}")
+        problems.append(f"chat_templates.templates expected {{name: {{file, sha256}}}}, found {templates!r:.80}")
     if not isinstance(tokens, dict) or not all(k in SPECIAL_TOKEN_NAMES and isinstance(v, str) for k, v in tokens.items()):
-        problems.append(f"chat_template.special_tokens expected texts of {', '.join(SPECIAL_TOKEN_NAMES)}, "
+        problems.append(f"chat_templates.special_tokens expected texts of {', '.join(SPECIAL_TOKEN_NAMES)}, "
                         f"found {tokens!r:.80}")
     return problems

@@ -14,7 +14,8 @@ from ...families import GenerateRequest, Option
 from ...storage import refuse_nameless
 from ...wording import counted
 
-CLI_MAX_NEW_TOKENS = 200   # a terminal's continuation: longer than the Python API's default
+CLI_MAX_NEW_TOKENS = 200
+PYTHON_CONSTANTS = {"True": "true", "False": "false", "None": "null"}   # --chat-option's JSON, spelled as Python would   # a terminal's continuation: longer than the Python API's default
 
 OPTIONS = (
     Option("--prompt", "prompt", "(required) text to continue (or --prompt-ids)"),
@@ -55,7 +56,7 @@ OPTIONS = (
 
 def check_generate(options: dict, out: str | None) -> None:
     """Before the package loads: one of --prompt, --prompt-ids and --chat, and a .txt --out if any."""
-    _prompt(dict(options))
+    _prompt(dict(options))   # (the prompt, chat template variables or None)
     if out:
         refuse_nameless(out, ".txt", "--out")
     if out and not str(out).lower().endswith(".txt"):
@@ -65,8 +66,9 @@ def check_generate(options: dict, out: str | None) -> None:
 
 def generate(pipe, request: GenerateRequest) -> str:
     options = dict(request.options)
-    prompt = _prompt(options)
-    chat = options.get("chat_template_kwargs")   # --chat's: {} without --chat-option
+    prompt, chat = _prompt(options)   # chat: --chat's template variables ({} without --chat-option), else None
+    if chat is not None:
+        options["chat_template_kwargs"] = chat
     as_ids = isinstance(prompt, list) and chat is None
     options["do_sample"] = _do_sample(options, "--greedy", "--sample")
     _refuse_sampling_settings_when_greedy(pipe, {**options, "seed": request.seed if request.seed_given else None})
@@ -146,9 +148,10 @@ def _do_sample(options: dict, *names: str) -> bool | None:
     return (not greedy) if greedy is not None else sample
 
 
-def _prompt(options: dict) -> str | list:
-    """--prompt's text, --prompt-ids' ids or --chat's conversation (one of them), taken out of
-    `options`; --chat's options become the template's chat_template_kwargs ({} without any)."""
+def _prompt(options: dict) -> tuple[str | list, dict | None]:
+    """(--prompt's text, --prompt-ids' ids or --chat's conversation (one of them), the chat
+    template's variables: --chat-option's, {} without any; None without --chat), each flag taken
+    out of `options`."""
     text, ids, chat = options.pop("prompt", None), options.pop("prompt_ids", None), options.pop("chat", None)
     system, chat_options = options.pop("system", None), options.pop("chat_template_kwargs", None)
     given = [flag for flag, value in (("--prompt", text), ("--prompt-ids", ids), ("--chat", chat)) if value is not None]
@@ -159,12 +162,13 @@ def _prompt(options: dict) -> str | list:
         if value is not None and chat is None:
             raise ConfigError(f"{flag}: expected with --chat (a chat model's conversation), found {given[0]}")
     if chat is not None:
-        options["chat_template_kwargs"] = _chat_options(chat_options or [])
-        return [*([{"role": "system", "content": system}] if system is not None else []), {"role": "user", "content": chat}]
+        conversation = [*([{"role": "system", "content": system}] if system is not None else []),
+                        {"role": "user", "content": chat}]
+        return conversation, _chat_options(chat_options or [])
     if text is not None:
-        return text
+        return text, None
     try:
-        return [int(part) for part in ids.split(",")]
+        return [int(part) for part in ids.split(",")], None
     except ValueError:
         raise ConfigError(f"--prompt-ids: expected token ids separated by commas (1,2,3), found {ids!r}") from None
 
@@ -182,7 +186,15 @@ def _chat_options(given: list[str]) -> dict:
             raise ConfigError(f"--chat-option {name}: expected once, found it twice")
         try:
             options[name] = json.loads(value)
-        except ValueError:
+        except ValueError as exc:
+            # a value meant as JSON, mistyped, or Python's spelling, would reach the template as text:
+            # "False" is a true value there, and a list of tools a string iterated by character
+            if value in PYTHON_CONSTANTS:
+                raise ConfigError(f"--chat-option {name}={value}: expected JSON's {PYTHON_CONSTANTS[value]}, found "
+                                  f"Python's {value}") from None
+            if value.lstrip()[:1] in ("[", "{", '"'):
+                raise ConfigError(f"--chat-option {name}: expected JSON (it starts like it), found it failing to parse: "
+                                  f"{exc}") from None
             options[name] = value
     return options
 

@@ -129,17 +129,17 @@ def _gpt_config(ckpt: Checkpoint) -> GPTConfig:
     tokenizer = {"kind": ckpt.data.get("tokenizer", "bytes")}
     if "tokenizer.json" in ckpt.files:
         tokenizer = {"kind": "bpe", "file": "tokenizer.json", "sha256": sha256_file(ckpt.files["tokenizer.json"])}
-    chat = dict(ckpt.data.get("chat_template") or {})
+    chat = dict(ckpt.data.get("chat_templates") or {})
     if chat:   # each template file hashed like the tokenizer
         chat["templates"] = {name: {"file": file, "sha256": sha256_file(ckpt.files[file])}
                              for name, file in chat["templates"].items()}
-    data = {key: value for key, value in ckpt.data.items() if key != "chat_template"}   # recorded above, not twice
+    data = {key: value for key, value in ckpt.data.items() if key != "chat_templates"}   # recorded above, not twice
     return GPTConfig(vocab_size=c.vocab_size, block_size=c.block_size, n_layer=c.n_layer, n_head=c.n_head,
                      head_dim=c.head_dim, n_embd=c.n_embd, tokenizer=tokenizer, architecture=c.architecture,
                      n_kv_head=c.n_kv_head,
                      eos_token_id=ckpt.data.get("eos_token_id"), pad_token_id=ckpt.data.get("pad_token_id"), data=data,
                      more_eos_token_ids=list(ckpt.data.get("more_eos_token_ids", [])),
-                     generation_defaults=dict(ckpt.data.get("generation_defaults", {})), chat_template=chat)
+                     generation_defaults=dict(ckpt.data.get("generation_defaults", {})), chat_templates=chat)
 
 
 SPEC = ExportSpec(

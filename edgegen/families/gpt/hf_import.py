@@ -23,15 +23,17 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from ...errors import CheckpointError, ImportedSettingWarning, InputError, ParityError, described, not_one_of
-from ...export.hugging_face import quiet_hugging_face, special_token, transformers_tokenizer
+from ...export.hugging_face import named_special_tokens, quiet_hugging_face, transformers_tokenizer
 from ...export.validate import compare
 from ...package import files_sha256, read_json
 from ...training.checkpoint import Checkpoint, make_config, save_pretrained_folder, state_dict_mismatch
-from ...runtimes.chat import DEFAULT_TEMPLATE, SPECIAL_TOKEN_NAMES
+from ...runtimes.chat import DEFAULT_TEMPLATE, SPECIAL_TOKEN_NAMES, template_problem
 from ...runtimes.token_sampling import Sampling
 from ...runtimes.tokenizer import BPETokenizer, ids_beyond
 from .model import build
 
+# where transformers saves a tokenizer's named chat templates beside chat_template.jinja (its CHAT_TEMPLATE_DIR)
+ADDITIONAL_TEMPLATES = "additional_chat_templates"
 LLAMA_TYPES = ("llama", "qwen2", "mistral")   # one decoder (llama.py) covers them
 ARCHITECTURES = ("gpt2", *LLAMA_TYPES)
 # rotary-position variants whose frequencies do not depend on the sequence's length below
@@ -246,7 +248,7 @@ def _imported(folder: Path, scratch: Path, architecture: str, hf: dict, config, 
     templates, chat = _chat_templates(folder, scratch) if tokenizer else ({}, {})   # text only: ids need none
     data = {"source": "transformers", "model_type": architecture, "tokenizer": "bpe" if tokenizer else "none",
             "eos_token_id": eos[0] if eos else None, "pad_token_id": _pad_id(hf),
-            "more_eos_token_ids": eos[1:], "generation_defaults": defaults, "chat_template": chat,
+            "more_eos_token_ids": eos[1:], "generation_defaults": defaults, "chat_templates": chat,
             "transformers_check": check_against_transformers(folder, model, config.vocab_size, config.block_size)}
     return Checkpoint(folder, "gpt", config, model, data, {}, weights_sha,
                       {**_tokenizer_files(folder, tokenizer), **templates})
@@ -318,41 +320,41 @@ def _tokenizer_files(folder: Path, tokenizer: Path | None) -> dict[str, Path]:
 
 
 def _chat_templates(folder: Path, scratch: Path) -> tuple[dict[str, Path], dict]:
-    """The folder's chat templates as transformers reads them ({package file: where it is},
-    {"templates": {name: package file}, "special_tokens": {name: text}}): chat_template.jinja
-    and chat_templates/NAME.jinja where either is there, else tokenizer_config.json's
-    chat_template (one template, or a list of named ones); the special tokens a template reads
-    from tokenizer_config.json, and a legacy save's special_tokens_map.json's over them (as
-    transformers 5 reads them)."""
+    """The folder's chat templates as transformers reads them ({package file: its text written to
+    `scratch`}, {"templates": {name: package file}, "special_tokens": {name: text}}):
+    chat_template.jinja and additional_chat_templates/NAME.jinja where either is there, else
+    tokenizer_config.json's chat_template (one template, or a list of named ones); each checked
+    as text and as Jinja here, not at a first conversation on a device. The special tokens a
+    template reads are tokenizer_config.json's (hugging_face.named_special_tokens)."""
     config_path = folder / "tokenizer_config.json"
     settings = read_json(config_path, CheckpointError) if config_path.is_file() else {}
     settings = settings if isinstance(settings, dict) else {}
-    texts = {}   # name: (its source, for messages; its text, or the file holding it)
-    if (folder / "chat_template.jinja").is_file():
-        texts[DEFAULT_TEMPLATE] = folder / "chat_template.jinja"
-    if (folder / "chat_templates").is_dir():
-        texts.update({file.stem: file for file in sorted((folder / "chat_templates").glob("*.jinja"))})
-    if not texts:
-        texts = _templates_in_tokenizer_config(config_path, settings.get("chat_template"))
-    if not texts:
-        return {}, {}
-    files, names = {}, {}
+    files = [(DEFAULT_TEMPLATE, folder / "chat_template.jinja")] if (folder / "chat_template.jinja").is_file() else []
+    files += [(file.stem, file) for file in sorted((folder / ADDITIONAL_TEMPLATES).glob("*.jinja"))]
+    texts = ({name: _template_text(file) for name, file in files} if files
+             else _templates_in_tokenizer_config(config_path, settings.get("chat_template")))
+    paths, names = {}, {}
     for name, text in texts.items():
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name):   # becomes part of a file name in the package
             warnings.warn(f"{str(folder)!r}: chat template {name!r} left out (expected a name of letters, digits, '-' "
                           "and '_')", ImportedSettingWarning, stacklevel=4)
             continue
+        if problem := template_problem(text):
+            raise CheckpointError(f"{str(folder)!r}: chat template {name!r}: expected a Jinja template, found {problem}")
         file = "chat_template.jinja" if name == DEFAULT_TEMPLATE else f"chat_template.{name}.jinja"
-        if isinstance(text, str):   # tokenizer_config.json's: written out as the file transformers 5 saves
-            (scratch / file).write_text(text, encoding="utf-8")
-            text = scratch / file
-        files[file], names[name] = text, file
-    tokens = dict(settings)
-    if "added_tokens_decoder" not in settings and (folder / "special_tokens_map.json").is_file():   # a legacy save's
-        legacy = read_json(folder / "special_tokens_map.json", CheckpointError)
-        tokens.update(legacy if isinstance(legacy, dict) else {})
-    special = {key: value for key in SPECIAL_TOKEN_NAMES if (value := special_token(tokens, key)) is not None}
-    return files, {"templates": names, "special_tokens": special} if names else {}
+        (scratch / file).write_text(text, encoding="utf-8")
+        paths[file], names[name] = scratch / file, file
+    if not names:
+        return {}, {}
+    return paths, {"templates": names, "special_tokens": named_special_tokens(folder, settings, SPECIAL_TOKEN_NAMES)}
+
+
+def _template_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise CheckpointError(f"{path}: expected a chat template in UTF-8 text, found byte {exc.object[exc.start]:#x} at "
+                              f"{exc.start}") from None
 
 
 def _templates_in_tokenizer_config(path: Path, value) -> dict[str, str]:

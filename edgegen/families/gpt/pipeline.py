@@ -13,7 +13,6 @@ the per-token Python work is constant:
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
@@ -75,7 +74,7 @@ class GPTConfig(RuntimeConfig):
     generation_defaults: dict = field(default_factory=dict)
     # an imported instruct model's chat templates (runtimes/chat.py): {"templates": {name: {"file",
     # "sha256"}}, "special_tokens": {"bos_token": text, ...}}; empty where it has none
-    chat_template: dict = field(default_factory=dict)
+    chat_templates: dict = field(default_factory=dict)
 
     @property
     def cache_heads(self) -> int:
@@ -103,7 +102,7 @@ class GPTConfig(RuntimeConfig):
             value = getattr(self, name)
             if value is not None and value < 0:
                 problems.append(f"{name} expected a token id (0 or more), found {value}")
-        problems += chat_record_problems(self.chat_template)
+        problems += chat_record_problems(self.chat_templates)
         unknown = sorted(set(self.generation_defaults) - set(SAMPLING_DEFAULTS))
         if unknown:
             problems.append(f"generation_defaults expected keys among {', '.join(SAMPLING_DEFAULTS)}, found {unknown}")
@@ -180,7 +179,7 @@ class GPTPipeline(Pipeline):
         self.eos_token_id = c.eos_token_id
         self.pad_token_id = c.padding_id
         self.tokenizer = load_tokenizer(package, c.tokenizer)
-        self.chat_templates = load_chat_templates(package, c.chat_template)
+        self.chat_templates = load_chat_templates(package, c.chat_templates)
         self._cache_names = [(f"past_key_values.{i}.{kv}", f"present.{i}.{kv}")
                              for i in range(self.n_layer) for kv in ("key", "value")]
         self._last_logits_only = (isinstance(self.decoder, OrtSession) and LOGITS_TO_KEEP in
@@ -388,7 +387,7 @@ class GPTPipeline(Pipeline):
         package's templates (chat_templates.names), or Jinja source of the caller's own; None
         takes "tool_use" where kwargs pass tools and the package has it, else its default.
         kwargs: what else the template reads (tools, documents, enable_thinking, ...)."""
-        return self._chat_templates(chat_template).render(messages, True, chat_template, **kwargs)
+        return self._chat_templates(chat_template).render(messages, kwargs, chat_template)
 
     def _chat_templates(self, chat_template):
         """The package's templates; where it has none, an empty set a caller's own Jinja source
@@ -396,44 +395,28 @@ class GPTPipeline(Pipeline):
         if self.chat_templates is not None:
             return self.chat_templates
         if chat_template is None:
+            why = ("its checkpoint folder had none, or an edgegen before December 7, 2026 imported it, which took no "
+                   "templates: export it again from its folder (edgegen export --from-transformers DIR)"
+                   if self.config.data.get("source") == "transformers" else "edgegen's own models are not chat models")
             raise InputError(f"prompt: a conversation needs a chat template, found none in package "
-                             f"{str(self.package.path)!r} ({self._why_no_chat_template()}); pass chat_template= "
-                             "with a Jinja template, or give the prompt as text")
+                             f"{str(self.package.path)!r} ({why}); give the prompt as text, or a Jinja template of "
+                             "your own (chat_template= in Python)")
         return ChatTemplates({}, {}, f"package {str(self.package.path)!r}")
-
-    def _why_no_chat_template(self) -> str:
-        """Why a package has no chat template, for the message that says so."""
-        settings = self.package.path / "tokenizer_config.json"
-        try:
-            kept = "chat_template" in json.loads(settings.read_text(encoding="utf-8"))
-        except (OSError, ValueError, TypeError):
-            kept = False
-        if kept:   # an import before chat templates were carried copied the file, and read nothing of it
-            return ("imported by an edgegen before December 7, 2026, which did not take its template: export it again "
-                    "from its folder with edgegen export --from-transformers DIR")
-        if self.config.data.get("source") == "transformers":
-            return "its checkpoint folder had none"
-        return "edgegen's own models are not chat models"
 
     def _encode_chat(self, messages, what: str, chat_template, kwargs) -> list[int]:
         """A conversation's ids: its chat prompt, encoded without the tokenizer's special tokens
         (the template writes the start of text itself), as apply_chat_template encodes it."""
-        if kwargs is not None and not isinstance(kwargs, dict):
-            raise InputError(f"chat_template_kwargs: expected a dict of what the template reads, found {kwargs!r:.60}")
-        taken = sorted({"messages", "add_generation_prompt", "chat_template"} & set(kwargs or {}))
-        if taken:
-            raise InputError(f"chat_template_kwargs: expected variables other than the conversation's own, found "
-                             f"{', '.join(taken)} (the prompt is the messages; the reply always follows them)")
-        if self.tokenizer is None:
-            raise InputError(f"{what}: this package has no tokenizer (it was imported without tokenizer files), "
-                             "expected token ids, found a conversation")
-        text = self._chat_templates(chat_template).render(messages, True, chat_template, what=what, **(kwargs or {}))
+        self._require_tokenizer(what, "a conversation")
+        text = self._chat_templates(chat_template).render(messages, kwargs, chat_template, what)
         return self._encode(text, what, special_tokens=False)
 
-    def _encode(self, text: str, what: str, special_tokens: bool = True) -> list[int]:
+    def _require_tokenizer(self, what: str, given: str) -> None:
         if self.tokenizer is None:
             raise InputError(f"{what}: this package has no tokenizer (it was imported without tokenizer files), "
-                             f"expected token ids (--prompt-ids on the command line), found text")
+                             f"expected token ids (--prompt-ids on the command line), found {given}")
+
+    def _encode(self, text: str, what: str, special_tokens: bool = True) -> list[int]:
+        self._require_tokenizer(what, "text")
         ids = self.tokenizer.encode(text, special_tokens=special_tokens)   # as transformers encodes a prompt
         if not ids:
             raise InputError(f"{what}: expected at least one token of text, found an empty string")
