@@ -78,6 +78,28 @@ def support_table(version: str) -> dict:
             "restricted": {k: v for k, v in base["restricted"].items() if k not in extra}}
 
 
+def graphs_beyond_target(package: Package, target) -> str | None:
+    """Why the package's exported graphs are beyond what a TensorRT target's parser reads (an opset
+    above its table's, JetPack 6's TensorRT 10.3 and opset 23; a fused op it lacks, JetPack 7.0's
+    10.13 and Attention), saying how to export for it; None where they fit. A variant keeps its
+    graph's opset and ops, so optimize for that target cannot help until the export does."""
+    table = support_table(target.tensorrt)
+    export_first = f"export for it first (edgegen export ... --target {target.name}, which writes opset {target.opset})"
+    for part, entry in package.graphs.items():
+        opset = entry.extra.get("opset")
+        if isinstance(opset, int) and opset > table["opset"][1]:
+            return (f"target {target.name}: expected graphs at opset {table['opset'][1]} or below "
+                    f"({target.description}), found graph {part!r} at opset {opset}: {export_first}")
+        lacking = sorted({n.op_type for n in read_graph_summary(package.graph_path(part)).nodes
+                          if n.domain in ("", "ai.onnx")} & set(FUSED_OPSET_OPS) & table["unsupported"])
+        if lacking:
+            return (f"target {target.name}: expected graphs TensorRT {target.tensorrt} parses "
+                    f"({target.description}), found graph {part!r} with ONNX's {', '.join(lacking)}, which it "
+                    f"does not: {export_first}, where {'they are' if len(lacking) > 1 else 'it is'} spelled "
+                    "in plain ops")
+    return None
+
+
 def check_package(path: str | os.PathLike, tensorrt: str | None = None, profiles: list[str] | None = None,
                   target: str = "tensorrt", device_parser: bool | None = None) -> list[GraphCheck]:
     """One GraphCheck per graph and variant. With `device_parser` (default: when the tensorrt
@@ -114,12 +136,12 @@ def check_package(path: str | os.PathLike, tensorrt: str | None = None, profiles
             raised = variant is not None and low <= exported_opsets[part.split(" ")[0]] <= high
             _table_verdict(result, graph, table, version,
                            f"the {variant[0]} variant was made for {variant[1].get('target', 'another target')}: "
-                           f"{tensorrt_form_advice(variant[0], chosen.name)}" if raised else None)
+                           f"{tensorrt_form_advice(variant[0], chosen.name, package)}" if raised else None)
         result.problems += _restriction_violations(graph)
         if variant is not None and variant[1].get("ort_form"):   # parses, maybe, but build makes no engine of it
             precision, record = variant
             result.build_refuses = (f"in ONNX Runtime's form ({record['ort_form']}), made for {record.get('target')}: "
-                                    f"edgegen build refuses it ({tensorrt_form_advice(precision, chosen.name)})")
+                                    f"edgegen build refuses it ({tensorrt_form_advice(precision, chosen.name, package)})")
         profile = derived[part.split(" ")[0]]
         if isinstance(profile, list):   # dynamic dims neither the family's limits nor --profile cover
             result.unprofiled_dims = profile

@@ -800,7 +800,7 @@ def _load_refusal(package) -> str:
         # edgegen's tokenizer record (a family of another's may keep one of its own under that name)
         if isinstance(tokenizer, dict) and tokenizer.get("kind") in TOKENIZER_KINDS:
             load_tokenizer(package, tokenizer)
-            load_chat_templates(package, getattr(config, "chat_template", None) or {})
+            load_chat_templates(package, getattr(config, "chat_templates", None) or {})
     except EdgegenError as exc:
         return str(exc)
     return ""
@@ -920,6 +920,7 @@ def _cmd_score(args) -> int:
 def _cmd_check(args) -> int:
     from .check import check_package, format_checks
 
+    args.target = args.target or _this_machines_target(args.tensorrt)
     checks = check_package(args.package, tensorrt=args.tensorrt, profiles=args.profile, target=args.target)
     if args.json:
         print(json.dumps({"report": CHECK_REPORT, "package": str(args.package), "target": args.target,
@@ -942,10 +943,19 @@ def _verdict(command: str, why: str) -> int:
     return EXIT_VERDICT
 
 
+def _this_machines_target(tensorrt: str | None = None) -> str:
+    """The TensorRT target where no --target names one: this machine's (a Jetson's JetPack's,
+    else tensorrt); with a --tensorrt release that target does not have, tensorrt's."""
+    from .targets import release_mismatch, this_device_target
+
+    own = this_device_target()
+    return "tensorrt" if tensorrt is not None and release_mismatch(get_target(own), tensorrt, "") else own
+
+
 def _cmd_build(args) -> None:
     from .runtimes.engines import build_package
 
-    target = get_target(args.target)
+    target = get_target(args.target or _this_machines_target())
     engines = build_package(args.package, precision=args.precision, profiles=args.profile,
                             cache_dir=args.cache_dir, target=target)
     print(f"{len(engines)} engine(s) ready in {next(iter(engines.values())).parent}")
@@ -1267,7 +1277,9 @@ def _build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check", help="without a GPU: what TensorRT's ONNX parser will refuse in a package")
     p.add_argument("package", help=PACKAGE_HELP)
-    p.add_argument("--target", default="tensorrt", choices=TENSORRT_TARGETS, help=describe_targets(TENSORRT_TARGETS))
+    p.add_argument("--target", default=None, choices=TENSORRT_TARGETS,
+                   help=describe_targets(TENSORRT_TARGETS) + " (default: this machine's: on a Jetson its JetPack's, else "
+                   "tensorrt; with --tensorrt, tensorrt where this machine's target has another release)")
     p.add_argument("--tensorrt", default=None, metavar="VERSION",
                    help="judge by this TensorRT release's parser table, 10.15, 10.13 or 10.3; a release between them by the "
                         "newest before it (10.16 by 10.15's) (default: this machine's own TensorRT parser where the "
@@ -1280,8 +1292,9 @@ def _build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("build", help="build (or find in the cache) TensorRT engines for a package on this GPU")
     p.add_argument("package", help=PACKAGE_HELP)
     p.add_argument("--backend", default="tensorrt", choices=("tensorrt",), help="the engine kind")
-    p.add_argument("--target", default="tensorrt", choices=TENSORRT_TARGETS,
-                   help="refuses to build where this machine's TensorRT is not the target's")
+    p.add_argument("--target", default=None, choices=TENSORRT_TARGETS,
+                   help="refuses to build where this machine's TensorRT is not the target's (default: this machine's: on "
+                        "a Jetson its JetPack's, else tensorrt)")
     p.add_argument("--precision", default="fp32", choices=ENGINE_PRECISIONS,
                    help="engine precision: int8 and fp16 build from the variants edgegen optimize added (the "
                         "precision is in the graph)")

@@ -301,25 +301,10 @@ def _refuse_opset_beyond_target(package: Package, target) -> None:
     package's opset (JetPack 6's TensorRT 10.3 and opset 23), or lacks a fused op of it (JetPack
     7.0's TensorRT 10.13 and Attention), every one would be written and then refused by `check`.
     Refused first, saying how to export for it."""
-    if not target.uses_tensorrt:
-        return
-    from .check import FUSED_OPSET_OPS, support_table
-    from .graph_summary import read_graph_summary
+    from .check import graphs_beyond_target
 
-    table = support_table(target.tensorrt)
-    export_first = f"export for it first (edgegen export ... --target {target.name}, which writes opset {target.opset})"
-    for part, entry in package.graphs.items():
-        opset = entry.extra.get("opset")
-        if isinstance(opset, int) and opset > table["opset"][1]:
-            raise ConfigError(f"target {target.name}: expected graphs at opset {table['opset'][1]} or below "
-                              f"({target.description}), found graph {part!r} at opset {opset}: {export_first}")
-        lacking = sorted({n.op_type for n in read_graph_summary(package.graph_path(part)).nodes
-                          if n.domain in ("", "ai.onnx")} & set(FUSED_OPSET_OPS) & table["unsupported"])
-        if lacking:
-            raise ConfigError(f"target {target.name}: expected graphs TensorRT {target.tensorrt} parses "
-                              f"({target.description}), found graph {part!r} with ONNX's {', '.join(lacking)}, which it "
-                              f"does not: {export_first}, where {'they are' if len(lacking) > 1 else 'it is'} spelled "
-                              "in plain ops")
+    if target.uses_tensorrt and (why := graphs_beyond_target(package, target)):
+        raise ConfigError(why)
 
 
 def _kept_or_new(earlier: dict | None, new: dict) -> dict:

@@ -470,7 +470,7 @@ def test_onnx_runtime_variants_write_the_kv_cache_in_place_and_generate_as_the_e
 
 
 def test_the_in_place_form_is_checked_and_where_it_does_not_hold_the_variant_keeps_the_exported_form(gpt, tmp_path,
-                                                                                                       monkeypatch):
+                                                                                                       monkeypatch, capsys):
     """A rewrite whose outputs differ from the variant it came from is not kept (here one that masks
     nothing beyond the tokens written); neither is one a graph does not fit (opset 18 spells
     attention out); a TensorRT target never gets the form."""
@@ -541,10 +541,16 @@ def test_the_in_place_form_is_checked_and_where_it_does_not_hold_the_variant_kee
                                            r"written in place.*\), made for ort-cpu \(edgegen optimize --precision "
                                            r"int8 --target tensorrt"):
         cached_engines(pkg, "int8")
-    # edgegen.load on a Jetson, with no --target to go by, advises its own JetPack's form
+    # edgegen.load on a Jetson, with no --target to go by, advises its own JetPack's form: after an export
+    # for it, since this package's opset-23 graphs are beyond JetPack 6's parser and optimize refuses them
     monkeypatch.setattr("edgegen.runtimes.engines.this_device_target", lambda: "jetpack6")
-    with pytest.raises(BackendError, match=r"\(edgegen optimize --precision int8 --target jetpack6 writes"):
+    with pytest.raises(BackendError, match=r"\(its graphs are beyond what TensorRT 10.3 reads: export again with --target "
+                                           r"jetpack6, then edgegen optimize --precision int8 --target jetpack6 writes"):
         cached_engines(pkg, "int8")
+    # and so does edgegen build without --target there (its default was tensorrt: the desktop's advice)
+    monkeypatch.setattr("edgegen.targets.this_device_target", lambda: "jetpack6")
+    assert main(["build", str(pkg), "--precision", "int8"]) != 0
+    assert "export again with --target jetpack6, then edgegen optimize" in capsys.readouterr().err
     # and check, which may find it parses, says so too (it said "parses" of a variant build refuses)
     from edgegen.check import check_package
 

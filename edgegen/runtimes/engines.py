@@ -566,7 +566,7 @@ def _buildable(path, precision: str, profiles: list[str] | None, target: str | N
     for part, record in package.variant_files(precision).items() if precision != "fp32" else ():
         if why := ort_only(record):
             raise BackendError(f"package {str(package.path)!r}: the {precision} variant of graph {part!r} is {why} "
-                               f"({tensorrt_form_advice(precision, target or this_device_target())})")
+                               f"({tensorrt_form_advice(precision, target or this_device_target(), package)})")
     return package, package_profiles(package, profiles)
 
 
@@ -582,15 +582,22 @@ def ort_only(record: dict) -> str | None:
     return None
 
 
-def tensorrt_form_advice(precision: str, target: str = "tensorrt") -> str:
+def tensorrt_form_advice(precision: str, target: str = "tensorrt", package=None) -> str:
     """What makes an engine for `target` where the `precision` variant is ONNX Runtime's alone: its
-    form for that target, where the target takes that precision; else the fp32 graph or another
-    precision (fused and int8-weights are ONNX Runtime's contrib ops, which optimize refuses for
-    TensorRT; int4's blocks need an opset JetPack 6's TensorRT does not parse)."""
+    form for that target, where the target takes that precision (after exporting for the target,
+    where `package`'s graphs are beyond what its TensorRT reads: optimize refuses them); else the
+    fp32 graph or another precision (fused and int8-weights are ONNX Runtime's contrib ops, which
+    optimize refuses for TensorRT; int4's blocks need an opset JetPack 6's TensorRT does not parse)."""
     from ..targets import INT4_OPSET, get_target
 
     chosen = get_target(target)
     if precision in chosen.variant_precisions:
+        from ..check import graphs_beyond_target
+
+        if package is not None and graphs_beyond_target(package, chosen):
+            return (f"its graphs are beyond what TensorRT {chosen.tensorrt} reads: export again with --target "
+                    f"{chosen.name}, then edgegen optimize --precision {precision} --target {chosen.name} writes "
+                    "TensorRT's form")
         return f"edgegen optimize --precision {precision} --target {chosen.name} writes TensorRT's form"
     # fused and int8-weights have no TensorRT form at all; int4 has one from opset 21
     why = f" form TensorRT {chosen.tensorrt} parses (its blocks need opset {INT4_OPSET})" if precision == "int4" \
