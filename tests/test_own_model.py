@@ -84,8 +84,10 @@ def test_export_gates_at_sizes_it_did_not_trace_and_runs_without_torch(user_mode
     # and between the sizes tried a step apart: one more than traced matches, so any size is taken
     assert {"batch=1, height=33, width=48", "batch=1, height=32, width=49"} <= set(fed)
     assert manifest["config"]["dim_multiples"] == {}
-    # a label per feed (not per output: the module returns 2), 3 limits, 4 heights and 5 widths below, 2 between
-    assert len(fed) == len(recorded) + 3 + 4 + 5 + 2
+    # and two dims equal, each pair at once: a branch on a square picture is tried
+    assert {"batch=1, height=48, width=48", "batch=2, height=2, width=48", "batch=2, height=32, width=2"} <= set(fed)
+    # a label per feed (not per output: the module returns 2), 3 limits, 4 heights and 5 widths below, 2 between, 3 equal
+    assert len(fed) == len(recorded) + 3 + 4 + 5 + 2 + 3
     pipe = edgegen.load(pkg, backend="ort-cpu")
     image = np.random.default_rng(1).random((3, 1, 40, 24), dtype=np.float32)
     mask = np.ones_like(image)
@@ -1507,6 +1509,22 @@ def test_a_float16_output_leaves_the_float32_outputs_beside_it_at_their_own_tole
     x = np.random.default_rng(0).standard_normal((2, 8)).astype(np.float32)
     with pytest.raises(ParityError, match=r"output\.0 .*float16 outputs at atol 0\.001, rtol 0\.01"):
         export_pytorch(_HalfBeside(), {"x": x}, tmp_path / "pkg")
+    assert not (tmp_path / "pkg").exists()
+
+
+class _SquareBranch(torch.nn.Module):
+    def forward(self, x):
+        if x.shape[2] == x.shape[3]:   # the trace at 32 x 48 fixes the other branch
+            return x * 0
+        return x * 2
+
+
+def test_a_branch_on_two_sizes_being_equal_is_refused(tmp_path):
+    """Every other feed of the gate moves one dim at a time, so the trace's fixed branch on a
+    square picture passed, and the package answered every square input wrongly (helper 142)."""
+    x = np.random.default_rng(0).random((2, 1, 32, 48)).astype(np.float32)
+    with pytest.raises(ParityError, match="where h and w are both 48 .*traced at 32 and 48.*branch on the two being equal"):
+        export_pytorch(_SquareBranch(), {"x": x}, tmp_path / "pkg", dynamic={"x": {0: "batch", 2: "h", 3: "w"}})
     assert not (tmp_path / "pkg").exists()
 
 

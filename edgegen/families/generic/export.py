@@ -228,6 +228,8 @@ def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str 
         results += between
         for dim, step in config.dim_multiples.items():   # the least a multiple too: "4 to 128 in multiples of 4", not "1 to"
             config.dim_minimums[dim] = -(-config.dim_minimums[dim] // step) * step
+        results += _gate_dims_equal(module, session, specs, drawn_like, traced, limits, config.dim_minimums,
+                                    config.dim_multiples, rng, atol, rtol, config.source)
         write_feeds(stage / HELD_OUT_FILE, recorded)
         config.held_out = {"file": HELD_OUT_FILE, "sha256": sha256_file(stage / HELD_OUT_FILE), "feeds": len(recorded)}
         # results: one comparison per output of each feed, in feed order; one label per feed
@@ -722,6 +724,45 @@ def _gate_at_limits(module, session, specs, example, traced, limits, rng, atol, 
                                   f"some size: {fix}")
         results += found
     return results
+
+
+def _gate_dims_equal(module, session, specs, example, traced, limits, minimums, multiples, rng, atol, rtol,
+                     source) -> list:
+    """The gate where two dynamic dims traced at different sizes are equal, each pair at a size
+    both take, the others as traced and the batch at 1: every other feed moves one dim at a time,
+    so a branch the trace fixed on two sizes being equal (`if x.shape[2] == x.shape[3]`, a square
+    picture) was never tried, and the package answered every square input wrongly (helper 142)."""
+    results = []
+    dims = list(traced)
+    for i, a in enumerate(dims):
+        for b in dims[i + 1:]:
+            if traced[a] == traced[b]:   # the traced feed has them equal already
+                continue
+            size = _size_both_take(a, b, traced, limits, minimums, multiples)
+            if size is None:
+                continue
+            sizes = {d: size if d in (a, b) else (1 if d == "batch" else traced[d]) for d in traced}
+            found, failed = _tried(module, session, _feed_at(specs, example, sizes, rng), atol, rtol)
+            if failed:
+                raise ParityError(f"export of {source!r} does not reproduce PyTorch where {a} and {b} are both {size} "
+                                  f"(traced at {traced[a]} and {traced[b]}), package not written: {'; '.join(failed)} "
+                                  f"({tolerance_said(atol, rtol, session.outputs)}); the trace fixed a branch on the two "
+                                  f"being equal (if x.shape[2] == x.shape[3]): take the branch out of forward, or give both "
+                                  f"dims fixed sizes (--dynamic without them)")
+            results += found or []
+    return results
+
+
+def _size_both_take(a: str, b: str, traced, limits, minimums, multiples) -> int | None:
+    """A size dims `a` and `b` both take (within their least sizes, limits and multiples), near
+    the larger of their traced sizes; None where there is none."""
+    step = math.lcm(multiples.get(a, 1), multiples.get(b, 1))
+    least, most = max(minimums.get(a, 1), minimums.get(b, 1), 1), min(limits[a], limits[b])
+    for wanted in (max(traced[a], traced[b]), min(traced[a], traced[b])):
+        size = max(-(-wanted // step) * step, -(-least // step) * step)
+        if size <= most:
+            return size
+    return None
 
 
 # ops that pass an integer input's values through unchanged on their way to a Gather
