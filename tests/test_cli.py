@@ -103,6 +103,11 @@ def test_train_init_fine_tunes_a_checkpoint_on_other_data_keeping_its_model(tmp_
     with patch("edgegen.training.train.load_images", side_effect=AssertionError("the folder was loaded first")):
         with pytest.raises(EdgegenError, match=r"expected data with the checkpoint's classes \(10\)"):   # before it
             train("diffusion", tmp_path / "x", data=str(folder), init=labelled, steps=1, progress=False)
+    # a cgan, whose config refuses a folder's no classes itself, says the same (it said its config's words)
+    cgan = train("cgan", tmp_path / "cgan", steps=1, batch_size=8, progress=False)
+    code, _, err = run_cli(capsys, "train", "cgan", "--init", cgan, "--data", folder, "--steps", "1", "--out", tmp_path / "x")
+    assert code == 2 and f"--init {str(cgan)!r}: expected data with the checkpoint's classes (10), found data with " \
+        "none" in err
     unlabelled = train("diffusion", tmp_path / "unlabelled", data=str(folder), image_size=8, steps=1, batch_size=4,
                        progress=False, width=8)
     code, _, err = run_cli(capsys, "train", "diffusion", "--init", unlabelled, "--data", "digits", "--steps", "1",

@@ -329,6 +329,13 @@ def test_training_refuses_values_it_cannot_train_with(tmp_path):
         train("gpt", tmp_path / "x", data=str(text), steps=1, image_size=64)
     with pytest.raises(ConfigError, match="--channels: expected an option of image data, found flow training on 'moons'"):
         train("flow", tmp_path / "x", data="moons", steps=1, channels=1)
+    # two pictures (one held out) at size 8: a batch of one through a GAN's 1x1 batch norm was an internal error
+    (tmp_path / "two").mkdir()
+    for i in range(2):
+        Image.fromarray(np.full((8, 8), 40 * i, np.uint8)).save(tmp_path / "two" / f"{i}.png")
+    with pytest.raises(ConfigError, match="training: expected a batch of 2 or more, found a batch of 1 reaching a batch "
+                                          "normalization with one value per channel"):
+        train("gan", tmp_path / "x", data=str(tmp_path / "two"), steps=2, image_size=8)
     assert not (tmp_path / "x").exists()
 
 

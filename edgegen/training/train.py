@@ -89,13 +89,14 @@ def train(family: str, out: str | Path, data: str | None = None, steps: int | No
                  "num_classes": DIGIT_CLASSES if data == "digits" else 0}   # a cgan on a folder: refused before it loads
         known = {f.name for f in dataclasses.fields(module.Config)}
         refuse_small_image_size(image_size)   # the data's own limit, before a family's config says its own otherwise
+        if start is not None and "num_classes" in known:   # before a folder's minutes of loading, and before the
+            # config's own "num_classes expected at least 1", which would not name --init or the data
+            _refuse_other_classes(init, getattr(start.config, "num_classes", 0), shape["num_classes"])
         try:
             make_config(family, {**{k: v for k, v in shape.items() if k in known}, **model_options})
         except ConfigError as exc:   # the option given for the field it names: "--channels 3: ... image_channels"
             raise _said_as_the_option(exc, {field: (SHAPE_FLAGS[field], value) for field, value in
                                             (("image_channels", given_channels), ("image_size", given_image_size))}) from None
-        if start is not None and "num_classes" in known:   # before a folder's minutes of loading, not after
-            _refuse_other_classes(init, getattr(start.config, "num_classes", 0), shape["num_classes"])
         images = load_images(data, image_size=image_size, channels=channels, seed=seed)
         c, h, _ = images.shape
         from_data = {"image_channels": c, "image_size": h}
@@ -327,6 +328,14 @@ def _step(trainer, model, step: int, lr: float, x, labels) -> dict[str, float]:
     except RuntimeError:
         _require_finite_weights(model, step, lr)   # a failure of diverged weights is named so; any other stays
         raise
+    except ValueError as exc:
+        if "Expected more than 1 value per channel when training" not in str(exc):
+            raise
+        # a batch of one picture through a batch norm of a 1x1 feature map (GAN, VAE at --image-size 8)
+        raise ConfigError(f"training: expected a batch of 2 or more, found a batch of {len(x)} reaching a batch "
+                          "normalization with one value per channel (a 1x1 feature map): give --batch-size 2 or "
+                          "more, with 3 or more pictures (one is held out), or a larger --image-size; no checkpoint "
+                          "written") from None
     if step == 1:   # the trainer's code is the same every step: judged once, not in the loop's every turn
         _refuse_losses_not_numbers(trainer, losses)
     diverged = sorted(k for k, v in losses.items() if not math.isfinite(v))
