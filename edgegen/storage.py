@@ -335,7 +335,7 @@ def refuse_replacing_other(out: str | os.PathLike, holds: str, kind: str, reads:
 @contextlib.contextmanager
 def staged_directory(out: str | os.PathLike, *, holds: str, kind: str, overwrite: bool = False,
                      reads: Iterable[str | os.PathLike] = (),
-                     owns: Callable[[Path], Iterable[str]] | None = None) -> Iterator[Path]:
+                     owns: Callable[[Path], Iterable[str]] | None = None, lock_held: bool = False) -> Iterator[Path]:
     """Yield an empty staging directory beside `out`; on success it replaces `out`.
 
     `out` is replaced only where it is what this writer writes (`kind`, with the file `holds`, and
@@ -345,12 +345,13 @@ def staged_directory(out: str | os.PathLike, *, holds: str, kind: str, overwrite
     first one's output (and is refused without overwrite). On any exception the staging
     directory is removed and `out`, if it existed, is left untouched; a kill at any instant
     leaves `out` as it was or complete, and the staging directory for the next writer to clean.
+    lock_held: the caller holds that lock already (train, for the whole of its training).
     """
     # the folder itself, as the lock takes it: "." too has a name and a parent to stage beside, and a
     # symbolic link is followed, not replaced
     refuse_output_folder(out, overwrite, holds, kind, reads, owns)   # before taking the lock: fails fast without waiting
     given, out = out, Path(os.path.realpath(out))
-    with writer_lock(out, "writing it"):
+    with contextlib.nullcontext() if lock_held else writer_lock(out, "writing it"):
         clean_leftovers(out)   # first: it may put back an old output a killed writer moved aside
         refuse_replacing(given, overwrite, holds, kind, reads, owns)   # again: a writer that held the lock may have made it
         stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))

@@ -172,6 +172,22 @@ def test_a_writability_probe_whose_file_another_writers_cleanup_removed_still_fi
     assert storage.can_write_files_in(tmp_path) and list(tmp_path.iterdir()) == []
 
 
+def test_training_holds_its_output_while_it_trains(tmp_path, monkeypatch):
+    """A second run to the same --out started while the first trained: the first, checked at its
+    start, was refused at its end after all its training, and nothing told the second (helper 143).
+    A run now holds its output's writer lock from its start: the second is refused before it trains."""
+    from edgegen.training import train as training
+
+    with storage.writer_lock(tmp_path / "ckpt", "a first training"):
+        with monkeypatch.context() as patched:
+            patched.setattr(training, "_step", lambda *a, **k: pytest.fail("trained while another run held the output"))
+            with pytest.raises(PackageBusyError, match="expected no other edgegen command writing it, found pid "
+                                                       rf"{os.getpid()} .*a first training"):
+                training.train("gan", tmp_path / "ckpt", steps=1, batch_size=8, progress=False)
+    assert training.train("gan", tmp_path / "ckpt", steps=1, batch_size=8, progress=False) == tmp_path / "ckpt"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]   # the lock file went with the run
+
+
 def test_a_second_writer_of_a_new_output_is_refused_once_the_first_made_it(trained, tmp_path):
     ckpt = trained["gan"][0]
     with storage.writer_lock(tmp_path / "pkg", "a first export"):

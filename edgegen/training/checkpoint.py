@@ -151,11 +151,11 @@ def checkpoint_files(folder: Path) -> set[str]:
 
 
 def save_checkpoint(out: str | Path, family: str, config: Any, model: torch.nn.Module, data: dict, training: dict,
-                    overwrite: bool = False, reads=()) -> Path:
+                    overwrite: bool = False, reads=(), lock_held: bool = False) -> Path:
     """Write a checkpoint at `out`, replacing one there only with `overwrite`, and never a folder
-    that is or holds one of `reads` (what made it)."""
+    that is or holds one of `reads` (what made it). lock_held: the caller holds `out`'s writer lock."""
     with staged_directory(out, overwrite=overwrite, holds=CHECKPOINT_WEIGHTS, kind=CHECKPOINT_KIND, reads=reads,
-                          owns=checkpoint_files) as stage:
+                          owns=checkpoint_files, lock_held=lock_held) as stage:
         save_file(_unshared(model.state_dict()), str(stage / CHECKPOINT_WEIGHTS))
         os.chmod(stage / CHECKPOINT_WEIGHTS, creation_mode(directory=False))   # safetensors writes it private (0600)
         meta = {

@@ -15,7 +15,7 @@ import torch
 from ..cpus import cgroup_memory_left
 from ..errors import CheckpointError, ConfigError, DataError, EdgegenWarning, TrainingError
 from ..families import get as get_family
-from ..storage import refuse_empty, refuse_output_folder
+from ..storage import refuse_empty, refuse_output_folder, writer_lock
 from ..progress import Progress
 from . import family_module
 from ..package import CHECKPOINT_WEIGHTS, refuse_output_inside_edgegens, shipped_hint
@@ -73,94 +73,97 @@ def train(family: str, out: str | Path, data: str | None = None, steps: int | No
     reads = [p for p in given if isinstance(p, (str, Path)) and Path(p).exists()]
     refuse_output_inside_edgegens("output", out)
     refuse_output_folder(out, overwrite, CHECKPOINT_WEIGHTS, CHECKPOINT_KIND, reads, checkpoint_files)
-
-    given_image_size, given_channels = image_size, channels
-    if start is not None and not getattr(module, "SHAPE_FROM_BASE", False):
-        # the size and channels its weights were made for; data is resized to them (a ControlNet's base fixes its own)
-        image_size = getattr(start.config, "image_size", None) if image_size is None else image_size
-        channels = getattr(start.config, "image_channels", None) if channels is None else channels
-    image_size = getattr(module, "DEFAULT_IMAGE_SIZE", 32) if image_size is None else image_size
-    channels = getattr(module, "DEFAULT_CHANNELS", None) if channels is None else channels   # PixelCNN's grey levels
-    if hasattr(module, "prepare_data"):  # families whose data is not only images (flows: points; gpt: text)
-        images, from_data = module.prepare_data(data, image_size, channels, seed, model_options)
-    else:
-        # the config's own refusals (an --image-size of 20) before a folder's minutes of loading, not after
-        shape = {"image_size": image_size, "image_channels": channels or 1,
-                 "num_classes": DIGIT_CLASSES if data == "digits" else 0}   # a cgan on a folder: refused before it loads
-        known = {f.name for f in dataclasses.fields(module.Config)}
-        refuse_small_image_size(image_size)   # the data's own limit, before a family's config says its own otherwise
-        if start is not None and "num_classes" in known:   # before a folder's minutes of loading, and before the
-            # config's own "num_classes expected at least 1", which would not name --init or the data
-            _refuse_other_classes(init, getattr(start.config, "num_classes", 0), shape["num_classes"])
+    # held while it trains: a second run writing `out` is refused when it starts, not this one after its
+    # minutes of training (its output was checked above, and appeared meanwhile); the checkpoint is written under it
+    with writer_lock(out, "training it", wait=False):
+        given_image_size, given_channels = image_size, channels
+        if start is not None and not getattr(module, "SHAPE_FROM_BASE", False):
+            # the size and channels its weights were made for; data is resized to them (a ControlNet's base fixes its own)
+            image_size = getattr(start.config, "image_size", None) if image_size is None else image_size
+            channels = getattr(start.config, "image_channels", None) if channels is None else channels
+        image_size = getattr(module, "DEFAULT_IMAGE_SIZE", 32) if image_size is None else image_size
+        channels = getattr(module, "DEFAULT_CHANNELS", None) if channels is None else channels   # PixelCNN's grey levels
+        if hasattr(module, "prepare_data"):  # families whose data is not only images (flows: points; gpt: text)
+            images, from_data = module.prepare_data(data, image_size, channels, seed, model_options)
+        else:
+            # the config's own refusals (an --image-size of 20) before a folder's minutes of loading, not after
+            shape = {"image_size": image_size, "image_channels": channels or 1,
+                     "num_classes": DIGIT_CLASSES if data == "digits" else 0}   # a cgan on a folder: refused before it loads
+            known = {f.name for f in dataclasses.fields(module.Config)}
+            refuse_small_image_size(image_size)   # the data's own limit, before a family's config says its own otherwise
+            if start is not None and "num_classes" in known:   # before a folder's minutes of loading, and before the
+                # config's own "num_classes expected at least 1", which would not name --init or the data
+                _refuse_other_classes(init, getattr(start.config, "num_classes", 0), shape["num_classes"])
+            try:
+                make_config(family, {**{k: v for k, v in shape.items() if k in known}, **model_options})
+            except ConfigError as exc:   # the option given for the field it names: "--channels 3: ... image_channels"
+                raise _said_as_the_option(exc, {field: (SHAPE_FLAGS[field], value) for field, value in
+                                                (("image_channels", given_channels), ("image_size", given_image_size))}) from None
+            images = load_images(data, image_size=image_size, channels=channels, seed=seed)
+            c, h, _ = images.shape
+            from_data = {"image_channels": c, "image_size": h}
+        if (given_image_size is not None or given_channels is not None) and "image_size" not in images.describe():
+            option = "--image-size" if given_image_size is not None else "--channels"
+            raise ConfigError(f"{option}: expected an option of image data, found {family} training on {data!r}, "
+                              "which has no images")
+        fields = {f.name for f in dataclasses.fields(module.Config)}
+        if "num_classes" in fields:
+            from_data["num_classes"] = images.num_classes  # 0 (unconditional) for data without classes
+        if missing := [name for name in from_data if name not in fields]:   # said as the Config's, not the user's, keys
+            raise ConfigError(f"family {family!r}: expected its Config to have a field {missing[0]}, which edgegen fills "
+                              f"from the data ({missing[0]}={from_data[missing[0]]!r} here), found none")
+        started = dataclasses.asdict(start.config) if start is not None else {}
+        if start is not None:   # statistics the start's weights hold (a RealNVP's standardization buffers): its own
+            from_data = {k: v for k, v in from_data.items() if k not in getattr(module, "KEPT_FROM_INIT", ())}
         try:
-            make_config(family, {**{k: v for k, v in shape.items() if k in known}, **model_options})
-        except ConfigError as exc:   # the option given for the field it names: "--channels 3: ... image_channels"
-            raise _said_as_the_option(exc, {field: (SHAPE_FLAGS[field], value) for field, value in
-                                            (("image_channels", given_channels), ("image_size", given_image_size))}) from None
-        images = load_images(data, image_size=image_size, channels=channels, seed=seed)
-        c, h, _ = images.shape
-        from_data = {"image_channels": c, "image_size": h}
-    if (given_image_size is not None or given_channels is not None) and "image_size" not in images.describe():
-        option = "--image-size" if given_image_size is not None else "--channels"
-        raise ConfigError(f"{option}: expected an option of image data, found {family} training on {data!r}, "
-                          "which has no images")
-    fields = {f.name for f in dataclasses.fields(module.Config)}
-    if "num_classes" in fields:
-        from_data["num_classes"] = images.num_classes  # 0 (unconditional) for data without classes
-    if missing := [name for name in from_data if name not in fields]:   # said as the Config's, not the user's, keys
-        raise ConfigError(f"family {family!r}: expected its Config to have a field {missing[0]}, which edgegen fills "
-                          f"from the data ({missing[0]}={from_data[missing[0]]!r} here), found none")
-    started = dataclasses.asdict(start.config) if start is not None else {}
-    if start is not None:   # statistics the start's weights hold (a RealNVP's standardization buffers): its own
-        from_data = {k: v for k, v in from_data.items() if k not in getattr(module, "KEPT_FROM_INIT", ())}
-    try:
-        config = make_config(family, {**started, **from_data, **model_options})
-    except ConfigError as exc:   # a given option at odds with the start's others: said as the option's
-        if start is None or not (changed := _changed_options(start, options_given, family)):
-            raise
-        raise ConfigError(f"--init {str(init)!r}: expected options that fit the checkpoint's architecture, found "
-                          f"{', '.join(changed)}, which its other settings do not take ({exc}): leave out the options "
-                          "that change them") from None
-    _refuse_a_model_training_cannot_hold(module, config, family)
-    torch.manual_seed(seed)
-    model = module.build(config)
-    if start is not None:   # before the trainer, whose copies (an EMA's live twin) start from these weights
-        shape_given = {field: value for field, value in (("image_channels", given_channels), ("image_size", given_image_size))
-                       if value is not None}
-        _load_start(model, start, config, init, options_given, data, shape_given)
-    model.train()
-    trainer = module.Trainer(model, lr, total_steps=steps)
-    if start is not None:   # and after it: a trainer that sets weights of its own (a ControlNet's start) is overruled,
-        model.load_state_dict(start.model.state_dict())   # and one that sets them from data (Glow's ActNorm) told
-        getattr(trainer, "start_from_trained", lambda: None)()
+            config = make_config(family, {**started, **from_data, **model_options})
+        except ConfigError as exc:   # a given option at odds with the start's others: said as the option's
+            if start is None or not (changed := _changed_options(start, options_given, family)):
+                raise
+            raise ConfigError(f"--init {str(init)!r}: expected options that fit the checkpoint's architecture, found "
+                              f"{', '.join(changed)}, which its other settings do not take ({exc}): leave out the options "
+                              "that change them") from None
+        _refuse_a_model_training_cannot_hold(module, config, family)
+        torch.manual_seed(seed)
+        model = module.build(config)
+        if start is not None:   # before the trainer, whose copies (an EMA's live twin) start from these weights
+            shape_given = {field: value for field, value in (("image_channels", given_channels), ("image_size", given_image_size))
+                           if value is not None}
+            _load_start(model, start, config, init, options_given, data, shape_given)
+        model.train()
+        trainer = module.Trainer(model, lr, total_steps=steps)
+        if start is not None:   # and after it: a trainer that sets weights of its own (a ControlNet's start) is overruled,
+            model.load_state_dict(start.model.state_dict())   # and one that sets them from data (Glow's ActNorm) told
+            getattr(trainer, "start_from_trained", lambda: None)()
 
-    train_set = torch.from_numpy(images.train)
-    if module.DATA_RANGE is not None:  # images in [0, 1] -> the model's range; token ids stay as they are
-        low, high = module.DATA_RANGE
-        train_set = train_set * (high - low) + low
-    train_labels = torch.from_numpy(images.train_labels) if images.train_labels is not None else None
-    batch_size = min(batch_size, len(train_set))   # a batch bigger than the data is the whole of it
-    batches = _batch_indices(len(train_set), batch_size, steps, seed)
-    began = time.perf_counter()
-    averages: dict[str, float] = {}
-    with Progress(steps, f"train {family}", enabled=progress) as bar:
-        for step, index in enumerate(batches, 1):
-            losses = _step(trainer, model, step, lr, train_set[index],
-                           train_labels[index] if train_labels is not None else None)
-            # Exponential moving averages: a readable trend rather than per-batch noise.
-            averages = {k: v if k not in averages else 0.95 * averages[k] + 0.05 * v for k, v in losses.items()}
-            bar.update(1, " ".join(f"{k}={v:.3f}" for k, v in averages.items()))
-    _require_finite_weights(model, steps, lr)   # the last update is checked too, before anything is written
-    model.eval()
-    training = {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
-                "seconds": round(time.perf_counter() - began, 1), "final_losses": averages}
-    if start is not None:
-        training["init"] = {"checkpoint": _said(init), "weights_sha256": start.weights_sha256,
-                            "steps": start.training.get("steps"), "data": start.data.get("source", "digits")}
-    data_info = {**images.describe(), "seed": seed}
-    if data not in get_family(family).builtin_data:   # a path: recorded whole, so export finds it from anywhere
-        data_info["source"] = str(Path(data).resolve())
-    return save_checkpoint(out, family, config, model, data_info, training, overwrite=overwrite, reads=reads)
+        train_set = torch.from_numpy(images.train)
+        if module.DATA_RANGE is not None:  # images in [0, 1] -> the model's range; token ids stay as they are
+            low, high = module.DATA_RANGE
+            train_set = train_set * (high - low) + low
+        train_labels = torch.from_numpy(images.train_labels) if images.train_labels is not None else None
+        batch_size = min(batch_size, len(train_set))   # a batch bigger than the data is the whole of it
+        batches = _batch_indices(len(train_set), batch_size, steps, seed)
+        began = time.perf_counter()
+        averages: dict[str, float] = {}
+        with Progress(steps, f"train {family}", enabled=progress) as bar:
+            for step, index in enumerate(batches, 1):
+                losses = _step(trainer, model, step, lr, train_set[index],
+                               train_labels[index] if train_labels is not None else None)
+                # Exponential moving averages: a readable trend rather than per-batch noise.
+                averages = {k: v if k not in averages else 0.95 * averages[k] + 0.05 * v for k, v in losses.items()}
+                bar.update(1, " ".join(f"{k}={v:.3f}" for k, v in averages.items()))
+        _require_finite_weights(model, steps, lr)   # the last update is checked too, before anything is written
+        model.eval()
+        training = {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
+                    "seconds": round(time.perf_counter() - began, 1), "final_losses": averages}
+        if start is not None:
+            training["init"] = {"checkpoint": _said(init), "weights_sha256": start.weights_sha256,
+                                "steps": start.training.get("steps"), "data": start.data.get("source", "digits")}
+        data_info = {**images.describe(), "seed": seed}
+        if data not in get_family(family).builtin_data:   # a path: recorded whole, so export finds it from anywhere
+            data_info["source"] = str(Path(data).resolve())
+        return save_checkpoint(out, family, config, model, data_info, training, overwrite=overwrite, reads=reads,
+                               lock_held=True)
 
 
 def _starting_checkpoint(init, family: str):
