@@ -28,6 +28,9 @@ def test_tables_know_what_jetpack_6_and_7_lack():
     assert jetpack7["opset"] == [9, 23] and "GroupNormalization" in jetpack7["supported"]
     assert new["restricted"]["RotaryEmbedding"] == "position_ids must be int64"
     assert support_table("10.13.3.9") == jetpack7   # JetPack 7.1's release number: its major.minor's table
+    # 10.14 parses Attention, not yet the other three: it was judged by 10.13's table, which refused it
+    between = support_table("10.14")
+    assert "Attention" in between["supported"] and llm_ops - {"Attention"} <= between["unsupported"]
     with pytest.raises(ConfigError, match="10.15"):
         support_table("9.0")
 
@@ -52,9 +55,9 @@ def test_check_reports_ops_opsets_quantization_and_unprofiled_dims(package_copy,
     # table before it, which its parser has at least, named in the report
     assert main(["check", str(pkg), "--tensorrt", "10.16"]) == 0
     assert "parses (judged by TensorRT 10.15's parser table)" in capsys.readouterr().out
-    assert [c.judge for c in check_package(pkg, "10.14.1.48", target="jetpack7")] == ["TensorRT 10.13's parser table"] * 2
+    assert [c.judge for c in check_package(pkg, "10.14.1.48", target="jetpack7")] == ["TensorRT 10.14's parser table"] * 2
     assert main(["check", str(pkg), "--tensorrt", "8.6"]) == 2   # before every table: none judges it
-    assert ("expected one of 10.13, 10.15, 10.3 (the support tables edgegen keeps; each target's table: tensorrt 10.15, "
+    assert ("expected one of 10.13, 10.14, 10.15, 10.3 (the support tables edgegen keeps; each target's table: tensorrt 10.15, "
             "jetpack6 10.3, jetpack7 10.13, for the releases docs/tensorrt-and-jetson.md says it takes)") in capsys.readouterr().err
     assert main(["check", str(pkg), "--target", "jetpack6"]) == 1   # JetPack 6 is TensorRT 10.3
     out, err = capsys.readouterr()
