@@ -131,9 +131,11 @@ def check_package(path: str | os.PathLike, tensorrt: str | None = None, profiles
         else:
             result.judge = f"TensorRT {version}'s parser table"
             # a variant above the opsets its graph's export fits: optimize made it so, and exporting
-            # again would not help (int4 for another target raises an opset-18 graph's to 21)
+            # again would not help (int4 for another target raises an opset-18 graph's to 21); nor for a
+            # precision the target takes in no form (int4 on JetPack 6)
             low, high = table["opset"]
-            raised = variant is not None and low <= exported_opsets[part.split(" ")[0]] <= high
+            raised = variant is not None and (low <= exported_opsets[part.split(" ")[0]] <= high
+                                              or variant[0] not in chosen.variant_precisions)
             _table_verdict(result, graph, table, version,
                            f"the {variant[0]} variant was made for {variant[1].get('target', 'another target')}: "
                            f"{tensorrt_form_advice(variant[0], chosen.name, package)}" if raised else None)

@@ -2068,6 +2068,18 @@ def test_llama_graphs_for_each_tensorrt_target_parse_by_their_tensorrt_tables(tm
     with pytest.raises(BackendError, match=r"int4 variant of graph 'decoder' is ONNX Runtime's MatMulNBits.*"
                                            r"\(edgegen optimize --precision int4 --target jetpack7 writes"):
         build_package(tmp_path / "jetpack7", "int4", target=get_target("jetpack7"))
+    # JetPack 7's int4 judged for JetPack 6, which takes no int4: check advised exporting again for
+    # jetpack6, after which optimize refuses int4, and build went on to TensorRT's parser (helper 144)
+    optimize_package(tmp_path / "jetpack7", "int4", target="jetpack7", gate_threshold=0.0, max_8bit_share=0,
+                     speed_check=False, progress=lambda line: None)
+    (int4,) = [c for c in check_package(tmp_path / "jetpack7", target="jetpack6", device_parser=False)
+               if c.part == "decoder (int4)"]
+    assert int4.problems[0].endswith("(the int4 variant was made for jetpack7: int4 has no form TensorRT 10.3 parses "
+                                     "(its blocks need opset 21): build from fp32 (TensorRT fuses by itself), or from a "
+                                     "variant of int8, fp16 made with --target jetpack6)"), int4.problems
+    with pytest.raises(BackendError, match=r"--precision int4: expected one the target jetpack6 builds \(fp32, int8, "
+                                           r"fp16\), found int4 \(int4 has no form TensorRT 10.3 parses"):
+        build_package(tmp_path / "jetpack7", "int4", target=get_target("jetpack6"))
 
 
 def test_optimize_for_jetpack_7_refuses_a_graph_with_attention_before_writing_a_variant(gpt, tmp_path):

@@ -38,7 +38,7 @@ from ..families import package_config, require_offered_precision
 from ..package import (ENGINE_CACHE, TensorSpec, engine_cache_dir, engine_folder_refused, holds_files, least_size,
                        may_be_empty, prepare_engine_folder, user_engines_dir)
 from ..storage import atomic_write_bytes, atomic_write_text, can_write_files_in, user_cache_dir, writer_lock
-from ..targets import this_device_target
+from ..targets import get_target, this_device_target
 from .backends import require_tensorrt
 from .session import Session
 
@@ -563,10 +563,15 @@ def _buildable(path, precision: str, profiles: list[str] | None, target: str | N
     package = Package(path)
     require_offered_precision(package, precision)
     package.require_variants(precision, PackageError)   # none written, or one changed since
+    target = target or this_device_target()
     for part, record in package.variant_files(precision).items() if precision != "fp32" else ():
         if why := ort_only(record):
             raise BackendError(f"package {str(package.path)!r}: the {precision} variant of graph {part!r} is {why} "
-                               f"({tensorrt_form_advice(precision, target or this_device_target(), package)})")
+                               f"({tensorrt_form_advice(precision, target, package)})")
+    if precision != "fp32" and precision not in get_target(target).variant_precisions:   # int4 for JetPack 6
+        raise BackendError(f"package {str(package.path)!r}: --precision {precision}: expected one the target {target} "
+                           f"builds ({', '.join(['fp32', *get_target(target).variant_precisions])}), found {precision} "
+                           f"({tensorrt_form_advice(precision, target, package)})")
     return package, package_profiles(package, profiles)
 
 
