@@ -569,6 +569,12 @@ def test_a_ragged_example_a_seed_of_text_and_a_limit_past_memory_are_edgegens_re
     with pytest.raises(ConfigError, match=r"^module: expected forward to run on the example inputs, found .* \(its weights "
                                           r"are bfloat16, the example float32: export module.float\(\); "):
         export_pytorch(torch.nn.Linear(4, 2).to(torch.bfloat16), example, tmp_path / "pkg")
+    # float64 weights: the float64 example was taken as float32 without a word (helper 142)
+    with pytest.raises(ConfigError, match=r"\(its weights are float64, the example float32: export module.float\(\); "
+                                          r"edgegen's graphs compute in float32\)"):
+        export_pytorch(torch.nn.Linear(4, 2).double(), {"x": np.ones((2, 4))}, tmp_path / "pkg")
+    with pytest.raises(ConfigError, match=r"\(the example's 'x' float16, the weights float32: give a float32 example"):
+        export_pytorch(torch.nn.Linear(4, 2), {"x": np.ones((2, 4), np.float16)}, tmp_path / "pkg")
     for compiled in (torch.jit.script(linear), torch.jit.trace(linear, torch.ones(2, 4))):   # torch.export cannot trace them
         with pytest.raises(ConfigError, match=r"^module: expected a Python nn.Module \(torch.export traces its Python "
                                               r"code\), found a TorchScript (Recursive|TopLevelTraced)"):

@@ -475,17 +475,24 @@ def _run_on_example(module, example, specs):
             return module(*torch_inputs(example, specs))
     except Exception as exc:  # noqa: BLE001 - the user's module failing on the user's example
         raise ConfigError(f"module: expected forward to run on the example inputs, found {described(exc)}"
-                          + _half_weights_hint(module)) from exc
+                          + _dtype_hint(module, example)) from exc
 
 
-def _half_weights_hint(module) -> str:
-    """Where the weights are bfloat16 or float16: the examples are taken as float32 (numpy has no
-    bfloat16), so forward meets float32 inputs, and the fix is the module's, not the example's."""
-    halves = sorted({str(p.dtype)[6:] for p in module.parameters() if p.dtype in (torch.bfloat16, torch.float16)})
-    if not halves:
-        return ""
-    return (f" (its weights are {' and '.join(halves)}, the example float32: export module.float(); "
-            "'edgegen optimize --precision fp16' then makes the half-precision variant, behind its gate)")
+def _dtype_hint(module, example: dict) -> str:
+    """Where the weights' float type is not the example's, which forward then fails on ("mat1 and mat2
+    must have the same dtype"): bfloat16 or float64 weights meet float32 examples (numpy has no
+    bfloat16; a float64 example is taken as float32, since edgegen's graphs are float32), and the fix is
+    the module's; a float16 example meets float32 weights, and the fix is the example's."""
+    weights = {str(p.dtype)[6:] for p in module.parameters() if p.is_floating_point()}
+    if other := sorted(weights & {"bfloat16", "float16", "float64"}):
+        then = (" 'edgegen optimize --precision fp16' then makes the half-precision variant, behind its gate"
+                if set(other) & {"bfloat16", "float16"} else " edgegen's graphs compute in float32")
+        return f" (its weights are {' and '.join(other)}, the example float32: export module.float();{then})"
+    halves = [name for name, value in example.items() if value.dtype == np.float16]
+    if halves and weights == {"float32"}:
+        return (f" (the example's {', '.join(map(repr, halves))} float16, the weights float32: give a float32 example, "
+                "or export module.half() for a half-precision graph)")
+    return ""
 
 
 def _output_names(given, count: int) -> tuple[str, ...]:
