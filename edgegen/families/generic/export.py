@@ -180,6 +180,7 @@ def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str 
                           f"once), found {list(outputs)} with inputs {list(example)}")
     if dynamic_given and dynamic:   # said once the arguments are known good ({}: every shape fixed, as asked)
         _warn_of_fixed_rows(specs)
+    _warn_of_nested_tensor_fast_path(module, example)
     rng = np.random.default_rng(seed)
     recorded = _held_out(held_out, specs, limits) if held_out is not None else _synthesized(specs, example, traced, limits, rng)
     # the gate's own feeds are drawn like the values the user gave: the example and any held-out feeds
@@ -535,6 +536,22 @@ INTEGER_TYPES = {onnx.TensorProto.INT8, onnx.TensorProto.INT16, onnx.TensorProto
                  onnx.TensorProto.UINT8, onnx.TensorProto.UINT16, onnx.TensorProto.UINT32, onnx.TensorProto.UINT64}
 # float types whose 24-bit (or fewer) significand holds integers exactly only up to 2**24 (2**11 for half)
 NARROW_FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16}
+
+
+def _warn_of_nested_tensor_fast_path(module, example: dict) -> None:
+    """An nn.TransformerEncoder with its nested-tensor fast path, given a mask (a bool input): under
+    no_grad PyTorch then leaves padded positions at zero, which the graph computes, but only where
+    the padding is at the end of a row; the gate's masks are drawn at random, so it passed or failed
+    by chance, and a package that passed differed from the module on real masks (helper 142)."""
+    if not any(value.dtype == np.bool_ for value in example.values()):
+        return
+    fast = [name or "(the module)" for name, m in module.named_modules()
+            if isinstance(m, torch.nn.TransformerEncoder) and getattr(m, "use_nested_tensor", m.enable_nested_tensor)]
+    if fast:
+        warn_caller(f"module: its nn.TransformerEncoder {', '.join(fast)} runs PyTorch's nested-tensor fast path, which "
+                    "leaves a key-padding mask's padded positions at zero where the padding ends a row, and the graph "
+                    "computes them: the gate's random masks may not show it; build it with enable_nested_tensor=False "
+                    "before export", EdgegenWarning)
 
 
 def _warn_of_integers_computed_in_float(model: onnx.ModelProto) -> None:
