@@ -35,7 +35,8 @@ INFO_REPORT = "edgegen.info/1"     # info --json's
 EXIT_PIPE_CLOSED = 128 + 13   # what a shell reports for a command SIGPIPE ended
 # the export extra's modules (pyproject.toml): a runtime-only install has none of them
 EXPORT_MODULES = (*EXPORT_SIDE_MODULES, "sklearn", "skimage", "matplotlib", "diffusers", "transformers")
-PACKAGE_HELP = "a package directory, or the name of a shipped package (edgegen list)"
+PACKAGE_HELP = ("a package directory, or the name of a shipped package (edgegen list; a folder of that name here is "
+                "taken first, with a warning)")
 
 
 # commands that take a shipped model's name, resolved before they run (generate and score resolve their own,
@@ -48,8 +49,11 @@ NAMED_COMMANDS = ("bench", "info", "check", "build")
 def _package_or_name(given: str, apart: bool = False) -> str:
     """A package path as given, or the exported package of a shipped model's name: found in
     edgegen-models or the cache, else exported into the cache here when the export extra is."""
-    from .shipped import cache_damage, find_shipped, in_models, resolve
+    from .shipped import cache_damage, find_shipped, in_models, is_shipped_name, resolve
 
+    if os.path.exists(given) and is_shipped_name(given):   # the folder here wins: said once, then as ./NAME, which
+        resolve(given)                                     # edgegen.load takes without saying it again
+        return os.path.join(".", given)
     if not _shipped_name_given(given):
         return given
     found = find_shipped(given)

@@ -557,6 +557,25 @@ def test_a_folder_named_like_a_shipped_model_says_it_hides_the_model(models, tmp
     assert "shipped model" not in capsys.readouterr().err
 
 
+def test_a_package_folder_named_like_a_shipped_model_is_taken_and_said(package_copy, tmp_path, monkeypatch, capsys):
+    """A package of one's own exported as gan-digits was taken in the shipped model's place by
+    generate, load, bench, info and optimize without a word, where train --init says so (helper 143)."""
+    import warnings
+
+    from edgegen.errors import EdgegenWarning
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(package_copy("gan"), tmp_path / NAME)
+    assert main(["info", NAME]) == 0
+    assert f"warning: {NAME!r}: the folder of that name here, not the shipped model (give ./{NAME}" in \
+        capsys.readouterr().err
+    with pytest.warns(EdgegenWarning, match=f"{NAME!r}: the folder of that name here"):
+        edgegen.load(NAME)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", EdgegenWarning)
+        edgegen.load(f"./{NAME}")   # a path: the folder, said by the user
+
+
 def test_without_the_models_distribution_a_name_says_what_to_install(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(shipped, "models_root", lambda: None)
     monkeypatch.chdir(tmp_path)
