@@ -1,5 +1,7 @@
 import json
 import re
+import shutil
+import warnings
 from unittest.mock import patch
 
 import numpy as np
@@ -392,8 +394,15 @@ def test_a_checkpoint_records_its_data_folder_whole_and_export_says_when_it_is_g
     # given its new place, export records it and optimize draws from it too (it was refused, naming export)
     from edgegen.optimize import optimize_package
 
-    export_checkpoint("ckpt", tmp_path / "pkg", data="moved")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", EdgegenWarning)   # the trained data moved: --data is what it is for
+        export_checkpoint("ckpt", tmp_path / "pkg", data="moved")
     assert Package(tmp_path / "pkg").manifest.provenance["source_checkpoint"]["data"] == str(tmp_path / "moved")
+    # other data while the trained data is there: taken, and said (photographs for a grey model went unsaid)
+    shutil.copytree(tmp_path / "moved", tmp_path / "pics")
+    with pytest.warns(EdgegenWarning, match=r"--data 'moved': the checkpoint was trained on '.*pics', which is there"):
+        export_checkpoint("ckpt", tmp_path / "other", data="moved")
+    shutil.rmtree(tmp_path / "pics")
     records = optimize_package(tmp_path / "pkg", "fp16", target="tensorrt", progress=lambda line: None)
     assert records and all(r["gate_inputs"] == str(tmp_path / "moved") for r in records.values())
     # an edgegen before December 2026 recorded the folder as given, relative to where it trained:
@@ -408,7 +417,6 @@ def test_a_checkpoint_records_its_data_folder_whole_and_export_says_when_it_is_g
     # such a path found here is read from here, said, and recorded whole: optimize from another folder read that
     # folder's "pics", unrelated pictures, or failed (helper 132)
     (tmp_path / "moved").rename(tmp_path / "pics")
-    from edgegen.errors import EdgegenWarning
 
     with pytest.warns(EdgegenWarning, match=rf"data 'pics': a path an earlier edgegen recorded relative to where it "
                                             rf"trained 'ckpt', read from this folder as '{tmp_path / 'pics'}'"):

@@ -15,7 +15,7 @@ import onnxruntime
 import torch
 
 from .. import __version__
-from ..errors import CheckpointError, ConfigError, EdgegenError, ImportedSettingWarning, ParityError
+from ..errors import CheckpointError, ConfigError, EdgegenError, EdgegenWarning, ImportedSettingWarning, ParityError
 from ..families import RuntimeConfig, package_config
 from ..families import get as get_family
 from ..package import (CHECKPOINT_WEIGHTS, MANIFEST_NAME, PACKAGE_KIND, GraphEntry, Manifest, Package, check_name,
@@ -24,7 +24,7 @@ from ..progress import Progress
 from ..storage import refuse_output_folder, staged_directory
 from ..runtimes.feeds import HELD_OUT_FILE, write_feeds
 from ..runtimes.ort import OrtSession
-from ..training.checkpoint import Checkpoint, load_checkpoint, save_pretrained_folder
+from ..training.checkpoint import Checkpoint, data_trained_on, load_checkpoint, save_pretrained_folder
 from ..training.data import refuse_empty_data
 from .onnx_export import DEFAULT_OPSET, export_module, untraceable, value_spec
 from .spec import TRACE_BATCH, ExportSpec, GraphSpec
@@ -92,6 +92,7 @@ def export_model(ckpt: Checkpoint, out: str | Path, data: str | None = None, ops
                           f": {', '.join(missing)} missing")
     images, gate_data = None, data
     if spec.needs_data:
+        _warn_of_other_data(ckpt, data, family.builtin_data)
         source = data or ckpt.trained_data()
         if data is None and source != ckpt.data.get("source", "digits"):   # an earlier edgegen's relative path, read
             gate_data = source   # from here: recorded whole, so that optimize reads this folder from anywhere
@@ -132,6 +133,21 @@ def export_model(ckpt: Checkpoint, out: str | Path, data: str | None = None, ops
         write_manifest(stage, manifest)
         package_config(Package(stage))  # read back what we wrote, through the runtime's own checks, as load() does
     return Path(out)
+
+
+def _warn_of_other_data(ckpt: Checkpoint, data: str | None, builtin: tuple[str, ...]) -> None:
+    """--data other than the data the checkpoint was trained on, which is still there: export's
+    --data is for data that moved, and the gate and optimize's calibration draw from what it names
+    (photographs for a model of grey digits, without a word; helper 143)."""
+    if data is None:
+        return
+    source, gone = data_trained_on(ckpt.data, builtin)
+    same = source == data or (source not in builtin and data not in builtin
+                              and Path(source).resolve() == Path(data).resolve())
+    if not gone and not same and (source in builtin or Path(source).exists()):
+        warnings.warn(f"--data {data!r}: the checkpoint was trained on {source!r}, which is there: the gate, and "
+                      "optimize's calibration after it, draw from the data given (--data is for the trained data's new "
+                      "place, where it moved)", EdgegenWarning, stacklevel=3)
 
 
 def raise_unread_data(data: str, family: str) -> None:
