@@ -192,6 +192,9 @@ def _natural_crops(size: int, seed: int, n_train: int = 4000, n_test: int = 500)
             random_crops(photos, size, n_test, np.random.default_rng(seed + 1_000_003)))
 
 
+MAX_NAMED_BAD_FILES = 10   # a folder's unreadable files named in one refusal, the count of the rest after them
+
+
 def folder_images(folder: Path, least_side: int | None = None) -> list[tuple[Path, np.ndarray]]:
     """Every image under `folder` as uint8 RGB [H, W, 3], with its path, as a viewer shows it:
     turned upright by its EXIF tag, 16-bit grey scaled to 8 bits, transparency over white; hidden
@@ -200,12 +203,19 @@ def folder_images(folder: Path, least_side: int | None = None) -> list[tuple[Pat
     files = data_files(folder, IMAGE_SUFFIXES)
     if not files:
         raise DataError(f"data folder {str(folder)!r}: expected image files ({', '.join(IMAGE_SUFFIXES)}), found none")
-    images = []
-    for path in files:
+    images, refused = [], []
+    for path in files:   # every file read, so that one run names every file it cannot take, not the first
         try:
             images.append((path, picture_rgb(read_picture(path, least_side), path)))
         except InputError as exc:
-            raise DataError(str(exc)) from None
+            refused.append(str(exc))
+    if len(refused) == 1:
+        raise DataError(refused[0])
+    if refused:
+        shown = "; ".join(refused[:MAX_NAMED_BAD_FILES]) + (f"; and {len(refused) - MAX_NAMED_BAD_FILES} more"
+                                                         if len(refused) > MAX_NAMED_BAD_FILES else "")
+        raise DataError(f"data folder {str(folder)!r}: {len(refused)} of its {len(files)} image files cannot be read: "
+                        f"{shown}")
     return images
 
 
