@@ -202,6 +202,8 @@ def test_a_templates_refusals_and_a_callers_own_template(chat_package, shipped_p
         pipe.generate([{"role": "user", "content": "a"}, {"role": "assistant", "content": np.zeros(2)}])
     with pytest.raises(InputError, match=r"prompt\[0\]: expected a message, a dict with a string 'role'"):
         pipe.generate([{"content": "a"}])
+    with pytest.raises(InputError, match=r"prompt\[1\]: expected a conversation as the batch's others are"):
+        pipe.generate([alternating[:1], []])   # it named prompt[0]'s messages as token ids
     # content as a list of parts, which ChatML's template joins as text: the template's finding, in one line
     with pytest.raises(InputError, match="chat template 'default' refused the conversation: can only concatenate str .*"
                                          r"\(TypeError\)"):
@@ -240,7 +242,7 @@ def test_a_changed_template_and_an_import_that_did_not_keep_it_are_said(chat_pac
     del manifest["config"]["chat_templates"]
     (older / "edgegen.json").write_text(json.dumps(manifest))
     with pytest.raises(InputError, match="its checkpoint folder had none, or an edgegen before December 7, 2026 "
-                                         "imported it, which took no templates: export it again"):
+                                         "imported it, which recorded none: export it again"):
         edgegen.load(older, backend="ort-cpu").generate([{"role": "user", "content": "a"}])
     broken = tmp_path / "broken"
     shutil.copytree(chat_package["pkg"], broken)

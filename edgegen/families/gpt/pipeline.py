@@ -355,7 +355,10 @@ class GPTPipeline(Pipeline):
             prompt = prompt.tolist()
         if is_conversation(prompt):
             return [self._encode_chat(prompt, "prompt", chat_template, chat_template_kwargs)], True, False
-        if isinstance(prompt, (list, tuple)) and prompt and all(map(is_conversation, prompt)):
+        if isinstance(prompt, (list, tuple)) and prompt and any(map(is_conversation, prompt)):
+            if odd := next((i for i, p in enumerate(prompt) if not is_conversation(p)), None):   # never 0: any() held
+                raise InputError(f"prompt[{odd}]: expected a conversation as the batch's others are (a non-empty list "
+                                 f"of message dicts), found {prompt[odd]!r:.60}")
             return [self._encode_chat(p, f"prompt[{i}]", chat_template, chat_template_kwargs)
                     for i, p in enumerate(prompt)], True, True
         if chat_template is not None or chat_template_kwargs is not None:
@@ -387,18 +390,19 @@ class GPTPipeline(Pipeline):
         package's templates (chat_templates.names), or Jinja source of the caller's own; None
         takes "tool_use" where kwargs pass tools and the package has it, else its default.
         kwargs: what else the template reads (tools, documents, enable_thinking, ...)."""
-        return self._chat_templates(chat_template).render(messages, kwargs, chat_template)
+        return self._chat_templates(chat_template, "messages").render(messages, kwargs, chat_template)
 
-    def _chat_templates(self, chat_template):
+    def _chat_templates(self, chat_template, what: str = "prompt"):
         """The package's templates; where it has none, an empty set a caller's own Jinja source
         can be rendered by (a named one is refused there, by name)."""
         if self.chat_templates is not None:
             return self.chat_templates
         if chat_template is None:
-            why = ("its checkpoint folder had none, or an edgegen before December 7, 2026 imported it, which took no "
-                   "templates: export it again from its folder (edgegen export --from-transformers DIR)"
+            why = ("its checkpoint folder had none, or an edgegen before December 7, 2026 imported it, which recorded "
+                   "none: export it again from its folder (edgegen export --from-transformers DIR --force, then "
+                   "optimize its variants again)"
                    if self.config.data.get("source") == "transformers" else "edgegen's own models are not chat models")
-            raise InputError(f"prompt: a conversation needs a chat template, found none in package "
+            raise InputError(f"{what}: a conversation needs a chat template, found none in package "
                              f"{str(self.package.path)!r} ({why}); give the prompt as text, or a Jinja template of "
                              "your own (chat_template= in Python)")
         return ChatTemplates({}, {}, f"package {str(self.package.path)!r}")
@@ -407,7 +411,7 @@ class GPTPipeline(Pipeline):
         """A conversation's ids: its chat prompt, encoded without the tokenizer's special tokens
         (the template writes the start of text itself), as apply_chat_template encodes it."""
         self._require_tokenizer(what, "a conversation")
-        text = self._chat_templates(chat_template).render(messages, kwargs, chat_template, what)
+        text = self._chat_templates(chat_template, what).render(messages, kwargs, chat_template, what)
         return self._encode(text, what, special_tokens=False)
 
     def _require_tokenizer(self, what: str, given: str) -> None:
