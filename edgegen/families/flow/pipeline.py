@@ -114,14 +114,18 @@ class FlowPipeline(Pipeline):
         return held
 
     def bits_per_dim(self, x) -> np.ndarray:
-        """Images: -log2 P(pixels) / D, with each pixel's bin of the training quantization
-        (dequant_levels grey levels; training maps level k to [k, k + 1) / levels) evaluated
-        at its centre. Clean k / (levels - 1) pixels and dequantized ones land in the same bin."""
+        """Images: -log2 P(pixels) / D, each pixel in the grey level training puts it in
+        (round(x * (levels - 1)) of dequant_levels; training spreads level k over [k, k + 1) /
+        levels) and evaluated at that bin's centre. A picture read from a file and resized lies
+        between the levels: it is scored as training would have seen it (a floor of x * levels put
+        a fifth of such pixels one level off, and moved scores by up to 0.85 bits/dim on the
+        digits' 17 levels: helper 146). Values already dequantized are not pictures: round them
+        first."""
         if not self.is_image:
             raise InputError("bits_per_dim: expected an image flow package, found a 2-D point flow (use log_prob)")
         levels = self.config.dequant_levels
         # pictures in [0, 1]: 0-255 ones were clipped to white, and scored as such
-        bins = np.minimum(np.floor(check_range(self._data(x), "images", 0, 1) * levels), levels - 1)
+        bins = np.round(check_range(self._data(x), "images", 0, 1) * (levels - 1))
         centres = (bins + 0.5) / levels
         dims = self.config.event_dim
         nats = -self.log_prob(centres.astype(np.float32)).astype(np.float64) + dims * math.log(levels)
