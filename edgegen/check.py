@@ -119,6 +119,7 @@ def check_package(path: str | os.PathLike, tensorrt: str | None = None, profiles
               for precision in package.manifest.variants for part, r in package.variant_files(precision).items()
               if part not in package.damaged_variants.get(precision, {})]
     checks, exported_opsets = [], {}
+    export_first = bool(graphs_beyond_target(package, chosen))   # read once: the advice of every variant needs it
     for part, file, variant in files:
         graph = read_graph_summary(file)
         if variant is None:
@@ -138,12 +139,12 @@ def check_package(path: str | os.PathLike, tensorrt: str | None = None, profiles
                                               or variant[0] not in chosen.variant_precisions)
             _table_verdict(result, graph, table, version,
                            f"the {variant[0]} variant was made for {variant[1].get('target', 'another target')}: "
-                           f"{tensorrt_form_advice(variant[0], chosen.name, package)}" if raised else None)
+                           f"{tensorrt_form_advice(variant[0], chosen.name, export_first)}" if raised else None)
         result.problems += _restriction_violations(graph)
         if variant is not None and variant[1].get("ort_form"):   # parses, maybe, but build makes no engine of it
             precision, record = variant
             result.build_refuses = (f"in ONNX Runtime's form ({record['ort_form']}), made for {record.get('target')}: "
-                                    f"edgegen build refuses it ({tensorrt_form_advice(precision, chosen.name, package)})")
+                                    f"edgegen build refuses it ({tensorrt_form_advice(precision, chosen.name, export_first)})")
         profile = derived[part.split(" ")[0]]
         if isinstance(profile, list):   # dynamic dims neither the family's limits nor --profile cover
             result.unprofiled_dims = profile

@@ -184,6 +184,7 @@ def format_report(info: dict) -> str:
 def _jetson_target(j: dict) -> str:
     if target := jetson_target(j["l4t"]):
         return f"--target {target} for export, optimize, check and build"
+    early_six = str(j["l4t"]).split(".")[0] == "36"   # r36 without a target: JetPack 6.0 or its preview
     return (f"JetPack {j['jetpack'] or 'unknown'} (L4T {j['l4t']}): edgegen's targets are jetpack6 (JetPack 6.1 and 6.2, "
-            "TensorRT 10.3) and jetpack7 (JetPack 7, TensorRT 10.13 and later), and this release's TensorRT is neither "
-            "(JetPack 6.0 carries 8.6: upgrade to 6.1 or later)")
+            "TensorRT 10.3) and jetpack7 (JetPack 7, TensorRT 10.13 and later), and this release's TensorRT is neither"
+            + (" (JetPack 6.0 carries 8.6: upgrade to 6.1 or later)" if early_six else ""))

@@ -252,9 +252,9 @@ def resolve(path_or_name: str | os.PathLike, cache: str | os.PathLike | None = N
     if not isinstance(path_or_name, (str, os.PathLike)) or not os.fspath(path_or_name):
         return path_or_name   # not a path at all, or an empty one: Package says so
     if Path(path_or_name).exists() and is_shipped_name(path_or_name):   # the path wins, as everywhere: said, not silent
-        warn_caller(f"{str(path_or_name)!r}: the folder of that name here, not the shipped model (give ./{path_or_name} "
-                    "for the folder without this warning, or the name from another folder for the shipped model)",
-                    EdgegenWarning)
+        warn_caller(f"{str(path_or_name)!r}: the folder of that name here, not the shipped model (give the text "
+                    f"'./{path_or_name}' or the folder's absolute path for the folder without this warning, or the "
+                    "name from another folder for the shipped model)", EdgegenWarning)
     if Path(path_or_name).exists() or not is_shipped_name(path_or_name):
         return Path(path_or_name)
     found = find_shipped(str(path_or_name), cache)

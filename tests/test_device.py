@@ -132,6 +132,7 @@ def test_doctor_knows_the_jetpack_7_releases():
         "--target jetpack7 for export, optimize, check and build"
     assert "JetPack 6.0 (L4T 36.3): edgegen's targets are jetpack6 (JetPack 6.1 and 6.2" in \
         doctor._jetson_target({"l4t": "36.3", "jetpack": "6.0"})
+    assert "upgrade to 6.1" not in doctor._jetson_target({"l4t": "35.4.1", "jetpack": "5.1.2"})   # Xavier: no JetPack 6
 
 
 def test_tegrastats_lines_of_jetpack_6_and_4():

@@ -557,3 +557,8 @@ def test_the_advice_for_an_ort_only_variant_names_the_target_built_for():
     assert tensorrt_form_advice("int4", "jetpack6") == (
         "int4 has no form TensorRT 10.3 parses (its blocks need opset 21): build from fp32 (TensorRT fuses by "
         "itself), or from a variant of int8, fp16 made with --target jetpack6")
+    # graphs beyond what JetPack 6 reads (opset 23): neither way works before an export for it (review 148)
+    assert tensorrt_form_advice("int4", "jetpack6", export_first=True) == (
+        "int4 has no form TensorRT 10.3 parses (its blocks need opset 21): its graphs are beyond what TensorRT 10.3 "
+        "reads: export again with --target jetpack6, then build from fp32 (TensorRT fuses by itself), or from a "
+        "variant of int8, fp16 made with --target jetpack6")

@@ -127,7 +127,7 @@ def test_generate_refuses_an_option_of_another_family_before_a_name_exports(mode
     ("gan-digits", [], "--out: expected the PNG or JPEG file to write for a gan package, found none"),
     ("wavenet-tones", ["--out", "clip.mp3"], "--out: expected a .wav file to write"),
     ("wavenet-tones", ["--seconds", "0", "--out", "clip.wav"], "--seconds: expected a duration above 0"),
-    ("gpt-stdlib", [], "--prompt or --prompt-ids: expected one of them for a gpt package, found neither"),
+    ("gpt-stdlib", [], "--prompt, --prompt-ids or --chat: expected one of them for a gpt package, found none"),
     ("gpt-stdlib", ["--prompt", "def ", "--out", "text.md"], "expected a .txt file to write"),
     ("text2image-digits", ["--out", "x.png"], "--prompt: expected the text to picture"),
     ("controlnet-digits", ["--out", "x.png"], "--control: expected a picture for the samples"),
@@ -567,7 +567,7 @@ def test_a_package_folder_named_like_a_shipped_model_is_taken_and_said(package_c
     monkeypatch.chdir(tmp_path)
     shutil.copytree(package_copy("gan"), tmp_path / NAME)
     assert main(["info", NAME]) == 0
-    assert f"warning: {NAME!r}: the folder of that name here, not the shipped model (give ./{NAME}" in \
+    assert f"warning: {NAME!r}: the folder of that name here, not the shipped model (give the text './{NAME}'" in \
         capsys.readouterr().err
     with pytest.warns(EdgegenWarning, match=f"{NAME!r}: the folder of that name here"):
         edgegen.load(NAME)

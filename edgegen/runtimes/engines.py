@@ -563,15 +563,19 @@ def _buildable(path, precision: str, profiles: list[str] | None, target: str | N
     package = Package(path)
     require_offered_precision(package, precision)
     package.require_variants(precision, PackageError)   # none written, or one changed since
-    target = target or this_device_target()
-    for part, record in package.variant_files(precision).items() if precision != "fp32" else ():
-        if why := ort_only(record):
-            raise BackendError(f"package {str(package.path)!r}: the {precision} variant of graph {part!r} is {why} "
-                               f"({tensorrt_form_advice(precision, target, package)})")
-    if precision != "fp32" and precision not in get_target(target).variant_precisions:   # int4 for JetPack 6
-        raise BackendError(f"package {str(package.path)!r}: --precision {precision}: expected one the target {target} "
-                           f"builds ({', '.join(['fp32', *get_target(target).variant_precisions])}), found {precision} "
-                           f"({tensorrt_form_advice(precision, target, package)})")
+    target = get_target(target or this_device_target())
+    records = package.variant_files(precision) if precision != "fp32" else {}
+    refused = [(part, why) for part, record in records.items() if (why := ort_only(record))]
+    if refused or (precision != "fp32" and precision not in target.variant_precisions):   # int4 for JetPack 6
+        from ..check import graphs_beyond_target
+
+        advice = tensorrt_form_advice(precision, target.name, bool(graphs_beyond_target(package, target)))
+        if refused:
+            raise BackendError(f"package {str(package.path)!r}: the {precision} variant of graph {refused[0][0]!r} is "
+                               f"{refused[0][1]} ({advice})")
+        raise BackendError(f"package {str(package.path)!r}: --precision {precision}: expected one the target "
+                           f"{target.name} builds ({', '.join(['fp32', *target.variant_precisions])}), found "
+                           f"{precision} ({advice})")
     return package, package_profiles(package, profiles)
 
 
@@ -587,27 +591,24 @@ def ort_only(record: dict) -> str | None:
     return None
 
 
-def tensorrt_form_advice(precision: str, target: str = "tensorrt", package=None) -> str:
+def tensorrt_form_advice(precision: str, target: str = "tensorrt", export_first: bool = False) -> str:
     """What makes an engine for `target` where the `precision` variant is ONNX Runtime's alone: its
-    form for that target, where the target takes that precision (after exporting for the target,
-    where `package`'s graphs are beyond what its TensorRT reads: optimize refuses them); else the
-    fp32 graph or another precision (fused and int8-weights are ONNX Runtime's contrib ops, which
-    optimize refuses for TensorRT; int4's blocks need an opset JetPack 6's TensorRT does not parse)."""
+    form for that target, where the target takes that precision; else the fp32 graph or another
+    precision (fused and int8-weights are ONNX Runtime's contrib ops, which optimize refuses for
+    TensorRT; int4's blocks need an opset JetPack 6's TensorRT does not parse). `export_first`: the
+    package's graphs are beyond what the target's TensorRT reads (check.graphs_beyond_target), so
+    every way starts with an export for it, since optimize refuses such graphs."""
     from ..targets import INT4_OPSET, get_target
 
     chosen = get_target(target)
+    first = (f"its graphs are beyond what TensorRT {chosen.tensorrt} reads: export again with --target {chosen.name}, "
+             "then ") if export_first else ""
     if precision in chosen.variant_precisions:
-        from ..check import graphs_beyond_target
-
-        if package is not None and graphs_beyond_target(package, chosen):
-            return (f"its graphs are beyond what TensorRT {chosen.tensorrt} reads: export again with --target "
-                    f"{chosen.name}, then edgegen optimize --precision {precision} --target {chosen.name} writes "
-                    "TensorRT's form")
-        return f"edgegen optimize --precision {precision} --target {chosen.name} writes TensorRT's form"
+        return f"{first}edgegen optimize --precision {precision} --target {chosen.name} writes TensorRT's form"
     # fused and int8-weights have no TensorRT form at all; int4 has one from opset 21
     why = f" form TensorRT {chosen.tensorrt} parses (its blocks need opset {INT4_OPSET})" if precision == "int4" \
         else " TensorRT form"
-    return (f"{precision} has no{why}: build from fp32 (TensorRT fuses by itself), or from a variant of "
+    return (f"{precision} has no{why}: {first}build from fp32 (TensorRT fuses by itself), or from a variant of "
             f"{', '.join(chosen.variant_precisions)} made with --target {chosen.name}")
 
 

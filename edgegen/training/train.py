@@ -336,8 +336,8 @@ def _step(trainer, model, step: int, lr: float, x, labels) -> dict[str, float]:
             raise
         # a batch of one picture through a batch norm of a 1x1 feature map (GAN, VAE at --image-size 8)
         raise ConfigError(f"training: expected a batch of 2 or more, found a batch of {len(x)} reaching a batch "
-                          "normalization with one value per channel (a 1x1 feature map): give --batch-size 2 or "
-                          "more, with 3 or more pictures (one is held out), or a larger --image-size; no checkpoint "
+                          "normalization with one value per channel (a 1x1 feature map): give 3 or more pictures (one "
+                          "is held out) and a --batch-size of 2 or more, or a larger --image-size; no checkpoint "
                           "written") from None
     if step == 1:   # the trainer's code is the same every step: judged once, not in the loop's every turn
         _refuse_losses_not_numbers(trainer, losses)

@@ -18,6 +18,7 @@ import inspect
 import math
 import numbers
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any, Mapping
@@ -180,7 +181,7 @@ def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str 
                           f"once), found {list(outputs)} with inputs {list(example)}")
     if dynamic_given and dynamic:   # said once the arguments are known good ({}: every shape fixed, as asked)
         _warn_of_fixed_rows(specs)
-    _warn_of_nested_tensor_fast_path(module, example)
+    _warn_of_nested_tensor_fast_path(module, example, specs)
     rng = np.random.default_rng(seed)
     recorded = _held_out(held_out, specs, limits) if held_out is not None else _synthesized(specs, example, traced, limits, rng)
     # the gate's own feeds are drawn like the values the user gave: the example and any held-out feeds
@@ -476,7 +477,12 @@ def _run_on_example(module, example, specs):
             return module(*torch_inputs(example, specs))
     except Exception as exc:  # noqa: BLE001 - the user's module failing on the user's example
         raise ConfigError(f"module: expected forward to run on the example inputs, found {described(exc)}"
-                          + _dtype_hint(module, example)) from exc
+                          + (_dtype_hint(module, example) if DTYPE_MISMATCH.search(str(exc)) else "")) from exc
+
+
+# torch's words for operands of two float types ("mat1 and mat2 must have the same dtype, but got Float and
+# Double", "expected scalar type Half but found Float"): a dtype hint is added to these only
+DTYPE_MISMATCH = re.compile(r"same dtype|expected scalar type|Half|Double|BFloat16|dtype")
 
 
 def _dtype_hint(module, example: dict) -> str:
@@ -485,6 +491,8 @@ def _dtype_hint(module, example: dict) -> str:
     bfloat16; a float64 example is taken as float32, since edgegen's graphs are float32), and the fix is
     the module's; a float16 example meets float32 weights, and the fix is the example's."""
     weights = {str(p.dtype)[6:] for p in module.parameters() if p.is_floating_point()}
+    if weights == {str(v.dtype) for v in example.values() if v.dtype.kind == "f"}:   # they agree: not the cause
+        return ""
     if other := sorted(weights & {"bfloat16", "float16", "float64"}):
         then = (" 'edgegen optimize --precision fp16' then makes the half-precision variant, behind its gate"
                 if set(other) & {"bfloat16", "float16"} else " edgegen's graphs compute in float32")
@@ -538,17 +546,36 @@ INTEGER_TYPES = {onnx.TensorProto.INT8, onnx.TensorProto.INT16, onnx.TensorProto
 NARROW_FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16}
 
 
-def _warn_of_nested_tensor_fast_path(module, example: dict) -> None:
-    """An nn.TransformerEncoder with its nested-tensor fast path, given a mask (a bool input): under
-    no_grad PyTorch then leaves padded positions at zero, which the graph computes, but only where
-    the padding is at the end of a row; the gate's masks are drawn at random, so it passed or failed
-    by chance, and a package that passed differed from the module on real masks (helper 142)."""
-    if not any(value.dtype == np.bool_ for value in example.values()):
+def _warn_of_nested_tensor_fast_path(module, example: dict, specs) -> None:
+    """An nn.TransformerEncoder with its nested-tensor fast path, called on the example with a
+    src_key_padding_mask and no mask (what the fast path takes): under no_grad PyTorch then leaves
+    padded positions at zero, which the graph computes, but only where the padding is at the end
+    of a row; the gate's masks are drawn at random, so it passed or failed by chance, and a package
+    that passed differed from the module on real masks (helper 142). One more call of forward, on
+    modules that hold such an encoder only."""
+    encoders = [(name or "(the module)", m) for name, m in module.named_modules()
+                if isinstance(m, torch.nn.TransformerEncoder) and getattr(m, "use_nested_tensor", m.enable_nested_tensor)]
+    fast = []
+
+    def padding_seen(name):
+        def hook(_encoder, args, kwargs):
+            mask = kwargs.get("mask", args[1] if len(args) > 1 else None)
+            padding = kwargs.get("src_key_padding_mask", args[2] if len(args) > 2 else None)
+            if padding is not None and mask is None:
+                fast.append(name)
+        return hook
+
+    handles = [m.register_forward_pre_hook(padding_seen(name), with_kwargs=True) for name, m in encoders]
+    try:
+        if handles:
+            _run_on_example(module, example, specs)
+    except ConfigError:   # forward fails on the example: the export's own call says so
         return
-    fast = [name or "(the module)" for name, m in module.named_modules()
-            if isinstance(m, torch.nn.TransformerEncoder) and getattr(m, "use_nested_tensor", m.enable_nested_tensor)]
+    finally:
+        for handle in handles:
+            handle.remove()
     if fast:
-        warn_caller(f"module: its nn.TransformerEncoder {', '.join(fast)} runs PyTorch's nested-tensor fast path, which "
+        warn_caller(f"module: its nn.TransformerEncoder {', '.join(dict.fromkeys(fast))} runs PyTorch's nested-tensor fast path, which "
                     "leaves a key-padding mask's padded positions at zero where the padding ends a row, and the graph "
                     "computes them: the gate's random masks may not show it; build it with enable_nested_tensor=False "
                     "before export", EdgegenWarning)
