@@ -45,7 +45,7 @@ import numpy as np
 import onnx
 import onnxruntime
 
-from .errors import ConfigError, EdgegenWarning, InputError, PackageError, first_line, not_one_of
+from .errors import ConfigError, DataError, EdgegenWarning, InputError, PackageError, first_line, not_one_of
 from .families import families, package_config
 from .families import get as get_family
 from .package import VARIANT_FILE, VARIANT_PRECISIONS, Package, spared_text, write_manifest
@@ -325,6 +325,10 @@ def _spec_feeds(package: Package, checkpoint, calibration: int, seed: int) -> di
     given = package.manifest.provenance.get("source_checkpoint", {}).get("data")   # export's --data
     with exported_as(load_source_checkpoint(package, checkpoint)) as (ckpt, spec):
         # the data read, as recorded: an earlier edgegen's relative path read from here, whole
+        if given and spec.needs_data and os.path.isabs(given) and not os.path.exists(given):   # moved since export
+            raise DataError(f"data {given!r}: expected the data export gated package {str(package.path)!r} on (its "
+                            "--data), found nothing at that path (moved or deleted?): export it again with --data "
+                            "at its new place, or give optimize feeds with --inputs")
         source = given or (ckpt.trained_data() if spec.needs_data else ckpt.data.get("source"))
         data = spec.load_data(ckpt, source) if spec.needs_data else None
         calibration_data, gate_data = _split_held_out(data, source)

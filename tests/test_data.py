@@ -407,6 +407,12 @@ def test_a_checkpoint_records_its_data_folder_whole_and_export_says_when_it_is_g
     shutil.rmtree(tmp_path / "pics")
     records = optimize_package(tmp_path / "pkg", "fp16", target="tensorrt", progress=lambda line: None)
     assert records and all(r["gate_inputs"] == str(tmp_path / "moved") for r in records.values())
+    # and where export's --data has moved too: said with the ways on, not as an unknown data set's name (helper 146)
+    (tmp_path / "moved").rename(tmp_path / "gone")
+    with pytest.raises(DataError, match=f"data '{tmp_path / 'moved'}': expected the data export gated package .* on "
+                                        r"\(its --data\), found nothing at that path .*export it again with --data"):
+        optimize_package(tmp_path / "pkg", "int8", target="tensorrt", progress=lambda line: None)
+    (tmp_path / "gone").rename(tmp_path / "moved")
     # an edgegen before December 2026 recorded the folder as given, relative to where it trained:
     # from elsewhere it was said as a built-in set's name that does not exist (helper 94)
     config = json.loads((tmp_path / "ckpt" / "config.json").read_text())
