@@ -144,7 +144,8 @@ def check_package(path: str | os.PathLike, tensorrt: str | None = None, profiles
         if variant is not None and variant[1].get("ort_form"):   # parses, maybe, but build makes no engine of it
             precision, record = variant
             result.build_refuses = (f"in ONNX Runtime's form ({record['ort_form']}), made for {record.get('target')}: "
-                                    f"edgegen build refuses it ({tensorrt_form_advice(precision, chosen.name, export_first)})")
+                                    "edgegen build refuses it "
+                                    f"({tensorrt_form_advice(precision, chosen.name, export_first)})")
         profile = derived[part.split(" ")[0]]
         if isinstance(profile, list):   # dynamic dims neither the family's limits nor --profile cover
             result.unprofiled_dims = profile

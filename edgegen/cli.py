@@ -1285,8 +1285,8 @@ def _build_parser() -> argparse.ArgumentParser:
                    help=describe_targets(TENSORRT_TARGETS) + " (default: this machine's: on a Jetson its JetPack's, else "
                    "tensorrt; with --tensorrt, tensorrt where this machine's target has another release)")
     p.add_argument("--tensorrt", default=None, metavar="VERSION",
-                   help="judge by this TensorRT release's parser table, 10.15, 10.14, 10.13 or 10.3; a release between them by the "
-                        "newest before it (10.16 by 10.15's) (default: this machine's own TensorRT parser where the "
+                   help="judge by this TensorRT release's parser table, 10.15, 10.14, 10.13 or 10.3; a release between "
+                        "them by the newest before it (10.16 by 10.15's) (default: this machine's own TensorRT parser where the "
                         "tensorrt module is installed, else the target's release)")
     p.add_argument("--profile", action="append", default=None, metavar="NAME=MIN:OPT:MAX",
                    help="an optimization profile for a dynamic dim (repeatable), e.g. batch=1:4:8")

@@ -42,7 +42,8 @@ TARGETS = {
     "ort-cpu": Target("ort-cpu", "ONNX Runtime on a CPU (keeps a variant only where it is faster here)", opset=DEFAULT_OPSET),
     "tensorrt": Target("tensorrt", "a desktop or server NVIDIA GPU with TensorRT 10.15 or later", opset=DEFAULT_OPSET,
                        tensorrt="10.15", variant_precisions=("int8", "fp16", "int4")),
-    "jetpack6": Target("jetpack6", "Jetson Orin on JetPack 6.1 or 6.2 (L4T r36.4): TensorRT 10.3, CUDA 12.6", opset=18,
+    "jetpack6": Target("jetpack6", "Jetson Orin on JetPack 6.1 or 6.2 (L4T r36.4): TensorRT 10.3, CUDA 12.6",
+                       opset=18,
                        tensorrt="10.3", tensorrt_releases=("10.3", "10.3"),
                        variant_precisions=("int8", "fp16")),
     "jetpack7": Target("jetpack7", "a Jetson Orin or Thor on JetPack 7: TensorRT 10.13 (7.0 and 7.1, L4T r38) or later "

@@ -216,10 +216,11 @@ class _TemplateDict:
 
 def template_problem(source: str) -> str | None:
     """Why `source` is no Jinja template (its syntax error, at a line), or None."""
+    environment = _environment()   # first: without jinja2 it says which extra holds it
     import jinja2
 
     try:
-        _environment().parse(source)
+        environment.parse(source)
     except jinja2.TemplateSyntaxError as exc:
         return f"a syntax error at line {exc.lineno}: {exc.message}"
     return None
@@ -242,7 +243,7 @@ def load_chat_templates(package, record: dict) -> ChatTemplates | None:
 
 
 def chat_record_problems(record: dict) -> list[str]:
-    """What is wrong with a config's chat_template record, for the config's problems()."""
+    """What is wrong with a config's chat_templates record, for the config's problems()."""
     if not record:
         return []
     templates, tokens = record.get("templates"), record.get("special_tokens", {})

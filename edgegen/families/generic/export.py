@@ -575,8 +575,8 @@ def _warn_of_nested_tensor_fast_path(module, example: dict, specs) -> None:
         for handle in handles:
             handle.remove()
     if fast:
-        warn_caller(f"module: its nn.TransformerEncoder {', '.join(dict.fromkeys(fast))} runs PyTorch's nested-tensor fast path, which "
-                    "leaves a key-padding mask's padded positions at zero where the padding ends a row, and the graph "
+        warn_caller(f"module: its nn.TransformerEncoder {', '.join(dict.fromkeys(fast))} runs PyTorch's nested-tensor "
+                    "fast path, which leaves a key-padding mask's padded positions at zero where the padding ends a row, and the graph "
                     "computes them: the gate's random masks may not show it; build it with enable_nested_tensor=False "
                     "before export", EdgegenWarning)
 

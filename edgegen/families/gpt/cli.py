@@ -14,8 +14,8 @@ from ...families import GenerateRequest, Option
 from ...storage import refuse_nameless
 from ...wording import counted
 
-CLI_MAX_NEW_TOKENS = 200
-PYTHON_CONSTANTS = {"True": "true", "False": "false", "None": "null"}   # --chat-option's JSON, spelled as Python would   # a terminal's continuation: longer than the Python API's default
+CLI_MAX_NEW_TOKENS = 200   # a terminal's continuation: longer than the Python API's default
+PYTHON_CONSTANTS = {"True": "true", "False": "false", "None": "null"}   # --chat-option's JSON, spelled as Python would
 
 OPTIONS = (
     Option("--prompt", "prompt", "(required) text to continue (or --prompt-ids)"),

@@ -356,7 +356,7 @@ class GPTPipeline(Pipeline):
         if is_conversation(prompt):
             return [self._encode_chat(prompt, "prompt", chat_template, chat_template_kwargs)], True, False
         if isinstance(prompt, (list, tuple)) and prompt and any(map(is_conversation, prompt)):
-            if odd := next((i for i, p in enumerate(prompt) if not is_conversation(p)), None):   # never 0: any() held
+            if (odd := next((i for i, p in enumerate(prompt) if not is_conversation(p)), None)) is not None:
                 raise InputError(f"prompt[{odd}]: expected a conversation as the batch's others are (a non-empty list "
                                  f"of message dicts), found {prompt[odd]!r:.60}")
             return [self._encode_chat(p, f"prompt[{i}]", chat_template, chat_template_kwargs)
@@ -421,7 +421,8 @@ class GPTPipeline(Pipeline):
 
     def _encode(self, text: str, what: str, special_tokens: bool = True) -> list[int]:
         self._require_tokenizer(what, "text")
-        ids = self.tokenizer.encode(text, special_tokens=special_tokens)   # as transformers encodes a prompt
+        # special tokens as transformers adds them: tokenizer(text) for a prompt, none for a chat template's text
+        ids = self.tokenizer.encode(text, special_tokens=special_tokens)
         if not ids:
             raise InputError(f"{what}: expected at least one token of text, found an empty string")
         if beyond := [i for i in ids if i >= self.vocab_size]:   # a tokenizer may know more tokens than the model
