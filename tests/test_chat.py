@@ -4,6 +4,7 @@ transformers' apply_chat_template renders and encodes it, and the reply generate
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -251,3 +252,35 @@ def test_a_changed_template_and_an_import_that_did_not_keep_it_are_said(chat_pac
     (broken / "edgegen.json").write_text(json.dumps(manifest))
     with pytest.raises(PackageError, match="chat_templates.special_tokens expected texts of bos_token"):
         edgegen.load(broken, backend="ort-cpu")
+
+
+def test_a_served_request_carries_a_conversation(chat_package):
+    """edgegen triton's GPT request takes `messages` (JSON) in place of a prompt, and its reply
+    streams as generate's does; the inputs say what they expect (no Triton server needed)."""
+    from edgegen.families import get
+    from edgegen.serving.requests import arguments, served
+
+    pipe = edgegen.load(chat_package["pkg"], backend="ort-cpu")
+    request = served(get("gpt"), pipe.config)
+    fields = {field.name: field for field in request.inputs}
+    assert not fields["prompt"].required and not fields["messages"].required
+
+    def answered(**values):
+        sent = {name: np.array([value.encode() if isinstance(value, str) else value],
+                               dtype=object if isinstance(value, str) else None) for name, value in values.items()}
+        pieces = request.answer(pipe, arguments(request.inputs, sent))
+        return "".join(piece["text"][0].decode() for piece in pieces)
+
+    messages = [{"role": "user", "content": "def f(x):"}]
+    assert answered(messages=json.dumps(messages), max_new_tokens=6, greedy=True) == \
+        pipe.generate(messages, max_new_tokens=6, do_sample=False)
+    assert answered(messages=json.dumps(messages), chat_template_kwargs=json.dumps({"tools": TOOLS}), max_new_tokens=4,
+                    greedy=True) == pipe.generate(messages, max_new_tokens=4, do_sample=False,
+                                                  chat_template_kwargs={"tools": TOOLS})
+    for values, said in (({}, "'prompt' and 'messages': expected one of them, found neither"),
+                         ({"prompt": "x", "messages": "[]"}, "expected one of them, found both"),
+                         ({"messages": "[{"}, "request input 'messages': expected JSON"),
+                         ({"messages": '["hi"]'}, "'messages': expected a non-empty list of {'role', 'content'} messages"),
+                         ({"prompt": "x", "chat_template_kwargs": "{}"}, "expected with 'messages', found it with 'prompt'")):
+        with pytest.raises(InputError, match=re.escape(said)):
+            answered(**values)

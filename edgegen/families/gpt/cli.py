@@ -201,14 +201,54 @@ def _chat_options(given: list[str]) -> dict:
 
 def served(config):
     """The served request (edgegen triton): the options above, the text streamed piece by
-    piece through Triton's decoupled mode, as `edgegen generate` prints it."""
+    piece through Triton's decoupled mode, as `edgegen generate` prints it; a chat model's
+    conversation instead of a prompt as `messages`, a JSON list of {"role", "content"} messages
+    (and `chat_template_kwargs`, a JSON object of what its template reads), whose reply streams."""
     from ...serving.requests import Field, Served, option_field
 
     def answer(pipe, arguments: dict):
         arguments = dict(arguments)
         arguments["do_sample"] = _do_sample(arguments, "greedy", "sample")
-        for piece in pipe.stream(arguments.pop("prompt"), **arguments):
+        for piece in pipe.stream(_served_prompt(arguments), **arguments):
             yield {"text": np.array([piece.encode("utf-8")], dtype=np.object_)}
 
-    inputs = (Field("seed", "int64"), *(option_field(o) for o in OPTIONS if o.served))
+    # a prompt or messages: neither is required alone, one of them is (_served_prompt)
+    inputs = (Field("seed", "int64"), *(Field(o.keyword, "string") if o.keyword == "prompt" else option_field(o)
+                                        for o in OPTIONS if o.served),
+              Field("messages", "string"), Field("chat_template_kwargs", "string"))
     return Served(inputs, (Field("text", "string"),), answer, streams=True)
+
+
+def _served_prompt(arguments: dict):
+    """A served request's prompt (its text) or conversation (its messages, JSON), taken out of
+    `arguments`, with the conversation's template variables set there as the pipeline's
+    chat_template_kwargs."""
+    prompt, messages = arguments.pop("prompt", None), arguments.pop("messages", None)
+    if (prompt is None) == (messages is None):
+        raise InputError(f"request inputs 'prompt' and 'messages': expected one of them, found "
+                         f"{'both' if prompt is not None else 'neither'}")
+    if prompt is not None:
+        if "chat_template_kwargs" in arguments:
+            raise InputError("request input 'chat_template_kwargs': expected with 'messages', found it with 'prompt'")
+        return prompt
+    for name, kind in (("messages", list), ("chat_template_kwargs", dict)):
+        text = messages if name == "messages" else arguments.get(name)
+        if text is None:
+            continue
+        try:
+            value = json.loads(text)
+        except ValueError as exc:
+            raise InputError(f"request input {name!r}: expected JSON, found text it cannot parse ({exc})") from None
+        if not isinstance(value, kind):
+            raise InputError(f"request input {name!r}: expected a JSON {'list' if kind is list else 'object'}, found "
+                             f"{type(value).__name__}")
+        if name == "messages":
+            messages = value
+        else:
+            arguments[name] = value
+    from ...runtimes.chat import is_conversation
+
+    if not is_conversation(messages):   # else a list of texts would be taken as a batch of prompts
+        raise InputError(f"request input 'messages': expected a non-empty list of {{'role', 'content'}} messages, found "
+                         f"{messages!r:.80}")
+    return messages
