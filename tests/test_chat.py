@@ -254,9 +254,10 @@ def test_a_changed_template_and_an_import_that_did_not_keep_it_are_said(chat_pac
         edgegen.load(broken, backend="ort-cpu")
 
 
-def test_a_served_request_carries_a_conversation(chat_package):
-    """edgegen triton's GPT request takes `messages` (JSON) in place of a prompt, and its reply
-    streams as generate's does; the inputs say what they expect (no Triton server needed)."""
+def test_a_served_request_carries_a_conversation(chat_package, shipped_package):
+    """edgegen triton's GPT request takes `messages` (JSON) in place of a prompt, where the package
+    has a chat template, and its reply streams as generate's does; the inputs say what they
+    expect, named as the client sent them (no Triton server needed)."""
     from edgegen.families import get
     from edgegen.serving.requests import arguments, served
 
@@ -274,13 +275,22 @@ def test_a_served_request_carries_a_conversation(chat_package):
     messages = [{"role": "user", "content": "def f(x):"}]
     assert answered(messages=json.dumps(messages), max_new_tokens=6, greedy=True) == \
         pipe.generate(messages, max_new_tokens=6, do_sample=False)
+    assert answered(prompt="def f(x):", max_new_tokens=6, greedy=True) == \
+        pipe.generate("def f(x):", max_new_tokens=6, do_sample=False)   # a prompt, as an older client sends
     assert answered(messages=json.dumps(messages), chat_template_kwargs=json.dumps({"tools": TOOLS}), max_new_tokens=4,
                     greedy=True) == pipe.generate(messages, max_new_tokens=4, do_sample=False,
                                                   chat_template_kwargs={"tools": TOOLS})
     for values, said in (({}, "'prompt' and 'messages': expected one of them, found neither"),
                          ({"prompt": "x", "messages": "[]"}, "expected one of them, found both"),
-                         ({"messages": "[{"}, "request input 'messages': expected JSON"),
-                         ({"messages": '["hi"]'}, "'messages': expected a non-empty list of {'role', 'content'} messages"),
+                         ({"messages": "[{"}, "request input 'messages': expected JSON text"),
+                         ({"messages": '{"role": "user"}'}, "'messages': expected a JSON array, found an object"),
+                         ({"messages": '["hi"]'}, "request input 'messages'[0]: expected a message, a dict with a string"),
+                         ({"messages": json.dumps([{"role": "user", "content": ["x"]}])},   # the pipeline's own, named so
+                          "request input 'messages': the chat template 'default' refused the conversation"),
                          ({"prompt": "x", "chat_template_kwargs": "{}"}, "expected with 'messages', found it with 'prompt'")):
         with pytest.raises(InputError, match=re.escape(said)):
             answered(**values)
+    # a package without a chat template: a prompt, required, as before
+    own = edgegen.load(shipped_package("gpt-stdlib"))
+    own_inputs = {field.name: field for field in served(get("gpt"), own.config).inputs}
+    assert own_inputs["prompt"].required and "messages" not in own_inputs

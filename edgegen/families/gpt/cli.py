@@ -201,28 +201,41 @@ def _chat_options(given: list[str]) -> dict:
 
 def served(config):
     """The served request (edgegen triton): the options above, the text streamed piece by
-    piece through Triton's decoupled mode, as `edgegen generate` prints it; a chat model's
-    conversation instead of a prompt as `messages`, a JSON list of {"role", "content"} messages
-    (and `chat_template_kwargs`, a JSON object of what its template reads), whose reply streams."""
+    piece through Triton's decoupled mode, as `edgegen generate` prints it. A package with chat
+    templates takes a conversation instead of a prompt: `messages`, a JSON list of {"role",
+    "content"} messages (and `chat_template_kwargs`, a JSON object of what its template reads),
+    whose reply streams; its prompt is then optional, one of the two required (_served_prompt)."""
     from ...serving.requests import Field, Served, option_field
+
+    chat = bool(config.chat_templates)
 
     def answer(pipe, arguments: dict):
         arguments = dict(arguments)
         arguments["do_sample"] = _do_sample(arguments, "greedy", "sample")
-        for piece in pipe.stream(_served_prompt(arguments), **arguments):
+        prompt, said_as = _served_prompt(arguments) if chat else (arguments.pop("prompt"), "prompt")
+        try:   # the pipeline calls a conversation "prompt" too: said as the input the client sent
+            stream = pipe.stream(prompt, **arguments)
+        except InputError as exc:
+            raise InputError(said_as + str(exc)[len("prompt"):] if str(exc).startswith("prompt") else str(exc)) from None
+        for piece in stream:
             yield {"text": np.array([piece.encode("utf-8")], dtype=np.object_)}
 
-    # a prompt or messages: neither is required alone, one of them is (_served_prompt)
-    inputs = (Field("seed", "int64"), *(Field(o.keyword, "string") if o.keyword == "prompt" else option_field(o)
+    inputs = (Field("seed", "int64"), *(Field(o.keyword, "string") if chat and o.keyword == "prompt" else option_field(o)
                                         for o in OPTIONS if o.served),
-              Field("messages", "string"), Field("chat_template_kwargs", "string"))
+              *((Field("messages", "string"), Field("chat_template_kwargs", "string")) if chat else ()))
     return Served(inputs, (Field("text", "string"),), answer, streams=True)
 
 
-def _served_prompt(arguments: dict):
-    """A served request's prompt (its text) or conversation (its messages, JSON), taken out of
-    `arguments`, with the conversation's template variables set there as the pipeline's
-    chat_template_kwargs."""
+JSON_TYPES = {dict: "an object", list: "an array", str: "a string", int: "a number", float: "a number",
+              bool: "true or false", type(None): "null"}   # a parsed value's type, in JSON's words
+
+
+def _served_prompt(arguments: dict) -> tuple:
+    """(a served request's prompt, its text, or conversation, its messages as JSON; the input's
+    name for messages), taken out of `arguments`, with the conversation's template variables set
+    there as the pipeline's chat_template_kwargs."""
+    from ...runtimes.chat import conversation_messages
+
     prompt, messages = arguments.pop("prompt", None), arguments.pop("messages", None)
     if (prompt is None) == (messages is None):
         raise InputError(f"request inputs 'prompt' and 'messages': expected one of them, found "
@@ -230,25 +243,22 @@ def _served_prompt(arguments: dict):
     if prompt is not None:
         if "chat_template_kwargs" in arguments:
             raise InputError("request input 'chat_template_kwargs': expected with 'messages', found it with 'prompt'")
-        return prompt
-    for name, kind in (("messages", list), ("chat_template_kwargs", dict)):
-        text = messages if name == "messages" else arguments.get(name)
-        if text is None:
-            continue
-        try:
-            value = json.loads(text)
-        except ValueError as exc:
-            raise InputError(f"request input {name!r}: expected JSON, found text it cannot parse ({exc})") from None
-        if not isinstance(value, kind):
-            raise InputError(f"request input {name!r}: expected a JSON {'list' if kind is list else 'object'}, found "
-                             f"{type(value).__name__}")
-        if name == "messages":
-            messages = value
-        else:
-            arguments[name] = value
-    from ...runtimes.chat import is_conversation
+        return prompt, "request input 'prompt'"
+    if "chat_template_kwargs" in arguments:
+        arguments["chat_template_kwargs"] = _json_input("chat_template_kwargs", arguments["chat_template_kwargs"], dict)
+    messages = _json_input("messages", messages, list)
+    conversation_messages(messages, "request input 'messages'")   # else a list of texts would be a batch of prompts
+    return messages, "request input 'messages'"
 
-    if not is_conversation(messages):   # else a list of texts would be taken as a batch of prompts
-        raise InputError(f"request input 'messages': expected a non-empty list of {{'role', 'content'}} messages, found "
-                         f"{messages!r:.80}")
-    return messages
+
+def _json_input(name: str, text: str, kind: type):
+    """A request input of JSON text, parsed, of JSON's `kind` (an array, an object)."""
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise InputError(f"request input {name!r}: expected JSON text, found text it cannot parse ({exc}); send the "
+                         "JSON as one string") from None
+    if not isinstance(value, kind):
+        raise InputError(f"request input {name!r}: expected a JSON {JSON_TYPES[kind].split()[-1]}, found "
+                         f"{JSON_TYPES.get(type(value), type(value).__name__)}")
+    return value
