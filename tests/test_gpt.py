@@ -2075,8 +2075,9 @@ def test_llama_graphs_for_each_tensorrt_target_parse_by_their_tensorrt_tables(tm
     (int4,) = [c for c in check_package(tmp_path / "jetpack7", target="jetpack6", device_parser=False)
                if c.part == "decoder (int4)"]
     assert int4.problems[0].endswith("(the int4 variant was made for jetpack7: int4 has no form TensorRT 10.3 parses "
-                                     "(its blocks need opset 21): build from fp32 (TensorRT fuses by itself), or from a "
-                                     "variant of int8, fp16 made with --target jetpack6)"), int4.problems
+                                     "(its blocks need opset 21): its graphs are beyond what TensorRT 10.3 reads: export "
+                                     "again with --target jetpack6, then build from fp32 (TensorRT fuses by itself), or "
+                                     "from a variant of int8, fp16 made with --target jetpack6)"), int4.problems
     with pytest.raises(BackendError, match=r"--precision int4: expected one the target jetpack6 builds \(fp32, int8, "
                                            r"fp16\), found int4 \(int4 has no form TensorRT 10.3 parses"):
         build_package(tmp_path / "jetpack7", "int4", target=get_target("jetpack6"))
