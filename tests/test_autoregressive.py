@@ -14,7 +14,7 @@ import torch
 import edgegen
 from edgegen.cli import main
 from edgegen.demo import PRETRAINED
-from edgegen.errors import InputError, NonFiniteError
+from edgegen.errors import EdgegenWarning, InputError, NonFiniteError
 from edgegen.metrics import roc_auc
 from edgegen.export import export_checkpoint
 from edgegen.training.checkpoint import load_checkpoint
@@ -453,7 +453,8 @@ def test_wavenet_cli_writes_a_wav_and_trains_on_a_wav_folder(wavenet, pixelcnn, 
     folder.mkdir()
     for i in range(3):
         write_wav(folder / f"{i}.wav", synth_clip("tone", np.random.default_rng(i), 16000, 0.5), 16000)
-    ckpt = train("wavenet", tmp_path / "ckpt", data=str(folder), steps=2, batch_size=2, progress=False, **WAVENET_TINY)
+    with pytest.warns(EdgegenWarning, match=r"of its 3 WAV files, 3 resampled to the model's 8000 Hz \(from 16000 Hz\)"):
+        ckpt = train("wavenet", tmp_path / "ckpt", data=str(folder), steps=2, batch_size=2, progress=False, **WAVENET_TINY)
     assert load_checkpoint(ckpt).config.num_classes == 0
     with pytest.raises(edgegen.EdgegenError, match="WAV"):
         train("wavenet", tmp_path / "c2", data=str(tmp_path / "empty"), steps=1, progress=False)

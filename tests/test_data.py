@@ -510,6 +510,8 @@ def test_audio_and_photograph_folders_name_what_they_cannot_take(tmp_path):
                                                 r"training window\): 0.wav, short.wav$"):
             train, _, test, _, _ = load_audio(str(folder), 8000, seed, min_samples=1026)
         assert len(train) == len(test) == 1 and all(len(c) == 8000 for c in train + test)
+    with pytest.warns(EdgegenWarning, match=r"of its 4 WAV files, 1 of several channels averaged to mono$"):   # said now
+        load_audio(str(folder), 8000, 0, min_samples=1026)
     (folder / "long2.wav").unlink()
     with pytest.raises(DataError, match=r"expected at least 2 WAV files \(one held out\) of 1026 samples or more at "
                                         r"8000 Hz, found 1; shorter: 0.wav, short.wav"):

@@ -79,6 +79,13 @@ def read_wav(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
     return audio
 
 
+def wav_format(path: str | os.PathLike) -> tuple[int, int]:
+    """(sample rate, channels) of a WAV file read_wav has read: what reading it changed, for a
+    training run to say."""
+    with wave.open(str(path), "rb") as w:
+        return w.getframerate(), w.getnchannels()
+
+
 MIN_WAV_RATE = 1000   # Hz: below it a header's rate is damage, not audio (8 kHz telephone audio is the lowest in use)
 MAX_WAV_RATE = 768_000   # Hz: the highest rate audio interfaces record at; above it, damage too
 ANTI_ALIAS_CUTOFF = 0.45   # of the new sample rate: the filter's transition band ends below its Nyquist (0.5)

@@ -217,6 +217,7 @@ def load_audio(source: str, sample_rate: int, seed: int, min_samples: int = 0):
         raise DataError(f"data {source!r}: expected 'tones' or a folder of at least 2 WAV files (one held out), "
                         f"found {found}")
     clips = [read_wav(p, sample_rate) for p in files]
+    _say_what_reading_changed(source, files, sample_rate)
     short = [p.name for p, c in zip(files, clips) if len(c) < min_samples]
     clips = [c for c in clips if len(c) >= min_samples]
     if len(clips) < 2:
@@ -234,6 +235,23 @@ def load_audio(source: str, sample_rate: int, seed: int, min_samples: int = 0):
     test = [clips[i] for i in order[:held]]
     train = [clips[i] for i in order[held:]]
     return train, None, test, None, 0
+
+
+def _say_what_reading_changed(source: str, files: list, sample_rate: int) -> None:
+    """The folder's WAVs at another rate or in stereo, said in one line: read_wav resamples them to
+    the model's rate and averages their channels (docs/cli.md), which a run on 44.1 kHz stereo said
+    nothing of (helper 146)."""
+    from ...errors import EdgegenWarning
+    from ...runtimes.audio import wav_format
+
+    formats = [wav_format(p) for p in files]
+    rates = sorted({rate for rate, _ in formats if rate != sample_rate})
+    resampled = sum(rate != sample_rate for rate, _ in formats)
+    several = sum(channels > 1 for _, channels in formats)
+    said = ([f"{resampled} resampled to the model's {sample_rate} Hz (from {', '.join(f'{r} Hz' for r in rates)})"]
+            if resampled else []) + ([f"{several} of several channels averaged to mono"] if several else [])
+    if said:
+        warnings.warn(f"data {source!r}: of its {len(files)} WAV files, {' and '.join(said)}", EdgegenWarning, stacklevel=3)
 
 
 def prepare_data(source: str, image_size: int, channels: int | None, seed: int, options: dict | None = None):
