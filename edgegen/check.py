@@ -119,7 +119,8 @@ def check_package(path: str | os.PathLike, tensorrt: str | None = None, profiles
               for precision in package.manifest.variants for part, r in package.variant_files(precision).items()
               if part not in package.damaged_variants.get(precision, {})]
     checks, exported_opsets = [], {}
-    export_first = bool(graphs_beyond_target(package, chosen))   # read once: the advice of every variant needs it
+    # read once, where there are variants: only their advice needs it (the graphs' own lines say their opset)
+    export_first = bool(package.manifest.variants) and bool(graphs_beyond_target(package, chosen))
     for part, file, variant in files:
         graph = read_graph_summary(file)
         if variant is None:

@@ -49,10 +49,9 @@ NAMED_COMMANDS = ("bench", "info", "check", "build")
 def _package_or_name(given: str, apart: bool = False) -> str:
     """A package path as given, or the exported package of a shipped model's name: found in
     edgegen-models or the cache, else exported into the cache here when the export extra is."""
-    from .shipped import cache_damage, find_shipped, in_models, is_shipped_name, resolve
+    from .shipped import cache_damage, find_shipped, in_models, resolve, shadows_shipped
 
-    if os.path.exists(given) and is_shipped_name(given):   # the folder here wins: said once, then as ./NAME, which
-        resolve(given)                                     # edgegen.load takes without saying it again
+    if shadows_shipped(given):   # said once; then as ./NAME, which edgegen.load takes without saying it again
         return os.path.join(".", given)
     if not _shipped_name_given(given):
         return given

@@ -181,7 +181,6 @@ def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str 
                           f"once), found {list(outputs)} with inputs {list(example)}")
     if dynamic_given and dynamic:   # said once the arguments are known good ({}: every shape fixed, as asked)
         _warn_of_fixed_rows(specs)
-    _warn_of_nested_tensor_fast_path(module, example, specs)
     rng = np.random.default_rng(seed)
     recorded = _held_out(held_out, specs, limits) if held_out is not None else _synthesized(specs, example, traced, limits, rng)
     # the gate's own feeds are drawn like the values the user gave: the example and any held-out feeds
@@ -448,7 +447,8 @@ def _output_count(module, example, specs) -> int:
     fails on its own example, or returns something else, is said so at once. Run twice: a buffer
     the second call changes (a counter) is refused; one the first call fills (a lazy module's, a
     cache) is the module's to keep."""
-    _run_on_example(module, example, specs)   # a first call may make what a lazy module or a cache fills once
+    with _nested_tensor_fast_path_said(module):   # a first call may make what a lazy module or a cache fills once
+        _run_on_example(module, example, specs)
     before = _buffer_copies(module)
     result = _run_on_example(module, example, specs)
     if changed := _changed_buffers(module, before):   # a counter, a running mean: each call another model
@@ -546,13 +546,13 @@ INTEGER_TYPES = {onnx.TensorProto.INT8, onnx.TensorProto.INT16, onnx.TensorProto
 NARROW_FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16}
 
 
-def _warn_of_nested_tensor_fast_path(module, example: dict, specs) -> None:
-    """An nn.TransformerEncoder with its nested-tensor fast path, called on the example with a
-    src_key_padding_mask and no mask (what the fast path takes): under no_grad PyTorch then leaves
-    padded positions at zero, which the graph computes, but only where the padding is at the end
-    of a row; the gate's masks are drawn at random, so it passed or failed by chance, and a package
-    that passed differed from the module on real masks (helper 142). One more call of forward, on
-    modules that hold such an encoder only."""
+@contextlib.contextmanager
+def _nested_tensor_fast_path_said(module):
+    """Around a call of forward: an nn.TransformerEncoder with its nested-tensor fast path, called
+    with a src_key_padding_mask and no mask (what the fast path takes), is warned of. Under no_grad
+    PyTorch then leaves padded positions at zero, which the graph computes, but only where the
+    padding is at the end of a row; the gate's masks are drawn at random, so it passed or failed by
+    chance, and a package that passed differed from the module on real masks (helper 142)."""
     encoders = [(name or "(the module)", m) for name, m in module.named_modules()
                 if isinstance(m, torch.nn.TransformerEncoder) and getattr(m, "use_nested_tensor", m.enable_nested_tensor)]
     fast = []
@@ -567,10 +567,7 @@ def _warn_of_nested_tensor_fast_path(module, example: dict, specs) -> None:
 
     handles = [m.register_forward_pre_hook(padding_seen(name), with_kwargs=True) for name, m in encoders]
     try:
-        if handles:
-            _run_on_example(module, example, specs)
-    except ConfigError:   # forward fails on the example: the export's own call says so
-        return
+        yield
     finally:
         for handle in handles:
             handle.remove()
