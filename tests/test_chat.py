@@ -139,6 +139,32 @@ def test_the_command_line_answers_a_chat_message(chat_package, capsys):
     assert "--chat-option tools: expected JSON (it starts like it), found it failing to parse" in capsys.readouterr().err
 
 
+def test_the_command_line_goes_on_from_a_reply_start_and_takes_a_template(chat_package, tmp_path, capsys):
+    """--reply-start: the reply prints from its start, as the Python API continues it;
+    --chat-template: one of the package's templates by name, or a .jinja file."""
+    pipe = edgegen.load(chat_package["pkg"], backend="ort-cpu")
+    begun = [{"role": "user", "content": "def f(x):"}, {"role": "assistant", "content": "return"}]
+    expected = pipe.generate(begun, max_new_tokens=5, do_sample=False, chat_template_kwargs={"continue_final_message": True})
+    run = ["generate", str(chat_package["pkg"]), "--chat", "def f(x):", "--greedy", "--max-new-tokens", "5"]
+    assert main(run + ["--reply-start", "return"]) == 0
+    assert capsys.readouterr().out == "return" + expected + "\n"
+    (tmp_path / "inst.jinja").write_text(INST)
+    expected = pipe.generate(begun[:1], max_new_tokens=5, do_sample=False, chat_template=INST)
+    assert main(run + ["--chat-template", str(tmp_path / "inst.jinja")]) == 0
+    assert capsys.readouterr().out == expected + "\n"
+    assert main(run + ["--chat-template", "default"]) == 0
+    assert capsys.readouterr().out == pipe.generate(begun[:1], max_new_tokens=5, do_sample=False) + "\n"
+    for extra, said in ((["--chat-template", "rag"], "--chat-template 'rag': expected a template of package"),
+                        (["--chat-template", str(tmp_path / "gone.jinja")], "gone.jinja': expected a readable UTF-8 "
+                                                                            ".jinja file, found No such file"),
+                        (["--reply-start", "x", "--chat-option", "continue_final_message=true"],
+                         "--chat-option continue_final_message: expected without --reply-start")):
+        assert main(run + extra) == 2
+        assert said in capsys.readouterr().err
+    assert main(["generate", str(chat_package["pkg"]), "--prompt", "x", "--reply-start", "y"]) == 2
+    assert "--reply-start: expected with --chat" in capsys.readouterr().err
+
+
 def test_chat_options_reach_the_template(chat_package, capsys):
     """--chat-option NAME=VALUE: a JSON value (tools, true, 3), else the text itself."""
     pipe = edgegen.load(chat_package["pkg"], backend="ort-cpu")
@@ -147,6 +173,84 @@ def test_chat_options_reach_the_template(chat_package, capsys):
     assert main(["generate", str(chat_package["pkg"]), "--chat", "hi", "--greedy", "--max-new-tokens", "4",
                  "--chat-option", "tools=" + json.dumps(TOOLS)]) == 0
     assert capsys.readouterr().out == expected + "\n"
+
+
+# Qwen3's reasoning turns, shortened: an assistant message's reasoning_content in <think> tags
+THINKING = """{%- for message in messages %}
+{{- '<|im_start|>' + message.role + '\\n' }}
+{%- if message.role == 'assistant' and message.reasoning_content is defined %}
+{{- '<think>\\n' + message.reasoning_content.strip('\\n') + '\\n</think>\\n\\n' }}
+{%- endif %}
+{{- message.content + '<|im_end|>\\n' }}
+{%- endfor %}
+{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"""
+
+
+def test_a_reply_goes_on_from_its_start_and_messages_are_normalized_as_transformers_does(chat_package):
+    """continue_final_message renders the conversation up to the end of its last message's text
+    (a reply begun), as apply_chat_template does, on templates that keep or strip its spaces and
+    on a reasoning field; thinking/reasoning reach a template reading reasoning_content; a
+    message may be a dataclass or a pydantic-like object, and values numpy scalars or enums."""
+    import dataclasses
+    import enum
+
+    pipe, tokenizer = edgegen.load(chat_package["pkg"], backend="ort-cpu"), chat_package["tokenizer"]
+
+    def theirs(messages, **kwargs):
+        return tokenizer.apply_chat_template(messages, tokenize=False, **{"add_generation_prompt": True, **kwargs})
+
+    begun = CONVERSATION[1:] + [{"role": "assistant", "content": "Use sorted(xs) "}]   # roles alternate, for [INST]
+    for template in (CHATML, INST):   # ChatML keeps the trailing space; [INST]'s generation block too
+        ours = pipe.chat_prompt(begun, chat_template=template, continue_final_message=True)
+        assert ours == theirs(begun, chat_template=template, continue_final_message=True, add_generation_prompt=False)
+        assert ours.endswith("Use sorted(xs) ")
+    stripped = "{% for m in messages %}{{ m.role }}: {{ m.content | trim }}\n{% endfor %}"
+    assert pipe.chat_prompt(begun, chat_template=stripped, continue_final_message=True) == theirs(
+        begun, chat_template=stripped, continue_final_message=True, add_generation_prompt=False)
+    # the reply, generated on from its start: the same tokens as the prompt text continued
+    reply = pipe.generate(begun, max_new_tokens=6, do_sample=False, chat_template_kwargs={"continue_final_message": True})
+    text = pipe.chat_prompt(begun, continue_final_message=True)
+    ids = pipe.tokenizer.encode(text, special_tokens=False)
+    assert reply == pipe.tokenizer.decode(pipe.generate([ids], max_new_tokens=6, do_sample=False)[0])
+    # reasoning: under any of its three names, and continued in a reasoning field
+    for name in ("reasoning_content", "thinking", "reasoning"):
+        thought = CONVERSATION[1:3] + [{"role": "assistant", name: "\nthink first", "content": "xs.sort()"}]
+        assert pipe.chat_prompt(thought, chat_template=THINKING) == theirs(thought, chat_template=THINKING)
+        assert "<think>\nthink first\n</think>" in pipe.chat_prompt(thought, chat_template=THINKING)
+    partial = CONVERSATION[1:2] + [{"role": "assistant", "thinking": "First, ", "content": ""}]
+    assert pipe.chat_prompt(partial, chat_template=THINKING, continue_final_message="thinking") == theirs(
+        partial, chat_template=THINKING, continue_final_message="thinking", add_generation_prompt=False)
+    # objects transformers takes as messages and values
+    Role = enum.Enum("Role", {"user": "user"}, type=str)
+
+    @dataclasses.dataclass
+    class Message:
+        role: str
+        content: str
+
+    class Reply:   # an OpenAI client's reply message: a pydantic model
+        def model_dump(self):
+            return {"role": "assistant", "content": "xs.sort()", "tool_calls": None}
+
+    objects = [Message(Role.user, "Sort a list?"), Reply(), {"role": "user", "content": "And a copy?"}]
+    plain = [{"role": "user", "content": "Sort a list?"}, {"role": "assistant", "content": "xs.sort()"},
+             {"role": "user", "content": "And a copy?"}]
+    assert pipe.chat_prompt(objects) == theirs(plain)
+    assert pipe.generate(objects, max_new_tokens=3, do_sample=False) == pipe.generate(plain, max_new_tokens=3,
+                                                                                        do_sample=False)
+    numbered = "{{ n }} {{ flag }}{% for m in messages %}{{ m.content }}{% endfor %}"
+    assert pipe.chat_prompt(plain, chat_template=numbered, n=np.int64(3), flag=np.bool_(False)) == "3 False" + "".join(
+        m["content"] for m in plain)
+    # refusals: nothing to continue, a field the template never reads, a template that drops the text
+    for messages, kwargs, said in (
+            (plain, {"continue_final_message": "reasoning_content"}, "expected a 'reasoning_content' to continue"),
+            (partial, {"continue_final_message": "thinking"}, "expected a field the chat template 'default' reads, "
+                                                              "found no reasoning_content or thinking in it"),
+            (plain, {"continue_final_message": 3}, "continue_final_message: expected true, false or the name"),
+            (begun, {"continue_final_message": True, "chat_template": "{{ messages[0].content }}"},
+             "did not write the last message's text whole, so the reply cannot go on from it")):
+        with pytest.raises(InputError, match=re.escape(said)):
+            pipe.chat_prompt(messages, **kwargs)
 
 
 def test_named_templates_and_the_old_form_of_tokenizer_config_are_taken(tmp_path):
@@ -280,6 +384,9 @@ def test_a_served_request_carries_a_conversation(chat_package, shipped_package):
     assert answered(messages=json.dumps(messages), chat_template_kwargs=json.dumps({"tools": TOOLS}), max_new_tokens=4,
                     greedy=True) == pipe.generate(messages, max_new_tokens=4, do_sample=False,
                                                   chat_template_kwargs={"tools": TOOLS})
+    begun, going_on = messages + [{"role": "assistant", "content": "return"}], {"continue_final_message": True}
+    assert answered(messages=json.dumps(begun), chat_template_kwargs=json.dumps(going_on), max_new_tokens=4,
+                    greedy=True) == pipe.generate(begun, max_new_tokens=4, do_sample=False, chat_template_kwargs=going_on)
     for values, said in (({}, "'prompt' and 'messages': expected one of them, found neither"),
                          ({"prompt": "x", "messages": "[]"}, "expected one of them, found both"),
                          ({"messages": "[{"}, "request input 'messages': expected JSON text"),

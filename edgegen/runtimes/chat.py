@@ -13,9 +13,13 @@ Runtime code: no torch; jinja2 (the text extra).
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from collections.abc import Mapping
 from datetime import datetime
 from functools import lru_cache
+
+import numpy as np
 
 from ..errors import InputError, MissingExtraError, PackageError, first_line
 
@@ -29,6 +33,12 @@ DEFAULT_TEMPLATE = "default"
 # what a template reads that the conversation itself gives: not the caller's to set
 OWN_VARIABLES = ("messages", "add_generation_prompt")
 TOOL_TEMPLATE = "tool_use"   # the template transformers takes for a call that passes tools, where there is one
+# names a message's reasoning comes under; templates read the first (Qwen3's), gpt-oss's the second
+REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")
+# a variable the renderer takes for itself, as apply_chat_template does: the reply goes on from the
+# last message's text (true: its content; a name: that field) instead of a new turn
+CONTINUE_FINAL_MESSAGE = "continue_final_message"
+CONTINUE_TAG = "CONTINUE_FINAL_MESSAGE_TAG "   # transformers' marker: where the last message's text ends
 
 
 class ChatTemplates:
@@ -50,11 +60,13 @@ class ChatTemplates:
         variables pass tools and the package has it, else "default". `what` names the
         conversation in messages."""
         variables = chat_variables(variables)
+        continued = _continued_field(variables.pop(CONTINUE_FINAL_MESSAGE, False))
         source, name = self._source(template, variables.get("tools") is not None)
         conversation = conversation_messages(messages, what)
         compiled = _compiled(source, name, self.where)
+        final = _mark_final_message(conversation, continued, source, name, what) if continued else None
         try:
-            return compiled.render(messages=conversation, add_generation_prompt=True,
+            text = compiled.render(messages=conversation, add_generation_prompt=not continued,
                                    **{"tools": None, "documents": None, **self.special_tokens, **variables})
         except RecursionError:
             raise InputError(f"{what}: the chat template {name} failed on the conversation: it recursed without "
@@ -64,6 +76,7 @@ class ChatTemplates:
             # template's finding on this conversation, said in one line
             raise InputError(f"{what}: the chat template {name} refused the conversation: {first_line(exc)} "
                              f"({type(exc).__name__})") from None
+        return _cut_at_mark(text, final, name, what) if continued else text
 
     def _source(self, template: str | None, with_tools: bool) -> tuple[str, str]:
         """(the Jinja source, its name for messages)."""
@@ -94,41 +107,117 @@ def chat_variables(variables) -> dict:
 
 
 def conversation_messages(messages, what: str = "messages") -> list[dict]:
-    """A non-empty list of message dicts, each with a string role, as plain JSON data, with
-    keys whose value is None left out (an API's content=None: many templates would write
-    "None"), as transformers normalizes them."""
+    """A non-empty list of messages, each with a string role, as plain JSON data, as
+    transformers normalizes them: a message may be a dict, a dataclass or a pydantic model (an
+    OpenAI client's reply); keys whose value is None are left out (an API's content=None: many
+    templates would write "None"); a message's reasoning is under each of REASONING_FIELDS."""
     if not isinstance(messages, (list, tuple)) or not messages:
         raise InputError(f"{what}: expected a non-empty list of messages ({{'role': ..., 'content': ...}}), "
                          f"found {messages!r:.80}")
     conversation = []
-    for i, message in enumerate(messages):
+    for i, given in enumerate(messages):
+        message = plain_json(given, f"{what}[{i}]") if _is_message(given) else None
         if not isinstance(message, dict) or not isinstance(message.get("role"), str):
             raise InputError(f"{what}[{i}]: expected a message, a dict with a string 'role' (and its 'content'), "
-                             f"found {message!r:.80}")
-        conversation.append({key: plain_json(value, f"{what}[{i}][{key!r}]") for key, value in message.items()
-                             if value is not None})
+                             f"found {given!r:.80}")
+        message = {key: value for key, value in message.items() if value is not None}
+        reasoning = next((message[key] for key in REASONING_FIELDS if key in message), None)
+        if reasoning is not None:   # transformers' order: the templates that list a message's keys see it so
+            message = {"thinking": reasoning, **message, "reasoning_content": reasoning}
+        conversation.append(message)
     return conversation
 
 
 def is_conversation(value) -> bool:
-    """Whether `value` is one conversation: a list of message dicts (a prompt of text or token
-    ids is never one)."""
-    return isinstance(value, (list, tuple)) and bool(value) and all(isinstance(m, dict) for m in value)
+    """Whether `value` is one conversation: a list of messages (a prompt of text or token ids
+    is never one)."""
+    return isinstance(value, (list, tuple)) and bool(value) and all(map(_is_message, value))
+
+
+def _is_message(value) -> bool:
+    """A dict, or an object transformers takes as one: a dataclass or a pydantic model."""
+    return isinstance(value, Mapping) or _dataclass_instance(value) or callable(getattr(value, "model_dump", None))
+
+
+def _dataclass_instance(value) -> bool:
+    return dataclasses.is_dataclass(value) and not isinstance(value, type)
 
 
 def plain_json(value, where: str):
     """`value` rebuilt from JSON's types (what a template may see: an object's methods are
-    not the sandbox's to judge), or InputError naming the first thing that is not."""
+    not the sandbox's to judge), or InputError naming the first thing that is not. As
+    transformers: subclasses of str, int and float (enums) and numpy scalars become the plain
+    value, dataclasses and pydantic models their fields."""
     if value is None or type(value) in (str, int, float, bool):
         return value
-    if isinstance(value, dict):
+    for plain in (str, int, float):
+        if isinstance(value, plain):
+            return plain(value) if plain is not str else str.__str__(value)
+    if isinstance(value, np.generic) and value.dtype.kind in "biuf":
+        return value.item()
+    if isinstance(value, Mapping):
         if bad := next((k for k in value if not isinstance(k, str)), None):
             raise InputError(f"{where}: expected string keys, found {bad!r}")
         return {key: plain_json(item, f"{where}[{key!r}]") for key, item in value.items()}
     if isinstance(value, (list, tuple)):
         return [plain_json(item, f"{where}[{i}]") for i, item in enumerate(value)]
+    if _dataclass_instance(value):
+        return {f.name: plain_json(getattr(value, f.name), f"{where}.{f.name}") for f in dataclasses.fields(value)}
+    if callable(getattr(value, "model_dump", None)):
+        return plain_json(value.model_dump(), where)
     raise InputError(f"{where}: expected JSON data (text, numbers, lists, dicts), found {type(value).__name__} "
                      f"{value!r:.60}")
+
+
+def _continued_field(value) -> str | None:
+    """continue_final_message's field: None (false), "content" (true), or the field named."""
+    if value is False or value is None:
+        return None
+    if value is True:
+        return "content"
+    if isinstance(value, str) and value:
+        return value
+    raise InputError(f"{CONTINUE_FINAL_MESSAGE}: expected true, false or the name of the last message's field to go "
+                     f"on from, found {value!r:.60}")
+
+
+def _mark_final_message(conversation: list[dict], field: str, source: str, name: str, what: str) -> str:
+    """Put CONTINUE_TAG after the last message's text in `field` (every reasoning field that
+    holds it, for one of those; a list of parts: its last text part), so the rendered text can
+    be cut there; returns that text, as apply_chat_template does."""
+    last = conversation[-1]
+    final = last.get(field)
+    if final is None:
+        raise InputError(f"{what}[-1]: expected a {field!r} to continue ({CONTINUE_FINAL_MESSAGE}), found a "
+                         f"{last['role']} message without one")
+    fields = [f for f in REASONING_FIELDS if last.get(f) == final] if field in REASONING_FIELDS else [field]
+    if not any(f in source for f in fields):
+        raise InputError(f"{CONTINUE_FINAL_MESSAGE} {field!r}: expected a field the chat template {name} reads, "
+                         f"found no {' or '.join(fields)} in it")
+    if isinstance(final, list):
+        part = next((p for p in reversed(final) if isinstance(p, dict) and isinstance(p.get("text"), str)), None)
+        if part is None:
+            raise InputError(f"{what}[-1][{field!r}]: expected a text part to continue ({CONTINUE_FINAL_MESSAGE}), "
+                             "found none")
+        final, part["text"] = part["text"], part["text"] + CONTINUE_TAG
+        return final
+    if not isinstance(final, str):
+        raise InputError(f"{what}[-1][{field!r}]: expected text to continue ({CONTINUE_FINAL_MESSAGE}), found "
+                         f"{type(final).__name__}")
+    for f in fields:
+        last[f] = final + CONTINUE_TAG
+    return final
+
+
+def _cut_at_mark(text: str, final: str, name: str, what: str) -> str:
+    """The rendered conversation up to the end of the last message's text (CONTINUE_TAG's
+    place; before the spaces a template stripped from the text, where it did)."""
+    if final.strip() not in text or CONTINUE_TAG.strip() not in text:
+        raise InputError(f"{what}: the chat template {name} did not write the last message's text whole, so the reply "
+                         f"cannot go on from it ({CONTINUE_FINAL_MESSAGE}): expected {final.strip()!r:.60} in the "
+                         "rendered prompt")
+    mark = text.rindex(CONTINUE_TAG.strip())
+    return text[:mark] if text.startswith(CONTINUE_TAG, mark) else text[:mark].rstrip()
 
 
 @lru_cache(maxsize=16)

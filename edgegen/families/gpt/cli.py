@@ -7,10 +7,13 @@ import os
 import re
 import sys
 
+from pathlib import Path
+
 import numpy as np
 
 from ...errors import ConfigError, InputError
 from ...families import GenerateRequest, Option
+from ...runtimes.chat import CONTINUE_FINAL_MESSAGE
 from ...storage import refuse_nameless
 from ...wording import counted
 
@@ -28,6 +31,11 @@ OPTIONS = (
            "where it parses (enable_thinking=false, tools='[...]'), else the text", {"action": "append",
                                                                                     "metavar": "NAME=VALUE"},
            served=False),
+    Option("--chat-template", "chat_template", "which of the package's chat templates makes --chat's prompt (info lists "
+           "them under chat_templates; default: its default, or tool_use with tools), or a .jinja file of your own",
+           {"metavar": "NAME|FILE.jinja"}, served=False),
+    Option("--reply-start", "reply_start", "the start of the reply, which the model goes on from (it prints before the "
+           "rest): the assistant's last message, continued (continue_final_message)", {"metavar": "TEXT"}, served=False),
     Option("--max-new-tokens", "max_new_tokens", f"tokens to generate at most (default: {CLI_MAX_NEW_TOKENS}, or "
            "what the model's context leaves after the prompt where that is fewer)", {"type": int}),
     # the sampling settings' defaults are the package's (an imported model's generation_config.json), else
@@ -66,9 +74,8 @@ def check_generate(options: dict, out: str | None) -> None:
 
 def generate(pipe, request: GenerateRequest) -> str:
     options = dict(request.options)
-    prompt, chat = _prompt(options)   # chat: --chat's template variables ({} without --chat-option), else None
-    if chat is not None:
-        options["chat_template_kwargs"] = chat
+    prompt, chat = _prompt(options)   # chat: the pipeline's chat keywords for --chat, else None
+    options.update(chat or {})
     as_ids = isinstance(prompt, list) and chat is None
     options["do_sample"] = _do_sample(options, "--greedy", "--sample")
     _refuse_sampling_settings_when_greedy(pipe, {**options, "seed": request.seed if request.seed_given else None})
@@ -76,7 +83,7 @@ def generate(pipe, request: GenerateRequest) -> str:
         options["stop"] = [int(s) if re.fullmatch(r"\s*-?[0-9]+\s*", s) else s for s in options["stop"]]   # -5: refused as an id
     flag = "--chat" if chat is not None else "--prompt-ids" if as_ids else "--prompt"
     try:
-        left = pipe.context_left(prompt, chat_template_kwargs=chat)
+        left = pipe.context_left(prompt, **(chat or {}))
     except InputError as exc:   # the pipeline calls both "prompt"
         raise InputError(flag + str(exc)[len("prompt"):] if str(exc).startswith("prompt:") else str(exc)) from None
     if options.get("max_new_tokens") is None:   # the default fits the prompt (200 after a 59-token one was refused)
@@ -96,8 +103,10 @@ def generate(pipe, request: GenerateRequest) -> str:
         first = next(stream, None)
     except pipeline.CacheBudgetError as exc:
         raise exc.on_command_line() from None
-    # the prompt, then what follows it; a chat's reply alone (its prompt is the template's markup)
-    pieces = [] if chat is not None else [" ".join(map(str, prompt)) if as_ids else prompt]
+    if chat is None:   # the prompt, then what follows it
+        pieces = [" ".join(map(str, prompt)) if as_ids else prompt]
+    else:   # a chat's reply alone (its prompt is the template's markup), from --reply-start's beginning
+        pieces = [prompt[-1]["content"]] if _continued(chat) else []
     pieces += [shown(first)] if first is not None else []
     reader_gone = None   # stdout's reader went away (| head): with --out the text still goes whole to the file
 
@@ -149,28 +158,60 @@ def _do_sample(options: dict, *names: str) -> bool | None:
 
 
 def _prompt(options: dict) -> tuple[str | list, dict | None]:
-    """(--prompt's text, --prompt-ids' ids or --chat's conversation (one of them), the chat
-    template's variables: --chat-option's, {} without any; None without --chat), each flag taken
-    out of `options`."""
+    """(--prompt's text, --prompt-ids' ids or --chat's conversation (one of them), the
+    pipeline's chat keywords: chat_template_kwargs (--chat-option's, and continue_final_message
+    with --reply-start), chat_template where --chat-template names one; None without --chat),
+    each flag taken out of `options`."""
     text, ids, chat = options.pop("prompt", None), options.pop("prompt_ids", None), options.pop("chat", None)
     system, chat_options = options.pop("system", None), options.pop("chat_template_kwargs", None)
+    template, reply_start = options.pop("chat_template", None), options.pop("reply_start", None)
     given = [flag for flag, value in (("--prompt", text), ("--prompt-ids", ids), ("--chat", chat)) if value is not None]
     if len(given) != 1:
         raise ConfigError(f"--prompt, --prompt-ids or --chat: expected one of them for a gpt package, found "
                           f"{' and '.join(given) or 'none'}")
-    for flag, value in (("--system", system), ("--chat-option", chat_options)):
+    for flag, value in (("--system", system), ("--chat-option", chat_options), ("--chat-template", template),
+                        ("--reply-start", reply_start)):
         if value is not None and chat is None:
             raise ConfigError(f"{flag}: expected with --chat (a chat model's conversation), found {given[0]}")
     if chat is not None:
         conversation = [*([{"role": "system", "content": system}] if system is not None else []),
-                        {"role": "user", "content": chat}]
-        return conversation, _chat_options(chat_options or [])
+                        {"role": "user", "content": chat},
+                        *([{"role": "assistant", "content": reply_start}] if reply_start is not None else [])]
+        variables = _chat_options(chat_options or [])
+        if reply_start is not None:
+            if CONTINUE_FINAL_MESSAGE in variables:
+                raise ConfigError(f"--chat-option {CONTINUE_FINAL_MESSAGE}: expected without --reply-start (which sets "
+                                  "it), found both")
+            variables[CONTINUE_FINAL_MESSAGE] = True
+        keywords = {"chat_template_kwargs": variables}
+        return conversation, keywords | ({"chat_template": _chat_template(template)} if template is not None else {})
     if text is not None:
         return text, None
     try:
         return [int(part) for part in ids.split(",")], None
     except ValueError:
         raise ConfigError(f"--prompt-ids: expected token ids separated by commas (1,2,3), found {ids!r}") from None
+
+
+def _continued(chat: dict) -> bool:
+    """Whether the chat keywords go on from the conversation's last message."""
+    return bool(chat["chat_template_kwargs"].get(CONTINUE_FINAL_MESSAGE))
+
+
+def _chat_template(given: str) -> str:
+    """--chat-template: a template's name, or a .jinja file's Jinja source."""
+    if not given.lower().endswith(".jinja"):
+        if "{" in given or "\n" in given:   # the pipeline would take it as source: a file's path was meant
+            raise ConfigError(f"--chat-template {given!r:.60}: expected a template's name or a .jinja file, found "
+                              "template text (write it to a .jinja file)")
+        return given
+    try:
+        return Path(given).read_text(encoding="utf-8")
+    except OSError as exc:
+        found = exc.strerror or str(exc)
+    except UnicodeDecodeError:
+        found = "bytes that are not UTF-8"
+    raise ConfigError(f"--chat-template {given!r}: expected a readable UTF-8 .jinja file, found {found}")
 
 
 def _chat_options(given: list[str]) -> dict:
