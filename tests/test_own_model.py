@@ -1565,6 +1565,36 @@ def test_a_branch_on_two_sizes_being_equal_is_refused(tmp_path):
     assert not (tmp_path / "pkg").exists()
 
 
+class _ExactSizeBranch(torch.nn.Module):
+    def __init__(self, size):
+        super().__init__()
+        self.size = size
+
+    def forward(self, x):
+        if x.shape[-1] == self.size:   # the trace at 64 takes the other branch for every width
+            return x * 0
+        return x * 2
+
+
+def test_a_branch_on_one_exact_size_is_gated_there(tmp_path):
+    """The gate's sizes step over one size, so a branch the trace fixed on width == 50 passed and
+    the package answered every width 50 wrongly (helper 142): the trace's conditions on sizes
+    are gated where they do not hold. A branch the runtime never reaches (a size below the
+    least the package takes) or that changes nothing passes."""
+    x = np.random.default_rng(0).random((2, 3, 64)).astype(np.float32)
+    dynamic = {"x": {0: "batch", 2: "width"}}
+    with pytest.raises(ParityError, match=r"at width 50, package not written: .*the trace took a branch on width != 50 "
+                                          r"\(at width 64\), which width 50 does not meet"):
+        export_pytorch(_ExactSizeBranch(50), {"x": x}, tmp_path / "pkg", dynamic=dynamic)
+    assert not (tmp_path / "pkg").exists()
+    export_pytorch(_ExactSizeBranch(50), {"x": x}, tmp_path / "fixed", dynamic={"x": {0: "batch"}})   # width fixed at 64
+
+    class Harmless(torch.nn.Module):
+        def forward(self, x):
+            return x * 1.0 if x.shape[-1] == 50 else x   # the same values either way
+    export_pytorch(Harmless(), {"x": x}, tmp_path / "harmless", dynamic=dynamic)
+
+
 def test_optimize_refuses_gate_feeds_on_which_the_fp32_graph_itself_gives_nan(tmp_path):
     """fp32's own NaN made the PSNR NaN, which the gate's min() passed over: an int8 variant that
     missed its gate (8.6 dB) was written as "PSNR dB inf"."""

@@ -11,6 +11,8 @@ import logging
 import re
 import traceback
 import warnings
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import numpy as np
 import onnx
@@ -58,10 +60,51 @@ RANK_HINT = ("; an op whose result's rank depends on a dynamic dim's size, such 
              "that is always 1")
 
 
+@dataclass(frozen=True)
+class SizeCondition:
+    """A condition on dynamic dims' sizes that the trace took a branch on (`if x.shape[-1] == 50`:
+    torch.export's guard width != 50, deferred into its program as a runtime assert, which ONNX
+    does not keep): the graph is the module's only where the condition is as it was at the trace."""
+    relation: Any   # a sympy relation over the dims' symbols
+    dims: dict      # {sympy symbol: dim name}
+
+    def holds(self, sizes: dict[str, int]) -> bool:
+        return bool(self.relation.subs({symbol: sizes[dim] for symbol, dim in self.dims.items()}))
+
+    def said(self, sizes: dict[str, int]) -> str:
+        """The condition as it holds at `sizes`, in dim names (width != 50)."""
+        import sympy
+
+        relation = self.relation if self.holds(sizes) else self.relation.negated
+        named = relation.subs({symbol: sympy.Symbol(dim) for symbol, dim in self.dims.items()})
+        return f"{named.lhs} {named.rel_op} {named.rhs}"
+
+    def sizes_against(self, dim: str, traced: dict[str, int]) -> list[int]:
+        """Sizes of `dim` near the condition's constants and the traced size, the other dims as
+        traced, at which the condition is not as at the trace: where the module takes another branch."""
+        import sympy
+
+        near = {int(c) + d for c in self.relation.atoms(sympy.Integer) for d in (-1, 0, 1)} | {traced[dim] + d for d in (-1, 1)}
+        at_trace = self.holds(traced)
+        return sorted(s for s in near if s >= 0 and self.holds({**traced, dim: s}) != at_trace)
+
+
+class Traced(NamedTuple):
+    model: onnx.ModelProto
+    size_conditions: list[SizeCondition]   # the branches on dynamic sizes the trace took
+
+
 def export_module(module: torch.nn.Module, part: str, inputs: tuple[TensorSpec, ...], outputs: tuple[str, ...],
                   example: dict[str, np.ndarray], opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
     """Export with the dynamo exporter, every string dim dynamic, then run onnx's full checker
     and confirm the graph's signature is the one asked for."""
+    return trace_module(module, part, inputs, outputs, example, opset).model
+
+
+def trace_module(module: torch.nn.Module, part: str, inputs: tuple[TensorSpec, ...], outputs: tuple[str, ...],
+                 example: dict[str, np.ndarray], opset: int = DEFAULT_OPSET) -> Traced:
+    """export_module's graph, and the conditions on dynamic sizes its trace took (for a gate to try
+    the sizes where they do not hold)."""
     dims = {d: torch.export.Dim(d) for spec in inputs for d in spec.shape if isinstance(d, str)}
     per_input = [{i: dims[d] for i, d in enumerate(spec.shape) if isinstance(d, str)} for spec in inputs]
     args = tuple(torch_inputs(example, inputs))
@@ -76,6 +119,7 @@ def export_module(module: torch.nn.Module, part: str, inputs: tuple[TensorSpec, 
     finally:
         _EXPORT_OPSET.reset(token)
     model = program.model_proto
+    conditions = _size_conditions(program.exported_program, inputs)
     _drop_stack_traces(model)
     try:
         onnx.checker.check_model(model, full_check=True)
@@ -97,7 +141,28 @@ def export_module(module: torch.nn.Module, part: str, inputs: tuple[TensorSpec, 
     found_outputs = [v.name for v in model.graph.output]
     if found_outputs != list(outputs):
         raise ValidationError(f"graph {part!r}: expected outputs {list(outputs)}, the exporter produced {found_outputs}")
-    return model
+    return Traced(model, conditions)
+
+
+def _size_conditions(program: torch.export.ExportedProgram, inputs: tuple[TensorSpec, ...]) -> list[SizeCondition]:
+    """The relations on dynamic dims' symbols that the traced program holds as booleans (the
+    guards it asserts, and the comparisons they came from): the user inputs' placeholders, in
+    forward's order as `inputs`, name each symbol's dim."""
+    user = set(program.graph_signature.user_inputs)
+    placeholders = [node for node in program.graph.nodes if node.op == "placeholder" and node.name in user]
+    symbols = {}
+    for node, spec in zip(placeholders, inputs):
+        for size, dim in zip(getattr(node.meta.get("val"), "shape", ()), spec.shape):
+            if isinstance(dim, str) and isinstance(size, torch.SymInt) and size.node.expr.is_Symbol:
+                symbols[size.node.expr] = dim
+    conditions = {}
+    for node in program.graph.nodes:
+        value = node.meta.get("val")
+        relation = value.node.expr if isinstance(value, torch.SymBool) else None
+        if (getattr(relation, "is_Relational", False) and relation.free_symbols
+                and relation.free_symbols <= symbols.keys()):
+            conditions.setdefault(relation, SizeCondition(relation, {s: symbols[s] for s in relation.free_symbols}))
+    return list(conditions.values())
 
 
 def _equal_dims(asked: tuple[TensorSpec, ...], found: tuple[TensorSpec, ...]) -> str:

@@ -31,7 +31,7 @@ from onnx import numpy_helper
 from ...errors import (BackendError, CheckpointError, ConfigError, EdgegenError, EdgegenWarning, InputError, PackageError,
                        ParityError, ValidationError, described, first_line, warn_caller)
 from ...export import check_opset, provenance
-from ...export.onnx_export import DEFAULT_OPSET, export_module, untraceable, value_spec
+from ...export.onnx_export import DEFAULT_OPSET, trace_module, untraceable, value_spec
 from ...export.validate import (feed_label, gate_feeds, output_tolerances, refuse_lost_epsilons, sizes_label,
                                 tolerance_said, torch_inputs)
 from ...package import (DTYPES, MANIFEST_NAME, PACKAGE_KIND, GraphEntry, Manifest, Package, TensorSpec, check_name,
@@ -194,7 +194,7 @@ def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str 
     with staged_directory(out, overwrite=overwrite, holds=MANIFEST_NAME, kind=PACKAGE_KIND, reads=reads,
                           owns=package_files) as stage:
         try:
-            model = export_module(module, GRAPH, specs, outputs, example, opset)
+            model, conditions = trace_module(module, GRAPH, specs, outputs, example, opset)
         except EdgegenError:
             raise
         except Exception as exc:  # noqa: BLE001 - a module torch.export cannot trace is the user's to change
@@ -231,6 +231,8 @@ def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str 
             config.dim_minimums[dim] = -(-config.dim_minimums[dim] // step) * step
         results += _gate_dims_equal(module, session, specs, drawn_like, traced, limits, config.dim_minimums,
                                     config.dim_multiples, rng, atol, rtol, config.source)
+        results += _gate_against_conditions(module, session, specs, drawn_like, traced, limits, config.dim_minimums,
+                                            config.dim_multiples, conditions, rng, atol, rtol, config.source)
         write_feeds(stage / HELD_OUT_FILE, recorded)
         config.held_out = {"file": HELD_OUT_FILE, "sha256": sha256_file(stage / HELD_OUT_FILE), "feeds": len(recorded)}
         # results: one comparison per output of each feed, in feed order; one label per feed
@@ -798,6 +800,33 @@ def _gate_dims_equal(module, session, specs, example, traced, limits, minimums, 
                                   f"being equal (if x.shape[2] == x.shape[3]): take the branch out of forward, or give both "
                                   f"dims fixed sizes (--dynamic without them)")
             results += found or []
+    return results
+
+
+def _gate_against_conditions(module, session, specs, example, traced, limits, minimums, multiples, conditions, rng,
+                             atol, rtol, source) -> list:
+    """The gate at the sizes where a condition the trace took a branch on (`if x.shape[-1] == 50`,
+    onnx_export.SizeCondition) is not as it was, one dim at a time, within the sizes the package
+    claims (its least, limit and multiples): every other check moves by steps that may step over
+    one size, and the package answered every width 50 wrongly (helper 142). Where the module runs
+    there and the graph does not match it, the export is refused."""
+    results, tried = [], set()
+    for condition in conditions:
+        for dim in sorted(set(condition.dims.values())):
+            step = multiples.get(dim, 1)
+            for size in condition.sizes_against(dim, traced):
+                if (dim, size) in tried or not minimums.get(dim, 0) <= size <= limits[dim] or size % step:
+                    continue
+                tried.add((dim, size))
+                found, failed = _tried(module, session, _feed_at(specs, example, _one_dim_at(dim, size, traced), rng),
+                                       atol, rtol)
+                if failed:
+                    raise ParityError(f"export of {source!r} does not reproduce PyTorch at {dim} {size}, package not "
+                                      f"written: {'; '.join(failed)} ({tolerance_said(atol, rtol, session.outputs)}); "
+                                      f"the trace took a branch on {condition.said(traced)} (at {dim} {traced[dim]}), "
+                                      f"which {dim} {size} does not meet: take the branch out of forward, or give "
+                                      f"{dim} a fixed size (--dynamic without it)")
+                results += found or []
     return results
 
 
