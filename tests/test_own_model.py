@@ -1595,6 +1595,29 @@ def test_a_branch_on_one_exact_size_is_gated_there(tmp_path):
     export_pytorch(Harmless(), {"x": x}, tmp_path / "harmless", dynamic=dynamic)
 
 
+class _KeyPadded(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.attention = torch.nn.MultiheadAttention(16, 2, batch_first=True)
+
+    def forward(self, x, mask):
+        return self.attention(x, x, x, key_padding_mask=mask, need_weights=False)[0]
+
+
+def test_drawn_padding_masks_keep_a_key_in_every_row_as_the_example_does(tmp_path):
+    """The gate drew a bool mask's values independently, so a row at a small size came out all
+    padding, PyTorch itself gave NaN there, and the export was refused (helper 142); rows are drawn
+    as the example's are: never all True (or all False) where none of its rows is."""
+    torch.manual_seed(0)
+    x = np.random.default_rng(0).normal(size=(2, 8, 16)).astype(np.float32)
+    mask = np.zeros((2, 8), bool)
+    mask[0, 2:], mask[1, 1:] = True, True   # mostly padding: a drawn row of few keys was often all of it
+    seq = {0: "batch", 1: "seq"}
+    export_pytorch(_KeyPadded().eval(), {"x": x, "mask": mask}, tmp_path / "pkg", opset=18, dynamic={"x": seq, "mask": seq})
+    feeds = read_feeds(tmp_path / "pkg" / "held_out.npz")
+    assert all(not f["mask"].all(axis=-1).any() and not (~f["mask"]).all(axis=-1).any() for f in feeds)
+
+
 def test_optimize_refuses_gate_feeds_on_which_the_fp32_graph_itself_gives_nan(tmp_path):
     """fp32's own NaN made the PSNR NaN, which the gate's min() passed over: an int8 variant that
     missed its gate (8.6 dB) was written as "PSNR dB inf"."""

@@ -882,7 +882,7 @@ def _values_given(example: dict[str, np.ndarray], feeds: list[dict]) -> dict[str
 
 def _draw_like(array: np.ndarray, shape: tuple, rng: np.random.Generator) -> np.ndarray:
     if array.dtype == np.bool_:
-        return rng.random(shape) < array.mean()
+        return _mask_like(array, rng.random(shape) < array.mean(), rng)
     low, high = (array.min(), array.max()) if array.size else (0, 1)
     if array.dtype.kind in "iu":
         return rng.integers(int(low), int(high) + 1, size=shape).astype(array.dtype)
@@ -895,6 +895,22 @@ def _draw_like(array: np.ndarray, shape: tuple, rng: np.random.Generator) -> np.
         outside = (drawn < low) | (drawn > high)   # where sort and topk order equal values each its own way
         drawn[outside] = rng.uniform(float(low), float(high), size=int(outside.sum()))
     return drawn.astype(array.dtype)
+
+
+def _mask_like(example: np.ndarray, drawn: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """`drawn` booleans with no row along the last axis all True, nor all False, where the
+    example has none: a key padding mask's rows keep a key to attend to (a row of all keys
+    masked is NaN in PyTorch itself, and the gate was refused for it, with advice about limits).
+    A row of one, which cannot keep both, keeps the example's rarer value out of being all of it
+    (a padding mask's True, a mask of keys to keep's False)."""
+    if not example.ndim or not example.shape[-1] or not drawn.ndim or not drawn.shape[-1]:
+        return drawn
+    rarer = bool(example.mean() > 0.5)
+    for value in (not rarer, rarer):
+        if not (example == value).all(axis=-1).any():
+            rows = np.argwhere((drawn == value).all(axis=-1))
+            drawn[(*rows.T, rng.integers(0, drawn.shape[-1], len(rows)))] = not value
+    return drawn
 
 
 def _least_sizes(specs, feeds: list[dict[str, np.ndarray]]) -> dict[str, int]:
