@@ -11,8 +11,8 @@ from typing import Iterable
 import numpy as np
 
 from .errors import ConfigError, InputError
-from .storage import data_files, refuse_empty
-from .training.data import IMAGE_SUFFIXES, pictures_as_trained
+from .storage import refuse_empty
+from .training.data import IMAGE_SUFFIXES, image_files, pictures_as_trained
 
 SCORE_VALUES = 1 << 24   # float32 pixel values read and scored at once (64 MB): a folder is never held whole
 DEFAULT_QUANTILE = 0.99
@@ -25,7 +25,7 @@ def picture_files(given: Iterable[str], what: str) -> list[Path]:
     for path in given:
         refuse_empty(path, what)
         if Path(path).is_dir():
-            found = data_files(Path(path), IMAGE_SUFFIXES)
+            found = image_files(Path(path), what)
             if not found:
                 raise InputError(f"{what} {str(path)!r}: expected a picture file or a folder of pictures "
                                  f"({', '.join(IMAGE_SUFFIXES)}), found a folder without any")

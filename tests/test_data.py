@@ -38,8 +38,28 @@ def test_folder_of_user_images(tmp_path):
     for i in range(5):
         Image.fromarray(rng.integers(0, 255, (40 + i, 50, 3), dtype=np.uint8)).save(tmp_path / f"im{i}.png")
     (tmp_path / "notes.txt").write_text("ignored")
-    data = load_images(str(tmp_path), image_size=16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", EdgegenWarning)   # nothing left out that is a picture
+        data = load_images(str(tmp_path), image_size=16)
     assert data.train.shape[1:] == (3, 16, 16) and len(data.train) + len(data.test) == 5
+
+
+def test_pictures_of_formats_left_out_are_named(tmp_path):
+    """A folder's pictures of formats edgegen does not take (.ppm, .psd) were left out without a
+    word (helper 143); they are named. A .jfif is a JPEG, and taken."""
+    from edgegen.anomaly import picture_files
+
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(tmp_path / f"im{i}.png")
+    Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(tmp_path / "web.jfif", format="JPEG")
+    Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(tmp_path / "scan.ppm")
+    with pytest.warns(EdgegenWarning, match=r"data folder .*: left out 1 file of picture formats edgegen does not take "
+                                            r"\('scan.ppm'\); expected .*convert them to PNG"):
+        data = load_images(str(tmp_path), image_size=16)
+    assert len(data.train) + len(data.test) == 5
+    with pytest.warns(EdgegenWarning, match="--normal .*left out 1 file"):   # edgegen score's folders too
+        assert len(picture_files([str(tmp_path)], "--normal")) == 5
 
 
 def test_data_errors(tmp_path):

@@ -7,13 +7,14 @@ Every loader returns float32 arrays [N, C, H, W] in [0, 1], split into train and
 from __future__ import annotations
 
 import functools
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from ..errors import ConfigError, DataError, InputError
+from ..errors import ConfigError, DataError, EdgegenWarning, InputError
 from ..images import picture_rgb, read_picture
 from ..storage import data_files
 
@@ -22,7 +23,7 @@ NATURAL_MAX_SIZE = 128
 DIGITS_MAX_SIZE = 256   # scikit-learn's 8x8 digits, scaled up: more pixels only take memory
 DIGIT_CLASSES = 10      # the only labelled data: the others (natural, a folder) have no classes
 FOLDER_MAX_SIZE = 512
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 # Photographs inside the scikit-image wheel (no download); grey ones are repeated to RGB.
 _SKIMAGE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "coins", "brick", "grass", "gravel",
                    "hubble_deep_field", "immunohistochemistry")
@@ -200,7 +201,7 @@ def folder_images(folder: Path, least_side: int | None = None) -> list[tuple[Pat
     turned upright by its EXIF tag, 16-bit grey scaled to 8 bits, transparency over white; hidden
     files left out (storage.data_files). `least_side`: read_picture's, for a caller that resizes
     every image down to that."""
-    files = data_files(folder, IMAGE_SUFFIXES)
+    files = image_files(folder, "data folder")
     if not files:
         raise DataError(f"data folder {str(folder)!r}: expected image files ({', '.join(IMAGE_SUFFIXES)}), found none")
     images, refused = [], []
@@ -217,6 +218,28 @@ def folder_images(folder: Path, least_side: int | None = None) -> list[tuple[Pat
         raise DataError(f"data folder {str(folder)!r}: {len(refused)} of its {len(files)} image files cannot be read: "
                         f"{shown}")
     return images
+
+
+def image_files(folder: Path, what: str) -> list[Path]:
+    """The image files under `folder` (IMAGE_SUFFIXES; storage.data_files), with a warning that
+    names the files of other picture formats Pillow opens (.ppm, .avif, .psd), which are left out:
+    a folder of mixed formats lost some of its pictures without a word."""
+    files = data_files(folder, IMAGE_SUFFIXES)
+    if others := data_files(folder, _other_picture_suffixes()):
+        named = ", ".join(repr(str(p.relative_to(folder))) for p in others[:3]) + (
+            f" and {len(others) - 3} more" if len(others) > 3 else "")
+        warnings.warn(f"{what} {str(folder)!r}: left out {len(others)} file{'s' * (len(others) > 1)} of picture formats "
+                      f"edgegen does not take ({named}); expected {', '.join(IMAGE_SUFFIXES)}: convert them to PNG to "
+                      "take them", EdgegenWarning, stacklevel=3)
+    return files
+
+
+@functools.lru_cache(maxsize=1)
+def _other_picture_suffixes() -> tuple[str, ...]:
+    """The file suffixes Pillow opens pictures by that IMAGE_SUFFIXES leaves out."""
+    Image.init()
+    return tuple(sorted(s for s, kind in Image.registered_extensions().items()
+                        if kind in Image.OPEN and s not in IMAGE_SUFFIXES))
 
 
 def square_picture(rgb: np.ndarray, size: int) -> np.ndarray:
