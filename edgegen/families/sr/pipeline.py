@@ -147,9 +147,9 @@ class SRPipeline(Pipeline):
         progress = check_progress(progress)   # before the picture's conversion, as the callback
         if _is_pil(image):
             return self._upscale_pil(image, tile, overlap, batch, max_megapixels, progress, callback)
-        planes, dtype = _as_planes(image)
-        self._check_size(planes.shape[1:], max_megapixels)
-        out = self._upscale_planes(planes, dtype, tile, overlap, batch, progress, callback)
+        pixels = _pixel_array(image)
+        self._check_size(pixels.shape[:2], max_megapixels)   # before the float copy and the range scan
+        out = self._upscale_planes(*_as_planes(pixels), tile, overlap, batch, progress, callback)
         return out[:, :, 0] if np.ndim(image) == 2 else out
 
     def upscale_rgb(self, image: np.ndarray, tile: int | None = None, overlap: int | None = None,
@@ -345,9 +345,9 @@ def _is_pil(image: Any) -> bool:
     return type(image).__module__.startswith("PIL.")
 
 
-def _as_planes(image: Any) -> tuple[np.ndarray, type]:
-    """An array [H, W] or [H, W, 1|2|3|4] -> float32 planes [C, H, W] in [0, 1], and the dtype
-    to return (uint8, uint16 or float32)."""
+def _pixel_array(image: Any) -> np.ndarray:
+    """An array [H, W] or [H, W, 1|2|3|4] of pixels as [H, W, C], its kind and shape checked
+    (not its values: a size too large is refused before they are read)."""
     array = user_array(image, "image", "an array or a Pillow image")
     if array.dtype.kind not in "uif":
         raise InputError(f"image: expected an array of pixels (uint8, uint16 or float) or a Pillow image, found "
@@ -357,6 +357,12 @@ def _as_planes(image: Any) -> tuple[np.ndarray, type]:
     if array.ndim != 3 or array.shape[2] not in (1, 2, 3, 4) or 0 in array.shape:
         raise InputError(f"image: expected [height, width] or [height, width, 1|2|3|4] pixels, found shape "
                          f"{list(np.shape(image))}")
+    return array
+
+
+def _as_planes(array: np.ndarray) -> tuple[np.ndarray, type]:
+    """_pixel_array's [H, W, C] -> float32 planes [C, H, W] in [0, 1], and the dtype to return
+    (uint8, uint16 or float32)."""
     if array.dtype in (np.uint8, np.uint16):
         return from_integers(array), array.dtype.type
     if array.dtype.kind != "f":
