@@ -99,6 +99,11 @@ def test_a_prompt_past_the_text_encoders_length_is_cut_with_a_warning_naming_the
         for i in range(3):
             pipe.encode_prompt(f"a thick seven and a thin two number {i} and a zero")
     assert len(said) == 3 and not [key for key in registry if isinstance(key, tuple) and "number" in str(key[0])]
+    # a prompt of a million characters: the warning quotes the cut part's start, not all of it (helper 151)
+    with pytest.warns(edgegen.EdgegenWarning, match=r"the rest was cut: 'a thin two and (a zero )+a z' and 999,813 "
+                                                    r"characters more$") as said:
+        pipe.encode_prompt("a thick seven and a thin two and " + "a zero " * 142_857)
+    assert len(str(said[0].message)) < 400
 
 
 def test_many_prompts_keep_to_the_calls_caps_and_the_cache_to_its_prompts(exported, monkeypatch):

@@ -125,16 +125,21 @@ class BPETokenizer:
         return _BPEStream(self._tokenizer, context)
 
 
+CUT_TEXT_SHOWN = 200   # characters of a prompt's cut part a warning quotes: a service's log line, not the prompt
+
+
 def _cut_words(text: str, kept_to: int) -> str:
     """What a prompt's cut left out, as its warning names it: where the cut falls inside a word (one
-    of several tokens), that word whole, and the part of it kept."""
+    of several tokens), that word whole, and the part of it kept; its first CUT_TEXT_SHOWN
+    characters, and how many more there are (a prompt of a million characters was quoted whole)."""
     inside_word = 0 < kept_to < len(text) and not text[kept_to - 1].isspace() and not text[kept_to].isspace()
     start = kept_to
     while inside_word and start > 0 and not text[start - 1].isspace():
         start -= 1
-    if start == kept_to:
-        return repr(text[kept_to:].strip())
-    return f"{text[start:].strip()!r}, of which {text[start:kept_to]!r} was kept"
+    cut = text[start:].strip()
+    shown = repr(cut[:CUT_TEXT_SHOWN]) + (f" and {len(cut) - CUT_TEXT_SHOWN:,} characters more"
+                                          if len(cut) > CUT_TEXT_SHOWN else "")
+    return shown if start == kept_to else f"{shown}, of which {text[start:kept_to]!r} was kept"
 
 
 def ids_beyond(path, vocab_size: int, added_tokens: bool) -> str | None:
