@@ -121,8 +121,11 @@ def edgegen_version() -> str:
 
 
 # what decides the graphs an export writes: edgegen's export and families' code (models, export
-# specs, graph rewrites), the manifest's writer, and the exporter's own packages
+# specs, graph rewrites, the configs their pipelines define), the manifest's writer, and the
+# exporter's own packages; not a family's command-line options or demo (a comment in gpt's
+# generate options made every shipped model's export stale in a checkout: helper 151)
 EXPORT_CODE = ("export", "families", "package.py")
+NOT_EXPORT_CODE = ("cli.py", "demo.py")   # in a family's folder
 EXPORTER_PACKAGES = ("torch", "onnx", "onnxscript")
 
 
@@ -132,14 +135,13 @@ def code_revision() -> str:
     package; the same for a wheel and the checkout it was built from) and EXPORTER_PACKAGES'
     versions where installed. An export made by other code may hold a graph since fixed (an
     epsilon torch.onnx dropped), and edgegen's version stayed one number across hundreds of
-    commits. A change elsewhere (the CLI, the runtime) exports nothing anew."""
+    commits. A change elsewhere (the CLI, a family's command-line options, the runtime but for
+    families' pipelines, which define their configs) exports nothing anew."""
     from importlib.metadata import PackageNotFoundError, version
 
     root = Path(__file__).resolve().parent
     digest = hashlib.sha256()
-    files = [f for entry in EXPORT_CODE for f in ((root / entry).rglob("*.py") if (root / entry).is_dir() else [root / entry])]
-    # an editor's lock file (.#cli.py, a dangling link) or a file gone mid-scan is no code
-    for path in sorted(f for f in files if not f.name.startswith(".") and f.is_file()):
+    for path in export_code_files(root):
         try:
             digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
         except FileNotFoundError:
@@ -150,6 +152,14 @@ def code_revision() -> str:
         except PackageNotFoundError:   # a device with the runtime alone: it compares no revision
             continue
     return digest.hexdigest()[:12]
+
+
+def export_code_files(root: Path) -> list[Path]:
+    """EXPORT_CODE's Python files under the package folder `root`, sorted, NOT_EXPORT_CODE left
+    out; an editor's lock file (.#cli.py, a dangling link) is no code."""
+    files = [f for entry in EXPORT_CODE for f in ((root / entry).rglob("*.py") if (root / entry).is_dir() else [root / entry])]
+    return sorted(f for f in files if not f.name.startswith(".") and f.is_file()
+                  and not (f.name in NOT_EXPORT_CODE and f.parent.parent == root / "families"))
 
 
 def export_version() -> str:

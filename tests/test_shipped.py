@@ -164,6 +164,17 @@ def test_a_newer_edgegen_exports_the_name_anew_and_leaves_the_old_export(models,
     assert edgegen.load(NAME).package.path == new
 
 
+def test_the_code_an_export_runs_leaves_out_families_command_lines_and_demos():
+    """A comment in gpt's generate options made every shipped model's export stale in a checkout
+    (helper 151): a family's cli.py and demo.py are not the export's code; its model, export and
+    pipeline (which defines its config) are."""
+    root = Path(shipped.__file__).resolve().parent
+    files = {f.relative_to(root).as_posix() for f in shipped.export_code_files(root)}
+    assert {"families/gpt/export.py", "families/gpt/pipeline.py", "families/vae/model.py", "package.py",
+            "export/onnx_export.py"} <= files
+    assert not {f for f in files if f.endswith(("/cli.py", "/demo.py")) and f.count("/") == 2}
+
+
 def test_an_edgegen_of_other_code_exports_anew_and_its_earlier_exports_are_stale(models, monkeypatch, capsys):
     """The version stayed 0.1.0 across hundreds of commits: an export by other code (one whose
     graph was fixed since, as StyleGAN's dropped epsilon) is not served as current, from the cache
