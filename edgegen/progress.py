@@ -31,21 +31,26 @@ class Progress:
         self.count = 0
         self.info = ""
         self._start = self._said = time.perf_counter()
-        self._bar = tqdm(total=self.total, desc=label, file=self.stream, disable=not self.enabled, leave=True,
-                         mininterval=0.1, dynamic_ncols=True)
+        # no tqdm where no bar shows: making one starts tqdm's monitor thread, disabled or not (a
+        # service's first call with progress=False left a thread it never asked for; helper 151)
+        self._bar = tqdm(total=self.total, desc=label, file=self.stream, leave=True, mininterval=0.1,
+                         dynamic_ncols=True) if self.enabled else None
 
     def update(self, steps: int = 1, info: str = "") -> None:
         self.count += steps
         if info:
             self.info = info
-            self._bar.set_postfix_str(info, refresh=False)
-        self._bar.update(steps)
+        if self._bar is not None:
+            if info:
+                self._bar.set_postfix_str(info, refresh=False)
+            self._bar.update(steps)
         if self.logged and time.perf_counter() - self._said >= LOG_EVERY_S:
             self._said = time.perf_counter()
             self._line(f"{self.count}/{self.total} after {self._said - self._start:.0f}s {self.info}")
 
     def close(self, failed: bool = False) -> None:
-        self._bar.close()
+        if self._bar is not None:
+            self._bar.close()
         if self.logged and not failed:
             self._line(f"{self.count}/{self.total} in {time.perf_counter() - self._start:.1f}s {self.info}")
 

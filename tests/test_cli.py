@@ -888,11 +888,13 @@ def test_a_log_gets_a_line_a_minute_while_long_work_runs(monkeypatch):
         for _ in range(10):
             now[0] += 100
             bar.update()
+    monkeypatch.setattr(progress.tqdm, "monitor", None)   # as in a fresh process
     with progress.Progress(10, "export", enabled=False, stream=quiet) as bar:   # progress=False: nothing either
         for _ in range(10):
             now[0] += 100
-            bar.update()
+            bar.update(info="x")
     assert quiet.getvalue() == ""
+    assert progress.tqdm.monitor is None   # nor tqdm's monitor thread, which any tqdm starts (helper 151)
 
 
 def test_progress_false_is_silent_as_the_python_api_says(trained, tmp_path, capsys):
