@@ -537,6 +537,19 @@ def test_audio_and_photograph_folders_name_what_they_cannot_take(tmp_path):
                                         r"8000 Hz, found 1; shorter: 0.wav, short.wav"):
         load_audio(str(folder), 8000, 0, min_samples=1026)
 
+    # channels in opposite phase average to silence: said (helper 146); a stereo mix of one sound is not
+    tone = (8000 * np.sin(np.arange(800) * 0.3)).astype("<i2")
+    for name, right in (("opposite.wav", -tone), ("mixed.wav", tone // 2)):
+        with wave.open(str(tmp_path / name), "wb") as w:
+            w.setnchannels(2), w.setsampwidth(2), w.setframerate(8000)
+            w.writeframes(np.stack([tone, right], axis=1).tobytes())
+    with pytest.warns(EdgegenWarning, match=r"opposite.wav: its 2 channels cancel when averaged to mono \(the mix is "
+                                            r"\d+ dB below them: opposite phase\), so it is read as near silence"):
+        assert np.abs(read_wav(tmp_path / "opposite.wav", 8000)).max() < 1e-3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", EdgegenWarning)
+        read_wav(tmp_path / "mixed.wav", 8000)
+
     photos = tmp_path / "photos"
     photos.mkdir()
     for name, size in (("big.png", 80), ("big2.png", 80), ("small.png", 30)):

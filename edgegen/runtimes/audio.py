@@ -6,12 +6,13 @@ from __future__ import annotations
 import io
 import os
 import struct
+import warnings
 import wave
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError, NonFiniteError
+from ..errors import DataError, EdgegenWarning, NonFiniteError
 from ..storage import atomic_write_bytes, data_files
 
 
@@ -70,13 +71,32 @@ def read_wav(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
         raise DataError(f"{path}: expected a sample rate from {MIN_WAV_RATE} to {MAX_WAV_RATE} Hz in its header, found "
                         f"{rate} Hz")
     frames = frames[:len(frames) - len(frames) % (width * channels)]   # a truncated file's last partial frame
-    audio = np.frombuffer(frames, "<i2").astype(np.float32).reshape(-1, channels).mean(axis=1) / 32768
+    per_channel = np.frombuffer(frames, "<i2").astype(np.float32).reshape(-1, channels) / 32768
+    audio = per_channel.mean(axis=1)
+    if channels > 1:
+        _warn_if_channels_cancel(path, per_channel, audio)
     if rate > sample_rate and len(audio) > 1:   # a file of no frames stays empty (a short clip, left out)
         audio = low_passed(audio, ANTI_ALIAS_CUTOFF * sample_rate / rate)
     if rate != sample_rate and len(audio) > 1:
         times = np.arange(int(len(audio) * sample_rate / rate)) / sample_rate
         audio = np.interp(times, np.arange(len(audio)) / rate, audio).astype(np.float32)
     return audio
+
+
+CANCELLED_DB = 20   # a mono mix this far below its channels' level: they cancel (opposite phase), not mix
+
+
+def _warn_if_channels_cancel(path, per_channel: np.ndarray, mono: np.ndarray) -> None:
+    """Said where averaging the channels to mono leaves near silence of channels that are not
+    silent: a stereo file whose channels are in opposite phase (a mis-wired microphone, a
+    mid/side recording) reached the model as silence without a word (helper 146)."""
+    channel_level = float(np.sqrt(np.mean(per_channel.astype(np.float64) ** 2)))
+    mono_level = float(np.sqrt(np.mean(mono.astype(np.float64) ** 2)))
+    if channel_level > 1e-3 and mono_level < channel_level * 10 ** (-CANCELLED_DB / 20):
+        below = 20 * np.log10(channel_level / max(mono_level, 1e-12))
+        warnings.warn(f"{path}: its {per_channel.shape[1]} channels cancel when averaged to mono (the mix is "
+                      f"{below:.0f} dB below them: opposite phase), so it is read as near silence; save one channel "
+                      "of it as a mono WAV to use it", EdgegenWarning, stacklevel=3)
 
 
 def wav_format(path: str | os.PathLike) -> tuple[int, int]:
