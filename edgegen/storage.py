@@ -587,13 +587,20 @@ def writer_lock(target: str | os.PathLike, doing: str, wait: bool = True) -> Ite
     an flock on .NAME.lock beside it, which the system releases if the holder dies, so a killed
     writer never leaves it held. A second writer waits (saying who holds it, and again each
     LOCK_SAY_EVERY_S: a holder stopped or hung keeps it, the system cannot tell), or with
-    wait=False is refused with PackageBusyError. The holder removes the lock file when done."""
+    wait=False is refused with PackageBusyError. The holder removes the lock file when done, and
+    the folders it made to hold it where they stayed empty (a train refused for its --data left
+    --out's parents behind)."""
     target = Path(target).resolve()    # one lock however the path is spelled (a symlink, ".")
+    made = [folder for folder in [target.parent, *target.parent.parents] if not folder.exists()]
     target.parent.mkdir(parents=True, exist_ok=True)
     path = target.parent / f".{target.name}.lock"
     started = said = None
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, creation_mode(directory=False))
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, creation_mode(directory=False))
+        except FileNotFoundError:   # the holder made the folder and removed it, empty, as it finished
+            target.parent.mkdir(parents=True, exist_ok=True)
+            continue
         if _try_lock(fd):
             if _same_file(fd, path):   # not a lock file its last holder removed as we opened it
                 break
@@ -620,6 +627,11 @@ def writer_lock(target: str | os.PathLike, doing: str, wait: bool = True) -> Ite
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
         os.close(fd)   # releases the lock
+        for folder in made:   # deepest first; one that holds something now stays, and its parents
+            try:
+                folder.rmdir()
+            except OSError:
+                break
 
 
 def writing_now(target: str | os.PathLike) -> str | None:

@@ -273,6 +273,22 @@ def test_one_lock_however_the_path_is_spelled(tmp_path, monkeypatch):
     assert leftovers(tmp_path) == [] and leftovers(tmp_path / "pkg") == []
 
 
+def test_the_folders_a_writer_made_for_its_output_go_when_it_wrote_nothing(tmp_path, capsys):
+    """A train refused for its --data left --out's new parents behind (helper 143); a writer that
+    wrote its output keeps them, and a folder that held something before is never removed."""
+    from edgegen.cli import main
+
+    assert main(["train", "vae", "--out", str(tmp_path / "new" / "deeper" / "ckpt"), "--data", str(tmp_path / "none")]) == 2
+    assert "found no such folder" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    with storage.writer_lock(tmp_path / "kept" / "out", "writing"):
+        (tmp_path / "kept" / "out").mkdir()
+    assert (tmp_path / "kept" / "out").is_dir() and leftovers(tmp_path / "kept") == []
+    with storage.writer_lock(tmp_path / "kept" / "other" / "out", "writing"):
+        pass
+    assert sorted(p.name for p in (tmp_path / "kept").iterdir()) == ["out"]
+
+
 def test_a_file_written_over_a_folder_or_under_a_file_is_refused_naming_the_output(tmp_path):
     (tmp_path / "folder").mkdir()
     (tmp_path / "afile").write_text("mine")
