@@ -53,6 +53,25 @@ def test_conditional_generator_graph_and_sampling(cgan):
         pipe.generate(z, None)
 
 
+def test_the_classes_a_sample_drew_are_said(cgan, tmp_path, capsys):
+    """Without --label the grid's classes are drawn at random, and were never said (helper 143):
+    drawn_labels gives them, the very classes sample drew, and generate prints them."""
+    from edgegen.cli import main
+    from edgegen.families.cgan.cli import drawn_said
+
+    pipe = edgegen.load(cgan, backend="ort-cpu")
+    drawn = pipe.drawn_labels(6, seed=3)
+    assert drawn.shape == (6,) and np.array_equal(pipe.sample(6, seed=3, truncation=0.5),
+                                                  pipe.sample(6, labels=drawn, seed=3, truncation=0.5))
+    assert main(["generate", str(cgan), "--n", "6", "--seed", "3", "--out", str(tmp_path / "g.png")]) == 0
+    assert capsys.readouterr().out.rstrip().endswith(f"; classes drawn: {' '.join(map(str, drawn))} (row by row)")
+    assert main(["generate", str(cgan), "--n", "6", "--label", "2", "--out", str(tmp_path / "l.png")]) == 0
+    assert "classes drawn" not in capsys.readouterr().out
+    assert drawn_said(pipe.drawn_labels(100, seed=0)).count(" x") == 10   # a large grid: counted per class
+    with pytest.raises(InputError, match="seed: expected the seed of the sample call"):
+        pipe.drawn_labels(2, seed=None)
+
+
 def test_truncation_redraws_values_beyond_the_limit():
     rng = np.random.default_rng(0)
     z = rng.standard_normal((200, 64)).astype(np.float32)

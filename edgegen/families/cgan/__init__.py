@@ -1,6 +1,7 @@
 """The class-conditional GAN family: images of the classes asked for, with the truncation trick."""
 
 from .. import DemoModel, Family, Option, register
+from .cli import generate
 from .pipeline import ConditionalGANConfig, ConditionalGANPipeline
 
 FAMILY = register(Family(
@@ -11,6 +12,7 @@ FAMILY = register(Family(
     config=ConditionalGANConfig,
     graphs=("generator",),
     picture_outputs=("image",),
+    generate=generate,
     model="edgegen.families.cgan.model",
     export="edgegen.families.cgan.export",
     options=(Option("--label", "labels", "class to generate (default: random classes)", {"type": int}),

@@ -53,11 +53,22 @@ class ConditionalGANPipeline(Pipeline):
         # from the latents' stream, or for the batch at once, image i of a seed would change with n
         label_rng = rng.spawn(1)[0]
         if labels is None:
-            labels = label_rng.integers(0, self.num_classes, size=n)
+            labels = self._draw_labels(label_rng, n)
         z = rng.standard_normal((n, self.latent_dim), dtype=np.float32)
         if truncation is not None:
             z = np.concatenate([truncated_normal(row[None], float(truncation), g) for row, g in zip(z, rng.spawn(n))])
         return self.generate(z, labels)
+
+    def drawn_labels(self, n: int, seed: int | None) -> np.ndarray:
+        """The classes sample(n, seed=seed) draws where it is given no labels: which digit each of
+        its images was meant to be."""
+        if seed is None:
+            raise InputError("seed: expected the seed of the sample call whose classes to say, found None (an unseeded "
+                             "call's draw is not kept)")
+        return self._draw_labels(make_rng(seed).spawn(1)[0], check_count(n))
+
+    def _draw_labels(self, label_rng: np.random.Generator, n: int) -> np.ndarray:
+        return label_rng.integers(0, self.num_classes, size=n)
 
     @property
     def num_classes(self) -> int:

@@ -1,0 +1,25 @@
+"""`edgegen generate` for class-conditional GAN packages: the grid, and the classes drawn where
+--label was not given (a grid of random digits said nothing of which each was meant to be)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ...families import GenerateRequest
+
+CLASSES_LISTED = 64   # a grid's drawn classes listed in its order up to this many; counted per class beyond
+
+
+def generate(pipe, request: GenerateRequest) -> str:
+    line = request.write_images(pipe(request.n, seed=request.seed, **request.options))
+    if request.options.get("labels") is not None:
+        return line
+    return f"{line}; classes drawn: {drawn_said(pipe.drawn_labels(request.n, seed=request.seed))}"
+
+
+def drawn_said(labels: np.ndarray) -> str:
+    """The classes in the grid's order (row by row), or for a large grid how many of each."""
+    if len(labels) <= CLASSES_LISTED:
+        return " ".join(map(str, labels.tolist())) + " (row by row)"
+    classes, counts = np.unique(labels, return_counts=True)
+    return ", ".join(f"{c} x{k}" for c, k in zip(classes.tolist(), counts.tolist()))
