@@ -138,6 +138,23 @@ def load_mask(path: str | os.PathLike, shape: tuple[int, int, int], what: str = 
     return (mask_levels(path, shape, what) >= 128).astype(np.float32)[None, None]
 
 
+def load_mask_to_generate(path: str | os.PathLike, shape: tuple[int, int, int], what: str) -> np.ndarray:
+    """load_mask's mask, refused where it has nothing to generate at the model's size: the run
+    would return the picture after all its work. The refusal says why a mask drawn white came out
+    empty (a thin or coloured stroke)."""
+    mask = load_mask(path, shape, what)
+    if not mask.any():
+        height, width = picture_shape(shape)[1:]
+        brightest = int(mask_levels(path, shape, what).max())
+        why = ("the mask is black" if brightest == 0 else
+               f"its brightest there is grey {brightest} of 255, and 128 and above generates: a stroke narrower "
+               "than one of the package's pixels is averaged down as it is resized, and a coloured one is read by "
+               "its brightness (pure red is 76): paint the area white, and wide enough")
+        raise InputError(f"{what} {str(path)!r}: expected white pixels to generate, found none at the package's "
+                         f"{width}x{height} ({why})")
+    return mask
+
+
 def mask_levels(path: str | os.PathLike, shape: tuple[int, int, int], what: str = "mask") -> np.ndarray:
     """A mask picture's grey levels [H, W] (0..255) at the model's size, as load_mask reads them: a
     coloured stroke by its brightness (pure red is 76, under the cut)."""

@@ -152,6 +152,41 @@ def test_pixelcnn_log_prob_is_exact_and_separates_digits_from_noise(pixelcnn):
         pipe.complete(digits[:2] - 1, np.ones((8, 8)), seed=0)
 
 
+def test_the_command_line_completes_a_picture(pixelcnn, tmp_path, capsys):
+    """complete() had no command line (helper 146): --image with --keep-rows or --mask writes the
+    completions complete() makes, and the flags are refused without each other."""
+    from PIL import Image
+
+    pipe = edgegen.load(pixelcnn["pkg"], backend="ort-cpu")
+    digit = load_images("digits", image_size=8).test[0, 0]
+    Image.fromarray((digit * 255).round().astype(np.uint8)).resize((32, 32), Image.NEAREST).save(tmp_path / "d.png")
+    lower = np.zeros((32, 32), np.uint8)
+    lower[16:] = 255
+    Image.fromarray(lower).save(tmp_path / "lower.png")
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(tmp_path / "black.png")
+    from edgegen.images import load_image, save_grid
+
+    picture = load_image(tmp_path / "d.png", pipe.image_shape)
+    mask = np.zeros((8, 8))
+    mask[4:] = 1
+    expected = pipe.complete(np.repeat(picture, 3, axis=0), mask, seed=2, temperature=0.9)
+    run = ["generate", str(pixelcnn["pkg"]), "--image", str(tmp_path / "d.png"), "--n", "3", "--seed", "2",
+           "--temperature", "0.9"]
+    save_grid(expected, tmp_path / "expected.png", nrow=3, scale=1)
+    for how, out in ((["--keep-rows", "4"], "rows.png"), (["--mask", str(tmp_path / "lower.png")], "mask.png")):
+        assert main(run + how + ["--out", str(tmp_path / out), "--scale", "1", "--nrow", "3"]) == 0
+        assert np.array_equal(np.asarray(Image.open(tmp_path / out)), np.asarray(Image.open(tmp_path / "expected.png")))
+    capsys.readouterr()
+    for how, said in ((["--keep-rows", "8"], "--keep-rows: expected 0 to 7 (rows kept of the package's 8), found 8"),
+                      ([], "--image: expected --mask or --keep-rows with it (the pixels to generate), found neither"),
+                      (["--mask", str(tmp_path / "black.png")], "expected white pixels to generate, found none at the "
+                                                                "package's 8x8 (the mask is black)")):
+        assert main(run + how + ["--out", str(tmp_path / "x.png")]) == 2
+        assert said in capsys.readouterr().err
+    assert main(["generate", str(pixelcnn["pkg"]), "--keep-rows", "3", "--out", str(tmp_path / "x.png")]) == 2
+    assert "--keep-rows: expected with --image" in capsys.readouterr().err
+
+
 def test_pixelcnn_complete_keeps_known_pixels_and_fills_the_rest(pixelcnn):
     pipe = edgegen.load(pixelcnn["pkg"], backend="ort-cpu")
     digits = pipe.quantized(load_images("digits", image_size=8).test[:4])

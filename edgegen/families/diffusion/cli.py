@@ -75,20 +75,11 @@ def starting_pictures(pipe, options: dict, n: int) -> dict:
     """--image, --strength and --mask, taken out of `options` and their files read, as the
     pipeline's picture arguments (picture_arguments). A mask with nothing to generate at the
     package's size is refused: the run would return the picture after all its steps."""
-    from ...images import load_image, load_mask, mask_levels
+    from ...images import load_image, load_mask_to_generate
 
     image, strength, mask = (options.pop(key, None) for key in ("image", "strength", "mask"))
     if mask is not None:
-        path, mask = mask, load_mask(mask, pipe.image_shape, "--mask")
-        if not mask.any():
-            height, width = pipe.image_shape[1:]
-            brightest = int(mask_levels(path, pipe.image_shape).max())
-            why = ("the mask is black" if brightest == 0 else
-                   f"its brightest there is grey {brightest} of 255, and 128 and above generates: a stroke narrower "
-                   "than one of the package's pixels is averaged down as it is resized, and a coloured one is read by "
-                   "its brightness (pure red is 76): paint the area white, and wide enough")
-            raise InputError(f"--mask {str(path)!r}: expected white pixels to generate, found none at the package's "
-                             f"{width}x{height} ({why})")
+        mask = load_mask_to_generate(mask, pipe.image_shape, "--mask")
     return picture_arguments(None if image is None else load_image(image, pipe.image_shape, "--image"), strength, mask,
                              n, lambda keyword: f"--{keyword}")
 

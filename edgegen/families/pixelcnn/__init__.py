@@ -1,7 +1,8 @@
 """The PixelCNN family: a gated PixelCNN sampled pixel by pixel with a cached row loop."""
 
 from ...wording import counted
-from .. import DemoModel, Family, GenerationCall, Option, register
+from .. import DemoModel, Family, GenerationCall, register
+from .cli import OPTIONS, check_generate, generate
 from .pipeline import PixelCNNConfig, PixelCNNPipeline
 
 FAMILY = register(Family(
@@ -15,8 +16,9 @@ FAMILY = register(Family(
     gate="categorical",   # its variants keep the distributions it samples from (optimize.MAX_KL_NATS)
     model="edgegen.families.pixelcnn.model",
     export="edgegen.families.pixelcnn.export",
-    options=(Option("--label", "labels", "class to generate (default: unconditional)", {"type": int}),
-             Option("--temperature", "temperature", "softmax temperature", {"type": float}, 1.0)),
+    options=OPTIONS,
+    generate=generate,
+    check_generate=check_generate,
     demo=(DemoModel("pixelcnn-digits", "digits"),),
     showcase="edgegen.families.pixelcnn.demo",
     dim_limits=lambda c: {"rows": c.image_shape[-2]},
