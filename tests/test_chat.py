@@ -154,11 +154,18 @@ def test_the_command_line_goes_on_from_a_reply_start_and_takes_a_template(chat_p
     assert capsys.readouterr().out == expected + "\n"
     assert main(run + ["--chat-template", "default"]) == 0
     assert capsys.readouterr().out == pipe.generate(begun[:1], max_new_tokens=5, do_sample=False) + "\n"
+    # a template that trims the start's trailing space: printed as the model saw it, not with two spaces (helper 152)
+    (tmp_path / "trim.jinja").write_text("{% for m in messages %}{{ m.role }}: {{ m.content | trim }}\n{% endfor %}")
+    spaced = [begun[0], {"role": "assistant", "content": "return "}]
+    expected = pipe.generate(spaced, max_new_tokens=5, do_sample=False, chat_template=(tmp_path / "trim.jinja").read_text(),
+                             chat_template_kwargs={"continue_final_message": True})
+    assert main(run + ["--chat-template", str(tmp_path / "trim.jinja"), "--reply-start", "return "]) == 0
+    assert capsys.readouterr().out == "return" + expected + "\n"
     for extra, said in ((["--chat-template", "rag"], "--chat-template 'rag': expected a template of package"),
                         (["--chat-template", str(tmp_path / "gone.jinja")], "gone.jinja': expected a readable UTF-8 "
                                                                             ".jinja file, found No such file"),
-                        (["--reply-start", "x", "--chat-option", "continue_final_message=true"],
-                         "--chat-option continue_final_message: expected without --reply-start")):
+                        (["--chat-option", "continue_final_message=true"],   # it went on from --chat's message
+                         "--chat-option continue_final_message: expected --reply-start TEXT instead")):
         assert main(run + extra) == 2
         assert said in capsys.readouterr().err
     assert main(["generate", str(chat_package["pkg"]), "--prompt", "x", "--reply-start", "y"]) == 2
@@ -241,12 +248,29 @@ def test_a_reply_goes_on_from_its_start_and_messages_are_normalized_as_transform
     numbered = "{{ n }} {{ flag }}{% for m in messages %}{{ m.content }}{% endfor %}"
     assert pipe.chat_prompt(plain, chat_template=numbered, n=np.int64(3), flag=np.bool_(False)) == "3 False" + "".join(
         m["content"] for m in plain)
+    # transformers' readings of the value, and add_generation_prompt=False beside it, as its callers write it
+    cut = pipe.chat_prompt(begun, continue_final_message=True)
+    assert pipe.chat_prompt(begun, continue_final_message=1) == cut
+    assert pipe.chat_prompt(begun, continue_final_message=True, add_generation_prompt=False) == cut
+    assert pipe.chat_prompt(begun, continue_final_message="") == pipe.chat_prompt(begun, continue_final_message=0) == \
+        pipe.chat_prompt(begun)
+    with pytest.raises(InputError, match="continue_final_message and add_generation_prompt: expected one of them"):
+        pipe.chat_prompt(begun, continue_final_message=True, add_generation_prompt=True)
+    # keys that are str subclasses become plain text, tuples stay tuples, as transformers makes them (helper 152)
+    Key = enum.Enum("Key", {"description": "description"}, type=str)
+    raw = "{% for t in tools %}{% for k, v in t.items() %}{{ k }}={{ v }};{% endfor %}{% endfor %}{{ stop }}"
+    for kwargs in ({"tools": [{Key.description: "Weather"}], "stop": ("x",)},):
+        assert pipe.chat_prompt(plain, chat_template=raw, **kwargs) == theirs(plain, chat_template=raw, **kwargs) == \
+            "description=Weather;('x',)"
+    with pytest.raises(InputError, match=r"^chat_template \(the Jinja source given\): expected a Jinja template, found a "
+                                         r"syntax error at line 1"):
+        pipe.chat_prompt(plain, chat_template="{% for m in messages %}")
     # refusals: nothing to continue, a field the template never reads, a template that drops the text
     for messages, kwargs, said in (
             (plain, {"continue_final_message": "reasoning_content"}, "expected a 'reasoning_content' to continue"),
             (partial, {"continue_final_message": "thinking"}, "expected a field the chat template 'default' reads, "
                                                               "found no reasoning_content or thinking in it"),
-            (plain, {"continue_final_message": 3}, "continue_final_message: expected true, false or the name"),
+            (plain, {"continue_final_message": [1]}, "continue_final_message: expected true, false or the name"),
             (begun, {"continue_final_message": True, "chat_template": "{{ messages[0].content }}"},
              "did not write the last message's text whole, so the reply cannot go on from it")):
         with pytest.raises(InputError, match=re.escape(said)):

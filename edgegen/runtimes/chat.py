@@ -60,7 +60,7 @@ class ChatTemplates:
         variables pass tools and the package has it, else "default". `what` names the
         conversation in messages."""
         variables = chat_variables(variables)
-        continued = _continued_field(variables.pop(CONTINUE_FINAL_MESSAGE, False))
+        continued = _continued_field(variables.pop(CONTINUE_FINAL_MESSAGE, False), variables)
         source, name = self._source(template, variables.get("tools") is not None)
         conversation = conversation_messages(messages, what)
         compiled = _compiled(source, name, self.where)
@@ -100,7 +100,10 @@ def chat_variables(variables) -> dict:
         return {}
     if not isinstance(variables, dict) or not all(isinstance(k, str) for k in variables):
         raise InputError(f"chat_template_kwargs: expected a dict of what the template reads, found {variables!r:.60}")
-    if taken := sorted(set(OWN_VARIABLES) & set(variables)):
+    # add_generation_prompt beside continue_final_message, as a transformers call passes it: _continued_field's
+    taken = sorted(name for name in OWN_VARIABLES if name in variables
+                   and not (name == "add_generation_prompt" and variables.get(CONTINUE_FINAL_MESSAGE)))
+    if taken:
         raise InputError(f"chat_template_kwargs: expected variables other than the conversation's own, found "
                          f"{', '.join(taken)} (the prompt is the messages; the reply always follows them)")
     return {key: plain_json(value, key) for key, value in variables.items()}
@@ -158,9 +161,10 @@ def plain_json(value, where: str):
     if isinstance(value, Mapping):
         if bad := next((k for k in value if not isinstance(k, str)), None):
             raise InputError(f"{where}: expected string keys, found {bad!r}")
-        return {key: plain_json(item, f"{where}[{key!r}]") for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain_json(item, f"{where}[{i}]") for i, item in enumerate(value)]
+        return {str.__str__(key): plain_json(item, f"{where}[{key!r}]") for key, item in value.items()}
+    if isinstance(value, (list, tuple)):   # a tuple kept one, as transformers keeps it: a template printing it shows (...)
+        items = [plain_json(item, f"{where}[{i}]") for i, item in enumerate(value)]
+        return tuple(items) if type(value) is tuple else items
     if _dataclass_instance(value):
         return {f.name: plain_json(getattr(value, f.name), f"{where}.{f.name}") for f in dataclasses.fields(value)}
     if callable(getattr(value, "model_dump", None)):
@@ -169,16 +173,20 @@ def plain_json(value, where: str):
                      f"{value!r:.60}")
 
 
-def _continued_field(value) -> str | None:
-    """continue_final_message's field: None (false), "content" (true), or the field named."""
-    if value is False or value is None:
+def _continued_field(value, variables: dict) -> str | None:
+    """continue_final_message's field, as transformers reads the value: None where it is false
+    (False, None, "", 0), the field a text names, else "content". `variables` may then hold
+    add_generation_prompt false, as a transformers call beside it does (taken out); true is refused."""
+    opened = variables.pop("add_generation_prompt", None) if value and "add_generation_prompt" in variables else None
+    if opened:
+        raise InputError(f"{CONTINUE_FINAL_MESSAGE} and add_generation_prompt: expected one of them (going on from the "
+                         "last message, or opening a new reply after it), found both")
+    if not value:
         return None
-    if value is True:
-        return "content"
-    if isinstance(value, str) and value:
-        return value
-    raise InputError(f"{CONTINUE_FINAL_MESSAGE}: expected true, false or the name of the last message's field to go "
-                     f"on from, found {value!r:.60}")
+    if not isinstance(value, (str, bool, int)):
+        raise InputError(f"{CONTINUE_FINAL_MESSAGE}: expected true, false or the name of the last message's field to go "
+                         f"on from, found {value!r:.60}")
+    return value if isinstance(value, str) else "content"
 
 
 def _mark_final_message(conversation: list[dict], field: str, source: str, name: str, what: str) -> str:
@@ -188,8 +196,8 @@ def _mark_final_message(conversation: list[dict], field: str, source: str, name:
     last = conversation[-1]
     final = last.get(field)
     if final is None:
-        raise InputError(f"{what}[-1]: expected a {field!r} to continue ({CONTINUE_FINAL_MESSAGE}), found a "
-                         f"{last['role']} message without one")
+        raise InputError(f"{what}[-1]: expected a {field!r} to continue ({CONTINUE_FINAL_MESSAGE}), found the "
+                         f"last message, of role {last['role']!r}, without one")
     fields = [f for f in REASONING_FIELDS if last.get(f) == final] if field in REASONING_FIELDS else [field]
     if not any(f in source for f in fields):
         raise InputError(f"{CONTINUE_FINAL_MESSAGE} {field!r}: expected a field the chat template {name} reads, "
@@ -224,8 +232,9 @@ def _cut_at_mark(text: str, final: str, name: str, what: str) -> str:
 def _compiled(source: str, name: str, where: str):
     """The template compiled once per source (a package's few, or a caller's own)."""
     if problem := template_problem(source):
-        error = InputError if name == "given" else PackageError
-        raise error(f"chat template {name} of {where}: expected a Jinja template, found {problem}")
+        if name == "given":   # the caller's own, not the package's
+            raise InputError(f"chat_template (the Jinja source given): expected a Jinja template, found {problem}")
+        raise PackageError(f"chat template {name} of {where}: expected a Jinja template, found {problem}")
     return _environment().from_string(source)
 
 

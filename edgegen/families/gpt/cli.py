@@ -106,7 +106,7 @@ def generate(pipe, request: GenerateRequest) -> str:
     if chat is None:   # the prompt, then what follows it
         pieces = [" ".join(map(str, prompt)) if as_ids else prompt]
     else:   # a chat's reply alone (its prompt is the template's markup), from --reply-start's beginning
-        pieces = [prompt[-1]["content"]] if _continued(chat) else []
+        pieces = [_reply_start_as_rendered(pipe, prompt, chat)] if _continued(chat) else []
     pieces += [shown(first)] if first is not None else []
     reader_gone = None   # stdout's reader went away (| head): with --out the text still goes whole to the file
 
@@ -178,10 +178,10 @@ def _prompt(options: dict) -> tuple[str | list, dict | None]:
                         {"role": "user", "content": chat},
                         *([{"role": "assistant", "content": reply_start}] if reply_start is not None else [])]
         variables = _chat_options(chat_options or [])
+        if CONTINUE_FINAL_MESSAGE in variables:   # it would go on from --chat's own message, printed as the reply
+            raise ConfigError(f"--chat-option {CONTINUE_FINAL_MESSAGE}: expected --reply-start TEXT instead (the start "
+                              "of the reply to go on from), found it as a template variable")
         if reply_start is not None:
-            if CONTINUE_FINAL_MESSAGE in variables:
-                raise ConfigError(f"--chat-option {CONTINUE_FINAL_MESSAGE}: expected without --reply-start (which sets "
-                                  "it), found both")
             variables[CONTINUE_FINAL_MESSAGE] = True
         keywords = {"chat_template_kwargs": variables}
         return conversation, keywords | ({"chat_template": _chat_template(template)} if template is not None else {})
@@ -196,6 +196,14 @@ def _prompt(options: dict) -> tuple[str | list, dict | None]:
 def _continued(chat: dict) -> bool:
     """Whether the chat keywords go on from the conversation's last message."""
     return bool(chat["chat_template_kwargs"].get(CONTINUE_FINAL_MESSAGE))
+
+
+def _reply_start_as_rendered(pipe, conversation: list, chat: dict) -> str:
+    """--reply-start as the model saw it: without the trailing spaces a template trims (the reply
+    then starts with its own, and the start as given printed two)."""
+    start = conversation[-1]["content"]
+    return start if pipe.chat_prompt(conversation, chat.get("chat_template"), **chat["chat_template_kwargs"]).endswith(
+        start) else start.rstrip()
 
 
 def _chat_template(given: str) -> str:
