@@ -44,6 +44,29 @@ def test_folder_of_user_images(tmp_path):
     assert data.train.shape[1:] == (3, 16, 16) and len(data.train) + len(data.test) == 5
 
 
+def test_a_folders_subfolders_and_pictures_larger_than_the_default_size_are_said(tmp_path):
+    """An ImageFolder's class subfolders were pooled, and 32-pixel photographs trained an 8x8
+    diffusion model, without a word (helper 150)."""
+    rng = np.random.default_rng(0)
+    for label in ("cats", "dogs"):
+        (tmp_path / "data" / label).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(rng.integers(0, 255, (32, 40, 3), dtype=np.uint8)).save(tmp_path / "data" / label / f"{i}.png")
+    with pytest.warns(EdgegenWarning) as said:
+        train("diffusion", tmp_path / "ckpt", data=str(tmp_path / "data"), steps=1, batch_size=4, progress=False,
+              width=8)
+    messages = [str(w.message) for w in said]
+    assert any(re.search(r"its pictures lie in 2 subfolders \(cats, dogs\), taken together as one set without classes",
+                         m) for m in messages), messages
+    assert any(re.search(r"training at 8x8 pixels, the diffusion family's default, where the folder's pictures are 32 "
+                         r"pixels or more on their short side: give --image-size", m) for m in messages), messages
+    with warnings.catch_warnings(record=True) as said:   # a size given: the user's choice, not said
+        warnings.simplefilter("always")
+        train("diffusion", tmp_path / "ckpt16", data=str(tmp_path / "data" / "cats"), steps=1, batch_size=4,
+              progress=False, width=8, image_size=8)
+    assert not [w for w in said if "family's default" in str(w.message) or "subfolders" in str(w.message)]
+
+
 def test_pictures_of_formats_left_out_are_named(tmp_path):
     """A folder's pictures of formats edgegen does not take (.ppm, .psd) were left out without a
     word (helper 143); they are named. A .jfif is a JPEG, and taken."""

@@ -37,6 +37,7 @@ class ImageData:
     train_labels: np.ndarray | None = None   # int64 class ids where the data has classes
     test_labels: np.ndarray | None = None
     num_classes: int = 0
+    least_side: int | None = None   # a folder's: its smallest picture's short side, in pixels, before resizing
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -79,7 +80,8 @@ def load_images(source: str, image_size: int = 32, channels: int | None = None, 
         if image_size > FOLDER_MAX_SIZE:
             raise DataError(f"--image-size: expected at most {FOLDER_MAX_SIZE} for a folder of images (the families "
                             f"train at 8 to 64 pixels; every image is held at that size), found {image_size}")
-        train, test = _folder(Path(source), image_size, seed)
+        (train, test), least_side = _folder(Path(source), image_size, seed)
+        return ImageData(source, _to_channels(train, channels), _to_channels(test, channels), least_side=least_side)
     else:
         raise DataError(f"data {source!r}: expected one of {', '.join(BUILTIN_IMAGE_DATA)} or a folder of images, "
                         f"found {what_else(source, 'images')}")
@@ -258,13 +260,29 @@ def pictures_as_trained(paths: list[Path], size: int, channels: int) -> np.ndarr
     return _to_channels(np.stack(squares).astype(np.float32), channels)
 
 
-def _folder(folder: Path, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Every image under `folder`, centre-cropped to a square and resized, as RGB."""
-    # a photograph is decoded near the size it becomes
-    images = [square_picture(rgb, size) for _path, rgb in folder_images(folder, least_side=size)]
-    if len(images) < 2:
-        raise DataError(f"data folder {str(folder)!r}: expected at least 2 images (one held out), found {len(images)}")
-    return _split(np.stack(images).astype(np.float32), 0.1, seed)
+def _folder(folder: Path, size: int, seed: int) -> tuple[tuple[np.ndarray, np.ndarray], int]:
+    """(train and test: every image under `folder`, centre-cropped to a square and resized, as RGB;
+    the smallest picture's short side before that)."""
+    # a photograph is decoded near the size it becomes: least_side keeps it at `size` or more, and
+    # a picture decoded smaller than it is was larger still
+    read = folder_images(folder, least_side=size)
+    if len(read) < 2:
+        raise DataError(f"data folder {str(folder)!r}: expected at least 2 images (one held out), found {len(read)}")
+    _say_subfolders_pooled(folder, [path for path, _ in read])
+    images = [square_picture(rgb, size) for _path, rgb in read]
+    return _split(np.stack(images).astype(np.float32), 0.1, seed), min(min(rgb.shape[:2]) for _, rgb in read)
+
+
+def _say_subfolders_pooled(folder: Path, paths: list[Path]) -> None:
+    """A folder whose pictures lie in several subfolders, an ImageFolder's classes, is trained on
+    as one set without classes (only the digits have them): said, since it was done without a word
+    and --label refused only at generation (helper 150)."""
+    subfolders = sorted({p.relative_to(folder).parts[0] for p in paths if len(p.relative_to(folder).parts) > 1})
+    if len(subfolders) > 1:
+        named = ", ".join(subfolders[:4]) + (f" and {len(subfolders) - 4} more" if len(subfolders) > 4 else "")
+        warnings.warn(f"data folder {str(folder)!r}: its pictures lie in {len(subfolders)} subfolders ({named}), taken "
+                      f"together as one set without classes (a folder's pictures have none; only the digits do)",
+                      EdgegenWarning, stacklevel=4)
 
 
 def noise_images(n: int, shape: tuple[int, int, int], seed: int = 0) -> np.ndarray:

@@ -100,6 +100,8 @@ def train(family: str, out: str | Path, data: str | None = None, steps: int | No
                 raise _said_as_the_option(exc, {field: (SHAPE_FLAGS[field], value) for field, value in
                                                 (("image_channels", given_channels), ("image_size", given_image_size))}) from None
             images = load_images(data, image_size=image_size, channels=channels, seed=seed)
+            if given_image_size is None and start is None:
+                _say_default_size_below_pictures(family, images, image_size)
             c, h, _ = images.shape
             from_data = {"image_channels": c, "image_size": h}
         if (given_image_size is not None or given_channels is not None) and "image_size" not in images.describe():
@@ -249,6 +251,15 @@ def _refuse_other_classes(init, had: int, has: int) -> None:
                "an unconditional checkpoint of the family") if had and not has else ": fine-tune it on data of its kind"
         raise ConfigError(f"--init {str(init)!r}: expected data with the checkpoint's classes ({had or 'none'}), found "
                           f"data with {has or 'none'}{why}")
+
+
+def _say_default_size_below_pictures(family: str, images, image_size: int) -> None:
+    """A folder of pictures twice the family's default size or more, trained at that default: said,
+    since 32-pixel photographs trained an 8x8 diffusion model without a word (helper 150)."""
+    if images.least_side is not None and images.least_side >= 2 * image_size:
+        warnings.warn(f"--data {images.name!r}: training at {image_size}x{image_size} pixels, the {family} family's "
+                      f"default, where the folder's pictures are {images.least_side} pixels or more on their short side: "
+                      "give --image-size to train at a larger size (slower, more memory)", EdgegenWarning, stacklevel=3)
 
 
 SHAPE_FLAGS = {"image_channels": "--channels", "image_size": "--image-size"}   # train's own, by the config field
