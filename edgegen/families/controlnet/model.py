@@ -137,7 +137,7 @@ def prepare_data(data, image_size, channels, seed, options):
     """The base diffusion checkpoint decides the model's shape: its config becomes this
     one's, at its image size and channels."""
     from ...training.checkpoint import load_checkpoint, data_trained_on
-    from ...training.data import load_images
+    from ...training.data import DIGIT_CLASSES, load_images
 
     base = Path(checkpoint_named(options.pop("base", None) or DEFAULT_BASE))   # a shipped diffusion model's name too
     ckpt = load_checkpoint(base)
@@ -152,15 +152,17 @@ def prepare_data(data, image_size, channels, seed, options):
     if shaping:
         raise ConfigError(f"controlnet options: expected only {sorted(CONTROL_OPTIONS)} (the base checkpoint fixes the "
                           f"architecture), found {shaping}")
+    # the class embedding is the base's, frozen: data of other classes refused before the warning below, which
+    # it would make moot, and before a folder's loading (only the digits have classes)
+    if (classes := DIGIT_CLASSES if data == "digits" else 0) != c.num_classes:
+        raise ConfigError(f"--data {data!r}: expected data with the base model's {c.num_classes} classes, "
+                          f"found {classes} (a folder needs a --base diffusion checkpoint trained on it)")
     trained_on, moved = data_trained_on(ckpt.data)   # moved: given anew with --data, no warning
     if not moved and (str(Path(data).resolve()) if Path(trained_on).is_absolute() else data) != trained_on:
         warnings.warn(f"--data {data!r}: the base {str(base)!r} was trained on {trained_on!r}; a ControlNet learns to "
                       "steer the base on the data the base knows (without --data, train takes the base's)",
                       EdgegenWarning, stacklevel=2)
     images = load_images(data, image_size=c.image_size, channels=c.image_channels, seed=seed)
-    if images.num_classes != c.num_classes:   # the class embedding is the base's, frozen
-        raise ConfigError(f"--data {data!r}: expected data with the base model's {c.num_classes} classes, "
-                          f"found {images.num_classes} (a folder needs a --base diffusion checkpoint trained on it)")
     return images, {**dataclasses.asdict(c), "base_checkpoint": str(base.resolve())}
 
 
