@@ -119,7 +119,7 @@ def trace_module(module: torch.nn.Module, part: str, inputs: tuple[TensorSpec, .
     finally:
         _EXPORT_OPSET.reset(token)
     model = program.model_proto
-    conditions = _size_conditions(program.exported_program, inputs)
+    conditions = _size_conditions(getattr(program, "exported_program", None), inputs)
     _drop_stack_traces(model)
     try:
         onnx.checker.check_model(model, full_check=True)
@@ -144,10 +144,12 @@ def trace_module(module: torch.nn.Module, part: str, inputs: tuple[TensorSpec, .
     return Traced(model, conditions)
 
 
-def _size_conditions(program: torch.export.ExportedProgram, inputs: tuple[TensorSpec, ...]) -> list[SizeCondition]:
+def _size_conditions(program: torch.export.ExportedProgram | None, inputs: tuple[TensorSpec, ...]) -> list[SizeCondition]:
     """The relations on dynamic dims' symbols that the traced program holds as booleans (the
     guards it asserts, and the comparisons they came from): the user inputs' placeholders, in
-    forward's order as `inputs`, name each symbol's dim."""
+    forward's order as `inputs`, name each symbol's dim. None where torch.onnx kept no program."""
+    if program is None:
+        return []
     user = set(program.graph_signature.user_inputs)
     placeholders = [node for node in program.graph.nodes if node.op == "placeholder" and node.name in user]
     symbols = {}
