@@ -96,6 +96,12 @@ def test_ddim_eta_and_callback(pipe):
     assert seen == [0, 1, 2, 3]
     with pytest.raises(InputError, match=r"callback: expected a function \(step, timestep, x\) or None, found int 3"):
         pipe.sample(1, steps=4, seed=0, callback=3)
+    # a function of other arguments: refused before the loop, not by Python after its first step (helper 151)
+    with pytest.raises(InputError, match=r"callback: expected a function taking \(step, timestep, x\), found one "
+                                         r"taking \(a\)"):
+        pipe.sample(1, steps=4, seed=0, callback=lambda a: None)
+    pipe.sample(1, steps=2, seed=0, callback=lambda *reported: None)   # any that takes three
+    pipe.sample(1, steps=2, seed=0, callback=print.__call__)
     with pytest.raises(ConfigError, match="only the ddim sampler takes eta"):
         pipe.sample(1, steps=4, sampler="euler", eta=0.5)
 

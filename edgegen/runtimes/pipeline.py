@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -370,6 +371,16 @@ def check_callback(callback: Any, arguments: str) -> Any:
     if callback is not None and not callable(callback):
         raise InputError(f"callback: expected a function {arguments} or None, found {type(callback).__name__} "
                          f"{callback!r}")
+    try:   # a function of other arguments: refused now, not by Python after the loop's first step
+        signature = inspect.signature(callback) if callback is not None else None
+    except (TypeError, ValueError):   # a builtin without a signature: taken as it is
+        signature = None
+    if signature is not None:
+        try:
+            signature.bind(*range(arguments.count(",") + 1))
+        except TypeError:
+            raise InputError(f"callback: expected a function taking {arguments}, found one taking "
+                             f"{signature}") from None
     return callback
 
 
