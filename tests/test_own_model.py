@@ -1595,6 +1595,36 @@ def test_a_branch_on_one_exact_size_is_gated_there(tmp_path):
     export_pytorch(Harmless(), {"x": x}, tmp_path / "harmless", dynamic=dynamic)
 
 
+class _Branches(torch.nn.Module):
+    def __init__(self, kind):
+        super().__init__()
+        self.kind = kind
+
+    def forward(self, x):
+        if self.kind == "eighths":
+            taken = x.shape[-1] // 8 == 5   # widths 40 to 47: far from the constants 8 and 5
+        elif self.kind == "batch":
+            taken = x.shape[0] == 32        # past the batch's limit of 16, which the runtime takes
+        else:
+            return x[..., :100] * 2 if x.shape[-1] > 100 else x * 2   # a bound: torch.export keeps it as a range
+        return x * 0 if taken else x * 2
+
+
+def test_conditions_are_gated_where_they_turn_whatever_their_constants_and_bounds_name_their_limit(tmp_path):
+    """Review 153: a condition was tried only beside its constants and the traced size (width // 8
+    == 5 passed), a batch condition only within the limit the runtime passes, and a bound kept
+    as a range (T <= 100) was refused at the limit without naming it."""
+    x = np.random.default_rng(0).random((2, 3, 64)).astype(np.float32)
+    dynamic = {"x": {0: "batch", 2: "width"}}
+    with pytest.raises(ParityError, match=r"at width 47, .*the trace took a branch on \(width//8\) != 5 \(at width 64\)"):
+        export_pytorch(_Branches("eighths"), {"x": x}, tmp_path / "a", dynamic=dynamic)
+    with pytest.raises(ParityError, match=r"at batch 32, .*the trace took a branch on batch != 32 \(at batch 2\)"):
+        export_pytorch(_Branches("batch"), {"x": x}, tmp_path / "b", dynamic=dynamic)
+    with pytest.raises(ParityError, match=r"the trace took a branch on width <= 100: give --limit width=100 \(dim_limits\)"):
+        export_pytorch(_Branches("bound"), {"x": x}, tmp_path / "c", dynamic=dynamic)
+    export_pytorch(_Branches("bound"), {"x": x}, tmp_path / "c", dynamic=dynamic, dim_limits={"width": 100})
+
+
 class _KeyPadded(torch.nn.Module):
     def __init__(self):
         super().__init__()
@@ -1616,6 +1646,9 @@ def test_drawn_padding_masks_keep_a_key_in_every_row_as_the_example_does(tmp_pat
     export_pytorch(_KeyPadded().eval(), {"x": x, "mask": mask}, tmp_path / "pkg", opset=18, dynamic={"x": seq, "mask": seq})
     feeds = read_feeds(tmp_path / "pkg" / "held_out.npz")
     assert all(not f["mask"].all(axis=-1).any() and not (~f["mask"]).all(axis=-1).any() for f in feeds)
+    # the later checks' feeds too, one key a row among them: the package takes one token (review 153: the mask was
+    # flattened for them, every one-key row came out padding, NaN in PyTorch, and the least size became 2)
+    assert json.loads((tmp_path / "pkg" / "edgegen.json").read_text())["config"]["dim_minimums"]["seq"] == 1
 
 
 def test_optimize_refuses_gate_feeds_on_which_the_fp32_graph_itself_gives_nan(tmp_path):

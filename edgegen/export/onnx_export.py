@@ -8,6 +8,8 @@ import contextlib
 import inspect
 import io
 import logging
+import math
+import operator
 import re
 import traceback
 import warnings
@@ -79,14 +81,60 @@ class SizeCondition:
         named = relation.subs({symbol: sympy.Symbol(dim) for symbol, dim in self.dims.items()})
         return f"{named.lhs} {named.rel_op} {named.rhs}"
 
-    def sizes_against(self, dim: str, traced: dict[str, int]) -> list[int]:
-        """Sizes of `dim` near the condition's constants and the traced size, the other dims as
-        traced, at which the condition is not as at the trace: where the module takes another branch."""
+    def sizes_against(self, dim: str, traced: dict[str, int], least: int, most: int, step: int = 1) -> list[int]:
+        """The sizes of `dim` nearest its traced one, below it and above it, within [least, most] in
+        multiples of `step`, the other dims as traced, at which the condition is not as at the trace:
+        where the module takes another branch. Every size there is judged where there are at most
+        SCANNED_SIZES of them (width // 8 == 5 turns at 40 to 47, far from its constants), else an even
+        spread of them and those beside the condition's constants."""
         import sympy
 
-        near = {int(c) + d for c in self.relation.atoms(sympy.Integer) for d in (-1, 0, 1)} | {traced[dim] + d for d in (-1, 1)}
-        at_trace = self.holds(traced)
-        return sorted(s for s in near if s >= 0 and self.holds({**traced, dim: s}) != at_trace)
+        holds = self._holds_at(dim, traced)
+        at_trace = holds(traced[dim])
+        first = -(-max(least, 0) // step) * step
+        sizes = range(first, most + 1, step)
+        if len(sizes) > SCANNED_SIZES:
+            spread = sizes[::-(-len(sizes) // SCANNED_SIZES)]
+            near = {int(c) + d for c in self.relation.atoms(sympy.Integer) for d in (-1, 0, 1)}
+            sizes = sorted({*spread, *(s for s in near if first <= s <= most and s % step == 0)})
+        turned = [s for s in sizes if s != traced[dim] and holds(s) != at_trace]
+        below = [s for s in turned if s < traced[dim]]
+        above = [s for s in turned if s > traced[dim]]
+        return ([below[-1]] if below else []) + ([above[0]] if above else [])
+
+    def _holds_at(self, dim: str, traced: dict[str, int]):
+        """size -> whether the condition holds with `dim` at it, the other dims as traced: the
+        relation made a Python function (microseconds a size), else sympy's substitution."""
+        import sympy
+
+        size = sympy.Symbol("size", integer=True, nonnegative=True)
+        relation = self.relation.subs({symbol: size if named == dim else traced[named]
+                                       for symbol, named in self.dims.items()})
+        by_sympy = lambda value: bool(relation.subs(size, value))   # noqa: E731
+        try:
+            function = sympy.lambdify(size, relation, modules=[INTEGER_FUNCTIONS, "math"])
+            if all(bool(function(v)) == by_sympy(v) for v in (traced[dim], 1, traced[dim] * 2 + 1)):
+                return lambda value: bool(function(value))
+        except Exception:  # noqa: BLE001 - a function of torch's sympy the printer does not know: substituted instead
+            pass
+        return by_sympy
+
+    def advice(self, dim: str, traced: dict[str, int]) -> str:
+        """What to do where the graph differs beyond the condition: a bound from above (T <= 100) is
+        a --limit; any other branch is the module's to drop, or the dim's to fix."""
+        relation = self.relation if self.holds(traced) else self.relation.negated
+        symbols = [s for s, named in self.dims.items() if named == dim]
+        if relation.rel_op in ("<=", "<") and relation.lhs in symbols and relation.rhs.is_Integer:
+            bound = int(relation.rhs) - (relation.rel_op == "<")
+            return f"give --limit {dim}={bound} (dim_limits), below which the trace's branch holds"
+        return f"take the branch out of forward, or give {dim} a fixed size (--dynamic without it)"
+
+
+SCANNED_SIZES = 4096   # a dim's sizes judged one by one against a condition, at most
+# torch's sympy functions in the trace's conditions, as Python computes them on integers
+INTEGER_FUNCTIONS = {"FloorDiv": operator.floordiv, "PythonMod": operator.mod, "Mod": operator.mod, "Min": min,
+                     "Max": max, "CleanDiv": operator.floordiv, "FloorToInt": math.floor, "CeilToInt": math.ceil,
+                     "TruncToInt": math.trunc, "IntTrueDiv": operator.truediv}
 
 
 class Traced(NamedTuple):
@@ -158,13 +206,35 @@ def _size_conditions(program: torch.export.ExportedProgram | None, inputs: tuple
             if isinstance(dim, str) and isinstance(size, torch.SymInt) and size.node.expr.is_Symbol:
                 symbols[size.node.expr] = dim
     conditions = {}
-    for node in program.graph.nodes:
-        value = node.meta.get("val")
-        relation = value.node.expr if isinstance(value, torch.SymBool) else None
+    for relation in [*_range_bounds(program, symbols), *_asserted(program)]:
         if (getattr(relation, "is_Relational", False) and relation.free_symbols
                 and relation.free_symbols <= symbols.keys()):
             conditions.setdefault(relation, SizeCondition(relation, {s: symbols[s] for s in relation.free_symbols}))
     return list(conditions.values())
+
+
+def _asserted(program: torch.export.ExportedProgram) -> list:
+    """The relations the program computes as booleans: its deferred guards and their comparisons."""
+    values = (node.meta.get("val") for node in program.graph.nodes)
+    return [value.node.expr for value in values if isinstance(value, torch.SymBool)]
+
+
+def _range_bounds(program: torch.export.ExportedProgram, symbols: dict) -> list:
+    """The bounds torch.export keeps as a dim's range, not as a guard (`if T > 100: crop` traced
+    at 64: T <= 100; `if n < 400: pad` traced at 1600: n >= 400), as relations; a dynamic dim's own
+    range (from 0 or 2, without end) is none."""
+    import sympy
+
+    bounds = []
+    for symbol in symbols:
+        held = program.range_constraints.get(symbol)
+        if held is None:
+            continue
+        if held.lower.is_Integer and int(held.lower) > 2:
+            bounds.append(sympy.Ge(symbol, int(held.lower)))
+        if held.upper.is_Integer and held.upper.is_finite:
+            bounds.append(sympy.Le(symbol, int(held.upper)))
+    return bounds
 
 
 def _equal_dims(asked: tuple[TensorSpec, ...], found: tuple[TensorSpec, ...]) -> str:

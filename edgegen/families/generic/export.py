@@ -220,7 +220,8 @@ def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str 
             raise ParityError(f"export of {config.source!r} does not reproduce PyTorch, package not written: "
                                   + failures)
         refuse_lost_epsilons(GRAPH, module, session, checked[0])
-        results += _gate_at_limits(module, session, specs, drawn_like, traced, limits, rng, atol, rtol, config.source)
+        results += _gate_at_limits(module, session, specs, drawn_like, traced, limits, rng, atol, rtol, config.source,
+                                   conditions)
         below, config.dim_minimums = _gate_below(module, session, specs, drawn_like, traced, _least_sizes(specs, checked),
                                                  rng, atol, rtol)
         results += below
@@ -742,7 +743,7 @@ def _gate_between_steps(module, session, specs, example, traced, limits, rng, at
     return results, steps
 
 
-def _gate_at_limits(module, session, specs, example, traced, limits, rng, atol, rtol, source) -> list:
+def _gate_at_limits(module, session, specs, example, traced, limits, rng, atol, rtol, source, conditions=()) -> list:
     """The gate at each dynamic dim's recorded limit, the other dims as traced (and the batch at 1
     beside another dim's limit, so that only one dim grows at a time): the manifest's limits are
     what TensorRT profiles are built to, and a size-dependent branch (`if x.shape[-1] > 100`) that
@@ -754,6 +755,11 @@ def _gate_at_limits(module, session, specs, example, traced, limits, rng, atol, 
         if size <= max(_fresh_sizes(dim, traced[dim], limits[dim])):   # the gate tried it already
             continue
         fix = f"give --limit {dim}=N (dim_limits) below {size}, up to where it holds"
+        why = ("the trace fixes a branch on a size, or a size a table outgrows, where it holds only below some size: "
+               + fix)
+        at_limit = {**traced, dim: size}   # a condition the trace took that the limit does not meet names the bound
+        if turned := [c for c in conditions if dim in c.dims.values() and c.holds(at_limit) != c.holds(traced)]:
+            why = f"the trace took a branch on {turned[0].said(traced)}: {turned[0].advice(dim, traced)}"
         try:   # the feed inside: inputs at a limit of 10**12 rows are the memory the limit asks for
             found = gate_feeds(module, session, [_feed_at(specs, example, _one_dim_at(dim, size, traced), rng)], atol, rtol)
         except EdgegenError:
@@ -769,9 +775,7 @@ def _gate_at_limits(module, session, specs, example, traced, limits, rng, atol, 
         failures = [f"{r.line()} ({tolerance_said(atol, rtol, session.outputs)})" for r in found if not r.passed]
         if failures:
             raise ParityError(f"export of {source!r} does not reproduce PyTorch at {dim} {size}, the largest size "
-                                  f"recorded for {dim}, package not written: " + "; ".join(failures) + "; the trace "
-                                  f"fixes a branch on a size, or a size a table outgrows, where it holds only below "
-                                  f"some size: {fix}")
+                                  f"recorded for {dim}, package not written: " + "; ".join(failures) + f"; {why}")
         results += found
     return results
 
@@ -813,9 +817,9 @@ def _gate_against_conditions(module, session, specs, example, traced, limits, mi
     results, tried = [], set()
     for condition in conditions:
         for dim in sorted(set(condition.dims.values())):
-            step = multiples.get(dim, 1)
-            for size in condition.sizes_against(dim, traced):
-                if (dim, size) in tried or not minimums.get(dim, 0) <= size <= limits[dim] or size % step:
+            most = limits[dim] * BATCH_CONDITION_REACH if dim == "batch" else limits[dim]
+            for size in condition.sizes_against(dim, traced, minimums.get(dim, 1), most, multiples.get(dim, 1)):
+                if (dim, size) in tried:
                     continue
                 tried.add((dim, size))
                 found, failed = _tried(module, session, _feed_at(specs, example, _one_dim_at(dim, size, traced), rng),
@@ -824,10 +828,14 @@ def _gate_against_conditions(module, session, specs, example, traced, limits, mi
                     raise ParityError(f"export of {source!r} does not reproduce PyTorch at {dim} {size}, package not "
                                       f"written: {'; '.join(failed)} ({tolerance_said(atol, rtol, session.outputs)}); "
                                       f"the trace took a branch on {condition.said(traced)} (at {dim} {traced[dim]}), "
-                                      f"which {dim} {size} does not meet: take the branch out of forward, or give "
-                                      f"{dim} a fixed size (--dynamic without it)")
+                                      f"which {dim} {size} does not meet: {condition.advice(dim, traced)}")
                 results += found or []
     return results
+
+
+# the runtime takes a batch past its recorded limit (rows are independent), so a condition on the batch
+# is tried up to this many times the limit (a branch on batch == 32 answered batch 32 wrongly: review 153)
+BATCH_CONDITION_REACH = 4
 
 
 def _size_both_take(a: str, b: str, traced, limits, minimums, multiples) -> int | None:
@@ -875,9 +883,17 @@ def _marked_embedding(node: onnx.NodeProto) -> bool:
 def _values_given(example: dict[str, np.ndarray], feeds: list[dict]) -> dict[str, np.ndarray]:
     """Each input's values in the example and the held-out `feeds`, flattened: what the gate's
     drawn feeds take their mean, spread and range from (a temperature held out from 0.5 to 1.0
-    is drawn there, not around an example's one value)."""
-    return {name: np.concatenate([np.ravel(value), *(np.ravel(feed[name]) for feed in feeds)]).astype(value.dtype)
-            for name, value in example.items()}
+    is drawn there, not around an example's one value). A mask (bool, 2 dims or more) keeps its
+    rows along the last axis, those of the example's length: _mask_like draws by their kind (a
+    flattened mask was one row, and every later feed's one-key row was masked whole: review 153)."""
+    def given(name: str, value: np.ndarray) -> np.ndarray:
+        if value.dtype == np.bool_ and value.ndim >= 2:
+            width = value.shape[-1]
+            return np.concatenate([value.reshape(-1, width), *(feed[name].reshape(-1, width) for feed in feeds
+                                                               if feed[name].shape[-1] == width)])
+        return np.concatenate([np.ravel(value), *(np.ravel(feed[name]) for feed in feeds)]).astype(value.dtype)
+
+    return {name: given(name, value) for name, value in example.items()}
 
 
 def _draw_like(array: np.ndarray, shape: tuple, rng: np.random.Generator) -> np.ndarray:
@@ -901,12 +917,15 @@ def _mask_like(example: np.ndarray, drawn: np.ndarray, rng: np.random.Generator)
     """`drawn` booleans with no row along the last axis all True, nor all False, where the
     example has none: a key padding mask's rows keep a key to attend to (a row of all keys
     masked is NaN in PyTorch itself, and the gate was refused for it, with advice about limits).
-    A row of one, which cannot keep both, keeps the example's rarer value out of being all of it
-    (a padding mask's True, a mask of keys to keep's False)."""
-    if not example.ndim or not example.shape[-1] or not drawn.ndim or not drawn.shape[-1]:
+    A row of one, which cannot keep both, takes the value every example row has at its first key
+    (a right-padded mask's False, a causal mask's True), else at its last (a left-padded mask's):
+    the kept key's; else the commoner value."""
+    if example.ndim < 2 or not example.shape[-1] or drawn.ndim < 2 or not drawn.shape[-1]:   # a flag, not a mask
         return drawn
-    rarer = bool(example.mean() > 0.5)
-    for value in (not rarer, rarer):
+    rows = example.reshape(-1, example.shape[-1])
+    ends = [bool(rows[0, end]) for end in (0, -1) if (rows[:, end] == rows[0, end]).all()]
+    kept = ends[0] if ends else bool(example.mean() >= 0.5)
+    for value in (kept, not kept):   # rows all of the other value mended last: a row of one ends kept
         if not (example == value).all(axis=-1).any():
             rows = np.argwhere((drawn == value).all(axis=-1))
             drawn[(*rows.T, rng.integers(0, drawn.shape[-1], len(rows)))] = not value
