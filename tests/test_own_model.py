@@ -795,8 +795,8 @@ def test_a_size_where_the_graph_is_wrong_or_the_module_fails_is_not_recorded_as_
     dynamic = {"x": {0: "batch", 1: "width"}}
     with pytest.raises(ValidationError, match=r"^export of '_ShapeBranch' does not reproduce PyTorch at width 120, the "
                                               r"largest size recorded for width, package not written: .*batch=1, "
-                                              r"width=120.*: give --limit width=N \(dim_limits\) below 120, up to "
-                                              r"where it holds$"):
+                                              r"width=120.*; the trace took a branch on width <= 100: give --limit "
+                                              r"width=100 \(dim_limits\), below which the trace's branch holds$"):
         export_pytorch(_ShapeBranch(), wide, tmp_path / "a", dynamic=dynamic, dim_limits={"width": 120})
     pkg = export_pytorch(_ShapeBranch(), wide, tmp_path / "b", dynamic=dynamic, dim_limits={"width": 100})
     assert "batch=1, width=100" in json.loads((pkg / "edgegen.json").read_text())["graphs"]["model"]["validation"]["feeds"]
