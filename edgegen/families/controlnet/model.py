@@ -183,7 +183,15 @@ class Trainer(diffusion.Trainer):
 
     def start_from_trained(self) -> None:
         """train --init loaded a ControlNet checkpoint whole: the frozen UNet is the base's this run
-        records (--base), the control the checkpoint's."""
+        records (--base), the control the checkpoint's. A base other than the one the control was
+        trained beside (its UNet's weights differ: another model, not the same one moved) is said:
+        a mistyped --base was taken without a word (helper 150)."""
+        beside = self.model.unet.state_dict()
+        if any(not torch.equal(beside[name], weights) for name, weights in self.base.items()):
+            warnings.warn(f"--base {self.model.config.base_checkpoint!r}: expected the base the --init ControlNet was "
+                          "trained beside (or that one moved), found another model (its UNet's weights differ): the "
+                          "control, which learned to steer that one, is fine-tuned on this one from here",
+                          EdgegenWarning, stacklevel=2)
         self.model.unet.load_state_dict(self.base)
 
     def predict(self, noisy, t, labels, images):
