@@ -404,7 +404,6 @@ def _cmd_generate(args) -> None:
     args.package = _package_or_name(args.package)   # a shipped name's export, after the options' checks
     _refuse_out_over_what_generate_reads(args.out, args.package, options)
     pipe = load(args.package, backend=args.backend, threads=args.threads, precision=args.precision)
-    _say_fp32_graphs(pipe)
     args.n = _default_samples(pipe) if args.n is None else args.n
     try:
         _refuse_a_grid_too_large(pipe, family, args)
@@ -867,15 +866,6 @@ def _refuse_shipped_name(given: str) -> None:
                       f"edgegen optimize pkg-{given} ...)")
 
 
-def _say_fp32_graphs(pipe) -> dict[str, str]:
-    """The graphs that run in fp32 at the precision asked for ({part: why}), said on stderr
-    (stdout may be the command's text or JSON)."""
-    from .package import fp32_graphs_note
-
-    graphs = pipe.package.fp32_graphs(pipe.precision)
-    if note := fp32_graphs_note(pipe.precision, graphs):
-        print(f"edgegen: {note}", file=sys.stderr)
-    return graphs
 
 
 def _cmd_score(args) -> int:
@@ -895,7 +885,7 @@ def _cmd_score(args) -> int:
     normal = picture_files([args.normal], "--normal") if args.normal is not None else []
     args.package = _package_or_name(args.package)
     pipe = load(args.package, backend=args.backend, threads=args.threads, precision=args.precision)
-    fp32_graphs = _say_fp32_graphs(pipe)   # a flow's refused forward variant scored in fp32 without a word
+    fp32_graphs = pipe.package.fp32_graphs(pipe.precision)   # load warned of them: a flow's refused forward variant
     if normal:
         threshold = calibrated_threshold(pipe, normal, quantile)
     scores = score_pictures(pipe, files)

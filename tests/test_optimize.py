@@ -232,7 +232,9 @@ def test_a_graph_whose_variant_was_refused_runs_fp32_and_every_command_says_so(p
     (pkg / "edgegen.json").write_text(json.dumps(manifest))
     why = f"its fp16 variant was refused: {refused['refused']}"
 
-    pipe = edgegen.load(pkg, backend="ort-cpu", precision="fp16")
+    with pytest.warns(PrecisionWarning, match=r"^precision fp16: graph 'encoder' runs in fp32 \(its fp16 variant was "
+                                              r"refused"):   # to a Python caller too (helper 146)
+        pipe = edgegen.load(pkg, backend="ort-cpu", precision="fp16")
     assert pipe.graph_precisions == {"encoder": "fp32", "decoder": "fp16"}
     assert pipe.package.fp32_graphs("fp16") == {"encoder": why} and pipe.package.fp32_graphs("fp32") == {}
     assert pipe.sessions["encoder"].path.name == "encoder.onnx" and ".fp16." in pipe.sessions["decoder"].path.name
@@ -241,7 +243,7 @@ def test_a_graph_whose_variant_was_refused_runs_fp32_and_every_command_says_so(p
 
     capsys.readouterr()
     assert main(["generate", str(pkg), "--precision", "fp16", "--n", "2", "--out", str(tmp_path / "a.png")]) == 0
-    assert capsys.readouterr().err == f"edgegen: {note}\n"
+    assert capsys.readouterr().err == f"edgegen: warning: {note}\n"
     assert main(["generate", str(pkg), "--n", "2", "--out", str(tmp_path / "b.png")]) == 0
     assert capsys.readouterr().err == ""   # fp32 asked for: nothing to say
 

@@ -407,4 +407,4 @@ def test_score_says_the_graphs_that_ran_in_fp32_at_the_precision_asked(trained, 
     said = capsys.readouterr()
     assert json.loads(said.out)["fp32_graphs"] == {
         "decoder": "its fp16 variant was refused: PSNR 20.0 dB below 30"}
-    assert "edgegen: precision fp16: graph 'decoder' runs in fp32 (its fp16 variant was refused" in said.err
+    assert "edgegen: warning: precision fp16: graph 'decoder' runs in fp32 (its fp16 variant was refused" in said.err

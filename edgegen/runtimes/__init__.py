@@ -9,7 +9,7 @@ import os
 
 from ..errors import BackendError, ConfigError, PackageError, PrecisionWarning, not_one_of, warn_caller
 from ..families import package_config, require_offered_precision
-from ..package import MANIFEST_NAME, PRECISIONS, Package
+from ..package import MANIFEST_NAME, PRECISIONS, Package, fp32_graphs_note
 from ..shipped import resolve as resolve_shipped
 from .backends import available_backends, resolve_backend
 from .ort import OrtSession
@@ -34,6 +34,8 @@ def open_sessions(package: Package, backend: str = "auto", threads: int | None =
         raise BackendError(f"cache_dir: expected a folder's path for the TensorRT engines, found {type(cache_dir).__name__}")
     if precision != "fp32":   # its engines too are built from the variant
         warn_if_gated_before_its_check(package, precision)
+        if note := fp32_graphs_note(precision, package.fp32_graphs(precision)):   # said to a Python caller too
+            warn_caller(note, PrecisionWarning)
     if concrete == "tensorrt":
         from .engines import open_tensorrt_sessions
 
