@@ -187,6 +187,35 @@ def test_the_command_line_completes_a_picture(pixelcnn, tmp_path, capsys):
     assert "--keep-rows: expected with --image" in capsys.readouterr().err
 
 
+def test_a_served_request_samples_or_completes_a_picture(pixelcnn, tmp_path):
+    """edgegen triton serves PixelCNN packages (review 154: the completion's file options made the
+    derived request refuse the family): samples as before, and a picture with keep_rows or a mask."""
+    from edgegen.families import get
+    from edgegen.serving.requests import arguments, served
+    from edgegen.serving.triton import RepositoryOptions, write_repository
+
+    pipe = edgegen.load(pixelcnn["pkg"], backend="ort-cpu")
+    request = served(get("pixelcnn"), pipe.config)
+
+    def answered(**values):
+        sent = {name: np.asarray([value] if np.ndim(value) == 0 else value) for name, value in values.items()}
+        return next(iter(request.answer(pipe, arguments(request.inputs, sent))))["images"]
+
+    assert np.array_equal(answered(n=2, seed=1, temperature=0.9), pipe.sample(2, seed=1, temperature=0.9))
+    picture = pipe.quantized(load_images("digits", image_size=8).test[:2])
+    mask = np.zeros((8, 8), np.float32)
+    mask[5:] = 1
+    expected = pipe.complete(np.repeat(picture, 3, axis=0), mask, seed=4)
+    assert np.array_equal(answered(n=3, seed=4, image=picture, keep_rows=5), expected)
+    assert np.array_equal(answered(n=3, seed=4, image=picture, mask=mask[None, None]), expected)
+    for values, said in (({"keep_rows": 2}, "request input 'keep_rows': expected with request input 'image'"),
+                         ({"image": picture}, "expected request input 'mask' or request input 'keep_rows' with it"),
+                         ({"image": picture, "keep_rows": 9}, "request input 'keep_rows': expected 0 to 7")):
+        with pytest.raises(edgegen.EdgegenError, match=re.escape(said)):
+            answered(**values)
+    write_repository([str(pixelcnn["pkg"])], tmp_path / "repo", RepositoryOptions(), report=lambda line: None)
+
+
 def test_pixelcnn_complete_keeps_known_pixels_and_fills_the_rest(pixelcnn):
     pipe = edgegen.load(pixelcnn["pkg"], backend="ort-cpu")
     digits = pipe.quantized(load_images("digits", image_size=8).test[:4])

@@ -19,6 +19,7 @@ FAMILY = register(Family(
     options=OPTIONS,
     generate=generate,
     check_generate=check_generate,
+    serving="edgegen.families.pixelcnn.cli:served",
     demo=(DemoModel("pixelcnn-digits", "digits"),),
     showcase="edgegen.families.pixelcnn.demo",
     dim_limits=lambda c: {"rows": c.image_shape[-2]},
