@@ -536,13 +536,22 @@ def data_files(folder: Path, suffixes: Iterable[str]) -> list[Path]:
     (names starting with a dot: macOS's ._ files, .ipynb_checkpoints) left out, as a user means
     "the data in this folder"; folders linked into it are followed (rglob left them out unsaid), each real
     folder once (a folder linked in twice is read once)."""
-    suffixes = tuple(suffixes)
-    files = sorted(p for p in _files_under(folder) if p.suffix.lower() in suffixes and not p.name.startswith("."))
+    return data_files_and_others(folder, suffixes, ())[0]
+
+
+def data_files_and_others(folder: Path, suffixes: Iterable[str], others: Iterable[str]) -> tuple[list[Path], list[Path]]:
+    """(data_files' files, the files with one of `others`' suffixes, which are not read: a link to
+    nothing among them is no error), in one walk of `folder`."""
+    suffixes, others = tuple(suffixes), tuple(others)
+    found = sorted(p for p in _files_under(folder) if not p.name.startswith(".")
+                   and p.suffix.lower() in suffixes + others)
+    files = [p for p in found if p.suffix.lower() in suffixes]
     for path in files:   # a link to nothing was left out unsaid, where an unreadable file stops training
         if not path.exists():
             raise DataError(f"data file {str(path)!r}: expected a file to read, found a link to nothing "
                             f"({os.readlink(path)!r}): mend or remove the link")
-    return [p for p in files if p.is_file()]   # a link to a folder named like an image: not a file
+    # a link to a folder named like an image: not a file
+    return [p for p in files if p.is_file()], [p for p in found if p.suffix.lower() not in suffixes and p.is_file()]
 
 
 def _files_under(folder: Path):

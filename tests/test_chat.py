@@ -154,6 +154,13 @@ def test_the_command_line_goes_on_from_a_reply_start_and_takes_a_template(chat_p
     assert capsys.readouterr().out == expected + "\n"
     assert main(run + ["--chat-template", "default"]) == 0
     assert capsys.readouterr().out == pipe.generate(begun[:1], max_new_tokens=5, do_sample=False) + "\n"
+    # a .jinja file without a brace or a line break is still a file's template, not a name (review 154)
+    (tmp_path / "plain.jinja").write_text("def f(x):")
+    assert main(run + ["--chat-template", str(tmp_path / "plain.jinja")]) == 0
+    assert capsys.readouterr().out == pipe.generate(begun[:1], max_new_tokens=5, do_sample=False,
+                                                    chat_template="def f(x):\n") + "\n"
+    assert main(run + ["--chat-option", "add_generation_prompt=true"]) == 2
+    assert "--chat-option add_generation_prompt: expected it left to --chat" in capsys.readouterr().err
     # a template that trims the start's trailing space: printed as the model saw it, not with two spaces (helper 152)
     (tmp_path / "trim.jinja").write_text("{% for m in messages %}{{ m.role }}: {{ m.content | trim }}\n{% endfor %}")
     spaced = [begun[0], {"role": "assistant", "content": "return "}]
@@ -224,6 +231,11 @@ def test_a_reply_goes_on_from_its_start_and_messages_are_normalized_as_transform
         thought = CONVERSATION[1:3] + [{"role": "assistant", name: "\nthink first", "content": "xs.sort()"}]
         assert pipe.chat_prompt(thought, chat_template=THINKING) == theirs(thought, chat_template=THINKING)
         assert "<think>\nthink first\n</think>" in pipe.chat_prompt(thought, chat_template=THINKING)
+    parts = "{% for m in messages %}{% for p in m.content %}{{ p.text }}{% endfor %}|{% endfor %}"
+    in_parts = [{"role": "user", "content": ({"type": "text", "text": "Sort "},)},   # a tuple of parts (review 154)
+                {"role": "assistant", "content": ({"type": "text", "text": "Use "},)}]
+    assert pipe.chat_prompt(in_parts, chat_template=parts, continue_final_message=True) == theirs(
+        in_parts, chat_template=parts, continue_final_message=True, add_generation_prompt=False) == "Sort |Use "
     partial = CONVERSATION[1:2] + [{"role": "assistant", "thinking": "First, ", "content": ""}]
     assert pipe.chat_prompt(partial, chat_template=THINKING, continue_final_message="thinking") == theirs(
         partial, chat_template=THINKING, continue_final_message="thinking", add_generation_prompt=False)

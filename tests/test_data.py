@@ -60,6 +60,12 @@ def test_a_folders_subfolders_and_pictures_larger_than_the_default_size_are_said
                          m) for m in messages), messages
     assert any(re.search(r"training at 8x8 pixels, the diffusion family's default, where the folder's pictures are 32 "
                          r"pixels or more on their short side: give --image-size", m) for m in messages), messages
+    for i in range(2):   # a JPEG's size as stored: read_picture decodes it near the training size (review 154)
+        (tmp_path / "jpegs").mkdir(exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (256, 256, 3), dtype=np.uint8)).save(tmp_path / "jpegs" / f"{i}.jpg")
+    with pytest.warns(EdgegenWarning, match="where the folder's pictures are 256 pixels or more"):
+        train("diffusion", tmp_path / "ckpt-jpegs", data=str(tmp_path / "jpegs"), steps=1, batch_size=2, progress=False,
+              width=8)
     with warnings.catch_warnings(record=True) as said:   # a size given: the user's choice, not said
         warnings.simplefilter("always")
         train("diffusion", tmp_path / "ckpt16", data=str(tmp_path / "data" / "cats"), steps=1, batch_size=4,
@@ -77,6 +83,8 @@ def test_pictures_of_formats_left_out_are_named(tmp_path):
         Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(tmp_path / f"im{i}.png")
     Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(tmp_path / "web.jfif", format="JPEG")
     Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(tmp_path / "scan.ppm")
+    (tmp_path / "features.h5").write_bytes(b"\x89HDF")   # no picture of anyone's: not said (review 154)
+    (tmp_path / "old.psd").symlink_to(tmp_path / "gone.psd")   # a link to nothing edgegen would not read: no error
     with pytest.warns(EdgegenWarning, match=r"data folder .*: left out 1 file of picture formats edgegen does not take "
                                             r"\('scan.ppm'\); expected .*convert them to PNG"):
         data = load_images(str(tmp_path), image_size=16)

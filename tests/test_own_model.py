@@ -1605,6 +1605,8 @@ class _Branches(torch.nn.Module):
             taken = x.shape[-1] // 8 == 5   # widths 40 to 47: far from the constants 8 and 5
         elif self.kind == "batch":
             taken = x.shape[0] == 32        # past the batch's limit of 16, which the runtime takes
+        elif self.kind == "batches":
+            taken = x.shape[0] > 100        # a bound torch.export keeps as the batch's range (review 154)
         else:
             return x[..., :100] * 2 if x.shape[-1] > 100 else x * 2   # a bound: torch.export keeps it as a range
         return x * 0 if taken else x * 2
@@ -1620,6 +1622,12 @@ def test_conditions_are_gated_where_they_turn_whatever_their_constants_and_bound
         export_pytorch(_Branches("eighths"), {"x": x}, tmp_path / "a", dynamic=dynamic)
     with pytest.raises(ParityError, match=r"at batch 32, .*the trace took a branch on batch != 32 \(at batch 2\)"):
         export_pytorch(_Branches("batch"), {"x": x}, tmp_path / "b", dynamic=dynamic)
+    with pytest.raises(ParityError, match=r"at batch 101, .*batch <= 100 \(at batch 2\), which batch 101 does not meet: "
+                                          r"take the branch out of forward"):   # no --limit: the runtime takes any batch
+        export_pytorch(_Branches("batches"), {"x": x}, tmp_path / "b", dynamic=dynamic)
+    # a range past the sizes judged one by one: the 4,096 nearest the traced one still are (review 154)
+    with pytest.raises(ParityError, match=r"at width 47, "):
+        export_pytorch(_Branches("eighths"), {"x": x}, tmp_path / "a", dynamic=dynamic, dim_limits={"width": 100_000})
     with pytest.raises(ParityError, match=r"the trace took a branch on width <= 100: give --limit width=100 \(dim_limits\)"):
         export_pytorch(_Branches("bound"), {"x": x}, tmp_path / "c", dynamic=dynamic)
     export_pytorch(_Branches("bound"), {"x": x}, tmp_path / "c", dynamic=dynamic, dim_limits={"width": 100})

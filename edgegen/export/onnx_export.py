@@ -73,6 +73,14 @@ class SizeCondition:
     def holds(self, sizes: dict[str, int]) -> bool:
         return bool(self.relation.subs({symbol: sizes[dim] for symbol, dim in self.dims.items()}))
 
+    def turns(self, sizes: dict[str, int], traced: dict[str, int]) -> bool:
+        """Whether the condition is otherwise at `sizes` than at the trace; False where sympy
+        cannot tell (a relation it does not reduce to true or false)."""
+        try:
+            return self.holds(sizes) != self.holds(traced)
+        except TypeError:
+            return False
+
     def said(self, sizes: dict[str, int]) -> str:
         """The condition as it holds at `sizes`, in dim names (width != 50)."""
         import sympy
@@ -86,25 +94,39 @@ class SizeCondition:
         multiples of `step`, the other dims as traced, at which the condition is not as at the trace:
         where the module takes another branch. Every size there is judged where there are at most
         SCANNED_SIZES of them (width // 8 == 5 turns at 40 to 47, far from its constants), else an even
-        spread of them and those beside the condition's constants."""
+        spread of them, those beside the condition's constants and the SCANNED_SIZES nearest the
+        traced one. None where the condition cannot be judged: sympy does not reduce it."""
         import sympy
 
         holds = self._holds_at(dim, traced)
-        at_trace = holds(traced[dim])
+        try:
+            at_trace = holds(traced[dim])
+        except TypeError:
+            return []
         first = -(-max(least, 0) // step) * step
         sizes = range(first, most + 1, step)
         if len(sizes) > SCANNED_SIZES:
             spread = sizes[::-(-len(sizes) // SCANNED_SIZES)]
+            centre = traced[dim] - traced[dim] % step
+            window = range(max(first, centre - SCANNED_SIZES // 2 * step), min(most, centre + SCANNED_SIZES // 2 * step) + 1,
+                           step)
             near = {int(c) + d for c in self.relation.atoms(sympy.Integer) for d in (-1, 0, 1)}
-            sizes = sorted({*spread, *(s for s in near if first <= s <= most and s % step == 0)})
-        turned = [s for s in sizes if s != traced[dim] and holds(s) != at_trace]
+            sizes = sorted({*spread, *window, *(s for s in near if first <= s <= most and s % step == 0)})
+        def turned_at(size: int) -> bool:
+            try:
+                return holds(size) != at_trace
+            except TypeError:
+                return False
+
+        turned = [s for s in sizes if s != traced[dim] and turned_at(s)]
         below = [s for s in turned if s < traced[dim]]
         above = [s for s in turned if s > traced[dim]]
         return ([below[-1]] if below else []) + ([above[0]] if above else [])
 
     def _holds_at(self, dim: str, traced: dict[str, int]):
         """size -> whether the condition holds with `dim` at it, the other dims as traced: the
-        relation made a Python function (microseconds a size), else sympy's substitution."""
+        relation made a Python function (microseconds a size), else sympy's substitution (a
+        TypeError where it does not reduce to true or false)."""
         import sympy
 
         size = sympy.Symbol("size", integer=True, nonnegative=True)
@@ -124,7 +146,8 @@ class SizeCondition:
         a --limit; any other branch is the module's to drop, or the dim's to fix."""
         relation = self.relation if self.holds(traced) else self.relation.negated
         symbols = [s for s, named in self.dims.items() if named == dim]
-        if relation.rel_op in ("<=", "<") and relation.lhs in symbols and relation.rhs.is_Integer:
+        # a bound on the batch is no limit the runtime holds to (it takes any batch, rows being independent)
+        if dim != "batch" and relation.rel_op in ("<=", "<") and relation.lhs in symbols and relation.rhs.is_Integer:
             bound = int(relation.rhs) - (relation.rel_op == "<")
             return f"give --limit {dim}={bound} (dim_limits), below which the trace's branch holds"
         return f"take the branch out of forward, or give {dim} a fixed size (--dynamic without it)"
@@ -134,7 +157,9 @@ SCANNED_SIZES = 4096   # a dim's sizes judged one by one against a condition, at
 # torch's sympy functions in the trace's conditions, as Python computes them on integers
 INTEGER_FUNCTIONS = {"FloorDiv": operator.floordiv, "PythonMod": operator.mod, "Mod": operator.mod, "Min": min,
                      "Max": max, "CleanDiv": operator.floordiv, "FloorToInt": math.floor, "CeilToInt": math.ceil,
-                     "TruncToInt": math.trunc, "IntTrueDiv": operator.truediv}
+                     "TruncToInt": math.trunc, "IntTrueDiv": operator.truediv, "FloatTrueDiv": operator.truediv,
+                     "ToFloat": float, "RoundToInt": round, "RoundDecimal": round,
+                     "BitwiseFn_bitwise_and": operator.and_, "BitwiseFn_bitwise_or": operator.or_}
 
 
 class Traced(NamedTuple):

@@ -90,8 +90,9 @@ def _warn_if_channels_cancel(path, per_channel: np.ndarray, mono: np.ndarray) ->
     """Said where averaging the channels to mono leaves near silence of channels that are not
     silent: a stereo file whose channels are in opposite phase (a mis-wired microphone, a
     mid/side recording) reached the model as silence without a word (helper 146)."""
-    channel_level = float(np.sqrt(np.mean(per_channel.astype(np.float64) ** 2)))
-    mono_level = float(np.sqrt(np.mean(mono.astype(np.float64) ** 2)))
+    # dot products: no squared copy of a long recording (float32 sums, plenty for a ratio of levels)
+    channel_level = float(np.sqrt(np.vdot(per_channel, per_channel) / max(per_channel.size, 1)))
+    mono_level = float(np.sqrt(np.vdot(mono, mono) / max(mono.size, 1)))
     if channel_level > 1e-3 and mono_level < channel_level * 10 ** (-CANCELLED_DB / 20):
         below = 20 * np.log10(channel_level / max(mono_level, 1e-12))
         warnings.warn(f"{path}: its {per_channel.shape[1]} channels cancel when averaged to mono (the mix is "

@@ -54,7 +54,8 @@ class ChatTemplates:
     def render(self, messages, variables: dict | None = None, template: str | None = None,
                what: str = "messages") -> str:
         """The conversation `messages` (a list of {"role", "content", ...} dicts) as the model's
-        template writes it, the assistant's turn opened (add_generation_prompt). `variables`:
+        template writes it, the assistant's turn opened (add_generation_prompt), or with
+        continue_final_message among `variables` its last message left open. `variables`:
         what else the template reads (tools, documents, enable_thinking, ...). `template`: a
         template's name, or Jinja source of the caller's own; None takes "tool_use" where the
         variables pass tools and the package has it, else "default". `what` names the
@@ -202,7 +203,7 @@ def _mark_final_message(conversation: list[dict], field: str, source: str, name:
     if not any(f in source for f in fields):
         raise InputError(f"{CONTINUE_FINAL_MESSAGE} {field!r}: expected a field the chat template {name} reads, "
                          f"found no {' or '.join(fields)} in it")
-    if isinstance(final, list):
+    if isinstance(final, (list, tuple)):   # parts: their dicts are the conversation's own copies
         part = next((p for p in reversed(final) if isinstance(p, dict) and isinstance(p.get("text"), str)), None)
         if part is None:
             raise InputError(f"{what}[-1][{field!r}]: expected a text part to continue ({CONTINUE_FINAL_MESSAGE}), "

@@ -15,8 +15,8 @@ import numpy as np
 from PIL import Image
 
 from ..errors import ConfigError, DataError, EdgegenWarning, InputError
-from ..images import picture_rgb, read_picture
-from ..storage import data_files
+from ..images import opened_picture, picture_rgb, read_picture
+from ..storage import data_files_and_others
 
 BUILTIN_IMAGE_DATA = ("digits", "natural")
 NATURAL_MAX_SIZE = 128
@@ -24,6 +24,10 @@ DIGITS_MAX_SIZE = 256   # scikit-learn's 8x8 digits, scaled up: more pixels only
 DIGIT_CLASSES = 10      # the only labelled data: the others (natural, a folder) have no classes
 FOLDER_MAX_SIZE = 512
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+# pictures of other formats a camera, an editor or a phone writes, which a folder's training leaves out, said
+# (not every suffix Pillow registers: .h5, .mpg and .ps are no one's pictures to convert)
+OTHER_PICTURE_SUFFIXES = (".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".psd", ".heic", ".heif", ".avif", ".jp2", ".j2k",
+                          ".jxl", ".ico", ".pcx", ".dng", ".cr2", ".nef", ".arw", ".raw", ".exr", ".hdr", ".svg")
 # Photographs inside the scikit-image wheel (no download); grey ones are repeated to RGB.
 _SKIMAGE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "coins", "brick", "grass", "gravel",
                    "hubble_deep_field", "immunohistochemistry")
@@ -47,6 +51,11 @@ class ImageData:
         shape = {"channels": self.shape[0], "image_size": self.shape[1]} if len(self.shape) == 3 else {"dim": self.shape[0]}
         return {"source": self.name, **shape, "train": len(self.train), "test": len(self.test),
                 "num_classes": self.num_classes}
+
+
+def data_classes(source: str) -> int:
+    """How many classes the data `source` has, known before it loads: only the digits have any."""
+    return DIGIT_CLASSES if source == "digits" else 0
 
 
 def refuse_empty_data(data: str | None) -> None:
@@ -224,24 +233,16 @@ def folder_images(folder: Path, least_side: int | None = None) -> list[tuple[Pat
 
 def image_files(folder: Path, what: str) -> list[Path]:
     """The image files under `folder` (IMAGE_SUFFIXES; storage.data_files), with a warning that
-    names the files of other picture formats Pillow opens (.ppm, .avif, .psd), which are left out:
-    a folder of mixed formats lost some of its pictures without a word."""
-    files = data_files(folder, IMAGE_SUFFIXES)
-    if others := data_files(folder, _other_picture_suffixes()):
+    names the files of other picture formats (OTHER_PICTURE_SUFFIXES), which are left out: a folder
+    of mixed formats lost some of its pictures without a word."""
+    files, others = data_files_and_others(folder, IMAGE_SUFFIXES, OTHER_PICTURE_SUFFIXES)
+    if others:
         named = ", ".join(repr(str(p.relative_to(folder))) for p in others[:3]) + (
             f" and {len(others) - 3} more" if len(others) > 3 else "")
         warnings.warn(f"{what} {str(folder)!r}: left out {len(others)} file{'s' * (len(others) > 1)} of picture formats "
                       f"edgegen does not take ({named}); expected {', '.join(IMAGE_SUFFIXES)}: convert them to PNG to "
                       "take them", EdgegenWarning, stacklevel=3)
     return files
-
-
-@functools.lru_cache(maxsize=1)
-def _other_picture_suffixes() -> tuple[str, ...]:
-    """The file suffixes Pillow opens pictures by that IMAGE_SUFFIXES leaves out."""
-    Image.init()
-    return tuple(sorted(s for s, kind in Image.registered_extensions().items()
-                        if kind in Image.OPEN and s not in IMAGE_SUFFIXES))
 
 
 def square_picture(rgb: np.ndarray, size: int) -> np.ndarray:
@@ -262,15 +263,21 @@ def pictures_as_trained(paths: list[Path], size: int, channels: int) -> np.ndarr
 
 def _folder(folder: Path, size: int, seed: int) -> tuple[tuple[np.ndarray, np.ndarray], int]:
     """(train and test: every image under `folder`, centre-cropped to a square and resized, as RGB;
-    the smallest picture's short side before that)."""
-    # a photograph is decoded near the size it becomes: least_side keeps it at `size` or more, and
-    # a picture decoded smaller than it is was larger still
+    the smallest picture's short side as stored)."""
+    # a photograph is decoded near the size it becomes: least_side keeps it at `size` or more
     read = folder_images(folder, least_side=size)
     if len(read) < 2:
         raise DataError(f"data folder {str(folder)!r}: expected at least 2 images (one held out), found {len(read)}")
     _say_subfolders_pooled(folder, [path for path, _ in read])
     images = [square_picture(rgb, size) for _path, rgb in read]
-    return _split(np.stack(images).astype(np.float32), 0.1, seed), min(min(rgb.shape[:2]) for _, rgb in read)
+    return _split(np.stack(images).astype(np.float32), 0.1, seed), min(_stored_short_side(path) for path, _ in read)
+
+
+def _stored_short_side(path: Path) -> int:
+    """A picture's short side as stored (its header), not as read: a JPEG is decoded near the
+    size training needs (read_picture's draft), and 256-pixel photographs read as 32."""
+    with opened_picture(path, "picture") as image:
+        return min(image.size)
 
 
 def _say_subfolders_pooled(folder: Path, paths: list[Path]) -> None:

@@ -21,7 +21,7 @@ from . import family_module
 from ..package import CHECKPOINT_WEIGHTS, refuse_output_inside_edgegens, shipped_hint
 from ..shipped import checkpoint_named, checkpoints_dir, is_shipped_name, names_shipped_model
 from .checkpoint import CHECKPOINT_KIND, checkpoint_files, data_trained_on, load_checkpoint, make_config, save_checkpoint
-from .data import DIGIT_CLASSES, load_images, refuse_empty_data, refuse_small_image_size
+from .data import data_classes, load_images, refuse_empty_data, refuse_small_image_size
 
 MAX_SEED = 2**63 - 1   # torch.manual_seed's largest
 MAX_LR = 1000.0
@@ -88,7 +88,7 @@ def train(family: str, out: str | Path, data: str | None = None, steps: int | No
         else:
             # the config's own refusals (an --image-size of 20) before a folder's minutes of loading, not after
             shape = {"image_size": image_size, "image_channels": channels or 1,
-                     "num_classes": DIGIT_CLASSES if data == "digits" else 0}   # a cgan on a folder: refused before it loads
+                     "num_classes": data_classes(data)}   # a cgan on a folder: refused before it loads
             known = {f.name for f in dataclasses.fields(module.Config)}
             refuse_small_image_size(image_size)   # the data's own limit, before a family's config says its own otherwise
             if start is not None and "num_classes" in known:   # before a folder's minutes of loading, and before the

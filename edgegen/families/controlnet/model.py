@@ -137,7 +137,7 @@ def prepare_data(data, image_size, channels, seed, options):
     """The base diffusion checkpoint decides the model's shape: its config becomes this
     one's, at its image size and channels."""
     from ...training.checkpoint import load_checkpoint, data_trained_on
-    from ...training.data import DIGIT_CLASSES, load_images
+    from ...training.data import data_classes, load_images
 
     base = Path(checkpoint_named(options.pop("base", None) or DEFAULT_BASE))   # a shipped diffusion model's name too
     ckpt = load_checkpoint(base)
@@ -154,7 +154,7 @@ def prepare_data(data, image_size, channels, seed, options):
                           f"architecture), found {shaping}")
     # the class embedding is the base's, frozen: data of other classes refused before the warning below, which
     # it would make moot, and before a folder's loading (only the digits have classes)
-    if (classes := DIGIT_CLASSES if data == "digits" else 0) != c.num_classes:
+    if (classes := data_classes(data)) != c.num_classes:
         raise ConfigError(f"--data {data!r}: expected data with the base model's {c.num_classes} classes, "
                           f"found {classes} (a folder needs a --base diffusion checkpoint trained on it)")
     trained_on, moved = data_trained_on(ckpt.data)   # moved: given anew with --data, no warning

@@ -758,7 +758,7 @@ def _gate_at_limits(module, session, specs, example, traced, limits, rng, atol, 
         why = ("the trace fixes a branch on a size, or a size a table outgrows, where it holds only below some size: "
                + fix)
         at_limit = {**traced, dim: size}   # a condition the trace took that the limit does not meet names the bound
-        if turned := [c for c in conditions if dim in c.dims.values() and c.holds(at_limit) != c.holds(traced)]:
+        if turned := [c for c in conditions if dim in c.dims.values() and c.turns(at_limit, traced)]:
             why = f"the trace took a branch on {turned[0].said(traced)}: {turned[0].advice(dim, traced)}"
         try:   # the feed inside: inputs at a limit of 10**12 rows are the memory the limit asks for
             found = gate_feeds(module, session, [_feed_at(specs, example, _one_dim_at(dim, size, traced), rng)], atol, rtol)
@@ -817,7 +817,7 @@ def _gate_against_conditions(module, session, specs, example, traced, limits, mi
     results, tried = [], set()
     for condition in conditions:
         for dim in sorted(set(condition.dims.values())):
-            most = limits[dim] * BATCH_CONDITION_REACH if dim == "batch" else limits[dim]
+            most = _batch_reach(specs, example, traced) if dim == "batch" else limits[dim]
             for size in condition.sizes_against(dim, traced, minimums.get(dim, 1), most, multiples.get(dim, 1)):
                 if (dim, size) in tried:
                     continue
@@ -834,8 +834,16 @@ def _gate_against_conditions(module, session, specs, example, traced, limits, mi
 
 
 # the runtime takes a batch past its recorded limit (rows are independent), so a condition on the batch
-# is tried up to this many times the limit (a branch on batch == 32 answered batch 32 wrongly: review 153)
-BATCH_CONDITION_REACH = 4
+# is tried at any batch whose feed is at most this many bytes (a branch on batch == 32 answered batch 32
+# wrongly, review 153; batch > 100, review 154)
+BATCH_CONDITION_BYTES = 256 << 20
+
+
+def _batch_reach(specs, example, traced) -> int:
+    """The largest batch whose feed (the other dims as traced) stays within BATCH_CONDITION_BYTES."""
+    row = sum(int(np.prod([traced[d] if isinstance(d, str) else d for d in spec.shape if d != "batch"]))
+              * example[spec.name].dtype.itemsize for spec in specs)
+    return max(1, BATCH_CONDITION_BYTES // max(row, 1))
 
 
 def _size_both_take(a: str, b: str, traced, limits, minimums, multiples) -> int | None:

@@ -181,6 +181,9 @@ def _prompt(options: dict) -> tuple[str | list, dict | None]:
         if CONTINUE_FINAL_MESSAGE in variables:   # it would go on from --chat's own message, printed as the reply
             raise ConfigError(f"--chat-option {CONTINUE_FINAL_MESSAGE}: expected --reply-start TEXT instead (the start "
                               "of the reply to go on from), found it as a template variable")
+        if "add_generation_prompt" in variables:   # --chat opens the reply, --reply-start goes on from one begun
+            raise ConfigError("--chat-option add_generation_prompt: expected it left to --chat (which opens the reply) "
+                              "and --reply-start (which goes on from one begun), found it given")
         if reply_start is not None:
             variables[CONTINUE_FINAL_MESSAGE] = True
         keywords = {"chat_template_kwargs": variables}
@@ -213,8 +216,9 @@ def _chat_template(given: str) -> str:
             raise ConfigError(f"--chat-template {given!r:.60}: expected a template's name or a .jinja file, found "
                               "template text (write it to a .jinja file)")
         return given
-    try:
-        return Path(given).read_text(encoding="utf-8")
+    try:   # as source however it reads: a file without a brace or a line break would be taken for a name
+        source = Path(given).read_text(encoding="utf-8")
+        return source if "{" in source or "\n" in source else source + "\n"   # jinja2 drops one final newline
     except OSError as exc:
         found = exc.strerror or str(exc)
     except UnicodeDecodeError:

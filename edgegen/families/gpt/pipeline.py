@@ -404,7 +404,7 @@ class GPTPipeline(Pipeline):
                    if self.config.data.get("source") == "transformers" else "edgegen's own models are not chat models")
             raise InputError(f"{what}: a conversation needs a chat template, found none in package "
                              f"{str(self.package.path)!r} ({why}); give the prompt as text, or a Jinja template of "
-                             "your own (chat_template= in Python)")
+                             "your own (chat_template= in Python, --chat-template FILE.jinja on the command line)")
         return ChatTemplates({}, {}, f"package {str(self.package.path)!r}")
 
     def _encode_chat(self, messages, what: str, chat_template, kwargs) -> list[int]:
