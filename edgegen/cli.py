@@ -240,12 +240,27 @@ def _has_latent_dim(family: str) -> bool:
     return "latent_dim" in {f.name for f in dataclasses.fields(family_module(family).Config)}
 
 
+def _variant_precisions(out) -> list[str]:
+    """The precisions of the variants the package at `out` holds (none where there is no package,
+    or its manifest cannot be read: export refuses or replaces it as it is)."""
+    from .errors import PackageError
+    from .package import MANIFEST_NAME, read_json
+
+    try:
+        variants = read_json(Path(out) / MANIFEST_NAME, PackageError).get("variants") or {}
+        return sorted(p for p, graphs in variants.items()
+                      if isinstance(graphs, dict) and any(isinstance(r, dict) and r.get("file") for r in graphs.values()))
+    except (OSError, PackageError, AttributeError):
+        return []
+
+
 def _cmd_export(args) -> int:
     from .export import refuse_package_output
 
     reads = [p for p in (args.checkpoint, args.from_transformers, args.from_diffusers, args.inputs, args.held_out,
                          args.data, _module_file(args)) if p and os.path.exists(p)]
     refuse_package_output(args.out, args.force, args.name, reads)   # before a module or an import loads, not after
+    dropped = _variant_precisions(args.out) if args.force else []
     opset = _target_opset(args)
     options = dict(data=args.data, opset=opset, name=args.name, overwrite=args.force)
     _refuse_module_options_without_module(args)
@@ -274,6 +289,9 @@ def _cmd_export(args) -> int:
         checkpoint = checkpoint_named(args.checkpoint)
         out = export_checkpoint(checkpoint, args.out, progress=None, **options)
     print(f"wrote package {out}")
+    if dropped:   # --force writes a new package: the one it replaced had variants, gone with it without a word
+        print(f"edgegen: the package replaced had {', '.join(dropped)} variants, which a new export has none of: run "
+              f"edgegen optimize {out} --precision P (with its --target) again for each", file=sys.stderr)
     _print_info(out)
     if args.target is not None and get_target(args.target).uses_tensorrt:
         return _cmd_check(argparse.Namespace(package=out, target=args.target, tensorrt=None, profile=None, json=False))

@@ -258,6 +258,20 @@ def test_a_graph_whose_variant_was_refused_runs_fp32_and_every_command_says_so(p
     assert lines[1:] == [f"{manifest['name']}: {note}"]   # the model is named after the package
 
 
+def test_export_force_over_a_package_with_variants_says_they_are_gone(trained, package_copy, capsys):
+    """--force writes a new package: the one it replaced had variants, which went without a word
+    (helper 155)."""
+    from edgegen.cli import main
+
+    pkg = package_copy("vae")
+    optimize_package(pkg, "fp16", progress=_quiet, speed_check=False)
+    assert main(["export", str(trained["vae"][0]), "--out", str(pkg), "--force"]) == 0
+    assert f"edgegen: the package replaced had fp16 variants, which a new export has none of: run edgegen optimize " \
+           f"{pkg} --precision P" in capsys.readouterr().err
+    assert main(["export", str(trained["vae"][0]), "--out", str(pkg), "--force"]) == 0
+    assert "package replaced" not in capsys.readouterr().err   # none this time
+
+
 def test_a_changed_variant_file_is_refused(package_copy, capsys):
     pkg = package_copy("gan")
     optimize_package(pkg, "int8", calibration=16, target="tensorrt", progress=_quiet)
