@@ -95,7 +95,7 @@ class SizeCondition:
         where the module takes another branch. Every size there is judged where there are at most
         SCANNED_SIZES of them (width // 8 == 5 turns at 40 to 47, far from its constants), else an even
         spread of them, those beside the condition's constants and the SCANNED_SIZES nearest the
-        traced one. None where the condition cannot be judged: sympy does not reduce it."""
+        traced one; none where the condition cannot be judged (sympy does not reduce it)."""
         import sympy
 
         holds = self._holds_at(dim, traced)
@@ -112,6 +112,7 @@ class SizeCondition:
                            step)
             near = {int(c) + d for c in self.relation.atoms(sympy.Integer) for d in (-1, 0, 1)}
             sizes = sorted({*spread, *window, *(s for s in near if first <= s <= most and s % step == 0)})
+
         def turned_at(size: int) -> bool:
             try:
                 return holds(size) != at_trace
@@ -220,7 +221,7 @@ def trace_module(module: torch.nn.Module, part: str, inputs: tuple[TensorSpec, .
 def _size_conditions(program: torch.export.ExportedProgram | None, inputs: tuple[TensorSpec, ...]) -> list[SizeCondition]:
     """The relations on dynamic dims' symbols that the traced program holds as booleans (the
     guards it asserts, and the comparisons they came from): the user inputs' placeholders, in
-    forward's order as `inputs`, name each symbol's dim. None where torch.onnx kept no program."""
+    forward's order as `inputs`, name each symbol's dim; none where torch.onnx kept no program."""
     if program is None:
         return []
     user = set(program.graph_signature.user_inputs)

@@ -935,8 +935,8 @@ def _mask_like(example: np.ndarray, drawn: np.ndarray, rng: np.random.Generator)
     kept = ends[0] if ends else bool(example.mean() >= 0.5)
     for value in (kept, not kept):   # rows all of the other value mended last: a row of one ends kept
         if not (example == value).all(axis=-1).any():
-            rows = np.argwhere((drawn == value).all(axis=-1))
-            drawn[(*rows.T, rng.integers(0, drawn.shape[-1], len(rows)))] = not value
+            whole = np.argwhere((drawn == value).all(axis=-1))   # the drawn rows all of `value`, one key each flipped
+            drawn[(*whole.T, rng.integers(0, drawn.shape[-1], len(whole)))] = not value
     return drawn
 
 
