@@ -1659,6 +1659,18 @@ def test_drawn_padding_masks_keep_a_key_in_every_row_as_the_example_does(tmp_pat
     assert json.loads((tmp_path / "pkg" / "edgegen.json").read_text())["config"]["dim_minimums"]["seq"] == 1
 
 
+def test_a_folder_named_like_a_package_torch_looks_for_is_named(tmp_path, monkeypatch):
+    """`edgegen triton --out triton`, then an export there: torch took the folder for the triton
+    package and failed in it, said as the module's fault (helper 155)."""
+    (tmp_path / "triton").mkdir()
+    monkeypatch.syspath_prepend(str(tmp_path))   # as `python -m` puts the working directory there
+    monkeypatch.delitem(sys.modules, "triton", raising=False)
+    with pytest.raises(ConfigError, match=r"^folder '.*triton': expected no folder named 'triton' on Python's path .*"
+                                          r"rename it, or run edgegen from another folder$"):
+        export_pytorch(torch.nn.Linear(4, 2), {"x": np.ones((2, 4), np.float32)}, tmp_path / "pkg")
+    assert not (tmp_path / "pkg").exists()
+
+
 def test_optimize_refuses_gate_feeds_on_which_the_fp32_graph_itself_gives_nan(tmp_path):
     """fp32's own NaN made the PSNR NaN, which the gate's min() passed over: an int8 variant that
     missed its gate (8.6 dB) was written as "PSNR dB inf"."""

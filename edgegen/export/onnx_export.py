@@ -11,6 +11,7 @@ import logging
 import math
 import operator
 import re
+import sys
 import traceback
 import warnings
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ import numpy as np
 import onnx
 import torch
 
-from ..errors import ValidationError, described
+from ..errors import ConfigError, ValidationError, described
 from ..package import TensorSpec
 from ..targets import DEFAULT_OPSET
 from .validate import torch_inputs
@@ -179,6 +180,7 @@ def trace_module(module: torch.nn.Module, part: str, inputs: tuple[TensorSpec, .
                  example: dict[str, np.ndarray], opset: int = DEFAULT_OPSET) -> Traced:
     """export_module's graph, and the conditions on dynamic sizes its trace took (for a gate to try
     the sizes where they do not hold)."""
+    refuse_folders_named_like_packages()
     dims = {d: torch.export.Dim(d) for spec in inputs for d in spec.shape if isinstance(d, str)}
     per_input = [{i: dims[d] for i, d in enumerate(spec.shape) if isinstance(d, str)} for spec in inputs]
     args = tuple(torch_inputs(example, inputs))
@@ -216,6 +218,26 @@ def trace_module(module: torch.nn.Module, part: str, inputs: tuple[TensorSpec, .
     if found_outputs != list(outputs):
         raise ValidationError(f"graph {part!r}: expected outputs {list(outputs)}, the exporter produced {found_outputs}")
     return Traced(model, conditions)
+
+
+# packages torch imports where it finds them, which a folder of that name on Python's path passes for
+# (`edgegen triton --out triton`, then an export in the same folder: torch took it for triton and
+# failed in its own code, said as the module's fault: helper 155)
+OPTIONAL_TORCH_PACKAGES = ("triton",)
+
+
+def refuse_folders_named_like_packages() -> None:
+    """A folder without __init__.py on Python's path (the working directory under `python -m`,
+    a --module file's own folder) named like a package torch looks for, refused by name."""
+    import importlib.util
+
+    for name in OPTIONAL_TORCH_PACKAGES:
+        spec = importlib.util.find_spec(name) if name not in sys.modules else None
+        if spec is not None and spec.origin is None and spec.submodule_search_locations:
+            folder = next(iter(spec.submodule_search_locations))
+            raise ConfigError(f"folder {folder!r}: expected no folder named {name!r} on Python's path (the working "
+                              f"directory, or a --module file's), found one, which torch takes for the {name} package "
+                              "and fails in: rename it, or run edgegen from another folder")
 
 
 def _size_conditions(program: torch.export.ExportedProgram | None, inputs: tuple[TensorSpec, ...]) -> list[SizeCondition]:
