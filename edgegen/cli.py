@@ -148,8 +148,9 @@ def _list_families() -> None:
 
 
 def _cmd_list(args) -> None:
-    from .shipped import (MODELS_MISSING, MODELS_REINSTALL, cache_damage, cache_path, carried_package, find_shipped,
-                          in_models, other_code, package_damage, shipped_family, shipped_names)
+    from .shipped import (MODELS_MISSING, MODELS_REINSTALL, cache_damage, cache_path, carried_package,
+                          exports_by_other_code, find_shipped, in_models, other_code, package_damage, shipped_family,
+                          shipped_names)
 
     if args.families:
         _list_families()
@@ -172,6 +173,9 @@ def _cmd_list(args) -> None:
                  f"exported, in {found}" if found else
                  f"in edgegen-models, {other_code(carried)}: exported again into {cache_path(name).parent} on first use"
                  if (carried := carried_package(name)) else
+                 # as `edgegen cache` says (review 155: list said "checkpoint only" beside cache's stale export)
+                 f"in {earlier[-1]}, {other_code(earlier[-1])}: exported again on first use{extra}"
+                 if (earlier := exports_by_other_code(cache_path(name))) else
                  f"checkpoint only: exported into {cache_path(name).parent} on first use{extra}")
         rows.append((name, family, where))
     width = max(len(n) for n, _, _ in rows)

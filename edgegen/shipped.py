@@ -291,7 +291,7 @@ def resolve(path_or_name: str | os.PathLike, cache: str | os.PathLike | None = N
         return carried
     if found is None:
         exported = cache_path(str(path_or_name), cache)
-        others = _exports_by_other_code(exported)
+        others = exports_by_other_code(exported)
         by = said_version(CACHED_EXPORT.match(others[-1].name)["version"]) if others else None
         newest = f"the newest of {len(others)} exports of other code, " if len(others) > 1 else "only "
         found_instead = (f"{newest}{others[-1]}, exported by edgegen {by}; this is {said_version(export_version())}"
@@ -304,7 +304,7 @@ def resolve(path_or_name: str | os.PathLike, cache: str | os.PathLike | None = N
     return found
 
 
-def _exports_by_other_code(exported: Path) -> list[Path]:
+def exports_by_other_code(exported: Path) -> list[Path]:
     """The cache's exports of the same model and weights as `exported` (this code's, absent) by other
     code or versions, newest last: loading reads none of them, and its refusal names one."""
     match = CACHED_EXPORT.match(exported.name)

@@ -64,6 +64,11 @@ def test_a_name_exports_once_into_the_cache_then_finds_it(models, tmp_path, caps
     assert main(["generate", NAME, "--n", "4", "--out", str(tmp_path / "b.png")]) == 0
     assert "exporting" not in capsys.readouterr().err
     assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
+    with monkeypatch.context() as upgraded:   # other code now: list says what cache says of the export (review 155)
+        earlier = shipped.cache_path(NAME)
+        upgraded.setattr(shipped, "code_revision", lambda: "0123456789ab")
+        assert main(["list"]) == 0
+        assert f"in {earlier}, exported by other code (" in capsys.readouterr().out
     assert edgegen.load(NAME).package.path == shipped.cache_path(NAME)
     assert main(["info", NAME]) == 0   # its variants go into a copy: optimize refuses the shared package
     assert f"'edgegen optimize' adds int8 / fp16 variants to a copy (cp -r {shipped.cache_path(NAME)} pkg-{NAME})" \
