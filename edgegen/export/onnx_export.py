@@ -88,7 +88,7 @@ class SizeCondition:
 
         relation = self.relation if self.holds(sizes) else self.relation.negated
         named = relation.subs({symbol: sympy.Symbol(dim) for symbol, dim in self.dims.items()})
-        return f"{named.lhs} {named.rel_op} {named.rhs}"
+        return f"{_said(named.lhs)} {named.rel_op} {_said(named.rhs)}"
 
     def sizes_against(self, dim: str, traced: dict[str, int], least: int, most: int, step: int = 1) -> list[int]:
         """The sizes of `dim` nearest its traced one, below it and above it, within [least, most] in
@@ -153,6 +153,29 @@ class SizeCondition:
             bound = int(relation.rhs) - (relation.rel_op == "<")
             return f"give --limit {dim}={bound} (dim_limits), below which the trace's branch holds"
         return f"take the branch out of forward, or give {dim} a fixed size (--dynamic without it)"
+
+
+def _said(expression) -> str:
+    """A size expression as Python writes it: torch's sympy functions (PythonMod(width, 7),
+    CeilToInt(IntTrueDiv(width, 8)), ToFloat(width)) as the operators they stand for."""
+    from sympy.printing.str import StrPrinter
+
+    infix = {"PythonMod": "%", "Mod": "%", "IntTrueDiv": "/", "FloatTrueDiv": "/", "FloorDiv": "//", "CleanDiv": "//"}
+    calls = {"CeilToInt": "ceil", "FloorToInt": "floor", "TruncToInt": "trunc", "RoundToInt": "round", "Min": "min",
+             "Max": "max"}
+
+    class Printer(StrPrinter):
+        def _print_Function(self, expr):
+            name, args = type(expr).__name__, [self._print(a) for a in expr.args]
+            if name in infix and len(args) == 2:
+                return f"({args[0]} {infix[name]} {args[1]})"
+            if name == "ToFloat" and len(args) == 1:
+                return args[0]
+            return f"{calls.get(name, name)}({', '.join(args)})"
+
+        _print_Min = _print_Max = _print_Function
+
+    return Printer().doprint(expression)
 
 
 SCANNED_SIZES = 4096   # a dim's sizes judged one by one against a condition, at most
