@@ -1631,6 +1631,16 @@ def test_conditions_are_gated_where_they_turn_whatever_their_constants_and_bound
     with pytest.raises(ParityError, match=r"the trace took a branch on width <= 100: give --limit width=100 \(dim_limits\)"):
         export_pytorch(_Branches("bound"), {"x": x}, tmp_path / "c", dynamic=dynamic)
     export_pytorch(_Branches("bound"), {"x": x}, tmp_path / "c", dynamic=dynamic, dim_limits={"width": 100})
+    # said as Python writes it, not in torch's sympy functions
+    import sympy
+    from torch.utils._sympy.functions import CeilToInt, IntTrueDiv, PythonMod
+
+    from edgegen.export.onnx_export import SizeCondition
+
+    s = sympy.Symbol("s0", integer=True, positive=True)
+    assert SizeCondition(sympy.Eq(PythonMod(s, 7), 3), {s: "width"}).said({"width": 64}) == "(width % 7) != 3"
+    assert SizeCondition(sympy.Ne(CeilToInt(IntTrueDiv(s, 8)), 6), {s: "width"}).said({"width": 64}) == \
+        "ceil((width / 8)) != 6"
 
 
 class _KeyPadded(torch.nn.Module):
