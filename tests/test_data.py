@@ -66,6 +66,18 @@ def test_a_folders_subfolders_and_pictures_larger_than_the_default_size_are_said
     with pytest.warns(EdgegenWarning, match="where the folder's pictures are 256 pixels or more"):
         train("diffusion", tmp_path / "ckpt-jpegs", data=str(tmp_path / "jpegs"), steps=1, batch_size=2, progress=False,
               width=8)
+    for i in range(2):   # every picture grey, trained in colour by a folder's default: said (helper 150)
+        (tmp_path / "grey").mkdir(exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8)).save(tmp_path / "grey" / f"{i}.png")
+    with pytest.warns(EdgegenWarning, match=r"every picture is grey, trained as colour .*give --channels 1"):
+        train("diffusion", tmp_path / "ckpt-grey", data=str(tmp_path / "grey"), steps=1, batch_size=2, progress=False,
+              width=8)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*every picture is grey", category=EdgegenWarning)
+        train("diffusion", tmp_path / "ckpt-grey1", data=str(tmp_path / "grey"), steps=1, batch_size=2, progress=False,
+              width=8, channels=1)
+        train("diffusion", tmp_path / "ckpt-rgb", data=str(tmp_path / "jpegs"), steps=1, batch_size=2, progress=False,
+              width=8, image_size=8)
     with warnings.catch_warnings(record=True) as said:   # a size given: the user's choice, not said
         warnings.simplefilter("always")
         train("diffusion", tmp_path / "ckpt16", data=str(tmp_path / "data" / "cats"), steps=1, batch_size=4,

@@ -102,6 +102,8 @@ def train(family: str, out: str | Path, data: str | None = None, steps: int | No
             images = load_images(data, image_size=image_size, channels=channels, seed=seed)
             if given_image_size is None and start is None:
                 _say_default_size_below_pictures(family, images, image_size)
+            if channels is None and start is None:
+                _say_grey_pictures_trained_as_colour(images)
             c, h, _ = images.shape
             from_data = {"image_channels": c, "image_size": h}
         if (given_image_size is not None or given_channels is not None) and "image_size" not in images.describe():
@@ -260,6 +262,17 @@ def _say_default_size_below_pictures(family: str, images, image_size: int) -> No
         warnings.warn(f"--data {images.name!r}: training at {image_size}x{image_size} pixels, the {family} family's "
                       f"default, where the folder's pictures are {images.least_side} pixels or more on their short side: "
                       "give --image-size to train at a larger size (slower, more memory)", EdgegenWarning, stacklevel=3)
+
+
+def _say_grey_pictures_trained_as_colour(images) -> None:
+    """A folder whose every picture is grey, trained in colour (a folder's default): said, since
+    three equal channels cost three times the data and the first layer's weights for the same
+    pictures (helper 150)."""
+    if images.least_side is None or images.shape[0] != 3:
+        return
+    if all(np.array_equal(x[:, 0], x[:, 1]) and np.array_equal(x[:, 1], x[:, 2]) for x in (images.train, images.test)):
+        warnings.warn(f"--data {images.name!r}: every picture is grey, trained as colour (3 equal channels, a folder's "
+                      "default): give --channels 1 to train on them as grey", EdgegenWarning, stacklevel=3)
 
 
 SHAPE_FLAGS = {"image_channels": "--channels", "image_size": "--image-size"}   # train's own, by the config field
