@@ -259,3 +259,30 @@ def test_a_flow_variant_judged_before_its_density_check_is_said_at_load(package_
 
     with pytest.warns(PrecisionWarning, match=r"fp16 variant of forward .*found one of PSNR alone"):
         write_repository([str(pkg)], pkg.parent / "models", RepositoryOptions(precision="fp16"), report=lambda line: None)
+
+
+
+@pytest.mark.parametrize("z", [-20.0, -100.0])
+def test_a_coupling_whose_scale_underflows_keeps_a_finite_log_determinant(z):
+    """log(sigmoid(z)) was -inf in ONNX Runtime below z = -17, where its sigmoid underflows to 0
+    (in torch below -88): pictures unlike the training's (a blotch on a brick wall) stopped
+    `edgegen score` with a NonFiniteError, and such a model's export was refused. The log scale is
+    -softplus(-z), exact at any z."""
+    import onnxruntime as ort
+
+    from edgegen.export.onnx_export import export_module
+    from edgegen.families.flow.model import AffineCoupling
+    from edgegen.package import TensorSpec
+
+    coupling = AffineCoupling(4, 8)
+    with torch.no_grad():   # the raw scale: z - 2 everywhere, so that the scale is sigmoid(z)
+        coupling.net[-1].bias[:2] = z - 2.0
+    x = np.random.default_rng(0).standard_normal((2, 4, 3, 3)).astype(np.float32)
+    graph = export_module(coupling, "coupling", (TensorSpec("x", "float32", ("batch", 4, 3, 3)),), ("y", "logdet"),
+                          {"x": x})
+    y, logdet = ort.InferenceSession(graph.SerializeToString()).run(None, {"x": x})
+    np.testing.assert_allclose(logdet, [z * 2 * 9] * 2, rtol=1e-6)
+    with torch.inference_mode():
+        expected_y, expected_logdet = coupling(torch.from_numpy(x))
+    np.testing.assert_allclose(logdet, expected_logdet.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(y, expected_y.numpy(), rtol=1e-5, atol=1e-30)

@@ -215,23 +215,25 @@ class AffineCoupling(nn.Module):
         nn.init.zeros_(self.net[-1].weight)
         nn.init.zeros_(self.net[-1].bias)
 
-    def _scale_shift(self, xa):
+    def _log_scale_shift(self, xa):
         raw, shift = self.net(xa).chunk(2, dim=1)  # contiguous halves: plain Split in ONNX
-        scale = torch.sigmoid(raw + 2.0)
-        return scale, shift
+        # log(sigmoid(z)) as -softplus(-z), exact where the sigmoid underflows to 0 (in ONNX Runtime below
+        # z = -17) and its log was -inf: pictures unlike the training's scored as errors. F.logsigmoid
+        # exports as Log(Sigmoid), the same underflow; softplus as ONNX's Softplus, which TensorRT runs too
+        return -F.softplus(-(raw + 2.0)), shift
 
     def forward(self, x):
         half = x.shape[1] // 2
         xa, xb = x[:, :half], x[:, half:]
-        scale, shift = self._scale_shift(xa)
-        yb = (xb + shift) * scale
-        return torch.cat([xa, yb], dim=1), torch.log(scale).flatten(1).sum(dim=1)
+        log_scale, shift = self._log_scale_shift(xa)
+        yb = (xb + shift) * log_scale.exp()
+        return torch.cat([xa, yb], dim=1), log_scale.flatten(1).sum(dim=1)
 
     def inverse(self, y):
         half = y.shape[1] // 2
         ya, yb = y[:, :half], y[:, half:]
-        scale, shift = self._scale_shift(ya)
-        return torch.cat([ya, yb / scale - shift], dim=1)
+        log_scale, shift = self._log_scale_shift(ya)
+        return torch.cat([ya, yb * (-log_scale).exp() - shift], dim=1)
 
 
 class FlowStep(nn.Module):
