@@ -216,8 +216,9 @@ def test_training_errors(tmp_path):
                                           r"are not read as classes\), found 0"), \
             patch("edgegen.training.train.load_images", side_effect=AssertionError):   # before the folder loads
         train("cgan", tmp_path / "x", data=str(tmp_path / "classes"), steps=1)
-    with pytest.raises(DataError, match=r"expected digits \(.*\), found a folder, whose pictures have no captions$"):
-        train("text2image", tmp_path / "x", data=str(tmp_path / "classes"), steps=2)   # it said no "found"
+    with pytest.raises(DataError, match=r"data folder '.*classes': expected captions for text2image, a metadata.jsonl "
+                                        r"or metadata.csv .*found none$"):   # before the pictures are read
+        train("text2image", tmp_path / "x", data=str(tmp_path / "classes"), steps=2)
 
 
 def test_training_on_rgb_natural_crops(tmp_path):

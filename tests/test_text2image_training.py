@@ -1,7 +1,8 @@
-"""The text2image model edgegen trains (captioned digits) and its export through the diffusers
-import path (docs/diffusers.md)."""
+"""The text2image model edgegen trains (captioned digits, or a folder of captioned pictures) and
+its export through the diffusers import path (docs/diffusers.md)."""
 
 import json
+import re
 import warnings
 
 import numpy as np
@@ -11,12 +12,21 @@ import torch
 import edgegen
 from edgegen.errors import DataError
 from edgegen.export import export_checkpoint
-from edgegen.families.text2image.model import ATTRIBUTES, DIGIT_NAMES, Tokens, caption, ink, prepare_data
+from edgegen.families.text2image.components import clip_vocabulary
+from edgegen.families.text2image.model import ATTRIBUTES, CAPTION_WORDS, DIGIT_NAMES, caption, ink, prepare_data
 from edgegen.training.checkpoint import load_checkpoint
 from edgegen.training.train import train
 
 TINY = {"unet_channels": [8, 16], "vae_channels": [8, 8], "norm_groups": 4, "cross_dim": 16, "text_intermediate": 16,
         "attention_head_dim": 4}
+
+
+def digit_ids(text: str, max_length: int) -> list[int]:
+    """A digit caption's ids looked up word by word in the caption vocabulary (each word one token):
+    start, the words, end, then end tokens as padding."""
+    vocab, _ = clip_vocabulary(CAPTION_WORDS)
+    start, end = vocab["<|startoftext|>"], vocab["<|endoftext|>"]
+    return ([start] + [vocab[w + "</w>"] for w in text.split()] + [end] * max_length)[:max_length]
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +50,6 @@ def test_thick_and_thin_split_each_digit_at_its_median_ink():
     for digit in range(10):
         above = np.mean(amount[images.train_labels == digit] > medians[digit])
         assert 0.45 <= above <= 0.55, (digit, above)
-    with pytest.raises(DataError, match="expected digits"):
-        prepare_data("natural", 16, None, 0)
 
 
 def test_each_image_is_captioned_by_its_label_and_ink(exported):
@@ -53,24 +61,23 @@ def test_each_image_is_captioned_by_its_label_and_ink(exported):
     distance = ink(sevens) - model.config.ink_medians[7]
     below, above = sevens[distance < 0][np.argmax(distance[distance < 0])], sevens[distance > 0][np.argmin(distance[distance > 0])]
     trained_range = torch.from_numpy(np.stack([below, above, above])) * 2 - 1
-    tokens = Tokens(model.config.max_length)
+    length = model.config.max_length
     labels = torch.tensor([7, 7, 10])   # 10: the dropped label, the empty prompt
     ids = model.caption_ids(labels, trained_range, attribute_dropout=0.0)
-    assert ids.tolist() == [tokens.ids("a thin seven"), tokens.ids("a thick seven"), tokens.ids("")]
+    assert ids.tolist() == [digit_ids("a thin seven", length), digit_ids("a thick seven", length), digit_ids("", length)]
     # against the seven's median, not another digit's: an eight's median is higher than both
     assert model.config.ink_medians[8] > ink(above[None])[0]
     dropped = model.caption_ids(labels[:2], trained_range[:2], attribute_dropout=1.0 - 1e-9)
-    assert dropped.tolist() == [tokens.ids("a seven")] * 2
+    assert dropped.tolist() == [digit_ids("a seven", length)] * 2
 
 
 def test_the_runtime_tokenizer_gives_the_ids_the_model_was_trained_on(exported):
     pipe = edgegen.load(exported[1])
-    tokens = Tokens(pipe.config.max_length)
     texts = [caption(d, a) for d in range(10) for a in (None, *ATTRIBUTES)] + [""]
     with warnings.catch_warnings():
         warnings.simplefilter("error")   # every caption fits: nothing is said
         ids = pipe.tokenizer.encode_padded(texts, pipe.config.max_length, pipe.config.pad_token_id)
-    assert ids.tolist() == [tokens.ids(t) for t in texts]
+    assert ids.tolist() == [digit_ids(t, pipe.config.max_length) for t in texts]
 
 
 def test_a_prompt_past_the_text_encoders_length_is_cut_with_a_warning_naming_the_words_cut(exported):
@@ -207,3 +214,160 @@ def test_the_eager_modules_reproduce_the_package(exported):
         eager_unet = modules["unet"](*(torch.from_numpy(a) for a in (latent, t, states))).numpy()
     ours = pipe.sessions["unet"].run({"sample": latent, "timestep": t, "encoder_hidden_states": states})["prediction"]
     np.testing.assert_allclose(ours, eager_unet, rtol=1e-4, atol=1e-4)
+
+
+# -- a folder of one's own captioned pictures -----------------------------------------------------
+
+COLOURS = {"red": (220, 30, 30), "green": (30, 180, 60), "blue": (30, 60, 220)}
+
+
+def colour_pictures(folder, per_colour: int = 4, size: int = 40):
+    """Pictures of one colour each, named by it: (folder, {file name: its colour})."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    colours = {}
+    for i in range(per_colour * len(COLOURS)):
+        colour = list(COLOURS)[i % len(COLOURS)]
+        Image.new("RGB", (size, size), COLOURS[colour]).save(folder / f"p{i:02d}.png")
+        colours[f"p{i:02d}.png"] = colour
+    return folder, colours
+
+
+def write_metadata(folder, rows, name="metadata.jsonl"):
+    if name.endswith(".csv"):
+        lines = ["file_name,caption"] + [f"{f},{t}" for f, t in rows]
+        (folder / name).write_text("\ufeff" + "\n".join(lines) + "\n", encoding="utf-8")   # a spreadsheet's BOM
+    else:
+        (folder / name).write_text("".join(json.dumps({"file_name": f, "text": t}) + "\n" for f, t in rows))
+
+
+def test_the_caption_vocabulary_spells_every_word_as_one_token():
+    """Each word's merges join the pieces earlier words' merges leave it in: "green" after "red"
+    came out g, re, e, n (the "r e" merge of "red" fired first), four tokens for one word."""
+    from edgegen.families.text2image.components import caption_words, vocabulary_tokenizer
+
+    words = caption_words(["A red car, 2 doors.", "a GREEN café", "the car's greenery", "red red red"])
+    assert words[:2] == ["red", "a"] and {"green", "café", ",", "2", "'s", "greenery"} <= set(words)
+    tokenizer = vocabulary_tokenizer(tuple(words), 77)
+    assert [len(tokenizer(w)["input_ids"]) for w in words] == [3] * len(words)   # start, the word, end
+    assert vocabulary_tokenizer(CAPTION_WORDS, 77)("a thick seven")["input_ids"] == digit_ids("a thick seven", 5)
+
+
+@pytest.mark.parametrize("form", ["metadata.jsonl", "metadata.csv", ".txt", ".caption"])
+def test_a_folders_captions_are_read_from_its_metadata_or_the_text_beside_each_picture(tmp_path, form):
+    from edgegen.training.captions import folder_captions
+    from edgegen.training.data import image_files
+
+    folder, colours = colour_pictures(tmp_path / "pictures", per_colour=1)
+    if form.startswith("metadata"):
+        write_metadata(folder, [(name, f"a {c} square") for name, c in reversed(colours.items())], form)
+    else:
+        for name, colour in colours.items():
+            (folder / name).with_suffix(form).write_text(f"a {colour} square\n")
+    pictures = image_files(folder, "data folder")
+    captions, said = folder_captions(folder, pictures)
+    assert captions == [f"a {colours[p.name]} square" for p in pictures]
+    assert said == (form if form.startswith("metadata") else "text files beside the pictures")
+
+
+@pytest.mark.filterwarnings("ignore:.*the text files beside")   # said while the metadata has typos; tested at the end
+def test_a_folders_captions_that_do_not_match_its_pictures_are_refused_naming_them(tmp_path):
+    from edgegen.training.captions import folder_captions
+    from edgegen.training.data import image_files
+
+    folder, colours = colour_pictures(tmp_path / "pictures", per_colour=2)
+    pictures = image_files(folder, "data folder")
+    with pytest.raises(DataError, match=r"expected captions for text2image, a metadata.jsonl or metadata.csv .*found none"):
+        folder_captions(folder, pictures)
+    (folder / "p00.txt").write_text("a red square")
+    with pytest.raises(DataError, match=r"expected a caption for every picture \(a text file beside it .*found 5 of its "
+                                        r"6 pictures without one: 'p01.png', 'p02.png', 'p03.png' and 2 more$"):
+        folder_captions(folder, pictures)
+    write_metadata(folder, [("p00.png", "a red square"), ("p0.png", "typo"), ("p01.png", "a green square")])
+    with pytest.raises(DataError, match=r"metadata.jsonl': expected its file_names to name pictures in .*found 1 that do "
+                                        r"not: 'p0.png'$"):
+        folder_captions(folder, pictures)
+    write_metadata(folder, [("p00.png", "a red square"), ("p00.png", "again")])
+    with pytest.raises(DataError, match=r"metadata.jsonl' line 2: expected each picture once, found 'p00.png' again"):
+        folder_captions(folder, pictures)
+    (folder / "metadata.jsonl").write_text('{"file_name": "p00.png", "text": "a"}\n{"file_name": "p01.png", "label": 1}\n')
+    with pytest.raises(DataError, match=r"line 2: expected a caption under 'text' or 'caption', found the columns "
+                                        r"\['file_name', 'label'\]"):
+        folder_captions(folder, pictures)
+    (folder / "metadata.jsonl").write_text('{"file_name": "p00.png", "text": "a"}\nnot json\n')
+    with pytest.raises(DataError, match=r"line 2: expected one JSON object per line, found 'not json'"):
+        folder_captions(folder, pictures)
+    write_metadata(folder, [(name, f"a {c} square") for name, c in colours.items()])
+    with pytest.warns(edgegen.EdgegenWarning, match=r"captions read from metadata.jsonl; the text files beside 1 of its "
+                                                    r"pictures are not read"):
+        assert folder_captions(folder, pictures)[0][0] == "a red square"
+    write_metadata(folder, [(name, f"a {c} square") for name, c in colours.items()], "metadata.csv")
+    with pytest.raises(DataError, match=r"expected one metadata file, found 2 \(metadata.jsonl, metadata.csv\)"):
+        folder_captions(folder, pictures)
+
+
+@pytest.fixture(scope="module")
+def captioned(tmp_path_factory):
+    """A tiny model trained on a folder of coloured pictures captioned by colour, and its package."""
+    folder = tmp_path_factory.mktemp("captioned")
+    pictures, colours = colour_pictures(folder / "pictures")
+    write_metadata(pictures, [(name, f"a {colour} picture") for name, colour in colours.items()])
+    with pytest.warns(edgegen.EdgegenWarning, match=r"training at 16x16 pixels, the text2image family's default, where "
+                                                    r"the folder's pictures are 40 pixels or more"):
+        ckpt = train("text2image", folder / "ckpt", data=str(pictures), steps=4, batch_size=8, progress=False, **TINY)
+    return ckpt, export_checkpoint(ckpt, folder / "pkg"), colours
+
+
+def test_a_folders_pictures_train_on_their_own_captions(captioned):
+    """Each picture's label is its caption's, through the split; the vocabulary is the captions'
+    words; the tokens are as long as the longest caption; and the package's tokenizer gives the
+    very ids the model was trained on."""
+    ckpt, pkg, colours = captioned
+    c = load_checkpoint(ckpt).config
+    assert c.captions == ["a red picture", "a green picture", "a blue picture"] and c.num_classes == 3
+    assert sorted(c.caption_words) == ["a", "blue", "green", "picture", "red"] and c.max_length == 5
+    assert c.image_channels == 3 and not c.ink_medians
+    images, from_data = prepare_data(str(ckpt.parent / "pictures"), 16, None, 0)
+    for pictures, labels in ((images.train, images.train_labels), (images.test, images.test_labels)):
+        shown = [max(COLOURS, key=lambda k: -np.abs(np.asarray(COLOURS[k]) / 255 - p[:, 0, 0]).sum()) for p in pictures]
+        assert [from_data["captions"][label] for label in labels] == [f"a {colour} picture" for colour in shown]
+    model = load_checkpoint(ckpt).model
+    pipe = edgegen.load(pkg)
+    trained = model.caption_ids(torch.tensor([0, 1, 2, 3]), torch.zeros(4, 3, 16, 16), attribute_dropout=0.0)
+    ids = pipe.tokenizer.encode_padded([*c.captions, ""], c.max_length, pipe.config.pad_token_id)
+    assert ids.tolist() == trained.tolist() and len(set(map(tuple, ids.tolist()))) == 4
+    described = pipe.config.data["captions"]
+    assert described == {"form": "the captions of the training pictures", "distinct": 3, "vocabulary_words": 5,
+                         "examples": c.captions}
+    assert pipe("a green picture", n=2, steps=2, seed=0).shape == (2, 3, 16, 16)
+
+
+def test_a_start_keeps_its_vocabulary_and_says_the_captions_words_it_lacks(exported, captioned, tmp_path):
+    """Fine-tuning text2image-digits' kind of model on one's own captions: its text encoder's
+    embeddings are made for the digit words and 8 tokens, which it keeps; the words it lacks are
+    said, and a caption past its tokens is said cut."""
+    ckpt, _, _ = captioned
+    folder = ckpt.parent / "pictures"
+    with pytest.warns(edgegen.EdgegenWarning) as said:
+        tuned = train("text2image", tmp_path / "tuned", data=str(folder), init=exported[0], steps=2, batch_size=4,
+                      progress=False)
+    messages = [str(w.message) for w in said]
+    assert any(re.search(r"4 of their words are not in the model's vocabulary of 14 \('picture', 'red', 'green', 'blue'\)",
+                         m) for m in messages), messages
+    assert any(re.search(r"3 of the 3 distinct captions are longer than the text encoder's 8 tokens", m) for m in messages)
+    c = load_checkpoint(tuned).config
+    assert c.caption_words == [] and c.max_length == 8 and c.captions == ["a red picture", "a green picture",
+                                                                           "a blue picture"]
+    from edgegen.families.text2image.model import Config, say_captions_outside_the_vocabulary
+
+    with pytest.warns(edgegen.EdgegenWarning, match=r"1 of the 2 distinct captions are longer than the text encoder's 5 "
+                                                    r"tokens, and are cut to it \(the first: 'a red red picture'\)"):
+        say_captions_outside_the_vocabulary(Config(num_classes=2, max_length=5, captions=["a red picture", "a red red picture"],
+                                                   caption_words=["a", "red", "picture"]))
+
+
+def test_text2image_refuses_other_data_naming_both_forms(tmp_path):
+    with pytest.raises(DataError, match=r"expected digits or a folder of captioned pictures \(a metadata.jsonl or "
+                                        r"metadata.csv at the folder's top"):
+        prepare_data("natural", 16, None, 0)

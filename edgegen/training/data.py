@@ -10,6 +10,7 @@ import functools
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from PIL import Image
@@ -65,10 +66,13 @@ def refuse_empty_data(data: str | None) -> None:
         raise ConfigError(f"data (--data): expected a built-in data set's name or a path, found {data!r}")
 
 
-def load_images(source: str, image_size: int = 32, channels: int | None = None, seed: int = 0) -> ImageData:
+def load_images(source: str, image_size: int = 32, channels: int | None = None, seed: int = 0,
+                labels_of: Callable[[list[Path]], np.ndarray] | None = None) -> ImageData:
     """Load a built-in dataset by name or the images in a folder.
 
     channels: 1 (grey) or 3 (RGB); None keeps the source's own (digits 1, photographs 3).
+    labels_of: a folder's pictures' files -> their class ids (text2image's captions, by index),
+    called before the pictures are read, so that its refusals come before minutes of reading.
     """
     if channels not in (None, 1, 3):
         raise DataError(f"channels: expected 1 or 3, found {channels!r}")
@@ -89,8 +93,10 @@ def load_images(source: str, image_size: int = 32, channels: int | None = None, 
         if image_size > FOLDER_MAX_SIZE:
             raise DataError(f"--image-size: expected at most {FOLDER_MAX_SIZE} for a folder of images (the families "
                             f"train at 8 to 64 pixels; every image is held at that size), found {image_size}")
-        (train, test), least_side = _folder(Path(source), image_size, seed)
-        return ImageData(source, _to_channels(train, channels), _to_channels(test, channels), least_side=least_side)
+        (train, test), labels, least_side = _folder(Path(source), image_size, seed, labels_of)
+        train_labels, test_labels = labels if labels is not None else (None, None)
+        return ImageData(source, _to_channels(train, channels), _to_channels(test, channels), train_labels, test_labels,
+                         0 if labels is None else int(max(train_labels.max(), test_labels.max())) + 1, least_side)
     else:
         raise DataError(f"data {source!r}: expected one of {', '.join(BUILTIN_IMAGE_DATA)} or a folder of images, "
                         f"found {what_else(source, 'images')}")
@@ -207,12 +213,13 @@ def _natural_crops(size: int, seed: int, n_train: int = 4000, n_test: int = 500)
 MAX_NAMED_BAD_FILES = 10   # a folder's unreadable files named in one refusal, the count of the rest after them
 
 
-def folder_images(folder: Path, least_side: int | None = None) -> list[tuple[Path, np.ndarray]]:
+def folder_images(folder: Path, least_side: int | None = None,
+                  files: list[Path] | None = None) -> list[tuple[Path, np.ndarray]]:
     """Every image under `folder` as uint8 RGB [H, W, 3], with its path, as a viewer shows it:
     turned upright by its EXIF tag, 16-bit grey scaled to 8 bits, transparency over white; hidden
     files left out (storage.data_files). `least_side`: read_picture's, for a caller that resizes
-    every image down to that."""
-    files = image_files(folder, "data folder")
+    every image down to that. `files`: image_files(folder), where the caller has them."""
+    files = image_files(folder, "data folder") if files is None else files
     if not files:
         raise DataError(f"data folder {str(folder)!r}: expected image files ({', '.join(IMAGE_SUFFIXES)}), found none")
     images, refused = [], []
@@ -261,16 +268,20 @@ def pictures_as_trained(paths: list[Path], size: int, channels: int) -> np.ndarr
     return _to_channels(np.stack(squares).astype(np.float32), channels)
 
 
-def _folder(folder: Path, size: int, seed: int) -> tuple[tuple[np.ndarray, np.ndarray], int]:
+def _folder(folder: Path, size: int, seed: int, labels_of=None):
     """(train and test: every image under `folder`, centre-cropped to a square and resized, as RGB;
-    the smallest picture's short side as stored)."""
+    their labels' train and test (labels_of's), or None; the smallest picture's short side as stored)."""
+    files = image_files(folder, "data folder")
+    labels = np.asarray(labels_of(files), dtype=np.int64) if labels_of is not None and files else None
     # a photograph is decoded near the size it becomes: least_side keeps it at `size` or more
-    read = folder_images(folder, least_side=size)
+    read = folder_images(folder, least_side=size, files=files)
     if len(read) < 2:
         raise DataError(f"data folder {str(folder)!r}: expected at least 2 images (one held out), found {len(read)}")
     _say_subfolders_pooled(folder, [path for path, _ in read])
     images = [square_picture(rgb, size) for _path, rgb in read]
-    return _split(np.stack(images).astype(np.float32), 0.1, seed), min(_stored_short_side(path) for path, _ in read)
+    # the same seed and count: the labels split as their pictures are
+    return (_split(np.stack(images).astype(np.float32), 0.1, seed), None if labels is None else _split(labels, 0.1, seed),
+            min(_stored_short_side(path) for path, _ in read))
 
 
 def _stored_short_side(path: Path) -> int:

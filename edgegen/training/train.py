@@ -21,7 +21,7 @@ from . import family_module
 from ..package import CHECKPOINT_WEIGHTS, refuse_output_inside_edgegens, shipped_hint
 from ..shipped import checkpoint_named, checkpoints_dir, is_shipped_name, names_shipped_model
 from .checkpoint import CHECKPOINT_KIND, checkpoint_files, data_trained_on, load_checkpoint, make_config, save_checkpoint
-from .data import data_classes, load_images, refuse_empty_data, refuse_small_image_size
+from .data import ImageData, data_classes, load_images, refuse_empty_data, refuse_small_image_size
 
 MAX_SEED = 2**63 - 1   # torch.manual_seed's largest
 MAX_LR = 1000.0
@@ -100,12 +100,14 @@ def train(family: str, out: str | Path, data: str | None = None, steps: int | No
                 raise _said_as_the_option(exc, {field: (SHAPE_FLAGS[field], value) for field, value in
                                                 (("image_channels", given_channels), ("image_size", given_image_size))}) from None
             images = load_images(data, image_size=image_size, channels=channels, seed=seed)
-            if given_image_size is None and start is None:
-                _say_default_size_below_pictures(family, images, image_size)
-            if channels is None and start is None:
-                _say_grey_pictures_trained_as_colour(images)
             c, h, _ = images.shape
             from_data = {"image_channels": c, "image_size": h}
+        # a folder's pictures, whichever way they loaded, at a size and channels the family chose (not a base's)
+        if isinstance(images, ImageData) and start is None and not getattr(module, "SHAPE_FROM_BASE", False):
+            if given_image_size is None:
+                _say_default_size_below_pictures(family, images, image_size)
+            if channels is None:
+                _say_grey_pictures_trained_as_colour(images)
         if (given_image_size is not None or given_channels is not None) and "image_size" not in images.describe():
             option = "--image-size" if given_image_size is not None else "--channels"
             raise ConfigError(f"{option}: expected an option of image data, found {family} training on {data!r}, "

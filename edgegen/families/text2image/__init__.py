@@ -1,6 +1,6 @@
 """The text-to-image family: Stable Diffusion's layout (CLIP text encoder, cross-attention UNet on
 latents, KL autoencoder), imported from a diffusers pipeline folder, or trained here on captioned
-digits and exported through that same import (docs/diffusers.md)."""
+digits or a folder of captioned pictures and exported through that same import (docs/diffusers.md)."""
 
 from .. import DemoModel, Family, register
 from .cli import OPTIONS, bench_generation, check_generate, generate
@@ -13,7 +13,8 @@ FAMILY = register(Family(
     config=TextToImageConfig,
     graphs=("text_encoder", "unet", "decoder", "encoder"),
     picture_outputs=("image",),
-    data="digits (captioned by digit and stroke thickness)",
+    data="digits (captioned by digit and stroke thickness), or a folder of captioned pictures (metadata.jsonl, "
+         "or a .txt beside each)",
     builtin_data=("digits",),
     model="edgegen.families.text2image.model",
     export="edgegen.families.text2image.export",

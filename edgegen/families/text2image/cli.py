@@ -24,7 +24,8 @@ OPTIONS = (
 
 
 # short enough for any text encoder's max_length (8 tokens for text2image-digits), so that bench warns of
-# no cut; its length does not change the time, since every prompt is padded to max_length
+# no cut; its length does not change the time, since every prompt is padded to max_length. A model trained
+# here times its first example caption (export.captions_described), words it knows.
 BENCH_PROMPT = "a thick seven"
 
 
@@ -34,7 +35,8 @@ def bench_generation(pipe, n: int, steps: int | None) -> GenerationCall:
     steps = steps or DEFAULT_STEPS
     pipe.make_sampler(None, 0.0).timesteps(steps)   # refuses steps the package's sampler cannot take, before any timing
     guided = f", guidance {DEFAULT_TEXT_GUIDANCE:g} (a batch of {2 * n} per UNet call)" if DEFAULT_TEXT_GUIDANCE > 1 else ""
-    return GenerationCall(lambda: pipe.sample(BENCH_PROMPT, n=n, steps=steps, seed=0), n, "images",
+    prompt = (pipe.config.data.get("captions", {}).get("examples") or [BENCH_PROMPT])[0]
+    return GenerationCall(lambda: pipe.sample(prompt, n=n, steps=steps, seed=0), n, "images",
                           f"{counted(n, 'image')} of one prompt, {steps} steps of {pipe.config.sampler}{guided}", steps)
 
 

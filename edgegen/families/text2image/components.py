@@ -7,6 +7,7 @@ pipeline from elsewhere. The tests' and benchmarks' random pipelines come from h
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,18 +54,36 @@ def bytes_to_unicode() -> dict[int, str]:
 def clip_vocabulary(words: tuple[str, ...]) -> tuple[dict[str, int], list[str]]:
     """The vocabulary and merges of a small CLIP BPE: every byte alone and word-final, and the
     merges that spell each of `words` as one token (a caption vocabulary), then CLIP's start and
-    end tokens."""
-    chars = list(bytes_to_unicode().values())
+    end tokens.
+
+    Each word's merges join the pieces the earlier words' merges leave it in, left to right: its
+    own letters' merges ("r e" then "g r") would lose to an earlier word's ("r e", from "red"),
+    and "green" came out four tokens. Merges added later rank below every earlier one, so they
+    never fire in an earlier word, which is one token before they could."""
+    alphabet = bytes_to_unicode()
+    chars = list(alphabet.values())
     vocab = chars + [c + "</w>" for c in chars]
-    merges = []
+    ranks: dict[tuple[str, str], int] = {}
     for word in words:
-        pieces = list(word[:-1]) + [word[-1] + "</w>"]
+        word = "".join(alphabet[b] for b in word.encode())   # as byte-level BPE spells it ("café" -> "cafÃ©")
+        pieces = _bpe(list(word[:-1]) + [word[-1] + "</w>"], ranks)
         while len(pieces) > 1:
-            merges.append(f"{pieces[0]} {pieces[1]}")
+            ranks[pieces[0], pieces[1]] = len(ranks)
             pieces = [pieces[0] + pieces[1]] + pieces[2:]
             vocab.append(pieces[0])
     vocab += ["<|startoftext|>", "<|endoftext|>"]
-    return {t: i for i, t in enumerate(dict.fromkeys(vocab))}, list(dict.fromkeys(merges))
+    return {t: i for i, t in enumerate(dict.fromkeys(vocab))}, [f"{a} {b}" for a, b in ranks]
+
+
+def _bpe(pieces: list[str], ranks: dict[tuple[str, str], int]) -> list[str]:
+    """`pieces` as BPE leaves them: the adjacent pair of the lowest rank merged, until none is a merge."""
+    while len(pieces) > 1:
+        pair = min(zip(pieces, pieces[1:]), key=lambda p: ranks.get(p, len(ranks)))
+        if pair not in ranks:
+            return pieces
+        i = next(i for i in range(len(pieces) - 1) if (pieces[i], pieces[i + 1]) == pair)
+        pieces = pieces[:i] + [pieces[i] + pieces[i + 1]] + pieces[i + 2:]
+    return pieces
 
 
 def clip_tokenizer_files(folder: Path, words: tuple[str, ...]) -> None:
@@ -76,10 +95,30 @@ def clip_tokenizer_files(folder: Path, words: tuple[str, ...]) -> None:
 
 
 def clip_tokenizer(folder: Path, words: tuple[str, ...], max_length: int):
+    """vocabulary_tokenizer(words), its files written in `folder` (what a pipeline folder copies)."""
+    clip_tokenizer_files(folder, words)
+    return vocabulary_tokenizer(words, max_length)
+
+
+def vocabulary_tokenizer(words: tuple[str, ...], max_length: int):
+    """transformers' CLIPTokenizer of clip_vocabulary(words): CLIP's normalizer (lowercase, NFC,
+    spaces), pre-tokenizer and byte-level BPE, as the package's tokenizer.json runs it."""
     from transformers import CLIPTokenizer
 
-    clip_tokenizer_files(folder, words)
-    return CLIPTokenizer(vocab=str(folder / "vocab.json"), merges=str(folder / "merges.txt"), model_max_length=max_length)
+    vocab, merges = clip_vocabulary(words)
+    return CLIPTokenizer(vocab=vocab, merges=[tuple(m.split(" ")) for m in merges], model_max_length=max_length)
+
+
+def caption_words(captions: list[str], limit: int | None = None) -> list[str]:
+    """The `limit` (default: all) most frequent words of `captions` (first seen first among equals), as CLIP's
+    tokenizer splits them: lowercased, at spaces and between letters, digits and punctuation
+    ("a red car, 2 doors." -> a, red, car, ",", 2, doors, ".")."""
+    backend = vocabulary_tokenizer((), 2).backend_tokenizer
+    counts = Counter()
+    for text in captions:
+        normal = backend.normalizer.normalize_str(text)
+        counts.update(normal[start:end] for _, (start, end) in backend.pre_tokenizer.pre_tokenize_str(normal))
+    return [word for word, _ in counts.most_common(limit)]   # most_common keeps first-seen order among equal counts
 
 
 def build_components(config: LayoutConfig, tokenizer, seed: int = 0) -> dict:
