@@ -448,16 +448,26 @@ def test_the_shipped_x4_model_beats_bicubic_on_held_out_photographs_and_its_int8
 
     # the checkpoint alone, as an editable install has it (a checkout may hold built packages too)
     root = tmp_path / "edgegen_models"
-    shutil.copytree(shipped.checkpoints_dir() / "sr-photos-x4", root / "checkpoints" / "sr-photos-x4")
+    for name in ("sr-photos-x4", "vae-digits"):
+        shutil.copytree(shipped.checkpoints_dir() / name, root / "checkpoints" / name)
     monkeypatch.setattr(shipped, "models_root", lambda: root)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     Image.fromarray((np.random.default_rng(3).random((12, 20, 3)) * 255).astype(np.uint8)).save(tmp_path / "in.png")
     assert main(["upscale", str(tmp_path / "in.png"), "--out", str(tmp_path / "out.gif")]) == 2
     assert not (tmp_path / "cache").exists()     # a bad --out is refused before the shipped model is exported
     capsys.readouterr()
-    assert main(["upscale", str(tmp_path / "in.png"), "--out", str(tmp_path / "out.png")]) == 0
+    # another family's shipped name: its family said, where it was told to export it (helper 156)
+    assert main(["upscale", str(tmp_path / "in.png"), "--package", "vae-digits", "--out", str(tmp_path / "out.png")]) == 2
+    assert capsys.readouterr().err == ("edgegen: error: --package 'vae-digits': expected a super-resolution (sr) package "
+                                       "or shipped model, found the shipped vae model of that name\n")
+    assert not (tmp_path / "cache").exists()
+    assert main(["upscale", str(tmp_path / "in.png"), "--package", "sr-photos-x4", "--out", str(tmp_path / "out.png"),
+                 ]) == 0   # the sr one's name: exported once, as without --package
     (package,) = (tmp_path / "cache" / "edgegen" / "packages").iterdir()
     assert f"edgegen: exporting the shipped sr-photos-x4 once into {package}" in capsys.readouterr().err   # not silent
+    (tmp_path / "out.png").unlink()
+    assert main(["upscale", str(tmp_path / "in.png"), "--out", str(tmp_path / "out.png")]) == 0
+    assert "exporting" not in capsys.readouterr().err   # the one --package sr-photos-x4 exported
     assert package.name.startswith("sr-photos-x4-") and shipped_package(4) == package   # exported once, reused
     with Image.open(tmp_path / "out.png") as written:
         assert written.size == (80, 48)

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 from ...errors import EXPORT_EXTRA, ConfigError, MissingExtraError, PackageError
-from ...shipped import find_shipped
+from ...shipped import find_shipped, names_shipped_model, shipped_family
 from .cli import OPTIONS, check_picture_and_tiling, read_for_upscale, upscale_picture
 from .pipeline import TRAINED_SCALES
 
@@ -26,6 +26,12 @@ def shipped_package(scale: int, cache: str | os.PathLike | None = None, report=l
                   if scale in TRAINED_SCALES else f" (edgegen trains x{', x'.join(map(str, TRAINED_SCALES))})")
         raise ConfigError(f"--scale {scale}: expected a scale with a shipped model ({', '.join(names)}), found none"
                           + trains)
+    return shipped_export(name, cache, report)
+
+
+def shipped_export(name: str, cache: str | os.PathLike | None = None, report=lambda line: None) -> Path:
+    """The shipped sr model `name`'s package: the one edgegen-models carries, else exported once
+    into the user's cache."""
     try:
         found = find_shipped(name, cache)
     except PackageError as exc:   # edgegen-models not installed
@@ -86,7 +92,15 @@ def _upscale(args) -> None:
     from ...progress import report_to_stderr
 
     # its first use exports it, said as generate NAME says it: a minute's wait is not a hang
-    package = args.package or shipped_package(4 if args.scale is None else args.scale, report=report_to_stderr)
+    if args.package is None:
+        package = shipped_package(4 if args.scale is None else args.scale, report=report_to_stderr)
+    elif names_shipped_model(args.package):   # its family first: a VAE's name was told to export, not that it upscales nothing
+        if (family := shipped_family(args.package)) != "sr":
+            raise ConfigError(f"--package {args.package!r}: expected a super-resolution (sr) package or shipped model, "
+                              f"found the shipped {family} model of that name")
+        package = shipped_export(args.package, report=report_to_stderr)
+    else:
+        package = args.package
     pipe = load(package, backend=args.backend, threads=args.threads, precision=args.precision)
     if pipe.family != "sr":
         raise ConfigError(f"--package {str(package)!r}: expected a super-resolution (sr) package, found a "
