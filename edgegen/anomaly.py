@@ -5,12 +5,14 @@ read as its training read a folder's, and a threshold calibrated on pictures kno
 from __future__ import annotations
 
 import math
+import os
+import warnings
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 
-from .errors import ConfigError, InputError
+from .errors import ConfigError, EdgegenWarning, InputError
 from .storage import refuse_empty
 from .training.data import IMAGE_SUFFIXES, image_files, pictures_as_trained
 
@@ -80,7 +82,22 @@ def calibrated_threshold(pipe, normal: list[Path], quantile: float) -> float:
     """The least normal picture's score that `quantile` of their scores fall at or below: one of
     them, not between two (numpy's default interpolates, and under 1/(1 - quantile) pictures its
     threshold flagged the highest normal one)."""
+    _say_training_pictures(pipe, normal)
     return quantile_score(score_pictures(pipe, normal), check_quantile(quantile))
+
+
+def _say_training_pictures(pipe, normal: list[Path]) -> None:
+    """Normal pictures from the folder the model was trained on: said, since they score lower than
+    pictures it never saw, and a threshold calibrated on them flagged held-out normal ones (helper 156)."""
+    source = pipe.config.data.get("source") if isinstance(pipe.config.data, dict) else None
+    if not isinstance(source, str) or not Path(source).is_absolute():   # a built-in set's name, not a folder
+        return
+    trained = [p for p in normal if Path(os.path.realpath(p)).is_relative_to(os.path.realpath(source))]
+    if trained:
+        warnings.warn(f"--normal: {len(trained)} of its {len(normal)} pictures lie in the folder the model was trained "
+                      f"on ({source!r}); pictures it trained on score lower than ones it never saw, and a threshold "
+                      "calibrated on them flags more normal pictures: calibrate on normal pictures kept out of training",
+                      EdgegenWarning, stacklevel=3)
 
 
 def quantile_score(scores: np.ndarray, quantile: float) -> float:

@@ -303,6 +303,32 @@ def test_a_package_replaced_while_it_loads_is_read_once_more_whole(trained, tmp_
         edgegen.load(pkg)
 
 
+
+def test_score_says_normal_pictures_from_the_training_folder(trained, vae, tmp_path, capsys):
+    """A threshold calibrated on the very pictures the model trained on sits low (they score lower
+    than pictures it never saw) and flagged held-out normal ones, without a word (helper 156)."""
+    import json
+    import shutil
+
+    from PIL import Image
+
+    from edgegen.cli import main
+
+    side = vae.image_shape[1]
+    folder = tmp_path / "normal"
+    folder.mkdir()
+    for i, digit in enumerate(load_images("digits", image_size=side).test[:4]):
+        Image.fromarray((digit[0] * 255).round().astype(np.uint8)).save(folder / f"{i:02}.png")
+    package = shutil.copytree(trained["vae"][1], tmp_path / "pkg")
+    manifest = json.loads((package / "edgegen.json").read_text())
+    manifest["config"]["data"]["source"] = str(folder.resolve())   # as training on that folder records it
+    (package / "edgegen.json").write_text(json.dumps(manifest))
+    main(["score", str(package), str(folder / "00.png"), "--normal", str(folder)])
+    assert (f"edgegen: warning: --normal: 4 of its 4 pictures lie in the folder the model was trained on "
+            f"({str(folder.resolve())!r})") in capsys.readouterr().err
+    main(["score", str(trained["vae"][1]), str(folder / "00.png"), "--normal", str(folder)])   # trained on digits
+    assert "warning" not in capsys.readouterr().err
+
 def test_score_reads_pictures_as_training_read_a_folder_and_flags_those_above_a_calibrated_threshold(trained, vae, tmp_path,
                                                                                                       capsys, monkeypatch):
     """`edgegen score`: the CLI had no way to score pictures for an inspection station (helper 129).
