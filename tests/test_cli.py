@@ -99,7 +99,7 @@ def test_train_init_fine_tunes_a_checkpoint_on_other_data_keeping_its_model(tmp_
     code, _, err = run_cli(capsys, "train", "diffusion", "--init", labelled, "--data", folder, "--steps", "1", "--out",
                            tmp_path / "x")
     assert code == 2 and f"--init {str(labelled)!r}: expected data with the checkpoint's classes (10), found data with " \
-        "none (a folder's pictures and audio have no labels)" in err
+        "none (a folder's pictures have classes only in subfolders, audio none)" in err
     with patch("edgegen.training.train.load_images", side_effect=AssertionError("the folder was loaded first")):
         with pytest.raises(EdgegenError, match=r"expected data with the checkpoint's classes \(10\)"):   # before it
             train("diffusion", tmp_path / "x", data=str(folder), init=labelled, steps=1, progress=False)

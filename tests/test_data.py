@@ -53,11 +53,15 @@ def test_a_folders_subfolders_and_pictures_larger_than_the_default_size_are_said
         for i in range(3):
             Image.fromarray(rng.integers(0, 255, (32, 40, 3), dtype=np.uint8)).save(tmp_path / "data" / label / f"{i}.png")
     with pytest.warns(EdgegenWarning) as said:
+        train("vae", tmp_path / "ckpt-vae", data=str(tmp_path / "data"), steps=1, batch_size=4, progress=False)
+    assert any(re.search(r"its pictures lie in 2 subfolders \(cats, dogs\), taken together as one set without classes "
+                         r"\(the families with classes \(cgan, diffusion, ldm, pixelcnn\) read them as classes; this one takes "
+                         r"none\)$", str(w.message)) for w in said), [str(w.message) for w in said]
+    with pytest.warns(EdgegenWarning) as said:
         train("diffusion", tmp_path / "ckpt", data=str(tmp_path / "data"), steps=1, batch_size=4, progress=False,
               width=8)
     messages = [str(w.message) for w in said]
-    assert any(re.search(r"its pictures lie in 2 subfolders \(cats, dogs\), taken together as one set without classes",
-                         m) for m in messages), messages
+    assert not any("lie in 2 subfolders" in m for m in messages)   # a family with classes takes them
     assert any(re.search(r"training at 8x8 pixels, the diffusion family's default, where the folder's pictures are 32 "
                          r"pixels or more on their short side: give --image-size", m) for m in messages), messages
     for i in range(2):   # a JPEG's size as stored: read_picture decodes it near the training size (review 154)
@@ -212,8 +216,8 @@ def test_training_errors(tmp_path):
     for i in range(3):
         Image.fromarray(np.full((8, 8), 40 * i, np.uint8)).save(tmp_path / "classes" / "cat" / f"{i}.png")
     with pytest.raises(ConfigError, match=r"num_classes expected at least 1 \(a class-conditional GAN needs labelled "
-                                          r"data: the built-in digits; a folder's pictures have no labels, its subfolders "
-                                          r"are not read as classes\), found 0"), \
+                                          r"data: the built-in digits, or a folder whose every picture lies in one of two "
+                                          r"or more subfolders, its classes\), found 0"), \
             patch("edgegen.training.train.load_images", side_effect=AssertionError):   # before the folder loads
         train("cgan", tmp_path / "x", data=str(tmp_path / "classes"), steps=1)
     with pytest.raises(DataError, match=r"data folder '.*classes': expected captions for text2image, a metadata.jsonl "
@@ -610,3 +614,55 @@ def test_latent_dim_is_refused_by_name_for_families_without_a_latent_vector(tmp_
     err = capsys.readouterr().err
     assert "--latent-dim: expected an option of a family with a latent vector (vae, gan" in err
     assert err.rstrip().endswith("found it given to 'edgegen train diffusion'")
+
+
+def test_a_folders_subfolders_are_the_classes_of_the_families_that_take_classes(tmp_path, capsys):
+    """An ImageFolder (cats/, dogs/) trains cgan, diffusion and pixelcnn on its subfolders as
+    classes, in sorted order as torchvision's; each picture's label is its subfolder's through the
+    split; the names are in the package, and --label takes them. A folder with pictures at its top
+    too has none, said."""
+    from edgegen.training.checkpoint import load_checkpoint
+    from edgegen.training.data import folder_classes
+
+    colours = {"blue": (0, 0, 255), "red": (255, 0, 0), "green": (0, 255, 0)}
+    for name, colour in colours.items():
+        (tmp_path / "data" / name).mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(np.full((8, 8, 3), colour, np.uint8)).save(tmp_path / "data" / name / f"{i}.png")
+    assert folder_classes(tmp_path / "data") == ["blue", "green", "red"]
+    data = load_images(str(tmp_path / "data"), image_size=8, classes=True)
+    assert data.num_classes == 3 and data.class_names == ["blue", "green", "red"]
+    for pictures, labels in ((data.train, data.train_labels), (data.test, data.test_labels)):
+        strongest = pictures.mean(axis=(2, 3)).argmax(1)   # 0 red, 1 green, 2 blue
+        assert [["red", "green", "blue"][s] for s in strongest] == [data.class_names[label] for label in labels]
+    assert load_images(str(tmp_path / "data"), image_size=8).num_classes == 0   # a family without classes
+    ckpt = train("cgan", tmp_path / "cgan", data=str(tmp_path / "data"), steps=1, batch_size=4, progress=False)
+    trained = load_checkpoint(ckpt)
+    assert trained.config.num_classes == 3 and trained.data["classes"] == ["blue", "green", "red"]
+    import edgegen
+    from edgegen.cli import main
+    from edgegen.errors import InputError
+    from edgegen.export import export_checkpoint
+
+    pipe = edgegen.load(export_checkpoint(ckpt, tmp_path / "pkg"))
+    assert pipe.class_names == ["blue", "green", "red"]
+    np.testing.assert_array_equal(pipe(2, labels="red", seed=1), pipe(2, labels=2, seed=1))
+    np.testing.assert_array_equal(pipe(2, labels=["red", "blue"], seed=1), pipe(2, labels=[2, 0], seed=1))
+    from edgegen.runtimes.pipeline import class_labels
+
+    with pytest.raises(InputError, match=r"^labels: expected class ids \(this model's classes have no names\), found 'red'$"):
+        class_labels("red", 2, 10, None)   # the digits'
+    with pytest.raises(InputError, match=r"^labels: expected class ids or the model's class names \(blue, green, red\), "
+                                         r"found 'cat'$"):
+        pipe(1, labels="cat")
+    assert main(["generate", str(tmp_path / "pkg"), "--label", "green", "--n", "2", "--out", str(tmp_path / "g.png")]) == 0
+    assert main(["generate", str(tmp_path / "pkg"), "--n", "3", "--seed", "0", "--out", str(tmp_path / "r.png")]) == 0
+    drawn = " ".join(pipe.class_names[c] for c in pipe.drawn_labels(3, seed=0))
+    assert f"classes drawn: {drawn} (row by row)" in capsys.readouterr().out
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "data" / "top.png")
+    assert folder_classes(tmp_path / "data") == []
+    with pytest.warns(EdgegenWarning, match=r"taken together as one set without classes \(some lie at its top: "
+                                            r"subfolders are read as classes where every picture lies in one\)"):
+        ckpt = train("diffusion", tmp_path / "pooled", data=str(tmp_path / "data"), steps=1, batch_size=4,
+                     progress=False, width=8)
+    assert load_checkpoint(ckpt).config.num_classes == 0

@@ -158,6 +158,18 @@ class Option:
         return self.flag.lstrip("-").replace("-", "_")
 
 
+def class_label(text: str) -> int | str:
+    """--label's value: a class id, or a class's name (a folder's subfolder), which the pipeline
+    reads (runtimes.pipeline.class_labels)."""
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
+LABEL_HELP = "class to generate: its id, or its name where a folder's subfolders were the classes"
+
+
 @dataclass(frozen=True)
 class DemoModel:
     """A shipped checkpoint the demo runs: its name among the shipped checkpoints (PRETRAINED) and how it

@@ -104,6 +104,13 @@ class Pipeline:
     def latent_dim(self) -> int:
         return self.config.latent_dim
 
+    @property
+    def class_names(self) -> list[str] | None:
+        """Its classes' names, where it was trained on a folder's subfolders (class_labels takes
+        them for their ids); None for unnamed classes (the digits' ids are their digits)."""
+        names = getattr(self.config, "data", {}).get("classes")
+        return names if isinstance(names, list) and all(isinstance(n, str) for n in names) else None
+
     def run_finite(self, part: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Graph `part`'s outputs on a user's (finite) inputs, or NonFiniteError where any holds NaN or
         Inf: inputs far past what the model was trained on (latents of 1e30) overflow inside the
@@ -316,14 +323,17 @@ def check_count(n: Any, what: str = "n", limit: int | None = None, per_call: str
     return int(n)
 
 
-def class_labels(labels, n: int, num_classes: int, null_label: int | None, what: str = "labels") -> np.ndarray | None:
+def class_labels(labels, n: int, num_classes: int, null_label: int | None, what: str = "labels",
+                 names: list[str] | None = None) -> np.ndarray | None:
     """None -> the "no label" index (None where null_label is None: an unconditional call); one id
-    or n ids -> int64 [n], each in [0, num_classes). Every family with classes reads them here."""
+    or n ids -> int64 [n], each in [0, num_classes); a class's name or n of them, where the model's
+    classes have `names` (Pipeline.class_names), as their ids. Every family with classes reads them here."""
     if labels is None:
         return None if null_label is None else np.full(n, null_label, np.int64)
     if num_classes == 0:
         raise InputError(f"{what}: expected none for this unconditional model (it takes no class labels), "
                          f"found {labels!r:.60}")
+    labels = _named_ids(labels, names, what)
     array = user_array(labels, what, f"one class id or {n} of them")
     if array.size == 0:   # before its dtype: an empty list is numpy's float64
         raise InputError(f"{what}: expected one class id or {n} of them, found none (shape {list(array.shape)})")
@@ -340,6 +350,20 @@ def class_labels(labels, n: int, num_classes: int, null_label: int | None, what:
         raise InputError(f"{what}: expected class ids from 0 to {num_classes - 1}, found "
                          + ", ".join(map(str, outside[:5])) + (", ..." if len(outside) > 5 else ""))
     return np.broadcast_to(array, (n,)).astype(np.int64)
+
+
+def _named_ids(labels, names: list[str] | None, what: str):
+    """A class name, or a list of them, as the ids of `names`; anything else as it was."""
+    given = [labels] if isinstance(labels, str) else labels
+    if not isinstance(given, (list, tuple)) or not given or not all(isinstance(v, str) for v in given):
+        return labels
+    if names is None:
+        raise InputError(f"{what}: expected class ids (this model's classes have no names), found {labels!r:.60}")
+    if unknown := [v for v in given if v not in names]:
+        raise InputError(f"{what}: expected class ids or the model's class names ({', '.join(names)}), found "
+                         f"{unknown[0]!r:.60}")
+    ids = [names.index(v) for v in given]
+    return ids[0] if isinstance(labels, str) else ids
 
 
 def line_steps(steps: Any) -> int:

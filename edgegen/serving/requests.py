@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from ..errors import ConfigError, EdgegenError, InputError
+from ..families import class_label
 
 # the request inputs that size a pipeline's work (images, audio samples, new tokens), which
 # `edgegen triton --max-count` caps per request
@@ -59,7 +60,7 @@ class Served:
     answer_many: Callable[[Any, list[dict]], list[dict[str, np.ndarray] | EdgegenError]] | None = None
 
 
-_OPTION_TYPES = {int: "int64", float: "float64", str: "string"}
+_OPTION_TYPES = {int: "int64", float: "float64", str: "string", class_label: "int64"}   # served labels are ids
 
 
 def option_field(option) -> Field:

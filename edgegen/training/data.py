@@ -17,12 +17,13 @@ from PIL import Image
 
 from ..errors import ConfigError, DataError, EdgegenWarning, InputError
 from ..images import opened_picture, picture_rgb, read_picture
-from ..storage import data_files_and_others
+from ..storage import data_files, data_files_and_others
 
 BUILTIN_IMAGE_DATA = ("digits", "natural")
 NATURAL_MAX_SIZE = 128
 DIGITS_MAX_SIZE = 256   # scikit-learn's 8x8 digits, scaled up: more pixels only take memory
-DIGIT_CLASSES = 10      # the only labelled data: the others (natural, a folder) have no classes
+DIGIT_CLASSES = 10      # the digits' labels; a folder's classes are its subfolders (folder_classes)
+CLASS_FAMILIES = ("cgan", "diffusion", "ldm", "pixelcnn")   # those that train on a folder's classes (and controlnet)
 FOLDER_MAX_SIZE = 512
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 # pictures of other formats a camera, an editor or a phone writes, which a folder's training leaves out, said
@@ -43,6 +44,7 @@ class ImageData:
     test_labels: np.ndarray | None = None
     num_classes: int = 0
     least_side: int | None = None   # a folder's: its smallest picture's short side, in pixels, before resizing
+    class_names: list[str] | None = None   # a folder's classes: its subfolders (folder_classes)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -51,12 +53,25 @@ class ImageData:
     def describe(self) -> dict:
         shape = {"channels": self.shape[0], "image_size": self.shape[1]} if len(self.shape) == 3 else {"dim": self.shape[0]}
         return {"source": self.name, **shape, "train": len(self.train), "test": len(self.test),
-                "num_classes": self.num_classes}
+                "num_classes": self.num_classes, **({"classes": self.class_names} if self.class_names else {})}
 
 
 def data_classes(source: str) -> int:
-    """How many classes the data `source` has, known before it loads: only the digits have any."""
-    return DIGIT_CLASSES if source == "digits" else 0
+    """How many classes the data `source` has, known before it loads: the digits' ten, a folder's
+    subfolders (folder_classes), or none."""
+    if source == "digits":
+        return DIGIT_CLASSES
+    return len(folder_classes(Path(source))) if Path(source).is_dir() else 0
+
+
+def folder_classes(folder: Path) -> list[str]:
+    """A folder's classes, as torchvision's ImageFolder reads them: the subfolders its pictures lie
+    in, sorted by name, where every picture lies in one and there are two or more; else none."""
+    places = [path.relative_to(folder).parts for path in data_files(folder, IMAGE_SUFFIXES)]
+    if not places or any(len(parts) == 1 for parts in places):
+        return []
+    names = sorted({parts[0] for parts in places})
+    return names if len(names) > 1 else []
 
 
 def refuse_empty_data(data: str | None) -> None:
@@ -67,12 +82,13 @@ def refuse_empty_data(data: str | None) -> None:
 
 
 def load_images(source: str, image_size: int = 32, channels: int | None = None, seed: int = 0,
-                labels_of: Callable[[list[Path]], np.ndarray] | None = None) -> ImageData:
+                labels_of: Callable[[list[Path]], np.ndarray] | None = None, classes: bool = False) -> ImageData:
     """Load a built-in dataset by name or the images in a folder.
 
     channels: 1 (grey) or 3 (RGB); None keeps the source's own (digits 1, photographs 3).
     labels_of: a folder's pictures' files -> their class ids (text2image's captions, by index),
     called before the pictures are read, so that its refusals come before minutes of reading.
+    classes: a folder's subfolders as its classes (folder_classes), for the families that take classes.
     """
     if channels not in (None, 1, 3):
         raise DataError(f"channels: expected 1 or 3, found {channels!r}")
@@ -93,10 +109,14 @@ def load_images(source: str, image_size: int = 32, channels: int | None = None, 
         if image_size > FOLDER_MAX_SIZE:
             raise DataError(f"--image-size: expected at most {FOLDER_MAX_SIZE} for a folder of images (the families "
                             f"train at 8 to 64 pixels; every image is held at that size), found {image_size}")
+        names = folder_classes(Path(source)) if classes and labels_of is None else []
+        if names:
+            labels_of = functools.partial(_subfolder_labels, Path(source), names)
         (train, test), labels, least_side = _folder(Path(source), image_size, seed, labels_of)
         train_labels, test_labels = labels if labels is not None else (None, None)
         return ImageData(source, _to_channels(train, channels), _to_channels(test, channels), train_labels, test_labels,
-                         0 if labels is None else int(max(train_labels.max(), test_labels.max())) + 1, least_side)
+                         len(names) if names else 0 if labels is None else int(max(train_labels.max(), test_labels.max())) + 1,
+                         least_side, names or None)
     else:
         raise DataError(f"data {source!r}: expected one of {', '.join(BUILTIN_IMAGE_DATA)} or a folder of images, "
                         f"found {what_else(source, 'images')}")
@@ -277,11 +297,16 @@ def _folder(folder: Path, size: int, seed: int, labels_of=None):
     read = folder_images(folder, least_side=size, files=files)
     if len(read) < 2:
         raise DataError(f"data folder {str(folder)!r}: expected at least 2 images (one held out), found {len(read)}")
-    _say_subfolders_pooled(folder, [path for path, _ in read])
+    if labels_of is None:
+        _say_subfolders_pooled(folder, [path for path, _ in read])
     images = [square_picture(rgb, size) for _path, rgb in read]
     # the same seed and count: the labels split as their pictures are
     return (_split(np.stack(images).astype(np.float32), 0.1, seed), None if labels is None else _split(labels, 0.1, seed),
             min(_stored_short_side(path) for path, _ in read))
+
+
+def _subfolder_labels(folder: Path, names: list[str], files: list[Path]) -> list[int]:
+    return [names.index(path.relative_to(folder).parts[0]) for path in files]
 
 
 def _stored_short_side(path: Path) -> int:
@@ -292,15 +317,17 @@ def _stored_short_side(path: Path) -> int:
 
 
 def _say_subfolders_pooled(folder: Path, paths: list[Path]) -> None:
-    """A folder whose pictures lie in several subfolders, an ImageFolder's classes, is trained on
-    as one set without classes (only the digits have them): said, since it was done without a word
-    and --label refused only at generation (helper 150)."""
+    """A folder whose pictures lie in several subfolders, an ImageFolder's classes, trained on as
+    one set without classes (a family without them, or pictures at the folder's top too): said,
+    since it was done without a word and --label refused only at generation (helper 150)."""
     subfolders = sorted({p.relative_to(folder).parts[0] for p in paths if len(p.relative_to(folder).parts) > 1})
     if len(subfolders) > 1:
         named = ", ".join(subfolders[:4]) + (f" and {len(subfolders) - 4} more" if len(subfolders) > 4 else "")
+        at_top = any(len(p.relative_to(folder).parts) == 1 for p in paths)
+        why = ("some lie at its top: subfolders are read as classes where every picture lies in one" if at_top else
+               f"the families with classes ({', '.join(CLASS_FAMILIES)}) read them as classes; this one takes none")
         warnings.warn(f"data folder {str(folder)!r}: its pictures lie in {len(subfolders)} subfolders ({named}), taken "
-                      f"together as one set without classes (a folder's pictures have none; only the digits do)",
-                      EdgegenWarning, stacklevel=4)
+                      f"together as one set without classes ({why})", EdgegenWarning, stacklevel=4)
 
 
 def noise_images(n: int, shape: tuple[int, int, int], seed: int = 0) -> np.ndarray:

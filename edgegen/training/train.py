@@ -99,7 +99,7 @@ def train(family: str, out: str | Path, data: str | None = None, steps: int | No
             except ConfigError as exc:   # the option given for the field it names: "--channels 3: ... image_channels"
                 raise _said_as_the_option(exc, {field: (SHAPE_FLAGS[field], value) for field, value in
                                                 (("image_channels", given_channels), ("image_size", given_image_size))}) from None
-            images = load_images(data, image_size=image_size, channels=channels, seed=seed)
+            images = load_images(data, image_size=image_size, channels=channels, seed=seed, classes="num_classes" in known)
             c, h, _ = images.shape
             from_data = {"image_channels": c, "image_size": h}
         # a folder's pictures, whichever way they loaded, at a size and channels the family chose (not a base's)
@@ -251,7 +251,7 @@ def _changed_options(start, options: dict, family: str) -> list[str]:
 def _refuse_other_classes(init, had: int, has: int) -> None:
     """Data whose classes are not the starting checkpoint's: the data's doing, not an option's."""
     if had != has:
-        why = (" (a folder's pictures and audio have no labels): fine-tune it on its own kind of data, or start from "
+        why = (" (a folder's pictures have classes only in subfolders, audio none): fine-tune it on its own kind of data, or start from "
                "an unconditional checkpoint of the family") if had and not has else ": fine-tune it on data of its kind"
         raise ConfigError(f"--init {str(init)!r}: expected data with the checkpoint's classes ({had or 'none'}), found "
                           f"data with {has or 'none'}{why}")

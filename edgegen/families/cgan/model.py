@@ -29,8 +29,8 @@ class Config(gan.AdversarialConfig):
         problems = super().validate()
         if self.num_classes < 1:
             problems.append(f"num_classes expected at least 1 (a class-conditional GAN needs labelled data: the built-in "
-                            f"digits; a folder's pictures have no labels, its subfolders are not read as classes), found "
-                            f"{self.num_classes}")
+                            f"digits, or a folder whose every picture lies in one of two or more subfolders, its classes), "
+                            f"found {self.num_classes}")
         return problems
 
 

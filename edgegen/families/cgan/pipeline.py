@@ -38,7 +38,7 @@ class ConditionalGANPipeline(Pipeline):
         z = as_float_array(z, "z", (None, self.latent_dim))
         if labels is None:  # this generator has no "no label" class to fall back on
             raise InputError(f"labels: expected one class id or {len(z)} class ids, found None")
-        y = class_labels(labels, len(z), self.num_classes, self.num_classes, "labels")
+        y = class_labels(labels, len(z), self.num_classes, self.num_classes, "labels", names=self.class_names)
         return self.run_finite("generator", {"z": z, "labels": y})["image"]
 
     def sample(self, n: int, labels=None, truncation: float | None = None, seed: int | None = None) -> np.ndarray:

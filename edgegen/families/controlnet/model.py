@@ -153,7 +153,7 @@ def prepare_data(data, image_size, channels, seed, options):
         raise ConfigError(f"controlnet options: expected only {sorted(CONTROL_OPTIONS)} (the base checkpoint fixes the "
                           f"architecture), found {shaping}")
     # the class embedding is the base's, frozen: data of other classes refused before the warning below, which
-    # it would make moot, and before a folder's loading (only the digits have classes)
+    # it would make moot, and before a folder's loading (the digits' classes, or a folder's subfolders)
     if (classes := data_classes(data)) != c.num_classes:
         raise ConfigError(f"--data {data!r}: expected data with the base model's {c.num_classes} classes, "
                           f"found {classes} (a folder needs a --base diffusion checkpoint trained on it)")
@@ -162,7 +162,7 @@ def prepare_data(data, image_size, channels, seed, options):
         warnings.warn(f"--data {data!r}: the base {str(base)!r} was trained on {trained_on!r}; a ControlNet learns to "
                       "steer the base on the data the base knows (without --data, train takes the base's)",
                       EdgegenWarning, stacklevel=2)
-    images = load_images(data, image_size=c.image_size, channels=c.image_channels, seed=seed)
+    images = load_images(data, image_size=c.image_size, channels=c.image_channels, seed=seed, classes=c.num_classes > 0)
     return images, {**dataclasses.asdict(c), "base_checkpoint": str(base.resolve())}
 
 

@@ -139,7 +139,7 @@ class DiffusionPipeline(Pipeline):
 
     def _labels(self, labels: Any, n: int) -> np.ndarray | None:
         """None (unconditional), one class id for all, or one per image -> int64 [n]."""
-        return class_labels(labels, n, self.num_classes, None)
+        return class_labels(labels, n, self.num_classes, None, names=self.class_names)
 
     def denoiser(self, labels: np.ndarray | None, guidance_scale: float, feeds: dict[str, np.ndarray] | None = None):
         """model_fn(x, t) for the samplers. With labels and guidance_scale != 1, the

@@ -91,7 +91,7 @@ class PixelCNNPipeline(Pipeline):
         """Exact log-likelihood in nats per image (images quantized to the model's levels), one pass:
         summed in float64, given in float32 as the flow's and WaveNet's are."""
         x = self.quantized(check_range(as_float_array(images, "images", (None, *self.image_shape)), "images", 0, 1))
-        y = class_labels(labels, len(x), self.num_classes, self.null_label)
+        y = class_labels(labels, len(x), self.num_classes, self.null_label, names=self.class_names)
         logp = log_softmax(self.sessions["network"].run_rows({"image": x, "labels": y})["logits"])
         codes = np.round(x * (self.levels - 1)).astype(np.int64)
         return np.take_along_axis(logp, codes, axis=1).sum(axis=(1, 2, 3)).astype(np.float32)
@@ -102,7 +102,7 @@ class PixelCNNPipeline(Pipeline):
     def _fill(self, x, todo, labels, seed, temperature, fast, callback=None) -> np.ndarray:
         fast = check_flag(fast, "fast")
         callback = check_callback(callback, "(pixels done, pixels)")
-        y = class_labels(labels, len(x), self.num_classes, self.null_label)
+        y = class_labels(labels, len(x), self.num_classes, self.null_label, names=self.class_names)
         sampling, rng = sampler(temperature), make_rng(seed)
         h, w = x.shape[2:]
         uniforms = row_uniforms(rng, len(x), h * w)   # pixel (r, c) of row i takes uniforms[i, r * w + c]

@@ -96,7 +96,7 @@ class WaveNetPipeline(Pipeline):
         num_samples = check_count(num_samples, "num_samples", MAX_SECONDS * self.sample_rate,
                                   f"({MAX_SECONDS} s at {self.sample_rate} Hz) per call: each call starts from silence")
         fast = check_flag(fast, "fast")
-        labels = class_labels(labels, 1, self.num_classes, self.null_label, "labels")
+        labels = class_labels(labels, 1, self.num_classes, self.null_label, "labels", names=self.class_names)
         progress = check_progress(progress)
         callback = check_callback(callback, "(done, total)")
         if not fast:
@@ -120,7 +120,7 @@ class WaveNetPipeline(Pipeline):
         if audio.shape[1] < 2:
             raise InputError(f"waveform: expected at least 2 samples, found {audio.shape[1]}")
         codes = mu_law_encode(audio, self.quantization)
-        labels = class_labels(labels, len(codes), self.num_classes, self.null_label, "labels")
+        labels = class_labels(labels, len(codes), self.num_classes, self.null_label, "labels", names=self.class_names)
         each = self._log_probs(codes, labels)
         if per_sample:
             return each[0] if single else each
