@@ -247,8 +247,9 @@ def test_the_caption_vocabulary_spells_every_word_as_one_token():
     came out g, re, e, n (the "r e" merge of "red" fired first), four tokens for one word."""
     from edgegen.families.text2image.components import caption_words, vocabulary_tokenizer
 
-    words = caption_words(["A red car, 2 doors.", "a GREEN café", "the car's greenery", "red red red"])
-    assert words[:2] == ["red", "a"] and {"green", "café", ",", "2", "'s", "greenery"} <= set(words)
+    words = caption_words(["A red car, 2 doors.", "a GREEN café", "the car's greenery", "red red red",
+                           "papaya cocoa couscous"])   # a pair again later in the word: merged wherever it occurs
+    assert words[:2] == ["red", "a"] and {"green", "café", ",", "2", "'s", "greenery", "papaya"} <= set(words)
     tokenizer = vocabulary_tokenizer(tuple(words), 77)
     assert [len(tokenizer(w)["input_ids"]) for w in words] == [3] * len(words)   # start, the word, end
     assert vocabulary_tokenizer(CAPTION_WORDS, 77)("a thick seven")["input_ids"] == digit_ids("a thick seven", 5)
@@ -292,7 +293,7 @@ def test_a_folders_captions_that_do_not_match_its_pictures_are_refused_naming_th
     with pytest.raises(DataError, match=r"metadata.jsonl' line 2: expected each picture once, found 'p00.png' again"):
         folder_captions(folder, pictures)
     (folder / "metadata.jsonl").write_text('{"file_name": "p00.png", "text": "a"}\n{"file_name": "p01.png", "label": 1}\n')
-    with pytest.raises(DataError, match=r"line 2: expected a caption under 'text' or 'caption', found the columns "
+    with pytest.raises(DataError, match=r"line 2: expected one caption column \('text' or 'caption'\), found the columns "
                                         r"\['file_name', 'label'\]"):
         folder_captions(folder, pictures)
     (folder / "metadata.jsonl").write_text('{"file_name": "p00.png", "text": "a"}\nnot json\n')
@@ -305,6 +306,54 @@ def test_a_folders_captions_that_do_not_match_its_pictures_are_refused_naming_th
     write_metadata(folder, [(name, f"a {c} square") for name, c in colours.items()], "metadata.csv")
     with pytest.raises(DataError, match=r"expected one metadata file, found 2 \(metadata.jsonl, metadata.csv\)"):
         folder_captions(folder, pictures)
+    (folder / "metadata.jsonl").unlink()
+    (folder / ".hidden.png").write_bytes((folder / "p00.png").read_bytes())
+    (folder / "metadata.csv").write_text("file_name,text\np00.png,a\n.hidden.png,b\nnotes.txt,c\n")
+    (folder / "notes.txt").write_text("")
+    with pytest.raises(DataError, match=r"expected its file_names to name pictures training reads, found 2 files it does "
+                                        r"not \(hidden, outside the folder, or not of .*\): '.hidden.png', 'notes.txt'$"):
+        folder_captions(folder, pictures)   # they were taken, their rows dropped
+    (folder / "metadata.csv").write_text("filename,text\np00.png,a\n")
+    with pytest.raises(DataError, match=r"line 2: expected a file_name .*found the columns \['filename', 'text'\]"):
+        folder_captions(folder, pictures)
+    (folder / "metadata.csv").write_text("file_name,text,caption\np00.png,,a red square\n")
+    with pytest.raises(DataError, match=r"line 2: expected one caption column \('text' or 'caption'\), found the columns "
+                                        r"\['caption', 'file_name', 'text'\]"):   # it read the empty one
+        folder_captions(folder, pictures)
+
+
+def test_a_caption_with_a_line_break_or_a_line_separator_is_read_whole(tmp_path):
+    """csv.writer quotes a caption with a line break, which split lines joined ("line oneline two");
+    JSON holds U+2028 unescaped, where splitlines() cut the row in two and refused it."""
+    import csv
+
+    from edgegen.training.captions import folder_captions
+    from edgegen.training.data import image_files
+
+    folder, colours = colour_pictures(tmp_path / "pictures", per_colour=1)
+    with open(folder / "metadata.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["file_name", "text"])
+        for i, name in enumerate(colours):
+            writer.writerow([name, f"line one\nline two {i}, quoted"])
+    captions, _ = folder_captions(folder, image_files(folder, "data folder"))
+    assert captions == [f"line one\nline two {i}, quoted" for i in range(3)]
+    (folder / "metadata.csv").unlink()
+    (folder / "metadata.jsonl").write_text("".join(json.dumps({"file_name": n, "text": "a\u2028b"}, ensure_ascii=False) + "\n"
+                                                   for n in colours), encoding="utf-8")
+    assert folder_captions(folder, image_files(folder, "data folder"))[0] == ["a\u2028b"] * 3
+
+
+def test_captions_are_taken_as_the_text_encoder_reads_them(tmp_path):
+    """"A Red  Square" and "a red square" give the same ids: one caption, not two labels; a folder
+    whose every caption is empty has nothing to learn words from (its vocabulary was the digits')."""
+    folder, colours = colour_pictures(tmp_path / "pictures", per_colour=2)
+    write_metadata(folder, [(n, "A Red  Square" if i % 2 else " a red square") for i, n in enumerate(colours)])
+    images, from_data = prepare_data(str(folder), 16, None, 0)
+    assert from_data["captions"] == ["a red square"] and images.num_classes == 1
+    write_metadata(folder, [(n, "") for n in colours])
+    with pytest.raises(DataError, match=r"expected captions with words, found every caption empty"):
+        prepare_data(str(folder), 16, None, 0)
 
 
 @pytest.fixture(scope="module")
@@ -360,6 +409,16 @@ def test_a_start_keeps_its_vocabulary_and_says_the_captions_words_it_lacks(expor
     assert c.caption_words == [] and c.max_length == 8 and c.captions == ["a red picture", "a green picture",
                                                                            "a blue picture"]
     from edgegen.families.text2image.model import Config, say_captions_outside_the_vocabulary
+
+    # a folder's vocabulary and length kept onto the digits: "a thin three" was cut to "a t h" without a word
+    with pytest.warns(edgegen.EdgegenWarning) as said:
+        say_captions_outside_the_vocabulary(Config(max_length=5, caption_words=["a", "red", "picture"]))
+    assert [str(w.message)[:80] for w in said] == [
+        "text2image captions: 30 of the 30 distinct captions are longer than the text enc",
+        "text2image captions: 13 of their words are not in the model's vocabulary of 3 ('"]
+    with pytest.raises(DataError, match=r"channels: expected 1 for the digits \(grey\), found 3 \(given, or an --init "
+                                        r"checkpoint's: a model of colour pictures\)"):
+        prepare_data("digits", 16, 3, 0)
 
     with pytest.warns(edgegen.EdgegenWarning, match=r"1 of the 2 distinct captions are longer than the text encoder's 5 "
                                                     r"tokens, and are cut to it \(the first: 'a red red picture'\)"):

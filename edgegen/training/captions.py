@@ -15,11 +15,14 @@ before minutes of training on part of the folder.
 from __future__ import annotations
 
 import csv
+import io
 import json
+import os
 import warnings
 from pathlib import Path
 
 from ..errors import DataError, EdgegenWarning
+from .data import IMAGE_SUFFIXES
 
 METADATA_FILES = ("metadata.jsonl", "metadata.csv")
 CAPTION_COLUMNS = ("text", "caption")   # diffusers' text-to-image script's default column, then the other usual one
@@ -46,35 +49,39 @@ def folder_captions(folder: Path, pictures: list[Path]) -> tuple[list[str], str]
 def _from_metadata(folder: Path, metadata: Path, pictures: list[Path]) -> list[str]:
     rows = _metadata_rows(metadata)
     captions: dict[Path, str] = {}
-    missing = []
+    taken = set(pictures)
+    missing, others = [], []
     for where, row in rows:
         name, text = row.get("file_name"), _caption_of(row, metadata, where)
         if not isinstance(name, str) or not name.strip():
+            found = f"{name!r}" if "file_name" in row else f"the columns {sorted(row)}"
             raise DataError(f"{str(metadata)!r} {where}: expected a file_name (the picture's path within the folder), "
-                            f"found {name!r}")
-        path = folder / name.strip()
+                            f"found {found}")
+        path = Path(os.path.normpath(folder / name.strip()))
         if path in captions:
             raise DataError(f"{str(metadata)!r} {where}: expected each picture once, found {name!r} again")
-        if not path.is_file():
-            missing.append(name)
+        if path not in taken:   # no such file, or one training does not read: every caption names a picture
+            (others if path.is_file() else missing).append(name)
         captions[path] = text
     if missing:
         raise DataError(f"{str(metadata)!r}: expected its file_names to name pictures in {str(folder)!r}, found "
                         f"{len(missing)} that do not: {_named(missing)}")
+    if others:
+        raise DataError(f"{str(metadata)!r}: expected its file_names to name pictures training reads, found "
+                        f"{len(others)} files it does not (hidden, outside the folder, or not of "
+                        f"{', '.join(IMAGE_SUFFIXES)}): {_named(others)}")
     return _every_picture_captioned(folder, pictures, captions, f"a row in {metadata.name}")
 
 
 def _metadata_rows(metadata: Path) -> list[tuple[str, dict]]:
     """(where: "line N", the row as a dict) for every row of a .jsonl or .csv metadata file."""
-    try:
-        text = metadata.read_text(encoding="utf-8-sig")   # a spreadsheet's CSV starts with a byte-order mark
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{str(metadata)!r}: expected UTF-8 text, found it unreadable ({exc})") from None
-    if metadata.suffix == ".csv":
-        reader = csv.DictReader(text.splitlines())
-        return [(f"line {i}", row) for i, row in enumerate(reader, 2)]
+    text = _read_text(metadata)
+    if metadata.suffix == ".csv":   # newline="": a quoted caption may hold a line break, as csv.writer writes it
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        return [(f"line {reader.line_num}", row) for row in reader]
     rows = []
-    for i, line in enumerate(text.splitlines(), 1):
+    # lines at "\n" alone: str.splitlines() also splits at U+2028 and U+0085, which JSON strings hold unescaped
+    for i, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
         try:
@@ -89,13 +96,14 @@ def _metadata_rows(metadata: Path) -> list[tuple[str, dict]]:
 
 
 def _caption_of(row: dict, metadata: Path, where: str) -> str:
-    column = next((c for c in CAPTION_COLUMNS if c in row), None)
-    if column is None:
-        raise DataError(f"{str(metadata)!r} {where}: expected a caption under {' or '.join(map(repr, CAPTION_COLUMNS))}, "
+    columns = [c for c in CAPTION_COLUMNS if c in row]
+    if len(columns) != 1:
+        raise DataError(f"{str(metadata)!r} {where}: expected one caption column ({' or '.join(map(repr, CAPTION_COLUMNS))}), "
                         f"found the columns {sorted(row)}")
-    if not isinstance(row[column], str):
-        raise DataError(f"{str(metadata)!r} {where}: expected the caption {column!r} as text, found {row[column]!r:.60}")
-    return row[column]
+    if not isinstance(row[columns[0]], str):
+        raise DataError(f"{str(metadata)!r} {where}: expected the caption {columns[0]!r} as text, found "
+                        f"{row[columns[0]]!r:.60}")
+    return row[columns[0]].strip()
 
 
 def _from_sidecars(folder: Path, pictures: list[Path]) -> list[str]:
@@ -103,13 +111,18 @@ def _from_sidecars(folder: Path, pictures: list[Path]) -> list[str]:
     for picture in pictures:
         beside = [picture.with_suffix(s) for s in SIDECAR_SUFFIXES if picture.with_suffix(s).is_file()]
         if beside:
-            try:
-                captions[picture] = beside[0].read_text(encoding="utf-8-sig").strip()
-            except (OSError, UnicodeDecodeError) as exc:
-                raise DataError(f"caption file {str(beside[0])!r}: expected UTF-8 text, found it unreadable ({exc})") from None
+            captions[picture] = _read_text(beside[0]).strip()
     if not captions:
         raise DataError(f"data folder {str(folder)!r}: expected captions for text2image, {HOW}; found none")
     return _every_picture_captioned(folder, pictures, captions, f"a text file beside it ({' or '.join(SIDECAR_SUFFIXES)})")
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8-sig")   # a spreadsheet's CSV, Notepad's UTF-8, start with a byte-order mark
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"caption file {str(path)!r}: expected UTF-8 text, found it unreadable ({exc}): save it as "
+                        "UTF-8") from None
 
 
 def _every_picture_captioned(folder: Path, pictures: list[Path], captions: dict[Path, str], form: str) -> list[str]:

@@ -58,8 +58,10 @@ def clip_vocabulary(words: tuple[str, ...]) -> tuple[dict[str, int], list[str]]:
 
     Each word's merges join the pieces the earlier words' merges leave it in, left to right: its
     own letters' merges ("r e" then "g r") would lose to an earlier word's ("r e", from "red"),
-    and "green" came out four tokens. Merges added later rank below every earlier one, so they
-    never fire in an earlier word, which is one token before they could."""
+    and "green" came out four tokens. After each merge the word is spelled anew as BPE spells it,
+    which merges a pair wherever it occurs ("papaya": pa pa y a, not pa p a y a). Merges added
+    later rank below every earlier one, so they never fire in an earlier word, which is one token
+    before they could."""
     alphabet = bytes_to_unicode()
     chars = list(alphabet.values())
     vocab = chars + [c + "</w>" for c in chars]
@@ -67,10 +69,10 @@ def clip_vocabulary(words: tuple[str, ...]) -> tuple[dict[str, int], list[str]]:
     for word in words:
         word = "".join(alphabet[b] for b in word.encode())   # as byte-level BPE spells it ("café" -> "cafÃ©")
         pieces = _bpe(list(word[:-1]) + [word[-1] + "</w>"], ranks)
-        while len(pieces) > 1:
+        while len(pieces) > 1:   # no pair of the pieces is a merge yet: _bpe left none
             ranks[pieces[0], pieces[1]] = len(ranks)
-            pieces = [pieces[0] + pieces[1]] + pieces[2:]
-            vocab.append(pieces[0])
+            vocab.append(pieces[0] + pieces[1])
+            pieces = _bpe(pieces, ranks)
     vocab += ["<|startoftext|>", "<|endoftext|>"]
     return {t: i for i, t in enumerate(dict.fromkeys(vocab))}, [f"{a} {b}" for a, b in ranks]
 
@@ -107,6 +109,12 @@ def vocabulary_tokenizer(words: tuple[str, ...], max_length: int):
 
     vocab, merges = clip_vocabulary(words)
     return CLIPTokenizer(vocab=vocab, merges=[tuple(m.split(" ")) for m in merges], model_max_length=max_length)
+
+
+def normalized_captions(captions: list[str]) -> list[str]:
+    """Each caption as CLIP's normalizer reads it (lowercase, NFC, runs of spaces as one), trimmed."""
+    normalizer = vocabulary_tokenizer((), 2).backend_tokenizer.normalizer
+    return [normalizer.normalize_str(text).strip() for text in captions]
 
 
 def caption_words(captions: list[str], limit: int | None = None) -> list[str]:

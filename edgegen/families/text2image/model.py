@@ -34,7 +34,8 @@ from ...runtimes.samplers import make_betas
 from ...training.captions import HOW, folder_captions
 from ...training.data import load_images, what_else
 from ..ldm import model as ldm
-from .components import SD1_SCHEDULER, LayoutConfig, caption_words, layout_models, vocabulary_tokenizer
+from .components import (SD1_SCHEDULER, LayoutConfig, caption_words, layout_models, normalized_captions,
+                         vocabulary_tokenizer)
 
 FAMILY = "text2image"
 DATA_RANGE = (-1.0, 1.0)
@@ -127,10 +128,8 @@ class Config:
                             f"found {self.unet_channels} and {self.vae_channels}")
         if self.cross_dim % self.text_heads:
             problems.append(f"cross_dim expected a multiple of text_heads={self.text_heads}, found {self.cross_dim}")
-        least = 3 if self.captions else 5
-        if self.max_length < least:
-            problems.append(f"max_length expected at least {least} (start, {'a word' if self.captions else 'three words'}, "
-                            f"end), found {self.max_length}")
+        if self.max_length < 3:   # shorter than a caption: said in training (say_captions_outside_the_vocabulary)
+            problems.append(f"max_length expected at least 3 (start, a word, end), found {self.max_length}")
         for name in ("label_dropout", "attribute_dropout", "autoencoder_share"):
             if not 0 <= getattr(self, name) < 1:
                 problems.append(f"{name} expected in [0, 1), found {getattr(self, name)}")
@@ -143,7 +142,8 @@ def prepare_data(source: str, image_size: int, channels: int | None, seed: int, 
     vocabulary and token length those captions need."""
     if source == "digits":
         if channels not in (None, 1):
-            raise DataError(f"channels: expected 1 for the digits, found {channels}")
+            raise DataError(f"channels: expected 1 for the digits (grey), found {channels} (given, or an --init "
+                            "checkpoint's: a model of colour pictures)")
         images = load_images(source, image_size=image_size, channels=1, seed=seed)
         return images, {"image_channels": 1, "image_size": image_size, "ink_medians": ink_medians(images),
                         "captions": [], "caption_words": []}
@@ -153,7 +153,11 @@ def prepare_data(source: str, image_size: int, channels: int | None, seed: int, 
     captions: list[str] = []
 
     def caption_labels(pictures: list[Path]) -> list[int]:
-        texts, _ = folder_captions(Path(source), pictures)
+        # as the text encoder reads them: "A red  car" and "a red car" are one caption, not two labels
+        texts = normalized_captions(folder_captions(Path(source), pictures)[0])
+        if not any(texts):
+            raise DataError(f"data folder {source!r}: expected captions with words, found every caption empty: "
+                            "train diffusion or ldm on pictures without captions")
         captions.extend(dict.fromkeys(texts))
         index = {text: i for i, text in enumerate(captions)}
         return [index[text] for text in texts]
@@ -272,20 +276,24 @@ class Trainer(ldm.Trainer):
         return self.live(noisy, t, ids)
 
 
+def training_captions(c: Config) -> list[str]:
+    """The distinct captions a model trains on: a folder's, or every digit caption."""
+    return c.captions or [caption(d, a) for d in range(c.num_classes) for a in (None, *ATTRIBUTES)]
+
+
 def say_captions_outside_the_vocabulary(c: Config) -> None:
-    """A folder's captions longer than the text encoder's tokens (cut: their ends never seen), and
-    words outside its vocabulary (spelled in pieces the encoder learns less well): said, with the
-    usual cause, the vocabulary and length an --init checkpoint keeps."""
-    if not c.captions:
-        return
-    words = words_of(c)
-    tokens = vocabulary_tokenizer(words, UNCUT)(c.captions)["input_ids"]
+    """Captions longer than the text encoder's tokens (cut: their ends never seen), and words
+    outside its vocabulary (spelled in pieces the encoder learns less well): said, with the usual
+    cause, the vocabulary and length an --init checkpoint keeps (a folder's onto the digits
+    cut "a thin three" to "a t h" without a word)."""
+    texts, words = training_captions(c), words_of(c)
+    tokens = vocabulary_tokenizer(words, UNCUT)(texts)["input_ids"]
     if cut := sum(len(ids) > c.max_length for ids in tokens):
-        warnings.warn(f"text2image captions: {cut} of the {len(c.captions)} distinct captions are longer than the "
+        warnings.warn(f"text2image captions: {cut} of the {len(texts)} distinct captions are longer than the "
                       f"text encoder's {c.max_length} tokens, and are cut to it (the first: "
-                      f"{next(t for t, ids in zip(c.captions, tokens) if len(ids) > c.max_length)!r:.100}); an --init "
+                      f"{next(t for t, ids in zip(texts, tokens) if len(ids) > c.max_length)!r:.100}); an --init "
                       "checkpoint keeps its own length", EdgegenWarning, stacklevel=4)
-    missing = [w for w in caption_words(c.captions) if w not in set(words)]
+    missing = [w for w in caption_words(texts) if w not in set(words)]
     if missing:
         warnings.warn(f"text2image captions: {len(missing)} of their words are not in the model's vocabulary of "
                       f"{len(words)} ({', '.join(map(repr, missing[:5]))}{' ...' if len(missing) > 5 else ''}), and are "
