@@ -652,6 +652,9 @@ def test_a_folders_subfolders_are_the_classes_of_the_families_that_take_classes(
 
     with pytest.raises(InputError, match=r"^labels: expected class ids \(this model's classes have no names\), found 'red'$"):
         class_labels("red", 2, 10, None)   # the digits'
+    assert class_labels("7", 1, 10, None).tolist() == [7]   # the command line's --label 7
+    numbered = ["0", "1", "10", "2"]   # subfolders named by number, sorted as text: the name first
+    assert class_labels(["2", "10", "3"], 3, 4, None, names=numbered).tolist() == [3, 2, 3]
     with pytest.raises(InputError, match=r"^labels: expected class ids or the model's class names \(blue, green, red\), "
                                          r"found 'cat'$"):
         pipe(1, labels="cat")

@@ -158,13 +158,11 @@ class Option:
         return self.flag.lstrip("-").replace("-", "_")
 
 
-def class_label(text: str) -> int | str:
-    """--label's value: a class id, or a class's name (a folder's subfolder), which the pipeline
-    reads (runtimes.pipeline.class_labels)."""
-    try:
-        return int(text)
-    except ValueError:
-        return text
+def class_label(text: str) -> str:
+    """--label's value, as given: a class's name (a folder's subfolder) or its id, which the pipeline
+    tells apart (runtimes.pipeline.class_labels: a name first, since subfolders named "0" to "12"
+    sort as 0, 1, 10, 11, 12, 2, ..., and --label 2 means the one named 2). Served labels are ids."""
+    return text
 
 
 LABEL_HELP = "class to generate: its id, or its name where a folder's subfolders were the classes"

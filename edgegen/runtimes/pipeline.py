@@ -353,16 +353,21 @@ def class_labels(labels, n: int, num_classes: int, null_label: int | None, what:
 
 
 def _named_ids(labels, names: list[str] | None, what: str):
-    """A class name, or a list of them, as the ids of `names`; anything else as it was."""
+    """A class given as text, or a list of them, as ids: a name of `names` first (a folder's classes
+    "0" to "12" sort as 0, 1, 10, ...: "2" is the one named 2), else a number written out (the
+    command line's --label 7); anything else as it was."""
     given = [labels] if isinstance(labels, str) else labels
     if not isinstance(given, (list, tuple)) or not given or not all(isinstance(v, str) for v in given):
         return labels
-    if names is None:
-        raise InputError(f"{what}: expected class ids (this model's classes have no names), found {labels!r:.60}")
-    if unknown := [v for v in given if v not in names]:
-        raise InputError(f"{what}: expected class ids or the model's class names ({', '.join(names)}), found "
-                         f"{unknown[0]!r:.60}")
-    ids = [names.index(v) for v in given]
+    ids = []
+    for text in given:
+        if names and text in names:
+            ids.append(names.index(text))
+        elif text.strip().lstrip("+-").isdecimal():
+            ids.append(int(text))
+        else:
+            raise InputError(f"{what}: expected class ids" + (f" or the model's class names ({', '.join(names)})" if names
+                             else " (this model's classes have no names)") + f", found {text!r:.60}")
     return ids[0] if isinstance(labels, str) else ids
 
 
