@@ -44,8 +44,8 @@ def picture_shape(pipe) -> tuple[int, int]:
     """(channels, side) of the pictures a package scores; refused for one without anomaly scores
     or without pictures (a flow over points)."""
     if not callable(getattr(pipe, "anomaly_score", None)):
-        raise ConfigError(f"package {str(pipe.package.path)!r}: expected one with anomaly scores (vae, vaegan, or a "
-                          f"flow over images), found a {pipe.family} package")
+        raise ConfigError(f"package {str(pipe.package.path)!r}: expected one with anomaly scores (vae, vaegan, "
+                          f"pixelcnn, or a flow over images), found a {pipe.family} package")
     try:
         channels, height, width = pipe.image_shape
     except InputError:

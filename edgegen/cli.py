@@ -1356,7 +1356,7 @@ def _build_parser() -> argparse.ArgumentParser:
                    "only, never a folder of other files)")
     p.set_defaults(func=_cmd_triton)
 
-    p = sub.add_parser("score", help="anomaly scores of pictures (vae, vaegan, image flows): higher is less like the "
+    p = sub.add_parser("score", help="anomaly scores of pictures (vae, vaegan, pixelcnn, image flows): higher is less like the "
                        "training data; with a threshold, exit status 1 where one scores above it",
                        epilog="each picture is read as edgegen train reads a folder's: centre-cropped to a square, "
                               "resized to the package's size, grey by luma for a grey model (docs/python-api.md, "

@@ -148,8 +148,26 @@ def test_pixelcnn_log_prob_is_exact_and_separates_digits_from_noise(pixelcnn):
     # values the quantization would clip: a likelihood of something else, refused
     with pytest.raises(InputError, match=r"images: expected values in \[0, 1\], found 0..5$"):
         pipe.log_prob(digits * 5)
+    # bits per pixel without labels: what edgegen score reads (it had no PixelCNN scores, helper 146)
+    np.testing.assert_allclose(pipe.anomaly_score(digits), -ours / (64 * np.log(2)), rtol=1e-5)
     with pytest.raises(InputError, match=r"image: expected values in \[0, 1\], found -1..0$"):
         pipe.complete(digits[:2] - 1, np.ones((8, 8)), seed=0)
+
+
+def test_edgegen_score_reads_a_pixelcnns_bits_per_pixel(pixelcnn, tmp_path, capsys):
+    import json
+
+    from PIL import Image
+
+    from edgegen.cli import main
+
+    pipe = edgegen.load(pixelcnn["pkg"], backend="ort-cpu")
+    digit = load_images("digits", image_size=8).test[0]
+    Image.fromarray((digit[0] * 255).round().astype(np.uint8)).save(tmp_path / "digit.png")
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (8, 8), dtype=np.uint8)).save(tmp_path / "noise.png")
+    assert main(["score", str(pixelcnn["pkg"]), str(tmp_path / "digit.png"), str(tmp_path / "noise.png"), "--json"]) == 0
+    digit_score, noise_score = (p["score"] for p in json.loads(capsys.readouterr().out)["pictures"])
+    assert digit_score == pytest.approx(float(pipe.anomaly_score(digit[None])[0]), rel=1e-4) and noise_score > digit_score
 
 
 def test_the_command_line_completes_a_picture(pixelcnn, tmp_path, capsys):

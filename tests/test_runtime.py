@@ -386,7 +386,7 @@ def test_score_reads_pictures_as_training_read_a_folder_and_flags_those_above_a_
     assert main(["score", str(trained["vae"][1]), str(tmp_path / "empty")]) == 2
     assert "found a folder without any" in capsys.readouterr().err
     assert main(["score", str(trained["gan"][1]), str(odd)]) == 2
-    assert "expected one with anomaly scores (vae, vaegan, or a flow over images), found a gan package" in \
+    assert "expected one with anomaly scores (vae, vaegan, pixelcnn, or a flow over images), found a gan package" in \
         capsys.readouterr().err
     assert main(["score", str(trained["flow2d"][1]), str(odd)]) == 2
     assert "expected a model of pictures, found a flow model of points" in capsys.readouterr().err

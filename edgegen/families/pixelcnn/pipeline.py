@@ -96,6 +96,13 @@ class PixelCNNPipeline(Pipeline):
         codes = np.round(x * (self.levels - 1)).astype(np.int64)
         return np.take_along_axis(logp, codes, axis=1).sum(axis=(1, 2, 3)).astype(np.float32)
 
+    def anomaly_score(self, images) -> np.ndarray:
+        """Bits per pixel, without labels (the marginal its label dropout learned: the shipped model's
+        labelled path memorized its training digits): higher, less like the training data. What
+        `edgegen score` reads, as a VAE's negative ELBO or a flow's bits per dim."""
+        pixels = int(np.prod(self.image_shape))
+        return (-self.log_prob(images) / (pixels * np.log(2.0))).astype(np.float32)
+
     def quantized(self, images: np.ndarray) -> np.ndarray:
         return (np.round(np.clip(images, 0, 1) * (self.levels - 1)) / (self.levels - 1)).astype(np.float32)
 
