@@ -8,6 +8,7 @@ Runtime code: no torch; the `tokenizers` library (the text extra) only for BPE p
 from __future__ import annotations
 
 import codecs
+import collections
 import threading
 from collections.abc import Sequence
 from typing import Protocol
@@ -123,6 +124,17 @@ class BPETokenizer:
         """Text of the tokens that follow `context` (the prompt's ids), as decoding them all
         and cutting the context's text gives it."""
         return _BPEStream(self._tokenizer, context)
+
+    def words_in_pieces(self, text: str) -> list[str]:
+        """The words of `text` (as its pre-tokenizer splits them) that take more than one token:
+        for a vocabulary made of whole words (a text2image model trained here), the words it lacks."""
+        encoding = self._tokenizer.encode(utf8_text(text), add_special_tokens=False)
+        counts = collections.Counter(w for w in encoding.word_ids if w is not None)
+        spans = {}
+        for word, (start, end) in zip(encoding.word_ids, encoding.offsets):
+            if word is not None:
+                spans[word] = (spans.get(word, (start, end))[0], end)
+        return list(dict.fromkeys(text[slice(*spans[w])] for w, n in counts.items() if n > 1))
 
 
 CUT_TEXT_SHOWN = 200   # characters of a prompt's cut part a warning quotes: a service's log line, not the prompt

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import InputError, ManifestError
+from ...errors import EdgegenWarning, InputError, ManifestError, warn_caller
 from ...runtimes.pipeline import check_count, check_number
 from ...runtimes.samplers import Callback
 from ...runtimes.tokenizer import load_tokenizer
@@ -85,6 +85,7 @@ class TextToImagePipeline(LatentDiffusionPipeline):
             if missing:
                 labels = [what if len(set(texts)) == 1 else f"{what}[{texts.index(t)}]" for t in missing]
                 ids = self.tokenizer.encode_padded(missing, self.config.max_length, self.config.pad_token_id, labels)
+                self._say_words_not_trained(missing, labels)
                 # in calls of ROWS_PER_CALL, as every graph: a list of prompts was one call's activations
                 states = self.sessions["text_encoder"].run_rows({"input_ids": ids})["last_hidden_state"]
                 for text, row in zip(missing, states):
@@ -95,6 +96,20 @@ class TextToImagePipeline(LatentDiffusionPipeline):
             while len(self._encoded) > PROMPT_CACHE_SIZE:   # after the stack: a call may hold more prompts
                 self._encoded.popitem(last=False)
         return states
+
+    def _say_words_not_trained(self, texts: list[str], labels: list[str]) -> None:
+        """A model trained here (text2image-digits, or on one's captioned pictures) has one token for
+        each word of its captions: a prompt's word in pieces is one it never saw, said (a prompt of
+        unknown words gave pictures of nothing asked, without a word). Not for imported pipelines,
+        whose CLIP vocabulary spells many real words in pieces."""
+        if "captions" not in self.config.data:
+            return
+        for label, text in zip(labels, texts):
+            if unknown := self.tokenizer.words_in_pieces(text):
+                warn_caller(f"{label}: {', '.join(map(repr, unknown[:5]))}{' ...' if len(unknown) > 5 else ''}: "
+                            f"{'words' if len(unknown) > 1 else 'a word'} the model's training captions did not hold, "
+                            "spelled in pieces it has seen little of (its vocabulary is its captions' words)",
+                            EdgegenWarning, remembered=False)
 
     def prompts(self, prompt, negative_prompt, n: int, guidance_scale: float) -> Prompts:
         """Each prompt's states repeated for its n images; the negative prompt's ("" when None, as
