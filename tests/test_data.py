@@ -653,8 +653,19 @@ def test_a_folders_subfolders_are_the_classes_of_the_families_that_take_classes(
     with pytest.raises(InputError, match=r"^labels: expected class ids \(this model's classes have no names\), found 'red'$"):
         class_labels("red", 2, 10, None)   # the digits'
     assert class_labels("7", 1, 10, None).tolist() == [7]   # the command line's --label 7
-    numbered = ["0", "1", "10", "2"]   # subfolders named by number, sorted as text: the name first
-    assert class_labels(["2", "10", "3"], 3, 4, None, names=numbered).tolist() == [3, 2, 3]
+    numbered = ["0", "1", "10", "2"]   # subfolders named by number, sorted as text: a number is a name
+    assert class_labels(["2", "10", " 0 "], 3, 4, None, names=numbered).tolist() == [3, 2, 0]
+    with pytest.raises(InputError, match=r"expected one of the model's class names \(0, 1, 10, 2\), which look like "
+                                         r"numbers, so a number is read as a name, found '3'$"):
+        class_labels("3", 1, 4, None, names=numbered)   # it was id 3, the one named 2
+    with pytest.raises(InputError, match=r"expected class ids or the model's class names .*found '\+-3'$"):
+        class_labels("+-3", 1, 3, None, names=["blue", "green", "red"])   # int() raised a ValueError (review 158)
+    assert class_labels(np.array(["red", "blue"]), 2, 3, None, names=["blue", "green", "red"]).tolist() == [2, 0]
+    assert class_labels(["red", 1], 2, 3, None, names=["blue", "green", "red"]).tolist() == [2, 1]
+    assert class_labels("z\u00e9ro", 1, 2, None, names=["one", "ze\u0301ro"]).tolist() == [1]   # NFC on both sides
+    with pytest.raises(InputError, match=r"expected class ids from 0 to 2 or the class names \(blue, green, red\), "
+                                         r"found 5$"):
+        class_labels(5, 1, 3, None, names=["blue", "green", "red"])
     with pytest.raises(InputError, match=r"^labels: expected class ids or the model's class names \(blue, green, red\), "
                                          r"found 'cat'$"):
         pipe(1, labels="cat")
@@ -662,6 +673,20 @@ def test_a_folders_subfolders_are_the_classes_of_the_families_that_take_classes(
     assert main(["generate", str(tmp_path / "pkg"), "--n", "3", "--seed", "0", "--out", str(tmp_path / "r.png")]) == 0
     drawn = " ".join(pipe.class_names[c] for c in pipe.drawn_labels(3, seed=0))
     assert f"classes drawn: {drawn} (row by row)" in capsys.readouterr().out
+    # a start of other class names: each id's embedding takes the new class, said (review 158)
+    for name in ("apples", "pears", "plums"):
+        (tmp_path / "fruit" / name).mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(tmp_path / "fruit" / name / f"{i}.png")
+    with pytest.warns(EdgegenWarning, match=r"its classes become the data's, id by id \(0: blue -> apples; 1: green -> "
+                                            r"pears; 2: red -> plums\)"):
+        train("cgan", tmp_path / "fruit-cgan", data=str(tmp_path / "fruit"), init=ckpt, steps=1, batch_size=4,
+              progress=False)
+    base = train("diffusion", tmp_path / "base", data=str(tmp_path / "data"), steps=1, batch_size=4, progress=False,
+                 width=8)
+    with pytest.raises(edgegen.errors.ConfigError, match=r"expected the base model's classes \(blue, green, red\), found "
+                                                         r"apples, pears, plums: a ControlNet steers"):
+        train("controlnet", tmp_path / "cn", base=str(base), data=str(tmp_path / "fruit"), steps=1, progress=False)
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "data" / "top.png")
     assert folder_classes(tmp_path / "data") == []
     with pytest.warns(EdgegenWarning, match=r"taken together as one set without classes \(some lie at its top: "

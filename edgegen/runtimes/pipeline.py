@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import inspect
+import re
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -347,28 +349,42 @@ def class_labels(labels, n: int, num_classes: int, null_label: int | None, what:
         raise InputError(f"{what}: expected one class id or {n} of them, found shape {list(array.shape)}")
     if ((array < 0) | (array >= num_classes)).any():
         outside = sorted({int(v) for v in array.reshape(-1) if not 0 <= v < num_classes})
-        raise InputError(f"{what}: expected class ids from 0 to {num_classes - 1}, found "
+        raise InputError(f"{what}: expected class ids from 0 to {num_classes - 1}"
+                         + (f" or the class names ({', '.join(names)})" if names else "") + ", found "
                          + ", ".join(map(str, outside[:5])) + (", ..." if len(outside) > 5 else ""))
     return np.broadcast_to(array, (n,)).astype(np.int64)
 
 
 def _named_ids(labels, names: list[str] | None, what: str):
-    """A class given as text, or a list of them, as ids: a name of `names` first (a folder's classes
-    "0" to "12" sort as 0, 1, 10, ...: "2" is the one named 2), else a number written out (the
-    command line's --label 7); anything else as it was."""
+    """Classes given as text (alone, in a list or a numpy array of text, beside ids), as ids: a name
+    of `names` first (a folder's classes "0" to "12" sort as 0, 1, 10, ...: "2" is the one named 2),
+    else a number written out (the command line's --label 7), unless the names look like numbers
+    themselves (then a number that names none is refused, not taken as an id); ids as they are."""
+    if isinstance(labels, np.ndarray) and labels.dtype.kind in "UO":
+        labels = labels.tolist()
     given = [labels] if isinstance(labels, str) else labels
-    if not isinstance(given, (list, tuple)) or not given or not all(isinstance(v, str) for v in given):
+    if not isinstance(given, (list, tuple)) or not any(isinstance(v, str) for v in given):
         return labels
+    normal = [unicodedata.normalize("NFC", n) for n in names or []]
+    numbered = any(_NUMBER.match(n) for n in normal)
     ids = []
-    for text in given:
-        if names and text in names:
-            ids.append(names.index(text))
-        elif text.strip().lstrip("+-").isdecimal():
+    for value in given:
+        text = unicodedata.normalize("NFC", value).strip() if isinstance(value, str) else None
+        if text is None:
+            ids.append(value)
+        elif text in normal:
+            ids.append(normal.index(text))
+        elif _NUMBER.match(text) and not numbered:
             ids.append(int(text))
         else:
-            raise InputError(f"{what}: expected class ids" + (f" or the model's class names ({', '.join(names)})" if names
-                             else " (this model's classes have no names)") + f", found {text!r:.60}")
+            raise InputError(f"{what}: expected " + (f"one of the model's class names ({', '.join(names)}), which look "
+                             "like numbers, so a number is read as a name" if numbered else
+                             f"class ids or the model's class names ({', '.join(names)})" if names else
+                             "class ids (this model's classes have no names)") + f", found {value!r:.60}")
     return ids[0] if isinstance(labels, str) else ids
+
+
+_NUMBER = re.compile(r"^[+-]?\d+$")
 
 
 def line_steps(steps: Any) -> int:

@@ -64,6 +64,12 @@ def data_classes(source: str) -> int:
     return len(folder_classes(Path(source))) if Path(source).is_dir() else 0
 
 
+def data_class_names(source: str) -> list[str] | None:
+    """The names of the classes of `source`, known before it loads: a folder's subfolders; None
+    for data without named classes (the digits' are their ids)."""
+    return (folder_classes(Path(source)) or None) if Path(source).is_dir() and source not in BUILTIN_IMAGE_DATA else None
+
+
 def folder_classes(folder: Path) -> list[str]:
     """A folder's classes, as torchvision's ImageFolder reads them: the subfolders its pictures lie
     in, sorted by name, where every picture lies in one and there are two or more; else none."""

@@ -21,7 +21,7 @@ from . import family_module
 from ..package import CHECKPOINT_WEIGHTS, refuse_output_inside_edgegens, shipped_hint
 from ..shipped import checkpoint_named, checkpoints_dir, is_shipped_name, names_shipped_model
 from .checkpoint import CHECKPOINT_KIND, checkpoint_files, data_trained_on, load_checkpoint, make_config, save_checkpoint
-from .data import ImageData, data_classes, load_images, refuse_empty_data, refuse_small_image_size
+from .data import ImageData, data_class_names, data_classes, load_images, refuse_empty_data, refuse_small_image_size
 
 MAX_SEED = 2**63 - 1   # torch.manual_seed's largest
 MAX_LR = 1000.0
@@ -94,6 +94,7 @@ def train(family: str, out: str | Path, data: str | None = None, steps: int | No
             if start is not None and "num_classes" in known:   # before a folder's minutes of loading, and before the
                 # config's own "num_classes expected at least 1", which would not name --init or the data
                 _refuse_other_classes(init, getattr(start.config, "num_classes", 0), shape["num_classes"])
+                _say_classes_renamed(init, start.data.get("classes"), data_class_names(data))
             try:
                 make_config(family, {**{k: v for k, v in shape.items() if k in known}, **model_options})
             except ConfigError as exc:   # the option given for the field it names: "--channels 3: ... image_channels"
@@ -246,6 +247,16 @@ def _changed_options(start, options: dict, family: str) -> list[str]:
         if had is not None and had != now:
             changed.append(f"{'--' + name if name in fields else name} {had!r} -> {value!r}")
     return changed
+
+
+def _say_classes_renamed(init, had: list[str] | None, has: list[str] | None) -> None:
+    """A start whose classes, as many as the data's, have other names (a cgan of shapes fine-tuned on
+    a folder of fruit): each class id's embedding takes the new class, said id by id (helper 158)."""
+    if had != has:
+        pairs = [f"{i}: {had[i] if had else i} -> {has[i] if has else i}" for i in range(len(had or has))]
+        warnings.warn(f"--init {str(init)!r}: its classes become the data's, id by id ({'; '.join(pairs[:6])}"
+                      f"{'; ...' if len(pairs) > 6 else ''}): each class's embedding starts from the one it replaces",
+                      EdgegenWarning, stacklevel=3)
 
 
 def _refuse_other_classes(init, had: int, has: int) -> None:

@@ -7,7 +7,7 @@ from .pipeline import ConditionalGANConfig, ConditionalGANPipeline
 FAMILY = register(Family(
     name="cgan",
     summary="class-conditional GAN (conditional batch norm, projection discriminator)",
-    data="digits (default: the one labelled data set; natural and folders have no classes)",
+    data="digits (default), or a folder of class subfolders (data/cats/*.png, data/dogs/*.png)",
     pipeline=ConditionalGANPipeline,
     config=ConditionalGANConfig,
     graphs=("generator",),

@@ -137,7 +137,7 @@ def prepare_data(data, image_size, channels, seed, options):
     """The base diffusion checkpoint decides the model's shape: its config becomes this
     one's, at its image size and channels."""
     from ...training.checkpoint import load_checkpoint, data_trained_on
-    from ...training.data import data_classes, load_images
+    from ...training.data import data_class_names, data_classes, load_images
 
     base = Path(checkpoint_named(options.pop("base", None) or DEFAULT_BASE))   # a shipped diffusion model's name too
     ckpt = load_checkpoint(base)
@@ -157,6 +157,9 @@ def prepare_data(data, image_size, channels, seed, options):
     if (classes := data_classes(data)) != c.num_classes:
         raise ConfigError(f"--data {data!r}: expected data with the base model's {c.num_classes} classes, "
                           f"found {classes} (a folder needs a --base diffusion checkpoint trained on it)")
+    if (named := data_class_names(data)) != (base_named := ckpt.data.get("classes")):   # its frozen embedding's meaning
+        raise ConfigError(f"--data {data!r}: expected the base model's classes ({_said_classes(base_named)}), found "
+                          f"{_said_classes(named)}: a ControlNet steers the base's classes as it learned them")
     trained_on, moved = data_trained_on(ckpt.data)   # moved: given anew with --data, no warning
     if not moved and (str(Path(data).resolve()) if Path(trained_on).is_absolute() else data) != trained_on:
         warnings.warn(f"--data {data!r}: the base {str(base)!r} was trained on {trained_on!r}; a ControlNet learns to "
@@ -164,6 +167,10 @@ def prepare_data(data, image_size, channels, seed, options):
                       EdgegenWarning, stacklevel=2)
     images = load_images(data, image_size=c.image_size, channels=c.image_channels, seed=seed, classes=c.num_classes > 0)
     return images, {**dataclasses.asdict(c), "base_checkpoint": str(base.resolve())}
+
+
+def _said_classes(names: list[str] | None) -> str:
+    return ", ".join(names) if names else "unnamed ids"
 
 
 class Trainer(diffusion.Trainer):
