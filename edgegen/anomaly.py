@@ -95,7 +95,8 @@ def _say_training_pictures(pipe, normal: list[Path]) -> None:
     trained = [p for p in normal if Path(os.path.realpath(p)).is_relative_to(os.path.realpath(source))]
     if trained:
         warnings.warn(f"--normal: {len(trained)} of its {len(normal)} pictures lie in the folder the model was trained "
-                      f"on ({source!r}); pictures it trained on score lower than ones it never saw, and a threshold "
+                      f"on ({source!r}), most of whose pictures it trained on (a tenth held out); pictures it trained "
+                      "on score lower than ones it never saw, and a threshold "
                       "calibrated on them flags more normal pictures: calibrate on normal pictures kept out of training",
                       EdgegenWarning, stacklevel=3)
 

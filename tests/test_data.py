@@ -655,8 +655,8 @@ def test_a_folders_subfolders_are_the_classes_of_the_families_that_take_classes(
     assert class_labels("7", 1, 10, None).tolist() == [7]   # the command line's --label 7
     numbered = ["0", "1", "10", "2"]   # subfolders named by number, sorted as text: a number is a name
     assert class_labels(["2", "10", " 0 "], 3, 4, None, names=numbered).tolist() == [3, 2, 0]
-    with pytest.raises(InputError, match=r"expected one of the model's class names \(0, 1, 10, 2\), which look like "
-                                         r"numbers, so a number is read as a name, found '3'$"):
+    with pytest.raises(InputError, match=r"expected one of the model's class names \(0, 1, 10, 2\): as some are "
+                                         r"numbers, a number is read as a name only, found '3'$"):
         class_labels("3", 1, 4, None, names=numbered)   # it was id 3, the one named 2
     with pytest.raises(InputError, match=r"expected class ids or the model's class names .*found '\+-3'$"):
         class_labels("+-3", 1, 3, None, names=["blue", "green", "red"])   # int() raised a ValueError (review 158)

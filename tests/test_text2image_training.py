@@ -317,6 +317,14 @@ def test_a_folders_captions_that_do_not_match_its_pictures_are_refused_naming_th
     (folder / "metadata.csv").write_text("filename,text\np00.png,a\n")
     with pytest.raises(DataError, match=r"line 2: expected a file_name .*found the columns \['filename', 'text'\]"):
         folder_captions(folder, pictures)
+    (folder / "metadata.csv").write_text("file_name,text\np00.png,a red car, shiny\n")   # its rest was dropped (review 159)
+    with pytest.raises(DataError, match=r"line 2: expected 2 fields \(file_name, text\), found 3: quote a caption that "
+                                        r"holds commas"):
+        folder_captions(folder, pictures)
+    (folder / "metadata.csv").write_text(f"file_name,text\n{(folder / 'p00.png').resolve()},a red square\n")
+    roundabout = folder / ".." / folder.name   # --data cap/../cap, a file_name given whole: the same pictures
+    with pytest.raises(DataError, match=r"found 5 of its 6 pictures without one: 'p01.png'"):   # p00.png is taken
+        folder_captions(roundabout, image_files(roundabout, "data folder"))
     (folder / "metadata.csv").write_text("file_name,text,caption\np00.png,,a red square\n")
     with pytest.raises(DataError, match=r"line 2: expected one caption column \('text' or 'caption'\), found the columns "
                                         r"\['caption', 'file_name', 'text'\]"):   # it read the empty one

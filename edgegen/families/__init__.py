@@ -165,7 +165,7 @@ def class_label(text: str) -> str:
     return text
 
 
-LABEL_HELP = "class to generate: its id, or its name where a folder's subfolders were the classes"
+LABEL_HELP = "class to generate: its id, or its name where the classes have names (a folder's subfolders)"
 
 
 @dataclass(frozen=True)

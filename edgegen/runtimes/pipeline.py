@@ -365,7 +365,7 @@ def _named_ids(labels, names: list[str] | None, what: str):
     given = [labels] if isinstance(labels, str) else labels
     if not isinstance(given, (list, tuple)) or not any(isinstance(v, str) for v in given):
         return labels
-    normal = [unicodedata.normalize("NFC", n) for n in names or []]
+    normal = [unicodedata.normalize("NFC", n).strip() for n in names or []]   # as the text given is taken
     numbered = any(_NUMBER.match(n) for n in normal)
     ids = []
     for value in given:
@@ -377,8 +377,8 @@ def _named_ids(labels, names: list[str] | None, what: str):
         elif _NUMBER.match(text) and not numbered:
             ids.append(int(text))
         else:
-            raise InputError(f"{what}: expected " + (f"one of the model's class names ({', '.join(names)}), which look "
-                             "like numbers, so a number is read as a name" if numbered else
+            raise InputError(f"{what}: expected " + (f"one of the model's class names ({', '.join(names)}): as some are "
+                             "numbers, a number is read as a name only" if numbered else
                              f"class ids or the model's class names ({', '.join(names)})" if names else
                              "class ids (this model's classes have no names)") + f", found {value!r:.60}")
     return ids[0] if isinstance(labels, str) else ids

@@ -49,7 +49,8 @@ def folder_captions(folder: Path, pictures: list[Path]) -> tuple[list[str], str]
 def _from_metadata(folder: Path, metadata: Path, pictures: list[Path]) -> list[str]:
     rows = _metadata_rows(metadata)
     captions: dict[Path, str] = {}
-    taken = set(pictures)
+    # both sides as absolute normal paths: --data cap/../cap, or a file_name given whole, named the same file
+    taken = {Path(os.path.abspath(p)): p for p in pictures}
     missing, others = [], []
     for where, row in rows:
         name, text = row.get("file_name"), _caption_of(row, metadata, where)
@@ -57,12 +58,12 @@ def _from_metadata(folder: Path, metadata: Path, pictures: list[Path]) -> list[s
             found = f"{name!r}" if "file_name" in row else f"the columns {sorted(row)}"
             raise DataError(f"{str(metadata)!r} {where}: expected a file_name (the picture's path within the folder), "
                             f"found {found}")
-        path = Path(os.path.normpath(folder / name.strip()))
-        if path in captions:
+        path = Path(os.path.abspath(folder / name.strip()))
+        if taken.get(path, path) in captions:
             raise DataError(f"{str(metadata)!r} {where}: expected each picture once, found {name!r} again")
         if path not in taken:   # no such file, or one training does not read: every caption names a picture
             (others if path.is_file() else missing).append(name)
-        captions[path] = text
+        captions[taken.get(path, path)] = text
     if missing:
         raise DataError(f"{str(metadata)!r}: expected its file_names to name pictures in {str(folder)!r}, found "
                         f"{len(missing)} that do not: {_named(missing)}")
@@ -78,7 +79,14 @@ def _metadata_rows(metadata: Path) -> list[tuple[str, dict]]:
     text = _read_text(metadata)
     if metadata.suffix == ".csv":   # newline="": a quoted caption may hold a line break, as csv.writer writes it
         reader = csv.DictReader(io.StringIO(text, newline=""))
-        return [(f"line {reader.line_num}", row) for row in reader]
+        rows = []
+        for row in reader:
+            if None in row:   # fields past the header's: an unquoted comma in a caption, whose rest was dropped
+                raise DataError(f"{str(metadata)!r} line {reader.line_num}: expected {len(reader.fieldnames)} fields "
+                                f"({', '.join(reader.fieldnames)}), found {len(reader.fieldnames) + len(row[None])}: "
+                                "quote a caption that holds commas (\"a red car, shiny\"), as a spreadsheet writes it")
+            rows.append((f"line {reader.line_num}", row))
+        return rows
     rows = []
     # lines at "\n" alone: str.splitlines() also splits at U+2028 and U+0085, which JSON strings hold unescaped
     for i, line in enumerate(text.split("\n"), 1):

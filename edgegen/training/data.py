@@ -61,7 +61,7 @@ def data_classes(source: str) -> int:
     subfolders (folder_classes), or none."""
     if source == "digits":
         return DIGIT_CLASSES
-    return len(folder_classes(Path(source))) if Path(source).is_dir() else 0
+    return len(folder_classes(Path(source))) if source not in BUILTIN_IMAGE_DATA and Path(source).is_dir() else 0
 
 
 def data_class_names(source: str) -> list[str] | None:
@@ -76,7 +76,7 @@ def folder_classes(folder: Path) -> list[str]:
     places = [path.relative_to(folder).parts for path in data_files(folder, IMAGE_SUFFIXES)]
     if not places or any(len(parts) == 1 for parts in places):
         return []
-    names = sorted({parts[0] for parts in places})
+    names = sorted({parts[0] for parts in places})   # as stored: a name's spaces and accents are its folder's
     return names if len(names) > 1 else []
 
 

@@ -87,9 +87,9 @@ def train(family: str, out: str | Path, data: str | None = None, steps: int | No
             images, from_data = module.prepare_data(data, image_size, channels, seed, model_options)
         else:
             # the config's own refusals (an --image-size of 20) before a folder's minutes of loading, not after
-            shape = {"image_size": image_size, "image_channels": channels or 1,
-                     "num_classes": data_classes(data)}   # a cgan on a folder: refused before it loads
             known = {f.name for f in dataclasses.fields(module.Config)}
+            shape = {"image_size": image_size, "image_channels": channels or 1,   # a cgan on a folder without
+                     **({"num_classes": data_classes(data)} if "num_classes" in known else {})}   # classes: refused now
             refuse_small_image_size(image_size)   # the data's own limit, before a family's config says its own otherwise
             if start is not None and "num_classes" in known:   # before a folder's minutes of loading, and before the
                 # config's own "num_classes expected at least 1", which would not name --init or the data

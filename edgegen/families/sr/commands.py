@@ -26,12 +26,6 @@ def shipped_package(scale: int, cache: str | os.PathLike | None = None, report=l
                   if scale in TRAINED_SCALES else f" (edgegen trains x{', x'.join(map(str, TRAINED_SCALES))})")
         raise ConfigError(f"--scale {scale}: expected a scale with a shipped model ({', '.join(names)}), found none"
                           + trains)
-    return shipped_export(name, cache, report)
-
-
-def shipped_export(name: str, cache: str | os.PathLike | None = None, report=lambda line: None) -> Path:
-    """The shipped sr model `name`'s package: the one edgegen-models carries, else exported once
-    into the user's cache."""
     try:
         found = find_shipped(name, cache)
     except PackageError as exc:   # edgegen-models not installed
@@ -89,24 +83,23 @@ def _upscale(args) -> None:
     check_picture_and_tiling(args.image, args.out, given, "image",
                              None if args.package else 4 if args.scale is None else args.scale)
     picture = read_for_upscale(args.image, args.out, replace=args.force)   # before any export or model load
+    from ...cli import _package_or_name
     from ...progress import report_to_stderr
 
     # its first use exports it, said as generate NAME says it: a minute's wait is not a hang
     if args.package is None:
         package = shipped_package(4 if args.scale is None else args.scale, report=report_to_stderr)
-    elif names_shipped_model(args.package):   # its family first: a VAE's name was told to export, not that it upscales nothing
-        if (family := shipped_family(args.package)) != "sr":
+    else:   # a shipped name's family first: a VAE's name was told to export, not that it upscales nothing
+        if names_shipped_model(args.package) and (family := shipped_family(args.package)) != "sr":
             raise ConfigError(f"--package {args.package!r}: expected a super-resolution (sr) package or shipped model, "
                               f"found the shipped {family} model of that name")
-        package = shipped_export(args.package, report=report_to_stderr)
-    else:
-        package = args.package
+        package = _package_or_name(args.package)   # a shipped name exported once, as every command's
     pipe = load(package, backend=args.backend, threads=args.threads, precision=args.precision)
     if pipe.family != "sr":
         raise ConfigError(f"--package {str(package)!r}: expected a super-resolution (sr) package, found a "
                           f"{pipe.family} package")
     if args.scale is not None and args.scale != pipe.scale:
         raise ConfigError(f"--scale {args.scale}: expected the factor of the package given, x{pipe.scale} "
-                          f"({str(package)!r}), found x{args.scale}")
+                          f"({str(args.package or package)!r}), found x{args.scale}")
     print(upscale_picture(pipe, picture, args.out, progress=None,
                           **{keyword: value for keyword, value in given.items() if value is not None}))
