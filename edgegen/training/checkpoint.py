@@ -161,13 +161,25 @@ def save_checkpoint(out: str | Path, family: str, config: Any, model: torch.nn.M
         meta = {
             "format": CHECKPOINT_FORMAT,
             "family": family,
-            "config": dataclasses.asdict(config),
+            "config": saved_config(config),
             "data": data,
             "training": training,
             "versions": {"edgegen": __version__, "torch": torch.__version__, "python": platform.python_version()},
         }
         atomic_write_text(stage / CONFIG, json.dumps(meta, indent=2) + "\n")
     return Path(out)
+
+
+def saved_config(config) -> dict:
+    """The config as a checkpoint holds it: every field, but those a family added later
+    (`LATER_FIELDS`) where they hold their default, which an earlier edgegen's config refuses as
+    unknown keys: a checkpoint that does not use them reads there too (upgrading.md)."""
+    values = dataclasses.asdict(config)
+    for f in dataclasses.fields(config):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        if f.name in getattr(config, "LATER_FIELDS", ()) and values[f.name] == default:
+            del values[f.name]
+    return values
 
 
 def _unshared(state: dict) -> dict:

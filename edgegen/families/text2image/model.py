@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import warnings
 from dataclasses import dataclass, field
+from typing import ClassVar
 from pathlib import Path
 
 import numpy as np
@@ -90,6 +91,8 @@ class Config:
     ink_medians: list = field(default_factory=list)   # per digit: the median ink of its training images
     captions: list = field(default_factory=list)      # a folder's distinct captions (labels index them); [] digits
     caption_words: list = field(default_factory=list)  # the vocabulary's words; [] the digits' (CAPTION_WORDS)
+    # added on 2026-12-07: left out of a digits checkpoint, which an earlier edgegen then reads (saved_config)
+    LATER_FIELDS: ClassVar[tuple] = ("captions", "caption_words")
 
     @property
     def null_label(self) -> int:
@@ -293,7 +296,8 @@ def say_captions_outside_the_vocabulary(c: Config) -> None:
                       f"text encoder's {c.max_length} tokens, and are cut to it (the first: "
                       f"{next(t for t, ids in zip(texts, tokens) if len(ids) > c.max_length)!r:.100}); an --init "
                       "checkpoint keeps its own length", EdgegenWarning, stacklevel=4)
-    missing = [w for w in caption_words(texts) if w not in set(words)]
+    known = set(words)
+    missing = [w for w in caption_words(texts) if w not in known]
     if missing:
         warnings.warn(f"text2image captions: {len(missing)} of their words are not in the model's vocabulary of "
                       f"{len(words)} ({', '.join(map(repr, missing[:5]))}{' ...' if len(missing) > 5 else ''}), and are "
