@@ -59,9 +59,7 @@ class ImageData:
 def data_classes(source: str) -> int:
     """How many classes the data `source` has, known before it loads: the digits' ten, a folder's
     subfolders (folder_classes), or none."""
-    if source == "digits":
-        return DIGIT_CLASSES
-    return len(folder_classes(Path(source))) if source not in BUILTIN_IMAGE_DATA and Path(source).is_dir() else 0
+    return DIGIT_CLASSES if source == "digits" else len(data_class_names(source) or ())
 
 
 def data_class_names(source: str) -> list[str] | None:

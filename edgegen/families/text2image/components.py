@@ -6,6 +6,7 @@ pipeline from elsewhere. The tests' and benchmarks' random pipelines come from h
 
 from __future__ import annotations
 
+import functools
 import json
 from collections import Counter
 from dataclasses import dataclass
@@ -111,9 +112,15 @@ def vocabulary_tokenizer(words: tuple[str, ...], max_length: int):
     return CLIPTokenizer(vocab=vocab, merges=[tuple(m.split(" ")) for m in merges], model_max_length=max_length)
 
 
+@functools.lru_cache(maxsize=1)
+def _clip_text_splitter():
+    """CLIP's normalizer and pre-tokenizer (any vocabulary's: they do not depend on it)."""
+    return vocabulary_tokenizer((), 2).backend_tokenizer
+
+
 def normalized_captions(captions: list[str]) -> list[str]:
     """Each caption as CLIP's normalizer reads it (lowercase, NFC, runs of spaces as one), trimmed."""
-    normalizer = vocabulary_tokenizer((), 2).backend_tokenizer.normalizer
+    normalizer = _clip_text_splitter().normalizer
     return [normalizer.normalize_str(text).strip() for text in captions]
 
 
@@ -121,7 +128,7 @@ def caption_words(captions: list[str], limit: int | None = None) -> list[str]:
     """The `limit` (default: all) most frequent words of `captions` (first seen first among equals), as CLIP's
     tokenizer splits them: lowercased, at spaces and between letters, digits and punctuation
     ("a red car, 2 doors." -> a, red, car, ",", 2, doors, ".")."""
-    backend = vocabulary_tokenizer((), 2).backend_tokenizer
+    backend = _clip_text_splitter()
     counts = Counter()
     for text in captions:
         normal = backend.normalizer.normalize_str(text)
