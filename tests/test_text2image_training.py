@@ -424,6 +424,9 @@ def test_a_start_keeps_its_vocabulary_and_says_the_captions_words_it_lacks(expor
     assert any(re.search(r"4 of their words are not in the model's vocabulary of 14 \('picture', 'red', 'green', 'blue'\)",
                          m) for m in messages), messages
     assert any(re.search(r"3 of the 3 distinct captions are longer than the text encoder's 8 tokens", m) for m in messages)
+    # its grey model took the colour pictures as grey without a word (review 157)
+    assert any(re.search(r"its model takes grey pictures, and the folder's colour pictures are trained as grey: train "
+                         r"without --init to keep their colour", m) for m in messages), messages
     c = load_checkpoint(tuned).config
     assert c.caption_words == [] and c.max_length == 8 and c.captions == ["a red picture", "a green picture",
                                                                            "a blue picture"]

@@ -45,6 +45,7 @@ class ImageData:
     num_classes: int = 0
     least_side: int | None = None   # a folder's: its smallest picture's short side, in pixels, before resizing
     class_names: list[str] | None = None   # a folder's classes: its subfolders (folder_classes)
+    colour_dropped: bool = False   # a folder of colour pictures read as grey (channels 1)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -120,7 +121,7 @@ def load_images(source: str, image_size: int = 32, channels: int | None = None, 
         train_labels, test_labels = labels if labels is not None else (None, None)
         return ImageData(source, _to_channels(train, channels), _to_channels(test, channels), train_labels, test_labels,
                          len(names) if names else 0 if labels is None else int(max(train_labels.max(), test_labels.max())) + 1,
-                         least_side, names or None)
+                         least_side, names or None, channels == 1 and not all(map(all_grey, (train, test))))
     else:
         raise DataError(f"data {source!r}: expected one of {', '.join(BUILTIN_IMAGE_DATA)} or a folder of images, "
                         f"found {what_else(source, 'images')}")
@@ -144,6 +145,11 @@ def what_else(source: str, wanted: str, missing: str = "no such folder") -> str:
     if takers:
         return f"a data set of the {', '.join(takers)} {'family' if len(takers) == 1 else 'families'}, not of {wanted}"
     return "a file" if Path(source).exists() else missing
+
+
+def all_grey(images: np.ndarray) -> bool:
+    """Whether every picture of RGB `images` [n, 3, H, W] is grey: its three channels equal."""
+    return bool(np.array_equal(images[:, 0], images[:, 1]) and np.array_equal(images[:, 1], images[:, 2]))
 
 
 def _to_channels(images: np.ndarray, channels: int | None) -> np.ndarray:

@@ -21,7 +21,8 @@ from . import family_module
 from ..package import CHECKPOINT_WEIGHTS, refuse_output_inside_edgegens, shipped_hint
 from ..shipped import checkpoint_named, checkpoints_dir, is_shipped_name, names_shipped_model
 from .checkpoint import CHECKPOINT_KIND, checkpoint_files, data_trained_on, load_checkpoint, make_config, save_checkpoint
-from .data import ImageData, data_class_names, data_classes, load_images, refuse_empty_data, refuse_small_image_size
+from .data import (ImageData, all_grey, data_class_names, data_classes, load_images, refuse_empty_data,
+                   refuse_small_image_size)
 
 MAX_SEED = 2**63 - 1   # torch.manual_seed's largest
 MAX_LR = 1000.0
@@ -103,6 +104,9 @@ def train(family: str, out: str | Path, data: str | None = None, steps: int | No
             images = load_images(data, image_size=image_size, channels=channels, seed=seed, classes="num_classes" in known)
             c, h, _ = images.shape
             from_data = {"image_channels": c, "image_size": h}
+        if isinstance(images, ImageData) and images.colour_dropped and start is not None and given_channels is None:
+            warnings.warn(f"--init {str(init)!r}: its model takes grey pictures, and the folder's colour pictures are "
+                          "trained as grey: train without --init to keep their colour", EdgegenWarning, stacklevel=2)
         # a folder's pictures, whichever way they loaded, at a size and channels the family chose (not a base's)
         if isinstance(images, ImageData) and start is None and not getattr(module, "SHAPE_FROM_BASE", False):
             if given_image_size is None:
@@ -283,7 +287,7 @@ def _say_grey_pictures_trained_as_colour(images) -> None:
     pictures (helper 150)."""
     if images.least_side is None or images.shape[0] != 3:
         return
-    if all(np.array_equal(x[:, 0], x[:, 1]) and np.array_equal(x[:, 1], x[:, 2]) for x in (images.train, images.test)):
+    if all_grey(images.train) and all_grey(images.test):
         warnings.warn(f"--data {images.name!r}: every picture is grey, trained as colour (3 equal channels, a folder's "
                       "default): give --channels 1 to train on them as grey", EdgegenWarning, stacklevel=3)
 
