@@ -158,14 +158,13 @@ class Option:
         return self.flag.lstrip("-").replace("-", "_")
 
 
-def class_label(text: str) -> str:
-    """--label's value, as given: a class's name (a folder's subfolder) or its id, which the pipeline
-    tells apart (runtimes.pipeline.class_labels: a name first, since subfolders named "0" to "12"
-    sort as 0, 1, 10, 11, 12, 2, ..., and --label 2 means the one named 2). Served labels are ids."""
-    return text
-
-
-LABEL_HELP = "class to generate: its id, or its name where the classes have names (a folder's subfolders)"
+def label_option(default: str) -> Option:
+    """--label, the families with classes': its text as given, a class's name (a folder's subfolder)
+    or its id, which the pipeline tells apart (runtimes.pipeline.class_labels: a name first, since
+    subfolders named "0" to "12" sort as 0, 1, 10, ..., and --label 2 is the one named 2). A served
+    request's labels are ids (serving.requests.option_field)."""
+    return Option("--label", "labels", "class to generate: its id, or its name where the classes have names (a "
+                                       f"folder's subfolders) (default: {default})")
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,6 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from ..errors import ConfigError, EdgegenError, InputError
-from ..families import class_label
 
 # the request inputs that size a pipeline's work (images, audio samples, new tokens), which
 # `edgegen triton --max-count` caps per request
@@ -60,14 +59,14 @@ class Served:
     answer_many: Callable[[Any, list[dict]], list[dict[str, np.ndarray] | EdgegenError]] | None = None
 
 
-_OPTION_TYPES = {int: "int64", float: "float64", str: "string", class_label: "int64"}   # served labels are ids
+_OPTION_TYPES = {int: "int64", float: "float64", str: "string"}
 
 
 def option_field(option) -> Field:
     """An `edgegen generate` option as a request field: ints as int64, floats as float64 (so
     that 0.7 reaches the pipeline as the same double a Python caller passes), other values as
-    strings, a flag as a bool, a repeatable option as a list of strings. A class label may be
-    one id or one per sample."""
+    strings, a flag as a bool, a repeatable option as a list of strings. A class label is an id
+    (int64: names are the command line's), one or one per sample."""
     action = option.kwargs.get("action")
     if action == "store_true":
         return Field(option.keyword, "bool")
@@ -77,7 +76,7 @@ def option_field(option) -> Field:
     if dtype is None:
         raise ConfigError(f"option {option.flag}: expected type int, float or str to serve it, found {option.kwargs['type']!r}")
     if option.keyword == "labels":
-        return Field("labels", dtype, (-1,), form="value or list")
+        return Field("labels", "int64", (-1,), form="value or list")
     return Field(option.keyword, dtype, required=option.help.startswith("(required)"))
 
 

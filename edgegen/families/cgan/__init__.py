@@ -1,6 +1,6 @@
 """The class-conditional GAN family: images of the classes asked for, with the truncation trick."""
 
-from .. import LABEL_HELP, DemoModel, Family, Option, class_label, register
+from .. import DemoModel, Family, Option, label_option, register
 from .cli import generate
 from .pipeline import ConditionalGANConfig, ConditionalGANPipeline
 
@@ -15,7 +15,7 @@ FAMILY = register(Family(
     generate=generate,
     model="edgegen.families.cgan.model",
     export="edgegen.families.cgan.export",
-    options=(Option("--label", "labels", f"{LABEL_HELP} (default: random classes)", {"type": class_label}),
+    options=(label_option("random classes"),
              Option("--truncation", "truncation", "redraw latent values beyond this magnitude (e.g. 0.5; "
                     "default: none)", {"type": float})),
     demo=(DemoModel("cgan-digits", "digits"),),

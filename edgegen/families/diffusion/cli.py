@@ -8,7 +8,7 @@ from typing import Callable
 import numpy as np
 
 from ...errors import ConfigError, EdgegenError, InputError
-from ...families import LABEL_HELP, GenerateRequest, GenerationCall, Option, class_label
+from ...families import GenerateRequest, GenerationCall, Option, label_option
 from ...runtimes.pipeline import check_count
 from ...runtimes.samplers import SAMPLERS
 from ...wording import counted
@@ -21,7 +21,7 @@ SAMPLING_OPTIONS = (
     # no default here: the pipeline's applies, and a scale given without a --label is refused, whatever its value
     Option("--guidance", "guidance_scale", f"classifier-free guidance scale, with a --label (default: {DEFAULT_GUIDANCE:g})",
            {"type": float}),
-    Option("--label", "labels", f"{LABEL_HELP} (default: unconditional)", {"type": class_label}),
+    label_option("unconditional"),
     Option("--eta", "eta", "DDIM's eta (0 = deterministic)", {"type": float}, 0.0),
 )
 

@@ -7,11 +7,11 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import ConfigError, InputError
-from ...families import LABEL_HELP, GenerateRequest, Option, class_label
+from ...families import GenerateRequest, Option, label_option
 from ...runtimes.pipeline import check_count
 
 OPTIONS = (
-    Option("--label", "labels", f"{LABEL_HELP} (default: unconditional)", {"type": class_label}),
+    label_option("unconditional"),
     Option("--temperature", "temperature", "softmax temperature", {"type": float}, 1.0),
     Option("--image", "image", "a picture to complete (--n completions of it), resized to the package's size and read "
            "as grey: with --mask or --keep-rows, which say the pixels to generate", {"metavar": "FILE"}, served=False),

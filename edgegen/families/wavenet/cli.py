@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from ...errors import ConfigError
-from ...families import LABEL_HELP, GenerateRequest, GenerationCall, Option, class_label
+from ...families import GenerateRequest, GenerationCall, Option, label_option
 from ...storage import refuse_nameless
 from ...wording import counted
 from .pipeline import MAX_SECONDS
 
 OPTIONS = (
     Option("--seconds", "seconds", "length of the audio to generate", {"type": float}, default=1.0),
-    Option("--label", "labels", f"{LABEL_HELP} (default: unconditional)", {"type": class_label}),
+    label_option("unconditional"),
     Option("--temperature", "temperature", "softmax temperature", {"type": float}, 1.0),
 )
 
