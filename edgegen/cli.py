@@ -232,7 +232,7 @@ def _cmd_train(args) -> None:
     options.update(_family_options(family, family.train_options, args, "train"))
     out = train(args.family, args.out, data=args.data, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                 seed=args.seed, image_size=args.image_size, channels=args.channels, overwrite=args.force,
-                init=args.init, **options)
+                init=args.init, resume=args.resume, save_every=args.save_every, **options)
     print(f"wrote checkpoint {out}")
 
 
@@ -1143,7 +1143,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the family's)")
     p.add_argument("--batch-size", type=int, default=None, help="examples per step (default: the family's)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the family's)")
-    p.add_argument("--seed", type=int, default=0, help="random seed of the weights and the data order")
+    p.add_argument("--seed", type=int, default=None, help="random seed of the weights and the data order (default: 0)")
     p.add_argument("--image-size", type=int, default=None, help="default: the family's")
     p.add_argument("--channels", type=int, choices=(1, 3), default=None, help="1 grey, 3 RGB (default: the data's own: grey digits, RGB photographs and folders)")
     p.add_argument("--latent-dim", type=int, default=None, help="latent size of the families that have one "
@@ -1152,7 +1152,12 @@ def _build_parser() -> argparse.ArgumentParser:
                    "or a shipped model's name): fine-tune it on --data (default: the data it was trained on), keeping its "
                    "architecture, image size and channels")
     p.add_argument("--force", action="store_true", help="replace --out if it exists and is what edgegen writes there "
-                   "(never a folder of other files, nor the command's input)")
+                   "(never a folder of other files, nor the command's input); start over where a training of --out "
+                   "was stopped")
+    p.add_argument("--resume", action="store_true", help="go on with the training of --out that was stopped (Ctrl-C, "
+                   "SIGTERM, a crash) from the state it left beside it (OUT.resume), with the options it was given")
+    p.add_argument("--save-every", type=int, default=None, metavar="STEPS", help="write the state --resume goes on "
+                   "from every STEPS steps (default: every 10 minutes; and when the training is stopped)")
     _add_family_options(p, "train", {f.name: f.train_options for f in registered})
     p.set_defaults(func=_cmd_train, export_side="edgegen train")
 

@@ -29,7 +29,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import BinaryIO, Callable, Iterable, Iterator
 
 from .errors import ConfigError, DataError, EdgegenWarning, OutputExistsError, PackageBusyError
 
@@ -65,7 +65,12 @@ def _kill_self() -> None:
 # -- whole files ----------------------------------------------------------------------------------
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, follow_symlink: bool = False) -> None:
-    """Write to a temporary name beside `path`, flush it to disk, then rename over it: a reader
+    """`data` written at `path` as atomic_write_with writes."""
+    atomic_write_with(path, lambda f: f.write(data), follow_symlink)
+
+
+def atomic_write_with(path: str | os.PathLike, write: Callable[[BinaryIO], object], follow_symlink: bool = False) -> None:
+    """What `write(file)` writes into a binary file, written at `path`: to a temporary name beside `path`, flush it to disk, then rename over it: a reader
     never sees half a file, a failed write leaves the old one in place, and after a crash the
     name holds the old bytes or the new, never an empty file. The file gets the mode the umask
     gives a new file (or keeps the one it had), as other tools' files do.
@@ -86,7 +91,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, follow_symlink: boo
     try:
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         fault_point(f"written {path.name} under a temporary name")

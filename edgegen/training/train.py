@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import os
 import time
@@ -20,26 +21,51 @@ from ..progress import Progress
 from . import family_module
 from ..package import CHECKPOINT_WEIGHTS, refuse_output_inside_edgegens, shipped_hint
 from ..shipped import checkpoint_named, checkpoints_dir, is_shipped_name, names_shipped_model
-from .checkpoint import CHECKPOINT_KIND, checkpoint_files, data_trained_on, load_checkpoint, make_config, save_checkpoint
+from .checkpoint import (CHECKPOINT_KIND, checkpoint_files, data_trained_on, load_checkpoint, make_config, save_checkpoint,
+                         saved_config)
 from .data import (ImageData, all_grey, data_class_names, data_classes, load_images, refuse_empty_data,
                    refuse_small_image_size)
+from .resume import (StateSaver, StopBetweenSteps, data_fingerprint, read_stopped, recorded, refuse_another_run,
+                     refuse_starting_over, restore_state, resume_path, resumed_arguments)
 
 MAX_SEED = 2**63 - 1   # torch.manual_seed's largest
 MAX_LR = 1000.0
+TRAIN_ARGUMENTS = ("data", "steps", "batch_size", "lr", "seed", "image_size", "channels", "init")   # train()'s own
 
 
 def train(family: str, out: str | Path, data: str | None = None, steps: int | None = None, batch_size: int | None = None,
-          lr: float | None = None, seed: int = 0, image_size: int | None = None, channels: int | None = None,
+          lr: float | None = None, seed: int | None = None, image_size: int | None = None, channels: int | None = None,
           overwrite: bool = False, progress: bool | None = None, init: str | Path | None = None,
-          **model_options) -> Path:
+          resume: bool = False, save_every: int | None = None, **model_options) -> Path:
     """Train a family's model on a built-in dataset or the user's data and write a checkpoint.
 
     data: default the family's DEFAULT_DATA (digits for the image families, stdlib for gpt), or
         with `init` the data that checkpoint was trained on.
     init: a checkpoint (a path, or a shipped model's name) to start from: its weights, its
         architecture and its image size and channels; fine-tuning it on `data`, or training it further.
+    seed: of the weights and the data's order; None: 0.
+    resume: go on with the training of `out` that was stopped (Ctrl-C, SIGTERM, a crash), from the
+        state it left beside `out` (OUT.resume), with the arguments it was given (others given are
+        refused where they differ). It ends with the weights the run would have had unstopped.
+    save_every: write that state every this many steps; None: every 10 minutes. A stopped run
+        writes it too, after the step under way; the finished checkpoint removes it.
     """
     module = family_module(family)
+    builtin = get_family(family).builtin_data
+    given = {"data": data, "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "image_size": image_size,
+             "channels": channels, "init": init, **model_options}
+    stopped = read_stopped(out, family) if resume else None
+    if stopped is not None:   # the stopped run's arguments, whatever was left out now
+        arguments = resumed_arguments(stopped, given, builtin)
+        data, steps, batch_size, lr, seed, image_size, channels, init = (arguments[k] for k in TRAIN_ARGUMENTS)
+        model_options = {k: v for k, v in arguments.items() if k not in TRAIN_ARGUMENTS}
+        overwrite = overwrite or stopped.about["overwrite"]
+    else:
+        refuse_starting_over(out, overwrite)
+        arguments = {k: recorded(v, builtin) for k, v in given.items()}
+    seed = 0 if seed is None else seed
+    if save_every is not None and (isinstance(save_every, bool) or not isinstance(save_every, int) or save_every < 1):
+        raise ConfigError(f"save_every (--save-every): expected a positive number of steps, found {save_every!r}")
     refuse_empty_data(data)
     start = _starting_checkpoint(init, family)
     options_given = dict(model_options)
@@ -134,6 +160,9 @@ def train(family: str, out: str | Path, data: str | None = None, steps: int | No
             raise ConfigError(f"--init {str(init)!r}: expected options that fit the checkpoint's architecture, found "
                               f"{', '.join(changed)}, which its other settings do not take ({exc}): leave out the options "
                               "that change them") from None
+        fingerprint = data_fingerprint(images)
+        if stopped is not None:   # before the build: a changed folder is said before the model is made
+            refuse_another_run(stopped, saved_config(config), fingerprint, data)
         _refuse_a_model_training_cannot_hold(module, config, family)
         torch.manual_seed(seed)
         model = module.build(config)
@@ -147,34 +176,56 @@ def train(family: str, out: str | Path, data: str | None = None, steps: int | No
             model.load_state_dict(start.model.state_dict())   # and one that sets them from data (Glow's ActNorm) told
             getattr(trainer, "start_from_trained", lambda: None)()
 
+        saver = StateSaver(resume_path(out), {"family": family, "arguments": arguments, "overwrite": overwrite,
+                                              "config": saved_config(config), "data_sha256": fingerprint,
+                                              "steps": steps, "resumed": []}, model, trainer, save_every)
+        done, averages, seconds_before = 0, {}, 0.0
+        if stopped is not None:
+            restore_state(stopped, model, trainer)
+            done, averages, seconds_before = stopped.about["step"], stopped.about["averages"], stopped.about["seconds"]
+            saver.about["resumed"] = [*stopped.about["resumed"], done]
+        else:   # --force: the stopped run's state goes as this one starts (kept while its options were refused)
+            saver.remove()
         train_set = torch.from_numpy(images.train)
         if module.DATA_RANGE is not None:  # images in [0, 1] -> the model's range; token ids stay as they are
             low, high = module.DATA_RANGE
             train_set = train_set * (high - low) + low
         train_labels = torch.from_numpy(images.train_labels) if images.train_labels is not None else None
         batch_size = min(batch_size, len(train_set))   # a batch bigger than the data is the whole of it
-        batches = _batch_indices(len(train_set), batch_size, steps, seed)
+        # the batches a stopped run drew are drawn again and passed: the order goes on as it would have
+        batches = itertools.islice(_batch_indices(len(train_set), batch_size, steps, seed), done, None)
         began = time.perf_counter()
-        averages: dict[str, float] = {}
-        with Progress(steps, f"train {family}", enabled=progress) as bar:
-            for step, index in enumerate(batches, 1):
+        with Progress(steps, f"train {family}", enabled=progress) as bar, StopBetweenSteps() as stop:
+            bar.update(done)
+            for step, index in enumerate(batches, done + 1):
                 losses = _step(trainer, model, step, lr, train_set[index],
                                train_labels[index] if train_labels is not None else None)
                 # Exponential moving averages: a readable trend rather than per-batch noise.
                 averages = {k: v if k not in averages else 0.95 * averages[k] + 0.05 * v for k, v in losses.items()}
                 bar.update(1, " ".join(f"{k}={v:.3f}" for k, v in averages.items()))
+                if step == steps:   # a stop asked in the last step: the checkpoint is written all the same
+                    break
+                if stop.asked or saver.due(step):
+                    _require_finite_weights(model, step, lr)   # a state worth going on from
+                    saver.save(step, averages, seconds_before + time.perf_counter() - began)
+                if stop.asked:
+                    saver.said_stopped(step, out)
+                    stop.stop()
         _require_finite_weights(model, steps, lr)   # the last update is checked too, before anything is written
         model.eval()
         training = {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
-                    "seconds": round(time.perf_counter() - began, 1), "final_losses": averages}
+                    "seconds": round(seconds_before + time.perf_counter() - began, 1), "final_losses": averages,
+                    **({"resumed_after_steps": saver.about["resumed"]} if saver.about["resumed"] else {})}
         if start is not None:
             training["init"] = {"checkpoint": _said(init), "weights_sha256": start.weights_sha256,
                                 "steps": start.training.get("steps"), "data": start.data.get("source", "digits")}
         data_info = {**images.describe(), "seed": seed}
         if data not in get_family(family).builtin_data:   # a path: recorded whole, so export finds it from anywhere
             data_info["source"] = str(Path(data).resolve())
-        return save_checkpoint(out, family, config, model, data_info, training, overwrite=overwrite, reads=reads,
-                               lock_held=True)
+        written = save_checkpoint(out, family, config, model, data_info, training, overwrite=overwrite, reads=reads,
+                                  lock_held=True)
+        saver.remove()
+        return written
 
 
 def _starting_checkpoint(init, family: str):

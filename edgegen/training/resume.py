@@ -1,0 +1,301 @@
+"""Going on with a stopped training (`edgegen train --resume`).
+
+A run's whole state (its model, its trainer's optimizers, schedules, counters and random
+generators, torch's generator, its step) is written beside --out as OUT.resume every few minutes
+and when the run is stopped (Ctrl-C, SIGTERM: the step under way is finished first), and read
+back, so that a resumed run ends with the weights the run would have had unstopped (on the same
+machine, with the same torch threads). The file is torch.save's, read with weights_only=True:
+tensors, numbers and strings, never code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import signal
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..errors import CheckpointError, ConfigError, DataError, EdgegenWarning, OutputExistsError
+from ..storage import atomic_write_with
+
+RESUME_FORMAT = "edgegen.resume/1"
+SAVE_EVERY_S = 600.0   # by default a crash or a power cut loses at most ten minutes of training
+NESTED_DEPTH = 2       # a trainer's helpers (an EMA's update count) are read this deep
+
+
+def resume_path(out: str | os.PathLike) -> Path:
+    """Where the state of a training of `out` lies: OUT.resume beside it."""
+    out = Path(os.path.abspath(out))
+    return out.with_name(out.name + ".resume")
+
+
+@dataclasses.dataclass
+class Stopped:
+    """A stopped training's state, as read back: `about` (JSON: the family, the arguments, the
+    config, the data's fingerprint, the step) and `state` (the tensors)."""
+    path: Path
+    about: dict
+    state: dict
+
+
+def read_stopped(out, family: str) -> Stopped:
+    """The state a stopped training of `out` left, refused where there is none, it is unreadable, or
+    it is another family's."""
+    path = resume_path(out)
+    if not path.exists():
+        raise CheckpointError(f"--resume: expected the state of a stopped training of {str(out)!r} at {str(path)!r} "
+                              "(a training writes it every 10 minutes and when stopped), found nothing there")
+    stopped = _read(path)
+    if stopped.about["family"] != family:
+        raise ConfigError(f"--resume: expected a stopped {family} training at {str(path)!r}, found a "
+                          f"{stopped.about['family']} one: give 'edgegen train {stopped.about['family']}'")
+    return stopped
+
+
+def _read(path: Path) -> Stopped:
+    try:   # mmap: a state of gigabytes is read as it is used, not copied whole first
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        about = json.loads(state.pop("about"))
+        if about.get("format") != RESUME_FORMAT:
+            raise ValueError(f"format {about.get('format')!r}")
+    except Exception as exc:  # noqa: BLE001 - torch's and zipfile's many errors of a cut or foreign file
+        raise CheckpointError(f"--resume: expected the state a stopped training wrote at {str(path)!r} "
+                              f"({RESUME_FORMAT}), found a file that does not read as one ({type(exc).__name__}: "
+                              f"{str(exc)[:200]}): train without --resume, with --force, to start over") from None
+    return Stopped(path, about, state)
+
+
+def refuse_starting_over(out, overwrite: bool) -> None:
+    """A new training of an `out` whose earlier training was stopped: refused unless `overwrite`,
+    since starting over would replace the stopped one's state (hours of training, maybe)."""
+    path = resume_path(out)
+    if path.exists() and not overwrite:
+        try:
+            about = _read(path).about
+            where = f" after step {about['step']} of {about['steps']}"
+        except CheckpointError:
+            where = ""
+        raise OutputExistsError(f"output {str(out)!r}: expected no stopped training of it, found one stopped{where} "
+                                f"({str(path)!r}): give --resume to go on with it, or --force to start over (its "
+                                "state is deleted as the new training starts)")
+
+
+def recorded(value, builtin: tuple[str, ...]):
+    """An argument as the state records it: a path that exists made absolute (a resume may run from
+    another folder), a built-in data set's or shipped model's name as given; JSON's own types."""
+    if isinstance(value, (str, os.PathLike)) and str(value) not in builtin and os.path.exists(value):
+        value = str(Path(value).resolve())
+    return json.loads(json.dumps(value, default=str))
+
+
+def resumed_arguments(stopped: Stopped, given: dict, builtin: tuple[str, ...]) -> dict:
+    """The arguments the stopped training was given, which a resume takes; one given now that
+    differs (a new --lr) is refused, naming it: the run would not be the one stopped."""
+    arguments = stopped.about["arguments"]
+    differing = [f"{_flag(name)} {value!r} where it was {_given(arguments.get(name))}"
+                 for name, value in given.items()
+                 if value is not None and recorded(value, builtin) != arguments.get(name)]
+    if differing:
+        raise ConfigError(f"--resume: expected the options of the stopped training, or none of them, found "
+                          f"{'; '.join(differing)} ({str(stopped.path)!r}): leave them out to go on with it")
+    return arguments
+
+
+def _given(value) -> str:
+    return "left at its default" if value is None else f"given {value!r}"
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def data_fingerprint(images) -> str:
+    """The sha256 of what training draws batches from (its examples and labels): a folder changed
+    since the run stopped is told from the one it trained on."""
+    digest = hashlib.sha256(np.ascontiguousarray(images.train).tobytes())
+    if images.train_labels is not None:
+        digest.update(np.ascontiguousarray(images.train_labels).tobytes())
+    return digest.hexdigest()
+
+
+def refuse_another_run(stopped: Stopped, config: dict, fingerprint: str, data: str) -> None:
+    """The run rebuilt from the recorded arguments differs from the stopped one: its data changed
+    (pictures added to the folder), or this edgegen builds another config from them."""
+    if fingerprint != stopped.about["data_sha256"]:
+        raise DataError(f"--resume: expected the data the stopped training drew from, found {data!r} changed since "
+                        f"it stopped ({str(stopped.path)!r}): put the data back as it was, or train anew with --force")
+    had = stopped.about["config"]
+    if config != had:
+        changed = [f"{k} {had.get(k)!r} -> {config.get(k)!r}" for k in sorted({*had, *config}) if had.get(k) != config.get(k)]
+        raise ConfigError(f"--resume: expected the model of the stopped training, found another from its options "
+                          f"({', '.join(changed)}; it was written by edgegen {stopped.about['edgegen']}): train anew "
+                          "with --force")
+
+
+# -- the state --------------------------------------------------------------------------------------
+
+def save_state(path: Path, about: dict, model: torch.nn.Module, trainer) -> None:
+    """The run's state at a step's end, written whole or not at all (a kill while it writes
+    leaves the last one)."""
+    state = {"about": json.dumps({"format": RESUME_FORMAT, "edgegen": __version__, "torch": torch.__version__, **about}),
+             "model": model.state_dict(),
+             "frozen": [name for name, p in model.named_parameters() if not p.requires_grad],
+             "evaluating": [name for name, m in model.named_modules() if not m.training],
+             "trainer": trainer.state_dict() if callable(getattr(trainer, "state_dict", None))
+             else _attributes(trainer, _held_by(model), NESTED_DEPTH),
+             "torch_rng": torch.get_rng_state()}
+    atomic_write_with(path, lambda f: torch.save(state, f))
+
+
+def restore_state(stopped: Stopped, model: torch.nn.Module, trainer) -> None:
+    """The stopped run's model and trainer put back, and torch's generator where it was."""
+    state = stopped.state
+    try:
+        model.load_state_dict(state["model"])
+        frozen, evaluating = set(state["frozen"]), set(state["evaluating"])
+        for name, p in model.named_parameters():
+            p.requires_grad_(name not in frozen)
+        for name, m in model.named_modules():
+            m.train(name not in evaluating)
+        if callable(getattr(trainer, "load_state_dict", None)):
+            trainer.load_state_dict(state["trainer"])
+        else:
+            _restore_attributes(trainer, state["trainer"])
+        torch.set_rng_state(state["torch_rng"])
+    except (KeyError, RuntimeError, ValueError, TypeError, AttributeError) as exc:
+        raise CheckpointError(f"--resume: expected a state that fits this edgegen's {stopped.about['family']} trainer, "
+                              f"found one written by edgegen {stopped.about['edgegen']} that does not ({type(exc).__name__}: "
+                              f"{str(exc)[:200]}): train anew with --force") from None
+
+
+def _held_by(model: torch.nn.Module) -> set[int]:
+    return {id(t) for t in [*model.parameters(), *model.buffers()]}
+
+
+def _attributes(owner, model_tensors: set[int], depth: int) -> dict:
+    """A trainer's state that its attributes hold (a trainer without state_dict()): optimizers and
+    schedules (their state_dict), counters and flags, numpy's and torch's generators, tensors, and
+    the same of plain helper objects (an EMA's update count). Modules the model holds are its
+    state's; functions and what else a trainer keeps (a base's weights it read) are left."""
+    state = {}
+    for name, value in vars(owner).items():
+        if isinstance(value, torch.nn.Module):
+            held = [id(t) in model_tensors for t in [*value.parameters(), *value.buffers()]]
+            if not all(held):   # a module of the trainer's own, outside the model
+                state[name] = ("state_dict", value.state_dict())
+        elif value is None or isinstance(value, (bool, int, float, str)):
+            state[name] = ("value", value)
+        elif isinstance(value, torch.Tensor):
+            state[name] = ("value", value.detach().clone())
+        elif isinstance(value, np.random.Generator):
+            state[name] = ("numpy_generator", value.bit_generator.state)
+        elif isinstance(value, torch.Generator):
+            state[name] = ("torch_generator", value.get_state())
+        elif callable(getattr(value, "state_dict", None)) and callable(getattr(value, "load_state_dict", None)):
+            state[name] = ("state_dict", value.state_dict())
+        elif depth > 0 and hasattr(value, "__dict__") and not callable(value) and not isinstance(value, type):
+            state[name] = ("attributes", _attributes(value, model_tensors, depth - 1))
+    return state
+
+
+def _restore_attributes(owner, state: dict) -> None:
+    for name, (kind, saved) in state.items():
+        value = getattr(owner, name)
+        if kind == "value":
+            if isinstance(value, torch.Tensor):
+                value.copy_(saved)
+            elif value != saved:   # unchanged values are not set again (a frozen dataclass's)
+                setattr(owner, name, saved)
+        elif kind == "numpy_generator":
+            value.bit_generator.state = saved
+        elif kind == "torch_generator":
+            value.set_state(saved)
+        elif kind == "state_dict":
+            value.load_state_dict(saved)
+        else:
+            _restore_attributes(value, saved)
+
+
+class StateSaver:
+    """Saves a run's state every `every` steps (None: every SAVE_EVERY_S seconds) and when it is
+    stopped; removes it once the checkpoint is written."""
+
+    def __init__(self, path: Path, about: dict, model, trainer, every: int | None):
+        self.path, self.about, self.model, self.trainer, self.every = path, about, model, trainer, every
+        self.last = time.monotonic()
+
+    def save(self, step: int, averages: dict, seconds: float) -> None:
+        save_state(self.path, {**self.about, "step": step, "averages": averages, "seconds": seconds},
+                   self.model, self.trainer)
+        self.last = time.monotonic()
+
+    def due(self, step: int) -> bool:
+        if self.every is not None:
+            return step % self.every == 0
+        return time.monotonic() - self.last >= SAVE_EVERY_S
+
+    def said_stopped(self, step: int, out) -> None:
+        family, steps = self.about["family"], self.about["steps"]
+        warnings.warn(f"training stopped after step {step} of {steps}: its state is in {str(self.path)!r}; "
+                      f"'edgegen train {family} --out {out} --resume' goes on from there (train(..., resume=True) in "
+                      "Python)", EdgegenWarning, stacklevel=3)
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+class StopBetweenSteps:
+    """Ctrl-C and SIGTERM held while a step runs, so that a stopped run's state is a whole step's
+    (one arriving within an optimizer's update would leave half the weights updated): `asked` says
+    one came; `stop()` then delivers it as it would have been (KeyboardInterrupt, the command's
+    own handling of SIGTERM). A second one stops at once, within the step. Outside the main thread
+    signals never reach Python code, and nothing is held."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __enter__(self) -> "StopBetweenSteps":
+        self.asked: int | None = None
+        self.handlers: dict[int, object] = {}
+        for signum in self.SIGNALS:
+            try:
+                handler = signal.getsignal(signum)
+                if handler in (signal.SIG_IGN, None):   # ignored (a worker's Ctrl-C, its parent's to handle)
+                    continue
+                signal.signal(signum, self._note)
+            except ValueError:   # not the main thread
+                break
+            self.handlers[signum] = handler
+        return self
+
+    def _note(self, signum, frame) -> None:
+        if self.asked is not None:
+            self._restore()
+            self._deliver(signum, frame)
+        self.asked = signum
+
+    def stop(self) -> None:
+        self._restore()
+        self._deliver(self.asked, None)
+
+    def _deliver(self, signum: int, frame) -> None:
+        handler = self.handlers.get(signum, signal.SIG_DFL)
+        if callable(handler):
+            handler(signum, frame)
+        elif handler == signal.SIG_DFL:
+            signal.raise_signal(signum)   # the system's own end of the process (SIGTERM's)
+        raise KeyboardInterrupt   # a handler that returned: the run is stopped all the same
+
+    def _restore(self) -> None:
+        for signum, handler in self.handlers.items():
+            signal.signal(signum, handler)
+
+    def __exit__(self, *exc) -> None:
+        self._restore()

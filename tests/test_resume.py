@@ -1,0 +1,144 @@
+"""A stopped training goes on with `train --resume` and ends with the weights it would have had
+unstopped: stopped by Ctrl-C (a real SIGINT, held until the step ends), by SIGTERM through the
+command line, or by a crash after the last periodic state."""
+
+import hashlib
+import os
+import signal
+import warnings
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from edgegen.cli import main
+from edgegen.errors import CheckpointError, ConfigError, DataError, EdgegenWarning, OutputExistsError
+from edgegen.training import train as training
+from edgegen.training.resume import resume_path
+from edgegen.training.train import train
+
+
+class PowerCut(BaseException):
+    """A crash no handler sees (a kill, a power cut): what is on disk is what the last save wrote."""
+
+
+def weights(checkpoint) -> str:
+    return hashlib.sha256((checkpoint / "weights.safetensors").read_bytes()).hexdigest()
+
+
+def stop_at(monkeypatch, at: int, stop):
+    """Training's steps, with `stop()` called as step `at` finishes its update."""
+    real = training._step
+
+    def step(trainer, model, number, lr, x, labels):
+        losses = real(trainer, model, number, lr, x, labels)
+        if number == at:
+            stop()
+        return losses
+
+    monkeypatch.setattr(training, "_step", step)
+    return real
+
+
+def send(signum):
+    return lambda: os.kill(os.getpid(), signum)
+
+
+@pytest.fixture(autouse=True)
+def ctrl_c_raises():
+    """Ctrl-C as Python handles it in a program (a test worker of pytest-xdist ignores it)."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
+# vae: one optimizer; gan: two, an EMA's count, a step counter; sr: a numpy generator, stopped in its
+# adversarial phase (the feature network frozen); glow: a first-batch flag; ldm: stopped in the
+# autoencoder's stage, resumed across the switch (the autoencoder frozen, its latent scale measured)
+FAMILIES = {
+    "vae": {"batch_size": 8},
+    "gan": {"batch_size": 8},
+    "sr": {"batch_size": 2, "width": 8, "body_convs": 1, "scale": 2, "pixel_fraction": 0.25, "feature_steps": 1},
+    "flow": {"batch_size": 8, "kind": "glow"},
+    "ldm": {"batch_size": 8},
+}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_run_stopped_by_ctrl_c_resumes_to_the_weights_it_would_have_had(family, tmp_path, monkeypatch):
+    options = FAMILIES[family]
+    straight = train(family, tmp_path / "straight", steps=8, progress=False, **options)
+    real = stop_at(monkeypatch, 5, send(signal.SIGINT))
+    with pytest.warns(EdgegenWarning, match="training stopped after step 5 of 8: its state is in .*--resume"):
+        with pytest.raises(KeyboardInterrupt):
+            train(family, tmp_path / "stopped", steps=8, progress=False, **options)
+    assert not (tmp_path / "stopped").exists() and resume_path(tmp_path / "stopped").exists()
+    monkeypatch.setattr(training, "_step", real)
+    resumed = train(family, tmp_path / "stopped", resume=True, progress=False)   # its options from the state
+    assert weights(resumed) == weights(straight)
+    assert not resume_path(resumed).exists()
+
+
+def test_a_crash_resumes_from_the_last_periodic_state(tmp_path, monkeypatch):
+    straight = train("gan", tmp_path / "straight", steps=9, batch_size=8, progress=False)
+
+    def crash():
+        raise PowerCut()
+
+    real = stop_at(monkeypatch, 7, crash)
+    with pytest.raises(PowerCut):
+        train("gan", tmp_path / "cut", steps=9, batch_size=8, progress=False, save_every=3)
+    monkeypatch.setattr(training, "_step", real)
+    from edgegen.training.resume import read_stopped
+
+    assert read_stopped(tmp_path / "cut", "gan").about["step"] == 6   # steps 7's update lost with the crash
+    resumed = train("gan", tmp_path / "cut", steps=9, batch_size=8, resume=True, progress=False)   # the same, given
+    assert weights(resumed) == weights(straight)
+    assert resumed.joinpath("config.json").read_text().count('"resumed_after_steps": [\n') == 1
+
+
+def test_sigterm_through_the_command_line_saves_and_resume_goes_on(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "vae"
+    command = ["train", "vae", "--out", str(out), "--steps", "6", "--batch-size", "8", "--lr", "0.002"]
+    assert main([*command[:3], str(tmp_path / "straight"), *command[4:]]) == 0
+    real = stop_at(monkeypatch, 2, send(signal.SIGTERM))
+    assert main(command) == 128 + signal.SIGTERM
+    said = capsys.readouterr().err
+    assert f"training stopped after step 2 of 6: its state is in '{out}.resume'" in said
+    assert f"'edgegen train vae --out {out} --resume' goes on" in said and "edgegen: terminated" in said
+    monkeypatch.setattr(training, "_step", real)
+    assert main(["train", "vae", "--out", str(out), "--resume"]) == 0
+    assert weights(out) == weights(tmp_path / "straight")
+
+
+def test_resume_refusals(tmp_path, monkeypatch):
+    out = tmp_path / "vae"
+    with pytest.raises(CheckpointError, match=r"--resume: expected the state of a stopped training .* found nothing"):
+        train("vae", out, resume=True, progress=False)
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    for i, picture in enumerate(np.random.default_rng(0).integers(0, 255, (6, 8, 8, 3), dtype=np.uint8)):
+        Image.fromarray(picture).save(folder / f"{i}.png")
+    real = stop_at(monkeypatch, 1, send(signal.SIGINT))
+    with warnings.catch_warnings(), pytest.raises(KeyboardInterrupt):
+        warnings.simplefilter("ignore")
+        train("vae", out, data=str(folder), steps=3, batch_size=4, image_size=8, progress=False)
+    monkeypatch.setattr(training, "_step", real)
+    with pytest.raises(ConfigError, match=r"found --lr 0.5 where it was left at its default .*leave them out"):
+        train("vae", out, lr=0.5, resume=True, progress=False)
+    with pytest.raises(ConfigError, match="expected a stopped gan training .* found a vae one"):
+        train("gan", out, resume=True, progress=False)
+    with pytest.raises(OutputExistsError, match="found one stopped after step 1 of 3 .*give --resume .* or --force"):
+        train("vae", out, data=str(folder), steps=3, progress=False)
+    (folder / "extra.png").write_bytes((folder / "0.png").read_bytes())
+    with pytest.raises(DataError, match="expected the data the stopped training drew from, found .* changed"):
+        train("vae", out, resume=True, progress=False)
+    (folder / "extra.png").unlink()
+    with pytest.raises(ConfigError, match="save_every .* expected a positive number of steps, found 0"):
+        train("vae", out, resume=True, save_every=0, progress=False)
+    state = resume_path(out).read_bytes()
+    resume_path(out).write_bytes(state[:len(state) // 2])   # cut short
+    with pytest.raises(CheckpointError, match="found a file that does not read as one"):
+        train("vae", out, resume=True, progress=False)
+    assert train("vae", out, data=str(folder), steps=2, batch_size=4, image_size=8, overwrite=True, progress=False)
+    assert not resume_path(out).exists()   # --force started over, and the finished run left no state
