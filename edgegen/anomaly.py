@@ -12,7 +12,7 @@ from typing import Iterable
 
 import numpy as np
 
-from .errors import ConfigError, EdgegenWarning, InputError
+from .errors import ConfigError, EdgegenWarning, InputError, NonFiniteError
 from .storage import refuse_empty
 from .training.data import IMAGE_SUFFIXES, image_files, pictures_as_trained
 
@@ -57,12 +57,43 @@ def picture_shape(pipe) -> tuple[int, int]:
 
 
 def score_pictures(pipe, files: list[Path]) -> np.ndarray:
-    """The package's anomaly score of each picture file, float64: higher, less like its training data."""
+    """The package's anomaly score of each picture file, float64: higher, less like its training
+    data. A picture the model cannot score (its graph overflows to NaN or Inf on it, or its score
+    does) scores infinity, above any threshold: one so far from the training data is the first a
+    station should flag, and the others are scored all the same (one such picture ended the run)."""
     channels, side = picture_shape(pipe)
     chunk = max(1, SCORE_VALUES // (channels * side * side))
-    scores = [pipe.anomaly_score(pictures_as_trained(files[i:i + chunk], side, channels))
-              for i in range(0, len(files), chunk)]
-    return np.concatenate(scores).astype(np.float64)
+    scores = np.concatenate([_chunk_scores(pipe, pictures_as_trained(files[i:i + chunk], side, channels))
+                             for i in range(0, len(files), chunk)]).astype(np.float64)
+    scores[~np.isfinite(scores)] = np.inf   # a NaN would be above no threshold
+    return scores
+
+
+def _chunk_scores(pipe, pictures: np.ndarray) -> np.ndarray:
+    """The scores of a chunk of pictures; where the graph refuses the chunk for non-finite outputs,
+    each picture's alone, infinity for those it refuses."""
+    try:
+        return pipe.anomaly_score(pictures)
+    except NonFiniteError:
+        return np.array([_one_score(pipe, picture) for picture in pictures])
+
+
+def _one_score(pipe, picture: np.ndarray) -> float:
+    try:
+        return float(pipe.anomaly_score(picture[None])[0])
+    except NonFiniteError:
+        return math.inf
+
+
+def unscorable(files: list[Path], scores: np.ndarray) -> list[Path]:
+    """The pictures score_pictures could not score (their scores infinite)."""
+    return [path for path, score in zip(files, scores) if math.isinf(score)]
+
+
+def said_unscorable(files: list[Path]) -> str:
+    shown = ", ".join(str(path) for path in files[:5]) + (f" and {len(files) - 5} more" if len(files) > 5 else "")
+    return (f"{len(files)} {'picture' if len(files) == 1 else 'pictures'} the model cannot score (NaN or Inf inside "
+            f"it: far from the pictures it was trained on): {shown}")
 
 
 def check_quantile(quantile: float) -> float:
@@ -83,7 +114,11 @@ def calibrated_threshold(pipe, normal: list[Path], quantile: float) -> float:
     them, not between two (numpy's default interpolates, and under 1/(1 - quantile) pictures its
     threshold flagged the highest normal one)."""
     _say_training_pictures(pipe, normal)
-    return quantile_score(score_pictures(pipe, normal), check_quantile(quantile))
+    scores = score_pictures(pipe, normal)
+    if failed := unscorable(normal, scores):
+        raise InputError(f"--normal: expected pictures the model scores, found {said_unscorable(failed)}: leave them "
+                         "out of the normal pictures, or train on pictures like them")
+    return quantile_score(scores, check_quantile(quantile))
 
 
 def _say_training_pictures(pipe, normal: list[Path]) -> None:

@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import errno
 import json
+import math
 import os
 import signal
 import shutil
@@ -894,7 +895,7 @@ def _cmd_score(args) -> int:
     """Each picture's anomaly score; with a threshold (given, or the --quantile of --normal's
     scores), which score above it: exit status 1 where any does, as check's verdict."""
     from .anomaly import DEFAULT_QUANTILE, calibrated_threshold, check_quantile, check_threshold, picture_files, \
-        score_pictures
+        said_unscorable, score_pictures, unscorable
     from .runtimes import load
 
     if args.quantile is not None and args.normal is None:
@@ -911,12 +912,15 @@ def _cmd_score(args) -> int:
     if normal:
         threshold = calibrated_threshold(pipe, normal, quantile)
     scores = score_pictures(pipe, files)
+    if failed := unscorable(files, scores):   # scored infinity, above any threshold: said, not hidden in the table
+        warnings.warn(f"{said_unscorable(failed)}; scored inf, above any threshold", EdgegenWarning, stacklevel=2)
     above = [None if threshold is None else bool(score > threshold) for score in scores]
     calibration = {"normal": str(args.normal), "pictures": len(normal), "quantile": quantile} if normal else None
     if args.json:
         print(json.dumps({"report": SCORE_REPORT, "package": str(args.package), "precision": args.precision,
                           "fp32_graphs": fp32_graphs, "threshold": threshold, "calibration": calibration,
-                          "pictures": [{"path": str(path), "score": float(score), "above": flag}
+                          "pictures": [{"path": str(path), "score": float(score) if math.isfinite(score) else None,
+                                        "above": flag}
                                        for path, score, flag in zip(files, scores, above)]}, indent=2))
     else:
         if calibration:

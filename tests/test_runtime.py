@@ -434,3 +434,45 @@ def test_score_says_the_graphs_that_ran_in_fp32_at_the_precision_asked(trained, 
     assert json.loads(said.out)["fp32_graphs"] == {
         "decoder": "its fp16 variant was refused: PSNR 20.0 dB below 30"}
     assert "edgegen: warning: precision fp16: graph 'decoder' runs in fp32 (its fp16 variant was refused" in said.err
+
+
+def test_score_flags_the_pictures_the_model_cannot_score_and_scores_the_others(trained, tmp_path, capsys, monkeypatch):
+    """A picture whose scoring overflows (NaN or Inf inside the graph, or a NaN score) ended the whole
+    `edgegen score` run with status 2, naming the inputs' range (helper 156); a NaN score would have
+    been above no threshold. Now it scores inf, above any threshold, said by name; the others are
+    scored as they were, and a normal picture like it is refused for calibration, by name."""
+    import json
+
+    from PIL import Image
+
+    from edgegen.cli import main
+    from edgegen.errors import NonFiniteError
+
+    package = trained["vae"][1]
+    pipe_class = type(edgegen.load(package))
+    real = pipe_class.anomaly_score
+
+    def overflowing(self, x):   # the graph refuses a batch holding a white picture; a black one's score is NaN
+        x = np.asarray(x)
+        if (x.reshape(len(x), -1).min(axis=1) > 0.99).any():
+            raise NonFiniteError("graph 'encoder': expected finite outputs, found NaN or Inf in mu")
+        scores = real(self, x)
+        return np.where(x.reshape(len(x), -1).max(axis=1) < 0.01, np.nan, scores).astype(np.float32)
+
+    side = edgegen.load(package).image_shape[1]
+    folder = tmp_path / "today"
+    folder.mkdir()
+    for name, value in (("a-white.png", 255), ("b-grey.png", 128), ("c-black.png", 0)):
+        Image.fromarray(np.full((side, side), value, np.uint8)).save(folder / name)
+    assert main(["score", str(package), str(folder / "b-grey.png"), "--json"]) == 0
+    grey = json.loads(capsys.readouterr().out)["pictures"][0]["score"]
+    monkeypatch.setattr(pipe_class, "anomaly_score", overflowing)
+    assert main(["score", str(package), str(folder), "--threshold", "1e9", "--json"]) == 1
+    said = capsys.readouterr()
+    pictures = json.loads(said.out)["pictures"]
+    assert [(p["score"], p["above"]) for p in pictures] == [(None, True), (pytest.approx(grey), False), (None, True)]
+    assert ("edgegen: warning: 2 pictures the model cannot score (NaN or Inf inside it: far from the pictures it was "
+            f"trained on): {folder / 'a-white.png'}, {folder / 'c-black.png'}; scored inf, above any threshold") in said.err
+    assert main(["score", str(package), str(folder / "b-grey.png"), "--normal", str(folder)]) == 2
+    assert "--normal: expected pictures the model scores, found 2 pictures the model cannot score" in \
+        capsys.readouterr().err
