@@ -13,39 +13,55 @@ from typing import Iterable
 import numpy as np
 
 from .errors import ConfigError, EdgegenWarning, InputError, NonFiniteError
-from .storage import refuse_empty
+from .runtimes.audio import AUDIO_SUFFIXES, read_wav, wav_files
+from .storage import data_files, refuse_empty
 from .training.data import IMAGE_SUFFIXES, image_files, pictures_as_trained
 
 SCORE_VALUES = 1 << 24   # float32 pixel values read and scored at once (64 MB): a folder is never held whole
 DEFAULT_QUANTILE = 0.99
 
 
-def picture_files(given: Iterable[str], what: str) -> list[Path]:
-    """Each given path a picture file, or a folder whose pictures (IMAGE_SUFFIXES, hidden files
-    left out, as training lists a folder) are taken in name order."""
+def scored_files(given: Iterable[str], what: str, audio: bool | None) -> list[Path]:
+    """Each given path a file, or a folder whose pictures (IMAGE_SUFFIXES), or WAV files for a
+    package of audio, are taken in name order, hidden files left out as training lists a folder.
+    audio=None, before the package is loaded (a shipped name's first export takes a minute): a
+    folder's files of either kind, so that a missing path or an empty folder is said first."""
+    kind = {False: "a picture file or a folder of pictures", True: "a WAV file or a folder of them",
+            None: "a picture or WAV file, or a folder of them"}[audio]
     files = []
     for path in given:
         refuse_empty(path, what)
         if Path(path).is_dir():
-            found = image_files(Path(path), what)
+            found = (image_files(Path(path), what) if audio is False else wav_files(Path(path)) if audio else
+                     data_files(Path(path), (*IMAGE_SUFFIXES, *AUDIO_SUFFIXES)))
             if not found:
-                raise InputError(f"{what} {str(path)!r}: expected a picture file or a folder of pictures "
-                                 f"({', '.join(IMAGE_SUFFIXES)}), found a folder without any")
+                suffixes = {False: IMAGE_SUFFIXES, True: AUDIO_SUFFIXES, None: (*IMAGE_SUFFIXES, *AUDIO_SUFFIXES)}[audio]
+                raise InputError(f"{what} {str(path)!r}: expected {kind} ({', '.join(suffixes)}), found a folder "
+                                 "without any")
             files += found
         elif Path(path).is_file():
             files.append(Path(path))
         else:
-            raise InputError(f"{what} {str(path)!r}: expected a picture file or a folder of pictures, found nothing "
-                             "at that path")
+            raise InputError(f"{what} {str(path)!r}: expected {kind}, found nothing at that path")
     return files
 
 
-def picture_shape(pipe) -> tuple[int, int]:
-    """(channels, side) of the pictures a package scores; refused for one without anomaly scores
-    or without pictures (a flow over points)."""
+def scores_audio(pipe) -> bool:
+    """Whether a package's anomaly scores are of audio clips (a sample rate), not pictures;
+    refused for one without anomaly scores."""
     if not callable(getattr(pipe, "anomaly_score", None)):
         raise ConfigError(f"package {str(pipe.package.path)!r}: expected one with anomaly scores (vae, vaegan, "
-                          f"pixelcnn, or a flow over images), found a {pipe.family} package")
+                          f"pixelcnn, a flow over images, wavenet), found a {pipe.family} package")
+    return getattr(pipe, "sample_rate", None) is not None
+
+
+def noun(audio: bool) -> str:
+    return "clips" if audio else "pictures"
+
+
+def picture_shape(pipe) -> tuple[int, int]:
+    """(channels, side) of the pictures a package scores; refused for one without pictures (a
+    flow over points)."""
     try:
         channels, height, width = pipe.image_shape
     except InputError:
@@ -56,17 +72,28 @@ def picture_shape(pipe) -> tuple[int, int]:
     return channels, height
 
 
-def score_pictures(pipe, files: list[Path]) -> np.ndarray:
-    """The package's anomaly score of each picture file, float64: higher, less like its training
-    data. A picture the model cannot score (its graph overflows to NaN or Inf on it, or its score
+def score_files(pipe, files: list[Path]) -> np.ndarray:
+    """The package's anomaly score of each picture or WAV file, float64: higher, less like its
+    training data. One the model cannot score (its graph overflows to NaN or Inf on it, or its score
     does) scores infinity, above any threshold: one so far from the training data is the first a
     station should flag, and the others are scored all the same (one such picture ended the run)."""
-    channels, side = picture_shape(pipe)
-    chunk = max(1, SCORE_VALUES // (channels * side * side))
-    scores = np.concatenate([_chunk_scores(pipe, pictures_as_trained(files[i:i + chunk], side, channels))
-                             for i in range(0, len(files), chunk)]).astype(np.float64)
+    if scores_audio(pipe):   # a clip at a time: clips differ in length, and a long one is scored in windows
+        scores = np.array([_one_score(pipe, _clip(pipe, path)) for path in files], np.float64)
+    else:
+        channels, side = picture_shape(pipe)
+        chunk = max(1, SCORE_VALUES // (channels * side * side))
+        scores = np.concatenate([_chunk_scores(pipe, pictures_as_trained(files[i:i + chunk], side, channels))
+                                 for i in range(0, len(files), chunk)]).astype(np.float64)
     scores[~np.isfinite(scores)] = np.inf   # a NaN would be above no threshold
     return scores
+
+
+def _clip(pipe, path: Path) -> np.ndarray:
+    """A WAV file as training reads a folder's (mono, at the model's sample rate)."""
+    audio = read_wav(path, pipe.sample_rate)
+    if len(audio) < 2:   # the first sample is the context of the second: nothing to score
+        raise InputError(f"{path}: expected a clip of at least 2 samples at {pipe.sample_rate} Hz, found {len(audio)}")
+    return audio
 
 
 def _chunk_scores(pipe, pictures: np.ndarray) -> np.ndarray:
@@ -78,22 +105,23 @@ def _chunk_scores(pipe, pictures: np.ndarray) -> np.ndarray:
         return np.array([_one_score(pipe, picture) for picture in pictures])
 
 
-def _one_score(pipe, picture: np.ndarray) -> float:
+def _one_score(pipe, example: np.ndarray) -> float:
+    """One picture's or one clip's score; infinity where the graph refuses it for non-finite outputs."""
     try:
-        return float(pipe.anomaly_score(picture[None])[0])
+        return float(np.ravel(pipe.anomaly_score(example if scores_audio(pipe) else example[None]))[0])
     except NonFiniteError:
         return math.inf
 
 
 def unscorable(files: list[Path], scores: np.ndarray) -> list[Path]:
-    """The pictures score_pictures could not score (their scores infinite)."""
+    """The files score_files could not score (their scores infinite)."""
     return [path for path, score in zip(files, scores) if math.isinf(score)]
 
 
-def said_unscorable(files: list[Path]) -> str:
+def said_unscorable(files: list[Path], audio: bool) -> str:
     shown = ", ".join(str(path) for path in files[:5]) + (f" and {len(files) - 5} more" if len(files) > 5 else "")
-    return (f"{len(files)} {'picture' if len(files) == 1 else 'pictures'} the model cannot score (NaN or Inf inside "
-            f"it: far from the pictures it was trained on): {shown}")
+    return (f"{len(files)} {noun(audio)[:-1] if len(files) == 1 else noun(audio)} the model cannot score (NaN or Inf "
+            f"inside it: far from the {noun(audio)} it was trained on): {shown}")
 
 
 def check_quantile(quantile: float) -> float:
@@ -113,26 +141,29 @@ def calibrated_threshold(pipe, normal: list[Path], quantile: float) -> float:
     """The least normal picture's score that `quantile` of their scores fall at or below: one of
     them, not between two (numpy's default interpolates, and under 1/(1 - quantile) pictures its
     threshold flagged the highest normal one)."""
-    _say_training_pictures(pipe, normal)
-    scores = score_pictures(pipe, normal)
+    audio = scores_audio(pipe)
+    _say_training_files(pipe, normal, audio)
+    scores = score_files(pipe, normal)
     if failed := unscorable(normal, scores):
-        raise InputError(f"--normal: expected pictures the model scores, found {said_unscorable(failed)}: leave them "
-                         "out of the normal pictures, or train on pictures like them")
+        raise InputError(f"--normal: expected {noun(audio)} the model scores, found {said_unscorable(failed, audio)}: "
+                         f"leave them out of the normal {noun(audio)}, or train on {noun(audio)} like them")
     return quantile_score(scores, check_quantile(quantile))
 
 
-def _say_training_pictures(pipe, normal: list[Path]) -> None:
-    """Normal pictures from the folder the model was trained on: said, since they score lower than
-    pictures it never saw, and a threshold calibrated on them flagged held-out normal ones (helper 156)."""
+def _say_training_files(pipe, normal: list[Path], audio: bool) -> None:
+    """Normal pictures (or clips) from the folder the model was trained on: said, since they score
+    lower than ones it never saw, and a threshold calibrated on them flagged held-out normal
+    pictures (helper 156)."""
     source = pipe.config.data.get("source") if isinstance(pipe.config.data, dict) else None
     if not isinstance(source, str) or not Path(source).is_absolute():   # a built-in set's name, not a folder
         return
     trained = [p for p in normal if Path(os.path.realpath(p)).is_relative_to(os.path.realpath(source))]
     if trained:
-        warnings.warn(f"--normal: {len(trained)} of its {len(normal)} pictures lie in the folder the model was trained "
-                      f"on ({source!r}), most of whose pictures it trained on (a tenth held out); pictures it trained "
-                      "on score lower than ones it never saw, and a threshold "
-                      "calibrated on them flags more normal pictures: calibrate on normal pictures kept out of training",
+        things = noun(audio)
+        warnings.warn(f"--normal: {len(trained)} of its {len(normal)} {things} lie in the folder the model was trained "
+                      f"on ({source!r}), most of whose {things} it trained on (a tenth held out); {things} it trained "
+                      f"on score lower than ones it never saw, and a threshold calibrated on them flags more normal "
+                      f"{things}: calibrate on normal {things} kept out of training",
                       EdgegenWarning, stacklevel=3)
 
 

@@ -894,8 +894,8 @@ def _refuse_shipped_name(given: str) -> None:
 def _cmd_score(args) -> int:
     """Each picture's anomaly score; with a threshold (given, or the --quantile of --normal's
     scores), which score above it: exit status 1 where any does, as check's verdict."""
-    from .anomaly import DEFAULT_QUANTILE, calibrated_threshold, check_quantile, check_threshold, picture_files, \
-        said_unscorable, score_pictures, unscorable
+    from .anomaly import DEFAULT_QUANTILE, calibrated_threshold, check_quantile, check_threshold, noun, \
+        said_unscorable, score_files, scored_files, scores_audio, unscorable
     from .runtimes import load
 
     if args.quantile is not None and args.normal is None:
@@ -904,16 +904,20 @@ def _cmd_score(args) -> int:
         raise ConfigError("--threshold: expected either it or --normal (which calibrates one), found both")
     quantile = check_quantile(DEFAULT_QUANTILE if args.quantile is None else args.quantile)
     threshold = None if args.threshold is None else check_threshold(args.threshold)
-    files = picture_files(args.pictures, "picture")   # before the package loads, or a shipped name's first export
-    normal = picture_files([args.normal], "--normal") if args.normal is not None else []
+    normal_given = [args.normal] if args.normal is not None else []
+    scored_files(args.pictures, "file", audio=None)   # before the package loads, or a shipped name's first export
+    scored_files(normal_given, "--normal", audio=None)
     args.package = _package_or_name(args.package)
     pipe = load(args.package, backend=args.backend, threads=args.threads, precision=args.precision)
+    audio = scores_audio(pipe)   # a folder's pictures, or its WAV files for a package of audio
+    files = scored_files(args.pictures, "clip" if audio else "picture", audio)
+    normal = scored_files(normal_given, "--normal", audio)
     fp32_graphs = pipe.package.fp32_graphs(pipe.precision)   # load warned of them: a flow's refused forward variant
     if normal:
         threshold = calibrated_threshold(pipe, normal, quantile)
-    scores = score_pictures(pipe, files)
+    scores = score_files(pipe, files)
     if failed := unscorable(files, scores):   # scored infinity, above any threshold: said, not hidden in the table
-        warnings.warn(f"{said_unscorable(failed)}; scored inf, above any threshold", EdgegenWarning, stacklevel=2)
+        warnings.warn(f"{said_unscorable(failed, audio)}; scored inf, above any threshold", EdgegenWarning, stacklevel=2)
     above = [None if threshold is None else bool(score > threshold) for score in scores]
     calibration = {"normal": str(args.normal), "pictures": len(normal), "quantile": quantile} if normal else None
     if args.json:
@@ -925,15 +929,15 @@ def _cmd_score(args) -> int:
     else:
         if calibration:
             print(f"threshold {threshold:.6g}: the {quantile:g} quantile of the scores of {len(normal)} normal "
-                  f"pictures in {str(args.normal)!r}")
+                  f"{noun(audio)} in {str(args.normal)!r}")
         width = max(len(f"{score:.6g}") for score in scores)
         for path, score, flag in zip(files, scores, above):
             column = "" if flag is None else "above  " if flag else "       "
             print(f"{score:>{width}.6g}  {column}{path}")
         if threshold is not None:
-            print(f"{sum(above)} of {len(files)} pictures score above {threshold:.6g}")
+            print(f"{sum(above)} of {len(files)} {noun(audio)} score above {threshold:.6g}")
     # a verdict, said on stderr too (a CI log shows a failed step's), as check's and info's
-    return _verdict("score", f"{sum(above)} of {len(files)} pictures score above {threshold:.6g}") if any(above) else 0
+    return _verdict("score", f"{sum(above)} of {len(files)} {noun(audio)} score above {threshold:.6g}") if any(above) else 0
 
 
 def _cmd_check(args) -> int:
@@ -1365,15 +1369,17 @@ def _build_parser() -> argparse.ArgumentParser:
                    "only, never a folder of other files)")
     p.set_defaults(func=_cmd_triton)
 
-    p = sub.add_parser("score", help="anomaly scores of pictures (vae, vaegan, pixelcnn, image flows): higher is less like the "
-                       "training data; with a threshold, exit status 1 where one scores above it",
+    p = sub.add_parser("score", help="anomaly scores of pictures (vae, vaegan, pixelcnn, image flows) or audio clips "
+                       "(wavenet): higher is less like the training data; with a threshold, exit status 1 where one "
+                       "scores above it",
                        epilog="each picture is read as edgegen train reads a folder's: centre-cropped to a square, "
-                              "resized to the package's size, grey by luma for a grey model (docs/python-api.md, "
-                              "\"Anomaly scores\")")
+                              "resized to the package's size, grey by luma for a grey model; each WAV file mono, at the "
+                              "package's sample rate (docs/python-api.md, \"Anomaly scores\")")
     p.add_argument("package", help=PACKAGE_HELP)
-    p.add_argument("pictures", nargs="+", help="picture files, or folders of them (hidden files left out)")
-    p.add_argument("--normal", default=None, metavar="FOLDER", help="pictures known to be normal, from the camera the "
-                   "model will watch: the threshold is the --quantile of their scores")
+    p.add_argument("pictures", nargs="+", metavar="FILES", help="picture files (WAV files for a wavenet package), or "
+                   "folders of them (hidden files left out)")
+    p.add_argument("--normal", default=None, metavar="FOLDER", help="pictures (or clips) known to be normal, from the "
+                   "camera (or microphone) the model will watch: the threshold is the --quantile of their scores")
     p.add_argument("--quantile", type=float, default=None, help=f"with --normal: the fraction of normal pictures at "
                    f"or below the threshold (default {DEFAULT_QUANTILE})")
     p.add_argument("--threshold", type=float, default=None, help="flag pictures scoring above this (one --normal "

@@ -170,6 +170,41 @@ def test_edgegen_score_reads_a_pixelcnns_bits_per_pixel(pixelcnn, tmp_path, caps
     assert digit_score == pytest.approx(float(pipe.anomaly_score(digit[None])[0]), rel=1e-4) and noise_score > digit_score
 
 
+def test_edgegen_score_reads_a_wavenets_bits_per_sample_of_wav_files(shipped_package, tmp_path, capsys):
+    """WaveNet had no `edgegen score` (note 40): a microphone's clips are scored as WAV files, read as
+    training reads a folder's (mono, resampled to the model's rate), calibrated on normal clips;
+    noise scores above the tones it was trained on (the shipped model: about 2 bits per sample for a
+    tone, 40 for noise), and the verdict is the exit status."""
+    package = shipped_package("wavenet-tones")
+    pipe = edgegen.load(package, backend="ort-cpu")
+    normal, today = tmp_path / "normal", tmp_path / "today"
+    normal.mkdir(), today.mkdir()
+    for i in range(6):   # tones at 16 kHz: each resampled to the model's 8 kHz
+        write_wav(normal / f"{i}.wav", synth_clip("tone", np.random.default_rng(10 + i), 16000, 0.25), 16000)
+    tone = synth_clip("tone", np.random.default_rng(99), 8000, 0.25)
+    write_wav(today / "a-tone.wav", tone, 8000)
+    write_wav(today / "b-noise.wav", np.random.default_rng(0).uniform(-0.5, 0.5, 2000).astype(np.float32), 8000)
+    (today / "notes.png").write_bytes(b"not read: a wavenet scores WAV files")
+    assert main(["score", str(package), str(today), "--normal", str(normal), "--json"]) == 1
+    said = capsys.readouterr()
+    report = json.loads(said.out)
+    (tone_row, noise_row) = report["pictures"]
+    assert tone_row["path"].endswith("a-tone.wav") and not tone_row["above"] and noise_row["above"]
+    assert said.err.rstrip().endswith(f"edgegen: score: 1 of 2 clips score above {report['threshold']:.6g}")
+    stored = read_wav(today / "a-tone.wav", 8000)   # as the file holds it: 16-bit
+    assert tone_row["score"] == pytest.approx(pipe.anomaly_score(stored), rel=1e-4)
+    assert pipe.anomaly_score(stored) == pytest.approx(-pipe.log_prob(stored) / np.log(2), rel=1e-6)
+    np.testing.assert_allclose(pipe.anomaly_score(stored[None]), [pipe.anomaly_score(stored)], rtol=1e-5)
+    write_wav(tmp_path / "one.wav", np.zeros(1, np.float32), 8000)
+    assert main(["score", str(package), str(tmp_path / "one.wav")]) == 2
+    assert "one.wav: expected a clip of at least 2 samples at 8000 Hz, found 1" in capsys.readouterr().err
+    (tmp_path / "pictures").mkdir()
+    (tmp_path / "pictures" / "x.png").write_bytes(b"")
+    assert main(["score", str(package), str(tmp_path / "pictures")]) == 2
+    assert "clip " in (err := capsys.readouterr().err) and "expected a WAV file or a folder of them (.wav), found a " \
+        "folder without any" in err
+
+
 def test_the_command_line_completes_a_picture(pixelcnn, tmp_path, capsys):
     """complete() had no command line (helper 146): --image with --keep-rows or --mask writes the
     completions complete() makes, and the flags are refused without each other."""

@@ -92,7 +92,7 @@ def test_a_folders_subfolders_and_pictures_larger_than_the_default_size_are_said
 def test_pictures_of_formats_left_out_are_named(tmp_path):
     """A folder's pictures of formats edgegen does not take (.ppm, .psd) were left out without a
     word (helper 143); they are named. A .jfif is a JPEG, and taken."""
-    from edgegen.anomaly import picture_files
+    from edgegen.anomaly import scored_files
 
     rng = np.random.default_rng(0)
     for i in range(4):
@@ -106,7 +106,7 @@ def test_pictures_of_formats_left_out_are_named(tmp_path):
         data = load_images(str(tmp_path), image_size=16)
     assert len(data.train) + len(data.test) == 5
     with pytest.warns(EdgegenWarning, match="--normal .*left out 1 file"):   # edgegen score's folders too
-        assert len(picture_files([str(tmp_path)], "--normal")) == 5
+        assert len(scored_files([str(tmp_path)], "--normal", audio=False)) == 5
 
 
 def test_data_errors(tmp_path):

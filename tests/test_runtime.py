@@ -378,15 +378,15 @@ def test_score_reads_pictures_as_training_read_a_folder_and_flags_those_above_a_
             (["--normal", str(normal), "--threshold", "3"], "--threshold: expected either it or --normal"),
             (["--normal", str(normal), "--quantile", "1"], "--quantile: expected a fraction of normal pictures to pass"),
             (["--threshold", "nan"], "--threshold: expected a finite score, found nan"),
-            (["--normal", str(odd / "none")], f"--normal {str(odd / 'none')!r}: expected a picture file or a folder of "
-                                              "pictures, found nothing at that path")):
+            (["--normal", str(odd / "none")], f"--normal {str(odd / 'none')!r}: expected a picture or WAV file, or a "
+                                              "folder of them, found nothing at that path")):
         assert main(["score", str(trained["vae"][1]), str(odd), *args]) == 2
         assert refusal in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
     assert main(["score", str(trained["vae"][1]), str(tmp_path / "empty")]) == 2
     assert "found a folder without any" in capsys.readouterr().err
     assert main(["score", str(trained["gan"][1]), str(odd)]) == 2
-    assert "expected one with anomaly scores (vae, vaegan, pixelcnn, or a flow over images), found a gan package" in \
+    assert "expected one with anomaly scores (vae, vaegan, pixelcnn, a flow over images, wavenet), found a gan package" in \
         capsys.readouterr().err
     assert main(["score", str(trained["flow2d"][1]), str(odd)]) == 2
     assert "expected a model of pictures, found a flow model of points" in capsys.readouterr().err

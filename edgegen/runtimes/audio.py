@@ -110,6 +110,7 @@ def wav_format(path: str | os.PathLike) -> tuple[int, int]:
 MIN_WAV_RATE = 1000   # Hz: below it a header's rate is damage, not audio (8 kHz telephone audio is the lowest in use)
 MAX_WAV_RATE = 768_000   # Hz: the highest rate audio interfaces record at; above it, damage too
 ANTI_ALIAS_CUTOFF = 0.45   # of the new sample rate: the filter's transition band ends below its Nyquist (0.5)
+AUDIO_SUFFIXES = (".wav",)   # what wav_files takes from a folder
 
 
 def low_passed(audio: np.ndarray, cutoff: float) -> np.ndarray:
@@ -124,4 +125,4 @@ def low_passed(audio: np.ndarray, cutoff: float) -> np.ndarray:
 
 def wav_files(folder: Path) -> list[Path]:
     """The WAV files under `folder`, hidden ones left out."""
-    return data_files(folder, (".wav",))
+    return data_files(folder, AUDIO_SUFFIXES)

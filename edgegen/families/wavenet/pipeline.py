@@ -10,6 +10,7 @@ over everything generated so far for every sample (quadratic; kept to check and 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -125,6 +126,13 @@ class WaveNetPipeline(Pipeline):
         if per_sample:
             return each[0] if single else each
         return float(each[0].mean()) if single else each.mean(axis=1)
+
+    def anomaly_score(self, waveform) -> np.ndarray | float:
+        """Bits per sample of a waveform [T] (a float) or a batch [n, T], without labels (the
+        marginal its label dropout learned): higher, less like the training audio. What `edgegen
+        score` reads of a WAV file, as a PixelCNN's bits per pixel of a picture."""
+        nats = self.log_prob(waveform)
+        return -nats / math.log(2.0) if isinstance(nats, float) else (-nats / np.log(2.0)).astype(np.float32)
 
     def _log_probs(self, codes: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """Each code's log-probability given those before it, [n, T - 1], in windows of the
