@@ -695,6 +695,22 @@ def _abridged(value, longest: int = 8):
     return value
 
 
+def _said_classes(config: dict) -> str:
+    """A class-conditional package's classes as --label takes them: "3: 0 circle, 1 square, 2 star
+    (--label takes a name or an id)"; "" for a model without classes."""
+    count = config.get("num_classes")
+    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+        return ""
+    names = (config.get("data") or {}).get("classes") if isinstance(config.get("data"), dict) else None
+    if not (isinstance(names, list) and len(names) == count and all(isinstance(n, str) for n in names)):
+        return f"{count}: ids 0 to {count - 1} (--label takes an id)"
+    from .runtimes.pipeline import numbered_names
+
+    shown = ", ".join(f"{i} {name}" for i, name in enumerate(names[:12])) + (f", ... {count - 12} more" if count > 12 else "")
+    takes = "a name (some are numbers, so a number is a name)" if numbered_names(names) else "a name or an id"
+    return f"{count}: {shown} (--label takes {takes})"
+
+
 def _print_info(path, shipped_name: str | None = None) -> str:
     """The package's manifest, printed; returns what info's status 1 says: why edgegen.load would
     refuse it, or its damaged variants ("" if neither). shipped_name: the shipped model's name the
@@ -708,6 +724,8 @@ def _print_info(path, shipped_name: str | None = None) -> str:
     print(f"package   {package.path}")
     print(f"family    {m.family}   name {m.name!r}   format {m.format}")
     print(f"config    {json.dumps(_abridged(m.config))}")
+    if classes := _said_classes(m.config):
+        print(f"classes   {classes}")
     for part, g in m.graphs.items():
         size = package.graph_path(part).stat().st_size
         ins = ", ".join(f"{t.name}: {t.describe()}" for t in g.inputs)

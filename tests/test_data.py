@@ -673,6 +673,8 @@ def test_a_folders_subfolders_are_the_classes_of_the_families_that_take_classes(
     assert main(["generate", str(tmp_path / "pkg"), "--n", "3", "--seed", "0", "--out", str(tmp_path / "r.png")]) == 0
     drawn = " ".join(pipe.class_names[c] for c in pipe.drawn_labels(3, seed=0))
     assert f"classes drawn: {drawn} (row by row)" in capsys.readouterr().out
+    assert main(["info", str(tmp_path / "pkg")]) == 0   # the names --label takes, not only inside the raw config
+    assert "classes   3: 0 blue, 1 green, 2 red (--label takes a name or an id)" in capsys.readouterr().out
     # a start of other class names: each id's embedding takes the new class, said (review 158)
     for name in ("apples", "pears", "plums"):
         (tmp_path / "fruit" / name).mkdir(parents=True)
@@ -684,6 +686,10 @@ def test_a_folders_subfolders_are_the_classes_of_the_families_that_take_classes(
               progress=False)
     base = train("diffusion", tmp_path / "base", data=str(tmp_path / "data"), steps=1, batch_size=4, progress=False,
                  width=8)
+    capsys.readouterr()
+    assert main(["bench", str(export_checkpoint(base, tmp_path / "base-pkg")), "--iters", "1", "--warmup", "0",
+                 "--no-energy", "--steps", "2"]) == 0
+    assert ", label 0 (blue) at guidance" in capsys.readouterr().out   # the class timed, by name
     with pytest.raises(edgegen.errors.ConfigError, match=r"expected the base model's classes \(blue, green, red\), found "
                                                          r"apples, pears, plums: a ControlNet steers"):
         train("controlnet", tmp_path / "cn", base=str(base), data=str(tmp_path / "fruit"), steps=1, progress=False)

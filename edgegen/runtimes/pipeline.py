@@ -366,7 +366,7 @@ def _named_ids(labels, names: list[str] | None, what: str):
     if not isinstance(given, (list, tuple)) or not any(isinstance(v, str) for v in given):
         return labels
     normal = [unicodedata.normalize("NFC", n).strip() for n in names or []]   # as the text given is taken
-    numbered = any(_NUMBER.match(n) for n in normal)
+    numbered = numbered_names(normal)
     ids = []
     for value in given:
         text = unicodedata.normalize("NFC", value).strip() if isinstance(value, str) else None
@@ -385,6 +385,12 @@ def _named_ids(labels, names: list[str] | None, what: str):
 
 
 _NUMBER = re.compile(r"^[+-]?\d+$")
+
+
+def numbered_names(names: list[str]) -> bool:
+    """Whether some of a model's class names look like numbers: then a number given is read as a
+    name only, never as an id."""
+    return any(_NUMBER.match(unicodedata.normalize("NFC", name).strip()) for name in names)
 
 
 def line_steps(steps: Any) -> int:

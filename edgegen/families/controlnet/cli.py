@@ -5,7 +5,7 @@ from __future__ import annotations
 from ...errors import ConfigError
 from ...families import GenerateRequest, GenerationCall, Option
 from ...wording import counted
-from ..diffusion.cli import PICTURE_OPTIONS, SAMPLING_OPTIONS, picture_fields, served_images
+from ..diffusion.cli import PICTURE_OPTIONS, SAMPLING_OPTIONS, benched_label, picture_fields, served_images
 from ..diffusion.cli import check_generate as check_pictures
 from ..diffusion.cli import generate as generate_diffusion
 
@@ -21,13 +21,12 @@ def bench_generation(pipe, n: int, steps: int | None) -> GenerationCall:
     the base UNet and the ControlNet at every step."""
     import numpy as np
 
-    from ..diffusion.pipeline import DEFAULT_GUIDANCE, DEFAULT_STEPS
+    from ..diffusion.pipeline import DEFAULT_STEPS
 
     steps = steps or DEFAULT_STEPS
     pipe.make_sampler(None, 0.0).timesteps(steps)   # refuses steps the package's sampler cannot take, before any timing
     hint = pipe.hint(np.full((1, *pipe.image_shape), 0.5, np.float32))
-    label = 0 if pipe.config.num_classes else None   # a class-conditional base is used with a label
-    guided = f", label 0 at guidance {DEFAULT_GUIDANCE:g} (a batch of {2 * n} per call)" if label is not None else ""
+    label, guided = benched_label(pipe, n)   # a class-conditional base is used with a label
     return GenerationCall(lambda: pipe.sample(n, control=hint, steps=steps, seed=0, labels=label), n, "images",
                           f"{counted(n, 'image')} following one control picture, {steps} steps of "
                           f"{pipe.config.sampler}{guided}", steps)

@@ -41,10 +41,18 @@ def bench_generation(pipe, n: int, steps: int | None) -> GenerationCall:
     with a label, as it is used, so that guidance's batch of 2n is what is timed."""
     steps = steps or DEFAULT_STEPS
     pipe.make_sampler(None, 0.0).timesteps(steps)   # refuses steps the package's sampler cannot take, before any timing
-    label = 0 if pipe.config.num_classes else None
-    guided = f", label 0 at guidance {DEFAULT_GUIDANCE:g} (a batch of {2 * n} per call)" if label is not None else ""
+    label, guided = benched_label(pipe, n)
     return GenerationCall(lambda: pipe.sample(n, steps=steps, seed=0, labels=label), n, "images",
                           f"{counted(n, 'image')}, {steps} steps of {pipe.config.sampler}{guided}", steps)
+
+
+def benched_label(pipe, n: int) -> tuple[int | None, str]:
+    """The label a bench of `n` images samples with (class 0 of a class-conditional model: guidance's
+    batch of 2n is how it is used; None without classes), and how the bench's line says it."""
+    if not pipe.config.num_classes:
+        return None, ""
+    name = f" ({pipe.class_names[0]})" if pipe.class_names else ""
+    return 0, f", label 0{name} at guidance {DEFAULT_GUIDANCE:g} (a batch of {2 * n} per call)"
 
 
 def generate(pipe, request: GenerateRequest) -> str:
