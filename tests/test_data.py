@@ -695,6 +695,13 @@ def test_a_folders_subfolders_are_the_classes_of_the_families_that_take_classes(
         train("controlnet", tmp_path / "cn", base=str(base), data=str(tmp_path / "fruit"), steps=1, progress=False)
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "data" / "top.png")
     assert folder_classes(tmp_path / "data") == []
+    with pytest.raises(edgegen.errors.ConfigError, match=r"num_classes expected at least 1 .*; --data '.*': 1 of its "
+                                                         r"pictures lie at its top, outside its 3 subfolders \(top.png\): "
+                                                         "move them into one"):   # cgan's refusal named no file (158)
+        train("cgan", tmp_path / "stray", data=str(tmp_path / "data"), steps=1, progress=False)
+    shutil.copytree(tmp_path / "fruit" / "apples", tmp_path / "lone" / "apples")
+    with pytest.raises(edgegen.errors.ConfigError, match=r"its pictures all lie in one subfolder \(apples\)"):
+        train("cgan", tmp_path / "one", data=str(tmp_path / "lone"), steps=1, progress=False)
     with pytest.warns(EdgegenWarning, match=r"taken together as one set without classes \(some lie at its top: "
                                             r"subfolders are read as classes where every picture lies in one\)"):
         ckpt = train("diffusion", tmp_path / "pooled", data=str(tmp_path / "data"), steps=1, batch_size=4,

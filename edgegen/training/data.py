@@ -79,6 +79,21 @@ def folder_classes(folder: Path) -> list[str]:
     return names if len(names) > 1 else []
 
 
+def why_no_classes(folder: Path) -> str:
+    """Why a folder has no classes (folder_classes' none), naming what is in the way: the pictures at
+    its top, its one subfolder, or no subfolders at all."""
+    places = [path.relative_to(folder).parts for path in data_files(folder, IMAGE_SUFFIXES)]
+    at_top = [parts[0] for parts in places if len(parts) == 1]
+    subfolders = sorted({parts[0] for parts in places if len(parts) > 1})
+    if at_top and subfolders:
+        named = ", ".join(at_top[:3]) + (f" and {len(at_top) - 3} more" if len(at_top) > 3 else "")
+        return (f"{len(at_top)} of its pictures lie at its top, outside its {len(subfolders)} subfolders ({named}): move "
+                "them into one, since subfolders are classes where every picture lies in one")
+    if len(subfolders) == 1:
+        return f"its pictures all lie in one subfolder ({subfolders[0]}): classes are two or more subfolders"
+    return "its pictures lie in no subfolders: classes are a folder's subfolders, each a class"
+
+
 def refuse_empty_data(data: str | None) -> None:
     """--data "$DATA" with DATA unset: an empty string was taken for no --data (train trained on the
     built-in set, export gated on the training data) without a word."""

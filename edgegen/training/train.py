@@ -24,7 +24,7 @@ from ..shipped import checkpoint_named, checkpoints_dir, is_shipped_name, names_
 from .checkpoint import (CHECKPOINT_KIND, checkpoint_files, data_trained_on, load_checkpoint, make_config, save_checkpoint,
                          saved_config)
 from .data import (ImageData, all_grey, data_class_names, data_classes, load_images, refuse_empty_data,
-                   refuse_small_image_size)
+                   refuse_small_image_size, why_no_classes)
 from .resume import (StateSaver, StopBetweenSteps, data_fingerprint, read_stopped, recorded, refuse_another_run,
                      refuse_starting_over, restore_state, resume_path, resumed_arguments)
 
@@ -125,6 +125,8 @@ def train(family: str, out: str | Path, data: str | None = None, steps: int | No
             try:
                 make_config(family, {**{k: v for k, v in shape.items() if k in known}, **model_options})
             except ConfigError as exc:   # the option given for the field it names: "--channels 3: ... image_channels"
+                if "num_classes" in str(exc) and os.path.isdir(data):   # a cgan's folder: what keeps it from classes
+                    raise ConfigError(f"{exc}; --data {data!r}: {why_no_classes(Path(data))}") from None
                 raise _said_as_the_option(exc, {field: (SHAPE_FLAGS[field], value) for field, value in
                                                 (("image_channels", given_channels), ("image_size", given_image_size))}) from None
             images = load_images(data, image_size=image_size, channels=channels, seed=seed, classes="num_classes" in known)
