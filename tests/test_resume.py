@@ -9,11 +9,13 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from edgegen.cli import main
 from edgegen.errors import CheckpointError, ConfigError, DataError, EdgegenWarning, OutputExistsError
 from edgegen.training import train as training
+from edgegen.training.common import torch_threads
 from edgegen.training.resume import resume_path
 from edgegen.training.train import train
 
@@ -74,7 +76,9 @@ def test_a_run_stopped_by_ctrl_c_resumes_to_the_weights_it_would_have_had(family
             train(family, tmp_path / "stopped", steps=8, progress=False, **options)
     assert not (tmp_path / "stopped").exists() and resume_path(tmp_path / "stopped").exists()
     monkeypatch.setattr(training, "_step", real)
-    resumed = train(family, tmp_path / "stopped", resume=True, progress=False)   # its options from the state
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", EdgegenWarning)   # the same threads: nothing to say
+        resumed = train(family, tmp_path / "stopped", resume=True, progress=False)   # its options from the state
     assert weights(resumed) == weights(straight)
     assert not resume_path(resumed).exists()
 
@@ -140,5 +144,15 @@ def test_resume_refusals(tmp_path, monkeypatch):
     resume_path(out).write_bytes(state[:len(state) // 2])   # cut short
     with pytest.raises(CheckpointError, match="found a file that does not read as one"):
         train("vae", out, resume=True, progress=False)
-    assert train("vae", out, data=str(folder), steps=2, batch_size=4, image_size=8, overwrite=True, progress=False)
-    assert not resume_path(out).exists()   # --force started over, and the finished run left no state
+    resume_path(out).write_bytes(state)
+    with torch_threads(torch.get_num_threads() + 1):   # sums in another order: said
+        with pytest.warns(EdgegenWarning, match=r"going on with \d+ torch threads where the stopped run had \d+"):
+            train("vae", out, resume=True, progress=False)
+    real = stop_at(monkeypatch, 1, send(signal.SIGINT))
+    with warnings.catch_warnings(), pytest.raises(KeyboardInterrupt):
+        warnings.simplefilter("ignore")
+        train("vae", tmp_path / "again", data=str(folder), steps=3, batch_size=4, image_size=8, progress=False)
+    monkeypatch.setattr(training, "_step", real)
+    assert train("vae", tmp_path / "again", data=str(folder), steps=2, batch_size=4, image_size=8, overwrite=True,
+                 progress=False)
+    assert not resume_path(tmp_path / "again").exists()   # --force started over, and the finished run left no state

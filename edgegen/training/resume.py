@@ -145,7 +145,8 @@ def refuse_another_run(stopped: Stopped, config: dict, fingerprint: str, data: s
 def save_state(path: Path, about: dict, model: torch.nn.Module, trainer) -> None:
     """The run's state at a step's end, written whole or not at all (a kill while it writes
     leaves the last one)."""
-    state = {"about": json.dumps({"format": RESUME_FORMAT, "edgegen": __version__, "torch": torch.__version__, **about}),
+    state = {"about": json.dumps({"format": RESUME_FORMAT, "edgegen": __version__, "torch": torch.__version__,
+                                  "torch_threads": torch.get_num_threads(), **about}),
              "model": model.state_dict(),
              "frozen": [name for name, p in model.named_parameters() if not p.requires_grad],
              "evaluating": [name for name, m in model.named_modules() if not m.training],
@@ -174,6 +175,16 @@ def restore_state(stopped: Stopped, model: torch.nn.Module, trainer) -> None:
         raise CheckpointError(f"--resume: expected a state that fits this edgegen's {stopped.about['family']} trainer, "
                               f"found one written by edgegen {stopped.about['edgegen']} that does not ({type(exc).__name__}: "
                               f"{str(exc)[:200]}): train anew with --force") from None
+
+
+def say_other_threads(stopped: Stopped) -> None:
+    """A resume with other torch threads than the stopped run's: said, since sums in another order
+    make weights that differ slightly from an unstopped run's (docs/cli.md, the seed)."""
+    had, has = stopped.about.get("torch_threads"), torch.get_num_threads()
+    if had is not None and had != has:
+        warnings.warn(f"--resume: going on with {has} torch threads where the stopped run had {had}: the weights will "
+                      f"differ slightly from an unstopped run's (set OMP_NUM_THREADS={had} to match)", EdgegenWarning,
+                      stacklevel=3)
 
 
 def _held_by(model: torch.nn.Module) -> set[int]:

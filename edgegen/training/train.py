@@ -26,7 +26,7 @@ from .checkpoint import (CHECKPOINT_KIND, checkpoint_files, data_trained_on, loa
 from .data import (ImageData, all_grey, data_class_names, data_classes, load_images, refuse_empty_data,
                    refuse_small_image_size, why_no_classes)
 from .resume import (StateSaver, StopBetweenSteps, data_fingerprint, read_stopped, recorded, refuse_another_run,
-                     refuse_starting_over, restore_state, resume_path, resumed_arguments)
+                     refuse_starting_over, restore_state, resume_path, resumed_arguments, say_other_threads)
 
 MAX_SEED = 2**63 - 1   # torch.manual_seed's largest
 MAX_LR = 1000.0
@@ -184,6 +184,7 @@ def train(family: str, out: str | Path, data: str | None = None, steps: int | No
         done, averages, seconds_before = 0, {}, 0.0
         if stopped is not None:
             restore_state(stopped, model, trainer)
+            say_other_threads(stopped)
             done, averages, seconds_before = stopped.about["step"], stopped.about["averages"], stopped.about["seconds"]
             saver.about["resumed"] = [*stopped.about["resumed"], done]
         else:   # --force: the stopped run's state goes as this one starts (kept while its options were refused)
