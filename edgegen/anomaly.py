@@ -13,7 +13,7 @@ from typing import Iterable
 import numpy as np
 
 from .errors import ConfigError, EdgegenWarning, InputError, NonFiniteError
-from .runtimes.audio import AUDIO_SUFFIXES, read_wav, wav_files
+from .runtimes.audio import AUDIO_SUFFIXES, read_wav
 from .storage import data_files, refuse_empty
 from .training.data import IMAGE_SUFFIXES, image_files, pictures_as_trained
 
@@ -26,16 +26,16 @@ def scored_files(given: Iterable[str], what: str, audio: bool | None) -> list[Pa
     package of audio, are taken in name order, hidden files left out as training lists a folder.
     audio=None, before the package is loaded (a shipped name's first export takes a minute): a
     folder's files of either kind, so that a missing path or an empty folder is said first."""
-    kind = {False: "a picture file or a folder of pictures", True: "a WAV file or a folder of them",
-            None: "a picture or WAV file, or a folder of them"}[audio]
+    kind, suffixes = {False: ("a picture file or a folder of pictures", IMAGE_SUFFIXES),
+                      True: ("a WAV file or a folder of them", AUDIO_SUFFIXES),
+                      None: ("a picture or WAV file, or a folder of them", (*IMAGE_SUFFIXES, *AUDIO_SUFFIXES))}[audio]
     files = []
     for path in given:
         refuse_empty(path, what)
         if Path(path).is_dir():
-            found = (image_files(Path(path), what) if audio is False else wav_files(Path(path)) if audio else
-                     data_files(Path(path), (*IMAGE_SUFFIXES, *AUDIO_SUFFIXES)))
+            # a folder's pictures as training lists them (image_files names the formats it leaves out)
+            found = image_files(Path(path), what) if audio is False else data_files(Path(path), suffixes)
             if not found:
-                suffixes = {False: IMAGE_SUFFIXES, True: AUDIO_SUFFIXES, None: (*IMAGE_SUFFIXES, *AUDIO_SUFFIXES)}[audio]
                 raise InputError(f"{what} {str(path)!r}: expected {kind} ({', '.join(suffixes)}), found a folder "
                                  "without any")
             files += found
@@ -72,13 +72,14 @@ def picture_shape(pipe) -> tuple[int, int]:
     return channels, height
 
 
-def score_files(pipe, files: list[Path]) -> np.ndarray:
-    """The package's anomaly score of each picture or WAV file, float64: higher, less like its
-    training data. One the model cannot score (its graph overflows to NaN or Inf on it, or its score
-    does) scores infinity, above any threshold: one so far from the training data is the first a
-    station should flag, and the others are scored all the same (one such picture ended the run)."""
-    if scores_audio(pipe):   # a clip at a time: clips differ in length, and a long one is scored in windows
-        scores = np.array([_one_score(pipe, _clip(pipe, path)) for path in files], np.float64)
+def score_files(pipe, files: list[Path], audio: bool) -> np.ndarray:
+    """The package's anomaly score of each picture or WAV file (audio: scores_audio's), float64:
+    higher, less like its training data. One the model cannot score (its graph overflows to NaN or
+    Inf on it, or its score does) scores infinity, above any threshold: one so far from the training
+    data is the first a station should flag, and the others are scored all the same (one such
+    picture ended the run)."""
+    if audio:   # a clip at a time: clips differ in length, and a long one is scored in windows
+        scores = np.array([_one_score(pipe, clip_as_trained(path, pipe.sample_rate)[None]) for path in files], np.float64)
     else:
         channels, side = picture_shape(pipe)
         chunk = max(1, SCORE_VALUES // (channels * side * side))
@@ -88,27 +89,30 @@ def score_files(pipe, files: list[Path]) -> np.ndarray:
     return scores
 
 
-def _clip(pipe, path: Path) -> np.ndarray:
-    """A WAV file as training reads a folder's (mono, at the model's sample rate)."""
-    audio = read_wav(path, pipe.sample_rate)
+def clip_as_trained(path: Path, sample_rate: int) -> np.ndarray:
+    """A WAV file [T] as a WaveNet's training reads a folder's: mono, at its sample rate, and within
+    [-1, 1], as mu-law encoding clips it there (resampling a clipped recording overshoots: a loud
+    one came back at -1.13..1.14, which the runtime refuses)."""
+    audio = np.clip(read_wav(path, sample_rate), -1.0, 1.0)
     if len(audio) < 2:   # the first sample is the context of the second: nothing to score
-        raise InputError(f"{path}: expected a clip of at least 2 samples at {pipe.sample_rate} Hz, found {len(audio)}")
+        raise InputError(f"{path}: expected a clip of at least 2 samples at {sample_rate} Hz, found {len(audio)}")
     return audio
 
 
-def _chunk_scores(pipe, pictures: np.ndarray) -> np.ndarray:
+def _chunk_scores(pipe, examples: np.ndarray) -> np.ndarray:
     """The scores of a chunk of pictures; where the graph refuses the chunk for non-finite outputs,
     each picture's alone, infinity for those it refuses."""
     try:
-        return pipe.anomaly_score(pictures)
+        return pipe.anomaly_score(examples)
     except NonFiniteError:
-        return np.array([_one_score(pipe, picture) for picture in pictures])
+        return np.array([_one_score(pipe, example[None]) for example in examples])
 
 
-def _one_score(pipe, example: np.ndarray) -> float:
-    """One picture's or one clip's score; infinity where the graph refuses it for non-finite outputs."""
+def _one_score(pipe, batch_of_one: np.ndarray) -> float:
+    """The score of one picture or clip, a batch of one; infinity where the graph refuses it for
+    non-finite outputs."""
     try:
-        return float(np.ravel(pipe.anomaly_score(example if scores_audio(pipe) else example[None]))[0])
+        return float(pipe.anomaly_score(batch_of_one)[0])
     except NonFiniteError:
         return math.inf
 
@@ -137,13 +141,12 @@ def check_threshold(threshold: float) -> float:
     return float(threshold)
 
 
-def calibrated_threshold(pipe, normal: list[Path], quantile: float) -> float:
-    """The least normal picture's score that `quantile` of their scores fall at or below: one of
-    them, not between two (numpy's default interpolates, and under 1/(1 - quantile) pictures its
-    threshold flagged the highest normal one)."""
-    audio = scores_audio(pipe)
+def calibrated_threshold(pipe, normal: list[Path], quantile: float, audio: bool) -> float:
+    """The least normal picture's (or clip's) score that `quantile` of their scores fall at or
+    below: one of them, not between two (numpy's default interpolates, and under 1/(1 - quantile)
+    pictures its threshold flagged the highest normal one)."""
     _say_training_files(pipe, normal, audio)
-    scores = score_files(pipe, normal)
+    scores = score_files(pipe, normal, audio)
     if failed := unscorable(normal, scores):
         raise InputError(f"--normal: expected {noun(audio)} the model scores, found {said_unscorable(failed, audio)}: "
                          f"leave them out of the normal {noun(audio)}, or train on {noun(audio)} like them")

@@ -698,17 +698,18 @@ def _abridged(value, longest: int = 8):
 def _said_classes(config: dict) -> str:
     """A class-conditional package's classes as --label takes them: "3: 0 circle, 1 square, 2 star
     (--label takes a name or an id)"; "" for a model without classes."""
+    from .runtimes.pipeline import class_names_in, numbered_names
+
     count = config.get("num_classes")
     if not isinstance(count, int) or isinstance(count, bool) or count < 1:
         return ""
-    names = (config.get("data") or {}).get("classes") if isinstance(config.get("data"), dict) else None
-    if not (isinstance(names, list) and len(names) == count and all(isinstance(n, str) for n in names)):
+    names = class_names_in(config.get("data"))
+    if names is None or len(names) != count:
         return f"{count}: ids 0 to {count - 1} (--label takes an id)"
-    from .runtimes.pipeline import numbered_names
-
-    shown = ", ".join(f"{i} {name}" for i, name in enumerate(names[:12])) + (f", ... {count - 12} more" if count > 12 else "")
-    takes = "a name (some are numbers, so a number is a name)" if numbered_names(names) else "a name or an id"
-    return f"{count}: {shown} (--label takes {takes})"
+    more = f", ... {count - 12} more" if count > 12 else ""
+    if numbered_names(names):   # "1 10" would read as label 1 being 10: the names alone, which --label takes
+        return f"{count}: {', '.join(map(repr, names[:12]))}{more} (--label takes a name: some are numbers)"
+    return f"{count}: {', '.join(f'{i} {name}' for i, name in enumerate(names[:12]))}{more} (--label takes a name or an id)"
 
 
 def _print_info(path, shipped_name: str | None = None) -> str:
@@ -932,8 +933,8 @@ def _cmd_score(args) -> int:
     normal = scored_files(normal_given, "--normal", audio)
     fp32_graphs = pipe.package.fp32_graphs(pipe.precision)   # load warned of them: a flow's refused forward variant
     if normal:
-        threshold = calibrated_threshold(pipe, normal, quantile)
-    scores = score_files(pipe, files)
+        threshold = calibrated_threshold(pipe, normal, quantile, audio)
+    scores = score_files(pipe, files, audio)
     if failed := unscorable(files, scores):   # scored infinity, above any threshold: said, not hidden in the table
         warnings.warn(f"{said_unscorable(failed, audio)}; scored inf, above any threshold", EdgegenWarning, stacklevel=2)
     above = [None if threshold is None else bool(score > threshold) for score in scores]

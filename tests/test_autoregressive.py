@@ -195,6 +195,10 @@ def test_edgegen_score_reads_a_wavenets_bits_per_sample_of_wav_files(shipped_pac
     assert tone_row["score"] == pytest.approx(pipe.anomaly_score(stored), rel=1e-4)
     assert pipe.anomaly_score(stored) == pytest.approx(-pipe.log_prob(stored) / np.log(2), rel=1e-6)
     np.testing.assert_allclose(pipe.anomaly_score(stored[None]), [pipe.anomaly_score(stored)], rtol=1e-5)
+    square = np.sign(np.sin(2 * np.pi * 440 * np.arange(11025) / 44100)).astype(np.float32)   # clipped, loud
+    write_wav(tmp_path / "loud.wav", square, 44100)   # resampled to 8 kHz it overshoots [-1, 1] (review 162)
+    assert main(["score", str(package), str(tmp_path / "loud.wav")]) == 0
+    capsys.readouterr()
     write_wav(tmp_path / "one.wav", np.zeros(1, np.float32), 8000)
     assert main(["score", str(package), str(tmp_path / "one.wav")]) == 2
     assert "one.wav: expected a clip of at least 2 samples at 8000 Hz, found 1" in capsys.readouterr().err

@@ -110,8 +110,7 @@ class Pipeline:
     def class_names(self) -> list[str] | None:
         """Its classes' names, where it was trained on a folder's subfolders (class_labels takes
         them for their ids); None for unnamed classes (the digits' ids are their digits)."""
-        names = getattr(self.config, "data", {}).get("classes")
-        return names if isinstance(names, list) and all(isinstance(n, str) for n in names) else None
+        return class_names_in(getattr(self.config, "data", None))
 
     def run_finite(self, part: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Graph `part`'s outputs on a user's (finite) inputs, or NonFiniteError where any holds NaN or
@@ -385,6 +384,12 @@ def _named_ids(labels, names: list[str] | None, what: str):
 
 
 _NUMBER = re.compile(r"^[+-]?\d+$")
+
+
+def class_names_in(data) -> list[str] | None:
+    """The class names a package's config's `data` records (`classes`: a folder's subfolders), or None."""
+    names = data.get("classes") if isinstance(data, dict) else None
+    return names if isinstance(names, list) and all(isinstance(n, str) for n in names) else None
 
 
 def numbered_names(names: list[str]) -> bool:

@@ -18,6 +18,7 @@ from PIL import Image
 from ..errors import ConfigError, DataError, EdgegenWarning, InputError
 from ..images import opened_picture, picture_rgb, read_picture
 from ..storage import data_files, data_files_and_others
+from ..wording import counted
 
 BUILTIN_IMAGE_DATA = ("digits", "natural")
 NATURAL_MAX_SIZE = 128
@@ -85,13 +86,17 @@ def why_no_classes(folder: Path) -> str:
     places = [path.relative_to(folder).parts for path in data_files(folder, IMAGE_SUFFIXES)]
     at_top = [parts[0] for parts in places if len(parts) == 1]
     subfolders = sorted({parts[0] for parts in places if len(parts) > 1})
-    if at_top and subfolders:
-        named = ", ".join(at_top[:3]) + (f" and {len(at_top) - 3} more" if len(at_top) > 3 else "")
-        return (f"{len(at_top)} of its pictures lie at its top, outside its {len(subfolders)} subfolders ({named}): move "
-                "them into one, since subfolders are classes where every picture lies in one")
-    if len(subfolders) == 1:
-        return f"its pictures all lie in one subfolder ({subfolders[0]}): classes are two or more subfolders"
-    return "its pictures lie in no subfolders: classes are a folder's subfolders, each a class"
+    need = "classes are two or more subfolders, every picture in one"
+    if not places:
+        return f"it holds no pictures ({', '.join(IMAGE_SUFFIXES)})"
+    if not subfolders:
+        return f"its pictures lie in no subfolders: {need}"
+    if not at_top:   # one subfolder: its own subfolders may be the classes (data/root/cats, data/root/dogs)
+        return (f"its pictures all lie in one subfolder, {subfolders[0]}: {need} (give --data "
+                f"{str(folder / subfolders[0])!r} where the classes are its subfolders)")
+    named = ", ".join(at_top[:3]) + (f" and {len(at_top) - 3} more" if len(at_top) > 3 else "")
+    return (f"{counted(len(at_top), 'picture')} at its top ({named}) outside its "
+            f"{counted(len(subfolders), 'subfolder')}: {need}")
 
 
 def refuse_empty_data(data: str | None) -> None:

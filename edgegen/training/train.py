@@ -125,7 +125,7 @@ def train(family: str, out: str | Path, data: str | None = None, steps: int | No
             try:
                 make_config(family, {**{k: v for k, v in shape.items() if k in known}, **model_options})
             except ConfigError as exc:   # the option given for the field it names: "--channels 3: ... image_channels"
-                if "num_classes" in str(exc) and os.path.isdir(data):   # a cgan's folder: what keeps it from classes
+                if shape.get("num_classes") == 0 and os.path.isdir(data):   # a cgan's folder: what keeps it from classes
                     raise ConfigError(f"{exc}; --data {data!r}: {why_no_classes(Path(data))}") from None
                 raise _said_as_the_option(exc, {field: (SHAPE_FLAGS[field], value) for field, value in
                                                 (("image_channels", given_channels), ("image_size", given_image_size))}) from None
