@@ -3,6 +3,7 @@ unstopped: stopped by Ctrl-C (a real SIGINT, held until the step ends), by SIGTE
 command line, or by a crash after the last periodic state."""
 
 import hashlib
+import io
 import os
 import signal
 import warnings
@@ -13,7 +14,7 @@ import torch
 from PIL import Image
 
 from edgegen.cli import main
-from edgegen.errors import CheckpointError, ConfigError, DataError, EdgegenWarning, OutputExistsError
+from edgegen.errors import CheckpointError, ConfigError, DataError, EdgegenWarning, OutputExistsError, TrainingError
 from edgegen.training import train as training
 from edgegen.training.common import torch_threads
 from edgegen.training.resume import resume_path
@@ -115,6 +116,15 @@ def test_sigterm_through_the_command_line_saves_and_resume_goes_on(tmp_path, mon
     assert weights(out) == weights(tmp_path / "straight")
 
 
+def stopped_run(monkeypatch, out, at: int, **options):
+    """A vae training of `out` stopped by Ctrl-C after step `at`, its state left beside it."""
+    real = stop_at(monkeypatch, at, send(signal.SIGINT))
+    with warnings.catch_warnings(), pytest.raises(KeyboardInterrupt):
+        warnings.simplefilter("ignore")
+        train("vae", out, progress=False, **options)
+    monkeypatch.setattr(training, "_step", real)
+
+
 def test_resume_refusals(tmp_path, monkeypatch):
     out = tmp_path / "vae"
     with pytest.raises(CheckpointError, match=r"--resume: expected the state of a stopped training .* found nothing"):
@@ -123,19 +133,19 @@ def test_resume_refusals(tmp_path, monkeypatch):
     folder.mkdir()
     for i, picture in enumerate(np.random.default_rng(0).integers(0, 255, (6, 8, 8, 3), dtype=np.uint8)):
         Image.fromarray(picture).save(folder / f"{i}.png")
-    real = stop_at(monkeypatch, 1, send(signal.SIGINT))
-    with warnings.catch_warnings(), pytest.raises(KeyboardInterrupt):
-        warnings.simplefilter("ignore")
-        train("vae", out, data=str(folder), steps=3, batch_size=4, image_size=8, progress=False)
-    monkeypatch.setattr(training, "_step", real)
-    with pytest.raises(ConfigError, match=r"found --lr 0.5 where it was left at its default .*leave them out"):
+    stopped_run(monkeypatch, out, 1, data=str(folder), steps=3, batch_size=4, image_size=8)
+    with pytest.raises(ConfigError, match=r"found --lr 0.5 where it had the default, 0.002 .*leave them out"):
         train("vae", out, lr=0.5, resume=True, progress=False)
+    with pytest.raises(ConfigError, match=r"found --steps 4 where it was given 3"):
+        train("vae", out, steps=4, seed=0, resume=True, progress=False)   # seed 0: the default it had, taken
+    with pytest.raises(ConfigError, match="expected either it .* or --force .*, found both"):
+        train("vae", out, resume=True, overwrite=True, progress=False)
     with pytest.raises(ConfigError, match="expected a stopped gan training .* found a vae one"):
         train("gan", out, resume=True, progress=False)
     with pytest.raises(OutputExistsError, match="found one stopped after step 1 of 3 .*give --resume .* or --force"):
         train("vae", out, data=str(folder), steps=3, progress=False)
     (folder / "extra.png").write_bytes((folder / "0.png").read_bytes())
-    with pytest.raises(DataError, match="expected the data the stopped training drew from, found .* changed"):
+    with pytest.raises(DataError, match=r"expected the data the stopped training drew from, found other data in .*sha256"):
         train("vae", out, resume=True, progress=False)
     (folder / "extra.png").unlink()
     with pytest.raises(ConfigError, match="save_every .* expected a positive number of steps, found 0"):
@@ -144,15 +154,34 @@ def test_resume_refusals(tmp_path, monkeypatch):
     resume_path(out).write_bytes(state[:len(state) // 2])   # cut short
     with pytest.raises(CheckpointError, match="found a file that does not read as one"):
         train("vae", out, resume=True, progress=False)
+    saved = torch.load(io.BytesIO(state), weights_only=True)
+    del saved["trainer"]["optimizer"]   # a trainer that held less (an older edgegen's): its Adam moments would be lost
+    torch.save(saved, resume_path(out))
+    with pytest.raises(CheckpointError, match=r"expected a state that fits this edgegen's vae trainer.*this one holds "
+                                              r"optimizer"):
+        train("vae", out, resume=True, progress=False)
     resume_path(out).write_bytes(state)
+    # --force over it: the stopped state stays until the new run writes its own (a diverging one writes none)
+    with pytest.raises(TrainingError):
+        train("vae", out, data=str(folder), steps=3, batch_size=4, image_size=8, lr=1000, overwrite=True, progress=False)
+    assert resume_path(out).read_bytes() == state
+    moved = folder.rename(tmp_path / "moved")
     with torch_threads(torch.get_num_threads() + 1):   # sums in another order: said
         with pytest.warns(EdgegenWarning, match=r"going on with \d+ torch threads where the stopped run had \d+"):
-            train("vae", out, resume=True, progress=False)
-    real = stop_at(monkeypatch, 1, send(signal.SIGINT))
-    with warnings.catch_warnings(), pytest.raises(KeyboardInterrupt):
-        warnings.simplefilter("ignore")
-        train("vae", tmp_path / "again", data=str(folder), steps=3, batch_size=4, image_size=8, progress=False)
-    monkeypatch.setattr(training, "_step", real)
-    assert train("vae", tmp_path / "again", data=str(folder), steps=2, batch_size=4, image_size=8, overwrite=True,
-                 progress=False)
-    assert not resume_path(tmp_path / "again").exists()   # --force started over, and the finished run left no state
+            train("vae", out, data=str(moved), resume=True, progress=False)   # the folder moved: its new place
+    assert not resume_path(out).exists()
+    with pytest.raises(CheckpointError, match=r"found nothing there \(it holds a checkpoint: the training finished\)"):
+        train("vae", out, resume=True, progress=False)
+
+
+def test_a_changed_init_and_a_stop_in_the_last_step(tmp_path, monkeypatch):
+    start = train("vae", tmp_path / "start", steps=2, batch_size=8, progress=False)
+    stopped_run(monkeypatch, tmp_path / "tuned", 1, init=str(start), steps=3, batch_size=8)
+    train("vae", start, steps=3, batch_size=8, overwrite=True, progress=False)   # trained again meanwhile
+    with pytest.raises(CheckpointError, match="expected the --init checkpoint the stopped training started from, found "
+                                              ".* changed since"):
+        train("vae", tmp_path / "tuned", resume=True, progress=False)
+    stop_at(monkeypatch, 3, send(signal.SIGINT))   # Ctrl-C in the last step: the checkpoint, then the stop
+    with pytest.raises(KeyboardInterrupt):
+        train("vae", tmp_path / "last", steps=3, batch_size=8, progress=False)
+    assert (tmp_path / "last" / "weights.safetensors").exists() and not resume_path(tmp_path / "last").exists()

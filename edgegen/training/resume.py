@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import shlex
 import signal
 import time
 import warnings
@@ -46,13 +47,48 @@ class Stopped:
     state: dict
 
 
+def run_arguments(out, family: str, given: dict, resume: bool, overwrite: bool, defaults: dict, flags: dict,
+                  builtin: tuple[str, ...]) -> tuple[Stopped | None, dict, bool]:
+    """(the stopped run a resume goes on with, or None; the arguments this run takes and records;
+    whether it may replace `out`). A resume takes the stopped run's: those given are refused where
+    they differ (a new --lr), but for --data, whose fingerprint is checked once it loads (the folder
+    moved, or the default named)."""
+    if resume and overwrite:
+        raise ConfigError("--resume: expected either it (go on with the stopped training) or --force (start over), "
+                          "found both")
+    if not resume:
+        return None, {k: recorded(v, builtin) for k, v in given.items()}, overwrite
+    stopped = read_stopped(out, family)
+    arguments = dict(stopped.about["arguments"])
+
+    def differs(name, value) -> bool:
+        had = arguments.get(name)
+        return recorded(value, builtin) != recorded(defaults.get(name) if had is None else had, builtin)
+
+    def said(name, value) -> str:
+        had = arguments.get(name)
+        was = f"was given {had!r}" if had is not None else f"had the default, {defaults[name]!r}" if name in defaults \
+            else "had the default"
+        return f"{flags.get(name, '--' + name.replace('_', '-'))} {value!r} where it {was}"
+
+    differing = [said(name, value) for name, value in given.items()
+                 if value is not None and name != "data" and differs(name, value)]
+    if differing:
+        raise ConfigError(f"--resume: expected the options of the stopped training, or none of them, found "
+                          f"{'; '.join(differing)} ({str(stopped.path)!r}): leave them out to go on with it")
+    if given.get("data") is not None:
+        arguments["data"] = recorded(given["data"], builtin)
+    return stopped, arguments, stopped.about["overwrite"]
+
+
 def read_stopped(out, family: str) -> Stopped:
     """The state a stopped training of `out` left, refused where there is none, it is unreadable, or
     it is another family's."""
     path = resume_path(out)
     if not path.exists():
+        finished = " (it holds a checkpoint: the training finished)" if Path(out, "config.json").is_file() else ""
         raise CheckpointError(f"--resume: expected the state of a stopped training of {str(out)!r} at {str(path)!r} "
-                              "(a training writes it every 10 minutes and when stopped), found nothing there")
+                              f"(a training writes it every 10 minutes and when stopped), found nothing there{finished}")
     stopped = _read(path)
     if stopped.about["family"] != family:
         raise ConfigError(f"--resume: expected a stopped {family} training at {str(path)!r}, found a "
@@ -85,7 +121,7 @@ def refuse_starting_over(out, overwrite: bool) -> None:
             where = ""
         raise OutputExistsError(f"output {str(out)!r}: expected no stopped training of it, found one stopped{where} "
                                 f"({str(path)!r}): give --resume to go on with it, or --force to start over (its "
-                                "state is deleted as the new training starts)")
+                                "state stays until the new training writes its own)")
 
 
 def recorded(value, builtin: tuple[str, ...]):
@@ -96,42 +132,28 @@ def recorded(value, builtin: tuple[str, ...]):
     return json.loads(json.dumps(value, default=str))
 
 
-def resumed_arguments(stopped: Stopped, given: dict, builtin: tuple[str, ...]) -> dict:
-    """The arguments the stopped training was given, which a resume takes; one given now that
-    differs (a new --lr) is refused, naming it: the run would not be the one stopped."""
-    arguments = stopped.about["arguments"]
-    differing = [f"{_flag(name)} {value!r} where it was {_given(arguments.get(name))}"
-                 for name, value in given.items()
-                 if value is not None and recorded(value, builtin) != arguments.get(name)]
-    if differing:
-        raise ConfigError(f"--resume: expected the options of the stopped training, or none of them, found "
-                          f"{'; '.join(differing)} ({str(stopped.path)!r}): leave them out to go on with it")
-    return arguments
-
-
-def _given(value) -> str:
-    return "left at its default" if value is None else f"given {value!r}"
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
 def data_fingerprint(images) -> str:
     """The sha256 of what training draws batches from (its examples and labels): a folder changed
-    since the run stopped is told from the one it trained on."""
-    digest = hashlib.sha256(np.ascontiguousarray(images.train).tobytes())
+    since the run stopped is told from the one it trained on. Hashed in place (a copy of a large
+    folder's pictures is hundreds of MB more at the peak, on a Jetson too)."""
+    digest = hashlib.sha256(memoryview(np.ascontiguousarray(images.train)).cast("B"))
     if images.train_labels is not None:
-        digest.update(np.ascontiguousarray(images.train_labels).tobytes())
+        digest.update(memoryview(np.ascontiguousarray(images.train_labels)).cast("B"))
     return digest.hexdigest()
 
 
-def refuse_another_run(stopped: Stopped, config: dict, fingerprint: str, data: str) -> None:
+def refuse_another_run(stopped: Stopped, config: dict, fingerprint: str, data: str, init_sha256: str | None) -> None:
     """The run rebuilt from the recorded arguments differs from the stopped one: its data changed
-    (pictures added to the folder), or this edgegen builds another config from them."""
+    (pictures added to the folder), its --init checkpoint was trained again, or this edgegen builds
+    another config from them."""
     if fingerprint != stopped.about["data_sha256"]:
-        raise DataError(f"--resume: expected the data the stopped training drew from, found {data!r} changed since "
-                        f"it stopped ({str(stopped.path)!r}): put the data back as it was, or train anew with --force")
+        raise DataError(f"--resume: expected the data the stopped training drew from, found other data in {data!r} (its "
+                        f"sha256 differs; {str(stopped.path)!r}): put the data back as it was, give --data its new "
+                        "place, or train anew with --force")
+    if init_sha256 != stopped.about["init_sha256"]:
+        raise CheckpointError(f"--resume: expected the --init checkpoint the stopped training started from, found "
+                              f"{stopped.about['arguments'].get('init')!r} changed since (its weights' sha256 differs): "
+                              "put it back, or train anew with --force")
     had = stopped.about["config"]
     if config != had:
         changed = [f"{k} {had.get(k)!r} -> {config.get(k)!r}" for k in sorted({*had, *config}) if had.get(k) != config.get(k)]
@@ -168,7 +190,10 @@ def restore_state(stopped: Stopped, model: torch.nn.Module, trainer) -> None:
             m.train(name not in evaluating)
         if callable(getattr(trainer, "load_state_dict", None)):
             trainer.load_state_dict(state["trainer"])
-        else:
+        else:   # the same state the trainer holds now, name for name (an older trainer's lacked some)
+            if (had := _layout(state["trainer"])) != (has := _layout(_attributes(trainer, _held_by(model), NESTED_DEPTH))):
+                raise ValueError(f"its trainer held {', '.join(sorted(set(had) - set(has))) or 'nothing more'}, this "
+                                 f"one holds {', '.join(sorted(set(has) - set(had))) or 'nothing more'}")
             _restore_attributes(trainer, state["trainer"])
         torch.set_rng_state(state["torch_rng"])
     except (KeyError, RuntimeError, ValueError, TypeError, AttributeError) as exc:
@@ -177,13 +202,17 @@ def restore_state(stopped: Stopped, model: torch.nn.Module, trainer) -> None:
                               f"{str(exc)[:200]}): train anew with --force") from None
 
 
-def say_other_threads(stopped: Stopped) -> None:
-    """A resume with other torch threads than the stopped run's: said, since sums in another order
-    make weights that differ slightly from an unstopped run's (docs/cli.md, the seed)."""
+def say_other_conditions(stopped: Stopped) -> None:
+    """A resume with other torch threads or another torch than the stopped run's: said, since sums
+    in another order make weights that differ slightly from an unstopped run's (docs/cli.md, the seed)."""
     had, has = stopped.about.get("torch_threads"), torch.get_num_threads()
-    if had is not None and had != has:
+    if had != has:
         warnings.warn(f"--resume: going on with {has} torch threads where the stopped run had {had}: the weights will "
                       f"differ slightly from an unstopped run's (set OMP_NUM_THREADS={had} to match)", EdgegenWarning,
+                      stacklevel=3)
+    if stopped.about["torch"] != torch.__version__:
+        warnings.warn(f"--resume: going on with torch {torch.__version__} where the stopped run had "
+                      f"{stopped.about['torch']}: the weights may differ slightly from an unstopped run's", EdgegenWarning,
                       stacklevel=3)
 
 
@@ -191,13 +220,29 @@ def _held_by(model: torch.nn.Module) -> set[int]:
     return {id(t) for t in [*model.parameters(), *model.buffers()]}
 
 
-def _attributes(owner, model_tensors: set[int], depth: int) -> dict:
+def _layout(state: dict, prefix: str = "") -> dict[str, str]:
+    """{dotted attribute name: kind} of an _attributes state."""
+    layout = {}
+    for name, (kind, saved) in state.items():
+        layout[prefix + name] = kind
+        if kind == "attributes":
+            layout.update(_layout(saved, f"{prefix}{name}."))
+    return layout
+
+
+def _attributes(owner, model_tensors: set[int], depth: int, seen: set[int] | None = None) -> dict:
     """A trainer's state that its attributes hold (a trainer without state_dict()): optimizers and
     schedules (their state_dict), counters and flags, numpy's and torch's generators, tensors, and
-    the same of plain helper objects (an EMA's update count). Modules the model holds are its
-    state's; functions and what else a trainer keeps (a base's weights it read) are left."""
+    the same of plain helper objects (an EMA's update count), each object once however many names
+    reach it. Modules the model holds are its state's; functions and what else a trainer keeps (a
+    base's weights it read) are left."""
+    seen = set() if seen is None else seen
     state = {}
     for name, value in vars(owner).items():
+        if not isinstance(value, (bool, int, float, str, type(None))):
+            if id(value) in seen:   # text2image's denoiser is its `live`, `trained` and `ema.source`
+                continue
+            seen.add(id(value))
         if isinstance(value, torch.nn.Module):
             held = [id(t) in model_tensors for t in [*value.parameters(), *value.buffers()]]
             if not all(held):   # a module of the trainer's own, outside the model
@@ -213,7 +258,7 @@ def _attributes(owner, model_tensors: set[int], depth: int) -> dict:
         elif callable(getattr(value, "state_dict", None)) and callable(getattr(value, "load_state_dict", None)):
             state[name] = ("state_dict", value.state_dict())
         elif depth > 0 and hasattr(value, "__dict__") and not callable(value) and not isinstance(value, type):
-            state[name] = ("attributes", _attributes(value, model_tensors, depth - 1))
+            state[name] = ("attributes", _attributes(value, model_tensors, depth - 1, seen))
     return state
 
 
@@ -256,8 +301,8 @@ class StateSaver:
     def said_stopped(self, step: int, out) -> None:
         family, steps = self.about["family"], self.about["steps"]
         warnings.warn(f"training stopped after step {step} of {steps}: its state is in {str(self.path)!r}; "
-                      f"'edgegen train {family} --out {out} --resume' goes on from there (train(..., resume=True) in "
-                      "Python)", EdgegenWarning, stacklevel=3)
+                      f"'edgegen train {family} --out {shlex.quote(str(out))} --resume' goes on from there "
+                      "(train(..., resume=True) in Python)", EdgegenWarning, stacklevel=3)
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)

@@ -25,12 +25,13 @@ from .checkpoint import (CHECKPOINT_KIND, checkpoint_files, data_trained_on, loa
                          saved_config)
 from .data import (ImageData, all_grey, data_class_names, data_classes, load_images, refuse_empty_data,
                    refuse_small_image_size, why_no_classes)
-from .resume import (StateSaver, StopBetweenSteps, data_fingerprint, read_stopped, recorded, refuse_another_run,
-                     refuse_starting_over, restore_state, resume_path, resumed_arguments, say_other_threads)
+from .resume import (StateSaver, StopBetweenSteps, data_fingerprint, refuse_another_run, refuse_starting_over,
+                     restore_state, resume_path, run_arguments, say_other_conditions)
 
 MAX_SEED = 2**63 - 1   # torch.manual_seed's largest
 MAX_LR = 1000.0
-TRAIN_ARGUMENTS = ("data", "steps", "batch_size", "lr", "seed", "image_size", "channels", "init")   # train()'s own
+TRAIN_FLAGS = {"data": "--data", "steps": "--steps", "batch_size": "--batch-size", "lr": "--lr", "seed": "--seed",   # train()'s
+               "image_size": "--image-size", "channels": "--channels", "init": "--init"}                         # own
 
 
 def train(family: str, out: str | Path, data: str | None = None, steps: int | None = None, batch_size: int | None = None,
@@ -51,21 +52,20 @@ def train(family: str, out: str | Path, data: str | None = None, steps: int | No
         writes it too, after the step under way; the finished checkpoint removes it.
     """
     module = family_module(family)
-    builtin = get_family(family).builtin_data
-    given = {"data": data, "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "image_size": image_size,
-             "channels": channels, "init": init, **model_options}
-    stopped = read_stopped(out, family) if resume else None
-    if stopped is not None:   # the stopped run's arguments, whatever was left out now
-        arguments = resumed_arguments(stopped, given, builtin)
-        data, steps, batch_size, lr, seed, image_size, channels, init = (arguments[k] for k in TRAIN_ARGUMENTS)
-        model_options = {k: v for k, v in arguments.items() if k not in TRAIN_ARGUMENTS}
-        overwrite = overwrite or stopped.about["overwrite"]
-    else:
-        refuse_starting_over(out, overwrite)
-        arguments = {k: recorded(v, builtin) for k, v in given.items()}
-    seed = 0 if seed is None else seed
+    refuse_empty(out, "output")
     if save_every is not None and (isinstance(save_every, bool) or not isinstance(save_every, int) or save_every < 1):
         raise ConfigError(f"save_every (--save-every): expected a positive number of steps, found {save_every!r}")
+    arguments_given = {"data": data, "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
+                       "image_size": image_size, "channels": channels, "init": init, **model_options}
+    defaults = {"steps": module.DEFAULT_STEPS, "batch_size": module.DEFAULT_BATCH, "lr": module.DEFAULT_LR, "seed": 0}
+    flags = {**TRAIN_FLAGS, **{option.keyword: option.flag for option in get_family(family).train_options}}
+    stopped, arguments, overwrite = run_arguments(out, family, arguments_given, resume, overwrite, defaults, flags,
+                                                  get_family(family).builtin_data)
+    if stopped is not None:   # the stopped run's arguments, whatever was left out now
+        data, steps, batch_size, lr, seed, image_size, channels, init = (arguments[k] for k in TRAIN_FLAGS)
+        model_options = {k: v for k, v in arguments.items() if k not in TRAIN_FLAGS}
+        save_every = stopped.about["save_every"] if save_every is None else save_every
+    seed = 0 if seed is None else seed
     refuse_empty_data(data)
     start = _starting_checkpoint(init, family)
     options_given = dict(model_options)
@@ -103,6 +103,8 @@ def train(family: str, out: str | Path, data: str | None = None, steps: int | No
     # held while it trains: a second run writing `out` is refused when it starts, not this one after its
     # minutes of training (its output was checked above, and appeared meanwhile); the checkpoint is written under it
     with writer_lock(out, "training it", wait=False):
+        if stopped is None:   # under the lock: a run training `out` now is said as that, not as a stopped one
+            refuse_starting_over(out, overwrite)
         given_image_size, given_channels = image_size, channels
         if start is not None and not getattr(module, "SHAPE_FROM_BASE", False):
             # the size and channels its weights were made for; data is resized to them (a ControlNet's base fixes its own)
@@ -164,7 +166,7 @@ def train(family: str, out: str | Path, data: str | None = None, steps: int | No
                               "that change them") from None
         fingerprint = data_fingerprint(images)
         if stopped is not None:   # before the build: a changed folder is said before the model is made
-            refuse_another_run(stopped, saved_config(config), fingerprint, data)
+            refuse_another_run(stopped, saved_config(config), fingerprint, data, start and start.weights_sha256)
         _refuse_a_model_training_cannot_hold(module, config, family)
         torch.manual_seed(seed)
         model = module.build(config)
@@ -178,17 +180,17 @@ def train(family: str, out: str | Path, data: str | None = None, steps: int | No
             model.load_state_dict(start.model.state_dict())   # and one that sets them from data (Glow's ActNorm) told
             getattr(trainer, "start_from_trained", lambda: None)()
 
+        # --force over a stopped run: its state stays until this run's first replaces it (this one may fail first)
         saver = StateSaver(resume_path(out), {"family": family, "arguments": arguments, "overwrite": overwrite,
                                               "config": saved_config(config), "data_sha256": fingerprint,
-                                              "steps": steps, "resumed": []}, model, trainer, save_every)
+                                              "init_sha256": start and start.weights_sha256, "steps": steps,
+                                              "save_every": save_every, "resumed": []}, model, trainer, save_every)
         done, averages, seconds_before = 0, {}, 0.0
         if stopped is not None:
             restore_state(stopped, model, trainer)
-            say_other_threads(stopped)
+            say_other_conditions(stopped)
             done, averages, seconds_before = stopped.about["step"], stopped.about["averages"], stopped.about["seconds"]
             saver.about["resumed"] = [*stopped.about["resumed"], done]
-        else:   # --force: the stopped run's state goes as this one starts (kept while its options were refused)
-            saver.remove()
         train_set = torch.from_numpy(images.train)
         if module.DATA_RANGE is not None:  # images in [0, 1] -> the model's range; token ids stay as they are
             low, high = module.DATA_RANGE
@@ -206,7 +208,7 @@ def train(family: str, out: str | Path, data: str | None = None, steps: int | No
                 # Exponential moving averages: a readable trend rather than per-batch noise.
                 averages = {k: v if k not in averages else 0.95 * averages[k] + 0.05 * v for k, v in losses.items()}
                 bar.update(1, " ".join(f"{k}={v:.3f}" for k, v in averages.items()))
-                if step == steps:   # a stop asked in the last step: the checkpoint is written all the same
+                if step == steps:   # a stop asked in the last step: delivered once the checkpoint is written
                     break
                 if stop.asked or saver.due(step):
                     _require_finite_weights(model, step, lr)   # a state worth going on from
@@ -228,7 +230,9 @@ def train(family: str, out: str | Path, data: str | None = None, steps: int | No
         written = save_checkpoint(out, family, config, model, data_info, training, overwrite=overwrite, reads=reads,
                                   lock_held=True)
         saver.remove()
-        return written
+    if stop.asked:   # Ctrl-C in the last step: the run is done, and the caller (a loop of trainings) stops
+        stop.stop()
+    return written
 
 
 def _starting_checkpoint(init, family: str):
