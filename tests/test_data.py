@@ -422,6 +422,11 @@ def test_a_diverged_run_writes_no_checkpoint_and_keeps_the_old_one(tmp_path):
         train("gan", good, steps=30, batch_size=8, image_size=16, lr=1000, overwrite=True, progress=False)
     with pytest.raises(TrainingError, match="the run diverged"):   # the VAE's loss refuses NaN images itself
         train("vae", tmp_path / "vae", steps=30, batch_size=8, lr=1000, progress=False)
+    # finite, a million-fold: a GAN at --lr 1000 for 3 steps ended at 7e18 and was written (review 143)
+    with pytest.raises(TrainingError, match=r"expected losses that did not explode, found loss_d \S+ -> \S+e\+\d+.* "
+                                            r"after step 3 \(the run diverged: try a smaller --lr than 1000\); no "
+                                            "checkpoint written"):
+        train("gan", good, steps=3, batch_size=8, lr=1000, overwrite=True, progress=False)
     assert sha256_file(good / "weights.safetensors") == before and not (tmp_path / "vae").exists()
 
 

@@ -288,9 +288,9 @@ class StateSaver:
         self.path, self.about, self.model, self.trainer, self.every = path, about, model, trainer, every
         self.last = time.monotonic()
 
-    def save(self, step: int, averages: dict, seconds: float) -> None:
-        save_state(self.path, {**self.about, "step": step, "averages": averages, "seconds": seconds},
-                   self.model, self.trainer)
+    def save(self, step: int, averages: dict, first: dict, seconds: float) -> None:
+        save_state(self.path, {**self.about, "step": step, "averages": averages, "first_losses": first,
+                               "seconds": seconds}, self.model, self.trainer)
         self.last = time.monotonic()
 
     def due(self, step: int) -> bool:

@@ -185,11 +185,12 @@ def train(family: str, out: str | Path, data: str | None = None, steps: int | No
                                               "config": saved_config(config), "data_sha256": fingerprint,
                                               "init_sha256": start and start.weights_sha256, "steps": steps,
                                               "save_every": save_every, "resumed": []}, model, trainer, save_every)
-        done, averages, seconds_before = 0, {}, 0.0
+        done, averages, seconds_before, first = 0, {}, 0.0, {}
         if stopped is not None:
             restore_state(stopped, model, trainer)
             say_other_conditions(stopped)
             done, averages, seconds_before = stopped.about["step"], stopped.about["averages"], stopped.about["seconds"]
+            first = stopped.about["first_losses"]
             saver.about["resumed"] = [*stopped.about["resumed"], done]
         train_set = torch.from_numpy(images.train)
         if module.DATA_RANGE is not None:  # images in [0, 1] -> the model's range; token ids stay as they are
@@ -207,16 +208,18 @@ def train(family: str, out: str | Path, data: str | None = None, steps: int | No
                                train_labels[index] if train_labels is not None else None)
                 # Exponential moving averages: a readable trend rather than per-batch noise.
                 averages = {k: v if k not in averages else 0.95 * averages[k] + 0.05 * v for k, v in losses.items()}
+                first.update({k: v for k, v in losses.items() if k not in first})   # a later stage's, when it starts
                 bar.update(1, " ".join(f"{k}={v:.3f}" for k, v in averages.items()))
                 if step == steps:   # a stop asked in the last step: delivered once the checkpoint is written
                     break
                 if stop.asked or saver.due(step):
                     _require_finite_weights(model, step, lr)   # a state worth going on from
-                    saver.save(step, averages, seconds_before + time.perf_counter() - began)
+                    saver.save(step, averages, first, seconds_before + time.perf_counter() - began)
                 if stop.asked:
                     saver.said_stopped(step, out)
                     stop.stop()
         _require_finite_weights(model, steps, lr)   # the last update is checked too, before anything is written
+        _refuse_exploded_losses(first, averages, steps, lr)
         model.eval()
         training = {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
                     "seconds": round(seconds_before + time.perf_counter() - began, 1), "final_losses": averages,
@@ -465,6 +468,19 @@ def _refuse_losses_not_numbers(trainer, losses) -> None:
              f"a {type(losses).__name__}")
     raise ConfigError(f"{type(trainer).__module__}.{type(trainer).__name__}.step: expected a dict of Python floats, loss "
                       f"name to value (loss.item()), found {found}")
+
+
+EXPLODED = 1e6   # a loss this many times its first value (or 1) at the end: diverged, though still finite
+
+
+def _refuse_exploded_losses(first: dict, averages: dict, steps: int, lr: float) -> None:
+    """A run whose losses grew a million-fold and stayed finite (a GAN at --lr 1000 ended at 7e18)
+    diverged as surely as one that reached NaN: refused, before a checkpoint replaces a good one."""
+    exploded = sorted(k for k, v in averages.items() if abs(v) > EXPLODED * max(1.0, abs(first.get(k, 0.0))))
+    if exploded:
+        said = ", ".join(f"{k} {first.get(k, 0.0):.3g} -> {averages[k]:.3g}" for k in exploded)
+        raise TrainingError(f"training: expected losses that did not explode, found {said} (a moving average) after "
+                            f"step {steps} (the run diverged: try a smaller --lr than {lr:g}); no checkpoint written")
 
 
 def _require_finite_weights(model, step: int, lr: float) -> None:
