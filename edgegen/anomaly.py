@@ -15,6 +15,7 @@ import numpy as np
 from .errors import ConfigError, EdgegenWarning, InputError, NonFiniteError
 from .runtimes.audio import AUDIO_SUFFIXES, read_wav
 from .storage import data_files, refuse_empty
+from .wording import counted
 from .training.data import IMAGE_SUFFIXES, image_files, pictures_as_trained
 
 SCORE_VALUES = 1 << 24   # float32 pixel values read and scored at once (64 MB): a folder is never held whole
@@ -124,7 +125,7 @@ def unscorable(files: list[Path], scores: np.ndarray) -> list[Path]:
 
 def said_unscorable(files: list[Path], audio: bool) -> str:
     shown = ", ".join(str(path) for path in files[:5]) + (f" and {len(files) - 5} more" if len(files) > 5 else "")
-    return (f"{len(files)} {noun(audio)[:-1] if len(files) == 1 else noun(audio)} the model cannot score (NaN or Inf "
+    return (f"{counted(len(files), 'clip' if audio else 'picture')} the model cannot score (NaN or Inf "
             f"inside it: far from the {noun(audio)} it was trained on): {shown}")
 
 

@@ -695,7 +695,7 @@ def _abridged(value, longest: int = 8):
     return value
 
 
-def _said_classes(config: dict) -> str:
+def _classes_line(config: dict) -> str:
     """A class-conditional package's classes as --label takes them: "3: 0 circle, 1 square, 2 star
     (--label takes a name or an id)"; "" for a model without classes."""
     from .runtimes.pipeline import class_names_in, numbered_names
@@ -725,7 +725,7 @@ def _print_info(path, shipped_name: str | None = None) -> str:
     print(f"package   {package.path}")
     print(f"family    {m.family}   name {m.name!r}   format {m.format}")
     print(f"config    {json.dumps(_abridged(m.config))}")
-    if classes := _said_classes(m.config):
+    if classes := _classes_line(m.config):
         print(f"classes   {classes}")
     for part, g in m.graphs.items():
         size = package.graph_path(part).stat().st_size

@@ -185,3 +185,25 @@ def test_a_changed_init_and_a_stop_in_the_last_step(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         train("vae", tmp_path / "last", steps=3, batch_size=8, progress=False)
     assert (tmp_path / "last" / "weights.safetensors").exists() and not resume_path(tmp_path / "last").exists()
+
+
+def test_a_stop_asked_as_the_saver_decides_is_saved_and_values_left_out_then_are_taken(tmp_path, monkeypatch):
+    """A Ctrl-C landing between the loop's two reads of it stopped the run without a state, while
+    its warning named one (review 163); an --image-size given at resume, which the stopped run left
+    at its default, was refused as differing."""
+    from edgegen.training.resume import StateSaver, read_stopped
+
+    due = StateSaver.due
+
+    def interrupted_inside(self, step):
+        if step == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        return due(self, step)
+
+    monkeypatch.setattr(StateSaver, "due", interrupted_inside)
+    # asked after step 2's read of it: held to the next step's end, and saved there
+    with pytest.warns(EdgegenWarning, match="training stopped after step 3 of 4"), pytest.raises(KeyboardInterrupt):
+        train("vae", tmp_path / "vae", steps=4, batch_size=8, progress=False)
+    monkeypatch.setattr(StateSaver, "due", due)
+    assert read_stopped(tmp_path / "vae", "vae").about["step"] == 3
+    assert train("vae", tmp_path / "vae", image_size=32, channels=1, resume=True, progress=False).exists()

@@ -86,17 +86,16 @@ def why_no_classes(folder: Path) -> str:
     places = [path.relative_to(folder).parts for path in data_files(folder, IMAGE_SUFFIXES)]
     at_top = [parts[0] for parts in places if len(parts) == 1]
     subfolders = sorted({parts[0] for parts in places if len(parts) > 1})
-    need = "classes are two or more subfolders, every picture in one"
     if not places:
         return f"it holds no pictures ({', '.join(IMAGE_SUFFIXES)})"
     if not subfolders:
-        return f"its pictures lie in no subfolders: {need}"
+        return "its pictures lie in no subfolders"
     if not at_top:   # one subfolder: its own subfolders may be the classes (data/root/cats, data/root/dogs)
-        return (f"its pictures all lie in one subfolder, {subfolders[0]}: {need} (give --data "
-                f"{str(folder / subfolders[0])!r} where the classes are its subfolders)")
+        inner = folder / subfolders[0]
+        return f"its pictures all lie in one subfolder, {subfolders[0]}" + (
+            f" (give --data {str(inner)!r}, whose subfolders are classes)" if folder_classes(inner) else "")
     named = ", ".join(at_top[:3]) + (f" and {len(at_top) - 3} more" if len(at_top) > 3 else "")
-    return (f"{counted(len(at_top), 'picture')} at its top ({named}) outside its "
-            f"{counted(len(subfolders), 'subfolder')}: {need}")
+    return f"{counted(len(at_top), 'picture')} at its top ({named}) outside its {counted(len(subfolders), 'subfolder')}"
 
 
 def refuse_empty_data(data: str | None) -> None:

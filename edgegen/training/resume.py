@@ -61,14 +61,16 @@ def run_arguments(out, family: str, given: dict, resume: bool, overwrite: bool, 
     stopped = read_stopped(out, family)
     arguments = dict(stopped.about["arguments"])
 
-    def differs(name, value) -> bool:
-        had = arguments.get(name)
+    def differs(name, value) -> bool:   # one left out then, of a default not known here (--image-size): taken,
+        had = arguments.get(name)       # and the config's and the data's checks decide once they are built
+        if had is None and name not in defaults:
+            arguments[name] = recorded(value, builtin)
+            return False
         return recorded(value, builtin) != recorded(defaults.get(name) if had is None else had, builtin)
 
     def said(name, value) -> str:
         had = arguments.get(name)
-        was = f"was given {had!r}" if had is not None else f"had the default, {defaults[name]!r}" if name in defaults \
-            else "had the default"
+        was = f"was given {had!r}" if had is not None else f"had the default, {defaults[name]!r}"
         return f"{flags.get(name, '--' + name.replace('_', '-'))} {value!r} where it {was}"
 
     differing = [said(name, value) for name, value in given.items()
@@ -88,7 +90,8 @@ def read_stopped(out, family: str) -> Stopped:
     if not path.exists():
         finished = " (it holds a checkpoint: the training finished)" if Path(out, "config.json").is_file() else ""
         raise CheckpointError(f"--resume: expected the state of a stopped training of {str(out)!r} at {str(path)!r} "
-                              f"(a training writes it every 10 minutes and when stopped), found nothing there{finished}")
+                              f"(a training writes it every 10 minutes, or as --save-every says, and when stopped), found "
+                              f"nothing there{finished}")
     stopped = _read(path)
     if stopped.about["family"] != family:
         raise ConfigError(f"--resume: expected a stopped {family} training at {str(path)!r}, found a "

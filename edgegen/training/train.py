@@ -51,37 +51,35 @@ def train(family: str, out: str | Path, data: str | None = None, steps: int | No
     save_every: write that state every this many steps; None: every 10 minutes. A stopped run
         writes it too, after the step under way; the finished checkpoint removes it.
     """
-    module = family_module(family)
+    module, declared = family_module(family), get_family(family)
     refuse_empty(out, "output")
     if save_every is not None and (isinstance(save_every, bool) or not isinstance(save_every, int) or save_every < 1):
         raise ConfigError(f"save_every (--save-every): expected a positive number of steps, found {save_every!r}")
     arguments_given = {"data": data, "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
                        "image_size": image_size, "channels": channels, "init": init, **model_options}
     defaults = {"steps": module.DEFAULT_STEPS, "batch_size": module.DEFAULT_BATCH, "lr": module.DEFAULT_LR, "seed": 0}
-    flags = {**TRAIN_FLAGS, **{option.keyword: option.flag for option in get_family(family).train_options}}
+    flags = {**TRAIN_FLAGS, **{option.keyword: option.flag for option in declared.train_options}}
     stopped, arguments, overwrite = run_arguments(out, family, arguments_given, resume, overwrite, defaults, flags,
-                                                  get_family(family).builtin_data)
-    if stopped is not None:   # the stopped run's arguments, whatever was left out now
+                                                  declared.builtin_data)
+    if stopped is not None:   # the stopped run's arguments, whatever was left out now (TRAIN_FLAGS: train()'s order)
         data, steps, batch_size, lr, seed, image_size, channels, init = (arguments[k] for k in TRAIN_FLAGS)
         model_options = {k: v for k, v in arguments.items() if k not in TRAIN_FLAGS}
         save_every = stopped.about["save_every"] if save_every is None else save_every
-    seed = 0 if seed is None else seed
+    steps, batch_size, lr, seed = (defaults[k] if v is None else v for k, v in
+                                   (("steps", steps), ("batch_size", batch_size), ("lr", lr), ("seed", seed)))
     refuse_empty_data(data)
     start = _starting_checkpoint(init, family)
     options_given = dict(model_options)
     if start is not None:   # its architecture's options, which a prepare_data reads (gpt's windows), unless given
         model_options = {**_options_of(start, family, options_given), **model_options}
         # a base given anew (a ControlNet's --base) brings its own data (default_data), not the start's
-        rebased = any(o.recorded_as and o.keyword in options_given for o in get_family(family).train_options)
+        rebased = any(o.recorded_as and o.keyword in options_given for o in declared.train_options)
         data = _data_of(start, init) if data is None and not rebased else data
     if data is None:   # a ControlNet's: its base's (default_data)
         data = module.default_data(model_options) if hasattr(module, "default_data") else getattr(module, "DEFAULT_DATA", "digits")
-    elif data in get_family(family).builtin_data and os.path.exists(data):   # the name wins: said, not silent
+    elif data in declared.builtin_data and os.path.exists(data):   # the name wins: said, not silent
         warnings.warn(f"--data {data!r}: the built-in data set, not the {'folder' if os.path.isdir(data) else 'file'} "
                       f"of that name here (give ./{data} to train on it)", EdgegenWarning, stacklevel=2)
-    steps = module.DEFAULT_STEPS if steps is None else steps
-    batch_size = module.DEFAULT_BATCH if batch_size is None else batch_size
-    lr = module.DEFAULT_LR if lr is None else lr
     for name, value in (("steps (--steps)", steps), ("batch_size (--batch-size)", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"training {name}: expected a positive integer, found {value!r}")
@@ -96,7 +94,7 @@ def train(family: str, out: str | Path, data: str | None = None, steps: int | No
     # what training reads (a data folder, a ControlNet's base checkpoint) is never what it replaces;
     # both refusals come before minutes of training, not after
     given = [*model_options.values(), *([start.path] if start else []),
-             *([] if data in get_family(family).builtin_data else [data])]
+             *([] if data in declared.builtin_data else [data])]
     reads = [p for p in given if isinstance(p, (str, Path)) and Path(p).exists()]
     refuse_output_inside_edgegens("output", out)
     refuse_output_folder(out, overwrite, CHECKPOINT_WEIGHTS, CHECKPOINT_KIND, reads, checkpoint_files)
@@ -181,17 +179,17 @@ def train(family: str, out: str | Path, data: str | None = None, steps: int | No
             getattr(trainer, "start_from_trained", lambda: None)()
 
         # --force over a stopped run: its state stays until this run's first replaces it (this one may fail first)
+        resumed = [*stopped.about["resumed"], stopped.about["step"]] if stopped is not None else []
         saver = StateSaver(resume_path(out), {"family": family, "arguments": arguments, "overwrite": overwrite,
                                               "config": saved_config(config), "data_sha256": fingerprint,
                                               "init_sha256": start and start.weights_sha256, "steps": steps,
-                                              "save_every": save_every, "resumed": []}, model, trainer, save_every)
+                                              "save_every": save_every, "resumed": resumed}, model, trainer, save_every)
         done, averages, seconds_before, first = 0, {}, 0.0, {}
         if stopped is not None:
             restore_state(stopped, model, trainer)
             say_other_conditions(stopped)
             done, averages, seconds_before = stopped.about["step"], stopped.about["averages"], stopped.about["seconds"]
             first = stopped.about["first_losses"]
-            saver.about["resumed"] = [*stopped.about["resumed"], done]
         train_set = torch.from_numpy(images.train)
         if module.DATA_RANGE is not None:  # images in [0, 1] -> the model's range; token ids stay as they are
             low, high = module.DATA_RANGE
@@ -212,10 +210,11 @@ def train(family: str, out: str | Path, data: str | None = None, steps: int | No
                 bar.update(1, " ".join(f"{k}={v:.3f}" for k, v in averages.items()))
                 if step == steps:   # a stop asked in the last step: delivered once the checkpoint is written
                     break
-                if stop.asked or saver.due(step):
+                asked = stop.asked   # read once: one arriving between two reads stopped the run unsaved (review 163)
+                if asked or saver.due(step):
                     _require_finite_weights(model, step, lr)   # a state worth going on from
                     saver.save(step, averages, first, seconds_before + time.perf_counter() - began)
-                if stop.asked:
+                if asked:
                     saver.said_stopped(step, out)
                     stop.stop()
         _require_finite_weights(model, steps, lr)   # the last update is checked too, before anything is written
@@ -223,12 +222,12 @@ def train(family: str, out: str | Path, data: str | None = None, steps: int | No
         model.eval()
         training = {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
                     "seconds": round(seconds_before + time.perf_counter() - began, 1), "final_losses": averages,
-                    **({"resumed_after_steps": saver.about["resumed"]} if saver.about["resumed"] else {})}
+                    **({"resumed_after_steps": resumed} if resumed else {})}
         if start is not None:
             training["init"] = {"checkpoint": _said(init), "weights_sha256": start.weights_sha256,
                                 "steps": start.training.get("steps"), "data": start.data.get("source", "digits")}
         data_info = {**images.describe(), "seed": seed}
-        if data not in get_family(family).builtin_data:   # a path: recorded whole, so export finds it from anywhere
+        if data not in declared.builtin_data:   # a path: recorded whole, so export finds it from anywhere
             data_info["source"] = str(Path(data).resolve())
         written = save_checkpoint(out, family, config, model, data_info, training, overwrite=overwrite, reads=reads,
                                   lock_held=True)
