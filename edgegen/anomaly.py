@@ -15,8 +15,8 @@ import numpy as np
 from .errors import ConfigError, EdgegenWarning, InputError, NonFiniteError
 from .runtimes.audio import AUDIO_SUFFIXES, read_wav
 from .storage import data_files, refuse_empty
-from .wording import counted
 from .training.data import IMAGE_SUFFIXES, image_files, pictures_as_trained
+from .wording import counted
 
 SCORE_VALUES = 1 << 24   # float32 pixel values read and scored at once (64 MB): a folder is never held whole
 DEFAULT_QUANTILE = 0.99
