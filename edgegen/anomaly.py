@@ -12,7 +12,7 @@ from typing import Iterable
 
 import numpy as np
 
-from .errors import ConfigError, EdgegenWarning, InputError, NonFiniteError
+from .errors import ConfigError, DataError, EdgegenWarning, InputError, NonFiniteError
 from .runtimes.audio import AUDIO_SUFFIXES, read_wav
 from .storage import data_files, refuse_empty
 from .training.data import IMAGE_SUFFIXES, image_files, pictures_as_trained
@@ -73,21 +73,22 @@ def picture_shape(pipe) -> tuple[int, int]:
     return channels, height
 
 
-def score_files(pipe, files: list[Path], audio: bool) -> np.ndarray:
-    """The package's anomaly score of each picture or WAV file (audio: scores_audio's), float64:
-    higher, less like its training data. One the model cannot score (its graph overflows to NaN or
-    Inf on it, or its score does) scores infinity, above any threshold: one so far from the training
-    data is the first a station should flag, and the others are scored all the same (one such
-    picture ended the run)."""
+def score_files(pipe, files: list[Path], audio: bool) -> tuple[np.ndarray, dict[Path, str]]:
+    """(the package's anomaly score of each picture or WAV file (audio: scores_audio's), float64:
+    higher, less like its training data; the files that could not be read, each with why). One the
+    model cannot score (its graph overflows to NaN or Inf on it, or its score does) scores infinity,
+    above any threshold: one so far from the training data is the first a station should flag. One
+    that cannot be read (a camera's upload cut short) scores NaN. Either way the others are scored
+    all the same (one such file ended the run)."""
+    unreadable: dict[Path, str] = {}
     if audio:   # a clip at a time: clips differ in length, and a long one is scored in windows
-        scores = np.array([_one_score(pipe, clip_as_trained(path, pipe.sample_rate)[None]) for path in files], np.float64)
+        scores = np.array([_clip_score(pipe, path, unreadable) for path in files], np.float64)
     else:
         channels, side = picture_shape(pipe)
         chunk = max(1, SCORE_VALUES // (channels * side * side))
-        scores = np.concatenate([_chunk_scores(pipe, pictures_as_trained(files[i:i + chunk], side, channels))
+        scores = np.concatenate([_chunk_scores(pipe, files[i:i + chunk], side, channels, unreadable)
                                  for i in range(0, len(files), chunk)]).astype(np.float64)
-    scores[~np.isfinite(scores)] = np.inf   # a NaN would be above no threshold
-    return scores
+    return scores, unreadable
 
 
 def clip_as_trained(path: Path, sample_rate: int) -> np.ndarray:
@@ -100,27 +101,57 @@ def clip_as_trained(path: Path, sample_rate: int) -> np.ndarray:
     return audio
 
 
-def _chunk_scores(pipe, examples: np.ndarray) -> np.ndarray:
-    """The scores of a chunk of pictures; where the graph refuses the chunk for non-finite outputs,
-    each picture's alone, infinity for those it refuses."""
+def _chunk_scores(pipe, files: list[Path], side: int, channels: int, unreadable: dict) -> np.ndarray:
+    """The scores of a chunk of picture files; where one cannot be read, or the graph refuses the
+    chunk for non-finite outputs, each picture's alone."""
     try:
-        return pipe.anomaly_score(examples)
+        pictures = pictures_as_trained(files, side, channels)
+    except (DataError, InputError):
+        return np.array([_picture_score(pipe, path, side, channels, unreadable) for path in files])
+    try:
+        scores = pipe.anomaly_score(pictures).astype(np.float64)
     except NonFiniteError:
-        return np.array([_one_score(pipe, example[None]) for example in examples])
+        return np.array([_one_score(pipe, picture[None]) for picture in pictures])
+    return np.where(np.isfinite(scores), scores, np.inf)   # a NaN would be above no threshold
+
+
+def _picture_score(pipe, path: Path, side: int, channels: int, unreadable: dict) -> float:
+    try:
+        picture = pictures_as_trained([path], side, channels)
+    except (DataError, InputError) as exc:
+        unreadable[path] = str(exc)
+        return math.nan
+    return _one_score(pipe, picture)
+
+
+def _clip_score(pipe, path: Path, unreadable: dict) -> float:
+    try:
+        clip = clip_as_trained(path, pipe.sample_rate)
+    except (DataError, InputError) as exc:
+        unreadable[path] = str(exc)
+        return math.nan
+    return _one_score(pipe, clip[None])
 
 
 def _one_score(pipe, batch_of_one: np.ndarray) -> float:
     """The score of one picture or clip, a batch of one; infinity where the graph refuses it for
-    non-finite outputs."""
+    non-finite outputs, or its score is not finite."""
     try:
-        return float(pipe.anomaly_score(batch_of_one)[0])
+        score = float(pipe.anomaly_score(batch_of_one)[0])
     except NonFiniteError:
         return math.inf
+    return score if math.isfinite(score) else math.inf
 
 
 def unscorable(files: list[Path], scores: np.ndarray) -> list[Path]:
     """The files score_files could not score (their scores infinite)."""
     return [path for path, score in zip(files, scores) if math.isinf(score)]
+
+
+def said_unreadable(unreadable: dict[Path, str]) -> str:
+    """The files score_files could not read, counted, and the first ones' reasons (each names its file)."""
+    reasons = "; ".join(list(unreadable.values())[:3]) + ("; ..." if len(unreadable) > 3 else "")
+    return f"{counted(len(unreadable), 'file')} that could not be read ({reasons})"
 
 
 def said_unscorable(files: list[Path], audio: bool) -> str:
@@ -147,7 +178,9 @@ def calibrated_threshold(pipe, normal: list[Path], quantile: float, audio: bool)
     below: one of them, not between two (numpy's default interpolates, and under 1/(1 - quantile)
     pictures its threshold flagged the highest normal one)."""
     _say_training_files(pipe, normal, audio)
-    scores = score_files(pipe, normal, audio)
+    scores, unreadable = score_files(pipe, normal, audio)
+    if unreadable:   # a threshold from the others would not be the one asked for
+        raise InputError(f"--normal: expected {noun(audio)} that read, found {said_unreadable(unreadable)}")
     if failed := unscorable(normal, scores):
         raise InputError(f"--normal: expected {noun(audio)} the model scores, found {said_unscorable(failed, audio)}: "
                          f"leave them out of the normal {noun(audio)}, or train on {noun(audio)} like them")

@@ -914,7 +914,7 @@ def _cmd_score(args) -> int:
     """Each picture's anomaly score; with a threshold (given, or the --quantile of --normal's
     scores), which score above it: exit status 1 where any does, as check's verdict."""
     from .anomaly import DEFAULT_QUANTILE, calibrated_threshold, check_quantile, check_threshold, noun, \
-        said_unscorable, score_files, scored_files, scores_audio, unscorable
+        said_unreadable, said_unscorable, score_files, scored_files, scores_audio, unscorable
     from .runtimes import load
 
     if args.quantile is not None and args.normal is None:
@@ -934,29 +934,37 @@ def _cmd_score(args) -> int:
     fp32_graphs = pipe.package.fp32_graphs(pipe.precision)   # load warned of them: a flow's refused forward variant
     if normal:
         threshold = calibrated_threshold(pipe, normal, quantile, audio)
-    scores = score_files(pipe, files, audio)
+    scores, unreadable = score_files(pipe, files, audio)
     if failed := unscorable(files, scores):   # scored infinity, above any threshold: said, not hidden in the table
         warnings.warn(f"{said_unscorable(failed, audio)}; scored inf, above any threshold", EdgegenWarning, stacklevel=2)
-    above = [None if threshold is None else bool(score > threshold) for score in scores]
+    above = [None if threshold is None or path in unreadable else bool(score > threshold)
+             for path, score in zip(files, scores)]
     calibration = {"normal": str(args.normal), "pictures": len(normal), "quantile": quantile} if normal else None
     if args.json:
         print(json.dumps({"report": SCORE_REPORT, "package": str(args.package), "precision": args.precision,
                           "fp32_graphs": fp32_graphs, "threshold": threshold, "calibration": calibration,
                           "pictures": [{"path": str(path), "score": float(score) if math.isfinite(score) else None,
-                                        "above": flag}
+                                        "above": flag, **({"error": unreadable[path]} if path in unreadable else {})}
                                        for path, score, flag in zip(files, scores, above)]}, indent=2))
     else:
         if calibration:
             print(f"threshold {threshold:.6g}: the {quantile:g} quantile of the scores of {len(normal)} normal "
                   f"{noun(audio)} in {str(args.normal)!r}")
-        width = max(len(f"{score:.6g}") for score in scores)
-        for path, score, flag in zip(files, scores, above):
+        shown = ["unreadable" if path in unreadable else f"{score:.6g}" for path, score in zip(files, scores)]
+        width = max(map(len, shown))
+        for path, score, flag in zip(files, shown, above):
             column = "" if flag is None else "above  " if flag else "       "
-            print(f"{score:>{width}.6g}  {column}{path}")
-        if threshold is not None:
-            print(f"{sum(above)} of {len(files)} {noun(audio)} score above {threshold:.6g}")
-    # a verdict, said on stderr too (a CI log shows a failed step's), as check's and info's
-    return _verdict("score", f"{sum(above)} of {len(files)} {noun(audio)} score above {threshold:.6g}") if any(above) else 0
+            print(f"{score:>{width}}  {column}{path}")
+    summary = (f"{sum(filter(None, above))} of {len(files)} {noun(audio)} score above {threshold:.6g}"
+               + (f" ({len(unreadable)} unreadable)" if unreadable else "")) if threshold is not None else ""
+    if summary and not args.json:
+        print(summary)
+    # a verdict, said on stderr too (a CI log shows a failed step's), as check's and info's; one above any threshold
+    # is the station's news, before the files that did not read (a camera's upload cut short), said beside it
+    verdict = summary if any(above) else ""
+    if unreadable:
+        print(f"edgegen: error: score: {said_unreadable(unreadable)}; the others were scored", file=sys.stderr)
+    return _verdict("score", verdict) if verdict else EXIT_USER_ERROR if unreadable else 0
 
 
 def _cmd_check(args) -> int:

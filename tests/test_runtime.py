@@ -476,3 +476,39 @@ def test_score_flags_the_pictures_the_model_cannot_score_and_scores_the_others(t
     assert main(["score", str(package), str(folder / "b-grey.png"), "--normal", str(folder)]) == 2
     assert "--normal: expected pictures the model scores, found 2 pictures the model cannot score" in \
         capsys.readouterr().err
+
+
+def test_score_scores_the_pictures_that_read_and_names_those_that_do_not(trained, tmp_path, capsys):
+    """A camera's upload cut short (a truncated JPEG) ended the whole `edgegen score` run with
+    status 2 and no scores (review 162). Now the others are scored and printed, the unreadable ones
+    named; the status is 1 where one scores above the threshold (the station's news), else 2. Among
+    the --normal pictures one that does not read is refused: a threshold without it is not the one
+    asked for."""
+    import json
+
+    from PIL import Image
+
+    from edgegen.cli import main
+
+    package = trained["vae"][1]
+    side = edgegen.load(package).image_shape[1]
+    today = tmp_path / "today"
+    today.mkdir()
+    Image.fromarray(np.full((side, side), 255, np.uint8)).save(today / "a-white.png")
+    Image.fromarray(load_images("digits", image_size=side).test[0, 0].__mul__(255).astype(np.uint8)).save(today / "b.png")
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(tmp_path / "whole.jpg")
+    (today / "c-cut.jpg").write_bytes((tmp_path / "whole.jpg").read_bytes()[:300])   # its upload cut short
+    assert main(["score", str(package), str(today), "--threshold", "1e9", "--json"]) == 2   # none above: the error
+    said = capsys.readouterr()
+    rows = json.loads(said.out)["pictures"]
+    assert [(row["score"] is None, row["above"]) for row in rows] == [(False, False), (False, False), (True, None)]
+    assert "c-cut.jpg" in rows[2]["error"] and "edgegen: error: score: 1 file that could not be read (picture " \
+        f"'{today / 'c-cut.jpg'}': expected a picture Pillow can read" in said.err and "the others were scored" in said.err
+    white = rows[0]["score"]
+    assert main(["score", str(package), str(today), "--threshold", str(white / 2)]) == 1   # one above: the verdict
+    said = capsys.readouterr()
+    assert "unreadable  " in said.out and said.out.splitlines()[-1] == \
+        f"1 of 3 pictures score above {white / 2:.6g} (1 unreadable)"
+    assert said.err.rstrip().endswith(f"edgegen: score: 1 of 3 pictures score above {white / 2:.6g} (1 unreadable)")
+    assert main(["score", str(package), str(today / "b.png"), "--normal", str(today)]) == 2
+    assert "--normal: expected pictures that read, found 1 file that could not be read" in capsys.readouterr().err
