@@ -36,7 +36,8 @@ MODELS_DISTRIBUTION = "edgegen-models"
 MODELS_INSTALL = ("pip install dist/edgegen_models-*.whl, the wheel built on the development machine beside edgegen's; "
                   "in a checkout, pip install -e ./models")
 MODELS_MISSING = f"the {MODELS_DISTRIBUTION} distribution, which holds them, is not installed here ({MODELS_INSTALL})"
-MODELS_REINSTALL = (f"install {MODELS_DISTRIBUTION} again (pip install --force-reinstall dist/edgegen_models-*.whl, the "
+# --no-deps: --force-reinstall alone fetches edgegen, its dependency, from the index again, which has none
+MODELS_REINSTALL = (f"install {MODELS_DISTRIBUTION} again (pip install --force-reinstall --no-deps dist/edgegen_models-*.whl, the "
                     "wheel built on the development machine; in a checkout, python -m edgegen_models.build)")
 SHIPPED_SOURCE = "shipped:"   # how a shipped package's manifest names its source checkpoint
 

@@ -3,6 +3,7 @@ a name finds the package exported from its checkpoint's very weights, else expor
 the cache; a package that drifted from its checkpoint is never used, and the release check and
 the wheel build find it."""
 
+import hashlib
 import importlib.util
 import json
 import os
@@ -421,7 +422,7 @@ def test_a_package_that_drifted_from_its_checkpoint_is_not_used(models):
     with pytest.raises(PackageError, match="expected its exported package, found none made from its weights"):
         edgegen.load(NAME)
     assert models_build.check([NAME], models, report=lambda line: None) == [
-        f"{NAME}: package missing, or exported from other weights or by other export code"]
+        f"{NAME}: package missing, or exported from other weights"]
     assert _build_backend().stale_packages(models) == [NAME]
 
 
@@ -505,6 +506,70 @@ def test_the_wheel_build_refuses_a_wheel_that_leaves_out_a_packages_file(tmp_pat
         f"edgegen_models/packages/{package.name}/held_out.npz"]
 
 
+def test_the_wheel_build_refuses_files_changed_since_their_export_wherever_the_manifest_records_them(tmp_path):
+    """A graph, its external data, a variant, a config record's file (the tokenizer): each changed or
+    gone is named, so a damaged package never ships; an unreadable manifest too (review 165)."""
+    backend = _build_backend()
+    package = tmp_path / "edgegen_models" / "packages" / "text2image-digits"
+    package.mkdir(parents=True)
+    contents = {"unet.onnx": b"g", "unet.onnx.data": b"d", "unet.int8.0123456789ab.onnx": b"v", "tokenizer.json": b"t"}
+    for name, data in contents.items():
+        (package / name).write_bytes(data)
+    sha = {name: hashlib.sha256(data).hexdigest() for name, data in contents.items()}
+    manifest = {"graphs": {"unet": {"file": "unet.onnx", "sha256": sha["unet.onnx"],
+                                    "external_data": {"unet.onnx.data": sha["unet.onnx.data"]}}},
+                "variants": {"int8": {"unet": {"file": "unet.int8.0123456789ab.onnx",
+                                               "sha256": sha["unet.int8.0123456789ab.onnx"]}}},
+                "config": {"text": {"tokenizer": {"file": "tokenizer.json", "sha256": sha["tokenizer.json"]}}},
+                "provenance": {"source_checkpoint": {"path": "shipped:text2image-digits", "weights_sha256": "0" * 64}}}
+    (package / "edgegen.json").write_text(json.dumps(manifest))
+    models = tmp_path / "edgegen_models"
+    assert backend.damaged_files(models) == []
+    for name in ("unet.onnx.data", "unet.int8.0123456789ab.onnx"):
+        (package / name).write_bytes(b"changed")
+    (package / "tokenizer.json").unlink()
+    assert backend.damaged_files(models) == [f"{package.name}/{n}" for n in
+                                             ("unet.onnx.data", "unet.int8.0123456789ab.onnx", "tokenizer.json")]
+    (package / "edgegen.json").write_text("{")
+    assert backend.damaged_files(models) == [f"{package.name}/edgegen.json"]
+
+
+def test_the_wheel_is_built_from_the_packages_as_they_are_now(tmp_path, monkeypatch):
+    """setuptools keeps build/lib between builds: a file since removed from packages/ (a replaced
+    graph) shipped again from there (review 165). A damaged package is refused before building."""
+    import zipfile
+
+    backend = _build_backend()
+    models = tmp_path / "models" / "edgegen_models"
+    (models / "checkpoints").mkdir(parents=True)
+    package = models / "packages" / "vae-digits"
+    package.mkdir(parents=True)
+    (package / "decoder.onnx").write_bytes(b"g")
+    (package / "edgegen.json").write_text(json.dumps({"graphs": {"decoder": {
+        "file": "decoder.onnx", "sha256": hashlib.sha256(b"g").hexdigest()}}}))
+    leftover = tmp_path / "models" / "build" / "lib" / "edgegen_models" / "packages" / "vae-digits" / "encoder.onnx"
+    leftover.parent.mkdir(parents=True)
+    leftover.write_bytes(b"removed since")
+
+    def setuptools_build(directory, *args):   # what setuptools ships: the packages folder and build/lib's
+        with zipfile.ZipFile(Path(directory) / "m.whl", "w") as wheel:
+            for path in [*models.rglob("*"), *(tmp_path / "models" / "build" / "lib").rglob("*")]:
+                if path.is_file():
+                    wheel.write(path, path.relative_to(path.parents[3]).as_posix())
+        return "m.whl"
+
+    monkeypatch.setattr(backend, "MODELS", models)
+    monkeypatch.setattr(backend._setuptools, "build_wheel", setuptools_build)
+    assert backend.build_wheel(str(tmp_path)) == "m.whl"
+    with zipfile.ZipFile(tmp_path / "m.whl") as wheel:
+        assert sorted(wheel.namelist()) == ["edgegen_models/packages/vae-digits/decoder.onnx",
+                                            "edgegen_models/packages/vae-digits/edgegen.json"]
+    (package / "decoder.onnx").write_bytes(b"changed")
+    with pytest.raises(SystemExit, match="found vae-digits/decoder.onnx changed or gone since the export; run "
+                                         "'python -m edgegen_models.build'"):
+        backend.build_wheel(str(tmp_path))
+
+
 def test_runtime_only_install_without_the_package_says_what_to_do(models, monkeypatch, capsys):
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
@@ -523,10 +588,10 @@ def test_the_models_build_on_a_runtime_only_install_says_what_it_needs(models, m
     assert models_build.main(["--check", NAME]) == 2
     assert "python -m edgegen_models.build --check, which compares each package with a fresh export, needs the " \
         "export extra" in capsys.readouterr().err
-    monkeypatch.setattr(models_build, "stale", lambda names, root=None: list(names))
-    assert models_build.main([NAME]) == 2 and "python -m edgegen_models.build needs the export extra" in \
-        capsys.readouterr().err
-    monkeypatch.setattr(models_build, "stale", lambda names, root=None: [])
+    monkeypatch.setattr(models_build, "why_stale", lambda name, root=None: "package damaged (a test's)")
+    assert models_build.main([NAME]) == 2 and "python -m edgegen_models.build, which exports again what is not " \
+        f"current ({NAME}: package damaged (a test's)), needs the export extra" in capsys.readouterr().err
+    monkeypatch.setattr(models_build, "why_stale", lambda name, root=None: None)
     assert models_build.main([NAME]) == 0 and "0 exported, 1 already current" in capsys.readouterr().out
 
 
@@ -634,7 +699,7 @@ def test_a_damaged_package_of_the_models_install_says_to_install_it_again(models
     graph = package / "generator.onnx"
     graph.write_bytes(graph.read_bytes()[:-1] + b"\0")
     assert main(["list"]) == 0 and f"{NAME}  gan         damaged in edgegen-models: install edgegen-models again " \
-        "(pip install --force-reinstall dist/edgegen_models-*.whl" in capsys.readouterr().out
+        "(pip install --force-reinstall --no-deps dist/edgegen_models-*.whl" in capsys.readouterr().out
     for call in (lambda: edgegen.load(NAME), lambda: shipped.resolve(NAME)):
         with pytest.raises(PackageError, match=rf"shipped model '{NAME}': expected the package edgegen-models installed "
                                                r"intact, found .* damaged \(graph 'generator' .*\): install "
@@ -642,6 +707,13 @@ def test_a_damaged_package_of_the_models_install_says_to_install_it_again(models
             call()
     assert main(["generate", NAME, "--n", "2", "--out", str(tmp_path / "x.png")]) == 2
     assert "install edgegen-models again" in capsys.readouterr().err and not (tmp_path / "x.png").exists()
+    # the build that makes the wheel (the other advice, in a checkout) exports it again; it called it
+    # current, and the wheel shipped it (review 165)
+    assert models_build.why_stale(NAME, models).startswith("package damaged (graph 'generator' ")
+    assert _build_backend().damaged_files(models) == [f"{NAME}/generator.onnx"]
+    assert models_build.build([NAME], models, report=lambda line: None) == [package]
+    assert models_build.stale([NAME], models) == [] and _build_backend().damaged_files(models) == []
+    assert main(["list"]) == 0 and "damaged" not in capsys.readouterr().out
 
 
 def test_bench_exports_a_shipped_name_in_a_process_of_its_own(tmp_path):

@@ -31,17 +31,27 @@ def names_in(root: Path = ROOT) -> list[str]:
 
 
 def stale(names: list[str], root: Path = ROOT) -> list[str]:
-    """The names whose package is missing or was exported from other weights than the checkpoint's,
-    or by other export code (its export may have been fixed since) where this install can export:
-    one with the runtime alone keeps the packages it was given."""
+    """The names whose package must be exported again (why_stale)."""
+    return [n for n in names if why_stale(n, root)]
+
+
+def why_stale(name: str, root: Path = ROOT) -> str | None:
+    """Why the package of `name` must be exported again: missing, exported from other weights than
+    the checkpoint's, damaged (a file changed or gone since, which a wheel would ship), or by other
+    export code (its export may have been fixed since) where this install can export: one with the
+    runtime alone keeps the packages it was given. None where it is current."""
     from edgegen.errors import missing_export_modules
     from edgegen.package import sha256_file
-    from edgegen.shipped import code_revision, recorded_code, recorded_weights
+    from edgegen.shipped import code_revision, package_damage, recorded_code, recorded_weights
 
-    compare_code = not missing_export_modules()
-    return [n for n in names
-            if recorded_weights(root / "packages" / n) != sha256_file(root / "checkpoints" / n / "weights.safetensors")
-            or (compare_code and recorded_code(root / "packages" / n) != code_revision())]
+    package = root / "packages" / name
+    if recorded_weights(package) != sha256_file(root / "checkpoints" / name / "weights.safetensors"):
+        return "package missing, or exported from other weights"
+    if damage := package_damage(package):
+        return f"package damaged ({damage})"
+    if not missing_export_modules() and recorded_code(package) != code_revision():
+        return "package exported by other export code"
+    return None
 
 
 def build(names: list[str], root: Path = ROOT, report=print) -> list[Path]:
@@ -128,8 +138,7 @@ def form_change(built, fresh, part: str) -> str:
 
 def check(names: list[str], root: Path = ROOT, report=print) -> list[str]:
     """The problems that keep these packages from shipping; [] when every one is current."""
-    problems = [f"{n}: package missing, or exported from other weights or by other export code"
-                for n in stale(names, root)]
+    problems = [f"{n}: {why}" for n in names if (why := why_stale(n, root))]
     for name in sorted(set(names) - {p.split(":")[0] for p in problems}):
         for part, diff in drift(name, root).items():
             if isinstance(diff, str):
@@ -158,8 +167,8 @@ def main(argv: list[str] | None = None) -> int:
             problems = check(names)
             print("\n".join(problems) or f"all {len(names)} packages match their checkpoints")
             return 1 if problems else 0
-        if stale(names):
-            require_export(parser.prog)
+        if reasons := [f"{n}: {why}" for n in names if (why := why_stale(n))]:
+            require_export(f"{parser.prog}, which exports again what is not current ({'; '.join(reasons)}),")
         written = build(names)
     except EdgegenError as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
