@@ -19,7 +19,8 @@ from pathlib import Path
 
 from . import __version__
 from .errors import (EXPORT_EXTRA, EXPORT_SIDE_MODULES, ConfigError, EdgegenError, EdgegenWarning, InputError, MissingExtraError,
-                     OutputExistsError, ParityError, missing_export_modules, require_export)
+                     OutputExistsError, ParityError, missing_export_modules, require_export,
+                     where_export_runs)
 from .package import created_time
 from .targets import DEFAULT_OPSET, TARGETS, TENSORRT_TARGETS, describe_targets, get_target
 from .wording import counted
@@ -744,8 +745,7 @@ def _print_info(path, shipped_name: str | None = None) -> str:
             offered = "other precisions'"
         where = f" to a copy (cp -r {package.path} pkg-{shipped_name})" if shipped_name else ""
         known = "none this edgegen reads" if m.foreign_variants else "none"   # the foreign ones are listed below
-        side = ", where the export extra is (a runtime-only install cannot)" if missing_export_modules() else ""
-        print(f"variants  {known} (fp32 only; 'edgegen optimize' adds {offered} variants{where}{side})")
+        print(f"variants  {known} (fp32 only; 'edgegen optimize' adds {offered} variants{where}{where_export_runs()})")
     for precision, parts in m.variants.items():
         for part, record in parts.items():
             gate = record.get("gate", {})

@@ -92,6 +92,12 @@ def missing_export_modules() -> list[str]:
     return [m for m in EXPORT_SIDE_MODULES if absent(m)]
 
 
+def where_export_runs() -> str:
+    """Said after advice to run an export-side command (edgegen optimize): on a runtime-only install,
+    where it runs instead; "" where it runs here."""
+    return ", where the export extra is (a runtime-only install cannot)" if missing_export_modules() else ""
+
+
 def require_export(what: str) -> None:
     """MissingExtraError where the export side is not installed (a runtime-only install on a device):
     one line naming `what` and the extra, before any work."""

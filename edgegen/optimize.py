@@ -534,8 +534,7 @@ def _variant(package, part, precision, target, calibration_feeds, gate_feeds, ga
         form_record, variant_feeds = {}, gate_feeds
         if form is not None:
             out, variant, declined = _in_form(form, part, entry, out, variant, disabled, [*gate_feeds[:2], feeds])
-            form_record = {"ort_form_declined": declined} if declined else {"ort_form": form.name,
-                                                                            "onnxruntime": onnxruntime.__version__}
+            form_record = {"ort_form_declined": declined} if declined else {"ort_form": form.name}
             variant_feeds = gate_feeds if declined else [form.feed(f) for f in gate_feeds]
             call += "" if declined else f" (the variant in its form, {form.name}; fp32 as exported)"
         gated = variant
@@ -546,7 +545,8 @@ def _variant(package, part, precision, target, calibration_feeds, gate_feeds, ga
         record = {"gate": {"metric": gate.metric, "value": round(gate.value, 4), "threshold": gate.threshold,
                            "passed": gate.passed, "line": gate.line(), **gate.detail},
                   "calibration": {"source": source, "inputs": _inputs_in(calibration_feeds, entry.inputs)} if precision == "int8"
-                  else None, "gate_inputs": source, "target": target, **form_record}
+                  else None, "gate_inputs": source, "target": target, **form_record,
+                  "onnxruntime": onnxruntime.__version__}   # what made and gated it: an older one may lack its ops
         if precision == "int8":
             record["weights"] = (f"7-bit (reduce_range): made on {saturates}, whose int8 kernels' 16-bit pairwise "
                                  "sums saturate with 8-bit weights" if saturates else "8-bit")

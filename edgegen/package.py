@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from .errors import BackendError, ConfigError, EdgegenError, HashMismatchError, ManifestError, OutputExistsError, PackageError, \
-    close_match, format_mismatch
+    close_match, format_mismatch, where_export_runs
 from .external_data import external_data_files
 from .storage import atomic_write_text, can_write_files_in, creation_mode, user_cache_dir
 
@@ -202,7 +202,7 @@ class Manifest:
 _VARIANT_FIELDS = {"file": str, "sha256": str, "refused": str, "target": str, "gate": dict, "last_refused": dict,
                    "speedup_ort_cpu": (int, float), "speed_measured_at": str, "disabled_optimizers": list,
                    "weights": str, "spared_matmuls": list, "spared_weights": list, "spared_share": (int, float), "ort_form": str,
-                   "ort_form_declined": str, "external_data": dict, "block_size": int, "form": str, "search": dict}
+                   "onnxruntime": str, "ort_form_declined": str, "external_data": dict, "block_size": int, "form": str, "search": dict}
 _JSON_TYPES = {str: "a string", dict: "an object", list: "a list", int: "an integer", (int, float): "a number"}
 
 
@@ -464,7 +464,7 @@ class Package:
         what = f"the {precision} variant of graph {part!r}" if part else f"{precision} variants"
         why = "; ".join(f"{p}: {reason}" for p, reason in refusals.items())
         return (f"package {str(self.path)!r}: expected {what} (made by 'edgegen optimize --precision {precision}'"
-                f"{self._optimized_copy(precision)}), found {f'none written ({why})' if refusals else 'none'}")
+                f"{self._optimized_copy(precision)}{where_export_runs()}), found {f'none written ({why})' if refusals else 'none'}")
 
     def _optimized_copy(self, precision: str) -> str:
         """For a shipped model's package, how its variants are made: optimize refuses the package every
@@ -510,7 +510,7 @@ class Package:
         if not found:
             return None
         return type(found[0])(f"{found[0]} (edgegen optimize {str(self.path)!r} --precision {precision} writes it "
-                              "again; the package's other precisions still run)")
+                              f"again{where_export_runs()}; the package's other precisions still run)")
 
     def _check_variant(self, precision: str, part: str, record: dict, verify_hashes: bool) -> None:
         where = f"variants.{precision}.{part}"

@@ -272,6 +272,45 @@ def test_export_force_over_a_package_with_variants_says_they_are_gone(trained, p
     assert "package replaced" not in capsys.readouterr().err   # none this time
 
 
+def test_a_variant_an_older_onnx_runtime_cannot_open_says_which_made_it_and_where_to_optimize(package_copy,
+                                                                                               monkeypatch):
+    """An int8 variant (QuantizeLinear at opset 23) on onnxruntime 1.23, which the runtime's pin
+    takes, failed with ONNX Runtime's NOT_IMPLEMENTED alone; and a runtime-only install was told to
+    run optimize, which it cannot (review 165)."""
+    import onnxruntime
+
+    pkg = package_copy("gan")
+    record = optimize_package(pkg, "int8", calibration=16, target="tensorrt", progress=_quiet)["generator"]
+    assert record["onnxruntime"] == onnxruntime.__version__
+    real_session = edgegen.runtimes.OrtSession
+
+    def older_runtime(part, path, *args, **kwargs):
+        if ".int8." in Path(path).name:
+            raise PackageError(f"graph {part!r} at {str(path)!r}: expected a loadable ONNX model, found: NOT_IMPLEMENTED "
+                               ": Could not find an implementation for QuantizeLinear(23)")
+        return real_session(part, path, *args, **kwargs)
+
+    monkeypatch.setattr("edgegen.runtimes.OrtSession", older_runtime)
+    with pytest.raises(PackageError) as own:   # the ONNX Runtime that made it: the failure is the variant's own
+        edgegen.load(pkg, precision="int8")
+    assert str(own.value).endswith("QuantizeLinear(23)")
+    monkeypatch.setattr(onnxruntime, "__version__", "1.23.2")
+    made = re.escape(record["onnxruntime"])
+    with pytest.raises(PackageError, match=rf"QuantizeLinear\(23\) \(the int8 variant was made with onnxruntime {made}; this "
+                                           rf"one is 1\.23\.2, which may lack an op it uses: install onnxruntime {made} or "
+                                           r"later here, or run edgegen optimize --precision int8 with this one, or "
+                                           r"precision 'fp32'\)$"):
+        edgegen.load(pkg, precision="int8")
+    assert edgegen.load(pkg).sample(2, seed=0).shape == (2, 1, 32, 32)
+    monkeypatch.setattr("edgegen.errors.missing_export_modules", lambda: ["torch", "onnx"])   # a device's install
+    with pytest.raises(PackageError, match=r"with this one, where the export extra is \(a runtime-only install "
+                                           r"cannot\), or precision 'fp32'"):
+        edgegen.load(pkg, precision="int8")
+    with pytest.raises(PackageError, match=r"expected fp16 variants \(made by 'edgegen optimize --precision fp16', where "
+                                           r"the export extra is \(a runtime-only install cannot\)\), found none"):
+        edgegen.load(pkg, precision="fp16")
+
+
 def test_a_changed_variant_file_is_refused(package_copy, capsys):
     pkg = package_copy("gan")
     optimize_package(pkg, "int8", calibration=16, target="tensorrt", progress=_quiet)

@@ -6,8 +6,9 @@ Runtime code: nothing here imports torch or onnx, so it installs on a device wit
 from __future__ import annotations
 
 import os
+import re
 
-from ..errors import BackendError, ConfigError, PackageError, PrecisionWarning, not_one_of, warn_caller
+from ..errors import BackendError, ConfigError, PackageError, PrecisionWarning, not_one_of, warn_caller, where_export_runs
 from ..families import package_config, require_offered_precision
 from ..package import MANIFEST_NAME, PRECISIONS, Package, fp32_graphs_note
 from ..shipped import resolve as resolve_shipped
@@ -59,16 +60,32 @@ def open_sessions(package: Package, backend: str = "auto", threads: int | None =
                                         cache_dir=cache, spin=spin,
                                         disabled_optimizers=tuple(record.get("disabled_optimizers", ())))
         except PackageError as exc:
-            if not record.get("ort_form"):
+            if (hint := _older_onnxruntime_hint(record, precision)) is None:
                 raise
-            # a variant in ONNX Runtime's form (edgegen optimize) may need ops newer than this ONNX Runtime has
-            import onnxruntime
-
-            raise PackageError(f"{exc} (the {precision} variant is in ONNX Runtime's form, {record['ort_form']}, "
-                               f"made with onnxruntime {record.get('onnxruntime', 'of its time')}; this one is "
-                               f"{onnxruntime.__version__}: update it, or run edgegen optimize --precision {precision} "
-                               "here, where the form is used only if this ONNX Runtime runs it)") from None
+            raise PackageError(f"{exc} ({hint})") from None
     return sessions
+
+
+def _older_onnxruntime_hint(record: dict, precision: str) -> str | None:
+    """Why a variant that does not open may not (made and gated with a newer ONNX Runtime than this
+    one, whose ops it may lack: int8's QuantizeLinear at opset 23 on 1.23, the KV cache form's
+    TensorScatter), and what to do; None for fp32, or where this ONNX Runtime is not older."""
+    import onnxruntime
+
+    made_with, here = record.get("onnxruntime"), onnxruntime.__version__
+    if "file" not in record or (made_with is not None and _release(here) >= _release(made_with)):
+        return None
+    form = f" is in ONNX Runtime's form, {record['ort_form']}, and" if record.get("ort_form") else ""
+    made = f"made with onnxruntime {made_with}" if made_with else "made by an edgegen optimize that did not record its onnxruntime"
+    newer = f" {made_with} or later" if made_with else " of the optimize's version or later"
+    return (f"the {precision} variant{form} was {made}; this one is {here}, which may lack an op it uses: install "
+            f"onnxruntime{newer} here, or run edgegen optimize --precision {precision} with this one{where_export_runs()}"
+            f", or precision 'fp32'")
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """(1, 23, 2) of "1.23.2" (or "1.23.2.dev20251101+cpu"), for ordering releases."""
+    return tuple(int(part) for part in re.findall(r"\d+", version.split("+")[0])[:3])
 
 
 SLOWER = 0.9   # a variant's speed against fp32 said at load below this: further than one timing's noise from even
