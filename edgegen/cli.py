@@ -533,7 +533,9 @@ def _refuse_output_inside_package(flag: str, out, package) -> None:
 
 
 def _refuse_inside_package(flag: str, out, package) -> None:
-    if Path(out).resolve().is_relative_to(Path(package).resolve()):
+    from .storage import resolved
+
+    if resolved(out, flag).is_relative_to(Path(package).resolve()):
         raise OutputExistsError(f"{flag} {str(out)!r}: expected a file outside the package it reads "
                                 f"({str(package)!r}), found it inside")
 
@@ -549,7 +551,9 @@ def _refuse_out_over_what_generate_reads(out, package, options: dict) -> None:
 
 def _refuse_output_over_inputs(flag: str, out, values) -> None:
     """An output is written after its command read its inputs: never over one of them."""
-    target = Path(out).resolve()
+    from .storage import resolved
+
+    target = resolved(out, flag)
     for value in values:
         try:   # a prompt is a string too, and one too long for a file name is no file
             same = isinstance(value, (str, os.PathLike)) and Path(value).is_file() and Path(value).resolve() == target

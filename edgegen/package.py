@@ -23,7 +23,7 @@ from typing import Any, Iterable
 from .errors import BackendError, ConfigError, EdgegenError, HashMismatchError, ManifestError, OutputExistsError, PackageError, \
     close_match, format_mismatch, where_export_runs
 from .external_data import external_data_files
-from .storage import atomic_write_text, can_write_files_in, creation_mode, user_cache_dir
+from .storage import atomic_write_text, can_write_files_in, creation_mode, resolved, user_cache_dir
 
 FORMAT = "edgegen.package/1"
 MANIFEST_NAME = "edgegen.json"
@@ -645,7 +645,7 @@ def refuse_output_inside_edgegens(what: str, out: str | os.PathLike) -> None:
     makes --force refuse to replace it."""
     if not isinstance(out, (str, os.PathLike)):   # Path(None)'s TypeError named neither (an empty one: refuse_empty)
         raise ConfigError(f"{what}: expected a path, found {out!r:.60}")
-    for folder in Path(out).resolve().parents:
+    for folder in resolved(out, what).parents:
         for kind, markers in (("package", (MANIFEST_NAME,)), ("checkpoint", (CHECKPOINT_WEIGHTS, "config.json"))):
             if all((folder / marker).is_file() for marker in markers):
                 raise OutputExistsError(f"{what} {str(out)!r}: expected a path outside edgegen's packages and "

@@ -24,6 +24,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import sys
 import tempfile
 import time
@@ -91,9 +92,16 @@ def atomic_write_with(path: str | os.PathLike, write: Callable[[BinaryIO], objec
     try:
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
+            target = _KeepsWriteErrors(f)
+            try:
+                write(target)
+                f.flush()
+                os.fsync(f.fileno())
+            except Exception as exc:   # a full disk, said for `path`, the user's output, not the temporary name
+                error = exc if isinstance(exc, OSError) else target.error
+                if error is None:
+                    raise
+                raise OSError(error.errno, error.strerror, str(path)) from exc
         fault_point(f"written {path.name} under a temporary name")
         _rename_onto(tmp, path)
     except BaseException:
@@ -102,6 +110,24 @@ def atomic_write_with(path: str | os.PathLike, write: Callable[[BinaryIO], objec
         raise
     fsync_directory(path.parent)
     fault_point(f"renamed {path.name} into place")
+
+
+class _KeepsWriteErrors:
+    """The file a write callback writes into, keeping the OSError a write raised: a library writing
+    through it may raise its own error instead (torch.save on a full disk: "unexpected pos")."""
+
+    def __init__(self, file: BinaryIO):
+        self.file, self.error = file, None
+
+    def write(self, data) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def __getattr__(self, name: str):
+        return getattr(self.file, name)
 
 
 def _rename_onto(tmp: str, path: Path) -> None:
@@ -124,8 +150,38 @@ def _make_room(path: Path, what: str) -> None:
 
 
 def _refuse_directory(path: Path, what: str) -> None:
-    if path.is_dir():
+    """A directory, or another kind of file than a regular one (a FIFO, a device, through a link
+    too), at a file output's path: refused, since the rename that writes the output would replace
+    it with a regular file (as root, /dev/null)."""
+    kind = file_kind(path)
+    if kind == "a directory":
         raise OutputExistsError(f"{what} {str(path)!r}: expected a file to write, found a directory")
+    if kind not in (None, "a file"):
+        raise OutputExistsError(f"{what} {str(path)!r}: expected a regular file to replace (or none), found {kind}, "
+                                "which writing the output (a new file renamed over the name) would replace")
+
+
+def file_kind(path: str | os.PathLike) -> str | None:
+    """What is at `path`, through links: "a file", "a directory", "a FIFO", "a character device",
+    "a block device", "a socket", "a symbolic-link loop"; None where nothing is (or a link to nothing)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "a symbolic-link loop"
+        return None
+    kinds = ((stat.S_ISREG, "a file"), (stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
+             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+    return next((kind for test, kind in kinds if test(mode)), "a special file")
+
+
+def resolved(path: str | os.PathLike, what: str) -> Path:
+    """Path(path).resolve(), where a symbolic-link loop is refused as the option's (Python before
+    3.13 raises RuntimeError for one)."""
+    try:
+        return Path(path).resolve()
+    except RuntimeError:
+        raise ConfigError(f"{what} {str(path)!r}: expected a path, found a symbolic-link loop on it") from None
 
 
 def _file_on_the_way(path: Path, what: str) -> OutputExistsError:
@@ -160,6 +216,7 @@ def check_writable(path: str | os.PathLike, what: str) -> None:
     file on the way to it, or a folder the system will not write in (probed with a temporary file
     in the nearest folder that exists, removed at once). No folder is made: the write makes them."""
     refuse_empty(path, what)
+    resolved(path, what)   # a symbolic-link loop said here, before anything resolves it
     path = Path(path)
     _refuse_directory(path, what)
     if path.is_file() and not os.access(path, os.W_OK):   # the user's protection, which a rename over it would pass
@@ -186,6 +243,7 @@ def can_write_files_in(folder: str | os.PathLike) -> bool:
 
 def check_folder_writable(out: str | os.PathLike, what: str = "output") -> None:
     """Refuse, before any work, a folder output the system will not let this user make (no folder is made)."""
+    resolved(out, what)   # a symbolic-link loop said here, before anything resolves it
     if os.path.exists(out) and not os.path.isdir(out):   # a file in its place: mkdir's bare FileExistsError
         raise OutputExistsError(f"{what} {str(out)!r}: expected a folder, found a file")
     _writable_folder_on_the_way(Path(os.path.realpath(out)), what, "folder", shown=out)

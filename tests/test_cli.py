@@ -1,6 +1,7 @@
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import warnings
@@ -361,6 +362,54 @@ def test_an_output_the_user_made_read_only_is_refused_not_replaced(package_copy,
     assert grid.read_bytes() == b"mine"
     grid.chmod(0o644)
     assert run_cli(capsys, "generate", pkg, "--n", "2", "--out", grid)[0] == 0 and grid.read_bytes() != b"mine"
+
+
+def test_a_fifo_a_device_or_a_link_loop_at_an_output_is_refused_not_replaced(package_copy, tmp_path, capsys):
+    """The atomic write renames a new file over the name: a FIFO a reader waits on, and a device a
+    link points at (as root, /dev/null itself), were replaced with a regular file; a link loop
+    ended in a RuntimeError's traceback (review 166)."""
+    from edgegen.storage import file_kind
+
+    pkg = package_copy("vae")
+    fifo = tmp_path / "f.png"
+    os.mkfifo(fifo)
+    link = tmp_path / "link.png"   # as a link to /dev/null would be (not tried: as root, a fault would replace it)
+    link.symlink_to(fifo)
+    loop = tmp_path / "loop.png"
+    loop.symlink_to(loop.name)
+    for out in (fifo, link):
+        code, _, err = run_cli(capsys, "generate", pkg, "--n", "2", "--out", out)
+        assert code == 2 and err == (f"edgegen: error: --out {str(out)!r}: expected a regular file to replace (or none), "
+                                     "found a FIFO, which writing the output (a new file renamed over the name) "
+                                     "would replace\n"), err
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode) and link.is_symlink()
+    assert file_kind("/dev/null") == "a character device" and file_kind(loop) == "a symbolic-link loop"
+    for command in (["generate", pkg, "--n", "2", "--out", loop], ["bench", pkg, "--iters", "1", "--json", loop],
+                    ["export", str(tmp_path / "no-checkpoint"), "--out", loop]):
+        code, _, err = run_cli(capsys, *command)
+        assert code == 2 and f"{str(loop)!r}: expected a path, found a symbolic-link loop on it" in err, err
+
+
+def test_a_write_that_fails_is_said_for_the_users_file_whoever_wrote_it(tmp_path):
+    """A full disk: torch.save writing through a file raises its own RuntimeError ("unexpected pos")
+    in place of the OSError, and any failed write named no file (bench --json: "No space left on
+    device (OSError)"); said as the system's error, for the file the user named (review 166). The
+    disk is filled by a file size limit, in a process of its own."""
+    script = ("import resource, signal, sys, torch\n"
+              "from edgegen.storage import atomic_write_with\n"
+              "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+              "resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))\n"
+              "for name, write in (('state.pt', lambda f: torch.save(torch.zeros(100000), f)),\n"
+              "                    ('report.json', lambda f: f.write(bytes(100000)))):\n"
+              "    try:\n"
+              "        atomic_write_with(sys.argv[1] + '/' + name, write)\n"
+              "    except OSError as exc:\n"
+              "        print(exc.filename, exc.strerror, type(exc).__name__)\n")
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [f"{tmp_path}/state.pt File too large OSError",
+                                        f"{tmp_path}/report.json File too large OSError"], done.stdout
+    assert list(tmp_path.iterdir()) == []   # no temporary file left
 
 
 def test_a_benchmarks_peak_memory_is_its_own(trained):

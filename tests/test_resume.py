@@ -6,6 +6,8 @@ import hashlib
 import io
 import os
 import signal
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -172,6 +174,70 @@ def test_resume_refusals(tmp_path, monkeypatch):
     assert not resume_path(out).exists()
     with pytest.raises(CheckpointError, match=r"found nothing there \(it holds a checkpoint: the training finished\)"):
         train("vae", out, resume=True, progress=False)
+
+
+def test_a_file_or_folder_of_the_users_at_the_states_name_is_never_replaced(tmp_path):
+    """--force replaced anything at OUT.resume (a user's notes were deleted once the run ended) and a
+    folder there failed the run after its training (review 166): only a state that reads is replaced."""
+    out = tmp_path / "vae"
+    resume_path(out).write_text("my notes")
+    for overwrite in (False, True):
+        with pytest.raises(OutputExistsError, match=r"output .*: expected the state a stopped training wrote at .* found "
+                                                    r"a file that does not read as one .*: move it, or give another --out"):
+            train("vae", out, steps=2, batch_size=8, overwrite=overwrite, progress=False)
+    assert resume_path(out).read_text() == "my notes" and not out.exists()
+    resume_path(out).unlink()
+    resume_path(out).mkdir()
+    with pytest.raises(OutputExistsError, match=r"\(a file\), found a directory: move it"):
+        train("vae", out, steps=2, batch_size=8, overwrite=True, progress=False)
+    with pytest.raises(CheckpointError, match=r"--resume: .*\(a file\), found a directory: move it away"):
+        train("vae", out, resume=True, progress=False)
+    assert resume_path(out).is_dir() and not out.exists()
+
+
+def test_a_full_disk_ends_the_training_in_one_line_and_a_state_not_written_lets_it_go_on(tmp_path):
+    """A checkpoint the disk cannot hold ended in safetensors' SafetensorError (exit 3, a traceback),
+    a state in torch.save's "unexpected pos" RuntimeError, which also ended hours of training
+    (review 166). The disk is filled by a file size limit, in a process of its own."""
+    out = tmp_path / "vae"
+    script = ("import resource, signal, sys\n"
+              "from edgegen.cli import main\n"
+              "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+              "resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))\n"
+              "sys.exit(main(sys.argv[1:]))\n")
+    done = subprocess.run([sys.executable, "-c", script, "train", "vae", "--steps", "3", "--batch-size", "8",
+                           "--save-every", "1", "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    warned = f"edgegen: warning: training state after step 1: expected to write it at '{out}.resume', found the system " \
+             "refusing (File too large): the training goes on, and no state of it is there to go on from"
+    assert done.stderr.count("training state after step") == 1 and warned in done.stderr, done.stderr
+    assert done.stderr.endswith(f"edgegen: error: '{out}': File too large (OSError)\n"), done.stderr
+    assert list(tmp_path.iterdir()) == []   # no checkpoint, state, staging folder or temporary file
+
+
+def test_a_stop_whose_state_cannot_be_written_says_which_state_is_there(tmp_path, monkeypatch):
+    from edgegen.training import resume
+
+    real_save = resume.save_state
+
+    def full_after_step_1(path, about, model, trainer):
+        if about["step"] > 1:
+            raise OSError(28, "No space left on device", str(path))
+        real_save(path, about, model, trainer)
+
+    monkeypatch.setattr(resume, "save_state", full_after_step_1)
+    stop_at(monkeypatch, 3, send(signal.SIGINT))
+    with pytest.warns(EdgegenWarning) as said, pytest.raises(KeyboardInterrupt):
+        train("vae", tmp_path / "vae", steps=5, batch_size=8, save_every=1, progress=False)
+    lines = [str(w.message) for w in said]
+    assert lines[0].startswith("training state after step 2: expected to write it at ") and \
+        lines[0].endswith("(No space left on device): the training goes on, and its state after step 1 stays there")
+    assert lines[1].startswith("training stopped after step 3 of 5: its state after step 1 (the last written) is in ")
+    assert len(lines) == 2 and resume.read_stopped(tmp_path / "vae", "vae").about["step"] == 1
+    monkeypatch.setattr(resume, "save_state", lambda *args: full_after_step_1(*args[:1], {"step": 2}, *args[2:]))
+    with pytest.warns(EdgegenWarning, match=r"training stopped after step 3 of 5: no state of it could be written at "
+                                            r".*, so it cannot go on"), pytest.raises(KeyboardInterrupt):
+        train("vae", tmp_path / "other", steps=5, batch_size=8, save_every=1, progress=False)
 
 
 def test_a_changed_init_and_a_stop_in_the_last_step(tmp_path, monkeypatch):

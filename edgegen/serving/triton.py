@@ -36,7 +36,7 @@ from ..package import (CHECKPOINT_WEIGHTS, MANIFEST_NAME, PRECISIONS, Package, T
 from ..runtimes.backends import KNOWN_BACKENDS
 from ..runtimes import warn_if_gated_before_its_check
 from ..shipped import resolve as resolve_shipped
-from ..storage import (KILLED_WRITERS_LEFTOVER, atomic_write_text, clean_leftover, refuse_empty, refuse_output_folder,
+from ..storage import (KILLED_WRITERS_LEFTOVER, atomic_write_text, clean_leftover, refuse_empty, refuse_output_folder, resolved,
                        refuse_replacing_other, staged_directory)
 from .requests import COUNT_INPUTS, TRITON_TYPES, Field, served
 
@@ -158,6 +158,7 @@ def write_repository(packages: list[str], out: str | Path, options: RepositoryOp
     opened = [Package(resolve_shipped(p)) for p in packages]
     names = _model_names(opened, names)
     refuse_empty(out, "output")   # the working folder, which the hint would then name as ''
+    resolved(out, "output")   # a symbolic-link loop said here, before anything resolves it
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise OutputExistsError(f"output {str(out)!r}: expected a model repository directory, found a file")

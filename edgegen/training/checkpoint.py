@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 import platform
+import re
 import types
 import typing
 import warnings
@@ -156,7 +157,7 @@ def save_checkpoint(out: str | Path, family: str, config: Any, model: torch.nn.M
     that is or holds one of `reads` (what made it). lock_held: the caller holds `out`'s writer lock."""
     with staged_directory(out, overwrite=overwrite, holds=CHECKPOINT_WEIGHTS, kind=CHECKPOINT_KIND, reads=reads,
                           owns=checkpoint_files, lock_held=lock_held) as stage:
-        save_file(_unshared(model.state_dict()), str(stage / CHECKPOINT_WEIGHTS))
+        _save_weights(_unshared(model.state_dict()), stage / CHECKPOINT_WEIGHTS, out)
         os.chmod(stage / CHECKPOINT_WEIGHTS, creation_mode(directory=False))   # safetensors writes it private (0600)
         meta = {
             "format": CHECKPOINT_FORMAT,
@@ -168,6 +169,18 @@ def save_checkpoint(out: str | Path, family: str, config: Any, model: torch.nn.M
         }
         atomic_write_text(stage / CONFIG, json.dumps(meta, indent=2) + "\n")
     return Path(out)
+
+
+def _save_weights(state: dict, path: Path, out) -> None:
+    """safetensors' save_file, whose failure to write (a full disk) is its own SafetensorError with the
+    system's error in its text: said as that OSError, for `out`, the user's output."""
+    try:
+        save_file(state, str(path))
+    except Exception as exc:  # noqa: BLE001 - safetensors' SafetensorError derives from Exception alone
+        code = re.search(r"\(os error (\d+)\)", str(exc))
+        if code is None:
+            raise
+        raise OSError(int(code[1]), os.strerror(int(code[1])), str(out)) from None
 
 
 def saved_config(config) -> dict:

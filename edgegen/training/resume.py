@@ -25,7 +25,7 @@ import torch
 
 from .. import __version__
 from ..errors import CheckpointError, ConfigError, DataError, EdgegenWarning, OutputExistsError
-from ..storage import atomic_write_with
+from ..storage import atomic_write_with, file_kind
 
 RESUME_FORMAT = "edgegen.resume/1"
 SAVE_EVERY_S = 600.0   # by default a crash or a power cut loses at most ten minutes of training
@@ -99,16 +99,21 @@ def read_stopped(out, family: str) -> Stopped:
     return stopped
 
 
-def _read(path: Path) -> Stopped:
+def _read(path: Path, what: str = "--resume",
+          advice: str = "move it away to train anew (--force replaces only a state that reads)") -> Stopped:
+    """The state at `path`, or a CheckpointError that says it as `what`'s, with `advice`."""
+    if (kind := file_kind(path)) not in (None, "a file"):
+        raise CheckpointError(f"{what}: expected the state a stopped training wrote at {str(path)!r} (a file), found "
+                              f"{kind}: {advice}")
     try:   # mmap: a state of gigabytes is read as it is used, not copied whole first
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         about = json.loads(state.pop("about"))
         if about.get("format") != RESUME_FORMAT:
             raise ValueError(f"format {about.get('format')!r}")
     except Exception as exc:  # noqa: BLE001 - torch's and zipfile's many errors of a cut or foreign file
-        raise CheckpointError(f"--resume: expected the state a stopped training wrote at {str(path)!r} "
+        raise CheckpointError(f"{what}: expected the state a stopped training wrote at {str(path)!r} "
                               f"({RESUME_FORMAT}), found a file that does not read as one ({type(exc).__name__}: "
-                              f"{str(exc)[:200]}): train without --resume, with --force, to start over") from None
+                              f"{str(exc)[:200]}): {advice}") from None
     return Stopped(path, about, state)
 
 
@@ -116,15 +121,19 @@ def refuse_starting_over(out, overwrite: bool) -> None:
     """A new training of an `out` whose earlier training was stopped: refused unless `overwrite`,
     since starting over would replace the stopped one's state (hours of training, maybe)."""
     path = resume_path(out)
-    if path.exists() and not overwrite:
-        try:
-            about = _read(path).about
-            where = f" after step {about['step']} of {about['steps']}"
-        except CheckpointError:
-            where = ""
-        raise OutputExistsError(f"output {str(out)!r}: expected no stopped training of it, found one stopped{where} "
-                                f"({str(path)!r}): give --resume to go on with it, or --force to start over (its "
-                                "state stays until the new training writes its own)")
+    if not os.path.lexists(path):
+        return
+    # what does not read as a stopped training's state (a file of the user's, a folder) is never
+    # replaced: --force replaced it with this run's state, or deleted it when the run ended (review 166)
+    try:
+        about = _read(path, f"output {str(out)!r}", "move it, or give another --out (edgegen replaces only a state "
+                      "that reads as one)").about
+    except CheckpointError as exc:
+        raise OutputExistsError(str(exc)) from None
+    if not overwrite:
+        raise OutputExistsError(f"output {str(out)!r}: expected no stopped training of it, found one stopped after step "
+                                f"{about['step']} of {about['steps']} ({str(path)!r}): give --resume to go on with it, "
+                                "or --force to start over (its state stays until the new training writes its own)")
 
 
 def recorded(value, builtin: tuple[str, ...]):
@@ -285,15 +294,29 @@ def _restore_attributes(owner, state: dict) -> None:
 
 class StateSaver:
     """Saves a run's state every `every` steps (None: every SAVE_EVERY_S seconds) and when it is
-    stopped; removes it once the checkpoint is written."""
+    stopped; removes it once the checkpoint is written. `saved_step`: the step of the state of
+    this run on disk (a resumed run's: the step it stopped at), or None."""
 
-    def __init__(self, path: Path, about: dict, model, trainer, every: int | None):
+    def __init__(self, path: Path, about: dict, model, trainer, every: int | None, saved_step: int | None = None):
         self.path, self.about, self.model, self.trainer, self.every = path, about, model, trainer, every
-        self.last = time.monotonic()
+        self.last, self.saved_step, self.failing = time.monotonic(), saved_step, False
 
     def save(self, step: int, averages: dict, first: dict, seconds: float) -> None:
-        save_state(self.path, {**self.about, "step": step, "averages": averages, "first_losses": first,
-                               "seconds": seconds}, self.model, self.trainer)
+        """A state that cannot be written (a full disk) is said once, and the training goes on: the
+        state written before stays whole, and the checkpoint at the end is what it is for (a full
+        disk's is said then, as an error)."""
+        try:
+            save_state(self.path, {**self.about, "step": step, "averages": averages, "first_losses": first,
+                                   "seconds": seconds}, self.model, self.trainer)
+            self.saved_step, self.failing = step, False
+        except OSError as exc:
+            if not self.failing:
+                kept = (f"its state after step {self.saved_step} stays there" if self.saved_step is not None
+                        else "no state of it is there to go on from")
+                warnings.warn(f"training state after step {step}: expected to write it at {str(self.path)!r}, found the "
+                              f"system refusing ({exc.strerror or exc}): the training goes on, and {kept}",
+                              EdgegenWarning, stacklevel=3)
+            self.failing = True
         self.last = time.monotonic()
 
     def due(self, step: int) -> bool:
@@ -303,7 +326,12 @@ class StateSaver:
 
     def said_stopped(self, step: int, out) -> None:
         family, steps = self.about["family"], self.about["steps"]
-        warnings.warn(f"training stopped after step {step} of {steps}: its state is in {str(self.path)!r}; "
+        if self.saved_step is None:
+            warnings.warn(f"training stopped after step {step} of {steps}: no state of it could be written at "
+                          f"{str(self.path)!r}, so it cannot go on", EdgegenWarning, stacklevel=3)
+            return
+        state = "its state" if self.saved_step == step else f"its state after step {self.saved_step} (the last written)"
+        warnings.warn(f"training stopped after step {step} of {steps}: {state} is in {str(self.path)!r}; "
                       f"'edgegen train {family} --out {shlex.quote(str(out))} --resume' goes on from there "
                       "(train(..., resume=True) in Python)", EdgegenWarning, stacklevel=3)
 

@@ -183,7 +183,8 @@ def train(family: str, out: str | Path, data: str | None = None, steps: int | No
         saver = StateSaver(resume_path(out), {"family": family, "arguments": arguments, "overwrite": overwrite,
                                               "config": saved_config(config), "data_sha256": fingerprint,
                                               "init_sha256": start and start.weights_sha256, "steps": steps,
-                                              "save_every": save_every, "resumed": resumed}, model, trainer, save_every)
+                                              "save_every": save_every, "resumed": resumed}, model, trainer, save_every,
+                           saved_step=stopped.about["step"] if stopped is not None else None)
         done, averages, seconds_before, first = 0, {}, 0.0, {}
         if stopped is not None:
             restore_state(stopped, model, trainer)
