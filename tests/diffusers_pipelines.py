@@ -14,16 +14,18 @@ CAPTION_WORDS = ("a", "digit", "zero", "one", "two", "three", "four", "five", "s
 
 
 def ddpm_layout(out: Path, sample_size: int = 16, channels: int = 3, seed: int = 0, attention: bool = True,
-                scheduler_name: str = "DDIMScheduler", **scheduler_config) -> Path:
-    """A UNet2DModel pipeline (DDPMPipeline's layout: unet/ and scheduler/)."""
+                scheduler_name: str = "DDIMScheduler", unet_config: dict | None = None, **scheduler_config) -> Path:
+    """A UNet2DModel pipeline (DDPMPipeline's layout: unet/ and scheduler/); unet_config: more of
+    UNet2DModel's settings, or others."""
     import diffusers
 
     torch.manual_seed(seed)
     unet = diffusers.UNet2DModel(
-        sample_size=sample_size, in_channels=channels, out_channels=channels, layers_per_block=1,
+        sample_size=sample_size, layers_per_block=1,
         block_out_channels=(32, 64), norm_num_groups=8,
         down_block_types=("DownBlock2D", "AttnDownBlock2D" if attention else "DownBlock2D"),
-        up_block_types=("AttnUpBlock2D" if attention else "UpBlock2D", "UpBlock2D"))
+        up_block_types=("AttnUpBlock2D" if attention else "UpBlock2D", "UpBlock2D"), **{
+            "in_channels": channels, "out_channels": channels, **(unet_config or {})})
     scheduler = getattr(diffusers, scheduler_name).from_config(scheduler_config)
     diffusers.DDPMPipeline(unet=unet, scheduler=scheduler).save_pretrained(out)
     return out

@@ -213,6 +213,28 @@ def test_a_scheduler_is_imported_as_the_pipeline_that_loads_the_folder_runs_it(s
     with pytest.warns(EdgegenWarning, match=r"_class_name 'EulerDiscreteScheduler' as 'DDIMScheduler', as diffusers' "
                                             r"DDIMPipeline sets them"):
         assert edgegen.load(export_diffusers(unet2d, tmp_path / "ddim-pkg")).config.sampler == "ddim"
+    # a class edgegen has no sampler of, with a setting of its own that DDIM does not take: DDIMPipeline
+    # runs its DDIM all the same (review 164: refused, naming the schedulers edgegen has)
+    heun = {**diffusers.HeunDiscreteScheduler(use_karras_sigmas=True, timestep_spacing="trailing").config,
+            "_class_name": "HeunDiscreteScheduler"}
+    settings.write_text(json.dumps({k: v for k, v in heun.items() if k != "_use_default_values"}))
+    with pytest.warns(EdgegenWarning, match=r"_class_name 'HeunDiscreteScheduler' as 'DDIMScheduler'"):
+        pipe = edgegen.load(export_diffusers(unet2d, tmp_path / "heun-pkg"))
+    theirs = diffusers.DDIMPipeline.from_pretrained(unet2d)
+    theirs.set_progress_bar_config(disable=True)
+    assert pipe.config.sampler == "ddim" and pipe.config.sampler_options["timestep_spacing"] == "trailing"
+    reference = theirs(batch_size=2, generator=torch.Generator().manual_seed(0), num_inference_steps=STEPS,
+                       output_type="np").images
+    noise = torch.randn((2, *pipe.space_shape), generator=torch.Generator().manual_seed(0)).numpy()
+    assert_images_close(pipe.sample(2, steps=STEPS, noise=noise), reference)
+    # a setting left unset is said at its class's default: DDIMScheduler's clip_sample is True, not 'unset'
+    sd_settings = folder / "scheduler" / "scheduler_config.json"
+    written = json.loads(sd_settings.read_text())
+    sd_settings.write_text(json.dumps({**{k: v for k, v in written.items() if k != "clip_sample"},
+                                       "_class_name": "DDIMScheduler"}))
+    with pytest.warns(EdgegenWarning, match=r"clip_sample True \(the default\) as False, as diffusers' "
+                                            r"StableDiffusionPipeline sets them"):
+        export_diffusers(folder, tmp_path / "sd-ddim-pkg")
 
 
 def test_a_component_missing_or_not_fitting_its_weights_is_named(sd_packages, tmp_path):
@@ -424,6 +446,8 @@ def test_bench_runs_the_imported_pipelines_folder_beside_the_package(ddpm_packag
      "sampler implements variance_type=None or variance_type='fixed_small' or variance_type='fixed_large' only"),
     ({"_class_name": "PNDMScheduler", "prediction_type": "sample"}, "pndm': expected prediction_type epsilon"),
     ({"trained_betas": [0.1, 0.2]}, "trained_betas"),
+    ({"trained_betas": [0.01] * 1000}, r"trained_betas=\[0\.01, .*\.\.\. \(1000 values\): edgegen's ddim sampler implements "
+                                       r"trained_betas=None only"),   # one line, not the 5 kB of them all
     ({"some_new_setting": 3}, "some_new_setting=3 is not one edgegen's ddim sampler implements"),
     ({"steps_offset": "one"}, "expected steps_offset to be an integer, found 'one'"),
     ({"beta_start": "0.1"}, "expected beta_start to be a number, found '0.1'"),
@@ -438,6 +462,40 @@ def test_schedulers_edgegen_cannot_match_are_refused(ddpm_packages, tmp_path, ed
     with pytest.raises(CheckpointError, match=message):
         export_diffusers(copy, tmp_path / "pkg")
     assert not (tmp_path / "pkg").exists()
+
+
+def test_unet2d_settings_no_sampler_here_steps_are_refused_by_name(tmp_path):
+    """A learned time embedding's Gather took the float timestep (an internal error's traceback);
+    Fourier features of log(t) exported, then gave NaN at the t = 0 every schedule ends at; an
+    out_channels of another size was said to be learned variances (review 164)."""
+    for embedding, why in (("learned", "a table looked up by integer timestep"),
+                           ("fourier", "Gaussian Fourier features of log\\(t\\), a score-SDE model's")):
+        folder = ddpm_layout(tmp_path / embedding, unet_config={"time_embedding_type": embedding, "flip_sin_to_cos": False,
+                                                                "num_train_timesteps": 1000})
+        with pytest.raises(CheckpointError, match=rf"expected time_embedding_type 'positional' .*, found '{embedding}' "
+                                                  rf"\({why}"):
+            export_diffusers(folder, tmp_path / "pkg")
+    for out_channels, why in ((6, "learned variances"), (1, "a prediction of another shape than the sample's")):
+        folder = ddpm_layout(tmp_path / f"out{out_channels}", unet_config={"out_channels": out_channels})
+        with pytest.raises(CheckpointError, match=rf"expected out_channels 3 .*, found {out_channels} \({why}"):
+            export_diffusers(folder, tmp_path / "pkg")
+    assert not (tmp_path / "pkg").exists()
+
+
+def test_a_rectangular_stable_diffusion_unet_matches_diffusers(sd_packages, tmp_path):
+    """sample_size [height, width], as diffusers' Stable Diffusion pipelines read it, was refused
+    (review 164); the sample size does not change the weights."""
+    folder = tmp_path / "sd"
+    shutil.copytree(sd_packages["sd8"][0], folder)
+    config = folder / "unet" / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "sample_size": [8, 12]}))
+    pipe = edgegen.load(export_diffusers(folder, tmp_path / "pkg"))
+    assert pipe.space_shape[1:] == (8, 12)
+    latents = torch.randn((2, *pipe.space_shape), generator=torch.Generator().manual_seed(2))
+    reference = sd_pipeline(folder)(PROMPTS, num_inference_steps=STEPS, latents=latents.clone(), output_type="np").images
+    ours = pipe(PROMPTS, steps=STEPS, noise=latents.numpy())
+    assert ours.shape[2:] == (16, 24)
+    assert_images_close(ours, reference)
 
 
 def test_layouts_edgegen_does_not_import_are_refused(ddpm_packages, sd_packages, tmp_path):

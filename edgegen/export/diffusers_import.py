@@ -68,7 +68,7 @@ def scheduler_settings(config: dict, where: str) -> SchedulerSettings:
         value = config.get(key)
         if key in config and (not isinstance(value, kind) or isinstance(value, bool)):
             expected = {int: "an integer", str: "a string"}.get(kind, "a number")
-            raise CheckpointError(f"{where}: expected {key} to be {expected}, found {value!r}")
+            raise CheckpointError(f"{where}: expected {key} to be {expected}, found {_short(value)}")
     sampler = SCHEDULERS[name]
     takes = SAMPLERS[sampler].options
     # another sampler's settings are kept for it (Stable Diffusion's PNDM config carries DDIM's
@@ -84,12 +84,12 @@ def scheduler_settings(config: dict, where: str) -> SchedulerSettings:
             if key not in FIXED:
                 continue
         if key not in FIXED:
-            raise CheckpointError(f"{where}: {name} setting {key}={value!r} is not one edgegen's {sampler} sampler "
+            raise CheckpointError(f"{where}: {name} setting {key}={_short(value)} is not one edgegen's {sampler} sampler "
                                   "implements; expected only the settings of diffusers' defaults")
         only = _ONLY_FOR.get((key, value)) if isinstance(value, (str, int, float, type(None))) else None
         if value not in FIXED[key] or (only is not None and only != sampler):
             implemented = " or ".join(f"{key}={v!r}" for v in FIXED[key] if _ONLY_FOR.get((key, v), sampler) == sampler)
-            raise CheckpointError(f"{where}: {name} with {key}={value!r}: edgegen's {sampler} sampler implements "
+            raise CheckpointError(f"{where}: {name} with {key}={_short(value)}: edgegen's {sampler} sampler implements "
                                   f"{implemented} only; re-save the scheduler with that, or use one of "
                                   f"{', '.join(SCHEDULERS)} at its defaults")
     schedule = {key: config.get(key, default) for key, default in
@@ -101,6 +101,14 @@ def scheduler_settings(config: dict, where: str) -> SchedulerSettings:
     except (ConfigError, TypeError, ValueError) as exc:   # a value of the wrong type too
         raise CheckpointError(f"{where}: {exc}") from None
     return SchedulerSettings(schedule, sampler, options)
+
+
+def _short(value: Any) -> str:
+    """A setting's value as a one-line message says it: a thousand trained betas as their first few."""
+    said = repr(value)
+    if len(said) <= 80:
+        return said
+    return f"{said[:60]}... ({len(value)} values)" if isinstance(value, (list, tuple)) else f"{said[:60]}..."
 
 
 # -- the folder --------------------------------------------------------------------------------
@@ -149,18 +157,37 @@ CLASS_DEFAULTS = {"steps_offset": 0, "clip_sample": {"DDIMScheduler": True, "DDP
 
 def _as_the_pipeline_loads_it(config: dict, pipeline: str | None, path: Path) -> dict:
     name, changed = config.get("_class_name"), {}
-    if pipeline == "DDIMPipeline" and name in SCHEDULERS and name != "DDIMScheduler":
+    had = {"steps_offset": config.get("steps_offset", CLASS_DEFAULTS["steps_offset"]),   # unset: the class's default
+           "clip_sample": config.get("clip_sample", CLASS_DEFAULTS["clip_sample"].get(name, False)), "_class_name": name}
+    if pipeline == "DDIMPipeline" and name != "DDIMScheduler":   # whatever the class, one edgegen has a sampler of or not
         changed["_class_name"] = "DDIMScheduler"
     if pipeline in STABLE_DIFFUSION_PIPELINES:
-        if config.get("steps_offset", CLASS_DEFAULTS["steps_offset"]) != 1:
+        if had["steps_offset"] != 1:
             changed["steps_offset"] = 1
-        if config.get("clip_sample", CLASS_DEFAULTS["clip_sample"].get(name, False)) is True:
+        if had["clip_sample"] is True:
             changed["clip_sample"] = False
     if changed:
-        said = ", ".join(f"{key} {config.get(key, 'unset')!r} as {value!r}" for key, value in changed.items())
+        said = ", ".join(f"{key} {had[key]!r}{'' if key in config else ' (the default)'} as {value!r}"
+                         for key, value in changed.items())
         warn_caller(f"{path}: {said}, as diffusers' {pipeline} sets them when it loads this folder (the run it "
                     "gives is the one imported)", ImportedSettingWarning)
+    if "_class_name" in changed:
+        config = _ddim_scheduler_of(config)
     return {**config, **changed}
+
+
+def _ddim_scheduler_of(config: dict) -> dict:
+    """The config of the DDIMScheduler that DDIMPipeline makes of another class's (diffusers' own
+    from_config: the settings DDIM shares with it, DDIM's defaults for the rest; another class's own,
+    Karras sigmas say, go unused, as there)."""
+    import inspect
+
+    from diffusers import DDIMScheduler
+
+    with quiet_hugging_face(("diffusers",)):
+        made = dict(DDIMScheduler.from_config(config).config)
+    takes = set(inspect.signature(DDIMScheduler.__init__).parameters) - {"self"}
+    return {key: value for key, value in made.items() if key in takes}
 
 
 def load_component(folder: Path, layout: dict, component: str, expected: tuple[str, ...]):

@@ -47,6 +47,16 @@ def smooth_images(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarra
     return np.clip(out, -1, 1)
 
 
+def sample_sides(sample_size, where: Path) -> list[int]:
+    """[height, width] of a UNet config's sample_size: a side, or the two (diffusers' pipelines read
+    a rectangle's as sample_size[0] and [1])."""
+    sides = [sample_size] * 2 if isinstance(sample_size, int) else sample_size
+    if not (isinstance(sides, (list, tuple)) and len(sides) == 2
+            and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in sides)):
+        raise CheckpointError(f"{where}: expected sample_size as a side or [height, width], found {sample_size!r}")
+    return list(sides)
+
+
 def import_unet2d(folder: Path, layout: dict) -> tuple[Checkpoint, ExportSpec]:
     unet, weights = load_component(folder, layout, "unet", ("UNet2DModel",))
     c = unet.config
@@ -55,12 +65,18 @@ def import_unet2d(folder: Path, layout: dict) -> tuple[Checkpoint, ExportSpec]:
                               f"(num_class_embeds {c.get('num_class_embeds')}, class_embed_type {c.get('class_embed_type')!r}); "
                               "diffusers' DDPM and DDIM pipelines do not condition on classes either")
     if c.out_channels != c.in_channels:
+        why = "learned variances beside the noise, which are not imported" if c.out_channels == 2 * c.in_channels else \
+            "a prediction of another shape than the sample's, which no sampler steps with"
         raise CheckpointError(f"{folder / 'unet'}: expected out_channels {c.in_channels} (a prediction of the sample's "
-                              f"shape), found {c.out_channels} (learned variances are not imported)")
-    sizes = [c.sample_size] * 2 if isinstance(c.sample_size, int) else c.sample_size
-    if not (isinstance(sizes, (list, tuple)) and len(sizes) == 2 and all(isinstance(s, int) and s > 0 for s in sizes)):
-        raise CheckpointError(f"{folder / 'unet'}: expected sample_size as a side or [height, width], "
-                              f"found {c.sample_size!r}")
+                              f"shape), found {c.out_channels} ({why})")
+    embedding = c.get("time_embedding_type", "positional")
+    if embedding != "positional":   # a learned table's Gather took the float timestep (a traceback); Fourier
+        # features of log(t) are a score-SDE model's, and give NaN at t = 0, where every schedule here ends
+        why = {"learned": "a table looked up by integer timestep", "fourier": "Gaussian Fourier features of log(t), a "
+               "score-SDE model's, NaN at the timestep 0 every DDPM-style schedule ends at"}.get(embedding, "unknown")
+        raise CheckpointError(f"{folder / 'unet'}: expected time_embedding_type 'positional' (the sinusoidal embedding "
+                              f"of DDPM's timesteps, which edgegen's samplers give), found {embedding!r} ({why})")
+    sizes = sample_sides(c.sample_size, folder / "unet")
     # each down block but the last halves the sides, rounding up, and its up block doubles them back:
     # an odd side meets a skip connection one pixel short, in diffusers' own forward too
     halvings = len(c.down_block_types) - 1

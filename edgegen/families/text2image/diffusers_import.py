@@ -26,7 +26,7 @@ from ...package import TensorSpec, files_sha256, read_json, sha256_file
 from ...runtimes.samplers import make_sampler
 from ...runtimes.tokenizer import ids_beyond
 from ...training.checkpoint import Checkpoint
-from ..diffusion.diffusers_import import RECORDED_FEEDS, smooth_images
+from ..diffusion.diffusers_import import RECORDED_FEEDS, sample_sides, smooth_images
 from ..diffusion.export import noised_inputs
 from .pipeline import TextToImageConfig
 
@@ -141,9 +141,7 @@ def import_stable_diffusion(folder: Path, layout: dict, scratch: Path) -> tuple[
     if uc.out_channels != uc.in_channels:
         raise CheckpointError(f"{folder / 'unet'}: expected out_channels {uc.in_channels} (a prediction of the latents' "
                               f"shape), found {uc.out_channels}")
-    if not isinstance(uc.sample_size, int):
-        raise CheckpointError(f"{folder / 'unet'}: expected an integer sample_size (the latents' side), "
-                              f"found {uc.sample_size!r}")
+    height, width = sample_sides(uc.sample_size, folder / "unet")   # the latents' sides
     tokenizer_file, tokenizer_settings = _tokenizer_file(folder, layout, scratch)
     from tokenizers import Tokenizer
 
@@ -161,9 +159,8 @@ def import_stable_diffusion(folder: Path, layout: dict, scratch: Path) -> tuple[
         raise CheckpointError(f"{shown}: {beyond}")
 
     down = 2 ** (len(vae.config.block_out_channels) - 1)
-    size = uc.sample_size
-    latent = [uc.in_channels, size, size]
-    image = [vae.config.in_channels, size * down, size * down]
+    latent = [uc.in_channels, height, width]
+    image = [vae.config.in_channels, height * down, width * down]
     hidden = text_encoder.config.hidden_size
     vocab = text_encoder.config.vocab_size
     parts = StableDiffusionParts(text_encoder, unet, vae).eval()
