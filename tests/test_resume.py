@@ -5,6 +5,7 @@ command line, or by a crash after the last periodic state."""
 import hashlib
 import io
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -235,9 +236,12 @@ def test_a_stop_whose_state_cannot_be_written_says_which_state_is_there(tmp_path
     assert lines[1].startswith("training stopped after step 3 of 5: its state after step 1 (the last written) is in ")
     assert len(lines) == 2 and resume.read_stopped(tmp_path / "vae", "vae").about["step"] == 1
     monkeypatch.setattr(resume, "save_state", lambda *args: full_after_step_1(*args[:1], {"step": 2}, *args[2:]))
-    with pytest.warns(EdgegenWarning, match=r"training stopped after step 3 of 5: no state of it could be written at "
-                                            r".*, so it cannot go on"), pytest.raises(KeyboardInterrupt):
+    with pytest.warns(EdgegenWarning) as said, pytest.raises(KeyboardInterrupt):
         train("vae", tmp_path / "other", steps=5, batch_size=8, save_every=1, progress=False)
+    assert [str(w.message).split(":")[0] for w in said] == ["training state after step 1",
+                                                            "training stopped after step 3 of 5"]
+    assert re.fullmatch(r"training stopped after step 3 of 5: no state of it could be written at .*, so it cannot go on",
+                        str(said[1].message))
 
 
 def test_a_changed_init_and_a_stop_in_the_last_step(tmp_path, monkeypatch):
