@@ -75,7 +75,7 @@ def test_a_name_exports_once_into_the_cache_then_finds_it(models, tmp_path, caps
     assert f"'edgegen optimize' adds int8 / fp16 variants to a copy (cp -r {shipped.cache_path(NAME)} pkg-{NAME})" \
         in capsys.readouterr().out
     with monkeypatch.context() as device:   # a runtime-only install: where optimize runs is said
-        device.setattr("edgegen.cli.missing_export_modules", lambda: ["torch"])
+        device.setattr("edgegen.errors.missing_export_modules", lambda: ["torch"])
         assert main(["info", NAME]) == 0
         assert f"pkg-{NAME}), where the export extra is (a runtime-only install cannot))" in capsys.readouterr().out
     assert main(["check", NAME]) == 0
