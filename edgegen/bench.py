@@ -278,7 +278,7 @@ def torch_runners(checkpoint: str | os.PathLike, pipe, feeds: dict[str, dict[str
 
     from .export.validate import torch_inputs
 
-    torch.set_num_threads(threads)
+    set_torch_threads(threads)
     runners = {}
     for part, module in eager_modules(checkpoint, pipe).items():
         # copies: a module that changes its input in place must not change what ONNX Runtime is timed on
@@ -292,21 +292,32 @@ def torch_runners(checkpoint: str | os.PathLike, pipe, feeds: dict[str, dict[str
     return runners, torch.__version__
 
 
+_torch_threads_before: list[int] = []   # torch's count before the eager runners set bench's, while bench runs
+
+
+def set_torch_threads(threads: int) -> None:
+    """torch's process-wide thread count set to bench's for the eager runners, until bench_package
+    returns (torch_threads_kept)."""
+    import torch
+
+    if not _torch_threads_before:
+        _torch_threads_before.append(torch.get_num_threads())
+    torch.set_num_threads(threads)
+
+
 @contextlib.contextmanager
-def torch_threads_kept(vs_torch):
+def torch_threads_kept():
     """torch's thread count as the caller had it once bench returns: the eager runners set the
     process-wide count to bench's, and bench runs in a user's process (a notebook that trains next).
-    Without vs_torch, torch is not imported: its libraries' memory would count in the runtime's peak."""
-    if vs_torch is None:
-        yield
-        return
+    It is read as they first set it, not here: importing torch here counted its libraries (180 MB)
+    in the runtime's peak memory, read before the runners are built (review 168)."""
     try:
-        from .training.common import torch_threads
-    except ImportError:   # the export extra is missing: bench's checks come first, then torch_runners says so
         yield
-        return
-    with torch_threads():
-        yield
+    finally:
+        if _torch_threads_before:
+            import torch
+
+            torch.set_num_threads(_torch_threads_before.pop())
 
 
 DEFAULT_BATCH = 8   # bench_package's, from Python; the command line's --batch is 1
@@ -329,7 +340,7 @@ def bench_package(path: str | os.PathLike, batch: int | None = None, iters: int 
     now (held_before: PyTorch's libraries, where torch_loaded, count in it)."""
     reset_peak_rss()   # a sweep's earlier points (1.7 GB) were its later ones' peak
     held = {"held_before": rss_mb(), "torch_loaded": "torch" in sys.modules}
-    with torch_threads_kept(vs_torch):
+    with torch_threads_kept():
         report = _bench_package(path, batch, iters, warmup, backend, threads, vs_torch, precision, shapes, energy,
                                 prompt_lookup, generation, steps)
     report["peak_rss_mb"].update(held)
@@ -720,7 +731,7 @@ def torch_generation(checkpoint, pipe, prompts: list[list[int]], new_tokens: int
 
     with source_model(pipe.package, checkpoint) as (ckpt, _):
         model = ckpt.model
-    torch.set_num_threads(threads)   # until bench_package returns (torch_threads_kept)
+    set_torch_threads(threads)
     ids = torch.tensor(prompts)
     return (lambda: model.greedy_cached(ids, new_tokens)), torch.__version__
 

@@ -572,6 +572,23 @@ def test_bench_says_when_other_work_took_the_cores(trained, monkeypatch):
         bench.bench_package(trained["vae"][1], batch=1, iters=3, warmup=0, energy=False, generation=False)
 
 
+def test_bench_vs_torch_reads_the_runtimes_peak_before_torch_is_imported(trained, tmp_path):
+    """bench --vs-torch imported torch to keep the caller's thread count before the runtime's peak
+    was read: the runtime's peak memory counted PyTorch's libraries (259 MB where it is 76), and the
+    report said torch was not loaded (review 168). In processes of their own, as on a device."""
+    ckpt, pkg = trained["vae"]
+    peaks = {}
+    for name, more in (("plain", []), ("vs-torch", ["--vs-torch", str(ckpt)])):
+        report = tmp_path / f"{name}.json"
+        done = subprocess.run([sys.executable, "-m", "edgegen", "bench", str(pkg), "--iters", "3", "--warmup", "0",
+                               "--no-energy", "--json", str(report), *more], capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr
+        peaks[name] = json.loads(report.read_text())["peak_rss_mb"]
+    assert peaks["vs-torch"]["torch_loaded"] is False and peaks["plain"]["torch_loaded"] is False
+    assert peaks["vs-torch"]["runtime"] < peaks["plain"]["runtime"] + 60, peaks   # torch's libraries: 180 MB
+    assert peaks["vs-torch"]["process"] > peaks["vs-torch"]["runtime"] + 60, peaks   # they count in the process's
+
+
 def test_bench_writes_the_report(trained, tmp_path, capsys):
     ckpt, pkg = trained["vae"]
     report_path = tmp_path / "bench.json"
