@@ -512,6 +512,11 @@ def test_a_full_disk_names_where_it_was_writing(trained, tmp_path, monkeypatch, 
     assert main(["optimize", str(package), "--precision", "fp16", "--no-speed-check"]) == 2
     assert re.search(rf"error: '{re.escape(str(package))}/\w+\.fp16\.[0-9a-f]{{12}}\.onnx': No space left on device "
                      r"\(OSError\)$", capsys.readouterr().err.strip())
+    # one that still names no file (a library's own write): where the command writes is named
+    from edgegen.cli import _system_error
+
+    assert _system_error(OSError(errno.ENOSPC, "No space left on device"), str(package)) == \
+        f"writing {str(package)!r}: No space left on device (OSError)"
 
 
 # -- a real server ---------------------------------------------------------------------------------
