@@ -216,7 +216,10 @@ def main() -> None:
     parser.add_argument("--queue-delay-us", type=int, default=0, help="the dynamic batcher's wait for more requests")
     parser.add_argument("--out", default="benchmarks/results", help="folder for triton_load.json and .md")
     args = parser.parse_args()
-    results = run(args.seconds, args.threads, args.queue_delay_us)
+    try:   # no Triton environment made yet, a model not exported: said in one line, as edgegen's commands say it
+        results = run(args.seconds, args.threads, args.queue_delay_us)
+    except edgegen.EdgegenError as exc:
+        raise SystemExit(f"benchmarks/triton_load.py: error: {exc}") from None
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_results(out, "triton_load", results, table(results) + "\n")
