@@ -309,6 +309,23 @@ def test_a_variant_an_older_onnx_runtime_cannot_open_says_which_made_it_and_wher
     with pytest.raises(PackageError, match=r"expected fp16 variants \(made by 'edgegen optimize --precision fp16', where "
                                            r"the export extra is \(a runtime-only install cannot\)\), found none"):
         edgegen.load(pkg, precision="fp16")
+    # a variant whose optimize recorded no version (an earlier edgegen's): the hint only where the error
+    # names a missing op; any other failure (a path, a signature) is said alone, as fp32's (review 170)
+    manifest = json.loads((pkg / "edgegen.json").read_text())
+    del manifest["variants"]["int8"]["generator"]["onnxruntime"]
+    (pkg / "edgegen.json").write_text(json.dumps(manifest))
+    with pytest.raises(PackageError, match=r"QuantizeLinear\(23\) \(the int8 variant was made by an edgegen optimize that "
+                                           r"did not record its onnxruntime \(perhaps a later one than this, 1\.23\.2\), "
+                                           r"which may lack an op it uses: install the onnxruntime the optimize ran"):
+        edgegen.load(pkg, precision="int8")
+
+    def other_failure(part, path, *args, **kwargs):
+        raise PackageError(f"graph {part!r} at {str(path)!r}: expected a path that is UTF-8, found bytes that are not")
+
+    monkeypatch.setattr("edgegen.runtimes.OrtSession", other_failure)
+    with pytest.raises(PackageError) as alone:
+        edgegen.load(pkg, precision="int8")
+    assert str(alone.value).endswith("found bytes that are not")
 
 
 def test_a_changed_variant_file_is_refused(package_copy, capsys):

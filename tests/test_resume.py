@@ -242,6 +242,14 @@ def test_a_stop_whose_state_cannot_be_written_says_which_state_is_there(tmp_path
                                                             "training stopped after step 3 of 5"]
     assert re.fullmatch(r"training stopped after step 3 of 5: no state of it could be written at .*, so it cannot go on",
                         str(said[1].message))
+    # --force over a stopped run on a full disk: the earlier run's state stays, and --resume would take it (review 170)
+    with pytest.warns(EdgegenWarning) as said, pytest.raises(KeyboardInterrupt):
+        train("vae", tmp_path / "vae", steps=5, batch_size=8, save_every=1, overwrite=True, progress=False)
+    assert str(said[0].message).endswith("no state of it is there to go on from (the state there is the earlier "
+                                         "training's, stopped before this one started over: --resume goes on with that)")
+    assert str(said[1].message).endswith("so it cannot go on (the state there is the earlier training's, stopped before "
+                                         "this one started over: --resume goes on with that)")
+    assert resume.read_stopped(tmp_path / "vae", "vae").about["step"] == 1
 
 
 def test_a_changed_init_and_a_stop_in_the_last_step(tmp_path, monkeypatch):

@@ -60,27 +60,37 @@ def open_sessions(package: Package, backend: str = "auto", threads: int | None =
                                         cache_dir=cache, spin=spin,
                                         disabled_optimizers=tuple(record.get("disabled_optimizers", ())))
         except PackageError as exc:
-            if (hint := _older_onnxruntime_hint(record, precision)) is None:
+            if (hint := _older_onnxruntime_hint(record, precision, str(exc))) is None:
                 raise
             raise PackageError(f"{exc} ({hint})") from None
     return sessions
 
 
-def _older_onnxruntime_hint(record: dict, precision: str) -> str | None:
+# how ONNX Runtime says a graph holds an op or opset it does not implement
+MISSING_OP = re.compile(r"NOT_IMPLEMENTED|Could not find an implementation|is not a registered function/op|"
+                        r"opset \d+ is under development|Unsupported model IR version", re.IGNORECASE)
+
+
+def _older_onnxruntime_hint(record: dict, precision: str, error: str) -> str | None:
     """Why a variant that does not open may not (made and gated with a newer ONNX Runtime than this
     one, whose ops it may lack: int8's QuantizeLinear at opset 23 on 1.23, the KV cache form's
-    TensorScatter), and what to do; None for fp32, or where this ONNX Runtime is not older."""
+    TensorScatter), and what to do; None for fp32, where this ONNX Runtime is not older, or where
+    the optimize recorded no version (before December 7, 2026, 10:00 UTC, but for the KV cache form)
+    and the error names no missing op (a path, a signature: said alone, as fp32's are)."""
     import onnxruntime
 
     made_with, here = record.get("onnxruntime"), onnxruntime.__version__
-    if "file" not in record or (made_with is not None and _release(here) >= _release(made_with)):
+    if "file" not in record or (made_with is not None and _release(here) >= _release(made_with)) \
+            or (made_with is None and not MISSING_OP.search(error)):
         return None
     form = f" is in ONNX Runtime's form, {record['ort_form']}, and" if record.get("ort_form") else ""
-    made = f"made with onnxruntime {made_with}" if made_with else "made by an edgegen optimize that did not record its onnxruntime"
-    newer = f" {made_with} or later" if made_with else " of the optimize's version or later"
-    return (f"the {precision} variant{form} was {made}; this one is {here}, which may lack an op it uses: install "
-            f"onnxruntime{newer} here, or run edgegen optimize --precision {precision} with this one{where_export_runs()}"
-            f", or precision 'fp32'")
+    if made_with is not None:
+        made, install = f"made with onnxruntime {made_with}; this one is {here}", f"onnxruntime {made_with} or later"
+    else:
+        made, install = (f"made by an edgegen optimize that did not record its onnxruntime (perhaps a later one than this, "
+                         f"{here})", "the onnxruntime the optimize ran (or a later one)")
+    return (f"the {precision} variant{form} was {made}, which may lack an op it uses: install {install} here, or run "
+            f"edgegen optimize --precision {precision} with this one{where_export_runs()}, or precision 'fp32'")
 
 
 def _release(version: str) -> tuple[int, ...]:

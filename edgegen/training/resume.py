@@ -312,7 +312,7 @@ class StateSaver:
         except OSError as exc:
             if not self.failing:
                 kept = (f"its state after step {self.saved_step} stays there" if self.saved_step is not None
-                        else "no state of it is there to go on from")
+                        else f"no state of it is there to go on from{self._earlier()}")
                 warnings.warn(f"training state after step {step}: expected to write it at {str(self.path)!r}, found the "
                               f"system refusing ({exc.strerror or exc}): the training goes on, and {kept}",
                               EdgegenWarning, stacklevel=3)
@@ -328,12 +328,18 @@ class StateSaver:
         family, steps = self.about["family"], self.about["steps"]
         if self.saved_step is None:
             warnings.warn(f"training stopped after step {step} of {steps}: no state of it could be written at "
-                          f"{str(self.path)!r}, so it cannot go on", EdgegenWarning, stacklevel=3)
+                          f"{str(self.path)!r}, so it cannot go on{self._earlier()}", EdgegenWarning, stacklevel=3)
             return
         state = "its state" if self.saved_step == step else f"its state after step {self.saved_step} (the last written)"
         warnings.warn(f"training stopped after step {step} of {steps}: {state} is in {str(self.path)!r}; "
                       f"'edgegen train {family} --out {shlex.quote(str(out))} --resume' goes on from there "
                       "(train(..., resume=True) in Python)", EdgegenWarning, stacklevel=3)
+
+    def _earlier(self) -> str:
+        """Where this run (started with --force over a stopped one) wrote no state: the stopped one's,
+        still there, is what --resume would go on with."""
+        return (" (the state there is the earlier training's, stopped before this one started over: --resume goes on "
+                "with that)") if self.path.exists() else ""
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
