@@ -787,6 +787,39 @@ class _Positions(torch.nn.Module):
         return x + self.table[:x.shape[1]]
 
 
+def test_log_sigmoid_shape_mismatches_and_ops_torch_onnx_fails_on_are_said_as_they_are(tmp_path):
+    """Review 169: F.logsigmoid was Log(Sigmoid(x)), -inf below -88 where PyTorch gives x; a graph
+    whose output has another shape was said as "max abs inf"; torch.onnx failing on torch.roll's
+    size-made shift was blamed on torch.export."""
+    class LogLikelihood(torch.nn.Module):
+        def forward(self, x):
+            return torch.nn.functional.logsigmoid(x), torch.sigmoid(x) * 2
+
+    x = np.random.default_rng(0).standard_normal((2, 8)).astype(np.float32)
+    pipe = edgegen.load(export_pytorch(LogLikelihood(), {"x": x}, tmp_path / "pkg"))
+    far = np.array([[-1000, -120, -90, -20, -1, 0, 1, 20]], np.float32)
+    ours, doubled = pipe(x=far).values()
+    np.testing.assert_allclose(ours, torch.nn.functional.logsigmoid(torch.from_numpy(far)).numpy(), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(doubled, 2 * torch.sigmoid(torch.from_numpy(far)).numpy(), rtol=1e-5, atol=1e-7)
+
+    class Pooled(torch.nn.Module):   # the trace fixes the pooling's kernel at the traced size's
+        def forward(self, x):
+            return torch.nn.functional.adaptive_avg_pool2d(x, (4, 4))
+
+    sizes = {"x": {0: "batch", 2: "h", 3: "w"}}
+    with pytest.raises(ParityError, match=r"output @ batch=1, h=24, w=24: shape \[1, 2, 6, 6\] where PyTorch's is "
+                                          r"\[1, 2, 4, 4\] \[SHAPE MISMATCH\]"):
+        export_pytorch(Pooled(), {"x": np.ones((2, 2, 16, 16), np.float32)}, tmp_path / "pooled", dynamic=sizes)
+
+    class Rolled(torch.nn.Module):
+        def forward(self, x):
+            return torch.roll(x, shifts=(x.shape[-2] // 3,), dims=(-2,))
+
+    with pytest.raises(ValidationError, match=r"^export of 'Rolled': expected operators torch.onnx writes as ONNX, found "
+                                              r"aten\.roll\.default, whose translation failed on its arguments"):
+        export_pytorch(Rolled(), {"x": np.ones((2, 1, 12, 12), np.float32)}, tmp_path / "rolled", dynamic=sizes)
+
+
 def test_a_size_where_the_graph_is_wrong_or_the_module_fails_is_not_recorded_as_a_limit(tmp_path, capsys):
     """The gate runs at each dim's recorded limit: a shape branch the trace fixed, or a table the
     default limit outgrows, is refused naming the dim, the size and the --limit to give; below it,

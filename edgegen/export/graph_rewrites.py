@@ -75,6 +75,37 @@ def fuse_sibling_matmuls(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
+def stable_log_sigmoid(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Log(Sigmoid(x)), as torch.onnx writes F.logsigmoid, is -inf below x = -88 in float32 (the
+    sigmoid underflows to 0) where PyTorch gives x (a log-likelihood's terms): written as
+    -Softplus(-x), exact there and the same elsewhere. A Sigmoid read by nothing else goes with it.
+    The model is changed in place and returned."""
+    graph = model.graph
+    producers = {out: node for node in graph.node for out in node.output}
+    readers = defaultdict(int)
+    for node in all_nodes(graph):
+        for name in node.input:
+            readers[name] += 1
+    for output in graph.output:
+        readers[output.name] += 1
+    taken = {name for node in all_nodes(graph) for name in (*node.input, *node.output)} | {node.name for node in graph.node}
+    nodes = []
+    for node in graph.node:
+        sigmoid = producers.get(node.input[0]) if node.op_type == "Log" and node.input else None
+        if sigmoid is None or sigmoid.op_type != "Sigmoid" or sigmoid.domain not in ("", "ai.onnx"):
+            nodes.append(node)
+            continue
+        negated, softplus = fresh_name(f"{node.name}.negated", taken), fresh_name(f"{node.name}.softplus", taken)
+        nodes += [helper.make_node("Neg", [sigmoid.input[0]], [negated], name=fresh_name(f"{node.name}.neg_in", taken)),
+                  helper.make_node("Softplus", [negated], [softplus], name=fresh_name(f"{node.name}.softplus_op", taken)),
+                  helper.make_node("Neg", [softplus], [node.output[0]], name=fresh_name(f"{node.name}.neg_out", taken))]
+        readers[sigmoid.output[0]] -= 1
+    kept = [n for n in nodes if not (n.op_type == "Sigmoid" and readers[n.output[0]] == 0)]
+    del graph.node[:]
+    graph.node.extend(kept)
+    return model
+
+
 def all_nodes(graph: onnx.GraphProto):
     """The graph's nodes and those of its subgraphs (If, Loop, Scan bodies)."""
     for node in graph.node:

@@ -24,6 +24,7 @@ import torch
 from ..errors import ConfigError, ValidationError, described
 from ..package import TensorSpec
 from ..targets import DEFAULT_OPSET
+from .graph_rewrites import stable_log_sigmoid
 from .validate import torch_inputs
 _ONNX_DTYPES = {
     onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16", onnx.TensorProto.INT64: "int64",
@@ -217,7 +218,7 @@ def trace_module(module: torch.nn.Module, part: str, inputs: tuple[TensorSpec, .
                                         dynamic_shapes=dynamic_shapes)
     finally:
         _EXPORT_OPSET.reset(token)
-    model = program.model_proto
+    model = stable_log_sigmoid(program.model_proto)
     conditions = _size_conditions(getattr(program, "exported_program", None), inputs)
     _drop_stack_traces(model)
     try:
@@ -392,6 +393,11 @@ def untraceable(exc: BaseException, module: torch.nn.Module, what: str, docs: st
         return ValidationError(f"{what}: expected operators torch.onnx writes as ONNX, found {op}, which it has no "
                                "ONNX function for (torch.export traced the module; compute that step from other "
                                "operators, or outside the module)")
+    if op := _op_onnx_failed_on(exc):   # traced; torch.onnx's function for one op failed on its arguments
+        return ValidationError(f"{what}: expected operators torch.onnx writes as ONNX, found {op}, whose translation "
+                               f"failed on its arguments ({_innermost(exc, module)}; torch.export traced the module: "
+                               "compute that step from other operators, or with arguments that do not depend on an "
+                               "input's size)")
     return ValidationError(f"{what}: expected a module torch.export can trace, found {_innermost(exc, module)} "
                            f"({docs} says what traces)")
 
@@ -405,6 +411,12 @@ def _op_without_onnx(exc: BaseException) -> str | None:
     """The ATen operator ("aten.linalg_inv_ex") torch.onnx found no ONNX function for, where that
     stopped the export (its DispatchError), or None."""
     return _in_chain(exc, r"No ONNX function found for <OpOverload\(op='([^']+)'")
+
+
+def _op_onnx_failed_on(exc: BaseException) -> str | None:
+    """The ATen operator ("aten.roll.default") whose ONNX translation failed ("Error when translating
+    node": torch.roll with a shift computed from a size), or None."""
+    return _in_chain(exc, r"Error when translating node .*?target=torch\.ops\.(aten\.[\w.]+)")
 
 
 def _in_chain(exc: BaseException | None, pattern: str) -> str | None:

@@ -20,11 +20,15 @@ class Comparison:
     finite: bool
     passed: bool
     reference_finite: bool = True   # False: PyTorch's own output held NaN or Inf (nothing to check the graph against)
+    shapes: tuple | None = None     # (the graph's, PyTorch's) where they differ: no values to compare
 
     def line(self) -> str:
+        where = f"batch {self.batch}" if isinstance(self.batch, int) else self.batch
+        if self.shapes is not None:   # was "max abs inf", which sent a user looking for an overflow
+            return (f"{self.output} @ {where}: shape {list(self.shapes[0])} where PyTorch's is {list(self.shapes[1])} "
+                    "[SHAPE MISMATCH]")
         verdict = "ok" if self.passed else ("NaN/Inf from PyTorch" if not self.reference_finite else
                                             "NaN/Inf" if not self.finite else "MISMATCH")
-        where = f"batch {self.batch}" if isinstance(self.batch, int) else self.batch
         return f"{self.output} @ {where}: max abs {self.max_abs:.3g}, max rel {self.max_rel:.3g} [{verdict}]"
 
 
@@ -62,7 +66,8 @@ def compare(output: str, batch: int, ours: np.ndarray, reference: np.ndarray, at
     reference_finite = bool(np.isfinite(reference).all())
     finite = bool(np.isfinite(ours).all() and reference_finite)
     if ours.shape != reference.shape:
-        return Comparison(output, batch, float("inf"), float("inf"), finite, False, reference_finite)
+        return Comparison(output, batch, float("inf"), float("inf"), finite, False, reference_finite,
+                          (tuple(ours.shape), tuple(reference.shape)))
     with np.errstate(invalid="ignore", over="ignore"):  # NaN/Inf are reported through `finite`
         diff = np.abs(ours.astype(np.float64) - reference.astype(np.float64))
         scale = np.abs(reference.astype(np.float64))
