@@ -117,8 +117,12 @@ class GenericPipeline(Pipeline):
         outputs = self.session.run(given)
         for name, value in outputs.items():   # a NaN result is an error, never an array written out
             if value.dtype.kind == "f" and np.isnan(value).any():
-                raise NonFiniteError(f"output {name!r}: expected numbers, found NaN in the result (the graph made "
-                                     "it from inputs without NaN)")
+                # said without blaming the graph: the module itself gives NaN at such inputs (review 169)
+                infinite = [k for k, v in given.items() if np.asarray(v).dtype.kind == "f" and np.isinf(v).any()]
+                held = f" (input {infinite[0]!r} holds Inf)" if infinite else ""
+                raise NonFiniteError(f"output {name!r}: expected numbers, found NaN in the result, from inputs without "
+                                     f"NaN{held}: the module gives NaN too where its arithmetic does (a root of a "
+                                     "negative, the spread of one value, inf - inf); call it on these inputs to see")
         return outputs
 
     run = __call__
