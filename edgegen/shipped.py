@@ -241,11 +241,13 @@ def package_damage(package: Path) -> str | None:
     from .package import CHANGED_AFTER_EXPORT, Package
 
     try:
-        Package(package)
+        damaged = [exc for parts in Package(package).damaged_variants.values() for exc in parts.values()]
     except PackageError as exc:
-        # its advice is for a user's package: copy it again, or export it again
-        return str(exc).removeprefix(f"package {str(package)!r}: ").replace(f" ({CHANGED_AFTER_EXPORT})", "")
-    return None
+        damaged = [exc]
+    if not damaged:   # a variant's damage too: the wheel build refuses it, so the models' build must mend it
+        return None
+    # its advice is for a user's package: copy it again, or export it again
+    return str(damaged[0]).removeprefix(f"package {str(package)!r}: ").replace(f" ({CHANGED_AFTER_EXPORT})", "")
 
 
 def cache_damage(name: str, cache: str | os.PathLike | None = None, found: Path | None = None) -> str | None:

@@ -98,7 +98,10 @@ def atomic_write_with(path: str | os.PathLike, write: Callable[[BinaryIO], objec
                 f.flush()
                 os.fsync(f.fileno())
             except Exception as exc:   # a full disk, said for `path`, the user's output, not the temporary name
-                error = exc if isinstance(exc, OSError) else target.error
+                # the write's own error, or flush's and fsync's, which name no file; another file's (a
+                # callback that reads one) names its own, and stays as it is
+                nameless = isinstance(exc, OSError) and exc.errno is not None and exc.filename is None
+                error = target.error or (exc if nameless else None)
                 if error is None:
                     raise
                 raise OSError(error.errno, error.strerror, str(path)) from exc

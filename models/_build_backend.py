@@ -46,8 +46,9 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
                          f"found {', '.join(damaged)} changed or gone since the export; run 'python -m "
                          f"edgegen_models.build', which exports those packages again")
     # setuptools copies the packages into build/lib and keeps what a previous build copied there:
-    # a file since removed from packages/ (a replaced variant, a damaged graph) would ship again
-    shutil.rmtree(MODELS.parent / "build", ignore_errors=True)
+    # a file since removed from packages/ (a replaced variant, a damaged graph) would ship again.
+    # Only that folder: the rest of build/ may be the user's (pip wheel -w build)
+    shutil.rmtree(MODELS.parent / "build" / "lib", ignore_errors=True)
     name = _setuptools.build_wheel(wheel_directory, config_settings, metadata_directory)
     wheel = Path(wheel_directory) / name
     left_out = files_left_out(wheel, MODELS)

@@ -227,6 +227,14 @@ def test_a_scheduler_is_imported_as_the_pipeline_that_loads_the_folder_runs_it(s
                        output_type="np").images
     noise = torch.randn((2, *pipe.space_shape), generator=torch.Generator().manual_seed(0)).numpy()
     assert_images_close(pipe.sample(2, steps=STEPS, noise=noise), reference)
+    # a value DDIM cannot take, in the other class's config diffusers converts: named, not diffusers' own
+    # traceback (review 171)
+    for bad, said in (({"beta_schedule": "cosine"}, r"found NotImplementedError: cosine is not implemented"),
+                      ({"beta_start": "0.1"}, r"expected beta_start to be a number, found '0.1'")):
+        settings.write_text(json.dumps({**{k: v for k, v in heun.items() if k != "_use_default_values"}, **bad}))
+        with pytest.raises(CheckpointError, match=rf"scheduler_config.json: .*{said}"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", EdgegenWarning)
+            export_diffusers(unet2d, tmp_path / "bad-pkg")
     # a setting left unset is said at its class's default: DDIMScheduler's clip_sample is True, not 'unset'
     sd_settings = folder / "scheduler" / "scheduler_config.json"
     written = json.loads(sd_settings.read_text())

@@ -313,3 +313,42 @@ def test_two_exports_of_one_checkpoint_are_the_same_bytes_under_source_date_epoc
     monkeypatch.delenv("SOURCE_DATE_EPOCH")
     third = export_checkpoint(ckpt, tmp_path / "d" / "pkg")
     assert json.loads((third / "edgegen.json").read_text())["provenance"]["created"] > "2025"
+
+
+def test_log_sigmoid_is_rewritten_in_subgraphs_and_a_sigmoid_read_elsewhere_stays():
+    """Log(Sigmoid(x)) is -inf below -88; the rewrite reached the top-level graph only, not an If's
+    branches (a torch.cond: review 171), and must keep a Sigmoid that something else reads."""
+    import onnxruntime
+    from onnx import TensorProto, helper
+
+    from edgegen.export.graph_rewrites import stable_log_sigmoid
+
+    def branch(name: str, sign: float) -> onnx.GraphProto:
+        nodes = [helper.make_node("Mul", ["x", f"{name}_sign"], [f"{name}_in"]),
+                 helper.make_node("Sigmoid", [f"{name}_in"], [f"{name}_s"]),
+                 helper.make_node("Log", [f"{name}_s"], [f"{name}_out"])]
+        sign_value = helper.make_tensor(f"{name}_sign", TensorProto.FLOAT, [], [sign])
+        return helper.make_graph(nodes, name, [], [helper.make_tensor_value_info(f"{name}_out", TensorProto.FLOAT, None)],
+                                 [sign_value])
+
+    nodes = [helper.make_node("ReduceSum", ["x"], ["total"], keepdims=0),
+             helper.make_node("Greater", ["total", "zero"], ["positive"]),
+             helper.make_node("If", ["positive"], ["chosen"], then_branch=branch("then", 1.0),
+                              else_branch=branch("else", -1.0)),
+             helper.make_node("Sigmoid", ["x"], ["s"]), helper.make_node("Log", ["s"], ["logged"])]
+    float_x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [3])
+    graph = helper.make_graph(nodes, "g", [float_x], [helper.make_tensor_value_info(n, TensorProto.FLOAT, [3])
+                                                      for n in ("chosen", "logged", "s")],
+                              [helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0])])
+    model = stable_log_sigmoid(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]))
+    onnx.checker.check_model(model, full_check=True)
+    assert [n.op_type for n in model.graph.node].count("Sigmoid") == 1   # read by a graph output: kept
+    for body in (model.graph.node[2].attribute[0].g, model.graph.node[2].attribute[1].g):
+        assert [n.op_type for n in body.node] == ["Mul", "Neg", "Softplus", "Neg"]   # its Sigmoid read by nothing else
+    session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    for x in (np.array([-100.0, 60.0, 50.0], np.float32), np.array([100.0, -1.0, -2.0], np.float32)):
+        chosen, logged, sigmoid = session.run(None, {"x": x})
+        expected = torch.nn.functional.logsigmoid(torch.from_numpy(x if x.sum() > 0 else -x)).numpy()
+        np.testing.assert_allclose(chosen, expected, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(logged, torch.nn.functional.logsigmoid(torch.from_numpy(x)).numpy(), rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(sigmoid, torch.sigmoid(torch.from_numpy(x)).numpy(), rtol=1e-5, atol=1e-7)

@@ -298,12 +298,12 @@ def test_a_variant_an_older_onnx_runtime_cannot_open_says_which_made_it_and_wher
     made = re.escape(record["onnxruntime"])
     with pytest.raises(PackageError, match=rf"QuantizeLinear\(23\) \(the int8 variant was made with onnxruntime {made}; this "
                                            rf"one is 1\.23\.2, which may lack an op it uses: install onnxruntime {made} or "
-                                           r"later here, or run edgegen optimize --precision int8 with this one, or "
+                                           r"later here, or run edgegen optimize --precision int8 with onnxruntime 1\.23\.2, or "
                                            r"precision 'fp32'\)$"):
         edgegen.load(pkg, precision="int8")
     assert edgegen.load(pkg).sample(2, seed=0).shape == (2, 1, 32, 32)
     monkeypatch.setattr("edgegen.errors.missing_export_modules", lambda: ["torch", "onnx"])   # a device's install
-    with pytest.raises(PackageError, match=r"with this one, where the export extra is \(a runtime-only install "
+    with pytest.raises(PackageError, match=r"with onnxruntime 1\.23\.2, where the export extra is \(a runtime-only install "
                                            r"cannot\), or precision 'fp32'"):
         edgegen.load(pkg, precision="int8")
     with pytest.raises(PackageError, match=r"expected fp16 variants \(made by 'edgegen optimize --precision fp16', where "

@@ -673,3 +673,17 @@ def test_info_says_a_null_validation_record_is_none(package_copy, capsys):
     edit_manifest(pkg, lambda d: d["graphs"]["generator"].update(validation=None))
     assert main(["info", str(pkg)]) == 0
     assert "no gate record" in capsys.readouterr().out
+
+
+def test_a_write_callbacks_error_about_another_file_keeps_its_own_name(tmp_path):
+    """Only the output's own write errors (a full disk) are said for the output: a callback that
+    reads a missing file said that file's error for the output (review 171)."""
+    from edgegen.storage import atomic_write_with
+
+    missing = tmp_path / "missing-source"
+    with pytest.raises(FileNotFoundError) as raised:
+        atomic_write_with(tmp_path / "out.bin", lambda f: f.write(missing.read_bytes()))
+    assert raised.value.filename == str(missing) and not (tmp_path / "out.bin").exists()
+    with pytest.raises(OSError, match="^no errno$"):
+        atomic_write_with(tmp_path / "out.bin", lambda f: (_ for _ in ()).throw(OSError("no errno")))
+    assert list(tmp_path.iterdir()) == []

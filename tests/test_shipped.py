@@ -550,6 +550,8 @@ def test_the_wheel_is_built_from_the_packages_as_they_are_now(tmp_path, monkeypa
     leftover = tmp_path / "models" / "build" / "lib" / "edgegen_models" / "packages" / "vae-digits" / "encoder.onnx"
     leftover.parent.mkdir(parents=True)
     leftover.write_bytes(b"removed since")
+    yours = tmp_path / "models" / "build" / "edgegen_models-0.1.0-py3-none-any.whl"   # pip wheel -w build
+    yours.write_bytes(b"a wheel built before")
 
     def setuptools_build(directory, *args):   # what setuptools ships: the packages folder and build/lib's
         with zipfile.ZipFile(Path(directory) / "m.whl", "w") as wheel:
@@ -564,6 +566,7 @@ def test_the_wheel_is_built_from_the_packages_as_they_are_now(tmp_path, monkeypa
     with zipfile.ZipFile(tmp_path / "m.whl") as wheel:
         assert sorted(wheel.namelist()) == ["edgegen_models/packages/vae-digits/decoder.onnx",
                                             "edgegen_models/packages/vae-digits/edgegen.json"]
+    assert yours.read_bytes() == b"a wheel built before"   # only setuptools' build/lib is removed (review 171)
     (package / "decoder.onnx").write_bytes(b"changed")
     with pytest.raises(SystemExit, match="found vae-digits/decoder.onnx changed or gone since the export; run "
                                          "'python -m edgegen_models.build'"):
@@ -711,6 +714,18 @@ def test_a_damaged_package_of_the_models_install_says_to_install_it_again(models
     # current, and the wheel shipped it (review 165)
     assert models_build.why_stale(NAME, models).startswith("package damaged (graph 'generator' ")
     assert _build_backend().damaged_files(models) == [f"{NAME}/generator.onnx"]
+    assert models_build.build([NAME], models, report=lambda line: None) == [package]
+    assert models_build.stale([NAME], models) == [] and _build_backend().damaged_files(models) == []
+    # a variant's file changed: the wheel build refuses it, so the build must call it stale, not current (review 171)
+    manifest_path = package / "edgegen.json"
+    manifest = json.loads(manifest_path.read_text())
+    variant = package / "generator.fp16.0123456789ab.onnx"
+    variant.write_bytes(graph.read_bytes())
+    manifest["variants"] = {"fp16": {"generator": {"file": variant.name, "sha256": "0" * 64, "target": "tensorrt",
+                                                   "gate": {"passed": True}}}}
+    manifest_path.write_text(json.dumps(manifest))
+    assert _build_backend().damaged_files(models) == [f"{NAME}/{variant.name}"]
+    assert "fp16 variant" in models_build.why_stale(NAME, models)
     assert models_build.build([NAME], models, report=lambda line: None) == [package]
     assert models_build.stale([NAME], models) == [] and _build_backend().damaged_files(models) == []
     assert main(["list"]) == 0 and "damaged" not in capsys.readouterr().out

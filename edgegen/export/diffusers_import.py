@@ -64,11 +64,7 @@ def scheduler_settings(config: dict, where: str) -> SchedulerSettings:
     if name not in SCHEDULERS:
         raise CheckpointError(f"{where}: expected a scheduler among {', '.join(SCHEDULERS)}, found {name!r} (save the "
                               "pipeline with one of those, e.g. pipe.scheduler = DDIMScheduler.from_config(...))")
-    for key, kind in VALUE_TYPES.items():
-        value = config.get(key)
-        if key in config and (not isinstance(value, kind) or isinstance(value, bool)):
-            expected = {int: "an integer", str: "a string"}.get(kind, "a number")
-            raise CheckpointError(f"{where}: expected {key} to be {expected}, found {_short(value)}")
+    _check_value_types(config, where)
     sampler = SCHEDULERS[name]
     takes = SAMPLERS[sampler].options
     # another sampler's settings are kept for it (Stable Diffusion's PNDM config carries DDIM's
@@ -101,6 +97,14 @@ def scheduler_settings(config: dict, where: str) -> SchedulerSettings:
     except (ConfigError, TypeError, ValueError) as exc:   # a value of the wrong type too
         raise CheckpointError(f"{where}: {exc}") from None
     return SchedulerSettings(schedule, sampler, options)
+
+
+def _check_value_types(config: dict, where: str) -> None:
+    for key, kind in VALUE_TYPES.items():
+        value = config.get(key)
+        if key in config and (not isinstance(value, kind) or isinstance(value, bool)):
+            expected = {int: "an integer", str: "a string"}.get(kind, "a number")
+            raise CheckpointError(f"{where}: expected {key} to be {expected}, found {_short(value)}")
 
 
 def _short(value: Any) -> str:
@@ -172,20 +176,25 @@ def _as_the_pipeline_loads_it(config: dict, pipeline: str | None, path: Path) ->
         warn_caller(f"{path}: {said}, as diffusers' {pipeline} sets them when it loads this folder (the run it "
                     "gives is the one imported)", ImportedSettingWarning)
     if "_class_name" in changed:
-        config = _ddim_scheduler_of(config)
+        config = _ddim_scheduler_of(config, path)
     return {**config, **changed}
 
 
-def _ddim_scheduler_of(config: dict) -> dict:
+def _ddim_scheduler_of(config: dict, path: Path) -> dict:
     """The config of the DDIMScheduler that DDIMPipeline makes of another class's (diffusers' own
     from_config: the settings DDIM shares with it, DDIM's defaults for the rest; another class's own,
-    Karras sigmas say, go unused, as there)."""
+    Karras sigmas say, go unused, as there). A setting DDIM cannot take is refused by name."""
     import inspect
 
     from diffusers import DDIMScheduler
 
-    with quiet_hugging_face(("diffusers",)):
-        made = dict(DDIMScheduler.from_config(config).config)
+    _check_value_types(config, str(path))   # before diffusers reads them (a string beta_start: its TypeError)
+    try:
+        with quiet_hugging_face(("diffusers",)):
+            made = dict(DDIMScheduler.from_config(config).config)
+    except Exception as exc:  # noqa: BLE001 - diffusers' own refusals of a value (NotImplementedError for a schedule)
+        raise CheckpointError(f"{path}: expected settings diffusers' DDIMScheduler takes (DDIMPipeline makes its "
+                              f"{config.get('_class_name')} one), found {described(exc)}") from None
     takes = set(inspect.signature(DDIMScheduler.__init__).parameters) - {"self"}
     return {key: value for key, value in made.items() if key in takes}
 

@@ -78,17 +78,26 @@ def fuse_sibling_matmuls(model: onnx.ModelProto) -> onnx.ModelProto:
 def stable_log_sigmoid(model: onnx.ModelProto) -> onnx.ModelProto:
     """Log(Sigmoid(x)), as torch.onnx writes F.logsigmoid, is -inf below x = -88 in float32 (the
     sigmoid underflows to 0) where PyTorch gives x (a log-likelihood's terms): written as
-    -Softplus(-x), exact there and the same elsewhere. A Sigmoid read by nothing else goes with it.
-    The model is changed in place and returned."""
-    graph = model.graph
-    producers = {out: node for node in graph.node for out in node.output}
+    -Softplus(-x), exact there and the same elsewhere, in the graph and its subgraphs (If, Loop
+    bodies). A Sigmoid read by nothing else goes with it. The model is changed in place and returned."""
+    graphs = list(all_graphs(model.graph))
     readers = defaultdict(int)
-    for node in all_nodes(graph):
+    for node in all_nodes(model.graph):
         for name in node.input:
             readers[name] += 1
-    for output in graph.output:
-        readers[output.name] += 1
-    taken = {name for node in all_nodes(graph) for name in (*node.input, *node.output)} | {node.name for node in graph.node}
+    for graph in graphs:   # a graph's outputs, a subgraph's too, are read by what runs it
+        for output in graph.output:
+            readers[output.name] += 1
+    taken = ({name for node in all_nodes(model.graph) for name in (*node.input, *node.output, node.name)}
+             | {v.name for graph in graphs for v in (*graph.input, *graph.initializer, *graph.output)})
+    for graph in reversed(graphs):   # subgraphs first: rewriting a graph's nodes copies the subgraphs they hold
+        _log_sigmoid_as_softplus(graph, readers, taken)
+    return model
+
+
+def _log_sigmoid_as_softplus(graph: onnx.GraphProto, readers: dict, taken: set) -> None:
+    """stable_log_sigmoid in one graph, whose Sigmoids a Log in it reads."""
+    producers = {out: node for node in graph.node for out in node.output}
     nodes = []
     for node in graph.node:
         sigmoid = producers.get(node.input[0]) if node.op_type == "Log" and node.input else None
@@ -103,16 +112,21 @@ def stable_log_sigmoid(model: onnx.ModelProto) -> onnx.ModelProto:
     kept = [n for n in nodes if not (n.op_type == "Sigmoid" and readers[n.output[0]] == 0)]
     del graph.node[:]
     graph.node.extend(kept)
-    return model
+
+
+def all_graphs(graph: onnx.GraphProto):
+    """The graph and its subgraphs (If, Loop, Scan bodies), nested ones too."""
+    yield graph
+    for node in graph.node:
+        for attribute in node.attribute:
+            for sub in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
+                yield from all_graphs(sub)
 
 
 def all_nodes(graph: onnx.GraphProto):
     """The graph's nodes and those of its subgraphs (If, Loop, Scan bodies)."""
-    for node in graph.node:
-        yield node
-        for attribute in node.attribute:
-            for sub in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
-                yield from all_nodes(sub)
+    for each in all_graphs(graph):
+        yield from each.node
 
 
 def fresh_name(name: str, taken: set) -> str:

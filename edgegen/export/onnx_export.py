@@ -396,8 +396,8 @@ def untraceable(exc: BaseException, module: torch.nn.Module, what: str, docs: st
     if op := _op_onnx_failed_on(exc):   # traced; torch.onnx's function for one op failed on its arguments
         return ValidationError(f"{what}: expected operators torch.onnx writes as ONNX, found {op}, whose translation "
                                f"failed on its arguments ({_innermost(exc, module)}; torch.export traced the module: "
-                               "compute that step from other operators, or with arguments that do not depend on an "
-                               "input's size)")
+                               "compute that step from other operators, or with other arguments: one computed from an "
+                               "input's size, as torch.roll's shift, is a common cause)")
     return ValidationError(f"{what}: expected a module torch.export can trace, found {_innermost(exc, module)} "
                            f"({docs} says what traces)")
 

@@ -90,7 +90,7 @@ def _older_onnxruntime_hint(record: dict, precision: str, error: str) -> str | N
         made, install = (f"made by an edgegen optimize that did not record its onnxruntime (perhaps a later one than this, "
                          f"{here})", "the onnxruntime the optimize ran (or a later one)")
     return (f"the {precision} variant{form} was {made}, which may lack an op it uses: install {install} here, or run "
-            f"edgegen optimize --precision {precision} with this one{where_export_runs()}, or precision 'fp32'")
+            f"edgegen optimize --precision {precision} with onnxruntime {here}{where_export_runs()}, or precision 'fp32'")
 
 
 def _release(version: str) -> tuple[int, ...]:
