@@ -982,7 +982,7 @@ def test_a_generic_package_refuses_nan_and_empty_batches_and_never_returns_nan(t
                                          r"one array of \(setting an array element with a sequence"):
         pipe(scores=[[1.0] * 6, [1.0] * 5], mask=mask)   # a ragged list
     with pytest.raises(NonFiniteError, match=r"output 'output': expected numbers, found NaN in the result, from inputs "
-                                             r"without NaN \(input 'mask' holds Inf\): the module gives NaN too where"):
+                                             r"without NaN \(input 'mask' holds Inf\): the module itself may give NaN there"):
         pipe(scores=-example["scores"][:1], mask=mask)   # the square root of a negative sum; it blamed the graph
 
 

@@ -36,8 +36,8 @@ from ..package import (CHECKPOINT_WEIGHTS, MANIFEST_NAME, PRECISIONS, Package, T
 from ..runtimes.backends import KNOWN_BACKENDS
 from ..runtimes import warn_if_gated_before_its_check
 from ..shipped import resolve as resolve_shipped
-from ..storage import (KILLED_WRITERS_LEFTOVER, atomic_write_text, clean_leftover, refuse_empty, refuse_output_folder, resolved,
-                       refuse_replacing_other, staged_directory)
+from ..storage import (KILLED_WRITERS_LEFTOVER, atomic_write_text, clean_leftover, refuse_empty, refuse_output_folder,
+                       refuse_replacing_other, resolved, staged_directory)
 from .requests import COUNT_INPUTS, TRITON_TYPES, Field, served
 
 MODEL_CONFIG = "config.pbtxt"   # what every Triton model folder holds: the folders --force may replace

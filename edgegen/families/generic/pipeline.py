@@ -121,8 +121,8 @@ class GenericPipeline(Pipeline):
                 infinite = [k for k, v in given.items() if np.asarray(v).dtype.kind == "f" and np.isinf(v).any()]
                 held = f" (input {infinite[0]!r} holds Inf)" if infinite else ""
                 raise NonFiniteError(f"output {name!r}: expected numbers, found NaN in the result, from inputs without "
-                                     f"NaN{held}: the module gives NaN too where its arithmetic does (a root of a "
-                                     "negative, the spread of one value, inf - inf); call it on these inputs to see")
+                                     f"NaN{held}: the module itself may give NaN there (a root of a negative, the "
+                                     "spread of one value, inf - inf); call it on these inputs to see")
         return outputs
 
     run = __call__
