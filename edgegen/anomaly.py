@@ -82,7 +82,8 @@ def score_files(pipe, files: list[Path], audio: bool) -> tuple[np.ndarray, dict[
     all the same (one such file ended the run)."""
     unreadable: dict[Path, str] = {}
     if audio:   # a clip at a time: clips differ in length, and a long one is scored in windows
-        scores = np.array([_clip_score(pipe, path, unreadable) for path in files], np.float64)
+        scores = np.array([_file_score(pipe, path, lambda p: clip_as_trained(p, pipe.sample_rate)[None], unreadable)
+                           for path in files], np.float64)
     else:
         channels, side = picture_shape(pipe)
         chunk = max(1, SCORE_VALUES // (channels * side * side))
@@ -107,7 +108,8 @@ def _chunk_scores(pipe, files: list[Path], side: int, channels: int, unreadable:
     try:
         pictures = pictures_as_trained(files, side, channels)
     except (DataError, InputError):
-        return np.array([_picture_score(pipe, path, side, channels, unreadable) for path in files])
+        return np.array([_file_score(pipe, path, lambda p: pictures_as_trained([p], side, channels), unreadable)
+                         for path in files])
     try:
         scores = pipe.anomaly_score(pictures).astype(np.float64)
     except NonFiniteError:
@@ -115,22 +117,15 @@ def _chunk_scores(pipe, files: list[Path], side: int, channels: int, unreadable:
     return np.where(np.isfinite(scores), scores, np.inf)   # a NaN would be above no threshold
 
 
-def _picture_score(pipe, path: Path, side: int, channels: int, unreadable: dict) -> float:
+def _file_score(pipe, path: Path, read, unreadable: dict) -> float:
+    """The score of the file `read` makes a batch of one of; NaN, its reason kept in `unreadable`,
+    where it cannot be read."""
     try:
-        picture = pictures_as_trained([path], side, channels)
+        batch_of_one = read(path)
     except (DataError, InputError) as exc:
         unreadable[path] = str(exc)
         return math.nan
-    return _one_score(pipe, picture)
-
-
-def _clip_score(pipe, path: Path, unreadable: dict) -> float:
-    try:
-        clip = clip_as_trained(path, pipe.sample_rate)
-    except (DataError, InputError) as exc:
-        unreadable[path] = str(exc)
-        return math.nan
-    return _one_score(pipe, clip[None])
+    return _one_score(pipe, batch_of_one)
 
 
 def _one_score(pipe, batch_of_one: np.ndarray) -> float:
