@@ -141,6 +141,27 @@ def test_another_sampler_takes_the_scheduler_config_as_diffusers_from_config(ddp
     assert_images_close(pipe.sample(2, steps=STEPS, sampler=sampler, noise=noise), reference)
 
 
+def test_another_classs_settings_in_a_scheduler_config_are_ignored_as_diffusers_does(ddpm_packages, tmp_path):
+    """`DDIMScheduler.from_config(ddpm.scheduler.config)`, diffusers' own way to swap a scheduler,
+    saves the DDPM's variance_type (and an Euler's use_karras_sigmas) in the DDIM config; DDIM does
+    not take them and diffusers ignores them, where edgegen refused the folder (review 170)."""
+    folder = tmp_path / "pipe"
+    shutil.copytree(ddpm_packages["rgb"][0], folder)
+    settings = folder / "scheduler" / "scheduler_config.json"
+    settings.write_text(json.dumps({**json.loads(settings.read_text()), "variance_type": "fixed_large",
+                                    "use_karras_sigmas": True}))
+    with pytest.warns(EdgegenWarning, match=r"variance_type='fixed_large' is not a setting of DDIMScheduler, which "
+                                            r"diffusers ignores there") as said:
+        pipe = edgegen.load(export_diffusers(folder, tmp_path / "pkg"))
+    assert any("use_karras_sigmas=True is not a setting of DDIMScheduler" in str(w.message) for w in said)
+    theirs = diffusers.DDIMPipeline.from_pretrained(folder)
+    theirs.set_progress_bar_config(disable=True)
+    reference = theirs(batch_size=2, generator=torch.Generator().manual_seed(0), num_inference_steps=STEPS,
+                       output_type="np").images
+    noise = torch.randn((2, *pipe.space_shape), generator=torch.Generator().manual_seed(0)).numpy()
+    assert_images_close(pipe.sample(2, steps=STEPS, noise=noise), reference)
+
+
 def test_unet2d_package_refuses_labels_and_runs_from_the_cli(ddpm_packages, tmp_path, capsys):
     _, package = ddpm_packages["grey"]
     pipe = edgegen.load(package)
@@ -445,7 +466,8 @@ def test_bench_runs_the_imported_pipelines_folder_beside_the_package(ddpm_packag
 
 @pytest.mark.parametrize("edit, message", [
     ({"_class_name": "HeunDiscreteScheduler"}, "expected a scheduler among DDPMScheduler"),
-    ({"use_karras_sigmas": True}, "use_karras_sigmas=True: edgegen's ddim sampler implements use_karras_sigmas=False"),
+    ({"_class_name": "EulerDiscreteScheduler", "use_karras_sigmas": True},
+     "use_karras_sigmas=True: edgegen's euler sampler implements use_karras_sigmas=False"),
     ({"thresholding": True}, "thresholding=True"),
     ({"_class_name": "DPMSolverMultistepScheduler", "algorithm_type": "sde-dpmsolver++"}, "algorithm_type='dpmsolver"),
     ({"_class_name": "DPMSolverMultistepScheduler", "solver_order": 3}, "solver_order=3"),

@@ -66,7 +66,7 @@ def scheduler_settings(config: dict, where: str) -> SchedulerSettings:
                               "pipeline with one of those, e.g. pipe.scheduler = DDIMScheduler.from_config(...))")
     _check_value_types(config, where)
     sampler = SCHEDULERS[name]
-    takes = SAMPLERS[sampler].options
+    takes, class_takes = SAMPLERS[sampler].options, _settings_taken_by(name)
     # another sampler's settings are kept for it (Stable Diffusion's PNDM config carries DDIM's
     # clip_sample), as diffusers' from_config hands them to the class that takes them
     anyones = {key for s in SAMPLERS.values() for key in s.options}
@@ -84,6 +84,10 @@ def scheduler_settings(config: dict, where: str) -> SchedulerSettings:
                                   "implements; expected only the settings of diffusers' defaults")
         only = _ONLY_FOR.get((key, value)) if isinstance(value, (str, int, float, type(None))) else None
         if value not in FIXED[key] or (only is not None and only != sampler):
+            if key not in class_takes:   # from_config carried it from another class (DDIM made of DDPM's config)
+                warn_caller(f"{where}: {key}={_short(value)} is not a setting of {name}, which diffusers ignores "
+                            "there; so does the import", ImportedSettingWarning)
+                continue
             implemented = " or ".join(f"{key}={v!r}" for v in FIXED[key] if _ONLY_FOR.get((key, v), sampler) == sampler)
             raise CheckpointError(f"{where}: {name} with {key}={_short(value)}: edgegen's {sampler} sampler implements "
                                   f"{implemented} only; re-save the scheduler with that, or use one of "
@@ -97,6 +101,15 @@ def scheduler_settings(config: dict, where: str) -> SchedulerSettings:
     except (ConfigError, TypeError, ValueError) as exc:   # a value of the wrong type too
         raise CheckpointError(f"{where}: {exc}") from None
     return SchedulerSettings(schedule, sampler, options)
+
+
+def _settings_taken_by(scheduler: str) -> set[str]:
+    """The settings diffusers' `scheduler` class takes; it ignores the others a config holds."""
+    import inspect
+
+    import diffusers
+
+    return set(inspect.signature(getattr(diffusers, scheduler).__init__).parameters) - {"self"}
 
 
 def _check_value_types(config: dict, where: str) -> None:
@@ -184,8 +197,6 @@ def _ddim_scheduler_of(config: dict, path: Path) -> dict:
     """The config of the DDIMScheduler that DDIMPipeline makes of another class's (diffusers' own
     from_config: the settings DDIM shares with it, DDIM's defaults for the rest; another class's own,
     Karras sigmas say, go unused, as there). A setting DDIM cannot take is refused by name."""
-    import inspect
-
     from diffusers import DDIMScheduler
 
     _check_value_types(config, str(path))   # before diffusers reads them (a string beta_start: its TypeError)
@@ -195,7 +206,7 @@ def _ddim_scheduler_of(config: dict, path: Path) -> dict:
     except Exception as exc:  # noqa: BLE001 - diffusers' own refusals of a value (NotImplementedError for a schedule)
         raise CheckpointError(f"{path}: expected settings diffusers' DDIMScheduler takes (DDIMPipeline makes its "
                               f"{config.get('_class_name')} one), found {described(exc)}") from None
-    takes = set(inspect.signature(DDIMScheduler.__init__).parameters) - {"self"}
+    takes = _settings_taken_by("DDIMScheduler")
     return {key: value for key, value in made.items() if key in takes}
 
 
