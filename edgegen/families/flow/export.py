@@ -38,10 +38,12 @@ def _flow_x(ckpt, batch, rng, data):
 
 
 def _flow_z(ckpt, batch, rng, data):
-    # half the latents of held-out data, half prior samples at temperature 0.8
+    # half the latents of held-out data, half draws from the prior itself (sampling's default
+    # temperature, 1: a variant must decode its tails; judged at 0.8, flow-moons' int8 passed at 32 dB
+    # and gave 29 at 1: review 174)
     with torch.no_grad():
         z, _ = ckpt.model.net(torch.from_numpy(_flow_x(ckpt, batch, rng, data)["x"]))
-    prior = 0.8 * rng.standard_normal(z.shape)
+    prior = rng.standard_normal(z.shape)
     take_prior = (np.arange(batch) % 2 == 1)[:, None]
     return {"z": np.where(take_prior, prior, z.numpy()).astype(np.float32)}
 
