@@ -251,6 +251,18 @@ def test_threads_sharing_one_pipeline_get_what_a_single_thread_gets(trained):
     assert all(np.array_equal(alone[call], result) for call, result in zip(calls, together))
 
 
+def test_a_pipeline_handed_to_another_process_says_to_load_it_there(vae, trained):
+    """pickle (multiprocessing's way to hand a worker its arguments) met ONNX Runtime's own
+    TypeError, naming neither the pipeline nor the way out (review 173); its results pickle."""
+    import pickle
+
+    with pytest.raises(InputError, match=rf"the pipeline of package '.*{trained['vae'][1].name}': expected to stay in "
+                                         r"the process that loaded it .*load the package in each process"):
+        pickle.dumps(vae)
+    images = vae.sample(2, seed=0)
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(images)), images)
+
+
 def test_loading_and_running_a_package_writes_nothing_into_it(trained, tmp_path):
     """A package can sit on a read-only volume or belong to another user: the runtime only
     reads it (checked here by its files and their times, since this suite may run as root,

@@ -1,6 +1,7 @@
 """The numpy samplers against diffusers' schedulers, step for step."""
 
 import itertools
+import re
 import warnings
 
 import numpy as np
@@ -9,7 +10,7 @@ import torch
 
 diffusers = pytest.importorskip("diffusers")
 
-from edgegen.errors import ConfigError  # noqa: E402
+from edgegen.errors import ConfigError, InputError  # noqa: E402
 from edgegen.runtimes.samplers import SAMPLERS, make_sampler  # noqa: E402
 
 SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
@@ -238,6 +239,15 @@ def test_callback_and_after_step_see_every_step():
 def test_sampler_errors(call, message):
     with pytest.raises(ConfigError, match=message):
         call()
+
+
+@pytest.mark.parametrize("wrong", [np.zeros(1), np.zeros((1, *X_T.shape[1:]))])
+def test_a_prediction_not_shaped_as_x_is_refused_not_broadcast(wrong):
+    """One number or one row for the batch: numpy broadcast it and returned a batch of the wrong
+    sample (review 173)."""
+    with pytest.raises(InputError, match=rf"model_fn at timestep 999: expected a prediction shaped as x, "
+                                         rf"{re.escape(str(list(X_T.shape)))}, found {re.escape(str(list(wrong.shape)))}"):
+        make_sampler("dpmpp-2m").sample(lambda x, t: wrong, X_T, 5)
 
 
 def test_the_settings_refused_above_are_taken_where_they_do_no_harm():

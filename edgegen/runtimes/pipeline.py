@@ -94,6 +94,13 @@ class Pipeline:
     def __call__(self, *args, **kwargs):
         return self.sample(*args, **kwargs)
 
+    def __getstate__(self):
+        # pickle's way in (multiprocessing hands a worker its arguments so): ONNX Runtime's own
+        # TypeError named neither the pipeline nor the way out
+        raise InputError(f"the pipeline of package {str(self.package.path)!r}: expected to stay in the process that "
+                         "loaded it (its ONNX Runtime sessions cannot be pickled), found it pickled (handed to "
+                         "another process?): load the package in each process, edgegen.load(path)")
+
     @property
     def image_shape(self) -> tuple[int, int, int]:
         shape = getattr(self.config, "image_shape", None)

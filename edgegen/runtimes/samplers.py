@@ -32,7 +32,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..errors import ConfigError, EdgegenWarning, not_one_of, warn_caller
+from ..errors import ConfigError, EdgegenWarning, InputError, not_one_of, warn_caller
 from .pipeline import check_callback
 
 ModelFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -231,8 +231,11 @@ class Sampler:
         for i in range(start, len(timesteps)):
             t = timesteps[i]
             batch.fill(t)
-            prediction = model_fn(self.scale_model_input(x, state, i), batch.copy())
-            x = self._step(state, i, t, x, np.asarray(prediction, dtype=np.float32), rng).astype(np.float32, copy=False)
+            prediction = np.asarray(model_fn(self.scale_model_input(x, state, i), batch.copy()), dtype=np.float32)
+            if prediction.shape != x.shape:   # numpy would broadcast one row, or one number, over the batch
+                raise InputError(f"model_fn at timestep {t:g}: expected a prediction shaped as x, {list(x.shape)}, "
+                                 f"found {list(prediction.shape)}")
+            x = self._step(state, i, t, x, prediction, rng).astype(np.float32, copy=False)
             if after_step is not None:
                 x = after_step(i, x)
             if callback is not None:

@@ -96,6 +96,10 @@ class FlowPipeline(Pipeline):
                 raise
             raise NonFiniteError(f"temperature: expected one whose latents the model decodes (near 1), found "
                                  f"{temperature:g} ({exc})") from None
+        return self._in_range(x)
+
+    def _in_range(self, x: np.ndarray) -> np.ndarray:
+        """Decoded pictures clipped to [0, 1], as a picture is (points as decoded)."""
         return np.clip(x, 0.0, 1.0) if self.is_image else x
 
     def log_prob(self, x) -> np.ndarray:
@@ -137,11 +141,13 @@ class FlowPipeline(Pipeline):
         return self.bits_per_dim(x) if self.is_image else -self.log_prob(x)
 
     def interpolate(self, x1, x2, steps: int = 8) -> np.ndarray:
-        """Linear paths in latent space between x1[i] and x2[i]: [n, steps, *data_shape]."""
+        """Linear paths in latent space between x1[i] and x2[i]: [n, steps, *data_shape] (pictures
+        clipped to [0, 1], as `sample`'s)."""
         steps = line_steps(steps)
         z1, z2 = self.encode(x1), self.encode(x2)
         if z1.shape != z2.shape:
             raise InputError(f"x2: expected as many examples as x1 ({len(z1)}), found {len(z2)}")
         weights = np.linspace(0.0, 1.0, steps, dtype=np.float32)[None, :, None]
         path = (1 - weights) * z1[:, None] + weights * z2[:, None]
-        return self.decode(path.reshape(-1, z1.shape[1])).reshape(len(z1), steps, *self.data_shape)
+        frames = self.decode(path.reshape(-1, z1.shape[1])).reshape(len(z1), steps, *self.data_shape)
+        return self._in_range(frames)
