@@ -231,7 +231,9 @@ def _cmd_train(args) -> None:
         raise ConfigError(f"--latent-dim: expected an option of a family with a latent vector ({having}), found it "
                           f"given to 'edgegen train {family.name}'")
     options = {"latent_dim": args.latent_dim} if args.latent_dim is not None else {}
-    options.update(_family_options(family, family.train_options, args, "train"))
+    # a run that goes on (--resume) or from a checkpoint (--init) keeps its values where none is given
+    fresh = not (args.resume or args.init)
+    options.update(_family_options(family, family.train_options, args, "train", defaults=fresh))
     out = train(args.family, args.out, data=args.data, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                 seed=args.seed, image_size=args.image_size, channels=args.channels, overwrite=args.force,
                 init=args.init, resume=args.resume, save_every=args.save_every, **options)
@@ -359,9 +361,10 @@ def _module_file(args) -> str | None:
     return args.module.rpartition(":")[0] if args.module else None
 
 
-def _family_options(family, declared, args, command: str) -> dict:
-    """{keyword: value} of the family's options for `command`: the ones given, and the defaults
-    of the rest; an option of another family given here is refused, not ignored."""
+def _family_options(family, declared, args, command: str, defaults: bool = True) -> dict:
+    """{keyword: value} of the family's options for `command`: the ones given, and (with
+    `defaults`) the defaults of the rest; an option of another family given here is refused, not
+    ignored."""
     if repeated := getattr(args, "repeated_option", None):
         raise ConfigError(repeated)
     mine = {option.dest for option in declared}
@@ -377,7 +380,7 @@ def _family_options(family, declared, args, command: str) -> dict:
     values = {}
     for option in declared:
         value = getattr(args, option.dest, None)
-        value = option.default if value is None else value
+        value = option.default if value is None and defaults else value
         if value is not None:
             values[option.keyword] = value
     return values
@@ -700,21 +703,34 @@ def _abridged(value, longest: int = 8):
     return value
 
 
-def _classes_line(config: dict) -> str:
-    """A class-conditional package's classes as --label takes them: "3: 0 circle, 1 square, 2 star
-    (--label takes a name or an id)"; "" for a model without classes."""
+def _classes_line(config: dict, family: str) -> str:
+    """A class-conditional package's classes as its family's flag takes them: "3: 0 circle, 1
+    square, 2 star (--label takes a name or an id)"; "" for a model without classes."""
     from .runtimes.pipeline import class_names_in, numbered_names
 
     count = config.get("num_classes")
     if not isinstance(count, int) or isinstance(count, bool) or count < 1:
         return ""
+    takes = f"{_labels_flag(family) or 'labels='} takes"
     names = class_names_in(config.get("data"))
     if names is None or len(names) != count:
-        return f"{count}: ids 0 to {count - 1} (--label takes an id)"
+        return f"{count}: ids 0 to {count - 1} ({takes} an id)"
     more = f", ... {count - 12} more" if count > 12 else ""
     if numbered_names(names):   # "1 10" would read as label 1 being 10: the names alone, which --label takes
-        return f"{count}: {', '.join(map(repr, names[:12]))}{more} (--label takes a name: some are numbers)"
-    return f"{count}: {', '.join(f'{i} {name}' for i, name in enumerate(names[:12]))}{more} (--label takes a name or an id)"
+        return f"{count}: {', '.join(map(repr, names[:12]))}{more} ({takes} a name: some are numbers)"
+    return f"{count}: {', '.join(f'{i} {name}' for i, name in enumerate(names[:12]))}{more} ({takes} a name or an id)"
+
+
+def _labels_flag(family: str) -> str | None:
+    """The generate flag that reaches the pipeline's labels= (--label for edgegen's families, a
+    plugin's may name its own); None for a family not installed here or without one."""
+    from .errors import UnknownFamilyError
+    from .families import get as get_family
+
+    try:
+        return next((o.flag for o in get_family(family).options if o.keyword == "labels"), None)
+    except UnknownFamilyError:
+        return None
 
 
 def _print_info(path, shipped_name: str | None = None) -> str:
@@ -730,7 +746,7 @@ def _print_info(path, shipped_name: str | None = None) -> str:
     print(f"package   {package.path}")
     print(f"family    {m.family}   name {m.name!r}   format {m.format}")
     print(f"config    {json.dumps(_abridged(m.config))}")
-    if classes := _classes_line(m.config):
+    if classes := _classes_line(m.config, m.family):
         print(f"classes   {classes}")
     for part, g in m.graphs.items():
         size = package.graph_path(part).stat().st_size

@@ -682,10 +682,12 @@ def test_a_folders_subfolders_are_the_classes_of_the_families_that_take_classes(
     assert "classes   3: 0 blue, 1 green, 2 red (--label takes a name or an id)" in capsys.readouterr().out
     from edgegen.cli import _classes_line
 
-    assert _classes_line({"num_classes": 3, "data": {"classes": ["0", "10", "2"]}}) == \
+    assert _classes_line({"num_classes": 3, "data": {"classes": ["0", "10", "2"]}}, "cgan") == \
         "3: '0', '10', '2' (--label takes a name: some are numbers)"   # "1 10" read as label 1 being 10 (162)
-    assert _classes_line({"num_classes": 10, "data": {"source": "digits"}}) == "10: ids 0 to 9 (--label takes an id)"
-    assert _classes_line({"num_classes": 0}) == _classes_line({}) == ""
+    assert _classes_line({"num_classes": 10, "data": {"source": "digits"}}, "cgan") == "10: ids 0 to 9 (--label takes an id)"
+    assert _classes_line({"num_classes": 0}, "cgan") == _classes_line({}, "cgan") == ""
+    # a plugin's family names its own flag, or is not installed here: --label was said all the same (review 172)
+    assert _classes_line({"num_classes": 2}, "no-such-family") == "2: ids 0 to 1 (labels= takes an id)"
     # a start of other class names: each id's embedding takes the new class, said (review 158)
     for name in ("apples", "pears", "plums"):
         (tmp_path / "fruit" / name).mkdir(parents=True)

@@ -227,6 +227,10 @@ def test_what_a_plugins_author_gets_wrong_is_said_as_theirs(registered, monkeypa
             make_config("pca", {"image_size": 8})
     with pytest.raises(ConfigError, match=r"graphs expected a tuple of graph names, found 'encoder'"):
         dataclasses.replace(edgegen_pca.FAMILY, graphs="encoder")   # a comma left out: its letters were graph names
+    # a misspelt graph name (review 172: bench's rate silently became samples/s, not steps/s)
+    with pytest.raises(ConfigError, match=r"family 'pca': step_graphs expected among its graphs \(encoder, decoder\), "
+                                          r"found 'decodr'"):
+        dataclasses.replace(edgegen_pca.FAMILY, step_graphs=("decodr",))
     broken = dataclasses.replace(edgegen_pca.FAMILY, model="edgegen_pca_no_such_model")
     with pytest.raises(UnknownFamilyError, match=r"family 'pca': expected its module 'edgegen_pca_no_such_model' to "
                                                  r"import, found ModuleNotFoundError"):
@@ -445,6 +449,32 @@ def test_a_family_authors_config_mistakes_are_named_before_training(registered, 
                                           r"edgegen fills from the data \(image_channels=1 here\), found none"):
         train("pca", tmp_path / "ckpt", steps=1, progress=False)
     assert not (tmp_path / "ckpt").exists()
+
+
+def test_a_training_options_default_is_for_a_run_from_nothing(registered, monkeypatch, tmp_path):
+    """An Option's default was filled in as if given: `train --init` without the flag was refused
+    for changing the checkpoint's value to the default, and `--resume` so too (review 172)."""
+    from edgegen.cli import main
+
+    width = families.Option("--code", "latent_dim", "code width", {"type": int}, 6)
+    monkeypatch.setitem(families._REGISTRY, "pca", dataclasses.replace(edgegen_pca.FAMILY, train_options=(width,)))
+
+    def trained_width(*given) -> int:
+        out = tmp_path / f"run{len(list(tmp_path.iterdir()))}"
+        assert main(["train", "pca", "--steps", "2", "--out", str(out), *given]) == 0
+        return json.loads((out / "config.json").read_text())["config"]["latent_dim"]
+
+    assert trained_width() == 6 and trained_width("--code", "4") == 4
+    assert trained_width("--init", str(tmp_path / "run1")) == 4   # the checkpoint's, not the default
+
+
+def test_info_names_the_flag_a_plugin_takes_its_classes_by(registered, monkeypatch):
+    """info said "--label takes an id" of a family whose flag for labels= is its own (review 172)."""
+    from edgegen.cli import _classes_line
+
+    digit = families.Option("--digit", "labels", "the digit to draw")
+    monkeypatch.setitem(families._REGISTRY, "pca", dataclasses.replace(edgegen_pca.FAMILY, options=(digit,)))
+    assert _classes_line({"num_classes": 10}, "pca") == "10: ids 0 to 9 (--digit takes an id)"
 
 
 def test_a_checkpoint_of_tied_weights_is_written_and_loads_tied(tmp_path):

@@ -321,6 +321,14 @@ class Family:
         # graphs=("encoder") (a comma left out) is the string, whose letters became graph names
         if not isinstance(self.graphs, (tuple, list)) or not all(isinstance(g, str) and g for g in self.graphs):
             raise ConfigError(f"family {self.name!r}: graphs expected a tuple of graph names, found {self.graphs!r:.60}")
+        # a name misspelt here went unseen: bench's rate changed from steps to samples (review 172)
+        # (a family without fixed graphs, the user's module's, has its package name them)
+        for field_name in ("step_graphs", "served_graph") if self.graphs else ():
+            named = getattr(self, field_name)
+            unknown = [g for g in ((named,) if isinstance(named, str) else named or ()) if g not in self.graphs]
+            if unknown:
+                raise ConfigError(f"family {self.name!r}: {field_name} expected among its graphs "
+                                  f"({', '.join(self.graphs) or 'none'}), found {', '.join(map(repr, unknown))}")
 
     def model_module(self) -> types.ModuleType:
         """The torch side: Config, build(config), Trainer, DEFAULT_STEPS/BATCH/LR, DATA_RANGE."""
