@@ -468,6 +468,29 @@ def test_a_training_options_default_is_for_a_run_from_nothing(registered, monkey
     assert trained_width("--init", str(tmp_path / "run1")) == 4   # the checkpoint's, not the default
 
 
+def test_a_prepare_data_that_returns_what_training_cannot_read_is_refused_before_training(registered, monkeypatch,
+                                                                                           tmp_path):
+    """A wrong guess at prepare_data's result trained to the end and failed writing the checkpoint
+    (describe() is read there), as edgegen's internal error (review 172)."""
+    from edgegen.training.data import load_images
+
+    digits = load_images("digits", image_size=8)
+
+    class NoDescribe:
+        train, test, train_labels = digits.train, digits.test, None
+
+    for returned, found in ((digits.train, "ndarray"), ((digits.train, {}), r"ndarray, whose train is NoneType"),
+                            ((NoDescribe(), {}), "NoDescribe, whose describe\\(\\) gives NoneType"),
+                            ((dataclasses.replace(digits, test=digits.test[:0]), {}),
+                             r"ImageData, whose test is ndarray of shape \[0, 1, 8, 8\]")):
+        monkeypatch.setattr(edgegen_pca.model, "prepare_data", lambda *args, r=returned: r, raising=False)
+        with pytest.raises(ConfigError, match=rf"family 'pca': expected its prepare_data to return \(data, .*found {found}$"):
+            train("pca", tmp_path / "ckpt", steps=1, progress=False)
+    assert not (tmp_path / "ckpt").exists()
+    monkeypatch.setattr(edgegen_pca.model, "prepare_data", lambda *args: (digits, {"image_channels": 1, "image_size": 8}))
+    train("pca", tmp_path / "ckpt", steps=1, progress=False)   # an ImageData, as the doc says
+
+
 def test_info_names_the_flag_a_plugin_takes_its_classes_by(registered, monkeypatch):
     """info said "--label takes an id" of a family whose flag for labels= is its own (review 172)."""
     from edgegen.cli import _classes_line

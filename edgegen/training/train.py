@@ -111,7 +111,9 @@ def train(family: str, out: str | Path, data: str | None = None, steps: int | No
         image_size = getattr(module, "DEFAULT_IMAGE_SIZE", 32) if image_size is None else image_size
         channels = getattr(module, "DEFAULT_CHANNELS", None) if channels is None else channels   # PixelCNN's grey levels
         if hasattr(module, "prepare_data"):  # families whose data is not only images (flows: points; gpt: text)
-            images, from_data = module.prepare_data(data, image_size, channels, seed, model_options)
+            classes = "num_classes" in {f.name for f in dataclasses.fields(module.Config)}
+            images, from_data = _prepared(family, module.prepare_data(data, image_size, channels, seed, model_options),
+                                          classes)
         else:
             # the config's own refusals (an --image-size of 20) before a folder's minutes of loading, not after
             known = {f.name for f in dataclasses.fields(module.Config)}
@@ -312,6 +314,36 @@ def _changed_options(start, options: dict, family: str) -> list[str]:
         if had is not None and had != now:
             changed.append(f"{'--' + name if name in fields else name} {had!r} -> {value!r}")
     return changed
+
+
+def _prepared(family: str, returned, classes: bool) -> tuple:
+    """A family's prepare_data result, checked before training rather than where the run ends
+    (describe() is first read when the checkpoint is written: review 172 lost its training there)."""
+    if problem := _preparation_problem(returned, classes):
+        raise ConfigError(f"family {family!r}: expected its prepare_data to return (data, {{Config field: value the "
+                          "data sets}}), data with train and test arrays [examples, ...], train_labels (None or "
+                          f"class ids){', num_classes' if classes else ''} and describe() -> dict, as "
+                          "edgegen.training.data.ImageData has (docs/adding-a-family.md, section 1), found "
+                          f"{problem}")
+    return returned
+
+
+def _preparation_problem(returned, classes: bool) -> str | None:
+    if not (isinstance(returned, tuple) and len(returned) == 2 and isinstance(returned[1], dict)):
+        inside = f" ({', '.join(type(item).__name__ for item in returned)})" if isinstance(returned, tuple) else ""
+        return f"{type(returned).__name__}{inside}"
+    data = returned[0]
+    kind = type(data).__name__
+    for name in ("train", "test"):
+        array = getattr(data, name, None)
+        if not (isinstance(array, np.ndarray) and array.ndim >= 2 and len(array)):
+            shape = f" of shape {list(array.shape)}" if isinstance(array, np.ndarray) else ""
+            return f"{kind}, whose {name} is {type(array).__name__}{shape}"
+    for name in ("train_labels", *(("num_classes",) if classes else ())):
+        if not hasattr(data, name):
+            return f"{kind}, without {name}"
+    described = data.describe() if callable(getattr(data, "describe", None)) else None
+    return None if isinstance(described, dict) else f"{kind}, whose describe() gives {type(described).__name__}"
 
 
 def _say_classes_renamed(init, had: list[str] | None, has: list[str] | None) -> None:
