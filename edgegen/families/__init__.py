@@ -94,7 +94,7 @@ def _typed(value: Any, kind: Any, where: str) -> Any:
             except ManifestError as exc:
                 errors.append(str(exc))
         raise ManifestError(errors[0] if len(errors) == 1 else f"{where}: expected one of {kind}, found {value!r:.60}")
-    if origin is list:
+    if origin is list or kind is list:
         if not isinstance(value, list):
             raise ManifestError(f"{where}: expected a list, found {type(value).__name__} {value!r:.60}")
         return [_typed(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)] if args else value
@@ -112,7 +112,9 @@ def _typed(value: Any, kind: Any, where: str) -> Any:
         return value
     if kind is Any:
         return value
-    if not isinstance(kind, type):   # a family author's annotation, said when its first package is written or read
+    # a family author's annotation, said when its first package is written or read (a bare `set`
+    # passed here and failed in json.dumps, after the export's work: review 172)
+    if not isinstance(kind, type) or kind not in (int, float, str, bool):
         raise ConfigError(f"{where}: expected a RuntimeConfig field annotated int, float, str, bool, list[...], "
                           f"tuple[...], dict or X | None, found {kind!r}")
     if kind is float and isinstance(value, int) and not isinstance(value, bool):

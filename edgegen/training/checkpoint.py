@@ -109,6 +109,11 @@ def make_config(family: str, values: dict) -> Any:
         if not ok or (isinstance(value, bool) and bool not in kinds):
             expected = " or ".join("None" if k is type(None) else k.__name__ for k in kinds)
             raise ConfigError(f"{family} config: expected {f.name} to be {expected}, found {type(value).__name__} {value!r}")
+        try:   # what config.json holds, known now rather than when the trained checkpoint is written
+            json.dumps(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"family {family!r}: expected its Config's {f.name} to hold what config.json can (numbers, "
+                              f"strings, booleans, lists, tuples, dicts), found {type(value).__name__} {value!r:.60}") from None
     validate = getattr(config, "validate", None)
     problems = validate() if callable(validate) else []
     if not isinstance(problems, (list, tuple)) or not all(isinstance(p, str) for p in problems):
