@@ -1628,9 +1628,28 @@ def _internal_error(exc: BaseException, where: str) -> int:
     """A bug of edgegen's (or of a library under it, or of a family's code): the traceback, then one
     line, and its own status beside the verdicts' 1 (Python's own would be 1)."""
     traceback.print_exception(exc)
+    if at := _outside_family_at_fault(exc):
+        family, place = at
+        print(f"edgegen: error in family {family!r}'s code ({place}), which is not edgegen's: {type(exc).__name__} in "
+              f"{where}; the traceback above is for its author (docs/adding-a-family.md) (exit status "
+              f"{EXIT_INTERNAL_ERROR})", file=sys.stderr)
+        return EXIT_INTERNAL_ERROR
     print(f"edgegen: internal error: {type(exc).__name__} in {where}, not a mistake of yours: the traceback above "
           f"is what to report (exit status {EXIT_INTERNAL_ERROR})", file=sys.stderr)
     return EXIT_INTERNAL_ERROR
+
+
+def _outside_family_at_fault(exc: BaseException) -> tuple[str, str] | None:
+    """(family, file:line) of the innermost frame of the traceback in an outside family's own code
+    (a Trainer.step without its labels parameter: review 172 saw it blamed on edgegen); None
+    where none is, or the registry was never read."""
+    families = sys.modules.get("edgegen.families")
+    if families is None:
+        return None
+    for frame, line in reversed(list(traceback.walk_tb(exc.__traceback__))):
+        if family := families.outside_family_of(frame.f_globals.get("__name__", "")):
+            return family, f"{frame.f_code.co_filename}:{line}"
+    return None
 
 
 def _said_stopped(stop: BaseException) -> int:

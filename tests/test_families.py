@@ -500,6 +500,39 @@ def test_a_prepare_data_that_returns_what_training_cannot_read_is_refused_before
     train("pca", tmp_path / "ckpt", steps=1, progress=False)   # an ImageData, as the doc says
 
 
+def test_a_trainer_that_does_not_take_what_training_passes_is_refused_before_the_data(registered, monkeypatch):
+    """Each was edgegen's internal error ("not a mistake of yours") once the data had loaded (review 172)."""
+    class NoTotalSteps(edgegen_pca.model.Trainer):
+        def __init__(self, model, lr):
+            super().__init__(model, lr)
+
+    class NoLabels(edgegen_pca.model.Trainer):
+        def step(self, images):
+            return super().step(images)
+
+    for trainer, found in ((NoTotalSteps, r"Trainer\(model, lr, total_steps=...\) to take those arguments .*found "
+                                          r".*NoTotalSteps\(model, lr\) \(got an unexpected keyword argument 'total_steps'\)"),
+                           (NoLabels, r"Trainer.step\(self, images, labels\) to take those arguments .*found "
+                                      r".*NoLabels.step\(self, images\) \(too many positional arguments\)")):
+        monkeypatch.setattr(edgegen_pca.model, "Trainer", trainer)
+        with pytest.raises(ConfigError, match=rf"^family 'pca': expected its {found}$"):
+            train("pca", "unused", steps=1, progress=False)
+
+
+def test_an_error_inside_an_outside_familys_code_is_said_as_its_not_edgegens(registered, monkeypatch, tmp_path, capsys):
+    from edgegen.cli import main
+
+    monkeypatch.setattr(edgegen_pca.model, "build", edgegen_pca.model.build)   # put back after the test
+    exec("def build(config):\n    return 1 / 0\n", vars(edgegen_pca.model))   # code of the family's own module
+    assert main(["train", "pca", "--steps", "1", "--out", str(tmp_path / "ckpt")]) == 3
+    said = capsys.readouterr().err.splitlines()[-1]
+    assert said.startswith("edgegen: error in family 'pca''s code (<string>:2), which is not edgegen's: "
+                           "ZeroDivisionError in edgegen train; the traceback above is for its author"), said
+    monkeypatch.setattr(edgegen_pca.model, "build", lambda config: 1 / 0)   # this test's code: edgegen's to report
+    assert main(["train", "pca", "--steps", "1", "--out", str(tmp_path / "ckpt")]) == 3
+    assert "internal error: ZeroDivisionError in edgegen train, not a mistake of yours" in capsys.readouterr().err
+
+
 def test_info_names_the_flag_a_plugin_takes_its_classes_by(registered, monkeypatch):
     """info said "--label takes an id" of a family whose flag for labels= is its own (review 172)."""
     from edgegen.cli import _classes_line

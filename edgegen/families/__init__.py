@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import inspect
 import pkgutil
 import threading
 import types
@@ -343,6 +344,7 @@ class Family:
             raise ConfigError(f"family {self.name!r}: expected its module {self.model!r} to define "
                               f"{', '.join(MODEL_NAMES)} (docs/adding-a-family.md, section 1), found no "
                               f"{', '.join(missing)}")
+        _refuse_trainer_signatures(self.name, module.Trainer)
         return module
 
     def export_spec(self):
@@ -519,6 +521,35 @@ def source(name: str) -> str:
     if is_built_in(name):
         return "edgegen"
     return _DISTRIBUTIONS.get(name) or f"registered by {get(name).pipeline.__module__}"
+
+
+def _refuse_trainer_signatures(family: str, trainer: type) -> None:
+    """A Trainer that does not take what training calls it with (`step` without `labels`, `__init__`
+    without `total_steps`) failed as edgegen's internal error once the data had loaded (review 172)."""
+    step = getattr(trainer, "step", None)
+    for call, target, args, kwargs in (("Trainer(model, lr, total_steps=...)", trainer, (None, 0.0), {"total_steps": 1}),
+                                       ("Trainer.step(self, images, labels)", step, (None, None, None), {})):
+        try:
+            inspect.signature(target).bind(*args, **kwargs)
+        except TypeError as exc:   # no step at all is said too
+            found = f"{target.__qualname__}{inspect.signature(target)} ({exc})" if callable(target) else "no step"
+            raise ConfigError(f"family {family!r}: expected its {call} to take those arguments (docs/adding-a-family.md, "
+                              f"section 1), found {found}") from None
+        except ValueError:   # no signature to read (a builtin's): left to the call
+            pass
+
+
+def outside_family_of(module: str) -> str | None:
+    """The registered family outside edgegen whose package `module` belongs to (its pipeline's,
+    model's or export's top-level package), None for edgegen's own code and anyone else's."""
+    top = module.partition(".")[0]
+    for family in list(_REGISTRY.values()):
+        if family.name in _BUILT_IN:
+            continue
+        modules = (family.pipeline.__module__, family.model or "", family.export or "")
+        if top in {m.partition(".")[0] for m in modules if m} - {"edgegen"}:
+            return family.name
+    return None
 
 
 def broken() -> dict[str, str]:
