@@ -22,6 +22,7 @@ import dataclasses
 import importlib
 import inspect
 import pkgutil
+import re
 import threading
 import types
 import typing
@@ -311,6 +312,10 @@ class Family:
     order: int = 1000                    # where it stands in listings (built-ins first)
 
     def __post_init__(self):
+        # a word of the command line and of folder names (`edgegen train NAME`, checkpoints/NAME)
+        if not (isinstance(self.name, str) and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.name)):
+            raise ConfigError(f"family name: expected letters, digits, '.', '_' or '-', starting with a letter or "
+                              f"digit, found {self.name!r}")
         if self.bench not in BENCH_MODES:
             raise ConfigError(f"family {self.name!r}: bench expected one of {BENCH_MODES}, found {self.bench!r}")
         if self.gate not in GATE_KINDS:
