@@ -170,7 +170,9 @@ def test_transparency_colour_modes_and_16_bit_grey_are_kept(package):
     (np.zeros((8, 8, 5), np.uint8), r"expected \[height, width\] or \[height, width, 1\|2\|3\|4\]"),
     (np.zeros((0, 8, 3), np.uint8), "found shape"),
     (Image.new("F", (8, 8)), "found mode 'F': floating-point pixels, which have no fixed range"),
-    ("not a picture", r"expected an array of pixels \(uint8, uint16 or float\) or a Pillow image, found str"),
+    ("photo.jpg", r"expected an array of pixels or a Pillow image, found the path 'photo.jpg': open it first, "
+                  r"PIL.Image.open\(path\)"),   # was "found str of dtype <U9" (review 173)
+    (b"photo", r"expected an array of pixels \(uint8, uint16 or float\) or a Pillow image, found bytes"),
 ])
 def test_bad_pictures_are_refused_with_what_was_found(package, bad, message):
     with pytest.raises(InputError, match=message):

@@ -19,6 +19,7 @@ with alpha where the picture has transparency; 16-bit grey stays 16-bit).
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -348,6 +349,9 @@ def _is_pil(image: Any) -> bool:
 def _pixel_array(image: Any) -> np.ndarray:
     """An array [H, W] or [H, W, 1|2|3|4] of pixels as [H, W, C], its kind and shape checked
     (not its values: a size too large is refused before they are read)."""
+    if isinstance(image, (str, os.PathLike)):   # said as the array of letters numpy makes of it (review 173)
+        raise InputError(f"image: expected an array of pixels or a Pillow image, found the path {str(image)!r}: open "
+                         "it first, PIL.Image.open(path) (edgegen upscale reads files)")
     array = user_array(image, "image", "an array or a Pillow image")
     if array.dtype.kind not in "uif":
         raise InputError(f"image: expected an array of pixels (uint8, uint16 or float) or a Pillow image, found "
