@@ -721,6 +721,18 @@ def _classes_line(config: dict, family: str) -> str:
     return f"{count}: {', '.join(f'{i} {name}' for i, name in enumerate(names[:12]))}{more} ({takes} a name or an id)"
 
 
+def _loops_over_a_variant(manifest) -> bool:
+    """Whether a variant the package holds is of a graph its family's generation calls once per step."""
+    from .errors import UnknownFamilyError
+    from .families import get as get_family
+
+    try:
+        looped = set(get_family(manifest.family).step_graphs)
+    except UnknownFamilyError:
+        return False
+    return any("file" in record and part in looped for parts in manifest.variants.values() for part, record in parts.items())
+
+
 def _labels_flag(family: str) -> str | None:
     """The generate flag that reaches the pipeline's labels= (--label for edgegen's families, a
     plugin's may name its own); None for a family not installed here or without one."""
@@ -785,6 +797,9 @@ def _print_info(path, shipped_name: str | None = None) -> str:
                 print(f"            {spared_text(record)}")
             if "file" in record and (record.get("ort_form") or record.get("ort_form_declined")):
                 print(f"            {record.get('ort_form') or record['ort_form_declined']}")
+    if _loops_over_a_variant(m):   # a gate's figure read as the generation's (review 174: 10 to 18 dB end to end)
+        print("            each gate judges one graph call; a generation's loop carries each call's error on, so its "
+              "result for a seed can part further from fp32's: look at them side by side (docs/optimization.md)")
     for precision in m.foreign_variants:
         print(f"variant   {precision}: a precision edgegen {__version__} does not know (written by a newer edgegen?); "
               "not read here, kept as it is")
