@@ -227,6 +227,9 @@ def test_what_a_plugins_author_gets_wrong_is_said_as_theirs(registered, monkeypa
             make_config("pca", {"image_size": 8})
     with pytest.raises(ConfigError, match=r"graphs expected a tuple of graph names, found 'encoder'"):
         dataclasses.replace(edgegen_pca.FAMILY, graphs="encoder")   # a comma left out: its letters were graph names
+    with pytest.raises(ConfigError, match=r"family 'pca': expected its options' keywords to be arguments of its "
+                                          r"pipeline's generation \(PCAPipeline.__call__ or sample\), found 'strength'"):
+        dataclasses.replace(edgegen_pca.FAMILY, options=(families.Option("--strength", "strength", "how strong"),))
     with pytest.raises(ConfigError, match=r"family name: expected letters, digits, .* found 'my pca'"):
         dataclasses.replace(edgegen_pca.FAMILY, name="my pca")   # a word of the command line (review 172: accepted)
     # a misspelt graph name (review 172: bench's rate silently became samples/s, not steps/s)

@@ -329,6 +329,11 @@ class Family:
         # graphs=("encoder") (a comma left out) is the string, whose letters became graph names
         if not isinstance(self.graphs, (tuple, list)) or not all(isinstance(g, str) and g for g in self.graphs):
             raise ConfigError(f"family {self.name!r}: graphs expected a tuple of graph names, found {self.graphs!r:.60}")
+        if self.generate is None and (untaken := _keywords_not_taken(self.pipeline, [o.keyword for o in self.options])):
+            # `edgegen generate` calls pipe(n, seed=..., **options): failed there as edgegen's TypeError (review 172)
+            raise ConfigError(f"family {self.name!r}: expected its options' keywords to be arguments of its pipeline's "
+                              f"generation ({self.pipeline.__qualname__}.__call__ or sample), found "
+                              f"{', '.join(map(repr, untaken))}, which it does not take (or give generate= a function)")
         # a name misspelt here went unseen: bench's rate changed from steps to samples (review 172)
         # (a family without fixed graphs, the user's module's, has its package name them)
         for field_name in ("step_graphs", "served_graph") if self.graphs else ():
@@ -526,6 +531,23 @@ def source(name: str) -> str:
     if is_built_in(name):
         return "edgegen"
     return _DISTRIBUTIONS.get(name) or f"registered by {get(name).pipeline.__module__}"
+
+
+def _keywords_not_taken(pipeline: type, keywords: list[str]) -> list[str]:
+    """Those of `keywords` that the pipeline's call does not take (its __call__, or the sample it
+    passes everything to); none where a signature cannot be read or takes any keyword."""
+    def parameters(function) -> dict:
+        try:
+            return dict(inspect.signature(function).parameters)
+        except (TypeError, ValueError):
+            return {}
+
+    call = parameters(getattr(pipeline, "__call__", None))
+    passes_all = {p.kind for p in call.values()} >= {inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD}
+    taken = parameters(getattr(pipeline, "sample", None)) if passes_all else call
+    if not taken or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in taken.values()):
+        return []
+    return [k for k in keywords if k not in taken or taken[k].kind is inspect.Parameter.POSITIONAL_ONLY]
 
 
 def _refuse_trainer_signatures(family: str, trainer: type) -> None:
