@@ -723,24 +723,25 @@ def _classes_line(config: dict, family: str) -> str:
 
 def _loops_over_a_variant(manifest) -> bool:
     """Whether a variant the package holds is of a graph its family's generation calls once per step."""
-    from .errors import UnknownFamilyError
-    from .families import get as get_family
-
-    try:
-        looped = set(get_family(manifest.family).step_graphs)
-    except UnknownFamilyError:
-        return False
+    looped = set(family.step_graphs) if (family := _family_here(manifest.family)) else set()
     return any("file" in record and part in looped for parts in manifest.variants.values() for part, record in parts.items())
 
 
 def _labels_flag(family: str) -> str | None:
     """The generate flag that reaches the pipeline's labels= (--label for edgegen's families, a
     plugin's may name its own); None for a family not installed here or without one."""
+    declared = _family_here(family)
+    return next((o.flag for o in declared.options if o.keyword == "labels"), None) if declared else None
+
+
+def _family_here(name: str):
+    """The registered family of that name; None for one not installed here (a plugin's package
+    read on another machine)."""
     from .errors import UnknownFamilyError
     from .families import get as get_family
 
     try:
-        return next((o.flag for o in get_family(family).options if o.keyword == "labels"), None)
+        return get_family(name)
     except UnknownFamilyError:
         return None
 
@@ -749,8 +750,6 @@ def _print_info(path, shipped_name: str | None = None) -> str:
     """The package's manifest, printed; returns what info's status 1 says: why edgegen.load would
     refuse it, or its damaged variants ("" if neither). shipped_name: the shipped model's name the
     package was given by (its variants go into a copy)."""
-    from .errors import UnknownFamilyError
-    from .families import get as get_family
     from .package import Package
 
     package = Package(path)
@@ -770,11 +769,8 @@ def _print_info(path, shipped_name: str | None = None) -> str:
                 f"max abs diff {_number_or_nan(check.get('max_abs')):.2g}") if check else "no gate record"
         print(f"graph     {part}: {g.file} ({size / 1024:.0f} KiB, sha256 {g.sha256[:12]}..., opset {g.extra.get('opset')})")
         print(f"            in  {ins}\n            out {outs}\n            {gate}")
-    if not m.variants:
-        try:
-            offered = " / ".join(get_family(m.family).variant_precisions())
-        except UnknownFamilyError:   # a plugin's family not installed here
-            offered = "other precisions'"
+    if not m.variants:   # a plugin's family not installed here: "other precisions'"
+        offered = " / ".join(family.variant_precisions()) if (family := _family_here(m.family)) else "other precisions'"
         where = f" to a copy (cp -r {package.path} pkg-{shipped_name})" if shipped_name else ""
         known = "none this edgegen reads" if m.foreign_variants else "none"   # the foreign ones are listed below
         print(f"variants  {known} (fp32 only; 'edgegen optimize' adds {offered} variants{where}{where_export_runs()})")
@@ -1656,8 +1652,8 @@ def _internal_error(exc: BaseException, where: str) -> int:
 
 def _outside_family_at_fault(exc: BaseException) -> tuple[str, str] | None:
     """(family, file:line) of the innermost frame of the traceback in an outside family's own code
-    (a Trainer.step without its labels parameter: review 172 saw it blamed on edgegen); None
-    where none is, or the registry was never read."""
+    (review 172 saw its mistakes blamed on edgegen); None where none is, or the registry was never
+    read."""
     families = sys.modules.get("edgegen.families")
     if families is None:
         return None

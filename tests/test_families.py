@@ -543,7 +543,8 @@ def test_info_names_the_flag_a_plugin_takes_its_classes_by(registered, monkeypat
     from edgegen.cli import _classes_line
 
     digit = families.Option("--digit", "labels", "the digit to draw")
-    monkeypatch.setitem(families._REGISTRY, "pca", dataclasses.replace(edgegen_pca.FAMILY, options=(digit,)))
+    declared = dataclasses.replace(edgegen_pca.FAMILY, options=(digit,), generate=lambda pipe, request: "")
+    monkeypatch.setitem(families._REGISTRY, "pca", declared)
     assert _classes_line({"num_classes": 10}, "pca") == "10: ids 0 to 9 (--digit takes an id)"
 
 
