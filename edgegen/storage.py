@@ -644,7 +644,12 @@ def user_cache_dir(checked: bool = True) -> Path:
     relative XDG_CACHE_HOME is ignored, as the XDG spec says). A file where a folder of it should
     be is refused, naming the variable, not met later as the system's NotADirectoryError."""
     given = os.environ.get("XDG_CACHE_HOME", "")
-    base = Path(given) if os.path.isabs(given) else Path.home() / ".cache"
+    try:
+        base = Path(given) if os.path.isabs(given) else Path.home() / ".cache"
+    except RuntimeError:   # no HOME, and a user the password database does not know (a container's bare uid)
+        raise ConfigError("the cache: expected $XDG_CACHE_HOME (an absolute path) or a home directory to hold "
+                          "edgegen's cache, found neither (HOME is unset and this user has no home in the password "
+                          "database): set XDG_CACHE_HOME or HOME") from None
     folder = base / "edgegen"
     blocking = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
     if blocking is not None and checked:   # unchecked: for what is kept only where it can be (a judge)

@@ -352,6 +352,29 @@ def test_edgegen_cache_lists_what_this_edgegen_reads_and_prune_removes_the_rest(
     assert not any(p.exists() for p in (retired, other_weights, gone)) and new.exists()
 
 
+def test_no_home_and_no_cache_variable_is_said_in_one_line(models, tmp_path, monkeypatch, capsys):
+    """A container's bare uid: no HOME, no password entry. Path.home()'s RuntimeError was edgegen's
+    internal error (exit 3) in list, info and every shipped name; a bare RuntimeError from
+    edgegen.load (review 176)."""
+    from pathlib import Path
+
+    def no_home(cls):
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setattr(Path, "home", classmethod(no_home))
+    for command in (["list"], ["generate", NAME, "--n", "2", "--out", str(tmp_path / "x.png")]):
+        assert main(command) == 2
+        assert capsys.readouterr().err.endswith("edgegen: error: the cache: expected $XDG_CACHE_HOME (an absolute "
+                                                "path) or a home directory to hold edgegen's cache, found neither (HOME "
+                                                "is unset and this user has no home in the password database): set "
+                                                "XDG_CACHE_HOME or HOME\n")
+    with pytest.raises(edgegen.ConfigError, match="the cache: expected"):
+        edgegen.load(NAME)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))   # what the message says to do
+    assert main(["list"]) == 0
+
+
 def test_a_cache_folder_a_file_blocks_is_refused_naming_the_variable(models, tmp_path, monkeypatch, capsys):
     """It was the system's NotADirectoryError, after a shipped name's export; a relative
     XDG_CACHE_HOME is ignored, as the XDG spec says."""
