@@ -471,7 +471,7 @@ def _refuse_before_loading(family, options: dict, out, package) -> None:
     if out is not None:
         from .storage import check_writable
 
-        if Path(package).is_dir():   # said as what it is, before check_writable's probe file lands in the package
+        if os.path.isdir(package):   # said as what it is, before check_writable's probe file lands in the package
             _refuse_inside_package("--out", out, package)
         check_writable(out, "--out")
 
@@ -1497,6 +1497,52 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _refuse_a_deleted_working_directory() -> None:
+    """A shell standing in a folder removed since: torch's import died there with oneMKL's "Cannot
+    load libtorch_cpu.so" (status 2, blaming the install), a relative --out with a bare
+    FileNotFoundError (review 176)."""
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        raise ConfigError("the current directory: expected one that exists, found it removed (the shell still stands "
+                          "in it): cd to another") from None
+
+
+@contextlib.contextmanager
+def _standard_output_named():
+    """sys.stdout, for the command: a write the system refuses there (a redirect to a full disk)
+    names standard output; it was said as the --out file, which the command had written."""
+    stream = sys.stdout
+    sys.stdout = _NamedOutput(stream)
+    try:
+        yield
+    finally:
+        if isinstance(sys.stdout, _NamedOutput):   # not one a caller put in meanwhile
+            sys.stdout = stream
+
+
+class _NamedOutput:
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        return self._named(self._stream.write, text)
+
+    def flush(self) -> None:
+        self._named(self._stream.flush)
+
+    def _named(self, call, *args):
+        try:
+            return call(*args)
+        except BrokenPipeError:   # the reader gone: main's quiet ending (edgegen info | head)
+            raise
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, "standard output") from None
+
+    def __getattr__(self, name):   # fileno, isatty, encoding, ...: the stream's own
+        return getattr(self._stream, name)
+
+
 def _stdout_closed() -> bool:
     """Whether standard output is a pipe whose reader has gone: the system flags its end with an
     error, which poll reports without a byte written to it."""
@@ -1572,6 +1618,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:   # said by the command's own parser, whose --help lists what it takes (not edgegen's)
         parser.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
+        _refuse_a_deleted_working_directory()
         # numpy reads it as scipy and scikit-learn import (training data, an export's gate), and a bad
         # one was its bare ValueError: refused first where they may; a command of the runtime alone
         # reads it nowhere, and on a device it refused an empty one (helper 94)
@@ -1584,8 +1631,11 @@ def main(argv: list[str] | None = None) -> int:
             from .runtimes.backends import require_tensorrt
 
             require_tensorrt()   # TensorRT missing is said before a shipped name exports (minutes), not after
-        with warnings.catch_warnings(), _terminate_as_interrupt():   # edgegen's own warnings in one line, as its errors
-            warnings.showwarning = _show_warning
+        if sys.stdout is None:   # closed (>&-): print would drop bench's table, info's lines, without a word
+            raise ConfigError("standard output: expected it open (edgegen prints its results there), found it closed: "
+                              "redirect it to /dev/null to discard them")
+        with warnings.catch_warnings(), _terminate_as_interrupt(), _standard_output_named():
+            warnings.showwarning = _show_warning   # edgegen's own warnings in one line, as its errors
             if args.command in NAMED_COMMANDS:   # a first export here is stopped by SIGTERM as any command's work is
                 args.named = args.package if _shipped_name_given(args.package) else None
                 # bench's process never loads PyTorch for the export: its memory is the runtime's

@@ -263,7 +263,7 @@ def cache_damage(name: str, cache: str | os.PathLike | None = None, found: Path 
 def shadows_shipped(given: str | os.PathLike) -> bool:
     """Whether `given` is a path here that bears a shipped model's name: the path wins, as
     everywhere, and a warning says so (it was taken without a word)."""
-    if not (Path(given).exists() and is_shipped_name(given)):
+    if not (os.path.exists(given) and is_shipped_name(given)):   # os.path: an unsearchable folder here is False, not EACCES
         return False
     warn_caller(f"{str(given)!r}: the folder of that name here, not the shipped model (give the text './{given}' or the "
                 "folder's absolute path for the folder without this warning, or the name from another folder for the "
@@ -275,7 +275,7 @@ def resolve(path_or_name: str | os.PathLike, cache: str | os.PathLike | None = N
     """A package path as given, or the exported package of a shipped model's name."""
     if not isinstance(path_or_name, (str, os.PathLike)) or not os.fspath(path_or_name):
         return path_or_name   # not a path at all, or an empty one: Package says so
-    if shadows_shipped(path_or_name) or Path(path_or_name).exists() or not is_shipped_name(path_or_name):
+    if shadows_shipped(path_or_name) or os.path.exists(path_or_name) or not is_shipped_name(path_or_name):
         return Path(path_or_name)
     found = find_shipped(str(path_or_name), cache)
     if damage := cache_damage(str(path_or_name), cache, found):

@@ -829,6 +829,29 @@ def test_what_the_system_refuses_is_one_line_too(package_copy, capsys, tmp_path,
     os.close(write_end)
     assert code == 141 and capsys.readouterr().err == ""   # quietly, as cat and grep end at `| head`
 
+    # standard output on a full disk (> /dev/full): said as standard output's, where it named --out, which
+    # generate had written (review 176)
+    class FullDevice(ClosedPipe):
+        def write(self, text):
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("sys.stdout", FullDevice())
+    code = main(["generate", str(pkg), "--n", "2", "--out", str(tmp_path / "g.png")])
+    monkeypatch.undo()
+    assert code == 2 and (tmp_path / "g.png").is_file()
+    assert capsys.readouterr().err.endswith("edgegen: error: 'standard output': No space left on device (OSError)\n")
+    monkeypatch.setattr("sys.stdout", None)   # closed (>&-): print dropped info's lines, and the status was 0
+    code = main(["info", str(pkg)])
+    monkeypatch.undo()
+    assert code == 2 and "standard output: expected it open (edgegen prints its results there), found it closed" in \
+        capsys.readouterr().err
+    # a shell standing in a folder removed since: torch's import died in oneMKL, blaming the install (review 176)
+    monkeypatch.setattr("os.getcwd", lambda: (_ for _ in ()).throw(FileNotFoundError(2, "No such file or directory")))
+    code = main(["train", "vae", "--steps", "1", "--out", str(tmp_path / "ckpt")])
+    monkeypatch.undo()
+    assert code == 2 and capsys.readouterr().err == ("edgegen: error: the current directory: expected one that exists, "
+                                                     "found it removed (the shell still stands in it): cd to another\n")
+
     # a broken pipe that is not standard output's (a subprocess's, a socket's) is an error to say
     monkeypatch.setattr("edgegen.cli._print_info", lambda *args: (_ for _ in ()).throw(BrokenPipeError(32, "Broken pipe")))
     code, _, err = run_cli(capsys, "info", pkg)

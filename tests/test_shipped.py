@@ -375,6 +375,23 @@ def test_no_home_and_no_cache_variable_is_said_in_one_line(models, tmp_path, mon
     assert main(["list"]) == 0
 
 
+def test_a_name_in_a_folder_this_user_cannot_search_is_the_shipped_model(models, tmp_path, monkeypatch, capsys):
+    """`sudo -u svc edgegen generate gan-digits` from /root: looking for ./gan-digits met EACCES, and
+    the command ended with "'gan-digits': Permission denied" (review 176)."""
+    import os as os_module
+
+    stat = os_module.stat
+
+    def unsearchable(path, *args, **kwargs):   # as the system answers in a folder without x permission
+        if os_module.fspath(path) == NAME:
+            raise PermissionError(13, "Permission denied", NAME)
+        return stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os_module, "stat", unsearchable)
+    assert main(["generate", NAME, "--n", "2", "--out", str(tmp_path / "x.png")]) == 0, capsys.readouterr().err
+    assert (tmp_path / "x.png").is_file()
+
+
 def test_a_cache_folder_a_file_blocks_is_refused_naming_the_variable(models, tmp_path, monkeypatch, capsys):
     """It was the system's NotADirectoryError, after a shipped name's export; a relative
     XDG_CACHE_HOME is ignored, as the XDG spec says."""
