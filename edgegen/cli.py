@@ -1497,10 +1497,18 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _results_on_stdout(args) -> bool:
+    """Whether what the command is for goes to standard output (bench's table, info's lines, a text
+    generation without --out), not only a line saying what it wrote."""
+    if args.command == "bench":
+        return getattr(args, "json", None) is None
+    return args.command in ("info", "list", "cache", "doctor", "score", "check") or (
+        args.command == "generate" and getattr(args, "out", None) is None)
+
+
 def _refuse_a_deleted_working_directory() -> None:
     """A shell standing in a folder removed since: torch's import died there with oneMKL's "Cannot
-    load libtorch_cpu.so" (status 2, blaming the install), a relative --out with a bare
-    FileNotFoundError (review 176)."""
+    load libtorch_cpu.so" (status 2, blaming the install: review 176)."""
     try:
         os.getcwd()
     except FileNotFoundError:
@@ -1534,9 +1542,11 @@ class _NamedOutput:
     def _named(self, call, *args):
         try:
             return call(*args)
-        except BrokenPipeError:   # the reader gone: main's quiet ending (edgegen info | head)
-            raise
         except OSError as exc:
+            # the reader gone (edgegen info | head: main's quiet ending), a non-blocking stream's partial
+            # write, an error without a number: as they are
+            if isinstance(exc, (BrokenPipeError, BlockingIOError)) or exc.errno is None:
+                raise
             raise OSError(exc.errno, exc.strerror, "standard output") from None
 
     def __getattr__(self, name):   # fileno, isatty, encoding, ...: the stream's own
@@ -1618,12 +1628,13 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:   # said by the command's own parser, whose --help lists what it takes (not edgegen's)
         parser.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
-        _refuse_a_deleted_working_directory()
         # numpy reads it as scipy and scikit-learn import (training data, an export's gate), and a bad
         # one was its bare ValueError: refused first where they may; a command of the runtime alone
         # reads it nowhere, and on a device it refused an empty one (helper 94)
-        if getattr(args, "export_side", None) or getattr(args, "vs_torch", None) or (
-                args.command in NAMED_COMMANDS and _shipped_but_not_exported(args.package)):
+        torch_side = getattr(args, "export_side", None) or getattr(args, "vs_torch", None)
+        if torch_side or _shipped_but_not_exported(getattr(args, "package", None) or ""):
+            _refuse_a_deleted_working_directory()   # where torch imports: the runtime's commands run from there
+        if torch_side or (args.command in NAMED_COMMANDS and _shipped_but_not_exported(args.package)):
             created_time()
         if getattr(args, "export_side", None):
             require_export(args.export_side)
@@ -1631,7 +1642,7 @@ def main(argv: list[str] | None = None) -> int:
             from .runtimes.backends import require_tensorrt
 
             require_tensorrt()   # TensorRT missing is said before a shipped name exports (minutes), not after
-        if sys.stdout is None:   # closed (>&-): print would drop bench's table, info's lines, without a word
+        if sys.stdout is None and _results_on_stdout(args):   # closed (>&-): print dropped them without a word
             raise ConfigError("standard output: expected it open (edgegen prints its results there), found it closed: "
                               "redirect it to /dev/null to discard them")
         with warnings.catch_warnings(), _terminate_as_interrupt(), _standard_output_named():
@@ -1701,15 +1712,19 @@ def _internal_error(exc: BaseException, where: str) -> int:
 
 
 def _outside_family_at_fault(exc: BaseException) -> tuple[str, str] | None:
-    """(family, file:line) of the innermost frame of the traceback in an outside family's own code
-    (review 172 saw its mistakes blamed on edgegen); None where none is, or the registry was never
-    read."""
+    """(family, file:line) where the code last running before the error, libraries' aside, is an
+    outside family's own (review 172 saw its mistakes blamed on edgegen); None where it is
+    edgegen's (a family calling edgegen, which fails: edgegen's to report), or the registry was
+    never read."""
     families = sys.modules.get("edgegen.families")
     if families is None:
         return None
     for frame, line in reversed(list(traceback.walk_tb(exc.__traceback__))):
-        if family := families.outside_family_of(frame.f_globals.get("__name__", "")):
+        module = frame.f_globals.get("__name__", "")
+        if family := families.outside_family_of(module):
             return family, f"{frame.f_code.co_filename}:{line}"
+        if module.partition(".")[0] == "edgegen":
+            return None
     return None
 
 

@@ -507,21 +507,39 @@ def test_a_prepare_data_that_returns_what_training_cannot_read_is_refused_before
 
 def test_a_trainer_that_does_not_take_what_training_passes_is_refused_before_the_data(registered, monkeypatch):
     """Each was edgegen's internal error ("not a mistake of yours") once the data had loaded (review 172)."""
-    class NoTotalSteps(edgegen_pca.model.Trainer):
+    Trainer = edgegen_pca.model.Trainer
+
+    class NoTotalSteps(Trainer):
         def __init__(self, model, lr):
             super().__init__(model, lr)
 
-    class NoLabels(edgegen_pca.model.Trainer):
+    class NoLabels(Trainer):
         def step(self, images):
             return super().step(images)
 
     for trainer, found in ((NoTotalSteps, r"Trainer\(model, lr, total_steps=...\) to take those arguments .*found "
                                           r".*NoTotalSteps\(model, lr\) \(got an unexpected keyword argument 'total_steps'\)"),
-                           (NoLabels, r"Trainer.step\(self, images, labels\) to take those arguments .*found "
-                                      r".*NoLabels.step\(self, images\) \(too many positional arguments\)")):
+                           (NoLabels, r"Trainer.step\(images, labels\) to take those arguments .*found "
+                                      r".*NoLabels.step\(self, images\) \(too many positional arguments\)"),
+                           (None, r"Trainer\(model, lr, total_steps=...\) \(docs/adding-a-family.md, section 1\), found None")):
         monkeypatch.setattr(edgegen_pca.model, "Trainer", trainer)
         with pytest.raises(ConfigError, match=rf"^family 'pca': expected its {found}$"):
             train("pca", "unused", steps=1, progress=False)
+
+    # what training can call is taken (review 177: a static step and a factory were refused), and a
+    # family's other commands do not judge its Trainer at all (an export of its trained checkpoints)
+    class StaticStep(Trainer):
+        @staticmethod
+        def step(images, labels=None):
+            return {"mse": 0.0}
+
+    def factory(model, lr, total_steps=1):
+        return Trainer(model, lr, total_steps)
+
+    for trainer in (StaticStep, factory):
+        families.refuse_trainer_signatures("pca", trainer)
+    monkeypatch.setattr(edgegen_pca.model, "Trainer", None)   # a family that only exports what it trained once
+    assert families.get("pca").model_module() is edgegen_pca.model
 
 
 def test_an_error_inside_an_outside_familys_code_is_said_as_its_not_edgegens(registered, monkeypatch, tmp_path, capsys):
@@ -536,6 +554,11 @@ def test_an_error_inside_an_outside_familys_code_is_said_as_its_not_edgegens(reg
     monkeypatch.setattr(edgegen_pca.model, "build", lambda config: 1 / 0)   # this test's code: edgegen's to report
     assert main(["train", "pca", "--steps", "1", "--out", str(tmp_path / "ckpt")]) == 3
     assert "internal error: ZeroDivisionError in edgegen train, not a mistake of yours" in capsys.readouterr().err
+    # the family's code calling edgegen's, which fails there: edgegen's to report, not the family's (review 177)
+    exec("def build(config):\n    from edgegen.package import sha256_file\n    return sha256_file(None)\n",
+         vars(edgegen_pca.model))
+    assert main(["train", "pca", "--steps", "1", "--out", str(tmp_path / "ckpt")]) == 3
+    assert "internal error: TypeError in edgegen train, not a mistake of yours" in capsys.readouterr().err
 
 
 def test_info_names_the_flag_a_plugin_takes_its_classes_by(registered, monkeypatch):

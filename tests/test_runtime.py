@@ -261,6 +261,10 @@ def test_a_pipeline_handed_to_another_process_says_to_load_it_there(vae, trained
         pickle.dumps(vae)
     images = vae.sample(2, seed=0)
     np.testing.assert_array_equal(pickle.loads(pickle.dumps(images)), images)
+    import copy
+
+    twin = copy.copy(vae)   # a second reference to the same sessions, as before (review 177)
+    assert twin.sessions is vae.sessions and np.array_equal(twin.sample(2, seed=0), images)
 
 
 def test_loading_and_running_a_package_writes_nothing_into_it(trained, tmp_path):

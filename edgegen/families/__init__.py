@@ -112,7 +112,7 @@ def _typed(value: Any, kind: Any, where: str) -> Any:
         if not isinstance(value, dict):
             raise ManifestError(f"{where}: expected an object, found {type(value).__name__} {value!r:.60}")
         return value
-    if kind is Any:
+    if kind is Any or kind is object:
         return value
     # a family author's annotation, said when its first package is written or read (a bare `set`
     # passed here and failed in json.dumps, after the export's work: review 172)
@@ -354,7 +354,6 @@ class Family:
             raise ConfigError(f"family {self.name!r}: expected its module {self.model!r} to define "
                               f"{', '.join(MODEL_NAMES)} (docs/adding-a-family.md, section 1), found no "
                               f"{', '.join(missing)}")
-        _refuse_trainer_signatures(self.name, module.Trainer)
         return module
 
     def export_spec(self):
@@ -484,7 +483,9 @@ def _import_families() -> None:
     for info in pkgutil.iter_modules(__path__):
         if info.ispkg:
             importlib.import_module(f"{__name__}.{info.name}")
-    _BUILT_IN.update(_REGISTRY)
+    # by the folder their pipeline lives in: a script's own family registered before this ran is
+    # not one (it was, and its code's errors were then said as edgegen's: review 177)
+    _BUILT_IN.update(name for name, family in _REGISTRY.items() if family.pipeline.__module__.startswith(f"{__name__}."))
     from importlib.metadata import entry_points
 
     for point in entry_points(group=ENTRY_POINT_GROUP):
@@ -542,26 +543,32 @@ def _keywords_not_taken(pipeline: type, keywords: list[str]) -> list[str]:
         except (TypeError, ValueError):
             return {}
 
-    call = parameters(getattr(pipeline, "__call__", None))
-    passes_all = {p.kind for p in call.values()} >= {inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD}
-    taken = parameters(getattr(pipeline, "sample", None)) if passes_all else call
+    call = getattr(pipeline, "__call__", None)
+    # the runtime's Pipeline.__call__ hands everything to sample; another that takes anything is not read
+    taken = parameters(getattr(pipeline, "sample", None) if call.__qualname__ == "Pipeline.__call__" else call)
     if not taken or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in taken.values()):
         return []
     return [k for k in keywords if k not in taken or taken[k].kind is inspect.Parameter.POSITIONAL_ONLY]
 
 
-def _refuse_trainer_signatures(family: str, trainer: type) -> None:
-    """A Trainer that does not take what training calls it with (`step` without `labels`, `__init__`
-    without `total_steps`) failed as edgegen's internal error once the data had loaded (review 172)."""
-    step = getattr(trainer, "step", None)
-    for call, target, args, kwargs in (("Trainer(model, lr, total_steps=...)", trainer, (None, 0.0), {"total_steps": 1}),
-                                       ("Trainer.step(self, images, labels)", step, (None, None, None), {})):
+def refuse_trainer_signatures(family: str, trainer) -> None:
+    """Before a training's data loads: a Trainer that does not take what training calls it with
+    (`step` without `labels`, `__init__` without `total_steps`) failed as edgegen's internal error
+    once the data had loaded (review 172). A factory function's trainer is judged by its call."""
+    calls = [("Trainer(model, lr, total_steps=...)", trainer, (None, 0.0))]
+    if isinstance(trainer, type):   # its step as an instance's: self given, unless a static or class method
+        bound = isinstance(inspect.getattr_static(trainer, "step", None), (staticmethod, classmethod))
+        calls.append(("Trainer.step(images, labels)", getattr(trainer, "step", None), (None, None) if bound else
+                      (None, None, None)))
+    for call, target, args in calls:
+        if not callable(target):
+            raise ConfigError(f"family {family!r}: expected its {call} (docs/adding-a-family.md, section 1), found "
+                              f"{'no step' if target is None and call.startswith('Trainer.step') else repr(target)}")
         try:
-            inspect.signature(target).bind(*args, **kwargs)
-        except TypeError as exc:   # no step at all is said too
-            found = f"{target.__qualname__}{inspect.signature(target)} ({exc})" if callable(target) else "no step"
+            inspect.signature(target).bind(*args, **({"total_steps": 1} if target is trainer else {}))
+        except TypeError as exc:
             raise ConfigError(f"family {family!r}: expected its {call} to take those arguments (docs/adding-a-family.md, "
-                              f"section 1), found {found}") from None
+                              f"section 1), found {target.__qualname__}{inspect.signature(target)} ({exc})") from None
         except ValueError:   # no signature to read (a builtin's): left to the call
             pass
 
@@ -573,8 +580,8 @@ def outside_family_of(module: str) -> str | None:
     for family in list(_REGISTRY.values()):
         if family.name in _BUILT_IN:
             continue
-        modules = (family.pipeline.__module__, family.model or "", family.export or "")
-        if top in {m.partition(".")[0] for m in modules if m} - {"edgegen"}:
+        modules = (family.pipeline.__module__, family.model or "", family.export or "")   # export: "pkg:SPEC" too
+        if top in {re.split(r"[.:]", m)[0] for m in modules if m} - {"edgegen"}:
             return family.name
     return None
 

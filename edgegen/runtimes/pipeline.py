@@ -94,6 +94,11 @@ class Pipeline:
     def __call__(self, *args, **kwargs):
         return self.sample(*args, **kwargs)
 
+    def __copy__(self):   # copy.copy goes the way of pickle, below: a second reference to the same sessions
+        twin = object.__new__(type(self))
+        twin.__dict__.update(self.__dict__)
+        return twin
+
     def __getstate__(self):
         # pickle's way in (multiprocessing hands a worker its arguments so): ONNX Runtime's own
         # TypeError named neither the pipeline nor the way out

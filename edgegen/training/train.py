@@ -15,7 +15,7 @@ import torch
 
 from ..cpus import cgroup_memory_left
 from ..errors import CheckpointError, ConfigError, DataError, EdgegenWarning, TrainingError
-from ..families import get as get_family
+from ..families import get as get_family, refuse_trainer_signatures
 from ..storage import refuse_empty, refuse_output_folder, writer_lock
 from ..progress import Progress
 from . import family_module
@@ -52,6 +52,7 @@ def train(family: str, out: str | Path, data: str | None = None, steps: int | No
         writes it too, after the step under way; the finished checkpoint removes it.
     """
     module, declared = family_module(family), get_family(family)
+    refuse_trainer_signatures(family, module.Trainer)
     refuse_empty(out, "output")
     if save_every is not None and (isinstance(save_every, bool) or not isinstance(save_every, int) or save_every < 1):
         raise ConfigError(f"save_every (--save-every): expected a positive number of steps, found {save_every!r}")
