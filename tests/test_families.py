@@ -34,6 +34,11 @@ import edgegen_pca.model  # noqa: E402
 TRAINABLE = [f for f in families.families() if f.model is not None] + [edgegen_pca.FAMILY]
 
 
+def own_generate(pipe, request) -> str:
+    """A family's generate of its own, which takes options its pipeline's call does not."""
+    return ""
+
+
 @pytest.fixture
 def registered(monkeypatch):
     """The outside family in this process's registry for one test (fresh processes find it by its
@@ -290,12 +295,13 @@ def test_a_family_option_that_clashes_with_the_commands_own_leaves_that_family_o
     monkeypatch.chdir(tmp_path)
     for flag in ("--seed", "--threads"):   # generate's own, and one its runtime options add
         clashing = families.Family("clash", f"a family with a {flag} option", edgegen_pca.PCAPipeline,
-                                   edgegen_pca.PCAConfig, options=(families.Option(flag, "own", "its own"),))
+                                   edgegen_pca.PCAConfig, options=(families.Option(flag, "own", "its own"),),
+                                   generate=own_generate)
         assert f"family 'clash': option {flag} expected a name of its own, found one that edgegen generate already " \
                "has" in left_out_by_the_command_line(clashing, capsys, monkeypatch)
     untyped = families.Family("untyped", "a family whose option's type is a string", edgegen_pca.PCAPipeline,
                               edgegen_pca.PCAConfig, options=(families.Option("--depth", "depth", "its depth",
-                                                                              {"type": "int"}),))
+                                                                              {"type": "int"}),), generate=own_generate)
     assert "option --depth expected what argparse's add_argument takes, found {'type': 'int'}" in \
         left_out_by_the_command_line(untyped, capsys, monkeypatch)
     with pytest.raises(ConfigError, match="family 'vae': option --seed"):   # a built-in's: edgegen's bug, not hidden
@@ -309,7 +315,7 @@ def test_a_family_option_that_reads_a_shared_flag_otherwise_leaves_that_family_o
     monkeypatch.chdir(tmp_path)
     floating = families.Family("floatsteps", "a family with a float --steps", edgegen_pca.PCAPipeline,
                                edgegen_pca.PCAConfig, options=(families.Option("--steps", "steps", "its own steps",
-                                                                               {"type": float}),))
+                                                                               {"type": float}),), generate=own_generate)
     assert ("family 'floatsteps': option --steps expected to be read as --steps of family 'diffusion' is (type int, "
             "action store), which shares its name, found type float, action store: give it a name of its own") \
         in left_out_by_the_command_line(floating, capsys, monkeypatch)
