@@ -111,13 +111,12 @@ def train(family: str, out: str | Path, data: str | None = None, steps: int | No
             channels = getattr(start.config, "image_channels", None) if channels is None else channels
         image_size = getattr(module, "DEFAULT_IMAGE_SIZE", 32) if image_size is None else image_size
         channels = getattr(module, "DEFAULT_CHANNELS", None) if channels is None else channels   # PixelCNN's grey levels
+        known = {f.name for f in dataclasses.fields(module.Config)}
         if hasattr(module, "prepare_data"):  # families whose data is not only images (flows: points; gpt: text)
-            classes = "num_classes" in {f.name for f in dataclasses.fields(module.Config)}
             images, from_data = _prepared(family, module.prepare_data(data, image_size, channels, seed, model_options),
-                                          classes)
+                                          "num_classes" in known)
         else:
             # the config's own refusals (an --image-size of 20) before a folder's minutes of loading, not after
-            known = {f.name for f in dataclasses.fields(module.Config)}
             shape = {"image_size": image_size, "image_channels": channels or 1,   # a cgan on a folder without
                      **({"num_classes": data_classes(data)} if "num_classes" in known else {})}   # classes: refused now
             refuse_small_image_size(image_size)   # the data's own limit, before a family's config says its own otherwise
@@ -148,10 +147,9 @@ def train(family: str, out: str | Path, data: str | None = None, steps: int | No
             option = "--image-size" if given_image_size is not None else "--channels"
             raise ConfigError(f"{option}: expected an option of image data, found {family} training on {data!r}, "
                               "which has no images")
-        fields = {f.name for f in dataclasses.fields(module.Config)}
-        if "num_classes" in fields:
+        if "num_classes" in known:
             from_data["num_classes"] = images.num_classes  # 0 (unconditional) for data without classes
-        if missing := [name for name in from_data if name not in fields]:   # said as the Config's, not the user's, keys
+        if missing := [name for name in from_data if name not in known]:   # said as the Config's, not the user's, keys
             raise ConfigError(f"family {family!r}: expected its Config to have a field {missing[0]}, which edgegen fills "
                               f"from the data ({missing[0]}={from_data[missing[0]]!r} here), found none")
         started = dataclasses.asdict(start.config) if start is not None else {}
