@@ -1521,6 +1521,9 @@ def _standard_output_named():
     """sys.stdout, for the command: a write the system refuses there (a redirect to a full disk)
     names standard output; it was said as the --out file, which the command had written."""
     stream = sys.stdout
+    if stream is None:   # closed, for a command whose results go elsewhere: print drops its line, as it did
+        yield
+        return
     sys.stdout = _NamedOutput(stream)
     try:
         yield

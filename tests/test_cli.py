@@ -842,9 +842,11 @@ def test_what_the_system_refuses_is_one_line_too(package_copy, capsys, tmp_path,
     assert capsys.readouterr().err.endswith("edgegen: error: 'standard output': No space left on device (OSError)\n")
     monkeypatch.setattr("sys.stdout", None)   # closed (>&-): print dropped info's lines, and the status was 0
     code = main(["info", str(pkg)])
+    written = main(["generate", str(pkg), "--n", "2", "--out", str(tmp_path / "closed.png")])   # its file, its status
     monkeypatch.undo()
     assert code == 2 and "standard output: expected it open (edgegen prints its results there), found it closed" in \
         capsys.readouterr().err
+    assert written == 0 and (tmp_path / "closed.png").is_file()   # review 178: exit 3, the wrapper writing to None
     # a shell standing in a folder removed since: torch's import died in oneMKL, blaming the install (review 176)
     monkeypatch.setattr("os.getcwd", lambda: (_ for _ in ()).throw(FileNotFoundError(2, "No such file or directory")))
     code = main(["train", "vae", "--steps", "1", "--out", str(tmp_path / "ckpt")])
