@@ -35,6 +35,7 @@ def open_sessions(package: Package, backend: str = "auto", threads: int | None =
         raise BackendError(f"cache_dir: expected a folder's path for the TensorRT engines, found {type(cache_dir).__name__}")
     if precision != "fp32":   # its engines too are built from the variant
         warn_if_gated_before_its_check(package, precision)
+        warn_if_a_later_gate_refused(package, precision)
         if note := fp32_graphs_note(precision, package.fp32_graphs(precision)):   # said to a Python caller too
             warn_caller(note, PrecisionWarning)
     if concrete == "tensorrt":
@@ -133,16 +134,10 @@ def warn_if_gated_before_its_check(package: Package, precision: str) -> None:
     variant whose sampling moved: wavenet-tones' int8 network), an SR variant before the learned
     detail kept (the bilinear upscale alone passed PSNR). A refused re-run keeps it, so it is said
     each load."""
-    from ..families import get
-
-    if (check := CHECKS_ADDED_TO_PSNR.get(get(package.family).gate)) is None:
-        return
-    figure, measure, output = check
-    records = package.variant_files(precision)
-    unjudged = sorted(part for part, record in records.items()
-                      if (output is None or output in {o.name for o in package.graphs[part].outputs})
-                      and figure not in (record.get("gate") or {}))
+    unjudged = _judged_before_its_check(package, precision)
     if unjudged:
+        measure = CHECKS_ADDED_TO_PSNR[_family_gate(package)][1]
+        records = package.variant_files(precision)
         # again for the target it was made for: the default target's would replace a TensorRT variant
         targets = _made_for_gpus(records, unjudged)
         again = f"edgegen optimize --precision {precision}" + "".join(f" --target {t}" for t in targets[:1])
@@ -152,6 +147,41 @@ def warn_if_gated_before_its_check(package: Package, precision: str) -> None:
         warn_caller(f"{precision} variant of {', '.join(unjudged)} in {str(package.path)!r}: expected a gate record of "
                     f"{measure}, found one of PSNR alone (written before that check): {advice} (docs/upgrading.md)",
                     PrecisionWarning)
+
+
+def warn_if_a_later_gate_refused(package: Package, precision: str) -> None:
+    """A variant a later optimize's gate refused to replace (a stricter threshold, an edgegen whose
+    gate judges more: a flow's inverse at sampling's temperature) stays, since a failed command
+    takes nothing away; it ran without a word, its recorded figure the earlier run's (reviews 174
+    and 178). One already said by warn_if_gated_before_its_check is not said twice."""
+    said = _judged_before_its_check(package, precision)
+    refused = {}
+    for part, record in package.variant_files(precision).items():
+        later = record.get("last_refused")
+        if isinstance(later, dict) and str(later.get("refused", "")).startswith("gate ") and part not in said:
+            refused[part] = later["refused"]
+    if refused:
+        why = "; ".join(f"{part}: {reason}" for part, reason in refused.items())
+        warn_caller(f"{precision} variant of {', '.join(refused)} in {str(package.path)!r}: expected one its latest "
+                    f"optimize passed, found one kept from an earlier run after a later gate refused its replacement "
+                    f"({why}): its recorded figure is the earlier run's; export the package again to be rid of it",
+                    PrecisionWarning)
+
+
+def _judged_before_its_check(package: Package, precision: str) -> list[str]:
+    """The graphs whose `precision` variant was gated before its family's check beyond PSNR."""
+    if (check := CHECKS_ADDED_TO_PSNR.get(_family_gate(package))) is None:
+        return []
+    figure, _, output = check
+    return sorted(part for part, record in package.variant_files(precision).items()
+                  if (output is None or output in {o.name for o in package.graphs[part].outputs})
+                  and figure not in (record.get("gate") or {}))
+
+
+def _family_gate(package: Package) -> str:
+    from ..families import get
+
+    return get(package.family).gate
 
 
 def _made_for_gpus(records: dict, parts: list[str]) -> list[str]:
