@@ -428,6 +428,8 @@ def _cmd_generate(args) -> None:
         _refuse_before_loading(family, options, args.out, args.package)
     except (InputError, ConfigError) as exc:   # the family's checks name its keywords (batch): the flags here
         raise named_by_flag(exc, family.options) from None
+    if args.out is None:   # text to standard output (a grid without --out was refused above)
+        _refuse_a_closed_stdout()
     args.package = _package_or_name(args.package)   # a shipped name's export, after the options' checks
     _refuse_out_over_what_generate_reads(args.out, args.package, options)
     pipe = load(args.package, backend=args.backend, threads=args.threads, precision=args.precision)
@@ -1498,17 +1500,35 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _results_on_stdout(args) -> bool:
-    """Whether what the command is for goes to standard output (bench's table, info's lines, a text
-    generation without --out), not only a line saying what it wrote."""
+    """Whether what the command is for goes to standard output (bench's table, info's lines,
+    optimize's JSON report), not only a line saying what it wrote (generate's text without --out
+    is judged by generate, after a grid's missing --out is said)."""
     if args.command == "bench":
         return getattr(args, "json", None) is None
     return args.command in ("info", "list", "cache", "doctor", "score", "check") or (
-        args.command == "generate" and getattr(args, "out", None) is None)
+        args.command == "optimize" and bool(getattr(args, "json", False)))
+
+
+def _refuse_a_closed_stdout() -> None:
+    """Standard output closed (>&-): print drops the results without a word, and the status was 0."""
+    if sys.stdout is None:
+        raise ConfigError("standard output: expected it open (edgegen prints its results there), found it closed: "
+                          "redirect it to /dev/null to discard them")
+
+
+def _needs_the_working_directory(args, torch_side) -> bool:
+    """Where a removed current folder is refused: torch's import (train, export, a shipped name's first
+    export: it died in oneMKL's "Cannot load libtorch_cpu.so", status 2, blaming the install), and a
+    relative output path (a bare FileNotFoundError naming nothing: review 176). The runtime's other
+    commands, given absolute paths, run from there."""
+    given = [getattr(args, "package", None), *(getattr(args, "packages", None) or [])]
+    relative_out = any(isinstance(path, str) and not os.path.isabs(path) for path in
+                       (getattr(args, "out", None), getattr(args, "json", None)))
+    return bool(torch_side) or relative_out or any(isinstance(g, str) and _shipped_but_not_exported(g) for g in given)
 
 
 def _refuse_a_deleted_working_directory() -> None:
-    """A shell standing in a folder removed since: torch's import died there with oneMKL's "Cannot
-    load libtorch_cpu.so" (status 2, blaming the install: review 176)."""
+    """A shell standing in a folder removed since (_needs_the_working_directory says where)."""
     try:
         os.getcwd()
     except FileNotFoundError:
@@ -1635,8 +1655,8 @@ def main(argv: list[str] | None = None) -> int:
         # one was its bare ValueError: refused first where they may; a command of the runtime alone
         # reads it nowhere, and on a device it refused an empty one (helper 94)
         torch_side = getattr(args, "export_side", None) or getattr(args, "vs_torch", None)
-        if torch_side or _shipped_but_not_exported(getattr(args, "package", None) or ""):
-            _refuse_a_deleted_working_directory()   # where torch imports: the runtime's commands run from there
+        if _needs_the_working_directory(args, torch_side):
+            _refuse_a_deleted_working_directory()
         if torch_side or (args.command in NAMED_COMMANDS and _shipped_but_not_exported(args.package)):
             created_time()
         if getattr(args, "export_side", None):
@@ -1645,9 +1665,8 @@ def main(argv: list[str] | None = None) -> int:
             from .runtimes.backends import require_tensorrt
 
             require_tensorrt()   # TensorRT missing is said before a shipped name exports (minutes), not after
-        if sys.stdout is None and _results_on_stdout(args):   # closed (>&-): print dropped them without a word
-            raise ConfigError("standard output: expected it open (edgegen prints its results there), found it closed: "
-                              "redirect it to /dev/null to discard them")
+        if _results_on_stdout(args):
+            _refuse_a_closed_stdout()
         with warnings.catch_warnings(), _terminate_as_interrupt(), _standard_output_named():
             warnings.showwarning = _show_warning   # edgegen's own warnings in one line, as its errors
             if args.command in NAMED_COMMANDS:   # a first export here is stopped by SIGTERM as any command's work is

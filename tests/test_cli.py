@@ -842,17 +842,22 @@ def test_what_the_system_refuses_is_one_line_too(package_copy, capsys, tmp_path,
     assert capsys.readouterr().err.endswith("edgegen: error: 'standard output': No space left on device (OSError)\n")
     monkeypatch.setattr("sys.stdout", None)   # closed (>&-): print dropped info's lines, and the status was 0
     code = main(["info", str(pkg)])
+    report = main(["optimize", str(pkg), "--precision", "fp16", "--no-speed-check", "--json"])   # review 180: 0, lost
     written = main(["generate", str(pkg), "--n", "2", "--out", str(tmp_path / "closed.png")])   # its file, its status
     monkeypatch.undo()
-    assert code == 2 and "standard output: expected it open (edgegen prints its results there), found it closed" in \
-        capsys.readouterr().err
+    assert code == report == 2 and capsys.readouterr().err.count("standard output: expected it open (edgegen prints "
+                                                                 "its results there), found it closed") == 2
     assert written == 0 and (tmp_path / "closed.png").is_file()   # review 178: exit 3, the wrapper writing to None
     # a shell standing in a folder removed since: torch's import died in oneMKL, blaming the install (review 176)
     monkeypatch.setattr("os.getcwd", lambda: (_ for _ in ()).throw(FileNotFoundError(2, "No such file or directory")))
     code = main(["train", "vae", "--steps", "1", "--out", str(tmp_path / "ckpt")])
+    relative = main(["generate", str(pkg), "--n", "2", "--out", "rel.png"])   # a bare FileNotFoundError (review 180)
+    absolute = main(["generate", str(pkg), "--n", "2", "--out", str(tmp_path / "abs.png")])   # the runtime runs there
     monkeypatch.undo()
-    assert code == 2 and capsys.readouterr().err == ("edgegen: error: the current directory: expected one that exists, "
-                                                     "found it removed (the shell still stands in it): cd to another\n")
+    assert code == relative == 2 and capsys.readouterr().err == 2 * (
+        "edgegen: error: the current directory: expected one that exists, found it removed (the shell still stands in "
+        "it): cd to another\n")
+    assert absolute == 0 and (tmp_path / "abs.png").is_file()
 
     # a broken pipe that is not standard output's (a subprocess's, a socket's) is an error to say
     monkeypatch.setattr("edgegen.cli._print_info", lambda *args: (_ for _ in ()).throw(BrokenPipeError(32, "Broken pipe")))

@@ -193,7 +193,8 @@ def test_a_refused_attempt_keeps_the_variant_written_before_and_exits_1(package_
     # kept, and said at each load: its figure is the earlier run's (reviews 174 and 178: it ran without a word)
     with pytest.warns(PrecisionWarning, match=r"int8 variant of generator in .*: expected one its latest optimize "
                                               r"passed, found one kept from an earlier run after a later gate refused "
-                                              r"its replacement \(generator: gate PSNR"):
+                                              r"its replacement \(generator: gate PSNR.*optimize again to judge it "
+                                              r"anew \(a pass replaces it\), or export the package again to drop it"):
         loaded = edgegen.load(pkg, precision="int8")
     assert loaded.package.variant_files("int8")["generator"]["file"] == written["file"]
     capsys.readouterr()

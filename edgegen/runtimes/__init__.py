@@ -164,8 +164,8 @@ def warn_if_a_later_gate_refused(package: Package, precision: str) -> None:
         why = "; ".join(f"{part}: {reason}" for part, reason in refused.items())
         warn_caller(f"{precision} variant of {', '.join(refused)} in {str(package.path)!r}: expected one its latest "
                     f"optimize passed, found one kept from an earlier run after a later gate refused its replacement "
-                    f"({why}): its recorded figure is the earlier run's; export the package again to be rid of it",
-                    PrecisionWarning)
+                    f"({why}): the figure edgegen info shows is that earlier run's; optimize again to judge it anew "
+                    "(a pass replaces it), or export the package again to drop it", PrecisionWarning)
 
 
 def _judged_before_its_check(package: Package, precision: str) -> list[str]:
