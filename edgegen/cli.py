@@ -1516,19 +1516,16 @@ def _refuse_a_closed_stdout() -> None:
                           "redirect it to /dev/null to discard them")
 
 
-def _needs_the_working_directory(args, torch_side) -> bool:
-    """Where a removed current folder is refused: torch's import (train, export, a shipped name's first
-    export: it died in oneMKL's "Cannot load libtorch_cpu.so", status 2, blaming the install), and a
-    relative output path (a bare FileNotFoundError naming nothing: review 176). The runtime's other
-    commands, given absolute paths, run from there."""
-    given = [getattr(args, "package", None), *(getattr(args, "packages", None) or [])]
-    relative_out = any(isinstance(path, str) and not os.path.isabs(path) for path in
-                       (getattr(args, "out", None), getattr(args, "json", None)))
-    return bool(torch_side) or relative_out or any(isinstance(g, str) and _shipped_but_not_exported(g) for g in given)
+def _relative_output(args) -> bool:
+    return any(isinstance(path, str) and not os.path.isabs(path) for path in
+               (getattr(args, "out", None), getattr(args, "json", None)))
 
 
 def _refuse_a_deleted_working_directory() -> None:
-    """A shell standing in a folder removed since (_needs_the_working_directory says where)."""
+    """A shell standing in a folder removed since, refused where torch imports (train, export, a
+    shipped name's first export: it died in oneMKL's "Cannot load libtorch_cpu.so", status 2,
+    blaming the install) and where an output path is relative (a bare FileNotFoundError naming
+    nothing: review 176). The runtime's other commands, given absolute paths, run from there."""
     try:
         os.getcwd()
     except FileNotFoundError:
@@ -1655,9 +1652,11 @@ def main(argv: list[str] | None = None) -> int:
         # one was its bare ValueError: refused first where they may; a command of the runtime alone
         # reads it nowhere, and on a device it refused an empty one (helper 94)
         torch_side = getattr(args, "export_side", None) or getattr(args, "vs_torch", None)
-        if _needs_the_working_directory(args, torch_side):
+        first_export = any(isinstance(given, str) and _shipped_but_not_exported(given) for given in
+                           [getattr(args, "package", None), *(getattr(args, "packages", None) or [])])
+        if torch_side or first_export or _relative_output(args):
             _refuse_a_deleted_working_directory()
-        if torch_side or (args.command in NAMED_COMMANDS and _shipped_but_not_exported(args.package)):
+        if torch_side or (args.command in NAMED_COMMANDS and first_export):
             created_time()
         if getattr(args, "export_side", None):
             require_export(args.export_side)
