@@ -34,8 +34,7 @@ def open_sessions(package: Package, backend: str = "auto", threads: int | None =
     if cache_dir is not None and not isinstance(cache_dir, (str, os.PathLike)):
         raise BackendError(f"cache_dir: expected a folder's path for the TensorRT engines, found {type(cache_dir).__name__}")
     if precision != "fp32":   # its engines too are built from the variant
-        warn_if_gated_before_its_check(package, precision)
-        warn_if_a_later_gate_refused(package, precision)
+        warn_of_variant_gates(package, precision)
         if note := fp32_graphs_note(precision, package.fp32_graphs(precision)):   # said to a Python caller too
             warn_caller(note, PrecisionWarning)
     if concrete == "tensorrt":
@@ -127,14 +126,21 @@ CHECKS_ADDED_TO_PSNR = {"density": ("log_density_error", "the log densities it g
                                                 "input's bilinear upscale)", None)}
 
 
-def warn_if_gated_before_its_check(package: Package, precision: str) -> None:
+def warn_of_variant_gates(package: Package, precision: str) -> None:
+    """What the `precision` variants' gate records leave unsaid, said where they are used (a load,
+    a Triton model): each graph at most once."""
+    unjudged = _judged_before_its_check(package, precision)
+    _warn_if_gated_before_its_check(package, precision, unjudged)
+    _warn_if_a_later_gate_refused(package, precision, unjudged)
+
+
+def _warn_if_gated_before_its_check(package: Package, precision: str, unjudged: list[str]) -> None:
     """A variant written before its family's gate checked more than PSNR: a flow's density graph
     before its log densities (flow-digits' int8 passed PSNR up to 29 nats off), a WaveNet's or
     PixelCNN's logits variant before the KL divergence of its distributions (its PSNR passed a
     variant whose sampling moved: wavenet-tones' int8 network), an SR variant before the learned
     detail kept (the bilinear upscale alone passed PSNR). A refused re-run keeps it, so it is said
     each load."""
-    unjudged = _judged_before_its_check(package, precision)
     if unjudged:
         measure = CHECKS_ADDED_TO_PSNR[_family_gate(package)][1]
         records = package.variant_files(precision)
@@ -149,12 +155,11 @@ def warn_if_gated_before_its_check(package: Package, precision: str) -> None:
                     PrecisionWarning)
 
 
-def warn_if_a_later_gate_refused(package: Package, precision: str) -> None:
+def _warn_if_a_later_gate_refused(package: Package, precision: str, said: list[str]) -> None:
     """A variant a later optimize's gate refused to replace (a stricter threshold, an edgegen whose
     gate judges more: a flow's inverse at sampling's temperature) stays, since a failed command
     takes nothing away; it ran without a word, its recorded figure the earlier run's (reviews 174
-    and 178). One already said by warn_if_gated_before_its_check is not said twice."""
-    said = _judged_before_its_check(package, precision)
+    and 178). The graphs `said` before its check already are not said twice."""
     refused = {}
     for part, record in package.variant_files(precision).items():
         later = record.get("last_refused")

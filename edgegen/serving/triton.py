@@ -34,7 +34,7 @@ from ..families import package_config, require_offered_precision
 from ..package import (CHECKPOINT_WEIGHTS, MANIFEST_NAME, PRECISIONS, Package, TensorSpec, check_name, copy_package,
                        fp32_graphs_note, name_from_folder)
 from ..runtimes.backends import KNOWN_BACKENDS
-from ..runtimes import warn_if_gated_before_its_check
+from ..runtimes import warn_of_variant_gates
 from ..shipped import resolve as resolve_shipped
 from ..storage import (KILLED_WRITERS_LEFTOVER, atomic_write_text, clean_leftover, refuse_empty, refuse_output_folder,
                        refuse_replacing_other, resolved, staged_directory)
@@ -351,7 +351,7 @@ def _plan(package: Package, name: str, folder: Path, options: RepositoryOptions)
     family, config = package_config(package)
     require_offered_precision(package, options.precision)   # else the advice to optimize, which would refuse it
     if options.precision != "fp32":   # said here: a graph-route model never passes through edgegen.load
-        warn_if_gated_before_its_check(package, options.precision)
+        warn_of_variant_gates(package, options.precision)
     route = options.route or ("graph" if family.served_graph else "pipeline")
     if route == "pipeline" and (missing := package.missing_variants(options.precision)):
         raise ConfigError(missing)
