@@ -756,14 +756,23 @@ def test_each_row_takes_the_random_numbers_decoding_without_drafts_draws_for_it(
         assert draws.at(np.array(made)).tolist() == steps[made, [0, 1, 2]].tolist()
 
 
-def test_sampling_matches_transformers_logits_processors():
+@pytest.mark.parametrize("vocab", [300, 5000, 50257])   # the short paths, then the long ones (past 512 and 4096)
+def test_sampling_matches_transformers_logits_processors(vocab):
     pytest.importorskip("transformers")
     rng = np.random.default_rng(0)
-    logits = (rng.standard_normal((4, 300)) * 3).astype(np.float32)
-    seen = rng.random((4, 300)) < 0.1
+    logits = (rng.standard_normal((4, vocab)) * 3).astype(np.float32)
+    seen = rng.random((4, vocab)) < 0.1
     from transformers.generation.logits_process import (RepetitionPenaltyLogitsProcessor, TopKLogitsWarper,
                                                          TopPLogitsWarper)
-    from edgegen.runtimes.token_sampling import _keep_top_k, _keep_top_p, penalize_repeats
+    from edgegen.runtimes.token_sampling import _nucleus, _top_k_ids, penalize_repeats
+
+    def dropped_by_top_k(k):
+        return np.stack([np.isin(np.arange(vocab), _top_k_ids(row, k), invert=True) for row in logits])
+
+    def dropped_by_top_p(p):
+        shifted = logits - logits.max(axis=-1, keepdims=True)
+        return np.stack([np.isin(np.arange(vocab), _nucleus(row, np.exp(row, dtype=np.float64), p), invert=True)
+                         for row in shifted])
 
     ids = torch.from_numpy(np.stack([np.flatnonzero(r)[:20] for r in seen]))
     mask = np.zeros_like(seen)
@@ -772,15 +781,61 @@ def test_sampling_matches_transformers_logits_processors():
     np.testing.assert_allclose(penalize_repeats(logits, mask, 1.3), theirs, rtol=1e-6)
     for k in (1, 7, 300):
         theirs = TopKLogitsWarper(k)(ids, torch.from_numpy(logits.copy())).numpy()
-        assert np.array_equal(np.isinf(_keep_top_k(logits, k)), np.isinf(theirs))
+        assert np.array_equal(dropped_by_top_k(k), np.isinf(theirs))
     for p in (0.05, 0.5, 0.9, 0.999):
         theirs = TopPLogitsWarper(p)(ids, torch.from_numpy(logits.copy())).numpy()
-        assert np.array_equal(np.isinf(_keep_top_p(logits, p)), np.isinf(theirs)), p
+        assert np.array_equal(dropped_by_top_p(p), np.isinf(theirs)), p
     # sampling draws from the kept tokens only, in proportion to their probability
     draws = np.concatenate([next_tokens(np.repeat(logits[:1], 500, 0), None, Sampling(top_k=3), np.random.default_rng(s))
                             for s in range(4)])
     top3 = set(np.argsort(-logits[0])[:3])
     assert set(draws) <= top3 and len(set(draws)) == 3
+
+
+def _tokens_by_full_passes(logits: np.ndarray, sampling: Sampling, uniforms: np.ndarray) -> np.ndarray:
+    """next_tokens' rule the plain way: mask below the k-th logit (ties stay), sort every probability
+    (ties in vocabulary order) for top-p, then sum the kept ones in vocabulary order."""
+    shifted = logits / np.float32(sampling.temperature)
+    shifted -= shifted.max(axis=-1, keepdims=True)
+    tokens = []
+    for row, u in zip(shifted, uniforms):
+        probs = np.exp(row, dtype=np.float64)
+        if sampling.top_k and sampling.top_k < len(row):
+            probs[row < np.sort(row)[::-1][sampling.top_k - 1]] = 0.0
+        if sampling.top_p is not None and sampling.top_p < 1:
+            order = np.argsort(-probs, kind="stable")
+            ranked = probs[order]
+            kept = np.zeros(len(row), bool)
+            kept[order] = np.cumsum(ranked) - ranked < sampling.top_p * probs.sum()
+            probs[~kept] = 0.0
+        cdf = np.cumsum(probs)
+        tokens.append(int((cdf <= u * cdf[-1]).sum()))
+    return np.array(tokens)
+
+
+@pytest.mark.parametrize("vocab", [50, 600, 5000, 50257])
+def test_sampling_draws_the_tokens_of_full_passes_without_sorting_the_vocabulary(vocab):
+    """Past 512 tokens top-p weighs logit bins and sorts only the edge's, past 4096 top-k and the
+    draw go by blocks: the tokens stay those of sorting and summing everything, ties (at top-k's
+    k-th logit, at top-p's edge), masked (-inf) tokens and underflowing probabilities included."""
+    rng = np.random.default_rng(vocab)
+    settings = (Sampling(temperature=0.7), Sampling(top_k=7), Sampling(top_k=60), Sampling(top_p=0.9),
+                Sampling(top_p=0.5, temperature=1.3), Sampling(top_k=40, top_p=0.8), Sampling(temperature=1e-3, top_p=0.9))
+    for trial in range(8 if vocab > 5000 else 24):
+        logits = (rng.standard_normal((3, vocab)) * rng.choice([0.3, 3.0, 8.0])).astype(np.float32)
+        if trial % 3 == 1:
+            logits = np.round(logits * 2) / 2          # many equal logits
+        elif trial % 3 == 2:
+            logits[rng.random(logits.shape) < 0.3] = -np.inf
+        for sampling in settings:
+            uniforms = rng.random(3)
+            assert next_tokens(logits, None, sampling, None, uniforms).tolist() == \
+                _tokens_by_full_passes(logits, sampling, uniforms).tolist(), (trial, sampling)
+    # a flat row's draws land in every block of 64 tokens
+    flat = np.repeat((rng.standard_normal((1, vocab)) * 0.3).astype(np.float32), 2000, axis=0)
+    uniforms = rng.random(2000)
+    assert np.array_equal(next_tokens(flat, None, Sampling(), None, uniforms),
+                          _tokens_by_full_passes(flat, Sampling(), uniforms))
 
 
 @pytest.mark.filterwarnings("ignore:.*the rest was cut")   # long prompts on purpose

@@ -2,6 +2,8 @@
 Hugging Face's generate: repetition penalty, then temperature, top-k and top-p (nucleus).
 
 Per token the work is a few passes over the vocabulary; nothing grows with the sequence.
+The tokens are those of the plain passes (the kept tokens' probabilities summed in vocabulary
+order until one uniform number's share of their total), found without sorting the vocabulary.
 """
 
 from __future__ import annotations
@@ -13,10 +15,16 @@ import numpy as np
 from ..errors import InputError
 from .pipeline import check_flag, check_number
 
-# top-p looks at the most likely tokens first and sorts the whole vocabulary only when
-# these do not already hold the requested mass (a full sort of 50k logits costs ~3 ms).
-_NUCLEUS_CANDIDATES = 256
-
+# Past this many tokens a row's work skips full passes it does not need: a draw finds its block
+# of _BLOCK tokens before summing one by one (a float64 cumsum of 50k costs ~170 us), and top-k
+# bounds its k-th logit by block maxima before selecting (a partition of 50k costs ~250 us).
+_LARGE = 4096
+_BLOCK = 64
+# top-p sorts only the tokens near the nucleus's edge (sorting 50k probabilities costs ~2.5 ms,
+# more than a small model's decode step): past _SORTED tokens it first weighs them in _BINS bins
+# of logit, _SPAN nats below the best (the last bin takes the rest: e^-40 of the best and less)
+_SORTED = 512
+_BINS, _SPAN = 2048, 40.0
 
 # temperature and repetition penalty stay within [1 / LIMIT, LIMIT]: logits (tens at most) divided
 # or multiplied by more overflow float32 to inf, and the draw (or greedy argmax) turns to garbage
@@ -60,32 +68,85 @@ def penalize_repeats(logits: np.ndarray, seen: np.ndarray, penalty: float) -> np
     return np.where(seen, penalized, logits)
 
 
-def _keep_top_k(logits: np.ndarray, k: int) -> np.ndarray:
-    if k >= logits.shape[-1]:
-        return logits
-    kth = -np.partition(-logits, k - 1, axis=-1)[:, k - 1:k]
-    return np.where(logits < kth, -np.inf, logits)
+def _kth_largest(row: np.ndarray, k: int) -> np.float32:
+    """The k-th largest entry of a 1-D row (1 <= k <= len(row))."""
+    if len(row) > _LARGE and k <= len(row) // _BLOCK:
+        # the k largest block maxima are k entries, so the k-th of them is at most the row's k-th:
+        # the entries at or above it (k at least) hold the row's top k
+        maxima = row[:len(row) // _BLOCK * _BLOCK].reshape(-1, _BLOCK).max(axis=1)
+        row = row[row >= np.partition(maxima, len(maxima) - k)[len(maxima) - k]]
+    return np.partition(row, len(row) - k)[len(row) - k]
 
 
-def _keep_top_p(logits: np.ndarray, p: float) -> np.ndarray:
-    """Keep each token whose more likely tokens hold less than p of the mass (transformers'
-    rule: drop the least likely tokens whose total is at most 1 - p; the best always stays)."""
-    shifted = logits - logits.max(axis=-1, keepdims=True)
+def _top_k_ids(row: np.ndarray, k: int) -> np.ndarray:
+    """The ids, in vocabulary order, of the tokens whose logit is at least the k-th largest (ties at
+    the k-th all stay, as in transformers' TopKLogitsWarper)."""
+    return np.flatnonzero(row >= _kth_largest(row, k))
+
+
+def _nucleus(shifted: np.ndarray, probs: np.ndarray, p: float) -> np.ndarray:
+    """The positions, in order, of the tokens top-p keeps: each token whose more likely tokens hold
+    less than p of the mass (transformers' rule: drop the least likely tokens whose total is at
+    most 1 - p; the best always stays). shifted: the logits less their maximum; probs: their
+    exponentials. Equal probabilities count in vocabulary order."""
+    target = p * probs.sum()
+    if len(probs) <= _SORTED:
+        edge, above, window = None, 0.0, np.arange(len(probs))
+    else:   # the bin holding the edge: the bins above it are kept whole, those below dropped
+        bins = np.minimum(shifted * np.float32(-_BINS / _SPAN), np.float32(_BINS - 1)).astype(np.intp)
+        reached = np.cumsum(np.bincount(bins, weights=probs, minlength=_BINS))
+        edge = min(int(np.searchsorted(reached, target)), _BINS - 1)
+        above, window = (reached[edge - 1] if edge else 0.0), np.flatnonzero(bins == edge)
+    values = probs[window]
+    order = np.argsort(-values, kind="stable")
+    ranked = values[order]
+    taken = window[order[:max(1, int(np.count_nonzero(above + np.cumsum(ranked) - ranked < target)))]]
+    return np.sort(taken) if edge is None else np.sort(np.concatenate([np.flatnonzero(bins < edge), taken]))
+
+
+def _drawn_row(probs: np.ndarray, u: float) -> int:
+    """Inverse-CDF draw from one row of probabilities [n] (unnormalized): the position where their
+    running sum in order first passes u (in [0, 1)) of their total. A long row finds the block of
+    the draw before summing within it."""
+    if len(probs) > _LARGE:
+        ends = np.cumsum(np.add.reduceat(probs, np.arange(0, len(probs), _BLOCK)))
+        block = min(int(np.searchsorted(ends, u * ends[-1], "right")), len(ends) - 1)
+        start, stop = block * _BLOCK, min((block + 1) * _BLOCK, len(probs))
+        cdf, mark = np.cumsum(probs[start:stop]) + (ends[block - 1] if block else 0.0), u * ends[-1]
+    else:
+        start, stop = 0, len(probs)
+        cdf = np.cumsum(probs)
+        mark = u * cdf[-1]
+    chosen = start + int(np.searchsorted(cdf, mark, "right"))
+    # rounding can leave the mark at or past the last sum: the last token with any probability
+    return chosen if chosen < stop else int(np.flatnonzero(probs[:stop])[-1])
+
+
+def _drawn(probs: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """_drawn_row for each row of probabilities [rows, n] and its u [rows]; short rows all at once."""
+    if probs.shape[-1] > _LARGE:
+        return np.array([_drawn_row(row, x) for row, x in zip(probs, u)], np.int64)
+    cdf = np.cumsum(probs, axis=-1)
+    chosen = (cdf <= u[:, None] * cdf[:, -1:]).sum(axis=-1)
+    past = chosen >= probs.shape[-1]
+    if past.any():   # rounding, as in _drawn_row: the first position where the sum reaches its total
+        chosen[past] = np.argmax(cdf[past] >= cdf[past, -1:], axis=-1)
+    return chosen
+
+
+def _sampled_row(shifted: np.ndarray, sampling: Sampling, u: float) -> int:
+    """One row's token under top-k and top-p, from its logits less their maximum: the kept tokens'
+    probabilities, drawn in vocabulary order."""
+    ids = None
+    if sampling.top_k is not None and sampling.top_k < len(shifted):
+        ids = _top_k_ids(shifted, sampling.top_k)
+        shifted = shifted[ids]
     probs = np.exp(shifted, dtype=np.float64)
-    probs /= probs.sum(axis=-1, keepdims=True)
-    vocab = logits.shape[-1]
-    m = min(vocab, _NUCLEUS_CANDIDATES)
-    candidates = np.argpartition(-probs, m - 1, axis=-1)[:, :m] if m < vocab else np.broadcast_to(np.arange(vocab), probs.shape)
-    if m < vocab and (np.take_along_axis(probs, candidates, -1).sum(axis=-1) < p).any():
-        candidates = np.broadcast_to(np.arange(vocab), probs.shape)  # the head is too flat: sort everything
-    cand_probs = np.take_along_axis(probs, candidates, -1)
-    order = np.argsort(-cand_probs, axis=-1, kind="stable")
-    sorted_probs = np.take_along_axis(cand_probs, order, -1)
-    mass_above = np.cumsum(sorted_probs, axis=-1) - sorted_probs
-    keep_sorted = mass_above < p
-    keep = np.zeros(logits.shape, dtype=bool)
-    np.put_along_axis(keep, np.take_along_axis(candidates, order, -1), keep_sorted, -1)
-    return np.where(keep, logits, -np.inf)
+    if sampling.top_p is not None and sampling.top_p < 1.0:
+        kept = _nucleus(shifted, probs, sampling.top_p)
+        probs, ids = probs[kept], kept if ids is None else ids[kept]
+    chosen = _drawn_row(probs, u)
+    return chosen if ids is None else int(ids[chosen])
 
 
 def next_tokens(logits: np.ndarray, seen: np.ndarray | None, sampling: Sampling, rng: np.random.Generator | None,
@@ -97,13 +158,14 @@ def next_tokens(logits: np.ndarray, seen: np.ndarray | None, sampling: Sampling,
         logits = penalize_repeats(logits, seen, sampling.repetition_penalty)
     if not sampling.do_sample:
         return logits.argmax(axis=-1).astype(np.int64)
-    logits = logits / np.float32(sampling.temperature)
-    if sampling.top_k is not None:
-        logits = _keep_top_k(logits, sampling.top_k)
-    if sampling.top_p is not None and sampling.top_p < 1.0:
-        logits = _keep_top_p(logits, sampling.top_p)
-    # inverse-CDF draw: one uniform number per row, so a seed fixes the whole run
-    probs = np.exp(logits - logits.max(axis=-1, keepdims=True), dtype=np.float64)
-    cdf = np.cumsum(probs, axis=-1)
-    u = (rng.random(len(cdf)) if uniforms is None else uniforms)[:, None] * cdf[:, -1:]
-    return np.minimum((cdf <= u).sum(axis=-1), logits.shape[-1] - 1).astype(np.int64)
+    shifted = logits / np.float32(sampling.temperature)   # a copy: the caller's logits stay
+    shifted -= shifted.max(axis=-1, keepdims=True)
+    # one uniform number per row, so a seed fixes the whole run
+    u = rng.random(len(shifted)) if uniforms is None else uniforms
+    if sampling.top_p is None or sampling.top_p >= 1.0:
+        if sampling.top_k is None or sampling.top_k >= shifted.shape[-1]:
+            return _drawn(np.exp(shifted, dtype=np.float64), u).astype(np.int64)
+        if shifted.shape[-1] <= _LARGE:   # a short vocabulary's rows drawn all at once, the others' below
+            kth = np.array([[_kth_largest(row, sampling.top_k)] for row in shifted])
+            return _drawn(np.exp(np.where(shifted < kth, -np.inf, shifted), dtype=np.float64), u).astype(np.int64)
+    return np.array([_sampled_row(row, sampling, x) for row, x in zip(shifted, u)], np.int64)
