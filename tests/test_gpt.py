@@ -817,7 +817,8 @@ def _tokens_by_full_passes(logits: np.ndarray, sampling: Sampling, uniforms: np.
 def test_sampling_draws_the_tokens_of_full_passes_without_sorting_the_vocabulary(vocab):
     """Past 512 tokens top-p weighs logit bins and sorts only the edge's, past 4096 top-k and the
     draw go by blocks: the tokens stay those of sorting and summing everything, ties (at top-k's
-    k-th logit, at top-p's edge), masked (-inf) tokens and underflowing probabilities included."""
+    k-th logit, at top-p's edge), masked (-inf) tokens, underflowing probabilities, the extreme
+    uniform numbers and rows that are views of a larger array included."""
     rng = np.random.default_rng(vocab)
     settings = (Sampling(temperature=0.7), Sampling(top_k=7), Sampling(top_k=60), Sampling(top_p=0.9),
                 Sampling(top_p=0.5, temperature=1.3), Sampling(top_k=40, top_p=0.8), Sampling(temperature=1e-3, top_p=0.9))
@@ -828,14 +829,54 @@ def test_sampling_draws_the_tokens_of_full_passes_without_sorting_the_vocabulary
         elif trial % 3 == 2:
             logits[rng.random(logits.shape) < 0.3] = -np.inf
         for sampling in settings:
-            uniforms = rng.random(3)
+            uniforms = np.array([rng.random(), 0.0, 1 - 2 ** -53])[rng.permutation(3)] if trial % 4 == 3 else rng.random(3)
             assert next_tokens(logits, None, sampling, None, uniforms).tolist() == \
                 _tokens_by_full_passes(logits, sampling, uniforms).tolist(), (trial, sampling)
+            # each row alone, from a strided view (the decode loop's logits[:, j]): the same tokens
+            assert [int(next_tokens(np.stack([row, row])[:1], None, sampling, None, uniforms[r:r + 1])[0])
+                    for r, row in enumerate(logits)] == _tokens_by_full_passes(logits, sampling, uniforms).tolist()
     # a flat row's draws land in every block of 64 tokens
     flat = np.repeat((rng.standard_normal((1, vocab)) * 0.3).astype(np.float32), 2000, axis=0)
     uniforms = rng.random(2000)
     assert np.array_equal(next_tokens(flat, None, Sampling(), None, uniforms),
                           _tokens_by_full_passes(flat, Sampling(), uniforms))
+
+
+def test_top_p_over_a_long_flat_row_sorts_only_the_tokens_near_its_edge(monkeypatch):
+    """Random weights (or a high temperature) give flat logits, whose nucleus holds most of the
+    vocabulary: sorting it took 6.2 ms a token at 32,000 tokens, more than an int4 decode step."""
+    logits = (np.random.default_rng(0).standard_normal((1, 151936)) * 0.3).astype(np.float32)
+    sorted_sizes = []
+
+    def recording(sort):
+        def sorting(a, *args, **kwargs):
+            sorted_sizes.append(np.size(a))
+            return sort(a, *args, **kwargs)
+        return sorting
+
+    expected = _tokens_by_full_passes(logits, Sampling(top_p=0.9), np.array([0.37]))
+    monkeypatch.setattr(np, "argsort", recording(np.argsort))
+    monkeypatch.setattr(np, "sort", recording(np.sort))
+    assert next_tokens(logits, None, Sampling(top_p=0.9), None, np.array([0.37])).tolist() == expected.tolist()
+    assert sorted_sizes and max(sorted_sizes) < 151936 // 20, sorted_sizes
+
+
+@pytest.mark.parametrize("vocab", [256, 32000])
+def test_logits_with_nan_or_inf_are_refused_by_name(vocab):
+    """An overflowing model (an fp16 variant's, most often) gives NaN or Inf logits: sampling took
+    token 0 or crashed inside numpy (IndexError, bincount's ValueError), greedy took the NaN."""
+    from edgegen.errors import NonFiniteError
+
+    rng = np.random.default_rng(0)
+    for spoil, found in ((lambda row: row.__setitem__(7, np.nan), "NaN or Inf"),
+                         (lambda row: row.__setitem__(7, np.inf), "NaN or Inf"),
+                         (lambda row: row.fill(-np.inf), "no finite one")):
+        logits = (rng.standard_normal((2, vocab)) * 3).astype(np.float32)
+        spoil(logits[1])
+        for sampling in (Sampling(do_sample=False), Sampling(), Sampling(top_k=50), Sampling(top_p=0.9),
+                         Sampling(top_k=50, top_p=0.9, repetition_penalty=1.2)):
+            with pytest.raises(NonFiniteError, match=rf"^logits of row 1: expected finite numbers, found {found} "):
+                next_tokens(logits, np.zeros((2, vocab), bool), sampling, None, np.array([0.3, 0.3]))
 
 
 @pytest.mark.filterwarnings("ignore:.*the rest was cut")   # long prompts on purpose

@@ -3,7 +3,9 @@ Hugging Face's generate: repetition penalty, then temperature, top-k and top-p (
 
 Per token the work is a few passes over the vocabulary; nothing grows with the sequence.
 The tokens are those of the plain passes (the kept tokens' probabilities summed in vocabulary
-order until one uniform number's share of their total), found without sorting the vocabulary.
+order until one uniform number's share of their total), found without sorting the vocabulary;
+the sums are rounded in another order, which can part from them only where a uniform number falls
+within about 1e-16 of a boundary.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, NonFiniteError
 from .pipeline import check_flag, check_number
 
 # Past this many tokens a row's work skips full passes it does not need: a draw finds its block
@@ -21,9 +23,10 @@ from .pipeline import check_flag, check_number
 _LARGE = 4096
 _BLOCK = 64
 # top-p sorts only the tokens near the nucleus's edge (sorting 50k probabilities costs ~2.5 ms,
-# more than a small model's decode step): past _SORTED tokens it first weighs them in _BINS bins
-# of logit, _SPAN nats below the best (the last bin takes the rest: e^-40 of the best and less)
-_SORTED = 512
+# more than a small model's decode step): a row of more than _BIN_PAST tokens it first weighs in
+# _BINS bins of logit, _SPAN nats below the best (the last bin takes the rest: e^-40 of the best
+# and less)
+_BIN_PAST = 512
 _BINS, _SPAN = 2048, 40.0
 
 # temperature and repetition penalty stay within [1 / LIMIT, LIMIT]: logits (tens at most) divided
@@ -71,7 +74,7 @@ def penalize_repeats(logits: np.ndarray, seen: np.ndarray, penalty: float) -> np
     return penalized
 
 
-def _kth_largest(row: np.ndarray, k: int) -> np.float32:
+def _kth_largest(row: np.ndarray, k: int) -> np.floating:
     """The k-th largest entry of a 1-D row (1 <= k <= len(row))."""
     if len(row) > _LARGE and k <= len(row) // _BLOCK:
         # the k largest block maxima are k entries, so the k-th of them is at most the row's k-th:
@@ -93,7 +96,7 @@ def _nucleus(shifted: np.ndarray, probs: np.ndarray, p: float) -> np.ndarray:
     most 1 - p; the best always stays). shifted: the logits less their maximum; probs: their
     exponentials. Equal probabilities count in vocabulary order."""
     target = p * probs.sum()
-    if len(probs) <= _SORTED:
+    if len(probs) <= _BIN_PAST:
         edge, above, window = None, 0.0, np.arange(len(probs))
     else:   # the bin holding the edge: the bins above it are kept whole, those below dropped
         bins = np.minimum(shifted * np.float32(-_BINS / _SPAN), np.float32(_BINS - 1)).astype(np.intp)
@@ -104,7 +107,11 @@ def _nucleus(shifted: np.ndarray, probs: np.ndarray, p: float) -> np.ndarray:
     order = np.argsort(-values, kind="stable")
     ranked = values[order]
     taken = window[order[:max(1, int(np.count_nonzero(above + np.cumsum(ranked) - ranked < target)))]]
-    return np.sort(taken) if edge is None else np.sort(np.concatenate([np.flatnonzero(bins < edge), taken]))
+    if edge is None:
+        return np.sort(taken)
+    kept = bins < edge   # a mask, not a sort: a flat row's nucleus holds most of the vocabulary
+    kept[taken] = True
+    return np.flatnonzero(kept)
 
 
 def _drawn_row(probs: np.ndarray, u: float) -> int:
@@ -112,16 +119,19 @@ def _drawn_row(probs: np.ndarray, u: float) -> int:
     running sum in order first passes u (in [0, 1)) of their total. A long row finds the block of
     the draw before summing within it."""
     if len(probs) > _LARGE:
+        # u < 1 puts the mark below the total (u * total < total in float64), so in a block
         ends = np.cumsum(np.add.reduceat(probs, np.arange(0, len(probs), _BLOCK)))
-        block = min(int(np.searchsorted(ends, u * ends[-1], "right")), len(ends) - 1)
+        mark = u * ends[-1]
+        block = int(np.searchsorted(ends, mark, "right"))
         start, stop = block * _BLOCK, min((block + 1) * _BLOCK, len(probs))
-        cdf, mark = np.cumsum(probs[start:stop]) + (ends[block - 1] if block else 0.0), u * ends[-1]
+        cdf = np.cumsum(probs[start:stop]) + (ends[block - 1] if block else 0.0)
     else:
         start, stop = 0, len(probs)
         cdf = np.cumsum(probs)
         mark = u * cdf[-1]
     chosen = start + int(np.searchsorted(cdf, mark, "right"))
-    # rounding can leave the mark at or past the last sum: the last token with any probability
+    # the block's own running sum, rounded apart from its total in `ends`, can end below the mark:
+    # its last token with any probability
     return chosen if chosen < stop else int(np.flatnonzero(probs[:stop])[-1])
 
 
@@ -130,11 +140,18 @@ def _drawn(probs: np.ndarray, u: np.ndarray) -> np.ndarray:
     if probs.shape[-1] > _LARGE:
         return np.array([_drawn_row(row, x) for row, x in zip(probs, u)], np.int64)
     cdf = np.cumsum(probs, axis=-1)
-    chosen = (cdf <= u[:, None] * cdf[:, -1:]).sum(axis=-1)
-    past = chosen >= probs.shape[-1]
-    if past.any():   # rounding, as in _drawn_row: the first position where the sum reaches its total
-        chosen[past] = np.argmax(cdf[past] >= cdf[past, -1:], axis=-1)
-    return chosen
+    return (cdf <= u[:, None] * cdf[:, -1:]).sum(axis=-1)   # below the row's length: u * total < total
+
+
+def _check_finite(chosen: np.ndarray) -> None:
+    """NonFiniteError unless each row's chosen (or largest) logit is a finite number: NaN or
+    infinity in logits is an overflow in the model (a reduced-precision variant's, most often),
+    and no token drawn from them means anything."""
+    bad = np.flatnonzero(~np.isfinite(chosen))
+    if len(bad):
+        raise NonFiniteError(f"logits of row {int(bad[0])}: expected finite numbers, found "
+                             f"{'no finite one' if chosen[bad[0]] == -np.inf else 'NaN or Inf'} (the model's output "
+                             "overflowed: with a reduced-precision variant, try precision='fp32')")
 
 
 def _sampled_row(shifted: np.ndarray, sampling: Sampling, u: float) -> int:
@@ -160,15 +177,20 @@ def next_tokens(logits: np.ndarray, seen: np.ndarray | None, sampling: Sampling,
     if sampling.repetition_penalty != 1.0 and seen is not None:
         logits = penalize_repeats(logits, seen, sampling.repetition_penalty)
     if not sampling.do_sample:
-        return logits.argmax(axis=-1).astype(np.int64)
+        tokens = logits.argmax(axis=-1)
+        _check_finite(logits[np.arange(len(tokens)), tokens])   # argmax takes the first NaN
+        return tokens.astype(np.int64)
     shifted = logits / np.float32(sampling.temperature)   # a copy: the caller's logits stay
-    shifted -= shifted.max(axis=-1, keepdims=True)
+    best = shifted.max(axis=-1, keepdims=True)
+    _check_finite(best[:, 0])   # a NaN anywhere in a row is its maximum
+    shifted -= best
     # one uniform number per row, so a seed fixes the whole run
     u = rng.random(len(shifted)) if uniforms is None else uniforms
     if sampling.top_p is None or sampling.top_p >= 1.0:
         if sampling.top_k is None or sampling.top_k >= shifted.shape[-1]:
             return _drawn(np.exp(shifted, dtype=np.float64), u).astype(np.int64)
-        if shifted.shape[-1] <= _LARGE:   # a short vocabulary's rows drawn all at once, the others' below
-            kth = np.array([[_kth_largest(row, sampling.top_k)] for row in shifted])
+        if shifted.shape[-1] <= _LARGE:   # a short vocabulary's rows all at once (as _kth_largest), the others' below
+            last = shifted.shape[-1] - sampling.top_k
+            kth = np.partition(shifted, last, axis=-1)[:, last:last + 1]
             return _drawn(np.exp(np.where(shifted < kth, -np.inf, shifted), dtype=np.float64), u).astype(np.int64)
     return np.array([_sampled_row(row, sampling, x) for row, x in zip(shifted, u)], np.int64)
