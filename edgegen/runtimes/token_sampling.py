@@ -143,15 +143,32 @@ def _drawn(probs: np.ndarray, u: np.ndarray) -> np.ndarray:
     return (cdf <= u[:, None] * cdf[:, -1:]).sum(axis=-1)   # below the row's length: u * total < total
 
 
+def _kept_in_short_rows(shifted: np.ndarray, sampling: Sampling) -> np.ndarray:
+    """The probabilities [rows, n] top-k and top-p keep (0 for the others) in rows short enough
+    that whole passes over all of them at once cost less than a row at a time."""
+    n = shifted.shape[-1]
+    if sampling.top_k is not None and sampling.top_k < n:   # as _top_k_ids: ties at the k-th stay
+        kth = np.partition(shifted, n - sampling.top_k, axis=-1)[:, n - sampling.top_k:n - sampling.top_k + 1]
+        shifted = np.where(shifted < kth, -np.inf, shifted)
+    probs = np.exp(shifted, dtype=np.float64)
+    if sampling.top_p is not None and sampling.top_p < 1.0:   # as _nucleus
+        rows, order = np.arange(len(probs))[:, None], np.argsort(-probs, axis=-1, kind="stable")
+        ranked = probs[rows, order]
+        dropped = np.cumsum(ranked, axis=-1) - ranked >= sampling.top_p * probs.sum(axis=-1, keepdims=True)
+        probs[rows, order] = np.where(dropped, 0.0, ranked)
+    return probs
+
+
 def _check_finite(chosen: np.ndarray) -> None:
     """NonFiniteError unless each row's chosen (or largest) logit is a finite number: NaN or
     infinity in logits is an overflow in the model (a reduced-precision variant's, most often),
     and no token drawn from them means anything."""
-    bad = np.flatnonzero(~np.isfinite(chosen))
-    if len(bad):
-        raise NonFiniteError(f"logits of row {int(bad[0])}: expected finite numbers, found "
-                             f"{'no finite one' if chosen[bad[0]] == -np.inf else 'NaN or Inf'} (the model's output "
-                             "overflowed: with a reduced-precision variant, try precision='fp32')")
+    if np.isfinite(chosen).all():
+        return
+    row = int(np.flatnonzero(~np.isfinite(chosen))[0])
+    raise NonFiniteError(f"logits of row {row}: expected finite numbers, found "
+                         f"{'no finite one' if chosen[row] == -np.inf else 'NaN or Inf'} (the model's output "
+                         "overflowed: with a reduced-precision variant, try precision='fp32')")
 
 
 def _sampled_row(shifted: np.ndarray, sampling: Sampling, u: float) -> int:
@@ -186,11 +203,8 @@ def next_tokens(logits: np.ndarray, seen: np.ndarray | None, sampling: Sampling,
     shifted -= best
     # one uniform number per row, so a seed fixes the whole run
     u = rng.random(len(shifted)) if uniforms is None else uniforms
-    if sampling.top_p is None or sampling.top_p >= 1.0:
-        if sampling.top_k is None or sampling.top_k >= shifted.shape[-1]:
-            return _drawn(np.exp(shifted, dtype=np.float64), u).astype(np.int64)
-        if shifted.shape[-1] <= _LARGE:   # a short vocabulary's rows all at once (as _kth_largest), the others' below
-            last = shifted.shape[-1] - sampling.top_k
-            kth = np.partition(shifted, last, axis=-1)[:, last:last + 1]
-            return _drawn(np.exp(np.where(shifted < kth, -np.inf, shifted), dtype=np.float64), u).astype(np.int64)
+    if shifted.shape[-1] <= _BIN_PAST:   # short rows (gpt-stdlib's, PixelCNN's, WaveNet's): all at once
+        return _drawn(_kept_in_short_rows(shifted, sampling), u).astype(np.int64)
+    if sampling.top_k is None and (sampling.top_p is None or sampling.top_p >= 1.0):
+        return _drawn(np.exp(shifted, dtype=np.float64), u).astype(np.int64)
     return np.array([_sampled_row(row, sampling, x) for row, x in zip(shifted, u)], np.int64)
