@@ -314,6 +314,18 @@ def command_line(description: str, worker, rounds: int) -> argparse.Namespace | 
     return args
 
 
+def interleaved_rounds(script: str, engines, rounds: int, root: str, shown) -> dict:
+    """{engine: [each round's result]}: each engine's `script --worker` in a process of its own (this
+    environment's Python), one engine after another, round after round; shown(result) is what is
+    printed of each as it comes."""
+    runs = {engine: [] for engine in engines}
+    for _ in range(rounds):
+        for engine in engines:
+            runs[engine].append(run_worker(sys.executable, script, engine, root))
+            print(engine, shown(runs[engine][-1]), flush=True)
+    return runs
+
+
 def run_worker(python: str, script: str, engine: str, root: str) -> dict:
     """One engine's result, from `script --worker` in a process of its own."""
     out = subprocess.run([python, script, "--worker", engine, "--root", root],

@@ -20,13 +20,12 @@ one at a time and as one batch.
 
 from __future__ import annotations
 
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-from llama import NEW, PROMPT, THREADS, command_line, make_models, run_worker
+from llama import NEW, PROMPT, THREADS, command_line, interleaved_rounds, make_models
 
 DRAFTS = 4
 BATCH = 4
@@ -207,12 +206,9 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory(prefix="edgegen-lookup-") as scratch:
         make_models(Path(scratch), optimum=False)
-        runs = {engine: [] for engine in ENGINES}
-        for _ in range(args.rounds):
-            for engine in ENGINES:
-                runs[engine].append(run_worker(sys.executable, __file__, engine, scratch))
-                print(engine, {k: r and round(r["tokens_per_s"], 1) for k, r in runs[engine][-1].items()
-                               if k != "call_ms"}, flush=True)
+        runs = interleaved_rounds(__file__, ENGINES, args.rounds, scratch,
+                                  lambda result: {k: r and round(r["tokens_per_s"], 1) for k, r in result.items()
+                                                  if k != "call_ms"})
     call_ms = {engine: {w: float(np.median([r["call_ms"][w] for r in results])) for w in results[0]["call_ms"]}
                for engine, results in runs.items() if results[0]["call_ms"]}
     rows = {engine: {key: _best(results, key) for key in results[0] if key != "call_ms"}

@@ -14,13 +14,12 @@ top-p keeps thousands of tokens: the most work a nucleus asks for.
 
 from __future__ import annotations
 
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-from llama import THREADS, command_line, make_models, run_worker
+from llama import THREADS, command_line, interleaved_rounds, make_models
 
 PROMPT, NEW, BATCH = 128, 128, 4
 ENGINES = ("edgegen fp32", "genai fp32", "edgegen int4", "genai int4")
@@ -93,11 +92,8 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory(prefix="edgegen-sampled-") as scratch:
         make_models(Path(scratch), optimum=False)
-        runs = {engine: [] for engine in ENGINES}
-        for _ in range(args.rounds):
-            for engine in ENGINES:
-                runs[engine].append(run_worker(sys.executable, __file__, engine, scratch))
-                print(engine, {s: round(r["tokens_per_s"], 1) for s, r in runs[engine][-1].items()}, flush=True)
+        runs = interleaved_rounds(__file__, ENGINES, args.rounds, scratch,
+                                  lambda result: {s: round(r["tokens_per_s"], 1) for s, r in result.items()})
     from edgegen.bench import machine_info, write_results
 
     rows = {engine: {setting: {measure: float(np.median([run[setting][measure] for run in results]))
