@@ -33,8 +33,12 @@ SETTINGS = {"temperature 0.8": {"temperature": 0.8}, "top-k 50": {"top_k": 50}, 
 def module_at(revision: str) -> types.ModuleType:
     """runtimes/token_sampling.py as it was at `revision`, as a module of its own (its relative
     imports made absolute: errors and the checks it takes are today's)."""
-    source = subprocess.run(["git", "show", f"{revision}:edgegen/runtimes/token_sampling.py"], check=True,
-                            capture_output=True, text=True, cwd=Path(__file__).resolve().parent).stdout
+    shown = subprocess.run(["git", "show", f"{revision}:edgegen/runtimes/token_sampling.py"],
+                           capture_output=True, text=True, cwd=Path(__file__).resolve().parent)
+    if shown.returncode:   # a shallow clone lacks it
+        raise SystemExit(f"--against {revision}: expected a commit this clone has, found git's "
+                         f"{shown.stderr.strip()!r} (git fetch --unshallow, or name another)")
+    source = shown.stdout
     source = source.replace("from ..errors import", "from edgegen.errors import").replace(
         "from .pipeline import", "from edgegen.runtimes.pipeline import")
     module = types.ModuleType(f"token_sampling_{revision}")

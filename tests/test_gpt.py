@@ -833,13 +833,29 @@ def test_sampling_draws_the_tokens_of_full_passes_without_sorting_the_vocabulary
             assert next_tokens(logits, None, sampling, None, uniforms).tolist() == \
                 _tokens_by_full_passes(logits, sampling, uniforms).tolist(), (trial, sampling)
             # each row alone, from a strided view (the decode loop's logits[:, j]): the same tokens
-            assert [int(next_tokens(np.stack([row, row])[:1], None, sampling, None, uniforms[r:r + 1])[0])
-                    for r, row in enumerate(logits)] == _tokens_by_full_passes(logits, sampling, uniforms).tolist()
-    # a flat row's draws land in every block of 64 tokens
-    flat = np.repeat((rng.standard_normal((1, vocab)) * 0.3).astype(np.float32), 2000, axis=0)
-    uniforms = rng.random(2000)
-    assert np.array_equal(next_tokens(flat, None, Sampling(), None, uniforms),
-                          _tokens_by_full_passes(flat, Sampling(), uniforms))
+            assert [int(next_tokens(np.stack([logits, logits], axis=1)[r:r + 1, 0], None, sampling, None, uniforms[r:r + 1])[0])
+                    for r in range(len(logits))] == _tokens_by_full_passes(logits, sampling, uniforms).tolist()
+    # a flat row's draw, at uniform numbers spread to land in every block of 64 tokens
+    from edgegen.runtimes.token_sampling import _drawn_row
+
+    probs = np.exp(rng.standard_normal(vocab) * 0.3)
+    cdf = np.cumsum(probs)
+    spread = (np.arange(4 * vocab // 64 + 4) + rng.random(4 * vocab // 64 + 4)) / (4 * vocab // 64 + 4)
+    assert [_drawn_row(probs, u) for u in spread] == [int((cdf <= u * cdf[-1]).sum()) for u in spread]
+
+
+def test_rows_that_stopped_are_neither_looked_at_nor_drawn_for():
+    """A batch's rows that stopped keep being computed; their logits may overflow (NaN) without
+    stopping the others, and the live rows' tokens are those they get alone."""
+    rng = np.random.default_rng(0)
+    logits = (rng.standard_normal((3, 1000)) * 3).astype(np.float32)
+    logits[1] = np.nan
+    uniforms = rng.random(3)
+    for sampling in (Sampling(do_sample=False), Sampling(top_k=50, top_p=0.9, repetition_penalty=1.2)):
+        seen = np.zeros((3, 1000), bool)
+        tokens = next_tokens(logits, seen, sampling, None, uniforms, live=np.array([True, False, True]))
+        assert tokens.tolist() == [int(next_tokens(logits[r:r + 1], seen[r:r + 1], sampling, None, uniforms[r:r + 1])[0])
+                                   if r != 1 else 0 for r in range(3)]
 
 
 def test_top_p_over_a_long_flat_row_sorts_only_the_tokens_near_its_edge(monkeypatch):

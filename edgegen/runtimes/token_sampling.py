@@ -187,10 +187,18 @@ def _sampled_row(shifted: np.ndarray, sampling: Sampling, u: float) -> int:
 
 
 def next_tokens(logits: np.ndarray, seen: np.ndarray | None, sampling: Sampling, rng: np.random.Generator | None,
-                uniforms: np.ndarray | None = None) -> np.ndarray:
+                uniforms: np.ndarray | None = None, live: np.ndarray | None = None) -> np.ndarray:
     """logits [batch, vocab] -> next token ids [batch] (int64). Sampling draws one uniform number
     per row from `rng`, or takes them from `uniforms` [batch] (drawn ahead by a caller whose rows
-    advance at different paces)."""
+    advance at different paces). live [batch] (bool): the rows whose token is wanted; the others,
+    rows of a batch that have stopped, get token 0 unlooked at (their logits may be anything) and
+    draw nothing."""
+    if live is not None and not live.all():
+        tokens = np.zeros(len(logits), np.int64)
+        if live.any():
+            tokens[live] = next_tokens(logits[live], None if seen is None else seen[live], sampling, rng,
+                                       None if uniforms is None else uniforms[live])
+        return tokens
     if sampling.repetition_penalty != 1.0 and seen is not None:
         logits = penalize_repeats(logits, seen, sampling.repetition_penalty)
     if not sampling.do_sample:

@@ -533,7 +533,8 @@ class GPTPipeline(Pipeline):
         rows = np.arange(b)
         while True:
             if logits.shape[1] == 1:   # no drafts: every row still going takes this token (kept short: the common call)
-                tokens = next_tokens(logits[:, 0], seen, request.sampling, None, None if draws is None else draws.at(made))
+                tokens = next_tokens(logits[:, 0], seen, request.sampling, None, None if draws is None else draws.at(made),
+                                     alive)
                 if seen is not None:
                     seen[rows, tokens] = True
                 yield tokens, alive, alive
@@ -549,7 +550,7 @@ class GPTPipeline(Pipeline):
             for j in range(width):   # the call's positions: its first token's, then each draft's
                 # a row's n-th token takes the n-th uniform number drawn for it, as without drafts
                 uniforms = None if draws is None else draws.at(made)
-                tokens = next_tokens(logits[:, j], seen, request.sampling, None, uniforms)
+                tokens = next_tokens(logits[:, j], seen, request.sampling, None, uniforms, taking)
                 if seen is not None:
                     seen[rows[taking], tokens[taking]] = True
                 chosen[:, j] = tokens
