@@ -836,12 +836,12 @@ def test_sampling_draws_the_tokens_of_full_passes_without_sorting_the_vocabulary
             assert [int(next_tokens(np.stack([logits, logits], axis=1)[r:r + 1, 0], None, sampling, None, uniforms[r:r + 1])[0])
                     for r in range(len(logits))] == _tokens_by_full_passes(logits, sampling, uniforms).tolist()
     # a flat row's draw, at uniform numbers spread to land in every block of 64 tokens
-    from edgegen.runtimes.token_sampling import _drawn_row
+    from edgegen.runtimes.token_sampling import _drawn_by_blocks
 
     probs = np.exp(rng.standard_normal(vocab) * 0.3)
     cdf = np.cumsum(probs)
     spread = (np.arange(4 * vocab // 64 + 4) + rng.random(4 * vocab // 64 + 4)) / (4 * vocab // 64 + 4)
-    assert [_drawn_row(probs, u) for u in spread] == [int((cdf <= u * cdf[-1]).sum()) for u in spread]
+    assert [_drawn_by_blocks(probs, u) for u in spread] == [int((cdf <= u * cdf[-1]).sum()) for u in spread]
 
 
 def test_rows_that_stopped_are_neither_looked_at_nor_drawn_for():

@@ -103,44 +103,46 @@ def _nucleus(shifted: np.ndarray, probs: np.ndarray, p: float) -> np.ndarray:
         reached = np.cumsum(np.bincount(bins, weights=probs, minlength=_BINS))
         edge = min(int(np.searchsorted(reached, target)), _BINS - 1)
         above, window = (reached[edge - 1] if edge else 0.0), np.flatnonzero(bins == edge)
-    values = probs[window]
-    order = np.argsort(-values, kind="stable")
-    ranked = values[order]
-    taken = window[order[:max(1, int(np.count_nonzero(above + np.cumsum(ranked) - ranked < target)))]]
+    taken = window[_within_nucleus(probs[window][None], target, above)[0]]
     if edge is None:
-        return np.sort(taken)
+        return taken
     kept = bins < edge   # a mask, not a sort: a flat row's nucleus holds most of the vocabulary
     kept[taken] = True
     return np.flatnonzero(kept)
 
 
-def _drawn_row(probs: np.ndarray, u: float) -> int:
-    """Inverse-CDF draw from one row of probabilities [n] (unnormalized): the position where their
-    running sum in order first passes u (in [0, 1)) of their total. A long row finds the block of
-    the draw before summing within it."""
-    if len(probs) > _LARGE:
-        # u < 1 puts the mark below the total (u * total < total in float64), so in a block
-        ends = np.cumsum(np.add.reduceat(probs, np.arange(0, len(probs), _BLOCK)))
-        mark = u * ends[-1]
-        block = int(np.searchsorted(ends, mark, "right"))
-        start, stop = block * _BLOCK, min((block + 1) * _BLOCK, len(probs))
-        cdf = np.cumsum(probs[start:stop]) + (ends[block - 1] if block else 0.0)
-    else:
-        start, stop = 0, len(probs)
-        cdf = np.cumsum(probs)
-        mark = u * cdf[-1]
-    chosen = start + int(np.searchsorted(cdf, mark, "right"))
-    # the block's own running sum, rounded apart from its total in `ends`, can end below the mark:
-    # its last token with any probability
-    return chosen if chosen < stop else int(np.flatnonzero(probs[:stop])[-1])
+def _within_nucleus(values: np.ndarray, target, above: float = 0.0) -> np.ndarray:
+    """Which of each row's values [rows, n] top-p keeps, sorting them: those whose larger values
+    (equal ones before them in order), with `above` (the mass of larger ones not among them), hold
+    less than `target` [rows, 1]. The first always stays (above < target)."""
+    rows, order = np.arange(len(values))[:, None], np.argsort(-values, axis=-1, kind="stable")
+    ranked = values[rows, order]
+    kept = np.empty(values.shape, bool)
+    kept[rows, order] = above + np.cumsum(ranked, axis=-1) - ranked < target
+    return kept
 
 
 def _drawn(probs: np.ndarray, u: np.ndarray) -> np.ndarray:
-    """_drawn_row for each row of probabilities [rows, n] and its u [rows]; short rows all at once."""
+    """Inverse-CDF draw: for each row of probabilities [rows, n] (unnormalized), the position where
+    their running sum in order first passes u [rows] (in [0, 1)) of the row's total. Short rows all
+    at once, long ones by blocks (_drawn_by_blocks)."""
     if probs.shape[-1] > _LARGE:
-        return np.array([_drawn_row(row, x) for row, x in zip(probs, u)], np.int64)
+        return np.array([_drawn_by_blocks(row, x) for row, x in zip(probs, u)], np.int64)
     cdf = np.cumsum(probs, axis=-1)
     return (cdf <= u[:, None] * cdf[:, -1:]).sum(axis=-1)   # below the row's length: u * total < total
+
+
+def _drawn_by_blocks(probs: np.ndarray, u: float) -> int:
+    """_drawn for one long row [n]: the block of _BLOCK tokens that holds the draw first, then the
+    token within it."""
+    ends = np.cumsum(np.add.reduceat(probs, np.arange(0, len(probs), _BLOCK)))
+    mark = u * ends[-1]   # below the total (u < 1), so in a block
+    block = int(np.searchsorted(ends, mark, "right"))
+    start, stop = block * _BLOCK, min((block + 1) * _BLOCK, len(probs))
+    chosen = start + int(np.searchsorted(np.cumsum(probs[start:stop]) + (ends[block - 1] if block else 0.0), mark, "right"))
+    # the block's own running sum, rounded apart from its total in `ends`, can end below the mark:
+    # its last token with any probability
+    return chosen if chosen < stop else int(np.flatnonzero(probs[:stop])[-1])
 
 
 def _kept_in_short_rows(shifted: np.ndarray, sampling: Sampling) -> np.ndarray:
@@ -151,11 +153,8 @@ def _kept_in_short_rows(shifted: np.ndarray, sampling: Sampling) -> np.ndarray:
         kth = np.partition(shifted, n - sampling.top_k, axis=-1)[:, n - sampling.top_k:n - sampling.top_k + 1]
         shifted = np.where(shifted < kth, -np.inf, shifted)
     probs = np.exp(shifted, dtype=np.float64)
-    if sampling.top_p is not None and sampling.top_p < 1.0:   # as _nucleus
-        rows, order = np.arange(len(probs))[:, None], np.argsort(-probs, axis=-1, kind="stable")
-        ranked = probs[rows, order]
-        dropped = np.cumsum(ranked, axis=-1) - ranked >= sampling.top_p * probs.sum(axis=-1, keepdims=True)
-        probs[rows, order] = np.where(dropped, 0.0, ranked)
+    if sampling.top_p is not None and sampling.top_p < 1.0:
+        probs[~_within_nucleus(probs, sampling.top_p * probs.sum(axis=-1, keepdims=True))] = 0.0
     return probs
 
 
@@ -182,7 +181,7 @@ def _sampled_row(shifted: np.ndarray, sampling: Sampling, u: float) -> int:
     if sampling.top_p is not None and sampling.top_p < 1.0:
         kept = _nucleus(shifted, probs, sampling.top_p)
         probs, ids = probs[kept], kept if ids is None else ids[kept]
-    chosen = _drawn_row(probs, u)
+    chosen = int(_drawn(probs[None], np.array([u]))[0])
     return chosen if ids is None else int(ids[chosen])
 
 
