@@ -330,6 +330,55 @@ def refuse_output_folder(out: str | os.PathLike, overwrite: bool, holds: str, ki
     refuse_empty(out, "output")
     refuse_replacing(out, overwrite, holds, kind, reads, owns)
     check_folder_writable(out)
+    if overwrite and os.path.isdir(out):
+        _refuse_unmovable(out)
+
+
+# Linux's FS_IOC_GETFLAGS (_IOR('f', 1, long)) and the inode flags under which a folder cannot be
+# renamed (chattr +i, chattr +a)
+_FS_IOC_GETFLAGS, _IMMUTABLE_FL, _APPEND_FL = 0x80086601, 0x10, 0x20
+
+
+def _refuse_unmovable(out: str | os.PathLike) -> None:
+    """Refuse, before any work, an existing folder output that the switch at the end could not
+    move aside (_switch_in renames it): a mount point (EBUSY: an output bind-mounted into a
+    container), a folder marked immutable or append-only, or one in a sticky folder (/tmp) that
+    this user owns neither. Else the whole export or training ran first and then failed."""
+    shown, path = str(out), Path(os.path.realpath(out))
+    if os.path.ismount(path):
+        raise OutputExistsError(f"output {shown!r}: expected a folder edgegen can replace by renaming, found a mount "
+                                "point, which cannot be renamed: give a folder inside it as the output")
+    flags = _inode_flags(path)
+    if flags & (_IMMUTABLE_FL | _APPEND_FL):
+        mark = "immutable" if flags & _IMMUTABLE_FL else "append-only"
+        raise OutputExistsError(f"output {shown!r}: expected a folder edgegen can replace, found one marked {mark} "
+                                f"(chattr -{'i' if mark == 'immutable' else 'a'} it to let edgegen replace it, or choose "
+                                "another output)")
+    parent, user = path.parent.stat(), os.geteuid()
+    if parent.st_mode & stat.S_ISVTX and user != 0 and user not in (path.stat().st_uid, parent.st_uid):
+        raise OutputExistsError(f"output {shown!r}: expected a folder this user may replace, found another user's in "
+                                f"{str(path.parent)!r}, where only a folder's owner may move it (the sticky bit): "
+                                "choose another output")
+
+
+def _inode_flags(path: Path) -> int:
+    """The folder's inode flags (lsattr's), or 0 where the system or the file system does not keep
+    them, or the folder cannot be opened."""
+    if not sys.platform.startswith("linux"):
+        return 0
+    import fcntl
+    import struct
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return 0
+    try:
+        return struct.unpack("i", fcntl.ioctl(fd, _FS_IOC_GETFLAGS, bytes(8))[:4])[0]
+    except OSError:   # ENOTTY, EOPNOTSUPP: a file system without such flags
+        return 0
+    finally:
+        os.close(fd)
 
 
 def refuse_replacing(out: str | os.PathLike, overwrite: bool, holds: str, kind: str,

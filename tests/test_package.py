@@ -2,6 +2,7 @@ import hashlib
 import json
 import os
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -360,6 +361,63 @@ def test_staged_directory_keeps_the_old_output_when_replacing_fails(tmp_path):
         (stage / "new").write_text("n")
     assert [p.name for p in out.iterdir()] == ["new"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def _system(*command) -> bool:
+    """Run a system command (chattr, mount); whether it worked (a user or file system may not allow it)."""
+    try:
+        return subprocess.run(command, capture_output=True).returncode == 0
+    except OSError:
+        return False
+
+
+def _package_folder(out: Path) -> Path:
+    out.mkdir()
+    (out / "edgegen.json").write_text("{}")
+    return out
+
+
+@pytest.mark.parametrize("flag, said", [("+i", "marked immutable (chattr -i it"), ("+a", "marked append-only (chattr -a it")])
+def test_a_folder_output_marked_unmovable_is_refused_before_the_work(tmp_path, flag, said):
+    """--force onto a folder chattr had marked ran the whole export, then failed at the rename with
+    'Operation not permitted' (review 184)."""
+    out = _package_folder(tmp_path / "pkg")
+    if not _system("chattr", flag, str(out)):
+        pytest.skip(f"this user or file system cannot mark a folder (chattr {flag})")
+    try:
+        with pytest.raises(OutputExistsError, match=re.escape(said)):
+            with staged_directory(out, overwrite=True, **PACKAGE):
+                pytest.fail("the work ran")
+    finally:
+        _system("chattr", "-" + flag[1], str(out))
+    assert [p.name for p in out.iterdir()] == ["edgegen.json"]
+
+
+def test_a_mount_point_as_the_output_is_refused_before_the_work(tmp_path):
+    """An output folder bind-mounted into a container cannot be renamed (EBUSY), only written into."""
+    out = tmp_path / "pkg"
+    out.mkdir()
+    if not _system("mount", "-t", "tmpfs", "edgegen-test", str(out)):
+        pytest.skip("this user cannot mount a file system")
+    try:
+        (out / "edgegen.json").write_text("{}")
+        with pytest.raises(OutputExistsError, match="found a mount point, which cannot be renamed: give a folder inside"):
+            with staged_directory(out, overwrite=True, **PACKAGE):
+                pytest.fail("the work ran")
+    finally:
+        _system("umount", str(out))
+
+
+def test_another_users_output_in_a_sticky_folder_is_refused_before_the_work(tmp_path, monkeypatch):
+    """In /tmp (the sticky bit) only a folder's owner, or the folder's, may rename it."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    out = _package_folder(shared / "pkg")
+    monkeypatch.setattr(os, "geteuid", lambda: out.stat().st_uid + 1)   # not its owner, nor shared's, nor root
+    with pytest.raises(OutputExistsError, match="found another user's in .*the sticky bit"):
+        with staged_directory(out, overwrite=True, **PACKAGE):
+            pytest.fail("the work ran")
 
 
 def test_staged_directory_replaces_only_what_it_writes_and_never_what_it_reads(tmp_path):

@@ -18,7 +18,7 @@ from PIL import Image
 
 from edgegen.cli import main
 from edgegen.errors import CheckpointError, ConfigError, DataError, EdgegenWarning, OutputExistsError, TrainingError
-from edgegen.training import train as training
+from edgegen.training import resume, train as training
 from edgegen.training.common import torch_threads
 from edgegen.training.resume import resume_path
 from edgegen.training.train import train
@@ -182,9 +182,10 @@ def test_a_file_or_folder_of_the_users_at_the_states_name_is_never_replaced(tmp_
     folder there failed the run after its training (review 166): only a state that reads is replaced."""
     out = tmp_path / "vae"
     resume_path(out).write_text("my notes")
-    for overwrite in (False, True):
+    for overwrite in (False, True):   # said as what it is, not with torch's advice on torch.save's options
         with pytest.raises(OutputExistsError, match=r"output .*: expected the state a stopped training wrote at .* found "
-                                                    r"a file that does not read as one .*: move it, or give another --out"):
+                                                    r"a file that does not read as one \(not a whole zip archive: cut "
+                                                    r"short, or another kind of file\): move it, or give another --out"):
             train("vae", out, steps=2, batch_size=8, overwrite=overwrite, progress=False)
     assert resume_path(out).read_text() == "my notes" and not out.exists()
     resume_path(out).unlink()
@@ -194,6 +195,21 @@ def test_a_file_or_folder_of_the_users_at_the_states_name_is_never_replaced(tmp_
     with pytest.raises(CheckpointError, match=r"--resume: .*\(a file\), found a directory: move it away"):
         train("vae", out, resume=True, progress=False)
     assert resume_path(out).is_dir() and not out.exists()
+
+
+def test_a_state_this_user_cannot_read_is_said_as_that(tmp_path, monkeypatch):
+    """An OUT.resume another user wrote (mode 600): torch's PermissionError was said as 'a file
+    that does not read as one', which sent the user looking for a damaged file."""
+    out = tmp_path / "vae"
+    resume_path(out).write_bytes(b"PK")
+
+    def refused(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(resume, "open", refused, raising=False)   # root reads any file: the refusal is made here
+    with pytest.raises(OutputExistsError, match=r"found a file this user cannot read \(Permission denied\): move it"):
+        train("vae", out, steps=2, batch_size=8, overwrite=True, progress=False)
+    assert resume_path(out).read_bytes() == b"PK" and not out.exists()
 
 
 def test_a_full_disk_ends_the_training_in_one_line_and_a_state_not_written_lets_it_go_on(tmp_path):

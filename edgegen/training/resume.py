@@ -18,6 +18,7 @@ import shlex
 import signal
 import time
 import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -105,6 +106,18 @@ def _read(path: Path, what: str = "--resume",
     if (kind := file_kind(path)) not in (None, "a file"):
         raise CheckpointError(f"{what}: expected the state a stopped training wrote at {str(path)!r} (a file), found "
                               f"{kind}: {advice}")
+    # torch.load's own words for a file that is not a zip archive speak of torch.save's options (the
+    # format edgegen writes is one), and for one this user may not read give only the error's name
+    try:
+        with open(path, "rb") as file:
+            archive = zipfile.is_zipfile(file)
+    except OSError as exc:
+        raise CheckpointError(f"{what}: expected the state a stopped training wrote at {str(path)!r}, found a file "
+                              f"this user cannot read ({exc.strerror or exc}): {advice}") from None
+    if not archive:
+        raise CheckpointError(f"{what}: expected the state a stopped training wrote at {str(path)!r} "
+                              f"({RESUME_FORMAT}), found a file that does not read as one (not a whole zip archive: cut short, "
+                              f"or another kind of file): {advice}")
     try:   # mmap: a state of gigabytes is read as it is used, not copied whole first
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         about = json.loads(state.pop("about"))
