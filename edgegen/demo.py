@@ -50,6 +50,29 @@ def refuse_training_without_what_it_builds_on(models: list[tuple]) -> None:
         trained.append(model.name)
 
 
+def refuse_what_the_demo_lacks(models: list[tuple], train_models: bool) -> None:
+    """Before any work: each model's showcase (a family's reference to a function its module lacks
+    was found only after that model's training, up to 90 minutes in) and, without --train, its
+    shipped checkpoint (without edgegen-models installed the message named a made-up path)."""
+    from .shipped import MODELS_MISSING, models_root
+
+    for family, model in models:
+        family.showcase_function()
+        if train_models:
+            continue
+        if model.folder is None and models_root() is None:
+            raise CheckpointError(f"demo model {model.name!r}: expected its shipped checkpoint, found none: "
+                                  f"{MODELS_MISSING}; or give --train to train it here")
+        shipped = shipped_checkpoint(model)
+        if not shipped.is_dir():
+            raise CheckpointError(f"demo model {model.name!r}: expected its shipped checkpoint at {str(shipped)!r}, "
+                                  "found none (edgegen demo --train trains it here)")
+
+
+def shipped_checkpoint(model) -> Path:
+    return Path(model.folder or PRETRAINED) / model.name
+
+
 # the showcase files a demo before December 6 wrote, which it did not record: MODEL_samples.png, ...
 SHOWCASE_FILE = re.compile(r"[\w.-]+_((samples|mixing|reconstructions)\.png|samples\.txt|\w+\.wav)")
 
@@ -116,6 +139,7 @@ def run_demo(out: str | Path, train_models: bool = False, overwrite: bool = Fals
         raise ConfigError(f"demo: expected families with demo models, found none among {only}")
     if train_models:
         refuse_training_without_what_it_builds_on(models)
+    refuse_what_the_demo_lacks(models, train_models)
     refuse_output_inside_edgegens("output", out)
     out = Path(out)
     if overwrite:
@@ -132,11 +156,7 @@ def run_demo(out: str | Path, train_models: bool = False, overwrite: bool = Fals
                 train(family.name, ckpt, data=model.data, **built_on)
                 origin = f"trained here: `edgegen train {family.name} --data {model.data}`"
             else:
-                shipped = Path(model.folder or PRETRAINED) / model.name
-                if not shipped.is_dir():
-                    raise CheckpointError(f"demo model {model.name!r}: expected its shipped checkpoint at {str(shipped)!r}, "
-                                          "found none (edgegen demo --train trains it here)")
-                shutil.copytree(shipped, ckpt)
+                shutil.copytree(shipped_checkpoint(model), ckpt)   # there: refuse_what_the_demo_lacks
                 origin = f"shipped weights, made by `{model.command(family.name)}`"
             pkg = stage / "pkg" / model.name
             _export(ckpt, pkg, shipped_name=model.name if not train_models and model.folder is None else None,

@@ -103,6 +103,30 @@ def test_demo_refuses_a_benchmark_of_no_iterations_before_any_export(tmp_path):
     assert not (package / "demo").exists()
 
 
+def test_demo_refuses_a_broken_showcase_and_missing_shipped_weights_before_any_work(tmp_path, monkeypatch):
+    """A family's showcase its module lacks was found after the model's training (review 184); without
+    edgegen-models the message named a path made up to not exist."""
+    import dataclasses
+
+    from edgegen import families, shipped
+    from edgegen.errors import CheckpointError, ConfigError
+
+    vae = families.get("vae")
+    monkeypatch.setitem(families._REGISTRY, "vae", dataclasses.replace(vae, showcase="json:showcsae"))   # a plugin's typo
+    trained = []
+    monkeypatch.setattr("edgegen.training.train.train", lambda *a, **k: trained.append(a))
+    with pytest.raises(ConfigError, match=r"family 'vae': expected its module 'json' to define showcsae"):
+        run_demo(tmp_path / "d", train_models=True, iters=2, only=["vae"])
+    assert trained == [] and not (tmp_path / "d").exists()
+    monkeypatch.setitem(families._REGISTRY, "vae", vae)
+    monkeypatch.setattr(shipped, "models_root", lambda: None)
+    with pytest.raises(CheckpointError, match=r"^demo model 'vae-digits': expected its shipped checkpoint, found none: the "
+                                              r"edgegen-models distribution, which holds them, is not installed here "
+                                              r"\(.*\); or give --train"):
+        run_demo(tmp_path / "d", iters=2, only=["vae"])
+    assert not (tmp_path / "d").exists()
+
+
 def test_a_shipped_models_export_is_made_once_per_machine_and_a_cache_that_cannot_be_written_is_done_without(
         tmp_path, monkeypatch, capsys):
     import shutil
