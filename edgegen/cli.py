@@ -151,8 +151,8 @@ def _list_families() -> None:
 
 def _cmd_list(args) -> None:
     from .shipped import (MODELS_MISSING, MODELS_REINSTALL, cache_damage, cache_path, carried_package,
-                          exports_by_other_code, find_shipped, in_models, other_code, package_damage, shipped_family,
-                          shipped_names)
+                          exports_by_other_code, find_shipped, in_models, other_code, package_damage, packages_cache,
+                          shipped_family, shipped_names, unwritable_cache)
 
     if args.families:
         _list_families()
@@ -163,6 +163,12 @@ def _cmd_list(args) -> None:
         return
     # said only where this install lacks it: beside every row it read as a warning where it is installed
     extra = f" (needs the export extra: {EXPORT_EXTRA})" if missing_export_modules() else ""
+    # where the cache cannot be written, no command exports a name on its first use
+    blocked = unwritable_cache("NAME")
+
+    def first_use(again: str = " again", needs: str = extra) -> str:
+        return f"not exported{again}: the cache cannot be written (below)" if blocked else f"exported{again} on first use{needs}"
+
     rows = []
     for name in names:
         family = shipped_family(name)
@@ -170,18 +176,19 @@ def _cmd_list(args) -> None:
         installed = found is not None and in_models(found)
         where = (f"damaged in edgegen-models: {MODELS_REINSTALL}" if installed and package_damage(found) else
                  "exported, in edgegen-models" if installed else
-                 f"damaged in {cache_path(name)}: exported again on first use{extra}"
+                 f"damaged in {cache_path(name)}: {first_use()}"
                  if cache_damage(name) else
                  f"exported, in {found}" if found else
-                 f"in edgegen-models, {other_code(carried)}: exported again into {cache_path(name).parent} on first use"
+                 f"in edgegen-models, {other_code(carried)}: {first_use(needs='')}"
                  if (carried := carried_package(name)) else
                  # as `edgegen cache` says (review 155: list said "checkpoint only" beside cache's stale export)
-                 f"in {earlier[-1]}, {other_code(earlier[-1])}: exported again on first use{extra}"
+                 f"in {earlier[-1]}, {other_code(earlier[-1])}: {first_use()}"
                  if (earlier := exports_by_other_code(cache_path(name))) else
-                 f"checkpoint only: exported into {cache_path(name).parent} on first use{extra}")
+                 f"checkpoint only: {first_use('')}")
         rows.append((name, family, where))
     width = max(len(n) for n, _, _ in rows)
     print("\n".join(f"{n:<{width}}  {f:<10}  {w}" for n, f, w in rows))
+    print(blocked if blocked else f"(a name's first use exports it into {packages_cache()})")
 
 
 class _Parser(argparse.ArgumentParser):

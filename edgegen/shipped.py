@@ -27,9 +27,9 @@ import re
 import sys
 from pathlib import Path
 
-from .errors import CheckpointError, EdgegenWarning, PackageError, missing_export_modules, not_one_of, warn_caller
+from .errors import CheckpointError, ConfigError, EdgegenWarning, OutputExistsError, PackageError, missing_export_modules, not_one_of, warn_caller
 from .package import CHECKPOINT_WEIGHTS, read_json, sha256_file
-from .storage import user_cache_dir
+from .storage import check_folder_writable, user_cache_dir
 
 MODELS_DISTRIBUTION = "edgegen-models"
 # not on PyPI: the wheel is built with the runtime's (README, "Installing")
@@ -114,7 +114,23 @@ def cache_path(name: str, cache: str | os.PathLike | None = None) -> Path:
     """Where this machine keeps the package it exported from the shipped `name`: keyed by the
     weights' sha256 and this edgegen (export_version), so new weights, or an edgegen whose export
     may write other graphs, export anew."""
-    return Path(cache or user_cache_dir()) / "packages" / cached_export_name(name, weights_sha256(name), export_version())
+    return packages_cache(cache) / cached_export_name(name, weights_sha256(name), export_version())
+
+
+def packages_cache(cache: str | os.PathLike | None = None) -> Path:
+    """The folder that holds this machine's exports of shipped models."""
+    return Path(cache or user_cache_dir()) / "packages"
+
+
+def unwritable_cache(name: str, cache: str | os.PathLike | None = None) -> str | None:
+    """Where the cache that would hold `name`'s export cannot be made or written by this user (a
+    read-only home, a shared install, a container's): what it is and what to do instead; else None."""
+    try:
+        check_folder_writable(packages_cache(cache), "the cache")
+    except (ConfigError, OutputExistsError) as exc:
+        return (f"{exc}: export it elsewhere with 'edgegen export {name} --out DIR' and give DIR, or set XDG_CACHE_HOME "
+                "to a folder this user can write")
+    return None
 
 
 def edgegen_version() -> str:
@@ -300,10 +316,11 @@ def resolve(path_or_name: str | os.PathLike, cache: str | os.PathLike | None = N
         found_instead = (f"{newest}{others[-1]}, exported by edgegen {by}; this is {said_version(export_version())}"
                          if others else "none made from its weights (a checkout's editable install holds the "
                          "checkpoints only)")
+        how = (unwritable_cache(str(path_or_name), cache) or
+               f"export them with 'python -m edgegen_models.build', or give the name to an edgegen command once, which "
+               f"exports it into {exported.parent} (both need the export extra, where this code's exports are made)")
         raise PackageError(f"shipped model {str(path_or_name)!r}: expected its exported package, found {found_instead}: "
-                           f"export them with 'python -m edgegen_models.build', or give the name to an edgegen command "
-                           f"once, which exports it into {exported.parent} (both need the export extra, where "
-                           "this code's exports are made)")
+                           f"{how}")
     return found
 
 

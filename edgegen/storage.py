@@ -690,22 +690,37 @@ def _files_under(folder: Path):
 
 def user_cache_dir(checked: bool = True) -> Path:
     """edgegen's folder in the user's cache: $XDG_CACHE_HOME/edgegen, else ~/.cache/edgegen (a
-    relative XDG_CACHE_HOME is ignored, as the XDG spec says). A file where a folder of it should
-    be is refused, naming the variable, not met later as the system's NotADirectoryError."""
+    relative XDG_CACHE_HOME is ignored, as the XDG spec says, and so is a relative HOME: the
+    cache would move with the working folder). A file where a folder of it should be is refused,
+    naming the variable, not met later as the system's NotADirectoryError."""
     given = os.environ.get("XDG_CACHE_HOME", "")
-    try:
-        base = Path(given) if os.path.isabs(given) else Path.home() / ".cache"
-    except RuntimeError:   # no HOME, and a user the password database does not know (a container's bare uid)
-        raise ConfigError("the cache: expected $XDG_CACHE_HOME (an absolute path) or a home directory to hold "
-                          "edgegen's cache, found neither (HOME is unset and this user has no home in the password "
-                          "database): set XDG_CACHE_HOME or HOME") from None
-    folder = base / "edgegen"
+    folder = (Path(given) if os.path.isabs(given) else _home() / ".cache") / "edgegen"
     blocking = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
     if blocking is not None and checked:   # unchecked: for what is kept only where it can be (a judge)
         where = "$XDG_CACHE_HOME" if os.path.isabs(given) else "~/.cache"
         raise ConfigError(f"the cache {str(folder)!r} ({where}/edgegen): expected a folder, found a file on the way to "
                           f"it ({str(blocking)!r})")
     return folder
+
+
+def _home() -> Path:
+    """The user's home: $HOME where it is an absolute path, else the password database's."""
+    home = os.environ.get("HOME")
+    if home and os.path.isabs(home):
+        return Path(home)
+    try:
+        if not home:   # Path.home's lookup: the password database (and Windows' own variables)
+            return Path.home()
+        import pwd   # POSIX; a relative HOME elsewhere is not looked past
+        recorded = pwd.getpwuid(os.getuid()).pw_dir
+        if os.path.isabs(recorded):
+            return Path(recorded)
+    except (RuntimeError, ImportError, KeyError):   # a user the password database does not know (a container's bare uid)
+        pass
+    said = f"HOME is the relative path {home!r}" if home else "HOME is unset"
+    raise ConfigError(f"the cache: expected $XDG_CACHE_HOME (an absolute path) or a home directory to hold edgegen's "
+                      f"cache, found neither ({said} and this user has no home in the password database): set "
+                      "XDG_CACHE_HOME or HOME to an absolute path")
 
 
 # -- writer locks ---------------------------------------------------------------------------------

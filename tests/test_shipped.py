@@ -21,7 +21,7 @@ import edgegen
 import edgegen.export
 from edgegen import shipped, storage
 from edgegen.cli import main
-from edgegen.errors import PackageError
+from edgegen.errors import ConfigError, PackageError
 from edgegen_models import build as models_build
 
 REPO = Path(__file__).resolve().parent.parent
@@ -51,10 +51,39 @@ def perturb_weights(checkpoint: Path) -> None:
     save_file(weights, checkpoint / "weights.safetensors")
 
 
+def test_a_cache_this_user_cannot_write_is_said_with_what_to_do_instead(models, tmp_path, capsys, monkeypatch):
+    """A read-only cache (a shared home, a container's): list promised an export on first use and
+    load's hint said to give the name to a command, which then failed (review 184)."""
+    import errno
+
+    writable = storage._probe_file_in
+
+    def read_only(folder, path):   # the cache's folder, and the nearest that exists on the way to it
+        if folder == tmp_path or tmp_path / "cache" in (folder, *folder.parents):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        writable(folder, path)
+
+    monkeypatch.setattr(storage, "_probe_file_in", read_only)   # root writes anywhere: the refusal is made here
+    instead = (r"the cache '.*packages': expected a folder this user can write a folder in, found .*, where the system "
+               rf"refused one \(Read-only file system\): export it elsewhere with 'edgegen export {{}} --out DIR' and give "
+               r"DIR, or set XDG_CACHE_HOME to a folder this user can write")
+    assert main(["list"]) == 0
+    listed = capsys.readouterr().out
+    assert f"{NAME}  gan         checkpoint only: not exported: the cache cannot be written (below)" in listed
+    assert re.search(instead.format("NAME") + "\n$", listed), listed
+    with pytest.raises(PackageError, match=f"shipped model '{NAME}': expected its exported package, found none .*: "
+                                           + instead.format(NAME)):
+        edgegen.load(NAME)
+    (tmp_path / "out").mkdir()
+    assert main(["generate", NAME, "--n", "2", "--out", str(tmp_path / "out" / "a.png")]) == 2
+    assert re.search(instead.format(NAME), capsys.readouterr().err) and not (tmp_path / "out" / "a.png").exists()
+
+
 def test_a_name_exports_once_into_the_cache_then_finds_it(models, tmp_path, capsys, monkeypatch):
     assert main(["list"]) == 0
     listed = capsys.readouterr().out
-    assert "checkpoint only: exported into" in listed and "needs the export extra" not in listed   # it is installed
+    assert "checkpoint only: exported on first use" in listed and "needs the export extra" not in listed   # it is installed
+    assert listed.endswith(f"(a name's first use exports it into {tmp_path / 'cache' / 'edgegen' / 'packages'})\n")
     with monkeypatch.context() as device:   # a runtime-only install: said on the rows it would export
         device.setattr("edgegen.cli.missing_export_modules", lambda: ["torch"])
         assert main(["list"]) == 0
@@ -362,13 +391,14 @@ def test_no_home_and_no_cache_variable_is_said_in_one_line(models, tmp_path, mon
         raise RuntimeError("Could not determine home directory.")
 
     monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.delenv("HOME", raising=False)
     monkeypatch.setattr(Path, "home", classmethod(no_home))
     for command in (["list"], ["generate", NAME, "--n", "2", "--out", str(tmp_path / "x.png")]):
         assert main(command) == 2
         assert capsys.readouterr().err.endswith("edgegen: error: the cache: expected $XDG_CACHE_HOME (an absolute "
                                                 "path) or a home directory to hold edgegen's cache, found neither (HOME "
                                                 "is unset and this user has no home in the password database): set "
-                                                "XDG_CACHE_HOME or HOME\n")
+                                                "XDG_CACHE_HOME or HOME to an absolute path\n")
     with pytest.raises(edgegen.ConfigError, match="the cache: expected"):
         edgegen.load(NAME)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))   # what the message says to do
@@ -417,10 +447,21 @@ def test_a_cache_folder_a_file_blocks_is_refused_naming_the_variable(models, tmp
     assert main(["generate", NAME, "--n", "2", "--out", str(tmp_path / "x.png")]) == 2
     assert capsys.readouterr().err.endswith("edgegen: error: the cache '/proc/edgegen-nowhere/edgegen/packages': expected a "
                                             "folder this user can write a folder in, found '/proc', where the system "
-                                            "refused one (No such file or directory)\n")
+                                            "refused one (No such file or directory): export it elsewhere with "
+                                            f"'edgegen export {NAME} --out DIR' and give DIR, or set XDG_CACHE_HOME to a "
+                                            "folder this user can write\n")
     monkeypatch.setenv("XDG_CACHE_HOME", "relative/cache")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert storage.user_cache_dir() == tmp_path / "home" / ".cache" / "edgegen"
+    # a relative HOME made a cache that moved with the working folder: the password database's home (review 184)
+    import pwd
+
+    monkeypatch.setenv("HOME", "relhome")
+    assert storage.user_cache_dir() == Path(pwd.getpwuid(os.getuid()).pw_dir) / ".cache" / "edgegen"
+    monkeypatch.setattr(pwd, "getpwuid", lambda uid: (_ for _ in ()).throw(KeyError(uid)))   # a container's bare uid
+    with pytest.raises(ConfigError, match=r"found neither \(HOME is the relative path 'relhome' and this user has no home "
+                                          r"in the password database\): set XDG_CACHE_HOME or HOME to an absolute path"):
+        storage.user_cache_dir()
 
 
 def test_edgegen_cache_runs_without_torch(models, tmp_path):
@@ -768,7 +809,7 @@ def test_a_damaged_package_of_the_models_install_says_to_install_it_again(models
     assert "fp16 variant" in models_build.why_stale(NAME, models)
     assert models_build.build([NAME], models, report=lambda line: None) == [package]
     assert models_build.stale([NAME], models) == [] and _build_backend().damaged_files(models) == []
-    assert main(["list"]) == 0 and "damaged" not in capsys.readouterr().out
+    assert main(["list"]) == 0 and "damaged in" not in capsys.readouterr().out   # (this test's folder is named so)
 
 
 def test_bench_exports_a_shipped_name_in_a_process_of_its_own(tmp_path):
@@ -783,7 +824,8 @@ def test_bench_exports_a_shipped_name_in_a_process_of_its_own(tmp_path):
     refused = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert json.loads(refused.stdout.splitlines()[-1]) == {"code": 2, "torch": False}, refused.stderr
     assert refused.stderr == (f"edgegen: error: the cache {str(tmp_path / 'cache' / 'edgegen' / 'packages')!r}: "
-                              "expected a folder, found a file\n")   # was the system's FileExistsError
+                              f"expected a folder, found a file: export it elsewhere with 'edgegen export {NAME} --out "
+                              "DIR' and give DIR, or set XDG_CACHE_HOME to a folder this user can write\n")   # was the system's FileExistsError
     (tmp_path / "cache" / "edgegen" / "packages").unlink()
     ran = subprocess.run([*command, "--json", str(tmp_path / "report.json")], env=env, capture_output=True, text=True,
                          timeout=600)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..errors import OutputExistsError
-from ..shipped import cache_damage, cache_path, checkpoints_dir, find_shipped, recorded_weights, weights_sha256
-from ..storage import check_folder_writable, remove_whole
+from ..errors import ConfigError, OutputExistsError
+from ..shipped import (cache_damage, cache_path, checkpoints_dir, find_shipped, recorded_weights, unwritable_cache,
+                       weights_sha256)
+from ..storage import remove_whole
 from . import export_checkpoint
 
 
@@ -21,7 +22,8 @@ def export_shipped(name: str, cache: str | os.PathLike | None = None, report=pri
     if found is not None and damage is None:
         return found
     package = cache_path(name, cache)
-    check_folder_writable(package.parent, "the cache")   # said as the cache's, not as the system's FileNotFoundError
+    if blocked := unwritable_cache(name, cache):   # said as the cache's, not as the system's FileNotFoundError
+        raise ConfigError(blocked)
     if damage:
         report(f"the export of the shipped {name} in {package} is damaged ({damage}): exporting it again")
         # after a command exporting it now, and only if it is damaged yet: not another's fresh export
