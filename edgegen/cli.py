@@ -730,10 +730,27 @@ def _classes_line(config: dict, family: str) -> str:
     return f"{count}: {', '.join(f'{i} {name}' for i, name in enumerate(names[:12]))}{more} ({takes} a name or an id)"
 
 
-def _loops_over_a_variant(manifest) -> bool:
-    """Whether a variant the package holds is of a graph its family's generation calls once per step."""
-    looped = set(family.step_graphs) if (family := _family_here(manifest.family)) else set()
-    return any("file" in record and part in looped for parts in manifest.variants.values() for part, record in parts.items())
+def _looped_variants(manifest) -> list[str]:
+    """The graphs with a variant that the family's generation calls once per step of its loop (a
+    denoiser, WaveNet's step) or, for a token model, once per token (its decoder)."""
+    family = _family_here(manifest.family)
+    looped = set() if family is None else set(manifest.graphs) if family.bench == "tokens" else set(family.step_graphs)
+    return sorted({part for parts in manifest.variants.values() for part, record in parts.items()
+                   if "file" in record and part in looped})
+
+
+def _loop_note(manifest) -> str | None:
+    """What a looped graph's gate does not measure (review 174: a diffusion model's fp16 passed its
+    gate at 30 dB and its samples parted from fp32's by 10 to 18 dB), or None."""
+    parts = _looped_variants(manifest)
+    if not parts:
+        return None
+    if (family := _family_here(manifest.family)) and family.bench == "tokens":
+        return ("each gate compares the next token at every position of held-out text, each after fp32's own "
+                "(teacher-forced); a generation goes on from its own tokens, so after the first that differs its text "
+                "parts from fp32's: look at them side by side (docs/optimization.md)")
+    return (f"each gate judges one graph call ({', '.join(parts)}); a generation's loop carries each call's error on, so "
+            "its result for a seed can part further from fp32's: look at them side by side (docs/optimization.md)")
 
 
 def _labels_flag(family: str) -> str | None:
@@ -802,9 +819,8 @@ def _print_info(path, shipped_name: str | None = None) -> str:
                 print(f"            {spared_text(record)}")
             if "file" in record and (record.get("ort_form") or record.get("ort_form_declined")):
                 print(f"            {record.get('ort_form') or record['ort_form_declined']}")
-    if _loops_over_a_variant(m):   # a gate's figure read as the generation's (review 174: 10 to 18 dB end to end)
-        print("            each gate judges one graph call; a generation's loop carries each call's error on, so its "
-              "result for a seed can part further from fp32's: look at them side by side (docs/optimization.md)")
+    if note := _loop_note(m):
+        print(f"            {note}")
     for precision in m.foreign_variants:
         print(f"variant   {precision}: a precision edgegen {__version__} does not know (written by a newer edgegen?); "
               "not read here, kept as it is")
@@ -892,8 +908,12 @@ def _load_refusal(package) -> str:
 
 def _cmd_optimize(args) -> int:
     from .optimize import optimize_package
+    from .package import Package
 
     _refuse_shipped_name(args.package)
+    if refused := _load_refusal(Package(args.package)):   # said before the work, not in info's last line after it
+        warnings.warn(f"package {args.package!r}: edgegen.load refuses it on this machine ({refused}); optimize goes on, "
+                      "and its variants load where that is mended", EdgegenWarning, stacklevel=2)
     # an option of another precision is refused, not ignored (int8 does not take --block-size)
     settings = {"calibration": ("--calibration", ("int8",)), "block_size": ("--block-size", ("int4", "int8-weights")),
                 "max_8bit_share": ("--max-8bit-share", ("int4",))}

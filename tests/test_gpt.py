@@ -404,7 +404,10 @@ def test_onnx_runtime_variants_write_the_kv_cache_in_place_and_generate_as_the_e
     shutil.copytree(gpt["pkg"], pkg)
     record = _in_place_variant(pkg)
     assert record["ort_form"] == FORM.name and "file" in record, record
-    assert main(["info", str(pkg)]) == 0 and FORM.name in capsys.readouterr().out
+    assert main(["info", str(pkg)]) == 0 and FORM.name in (out := capsys.readouterr().out)
+    # a token model loops over its decoder too: info said nothing of it (review 184)
+    assert ("\n            each gate compares the next token at every position of held-out text, each after fp32's own "
+            "(teacher-forced); a generation goes on from its own tokens") in out
     import onnxruntime
 
     from edgegen.errors import PackageError
@@ -1033,6 +1036,14 @@ def test_imported_gpt2_greedy_equals_transformers_generate(tmp_path, capsys):
         assert json.loads(capsys.readouterr().out)["load_refusal"].startswith("tokenizer '")
         with pytest.raises(MissingExtraError, match=r"needs the text extra: pip install 'edgegen\[text\]'"):
             edgegen.load(tmp_path / "pkg")
+        # optimize goes on (its gate runs the graphs alone), saying so before its work, not after (review 184)
+        said = []
+        patch.setattr("edgegen.optimize.optimize_package",
+                      lambda *a, **k: said.append(capsys.readouterr().err) or {"decoder": {"refused": "stopped here"}})
+        assert main(["optimize", str(tmp_path / "pkg"), "--precision", "int8-weights"]) == 1
+        assert re.search(r"^edgegen: warning: package '.*pkg': edgegen.load refuses it on this machine \(tokenizer '.*"
+                         r"needs the text extra.*\); optimize goes on, and its variants load where that is mended$",
+                         said[0]), said
     assert main(["info", str(tmp_path / "pkg")]) == 0
     assert "'edgegen optimize' adds int8 / fp16 / fused / int4 / int8-weights variants" in capsys.readouterr().out
     pipe = edgegen.load(tmp_path / "pkg", backend="ort-cpu")

@@ -205,7 +205,7 @@ def test_a_refused_attempt_keeps_the_variant_written_before_and_exits_1(package_
     diffusion = package_copy("diffusion")   # a loop's: its gate's figure is not the generation's (review 174)
     optimize_package(diffusion, "fp16", progress=_quiet, speed_check=False)
     assert main(["info", str(diffusion)]) == 0
-    assert "\n            each gate judges one graph call; a generation's loop carries" in capsys.readouterr().out
+    assert "\n            each gate judges one graph call (unet); a generation's loop carries" in capsys.readouterr().out
     # a success replaces it, and the note of the refusal goes with it
     again = optimize_package(pkg, "int8", calibration=16, target="tensorrt", seed=1, progress=_quiet)["generator"]
     record = json.loads((pkg / "edgegen.json").read_text())["variants"]["int8"]["generator"]
