@@ -208,9 +208,26 @@ def test_an_outside_family_under_a_built_in_name_is_said_when_the_registry_is_re
     monkeypatch.setattr(families, "_BROKEN", {})
     monkeypatch.setattr(families, "_DISCOVERED", False)
     with pytest.warns(EdgegenWarning, match=r"entry point 'vae' \(edgegen_pca:CLASHING\) of edgegen.families: family "
-                                            r"'vae': expected a new name, found one already registered .*; edgegen leaves "
-                                            r"it out: give the family a name of its own"):
+                                            r"'vae': expected a new name, found one already registered \(edgegen's own\); "
+                                            r"edgegen leaves it out: give the family a name of its own"):
         assert families.get("vae").summary != edgegen_pca.FAMILY.summary
+
+
+def test_a_name_clash_names_who_registered_the_family_not_its_pipelines_module(monkeypatch):
+    """A user's family reusing a built-in pipeline was said as registered 'by
+    edgegen.families.gan.pipeline' (review 184)."""
+    monkeypatch.setattr(families, "_REGISTRY", dict(families._REGISTRY))
+    monkeypatch.setattr(families, "_REGISTERED_BY", dict(families._REGISTERED_BY))
+    gan = families.get("gan")
+    mine = families.register(dataclasses.replace(gan, name="mygan"))
+    assert families.register(mine) is mine   # the same again: harmless
+    assert families.source("mygan") == f"registered by {__name__}"
+    with pytest.raises(ConfigError, match=rf"^family 'mygan': expected a new name, found one already registered "
+                                          rf"\(registered by {re.escape(__name__)}\)$"):
+        families.register(dataclasses.replace(gan, name="mygan", summary="another"))
+    with pytest.raises(ConfigError, match=r"^family 'gan': expected a new name, found one already registered "
+                                          r"\(edgegen's own\)$"):
+        families.register(dataclasses.replace(gan, summary="another"))
 
 
 def test_what_a_plugins_author_gets_wrong_is_said_as_theirs(registered, monkeypatch, capsys):

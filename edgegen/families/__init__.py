@@ -23,6 +23,7 @@ import importlib
 import inspect
 import pkgutil
 import re
+import sys
 import threading
 import types
 import typing
@@ -445,6 +446,7 @@ _REGISTRY: dict[str, Family] = {}
 _BROKEN: dict[str, str] = {}
 _BUILT_IN: set[str] = set()        # the families of edgegen's own folders
 _DISTRIBUTIONS: dict[str, str] = {}   # a plugin family's name -> the installed distribution whose entry point named it
+_REGISTERED_BY: dict[str, str] = {}   # a family's name -> the module that called register() for it
 _DISCOVERED = False                # set once discovery has finished, so a reader sees every family
 _DISCOVERING = False               # True while this process's one discovery runs (its own imports may ask)
 _DISCOVERY_LOCK = threading.RLock()
@@ -455,9 +457,13 @@ def register(family: Family) -> Family:
     Registering the same object again is harmless; another family under a taken name is refused."""
     existing = _REGISTRY.get(family.name)
     if existing is not None and existing is not family:
-        raise ConfigError(f"family {family.name!r}: expected a new name, found one already registered "
-                          f"(by {existing.pipeline.__module__})")
+        # who registered it, not its pipeline's module: a user's family may reuse a built-in pipeline
+        taken = source(family.name)
+        said = ("edgegen's own" if taken == "edgegen" else taken if family.name not in _DISTRIBUTIONS else
+                f"by the entry point of {taken}")
+        raise ConfigError(f"family {family.name!r}: expected a new name, found one already registered ({said})")
     _REGISTRY[family.name] = family
+    _REGISTERED_BY.setdefault(family.name, sys._getframe(1).f_globals.get("__name__", "?"))
     return family
 
 
@@ -528,10 +534,10 @@ def is_built_in(name: str) -> bool:
 
 def source(name: str) -> str:
     """Where a registered family comes from: edgegen, the distribution whose entry point names it,
-    or (registered by a call) the module of its pipeline."""
+    or (registered by a call) the module that called register()."""
     if is_built_in(name):
         return "edgegen"
-    return _DISTRIBUTIONS.get(name) or f"registered by {get(name).pipeline.__module__}"
+    return _DISTRIBUTIONS.get(name) or f"registered by {_REGISTERED_BY.get(name, '?')}"
 
 
 def _keywords_not_taken(pipeline: type, keywords: list[str]) -> list[str]:
