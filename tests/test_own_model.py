@@ -169,6 +169,32 @@ def test_an_epsilon_the_exporters_optimizer_drops_is_refused_not_shipped(tmp_pat
     assert np.array_equal(pipe(x=np.zeros((1, 6), np.float32))["output"], np.zeros((1, 6), np.float32))
 
 
+def test_atan2_gives_pytorchs_angles_at_signed_zeros_and_infinities(tmp_path):
+    """torch.onnx wrote atan2(0, x < 0) as -pi where PyTorch gives pi (an rfft's DC bin has an
+    imaginary part of exactly 0), and the gate's drawn feeds held no exact zero (review 185)."""
+    import onnxruntime
+
+    class Phase(torch.nn.Module):
+        def forward(self, im, re):
+            return torch.atan2(im, re)
+
+    rng = np.random.default_rng(0)
+    example = {"im": rng.standard_normal((2, 8)).astype(np.float32), "re": rng.standard_normal((2, 8)).astype(np.float32)}
+    pipe = edgegen.load(export_pytorch(Phase(), example, tmp_path / "pkg"))
+    assert np.array_equal(pipe(im=np.zeros((1, 8), np.float32), re=-np.ones((1, 8), np.float32))["output"],
+                          np.full((1, 8), np.pi, np.float32))
+    # every pair of special values, as the graph computes them (the runtime refuses infinite and NaN inputs)
+    values = np.array([0.0, -0.0, 1.0, -1.0, np.inf, -np.inf, 1e-30, -1e-30, 3.5, -2.25, 1e30, np.nan], np.float32)
+    im, re = (grid.reshape(-1, 8) for grid in np.meshgrid(values, values))   # 144 pairs, 18 rows of 8
+    session = onnxruntime.InferenceSession(str(pipe.package.graph_path("model")), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"im": im, "re": re})[0]
+    want = torch.atan2(torch.from_numpy(im), torch.from_numpy(re)).numpy()
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+    # pi against -pi: the sign; a zero's (atan2(-0, 1) is -0) ONNX Runtime's Where does not keep, whichever it picks
+    signed = (want != 0) & ~np.isnan(want)   # (NaN where either is NaN: assert_allclose's check)
+    assert np.array_equal(np.signbit(got[signed]), np.signbit(want[signed]))
+
+
 def test_int8_of_a_graph_with_no_layer_between_its_first_and_last_is_refused(tmp_path):
     """Its first and last weighted layers stay float: the "int8" variant was the fp32 graph,
     written with a PSNR of inf, and bench timed it as int8."""
