@@ -1382,6 +1382,9 @@ def test_what_users_modules_do_is_exported_or_refused_by_its_cause(tmp_path, cap
     np.testing.assert_allclose(scaled(x=x, scale=np.float32(2))["output"], expected, atol=1e-6)
     with pytest.raises(InputError, match=r"^input 'scale': expected once, found it both in the dict and as a keyword$"):
         scaled({"x": x, "scale": np.float32(2)}, scale=np.float32(5))   # the keyword won without a word
+    with pytest.raises(InputError, match=r"^inputs: expected a dict of \['x', 'scale'\] or names as keywords "
+                                         r"\(pipe\(x=\.\.\., scale=\.\.\.\)\), found 2 positional arguments$"):
+        scaled(x, np.float32(2))   # Python's TypeError (review 185)
 
     class SequenceFirst(torch.nn.Module):   # the trace fixes the batch of 2 in a Reshape: ONNX Runtime fails at 1
         def __init__(self):

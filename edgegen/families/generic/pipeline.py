@@ -101,7 +101,11 @@ class GenericPipeline(Pipeline):
         return self.session.outputs
 
     # positional-only: a graph input may be named `self` or `feeds` and still be given by keyword
-    def __call__(self, feeds: dict | Any = None, /, **named) -> dict[str, np.ndarray]:
+    def __call__(self, feeds: dict | Any = None, /, *more, **named) -> dict[str, np.ndarray]:
+        if more:   # pipe(x, t): Python's TypeError named neither the inputs nor their order
+            names = [s.name for s in self.inputs]
+            raise InputError(f"inputs: expected a dict of {names} or names as keywords "
+                             f"(pipe({', '.join(f'{n}=...' for n in names)})), found {1 + len(more)} positional arguments")
         if feeds is not None and not isinstance(feeds, dict):   # one array, for a graph of one input
             if len(self.inputs) != 1:
                 raise InputError(f"inputs: expected a dict of {[s.name for s in self.inputs]} (or names as keywords), "
