@@ -181,6 +181,7 @@ def test_atan2_gives_pytorchs_angles_at_signed_zeros_and_infinities(tmp_path):
     rng = np.random.default_rng(0)
     example = {"im": rng.standard_normal((2, 8)).astype(np.float32), "re": rng.standard_normal((2, 8)).astype(np.float32)}
     pipe = edgegen.load(export_pytorch(Phase(), example, tmp_path / "pkg"))
+    assert pipe.package.manifest.graphs["model"].extra["validation"]["inputs_zeroed"] == ["im", "re"]
     assert np.array_equal(pipe(im=np.zeros((1, 8), np.float32), re=-np.ones((1, 8), np.float32))["output"],
                           np.full((1, 8), np.pi, np.float32))
     # every pair of special values, as the graph computes them (the runtime refuses infinite and NaN inputs)
@@ -193,6 +194,17 @@ def test_atan2_gives_pytorchs_angles_at_signed_zeros_and_infinities(tmp_path):
     # pi against -pi: the sign; a zero's (atan2(-0, 1) is -0) ONNX Runtime's Where does not keep, whichever it picks
     signed = (want != 0) & ~np.isnan(want)   # (NaN where either is NaN: assert_allclose's check)
     assert np.array_equal(np.signbit(got[signed]), np.signbit(want[signed]))
+    # torch.onnx's own translation: the gate now tries each input all zero, and refuses it
+    from edgegen.errors import ParityError
+    from edgegen.export import translations
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(translations, "TRANSLATIONS", {})
+        patch.setattr("edgegen.export.onnx_export.TRANSLATIONS", {})
+        with pytest.raises(ParityError, match=r"does not reproduce PyTorch where an input is all zero .* package not "
+                                              r"written: graph 'model' output @ batch=\d+, im all zero: max abs 6.28"):
+            export_pytorch(Phase(), example, tmp_path / "wrong")
+    assert not (tmp_path / "wrong").exists()
 
 
 def test_int8_of_a_graph_with_no_layer_between_its_first_and_last_is_refused(tmp_path):

@@ -115,6 +115,35 @@ def _compare_feed(module, session, feeds, label, atol, rtol) -> list[Comparison]
             for spec, ref in zip(session.outputs, reference)]
 
 
+def gate_inputs_zeroed(module: torch.nn.Module, session: Session, feed: dict, atol: float,
+                       rtol: float) -> dict[str, list[Comparison]]:
+    """The gate at `feed` with each float input in turn all zero, the others as they are: drawn
+    values are never exactly 0, where an op's translation can part from PyTorch (torch.onnx's
+    atan2 gave -pi for atan2(0, x < 0): review 185), and real data holds zeros (an rfft's DC bin's
+    imaginary part, padding, a mask). Float outputs only: at all-equal inputs an output of indices
+    (a sort's, a top-k's) may break ties in any order. A zeroed feed that the module refuses, or
+    where PyTorch's own output holds NaN or Inf (a log of the input), has nothing to compare and is
+    left out. {input zeroed: its comparisons}."""
+    results = {}
+    for spec in session.inputs:
+        if feed[spec.name].dtype.kind != "f":
+            continue
+        zeroed = {**feed, spec.name: np.zeros_like(feed[spec.name])}
+        try:
+            with torch.inference_mode():
+                reference = module(*torch_inputs(zeroed, session.inputs))
+        except Exception:  # noqa: BLE001 - a module that refuses zeros (its own checks)
+            continue
+        reference = (reference,) if isinstance(reference, torch.Tensor) else reference
+        if not all(np.isfinite(ref.numpy()).all() for ref in reference if ref.dtype.is_floating_point):
+            continue
+        ours = session.run(zeroed)
+        label = f"{feed_label(session.inputs, zeroed)}, {spec.name} all zero"
+        results[spec.name] = [compare(out.name, label, ours[out.name], ref.numpy(), *output_tolerances(out.dtype, atol, rtol))
+                              for out, ref in zip(session.outputs, reference) if ref.dtype.is_floating_point]
+    return results
+
+
 def refuse_lost_epsilons(part: str, module: torch.nn.Module, session: Session, feed: dict) -> None:
     """ValidationError where the graph turns all-zero float inputs into NaN or Inf that PyTorch
     keeps finite. torch.onnx's optimizer (onnxscript's no-op rules) removes `x + c` and `x - c`

@@ -32,7 +32,7 @@ from ...errors import (BackendError, CheckpointError, ConfigError, EdgegenError,
                        ParityError, ValidationError, described, first_line, warn_caller)
 from ...export import check_opset, provenance
 from ...export.onnx_export import DEFAULT_OPSET, trace_module, untraceable, value_spec
-from ...export.validate import (feed_label, gate_feeds, output_tolerances, refuse_lost_epsilons, sizes_label,
+from ...export.validate import (feed_label, gate_feeds, gate_inputs_zeroed, output_tolerances, refuse_lost_epsilons, sizes_label,
                                 tolerance_said, torch_inputs)
 from ...package import (DTYPES, MANIFEST_NAME, PACKAGE_KIND, GraphEntry, Manifest, Package, TensorSpec, check_name,
                         created_time, may_be_empty, name_from_folder, package_files, refuse_output_inside_edgegens, sha256_file, write_manifest)
@@ -220,6 +220,10 @@ def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str 
             raise ParityError(f"export of {config.source!r} does not reproduce PyTorch, package not written: "
                                   + failures)
         refuse_lost_epsilons(GRAPH, module, session, checked[0])
+        zeroed = gate_inputs_zeroed(module, session, checked[0], atol, rtol)
+        if failures := _gate_failures([r for each in zeroed.values() for r in each], tolerance_said(atol, rtol, graph_outputs), sizes_label(specs, traced)):
+            raise ParityError(f"export of {config.source!r} does not reproduce PyTorch where an input is all zero (an "
+                              "op that the exporter writes otherwise at exactly 0), package not written: " + failures)
         results += _gate_at_limits(module, session, specs, drawn_like, traced, limits, rng, atol, rtol, config.source,
                                    conditions)
         below, config.dim_minimums = _gate_below(module, session, specs, drawn_like, traced, _least_sizes(specs, checked),
@@ -239,6 +243,8 @@ def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str 
         # results: one comparison per output of each feed, in feed order; one label per feed
         validation = {"feeds": [r.batch for r in results[::len(graph_outputs)]], "atol": atol, "rtol": rtol, "passed": True,
                       "max_abs": max(r.max_abs for r in results), "max_rel": max(r.max_rel for r in results)}
+        # each float input all zero in turn, its float outputs compared (gate_inputs_zeroed)
+        validation["inputs_zeroed"] = list(zeroed)
         if any(spec.dtype == "float16" for spec in graph_outputs):   # what the float16 outputs were held to
             validation["float16_tolerances"] = list(output_tolerances("float16", atol, rtol))
         entry = GraphEntry(f"{GRAPH}.onnx", sha256_file(stage / f"{GRAPH}.onnx"), specs, graph_outputs,
