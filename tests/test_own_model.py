@@ -1542,6 +1542,10 @@ def test_a_plain_number_for_a_batch_input_and_ids_from_floats_are_taken_without_
 
     export_pytorch(Halve(), {"t": np.ones(4, np.float32)}, tmp_path / "halve")
     np.testing.assert_array_equal(edgegen.load(tmp_path / "halve")(t=3.0)["output"], [1.5])
+    # for an input of rank 2 or more, a plain number is no row: said as what it is, not as "found shape [1]" (review 185)
+    export_pytorch(Halve(), {"t": np.ones((4, 3), np.float32)}, tmp_path / "rows")
+    with pytest.raises(InputError, match=r"^input 't': expected float32\[batch, 3\], found a single number \(3.0\)$"):
+        edgegen.load(tmp_path / "rows")(t=3.0)
 
     class Choose(torch.nn.Module):
         def __init__(self):

@@ -247,6 +247,8 @@ def input_array(value: Any, spec: TensorSpec) -> np.ndarray:
         _refuse_values_the_cast_changes(array, expected, spec.name)
     if not spec.shape:   # a scalar input: a 0-d value stays one (ascontiguousarray makes it [1])
         return np.asarray(array, dtype=expected, order="C")
+    if array.ndim == 0 and len(spec.shape) > 1:   # made [1] below, it was said as "found shape [1]"
+        raise InputError(f"input {spec.name!r}: expected {spec.describe()}, found a single number ({array.item()!r})")
     return np.ascontiguousarray(array, dtype=expected)   # a plain number for a [batch] input: one row, as before
 
 
