@@ -668,11 +668,16 @@ def test_the_callers_module_keeps_its_mode_and_a_failing_module_file_is_named(tm
     assert model.training and model[1].training and not model[2].training
     (tmp_path / "broken.py").write_text("import torch\n\ndef make_model():\n    raise RuntimeError('weights file missing: w.pt')\n")
     (tmp_path / "unimportable.py").write_text("import edgegen_no_such_package\n")
+    (tmp_path / "the_class.py").write_text("import torch\n\nclass Mine(torch.nn.Linear):\n    pass\n\n"
+                                           "def make_model():\n    return Mine\n")
     np.savez(tmp_path / "x.npz", x=np.ones((2, 4), np.float32))
     for reference, message in ((f"{tmp_path / 'broken.py'}:make_model", "expected the factory to return a module, found "
                                                                         "it raising RuntimeError: weights file missing: w.pt"),
                                (f"{tmp_path / 'unimportable.py'}:make_model", "expected a Python file that imports, found "
-                                                                              "it raising ModuleNotFoundError")):
+                                                                              "it raising ModuleNotFoundError"),
+                               # "found type" (review 185)
+                               (f"{tmp_path / 'the_class.py'}:make_model", "expected the factory to return a "
+                                "torch.nn.Module, found the class Mine itself: return an instance of it (Mine(...))")):
         assert main(["export", "--module", reference, "--inputs", str(tmp_path / "x.npz"), "--out",
                      str(tmp_path / "pkg")]) == 2
         err = capsys.readouterr().err

@@ -1047,9 +1047,12 @@ def load_factory(reference: str, flag: str = "--module") -> torch.nn.Module:
                           f"needing {', '.join(needs)}")
     with _users_code(flag, reference, "the factory to return a module"):
         module = factory()
+    if isinstance(module, type) and issubclass(module, torch.nn.Module):   # `return Model`: "found type" said nothing
+        raise ConfigError(f"{flag} {reference!r}: expected the factory to return a torch.nn.Module, found the class "
+                          f"{module.__name__} itself: return an instance of it ({module.__name__}(...))")
     if not isinstance(module, torch.nn.Module):
         raise ConfigError(f"{flag} {reference!r}: expected the factory to return a torch.nn.Module, found "
-                              f"{type(module).__name__}")
+                          f"{type(module).__name__}")
     return module
 
 
