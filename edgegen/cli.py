@@ -381,9 +381,10 @@ def _family_options(family, declared, args, command: str, defaults: bool = True)
             if command == "train":   # a training option belongs to the family trained, not to packages
                 raise ConfigError(f"{option.flag}: expected an option that 'edgegen train {family.name}' takes "
                                   f"({accepted or 'it takes none'}), found it")
-            owners = ", ".join(args.family_option_users.get(dest, ()))
+            owners = list(args.family_option_users.get(dest, ()))
+            owners = ", ".join(owners[:-1]) + (" or " if len(owners) > 1 else "") + owners[-1] if owners else "other"
             raise ConfigError(f"{option.flag}: expected an option of {family.name} packages "
-                              f"({accepted or 'they take none'}), found it, which {owners} packages take")
+                              f"({accepted or 'they take none'}), found {option.flag}, an option of {owners} packages")
     values = {}
     for option in declared:
         value = getattr(args, option.dest, None)

@@ -1142,8 +1142,8 @@ def test_generate_command_fits_its_default_and_refuses_what_it_would_ignore(gpt,
                           (["--prompt", long_prompt, "--max-new-tokens", "200"], "--prompt (120 tokens) + --max-new-tokens "
                                                                                   "(200): expected at most the model's "
                                                                                   "context of 256 tokens, found 320"),
-                          (["--prompt", "def ", "--label", "3"], "found it, which cgan, diffusion, controlnet, ldm, "
-                                                                 "pixelcnn, wavenet packages take")):
+                          (["--prompt", "def ", "--label", "3"], "found --label, an option of cgan, diffusion, "
+                                                                 "controlnet, ldm, pixelcnn or wavenet packages")):
         assert main(["generate", pkg, *args]) == 2
         refused = capsys.readouterr()
         assert message in refused.err and refused.out == "", refused.err

@@ -1096,7 +1096,8 @@ def test_the_command_line_takes_a_module_through_export_generate_bench_optimize_
     assert main(["generate", str(pkg), "--out", str(tmp_path / ".npz")]) == 2
     assert "expected a file name before .npz, found only the extension" in capsys.readouterr().err
     assert main(["generate", str(pkg), "--steps", "3", "--out", str(tmp_path / "w.npz")]) == 2
-    assert "--steps: expected an option of generic packages (--inputs), found it" in capsys.readouterr().err
+    assert "--steps: expected an option of generic packages (--inputs), found --steps, an option of" \
+        in capsys.readouterr().err
     assert main(["bench", str(pkg), "--batch", "2", "--shapes", "height=24,width=40", "--iters", "5", "--warmup", "1",
                  "--vs-torch", "model.py:make_model", "--json", str(tmp_path / "bench.json")]) == 0
     report = json.loads((tmp_path / "bench.json").read_text())
