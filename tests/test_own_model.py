@@ -1167,6 +1167,16 @@ def test_feeds_files_say_what_they_hold_and_what_was_expected(tmp_path):
     np.savez(tmp_path / "objects.npz", x=np.array([object(), 1], dtype=object))   # an .npz, of a pickled member
     with pytest.raises(InputError, match=r"expected an .npz of numeric arrays, found 'x' of Python objects \(dtype object"):
         read_feeds(tmp_path / "objects.npz")
+    # numbered feeds with a gap, or one number written twice (01/x beside 1/x), were taken without a word (review 185)
+    x = np.ones((1, 4), np.float32)
+    np.savez(tmp_path / "gaps.npz", **{"0/x": x, "1/x": x, "3/x": x, "5/x": x})
+    with pytest.raises(InputError, match=r"expected feeds numbered 0 to 3, found 4 numbered up to 5, without 2, 4: "
+                                         r"number them anew"):
+        read_feeds(tmp_path / "gaps.npz")
+    np.savez(tmp_path / "twice.npz", **{"0/x": x, "1/x": x, "01/x": x * 2})
+    with pytest.raises(InputError, match=r"expected keys N/name with N as numpy.savez's callers write it \(1\), found "
+                                         r"'01/x'"):
+        read_feeds(tmp_path / "twice.npz")
     with pytest.raises(InputError, match=r"inputs '.*': expected an .npz file of named arrays \(numpy.savez\), found a "
                                          r"folder$"):   # a package given for --inputs: not "[Errno 21] Is a directory"
         read_feeds(tmp_path)

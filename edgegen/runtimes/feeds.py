@@ -48,7 +48,16 @@ def read_feeds(path: str | os.PathLike) -> list[dict[str, np.ndarray]]:
         index, _, name = key.partition("/")
         if not index.isdigit() or not name:
             raise InputError(f"inputs {str(path)!r}: expected keys N/name with N a number, found {key!r}")
+        if index != str(int(index)):   # 01/x beside 1/x would be one feed, one array replacing the other
+            raise InputError(f"inputs {str(path)!r}: expected keys N/name with N as numpy.savez's callers write it "
+                             f"({int(index)}), found {key!r}")
         feeds.setdefault(int(index), {})[name] = array
+    # numbered 0, 1, 2, ...: a gap is most often a feed lost on the way (a filtered list's indices)
+    if missing := sorted(set(range(max(feeds) + 1)) - set(feeds)):
+        shown = ", ".join(map(str, missing[:5])) + (", ..." if len(missing) > 5 else "")
+        raise InputError(f"inputs {str(path)!r}: expected feeds numbered 0 to {len(feeds) - 1}, found "
+                         f"{len(feeds)} numbered up to {max(feeds)}, without {shown}: number them anew "
+                         "(enumerate the feeds you keep)")
     return [feeds[i] for i in sorted(feeds)]
 
 
