@@ -207,6 +207,37 @@ def test_atan2_gives_pytorchs_angles_at_signed_zeros_and_infinities(tmp_path):
     assert not (tmp_path / "wrong").exists()
 
 
+def test_an_output_dim_the_exporter_declared_fixed_and_the_graph_varies_is_named(tmp_path):
+    """An LSTM's output was declared [batch, 7, 8] (its trace's 7 steps) while the graph gives 10
+    at 10 steps: info, pipe.outputs and TensorRT read a fixed length (review 185). A graph declared
+    as the exporter did (an LSTM's export takes 40 s), named after the gate's feeds."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from edgegen.families.generic.export import _name_output_dims_that_vary
+    from edgegen.package import TensorSpec
+    from edgegen.runtimes.ort import OrtSession
+
+    declared = [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", 7, 4]),
+                helper.make_tensor_value_info("twice", TensorProto.FLOAT, ["batch", 14, 4]),
+                helper.make_tensor_value_info("last", TensorProto.FLOAT, ["batch", 4])]
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["out"]), helper.make_node("Concat", ["x", "x"], ["twice"], axis=1),
+         helper.make_node("ReduceMax", ["x"], ["last"], axes=[1], keepdims=0)],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", 4])], declared)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(model, str(tmp_path / "model.onnx"))
+    specs = (TensorSpec("x", "float32", ("batch", "seq", 4)),)
+    outputs = (TensorSpec("out", "float32", ("batch", 7, 4)), TensorSpec("twice", "float32", ("batch", 14, 4)),
+               TensorSpec("last", "float32", ("batch", 4)))
+    session = OrtSession("model", tmp_path / "model.onnx", specs, outputs)
+    feeds = [{"x": np.ones((b, t, 4), np.float32)} for b, t in ((2, 7), (1, 10), (3, 7), (2, 7))]
+    assert not _name_output_dims_that_vary(model, session, specs, feeds[2:])   # one set of seq sizes: none varies
+    assert _name_output_dims_that_vary(model, session, specs, feeds)
+    assert [[d.dim_param or d.dim_value for d in o.type.tensor_type.shape.dim] for o in model.graph.output] == \
+        [["batch", "seq", 4], ["batch", "twice_dim1", 4], ["batch", 4]]
+
+
 def test_int8_of_a_graph_with_no_layer_between_its_first_and_last_is_refused(tmp_path):
     """Its first and last weighted layers stay float: the "int8" variant was the fp32 graph,
     written with a PSNR of inf, and bench timed it as int8."""

@@ -245,6 +245,9 @@ def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str 
                       "max_abs": max(r.max_abs for r in results), "max_rel": max(r.max_rel for r in results)}
         # each float input all zero in turn, its float outputs compared (gate_inputs_zeroed)
         validation["inputs_zeroed"] = list(zeroed)
+        if _name_output_dims_that_vary(model, session, specs, checked):
+            onnx.save(model, str(stage / f"{GRAPH}.onnx"))
+            graph_outputs = tuple(value_spec(v) for v in model.graph.output)
         if any(spec.dtype == "float16" for spec in graph_outputs):   # what the float16 outputs were held to
             validation["float16_tolerances"] = list(output_tolerances("float16", atol, rtol))
         entry = GraphEntry(f"{GRAPH}.onnx", sha256_file(stage / f"{GRAPH}.onnx"), specs, graph_outputs,
@@ -255,6 +258,37 @@ def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str 
         write_manifest(stage, manifest)
         Package(stage)
     return Path(out)
+
+
+def _name_output_dims_that_vary(model, session, specs, feeds: list[dict]) -> bool:
+    """Where the exporter declared an output dim of a fixed size and the graph gives other sizes at
+    the gate's feeds (an LSTM's output: [batch, 7, 8] declared, [1, 10, 8] given at 10 steps), the
+    dim is made dynamic in the graph, named as the input dim whose size it follows at every feed,
+    else OUTPUT_dimAXIS; whether any was. The manifest, `edgegen info` and TensorRT read these."""
+    by_sizes = {}   # one feed per set of dynamic sizes: what the dims can vary by
+    for feed in feeds:
+        by_sizes.setdefault(feed_label(specs, feed), feed)
+    if len(by_sizes) < 2:
+        return False
+    runs = [(feed, session.run(feed)) for feed in by_sizes.values()]
+    names = list(dict.fromkeys(d for spec in specs for d in spec.shape if isinstance(d, str)))   # batch first
+    changed = False
+    for output in model.graph.output:
+        for axis, dim in enumerate(output.type.tensor_type.shape.dim):
+            if dim.HasField("dim_param"):
+                continue
+            sizes = [produced[output.name].shape[axis] for _, produced in runs]
+            if len(set(sizes)) == 1:
+                continue
+            follows = [d for d in names if [_dim_size(specs, feed, d) for feed, _ in runs] == sizes]
+            dim.ClearField("dim_value")
+            dim.dim_param = follows[0] if follows else f"{output.name}_dim{axis}"
+            changed = True
+    return changed
+
+
+def _dim_size(specs, feed: dict, dim: str) -> int:
+    return next(feed[spec.name].shape[axis] for spec in specs for axis, d in enumerate(spec.shape) if d == dim)
 
 
 def _in_forward_order(module: torch.nn.Module, example: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
