@@ -876,6 +876,15 @@ def test_log_sigmoid_shape_mismatches_and_ops_torch_onnx_fails_on_are_said_as_th
     np.testing.assert_allclose(ours, torch.nn.functional.logsigmoid(torch.from_numpy(far)).numpy(), rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(doubled, 2 * torch.sigmoid(torch.from_numpy(far)).numpy(), rtol=1e-5, atol=1e-7)
 
+    class Loss(torch.nn.Module):   # binary cross-entropy on logits: the same Log(Sigmoid), far out too (the docs said inf)
+        def forward(self, x, y):
+            return torch.nn.functional.binary_cross_entropy_with_logits(x, y, reduction="none", pos_weight=torch.tensor(3.0))
+
+    targets = (far > 0).astype(np.float32)
+    loss = edgegen.load(export_pytorch(Loss(), {"x": x, "y": (x > 0).astype(np.float32)}, tmp_path / "loss"))
+    np.testing.assert_allclose(loss(x=far * 10, y=1 - targets)["output"],
+                               Loss()(torch.from_numpy(far * 10), torch.from_numpy(1 - targets)).numpy(), rtol=1e-5, atol=1e-6)
+
     class Pooled(torch.nn.Module):   # the trace fixes the pooling's kernel at the traced size's
         def forward(self, x):
             return torch.nn.functional.adaptive_avg_pool2d(x, (4, 4))
