@@ -90,7 +90,10 @@ def _run_contract(family: Family, workdir: Path) -> Path:
                                 f"(the contract writes them, and replaces nothing), found {'it' if len(there) == 1 else 'them'}: "
                                 f"give an empty folder")
     _found_by_a_fresh_process(family)   # before minutes of training
-    checkpoint = train(family.name, workdir / "ckpt", progress=False, **smoke["train"])
+    try:
+        checkpoint = train(family.name, workdir / "ckpt", progress=False, **smoke["train"])
+    except ConfigError as exc:   # an option train() refuses: said as the family's smoke, where it was written
+        raise ConfigError(f"family {family.name!r}: smoke['train']: {exc}") from None
     package = export_checkpoint(checkpoint, workdir / "pkg")
     _check_manifest(family, package)
     return _generate_without_torch(family, package, workdir, smoke)

@@ -76,6 +76,23 @@ def test_the_contract_refuses_a_family_a_fresh_process_cannot_find(registered, m
     assert not (tmp_path / "ckpt").exists()
 
 
+def test_a_smoke_mistake_is_said_as_the_smoke_s(registered, monkeypatch, tmp_path):
+    """A misspelt key ("trian") was ignored, the contract training a default-size model for minutes;
+    a misspelt train option was said as "pca config", with no word of smoke (review 184)."""
+    for smoke, said in (({"trian": {"steps": 2}}, r"smoke expected keys among train, generate, out, found 'trian'"),
+                        ({"generate": "--spread 0.5"}, r"smoke\['generate'\] expected a list of generate arguments, "
+                                                        r"found str"),
+                        ([("train", {})], r"smoke expected a dict with keys among train, generate, out, found list")):
+        with pytest.raises(ConfigError, match=rf"^family 'pca': {said}$"):
+            dataclasses.replace(edgegen_pca.FAMILY, smoke=smoke)
+    misspelt = dataclasses.replace(edgegen_pca.FAMILY, smoke={**edgegen_pca.FAMILY.smoke, "train": {"stesp": 3}})
+    monkeypatch.setitem(families._REGISTRY, "pca", misspelt)
+    monkeypatch.setattr("edgegen.testing._found_by_a_fresh_process", lambda family: None)   # this process's own
+    with pytest.raises(ConfigError, match=r"^family 'pca': smoke\['train'\]: .*found unknown \['stesp'\]"):
+        check_family("pca", tmp_path)
+    assert not (tmp_path / "ckpt").exists()
+
+
 def test_the_contract_refuses_a_runtime_that_imports_torch(registered, monkeypatch, tmp_path):
     """A pipeline module importing torch: fine where the family was trained, an ImportError on a
     device that installed the runtime alone."""

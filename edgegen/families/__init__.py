@@ -335,6 +335,7 @@ class Family:
             raise ConfigError(f"family {self.name!r}: expected its options' keywords to be arguments of its pipeline's "
                               f"generation ({self.pipeline.__qualname__}.__call__ or sample), found "
                               f"{', '.join(map(repr, untaken))}, which it does not take (or give generate= a function)")
+        _check_smoke(self.name, self.smoke)
         # a name misspelt here went unseen: bench's rate changed from steps to samples (review 172)
         # (a family without fixed graphs, the user's module's, has its package name them)
         for field_name in ("step_graphs", "served_graph") if self.graphs else ():
@@ -538,6 +539,26 @@ def source(name: str) -> str:
     if is_built_in(name):
         return "edgegen"
     return _DISTRIBUTIONS.get(name) or f"registered by {_REGISTERED_BY.get(name, '?')}"
+
+
+# Family.smoke's keys and what each holds
+SMOKE_KEYS = {"train": (dict, "a dict of train() options"), "generate": ((list, tuple), "a list of generate arguments"),
+              "out": (str, "the name of the file generate writes")}
+
+
+def _check_smoke(family: str, smoke) -> None:
+    """Family.smoke's keys and types: a misspelt key ("trian") was ignored, the contract training a
+    default-size model for minutes (review 184). train()'s own options are checked when it runs."""
+    if not isinstance(smoke, dict):
+        raise ConfigError(f"family {family!r}: smoke expected a dict with keys among {', '.join(SMOKE_KEYS)}, found "
+                          f"{type(smoke).__name__}")
+    if unknown := sorted(set(smoke) - set(SMOKE_KEYS)):
+        raise ConfigError(f"family {family!r}: smoke expected keys among {', '.join(SMOKE_KEYS)}, found "
+                          f"{', '.join(map(repr, unknown))}")
+    for key, value in smoke.items():
+        kind, said = SMOKE_KEYS[key]
+        if not isinstance(value, kind):
+            raise ConfigError(f"family {family!r}: smoke[{key!r}] expected {said}, found {type(value).__name__}")
 
 
 def _keywords_not_taken(pipeline: type, keywords: list[str]) -> list[str]:
