@@ -29,7 +29,7 @@ from pathlib import Path
 
 from .errors import CheckpointError, ConfigError, EdgegenWarning, OutputExistsError, PackageError, missing_export_modules, not_one_of, warn_caller
 from .package import CHECKPOINT_WEIGHTS, read_json, sha256_file
-from .storage import check_folder_writable, user_cache_dir
+from .storage import check_files_writable_in, check_folder_writable, user_cache_dir
 
 MODELS_DISTRIBUTION = "edgegen-models"
 # not on PyPI: the wheel is built with the runtime's (README, "Installing")
@@ -125,8 +125,9 @@ def packages_cache(cache: str | os.PathLike | None = None) -> Path:
 def unwritable_cache(name: str, cache: str | os.PathLike | None = None) -> str | None:
     """Where the cache that would hold `name`'s export cannot be made or written by this user (a
     read-only home, a shared install, a container's): what it is and what to do instead; else None."""
-    try:
-        check_folder_writable(packages_cache(cache), "the cache")
+    folder = packages_cache(cache)
+    try:   # an existing packages/ itself (a root-owned one a `sudo edgegen` left), else the folder on the way to it
+        check_files_writable_in(folder, "the cache") if folder.is_dir() else check_folder_writable(folder, "the cache")
     except (ConfigError, OutputExistsError) as exc:
         return (f"{exc}: export it elsewhere with 'edgegen export {name} --out DIR' and give DIR, or set XDG_CACHE_HOME "
                 "to a folder this user can write")

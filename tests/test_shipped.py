@@ -65,7 +65,7 @@ def test_a_cache_this_user_cannot_write_is_said_with_what_to_do_instead(models, 
 
     monkeypatch.setattr(storage, "_probe_file_in", read_only)   # root writes anywhere: the refusal is made here
     instead = (r"the cache '.*packages': expected a folder this user can write a folder in, found .*, where the system "
-               rf"refused one \(Read-only file system\): export it elsewhere with 'edgegen export {{}} --out DIR' and give "
+               r"refused one \(Read-only file system\): export it elsewhere with 'edgegen export {} --out DIR' and give "
                r"DIR, or set XDG_CACHE_HOME to a folder this user can write")
     assert main(["list"]) == 0
     listed = capsys.readouterr().out
@@ -77,6 +77,18 @@ def test_a_cache_this_user_cannot_write_is_said_with_what_to_do_instead(models, 
     (tmp_path / "out").mkdir()
     assert main(["generate", NAME, "--n", "2", "--out", str(tmp_path / "out" / "a.png")]) == 2
     assert re.search(instead.format(NAME), capsys.readouterr().err) and not (tmp_path / "out" / "a.png").exists()
+    # packages/ itself, where the folders on the way to it take files (a root-owned one a `sudo edgegen` left)
+    packages = tmp_path / "cache" / "edgegen" / "packages"
+    packages.mkdir(parents=True)
+
+    def packages_read_only(folder, path):
+        if folder == packages:
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        writable(folder, path)
+
+    monkeypatch.setattr(storage, "_probe_file_in", packages_read_only)
+    assert main(["list"]) == 0
+    assert "checkpoint only: not exported: the cache cannot be written (below)" in capsys.readouterr().out
 
 
 def test_a_name_exports_once_into_the_cache_then_finds_it(models, tmp_path, capsys, monkeypatch):

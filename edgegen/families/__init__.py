@@ -524,6 +524,7 @@ def leave_out(name: str, why: str) -> None:
     if name in _BUILT_IN:
         raise ConfigError(f"family {name!r}: {why}")
     _REGISTRY.pop(name, None)
+    _REGISTERED_BY.pop(name, None)
     _BROKEN[name] = f"edgegen left it out of its command line: {why}"
     warnings.warn(f"family {name!r}: {why}; edgegen leaves the family out", EdgegenWarning, stacklevel=2)
 
