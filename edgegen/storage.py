@@ -345,7 +345,7 @@ def _refuse_unmovable(out: str | os.PathLike) -> None:
     container), a folder marked immutable or append-only, or one in a sticky folder (/tmp) that
     this user owns neither. Else the whole export or training ran first and then failed."""
     shown, path = str(out), Path(os.path.realpath(out))
-    if os.path.ismount(path):
+    if os.path.ismount(path) or str(path) in _mount_points():
         raise OutputExistsError(f"output {shown!r}: expected a folder edgegen can replace by renaming, found a mount "
                                 "point, which cannot be renamed: give a folder inside it as the output")
     flags = _inode_flags(path)
@@ -359,6 +359,18 @@ def _refuse_unmovable(out: str | os.PathLike) -> None:
         raise OutputExistsError(f"output {shown!r}: expected a folder this user may replace, found another user's in "
                                 f"{str(path.parent)!r}, where only a folder's owner may move it (the sticky bit): "
                                 "choose another output")
+
+
+def _mount_points() -> set[str]:
+    """The mount points this process sees (Linux's /proc/self/mountinfo; none elsewhere): a folder
+    bind-mounted from the same file system, which os.path.ismount does not tell (a container's
+    -v /data beside -v /data/out)."""
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as info:
+            # the fifth field; a space, tab, newline or backslash in it written as an octal escape (\040)
+            return {re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), line.split()[4]) for line in info if line.strip()}
+    except (OSError, IndexError):
+        return set()
 
 
 def _inode_flags(path: Path) -> int:
