@@ -222,8 +222,8 @@ def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str 
         refuse_lost_epsilons(GRAPH, module, session, checked[0])
         zeroed = gate_inputs_zeroed(module, session, checked[0], atol, rtol)
         if failures := _gate_failures([r for each in zeroed.values() for r in each], tolerance_said(atol, rtol, graph_outputs), sizes_label(specs, traced)):
-            raise ParityError(f"export of {config.source!r} does not reproduce PyTorch where an input is all zero (an "
-                              "op that the exporter writes otherwise at exactly 0), package not written: " + failures)
+            raise ParityError(f"export of {config.source!r} does not reproduce PyTorch where an input holds exact zeros "
+                              "(an op that the exporter writes otherwise at 0), package not written: " + failures)
         results += _gate_at_limits(module, session, specs, drawn_like, traced, limits, rng, atol, rtol, config.source,
                                    conditions)
         below, config.dim_minimums = _gate_below(module, session, specs, drawn_like, traced, _least_sizes(specs, checked),
@@ -243,7 +243,7 @@ def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str 
         # results: one comparison per output of each feed, in feed order; one label per feed
         validation = {"feeds": [r.batch for r in results[::len(graph_outputs)]], "atol": atol, "rtol": rtol, "passed": True,
                       "max_abs": max(r.max_abs for r in results), "max_rel": max(r.max_rel for r in results)}
-        # each float input all zero in turn, its float outputs compared (gate_inputs_zeroed)
+        # each float input holding zeros in turn, its float outputs compared (gate_inputs_zeroed)
         validation["inputs_zeroed"] = list(zeroed)
         if _name_output_dims_that_vary(model, session, specs, checked):
             onnx.save(model, str(stage / f"{GRAPH}.onnx"))
