@@ -228,28 +228,38 @@ def test_an_output_dim_the_exporter_declared_fixed_and_the_graph_varies_is_named
     import onnx
     from onnx import TensorProto, helper
 
-    from edgegen.families.generic.export import _name_output_dims_that_vary
+    from edgegen.families.generic.export import _with_output_dims_named
     from edgegen.package import TensorSpec
     from edgegen.runtimes.ort import OrtSession
 
     declared = [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", 7, 4]),
-                helper.make_tensor_value_info("twice", TensorProto.FLOAT, ["batch", 14, 4]),
+                helper.make_tensor_value_info("twice.0", TensorProto.FLOAT, ["batch", 14, 4]),
                 helper.make_tensor_value_info("last", TensorProto.FLOAT, ["batch", 4])]
+    # the traced size held in an inner annotation too, from which ONNX Runtime inferred [batch, 14, 4] again
+    inner = [helper.make_tensor_value_info("doubled", TensorProto.FLOAT, ["batch", 14, 4])]
     graph = helper.make_graph(
-        [helper.make_node("Identity", ["x"], ["out"]), helper.make_node("Concat", ["x", "x"], ["twice"], axis=1),
+        [helper.make_node("Identity", ["x"], ["out"]), helper.make_node("Concat", ["x", "x"], ["doubled"], axis=1),
+         helper.make_node("Identity", ["doubled"], ["twice.0"]),
          helper.make_node("ReduceMax", ["x"], ["last"], axes=[1], keepdims=0)],
-        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", 4])], declared)
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", 4])], declared, value_info=inner)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     onnx.save(model, str(tmp_path / "model.onnx"))
     specs = (TensorSpec("x", "float32", ("batch", "seq", 4)),)
-    outputs = (TensorSpec("out", "float32", ("batch", 7, 4)), TensorSpec("twice", "float32", ("batch", 14, 4)),
+    outputs = (TensorSpec("out", "float32", ("batch", 7, 4)), TensorSpec("twice.0", "float32", ("batch", 14, 4)),
                TensorSpec("last", "float32", ("batch", 4)))
     session = OrtSession("model", tmp_path / "model.onnx", specs, outputs)
     feeds = [{"x": np.ones((b, t, 4), np.float32)} for b, t in ((2, 7), (1, 10), (3, 7), (2, 7))]
-    assert not _name_output_dims_that_vary(model, session, specs, feeds[2:])   # one set of seq sizes: none varies
-    assert _name_output_dims_that_vary(model, session, specs, feeds)
-    assert [[d.dim_param or d.dim_value for d in o.type.tensor_type.shape.dim] for o in model.graph.output] == \
-        [["batch", "seq", 4], ["batch", "twice_dim1", 4], ["batch", 4]]
+    path = tmp_path / "model.onnx"
+    assert _with_output_dims_named(model, session, specs, feeds[2:], path) is None   # one seq size: none varies
+    renamed = _with_output_dims_named(model, session, specs, feeds, path)
+    named = [[d.dim_param or d.dim_value for d in o.type.tensor_type.shape.dim] for o in renamed.graph.output]
+    assert named == [["batch", "seq", 4], ["batch", "twice_0_dim1", 4], ["batch", 4]]
+    # written, and a session with those outputs opens it (load compares them with ONNX Runtime's inference)
+    from edgegen.families.generic.export import value_spec
+
+    reopened = OrtSession("model", path, specs, tuple(value_spec(v) for v in onnx.load(str(path)).graph.output))
+    assert reopened.run({"x": np.ones((1, 10, 4), np.float32)})["twice.0"].shape == (1, 20, 4)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
 
 
 def test_int8_of_a_graph_with_no_layer_between_its_first_and_last_is_refused(tmp_path):

@@ -245,9 +245,8 @@ def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str 
                       "max_abs": max(r.max_abs for r in results), "max_rel": max(r.max_rel for r in results)}
         # each float input holding zeros in turn, its float outputs compared (gate_inputs_zeroed)
         validation["inputs_zeroed"] = list(zeroed)
-        if _name_output_dims_that_vary(model, session, specs, checked):
-            onnx.save(model, str(stage / f"{GRAPH}.onnx"))
-            graph_outputs = tuple(value_spec(v) for v in model.graph.output)
+        if renamed := _with_output_dims_named(model, session, specs, checked, stage / f"{GRAPH}.onnx"):
+            graph_outputs = tuple(value_spec(v) for v in renamed.graph.output)
         if any(spec.dtype == "float16" for spec in graph_outputs):   # what the float16 outputs were held to
             validation["float16_tolerances"] = list(output_tolerances("float16", atol, rtol))
         entry = GraphEntry(f"{GRAPH}.onnx", sha256_file(stage / f"{GRAPH}.onnx"), specs, graph_outputs,
@@ -260,31 +259,50 @@ def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str 
     return Path(out)
 
 
-def _name_output_dims_that_vary(model, session, specs, feeds: list[dict]) -> bool:
+def _with_output_dims_named(model, session, specs, feeds: list[dict], path: Path):
     """Where the exporter declared an output dim of a fixed size and the graph gives other sizes at
     the gate's feeds (an LSTM's output: [batch, 7, 8] declared, [1, 10, 8] given at 10 steps), the
-    dim is made dynamic in the graph, named as the input dim whose size it follows at every feed,
-    else OUTPUT_dimAXIS; whether any was. The manifest, `edgegen info` and TensorRT read these."""
+    graph with that dim dynamic, named as the input dim whose size it follows at every feed, else
+    OUTPUT_dimAXIS (the manifest, `edgegen info` and TensorRT read these); None where none varies.
+    Its inner shape annotations (value_info), which hold the traced size too and from which ONNX
+    Runtime would infer it again, go; the graph replaces the one at `path` only where a session
+    opens it with the new outputs and gives the same outputs at every feed (else None: it stays as
+    exported, which loads; review 186)."""
     by_sizes = {}   # one feed per set of dynamic sizes: what the dims can vary by
     for feed in feeds:
         by_sizes.setdefault(feed_label(specs, feed), feed)
     if len(by_sizes) < 2:
-        return False
+        return None
     runs = [(feed, session.run(feed)) for feed in by_sizes.values()]
     names = list(dict.fromkeys(d for spec in specs for d in spec.shape if isinstance(d, str)))   # batch first
+    renamed = onnx.ModelProto()
+    renamed.CopyFrom(model)
     changed = False
-    for output in model.graph.output:
+    for output in renamed.graph.output:
         for axis, dim in enumerate(output.type.tensor_type.shape.dim):
-            if dim.HasField("dim_param"):
-                continue
             sizes = [produced[output.name].shape[axis] for _, produced in runs]
-            if len(set(sizes)) == 1:
+            if dim.HasField("dim_param") or len(set(sizes)) == 1:
                 continue
             follows = [d for d in names if [_dim_size(specs, feed, d) for feed, _ in runs] == sizes]
             dim.ClearField("dim_value")
-            dim.dim_param = follows[0] if follows else f"{output.name}_dim{axis}"
+            dim.dim_param = follows[0] if follows else f"{re.sub(r'[^A-Za-z0-9_]', '_', output.name)}_dim{axis}"
             changed = True
-    return changed
+    if not changed:
+        return None
+    del renamed.graph.value_info[:]
+    trial = path.with_name(f".{path.name}.renamed")
+    onnx.save(renamed, str(trial))
+    try:
+        check = OrtSession(GRAPH, trial, specs, tuple(value_spec(v) for v in renamed.graph.output), backend="ort-cpu")
+        same = all(np.array_equal(check.run(feed)[name], value) for feed, produced in runs
+                   for name, value in produced.items())
+    except EdgegenError:   # ONNX Runtime inferred another shape than the one named
+        same = False
+    if not same:
+        trial.unlink()
+        return None
+    os.replace(trial, path)
+    return renamed
 
 
 def _dim_size(specs, feed: dict, dim: str) -> int:
