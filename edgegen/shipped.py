@@ -27,7 +27,8 @@ import re
 import sys
 from pathlib import Path
 
-from .errors import CheckpointError, ConfigError, EdgegenWarning, OutputExistsError, PackageError, missing_export_modules, not_one_of, warn_caller
+from .errors import (CheckpointError, ConfigError, EdgegenWarning, OutputExistsError, PackageError, missing_export_modules,
+                     not_one_of, warn_caller)
 from .package import CHECKPOINT_WEIGHTS, read_json, sha256_file
 from .storage import check_files_writable_in, check_folder_writable, user_cache_dir
 

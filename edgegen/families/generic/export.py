@@ -32,8 +32,8 @@ from ...errors import (BackendError, CheckpointError, ConfigError, EdgegenError,
                        ParityError, ValidationError, described, first_line, warn_caller)
 from ...export import check_opset, provenance
 from ...export.onnx_export import DEFAULT_OPSET, trace_module, untraceable, value_spec
-from ...export.validate import (feed_label, gate_feeds, gate_inputs_zeroed, output_tolerances, refuse_lost_epsilons, sizes_label,
-                                tolerance_said, torch_inputs)
+from ...export.validate import (feed_label, gate_feeds, gate_inputs_zeroed, output_tolerances, refuse_lost_epsilons,
+                                sizes_label, tolerance_said, torch_inputs)
 from ...package import (DTYPES, MANIFEST_NAME, PACKAGE_KIND, GraphEntry, Manifest, Package, TensorSpec, check_name,
                         created_time, may_be_empty, name_from_folder, package_files, refuse_output_inside_edgegens, sha256_file, write_manifest)
 from ...storage import staged_directory
@@ -221,7 +221,8 @@ def export_pytorch(module: torch.nn.Module, inputs: Mapping[str, Any], out: str 
                                   + failures)
         refuse_lost_epsilons(GRAPH, module, session, checked[0])
         zeroed = gate_inputs_zeroed(module, session, checked[0], atol, rtol)
-        if failures := _gate_failures([r for each in zeroed.values() for r in each], tolerance_said(atol, rtol, graph_outputs), sizes_label(specs, traced)):
+        if failures := _gate_failures([r for each in zeroed.values() for r in each],
+                                      tolerance_said(atol, rtol, graph_outputs), sizes_label(specs, traced)):
             raise ParityError(f"export of {config.source!r} does not reproduce PyTorch where an input holds exact zeros "
                               "(an op that the exporter writes otherwise at 0), package not written: " + failures)
         results += _gate_at_limits(module, session, specs, drawn_like, traced, limits, rng, atol, rtol, config.source,
@@ -263,7 +264,8 @@ def _with_output_dims_named(model, session, specs, feeds: list[dict], path: Path
     """Where the exporter declared an output dim of a fixed size and the graph gives other sizes at
     the gate's feeds (an LSTM's output: [batch, 7, 8] declared, [1, 10, 8] given at 10 steps), the
     graph with that dim dynamic, named as the input dim whose size it follows at every feed, else
-    OUTPUT_dimAXIS (the manifest, `edgegen info` and TensorRT read these); None where none varies.
+    OUTPUT_dimAXIS (output_0_dim1: the name's other characters as _; the manifest, `edgegen info`
+    and TensorRT read these); None where none varies.
     Its inner shape annotations (value_info), which hold the traced size too and from which ONNX
     Runtime would infer it again, go; the graph replaces the one at `path` only where a session
     opens it with the new outputs and gives the same outputs at every feed (else None: it stays as
