@@ -202,9 +202,16 @@ def test_atan2_gives_pytorchs_angles_at_signed_zeros_and_infinities(tmp_path):
         patch.setattr(translations, "TRANSLATIONS", {})
         patch.setattr("edgegen.export.onnx_export.TRANSLATIONS", {})
         with pytest.raises(ParityError, match=r"does not reproduce PyTorch where an input holds exact zeros .* package "
-                                              r"not written: graph 'model' output @ batch=\d+, every other value of im "
+                                              r"not written: graph 'model' output @ batch=\d+, a value of each row of im "
                                               r"zero: max abs 6.28"):
             export_pytorch(Phase(), example, tmp_path / "wrong")
+
+        class PackedPhase(torch.nn.Module):   # real and imaginary parts side by side: the zeros reach both (review 187)
+            def forward(self, z):
+                return torch.atan2(z[..., 1], z[..., 0])
+
+        with pytest.raises(ParityError, match=r"a value of each row of z zero: max abs 6.28"):
+            export_pytorch(PackedPhase(), {"z": rng.standard_normal((2, 5, 2)).astype(np.float32)}, tmp_path / "wrong")
     assert not (tmp_path / "wrong").exists()
 
     class Experts(torch.nn.Module):   # a router without bias, as Mixtral's: an input all zero ties its scores
@@ -217,8 +224,13 @@ def test_atan2_gives_pytorchs_angles_at_signed_zeros_and_infinities(tmp_path):
             outputs = self.experts(x).unflatten(-1, (4, 8))
             return (weights[..., None] * outputs.gather(1, chosen[..., None].expand(-1, -1, 8))).sum(1)
 
-    torch.manual_seed(0)   # tied top-k picks differ between the engines, both right: not refused (review 186)
+    class Largest(torch.nn.Module):   # a top-k of the input itself: two zeros in a row would tie
+        def forward(self, x, y):
+            return y.gather(-1, x.topk(6, dim=-1).indices)
+
+    torch.manual_seed(0)   # tied top-k picks differ between the engines, both right: not refused (reviews 186, 187)
     export_pytorch(Experts(), {"x": example["im"]}, tmp_path / "experts")
+    export_pytorch(Largest(), {"x": example["im"], "y": example["re"]}, tmp_path / "largest")
 
 
 def test_an_output_dim_the_exporter_declared_fixed_and_the_graph_varies_is_named(tmp_path):

@@ -117,21 +117,23 @@ def _compare_feed(module, session, feeds, label, atol, rtol) -> list[Comparison]
 
 def gate_inputs_zeroed(module: torch.nn.Module, session: Session, feed: dict, atol: float,
                        rtol: float) -> dict[str, list[Comparison]]:
-    """The gate at `feed` with each float input in turn holding exact zeros (every other value, in
-    memory order), the others as they are: drawn values are never exactly 0, where an op's
-    translation can part from PyTorch (torch.onnx's atan2 gave -pi for atan2(0, x < 0): review
-    185), and real data holds zeros (an rfft's DC bin's imaginary part, padding, a mask). Every
-    other value, not all: an input all zero ties every score computed from it, and a top-k over
-    ties (a mixture of experts' router) may pick any of them in either engine (review 186). Float
-    outputs only: an output of indices may break ties in any order. A feed that the module refuses,
-    or where PyTorch's own output holds NaN or Inf (a log of the input), has nothing to compare and
-    is left out. {input zeroed: its comparisons}."""
+    """The gate at `feed` with each float input in turn holding exact zeros, the others as they
+    are: drawn values are never exactly 0, where an op's translation can part from PyTorch
+    (torch.onnx's atan2 gave -pi for atan2(0, x < 0): review 185), and real data holds zeros (an
+    rfft's DC bin's imaginary part, padding, a mask). One zero in each row of the last axis, in
+    column row % length (so that every column of a [..., 2] real and imaginary pair gets some),
+    never two: zeros tie, and a top-k over ties (of the input itself, or of a mixture of experts'
+    router scores computed from an all-zero row) may pick any of them in either engine, both
+    right (reviews 186 and 187). Float outputs only: an output of indices may break ties in any
+    order. A feed that the module refuses, or where PyTorch's own output holds NaN or Inf (a log of
+    the input), has nothing to compare and is left out. {input zeroed: its comparisons}."""
     results = {}
     for spec in session.inputs:
         if feed[spec.name].dtype.kind != "f":
             continue
         holed = np.array(feed[spec.name])
-        holed.reshape(-1)[::2] = 0
+        rows = holed.reshape(-1, holed.shape[-1]) if holed.ndim else holed.reshape(1, 1)
+        rows[np.arange(len(rows)), np.arange(len(rows)) % rows.shape[1]] = 0
         zeroed = {**feed, spec.name: holed}
         try:
             with torch.inference_mode():
@@ -142,7 +144,7 @@ def gate_inputs_zeroed(module: torch.nn.Module, session: Session, feed: dict, at
         if not all(np.isfinite(ref.numpy()).all() for ref in reference if ref.dtype.is_floating_point):
             continue
         ours = session.run(zeroed)
-        label = f"{feed_label(session.inputs, zeroed)}, every other value of {spec.name} zero"
+        label = f"{feed_label(session.inputs, zeroed)}, a value of each row of {spec.name} zero"
         results[spec.name] = [compare(out.name, label, ours[out.name], ref.numpy(), *output_tolerances(out.dtype, atol, rtol))
                               for out, ref in zip(session.outputs, reference) if ref.dtype.is_floating_point]
     return results
