@@ -164,9 +164,10 @@ def _cmd_list(args) -> None:
     # said only where this install lacks it: beside every row it read as a warning where it is installed
     extra = f" (needs the export extra: {EXPORT_EXTRA})" if missing_export_modules() else ""
     # where the cache cannot be written, no command exports a name on its first use
-    blocked = unwritable_cache("NAME")
+    blocked, exported_on_use = unwritable_cache("NAME"), []
 
     def first_use(again: str = " again", needs: str = extra) -> str:
+        exported_on_use.append(True)
         return f"not exported{again}: the cache cannot be written (below)" if blocked else f"exported{again} on first use{needs}"
 
     rows = []
@@ -188,7 +189,8 @@ def _cmd_list(args) -> None:
         rows.append((name, family, where))
     width = max(len(n) for n, _, _ in rows)
     print("\n".join(f"{n:<{width}}  {f:<10}  {w}" for n, f, w in rows))
-    print(blocked if blocked else f"(a name's first use exports it into {packages_cache()})")
+    if exported_on_use:   # said once, below the rows it concerns
+        print(blocked if blocked else f"(a name's first use exports it into {packages_cache()})")
 
 
 class _Parser(argparse.ArgumentParser):

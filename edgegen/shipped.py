@@ -126,8 +126,8 @@ def packages_cache(cache: str | os.PathLike | None = None) -> Path:
 def unwritable_cache(name: str, cache: str | os.PathLike | None = None) -> str | None:
     """Where the cache that would hold `name`'s export cannot be made or written by this user (a
     read-only home, a shared install, a container's): what it is and what to do instead; else None."""
-    folder = packages_cache(cache)
     try:   # an existing packages/ itself (a root-owned one a `sudo edgegen` left), else the folder on the way to it
+        folder = packages_cache(cache)   # (a file where the cache's folder goes: refused here too)
         check_files_writable_in(folder, "the cache") if folder.is_dir() else check_folder_writable(folder, "the cache")
     except (ConfigError, OutputExistsError) as exc:
         return (f"{exc}: export it elsewhere with 'edgegen export {name} --out DIR' and give DIR, or set XDG_CACHE_HOME "

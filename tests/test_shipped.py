@@ -245,7 +245,7 @@ def test_an_edgegen_of_other_code_exports_anew_and_its_earlier_exports_are_stale
     capsys.readouterr()
     assert main(["list"]) == 0
     assert f"in edgegen-models, exported by other code ({before}; this edgegen's is 0123456789ab): exported again " \
-        "into" in capsys.readouterr().out
+        "on first use" in capsys.readouterr().out
     new = export_shipped(NAME, report=lambda line: None)
     version = edgegen.__version__
     assert new.name.endswith(f"-edgegen-{version}+0123456789ab") and edgegen.load(NAME).package.path == new
@@ -504,7 +504,9 @@ def test_the_distributions_package_needs_no_cache(models, tmp_path, monkeypatch,
     (tmp_path / "not-a-folder").write_text("")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "not-a-folder"))
     assert main(["generate", NAME, "--n", "2", "--out", str(tmp_path / "a.png")]) == 0, capsys.readouterr().err
-    assert main(["list"]) == 0
+    assert main(["list"]) == 0   # its rows; then that the cache cannot be written, which no row needs
+    listed = capsys.readouterr().out
+    assert f"{NAME}  gan         exported, in edgegen-models\n" in listed and "a name's first use" not in listed
     assert edgegen.load(NAME).package.path == models / "packages" / NAME
 
 
