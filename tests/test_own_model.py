@@ -196,11 +196,9 @@ def test_atan2_gives_pytorchs_angles_at_signed_zeros_and_infinities(tmp_path):
     assert np.array_equal(np.signbit(got[signed]), np.signbit(want[signed]))
     # torch.onnx's own translation: the gate now tries each input holding zeros, and refuses it
     from edgegen.errors import ParityError
-    from edgegen.export import translations
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(translations, "TRANSLATIONS", {})
-        patch.setattr("edgegen.export.onnx_export.TRANSLATIONS", {})
+        patch.setattr("edgegen.export.onnx_export.translation_table", lambda opset: {})
         with pytest.raises(ParityError, match=r"does not reproduce PyTorch where an input holds exact zeros .* package "
                                               r"not written: graph 'model' output @ batch=\d+, a value of each row of im "
                                               r"zero: max abs 6.28"):
@@ -1838,6 +1836,26 @@ def test_drawn_padding_masks_keep_a_key_in_every_row_as_the_example_does(tmp_pat
     # the later checks' feeds too, one key a row among them: the package takes one token (review 153: the mask was
     # flattened for them, every one-key row came out padding, NaN in PyTorch, and the least size became 2)
     assert json.loads((tmp_path / "pkg" / "edgegen.json").read_text())["config"]["dim_minimums"]["seq"] == 1
+
+
+def test_a_query_row_a_bool_mask_masks_whole_gives_pytorchs_zeros_at_every_opset(tmp_path):
+    """F.scaled_dot_product_attention with a bool mask: below opset 23 (the Jetson targets' 18 and
+    21) torch.onnx's graph gave a query row masked whole the average of the values where PyTorch
+    gives zeros, and the gate, which draws no such row, passed it."""
+    class Attend(torch.nn.Module):
+        def forward(self, q, mask):
+            return torch.nn.functional.scaled_dot_product_attention(q, q, q, attn_mask=mask)
+
+    q = np.random.default_rng(0).standard_normal((2, 2, 5, 4)).astype(np.float32)
+    mask = np.ones((2, 1, 5, 5), bool)
+    mask[..., 3:] = False
+    whole = mask.copy()
+    whole[0, 0, 4] = False   # the last query of the first batch row attends to no key
+    want = Attend()(torch.from_numpy(q), torch.from_numpy(whole)).numpy()
+    assert not want[0, :, 4].any() and want[0, :, :4].all()
+    for opset in (18, 23):   # from 23, ONNX's Attention op
+        pipe = edgegen.load(export_pytorch(Attend(), {"q": q, "mask": mask}, tmp_path / str(opset), opset=opset))
+        np.testing.assert_allclose(pipe(q=q, mask=whole)["output"], want, rtol=1e-5, atol=1e-6)
 
 
 def test_a_folder_named_like_a_package_torch_looks_for_is_named(tmp_path, monkeypatch):

@@ -25,7 +25,7 @@ from ..errors import ConfigError, ValidationError, described
 from ..package import TensorSpec
 from ..targets import DEFAULT_OPSET
 from .graph_rewrites import stable_log_sigmoid
-from .translations import TRANSLATIONS
+from .translations import translation_table
 from .validate import torch_inputs
 _ONNX_DTYPES = {
     onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16", onnx.TensorProto.INT64: "int64",
@@ -216,7 +216,7 @@ def trace_module(module: torch.nn.Module, part: str, inputs: tuple[TensorSpec, .
         with _quiet():
             program = torch.onnx.export(module, args, dynamo=True, opset_version=opset, verbose=False,
                                         input_names=[s.name for s in inputs], output_names=list(outputs),
-                                        dynamic_shapes=dynamic_shapes, custom_translation_table=TRANSLATIONS)
+                                        dynamic_shapes=dynamic_shapes, custom_translation_table=translation_table(opset))
     finally:
         _EXPORT_OPSET.reset(token)
     model = stable_log_sigmoid(program.model_proto)

@@ -8,14 +8,27 @@ PyTorch like any other.
   came out 0. The gate's drawn feeds hold no exact zeros, so it passed (review 185). Written here
   as IEEE atan2: signed zeros and infinities as PyTorch (C's atan2) takes them. (A result of
   zero may come out +0 where PyTorch's is -0: ONNX Runtime's Where does not keep a zero's sign.)
+- aten.scaled_dot_product_attention with a bool mask, below opset 23: torch.onnx's graph adds the
+  float type's lowest value where the mask is False, not -inf, so a query row masked whole
+  softmaxes to the uniform average of the values where PyTorch gives zeros (the exporter's NaN
+  fix-up after the Softmax never fires). The gate draws no such row, so it passed. Written here
+  as torch.onnx's own, with those rows set to zero. (From opset 23 ONNX's Attention op gives the
+  zeros itself; the Jetson targets export at 18 and 21.)
 """
 
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
+from onnxscript import ir
 from onnxscript import opset18 as op
+from onnxscript.function_libs.torch_lib.ops import nn as torchlib_nn
+from onnxscript.function_libs.torch_lib.tensor_typing import TFloat
+from onnxscript.onnx_types import TensorType
+
+ATTENTION_OPSET = 23   # ONNX's Attention op: a row masked whole comes out as zeros there
 
 
 def _sign_bit(value):
@@ -34,4 +47,24 @@ def atan2(y, x):
     return op.Where(_sign_bit(x), op.Add(angle, op.Where(_sign_bit(y), op.Neg(pi), pi)), angle)
 
 
-TRANSLATIONS = {torch.ops.aten.atan2.default: atan2}
+# the signature is torchlib's: torch.onnx reads which arguments are tensors and which attributes from it
+def scaled_dot_product_attention(query: TFloat, key: TFloat, value: TFloat, attn_mask: Optional[TensorType] = None,
+                                 dropout_p: float = 0.0, is_causal: bool = False, scale: Optional[float] = None,
+                                 enable_gqa: bool = False) -> TFloat:
+    """torch.onnx's own graph of it, then zeros in each query row whose bool mask is False throughout."""
+    attended = torchlib_nn.aten_scaled_dot_product_attention(query, key, value, attn_mask, dropout_p, is_causal,
+                                                             scale, enable_gqa)
+    if attn_mask is None or attn_mask.dtype != ir.DataType.BOOL:
+        return attended
+    # 1 where a query row keeps a key, else 0, in the output's float type: ReduceMax takes no bool,
+    # and TensorRT reduces no int8
+    keeps_a_key = op.ReduceMax(op.CastLike(attn_mask, attended), op.Constant(value_ints=[-1]), keepdims=1)
+    return op.Mul(attended, keeps_a_key)
+
+
+def translation_table(opset: int) -> dict:
+    """The translations an export at this opset passes torch.onnx (it uses them at every opset)."""
+    table = {torch.ops.aten.atan2.default: atan2}
+    if opset < ATTENTION_OPSET:
+        table[torch.ops.aten.scaled_dot_product_attention.default] = scaled_dot_product_attention
+    return table
