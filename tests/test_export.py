@@ -352,3 +352,36 @@ def test_log_sigmoid_is_rewritten_in_subgraphs_and_a_sigmoid_read_elsewhere_stay
         np.testing.assert_allclose(chosen, expected, rtol=1e-5, atol=1e-7)
         np.testing.assert_allclose(logged, torch.nn.functional.logsigmoid(torch.from_numpy(x)).numpy(), rtol=1e-5, atol=1e-7)
         np.testing.assert_allclose(sigmoid, torch.sigmoid(torch.from_numpy(x)).numpy(), rtol=1e-5, atol=1e-7)
+
+
+def test_each_opsets_table_of_aten_translations_is_built_once_a_process(monkeypatch):
+    """torch.onnx.export builds its table of ATen translations anew on every call, two thirds of
+    a small module's export; edgegen's exports build each opset's once, and the custom translation
+    one export adds (bool-mask attention below opset 23) stays out of the table the next one copies."""
+    from torch.onnx._internal.exporter import _registration
+
+    from edgegen.export import onnx_export
+    from edgegen.package import TensorSpec
+
+    class Attend(torch.nn.Module):
+        def forward(self, q, mask):
+            return torch.nn.functional.scaled_dot_product_attention(q, q, q, attn_mask=mask)
+
+    built = []
+    original = _registration.ONNXRegistry.__dict__["from_torchlib"].__func__
+
+    def counted(cls, opset_version):
+        built.append(opset_version)
+        return original(cls, opset_version=opset_version)
+
+    monkeypatch.setattr(_registration.ONNXRegistry, "from_torchlib", classmethod(counted))
+    monkeypatch.setattr(onnx_export, "_TORCHLIB_REGISTRIES", {})
+    inputs = (TensorSpec("q", "float32", ("batch", 2, 5, 4)), TensorSpec("mask", "bool", ("batch", 1, 5, 5)))
+    example = {"q": np.ones((2, 2, 5, 4), np.float32), "mask": np.ones((2, 1, 5, 5), bool)}
+    graphs = [onnx_export.export_module(Attend(), "model", inputs, ("y",), example, opset) for opset in (18, 18, 23)]
+    assert built == [18, 23]
+    ops = [{node.op_type for node in graph.graph.node} for graph in graphs]
+    assert "ReduceMax" in ops[0] and ops[1] == ops[0] and "Attention" in ops[2]   # each export its own translations
+    tables = onnx_export._TORCHLIB_REGISTRIES.values()
+    assert not any(entry.is_custom for table in tables for entries in table.functions.values() for entry in entries)
+    assert _registration.ONNXRegistry.__dict__["from_torchlib"].__func__ is counted   # torch's own put back

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextvars
 
 import contextlib
+import copy
 import inspect
 import io
 import logging
@@ -213,7 +214,7 @@ def trace_module(module: torch.nn.Module, part: str, inputs: tuple[TensorSpec, .
     dynamic_shapes = _by_signature(module, per_input)
     token = _EXPORT_OPSET.set(opset)
     try:
-        with _quiet():
+        with _quiet(), _torchlib_registry_built_once():
             program = torch.onnx.export(module, args, dynamo=True, opset_version=opset, verbose=False,
                                         input_names=[s.name for s in inputs], output_names=list(outputs),
                                         dynamic_shapes=dynamic_shapes, custom_translation_table=translation_table(opset))
@@ -380,6 +381,45 @@ def _quiet():
             yield
     finally:
         logging.disable(disabled)
+
+
+# each opset's table of torch.onnx's ATen translations, built once a process (the first export at it)
+_TORCHLIB_REGISTRIES: dict = {}
+
+
+@contextlib.contextmanager
+def _torchlib_registry_built_once():
+    """torch.onnx.export builds its table of ATen translations (ONNXRegistry.from_torchlib) anew on
+    every call, inferring the signatures of some 500 functions: two thirds of a small module's
+    export, measured. Within this, each opset's table is built once a process and every export
+    takes a copy of it, whose lists the export's custom translations extend without reaching the
+    next export's. A torch without that method builds its table as it always did."""
+    try:
+        from torch.onnx._internal.exporter import _registration
+        registry_class = _registration.ONNXRegistry
+        build = registry_class.__dict__["from_torchlib"]
+    except (ImportError, AttributeError, KeyError):
+        build = None
+    if not isinstance(build, classmethod):
+        yield
+        return
+
+    def from_torchlib(cls, *args, **kwargs):
+        key = (cls, args, tuple(sorted(kwargs.items())))
+        if key not in _TORCHLIB_REGISTRIES:
+            _TORCHLIB_REGISTRIES[key] = build.__func__(cls, *args, **kwargs)
+        built = _TORCHLIB_REGISTRIES[key]
+        if not isinstance(getattr(built, "functions", None), dict):   # not the registry this is written for
+            return build.__func__(cls, *args, **kwargs)
+        registry = copy.copy(built)
+        registry.functions = {target: list(entries) for target, entries in built.functions.items()}
+        return registry
+
+    registry_class.from_torchlib = classmethod(from_torchlib)
+    try:
+        yield
+    finally:
+        registry_class.from_torchlib = build
 
 
 def untraceable(exc: BaseException, module: torch.nn.Module, what: str, docs: str) -> ValidationError:
