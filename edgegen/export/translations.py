@@ -63,7 +63,8 @@ def scaled_dot_product_attention(query: TFloat, key: TFloat, value: TFloat, attn
 
 
 def translation_table(opset: int) -> dict:
-    """The translations an export at this opset passes torch.onnx (it uses them at every opset)."""
+    """The translations an export at this opset passes torch.onnx, which takes one given it before its
+    own at any opset: the attention one is given only below the opset whose own is right."""
     table = {torch.ops.aten.atan2.default: atan2}
     if opset < ATTENTION_OPSET:
         table[torch.ops.aten.scaled_dot_product_attention.default] = scaled_dot_product_attention
