@@ -13,6 +13,7 @@ import math
 import operator
 import re
 import sys
+import threading
 import traceback
 import warnings
 from dataclasses import dataclass
@@ -212,9 +213,10 @@ def trace_module(module: torch.nn.Module, part: str, inputs: tuple[TensorSpec, .
     args = tuple(torch_inputs(example, inputs))
     module = module.eval()
     dynamic_shapes = _by_signature(module, per_input)
+    _build_torchlib_registries_once()
     token = _EXPORT_OPSET.set(opset)
     try:
-        with _quiet(), _torchlib_registry_built_once():
+        with _quiet():
             program = torch.onnx.export(module, args, dynamo=True, opset_version=opset, verbose=False,
                                         input_names=[s.name for s in inputs], output_names=list(outputs),
                                         dynamic_shapes=dynamic_shapes, custom_translation_table=translation_table(opset))
@@ -383,43 +385,52 @@ def _quiet():
         logging.disable(disabled)
 
 
-# each opset's table of torch.onnx's ATen translations, built once a process (the first export at it)
+# torch.onnx's tables of ATen translations by what they were built from: the opset, and how many
+# operators torch knew then (a library loaded later adds translations: torch.ao's quantized_decomposed;
+# a process's first export loads some of torch's own, so its second builds again)
 _TORCHLIB_REGISTRIES: dict = {}
+_INSTALLING = threading.Lock()
 
 
-@contextlib.contextmanager
-def _torchlib_registry_built_once():
+def _build_torchlib_registries_once() -> None:
     """torch.onnx.export builds its table of ATen translations (ONNXRegistry.from_torchlib) anew on
     every call, inferring the signatures of some 500 functions: two thirds of a small module's
-    export, measured. Within this, each opset's table is built once a process and every export
-    takes a copy of it, whose lists the export's custom translations extend without reaching the
-    next export's. A torch without that method builds its table as it always did."""
+    export, measured. Put once in its place, this builds each table once a process and gives every
+    export a copy, whose lists the export's custom translations extend without reaching the next
+    one's. It does so only within edgegen's exports (export_opset() is set, per thread): other
+    torch.onnx.export calls build as torch does. A torch without that method builds as it did."""
     try:
         from torch.onnx._internal.exporter import _registration
         registry_class = _registration.ONNXRegistry
-        build = registry_class.__dict__["from_torchlib"]
-    except (ImportError, AttributeError, KeyError):
-        build = None
-    if not isinstance(build, classmethod):
-        yield
+    except (ImportError, AttributeError):
         return
+    with _INSTALLING:
+        build = registry_class.__dict__.get("from_torchlib")
+        if isinstance(build, classmethod) and not hasattr(build.__func__, "edgegen_original"):
+            registry_class.from_torchlib = classmethod(_cached_from_torchlib(build.__func__))
 
+
+def _cached_from_torchlib(original):
+    """ONNXRegistry.from_torchlib, each table built once (_build_torchlib_registries_once)."""
     def from_torchlib(cls, *args, **kwargs):
-        key = (cls, args, tuple(sorted(kwargs.items())))
-        if key not in _TORCHLIB_REGISTRIES:
-            _TORCHLIB_REGISTRIES[key] = build.__func__(cls, *args, **kwargs)
-        built = _TORCHLIB_REGISTRIES[key]
+        operators = getattr(torch._C, "_dispatch_get_all_op_names", None)
+        if export_opset() is None or operators is None:
+            return original(cls, *args, **kwargs)
+        key = (cls, args, tuple(sorted(kwargs.items())), len(operators()))
+        try:
+            built = _TORCHLIB_REGISTRIES.get(key)
+        except TypeError:   # an argument no dict takes as a key: a torch whose method this is not written for
+            return original(cls, *args, **kwargs)
+        if built is None:
+            built = _TORCHLIB_REGISTRIES[key] = original(cls, *args, **kwargs)
         if not isinstance(getattr(built, "functions", None), dict):   # not the registry this is written for
-            return build.__func__(cls, *args, **kwargs)
+            return original(cls, *args, **kwargs)
         registry = copy.copy(built)
         registry.functions = {target: list(entries) for target, entries in built.functions.items()}
         return registry
 
-    registry_class.from_torchlib = classmethod(from_torchlib)
-    try:
-        yield
-    finally:
-        registry_class.from_torchlib = build
+    from_torchlib.edgegen_original = original
+    return from_torchlib
 
 
 def untraceable(exc: BaseException, module: torch.nn.Module, what: str, docs: str) -> ValidationError:
