@@ -1,3 +1,4 @@
+import gc
 import json
 from pathlib import Path
 
@@ -401,6 +402,16 @@ def test_each_opsets_table_of_aten_translations_is_built_once_a_process(monkeypa
 
     export(18)
     assert built == [18, 23, 18]
+    # as many operators as before, other ones: one library dropped and another loaded (review 189)
+    dropped = torch.library.Library("edgegen_tests_dropped", "DEF")
+    dropped.define("one(Tensor x) -> Tensor")
+    export(18)
+    del dropped
+    gc.collect()
+    loaded = torch.library.Library("edgegen_tests_loaded", "DEF")
+    loaded.define("one(Tensor x) -> Tensor")
+    export(18)
+    assert built == [18, 23, 18, 18, 18]
     torch.onnx.export(Attend(), tuple(torch.from_numpy(example[name]) for name in ("q", "mask")), dynamo=True,
                       opset_version=18, verbose=False)
-    assert built == [18, 23, 18, 18]
+    assert built == [18, 23, 18, 18, 18, 18]

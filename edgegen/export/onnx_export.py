@@ -385,9 +385,10 @@ def _quiet():
         logging.disable(disabled)
 
 
-# torch.onnx's tables of ATen translations by what they were built from: the opset, and how many
+# torch.onnx's tables of ATen translations by what they were built from: the opset, and the
 # operators torch knew then (a library loaded later adds translations: torch.ao's quantized_decomposed;
-# a process's first export loads some of torch's own, so its second builds again)
+# one dropped takes them away; a process's first export loads some of torch's own, so its second
+# builds again)
 _TORCHLIB_REGISTRIES: dict = {}
 _INSTALLING = threading.Lock()
 
@@ -416,7 +417,8 @@ def _cached_from_torchlib(original):
         operators = getattr(torch._C, "_dispatch_get_all_op_names", None)
         if export_opset() is None or operators is None:
             return original(cls, *args, **kwargs)
-        key = (cls, args, tuple(sorted(kwargs.items())), len(operators()))
+        # the names, not their count: a library of 19 operators dropped and another of 19 loaded (review 189)
+        key = (cls, args, tuple(sorted(kwargs.items())), frozenset(operators()))
         try:
             built = _TORCHLIB_REGISTRIES.get(key)
         except TypeError:   # an argument no dict takes as a key: a torch whose method this is not written for
