@@ -1838,6 +1838,34 @@ def test_drawn_padding_masks_keep_a_key_in_every_row_as_the_example_does(tmp_pat
     assert json.loads((tmp_path / "pkg" / "edgegen.json").read_text())["config"]["dim_minimums"]["seq"] == 1
 
 
+class _CausalKeyPadded(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.attention = torch.nn.MultiheadAttention(16, 4, batch_first=True)
+
+    def forward(self, x, causal, padding):
+        return self.attention(x, x, x, attn_mask=causal, key_padding_mask=padding, need_weights=False)[0]
+
+
+@pytest.mark.parametrize("opset", [18, 23])
+def test_two_masks_a_module_combines_keep_the_key_every_example_row_keeps(tmp_path, opset):
+    """nn.MultiheadAttention given a causal attn_mask and a right-padded key_padding_mask (True:
+    masked, in both) was refused: the gate drew each mask's rows apart, each kept some key, but
+    combined a query often kept none, PyTorch itself gave NaN, and the export stopped there
+    (review 188). The first key, kept in every example row of both, is kept in every drawn one."""
+    torch.manual_seed(0)
+    x = np.random.default_rng(0).normal(size=(3, 6, 16)).astype(np.float32)
+    causal = np.triu(np.ones((6, 6), bool), 1)
+    padding = np.zeros((3, 6), bool)
+    padding[1, 4:], padding[2, 2:] = True, True
+    dynamic = {"x": {0: "batch", 1: "seq"}, "causal": {0: "seq", 1: "seq"}, "padding": {0: "batch", 1: "seq"}}
+    export_pytorch(_CausalKeyPadded().eval(), {"x": x, "causal": causal, "padding": padding}, tmp_path / "pkg",
+                   opset=opset, dynamic=dynamic)
+    feeds = read_feeds(tmp_path / "pkg" / "held_out.npz")
+    assert all(not (f["causal"][None] | f["padding"][:, None, :]).all(axis=-1).any() for f in feeds)
+    assert any(f["padding"][:, 0].size and f["padding"].any() for f in feeds)   # padding was drawn, not left out
+
+
 def test_a_query_row_a_bool_mask_masks_whole_gives_pytorchs_zeros_at_every_opset(tmp_path):
     """F.scaled_dot_product_attention with a bool mask: below opset 23 (the Jetson targets' 18 and
     21) torch.onnx's graph gave a query row masked whole the average of the values where PyTorch

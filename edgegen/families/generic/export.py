@@ -986,18 +986,25 @@ def _mask_like(example: np.ndarray, drawn: np.ndarray, rng: np.random.Generator)
     """`drawn` booleans with no row along the last axis all True, nor all False, where the
     example has none: a key padding mask's rows keep a key to attend to (a row of all keys
     masked is NaN in PyTorch itself, and the gate was refused for it, with advice about limits).
-    A row of one, which cannot keep both, takes the value every example row has at its first key
-    (a right-padded mask's False, a causal mask's True), else at its last (a left-padded mask's):
-    the kept key's; else the commoner value."""
+    An end key of one value in every example row (a right-padded mask's first key False, a causal
+    mask's first key True, a left-padded mask's last) keeps it in every drawn row: two masks a
+    module combines (nn.MultiheadAttention's attn_mask and key_padding_mask) then still leave that
+    key to every query, as the example's do (drawn apart, their rows' one kept key each often
+    differed, the combined row was masked whole, NaN in PyTorch, and a right module was refused:
+    review 188). A row of one, which cannot keep both, takes the first key's: the kept key's;
+    without such a key the commoner value."""
     if example.ndim < 2 or not example.shape[-1] or drawn.ndim < 2 or not drawn.shape[-1]:   # a flag, not a mask
         return drawn
-    rows = example.reshape(-1, example.shape[-1])
-    ends = [bool(rows[0, end]) for end in (0, -1) if (rows[:, end] == rows[0, end]).all()]
-    kept = ends[0] if ends else bool(example.mean() >= 0.5)
+    rows, width = example.reshape(-1, example.shape[-1]), drawn.shape[-1]
+    held = [end for end in (-1, 0) if (rows[:, end] == rows[0, end]).all()]   # the first key last: it wins a row of one
+    for end in held:
+        drawn[..., end] = rows[0, end]
+    kept = bool(rows[0, held[-1]]) if held else bool(example.mean() >= 0.5)
+    free = [key for key in range(width) if key not in {end % width for end in held}] or list(range(width))
     for value in (kept, not kept):   # rows all of the other value mended last: a row of one ends kept
         if not (example == value).all(axis=-1).any():
-            whole = np.argwhere((drawn == value).all(axis=-1))   # the drawn rows all of `value`, one key each flipped
-            drawn[(*whole.T, rng.integers(0, drawn.shape[-1], len(whole)))] = not value
+            whole = np.argwhere((drawn == value).all(axis=-1))   # the drawn rows all of `value`, one free key each flipped
+            drawn[(*whole.T, rng.choice(free, len(whole)))] = not value
     return drawn
 
 
