@@ -1,5 +1,6 @@
 import os
 
+from edgegen.cli import collect_cycles_less_often
 from edgegen.cpus import usable_cores
 
 # pytest-xdist (pyproject's addopts): each worker takes its share of the cores for torch's
@@ -10,6 +11,8 @@ if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
     share = str(max(1, usable_cores() // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
     os.environ.setdefault("OMP_NUM_THREADS", share)
     os.environ.setdefault("ORT_INTRA_OP_NUM_THREADS", share)
+
+collect_cycles_less_often()   # as the command does: each test process's exports spent a tenth of their time there
 
 import shutil
 from pathlib import Path
