@@ -1962,3 +1962,31 @@ def test_int8_calibration_counts_feeds_where_the_leading_dim_is_no_batch(tmp_pat
                          tmp_path / "pkg", dynamic={"pts": {0: "points"}})
     record = optimize_package(pkg, "int8", speed_check=False, progress=lambda *a, **k: None)["model"]
     assert record["calibration"]["inputs"] == len(read_feeds(pkg / "held_out.npz")) // 2
+
+
+class _Scaled(torch.nn.Module):
+    def __init__(self, scale: float):
+        super().__init__()
+        self.linear, self.scale = torch.nn.Linear(8, 8), scale
+
+    def forward(self, x):
+        return torch.tanh(self.linear(x)) * self.scale
+
+
+def test_exports_from_several_threads_at_once_each_write_their_own_module(tmp_path):
+    """Exports in a thread pool failed inside torch.export ("Error while creating guard") and left
+    the process's stdout and stderr swallowed by the exporter's redirects after they had all ended
+    (review 189): each thread's trace now waits for the one before it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    x = np.random.default_rng(0).normal(size=(2, 8)).astype(np.float32)
+    torch.manual_seed(0)
+    modules = [_Scaled(scale).eval() for scale in (1.0, 2.0, 3.0, 4.0)]
+    streams = sys.stdout, sys.stderr
+    with ThreadPoolExecutor(4) as pool:
+        packages = list(pool.map(lambda i: export_pytorch(modules[i], {"x": x}, tmp_path / f"pkg{i}"), range(4)))
+    assert (sys.stdout, sys.stderr) == streams
+    for module, package in zip(modules, packages):
+        with torch.inference_mode():
+            expected = module(torch.from_numpy(x)).numpy()
+        np.testing.assert_allclose(edgegen.load(package).run({"x": x})["output"], expected, rtol=1e-5, atol=1e-6)

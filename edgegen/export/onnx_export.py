@@ -216,7 +216,7 @@ def trace_module(module: torch.nn.Module, part: str, inputs: tuple[TensorSpec, .
     _build_torchlib_registries_once()
     token = _EXPORT_OPSET.set(opset)
     try:
-        with _quiet():
+        with _ONE_TRACE_AT_A_TIME, _quiet():
             program = torch.onnx.export(module, args, dynamo=True, opset_version=opset, verbose=False,
                                         input_names=[s.name for s in inputs], output_names=list(outputs),
                                         dynamic_shapes=dynamic_shapes, custom_translation_table=translation_table(opset))
@@ -368,6 +368,13 @@ def _by_signature(module: torch.nn.Module, per_input: list[dict]) -> tuple:
         if param.kind is inspect.Parameter.VAR_POSITIONAL:
             return (*per_input[:i], tuple(per_input[i:]))
     return tuple(per_input)
+
+
+# exports from several threads of a process (a thread pool, a server) trace one at a time: torch.export
+# is not thread-safe (two traces at once failed inside it: "Error while creating guard", "Trying to
+# override a python impl"), and _quiet's redirects are the process's (overlapped, the one that ended
+# last put back another's, and stdout and stderr stayed swallowed after every export had ended)
+_ONE_TRACE_AT_A_TIME = threading.Lock()
 
 
 @contextlib.contextmanager
