@@ -986,17 +986,21 @@ def _mask_like(example: np.ndarray, drawn: np.ndarray, rng: np.random.Generator)
     """`drawn` booleans with no row along the last axis all True, nor all False, where the
     example has none: a key padding mask's rows keep a key to attend to (a row of all keys
     masked is NaN in PyTorch itself, and the gate was refused for it, with advice about limits).
-    An end key of one value in every example row (a right-padded mask's first key False, a causal
+    Where the example's rows read as a padding or causal mask's (each at most one run of each
+    value), an end key of one value in every row (a right-padded mask's first key False, a causal
     mask's first key True, a left-padded mask's last) keeps it in every drawn row: two masks a
     module combines (nn.MultiheadAttention's attn_mask and key_padding_mask) then still leave that
     key to every query, as the example's do (drawn apart, their rows' one kept key each often
     differed, the combined row was masked whole, NaN in PyTorch, and a right module was refused:
-    review 188). A row of one, which cannot keep both, takes the first key's: the kept key's;
-    without such a key the commoner value."""
+    review 188). Rows of flags, not runs, keep every key drawn (review 190). A row of one, which
+    cannot keep both, takes the first key's value where it is held, else the last's (a mask padded
+    at its first key in every example row masks such a row whole: the package's least size is then
+    2); without such a key the commoner value."""
     if example.ndim < 2 or not example.shape[-1] or drawn.ndim < 2 or not drawn.shape[-1]:   # a flag, not a mask
         return drawn
     rows, width = example.reshape(-1, example.shape[-1]), drawn.shape[-1]
-    held = [end for end in (-1, 0) if (rows[:, end] == rows[0, end]).all()]   # the first key last: it wins a row of one
+    runs = (rows[:, 1:] != rows[:, :-1]).sum(axis=-1) <= 1   # F..FT..T, T..TF..F, or one value throughout
+    held = [end for end in (-1, 0) if runs.all() and (rows[:, end] == rows[0, end]).all()]   # the first last: it wins a row of one
     for end in held:
         drawn[..., end] = rows[0, end]
     kept = bool(rows[0, held[-1]]) if held else bool(example.mean() >= 0.5)
