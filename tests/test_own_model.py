@@ -1990,3 +1990,18 @@ def test_exports_from_several_threads_at_once_each_write_their_own_module(tmp_pa
         with torch.inference_mode():
             expected = module(torch.from_numpy(x)).numpy()
         np.testing.assert_allclose(edgegen.load(package).run({"x": x})["output"], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_drawn_flags_keep_every_key_drawn_where_a_masks_ends_are_held():
+    """A bool input whose rows are flags, not a mask's runs, keeps both values at every key though
+    every example row holds one value at its ends (review 190: they were held there too); a
+    padding mask's first key, kept in every example row, stays kept."""
+    from edgegen.families.generic.export import _draw_like
+
+    rng = np.random.default_rng(0)
+    flags = np.array([[1, 0, 1, 1, 0, 1], [1, 1, 0, 0, 1, 1]], bool)   # both ends True in each row
+    drawn = np.stack([_draw_like(flags, (4, 6), rng) for _ in range(50)])
+    assert drawn[..., 0].any() and not drawn[..., 0].all() and drawn[..., -1].any() and not drawn[..., -1].all()
+    padding = np.array([[0, 0, 0, 0, 1, 1], [0, 0, 1, 1, 1, 1]], bool)   # True: padding
+    drawn = np.stack([_draw_like(padding, (4, 6), rng) for _ in range(50)])
+    assert not drawn[..., 0].any() and drawn[..., 1:].any()
