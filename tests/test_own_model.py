@@ -2005,3 +2005,41 @@ def test_drawn_flags_keep_every_key_drawn_where_a_masks_ends_are_held():
     padding = np.array([[0, 0, 0, 0, 1, 1], [0, 0, 1, 1, 1, 1]], bool)   # True: padding
     drawn = np.stack([_draw_like(padding, (4, 6), rng) for _ in range(50)])
     assert not drawn[..., 0].any() and drawn[..., 1:].any()
+
+
+class _WaitsWhileTraced(torch.nn.Module):
+    def __init__(self, tracing, printed):
+        super().__init__()
+        self.tracing, self.printed = tracing, printed
+
+    def forward(self, x):
+        print("the module's own line")
+        if torch.compiler.is_exporting():   # while torch.export traces it: let the other thread print
+            self.tracing.set()
+            self.printed.wait(30)
+        return x * 2
+
+
+def test_what_other_threads_print_while_an_export_traces_is_kept(tmp_path, capfd):
+    """The exporter's narration is hidden by replacing sys.stdout and sys.stderr, which are the
+    process's: a server's other threads printed into nothing while a trace ran (review 191)."""
+    import threading
+
+    tracing, printed = threading.Event(), threading.Event()
+
+    def other():
+        if tracing.wait(60):
+            print("another thread's line")
+            print("another thread's warning", file=sys.stderr)
+        printed.set()
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    x = np.ones((2, 3), np.float32)
+    try:
+        export_pytorch(_WaitsWhileTraced(tracing, printed), {"x": x}, tmp_path / "pkg")
+    finally:
+        printed.set()
+        thread.join()
+    out, err = capfd.readouterr()
+    assert tracing.is_set() and "another thread's line" in out and "another thread's warning" in err

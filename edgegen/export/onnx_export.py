@@ -7,7 +7,6 @@ import contextvars
 import contextlib
 import copy
 import inspect
-import io
 import logging
 import math
 import operator
@@ -381,15 +380,35 @@ _ONE_TRACE_AT_A_TIME = threading.Lock()
 def _quiet():
     """The exporter narrates each stage on stdout, warns about optional packages, and prints the
     graph it traced so far on stderr when tracing fails; keep the user's terminal for edgegen's
-    own messages (errors still raise, and the export's error names the line that stopped it)."""
+    own messages (errors still raise, and the export's error names the line that stopped it).
+    What the process's other threads print goes where it went (a server's log: review 191); their
+    warnings and log records below ERROR are hidden while a trace runs, as Python's warnings and
+    logging switches are the process's."""
     disabled = logging.root.manager.disable
     logging.disable(logging.WARNING)   # torch's loggers hold their own handlers on the real stderr
+    streams = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = (_OtherThreadsOnly(stream) for stream in streams)
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             yield
     finally:
+        sys.stdout, sys.stderr = streams
         logging.disable(disabled)
+
+
+class _OtherThreadsOnly:
+    """sys.stdout or sys.stderr while a trace runs: the tracing thread's writes are dropped, every
+    other thread's go to the stream they went to (whose other attributes it passes on)."""
+
+    def __init__(self, stream):
+        self._stream, self._tracing = stream, threading.get_ident()
+
+    def write(self, text: str) -> int:
+        return len(text) if threading.get_ident() == self._tracing else self._stream.write(text)
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
 
 
 # torch.onnx's tables of ATen translations by what they were built from: the opset, and the
