@@ -1665,8 +1665,9 @@ def _said_by_flag(exc: EdgegenError, parser: argparse.ArgumentParser, args) -> E
     return _renamed(exc, flags, values)
 
 
-# Python looks for cyclic garbage after every 700 net allocations, and each tenth of its second
-# passes walks every object the process holds (torch's and onnx's modules, over 400,000 objects):
+# Python looks for cyclic garbage after every 700 net allocations, and now and then (after ten
+# passes over the younger objects) walks every object the process holds (torch's and onnx's
+# modules, over 400,000 objects):
 # torch.export's tracing makes and drops objects by the million, and an export spent a tenth of
 # its time there. Measured on `edgegen export` of gpt-stdlib and text2image-digits, two runs each:
 # collection 1.5-1.6 s and 3.5-4.2 s of 14-49 s with Python's default, 0.4-0.5 and 0.9-1.0 s with
