@@ -1924,16 +1924,21 @@ def test_an_example_batch_past_16_is_its_own_limit(tmp_path):
     assert json.loads((pkg / "edgegen.json").read_text())["config"]["dim_limits"] == {"batch": 32}
 
 
-def test_a_key_padding_mask_onnx_runtimes_attention_kernel_refuses_is_said_with_the_opset_that_works(tmp_path):
+def test_a_key_padding_mask_exports_at_opset_23_and_the_attention_kernels_failure_is_said_with_the_opset_that_works(
+        tmp_path, monkeypatch):
     """nn.TransformerEncoder with src_key_padding_mask: at opset 23 ONNX Runtime's Attention kernel
-    fails on the mask torch writes; the reason was cut off behind its C++ signature and the advice
-    was about fixed sizes. Opset 18 exports it."""
+    failed on the mask torch writes ([batch, 1, 1, keys]), and the export was refused; it is expanded
+    over the queries now. Where the kernel fails, the reason was cut off behind its C++ signature and
+    the advice was about fixed sizes: opset 18 exports it."""
+    from edgegen.export import translations
+
     class Encoder(torch.nn.Module):
         def __init__(self):
             super().__init__()
             self.embed = torch.nn.Embedding(50, 16)
             self.encoder = torch.nn.TransformerEncoder(torch.nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0,
-                                                                                        batch_first=True), 1)
+                                                                                        batch_first=True), 1,
+                                                       enable_nested_tensor=False)   # as docs say
 
         def forward(self, ids, mask):
             return self.encoder(self.embed(ids), src_key_padding_mask=mask)
@@ -1943,12 +1948,45 @@ def test_a_key_padding_mask_onnx_runtimes_attention_kernel_refuses_is_said_with_
     mask[1, 6:] = True
     example = {"ids": np.random.default_rng(0).integers(0, 50, (2, 8)), "mask": mask}
     dynamic = {"ids": {0: "batch", 1: "tokens"}, "mask": {0: "batch", 1: "tokens"}}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)   # torch's nested-tensor prototype note
-        with pytest.raises(ParityError, match=r"Status Message: .*inconsistent q_sequence_length.*: export with "
-                                              r"--opset 18 \(opset=18\), where attention is MatMul, Softmax and MatMul$"):
-            export_pytorch(Encoder(), example, tmp_path / "pkg", dynamic=dynamic)
-        assert (export_pytorch(Encoder(), example, tmp_path / "pkg", dynamic=dynamic, opset=18) / "model.onnx").is_file()
+    encoder = Encoder().eval()
+    pkg = export_pytorch(encoder, example, tmp_path / "pkg", dynamic=dynamic)
+    feeds = {"ids": np.random.default_rng(1).integers(0, 50, (3, 11)), "mask": np.zeros((3, 11), bool)}
+    feeds["mask"][0, 7:] = feeds["mask"][2, 2:] = True
+    with torch.no_grad():
+        want = encoder(torch.from_numpy(feeds["ids"]), torch.from_numpy(feeds["mask"])).numpy()
+    np.testing.assert_allclose(edgegen.load(pkg)(**feeds)["output"], want, rtol=1e-4, atol=1e-5)
+    monkeypatch.setattr(translations, "_broadcast_over_queries_or_keys", lambda *args: False)   # the mask as torch writes it
+    with pytest.raises(ParityError, match=r"Status Message: .*inconsistent q_sequence_length.*: export with "
+                                          r"--opset 18 \(opset=18\), where attention is MatMul, Softmax and MatMul$"):
+        export_pytorch(Encoder(), example, tmp_path / "refused", dynamic=dynamic)
+    assert (export_pytorch(Encoder(), example, tmp_path / "refused", dynamic=dynamic, opset=18) / "model.onnx").is_file()
+
+
+@pytest.mark.parametrize("mask_shape", [(1, 5), (2, 4, 1, 5), (5, 1), (2, 1, 1, 5)])
+def test_attention_masks_broadcast_over_queries_or_keys_export_at_opset_23(tmp_path, mask_shape):
+    """ONNX's Attention op broadcasts its mask, ONNX Runtime's kernel did not: a mask of one row for
+    every query (a key-padding mask) or one column for every key was refused at the default opset,
+    with 4 query heads to 2 key heads (grouped-query attention) too."""
+    class Attend(torch.nn.Module):
+        def forward(self, q, k, v, mask):
+            return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                                                    enable_gqa=k.shape[1] != q.shape[1])
+
+    rng = np.random.default_rng(0)
+    heads = 2 if mask_shape == (2, 1, 1, 5) else 4   # a key-padding mask with grouped-query attention
+    q = rng.standard_normal((2, 4, 5, 8)).astype(np.float32)
+    k, v = (rng.standard_normal((2, heads, 5, 8)).astype(np.float32) for _ in "kv")
+    # a float mask of a column per key would mask a query's keys all or none: bool masks keep a key
+    mask = rng.standard_normal(mask_shape).astype(np.float32) if mask_shape[-1] == 1 else rng.random(mask_shape) > 0.3
+    axes = {0: "batch", 2: "queries"}
+    dims = {len(mask_shape) - 2: "queries", len(mask_shape) - 1: "keys"}
+    dynamic = {"q": axes, "k": {0: "batch", 2: "keys"}, "v": {0: "batch", 2: "keys"},
+               "mask": {axis: name for axis, name in dims.items() if mask_shape[axis] != 1}}
+    if len(mask_shape) == 4:
+        dynamic["mask"][0] = "batch"
+    if mask.dtype == bool:
+        mask[..., 0] = True
+    assert export_pytorch(Attend(), {"q": q, "k": k, "v": v, "mask": mask}, tmp_path / "pkg", dynamic=dynamic).is_dir()
 
 
 def test_int8_calibration_counts_feeds_where_the_leading_dim_is_no_batch(tmp_path):

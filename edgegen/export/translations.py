@@ -14,6 +14,12 @@ PyTorch like any other.
   fix-up after the Softmax never fires). The gate draws no such row, so it passed. Written here
   as torch.onnx's own, with those rows set to zero. (From opset 23 ONNX's Attention op gives the
   zeros itself; the Jetson targets export at 18 and 21.)
+- aten.scaled_dot_product_attention from opset 23, as ONNX's Attention op (as torch.onnx writes it),
+  with a mask of one row for every query (nn.TransformerEncoder's and nn.MultiheadAttention's
+  key-padding mask, [batch, 1, 1, keys]) or one column for every key expanded to a row per query
+  and a column per key first: ONNX broadcasts it, but ONNX Runtime's CPU kernel fails on it
+  ("inconsistent q_sequence_length (between attn_mask and Q)"), so such modules were refused at
+  the default opset.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from typing import Optional
 import torch
 from onnxscript import ir
 from onnxscript import opset18 as op
+from onnxscript import opset23 as op23
 from onnxscript.function_libs.torch_lib.ops import nn as torchlib_nn
 from onnxscript.function_libs.torch_lib.tensor_typing import TFloat
 from onnxscript.onnx_types import TensorType
@@ -62,10 +69,31 @@ def scaled_dot_product_attention(query: TFloat, key: TFloat, value: TFloat, attn
     return op.Mul(attended, keeps_a_key)
 
 
+def _broadcast_over_queries_or_keys(attn_mask, query, key) -> bool:
+    """Whether the mask's query or key axis is 1 where the query's or key's may be more (the trace's
+    shapes: a dim is a name or an int)."""
+    return len(attn_mask.shape) >= 2 and any(attn_mask.shape[axis] == 1 and attends.shape[-2] != 1
+                                             for axis, attends in ((-2, query), (-1, key)))
+
+
+def attention(query: TFloat, key: TFloat, value: TFloat, attn_mask: Optional[TensorType] = None,
+              dropout_p: float = 0.0, is_causal: bool = False, scale: Optional[float] = None,
+              enable_gqa: bool = False) -> TFloat:
+    """ONNX's Attention op, with a mask broadcast over the queries or keys expanded to their
+    [queries, keys]; what it cannot take (dropout, other than 4 dims) as the form below opset 23."""
+    if dropout_p != 0 or not len(query.shape) == len(key.shape) == len(value.shape) == 4:
+        return scaled_dot_product_attention(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa)
+    if attn_mask is not None and _broadcast_over_queries_or_keys(attn_mask, query, key):
+        ones = op23.Constant(value_ints=[1] * (len(attn_mask.shape) - 2))
+        queries, keys = op23.Shape(query, start=-2, end=-1), op23.Shape(key, start=-2, end=-1)
+        attn_mask = op23.Expand(attn_mask, op23.Concat(ones, queries, keys, axis=0))
+    # 4 dims: the head counts come from the shapes (GQA too), not attributes
+    attended, _, _, _ = op23.Attention(query, key, value, attn_mask=attn_mask, scale=scale, is_causal=is_causal)
+    return attended
+
+
 def translation_table(opset: int) -> dict:
     """The translations an export at this opset passes torch.onnx, which takes one given it before its
-    own at any opset: the attention one is given only below the opset whose own is right."""
-    table = {torch.ops.aten.atan2.default: atan2}
-    if opset < ATTENTION_OPSET:
-        table[torch.ops.aten.scaled_dot_product_attention.default] = scaled_dot_product_attention
-    return table
+    own at any opset."""
+    attends = scaled_dot_product_attention if opset < ATTENTION_OPSET else attention
+    return {torch.ops.aten.atan2.default: atan2, torch.ops.aten.scaled_dot_product_attention.default: attends}

@@ -677,12 +677,11 @@ FIXED_SIZE_ADVICE = ("the trace fixed something that depends on a size (a branch
                      "sizes it fails at")
 
 
-# ONNX Runtime's CPU kernel of ONNX's Attention op (opset 23) refuses masks torch writes for it,
-# such as nn.TransformerEncoder's key-padding mask ("inconsistent q_sequence_length"); opset 18
-# has no Attention op, and the same module's graph passed there
+# ONNX Runtime's CPU kernel of ONNX's Attention op (opset 23) is stricter than the op: it failed
+# on a key-padding mask broadcast over the queries ("inconsistent q_sequence_length"), which the
+# export now expands (translations.py), and may on other inputs; opset 18 has no Attention op
 ATTENTION_ADVICE = ("ONNX Runtime's kernel of ONNX's Attention op (opset 23) failed on it, as it fails on some masks "
-                    "torch writes (a key-padding mask broadcast over the queries): export with --opset 18 (opset=18), "
-                    "where attention is MatMul, Softmax and MatMul")
+                    "ONNX allows: export with --opset 18 (opset=18), where attention is MatMul, Softmax and MatMul")
 
 
 def _gate_failures(results: list, tolerance: str, traced: str) -> str:
