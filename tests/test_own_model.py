@@ -169,6 +169,53 @@ def test_an_epsilon_the_exporters_optimizer_drops_is_refused_not_shipped(tmp_pat
     assert np.array_equal(pipe(x=np.zeros((1, 6), np.float32))["output"], np.zeros((1, 6), np.float32))
 
 
+@pytest.mark.parametrize("n_fft, hop", [(16, 4), (12, 5)])
+def test_an_inverse_stft_exports_as_overlap_add_of_shifted_blocks(tmp_path, n_fft, hop):
+    """torch.istft (a vocoder's last step): torch decomposed its overlap-add (aten.unfold_backward)
+    into a ScatterND per sample of the window, 2 x n_fft of them, with int32 indices onnx's
+    checker refused. A hop that does not divide n_fft pads the windows to whole hops."""
+    import onnx
+
+    class InverseStft(torch.nn.Module):
+        def forward(self, magnitude, phase):
+            return torch.istft(torch.polar(magnitude, phase), n_fft, hop_length=hop, window=torch.hann_window(n_fft))
+
+    def spectrum(samples, seed):
+        wave = torch.from_numpy(np.random.default_rng(seed).standard_normal((2, samples)).astype(np.float32))
+        spec = torch.stft(wave, n_fft, hop_length=hop, window=torch.hann_window(n_fft), return_complex=True)
+        return {"magnitude": spec.abs().numpy(), "phase": spec.angle().numpy()}
+
+    dynamic = {"magnitude": {0: "batch", 2: "frames"}, "phase": {0: "batch", 2: "frames"}}
+    pkg = export_pytorch(InverseStft(), spectrum(120, 0), tmp_path / "pkg", dynamic=dynamic)
+    graph = onnx.load(pkg / "model.onnx")
+    assert not [node for node in graph.graph.node if node.op_type == "ScatterND"] and len(graph.graph.node) < 120
+    feeds = spectrum(97, 1)   # another number of frames, and samples past the last whole hop
+    want = InverseStft()(*(torch.from_numpy(feeds[name]) for name in ("magnitude", "phase"))).numpy()
+    np.testing.assert_allclose(edgegen.load(pkg)(**feeds)["output"], want, rtol=1e-4, atol=1e-5)
+
+
+def test_windows_summed_back_along_any_axis_and_int32_indices_export(tmp_path):
+    """aten.unfold_backward along a middle axis (windows of 5 every 3, the length past the last
+    window kept as zeros), and a write at int32 indices, which torch.onnx gave ScatterND as they
+    were (it takes int64 only: onnx's checker refused the graph)."""
+    class Windows(torch.nn.Module):
+        def forward(self, x, where):
+            summed = torch.ops.aten.unfold_backward(x.unfold(1, 5, 3) * 2, list(x.shape), 1, 5, 3)
+            written = torch.zeros_like(x)
+            written[:, where] = x[:, :where.shape[0]]
+            return summed, written
+
+    rng = np.random.default_rng(0)
+    example = {"x": rng.standard_normal((2, 17, 3)).astype(np.float32), "where": np.array([4, 0, 9], np.int32)}
+    pipe = edgegen.load(export_pytorch(Windows(), example, tmp_path / "pkg",
+                                       dynamic={"x": {0: "batch", 1: "length"}}))
+    x = rng.standard_normal((3, 22, 3)).astype(np.float32)
+    summed, written = Windows()(torch.from_numpy(x), torch.from_numpy(example["where"]))
+    got = pipe(x=x, where=example["where"])
+    np.testing.assert_allclose(got["output.0"], summed.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(got["output.1"], written.numpy())
+
+
 def test_atan2_gives_pytorchs_angles_at_signed_zeros_and_infinities(tmp_path):
     """torch.onnx wrote atan2(0, x < 0) as -pi where PyTorch gives pi (an rfft's DC bin has an
     imaginary part of exactly 0), and the gate's drawn feeds held no exact zero (review 185)."""

@@ -20,20 +20,28 @@ PyTorch like any other.
   and a column per key first: ONNX broadcasts it, but ONNX Runtime's CPU kernel fails on it
   ("inconsistent q_sequence_length (between attn_mask and Q)"), so such modules were refused at
   the default opset.
+- aten.index_put and aten._unsafe_index_put with int32 indices: torchlib hands them to ScatterND,
+  which takes int64 only, and onnx's checker refused the graph (torch.istft's overlap-add writes
+  such indices). Written here with the indices cast to int64 first.
+- aten.unfold_backward (overlap-add: torch.istft, nn.Fold-like code): torchlib has none, so torch
+  decomposed it into one ScatterND per sample of the window, 2 x n_fft of them in an istft (1,024
+  for a vocoder's n_fft of 512), with int32 indices the checker refused. Written here as sums of
+  ceil(size / step) shifted blocks of the windows.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Optional, Sequence, Union
 
 import torch
 from onnxscript import ir
 from onnxscript import opset18 as op
 from onnxscript import opset23 as op23
+from onnxscript.function_libs.torch_lib.ops import core as torchlib_core
 from onnxscript.function_libs.torch_lib.ops import nn as torchlib_nn
-from onnxscript.function_libs.torch_lib.tensor_typing import TFloat
-from onnxscript.onnx_types import TensorType
+from onnxscript.function_libs.torch_lib.tensor_typing import TFloat, TReal
+from onnxscript.onnx_types import BOOL, INT64, TensorType
 
 ATTENTION_OPSET = 23   # ONNX's Attention op: a row masked whole comes out as zeros there
 
@@ -92,8 +100,54 @@ def attention(query: TFloat, key: TFloat, value: TFloat, attn_mask: Optional[Ten
     return attended
 
 
+def index_put(self: TReal, indices: Sequence[Optional[Union[INT64, BOOL]]], values: TReal,
+              accumulate: bool = False) -> TReal:
+    """torchlib's index_put, its integer indices cast to int64 (ScatterND's only index type)."""
+    def as_int64(index):
+        if index is None or index.dtype in (ir.DataType.INT64, ir.DataType.BOOL):
+            return index
+        cast = op.Cast(index, to=ir.DataType.INT64)
+        cast.shape = index.shape   # torchlib reads the indices' ranks
+        return cast
+
+    return torchlib_core.aten_index_put(self, [as_int64(index) for index in indices], values, accumulate)
+
+
+def unfold_backward(grad_in: TensorType, input_sizes: Sequence[INT64], dim: int, size: int, step: int) -> TensorType:
+    """The sum, into a tensor of input_sizes, of the windows x.unfold(dim, size, step) takes:
+    grad_in is input_sizes with its dim-th size the number of windows, and a last axis of size.
+    Each window, padded to k = ceil(size / step) blocks of step, adds its j-th block to the
+    output's block (window + j): k shifted copies summed, then cut (or padded) to the length."""
+    rank = len(input_sizes)
+    dim %= rank
+    blocks = -(-size // step)
+    others = [axis for axis in range(rank) if axis != dim]
+    windows = op.Transpose(grad_in, perm=[*others, dim, rank])   # [...others, windows, size]
+    if blocks * step != size:
+        windows = op.Pad(windows, op.Constant(value_ints=[0] * (rank + 1) + [0] * rank + [blocks * step - size]))
+    others_shape = op.Shape(windows, start=0, end=rank - 1)
+    windows = op.Reshape(windows, op.Concat(op.Constant(value_ints=[-1]), op.Shape(windows, start=rank - 1, end=rank),
+                                            op.Constant(value_ints=[blocks, step]), axis=0))   # [n, windows, k, step]
+    summed = None
+    for j in range(blocks):
+        block = op.Pad(op.Gather(windows, op.Constant(value_int=j), axis=2),
+                       op.Constant(value_ints=[0, j, 0, 0, blocks - 1 - j, 0]))   # to window j later
+        summed = block if summed is None else op.Add(summed, block)
+    flat = op.Reshape(summed, op.Constant(value_ints=[0, -1]))
+    length = input_sizes[dim]
+    length = op.Constant(value_ints=[length]) if isinstance(length, int) else op.Reshape(length, op.Constant(value_ints=[-1]))
+    short = op.Max(op.Sub(length, op.Shape(flat, start=1, end=2)), op.Constant(value_ints=[0]))
+    flat = op.Pad(flat, op.Concat(op.Constant(value_ints=[0, 0, 0]), short, axis=0))
+    flat = op.Slice(flat, op.Constant(value_ints=[0]), length, op.Constant(value_ints=[1]))
+    out = op.Reshape(flat, op.Concat(others_shape, length, axis=0))   # [...others, length]
+    back = [others.index(axis) if axis != dim else rank - 1 for axis in range(rank)]
+    return op.Transpose(out, perm=back)
+
+
 def translation_table(opset: int) -> dict:
     """The translations an export at this opset passes torch.onnx, which takes one given it before its
     own at any opset."""
     attends = scaled_dot_product_attention if opset < ATTENTION_OPSET else attention
-    return {torch.ops.aten.atan2.default: atan2, torch.ops.aten.scaled_dot_product_attention.default: attends}
+    return {torch.ops.aten.atan2.default: atan2, torch.ops.aten.scaled_dot_product_attention.default: attends,
+            torch.ops.aten.index_put.default: index_put, torch.ops.aten._unsafe_index_put.default: index_put,
+            torch.ops.aten.unfold_backward.default: unfold_backward}
