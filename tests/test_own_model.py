@@ -216,6 +216,33 @@ def test_windows_summed_back_along_any_axis_and_int32_indices_export(tmp_path):
     np.testing.assert_array_equal(got["output.1"], written.numpy())
 
 
+@pytest.mark.parametrize("right", [False, True])
+def test_searchsorted_finds_each_values_bin_as_pytorch_does_at_the_knots_too(tmp_path, right):
+    """torch.searchsorted (a spline flow's bin lookup) was refused: torchlib has no function for it.
+    A 1-d sequence serves every value, a sequence of rows each row of values; a value equal to a
+    knot goes before it, or after it with right=True."""
+    class Bins(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("knots", torch.linspace(-2, 2, 9))
+            self.register_buffer("rows", torch.sort(torch.randn(3, 6, generator=torch.Generator().manual_seed(0)))[0])
+
+        def forward(self, x):
+            return (torch.searchsorted(self.knots, x, right=right),
+                    torch.searchsorted(self.rows, x, right=right, out_int32=True))
+
+    example = {"x": np.random.default_rng(0).standard_normal((3, 12)).astype(np.float32) * 2}
+    with pytest.warns(EdgegenWarning, match="no input's axis 0 is dynamic"):   # the rows' 3: x's too
+        pipe = edgegen.load(export_pytorch(Bins(), example, tmp_path / "pkg", dynamic={"x": {1: "values"}}))
+    x = np.concatenate([np.linspace(-3, 3, 13, dtype=np.float32)[None].repeat(3, 0),   # knots at -2, -1.5, ...
+                        Bins().rows.numpy(), np.random.default_rng(1).standard_normal((3, 7)).astype(np.float32)], 1)
+    want = Bins()(torch.from_numpy(x))
+    got = pipe(x=x)
+    for name, expected in zip(("output.0", "output.1"), want):
+        assert got[name].dtype == expected.numpy().dtype
+        np.testing.assert_array_equal(got[name], expected.numpy())
+
+
 def test_atan2_gives_pytorchs_angles_at_signed_zeros_and_infinities(tmp_path):
     """torch.onnx wrote atan2(0, x < 0) as -pi where PyTorch gives pi (an rfft's DC bin has an
     imaginary part of exactly 0), and the gate's drawn feeds held no exact zero (review 185)."""

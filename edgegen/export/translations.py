@@ -27,6 +27,9 @@ PyTorch like any other.
   decomposed it into one ScatterND per sample of the window, 2 x n_fft of them in an istft (1,024
   for a vocoder's n_fft of 512), with int32 indices the checker refused. Written here as sums of
   ceil(size / step) shifted blocks of the windows.
+- aten.searchsorted (a rational-quadratic spline flow's bin lookup): torchlib has none, and the
+  export was refused. Written here as the count of the sorted row's values below each value (at
+  or below, with right=True), which is its index for a sorted row.
 """
 
 from __future__ import annotations
@@ -144,10 +147,23 @@ def unfold_backward(grad_in: TensorType, input_sizes: Sequence[INT64], dim: int,
     return op.Transpose(out, perm=back)
 
 
+def searchsorted(sorted_sequence: TReal, self: TReal, out_int32: bool = False, right: bool = False,
+                 side: Optional[str] = None, sorter: Optional[INT64] = None) -> INT64:
+    """For each value, the number of the sorted row's values below it (right: at or below it): a
+    1-d sorted_sequence serves every value, else its rows [..., K] the values' rows [..., M]."""
+    if sorter is not None:   # refused, named by the export: sort the sequence before the call
+        raise ValueError("searchsorted with a sorter is not translated; sort the sequence first")
+    below = op.LessOrEqual if right or side == "right" else op.Less
+    rows = sorted_sequence if len(sorted_sequence.shape) == 1 else op.Unsqueeze(sorted_sequence, op.Constant(value_ints=[-2]))
+    counted = op.ReduceSum(op.Cast(below(rows, op.Unsqueeze(self, op.Constant(value_ints=[-1]))), to=ir.DataType.INT64),
+                           op.Constant(value_ints=[-1]), keepdims=0)
+    return op.Cast(counted, to=ir.DataType.INT32) if out_int32 else counted
+
+
 def translation_table(opset: int) -> dict:
     """The translations an export at this opset passes torch.onnx, which takes one given it before its
     own at any opset."""
     attends = scaled_dot_product_attention if opset < ATTENTION_OPSET else attention
     return {torch.ops.aten.atan2.default: atan2, torch.ops.aten.scaled_dot_product_attention.default: attends,
             torch.ops.aten.index_put.default: index_put, torch.ops.aten._unsafe_index_put.default: index_put,
-            torch.ops.aten.unfold_backward.default: unfold_backward}
+            torch.ops.aten.unfold_backward.default: unfold_backward, torch.ops.aten.searchsorted.Tensor: searchsorted}
