@@ -243,6 +243,57 @@ def test_searchsorted_finds_each_values_bin_as_pytorch_does_at_the_knots_too(tmp
         np.testing.assert_array_equal(got[name], expected.numpy())
 
 
+def test_a_module_whose_own_weights_are_named_like_the_graph_modules_attributes_exports(tmp_path):
+    """A VQ-VAE's codebook as `self.code`, a GNN's adjacency as `self.graph`, a submodule `meta`:
+    torch.export sets each at its name on the graph module it builds, which has attributes of those
+    names, and failed ("attribute 'code' already exists")."""
+    class Quantize(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.code = torch.nn.Parameter(torch.randn(16, 8, generator=torch.Generator().manual_seed(0)))
+            self.register_buffer("graph", torch.eye(8))
+            self.meta = torch.nn.Linear(8, 8)
+
+        def forward(self, z):
+            nearest = torch.cdist(z, self.code[None].expand(z.shape[0], -1, -1)).argmin(-1)
+            return self.meta(torch.nn.functional.embedding(nearest, self.code) @ self.graph), nearest
+
+    example = {"z": np.random.default_rng(0).standard_normal((2, 10, 8)).astype(np.float32)}
+    quantize = Quantize().eval()
+    pipe = edgegen.load(export_pytorch(quantize, example, tmp_path / "pkg", dynamic={"z": {0: "batch", 1: "tokens"}}))
+    z = np.random.default_rng(1).standard_normal((3, 7, 8)).astype(np.float32)
+    with torch.no_grad():
+        vectors, nearest = quantize(torch.from_numpy(z))
+    got = pipe(z=z)
+    np.testing.assert_array_equal(got["output.1"], nearest.numpy())
+    np.testing.assert_allclose(got["output.0"], vectors.numpy(), rtol=1e-5, atol=1e-5)
+    assert [name for name, _ in quantize.named_parameters()] == ["code", "meta.weight", "meta.bias"]   # the module's own
+
+
+@pytest.mark.parametrize("p, dynamic", [(2.0, True), (2.0, False), (1.0, True), (float("inf"), False), (3.0, True)])
+def test_cdist_gives_pytorchs_distances_for_each_norm(tmp_path, p, dynamic):
+    """torch.cdist (a VQ-VAE's nearest code) traced at 25 rows or fewer on both sides was refused
+    (aten._cdist_forward: torchlib has no function for it). For p=2 the graph takes PyTorch's
+    MatMul form where the rows are dynamic, the differences where both sides are fixed."""
+    class Distances(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("codebook", torch.randn(12, 6, generator=torch.Generator().manual_seed(0)))
+
+        def forward(self, z):
+            return torch.cdist(z, self.codebook, p=p)
+
+    rng = np.random.default_rng(0)
+    dims = {"z": {0: "tokens"}} if dynamic else {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", EdgegenWarning)   # a fixed batch, said at export
+        pipe = edgegen.load(export_pytorch(Distances(), {"z": rng.standard_normal((8, 6)).astype(np.float32)},
+                                           tmp_path / "pkg", dynamic=dims))
+    z = rng.standard_normal((30 if dynamic else 8, 6)).astype(np.float32)   # past 25: PyTorch's MatMul form
+    want = Distances()(torch.from_numpy(z)).numpy()
+    np.testing.assert_allclose(pipe(z=z)["output"], want, rtol=1e-4, atol=1e-4)
+
+
 def test_atan2_gives_pytorchs_angles_at_signed_zeros_and_infinities(tmp_path):
     """torch.onnx wrote atan2(0, x < 0) as -pi where PyTorch gives pi (an rfft's DC bin has an
     imaginary part of exactly 0), and the gate's drawn feeds held no exact zero (review 185)."""

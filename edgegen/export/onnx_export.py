@@ -210,7 +210,7 @@ def trace_module(module: torch.nn.Module, part: str, inputs: tuple[TensorSpec, .
     dims = {d: torch.export.Dim(d) for spec in inputs for d in spec.shape if isinstance(d, str)}
     per_input = [{i: dims[d] for i, d in enumerate(spec.shape) if isinstance(d, str)} for spec in inputs]
     args = tuple(torch_inputs(example, inputs))
-    module = module.eval()
+    module = _clear_of_graph_module_names(module.eval())
     dynamic_shapes = _by_signature(module, per_input)
     _build_torchlib_registries_once()
     token = _EXPORT_OPSET.set(opset)
@@ -357,6 +357,35 @@ def _drop_stack_traces(model: onnx.ModelProto) -> None:
         if len(kept) != len(node.metadata_props):
             del node.metadata_props[:]
             node.metadata_props.extend(kept)
+
+
+class _Holder(torch.nn.Module):
+    """A module one level down, called with what it is called with (its forward's signature is
+    set per module: torch.export reads the parameters' names from it)."""
+
+    def __init__(self, module: torch.nn.Module):
+        super().__init__()
+        self.held = module
+
+
+def _clear_of_graph_module_names(module: torch.nn.Module) -> torch.nn.Module:
+    """The module, or where one of its own parameters, buffers or submodules is named like an
+    attribute of torch.fx.GraphModule (`code`, `graph`, `meta`: a VQ-VAE's codebook, a GNN's
+    graph), the module held one level down: torch.export sets each at that name on the graph
+    module it builds, and failed ("attribute 'code' already exists"). The graph's initializers are
+    then named `held.code`."""
+    graph_module = torch.fx.GraphModule(torch.nn.Module(), torch.fx.Graph())
+    names = [*module._parameters, *module._buffers, *module._modules]
+    if not any(hasattr(graph_module, name) for name in names):
+        return module
+    signature = inspect.signature(module.forward)
+
+    def forward(self, *args, **kwargs):
+        return self.held(*args, **kwargs)
+
+    self_parameter = inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    forward.__signature__ = signature.replace(parameters=[self_parameter, *signature.parameters.values()])
+    return type(type(module).__name__, (_Holder,), {"forward": forward})(module).eval()
 
 
 def _by_signature(module: torch.nn.Module, per_input: list[dict]) -> tuple:

@@ -30,6 +30,13 @@ PyTorch like any other.
 - aten.searchsorted (a rational-quadratic spline flow's bin lookup): torchlib has none, and the
   export was refused. Written here as the count of the sorted row's values below each value (at
   or below, with right=True), which is its index for a sorted row.
+- aten._cdist_forward (torch.cdist: a VQ-VAE's nearest codebook vector): torchlib has none, and an
+  export traced at 25 rows or fewer on both sides (past that torch.cdist itself takes a MatMul
+  form, which torch.onnx writes) was refused. Written here as PyTorch computes it: for p=2 with
+  rows that may pass 25 (a dynamic dim), from the squared norms and a MatMul, clamped at 0, as
+  PyTorch's _euclidean_dist (the differences would take rows x codes x features of memory); with
+  both sides fixed at 25 or fewer, or compute_mode donot_use_mm, and for other p, from the
+  differences.
 """
 
 from __future__ import annotations
@@ -160,10 +167,37 @@ def searchsorted(sorted_sequence: TReal, self: TReal, out_int32: bool = False, r
     return op.Cast(counted, to=ir.DataType.INT32) if out_int32 else counted
 
 
+_CDIST_MM_ROWS = 25        # torch.cdist takes the MatMul form for p=2 past this many rows on either side
+_CDIST_DONOT_USE_MM = 2    # compute_mode "donot_use_mm_for_euclid_dist"
+
+
+def cdist(x1: TFloat, x2: TFloat, p: float = 2.0, compute_mode: Optional[int] = None) -> TFloat:
+    """The p-norm distance of each row of x1 [..., P, M] to each row of x2 [..., R, M]: [..., P, R]."""
+    rows = (x1.shape[-2], x2.shape[-2])
+    by_difference = compute_mode == _CDIST_DONOT_USE_MM or all(isinstance(n, int) and n <= _CDIST_MM_ROWS for n in rows)
+    if p == 2.0 and not by_difference:   # |a|^2 - 2 a.b + |b|^2, as PyTorch's _euclidean_dist
+        last_two = list(range(len(x2.shape)))
+        last_two[-2:] = last_two[-1], last_two[-2]
+        squared = op.Add(op.Sub(op.ReduceSum(op.Mul(x1, x1), op.Constant(value_ints=[-1]), keepdims=1),
+                                op.Mul(op.CastLike(2.0, x1), op.MatMul(x1, op.Transpose(x2, perm=last_two)))),
+                         op.Transpose(op.ReduceSum(op.Mul(x2, x2), op.Constant(value_ints=[-1]), keepdims=1), perm=last_two))
+        return op.Sqrt(op.Max(squared, op.CastLike(0.0, x1)))
+    apart = op.Abs(op.Sub(op.Unsqueeze(x1, op.Constant(value_ints=[-2])), op.Unsqueeze(x2, op.Constant(value_ints=[-3]))))
+    features = op.Constant(value_ints=[-1])
+    if p == 0.0:
+        return op.ReduceSum(op.CastLike(op.Not(op.Equal(apart, op.CastLike(0.0, x1))), x1), features, keepdims=0)
+    if p == 1.0:
+        return op.ReduceSum(apart, features, keepdims=0)
+    if math.isinf(p):
+        return op.ReduceMax(apart, features, keepdims=0)
+    return op.Pow(op.ReduceSum(op.Pow(apart, op.CastLike(p, x1)), features, keepdims=0), op.CastLike(1.0 / p, x1))
+
+
 def translation_table(opset: int) -> dict:
     """The translations an export at this opset passes torch.onnx, which takes one given it before its
     own at any opset."""
     attends = scaled_dot_product_attention if opset < ATTENTION_OPSET else attention
     return {torch.ops.aten.atan2.default: atan2, torch.ops.aten.scaled_dot_product_attention.default: attends,
             torch.ops.aten.index_put.default: index_put, torch.ops.aten._unsafe_index_put.default: index_put,
-            torch.ops.aten.unfold_backward.default: unfold_backward, torch.ops.aten.searchsorted.Tensor: searchsorted}
+            torch.ops.aten.unfold_backward.default: unfold_backward, torch.ops.aten.searchsorted.Tensor: searchsorted,
+            torch.ops.aten._cdist_forward.default: cdist}
