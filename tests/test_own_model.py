@@ -294,6 +294,26 @@ def test_cdist_gives_pytorchs_distances_for_each_norm(tmp_path, p, dynamic):
     np.testing.assert_allclose(pipe(z=z)["output"], want, rtol=1e-4, atol=1e-4)
 
 
+def test_a_likelihood_from_torch_distributions_exports_without_their_argument_checks(tmp_path):
+    """Normal(mu, sigma).log_prob(x) (a VAE's or a flow's likelihood, an anomaly score) checks its
+    arguments' values, which torch.export cannot branch on: the trace failed on a data-dependent
+    guard. The checks are off while a trace runs, and back after."""
+    from torch.distributions import Distribution, Normal
+
+    class Likelihood(torch.nn.Module):
+        def forward(self, x, mu, log_sigma):
+            return Normal(mu, log_sigma.exp()).log_prob(x).sum(-1) + Normal(0.0, 1.0).log_prob(mu).sum(-1)
+
+    rng = np.random.default_rng(0)
+    example = {name: rng.standard_normal((3, 5)).astype(np.float32) for name in ("x", "mu", "log_sigma")}
+    checked = Distribution._validate_args
+    pipe = edgegen.load(export_pytorch(Likelihood(), example, tmp_path / "pkg"))
+    assert Distribution._validate_args == checked
+    feeds = {name: rng.standard_normal((2, 5)).astype(np.float32) for name in example}
+    want = Likelihood()(*(torch.from_numpy(feeds[name]) for name in ("x", "mu", "log_sigma"))).numpy()
+    np.testing.assert_allclose(pipe(**feeds)["output"], want, rtol=1e-5, atol=1e-5)
+
+
 def test_atan2_gives_pytorchs_angles_at_signed_zeros_and_infinities(tmp_path):
     """torch.onnx wrote atan2(0, x < 0) as -pi where PyTorch gives pi (an rfft's DC bin has an
     imaginary part of exactly 0), and the gate's drawn feeds held no exact zero (review 185)."""

@@ -215,7 +215,7 @@ def trace_module(module: torch.nn.Module, part: str, inputs: tuple[TensorSpec, .
     _build_torchlib_registries_once()
     token = _EXPORT_OPSET.set(opset)
     try:
-        with _ONE_TRACE_AT_A_TIME, _quiet():
+        with _ONE_TRACE_AT_A_TIME, _quiet(), _distributions_unchecked():
             program = torch.onnx.export(module, args, dynamo=True, opset_version=opset, verbose=False,
                                         input_names=[s.name for s in inputs], output_names=list(outputs),
                                         dynamic_shapes=dynamic_shapes, custom_translation_table=translation_table(opset))
@@ -386,6 +386,20 @@ def _clear_of_graph_module_names(module: torch.nn.Module) -> torch.nn.Module:
     self_parameter = inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)
     forward.__signature__ = signature.replace(parameters=[self_parameter, *signature.parameters.values()])
     return type(type(module).__name__, (_Holder,), {"forward": forward})(module).eval()
+
+
+@contextlib.contextmanager
+def _distributions_unchecked():
+    """torch.distributions' argument checks off by default while a trace runs: `Normal(mu,
+    sigma).log_prob(x)` checks sigma > 0 and x's support on their values, which a trace cannot branch
+    on ("Could not guard on data-dependent expression"); a graph has no such checks to keep. A
+    distribution made with validate_args=True keeps its own."""
+    checked = torch.distributions.Distribution._validate_args
+    torch.distributions.Distribution.set_default_validate_args(False)
+    try:
+        yield
+    finally:
+        torch.distributions.Distribution.set_default_validate_args(checked)
 
 
 def _by_signature(module: torch.nn.Module, per_input: list[dict]) -> tuple:
