@@ -48,6 +48,7 @@ import torch
 from onnxscript import ir
 from onnxscript import opset18 as op
 from onnxscript import opset23 as op23
+from onnxscript.function_libs.torch_lib.ops import common as common_ops
 from onnxscript.function_libs.torch_lib.ops import core as torchlib_core
 from onnxscript.function_libs.torch_lib.ops import nn as torchlib_nn
 from onnxscript.function_libs.torch_lib.tensor_typing import TFloat, TReal
@@ -144,14 +145,16 @@ def unfold_backward(grad_in: TensorType, input_sizes: Sequence[INT64], dim: int,
                        op.Constant(value_ints=[0, j, 0, 0, blocks - 1 - j, 0]))   # to window j later
         summed = block if summed is None else op.Add(summed, block)
     flat = op.Reshape(summed, op.Constant(value_ints=[0, -1]))
-    length = input_sizes[dim]
-    length = op.Constant(value_ints=[length]) if isinstance(length, int) else op.Reshape(length, op.Constant(value_ints=[-1]))
+    sizes = common_ops.merge_dims(input_sizes)
+    length = op.Slice(sizes, op.Constant(value_ints=[dim]), op.Constant(value_ints=[dim + 1]))
     short = op.Max(op.Sub(length, op.Shape(flat, start=1, end=2)), op.Constant(value_ints=[0]))
     flat = op.Pad(flat, op.Concat(op.Constant(value_ints=[0, 0, 0]), short, axis=0))
     flat = op.Slice(flat, op.Constant(value_ints=[0]), length, op.Constant(value_ints=[1]))
     out = op.Reshape(flat, op.Concat(others_shape, length, axis=0))   # [...others, length]
     back = [others.index(axis) if axis != dim else rank - 1 for axis in range(rank)]
-    return op.Transpose(out, perm=back)
+    # grad_in's other axes may be 1 where input_sizes' are not (torch.istft's window envelope, of
+    # one row for the batch): PyTorch broadcasts them (review 192)
+    return op.Expand(op.Transpose(out, perm=back), sizes)
 
 
 def searchsorted(sorted_sequence: TReal, self: TReal, out_int32: bool = False, right: bool = False,
