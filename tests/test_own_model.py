@@ -231,7 +231,8 @@ def test_searchsorted_finds_each_values_bin_as_pytorch_does_at_the_knots_too(tmp
 
         def forward(self, x):
             return (torch.searchsorted(self.knots, x, right=right),
-                    torch.searchsorted(self.rows, x, right=right, out_int32=True))
+                    torch.searchsorted(self.rows, x, right=right, out_int32=True),
+                    torch.searchsorted(torch.arange(-3, 4), x, right=right))   # int knots, float values (review 193)
 
     example = {"x": np.random.default_rng(0).standard_normal((3, 12)).astype(np.float32) * 2}
     with pytest.warns(EdgegenWarning, match="no input's axis 0 is dynamic"):   # the rows' 3: x's too
@@ -240,7 +241,7 @@ def test_searchsorted_finds_each_values_bin_as_pytorch_does_at_the_knots_too(tmp
                         Bins().rows.numpy(), np.random.default_rng(1).standard_normal((3, 7)).astype(np.float32)], 1)
     want = Bins()(torch.from_numpy(x))
     got = pipe(x=x)
-    for name, expected in zip(("output.0", "output.1"), want):
+    for name, expected in zip(("output.0", "output.1", "output.2"), want):
         assert got[name].dtype == expected.numpy().dtype
         np.testing.assert_array_equal(got[name], expected.numpy())
 
@@ -271,6 +272,17 @@ def test_a_module_whose_own_weights_are_named_like_the_graph_modules_attributes_
     np.testing.assert_allclose(got["output.0"], vectors.numpy(), rtol=1e-5, atol=1e-5)
     assert [name for name, _ in quantize.named_parameters()] == ["code", "meta.weight", "meta.bias"]   # the module's own
 
+    class Adjacency(torch.nn.Module):   # a plain tensor attribute alone (review 193)
+        def __init__(self):
+            super().__init__()
+            self.graph = torch.eye(8) * 2
+
+        def forward(self, z):
+            return z @ self.graph
+
+    pipe = edgegen.load(export_pytorch(Adjacency(), example, tmp_path / "plain", dynamic={"z": {0: "batch", 1: "tokens"}}))
+    np.testing.assert_array_equal(pipe(z=z)["output"], z * 2)
+
 
 @pytest.mark.parametrize("p, dynamic", [(2.0, True), (2.0, False), (1.0, True), (float("inf"), False), (3.0, True)])
 def test_cdist_gives_pytorchs_distances_for_each_norm(tmp_path, p, dynamic):
@@ -299,20 +311,24 @@ def test_cdist_gives_pytorchs_distances_for_each_norm(tmp_path, p, dynamic):
 def test_a_likelihood_from_torch_distributions_exports_without_their_argument_checks(tmp_path):
     """Normal(mu, sigma).log_prob(x) (a VAE's or a flow's likelihood, an anomaly score) checks its
     arguments' values, which torch.export cannot branch on: the trace failed on a data-dependent
-    guard. The checks are off while a trace runs, and back after."""
-    from torch.distributions import Distribution, Normal
+    guard. The checks are off while an export runs, and back after: Bernoulli's support (0 and 1)
+    the gate's drawn feeds leave, in PyTorch too (review 193)."""
+    from torch.distributions import Bernoulli, Distribution, Normal
 
     class Likelihood(torch.nn.Module):
-        def forward(self, x, mu, log_sigma):
-            return Normal(mu, log_sigma.exp()).log_prob(x).sum(-1) + Normal(0.0, 1.0).log_prob(mu).sum(-1)
+        def forward(self, x, mu, log_sigma, pixels):
+            return (Normal(mu, log_sigma.exp()).log_prob(x).sum(-1) + Normal(0.0, 1.0).log_prob(mu).sum(-1)
+                    + Bernoulli(logits=mu).log_prob(pixels).sum(-1))
 
     rng = np.random.default_rng(0)
     example = {name: rng.standard_normal((3, 5)).astype(np.float32) for name in ("x", "mu", "log_sigma")}
+    example["pixels"] = (example["x"] > 0).astype(np.float32)
     checked = Distribution._validate_args
     pipe = edgegen.load(export_pytorch(Likelihood(), example, tmp_path / "pkg"))
     assert Distribution._validate_args == checked
     feeds = {name: rng.standard_normal((2, 5)).astype(np.float32) for name in example}
-    want = Likelihood()(*(torch.from_numpy(feeds[name]) for name in ("x", "mu", "log_sigma"))).numpy()
+    feeds["pixels"] = (feeds["pixels"] > 0).astype(np.float32)
+    want = Likelihood()(*(torch.from_numpy(feeds[name]) for name in ("x", "mu", "log_sigma", "pixels"))).numpy()
     np.testing.assert_allclose(pipe(**feeds)["output"], want, rtol=1e-5, atol=1e-5)
 
 

@@ -215,7 +215,7 @@ def trace_module(module: torch.nn.Module, part: str, inputs: tuple[TensorSpec, .
     _build_torchlib_registries_once()
     token = _EXPORT_OPSET.set(opset)
     try:
-        with _ONE_TRACE_AT_A_TIME, _quiet(), _distributions_unchecked():
+        with _ONE_TRACE_AT_A_TIME, _quiet(), distributions_unchecked():
             program = torch.onnx.export(module, args, dynamo=True, opset_version=opset, verbose=False,
                                         input_names=[s.name for s in inputs], output_names=list(outputs),
                                         dynamic_shapes=dynamic_shapes, custom_translation_table=translation_table(opset))
@@ -375,7 +375,8 @@ def _clear_of_graph_module_names(module: torch.nn.Module) -> torch.nn.Module:
     module it builds, and failed ("attribute 'code' already exists"). The graph's initializers are
     then named `held.code`."""
     graph_module = torch.fx.GraphModule(torch.nn.Module(), torch.fx.Graph())
-    names = [*module._parameters, *module._buffers, *module._modules]
+    names = [*module._parameters, *module._buffers, *module._modules,   # and tensors set as plain attributes (review 193)
+             *(name for name, value in vars(module).items() if isinstance(value, torch.Tensor))]
     if not any(hasattr(graph_module, name) for name in names):
         return module
     signature = inspect.signature(module.forward)
@@ -388,18 +389,30 @@ def _clear_of_graph_module_names(module: torch.nn.Module) -> torch.nn.Module:
     return type(type(module).__name__, (_Holder,), {"forward": forward})(module).eval()
 
 
+_UNCHECKED_LOCK = threading.Lock()
+_unchecked = {"exports": 0, "checked before": True}
+
+
 @contextlib.contextmanager
-def _distributions_unchecked():
-    """torch.distributions' argument checks off by default while a trace runs: `Normal(mu,
+def distributions_unchecked():
+    """torch.distributions' argument checks off by default while an export runs: `Normal(mu,
     sigma).log_prob(x)` checks sigma > 0 and x's support on their values, which a trace cannot branch
-    on ("Could not guard on data-dependent expression"); a graph has no such checks to keep. A
-    distribution made with validate_args=True keeps its own."""
-    checked = torch.distributions.Distribution._validate_args
-    torch.distributions.Distribution.set_default_validate_args(False)
+    on ("Could not guard on data-dependent expression"), and the gate's drawn feeds leave a discrete
+    support (Bernoulli's 0 and 1: review 193); a graph has no such checks to keep. A distribution
+    made with validate_args=True keeps its own. Counted across threads: the process's setting
+    comes back when the last export running ends."""
+    with _UNCHECKED_LOCK:
+        if _unchecked["exports"] == 0:
+            _unchecked["checked before"] = torch.distributions.Distribution._validate_args
+            torch.distributions.Distribution.set_default_validate_args(False)
+        _unchecked["exports"] += 1
     try:
         yield
     finally:
-        torch.distributions.Distribution.set_default_validate_args(checked)
+        with _UNCHECKED_LOCK:
+            _unchecked["exports"] -= 1
+            if _unchecked["exports"] == 0:
+                torch.distributions.Distribution.set_default_validate_args(_unchecked["checked before"])
 
 
 def _by_signature(module: torch.nn.Module, per_input: list[dict]) -> tuple:

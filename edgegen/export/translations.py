@@ -157,16 +157,31 @@ def unfold_backward(grad_in: TensorType, input_sizes: Sequence[INT64], dim: int,
     return op.Expand(op.Transpose(out, perm=back), sizes)
 
 
+_FLOAT_WIDTHS = {ir.DataType.FLOAT16: 16, ir.DataType.BFLOAT16: 16, ir.DataType.FLOAT: 32, ir.DataType.DOUBLE: 64}
+
+
+def _promoted(a, b):
+    """a and b in one type, as PyTorch compares them: a float over an integer, the wider float or int64."""
+    if a.dtype == b.dtype:
+        return a, b
+    widths = (_FLOAT_WIDTHS.get(a.dtype, 0), _FLOAT_WIDTHS.get(b.dtype, 0))
+    common = ir.DataType.INT64 if widths == (0, 0) else (a.dtype if widths[0] >= widths[1] else b.dtype)
+    return tuple(value if value.dtype == common else op.Cast(value, to=common) for value in (a, b))
+
+
 def searchsorted(sorted_sequence: TReal, self: TReal, out_int32: bool = False, right: bool = False,
                  side: Optional[str] = None, sorter: Optional[INT64] = None) -> INT64:
     """For each value, the number of the sorted row's values below it (right: at or below it): a
     1-d sorted_sequence serves every value, else its rows [..., K] the values' rows [..., M]."""
     if sorter is not None:   # refused, named by the export: sort the sequence before the call
         raise ValueError("searchsorted with a sorter is not translated; sort the sequence first")
-    below = op.LessOrEqual if right or side == "right" else op.Less
-    rows = sorted_sequence if len(sorted_sequence.shape) == 1 else op.Unsqueeze(sorted_sequence, op.Constant(value_ints=[-2]))
-    counted = op.ReduceSum(op.Cast(below(rows, op.Unsqueeze(self, op.Constant(value_ints=[-1]))), to=ir.DataType.INT64),
-                           op.Constant(value_ints=[-1]), keepdims=0)
+    one_row = len(sorted_sequence.shape) == 1
+    sorted_sequence, self = _promoted(sorted_sequence, self)   # int knots, float values: PyTorch compares them
+    rows = sorted_sequence if one_row else op.Unsqueeze(sorted_sequence, op.Constant(value_ints=[-2]))
+    values = op.Unsqueeze(self, op.Constant(value_ints=[-1]))
+    # not above (at or above, left): a NaN value is past every knot, as PyTorch's search puts it
+    below = op.Not(op.Greater(rows, values) if right or side == "right" else op.GreaterOrEqual(rows, values))
+    counted = op.ReduceSum(op.Cast(below, to=ir.DataType.INT64), op.Constant(value_ints=[-1]), keepdims=0)
     return op.Cast(counted, to=ir.DataType.INT32) if out_int32 else counted
 
 

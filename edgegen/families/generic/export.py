@@ -31,7 +31,7 @@ from onnx import numpy_helper
 from ...errors import (BackendError, CheckpointError, ConfigError, EdgegenError, EdgegenWarning, InputError, PackageError,
                        ParityError, ValidationError, described, first_line, warn_caller)
 from ...export import check_opset, provenance
-from ...export.onnx_export import DEFAULT_OPSET, trace_module, untraceable, value_spec
+from ...export.onnx_export import DEFAULT_OPSET, distributions_unchecked, trace_module, untraceable, value_spec
 from ...export.validate import (feed_label, gate_feeds, gate_inputs_zeroed, output_tolerances, refuse_lost_epsilons,
                                 sizes_label, tolerance_said, torch_inputs)
 from ...package import (DTYPES, MANIFEST_NAME, PACKAGE_KIND, GraphEntry, Manifest, Package, TensorSpec, check_name,
@@ -65,7 +65,8 @@ def _in_eval_mode(export):
         modes = [(m, m.training) for m in module.modules()]
         buffers = _buffer_copies(module)
         try:
-            return export(module.eval(), *args, **kwargs)
+            with distributions_unchecked():   # the trace and the gate's calls of the module alike
+                return export(module.eval(), *args, **kwargs)
         finally:
             module.train(modes[0][1])
             for m, training in modes[1:]:
