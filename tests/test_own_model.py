@@ -244,6 +244,13 @@ def test_searchsorted_finds_each_values_bin_as_pytorch_does_at_the_knots_too(tmp
     for name, expected in zip(("output.0", "output.1", "output.2"), want):
         assert got[name].dtype == expected.numpy().dtype
         np.testing.assert_array_equal(got[name], expected.numpy())
+    # a NaN (one computed inside a graph: the runtime refuses NaN inputs) is past every knot, as in PyTorch
+    import onnxruntime
+
+    x[:, 0] = np.nan
+    session = onnxruntime.InferenceSession(str(pipe.package.graph_path("model")), providers=["CPUExecutionProvider"])
+    for got, expected in zip(session.run(None, {"x": x}), Bins()(torch.from_numpy(x))):
+        np.testing.assert_array_equal(got, expected.numpy())
 
 
 def test_a_module_whose_own_weights_are_named_like_the_graph_modules_attributes_exports(tmp_path):
