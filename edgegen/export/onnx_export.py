@@ -369,7 +369,7 @@ class _Holder(torch.nn.Module):
 
 
 def _clear_of_graph_module_names(module: torch.nn.Module) -> torch.nn.Module:
-    """The module, or where one of its own parameters, buffers or submodules is named like an
+    """The module, or where one of its own parameters, buffers, submodules or tensors is named like an
     attribute of torch.fx.GraphModule (`code`, `graph`, `meta`: a VQ-VAE's codebook, a GNN's
     graph), the module held one level down: torch.export sets each at that name on the graph
     module it builds, and failed ("attribute 'code' already exists"). The graph's initializers are

@@ -1,4 +1,4 @@
-"""ONNX translations of ATen ops that torch.onnx's own get wrong, passed to every export
+"""ONNX translations of ATen ops that torch.onnx gets wrong or has none of, passed to every export
 (torch.onnx.export's custom_translation_table). The gate checks the graphs they make against
 PyTorch like any other.
 
